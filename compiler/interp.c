@@ -1,0 +1,738 @@
+/*
+** Reference interpreter for KIR (see interp.h for the semantics it defines).
+**
+** Values: one dense double array per (instruction, instance), instance =
+** (layer, head). A tensor's shape is the sizes of its axes in canonical order
+** (group, obs, token, chan); absent axes have size 1, so every op is a loop
+** over at most four indices with broadcasting by zero strides.
+*/
+#include <stdlib.h>
+#include <string.h>
+#include <math.h>
+#include "compiler/interp.h"
+
+typedef struct Ctx {
+	const KiFn *f;
+	const KiCase *c;
+	KcErr *e;
+	double *par;             /* runtime param values */
+	double ***val;           /* [nins][L*H] arrays (NULL when not needed) */
+	float *K, *V, *Q;        /* rounded copies */
+	const double *attn;      /* decode: [L][H][G][n] probabilities, or NULL */
+} Ctx;
+
+/* --- numbers -------------------------------------------------------------------- */
+
+static uint32_t fbits(float x) { uint32_t u; memcpy(&u, &x, 4); return u; }
+static float bitsf(uint32_t u) { float x; memcpy(&x, &u, 4); return x; }
+
+static float round_bf16(float x)
+{
+	uint32_t u = fbits(x);
+	if ((u & 0x7fffffff) > 0x7f800000)
+		return bitsf(u | 0x00400000);               /* quiet NaN */
+	u += 0x7fff + ((u >> 16) & 1);
+	return bitsf(u & 0xffff0000u);
+}
+
+/* f32 → f16 → f32 with round to nearest even, subnormals and overflow to inf. */
+static float round_f16(float x)
+{
+	if (isnan(x))
+		return x;
+	float a = fabsf(x);
+	if (a >= 65520.0f)
+		return copysignf(INFINITY, x);
+	if (a < 6.103515625e-05f) {                      /* subnormal: step 2^-24 */
+		float q = nearbyintf(a * 16777216.0f) / 16777216.0f;
+		return copysignf(q, x);
+	}
+	int ex;
+	frexpf(a, &ex);                                  /* a = m * 2^ex, m in [0.5, 1) */
+	float step = ldexpf(1.0f, ex - 11);              /* 10 mantissa bits */
+	float q = nearbyintf(a / step) * step;
+	return copysignf(q, x);
+}
+
+float ki_round(float x, int dtype)
+{
+	return dtype == KI_F16 ? round_f16(x) : dtype == KI_BF16 ? round_bf16(x) : x;
+}
+
+int ki_dtypebyname(const char *s)
+{
+	if (!strcmp(s, "f32") || !strcmp(s, "float32"))
+		return KI_F32;
+	if (!strcmp(s, "f16") || !strcmp(s, "float16"))
+		return KI_F16;
+	if (!strcmp(s, "bf16") || !strcmp(s, "bfloat16"))
+		return KI_BF16;
+	return -1;
+}
+
+const char *ki_dtypename(int dt) { return dt == KI_F16 ? "f16" : dt == KI_BF16 ? "bf16" : "f32"; }
+
+double ki_rand(uint64_t seed, uint64_t layer, uint64_t head, uint64_t pos)
+{
+	uint64_t c = (layer << 40) ^ (head << 24) ^ pos;
+	uint64_t z = seed + c * 0x9E3779B97F4A7C15ull;
+	z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+	z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+	z = z ^ (z >> 31);
+	return (double)(z >> 40) * (1.0 / 16777216.0);
+}
+
+/* Python's round(): half to even. */
+static double round_half_even(double x)
+{
+	double r = nearbyint(x);    /* default rounding mode is to nearest even */
+	return r;
+}
+
+/* --- shapes ---------------------------------------------------------------------- */
+
+static int tokens(const KiCase *c, int l, int h)
+{
+	return c->len ? c->len[l * c->H + h] : c->n;
+}
+
+static void dims(const KiCase *c, int l, int h, int size[AX_NUM])
+{
+	size[AX_group] = c->G;
+	size[AX_obs] = c->O;
+	size[AX_token] = tokens(c, l, h);
+	size[AX_chan] = c->d;
+}
+
+/* Strides of a tensor with axes `m` (0 for absent axes) and its element count. */
+static size_t strides(uint8_t m, const int size[AX_NUM], size_t st[AX_NUM])
+{
+	size_t n = 1;
+	for (int ax = AX_NUM - 1; ax >= 0; ax--) {
+		st[ax] = (m & AXM(ax)) ? n : 0;
+		if (m & AXM(ax))
+			n *= (size_t)size[ax];
+	}
+	return n;
+}
+
+/* --- operand access ------------------------------------------------------------------ */
+
+typedef struct Opnd {
+	const double *p;         /* tensor data, or NULL for a scalar */
+	double k;                /* scalar value */
+	size_t st[AX_NUM];
+} Opnd;
+
+static void opnd(Ctx *x, KcRef r, int inst, const int size[AX_NUM], Opnd *o)
+{
+	memset(o, 0, sizeof *o);
+	switch (KC_RKIND(r)) {
+	case RK_CON: o->k = x->f->con[KC_RIDX(r)]; return;
+	case RK_PAR: o->k = x->par[KC_RIDX(r)]; return;
+	case RK_INS: {
+		const KiIns *in = &x->f->ins[KC_RIDX(r)];
+		strides(in->axes, size, o->st);
+		o->p = x->val[KC_RIDX(r)] ? x->val[KC_RIDX(r)][inst] : NULL;
+		if (!in->axes) {
+			o->k = o->p ? o->p[0] : 0;
+			o->p = NULL;
+		}
+		return;
+	}
+	}
+}
+
+static inline double at(const Opnd *o, int g, int ob, int t, int ch)
+{
+	if (!o->p)
+		return o->k;
+	return o->p[g * o->st[0] + ob * o->st[1] + t * o->st[2] + ch * o->st[3]];
+}
+
+static double ew(int op, double a, double b, double c)
+{
+	switch (op) {
+	case KO_neg: return -a;
+	case KO_exp: return exp(a);
+	case KO_log: return log(a);
+	case KO_sqrt: return sqrt(a);
+	case KO_abs: return fabs(a);
+	case KO_add: return a + b;
+	case KO_sub: return a - b;
+	case KO_mul: return a * b;
+	case KO_div: return a / b;
+	case KO_pow: return pow(a, b);
+	case KO_max: return isnan(a) || isnan(b) ? NAN : a > b ? a : b;
+	case KO_min: return isnan(a) || isnan(b) ? NAN : a < b ? a : b;
+	case KO_lt: return a < b;
+	case KO_le: return a <= b;
+	case KO_eq: return a == b;
+	case KO_ne: return a != b;
+	case KO_where: return a != 0 ? b : c;
+	}
+	return NAN;
+}
+
+/* --- one instruction on one instance ------------------------------------------------------- */
+
+static int posof(const KiCase *c, int l, int h, int t)
+{
+	return c->pos ? c->pos[((size_t)l * c->H + h) * c->n + t] : t;
+}
+
+static int qposof(const KiCase *c, int l, int h, int o)
+{
+	return c->qpos ? c->qpos[o] : tokens(c, l, h) - c->O + o;
+}
+
+static int evalins(Ctx *x, int i, int l, int h, double *out)
+{
+	const KiCase *c = x->c;
+	const KiIns *in = &x->f->ins[i];
+	int inst = l * c->H + h, size[AX_NUM];
+	dims(c, l, h, size);
+	size_t rs[AX_NUM];
+	size_t count = strides(in->axes, size, rs);
+	int n = size[AX_token];
+	Opnd a, b, cc;
+	opnd(x, in->arg[0], inst, size, &a);
+	opnd(x, in->arg[1], inst, size, &b);
+	opnd(x, in->arg[2], inst, size, &cc);
+	int R[AX_NUM];           /* loop ranges of the result */
+	for (int ax = 0; ax < AX_NUM; ax++)
+		R[ax] = (in->axes & AXM(ax)) ? size[ax] : 1;
+
+	switch (in->op) {
+	case KO_input: {
+		size_t lh = (size_t)l * c->H + h;
+		for (int g = 0; g < R[0]; g++)
+			for (int o = 0; o < R[1]; o++)
+				for (int t = 0; t < R[2]; t++)
+					for (int ch = 0; ch < R[3]; ch++) {
+						double v = 0;
+						switch (in->aux) {
+						case IN_K: v = x->K[(lh * c->n + t) * c->d + ch]; break;
+						case IN_V: v = x->V[(lh * c->n + t) * c->d + ch]; break;
+						case IN_Q: v = x->Q[((lh * c->G + g) * c->O + o) * c->d + ch]; break;
+						case IN_lse: v = c->lse[(lh * c->G + g) * c->O + o]; break;
+						case IN_pos: v = posof(c, l, h, t); break;
+						case IN_qpos: v = qposof(c, l, h, o); break;
+						}
+						out[g * rs[0] + o * rs[1] + t * rs[2] + ch * rs[3]] = v;
+					}
+		return 0;
+	}
+	case KO_state: {
+		const KiState *s = &x->f->st[in->aux];
+		for (int t = 0; t < n; t++)
+			out[t] = c->state ? c->state[(((size_t)in->aux * c->L + l) * c->H + h) * c->n + t] : s->init;
+		return 0;
+	}
+	case KO_attn:
+		for (int g = 0; g < c->G; g++)
+			for (int t = 0; t < n; t++)
+				out[g * rs[0] + t * rs[2]] = x->attn[(((size_t)l * c->H + h) * c->G + g) * c->n + t];
+		return 0;
+	case KO_index:
+		for (size_t k = 0; k < count; k++)
+			out[k] = (double)k;
+		return 0;
+	case KO_size:
+		out[0] = in->axis < AX_NUM ? size[in->axis] : 0;
+		return 0;
+	case KO_info: {
+		double v = 0;
+		switch (in->aux) {
+		case INF_scale: v = 1.0 / sqrt((double)c->d); break;
+		case INF_layer: v = l; break;
+		case INF_head: v = h; break;
+		case INF_nlayers: v = c->L; break;
+		case INF_nheads: v = c->H; break;
+		case INF_step: v = c->step; break;
+		}
+		out[0] = v;
+		return 0;
+	}
+	case KO_rand: {
+		double s = a.p ? a.p[0] : a.k;
+		uint64_t seed = (uint64_t)(int64_t)s;
+		for (int t = 0; t < n; t++)
+			out[t] = ki_rand(seed, (uint64_t)l, (uint64_t)h, (uint64_t)posof(c, l, h, t));
+		return 0;
+	}
+	case KO_hmean:
+		return 0;            /* done across heads by evalhmean */
+	}
+
+	switch (ki_rule(in->op)) {
+	case AR_EW:
+		for (int g = 0; g < R[0]; g++)
+			for (int o = 0; o < R[1]; o++)
+				for (int t = 0; t < R[2]; t++)
+					for (int ch = 0; ch < R[3]; ch++)
+						out[g * rs[0] + o * rs[1] + t * rs[2] + ch * rs[3]] =
+							ew(in->op, at(&a, g, o, t, ch), at(&b, g, o, t, ch), at(&cc, g, o, t, ch));
+		return 0;
+	case AR_RED:
+	case AR_DOT: {
+		/* iterate the operand space (result axes + the reduced axis) */
+		int ax = in->axis, S[AX_NUM];
+		for (int k = 0; k < AX_NUM; k++)
+			S[k] = R[k];
+		S[ax] = size[ax];
+		int m = size[ax];
+		for (size_t k = 0; k < count; k++)
+			out[k] = in->op == KO_rmax ? -INFINITY : in->op == KO_rmin ? INFINITY : 0;
+		if (in->op == KO_std) {      /* population std: mean first, then deviations */
+			double *mu = calloc(count, sizeof *mu);
+			if (!mu)
+				return -1;
+			for (int pass = 0; pass < 2; pass++)
+				for (int g = 0; g < S[0]; g++)
+					for (int o = 0; o < S[1]; o++)
+						for (int t = 0; t < S[2]; t++)
+							for (int ch = 0; ch < S[3]; ch++) {
+								int idx[AX_NUM] = { g, o, t, ch };
+								idx[ax] = 0;
+								size_t r = idx[0] * rs[0] + idx[1] * rs[1] + idx[2] * rs[2] + idx[3] * rs[3];
+								double v = at(&a, g, o, t, ch);
+								if (pass == 0)
+									mu[r] += v / m;
+								else
+									out[r] += (v - mu[r]) * (v - mu[r]);
+							}
+			for (size_t k = 0; k < count; k++)
+				out[k] = m ? sqrt(out[k] / m) : NAN;
+			free(mu);
+			return 0;
+		}
+		for (int g = 0; g < S[0]; g++)
+			for (int o = 0; o < S[1]; o++)
+				for (int t = 0; t < S[2]; t++)
+					for (int ch = 0; ch < S[3]; ch++) {
+						int idx[AX_NUM] = { g, o, t, ch };
+						idx[ax] = 0;
+						size_t r = idx[0] * rs[0] + idx[1] * rs[1] + idx[2] * rs[2] + idx[3] * rs[3];
+						double v = at(&a, g, o, t, ch);
+						switch (in->op) {
+						case KO_sum: case KO_mean: out[r] += v; break;
+						case KO_rmax: out[r] = isnan(v) || v > out[r] ? v : out[r]; break;
+						case KO_rmin: out[r] = isnan(v) || v < out[r] ? v : out[r]; break;
+						case KO_norm: out[r] += v * v; break;
+						case KO_dot: out[r] += v * at(&b, g, o, t, ch); break;
+						}
+					}
+		if (in->op == KO_mean)
+			for (size_t k = 0; k < count; k++)
+				out[k] = m ? out[k] / m : NAN;
+		if (in->op == KO_norm)
+			for (size_t k = 0; k < count; k++)
+				out[k] = sqrt(out[k]);
+		return 0;
+	}
+	case AR_KEEP: {
+		int ax = in->axis, m = size[ax];
+		if (in->op == KO_avgpool || in->op == KO_maxpool) {
+			double kv = b.p ? b.p[0] : b.k;
+			if (!(kv >= 1 && kv <= 1e6) || kv != floor(kv)) {
+				kc_error(x->e, x->f->src, in->line, in->col,
+				         "pooling kernel size must be a positive integer, got %g", kv);
+				return -1;
+			}
+			int k = (int)kv, p = k / 2;
+			for (int g = 0; g < R[0]; g++)
+				for (int o = 0; o < R[1]; o++)
+					for (int ch = 0; ch < R[3]; ch++)
+						for (int t = 0; t < m; t++) {
+							double acc = in->op == KO_avgpool ? 0 : -INFINITY;
+							for (int j = t - p; j < t - p + k; j++) {
+								if (j < 0 || j >= m)
+									continue;   /* zero (avg) or -inf (max) padding */
+								double v = at(&a, g, o, j, ch);
+								acc = in->op == KO_avgpool ? acc + v : (v > acc || isnan(v) ? v : acc);
+							}
+							out[g * rs[0] + o * rs[1] + t * rs[2] + ch * rs[3]] =
+								in->op == KO_avgpool ? acc / k : acc;
+						}
+			return 0;
+		}
+		/* softmax over `ax`; causal over token when obs is present */
+		int causal = in->op == KO_softmax && ax == AX_token && (in->axes & AXM(AX_obs));
+		for (int g = 0; g < R[0]; g++)
+			for (int o = 0; o < R[1]; o++)
+				for (int t = 0; t < R[2]; t++)
+					for (int ch = 0; ch < R[3]; ch++) {
+						int idx[AX_NUM] = { g, o, t, ch };
+						if (idx[ax] != 0)
+							continue;   /* one slice per position of the other axes */
+						double mx = -INFINITY, sum = 0;
+						for (int j = 0; j < m; j++) {
+							idx[ax] = j;
+							if (causal && posof(c, l, h, j) > qposof(c, l, h, o))
+								continue;
+							double v = at(&a, idx[0], idx[1], idx[2], idx[3]);
+							mx = v > mx ? v : mx;
+						}
+						for (int j = 0; j < m; j++) {
+							idx[ax] = j;
+							if (causal && posof(c, l, h, j) > qposof(c, l, h, o))
+								continue;
+							sum += exp(at(&a, idx[0], idx[1], idx[2], idx[3]) - mx);
+						}
+						for (int j = 0; j < m; j++) {
+							idx[ax] = j;
+							double p = 0;
+							if (!(causal && posof(c, l, h, j) > qposof(c, l, h, o)) && sum > 0)
+								p = exp(at(&a, idx[0], idx[1], idx[2], idx[3]) - mx) / sum;
+							out[idx[0] * rs[0] + idx[1] * rs[1] + idx[2] * rs[2] + idx[3] * rs[3]] = p;
+						}
+					}
+		return 0;
+	}
+	}
+	kc_error(x->e, x->f->src, in->line, in->col, "interpreter: op %s not handled", ki_opname(in->op));
+	return -1;
+}
+
+/* mean over the heads of a layer (all heads must hold the same tokens) */
+static int evalhmean(Ctx *x, int i)
+{
+	const KiCase *c = x->c;
+	const KiIns *in = &x->f->ins[i];
+	for (int l = 0; l < c->L; l++) {
+		int size[AX_NUM];
+		dims(c, l, 0, size);
+		size_t st[AX_NUM], cnt = strides(in->axes, size, st);
+		for (int h = 1; h < c->H; h++)
+			if (tokens(c, l, h) != tokens(c, l, 0)) {
+				kc_error(x->e, x->f->src, in->line, in->col,
+				         "mean over heads needs equal lengths across the heads of layer %d", l);
+				return -1;
+			}
+		for (size_t k = 0; k < cnt; k++) {
+			double s = 0;
+			for (int h = 0; h < c->H; h++) {
+				Opnd a;
+				opnd(x, in->arg[0], l * c->H + h, size, &a);
+				s += a.p ? a.p[k] : a.k;
+			}
+			for (int h = 0; h < c->H; h++)
+				x->val[i][l * c->H + h][k] = s / c->H;
+		}
+	}
+	return 0;
+}
+
+/* Mark the instructions reachable from `root`. */
+static void mark(const KiFn *f, KcRef root, char *need)
+{
+	if (KC_RKIND(root) != RK_INS)
+		return;
+	int i = KC_RIDX(root);
+	if (need[i])
+		return;
+	need[i] = 1;
+	for (int k = 0; k < 3; k++)
+		mark(f, f->ins[i].arg[k], need);
+}
+
+/* Evaluate every needed instruction for every instance, in order. */
+static int evaluate(Ctx *x, const char *need)
+{
+	const KiCase *c = x->c;
+	int ninst = c->L * c->H;
+	for (int i = 0; i < x->f->nins; i++) {
+		if (!need[i])
+			continue;
+		x->val[i] = calloc((size_t)ninst, sizeof(double *));
+		if (!x->val[i])
+			goto oom;
+		for (int l = 0; l < c->L; l++)
+			for (int h = 0; h < c->H; h++) {
+				int size[AX_NUM];
+				size_t st[AX_NUM];
+				dims(c, l, h, size);
+				size_t cnt = strides(x->f->ins[i].axes, size, st);
+				double *v = calloc(cnt ? cnt : 1, sizeof *v);
+				if (!v)
+					goto oom;
+				x->val[i][l * c->H + h] = v;
+				if (evalins(x, i, l, h, v) != 0)
+					return -1;
+			}
+		if (x->f->ins[i].op == KO_hmean && evalhmean(x, i) != 0)
+			return -1;
+	}
+	return 0;
+oom:
+	kc_error(x->e, x->f->src, 0, 0, "interpreter: out of memory");
+	return -1;
+}
+
+static void freevals(Ctx *x)
+{
+	if (!x->val)
+		return;
+	for (int i = 0; i < x->f->nins; i++)
+		if (x->val[i]) {
+			for (int k = 0; k < x->c->L * x->c->H; k++)
+				free(x->val[i][k]);
+			free(x->val[i]);
+		}
+	free(x->val);
+	free(x->par);
+	free(x->K);
+	free(x->V);
+	free(x->Q);
+}
+
+/* --- selection ------------------------------------------------------------------------ */
+
+static double refval(const KiFn *f, const double *par, KcRef r, double def)
+{
+	switch (KC_RKIND(r)) {
+	case RK_CON: return f->con[KC_RIDX(r)];
+	case RK_PAR: return par ? par[KC_RIDX(r)] : f->par[KC_RIDX(r)].def;
+	}
+	return def;
+}
+
+long ki_nkeep(const KiFn *f, const double *par, int layer, int nlayers, long n, double ratio, long budget)
+{
+	double keep = budget >= 0 ? (double)(budget < n ? budget : n) : (double)n * (1.0 - ratio);
+	long nk = budget >= 0 ? (budget < n ? budget : n) : (long)floor(keep);
+	if (f->sel.sched == SCH_pyramid && (budget >= 0 || ratio > 0)) {
+		/* PyramidKV as kvpress computes it (pyramidkv_press.py) */
+		double w = refval(f, par, f->sel.keep_recent, 0);
+		double beta = refval(f, par, f->sel.beta, 20);
+		double T = w + keep;
+		double mn = (T - w) / beta, mx = (T - w) * 2 - mn;
+		if (mx >= n - w) {
+			mx = n - w;
+			mn = (T - w) * 2 - mx;
+		}
+		if (!(n >= mx && mx >= mn && mn >= w) || nlayers < 2)
+			nk = (long)round_half_even(keep);
+		else
+			nk = (long)round_half_even(mx - layer * ((mx - mn) / (nlayers - 1)));
+	}
+	if (nk < 0)
+		nk = 0;
+	if (nk > n)
+		nk = n;
+	return nk;
+}
+
+typedef struct Cand {
+	double key;              /* score; +inf when protected */
+	int prot;
+	int l, h, t;             /* t: first token (chunk start) */
+	int len;                 /* tokens in the candidate (chunk) */
+} Cand;
+
+/* Order: protected first, then higher score, NaN last; ties: lower layer,
+** lower head, lower position. */
+static int candcmp(const void *pa, const void *pb)
+{
+	const Cand *a = pa, *b = pb;
+	if (a->prot != b->prot)
+		return b->prot - a->prot;
+	int na = isnan(a->key), nb = isnan(b->key);
+	if (na != nb)
+		return na - nb;
+	if (!na && a->key != b->key)
+		return a->key > b->key ? -1 : 1;
+	if (a->l != b->l)
+		return a->l - b->l;
+	if (a->h != b->h)
+		return a->h - b->h;
+	return a->t - b->t;
+}
+
+/* Select within a group of candidates (one head, one layer, or the model),
+** marking kept tokens in keep[] ([L][H][n]). `want` counts tokens. */
+static void pick(Cand *cs, int ncand, long want, const KiCase *c, char *keep)
+{
+	qsort(cs, (size_t)ncand, sizeof *cs, candcmp);
+	long got = 0;
+	for (int k = 0; k < ncand && got < want; k++) {
+		if (got + cs[k].len > want)
+			continue;        /* a chunk that does not fit; a smaller one may */
+		for (int j = 0; j < cs[k].len; j++)
+			keep[((size_t)cs[k].l * c->H + cs[k].h) * c->n + cs[k].t + j] = 1;
+		got += cs[k].len;
+	}
+}
+
+static int selectkeep(Ctx *x, const double *scores, char *keep)
+{
+	const KiFn *f = x->f;
+	const KiCase *c = x->c;
+	long S = (long)refval(f, x->par, f->sel.keep_first, 0);
+	long Rr = (long)refval(f, x->par, f->sel.keep_recent, 0);
+	long ch = (long)refval(f, x->par, f->sel.chunk, 1);
+	if (S < 0 || Rr < 0 || ch < 1) {
+		kc_error(x->e, f->src, f->sel.line, f->sel.col,
+		         "select: keep_first, keep_recent must be >= 0 and chunk >= 1 (got %ld, %ld, %ld)", S, Rr, ch);
+		return -1;
+	}
+	size_t maxc = (size_t)c->L * c->H * (size_t)c->n + 1;
+	Cand *cs = malloc(maxc * sizeof *cs);
+	if (!cs) {
+		kc_error(x->e, f->src, 0, 0, "interpreter: out of memory");
+		return -1;
+	}
+	int ncand = 0;
+	long want = 0;
+	for (int l = 0; l < c->L; l++)
+		for (int h = 0; h < c->H; h++) {
+			long n = tokens(c, l, h);
+			want += ki_nkeep(f, x->par, l, c->L, n, c->ratio, c->budget);
+			for (long t0 = 0; t0 < n; t0 += ch) {
+				long len = t0 + ch <= n ? ch : n - t0;
+				Cand *cd = &cs[ncand++];
+				double s = 0;
+				int prot = 0, nan = 0;
+				for (long t = t0; t < t0 + len; t++) {
+					double v = scores[((size_t)l * c->H + h) * c->n + t];
+					nan |= isnan(v);
+					s += v;
+					prot |= t < S || t >= n - Rr;
+				}
+				cd->key = nan ? NAN : s / (double)len;
+				cd->prot = prot;
+				cd->l = l, cd->h = h, cd->t = (int)t0, cd->len = (int)len;
+			}
+			int last = f->sel.scope == SC_head ||
+			           (f->sel.scope == SC_layer && h == c->H - 1) ||
+			           (l == c->L - 1 && h == c->H - 1);
+			if (last) {
+				pick(cs, ncand, want, c, keep);
+				ncand = 0, want = 0;
+			}
+		}
+	free(cs);
+	return 0;
+}
+
+/* --- the entry point -------------------------------------------------------------------- */
+
+static int checkcase(const KiFn *f, const KiCase *c, KcErr *e)
+{
+	if (c->L < 1 || c->H < 1 || c->G < 1 || c->d < 1 || c->n < 0 || c->O < 0)
+		return kc_error(e, f->src, 0, 0, "bad case shape L=%d H=%d G=%d d=%d n=%d O=%d",
+		                c->L, c->H, c->G, c->d, c->n, c->O), -1;
+	if (!c->K || !c->V)
+		return kc_error(e, f->src, 0, 0, "case has no K or V"), -1;
+	if (c->O > 0 && !c->Q)
+		return kc_error(e, f->src, 0, 0, "case has %d observation queries but no Q", c->O), -1;
+	if (c->budget < 0 && !(c->ratio >= 0 && c->ratio < 1))
+		return kc_error(e, f->src, 0, 0, "ratio must be in [0, 1), got %g", c->ratio), -1;
+	for (int k = 0; c->len && k < c->L * c->H; k++)
+		if (c->len[k] < 0 || c->len[k] > c->n)
+			return kc_error(e, f->src, 0, 0, "length %d of (layer %d, head %d) outside 0..%d",
+			                c->len[k], k / c->H, k % c->H, c->n), -1;
+	for (int i = 0; i < f->nins; i++) {
+		const KiIns *in = &f->ins[i];
+		if (in->op == KO_input && (in->aux == IN_Q || in->aux == IN_qpos || in->aux == IN_lse) && c->O < 1)
+			return kc_error(e, f->src, in->line, in->col,
+			                "the policy reads %s but the case has no observation queries",
+			                ki_inputname(in->aux)), -1;
+		if (in->op == KO_input && in->aux == IN_lse && !c->lse)
+			return kc_error(e, f->src, in->line, in->col, "the policy reads lse but the case has none"), -1;
+	}
+	return 0;
+}
+
+int ki_run(const KiFn *f, const KiCase *c, KiResult *r, KcErr *e)
+{
+	memset(r, 0, sizeof *r);
+	if (checkcase(f, c, e) != 0)
+		return -1;
+	Ctx x = { .f = f, .c = c, .e = e };
+	size_t nkv = (size_t)c->L * c->H * c->n * c->d, nq = (size_t)c->L * c->H * c->G * c->O * c->d;
+	size_t ntok = (size_t)c->L * c->H * c->n;
+	x.par = malloc(((size_t)f->npar + 1) * sizeof *x.par);
+	x.val = calloc((size_t)f->nins + 1, sizeof *x.val);
+	x.K = malloc((nkv + 1) * sizeof(float));
+	x.V = malloc((nkv + 1) * sizeof(float));
+	x.Q = malloc((nq + 1) * sizeof(float));
+	char *need = calloc((size_t)f->nins + 1, 1), *keep = calloc(ntok + 1, 1);
+	r->L = c->L, r->H = c->H, r->n = c->n, r->d = c->d, r->nst = f->nst;
+	r->scores = calloc(ntok + 1, sizeof *r->scores);
+	r->len = calloc((size_t)c->L * c->H, sizeof *r->len);
+	r->kept = calloc(ntok + 1, sizeof *r->kept);
+	r->pos = calloc(ntok + 1, sizeof *r->pos);
+	r->K = calloc(nkv + 1, sizeof *r->K);
+	r->V = calloc(nkv + 1, sizeof *r->V);
+	r->state = calloc(ntok * (size_t)f->nst + 1, sizeof *r->state);
+	int rc = -1;
+	if (!x.par || !x.val || !x.K || !x.V || !x.Q || !need || !keep || !r->scores || !r->len ||
+	    !r->kept || !r->pos || !r->K || !r->V || !r->state) {
+		kc_error(e, f->src, 0, 0, "interpreter: out of memory");
+		goto done;
+	}
+	for (int i = 0; i < f->npar; i++)
+		x.par[i] = c->params ? c->params[i] : f->par[i].def;
+	for (size_t k = 0; k < nkv; k++) {
+		x.K[k] = ki_round(c->K[k], c->dtype);
+		x.V[k] = ki_round(c->V[k], c->dtype);
+	}
+	for (size_t k = 0; k < nq; k++)
+		x.Q[k] = ki_round(c->Q[k], c->dtype);
+
+	mark(f, f->score, need);
+	if (evaluate(&x, need) != 0)
+		goto done;
+	for (int l = 0; l < c->L; l++)
+		for (int h = 0; h < c->H; h++) {
+			int n = tokens(c, l, h);
+			const double *s = x.val[KC_RIDX(f->score)][l * c->H + h];
+			for (int t = 0; t < n; t++)
+				r->scores[((size_t)l * c->H + h) * c->n + t] = s[t];
+			for (int t = n; t < c->n; t++)
+				r->scores[((size_t)l * c->H + h) * c->n + t] = NAN;
+		}
+	if (selectkeep(&x, r->scores, keep) != 0)
+		goto done;
+	/* merge: drop — stable compaction of kept rows */
+	for (int l = 0; l < c->L; l++)
+		for (int h = 0; h < c->H; h++) {
+			size_t lh = (size_t)l * c->H + h;
+			int n = tokens(c, l, h), m = 0;
+			for (int t = 0; t < n; t++) {
+				if (!keep[lh * c->n + t])
+					continue;
+				r->kept[lh * c->n + m] = t;
+				memcpy(&r->K[(lh * c->n + m) * c->d], &x.K[(lh * c->n + t) * c->d], (size_t)c->d * sizeof(float));
+				memcpy(&r->V[(lh * c->n + m) * c->d], &x.V[(lh * c->n + t) * c->d], (size_t)c->d * sizeof(float));
+				r->pos[lh * c->n + m] = posof(c, l, h, t);
+				for (int s = 0; s < f->nst; s++)
+					r->state[((size_t)s * c->L * c->H + lh) * c->n + m] =
+						c->state ? c->state[((size_t)s * c->L * c->H + lh) * c->n + t] : f->st[s].init;
+				m++;
+			}
+			r->len[lh] = m;
+		}
+	rc = 0;
+done:
+	freevals(&x);
+	free(need);
+	free(keep);
+	if (rc != 0)
+		ki_result_free(r);
+	return rc;
+}
+
+void ki_result_free(KiResult *r)
+{
+	free(r->scores);
+	free(r->len);
+	free(r->kept);
+	free(r->K);
+	free(r->V);
+	free(r->pos);
+	free(r->state);
+	memset(r, 0, sizeof *r);
+}

@@ -1,0 +1,64 @@
+/*
+** The reference interpreter: executes a policy's KIR on host arrays in double
+** precision. Every backend is checked against it, so it is written for
+** obviousness, not speed. Semantics (DESIGN.md §3, doc/dsl.md):
+**   - storage dtype f32/f16/bf16: K, V, Q are rounded to it, then math is double
+**   - ratio r → n_keep = floor(n (1 - r)); budget B → n_keep = min(B, n)
+**   - protected tokens (first keep_first, last keep_recent) outrank all others
+**   - ties break towards the lower position (then lower head, lower layer);
+**     NaN scores rank below every number
+**   - kept tokens keep their order; merge drop compacts K, V, pos and state
+*/
+#ifndef KVCC_INTERP_H
+#define KVCC_INTERP_H
+
+#include "compiler/ir.h"
+
+enum { KI_F32, KI_F16, KI_BF16 };
+
+typedef struct KiCase {
+	int L, H, G, d;           /* layers, KV heads, query heads per KV head, head_dim */
+	int n;                    /* token capacity per (layer, head): the row stride */
+	const int32_t *len;       /* [L][H] tokens held, or NULL: n everywhere */
+	int O;                    /* observation queries per query head */
+	const float *K, *V;       /* [L][H][n][d] */
+	const float *Q;           /* [L][H][G][O][d], or NULL when O == 0 */
+	const float *lse;         /* [L][H][G][O], or NULL */
+	const int32_t *pos;       /* [L][H][n] absolute positions, or NULL: the token index */
+	const int32_t *qpos;      /* [O] query positions, or NULL: len-O .. len-1 */
+	const double *state;      /* [nst][L][H][n], or NULL: each state's init value */
+	int dtype;                /* KI_F32, KI_F16, KI_BF16 */
+	const double *params;     /* [npar] runtime values, or NULL: the defaults */
+	double ratio;             /* fraction removed, used when budget < 0 */
+	long budget;              /* tokens kept per (layer, head), or -1 */
+	int step;                 /* decode step (x.step) */
+} KiCase;
+
+typedef struct KiResult {
+	int L, H, n, d, nst;
+	double *scores;           /* [L][H][n] raw scores (before protection) */
+	int32_t *len;             /* [L][H] tokens kept */
+	int32_t *kept;            /* [L][H][n] kept indices, ascending; first len valid */
+	float *K, *V;             /* [L][H][n][d] compacted rows */
+	int32_t *pos;             /* [L][H][n] compacted positions */
+	double *state;            /* [nst][L][H][n] compacted state */
+} KiResult;
+
+/* Compress: score, select, merge. Returns 0, or -1 with e set (bad case). */
+KC_FUNC int ki_run(const KiFn *f, const KiCase *c, KiResult *r, KcErr *e);
+KC_FUNC void ki_result_free(KiResult *r);
+
+/* Keep counts per (layer, head) before selection, as the select rule and the
+** budget give them (scope head; pyramid schedule applied). */
+KC_FUNC long ki_nkeep(const KiFn *f, const double *params, int layer, int nlayers, long n,
+                      double ratio, long budget);
+
+/* The counter-based generator behind kvcc.random: same value on every backend. */
+KC_FUNC double ki_rand(uint64_t seed, uint64_t layer, uint64_t head, uint64_t pos);
+
+/* Storage rounding (f16 and bf16 round to nearest even). */
+KC_FUNC float ki_round(float x, int dtype);
+KC_FUNC int ki_dtypebyname(const char *s);
+KC_FUNC const char *ki_dtypename(int dt);
+
+#endif

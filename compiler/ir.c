@@ -1,0 +1,300 @@
+/*
+** KIR construction and the tables every stage shares: op names and rules
+** (from ops.h), axis, input and info names, the axis rule that gives an
+** instruction its result axes, and the policy hash used by the cache.
+*/
+#include <stdlib.h>
+#include <string.h>
+#include <stdio.h>
+#include "compiler/ir.h"
+
+#define AR_ARG(name, nargs, rule, flags, doc) \
+	{ #name, nargs, AR_##rule, flags, doc },
+static const struct {
+	const char *name;
+	int nargs, rule, flags;
+	const char *doc;
+} optab[KO_NUM] = { KI_OPS(AR_ARG) };
+#undef AR_ARG
+
+static const char *const axisnames[AX_NUM + 1] = { "group", "obs", "token", "chan", "head" };
+static const char *const inputnames[IN_NUM] = { "K", "V", "Q", "lse", "pos", "qpos" };
+static const uint8_t inputaxes[IN_NUM] = {
+	[IN_K] = AXM(AX_token) | AXM(AX_chan),
+	[IN_V] = AXM(AX_token) | AXM(AX_chan),
+	[IN_Q] = AXM(AX_group) | AXM(AX_obs) | AXM(AX_chan),
+	[IN_lse] = AXM(AX_group) | AXM(AX_obs),
+	[IN_pos] = AXM(AX_token),
+	[IN_qpos] = AXM(AX_obs),
+};
+static const char *const infonames[INF_NUM] = { "scale", "layer", "head", "nlayers", "nheads", "step" };
+static const char *const scopenames[] = { "head", "layer", "model" };
+static const char *const schednames[] = { "none", "pyramid" };
+
+const char *ki_opname(int op) { return op >= 0 && op < KO_NUM ? optab[op].name : "?"; }
+int ki_nargs(int op) { return optab[op].nargs; }
+int ki_rule(int op) { return optab[op].rule; }
+int ki_flags(int op) { return optab[op].flags; }
+const char *ki_opdoc(int op) { return optab[op].doc; }
+const char *ki_axisname(int ax) { return ax >= 0 && ax <= AX_NUM ? axisnames[ax] : "?"; }
+const char *ki_inputname(int in) { return in >= 0 && in < IN_NUM ? inputnames[in] : "?"; }
+uint8_t ki_inputaxes(int in) { return inputaxes[in]; }
+const char *ki_infoname(int inf) { return inf >= 0 && inf < INF_NUM ? infonames[inf] : "?"; }
+const char *ki_scopename(int sc) { return sc >= 0 && sc <= SC_model ? scopenames[sc] : "?"; }
+const char *ki_schedname(int s) { return s >= 0 && s <= SCH_pyramid ? schednames[s] : "?"; }
+
+static int lookup(const char *const *names, int n, const char *s, size_t len)
+{
+	for (int i = 0; i < n; i++)
+		if (strlen(names[i]) == len && memcmp(names[i], s, len) == 0)
+			return i;
+	return -1;
+}
+
+int ki_opbyname(const char *s, size_t len)
+{
+	for (int i = 0; i < KO_NUM; i++)
+		if (strlen(optab[i].name) == len && memcmp(optab[i].name, s, len) == 0)
+			return i;
+	return -1;
+}
+int ki_axisbyname(const char *s, size_t len) { return lookup(axisnames, AX_NUM + 1, s, len); }
+int ki_inputbyname(const char *s, size_t len) { return lookup(inputnames, IN_NUM, s, len); }
+int ki_infobyname(const char *s, size_t len) { return lookup(infonames, INF_NUM, s, len); }
+
+/* "[group, obs, token]" in canonical order; "[]" for a scalar. */
+void ki_axesstr(uint8_t axes, char *buf, size_t len)
+{
+	size_t k = 0;
+	k += (size_t)snprintf(buf + k, len - k, "[");
+	for (int ax = 0, first = 1; ax < AX_NUM && k < len; ax++)
+		if (axes & AXM(ax)) {
+			k += (size_t)snprintf(buf + k, len - k, "%s%s", first ? "" : ", ", axisnames[ax]);
+			first = 0;
+		}
+	if (k < len)
+		snprintf(buf + k, len - k, "]");
+}
+
+KiFn *ki_new(const char *name, const char *src)
+{
+	KiFn *f = calloc(1, sizeof *f);
+	if (!f)
+		return NULL;
+	snprintf(f->name, sizeof f->name, "%s", name ? name : "policy");
+	snprintf(f->src, sizeof f->src, "%s", src ? src : "policy");
+	f->sel.chunk = KC_NIL;
+	return f;
+}
+
+void ki_free(KiFn *f)
+{
+	if (!f)
+		return;
+	free(f->ins);
+	free(f->con);
+	free(f->par);
+	free(f->st);
+	free(f);
+}
+
+static void *dup(const void *p, size_t n)
+{
+	if (!n)
+		return NULL;
+	void *q = kc_xrealloc(NULL, n);
+	memcpy(q, p, n);
+	return q;
+}
+
+KiFn *ki_clone(const KiFn *f)
+{
+	KiFn *g = kc_xrealloc(NULL, sizeof *g);
+	*g = *f;
+	g->ins = dup(f->ins, (size_t)f->nins * sizeof *f->ins);
+	g->con = dup(f->con, (size_t)f->ncon * sizeof *f->con);
+	g->par = dup(f->par, (size_t)f->npar * sizeof *f->par);
+	g->st = dup(f->st, (size_t)f->nst * sizeof *f->st);
+	g->capins = f->nins, g->capcon = f->ncon, g->cappar = f->npar, g->capst = f->nst;
+	return g;
+}
+
+/* Grow a side table to hold one more element. */
+#define GROW(ptr, n, cap) do { \
+	if ((n) == (cap)) { \
+		(cap) = (cap) ? 2 * (cap) : 16; \
+		(ptr) = kc_xrealloc((ptr), (size_t)(cap) * sizeof *(ptr)); \
+	} \
+} while (0)
+
+KcRef ki_emit(KiFn *f, const KiIns *ins)
+{
+	GROW(f->ins, f->nins, f->capins);
+	f->ins[f->nins] = *ins;
+	return KC_REF(RK_INS, f->nins++);
+}
+
+/* Constants are interned: equal values share one slot (bitwise, so -0 != 0). */
+KcRef ki_const(KiFn *f, double v)
+{
+	for (int i = 0; i < f->ncon; i++)
+		if (memcmp(&f->con[i], &v, sizeof v) == 0)
+			return KC_REF(RK_CON, i);
+	GROW(f->con, f->ncon, f->capcon);
+	f->con[f->ncon] = v;
+	return KC_REF(RK_CON, f->ncon++);
+}
+
+int ki_findparam(const KiFn *f, const char *name)
+{
+	for (int i = 0; i < f->npar; i++)
+		if (strcmp(f->par[i].name, name) == 0)
+			return i;
+	return -1;
+}
+
+int ki_addparam(KiFn *f, const char *name, double def, uint32_t line, uint32_t col)
+{
+	int i = ki_findparam(f, name);
+	if (i >= 0)
+		return i;
+	GROW(f->par, f->npar, f->cappar);
+	KiParam *p = &f->par[f->npar];
+	memset(p, 0, sizeof *p);
+	snprintf(p->name, sizeof p->name, "%s", name);
+	p->def = def, p->line = line, p->col = col;
+	return f->npar++;
+}
+
+int ki_findstate(const KiFn *f, const char *name)
+{
+	for (int i = 0; i < f->nst; i++)
+		if (strcmp(f->st[i].name, name) == 0)
+			return i;
+	return -1;
+}
+
+int ki_addstate(KiFn *f, const char *name, double init)
+{
+	int i = ki_findstate(f, name);
+	if (i >= 0)
+		return i;
+	GROW(f->st, f->nst, f->capst);
+	KiState *s = &f->st[f->nst];
+	memset(s, 0, sizeof *s);
+	snprintf(s->name, sizeof s->name, "%s", name);
+	s->init = init;
+	return f->nst++;
+}
+
+/* Axes of an operand: constants and parameters are scalars. */
+uint8_t ki_refaxes(const KiFn *f, KcRef r)
+{
+	if (KC_RKIND(r) == RK_INS && KC_RIDX(r) < f->nins)
+		return f->ins[KC_RIDX(r)].axes;
+	return 0;
+}
+
+/*
+** The axis rule of ops.h: compute the result axes of `op` applied to `arg`
+** (and `axis`). Returns 0, or -1 with a reason in `why` (used by the builder
+** and the verifier, which add the position).
+*/
+int ki_resultaxes(const KiFn *f, int op, const KcRef *arg, int axis, uint8_t *axes,
+                  char *why, size_t whylen)
+{
+	uint8_t a = 0, u = 0;
+	char buf[64];
+	int n = ki_nargs(op);
+	for (int i = 0; i < n; i++)
+		u |= ki_refaxes(f, arg[i]);
+	if (n > 0)
+		a = ki_refaxes(f, arg[0]);
+	switch (ki_rule(op)) {
+	case AR_LEAF:
+		return 0;        /* the instruction carries its axes */
+	case AR_EW:
+		*axes = u;
+		return 0;
+	case AR_TOK:
+		if (u) {
+			ki_axesstr(u, buf, sizeof buf);
+			snprintf(why, whylen, "%s expects a scalar operand but it has axes %s",
+			         ki_opname(op), buf);
+			return -1;
+		}
+		*axes = AXM(AX_token);
+		return 0;
+	case AR_SAME:
+		*axes = a;
+		return 0;
+	case AR_RED:
+	case AR_KEEP:
+	case AR_DOT:
+		if (axis < 0 || axis >= AX_NUM) {
+			snprintf(why, whylen, "%s needs an axis", ki_opname(op));
+			return -1;
+		}
+		if (ki_rule(op) == AR_DOT) {
+			for (int i = 0; i < 2; i++) {
+				uint8_t x = ki_refaxes(f, arg[i]);
+				if (!(x & AXM(axis))) {
+					ki_axesstr(x, buf, sizeof buf);
+					snprintf(why, whylen, "dot over axis '%s' but the %s operand has axes %s",
+					         ki_axisname(axis), i ? "second" : "first", buf);
+					return -1;
+				}
+			}
+			*axes = (uint8_t)(u & ~AXM(axis));
+			return 0;
+		}
+		if (!(a & AXM(axis))) {
+			ki_axesstr(a, buf, sizeof buf);
+			snprintf(why, whylen, "%s over axis '%s' but the operand has axes %s",
+			         ki_rule(op) == AR_RED ? "reduce" : ki_opname(op), ki_axisname(axis), buf);
+			return -1;
+		}
+		if ((op == KO_avgpool || op == KO_maxpool) && axis != AX_token) {
+			snprintf(why, whylen, "pooling runs along 'token', not '%s'", ki_axisname(axis));
+			return -1;
+		}
+		if ((op == KO_avgpool || op == KO_maxpool) && ki_refaxes(f, arg[1])) {
+			snprintf(why, whylen, "the pooling kernel size must be a scalar");
+			return -1;
+		}
+		*axes = ki_rule(op) == AR_RED ? (uint8_t)(a & ~AXM(axis)) : a;
+		return 0;
+	}
+	snprintf(why, whylen, "unknown axis rule");
+	return -1;
+}
+
+/* FNV-1a, 64 bit. */
+uint64_t ki_fnv(const void *p, size_t n, uint64_t h)
+{
+	const unsigned char *s = p;
+	if (!h)
+		h = 0xcbf29ce484222325ull;
+	for (size_t i = 0; i < n; i++)
+		h = (h ^ s[i]) * 0x100000001b3ull;
+	return h;
+}
+
+/* Hash of the canonical text form without source positions: equal policies
+** written differently (after passes) hash equal; positions never matter. */
+uint64_t ki_hash(const KiFn *f)
+{
+	KiFn *g = ki_clone(f);
+	for (int i = 0; i < g->nins; i++)
+		g->ins[i].line = g->ins[i].col = 0;
+	for (int i = 0; i < g->npar; i++)
+		g->par[i].line = g->par[i].col = 0;
+	g->line = g->col = g->sel.line = g->sel.col = 0;
+	g->merge.line = g->merge.col = g->when.line = g->when.col = 0;
+	g->src[0] = 0;
+	char *s = ki_print(g);
+	uint64_t h = ki_fnv(s, strlen(s), 0);
+	free(s);
+	ki_free(g);
+	return h;
+}

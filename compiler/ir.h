@@ -1,0 +1,166 @@
+/*
+** KIR — kvcc's tensor IR. A policy is one KiFn: a flat array of instructions
+** whose operands are integer refs, side tables of constants, parameters and
+** state, and the policy's rules (select, merge, when). No pointers between
+** instructions, so copying, hashing and printing are trivial.
+**
+** Values are tensors over a subset of the named axes group, obs, token, chan
+** (canonical order), kept as a bit mask. Layer and head are instance indices,
+** never tensor axes. Everything computes in f32 in kernels and in double in
+** the reference interpreter (interp.c).
+*/
+#ifndef KVCC_IR_H
+#define KVCC_IR_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdarg.h>
+#include "compiler/ops.h"
+
+#define KC_FUNC __attribute__((visibility("hidden"))) extern
+
+/* --- refs -------------------------------------------------------------------- */
+/* A ref names an operand: an instruction, a constant or a runtime parameter.
+** kind in the top 3 bits, index in the low 29; 0 is "no operand". */
+typedef uint32_t KcRef;
+enum { RK_NIL, RK_INS, RK_CON, RK_PAR };
+#define KC_REF(kind, idx) ((KcRef)(((uint32_t)(kind) << 29) | (uint32_t)(idx)))
+#define KC_RKIND(r)       ((int)((r) >> 29))
+#define KC_RIDX(r)        ((int)((r) & 0x1fffffffu))
+#define KC_NIL            ((KcRef)0)
+
+/* --- axes, inputs, instance scalars -------------------------------------------- */
+enum { AX_group, AX_obs, AX_token, AX_chan, AX_NUM, AX_head = AX_NUM, AX_NONE = 0xff };
+#define AXM(ax) ((uint8_t)(1u << (ax)))
+
+enum { IN_K, IN_V, IN_Q, IN_lse, IN_pos, IN_qpos, IN_NUM };
+enum { INF_scale, INF_layer, INF_head, INF_nlayers, INF_nheads, INF_step, INF_NUM };
+
+/* --- instructions -------------------------------------------------------------- */
+typedef struct KiIns {
+	uint8_t op;           /* KO_* */
+	uint8_t axes;         /* result axes, AXM bits */
+	uint8_t axis;         /* axis operand (RED, DOT, KEEP, index, size), else AX_NONE */
+	uint8_t aux;          /* input (IN_*), state number, or info (INF_*) */
+	KcRef arg[3];         /* operands; KC_NIL when absent */
+	uint32_t line, col;   /* source position in the policy file (0 = unknown) */
+} KiIns;
+
+typedef struct KiParam {
+	char name[32];
+	double def;           /* default value; the runtime may override it */
+	uint32_t line, col;
+} KiParam;
+
+typedef struct KiState {
+	char name[32];
+	double init;          /* value of a token's state when it enters the cache */
+	KcRef update;         /* new value computed by the observe hook, or KC_NIL */
+} KiState;
+
+/* select: the rule from scores to a keep set */
+enum { SEL_topk };
+enum { SC_head, SC_layer, SC_model };
+enum { SCH_none, SCH_pyramid };
+typedef struct KiSelect {
+	uint8_t kind, scope, sched;
+	KcRef keep_first;     /* protected sinks (count), const or param */
+	KcRef keep_recent;    /* protected recent window (count) */
+	KcRef chunk;          /* granularity in tokens (1 = token) */
+	KcRef beta;           /* pyramid schedule: min/max budget ratio parameter */
+	uint32_t line, col;
+} KiSelect;
+
+enum { MG_drop };
+typedef struct KiMerge { uint8_t kind; uint32_t line, col; } KiMerge;
+
+enum { WH_prefill, WH_decode };
+typedef struct KiWhen {
+	uint8_t kind;
+	KcRef every;          /* decode: compress every N steps */
+	uint32_t line, col;
+} KiWhen;
+
+typedef struct KiFn {
+	char name[64];
+	char src[256];        /* file name used in positions */
+	KiIns *ins;   int nins, capins;
+	double *con;  int ncon, capcon;
+	KiParam *par; int npar, cappar;
+	KiState *st;  int nst, capst;
+	KcRef score;          /* [token] score per (layer, head); higher = keep */
+	KcRef obs;            /* number of observation queries, or KC_NIL */
+	int obs_all;          /* 1: every context position is an observation query */
+	KiSelect sel;
+	KiMerge merge;
+	KiWhen when;
+	uint32_t line, col;   /* position of the policy declaration */
+} KiFn;
+
+/* --- errors ------------------------------------------------------------------- */
+/* The first error of a stage, formatted as one line "file:line:col: error: msg". */
+typedef struct KcErr {
+	int set;
+	char msg[512];
+} KcErr;
+
+/* ir.c */
+KC_FUNC KiFn *ki_new(const char *name, const char *src);
+KC_FUNC void ki_free(KiFn *f);
+KC_FUNC KiFn *ki_clone(const KiFn *f);
+KC_FUNC KcRef ki_emit(KiFn *f, const KiIns *ins);
+KC_FUNC KcRef ki_const(KiFn *f, double v);
+KC_FUNC int ki_addparam(KiFn *f, const char *name, double def, uint32_t line, uint32_t col);
+KC_FUNC int ki_findparam(const KiFn *f, const char *name);
+KC_FUNC int ki_addstate(KiFn *f, const char *name, double init);
+KC_FUNC int ki_findstate(const KiFn *f, const char *name);
+KC_FUNC uint8_t ki_refaxes(const KiFn *f, KcRef r);
+KC_FUNC int ki_resultaxes(const KiFn *f, int op, const KcRef *arg, int axis, uint8_t *axes,
+                          char *why, size_t whylen);
+KC_FUNC const char *ki_opname(int op);
+KC_FUNC int ki_opbyname(const char *name, size_t len);
+KC_FUNC int ki_nargs(int op);
+KC_FUNC int ki_rule(int op);
+KC_FUNC int ki_flags(int op);
+KC_FUNC const char *ki_opdoc(int op);
+KC_FUNC const char *ki_axisname(int ax);
+KC_FUNC int ki_axisbyname(const char *name, size_t len);
+KC_FUNC const char *ki_inputname(int in);
+KC_FUNC int ki_inputbyname(const char *name, size_t len);
+KC_FUNC uint8_t ki_inputaxes(int in);
+KC_FUNC const char *ki_infoname(int inf);
+KC_FUNC int ki_infobyname(const char *name, size_t len);
+KC_FUNC const char *ki_scopename(int sc);
+KC_FUNC const char *ki_schedname(int s);
+KC_FUNC void ki_axesstr(uint8_t axes, char *buf, size_t len);
+KC_FUNC uint64_t ki_hash(const KiFn *f);
+KC_FUNC uint64_t ki_fnv(const void *p, size_t n, uint64_t h);
+
+/* diag.c */
+KC_FUNC void kc_error(KcErr *e, const char *src, uint32_t line, uint32_t col, const char *fmt, ...)
+	__attribute__((format(printf, 5, 6)));
+KC_FUNC void kc_verror(KcErr *e, const char *src, uint32_t line, uint32_t col, const char *fmt,
+                       va_list ap);
+KC_FUNC void *kc_xrealloc(void *p, size_t n);
+KC_FUNC char *kc_readfile(const char *path, size_t *len, KcErr *e);
+
+/* print.c */
+KC_FUNC char *ki_print(const KiFn *f);          /* malloc'd text form */
+KC_FUNC void ki_printref(const KiFn *f, KcRef r, char *buf, size_t len);
+
+/* parse.c (with the re2c lexer in lex.re) */
+KC_FUNC KiFn *ki_parse(const char *text, const char *file, KcErr *e);
+
+/* verify.c */
+KC_FUNC int ki_verify(const KiFn *f, KcErr *e);
+
+/* passes.c: each returns 0, or -1 with e set */
+KC_FUNC int ki_fold(KiFn *f, KcErr *e);
+KC_FUNC int ki_canon(KiFn *f, KcErr *e);
+KC_FUNC int ki_cse(KiFn *f, KcErr *e);
+KC_FUNC int ki_dce(KiFn *f, KcErr *e);
+KC_FUNC int ki_runpasses(KiFn *f, const char *names, int verify, KcErr *e,
+                         void (*dump)(const KiFn *, const char *pass, void *), void *ud);
+#define KI_DEFAULT_PASSES "fold,canon,cse,dce"
+
+#endif

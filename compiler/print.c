@@ -1,0 +1,155 @@
+/*
+** The KIR text form (doc/kir.md has the grammar). The printer is the
+** definition; parse.c reads exactly what this writes, so that
+** print(parse(print(f))) == print(f) for every policy.
+**
+**   policy "snapkv" source "policies/snapkv.lua" @12:8
+**   param window = 64 @3:26
+**   %0 = input Q [group, obs, chan] @7:12
+**   %1 = input K [token, chan] @7:22
+**   %2 = dot %0, %1 chan [group, obs, token] @7:18
+**   ...
+**   score %9
+**   obs $window
+**   select topk scope=head keep_first=0 keep_recent=$window chunk=1 schedule=none beta=20 @14:12
+**   merge drop
+**   when prefill
+*/
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <math.h>
+#include "compiler/ir.h"
+
+typedef struct Buf {
+	char *s;
+	size_t n, cap;
+} Buf;
+
+static void put(Buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void put(Buf *b, const char *fmt, ...)
+{
+	va_list ap;
+	for (;;) {
+		size_t room = b->cap - b->n;
+		va_start(ap, fmt);
+		int k = vsnprintf(b->s + b->n, room, fmt, ap);
+		va_end(ap);
+		if (k >= 0 && (size_t)k < room) {
+			b->n += (size_t)k;
+			return;
+		}
+		b->cap = 2 * b->cap + (size_t)k + 64;
+		b->s = kc_xrealloc(b->s, b->cap);
+	}
+}
+
+/* Doubles print so that strtod gives back the same bits. */
+static void numstr(double v, char *buf, size_t len)
+{
+	if (isnan(v))
+		snprintf(buf, len, "nan");
+	else if (isinf(v))
+		snprintf(buf, len, v < 0 ? "-inf" : "inf");
+	else if (v == floor(v) && fabs(v) < 1e15)
+		snprintf(buf, len, "%.0f", v == 0 && signbit(v) ? -0.0 : v);
+	else
+		snprintf(buf, len, "%.17g", v);
+}
+
+void ki_printref(const KiFn *f, KcRef r, char *buf, size_t len)
+{
+	int i = KC_RIDX(r);
+	switch (KC_RKIND(r)) {
+	case RK_INS: snprintf(buf, len, "%%%d", i); break;
+	case RK_PAR: snprintf(buf, len, "$%s", i < f->npar ? f->par[i].name : "?"); break;
+	case RK_CON: numstr(i < f->ncon ? f->con[i] : NAN, buf, len); break;
+	default: snprintf(buf, len, "nil"); break;
+	}
+}
+
+static void putpos(Buf *b, uint32_t line, uint32_t col)
+{
+	if (line)
+		put(b, " @%u:%u", line, col);
+}
+
+static void putins(Buf *b, const KiFn *f, int i)
+{
+	const KiIns *in = &f->ins[i];
+	char tmp[64];
+	put(b, "%%%d = %s", i, ki_opname(in->op));
+	switch (in->op) {
+	case KO_input: put(b, " %s", ki_inputname(in->aux)); break;
+	case KO_state: put(b, " %s", in->aux < f->nst ? f->st[in->aux].name : "?"); break;
+	case KO_info: put(b, " %s", ki_infoname(in->aux)); break;
+	case KO_index:
+	case KO_size: put(b, " %s", ki_axisname(in->axis)); break;
+	default:
+		for (int k = 0; k < ki_nargs(in->op); k++) {
+			ki_printref(f, in->arg[k], tmp, sizeof tmp);
+			put(b, "%s %s", k ? "," : "", tmp);
+		}
+		if (ki_rule(in->op) == AR_RED || ki_rule(in->op) == AR_DOT || ki_rule(in->op) == AR_KEEP)
+			put(b, " %s", ki_axisname(in->axis));
+	}
+	ki_axesstr(in->axes, tmp, sizeof tmp);
+	put(b, " %s", tmp);
+	putpos(b, in->line, in->col);
+	put(b, "\n");
+}
+
+char *ki_print(const KiFn *f)
+{
+	Buf b = { kc_xrealloc(NULL, 1024), 0, 1024 };
+	char t1[64], t2[64], t3[64], t4[64];
+	b.s[0] = 0;
+	put(&b, "policy \"%s\" source \"%s\"", f->name, f->src);
+	putpos(&b, f->line, f->col);
+	put(&b, "\n");
+	for (int i = 0; i < f->npar; i++) {
+		numstr(f->par[i].def, t1, sizeof t1);
+		put(&b, "param %s = %s", f->par[i].name, t1);
+		putpos(&b, f->par[i].line, f->par[i].col);
+		put(&b, "\n");
+	}
+	for (int i = 0; i < f->nst; i++) {
+		numstr(f->st[i].init, t1, sizeof t1);
+		put(&b, "state %s = %s\n", f->st[i].name, t1);
+	}
+	for (int i = 0; i < f->nins; i++)
+		putins(&b, f, i);
+	if (f->score) {
+		ki_printref(f, f->score, t1, sizeof t1);
+		put(&b, "score %s\n", t1);
+	}
+	if (f->obs_all)
+		put(&b, "obs all\n");
+	else if (f->obs) {
+		ki_printref(f, f->obs, t1, sizeof t1);
+		put(&b, "obs %s\n", t1);
+	}
+	for (int i = 0; i < f->nst; i++)
+		if (f->st[i].update) {
+			ki_printref(f, f->st[i].update, t1, sizeof t1);
+			put(&b, "observe %s %s\n", f->st[i].name, t1);
+		}
+	ki_printref(f, f->sel.keep_first, t1, sizeof t1);
+	ki_printref(f, f->sel.keep_recent, t2, sizeof t2);
+	ki_printref(f, f->sel.chunk, t3, sizeof t3);
+	ki_printref(f, f->sel.beta, t4, sizeof t4);
+	put(&b, "select topk scope=%s keep_first=%s keep_recent=%s chunk=%s schedule=%s beta=%s",
+	    ki_scopename(f->sel.scope), t1, t2, t3, ki_schedname(f->sel.sched), t4);
+	putpos(&b, f->sel.line, f->sel.col);
+	put(&b, "\nmerge drop");
+	putpos(&b, f->merge.line, f->merge.col);
+	put(&b, "\n");
+	if (f->when.kind == WH_decode) {
+		ki_printref(f, f->when.every, t1, sizeof t1);
+		put(&b, "when decode every=%s", t1);
+	} else
+		put(&b, "when prefill");
+	putpos(&b, f->when.line, f->when.col);
+	put(&b, "\n");
+	return b.s;
+}

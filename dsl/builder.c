@@ -1,0 +1,860 @@
+/*
+** The builder library `kvcc`, as a policy sees it (doc/dsl.md is the guide):
+**
+**   local kv = require "kvcc"
+**   local P = kv.params { window = 64, kernel = 5 }
+**   return kv.policy "snapkv" {
+**     score  = function(x) ... return expr end,     -- expr with axes [token]
+**     select = kv.topk { keep_recent = P.window },
+**   }
+**
+** Expressions are userdata holding a KcRef into the policy's KiFn, with
+** arithmetic metamethods and methods for reductions; every builder call
+** records the caller's position (line from Lua, column by finding the called
+** name on that line) so later errors point into policy.lua.
+*/
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <math.h>
+#include <lua.h>
+#include <lauxlib.h>
+#include "dsl/dsl.h"
+
+#define EXPR_MT   "kvcc.Expr"
+#define RULE_MT   "kvcc.Rule"       /* select / merge / when / state / all values */
+
+typedef struct Expr { KcRef ref; } Expr;
+
+enum { RULE_topk, RULE_drop, RULE_prefill, RULE_decode, RULE_state, RULE_all, RULE_pyramid };
+typedef struct Rule {
+	int kind;
+	KiSelect sel;                     /* RULE_topk, RULE_pyramid (beta) */
+	KcRef every;                      /* RULE_decode */
+	double init;                      /* RULE_state */
+	uint32_t line, col;
+} Rule;
+
+/* --- positions and errors ---------------------------------------------------- */
+
+/* Line of the Lua function at `level`, and the column where `name` appears
+** on that line (first occurrence), else the first non-blank column. */
+void kd_where(lua_State *L, int level, const char *name, uint32_t *line, uint32_t *col)
+{
+	KdState *S = kd_state(L);
+	lua_Debug ar;
+	*line = 0, *col = 0;
+	for (; level < 8; level++) {   /* skip C frames (e.g. pcall) */
+		if (!lua_getstack(L, level, &ar))
+			return;
+		lua_getinfo(L, "Sl", &ar);
+		if (ar.currentline > 0)
+			break;
+	}
+	if (level == 8)
+		return;
+	*line = (uint32_t)ar.currentline;
+	const char *ls = S->text;
+	for (int k = 1; k < ar.currentline && ls; k++) {
+		ls = memchr(ls, '\n', S->len - (size_t)(ls - S->text));
+		if (ls)
+			ls++;
+	}
+	*col = 1;
+	if (!ls)
+		return;
+	const char *le = memchr(ls, '\n', S->len - (size_t)(ls - S->text));
+	size_t ll = le ? (size_t)(le - ls) : S->len - (size_t)(ls - S->text);
+	size_t nl = name ? strlen(name) : 0;
+	for (size_t k = 0; nl && k + nl <= ll; k++)
+		if (memcmp(ls + k, name, nl) == 0) {
+			*col = (uint32_t)k + 1;
+			return;
+		}
+	while (*col <= ll && (ls[*col - 1] == ' ' || ls[*col - 1] == '\t'))
+		(*col)++;
+}
+
+/* Raise a formatted "file:line:col: error: msg" at the caller's position. */
+int kd_raise(lua_State *L, const char *name, const char *fmt, ...)
+{
+	KdState *S = kd_state(L);
+	uint32_t line, col;
+	char msg[400];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof msg, fmt, ap);
+	va_end(ap);
+	kd_where(L, 0, name, &line, &col);
+	if (!line)
+		kd_where(L, 1, name, &line, &col);
+	KcErr e = { 0 };
+	kc_error(&e, S->path, line ? line : 1, col ? col : 1, "%s", msg);
+	S->raised = 1;
+	lua_pushstring(L, e.msg);
+	return lua_error(L);
+}
+
+/* --- expressions --------------------------------------------------------------- */
+
+static void pushexpr(lua_State *L, KcRef r)
+{
+	Expr *x = lua_newuserdatauv(L, sizeof *x, 0);
+	x->ref = r;
+	luaL_setmetatable(L, EXPR_MT);
+}
+
+/* Coerce a number or an expression at `idx` to a ref. */
+static KcRef toref(lua_State *L, int idx, const char *name)
+{
+	KdState *S = kd_state(L);
+	if (lua_type(L, idx) == LUA_TNUMBER)
+		return ki_const(S->f, lua_tonumber(L, idx));
+	Expr *x = luaL_testudata(L, idx, EXPR_MT);
+	if (x)
+		return x->ref;
+	return kd_raise(L, name, "%s expects a number or a kvcc expression, got %s", name,
+	                luaL_typename(L, idx));
+}
+
+static int axisarg(lua_State *L, int idx, const char *name)
+{
+	if (lua_type(L, idx) != LUA_TSTRING)
+		return kd_raise(L, name, "%s expects an axis name (\"group\", \"obs\", \"token\" or \"chan\"), got %s",
+		                name, luaL_typename(L, idx));
+	size_t n;
+	const char *s = lua_tolstring(L, idx, &n);
+	int ax = ki_axisbyname(s, n);
+	if (ax < 0)
+		return kd_raise(L, name, "unknown axis '%s' (axes are group, obs, token, chan; "
+		                "layer and head are instance indices)", s);
+	return ax;
+}
+
+/* Emit an instruction at the caller's position; checks the axis rule. */
+static KcRef emit(lua_State *L, const char *name, int op, KcRef a, KcRef b, KcRef c, int axis, int aux,
+                  uint8_t leafaxes)
+{
+	KdState *S = kd_state(L);
+	KiIns in;
+	memset(&in, 0, sizeof in);
+	in.op = (uint8_t)op;
+	in.arg[0] = a, in.arg[1] = b, in.arg[2] = c;
+	in.axis = (uint8_t)(axis < 0 ? AX_NONE : axis);
+	in.aux = (uint8_t)aux;
+	in.axes = leafaxes;
+	char why[200];
+	if (ki_resultaxes(S->f, op, in.arg, axis, &in.axes, why, sizeof why) != 0)
+		return kd_raise(L, name, "%s", why);
+	if (S->f->nins >= S->lim.kir)
+		return kd_raise(L, name, "policy too large (more than %d KIR instructions)", S->lim.kir);
+	kd_where(L, 1, name, &in.line, &in.col);
+	return ki_emit(S->f, &in);
+}
+
+static int binop(lua_State *L, int op, const char *name)
+{
+	KcRef a = toref(L, 1, name), b = toref(L, 2, name);
+	pushexpr(L, emit(L, name, op, a, b, KC_NIL, -1, 0, 0));
+	return 1;
+}
+
+static int m_add(lua_State *L) { return binop(L, KO_add, "+"); }
+static int m_sub(lua_State *L) { return binop(L, KO_sub, "-"); }
+static int m_mul(lua_State *L) { return binop(L, KO_mul, "*"); }
+static int m_div(lua_State *L) { return binop(L, KO_div, "/"); }
+static int m_pow(lua_State *L) { return binop(L, KO_pow, "^"); }
+static int m_lt(lua_State *L) { return binop(L, KO_lt, "lt"); }
+static int m_le(lua_State *L) { return binop(L, KO_le, "le"); }
+static int m_eq(lua_State *L) { return binop(L, KO_eq, "eq"); }
+static int m_ne(lua_State *L) { return binop(L, KO_ne, "ne"); }
+
+/* a:gt(b) is b < a */
+static int m_gt(lua_State *L) { lua_insert(L, 1); return binop(L, KO_lt, "gt"); }
+static int m_ge(lua_State *L) { lua_insert(L, 1); return binop(L, KO_le, "ge"); }
+
+static int m_unm(lua_State *L)
+{
+	pushexpr(L, emit(L, "-", KO_neg, toref(L, 1, "-"), KC_NIL, KC_NIL, -1, 0, 0));
+	return 1;
+}
+
+static int unop(lua_State *L, int op, const char *name)
+{
+	pushexpr(L, emit(L, name, op, toref(L, 1, name), KC_NIL, KC_NIL, -1, 0, 0));
+	return 1;
+}
+static int m_exp(lua_State *L) { return unop(L, KO_exp, "exp"); }
+static int m_log(lua_State *L) { return unop(L, KO_log, "log"); }
+static int m_sqrt(lua_State *L) { return unop(L, KO_sqrt, "sqrt"); }
+static int m_abs(lua_State *L) { return unop(L, KO_abs, "abs"); }
+
+static int reduce(lua_State *L, int op, const char *name)
+{
+	KcRef a = toref(L, 1, name);
+	int ax = axisarg(L, 2, name);
+	pushexpr(L, emit(L, name, op, a, KC_NIL, KC_NIL, ax, 0, 0));
+	return 1;
+}
+static int m_sum(lua_State *L) { return reduce(L, KO_sum, "sum"); }
+static int m_mean(lua_State *L)
+{
+	if (lua_type(L, 2) == LUA_TSTRING && strcmp(lua_tostring(L, 2), "head") == 0) {
+		pushexpr(L, emit(L, "mean", KO_hmean, toref(L, 1, "mean"), KC_NIL, KC_NIL, -1, 0, 0));
+		return 1;
+	}
+	return reduce(L, KO_mean, "mean");
+}
+static int m_norm(lua_State *L) { return reduce(L, KO_norm, "norm"); }
+static int m_std(lua_State *L) { return reduce(L, KO_std, "std"); }
+
+/* max/min: with an axis name they reduce, with a value they are elementwise. */
+static int m_max(lua_State *L)
+{
+	return lua_type(L, 2) == LUA_TSTRING ? reduce(L, KO_rmax, "max") : binop(L, KO_max, "max");
+}
+static int m_min(lua_State *L)
+{
+	return lua_type(L, 2) == LUA_TSTRING ? reduce(L, KO_rmin, "min") : binop(L, KO_min, "min");
+}
+
+static int m_dot(lua_State *L)
+{
+	KcRef a = toref(L, 1, "dot"), b = toref(L, 2, "dot");
+	int ax = axisarg(L, 3, "dot");
+	pushexpr(L, emit(L, "dot", KO_dot, a, b, KC_NIL, ax, 0, 0));
+	return 1;
+}
+
+/* softmax(e, axis [, {causal = false}]) */
+static int m_softmax(lua_State *L)
+{
+	KcRef a = toref(L, 1, "softmax");
+	int ax = axisarg(L, 2, "softmax");
+	int op = KO_softmax;
+	if (lua_istable(L, 3)) {
+		lua_getfield(L, 3, "causal");
+		if (lua_isboolean(L, -1) && !lua_toboolean(L, -1))
+			op = KO_softmaxnc;
+		lua_pop(L, 1);
+	}
+	pushexpr(L, emit(L, "softmax", op, a, KC_NIL, KC_NIL, ax, 0, 0));
+	return 1;
+}
+
+static int pool(lua_State *L, int op, const char *name)
+{
+	KcRef a = toref(L, 1, name);
+	KcRef k = toref(L, 2, name);
+	if (KC_RKIND(k) == RK_CON) {
+		double v = kd_state(L)->f->con[KC_RIDX(k)];
+		if (!(v >= 1 && v <= 4096 && v == floor(v)))
+			return kd_raise(L, name, "%s kernel size must be an integer in 1..4096, got %g", name, v);
+	}
+	pushexpr(L, emit(L, name, op, a, k, KC_NIL, AX_token, 0, 0));
+	return 1;
+}
+static int m_avgpool(lua_State *L) { return pool(L, KO_avgpool, "avgpool"); }
+static int m_maxpool(lua_State *L) { return pool(L, KO_maxpool, "maxpool"); }
+
+/* where(cond, a, b) */
+static int m_where(lua_State *L)
+{
+	KcRef c = toref(L, 1, "where"), a = toref(L, 2, "where"), b = toref(L, 3, "where");
+	pushexpr(L, emit(L, "where", KO_where, c, a, b, -1, 0, 0));
+	return 1;
+}
+
+/* cosine(a, b, axis) = dot / max(|a||b|, 1e-8), as torch's cosine_similarity */
+static int m_cosine(lua_State *L)
+{
+	KdState *S = kd_state(L);
+	KcRef a = toref(L, 1, "cosine"), b = toref(L, 2, "cosine");
+	int ax = axisarg(L, 3, "cosine");
+	KcRef d = emit(L, "cosine", KO_dot, a, b, KC_NIL, ax, 0, 0);
+	KcRef na = emit(L, "cosine", KO_norm, a, KC_NIL, KC_NIL, ax, 0, 0);
+	KcRef nb = emit(L, "cosine", KO_norm, b, KC_NIL, KC_NIL, ax, 0, 0);
+	KcRef p = emit(L, "cosine", KO_mul, na, nb, KC_NIL, -1, 0, 0);
+	KcRef m = emit(L, "cosine", KO_max, p, ki_const(S->f, 1e-8), KC_NIL, -1, 0, 0);
+	pushexpr(L, emit(L, "cosine", KO_div, d, m, KC_NIL, -1, 0, 0));
+	return 1;
+}
+
+static int m_random(lua_State *L)
+{
+	KcRef seed = lua_isnoneornil(L, 1) ? ki_const(kd_state(L)->f, 0) : toref(L, 1, "random");
+	pushexpr(L, emit(L, "random", KO_rand, seed, KC_NIL, KC_NIL, -1, 0, 0));
+	return 1;
+}
+
+static int m_tostring(lua_State *L)
+{
+	Expr *x = luaL_checkudata(L, 1, EXPR_MT);
+	char buf[64];
+	ki_axesstr(ki_refaxes(kd_state(L)->f, x->ref), buf, sizeof buf);
+	lua_pushfstring(L, "kvcc.Expr%s", buf);
+	return 1;
+}
+
+/* e:axes() → list of axis names */
+static int m_axes(lua_State *L)
+{
+	Expr *x = luaL_checkudata(L, 1, EXPR_MT);
+	uint8_t m = ki_refaxes(kd_state(L)->f, x->ref);
+	lua_newtable(L);
+	for (int ax = 0, k = 1; ax < AX_NUM; ax++)
+		if (m & AXM(ax)) {
+			lua_pushstring(L, ki_axisname(ax));
+			lua_rawseti(L, -2, k++);
+		}
+	return 1;
+}
+
+/* Using an expression as a Lua boolean or comparing with < is a mistake the
+** policy author should hear about: comparisons are methods (a:lt(b)). */
+static int m_badcompare(lua_State *L)
+{
+	return kd_raise(L, NULL, "kvcc expressions cannot be compared with Lua operators; "
+	                "use a:lt(b), a:le(b), a:gt(b), a:ge(b), a:eq(b), a:ne(b)");
+}
+
+static int m_index(lua_State *L)
+{
+	const char *k = lua_tostring(L, 2);
+	lua_getmetatable(L, 1);
+	lua_getfield(L, -1, "methods");
+	lua_pushvalue(L, 2);
+	lua_rawget(L, -2);
+	if (!lua_isnil(L, -1))
+		return 1;
+	return kd_raise(L, k, "kvcc expressions have no field '%s'", k ? k : "?");
+}
+
+static const luaL_Reg expr_methods[] = {
+	{ "dot", m_dot }, { "sum", m_sum }, { "mean", m_mean }, { "max", m_max }, { "min", m_min },
+	{ "norm", m_norm }, { "std", m_std }, { "softmax", m_softmax }, { "exp", m_exp },
+	{ "log", m_log }, { "sqrt", m_sqrt }, { "abs", m_abs }, { "lt", m_lt }, { "le", m_le },
+	{ "gt", m_gt }, { "ge", m_ge }, { "eq", m_eq }, { "ne", m_ne }, { "avgpool", m_avgpool },
+	{ "maxpool", m_maxpool }, { "axes", m_axes }, { NULL, NULL }
+};
+
+static const luaL_Reg expr_meta[] = {
+	{ "__add", m_add }, { "__sub", m_sub }, { "__mul", m_mul }, { "__div", m_div },
+	{ "__pow", m_pow }, { "__unm", m_unm }, { "__tostring", m_tostring },
+	{ "__lt", m_badcompare }, { "__le", m_badcompare }, { "__index", m_index },
+	{ "__concat", m_badcompare }, { NULL, NULL }
+};
+
+/* --- params ----------------------------------------------------------------------- */
+
+/* P.name → the param's expression; an unknown name is an error that lists
+** the declared ones. */
+static int params_index(lua_State *L)
+{
+	KdState *S = kd_state(L);
+	const char *k = lua_tostring(L, 2);
+	int i = k ? ki_findparam(S->f, k) : -1;
+	if (i < 0) {
+		char list[256] = "";
+		for (int j = 0; j < S->f->npar; j++)
+			snprintf(list + strlen(list), sizeof list - strlen(list), "%s%s", j ? ", " : "",
+			         S->f->par[j].name);
+		return kd_raise(L, k, "unknown param '%s' (declared: %s)", k ? k : "?",
+		                S->f->npar ? list : "none");
+	}
+	pushexpr(L, KC_REF(RK_PAR, i));
+	return 1;
+}
+
+static int params_newindex(lua_State *L)
+{
+	return kd_raise(L, lua_tostring(L, 2), "params are read-only; declare them in kvcc.params { ... }");
+}
+
+static int valid_name(const char *s)
+{
+	if (!s || !*s || strlen(s) >= 32)
+		return 0;
+	for (const char *p = s; *p; p++)
+		if (!(*p == '_' || (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+		      (p > s && *p >= '0' && *p <= '9')))
+			return 0;
+	return 1;
+}
+
+/* kv.params { name = default, ... } */
+static int l_params(lua_State *L)
+{
+	KdState *S = kd_state(L);
+	luaL_checktype(L, 1, LUA_TTABLE);
+	/* sorted names, so the KIR does not depend on Lua's hash order */
+	const char *names[64];
+	int n = 0;
+	lua_pushnil(L);
+	while (lua_next(L, 1)) {
+		if (lua_type(L, -2) != LUA_TSTRING || !valid_name(lua_tostring(L, -2)))
+			return kd_raise(L, "params", "param names must be identifiers of at most 31 characters");
+		if (lua_type(L, -1) != LUA_TNUMBER)
+			return kd_raise(L, lua_tostring(L, -2), "param '%s' needs a number as its default, got %s",
+			                lua_tostring(L, -2), luaL_typename(L, -1));
+		double v = lua_tonumber(L, -1);
+		if (!isfinite(v))
+			return kd_raise(L, lua_tostring(L, -2), "param '%s' default must be finite",
+			                lua_tostring(L, -2));
+		if (n == 64)
+			return kd_raise(L, "params", "too many params (at most 64)");
+		names[n++] = lua_tostring(L, -2);   /* key stays alive: the table holds it */
+		lua_pop(L, 1);
+	}
+	for (int i = 1; i < n; i++)
+		for (int j = i; j > 0 && strcmp(names[j - 1], names[j]) > 0; j--) {
+			const char *t = names[j];
+			names[j] = names[j - 1], names[j - 1] = t;
+		}
+	for (int i = 0; i < n; i++) {
+		if (ki_findparam(S->f, names[i]) >= 0)
+			return kd_raise(L, names[i], "param '%s' declared twice", names[i]);
+		lua_getfield(L, 1, names[i]);
+		uint32_t line, col;
+		kd_where(L, 1, names[i], &line, &col);
+		ki_addparam(S->f, names[i], lua_tonumber(L, -1), line, col);
+		lua_pop(L, 1);
+	}
+	lua_newtable(L);
+	lua_newtable(L);
+	lua_pushcfunction(L, params_index);
+	lua_setfield(L, -2, "__index");
+	lua_pushcfunction(L, params_newindex);
+	lua_setfield(L, -2, "__newindex");
+	lua_setmetatable(L, -2);
+	return 1;
+}
+
+/* --- rules ---------------------------------------------------------------------- */
+
+static Rule *newrule(lua_State *L, int kind, const char *name)
+{
+	Rule *r = lua_newuserdatauv(L, sizeof *r, 0);
+	memset(r, 0, sizeof *r);
+	r->kind = kind;
+	kd_where(L, 1, name, &r->line, &r->col);
+	luaL_setmetatable(L, RULE_MT);
+	return r;
+}
+
+/* A select field: a non-negative integer constant or a param. */
+static KcRef countfield(lua_State *L, int t, const char *field, double def, double max)
+{
+	KdState *S = kd_state(L);
+	lua_getfield(L, t, field);
+	KcRef r;
+	if (lua_isnil(L, -1))
+		r = ki_const(S->f, def);
+	else if (lua_type(L, -1) == LUA_TNUMBER) {
+		double v = lua_tonumber(L, -1);
+		if (!(v >= 0 && v == floor(v)))
+			return kd_raise(L, field, "%s must be a non-negative integer, got %g", field, v);
+		if (v > max)
+			return kd_raise(L, field, "%s = %g is too large (at most %g)", field, v, max);
+		r = ki_const(S->f, v);
+	} else {
+		Expr *x = luaL_testudata(L, -1, EXPR_MT);
+		if (!x || KC_RKIND(x->ref) != RK_PAR)
+			return kd_raise(L, field, "%s must be a number or a param (P.name), got %s", field,
+			                x ? "an expression" : luaL_typename(L, -1));
+		r = x->ref;
+	}
+	lua_pop(L, 1);
+	return r;
+}
+
+static void checkfields(lua_State *L, int t, const char *what, const char *const *ok)
+{
+	lua_pushnil(L);
+	while (lua_next(L, t)) {
+		lua_pop(L, 1);
+		const char *k = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
+		int found = 0;
+		for (int i = 0; k && ok[i]; i++)
+			found |= strcmp(ok[i], k) == 0;
+		if (!found)
+			kd_raise(L, k, "unknown %s field '%s'", what, k ? k : "(non-string key)");
+	}
+}
+
+#define MAX_TOKENS 1e9   /* largest count a select field may name */
+
+/* kv.topk { keep_first = 0, keep_recent = 0, scope = "head", chunk = 1, schedule = nil } */
+static int l_topk(lua_State *L)
+{
+	static const char *const ok[] = { "keep_first", "keep_recent", "scope", "chunk", "schedule", NULL };
+	KdState *S = kd_state(L);
+	if (lua_isnoneornil(L, 1))
+		lua_newtable(L);
+	if (!lua_istable(L, 1))
+		return kd_raise(L, "topk", "kvcc.topk expects a table of options, e.g. kv.topk { keep_recent = P.window }");
+	checkfields(L, 1, "topk", ok);
+	KiSelect sel;
+	memset(&sel, 0, sizeof sel);
+	sel.kind = SEL_topk;
+	sel.keep_first = countfield(L, 1, "keep_first", 0, MAX_TOKENS);
+	sel.keep_recent = countfield(L, 1, "keep_recent", 0, MAX_TOKENS);
+	sel.chunk = countfield(L, 1, "chunk", 1, 65536);
+	if (KC_RKIND(sel.chunk) == RK_CON && S->f->con[KC_RIDX(sel.chunk)] < 1)
+		return kd_raise(L, "chunk", "chunk must be at least 1");
+	sel.beta = ki_const(S->f, 20);
+	lua_getfield(L, 1, "scope");
+	if (!lua_isnil(L, -1)) {
+		const char *s = lua_tostring(L, -1);
+		if (!s || lua_type(L, -1) != LUA_TSTRING)
+			return kd_raise(L, "scope", "scope must be \"head\", \"layer\" or \"model\"");
+		if (strcmp(s, "head") == 0)
+			sel.scope = SC_head;
+		else if (strcmp(s, "layer") == 0)
+			sel.scope = SC_layer;
+		else if (strcmp(s, "model") == 0)
+			sel.scope = SC_model;
+		else
+			return kd_raise(L, "scope", "unknown scope '%s' (head, layer or model)", s);
+	}
+	lua_pop(L, 1);
+	lua_getfield(L, 1, "schedule");
+	if (!lua_isnil(L, -1)) {
+		Rule *r = luaL_testudata(L, -1, RULE_MT);
+		if (!r || r->kind != RULE_pyramid)
+			return kd_raise(L, "schedule", "schedule must be kvcc.pyramid { beta = ... }");
+		sel.sched = SCH_pyramid;
+		sel.beta = r->sel.beta;
+	}
+	lua_pop(L, 1);
+	Rule *r = newrule(L, RULE_topk, "topk");
+	sel.line = r->line, sel.col = r->col;
+	r->sel = sel;
+	return 1;
+}
+
+/* kv.pyramid { beta = 20 } — PyramidKV's per-layer budget schedule */
+static int l_pyramid(lua_State *L)
+{
+	static const char *const ok[] = { "beta", NULL };
+	if (lua_isnoneornil(L, 1))
+		lua_newtable(L);
+	luaL_checktype(L, 1, LUA_TTABLE);
+	checkfields(L, 1, "pyramid", ok);
+	KcRef beta = countfield(L, 1, "beta", 20, 1e6);
+	Rule *r = newrule(L, RULE_pyramid, "pyramid");
+	r->sel.beta = beta;
+	return 1;
+}
+
+/* kv.decode { every = 1 } */
+static int l_decode(lua_State *L)
+{
+	static const char *const ok[] = { "every", NULL };
+	if (lua_isnoneornil(L, 1))
+		lua_newtable(L);
+	luaL_checktype(L, 1, LUA_TTABLE);
+	checkfields(L, 1, "decode", ok);
+	KcRef every = countfield(L, 1, "every", 1, 1e9);
+	if (KC_RKIND(every) == RK_CON && kd_state(L)->f->con[KC_RIDX(every)] < 1)
+		return kd_raise(L, "every", "every must be at least 1");
+	Rule *r = newrule(L, RULE_decode, "decode");
+	r->every = every;
+	return 1;
+}
+
+/* kv.token_state(init) */
+static int l_token_state(lua_State *L)
+{
+	double init = lua_isnoneornil(L, 1) ? 0 : luaL_checknumber(L, 1);
+	Rule *r = newrule(L, RULE_state, "token_state");
+	r->init = init;
+	return 1;
+}
+
+/* --- inputs: x.K, x.Q, x.t, x.n, ... ----------------------------------------------- */
+
+static int x_index(lua_State *L)
+{
+	KdState *S = kd_state(L);
+	size_t len;
+	const char *k = lua_tolstring(L, 2, &len);
+	if (!k)
+		return kd_raise(L, NULL, "inputs are named by strings (x.K, x.Q, ...)");
+	int in = ki_inputbyname(k, len);
+	if (in >= 0) {
+		pushexpr(L, emit(L, k, KO_input, KC_NIL, KC_NIL, KC_NIL, -1, in, ki_inputaxes(in)));
+		return 1;
+	}
+	int inf = ki_infobyname(k, len);
+	if (inf >= 0) {
+		if (inf == INF_step && !S->in_observe)
+			return kd_raise(L, k, "x.step is only available in the observe hook");
+		pushexpr(L, emit(L, k, KO_info, KC_NIL, KC_NIL, KC_NIL, -1, inf, 0));
+		return 1;
+	}
+	static const struct { const char *name; int op, axis; } sizes[] = {
+		{ "t", KO_index, AX_token }, { "o", KO_index, AX_obs }, { "g", KO_index, AX_group },
+		{ "c", KO_index, AX_chan }, { "n", KO_size, AX_token }, { "nobs", KO_size, AX_obs },
+		{ "G", KO_size, AX_group }, { "d", KO_size, AX_chan },
+	};
+	for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++)
+		if (strcmp(k, sizes[i].name) == 0) {
+			uint8_t axes = sizes[i].op == KO_index ? AXM(sizes[i].axis) : 0;
+			pushexpr(L, emit(L, k, sizes[i].op, KC_NIL, KC_NIL, KC_NIL, sizes[i].axis, 0, axes));
+			return 1;
+		}
+	if (strcmp(k, "attn") == 0) {
+		if (!S->in_observe)
+			return kd_raise(L, k, "x.attn (decode attention) is only available in the observe hook");
+		pushexpr(L, emit(L, k, KO_attn, KC_NIL, KC_NIL, KC_NIL, -1, 0, AXM(AX_group) | AXM(AX_token)));
+		return 1;
+	}
+	return kd_raise(L, k, "unknown input '%s' (inputs: K, V, Q, lse, pos, qpos, t, n, nobs, G, d, "
+	                "scale, layer, head, nlayers, nheads; attn and step in observe)", k);
+}
+
+static int x_newindex(lua_State *L)
+{
+	return kd_raise(L, lua_tostring(L, 2), "inputs are read-only");
+}
+
+static void pushinputs(lua_State *L)
+{
+	lua_newtable(L);
+	lua_newtable(L);
+	lua_pushcfunction(L, x_index);
+	lua_setfield(L, -2, "__index");
+	lua_pushcfunction(L, x_newindex);
+	lua_setfield(L, -2, "__newindex");
+	lua_setmetatable(L, -2);
+}
+
+/* st.name reads a state tensor; in observe, st.name = e records its update. */
+static int st_index(lua_State *L)
+{
+	KdState *S = kd_state(L);
+	const char *k = lua_tostring(L, 2);
+	int i = k ? ki_findstate(S->f, k) : -1;
+	if (i < 0)
+		return kd_raise(L, k, "unknown state '%s' (declare it in the policy's state table)", k ? k : "?");
+	pushexpr(L, emit(L, k, KO_state, KC_NIL, KC_NIL, KC_NIL, -1, i, AXM(AX_token)));
+	return 1;
+}
+
+static int st_newindex(lua_State *L)
+{
+	KdState *S = kd_state(L);
+	const char *k = lua_tostring(L, 2);
+	int i = k ? ki_findstate(S->f, k) : -1;
+	if (i < 0)
+		return kd_raise(L, k, "unknown state '%s' (declare it in the policy's state table)", k ? k : "?");
+	if (!S->in_observe)
+		return kd_raise(L, k, "state '%s' can only be updated in the observe hook", k);
+	KcRef r = toref(L, 3, k);
+	uint8_t ax = ki_refaxes(S->f, r);
+	if (ax & ~AXM(AX_token)) {
+		char buf[64];
+		ki_axesstr(ax, buf, sizeof buf);
+		return kd_raise(L, k, "state '%s' must be updated with axes [token] but the value has axes %s "
+		                "(reduce the other axes first)", k, buf);
+	}
+	S->f->st[i].update = r;
+	return 0;
+}
+
+static void pushstate(lua_State *L)
+{
+	lua_newtable(L);
+	lua_newtable(L);
+	lua_pushcfunction(L, st_index);
+	lua_setfield(L, -2, "__index");
+	lua_pushcfunction(L, st_newindex);
+	lua_setfield(L, -2, "__newindex");
+	lua_setmetatable(L, -2);
+}
+
+/* --- kv.policy "name" { ... } ------------------------------------------------------ */
+
+static int usesinput(const KiFn *f, int in)
+{
+	for (int i = 0; i < f->nins; i++)
+		if (f->ins[i].op == KO_input && (f->ins[i].aux == in || (in == IN_Q && f->ins[i].aux == IN_lse)))
+			return 1;
+	return 0;
+}
+
+static int policy_build(lua_State *L)
+{
+	static const char *const ok[] = { "score", "select", "merge", "when", "state", "observe", "obs", NULL };
+	KdState *S = kd_state(L);
+	KiFn *f = S->f;
+	if (!lua_istable(L, 1))
+		return kd_raise(L, "policy", "kvcc.policy \"name\" expects a table: kvcc.policy \"name\" { score = ..., select = ... }");
+	if (S->declared)
+		return kd_raise(L, "policy", "a file declares one policy");
+	S->declared = 1;
+	checkfields(L, 1, "policy", ok);
+
+	/* state declarations first: score and observe read them */
+	lua_getfield(L, 1, "state");
+	if (!lua_isnil(L, -1)) {
+		if (!lua_istable(L, -1))
+			return kd_raise(L, "state", "state must be a table { name = kvcc.token_state(init) }");
+		lua_pushnil(L);
+		while (lua_next(L, -2)) {
+			Rule *r = luaL_testudata(L, -1, RULE_MT);
+			const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : NULL;
+			if (!valid_name(k) || !r || r->kind != RULE_state)
+				return kd_raise(L, "state", "state entries must be name = kvcc.token_state(init)");
+			ki_addstate(f, k, r->init);
+			lua_pop(L, 1);
+		}
+	}
+	lua_pop(L, 1);
+
+	lua_getfield(L, 1, "score");
+	if (!lua_isfunction(L, -1))
+		return kd_raise(L, "policy", lua_isnil(L, -1) ? "policy '%s' has no score function" :
+		                "score must be a function(x, st) returning an expression", f->name);
+	pushinputs(L);
+	pushstate(L);
+	lua_call(L, 2, 1);
+	Expr *sx = luaL_testudata(L, -1, EXPR_MT);
+	if (lua_type(L, -1) == LUA_TNUMBER) {
+		f->score = toref(L, -1, "score");
+	} else if (!sx) {
+		return kd_raise(L, "score", "score must return a kvcc expression, got %s", luaL_typename(L, -1));
+	} else
+		f->score = sx->ref;
+	uint8_t sax = ki_refaxes(f, f->score);
+	if (sax & ~AXM(AX_token)) {
+		char buf[64];
+		ki_axesstr(sax, buf, sizeof buf);
+		return kd_raise(L, "score", "score must have axes [token] but has %s (reduce over the other axes, "
+		                "e.g. :mean(\"obs\"):mean(\"group\"))", buf);
+	}
+	if (KC_RKIND(f->score) != RK_INS) {   /* a constant score: make it a token tensor */
+		KcRef t = emit(L, "score", KO_index, KC_NIL, KC_NIL, KC_NIL, AX_token, 0, AXM(AX_token));
+		KcRef z = emit(L, "score", KO_mul, t, ki_const(f, 0), KC_NIL, -1, 0, 0);
+		f->score = emit(L, "score", KO_add, z, f->score, KC_NIL, -1, 0, 0);
+	}
+	lua_pop(L, 1);
+
+	lua_getfield(L, 1, "observe");
+	if (!lua_isnil(L, -1)) {
+		if (!lua_isfunction(L, -1))
+			return kd_raise(L, "observe", "observe must be a function(x, st) that assigns st.name = ...");
+		if (!f->nst)
+			return kd_raise(L, "observe", "observe needs a state table to update");
+		S->in_observe = 1;
+		pushinputs(L);
+		pushstate(L);
+		lua_call(L, 2, 0);
+		S->in_observe = 0;
+	} else
+		lua_pop(L, 1);
+
+	lua_getfield(L, 1, "select");
+	Rule *r = luaL_testudata(L, -1, RULE_MT);
+	if (lua_isnil(L, -1))
+		return kd_raise(L, "policy", "policy '%s' has no select rule (e.g. select = kvcc.topk { keep_recent = P.window })",
+		                f->name);
+	if (!r || r->kind != RULE_topk)
+		return kd_raise(L, "select", "select must be a selection rule such as kvcc.topk { ... }");
+	f->sel = r->sel;
+	lua_pop(L, 1);
+
+	lua_getfield(L, 1, "merge");
+	r = luaL_testudata(L, -1, RULE_MT);
+	if (!lua_isnil(L, -1) && (!r || r->kind != RULE_drop))
+		return kd_raise(L, "merge", "merge must be a merge rule (kvcc.drop)");
+	f->merge.kind = MG_drop;
+	if (r)
+		f->merge.line = r->line, f->merge.col = r->col;
+	lua_pop(L, 1);
+
+	lua_getfield(L, 1, "when");
+	r = luaL_testudata(L, -1, RULE_MT);
+	if (!lua_isnil(L, -1) && (!r || (r->kind != RULE_prefill && r->kind != RULE_decode)))
+		return kd_raise(L, "when", "when must be kvcc.prefill or kvcc.decode { every = N }");
+	f->when.kind = r && r->kind == RULE_decode ? WH_decode : WH_prefill;
+	f->when.every = r && r->kind == RULE_decode ? r->every : KC_NIL;
+	if (r)
+		f->when.line = r->line, f->when.col = r->col;
+	lua_pop(L, 1);
+
+	/* obs: how many observation queries the score reads */
+	lua_getfield(L, 1, "obs");
+	if (lua_isnil(L, -1)) {
+		int w = ki_findparam(f, "window");
+		if (usesinput(f, IN_Q) || usesinput(f, IN_qpos)) {
+			if (w < 0)
+				return kd_raise(L, "policy", "the score reads Q but the policy says not how many "
+				                "observation queries it needs: add obs = <count>, obs = kvcc.all, "
+				                "or a 'window' param");
+			f->obs = KC_REF(RK_PAR, w);
+		}
+	} else {
+		Rule *ra = luaL_testudata(L, -1, RULE_MT);
+		if (ra && ra->kind == RULE_all)
+			f->obs_all = 1;
+		else
+			f->obs = countfield(L, 1, "obs", 0, MAX_TOKENS);
+	}
+	lua_pop(L, 1);
+
+	for (int i = 0; i < f->nst; i++)
+		if (!f->st[i].update)
+			return kd_raise(L, "state", "state '%s' is never updated (assign st.%s = ... in observe)",
+			                f->st[i].name, f->st[i].name);
+	if (f->nst && f->when.kind != WH_decode)
+		return kd_raise(L, "state", "a policy with state needs when = kvcc.decode { every = N }");
+
+	Rule *p = newrule(L, RULE_all, "policy");  /* the value the file returns */
+	(void)p;
+	return 1;
+}
+
+/* kv.policy "name" → a function taking the spec table */
+static int l_policy(lua_State *L)
+{
+	KdState *S = kd_state(L);
+	const char *name = luaL_checkstring(L, 1);
+	if (!valid_name(name))
+		return kd_raise(L, "policy", "policy name '%s' must be an identifier of at most 31 characters", name);
+	snprintf(S->f->name, sizeof S->f->name, "%s", name);
+	kd_where(L, 1, "policy", &S->f->line, &S->f->col);
+	lua_pushcfunction(L, policy_build);
+	return 1;
+}
+
+static const luaL_Reg kvlib[] = {
+	{ "params", l_params }, { "policy", l_policy }, { "topk", l_topk }, { "pyramid", l_pyramid },
+	{ "decode", l_decode }, { "token_state", l_token_state },
+	{ "softmax", m_softmax }, { "avgpool", m_avgpool }, { "maxpool", m_maxpool },
+	{ "where", m_where }, { "cosine", m_cosine }, { "random", m_random }, { "dot", m_dot },
+	{ "exp", m_exp }, { "log", m_log }, { "sqrt", m_sqrt }, { "abs", m_abs },
+	{ "max", m_max }, { "min", m_min }, { "sum", m_sum }, { "mean", m_mean }, { "norm", m_norm },
+	{ "std", m_std }, { NULL, NULL }
+};
+
+int kd_openlib(lua_State *L)
+{
+	luaL_newmetatable(L, EXPR_MT);
+	luaL_setfuncs(L, expr_meta, 0);
+	luaL_newlib(L, expr_methods);
+	lua_setfield(L, -2, "methods");
+	lua_pop(L, 1);
+	luaL_newmetatable(L, RULE_MT);
+	lua_pop(L, 1);
+
+	luaL_newlib(L, kvlib);
+	newrule(L, RULE_drop, "drop");
+	lua_setfield(L, -2, "drop");
+	newrule(L, RULE_prefill, "prefill");
+	lua_setfield(L, -2, "prefill");
+	newrule(L, RULE_all, "all");
+	lua_setfield(L, -2, "all");
+	return 1;
+}

@@ -1,0 +1,125 @@
+#!/usr/bin/env python3
+"""compare.py CASE.npz RESULT.npz [--score-rtol R] [--score-atol A]
+
+Checks kvcc's result (scores [L,H,n] float64, kept.<l>.<h> int32, K.<l>.<h> / V.<l>.<h>
+float32 [n_keep, d]) against a golden case from gen_golden.py.  Prints one line,
+"PASS policy__case" or "FAIL policy__case: <first difference>", exit status 0 / 1.
+
+Order of checks: scores (within |r - e| <= atol + rtol*|e| where the expected score is not
+NaN), then kept indices (exact), then K and V rows (bit-exact).
+"""
+
+import argparse
+import os
+import sys
+
+import numpy as np
+
+
+class Mismatch(Exception):
+    pass
+
+
+def expected_per_layer(case, name, L):
+    """expect.<name> as a list over layers of [H, ...] arrays (uniform or per-layer layout)."""
+    key = "expect." + name
+    if key in case.files:
+        arr = case[key]
+        return [arr[l] for l in range(L)]
+    out = []
+    for l in range(L):
+        k = "%s.%d" % (key, l)
+        if k not in case.files:
+            raise Mismatch("case file lacks %s (and %s)" % (key, k))
+        out.append(case[k])
+    return out
+
+
+def get(res, key):
+    if key not in res.files:
+        raise Mismatch("result lacks %s" % key)
+    return res[key]
+
+
+def check_scores(case, res, rtol, atol):
+    exp = case["expect.scores"]
+    mask = ~np.isnan(exp)
+    if not mask.any():
+        return                                     # nothing to compare (e.g. streaming_llm)
+    got = np.asarray(get(res, "scores"), dtype=np.float64)
+    if got.shape != exp.shape:
+        raise Mismatch("scores shape %s, expected %s" % (got.shape, exp.shape))
+    with np.errstate(invalid="ignore"):
+        bad = mask & ~(np.abs(got - exp) <= atol + rtol * np.abs(exp))   # NaN in got -> bad
+    if bad.any():
+        l, h, t = (int(i) for i in np.argwhere(bad)[0])
+        e, g = exp[l, h, t], got[l, h, t]
+        rel = abs(g - e) / max(abs(e), 1e-300)
+        raise Mismatch("score l=%d h=%d t=%d: got %.17g expected %.17g (rel %.3g; %d of %d differ)"
+                       % (l, h, t, g, e, rel, int(bad.sum()), int(mask.sum())))
+
+
+def check_kept_and_rows(case, res):
+    L, H = case["K"].shape[:2]
+    kept = expected_per_layer(case, "kept", L)
+    Ke = expected_per_layer(case, "K", L)
+    Ve = expected_per_layer(case, "V", L)
+    for l in range(L):
+        for h in range(H):
+            e = kept[l][h].astype(np.int64)
+            g = np.asarray(get(res, "kept.%d.%d" % (l, h))).astype(np.int64).ravel()
+            if g.shape != e.shape:
+                raise Mismatch("kept l=%d h=%d: %d tokens, expected %d" % (l, h, g.size, e.size))
+            if not np.array_equal(g, e):
+                i = int(np.argmax(g != e))
+                only_g = sorted(set(g.tolist()) - set(e.tolist()))
+                only_e = sorted(set(e.tolist()) - set(g.tolist()))
+                raise Mismatch("kept l=%d h=%d slot %d: got t=%d expected t=%d (extra %s, missing %s)"
+                               % (l, h, i, g[i], e[i], only_g[:4], only_e[:4]))
+    for name, exp in (("K", Ke), ("V", Ve)):
+        for l in range(L):
+            for h in range(H):
+                e = np.asarray(exp[l][h], dtype=np.float32)
+                g = np.asarray(get(res, "%s.%d.%d" % (name, l, h)))
+                if g.dtype != np.float32:
+                    raise Mismatch("%s.%d.%d has dtype %s, expected float32" % (name, l, h, g.dtype))
+                if g.shape != e.shape:
+                    raise Mismatch("%s l=%d h=%d: shape %s, expected %s" % (name, l, h, g.shape, e.shape))
+                bad = g.view(np.uint32) != e.view(np.uint32)
+                if bad.any():
+                    r, c = (int(i) for i in np.argwhere(bad)[0])
+                    t = int(kept[l][h][r])
+                    raise Mismatch("%s l=%d h=%d t=%d chan %d: got %.9g expected %.9g"
+                                   % (name, l, h, t, c, g[r, c], e[r, c]))
+
+
+def compare(case_path, result_path, rtol=1e-6, atol=1e-9):
+    """Returns (ok, line)."""
+    name = os.path.basename(case_path)
+    if name.endswith(".npz"):
+        name = name[:-4]
+    try:
+        with np.load(case_path) as case, np.load(result_path) as res:
+            check_scores(case, res, rtol, atol)
+            check_kept_and_rows(case, res)
+    except Mismatch as m:
+        return False, "FAIL %s: %s" % (name, m)
+    except (OSError, ValueError, KeyError) as e:
+        return False, "FAIL %s: cannot read: %s" % (name, e)
+    return True, "PASS %s" % name
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("case")
+    ap.add_argument("result")
+    ap.add_argument("--score-rtol", type=float, default=1e-6)
+    ap.add_argument("--score-atol", type=float, default=1e-9)
+    a = ap.parse_args(argv)
+    ok, line = compare(a.case, a.result, a.score_rtol, a.score_atol)
+    print(line)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

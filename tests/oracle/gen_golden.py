@@ -1,0 +1,229 @@
+#!/usr/bin/env python3
+"""gen_golden.py OUTDIR -- write kvcc's golden cases (one uncompressed .npz per case) and
+OUTDIR/cases.txt ("<policy> <file>" per line, file relative to OUTDIR).
+
+Deterministic: fixed seed per case; when the boundary margin of a draw is below MIN_MARGIN
+the inputs are re-drawn with the next seed.  The npz archives are written with fixed
+timestamps, so two runs produce byte-identical files.
+"""
+
+import io
+import os
+import sys
+import time
+import zipfile
+import zlib
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import kvref  # noqa: E402
+
+MIN_MARGIN = 1e-4
+MAX_REDRAWS = 50
+
+# (policy, case name, L, H, G, n, d, runtime, params, dtype, pos kind)
+#   runtime: ("ratio", r) or ("budget", B);  pos kind: "default" | "offset" | "gapped"
+CASES = [
+    # ---- streaming_llm ----------------------------------------------------------------
+    ("streaming_llm", "d8_g1_n37_r25", 2, 2, 1, 37, 8, ("ratio", 0.25), {}, "f32", "default"),
+    ("streaming_llm", "d64_g2_n61_r50", 2, 2, 2, 61, 64, ("ratio", 0.5), {}, "f32", "default"),
+    ("streaming_llm", "d128_g4_n129_r75", 2, 2, 4, 129, 128, ("ratio", 0.75), {}, "f32", "default"),
+    ("streaming_llm", "d64_g1_n257_r50", 2, 2, 1, 257, 64, ("ratio", 0.5), {}, "f32", "default"),
+    ("streaming_llm", "d8_g2_n61_b20", 2, 2, 2, 61, 8, ("budget", 20), {}, "f32", "default"),
+    ("streaming_llm", "d64_g4_n129_b40_sinks2", 2, 2, 4, 129, 64, ("budget", 40), {"sinks": 2}, "f32", "default"),
+    ("streaming_llm", "d8_g1_n37_b100", 2, 2, 1, 37, 8, ("budget", 100), {}, "f32", "default"),
+    ("streaming_llm", "d128_g2_n61_r25_f16", 2, 2, 2, 61, 128, ("ratio", 0.25), {}, "f16", "default"),
+    ("streaming_llm", "d64_g1_n129_r50_bf16_sinks8", 2, 2, 1, 129, 64, ("ratio", 0.5), {"sinks": 8}, "bf16", "default"),
+    # ---- knorm --------------------------------------------------------------------------
+    ("knorm", "d8_g1_n37_r25", 2, 2, 1, 37, 8, ("ratio", 0.25), {}, "f32", "default"),
+    ("knorm", "d64_g2_n61_r50", 2, 2, 2, 61, 64, ("ratio", 0.5), {}, "f32", "default"),
+    ("knorm", "d128_g4_n129_r75", 2, 2, 4, 129, 128, ("ratio", 0.75), {}, "f32", "default"),
+    ("knorm", "d64_g1_n257_r50", 2, 2, 1, 257, 64, ("ratio", 0.5), {}, "f32", "default"),
+    ("knorm", "d8_g2_n61_b20", 2, 2, 2, 61, 8, ("budget", 20), {}, "f32", "default"),
+    ("knorm", "d128_g1_n129_b77", 2, 2, 1, 129, 128, ("budget", 77), {}, "f32", "gapped"),
+    ("knorm", "d64_g4_n37_b500", 2, 2, 4, 37, 64, ("budget", 500), {}, "f32", "default"),
+    ("knorm", "d64_g2_n129_r25_f16", 2, 2, 2, 129, 64, ("ratio", 0.25), {}, "f16", "default"),
+    ("knorm", "d128_g1_n61_r50_bf16", 2, 2, 1, 61, 128, ("ratio", 0.5), {}, "bf16", "default"),
+    # ---- snapkv -------------------------------------------------------------------------
+    ("snapkv", "d8_g1_n37_w8_r25", 2, 2, 1, 37, 8, ("ratio", 0.25), {"window": 8, "kernel": 5}, "f32", "default"),
+    ("snapkv", "d64_g2_n61_w16_r50", 2, 2, 2, 61, 64, ("ratio", 0.5), {"window": 16, "kernel": 5}, "f32", "default"),
+    ("snapkv", "d128_g4_n129_w16_r75", 2, 2, 4, 129, 128, ("ratio", 0.75), {"window": 16, "kernel": 5}, "f32", "default"),
+    ("snapkv", "d64_g4_n257_default_r50", 2, 2, 4, 257, 64, ("ratio", 0.5), {}, "f32", "default"),
+    ("snapkv", "d8_g2_n61_w8_b20", 2, 2, 2, 61, 8, ("budget", 20), {"window": 8, "kernel": 5}, "f32", "default"),
+    ("snapkv", "d128_g1_n129_w8_b50_f16", 2, 2, 1, 129, 128, ("budget", 50), {"window": 8, "kernel": 5}, "f16", "default"),
+    ("snapkv", "d64_g4_n129_w16_r25_bf16", 2, 2, 4, 129, 64, ("ratio", 0.25), {"window": 16, "kernel": 5}, "bf16", "default"),
+    ("snapkv", "d8_g2_n61_w8_r50_pos1000", 2, 2, 2, 61, 8, ("ratio", 0.5), {"window": 8, "kernel": 5}, "f32", "offset"),
+    ("snapkv", "d64_g2_n37_w8_k3_r50", 2, 2, 2, 37, 64, ("ratio", 0.5), {"window": 8, "kernel": 3}, "f32", "default"),
+    ("snapkv", "d128_g2_n257_w16_r50", 2, 2, 2, 257, 128, ("ratio", 0.5), {"window": 16, "kernel": 5}, "f32", "default"),
+    # ---- pyramidkv (L = 4) ----------------------------------------------------------------
+    # budgets (kvpress get_layer_budget) noted per case
+    ("pyramidkv", "d8_g1_n37_w8_r25", 4, 2, 1, 37, 8, ("ratio", 0.25), {"window": 8, "kernel": 5}, "f32", "default"),          # 29 28 27 26 (26.5 -> 26, half-even)
+    ("pyramidkv", "d64_g2_n61_w16_r25", 4, 2, 2, 61, 64, ("ratio", 0.25), {"window": 16, "kernel": 5}, "f32", "default"),      # fallback round(45.75) = 46
+    ("pyramidkv", "d64_g2_n61_w16_r50", 4, 2, 2, 61, 64, ("ratio", 0.5), {"window": 16, "kernel": 5}, "f32", "default"),       # 45 35 26 16
+    ("pyramidkv", "d128_g4_n129_w8_r75", 4, 2, 4, 129, 128, ("ratio", 0.75), {"window": 8, "kernel": 5}, "f32", "default"),    # fallback 32
+    ("pyramidkv", "d128_g4_n129_w8_r25", 4, 2, 4, 129, 128, ("ratio", 0.25), {"window": 8, "kernel": 5}, "f32", "default"),    # 121 105 89 72
+    ("pyramidkv", "d64_g4_n257_default_r50", 4, 2, 4, 257, 64, ("ratio", 0.5), {}, "f32", "default"),                        # 193 150 107 64
+    ("pyramidkv", "d8_g2_n257_w8_r50", 4, 2, 2, 257, 8, ("ratio", 0.5), {"window": 8, "kernel": 5}, "f32", "default"),         # 249 169 88 8
+    ("pyramidkv", "d64_g2_n129_w16_b80", 4, 2, 2, 129, 64, ("budget", 80), {"window": 16, "kernel": 5}, "f32", "default"),     # 113 91 69 47
+    ("pyramidkv", "d64_g1_n129_w16_b64", 4, 2, 1, 129, 64, ("budget", 64), {"window": 16, "kernel": 5}, "f32", "default"),     # fallback 64
+    ("pyramidkv", "d64_g1_n129_w16_r50_f16", 4, 2, 1, 129, 64, ("ratio", 0.5), {"window": 16, "kernel": 5}, "f16", "default"),
+    ("pyramidkv", "d8_g4_n61_w8_r50_bf16", 4, 2, 4, 61, 8, ("ratio", 0.5), {"window": 8, "kernel": 5}, "bf16", "default"),
+    # ---- tova ---------------------------------------------------------------------------
+    ("tova", "d8_g1_n37_r25", 2, 2, 1, 37, 8, ("ratio", 0.25), {}, "f32", "default"),
+    ("tova", "d64_g2_n61_r50", 2, 2, 2, 61, 64, ("ratio", 0.5), {}, "f32", "default"),
+    ("tova", "d128_g4_n129_r75", 2, 2, 4, 129, 128, ("ratio", 0.75), {}, "f32", "default"),
+    ("tova", "d64_g4_n257_r50", 2, 2, 4, 257, 64, ("ratio", 0.5), {}, "f32", "default"),
+    ("tova", "d8_g2_n61_b16", 2, 2, 2, 61, 8, ("budget", 16), {}, "f32", "default"),
+    ("tova", "d128_g1_n129_b100_f16", 2, 2, 1, 129, 128, ("budget", 100), {}, "f16", "default"),
+    ("tova", "d64_g2_n37_r75_bf16", 2, 2, 2, 37, 64, ("ratio", 0.75), {}, "bf16", "default"),
+    ("tova", "d8_g4_n129_r25_gapped", 2, 2, 4, 129, 8, ("ratio", 0.25), {}, "f32", "gapped"),
+    # ---- observed_attention ---------------------------------------------------------------
+    ("observed_attention", "d8_g1_n37_r25", 2, 2, 1, 37, 8, ("ratio", 0.25), {}, "f32", "default"),
+    ("observed_attention", "d64_g2_n61_r50", 2, 2, 2, 61, 64, ("ratio", 0.5), {}, "f32", "default"),
+    ("observed_attention", "d128_g4_n129_r75", 2, 2, 4, 129, 128, ("ratio", 0.75), {}, "f32", "default"),
+    ("observed_attention", "d64_g2_n257_r50", 2, 2, 2, 257, 64, ("ratio", 0.5), {}, "f32", "default"),
+    ("observed_attention", "d8_g2_n61_b24", 2, 2, 2, 61, 8, ("budget", 24), {}, "f32", "default"),
+    ("observed_attention", "d128_g1_n129_b64_f16", 2, 2, 1, 129, 128, ("budget", 64), {}, "f16", "default"),
+    ("observed_attention", "d64_g4_n37_r50_bf16", 2, 2, 4, 37, 64, ("ratio", 0.5), {}, "bf16", "default"),
+    ("observed_attention", "d8_g4_n129_r25_gapped", 2, 2, 4, 129, 8, ("ratio", 0.25), {}, "f32", "gapped"),
+    # ---- keydiff ------------------------------------------------------------------------
+    ("keydiff", "d8_g1_n37_r25", 2, 2, 1, 37, 8, ("ratio", 0.25), {}, "f32", "default"),
+    ("keydiff", "d64_g2_n61_r50", 2, 2, 2, 61, 64, ("ratio", 0.5), {}, "f32", "default"),
+    ("keydiff", "d128_g4_n129_r75", 2, 2, 4, 129, 128, ("ratio", 0.75), {}, "f32", "default"),
+    ("keydiff", "d64_g1_n257_r50", 2, 2, 1, 257, 64, ("ratio", 0.5), {}, "f32", "default"),
+    ("keydiff", "d8_g2_n61_b20", 2, 2, 2, 61, 8, ("budget", 20), {}, "f32", "default"),
+    ("keydiff", "d128_g1_n129_b90", 2, 2, 1, 129, 128, ("budget", 90), {}, "f32", "default"),
+    ("keydiff", "d64_g2_n129_r25_f16", 2, 2, 2, 129, 64, ("ratio", 0.25), {}, "f16", "default"),
+    ("keydiff", "d8_g4_n61_r50_bf16", 2, 2, 4, 61, 8, ("ratio", 0.5), {}, "bf16", "default"),
+    # ---- random -------------------------------------------------------------------------
+    ("random", "d8_g1_n37_r25", 2, 2, 1, 37, 8, ("ratio", 0.25), {}, "f32", "default"),
+    ("random", "d64_g2_n61_r50", 2, 2, 2, 61, 64, ("ratio", 0.5), {}, "f32", "default"),
+    ("random", "d128_g4_n129_r75", 2, 2, 4, 129, 128, ("ratio", 0.75), {}, "f32", "default"),
+    ("random", "d64_g1_n257_r50_seed12345", 2, 2, 1, 257, 64, ("ratio", 0.5), {"seed": 12345}, "f32", "default"),
+    ("random", "d8_g2_n61_b20_seed1", 2, 2, 2, 61, 8, ("budget", 20), {"seed": 1}, "f32", "default"),
+    ("random", "d64_g1_n129_r50_gapped", 2, 2, 1, 129, 64, ("ratio", 0.5), {"seed": 7}, "f32", "gapped"),
+    ("random", "d128_g2_n61_r25_f16", 2, 2, 2, 61, 128, ("ratio", 0.25), {}, "f16", "default"),
+    ("random", "d8_g4_n129_b64_bf16_seed987654321", 2, 2, 4, 129, 8, ("budget", 64), {"seed": 987654321}, "bf16", "default"),
+]
+
+
+def n_obs(policy, n, params):
+    p = dict(kvref.DEFAULTS[policy], **params)
+    if policy in ("snapkv", "pyramidkv", "tova"):
+        return int(p["window"])
+    if policy == "observed_attention":
+        return n
+    return 0
+
+
+def make_inputs(seed, L, H, G, n, d, O, pos_kind):
+    """Gaussian keys/values/queries with a per-head key bias, a spread of key norms and a few
+    large-norm 'heavy' tokens (token 0 among them); queries lean towards the heavy keys."""
+    rng = np.random.default_rng(seed)
+    K = rng.standard_normal((L, H, n, d)) * rng.uniform(0.6, 1.4, size=(L, H, n, 1))
+    K += 0.6 * rng.standard_normal((L, H, 1, d))
+    n_heavy = max(2, n // 16)
+    heavy_dir = np.zeros((L, H, d))
+    for l in range(L):
+        for h in range(H):
+            heavy = np.concatenate(([0], rng.choice(np.arange(1, n), n_heavy - 1, replace=False)))
+            K[l, h, heavy] *= rng.uniform(2.0, 3.5, size=(n_heavy, 1))
+            heavy_dir[l, h] = K[l, h, heavy].mean(axis=0) / np.sqrt(d)
+    V = rng.standard_normal((L, H, n, d))
+    Q = rng.standard_normal((L, H, G, O, d)) + 2.0 * heavy_dir[:, :, None, None, :] \
+        * rng.uniform(0.0, 1.0, size=(L, H, G, O, 1))
+    if pos_kind == "default":
+        pos = np.arange(n)
+    elif pos_kind == "offset":
+        pos = 1000 + np.arange(n)
+    elif pos_kind == "gapped":
+        pos = np.sort(rng.choice(np.arange(4 * n), n, replace=False))
+    else:
+        raise ValueError(pos_kind)
+    return K, V, Q, pos.astype(np.int64)
+
+
+def write_npz(path, arrays):
+    """Uncompressed .npz (ZIP_STORED, no zip64, fixed timestamps): np.load reads it."""
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as zf:
+        for key, val in arrays.items():
+            buf = io.BytesIO()
+            np.lib.format.write_array(buf, np.asanyarray(val), allow_pickle=False)
+            info = zipfile.ZipInfo(key + ".npy", date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_STORED
+            info.external_attr = 0o644 << 16
+            zf.writestr(info, buf.getvalue())
+
+
+def build_case(case):
+    policy, name, L, H, G, n, d, (kind, amount), params, dtype, pos_kind = case
+    O = n_obs(policy, n, params)
+    base = (zlib.crc32(("%s__%s" % (policy, name)).encode()) & 0xFFFFFF) * 64   # stable per case
+    for seed in range(base, base + MAX_REDRAWS):
+        K, V, Q, pos = make_inputs(seed, L, H, G, n, d, O, pos_kind)
+        K, V, Q = (kvref.round_storage(x, dtype) for x in (K, V, Q))
+        qpos = pos[n - O:] if O else np.zeros(0, dtype=np.int64)
+        rt = {"ratio": amount} if kind == "ratio" else {"budget": amount}
+        res = kvref.compress(policy, K, V, Q, params=params, qpos=qpos, pos=pos, dtype=dtype, **rt)
+        if res["margin"] >= MIN_MARGIN:
+            break
+    else:
+        # (random: scores depend only on seed/layer/head/pos, so re-draws cannot help unless
+        # pos is drawn; pick another param.seed for such a case)
+        raise RuntimeError("%s__%s: boundary margin < %g in %d draws"
+                           % (policy, name, MIN_MARGIN, MAX_REDRAWS))
+
+    arrays = {
+        "K": K.astype(np.float32), "V": V.astype(np.float32), "Q": Q.astype(np.float32),
+        "qpos": qpos.astype(np.int32), "pos": pos.astype(np.int32),
+    }
+    if kind == "ratio":
+        arrays["ratio"] = np.array(amount, dtype=np.float64)
+    else:
+        arrays["budget"] = np.array(amount, dtype=np.int64)
+    for key in sorted(params):
+        arrays["param." + key] = np.array(params[key], dtype=np.float64)
+    arrays["dtype"] = np.array(dtype)
+    arrays["expect.scores"] = res["scores"].astype(np.float64)
+    if policy == "pyramidkv":
+        for l in range(L):
+            arrays["expect.kept.%d" % l] = res["kept"][l].astype(np.int32)
+        for l in range(L):
+            arrays["expect.K.%d" % l] = res["K_out"][l].astype(np.float32)
+        for l in range(L):
+            arrays["expect.V.%d" % l] = res["V_out"][l].astype(np.float32)
+    else:
+        arrays["expect.kept"] = res["kept"].astype(np.int32)
+        arrays["expect.K"] = res["K_out"].astype(np.float32)
+        arrays["expect.V"] = res["V_out"].astype(np.float32)
+    return "%s__%s.npz" % (policy, name), arrays, res, seed
+
+
+def main(argv):
+    if len(argv) != 2:
+        sys.stderr.write("usage: gen_golden.py OUTDIR\n")
+        return 2
+    out = argv[1]
+    os.makedirs(out, exist_ok=True)
+    verbose = os.environ.get("KVREF_VERBOSE")
+    t0 = time.time()
+    lines = []
+    seen = set()
+    for case in CASES:
+        fname, arrays, res, seed = build_case(case)
+        if fname in seen:
+            raise RuntimeError("duplicate case " + fname)
+        seen.add(fname)
+        write_npz(os.path.join(out, fname), arrays)
+        lines.append("%s %s" % (case[0], fname))
+        if verbose:
+            print("%-48s seed=%d n_keep=%s margin=%.3g" % (fname, seed, res["n_keep"], res["margin"]))
+    with open(os.path.join(out, "cases.txt"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    print("gen_golden: %d cases in %s (%.1f s)" % (len(lines), out, time.time() - t0))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
