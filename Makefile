@@ -72,6 +72,17 @@ check: deps
 	$(MAKE) check-unit check-golden check-errors $(CHECK_MORE)
 	@echo "make check: all tiers passed"
 
+demo: deps
+	$(MAKE) all $(DEMO_MORE)
+	scripts/demo.sh $(B) $(PYTHON) $(SHARED)
+
+check-golden: $(B)/kvcc
+	$(PYTHON) tests/oracle/test_kvref.py
+	tests/golden/run.sh $(B)/kvcc $(PYTHON) $(B)/golden
+
+check-errors: $(B)/kvcc
+	tests/errors/run.sh $(B)/kvcc
+
 asan:
 	$(MAKE) B=build-asan OPT="-O1 -g -fno-omit-frame-pointer" \
 	  SAN="-fsanitize=address,undefined -fno-sanitize-recover=undefined" check
@@ -88,6 +99,6 @@ install: all
 clean:
 	rm -rf build build-asan
 
-.PHONY: all deps check asan install clean
+.PHONY: all deps demo check check-golden check-errors asan install clean
 
 -include $(shell find $(B) -name '*.d' 2>/dev/null)

@@ -26,7 +26,7 @@
 
 typedef struct Expr { KcRef ref; } Expr;
 
-enum { RULE_topk, RULE_drop, RULE_prefill, RULE_decode, RULE_state, RULE_all, RULE_pyramid };
+enum { RULE_topk, RULE_drop, RULE_prefill, RULE_decode, RULE_state, RULE_all, RULE_pyramid, RULE_policy };
 typedef struct Rule {
 	int kind;
 	KiSelect sel;                     /* RULE_topk, RULE_pyramid (beta) */
@@ -88,6 +88,22 @@ int kd_raise(lua_State *L, const char *name, const char *fmt, ...)
 	kd_where(L, 0, name, &line, &col);
 	if (!line)
 		kd_where(L, 1, name, &line, &col);
+	KcErr e = { 0 };
+	kc_error(&e, S->path, line ? line : 1, col ? col : 1, "%s", msg);
+	S->raised = 1;
+	lua_pushstring(L, e.msg);
+	return lua_error(L);
+}
+
+/* Raise at a known position (an instruction's). */
+int kd_raiseat(lua_State *L, uint32_t line, uint32_t col, const char *fmt, ...)
+{
+	KdState *S = kd_state(L);
+	char msg[400];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof msg, fmt, ap);
+	va_end(ap);
 	KcErr e = { 0 };
 	kc_error(&e, S->path, line ? line : 1, col ? col : 1, "%s", msg);
 	S->raised = 1;
@@ -731,8 +747,9 @@ static int policy_build(lua_State *L)
 	if (sax & ~AXM(AX_token)) {
 		char buf[64];
 		ki_axesstr(sax, buf, sizeof buf);
-		return kd_raise(L, "score", "score must have axes [token] but has %s (reduce over the other axes, "
-		                "e.g. :mean(\"obs\"):mean(\"group\"))", buf);
+		const KiIns *si = &f->ins[KC_RIDX(f->score)];
+		return kd_raiseat(L, si->line, si->col, "score must have axes [token] but has %s (reduce over "
+		                  "the other axes, e.g. :mean(\"obs\"):mean(\"group\"))", buf);
 	}
 	if (KC_RKIND(f->score) != RK_INS) {   /* a constant score: make it a token tensor */
 		KcRef t = emit(L, "score", KO_index, KC_NIL, KC_NIL, KC_NIL, AX_token, 0, AXM(AX_token));
@@ -811,9 +828,15 @@ static int policy_build(lua_State *L)
 	if (f->nst && f->when.kind != WH_decode)
 		return kd_raise(L, "state", "a policy with state needs when = kvcc.decode { every = N }");
 
-	Rule *p = newrule(L, RULE_all, "policy");  /* the value the file returns */
-	(void)p;
+	newrule(L, RULE_policy, "policy");  /* the value the file returns */
 	return 1;
+}
+
+/* Is the value at idx what kvcc.policy returned? */
+int kd_ispolicy(lua_State *L, int idx)
+{
+	Rule *r = luaL_testudata(L, idx, RULE_MT);
+	return r && r->kind == RULE_policy;
 }
 
 /* kv.policy "name" → a function taking the spec table */

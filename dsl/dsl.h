@@ -30,6 +30,8 @@ typedef struct KdState KdState;
 KC_FUNC int kd_openlib(struct lua_State *L);
 KC_FUNC int kd_raise(struct lua_State *L, const char *name, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
+KC_FUNC int kd_raiseat(struct lua_State *L, uint32_t line, uint32_t col, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
 KC_FUNC void kd_where(struct lua_State *L, int level, const char *name, uint32_t *line, uint32_t *col);
 
 struct KdState {
@@ -44,9 +46,11 @@ struct KdState {
 	long long icount;         /* instructions executed (in hook units) */
 	size_t mem;               /* bytes allocated by the state */
 	int oom;                  /* an allocation was refused */
+	int lastline;             /* line seen by the count hook, for memory errors */
 	char oomwhere[300];
 };
 
 KC_FUNC KdState *kd_state(struct lua_State *L);
+KC_FUNC int kd_ispolicy(struct lua_State *L, int idx);
 
 #endif

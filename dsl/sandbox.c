@@ -49,8 +49,9 @@ static void *limited_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
 
 static void count_hook(lua_State *L, lua_Debug *ar)
 {
-	(void)ar;
 	KdState *S = kd_state(L);
+	if (lua_getinfo(L, "l", ar) && ar->currentline > 0)
+		S->lastline = ar->currentline;   /* where a memory error is reported */
 	S->icount += HOOK_EVERY;
 	if (S->icount > S->lim.instructions)
 		kd_raise(L, NULL, "policy exceeded the instruction limit (%lld Lua instructions); "
@@ -86,6 +87,14 @@ static int forbidden(lua_State *L)
 	return kd_raise(L, name, "'%s' is not available in the policy sandbox", name);
 }
 
+/* io.open and friends: reading any field of a banned library fails, naming it */
+static int forbidden_field(lua_State *L)
+{
+	const char *lib = lua_tostring(L, lua_upvalueindex(1));
+	const char *k = lua_type(L, 2) == LUA_TSTRING ? lua_tostring(L, 2) : "?";
+	return kd_raise(L, lib, "'%s.%s' is not available in the policy sandbox", lib, k);
+}
+
 /* Globals that a policy may not touch. They stay defined, as functions that
 ** fail with a clear message, so `io.open` says why instead of "undefined". */
 static const char *const banned_globals[] = {
@@ -102,8 +111,9 @@ static void open_safe_libs(lua_State *L)
 	luaL_requiref(L, LUA_TABLIBNAME, luaopen_table, 1);
 	lua_pop(L, 4);
 	lua_getglobal(L, "string");
-	lua_pushnil(L);
-	lua_setfield(L, -2, "dump");       /* bytecode out; `load` is gone anyway */
+	lua_pushstring(L, "string.dump");  /* bytecode out; `load` is gone anyway */
+	lua_pushcclosure(L, forbidden, 1);
+	lua_setfield(L, -2, "dump");
 	lua_pop(L, 1);
 	for (int i = 0; banned_globals[i]; i++) {
 		lua_pushstring(L, banned_globals[i]);
@@ -119,7 +129,7 @@ static void open_safe_libs(lua_State *L)
 		lua_pushcclosure(L, forbidden, 1);
 		lua_setfield(L, -2, "__call");
 		lua_pushstring(L, banned_libs[i]);
-		lua_pushcclosure(L, forbidden, 1);     /* raised when the field is read */
+		lua_pushcclosure(L, forbidden_field, 1);   /* raised when a field is read */
 		lua_setfield(L, -2, "__index");
 		lua_setmetatable(L, -2);
 		lua_setglobal(L, banned_libs[i]);
@@ -186,7 +196,7 @@ static int run_policy(lua_State *L)
 {
 	KdState *S = kd_state(L);
 	lua_call(L, 0, 1);
-	if (!S->declared || !S->f->score)
+	if (!S->declared || !S->f->score || !kd_ispolicy(L, -1))
 		return kd_raise(L, NULL, "a policy file must end with 'return kvcc.policy \"name\" { ... }'");
 	return 0;
 }
@@ -234,8 +244,8 @@ KiFn *kd_load(const char *path, const char *text, size_t len, const KdLimits *li
 			if (S.raised && lua_type(L, -1) == LUA_TSTRING)
 				kc_error(e, NULL, 0, 0, "%s", lua_tostring(L, -1));
 			else
-				kc_error(e, path, 1, 1, "policy exceeded the memory limit (%zu MiB)",
-				         S.lim.memory >> 20);
+				kc_error(e, path, S.lastline > 0 ? (uint32_t)S.lastline : 1, 1,
+				         "policy exceeded the memory limit (%zu MiB)", S.lim.memory >> 20);
 		} else if (lua_type(L, -1) != LUA_TSTRING)
 			kc_error(e, path, 1, 1, "policy raised a non-string error");
 		else if (S.raised)

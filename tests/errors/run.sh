@@ -1,0 +1,39 @@
+#!/bin/sh
+# Diagnostics golden tests: each tests/errors/NAME.lua is a malformed or hostile
+# policy; expect.tsv holds, per file, the exact one-line message `kvcc check`
+# must print. The command must exit with status 1 (not a crash, not a hang:
+# a 30 s limit), print exactly that one line, and nothing on stdout.
+# usage: tests/errors/run.sh KVCC
+set -u
+kvcc=$1
+dir=$(dirname "$0")
+tmp=${TMPDIR:-/tmp}/kvcc-errors.$$
+mkdir -p "$tmp"
+pass=0 fail=0
+tab=$(printf '\t')
+while IFS="$tab" read -r name expect; do
+	timeout 30 "$kvcc" check "$dir/$name" >"$tmp/out" 2>"$tmp/err"
+	rc=$?
+	got=$(cat "$tmp/err")
+	lines=$(wc -l <"$tmp/err")
+	if [ "$rc" -ne 1 ]; then
+		echo "FAIL $name: exit status $rc (want 1)${got:+: $got}"
+		fail=$((fail + 1))
+	elif [ "$lines" -ne 1 ] || [ -s "$tmp/out" ]; then
+		echo "FAIL $name: want exactly one line on stderr and nothing on stdout"
+		fail=$((fail + 1))
+	elif [ "$got" != "$expect" ]; then
+		echo "FAIL $name:"
+		echo "  want: $expect"
+		echo "  got:  $got"
+		fail=$((fail + 1))
+	else
+		pass=$((pass + 1))
+	fi
+done <"$dir/expect.tsv"
+for f in "$dir"/*.lua; do
+	grep -q "^$(basename "$f")$tab" "$dir/expect.tsv" || { echo "FAIL $(basename "$f"): no expected message"; fail=$((fail + 1)); }
+done
+rm -rf "$tmp"
+echo "diagnostics: $pass passed, $fail failed"
+[ "$fail" -eq 0 ]
