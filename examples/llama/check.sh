@@ -1,0 +1,212 @@
+#!/bin/sh
+# examples/llama/check.sh - checks of the llama program (make check-llama).
+#
+# Every expected value comes from ../shared/data/README.md (copied below, with the section
+# it is from) or from the independent numpy oracle tests/oracle/llama_ref.py /
+# eval_ref.py - never from the C program itself.  Prints one line per check and a final
+# "N passed, N failed" line; exits 1 when a check failed.
+#
+# Environment: LLAMA (the binary, default build/llama), DATA (the shared data directory,
+# default ../shared/data), PYTHON (a python3 with numpy).
+
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+LLAMA=${LLAMA:-build/llama}
+DATA=${DATA:-$ROOT/../shared/data}
+PYTHON=${PYTHON:-/usr/bin/python3}
+ORACLE=$ROOT/tests/oracle
+MODEL=$DATA/stories260K.bin
+TOKZ=$DATA/tok512.bin
+STORIES=$DATA/tinystories_valid_70.txt
+KVCC_DATA=$DATA
+export KVCC_DATA
+
+pass=0
+fail=0
+ok() { pass=$((pass + 1)); echo "PASS $1${2:+: $2}"; }
+ko() { fail=$((fail + 1)); echo "FAIL $1${2:+: $2}"; }
+# check NAME DETAIL CONDITION-STATUS
+check() { if [ "$3" -eq 0 ]; then ok "$1" "$2"; else ko "$1" "$2"; fi; }
+
+L() { "$LLAMA" --model "$MODEL" --tokenizer "$TOKZ" "$@"; }
+
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/kvcc-llama.XXXXXX") || exit 1
+trap 'rm -rf "$TMP"' EXIT INT TERM
+
+for f in "$LLAMA" "$MODEL" "$TOKZ" "$STORIES"; do
+    [ -e "$f" ] || { echo "FAIL missing $f"; echo "0 passed, 1 failed"; exit 1; }
+done
+if ! "$PYTHON" -c 'import numpy' 2>/dev/null; then
+    echo "FAIL PYTHON='$PYTHON' has no numpy (the oracle needs it)"
+    echo "0 passed, 1 failed"
+    exit 1
+fi
+
+# ---- values from data/README.md ------------------------------------------------------------
+README_ENCODE="1 403 407 261 378"                                       # section 2
+README_IDS="403 407 261 378 432 383 286 261 376 298 315 421 395 317 426 338 401 396 267 337 410 408 419 292 411 322 265 282 295 433 426 385 328 432 358 394 261 370 432 352"  # section 1
+README_TEXT="Once upon a time, there was a little girl named Lily. She loved to play outside in the park. One day, she saw a big, red ball. She wanted to play with it, but it was too high"  # section 1
+README_TOP5="403 17.0235
+385 15.4062
+410 13.1083
+317 12.7692
+407 12.4181"                                                            # section 1
+README_STORY_NLL="0 1.2977 171
+1 1.3210 512
+2 1.2383 236
+3 1.1112 391
+4 1.2210 248
+5 1.1974 378"                                                           # section 3
+README_NLL=1.2894; README_TOKENS=22691; README_PREDICTIONS=22510; README_STORIES=70
+
+# ---- tokenizer -------------------------------------------------------------------------------
+got=$(L encode --prompt "Once upon a time" 2>&1)
+[ "$got" = "$README_ENCODE" ]; check "encode 'Once upon a time' (README)" "$got" $?
+
+# non-ASCII text (curly quotes, an em dash, u-grave with byte fallback) against the oracle
+head -n 420 "$DATA/alice_in_wonderland_pg11.txt" > "$TMP/alice.txt"
+L encode --data "$TMP/alice.txt" > "$TMP/alice.c" 2>&1
+"$PYTHON" "$ORACLE/llama_ref.py" encode --file "$TMP/alice.txt" > "$TMP/alice.py" 2>&1
+cmp -s "$TMP/alice.c" "$TMP/alice.py"
+check "encode Alice lines 1-420 == oracle" "$(wc -w < "$TMP/alice.py") ids" $?
+
+# ---- greedy generation and logits -------------------------------------------------------------
+got=$(L generate --steps 40 --ids 2>&1)
+[ "$got" = "$README_IDS" ]; check "greedy 40 token ids after BOS (README)" "" $?
+got=$(L generate --steps 40 2>&1)
+case "$README_TEXT" in
+"$got"*) r=0 ;;
+*) r=1 ;;
+esac
+[ -n "$got" ] && [ $r -eq 0 ]; check "greedy text is a prefix of the README text" "$got" $?
+
+L logits > "$TMP/top5" 2>&1
+echo "$README_TOP5" > "$TMP/top5.ref"
+detail=$(awk 'NR==FNR { id[FNR] = $1; v[FNR] = $2; next }
+              { if ($1 != id[FNR]) bad = 1; d = $2 - v[FNR]; if (d < 0) d = -d;
+                if (d > m) m = d; n++ }
+              END { printf "max |diff| %.2e%s", m, (bad || n != 5 || m >= 1e-3) ? " BAD" : "" }' \
+         "$TMP/top5.ref" "$TMP/top5")
+case "$detail" in *BAD*) r=1 ;; *) r=0 ;; esac
+check "top-5 logits at pos 0 within 1e-3 (README)" "$detail" $r
+
+# a checkpoint with a separate classifier (negative vocab_size, wcls appended): wcls = 2 x the
+# embedding must give the README's top-5 logits doubled
+"$PYTHON" - "$MODEL" "$TMP/wcls.bin" <<'PYEOF'
+import struct, sys
+import numpy as np
+raw = bytearray(open(sys.argv[1], "rb").read())
+dim, vocab = struct.unpack_from("<i", raw, 0)[0], struct.unpack_from("<i", raw, 20)[0]
+emb = np.frombuffer(bytes(raw[28:28 + 4 * vocab * dim]), dtype="<f4")
+struct.pack_into("<i", raw, 20, -vocab)
+open(sys.argv[2], "wb").write(bytes(raw) + (emb * 2).astype("<f4").tobytes())
+PYEOF
+"$LLAMA" --model "$TMP/wcls.bin" --tokenizer "$TOKZ" logits > "$TMP/top5w" 2>&1
+detail=$(awk 'NR==FNR { id[FNR] = $1; v[FNR] = 2 * $2; next }
+              { if ($1 != id[FNR]) bad = 1; d = $2 - v[FNR]; if (d < 0) d = -d;
+                if (d > m) m = d; n++ }
+              END { printf "max |diff| %.2e%s", m, (bad || n != 5 || m >= 2e-3) ? " BAD" : "" }' \
+         "$TMP/top5.ref" "$TMP/top5w")
+case "$detail" in *BAD*) r=1 ;; *) r=0 ;; esac
+check "separate classifier (vocab_size < 0, wcls = 2 emb): 2 x README top-5" "$detail" $r
+
+# ---- NLL ------------------------------------------------------------------------------------
+L nll --data "$STORIES" --stories 0:6 --per-story > "$TMP/nll06" 2>&1
+echo "$README_STORY_NLL" > "$TMP/nll06.ref"
+detail=$(awk 'NR==FNR { v[$1] = $2; t[$1] = $3; next }
+              $1 == "story" { d = $8 - v[$2]; if (d < 0) d = -d; if (d > m) m = d;
+                              if ($4 != t[$2]) bad = 1; n++ }
+              END { printf "max |diff| %.1e over %d stories%s", m, n,
+                           (bad || n != 6 || m > 1e-4) ? " BAD" : "" }' "$TMP/nll06.ref" "$TMP/nll06")
+case "$detail" in *BAD*) r=1 ;; *) r=0 ;; esac
+check "per-story NLL, stories 0-5 (README, 4 decimals)" "$detail" $r
+
+L nll --data "$STORIES" --stories 6:20 --per-story > "$TMP/nll.c" 2>&1
+"$PYTHON" "$ORACLE/llama_ref.py" nll --data "$STORIES" --stories 6:20 --per-story > "$TMP/nll.py" 2>&1
+detail=$(awk 'NR==FNR { if ($1 == "story") { v[$2] = $8; t[$2] = $4 } else if ($1 == "stories") mean = $10; next }
+              $1 == "story" { d = $8 - v[$2]; if (d < 0) d = -d; if (d > m) m = d;
+                              if ($4 != t[$2]) bad = 1; n++ }
+              $1 == "stories" { dm = $10 - mean; if (dm < 0) dm = -dm }
+              END { printf "max |diff| %.1e over %d stories, mean |diff| %.1e%s", m, n, dm,
+                           (bad || n != 14 || m > 5e-5 || dm > 2e-5) ? " BAD" : "" }' \
+         "$TMP/nll.py" "$TMP/nll.c")
+case "$detail" in *BAD*) r=1 ;; *) r=0 ;; esac
+check "per-story NLL, stories 6-19 == oracle" "$detail" $r
+
+line=$(L nll --data "$STORIES" 2>&1 | tail -n 1)
+detail=$(echo "$line" | awk -v ref=$README_NLL -v tok=$README_TOKENS -v pred=$README_PREDICTIONS \
+                            -v ns=$README_STORIES \
+    '{ d = $10 - ref; if (d < 0) d = -d;
+       printf "%d stories, %d tokens, %d predictions, nll %s, %s s%s", $2, $4, $8, $10, $14,
+              ($2 != ns || $4 != tok || $8 != pred || d > 5e-4 || $10 == "") ? " BAD" : "" }')
+case "$detail" in *BAD*) r=1 ;; *) r=0 ;; esac
+check "mean NLL over all stories = 1.2894 +- 5e-4 (README)" "$detail" $r
+
+# ---- internal consistency of the cache, attend, hooks (C only) -------------------------------
+L selftest > "$TMP/self" 2>&1
+rc=$?
+while IFS= read -r line; do
+    case "$line" in
+    "PASS "*) ok "selftest: ${line#PASS }" ;;
+    "FAIL "*) ko "selftest: ${line#FAIL }" ;;
+    esac
+done < "$TMP/self"
+[ $rc -eq 0 ] || ko "selftest" "exit status $rc: $(tail -n 1 "$TMP/self")"
+
+# ---- bad input files: a clear error, exit status 1, never a crash ---------------------------
+head -c 500000 "$MODEL" > "$TMP/trunc.bin"
+head -c 10 "$MODEL" > "$TMP/short.bin"
+{ printf 'garbage header!!12345678901234'; tail -c +29 "$MODEL"; } > "$TMP/garbled.bin"
+head -c 3000 "$TOKZ" > "$TMP/trunc_tok.bin"
+for c in "truncated model|$TMP/trunc.bin|$TOKZ|truncated" \
+         "10-byte model|$TMP/short.bin|$TOKZ|too short" \
+         "garbled model header|$TMP/garbled.bin|$TOKZ|header" \
+         "missing model|$TMP/none.bin|$TOKZ|cannot open" \
+         "truncated tokenizer|$MODEL|$TMP/trunc_tok.bin|truncated"; do
+    name=${c%%|*}; rest=${c#*|}; m=${rest%%|*}; rest=${rest#*|}; t=${rest%%|*}; want=${rest#*|}
+    "$LLAMA" --model "$m" --tokenizer "$t" logits > "$TMP/out" 2> "$TMP/err"
+    rc=$?
+    msg=$(head -n 1 "$TMP/err")
+    [ $rc -eq 1 ] && grep -q "error:.*$want" "$TMP/err"
+    check "$name: clean error" "rc $rc, $msg" $?
+done
+
+# ---- prefill-compress-continue with the built-in test compressors vs eval_ref.py -----------
+# streaming_llm keeps positional rows and snapkv ranks attention scores (its observation
+# queries come from the C prefill's capture): they must agree to rounding.  knorm ranks key
+# norms, whose near-ties may order differently in float32 (C) and float64 (oracle): a looser
+# bound.
+for pc in "streaming_llm 2e-5 sinks=4" "knorm 1e-3 -" "snapkv 2e-5 window=16 kernel=5"; do
+    set -- $pc
+    p=$1; tol=$2; shift 2
+    params=""
+    for kv in "$@"; do [ "$kv" = - ] || params="$params --param $kv"; done
+    L eval --data "$STORIES" --policy $p --ratios 0,0.5,0.75 --stories 0:8 $params \
+        > "$TMP/ev.c" 2>&1
+    "$PYTHON" "$ORACLE/eval_ref.py" --data "$STORIES" --policy $p --ratios 0,0.5,0.75 \
+        --stories 0:8 $params > "$TMP/ev.py" 2>&1
+    detail=$(awk -v tol=$tol 'NR==FNR { if (FNR > 1) { v[$2] = $6; n[$2] = $5 }; next }
+                  FNR > 1 { d = $6 - v[$2]; if (d < 0) d = -d; if (d > m) m = d;
+                            if ($5 != n[$2] || !($2 in v)) bad = 1; k++ }
+                  END { printf "ratios 0,0.5,0.75: max |diff| %.1e%s", m,
+                               (bad || k != 3 || m > tol) ? " BAD" : "" }' "$TMP/ev.py" "$TMP/ev.c")
+    case "$detail" in *BAD*) r=1 ;; *) r=0 ;; esac
+    check "eval $p${params:+ (${params# })}, stories 0-7 == eval_ref.py" "$detail" $r
+done
+
+# ---- the oracles' own self-checks (each of their lines is a check) --------------------------
+for s in "llama_ref.py selfcheck" "eval_ref.py selfcheck"; do
+    "$PYTHON" "$ORACLE/${s% *}" selfcheck > "$TMP/self" 2>&1
+    rc=$?
+    while IFS= read -r line; do
+        case "$line" in
+        "PASS "*) ok "${line#PASS }" ;;
+        "FAIL "*) ko "${line#FAIL }" ;;
+        esac
+    done < "$TMP/self"
+    if [ $rc -ne 0 ] || ! grep -q ' 0 failed' "$TMP/self"; then
+        ko "$s" "exit status $rc: $(tail -n 1 "$TMP/self")"
+    fi
+done
+
+echo "$pass passed, $fail failed"
+[ $fail -eq 0 ]
