@@ -725,6 +725,89 @@ done:
 	return rc;
 }
 
+int ki_observe(const KiFn *f, const KiCase *c0, const float *q, double *state, float *out, KcErr *e)
+{
+	KiCase c = *c0;
+	c.state = state, c.O = 0, c.Q = NULL, c.lse = NULL;
+	if (checkcase(f, &c, e) != 0)
+		return -1;
+	if (!q || !state)
+		return kc_error(e, f->src, 0, 0, "observe needs queries and state"), -1;
+	Ctx x = { .f = f, .c = &c, .e = e };
+	size_t nkv = (size_t)c.L * c.H * c.n * c.d, ntok = (size_t)c.L * c.H * c.n;
+	double *attn = calloc((size_t)c.G * ntok + 1, sizeof *attn);
+	double *next = calloc((size_t)f->nst * ntok + 1, sizeof *next);
+	char *need = calloc((size_t)f->nins + 1, 1);
+	x.par = malloc(((size_t)f->npar + 1) * sizeof *x.par);
+	x.val = calloc((size_t)f->nins + 1, sizeof *x.val);
+	x.K = malloc((nkv + 1) * sizeof(float));
+	x.V = malloc((nkv + 1) * sizeof(float));
+	x.Q = NULL;
+	int rc = -1;
+	if (!attn || !next || !need || !x.par || !x.val || !x.K || !x.V) {
+		kc_error(e, f->src, 0, 0, "interpreter: out of memory");
+		goto done;
+	}
+	for (int i = 0; i < f->npar; i++)
+		x.par[i] = c.params ? c.params[i] : f->par[i].def;
+	for (size_t k = 0; k < nkv; k++)
+		x.K[k] = ki_round(c.K[k], c.dtype), x.V[k] = ki_round(c.V[k], c.dtype);
+	/* attention of this step's query: softmax over the held tokens */
+	for (int l = 0; l < c.L; l++)
+		for (int h = 0; h < c.H; h++)
+			for (int g = 0; g < c.G; g++) {
+				size_t lh = (size_t)l * c.H + h;
+				const float *qq = &q[(lh * c.G + g) * c.d];
+				double *p = &attn[(lh * c.G + g) * c.n], mx = -INFINITY, sum = 0;
+				int n = tokens(&c, l, h);
+				for (int t = 0; t < n; t++) {
+					double dot = 0;
+					for (int ch = 0; ch < c.d; ch++)
+						dot += (double)ki_round(qq[ch], c.dtype) * x.K[(lh * c.n + t) * c.d + ch];
+					p[t] = dot / sqrt((double)c.d);
+					mx = p[t] > mx ? p[t] : mx;
+				}
+				for (int t = 0; t < n; t++)
+					sum += (p[t] = exp(p[t] - mx));
+				for (int t = 0; t < n; t++)
+					p[t] /= sum;
+				for (int ch = 0; out && ch < c.d; ch++) {
+					double acc = 0;
+					for (int t = 0; t < n; t++)
+						acc += p[t] * x.V[(lh * c.n + t) * c.d + ch];
+					out[(lh * c.G + g) * c.d + ch] = (float)acc;
+				}
+			}
+	x.attn = attn;
+	for (int s = 0; s < f->nst; s++)
+		mark(f, f->st[s].update, need);
+	if (evaluate(&x, need) != 0)
+		goto done;
+	/* all updates read the old state; write them after computing every one */
+	for (int s = 0; s < f->nst; s++)
+		for (int l = 0; l < c.L; l++)
+			for (int h = 0; h < c.H; h++) {
+				size_t lh = (size_t)l * c.H + h;
+				int size[AX_NUM];
+				dims(&c, l, h, size);
+				Opnd o;
+				opnd(&x, f->st[s].update, (int)lh, size, &o);
+				for (int t = 0; t < tokens(&c, l, h); t++)
+					next[((size_t)s * c.L * c.H + lh) * c.n + t] = at(&o, 0, 0, t, 0);
+			}
+	for (int s = 0; s < f->nst; s++)
+		for (size_t lh = 0; lh < (size_t)c.L * c.H; lh++)
+			for (int t = 0; t < tokens(&c, (int)(lh / c.H), (int)(lh % c.H)); t++)
+				state[((size_t)s * c.L * c.H + lh) * c.n + t] = next[((size_t)s * c.L * c.H + lh) * c.n + t];
+	rc = 0;
+done:
+	freevals(&x);
+	free(attn);
+	free(next);
+	free(need);
+	return rc;
+}
+
 void ki_result_free(KiResult *r)
 {
 	free(r->scores);

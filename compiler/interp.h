@@ -48,6 +48,14 @@ typedef struct KiResult {
 KC_FUNC int ki_run(const KiFn *f, const KiCase *c, KiResult *r, KcErr *e);
 KC_FUNC void ki_result_free(KiResult *r);
 
+/* One decode step: each query head's attention over its KV head's cache
+** (every held token is in the past), then the observe hook's state updates.
+** q: [L][H][G][d] (this step's queries, post-RoPE); out: [L][H][G][d]
+** attention outputs, or NULL; state: [nst][L][H][n], read and updated in
+** place. c->state is ignored (state is passed here). */
+KC_FUNC int ki_observe(const KiFn *f, const KiCase *c, const float *q, double *state, float *out,
+                       KcErr *e);
+
 /* Keep counts per (layer, head) before selection, as the select rule and the
 ** budget give them (scope head; pyramid schedule applied). */
 KC_FUNC long ki_nkeep(const KiFn *f, const double *params, int layer, int nlayers, long n,

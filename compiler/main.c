@@ -29,10 +29,14 @@ static const char usage[] =
 	"  run POLICY.lua --inputs CASE.npz [--ratio R | --budget B] [--param NAME=VALUE]...\n"
 	"      [--dtype f32|f16|bf16] [--out RESULT.npz]\n"
 	"                                   run the reference interpreter on a case\n"
+	"  compile POLICY.lua -o POLICY.so [--dtype f32|f16|bf16] [--head-dim N] [--group G]\n"
+	"      [--target native|x86-64-v3|x86-64-v4|scalar] [-v]\n"
+	"                                   compile to a shared object for libkvcc\n"
 	"  --help, --version\n"
 	"\n"
 	"CASE.npz holds K, V [L,H,n,d] float32; Q [L,H,G,O,d] (when the policy reads it);\n"
-	"optional qpos [O], pos [n] int32, lse [L,H,G,O]; optional 0-d ratio, budget,\n"
+	"optional qpos [O], pos [n] int32, lse [L,H,G,O]; dq [S,L,H,G,d] decode queries (each\n"
+	"step runs the observe hook); optional 0-d ratio, budget,\n"
 	"param.NAME and dtype. See doc/cli.md.\n";
 
 static void die_usage(const char *fmt, const char *arg)
@@ -245,7 +249,8 @@ static int cmd_run(int argc, char **argv)
 	KiResult r;
 	memset(&r, 0, sizeof r);
 	double *par = kc_xrealloc(NULL, ((size_t)f->npar + 1) * sizeof *par);
-	float *K = NULL, *V = NULL, *Q = NULL, *lse = NULL;
+	float *K = NULL, *V = NULL, *Q = NULL, *lse = NULL, *dq = NULL;
+	double *state = NULL;
 	int32_t *pos = NULL, *qpos = NULL;
 	int rc = 1;
 	const KcArray *aK = kc_npz_get(&z, "K"), *aV = kc_npz_get(&z, "V"), *aQ = kc_npz_get(&z, "Q");
@@ -338,6 +343,33 @@ static int cmd_run(int argc, char **argv)
 		goto done;
 	}
 	c.K = K, c.V = V, c.Q = Q, c.lse = lse, c.pos = pos, c.qpos = qpos, c.params = par;
+	/* decode steps: dq [S, L, H, G, d] queries; each step runs the observe
+	** hook over the cache, then the compression reads the state */
+	if ((a = kc_npz_get(&z, "dq"))) {
+		if (want(a, inputs, 5, (long[]){ -1, c.L, c.H, -1, c.d }, &e))
+			goto done;
+		if (Q && a->shape[3] != c.G) {
+			kc_error(&e, inputs, 0, 0, "dq's group dimension differs from Q's");
+			goto done;
+		}
+		c.G = (int)a->shape[3];
+		if (c.G < 1 || c.G > 64) {
+			kc_error(&e, inputs, 0, 0, "dq's group dimension must be 1..64");
+			goto done;
+		}
+		size_t ntok = (size_t)c.L * c.H * c.n, per = (size_t)c.L * c.H * c.G * c.d;
+		state = kc_xrealloc(NULL, ((size_t)f->nst * ntok + 1) * sizeof *state);
+		for (int s = 0; s < f->nst; s++)
+			for (size_t k = 0; k < ntok; k++)
+				state[(size_t)s * ntok + k] = f->st[s].init;
+		dq = tofloat(a);
+		for (long s = 0; s < a->shape[0]; s++) {
+			c.step = (int)s;
+			if (ki_observe(f, &c, dq + (size_t)s * per, state, NULL, &e) != 0)
+				goto done;
+		}
+		c.state = state;
+	}
 	if (ki_run(f, &c, &r, &e) != 0)
 		goto done;
 
@@ -382,10 +414,38 @@ done:
 	if (rc)
 		fail(&e);
 	ki_result_free(&r);
-	free(par), free(K), free(V), free(Q), free(lse), free(pos), free(qpos);
+	free(par), free(K), free(V), free(Q), free(lse), free(pos), free(qpos), free(dq), free(state);
 	kc_npz_free(&z);
 	ki_free(f);
 	return rc;
+}
+
+/* kvcc compile POLICY.lua -o POLICY.so [--dtype D] [--head-dim N] [--group G] [--target T] [-v] */
+#include "kvcc.h"
+#include "codegen/x86/x86.h"
+static int cmd_compile(int argc, char **argv)
+{
+	const char *in = NULL, *out = NULL;
+	kvcc_spec s = { KVCC_F32, 128, 1, KVCC_TARGET_NATIVE };
+	int verbose = 0;
+	for (int i = 0; i < argc; i++) {
+		const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+		if (!strcmp(a, "-o") && v) out = v, i++;
+		else if (!strcmp(a, "--dtype") && v) { if ((s.dtype = ki_dtypebyname(v)) < 0) die_usage("unknown dtype '%s'", v); i++; }
+		else if (!strcmp(a, "--head-dim") && v) s.head_dim = atoi(v), i++;
+		else if (!strcmp(a, "--group") && v) s.group = atoi(v), i++;
+		else if (!strcmp(a, "--target") && v) { if ((s.target = kx_targetbyname(v)) < 0) die_usage("unknown target '%s' (x86-64-v3, x86-64-v4, native, scalar)", v); i++; }
+		else if (!strcmp(a, "-v")) verbose++;
+		else if (a[0] != '-' && !in) in = a;
+		else die_usage("compile: unexpected argument '%s'", a);
+	}
+	if (!in || !out)
+		die_usage("%s", "compile needs POLICY.lua and -o OUT.so");
+	if (kvcc_compile_so(in, &s, out, verbose) != 0) {
+		fprintf(stderr, "%s\n", kvcc_last_error());
+		return 1;
+	}
+	return 0;
 }
 
 int main(int argc, char **argv)
@@ -407,6 +467,8 @@ int main(int argc, char **argv)
 		return cmd_dump(argc - 2, argv + 2);
 	if (!strcmp(cmd, "check"))
 		return cmd_check(argc - 2, argv + 2);
+	if (!strcmp(cmd, "compile"))
+		return cmd_compile(argc - 2, argv + 2);
 	if (!strcmp(cmd, "run"))
 		return cmd_run(argc - 2, argv + 2);
 	die_usage("unknown command '%s'", cmd);

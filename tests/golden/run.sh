@@ -7,6 +7,7 @@ set -u
 kvcc=$1 py=$2 work=$3
 mkdir -p "$work"
 "$py" tests/oracle/gen_golden.py "$work" >/dev/null || { echo "golden: the oracle failed"; exit 1; }
+"$py" tests/oracle/decode_ref.py "$work" || { echo "golden: the decode oracle failed"; exit 1; }
 pass=0 fail=0
 while read -r policy file; do
 	case_=$(basename "$file" .npz)
