@@ -1,0 +1,26 @@
+/*
+** x86 backend: LLVM 19 C API → object in memory → cc -shared → policy.so.
+** Generates the specialized kernels of the plan (Q·Kᵀ tile micro-kernel,
+** storage → f32 conversion) and the artifact descriptor (include/kvcc.h).
+*/
+#ifndef KVCC_X86_H
+#define KVCC_X86_H
+
+#include "compiler/ir.h"
+#include "kvcc.h"
+
+/* Compile `f` (already through the passes) for `spec` into the shared object
+** `out_so`. `compile_ms` (optional) receives LLVM + link time in ms. */
+KC_FUNC int kx_compile(const KiFn *f, const kvcc_spec *spec, const char *out_so, int verbose,
+                       double *compile_ms, KcErr *e);
+/* The cache key of an artifact from its descriptor fields (DESIGN §6). */
+KC_FUNC uint64_t kx_key(const char *kir, const char *version, const char *features, int dtype,
+                        int head_dim, int group, int target, int vec_width);
+/* Normalized host features ("+avx2,+fma,..." sorted, enabled ones only); malloc'd. */
+KC_FUNC char *kx_hostfeatures(void);
+/* Vector width the kernels use for this spec on this host, or 0 (target not available). */
+KC_FUNC int kx_vecwidth(const kvcc_spec *spec, const char *features);
+KC_FUNC const char *kx_targetname(int target);
+KC_FUNC int kx_targetbyname(const char *s);
+
+#endif

@@ -1,0 +1,406 @@
+/*
+** KIR passes: verified KiFn in, verified KiFn out, same meaning.
+**
+**   fold   constant folding of KF_FOLD ops whose operands are all constants,
+**          and the identities x*1, 1*x, x+0, 0+x, x-0, x/1 → x and
+**          where(const, b, c) → b or c, when the result axes stay the same
+**   canon  operands of KF_COMM ops in canonical order: instructions first,
+**          then params, then constants, lower index first
+**   cse    identical instructions (op, axes, axis, aux, operands) merged into
+**          the first one, which keeps its position
+**   dce    instructions and constants that no root (score, obs, state
+**          updates, rule fields) reaches are removed; params and states stay
+**
+** Every op is pure (ops.h), so merging and removing never changes what a
+** policy computes. Folding evaluates in double with exactly the expressions
+** of the interpreter's elementwise evaluator (interp.c, ew()), so a folded
+** constant is bit for bit the value the interpreter would compute. The one
+** identity that is not bit-exact is x+0 (and x-(-0)) → x when x is -0: the
+** result keeps the sign of zero, which compares equal.
+**
+** Instructions a pass makes redundant (folded, merged) are removed by the
+** pass itself; all refs (operands, score, obs, state updates, select
+** fields, when.every) are rewritten, and instructions keep their order, so
+** operands still point backwards.
+*/
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "compiler/ir.h"
+
+/* --- rewriting refs -------------------------------------------------------------- */
+
+/* Apply fn to every ref of the policy outside the instruction array. */
+static void maproots(KiFn *f, KcRef (*fn)(KcRef, void *), void *ud)
+{
+	f->score = fn(f->score, ud);
+	f->obs = fn(f->obs, ud);
+	for (int i = 0; i < f->nst; i++)
+		f->st[i].update = fn(f->st[i].update, ud);
+	f->sel.keep_first = fn(f->sel.keep_first, ud);
+	f->sel.keep_recent = fn(f->sel.keep_recent, ud);
+	f->sel.chunk = fn(f->sel.chunk, ud);
+	f->sel.beta = fn(f->sel.beta, ud);
+	f->when.every = fn(f->when.every, ud);
+}
+
+typedef struct Remap {
+	const KcRef *rep;   /* old instruction → its replacement (itself when kept) */
+	const int *newidx;  /* old index of a kept instruction → new index */
+} Remap;
+
+static KcRef remap(KcRef r, void *ud)
+{
+	const Remap *m = ud;
+	if (KC_RKIND(r) != RK_INS)
+		return r;
+	KcRef x = m->rep[KC_RIDX(r)];
+	return KC_RKIND(x) == RK_INS ? KC_REF(RK_INS, m->newidx[KC_RIDX(x)]) : x;
+}
+
+/*
+** Finish a pass: rep[i] is KC_REF(RK_INS, i) for an instruction that stays,
+** otherwise what replaces it (an earlier instruction that stays, a constant
+** or a param; KC_NIL for a dead one nothing uses). Drops the replaced ones,
+** renumbers densely and rewrites every ref.
+*/
+static void compact(KiFn *f, const KcRef *rep)
+{
+	int *newidx = kc_xrealloc(NULL, (size_t)f->nins * sizeof *newidx);
+	int n = 0;
+	for (int i = 0; i < f->nins; i++)
+		newidx[i] = rep[i] == KC_REF(RK_INS, i) ? n++ : -1;
+	Remap m = { rep, newidx };
+	for (int i = 0; i < f->nins; i++) {
+		if (newidx[i] < 0)
+			continue;
+		KiIns in = f->ins[i];
+		for (int k = 0; k < 3; k++)
+			in.arg[k] = remap(in.arg[k], &m);
+		f->ins[newidx[i]] = in;
+	}
+	f->nins = n;
+	maproots(f, remap, &m);
+	free(newidx);
+}
+
+static KcRef *identity(const KiFn *f)
+{
+	KcRef *rep = kc_xrealloc(NULL, (size_t)f->nins * sizeof *rep);
+	for (int i = 0; i < f->nins; i++)
+		rep[i] = KC_REF(RK_INS, i);
+	return rep;
+}
+
+/* An operand through the replacements decided so far (earlier instructions). */
+static KcRef through(const KcRef *rep, KcRef r)
+{
+	return KC_RKIND(r) == RK_INS ? rep[KC_RIDX(r)] : r;
+}
+
+/* --- fold ------------------------------------------------------------------------ */
+
+/* The scalar meaning of a foldable op: interp.c's ew(), expression for expression. */
+static double evalop(int op, double a, double b, double c)
+{
+	switch (op) {
+	case KO_neg: return -a;
+	case KO_exp: return exp(a);
+	case KO_log: return log(a);
+	case KO_sqrt: return sqrt(a);
+	case KO_abs: return fabs(a);
+	case KO_add: return a + b;
+	case KO_sub: return a - b;
+	case KO_mul: return a * b;
+	case KO_div: return a / b;
+	case KO_pow: return pow(a, b);
+	case KO_max: return isnan(a) || isnan(b) ? NAN : a > b ? a : b;
+	case KO_min: return isnan(a) || isnan(b) ? NAN : a < b ? a : b;
+	case KO_lt: return a < b;
+	case KO_le: return a <= b;
+	case KO_eq: return a == b;
+	case KO_ne: return a != b;
+	case KO_where: return a != 0 ? b : c;
+	}
+	return NAN;
+}
+
+static int iscon(const KiFn *f, KcRef r, double v)
+{
+	return KC_RKIND(r) == RK_CON && f->con[KC_RIDX(r)] == v;
+}
+
+/* What instruction i simplifies to, or KC_NIL if it stays. */
+static KcRef fold1(KiFn *f, int i)
+{
+	const KiIns *in = &f->ins[i];
+	if (!(ki_flags(in->op) & KF_FOLD))
+		return KC_NIL;
+	int n = ki_nargs(in->op), allcon = 1;
+	double v[3] = { 0, 0, 0 };
+	for (int k = 0; k < n; k++) {
+		if (KC_RKIND(in->arg[k]) != RK_CON)
+			allcon = 0;
+		else
+			v[k] = f->con[KC_RIDX(in->arg[k])];
+	}
+	if (allcon && n > 0)
+		return ki_const(f, evalop(in->op, v[0], v[1], v[2]));
+	KcRef a = in->arg[0], b = in->arg[1], x = KC_NIL;
+	switch (in->op) {
+	case KO_add:
+		x = iscon(f, b, 0) ? a : iscon(f, a, 0) ? b : KC_NIL;
+		break;
+	case KO_sub:
+		x = iscon(f, b, 0) ? a : KC_NIL;
+		break;
+	case KO_mul:
+		x = iscon(f, b, 1) ? a : iscon(f, a, 1) ? b : KC_NIL;
+		break;
+	case KO_div:
+		x = iscon(f, b, 1) ? a : KC_NIL;
+		break;
+	case KO_where:
+		if (KC_RKIND(a) == RK_CON)
+			x = v[0] != 0 ? b : in->arg[2];
+		break;
+	}
+	if (x != KC_NIL && ki_refaxes(f, x) == in->axes)
+		return x;
+	return KC_NIL;
+}
+
+/* Fold constants and identities, first to last, so folds cascade in one pass. */
+int ki_fold(KiFn *f, KcErr *e)
+{
+	(void)e;
+	KcRef *rep = identity(f);
+	for (int i = 0; i < f->nins; i++) {
+		KiIns *in = &f->ins[i];
+		for (int k = 0; k < 3; k++)
+			in->arg[k] = through(rep, in->arg[k]);
+		KcRef x = fold1(f, i);
+		if (x != KC_NIL)
+			rep[i] = x;
+	}
+	compact(f, rep);
+	free(rep);
+	return 0;
+}
+
+/* --- canon ----------------------------------------------------------------------- */
+
+/* Sort key of an operand: instructions, then params, then constants; by index. */
+static uint64_t rank(KcRef r)
+{
+	static const int order[] = { [RK_NIL] = 3, [RK_INS] = 0, [RK_CON] = 2, [RK_PAR] = 1 };
+	int kind = KC_RKIND(r);
+	return ((uint64_t)(kind <= RK_PAR ? order[kind] : 4) << 32) | (uint64_t)KC_RIDX(r);
+}
+
+int ki_canon(KiFn *f, KcErr *e)
+{
+	(void)e;
+	for (int i = 0; i < f->nins; i++) {
+		KiIns *in = &f->ins[i];
+		if ((ki_flags(in->op) & KF_COMM) && ki_nargs(in->op) == 2 && rank(in->arg[1]) < rank(in->arg[0])) {
+			KcRef t = in->arg[0];
+			in->arg[0] = in->arg[1];
+			in->arg[1] = t;
+		}
+	}
+	return 0;
+}
+
+/* --- cse ------------------------------------------------------------------------- */
+
+/* The fields that decide what an instruction computes (not its position). */
+typedef struct Key {
+	uint8_t op, axes, axis, aux;
+	KcRef arg[3];
+} Key;
+
+static Key key(const KiIns *in)
+{
+	Key k;
+	memset(&k, 0, sizeof k);
+	k.op = in->op, k.axes = in->axes, k.axis = in->axis, k.aux = in->aux;
+	memcpy(k.arg, in->arg, sizeof k.arg);
+	return k;
+}
+
+/* Merge identical instructions into their first occurrence (a hash table of
+** the instructions kept so far; operands are rewritten first, so chains of
+** duplicates merge in one pass). */
+int ki_cse(KiFn *f, KcErr *e)
+{
+	(void)e;
+	KcRef *rep = identity(f);
+	size_t cap = 16;
+	while (cap < 2 * (size_t)f->nins)
+		cap *= 2;
+	int *tab = kc_xrealloc(NULL, cap * sizeof *tab);
+	for (size_t s = 0; s < cap; s++)
+		tab[s] = -1;
+	for (int i = 0; i < f->nins; i++) {
+		KiIns *in = &f->ins[i];
+		for (int k = 0; k < 3; k++)
+			in->arg[k] = through(rep, in->arg[k]);
+		if (!(ki_flags(in->op) & KF_PURE))
+			continue;
+		Key ki = key(in);
+		size_t s = ki_fnv(&ki, sizeof ki, 0) & (cap - 1);
+		for (; tab[s] >= 0; s = (s + 1) & (cap - 1)) {
+			Key kj = key(&f->ins[tab[s]]);
+			if (memcmp(&ki, &kj, sizeof ki) == 0)
+				break;
+		}
+		if (tab[s] >= 0)
+			rep[i] = KC_REF(RK_INS, tab[s]);
+		else
+			tab[s] = i;
+	}
+	free(tab);
+	compact(f, rep);
+	free(rep);
+	return 0;
+}
+
+/* --- dce ------------------------------------------------------------------------- */
+
+static KcRef markroot(KcRef r, void *ud)
+{
+	unsigned char *live = ud;
+	if (KC_RKIND(r) == RK_INS)
+		live[KC_RIDX(r)] = 1;
+	return r;
+}
+
+static KcRef markcon(KcRef r, void *ud)
+{
+	unsigned char *used = ud;
+	if (KC_RKIND(r) == RK_CON)
+		used[KC_RIDX(r)] = 1;
+	return r;
+}
+
+static KcRef mapcon(KcRef r, void *ud)
+{
+	const int *newcon = ud;
+	return KC_RKIND(r) == RK_CON ? KC_REF(RK_CON, newcon[KC_RIDX(r)]) : r;
+}
+
+/* Remove what no root reaches: instructions (marked backwards from the
+** roots), then constants no remaining ref uses. */
+int ki_dce(KiFn *f, KcErr *e)
+{
+	(void)e;
+	unsigned char *live = kc_xrealloc(NULL, (size_t)f->nins + 1);
+	memset(live, 0, (size_t)f->nins + 1);
+	maproots(f, markroot, live);
+	KcRef *rep = identity(f);
+	for (int i = f->nins - 1; i >= 0; i--) {
+		if (!live[i]) {
+			rep[i] = KC_NIL;
+			continue;
+		}
+		for (int k = 0; k < 3; k++)
+			markroot(f->ins[i].arg[k], live);
+	}
+	compact(f, rep);
+	free(rep);
+	free(live);
+
+	unsigned char *used = kc_xrealloc(NULL, (size_t)f->ncon + 1);
+	int *newcon = kc_xrealloc(NULL, ((size_t)f->ncon + 1) * sizeof *newcon);
+	memset(used, 0, (size_t)f->ncon + 1);
+	maproots(f, markcon, used);
+	for (int i = 0; i < f->nins; i++)
+		for (int k = 0; k < 3; k++)
+			markcon(f->ins[i].arg[k], used);
+	int n = 0;
+	for (int i = 0; i < f->ncon; i++) {
+		newcon[i] = used[i] ? n : -1;
+		if (used[i])
+			f->con[n++] = f->con[i];
+	}
+	f->ncon = n;
+	for (int i = 0; i < f->nins; i++)
+		for (int k = 0; k < 3; k++)
+			f->ins[i].arg[k] = mapcon(f->ins[i].arg[k], newcon);
+	maproots(f, mapcon, newcon);
+	free(used);
+	free(newcon);
+	return 0;
+}
+
+/* --- the pass driver -------------------------------------------------------------- */
+
+static const struct {
+	const char *name;
+	int (*run)(KiFn *, KcErr *);
+} passes[] = {
+	{ "fold", ki_fold },
+	{ "canon", ki_canon },
+	{ "cse", ki_cse },
+	{ "dce", ki_dce },
+};
+#define NPASS ((int)(sizeof passes / sizeof passes[0]))
+
+/* Append " (after pass 'x')" to a verifier message: a failure there is a
+** bug in the pass, and the message should say which. */
+static void after(KcErr *e, const char *pass)
+{
+	size_t n = strlen(e->msg);
+	snprintf(e->msg + n, sizeof e->msg - n, " (after pass '%s')", pass);
+}
+
+/*
+** Run the comma-separated passes `names` in order ("" runs none). All names
+** are checked before any pass runs. With `verify`, ki_verify checks the
+** input and the result of each pass; `dump`, when given, sees the policy
+** after each pass. Returns 0, or -1 with e set.
+*/
+int ki_runpasses(KiFn *f, const char *names, int verify, KcErr *e,
+                 void (*dump)(const KiFn *, const char *pass, void *), void *ud)
+{
+	int list[64], n = 0;
+	const char *p = names ? names : "";
+	while (*p) {
+		size_t len = strcspn(p, ",");
+		int k = -1;
+		for (int i = 0; i < NPASS; i++)
+			if (strlen(passes[i].name) == len && memcmp(passes[i].name, p, len) == 0)
+				k = i;
+		if (k < 0) {
+			kc_error(e, NULL, 0, 0, "unknown pass '%.*s' (passes: fold, canon, cse, dce)",
+			         (int)(len < 40 ? len : 40), p);
+			return -1;
+		}
+		if (n == (int)(sizeof list / sizeof list[0])) {
+			kc_error(e, NULL, 0, 0, "too many passes (at most %d)", n);
+			return -1;
+		}
+		list[n++] = k;
+		p += len;
+		if (*p == ',' && *++p == 0) {
+			kc_error(e, NULL, 0, 0, "unknown pass '' (passes: fold, canon, cse, dce)");
+			return -1;
+		}
+	}
+	if (verify && ki_verify(f, e) != 0)
+		return -1;
+	for (int i = 0; i < n; i++) {
+		const char *name = passes[list[i]].name;
+		if (passes[list[i]].run(f, e) != 0)
+			return -1;
+		if (verify && ki_verify(f, e) != 0) {
+			after(e, name);
+			return -1;
+		}
+		if (dump)
+			dump(f, name, ud);
+	}
+	return 0;
+}

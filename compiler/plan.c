@@ -1,0 +1,176 @@
+/*
+** Kernel planner: classifies every instruction the score needs (see plan.h).
+*/
+#include <stdlib.h>
+#include <string.h>
+#include "compiler/plan.h"
+
+#define HAS(m, ax) (((m) & AXM(ax)) != 0)
+
+static void mark(const KiFn *f, KcRef r, uint8_t *need)
+{
+	if (KC_RKIND(r) != RK_INS || need[KC_RIDX(r)])
+		return;
+	need[KC_RIDX(r)] = 1;
+	for (int k = 0; k < 3; k++)
+		mark(f, f->ins[KC_RIDX(r)].arg[k], need);
+}
+
+static int isinput(const KiFn *f, KcRef r, int in)
+{
+	return KC_RKIND(r) == RK_INS && f->ins[KC_RIDX(r)].op == KO_input && f->ins[KC_RIDX(r)].aux == in;
+}
+
+static int clsof(const KpPlan *p, KcRef r)
+{
+	return KC_RKIND(r) == RK_INS ? p->cls[KC_RIDX(r)] : KP_MAT;
+}
+
+static int isattn(int c) { return c == KP_DOT || c == KP_ATTN; }
+
+int kp_build(const KiFn *f, KpPlan *p, KcErr *e)
+{
+	memset(p, 0, sizeof *p);
+	p->f = f;
+	p->cls = calloc((size_t)f->nins + 1, 1);
+	p->soft = calloc((size_t)f->nins + 1, sizeof(int));
+	if (!p->cls || !p->soft) {
+		kc_error(e, f->src, 0, 0, "plan: out of memory");
+		goto fail;
+	}
+	mark(f, f->score, p->cls);   /* 1 = needed, refined below */
+	for (int i = 0; i < f->nins; i++) {
+		if (!p->cls[i])
+			continue;
+		const KiIns *in = &f->ins[i];
+		uint8_t m = in->axes;
+		int ca[3] = { KP_NONE, KP_NONE, KP_NONE }, anyattn = 0;
+		for (int k = 0; k < ki_nargs(in->op); k++) {
+			ca[k] = clsof(p, in->arg[k]);
+			anyattn |= isattn(ca[k]);
+		}
+		int c = KP_MAT;
+		switch (in->op) {
+		case KO_input:
+			p->uses_lse |= in->aux == IN_lse;
+			p->uses_qpos |= in->aux == IN_qpos;
+			p->uses_V |= in->aux == IN_V;
+			break;
+		case KO_state:
+			kc_error(e, f->src, in->line, in->col,
+			         "x86 backend: per-token state (decode policies) is not supported yet");
+			goto fail;
+		case KO_attn:
+			kc_error(e, f->src, in->line, in->col,
+			         "x86 backend: decode attention (x.attn) is not supported yet");
+			goto fail;
+		case KO_hmean:
+			p->uses_hmean = 1;
+			break;
+		}
+		if (HAS(m, AX_obs) && HAS(m, AX_token)) {
+			if (in->op == KO_dot) {
+				if (in->axis != AX_chan ||
+				    !((isinput(f, in->arg[0], IN_Q) && isinput(f, in->arg[1], IN_K)) ||
+				      (isinput(f, in->arg[0], IN_K) && isinput(f, in->arg[1], IN_Q)))) {
+					kc_error(e, f->src, in->line, in->col,
+					         "attn_score: the only [obs, token] product the kernels fuse is "
+					         "x.Q:dot(x.K, \"chan\")");
+					goto fail;
+				}
+				c = KP_DOT;
+				p->has_attn = 1;
+			} else if (ki_rule(in->op) == AR_EW) {
+				if (HAS(m, AX_chan)) {
+					kc_error(e, f->src, in->line, in->col,
+					         "attn_score: an [obs, token, chan] value would materialize the attention "
+					         "per channel; reduce over chan first");
+					goto fail;
+				}
+				if (!anyattn) {
+					kc_error(e, f->src, in->line, in->col,
+					         "attn_score: an [obs, token] value that does not derive from Q·K "
+					         "is not supported");
+					goto fail;
+				}
+				c = KP_ATTN;
+			} else if ((in->op == KO_softmax || in->op == KO_softmaxnc) && in->axis == AX_token) {
+				if (!isattn(ca[0])) {
+					kc_error(e, f->src, in->line, in->col, "attn_score: softmax of a value not derived from Q·K");
+					goto fail;
+				}
+				c = KP_ATTN;
+				p->soft[p->nsoft++] = i;
+			} else {
+				kc_error(e, f->src, in->line, in->col,
+				         "attn_score: %s over %s of an [obs, token] value cannot be fused "
+				         "(supported: elementwise ops, softmax over token, sum/mean over obs)",
+				         ki_opname(in->op), in->axis < AX_NUM ? ki_axisname(in->axis) : "-");
+				goto fail;
+			}
+		} else if (anyattn) {
+			if (!((in->op == KO_sum || in->op == KO_mean) && in->axis == AX_obs)) {
+				kc_error(e, f->src, in->line, in->col,
+				         "attn_score: the attention [obs, token] can only be reduced over obs "
+				         "(sum or mean) here, not by %s", ki_opname(in->op));
+				goto fail;
+			}
+			c = KP_RED;
+			p->nred++;
+		} else if (HAS(m, AX_obs) && in->op == KO_input && in->aux == IN_Q) {
+			/* per-query value, materialized ([group, obs, chan] is small) */
+		} else if (HAS(m, AX_token) && (ki_rule(in->op) == AR_RED) && in->axis == AX_token) {
+			p->two_phase = 1;
+		}
+		p->cls[i] = (uint8_t)c;
+	}
+	if (KC_RKIND(f->score) == RK_INS && isattn(p->cls[KC_RIDX(f->score)])) {
+		const KiIns *in = &f->ins[KC_RIDX(f->score)];
+		kc_error(e, f->src, in->line, in->col, "the score must be reduced over obs");
+		goto fail;
+	}
+	/* operands of attn values that are materialized must not have chan */
+	for (int i = 0; i < f->nins; i++)
+		if (p->cls[i] == KP_ATTN)
+			for (int k = 0; k < ki_nargs(f->ins[i].op); k++) {
+				KcRef r = f->ins[i].arg[k];
+				if (clsof(p, r) == KP_MAT && (ki_refaxes(f, r) & AXM(AX_chan))) {
+					kc_error(e, f->src, f->ins[i].line, f->ins[i].col,
+					         "attn_score: operand with a chan axis in an [obs, token] expression");
+					goto fail;
+				}
+			}
+	return 0;
+fail:
+	kp_free(p);
+	return -1;
+}
+
+void kp_free(KpPlan *p)
+{
+	free(p->cls);
+	free(p->soft);
+	memset(p, 0, sizeof *p);
+}
+
+void kp_print(const KpPlan *p, FILE *out)
+{
+	const KiFn *f = p->f;
+	static const char *nm[] = { "-", "token_map", "attn_score(qk)", "attn_score", "attn_score→acc" };
+	fprintf(out, "plan for %s:\n", f->name);
+	if (p->has_attn)
+		fprintf(out, "  attn_stats  %d pass(es)%s\n", p->nsoft, p->uses_lse ? " (lse given for some)" : "");
+	if (p->has_attn)
+		fprintf(out, "  attn_score  %d accumulator(s) over obs\n", p->nred);
+	fprintf(out, "  token_map   %s\n", p->two_phase ? "two phases (token reduction)" : "one phase");
+	if (p->uses_hmean)
+		fprintf(out, "  head_mean   barrier across the heads of a layer\n");
+	fprintf(out, "  select      top-k (radix select), scope %s\n", ki_scopename(f->sel.scope));
+	fprintf(out, "  compact     stable in-place gather\n");
+	for (int i = 0; i < f->nins; i++)
+		if (p->cls[i]) {
+			char ax[64];
+			ki_axesstr(f->ins[i].axes, ax, sizeof ax);
+			fprintf(out, "    %%%d %-8s %-12s %s\n", i, ki_opname(f->ins[i].op), ax, nm[p->cls[i]]);
+		}
+}

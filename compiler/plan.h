@@ -1,0 +1,45 @@
+/*
+** Kernel plan (DESIGN §5): maps a policy's KIR onto the skeletons
+**   attn_stats   lse of each observation query (per softmax over token)
+**   attn_score   tiled Q·Kᵀ → logit transform → probabilities → map →
+**                reduction over obs into per-token accumulators; the
+**                [obs × token] values are only ever held one token tile at a time
+**   token_map    everything else: [group,token], [token], [chan], per-query and
+**                scalar values (norms, cosine, pooling stencils, token reductions)
+**   head_mean    cross-head barrier (hmean)
+**   select, compact_merge (runtime)
+** Target independent: a backend supplies only the Q·Kᵀ tile kernel and the
+** storage → f32 conversion; the runtime walks the plan.
+*/
+#ifndef KVCC_PLAN_H
+#define KVCC_PLAN_H
+
+#include <stdio.h>
+#include "compiler/ir.h"
+
+enum {
+	KP_NONE = 0,   /* not needed by the score */
+	KP_MAT,        /* token_map: materialized per instance (axes never obs+token) */
+	KP_DOT,        /* attn_score: the Q·Kᵀ tile (dot Q K chan) */
+	KP_ATTN,       /* attn_score: [.., obs, token] elementwise / softmax, per tile */
+	KP_RED,        /* attn_score output: reduction over obs, materialized [group?, token] */
+};
+
+typedef struct KpPlan {
+	const KiFn *f;
+	uint8_t *cls;          /* [nins] KP_* */
+	int nsoft;             /* softmaxes over token inside attn_score (attn_stats passes) */
+	int *soft;             /* their instruction indices, in order */
+	int nred;              /* attn_score outputs */
+	int has_attn;          /* needs Q */
+	int uses_lse, uses_qpos, uses_hmean, uses_V;
+	int two_phase;         /* token_map has a token reduction feeding per-token values */
+} KpPlan;
+
+/* Build the plan; -1 with a positioned error when the policy cannot be mapped. */
+KC_FUNC int kp_build(const KiFn *f, KpPlan *p, KcErr *e);
+KC_FUNC void kp_free(KpPlan *p);
+/* Human-readable plan (kvcc compile -v). */
+KC_FUNC void kp_print(const KpPlan *p, FILE *out);
+
+#endif

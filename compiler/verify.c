@@ -1,0 +1,307 @@
+/*
+** The KIR verifier: checks the invariants every later stage relies on, so
+** that passes, the interpreter and the code generators may assume them.
+** It runs on the builder's output, on parsed text, and after every pass
+** when asked (ki_runpasses). It never changes the policy.
+**
+** Invariants:
+**   - every op is in the table; every ref is in range, and an instruction
+**     operand is an earlier instruction (the array is in dependency order)
+**   - exactly ops.h's nargs operands are set, the rest are nil; the axis
+**     field is set exactly for RED, DOT, KEEP, index and size; aux is in
+**     range for input, state and info and 0 elsewhere
+**   - result axes are what the axis rule gives (ki_resultaxes; for leaves:
+**     input → ki_inputaxes, state → [token], attn → [group, token],
+**     index → its axis, size and info → scalar)
+**   - a score exists with axes ⊆ [token]; state updates have axes ⊆ [token]
+**   - attn (decode attention) feeds only observe updates, never the score
+**     or obs
+**   - obs is a scalar; select fields and when.every are constants, params
+**     or nil; rule kinds are in range
+**   - names print back: no '"' or newline in the policy and source names,
+**     params and states are identifiers
+**
+** Errors carry the policy's positions (f->src, the instruction's line:col),
+** so that a builder mistake points at the policy.lua line that caused it.
+*/
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "compiler/ir.h"
+
+typedef struct V {
+	const KiFn *f;
+	KcErr *e;
+} V;
+
+/* Check a ref: valid kind, index in range; an instruction ref must be below
+** `below` (the using instruction, or nins for roots). Returns 0 or -1. */
+static int checkref(V *v, KcRef r, int below, uint32_t line, uint32_t col, const char *what)
+{
+	const KiFn *f = v->f;
+	int i = KC_RIDX(r);
+	switch (KC_RKIND(r)) {
+	case RK_NIL:
+		if (i == 0)
+			return 0;
+		break;
+	case RK_INS:
+		if (i < below)
+			return 0;
+		if (i < f->nins) {
+			kc_error(v->e, f->src, line, col, "%s refers to %%%d, which is not an earlier "
+			         "instruction", what, i);
+			return -1;
+		}
+		break;
+	case RK_CON:
+		if (i < f->ncon)
+			return 0;
+		break;
+	case RK_PAR:
+		if (i < f->npar)
+			return 0;
+		break;
+	}
+	kc_error(v->e, f->src, line, col, "%s has a bad ref 0x%08x (kind %d, index %d)", what,
+	         (unsigned)r, KC_RKIND(r), i);
+	return -1;
+}
+
+static int takesaxis(int op)
+{
+	int rule = ki_rule(op);
+	return rule == AR_RED || rule == AR_DOT || rule == AR_KEEP || op == KO_index || op == KO_size;
+}
+
+static int checkins(V *v, int i)
+{
+	const KiFn *f = v->f;
+	const KiIns *in = &f->ins[i];
+	char what[48], b1[64], b2[64], why[200];
+	uint32_t line = in->line, col = in->col;
+	if (in->op >= KO_NUM) {
+		kc_error(v->e, f->src, line, col, "instruction %%%d has a bad op %d", i, in->op);
+		return -1;
+	}
+	const char *op = ki_opname(in->op);
+	int n = ki_nargs(in->op);
+	snprintf(what, sizeof what, "instruction %%%d (%s)", i, op);
+	for (int k = 0; k < 3; k++) {
+		if (checkref(v, in->arg[k], i, line, col, what) != 0)
+			return -1;
+		if ((k < n) != (in->arg[k] != KC_NIL)) {
+			kc_error(v->e, f->src, line, col, "%s takes %d operand%s but has %s", what, n,
+			         n == 1 ? "" : "s", k < n ? "a nil one" : "more");
+			return -1;
+		}
+	}
+	if (takesaxis(in->op)) {
+		if (in->axis >= AX_NUM) {
+			kc_error(v->e, f->src, line, col, "%s needs a tensor axis, has %s", what,
+			         in->axis == AX_NONE ? "none" : ki_axisname(in->axis));
+			return -1;
+		}
+	} else if (in->axis != AX_NONE) {
+		kc_error(v->e, f->src, line, col, "%s takes no axis but has axis %d", what, in->axis);
+		return -1;
+	}
+	int lim = in->op == KO_input ? IN_NUM : in->op == KO_state ? f->nst : in->op == KO_info ? INF_NUM : 1;
+	if (in->aux >= lim) {
+		kc_error(v->e, f->src, line, col, "%s has aux %d out of range (0 .. %d)", what, in->aux,
+		         lim - 1);
+		return -1;
+	}
+	uint8_t want = 0;
+	switch (in->op) {
+	case KO_input: want = ki_inputaxes(in->aux); break;
+	case KO_state: want = AXM(AX_token); break;
+	case KO_attn: want = AXM(AX_group) | AXM(AX_token); break;
+	case KO_index: want = AXM(in->axis); break;
+	case KO_size:
+	case KO_info: want = 0; break;
+	default:
+		if (ki_resultaxes(f, in->op, in->arg, in->axis, &want, why, sizeof why) != 0) {
+			kc_error(v->e, f->src, line, col, "%s: %s", what, why);
+			return -1;
+		}
+	}
+	if (in->axes != want) {
+		ki_axesstr(in->axes, b1, sizeof b1);
+		ki_axesstr(want, b2, sizeof b2);
+		if (in->axes & ~0x0f)
+			snprintf(b1, sizeof b1, "0x%02x", in->axes);
+		kc_error(v->e, f->src, line, col, "%s has result axes %s but its axis rule gives %s", what,
+		         b1, b2);
+		return -1;
+	}
+	return 0;
+}
+
+/* A root (score, obs, state update): in range, axes within `allowed`. */
+static int checkroot(V *v, KcRef r, uint8_t allowed, uint32_t line, uint32_t col, const char *what)
+{
+	const KiFn *f = v->f;
+	char buf[64];
+	if (checkref(v, r, f->nins, line, col, what) != 0)
+		return -1;
+	uint8_t ax = ki_refaxes(f, r);
+	if (ax & ~allowed) {
+		ki_axesstr(ax, buf, sizeof buf);
+		kc_error(v->e, f->src, line, col, "%s must have axes %s, it has %s", what,
+		         allowed ? "within [token]" : "[] (a scalar)", buf);
+		return -1;
+	}
+	return 0;
+}
+
+/* A rule field: a constant, a param or nil (a runtime scalar). */
+static int checkscalar(V *v, KcRef r, uint32_t line, uint32_t col, const char *what)
+{
+	const KiFn *f = v->f;
+	if (checkref(v, r, f->nins, line, col, what) != 0)
+		return -1;
+	if (KC_RKIND(r) == RK_INS) {
+		kc_error(v->e, f->src, line, col, "%s must be a constant or a param, not %%%d", what,
+		         KC_RIDX(r));
+		return -1;
+	}
+	return 0;
+}
+
+/* attn must not reach the score or obs: mark backwards from them. */
+static int checkattn(V *v)
+{
+	const KiFn *f = v->f;
+	if (!f->nins)
+		return 0;
+	unsigned char *live = calloc((size_t)f->nins, 1);
+	if (!live)
+		return 0;
+	KcRef roots[2] = { f->score, f->obs };
+	for (int k = 0; k < 2; k++)
+		if (KC_RKIND(roots[k]) == RK_INS)
+			live[KC_RIDX(roots[k])] = 1;
+	int bad = -1;
+	for (int i = f->nins - 1; i >= 0; i--) {
+		if (!live[i])
+			continue;
+		if (f->ins[i].op == KO_attn)
+			bad = i;
+		for (int k = 0; k < 3; k++)
+			if (KC_RKIND(f->ins[i].arg[k]) == RK_INS)
+				live[KC_RIDX(f->ins[i].arg[k])] = 1;
+	}
+	free(live);
+	if (bad >= 0) {
+		kc_error(v->e, f->src, f->ins[bad].line, f->ins[bad].col,
+		         "attn (decode attention) is only available in the observe hook, but it reaches "
+		         "the score");
+		return -1;
+	}
+	return 0;
+}
+
+static int ident(const char *s)
+{
+	if (!*s)
+		return 0;
+	for (const char *p = s; *p; p++)
+		if (!(*p == '_' || (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+		      (p > s && *p >= '0' && *p <= '9')))
+			return 0;
+	return 1;
+}
+
+static int checknames(V *v)
+{
+	const KiFn *f = v->f;
+	int badsrc = strpbrk(f->src, "\"\n") != NULL;
+	if (badsrc || strpbrk(f->name, "\"\n")) {
+		/* a bad source name is not fit for the error line either */
+		kc_error(v->e, badsrc ? NULL : f->src, f->line, f->col, "policy and source names may not "
+		         "contain '\"' or a newline");
+		return -1;
+	}
+	for (int i = 0; i < f->npar; i++)
+		if (!ident(f->par[i].name)) {
+			kc_error(v->e, f->src, f->par[i].line, f->par[i].col,
+			         "param name '%s' is not an identifier", f->par[i].name);
+			return -1;
+		}
+	for (int i = 0; i < f->nst; i++)
+		if (!ident(f->st[i].name)) {
+			kc_error(v->e, f->src, f->line, f->col, "state name '%s' is not an identifier",
+			         f->st[i].name);
+			return -1;
+		}
+	return 0;
+}
+
+/*
+** Check every invariant above. Returns 0, or -1 with the first violation
+** in e.
+*/
+int ki_verify(const KiFn *f, KcErr *e)
+{
+	V v = { f, e };
+	char what[64];
+	if (f->nins < 0 || f->ncon < 0 || f->npar < 0 || f->nst < 0 || (f->nins && !f->ins) ||
+	    (f->ncon && !f->con) || (f->npar && !f->par) || (f->nst && !f->st)) {
+		kc_error(e, f->src, f->line, f->col, "malformed policy tables");
+		return -1;
+	}
+	if (checknames(&v) != 0)
+		return -1;
+	for (int i = 0; i < f->nins; i++)
+		if (checkins(&v, i) != 0)
+			return -1;
+	if (f->score == KC_NIL) {
+		kc_error(e, f->src, f->line, f->col, "policy '%s' has no score", f->name);
+		return -1;
+	}
+	if (checkroot(&v, f->score, AXM(AX_token), f->line, f->col, "the score") != 0)
+		return -1;
+	if (f->obs_all && f->obs != KC_NIL) {
+		kc_error(e, f->src, f->line, f->col, "obs is both 'all' and a count");
+		return -1;
+	}
+	if (checkroot(&v, f->obs, 0, f->line, f->col, "obs") != 0)
+		return -1;
+	for (int i = 0; i < f->nst; i++) {
+		snprintf(what, sizeof what, "the update of state '%s'", f->st[i].name);
+		if (checkroot(&v, f->st[i].update, AXM(AX_token), f->line, f->col, what) != 0)
+			return -1;
+	}
+	if (checkattn(&v) != 0)
+		return -1;
+
+	const KiSelect *s = &f->sel;
+	if (s->kind != SEL_topk || s->scope > SC_model || s->sched > SCH_pyramid) {
+		kc_error(e, f->src, s->line, s->col, "select has a bad kind, scope or schedule (%d, %d, %d)",
+		         s->kind, s->scope, s->sched);
+		return -1;
+	}
+	if (checkscalar(&v, s->keep_first, s->line, s->col, "select keep_first") != 0 ||
+	    checkscalar(&v, s->keep_recent, s->line, s->col, "select keep_recent") != 0 ||
+	    checkscalar(&v, s->chunk, s->line, s->col, "select chunk") != 0 ||
+	    checkscalar(&v, s->beta, s->line, s->col, "select beta") != 0)
+		return -1;
+	if (f->merge.kind != MG_drop) {
+		kc_error(e, f->src, f->merge.line, f->merge.col, "merge has a bad kind %d", f->merge.kind);
+		return -1;
+	}
+	const KiWhen *w = &f->when;
+	if (w->kind > WH_decode) {
+		kc_error(e, f->src, w->line, w->col, "when has a bad kind %d", w->kind);
+		return -1;
+	}
+	if (checkscalar(&v, w->every, w->line, w->col, "when every") != 0)
+		return -1;
+	if ((w->kind == WH_decode) != (w->every != KC_NIL)) {
+		kc_error(e, f->src, w->line, w->col, w->kind == WH_decode ? "when decode needs every=N" :
+		         "when prefill takes no every");
+		return -1;
+	}
+	return 0;
+}

@@ -1,0 +1,1001 @@
+/*
+** libkvcc runtime (include/kvcc.h): artifacts, layouts, compression.
+**
+** compress = for each (layer, head) instance, on a thread pool:
+**   token_map values (f32, columnar per instance) and the attn_score skeleton
+**   (token tiles of TILE: generated Q·Kᵀ kernel → logit transform → attn_stats
+**   passes (online max/sum per softmax) → probabilities → accumulate over obs);
+**   head_mean barriers between stages; then select (top-k, protections, chunk,
+**   scopes, pyramid via ki_nkeep) and stable in-place compaction.
+*/
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <stdarg.h>
+#include <math.h>
+#include <dlfcn.h>
+#include <unistd.h>
+#include <pthread.h>
+#include "kvcc.h"
+#include "compiler/ir.h"
+#include "compiler/interp.h"
+#include "compiler/plan.h"
+#include "codegen/x86/x86.h"
+#include "dsl/dsl.h"
+
+#define TILE 64
+
+static _Thread_local char lasterr[600];
+
+static int seterr(int code, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(lasterr, sizeof lasterr, fmt, ap);
+	va_end(ap);
+	return code;
+}
+
+KVCC_API const char *kvcc_last_error(void) { return lasterr; }
+KVCC_API const char *kvcc_version(void) { return KVCC_VERSION; }
+
+struct kvcc_policy {
+	void *dl;
+	const kvcc_artifact *a;
+	KiFn *f;
+	KpPlan plan;
+};
+
+KVCC_API void kvcc_close(kvcc_policy *p)
+{
+	if (!p)
+		return;
+	kp_free(&p->plan);
+	if (p->f)
+		ki_free(p->f);
+	if (p->dl)
+		dlclose(p->dl);
+	free(p);
+}
+
+static int validate(const kvcc_artifact *a, const char *path)
+{
+	if (a->magic != KVCC_MAGIC)
+		return seterr(KVCC_EARTIFACT, "%s: not a kvcc artifact (bad magic)", path);
+	if (a->abi != KVCC_ABI || a->size != sizeof(kvcc_artifact))
+		return seterr(KVCC_EARTIFACT, "%s: artifact ABI %u (size %u), this libkvcc has ABI %d", path, a->abi,
+		              a->size, KVCC_ABI);
+	if (!a->version || !a->kir || !a->name || !a->features || !a->qk || !a->cvt)
+		return seterr(KVCC_EARTIFACT, "%s: corrupted artifact descriptor", path);
+	if (strcmp(a->version, KVCC_VERSION) != 0)
+		return seterr(KVCC_EARTIFACT, "%s: compiled by kvcc %s, this is %s", path, a->version, KVCC_VERSION);
+	if (ki_fnv(a->kir, strlen(a->kir), 0xcbf29ce484222325ull) != a->kir_hash)
+		return seterr(KVCC_EARTIFACT, "%s: corrupted artifact (KIR hash mismatch)", path);
+	if (kx_key(a->kir, a->version, a->features, a->dtype, a->head_dim, a->group, a->target, a->vec_width) != a->key)
+		return seterr(KVCC_EARTIFACT, "%s: corrupted artifact (cache key mismatch)", path);
+	char *host = kx_hostfeatures();
+	if (!host)
+		return seterr(KVCC_ENOMEM, "out of memory");
+	kvcc_spec s = { a->dtype, a->head_dim, a->group, a->target };
+	int ok = a->target == KVCC_TARGET_NATIVE ? strcmp(host, a->features) == 0 : kx_vecwidth(&s, host) == a->vec_width;
+	free(host);
+	if (!ok)
+		return seterr(KVCC_ESPEC, "%s: compiled for CPU features '%.80s...' that this host does not match", path,
+		              a->features);
+	return 0;
+}
+
+KVCC_API int kvcc_open(const char *path, kvcc_policy **out)
+{
+	*out = NULL;
+	kvcc_policy *p = calloc(1, sizeof *p);
+	if (!p)
+		return seterr(KVCC_ENOMEM, "out of memory");
+	FILE *fp = fopen(path, "rb");
+	if (!fp) {
+		free(p);
+		return seterr(KVCC_EIO, "%s: cannot open", path);
+	}
+	unsigned char hdr[4] = { 0 };
+	size_t got = fread(hdr, 1, 4, fp);
+	fclose(fp);
+	if (got != 4 || memcmp(hdr, "\177ELF", 4) != 0) {
+		free(p);
+		return seterr(KVCC_EARTIFACT, "%s: not a shared object", path);
+	}
+	p->dl = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+	if (!p->dl) {
+		const char *m = dlerror();
+		free(p);
+		return seterr(KVCC_EARTIFACT, "%s: cannot load: %s", path, m ? m : "?");
+	}
+	p->a = dlsym(p->dl, KVCC_DESC_SYMBOL);
+	int rc;
+	if (!p->a) {
+		rc = seterr(KVCC_EARTIFACT, "%s: no %s symbol: not a kvcc artifact", path, KVCC_DESC_SYMBOL);
+		goto fail;
+	}
+	if ((rc = validate(p->a, path)) != 0)
+		goto fail;
+	KcErr e = { 0 };
+	p->f = ki_parse(p->a->kir, p->a->name, &e);
+	if (!p->f || ki_verify(p->f, &e) != 0 || kp_build(p->f, &p->plan, &e) != 0) {
+		rc = seterr(KVCC_EARTIFACT, "%s: embedded KIR: %s", path, e.msg);
+		goto fail;
+	}
+	*out = p;
+	return 0;
+fail:
+	kvcc_close(p);
+	return rc;
+}
+
+static KiFn *loadpolicy(const char *path, KcErr *e)
+{
+	size_t n = strlen(path);
+	KiFn *f;
+	if (n > 4 && !strcmp(path + n - 4, ".kir")) {
+		char *text = kc_readfile(path, NULL, e);
+		if (!text)
+			return NULL;
+		f = ki_parse(text, path, e);
+		free(text);
+	} else
+		f = kd_loadfile(path, NULL, e);
+	if (f && (ki_verify(f, e) != 0 || ki_runpasses(f, KI_DEFAULT_PASSES, 0, e, NULL, NULL) != 0)) {
+		ki_free(f);
+		return NULL;
+	}
+	return f;
+}
+
+KVCC_API int kvcc_compile_so(const char *path, const kvcc_spec *spec, const char *out_so, int verbose)
+{
+	KcErr e = { 0 };
+	KiFn *f = loadpolicy(path, &e);
+	if (!f)
+		return seterr(KVCC_ECOMPILE, "%s", e.msg);
+	KpPlan pl;
+	if (kp_build(f, &pl, &e) != 0) {
+		ki_free(f);
+		return seterr(KVCC_ECOMPILE, "%s", e.msg);
+	}
+	if (verbose)
+		kp_print(&pl, stderr);
+	kp_free(&pl);
+	double ms = 0;
+	int rc = kx_compile(f, spec, out_so, verbose, &ms, &e);
+	ki_free(f);
+	if (rc != 0)
+		return seterr(KVCC_ECOMPILE, "%s", e.msg);
+	if (verbose)
+		fprintf(stderr, "kvcc: compiled in %.1f ms\n", ms);
+	return 0;
+}
+
+KVCC_API int kvcc_compile_file(const char *path, const kvcc_spec *spec, kvcc_policy **out)
+{
+	*out = NULL;
+	char tmp[] = "/tmp/kvcc-jit-XXXXXX.so";
+	int fd = mkstemps(tmp, 3);
+	if (fd < 0)
+		return seterr(KVCC_EIO, "cannot create a temporary file");
+	close(fd);
+	int rc = kvcc_compile_so(path, spec, tmp, 0);
+	if (rc == 0)
+		rc = kvcc_open(tmp, out);
+	unlink(tmp);
+	return rc;
+}
+
+KVCC_API const char *kvcc_policy_name(const kvcc_policy *p) { return p ? p->a->name : NULL; }
+
+KVCC_API int kvcc_policy_spec(const kvcc_policy *p, kvcc_spec *s)
+{
+	if (!p || !s)
+		return seterr(KVCC_EINVAL, "null argument");
+	s->dtype = p->a->dtype, s->head_dim = p->a->head_dim, s->group = p->a->group, s->target = p->a->target;
+	return 0;
+}
+
+KVCC_API int kvcc_param_count(const kvcc_policy *p) { return p ? p->f->npar : KVCC_EINVAL; }
+
+KVCC_API int kvcc_param_index(const kvcc_policy *p, const char *name)
+{
+	if (!p || !name)
+		return seterr(KVCC_EINVAL, "null argument");
+	int i = ki_findparam(p->f, name);
+	return i >= 0 ? i : seterr(KVCC_EINVAL, "policy %s has no param '%s'", p->a->name, name);
+}
+
+KVCC_API int kvcc_param_info(const kvcc_policy *p, int i, const char **name, double *def)
+{
+	if (!p || i < 0 || i >= p->f->npar)
+		return seterr(KVCC_EINVAL, "param index %d out of range", i);
+	if (name)
+		*name = p->f->par[i].name;
+	if (def)
+		*def = p->f->par[i].def;
+	return 0;
+}
+
+/* --- plan ------------------------------------------------------------------------------------ */
+
+struct kvcc_plan {
+	kvcc_policy *p;
+	kvcc_layout lay;
+	int max_obs, threads;
+	size_t esz;
+};
+
+KVCC_API int kvcc_plan_create(kvcc_policy *p, const kvcc_layout *lay, int max_obs, int threads, kvcc_plan **out)
+{
+	if (!out)
+		return seterr(KVCC_EINVAL, "null argument");
+	*out = NULL;
+	if (!p || !lay)
+		return seterr(KVCC_EINVAL, "null argument");
+	const kvcc_artifact *a = p->a;
+	if (lay->dtype != a->dtype || lay->head_dim != a->head_dim)
+		return seterr(KVCC_ESPEC, "layout has dtype %d head_dim %d, artifact was compiled for dtype %d head_dim %d",
+		              lay->dtype, lay->head_dim, a->dtype, a->head_dim);
+	if (lay->layers < 1 || lay->kv_heads < 1 || lay->capacity < 1 || lay->capacity > (1 << 30))
+		return seterr(KVCC_EINVAL, "bad layout: layers %d kv_heads %d capacity %d", lay->layers, lay->kv_heads,
+		              lay->capacity);
+	int64_t d = lay->head_dim, st = lay->stride_token, sh = lay->stride_head, sl = lay->stride_layer;
+	if (st < d || sh < st * lay->capacity || (lay->layers > 1 && sl < sh * lay->kv_heads) ||
+	    (lay->kv_heads == 1 && sh < st * lay->capacity) || sl < 0)
+		return seterr(KVCC_EINVAL, "bad layout strides (layer %lld, head %lld, token %lld) for head_dim %d capacity %d",
+		              (long long)sl, (long long)sh, (long long)st, lay->head_dim, lay->capacity);
+	if (max_obs < 0 || threads < 0)
+		return seterr(KVCC_EINVAL, "bad max_obs %d or threads %d", max_obs, threads);
+	kvcc_plan *pl = calloc(1, sizeof *pl);
+	if (!pl)
+		return seterr(KVCC_ENOMEM, "out of memory");
+	pl->p = p, pl->lay = *lay, pl->max_obs = max_obs;
+	pl->threads = threads ? threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
+	if (pl->threads < 1)
+		pl->threads = 1;
+	pl->esz = lay->dtype == KVCC_F32 ? 4 : 2;
+	*out = pl;
+	return 0;
+}
+
+KVCC_API void kvcc_plan_destroy(kvcc_plan *pl) { free(pl); }
+
+/* --- execution ------------------------------------------------------------------------------- */
+
+typedef struct Run {
+	kvcc_plan *pl;
+	const KiFn *f;
+	const KpPlan *kp;
+	kvcc_cache *c;
+	const kvcc_obs *obs;
+	const double *par;
+	uint8_t *mat;            /* [nins] materialize */
+	float ***val;            /* [ninst][nins] */
+	int ninst, G, O, d;
+	int lo, hi;              /* instruction range of the current stage */
+	int next, err;           /* work counter, first error */
+	char errmsg[600];
+	pthread_mutex_t mu;
+} Run;
+
+typedef struct Op {
+	const float *p;
+	float k;
+	size_t st[AX_NUM];
+} Op;
+
+static size_t strides(uint8_t m, const int size[AX_NUM], size_t st[AX_NUM])
+{
+	size_t n = 1;
+	for (int ax = AX_NUM - 1; ax >= 0; ax--) {
+		st[ax] = (m & AXM(ax)) ? n : 0;
+		if (m & AXM(ax))
+			n *= (size_t)size[ax];
+	}
+	return n;
+}
+
+static void mkop(Run *r, float **vals, KcRef ref, const int size[AX_NUM], Op *o)
+{
+	memset(o, 0, sizeof *o);
+	switch (KC_RKIND(ref)) {
+	case RK_CON: o->k = (float)r->f->con[KC_RIDX(ref)]; return;
+	case RK_PAR: o->k = (float)r->par[KC_RIDX(ref)]; return;
+	case RK_INS: {
+		const KiIns *in = &r->f->ins[KC_RIDX(ref)];
+		strides(in->axes, size, o->st);
+		o->p = vals[KC_RIDX(ref)];
+		if (!in->axes) {
+			o->k = o->p ? o->p[0] : 0;
+			o->p = NULL;
+		}
+	}
+	}
+}
+
+static inline float at(const Op *o, int g, int ob, int t, int ch)
+{
+	return o->p ? o->p[g * o->st[0] + ob * o->st[1] + t * o->st[2] + ch * o->st[3]] : o->k;
+}
+
+static inline float ew(int op, float a, float b, float c)
+{
+	switch (op) {
+	case KO_neg: return -a;
+	case KO_exp: return expf(a);
+	case KO_log: return logf(a);
+	case KO_sqrt: return sqrtf(a);
+	case KO_abs: return fabsf(a);
+	case KO_add: return a + b;
+	case KO_sub: return a - b;
+	case KO_mul: return a * b;
+	case KO_div: return a / b;
+	case KO_pow: return powf(a, b);
+	case KO_max: return isnan(a) || isnan(b) ? NAN : a > b ? a : b;
+	case KO_min: return isnan(a) || isnan(b) ? NAN : a < b ? a : b;
+	case KO_lt: return a < b;
+	case KO_le: return a <= b;
+	case KO_eq: return a == b;
+	case KO_ne: return a != b;
+	case KO_where: return a != 0 ? b : c;
+	}
+	return NAN;
+}
+
+typedef struct Inst {
+	int l, h, n;
+	int size[AX_NUM];
+	const char *Kb, *Vb;     /* rows of this instance */
+	int32_t *pos;
+	float *Qf;               /* [G][O][d] f32 */
+} Inst;
+
+static int posof(const Inst *I, int t) { return I->pos ? I->pos[t] : t; }
+static int qposof(Run *r, const Inst *I, int o) { return r->obs && r->obs->qpos ? r->obs->qpos[o] : I->n - r->O + o; }
+
+static int fail(Run *r, const KiIns *in, const char *fmt, ...)
+{
+	pthread_mutex_lock(&r->mu);
+	if (!r->err) {
+		char m[256];
+		va_list ap;
+		va_start(ap, fmt);
+		vsnprintf(m, sizeof m, fmt, ap);
+		va_end(ap);
+		snprintf(r->errmsg, sizeof r->errmsg, "%s:%u:%u: error: %s", r->f->src, in ? in->line : 0, in ? in->col : 0, m);
+		r->err = KVCC_EINVAL;
+	}
+	pthread_mutex_unlock(&r->mu);
+	return -1;
+}
+
+/* token_map: one materialized instruction (f32 mirror of interp.c evalins) */
+static int evalmat(Run *r, Inst *I, float **vals, int i)
+{
+	const KiIns *in = &r->f->ins[i];
+	const kvcc_artifact *A = r->pl->p->a;
+	const kvcc_layout *lay = &r->pl->lay;
+	size_t rs[AX_NUM], count = strides(in->axes, I->size, rs);
+	float *out = vals[i];
+	int R[AX_NUM];
+	for (int ax = 0; ax < AX_NUM; ax++)
+		R[ax] = (in->axes & AXM(ax)) ? I->size[ax] : 1;
+	Op a, b, c;
+	mkop(r, vals, in->arg[0], I->size, &a);
+	mkop(r, vals, in->arg[1], I->size, &b);
+	mkop(r, vals, in->arg[2], I->size, &c);
+	int n = I->n, d = r->d;
+	switch (in->op) {
+	case KO_input:
+		switch (in->aux) {
+		case IN_K: case IN_V:
+			for (int t = 0; t < n; t++)
+				A->cvt((in->aux == IN_K ? I->Kb : I->Vb) + (size_t)t * lay->stride_token * r->pl->esz,
+				       out + (size_t)t * d, d);
+			return 0;
+		case IN_Q:
+			memcpy(out, I->Qf, count * sizeof(float));
+			return 0;
+		case IN_lse: {
+			const float *ls = r->obs->lse + ((size_t)I->l * lay->kv_heads + I->h) * r->G * r->O;
+			memcpy(out, ls, count * sizeof(float));
+			return 0;
+		}
+		case IN_pos:
+			for (int t = 0; t < n; t++)
+				out[t] = (float)posof(I, t);
+			return 0;
+		case IN_qpos:
+			for (int o = 0; o < r->O; o++)
+				out[o] = (float)qposof(r, I, o);
+			return 0;
+		}
+		return fail(r, in, "input not supported");
+	case KO_index:
+		for (size_t k = 0; k < count; k++)
+			out[k] = (float)k;
+		return 0;
+	case KO_size:
+		out[0] = in->axis < AX_NUM ? (float)I->size[in->axis] : 0;
+		return 0;
+	case KO_info: {
+		double v = 0;
+		switch (in->aux) {
+		case INF_scale: v = 1.0 / sqrt((double)d); break;
+		case INF_layer: v = I->l; break;
+		case INF_head: v = I->h; break;
+		case INF_nlayers: v = lay->layers; break;
+		case INF_nheads: v = lay->kv_heads; break;
+		case INF_step: v = 0; break;
+		}
+		out[0] = (float)v;
+		return 0;
+	}
+	case KO_rand: {
+		uint64_t seed = (uint64_t)(int64_t)(a.p ? a.p[0] : a.k);
+		for (int t = 0; t < n; t++)
+			out[t] = (float)ki_rand(seed, (uint64_t)I->l, (uint64_t)I->h, (uint64_t)posof(I, t));
+		return 0;
+	}
+	case KO_hmean:
+		return 0;
+	}
+	switch (ki_rule(in->op)) {
+	case AR_EW:
+		for (int g = 0; g < R[0]; g++)
+			for (int o = 0; o < R[1]; o++)
+				for (int t = 0; t < R[2]; t++)
+					for (int ch = 0; ch < R[3]; ch++)
+						out[g * rs[0] + o * rs[1] + t * rs[2] + ch * rs[3]] =
+							ew(in->op, at(&a, g, o, t, ch), at(&b, g, o, t, ch), at(&c, g, o, t, ch));
+		return 0;
+	case AR_RED:
+	case AR_DOT: {
+		int ax = in->axis, S[AX_NUM];
+		for (int k = 0; k < AX_NUM; k++)
+			S[k] = R[k];
+		S[ax] = I->size[ax];
+		int m = I->size[ax];
+		for (size_t k = 0; k < count; k++)
+			out[k] = in->op == KO_rmax ? -INFINITY : in->op == KO_rmin ? INFINITY : 0;
+		float *mu = NULL;
+		if (in->op == KO_std && !(mu = calloc(count, sizeof *mu)))
+			return fail(r, in, "out of memory");
+		for (int pass = in->op == KO_std ? 0 : 1; pass < 2; pass++)
+			for (int g = 0; g < S[0]; g++)
+				for (int o = 0; o < S[1]; o++)
+					for (int t = 0; t < S[2]; t++)
+						for (int ch = 0; ch < S[3]; ch++) {
+							int idx[AX_NUM] = { g, o, t, ch };
+							idx[ax] = 0;
+							size_t k = idx[0] * rs[0] + idx[1] * rs[1] + idx[2] * rs[2] + idx[3] * rs[3];
+							float v = at(&a, g, o, t, ch);
+							switch (in->op) {
+							case KO_std:
+								if (pass == 0)
+									mu[k] += v / m;
+								else
+									out[k] += (v - mu[k]) * (v - mu[k]);
+								break;
+							case KO_sum: case KO_mean: out[k] += v; break;
+							case KO_rmax: out[k] = isnan(v) || v > out[k] ? v : out[k]; break;
+							case KO_rmin: out[k] = isnan(v) || v < out[k] ? v : out[k]; break;
+							case KO_norm: out[k] += v * v; break;
+							case KO_dot: out[k] += v * at(&b, g, o, t, ch); break;
+							}
+						}
+		free(mu);
+		for (size_t k = 0; k < count; k++) {
+			if (in->op == KO_mean)
+				out[k] = m ? out[k] / m : NAN;
+			else if (in->op == KO_norm)
+				out[k] = sqrtf(out[k]);
+			else if (in->op == KO_std)
+				out[k] = m ? sqrtf(out[k] / m) : NAN;
+		}
+		return 0;
+	}
+	case AR_KEEP: {
+		int ax = in->axis, m = I->size[ax];
+		if (in->op == KO_avgpool || in->op == KO_maxpool) {
+			float kv = b.p ? b.p[0] : b.k;
+			if (!(kv >= 1 && kv <= 1e6) || kv != floorf(kv))
+				return fail(r, in, "pooling kernel size must be a positive integer, got %g", kv);
+			int k = (int)kv, p = k / 2;
+			for (int g = 0; g < R[0]; g++)
+				for (int o = 0; o < R[1]; o++)
+					for (int ch = 0; ch < R[3]; ch++)
+						for (int t = 0; t < m; t++) {
+							float acc = in->op == KO_avgpool ? 0 : -INFINITY;
+							int j0 = t - p < 0 ? 0 : t - p, j1 = t - p + k > m ? m : t - p + k;
+							for (int j = j0; j < j1; j++) {
+								float v = at(&a, g, o, j, ch);
+								acc = in->op == KO_avgpool ? acc + v : (v > acc || isnan(v) ? v : acc);
+							}
+							out[g * rs[0] + o * rs[1] + t * rs[2] + ch * rs[3]] = in->op == KO_avgpool ? acc / k : acc;
+						}
+			return 0;
+		}
+		int causal = in->op == KO_softmax && ax == AX_token && (in->axes & AXM(AX_obs));
+		for (int g = 0; g < R[0]; g++)
+			for (int o = 0; o < R[1]; o++)
+				for (int t = 0; t < R[2]; t++)
+					for (int ch = 0; ch < R[3]; ch++) {
+						int idx[AX_NUM] = { g, o, t, ch };
+						if (idx[ax] != 0)
+							continue;
+						float mx = -INFINITY;
+						double sum = 0;
+						for (int pass = 0; pass < 3; pass++)
+							for (int j = 0; j < m; j++) {
+								idx[ax] = j;
+								int vis = !(causal && posof(I, j) > qposof(r, I, o));
+								float v = at(&a, idx[0], idx[1], idx[2], idx[3]);
+								if (pass == 0 && vis)
+									mx = v > mx ? v : mx;
+								else if (pass == 1 && vis)
+									sum += exp((double)v - mx);
+								else if (pass == 2)
+									out[idx[0] * rs[0] + idx[1] * rs[1] + idx[2] * rs[2] + idx[3] * rs[3]] =
+										vis && sum > 0 ? (float)(exp((double)v - mx) / sum) : 0;
+							}
+					}
+		return 0;
+	}
+	}
+	return fail(r, in, "x86 runtime: op %s not handled", ki_opname(in->op));
+}
+
+/* attn_score: compute every KP_RED instruction of the stage for one instance. */
+static int evalattn(Run *r, Inst *I, float **vals, int lo, int hi)
+{
+	const KiFn *f = r->f;
+	const KpPlan *kp = r->kp;
+	int GO = r->G * r->O, n = I->n;
+	int nred = 0;
+	for (int i = lo; i < hi; i++)
+		nred += kp->cls[i] == KP_RED;
+	if (!nred)
+		return 0;
+	if (r->O < 1)
+		return fail(r, &f->ins[lo], "the policy reads Q but no observation queries were given");
+	int last = 0;
+	for (int i = lo; i < hi; i++)
+		if (kp->cls[i] == KP_RED)
+			last = i;
+	/* tile buffers for the attn instructions up to `last` */
+	float **tb = calloc((size_t)f->nins, sizeof *tb);
+	double *mx = calloc((size_t)f->nins * GO + 1, sizeof *mx), *sm = calloc((size_t)f->nins * GO + 1, sizeof *sm);
+	int rc = 0;
+	if (!tb || !mx || !sm)
+		goto oom;
+	for (int i = 0; i <= last; i++)
+		if ((kp->cls[i] == KP_DOT || kp->cls[i] == KP_ATTN) && !(tb[i] = malloc((size_t)GO * TILE * sizeof(float))))
+			goto oom;
+	for (int i = lo; i < hi; i++)
+		if (kp->cls[i] == KP_RED)
+			memset(vals[i], 0, (size_t)r->G * n * sizeof(float));
+	const kvcc_artifact *A = r->pl->p->a;
+	int64_t ldk = r->pl->lay.stride_token;
+	/* pass s < nsoft: attn_stats of softmax s; pass nsoft: attn_score */
+	for (int s = 0; s <= kp->nsoft; s++) {
+		int upto = s < kp->nsoft ? kp->soft[s] : last + 1;   /* evaluate ins < upto */
+		if (upto > last + 1)
+			break;
+		if (s < kp->nsoft)
+			for (int q = 0; q < GO; q++)
+				mx[(size_t)upto * GO + q] = -INFINITY, sm[(size_t)upto * GO + q] = 0;
+		for (int t0 = 0; t0 < n; t0 += TILE) {
+			int nt = n - t0 < TILE ? n - t0 : TILE;
+			for (int i = 0; i < upto; i++) {
+				int cl = kp->cls[i];
+				const KiIns *in = &f->ins[i];
+				if (cl == KP_DOT) {
+					A->qk(I->Kb + (size_t)t0 * ldk * r->pl->esz, ldk, nt, I->Qf, GO, tb[i]);
+				} else if (cl == KP_ATTN) {
+					Op op[3];
+					float *ta[3] = { 0 };
+					for (int k = 0; k < 3; k++) {
+						mkop(r, vals, in->arg[k], I->size, &op[k]);
+						if (KC_RKIND(in->arg[k]) == RK_INS && tb[KC_RIDX(in->arg[k])] &&
+						    (kp->cls[KC_RIDX(in->arg[k])] == KP_DOT || kp->cls[KC_RIDX(in->arg[k])] == KP_ATTN))
+							ta[k] = tb[KC_RIDX(in->arg[k])];
+					}
+					float *o = tb[i];
+					if (in->op == KO_softmax || in->op == KO_softmaxnc) {
+						int causal = in->op == KO_softmax;
+						for (int g = 0; g < r->G; g++)
+							for (int ob = 0; ob < r->O; ob++) {
+								int q = g * r->O + ob, qp = qposof(r, I, ob);
+								double m = mx[(size_t)i * GO + q], su = sm[(size_t)i * GO + q];
+								for (int j = 0; j < nt; j++) {
+									int vis = !causal || posof(I, t0 + j) <= qp;
+									o[q * nt + j] = vis && su > 0 ? (float)(exp((double)ta[0][q * nt + j] - m) / su) : 0;
+								}
+							}
+					} else {
+						for (int g = 0; g < r->G; g++)
+							for (int ob = 0; ob < r->O; ob++) {
+								int q = g * r->O + ob;
+								for (int j = 0; j < nt; j++) {
+									float v[3];
+									for (int k = 0; k < 3; k++)
+										v[k] = ta[k] ? ta[k][q * nt + j] : at(&op[k], g, ob, t0 + j, 0);
+									o[q * nt + j] = ew(in->op, v[0], v[1], v[2]);
+								}
+							}
+					}
+				} else if (cl == KP_RED && i >= lo && s == kp->nsoft) {
+					const float *src = tb[KC_RIDX(in->arg[0])];
+					float *acc = vals[i];
+					for (int g = 0; g < r->G; g++)
+						for (int ob = 0; ob < r->O; ob++)
+							for (int j = 0; j < nt; j++)
+								acc[(size_t)g * n + t0 + j] += src[(g * r->O + ob) * nt + j];
+				}
+			}
+			if (s < kp->nsoft) {     /* online max / sum of the softmax operand */
+				const KiIns *in = &f->ins[upto];
+				const float *src = tb[KC_RIDX(in->arg[0])];
+				int causal = in->op == KO_softmax;
+				for (int g = 0; g < r->G; g++)
+					for (int ob = 0; ob < r->O; ob++) {
+						int q = g * r->O + ob, qp = qposof(r, I, ob);
+						double m = mx[(size_t)upto * GO + q], su = sm[(size_t)upto * GO + q];
+						for (int j = 0; j < nt; j++) {
+							if (causal && posof(I, t0 + j) > qp)
+								continue;
+							double v = src[q * nt + j];
+							if (v > m) {
+								su = su * exp(m - v) + 1;
+								m = v;
+							} else
+								su += exp(v - m);
+						}
+						mx[(size_t)upto * GO + q] = m, sm[(size_t)upto * GO + q] = su;
+					}
+			}
+		}
+	}
+	for (int i = lo; i < hi; i++)
+		if (kp->cls[i] == KP_RED && f->ins[i].op == KO_mean)
+			for (size_t k = 0; k < (size_t)r->G * n; k++)
+				vals[i][k] /= r->O;
+	goto done;
+oom:
+	rc = fail(r, NULL, "out of memory");
+done:
+	if (tb)
+		for (int i = 0; i < f->nins; i++)
+			free(tb[i]);
+	free(tb), free(mx), free(sm);
+	return rc;
+}
+
+static void instof(Run *r, int k, Inst *I)
+{
+	const kvcc_layout *lay = &r->pl->lay;
+	memset(I, 0, sizeof *I);
+	I->l = k / lay->kv_heads, I->h = k % lay->kv_heads;
+	I->n = r->c->len[k];
+	I->size[AX_group] = r->G, I->size[AX_obs] = r->O, I->size[AX_token] = I->n, I->size[AX_chan] = r->d;
+	size_t off = ((size_t)I->l * lay->stride_layer + (size_t)I->h * lay->stride_head) * r->pl->esz;
+	I->Kb = (const char *)r->c->K + off;
+	I->Vb = (const char *)r->c->V + off;
+	I->pos = r->c->pos ? r->c->pos + (size_t)k * lay->capacity : NULL;
+}
+
+static int runinst(Run *r, int k)
+{
+	Inst I;
+	instof(r, k, &I);
+	float **vals = r->val[k];
+	const KiFn *f = r->f;
+	if (r->kp->has_attn && !I.Qf) {
+		size_t nq = (size_t)r->G * r->O * r->d;
+		I.Qf = malloc(nq * sizeof(float) + 1);
+		if (!I.Qf)
+			return fail(r, NULL, "out of memory");
+		r->pl->p->a->cvt((const char *)r->obs->Q + (size_t)k * nq * r->pl->esz, I.Qf, (int64_t)nq);
+	}
+	int rc = 0;
+	for (int i = r->lo; i < r->hi && rc == 0; i++) {
+		if (!r->mat[i] && r->kp->cls[i] != KP_RED)
+			continue;
+		size_t st[AX_NUM], cnt = strides(f->ins[i].axes, I.size, st);
+		if (!vals[i] && !(vals[i] = calloc(cnt + 1, sizeof(float)))) {
+			rc = fail(r, NULL, "out of memory");
+			break;
+		}
+		if (r->kp->cls[i] == KP_RED) {
+			/* all attn outputs of the stage in one skeleton run */
+			int first = 1;
+			for (int j = r->lo; j < i; j++)
+				first &= r->kp->cls[j] != KP_RED;
+			if (first) {
+				for (int j = i; j < r->hi; j++)
+					if (r->kp->cls[j] == KP_RED && !vals[j]) {
+						size_t cj = strides(f->ins[j].axes, I.size, st);
+						if (!(vals[j] = calloc(cj + 1, sizeof(float))))
+							rc = fail(r, NULL, "out of memory");
+					}
+				if (rc == 0)
+					rc = evalattn(r, &I, vals, r->lo, r->hi);
+			}
+		} else
+			rc = evalmat(r, &I, vals, i);
+	}
+	free(I.Qf);
+	return rc;
+}
+
+static void *worker(void *arg)
+{
+	Run *r = arg;
+	for (;;) {
+		pthread_mutex_lock(&r->mu);
+		int k = r->err ? r->ninst : r->next++;
+		pthread_mutex_unlock(&r->mu);
+		if (k >= r->ninst)
+			break;
+		runinst(r, k);
+	}
+	return NULL;
+}
+
+static int parallel(Run *r)
+{
+	r->next = 0;
+	int nt = r->pl->threads < r->ninst ? r->pl->threads : r->ninst;
+	pthread_t th[256];
+	int started = 0;
+	for (int i = 1; i < nt && i < 256; i++)
+		if (pthread_create(&th[started], NULL, worker, r) == 0)
+			started++;
+	worker(r);
+	for (int i = 0; i < started; i++)
+		pthread_join(th[i], NULL);
+	return r->err;
+}
+
+/* --- select and compact ---------------------------------------------------------------------- */
+
+typedef struct Cand {
+	double key;
+	int prot, k, t, len;     /* k: instance */
+} Cand;
+
+static int candcmp(const void *pa, const void *pb)
+{
+	const Cand *a = pa, *b = pb;
+	if (a->prot != b->prot)
+		return b->prot - a->prot;
+	int na = isnan(a->key), nb = isnan(b->key);
+	if (na != nb)
+		return na - nb;
+	if (!na && a->key != b->key)
+		return a->key > b->key ? -1 : 1;
+	if (a->k != b->k)
+		return a->k - b->k;
+	return a->t - b->t;
+}
+
+static double refval(const KiFn *f, const double *par, KcRef r, double def)
+{
+	switch (KC_RKIND(r)) {
+	case RK_CON: return f->con[KC_RIDX(r)];
+	case RK_PAR: return par[KC_RIDX(r)];
+	}
+	return def;
+}
+
+static int selectkeep(Run *r, float **score, const kvcc_args *args, char *keep)
+{
+	const KiFn *f = r->f;
+	const kvcc_layout *lay = &r->pl->lay;
+	int cap = lay->capacity;
+	long S = (long)refval(f, r->par, f->sel.keep_first, 0), Rr = (long)refval(f, r->par, f->sel.keep_recent, 0);
+	long ch = (long)refval(f, r->par, f->sel.chunk, 1);
+	if (S < 0 || Rr < 0 || ch < 1)
+		return seterr(KVCC_EINVAL, "%s:%u:%u: error: select: keep_first, keep_recent must be >= 0 and chunk >= 1",
+		              f->src, f->sel.line, f->sel.col);
+	Cand *cs = malloc(((size_t)r->ninst * cap + 1) * sizeof *cs);
+	if (!cs)
+		return seterr(KVCC_ENOMEM, "out of memory");
+	int nc = 0;
+	long want = 0;
+	for (int k = 0; k < r->ninst; k++) {
+		int l = k / lay->kv_heads, h = k % lay->kv_heads;
+		long n = r->c->len[k];
+		want += ki_nkeep(f, r->par, l, lay->layers, n, args->ratio, args->budget);
+		for (long t0 = 0; t0 < n; t0 += ch) {
+			long len = t0 + ch <= n ? ch : n - t0;
+			double s = 0;
+			int prot = 0, nan = 0;
+			for (long t = t0; t < t0 + len; t++) {
+				double v = score[k][t];
+				nan |= isnan(v);
+				s += v;
+				prot |= t < S || t >= n - Rr;
+			}
+			cs[nc++] = (Cand){ nan ? NAN : s / (double)len, prot, k, (int)t0, (int)len };
+		}
+		int lastk = f->sel.scope == SC_head || (f->sel.scope == SC_layer && h == lay->kv_heads - 1) ||
+		            k == r->ninst - 1;
+		if (lastk) {
+			qsort(cs, (size_t)nc, sizeof *cs, candcmp);
+			long got = 0;
+			for (int i = 0; i < nc && got < want; i++) {
+				if (got + cs[i].len > want)
+					continue;
+				memset(keep + (size_t)cs[i].k * cap + cs[i].t, 1, (size_t)cs[i].len);
+				got += cs[i].len;
+			}
+			nc = 0, want = 0;
+		}
+	}
+	free(cs);
+	return 0;
+}
+
+static void compact(Run *r, const char *keep)
+{
+	const kvcc_layout *lay = &r->pl->lay;
+	size_t row = (size_t)lay->head_dim * r->pl->esz, st = (size_t)lay->stride_token * r->pl->esz;
+	for (int k = 0; k < r->ninst; k++) {
+		Inst I;
+		instof(r, k, &I);
+		char *Kb = (char *)I.Kb, *Vb = (char *)I.Vb;
+		int m = 0;
+		for (int t = 0; t < I.n; t++) {
+			if (!keep[(size_t)k * lay->capacity + t])
+				continue;
+			if (m != t) {
+				memmove(Kb + m * st, Kb + t * st, row);
+				memmove(Vb + m * st, Vb + t * st, row);
+				if (I.pos)
+					I.pos[m] = I.pos[t];
+			}
+			m++;
+		}
+		r->c->len[k] = m;
+	}
+}
+
+KVCC_API int kvcc_compress(kvcc_plan *pl, kvcc_cache *c, const kvcc_obs *obs, const kvcc_args *args)
+{
+	if (!pl || !c || !args || !c->K || !c->V || !c->len)
+		return seterr(KVCC_EINVAL, "null argument (plan, cache, K, V, len, args)");
+	const KiFn *f = pl->p->f;
+	const KpPlan *kp = &pl->p->plan;
+	const kvcc_layout *lay = &pl->lay;
+	int ninst = lay->layers * lay->kv_heads;
+	for (int k = 0; k < ninst; k++)
+		if (c->len[k] < 0 || c->len[k] > lay->capacity)
+			return seterr(KVCC_EINVAL, "length %d of (layer %d, head %d) outside 0..%d", c->len[k], k / lay->kv_heads,
+			              k % lay->kv_heads, lay->capacity);
+	if (args->budget < 0 && !(args->ratio >= 0 && args->ratio < 1))
+		return seterr(KVCC_EINVAL, "ratio must be in [0, 1), got %g", args->ratio);
+	int O = obs ? obs->nobs : 0;
+	if (kp->has_attn && (O < 1 || !obs->Q))
+		return seterr(KVCC_EINVAL, "policy %s reads Q: pass observation queries", f->name);
+	if ((kp->uses_lse && (!obs || !obs->lse)) || O < 0 || (pl->max_obs && O > pl->max_obs))
+		return seterr(KVCC_EINVAL, "bad observation queries (nobs %d, max %d, lse %s)", O, pl->max_obs,
+		              obs && obs->lse ? "given" : "missing");
+	if (kp->uses_qpos && O < 1)
+		return seterr(KVCC_EINVAL, "policy %s reads qpos: pass observation queries", f->name);
+	if (kp->uses_hmean)
+		for (int k = 0; k < ninst; k++)
+			if (c->len[k] != c->len[(k / lay->kv_heads) * lay->kv_heads])
+				return seterr(KVCC_EINVAL, "mean over heads needs equal lengths across the heads of layer %d",
+				              k / lay->kv_heads);
+	Run r = { .pl = pl, .f = f, .kp = kp, .c = c, .obs = obs, .ninst = ninst, .G = pl->p->a->group, .O = O,
+	          .d = lay->head_dim };
+	pthread_mutex_init(&r.mu, NULL);
+	double *par = malloc(((size_t)f->npar + 1) * sizeof *par);
+	r.mat = calloc((size_t)f->nins + 1, 1);
+	r.val = calloc((size_t)ninst, sizeof *r.val);
+	char *keep = calloc((size_t)ninst * lay->capacity + 1, 1);
+	float **score = calloc((size_t)ninst, sizeof *score);
+	int rc = 0;
+	if (!par || !r.mat || !r.val || !keep || !score) {
+		rc = seterr(KVCC_ENOMEM, "out of memory");
+		goto done;
+	}
+	for (int i = 0; i < f->npar; i++)
+		par[i] = args->params ? args->params[i] : f->par[i].def;
+	r.par = par;
+	for (int k = 0; k < ninst; k++)
+		if (!(r.val[k] = calloc((size_t)f->nins + 1, sizeof(float *)))) {
+			rc = seterr(KVCC_ENOMEM, "out of memory");
+			goto done;
+		}
+	/* materialize: needed instructions consumed by token_map/attn (not only by the Q·K tile) */
+	for (int i = 0; i < f->nins; i++) {
+		int cl = kp->cls[i];
+		if (cl == KP_MAT || cl == KP_ATTN || cl == KP_RED)
+			for (int a = 0; a < ki_nargs(f->ins[i].op); a++)
+				if (KC_RKIND(f->ins[i].arg[a]) == RK_INS && kp->cls[KC_RIDX(f->ins[i].arg[a])] == KP_MAT)
+					r.mat[KC_RIDX(f->ins[i].arg[a])] = 1;
+	}
+	if (KC_RKIND(f->score) == RK_INS && kp->cls[KC_RIDX(f->score)] == KP_MAT)
+		r.mat[KC_RIDX(f->score)] = 1;
+	/* stages split at hmean */
+	r.lo = 0;
+	for (int i = 0; i <= f->nins; i++) {
+		int bar = i < f->nins && kp->cls[i] && f->ins[i].op == KO_hmean;
+		if (i < f->nins && !bar)
+			continue;
+		r.hi = i;
+		if (parallel(&r) != 0) {
+			rc = seterr(r.err, "%s", r.errmsg);
+			goto done;
+		}
+		if (bar) {
+			const KiIns *in = &f->ins[i];
+			for (int l = 0; l < lay->layers; l++) {
+				int k0 = l * lay->kv_heads, n = c->len[k0];
+				int size[AX_NUM] = { r.G, O, n, r.d };
+				size_t st[AX_NUM], cnt = strides(in->axes, size, st);
+				for (int h = 0; h < lay->kv_heads; h++)
+					if (!(r.val[k0 + h][i] = calloc(cnt + 1, sizeof(float)))) {
+						rc = seterr(KVCC_ENOMEM, "out of memory");
+						goto done;
+					}
+				for (size_t e = 0; e < cnt; e++) {
+					double s = 0;
+					for (int h = 0; h < lay->kv_heads; h++) {
+						Op a;
+						mkop(&r, r.val[k0 + h], in->arg[0], size, &a);
+						s += a.p ? a.p[e] : a.k;
+					}
+					for (int h = 0; h < lay->kv_heads; h++)
+						r.val[k0 + h][i][e] = (float)(s / lay->kv_heads);
+				}
+			}
+			r.lo = i + 1;
+		}
+	}
+	for (int k = 0; k < ninst; k++) {
+		if (KC_RKIND(f->score) == RK_INS && f->ins[KC_RIDX(f->score)].axes) {
+			score[k] = r.val[k][KC_RIDX(f->score)];
+		} else {
+			/* a scalar score: broadcast */
+			size_t n = (size_t)c->len[k];
+			score[k] = malloc((n + 1) * sizeof(float));
+			if (!score[k]) {
+				rc = seterr(KVCC_ENOMEM, "out of memory");
+				goto done;
+			}
+			Op a;
+			int size[AX_NUM] = { r.G, O, (int)n, r.d };
+			mkop(&r, r.val[k], f->score, size, &a);
+			for (size_t t = 0; t < n; t++)
+				score[k][t] = a.k;
+		}
+		if (args->scores)
+			for (int t = 0; t < lay->capacity; t++)
+				args->scores[(size_t)k * lay->capacity + t] = t < c->len[k] ? score[k][t] : NAN;
+	}
+	if ((rc = selectkeep(&r, score, args, keep)) != 0)
+		goto done;
+	compact(&r, keep);
+done:
+	if (score)
+		for (int k = 0; k < ninst; k++)
+			if (!(KC_RKIND(f->score) == RK_INS && f->ins[KC_RIDX(f->score)].axes))
+				free(score[k]);
+	if (r.val)
+		for (int k = 0; k < ninst; k++) {
+			if (r.val[k])
+				for (int i = 0; i < f->nins; i++)
+					free(r.val[k][i]);
+			free(r.val[k]);
+		}
+	free(r.val), free(r.mat), free(par), free(keep), free(score);
+	pthread_mutex_destroy(&r.mu);
+	return rc;
+}

@@ -1,0 +1,305 @@
+/*
+** Differential matrix (DESIGN §9 tier 3): compiled x86 kernels (through
+** libkvcc) vs the reference interpreter ki_run, for every policy × dtype ×
+** head_dim × group × target, on odd lengths and padded strides.
+**
+** Checks per case: identical kept sets (lengths and positions), scores within
+**   |x86 - ref| <= 1e-4 · max(1, max_t |ref_t|)   (f32 accumulation vs double)
+** and bit-identical compacted K/V rows. Inputs come from a fixed seed and are
+** re-drawn when the interpreter's selection boundary has a relative margin
+** < 1e-4 (so a legitimate f32/double difference cannot flip a token).
+** A target whose CPU features this host lacks is a SKIP, never a pass.
+*/
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <math.h>
+#include "kvcc.h"
+#include "compiler/ir.h"
+#include "compiler/interp.h"
+#include "codegen/x86/x86.h"
+#include "dsl/dsl.h"
+
+static int npass, nfail, nskip;
+static uint64_t rng = 0x12345678abcdefull;
+
+static double urand(void)
+{
+	rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
+	return (double)(rng >> 11) / 9007199254740992.0;
+}
+
+static void encode(float x, int dt, void *dst)
+{
+	if (dt == KI_F32)
+		memcpy(dst, &x, 4);
+	else if (dt == KI_BF16) {
+		uint32_t u;
+		memcpy(&u, &x, 4);
+		uint16_t h = (uint16_t)(u >> 16);
+		memcpy(dst, &h, 2);
+	} else {
+		_Float16 h = (_Float16)x;
+		memcpy(dst, &h, 2);
+	}
+}
+
+static double pval(const KiFn *f, const double *par, KcRef r, double def)
+{
+	return KC_RKIND(r) == RK_CON ? f->con[KC_RIDX(r)] : KC_RKIND(r) == RK_PAR ? par[KC_RIDX(r)] : def;
+}
+
+static int cmpd(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+	return x < y ? 1 : x > y ? -1 : 0;
+}
+
+/* relative margin at the selection boundary of every head (min over heads) */
+static double margin(const KiFn *f, const double *par, const KiCase *c, const KiResult *r)
+{
+	long S = (long)pval(f, par, f->sel.keep_first, 0), R = (long)pval(f, par, f->sel.keep_recent, 0);
+	double worst = INFINITY, *v = malloc((size_t)c->n * sizeof *v + 8);
+	for (int k = 0; k < c->L * c->H; k++) {
+		int n = c->len ? c->len[k] : c->n, m = 0, np = 0;
+		for (int t = 0; t < n; t++) {
+			if (t < S || t >= n - R)
+				np++;
+			else
+				v[m++] = r->scores[(size_t)k * c->n + t];
+		}
+		qsort(v, (size_t)m, sizeof *v, cmpd);
+		int kk = r->len[k] - (np < r->len[k] ? np : r->len[k]);
+		if (kk > 0 && kk < m) {
+			double a = v[kk - 1], b = v[kk], s = fmax(fabs(a), fabs(b));
+			double rel = s > 0 ? (a - b) / s : 0;
+			if (rel < worst)
+				worst = rel;
+		}
+	}
+	free(v);
+	return worst;
+}
+
+typedef struct Cfg {
+	const char *policy;
+	int dtype, d, G, target;
+} Cfg;
+
+static void run_case(const Cfg *cf, const char *host)
+{
+	char name[200];
+	snprintf(name, sizeof name, "%s %s d=%d G=%d %s", cf->policy, ki_dtypename(cf->dtype), cf->d, cf->G,
+	         kx_targetname(cf->target));
+	kvcc_spec spec = { cf->dtype, cf->d, cf->G, cf->target };
+	if (!kx_vecwidth(&spec, host)) {
+		printf("SKIP %s: this CPU lacks the features of target %s\n", name, kx_targetname(cf->target));
+		nskip++;
+		return;
+	}
+	char path[256];
+	snprintf(path, sizeof path, "policies/%s.lua", cf->policy);
+	kvcc_policy *p;
+	KcErr e = { 0 };
+	KiFn *f = kd_loadfile(path, NULL, &e);
+	if (!f || ki_runpasses(f, KI_DEFAULT_PASSES, 0, &e, NULL, NULL) != 0) {
+		printf("FAIL %s: load: %s\n", name, e.msg);
+		nfail++;
+		return;
+	}
+	if (kvcc_compile_file(path, &spec, &p) != 0) {
+		printf("FAIL %s: compile: %s\n", name, kvcc_last_error());
+		nfail++;
+		ki_free(f);
+		return;
+	}
+	int L = 2, H = 2, G = cf->G, d = cf->d;
+	int n = 37 + 2 * (int)(urand() * 40);              /* odd capacity */
+	double par[32];
+	for (int i = 0; i < f->npar; i++)
+		par[i] = f->par[i].def;
+	int wi = ki_findparam(f, "window");
+	if (wi >= 0 && par[wi] > 8)
+		par[wi] = 8;
+	int O = f->obs_all ? n : KC_RKIND(f->obs) ? (int)pval(f, par, f->obs, 0) : 0;
+	int hm = 0;
+	for (int i = 0; i < f->nins; i++)
+		hm |= f->ins[i].op == KO_hmean;
+	int32_t len[4], len0[4];
+	for (int k = 0; k < L * H; k++)
+		len0[k] = f->obs_all ? n : hm ? n - 2 * (k / H) : n - 2 * k;
+	int pad = (cf->d / 8) % 2 ? 8 : 0;               /* padded token stride on some cases */
+	int64_t st = d + pad;
+	size_t esz = cf->dtype == KI_F32 ? 4 : 2, nkv = (size_t)L * H * n * d, nq = (size_t)L * H * G * O * d;
+	float *K = malloc(nkv * 4 + 4), *V = malloc(nkv * 4 + 4), *Q = malloc(nq * 4 + 4), *sc = malloc((size_t)L * H * n * 4);
+	char *Ks = malloc((size_t)L * H * n * st * esz), *Vs = malloc((size_t)L * H * n * st * esz), *Qs = malloc(nq * esz + 2);
+	int32_t *pos = malloc((size_t)L * H * n * 4);
+	KiResult r = { 0 };
+	double ratio = urand() < 0.5 ? 0.5 : 0.3;
+	long budget = urand() < 0.3 ? n / 3 : -1;
+	int ok = 0;
+	for (int attempt = 0; attempt < 20 && !ok; attempt++) {
+		for (size_t i = 0; i < nkv; i++) {
+			K[i] = ki_round((float)(urand() * 2 - 1), cf->dtype);
+			V[i] = ki_round((float)(urand() * 2 - 1), cf->dtype);
+		}
+		for (size_t i = 0; i < nq; i++)
+			Q[i] = ki_round((float)(urand() * 4 - 2), cf->dtype);
+		KiCase c = { .L = L, .H = H, .G = G, .d = d, .n = n, .len = len0, .O = O, .K = K, .V = V, .Q = O ? Q : NULL,
+		             .dtype = cf->dtype, .params = par, .ratio = ratio, .budget = budget };
+		ki_result_free(&r);
+		if (ki_run(f, &c, &r, &e) != 0) {
+			printf("FAIL %s: interpreter: %s\n", name, e.msg);
+			goto out;
+		}
+		ok = margin(f, par, &c, &r) >= 1e-4;
+	}
+	if (!ok) {
+		printf("SKIP %s: no tie-free input in 20 draws\n", name);
+		nskip++;
+		goto done;
+	}
+	for (int k = 0; k < L * H; k++)
+		for (int t = 0; t < n; t++) {
+			pos[(size_t)k * n + t] = t;
+			for (int ch = 0; ch < d; ch++) {
+				encode(K[((size_t)k * n + t) * d + ch], cf->dtype, Ks + (((size_t)k * n + t) * st + ch) * esz);
+				encode(V[((size_t)k * n + t) * d + ch], cf->dtype, Vs + (((size_t)k * n + t) * st + ch) * esz);
+			}
+		}
+	for (size_t i = 0; i < nq; i++)
+		encode(Q[i], cf->dtype, Qs + i * esz);
+	memcpy(len, len0, sizeof len);
+	kvcc_layout lay = { cf->dtype, L, H, d, n, (int64_t)H * n * st, (int64_t)n * st, st };
+	kvcc_plan *pl;
+	if (kvcc_plan_create(p, &lay, 0, 0, &pl) != 0) {
+		printf("FAIL %s: plan: %s\n", name, kvcc_last_error());
+		goto out;
+	}
+	kvcc_cache cache = { Ks, Vs, pos, len };
+	kvcc_obs obs = { O, Qs, NULL, NULL };
+	kvcc_args args = { ratio, budget, par, 0, sc };
+	int rc = kvcc_compress(pl, &cache, &obs, &args);
+	kvcc_plan_destroy(pl);
+	if (rc != 0) {
+		printf("FAIL %s: compress: %s\n", name, kvcc_last_error());
+		goto out;
+	}
+	for (int k = 0; k < L * H; k++) {
+		double mx = 1;
+		for (int t = 0; t < len0[k]; t++)
+			mx = fmax(mx, fabs(r.scores[(size_t)k * n + t]));
+		for (int t = 0; t < len0[k]; t++) {
+			double a = sc[(size_t)k * n + t], b = r.scores[(size_t)k * n + t];
+			if (!(fabs(a - b) <= 1e-4 * mx) && !(isnan(a) && isnan(b))) {
+				printf("FAIL %s: score (l%d h%d t%d) x86 %.9g ref %.9g\n", name, k / H, k % H, t, a, b);
+				goto out;
+			}
+		}
+		if (len[k] != r.len[k]) {
+			printf("FAIL %s: head %d keeps %d tokens, reference %d\n", name, k, len[k], r.len[k]);
+			goto out;
+		}
+		for (int m = 0; m < len[k]; m++) {
+			if (pos[(size_t)k * n + m] != r.kept[(size_t)k * n + m]) {
+				printf("FAIL %s: head %d kept[%d] = %d, reference %d\n", name, k, m, pos[(size_t)k * n + m],
+				       r.kept[(size_t)k * n + m]);
+				goto out;
+			}
+			for (int ch = 0; ch < d; ch++) {
+				char bk[4], bv[4];
+				encode(r.K[((size_t)k * n + m) * d + ch], cf->dtype, bk);
+				encode(r.V[((size_t)k * n + m) * d + ch], cf->dtype, bv);
+				if (memcmp(bk, Ks + (((size_t)k * n + m) * st + ch) * esz, esz) ||
+				    memcmp(bv, Vs + (((size_t)k * n + m) * st + ch) * esz, esz)) {
+					printf("FAIL %s: compacted K/V row %d of head %d differs\n", name, m, k);
+					goto out;
+				}
+			}
+		}
+	}
+	npass++;
+	goto done;
+out:
+	nfail++;
+done:
+	ki_result_free(&r);
+	free(K), free(V), free(Q), free(sc), free(Ks), free(Vs), free(Qs), free(pos);
+	kvcc_close(p);
+	ki_free(f);
+}
+
+/* negative tests: corrupted artifacts, bad layouts */
+static void robustness(const char *host)
+{
+	(void)host;
+	kvcc_spec s = { KI_F32, 64, 2, KVCC_TARGET_NATIVE };
+	const char *so = "/tmp/kvcc-diff-knorm.so";
+	int ok = kvcc_compile_so("policies/knorm.lua", &s, so, 0) == 0;
+	kvcc_policy *p = NULL;
+	ok = ok && kvcc_open(so, &p) == 0;
+	kvcc_layout bad = { KI_F32, 1, 1, 64, 10, 640, 640, 32 };   /* token stride < head_dim */
+	kvcc_plan *pl = NULL;
+	ok = ok && kvcc_plan_create(p, &bad, 0, 1, &pl) == KVCC_EINVAL;
+	kvcc_layout wrongd = { KI_F32, 1, 1, 32, 10, 320, 320, 32 };
+	ok = ok && kvcc_plan_create(p, &wrongd, 0, 1, &pl) == KVCC_ESPEC;
+	kvcc_layout lay = { KI_F32, 1, 1, 64, 10, 640, 640, 64 };
+	float KV[640] = { 0 };
+	int32_t len = 11;
+	ok = ok && kvcc_plan_create(p, &lay, 0, 1, &pl) == 0;
+	kvcc_cache c = { KV, KV, NULL, &len };
+	kvcc_args a = { 0.5, -1, NULL, 1, NULL };
+	ok = ok && kvcc_compress(pl, &c, NULL, &a) == KVCC_EINVAL;   /* len > capacity */
+	len = 10;
+	a.ratio = 1.5;
+	ok = ok && kvcc_compress(pl, &c, NULL, &a) == KVCC_EINVAL;
+	kvcc_plan_destroy(pl);
+	kvcc_close(p);
+	/* corrupt one byte of the KIR text inside the .so: must be refused */
+	FILE *fp = fopen(so, "r+b");
+	char buf[1 << 16];
+	size_t nb = fp ? fread(buf, 1, sizeof buf, fp) : 0;
+	char *hit = nb ? memmem(buf, nb, "policy \"knorm\"", 14) : NULL;
+	if (hit) {
+		hit[8] = 'X';
+		fseek(fp, hit - buf, SEEK_SET);
+		fwrite(hit, 1, 14, fp);
+	}
+	if (fp)
+		fclose(fp);
+	int rc = kvcc_open(so, &p);
+	ok = ok && hit && rc == KVCC_EARTIFACT;
+	ok = ok && kvcc_open("policies/knorm.lua", &p) == KVCC_EARTIFACT;
+	remove(so);
+	if (ok)
+		npass++;
+	else
+		printf("FAIL robustness: %s\n", kvcc_last_error()), nfail++;
+}
+
+int main(void)
+{
+	static const char *pols[] = { "snapkv", "pyramidkv", "streaming_llm", "knorm", "tova", "observed_attention",
+	                              "keydiff", "random" };
+	static const int dims[] = { 8, 64, 96, 128 }, groups[] = { 1, 2, 4 };
+	char *host = kx_hostfeatures();
+	for (int pi = 0; pi < 8; pi++)
+		for (int dt = 0; dt < 3; dt++)
+			for (int di = 0; di < 4; di++)
+				for (int gi = 0; gi < 3; gi++) {
+					Cfg c = { pols[pi], dt, dims[di], groups[gi], KVCC_TARGET_NATIVE };
+					run_case(&c, host);
+				}
+	for (int pi = 0; pi < 8; pi++)
+		for (int dt = 0; dt < 3; dt++) {
+			Cfg v3 = { pols[pi], dt, 96, 2, KVCC_TARGET_V3 }, sc = { pols[pi], dt, 64, 4, KVCC_TARGET_SCALAR };
+			Cfg v4 = { pols[pi], dt, 128, 4, KVCC_TARGET_V4 };
+			run_case(&v3, host);
+			run_case(&sc, host);
+			run_case(&v4, host);
+		}
+	robustness(host);
+	free(host);
+	printf("%d passed, %d failed, %d skipped\n", npass, nfail, nskip);
+	return nfail ? 1 : 0;
+}

@@ -1,0 +1,168 @@
+/*
+** Helpers shared by the unit suites: hand-built sample policies and the
+** print → parse → print round trip.
+*/
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include "tests/unit/unit.h"
+
+KcRef t_ins(KiFn *f, int op, KcRef a, KcRef b, KcRef c, int axis, int aux, uint32_t line,
+            uint32_t col)
+{
+	KiIns in;
+	char why[200];
+	memset(&in, 0, sizeof in);
+	in.op = (uint8_t)op;
+	in.arg[0] = a, in.arg[1] = b, in.arg[2] = c;
+	in.axis = (uint8_t)(axis < 0 ? AX_NONE : axis);
+	in.aux = (uint8_t)aux;
+	in.line = line, in.col = col;
+	switch (op) {
+	case KO_input: in.axes = ki_inputaxes(aux); break;
+	case KO_state: in.axes = AXM(AX_token); break;
+	case KO_attn: in.axes = AXM(AX_group) | AXM(AX_token); break;
+	case KO_index: in.axes = AXM(axis); break;
+	case KO_size:
+	case KO_info: in.axes = 0; break;
+	default:
+		if (ki_resultaxes(f, op, in.arg, axis, &in.axes, why, sizeof why) != 0)
+			ck_abort_msg("t_ins %s: %s", ki_opname(op), why);
+	}
+	return ki_emit(f, &in);
+}
+
+#define I(op, a, b, c, ax, aux, l, co) t_ins(f, KO_##op, a, b, c, ax, aux, l, co)
+#define N KC_NIL
+
+KiFn *t_snapkv(void)
+{
+	KiFn *f = ki_new("snapkv", "policies/snapkv.lua");
+	f->line = 12, f->col = 8;
+	KcRef window = KC_REF(RK_PAR, ki_addparam(f, "window", 64, 3, 26));
+	KcRef kernel = KC_REF(RK_PAR, ki_addparam(f, "kernel", 5, 3, 40));
+	KcRef q = I(input, N, N, N, -1, IN_Q, 7, 12);
+	KcRef k = I(input, N, N, N, -1, IN_K, 7, 22);
+	KcRef d = I(dot, q, k, N, AX_chan, 0, 7, 18);
+	KcRef sc = I(info, N, N, N, -1, INF_scale, 7, 40);
+	KcRef l = I(mul, d, sc, N, -1, 0, 7, 35);
+	KcRef a = I(softmax, l, N, N, AX_token, 0, 7, 13);
+	KcRef m = I(mean, a, N, N, AX_obs, 0, 8, 10);
+	KcRef g = I(mean, m, N, N, AX_group, 0, 8, 25);
+	f->score = I(avgpool, g, kernel, N, AX_token, 0, 8, 5);
+	f->obs = window;
+	f->sel.kind = SEL_topk;
+	f->sel.keep_first = ki_const(f, 0);
+	f->sel.keep_recent = window;
+	f->sel.chunk = ki_const(f, 1);
+	f->sel.beta = ki_const(f, 20);
+	f->sel.line = 14, f->sel.col = 12;
+	f->merge.line = 15, f->merge.col = 11;
+	f->when.line = 16, f->when.col = 10;
+	return f;
+}
+
+KiFn *t_h2o(void)
+{
+	KiFn *f = ki_new("h2o", "policies/h2o.lua");
+	f->line = 2, f->col = 8;
+	KcRef recent = KC_REF(RK_PAR, ki_addparam(f, "recent", 32, 1, 24));
+	int acc = ki_addstate(f, "acc", 0);
+	KcRef s = I(state, N, N, N, -1, acc, 4, 40);
+	KcRef at = I(attn, N, N, N, -1, 0, 4, 58);
+	KcRef sum = I(sum, at, N, N, AX_group, 0, 4, 64);
+	f->st[acc].update = I(add, s, sum, N, -1, 0, 4, 51);
+	f->score = I(state, N, N, N, -1, acc, 5, 40);
+	f->sel.keep_first = ki_const(f, 4);
+	f->sel.keep_recent = recent;
+	f->sel.chunk = ki_const(f, 1);
+	f->sel.beta = ki_const(f, 20);
+	f->sel.line = 6, f->sel.col = 12;
+	f->when.kind = WH_decode;
+	f->when.every = ki_const(f, 1);
+	f->when.line = 7, f->when.col = 12;
+	return f;
+}
+
+KiFn *t_allops(void)
+{
+	KiFn *f = ki_new("all ops", "tests/unit/all.lua");
+	f->line = 1, f->col = 1;
+	KcRef kern = KC_REF(RK_PAR, ki_addparam(f, "kernel", 5, 2, 3));
+	KcRef seed = KC_REF(RK_PAR, ki_addparam(f, "seed", -0.0, 2, 20));
+	KcRef inf = KC_REF(RK_PAR, ki_addparam(f, "inf", 1e-310, 3, 1));
+	int acc = ki_addstate(f, "acc", -1.5);
+	ki_addstate(f, "nil", NAN);
+	KcRef in[IN_NUM], inf_[INF_NUM];
+	for (int i = 0; i < IN_NUM; i++)
+		in[i] = I(input, N, N, N, -1, i, 10, (uint32_t)i + 1);
+	for (int i = 0; i < INF_NUM; i++)
+		inf_[i] = I(info, N, N, N, -1, i, 11, (uint32_t)i + 1);
+	KcRef pos = in[IN_pos], K = in[IN_K];
+	KcRef st = I(state, N, N, N, -1, acc, 12, 1);
+	I(state, N, N, N, -1, 1, 12, 9);
+	KcRef at = I(attn, N, N, N, -1, 0, 12, 2);
+	I(index, N, N, N, AX_token, 0, 12, 3);
+	I(index, N, N, N, AX_group, 0, 12, 4);
+	I(size, N, N, N, AX_chan, 0, 12, 5);
+	I(size, N, N, N, AX_obs, 0, 0, 0);
+	KcRef r = I(rand, seed, N, N, -1, 0, 13, 1);
+	static const int un[] = { KO_neg, KO_exp, KO_log, KO_sqrt, KO_abs };
+	KcRef x = pos;
+	for (int i = 0; i < 5; i++)
+		x = t_ins(f, un[i], x, N, N, -1, 0, 14, (uint32_t)i + 1);
+	static const double cons[] = { -0.0, 1e-310, 0.1, 1e300, NAN, INFINITY, -INFINITY,
+	                               123456789012345.0, 1e15, -2.5e-7, 1.0 / 3, 4294967296.0 };
+	static const int bin[] = { KO_add, KO_sub, KO_mul, KO_div, KO_pow, KO_max, KO_min, KO_lt,
+	                           KO_le, KO_eq, KO_ne };
+	for (int i = 0; i < 11; i++)
+		x = t_ins(f, bin[i], i & 1 ? x : ki_const(f, cons[i]), i & 1 ? ki_const(f, cons[i]) : x,
+		          N, -1, 0, 15, (uint32_t)i + 1);
+	x = I(where, x, r, ki_const(f, cons[11]), -1, 0, 16, 1);
+	x = I(add, x, inf, N, -1, 0, 16, 9);
+	static const int red[] = { KO_sum, KO_mean, KO_rmax, KO_rmin, KO_norm, KO_std };
+	KcRef sc = x;
+	for (int i = 0; i < 6; i++)
+		sc = I(add, sc, t_ins(f, red[i], K, N, N, AX_chan, 0, 17, (uint32_t)i + 1), N, -1, 0, 17, 30);
+	KcRef d = I(dot, in[IN_Q], K, N, AX_chan, 0, 18, 1);
+	KcRef s1 = I(softmax, d, N, N, AX_token, 0, 18, 2);
+	KcRef s2 = I(softmaxnc, d, N, N, AX_token, 0, 18, 3);
+	KcRef s3 = I(sub, I(mean, I(sum, s1, N, N, AX_obs, 0, 18, 4), N, N, AX_group, 0, 18, 5),
+	             I(rmax, I(rmin, s2, N, N, AX_obs, 0, 18, 6), N, N, AX_group, 0, 18, 7), N, -1, 0, 18, 8);
+	KcRef p1 = I(avgpool, s3, kern, N, AX_token, 0, 19, 1);
+	KcRef p2 = I(maxpool, p1, ki_const(f, 3), N, AX_token, 0, 19, 2);
+	KcRef h = I(hmean, p2, N, N, -1, 0, 19, 3);
+	f->score = I(mul, I(add, sc, h, N, -1, 0, 20, 1), inf_[INF_scale], N, -1, 0, 20, 2);
+	f->st[acc].update = I(add, st, I(sum, at, N, N, AX_group, 0, 21, 1), N, -1, 0, 21, 2);
+	f->obs_all = 1;
+	f->sel.scope = SC_model;
+	f->sel.sched = SCH_pyramid;
+	f->sel.keep_first = kern;
+	f->sel.keep_recent = ki_const(f, 1e-310);
+	f->sel.chunk = KC_NIL;
+	f->sel.beta = ki_const(f, 0.25);
+	f->when.kind = WH_decode;
+	f->when.every = kern;
+	f->merge.line = 30, f->merge.col = 4294967295u;
+	return f;
+}
+
+KiFn *t_parse(const char *text)
+{
+	KcErr e = { 0 };
+	KiFn *f = ki_parse(text, "t.kir", &e);
+	ck_assert_msg(f != NULL, "parse failed: %s\n%s", e.msg, text);
+	ck_assert(!e.set);
+	return f;
+}
+
+char *t_roundtrip(const KiFn *f)
+{
+	char *s1 = ki_print(f);
+	KiFn *g = t_parse(s1);
+	char *s2 = ki_print(g);
+	ck_assert_str_eq(s1, s2);
+	free(s2);
+	ki_free(g);
+	return s1;
+}
