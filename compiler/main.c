@@ -43,7 +43,7 @@ static void die_usage(const char *fmt, const char *arg)
 {
 	fprintf(stderr, "kvcc: ");
 	fprintf(stderr, fmt, arg);
-	fprintf(stderr, "\n(kvcc --help for usage)\n");
+	fprintf(stderr, " (kvcc --help for usage)\n");
 	exit(2);
 }
 
