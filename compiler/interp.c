@@ -150,30 +150,6 @@ static inline double at(const Opnd *o, int g, int ob, int t, int ch)
 	return o->p[g * o->st[0] + ob * o->st[1] + t * o->st[2] + ch * o->st[3]];
 }
 
-static double ew(int op, double a, double b, double c)
-{
-	switch (op) {
-	case KO_neg: return -a;
-	case KO_exp: return exp(a);
-	case KO_log: return log(a);
-	case KO_sqrt: return sqrt(a);
-	case KO_abs: return fabs(a);
-	case KO_add: return a + b;
-	case KO_sub: return a - b;
-	case KO_mul: return a * b;
-	case KO_div: return a / b;
-	case KO_pow: return pow(a, b);
-	case KO_max: return isnan(a) || isnan(b) ? NAN : a > b ? a : b;
-	case KO_min: return isnan(a) || isnan(b) ? NAN : a < b ? a : b;
-	case KO_lt: return a < b;
-	case KO_le: return a <= b;
-	case KO_eq: return a == b;
-	case KO_ne: return a != b;
-	case KO_where: return a != 0 ? b : c;
-	}
-	return NAN;
-}
-
 /* --- one instruction on one instance ------------------------------------------------------- */
 
 static int posof(const KiCase *c, int l, int h, int t)
@@ -272,7 +248,7 @@ static int evalins(Ctx *x, int i, int l, int h, double *out)
 				for (int t = 0; t < R[2]; t++)
 					for (int ch = 0; ch < R[3]; ch++)
 						out[g * rs[0] + o * rs[1] + t * rs[2] + ch * rs[3]] =
-							ew(in->op, at(&a, g, o, t, ch), at(&b, g, o, t, ch), at(&cc, g, o, t, ch));
+							ki_evalew(in->op, at(&a, g, o, t, ch), at(&b, g, o, t, ch), at(&cc, g, o, t, ch));
 		return 0;
 	case AR_RED:
 	case AR_DOT: {
@@ -501,9 +477,10 @@ static double refval(const KiFn *f, const double *par, KcRef r, double def)
 long ki_nkeep(const KiFn *f, const double *par, int layer, int nlayers, long n, double ratio, long budget)
 {
 	double keep = budget >= 0 ? (double)(budget < n ? budget : n) : (double)n * (1.0 - ratio);
-	long nk = budget >= 0 ? (budget < n ? budget : n) : (long)floor(keep);
+	double nk = budget >= 0 ? keep : floor(keep);
 	if (f->sel.sched == SCH_pyramid && (budget >= 0 || ratio > 0)) {
-		/* PyramidKV as kvpress computes it (pyramidkv_press.py) */
+		/* PyramidKV as kvpress computes it (pyramidkv_press.py); kvpress
+		** requires beta >= 1, smaller values fall back to uniform budgets */
 		double w = refval(f, par, f->sel.keep_recent, 0);
 		double beta = refval(f, par, f->sel.beta, 20);
 		double T = w + keep;
@@ -512,16 +489,14 @@ long ki_nkeep(const KiFn *f, const double *par, int layer, int nlayers, long n, 
 			mx = n - w;
 			mn = (T - w) * 2 - mx;
 		}
-		if (!(n >= mx && mx >= mn && mn >= w) || nlayers < 2)
-			nk = (long)round_half_even(keep);
+		if (!(beta >= 1) || !(n >= mx && mx >= mn && mn >= w) || nlayers < 2)
+			nk = round_half_even(keep);
 		else
-			nk = (long)round_half_even(mx - layer * ((mx - mn) / (nlayers - 1)));
+			nk = round_half_even(mx - layer * ((mx - mn) / (nlayers - 1)));
 	}
-	if (nk < 0)
-		nk = 0;
-	if (nk > n)
-		nk = n;
-	return nk;
+	if (!(nk >= 0))          /* also NaN */
+		return 0;
+	return nk > (double)n ? n : (long)nk;
 }
 
 typedef struct Cand {
@@ -569,14 +544,15 @@ static int selectkeep(Ctx *x, const double *scores, char *keep)
 {
 	const KiFn *f = x->f;
 	const KiCase *c = x->c;
-	long S = (long)refval(f, x->par, f->sel.keep_first, 0);
-	long Rr = (long)refval(f, x->par, f->sel.keep_recent, 0);
-	long ch = (long)refval(f, x->par, f->sel.chunk, 1);
-	if (S < 0 || Rr < 0 || ch < 1) {
+	double vs = refval(f, x->par, f->sel.keep_first, 0), vr = refval(f, x->par, f->sel.keep_recent, 0);
+	double vc = refval(f, x->par, f->sel.chunk, 1);
+	if (!(vs >= 0 && vs <= 1e12) || !(vr >= 0 && vr <= 1e12) || !(vc >= 1 && vc <= 1e12)) {
 		kc_error(x->e, f->src, f->sel.line, f->sel.col,
-		         "select: keep_first, keep_recent must be >= 0 and chunk >= 1 (got %ld, %ld, %ld)", S, Rr, ch);
+		         "select: keep_first and keep_recent must be in 0..1e12 and chunk in 1..1e12 "
+		         "(got %g, %g, %g)", vs, vr, vc);
 		return -1;
 	}
+	long S = (long)vs, Rr = (long)vr, ch = (long)vc;
 	size_t maxc = (size_t)c->L * c->H * (size_t)c->n + 1;
 	Cand *cs = malloc(maxc * sizeof *cs);
 	if (!cs) {
@@ -688,9 +664,12 @@ int ki_run(const KiFn *f, const KiCase *c, KiResult *r, KcErr *e)
 	for (int l = 0; l < c->L; l++)
 		for (int h = 0; h < c->H; h++) {
 			int n = tokens(c, l, h);
-			const double *s = x.val[KC_RIDX(f->score)][l * c->H + h];
+			int size[AX_NUM];
+			dims(c, l, h, size);
+			Opnd s;         /* a scalar score (or a constant) broadcasts to every token */
+			opnd(&x, f->score, l * c->H + h, size, &s);
 			for (int t = 0; t < n; t++)
-				r->scores[((size_t)l * c->H + h) * c->n + t] = s[t];
+				r->scores[((size_t)l * c->H + h) * c->n + t] = at(&s, 0, 0, t, 0);
 			for (int t = n; t < c->n; t++)
 				r->scores[((size_t)l * c->H + h) * c->n + t] = NAN;
 		}

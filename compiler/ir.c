@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <stdio.h>
+#include <math.h>
 #include "compiler/ir.h"
 
 #define AR_ARG(name, nargs, rule, flags, doc) \
@@ -267,6 +268,37 @@ int ki_resultaxes(const KiFn *f, int op, const KcRef *arg, int axis, uint8_t *ax
 	}
 	snprintf(why, whylen, "unknown axis rule");
 	return -1;
+}
+
+/*
+** The meaning of the elementwise ops in double precision: the reference
+** interpreter evaluates them with this, and constant folding too, so a folded
+** policy computes exactly what the unfolded one does. Comparisons give 1 or 0.
+** max(-0, 0) = max(0, -0) = 0 and min of them = -0, so swapping the operands
+** of these commutative ops (canon does) never changes a result.
+*/
+double ki_evalew(int op, double a, double b, double c)
+{
+	switch (op) {
+	case KO_neg: return -a;
+	case KO_exp: return exp(a);
+	case KO_log: return log(a);
+	case KO_sqrt: return sqrt(a);
+	case KO_abs: return fabs(a);
+	case KO_add: return a + b;
+	case KO_sub: return a - b;
+	case KO_mul: return a * b;
+	case KO_div: return a / b;
+	case KO_pow: return pow(a, b);
+	case KO_max: return isnan(a) || isnan(b) ? NAN : a > b ? a : b > a ? b : signbit(a) ? b : a;
+	case KO_min: return isnan(a) || isnan(b) ? NAN : a < b ? a : b < a ? b : signbit(a) ? a : b;
+	case KO_lt: return a < b;
+	case KO_le: return a <= b;
+	case KO_eq: return a == b;
+	case KO_ne: return a != b;
+	case KO_where: return a != 0 ? b : c;
+	}
+	return NAN;
 }
 
 /* FNV-1a, 64 bit. */

@@ -134,6 +134,7 @@ KC_FUNC const char *ki_scopename(int sc);
 KC_FUNC const char *ki_schedname(int s);
 KC_FUNC void ki_axesstr(uint8_t axes, char *buf, size_t len);
 KC_FUNC uint64_t ki_hash(const KiFn *f);
+KC_FUNC double ki_evalew(int op, double a, double b, double c);
 KC_FUNC uint64_t ki_fnv(const void *p, size_t n, uint64_t h);
 
 /* diag.c */

@@ -16,7 +16,9 @@
 ** of the interpreter's elementwise evaluator (interp.c, ew()), so a folded
 ** constant is bit for bit the value the interpreter would compute. The one
 ** identity that is not bit-exact is x+0 (and x-(-0)) → x when x is -0: the
-** result keeps the sign of zero, which compares equal.
+** result keeps the sign of zero, which compares equal. canon relies on
+** KF_COMM ops being exactly commutative; interp.c's max and min return b
+** on ties, so max(-0, 0) and max(0, -0) differ in the sign of the zero.
 **
 ** Instructions a pass makes redundant (folded, merged) are removed by the
 ** pass itself; all refs (operands, score, obs, state updates, select
@@ -101,31 +103,6 @@ static KcRef through(const KcRef *rep, KcRef r)
 
 /* --- fold ------------------------------------------------------------------------ */
 
-/* The scalar meaning of a foldable op: interp.c's ew(), expression for expression. */
-static double evalop(int op, double a, double b, double c)
-{
-	switch (op) {
-	case KO_neg: return -a;
-	case KO_exp: return exp(a);
-	case KO_log: return log(a);
-	case KO_sqrt: return sqrt(a);
-	case KO_abs: return fabs(a);
-	case KO_add: return a + b;
-	case KO_sub: return a - b;
-	case KO_mul: return a * b;
-	case KO_div: return a / b;
-	case KO_pow: return pow(a, b);
-	case KO_max: return isnan(a) || isnan(b) ? NAN : a > b ? a : b;
-	case KO_min: return isnan(a) || isnan(b) ? NAN : a < b ? a : b;
-	case KO_lt: return a < b;
-	case KO_le: return a <= b;
-	case KO_eq: return a == b;
-	case KO_ne: return a != b;
-	case KO_where: return a != 0 ? b : c;
-	}
-	return NAN;
-}
-
 static int iscon(const KiFn *f, KcRef r, double v)
 {
 	return KC_RKIND(r) == RK_CON && f->con[KC_RIDX(r)] == v;
@@ -146,7 +123,7 @@ static KcRef fold1(KiFn *f, int i)
 			v[k] = f->con[KC_RIDX(in->arg[k])];
 	}
 	if (allcon && n > 0)
-		return ki_const(f, evalop(in->op, v[0], v[1], v[2]));
+		return ki_const(f, ki_evalew(in->op, v[0], v[1], v[2]));
 	KcRef a = in->arg[0], b = in->arg[1], x = KC_NIL;
 	switch (in->op) {
 	case KO_add:
@@ -199,12 +176,15 @@ static uint64_t rank(KcRef r)
 	return ((uint64_t)(kind <= RK_PAR ? order[kind] : 4) << 32) | (uint64_t)KC_RIDX(r);
 }
 
+/* Put the operands of commutative ops in rank order, so that a+b and b+a
+** look the same to cse and to the cache key. */
 int ki_canon(KiFn *f, KcErr *e)
 {
 	(void)e;
 	for (int i = 0; i < f->nins; i++) {
 		KiIns *in = &f->ins[i];
-		if ((ki_flags(in->op) & KF_COMM) && ki_nargs(in->op) == 2 && rank(in->arg[1]) < rank(in->arg[0])) {
+		if ((ki_flags(in->op) & KF_COMM) && ki_nargs(in->op) == 2 &&
+		    rank(in->arg[1]) < rank(in->arg[0])) {
 			KcRef t = in->arg[0];
 			in->arg[0] = in->arg[1];
 			in->arg[1] = t;

@@ -16,7 +16,7 @@
 
 #define NPOL 32
 
-/* policies/*.lua, sorted */
+/* the .lua files of policies/, sorted */
 static int policy_files(char names[NPOL][256])
 {
 	DIR *d = opendir("policies");
