@@ -1,0 +1,39 @@
+# codegen/ptx/ (GPU backend: KIR → CUDA C → NVRTC → PTX/CUBIN), runtime/cuda.c
+# (CUDA driver loaded with dlopen), tests/gpu/ (emulated differential matrix,
+# NVRTC + ptxas compile checks). Included by the top Makefile.
+#
+#   make check-ptx   every policy's CUDA C through NVRTC and ptxas for sm_80, sm_90
+#                    (a SKIP line when NVRTC is absent)
+#   make check-emu   the differential matrix through tests/gpu/cuda_emu.h on the CPU
+#                    (generated CUDA C compiled as C++ with g++), plus the no-driver
+#                    error path of runtime/cuda.c
+#   make check-gpu   the differential matrix on a real device, or "SKIP: no GPU"
+
+PTXOBJ += codegen/ptx/gen.o codegen/ptx/nvrtc.o
+RTOBJ  += runtime/cuda.o
+
+$(B)/kvcc-ptx: $(B)/codegen/ptx/main.o $(LIBOBJ)
+	$(CC) -o $@ $^ $(LDLIBS) $(LLVM_LIBS_USED)
+
+$(B)/emu_diff: $(B)/tests/gpu/emu_diff.o $(LIBOBJ)
+	$(CC) -o $@ $^ $(LDLIBS) $(LLVM_LIBS_USED)
+
+$(B)/gpu_nodrv: $(B)/tests/gpu/nodrv.o $(LIBOBJ)
+	$(CC) -o $@ $^ $(LDLIBS) $(LLVM_LIBS_USED)
+
+all: $(B)/kvcc-ptx
+
+check-ptx: $(B)/kvcc-ptx
+	tests/gpu/check_ptx.sh $(B)
+
+check-emu: $(B)/emu_diff $(B)/gpu_nodrv
+	KVCC_LIBCUDA=/nonexistent/libcuda.so.1 $(B)/gpu_nodrv
+	$(B)/emu_diff $(B)
+
+check-gpu: $(B)/emu_diff
+	@if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then \
+	  $(B)/emu_diff $(B) --device; \
+	else echo "SKIP: no GPU (nvidia-smi absent or finds no device)"; fi
+
+CHECK_MORE += check-ptx check-emu
+.PHONY: check-ptx check-emu check-gpu

@@ -1,0 +1,47 @@
+/*
+** The CUDA path of libkvcc: the driver API loaded with dlopen("libcuda.so.1")
+** (no link-time dependency; $KVCC_LIBCUDA overrides the name), modules from
+** the GPU backend's images (codegen/ptx/ptx.h), launches on caller-provided
+** device pointers and stream.
+**
+** plan/run split: kvc_open (load the module: the CUBIN for the device's sm,
+** else JIT of the best PTX, with the driver's JIT error/info logs in the
+** message; shared-memory opt-in above 48 KB) and kvc_ws_bytes happen once;
+** kvc_compress / kvc_decode only enqueue cuLaunchKernel on the stream — no
+** allocation, no synchronization, no host decisions — so they can be
+** captured in a CUDA graph. Device-side errors (bad pooling size, bad select
+** arguments, unequal head lengths for hmean) go to the caller's error word
+** (KvgArgs.err), read whenever the caller synchronizes.
+*/
+#ifndef KVCC_RUNTIME_CUDA_H
+#define KVCC_RUNTIME_CUDA_H
+
+#include <stddef.h>
+#include "codegen/ptx/ptx.h"
+
+typedef struct KvCuda KvCuda;
+
+/* Load the driver and cuInit. 0, or -1 with why = "CUDA driver not found: …". */
+KC_FUNC int kvc_driver_load(char *why, size_t whylen);
+/* Driver version (e.g. 13000), or -1. */
+KC_FUNC int kvc_driver_version(void);
+/* Open the kernels of `art` on device `dev` (primary context, made current). */
+KC_FUNC int kvc_open(const KpCudaOut *art, int dev, KvCuda **out, char *why, size_t whylen);
+KC_FUNC void kvc_close(KvCuda *m);
+/* Which image was loaded: "cubin sm_90" or "ptx sm_80 (JIT)". */
+KC_FUNC const char *kvc_image(const KvCuda *m);
+/* Workspace bytes for L*H instances of capacity N with O observation queries. */
+KC_FUNC size_t kvc_ws_bytes(const KvCuda *m, int L, int H, int N, int O);
+/* Enqueue on `stream` (CUstream, NULL: the default stream). a->ws_inst must be
+** kvg_ws_floats(art, N, O); all pointers in a are device pointers. */
+KC_FUNC int kvc_compress(KvCuda *m, const KvgArgs *a, void *stream, char *why, size_t whylen);
+KC_FUNC int kvc_decode(KvCuda *m, const KvgArgs *a, void *stream, char *why, size_t whylen);
+
+/* Memory helpers for tests and examples (not used by run). */
+KC_FUNC void *kvc_alloc(size_t bytes);
+KC_FUNC void kvc_free(void *dptr);
+KC_FUNC int kvc_put(void *dptr, const void *host, size_t bytes);
+KC_FUNC int kvc_get(void *host, const void *dptr, size_t bytes);
+KC_FUNC int kvc_sync(void);
+
+#endif

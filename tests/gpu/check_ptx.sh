@@ -1,0 +1,43 @@
+#!/bin/sh
+# Every policy's generated CUDA C through NVRTC (PTX + CUBIN) and the PTX
+# through ptxas, for sm_80 and sm_90, at a few specializations; registers and
+# shared memory per kernel are printed (kvcc-ptx -v). Missing NVRTC or ptxas
+# is a SKIP that says so, never a pass.
+#   tests/gpu/check_ptx.sh BUILD_DIR
+B=${1:-build}
+PTXAS=${PTXAS:-/usr/local/cuda/bin/ptxas}
+out=$B/ptx-check
+rm -rf "$out"; mkdir -p "$out"
+pass=0; fail=0; skip=0
+if ! "$B/kvcc-ptx" policies/knorm.lua --head-dim 8 >/dev/null 2>"$out/probe.err"; then
+	if grep -q "NVRTC not found" "$out/probe.err"; then
+		echo "SKIP: $(cat "$out/probe.err")"; echo "0 passed, 0 failed, 1 skipped"; exit 0
+	fi
+	cat "$out/probe.err"; echo "0 passed, 1 failed, 0 skipped"; exit 1
+fi
+for p in policies/*.lua; do
+	for spec in "f32 128 1" "bf16 128 4" "f16 64 2" "bf16 96 2" "f32 8 4"; do
+		set -- $spec
+		if "$B/kvcc-ptx" "$p" --gpu-arch sm_80,sm_90 --dtype $1 --head-dim $2 --group $3 -v \
+			--emit-dir "$out" >"$out/log" 2>&1; then
+			pass=$((pass + 1))
+			[ "$1 $2 $3" = "bf16 128 4" ] && cat "$out/log"
+		else
+			echo "FAIL NVRTC $p $spec:"; cat "$out/log"; fail=$((fail + 1))
+		fi
+	done
+done
+if [ -x "$PTXAS" ]; then
+	for f in "$out"/*.ptx; do
+		sm=$(echo "$f" | sed 's/.*\.\(sm_[0-9]*\)\..*/\1/')
+		if "$PTXAS" -arch="$sm" "$f" -o "$out/a.cubin" 2>"$out/ptxas.err"; then
+			pass=$((pass + 1))
+		else
+			echo "FAIL ptxas $f:"; cat "$out/ptxas.err"; fail=$((fail + 1))
+		fi
+	done
+else
+	echo "SKIP ptxas: $PTXAS not found"; skip=$((skip + 1))
+fi
+echo "$pass passed, $fail failed, $skip skipped"
+[ $fail -eq 0 ]
