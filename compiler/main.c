@@ -16,6 +16,7 @@
 #include "compiler/interp.h"
 #include "compiler/npz.h"
 #include "dsl/dsl.h"
+#include "compiler/eval.h"
 
 static const char usage[] =
 	"usage: kvcc <command> [options]\n"
@@ -32,6 +33,11 @@ static const char usage[] =
 	"  compile POLICY.lua -o POLICY.so [--dtype f32|f16|bf16] [--head-dim N] [--group G]\n"
 	"      [--target native|x86-64-v3|x86-64-v4|scalar] [-v]\n"
 	"                                   compile to a shared object for libkvcc\n"
+	"  eval POLICY.lua [POLICY.lua ...] --model M --tokenizer T --data FILE\n"
+	"      [--ratios 0,0.25,0.5,0.75] [--param [policy.]NAME=VALUE]... [--stories a:b]\n"
+	"      [--chunk-chars K] [--from TEXT] [--csv OUT] [--plot OUT.png] [--threads N]\n"
+	"                                   NLL versus compression ratio on a model\n"
+	"                                   (prefill-compress-continue; doc/eval.md)\n"
 	"  --help, --version\n"
 	"\n"
 	"CASE.npz holds K, V [L,H,n,d] float32; Q [L,H,G,O,d] (when the policy reads it);\n"
@@ -471,6 +477,8 @@ int main(int argc, char **argv)
 		return cmd_compile(argc - 2, argv + 2);
 	if (!strcmp(cmd, "run"))
 		return cmd_run(argc - 2, argv + 2);
+	if (!strcmp(cmd, "eval"))
+		return kc_eval(argc - 2, argv + 2);
 	die_usage("unknown command '%s'", cmd);
 	return 2;
 }

@@ -181,7 +181,7 @@ static KcRef operand(Parser *P)
 	return r;
 }
 
-/* axis -> group | obs | token | chan | head */
+/* axis -> group | obs | token | chan  (head names an instance index, not an axis) */
 static int axisname(Parser *P)
 {
 	char buf[64];
@@ -191,6 +191,8 @@ static int axisname(Parser *P)
 	int ax = ki_axisbyname(t.s, t.len);
 	if (ax < 0)
 		fail(P, &t, "unknown axis %s", show(&t, buf, sizeof buf));
+	if (ax >= AX_NUM)
+		fail(P, &t, "%s is not a tensor axis", show(&t, buf, sizeof buf));
 	next(P);
 	return ax;
 }
@@ -208,8 +210,6 @@ static uint8_t axeslist(Parser *P)
 	for (;;) {
 		KiTok t = P->tok;
 		int ax = axisname(P);
-		if (ax >= AX_NUM)
-			fail(P, &t, "%s is not a tensor axis", show(&t, buf, sizeof buf));
 		if (m & AXM(ax))
 			fail(P, &t, "duplicate axis %s", show(&t, buf, sizeof buf));
 		m |= AXM(ax);
@@ -251,7 +251,8 @@ static void instruction(Parser *P)
 		nt = name(P, "an input name (K V Q lse pos qpos)");
 		int k = ki_inputbyname(nt.s, nt.len);
 		if (k < 0)
-			fail(P, &nt, "unknown input %s (inputs: K V Q lse pos qpos)", show(&nt, buf, sizeof buf));
+			fail(P, &nt, "unknown input %s (inputs: K V Q lse pos qpos)",
+			     show(&nt, buf, sizeof buf));
 		in.aux = (uint8_t)k;
 		break;
 	}
@@ -287,7 +288,8 @@ static void instruction(Parser *P)
 		for (int k = 0; k < n; k++) {
 			if (k > 0) {
 				if (P->tok.t != KT_COMMA && !isoperand(P))
-					fail(P, &P->tok, "%s takes %d operands, found %d", ki_opname(op), n, k);
+					fail(P, &P->tok, "%s takes %d operands, found %d", ki_opname(op),
+					     n, k);
 				expect(P, KT_COMMA, "','");
 			}
 			if (k == 0 && (P->tok.t == KT_LBRACK || P->tok.t == KT_NL || P->tok.t == KT_EOF))
@@ -569,6 +571,12 @@ static void policy(Parser *P)
 	}
 }
 
+/*
+** Parse the text form in text[0 .. len) (text[len] must be 0). Returns a
+** new KiFn (free it with ki_free), or NULL with one error line in e,
+** "file:line:col: error: msg" at the offending token. The result is not
+** verified: run ki_verify before relying on it.
+*/
 KiFn *ki_parsen(const char *text, size_t len, const char *file, KcErr *e)
 {
 	Parser *P = calloc(1, sizeof *P);

@@ -34,7 +34,8 @@ int kp_build(const KiFn *f, KpPlan *p, KcErr *e)
 	p->f = f;
 	p->cls = calloc((size_t)f->nins + 1, 1);
 	p->soft = calloc((size_t)f->nins + 1, sizeof(int));
-	if (!p->cls || !p->soft) {
+	p->oneed = calloc((size_t)f->nins + 1, 1);
+	if (!p->cls || !p->soft || !p->oneed) {
 		kc_error(e, f->src, 0, 0, "plan: out of memory");
 		goto fail;
 	}
@@ -57,12 +58,10 @@ int kp_build(const KiFn *f, KpPlan *p, KcErr *e)
 			p->uses_V |= in->aux == IN_V;
 			break;
 		case KO_state:
-			kc_error(e, f->src, in->line, in->col,
-			         "x86 backend: per-token state (decode policies) is not supported yet");
-			goto fail;
+			p->uses_state = 1;
+			break;
 		case KO_attn:
-			kc_error(e, f->src, in->line, in->col,
-			         "x86 backend: decode attention (x.attn) is not supported yet");
+			kc_error(e, f->src, in->line, in->col, "x.attn reaches the score (only the observe hook may read it)");
 			goto fail;
 		case KO_hmean:
 			p->uses_hmean = 1;
@@ -140,6 +139,64 @@ int kp_build(const KiFn *f, KpPlan *p, KcErr *e)
 					goto fail;
 				}
 			}
+	/* the fused attn_score pattern */
+	if (p->has_attn) {
+		int ok = 1, cur = -1;
+		p->fdot = p->fsoft = -1;
+		for (int i = 0; i < f->nins && ok; i++) {
+			const KiIns *in = &f->ins[i];
+			switch (p->cls[i]) {
+			case KP_DOT:
+				ok = p->fdot < 0;
+				p->fdot = cur = i;
+				break;
+			case KP_ATTN:
+				if (in->op == KO_softmax || in->op == KO_softmaxnc) {
+					ok = p->fsoft < 0 && cur >= 0 && in->arg[0] == KC_REF(RK_INS, cur);
+					p->fsoft = cur = i;
+					p->fcausal = in->op == KO_softmax;
+				} else if (in->op == KO_mul && p->fsoft < 0 && p->nmul < 4) {
+					KcRef x = in->arg[0], k = in->arg[1];
+					if (k == KC_REF(RK_INS, cur))
+						x = in->arg[1], k = in->arg[0];
+					ok = x == KC_REF(RK_INS, cur) && ki_refaxes(f, k) == 0 && clsof(p, k) != KP_DOT &&
+					     clsof(p, k) != KP_ATTN;
+					p->mul[p->nmul++] = k;
+					cur = i;
+				} else
+					ok = 0;
+				break;
+			case KP_RED:
+				ok = p->fsoft >= 0 && in->arg[0] == KC_REF(RK_INS, p->fsoft);
+				break;
+			}
+		}
+		p->fast = ok && p->fdot >= 0 && p->fsoft >= 0;
+		if (p->fast && p->nmul == 1 && KC_RKIND(p->mul[0]) == RK_INS) {
+			const KiIns *k = &f->ins[KC_RIDX(p->mul[0])];
+			p->fscale = k->op == KO_info && k->aux == INF_scale;
+		}
+	}
+	/* observe hook: everything is materialized per (layer, head) instance, obs-free */
+	for (int s = 0; s < f->nst; s++)
+		if (f->st[s].update) {
+			mark(f, f->st[s].update, p->oneed);
+			p->has_observe = 1;
+		}
+	for (int i = 0; i < f->nins; i++)
+		if (p->oneed[i]) {
+			const KiIns *in = &f->ins[i];
+			if (HAS(in->axes, AX_obs) || (in->op == KO_input && (in->aux == IN_lse || in->aux == IN_qpos))) {
+				kc_error(e, f->src, in->line, in->col,
+				         "decode_attn: the observe hook cannot read observation queries (x.Q, x.lse, x.qpos)");
+				goto fail;
+			}
+			if (in->op == KO_hmean) {
+				kc_error(e, f->src, in->line, in->col,
+				         "decode_attn: a mean over heads in the observe hook is not supported yet");
+				goto fail;
+			}
+		}
 	return 0;
 fail:
 	kp_free(p);
@@ -150,6 +207,7 @@ void kp_free(KpPlan *p)
 {
 	free(p->cls);
 	free(p->soft);
+	free(p->oneed);
 	memset(p, 0, sizeof *p);
 }
 
@@ -161,16 +219,29 @@ void kp_print(const KpPlan *p, FILE *out)
 	if (p->has_attn)
 		fprintf(out, "  attn_stats  %d pass(es)%s\n", p->nsoft, p->uses_lse ? " (lse given for some)" : "");
 	if (p->has_attn)
-		fprintf(out, "  attn_score  %d accumulator(s) over obs\n", p->nred);
+		fprintf(out, "  attn_score  %d accumulator(s) over obs%s\n", p->nred,
+		        p->fast ? p->fscale ? ", fused (generated Q·K tile + softmax epilogue; one pass when lse is given)"
+		                            : ", fused (generated Q·K tile + softmax epilogue)"
+		                : ", generic epilogue");
 	fprintf(out, "  token_map   %s\n", p->two_phase ? "two phases (token reduction)" : "one phase");
 	if (p->uses_hmean)
 		fprintf(out, "  head_mean   barrier across the heads of a layer\n");
 	fprintf(out, "  select      top-k (radix select), scope %s\n", ki_scopename(f->sel.scope));
-	fprintf(out, "  compact     stable in-place gather\n");
+	fprintf(out, "  compact     stable in-place gather%s\n", f->nst ? " (K, V, pos, state)" : "");
+	if (p->has_observe)
+		fprintf(out, "  decode_attn split-KV online softmax; observe hook updates %d state(s)\n", f->nst);
+	else
+		fprintf(out, "  decode_attn split-KV online softmax\n");
 	for (int i = 0; i < f->nins; i++)
 		if (p->cls[i]) {
 			char ax[64];
 			ki_axesstr(f->ins[i].axes, ax, sizeof ax);
 			fprintf(out, "    %%%d %-8s %-12s %s\n", i, ki_opname(f->ins[i].op), ax, nm[p->cls[i]]);
+		}
+	for (int i = 0; i < f->nins; i++)
+		if (p->oneed[i]) {
+			char ax[64];
+			ki_axesstr(f->ins[i].axes, ax, sizeof ax);
+			fprintf(out, "    %%%d %-8s %-12s observe\n", i, ki_opname(f->ins[i].op), ax);
 		}
 }

@@ -34,6 +34,17 @@ typedef struct KpPlan {
 	int has_attn;          /* needs Q */
 	int uses_lse, uses_qpos, uses_hmean, uses_V;
 	int two_phase;         /* token_map has a token reduction feeding per-token values */
+	int uses_state;        /* the score reads per-token state */
+	/* decode_attn observe hook: instructions the state updates need (token_map
+	** over [group, token, chan] with x.attn = this step's probabilities) */
+	uint8_t *oneed;        /* [nins] */
+	int has_observe;
+	/* the fused attn_score (generated qkt + sstat/sacc epilogue): the attn chain is
+	** dot(Q, K) → mul by scalars → softmax over token → sum/mean over obs */
+	int fast, fdot, fsoft, fcausal;
+	int fscale;            /* the only multiplier is x.scale: a given lse replaces attn_stats */
+	int nmul;
+	KcRef mul[4];          /* the scalar multipliers */
 } KpPlan;
 
 /* Build the plan; -1 with a positioned error when the policy cannot be mapped. */

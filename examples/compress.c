@@ -70,7 +70,7 @@ int main(int argc, char **argv)
 	int w = kvcc_param_index(pol, "window");
 	if (w >= 0)
 		params[w] = WINDOW;
-	kvcc_cache cache = { K, V, pos, len };
+	kvcc_cache cache = { K, V, pos, len, NULL };
 	kvcc_obs obs = { WINDOW, Q, NULL, NULL };
 	kvcc_args args = { .ratio = 0.5, .budget = -1, .params = params };
 	CHECK(kvcc_compress(plan, &cache, &obs, &args));

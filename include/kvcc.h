@@ -37,7 +37,7 @@ enum { KVCC_TARGET_NATIVE = 0, KVCC_TARGET_V3 = 1, KVCC_TARGET_V4 = 2, KVCC_TARG
 /* A policy.so exports one symbol, KVCC_DESC_SYMBOL, pointing at this descriptor. */
 #define KVCC_DESC_SYMBOL "kvcc_artifact"
 #define KVCC_MAGIC 0x4B5643435F415254ull   /* "KVCC_ART" */
-#define KVCC_ABI 1
+#define KVCC_ABI 3
 
 typedef struct kvcc_artifact {
 	uint64_t magic;            /* KVCC_MAGIC */
@@ -57,6 +57,20 @@ typedef struct kvcc_artifact {
 	/* CPU entry points (C ABI; see runtime/rt.h) */
 	void (*qk)(const void *K, int64_t ldk, int64_t nt, const float *Q, int64_t nq, float *S);
 	void (*cvt)(const void *src, float *dst, int64_t n);
+	/* one split-KV chunk of decode attention for the G query heads of a KV head:
+	** q [G][d] f32 pre-scaled; S[g*lds + j] logits (padded to 16 with -inf);
+	** st = m[G], l[G], acc[G][d] updated online (caller initializes) */
+	void (*decode)(const void *K, const void *V, int64_t ldk, int64_t nt, const float *q, float *S,
+	               int64_t lds, float *st);
+	/* S[i] = exp(S[i] - m) * il for i < n */
+	void (*probs)(float *S, int64_t n, float m, float il);
+	/* attn_score, 64-token tiles: S[q*64 + j] = Q[q]·K[j] (j >= nt: 0) through a packed,
+	** transposed f32 copy Kp[d][64] of the tile */
+	void (*qkt)(const void *K, int64_t ldk, int64_t nt, const float *Q, int64_t nq, float *S, float *Kp);
+	/* online max m[q] and sum l[q] of exp(a*S[q][j]) over j < vj[q] */
+	void (*sstat)(const float *S, int64_t nq, const int32_t *vj, float a, float *m, float *l);
+	/* acc[j] += sum_q exp(a*S[q][j] - mp[q]) over j < vj[q] (64 columns) */
+	void (*sacc)(const float *S, int64_t nq, const int32_t *vj, float a, const float *mp, float *acc);
 } kvcc_artifact;
 
 /* --- compiling and loading ------------------------------------------------------------ */
@@ -74,7 +88,9 @@ KVCC_API const char *kvcc_version(void);
 
 /* Load policy.so (validated: magic, ABI, version, cache key, host CPU features). */
 KVCC_API int kvcc_open(const char *path, kvcc_policy **out);
-/* Compile a policy.lua (or .kir) in process for `spec`. */
+/* Compile a policy.lua (or .kir) in process for `spec`. Both compile functions go through the
+** compile cache $KVCC_CACHE_DIR (default ~/.cache/kvcc; "off" disables it): a hit loads in well
+** under a millisecond; a missing, truncated, corrupted or mismatched artifact is rebuilt. */
 KVCC_API int kvcc_compile_file(const char *path, const kvcc_spec *spec, kvcc_policy **out);
 /* Compile to a shared object (what `kvcc compile` does). */
 KVCC_API int kvcc_compile_so(const char *path, const kvcc_spec *spec, const char *out_so, int verbose);
@@ -86,6 +102,13 @@ KVCC_API int kvcc_param_count(const kvcc_policy *p);
 /* Index of a param by name, or a negative code. */
 KVCC_API int kvcc_param_index(const kvcc_policy *p, const char *name);
 KVCC_API int kvcc_param_info(const kvcc_policy *p, int i, const char **name, double *def);
+/* Per-token policy state lives beside the cache: [nstate][layers][kv_heads][capacity] floats,
+** caller-allocated (kvcc_state_count gives nstate); compaction moves it with K/V/pos. */
+KVCC_API int kvcc_state_count(const kvcc_policy *p);
+/* Name and init value of state i. */
+KVCC_API int kvcc_state_info(const kvcc_policy *p, int i, const char **name, double *init);
+/* when: 0 = prefill, 1 = decode; *every = compress every N decode steps (decode only) */
+KVCC_API int kvcc_policy_when(const kvcc_policy *p, int *every);
 
 /* --- KV layout ------------------------------------------------------------------------- */
 /* A contiguous cache: element (l, h, t, c) of K is at
@@ -100,11 +123,17 @@ typedef struct kvcc_cache {
 	void *K, *V;               /* storage dtype, laid out per kvcc_layout */
 	int32_t *pos;              /* [layers][kv_heads][capacity] absolute positions, or NULL */
 	int32_t *len;              /* [layers][kv_heads], updated by compression */
+	float *state;              /* per-token policy state [nstate][layers][kv_heads][capacity]
+	                              (kvcc_state_count), or NULL when the policy has none */
 } kvcc_cache;
 
 /* Observation queries: Q [layers][kv_heads][group][nobs][head_dim] in the storage dtype,
 ** contiguous; optional lse [layers][kv_heads][group][nobs]; optional qpos [nobs]
-** (default: len-nobs .. len-1 per head). */
+** (default: len-nobs .. len-1 per head).
+** lse, when given, must be each query's attention log-sum-exp over the tokens it sees
+** (q·k·x.scale, causal: pos <= qpos), as a flash-attention prefill returns it: policies
+** whose softmax is that attention's (x.Q:dot(x.K)·x.scale) then skip attn_stats and read
+** K once; policies that read x.lse get it as their input. */
 typedef struct kvcc_obs {
 	int nobs;
 	const void *Q;
@@ -127,8 +156,29 @@ typedef struct kvcc_plan kvcc_plan;
 KVCC_API int kvcc_plan_create(kvcc_policy *p, const kvcc_layout *lay, int max_obs, int threads,
                               kvcc_plan **out);
 KVCC_API void kvcc_plan_destroy(kvcc_plan *pl);
-/* Score, select, compact in place (K, V, pos, len). */
+/* Score, select, compact in place (K, V, pos, len, state). */
 KVCC_API int kvcc_compress(kvcc_plan *pl, kvcc_cache *cache, const kvcc_obs *obs, const kvcc_args *args);
+
+/* Wall times (ms) of the plan's last kvcc_compress: [0] score (attn_stats, attn_score,
+** token_map), [1] select, [2] compact, [3] total. */
+KVCC_API int kvcc_plan_timings(const kvcc_plan *pl, double ms[4]);
+
+/* --- decode ------------------------------------------------------------------------------ */
+/* Append one token to every KV head of `layer`: k, v [kv_heads][head_dim] (storage dtype),
+** position pos; sets the new token's state to the policy's init values; len grows by 1
+** (KVCC_EINVAL when a head is at capacity). */
+KVCC_API int kvcc_append(kvcc_plan *pl, kvcc_cache *cache, int layer, const void *k, const void *v, int32_t pos);
+/* One decode step of one layer: query heads h*G..h*G+G-1 (q: [kv_heads][group][head_dim] f32,
+** post-RoPE) attend over every token (l, h) holds (append first); out: [kv_heads][group][head_dim]
+** f32. Runs the policy's observe hook (updates state) when it has one. Split-KV on the pool.
+** q is rounded to the storage dtype first (the reference semantics, compiler/interp.h).
+** A plan runs one call at a time (its workspaces are shared). */
+KVCC_API int kvcc_decode_layer(kvcc_plan *pl, kvcc_cache *cache, int layer, const float *q, float *out);
+/* Runtime params of the observe hook (decode; default: the policy's defaults); copied. */
+KVCC_API int kvcc_plan_set_params(kvcc_plan *pl, const double *params);
+/* x.step: the next kvcc_decode_layer of every layer sees `step` (each call of a layer
+** counts one step; plans start at 0). */
+KVCC_API int kvcc_plan_set_step(kvcc_plan *pl, int step);
 
 #ifdef __cplusplus
 }

@@ -16,14 +16,19 @@
 #include <dlfcn.h>
 #include <unistd.h>
 #include <pthread.h>
+#include <time.h>
 #include "kvcc.h"
 #include "compiler/ir.h"
 #include "compiler/interp.h"
 #include "compiler/plan.h"
 #include "codegen/x86/x86.h"
 #include "dsl/dsl.h"
+#include "runtime/pool.h"
+#include "runtime/cache.h"
 
 #define TILE 64
+#define DTILE 16     /* decode token tile of the generated kernel (x86.c DT) */
+#define ATILE 64     /* attn_score token tile of the generated qkt/sstat/sacc (x86.c AT) */
 
 static _Thread_local char lasterr[600];
 
@@ -65,14 +70,14 @@ static int validate(const kvcc_artifact *a, const char *path)
 	if (a->abi != KVCC_ABI || a->size != sizeof(kvcc_artifact))
 		return seterr(KVCC_EARTIFACT, "%s: artifact ABI %u (size %u), this libkvcc has ABI %d", path, a->abi,
 		              a->size, KVCC_ABI);
-	if (!a->version || !a->kir || !a->name || !a->features || !a->qk || !a->cvt)
+	if (!a->version || !a->kir || !a->name || !a->features || !a->qk || !a->cvt || !a->decode || !a->probs || !a->qkt || !a->sstat || !a->sacc)
 		return seterr(KVCC_EARTIFACT, "%s: corrupted artifact descriptor", path);
 	if (strcmp(a->version, KVCC_VERSION) != 0)
 		return seterr(KVCC_EARTIFACT, "%s: compiled by kvcc %s, this is %s", path, a->version, KVCC_VERSION);
 	if (ki_fnv(a->kir, strlen(a->kir), 0xcbf29ce484222325ull) != a->kir_hash)
 		return seterr(KVCC_EARTIFACT, "%s: corrupted artifact (KIR hash mismatch)", path);
 	if (kx_key(a->kir, a->version, a->features, a->dtype, a->head_dim, a->group, a->target, a->vec_width) != a->key)
-		return seterr(KVCC_EARTIFACT, "%s: corrupted artifact (cache key mismatch)", path);
+		return seterr(KVCC_EARTIFACT, "%s: compiled by another kvcc build, or corrupted (cache key mismatch)", path);
 	char *host = kx_hostfeatures();
 	if (!host)
 		return seterr(KVCC_ENOMEM, "out of memory");
@@ -149,42 +154,126 @@ static KiFn *loadpolicy(const char *path, KcErr *e)
 	return f;
 }
 
-KVCC_API int kvcc_compile_so(const char *path, const kvcc_spec *spec, const char *out_so, int verbose)
+/* Load + passes + plan check (positioned errors); NULL with the error set. */
+static KiFn *loadchecked(const char *path, int verbose)
 {
 	KcErr e = { 0 };
 	KiFn *f = loadpolicy(path, &e);
-	if (!f)
-		return seterr(KVCC_ECOMPILE, "%s", e.msg);
+	if (!f) {
+		seterr(KVCC_ECOMPILE, "%s", e.msg);
+		return NULL;
+	}
 	KpPlan pl;
 	if (kp_build(f, &pl, &e) != 0) {
 		ki_free(f);
-		return seterr(KVCC_ECOMPILE, "%s", e.msg);
+		seterr(KVCC_ECOMPILE, "%s", e.msg);
+		return NULL;
 	}
 	if (verbose)
 		kp_print(&pl, stderr);
 	kp_free(&pl);
-	double ms = 0;
-	int rc = kx_compile(f, spec, out_so, verbose, &ms, &e);
+	return f;
+}
+
+static int copyfile(const char *from, const char *to)
+{
+	char tmp[1200];
+	snprintf(tmp, sizeof tmp, "%s.tmp.%ld", to, (long)getpid());
+	FILE *in = fopen(from, "rb"), *out = in ? fopen(tmp, "wb") : NULL;
+	int ok = in && out;
+	char buf[1 << 16];
+	size_t k;
+	while (ok && (k = fread(buf, 1, sizeof buf, in)) > 0)
+		ok = fwrite(buf, 1, k, out) == k;
+	ok = ok && !ferror(in);
+	if (in)
+		fclose(in);
+	if (out && fclose(out) != 0)
+		ok = 0;
+	if (ok && rename(tmp, to) != 0)
+		ok = 0;
+	if (!ok)
+		unlink(tmp);
+	return ok ? 0 : -1;
+}
+
+KVCC_API int kvcc_compile_so(const char *path, const kvcc_spec *spec, const char *out_so, int verbose)
+{
+	if (!path || !spec || !out_so)
+		return seterr(KVCC_EINVAL, "null argument");
+	KiFn *f = loadchecked(path, verbose);
+	if (!f)
+		return KVCC_ECOMPILE;
+	KcErr e = { 0 };
+	char cpath[1400];
+	int c = kr_cache_get(f, spec, verbose, cpath, sizeof cpath, &e), rc = 0;
+	if (c < 0)
+		rc = seterr(KVCC_ECOMPILE, "%s", e.msg);
+	else if (c == 0) {
+		kvcc_policy *chk = NULL;
+		if (kvcc_open(cpath, &chk) != 0) {      /* checked but refused (cannot happen): rebuild once */
+			unlink(cpath);
+			c = kr_cache_get(f, spec, verbose, cpath, sizeof cpath, &e);
+		}
+		kvcc_close(chk);
+		if (c < 0)
+			rc = seterr(KVCC_ECOMPILE, "%s", e.msg);
+		else if (c == 0 && copyfile(cpath, out_so) != 0)
+			rc = seterr(KVCC_EIO, "cannot write %s", out_so);
+		else if (c > 0 && kx_compile(f, spec, out_so, verbose, NULL, &e) != 0)
+			rc = seterr(KVCC_ECOMPILE, "%s", e.msg);
+	} else {
+		double ms = 0;
+		if (kx_compile(f, spec, out_so, verbose, &ms, &e) != 0)
+			rc = seterr(KVCC_ECOMPILE, "%s", e.msg);
+		else if (verbose)
+			fprintf(stderr, "kvcc: compiled in %.1f ms\n", ms);
+	}
 	ki_free(f);
-	if (rc != 0)
-		return seterr(KVCC_ECOMPILE, "%s", e.msg);
-	if (verbose)
-		fprintf(stderr, "kvcc: compiled in %.1f ms\n", ms);
-	return 0;
+	return rc;
 }
 
 KVCC_API int kvcc_compile_file(const char *path, const kvcc_spec *spec, kvcc_policy **out)
 {
+	if (!out)
+		return seterr(KVCC_EINVAL, "null argument");
 	*out = NULL;
-	char tmp[] = "/tmp/kvcc-jit-XXXXXX.so";
-	int fd = mkstemps(tmp, 3);
-	if (fd < 0)
-		return seterr(KVCC_EIO, "cannot create a temporary file");
-	close(fd);
-	int rc = kvcc_compile_so(path, spec, tmp, 0);
-	if (rc == 0)
-		rc = kvcc_open(tmp, out);
-	unlink(tmp);
+	if (!path || !spec)
+		return seterr(KVCC_EINVAL, "null argument");
+	KiFn *f = loadchecked(path, 0);
+	if (!f)
+		return KVCC_ECOMPILE;
+	KcErr e = { 0 };
+	char cpath[1400];
+	int rc = KVCC_ECOMPILE;
+	for (int attempt = 0; attempt < 2; attempt++) {
+		int c = kr_cache_get(f, spec, 0, cpath, sizeof cpath, &e);
+		if (c < 0) {
+			rc = seterr(KVCC_ECOMPILE, "%s", e.msg);
+			break;
+		}
+		if (c == 0) {
+			if ((rc = kvcc_open(cpath, out)) == 0)
+				break;
+			unlink(cpath);           /* checked but refused (cannot happen): rebuild once */
+			continue;
+		}
+		char tmp[] = "/tmp/kvcc-jit-XXXXXX.so";
+		int fd = mkstemps(tmp, 3);
+		if (fd < 0) {
+			rc = seterr(KVCC_EIO, "cannot create a temporary file");
+			break;
+		}
+		close(fd);
+		double ms;
+		if (kx_compile(f, spec, tmp, 0, &ms, &e) != 0)
+			rc = seterr(KVCC_ECOMPILE, "%s", e.msg);
+		else
+			rc = kvcc_open(tmp, out);
+		unlink(tmp);
+		break;
+	}
+	ki_free(f);
 	return rc;
 }
 
@@ -208,6 +297,36 @@ KVCC_API int kvcc_param_index(const kvcc_policy *p, const char *name)
 	return i >= 0 ? i : seterr(KVCC_EINVAL, "policy %s has no param '%s'", p->a->name, name);
 }
 
+KVCC_API int kvcc_state_count(const kvcc_policy *p) { return p ? p->f->nst : seterr(KVCC_EINVAL, "null policy"); }
+
+KVCC_API int kvcc_state_info(const kvcc_policy *p, int i, const char **name, double *init)
+{
+	if (!p || i < 0 || i >= p->f->nst)
+		return seterr(KVCC_EINVAL, "state index %d out of range", i);
+	if (name)
+		*name = p->f->st[i].name;
+	if (init)
+		*init = p->f->st[i].init;
+	return 0;
+}
+
+KVCC_API int kvcc_policy_when(const kvcc_policy *p, int *every)
+{
+	if (!p)
+		return seterr(KVCC_EINVAL, "null policy");
+	const KiFn *f = p->f;
+	int ev = 1;
+	if (f->when.kind == WH_decode) {
+		KcRef r = f->when.every;
+		ev = KC_RKIND(r) == RK_CON ? (int)f->con[KC_RIDX(r)] : KC_RKIND(r) == RK_PAR ? (int)f->par[KC_RIDX(r)].def : 1;
+		if (ev < 1)
+			ev = 1;
+	}
+	if (every)
+		*every = f->when.kind == WH_decode ? ev : 0;
+	return f->when.kind == WH_decode ? 1 : 0;
+}
+
 KVCC_API int kvcc_param_info(const kvcc_policy *p, int i, const char **name, double *def)
 {
 	if (!p || i < 0 || i >= p->f->npar)
@@ -226,7 +345,106 @@ struct kvcc_plan {
 	kvcc_layout lay;
 	int max_obs, threads;
 	size_t esz;
+	KrPool pool;
+	int pool_ok;
+	double *par;             /* [npar] params of the observe hook */
+	int *step;               /* [layers] x.step of the next decode of each layer */
+	/* decode workspaces (sized here; the run path allocates nothing) */
+	int64_t lds;             /* logits row stride: capacity rounded up to DTILE, + DTILE */
+	int maxch;               /* split-KV chunks per head */
+	float *S;                /* [kv_heads][G][lds] logits, then probabilities */
+	float *qs;               /* [kv_heads][G][d] rounded, scaled queries */
+	float *cst;              /* [kv_heads][maxch][G*(2+d)] chunk states (m, l, acc) */
+	float **oval;            /* [kv_heads][nins] observe values */
+	double ms[4];            /* last compress: score, select, compact, total */
+	/* attn_score workspaces, one per pool thread, for up to ws_go = G * nobs query rows */
+	int ws_go;
+	float **ws;
+	uint64_t *selkeys;       /* select: candidate keys of one scope group */
+	char *keep;              /* [layers][kv_heads][capacity] */
+	/* compress values: without a head_mean barrier every instance is scored by one thread
+	** in one go, so its token_map / attn_score values live in that thread's arena (sized
+	** for capacity tokens and arena_obs queries) and only the score is kept per instance */
+	uint8_t *mat;            /* [nins] materialized instructions */
+	int arena_obs;
+	float **arena;           /* [threads] */
+	float ***tvals;          /* [threads][nins] value pointers into the arena */
+	float *scorebuf;         /* [layers][kv_heads][capacity] */
+	float **score;           /* [layers*kv_heads] */
+	double *cpar;            /* [npar] compress params */
 };
+
+static size_t inscount(const KiFn *f, int i, const int size[AX_NUM])
+{
+	size_t n = 1;
+	for (int ax = 0; ax < AX_NUM; ax++)
+		if (f->ins[i].axes & AXM(ax))
+			n *= (size_t)size[ax];
+	return n;
+}
+
+static int ensure_arena(kvcc_plan *pl, int O)
+{
+	const KiFn *f = pl->p->f;
+	const KpPlan *kp = &pl->p->plan;
+	if (kp->uses_hmean || O <= pl->arena_obs)
+		return 0;
+	int size[AX_NUM] = { pl->p->a->group, O, pl->lay.capacity, pl->lay.head_dim };
+	size_t total = 0;
+	for (int i = 0; i < f->nins; i++)
+		if (pl->mat[i] || kp->cls[i] == KP_RED)
+			total += (inscount(f, i, size) + 16) / 16 * 16;
+	for (int t = 0; t < pl->threads; t++) {
+		free(pl->arena[t]);
+		if (!(pl->arena[t] = aligned_alloc(64, (total + 16) * sizeof(float)))) {
+			pl->arena_obs = -1;
+			return -1;
+		}
+		size_t off = 0;
+		for (int i = 0; i < f->nins; i++) {
+			pl->tvals[t][i] = NULL;
+			if (pl->mat[i] || kp->cls[i] == KP_RED) {
+				pl->tvals[t][i] = pl->arena[t] + off;
+				off += (inscount(f, i, size) + 16) / 16 * 16;
+			}
+		}
+	}
+	pl->arena_obs = O;
+	return 0;
+}
+
+static size_t wsfloats(int go, int d) { return (size_t)go * ATILE + (size_t)d * ATILE + 4 * (size_t)go + ATILE + (size_t)go * d + 64; }
+
+/* (Re)size the attn_score workspaces for go query rows; at plan time when max_obs is known. */
+static int ensure_ws(kvcc_plan *pl, int go)
+{
+	if (go <= pl->ws_go)
+		return 0;
+	for (int t = 0; t < pl->threads; t++) {
+		free(pl->ws[t]);
+		if (!(pl->ws[t] = aligned_alloc(64, (wsfloats(go, pl->lay.head_dim) * sizeof(float) + 63) / 64 * 64))) {
+			pl->ws_go = 0;
+			return -1;
+		}
+	}
+	pl->ws_go = go;
+	return 0;
+}
+
+static double now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+KVCC_API int kvcc_plan_timings(const kvcc_plan *pl, double ms[4])
+{
+	if (!pl || !ms)
+		return seterr(KVCC_EINVAL, "null argument");
+	memcpy(ms, pl->ms, sizeof pl->ms);
+	return 0;
+}
 
 KVCC_API int kvcc_plan_create(kvcc_policy *p, const kvcc_layout *lay, int max_obs, int threads, kvcc_plan **out)
 {
@@ -256,12 +474,117 @@ KVCC_API int kvcc_plan_create(kvcc_policy *p, const kvcc_layout *lay, int max_ob
 	pl->threads = threads ? threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
 	if (pl->threads < 1)
 		pl->threads = 1;
+	if (pl->threads > 256)
+		pl->threads = 256;
 	pl->esz = lay->dtype == KVCC_F32 ? 4 : 2;
+	const KiFn *f = p->f;
+	int H = lay->kv_heads, G = a->group;
+	size_t dd = (size_t)lay->head_dim;
+	pl->lds = ((int64_t)lay->capacity + DTILE - 1) / DTILE * DTILE + DTILE;
+	pl->maxch = (2 * pl->threads + H - 1) / H + 1;
+	pl->par = malloc(((size_t)f->npar + 1) * sizeof *pl->par);
+	pl->step = calloc((size_t)lay->layers, sizeof *pl->step);
+	pl->S = malloc((size_t)H * G * pl->lds * sizeof(float));
+	pl->qs = malloc((size_t)H * G * dd * sizeof(float));
+	pl->cst = malloc((size_t)H * pl->maxch * G * (2 + dd) * sizeof(float));
+	pl->oval = calloc((size_t)H * (f->nins + 1), sizeof *pl->oval);
+	pl->ws = calloc((size_t)pl->threads, sizeof *pl->ws);
+	size_t ninst = (size_t)lay->layers * H, sg = f->sel.scope == SC_head ? 1 : f->sel.scope == SC_layer ? (size_t)H : ninst;
+	pl->selkeys = malloc((sg * lay->capacity + 1) * sizeof(uint64_t));
+	pl->keep = malloc(ninst * lay->capacity + 1);
+	pl->mat = calloc((size_t)f->nins + 1, 1);
+	pl->arena = calloc((size_t)pl->threads, sizeof *pl->arena);
+	pl->tvals = calloc((size_t)pl->threads, sizeof *pl->tvals);
+	pl->scorebuf = malloc((ninst * lay->capacity + 1) * sizeof(float));
+	pl->score = calloc(ninst, sizeof *pl->score);
+	pl->cpar = malloc(((size_t)f->npar + 1) * sizeof *pl->cpar);
+	pl->arena_obs = -1;
+	int bad = !pl->par || !pl->step || !pl->S || !pl->qs || !pl->cst || !pl->oval || !pl->ws || !pl->selkeys ||
+	          !pl->keep || !pl->mat || !pl->arena || !pl->tvals || !pl->scorebuf || !pl->score || !pl->cpar;
+	for (int t = 0; t < pl->threads && !bad; t++)
+		bad = !(pl->tvals[t] = calloc((size_t)f->nins + 1, sizeof(float *)));
+	if (!bad) {
+		/* materialize: needed instructions consumed by token_map/attn (not only by the Q·K tile) */
+		const KpPlan *kp = &p->plan;
+		for (int i = 0; i < f->nins; i++) {
+			int cl = kp->cls[i];
+			if (cl == KP_MAT || cl == KP_ATTN || cl == KP_RED)
+				for (int k = 0; k < ki_nargs(f->ins[i].op); k++)
+					if (KC_RKIND(f->ins[i].arg[k]) == RK_INS && kp->cls[KC_RIDX(f->ins[i].arg[k])] == KP_MAT)
+						pl->mat[KC_RIDX(f->ins[i].arg[k])] = 1;
+		}
+		if (KC_RKIND(f->score) == RK_INS && kp->cls[KC_RIDX(f->score)] == KP_MAT)
+			pl->mat[KC_RIDX(f->score)] = 1;
+		bad = ensure_arena(pl, max_obs) != 0;
+	}
+	if (!bad && p->plan.has_attn && max_obs > 0)
+		bad = ensure_ws(pl, G * max_obs) != 0;
+	for (int i = 0; i < f->npar && !bad; i++)
+		pl->par[i] = f->par[i].def;
+	/* observe values: one buffer per (head, needed instruction), at capacity */
+	int size[AX_NUM] = { G, 1, lay->capacity, (int)dd };
+	for (int h = 0; h < H && !bad; h++)
+		for (int i = 0; i < f->nins && !bad; i++)
+			if (p->plan.oneed[i]) {
+				size_t n = 1;
+				for (int ax = 0; ax < AX_NUM; ax++)
+					if (f->ins[i].axes & AXM(ax))
+						n *= (size_t)size[ax];
+				bad = !(pl->oval[(size_t)h * f->nins + i] = malloc((n + 1) * sizeof(float)));
+			}
+	if (!bad && kr_pool_init(&pl->pool, pl->threads) != 0)
+		bad = 1;
+	else if (!bad)
+		pl->pool_ok = 1;
+	if (bad) {
+		kvcc_plan_destroy(pl);
+		return seterr(KVCC_ENOMEM, "out of memory (plan workspaces)");
+	}
 	*out = pl;
 	return 0;
 }
 
-KVCC_API void kvcc_plan_destroy(kvcc_plan *pl) { free(pl); }
+KVCC_API void kvcc_plan_destroy(kvcc_plan *pl)
+{
+	if (!pl)
+		return;
+	if (pl->pool_ok)
+		kr_pool_free(&pl->pool);
+	if (pl->oval)
+		for (size_t k = 0; k < (size_t)pl->lay.kv_heads * (pl->p->f->nins + 1); k++)
+			free(pl->oval[k]);
+	for (int t = 0; pl->ws && t < pl->threads; t++)
+		free(pl->ws[t]);
+	free(pl->ws);
+	free(pl->selkeys), free(pl->keep);
+	for (int t = 0; t < pl->threads; t++) {
+		if (pl->arena)
+			free(pl->arena[t]);
+		if (pl->tvals)
+			free(pl->tvals[t]);
+	}
+	free(pl->arena), free(pl->tvals), free(pl->mat), free(pl->scorebuf), free(pl->score), free(pl->cpar);
+	free(pl->oval), free(pl->par), free(pl->step), free(pl->S), free(pl->qs), free(pl->cst);
+	free(pl);
+}
+
+KVCC_API int kvcc_plan_set_params(kvcc_plan *pl, const double *params)
+{
+	if (!pl)
+		return seterr(KVCC_EINVAL, "null plan");
+	for (int i = 0; i < pl->p->f->npar; i++)
+		pl->par[i] = params ? params[i] : pl->p->f->par[i].def;
+	return 0;
+}
+
+KVCC_API int kvcc_plan_set_step(kvcc_plan *pl, int step)
+{
+	if (!pl || step < 0)
+		return seterr(KVCC_EINVAL, "null plan or negative step");
+	for (int l = 0; l < pl->lay.layers; l++)
+		pl->step[l] = step;
+	return 0;
+}
 
 /* --- execution ------------------------------------------------------------------------------- */
 
@@ -275,6 +598,7 @@ typedef struct Run {
 	uint8_t *mat;            /* [nins] materialize */
 	float ***val;            /* [ninst][nins] */
 	int ninst, G, O, d;
+	int step;                /* x.step */
 	int lo, hi;              /* instruction range of the current stage */
 	int next, err;           /* work counter, first error */
 	char errmsg[600];
@@ -351,6 +675,8 @@ typedef struct Inst {
 	const char *Kb, *Vb;     /* rows of this instance */
 	int32_t *pos;
 	float *Qf;               /* [G][O][d] f32 */
+	const float *attn;       /* decode: [G][lda] probabilities */
+	int64_t lda;
 } Inst;
 
 static int posof(const Inst *I, int t) { return I->pos ? I->pos[t] : t; }
@@ -429,7 +755,7 @@ static int evalmat(Run *r, Inst *I, float **vals, int i)
 		case INF_head: v = I->h; break;
 		case INF_nlayers: v = lay->layers; break;
 		case INF_nheads: v = lay->kv_heads; break;
-		case INF_step: v = 0; break;
+		case INF_step: v = r->step; break;
 		}
 		out[0] = (float)v;
 		return 0;
@@ -441,6 +767,21 @@ static int evalmat(Run *r, Inst *I, float **vals, int i)
 		return 0;
 	}
 	case KO_hmean:
+		return 0;
+	case KO_state: {
+		const float *s = r->c->state ? r->c->state + (((size_t)in->aux * lay->layers + I->l) * lay->kv_heads + I->h) *
+		                                                  (size_t)lay->capacity
+		                             : NULL;
+		float init = (float)r->f->st[in->aux].init;
+		for (int t = 0; t < n; t++)
+			out[t] = s ? s[t] : init;
+		return 0;
+	}
+	case KO_attn:
+		if (!I->attn)
+			return fail(r, in, "x.attn outside a decode step");
+		for (int g = 0; g < r->G; g++)
+			memcpy(out + (size_t)g * n, I->attn + (size_t)g * I->lda, (size_t)n * sizeof(float));
 		return 0;
 	}
 	switch (ki_rule(in->op)) {
@@ -549,8 +890,104 @@ static int evalmat(Run *r, Inst *I, float **vals, int i)
 	return fail(r, in, "x86 runtime: op %s not handled", ki_opname(in->op));
 }
 
+/* Visible tokens of tile [t0, t0+nt) for every query row (causal: pos <= qpos, with pos
+** non-decreasing so the visible ones are a prefix). */
+static void tilevis(Run *r, const Inst *I, int t0, int nt, int causal, int32_t *vj)
+{
+	int G = r->G, O = r->O;
+	for (int o = 0; o < O; o++) {
+		int v = nt;
+		if (causal) {
+			int qp = qposof(r, I, o);
+			if (posof(I, t0 + nt - 1) > qp) {
+				int lo = 0, hi = nt;          /* first j with pos > qp */
+				while (lo < hi) {
+					int mid = (lo + hi) / 2;
+					if (posof(I, t0 + mid) > qp)
+						hi = mid;
+					else
+						lo = mid + 1;
+				}
+				v = lo;
+			}
+		}
+		for (int g = 0; g < G; g++)
+			vj[g * O + o] = v;
+	}
+}
+
+/* The fused attn_score: dot → mul by scalars → softmax over token → sum/mean over obs, with the
+** generated packed Q·K tile and softmax epilogue; attn_stats is skipped when lse is given and the
+** logits are the attention's (x.scale). 1: the pattern does not apply here (generic path). */
+static int fastattn(Run *r, Inst *I, float **vals, int lo, int hi, int tid)
+{
+	const KpPlan *kp = r->kp;
+	const KiFn *f = r->f;
+	const kvcc_artifact *A = r->pl->p->a;
+	int G = r->G, O = r->O, GO = G * O, n = I->n, d = r->d;
+	if (GO > r->pl->ws_go)
+		return 1;
+	if (kp->fcausal && I->pos)
+		for (int t = 1; t < n; t++)
+			if (I->pos[t] < I->pos[t - 1])
+				return 1;
+	float a = 1;
+	for (int k = 0; k < kp->nmul; k++) {
+		Op o;
+		mkop(r, vals, kp->mul[k], I->size, &o);
+		a *= o.k;
+	}
+	float *w = r->pl->ws[tid];
+	float *S = w, *Kp = S + (size_t)GO * ATILE, *m = Kp + (size_t)d * ATILE, *l = m + GO, *mp = l + GO;
+	float *acc = mp + GO;
+	int32_t *vj = (int32_t *)(acc + ATILE);
+	int64_t ldk = r->pl->lay.stride_token;
+	size_t esz = r->pl->esz;
+	if (kp->fscale && r->obs->lse) {
+		const float *ls = r->obs->lse + ((size_t)I->l * r->pl->lay.kv_heads + I->h) * GO;
+		for (int q = 0; q < GO; q++)
+			mp[q] = ls[q];
+	} else {
+		for (int q = 0; q < GO; q++)
+			m[q] = -INFINITY, l[q] = 0;
+		for (int t0 = 0; t0 < n; t0 += ATILE) {
+			int nt = n - t0 < ATILE ? n - t0 : ATILE;
+			A->qkt(I->Kb + (size_t)t0 * ldk * esz, ldk, nt, I->Qf, GO, S, Kp);
+			tilevis(r, I, t0, nt, kp->fcausal, vj);
+			A->sstat(S, GO, vj, a, m, l);
+		}
+		for (int q = 0; q < GO; q++)
+			mp[q] = l[q] > 0 ? m[q] + logf(l[q]) : INFINITY;
+	}
+	int fr = -1;
+	for (int i = lo; i < hi; i++)
+		if (kp->cls[i] == KP_RED && fr < 0)
+			fr = i;
+	float *out = vals[fr];
+	for (int t0 = 0; t0 < n; t0 += ATILE) {
+		int nt = n - t0 < ATILE ? n - t0 : ATILE;
+		A->qkt(I->Kb + (size_t)t0 * ldk * esz, ldk, nt, I->Qf, GO, S, Kp);
+		tilevis(r, I, t0, nt, kp->fcausal, vj);
+		for (int g = 0; g < G; g++) {
+			memset(acc, 0, ATILE * sizeof(float));
+			A->sacc(S + (size_t)g * O * ATILE, O, vj + g * O, a, mp + g * O, acc);
+			memcpy(out + (size_t)g * n + t0, acc, (size_t)nt * sizeof(float));
+		}
+	}
+	for (int i = lo; i < hi; i++) {
+		if (kp->cls[i] != KP_RED)
+			continue;
+		if (i != fr)
+			memcpy(vals[i], out, (size_t)G * n * sizeof(float));
+		if (f->ins[i].op == KO_mean)
+			for (size_t k = 0; k < (size_t)G * n; k++)
+				vals[i][k] /= (float)O;
+	}
+	return 0;
+}
+
 /* attn_score: compute every KP_RED instruction of the stage for one instance. */
-static int evalattn(Run *r, Inst *I, float **vals, int lo, int hi)
+static int evalattn(Run *r, Inst *I, float **vals, int lo, int hi, int tid)
 {
 	const KiFn *f = r->f;
 	const KpPlan *kp = r->kp;
@@ -562,6 +999,8 @@ static int evalattn(Run *r, Inst *I, float **vals, int lo, int hi)
 		return 0;
 	if (r->O < 1)
 		return fail(r, &f->ins[lo], "the policy reads Q but no observation queries were given");
+	if (kp->fast && fastattn(r, I, vals, lo, hi, tid) == 0)
+		return 0;
 	int last = 0;
 	for (int i = lo; i < hi; i++)
 		if (kp->cls[i] == KP_RED)
@@ -688,16 +1127,20 @@ static void instof(Run *r, int k, Inst *I)
 	I->pos = r->c->pos ? r->c->pos + (size_t)k * lay->capacity : NULL;
 }
 
-static int runinst(Run *r, int k)
+static int runinst(Run *r, int k, int tid)
 {
 	Inst I;
 	instof(r, k, &I);
-	float **vals = r->val[k];
+	int arena = r->val == NULL;
+	float **vals = arena ? r->pl->tvals[tid] : r->val[k];
 	const KiFn *f = r->f;
+	float *qown = NULL;
 	if (r->kp->has_attn && !I.Qf) {
 		size_t nq = (size_t)r->G * r->O * r->d;
-		I.Qf = malloc(nq * sizeof(float) + 1);
-		if (!I.Qf)
+		if (r->G * r->O <= r->pl->ws_go) {     /* the workspace's Q rows */
+			int GO = r->G * r->O;
+			I.Qf = r->pl->ws[tid] + (size_t)GO * ATILE + (size_t)r->d * ATILE + 4 * (size_t)GO + ATILE;
+		} else if (!(I.Qf = qown = malloc(nq * sizeof(float) + 1)))
 			return fail(r, NULL, "out of memory");
 		r->pl->p->a->cvt((const char *)r->obs->Q + (size_t)k * nq * r->pl->esz, I.Qf, (int64_t)nq);
 	}
@@ -723,41 +1166,32 @@ static int runinst(Run *r, int k)
 							rc = fail(r, NULL, "out of memory");
 					}
 				if (rc == 0)
-					rc = evalattn(r, &I, vals, r->lo, r->hi);
+					rc = evalattn(r, &I, vals, r->lo, r->hi, tid);
 			}
 		} else
 			rc = evalmat(r, &I, vals, i);
 	}
-	free(I.Qf);
+	if (arena && rc == 0) {           /* keep the score; the arena is reused by the next instance */
+		float *sb = r->pl->scorebuf + (size_t)k * r->pl->lay.capacity;
+		Op a;
+		mkop(r, vals, f->score, I.size, &a);
+		for (int t = 0; t < I.n; t++)
+			sb[t] = at(&a, 0, 0, t, 0);
+	}
+	free(qown);
 	return rc;
 }
 
-static void *worker(void *arg)
+static void insttask(void *arg, int k, int tid)
 {
 	Run *r = arg;
-	for (;;) {
-		pthread_mutex_lock(&r->mu);
-		int k = r->err ? r->ninst : r->next++;
-		pthread_mutex_unlock(&r->mu);
-		if (k >= r->ninst)
-			break;
-		runinst(r, k);
-	}
-	return NULL;
+	if (!__atomic_load_n(&r->err, __ATOMIC_RELAXED))
+		runinst(r, k, tid);
 }
 
 static int parallel(Run *r)
 {
-	r->next = 0;
-	int nt = r->pl->threads < r->ninst ? r->pl->threads : r->ninst;
-	pthread_t th[256];
-	int started = 0;
-	for (int i = 1; i < nt && i < 256; i++)
-		if (pthread_create(&th[started], NULL, worker, r) == 0)
-			started++;
-	worker(r);
-	for (int i = 0; i < started; i++)
-		pthread_join(th[i], NULL);
+	kr_pool_run(&r->pl->pool, insttask, r, r->ninst);
 	return r->err;
 }
 
@@ -792,6 +1226,41 @@ static double refval(const KiFn *f, const double *par, KcRef r, double def)
 	return def;
 }
 
+/* Sortable 64-bit key of a token candidate (chunk 1): higher = kept first, matching candcmp:
+** protected first, then higher score (NaN lowest, -0 == +0), then lower instance, lower position. */
+static inline uint64_t candkey(float v, int prot, uint32_t idx)
+{
+	uint32_t u;
+	if (isnan(v))
+		u = 0;
+	else {
+		if (v == 0)
+			v = 0;                          /* -0 ranks as +0 */
+		memcpy(&u, &v, 4);
+		u = (u & 0x80000000u) ? ~u : u | 0x80000000u;
+	}
+	return (uint64_t)prot << 63 | (uint64_t)u << 31 | (0x7fffffffu - (idx & 0x7fffffffu));
+}
+
+/* The `want` largest of n distinct keys: radix select, MSB first, 8-bit digits; returns the
+** smallest key kept (everything >= it is kept). */
+static uint64_t radixsel(const uint64_t *key, size_t n, size_t want)
+{
+	uint64_t prefix = 0, mask = 0;
+	for (int shift = 56; shift >= 0; shift -= 8) {
+		size_t hist[256] = { 0 };
+		for (size_t i = 0; i < n; i++)
+			if ((key[i] & mask) == prefix)
+				hist[(key[i] >> shift) & 255]++;
+		int b = 255;
+		for (; b > 0 && hist[b] < want; b--)
+			want -= hist[b];
+		prefix |= (uint64_t)b << shift;
+		mask |= (uint64_t)255 << shift;
+	}
+	return prefix;
+}
+
 static int selectkeep(Run *r, float **score, const kvcc_args *args, char *keep)
 {
 	const KiFn *f = r->f;
@@ -802,6 +1271,33 @@ static int selectkeep(Run *r, float **score, const kvcc_args *args, char *keep)
 	if (S < 0 || Rr < 0 || ch < 1)
 		return seterr(KVCC_EINVAL, "%s:%u:%u: error: select: keep_first, keep_recent must be >= 0 and chunk >= 1",
 		              f->src, f->sel.line, f->sel.col);
+	if (ch == 1) {                      /* radix select over per-token keys (plan-time buffer) */
+		uint64_t *ks = r->pl->selkeys;
+		size_t nc = 0, base = 0;
+		long want = 0;
+		for (int k = 0; k < r->ninst; k++) {
+			int l = k / lay->kv_heads, h = k % lay->kv_heads;
+			long n = r->c->len[k];
+			want += ki_nkeep(f, r->par, l, lay->layers, n, args->ratio, args->budget);
+			for (long t = 0; t < n; t++)
+				ks[nc++] = candkey(score[k][t], t < S || t >= n - Rr, (uint32_t)((size_t)k * cap + t));
+			int lastk = f->sel.scope == SC_head || (f->sel.scope == SC_layer && h == lay->kv_heads - 1) ||
+			            k == r->ninst - 1;
+			if (!lastk)
+				continue;
+			if (want > 0) {
+				uint64_t thr = (size_t)want >= nc ? 0 : radixsel(ks, nc, (size_t)want);
+				size_t c = 0;
+				for (int kk = (int)base; kk <= k; kk++) {
+					long nn = r->c->len[kk];
+					for (long t = 0; t < nn; t++, c++)
+						keep[(size_t)kk * cap + t] = ks[c] >= thr;
+				}
+			}
+			nc = 0, want = 0, base = (size_t)k + 1;
+		}
+		return 0;
+	}
 	Cand *cs = malloc(((size_t)r->ninst * cap + 1) * sizeof *cs);
 	if (!cs)
 		return seterr(KVCC_ENOMEM, "out of memory");
@@ -841,11 +1337,15 @@ static int selectkeep(Run *r, float **score, const kvcc_args *args, char *keep)
 	return 0;
 }
 
-static void compact(Run *r, const char *keep)
+static void compacttask(void *arg, int k, int tid)
 {
+	(void)tid;
+	Run *r = arg;
+	const char *keep = r->pl->keep;
 	const kvcc_layout *lay = &r->pl->lay;
 	size_t row = (size_t)lay->head_dim * r->pl->esz, st = (size_t)lay->stride_token * r->pl->esz;
-	for (int k = 0; k < r->ninst; k++) {
+	int nst = r->c->state ? r->f->nst : 0;
+	{
 		Inst I;
 		instof(r, k, &I);
 		char *Kb = (char *)I.Kb, *Vb = (char *)I.Vb;
@@ -854,16 +1354,22 @@ static void compact(Run *r, const char *keep)
 			if (!keep[(size_t)k * lay->capacity + t])
 				continue;
 			if (m != t) {
-				memmove(Kb + m * st, Kb + t * st, row);
-				memmove(Vb + m * st, Vb + t * st, row);
+				memcpy(Kb + m * st, Kb + t * st, row);
+				memcpy(Vb + m * st, Vb + t * st, row);
 				if (I.pos)
 					I.pos[m] = I.pos[t];
+				for (int s = 0; s < nst; s++) {
+					float *sv = r->c->state + ((size_t)s * r->ninst + k) * lay->capacity;
+					sv[m] = sv[t];
+				}
 			}
 			m++;
 		}
 		r->c->len[k] = m;
 	}
 }
+
+static void compact(Run *r) { kr_pool_run(&r->pl->pool, compacttask, r, r->ninst); }
 
 KVCC_API int kvcc_compress(kvcc_plan *pl, kvcc_cache *c, const kvcc_obs *obs, const kvcc_args *args)
 {
@@ -892,37 +1398,38 @@ KVCC_API int kvcc_compress(kvcc_plan *pl, kvcc_cache *c, const kvcc_obs *obs, co
 			if (c->len[k] != c->len[(k / lay->kv_heads) * lay->kv_heads])
 				return seterr(KVCC_EINVAL, "mean over heads needs equal lengths across the heads of layer %d",
 				              k / lay->kv_heads);
+	if (kp->has_attn && ensure_ws(pl, pl->p->a->group * O) != 0)
+		return seterr(KVCC_ENOMEM, "out of memory (attn_score workspaces)");
+	double t0 = now_ms(), t1 = t0, t2 = t0;
 	Run r = { .pl = pl, .f = f, .kp = kp, .c = c, .obs = obs, .ninst = ninst, .G = pl->p->a->group, .O = O,
 	          .d = lay->head_dim };
+	int maxstep = 0;
+	for (int l = 0; l < lay->layers; l++)
+		maxstep = pl->step[l] > maxstep ? pl->step[l] : maxstep;
+	r.step = maxstep > 0 ? maxstep - 1 : 0;
 	pthread_mutex_init(&r.mu, NULL);
-	double *par = malloc(((size_t)f->npar + 1) * sizeof *par);
-	r.mat = calloc((size_t)f->nins + 1, 1);
-	r.val = calloc((size_t)ninst, sizeof *r.val);
-	char *keep = calloc((size_t)ninst * lay->capacity + 1, 1);
-	float **score = calloc((size_t)ninst, sizeof *score);
+	double *par = pl->cpar;
+	r.mat = pl->mat;
+	int arena = !kp->uses_hmean;      /* plan-time arenas: no allocation on this path */
+	if (arena && ensure_arena(pl, O) != 0)
+		return seterr(KVCC_ENOMEM, "out of memory (value arenas)");
+	r.val = arena ? NULL : calloc((size_t)ninst, sizeof *r.val);
+	char *keep = pl->keep;
+	memset(keep, 0, (size_t)ninst * lay->capacity);
+	float **score = pl->score;
 	int rc = 0;
-	if (!par || !r.mat || !r.val || !keep || !score) {
+	if (!arena && !r.val) {
 		rc = seterr(KVCC_ENOMEM, "out of memory");
 		goto done;
 	}
 	for (int i = 0; i < f->npar; i++)
 		par[i] = args->params ? args->params[i] : f->par[i].def;
 	r.par = par;
-	for (int k = 0; k < ninst; k++)
+	for (int k = 0; !arena && k < ninst; k++)
 		if (!(r.val[k] = calloc((size_t)f->nins + 1, sizeof(float *)))) {
 			rc = seterr(KVCC_ENOMEM, "out of memory");
 			goto done;
 		}
-	/* materialize: needed instructions consumed by token_map/attn (not only by the Q·K tile) */
-	for (int i = 0; i < f->nins; i++) {
-		int cl = kp->cls[i];
-		if (cl == KP_MAT || cl == KP_ATTN || cl == KP_RED)
-			for (int a = 0; a < ki_nargs(f->ins[i].op); a++)
-				if (KC_RKIND(f->ins[i].arg[a]) == RK_INS && kp->cls[KC_RIDX(f->ins[i].arg[a])] == KP_MAT)
-					r.mat[KC_RIDX(f->ins[i].arg[a])] = 1;
-	}
-	if (KC_RKIND(f->score) == RK_INS && kp->cls[KC_RIDX(f->score)] == KP_MAT)
-		r.mat[KC_RIDX(f->score)] = 1;
 	/* stages split at hmean */
 	r.lo = 0;
 	for (int i = 0; i <= f->nins; i++) {
@@ -960,34 +1467,25 @@ KVCC_API int kvcc_compress(kvcc_plan *pl, kvcc_cache *c, const kvcc_obs *obs, co
 		}
 	}
 	for (int k = 0; k < ninst; k++) {
-		if (KC_RKIND(f->score) == RK_INS && f->ins[KC_RIDX(f->score)].axes) {
-			score[k] = r.val[k][KC_RIDX(f->score)];
-		} else {
-			/* a scalar score: broadcast */
-			size_t n = (size_t)c->len[k];
-			score[k] = malloc((n + 1) * sizeof(float));
-			if (!score[k]) {
-				rc = seterr(KVCC_ENOMEM, "out of memory");
-				goto done;
-			}
+		score[k] = pl->scorebuf + (size_t)k * lay->capacity;
+		if (!arena) {
 			Op a;
-			int size[AX_NUM] = { r.G, O, (int)n, r.d };
+			int size[AX_NUM] = { r.G, O, c->len[k], r.d };
 			mkop(&r, r.val[k], f->score, size, &a);
-			for (size_t t = 0; t < n; t++)
-				score[k][t] = a.k;
+			for (int t = 0; t < c->len[k]; t++)
+				score[k][t] = at(&a, 0, 0, t, 0);
 		}
 		if (args->scores)
 			for (int t = 0; t < lay->capacity; t++)
 				args->scores[(size_t)k * lay->capacity + t] = t < c->len[k] ? score[k][t] : NAN;
 	}
+	t1 = now_ms();
 	if ((rc = selectkeep(&r, score, args, keep)) != 0)
 		goto done;
-	compact(&r, keep);
+	t2 = now_ms();
+	compact(&r);
+	pl->ms[0] = t1 - t0, pl->ms[1] = t2 - t1, pl->ms[2] = now_ms() - t2, pl->ms[3] = now_ms() - t0;
 done:
-	if (score)
-		for (int k = 0; k < ninst; k++)
-			if (!(KC_RKIND(f->score) == RK_INS && f->ins[KC_RIDX(f->score)].axes))
-				free(score[k]);
 	if (r.val)
 		for (int k = 0; k < ninst; k++) {
 			if (r.val[k])
@@ -995,7 +1493,181 @@ done:
 					free(r.val[k][i]);
 			free(r.val[k]);
 		}
-	free(r.val), free(r.mat), free(par), free(keep), free(score);
+	free(r.val);
 	pthread_mutex_destroy(&r.mu);
 	return rc;
+}
+
+/* --- decode ------------------------------------------------------------------------------------ */
+
+KVCC_API int kvcc_append(kvcc_plan *pl, kvcc_cache *c, int layer, const void *k, const void *v, int32_t pos)
+{
+	if (!pl || !c || !c->K || !c->V || !c->len || !k || !v)
+		return seterr(KVCC_EINVAL, "null argument (plan, cache, K, V, len, k, v)");
+	const kvcc_layout *lay = &pl->lay;
+	if (layer < 0 || layer >= lay->layers)
+		return seterr(KVCC_EINVAL, "layer %d outside 0..%d", layer, lay->layers - 1);
+	int H = lay->kv_heads, cap = lay->capacity;
+	const KiFn *f = pl->p->f;
+	for (int h = 0; h < H; h++) {
+		int n = c->len[layer * H + h];
+		if (n < 0 || n >= cap)
+			return seterr(KVCC_EINVAL, "append: (layer %d, head %d) holds %d tokens, capacity %d", layer, h, n, cap);
+	}
+	size_t row = (size_t)lay->head_dim * pl->esz;
+	for (int h = 0; h < H; h++) {
+		int k0 = layer * H + h, n = c->len[k0];
+		size_t off = ((size_t)layer * lay->stride_layer + (size_t)h * lay->stride_head + (size_t)n * lay->stride_token) * pl->esz;
+		memcpy((char *)c->K + off, (const char *)k + h * row, row);
+		memcpy((char *)c->V + off, (const char *)v + h * row, row);
+		if (c->pos)
+			c->pos[(size_t)k0 * cap + n] = pos;
+		if (c->state)
+			for (int s = 0; s < f->nst; s++)
+				c->state[((size_t)s * lay->layers * H + k0) * cap + n] = (float)f->st[s].init;
+		c->len[k0] = n + 1;
+	}
+	return 0;
+}
+
+typedef struct Dec {
+	kvcc_plan *pl;
+	kvcc_cache *c;
+	float *out;
+	Run r;                   /* observe-hook evaluation context */
+	int layer, G, d, H, cs, chper;
+} Dec;
+
+static void dec_chunk(void *arg, int task, int tid)
+{
+	(void)tid;
+	Dec *D = arg;
+	kvcc_plan *pl = D->pl;
+	const kvcc_layout *lay = &pl->lay;
+	int h = task / D->chper, ch = task % D->chper, G = D->G, d = D->d;
+	int n = D->c->len[D->layer * D->H + h];
+	float *st = pl->cst + ((size_t)h * pl->maxch + ch) * G * (2 + (size_t)d);
+	for (int g = 0; g < G; g++)
+		st[g] = -INFINITY, st[G + g] = 0;
+	memset(st + 2 * G, 0, (size_t)G * d * sizeof(float));
+	int64_t t0 = (int64_t)ch * D->cs, nt = n - t0 < D->cs ? n - t0 : D->cs;
+	if (nt <= 0)
+		return;
+	size_t off = ((size_t)D->layer * lay->stride_layer + (size_t)h * lay->stride_head + (size_t)t0 * lay->stride_token) *
+	             pl->esz;
+	pl->p->a->decode((const char *)D->c->K + off, (const char *)D->c->V + off, lay->stride_token, nt,
+	                 pl->qs + (size_t)h * G * d, pl->S + (size_t)h * G * pl->lds + t0, pl->lds, st);
+}
+
+static void dec_head(void *arg, int h, int tid)
+{
+	(void)tid;
+	Dec *D = arg;
+	kvcc_plan *pl = D->pl;
+	const kvcc_artifact *A = pl->p->a;
+	const KpPlan *kp = &pl->p->plan;
+	int G = D->G, d = D->d, k = D->layer * D->H + h, n = D->c->len[k];
+	float *o = D->out + (size_t)h * G * d;
+	float M[8], Li[8];
+	for (int g = 0; g < G; g++) {
+		float m = -INFINITY;
+		for (int ch = 0; ch < D->chper; ch++) {
+			const float *st = pl->cst + ((size_t)h * pl->maxch + ch) * G * (2 + (size_t)d);
+			m = st[g] > m ? st[g] : m;
+		}
+		double l = 0;
+		float *og = o + (size_t)g * d;
+		memset(og, 0, (size_t)d * sizeof(float));
+		for (int ch = 0; ch < D->chper && n > 0; ch++) {
+			const float *st = pl->cst + ((size_t)h * pl->maxch + ch) * G * (2 + (size_t)d);
+			if (st[G + g] == 0)
+				continue;
+			float w = expf(st[g] - m);
+			l += (double)st[G + g] * w;
+			const float *acc = st + 2 * G + (size_t)g * d;
+			for (int c = 0; c < d; c++)
+				og[c] += acc[c] * w;
+		}
+		float il = l > 0 ? (float)(1.0 / l) : 0;
+		for (int c = 0; c < d; c++)
+			og[c] *= il;
+		M[g] = m, Li[g] = il;
+	}
+	if (!kp->has_observe)
+		return;
+	const KiFn *f = pl->p->f;
+	Run *r = &D->r;
+	float *S = pl->S + (size_t)h * G * pl->lds;
+	for (int g = 0; g < G; g++)
+		if (n > 0)
+			A->probs(S + (size_t)g * pl->lds, n, M[g], Li[g]);
+	Inst I;
+	instof(r, k, &I);
+	I.attn = S, I.lda = pl->lds;
+	float **vals = pl->oval + (size_t)h * f->nins;
+	for (int i = 0; i < f->nins; i++)
+		if (kp->oneed[i] && evalmat(r, &I, vals, i) != 0)
+			return;
+	const kvcc_layout *lay = &pl->lay;
+	for (int s = 0; s < f->nst; s++) {
+		if (!f->st[s].update)
+			continue;
+		Op op;
+		mkop(r, vals, f->st[s].update, I.size, &op);
+		float *sv = D->c->state + ((size_t)s * lay->layers * D->H + k) * lay->capacity;
+		for (int t = 0; t < n; t++)
+			sv[t] = at(&op, 0, 0, t, 0);
+	}
+}
+
+KVCC_API int kvcc_decode_layer(kvcc_plan *pl, kvcc_cache *c, int layer, const float *q, float *out)
+{
+	if (!pl || !c || !c->K || !c->V || !c->len || !q || !out)
+		return seterr(KVCC_EINVAL, "null argument (plan, cache, K, V, len, q, out)");
+	const kvcc_layout *lay = &pl->lay;
+	const KiFn *f = pl->p->f;
+	const KpPlan *kp = &pl->p->plan;
+	if (layer < 0 || layer >= lay->layers)
+		return seterr(KVCC_EINVAL, "layer %d outside 0..%d", layer, lay->layers - 1);
+	if (kp->has_observe && f->nst && !c->state)
+		return seterr(KVCC_EINVAL, "policy %s keeps per-token state: pass cache->state ([%d][layers][kv_heads][capacity])",
+		              f->name, f->nst);
+	int H = lay->kv_heads, G = pl->p->a->group, d = lay->head_dim, nmax = 0;
+	long total = 0;
+	for (int h = 0; h < H; h++) {
+		int n = c->len[layer * H + h];
+		if (n < 0 || n > lay->capacity)
+			return seterr(KVCC_EINVAL, "length %d of (layer %d, head %d) outside 0..%d", n, layer, h, lay->capacity);
+		nmax = n > nmax ? n : nmax;
+		total += n;
+	}
+	/* rounded (storage dtype, the reference semantics) and scaled queries */
+	float scale = (float)(1.0 / sqrt((double)d));
+	for (size_t i = 0; i < (size_t)H * G * d; i++)
+		pl->qs[i] = ki_round(q[i], lay->dtype) * scale;
+	Dec D = { .pl = pl, .c = c, .out = out, .layer = layer, .G = G, .d = d, .H = H };
+	D.r = (Run){ .pl = pl, .f = f, .kp = kp, .c = c, .par = pl->par, .ninst = lay->layers * H, .G = G, .O = 0, .d = d,
+	             .step = pl->step[layer] };
+	/* split-KV: about two tasks per thread, chunks a multiple of the kernel's tile */
+	int want = pl->threads > 1 && total >= 1024 ? (2 * pl->threads + H - 1) / H : 1;
+	if (want > pl->maxch)
+		want = pl->maxch;
+	int cs = (nmax + want - 1) / want;
+	cs = (cs + DTILE - 1) / DTILE * DTILE;
+	if (cs < 256)
+		cs = 256;
+	D.cs = cs;
+	D.chper = nmax > 0 ? (nmax + cs - 1) / cs : 1;
+	kr_pool_run(&pl->pool, dec_chunk, &D, H * D.chper);
+	pthread_mutex_init(&D.r.mu, NULL);
+	if (total >= 1024 || kp->has_observe)
+		kr_pool_run(&pl->pool, dec_head, &D, H);
+	else
+		for (int h = 0; h < H; h++)
+			dec_head(&D, h, 0);
+	pthread_mutex_destroy(&D.r.mu);
+	if (D.r.err)
+		return seterr(D.r.err, "%s", D.r.errmsg);
+	pl->step[layer]++;
+	return 0;
 }

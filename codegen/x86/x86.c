@@ -16,6 +16,7 @@
 #include <spawn.h>
 #include <sys/wait.h>
 #include <time.h>
+#include <math.h>
 #include <llvm-c/Core.h>
 #include <llvm-c/Analysis.h>
 #include <llvm-c/Target.h>
@@ -93,20 +94,70 @@ int kx_vecwidth(const kvcc_spec *s, const char *fs)
 	return v4 ? (s->head_dim % 16 == 0 ? 16 : 8) : v3 ? 8 : 1;
 }
 
+void kx_keyfill(KxKey *k, const char *kir, const char *version, const char *features, int dtype, int head_dim,
+                int group, int target, int vec_width)
+{
+	unsigned maj = 0, mi = 0, pa = 0;
+	LLVMGetVersion(&maj, &mi, &pa);
+	snprintf(k->llvm, sizeof k->llvm, "%u.%u", maj, mi);
+	char *tri = LLVMGetDefaultTargetTriple();
+	snprintf(k->triple, sizeof k->triple, "%s", tri);
+	LLVMDisposeMessage(tri);
+	k->kir = kir, k->version = version, k->features = features, k->options = KX_OPTIONS, k->build = KX_BUILD;
+	k->dtype = dtype, k->head_dim = head_dim, k->group = group, k->target = target, k->vec_width = vec_width;
+	k->abi = KVCC_ABI;
+}
+
+static uint64_t fnvs(const char *s, uint64_t h) { return ki_fnv(s, strlen(s), h); }
+
+uint64_t kx_keyhash(const KxKey *k)
+{
+	char buf[200];
+	uint64_t h = fnvs(k->kir, 0xcbf29ce484222325ull);
+	h = fnvs(k->version, h);
+	h = fnvs(k->features, h);
+	snprintf(buf, sizeof buf, "llvm%s|%s|dt%d|d%d|g%d|t%d|w%d|abi%d|%s|%s|%zu", k->llvm, k->triple, k->dtype,
+	         k->head_dim, k->group, k->target, k->vec_width, k->abi, k->options, k->build, sizeof(kvcc_artifact));
+	return fnvs(buf, h);
+}
+
+void kx_keydesc(const KxKey *k, char *buf, size_t n)
+{
+	char build[64];
+	snprintf(build, sizeof build, "%s", k->build);
+	for (char *c = build; *c; c++)
+		if (*c == ' ')
+			*c = '_';
+	snprintf(buf, n, "kir=%016llx version=%s build=%s llvm=%s triple=%s features=%016llx dtype=%s head_dim=%d "
+	         "group=%d target=%s width=%d abi=%d options=%s",
+	         (unsigned long long)fnvs(k->kir, 0xcbf29ce484222325ull), k->version, build, k->llvm, k->triple,
+	         (unsigned long long)fnvs(k->features, 0xcbf29ce484222325ull), ki_dtypename(k->dtype), k->head_dim,
+	         k->group, kx_targetname(k->target), k->vec_width, k->abi, k->options);
+}
+
 uint64_t kx_key(const char *kir, const char *version, const char *features, int dtype, int head_dim,
                 int group, int target, int vec_width)
 {
-	char buf[160];
-	uint64_t h = ki_fnv(kir, strlen(kir), 0xcbf29ce484222325ull);
-	h = ki_fnv(version, strlen(version), h);
-	h = ki_fnv(features, strlen(features), h);
-	unsigned maj = 0, mi = 0, pa = 0;
-	LLVMGetVersion(&maj, &mi, &pa);
-	char *tri = LLVMGetDefaultTargetTriple();
-	snprintf(buf, sizeof buf, "llvm%u.%u|%s|dt%d|d%d|g%d|t%d|w%d|abi%d", maj, mi, tri, dtype, head_dim, group,
-	         target, vec_width, KVCC_ABI);
-	LLVMDisposeMessage(tri);
-	return ki_fnv(buf, strlen(buf), h);
+	KxKey k;
+	kx_keyfill(&k, kir, version, features, dtype, head_dim, group, target, vec_width);
+	return kx_keyhash(&k);
+}
+
+int kx_speckey(const KiFn *f, const kvcc_spec *spec, KxKey *k, char **kir, char **host)
+{
+	*kir = NULL;
+	*host = kx_hostfeatures();
+	if (!*host)
+		return -1;
+	int W = kx_vecwidth(spec, *host);
+	if (!W)
+		return -1;
+	*kir = ki_print(f);
+	if (!*kir)
+		return -1;
+	kx_keyfill(k, *kir, KVCC_VERSION, spec->target == KVCC_TARGET_NATIVE ? *host : kx_targetname(spec->target),
+	           spec->dtype, spec->head_dim, spec->group, spec->target, W);
+	return 0;
 }
 
 /* --- IR building -------------------------------------------------------------------------- */
@@ -127,8 +178,8 @@ typedef struct Loop {
 	int step;
 } Loop;
 
-/* for (iv = start; iv + step <= limit; iv += step) */
-static LLVMValueRef loop_begin(Gen *g, LLVMValueRef start, LLVMValueRef limit, int step, Loop *lp)
+/* for (iv = start; iv + step <= limit; iv += step), or with `partial` iv < limit */
+static LLVMValueRef loop_begin2(Gen *g, LLVMValueRef start, LLVMValueRef limit, int step, int partial, Loop *lp)
 {
 	LLVMBasicBlockRef pre = LLVMGetInsertBlock(g->b);
 	lp->head = LLVMAppendBasicBlockInContext(g->cx, g->fn, "head");
@@ -139,11 +190,20 @@ static LLVMValueRef loop_begin(Gen *g, LLVMValueRef start, LLVMValueRef limit, i
 	LLVMPositionBuilderAtEnd(g->b, lp->head);
 	lp->iv = LLVMBuildPhi(g->b, g->i64, "iv");
 	LLVMAddIncoming(lp->iv, &start, &pre, 1);
-	LLVMValueRef nx = LLVMBuildAdd(g->b, lp->iv, LLVMConstInt(g->i64, (unsigned)step, 0), "");
-	LLVMValueRef c = LLVMBuildICmp(g->b, LLVMIntSLE, nx, limit, "");
+	LLVMValueRef c;
+	if (partial)
+		c = LLVMBuildICmp(g->b, LLVMIntSLT, lp->iv, limit, "");
+	else
+		c = LLVMBuildICmp(g->b, LLVMIntSLE, LLVMBuildAdd(g->b, lp->iv, LLVMConstInt(g->i64, (unsigned)step, 0), ""),
+		                  limit, "");
 	LLVMBuildCondBr(g->b, c, lp->body, lp->exit);
 	LLVMPositionBuilderAtEnd(g->b, lp->body);
 	return lp->iv;
+}
+
+static LLVMValueRef loop_begin(Gen *g, LLVMValueRef start, LLVMValueRef limit, int step, Loop *lp)
+{
+	return loop_begin2(g, start, limit, step, 0, lp);
 }
 
 static void loop_end(Gen *g, Loop *lp)
@@ -203,12 +263,12 @@ static void qk_block(Gen *g, LLVMValueRef K, LLVMValueRef ldk, LLVMValueRef nt, 
                      LLVMValueRef S, LLVMValueRef q, LLVMValueRef j, int QB, int TB)
 {
 	int W = g->W, nc = g->d / W;
-	LLVMValueRef acc[4][2];
+	LLVMValueRef acc[8][2];
 	LLVMTypeRef vt = W == 1 ? g->f32 : g->vf;
 	for (int a = 0; a < QB; a++)
 		for (int t = 0; t < TB; t++)
 			acc[a][t] = LLVMConstNull(vt);
-	LLVMValueRef krow[2], qrow[4];
+	LLVMValueRef krow[2], qrow[8];
 	for (int t = 0; t < TB; t++)
 		krow[t] = LLVMBuildMul(g->b, LLVMBuildAdd(g->b, j, ci(g, t), ""), ldk, "");
 	for (int a = 0; a < QB; a++)
@@ -278,6 +338,409 @@ static void gen_cvt(Gen *g)
 		Loop lp;
 		LLVMValueRef i = loop_begin(g, start, n, w, &lp);
 		storef(g, loadconv(g, src, i, w), dst, i);
+		loop_end(g, &lp);
+		start = lp.iv;
+		if (w == 1)
+			break;
+	}
+	LLVMBuildRetVoid(g->b);
+}
+
+/* --- decode attention ------------------------------------------------------------------------ */
+
+#define DT 16   /* decode token tile (a multiple of every vector width) */
+
+static LLVMValueRef intr(Gen *g, const char *name, LLVMTypeRef ot, LLVMValueRef *args, int nargs)
+{
+	unsigned id = LLVMLookupIntrinsicID(name, strlen(name));
+	LLVMValueRef fn = LLVMGetIntrinsicDeclaration(g->m, id, &ot, 1);
+	LLVMTypeRef ft = LLVMIntrinsicGetType(g->cx, id, &ot, 1);
+	return LLVMBuildCall2(g->b, ft, fn, args, (unsigned)nargs, "");
+}
+
+static LLVMTypeRef fty(Gen *g, int w) { return w == 1 ? g->f32 : LLVMVectorType(g->f32, (unsigned)w); }
+
+static LLVMValueRef cfv(Gen *g, double v, int w)
+{
+	LLVMValueRef k = LLVMConstReal(g->f32, v), ks[64];
+	if (w == 1)
+		return k;
+	for (int i = 0; i < w; i++)
+		ks[i] = k;
+	return LLVMConstVector(ks, (unsigned)w);
+}
+
+static LLVMValueRef civ(Gen *g, long v, int w)
+{
+	LLVMValueRef k = LLVMConstInt(g->i32, (unsigned long long)v, 1), ks[64];
+	if (w == 1)
+		return k;
+	for (int i = 0; i < w; i++)
+		ks[i] = k;
+	return LLVMConstVector(ks, (unsigned)w);
+}
+
+static LLVMValueRef splat(Gen *g, LLVMValueRef x, int w)
+{
+	if (w == 1)
+		return x;
+	LLVMTypeRef vt = fty(g, w);
+	LLVMValueRef v = LLVMBuildInsertElement(g->b, LLVMGetPoison(vt), x, LLVMConstInt(g->i32, 0, 0), "");
+	LLVMValueRef z[64];
+	for (int i = 0; i < w; i++)
+		z[i] = LLVMConstInt(g->i32, 0, 0);
+	return LLVMBuildShuffleVector(g->b, v, LLVMGetPoison(vt), LLVMConstVector(z, (unsigned)w), "");
+}
+
+/* exp(x) for w lanes: Cephes expf polynomial, 2^n through the exponent bits;
+** exact 0 below -87.3 (and for -inf), clamped at 88. No libm call. */
+static LLVMValueRef vexp(Gen *g, LLVMValueRef x, int w)
+{
+	LLVMBuilderRef b = g->b;
+	LLVMValueRef hi = cfv(g, 88.0, w);
+	x = LLVMBuildSelect(b, LLVMBuildFCmp(b, LLVMRealOGT, x, hi, ""), hi, x, "");
+	LLVMValueRef big = cfv(g, 12582912.0, w);
+	LLVMValueRef nf = LLVMBuildFSub(b, LLVMBuildFAdd(b, LLVMBuildFMul(b, x, cfv(g, 1.44269504088896341, w), ""), big, ""),
+	                                big, "");
+	LLVMValueRef r = LLVMBuildFSub(b, x, LLVMBuildFMul(b, nf, cfv(g, 0.693359375, w), ""), "");
+	r = LLVMBuildFSub(b, r, LLVMBuildFMul(b, nf, cfv(g, -2.12194440e-4, w), ""), "");
+	static const double c[] = { 1.9875691500E-4, 1.3981999507E-3, 8.3334519073E-3, 4.1665795894E-2,
+	                            1.6666665459E-1, 5.0000001201E-1 };
+	LLVMValueRef p = cfv(g, c[0], w);
+	for (int i = 1; i < 6; i++)
+		p = LLVMBuildFAdd(b, LLVMBuildFMul(b, p, r, ""), cfv(g, c[i], w), "");
+	LLVMValueRef y = LLVMBuildFAdd(b, LLVMBuildFAdd(b, LLVMBuildFMul(b, p, LLVMBuildFMul(b, r, r, ""), ""), r, ""),
+	                               cfv(g, 1.0, w), "");
+	LLVMTypeRef it = w == 1 ? g->i32 : LLVMVectorType(g->i32, (unsigned)w);
+	LLVMValueRef ni = LLVMBuildFPToSI(b, nf, it, "");
+	LLVMValueRef e = LLVMBuildShl(b, LLVMBuildAdd(b, ni, civ(g, 127, w), ""), civ(g, 23, w), "");
+	LLVMValueRef res = LLVMBuildFMul(b, y, LLVMBuildBitCast(b, e, fty(g, w), ""), "");
+	return LLVMBuildSelect(b, LLVMBuildFCmp(b, LLVMRealULT, x, cfv(g, -87.3, w), ""), cfv(g, 0.0, w), res, "");
+}
+
+static LLVMValueRef gep(Gen *g, LLVMTypeRef et, LLVMValueRef base, LLVMValueRef idx)
+{
+	return LLVMBuildGEP2(g->b, et, base, &idx, 1, "");
+}
+
+static LLVMValueRef ldf(Gen *g, LLVMValueRef base, LLVMValueRef idx) { return loadf(g, base, idx, 1); }
+
+/*
+** decode(K, V, ldk, nt, q, S, lds, st): one chunk of single-query attention for the
+** G query heads of one KV head. q [G][d] f32, already scaled by 1/sqrt(d).
+** S[g*lds + j] receives the logit of token j (padded with -inf to a multiple of DT:
+** the caller leaves room). st = m[G], l[G], acc[G][d], initialized by the caller
+** (m = -inf, l = 0, acc = 0) and updated online: per DT-token tile, logits through
+** the Q·K register block, tile max, rescale, probabilities (vector exp), V
+** accumulation with the chan chunk outer and the tile's tokens inner.
+*/
+static void gen_decode(Gen *g, int G)
+{
+	LLVMTypeRef ps[8] = { g->ptr, g->ptr, g->i64, g->i64, g->ptr, g->ptr, g->i64, g->ptr };
+	LLVMTypeRef ft = LLVMFunctionType(LLVMVoidTypeInContext(g->cx), ps, 8, 0);
+	g->fn = LLVMAddFunction(g->m, "kvcc_decode", ft);
+	LLVMSetLinkage(g->fn, LLVMInternalLinkage);
+	LLVMValueRef K = LLVMGetParam(g->fn, 0), V = LLVMGetParam(g->fn, 1), ldk = LLVMGetParam(g->fn, 2);
+	LLVMValueRef nt = LLVMGetParam(g->fn, 3), q = LLVMGetParam(g->fn, 4), S = LLVMGetParam(g->fn, 5);
+	LLVMValueRef lds = LLVMGetParam(g->fn, 6), st = LLVMGetParam(g->fn, 7);
+	LLVMBuilderRef b = g->b;
+	LLVMPositionBuilderAtEnd(b, LLVMAppendBasicBlockInContext(g->cx, g->fn, "entry"));
+	int W = g->W, nc = g->d / W;
+	LLVMTypeRef et = g->dtype == KI_F32 ? g->f32 : g->dtype == KI_F16 ? g->half : g->i16;
+	LLVMTypeRef vt = fty(g, W), tv = fty(g, DT);
+	LLVMValueRef P = LLVMBuildArrayAlloca(b, g->f32, LLVMConstInt(g->i32, (unsigned)(G * DT), 0), "P");
+	LLVMSetAlignment(P, 64);
+	LLVMValueRef scl[8], accv[8];
+	for (int a = 0; a < G; a++) {
+		scl[a] = LLVMBuildAlloca(b, g->f32, "scl");
+		accv[a] = LLVMBuildAlloca(b, vt, "acc");
+	}
+	Loop lt;
+	LLVMValueRef t0 = loop_begin2(g, ci(g, 0), nt, DT, 1, &lt);
+	LLVMValueRef rem = LLVMBuildSub(b, nt, t0, "");
+	LLVMValueRef nj = LLVMBuildSelect(b, LLVMBuildICmp(b, LLVMIntSLT, rem, ci(g, DT), ""), rem, ci(g, DT), "nj");
+	LLVMValueRef Kt = gep(g, et, K, LLVMBuildMul(b, t0, ldk, ""));
+	LLVMValueRef Vt = gep(g, et, V, LLVMBuildMul(b, t0, ldk, ""));
+	LLVMValueRef St = gep(g, g->f32, S, t0);
+	/* logits */
+	LLVMValueRef jstart = ci(g, 0);
+	for (int TB = 2; TB >= 1; TB--) {
+		Loop lj;
+		LLVMValueRef j = loop_begin(g, jstart, nj, TB, &lj);
+		qk_block(g, Kt, ldk, lds, q, St, ci(g, 0), j, G, TB);
+		loop_end(g, &lj);
+		jstart = lj.iv;
+	}
+	{
+		Loop lp;
+		LLVMValueRef j = loop_begin2(g, nj, ci(g, DT), 1, 1, &lp);
+		for (int a = 0; a < G; a++)
+			storef(g, LLVMConstReal(g->f32, -INFINITY), St, LLVMBuildAdd(b, LLVMBuildMul(b, ci(g, a), lds, ""), j, ""));
+		loop_end(g, &lp);
+	}
+	/* online softmax statistics and this tile's probabilities */
+	for (int a = 0; a < G; a++) {
+		LLVMValueRef sv = loadf(g, St, LLVMBuildMul(b, ci(g, a), lds, ""), DT);
+		LLVMValueRef tm = intr(g, "llvm.vector.reduce.fmax", tv, &sv, 1);
+		LLVMValueRef mo = ldf(g, st, ci(g, a));
+		LLVMValueRef mm[2] = { mo, tm };
+		LLVMValueRef mn = intr(g, "llvm.maxnum", g->f32, mm, 2);
+		LLVMValueRef sc = vexp(g, LLVMBuildFSub(b, mo, mn, ""), 1);
+		LLVMValueRef pv = vexp(g, LLVMBuildFSub(b, sv, splat(g, mn, DT), ""), DT);
+		storef(g, pv, P, ci(g, (long)a * DT));
+		LLVMValueRef ra[2] = { LLVMConstReal(g->f32, -0.0), pv };
+		LLVMValueRef ps_ = intr(g, "llvm.vector.reduce.fadd", tv, ra, 2);
+		LLVMSetFastMathFlags(ps_, LLVMFastMathAllowReassoc);
+		LLVMValueRef l = ldf(g, st, ci(g, G + a));
+		storef(g, LLVMBuildFAdd(b, LLVMBuildFMul(b, l, sc, ""), ps_, ""), st, ci(g, G + a));
+		storef(g, mn, st, ci(g, a));
+		LLVMBuildStore(b, sc, scl[a]);
+	}
+	/* V accumulation: chan chunk outer (unrolled), tokens inner */
+	for (int c = 0; c < nc; c++) {
+		for (int a = 0; a < G; a++) {
+			LLVMValueRef av = loadf(g, st, ci(g, 2L * G + (long)a * g->d + (long)c * W), W);
+			LLVMValueRef sc = LLVMBuildLoad2(b, g->f32, scl[a], "");
+			LLVMBuildStore(b, LLVMBuildFMul(b, av, splat(g, sc, W), ""), accv[a]);
+		}
+		Loop lj;
+		LLVMValueRef j = loop_begin2(g, ci(g, 0), nj, 1, 1, &lj);
+		LLVMValueRef v = loadconv(g, Vt, LLVMBuildAdd(b, LLVMBuildMul(b, j, ldk, ""), ci(g, (long)c * W), ""), W);
+		for (int a = 0; a < G; a++) {
+			LLVMValueRef pj = ldf(g, P, LLVMBuildAdd(b, ci(g, (long)a * DT), j, ""));
+			LLVMValueRef args[3] = { splat(g, pj, W), v, LLVMBuildLoad2(b, vt, accv[a], "") };
+			LLVMBuildStore(b, LLVMBuildCall2(b, g->fma_ty, g->fma, args, 3, ""), accv[a]);
+		}
+		loop_end(g, &lj);
+		for (int a = 0; a < G; a++)
+			storef(g, LLVMBuildLoad2(b, vt, accv[a], ""), st, ci(g, 2L * G + (long)a * g->d + (long)c * W));
+	}
+	loop_end(g, &lt);
+	LLVMBuildRetVoid(b);
+}
+
+/* --- attn_score: packed Q·Kᵀ tile and the fused softmax epilogue ------------------------------- */
+
+#define AT 64   /* attn_score token tile (runtime/rt.c ATILE) */
+
+static LLVMValueRef entry_alloca(Gen *g, LLVMTypeRef t)
+{
+	LLVMBasicBlockRef entry = LLVMGetEntryBasicBlock(g->fn);
+	LLVMBuilderRef b = LLVMCreateBuilderInContext(g->cx);
+	LLVMValueRef first = LLVMGetFirstInstruction(entry);
+	if (first)
+		LLVMPositionBuilderBefore(b, first);
+	else
+		LLVMPositionBuilderAtEnd(b, entry);
+	LLVMValueRef a = LLVMBuildAlloca(b, t, "");
+	LLVMDisposeBuilder(b);
+	return a;
+}
+
+/*
+** qkt(K, ldk, nt, Q, nq, S, Kp): S[q*AT + j] = sum_c Q[q*d + c] * f32(K[j*ldk + c]) for j < AT
+** (columns nt..AT-1 are 0). K's tile is first packed, converted and transposed, into
+** Kp[c*AT + j]; then a register-blocked outer-product micro-kernel: QB query rows × NV
+** vectors of W tokens, broadcast Q[q][c] × Kp row, no horizontal reductions.
+*/
+static void gen_qkt(Gen *g)
+{
+	LLVMTypeRef ps[7] = { g->ptr, g->i64, g->i64, g->ptr, g->i64, g->ptr, g->ptr };
+	LLVMTypeRef ft = LLVMFunctionType(LLVMVoidTypeInContext(g->cx), ps, 7, 0);
+	g->fn = LLVMAddFunction(g->m, "kvcc_qkt", ft);
+	LLVMSetLinkage(g->fn, LLVMInternalLinkage);
+	LLVMValueRef K = LLVMGetParam(g->fn, 0), ldk = LLVMGetParam(g->fn, 1), nt = LLVMGetParam(g->fn, 2);
+	LLVMValueRef Q = LLVMGetParam(g->fn, 3), nq = LLVMGetParam(g->fn, 4), S = LLVMGetParam(g->fn, 5);
+	LLVMValueRef Kp = LLVMGetParam(g->fn, 6);
+	LLVMBuilderRef b = g->b;
+	LLVMPositionBuilderAtEnd(b, LLVMAppendBasicBlockInContext(g->cx, g->fn, "entry"));
+	int W = g->W, d = g->d;
+	int NV = W == 16 ? 4 : W == 8 ? 2 : 4, QB = W == 16 ? 6 : W == 8 ? 6 : 4, TB = NV * W;
+	LLVMTypeRef vt = fty(g, W);
+	/* pack: Kp[c][j] = f32(K[j][c]), zero beyond nt */
+	{
+		Loop lt, lc;
+		LLVMValueRef j = loop_begin2(g, ci(g, 0), nt, 1, 1, &lt);
+		LLVMValueRef row = LLVMBuildMul(b, j, ldk, "");
+		int w = W > 1 ? W : 1;
+		LLVMValueRef c = loop_begin(g, ci(g, 0), ci(g, d), w, &lc);
+		LLVMValueRef v = loadconv(g, K, LLVMBuildAdd(b, row, c, ""), w);
+		for (int k = 0; k < w; k++) {
+			LLVMValueRef e = w == 1 ? v : LLVMBuildExtractElement(b, v, LLVMConstInt(g->i32, (unsigned)k, 0), "");
+			LLVMValueRef idx = LLVMBuildAdd(b, LLVMBuildMul(b, LLVMBuildAdd(b, c, ci(g, k), ""), ci(g, AT), ""), j, "");
+			storef(g, e, Kp, idx);
+		}
+		loop_end(g, &lc);
+		loop_end(g, &lt);
+		Loop lz, lz2;
+		LLVMValueRef jz = loop_begin2(g, nt, ci(g, AT), 1, 1, &lz);
+		LLVMValueRef cz = loop_begin(g, ci(g, 0), ci(g, d), 1, &lz2);
+		storef(g, LLVMConstReal(g->f32, 0), Kp, LLVMBuildAdd(b, LLVMBuildMul(b, cz, ci(g, AT), ""), jz, ""));
+		loop_end(g, &lz2);
+		loop_end(g, &lz);
+	}
+	LLVMValueRef acc[8][4];
+	for (int a = 0; a < QB; a++)
+		for (int v = 0; v < NV; v++)
+			acc[a][v] = entry_alloca(g, vt);
+	LLVMValueRef qstart = ci(g, 0);
+	for (int qb = QB; qb >= 1; qb = qb > 1 ? 1 : 0) {
+		Loop lq;
+		LLVMValueRef q = loop_begin(g, qstart, nq, qb, &lq);
+		for (int tb = 0; tb < AT / TB; tb++) {
+			for (int a = 0; a < qb; a++)
+				for (int v = 0; v < NV; v++)
+					LLVMBuildStore(b, LLVMConstNull(vt), acc[a][v]);
+			Loop lc;
+			int U = 4;
+			LLVMValueRef c = loop_begin(g, ci(g, 0), ci(g, d), U, &lc);
+			LLVMValueRef av[8][4];
+			for (int a = 0; a < qb; a++)
+				for (int v = 0; v < NV; v++)
+					av[a][v] = LLVMBuildLoad2(b, vt, acc[a][v], "");
+			for (int u = 0; u < U; u++) {
+				LLVMValueRef cu = LLVMBuildAdd(b, c, ci(g, u), "");
+				LLVMValueRef kv[4];
+				for (int v = 0; v < NV; v++)
+					kv[v] = loadf(g, Kp, LLVMBuildAdd(b, LLVMBuildMul(b, cu, ci(g, AT), ""), ci(g, (long)tb * TB + v * W), ""), W);
+				for (int a = 0; a < qb; a++) {
+					LLVMValueRef qi = LLVMBuildAdd(b, LLVMBuildMul(b, LLVMBuildAdd(b, q, ci(g, a), ""), ci(g, d), ""), cu, "");
+					LLVMValueRef qs = splat(g, ldf(g, Q, qi), W);
+					for (int v = 0; v < NV; v++) {
+						LLVMValueRef args[3] = { qs, kv[v], av[a][v] };
+						av[a][v] = LLVMBuildCall2(b, g->fma_ty, g->fma, args, 3, "");
+					}
+				}
+			}
+			for (int a = 0; a < qb; a++)
+				for (int v = 0; v < NV; v++)
+					LLVMBuildStore(b, av[a][v], acc[a][v]);
+			loop_end(g, &lc);
+			for (int a = 0; a < qb; a++)
+				for (int v = 0; v < NV; v++) {
+					LLVMValueRef idx = LLVMBuildAdd(b, LLVMBuildMul(b, LLVMBuildAdd(b, q, ci(g, a), ""), ci(g, AT), ""),
+					                                ci(g, (long)tb * TB + v * W), "");
+					storef(g, LLVMBuildLoad2(b, vt, acc[a][v], ""), S, idx);
+				}
+		}
+		loop_end(g, &lq);
+		qstart = lq.iv;
+		if (qb == 1)
+			break;
+	}
+	LLVMBuildRetVoid(b);
+}
+
+/* x[k] = vj > k*16+lane ? a * S[row + k*16 + lane] : -inf, for the AT/16 vectors of a row */
+static void rowlogits(Gen *g, LLVMValueRef S, LLVMValueRef q, LLVMValueRef vj, LLVMValueRef a, LLVMValueRef *x)
+{
+	LLVMBuilderRef b = g->b;
+	LLVMValueRef vjv = LLVMBuildTrunc(b, vj, g->i32, "");
+	LLVMValueRef vjs = LLVMBuildInsertElement(b, LLVMGetPoison(LLVMVectorType(g->i32, DT)), vjv, LLVMConstInt(g->i32, 0, 0), "");
+	LLVMValueRef z[DT], lane[DT];
+	for (int i = 0; i < DT; i++)
+		z[i] = LLVMConstInt(g->i32, 0, 0);
+	vjs = LLVMBuildShuffleVector(b, vjs, LLVMGetPoison(LLVMVectorType(g->i32, DT)), LLVMConstVector(z, DT), "");
+	for (int k = 0; k < AT / DT; k++) {
+		for (int i = 0; i < DT; i++)
+			lane[i] = LLVMConstInt(g->i32, (unsigned)(k * DT + i), 0);
+		LLVMValueRef m = LLVMBuildICmp(b, LLVMIntSLT, LLVMConstVector(lane, DT), vjs, "");
+		LLVMValueRef s = loadf(g, S, LLVMBuildAdd(b, LLVMBuildMul(b, q, ci(g, AT), ""), ci(g, k * DT), ""), DT);
+		x[k] = LLVMBuildSelect(b, m, LLVMBuildFMul(b, s, splat(g, a, DT), ""), cfv(g, -INFINITY, DT), "");
+	}
+}
+
+/* sstat(S, nq, vj, a, m, l): online max / sum of exp over each row's first vj[q] logits a*S */
+static void gen_sstat(Gen *g)
+{
+	LLVMTypeRef ps[6] = { g->ptr, g->i64, g->ptr, g->f32, g->ptr, g->ptr };
+	LLVMTypeRef ft = LLVMFunctionType(LLVMVoidTypeInContext(g->cx), ps, 6, 0);
+	g->fn = LLVMAddFunction(g->m, "kvcc_sstat", ft);
+	LLVMSetLinkage(g->fn, LLVMInternalLinkage);
+	LLVMValueRef S = LLVMGetParam(g->fn, 0), nq = LLVMGetParam(g->fn, 1), vjp = LLVMGetParam(g->fn, 2);
+	LLVMValueRef a = LLVMGetParam(g->fn, 3), M = LLVMGetParam(g->fn, 4), Lp = LLVMGetParam(g->fn, 5);
+	LLVMBuilderRef b = g->b;
+	LLVMPositionBuilderAtEnd(b, LLVMAppendBasicBlockInContext(g->cx, g->fn, "entry"));
+	LLVMTypeRef tv = fty(g, DT);
+	Loop lq;
+	LLVMValueRef q = loop_begin2(g, ci(g, 0), nq, 1, 1, &lq);
+	LLVMValueRef vj = LLVMBuildSExt(b, LLVMBuildLoad2(b, g->i32, gep(g, g->i32, vjp, q), ""), g->i64, "");
+	LLVMValueRef x[AT / DT];
+	rowlogits(g, S, q, vj, a, x);
+	LLVMValueRef mx = x[0];
+	for (int k = 1; k < AT / DT; k++) {
+		mx = LLVMBuildSelect(b, LLVMBuildFCmp(b, LLVMRealOGT, mx, x[k], ""), mx, x[k], "");
+	}
+	LLVMValueRef tm = intr(g, "llvm.vector.reduce.fmax", tv, &mx, 1);
+	LLVMSetFastMathFlags(tm, LLVMFastMathNoNaNs);
+	LLVMValueRef mo = ldf(g, M, q);
+	LLVMValueRef mm[2] = { mo, tm };
+	LLVMValueRef mn = intr(g, "llvm.maxnum", g->f32, mm, 2);
+	LLVMValueRef sum = cfv(g, 0, DT);
+	for (int k = 0; k < AT / DT; k++)
+		sum = LLVMBuildFAdd(b, sum, vexp(g, LLVMBuildFSub(b, x[k], splat(g, mn, DT), ""), DT), "");
+	LLVMValueRef ra[2] = { LLVMConstReal(g->f32, -0.0), sum };
+	LLVMValueRef ts = intr(g, "llvm.vector.reduce.fadd", tv, ra, 2);
+	LLVMSetFastMathFlags(ts, LLVMFastMathAllowReassoc);
+	LLVMValueRef sc = vexp(g, LLVMBuildFSub(b, mo, mn, ""), 1);
+	LLVMValueRef l = LLVMBuildFAdd(b, LLVMBuildFMul(b, ldf(g, Lp, q), sc, ""), ts, "");
+	storef(g, l, Lp, q);
+	storef(g, mn, M, q);
+	loop_end(g, &lq);
+	LLVMBuildRetVoid(b);
+}
+
+/* sacc(S, nq, vj, a, mp, acc): acc[j] += sum_q exp(a*S[q][j] - mp[q]) over j < vj[q] */
+static void gen_sacc(Gen *g)
+{
+	LLVMTypeRef ps[6] = { g->ptr, g->i64, g->ptr, g->f32, g->ptr, g->ptr };
+	LLVMTypeRef ft = LLVMFunctionType(LLVMVoidTypeInContext(g->cx), ps, 6, 0);
+	g->fn = LLVMAddFunction(g->m, "kvcc_sacc", ft);
+	LLVMSetLinkage(g->fn, LLVMInternalLinkage);
+	LLVMValueRef S = LLVMGetParam(g->fn, 0), nq = LLVMGetParam(g->fn, 1), vjp = LLVMGetParam(g->fn, 2);
+	LLVMValueRef a = LLVMGetParam(g->fn, 3), MP = LLVMGetParam(g->fn, 4), acc = LLVMGetParam(g->fn, 5);
+	LLVMBuilderRef b = g->b;
+	LLVMPositionBuilderAtEnd(b, LLVMAppendBasicBlockInContext(g->cx, g->fn, "entry"));
+	LLVMTypeRef tv = fty(g, DT);
+	LLVMValueRef av[AT / DT];
+	for (int k = 0; k < AT / DT; k++) {
+		av[k] = entry_alloca(g, tv);
+		LLVMBuildStore(b, cfv(g, 0, DT), av[k]);
+	}
+	Loop lq;
+	LLVMValueRef q = loop_begin2(g, ci(g, 0), nq, 1, 1, &lq);
+	LLVMValueRef vj = LLVMBuildSExt(b, LLVMBuildLoad2(b, g->i32, gep(g, g->i32, vjp, q), ""), g->i64, "");
+	LLVMValueRef x[AT / DT];
+	rowlogits(g, S, q, vj, a, x);
+	LLVMValueRef mp = splat(g, ldf(g, MP, q), DT);
+	for (int k = 0; k < AT / DT; k++) {
+		LLVMValueRef p = vexp(g, LLVMBuildFSub(b, x[k], mp, ""), DT);
+		LLVMBuildStore(b, LLVMBuildFAdd(b, LLVMBuildLoad2(b, tv, av[k], ""), p, ""), av[k]);
+	}
+	loop_end(g, &lq);
+	for (int k = 0; k < AT / DT; k++) {
+		LLVMValueRef o = loadf(g, acc, ci(g, k * DT), DT);
+		storef(g, LLVMBuildFAdd(b, o, LLVMBuildLoad2(b, tv, av[k], ""), ""), acc, ci(g, k * DT));
+	}
+	LLVMBuildRetVoid(b);
+}
+
+/* probs(S, n, m, il): S[i] = exp(S[i] - m) * il (softmax normalization, in place). */
+static void gen_probs(Gen *g)
+{
+	LLVMTypeRef ps[4] = { g->ptr, g->i64, g->f32, g->f32 };
+	LLVMTypeRef ft = LLVMFunctionType(LLVMVoidTypeInContext(g->cx), ps, 4, 0);
+	g->fn = LLVMAddFunction(g->m, "kvcc_probs", ft);
+	LLVMSetLinkage(g->fn, LLVMInternalLinkage);
+	LLVMValueRef S = LLVMGetParam(g->fn, 0), n = LLVMGetParam(g->fn, 1);
+	LLVMValueRef m = LLVMGetParam(g->fn, 2), il = LLVMGetParam(g->fn, 3);
+	LLVMPositionBuilderAtEnd(g->b, LLVMAppendBasicBlockInContext(g->cx, g->fn, "entry"));
+	LLVMValueRef start = ci(g, 0);
+	for (int w = DT; w >= 1; w = w > 1 ? 1 : 0) {
+		Loop lp;
+		LLVMValueRef i = loop_begin(g, start, n, w, &lp);
+		LLVMValueRef x = LLVMBuildFSub(g->b, loadf(g, S, i, w), splat(g, m, w), "");
+		storef(g, LLVMBuildFMul(g->b, vexp(g, x, w), splat(g, il, w), ""), S, i);
 		loop_end(g, &lp);
 		start = lp.iv;
 		if (w == 1)
@@ -416,6 +879,16 @@ int kx_compile(const KiFn *f, const kvcc_spec *spec, const char *out_so, int ver
 	LLVMValueRef qk = g.fn;
 	gen_cvt(&g);
 	LLVMValueRef cvt = g.fn;
+	gen_decode(&g, spec->group);
+	LLVMValueRef dec = g.fn;
+	gen_probs(&g);
+	LLVMValueRef probs = g.fn;
+	gen_qkt(&g);
+	LLVMValueRef qkt = g.fn;
+	gen_sstat(&g);
+	LLVMValueRef sstat = g.fn;
+	gen_sacc(&g);
+	LLVMValueRef sacc = g.fn;
 
 	/* descriptor */
 	char *kir = ki_print(f);
@@ -427,7 +900,8 @@ int kx_compile(const KiFn *f, const kvcc_spec *spec, const char *out_so, int ver
 		append(&sstr, &sl, i ? ",%s=%.17g" : "%s=%.17g", f->st[i].init, f->st[i].name);
 	uint64_t key = kx_key(kir, KVCC_VERSION, recfeat, spec->dtype, spec->head_dim, spec->group, spec->target, W);
 	LLVMTypeRef fields[] = { g.i64, g.i32, g.i32, g.ptr, g.i64, g.i64, g.ptr, g.ptr, g.ptr,
-	                         g.i32, g.i32, g.i32, g.i32, g.i32, g.i32, g.ptr, g.ptr, g.ptr, g.ptr };
+	                         g.i32, g.i32, g.i32, g.i32, g.i32, g.i32, g.ptr, g.ptr, g.ptr, g.ptr, g.ptr, g.ptr,
+	                         g.ptr, g.ptr, g.ptr };
 	int nf = (int)(sizeof fields / sizeof fields[0]);
 	LLVMTypeRef dt = LLVMStructTypeInContext(g.cx, fields, (unsigned)nf, 0);
 	LLVMValueRef vals[] = {
@@ -438,7 +912,7 @@ int kx_compile(const KiFn *f, const kvcc_spec *spec, const char *out_so, int ver
 		LLVMConstInt(g.i32, (unsigned)spec->dtype, 0), LLVMConstInt(g.i32, (unsigned)spec->head_dim, 0),
 		LLVMConstInt(g.i32, (unsigned)spec->group, 0), LLVMConstInt(g.i32, (unsigned)spec->target, 0),
 		LLVMConstInt(g.i32, (unsigned)W, 0), LLVMConstInt(g.i32, 0, 0),
-		gstr(&g, recfeat, "kv.features"), gstr(&g, kir, "kv.kir"), qk, cvt,
+		gstr(&g, recfeat, "kv.features"), gstr(&g, kir, "kv.kir"), qk, cvt, dec, probs, qkt, sstat, sacc,
 	};
 	LLVMValueRef desc = LLVMAddGlobal(g.m, dt, KVCC_DESC_SYMBOL);
 	LLVMSetInitializer(desc, LLVMConstNamedStruct(dt, vals, (unsigned)nf));
@@ -454,6 +928,7 @@ int kx_compile(const KiFn *f, const kvcc_spec *spec, const char *out_so, int ver
 		goto out;
 	}
 	LLVMDisposeMessage(err), err = NULL;
+	double tgen = now_ms();
 	LLVMPassBuilderOptionsRef po = LLVMCreatePassBuilderOptions();
 	LLVMErrorRef perr = LLVMRunPasses(g.m, "default<O2>", tm, po);
 	LLVMDisposePassBuilderOptions(po);
@@ -468,6 +943,7 @@ int kx_compile(const KiFn *f, const kvcc_spec *spec, const char *out_so, int ver
 		fputs(ir, stderr);
 		LLVMDisposeMessage(ir);
 	}
+	double topt = now_ms();
 	if (LLVMTargetMachineEmitToMemoryBuffer(tm, g.m, LLVMObjectFile, &err, &buf)) {
 		kc_error(e, f->src, 0, 0, "LLVM codegen: %s", err);
 		goto out;
@@ -488,8 +964,12 @@ int kx_compile(const KiFn *f, const kvcc_spec *spec, const char *out_so, int ver
 		unlink(objpath);
 		goto out;
 	}
+	double tcg = now_ms();
 	rc = run_cc(objpath, out_so, e);
 	unlink(objpath);
+	if (verbose)
+		fprintf(stderr, "kvcc: times: IR %.1f ms, passes %.1f ms, codegen %.1f ms, link %.1f ms\n", tgen - t0,
+		        topt - tgen, tcg - topt, now_ms() - tcg);
 	if (verbose)
 		fprintf(stderr, "kvcc: %s: %s, cpu %s, %d-lane f32 vectors, dtype %s, head_dim %d, group %d, key %016llx\n",
 		        out_so, kx_targetname(spec->target), cpu, W, ki_dtypename(spec->dtype), spec->head_dim,

@@ -1,22 +1,41 @@
-/* main.c - build/llama: inference of a llama2.c checkpoint with a KV cache in kvcc's layout.
+/* main.c - build/llama: inference of a llama2.c checkpoint with its KV cache in libkvcc's
+ * layout (kvcc_layout / kvcc_cache, f32 [layer][kv head][capacity][head_dim]).
  *
  *   llama --model M --tokenizer T generate [--steps N] [--prompt TEXT] [--ids]
+ *         [--policy P.lua|P.so --ratio R | --budget B [--param name=value]...]
  *   llama --model M --tokenizer T logits [--prompt TEXT]
  *   llama --model M --tokenizer T encode --prompt TEXT | --data FILE
  *   llama --model M --tokenizer T nll --data FILE [--stories a:b] [--per-story]
- *   llama --model M --tokenizer T eval --data FILE --policy P [--ratios r1,r2,..]
- *         [--stories a:b] [--param window=W] [--param sinks=S]
+ *         [--max-tokens N] [--chunk-chars K] [--from TEXT]
+ *   llama --model M --tokenizer T selftest
+ *   global: --attn kvcc|ref   attention through libkvcc (kvcc_append + kvcc_decode_layer,
+ *           the default when this libkvcc has them) or the example's reference attend
  *
- * nll: per story, [BOS] + encode(story) truncated to --max-tokens (default 512), every next
- * token scored.  eval: the prefill-compress-continue protocol of tests/oracle/eval_ref.py
- * with the built-in test compressors (streaming_llm, knorm, snapkv) until libkvcc provides real
- * ones.  Stories in FILE are terminated by a line "<|endoftext|>"; each is stripped of its
- * surrounding newlines.
+ * generate --policy P --ratio R: the policy is compiled in process (kvcc_compile_file, spec
+ * f32 / the model's head_dim / group) or loaded (kvcc_open of a .so from `kvcc compile`).
+ *   - a prefill policy (when = kvcc.prefill) compresses the prompt's cache once, after the
+ *     prefill, with kvcc_compress at ratio R (n_keep = floor(n_prompt (1 - R)) per head);
+ *     its observation queries are the prompt's last `window` post-RoPE queries (the policy's
+ *     `window` param), or all of them when it has no `window` param;
+ *   - a decode policy (when = kvcc.decode{every = N}, e.g. policies/h2o.lua) keeps the cache
+ *     within the budget B = floor(S (1 - R)), S = prompt + steps (the rows the uncompressed
+ *     generation would need): at every N-th generated token, when a head holds more than B
+ *     rows, kvcc_compress with budget B; its observe hook runs inside decode attention;
+ *   - --budget B instead of --ratio: B rows per head, for either kind (kvcc_compress's budget).
+ *   Memory really shrinks: after a compression the cache is moved into a newly allocated,
+ *   smaller one (llama_cache_resize: capacity = rows kept + rows still to come) and the old
+ *   buffers are freed.  The report on stderr gives the allocated bytes before and after, and
+ *   what the uncompressed generation would have allocated.
+ *
+ * The prefill-compress-continue evaluation lives in `kvcc eval` (compiler/eval.c), which
+ * uses this example's model, cache and glue.
  */
 #if !defined(_GNU_SOURCE) && !defined(_POSIX_C_SOURCE)
 #define _POSIX_C_SOURCE 200809L /* clock_gettime */
 #endif
+#include "kvglue.h"
 #include "model.h"
+#include "stories.h"
 #include "tokenizer.h"
 
 #include <errno.h>
@@ -28,16 +47,17 @@
 
 static void usage(FILE *f)
 {
-    fputs("usage: llama --model M --tokenizer T COMMAND [options]\n"
+    fputs("usage: llama --model M --tokenizer T [--attn kvcc|ref] COMMAND [options]\n"
           "commands:\n"
           "  generate [--steps N] [--prompt TEXT] [--ids]   greedy generation (ids with --ids)\n"
+          "       [--policy P.lua|P.so --ratio R|--budget B] [--param name=value]...\n"
+          "                                                 ... with a compressed KV cache\n"
           "  logits [--prompt TEXT]                         top-5 logits after BOS (+prompt)\n"
           "  encode --prompt TEXT | --data FILE             token ids\n"
           "  nll --data FILE [--stories a:b] [--per-story] [--max-tokens N]\n"
-          "                                                 mean next-token NLL\n"
-          "  eval --data FILE --policy streaming_llm|knorm|snapkv [--ratios r,..]\n"
-          "       [--stories a:b] [--param name=value]...  prefill-compress-continue NLL\n"
-          "  selftest                                       cache / attend / hook consistency\n",
+          "      [--chunk-chars K] [--from TEXT]            mean next-token NLL\n"
+          "  selftest                                       cache / attention / hook checks\n"
+          "(the compression benchmark is `kvcc eval`)\n",
           f);
 }
 
@@ -54,128 +74,6 @@ static double now(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-/* ---- stories -------------------------------------------------------------------------------- */
-typedef struct {
-    char *buf;
-    char **text;
-    size_t *len;
-    int n;
-} Stories;
-
-static void stories_free(Stories *s)
-{
-    free(s->buf);
-    free(s->text);
-    free(s->len);
-    memset(s, 0, sizeof *s);
-}
-
-static int stories_add(Stories *s, char *a, char *b, int *cap)
-{
-    while (a < b && *a == '\n')
-        a++;
-    while (b > a && b[-1] == '\n')
-        b--;
-    if (a == b)
-        return 0;
-    if (s->n == *cap) {
-        int nc = *cap ? *cap * 2 : 64;
-        char **t = realloc(s->text, (size_t)nc * sizeof *t);
-        if (!t)
-            return -1;
-        s->text = t;
-        size_t *l = realloc(s->len, (size_t)nc * sizeof *l);
-        if (!l)
-            return -1;
-        s->len = l;
-        *cap = nc;
-    }
-    s->text[s->n] = a;
-    s->len[s->n] = (size_t)(b - a);
-    s->n++;
-    return 0;
-}
-
-static int stories_load(Stories *s, const char *path)
-{
-    memset(s, 0, sizeof *s);
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return fail("%s: cannot open", path);
-    size_t cap = 0, size = 0;
-    for (;;) {
-        if (size + 1 >= cap) {
-            cap = cap ? cap * 2 : 1 << 16;
-            char *nb = realloc(s->buf, cap);
-            if (!nb) {
-                fclose(f);
-                stories_free(s);
-                return fail("%s: out of memory", path);
-            }
-            s->buf = nb;
-        }
-        size_t r = fread(s->buf + size, 1, cap - size - 1, f);
-        size += r;
-        if (r == 0)
-            break;
-    }
-    int bad = ferror(f);
-    fclose(f);
-    if (bad) {
-        stories_free(s);
-        return fail("%s: read error", path);
-    }
-    s->buf[size] = 0;
-    static const char sep[] = "<|endoftext|>";
-    const size_t seplen = sizeof sep - 1;
-    int scap = 0;
-    char *story = s->buf, *line = s->buf, *end = s->buf + size;
-    while (line < end) {
-        char *nl = memchr(line, '\n', (size_t)(end - line));
-        char *eol = nl ? nl : end;
-        if ((size_t)(eol - line) == seplen && memcmp(line, sep, seplen) == 0) {
-            if (stories_add(s, story, line, &scap)) {
-                stories_free(s);
-                return fail("%s: out of memory", path);
-            }
-            story = nl ? nl + 1 : end;
-        }
-        line = nl ? nl + 1 : end;
-    }
-    if (stories_add(s, story, end, &scap)) {
-        stories_free(s);
-        return fail("%s: out of memory", path);
-    }
-    return 0;
-}
-
-static int parse_range(const char *arg, int n, int *lo, int *hi)
-{
-    *lo = 0;
-    *hi = n;
-    if (!arg)
-        return 0;
-    const char *colon = strchr(arg, ':');
-    char *e;
-    if (!colon)
-        return -1;
-    if (colon != arg) {
-        long a = strtol(arg, &e, 10);
-        if (e != colon || a < 0)
-            return -1;
-        *lo = a > n ? n : (int)a;
-    }
-    if (colon[1]) {
-        long b = strtol(colon + 1, &e, 10);
-        if (*e || b < 0)
-            return -1;
-        *hi = b > n ? n : (int)b;
-    }
-    if (*hi < *lo)
-        *hi = *lo;
-    return 0;
 }
 
 /* [BOS] + encode(text), truncated to max_tokens; *full receives the untruncated count. */
@@ -195,133 +93,54 @@ static int *encode_story(const LlamaTokenizer *tok, const char *text, size_t len
     return ids;
 }
 
-/* ---- built-in test compressors ----------------------------------------------------------------
- * Stand-ins for libkvcc's compiled policies, written from tests/oracle/README.md, so that the
- * prefill -> compress -> continue path (and the observation-query capture) can be checked
- * against tests/oracle/eval_ref.py now.  n_keep = floor(n (1 - ratio)) per (layer, kv head).
- *   streaming_llm (sinks): the first min(sinks, n_keep) rows and the last n_keep - sinks.
- *   knorm: the rows with the smallest key L2 norm.
- *   snapkv (window, kernel): the last `window` rows are protected; the others are scored by
- *     mean over the G query heads of avgpool_kernel(mean over the window's observation
- *     queries of their causal softmax attention), pooled over the unprotected prefix with
- *     zero padding counted. */
-typedef struct {
-    const char *policy;
-    double ratio;
-    int sinks, window, kernel;
-    int *kept;     /* scratch [capacity] */
-    float *score;  /* scratch [capacity] */
-    double *a, *p; /* scratch [capacity] */
-} TestCompressor;
-
-/* keep the n_keep highest scores, ties towards the lower slot, in slot order */
-static void topk_slots(const float *score, int n, int n_keep, int *kept)
-{
-    /* slot t is kept iff fewer than n_keep slots beat it */
-    int m = 0;
-    for (int t = 0; t < n && m < n_keep; t++) {
-        int better = 0;
-        for (int u = 0; u < n && better < n_keep; u++)
-            if (score[u] > score[t] || (score[u] == score[t] && u < t))
-                better++;
-        if (better < n_keep)
-            kept[m++] = t;
-    }
-}
-
-static int snapkv_scores(TestCompressor *tc, const LlamaCache *c, const LlamaObs *obs, int l,
-                         int h, int n)
-{
-    const int hd = c->head_dim, w = tc->window, k = tc->kernel, pre = n - w;
-    const int G = obs->n_heads / c->n_kv_heads;
-    if (w <= 0 || pre <= 0 || obs->count != w || k < 1 || k % 2 == 0)
-        return -1;
-    const float *K = llama_cache_k(c, l, h);
-    const int *pos = llama_cache_pos(c, l, h);
-    for (int t = 0; t < n; t++)
-        tc->score[t] = t < pre ? 0.0f : INFINITY; /* the window is protected */
-    for (int g = 0; g < G; g++) {
-        int qh = h * G + g;
-        for (int t = 0; t < pre; t++)
-            tc->a[t] = 0;
-        for (int o = 0; o < w; o++) {
-            const float *q = obs->q + (((size_t)l * obs->n_heads + qh) * obs->window + o) * hd;
-            double mx = -INFINITY, sum = 0;
-            for (int t = 0; t < n; t++) {
-                if (pos[t] > obs->qpos[o]) { /* not visible to this query */
-                    tc->p[t] = -INFINITY;
-                    continue;
-                }
-                double d = 0;
-                for (int i = 0; i < hd; i++)
-                    d += (double)q[i] * K[(size_t)t * hd + i];
-                tc->p[t] = d / sqrt((double)hd);
-                if (tc->p[t] > mx)
-                    mx = tc->p[t];
-            }
-            for (int t = 0; t < n; t++)
-                sum += tc->p[t] == -INFINITY ? 0.0 : exp(tc->p[t] - mx);
-            for (int t = 0; t < pre; t++)
-                if (tc->p[t] != -INFINITY)
-                    tc->a[t] += exp(tc->p[t] - mx) / sum / w;
-        }
-        for (int t = 0; t < pre; t++) {
-            double acc = 0;
-            for (int j = t - k / 2; j <= t + k / 2; j++)
-                if (j >= 0 && j < pre)
-                    acc += tc->a[j];
-            tc->score[t] += (float)(acc / k / G);
-        }
-    }
-    return 0;
-}
-
-static int test_compress(LlamaCache *c, const LlamaObs *obs, void *user)
-{
-    TestCompressor *tc = user;
-    for (int l = 0; l < c->n_layers; l++)
-        for (int h = 0; h < c->n_kv_heads; h++) {
-            int n = *llama_cache_len(c, l, h);
-            int n_keep = (int)floor((double)n * (1.0 - tc->ratio));
-            if (n_keep >= n)
-                continue;
-            if (n_keep < 0)
-                n_keep = 0;
-            if (strcmp(tc->policy, "streaming_llm") == 0) {
-                int s = tc->sinks < n_keep ? tc->sinks : n_keep, m = 0;
-                for (int t = 0; t < s; t++)
-                    tc->kept[m++] = t;
-                for (int t = n - (n_keep - s); t < n; t++)
-                    tc->kept[m++] = t;
-            } else {
-                if (strcmp(tc->policy, "knorm") == 0) {
-                    const float *K = llama_cache_k(c, l, h);
-                    for (int t = 0; t < n; t++) {
-                        double ss = 0;
-                        for (int d = 0; d < c->head_dim; d++) {
-                            double x = K[(size_t)t * c->head_dim + d];
-                            ss += x * x;
-                        }
-                        tc->score[t] = -(float)sqrt(ss);
-                    }
-                } else if (!obs || snapkv_scores(tc, c, obs, l, h, n)) {
-                    return -1;
-                }
-                topk_slots(tc->score, n, n_keep, tc->kept);
-            }
-            if (llama_cache_keep(c, l, h, tc->kept, n_keep))
-                return -1;
-        }
-    return 0;
-}
-
 /* ---- commands ------------------------------------------------------------------------------- */
 typedef struct {
-    const char *model, *tokenizer, *cmd, *prompt, *data, *stories, *policy, *ratios;
+    const char *model, *tokenizer, *cmd, *prompt, *data, *stories, *policy, *ratio, *budget, *attn;
+    const char *from;
     int steps, ids, per_story, max_tokens;
+    long chunk_chars;
     const char *params[16];
     int n_params;
 } Args;
+
+/* Attention backend of a state: libkvcc's decode attention (with `plan`) or the reference. */
+typedef struct {
+    int use_kvcc;
+    kvcc_policy *plain; /* a keep-everything policy planned for plain attention */
+    kvcc_plan *plan;
+} Attn;
+
+static void attn_free(Attn *at)
+{
+    kvcc_plan_destroy(at->plan);
+    kvcc_close(at->plain);
+    memset(at, 0, sizeof *at);
+}
+
+/* (Re)plans for the cache's current layout: a plan of `pol` (or, for libkvcc's attention
+ * without a policy, of a plain one) and, with libkvcc's attention, st's attention through
+ * it.  Called again after the cache is resized (a plan is made for one layout). */
+static int attn_bind(Attn *at, LlamaState *st, kvcc_policy *pol, int max_obs)
+{
+    char err[512];
+    kvcc_plan_destroy(at->plan);
+    at->plan = NULL;
+    st->layer = NULL;
+    if (!pol && !at->use_kvcc)
+        return 0;
+    if (!pol) {
+        if (!at->plain && llama_plain_policy(&st->m->cfg, &at->plain, err, sizeof err))
+            return fail("plain attention policy: %s", err);
+        pol = at->plain;
+    }
+    if (kvcc_plan_create(pol, &st->cache.lay, max_obs, 1, &at->plan))
+        return fail("kvcc_plan_create: %s", kvcc_last_error());
+    if (at->use_kvcc) {
+        st->layer = llama_kvcc_layer;
+        st->layer_user = at->plan;
+    }
+    return 0;
+}
 
 static int top5(const float *lg, int V, int *idx)
 {
@@ -340,47 +159,218 @@ static int top5(const float *lg, int V, int *idx)
     return k;
 }
 
-static int run_prompt(LlamaState *st, const LlamaTokenizer *tok, const char *prompt, int **ids_out,
-                      int *n_out)
+static size_t cache_bytes_for(const LlamaConfig *c, int capacity)
 {
-    size_t len = prompt ? strlen(prompt) : 0;
-    int *ids = malloc(llama_tok_max_ids(len) * sizeof *ids);
-    if (!ids)
+    LlamaCache z;
+    memset(&z, 0, sizeof z);
+    z.n_layers = c->n_layers;
+    z.n_kv_heads = c->n_kv_heads;
+    z.head_dim = c->head_dim;
+    z.capacity = capacity;
+    return llama_cache_bytes(&z);
+}
+
+static int state_init(LlamaState *st, const LlamaModel *m, int capacity, int nstate)
+{
+    if (llama_state_init(st, m, capacity, nstate))
         return fail("%s", "out of memory");
-    int n = llama_tok_encode(tok, prompt ? prompt : "", len, 1, ids);
-    if (n < 0) {
-        free(ids);
-        return fail("%s", "prompt cannot be encoded");
-    }
-    if (n > st->cache.capacity) {
-        free(ids);
-        return fail("%s", "prompt longer than the model's seq_len");
-    }
-    if (llama_prefill(st, ids, n, 0, NULL, NULL)) {
-        free(ids);
-        return fail("%s", "forward pass failed");
-    }
-    *ids_out = ids;
-    *n_out = n;
     return 0;
 }
 
-static int cmd_generate(const Args *a, LlamaState *st, const LlamaTokenizer *tok)
+static int *encode_prompt(const LlamaTokenizer *tok, const char *prompt, int *n_out)
 {
-    int *ids, n;
-    if (run_prompt(st, tok, a->prompt, &ids, &n))
+    size_t len = prompt ? strlen(prompt) : 0;
+    int *ids = malloc(llama_tok_max_ids(len) * sizeof *ids);
+    if (!ids) {
+        fail("%s", "out of memory");
+        return NULL;
+    }
+    int n = llama_tok_encode(tok, prompt ? prompt : "", len, 1, ids);
+    if (n < 0) {
+        free(ids);
+        fail("%s", "prompt cannot be encoded");
+        return NULL;
+    }
+    *n_out = n;
+    return ids;
+}
+
+/* The compression of generate --policy: the policy, its params, when it runs, its budget. */
+typedef struct {
+    kvcc_policy *pol;
+    double ratio, *params;
+    int decode, every, nstate, window; /* window: -1 when the policy has no `window` param */
+    long budget;                       /* decode policies: rows per head */
+    long fixed;                        /* --budget, or -1 */
+    char what[64];                     /* "ratio R" or "budget B", for the reports */
+} Gen;
+
+static int gen_setup(const Args *a, const LlamaConfig *cfg, Gen *g)
+{
+    char err[600];
+    memset(g, 0, sizeof *g);
+    g->window = -1;
+    g->fixed = -1;
+    if (!a->policy) {
+        if (a->ratio || a->budget || a->n_params)
+            return fail("%s", "--ratio, --budget and --param need --policy");
+        return 0;
+    }
+    char *e;
+    if (!a->ratio == !a->budget)
+        return fail("%s", "--policy needs --ratio R (fraction of the cache removed, 0 <= R < 1) "
+                          "or --budget B (rows kept per head)");
+    if (a->ratio) {
+        g->ratio = strtod(a->ratio, &e);
+        if (e == a->ratio || *e || !(g->ratio >= 0 && g->ratio < 1))
+            return fail("--ratio must be a number in [0, 1), got '%s'", a->ratio);
+        snprintf(g->what, sizeof g->what, "ratio %g", g->ratio);
+    } else {
+        g->fixed = strtol(a->budget, &e, 10);
+        if (e == a->budget || *e || g->fixed < 1 || g->fixed > 1 << 20)
+            return fail("--budget must be a positive number of rows, got '%s'", a->budget);
+        snprintf(g->what, sizeof g->what, "budget %ld", g->fixed);
+    }
+    if (llama_policy_load(a->policy, cfg, &g->pol, err, sizeof err))
+        return fail("%s", err);
+    int np = kvcc_param_count(g->pol);
+    g->params = calloc((size_t)np + 1, sizeof *g->params);
+    if (!g->params)
+        return fail("%s", "out of memory");
+    for (int j = 0; j < a->n_params; j++) {
+        char name[64];
+        const char *eq = strchr(a->params[j], '=');
+        size_t nl = eq ? (size_t)(eq - a->params[j]) : 0;
+        if (nl && nl < sizeof name) {
+            memcpy(name, a->params[j], nl);
+            name[nl] = 0;
+            if (kvcc_param_index(g->pol, name) < 0) {
+                snprintf(err, sizeof err, "policy %s has no param '%s'", kvcc_policy_name(g->pol),
+                         name);
+                return fail("%s", err);
+            }
+        }
+    }
+    if (llama_policy_params(g->pol, a->params, a->n_params, g->params, err, sizeof err))
+        return fail("%s", err);
+    int wi = kvcc_param_index(g->pol, "window");
+    if (wi >= 0) {
+        double w = g->params[wi];
+        if (!(w >= 1 && w <= 1 << 20) || w != floor(w))
+            return fail("%s", "param window must be a positive integer");
+        g->window = (int)w;
+    }
+    g->decode = llama_policy_is_decode(g->pol, &g->every);
+    g->nstate = llama_policy_nstate(g->pol);
+    return 0;
+}
+
+static void gen_free(Gen *g)
+{
+    kvcc_close(g->pol);
+    free(g->params);
+    memset(g, 0, sizeof *g);
+}
+
+static int cmd_generate(const Args *a, const LlamaModel *m, const LlamaTokenizer *tok, Attn *at)
+{
+    const LlamaConfig *cfg = &m->cfg;
+    Gen g;
+    int n, rc = 1;
+    if (gen_setup(a, cfg, &g)) {
+        gen_free(&g);
         return 1;
-    const int V = st->m->cfg.vocab_size;
-    int prev = ids[n - 1], pos = n;
-    if (!a->ids) {
+    }
+    if (g.decode && !at->use_kvcc) {
+        gen_free(&g);
+        return fail("%s", "a decode policy runs inside libkvcc's decode attention: not with --attn ref");
+    }
+    int *ids = encode_prompt(tok, a->prompt, &n);
+    if (!ids) {
+        gen_free(&g);
+        return 1;
+    }
+    LlamaState st;
+    LlamaObs obs, dq;
+    memset(&st, 0, sizeof st);
+    memset(&obs, 0, sizeof obs);
+    memset(&dq, 0, sizeof dq);
+    /* S: rows the uncompressed generation needs (positions stop at the model's seq_len) */
+    const int S = n + a->steps < cfg->seq_len ? n + a->steps : cfg->seq_len;
+    int cap = S;
+    if (n > cfg->seq_len) {
+        fail("%s", "prompt longer than the model's seq_len");
+        goto out;
+    }
+    if (g.pol && g.decode) {
+        g.budget = g.fixed > 0 ? g.fixed : (long)((double)S * (1.0 - g.ratio));
+        if (g.budget < 1) {
+            fail("%s", "budget floor(S (1 - ratio)) is 0 rows: lower --ratio or raise --steps");
+            goto out;
+        }
+        long c = (n > g.budget ? n : g.budget) + g.every;
+        cap = c < S ? (int)c : S;
+    }
+    if (state_init(&st, m, cap, g.nstate))
+        goto out;
+    if ((g.pol && !g.decode && llama_obs_init(&obs, cfg, n)) ||
+        (g.decode && llama_obs_init(&dq, cfg, 1))) {
+        fail("%s", "out of memory");
+        goto out;
+    }
+    if (attn_bind(at, &st, g.pol, g.decode ? 1 : n))
+        goto out;
+    if (llama_prefill(&st, ids, n, 0, g.pol && !g.decode ? &obs : NULL, NULL)) {
+        fail("forward pass failed: %s", st.err);
+        goto out;
+    }
+    if (!a->ids)
         for (int i = 1; i < n; i++) {
             size_t len;
             const char *p = llama_tok_piece(tok, ids[i - 1], ids[i], &len);
             fwrite(p, 1, len, stdout);
         }
+    char msg[600];
+    size_t bytes0 = llama_cache_bytes(&st.cache);
+    int cap0 = st.cache.capacity;
+    if (g.pol && !g.decode) {
+        int O = g.window >= 0 ? g.window : n;
+        if (n <= O || n < 2) {
+            snprintf(msg, sizeof msg,
+                     "llama: note: the prompt (%d tokens) is not longer than the policy's window "
+                     "(%d): the cache is not compressed\n", n, O);
+            fputs(msg, stderr);
+        } else {
+            float *Q = malloc((size_t)cfg->n_layers * cfg->n_heads * O * cfg->head_dim * sizeof *Q);
+            int32_t *qpos = malloc((size_t)O * sizeof *qpos);
+            int bad = !Q || !qpos || llama_obs_pack(&obs, O, Q, qpos);
+            kvcc_obs ko = {O, Q, NULL, qpos};
+            kvcc_args ka = {g.ratio, g.fixed, g.params, 1, NULL};
+            if (bad)
+                fail("%s", "out of memory");
+            else if (kvcc_compress(at->plan, &st.cache.kc, &ko, &ka))
+                bad = fail("kvcc_compress: %s", kvcc_last_error());
+            free(Q);
+            free(qpos);
+            if (bad)
+                goto out;
+            int kept = llama_cache_max_len(&st.cache);
+            if (llama_cache_resize(&st.cache, kept + (S - n)) || attn_bind(at, &st, g.pol, 1)) {
+                fail("%s", "out of memory");
+                goto out;
+            }
+            fprintf(stderr,
+                    "llama: %s %s: the prompt's cache compressed from %d to %d rows per head; "
+                    "the cache moved to a new allocation of %d rows per head (room for %d more): "
+                    "%zu bytes allocated before, %zu after (uncompressed generation: %zu)\n",
+                    kvcc_policy_name(g.pol), g.what, n, kept, st.cache.capacity, S - n, bytes0,
+                    llama_cache_bytes(&st.cache), cache_bytes_for(cfg, S));
+        }
     }
-    const float *lg = st->logits;
-    for (int step = 0; step < a->steps; step++) {
+    const int V = cfg->vocab_size;
+    int prev = ids[n - 1], pos = n, step = 0, compressions = 0;
+    const float *lg = st.logits;
+    for (step = 0; step < a->steps; step++) {
         int next = 0;
         for (int i = 1; i < V; i++)
             if (lg[i] > lg[next])
@@ -396,29 +386,135 @@ static int cmd_generate(const Args *a, LlamaState *st, const LlamaTokenizer *tok
         }
         fflush(stdout);
         prev = next;
-        if (step + 1 == a->steps || pos >= st->cache.capacity)
+        if (step + 1 == a->steps || pos >= S)
             break;
-        lg = llama_forward(st, next, pos++);
+        if (g.decode) {
+            dq.start = pos;
+            dq.count = 0;
+            st.obs = &dq;
+        }
+        lg = llama_forward(&st, next, pos++);
+        st.obs = NULL;
         if (!lg) {
-            free(ids);
-            return fail("%s", "forward pass failed");
+            fail("forward pass failed: %s", st.err);
+            goto out;
+        }
+        if (g.decode && (step + 1) % g.every == 0 && llama_cache_max_len(&st.cache) > g.budget) {
+            int32_t qp = pos - 1;
+            kvcc_obs ko = {1, dq.q, NULL, &qp};
+            kvcc_args ka = {0, g.budget, g.params, 1, NULL};
+            if (kvcc_compress(at->plan, &st.cache.kc, &ko, &ka)) {
+                fail("kvcc_compress: %s", kvcc_last_error());
+                goto out;
+            }
+            if (compressions++ == 0 && st.cache.capacity > g.budget + g.every) {
+                if (llama_cache_resize(&st.cache, (int)g.budget + g.every) ||
+                    attn_bind(at, &st, g.pol, 1)) {
+                    fail("%s", "out of memory");
+                    goto out;
+                }
+            }
         }
     }
     putchar('\n');
+    if (g.decode)
+        fprintf(stderr,
+                "llama: %s %s: budget %ld rows per head (of %d), %d compressions while "
+                "generating; the cache was allocated for %d rows per head (%zu bytes), then moved to "
+                "%d rows (%zu bytes); holds %d rows now (uncompressed generation: %zu bytes)\n",
+                kvcc_policy_name(g.pol), g.what, g.budget, S, compressions, cap0, bytes0,
+                st.cache.capacity, llama_cache_bytes(&st.cache), llama_cache_max_len(&st.cache),
+                cache_bytes_for(cfg, S));
+    rc = 0;
+out:
+    llama_obs_free(&obs);
+    llama_obs_free(&dq);
+    llama_state_free(&st);
+    kvcc_plan_destroy(at->plan);
+    at->plan = NULL;
+    gen_free(&g);
     free(ids);
-    return 0;
+    return rc;
 }
 
-static int cmd_logits(const Args *a, LlamaState *st, const LlamaTokenizer *tok)
+static int cmd_logits(const Args *a, const LlamaModel *m, const LlamaTokenizer *tok, Attn *at)
 {
-    int *ids, n, idx[5];
-    if (run_prompt(st, tok, a->prompt, &ids, &n))
+    int n, idx[5], rc = 1;
+    int *ids = encode_prompt(tok, a->prompt, &n);
+    if (!ids)
         return 1;
-    int k = top5(st->logits, st->m->cfg.vocab_size, idx);
-    for (int j = 0; j < k; j++)
-        printf("%d %.6f\n", idx[j], st->logits[idx[j]]);
+    LlamaState st;
+    memset(&st, 0, sizeof st);
+    if (n > m->cfg.seq_len)
+        fail("%s", "prompt longer than the model's seq_len");
+    else if (!state_init(&st, m, n, 0) && !attn_bind(at, &st, NULL, 0)) {
+        if (llama_prefill(&st, ids, n, 0, NULL, NULL)) {
+            fail("forward pass failed: %s", st.err);
+        } else {
+            int k = top5(st.logits, m->cfg.vocab_size, idx);
+            for (int j = 0; j < k; j++)
+                printf("%d %.6f\n", idx[j], st.logits[idx[j]]);
+            rc = 0;
+        }
+    }
+    llama_state_free(&st);
     free(ids);
-    return 0;
+    return rc;
+}
+
+static int cmd_nll(const Args *a, const LlamaModel *m, const LlamaTokenizer *tok, Attn *at)
+{
+    LlamaStories S;
+    char err[600];
+    if (!a->data)
+        return fail("%s", "nll needs --data FILE");
+    if (llama_stories_load(&S, a->data, a->chunk_chars, a->from, err, sizeof err))
+        return fail("%s", err);
+    int lo, hi;
+    if (llama_parse_range(a->stories, S.n, &lo, &hi)) {
+        llama_stories_free(&S);
+        return fail("bad --stories '%s' (want a:b)", a->stories);
+    }
+    LlamaState st;
+    if (state_init(&st, m, a->max_tokens, 0) || attn_bind(at, &st, NULL, 0)) {
+        llama_stories_free(&S);
+        return 1;
+    }
+    double t0 = now(), total = 0;
+    long ntok = 0, nscored = 0, npred = 0;
+    int rc = 0;
+    for (int i = lo; i < hi && !rc; i++) {
+        int n, full;
+        int *ids = encode_story(tok, S.text[i], S.len[i], a->max_tokens, &n, &full);
+        if (!ids) {
+            rc = fail("%s", "a story cannot be encoded");
+            break;
+        }
+        llama_cache_reset(&st.cache);
+        double sum;
+        if (llama_prefill(&st, ids, n, 0, NULL, &sum)) {
+            rc = fail("forward pass failed: %s", st.err);
+        } else {
+            if (a->per_story)
+                printf("story %d tokens %d predictions %d nll %.6f\n", i, n, n - 1,
+                       n > 1 ? sum / (n - 1) : 0.0);
+            total += sum;
+            ntok += full;
+            nscored += n;
+            npred += n - 1;
+        }
+        free(ids);
+    }
+    if (!rc) {
+        double mean = npred ? total / (double)npred : 0.0;
+        printf("stories %d tokens %ld truncated_tokens %ld predictions %ld nll %.6f ppl %.4f "
+               "seconds %.2f attention %s\n",
+               hi - lo, ntok, nscored, npred, mean, exp(mean), now() - t0,
+               at->use_kvcc ? "kvcc" : "ref");
+    }
+    llama_state_free(&st);
+    llama_stories_free(&S);
+    return rc;
 }
 
 /* encode --prompt TEXT, or encode --data FILE (the whole file as one text) */
@@ -467,152 +563,7 @@ static int cmd_encode(const Args *a, const LlamaTokenizer *tok)
     return 0;
 }
 
-static int cmd_nll(const Args *a, LlamaState *st, const LlamaTokenizer *tok)
-{
-    Stories S;
-    if (!a->data)
-        return fail("%s", "nll needs --data FILE");
-    if (stories_load(&S, a->data))
-        return 1;
-    int lo, hi;
-    if (parse_range(a->stories, S.n, &lo, &hi)) {
-        stories_free(&S);
-        return fail("bad --stories '%s' (want a:b)", a->stories);
-    }
-    double t0 = now(), total = 0;
-    long ntok = 0, nscored = 0, npred = 0;
-    for (int i = lo; i < hi; i++) {
-        int n, full;
-        int *ids = encode_story(tok, S.text[i], S.len[i], a->max_tokens, &n, &full);
-        if (!ids) {
-            stories_free(&S);
-            return fail("%s", "a story cannot be encoded");
-        }
-        llama_cache_reset(&st->cache);
-        double sum;
-        if (llama_prefill(st, ids, n, 0, NULL, &sum)) {
-            free(ids);
-            stories_free(&S);
-            return fail("%s", "forward pass failed");
-        }
-        if (a->per_story)
-            printf("story %d tokens %d predictions %d nll %.6f\n", i, n, n - 1,
-                   n > 1 ? sum / (n - 1) : 0.0);
-        total += sum;
-        ntok += full;
-        nscored += n;
-        npred += n - 1;
-        free(ids);
-    }
-    double mean = npred ? total / (double)npred : 0.0;
-    printf("stories %d tokens %ld truncated_tokens %ld predictions %ld nll %.6f ppl %.4f "
-           "seconds %.2f\n",
-           hi - lo, ntok, nscored, npred, mean, exp(mean), now() - t0);
-    stories_free(&S);
-    return 0;
-}
-
-static int cmd_eval(const Args *a, LlamaState *st, const LlamaTokenizer *tok)
-{
-    if (!a->data || !a->policy)
-        return fail("%s", "eval needs --data FILE and --policy P");
-    int snapkv = strcmp(a->policy, "snapkv") == 0;
-    if (strcmp(a->policy, "streaming_llm") && strcmp(a->policy, "knorm") && !snapkv)
-        return fail("built-in test compressors are streaming_llm, knorm and snapkv, not '%s'",
-                    a->policy);
-    /* defaults of tests/oracle/kvref.py */
-    TestCompressor tc = {a->policy, 0.0, 4, 64, 5, NULL, NULL, NULL, NULL};
-    for (int i = 0; i < a->n_params; i++) {
-        const char *p = a->params[i];
-        if (strncmp(p, "sinks=", 6) == 0 && !strcmp(a->policy, "streaming_llm"))
-            tc.sinks = atoi(p + 6);
-        else if (strncmp(p, "window=", 7) == 0 && snapkv)
-            tc.window = atoi(p + 7);
-        else if (strncmp(p, "kernel=", 7) == 0 && snapkv)
-            tc.kernel = atoi(p + 7);
-        else
-            return fail("policy has no parameter '%s'", p);
-    }
-    if (snapkv && (tc.window <= 0 || tc.kernel <= 0 || tc.kernel % 2 == 0))
-        return fail("%s", "snapkv needs window > 0 and an odd kernel > 0");
-    Stories S;
-    if (stories_load(&S, a->data))
-        return 1;
-    int lo, hi;
-    if (parse_range(a->stories, S.n, &lo, &hi)) {
-        stories_free(&S);
-        return fail("bad --stories '%s' (want a:b)", a->stories);
-    }
-    size_t cap = (size_t)st->cache.capacity;
-    LlamaObs obs;
-    memset(&obs, 0, sizeof obs);
-    tc.kept = malloc(cap * sizeof *tc.kept);
-    tc.score = malloc(cap * sizeof *tc.score);
-    tc.a = malloc(cap * sizeof *tc.a);
-    tc.p = malloc(cap * sizeof *tc.p);
-    int rc = 0;
-    if (!tc.kept || !tc.score || !tc.a || !tc.p ||
-        (snapkv && llama_obs_init(&obs, &st->m->cfg, tc.window)))
-        rc = fail("%s", "out of memory");
-    LlamaCompressFn compress = test_compress; /* where libkvcc's kvcc_compress will go */
-    const char *r = a->ratios ? a->ratios : "0";
-    if (!rc)
-        printf("policy ratio window stories predictions nll\n");
-    while (*r && !rc) {
-        char *e;
-        tc.ratio = strtod(r, &e);
-        if (e == r || !(tc.ratio >= 0 && tc.ratio < 1)) { /* kvref: [0, 1) */
-            rc = fail("bad --ratios '%s'", a->ratios);
-            break;
-        }
-        r = *e == ',' ? e + 1 : e;
-        double total = 0;
-        long npred = 0;
-        for (int i = lo; i < hi && !rc; i++) {
-            int n, full;
-            int *ids = encode_story(tok, S.text[i], S.len[i], a->max_tokens, &n, &full);
-            if (!ids) {
-                rc = fail("%s", "a story cannot be encoded");
-                break;
-            }
-            int C = n / 2;
-            llama_cache_reset(&st->cache);
-            if (llama_prefill(st, ids, C, 0, snapkv ? &obs : NULL, NULL)) {
-                rc = fail("%s", "prefill failed");
-            } else if (compress(&st->cache, snapkv ? &obs : NULL, &tc)) {
-                char msg[128];
-                snprintf(msg, sizeof msg, "story %d (context %d tokens): compression failed%s",
-                         i, C, snapkv && C <= tc.window ? " (context <= window)" : "");
-                rc = fail("%s", msg);
-            }
-            for (int p = C; p + 1 < n && !rc; p++) {
-                const float *lg = llama_forward(st, ids[p], p);
-                if (!lg)
-                    rc = fail("%s", "forward pass failed");
-                else
-                    total += llama_nll(lg, st->m->cfg.vocab_size, ids[p + 1]);
-                npred++;
-            }
-            free(ids);
-        }
-        if (!rc) {
-            char wl[16] = "-";
-            if (snapkv)
-                snprintf(wl, sizeof wl, "%d", tc.window);
-            printf("%s %g %s %d:%d %ld %.6f\n", a->policy, tc.ratio, wl, lo, hi, npred,
-                   npred ? total / (double)npred : 0.0);
-        }
-    }
-    llama_obs_free(&obs);
-    free(tc.kept);
-    free(tc.score);
-    free(tc.a);
-    free(tc.p);
-    stories_free(&S);
-    return rc;
-}
-
-/* ---- selftest: internal consistency of the cache, attend and hooks -------------------------- */
+/* ---- selftest: internal consistency of the cache, attend, hooks and libkvcc ---------------- */
 typedef struct {
     int calls, bad;
     const LlamaCache *cache;
@@ -633,9 +584,12 @@ static void observe_count(void *user, int layer, int kv_head, const float *probs
     }
 }
 
-static int cmd_selftest(LlamaState *st)
+static int cmd_selftest(const LlamaModel *m, Attn *at)
 {
     int failed = 0;
+    LlamaState state, *st = &state;
+    if (state_init(st, m, 0, 0))
+        return 1;
 #define T(name, cond)                                                                          \
     do {                                                                                       \
         int ok_ = (cond);                                                                      \
@@ -692,8 +646,8 @@ static int cmd_selftest(LlamaState *st)
         T("observation window = last 3 positions (values: checked by eval snapkv vs eval_ref)",
           obs.count == 3 && obs.start == n - 3 && obs.qpos[0] == n - 3 && obs.qpos[2] == n - 1);
         /* cache compaction */
-        int *len = llama_cache_len(&st->cache, 0, 0);
-        int *pos = llama_cache_pos(&st->cache, 0, 0);
+        int32_t *len = llama_cache_len(&st->cache, 0, 0);
+        int32_t *pos = llama_cache_pos(&st->cache, 0, 0);
         float k5 = llama_cache_k(&st->cache, 0, 0)[5 * c->head_dim];
         int bad1[] = {2, 1}, bad2[] = {0, n};
         T("cache_keep rejects unordered or out-of-range rows",
@@ -721,7 +675,85 @@ static int cmd_selftest(LlamaState *st)
         T("forward with a bad token id returns NULL", (llama_cache_reset(&st->cache),
                                                        llama_forward(st, c->vocab_size, 0) == NULL));
     }
+    /* copy and resize keep every row; a resized cache computes the same logits */
+    {
+        static const int toks[] = {1, 403, 407, 261, 378, 432, 383, 286, 261, 376};
+        const int n = (int)(sizeof toks / sizeof toks[0]);
+        LlamaState small;
+        int rc = state_init(&small, m, n + 1, 0);
+        llama_cache_reset(&st->cache);
+        rc = rc || llama_prefill(st, toks, n - 1, 0, NULL, NULL) ||
+             llama_cache_copy(&small.cache, &st->cache);
+        T("cache_copy into a smaller cache", rc == 0);
+        int kept[] = {0, 2, 3, 7};
+        rc = llama_cache_keep(&st->cache, 1, 2, kept, 4) ||
+             llama_cache_keep(&small.cache, 1, 2, kept, 4) ||
+             llama_cache_resize(&small.cache, 10) || small.cache.capacity != 10 ||
+             llama_cache_resize(&small.cache, 8) == 0; /* 9 rows in use elsewhere */
+        T("cache_resize to 10 rows, refused below the longest head", rc == 0);
+        size_t heads = (size_t)m->cfg.n_layers * m->cfg.n_kv_heads;
+        T("cache bytes follow the capacity (K, V, pos per row; len per head)",
+          llama_cache_bytes(&small.cache) ==
+              heads * 10 * (2 * m->cfg.head_dim * sizeof(float) + sizeof(int32_t)) +
+                  heads * sizeof(int32_t));
+        const float *a = llama_forward(st, toks[n - 1], n - 1);
+        const float *b = a ? llama_forward(&small, toks[n - 1], n - 1) : NULL;
+        double err = b ? 0 : 1;
+        for (int i = 0; b && i < m->cfg.vocab_size; i++)
+            err = fmax(err, fabs((double)a[i] - b[i]));
+        T("same logits from the original and the resized cache", err == 0);
+        llama_state_free(&small);
+    }
+    /* libkvcc: compress the example's cache in place; decode attention == reference */
+    {
+        static const int toks[] = {1, 403, 407, 261, 378, 432, 383, 286, 261, 376, 298, 315};
+        const int n = (int)(sizeof toks / sizeof toks[0]);
+        char err[512];
+        kvcc_policy *plain = NULL;
+        kvcc_plan *pl = NULL;
+        int rc = llama_plain_policy(&m->cfg, &plain, err, sizeof err) ||
+                 kvcc_plan_create(plain, &st->cache.lay, 0, 1, &pl);
+        llama_cache_reset(&st->cache);
+        rc = rc || llama_prefill(st, toks, n, 0, NULL, NULL);
+        kvcc_args ka = {0.5, -1, NULL, 1, NULL};
+        rc = rc || kvcc_compress(pl, &st->cache.kc, NULL, &ka);
+        int ok = rc == 0;
+        for (int l = 0; ok && l < m->cfg.n_layers; l++)
+            for (int h = 0; h < m->cfg.n_kv_heads; h++) {
+                ok &= *llama_cache_len(&st->cache, l, h) == n / 2;
+                for (int t = 0; t < n / 2; t++)
+                    ok &= llama_cache_pos(&st->cache, l, h)[t] == n / 2 + t;
+            }
+        T("kvcc_compress on the example's cache (score x.t, ratio 0.5: the newest half)", ok);
+        kvcc_plan_destroy(pl);
+        kvcc_close(plain);
+        if (at->use_kvcc) {
+            LlamaState ks;
+            rc = state_init(&ks, m, n, 0) || attn_bind(at, &ks, NULL, 0);
+            llama_cache_reset(&st->cache);
+            st->layer = NULL;
+            double e = 0;
+            for (int i = 0; i < n && !rc; i++) {
+                const float *a = llama_forward(st, toks[i], i);
+                const float *b = a ? llama_forward(&ks, toks[i], i) : NULL;
+                if (!b) {
+                    rc = 1;
+                    break;
+                }
+                for (int v = 0; v < m->cfg.vocab_size; v++)
+                    e = fmax(e, fabs((double)a[v] - b[v]));
+            }
+            snprintf(err, sizeof err, "libkvcc decode attention == reference: logits of %d tokens "
+                     "within 1e-4 (max |diff| %.2e)", n, e);
+            T(err, rc == 0 && e < 1e-4);
+            llama_state_free(&ks);
+        } else {
+            printf("SKIP libkvcc decode attention == reference: this libkvcc has no "
+                   "kvcc_decode_layer\n");
+        }
+    }
 #undef T
+    llama_state_free(st);
     printf("selftest: %d failed\n", failed);
     return failed ? 1 : 0;
 }
@@ -751,13 +783,24 @@ int main(int argc, char **argv)
             a.stories = val;
         else if (OPT("--policy"))
             a.policy = val;
-        else if (OPT("--ratios") || OPT("--ratio"))
-            a.ratios = val;
+        else if (OPT("--ratio"))
+            a.ratio = val;
+        else if (OPT("--budget"))
+            a.budget = val;
+        else if (OPT("--attn"))
+            a.attn = val;
+        else if (OPT("--from"))
+            a.from = val;
         else if (OPT("--steps"))
             a.steps = atoi(val);
         else if (OPT("--max-tokens"))
             a.max_tokens = atoi(val);
-        else if (OPT("--param")) {
+        else if (OPT("--chunk-chars")) {
+            char *e;
+            a.chunk_chars = strtol(val, &e, 10);
+            if (e == val || *e || a.chunk_chars < 1)
+                return fail("--chunk-chars wants a positive number of characters, got '%s'", val), 2;
+        } else if (OPT("--param")) {
             if (a.n_params == 16)
                 return fail("%s", "too many --param");
             a.params[a.n_params++] = val;
@@ -769,7 +812,7 @@ int main(int argc, char **argv)
             a.cmd = o;
         else {
             usage(stderr);
-            return fail("unexpected argument '%s'", o);
+            return fail("unexpected argument '%s'", o), 2;
         }
 #undef OPT
     }
@@ -778,12 +821,24 @@ int main(int argc, char **argv)
         return 2;
     }
     if (strcmp(a.cmd, "generate") && strcmp(a.cmd, "logits") && strcmp(a.cmd, "encode") &&
-        strcmp(a.cmd, "nll") && strcmp(a.cmd, "eval") && strcmp(a.cmd, "selftest")) {
+        strcmp(a.cmd, "nll") && strcmp(a.cmd, "selftest")) {
         usage(stderr);
-        return fail("unknown command '%s'", a.cmd);
+        return fail("unknown command '%s'", a.cmd), 2;
     }
     if (a.max_tokens < 1)
         return fail("%s", "--max-tokens must be positive");
+    if (a.steps < 1)
+        return fail("%s", "--steps must be positive");
+    Attn at;
+    memset(&at, 0, sizeof at);
+    at.use_kvcc = llama_kvcc_has_decode();
+    if (a.attn && strcmp(a.attn, "ref") == 0)
+        at.use_kvcc = 0;
+    else if (a.attn && strcmp(a.attn, "kvcc") == 0) {
+        if (!llama_kvcc_has_decode())
+            return fail("%s", "--attn kvcc: this libkvcc has no decode attention (kvcc_decode_layer)");
+    } else if (a.attn)
+        return fail("--attn wants kvcc or ref, got '%s'", a.attn), 2;
     char err[512];
     LlamaModel m;
     LlamaTokenizer tok;
@@ -794,32 +849,24 @@ int main(int argc, char **argv)
         return fail("%s", err);
     }
     int rc;
+    if (a.max_tokens > m.cfg.seq_len)
+        a.max_tokens = m.cfg.seq_len;
     if (tok.vocab_size != m.cfg.vocab_size) {
         snprintf(err, sizeof err, "tokenizer has %d tokens, model vocab_size is %d",
                  tok.vocab_size, m.cfg.vocab_size);
         rc = fail("%s", err);
     } else if (strcmp(a.cmd, "encode") == 0) {
         rc = cmd_encode(&a, &tok);
+    } else if (strcmp(a.cmd, "generate") == 0) {
+        rc = cmd_generate(&a, &m, &tok, &at);
+    } else if (strcmp(a.cmd, "logits") == 0) {
+        rc = cmd_logits(&a, &m, &tok, &at);
+    } else if (strcmp(a.cmd, "nll") == 0) {
+        rc = cmd_nll(&a, &m, &tok, &at);
     } else {
-        LlamaState st;
-        if (a.max_tokens > m.cfg.seq_len)
-            a.max_tokens = m.cfg.seq_len;
-        if (llama_state_init(&st, &m, 0)) {
-            rc = fail("%s", "out of memory");
-        } else {
-            if (strcmp(a.cmd, "generate") == 0)
-                rc = cmd_generate(&a, &st, &tok);
-            else if (strcmp(a.cmd, "logits") == 0)
-                rc = cmd_logits(&a, &st, &tok);
-            else if (strcmp(a.cmd, "nll") == 0)
-                rc = cmd_nll(&a, &st, &tok);
-            else if (strcmp(a.cmd, "selftest") == 0)
-                rc = cmd_selftest(&st);
-            else
-                rc = cmd_eval(&a, &st, &tok);
-            llama_state_free(&st);
-        }
+        rc = cmd_selftest(&m, &at);
     }
+    attn_free(&at);
     llama_tok_free(&tok);
     llama_model_free(&m);
     return rc;

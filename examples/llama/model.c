@@ -174,25 +174,70 @@ int llama_model_load(LlamaModel *m, const char *path, char *err, size_t errlen)
 }
 
 /* ---- KV cache ------------------------------------------------------------------------------ */
-int llama_cache_init(LlamaCache *c, int n_layers, int n_kv_heads, int head_dim, int capacity)
+static void cache_layout(LlamaCache *c, int capacity)
+{
+    c->capacity = capacity;
+    c->lay.dtype = KVCC_F32;
+    c->lay.layers = c->n_layers;
+    c->lay.kv_heads = c->n_kv_heads;
+    c->lay.head_dim = c->head_dim;
+    c->lay.capacity = capacity;
+    c->lay.stride_token = c->head_dim;
+    c->lay.stride_head = (int64_t)capacity * c->head_dim;
+    c->lay.stride_layer = (int64_t)c->n_kv_heads * c->lay.stride_head;
+}
+
+/* Buffers of a cache of `capacity` rows per head; the shape fields of c are set. */
+static int cache_alloc(LlamaCache *c, int capacity, float **K, float **V, int32_t **pos,
+                       float **state)
+{
+    size_t heads = (size_t)c->n_layers * (size_t)c->n_kv_heads;
+    size_t rows = heads * (size_t)capacity;
+    *K = calloc(rows * (size_t)c->head_dim, sizeof(float));
+    *V = calloc(rows * (size_t)c->head_dim, sizeof(float));
+    *pos = calloc(rows, sizeof(int32_t));
+    *state = c->nstate ? calloc((size_t)c->nstate * rows, sizeof(float)) : NULL;
+    if (!*K || !*V || !*pos || (c->nstate && !*state)) {
+        free(*K);
+        free(*V);
+        free(*pos);
+        free(*state);
+        return -1;
+    }
+    return 0;
+}
+
+static void cache_bind(LlamaCache *c, float *K, float *V, int32_t *pos, float *state)
+{
+    c->kc.K = K;
+    c->kc.V = V;
+    c->kc.pos = pos;
+    c->state = state;
+#ifdef LLAMA_KVCC_DECODE
+    c->kc.state = state;
+#endif
+}
+
+int llama_cache_init(LlamaCache *c, int n_layers, int n_kv_heads, int head_dim, int capacity,
+                     int nstate)
 {
     memset(c, 0, sizeof *c);
-    if (n_layers <= 0 || n_kv_heads <= 0 || head_dim <= 0 || capacity <= 0)
+    if (n_layers <= 0 || n_kv_heads <= 0 || head_dim <= 0 || capacity <= 0 || nstate < 0)
         return -1;
-    size_t heads = (size_t)n_layers * (size_t)n_kv_heads;
-    size_t rows = heads * (size_t)capacity;
     c->n_layers = n_layers;
     c->n_kv_heads = n_kv_heads;
     c->head_dim = head_dim;
-    c->capacity = capacity;
-    c->k = calloc(rows * (size_t)head_dim, sizeof(float));
-    c->v = calloc(rows * (size_t)head_dim, sizeof(float));
-    c->pos = calloc(rows, sizeof(int));
-    c->len = calloc(heads, sizeof(int));
-    if (!c->k || !c->v || !c->pos || !c->len) {
-        llama_cache_free(c);
+    c->nstate = nstate;
+    cache_layout(c, capacity);
+    float *K, *V, *state;
+    int32_t *pos;
+    c->kc.len = calloc((size_t)n_layers * (size_t)n_kv_heads, sizeof(int32_t));
+    if (!c->kc.len || cache_alloc(c, capacity, &K, &V, &pos, &state)) {
+        free(c->kc.len);
+        memset(c, 0, sizeof *c);
         return -1;
     }
+    cache_bind(c, K, V, pos, state);
     return 0;
 }
 
@@ -200,31 +245,97 @@ void llama_cache_free(LlamaCache *c)
 {
     if (!c)
         return;
-    free(c->k);
-    free(c->v);
-    free(c->pos);
-    free(c->len);
+    free(c->kc.K);
+    free(c->kc.V);
+    free(c->kc.pos);
+    free(c->kc.len);
+    free(c->state);
     memset(c, 0, sizeof *c);
 }
 
 void llama_cache_reset(LlamaCache *c)
 {
-    memset(c->len, 0, (size_t)c->n_layers * (size_t)c->n_kv_heads * sizeof(int));
+    memset(c->kc.len, 0, (size_t)c->n_layers * (size_t)c->n_kv_heads * sizeof(int32_t));
+}
+
+size_t llama_cache_bytes(const LlamaCache *c)
+{
+    size_t heads = (size_t)c->n_layers * (size_t)c->n_kv_heads;
+    size_t rows = heads * (size_t)c->capacity;
+    return 2 * rows * (size_t)c->head_dim * sizeof(float) + rows * sizeof(int32_t) +
+           heads * sizeof(int32_t) + (size_t)c->nstate * rows * sizeof(float);
+}
+
+int llama_cache_max_len(const LlamaCache *c)
+{
+    int m = 0;
+    for (size_t i = 0; i < (size_t)c->n_layers * (size_t)c->n_kv_heads; i++)
+        if (c->kc.len[i] > m)
+            m = c->kc.len[i];
+    return m;
+}
+
+/* Rows 0..len-1 of every head of src into the buffers of dst (capacities may differ). */
+static void cache_rows(const LlamaCache *src, float *K, float *V, int32_t *pos, float *state,
+                       int capacity)
+{
+    size_t hd = (size_t)src->head_dim, heads = (size_t)src->n_layers * src->n_kv_heads;
+    for (int l = 0; l < src->n_layers; l++)
+        for (int h = 0; h < src->n_kv_heads; h++) {
+            size_t i = llama_cache_head(src, l, h), n = (size_t)src->kc.len[i];
+            memcpy(K + i * capacity * hd, llama_cache_k(src, l, h), n * hd * sizeof(float));
+            memcpy(V + i * capacity * hd, llama_cache_v(src, l, h), n * hd * sizeof(float));
+            memcpy(pos + i * capacity, llama_cache_pos(src, l, h), n * sizeof(int32_t));
+            for (int s = 0; s < src->nstate; s++)
+                memcpy(state + ((size_t)s * heads + i) * capacity,
+                       src->state + ((size_t)s * heads + i) * src->capacity,
+                       n * sizeof(float));
+        }
+}
+
+int llama_cache_copy(LlamaCache *dst, const LlamaCache *src)
+{
+    if (dst->n_layers != src->n_layers || dst->n_kv_heads != src->n_kv_heads ||
+        dst->head_dim != src->head_dim || dst->nstate != src->nstate ||
+        llama_cache_max_len(src) > dst->capacity)
+        return -1;
+    cache_rows(src, dst->kc.K, dst->kc.V, dst->kc.pos, dst->state, dst->capacity);
+    memcpy(dst->kc.len, src->kc.len,
+           (size_t)src->n_layers * (size_t)src->n_kv_heads * sizeof(int32_t));
+    return 0;
+}
+
+int llama_cache_resize(LlamaCache *c, int capacity)
+{
+    if (capacity <= 0 || capacity < llama_cache_max_len(c))
+        return -1;
+    float *K, *V, *state;
+    int32_t *pos;
+    if (cache_alloc(c, capacity, &K, &V, &pos, &state))
+        return -1;
+    cache_rows(c, K, V, pos, state, capacity);
+    free(c->kc.K);
+    free(c->kc.V);
+    free(c->kc.pos);
+    free(c->state);
+    cache_bind(c, K, V, pos, state);
+    cache_layout(c, capacity);
+    return 0;
 }
 
 int llama_cache_keep(LlamaCache *c, int l, int h, const int *kept, int n_keep)
 {
     if (l < 0 || l >= c->n_layers || h < 0 || h >= c->n_kv_heads || n_keep < 0)
         return -1;
-    int *len = llama_cache_len(c, l, h);
+    int32_t *len = llama_cache_len(c, l, h);
     if (n_keep > *len)
         return -1;
     for (int i = 0; i < n_keep; i++)
         if (kept[i] < 0 || kept[i] >= *len || (i > 0 && kept[i] <= kept[i - 1]))
             return -1;
     float *K = llama_cache_k(c, l, h), *V = llama_cache_v(c, l, h);
-    int *pos = llama_cache_pos(c, l, h);
-    size_t hd = (size_t)c->head_dim;
+    int32_t *pos = llama_cache_pos(c, l, h);
+    size_t hd = (size_t)c->head_dim, heads = (size_t)c->n_layers * c->n_kv_heads;
     for (int i = 0; i < n_keep; i++) { /* kept[i] >= i: a forward copy is safe */
         int j = kept[i];
         if (j == i)
@@ -232,6 +343,10 @@ int llama_cache_keep(LlamaCache *c, int l, int h, const int *kept, int n_keep)
         memmove(K + (size_t)i * hd, K + (size_t)j * hd, hd * sizeof(float));
         memmove(V + (size_t)i * hd, V + (size_t)j * hd, hd * sizeof(float));
         pos[i] = pos[j];
+        for (int s = 0; s < c->nstate; s++) {
+            float *st = c->state + ((size_t)s * heads + llama_cache_head(c, l, h)) * c->capacity;
+            st[i] = st[j];
+        }
     }
     *len = n_keep;
     return 0;
@@ -367,7 +482,7 @@ void llama_state_free(LlamaState *s)
     memset(s, 0, sizeof *s);
 }
 
-int llama_state_init(LlamaState *s, const LlamaModel *m, int capacity)
+int llama_state_init(LlamaState *s, const LlamaModel *m, int capacity, int nstate)
 {
     memset(s, 0, sizeof *s);
     const LlamaConfig *c = &m->cfg;
@@ -375,7 +490,7 @@ int llama_state_init(LlamaState *s, const LlamaModel *m, int capacity)
         capacity = c->seq_len;
     s->m = m;
     s->attend = llama_attend_ref;
-    if (llama_cache_init(&s->cache, c->n_layers, c->n_kv_heads, c->head_dim, capacity))
+    if (llama_cache_init(&s->cache, c->n_layers, c->n_kv_heads, c->head_dim, capacity, nstate))
         return -1;
     s->x = calloc((size_t)c->dim, sizeof(float));
     s->xb = calloc((size_t)c->dim, sizeof(float));
@@ -386,7 +501,10 @@ int llama_state_init(LlamaState *s, const LlamaModel *m, int capacity)
     s->k = calloc((size_t)c->kv_dim, sizeof(float));
     s->v = calloc((size_t)c->kv_dim, sizeof(float));
     s->att_out = calloc((size_t)c->dim, sizeof(float));
-    s->probs = calloc((size_t)c->group * (size_t)capacity, sizeof(float));
+    /* probabilities of the reference path's observe hook: room for a cache that is later
+     * resized up to the model's seq_len */
+    s->probs = calloc((size_t)c->group * (size_t)(capacity > c->seq_len ? capacity : c->seq_len),
+                      sizeof(float));
     s->logits = calloc((size_t)c->vocab_size, sizeof(float));
     if (!s->x || !s->xb || !s->xb2 || !s->hb || !s->hb2 || !s->q || !s->k || !s->v ||
         !s->att_out || !s->probs || !s->logits) {
@@ -402,12 +520,18 @@ const float *llama_forward(LlamaState *s, int token, int pos)
     const LlamaConfig *c = &m->cfg;
     LlamaCache *kc = &s->cache;
     const int D = c->dim, F = c->hidden_dim, KV = c->kv_dim, hd = c->head_dim, G = c->group;
-    if (token < 0 || token >= c->vocab_size)
+    if (token < 0 || token >= c->vocab_size) {
+        snprintf(s->err, sizeof s->err, "token id %d outside 0..%d", token, c->vocab_size - 1);
         return NULL;
+    }
     for (int l = 0; l < c->n_layers; l++)
         for (int h = 0; h < c->n_kv_heads; h++)
-            if (*llama_cache_len(kc, l, h) >= kc->capacity)
+            if (*llama_cache_len(kc, l, h) >= kc->capacity) {
+                snprintf(s->err, sizeof s->err,
+                         "the KV cache is full (layer %d, kv head %d: %d rows)", l, h,
+                         kc->capacity);
                 return NULL;
+            }
     LlamaObs *obs = s->obs;
     int obs_slot = -1;
     if (obs && pos >= obs->start && pos < obs->start + obs->window) {
@@ -430,20 +554,29 @@ const float *llama_forward(LlamaState *s, int token, int pos)
             for (int qh = 0; qh < c->n_heads; qh++)
                 memcpy(obs->q + (((size_t)l * c->n_heads + qh) * obs->window + obs_slot) * hd,
                        s->q + (size_t)qh * hd, (size_t)hd * sizeof(float));
-        for (int h = 0; h < c->n_kv_heads; h++) {
-            int *len = llama_cache_len(kc, l, h);
-            int slot = (*len)++;
-            memcpy(llama_cache_k(kc, l, h) + (size_t)slot * hd, s->k + (size_t)h * hd,
-                   (size_t)hd * sizeof(float));
-            memcpy(llama_cache_v(kc, l, h) + (size_t)slot * hd, s->v + (size_t)h * hd,
-                   (size_t)hd * sizeof(float));
-            llama_cache_pos(kc, l, h)[slot] = pos;
-            float *probs = s->observe ? s->probs : NULL;
-            s->attend(s->q + (size_t)h * G * hd, llama_cache_k(kc, l, h),
-                      llama_cache_v(kc, l, h), *len, hd, G, s->att_out + (size_t)h * G * hd,
-                      probs);
-            if (s->observe)
-                s->observe(s->observe_user, l, h, probs, *len, G);
+        if (s->layer) {
+            int rc = s->layer(s->layer_user, kc, l, s->q, s->k, s->v, pos, s->att_out);
+            if (rc) {
+                snprintf(s->err, sizeof s->err, "attention of layer %d at position %d: %s (%d)",
+                         l, pos, kvcc_last_error(), rc);
+                return NULL;
+            }
+        } else {
+            for (int h = 0; h < c->n_kv_heads; h++) {
+                int32_t *len = llama_cache_len(kc, l, h);
+                int slot = (*len)++;
+                memcpy(llama_cache_k(kc, l, h) + (size_t)slot * hd, s->k + (size_t)h * hd,
+                       (size_t)hd * sizeof(float));
+                memcpy(llama_cache_v(kc, l, h) + (size_t)slot * hd, s->v + (size_t)h * hd,
+                       (size_t)hd * sizeof(float));
+                llama_cache_pos(kc, l, h)[slot] = pos;
+                float *probs = s->observe ? s->probs : NULL;
+                s->attend(s->q + (size_t)h * G * hd, llama_cache_k(kc, l, h),
+                          llama_cache_v(kc, l, h), *len, hd, G, s->att_out + (size_t)h * G * hd,
+                          probs);
+                if (s->observe)
+                    s->observe(s->observe_user, l, h, probs, *len, G);
+            }
         }
         matvec(s->xb2, m->wo + (size_t)l * D * D, s->att_out, D, D);
         for (int i = 0; i < D; i++)

@@ -8,20 +8,22 @@
  * only when the header's vocab_size is negative (otherwise the classifier is the
  * embedding).  See ../shared/data/README.md section 1.
  *
- * KV cache (LlamaCache): for each (layer l, kv head h) a contiguous block of `capacity`
- * rows of head_dim floats, K post-RoPE and V:
- *     k[((l * n_kv_heads + h) * capacity + slot) * head_dim + c]
- * plus len[l * n_kv_heads + h] (rows in use; heads may differ after compression) and the
- * absolute position of each row, pos[(l * n_kv_heads + h) * capacity + slot].  Rows are in
- * the order tokens arrived; every stored row is in the past of a new query.
+ * KV cache (LlamaCache): libkvcc's kvcc_layout / kvcc_cache, f32
+ * [layer][kv head][capacity][head_dim], K post-RoPE and V, int32 pos and len per head (see
+ * below), so that libkvcc compresses it in place and runs decode attention on it.
  *
- * Attention goes through one function, LlamaAttendFn (llama_attend_ref by default), called
+ * Attention: per layer, either the runtime's decode attention (LlamaState.layer set, e.g.
+ * llama_kvcc_layer in kvattn.h: kvcc_append + kvcc_decode_layer) or the built-in reference
+ * (LlamaState.layer NULL): append the row, then LlamaAttendFn (llama_attend_ref by default)
  * once per (layer, kv head) with the G query heads of that kv head.
  */
 #ifndef KVCC_EXAMPLES_LLAMA_MODEL_H
 #define KVCC_EXAMPLES_LLAMA_MODEL_H
 
 #include <stddef.h>
+#include <stdint.h>
+
+#include "kvcc.h"
 
 typedef struct {
     int dim, hidden_dim, n_layers, n_heads, n_kv_heads, vocab_size, seq_len;
@@ -44,18 +46,38 @@ typedef struct {
 int llama_model_load(LlamaModel *m, const char *path, char *err, size_t errlen);
 void llama_model_free(LlamaModel *m);
 
-/* ---- KV cache ---------------------------------------------------------------------------- */
+/* ---- KV cache in libkvcc's layout ---------------------------------------------------------
+ * The cache IS a kvcc_layout + kvcc_cache: f32, contiguous [layer][kv head][capacity][head_dim]
+ * (stride_token = head_dim, stride_head = capacity * head_dim, stride_layer = kv_heads *
+ * stride_head), keys post-RoPE, int32 pos [layer][kv head][capacity] (absolute RoPE position
+ * of each row) and len [layer][kv head] (rows in use; heads may differ after compression).
+ * kvcc_compress, kvcc_append and kvcc_decode_layer work on `kc` directly.  Rows are in the
+ * order tokens arrived; every stored row is in the past of a new query.
+ * state: per-token policy state [nstate][layer][kv head][capacity] (decode policies such as
+ * H2O), NULL when nstate is 0. */
 typedef struct {
-    int n_layers, n_kv_heads, head_dim, capacity;
-    float *k;  /* [n_layers][n_kv_heads][capacity][head_dim], post-RoPE keys */
-    float *v;  /* same layout, values */
-    int *len;  /* [n_layers][n_kv_heads] rows in use */
-    int *pos;  /* [n_layers][n_kv_heads][capacity] absolute (RoPE) position of each row */
+    kvcc_layout lay;
+    kvcc_cache kc;
+    int n_layers, n_kv_heads, head_dim, capacity, nstate;
+    float *state;
 } LlamaCache;
 
-int llama_cache_init(LlamaCache *c, int n_layers, int n_kv_heads, int head_dim, int capacity);
+int llama_cache_init(LlamaCache *c, int n_layers, int n_kv_heads, int head_dim, int capacity,
+                     int nstate);
 void llama_cache_free(LlamaCache *c);
 void llama_cache_reset(LlamaCache *c); /* all lengths to 0 */
+/* Bytes the cache holds allocated (K, V, pos, len, state) for its capacity. */
+size_t llama_cache_bytes(const LlamaCache *c);
+/* Most rows in use by any (layer, kv head). */
+int llama_cache_max_len(const LlamaCache *c);
+/* Copies the rows in use (K, V, pos, state) and the lengths of src into dst; both caches must
+ * have the same shape (layers, heads, head_dim, nstate) and dst room for every row.
+ * Returns 0 or -1. */
+int llama_cache_copy(LlamaCache *dst, const LlamaCache *src);
+/* Moves the cache into a newly allocated one of `capacity` rows per head (>= every length)
+ * and frees the old buffers: what actually gives memory back after a compression.  Returns
+ * 0, or -1 (the cache is then unchanged). */
+int llama_cache_resize(LlamaCache *c, int capacity);
 
 static inline size_t llama_cache_head(const LlamaCache *c, int l, int h)
 {
@@ -63,24 +85,26 @@ static inline size_t llama_cache_head(const LlamaCache *c, int l, int h)
 }
 static inline float *llama_cache_k(const LlamaCache *c, int l, int h)
 {
-    return c->k + llama_cache_head(c, l, h) * (size_t)c->capacity * (size_t)c->head_dim;
+    return (float *)c->kc.K + (size_t)l * (size_t)c->lay.stride_layer +
+           (size_t)h * (size_t)c->lay.stride_head;
 }
 static inline float *llama_cache_v(const LlamaCache *c, int l, int h)
 {
-    return c->v + llama_cache_head(c, l, h) * (size_t)c->capacity * (size_t)c->head_dim;
+    return (float *)c->kc.V + (size_t)l * (size_t)c->lay.stride_layer +
+           (size_t)h * (size_t)c->lay.stride_head;
 }
-static inline int *llama_cache_pos(const LlamaCache *c, int l, int h)
+static inline int32_t *llama_cache_pos(const LlamaCache *c, int l, int h)
 {
-    return c->pos + llama_cache_head(c, l, h) * (size_t)c->capacity;
+    return c->kc.pos + llama_cache_head(c, l, h) * (size_t)c->capacity;
 }
-static inline int *llama_cache_len(const LlamaCache *c, int l, int h)
+static inline int32_t *llama_cache_len(const LlamaCache *c, int l, int h)
 {
-    return c->len + llama_cache_head(c, l, h);
+    return c->kc.len + llama_cache_head(c, l, h);
 }
 
 /* Keeps rows kept[0..n_keep-1] (strictly increasing slot indices < len) of (l, h), in
- * order, moving K, V and pos in place; len becomes n_keep.  Returns 0, or -1 when kept is
- * not strictly increasing or out of range (the cache is then unchanged). */
+ * order, moving K, V, pos and state in place; len becomes n_keep.  Returns 0, or -1 when
+ * kept is not strictly increasing or out of range (the cache is then unchanged). */
 int llama_cache_keep(LlamaCache *c, int l, int h, const int *kept, int n_keep);
 
 /* ---- attention ----------------------------------------------------------------------------- */
@@ -111,30 +135,40 @@ int llama_obs_init(LlamaObs *o, const LlamaConfig *cfg, int window);
 void llama_obs_free(LlamaObs *o);
 
 /* ---- inference state ------------------------------------------------------------------------- */
-/* Called after each attend when set: probabilities of the G query heads of (layer, kv_head)
- * over the n rows of that head (the current token is row n-1). */
+/* Called after each attend of the reference path when set: probabilities of the G query
+ * heads of (layer, kv_head) over the n rows of that head (the current token is row n-1). */
 typedef void (*LlamaObserveFn)(void *user, int layer, int kv_head, const float *probs, int n,
                                int G);
+
+/* Attention of one layer for the token at position pos: appends its k, v [n_kv_heads][hd]
+ * (post-RoPE) to every kv head of the layer, attends with q [n_heads][hd] over the rows of
+ * each kv head and writes out [n_heads][hd].  Returns 0 or a negative code (cache full...). */
+typedef int (*LlamaLayerFn)(void *user, LlamaCache *c, int layer, const float *q,
+                            const float *k, const float *v, int pos, float *out);
 
 typedef struct {
     const LlamaModel *m;
     LlamaCache cache;
-    LlamaAttendFn attend;   /* llama_attend_ref unless replaced */
+    LlamaLayerFn layer;     /* NULL: the reference path below */
+    void *layer_user;
+    LlamaAttendFn attend;   /* reference path: llama_attend_ref unless replaced */
     LlamaObs *obs;          /* when set, forward() stores queries of positions in its range */
-    LlamaObserveFn observe; /* optional */
+    LlamaObserveFn observe; /* reference path, optional */
     void *observe_user;
+    char err[256];          /* why the last llama_forward returned NULL */
     /* scratch */
     float *x, *xb, *xb2, *hb, *hb2, *q, *k, *v, *att_out, *probs, *logits;
 } LlamaState;
 
-/* capacity: rows per (layer, kv head); 0 means the model's seq_len. */
-int llama_state_init(LlamaState *s, const LlamaModel *m, int capacity);
+/* capacity: rows per (layer, kv head); 0 means the model's seq_len.  nstate: per-token state
+ * tensors of the policy that will run on the cache (0 for none). */
+int llama_state_init(LlamaState *s, const LlamaModel *m, int capacity, int nstate);
 void llama_state_free(LlamaState *s);
 
 /* One token at RoPE position pos: appends its K, V (post-RoPE) to every (layer, kv head) of
  * the cache, attends over all rows of the head, and returns the logits [vocab] (owned by
- * s, valid until the next call).  Returns NULL when a head of the cache is full or the
- * token id is out of range. */
+ * s, valid until the next call).  Returns NULL (with s->err) when a head of the cache is
+ * full, the token id is out of range or the attention backend fails. */
 const float *llama_forward(LlamaState *s, int token, int pos);
 
 /* Runs tokens[0..n-1] at positions pos0.. through llama_forward.  When obs is non-NULL its
@@ -146,10 +180,5 @@ int llama_prefill(LlamaState *s, const int *tokens, int n, int pos0, LlamaObs *o
 
 /* -log softmax(logits)[target], in double. */
 double llama_nll(const float *logits, int vocab, int target);
-
-/* Compression hook: called by the caller between prefill and continuation; it may rewrite
- * the cache (e.g. with llama_cache_keep, or with libkvcc's compiled kernels).  Returns 0 or
- * a negative error. */
-typedef int (*LlamaCompressFn)(LlamaCache *cache, const LlamaObs *obs, void *user);
 
 #endif

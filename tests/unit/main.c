@@ -19,7 +19,8 @@
 	X(lex) \
 	X(parse) \
 	X(verify) \
-	X(passes)
+	X(passes) \
+	X(policies)
 
 #define DECLARE(area) Suite *area##_suite(void);
 SUITES(DECLARE)

@@ -208,6 +208,7 @@ static const struct { const char *text; const char *msg; } bad[] = {
 	{ H "%0 = info temperature []\n",
 	  "t.kir:2:11: error: unknown info 'temperature' (scale layer head nlayers nheads step)" },
 	{ H "%0 = index time [token]\n", "t.kir:2:12: error: unknown axis 'time'" },
+	{ H "%0 = size head []\n", "t.kir:2:11: error: 'head' is not a tensor axis" },
 	/* statements */
 	{ H "%0 input pos [token]\n", "t.kir:2:4: error: expected '=', found 'input'" },
 	{ H "param x 1\n", "t.kir:2:9: error: expected '=', found '1'" },

@@ -451,6 +451,51 @@ START_TEST(test_passes_preserve_results)
 }
 END_TEST
 
+/* The observe hook too: H2O reads its state in the hook and in the score,
+** and cse merges the two reads. Two decode steps, then compression. */
+START_TEST(test_passes_preserve_observe)
+{
+	enum { L = 2, Hh = 2, G = 2, D = 8, N = 16 };
+	static float K[L * Hh * N * D], V[L * Hh * N * D], q[2][L * Hh * G * D];
+	uint32_t s = 777;
+	for (size_t i = 0; i < sizeof K / sizeof K[0]; i++)
+		K[i] = frand(&s), V[i] = frand(&s);
+	for (int k = 0; k < 2; k++)
+		for (size_t i = 0; i < sizeof q[k] / sizeof q[k][0]; i++)
+			q[k][i] = 4 * frand(&s);
+	KiCase c;
+	memset(&c, 0, sizeof c);
+	c.L = L, c.H = Hh, c.G = G, c.d = D, c.n = N;
+	c.K = K, c.V = V;
+	c.dtype = KI_F32;
+	c.ratio = 0.25;
+	c.budget = -1;
+	double st[2][L * Hh * N];
+	KiResult r[2];
+	KiFn *f = t_h2o();
+	for (int pass = 0; pass < 2; pass++) {
+		KcErr e = { 0 };
+		if (pass == 1) {
+			int before = f->nins;
+			ck_assert_msg(ki_runpasses(f, KI_DEFAULT_PASSES, 1, &e, NULL, NULL) == 0, "%s", e.msg);
+			ck_assert_int_lt(f->nins, before);
+		}
+		for (size_t i = 0; i < L * Hh * N; i++)
+			st[pass][i] = f->st[0].init;
+		for (int k = 0; k < 2; k++)
+			ck_assert_msg(ki_observe(f, &c, q[k], st[pass], NULL, &e) == 0, "%s", e.msg);
+		c.state = st[pass];
+		ck_assert_msg(ki_run(f, &c, &r[pass], &e) == 0, "%s", e.msg);
+	}
+	ck_assert(memcmp(st[0], st[1], sizeof st[0]) == 0);
+	ck_assert(memcmp(r[0].scores, r[1].scores, L * Hh * N * sizeof(double)) == 0);
+	ck_assert(memcmp(r[0].kept, r[1].kept, L * Hh * N * sizeof(int32_t)) == 0);
+	ki_result_free(&r[0]);
+	ki_result_free(&r[1]);
+	ki_free(f);
+}
+END_TEST
+
 Suite *passes_suite(void)
 {
 	Suite *s = suite_create("passes");
@@ -472,6 +517,7 @@ Suite *passes_suite(void)
 	tcase_add_test(tc, test_runpasses_errors);
 	tcase_add_test(tc, test_passes_idempotent);
 	tcase_add_test(tc, test_passes_preserve_results);
+	tcase_add_test(tc, test_passes_preserve_observe);
 	suite_add_tcase(s, tc);
 	return s;
 }

@@ -1,0 +1,371 @@
+/*
+** Decode differential tests: libkvcc's generated decode_attn kernel (split-KV,
+** online softmax, observe hook) against the reference interpreter's ki_observe
+** (double precision) and ki_run, across dtypes, head dims, groups and targets.
+**
+** Per case (L=2 layers, H=2 KV heads, lengths that differ per head, one of them
+** long enough to be split into several chunks):
+**   S decode steps: kvcc_append + kvcc_decode_layer per layer vs ki_observe;
+**     outputs  |x86 - ref| <= 1e-4 · max(1, max |ref|)
+**     state    |x86 - ref| <= 1e-4 · max(1, |ref|)
+**   then kvcc_compress vs ki_run on the same state: identical kept positions,
+**   compacted state (as above) and bit-identical compacted K/V rows;
+**   then 2 more decode steps on the compacted cache (state moved with K/V).
+** Inputs whose selection boundary has a relative margin < 1e-5 (50x the worst
+** state error seen) skip only the
+** kept-set comparison (counted separately), never the output/state checks.
+*/
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <stdarg.h>
+#include <math.h>
+#include "kvcc.h"
+#include "compiler/ir.h"
+#include "compiler/interp.h"
+#include "codegen/x86/x86.h"
+#include "dsl/dsl.h"
+
+static int npass, nfail, nskip, ntie;
+static double worst_out, worst_state;
+static uint64_t rng = 0x9e3779b97f4a7c15ull;
+
+static double urand(void)
+{
+	rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
+	return (double)(rng >> 11) / 9007199254740992.0;
+}
+
+static void encode(float x, int dt, void *dst)
+{
+	if (dt == KI_F32)
+		memcpy(dst, &x, 4);
+	else if (dt == KI_BF16) {
+		uint32_t u;
+		memcpy(&u, &x, 4);
+		uint16_t h = (uint16_t)(u >> 16);
+		memcpy(dst, &h, 2);
+	} else {
+		_Float16 h = (_Float16)x;
+		memcpy(dst, &h, 2);
+	}
+}
+
+static int cmpd(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+	return x < y ? 1 : x > y ? -1 : 0;
+}
+
+typedef struct Case {
+	const char *policy;
+	int dtype, d, G, target, threads;
+} Case;
+
+enum { L = 2, H = 2 };
+
+typedef struct Ref {
+	int cap, d, G, dtype, nst;
+	float *K, *V;            /* [L][H][cap][d] rounded values */
+	int32_t len[L * H], *pos;
+	double *state;           /* [nst][L][H][cap] */
+} Ref;
+
+static int fails(const char *name, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int fails(const char *name, const char *fmt, ...)
+{
+	va_list ap;
+	printf("FAIL %s: ", name);
+	va_start(ap, fmt);
+	vprintf(fmt, ap);
+	va_end(ap);
+	printf("\n");
+	return -1;
+}
+
+/* one decode step on both sides: append a token to every head, attend, observe */
+static int step(const char *name, const KiFn *f, kvcc_plan *pl, kvcc_cache *c, Ref *R, char *Ks, char *Vs,
+                int64_t st, int stepno)
+{
+	int d = R->d, G = R->G, dt = R->dtype, cap = R->cap;
+	size_t esz = dt == KI_F32 ? 4 : 2;
+	(void)Ks, (void)Vs, (void)st;
+	char *kb = malloc((size_t)H * d * esz), *vb = malloc((size_t)H * d * esz);
+	float *q = malloc((size_t)L * H * G * d * sizeof(float)), *out = malloc((size_t)L * H * G * d * sizeof(float));
+	float *ref = malloc((size_t)L * H * G * d * sizeof(float));
+	int rc = 0;
+	for (int l = 0; l < L && !rc; l++) {
+		for (int h = 0; h < H; h++) {
+			int k = l * H + h, n = R->len[k];
+			for (int ch = 0; ch < d; ch++) {
+				float kv = ki_round((float)(urand() * 2 - 1), dt), vv = ki_round((float)(urand() * 2 - 1), dt);
+				R->K[((size_t)k * cap + n) * d + ch] = kv, R->V[((size_t)k * cap + n) * d + ch] = vv;
+				encode(kv, dt, kb + ((size_t)h * d + ch) * esz);
+				encode(vv, dt, vb + ((size_t)h * d + ch) * esz);
+			}
+			R->pos[(size_t)k * cap + n] = 100000 + stepno;
+			for (int s = 0; s < R->nst; s++)
+				R->state[((size_t)s * L * H + k) * cap + n] = f->st[s].init;
+			R->len[k] = n + 1;
+		}
+		if (kvcc_append(pl, c, l, kb, vb, 100000 + stepno) != 0)
+			rc = fails(name, "append: %s", kvcc_last_error());
+	}
+	for (size_t i = 0; i < (size_t)L * H * G * d; i++)
+		q[i] = (float)(urand() * 6 - 3);
+	for (int l = 0; l < L && !rc; l++)
+		if (kvcc_decode_layer(pl, c, l, q + (size_t)l * H * G * d, out + (size_t)l * H * G * d) != 0)
+			rc = fails(name, "decode: %s", kvcc_last_error());
+	KiCase kc = { .L = L, .H = H, .G = G, .d = d, .n = cap, .len = R->len, .K = R->K, .V = R->V, .pos = R->pos,
+	              .dtype = dt, .step = stepno };
+	KcErr e = { 0 };
+	double *sref = R->nst ? R->state : malloc(8);
+	if (!rc && ki_observe(f, &kc, q, sref, ref, &e) != 0)
+		rc = fails(name, "ki_observe: %s", e.msg);
+	if (!R->nst)
+		free(sref);
+	double mx = 1;
+	for (size_t i = 0; !rc && i < (size_t)L * H * G * d; i++)
+		mx = fmax(mx, fabs(ref[i]));
+	for (size_t i = 0; !rc && i < (size_t)L * H * G * d; i++) {
+		double err = fabs(out[i] - ref[i]) / mx;
+		worst_out = fmax(worst_out, err);
+		if (!(err <= 1e-4))
+			rc = fails(name, "step %d: output [%zu] x86 %.9g ref %.9g", stepno, i, out[i], ref[i]);
+	}
+	for (int s = 0; !rc && s < R->nst; s++)
+		for (int k = 0; !rc && k < L * H; k++)
+			for (int t = 0; !rc && t < R->len[k]; t++) {
+				double a = c->state[((size_t)s * L * H + k) * cap + t], b = R->state[((size_t)s * L * H + k) * cap + t];
+				double err = fabs(a - b) / fmax(1, fabs(b));
+				worst_state = fmax(worst_state, err);
+				if (!(err <= 1e-4))
+					rc = fails(name, "step %d: state %d (l%d h%d t%d) x86 %.9g ref %.9g", stepno, s, k / H, k % H, t, a, b);
+			}
+	free(kb), free(vb), free(q), free(out), free(ref);
+	return rc;
+}
+
+static double margin(const KiFn *f, const double *par, const Ref *R, const KiResult *r)
+{
+	long Rr = KC_RKIND(f->sel.keep_recent) == RK_PAR ? (long)par[KC_RIDX(f->sel.keep_recent)]
+	          : KC_RKIND(f->sel.keep_recent) == RK_CON ? (long)f->con[KC_RIDX(f->sel.keep_recent)] : 0;
+	double worst = INFINITY, *v = malloc((size_t)R->cap * sizeof *v + 8);
+	for (int k = 0; k < L * H; k++) {
+		int n = R->len[k], m = 0, np = 0;
+		for (int t = 0; t < n; t++) {
+			if (t >= n - Rr)
+				np++;
+			else
+				v[m++] = r->scores[(size_t)k * R->cap + t];
+		}
+		qsort(v, (size_t)m, sizeof *v, cmpd);
+		int kk = r->len[k] - (np < r->len[k] ? np : r->len[k]);
+		if (kk > 0 && kk < m) {
+			double a = v[kk - 1], b = v[kk], s = fmax(fabs(a), fabs(b));
+			double rel = s > 0 ? (a - b) / s : 0;
+			worst = rel < worst ? rel : worst;
+		}
+	}
+	free(v);
+	return worst;
+}
+
+static void run_case(const Case *cf, const char *host)
+{
+	char name[200];
+	snprintf(name, sizeof name, "decode %s %s d=%d G=%d %s threads=%d", cf->policy, ki_dtypename(cf->dtype), cf->d,
+	         cf->G, kx_targetname(cf->target), cf->threads);
+	kvcc_spec spec = { cf->dtype, cf->d, cf->G, cf->target };
+	if (!kx_vecwidth(&spec, host)) {
+		printf("SKIP %s: this CPU lacks the features of target %s\n", name, kx_targetname(cf->target));
+		nskip++;
+		return;
+	}
+	char path[256];
+	snprintf(path, sizeof path, "policies/%s.lua", cf->policy);
+	KcErr e = { 0 };
+	KiFn *f = kd_loadfile(path, NULL, &e);
+	if (!f || ki_runpasses(f, KI_DEFAULT_PASSES, 0, &e, NULL, NULL) != 0) {
+		printf("FAIL %s: load: %s\n", name, e.msg);
+		nfail++;
+		ki_free(f);
+		return;
+	}
+	kvcc_policy *p = NULL;
+	if (kvcc_compile_file(path, &spec, &p) != 0) {
+		printf("FAIL %s: compile: %s\n", name, kvcc_last_error());
+		nfail++;
+		ki_free(f);
+		return;
+	}
+	int d = cf->d, G = cf->G, dt = cf->dtype, S = 4, S2 = 2;
+	int n0[L * H] = { 37, 0, 1500 + (int)(urand() * 300), 211 };
+	int cap = 0;
+	for (int k = 0; k < L * H; k++)
+		cap = n0[k] + S + S2 > cap ? n0[k] + S + S2 : cap;
+	int pad = (d / 8) % 2 ? 8 : 0;
+	int64_t st = d + pad;
+	size_t esz = dt == KI_F32 ? 4 : 2, ntok = (size_t)L * H * cap;
+	int nst = kvcc_state_count(p);
+	Ref R = { .cap = cap, .d = d, .G = G, .dtype = dt, .nst = nst };
+	R.K = calloc(ntok * d, sizeof(float)), R.V = calloc(ntok * d, sizeof(float));
+	R.pos = calloc(ntok, sizeof(int32_t));
+	R.state = calloc(ntok * (nst ? nst : 1), sizeof(double));
+	char *Ks = calloc(ntok * st, esz), *Vs = calloc(ntok * st, esz);
+	int32_t *pos = calloc(ntok, sizeof(int32_t)), len[L * H];
+	float *state = nst ? calloc(ntok * nst, sizeof(float)) : NULL;
+	double par[32];
+	for (int i = 0; i < f->npar; i++)
+		par[i] = f->par[i].def;
+	int rec = ki_findparam(f, "recent");
+	if (rec >= 0)
+		par[rec] = 8;
+	kvcc_plan *pl = NULL;
+	KiResult r = { 0 };
+	for (int k = 0; k < L * H; k++) {
+		len[k] = R.len[k] = n0[k];
+		for (int t = 0; t < n0[k]; t++) {
+			R.pos[(size_t)k * cap + t] = pos[(size_t)k * cap + t] = t;
+			for (int ch = 0; ch < d; ch++) {
+				float kv = ki_round((float)(urand() * 2 - 1), dt), vv = ki_round((float)(urand() * 2 - 1), dt);
+				R.K[((size_t)k * cap + t) * d + ch] = kv, R.V[((size_t)k * cap + t) * d + ch] = vv;
+				encode(kv, dt, Ks + (((size_t)k * cap + t) * st + ch) * esz);
+				encode(vv, dt, Vs + (((size_t)k * cap + t) * st + ch) * esz);
+			}
+		}
+	}
+	for (int s = 0; s < nst; s++)
+		for (size_t i = 0; i < ntok; i++)
+			state[(size_t)s * ntok + i] = (float)f->st[s].init, R.state[(size_t)s * ntok + i] = f->st[s].init;
+	kvcc_layout lay = { dt, L, H, d, cap, (int64_t)H * cap * st, (int64_t)cap * st, st };
+	if (kvcc_plan_create(p, &lay, 0, cf->threads, &pl) != 0 || kvcc_plan_set_params(pl, par) != 0) {
+		printf("FAIL %s: plan: %s\n", name, kvcc_last_error());
+		goto out;
+	}
+	kvcc_cache c = { Ks, Vs, pos, len, state };
+	for (int s = 0; s < S; s++)
+		if (step(name, f, pl, &c, &R, Ks, Vs, st, s) != 0)
+			goto out;
+	/* compress on the accumulated state */
+	double ratio = 0.5;
+	KiCase kc = { .L = L, .H = H, .G = G, .d = d, .n = cap, .len = R.len, .K = R.K, .V = R.V, .pos = R.pos,
+	              .state = nst ? R.state : NULL, .dtype = dt, .params = par, .ratio = ratio, .budget = -1, .step = S - 1 };
+	if (ki_run(f, &kc, &r, &e) != 0) {
+		printf("FAIL %s: ki_run: %s\n", name, e.msg);
+		goto out;
+	}
+	int tied = margin(f, par, &R, &r) < 1e-5;
+	kvcc_args args = { ratio, -1, par, 0, NULL };
+	if (kvcc_compress(pl, &c, NULL, &args) != 0) {
+		printf("FAIL %s: compress: %s\n", name, kvcc_last_error());
+		goto out;
+	}
+	if (tied) {
+		ntie++;
+	} else {
+		for (int k = 0; k < L * H; k++) {
+			if (len[k] != r.len[k]) {
+				printf("FAIL %s: head %d keeps %d tokens, reference %d\n", name, k, len[k], r.len[k]);
+				goto out;
+			}
+			for (int m = 0; m < len[k]; m++) {
+				int want = R.pos[(size_t)k * cap + r.kept[(size_t)k * cap + m]];
+				if (pos[(size_t)k * cap + m] != want || r.pos[(size_t)k * cap + m] != want) {
+					printf("FAIL %s: head %d kept[%d] at position %d, reference %d\n", name, k, m,
+					       pos[(size_t)k * cap + m], want);
+					goto out;
+				}
+				for (int s = 0; s < nst; s++) {
+					double a = state[((size_t)s * L * H + k) * cap + m], b = r.state[((size_t)s * L * H + k) * cap + m];
+					if (!(fabs(a - b) <= 1e-4 * fmax(1, fabs(b)))) {
+						printf("FAIL %s: compacted state of head %d row %d: %.9g vs %.9g\n", name, k, m, a, b);
+						goto out;
+					}
+				}
+				for (int ch = 0; ch < d; ch++) {
+					char bk[4], bv[4];
+					encode(r.K[((size_t)k * cap + m) * d + ch], dt, bk);
+					encode(r.V[((size_t)k * cap + m) * d + ch], dt, bv);
+					if (memcmp(bk, Ks + (((size_t)k * cap + m) * st + ch) * esz, esz) ||
+					    memcmp(bv, Vs + (((size_t)k * cap + m) * st + ch) * esz, esz)) {
+						printf("FAIL %s: compacted K/V row %d of head %d differs\n", name, m, k);
+						goto out;
+					}
+				}
+			}
+		}
+		/* continue decoding on the compacted cache */
+		memcpy(R.K, r.K, ntok * d * sizeof(float));
+		memcpy(R.V, r.V, ntok * d * sizeof(float));
+		memcpy(R.pos, r.pos, ntok * sizeof(int32_t));
+		memcpy(R.len, r.len, sizeof R.len);
+		if (nst)
+			memcpy(R.state, r.state, ntok * nst * sizeof(double));
+		for (int s = 0; s < S2; s++)
+			if (step(name, f, pl, &c, &R, Ks, Vs, st, S + s) != 0)
+				goto out;
+	}
+	npass++;
+	goto done;
+out:
+	nfail++;
+done:
+	ki_result_free(&r);
+	kvcc_plan_destroy(pl);
+	free(R.K), free(R.V), free(R.pos), free(R.state), free(Ks), free(Vs), free(pos), free(state);
+	kvcc_close(p);
+	ki_free(f);
+}
+
+static void api(void)
+{
+	kvcc_spec s = { KI_F32, 64, 2, KVCC_TARGET_NATIVE };
+	kvcc_policy *p = NULL, *q = NULL;
+	int every = 0, ok = kvcc_compile_file("policies/h2o.lua", &s, &p) == 0;
+	ok = ok && kvcc_compile_file("policies/snapkv.lua", &s, &q) == 0;
+	ok = ok && kvcc_policy_when(p, &every) == 1 && every == 1 && kvcc_state_count(p) == 1;
+	ok = ok && kvcc_policy_when(q, &every) == 0 && kvcc_state_count(q) == 0;
+	kvcc_layout lay = { KI_F32, 1, 1, 64, 4, 256, 256, 64 };
+	float K[256] = { 0 }, V[256] = { 0 }, row[64] = { 0 }, qv[128] = { 0 }, o[128];
+	int32_t len = 4;
+	kvcc_plan *pl = NULL;
+	ok = ok && kvcc_plan_create(p, &lay, 0, 1, &pl) == 0;
+	kvcc_cache c = { K, V, NULL, &len, NULL };
+	ok = ok && kvcc_append(pl, &c, 0, row, row, 4) == KVCC_EINVAL;      /* at capacity */
+	ok = ok && kvcc_decode_layer(pl, &c, 0, qv, o) == KVCC_EINVAL;      /* stateful policy, no state */
+	ok = ok && kvcc_decode_layer(pl, &c, 1, qv, o) == KVCC_EINVAL;      /* bad layer */
+	kvcc_plan_destroy(pl);
+	kvcc_close(p), kvcc_close(q);
+	if (ok)
+		npass++;
+	else
+		printf("FAIL decode api: %s\n", kvcc_last_error()), nfail++;
+}
+
+int main(void)
+{
+	static const int dims[] = { 8, 64, 96, 128, 256 }, groups[] = { 1, 2, 4, 8 };
+	char *host = kx_hostfeatures();
+	for (int dt = 0; dt < 3; dt++)
+		for (int di = 0; di < 5; di++)
+			for (int gi = 0; gi < 4; gi++) {
+				Case c = { "h2o", dt, dims[di], groups[gi], KVCC_TARGET_NATIVE, gi % 2 ? 8 : 0 };
+				run_case(&c, host);
+			}
+	for (int dt = 0; dt < 3; dt++) {
+		Case a = { "knorm", dt, 128, 4, KVCC_TARGET_NATIVE, 3 };
+		Case v3 = { "h2o", dt, 96, 2, KVCC_TARGET_V3, 0 }, v4 = { "h2o", dt, 128, 4, KVCC_TARGET_V4, 0 };
+		Case sc = { "h2o", dt, 64, 4, KVCC_TARGET_SCALAR, 0 };
+		run_case(&a, host);
+		run_case(&v3, host);
+		run_case(&v4, host);
+		run_case(&sc, host);
+	}
+	api();
+	free(host);
+	printf("decode: %d passed, %d failed, %d skipped (%d with a near-tie selection boundary: outputs and state "
+	       "checked, kept set not); worst output error %.2e, worst state error %.2e (relative)\n",
+	       npass, nfail, nskip, ntie, worst_out, worst_state);
+	return nfail ? 1 : 0;
+}
