@@ -152,7 +152,7 @@ static double parallel(int threads, Job *tmpl, const float *buf, size_t n)
 }
 
 typedef struct Peaks {
-	double fma512_1, fma512_all, fma256_1, fma256_all, bf16_all, read_all, read_1;
+	double fma512_1, fma512_all, fma256_1, fma256_all, bf16_all, bf16_1, read_all, read_1;
 } Peaks;
 
 static double flops_peak(int kind, int threads, double flop_per_instr)
@@ -180,8 +180,10 @@ static void peaks(int threads, Peaks *p)
 		p->fma256_1 = flops_peak(1, 1, 16);
 		p->fma256_all = flops_peak(1, threads, 16);
 	}
-	if (__builtin_cpu_supports("avx512bf16"))
+	if (__builtin_cpu_supports("avx512bf16")) {
+		p->bf16_1 = flops_peak(2, 1, 64);
 		p->bf16_all = flops_peak(2, threads, 64);
+	}
 	size_t n = (size_t)1 << 28;                       /* 1 GiB of f32 */
 	float *buf = aligned_alloc(64, n * sizeof(float));
 	if (!buf)
@@ -235,7 +237,7 @@ static void store(float x, int dt, void *dst, size_t i)
 typedef struct Row {
 	const char *dt;
 	int n;
-	double score, sel, comp, total, qk_gflops, qk_ratio, score_gbs, bw_ratio, sel_share, kvpress, speedup, agree;
+	double score, sel, comp, total, qk_gflops, qk_ratio, dot_ratio, score_gbs, bw_ratio, sel_share, kvpress, speedup, agree;
 	int passes;
 	char kvnote[800];
 } Row;
@@ -339,6 +341,8 @@ static int bench_case(kvcc_policy *pol, int dt, int n, int threads, int reps, co
 	r->qk_gflops = qk / (r->score * 1e-3) / 1e9;
 	double peak = pk->fma512_all > 0 ? pk->fma512_all : pk->fma256_all;
 	r->qk_ratio = r->qk_gflops / peak;
+	/* bf16 storage on an avx512bf16 CPU: the Q·K tile runs on vdpbf16ps (kx_bf16dot) */
+	r->dot_ratio = dt == KVCC_BF16 && pk->bf16_all > 0 ? r->qk_gflops / pk->bf16_all : 0;
 	r->score_gbs = (double)nkv * esz * r->passes / (r->score * 1e-3) / 1e9;
 	r->bw_ratio = r->score_gbs / pk->read_all;
 	r->sel_share = (r->sel + r->comp) / r->total;
@@ -489,15 +493,17 @@ int main(int argc, char **argv)
 
 	Peaks pk;
 	peaks(threads, &pk);
-	printf("peaks: f32 FMA zmm %.1f GFLOP/s (1 thread %.1f), ymm %.1f (1 thread %.1f); bf16 dot zmm %.1f; "
+	printf("peaks: f32 FMA zmm %.1f GFLOP/s (1 thread %.1f), ymm %.1f (1 thread %.1f); bf16 dot zmm %.1f (1 thread %.1f); "
 	       "read %.1f GB/s (1 thread %.1f)\n",
-	       pk.fma512_all, pk.fma512_1, pk.fma256_all, pk.fma256_1, pk.bf16_all, pk.read_all, pk.read_1);
+	       pk.fma512_all, pk.fma512_1, pk.fma256_all, pk.fma256_1, pk.bf16_all, pk.bf16_1, pk.read_all, pk.read_1);
 
 	double qa[2] = { qkt_alone(KVCC_BF16), qkt_alone(KVCC_F32) };
 	sleep(1);                                 /* let clocks settle after the all-core AVX-512 loops */
 	printf("generated Q·K tile kernel alone (1 thread, 256 queries × 64 tokens × 128): bf16 %.1f GFLOP/s, f32 %.1f "
 	       "GFLOP/s = %.0f%% / %.0f%% of the 1-thread FMA peak\n",
 	       qa[0], qa[1], 100 * qa[0] / pk.fma512_1, 100 * qa[1] / pk.fma512_1);
+	if (pk.bf16_1 > 0)
+		printf("  bf16 tile kernel (vdpbf16ps) = %.0f%% of the 1-thread bf16 dot-product peak\n", 100 * qa[0] / pk.bf16_1);
 	Row rows[4];
 	int nr = 0;
 	int ns[2] = { 4096, 32768 };
@@ -509,10 +515,10 @@ int main(int argc, char **argv)
 			if (bench_case(pol[k], dts[k], ns[i], threads, quick ? 2 : ns[i] > 8192 ? 5 : 10, venv, r, &pk) != 0)
 				return 1;
 			printf("%-4s n=%-6d score %8.2f ms  select %6.2f ms  compact %6.2f ms  total %8.2f ms | Q·K %6.1f GFLOP/s "
-			       "(%4.1f%% of FMA peak), K %5.1f GB/s (%4.1f%% of read BW) | select+compact %4.1f%% | kvpress %s%.1f ms "
+			       "(%4.1f%% of FMA peak, %4.1f%% of bf16 dot peak), K %5.1f GB/s (%4.1f%% of read BW) | select+compact %4.1f%% | kvpress %s%.1f ms "
 			       "(%.1fx) agreement %.4f\n",
-			       r->dt, r->n, r->score, r->sel, r->comp, r->total, r->qk_gflops, 100 * r->qk_ratio, r->score_gbs,
-			       100 * r->bw_ratio, 100 * r->sel_share, r->kvpress > 0 ? "" : "(skipped) ", r->kvpress * 1e3,
+			       r->dt, r->n, r->score, r->sel, r->comp, r->total, r->qk_gflops, 100 * r->qk_ratio, 100 * r->dot_ratio,
+			       r->score_gbs, 100 * r->bw_ratio, 100 * r->sel_share, r->kvpress > 0 ? "" : "(skipped) ", r->kvpress * 1e3,
 			       r->speedup, r->agree);
 			if (r->kvpress <= 0)
 				printf("     kvpress comparison %s\n", r->kvnote);
@@ -583,27 +589,28 @@ int main(int argc, char **argv)
 	fprintf(md, "- date: %s UTC; commit %s\n- CPU: %s, %d threads\n- flags: %s\n", date, commit, cpu, threads, flags);
 	fprintf(md, "- case: 1 layer, %d KV heads, group %d, head_dim %d, window %d, ratio 0.5, policies/snapkv.lua\n", H, G, D,
 	        WIN);
-	fprintf(md, "- peaks (same run): f32 FMA zmm %.1f GFLOP/s (1 thread %.1f), ymm %.1f; bf16 dot (vdpbf16ps) %.1f; "
+	fprintf(md, "- peaks (same run): f32 FMA zmm %.1f GFLOP/s (1 thread %.1f), ymm %.1f; bf16 dot (vdpbf16ps) %.1f (1 thread %.1f); "
 	            "streaming read %.1f GB/s (1 thread %.1f)\n",
-	        pk.fma512_all, pk.fma512_1, pk.fma256_all, pk.bf16_all, pk.read_all, pk.read_1);
+	        pk.fma512_all, pk.fma512_1, pk.fma256_all, pk.bf16_all, pk.bf16_1, pk.read_all, pk.read_1);
 	for (int i = 0; i < nr; i++)
 		if (rows[i].kvpress > 0) {
 			fprintf(md, "- comparison: %s (bench/setup venv), same inputs, press.compress = score + topk + gather\n",
 			        rows[i].kvnote);
 			break;
 		}
-	fprintf(md, "- generated Q·K tile kernel alone (1 thread, cache-resident): bf16 %.1f GFLOP/s, f32 %.1f GFLOP/s\n",
-	        qa[0], qa[1]);
+	fprintf(md, "- generated Q·K tile kernel alone (1 thread, cache-resident): bf16 %.1f GFLOP/s (vdpbf16ps when the CPU has "
+	            "avx512bf16: %.0f%% of the 1-thread bf16 dot peak), f32 %.1f GFLOP/s\n",
+	        qa[0], pk.bf16_1 > 0 ? 100 * qa[0] / pk.bf16_1 : 0, qa[1]);
 	fprintf(md, "- compile snapkv: cold bf16 %.1f ms, f32 %.1f ms; warm (cache hit) bf16 %.2f ms, f32 %.2f ms\n\n", cold[0],
 	        cold[1], warm[0], warm[1]);
-	fprintf(md, "| dtype | n | score ms | select ms | compact ms | total ms | Q·K GFLOP/s | %% FMA peak | K GB/s | "
+	fprintf(md, "| dtype | n | score ms | select ms | compact ms | total ms | Q·K GFLOP/s | %% FMA peak | %% bf16 dot peak | K GB/s | "
 	            "%% read BW | select+compact %% | kvpress ms | speedup | kept agreement |\n");
-	fprintf(md, "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+	fprintf(md, "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
 	fprintf(js, "{\"date\": \"%s\", \"commit\": \"%s\", \"cpu\": \"%s\", \"threads\": %d, \"flags\": \"%s\",\n", date, commit,
 	        cpu, threads, flags);
-	fprintf(js, " \"peaks\": {\"fma512_gflops\": %.2f, \"fma512_1t\": %.2f, \"fma256_gflops\": %.2f, \"bf16dot_gflops\": %.2f, "
+	fprintf(js, " \"peaks\": {\"fma512_gflops\": %.2f, \"fma512_1t\": %.2f, \"fma256_gflops\": %.2f, \"bf16dot_gflops\": %.2f, \"bf16dot_1t\": %.2f, "
 	            "\"read_gbs\": %.2f, \"read_1t_gbs\": %.2f},\n",
-	        pk.fma512_all, pk.fma512_1, pk.fma256_all, pk.bf16_all, pk.read_all, pk.read_1);
+	        pk.fma512_all, pk.fma512_1, pk.fma256_all, pk.bf16_all, pk.bf16_1, pk.read_all, pk.read_1);
 	fprintf(js, " \"compile_ms\": {\"cold_bf16\": %.2f, \"cold_f32\": %.2f, \"warm_bf16\": %.3f, \"warm_f32\": %.3f},\n \"rows\": [\n",
 	        cold[0], cold[1], warm[0], warm[1]);
 	for (int i = 0; i < nr; i++) {
@@ -614,14 +621,17 @@ int main(int argc, char **argv)
 			snprintf(sp, sizeof sp, "%.1fx", r->speedup);
 			snprintf(ag, sizeof ag, "%.4f", r->agree);
 		}
-		fprintf(md, "| %s | %d | %.2f | %.2f | %.2f | %.2f | %.1f | %.1f | %.1f | %.1f | %.1f | %s | %s | %s |\n", r->dt, r->n,
-		        r->score, r->sel, r->comp, r->total, r->qk_gflops, 100 * r->qk_ratio, r->score_gbs, 100 * r->bw_ratio,
+		char dp[32] = "-";
+		if (r->dot_ratio > 0)
+			snprintf(dp, sizeof dp, "%.1f", 100 * r->dot_ratio);
+		fprintf(md, "| %s | %d | %.2f | %.2f | %.2f | %.2f | %.1f | %.1f | %s | %.1f | %.1f | %.1f | %s | %s | %s |\n", r->dt,
+		        r->n, r->score, r->sel, r->comp, r->total, r->qk_gflops, 100 * r->qk_ratio, dp, r->score_gbs, 100 * r->bw_ratio,
 		        100 * r->sel_share, kp, sp, ag);
 		fprintf(js, "  {\"dtype\": \"%s\", \"n\": %d, \"score_ms\": %.3f, \"select_ms\": %.3f, \"compact_ms\": %.3f, "
-		            "\"total_ms\": %.3f, \"qk_passes\": %d, \"qk_gflops\": %.2f, \"fma_peak_ratio\": %.4f, \"score_gbs\": %.2f, "
+		            "\"total_ms\": %.3f, \"qk_passes\": %d, \"qk_gflops\": %.2f, \"fma_peak_ratio\": %.4f, \"bf16dot_peak_ratio\": %.4f, \"score_gbs\": %.2f, "
 		            "\"read_bw_ratio\": %.4f, \"select_compact_share\": %.4f, \"kvpress_ms\": %.3f, \"speedup\": %.3f, "
 		            "\"kept_agreement\": %.5f, \"kvpress_note\": \"%s\"}%s\n",
-		        r->dt, r->n, r->score, r->sel, r->comp, r->total, r->passes, r->qk_gflops, r->qk_ratio, r->score_gbs,
+		        r->dt, r->n, r->score, r->sel, r->comp, r->total, r->passes, r->qk_gflops, r->qk_ratio, r->dot_ratio, r->score_gbs,
 		        r->bw_ratio, r->sel_share, r->kvpress * 1e3, r->speedup, r->agree, r->kvnote, i + 1 < nr ? "," : "");
 	}
 	fprintf(js, " ]\n");

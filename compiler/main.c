@@ -31,8 +31,10 @@ static const char usage[] =
 	"      [--dtype f32|f16|bf16] [--out RESULT.npz]\n"
 	"                                   run the reference interpreter on a case\n"
 	"  compile POLICY.lua -o POLICY.so [--dtype f32|f16|bf16] [--head-dim N] [--group G]\n"
-	"      [--target native|x86-64-v3|x86-64-v4|scalar] [-v]\n"
-	"                                   compile to a shared object for libkvcc\n"
+	"      [--target native|x86-64-v3|x86-64-v4|scalar] [--gpu-arch sm_80,sm_90] [-v]\n"
+	"                                   compile to a shared object (CPU kernels; with\n"
+	"                                   --gpu-arch also PTX/CUBIN per target); -v prints the\n"
+	"                                   plan, cache hit/miss and per-kernel GPU resources\n"
 	"  eval POLICY.lua [POLICY.lua ...] --model M --tokenizer T --data FILE\n"
 	"      [--ratios 0,0.25,0.5,0.75] [--param [policy.]NAME=VALUE]... [--stories a:b]\n"
 	"      [--chunk-chars K] [--from TEXT] [--csv OUT] [--plot OUT.png] [--threads N]\n"
@@ -434,9 +436,11 @@ static int cmd_compile(int argc, char **argv)
 	const char *in = NULL, *out = NULL;
 	kvcc_spec s = { KVCC_F32, 128, 1, KVCC_TARGET_NATIVE };
 	int verbose = 0;
+	const char *gpu = NULL;            /* --gpu-arch sm_80,sm_90: embed PTX/CUBIN (runtime/gpu.c) */
 	for (int i = 0; i < argc; i++) {
 		const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
 		if (!strcmp(a, "-o") && v) out = v, i++;
+		else if (!strcmp(a, "--gpu-arch") && v) gpu = v, i++;
 		else if (!strcmp(a, "--dtype") && v) { if ((s.dtype = ki_dtypebyname(v)) < 0) die_usage("unknown dtype '%s'", v); i++; }
 		else if (!strcmp(a, "--head-dim") && v) s.head_dim = atoi(v), i++;
 		else if (!strcmp(a, "--group") && v) s.group = atoi(v), i++;
@@ -447,7 +451,7 @@ static int cmd_compile(int argc, char **argv)
 	}
 	if (!in || !out)
 		die_usage("%s", "compile needs POLICY.lua and -o OUT.so");
-	if (kvcc_compile_so(in, &s, out, verbose) != 0) {
+	if ((gpu ? kvcc_compile_so_gpu(in, &s, gpu, out, verbose) : kvcc_compile_so(in, &s, out, verbose)) != 0) {
 		fprintf(stderr, "%s\n", kvcc_last_error());
 		return 1;
 	}

@@ -37,7 +37,7 @@ enum { KVCC_TARGET_NATIVE = 0, KVCC_TARGET_V3 = 1, KVCC_TARGET_V4 = 2, KVCC_TARG
 /* A policy.so exports one symbol, KVCC_DESC_SYMBOL, pointing at this descriptor. */
 #define KVCC_DESC_SYMBOL "kvcc_artifact"
 #define KVCC_MAGIC 0x4B5643435F415254ull   /* "KVCC_ART" */
-#define KVCC_ABI 3
+#define KVCC_ABI 4
 
 typedef struct kvcc_artifact {
 	uint64_t magic;            /* KVCC_MAGIC */
@@ -71,6 +71,20 @@ typedef struct kvcc_artifact {
 	void (*sstat)(const float *S, int64_t nq, const int32_t *vj, float a, float *m, float *l);
 	/* acc[j] += sum_q exp(a*S[q][j] - mp[q]) over j < vj[q] (64 columns) */
 	void (*sacc)(const float *S, int64_t nq, const int32_t *vj, float a, const float *mp, float *acc);
+	/* select (chunk 1): key[i] = protected << 63 | order-preserving bits of score[i] (NaN lowest,
+	** -0 = +0) << 31 | (0x7fffffff - (base + i)): higher = kept first, ties → lower index */
+	void (*selkeys)(const float *score, int64_t n, int64_t keep_first, int64_t keep_recent, uint32_t base,
+	                uint64_t *key);
+	/* radix select over n distinct keys (11-bit digits, MSB first): the smallest of the `want`
+	** largest (1 <= want <= n) */
+	uint64_t (*topk)(const uint64_t *key, int64_t n, int64_t want);
+	/* idx[m++] = i for every key[i] >= thr, in order; returns m (the sorted kept list) */
+	int64_t (*keepidx)(const uint64_t *key, int64_t n, uint64_t thr, int32_t *idx);
+	/* in-place stable compaction of one (layer, head): row i = row idx[i] of K and V (storage
+	** dtype, token stride ldk), pos[i] = pos[idx[i]] (pos may be NULL), and for s < nst
+	** state[s*sstride + i] = state[s*sstride + idx[i]]; idx strictly increasing */
+	void (*compact)(void *K, void *V, int64_t ldk, const int32_t *idx, int64_t m, int32_t *pos, float *state,
+	                int64_t nst, int64_t sstride);
 } kvcc_artifact;
 
 /* --- compiling and loading ------------------------------------------------------------ */
@@ -179,6 +193,77 @@ KVCC_API int kvcc_plan_set_params(kvcc_plan *pl, const double *params);
 /* x.step: the next kvcc_decode_layer of every layer sees `step` (each call of a layer
 ** counts one step; plans start at 0). */
 KVCC_API int kvcc_plan_set_step(kvcc_plan *pl, int step);
+
+/* --- GPU (CUDA) ------------------------------------------------------------------------------
+** `kvcc compile … --gpu-arch sm_80,sm_90` embeds, beside the CPU descriptor, a second exported
+** symbol KVCC_GPU_SYMBOL: a read-only blob that starts with kvcc_gpu_header, followed by
+** nkern kvcc_gpu_kernel and nimg kvcc_gpu_image records and the PTX/CUBIN bytes they point
+** at (offsets from the header). libkvcc drives the CUDA driver through dlopen("libcuda.so.1")
+** (no link-time dependency); without one every GPU call fails with KVCC_EUNSUPPORTED and
+** "CUDA driver not found: …". See doc/gpu.md. */
+#define KVCC_GPU_SYMBOL "kvcc_artifact_gpu"
+#define KVCC_GPU_MAGIC 0x4B5643435F475055ull   /* "KVCC_GPU" */
+#define KVCC_GPU_ABI 1
+enum { KVCC_EDEVICE = -8 };                 /* a CUDA driver call or launch failed (message says which) */
+
+typedef struct kvcc_gpu_header {
+	uint64_t magic;            /* KVCC_GPU_MAGIC */
+	uint32_t abi;              /* KVCC_GPU_ABI */
+	uint32_t size;             /* bytes of the whole blob */
+	uint64_t kir_hash;         /* = kvcc_artifact.kir_hash of the same policy.so */
+	int32_t dtype, head_dim, group;
+	int32_t nthreads;          /* block size of every kernel; grid = layers * kv_heads */
+	int32_t nkern, nimg;
+	int32_t has_compress, has_decode;
+	int32_t nvrtc_major, nvrtc_minor;
+	int64_t ws_coef[4];        /* workspace floats per (layer, head) = c0 + c1*N + c2*O + c3*N*O */
+	char archs[64];            /* "sm_80,sm_90" */
+} kvcc_gpu_header;
+
+typedef struct kvcc_gpu_kernel {
+	char name[32];             /* entry point in every image */
+	int32_t role;              /* 0 score (launched in phase order), 1 select, 2 decode */
+	int32_t phase;
+} kvcc_gpu_kernel;
+
+typedef struct kvcc_gpu_image {
+	char arch[16];             /* "sm_90" */
+	int32_t sm, tile;
+	uint64_t ptx_off, ptx_len; /* NUL-terminated PTX text (len excludes the NUL) */
+	uint64_t cubin_off, cubin_len;
+	int32_t regs[8], smem[8], spill[8];   /* per kernel: registers, static shared, spill bytes */
+	uint32_t dsmem[8];         /* per kernel: dynamic shared bytes to launch with (opt-in > 48 KB) */
+} kvcc_gpu_image;
+
+/* kvcc_compile_so plus the GPU kernels for `gpu_archs` ("sm_80,sm_90"; sm_80 or newer, as NVRTC
+** supports them) embedded as KVCC_GPU_SYMBOL. NVRTC is loaded with dlopen (KVCC_NVRTC overrides).
+** Cached like kvcc_compile_so; the key adds the targets and the NVRTC version. verbose: also
+** registers / shared memory / spills per kernel and arch on stderr. */
+KVCC_API int kvcc_compile_so_gpu(const char *path, const kvcc_spec *spec, const char *gpu_archs,
+                                 const char *out_so, int verbose);
+
+typedef struct kvcc_gpu_plan kvcc_gpu_plan;
+
+/* Plan once per (policy, layout, device): loads the driver, makes the device's primary context
+** current, loads the CUBIN for its sm (else JIT-compiles the newest PTX not above it; the JIT
+** log is in the error), opts into > 48 KB shared memory, allocates the workspace, score and
+** error buffers on the device for layouts up to `capacity` tokens and `max_obs` queries.
+** KVCC_EUNSUPPORTED: no driver, no device, or the policy.so has no GPU kernels. */
+KVCC_API int kvcc_gpu_plan_create(kvcc_policy *p, const kvcc_layout *lay, int max_obs, int device_ordinal,
+                                  kvcc_gpu_plan **out);
+KVCC_API void kvcc_gpu_plan_destroy(kvcc_gpu_plan *pl);
+/* The image the plan runs: "cubin sm_90" or "ptx sm_80 (JIT)". */
+KVCC_API const char *kvcc_gpu_plan_image(const kvcc_gpu_plan *pl);
+/* Enqueue score, select and compaction on `stream` (a CUstream; NULL: the legacy default
+** stream). cache->K/V/pos/len/state and obs->Q/lse/qpos are DEVICE pointers (layout as on the
+** CPU); args->scores, when set, a device [layers][kv_heads][capacity] buffer; args->params host
+** values (copied into the launch). Allocates nothing, never synchronizes, makes no decision
+** from device data: it can be captured in a CUDA graph. */
+KVCC_API int kvcc_gpu_compress(kvcc_gpu_plan *pl, const kvcc_cache *cache, const kvcc_obs *obs,
+                               const kvcc_args *args, void *stream);
+/* Synchronize the context and read the device error word of the plan's launches (and clear it):
+** 0, or KVCC_EINVAL with the reason (bad pooling size, bad select arguments, unequal lengths). */
+KVCC_API int kvcc_gpu_plan_check(kvcc_gpu_plan *pl);
 
 #ifdef __cplusplus
 }

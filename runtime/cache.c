@@ -14,6 +14,7 @@
 #include "runtime/cache.h"
 #include "codegen/x86/x86.h"
 #include "compiler/interp.h"
+#include "runtime/gpu.h"
 
 #define TRAILER_MAGIC "KVCCTRL1"
 
@@ -297,7 +298,7 @@ static int lockit(const char *lock, const char *art, uint64_t key, const char *d
 	}
 }
 
-int kr_cache_get(const KiFn *f, const kvcc_spec *spec, int verbose, char *path, size_t n, KcErr *e)
+static int get(const KiFn *f, const kvcc_spec *spec, const KrGpu *gpu, int verbose, char *path, size_t n, KcErr *e)
 {
 	char dir[1024], why[600] = "";
 	double t0 = now_ms();
@@ -315,6 +316,13 @@ int kr_cache_get(const KiFn *f, const kvcc_spec *spec, int verbose, char *path, 
 	uint64_t key = kx_keyhash(&K);
 	char desc[1024], prefix[128];
 	kx_keydesc(&K, desc, sizeof desc);
+	if (gpu) {                         /* GPU targets and the NVRTC that compiles them */
+		char gd[160];
+		int gl = snprintf(gd, sizeof gd, " gpu=%s nvrtc=%d.%d", gpu->archs, gpu->nvrtc_major, gpu->nvrtc_minor);
+		size_t dl = strlen(desc);
+		snprintf(desc + dl, sizeof desc - dl, "%s", gd);
+		key = ki_fnv(gd, (size_t)gl, key);
+	}
 	int m = 0;
 	for (const char *c = f->name; *c && m < 40; c++)
 		prefix[m++] = (char)((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9') ||
@@ -349,7 +357,7 @@ int kr_cache_get(const KiFn *f, const kvcc_spec *spec, int verbose, char *path, 
 	snprintf(tmp, sizeof tmp, "%s/.tmp-%016llx-%ld-%d.so", dir, (unsigned long long)key, (long)getpid(),
 	         __atomic_fetch_add(&counter, 1, __ATOMIC_RELAXED));
 	double ms = 0;
-	if (kx_compile(f, spec, tmp, verbose, &ms, e) != 0) {
+	if ((gpu ? gpu->build(f, spec, gpu, tmp, verbose, &ms, e) : kx_compile(f, spec, tmp, verbose, &ms, e)) != 0) {
 		unlink(tmp);
 		rc = -1;
 	} else if (kr_cache_seal(tmp, key, desc) != 0 || rename(tmp, art) != 0) {
@@ -369,4 +377,15 @@ done:
 		snprintf(path, n, "%s", art);
 	free(kir), free(host);
 	return rc;
+}
+
+int kr_cache_get(const KiFn *f, const kvcc_spec *spec, int verbose, char *path, size_t n, KcErr *e)
+{
+	return get(f, spec, NULL, verbose, path, n, e);
+}
+
+int kr_cache_get_gpu(const KiFn *f, const kvcc_spec *spec, const KrGpu *gpu, int verbose, char *path, size_t n,
+                     KcErr *e)
+{
+	return get(f, spec, gpu, verbose, path, n, e);
 }

@@ -52,6 +52,13 @@ static struct {
 	CUresult (*MemcpyHtoD)(CUdeviceptr, const void *, size_t);
 	CUresult (*MemcpyDtoH)(void *, CUdeviceptr, size_t);
 	CUresult (*GetErrorString)(CUresult, const char **);
+	CUresult (*DeviceGetName)(char *, int, CUdevice);
+	CUresult (*MemcpyDtoD)(CUdeviceptr, CUdeviceptr, size_t);
+	CUresult (*EventCreate)(void **, unsigned);
+	CUresult (*EventRecord)(void *, CUstream);
+	CUresult (*EventSynchronize)(void *);
+	CUresult (*EventElapsedTime)(float *, void *, void *);
+	CUresult (*EventDestroy)(void *);
 	int version;
 } cu;
 static pthread_mutex_t culock = PTHREAD_MUTEX_INITIALIZER;
@@ -123,6 +130,13 @@ static void load(void)
 	S(MemcpyHtoD, "cuMemcpyHtoD");
 	S(MemcpyDtoH, "cuMemcpyDtoH");
 	S(GetErrorString, "cuGetErrorString");
+	S(DeviceGetName, "cuDeviceGetName");
+	S(MemcpyDtoD, "cuMemcpyDtoD");
+	S(EventCreate, "cuEventCreate");
+	S(EventRecord, "cuEventRecord");
+	S(EventSynchronize, "cuEventSynchronize");
+	S(EventElapsedTime, "cuEventElapsedTime");
+	S(EventDestroy, "cuEventDestroy");
 #undef S
 	CUresult r = cu.Init(0);
 	if (r != 0) {
@@ -250,6 +264,7 @@ size_t kvc_ws_bytes(const KvCuda *m, int L, int H, int N, int O)
 static int launch(KvCuda *m, int role, const KvgArgs *a, void *stream, char *why, size_t whylen)
 {
 	void *params[] = { (void *)a };
+	cu.CtxSetCurrent(m->ctx);          /* the caller's thread may have none (host call, capturable) */
 	for (int k = 0; k < m->art->nkern; k++) {
 		if (m->art->kern[k].role != role)
 			continue;
@@ -294,3 +309,72 @@ void kvc_free(void *d)
 int kvc_put(void *d, const void *h, size_t n) { return cu.ok && cu.MemcpyHtoD((CUdeviceptr)(uintptr_t)d, h, n) == 0 ? 0 : -1; }
 int kvc_get(void *h, const void *d, size_t n) { return cu.ok && cu.MemcpyDtoH(h, (CUdeviceptr)(uintptr_t)d, n) == 0 ? 0 : -1; }
 int kvc_sync(void) { return cu.ok && cu.CtxSynchronize() == 0 ? 0 : -1; }
+
+/* --- benchmarks (make bench-gpu): synchronizing, never used by plan/run ---------------- */
+
+int kvc_time_compress(KvCuda *m, const KvgArgs *a, double *ms, char *why, size_t whylen)
+{
+	void *ev[KVG_MAXKERN + 1] = { 0 };
+	int rc = 0, order[KVG_MAXKERN], n = 0;
+	for (int role = KVG_SCORE; role <= KVG_SELECT; role++)
+		for (int k = 0; k < m->art->nkern; k++)
+			if (m->art->kern[k].role == role)
+				order[n++] = k;
+	for (int i = 0; i <= n && rc == 0; i++)
+		rc = cu.EventCreate(&ev[i], 0) != 0;
+	void *params[] = { (void *)a };
+	cu.CtxSetCurrent(m->ctx);
+	for (int i = 0; i < n && rc == 0; i++) {
+		int k = order[i];
+		rc = cu.EventRecord(ev[i], NULL) != 0 ||
+		     cu.LaunchKernel(m->fn[k], (unsigned)(a->L * a->H), 1, 1, (unsigned)m->art->nthreads, 1, 1, m->dsmem[k],
+		                     NULL, params, NULL) != 0;
+	}
+	if (rc == 0)
+		rc = cu.EventRecord(ev[n], NULL) != 0 || cu.EventSynchronize(ev[n]) != 0;
+	for (int i = 0; i < n && rc == 0; i++) {
+		float t = 0;
+		rc = cu.EventElapsedTime(&t, ev[i], ev[i + 1]) != 0;
+		ms[order[i]] = t;
+	}
+	for (int i = 0; i <= n; i++)
+		if (ev[i])
+			cu.EventDestroy(ev[i]);
+	if (rc)
+		snprintf(why, whylen, "timed compress failed");
+	return rc ? -1 : 0;
+}
+
+double kvc_time_d2d(void *dst, const void *src, size_t bytes)
+{
+	void *e0 = NULL, *e1 = NULL;
+	float t = -1;
+	if (!cu.ok || cu.EventCreate(&e0, 0) || cu.EventCreate(&e1, 0) || cu.EventRecord(e0, NULL) ||
+	    cu.MemcpyDtoD((CUdeviceptr)(uintptr_t)dst, (CUdeviceptr)(uintptr_t)src, bytes) || cu.EventRecord(e1, NULL) ||
+	    cu.EventSynchronize(e1) || cu.EventElapsedTime(&t, e0, e1))
+		t = -1;
+	if (e0)
+		cu.EventDestroy(e0);
+	if (e1)
+		cu.EventDestroy(e1);
+	return t;
+}
+
+int kvc_device_info(int dev, char *name, size_t nn, int attr[6])
+{
+	/* attr: sm, multiprocessors, clock kHz, memory clock kHz, bus width bits, max opt-in smem */
+	static const int ids[6] = { 0, 16, 13, 36, 37, 97 };
+	CUdevice d;
+	if (kvc_driver_load(NULL, 0) != 0 || cu.DeviceGet(&d, dev) != 0)
+		return -1;
+	if (name && cu.DeviceGetName(name, (int)nn, d) != 0)
+		snprintf(name, nn, "?");
+	int maj = 0, min = 0;
+	cu.DeviceGetAttribute(&maj, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, d);
+	cu.DeviceGetAttribute(&min, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR, d);
+	attr[0] = maj * 10 + min;
+	for (int i = 1; i < 6; i++)
+		if (cu.DeviceGetAttribute(&attr[i], ids[i], d) != 0)
+			attr[i] = 0;
+	return 0;
+}

@@ -44,4 +44,12 @@ KC_FUNC int kvc_put(void *dptr, const void *host, size_t bytes);
 KC_FUNC int kvc_get(void *host, const void *dptr, size_t bytes);
 KC_FUNC int kvc_sync(void);
 
+/* Benchmarks only (they synchronize): one compress with an event pair around each
+** kernel (ms[k] per art->kern index, default stream); a device-to-device copy (ms, or -1);
+** device name and attr = { sm, multiprocessors, clock kHz, memory clock kHz, bus bits,
+** opt-in shared bytes } (0 where the driver does not report one). */
+KC_FUNC int kvc_time_compress(KvCuda *m, const KvgArgs *a, double *ms, char *why, size_t whylen);
+KC_FUNC double kvc_time_d2d(void *dst, const void *src, size_t bytes);
+KC_FUNC int kvc_device_info(int dev, char *name, size_t nn, int attr[6]);
+
 #endif

@@ -70,7 +70,8 @@ static int validate(const kvcc_artifact *a, const char *path)
 	if (a->abi != KVCC_ABI || a->size != sizeof(kvcc_artifact))
 		return seterr(KVCC_EARTIFACT, "%s: artifact ABI %u (size %u), this libkvcc has ABI %d", path, a->abi,
 		              a->size, KVCC_ABI);
-	if (!a->version || !a->kir || !a->name || !a->features || !a->qk || !a->cvt || !a->decode || !a->probs || !a->qkt || !a->sstat || !a->sacc)
+	if (!a->version || !a->kir || !a->name || !a->features || !a->qk || !a->cvt || !a->decode || !a->probs || !a->qkt || !a->sstat || !a->sacc ||
+	    !a->selkeys || !a->topk || !a->keepidx || !a->compact)
 		return seterr(KVCC_EARTIFACT, "%s: corrupted artifact descriptor", path);
 	if (strcmp(a->version, KVCC_VERSION) != 0)
 		return seterr(KVCC_EARTIFACT, "%s: compiled by kvcc %s, this is %s", path, a->version, KVCC_VERSION);
@@ -361,7 +362,9 @@ struct kvcc_plan {
 	int ws_go;
 	float **ws;
 	uint64_t *selkeys;       /* select: candidate keys of one scope group */
-	char *keep;              /* [layers][kv_heads][capacity] */
+	char *keep;              /* [layers][kv_heads][capacity] (chunk > 1 only) */
+	int32_t *kidx;           /* [layers][kv_heads][capacity] sorted kept positions per instance */
+	int32_t *nkept;          /* [layers][kv_heads] */
 	/* compress values: without a head_mean barrier every instance is scored by one thread
 	** in one go, so its token_map / attn_score values live in that thread's arena (sized
 	** for capacity tokens and arena_obs queries) and only the score is kept per instance */
@@ -492,6 +495,8 @@ KVCC_API int kvcc_plan_create(kvcc_policy *p, const kvcc_layout *lay, int max_ob
 	size_t ninst = (size_t)lay->layers * H, sg = f->sel.scope == SC_head ? 1 : f->sel.scope == SC_layer ? (size_t)H : ninst;
 	pl->selkeys = malloc((sg * lay->capacity + 1) * sizeof(uint64_t));
 	pl->keep = malloc(ninst * lay->capacity + 1);
+	pl->kidx = malloc((ninst * lay->capacity + 1) * sizeof(int32_t));
+	pl->nkept = malloc((ninst + 1) * sizeof(int32_t));
 	pl->mat = calloc((size_t)f->nins + 1, 1);
 	pl->arena = calloc((size_t)pl->threads, sizeof *pl->arena);
 	pl->tvals = calloc((size_t)pl->threads, sizeof *pl->tvals);
@@ -500,7 +505,7 @@ KVCC_API int kvcc_plan_create(kvcc_policy *p, const kvcc_layout *lay, int max_ob
 	pl->cpar = malloc(((size_t)f->npar + 1) * sizeof *pl->cpar);
 	pl->arena_obs = -1;
 	int bad = !pl->par || !pl->step || !pl->S || !pl->qs || !pl->cst || !pl->oval || !pl->ws || !pl->selkeys ||
-	          !pl->keep || !pl->mat || !pl->arena || !pl->tvals || !pl->scorebuf || !pl->score || !pl->cpar;
+	          !pl->keep || !pl->kidx || !pl->nkept || !pl->mat || !pl->arena || !pl->tvals || !pl->scorebuf || !pl->score || !pl->cpar;
 	for (int t = 0; t < pl->threads && !bad; t++)
 		bad = !(pl->tvals[t] = calloc((size_t)f->nins + 1, sizeof(float *)));
 	if (!bad) {
@@ -556,7 +561,7 @@ KVCC_API void kvcc_plan_destroy(kvcc_plan *pl)
 	for (int t = 0; pl->ws && t < pl->threads; t++)
 		free(pl->ws[t]);
 	free(pl->ws);
-	free(pl->selkeys), free(pl->keep);
+	free(pl->selkeys), free(pl->keep), free(pl->kidx), free(pl->nkept);
 	for (int t = 0; t < pl->threads; t++) {
 		if (pl->arena)
 			free(pl->arena[t]);
@@ -1226,43 +1231,15 @@ static double refval(const KiFn *f, const double *par, KcRef r, double def)
 	return def;
 }
 
-/* Sortable 64-bit key of a token candidate (chunk 1): higher = kept first, matching candcmp:
-** protected first, then higher score (NaN lowest, -0 == +0), then lower instance, lower position. */
-static inline uint64_t candkey(float v, int prot, uint32_t idx)
-{
-	uint32_t u;
-	if (isnan(v))
-		u = 0;
-	else {
-		if (v == 0)
-			v = 0;                          /* -0 ranks as +0 */
-		memcpy(&u, &v, 4);
-		u = (u & 0x80000000u) ? ~u : u | 0x80000000u;
-	}
-	return (uint64_t)prot << 63 | (uint64_t)u << 31 | (0x7fffffffu - (idx & 0x7fffffffu));
-}
-
-/* The `want` largest of n distinct keys: radix select, MSB first, 8-bit digits; returns the
-** smallest key kept (everything >= it is kept). */
-static uint64_t radixsel(const uint64_t *key, size_t n, size_t want)
-{
-	uint64_t prefix = 0, mask = 0;
-	for (int shift = 56; shift >= 0; shift -= 8) {
-		size_t hist[256] = { 0 };
-		for (size_t i = 0; i < n; i++)
-			if ((key[i] & mask) == prefix)
-				hist[(key[i] >> shift) & 255]++;
-		int b = 255;
-		for (; b > 0 && hist[b] < want; b--)
-			want -= hist[b];
-		prefix |= (uint64_t)b << shift;
-		mask |= (uint64_t)255 << shift;
-	}
-	return prefix;
-}
-
+/* Select: the kept positions of every instance, sorted, into pl->kidx / pl->nkept.
+** chunk 1 (every shipped policy): generated kernels — selkeys builds the 64-bit keys of each
+** instance of a scope group (protected, score with NaN lowest and -0 = +0, lower instance and
+** position first), topk radix-selects the group's threshold key, keepidx writes each instance's
+** sorted kept list. chunk > 1: averaged chunk candidates sorted with qsort in C (not generated). */
 static int selectkeep(Run *r, float **score, const kvcc_args *args, char *keep)
 {
+	const kvcc_artifact *A = r->pl->p->a;
+	int32_t *kidx = r->pl->kidx, *nkept = r->pl->nkept;
 	const KiFn *f = r->f;
 	const kvcc_layout *lay = &r->pl->lay;
 	int cap = lay->capacity;
@@ -1279,25 +1256,24 @@ static int selectkeep(Run *r, float **score, const kvcc_args *args, char *keep)
 			int l = k / lay->kv_heads, h = k % lay->kv_heads;
 			long n = r->c->len[k];
 			want += ki_nkeep(f, r->par, l, lay->layers, n, args->ratio, args->budget);
-			for (long t = 0; t < n; t++)
-				ks[nc++] = candkey(score[k][t], t < S || t >= n - Rr, (uint32_t)((size_t)k * cap + t));
+			A->selkeys(score[k], n, S, Rr, (uint32_t)((size_t)k * cap), ks + nc);
+			nc += (size_t)n;
 			int lastk = f->sel.scope == SC_head || (f->sel.scope == SC_layer && h == lay->kv_heads - 1) ||
 			            k == r->ninst - 1;
 			if (!lastk)
 				continue;
-			if (want > 0) {
-				uint64_t thr = (size_t)want >= nc ? 0 : radixsel(ks, nc, (size_t)want);
-				size_t c = 0;
-				for (int kk = (int)base; kk <= k; kk++) {
-					long nn = r->c->len[kk];
-					for (long t = 0; t < nn; t++, c++)
-						keep[(size_t)kk * cap + t] = ks[c] >= thr;
-				}
+			uint64_t thr = want <= 0 ? ~0ull : (size_t)want >= nc ? 0 : A->topk(ks, (int64_t)nc, want);
+			size_t c = 0;
+			for (int kk = (int)base; kk <= k; kk++) {
+				long nn = r->c->len[kk];
+				nkept[kk] = want <= 0 ? 0 : (int32_t)A->keepidx(ks + c, nn, thr, kidx + (size_t)kk * cap);
+				c += (size_t)nn;
 			}
 			nc = 0, want = 0, base = (size_t)k + 1;
 		}
 		return 0;
 	}
+	memset(keep, 0, (size_t)r->ninst * cap);
 	Cand *cs = malloc(((size_t)r->ninst * cap + 1) * sizeof *cs);
 	if (!cs)
 		return seterr(KVCC_ENOMEM, "out of memory");
@@ -1334,39 +1310,30 @@ static int selectkeep(Run *r, float **score, const kvcc_args *args, char *keep)
 		}
 	}
 	free(cs);
+	for (int k = 0; k < r->ninst; k++) {      /* mask → sorted kept list */
+		int m = 0;
+		for (int t = 0; t < r->c->len[k]; t++)
+			if (keep[(size_t)k * cap + t])
+				kidx[(size_t)k * cap + m++] = t;
+		nkept[k] = m;
+	}
 	return 0;
 }
 
+/* compact_merge (no merges yet): the generated in-place stable gather of one instance's kept
+** rows of K, V, pos and state, from the sorted kept list select wrote. */
 static void compacttask(void *arg, int k, int tid)
 {
 	(void)tid;
 	Run *r = arg;
-	const char *keep = r->pl->keep;
 	const kvcc_layout *lay = &r->pl->lay;
-	size_t row = (size_t)lay->head_dim * r->pl->esz, st = (size_t)lay->stride_token * r->pl->esz;
 	int nst = r->c->state ? r->f->nst : 0;
-	{
-		Inst I;
-		instof(r, k, &I);
-		char *Kb = (char *)I.Kb, *Vb = (char *)I.Vb;
-		int m = 0;
-		for (int t = 0; t < I.n; t++) {
-			if (!keep[(size_t)k * lay->capacity + t])
-				continue;
-			if (m != t) {
-				memcpy(Kb + m * st, Kb + t * st, row);
-				memcpy(Vb + m * st, Vb + t * st, row);
-				if (I.pos)
-					I.pos[m] = I.pos[t];
-				for (int s = 0; s < nst; s++) {
-					float *sv = r->c->state + ((size_t)s * r->ninst + k) * lay->capacity;
-					sv[m] = sv[t];
-				}
-			}
-			m++;
-		}
-		r->c->len[k] = m;
-	}
+	Inst I;
+	instof(r, k, &I);
+	size_t cap = (size_t)lay->capacity;
+	r->pl->p->a->compact((void *)I.Kb, (void *)I.Vb, lay->stride_token, r->pl->kidx + k * cap, r->pl->nkept[k], I.pos,
+	                     nst ? r->c->state + k * cap : NULL, nst, (int64_t)(r->ninst * cap));
+	r->c->len[k] = r->pl->nkept[k];
 }
 
 static void compact(Run *r) { kr_pool_run(&r->pl->pool, compacttask, r, r->ninst); }
@@ -1415,7 +1382,6 @@ KVCC_API int kvcc_compress(kvcc_plan *pl, kvcc_cache *c, const kvcc_obs *obs, co
 		return seterr(KVCC_ENOMEM, "out of memory (value arenas)");
 	r.val = arena ? NULL : calloc((size_t)ninst, sizeof *r.val);
 	char *keep = pl->keep;
-	memset(keep, 0, (size_t)ninst * lay->capacity);
 	float **score = pl->score;
 	int rc = 0;
 	if (!arena && !r.val) {
@@ -1670,4 +1636,10 @@ KVCC_API int kvcc_decode_layer(kvcc_plan *pl, kvcc_cache *c, int layer, const fl
 		return seterr(D.r.err, "%s", D.r.errmsg);
 	pl->step[layer]++;
 	return 0;
+}
+
+/* the GPU path (runtime/gpu.c) reports through the same thread-local message */
+__attribute__((visibility("hidden"))) int kr_seterr(int code, const char *msg)
+{
+	return seterr(code, "%s", msg);
 }

@@ -7,10 +7,13 @@
 #   make check-emu   the differential matrix through tests/gpu/cuda_emu.h on the CPU
 #                    (generated CUDA C compiled as C++ with g++), plus the no-driver
 #                    error path of runtime/cuda.c
-#   make check-gpu   the differential matrix on a real device, or "SKIP: no GPU"
+#   make check-gpu   the differential matrix on a real device through the libkvcc GPU API
+#                    (kvcc_compile_so_gpu, kvcc_gpu_plan_create, kvcc_gpu_compress), or "SKIP: no GPU"
+#   make bench-gpu   SnapKV on the GPU (tests/gpu/bench_gpu.c), or "SKIP: no GPU"
 
 PTXOBJ += codegen/ptx/gen.o codegen/ptx/nvrtc.o
-RTOBJ  += runtime/cuda.o
+RTOBJ  += runtime/cuda.o runtime/gpu.o
+$(B)/runtime/gpu.o: CFLAGS += $(LLVM_CFLAGS)
 
 $(B)/kvcc-ptx: $(B)/codegen/ptx/main.o $(LIBOBJ)
 	$(CC) -o $@ $^ $(LDLIBS) $(LLVM_LIBS_USED)
@@ -21,19 +24,31 @@ $(B)/emu_diff: $(B)/tests/gpu/emu_diff.o $(LIBOBJ)
 $(B)/gpu_nodrv: $(B)/tests/gpu/nodrv.o $(LIBOBJ)
 	$(CC) -o $@ $^ $(LDLIBS) $(LLVM_LIBS_USED)
 
+$(B)/gpu_api: $(B)/tests/gpu/api.o $(LIBOBJ)
+	$(CC) -o $@ $^ $(LDLIBS) $(LLVM_LIBS_USED)
+
 all: $(B)/kvcc-ptx
 
 check-ptx: $(B)/kvcc-ptx
 	tests/gpu/check_ptx.sh $(B)
 
-check-emu: $(B)/emu_diff $(B)/gpu_nodrv
+check-emu: $(B)/emu_diff $(B)/gpu_nodrv $(B)/gpu_api $(B)/kvcc
 	KVCC_LIBCUDA=/nonexistent/libcuda.so.1 $(B)/gpu_nodrv
+	KVCC_LIBCUDA=/nonexistent/libcuda.so.1 $(B)/gpu_api $(B)
+	tests/gpu/cli.sh $(B)
 	$(B)/emu_diff $(B)
+
+$(B)/bench_gpu: $(B)/tests/gpu/bench_gpu.o $(LIBOBJ)
+	$(CC) -o $@ $^ $(LDLIBS) $(LLVM_LIBS_USED)
+
+# SnapKV n = 32768 / 131072 on the GPU vs a D2D copy and kvpress (SKIP without a GPU)
+bench-gpu: $(B)/bench_gpu
+	$(B)/bench_gpu $(B)
 
 check-gpu: $(B)/emu_diff
 	@if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then \
-	  $(B)/emu_diff $(B) --device; \
+	  KVCC_CACHE_DIR=$(abspath $(B))/gpu-cache $(B)/emu_diff $(B) --device; \
 	else echo "SKIP: no GPU (nvidia-smi absent or finds no device)"; fi
 
 CHECK_MORE += check-ptx check-emu
-.PHONY: check-ptx check-emu check-gpu
+.PHONY: check-ptx check-emu check-gpu bench-gpu

@@ -81,6 +81,15 @@ static int hasfeat(const char *fs, const char *name)
 	return 0;
 }
 
+/* The attn_score Q·K tile uses vdpbf16ps: bf16 storage, native target with avx512bf16, 16 lanes
+** (KVCC_BF16DOT=0 turns it off, e.g. to compare; it is part of the compile-cache key). */
+int kx_bf16dot(const kvcc_spec *s, const char *fs, int W)
+{
+	const char *e = getenv("KVCC_BF16DOT");
+	return s->dtype == KVCC_BF16 && s->target == KVCC_TARGET_NATIVE && W == 16 && hasfeat(fs, "avx512bf16") &&
+	       !(e && !strcmp(e, "0"));
+}
+
 int kx_vecwidth(const kvcc_spec *s, const char *fs)
 {
 	int v4 = hasfeat(fs, "avx512f") && hasfeat(fs, "avx512bw") && hasfeat(fs, "avx512vl") &&
@@ -103,7 +112,7 @@ void kx_keyfill(KxKey *k, const char *kir, const char *version, const char *feat
 	char *tri = LLVMGetDefaultTargetTriple();
 	snprintf(k->triple, sizeof k->triple, "%s", tri);
 	LLVMDisposeMessage(tri);
-	k->kir = kir, k->version = version, k->features = features, k->options = KX_OPTIONS, k->build = KX_BUILD;
+	k->kir = kir, k->version = version, k->features = features, k->options = getenv("KVCC_BF16DOT") && !strcmp(getenv("KVCC_BF16DOT"), "0") ? KX_OPTIONS ",nobf16dot" : KX_OPTIONS, k->build = KX_BUILD;
 	k->dtype = dtype, k->head_dim = head_dim, k->group = group, k->target = target, k->vec_width = vec_width;
 	k->abi = KVCC_ABI;
 }
@@ -169,6 +178,7 @@ typedef struct Gen {
 	LLVMTypeRef f32, i16, i32, i64, ptr, half, vf, vi16, vi32, vh, fma_ty, red_ty;
 	LLVMValueRef fma, red;
 	int W, d, dtype;
+	int bf16dot;           /* bf16 storage on a CPU with avx512bf16: qkt uses vdpbf16ps */
 	LLVMValueRef fn;
 } Gen;
 
@@ -538,6 +548,119 @@ static LLVMValueRef entry_alloca(Gen *g, LLVMTypeRef t)
 }
 
 /*
+** qkt with bf16 dot products (bf16 storage, avx512bf16, 16 lanes): the tile is packed as 32-bit
+** words, Kp[c2*AT + j] = (K[j][2c2], K[j][2c2+1]) — a transpose of the raw bf16 pairs, no
+** conversion; the micro-kernel broadcasts Q's pair (Q[q][2c2], Q[q][2c2+1]) as bf16 (Q is
+** bf16 storage converted to f32, so taking its high halves is exact) and accumulates
+** 6 queries × 64 tokens with llvm.x86.avx512bf16.dpbf16ps.512 (f32 accumulate; products of
+** bf16 are exact in f32; denormal inputs/outputs flush to zero). Each Q element is read once
+** per tile (the 64-token block is the whole tile).
+*/
+static void st_(Gen *g, LLVMTypeRef t, LLVMValueRef v, LLVMValueRef base, LLVMValueRef idx, unsigned align);
+
+static void gen_qkt_bf16(Gen *g, LLVMValueRef K, LLVMValueRef ldk, LLVMValueRef nt, LLVMValueRef Q, LLVMValueRef nq,
+                         LLVMValueRef S, LLVMValueRef Kp)
+{
+	LLVMBuilderRef b = g->b;
+	int d = g->d, d2 = d / 2, NV = 4, QB = 6, W = 16;
+	LLVMTypeRef vi = LLVMVectorType(g->i32, 16), vt = fty(g, 16);
+	unsigned id = LLVMLookupIntrinsicID("llvm.x86.avx512bf16.dpbf16ps.512", 32);
+	LLVMValueRef dp = LLVMGetIntrinsicDeclaration(g->m, id, NULL, 0);
+	LLVMTypeRef dpt = LLVMIntrinsicGetType(g->cx, id, NULL, 0);
+	LLVMTypeRef pts[3];
+	LLVMGetParamTypes(dpt, pts);
+	LLVMTypeRef bt = pts[1];   /* <32 x bfloat> in LLVM 19 (<16 x i32> before) */
+	/* pack */
+	{
+		Loop lt, lc;
+		int w = d2 % 16 == 0 ? 16 : d2 % 8 == 0 ? 8 : 4;
+		LLVMTypeRef wv = LLVMVectorType(g->i32, (unsigned)w);
+		LLVMValueRef j = loop_begin2(g, ci(g, 0), nt, 1, 1, &lt);
+		LLVMValueRef row = gep(g, g->i16, K, LLVMBuildMul(b, j, ldk, ""));
+		LLVMValueRef c = loop_begin(g, ci(g, 0), ci(g, d2), w, &lc);
+		LLVMValueRef v = LLVMBuildLoad2(b, wv, gep(g, g->i32, row, c), "");
+		LLVMSetAlignment(v, 2);
+		for (int k = 0; k < w; k++) {
+			LLVMValueRef e = LLVMBuildExtractElement(b, v, LLVMConstInt(g->i32, (unsigned)k, 0), "");
+			LLVMValueRef idx = LLVMBuildAdd(b, LLVMBuildMul(b, LLVMBuildAdd(b, c, ci(g, k), ""), ci(g, AT), ""), j, "");
+			st_(g, g->i32, e, Kp, idx, 4);
+		}
+		loop_end(g, &lc);
+		loop_end(g, &lt);
+		Loop lz, lz2;
+		LLVMValueRef jz = loop_begin2(g, nt, ci(g, AT), 1, 1, &lz);
+		LLVMValueRef cz = loop_begin(g, ci(g, 0), ci(g, d2), 1, &lz2);
+		st_(g, g->i32, LLVMConstInt(g->i32, 0, 0), Kp, LLVMBuildAdd(b, LLVMBuildMul(b, cz, ci(g, AT), ""), jz, ""), 4);
+		loop_end(g, &lz2);
+		loop_end(g, &lz);
+	}
+	LLVMValueRef acc[6][4];
+	for (int a = 0; a < QB; a++)
+		for (int v = 0; v < NV; v++)
+			acc[a][v] = entry_alloca(g, vt);
+	LLVMTypeRef v2f = LLVMVectorType(g->f32, 2), v2i = LLVMVectorType(g->i32, 2), v2s = LLVMVectorType(g->i16, 2);
+	LLVMValueRef sh16 = civ(g, 16, 2), zi[16];
+	for (int i = 0; i < 16; i++)
+		zi[i] = LLVMConstInt(g->i32, 0, 0);
+	LLVMValueRef zmask = LLVMConstVector(zi, 16);
+	LLVMValueRef qstart = ci(g, 0);
+	for (int qb = QB; qb >= 1; qb = qb > 1 ? 1 : 0) {
+		Loop lq;
+		LLVMValueRef q = loop_begin(g, qstart, nq, qb, &lq);
+		for (int a = 0; a < qb; a++)
+			for (int v = 0; v < NV; v++)
+				LLVMBuildStore(b, LLVMConstNull(vt), acc[a][v]);
+		Loop lc;
+		int U = 4;   /* pairs per iteration; d/2 is a multiple of 4 */
+		LLVMValueRef c = loop_begin(g, ci(g, 0), ci(g, d2), U, &lc);
+		LLVMValueRef av[6][4];
+		for (int a = 0; a < qb; a++)
+			for (int v = 0; v < NV; v++)
+				av[a][v] = LLVMBuildLoad2(b, vt, acc[a][v], "");
+		for (int u = 0; u < U; u++) {
+			LLVMValueRef cu = LLVMBuildAdd(b, c, ci(g, u), "");
+			LLVMValueRef kv[4];
+			for (int v = 0; v < NV; v++) {
+				LLVMValueRef x = LLVMBuildLoad2(b, vi, gep(g, g->i32, Kp, LLVMBuildAdd(b, LLVMBuildMul(b, cu, ci(g, AT), ""),
+				                                                                        ci(g, v * W), "")), "");
+				LLVMSetAlignment(x, 4);
+				kv[v] = LLVMBuildBitCast(b, x, bt, "");
+			}
+			for (int a = 0; a < qb; a++) {
+				LLVMValueRef qi = LLVMBuildAdd(b, LLVMBuildMul(b, LLVMBuildAdd(b, q, ci(g, a), ""), ci(g, d), ""),
+				                               LLVMBuildMul(b, cu, ci(g, 2), ""), "");
+				LLVMValueRef qp = LLVMBuildLoad2(b, v2f, gep(g, g->f32, Q, qi), "");
+				LLVMSetAlignment(qp, 4);
+				LLVMValueRef hi = LLVMBuildTrunc(b, LLVMBuildLShr(b, LLVMBuildBitCast(b, qp, v2i, ""), sh16, ""), v2s, "");
+				LLVMValueRef pr = LLVMBuildBitCast(b, hi, g->i32, "");
+				LLVMValueRef bc = LLVMBuildInsertElement(b, LLVMGetPoison(vi), pr, LLVMConstInt(g->i32, 0, 0), "");
+				bc = LLVMBuildShuffleVector(b, bc, LLVMGetPoison(vi), zmask, "");
+				LLVMValueRef qbv = LLVMBuildBitCast(b, bc, bt, "");
+				for (int v = 0; v < NV; v++) {
+					LLVMValueRef args[3] = { av[a][v], qbv, kv[v] };
+					av[a][v] = LLVMBuildCall2(b, dpt, dp, args, 3, "");
+				}
+			}
+		}
+		for (int a = 0; a < qb; a++)
+			for (int v = 0; v < NV; v++)
+				LLVMBuildStore(b, av[a][v], acc[a][v]);
+		loop_end(g, &lc);
+		for (int a = 0; a < qb; a++)
+			for (int v = 0; v < NV; v++) {
+				LLVMValueRef idx = LLVMBuildAdd(b, LLVMBuildMul(b, LLVMBuildAdd(b, q, ci(g, a), ""), ci(g, AT), ""),
+				                                ci(g, (long)v * W), "");
+				storef(g, LLVMBuildLoad2(b, vt, acc[a][v], ""), S, idx);
+			}
+		loop_end(g, &lq);
+		qstart = lq.iv;
+		if (qb == 1)
+			break;
+	}
+	LLVMBuildRetVoid(b);
+}
+
+/*
 ** qkt(K, ldk, nt, Q, nq, S, Kp): S[q*AT + j] = sum_c Q[q*d + c] * f32(K[j*ldk + c]) for j < AT
 ** (columns nt..AT-1 are 0). K's tile is first packed, converted and transposed, into
 ** Kp[c*AT + j]; then a register-blocked outer-product micro-kernel: QB query rows × NV
@@ -554,6 +677,10 @@ static void gen_qkt(Gen *g)
 	LLVMValueRef Kp = LLVMGetParam(g->fn, 6);
 	LLVMBuilderRef b = g->b;
 	LLVMPositionBuilderAtEnd(b, LLVMAppendBasicBlockInContext(g->cx, g->fn, "entry"));
+	if (g->bf16dot) {
+		gen_qkt_bf16(g, K, ldk, nt, Q, nq, S, Kp);
+		return;
+	}
 	int W = g->W, d = g->d;
 	int NV = W == 16 ? 4 : W == 8 ? 2 : 4, QB = W == 16 ? 6 : W == 8 ? 6 : 4, TB = NV * W;
 	LLVMTypeRef vt = fty(g, W);
@@ -749,6 +876,202 @@ static void gen_probs(Gen *g)
 	LLVMBuildRetVoid(g->b);
 }
 
+/* --- select and compact_merge: keys, radix select, kept list, in-place stable compaction ------- */
+
+static LLVMValueRef ld(Gen *g, LLVMTypeRef t, LLVMValueRef base, LLVMValueRef idx, unsigned align)
+{
+	LLVMValueRef v = LLVMBuildLoad2(g->b, t, gep(g, t, base, idx), "");
+	LLVMSetAlignment(v, align);
+	return v;
+}
+
+static void st_(Gen *g, LLVMTypeRef t, LLVMValueRef v, LLVMValueRef base, LLVMValueRef idx, unsigned align)
+{
+	LLVMValueRef s = LLVMBuildStore(g->b, v, gep(g, t, base, idx));
+	LLVMSetAlignment(s, align);
+}
+
+static LLVMValueRef newfn(Gen *g, const char *name, LLVMTypeRef ret, LLVMTypeRef *ps, int np)
+{
+	LLVMTypeRef ft = LLVMFunctionType(ret, ps, (unsigned)np, 0);
+	g->fn = LLVMAddFunction(g->m, name, ft);
+	LLVMSetLinkage(g->fn, LLVMInternalLinkage);
+	LLVMPositionBuilderAtEnd(g->b, LLVMAppendBasicBlockInContext(g->cx, g->fn, "entry"));
+	return g->fn;
+}
+
+/*
+** selkeys(score, n, S, R, base, key): the 64-bit candidate keys of one (layer, head), the same
+** order as the reference's (protected first, higher score, NaN lowest, -0 = +0, then lower
+** instance/position): prot << 63 | u << 31 | (0x7fffffff - ((base + i) & 0x7fffffff)).
+*/
+static void gen_selkeys(Gen *g)
+{
+	LLVMTypeRef ps[6] = { g->ptr, g->i64, g->i64, g->i64, g->i32, g->ptr };
+	newfn(g, "kvcc_selkeys", LLVMVoidTypeInContext(g->cx), ps, 6);
+	LLVMValueRef sc = LLVMGetParam(g->fn, 0), n = LLVMGetParam(g->fn, 1), S = LLVMGetParam(g->fn, 2);
+	LLVMValueRef R = LLVMGetParam(g->fn, 3), base = LLVMGetParam(g->fn, 4), key = LLVMGetParam(g->fn, 5);
+	LLVMBuilderRef b = g->b;
+	LLVMValueRef nr = LLVMBuildSub(b, n, R, "");
+	Loop lp;
+	LLVMValueRef i = loop_begin2(g, ci(g, 0), n, 1, 1, &lp);
+	LLVMValueRef v = ld(g, g->f32, sc, i, 4);
+	LLVMValueRef u = LLVMBuildBitCast(b, v, g->i32, "");
+	LLVMValueRef zero = LLVMConstInt(g->i32, 0, 0), sgn = LLVMConstInt(g->i32, 0x80000000u, 0);
+	u = LLVMBuildSelect(b, LLVMBuildFCmp(b, LLVMRealOEQ, v, LLVMConstReal(g->f32, 0), ""), zero, u, "");
+	LLVMValueRef neg = LLVMBuildICmp(b, LLVMIntSLT, u, zero, "");
+	u = LLVMBuildSelect(b, neg, LLVMBuildNot(b, u, ""), LLVMBuildOr(b, u, sgn, ""), "");
+	u = LLVMBuildSelect(b, LLVMBuildFCmp(b, LLVMRealUNO, v, v, ""), zero, u, "");
+	LLVMValueRef prot = LLVMBuildOr(b, LLVMBuildICmp(b, LLVMIntSLT, i, S, ""), LLVMBuildICmp(b, LLVMIntSGE, i, nr, ""), "");
+	LLVMValueRef id = LLVMBuildAnd(b, LLVMBuildAdd(b, base, LLVMBuildTrunc(b, i, g->i32, ""), ""),
+	                               LLVMConstInt(g->i32, 0x7fffffff, 0), "");
+	id = LLVMBuildSub(b, LLVMConstInt(g->i32, 0x7fffffff, 0), id, "");
+	LLVMValueRef k = LLVMBuildOr(b, LLVMBuildShl(b, LLVMBuildZExt(b, prot, g->i64, ""), ci(g, 63), ""),
+	                             LLVMBuildShl(b, LLVMBuildZExt(b, u, g->i64, ""), ci(g, 31), ""), "");
+	k = LLVMBuildOr(b, k, LLVMBuildZExt(b, id, g->i64, ""), "");
+	st_(g, g->i64, k, key, i, 8);
+	loop_end(g, &lp);
+	LLVMBuildRetVoid(b);
+}
+
+/*
+** topk(key, n, want): radix select, MSB first, 11-bit digits (6 histogram passes: 5 × 11 + 9):
+** per pass a histogram of the digit over the keys matching the prefix so far, then the digit
+** where the `want` largest end. Returns the smallest kept key (keys are distinct, so exactly
+** `want` keys are >= it). 1 <= want <= n.
+*/
+#define RBITS 11
+static void gen_topk(Gen *g)
+{
+	LLVMTypeRef ps[3] = { g->ptr, g->i64, g->i64 };
+	newfn(g, "kvcc_topk", g->i64, ps, 3);
+	LLVMValueRef key = LLVMGetParam(g->fn, 0), n = LLVMGetParam(g->fn, 1), want = LLVMGetParam(g->fn, 2);
+	LLVMBuilderRef b = g->b;
+	LLVMValueRef hist = LLVMBuildArrayAlloca(b, g->i64, LLVMConstInt(g->i32, 1u << RBITS, 0), "hist");
+	LLVMSetAlignment(hist, 64);
+	LLVMValueRef wantp = LLVMBuildAlloca(b, g->i64, "want"), bp = LLVMBuildAlloca(b, g->i64, "digit");
+	LLVMBuildStore(b, want, wantp);
+	LLVMValueRef prefix = ci(g, 0), mask = ci(g, 0);
+	for (int shift = 64 - RBITS; shift > -RBITS; shift -= RBITS) {
+		int w = shift < 0 ? RBITS + shift : RBITS, sh = shift < 0 ? 0 : shift;
+		long dm = (1L << w) - 1;
+		LLVMBuildMemSet(b, hist, LLVMConstInt(LLVMInt8TypeInContext(g->cx), 0, 0), ci(g, (dm + 1) * 8), 64);
+		Loop lp;
+		LLVMValueRef i = loop_begin2(g, ci(g, 0), n, 1, 1, &lp);
+		LLVMValueRef k = ld(g, g->i64, key, i, 8);
+		LLVMValueRef in = LLVMBuildICmp(b, LLVMIntEQ, LLVMBuildAnd(b, k, mask, ""), prefix, "");
+		LLVMValueRef dg = LLVMBuildAnd(b, LLVMBuildLShr(b, k, ci(g, sh), ""), ci(g, dm), "");
+		LLVMValueRef h = ld(g, g->i64, hist, dg, 8);
+		st_(g, g->i64, LLVMBuildAdd(b, h, LLVMBuildZExt(b, in, g->i64, ""), ""), hist, dg, 8);
+		loop_end(g, &lp);
+		/* scan down from the top digit */
+		LLVMBuildStore(b, ci(g, dm), bp);
+		LLVMBasicBlockRef head = LLVMAppendBasicBlockInContext(g->cx, g->fn, "scan");
+		LLVMBasicBlockRef body = LLVMAppendBasicBlockInContext(g->cx, g->fn, "scanb");
+		LLVMBasicBlockRef exit = LLVMAppendBasicBlockInContext(g->cx, g->fn, "scane");
+		LLVMBuildBr(b, head);
+		LLVMPositionBuilderAtEnd(b, head);
+		LLVMValueRef bv = LLVMBuildLoad2(b, g->i64, bp, ""), wv = LLVMBuildLoad2(b, g->i64, wantp, "");
+		LLVMValueRef hv = ld(g, g->i64, hist, bv, 8);
+		LLVMValueRef go = LLVMBuildAnd(b, LLVMBuildICmp(b, LLVMIntSGT, bv, ci(g, 0), ""),
+		                               LLVMBuildICmp(b, LLVMIntULT, hv, wv, ""), "");
+		LLVMBuildCondBr(b, go, body, exit);
+		LLVMPositionBuilderAtEnd(b, body);
+		LLVMBuildStore(b, LLVMBuildSub(b, wv, hv, ""), wantp);
+		LLVMBuildStore(b, LLVMBuildSub(b, bv, ci(g, 1), ""), bp);
+		LLVMBuildBr(b, head);
+		LLVMPositionBuilderAtEnd(b, exit);
+		LLVMValueRef dsel = LLVMBuildLoad2(b, g->i64, bp, "");
+		prefix = LLVMBuildOr(b, prefix, LLVMBuildShl(b, dsel, ci(g, sh), ""), "");
+		mask = LLVMBuildOr(b, mask, ci(g, dm << sh), "");
+	}
+	LLVMBuildRet(b, prefix);
+}
+
+/* keepidx(key, n, thr, idx): idx[m++] = i for key[i] >= thr (unsigned), in order; returns m */
+static void gen_keepidx(Gen *g)
+{
+	LLVMTypeRef ps[4] = { g->ptr, g->i64, g->i64, g->ptr };
+	newfn(g, "kvcc_keepidx", g->i64, ps, 4);
+	LLVMValueRef key = LLVMGetParam(g->fn, 0), n = LLVMGetParam(g->fn, 1), thr = LLVMGetParam(g->fn, 2);
+	LLVMValueRef idx = LLVMGetParam(g->fn, 3);
+	LLVMBuilderRef b = g->b;
+	LLVMValueRef mp = LLVMBuildAlloca(b, g->i64, "m");
+	LLVMBuildStore(b, ci(g, 0), mp);
+	Loop lp;
+	LLVMValueRef i = loop_begin2(g, ci(g, 0), n, 1, 1, &lp);
+	LLVMValueRef c = LLVMBuildICmp(b, LLVMIntUGE, ld(g, g->i64, key, i, 8), thr, "");
+	LLVMValueRef m = LLVMBuildLoad2(b, g->i64, mp, "");
+	st_(g, g->i32, LLVMBuildTrunc(b, i, g->i32, ""), idx, m, 4);
+	LLVMBuildStore(b, LLVMBuildAdd(b, m, LLVMBuildZExt(b, c, g->i64, ""), ""), mp);
+	loop_end(g, &lp);
+	LLVMBuildRet(b, LLVMBuildLoad2(b, g->i64, mp, ""));
+}
+
+/*
+** compact(K, V, ldk, idx, m, pos, state, nst, sstride): stable in-place gather of the kept rows
+** of one (layer, head). idx is strictly increasing, so idx[i] >= i and row idx[i] is never
+** overwritten before it is read. Rows move as whole vectors of bits (never through f32):
+** d·esz bytes in 64/32/8-byte chunks (by target), fully unrolled (dtype and d are compile-time).
+*/
+static void gen_compact(Gen *g)
+{
+	LLVMTypeRef ps[9] = { g->ptr, g->ptr, g->i64, g->ptr, g->i64, g->ptr, g->ptr, g->i64, g->i64 };
+	newfn(g, "kvcc_compact", LLVMVoidTypeInContext(g->cx), ps, 9);
+	LLVMValueRef K = LLVMGetParam(g->fn, 0), V = LLVMGetParam(g->fn, 1), ldk = LLVMGetParam(g->fn, 2);
+	LLVMValueRef idx = LLVMGetParam(g->fn, 3), m = LLVMGetParam(g->fn, 4), pos = LLVMGetParam(g->fn, 5);
+	LLVMValueRef state = LLVMGetParam(g->fn, 6), nst = LLVMGetParam(g->fn, 7), sstr = LLVMGetParam(g->fn, 8);
+	LLVMBuilderRef b = g->b;
+	int esz = g->dtype == KI_F32 ? 4 : 2, rowb = g->d * esz;
+	int cb = g->W == 16 ? 64 : g->W == 8 ? 32 : 8;
+	while (rowb % cb)
+		cb /= 2;
+	LLVMTypeRef i8 = LLVMInt8TypeInContext(g->cx), ct = LLVMVectorType(g->i32, (unsigned)(cb / 4));
+	LLVMValueRef ldb = LLVMBuildMul(b, ldk, ci(g, esz), "");
+	LLVMValueRef hasp = LLVMBuildICmp(b, LLVMIntNE, pos, LLVMConstNull(g->ptr), "");
+	Loop lp;
+	LLVMValueRef i = loop_begin2(g, ci(g, 0), m, 1, 1, &lp);
+	LLVMValueRef s = LLVMBuildSExt(b, ld(g, g->i32, idx, i, 4), g->i64, "");
+	LLVMBasicBlockRef mv = LLVMAppendBasicBlockInContext(g->cx, g->fn, "move");
+	LLVMBasicBlockRef pm = LLVMAppendBasicBlockInContext(g->cx, g->fn, "pos");
+	LLVMBasicBlockRef sm = LLVMAppendBasicBlockInContext(g->cx, g->fn, "state");
+	LLVMBasicBlockRef cont = LLVMAppendBasicBlockInContext(g->cx, g->fn, "next");
+	LLVMBuildCondBr(b, LLVMBuildICmp(b, LLVMIntNE, s, i, ""), mv, cont);
+	LLVMPositionBuilderAtEnd(b, mv);
+	LLVMValueRef so = LLVMBuildMul(b, s, ldb, ""), dof = LLVMBuildMul(b, i, ldb, "");
+	LLVMValueRef bufs[2] = { K, V };
+	for (int a = 0; a < 2; a++) {
+		LLVMValueRef src = gep(g, i8, bufs[a], so), dst = gep(g, i8, bufs[a], dof);
+		LLVMValueRef vs[128];
+		int nc = rowb / cb;
+		for (int c = 0; c < nc; c++) {
+			vs[c] = LLVMBuildLoad2(b, ct, gep(g, i8, src, ci(g, (long)c * cb)), "");
+			LLVMSetAlignment(vs[c], (unsigned)esz);
+		}
+		for (int c = 0; c < nc; c++) {
+			LLVMValueRef stv = LLVMBuildStore(b, vs[c], gep(g, i8, dst, ci(g, (long)c * cb)));
+			LLVMSetAlignment(stv, (unsigned)esz);
+		}
+	}
+	LLVMBuildCondBr(b, hasp, pm, sm);
+	LLVMPositionBuilderAtEnd(b, pm);
+	st_(g, g->i32, ld(g, g->i32, pos, s, 4), pos, i, 4);
+	LLVMBuildBr(b, sm);
+	LLVMPositionBuilderAtEnd(b, sm);
+	{
+		Loop ls;
+		LLVMValueRef t = loop_begin2(g, ci(g, 0), nst, 1, 1, &ls);
+		LLVMValueRef row = LLVMBuildMul(b, t, sstr, "");
+		LLVMValueRef x = ld(g, g->i32, state, LLVMBuildAdd(b, row, s, ""), 4);
+		st_(g, g->i32, x, state, LLVMBuildAdd(b, row, i, ""), 4);
+		loop_end(g, &ls);
+	}
+	LLVMBuildBr(b, cont);
+	LLVMPositionBuilderAtEnd(b, cont);
+	loop_end(g, &lp);
+	LLVMBuildRetVoid(b);
+}
+
 static LLVMValueRef gstr(Gen *g, const char *s, const char *name)
 {
 	LLVMValueRef init = LLVMConstStringInContext(g->cx, s, (unsigned)strlen(s), 0);
@@ -766,12 +1089,17 @@ static double now_ms(void)
 	return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
 }
 
-static int run_cc(const char *obj, const char *so, KcErr *e)
+static int run_cc(const char *obj, const char *so, const char *const *extra, int nextra, KcErr *e)
 {
 	const char *cc = getenv("KVCC_CC");
 	if (!cc || !*cc)
 		cc = "cc";
-	char *argv[] = { (char *)cc, "-shared", "-o", (char *)so, (char *)obj, "-lgcc", NULL };
+	char *argv[16] = { (char *)cc, "-shared", "-o", (char *)so, (char *)obj };
+	int na = 5;
+	for (int i = 0; i < nextra && na < 14; i++)
+		argv[na++] = (char *)extra[i];
+	argv[na++] = "-lgcc";
+	argv[na] = NULL;
 	pid_t pid;
 	int rc = posix_spawnp(&pid, cc, NULL, NULL, argv, environ);
 	if (rc != 0) {
@@ -801,6 +1129,12 @@ static void append(char **buf, size_t *len, const char *fmt, double v, const cha
 }
 
 int kx_compile(const KiFn *f, const kvcc_spec *spec, const char *out_so, int verbose, double *ms, KcErr *e)
+{
+	return kx_compile_ex(f, spec, out_so, verbose, ms, NULL, 0, e);
+}
+
+int kx_compile_ex(const KiFn *f, const kvcc_spec *spec, const char *out_so, int verbose, double *ms,
+                  const char *const *extra_objs, int nextra, KcErr *e)
 {
 	double t0 = now_ms();
 	if (spec->head_dim < 8 || spec->head_dim > 256 || spec->head_dim % 8) {
@@ -862,6 +1196,7 @@ int kx_compile(const KiFn *f, const kvcc_spec *spec, const char *out_so, int ver
 	LLVMTargetDataRef td = LLVMCreateTargetDataLayout(tm);
 	LLVMSetModuleDataLayout(g.m, td);
 	g.W = W, g.d = spec->head_dim, g.dtype = spec->dtype;
+	g.bf16dot = kx_bf16dot(spec, host, W);
 	g.f32 = LLVMFloatTypeInContext(g.cx), g.half = LLVMHalfTypeInContext(g.cx);
 	g.i16 = LLVMInt16TypeInContext(g.cx), g.i32 = LLVMInt32TypeInContext(g.cx), g.i64 = LLVMInt64TypeInContext(g.cx);
 	g.ptr = LLVMPointerTypeInContext(g.cx, 0);
@@ -889,6 +1224,14 @@ int kx_compile(const KiFn *f, const kvcc_spec *spec, const char *out_so, int ver
 	LLVMValueRef sstat = g.fn;
 	gen_sacc(&g);
 	LLVMValueRef sacc = g.fn;
+	gen_selkeys(&g);
+	LLVMValueRef selkeys = g.fn;
+	gen_topk(&g);
+	LLVMValueRef topk = g.fn;
+	gen_keepidx(&g);
+	LLVMValueRef keepidx = g.fn;
+	gen_compact(&g);
+	LLVMValueRef compact = g.fn;
 
 	/* descriptor */
 	char *kir = ki_print(f);
@@ -901,7 +1244,7 @@ int kx_compile(const KiFn *f, const kvcc_spec *spec, const char *out_so, int ver
 	uint64_t key = kx_key(kir, KVCC_VERSION, recfeat, spec->dtype, spec->head_dim, spec->group, spec->target, W);
 	LLVMTypeRef fields[] = { g.i64, g.i32, g.i32, g.ptr, g.i64, g.i64, g.ptr, g.ptr, g.ptr,
 	                         g.i32, g.i32, g.i32, g.i32, g.i32, g.i32, g.ptr, g.ptr, g.ptr, g.ptr, g.ptr, g.ptr,
-	                         g.ptr, g.ptr, g.ptr };
+	                         g.ptr, g.ptr, g.ptr, g.ptr, g.ptr, g.ptr, g.ptr };
 	int nf = (int)(sizeof fields / sizeof fields[0]);
 	LLVMTypeRef dt = LLVMStructTypeInContext(g.cx, fields, (unsigned)nf, 0);
 	LLVMValueRef vals[] = {
@@ -913,6 +1256,7 @@ int kx_compile(const KiFn *f, const kvcc_spec *spec, const char *out_so, int ver
 		LLVMConstInt(g.i32, (unsigned)spec->group, 0), LLVMConstInt(g.i32, (unsigned)spec->target, 0),
 		LLVMConstInt(g.i32, (unsigned)W, 0), LLVMConstInt(g.i32, 0, 0),
 		gstr(&g, recfeat, "kv.features"), gstr(&g, kir, "kv.kir"), qk, cvt, dec, probs, qkt, sstat, sacc,
+		selkeys, topk, keepidx, compact,
 	};
 	LLVMValueRef desc = LLVMAddGlobal(g.m, dt, KVCC_DESC_SYMBOL);
 	LLVMSetInitializer(desc, LLVMConstNamedStruct(dt, vals, (unsigned)nf));
@@ -965,7 +1309,7 @@ int kx_compile(const KiFn *f, const kvcc_spec *spec, const char *out_so, int ver
 		goto out;
 	}
 	double tcg = now_ms();
-	rc = run_cc(objpath, out_so, e);
+	rc = run_cc(objpath, out_so, extra_objs, nextra, e);
 	unlink(objpath);
 	if (verbose)
 		fprintf(stderr, "kvcc: times: IR %.1f ms, passes %.1f ms, codegen %.1f ms, link %.1f ms\n", tgen - t0,

@@ -13,6 +13,10 @@
 ** `out_so`. `compile_ms` (optional) receives LLVM + link time in ms. */
 KC_FUNC int kx_compile(const KiFn *f, const kvcc_spec *spec, const char *out_so, int verbose,
                        double *compile_ms, KcErr *e);
+/* kx_compile, linking `nextra` (<= 8) more object files into the shared object (the GPU
+** backend's kvcc_artifact_gpu object, runtime/gpu.c). */
+KC_FUNC int kx_compile_ex(const KiFn *f, const kvcc_spec *spec, const char *out_so, int verbose,
+                          double *compile_ms, const char *const *extra_objs, int nextra, KcErr *e);
 /* Codegen options that are part of every cache key (tiles, register blocks, pipeline). */
 #define KX_OPTIONS "O2,qk4x2,dt16,tile64"
 /* The complete cache key (DESIGN §6): every component, so a miss can say which differs. */
@@ -39,6 +43,8 @@ KC_FUNC uint64_t kx_key(const char *kir, const char *version, const char *featur
 KC_FUNC char *kx_hostfeatures(void);
 /* Vector width the kernels use for this spec on this host, or 0 (target not available). */
 KC_FUNC int kx_vecwidth(const kvcc_spec *spec, const char *features);
+/* bf16 storage + native avx512bf16 + 16 lanes: attn_score's Q·K uses vdpbf16ps */
+KC_FUNC int kx_bf16dot(const kvcc_spec *spec, const char *features, int vec_width);
 KC_FUNC const char *kx_targetname(int target);
 KC_FUNC int kx_targetbyname(const char *s);
 

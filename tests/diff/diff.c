@@ -14,6 +14,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <math.h>
+#include <dlfcn.h>
+#include <unistd.h>
 #include "kvcc.h"
 #include "compiler/ir.h"
 #include "compiler/interp.h"
@@ -258,6 +260,125 @@ done:
 	ki_free(f);
 }
 
+/* --- generated select / compact kernels against C references, on every target ---------------- */
+
+static uint64_t refkey(float v, int prot, uint32_t idx)
+{
+	uint32_t u;
+	if (isnan(v))
+		u = 0;
+	else {
+		if (v == 0)
+			v = 0;
+		memcpy(&u, &v, 4);
+		u = (u & 0x80000000u) ? ~u : u | 0x80000000u;
+	}
+	return (uint64_t)prot << 63 | (uint64_t)u << 31 | (0x7fffffffu - (idx & 0x7fffffffu));
+}
+
+static int cmpu64d(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+	return x < y ? 1 : x > y ? -1 : 0;
+}
+
+static void selcompact_case(int dtype, int d, int target, const char *host)
+{
+	char name[160], so[96];
+	snprintf(name, sizeof name, "select+compact kernels %s d=%d %s", ki_dtypename(dtype), d, kx_targetname(target));
+	kvcc_spec spec = { dtype, d, 1, target };
+	if (!kx_vecwidth(&spec, host)) {
+		printf("SKIP %s: this CPU lacks the features of target %s\n", name, kx_targetname(target));
+		nskip++;
+		return;
+	}
+	snprintf(so, sizeof so, "/tmp/kvcc-diff-sel-%d-%d-%d-%d.so", (int)getpid(), dtype, d, target);
+	void *dl = NULL;
+	const kvcc_artifact *A = NULL;
+	if (kvcc_compile_so("policies/knorm.lua", &spec, so, 0) != 0 || !(dl = dlopen(so, RTLD_NOW | RTLD_LOCAL)) ||
+	    !(A = dlsym(dl, KVCC_DESC_SYMBOL)) || !A->selkeys || !A->topk || !A->keepidx || !A->compact) {
+		printf("FAIL %s: compile/load: %s\n", name, kvcc_last_error());
+		nfail++;
+		if (dl)
+			dlclose(dl);
+		remove(so);
+		return;
+	}
+	remove(so);
+	const char *why = NULL;
+	int n = 3000 + (int)(urand() * 500);
+	float *sc = malloc((size_t)n * 4);
+	uint64_t *key = malloc((size_t)n * 8), *ref = malloc((size_t)n * 8), *srt = malloc((size_t)n * 8);
+	int32_t *idx = malloc((size_t)n * 4), *pos = malloc((size_t)n * 4), *pos0 = malloc((size_t)n * 4);
+	size_t esz = dtype == KI_F32 ? 4 : 2, ld = (size_t)d + 8;
+	char *K = malloc((size_t)n * ld * esz), *V = malloc((size_t)n * ld * esz);
+	char *K0 = malloc((size_t)n * ld * esz), *V0 = malloc((size_t)n * ld * esz);
+	float *st = malloc((size_t)2 * (n + 7) * 4), *st0 = malloc((size_t)2 * (n + 7) * 4);
+	for (int rep = 0; rep < 6 && !why; rep++) {
+		/* scores with NaN, ±0, ±inf and many exact ties */
+		for (int i = 0; i < n; i++) {
+			double u = urand();
+			sc[i] = u < 0.05 ? NAN : u < 0.1 ? -0.0f : u < 0.15 ? 0.0f : u < 0.17 ? INFINITY : u < 0.19 ? -INFINITY
+			        : u < 0.5 ? (float)(int)(urand() * 8) / 4 : (float)(urand() * 4 - 2);
+		}
+		long S = rep % 3, R = rep % 2 ? 7 : 0;
+		uint32_t base = rep == 5 ? 0x7ffffff0u   /* the index field wraps: keys stay distinct */ : (uint32_t)(rep * 100000);
+		A->selkeys(sc, n, S, R, base, key);
+		for (int i = 0; i < n && !why; i++) {
+			ref[i] = refkey(sc[i], i < S || i >= n - R, base + (uint32_t)i);
+			if (key[i] != ref[i])
+				why = "selkeys differs from the reference key";
+		}
+		memcpy(srt, ref, (size_t)n * 8);
+		qsort(srt, (size_t)n, 8, cmpu64d);
+		long wants[] = { 1, 2, n / 3, n / 2, n - 1, n };
+		for (int w = 0; w < 6 && !why; w++) {
+			uint64_t thr = A->topk(key, n, wants[w]);
+			if (thr != srt[wants[w] - 1])
+				why = "topk threshold differs from the sorted reference";
+			int64_t m = A->keepidx(key, n, thr, idx);
+			if (m != wants[w] && !why)
+				why = "keepidx count differs";
+			for (int64_t i = 1; i < m && !why; i++)
+				if (idx[i] <= idx[i - 1] || key[idx[i]] < thr)
+					why = "keepidx list not sorted / not the kept set";
+		}
+		/* compaction: random kept subset (also none / all / a kept prefix) */
+		int m = 0;
+		for (int i = 0; i < n; i++)
+			if (rep == 0 ? 0 : rep == 1 ? 1 : rep == 2 ? i < n / 2 : urand() < 0.4)
+				idx[m++] = i;
+		for (size_t i = 0; i < (size_t)n * ld * esz; i++)
+			K[i] = (char)(urand() * 256), V[i] = (char)(urand() * 256);
+		for (int i = 0; i < n; i++)
+			pos[i] = 5 * i + 3, st[i] = (float)urand(), st[n + 7 + i] = (float)urand();
+		memcpy(K0, K, (size_t)n * ld * esz), memcpy(V0, V, (size_t)n * ld * esz), memcpy(pos0, pos, (size_t)n * 4);
+		memcpy(st0, st, (size_t)2 * (n + 7) * 4);
+		A->compact(K, V, (int64_t)ld, idx, m, rep == 4 ? NULL : pos, rep == 3 ? NULL : st, rep == 3 ? 0 : 2, n + 7);
+		for (int i = 0; i < m && !why; i++) {
+			size_t a = (size_t)i * ld * esz, s0 = (size_t)idx[i] * ld * esz;
+			if (memcmp(K + a, K0 + s0, (size_t)d * esz) || memcmp(V + a, V0 + s0, (size_t)d * esz))
+				why = "compacted K/V row differs";
+			else if (memcmp(K + a + d * esz, K0 + a + d * esz, 8 * esz))
+				why = "compaction wrote into the row padding";
+			else if (rep != 4 && pos[i] != pos0[idx[i]])
+				why = "compacted pos differs";
+			else if (rep != 3 && (st[i] != st0[idx[i]] || st[n + 7 + i] != st0[n + 7 + idx[i]]))
+				why = "compacted state differs";
+		}
+		for (int i = m; i < n && !why; i++)
+			if (memcmp(K + (size_t)i * ld * esz, K0 + (size_t)i * ld * esz, ld * esz) || (rep == 4 && pos[i] != pos0[i]))
+				why = "compaction wrote past the kept rows";
+	}
+	if (why)
+		printf("FAIL %s: %s\n", name, why), nfail++;
+	else
+		npass++;
+	free(sc), free(key), free(ref), free(srt), free(idx), free(pos), free(pos0);
+	free(K), free(V), free(K0), free(V0), free(st), free(st0);
+	dlclose(dl);
+}
+
 /* negative tests: corrupted artifacts, bad layouts */
 static void robustness(const char *host)
 {
@@ -327,6 +448,15 @@ int main(void)
 			run_case(&sc, host);
 			run_case(&v4, host);
 		}
+	for (int dt = 0; dt < 3; dt++) {
+		static const int sd[] = { 8, 64, 96, 256 };
+		for (int di = 0; di < 4; di++)
+			selcompact_case(dt, sd[di], KVCC_TARGET_NATIVE, host);
+		selcompact_case(dt, 96, KVCC_TARGET_V3, host);
+		selcompact_case(dt, 128, KVCC_TARGET_V4, host);
+		selcompact_case(dt, 64, KVCC_TARGET_SCALAR, host);
+		selcompact_case(dt, 8, KVCC_TARGET_SCALAR, host);
+	}
 	robustness(host);
 	free(host);
 	printf("(%d of the passing cases also passed with a given lse: one pass over K)\n", nlse);

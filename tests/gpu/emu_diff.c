@@ -5,9 +5,13 @@
 **
 **   emu_diff [BUILD_DIR] [--device]
 **
-** --device runs the same matrix on a real GPU through runtime/cuda.c
-** (NVRTC images for sm_80 and sm_90; CUBIN or PTX JIT), or prints
-** "SKIP: no GPU (why)" and exits 0 when the driver cannot be loaded.
+** --device runs the same matrix on a real GPU through the libkvcc GPU API:
+** each specialization compiled by kvcc_compile_so_gpu (sm_80,sm_90 PTX +
+** CUBIN embedded in policy.so, through the compile cache), opened with
+** kvcc_open, planned per case with kvcc_gpu_plan_create (CUBIN or PTX JIT),
+** compressed with kvcc_gpu_compress + kvcc_gpu_plan_check; decode steps use the
+** plan's module (runtime/cuda.c kvc_decode). Prints "SKIP: no GPU (why)" and
+** exits 0 when the driver cannot be loaded.
 **
 ** Matrix: every policy × f32/f16/bf16 × head_dim 8/64/96/128 × group 1/2/4,
 ** n cycling over 37, 61, 129 (odd; per-head lengths differ; padded token
@@ -39,6 +43,7 @@
 #include "codegen/ptx/ptx.h"
 #include "dsl/dsl.h"
 #include "runtime/cuda.h"
+#include "runtime/gpu.h"
 
 #define EMU_NT 64
 #define EMU_TT 5
@@ -118,7 +123,8 @@ static const int dims[] = { 8, 64, 96, 128 }, groups[] = { 1, 2, 4 };
 typedef struct Spec {
 	KpCudaOut out;
 	RunFn run;
-	KvCuda *cu;           /* --device: the module on the GPU */
+	KvCuda *cu;           /* unused since the device path goes through the API */
+	kvcc_policy *pol;     /* --device: the policy.so with its GPU kernels */
 	int ok;
 	char why[600];
 } Spec;
@@ -248,7 +254,8 @@ typedef struct Dev {          /* the "device" arrays of one case */
 	int err;
 } Dev;
 
-static int device;            /* --device: run on the GPU through runtime/cuda.c */
+static int device;            /* --device: run on the GPU through the libkvcc GPU API */
+static int cur_dt, cur_d;     /* the case's dtype and head_dim (device layout) */
 static size_t devbytes[11];   /* bytes of the arrays below, set per case */
 
 static int launch_dev(Spec *sp, int role, KvgArgs *a, char *why, size_t whyn)
@@ -266,10 +273,22 @@ static int launch_dev(Spec *sp, int role, KvgArgs *a, char *why, size_t whyn)
 			rc = -1;
 		*dp[i] = dev[i];
 	}
-	if (rc == 0)
-		rc = role == KVG_DECODE ? kvc_decode(sp->cu, &d, NULL, why, whyn) : kvc_compress(sp->cu, &d, NULL, why, whyn);
+	kvcc_layout lay = { cur_dt, a->L, a->H, cur_d, a->N, a->sL, a->sH, a->sT };
+	kvcc_gpu_plan *pl = NULL;
+	if (rc == 0 && kvcc_gpu_plan_create(sp->pol, &lay, a->O, 0, &pl) != 0)
+		rc = -1, snprintf(why, whyn, "kvcc_gpu_plan_create: %s", kvcc_last_error());
+	if (rc == 0 && role == KVG_DECODE)
+		rc = kvc_decode(kg_plan_module(pl), &d, NULL, why, whyn);
+	else if (rc == 0) {
+		kvcc_cache cc = { d.K, d.V, d.pos, d.len, d.state };
+		kvcc_obs ob = { a->O, d.Q, NULL, NULL };
+		kvcc_args ar = { a->ratio, (long)a->budget, a->par, 0, d.scores };
+		if (kvcc_gpu_compress(pl, &cc, &ob, &ar, NULL) != 0 || kvcc_gpu_plan_check(pl) != 0)
+			rc = -1, snprintf(why, whyn, "kvcc_gpu_compress: %s", kvcc_last_error());
+	}
 	if (rc == 0 && kvc_sync() != 0)
 		rc = -1, snprintf(why, whyn, "kernel execution failed");
+	kvcc_gpu_plan_destroy(pl);
 	for (int i = 0; i < 11; i++) {
 		if (rc == 0 && host[i] && kvc_get(host[i], dev[i], devbytes[i]) != 0)
 			rc = -1;
@@ -302,9 +321,10 @@ static void run_case(int pi, int dt, int di, int gi, int idx)
 	Spec *sp = &specs[pi][specidx(dt, di, gi)];
 	const KiFn *f = fns[pi];
 	int d = dims[di], G = groups[gi], L = 2, H = 2;
+	cur_dt = dt, cur_d = d;
 	char name[200];
 	snprintf(name, sizeof name, "%s %s d=%d G=%d", pols[pi], ki_dtypename(dt), d, G);
-	if (!sp->ok || (!device && !sp->run) || (device && !sp->cu)) {
+	if (!sp->ok || (!device && !sp->run) || (device && !sp->pol)) {
 		printf("FAIL %s: generate: %s\n", name, sp->why);
 		nfail++;
 		return;
@@ -544,21 +564,20 @@ int main(int argc, char **argv)
 			printf("SKIP: no GPU (%s)\n0 passed, 0 failed, 1 skipped\n", why);
 			return 0;
 		}
+		char sodir[600];
+		snprintf(sodir, sizeof sodir, "%s/gpu-dev", bdir);
+		mkdir(sodir, 0755);
 		for (int p = 0; p < NPOL; p++)
 			for (int s = 0; s < NSPEC; s++) {
 				Spec *sp = &specs[p][s];
-				KpCudaOut o2;
-				KpCudaOpts o = { .dtype = s / 12, .head_dim = dims[(s / 3) % 4], .group = groups[s % 3] };
-				KcErr e2 = { 0 };
-				if (kp_compile_cuda(fns[p], &o, &o2, &e2) != 0) {
+				kvcc_spec ks = { s / 12, dims[(s / 3) % 4], groups[s % 3], KVCC_TARGET_NATIVE };
+				char lua[256], so[900];
+				snprintf(lua, sizeof lua, "policies/%s.lua", pols[p]);
+				snprintf(so, sizeof so, "%s/%s-%d.so", sodir, pols[p], s);
+				if (kvcc_compile_so_gpu(lua, &ks, "sm_80,sm_90", so, 0) != 0 || kvcc_open(so, &sp->pol) != 0) {
 					sp->ok = 0;
-					snprintf(sp->why, sizeof sp->why, "%s", e2.msg);
-					continue;
+					snprintf(sp->why, sizeof sp->why, "%s", kvcc_last_error());
 				}
-				kp_cuda_free(&sp->out);
-				sp->out = o2;
-				if (kvc_open(&sp->out, 0, &sp->cu, sp->why, sizeof sp->why) != 0)
-					sp->ok = 0;
 			}
 	} else if (build(bdir, root) != 0) {
 		printf("0 passed, 1 failed, 0 skipped\n");
@@ -581,6 +600,7 @@ int main(int argc, char **argv)
 	for (int p = 0; p < NPOL; p++) {
 		for (int s = 0; s < NSPEC; s++) {
 			kvc_close(specs[p][s].cu);
+			kvcc_close(specs[p][s].pol);
 			kp_cuda_free(&specs[p][s].out);
 		}
 		ki_free(fns[p]);
