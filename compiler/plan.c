@@ -28,6 +28,31 @@ static int clsof(const KpPlan *p, KcRef r)
 
 static int isattn(int c) { return c == KP_DOT || c == KP_ATTN; }
 
+#define TOKAX (AXM(AX_group) | AXM(AX_token))
+
+/* can instruction i run in a generated fused elementwise token_map loop? */
+static int gen_ok(const KiFn *f, const KpPlan *p, int i)
+{
+	const KiIns *in = &f->ins[i];
+	if (p->cls[i] != KP_MAT || (in->axes & ~TOKAX) || !HAS(in->axes, AX_token))
+		return 0;
+	if (in->op == KO_index)
+		return in->axis == AX_token;
+	if (ki_rule(in->op) != AR_EW)
+		return 0;
+	for (int k = 0; k < ki_nargs(in->op); k++) {
+		KcRef r = in->arg[k];
+		if (KC_RKIND(r) == RK_CON || KC_RKIND(r) == RK_PAR)
+			continue;
+		if (KC_RKIND(r) != RK_INS || (ki_refaxes(f, r) & ~TOKAX))
+			return 0;
+		int c = p->cls[KC_RIDX(r)];
+		if (c != KP_MAT && c != KP_RED)
+			return 0;
+	}
+	return 1;
+}
+
 int kp_build(const KiFn *f, KpPlan *p, KcErr *e)
 {
 	memset(p, 0, sizeof *p);
@@ -177,6 +202,32 @@ int kp_build(const KiFn *f, KpPlan *p, KcErr *e)
 			p->fscale = k->op == KO_info && k->aux == INF_scale;
 		}
 	}
+	/* generated token_map: fused elementwise loops */
+	p->tgen = calloc((size_t)f->nins + 1, 1);
+	p->tout = calloc((size_t)f->nins + 1, 1);
+	if (!p->tgen || !p->tout) {
+		kc_error(e, f->src, 0, 0, "plan: out of memory");
+		goto fail;
+	}
+	for (int i = 0; i < f->nins; i++) {
+		p->tgen[i] = (uint8_t)(gen_ok(f, p, i) ? (i > 0 && p->tgen[i - 1] ? KP_GEN_IN : KP_GEN_START) : 0);
+		if (p->cls[i] == KP_MAT && !p->tgen[i])
+			p->ncmat++;
+	}
+	for (int i = 0; i < f->nins; i++) {
+		if (!p->tgen[i])
+			continue;
+		p->ngenins++;
+		p->ngen += p->tgen[i] == KP_GEN_START;
+		int end = i;
+		while (end + 1 < f->nins && p->tgen[end + 1] == KP_GEN_IN)
+			end++;
+		p->tout[i] = f->score == KC_REF(RK_INS, i);
+		for (int k = end + 1; k < f->nins && !p->tout[i]; k++)
+			for (int a = 0; a < ki_nargs(f->ins[k].op); a++)
+				if (f->ins[k].arg[a] == KC_REF(RK_INS, i))
+					p->tout[i] = 1;
+	}
 	/* observe hook: everything is materialized per (layer, head) instance, obs-free */
 	for (int s = 0; s < f->nst; s++)
 		if (f->st[s].update) {
@@ -208,6 +259,8 @@ void kp_free(KpPlan *p)
 	free(p->cls);
 	free(p->soft);
 	free(p->oneed);
+	free(p->tgen);
+	free(p->tout);
 	memset(p, 0, sizeof *p);
 }
 
@@ -223,7 +276,10 @@ void kp_print(const KpPlan *p, FILE *out)
 		        p->fast ? p->fscale ? ", fused (generated Q·K tile + softmax epilogue; one pass when lse is given)"
 		                            : ", fused (generated Q·K tile + softmax epilogue)"
 		                : ", generic epilogue");
-	fprintf(out, "  token_map   %s\n", p->two_phase ? "two phases (token reduction)" : "one phase");
+	fprintf(out, "  token_map   %s; path: %s (%d generated fused elementwise loop(s) over %d instruction(s), "
+	        "%d instruction(s) in the C evaluator)\n",
+	        p->two_phase ? "two phases (token reduction)" : "one phase",
+	        !p->ngen ? "C evaluator" : p->ncmat ? "mixed" : "generated", p->ngen, p->ngenins, p->ncmat);
 	if (p->uses_hmean)
 		fprintf(out, "  head_mean   barrier across the heads of a layer\n");
 	fprintf(out, "  select      top-k (radix select), scope %s\n", ki_scopename(f->sel.scope));
@@ -236,7 +292,8 @@ void kp_print(const KpPlan *p, FILE *out)
 		if (p->cls[i]) {
 			char ax[64];
 			ki_axesstr(f->ins[i].axes, ax, sizeof ax);
-			fprintf(out, "    %%%d %-8s %-12s %s\n", i, ki_opname(f->ins[i].op), ax, nm[p->cls[i]]);
+			fprintf(out, "    %%%d %-8s %-12s %s%s\n", i, ki_opname(f->ins[i].op), ax, nm[p->cls[i]],
+			        p->tgen && p->tgen[i] ? p->tout[i] ? " (generated loop, stored)" : " (generated loop)" : "");
 		}
 	for (int i = 0; i < f->nins; i++)
 		if (p->oneed[i]) {

@@ -45,7 +45,18 @@ typedef struct KpPlan {
 	int fscale;            /* the only multiplier is x.scale: a given lse replaces attn_stats */
 	int nmul;
 	KcRef mul[4];          /* the scalar multipliers */
+	/* token_map path per instruction: 0 = the runtime's C evaluator, KP_GEN_START / KP_GEN_IN =
+	** first / later instruction of a fused elementwise loop the backend generates (artifact
+	** `tmap`, entered with the first instruction's index): maximal runs of consecutive
+	** elementwise ops (and index over token) on [token] / [group, token] values whose operands
+	** are constants, parameters, scalars or materialized [token] / [group, token] values */
+	uint8_t *tgen;         /* [nins] */
+	uint8_t *tout;         /* [nins] the fused loop stores this value (read outside the loop) */
+	int ngen, ngenins;     /* fused loops, instructions in them */
+	int ncmat;             /* token_map instructions left to the C evaluator (leaves included) */
 } KpPlan;
+
+enum { KP_GEN_START = 1, KP_GEN_IN = 2 };
 
 /* Build the plan; -1 with a positioned error when the policy cannot be mapped. */
 KC_FUNC int kp_build(const KiFn *f, KpPlan *p, KcErr *e);

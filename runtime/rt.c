@@ -348,6 +348,7 @@ struct kvcc_plan {
 	size_t esz;
 	KrPool pool;
 	int pool_ok;
+	int tmap;                /* token_map: generated fused elementwise loops (plan tgen) */
 	double *par;             /* [npar] params of the observe hook */
 	int *step;               /* [layers] x.step of the next decode of each layer */
 	/* decode workspaces (sized here; the run path allocates nothing) */
@@ -504,6 +505,10 @@ KVCC_API int kvcc_plan_create(kvcc_policy *p, const kvcc_layout *lay, int max_ob
 	pl->score = calloc(ninst, sizeof *pl->score);
 	pl->cpar = malloc(((size_t)f->npar + 1) * sizeof *pl->cpar);
 	pl->arena_obs = -1;
+	{
+		const char *ev = getenv("KVCC_TMAP");     /* KVCC_TMAP=0: the C evaluator for all of token_map */
+		pl->tmap = p->a->tmap && p->plan.ngen && !(ev && !strcmp(ev, "0"));
+	}
 	int bad = !pl->par || !pl->step || !pl->S || !pl->qs || !pl->cst || !pl->oval || !pl->ws || !pl->selkeys ||
 	          !pl->keep || !pl->kidx || !pl->nkept || !pl->mat || !pl->arena || !pl->tvals || !pl->scorebuf || !pl->score || !pl->cpar;
 	for (int t = 0; t < pl->threads && !bad; t++)
@@ -663,8 +668,8 @@ static inline float ew(int op, float a, float b, float c)
 	case KO_mul: return a * b;
 	case KO_div: return a / b;
 	case KO_pow: return powf(a, b);
-	case KO_max: return isnan(a) || isnan(b) ? NAN : a > b ? a : b;
-	case KO_min: return isnan(a) || isnan(b) ? NAN : a < b ? a : b;
+	case KO_max: return isnan(a) || isnan(b) ? NAN : a > b ? a : b > a ? b : signbit(a) ? b : a;
+	case KO_min: return isnan(a) || isnan(b) ? NAN : a < b ? a : b < a ? b : signbit(a) ? a : b;
 	case KO_lt: return a < b;
 	case KO_le: return a <= b;
 	case KO_eq: return a == b;
@@ -1150,7 +1155,25 @@ static int runinst(Run *r, int k, int tid)
 		r->pl->p->a->cvt((const char *)r->obs->Q + (size_t)k * nq * r->pl->esz, I.Qf, (int64_t)nq);
 	}
 	int rc = 0;
+	const uint8_t *tg = r->pl->tmap ? r->kp->tgen : NULL;
 	for (int i = r->lo; i < r->hi && rc == 0; i++) {
+		if (tg && tg[i] == KP_GEN_IN)
+			continue;
+		if (tg && tg[i] == KP_GEN_START) {      /* a generated fused elementwise loop */
+			int e = i;
+			while (e + 1 < r->hi && tg[e + 1] == KP_GEN_IN)
+				e++;
+			for (int j = i; j <= e && rc == 0; j++)
+				if (r->kp->tout[j] && !vals[j]) {
+					size_t sj[AX_NUM], cj = strides(f->ins[j].axes, I.size, sj);
+					if (!(vals[j] = calloc(cj + 1, sizeof(float))))
+						rc = fail(r, NULL, "out of memory");
+				}
+			if (rc == 0)
+				r->pl->p->a->tmap(i, vals, r->par, I.n, r->G);
+			i = e;
+			continue;
+		}
 		if (!r->mat[i] && r->kp->cls[i] != KP_RED)
 			continue;
 		size_t st[AX_NUM], cnt = strides(f->ins[i].axes, I.size, st);

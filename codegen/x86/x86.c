@@ -24,6 +24,7 @@
 #include <llvm-c/Transforms/PassBuilder.h>
 #include "codegen/x86/x86.h"
 #include "compiler/interp.h"
+#include "compiler/plan.h"
 
 extern char **environ;
 
@@ -983,7 +984,7 @@ static void gen_topk(Gen *g)
 		LLVMPositionBuilderAtEnd(b, exit);
 		LLVMValueRef dsel = LLVMBuildLoad2(b, g->i64, bp, "");
 		prefix = LLVMBuildOr(b, prefix, LLVMBuildShl(b, dsel, ci(g, sh), ""), "");
-		mask = LLVMBuildOr(b, mask, ci(g, dm << sh), "");
+		mask = LLVMBuildOr(b, mask, ci(g, (long)((unsigned long)dm << sh)), "");
 	}
 	LLVMBuildRet(b, prefix);
 }
@@ -1070,6 +1071,176 @@ static void gen_compact(Gen *g)
 	LLVMPositionBuilderAtEnd(b, cont);
 	loop_end(g, &lp);
 	LLVMBuildRetVoid(b);
+}
+
+/*
+** tmap(gid, vals, par, n, G): the plan's fused elementwise token_map loops (plan.h tgen/tout).
+** One case per loop, entered with its first instruction's index. For each group row (G rows
+** when a value of the loop has the group axis, else 1) the whole chain runs in registers over
+** W-lane token chunks (then a scalar tail), reading its operands from vals / par and storing
+** only the values read after the loop. Same arithmetic as the runtime's C evaluator (rt.c ew):
+** exp/log/pow are the libm calls, max/min propagate NaN, comparisons give 1/0.
+*/
+static LLVMValueRef tm_bin(Gen *g, int op, LLVMValueRef a, LLVMValueRef b, LLVMValueRef c, int w)
+{
+	LLVMBuilderRef bd = g->b;
+	LLVMTypeRef t = fty(g, w);
+	LLVMRealPredicate pr = LLVMRealOLT;
+	switch (op) {
+	case KO_neg: return LLVMBuildFNeg(bd, a, "");
+	case KO_exp: return intr(g, "llvm.exp", t, &a, 1);
+	case KO_log: return intr(g, "llvm.log", t, &a, 1);
+	case KO_sqrt: return intr(g, "llvm.sqrt", t, &a, 1);
+	case KO_abs: return intr(g, "llvm.fabs", t, &a, 1);
+	case KO_add: return LLVMBuildFAdd(bd, a, b, "");
+	case KO_sub: return LLVMBuildFSub(bd, a, b, "");
+	case KO_mul: return LLVMBuildFMul(bd, a, b, "");
+	case KO_div: return LLVMBuildFDiv(bd, a, b, "");
+	case KO_pow: {
+		LLVMValueRef ab[2] = { a, b };
+		return intr(g, "llvm.pow", t, ab, 2);
+	}
+	case KO_max:
+	case KO_min: {
+		/* the reference's (ir.c ki_evalew): a if strictly better, b if strictly better, else
+		** max(+0, -0) = +0 and min = -0 */
+		int mx = op == KO_max;
+		LLVMValueRef gt = LLVMBuildFCmp(bd, mx ? LLVMRealOGT : LLVMRealOLT, a, b, "");
+		LLVMValueRef lt = LLVMBuildFCmp(bd, mx ? LLVMRealOLT : LLVMRealOGT, a, b, "");
+		LLVMTypeRef it = w == 1 ? g->i32 : LLVMVectorType(g->i32, (unsigned)w);
+		LLVMValueRef neg = LLVMBuildICmp(bd, LLVMIntSLT, LLVMBuildBitCast(bd, a, it, ""), civ(g, 0, w), "");
+		LLVMValueRef r = LLVMBuildSelect(bd, neg, mx ? b : a, mx ? a : b, "");
+		r = LLVMBuildSelect(bd, lt, b, r, "");
+		r = LLVMBuildSelect(bd, gt, a, r, "");
+		LLVMValueRef un = LLVMBuildFCmp(bd, LLVMRealUNO, a, b, "");
+		return LLVMBuildSelect(bd, un, cfv(g, NAN, w), r, "");
+	}
+	case KO_lt: pr = LLVMRealOLT; break;
+	case KO_le: pr = LLVMRealOLE; break;
+	case KO_eq: pr = LLVMRealOEQ; break;
+	case KO_ne: pr = LLVMRealUNE; break;
+	case KO_where:
+		return LLVMBuildSelect(bd, LLVMBuildFCmp(bd, LLVMRealUNE, a, cfv(g, 0.0, w), ""), b, c, "");
+	default: return cfv(g, NAN, w);
+	}
+	return LLVMBuildUIToFP(bd, LLVMBuildFCmp(bd, pr, a, b, ""), t, "");
+}
+
+/* the chain at token t (w lanes) of group row gi */
+static void tm_body(Gen *g, const KiFn *f, const KpPlan *p, int s, int e, LLVMValueRef *pv, LLVMValueRef *sc,
+                    LLVMValueRef gi, LLVMValueRef n, LLVMValueRef t, int w)
+{
+	LLVMValueRef v[e - s + 1];
+	LLVMValueRef goff = LLVMBuildMul(g->b, gi, n, "");
+	for (int i = s; i <= e; i++) {
+		const KiIns *in = &f->ins[i];
+		LLVMValueRef x[3] = { NULL, NULL, NULL };
+		if (in->op == KO_index) {
+			if (w == 1)
+				v[i - s] = LLVMBuildSIToFP(g->b, t, g->f32, "");
+			else {
+				LLVMValueRef io[64];
+				for (int k = 0; k < w; k++)
+					io[k] = LLVMConstInt(g->i32, (unsigned)k, 0);
+				LLVMTypeRef it = LLVMVectorType(g->i32, (unsigned)w);
+				LLVMValueRef t32 = LLVMBuildTrunc(g->b, t, g->i32, "");
+				LLVMValueRef sv = LLVMBuildInsertElement(g->b, LLVMGetPoison(it), t32, LLVMConstInt(g->i32, 0, 0), "");
+				LLVMValueRef z[64];
+				for (int k = 0; k < w; k++)
+					z[k] = LLVMConstInt(g->i32, 0, 0);
+				sv = LLVMBuildShuffleVector(g->b, sv, LLVMGetPoison(it), LLVMConstVector(z, (unsigned)w), "");
+				v[i - s] = LLVMBuildSIToFP(g->b, LLVMBuildAdd(g->b, sv, LLVMConstVector(io, (unsigned)w), ""),
+				                           fty(g, w), "");
+			}
+			continue;
+		}
+		for (int k = 0; k < ki_nargs(in->op); k++) {
+			KcRef r = in->arg[k];
+			int j = KC_RIDX(r);
+			if (KC_RKIND(r) == RK_CON)
+				x[k] = cfv(g, (double)(float)f->con[j], w);
+			else if (KC_RKIND(r) == RK_PAR || !ki_refaxes(f, r))
+				x[k] = splat(g, KC_RKIND(r) == RK_PAR ? sc[f->nins + j] : sc[j], w);
+			else if (j >= s)
+				x[k] = v[j - s];
+			else {
+				LLVMValueRef idx = t;
+				if (ki_refaxes(f, r) & AXM(AX_group))
+					idx = LLVMBuildAdd(g->b, goff, t, "");
+				x[k] = loadf(g, pv[j], idx, w);
+			}
+		}
+		v[i - s] = tm_bin(g, in->op, x[0], x[1], x[2], w);
+	}
+	for (int i = s; i <= e; i++)
+		if (p->tout[i]) {
+			LLVMValueRef idx = t;
+			if (f->ins[i].axes & AXM(AX_group))
+				idx = LLVMBuildAdd(g->b, goff, t, "");
+			storef(g, v[i - s], pv[i], idx);
+		}
+}
+
+static void gen_tmap(Gen *g, const KiFn *f, const KpPlan *p)
+{
+	LLVMTypeRef ps[5] = { g->i64, g->ptr, g->ptr, g->i64, g->i64 };
+	newfn(g, "kvcc_tmap", LLVMVoidTypeInContext(g->cx), ps, 5);
+	LLVMValueRef gid = LLVMGetParam(g->fn, 0), vals = LLVMGetParam(g->fn, 1), par = LLVMGetParam(g->fn, 2);
+	LLVMValueRef n = LLVMGetParam(g->fn, 3), G = LLVMGetParam(g->fn, 4);
+	LLVMBasicBlockRef def = LLVMAppendBasicBlockInContext(g->cx, g->fn, "none");
+	LLVMValueRef sw = LLVMBuildSwitch(g->b, gid, def, (unsigned)p->ngen);
+	LLVMPositionBuilderAtEnd(g->b, def);
+	LLVMBuildRetVoid(g->b);
+	size_t nv = (size_t)f->nins + (size_t)f->npar + 1;
+	LLVMValueRef *pv = calloc(nv, sizeof *pv), *sc = calloc(nv, sizeof *sc);
+	for (int s = 0; s < f->nins && pv && sc; s++) {
+		if (p->tgen[s] != KP_GEN_START)
+			continue;
+		int e = s, hasg = 0;
+		while (e + 1 < f->nins && p->tgen[e + 1] == KP_GEN_IN)
+			e++;
+		LLVMBasicBlockRef bb = LLVMAppendBasicBlockInContext(g->cx, g->fn, "tmap");
+		LLVMAddCase(sw, LLVMConstInt(g->i64, (unsigned long long)s, 0), bb);
+		LLVMPositionBuilderAtEnd(g->b, bb);
+		memset(pv, 0, nv * sizeof *pv), memset(sc, 0, nv * sizeof *sc);
+		/* operand pointers and scalars, loaded once */
+		for (int i = s; i <= e; i++) {
+			const KiIns *in = &f->ins[i];
+			hasg |= (in->axes & AXM(AX_group)) != 0;
+			if (p->tout[i])
+				pv[i] = ld(g, g->ptr, vals, ci(g, i), 8);
+			if (in->op == KO_index)
+				continue;
+			for (int k = 0; k < ki_nargs(in->op); k++) {
+				KcRef r = in->arg[k];
+				int j = KC_RIDX(r);
+				if (KC_RKIND(r) == RK_PAR && !sc[f->nins + j])
+					sc[f->nins + j] = LLVMBuildFPTrunc(g->b, ld(g, LLVMDoubleTypeInContext(g->cx), par, ci(g, j), 8),
+					                                   g->f32, "");
+				else if (KC_RKIND(r) == RK_INS && j < s && !pv[j]) {
+					pv[j] = ld(g, g->ptr, vals, ci(g, j), 8);
+					if (!ki_refaxes(f, r))
+						sc[j] = ldf(g, pv[j], ci(g, 0));
+				}
+			}
+		}
+		LLVMValueRef gn = hasg ? G : ci(g, 1);
+		Loop lg, lv, lt;
+		LLVMValueRef gi = loop_begin2(g, ci(g, 0), gn, 1, 1, &lg);
+		LLVMValueRef t0 = ci(g, 0);
+		if (g->W > 1) {
+			LLVMValueRef t = loop_begin(g, ci(g, 0), n, g->W, &lv);
+			tm_body(g, f, p, s, e, pv, sc, gi, n, t, g->W);
+			loop_end(g, &lv);
+			t0 = lv.iv;
+		}
+		LLVMValueRef t = loop_begin2(g, t0, n, 1, 1, &lt);
+		tm_body(g, f, p, s, e, pv, sc, gi, n, t, 1);
+		loop_end(g, &lt);
+		loop_end(g, &lg);
+		LLVMBuildRetVoid(g->b);
+	}
+	free(pv), free(sc);
 }
 
 static LLVMValueRef gstr(Gen *g, const char *s, const char *name)
@@ -1232,6 +1403,16 @@ int kx_compile_ex(const KiFn *f, const kvcc_spec *spec, const char *out_so, int 
 	LLVMValueRef keepidx = g.fn;
 	gen_compact(&g);
 	LLVMValueRef compact = g.fn;
+	KpPlan kp;
+	if (kp_build(f, &kp, e) != 0) {
+		LLVMDisposeBuilder(g.b), LLVMDisposeModule(g.m), LLVMContextDispose(g.cx);
+		LLVMDisposeTargetData(td), LLVMDisposeTargetMachine(tm);
+		LLVMDisposeMessage(triple), free(host), free(feats);
+		return -1;
+	}
+	gen_tmap(&g, f, &kp);
+	LLVMValueRef tmap = g.fn;
+	kp_free(&kp);
 
 	/* descriptor */
 	char *kir = ki_print(f);
@@ -1244,7 +1425,7 @@ int kx_compile_ex(const KiFn *f, const kvcc_spec *spec, const char *out_so, int 
 	uint64_t key = kx_key(kir, KVCC_VERSION, recfeat, spec->dtype, spec->head_dim, spec->group, spec->target, W);
 	LLVMTypeRef fields[] = { g.i64, g.i32, g.i32, g.ptr, g.i64, g.i64, g.ptr, g.ptr, g.ptr,
 	                         g.i32, g.i32, g.i32, g.i32, g.i32, g.i32, g.ptr, g.ptr, g.ptr, g.ptr, g.ptr, g.ptr,
-	                         g.ptr, g.ptr, g.ptr, g.ptr, g.ptr, g.ptr, g.ptr };
+	                         g.ptr, g.ptr, g.ptr, g.ptr, g.ptr, g.ptr, g.ptr, g.ptr };
 	int nf = (int)(sizeof fields / sizeof fields[0]);
 	LLVMTypeRef dt = LLVMStructTypeInContext(g.cx, fields, (unsigned)nf, 0);
 	LLVMValueRef vals[] = {
@@ -1256,7 +1437,7 @@ int kx_compile_ex(const KiFn *f, const kvcc_spec *spec, const char *out_so, int 
 		LLVMConstInt(g.i32, (unsigned)spec->group, 0), LLVMConstInt(g.i32, (unsigned)spec->target, 0),
 		LLVMConstInt(g.i32, (unsigned)W, 0), LLVMConstInt(g.i32, 0, 0),
 		gstr(&g, recfeat, "kv.features"), gstr(&g, kir, "kv.kir"), qk, cvt, dec, probs, qkt, sstat, sacc,
-		selkeys, topk, keepidx, compact,
+		selkeys, topk, keepidx, compact, tmap,
 	};
 	LLVMValueRef desc = LLVMAddGlobal(g.m, dt, KVCC_DESC_SYMBOL);
 	LLVMSetInitializer(desc, LLVMConstNamedStruct(dt, vals, (unsigned)nf));

@@ -19,10 +19,11 @@
 #include "kvcc.h"
 #include "compiler/ir.h"
 #include "compiler/interp.h"
+#include "compiler/plan.h"
 #include "codegen/x86/x86.h"
 #include "dsl/dsl.h"
 
-static int npass, nfail, nskip, nlse;
+static int npass, nfail, nskip, nlse, ngen;   /* ngen: passing cases that ran generated token_map loops */
 static uint64_t rng = 0x12345678abcdefull;
 
 static double urand(void)
@@ -100,7 +101,7 @@ static void run_case(const Cfg *cf, const char *host)
 		return;
 	}
 	char path[256];
-	snprintf(path, sizeof path, "policies/%s.lua", cf->policy);
+	snprintf(path, sizeof path, strchr(cf->policy, '/') ? "%s.lua" : "policies/%s.lua", cf->policy);
 	kvcc_policy *p;
 	KcErr e = { 0 };
 	KiFn *f = kd_loadfile(path, NULL, &e);
@@ -250,6 +251,14 @@ static void run_case(const Cfg *cf, const char *host)
 	nlse += uselse;
 	}
 	npass++;
+	{
+		KpPlan kp;
+		KcErr pe = { 0 };
+		if (kp_build(f, &kp, &pe) == 0) {
+			ngen += kp.ngen > 0;
+			kp_free(&kp);
+		}
+	}
 	goto done;
 out:
 	nfail++;
@@ -380,6 +389,117 @@ static void selcompact_case(int dtype, int d, int target, const char *host)
 }
 
 /* negative tests: corrupted artifacts, bad layouts */
+/* --- generated token_map loops (tmap) against the reference's elementwise ops ----------------- */
+
+/* one policy per op over materialized [token] operands (x.pos, ‖K‖, ΣK); the test hands the
+** generated loop its own operand arrays: NaN, ±inf, ±0, ordinary values, every pair */
+static void tmap_case(int opi, int target, const char *host)
+{
+	static const struct { const char *name, *expr; } ops[] = {
+		{ "neg", "-a" }, { "exp", "a:exp()" }, { "log", "a:log()" }, { "sqrt", "a:sqrt()" }, { "abs", "a:abs()" },
+		{ "add", "a + b" }, { "sub", "a - b" }, { "mul", "a * b" }, { "div", "a / b" }, { "pow", "a ^ b" },
+		{ "max", "a:max(b)" }, { "min", "a:min(b)" }, { "lt", "a:lt(b)" }, { "le", "a:le(b)" },
+		{ "eq", "a:eq(b)" }, { "ne", "a:ne(b)" }, { "where", "kv.where(a, b, c)" },
+	};
+	static const float sv[] = { NAN, -NAN, INFINITY, -INFINITY, 0.0f, -0.0f, 1, -1, 2, 0.5f, -3.25f, 1e30f, 7 };
+	enum { NS = sizeof sv / sizeof sv[0], N = NS * NS };
+	char name[160], lua[96], so[96], src[512];
+	snprintf(name, sizeof name, "tmap %s %s", ops[opi].name, kx_targetname(target));
+	kvcc_spec spec = { KI_F32, 64, 1, target };
+	if (!kx_vecwidth(&spec, host)) {
+		printf("SKIP %s: this CPU lacks the features of target %s\n", name, kx_targetname(target));
+		nskip++;
+		return;
+	}
+	snprintf(lua, sizeof lua, "/tmp/kvcc-diff-tmap-%d-%d.lua", (int)getpid(), opi);
+	snprintf(so, sizeof so, "/tmp/kvcc-diff-tmap-%d-%d-%d.so", (int)getpid(), opi, target);
+	snprintf(src, sizeof src,
+	         "local kv = require \"kvcc\"\nreturn kv.policy \"tmap_%s\" {\n  score = function(x)\n"
+	         "    local a, b, c = x.pos, x.K:norm(\"chan\"), x.K:sum(\"chan\")\n    return %s\n  end,\n"
+	         "  select = kv.topk {},\n}\n", ops[opi].name, ops[opi].expr);
+	FILE *fp = fopen(lua, "w");
+	if (fp)
+		fputs(src, fp), fclose(fp);
+	KcErr e = { 0 };
+	KiFn *f = fp ? kd_loadfile(lua, NULL, &e) : NULL;
+	KpPlan kp;
+	int planned = 0;
+	void *dl = NULL;
+	const kvcc_artifact *A = NULL;
+	const char *why = NULL;
+	char whyb[200];
+	float *vals[64] = { 0 };
+	if (!f || ki_runpasses(f, KI_DEFAULT_PASSES, 0, &e, NULL, NULL) != 0 || f->nins > 60)
+		why = "load";
+	else if (kp_build(f, &kp, &e) != 0)
+		why = "plan";
+	else if (!(planned = 1) || kp.ngen != 1 || kp.ngenins != 1)
+		why = "the op is not one generated loop";
+	else if (kvcc_compile_so(lua, &spec, so, 0) != 0 || !(dl = dlopen(so, RTLD_NOW | RTLD_LOCAL)) ||
+	         !(A = dlsym(dl, KVCC_DESC_SYMBOL)) || !A->tmap)
+		why = "compile/load";
+	int s = -1;
+	for (int i = 0; !why && i < f->nins; i++)
+		if (kp.tgen[i] == KP_GEN_START)
+			s = i;
+	if (!why && (s < 0 || !kp.tout[s]))
+		why = "no stored loop";
+	for (int i = 0; !why && i < f->nins; i++)
+		if (!(vals[i] = calloc(N + 1, sizeof(float))))
+			why = "out of memory";
+	if (!why) {
+		const KiIns *in = &f->ins[s];
+		for (int k = 0; k < ki_nargs(in->op); k++) {
+			KcRef r = in->arg[k];
+			if (KC_RKIND(r) != RK_INS) {
+				why = "operand is not an instruction";
+				break;
+			}
+			for (int t = 0; t < N; t++)   /* a: major, b: minor, c: reversed */
+				vals[KC_RIDX(r)][t] = sv[k == 0 ? t / NS : k == 1 ? t % NS : (N - 1 - t) % NS];
+		}
+		for (int n = N; !why && n >= N - 20; n -= 7) {     /* vector tails */
+			for (int t = 0; t < N; t++)
+				vals[s][t] = 12345;
+			A->tmap(s, vals, NULL, n, 1);
+			for (int t = 0; t < N && !why; t++) {
+				float x = vals[s][t];
+				if (t >= n) {
+					if (x != 12345)
+						why = "wrote past n";
+					continue;
+				}
+				double op3[3] = { 0, 0, 0 };
+				for (int k = 0; k < ki_nargs(in->op); k++)
+					op3[k] = vals[KC_RIDX(in->arg[k])][t];
+				float ref = (float)ki_evalew(in->op, op3[0], op3[1], op3[2]);
+				int exact = in->op != KO_exp && in->op != KO_log && in->op != KO_pow;
+				uint32_t ux, ur;
+				memcpy(&ux, &x, 4), memcpy(&ur, &ref, 4);
+				int ok = isnan(x) ? isnan(ref) : exact ? ux == ur
+				                                      : x == ref || (isfinite(ref) && fabsf(x - ref) <= 2e-7f * fabsf(ref));
+				if (!ok) {
+					snprintf(whyb, sizeof whyb, "n=%d t=%d: (%g, %g, %g) -> %g, reference %g", n, t, op3[0], op3[1],
+					         op3[2], (double)x, (double)ref);
+					why = whyb;
+				}
+			}
+		}
+	}
+	if (why)
+		printf("FAIL %s: %s\n", name, why), nfail++;
+	else
+		npass++;
+	for (int i = 0; i < 64; i++)
+		free(vals[i]);
+	if (dl)
+		dlclose(dl);
+	if (planned)
+		kp_free(&kp);
+	ki_free(f);
+	unlink(so), unlink(lua);
+}
+
 static void robustness(const char *host)
 {
 	(void)host;
@@ -448,6 +568,20 @@ int main(void)
 			run_case(&sc, host);
 			run_case(&v4, host);
 		}
+	/* every elementwise op of the generated token_map loops, on every target, vector tails */
+	for (int dt = 0; dt < 3; dt++) {
+		static const int td[] = { 8, 64 }, tg[] = { 1, 4 };
+		for (int di = 0; di < 2; di++)
+			for (int gi = 0; gi < 2; gi++) {
+				Cfg c = { "tests/diff/tmap_ops", dt, td[di], tg[gi], KVCC_TARGET_NATIVE };
+				run_case(&c, host);
+			}
+		Cfg v3 = { "tests/diff/tmap_ops", dt, 96, 2, KVCC_TARGET_V3 }, sc = { "tests/diff/tmap_ops", dt, 64, 4, KVCC_TARGET_SCALAR };
+		Cfg v4 = { "tests/diff/tmap_ops", dt, 128, 4, KVCC_TARGET_V4 };
+		run_case(&v3, host);
+		run_case(&sc, host);
+		run_case(&v4, host);
+	}
 	for (int dt = 0; dt < 3; dt++) {
 		static const int sd[] = { 8, 64, 96, 256 };
 		for (int di = 0; di < 4; di++)
@@ -457,9 +591,15 @@ int main(void)
 		selcompact_case(dt, 64, KVCC_TARGET_SCALAR, host);
 		selcompact_case(dt, 8, KVCC_TARGET_SCALAR, host);
 	}
+	for (int op = 0; op < 17; op++) {
+		tmap_case(op, KVCC_TARGET_NATIVE, host);
+		tmap_case(op, KVCC_TARGET_V3, host);
+		tmap_case(op, KVCC_TARGET_SCALAR, host);
+	}
 	robustness(host);
 	free(host);
 	printf("(%d of the passing cases also passed with a given lse: one pass over K)\n", nlse);
+	printf("(%d of the passing cases ran generated token_map loops)\n", ngen);
 	printf("%d passed, %d failed, %d skipped\n", npass, nfail, nskip);
 	return nfail ? 1 : 0;
 }
