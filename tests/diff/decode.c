@@ -25,38 +25,11 @@
 #include "compiler/interp.h"
 #include "codegen/x86/x86.h"
 #include "dsl/dsl.h"
+#define CASEGEN_SEED 0x9e3779b97f4a7c15ull
+#include "tests/common/casegen.h"
 
 static int npass, nfail, nskip, ntie;
 static double worst_out, worst_state;
-static uint64_t rng = 0x9e3779b97f4a7c15ull;
-
-static double urand(void)
-{
-	rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
-	return (double)(rng >> 11) / 9007199254740992.0;
-}
-
-static void encode(float x, int dt, void *dst)
-{
-	if (dt == KI_F32)
-		memcpy(dst, &x, 4);
-	else if (dt == KI_BF16) {
-		uint32_t u;
-		memcpy(&u, &x, 4);
-		uint16_t h = (uint16_t)(u >> 16);
-		memcpy(dst, &h, 2);
-	} else {
-		_Float16 h = (_Float16)x;
-		memcpy(dst, &h, 2);
-	}
-}
-
-static int cmpd(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-	return x < y ? 1 : x > y ? -1 : 0;
-}
-
 typedef struct Case {
 	const char *policy;
 	int dtype, d, G, target, threads;

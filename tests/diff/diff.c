@@ -22,68 +22,10 @@
 #include "compiler/plan.h"
 #include "codegen/x86/x86.h"
 #include "dsl/dsl.h"
+#define CASEGEN_SEED 0x12345678abcdefull
+#include "tests/common/casegen.h"
 
 static int npass, nfail, nskip, nlse, ngen;   /* ngen: passing cases that ran generated token_map loops */
-static uint64_t rng = 0x12345678abcdefull;
-
-static double urand(void)
-{
-	rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
-	return (double)(rng >> 11) / 9007199254740992.0;
-}
-
-static void encode(float x, int dt, void *dst)
-{
-	if (dt == KI_F32)
-		memcpy(dst, &x, 4);
-	else if (dt == KI_BF16) {
-		uint32_t u;
-		memcpy(&u, &x, 4);
-		uint16_t h = (uint16_t)(u >> 16);
-		memcpy(dst, &h, 2);
-	} else {
-		_Float16 h = (_Float16)x;
-		memcpy(dst, &h, 2);
-	}
-}
-
-static double pval(const KiFn *f, const double *par, KcRef r, double def)
-{
-	return KC_RKIND(r) == RK_CON ? f->con[KC_RIDX(r)] : KC_RKIND(r) == RK_PAR ? par[KC_RIDX(r)] : def;
-}
-
-static int cmpd(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-	return x < y ? 1 : x > y ? -1 : 0;
-}
-
-/* relative margin at the selection boundary of every head (min over heads) */
-static double margin(const KiFn *f, const double *par, const KiCase *c, const KiResult *r)
-{
-	long S = (long)pval(f, par, f->sel.keep_first, 0), R = (long)pval(f, par, f->sel.keep_recent, 0);
-	double worst = INFINITY, *v = malloc((size_t)c->n * sizeof *v + 8);
-	for (int k = 0; k < c->L * c->H; k++) {
-		int n = c->len ? c->len[k] : c->n, m = 0, np = 0;
-		for (int t = 0; t < n; t++) {
-			if (t < S || t >= n - R)
-				np++;
-			else
-				v[m++] = r->scores[(size_t)k * c->n + t];
-		}
-		qsort(v, (size_t)m, sizeof *v, cmpd);
-		int kk = r->len[k] - (np < r->len[k] ? np : r->len[k]);
-		if (kk > 0 && kk < m) {
-			double a = v[kk - 1], b = v[kk], s = fmax(fabs(a), fabs(b));
-			double rel = s > 0 ? (a - b) / s : 0;
-			if (rel < worst)
-				worst = rel;
-		}
-	}
-	free(v);
-	return worst;
-}
-
 typedef struct Cfg {
 	const char *policy;
 	int dtype, d, G, target;
@@ -156,7 +98,7 @@ static void run_case(const Cfg *cf, const char *host)
 			printf("FAIL %s: interpreter: %s\n", name, e.msg);
 			goto out;
 		}
-		ok = margin(f, par, &c, &r) >= 1e-4;
+		ok = case_margin(f, par, &c, &r) >= 1e-4;
 	}
 	if (!ok) {
 		printf("SKIP %s: no tie-free input in 20 draws\n", name);

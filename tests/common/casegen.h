@@ -1,0 +1,84 @@
+/*
+** Case generation shared by the differential tests (tests/diff/diff.c,
+** tests/diff/decode.c, tests/gpu/emu_diff.c): a xorshift generator, storage
+** encoding of inputs, and the selection-boundary margin used to re-draw
+** inputs whose kept set would hinge on a near-tie.
+**
+** Each test defines CASEGEN_SEED before including this header, so every
+** program keeps its own deterministic sequence.
+*/
+#ifndef KVCC_TESTS_CASEGEN_H
+#define KVCC_TESTS_CASEGEN_H
+
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include "compiler/ir.h"
+#include "compiler/interp.h"
+
+#ifndef CASEGEN_SEED
+#error "define CASEGEN_SEED before including tests/common/casegen.h"
+#endif
+
+static uint64_t rng = CASEGEN_SEED;
+
+static inline double urand(void)
+{
+	rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
+	return (double)(rng >> 11) / 9007199254740992.0;
+}
+
+static inline void encode(float x, int dt, void *dst)
+{
+	if (dt == KI_F32)
+		memcpy(dst, &x, 4);
+	else if (dt == KI_BF16) {
+		uint32_t u;
+		memcpy(&u, &x, 4);
+		uint16_t h = (uint16_t)(u >> 16);
+		memcpy(dst, &h, 2);
+	} else {
+		_Float16 h = (_Float16)x;
+		memcpy(dst, &h, 2);
+	}
+}
+
+static inline double pval(const KiFn *f, const double *par, KcRef r, double def)
+{
+	return KC_RKIND(r) == RK_CON ? f->con[KC_RIDX(r)] : KC_RKIND(r) == RK_PAR ? par[KC_RIDX(r)] : def;
+}
+
+static inline int cmpd(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+	return x < y ? 1 : x > y ? -1 : 0;
+}
+
+/* relative margin at the selection boundary of every head (min over heads) */
+static inline double case_margin(const KiFn *f, const double *par, const KiCase *c, const KiResult *r)
+{
+	long S = (long)pval(f, par, f->sel.keep_first, 0), R = (long)pval(f, par, f->sel.keep_recent, 0);
+	double worst = INFINITY, *v = malloc((size_t)c->n * sizeof *v + 8);
+	for (int k = 0; k < c->L * c->H; k++) {
+		int n = c->len ? c->len[k] : c->n, m = 0, np = 0;
+		for (int t = 0; t < n; t++) {
+			if (t < S || t >= n - R)
+				np++;
+			else
+				v[m++] = r->scores[(size_t)k * c->n + t];
+		}
+		qsort(v, (size_t)m, sizeof *v, cmpd);
+		int kk = r->len[k] - (np < r->len[k] ? np : r->len[k]);
+		if (kk > 0 && kk < m) {
+			double a = v[kk - 1], b = v[kk], s = fmax(fabs(a), fabs(b));
+			double rel = s > 0 ? (a - b) / s : 0;
+			if (rel < worst)
+				worst = rel;
+		}
+	}
+	free(v);
+	return worst;
+}
+
+#endif
