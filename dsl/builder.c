@@ -700,6 +700,11 @@ static int usesinput(const KiFn *f, int in)
 	return 0;
 }
 
+static int cmpstate(const void *a, const void *b)
+{
+	return strcmp(((const KiState *)a)->name, ((const KiState *)b)->name);
+}
+
 static int policy_build(lua_State *L)
 {
 	static const char *const ok[] = { "score", "select", "merge", "when", "state", "observe", "obs", NULL };
@@ -726,6 +731,9 @@ static int policy_build(lua_State *L)
 			ki_addstate(f, k, r->init);
 			lua_pop(L, 1);
 		}
+		/* Lua's table order is randomized per state: number the states by name so
+		** one source always gives the same KIR (and compile-cache key) */
+		qsort(f->st, (size_t)f->nst, sizeof *f->st, cmpstate);
 	}
 	lua_pop(L, 1);
 

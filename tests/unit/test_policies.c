@@ -81,6 +81,39 @@ START_TEST(test_policies_hash_ignores_positions)
 }
 END_TEST
 
+/* State numbering follows the names, not Lua's table order (randomized per
+** Lua state): several loads of one policy give the same KIR and hash. */
+START_TEST(test_policies_state_order)
+{
+	static const char src[] =
+		"local kv = require \"kvcc\"\n"
+		"return kv.policy \"st\" {\n"
+		"  state = { zeta = kv.token_state(1), alpha = kv.token_state(2), mid = kv.token_state(3),\n"
+		"            beta = kv.token_state(4), omega = kv.token_state(5), kappa = kv.token_state(6) },\n"
+		"  observe = function(x, st)\n"
+		"    st.zeta = st.zeta + x.attn:sum(\"group\"); st.alpha = st.mid; st.mid = st.beta\n"
+		"    st.beta = st.omega; st.omega = st.kappa; st.kappa = st.zeta * 2 end,\n"
+		"  score = function(x, st) return st.zeta + st.alpha * st.kappa end,\n"
+		"  select = kv.topk {},\n"
+		"  when = kv.decode { every = 1 },\n"
+		"}\n";
+	static const char *const want[] = { "alpha", "beta", "kappa", "mid", "omega", "zeta" };
+	KcErr e = { 0 };
+	uint64_t h0 = 0;
+	for (int k = 0; k < 16; k++) {
+		KiFn *f = kd_load("st.lua", src, sizeof src - 1, NULL, &e);
+		ck_assert_msg(f != NULL, "%s", e.msg);
+		ck_assert_int_eq(f->nst, 6);
+		for (int i = 0; i < 6; i++)
+			ck_assert_str_eq(f->st[i].name, want[i]);
+		if (k == 0)
+			h0 = ki_hash(f);
+		ck_assert(ki_hash(f) == h0);
+		ki_free(f);
+	}
+}
+END_TEST
+
 static uint64_t rng = 88172645463325252ull;
 static float frand(void)
 {
@@ -166,6 +199,7 @@ Suite *policies_suite(void)
 	tcase_set_timeout(tc, 60);
 	tcase_add_test(tc, test_policies_roundtrip);
 	tcase_add_test(tc, test_policies_hash_ignores_positions);
+	tcase_add_test(tc, test_policies_state_order);
 	tcase_add_test(tc, test_policies_passes_preserve_results);
 	tcase_add_test(tc, test_sandbox_limits);
 	suite_add_tcase(s, tc);
