@@ -216,7 +216,7 @@ typedef struct kvcc_gpu_header {
 	uint32_t size;             /* bytes of the whole blob */
 	uint64_t kir_hash;         /* = kvcc_artifact.kir_hash of the same policy.so */
 	int32_t dtype, head_dim, group;
-	int32_t nthreads;          /* block size of every kernel; grid = layers * kv_heads */
+	int32_t nthreads;          /* block size of every kernel; grid = layers * kv_heads (decode: x splits) */
 	int32_t nkern, nimg;
 	int32_t has_compress, has_decode;
 	int32_t nvrtc_major, nvrtc_minor;
@@ -226,7 +226,8 @@ typedef struct kvcc_gpu_header {
 
 typedef struct kvcc_gpu_kernel {
 	char name[32];             /* entry point in every image */
-	int32_t role;              /* 0 score (launched in phase order), 1 select, 2 decode */
+	int32_t role;              /* 0 score (launched in phase order), 1 select, 2 decode (grid layers*kv_heads
+	                              x splits), 3 decode combine */
 	int32_t phase;
 } kvcc_gpu_kernel;
 

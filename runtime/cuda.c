@@ -256,9 +256,9 @@ void kvc_close(KvCuda *m)
 
 const char *kvc_image(const KvCuda *m) { return m->image; }
 
-size_t kvc_ws_bytes(const KvCuda *m, int L, int H, int N, int O)
+size_t kvc_ws_bytes(const KvCuda *m, int L, int H, int N, int O, int splits)
 {
-	return (size_t)L * H * (size_t)kvg_ws_floats(m->art, N, O) * sizeof(float) + 16;
+	return (size_t)L * H * (size_t)kvg_ws_floats(m->art, N, O, splits) * sizeof(float) + 16;
 }
 
 static int launch(KvCuda *m, int role, const KvgArgs *a, void *stream, char *why, size_t whylen)
@@ -268,7 +268,8 @@ static int launch(KvCuda *m, int role, const KvgArgs *a, void *stream, char *why
 	for (int k = 0; k < m->art->nkern; k++) {
 		if (m->art->kern[k].role != role)
 			continue;
-		CUresult r = cu.LaunchKernel(m->fn[k], (unsigned)(a->L * a->H), 1, 1, (unsigned)m->art->nthreads, 1, 1,
+		unsigned gy = role == KVG_DECODE ? (unsigned)a->splits : 1;
+		CUresult r = cu.LaunchKernel(m->fn[k], (unsigned)(a->L * a->H), gy, 1, (unsigned)m->art->nthreads, 1, 1,
 		                             m->dsmem[k], (CUstream)stream, params, NULL);
 		if (r != 0) {
 			snprintf(why, whylen, "launch %s: %s", m->art->kern[k].name, errstr(r));
@@ -289,7 +290,9 @@ int kvc_decode(KvCuda *m, const KvgArgs *a, void *stream, char *why, size_t whyl
 {
 	if (!m->art->has_decode)
 		return snprintf(why, whylen, "this policy has no observe hook"), -1;
-	return launch(m, KVG_DECODE, a, stream, why, whylen);
+	if (a->splits < 1)
+		return snprintf(why, whylen, "split-KV decode needs splits >= 1 (got %d)", a->splits), -1;
+	return launch(m, KVG_DECODE, a, stream, why, whylen) || launch(m, KVG_COMBINE, a, stream, why, whylen) ? -1 : 0;
 }
 
 void *kvc_alloc(size_t bytes)

@@ -7,7 +7,9 @@
 **   kv_select    radix select over float bits (4 × 8-bit histograms in shared
 **                memory), protections, chunks, per-head budgets (pyramid) —
 **                fused with the stable in-place compaction of K, V, pos, state
-**   kv_decode    one decode step: attention output + the observe hook
+**   kv_decode    one decode step, split-KV: grid (instance, split), each warp an
+**                online-softmax partial (m, s, sum p·V) of its token range
+**   kv_decode_comb  merges the partials: attention output, x.attn, the observe hook
 **
 ** Values. Every needed instruction has a home:
 **   INL   recomputed where used, as an expression of the loop indices
@@ -946,41 +948,109 @@ static int gen_decode(Gen *g, KpCudaOut *out)
 	long long poff[4];
 	wsreserve(g, 1, g->G, poff);
 	wsmax(g);
+	char o[200];
+	offexpr(poff, o, sizeof o);
+	/* split-KV partials: lanes over channels, kv_lpt lanes per token (about 4
+	** channels each, coalesced), query heads kv_gb at a time in registers */
+	int lpt = 1;
+	while (lpt < 32 && lpt * 4 < g->D)
+		lpt *= 2;
+	sb(&g->s, "\nenum { kv_lpt = %d, kv_tpw = 32 / kv_lpt, kv_cpl = (KV_D + kv_lpt - 1) / kv_lpt, kv_gb = %d,\n"
+	          "       kv_rec = KV_G * (KV_D + 2), kv_part = KV_NW * kv_rec };\n", lpt, g->G < 8 ? g->G : 8);
 	KpCudaKernel *k = &out->kern[out->nkern++];
 	snprintf(k->name, sizeof k->name, "kv_decode");
 	k->role = KVG_DECODE;
 	prologue(g, "kv_decode", 1);
-	char o[200];
-	offexpr(poff, o, sizeof o);
 	sb(&g->s, "\tfloat *const Pr = W + (%s);\n", o);
-	sb(&g->s, "\tconst kv_st *const qb = (const kv_st *)a.q + (long long)inst * KV_G * KV_D;\n");
+	sb(&g->s,
+	   "\tconst kv_st *const qb = (const kv_st *)a.q + (long long)inst * KV_G * KV_D;\n"
+	   "\t/* block (inst, split) takes an even share of the n tokens (maybe none), each warp a\n"
+	   "\t   contiguous part of it; per warp an online softmax (m, s) and the sum of p·V per query */\n"
+	   "\tconst int nsp = gridDim.y, per = (n + nsp - 1) / nsp;\n"
+	   "\tconst int s0 = (int)blockIdx.y * per < n ? (int)blockIdx.y * per : n, s1 = n - s0 < per ? n : s0 + per;\n"
+	   "\tconst int wper = (s1 - s0 + KV_NW - 1) / KV_NW;\n"
+	   "\tconst int w0 = warp * wper < s1 - s0 ? s0 + warp * wper : s1, w1 = s1 - w0 < wper ? s1 : w0 + wper;\n"
+	   "\tconst int sub = lane %% kv_lpt, tg = lane / kv_lpt;\n"
+	   "\tfloat *const part = W + a.ws_inst - (long long)nsp * kv_part + ((long long)blockIdx.y * KV_NW + warp) * kv_rec;\n"
+	   "\tfor (int g0 = 0; g0 < KV_G; g0 += kv_gb) {\n"
+	   "\t\tfloat qr[kv_gb][kv_cpl], acc[kv_gb][kv_cpl], m[kv_gb], s[kv_gb];\n"
+	   "\t\tfor (int i = 0; i < kv_gb; i++) {\n"
+	   "\t\t\tm[i] = -kv_inf(), s[i] = 0.f;\n"
+	   "\t\t\tfor (int j = 0; j < kv_cpl; j++) {\n"
+	   "\t\t\t\tconst int c = sub + j * kv_lpt;\n"
+	   "\t\t\t\tqr[i][j] = g0 + i < KV_G && c < KV_D ? kv_f(qb[(g0 + i) * KV_D + c]) : 0.f;\n"
+	   "\t\t\t\tacc[i][j] = 0.f;\n"
+	   "\t\t\t}\n"
+	   "\t\t}\n"
+	   "\t\tfor (int tb = w0; tb < w1; tb += kv_tpw) {\n"
+	   "\t\t\tconst int t = tb + tg, ok = t < w1;\n"
+	   "\t\t\tfloat kr[kv_cpl], vr[kv_cpl];\n"
+	   "\t\t\tfor (int j = 0; j < kv_cpl; j++) {\n"
+	   "\t\t\t\tconst int c = sub + j * kv_lpt, in = ok && c < KV_D;\n"
+	   "\t\t\t\tkr[j] = in ? kv_f(Kb[(long long)t * a.sT + c]) : 0.f;\n"
+	   "\t\t\t\tvr[j] = in ? kv_f(Vb[(long long)t * a.sT + c]) : 0.f;\n"
+	   "\t\t\t}\n"
+	   "\t\t\tfor (int i = 0; i < kv_gb; i++) {\n"
+	   "\t\t\t\tfloat d = 0.f;\n"
+	   "\t\t\t\tfor (int j = 0; j < kv_cpl; j++) d += qr[i][j] * kr[j];\n"
+	   "\t\t\t\tfor (int o = kv_lpt / 2; o > 0; o >>= 1) d += __shfl_xor_sync(0xffffffffu, d, o);\n"
+	   "\t\t\t\tif (!ok || g0 + i >= KV_G) continue;\n"
+	   "\t\t\t\tconst float x = d / sqrtf((float)KV_D), M = x > m[i] ? x : m[i];\n"
+	   "\t\t\t\tconst float sc = expf(m[i] - M), p = expf(x - M);\n"
+	   "\t\t\t\tif (sub == 0) Pr[(g0 + i) * N + t] = x;\n"
+	   "\t\t\t\ts[i] = s[i] * sc + p, m[i] = M;\n"
+	   "\t\t\t\tfor (int j = 0; j < kv_cpl; j++) acc[i][j] = acc[i][j] * sc + p * vr[j];\n"
+	   "\t\t\t}\n"
+	   "\t\t}\n"
+	   "\t\t/* merge the warp's token groups (lanes holding the same channels) */\n"
+	   "\t\tfor (int o = 16; o >= kv_lpt; o >>= 1)\n"
+	   "\t\t\tfor (int i = 0; i < kv_gb; i++) {\n"
+	   "\t\t\t\tconst float m2 = __shfl_xor_sync(0xffffffffu, m[i], o), s2 = __shfl_xor_sync(0xffffffffu, s[i], o);\n"
+	   "\t\t\t\tconst float M = m[i] > m2 ? m[i] : m2;\n"
+	   "\t\t\t\tconst float f1 = s[i] > 0.f ? expf(m[i] - M) : 0.f, f2 = s2 > 0.f ? expf(m2 - M) : 0.f;\n"
+	   "\t\t\t\tfor (int j = 0; j < kv_cpl; j++)\n"
+	   "\t\t\t\t\tacc[i][j] = acc[i][j] * f1 + __shfl_xor_sync(0xffffffffu, acc[i][j], o) * f2;\n"
+	   "\t\t\t\ts[i] = s[i] * f1 + s2 * f2, m[i] = M;\n"
+	   "\t\t\t}\n"
+	   "\t\tif (tg == 0)\n"
+	   "\t\t\tfor (int i = 0; i < kv_gb && g0 + i < KV_G; i++) {\n"
+	   "\t\t\t\tif (sub == 0) part[g0 + i] = m[i], part[KV_G + g0 + i] = s[i];\n"
+	   "\t\t\t\tfor (int j = 0; j < kv_cpl; j++)\n"
+	   "\t\t\t\t\tif (sub + j * kv_lpt < KV_D) part[2 * KV_G + (g0 + i) * KV_D + sub + j * kv_lpt] = acc[i][j];\n"
+	   "\t\t\t}\n"
+	   "\t}\n"
+	   "}\n");
+	k = &out->kern[out->nkern++];
+	snprintf(k->name, sizeof k->name, "kv_decode_comb");
+	k->role = KVG_COMBINE;
+	prologue(g, "kv_decode_comb", 1);
+	sb(&g->s, "\tfloat *const Pr = W + (%s);\n", o);
 	sb(&g->s, "\t__shared__ float s_m[KV_G], s_s[KV_G];\n");
 	bufdecls(g, need);
 	sb(&g->s,
-	   "\t/* logits of this step's queries (every held token is in the past) */\n"
-	   "\tfor (int e_ = tid; e_ < KV_G * n; e_ += KV_NT) {\n"
-	   "\t\tconst int ig = e_ / n, it = e_ - ig * n;\n"
-	   "\t\tfloat acc_ = 0.f;\n"
-	   "\t\tfor (int c = 0; c < KV_D; c++) acc_ += kv_f(qb[ig * KV_D + c]) * kv_f(Kb[(long long)it * a.sT + c]);\n"
-	   "\t\tPr[ig * N + it] = acc_ / sqrtf((float)KV_D);\n\t}\n"
-	   "\t__syncthreads();\n"
-	   "\t/* softmax stats: warp per query head, lanes split the tokens */\n"
+	   "\t/* merge the a.splits * KV_NW partials of kv_decode */\n"
+	   "\tconst int np = a.splits * KV_NW;\n"
+	   "\tconst float *const part = W + a.ws_inst - (long long)a.splits * kv_part;\n"
 	   "\tfor (int ig = warp; ig < KV_G; ig += KV_NW) {\n"
 	   "\t\tfloat m_ = -kv_inf(), s_ = 0.f;\n"
-	   "\t\tfor (int it = lane; it < n; it += 32) kv_smx_add(m_, s_, Pr[ig * N + it]);\n"
+	   "\t\tfor (int p = lane; p < np; p += 32) kv_smx_comb(m_, s_, part[p * kv_rec + ig], part[p * kv_rec + KV_G + ig]);\n"
 	   "\t\tkv_wsmx(m_, s_);\n"
 	   "\t\tif (lane == 0) { s_m[ig] = m_; s_s[ig] = s_; }\n\t}\n"
-	   "\t__syncthreads();\n"
-	   "\tfor (int e_ = tid; e_ < KV_G * n; e_ += KV_NT) {\n"
-	   "\t\tconst int ig = e_ / n, it = e_ - ig * n;\n"
-	   "\t\tPr[ig * N + it] = expf(Pr[ig * N + it] - s_m[ig]) / s_s[ig];\n\t}\n"
 	   "\t__syncthreads();\n"
 	   "\tif (a.out)\n"
 	   "\t\tfor (int e_ = tid; e_ < KV_G * KV_D; e_ += KV_NT) {\n"
 	   "\t\t\tconst int ig = e_ / KV_D, c = e_ - ig * KV_D;\n"
 	   "\t\t\tfloat acc_ = 0.f;\n"
-	   "\t\t\tfor (int it = 0; it < n; it++) acc_ += Pr[ig * N + it] * kv_f(Vb[(long long)it * a.sT + c]);\n"
-	   "\t\t\ta.out[((long long)inst * KV_G + ig) * KV_D + c] = acc_;\n\t\t}\n"
+	   "\t\t\tfor (int p = 0; p < np; p++) {\n"
+	   "\t\t\t\tconst float *const r = part + (long long)p * kv_rec;\n"
+	   "\t\t\t\tif (r[KV_G + ig] > 0.f) acc_ += r[2 * KV_G + ig * KV_D + c] * expf(r[ig] - s_m[ig]);\n"
+	   "\t\t\t}\n"
+	   "\t\t\ta.out[((long long)inst * KV_G + ig) * KV_D + c] = s_s[ig] > 0.f ? acc_ / s_s[ig] : 0.f;\n\t\t}\n"
+	   "\t/* the logits become the probabilities x.attn */\n"
+	   "\tfor (int e_ = tid; e_ < KV_G * n; e_ += KV_NT) {\n"
+	   "\t\tconst int ig = e_ / n, it = e_ - ig * n;\n"
+	   "\t\tPr[ig * N + it] = expf(Pr[ig * N + it] - s_m[ig]) / s_s[ig];\n\t}\n"
+	   "\t__syncthreads();\n"
 	   "\t/* observe hook */\n");
 	for (int i = 0; rc == 0 && i < f->nins; i++)
 		if (need[i] && (g->home[i] == HM_BUF || g->home[i] == HM_STAT))
@@ -1184,6 +1254,7 @@ static int generate(const KiFn *f, const KpCudaOpts *o, KpCudaOut *out, KcErr *e
 	if (f->when.kind == WH_decode || f->nst > 0) {
 		rc = gen_decode(&g, out);
 		out->has_decode = rc == 0;
+		out->dec_part = kvg_dec_part(g.G, g.D, g.NT);
 		memset(g.home, 0, (size_t)f->nins);
 		memset(g.phase, 0, (size_t)f->nins * sizeof *g.phase);
 	}

@@ -168,9 +168,10 @@ static int runblock(void)
 
 } // namespace kv_emu
 
-/* Launch fn<<<grid, block, dsmem>>>(*args). 0, or -1 with kv_emu_error(). */
+/* Launch fn<<<dim3(grid, grid_y), block, dsmem>>>(*args); blocks in x-major order.
+** 0, or -1 with kv_emu_error(). */
 template <class A>
-static int kv_emu_launch(void (*fn)(A), unsigned grid, unsigned block, size_t dsm, const A *args)
+static int kv_emu_launch(void (*fn)(A), unsigned grid, unsigned block, size_t dsm, const A *args, unsigned grid_y = 1)
 {
 	using namespace kv_emu;
 	failed = 0, errmsg[0] = 0;
@@ -188,9 +189,9 @@ static int kv_emu_launch(void (*fn)(A), unsigned grid, unsigned block, size_t ds
 			rc = -1;
 	Call<A>::fn = fn, Call<A>::args = args, body = Call<A>::run;
 	blockDim.x = block, blockDim.y = blockDim.z = 1;
-	gridDim.x = grid, gridDim.y = gridDim.z = 1;
-	for (unsigned b = 0; rc == 0 && b < grid; b++) {
-		blockIdx.x = b, blockIdx.y = blockIdx.z = 0;
+	gridDim.x = grid, gridDim.y = grid_y, gridDim.z = 1;
+	for (unsigned b = 0; rc == 0 && b < grid * grid_y; b++) {
+		blockIdx.x = b % grid, blockIdx.y = b / grid, blockIdx.z = 0;
 		memset(dsmem, 0, dsm + 16);
 		rc = runblock();
 	}

@@ -13,9 +13,11 @@
 ** plan's module (runtime/cuda.c kvc_decode). Prints "SKIP: no GPU (why)" and
 ** exits 0 when the driver cannot be loaded.
 **
-** Matrix: every policy × f32/f16/bf16 × head_dim 8/64/96/128 × group 1/2/4,
+** Matrix: every policy × f32/f16/bf16 × head_dim 8/64/96/128 × group 1/2/4/8,
 ** n cycling over 37, 61, 129 (odd; per-head lengths differ; padded token
-** strides on some cases). The emulated launch uses KV_NT=64 threads (two
+** strides on some cases). Decode cases cycle the split-KV count over 1, 2, 3,
+** 7, 16, 64 (up to more splits than tokens: empty ranges) and give every other
+** case an empty head. The emulated launch uses KV_NT=64 threads (two
 ** warps) and KV_TT=5 staging rows — the SAME source NVRTC compiles, with
 ** other values of those two macros.
 **
@@ -50,8 +52,8 @@
 #define EMU_NT 64
 #define EMU_TT 5
 
-typedef int (*RunFn)(const char *name, unsigned grid, unsigned block, size_t dsm, const KvgArgs *a, char *err,
-                     size_t errn);
+typedef int (*RunFn)(const char *name, unsigned grid, unsigned grid_y, unsigned block, size_t dsm, const KvgArgs *a,
+                     char *err, size_t errn);
 
 static int npass, nfail, nskip;
 /* --- building the emulated kernels ----------------------------------------------------- */
@@ -59,8 +61,8 @@ static int npass, nfail, nskip;
 static const char *pols[] = { "snapkv", "pyramidkv", "streaming_llm", "knorm", "tova", "observed_attention",
                               "keydiff", "random", "h2o" };
 #define NPOL (int)(sizeof pols / sizeof *pols)
-static const int dims[] = { 8, 64, 96, 128 }, groups[] = { 1, 2, 4 };
-#define NSPEC 36
+static const int dims[] = { 8, 64, 96, 128 }, groups[] = { 1, 2, 4, 8 };
+#define NSPEC 48
 
 typedef struct Spec {
 	KpCudaOut out;
@@ -74,7 +76,7 @@ typedef struct Spec {
 static Spec specs[NPOL][NSPEC];
 static KiFn *fns[NPOL];
 
-static int specidx(int dt, int di, int gi) { return (dt * 4 + di) * 3 + gi; }
+static int specidx(int dt, int di, int gi) { return (dt * 4 + di) * 4 + gi; }
 
 /* write `text` to `path` unless it already holds exactly that */
 static int update(const char *path, const char *text, size_t n)
@@ -137,11 +139,11 @@ static int build(const char *bdir, const char *root)
 			fprintf(wp, "namespace s%d {\n#include \"%s\"\n}\n#undef KV_G\n#undef KV_D\n", s, cu);
 			for (int k = 0; k < sp->out.nkern; k++)
 				fprintf(wp, "#undef %s\n", sp->out.kern[k].name);
-			fprintf(wp, "extern \"C\" int kv_emu_run_%d(const char *name, unsigned grid, unsigned block, "
-			            "size_t dsm, const void *a, char *err, size_t errn)\n{\n\tint rc = -2;\n", s);
+			fprintf(wp, "extern \"C\" int kv_emu_run_%d(const char *name, unsigned grid, unsigned grid_y, "
+			            "unsigned block, size_t dsm, const void *a, char *err, size_t errn)\n{\n\tint rc = -2;\n", s);
 			for (int k = 0; k < sp->out.nkern; k++)
 				fprintf(wp, "\tif (!strcmp(name, \"%s\")) rc = kv_emu_launch(s%d::s%d_%s, grid, block, dsm, "
-				            "(const s%d::KvgArgs *)a);\n",
+				            "(const s%d::KvgArgs *)a, grid_y);\n",
 				        sp->out.kern[k].name, s, s, sp->out.kern[k].name, s);
 			fprintf(wp, "\tif (rc == -2) snprintf(err, errn, \"no kernel %%s\", name);\n"
 			            "\telse if (rc) snprintf(err, errn, \"%%s\", kv_emu_error());\n\treturn rc;\n}\n");
@@ -241,14 +243,17 @@ static int launch_dev(Spec *sp, int role, KvgArgs *a, char *why, size_t whyn)
 	return rc;
 }
 
+/* the kernels of `role` (KVG_DECODE: kv_decode on grid (grid, a->splits), then the combine) */
 static int launch(Spec *sp, int role, unsigned grid, size_t dsm, KvgArgs *a, char *why, size_t whyn)
 {
 	if (device)
 		return role == KVG_SELECT ? 0 : launch_dev(sp, role, a, why, whyn);
 	for (int k = 0; k < sp->out.nkern; k++) {
-		if (sp->out.kern[k].role != role)
+		int r = sp->out.kern[k].role;
+		if (r != role && !(role == KVG_DECODE && r == KVG_COMBINE))
 			continue;
-		if (sp->run(sp->out.kern[k].name, grid, EMU_NT, role == KVG_SELECT ? dsm : 0, a, why, whyn) != 0)
+		unsigned gy = r == KVG_DECODE ? (unsigned)a->splits : 1;
+		if (sp->run(sp->out.kern[k].name, grid, gy, EMU_NT, role == KVG_SELECT ? dsm : 0, a, why, whyn) != 0)
 			return -1;
 		if (*a->err) {
 			snprintf(why, whyn, "%s: device error %d", sp->out.kern[k].name, *a->err);
@@ -289,6 +294,14 @@ static void run_case(int pi, int dt, int di, int gi, int idx)
 	int pad = (d / 8) % 2 ? 8 : 0;
 	long long st = d + pad;
 	int nst = f->nst, steps = nst ? 3 : 0;
+	/* split-KV decode: 1 split, several, more splits than a head has tokens (empty
+	   ranges); every other decode case has an empty head */
+	static const int nsplits[] = { 1, 2, 3, 7, 16, 64 };
+	int nsp = steps ? nsplits[(idx / 3) % 6] : 1;
+	if (steps && (idx / 2) % 2)
+		len0[L * H - 1] = 0;
+	if (steps)
+		snprintf(name + strlen(name), sizeof name - strlen(name), " splits=%d%s", nsp, (idx / 2) % 2 ? " empty-head" : "");
 	size_t esz = dt == KI_F32 ? 4 : 2, nkv = (size_t)L * H * n * d, nq = (size_t)L * H * G * O * d;
 	size_t ntok = (size_t)L * H * n, ndq = (size_t)L * H * G * d;
 	float *K = malloc(nkv * 4), *V = malloc(nkv * 4), *Q = malloc(nq * 4 + 4), *dq = malloc(ndq * 4 * (steps + 1));
@@ -298,7 +311,7 @@ static void run_case(int pi, int dt, int di, int gi, int idx)
 	v.K = malloc(ntok * st * esz), v.V = malloc(ntok * st * esz), v.Q = malloc(nq * esz + 4);
 	v.q = malloc(ndq * esz), v.len = malloc(L * H * 4), v.pos = malloc(ntok * 4);
 	v.state = malloc(ntok * (nst + 1) * 4), v.scores = malloc(ntok * 4), v.out = malloc(ndq * 4);
-	long long wsi = kvg_ws_floats(&sp->out, n, O);
+	long long wsi = kvg_ws_floats(&sp->out, n, O, nsp);
 	v.ws = malloc(((size_t)L * H * wsi + 1) * 4);
 	KiResult r = { 0 };
 	KcErr e = { 0 };
@@ -363,6 +376,7 @@ static void run_case(int pi, int dt, int di, int gi, int idx)
 	a.scores = v.scores, a.ws = v.ws, a.q = v.q, a.out = v.out, a.err = &v.err;
 	a.sL = (long long)H * n * st, a.sH = (long long)n * st, a.sT = st;
 	a.ws_inst = wsi, a.budget = budget, a.ratio = ratio, a.L = L, a.H = H, a.N = n, a.O = O, a.step = 0;
+	a.splits = nsp;
 	for (int i = 0; i < f->npar; i++)
 		a.par[i] = par[i];
 	size_t szs[11] = { ntok * st * esz, ntok * st * esz, (size_t)L * H * 4, ntok * 4, ntok * (nst + 1) * 4,
@@ -490,7 +504,7 @@ int main(int argc, char **argv)
 		}
 		for (int dt = 0; dt < 3; dt++)
 			for (int di = 0; di < 4; di++)
-				for (int gi = 0; gi < 3; gi++) {
+				for (int gi = 0; gi < 4; gi++) {
 					Spec *sp = &specs[p][specidx(dt, di, gi)];
 					KpCudaOpts o = { .dtype = dt, .head_dim = dims[di], .group = groups[gi], .nthreads = EMU_NT,
 					                 .gen_only = 1 };
@@ -512,7 +526,7 @@ int main(int argc, char **argv)
 		for (int p = 0; p < NPOL; p++)
 			for (int s = 0; s < NSPEC; s++) {
 				Spec *sp = &specs[p][s];
-				kvcc_spec ks = { s / 12, dims[(s / 3) % 4], groups[s % 3], KVCC_TARGET_NATIVE };
+				kvcc_spec ks = { s / 16, dims[(s / 4) % 4], groups[s % 4], KVCC_TARGET_NATIVE };
 				char lua[256], so[900];
 				snprintf(lua, sizeof lua, "policies/%s.lua", pols[p]);
 				snprintf(so, sizeof so, "%s/%s-%d.so", sodir, pols[p], s);
@@ -530,7 +544,7 @@ int main(int argc, char **argv)
 	for (int p = 0; p < NPOL; p++)
 		for (int dt = 0; dt < 3; dt++)
 			for (int di = 0; di < 4; di++)
-				for (int gi = 0; gi < 3; gi++)
+				for (int gi = 0; gi < 4; gi++)
 					run_case(p, dt, di, gi, idx++);
 	double t2 = now();
 	if (device)
