@@ -227,7 +227,8 @@ typedef struct kvcc_gpu_header {
 typedef struct kvcc_gpu_kernel {
 	char name[32];             /* entry point in every image */
 	int32_t role;              /* 0 score (launched in phase order), 1 select, 2 decode (grid layers*kv_heads
-	                              x splits), 3 decode combine */
+	                              x splits), 3 decode combine, 4 select scope group (before 1;
+	                              grid layers when phase is 1 (scope layer), else 1 (scope model)) */
 	int32_t phase;
 } kvcc_gpu_kernel;
 

@@ -268,8 +268,9 @@ static int launch(KvCuda *m, int role, const KvgArgs *a, void *stream, char *why
 	for (int k = 0; k < m->art->nkern; k++) {
 		if (m->art->kern[k].role != role)
 			continue;
+		unsigned gx = role == KVG_SELGRP ? (m->art->kern[k].phase ? (unsigned)a->L : 1) : (unsigned)(a->L * a->H);
 		unsigned gy = role == KVG_DECODE ? (unsigned)a->splits : 1;
-		CUresult r = cu.LaunchKernel(m->fn[k], (unsigned)(a->L * a->H), gy, 1, (unsigned)m->art->nthreads, 1, 1,
+		CUresult r = cu.LaunchKernel(m->fn[k], gx, gy, 1, (unsigned)m->art->nthreads, 1, 1,
 		                             m->dsmem[k], (CUstream)stream, params, NULL);
 		if (r != 0) {
 			snprintf(why, whylen, "launch %s: %s", m->art->kern[k].name, errstr(r));
@@ -283,7 +284,8 @@ int kvc_compress(KvCuda *m, const KvgArgs *a, void *stream, char *why, size_t wh
 {
 	if (!m->art->has_compress)
 		return snprintf(why, whylen, "this policy has no compress kernels"), -1;
-	return launch(m, KVG_SCORE, a, stream, why, whylen) || launch(m, KVG_SELECT, a, stream, why, whylen) ? -1 : 0;
+	return launch(m, KVG_SCORE, a, stream, why, whylen) || launch(m, KVG_SELGRP, a, stream, why, whylen) ||
+	               launch(m, KVG_SELECT, a, stream, why, whylen) ? -1 : 0;
 }
 
 int kvc_decode(KvCuda *m, const KvgArgs *a, void *stream, char *why, size_t whylen)
@@ -319,9 +321,10 @@ int kvc_time_compress(KvCuda *m, const KvgArgs *a, double *ms, char *why, size_t
 {
 	void *ev[KVG_MAXKERN + 1] = { 0 };
 	int rc = 0, order[KVG_MAXKERN], n = 0;
-	for (int role = KVG_SCORE; role <= KVG_SELECT; role++)
+	static const int roles[] = { KVG_SCORE, KVG_SELGRP, KVG_SELECT };
+	for (int i = 0; i < 3; i++)
 		for (int k = 0; k < m->art->nkern; k++)
-			if (m->art->kern[k].role == role)
+			if (m->art->kern[k].role == roles[i])
 				order[n++] = k;
 	for (int i = 0; i <= n && rc == 0; i++)
 		rc = cu.EventCreate(&ev[i], 0) != 0;
@@ -330,7 +333,8 @@ int kvc_time_compress(KvCuda *m, const KvgArgs *a, double *ms, char *why, size_t
 	for (int i = 0; i < n && rc == 0; i++) {
 		int k = order[i];
 		rc = cu.EventRecord(ev[i], NULL) != 0 ||
-		     cu.LaunchKernel(m->fn[k], (unsigned)(a->L * a->H), 1, 1, (unsigned)m->art->nthreads, 1, 1, m->dsmem[k],
+		     cu.LaunchKernel(m->fn[k], m->art->kern[k].role != KVG_SELGRP ? (unsigned)(a->L * a->H) :
+		                     m->art->kern[k].phase ? (unsigned)a->L : 1, 1, 1, (unsigned)m->art->nthreads, 1, 1, m->dsmem[k],
 		                     NULL, params, NULL) != 0;
 	}
 	if (rc == 0)

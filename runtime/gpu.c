@@ -34,7 +34,8 @@
 #include "dsl/dsl.h"
 
 _Static_assert(KVG_MAXKERN == 8, "kvcc_gpu_image has 8 kernel slots");
-_Static_assert(KVG_SCORE == 0 && KVG_SELECT == 1 && KVG_DECODE == 2 && KVG_COMBINE == 3, "kvcc_gpu_kernel.role values");
+_Static_assert(KVG_SCORE == 0 && KVG_SELECT == 1 && KVG_DECODE == 2 && KVG_COMBINE == 3 && KVG_SELGRP == 4,
+               "kvcc_gpu_kernel.role values");
 
 static double now_ms(void)
 {
@@ -190,7 +191,7 @@ int kg_view(const void *blob, size_t avail, KpCudaOut *v, const kvcc_gpu_header 
 	memcpy(v->ws_coef, h->ws_coef, sizeof v->ws_coef);
 	v->dec_part = h->has_decode ? kvg_dec_part(h->group, h->head_dim, h->nthreads) : 0;
 	for (int i = 0; i < h->nkern; i++) {
-		if (!memchr(k[i].name, 0, sizeof k[i].name) || k[i].role < KVG_SCORE || k[i].role > KVG_COMBINE)
+		if (!memchr(k[i].name, 0, sizeof k[i].name) || k[i].role < KVG_SCORE || k[i].role > KVG_SELGRP)
 			return snprintf(why, wn, "corrupted GPU artifact (kernel %d)", i), -1;
 		memcpy(v->kern[i].name, k[i].name, sizeof v->kern[i].name);
 		v->kern[i].role = k[i].role, v->kern[i].phase = k[i].phase;

@@ -7,6 +7,9 @@
 **   kv_select    radix select over float bits (4 × 8-bit histograms in shared
 **                memory), protections, chunks, per-head budgets (pyramid) —
 **                fused with the stable in-place compaction of K, V, pos, state
+**   kv_select_grp  select scopes layer / model: one block per scope group ranks the
+**                group's chunks (weighted radix select, greedy shorter chunks) and
+**                leaves each instance a record that kv_select compacts from
 **   kv_decode    one decode step, split-KV: grid (instance, split), each warp an
 **                online-softmax partial (m, s, sum p·V) of its token range
 **   kv_decode_comb  merges the partials: attention output, x.attn, the observe hook
@@ -1070,25 +1073,167 @@ static int gen_decode(Gen *g, KpCudaOut *out)
 	return rc;
 }
 
+/* select scopes layer and model: one block per scope group (kv_select_grp) decides the
+** kept chunks of the group's instances and leaves each instance a record, 4 ints at the
+** start of its workspace per class (protected, others): the threshold key T, the last
+** tie chunk kept E, whether its shorter last chunk is kept, whether the class is kept
+** whole; kv_select then compacts every instance from its record */
+static const char grp_src[] =
+	"__device__ __forceinline__ long long kv_clen(long long ci, long long ch, long long n) {\n"
+	"\treturn (ci + 1) * ch <= n ? ch : n - ci * ch;\n}\n"
+	"__device__ __forceinline__ int *kv_grec(const KvgArgs &a, int k, int grp) {\n"
+	"\treturn (int *)(a.ws + (long long)k * a.ws_inst) + 4 * grp;\n}\n"
+	"__device__ __forceinline__ KvSel kv_ldrec(const int *r) {\n"
+	"\tKvSel o = {};\n"
+	"\to.T = (unsigned)r[0]; o.E = r[1]; o.takep = r[2]; o.allf = r[3]; o.nonef = 0;\n"
+	"\treturn o;\n}\n"
+	"/* The interpreter's greedy pass (compiler/interp.c pick) over the chunks of class grp of\n"
+	"** instances i0 .. i0+ni-1 under w tokens, candidates ordered by key, then instance, then\n"
+	"** position: the prefix that fits is found by a radix select weighted by chunk length\n"
+	"** (threshold key T; ties in order up to the first candidate P that does not fit); after\n"
+	"** P only shorter last chunks can fit, and the greedy pass takes, one at a time, the best\n"
+	"** of those that still fit. Writes the records; returns the tokens taken. */\n"
+	"__device__ long long kv_gpick(const KvgArgs &a, int i0, int ni, long long ch, long long S, long long R, int grp,\n"
+	"                              long long w, unsigned long long *hist, unsigned long long *sv, int *wsum) {\n"
+	"\tconst int tid = threadIdx.x;\n"
+	"\tif (w < 0) w = 0;\n"
+	"\tif (tid == 0) sv[0] = 0;\n"
+	"\t__syncthreads();\n"
+	"\tunsigned long long tot = 0;\n"
+	"\tfor (int k = i0; k < i0 + ni; k++) {\n"
+	"\t\tconst long long n = a.len[k], nch = (n + ch - 1) / ch;\n"
+	"\t\tfor (long long ci = tid; ci < nch; ci += KV_NT)\n"
+	"\t\t\tif (kv_prot(ci, ch, n, S, R) == grp) tot += (unsigned long long)kv_clen(ci, ch, n);\n"
+	"\t}\n"
+	"\tatomicAdd(&sv[0], tot);\n"
+	"\t__syncthreads();\n"
+	"\tconst int allf = sv[0] <= (unsigned long long)w;\n"
+	"\tconst unsigned long long total = sv[0];\n"
+	"\t__syncthreads();\n"
+	"\tunsigned T = 0;\n"
+	"\tlong long rem = w, Pk = -1, Pc = -1;\n"
+	"\tif (!allf) {\n"
+	"\t\tif (tid == 0) { sv[0] = 0; sv[1] = 0; sv[2] = (unsigned long long)w; }\n"
+	"\t\tfor (int sh = 24; sh >= 0; sh -= 8) {\n"
+	"\t\t\tfor (int b = tid; b < 256; b += KV_NT) hist[b] = 0;\n"
+	"\t\t\t__syncthreads();\n"
+	"\t\t\tconst unsigned pref = (unsigned)sv[0], mask = (unsigned)sv[1];\n"
+	"\t\t\tfor (int k = i0; k < i0 + ni; k++) {\n"
+	"\t\t\t\tconst long long n = a.len[k], nch = (n + ch - 1) / ch;\n"
+	"\t\t\t\tconst float *const sc = a.scores + (long long)k * a.N;\n"
+	"\t\t\t\tfor (long long ci = tid; ci < nch; ci += KV_NT) {\n"
+	"\t\t\t\t\tif (kv_prot(ci, ch, n, S, R) != grp) continue;\n"
+	"\t\t\t\t\tconst unsigned k_ = kv_key(sc, ci, ch, n);\n"
+	"\t\t\t\t\tif ((k_ & mask) == pref) atomicAdd(&hist[(k_ >> sh) & 255u], (unsigned long long)kv_clen(ci, ch, n));\n"
+	"\t\t\t\t}\n"
+	"\t\t\t}\n"
+	"\t\t\t__syncthreads();\n"
+	"\t\t\tif (tid == 0) {\n"
+	"\t\t\t\tunsigned long long cum = 0;\n"
+	"\t\t\t\tfor (int b = 255; b >= 0; b--) {\n"
+	"\t\t\t\t\tif (cum + hist[b] > sv[2]) { sv[0] = pref | ((unsigned)b << sh); sv[1] = mask | (255u << sh); sv[2] -= cum; break; }\n"
+	"\t\t\t\t\tcum += hist[b];\n"
+	"\t\t\t\t}\n"
+	"\t\t\t}\n"
+	"\t\t\t__syncthreads();\n"
+	"\t\t}\n"
+	"\t\tT = (unsigned)sv[0];\n"
+	"\t\tconst long long remT = (long long)sv[2];\n"
+	"\t\t__syncthreads();\n"
+	"\t\t/* ties at T in order: P is the one whose weight crosses remT */\n"
+	"\t\tlong long run = 0;\n"
+	"\t\tfor (int k = i0; k < i0 + ni && Pk < 0; k++) {\n"
+	"\t\t\tconst long long n = a.len[k], nch = (n + ch - 1) / ch, nf = n / ch;\n"
+	"\t\t\tconst float *const sc = a.scores + (long long)k * a.N;\n"
+	"\t\t\tfor (long long c0 = 0; c0 < nch; c0 += KV_NT) {\n"
+	"\t\t\t\tconst long long ci = c0 + tid;\n"
+	"\t\t\t\tconst int eq = ci < nch && kv_prot(ci, ch, n, S, R) == grp && kv_key(sc, ci, ch, n) == T;\n"
+	"\t\t\t\tint cnt;\n"
+	"\t\t\t\tconst int ex = kv_bscan(eq, wsum, &cnt);\n"
+	"\t\t\t\t/* the shorter chunk is the instance's last: only full chunks precede a tie here */\n"
+	"\t\t\t\tconst long long before = run + ch * ex;\n"
+	"\t\t\t\tif (eq && before <= remT && before + kv_clen(ci, ch, n) > remT) { sv[3] = (unsigned long long)k; sv[4] = (unsigned long long)ci; sv[5] = (unsigned long long)before; }\n"
+	"\t\t\t\tconst int seq = nf < nch && nf >= c0 && nf < c0 + KV_NT && kv_prot(nf, ch, n, S, R) == grp && kv_key(sc, nf, ch, n) == T;\n"
+	"\t\t\t\trun += ch * cnt - (seq ? ch - (n - nf * ch) : 0);\n"
+	"\t\t\t\t__syncthreads();\n"
+	"\t\t\t\tif (run > remT) { Pk = (long long)sv[3]; Pc = (long long)sv[4]; rem = remT - (long long)sv[5]; break; }\n"
+	"\t\t\t}\n"
+	"\t\t}\n"
+	"\t}\n"
+	"\t/* records; a shorter last chunk in the prefix is kept */\n"
+	"\tfor (int k = i0 + tid; k < i0 + ni; k += KV_NT) {\n"
+	"\t\tconst long long n = a.len[k], nf = n / ch;\n"
+	"\t\tint *const r = kv_grec(a, k, grp);\n"
+	"\t\tconst int hasp = nf * ch < n && kv_prot(nf, ch, n, S, R) == grp;\n"
+	"\t\tconst unsigned kp = hasp ? kv_key(a.scores + (long long)k * a.N, nf, ch, n) : 0u;\n"
+	"\t\tr[0] = (int)T; r[1] = k < Pk ? 0x7fffffff : k == Pk ? (int)(Pc - 1) : -1; r[3] = allf;\n"
+	"\t\tr[2] = hasp && (allf || kp > T || (kp == T && (k < Pk || (k == Pk && nf < Pc))));\n"
+	"\t}\n"
+	"\t__syncthreads();\n"
+	"\tif (allf) return (long long)total;\n"
+	"\t/* after P: the best shorter chunk that still fits, until none does */\n"
+	"\tfor (int round = 0; round < ni; round++) {\n"
+	"\t\tif (tid == 0) sv[6] = 0;\n"
+	"\t\t__syncthreads();\n"
+	"\t\tunsigned long long best = 0;\n"
+	"\t\tfor (int k = i0 + tid; k < i0 + ni; k += KV_NT) {\n"
+	"\t\t\tconst long long n = a.len[k], nf = n / ch;\n"
+	"\t\t\tif (nf * ch == n || n - nf * ch > rem || kv_prot(nf, ch, n, S, R) != grp || kv_grec(a, k, grp)[2]) continue;\n"
+	"\t\t\tconst unsigned long long v = (unsigned long long)kv_key(a.scores + (long long)k * a.N, nf, ch, n) << 32 | (0xffffffffu - (unsigned)(k - i0));\n"
+	"\t\t\tbest = v > best ? v : best;\n"
+	"\t\t}\n"
+	"\t\tatomicMax(&sv[6], best);\n"
+	"\t\t__syncthreads();\n"
+	"\t\tconst unsigned long long b = sv[6];\n"
+	"\t\tif (b == 0) break;\n"
+	"\t\tconst int k = i0 + (int)(0xffffffffu - (unsigned)(b & 0xffffffffu));\n"
+	"\t\trem -= a.len[k] - a.len[k] / ch * ch;\n"
+	"\t\tif (tid == 0) kv_grec(a, k, grp)[2] = 1;\n"
+	"\t\t__syncthreads();\n"
+	"\t}\n"
+	"\treturn w - rem;\n}\n";
+
+static void gen_selgrp(Gen *g, KpCudaOut *out, const char *S, const char *R, const char *C)
+{
+	const KiSelect *s = &g->f->sel;
+	KpCudaKernel *k = &out->kern[out->nkern++];
+	snprintf(k->name, sizeof k->name, "kv_select_grp");
+	k->role = KVG_SELGRP;
+	k->phase = s->scope == SC_layer;
+	/* the records: 8 floats at the start of each instance's workspace */
+	long long ro[4];
+	memset(g->cur, 0, sizeof g->cur);
+	wsreserve(g, 0, 8, ro);
+	wsmax(g);
+	sb(&g->s, "%s", grp_src);
+	sb(&g->s, "\nextern \"C\" __global__ void __launch_bounds__(KV_NT) kv_select_grp(const KvgArgs a)\n{\n");
+	sb(&g->s, "\tconst int i0 = %s, ni = %s;\n", s->scope == SC_layer ? "(int)blockIdx.x * a.H" : "0",
+	   s->scope == SC_layer ? "a.H" : "a.L * a.H");
+	sb(&g->s, "\t__shared__ unsigned long long hist[256], sv[8];\n\t__shared__ int wsum[KV_NW];\n");
+	sb(&g->s, "\tconst long long S = (long long)(%s), R = (long long)(%s), ch = (long long)(%s);\n", S, R, C);
+	sb(&g->s,
+	   "\tif (S < 0 || R < 0 || ch < 1) { if (threadIdx.x == 0) kv_seterr(a.err, KVG_ESELECT); return; }\n"
+	   "\t/* the group's budget: the sum of its instances' n_keep */\n"
+	   "\tlong long want = 0;\n"
+	   "\tfor (int k = i0; k < i0 + ni; k++) want += kv_nkeep(a, k / a.H, a.len[k]);\n"
+	   "\t/* protected chunks first (by score among themselves), then the others */\n"
+	   "\tconst long long u1 = kv_gpick(a, i0, ni, ch, S, R, 1, want, hist, sv, wsum);\n"
+	   "\tkv_gpick(a, i0, ni, ch, S, R, 0, want - u1, hist, sv, wsum);\n"
+	   "}\n");
+}
+
 static int gen_select(Gen *g, KpCudaOut *out)
 {
 	const KiFn *f = g->f;
 	const KiSelect *s = &f->sel;
 	if (s->kind != SEL_topk)
 		return err(g, NULL, "only top-k selection is supported");
-	if (s->scope != SC_head) {
-		const KiIns fake = { .line = s->line, .col = s->col };
-		return err(g, &fake, "select scope %s is not supported on GPU yet (scope head only)", ki_scopename(s->scope));
-	}
 	if (f->merge.kind != MG_drop)
 		return err(g, NULL, "only merge drop is supported");
 	char S[200], R[200], C[200], B[200];
 	if (dscalar(g, s->keep_first, S, sizeof S, 0) || dscalar(g, s->keep_recent, R, sizeof R, 0) ||
 	    dscalar(g, s->chunk, C, sizeof C, 1) || dscalar(g, s->beta, B, sizeof B, 20))
 		return err(g, NULL, "select arguments must be constants or params");
-	KpCudaKernel *k = &out->kern[out->nkern++];
-	snprintf(k->name, sizeof k->name, "kv_select");
-	k->role = KVG_SELECT;
 	/* ki_nkeep, in double with explicit rounding (no contraction) */
 	sb(&g->s, "\n/* ki_nkeep (compiler/interp.c) */\n"
 	          "__device__ long long kv_nkeep(const KvgArgs &a, int l, long long n) {\n"
@@ -1105,6 +1250,11 @@ static int gen_select(Gen *g, KpCudaOut *out)
 		          "\t}\n", R, B);
 	}
 	sb(&g->s, "\tif (nk < 0) nk = 0;\n\tif (nk > n) nk = n;\n\treturn nk;\n}\n");
+	if (s->scope != SC_head)
+		gen_selgrp(g, out, S, R, C);
+	KpCudaKernel *k = &out->kern[out->nkern++];
+	snprintf(k->name, sizeof k->name, "kv_select");
+	k->role = KVG_SELECT;
 	prologue(g, "kv_select", 0);
 	sb(&g->s,
 	   "\t__shared__ unsigned hist[256], sv[4];\n"
@@ -1116,12 +1266,20 @@ static int gen_select(Gen *g, KpCudaOut *out)
 	   "\tconst float *const sc = a.scores + (long long)inst * N;\n");
 	sb(&g->s, "\tconst long long S = (long long)(%s), R = (long long)(%s), ch = (long long)(%s);\n", S, R, C);
 	sb(&g->s,
-	   "\tif (S < 0 || R < 0 || ch < 1) { if (tid == 0) kv_seterr(a.err, KVG_ESELECT); return; }\n"
-	   "\tconst long long want = kv_nkeep(a, l, n);\n"
-	   "\t/* protected chunks first (by score among themselves), then the others */\n"
-	   "\tKvSel s1, s0;\n"
-	   "\tkv_topk(sc, n, ch, S, R, 1, want, s1, hist, sv, &s_E, wsum);\n"
-	   "\tkv_topk(sc, n, ch, S, R, 0, want - s1.used, s0, hist, sv, &s_E, wsum);\n"
+	   "\tif (S < 0 || R < 0 || ch < 1) { if (tid == 0) kv_seterr(a.err, KVG_ESELECT); return; }\n");
+	if (s->scope == SC_head)
+		sb(&g->s,
+		   "\tconst long long want = kv_nkeep(a, l, n);\n"
+		   "\t/* protected chunks first (by score among themselves), then the others */\n"
+		   "\tKvSel s1, s0;\n"
+		   "\tkv_topk(sc, n, ch, S, R, 1, want, s1, hist, sv, &s_E, wsum);\n"
+		   "\tkv_topk(sc, n, ch, S, R, 0, want - s1.used, s0, hist, sv, &s_E, wsum);\n");
+	else
+		sb(&g->s,
+		   "\t/* decided by kv_select_grp for the whole %s */\n"
+		   "\tconst KvSel s1 = kv_ldrec(kv_grec(a, inst, 1)), s0 = kv_ldrec(kv_grec(a, inst, 0));\n"
+		   "\t(void)hist; (void)sv; (void)s_E;\n", ki_scopename(s->scope));
+	sb(&g->s,
 	   "\t/* stable in-place compaction, one tile of KV_NT tokens at a time; rows are\n"
 	   "\t   staged in shared memory KV_TT at a time (destinations never pass sources) */\n"
 	   "\tlong long run = 0;\n"

@@ -7,7 +7,8 @@
 ** types whose size and alignment agree between x86-64 and nvptx64.
 **
 ** Launch protocol (runtime/cuda.c and tests/gpu/emu_diff.c both follow it):
-**   compress:  the KVG_SCORE kernels in phase order, then KVG_SELECT
+**   compress:  the KVG_SCORE kernels in phase order, then KVG_SELGRP (select scope
+**              layer / model: grid L / 1, phase says which), then KVG_SELECT
 **   decode:    KVG_DECODE on grid (L*H, a.splits), then KVG_COMBINE (one step:
 **              split-KV attention partials; merge, output, observe hook)
 **   grid = L*H blocks (one per (layer, head) instance) unless said otherwise, block = nthreads,
@@ -63,7 +64,7 @@ typedef struct KvgArgs { KVG_ARGS_FIELDS(KVG_FIELD) } KvgArgs;
 /* device error codes (the first one set wins) */
 enum { KVG_EOK, KVG_EPOOL = 1, KVG_ESELECT = 2, KVG_EHMEAN = 3 };
 
-enum { KVG_SCORE, KVG_SELECT, KVG_DECODE, KVG_COMBINE };
+enum { KVG_SCORE, KVG_SELECT, KVG_DECODE, KVG_COMBINE, KVG_SELGRP };
 
 typedef struct KpCudaOpts {
 	int dtype;               /* KI_F32, KI_F16, KI_BF16 */
@@ -76,8 +77,8 @@ typedef struct KpCudaOpts {
 
 typedef struct KpCudaKernel {
 	char name[32];
-	int role;                /* KVG_SCORE / KVG_SELECT / KVG_DECODE / KVG_COMBINE */
-	int phase;               /* KVG_SCORE: order of launch */
+	int role;                /* KVG_SCORE / KVG_SELECT / KVG_DECODE / KVG_COMBINE / KVG_SELGRP */
+	int phase;               /* KVG_SCORE: order of launch; KVG_SELGRP: 1 grid L (scope layer), 0 grid 1 */
 } KpCudaKernel;
 
 typedef struct KpCudaImage {

@@ -96,13 +96,39 @@ static void decode_meta(const char *dir)
 		T("h2o kernels do not spill", spills == 0);
 		char *c = malloc(h->size);
 		memcpy(c, blob, h->size);
-		((kvcc_gpu_kernel *)((kvcc_gpu_header *)c + 1))[dec].role = KVG_COMBINE + 1;
+		((kvcc_gpu_kernel *)((kvcc_gpu_header *)c + 1))[dec].role = KVG_SELGRP + 1;
 		KpCudaOut v2;
 		T("unknown kernel role refused", kg_view(c, h->size, &v2, NULL, why, sizeof why) != 0 && strstr(why, "kernel"));
 		free(c);
 	}
 	if (dl)
 		dlclose(dl);
+}
+
+/* select scope layer / model (CUDA C only, no NVRTC): kv_select_grp (role 4, grid L for
+** scope layer, 1 for model) before kv_select; its records fit the workspace */
+static void scope_meta(const char *lua, int layer)
+{
+	KcErr e = { 0 };
+	KiFn *f = kd_loadfile(lua, NULL, &e);
+	KpCudaOpts o = { .dtype = KVCC_BF16, .head_dim = 128, .group = 4, .gen_only = 1 };
+	KpCudaOut out;
+	int ok = f && ki_runpasses(f, KI_DEFAULT_PASSES, 0, &e, NULL, NULL) == 0 && kp_compile_cuda(f, &o, &out, &e) == 0;
+	T(lua, ok);
+	if (ok) {
+		int grp = -1, sel = -1;
+		for (int k = 0; k < out.nkern; k++) {
+			if (out.kern[k].role == KVG_SELGRP)
+				grp = k;
+			if (out.kern[k].role == KVG_SELECT)
+				sel = k;
+		}
+		T("select scope: kv_select_grp, then kv_select", grp >= 0 && sel > grp &&
+		                                                  !strcmp(out.kern[grp].name, "kv_select_grp") &&
+		                                                  out.kern[grp].phase == layer && out.ws_coef[0] >= 8);
+		kp_cuda_free(&out);
+	}
+	ki_free(f);
 }
 
 int main(int argc, char **argv)
@@ -149,6 +175,9 @@ int main(int argc, char **argv)
 	T("dec splits: capped by capacity / KVG_DEC_TMIN, at least 1",
 	  kvg_dec_splits(4 * KVG_DEC_TMIN + 5, 1) == 4 && kvg_dec_splits(64, 4) == 1 && kvg_dec_splits(0, 1) == 1);
 	T("dec splits: many instances: 1 or 2", kvg_dec_splits(32768, 256) == 2 && kvg_dec_splits(32768, 1024) == 1);
+
+	scope_meta("tests/gpu/scope_layer.lua", 1);
+	scope_meta("tests/gpu/scope_model.lua", 0);
 
 	int maj = 0, min = 0;
 	char why[400];
