@@ -958,8 +958,10 @@ static int gen_decode(Gen *g, KpCudaOut *out)
 	int lpt = 1;
 	while (lpt < 32 && lpt * 4 < g->D)
 		lpt *= 2;
+	int cpl = (g->D + lpt - 1) / lpt, gb = 32 / cpl;   /* q and acc: at most 64 registers */
+	gb = gb > g->G ? g->G : gb > 8 ? 8 : gb < 1 ? 1 : gb;
 	sb(&g->s, "\nenum { kv_lpt = %d, kv_tpw = 32 / kv_lpt, kv_cpl = (KV_D + kv_lpt - 1) / kv_lpt, kv_gb = %d,\n"
-	          "       kv_rec = KV_G * (KV_D + 2), kv_part = KV_NW * kv_rec };\n", lpt, g->G < 8 ? g->G : 8);
+	          "       kv_rec = KV_G * (KV_D + 2), kv_part = KV_NW * kv_rec };\n", lpt, gb);
 	KpCudaKernel *k = &out->kern[out->nkern++];
 	snprintf(k->name, sizeof k->name, "kv_decode");
 	k->role = KVG_DECODE;
