@@ -56,6 +56,7 @@ typedef int (*RunFn)(const char *name, unsigned grid, unsigned grid_y, unsigned 
                      char *err, size_t errn);
 
 static int npass, nfail, nskip;
+static double worst_out, worst_st;    /* decode: largest |gpu - ref| / max(1, |ref|) */
 /* --- building the emulated kernels ----------------------------------------------------- */
 
 static const char *pols[] = { "snapkv", "pyramidkv", "streaming_llm", "knorm", "tova", "observed_attention",
@@ -456,6 +457,8 @@ static void run_case(int pi, int dt, int di, int gi, int idx)
 				goto out;
 			}
 			for (size_t i = 0; i < ndq; i++)
+				worst_out = fmax(worst_out, fabs(v.out[i] - oref[i]) / fmax(1, fabs(oref[i])));
+			for (size_t i = 0; i < ndq; i++)
 				if (!(fabs(v.out[i] - oref[i]) <= 1e-4 * fmax(1, fabs(oref[i])))) {
 					printf("FAIL %s: decode step %d output[%zu] gpu %.9g ref %.9g\n", name, s, i, v.out[i], oref[i]);
 					free(sref);
@@ -465,6 +468,7 @@ static void run_case(int pi, int dt, int di, int gi, int idx)
 				for (int t = 0; t < len0[k]; t++)
 					for (int s2 = 0; s2 < nst; s2++) {
 						double x = v.state[s2 * ntok + (size_t)k * n + t], y = sref[s2 * ntok + (size_t)k * n + t];
+						worst_st = fmax(worst_st, fabs(x - y) / fmax(1, fabs(y)));
 						if (!(fabs(x - y) <= 1e-4 * fmax(1, fabs(y)))) {
 							printf("FAIL %s: decode step %d state (inst %d t %d) gpu %.9g ref %.9g\n", name, s,
 							       k, t, x, y);
@@ -610,6 +614,8 @@ int main(int argc, char **argv)
 	else
 		printf("emulated GPU kernels: generate + g++ %.1f s, run %.1f s (KV_NT=%d, KV_TT=%d)\n", t1 - t0, t2 - t1,
 		       EMU_NT, EMU_TT);
+	printf("decode: worst output error %.3g, worst state error %.3g (relative to max(1, |ref|))\n", worst_out,
+	       worst_st);
 	printf("%d passed, %d failed, %d skipped\n", npass, nfail, nskip);
 	for (int p = 0; p < NPOL; p++) {
 		for (int s = 0; s < NSPEC; s++) {
