@@ -16,8 +16,11 @@
 ** Matrix: every policy × f32/f16/bf16 × head_dim 8/64/96/128 × group 1/2/4,
 ** n cycling over 37, 61, 129 (odd; per-head lengths differ; padded token
 ** strides on some cases). The emulated launch uses KV_NT=64 threads (two
-** warps) and KV_TT=5 staging rows — the SAME source NVRTC compiles, with
-** other values of those two macros.
+** warps), KV_TT=5 staging rows and score tiles of KV_SQ=16 query rows x
+** KV_SK=16 tokens (so G·O > 16 takes several query chunks and n several
+** token tiles, the last one partial) — the SAME source NVRTC compiles, with
+** other values of those macros. f16/bf16 with head_dim 64/96/128 run the
+** tensor-core path (mma.m16n8k16, emulated by cuda_emu.h's kv_emu_mma).
 **
 ** One g++ translation unit per policy holds all its 36 specializations
 ** (kernel names renamed per spec by macros, each in its own namespace); built
@@ -49,6 +52,8 @@
 
 #define EMU_NT 64
 #define EMU_TT 5
+#define EMU_SQ 16
+#define EMU_SK 16
 
 typedef int (*RunFn)(const char *name, unsigned grid, unsigned block, size_t dsm, const KvgArgs *a, char *err,
                      size_t errn);
@@ -111,7 +116,7 @@ static int build(const char *bdir, const char *root)
 	if (!mk)
 		return -1;
 	fprintf(mk, "CXX ?= g++\nEMUFLAGS = -std=c++17 -O1 -fPIC -shared -Wall -Wextra -Werror -Wno-unused-function "
-	            "-DKV_NT=%d -DKV_TT=%d -I%s\nall:", EMU_NT, EMU_TT, root);
+	            "-DKV_NT=%d -DKV_TT=%d -DKV_SQ=%d -DKV_SK=%d -I%s\nall:", EMU_NT, EMU_TT, EMU_SQ, EMU_SK, root);
 	for (int p = 0; p < NPOL; p++)
 		fprintf(mk, " %s.so", pols[p]);
 	fprintf(mk, "\n%%.so: %%.cpp %s/tests/gpu/cuda_emu.h\n\t$(CXX) $(EMUFLAGS) -o $@.tmp $< && mv $@.tmp $@\n", root);
@@ -248,7 +253,8 @@ static int launch(Spec *sp, int role, unsigned grid, size_t dsm, KvgArgs *a, cha
 	for (int k = 0; k < sp->out.nkern; k++) {
 		if (sp->out.kern[k].role != role)
 			continue;
-		if (sp->run(sp->out.kern[k].name, grid, EMU_NT, role == KVG_SELECT ? dsm : 0, a, why, whyn) != 0)
+		if (sp->run(sp->out.kern[k].name, grid, EMU_NT, role == KVG_SELECT || sp->out.kern[k].tiled ? dsm : 0, a,
+		            why, whyn) != 0)
 			return -1;
 		if (*a->err) {
 			snprintf(why, whyn, "%s: device error %d", sp->out.kern[k].name, *a->err);
@@ -405,7 +411,7 @@ static void run_case(int pi, int dt, int di, int gi, int idx)
 	}
 	/* compress */
 	size_t dsm = kp_cuda_dsmem(dt, d, EMU_TT);
-	if (launch(sp, KVG_SCORE, (unsigned)(L * H), 0, &a, why, sizeof why) != 0 ||
+	if (launch(sp, KVG_SCORE, (unsigned)(L * H), kp_cuda_score_dsmem(dt, d, G, EMU_SQ, EMU_SK), &a, why, sizeof why) != 0 ||
 	    launch(sp, KVG_SELECT, (unsigned)(L * H), dsm, &a, why, sizeof why) != 0) {
 		printf("FAIL %s: %s\n", name, why);
 		goto out;
