@@ -88,6 +88,8 @@ typedef struct Gen {
 	long long cur[4];    /* running allocation */
 	long long wsmax[4];
 	int decode;          /* emitting the decode program: attn available */
+	int tctx;            /* emitting a tiled step body: Q·Kᵀ comes from the logit tile sS_ */
+	int minblk;          /* prologue: __launch_bounds__ minimum blocks per SM (0: none) */
 	int tmp;
 	Sb s;
 } Gen;
@@ -161,6 +163,21 @@ static void indent(Gen *g, int d)
 		sb(&g->s, "\t");
 }
 
+/* the Q·Kᵀ logit: dot over chan of the inputs Q and K, axes [group, obs, token] */
+static int isqk(const KiFn *f, const KiIns *in)
+{
+	if (in->op != KO_dot || in->axis != AX_chan || in->axes != (AXM(AX_group) | AXM(AX_obs) | AXM(AX_token)))
+		return 0;
+	int q = 0, k = 0;
+	for (int a = 0; a < 2; a++) {
+		KcRef r = in->arg[a];
+		if (KC_RKIND(r) != RK_INS || f->ins[KC_RIDX(r)].op != KO_input)
+			return 0;
+		q += f->ins[KC_RIDX(r)].aux == IN_Q, k += f->ins[KC_RIDX(r)].aux == IN_K;
+	}
+	return q == 1 && k == 1;
+}
+
 /* Expression for ref r at indices ix; statements go to g->s at depth d.
 ** memo[i] >= 0: instruction i is already in variable x<memo[i]>. */
 static int val(Gen *g, KcRef r, const Idx *ix, int *memo, int d, char *out, size_t outn);
@@ -184,8 +201,18 @@ static int valins(Gen *g, int i, const Idx *ix, int *memo, int d, char *out, siz
 	}
 	char A[400] = "", B[400] = "", C[400] = "", e[1200];
 	int na = ki_nargs(in->op);
+	if (g->tctx && isqk(f, in)) {
+		/* the logit tile of a tiled step (rows: flattened [G][O] of the chunk at q0_, columns: tokens from t0_) */
+		int v = g->tmp++;
+		indent(g, d);
+		sb(&g->s, "const float x%d = sS_[((%s) * O + (%s) - q0_) * KV_SK + (%s) - t0_]; /* %%%d Q·K, tile */\n", v,
+		   ix->v[AX_group], ix->v[AX_obs], ix->v[AX_token], i);
+		memo[i] = v;
+		snprintf(out, outn, "x%d", v);
+		return 0;
+	}
 	if (in->op == KO_dot && HAS(in->axes, AX_obs) && HAS(in->axes, AX_token)) {
-		/* the Q·Kᵀ tile: inline loop over chan */
+		/* Q·Kᵀ outside a tiled step: inline loop over chan */
 		int v = g->tmp++;
 		char cv[16];
 		snprintf(cv, sizeof cv, "c%d", v);
@@ -363,6 +390,40 @@ static void domloop(Gen *g, uint8_t m, const char *start, const char *stride, Id
 	}
 }
 
+/* pieces of a reduction: the accumulator's start, one accumulation (pass p of std),
+** and the final value from acc_ */
+static const char *red_init(int op)
+{
+	return op == KO_rmax ? "-kv_inf()" : op == KO_rmin ? "kv_inf()" : "0.f";
+}
+
+static void red_acc(Gen *g, int op, int p, const char *A, const char *B)
+{
+	switch (op) {
+	case KO_sum: case KO_mean: sb(&g->s, "acc_ += %s;\n", A); break;
+	case KO_rmax: sb(&g->s, "acc_ = kv_rmax(acc_, %s);\n", A); break;
+	case KO_rmin: sb(&g->s, "acc_ = kv_rmin(acc_, %s);\n", A); break;
+	case KO_norm: sb(&g->s, "{ const float y_ = %s; acc_ += y_ * y_; }\n", A); break;
+	case KO_std:
+		if (p == 0)
+			sb(&g->s, "acc_ += %s;\n", A);
+		else
+			sb(&g->s, "{ const float y_ = (%s) - mu_; acc_ += y_ * y_; }\n", A);
+		break;
+	case KO_dot: sb(&g->s, "acc_ += (%s) * (%s);\n", A, B); break;
+	}
+}
+
+static const char *red_fin(int op, int X, char *fb, size_t n)
+{
+	if (op == KO_mean || op == KO_std) {
+		snprintf(fb, n, "%s > 0 ? %sacc_ / (float)%s%s : kv_nan()", axsize(X), op == KO_std ? "sqrtf(" : "",
+		         axsize(X), op == KO_std ? ")" : "");
+		return fb;
+	}
+	return op == KO_norm ? "sqrtf(acc_)" : "acc_";
+}
+
 /* BUF step for a reduction over axis X (sum mean rmax rmin norm std dot) */
 static int step_reduce(Gen *g, int i, int d)
 {
@@ -373,7 +434,7 @@ static int step_reduce(Gen *g, int i, int d)
 	sb(&g->s, "\t/* %%%d = %s over %s (%s) */\n", i, ki_opname(op), ki_axisname(X),
 	   warp ? "warp per output" : "thread per output");
 	domloop(g, in->axes, warp ? "warp" : "tid", warp ? "KV_NW" : "KV_NT", &ix, nm, d);
-	const char *init = op == KO_rmax ? "-kv_inf()" : op == KO_rmin ? "kv_inf()" : "0.f";
+	const char *init = red_init(op);
 	int passes = op == KO_std ? 2 : 1;
 	indent(g, d + 1), sb(&g->s, "float acc_ = %s;%s\n", init, op == KO_std ? " float mu_;" : "");
 	for (int p = 0; p < passes; p++) {
@@ -397,20 +458,7 @@ static int step_reduce(Gen *g, int i, int d)
 			return -1;
 		}
 		free(memo);
-		indent(g, d + 2);
-		switch (op) {
-		case KO_sum: case KO_mean: sb(&g->s, "acc_ += %s;\n", A); break;
-		case KO_rmax: sb(&g->s, "acc_ = kv_rmax(acc_, %s);\n", A); break;
-		case KO_rmin: sb(&g->s, "acc_ = kv_rmin(acc_, %s);\n", A); break;
-		case KO_norm: sb(&g->s, "{ const float y_ = %s; acc_ += y_ * y_; }\n", A); break;
-		case KO_std:
-			if (p == 0)
-				sb(&g->s, "acc_ += %s;\n", A);
-			else
-				sb(&g->s, "{ const float y_ = (%s) - mu_; acc_ += y_ * y_; }\n", A);
-			break;
-		case KO_dot: sb(&g->s, "acc_ += (%s) * (%s);\n", A, B); break;
-		}
+		indent(g, d + 2), red_acc(g, op, p, A, B);
 		indent(g, d + 1), sb(&g->s, "}\n");
 		if (warp) {
 			indent(g, d + 1);
@@ -419,13 +467,8 @@ static int step_reduce(Gen *g, int i, int d)
 	}
 	char b[300];
 	bufidx(in->axes, &ix, b, sizeof b);
-	const char *fin = "acc_";
 	char fb[200];
-	if (op == KO_mean || op == KO_std)
-		snprintf(fb, sizeof fb, "%s > 0 ? %sacc_ / (float)%s%s : kv_nan()", axsize(X), op == KO_std ? "sqrtf(" : "",
-		         axsize(X), op == KO_std ? ")" : ""), fin = fb;
-	else if (op == KO_norm)
-		fin = "sqrtf(acc_)";
+	const char *fin = red_fin(op, X, fb, sizeof fb);
 	indent(g, d + 1), sb(&g->s, "%sB%d[%s] = %s;\n", warp ? "if (lane == 0) " : "", i, b, fin);
 	indent(g, d), sb(&g->s, "}\n");
 	return 0;
@@ -575,11 +618,150 @@ static int step_mat(Gen *g, int i, int d)
 	return 0;
 }
 
+/* --- tiled steps: Q·Kᵀ from shared-memory tiles ------------------------------------- */
+
+/* does r reach a Q·Kᵀ logit through values computed inline (INL, and STAT's operand)? */
+static int reachqk(const Gen *g, KcRef r, char *seen)
+{
+	if (KC_RKIND(r) != RK_INS || seen[KC_RIDX(r)])
+		return 0;
+	int i = KC_RIDX(r);
+	seen[i] = 1;
+	if (isqk(g->f, &g->f->ins[i]))
+		return 1;
+	if (g->home[i] == HM_BUF)
+		return 0;
+	for (int k = 0; k < 3; k++)
+		if (reachqk(g, g->f->ins[i].arg[k], seen))
+			return 1;
+	return 0;
+}
+
+enum { TS_NONE, TS_STAT, TS_OBS };
+
+/* Steps that run on the tiles: softmax stats over token of [group, obs] slices, and
+** sum / mean / rmax / rmin over obs into [group, token]; both reading a logit. */
+static int tiledstep(const Gen *g, int i)
+{
+	const KiIns *in = &g->f->ins[i];
+	const uint8_t go = AXM(AX_group) | AXM(AX_obs), gt = AXM(AX_group) | AXM(AX_token);
+	int kind = TS_NONE;
+	if (g->decode)
+		return TS_NONE;
+	if (g->home[i] == HM_STAT && in->axis == AX_token && (in->axes & (uint8_t)~AXM(AX_token)) == go)
+		kind = TS_STAT;
+	else if (g->home[i] == HM_BUF && in->axis == AX_obs && in->axes == gt &&
+	         (in->op == KO_sum || in->op == KO_mean || in->op == KO_rmax || in->op == KO_rmin))
+		kind = TS_OBS;
+	if (kind == TS_NONE)
+		return TS_NONE;
+	char *seen = calloc((size_t)g->f->nins + 1, 1);
+	int r = seen && reachqk(g, in->arg[0], seen);
+	free(seen);
+	return r ? kind : TS_NONE;
+}
+
+/* token tiles of K (outer), chunks of KV_SQ query rows (inner), the logit tile of both */
+static void tile_open(Gen *g, const char *pre)
+{
+	sb(&g->s,
+	   "\tfor (int t0_ = 0; t0_ < n; t0_ += KV_SK) {\n"
+	   "\t\tconst int nt_ = n - t0_ < KV_SK ? n - t0_ : KV_SK;\n"
+	   "\t\tkv_stage(sK_, KV_SK, Kb + (long long)t0_ * a.sT, a.sT, nt_);\n"
+	   "%s"
+	   "\t\tfor (int q0_ = 0; q0_ < KV_G * O; q0_ += KV_SQ) {\n"
+	   "\t\t\tconst int nq_ = KV_G * O - q0_ < KV_SQ ? KV_G * O - q0_ : KV_SQ;\n"
+	   "\t\t\tif (t0_ == 0 || KV_G * O > KV_SQ)   /* one chunk: staged once */\n"
+	   "\t\t\t\tkv_stage(sQ_, KV_SQ, Qb + (long long)q0_ * KV_D, KV_D, nq_);\n"
+	   "\t\t\t__syncthreads();\n"
+	   "\t\t\tkv_logits(sS_, sQ_, sK_, nq_, nt_);\n"
+	   "\t\t\t__syncthreads();\n", pre);
+}
+
+static int tile_body(Gen *g, const KiIns *in, const Idx *ix, int d, char *A, size_t n)
+{
+	int *memo = newmemo(g);
+	g->tctx = 1;
+	int rc = !memo || val(g, in->arg[0], ix, memo, d, A, n);
+	g->tctx = 0;
+	free(memo);
+	return rc ? -1 : 0;
+}
+
+/* softmax stats: warp per query row of the chunk, lanes over the tile's tokens; the
+** row's (max, sum) is combined into the workspace after each tile */
+static int step_stat_tiled(Gen *g, int i)
+{
+	const KiIns *in = &g->f->ins[i];
+	int causal = in->op == KO_softmax;
+	Idx ix = { { "ig", "io", "xs", NULL } };
+	char b[300], A[400];
+	bufidx(in->axes & (uint8_t)~AXM(AX_token), &ix, b, sizeof b);
+	sb(&g->s, "\t/* %%%d = %s over token: attn_stats on Q·Kᵀ tiles (warp per query row%s) */\n", i,
+	   ki_opname(in->op), causal ? ", causal" : "");
+	sb(&g->s, "\tfor (int e_ = tid; e_ < KV_G * O; e_ += KV_NT) {\n"
+	          "\t\tconst int ig = e_ / O, io = e_ - ig * O;\n"
+	          "\t\tB%d[2*(%s)] = -kv_inf(); B%d[2*(%s)+1] = 0.f;\n\t}\n\t__syncthreads();\n", i, b, i, b);
+	tile_open(g, "");
+	sb(&g->s, "\t\t\tfor (int r_ = warp; r_ < nq_; r_ += KV_NW) {\n"
+	          "\t\t\t\tconst int ig = (q0_ + r_) / O, io = q0_ + r_ - ig * O;\n"
+	          "\t\t\t\tfloat m_ = -kv_inf(), s_ = 0.f;\n");
+	if (causal)
+		sb(&g->s, "\t\t\t\tconst int qp_ = kv_qpos(a, n, O, io);\n");
+	sb(&g->s, "\t\t\t\tfor (int j_ = lane; j_ < nt_; j_ += 32) {\n\t\t\t\t\tconst int xs = t0_ + j_;\n");
+	if (causal)
+		sb(&g->s, "\t\t\t\t\tif (Pb[xs] > qp_) continue;\n");
+	if (tile_body(g, in, &ix, 5, A, sizeof A))
+		return -1;
+	sb(&g->s, "\t\t\t\t\tkv_smx_add(m_, s_, %s);\n\t\t\t\t}\n", A);
+	sb(&g->s, "\t\t\t\tkv_wsmx(m_, s_);\n"
+	          "\t\t\t\tif (lane == 0) {\n"
+	          "\t\t\t\t\tfloat M_ = B%d[2*(%s)], S_ = B%d[2*(%s)+1];\n"
+	          "\t\t\t\t\tkv_smx_comb(M_, S_, m_, s_);\n"
+	          "\t\t\t\t\tB%d[2*(%s)] = M_; B%d[2*(%s)+1] = S_;\n"
+	          "\t\t\t\t}\n\t\t\t}\n\t\t\t__syncthreads();\n\t\t}\n\t}\n", i, b, i, b, i, b, i, b);
+	return 0;
+}
+
+/* reduction over obs: thread per (group, token) of the tile, its accumulator in sA_
+** across the query chunks (always the same thread per entry: no barrier needed) */
+static int step_obs_tiled(Gen *g, int i)
+{
+	const KiIns *in = &g->f->ins[i];
+	Idx ix = { { "ig", "xo", "it", NULL } };
+	char b[300], A[400], pre[200], fb[200];
+	bufidx(in->axes, &ix, b, sizeof b);
+	sb(&g->s, "\t/* %%%d = %s over obs on Q·Kᵀ tiles (thread per group and token) */\n", i, ki_opname(in->op));
+	snprintf(pre, sizeof pre, "\t\tfor (int e_ = tid; e_ < KV_G * KV_SK; e_ += KV_NT) sA_[e_] = %s;\n",
+	         red_init(in->op));
+	tile_open(g, pre);
+	sb(&g->s, "\t\t\tfor (int e_ = tid; e_ < KV_G * KV_SK; e_ += KV_NT) {\n"
+	          "\t\t\t\tconst int ig = e_ / KV_SK, j_ = e_ - ig * KV_SK, it = t0_ + j_;\n"
+	          "\t\t\t\tconst int lo_ = q0_ - ig * O > 0 ? q0_ - ig * O : 0;\n"
+	          "\t\t\t\tconst int hi_ = q0_ + nq_ - ig * O < O ? q0_ + nq_ - ig * O : O;\n"
+	          "\t\t\t\tif (j_ >= nt_ || lo_ >= hi_) continue;\n"
+	          "\t\t\t\tfloat acc_ = sA_[e_];\n"
+	          "\t\t\t\tfor (int xo = lo_; xo < hi_; xo++) {\n");
+	if (tile_body(g, in, &ix, 5, A, sizeof A))
+		return -1;
+	indent(g, 5), red_acc(g, in->op, 0, A, NULL);
+	sb(&g->s, "\t\t\t\t}\n\t\t\t\tsA_[e_] = acc_;\n\t\t\t}\n\t\t\t__syncthreads();\n\t\t}\n");
+	sb(&g->s, "\t\tfor (int e_ = tid; e_ < KV_G * KV_SK; e_ += KV_NT) {\n"
+	          "\t\t\tconst int ig = e_ / KV_SK, it = t0_ + e_ - ig * KV_SK;\n"
+	          "\t\t\tconst float acc_ = sA_[e_];\n"
+	          "\t\t\tif (it < t0_ + nt_) B%d[%s] = %s;\n\t\t}\n\t}\n", i, b, red_fin(in->op, AX_obs, fb, sizeof fb));
+	return 0;
+}
+
 static int step(Gen *g, int i)
 {
 	const KiIns *in = &g->f->ins[i];
-	int rc;
-	if (g->home[i] == HM_STAT)
+	int rc, ts = tiledstep(g, i);
+	if (ts == TS_STAT)
+		rc = step_stat_tiled(g, i);
+	else if (ts == TS_OBS)
+		rc = step_obs_tiled(g, i);
+	else if (g->home[i] == HM_STAT)
 		rc = step_stat(g, i, 1);
 	else if (in->op == KO_avgpool || in->op == KO_maxpool)
 		rc = step_pool(g, i, 1);
@@ -697,6 +879,8 @@ static const char prelude[] =
 	"** for tests, with a host C++ compiler against tests/gpu/cuda_emu.h. */\n"
 	"#ifndef KV_NT\n#define KV_NT 256\n#endif\n"
 	"#ifndef KV_TT\n#define KV_TT 16\n#endif\n"
+	"#ifndef KV_SQ\n#define KV_SQ 64\n#endif\n"
+	"#ifndef KV_SK\n#define KV_SK 64\n#endif\n"
 	"#define KV_NW (KV_NT / 32)\n"
 	"#ifndef KV_DYNSMEM\n#define KV_DYNSMEM(nm) extern __shared__ __align__(16) unsigned char nm[]\n#endif\n"
 	"#define KVG_EPOOL 1\n#define KVG_ESELECT 2\n#define KVG_EHMEAN 3\n"
@@ -746,6 +930,90 @@ static const char prelude_bf16[] =
 static const char prelude_f32[] =
 	"typedef float kv_st;\n"
 	"__device__ __forceinline__ float kv_f(kv_st x) { return x; }\n";
+
+/* Score tiles in dynamic shared memory: a chunk of KV_SQ query rows (the flattened
+** [G][O] rows of Q) and a tile of KV_SK tokens of K, both [rows][KV_DP] in kv_qk, the
+** logits S [KV_SQ][KV_SK] and per-(group, token) accumulators [KV_G][KV_SK] in f32. */
+static const char tile_common[] =
+	"/* rows [0, cnt) of src (row stride ld) into dst[rows][KV_DP]; rows past cnt are zero */\n"
+	"__device__ __forceinline__ void kv_stage(kv_qk *dst, int rows, const kv_st *src, long long ld, int cnt) {\n"
+	"\tfor (int r = threadIdx.x >> 5; r < rows; r += KV_NW) {   /* a warp per row */\n"
+	"\t\tconst kv_st *const s = src + r * ld;\n"
+	"\t\tkv_qk *const d = dst + r * KV_DP;\n"
+	"\t\tfor (int c = threadIdx.x & 31; c < KV_D; c += 32) d[c] = r < cnt ? kv_qkcvt(s[c]) : (kv_qk)0;\n"
+	"\t}\n}\n";
+
+/* f16/bf16, head_dim % 16 == 0: tensor cores. %s: the PTX type (f16 or bf16), twice;
+** %d: 1 for bf16 (the emulator's operand format) */
+static const char tile_mma[] =
+	"/* Q·Kᵀ on tensor cores: mma.m16n8k16, storage-precision operands, f32 accumulation */\n"
+	"enum { KV_DP = KV_D + 8 };   /* row pad: 4 banks per row, conflict-free fragment loads */\n"
+	"typedef kv_st kv_qk;\n"
+	"__device__ __forceinline__ kv_qk kv_qkcvt(kv_st x) { return x; }\n"
+	"#ifdef KV_EMU\n"
+	"__device__ __forceinline__ unsigned kv_u32(const kv_st *p) { return (unsigned)p[0] | (unsigned)p[1] << 16; }\n"
+	"__device__ __forceinline__ void kv_mma(float d[4], const unsigned a[4], const unsigned b[2]) { kv_emu_mma(%d, d, a, b); }\n"
+	"#define KV_UNROLL2\n"
+	"#else\n"
+	"/* two k-steps per iteration: a full unroll makes ptxas spill (NVRTC 13.0, sm_90) */\n"
+	"#define KV_UNROLL2 _Pragma(\"unroll 2\")\n"
+	"__device__ __forceinline__ unsigned kv_u32(const kv_st *p) { return *(const unsigned *)p; }\n"
+	"/* d = a·b + d for one 16x8 block, the whole warp */\n"
+	"__device__ __forceinline__ void kv_mma(float d[4], const unsigned a[4], const unsigned b[2]) {\n"
+	"\tasm volatile(\"mma.sync.aligned.m16n8k16.row.col.f32.%s.%s.f32 {%%0,%%1,%%2,%%3}, {%%4,%%5,%%6,%%7}, {%%8,%%9}, {%%0,%%1,%%2,%%3};\"\n"
+	"\t             : \"+f\"(d[0]), \"+f\"(d[1]), \"+f\"(d[2]), \"+f\"(d[3])\n"
+	"\t             : \"r\"(a[0]), \"r\"(a[1]), \"r\"(a[2]), \"r\"(a[3]), \"r\"(b[0]), \"r\"(b[1]));\n}\n"
+	"#endif\n"
+	"/* fragments (PTX ISA, \"Matrix Fragments for mma.m16n8k16 with floating point type\"):\n"
+	"** g = lane >> 2, t = lane & 3, two elements per register, lower column/k first.\n"
+	"**   A 16x16 (rows: queries): a0 (g, 2t), a1 (g+8, 2t), a2 (g, 2t+8), a3 (g+8, 2t+8)\n"
+	"**   B 16x8 (k x token; a K row is a column, k contiguous): b0 (2t, g), b1 (2t+8, g)\n"
+	"**   C/D 16x8 f32: c0, c1 (g, 2t and 2t+1), c2, c3 (g+8, 2t and 2t+1) */\n"
+	"__device__ __forceinline__ void kv_frag_a(const kv_qk *s, unsigned a[4]) {\n"
+	"\tconst int g = (threadIdx.x & 31) >> 2, t = threadIdx.x & 3;\n"
+	"\ta[0] = kv_u32(s + g * KV_DP + 2 * t);\n"
+	"\ta[1] = kv_u32(s + (g + 8) * KV_DP + 2 * t);\n"
+	"\ta[2] = kv_u32(s + g * KV_DP + 2 * t + 8);\n"
+	"\ta[3] = kv_u32(s + (g + 8) * KV_DP + 2 * t + 8);\n}\n"
+	"__device__ __forceinline__ void kv_frag_b(const kv_qk *s, unsigned b[2]) {\n"
+	"\tconst int g = (threadIdx.x & 31) >> 2, t = threadIdx.x & 3;\n"
+	"\tb[0] = kv_u32(s + g * KV_DP + 2 * t);\n"
+	"\tb[1] = kv_u32(s + g * KV_DP + 2 * t + 8);\n}\n"
+	"__device__ __forceinline__ void kv_frag_c(float *S, int ld, const float c[4]) {\n"
+	"\tconst int g = (threadIdx.x & 31) >> 2, t = threadIdx.x & 3;\n"
+	"\tS[g * ld + 2 * t] = c[0];\n"
+	"\tS[g * ld + 2 * t + 1] = c[1];\n"
+	"\tS[(g + 8) * ld + 2 * t] = c[2];\n"
+	"\tS[(g + 8) * ld + 2 * t + 1] = c[3];\n}\n"
+	"/* S[r][j] = Q[r]·K[j], r < rows, j < cols: a warp per 16x8 block of S, KV_D / 16 mma each */\n"
+	"__device__ __forceinline__ void kv_logits(float *S, const kv_qk *sq, const kv_qk *sk, int rows, int cols) {\n"
+	"\tconst int nb = (cols + 7) >> 3, nblk = ((rows + 15) >> 4) * nb;\n"
+	"\tfor (int b = threadIdx.x >> 5; b < nblk; b += KV_NW) {\n"
+	"\t\tconst int m0 = b / nb * 16, n0 = (b - b / nb * nb) * 8;\n"
+	"\t\tfloat c[4] = { 0.f, 0.f, 0.f, 0.f };\n"
+	"\t\tKV_UNROLL2\n"
+	"\t\tfor (int k0 = 0; k0 < KV_D; k0 += 16) {\n"
+	"\t\t\tunsigned A[4], B[2];\n"
+	"\t\t\tkv_frag_a(sq + m0 * KV_DP + k0, A);\n"
+	"\t\t\tkv_frag_b(sk + n0 * KV_DP + k0, B);\n"
+	"\t\t\tkv_mma(c, A, B);\n\t\t}\n"
+	"\t\tkv_frag_c(S + m0 * KV_SK + n0, KV_SK, c);\n\t}\n}\n";
+
+/* f32 storage (tf32 tensor cores would round the operands to 10 mantissa bits) and
+** head_dims that are not a multiple of 16: f32 FMA from the same shared tiles */
+static const char tile_fma[] =
+	"/* Q·Kᵀ with f32 FMA: operands converted once when staged */\n"
+	"enum { KV_DP = KV_D + 1 };   /* odd row stride: lanes on consecutive tokens hit distinct banks */\n"
+	"typedef float kv_qk;\n"
+	"__device__ __forceinline__ kv_qk kv_qkcvt(kv_st x) { return kv_f(x); }\n"
+	"/* S[r][j] = Q[r]·K[j], r < rows, j < cols: a thread per logit */\n"
+	"__device__ __forceinline__ void kv_logits(float *S, const kv_qk *sq, const kv_qk *sk, int rows, int cols) {\n"
+	"\tfor (int e = threadIdx.x; e < rows * KV_SK; e += KV_NT) {\n"
+	"\t\tconst int r = e / KV_SK, j = e - r * KV_SK;\n"
+	"\t\tif (j >= cols) continue;\n"
+	"\t\tfloat acc = 0.f;\n"
+	"\t\tfor (int c = 0; c < KV_D; c++) acc += sq[r * KV_DP + c] * sk[j * KV_DP + c];\n"
+	"\t\tS[e] = acc;\n\t}\n}\n";
 
 static const char helpers[] =
 	"__device__ __forceinline__ int kv_qpos(const KvgArgs &a, int n, int O, int o) { return a.qpos ? a.qpos[o] : n - O + o; }\n"
@@ -851,7 +1119,8 @@ static const char helpers[] =
 
 static void prologue(Gen *g, const char *name, int need_ws)
 {
-	sb(&g->s, "\nextern \"C\" __global__ void __launch_bounds__(KV_NT) %s(const KvgArgs a)\n{\n", name);
+	sb(&g->s, "\nextern \"C\" __global__ void __launch_bounds__(KV_NT%s) %s(const KvgArgs a)\n{\n",
+	   g->minblk ? ", 1" : "", name);
 	sb(&g->s, "\tconst int inst = blockIdx.x, l = inst / a.H, h = inst - l * a.H;\n");
 	sb(&g->s, "\tconst int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;\n");
 	sb(&g->s, "\tconst int n = a.len[inst], N = a.N, O = a.O;\n");
@@ -894,8 +1163,19 @@ static int gen_score(Gen *g, KpCudaOut *out)
 		KpCudaKernel *k = &out->kern[out->nkern++];
 		snprintf(k->name, sizeof k->name, "%s", name);
 		k->role = KVG_SCORE, k->phase = p;
+		for (int i = 0; i < f->nins; i++)
+			k->tiled |= need[i] && g->phase[i] == p && tiledstep(g, i) != TS_NONE;
+		/* one block per SM: the tiles' shared memory allows no more; without it ptxas
+		** aims at several blocks and spills (NVRTC 13.0) */
+		g->minblk = k->tiled;
 		prologue(g, name, 1);
+		g->minblk = 0;
 		bufdecls(g, need);
+		if (k->tiled)
+			sb(&g->s, "\tKV_DYNSMEM(kv_dsm);   /* score tiles: kp_cuda_score_dsmem */\n"
+			          "\tkv_qk *const sQ_ = (kv_qk *)kv_dsm, *const sK_ = sQ_ + KV_SQ * KV_DP;\n"
+			          "\tfloat *const sS_ = (float *)(sK_ + KV_SK * KV_DP), *const sA_ = sS_ + KV_SQ * KV_SK;\n"
+			          "\t(void)sA_;\n");
 		for (int i = 0; rc == 0 && i < f->nins; i++)
 			if (need[i] && g->phase[i] == p && (g->home[i] == HM_BUF || g->home[i] == HM_STAT))
 				rc = step(g, i);
@@ -1363,6 +1643,33 @@ int kp_cuda_tile(int sm, int dtype, int head_dim, int nthreads)
 	return tt;
 }
 
+int kp_cuda_mma(int dtype, int head_dim)
+{
+	return dtype != KI_F32 && head_dim % 16 == 0;
+}
+
+unsigned kp_cuda_score_dsmem(int dtype, int head_dim, int group, int sq, int sk)
+{
+	int mma = kp_cuda_mma(dtype, head_dim);
+	unsigned dp = (unsigned)head_dim + (mma ? 8u : 1u), esz = mma ? 2u : 4u;
+	return (unsigned)(sq + sk) * dp * esz + (unsigned)(sq * sk + group * sk) * 4u;
+}
+
+void kp_cuda_score_tile(int sm, int dtype, int head_dim, int group, int *sq, int *sk)
+{
+	/* below the opt-in maximum of each part: A100/A30 (sm_80/87) 163 KB, H100/B200
+	** (sm_90, sm_100) 227 KB, the others (sm_86, sm_89, sm_120) 99 KB. Tokens per tile:
+	** 64; query rows per chunk: as many as fit up to 64·G, at most 256 (G·O of a 64-query
+	** window: Q staged once), in steps of 16 (the mma row block) */
+	unsigned budget = sm == 80 || sm == 87 ? 160u << 10 : sm >= 90 && sm < 120 ? 220u << 10 : 96u << 10;
+	int k = 64, q = group < 4 ? 64 * group : 256;
+	while (q > 16 && kp_cuda_score_dsmem(dtype, head_dim, group, q, k) > budget)
+		q -= 16;
+	while (k > 8 && kp_cuda_score_dsmem(dtype, head_dim, group, q, k) > budget)
+		k -= 8;
+	*sq = q, *sk = k;
+}
+
 static double now_ms(void)
 {
 	struct timespec ts;
@@ -1410,6 +1717,11 @@ static int generate(const KiFn *f, const KpCudaOpts *o, KpCudaOut *out, KcErr *e
 	sb(&g.s, "%s", o->dtype == KI_F16 ? prelude_f16 : o->dtype == KI_BF16 ? prelude_bf16 : prelude_f32);
 	argsdecl(&g.s);
 	sb(&g.s, "%s", helpers);
+	if (kp_cuda_mma(o->dtype, g.D))
+		sb(&g.s, tile_mma, o->dtype == KI_BF16, ki_dtypename(o->dtype), ki_dtypename(o->dtype));
+	else
+		sb(&g.s, "%s", tile_fma);
+	sb(&g.s, "%s", tile_common);
 	int rc = 0;
 	if (f->when.kind == WH_decode || f->nst > 0) {
 		rc = gen_decode(&g, out);
@@ -1545,15 +1857,18 @@ int kp_compile_cuda(const KiFn *f, const KpCudaOpts *o, KpCudaOut *out, KcErr *e
 		snprintf(im->arch, sizeof im->arch, "sm_%d", sm[a]);
 		im->sm = sm[a];
 		im->tile = kp_cuda_tile(sm[a], o->dtype, o->head_dim, out->nthreads);
-		char dnt[32], dtt[32];
+		kp_cuda_score_tile(sm[a], o->dtype, o->head_dim, o->group, &im->sq, &im->sk);
+		char dnt[32], dtt[32], dsq[32], dsk[32];
 		snprintf(dnt, sizeof dnt, "-DKV_NT=%d", out->nthreads);
 		snprintf(dtt, sizeof dtt, "-DKV_TT=%d", im->tile);
-		const char *extra[] = { dnt, dtt };
+		snprintf(dsq, sizeof dsq, "-DKV_SQ=%d", im->sq);
+		snprintf(dsk, sizeof dsk, "-DKV_SK=%d", im->sk);
+		const char *extra[] = { dnt, dtt, dsq, dsk };
 		KpNvrtcRes r;
 		double t1 = now_ms();
 		char name[96];
 		snprintf(name, sizeof name, "%s.cu", f->name);
-		if (kp_nvrtc_compile(out->src, name, sm[a], extra, 2, &r, why, sizeof why) != 0) {
+		if (kp_nvrtc_compile(out->src, name, sm[a], extra, 4, &r, why, sizeof why) != 0) {
 			kc_error(e, f->src, 0, 0, "GPU backend: %s", why);
 			kp_nvrtc_free(&r);
 			kp_cuda_free(out);
@@ -1564,7 +1879,9 @@ int kp_compile_cuda(const KiFn *f, const KpCudaOpts *o, KpCudaOut *out, KcErr *e
 		parselog(r.log, out, im);
 		free(r.log);
 		for (int k = 0; k < out->nkern; k++)
-			im->dsmem[k] = out->kern[k].role == KVG_SELECT ? kp_cuda_dsmem(o->dtype, o->head_dim, im->tile) : 0;
+			im->dsmem[k] = out->kern[k].role == KVG_SELECT ? kp_cuda_dsmem(o->dtype, o->head_dim, im->tile)
+			               : out->kern[k].tiled ? kp_cuda_score_dsmem(o->dtype, o->head_dim, o->group, im->sq, im->sk)
+			                                    : 0;
 	}
 	return 0;
 }

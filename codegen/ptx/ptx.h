@@ -79,6 +79,7 @@ typedef struct KpCudaKernel {
 	char name[32];
 	int role;                /* KVG_SCORE / KVG_SELECT / KVG_DECODE / KVG_COMBINE / KVG_SELGRP */
 	int phase;               /* KVG_SCORE: order of launch; KVG_SELGRP: 1 grid L (scope layer), 0 grid 1 */
+	int tiled;               /* KVG_SCORE: stages Q·Kᵀ tiles in dynamic shared memory */
 } KpCudaKernel;
 
 typedef struct KpCudaImage {
@@ -91,6 +92,7 @@ typedef struct KpCudaImage {
 	int spill[KVG_MAXKERN];  /* spill store bytes */
 	unsigned dsmem[KVG_MAXKERN]; /* dynamic shared bytes to launch with */
 	int tile;                /* compaction rows per staging tile (KV_TT) */
+	int sq, sk;              /* score tiles: query rows per chunk (KV_SQ), tokens per tile (KV_SK) */
 	double ms;               /* NVRTC time */
 } KpCudaImage;
 
@@ -119,6 +121,11 @@ KC_FUNC void kp_cuda_free(KpCudaOut *out);
 KC_FUNC unsigned kp_cuda_dsmem(int dtype, int head_dim, int tile);
 /* Staging rows for an sm: per-target shared-memory budget. */
 KC_FUNC int kp_cuda_tile(int sm, int dtype, int head_dim, int nthreads);
+/* Score kernels: Q·Kᵀ on tensor cores (mma.m16n8k16) for f16/bf16 with head_dim % 16 == 0,
+** else f32 FMA; dynamic shared bytes of a tiled score kernel; tile sizes for an sm. */
+KC_FUNC int kp_cuda_mma(int dtype, int head_dim);
+KC_FUNC unsigned kp_cuda_score_dsmem(int dtype, int head_dim, int group, int sq, int sk);
+KC_FUNC void kp_cuda_score_tile(int sm, int dtype, int head_dim, int group, int *sq, int *sk);
 
 /* Split-KV decode: floats of one split's partials (per warp and query head: m, s and
 ** head_dim sums) and the split count a plan uses — enough blocks to fill a large GPU

@@ -18,10 +18,13 @@
 ** strides on some cases). Decode cases cycle the split-KV count over 1, 2, 3,
 ** 7, 16, 64 (up to more splits than tokens: empty ranges) and give every other
 ** case an empty head. The emulated launch uses KV_NT=64 threads (two
-** warps) and KV_TT=5 staging rows — the SAME source NVRTC compiles, with
-** other values of those two macros.
+** warps), KV_TT=5 staging rows and score tiles of KV_SQ=16 query rows x
+** KV_SK=16 tokens (so G·O > 16 takes several query chunks and n several
+** token tiles, the last one partial) — the SAME source NVRTC compiles, with
+** other values of those macros. f16/bf16 with head_dim 64/96/128 run the
+** tensor-core path (mma.m16n8k16, emulated by cuda_emu.h's kv_emu_mma).
 **
-** One g++ translation unit per policy holds all its 36 specializations
+** One g++ translation unit per policy holds all its 48 specializations
 ** (kernel names renamed per spec by macros, each in its own namespace); built
 ** by `make -j2` in BUILD_DIR/emu (only when a generated source changed).
 **
@@ -51,6 +54,8 @@
 
 #define EMU_NT 64
 #define EMU_TT 5
+#define EMU_SQ 16
+#define EMU_SK 16
 
 typedef int (*RunFn)(const char *name, unsigned grid, unsigned grid_y, unsigned block, size_t dsm, const KvgArgs *a,
                      char *err, size_t errn);
@@ -120,7 +125,7 @@ static int build(const char *bdir, const char *root)
 	if (!mk)
 		return -1;
 	fprintf(mk, "CXX ?= g++\nEMUFLAGS = -std=c++17 -O1 -fPIC -shared -Wall -Wextra -Werror -Wno-unused-function "
-	            "-DKV_NT=%d -DKV_TT=%d -I%s\nall:", EMU_NT, EMU_TT, root);
+	            "-DKV_NT=%d -DKV_TT=%d -DKV_SQ=%d -DKV_SK=%d -I%s\nall:", EMU_NT, EMU_TT, EMU_SQ, EMU_SK, root);
 	for (int p = 0; p < NPOL; p++)
 		fprintf(mk, " %s.so", pols[p]);
 	fprintf(mk, "\n%%.so: %%.cpp %s/tests/gpu/cuda_emu.h\n\t$(CXX) $(EMUFLAGS) -o $@.tmp $< && mv $@.tmp $@\n", root);
@@ -262,7 +267,8 @@ static int launch(Spec *sp, int role, unsigned grid, size_t dsm, KvgArgs *a, cha
 			continue;
 		unsigned gx = r == KVG_SELGRP ? (sp->out.kern[k].phase ? (unsigned)a->L : 1) : grid;
 		unsigned gy = r == KVG_DECODE ? (unsigned)a->splits : 1;
-		if (sp->run(sp->out.kern[k].name, gx, gy, EMU_NT, r == KVG_SELECT ? dsm : 0, a, why, whyn) != 0)
+		size_t ds = r == KVG_SELECT || sp->out.kern[k].tiled ? dsm : 0;
+		if (sp->run(sp->out.kern[k].name, gx, gy, EMU_NT, ds, a, why, whyn) != 0)
 			return -1;
 		if (*a->err) {
 			snprintf(why, whyn, "%s: device error %d", sp->out.kern[k].name, *a->err);
@@ -481,7 +487,7 @@ static void run_case(int pi, int dt, int di, int gi, int idx)
 	}
 	/* compress */
 	size_t dsm = kp_cuda_dsmem(dt, d, EMU_TT);
-	if (launch(sp, KVG_SCORE, (unsigned)(L * H), 0, &a, why, sizeof why) != 0 ||
+	if (launch(sp, KVG_SCORE, (unsigned)(L * H), kp_cuda_score_dsmem(dt, d, G, EMU_SQ, EMU_SK), &a, why, sizeof why) != 0 ||
 	    launch(sp, KVG_SELECT, (unsigned)(L * H), dsm, &a, why, sizeof why) != 0) {
 		printf("FAIL %s: %s\n", name, why);
 		goto out;
