@@ -1312,11 +1312,18 @@ static LLVMValueRef tm_redfin(Gen *g, int op, LLVMValueRef x, LLVMValueRef m, in
 	return x;
 }
 
-/* the lanes of a partial, merged in order into a scalar */
+/* the lanes of a partial merged into a scalar: sums by a reassociating vector reduction,
+** max / min lane by lane in order (their NaN rule) */
 static LLVMValueRef tm_lanes(Gen *g, int op, LLVMValueRef acc, LLVMValueRef v, int w)
 {
 	if (w == 1)
 		return tm_redstep(g, op, acc, v, NULL, 1);
+	if (op != KO_rmax && op != KO_rmin && w == g->W) {
+		LLVMValueRef args[2] = { LLVMConstReal(g->f32, -0.0), v };
+		LLVMValueRef r = LLVMBuildCall2(g->b, g->red_ty, g->red, args, 2, "");
+		LLVMSetFastMathFlags(r, LLVMFastMathAllowReassoc);
+		return LLVMBuildFAdd(g->b, acc, r, "");
+	}
 	for (int k = 0; k < w; k++)
 		acc = tm_redstep(g, op, acc, LLVMBuildExtractElement(g->b, v, LLVMConstInt(g->i32, (unsigned)k, 0), ""), NULL, 1);
 	return acc;
