@@ -37,7 +37,22 @@ enum { KVCC_TARGET_NATIVE = 0, KVCC_TARGET_V3 = 1, KVCC_TARGET_V4 = 2, KVCC_TARG
 /* A policy.so exports one symbol, KVCC_DESC_SYMBOL, pointing at this descriptor. */
 #define KVCC_DESC_SYMBOL "kvcc_artifact"
 #define KVCC_MAGIC 0x4B5643435F415254ull   /* "KVCC_ART" */
-#define KVCC_ABI 5
+#define KVCC_ABI 6
+
+/* One instance's inputs to the generated token_map loops (every field 8 bytes: the generated
+** code reads field k at byte 8k). vals[i] = instruction i's f32 values, row-major over
+** (group, token, chan) ([token]: t, [group, token]: g*n + t, [token, chan]: t*d + c,
+** scalar: [0]); K / V = the instance's rows in storage dtype, token stride ldk elements;
+** pos NULL: pos = t; state = state 0 of the instance, state s at state + s*sstride (NULL: the
+** initial values). */
+typedef struct kvcc_tmap_ctx {
+	float *const *vals;
+	const double *par;
+	const void *K, *V;
+	const int32_t *pos;
+	const float *state;
+	int64_t n, ldk, sstride, layer, head, layers, heads, step, obs;
+} kvcc_tmap_ctx;
 
 typedef struct kvcc_artifact {
 	uint64_t magic;            /* KVCC_MAGIC */
@@ -85,10 +100,9 @@ typedef struct kvcc_artifact {
 	** state[s*sstride + i] = state[s*sstride + idx[i]]; idx strictly increasing */
 	void (*compact)(void *K, void *V, int64_t ldk, const int32_t *idx, int64_t m, int32_t *pos, float *state,
 	                int64_t nst, int64_t sstride);
-	/* token_map: the fused elementwise loop that starts at instruction `gid` (plan tgen) for one
-	** instance: vals[i] = instruction i's f32 values ([token]: t, [group, token]: g*n + t,
-	** scalar: [0]), par = parameters; stores the loop's outputs (plan tout) */
-	void (*tmap)(int64_t gid, float *const *vals, const double *par, int64_t n, int64_t G);
+	/* token_map: the generated fused loop that starts at instruction `gid` (plan tgen) for one
+	** instance (context below); stores the loop's outputs (plan tout) into c->vals */
+	void (*tmap)(int64_t gid, const struct kvcc_tmap_ctx *c);
 } kvcc_artifact;
 
 /* --- compiling and loading ------------------------------------------------------------ */

@@ -519,9 +519,15 @@ KVCC_API int kvcc_plan_create(kvcc_policy *p, const kvcc_layout *lay, int max_ob
 		for (int i = 0; i < f->nins; i++) {
 			int cl = kp->cls[i];
 			if (cl == KP_MAT || cl == KP_ATTN || cl == KP_RED)
-				for (int k = 0; k < ki_nargs(f->ins[i].op); k++)
-					if (KC_RKIND(f->ins[i].arg[k]) == RK_INS && kp->cls[KC_RIDX(f->ins[i].arg[k])] == KP_MAT)
-						pl->mat[KC_RIDX(f->ins[i].arg[k])] = 1;
+				for (int k = 0; k < ki_nargs(f->ins[i].op); k++) {
+					int j = KC_RIDX(f->ins[i].arg[k]);
+					/* generated loops store only their tout values (the rest stays in registers) */
+					if (KC_RKIND(f->ins[i].arg[k]) == RK_INS && kp->cls[j] == KP_MAT &&
+					    !(pl->tmap && kp->tgen[j] && !kp->tout[j]))
+						pl->mat[j] = 1;
+				}
+			if (pl->tmap && kp->tout[i])
+				pl->mat[i] = 1;
 		}
 		if (KC_RKIND(f->score) == RK_INS && kp->cls[KC_RIDX(f->score)] == KP_MAT)
 			pl->mat[KC_RIDX(f->score)] = 1;
@@ -708,6 +714,44 @@ static int fail(Run *r, const KiIns *in, const char *fmt, ...)
 	return -1;
 }
 
+/* a pool's kernel size (a runtime scalar), or -1 with the error set */
+static int poolk(Run *r, float **vals, const KiIns *in, const int size[AX_NUM])
+{
+	Op b;
+	mkop(r, vals, in->arg[1], size, &b);
+	float kv = b.p ? b.p[0] : b.k;
+	if (!(kv >= 1 && kv <= 1e6) || kv != floorf(kv))
+		return fail(r, in, "pooling kernel size must be a positive integer, got %g", kv);
+	return (int)kv;
+}
+
+/* a generated token_map loop (instructions i..e) for one instance */
+static int runtmap(Run *r, Inst *I, float **vals, int i, int e)
+{
+	const KiFn *f = r->f;
+	const kvcc_layout *lay = &r->pl->lay;
+	for (int j = i; j <= e; j++) {
+		const KiIns *in = &f->ins[j];
+		if (!r->kp->tgen[j])
+			continue;
+		if ((in->op == KO_avgpool || in->op == KO_maxpool) && poolk(r, vals, in, I->size) < 0)
+			return -1;
+		if (r->kp->tout[j] && !vals[j]) {
+			size_t sj[AX_NUM], cj = strides(in->axes, I->size, sj);
+			if (!(vals[j] = calloc(cj + 1, sizeof(float))))
+				return fail(r, NULL, "out of memory");
+		}
+	}
+	kvcc_tmap_ctx c = {
+		.vals = vals, .par = r->par, .K = I->Kb, .V = I->Vb, .pos = I->pos,
+		.state = r->c->state ? r->c->state + ((size_t)I->l * lay->kv_heads + I->h) * (size_t)lay->capacity : NULL,
+		.n = I->n, .ldk = lay->stride_token, .sstride = (int64_t)lay->layers * lay->kv_heads * lay->capacity,
+		.layer = I->l, .head = I->h, .layers = lay->layers, .heads = lay->kv_heads, .step = r->step, .obs = r->O,
+	};
+	r->pl->p->a->tmap(i, &c);
+	return 0;
+}
+
 /* token_map: one materialized instruction (f32 mirror of interp.c evalins) */
 static int evalmat(Run *r, Inst *I, float **vals, int i)
 {
@@ -852,10 +896,9 @@ static int evalmat(Run *r, Inst *I, float **vals, int i)
 	case AR_KEEP: {
 		int ax = in->axis, m = I->size[ax];
 		if (in->op == KO_avgpool || in->op == KO_maxpool) {
-			float kv = b.p ? b.p[0] : b.k;
-			if (!(kv >= 1 && kv <= 1e6) || kv != floorf(kv))
-				return fail(r, in, "pooling kernel size must be a positive integer, got %g", kv);
-			int k = (int)kv, p = k / 2;
+			int k = poolk(r, vals, in, I->size), p = k / 2;
+			if (k < 0)
+				return -1;
 			for (int g = 0; g < R[0]; g++)
 				for (int o = 0; o < R[1]; o++)
 					for (int ch = 0; ch < R[3]; ch++)
@@ -1159,18 +1202,9 @@ static int runinst(Run *r, int k, int tid)
 	for (int i = r->lo; i < r->hi && rc == 0; i++) {
 		if (tg && tg[i] == KP_GEN_IN)
 			continue;
-		if (tg && tg[i] == KP_GEN_START) {      /* a generated fused elementwise loop */
-			int e = i;
-			while (e + 1 < r->hi && tg[e + 1] == KP_GEN_IN)
-				e++;
-			for (int j = i; j <= e && rc == 0; j++)
-				if (r->kp->tout[j] && !vals[j]) {
-					size_t sj[AX_NUM], cj = strides(f->ins[j].axes, I.size, sj);
-					if (!(vals[j] = calloc(cj + 1, sizeof(float))))
-						rc = fail(r, NULL, "out of memory");
-				}
-			if (rc == 0)
-				r->pl->p->a->tmap(i, vals, r->par, I.n, r->G);
+		if (tg && tg[i] == KP_GEN_START) {      /* a generated fused loop */
+			int e = kp_segend(r->kp, i);
+			rc = runtmap(r, &I, vals, i, e);
 			i = e;
 			continue;
 		}

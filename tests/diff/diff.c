@@ -26,6 +26,7 @@
 #include "tests/common/casegen.h"
 
 static int npass, nfail, nskip, nlse, ngen;   /* ngen: passing cases that ran generated token_map loops */
+static const char *only;                     /* argv[1]: run only the cases whose name contains it */
 typedef struct Cfg {
 	const char *policy;
 	int dtype, d, G, target;
@@ -37,6 +38,8 @@ static void run_case(const Cfg *cf, const char *host)
 	snprintf(name, sizeof name, "%s %s d=%d G=%d %s", cf->policy, ki_dtypename(cf->dtype), cf->d, cf->G,
 	         kx_targetname(cf->target));
 	kvcc_spec spec = { cf->dtype, cf->d, cf->G, cf->target };
+	if (only && !strstr(name, only))
+		return;
 	if (!kx_vecwidth(&spec, host)) {
 		printf("SKIP %s: this CPU lacks the features of target %s\n", name, kx_targetname(cf->target));
 		nskip++;
@@ -333,8 +336,9 @@ static void selcompact_case(int dtype, int d, int target, const char *host)
 /* negative tests: corrupted artifacts, bad layouts */
 /* --- generated token_map loops (tmap) against the reference's elementwise ops ----------------- */
 
-/* one policy per op over materialized [token] operands (x.pos, ‖K‖, ΣK); the test hands the
-** generated loop its own operand arrays: NaN, ±inf, ±0, ordinary values, every pair */
+/* one policy per op over per-token states a, b, c (leaves the loop reads through its context);
+** the test hands the generated loop its own state arrays: NaN, ±inf, ±0, ordinary values, every
+** pair */
 static void tmap_case(int opi, int target, const char *host)
 {
 	static const struct { const char *name, *expr; } ops[] = {
@@ -345,9 +349,11 @@ static void tmap_case(int opi, int target, const char *host)
 	};
 	static const float sv[] = { NAN, -NAN, INFINITY, -INFINITY, 0.0f, -0.0f, 1, -1, 2, 0.5f, -3.25f, 1e30f, 7 };
 	enum { NS = sizeof sv / sizeof sv[0], N = NS * NS };
-	char name[160], lua[96], so[96], src[512];
+	char name[160], lua[96], so[96], src[640];
 	snprintf(name, sizeof name, "tmap %s %s", ops[opi].name, kx_targetname(target));
 	kvcc_spec spec = { KI_F32, 64, 1, target };
+	if (only && !strstr(name, only))
+		return;
 	if (!kx_vecwidth(&spec, host)) {
 		printf("SKIP %s: this CPU lacks the features of target %s\n", name, kx_targetname(target));
 		nskip++;
@@ -356,9 +362,11 @@ static void tmap_case(int opi, int target, const char *host)
 	snprintf(lua, sizeof lua, "/tmp/kvcc-diff-tmap-%d-%d.lua", (int)getpid(), opi);
 	snprintf(so, sizeof so, "/tmp/kvcc-diff-tmap-%d-%d-%d.so", (int)getpid(), opi, target);
 	snprintf(src, sizeof src,
-	         "local kv = require \"kvcc\"\nreturn kv.policy \"tmap_%s\" {\n  score = function(x)\n"
-	         "    local a, b, c = x.pos, x.K:norm(\"chan\"), x.K:sum(\"chan\")\n    return %s\n  end,\n"
-	         "  select = kv.topk {},\n}\n", ops[opi].name, ops[opi].expr);
+	         "local kv = require \"kvcc\"\nreturn kv.policy \"tmap_%s\" {\n"
+	         "  state = { a = kv.token_state(0), b = kv.token_state(0), c = kv.token_state(0) },\n"
+	         "  score = function(x, st)\n    local a, b, c = st.a, st.b, st.c\n    return %s\n  end,\n"
+	         "  observe = function(x, st) st.a, st.b, st.c = st.a, st.b, st.c end,\n"
+	         "  select = kv.topk {},\n  when = kv.decode { every = 1 },\n}\n", ops[opi].name, ops[opi].expr);
 	FILE *fp = fopen(lua, "w");
 	if (fp)
 		fputs(src, fp), fclose(fp);
@@ -370,42 +378,50 @@ static void tmap_case(int opi, int target, const char *host)
 	const kvcc_artifact *A = NULL;
 	const char *why = NULL;
 	char whyb[200];
-	float *vals[64] = { 0 };
+	float *vals[64] = { 0 }, *st = NULL;
 	if (!f || ki_runpasses(f, KI_DEFAULT_PASSES, 0, &e, NULL, NULL) != 0 || f->nins > 60)
 		why = "load";
-	else if (kp_build(f, &kp, &e) != 0)
-		why = "plan";
-	else if (!(planned = 1) || kp.ngen != 1 || kp.ngenins != 1)
-		why = "the op is not one generated loop";
 	else if (kvcc_compile_so(lua, &spec, so, 0) != 0 || !(dl = dlopen(so, RTLD_NOW | RTLD_LOCAL)) ||
 	         !(A = dlsym(dl, KVCC_DESC_SYMBOL)) || !A->tmap)
 		why = "compile/load";
-	int s = -1;
+	if (!why) {        /* the artifact's own KIR: the states' numbering follows Lua's table order */
+		ki_free(f);
+		if (!(f = ki_parse(A->kir, lua, &e)))
+			why = "KIR";
+	}
+	if (!why && kp_build(f, &kp, &e) != 0)
+		why = "plan";
+	else if (!why && (!(planned = 1) || kp.ngen != 1 || kp.ngenins != ki_nargs(f->ins[KC_RIDX(f->score)].op) + 1))
+		why = "the op and its state leaves are not one generated loop";
+	int s = -1, o = why ? -1 : KC_RIDX(f->score);
 	for (int i = 0; !why && i < f->nins; i++)
 		if (kp.tgen[i] == KP_GEN_START)
 			s = i;
-	if (!why && (s < 0 || !kp.tout[s]))
-		why = "no stored loop";
+	if (!why && (s < 0 || !kp.tout[o] || kp.tout[s]))
+		why = "not one loop storing only the score";
 	for (int i = 0; !why && i < f->nins; i++)
 		if (!(vals[i] = calloc(N + 1, sizeof(float))))
 			why = "out of memory";
+	if (!why && !(st = calloc(3 * N, sizeof(float))))
+		why = "out of memory";
 	if (!why) {
-		const KiIns *in = &f->ins[s];
+		const KiIns *in = &f->ins[o];
 		for (int k = 0; k < ki_nargs(in->op); k++) {
 			KcRef r = in->arg[k];
-			if (KC_RKIND(r) != RK_INS) {
-				why = "operand is not an instruction";
+			if (KC_RKIND(r) != RK_INS || f->ins[KC_RIDX(r)].op != KO_state) {
+				why = "operand is not a state";
 				break;
 			}
 			for (int t = 0; t < N; t++)   /* a: major, b: minor, c: reversed */
-				vals[KC_RIDX(r)][t] = sv[k == 0 ? t / NS : k == 1 ? t % NS : (N - 1 - t) % NS];
+				st[f->ins[KC_RIDX(r)].aux * N + t] = sv[k == 0 ? t / NS : k == 1 ? t % NS : (N - 1 - t) % NS];
 		}
 		for (int n = N; !why && n >= N - 20; n -= 7) {     /* vector tails */
 			for (int t = 0; t < N; t++)
-				vals[s][t] = 12345;
-			A->tmap(s, vals, NULL, n, 1);
+				vals[o][t] = 12345;
+			kvcc_tmap_ctx c = { .vals = vals, .state = st, .n = n, .sstride = N };
+			A->tmap(s, &c);
 			for (int t = 0; t < N && !why; t++) {
-				float x = vals[s][t];
+				float x = vals[o][t];
 				if (t >= n) {
 					if (x != 12345)
 						why = "wrote past n";
@@ -413,7 +429,7 @@ static void tmap_case(int opi, int target, const char *host)
 				}
 				double op3[3] = { 0, 0, 0 };
 				for (int k = 0; k < ki_nargs(in->op); k++)
-					op3[k] = vals[KC_RIDX(in->arg[k])][t];
+					op3[k] = st[f->ins[KC_RIDX(in->arg[k])].aux * N + t];
 				float ref = (float)ki_evalew(in->op, op3[0], op3[1], op3[2]);
 				int exact = in->op != KO_exp && in->op != KO_log && in->op != KO_pow;
 				uint32_t ux, ur;
@@ -428,6 +444,107 @@ static void tmap_case(int opi, int target, const char *host)
 			}
 		}
 	}
+	if (why)
+		printf("FAIL %s: %s\n", name, why), nfail++;
+	else
+		npass++;
+	for (int i = 0; i < 64; i++)
+		free(vals[i]);
+	free(st);
+	if (dl)
+		dlclose(dl);
+	if (planned)
+		kp_free(&kp);
+	ki_free(f);
+	unlink(so), unlink(lua);
+}
+
+/* token reductions and pools in generated loops against the interpreter (ki_run) on per-token
+** states a, b that hold NaN, ±inf, ±0 or ordinary values; n from 1 (below every vector width)
+** up, pool windows wider than n. Every loop of the score runs in order, as the runtime does. */
+static void tmap_edge_case(int ei, int target, const char *host)
+{
+	static const char *const ex[] = {
+		"kv.avgpool(a, 3)", "kv.maxpool(a, 5) - b", "kv.avgpool(a, 301) + kv.maxpool(b, 301)",
+		"a + b:max(\"token\")", "a:sum(\"token\") + b", "b - a:min(\"token\")", "a:mean(\"token\") * b",
+		"a:norm(\"token\") + kv.maxpool(b, 2)",
+	};
+	/* 1e10: large, but its squares stay finite in f32 (no f32-only overflow against the double
+	** reference) */
+	static const float sv[] = { NAN, -NAN, INFINITY, -INFINITY, 0.0f, -0.0f, 1, -1, 2, 0.5f, -3.25f, 7, 1e10f };
+	static const int ns[] = { 1, 2, 3, 5, 8, 13, 17, 33, 40 };
+	enum { NS = sizeof sv / sizeof sv[0], NMAX = 40 };
+	char name[200], lua[96], so[96], src[700];
+	snprintf(name, sizeof name, "tmap edge %s %s", ex[ei], kx_targetname(target));
+	kvcc_spec spec = { KI_F32, 8, 1, target };
+	if (only && !strstr(name, only))
+		return;
+	if (!kx_vecwidth(&spec, host)) {
+		printf("SKIP %s: this CPU lacks the features of target %s\n", name, kx_targetname(target));
+		nskip++;
+		return;
+	}
+	snprintf(lua, sizeof lua, "/tmp/kvcc-diff-edge-%d-%d.lua", (int)getpid(), ei);
+	snprintf(so, sizeof so, "/tmp/kvcc-diff-edge-%d-%d-%d.so", (int)getpid(), ei, target);
+	snprintf(src, sizeof src,
+	         "local kv = require \"kvcc\"\nreturn kv.policy \"tmap_edge\" {\n"
+	         "  state = { a = kv.token_state(0), b = kv.token_state(0) },\n"
+	         "  observe = function(x, st) st.a, st.b = st.a, st.b end,\n"
+	         "  score = function(x, st)\n    local a, b = st.a, st.b\n    return %s\n  end,\n"
+	         "  select = kv.topk {},\n  when = kv.decode { every = 1 },\n}\n", ex[ei]);
+	FILE *fp = fopen(lua, "w");
+	if (fp)
+		fputs(src, fp), fclose(fp);
+	KcErr e = { 0 };
+	KiFn *f = NULL;
+	KpPlan kp;
+	int planned = 0;
+	void *dl = NULL;
+	const kvcc_artifact *A = NULL;
+	const char *why = NULL;
+	char whyb[300];
+	float *vals[64] = { 0 }, st[2 * NMAX], KV[NMAX * 8] = { 0 };
+	double dst[2 * NMAX];
+	if (!fp || kvcc_compile_so(lua, &spec, so, 0) != 0 || !(dl = dlopen(so, RTLD_NOW | RTLD_LOCAL)) ||
+	    !(A = dlsym(dl, KVCC_DESC_SYMBOL)) || !A->tmap || !(f = ki_parse(A->kir, lua, &e)) || f->nins > 60)
+		why = "compile/load";
+	else if (kp_build(f, &kp, &e) != 0)
+		why = "plan";
+	else if (!(planned = 1) || kp.ncmat || !kp.ngen)
+		why = "not generated";
+	for (int i = 0; !why && i < f->nins; i++)
+		if (!(vals[i] = calloc(NMAX + 1, sizeof(float))))
+			why = "out of memory";
+	for (int v = 0; v < 2 && !why; v++)           /* v 0: special values, 1: ordinary ones */
+		for (size_t ni = 0; ni < sizeof ns / sizeof ns[0] && !why; ni++) {
+			int n = ns[ni], o = KC_RIDX(f->score);
+			for (int t = 0; t < 2 * NMAX; t++) {
+				int k = (t * 5 + ei + (int)ni) % NS;
+				st[t] = v ? sv[6 + k % (NS - 6)] * (float)(t % 7 + 1) : sv[k];
+			}
+			for (int s = 0; s < 2; s++)
+				for (int t = 0; t < n; t++)
+					dst[s * n + t] = st[s * NMAX + t];
+			kvcc_tmap_ctx c = { .vals = vals, .state = st, .n = n, .sstride = NMAX };
+			for (int i = 0; i < f->nins; i++)
+				if (kp.tgen[i] == KP_GEN_START)
+					A->tmap(i, &c);
+			KiCase kc = { .L = 1, .H = 1, .G = 1, .d = 8, .n = n, .K = KV, .V = KV, .state = dst, .dtype = KI_F32,
+			              .ratio = 0.5, .budget = -1 };
+			KiResult r = { 0 };
+			if (ki_run(f, &kc, &r, &e) != 0) {
+				snprintf(whyb, sizeof whyb, "interpreter: %.200s", e.msg);
+				why = whyb;
+			}
+			for (int t = 0; t < n && !why; t++) {
+				double x = vals[o][t], ref = (float)r.scores[t];
+				if (isnan(x) ? !isnan(ref) : !(x == ref || fabs(x - ref) <= 1e-5 * fmax(1, fabs(ref)))) {
+					snprintf(whyb, sizeof whyb, "values %d n=%d t=%d: %g, reference %g", v, n, t, x, ref);
+					why = whyb;
+				}
+			}
+			ki_result_free(&r);
+		}
 	if (why)
 		printf("FAIL %s: %s\n", name, why), nfail++;
 	else
@@ -489,8 +606,9 @@ static void robustness(const char *host)
 		printf("FAIL robustness: %s\n", kvcc_last_error()), nfail++;
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+	only = argc > 1 ? argv[1] : NULL;
 	static const char *pols[] = { "snapkv", "pyramidkv", "streaming_llm", "knorm", "tova", "observed_attention",
 	                              "keydiff", "random" };
 	static const int dims[] = { 8, 64, 96, 128 }, groups[] = { 1, 2, 4 };
@@ -524,7 +642,28 @@ int main(void)
 		run_case(&sc, host);
 		run_case(&v4, host);
 	}
+	/* reductions over group / chan / token, pools, leaves and scalars in generated loops; loops
+	** on both sides of the cross-head barrier */
 	for (int dt = 0; dt < 3; dt++) {
+		for (int di = 0; di < 4; di++)
+			for (int gi = 0; gi < 3; gi++) {
+				Cfg c = { "tests/diff/tmap_red", dt, dims[di], groups[gi], KVCC_TARGET_NATIVE };
+				run_case(&c, host);
+				if (gi != 1 && di % 2 == 0) {
+					Cfg h = { "tests/diff/tmap_hmean", dt, dims[di], groups[gi], KVCC_TARGET_NATIVE };
+					run_case(&h, host);
+				}
+			}
+		for (int pi = 0; pi < 2; pi++) {
+			const char *tp = pi ? "tests/diff/tmap_hmean" : "tests/diff/tmap_red";
+			Cfg v3 = { tp, dt, 96, 2, KVCC_TARGET_V3 }, sc = { tp, dt, 64, 4, KVCC_TARGET_SCALAR };
+			Cfg v4 = { tp, dt, 128, 4, KVCC_TARGET_V4 };
+			run_case(&v3, host);
+			run_case(&sc, host);
+			run_case(&v4, host);
+		}
+	}
+	for (int dt = 0; dt < 3 && !only; dt++) {
 		static const int sd[] = { 8, 64, 96, 256 };
 		for (int di = 0; di < 4; di++)
 			selcompact_case(dt, sd[di], KVCC_TARGET_NATIVE, host);
@@ -538,7 +677,13 @@ int main(void)
 		tmap_case(op, KVCC_TARGET_V3, host);
 		tmap_case(op, KVCC_TARGET_SCALAR, host);
 	}
-	robustness(host);
+	for (int ei = 0; ei < 8; ei++) {
+		tmap_edge_case(ei, KVCC_TARGET_NATIVE, host);
+		tmap_edge_case(ei, KVCC_TARGET_V3, host);
+		tmap_edge_case(ei, KVCC_TARGET_SCALAR, host);
+	}
+	if (!only)
+		robustness(host);
 	free(host);
 	printf("(%d of the passing cases also passed with a given lse: one pass over K)\n", nlse);
 	printf("(%d of the passing cases ran generated token_map loops)\n", ngen);
