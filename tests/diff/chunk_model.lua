@@ -1,0 +1,8 @@
+-- chunked selection, scope model: one budget for every (layer, head)
+local kv = require "kvcc"
+local P = kv.params { chunk = 3, sinks = 3, window = 2 }
+
+return kv.policy "chunk_model" {
+  score = function(x) return x.K:sum("chan") end,
+  select = kv.topk { keep_first = P.sinks, keep_recent = P.window, scope = "model", chunk = P.chunk },
+}
