@@ -5,9 +5,11 @@
 **
 ** This program defines those functions itself (forwarding to glibc's __libc_* entry points),
 ** so every call in the process, libkvcc's and its pool threads' included, is counted while a
-** call under test runs. Every shipped policy (policies/*.lua) × f32/f16/bf16, several rounds of
-** lengths, ratios and budgets, with and without a given lse, and with unsorted positions (which
-** sends attention policies through the generic, non-fused attn epilogue).
+** call under test runs. Every shipped policy (each .lua in policies/) and the chunked-selection
+** test policies (tests/diff/chunk_NAME.lua) × f32/f16/bf16, several rounds of lengths, ratios and
+** budgets, with and without a given lse, and with unsorted positions (which sends attention
+** policies through the generic, non-fused attn epilogue); a policy that reads Q refuses more
+** observation queries than the plan's max_obs.
 */
 #include <stdio.h>
 #include <stdlib.h>
@@ -79,9 +81,11 @@ static void run_policy(const char *path, int dt)
 		ki_free(f);
 		return;
 	}
-	int hm = 0;
-	for (int i = 0; i < f->nins; i++)
+	int hm = 0, readsq = 0;
+	for (int i = 0; i < f->nins; i++) {
 		hm |= f->ins[i].op == KO_hmean;
+		readsq |= f->ins[i].op == KO_input && f->ins[i].aux == IN_Q;
+	}
 	int npar = kvcc_param_count(p), nst = kvcc_state_count(p);
 	double par[32];
 	for (int i = 0; i < npar && i < 32; i++)
@@ -146,6 +150,15 @@ static void run_policy(const char *path, int dt)
 			check(name, "kvcc_decode_layer", rc, disarm());
 		}
 	}
+	if (readsq && !f->obs_all) {     /* more queries than the plan was sized for: refused */
+		kvcc_cache c = { K, V, pos, len, nst ? st : NULL };
+		kvcc_obs obs = { maxobs + 1, Q, NULL, NULL };
+		kvcc_args a = { 0.5, -1, par, 2, NULL };
+		if (kvcc_compress(pl, &c, &obs, &a) != KVCC_EINVAL || !strstr(kvcc_last_error(), "max_obs"))
+			printf("FAIL %s: nobs > max_obs not refused (%s)\n", name, kvcc_last_error()), nfail++;
+		else
+			npass++;
+	}
 	arm();
 	kvcc_plan_destroy(pl);
 	if (!disarm())
@@ -159,14 +172,16 @@ out:
 int main(void)
 {
 	glob_t g;
-	if (glob("policies/*.lua", 0, NULL, &g) != 0 || g.gl_pathc == 0) {
-		printf("FAIL: no policies/*.lua (run from the repository root)\n");
+	if (glob("policies/*.lua", 0, NULL, &g) != 0 || g.gl_pathc == 0 ||
+	    glob("tests/diff/chunk_*.lua", GLOB_APPEND, NULL, &g) != 0) {
+		printf("FAIL: no policies/*.lua or tests/diff/chunk_*.lua (run from the repository root)\n");
 		return 1;
 	}
 	for (size_t i = 0; i < g.gl_pathc; i++)
 		for (int dt = 0; dt < 3; dt++)
 			run_policy(g.gl_pathv[i], dt);
-	printf("allocation-free run path: %zu policies x 3 dtypes\n", g.gl_pathc);
+	printf("allocation-free run path: %zu policies (shipped, and the chunked-selection tests) x 3 dtypes\n",
+	       g.gl_pathc);
 	globfree(&g);
 	printf("%d passed, %d failed\n", npass, nfail);
 	return nfail ? 1 : 0;
