@@ -903,10 +903,27 @@ static LLVMValueRef newfn(Gen *g, const char *name, LLVMTypeRef ret, LLVMTypeRef
 }
 
 /*
-** selkeys(score, n, S, R, base, key): the 64-bit candidate keys of one (layer, head), the same
-** order as the reference's (protected first, higher score, NaN lowest, -0 = +0, then lower
-** instance/position): prot << 63 | u << 31 | (0x7fffffff - ((base + i) & 0x7fffffff)).
+** The 64-bit candidate key of score v (f32), the same order as the reference's (protected first,
+** higher score, NaN lowest, -0 = +0, then lower instance/position):
+** prot << 63 | u << 31 | (0x7fffffff - (id & 0x7fffffff)), id = instance·capacity + position.
 */
+static LLVMValueRef selkey(Gen *g, LLVMValueRef v, LLVMValueRef prot, LLVMValueRef id)
+{
+	LLVMBuilderRef b = g->b;
+	LLVMValueRef u = LLVMBuildBitCast(b, v, g->i32, "");
+	LLVMValueRef zero = LLVMConstInt(g->i32, 0, 0), sgn = LLVMConstInt(g->i32, 0x80000000u, 0);
+	u = LLVMBuildSelect(b, LLVMBuildFCmp(b, LLVMRealOEQ, v, LLVMConstReal(g->f32, 0), ""), zero, u, "");
+	LLVMValueRef neg = LLVMBuildICmp(b, LLVMIntSLT, u, zero, "");
+	u = LLVMBuildSelect(b, neg, LLVMBuildNot(b, u, ""), LLVMBuildOr(b, u, sgn, ""), "");
+	u = LLVMBuildSelect(b, LLVMBuildFCmp(b, LLVMRealUNO, v, v, ""), zero, u, "");
+	id = LLVMBuildAnd(b, id, LLVMConstInt(g->i32, 0x7fffffff, 0), "");
+	id = LLVMBuildSub(b, LLVMConstInt(g->i32, 0x7fffffff, 0), id, "");
+	LLVMValueRef k = LLVMBuildOr(b, LLVMBuildShl(b, LLVMBuildZExt(b, prot, g->i64, ""), ci(g, 63), ""),
+	                             LLVMBuildShl(b, LLVMBuildZExt(b, u, g->i64, ""), ci(g, 31), ""), "");
+	return LLVMBuildOr(b, k, LLVMBuildZExt(b, id, g->i64, ""), "");
+}
+
+/* selkeys(score, n, S, R, base, key): key[i] of token i of one (layer, head), id base + i */
 static void gen_selkeys(Gen *g)
 {
 	LLVMTypeRef ps[6] = { g->ptr, g->i64, g->i64, g->i64, g->i32, g->ptr };
@@ -917,21 +934,47 @@ static void gen_selkeys(Gen *g)
 	LLVMValueRef nr = LLVMBuildSub(b, n, R, "");
 	Loop lp;
 	LLVMValueRef i = loop_begin2(g, ci(g, 0), n, 1, 1, &lp);
-	LLVMValueRef v = ld(g, g->f32, sc, i, 4);
-	LLVMValueRef u = LLVMBuildBitCast(b, v, g->i32, "");
-	LLVMValueRef zero = LLVMConstInt(g->i32, 0, 0), sgn = LLVMConstInt(g->i32, 0x80000000u, 0);
-	u = LLVMBuildSelect(b, LLVMBuildFCmp(b, LLVMRealOEQ, v, LLVMConstReal(g->f32, 0), ""), zero, u, "");
-	LLVMValueRef neg = LLVMBuildICmp(b, LLVMIntSLT, u, zero, "");
-	u = LLVMBuildSelect(b, neg, LLVMBuildNot(b, u, ""), LLVMBuildOr(b, u, sgn, ""), "");
-	u = LLVMBuildSelect(b, LLVMBuildFCmp(b, LLVMRealUNO, v, v, ""), zero, u, "");
 	LLVMValueRef prot = LLVMBuildOr(b, LLVMBuildICmp(b, LLVMIntSLT, i, S, ""), LLVMBuildICmp(b, LLVMIntSGE, i, nr, ""), "");
-	LLVMValueRef id = LLVMBuildAnd(b, LLVMBuildAdd(b, base, LLVMBuildTrunc(b, i, g->i32, ""), ""),
-	                               LLVMConstInt(g->i32, 0x7fffffff, 0), "");
-	id = LLVMBuildSub(b, LLVMConstInt(g->i32, 0x7fffffff, 0), id, "");
-	LLVMValueRef k = LLVMBuildOr(b, LLVMBuildShl(b, LLVMBuildZExt(b, prot, g->i64, ""), ci(g, 63), ""),
-	                             LLVMBuildShl(b, LLVMBuildZExt(b, u, g->i64, ""), ci(g, 31), ""), "");
-	k = LLVMBuildOr(b, k, LLVMBuildZExt(b, id, g->i64, ""), "");
-	st_(g, g->i64, k, key, i, 8);
+	LLVMValueRef id = LLVMBuildAdd(b, base, LLVMBuildTrunc(b, i, g->i32, ""), "");
+	st_(g, g->i64, selkey(g, ld(g, g->f32, sc, i, 4), prot, id), key, i, 8);
+	loop_end(g, &lp);
+	LLVMBuildRetVoid(b);
+}
+
+/*
+** ckeys(score, n, S, R, base, chunk, key): chunk candidates of one (layer, head): key[j] for the
+** tokens t0 = j·chunk .. min(t0 + chunk, n) - 1 (the last chunk may be partial), j < ceil(n/chunk).
+** The score is the reference's mean: a double sum in token order divided by the length (NaN if
+** any token is NaN), rounded to f32; protected if any of its tokens is; id base + t0.
+*/
+static void gen_ckeys(Gen *g)
+{
+	LLVMTypeRef ps[7] = { g->ptr, g->i64, g->i64, g->i64, g->i32, g->i64, g->ptr };
+	newfn(g, "kvcc_ckeys", LLVMVoidTypeInContext(g->cx), ps, 7);
+	LLVMValueRef sc = LLVMGetParam(g->fn, 0), n = LLVMGetParam(g->fn, 1), S = LLVMGetParam(g->fn, 2);
+	LLVMValueRef R = LLVMGetParam(g->fn, 3), base = LLVMGetParam(g->fn, 4), ch = LLVMGetParam(g->fn, 5);
+	LLVMValueRef key = LLVMGetParam(g->fn, 6);
+	LLVMBuilderRef b = g->b;
+	LLVMTypeRef f64 = LLVMDoubleTypeInContext(g->cx);
+	LLVMValueRef sp = entry_alloca(g, f64);
+	LLVMValueRef nr = LLVMBuildSub(b, n, R, "");
+	LLVMValueRef nc = LLVMBuildSDiv(b, LLVMBuildSub(b, LLVMBuildAdd(b, n, ch, ""), ci(g, 1), ""), ch, "");
+	Loop lp, lt;
+	LLVMValueRef j = loop_begin2(g, ci(g, 0), nc, 1, 1, &lp);
+	LLVMValueRef t0 = LLVMBuildMul(b, j, ch, "");
+	LLVMValueRef e = LLVMBuildAdd(b, t0, ch, "");
+	e = LLVMBuildSelect(b, LLVMBuildICmp(b, LLVMIntSLT, e, n, ""), e, n, "");
+	LLVMBuildStore(b, LLVMConstReal(f64, 0), sp);
+	LLVMValueRef t = loop_begin2(g, t0, e, 1, 1, &lt);
+	LLVMValueRef v = LLVMBuildFPExt(b, ld(g, g->f32, sc, t, 4), f64, "");
+	LLVMBuildStore(b, LLVMBuildFAdd(b, LLVMBuildLoad2(b, f64, sp, ""), v, ""), sp);
+	loop_end(g, &lt);
+	LLVMValueRef mean = LLVMBuildFDiv(b, LLVMBuildLoad2(b, f64, sp, ""),
+	                                  LLVMBuildSIToFP(b, LLVMBuildSub(b, e, t0, ""), f64, ""), "");
+	LLVMValueRef prot = LLVMBuildOr(b, LLVMBuildICmp(b, LLVMIntSLT, t0, S, ""),
+	                                LLVMBuildICmp(b, LLVMIntSGT, e, nr, ""), "");
+	LLVMValueRef id = LLVMBuildAdd(b, base, LLVMBuildTrunc(b, t0, g->i32, ""), "");
+	st_(g, g->i64, selkey(g, LLVMBuildFPTrunc(b, mean, g->f32, ""), prot, id), key, j, 8);
 	loop_end(g, &lp);
 	LLVMBuildRetVoid(b);
 }
@@ -1008,6 +1051,58 @@ static void gen_keepidx(Gen *g)
 	LLVMBuildStore(b, LLVMBuildAdd(b, m, LLVMBuildZExt(b, c, g->i64, ""), ""), mp);
 	loop_end(g, &lp);
 	LLVMBuildRet(b, LLVMBuildLoad2(b, g->i64, mp, ""));
+}
+
+/* kcount(key, n, thr): the number of key[i] >= thr (unsigned) */
+static void gen_kcount(Gen *g)
+{
+	LLVMTypeRef ps[3] = { g->ptr, g->i64, g->i64 };
+	newfn(g, "kvcc_kcount", g->i64, ps, 3);
+	LLVMValueRef key = LLVMGetParam(g->fn, 0), n = LLVMGetParam(g->fn, 1), thr = LLVMGetParam(g->fn, 2);
+	LLVMBuilderRef b = g->b;
+	LLVMValueRef mp = entry_alloca(g, g->i64);
+	LLVMBuildStore(b, ci(g, 0), mp);
+	Loop lp;
+	LLVMValueRef i = loop_begin2(g, ci(g, 0), n, 1, 1, &lp);
+	LLVMValueRef c = LLVMBuildICmp(b, LLVMIntUGE, ld(g, g->i64, key, i, 8), thr, "");
+	LLVMBuildStore(b, LLVMBuildAdd(b, LLVMBuildLoad2(b, g->i64, mp, ""), LLVMBuildZExt(b, c, g->i64, ""), ""), mp);
+	loop_end(g, &lp);
+	LLVMBuildRet(b, LLVMBuildLoad2(b, g->i64, mp, ""));
+}
+
+/*
+** ckeepidx(key, n, chunk, thr, last, idx): the sorted kept list of one (layer, head) from its
+** full chunks' keys (j < n / chunk: kept if key[j] >= thr) and, when n % chunk != 0, the partial
+** last chunk (kept if last != 0); returns its length. Branch-free: every chunk's positions are
+** written at the current end of the list (so nothing past index n - 1) and the end advances
+** only when the chunk is kept.
+*/
+static void gen_ckeepidx(Gen *g)
+{
+	LLVMTypeRef ps[6] = { g->ptr, g->i64, g->i64, g->i64, g->i64, g->ptr };
+	newfn(g, "kvcc_ckeepidx", g->i64, ps, 6);
+	LLVMValueRef key = LLVMGetParam(g->fn, 0), n = LLVMGetParam(g->fn, 1), ch = LLVMGetParam(g->fn, 2);
+	LLVMValueRef thr = LLVMGetParam(g->fn, 3), last = LLVMGetParam(g->fn, 4), idx = LLVMGetParam(g->fn, 5);
+	LLVMBuilderRef b = g->b;
+	LLVMValueRef mp = entry_alloca(g, g->i64);
+	LLVMBuildStore(b, ci(g, 0), mp);
+	LLVMValueRef nf = LLVMBuildSDiv(b, n, ch, ""), tf = LLVMBuildMul(b, nf, ch, "");
+	Loop lp, lc, lt;
+	LLVMValueRef j = loop_begin2(g, ci(g, 0), nf, 1, 1, &lp);
+	LLVMValueRef t0 = LLVMBuildMul(b, j, ch, "");
+	LLVMValueRef m = LLVMBuildLoad2(b, g->i64, mp, "");
+	LLVMValueRef c = loop_begin2(g, ci(g, 0), ch, 1, 1, &lc);
+	st_(g, g->i32, LLVMBuildTrunc(b, LLVMBuildAdd(b, t0, c, ""), g->i32, ""), idx, LLVMBuildAdd(b, m, c, ""), 4);
+	loop_end(g, &lc);
+	LLVMValueRef kept = LLVMBuildICmp(b, LLVMIntUGE, ld(g, g->i64, key, j, 8), thr, "");
+	LLVMBuildStore(b, LLVMBuildAdd(b, m, LLVMBuildSelect(b, kept, ch, ci(g, 0), ""), ""), mp);
+	loop_end(g, &lp);
+	m = LLVMBuildLoad2(b, g->i64, mp, "");
+	LLVMValueRef t = loop_begin2(g, tf, n, 1, 1, &lt);
+	st_(g, g->i32, LLVMBuildTrunc(b, t, g->i32, ""), idx, LLVMBuildAdd(b, m, LLVMBuildSub(b, t, tf, ""), ""), 4);
+	loop_end(g, &lt);
+	LLVMValueRef keep = LLVMBuildICmp(b, LLVMIntNE, last, ci(g, 0), "");
+	LLVMBuildRet(b, LLVMBuildAdd(b, m, LLVMBuildSelect(b, keep, LLVMBuildSub(b, n, tf, ""), ci(g, 0), ""), ""));
 }
 
 /*
@@ -1860,6 +1955,12 @@ int kx_compile_ex(const KiFn *f, const kvcc_spec *spec, const char *out_so, int 
 	LLVMValueRef topk = g.fn;
 	gen_keepidx(&g);
 	LLVMValueRef keepidx = g.fn;
+	gen_ckeys(&g);
+	LLVMValueRef ckeys = g.fn;
+	gen_kcount(&g);
+	LLVMValueRef kcount = g.fn;
+	gen_ckeepidx(&g);
+	LLVMValueRef ckeepidx = g.fn;
 	gen_compact(&g);
 	LLVMValueRef compact = g.fn;
 	KpPlan kp;
@@ -1884,7 +1985,7 @@ int kx_compile_ex(const KiFn *f, const kvcc_spec *spec, const char *out_so, int 
 	uint64_t key = kx_key(kir, KVCC_VERSION, recfeat, spec->dtype, spec->head_dim, spec->group, spec->target, W);
 	LLVMTypeRef fields[] = { g.i64, g.i32, g.i32, g.ptr, g.i64, g.i64, g.ptr, g.ptr, g.ptr,
 	                         g.i32, g.i32, g.i32, g.i32, g.i32, g.i32, g.ptr, g.ptr, g.ptr, g.ptr, g.ptr, g.ptr,
-	                         g.ptr, g.ptr, g.ptr, g.ptr, g.ptr, g.ptr, g.ptr, g.ptr };
+	                         g.ptr, g.ptr, g.ptr, g.ptr, g.ptr, g.ptr, g.ptr, g.ptr, g.ptr, g.ptr, g.ptr };
 	int nf = (int)(sizeof fields / sizeof fields[0]);
 	LLVMTypeRef dt = LLVMStructTypeInContext(g.cx, fields, (unsigned)nf, 0);
 	LLVMValueRef vals[] = {
@@ -1896,7 +1997,7 @@ int kx_compile_ex(const KiFn *f, const kvcc_spec *spec, const char *out_so, int 
 		LLVMConstInt(g.i32, (unsigned)spec->group, 0), LLVMConstInt(g.i32, (unsigned)spec->target, 0),
 		LLVMConstInt(g.i32, (unsigned)W, 0), LLVMConstInt(g.i32, 0, 0),
 		gstr(&g, recfeat, "kv.features"), gstr(&g, kir, "kv.kir"), qk, cvt, dec, probs, qkt, sstat, sacc,
-		selkeys, topk, keepidx, compact, tmap,
+		selkeys, topk, keepidx, compact, tmap, ckeys, kcount, ckeepidx,
 	};
 	LLVMValueRef desc = LLVMAddGlobal(g.m, dt, KVCC_DESC_SYMBOL);
 	LLVMSetInitializer(desc, LLVMConstNamedStruct(dt, vals, (unsigned)nf));

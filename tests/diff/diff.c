@@ -7,7 +7,9 @@
 **   |x86 - ref| <= 1e-4 · max(1, max_t |ref_t|)   (f32 accumulation vs double)
 ** and bit-identical compacted K/V rows. Inputs come from a fixed seed and are
 ** re-drawn when the interpreter's selection boundary has a relative margin
-** < 1e-4 (so a legitimate f32/double difference cannot flip a token).
+** < 1e-4 (so a legitimate f32/double difference cannot flip a token); for
+** chunked or layer/model-scope selection, when any two candidates of a scope
+** group (chunk means, same protection class) are closer than 1e-5 relative.
 ** A target whose CPU features this host lacks is a SKIP, never a pass.
 */
 #include <stdio.h>
@@ -30,13 +32,52 @@ static const char *only;                     /* argv[1]: run only the cases whos
 typedef struct Cfg {
 	const char *policy;
 	int dtype, d, G, target;
+	int chunk;               /* > 0: the policy's `chunk` param */
 } Cfg;
+
+/* Chunked or shared-budget selection (chunk > 1, scope layer/model): the reference's greedy
+** order over a whole scope group decides, so the relative margin is the smallest gap between
+** any two candidates (chunk means) of a group within the same protection class. */
+static double group_margin(const KiFn *f, const double *par, const KiCase *c, const KiResult *r)
+{
+	long S = (long)pval(f, par, f->sel.keep_first, 0), R = (long)pval(f, par, f->sel.keep_recent, 0);
+	long ch = (long)pval(f, par, f->sel.chunk, 1);
+	double worst = INFINITY, *v[2];
+	v[0] = malloc(((size_t)c->L * c->H * c->n + 1) * sizeof(double));
+	v[1] = malloc(((size_t)c->L * c->H * c->n + 1) * sizeof(double));
+	int m[2] = { 0, 0 };
+	for (int k = 0; k < c->L * c->H; k++) {
+		int n = c->len ? c->len[k] : c->n;
+		for (long t0 = 0; t0 < n; t0 += ch) {
+			long e = t0 + ch < n ? t0 + ch : n;
+			double s = 0;
+			for (long t = t0; t < e; t++)
+				s += r->scores[(size_t)k * c->n + t];
+			int prot = t0 < S || e > n - R;
+			v[prot][m[prot]++] = s / (double)(e - t0);
+		}
+		int last = f->sel.scope == SC_head || (f->sel.scope == SC_layer && k % c->H == c->H - 1) ||
+		           k == c->L * c->H - 1;
+		for (int p = 0; last && p < 2; p++) {
+			qsort(v[p], (size_t)m[p], sizeof(double), cmpd);
+			for (int i = 1; i < m[p]; i++) {
+				double a = v[p][i - 1], b = v[p][i], sc = fmax(fabs(a), fabs(b));
+				worst = fmin(worst, sc > 0 ? (a - b) / sc : 0);
+			}
+			m[p] = 0;
+		}
+	}
+	free(v[0]), free(v[1]);
+	return worst;
+}
 
 static void run_case(const Cfg *cf, const char *host)
 {
 	char name[200];
 	snprintf(name, sizeof name, "%s %s d=%d G=%d %s", cf->policy, ki_dtypename(cf->dtype), cf->d, cf->G,
 	         kx_targetname(cf->target));
+	if (cf->chunk)
+		snprintf(name + strlen(name), sizeof name - strlen(name), " chunk=%d", cf->chunk);
 	kvcc_spec spec = { cf->dtype, cf->d, cf->G, cf->target };
 	if (only && !strstr(name, only))
 		return;
@@ -69,6 +110,9 @@ static void run_case(const Cfg *cf, const char *host)
 	int wi = ki_findparam(f, "window");
 	if (wi >= 0 && par[wi] > 8)
 		par[wi] = 8;
+	if (cf->chunk && ki_findparam(f, "chunk") >= 0)
+		par[ki_findparam(f, "chunk")] = cf->chunk;
+	int grouped = pval(f, par, f->sel.chunk, 1) > 1 || f->sel.scope != SC_head;
 	int O = f->obs_all ? n : KC_RKIND(f->obs) ? (int)pval(f, par, f->obs, 0) : 0;
 	int hm = 0;
 	for (int i = 0; i < f->nins; i++)
@@ -101,7 +145,7 @@ static void run_case(const Cfg *cf, const char *host)
 			printf("FAIL %s: interpreter: %s\n", name, e.msg);
 			goto out;
 		}
-		ok = case_margin(f, par, &c, &r) >= 1e-4;
+		ok = grouped ? group_margin(f, par, &c, &r) >= 1e-5 : case_margin(f, par, &c, &r) >= 1e-4;
 	}
 	if (!ok) {
 		printf("SKIP %s: no tie-free input in 20 draws\n", name);
@@ -145,7 +189,7 @@ static void run_case(const Cfg *cf, const char *host)
 	memcpy(len, len0, sizeof len);
 	kvcc_layout lay = { cf->dtype, L, H, d, n, (int64_t)H * n * st, (int64_t)n * st, st };
 	kvcc_plan *pl;
-	if (kvcc_plan_create(p, &lay, 0, 0, &pl) != 0) {
+	if (kvcc_plan_create(p, &lay, O, 0, &pl) != 0) {
 		printf("FAIL %s: plan: %s\n", name, kvcc_last_error());
 		goto out;
 	}
@@ -250,7 +294,8 @@ static void selcompact_case(int dtype, int d, int target, const char *host)
 	void *dl = NULL;
 	const kvcc_artifact *A = NULL;
 	if (kvcc_compile_so("policies/knorm.lua", &spec, so, 0) != 0 || !(dl = dlopen(so, RTLD_NOW | RTLD_LOCAL)) ||
-	    !(A = dlsym(dl, KVCC_DESC_SYMBOL)) || !A->selkeys || !A->topk || !A->keepidx || !A->compact) {
+	    !(A = dlsym(dl, KVCC_DESC_SYMBOL)) || !A->selkeys || !A->topk || !A->keepidx || !A->compact ||
+	    !A->ckeys || !A->kcount || !A->ckeepidx) {
 		printf("FAIL %s: compile/load: %s\n", name, kvcc_last_error());
 		nfail++;
 		if (dl)
@@ -296,6 +341,35 @@ static void selcompact_case(int dtype, int d, int target, const char *host)
 			for (int64_t i = 1; i < m && !why; i++)
 				if (idx[i] <= idx[i - 1] || key[idx[i]] < thr)
 					why = "keepidx list not sorted / not the kept set";
+		}
+		/* chunk keys (odd n: partial last chunk), counts and the expanded kept list */
+		for (int ch = 2; ch <= 8 && !why; ch += ch == 3 ? 5 : 1) {
+			int nf = n / ch, nch = (n + ch - 1) / ch;
+			A->ckeys(sc, n, S, R, base, ch, key);
+			for (int j = 0; j < nch && !why; j++) {
+				int t0 = j * ch, e = t0 + ch < n ? t0 + ch : n;
+				double s = 0;
+				for (int t = t0; t < e; t++)
+					s += sc[t];
+				ref[j] = refkey((float)(s / (e - t0)), t0 < S || e > n - R, base + (uint32_t)t0);
+				if (key[j] != ref[j])
+					why = "ckeys differs from the reference chunk key";
+			}
+			memcpy(srt, ref, (size_t)nf * 8);
+			qsort(srt, (size_t)nf, 8, cmpu64d);
+			for (int w = 0; w < 4 && !why; w++) {
+				int want = w == 0 ? 1 : w == 1 ? nf / 3 : w == 2 ? nf - 1 : nf;
+				if (A->kcount(key, nf, srt[want - 1]) != want)
+					why = "kcount differs from the sorted reference";
+				int64_t m = A->ckeepidx(key, n, ch, srt[want - 1], w & 1, idx), mr = 0;
+				for (int t = 0; t < n && !why; t++) {
+					int kept = t / ch < nf ? key[t / ch] >= srt[want - 1] : w & 1;
+					if (kept && (mr >= m || idx[mr++] != t))
+						why = "ckeepidx list differs from the kept chunks' positions";
+				}
+				if (!why && mr != m)
+					why = "ckeepidx count differs";
+			}
 		}
 		/* compaction: random kept subset (also none / all / a kept prefix) */
 		int m = 0;
@@ -617,27 +691,42 @@ int main(int argc, char **argv)
 		for (int dt = 0; dt < 3; dt++)
 			for (int di = 0; di < 4; di++)
 				for (int gi = 0; gi < 3; gi++) {
-					Cfg c = { pols[pi], dt, dims[di], groups[gi], KVCC_TARGET_NATIVE };
+					Cfg c = { pols[pi], dt, dims[di], groups[gi], KVCC_TARGET_NATIVE, 0 };
 					run_case(&c, host);
 				}
 	for (int pi = 0; pi < 8; pi++)
 		for (int dt = 0; dt < 3; dt++) {
-			Cfg v3 = { pols[pi], dt, 96, 2, KVCC_TARGET_V3 }, sc = { pols[pi], dt, 64, 4, KVCC_TARGET_SCALAR };
-			Cfg v4 = { pols[pi], dt, 128, 4, KVCC_TARGET_V4 };
+			Cfg v3 = { pols[pi], dt, 96, 2, KVCC_TARGET_V3, 0 }, sc = { pols[pi], dt, 64, 4, KVCC_TARGET_SCALAR, 0 };
+			Cfg v4 = { pols[pi], dt, 128, 4, KVCC_TARGET_V4, 0 };
 			run_case(&v3, host);
 			run_case(&sc, host);
 			run_case(&v4, host);
 		}
+	/* chunked selection: chunk 2, 3, 8 on odd and even lengths (partial last chunks), scopes
+	** head / layer / model, sinks and recent protected */
+	for (int pi = 0; pi < 3; pi++) {
+		static const char *cp[] = { "tests/diff/chunk_head", "tests/diff/chunk_layer", "tests/diff/chunk_model" };
+		static const int chunks[] = { 2, 3, 8 };
+		for (int ci = 0; ci < 3; ci++)
+			for (int dt = 0; dt < 3; dt++) {
+				Cfg c[] = { { cp[pi], dt, 64, 2, KVCC_TARGET_NATIVE, chunks[ci] },
+				            { cp[pi], dt, 96, 2, KVCC_TARGET_V3, chunks[ci] },
+				            { cp[pi], dt, 128, 4, KVCC_TARGET_V4, chunks[ci] },
+				            { cp[pi], dt, 64, 4, KVCC_TARGET_SCALAR, chunks[ci] } };
+				for (int k = 0; k < 4; k++)
+					run_case(&c[k], host);
+			}
+	}
 	/* every elementwise op of the generated token_map loops, on every target, vector tails */
 	for (int dt = 0; dt < 3; dt++) {
 		static const int td[] = { 8, 64 }, tg[] = { 1, 4 };
 		for (int di = 0; di < 2; di++)
 			for (int gi = 0; gi < 2; gi++) {
-				Cfg c = { "tests/diff/tmap_ops", dt, td[di], tg[gi], KVCC_TARGET_NATIVE };
+				Cfg c = { "tests/diff/tmap_ops", dt, td[di], tg[gi], KVCC_TARGET_NATIVE, 0 };
 				run_case(&c, host);
 			}
-		Cfg v3 = { "tests/diff/tmap_ops", dt, 96, 2, KVCC_TARGET_V3 }, sc = { "tests/diff/tmap_ops", dt, 64, 4, KVCC_TARGET_SCALAR };
-		Cfg v4 = { "tests/diff/tmap_ops", dt, 128, 4, KVCC_TARGET_V4 };
+		Cfg v3 = { "tests/diff/tmap_ops", dt, 96, 2, KVCC_TARGET_V3, 0 }, sc = { "tests/diff/tmap_ops", dt, 64, 4, KVCC_TARGET_SCALAR, 0 };
+		Cfg v4 = { "tests/diff/tmap_ops", dt, 128, 4, KVCC_TARGET_V4, 0 };
 		run_case(&v3, host);
 		run_case(&sc, host);
 		run_case(&v4, host);
