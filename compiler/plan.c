@@ -30,27 +30,141 @@ static int isattn(int c) { return c == KP_DOT || c == KP_ATTN; }
 
 #define TOKAX (AXM(AX_group) | AXM(AX_token))
 
-/* can instruction i run in a generated fused elementwise token_map loop? */
+/* a value the generated loops compute where it is used (never stored for them) */
+int kp_isleaf(const KiIns *in)
+{
+	switch (in->op) {
+	case KO_input: return in->aux == IN_K || in->aux == IN_V || in->aux == IN_pos;
+	case KO_index: return in->axis == AX_token;
+	case KO_state: case KO_rand: return 1;
+	}
+	return 0;
+}
+
+/* a reduction over token: its value exists only after the loop (two phases) */
+int kp_tokred(const KiIns *in)
+{
+	int r = ki_rule(in->op);
+	return (r == AR_RED || r == AR_DOT) && in->axis == AX_token;
+}
+
+static int ispool(const KiIns *in) { return in->op == KO_avgpool || in->op == KO_maxpool; }
+
+/* instruction j is read by i */
+static int reads(const KiIns *in, int j)
+{
+	for (int a = 0; a < ki_nargs(in->op); a++)
+		if (in->arg[a] == KC_REF(RK_INS, j))
+			return 1;
+	return 0;
+}
+
+int kp_segend(const KpPlan *p, int s)
+{
+	int e = s;
+	for (int i = s + 1; i < p->f->nins && (!p->cls[i] || p->tgen[i] == KP_GEN_IN); i++)
+		if (p->cls[i])
+			e = i;
+	return e;
+}
+
+/* a token_map value only the Q·K tile reads (x.Q, x.K there): no evaluator computes it */
+static int qkonly(const KiFn *f, const KpPlan *p, int i)
+{
+	if (f->score == KC_REF(RK_INS, i))
+		return 0;
+	for (int k = i + 1; k < f->nins; k++)
+		if (p->cls[k] && p->cls[k] != KP_DOT && reads(&f->ins[k], i))
+			return 0;
+	return 1;
+}
+
+/* can instruction i run in a generated token_map loop? (the C evaluator keeps softmax over
+** token, std, hmean, obs-axis values and pools over other axes) */
 static int gen_ok(const KiFn *f, const KpPlan *p, int i)
 {
 	const KiIns *in = &f->ins[i];
-	if (p->cls[i] != KP_MAT || (in->axes & ~TOKAX) || !HAS(in->axes, AX_token))
+	if (p->cls[i] != KP_MAT || HAS(in->axes, AX_obs) || qkonly(f, p, i))
 		return 0;
-	if (in->op == KO_index)
-		return in->axis == AX_token;
-	if (ki_rule(in->op) != AR_EW)
+	switch (ki_rule(in->op)) {
+	case AR_LEAF:
+		if (in->op == KO_size || in->op == KO_info)
+			return in->op == KO_info || in->axis < AX_NUM;
+		return kp_isleaf(in);
+	case AR_TOK:
+		if (in->op != KO_rand)
+			return 0;
+		break;
+	case AR_EW:
+		break;
+	case AR_RED:
+	case AR_DOT:
+		if (in->op == KO_std || in->axis == AX_obs || in->axis >= AX_NUM)
+			return 0;
+		break;
+	case AR_KEEP:
+		if (!ispool(in) || in->axis != AX_token || KC_RKIND(in->arg[0]) != RK_INS ||
+		    (ki_refaxes(f, in->arg[0]) & ~TOKAX) || (KC_RKIND(in->arg[1]) == RK_INS && ki_refaxes(f, in->arg[1])))
+			return 0;
+		break;
+	default:
 		return 0;
+	}
 	for (int k = 0; k < ki_nargs(in->op); k++) {
 		KcRef r = in->arg[k];
 		if (KC_RKIND(r) == RK_CON || KC_RKIND(r) == RK_PAR)
 			continue;
-		if (KC_RKIND(r) != RK_INS || (ki_refaxes(f, r) & ~TOKAX))
+		if (KC_RKIND(r) != RK_INS || (ki_refaxes(f, r) & AXM(AX_obs)))
 			return 0;
 		int c = p->cls[KC_RIDX(r)];
 		if (c != KP_MAT && c != KP_RED)
 			return 0;
 	}
 	return 1;
+}
+
+/* Fused loops: maximal runs of generable instructions, split where a value would be read before
+** it is complete: after a token reduction (its consumers), and before a pool whose input or
+** kernel size is computed in the same run (the stencil reads neighbours: the input is stored
+** first; the runtime checks the kernel size before the loop). */
+static void segment(const KiFn *f, KpPlan *p)
+{
+	int seg = -1;
+	for (int i = 0; i < f->nins; i++) {
+		if (!p->cls[i])
+			continue;         /* not needed: no code, and no split */
+		if (!gen_ok(f, p, i)) {
+			seg = -1;
+			continue;
+		}
+		const KiIns *in = &f->ins[i];
+		int brk = seg < 0;
+		for (int k = 0; k < ki_nargs(in->op) && !brk; k++) {
+			KcRef r = in->arg[k];
+			int j = KC_RIDX(r);
+			if (KC_RKIND(r) == RK_INS && j >= seg && p->tgen[j])
+				brk = kp_tokred(&f->ins[j]) || ispool(in);
+		}
+		if (brk)
+			seg = i;
+		p->tgen[i] = (uint8_t)(brk ? KP_GEN_START : KP_GEN_IN);
+	}
+}
+
+/* tout: values stored for readers outside their loop (the C evaluator, attn_score, later
+** loops, pools, the score); leaves only where they cannot be recomputed (C readers, pools). */
+static void outputs(const KiFn *f, KpPlan *p)
+{
+	for (int i = 0; i < f->nins; i++) {
+		if (!p->tgen[i])
+			continue;
+		int end = kp_segend(p, i);
+		int leaf = kp_isleaf(&f->ins[i]);
+		p->tout[i] = f->score == KC_REF(RK_INS, i);
+		for (int k = i + 1; k < f->nins && !p->tout[i]; k++)
+			if (p->cls[k] && reads(&f->ins[k], i))
+				p->tout[i] = leaf ? ispool(&f->ins[k]) || (!p->tgen[k] && p->cls[k] != KP_DOT) : k > end;
+	}
 }
 
 int kp_build(const KiFn *f, KpPlan *p, KcErr *e)
@@ -143,7 +257,7 @@ int kp_build(const KiFn *f, KpPlan *p, KcErr *e)
 			p->nred++;
 		} else if (HAS(m, AX_obs) && in->op == KO_input && in->aux == IN_Q) {
 			/* per-query value, materialized ([group, obs, chan] is small) */
-		} else if (HAS(m, AX_token) && (ki_rule(in->op) == AR_RED) && in->axis == AX_token) {
+		} else if (kp_tokred(in)) {
 			p->two_phase = 1;
 		}
 		p->cls[i] = (uint8_t)c;
@@ -202,31 +316,19 @@ int kp_build(const KiFn *f, KpPlan *p, KcErr *e)
 			p->fscale = k->op == KO_info && k->aux == INF_scale;
 		}
 	}
-	/* generated token_map: fused elementwise loops */
+	/* generated token_map loops */
 	p->tgen = calloc((size_t)f->nins + 1, 1);
 	p->tout = calloc((size_t)f->nins + 1, 1);
 	if (!p->tgen || !p->tout) {
 		kc_error(e, f->src, 0, 0, "plan: out of memory");
 		goto fail;
 	}
+	segment(f, p);
+	outputs(f, p);
 	for (int i = 0; i < f->nins; i++) {
-		p->tgen[i] = (uint8_t)(gen_ok(f, p, i) ? (i > 0 && p->tgen[i - 1] ? KP_GEN_IN : KP_GEN_START) : 0);
-		if (p->cls[i] == KP_MAT && !p->tgen[i])
-			p->ncmat++;
-	}
-	for (int i = 0; i < f->nins; i++) {
-		if (!p->tgen[i])
-			continue;
-		p->ngenins++;
+		p->ngenins += p->tgen[i] != 0;
 		p->ngen += p->tgen[i] == KP_GEN_START;
-		int end = i;
-		while (end + 1 < f->nins && p->tgen[end + 1] == KP_GEN_IN)
-			end++;
-		p->tout[i] = f->score == KC_REF(RK_INS, i);
-		for (int k = end + 1; k < f->nins && !p->tout[i]; k++)
-			for (int a = 0; a < ki_nargs(f->ins[k].op); a++)
-				if (f->ins[k].arg[a] == KC_REF(RK_INS, i))
-					p->tout[i] = 1;
+		p->ncmat += p->cls[i] == KP_MAT && !p->tgen[i] && !qkonly(f, p, i);
 	}
 	/* observe hook: everything is materialized per (layer, head) instance, obs-free */
 	for (int s = 0; s < f->nst; s++)
@@ -276,7 +378,7 @@ void kp_print(const KpPlan *p, FILE *out)
 		        p->fast ? p->fscale ? ", fused (generated Q·K tile + softmax epilogue; one pass when lse is given)"
 		                            : ", fused (generated Q·K tile + softmax epilogue)"
 		                : ", generic epilogue");
-	fprintf(out, "  token_map   %s; path: %s (%d generated fused elementwise loop(s) over %d instruction(s), "
+	fprintf(out, "  token_map   %s; path: %s (%d generated fused loop(s) over %d instruction(s), "
 	        "%d instruction(s) in the C evaluator)\n",
 	        p->two_phase ? "two phases (token reduction)" : "one phase",
 	        !p->ngen ? "C evaluator" : p->ncmat ? "mixed" : "generated", p->ngen, p->ngenins, p->ncmat);
@@ -292,8 +394,12 @@ void kp_print(const KpPlan *p, FILE *out)
 		if (p->cls[i]) {
 			char ax[64];
 			ki_axesstr(f->ins[i].axes, ax, sizeof ax);
-			fprintf(out, "    %%%d %-8s %-12s %s%s\n", i, ki_opname(f->ins[i].op), ax, nm[p->cls[i]],
-			        p->tgen && p->tgen[i] ? p->tout[i] ? " (generated loop, stored)" : " (generated loop)" : "");
+			const char *path = p->tgen[i] == KP_GEN_START ? p->tout[i] ? " (generated loop start, stored)"
+			                                                            : " (generated loop start)"
+			                   : p->tgen[i] ? p->tout[i] ? " (generated loop, stored)" : " (generated loop)"
+			                   : p->cls[i] == KP_MAT ? qkonly(f, p, i) ? " (read by the Q·K tile)" : " (C evaluator)"
+			                   : "";
+			fprintf(out, "    %%%d %-8s %-12s %s%s\n", i, ki_opname(f->ins[i].op), ax, nm[p->cls[i]], path);
 		}
 	for (int i = 0; i < f->nins; i++)
 		if (p->oneed[i]) {

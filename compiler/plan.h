@@ -46,17 +46,31 @@ typedef struct KpPlan {
 	int nmul;
 	KcRef mul[4];          /* the scalar multipliers */
 	/* token_map path per instruction: 0 = the runtime's C evaluator, KP_GEN_START / KP_GEN_IN =
-	** first / later instruction of a fused elementwise loop the backend generates (artifact
-	** `tmap`, entered with the first instruction's index): maximal runs of consecutive
-	** elementwise ops (and index over token) on [token] / [group, token] values whose operands
-	** are constants, parameters, scalars or materialized [token] / [group, token] values */
+	** first / later instruction of a fused loop the backend generates (artifact `tmap`, entered
+	** with the first instruction's index): runs of consecutive token_map instructions without
+	** an obs axis — leaves (x.t, x.pos, K/V rows, state, rand), size/info scalars, elementwise
+	** ops, reductions over group / chan / token (not std), avg/max pools over token — split
+	** after a token reduction (its readers start the next loop) and before a pool whose input
+	** the same loop computes. The C evaluator keeps softmax in token_map, std, hmean and
+	** values with an obs axis. In a loop: values without a token axis first (once), then one
+	** pass over the tokens (vectorized over tokens, or over chan one token at a time when a
+	** value has the chan axis), then the token reductions' results. */
 	uint8_t *tgen;         /* [nins] */
 	uint8_t *tout;         /* [nins] the fused loop stores this value (read outside the loop) */
 	int ngen, ngenins;     /* fused loops, instructions in them */
-	int ncmat;             /* token_map instructions left to the C evaluator (leaves included) */
+	int ncmat;             /* token_map instructions left to the C evaluator (not counting x.Q / x.K
+	                       ** that only the Q·K tile reads) */
 } KpPlan;
 
 enum { KP_GEN_START = 1, KP_GEN_IN = 2 };
+
+/* Generated token_map: values recomputed where read (never stored for other loops); token
+** reductions (complete only after their loop). */
+KC_FUNC int kp_isleaf(const KiIns *in);
+KC_FUNC int kp_tokred(const KiIns *in);
+/* the last instruction of the loop that starts at s (instructions the score does not need, cls 0,
+** may lie inside: they have no code) */
+KC_FUNC int kp_segend(const KpPlan *p, int s);
 
 /* Build the plan; -1 with a positioned error when the policy cannot be mapped. */
 KC_FUNC int kp_build(const KiFn *f, KpPlan *p, KcErr *e);

@@ -37,7 +37,22 @@ enum { KVCC_TARGET_NATIVE = 0, KVCC_TARGET_V3 = 1, KVCC_TARGET_V4 = 2, KVCC_TARG
 /* A policy.so exports one symbol, KVCC_DESC_SYMBOL, pointing at this descriptor. */
 #define KVCC_DESC_SYMBOL "kvcc_artifact"
 #define KVCC_MAGIC 0x4B5643435F415254ull   /* "KVCC_ART" */
-#define KVCC_ABI 5
+#define KVCC_ABI 7
+
+/* One instance's inputs to the generated token_map loops (every field 8 bytes: the generated
+** code reads field k at byte 8k). vals[i] = instruction i's f32 values, row-major over
+** (group, token, chan) ([token]: t, [group, token]: g*n + t, [token, chan]: t*d + c,
+** scalar: [0]); K / V = the instance's rows in storage dtype, token stride ldk elements;
+** pos NULL: pos = t; state = state 0 of the instance, state s at state + s*sstride (NULL: the
+** initial values). */
+typedef struct kvcc_tmap_ctx {
+	float *const *vals;
+	const double *par;
+	const void *K, *V;
+	const int32_t *pos;
+	const float *state;
+	int64_t n, ldk, sstride, layer, head, layers, heads, step, obs;
+} kvcc_tmap_ctx;
 
 typedef struct kvcc_artifact {
 	uint64_t magic;            /* KVCC_MAGIC */
@@ -85,10 +100,20 @@ typedef struct kvcc_artifact {
 	** state[s*sstride + i] = state[s*sstride + idx[i]]; idx strictly increasing */
 	void (*compact)(void *K, void *V, int64_t ldk, const int32_t *idx, int64_t m, int32_t *pos, float *state,
 	                int64_t nst, int64_t sstride);
-	/* token_map: the fused elementwise loop that starts at instruction `gid` (plan tgen) for one
-	** instance: vals[i] = instruction i's f32 values ([token]: t, [group, token]: g*n + t,
-	** scalar: [0]), par = parameters; stores the loop's outputs (plan tout) */
-	void (*tmap)(int64_t gid, float *const *vals, const double *par, int64_t n, int64_t G);
+	/* token_map: the generated fused loop that starts at instruction `gid` (plan tgen) for one
+	** instance (context below); stores the loop's outputs (plan tout) into c->vals */
+	void (*tmap)(int64_t gid, const struct kvcc_tmap_ctx *c);
+	/* select (chunk > 1): key[j] of the chunk of tokens j*chunk .. min((j+1)*chunk, n) - 1
+	** (j < ceil(n/chunk)) scored by the reference's mean (double sum in token order / length,
+	** NaN if any token is, rounded to f32), protected if any token is; otherwise as selkeys with
+	** position base + j*chunk */
+	void (*ckeys)(const float *score, int64_t n, int64_t keep_first, int64_t keep_recent, uint32_t base,
+	              int64_t chunk, uint64_t *key);
+	/* the number of key[i] >= thr */
+	int64_t (*kcount)(const uint64_t *key, int64_t n, uint64_t thr);
+	/* the sorted kept list of one (layer, head) with n tokens: the full chunks j < n/chunk with
+	** key[j] >= thr and, when last != 0, the partial last chunk; returns its length */
+	int64_t (*ckeepidx)(const uint64_t *key, int64_t n, int64_t chunk, uint64_t thr, int64_t last, int32_t *idx);
 } kvcc_artifact;
 
 /* --- compiling and loading ------------------------------------------------------------ */
@@ -170,7 +195,11 @@ typedef struct kvcc_args {
 typedef struct kvcc_plan kvcc_plan;
 
 /* Plan once per layout: checks it against the policy's specialization, sizes
-** workspaces, starts the thread pool. */
+** workspaces, starts the thread pool. max_obs: the most observation queries a
+** kvcc_compress will pass; the workspaces of policies that read them (Q, lse, qpos,
+** values over obs) are sized for it, and a call with more fails with KVCC_EINVAL
+** (0: such a policy cannot compress with this plan; decode only). After this,
+** kvcc_compress, kvcc_append and kvcc_decode_layer allocate nothing. */
 KVCC_API int kvcc_plan_create(kvcc_policy *p, const kvcc_layout *lay, int max_obs, int threads,
                               kvcc_plan **out);
 KVCC_API void kvcc_plan_destroy(kvcc_plan *pl);
@@ -216,7 +245,7 @@ typedef struct kvcc_gpu_header {
 	uint32_t size;             /* bytes of the whole blob */
 	uint64_t kir_hash;         /* = kvcc_artifact.kir_hash of the same policy.so */
 	int32_t dtype, head_dim, group;
-	int32_t nthreads;          /* block size of every kernel; grid = layers * kv_heads */
+	int32_t nthreads;          /* block size of every kernel; grid = layers * kv_heads (decode: x splits) */
 	int32_t nkern, nimg;
 	int32_t has_compress, has_decode;
 	int32_t nvrtc_major, nvrtc_minor;
@@ -226,7 +255,9 @@ typedef struct kvcc_gpu_header {
 
 typedef struct kvcc_gpu_kernel {
 	char name[32];             /* entry point in every image */
-	int32_t role;              /* 0 score (launched in phase order), 1 select, 2 decode */
+	int32_t role;              /* 0 score (launched in phase order), 1 select, 2 decode (grid layers*kv_heads
+	                              x splits), 3 decode combine, 4 select scope group (before 1;
+	                              grid layers when phase is 1 (scope layer), else 1 (scope model)) */
 	int32_t phase;
 } kvcc_gpu_kernel;
 

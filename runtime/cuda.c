@@ -256,9 +256,9 @@ void kvc_close(KvCuda *m)
 
 const char *kvc_image(const KvCuda *m) { return m->image; }
 
-size_t kvc_ws_bytes(const KvCuda *m, int L, int H, int N, int O)
+size_t kvc_ws_bytes(const KvCuda *m, int L, int H, int N, int O, int splits)
 {
-	return (size_t)L * H * (size_t)kvg_ws_floats(m->art, N, O) * sizeof(float) + 16;
+	return (size_t)L * H * (size_t)kvg_ws_floats(m->art, N, O, splits) * sizeof(float) + 16;
 }
 
 static int launch(KvCuda *m, int role, const KvgArgs *a, void *stream, char *why, size_t whylen)
@@ -268,7 +268,9 @@ static int launch(KvCuda *m, int role, const KvgArgs *a, void *stream, char *why
 	for (int k = 0; k < m->art->nkern; k++) {
 		if (m->art->kern[k].role != role)
 			continue;
-		CUresult r = cu.LaunchKernel(m->fn[k], (unsigned)(a->L * a->H), 1, 1, (unsigned)m->art->nthreads, 1, 1,
+		unsigned gx = role == KVG_SELGRP ? (m->art->kern[k].phase ? (unsigned)a->L : 1) : (unsigned)(a->L * a->H);
+		unsigned gy = role == KVG_DECODE ? (unsigned)a->splits : 1;
+		CUresult r = cu.LaunchKernel(m->fn[k], gx, gy, 1, (unsigned)m->art->nthreads, 1, 1,
 		                             m->dsmem[k], (CUstream)stream, params, NULL);
 		if (r != 0) {
 			snprintf(why, whylen, "launch %s: %s", m->art->kern[k].name, errstr(r));
@@ -282,14 +284,17 @@ int kvc_compress(KvCuda *m, const KvgArgs *a, void *stream, char *why, size_t wh
 {
 	if (!m->art->has_compress)
 		return snprintf(why, whylen, "this policy has no compress kernels"), -1;
-	return launch(m, KVG_SCORE, a, stream, why, whylen) || launch(m, KVG_SELECT, a, stream, why, whylen) ? -1 : 0;
+	return launch(m, KVG_SCORE, a, stream, why, whylen) || launch(m, KVG_SELGRP, a, stream, why, whylen) ||
+	               launch(m, KVG_SELECT, a, stream, why, whylen) ? -1 : 0;
 }
 
 int kvc_decode(KvCuda *m, const KvgArgs *a, void *stream, char *why, size_t whylen)
 {
 	if (!m->art->has_decode)
 		return snprintf(why, whylen, "this policy has no observe hook"), -1;
-	return launch(m, KVG_DECODE, a, stream, why, whylen);
+	if (a->splits < 1)
+		return snprintf(why, whylen, "split-KV decode needs splits >= 1 (got %d)", a->splits), -1;
+	return launch(m, KVG_DECODE, a, stream, why, whylen) || launch(m, KVG_COMBINE, a, stream, why, whylen) ? -1 : 0;
 }
 
 void *kvc_alloc(size_t bytes)
@@ -316,9 +321,10 @@ int kvc_time_compress(KvCuda *m, const KvgArgs *a, double *ms, char *why, size_t
 {
 	void *ev[KVG_MAXKERN + 1] = { 0 };
 	int rc = 0, order[KVG_MAXKERN], n = 0;
-	for (int role = KVG_SCORE; role <= KVG_SELECT; role++)
+	static const int roles[] = { KVG_SCORE, KVG_SELGRP, KVG_SELECT };
+	for (int i = 0; i < 3; i++)
 		for (int k = 0; k < m->art->nkern; k++)
-			if (m->art->kern[k].role == role)
+			if (m->art->kern[k].role == roles[i])
 				order[n++] = k;
 	for (int i = 0; i <= n && rc == 0; i++)
 		rc = cu.EventCreate(&ev[i], 0) != 0;
@@ -327,7 +333,8 @@ int kvc_time_compress(KvCuda *m, const KvgArgs *a, double *ms, char *why, size_t
 	for (int i = 0; i < n && rc == 0; i++) {
 		int k = order[i];
 		rc = cu.EventRecord(ev[i], NULL) != 0 ||
-		     cu.LaunchKernel(m->fn[k], (unsigned)(a->L * a->H), 1, 1, (unsigned)m->art->nthreads, 1, 1, m->dsmem[k],
+		     cu.LaunchKernel(m->fn[k], m->art->kern[k].role != KVG_SELGRP ? (unsigned)(a->L * a->H) :
+		                     m->art->kern[k].phase ? (unsigned)a->L : 1, 1, 1, (unsigned)m->art->nthreads, 1, 1, m->dsmem[k],
 		                     NULL, params, NULL) != 0;
 	}
 	if (rc == 0)

@@ -30,10 +30,12 @@ KC_FUNC int kvc_open(const KpCudaOut *art, int dev, KvCuda **out, char *why, siz
 KC_FUNC void kvc_close(KvCuda *m);
 /* Which image was loaded: "cubin sm_90" or "ptx sm_80 (JIT)". */
 KC_FUNC const char *kvc_image(const KvCuda *m);
-/* Workspace bytes for L*H instances of capacity N with O observation queries. */
-KC_FUNC size_t kvc_ws_bytes(const KvCuda *m, int L, int H, int N, int O);
+/* Workspace bytes for L*H instances of capacity N with O observation queries and
+** `splits` split-KV decode blocks per instance (kvg_dec_splits). */
+KC_FUNC size_t kvc_ws_bytes(const KvCuda *m, int L, int H, int N, int O, int splits);
 /* Enqueue on `stream` (CUstream, NULL: the default stream). a->ws_inst must be
-** kvg_ws_floats(art, N, O); all pointers in a are device pointers. */
+** kvg_ws_floats(art, N, O, a->splits); all pointers in a are device pointers.
+** kvc_decode launches kv_decode on grid (L*H, a->splits), then kv_decode_comb. */
 KC_FUNC int kvc_compress(KvCuda *m, const KvgArgs *a, void *stream, char *why, size_t whylen);
 KC_FUNC int kvc_decode(KvCuda *m, const KvgArgs *a, void *stream, char *why, size_t whylen);
 

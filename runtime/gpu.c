@@ -34,7 +34,8 @@
 #include "dsl/dsl.h"
 
 _Static_assert(KVG_MAXKERN == 8, "kvcc_gpu_image has 8 kernel slots");
-_Static_assert(KVG_SCORE == 0 && KVG_SELECT == 1 && KVG_DECODE == 2, "kvcc_gpu_kernel.role values");
+_Static_assert(KVG_SCORE == 0 && KVG_SELECT == 1 && KVG_DECODE == 2 && KVG_COMBINE == 3 && KVG_SELGRP == 4,
+               "kvcc_gpu_kernel.role values");
 
 static double now_ms(void)
 {
@@ -188,8 +189,9 @@ int kg_view(const void *blob, size_t avail, KpCudaOut *v, const kvcc_gpu_header 
 	v->has_compress = h->has_compress, v->has_decode = h->has_decode;
 	v->nvrtc_major = h->nvrtc_major, v->nvrtc_minor = h->nvrtc_minor;
 	memcpy(v->ws_coef, h->ws_coef, sizeof v->ws_coef);
+	v->dec_part = h->has_decode ? kvg_dec_part(h->group, h->head_dim, h->nthreads) : 0;
 	for (int i = 0; i < h->nkern; i++) {
-		if (!memchr(k[i].name, 0, sizeof k[i].name) || k[i].role < KVG_SCORE || k[i].role > KVG_DECODE)
+		if (!memchr(k[i].name, 0, sizeof k[i].name) || k[i].role < KVG_SCORE || k[i].role > KVG_SELGRP)
 			return snprintf(why, wn, "corrupted GPU artifact (kernel %d)", i), -1;
 		memcpy(v->kern[i].name, k[i].name, sizeof v->kern[i].name);
 		v->kern[i].role = k[i].role, v->kern[i].phase = k[i].phase;
@@ -218,8 +220,11 @@ void kg_print(const KpCudaOut *v, const kvcc_gpu_header *h, FILE *fp)
 {
 	fprintf(fp, "kvcc: GPU kernels (%s, NVRTC %d.%d): %s head_dim %d group %d, %d threads/block, grid = layers*kv_heads\n",
 	        h->archs, h->nvrtc_major, h->nvrtc_minor, ki_dtypename(h->dtype), h->head_dim, h->group, v->nthreads);
-	fprintf(fp, "kvcc:   workspace floats per (layer, head) = %lld + %lld*N + %lld*O + %lld*N*O\n", v->ws_coef[0],
-	        v->ws_coef[1], v->ws_coef[2], v->ws_coef[3]);
+	fprintf(fp, "kvcc:   workspace floats per (layer, head) = %lld + %lld*N + %lld*O + %lld*N*O + %lld*splits\n",
+	        v->ws_coef[0], v->ws_coef[1], v->ws_coef[2], v->ws_coef[3], v->dec_part);
+	if (v->has_decode)
+		fprintf(fp, "kvcc:   split-KV decode: grid (layers*kv_heads, splits), splits = min(ceil(%d / (layers*kv_heads)), "
+		        "capacity / %d), at least 1\n", KVG_DEC_BLOCKS, KVG_DEC_TMIN);
 	for (int i = 0; i < v->nimg; i++) {
 		const KpCudaImage *im = &v->img[i];
 		fprintf(fp, "kvcc:   %s: PTX %zu bytes, CUBIN %zu bytes, compaction tile %d rows\n", im->arch, im->nptx,
@@ -419,6 +424,7 @@ struct kvcc_gpu_plan {
 	KvCuda *m;
 	kvcc_layout lay;
 	int G, max_obs, npar, nst;
+	int splits;                     /* split-KV decode blocks per instance (kvg_dec_splits) */
 	double par[KVG_MAXPAR];
 	void *ws, *scores, *err;        /* device buffers */
 };
@@ -526,12 +532,13 @@ KVCC_API int kvcc_gpu_plan_create(kvcc_policy *p, const kvcc_layout *lay, int ma
 	}
 	size_t L = (size_t)lay->layers, H = (size_t)lay->kv_heads, N = (size_t)lay->capacity;
 	int zero = 0;
-	pl->ws = kvc_alloc(kvc_ws_bytes(pl->m, lay->layers, lay->kv_heads, lay->capacity, max_obs));
+	pl->splits = kvg_dec_splits(lay->capacity, (long long)lay->layers * lay->kv_heads);
+	pl->ws = kvc_alloc(kvc_ws_bytes(pl->m, lay->layers, lay->kv_heads, lay->capacity, max_obs, pl->splits));
 	pl->scores = kvc_alloc(L * H * N * sizeof(float));
 	pl->err = kvc_alloc(sizeof(int));
 	if (!pl->ws || !pl->scores || !pl->err || kvc_put(pl->err, &zero, sizeof zero) != 0) {
 		rc = fail(KVCC_ENOMEM, "cannot allocate the GPU workspace (%zu bytes) and score buffer",
-		          kvc_ws_bytes(pl->m, lay->layers, lay->kv_heads, lay->capacity, max_obs));
+		          kvc_ws_bytes(pl->m, lay->layers, lay->kv_heads, lay->capacity, max_obs, pl->splits));
 		goto out;
 	}
 out:
@@ -561,7 +568,8 @@ int kg_args(kvcc_gpu_plan *pl, const kvcc_cache *c, const kvcc_obs *obs, const k
 	a.scores = args->scores ? args->scores : pl->scores;
 	a.ws = pl->ws, a.err = pl->err;
 	a.sL = pl->lay.stride_layer, a.sH = pl->lay.stride_head, a.sT = pl->lay.stride_token;
-	a.ws_inst = kvg_ws_floats(&pl->view, pl->lay.capacity, O);
+	a.ws_inst = kvg_ws_floats(&pl->view, pl->lay.capacity, O, pl->splits);
+	a.splits = pl->splits;
 	a.budget = args->budget >= 0 ? args->budget : -1;
 	a.ratio = args->ratio;
 	a.L = pl->lay.layers, a.H = pl->lay.kv_heads, a.N = pl->lay.capacity, a.O = O;

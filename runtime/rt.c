@@ -71,7 +71,7 @@ static int validate(const kvcc_artifact *a, const char *path)
 		return seterr(KVCC_EARTIFACT, "%s: artifact ABI %u (size %u), this libkvcc has ABI %d", path, a->abi,
 		              a->size, KVCC_ABI);
 	if (!a->version || !a->kir || !a->name || !a->features || !a->qk || !a->cvt || !a->decode || !a->probs || !a->qkt || !a->sstat || !a->sacc ||
-	    !a->selkeys || !a->topk || !a->keepidx || !a->compact)
+	    !a->selkeys || !a->topk || !a->keepidx || !a->compact || !a->ckeys || !a->kcount || !a->ckeepidx)
 		return seterr(KVCC_EARTIFACT, "%s: corrupted artifact descriptor", path);
 	if (strcmp(a->version, KVCC_VERSION) != 0)
 		return seterr(KVCC_EARTIFACT, "%s: compiled by kvcc %s, this is %s", path, a->version, KVCC_VERSION);
@@ -341,6 +341,12 @@ KVCC_API int kvcc_param_info(const kvcc_policy *p, int i, const char **name, dou
 
 /* --- plan ------------------------------------------------------------------------------------ */
 
+/* select, chunk > 1: a partial last chunk (instance k, len tokens) of a scope group */
+typedef struct Part {
+	uint64_t key;
+	int k, len, keep;
+} Part;
+
 struct kvcc_plan {
 	kvcc_policy *p;
 	kvcc_layout lay;
@@ -359,20 +365,24 @@ struct kvcc_plan {
 	float *cst;              /* [kv_heads][maxch][G*(2+d)] chunk states (m, l, acc) */
 	float **oval;            /* [kv_heads][nins] observe values */
 	double ms[4];            /* last compress: score, select, compact, total */
-	/* attn_score workspaces, one per pool thread, for up to ws_go = G * nobs query rows */
+	/* attn_score workspaces, one per pool thread, for ws_go = G * max_obs query rows: the fused
+	** kernels' tiles and Q rows (ws), the generic epilogue's tiles and softmax stats (ews) */
 	int ws_go;
 	float **ws;
+	char **ews;
+	int obs_sized;           /* the workspaces depend on nobs: a compress may pass up to max_obs */
 	uint64_t *selkeys;       /* select: candidate keys of one scope group */
-	char *keep;              /* [layers][kv_heads][capacity] (chunk > 1 only) */
+	Part *part;              /* [layers*kv_heads] select, chunk > 1: partial last chunks of a group */
 	int32_t *kidx;           /* [layers][kv_heads][capacity] sorted kept positions per instance */
 	int32_t *nkept;          /* [layers][kv_heads] */
-	/* compress values: without a head_mean barrier every instance is scored by one thread
-	** in one go, so its token_map / attn_score values live in that thread's arena (sized
-	** for capacity tokens and arena_obs queries) and only the score is kept per instance */
+	/* compress values, in arenas sized at plan time for capacity tokens and max_obs queries:
+	** without a head_mean barrier every instance is scored by one thread in one go, so its
+	** token_map / attn_score values live in that thread's arena and only the score is kept per
+	** instance; with one (values cross the barrier) every instance has its own arena */
 	uint8_t *mat;            /* [nins] materialized instructions */
-	int arena_obs;
-	float **arena;           /* [threads] */
-	float ***tvals;          /* [threads][nins] value pointers into the arena */
+	int narena;              /* threads, or layers*kv_heads with head_mean */
+	float **arena;           /* [narena] */
+	float ***tvals;          /* [narena][nins] value pointers into the arena */
 	float *scorebuf;         /* [layers][kv_heads][capacity] */
 	float **score;           /* [layers*kv_heads] */
 	double *cpar;            /* [npar] compress params */
@@ -387,50 +397,58 @@ static size_t inscount(const KiFn *f, int i, const int size[AX_NUM])
 	return n;
 }
 
-static int ensure_arena(kvcc_plan *pl, int O)
+/* The values an arena holds: materialized instructions, attn_score outputs, the stored outputs of
+** generated token_map loops and head_mean results. */
+static int inarena(const kvcc_plan *pl, int i)
+{
+	const KpPlan *kp = &pl->p->plan;
+	return pl->mat[i] || kp->cls[i] == KP_RED || (pl->tmap && kp->tout[i]) ||
+	       (kp->cls[i] && pl->p->f->ins[i].op == KO_hmean);
+}
+
+static int make_arenas(kvcc_plan *pl)
 {
 	const KiFn *f = pl->p->f;
-	const KpPlan *kp = &pl->p->plan;
-	if (kp->uses_hmean || O <= pl->arena_obs)
-		return 0;
-	int size[AX_NUM] = { pl->p->a->group, O, pl->lay.capacity, pl->lay.head_dim };
+	int size[AX_NUM] = { pl->p->a->group, pl->max_obs, pl->lay.capacity, pl->lay.head_dim };
 	size_t total = 0;
 	for (int i = 0; i < f->nins; i++)
-		if (pl->mat[i] || kp->cls[i] == KP_RED)
+		if (inarena(pl, i))
 			total += (inscount(f, i, size) + 16) / 16 * 16;
-	for (int t = 0; t < pl->threads; t++) {
-		free(pl->arena[t]);
-		if (!(pl->arena[t] = aligned_alloc(64, (total + 16) * sizeof(float)))) {
-			pl->arena_obs = -1;
+	for (int t = 0; t < pl->narena; t++) {
+		if (!(pl->arena[t] = aligned_alloc(64, (total + 16) * sizeof(float))) ||
+		    !(pl->tvals[t] = calloc((size_t)f->nins + 1, sizeof(float *))))
 			return -1;
-		}
 		size_t off = 0;
-		for (int i = 0; i < f->nins; i++) {
-			pl->tvals[t][i] = NULL;
-			if (pl->mat[i] || kp->cls[i] == KP_RED) {
+		for (int i = 0; i < f->nins; i++)
+			if (inarena(pl, i)) {
 				pl->tvals[t][i] = pl->arena[t] + off;
 				off += (inscount(f, i, size) + 16) / 16 * 16;
 			}
-		}
 	}
-	pl->arena_obs = O;
 	return 0;
 }
 
 static size_t wsfloats(int go, int d) { return (size_t)go * ATILE + (size_t)d * ATILE + 4 * (size_t)go + ATILE + (size_t)go * d + 64; }
 
-/* (Re)size the attn_score workspaces for go query rows; at plan time when max_obs is known. */
-static int ensure_ws(kvcc_plan *pl, int go)
+/* The generic attn epilogue's workspace for go query rows: tile pointers [nins], softmax max and
+** sum [nins][go] (double), a [go][TILE] tile per Q·K / attn instruction. */
+static size_t ewsbytes(const kvcc_plan *pl, int go)
 {
-	if (go <= pl->ws_go)
-		return 0;
-	for (int t = 0; t < pl->threads; t++) {
-		free(pl->ws[t]);
-		if (!(pl->ws[t] = aligned_alloc(64, (wsfloats(go, pl->lay.head_dim) * sizeof(float) + 63) / 64 * 64))) {
-			pl->ws_go = 0;
+	const KiFn *f = pl->p->f;
+	size_t ntile = 0;
+	for (int i = 0; i < f->nins; i++)
+		ntile += pl->p->plan.cls[i] == KP_DOT || pl->p->plan.cls[i] == KP_ATTN;
+	return ((size_t)f->nins + 1) * sizeof(float *) + 2 * ((size_t)f->nins * go + 1) * sizeof(double) +
+	       ntile * go * TILE * sizeof(float);
+}
+
+/* The attn_score workspaces of every pool thread for go query rows (plan time). */
+static int make_ws(kvcc_plan *pl, int go)
+{
+	for (int t = 0; t < pl->threads; t++)
+		if (!(pl->ws[t] = aligned_alloc(64, (wsfloats(go, pl->lay.head_dim) * sizeof(float) + 63) / 64 * 64)) ||
+		    !(pl->ews[t] = malloc(ewsbytes(pl, go))))
 			return -1;
-		}
-	}
 	pl->ws_go = go;
 	return 0;
 }
@@ -493,42 +511,50 @@ KVCC_API int kvcc_plan_create(kvcc_policy *p, const kvcc_layout *lay, int max_ob
 	pl->cst = malloc((size_t)H * pl->maxch * G * (2 + dd) * sizeof(float));
 	pl->oval = calloc((size_t)H * (f->nins + 1), sizeof *pl->oval);
 	pl->ws = calloc((size_t)pl->threads, sizeof *pl->ws);
+	pl->ews = calloc((size_t)pl->threads, sizeof *pl->ews);
 	size_t ninst = (size_t)lay->layers * H, sg = f->sel.scope == SC_head ? 1 : f->sel.scope == SC_layer ? (size_t)H : ninst;
 	pl->selkeys = malloc((sg * lay->capacity + 1) * sizeof(uint64_t));
-	pl->keep = malloc(ninst * lay->capacity + 1);
+	pl->part = malloc((ninst + 1) * sizeof *pl->part);
 	pl->kidx = malloc((ninst * lay->capacity + 1) * sizeof(int32_t));
 	pl->nkept = malloc((ninst + 1) * sizeof(int32_t));
 	pl->mat = calloc((size_t)f->nins + 1, 1);
-	pl->arena = calloc((size_t)pl->threads, sizeof *pl->arena);
-	pl->tvals = calloc((size_t)pl->threads, sizeof *pl->tvals);
+	pl->narena = p->plan.uses_hmean ? (int)ninst : pl->threads;
+	pl->arena = calloc((size_t)pl->narena, sizeof *pl->arena);
+	pl->tvals = calloc((size_t)pl->narena, sizeof *pl->tvals);
 	pl->scorebuf = malloc((ninst * lay->capacity + 1) * sizeof(float));
 	pl->score = calloc(ninst, sizeof *pl->score);
 	pl->cpar = malloc(((size_t)f->npar + 1) * sizeof *pl->cpar);
-	pl->arena_obs = -1;
 	{
 		const char *ev = getenv("KVCC_TMAP");     /* KVCC_TMAP=0: the C evaluator for all of token_map */
 		pl->tmap = p->a->tmap && p->plan.ngen && !(ev && !strcmp(ev, "0"));
 	}
-	int bad = !pl->par || !pl->step || !pl->S || !pl->qs || !pl->cst || !pl->oval || !pl->ws || !pl->selkeys ||
-	          !pl->keep || !pl->kidx || !pl->nkept || !pl->mat || !pl->arena || !pl->tvals || !pl->scorebuf || !pl->score || !pl->cpar;
-	for (int t = 0; t < pl->threads && !bad; t++)
-		bad = !(pl->tvals[t] = calloc((size_t)f->nins + 1, sizeof(float *)));
+	int bad = !pl->par || !pl->step || !pl->S || !pl->qs || !pl->cst || !pl->oval || !pl->ws || !pl->ews || !pl->selkeys ||
+	          !pl->part || !pl->kidx || !pl->nkept || !pl->mat || !pl->arena || !pl->tvals || !pl->scorebuf || !pl->score || !pl->cpar;
 	if (!bad) {
 		/* materialize: needed instructions consumed by token_map/attn (not only by the Q·K tile) */
 		const KpPlan *kp = &p->plan;
 		for (int i = 0; i < f->nins; i++) {
 			int cl = kp->cls[i];
 			if (cl == KP_MAT || cl == KP_ATTN || cl == KP_RED)
-				for (int k = 0; k < ki_nargs(f->ins[i].op); k++)
-					if (KC_RKIND(f->ins[i].arg[k]) == RK_INS && kp->cls[KC_RIDX(f->ins[i].arg[k])] == KP_MAT)
-						pl->mat[KC_RIDX(f->ins[i].arg[k])] = 1;
+				for (int k = 0; k < ki_nargs(f->ins[i].op); k++) {
+					int j = KC_RIDX(f->ins[i].arg[k]);
+					/* generated loops store only their tout values (the rest stays in registers) */
+					if (KC_RKIND(f->ins[i].arg[k]) == RK_INS && kp->cls[j] == KP_MAT &&
+					    !(pl->tmap && kp->tgen[j] && !kp->tout[j]))
+						pl->mat[j] = 1;
+				}
+			if (pl->tmap && kp->tout[i])
+				pl->mat[i] = 1;
 		}
 		if (KC_RKIND(f->score) == RK_INS && kp->cls[KC_RIDX(f->score)] == KP_MAT)
 			pl->mat[KC_RIDX(f->score)] = 1;
-		bad = ensure_arena(pl, max_obs) != 0;
+		bad = make_arenas(pl) != 0;
+		pl->obs_sized = p->plan.has_attn;
+		for (int i = 0; i < f->nins; i++)
+			pl->obs_sized |= inarena(pl, i) && (f->ins[i].axes & AXM(AX_obs));
 	}
 	if (!bad && p->plan.has_attn && max_obs > 0)
-		bad = ensure_ws(pl, G * max_obs) != 0;
+		bad = make_ws(pl, G * max_obs) != 0;
 	for (int i = 0; i < f->npar && !bad; i++)
 		pl->par[i] = f->par[i].def;
 	/* observe values: one buffer per (head, needed instruction), at capacity */
@@ -564,10 +590,10 @@ KVCC_API void kvcc_plan_destroy(kvcc_plan *pl)
 		for (size_t k = 0; k < (size_t)pl->lay.kv_heads * (pl->p->f->nins + 1); k++)
 			free(pl->oval[k]);
 	for (int t = 0; pl->ws && t < pl->threads; t++)
-		free(pl->ws[t]);
-	free(pl->ws);
-	free(pl->selkeys), free(pl->keep), free(pl->kidx), free(pl->nkept);
-	for (int t = 0; t < pl->threads; t++) {
+		free(pl->ws[t]), free(pl->ews ? pl->ews[t] : NULL);
+	free(pl->ws), free(pl->ews);
+	free(pl->selkeys), free(pl->part), free(pl->kidx), free(pl->nkept);
+	for (int t = 0; t < pl->narena; t++) {
 		if (pl->arena)
 			free(pl->arena[t]);
 		if (pl->tvals)
@@ -708,7 +734,63 @@ static int fail(Run *r, const KiIns *in, const char *fmt, ...)
 	return -1;
 }
 
+/* a pool's kernel size (a runtime scalar), or -1 with the error set */
+static int poolk(Run *r, float **vals, const KiIns *in, const int size[AX_NUM])
+{
+	Op b;
+	mkop(r, vals, in->arg[1], size, &b);
+	float kv = b.p ? b.p[0] : b.k;
+	if (!(kv >= 1 && kv <= 1e6) || kv != floorf(kv))
+		return fail(r, in, "pooling kernel size must be a positive integer, got %g", kv);
+	return (int)kv;
+}
+
+/* a generated token_map loop (instructions i..e) for one instance */
+static int runtmap(Run *r, Inst *I, float **vals, int i, int e)
+{
+	const KiFn *f = r->f;
+	const kvcc_layout *lay = &r->pl->lay;
+	for (int j = i; j <= e; j++) {
+		const KiIns *in = &f->ins[j];
+		if (!r->kp->tgen[j])
+			continue;
+		if ((in->op == KO_avgpool || in->op == KO_maxpool) && poolk(r, vals, in, I->size) < 0)
+			return -1;
+		if (r->kp->tout[j] && !vals[j])   /* the arenas hold every stored value: run never allocates */
+			return fail(r, NULL, "internal error: value %d has no plan-time buffer", j);
+	}
+	kvcc_tmap_ctx c = {
+		.vals = vals, .par = r->par, .K = I->Kb, .V = I->Vb, .pos = I->pos,
+		.state = r->c->state ? r->c->state + ((size_t)I->l * lay->kv_heads + I->h) * (size_t)lay->capacity : NULL,
+		.n = I->n, .ldk = lay->stride_token, .sstride = (int64_t)lay->layers * lay->kv_heads * lay->capacity,
+		.layer = I->l, .head = I->h, .layers = lay->layers, .heads = lay->kv_heads, .step = r->step, .obs = r->O,
+	};
+	r->pl->p->a->tmap(i, &c);
+	return 0;
+}
+
 /* token_map: one materialized instruction (f32 mirror of interp.c evalins) */
+/* std over axis ax (m long) of a into out (output shape R, strides rs): per output element the
+** mean, then the mean squared deviation from it, each summed in axis order (no buffer). */
+static int stdred(const Op *a, int ax, int m, const int R[AX_NUM], const size_t rs[AX_NUM], float *out)
+{
+	for (int g = 0; g < R[0]; g++)
+		for (int o = 0; o < R[1]; o++)
+			for (int t = 0; t < R[2]; t++)
+				for (int ch = 0; ch < R[3]; ch++) {
+					int idx[AX_NUM] = { g, o, t, ch };
+					float mu = 0, acc = 0;
+					for (idx[ax] = 0; idx[ax] < m; idx[ax]++)
+						mu += at(a, idx[0], idx[1], idx[2], idx[3]) / m;
+					for (idx[ax] = 0; idx[ax] < m; idx[ax]++) {
+						float v = at(a, idx[0], idx[1], idx[2], idx[3]);
+						acc += (v - mu) * (v - mu);
+					}
+					out[g * rs[0] + o * rs[1] + t * rs[2] + ch * rs[3]] = m ? sqrtf(acc / m) : NAN;
+				}
+	return 0;
+}
+
 static int evalmat(Run *r, Inst *I, float **vals, int i)
 {
 	const KiIns *in = &r->f->ins[i];
@@ -810,13 +892,11 @@ static int evalmat(Run *r, Inst *I, float **vals, int i)
 			S[k] = R[k];
 		S[ax] = I->size[ax];
 		int m = I->size[ax];
+		if (in->op == KO_std)
+			return stdred(&a, ax, m, R, rs, out);
 		for (size_t k = 0; k < count; k++)
 			out[k] = in->op == KO_rmax ? -INFINITY : in->op == KO_rmin ? INFINITY : 0;
-		float *mu = NULL;
-		if (in->op == KO_std && !(mu = calloc(count, sizeof *mu)))
-			return fail(r, in, "out of memory");
-		for (int pass = in->op == KO_std ? 0 : 1; pass < 2; pass++)
-			for (int g = 0; g < S[0]; g++)
+		for (int g = 0; g < S[0]; g++)
 				for (int o = 0; o < S[1]; o++)
 					for (int t = 0; t < S[2]; t++)
 						for (int ch = 0; ch < S[3]; ch++) {
@@ -825,12 +905,6 @@ static int evalmat(Run *r, Inst *I, float **vals, int i)
 							size_t k = idx[0] * rs[0] + idx[1] * rs[1] + idx[2] * rs[2] + idx[3] * rs[3];
 							float v = at(&a, g, o, t, ch);
 							switch (in->op) {
-							case KO_std:
-								if (pass == 0)
-									mu[k] += v / m;
-								else
-									out[k] += (v - mu[k]) * (v - mu[k]);
-								break;
 							case KO_sum: case KO_mean: out[k] += v; break;
 							case KO_rmax: out[k] = isnan(v) || v > out[k] ? v : out[k]; break;
 							case KO_rmin: out[k] = isnan(v) || v < out[k] ? v : out[k]; break;
@@ -838,24 +912,20 @@ static int evalmat(Run *r, Inst *I, float **vals, int i)
 							case KO_dot: out[k] += v * at(&b, g, o, t, ch); break;
 							}
 						}
-		free(mu);
 		for (size_t k = 0; k < count; k++) {
 			if (in->op == KO_mean)
 				out[k] = m ? out[k] / m : NAN;
 			else if (in->op == KO_norm)
 				out[k] = sqrtf(out[k]);
-			else if (in->op == KO_std)
-				out[k] = m ? sqrtf(out[k] / m) : NAN;
 		}
 		return 0;
 	}
 	case AR_KEEP: {
 		int ax = in->axis, m = I->size[ax];
 		if (in->op == KO_avgpool || in->op == KO_maxpool) {
-			float kv = b.p ? b.p[0] : b.k;
-			if (!(kv >= 1 && kv <= 1e6) || kv != floorf(kv))
-				return fail(r, in, "pooling kernel size must be a positive integer, got %g", kv);
-			int k = (int)kv, p = k / 2;
+			int k = poolk(r, vals, in, I->size), p = k / 2;
+			if (k < 0)
+				return -1;
 			for (int g = 0; g < R[0]; g++)
 				for (int o = 0; o < R[1]; o++)
 					for (int ch = 0; ch < R[3]; ch++)
@@ -1015,15 +1085,17 @@ static int evalattn(Run *r, Inst *I, float **vals, int lo, int hi, int tid)
 	for (int i = lo; i < hi; i++)
 		if (kp->cls[i] == KP_RED)
 			last = i;
-	/* tile buffers for the attn instructions up to `last` */
-	float **tb = calloc((size_t)f->nins, sizeof *tb);
-	double *mx = calloc((size_t)f->nins * GO + 1, sizeof *mx), *sm = calloc((size_t)f->nins * GO + 1, sizeof *sm);
-	int rc = 0;
-	if (!tb || !mx || !sm)
-		goto oom;
-	for (int i = 0; i <= last; i++)
-		if ((kp->cls[i] == KP_DOT || kp->cls[i] == KP_ATTN) && !(tb[i] = malloc((size_t)GO * TILE * sizeof(float))))
-			goto oom;
+	/* tile buffers for the attn instructions up to `last`, softmax stats: the thread's plan-time
+	** workspace (ewsbytes, GO <= ws_go) */
+	float **tb = (float **)(void *)r->pl->ews[tid];
+	double *mx = (double *)(tb + f->nins + 1), *sm = mx + (size_t)f->nins * GO + 1;
+	float *tile = (float *)(sm + (size_t)f->nins * GO + 1);
+	memset(mx, 0, 2 * ((size_t)f->nins * GO + 1) * sizeof *mx);
+	for (int i = 0; i < f->nins; i++) {
+		tb[i] = NULL;
+		if (i <= last && (kp->cls[i] == KP_DOT || kp->cls[i] == KP_ATTN))
+			tb[i] = tile, tile += (size_t)GO * TILE;
+	}
 	for (int i = lo; i < hi; i++)
 		if (kp->cls[i] == KP_RED)
 			memset(vals[i], 0, (size_t)r->G * n * sizeof(float));
@@ -1113,15 +1185,7 @@ static int evalattn(Run *r, Inst *I, float **vals, int lo, int hi, int tid)
 		if (kp->cls[i] == KP_RED && f->ins[i].op == KO_mean)
 			for (size_t k = 0; k < (size_t)r->G * n; k++)
 				vals[i][k] /= r->O;
-	goto done;
-oom:
-	rc = fail(r, NULL, "out of memory");
-done:
-	if (tb)
-		for (int i = 0; i < f->nins; i++)
-			free(tb[i]);
-	free(tb), free(mx), free(sm);
-	return rc;
+	return 0;
 }
 
 static void instof(Run *r, int k, Inst *I)
@@ -1144,14 +1208,10 @@ static int runinst(Run *r, int k, int tid)
 	int arena = r->val == NULL;
 	float **vals = arena ? r->pl->tvals[tid] : r->val[k];
 	const KiFn *f = r->f;
-	float *qown = NULL;
-	if (r->kp->has_attn && !I.Qf) {
+	if (r->kp->has_attn && !I.Qf) {       /* the workspace's Q rows (G * nobs <= ws_go) */
 		size_t nq = (size_t)r->G * r->O * r->d;
-		if (r->G * r->O <= r->pl->ws_go) {     /* the workspace's Q rows */
-			int GO = r->G * r->O;
-			I.Qf = r->pl->ws[tid] + (size_t)GO * ATILE + (size_t)r->d * ATILE + 4 * (size_t)GO + ATILE;
-		} else if (!(I.Qf = qown = malloc(nq * sizeof(float) + 1)))
-			return fail(r, NULL, "out of memory");
+		int GO = r->G * r->O;
+		I.Qf = r->pl->ws[tid] + (size_t)GO * ATILE + (size_t)r->d * ATILE + 4 * (size_t)GO + ATILE;
 		r->pl->p->a->cvt((const char *)r->obs->Q + (size_t)k * nq * r->pl->esz, I.Qf, (int64_t)nq);
 	}
 	int rc = 0;
@@ -1159,26 +1219,16 @@ static int runinst(Run *r, int k, int tid)
 	for (int i = r->lo; i < r->hi && rc == 0; i++) {
 		if (tg && tg[i] == KP_GEN_IN)
 			continue;
-		if (tg && tg[i] == KP_GEN_START) {      /* a generated fused elementwise loop */
-			int e = i;
-			while (e + 1 < r->hi && tg[e + 1] == KP_GEN_IN)
-				e++;
-			for (int j = i; j <= e && rc == 0; j++)
-				if (r->kp->tout[j] && !vals[j]) {
-					size_t sj[AX_NUM], cj = strides(f->ins[j].axes, I.size, sj);
-					if (!(vals[j] = calloc(cj + 1, sizeof(float))))
-						rc = fail(r, NULL, "out of memory");
-				}
-			if (rc == 0)
-				r->pl->p->a->tmap(i, vals, r->par, I.n, r->G);
+		if (tg && tg[i] == KP_GEN_START) {      /* a generated fused loop */
+			int e = kp_segend(r->kp, i);
+			rc = runtmap(r, &I, vals, i, e);
 			i = e;
 			continue;
 		}
 		if (!r->mat[i] && r->kp->cls[i] != KP_RED)
 			continue;
-		size_t st[AX_NUM], cnt = strides(f->ins[i].axes, I.size, st);
-		if (!vals[i] && !(vals[i] = calloc(cnt + 1, sizeof(float)))) {
-			rc = fail(r, NULL, "out of memory");
+		if (!vals[i]) {
+			rc = fail(r, NULL, "internal error: value %d has no plan-time buffer", i);
 			break;
 		}
 		if (r->kp->cls[i] == KP_RED) {
@@ -1188,11 +1238,8 @@ static int runinst(Run *r, int k, int tid)
 				first &= r->kp->cls[j] != KP_RED;
 			if (first) {
 				for (int j = i; j < r->hi; j++)
-					if (r->kp->cls[j] == KP_RED && !vals[j]) {
-						size_t cj = strides(f->ins[j].axes, I.size, st);
-						if (!(vals[j] = calloc(cj + 1, sizeof(float))))
-							rc = fail(r, NULL, "out of memory");
-					}
+					if (r->kp->cls[j] == KP_RED && !vals[j])
+						rc = fail(r, NULL, "internal error: value %d has no plan-time buffer", j);
 				if (rc == 0)
 					rc = evalattn(r, &I, vals, r->lo, r->hi, tid);
 			}
@@ -1206,7 +1253,6 @@ static int runinst(Run *r, int k, int tid)
 		for (int t = 0; t < I.n; t++)
 			sb[t] = at(&a, 0, 0, t, 0);
 	}
-	free(qown);
 	return rc;
 }
 
@@ -1225,26 +1271,6 @@ static int parallel(Run *r)
 
 /* --- select and compact ---------------------------------------------------------------------- */
 
-typedef struct Cand {
-	double key;
-	int prot, k, t, len;     /* k: instance */
-} Cand;
-
-static int candcmp(const void *pa, const void *pb)
-{
-	const Cand *a = pa, *b = pb;
-	if (a->prot != b->prot)
-		return b->prot - a->prot;
-	int na = isnan(a->key), nb = isnan(b->key);
-	if (na != nb)
-		return na - nb;
-	if (!na && a->key != b->key)
-		return a->key > b->key ? -1 : 1;
-	if (a->k != b->k)
-		return a->k - b->k;
-	return a->t - b->t;
-}
-
 static double refval(const KiFn *f, const double *par, KcRef r, double def)
 {
 	switch (KC_RKIND(r)) {
@@ -1254,15 +1280,54 @@ static double refval(const KiFn *f, const double *par, KcRef r, double def)
 	return def;
 }
 
-/* Select: the kept positions of every instance, sorted, into pl->kidx / pl->nkept.
-** chunk 1 (every shipped policy): generated kernels — selkeys builds the 64-bit keys of each
-** instance of a scope group (protected, score with NaN lowest and -0 = +0, lower instance and
-** position first), topk radix-selects the group's threshold key, keepidx writes each instance's
-** sorted kept list. chunk > 1: averaged chunk candidates sorted with qsort in C (not generated). */
-static int selectkeep(Run *r, float **score, const kvcc_args *args, char *keep)
+/* The threshold key of the `want` largest of nc keys (~0: none, 0: all). */
+static uint64_t threshold(const kvcc_artifact *A, const uint64_t *ks, size_t nc, long want)
+{
+	return want <= 0 ? ~0ull : (size_t)want >= nc ? 0 : A->topk(ks, (int64_t)nc, want);
+}
+
+/*
+** chunk > 1: the reference takes the group's chunks in key order and keeps each one that still
+** fits the budget `want` (a full chunk that does not fit is skipped, a smaller partial last chunk
+** may still fit). Full chunks all have `ch` tokens, so the kept full chunks are the top `taken`
+** ones; only the few partial chunks (one per instance at most, pt sorted by key, highest first)
+** interleave: before each, kcount ranks it among the full chunks, and the full chunks ranked
+** above it are taken as far as they fit (once one does not, no later one does).
+** Returns `taken`; pt[j].keep says whether partial j is kept.
+*/
+static long chunkgreedy(const kvcc_artifact *A, const uint64_t *ks, size_t nc, long ch, Part *pt, int np, long want)
+{
+	long got = 0, taken = 0;
+	int open = 1;
+	for (int j = 0; j < np; j++) {
+		if (open) {
+			long avail = (long)A->kcount(ks, (int64_t)nc, pt[j].key) - taken, fit = (want - got) / ch;
+			if (avail > fit)
+				avail = fit, open = 0;
+			taken += avail, got += avail * ch;
+		}
+		pt[j].keep = got + pt[j].len <= want;
+		got += pt[j].keep ? pt[j].len : 0;
+	}
+	if (open) {
+		long avail = (long)nc - taken, fit = (want - got) / ch;
+		taken += avail < fit ? avail : fit;
+	}
+	return taken;
+}
+
+/* Select: the kept positions of every instance, sorted, into pl->kidx / pl->nkept, on generated
+** kernels per scope group (head, layer or model; budgets via ki_nkeep). chunk 1: selkeys builds
+** the 64-bit keys (protected, score with NaN lowest and -0 = +0, lower instance and position
+** first), topk radix-selects the group's threshold key, keepidx writes each instance's sorted kept
+** list. chunk > 1: ckeys builds the chunk keys (full chunks contiguous, each instance's partial
+** last chunk set aside in pl->part), chunkgreedy finds how many full chunks are kept, topk their
+** threshold, ckeepidx expands kept chunks to each instance's sorted kept list. */
+static int selectkeep(Run *r, float **score, const kvcc_args *args)
 {
 	const kvcc_artifact *A = r->pl->p->a;
 	int32_t *kidx = r->pl->kidx, *nkept = r->pl->nkept;
+	Part *pt = r->pl->part;
 	const KiFn *f = r->f;
 	const kvcc_layout *lay = &r->pl->lay;
 	int cap = lay->capacity;
@@ -1271,74 +1336,53 @@ static int selectkeep(Run *r, float **score, const kvcc_args *args, char *keep)
 	if (S < 0 || Rr < 0 || ch < 1)
 		return seterr(KVCC_EINVAL, "%s:%u:%u: error: select: keep_first, keep_recent must be >= 0 and chunk >= 1",
 		              f->src, f->sel.line, f->sel.col);
-	if (ch == 1) {                      /* radix select over per-token keys (plan-time buffer) */
-		uint64_t *ks = r->pl->selkeys;
-		size_t nc = 0, base = 0;
-		long want = 0;
-		for (int k = 0; k < r->ninst; k++) {
-			int l = k / lay->kv_heads, h = k % lay->kv_heads;
-			long n = r->c->len[k];
-			want += ki_nkeep(f, r->par, l, lay->layers, n, args->ratio, args->budget);
+	uint64_t *ks = r->pl->selkeys;      /* plan-time: the keys of one scope group */
+	size_t nc = 0, base = 0;
+	long want = 0;
+	int np = 0;
+	for (int k = 0; k < r->ninst; k++) {
+		int l = k / lay->kv_heads, h = k % lay->kv_heads;
+		long n = r->c->len[k];
+		want += ki_nkeep(f, r->par, l, lay->layers, n, args->ratio, args->budget);
+		if (ch == 1) {
 			A->selkeys(score[k], n, S, Rr, (uint32_t)((size_t)k * cap), ks + nc);
 			nc += (size_t)n;
-			int lastk = f->sel.scope == SC_head || (f->sel.scope == SC_layer && h == lay->kv_heads - 1) ||
-			            k == r->ninst - 1;
-			if (!lastk)
-				continue;
-			uint64_t thr = want <= 0 ? ~0ull : (size_t)want >= nc ? 0 : A->topk(ks, (int64_t)nc, want);
-			size_t c = 0;
+		} else {
+			A->ckeys(score[k], n, S, Rr, (uint32_t)((size_t)k * cap), ch, ks + nc);
+			if (n % ch) {           /* insertion into pt, highest key first */
+				Part p = { ks[nc + (size_t)(n / ch)], k, (int)(n % ch), 0 };
+				int j = np++;
+				for (; j > 0 && pt[j - 1].key < p.key; j--)
+					pt[j] = pt[j - 1];
+				pt[j] = p;
+			}
+			nc += (size_t)(n / ch);
+		}
+		int lastk = f->sel.scope == SC_head || (f->sel.scope == SC_layer && h == lay->kv_heads - 1) ||
+		            k == r->ninst - 1;
+		if (!lastk)
+			continue;
+		size_t c = 0;
+		if (ch == 1) {
+			uint64_t thr = threshold(A, ks, nc, want);
 			for (int kk = (int)base; kk <= k; kk++) {
 				long nn = r->c->len[kk];
 				nkept[kk] = want <= 0 ? 0 : (int32_t)A->keepidx(ks + c, nn, thr, kidx + (size_t)kk * cap);
 				c += (size_t)nn;
 			}
-			nc = 0, want = 0, base = (size_t)k + 1;
-		}
-		return 0;
-	}
-	memset(keep, 0, (size_t)r->ninst * cap);
-	Cand *cs = malloc(((size_t)r->ninst * cap + 1) * sizeof *cs);
-	if (!cs)
-		return seterr(KVCC_ENOMEM, "out of memory");
-	int nc = 0;
-	long want = 0;
-	for (int k = 0; k < r->ninst; k++) {
-		int l = k / lay->kv_heads, h = k % lay->kv_heads;
-		long n = r->c->len[k];
-		want += ki_nkeep(f, r->par, l, lay->layers, n, args->ratio, args->budget);
-		for (long t0 = 0; t0 < n; t0 += ch) {
-			long len = t0 + ch <= n ? ch : n - t0;
-			double s = 0;
-			int prot = 0, nan = 0;
-			for (long t = t0; t < t0 + len; t++) {
-				double v = score[k][t];
-				nan |= isnan(v);
-				s += v;
-				prot |= t < S || t >= n - Rr;
+		} else {
+			uint64_t thr = threshold(A, ks, nc, chunkgreedy(A, ks, nc, ch, pt, np, want));
+			for (int kk = (int)base; kk <= k; kk++)
+				nkept[kk] = 0;          /* here: whether the partial last chunk is kept */
+			for (int j = 0; j < np; j++)
+				nkept[pt[j].k] = pt[j].keep;
+			for (int kk = (int)base; kk <= k; kk++) {
+				long nn = r->c->len[kk];
+				nkept[kk] = (int32_t)A->ckeepidx(ks + c, nn, ch, thr, nkept[kk], kidx + (size_t)kk * cap);
+				c += (size_t)(nn / ch);
 			}
-			cs[nc++] = (Cand){ nan ? NAN : s / (double)len, prot, k, (int)t0, (int)len };
 		}
-		int lastk = f->sel.scope == SC_head || (f->sel.scope == SC_layer && h == lay->kv_heads - 1) ||
-		            k == r->ninst - 1;
-		if (lastk) {
-			qsort(cs, (size_t)nc, sizeof *cs, candcmp);
-			long got = 0;
-			for (int i = 0; i < nc && got < want; i++) {
-				if (got + cs[i].len > want)
-					continue;
-				memset(keep + (size_t)cs[i].k * cap + cs[i].t, 1, (size_t)cs[i].len);
-				got += cs[i].len;
-			}
-			nc = 0, want = 0;
-		}
-	}
-	free(cs);
-	for (int k = 0; k < r->ninst; k++) {      /* mask → sorted kept list */
-		int m = 0;
-		for (int t = 0; t < r->c->len[k]; t++)
-			if (keep[(size_t)k * cap + t])
-				kidx[(size_t)k * cap + m++] = t;
-		nkept[k] = m;
+		nc = 0, want = 0, np = 0, base = (size_t)k + 1;
 	}
 	return 0;
 }
@@ -1378,9 +1422,11 @@ KVCC_API int kvcc_compress(kvcc_plan *pl, kvcc_cache *c, const kvcc_obs *obs, co
 	int O = obs ? obs->nobs : 0;
 	if (kp->has_attn && (O < 1 || !obs->Q))
 		return seterr(KVCC_EINVAL, "policy %s reads Q: pass observation queries", f->name);
-	if ((kp->uses_lse && (!obs || !obs->lse)) || O < 0 || (pl->max_obs && O > pl->max_obs))
-		return seterr(KVCC_EINVAL, "bad observation queries (nobs %d, max %d, lse %s)", O, pl->max_obs,
-		              obs && obs->lse ? "given" : "missing");
+	if ((kp->uses_lse && (!obs || !obs->lse)) || O < 0)
+		return seterr(KVCC_EINVAL, "bad observation queries (nobs %d, lse %s)", O, obs && obs->lse ? "given" : "missing");
+	if (pl->obs_sized && O > pl->max_obs)
+		return seterr(KVCC_EINVAL, "%d observation queries, but the plan was created for at most %d (max_obs)", O,
+		              pl->max_obs);
 	if (kp->uses_qpos && O < 1)
 		return seterr(KVCC_EINVAL, "policy %s reads qpos: pass observation queries", f->name);
 	if (kp->uses_hmean)
@@ -1388,8 +1434,6 @@ KVCC_API int kvcc_compress(kvcc_plan *pl, kvcc_cache *c, const kvcc_obs *obs, co
 			if (c->len[k] != c->len[(k / lay->kv_heads) * lay->kv_heads])
 				return seterr(KVCC_EINVAL, "mean over heads needs equal lengths across the heads of layer %d",
 				              k / lay->kv_heads);
-	if (kp->has_attn && ensure_ws(pl, pl->p->a->group * O) != 0)
-		return seterr(KVCC_ENOMEM, "out of memory (attn_score workspaces)");
 	double t0 = now_ms(), t1 = t0, t2 = t0;
 	Run r = { .pl = pl, .f = f, .kp = kp, .c = c, .obs = obs, .ninst = ninst, .G = pl->p->a->group, .O = O,
 	          .d = lay->head_dim };
@@ -1400,25 +1444,13 @@ KVCC_API int kvcc_compress(kvcc_plan *pl, kvcc_cache *c, const kvcc_obs *obs, co
 	pthread_mutex_init(&r.mu, NULL);
 	double *par = pl->cpar;
 	r.mat = pl->mat;
-	int arena = !kp->uses_hmean;      /* plan-time arenas: no allocation on this path */
-	if (arena && ensure_arena(pl, O) != 0)
-		return seterr(KVCC_ENOMEM, "out of memory (value arenas)");
-	r.val = arena ? NULL : calloc((size_t)ninst, sizeof *r.val);
-	char *keep = pl->keep;
+	int arena = !kp->uses_hmean;      /* per-thread arenas, else per-instance ones (plan time) */
+	r.val = arena ? NULL : pl->tvals;
 	float **score = pl->score;
 	int rc = 0;
-	if (!arena && !r.val) {
-		rc = seterr(KVCC_ENOMEM, "out of memory");
-		goto done;
-	}
 	for (int i = 0; i < f->npar; i++)
 		par[i] = args->params ? args->params[i] : f->par[i].def;
 	r.par = par;
-	for (int k = 0; !arena && k < ninst; k++)
-		if (!(r.val[k] = calloc((size_t)f->nins + 1, sizeof(float *)))) {
-			rc = seterr(KVCC_ENOMEM, "out of memory");
-			goto done;
-		}
 	/* stages split at hmean */
 	r.lo = 0;
 	for (int i = 0; i <= f->nins; i++) {
@@ -1436,11 +1468,6 @@ KVCC_API int kvcc_compress(kvcc_plan *pl, kvcc_cache *c, const kvcc_obs *obs, co
 				int k0 = l * lay->kv_heads, n = c->len[k0];
 				int size[AX_NUM] = { r.G, O, n, r.d };
 				size_t st[AX_NUM], cnt = strides(in->axes, size, st);
-				for (int h = 0; h < lay->kv_heads; h++)
-					if (!(r.val[k0 + h][i] = calloc(cnt + 1, sizeof(float)))) {
-						rc = seterr(KVCC_ENOMEM, "out of memory");
-						goto done;
-					}
 				for (size_t e = 0; e < cnt; e++) {
 					double s = 0;
 					for (int h = 0; h < lay->kv_heads; h++) {
@@ -1469,20 +1496,12 @@ KVCC_API int kvcc_compress(kvcc_plan *pl, kvcc_cache *c, const kvcc_obs *obs, co
 				args->scores[(size_t)k * lay->capacity + t] = t < c->len[k] ? score[k][t] : NAN;
 	}
 	t1 = now_ms();
-	if ((rc = selectkeep(&r, score, args, keep)) != 0)
+	if ((rc = selectkeep(&r, score, args)) != 0)
 		goto done;
 	t2 = now_ms();
 	compact(&r);
 	pl->ms[0] = t1 - t0, pl->ms[1] = t2 - t1, pl->ms[2] = now_ms() - t2, pl->ms[3] = now_ms() - t0;
 done:
-	if (r.val)
-		for (int k = 0; k < ninst; k++) {
-			if (r.val[k])
-				for (int i = 0; i < f->nins; i++)
-					free(r.val[k][i]);
-			free(r.val[k]);
-		}
-	free(r.val);
 	pthread_mutex_destroy(&r.mu);
 	return rc;
 }

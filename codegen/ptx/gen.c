@@ -7,7 +7,12 @@
 **   kv_select    radix select over float bits (4 × 8-bit histograms in shared
 **                memory), protections, chunks, per-head budgets (pyramid) —
 **                fused with the stable in-place compaction of K, V, pos, state
-**   kv_decode    one decode step: attention output + the observe hook
+**   kv_select_grp  select scopes layer / model: one block per scope group ranks the
+**                group's chunks (weighted radix select, greedy shorter chunks) and
+**                leaves each instance a record that kv_select compacts from
+**   kv_decode    one decode step, split-KV: grid (instance, split), each warp an
+**                online-softmax partial (m, s, sum p·V) of its token range
+**   kv_decode_comb  merges the partials: attention output, x.attn, the observe hook
 **
 ** Values. Every needed instruction has a home:
 **   INL   recomputed where used, as an expression of the loop indices
@@ -83,6 +88,8 @@ typedef struct Gen {
 	long long cur[4];    /* running allocation */
 	long long wsmax[4];
 	int decode;          /* emitting the decode program: attn available */
+	int tctx;            /* emitting a tiled step body: Q·Kᵀ comes from the logit tile sS_ */
+	int minblk;          /* prologue: __launch_bounds__ minimum blocks per SM (0: none) */
 	int tmp;
 	Sb s;
 } Gen;
@@ -156,6 +163,21 @@ static void indent(Gen *g, int d)
 		sb(&g->s, "\t");
 }
 
+/* the Q·Kᵀ logit: dot over chan of the inputs Q and K, axes [group, obs, token] */
+static int isqk(const KiFn *f, const KiIns *in)
+{
+	if (in->op != KO_dot || in->axis != AX_chan || in->axes != (AXM(AX_group) | AXM(AX_obs) | AXM(AX_token)))
+		return 0;
+	int q = 0, k = 0;
+	for (int a = 0; a < 2; a++) {
+		KcRef r = in->arg[a];
+		if (KC_RKIND(r) != RK_INS || f->ins[KC_RIDX(r)].op != KO_input)
+			return 0;
+		q += f->ins[KC_RIDX(r)].aux == IN_Q, k += f->ins[KC_RIDX(r)].aux == IN_K;
+	}
+	return q == 1 && k == 1;
+}
+
 /* Expression for ref r at indices ix; statements go to g->s at depth d.
 ** memo[i] >= 0: instruction i is already in variable x<memo[i]>. */
 static int val(Gen *g, KcRef r, const Idx *ix, int *memo, int d, char *out, size_t outn);
@@ -179,8 +201,18 @@ static int valins(Gen *g, int i, const Idx *ix, int *memo, int d, char *out, siz
 	}
 	char A[400] = "", B[400] = "", C[400] = "", e[1200];
 	int na = ki_nargs(in->op);
+	if (g->tctx && isqk(f, in)) {
+		/* the logit tile of a tiled step (rows: flattened [G][O] of the chunk at q0_, columns: tokens from t0_) */
+		int v = g->tmp++;
+		indent(g, d);
+		sb(&g->s, "const float x%d = sS_[((%s) * O + (%s) - q0_) * KV_SK + (%s) - t0_]; /* %%%d Q·K, tile */\n", v,
+		   ix->v[AX_group], ix->v[AX_obs], ix->v[AX_token], i);
+		memo[i] = v;
+		snprintf(out, outn, "x%d", v);
+		return 0;
+	}
 	if (in->op == KO_dot && HAS(in->axes, AX_obs) && HAS(in->axes, AX_token)) {
-		/* the Q·Kᵀ tile: inline loop over chan */
+		/* Q·Kᵀ outside a tiled step: inline loop over chan */
 		int v = g->tmp++;
 		char cv[16];
 		snprintf(cv, sizeof cv, "c%d", v);
@@ -358,6 +390,40 @@ static void domloop(Gen *g, uint8_t m, const char *start, const char *stride, Id
 	}
 }
 
+/* pieces of a reduction: the accumulator's start, one accumulation (pass p of std),
+** and the final value from acc_ */
+static const char *red_init(int op)
+{
+	return op == KO_rmax ? "-kv_inf()" : op == KO_rmin ? "kv_inf()" : "0.f";
+}
+
+static void red_acc(Gen *g, int op, int p, const char *A, const char *B)
+{
+	switch (op) {
+	case KO_sum: case KO_mean: sb(&g->s, "acc_ += %s;\n", A); break;
+	case KO_rmax: sb(&g->s, "acc_ = kv_rmax(acc_, %s);\n", A); break;
+	case KO_rmin: sb(&g->s, "acc_ = kv_rmin(acc_, %s);\n", A); break;
+	case KO_norm: sb(&g->s, "{ const float y_ = %s; acc_ += y_ * y_; }\n", A); break;
+	case KO_std:
+		if (p == 0)
+			sb(&g->s, "acc_ += %s;\n", A);
+		else
+			sb(&g->s, "{ const float y_ = (%s) - mu_; acc_ += y_ * y_; }\n", A);
+		break;
+	case KO_dot: sb(&g->s, "acc_ += (%s) * (%s);\n", A, B); break;
+	}
+}
+
+static const char *red_fin(int op, int X, char *fb, size_t n)
+{
+	if (op == KO_mean || op == KO_std) {
+		snprintf(fb, n, "%s > 0 ? %sacc_ / (float)%s%s : kv_nan()", axsize(X), op == KO_std ? "sqrtf(" : "",
+		         axsize(X), op == KO_std ? ")" : "");
+		return fb;
+	}
+	return op == KO_norm ? "sqrtf(acc_)" : "acc_";
+}
+
 /* BUF step for a reduction over axis X (sum mean rmax rmin norm std dot) */
 static int step_reduce(Gen *g, int i, int d)
 {
@@ -368,7 +434,7 @@ static int step_reduce(Gen *g, int i, int d)
 	sb(&g->s, "\t/* %%%d = %s over %s (%s) */\n", i, ki_opname(op), ki_axisname(X),
 	   warp ? "warp per output" : "thread per output");
 	domloop(g, in->axes, warp ? "warp" : "tid", warp ? "KV_NW" : "KV_NT", &ix, nm, d);
-	const char *init = op == KO_rmax ? "-kv_inf()" : op == KO_rmin ? "kv_inf()" : "0.f";
+	const char *init = red_init(op);
 	int passes = op == KO_std ? 2 : 1;
 	indent(g, d + 1), sb(&g->s, "float acc_ = %s;%s\n", init, op == KO_std ? " float mu_;" : "");
 	for (int p = 0; p < passes; p++) {
@@ -392,20 +458,7 @@ static int step_reduce(Gen *g, int i, int d)
 			return -1;
 		}
 		free(memo);
-		indent(g, d + 2);
-		switch (op) {
-		case KO_sum: case KO_mean: sb(&g->s, "acc_ += %s;\n", A); break;
-		case KO_rmax: sb(&g->s, "acc_ = kv_rmax(acc_, %s);\n", A); break;
-		case KO_rmin: sb(&g->s, "acc_ = kv_rmin(acc_, %s);\n", A); break;
-		case KO_norm: sb(&g->s, "{ const float y_ = %s; acc_ += y_ * y_; }\n", A); break;
-		case KO_std:
-			if (p == 0)
-				sb(&g->s, "acc_ += %s;\n", A);
-			else
-				sb(&g->s, "{ const float y_ = (%s) - mu_; acc_ += y_ * y_; }\n", A);
-			break;
-		case KO_dot: sb(&g->s, "acc_ += (%s) * (%s);\n", A, B); break;
-		}
+		indent(g, d + 2), red_acc(g, op, p, A, B);
 		indent(g, d + 1), sb(&g->s, "}\n");
 		if (warp) {
 			indent(g, d + 1);
@@ -414,13 +467,8 @@ static int step_reduce(Gen *g, int i, int d)
 	}
 	char b[300];
 	bufidx(in->axes, &ix, b, sizeof b);
-	const char *fin = "acc_";
 	char fb[200];
-	if (op == KO_mean || op == KO_std)
-		snprintf(fb, sizeof fb, "%s > 0 ? %sacc_ / (float)%s%s : kv_nan()", axsize(X), op == KO_std ? "sqrtf(" : "",
-		         axsize(X), op == KO_std ? ")" : ""), fin = fb;
-	else if (op == KO_norm)
-		fin = "sqrtf(acc_)";
+	const char *fin = red_fin(op, X, fb, sizeof fb);
 	indent(g, d + 1), sb(&g->s, "%sB%d[%s] = %s;\n", warp ? "if (lane == 0) " : "", i, b, fin);
 	indent(g, d), sb(&g->s, "}\n");
 	return 0;
@@ -570,11 +618,150 @@ static int step_mat(Gen *g, int i, int d)
 	return 0;
 }
 
+/* --- tiled steps: Q·Kᵀ from shared-memory tiles ------------------------------------- */
+
+/* does r reach a Q·Kᵀ logit through values computed inline (INL, and STAT's operand)? */
+static int reachqk(const Gen *g, KcRef r, char *seen)
+{
+	if (KC_RKIND(r) != RK_INS || seen[KC_RIDX(r)])
+		return 0;
+	int i = KC_RIDX(r);
+	seen[i] = 1;
+	if (isqk(g->f, &g->f->ins[i]))
+		return 1;
+	if (g->home[i] == HM_BUF)
+		return 0;
+	for (int k = 0; k < 3; k++)
+		if (reachqk(g, g->f->ins[i].arg[k], seen))
+			return 1;
+	return 0;
+}
+
+enum { TS_NONE, TS_STAT, TS_OBS };
+
+/* Steps that run on the tiles: softmax stats over token of [group, obs] slices, and
+** sum / mean / rmax / rmin over obs into [group, token]; both reading a logit. */
+static int tiledstep(const Gen *g, int i)
+{
+	const KiIns *in = &g->f->ins[i];
+	const uint8_t go = AXM(AX_group) | AXM(AX_obs), gt = AXM(AX_group) | AXM(AX_token);
+	int kind = TS_NONE;
+	if (g->decode)
+		return TS_NONE;
+	if (g->home[i] == HM_STAT && in->axis == AX_token && (in->axes & (uint8_t)~AXM(AX_token)) == go)
+		kind = TS_STAT;
+	else if (g->home[i] == HM_BUF && in->axis == AX_obs && in->axes == gt &&
+	         (in->op == KO_sum || in->op == KO_mean || in->op == KO_rmax || in->op == KO_rmin))
+		kind = TS_OBS;
+	if (kind == TS_NONE)
+		return TS_NONE;
+	char *seen = calloc((size_t)g->f->nins + 1, 1);
+	int r = seen && reachqk(g, in->arg[0], seen);
+	free(seen);
+	return r ? kind : TS_NONE;
+}
+
+/* token tiles of K (outer), chunks of KV_SQ query rows (inner), the logit tile of both */
+static void tile_open(Gen *g, const char *pre)
+{
+	sb(&g->s,
+	   "\tfor (int t0_ = 0; t0_ < n; t0_ += KV_SK) {\n"
+	   "\t\tconst int nt_ = n - t0_ < KV_SK ? n - t0_ : KV_SK;\n"
+	   "\t\tkv_stage(sK_, KV_SK, Kb + (long long)t0_ * a.sT, a.sT, nt_);\n"
+	   "%s"
+	   "\t\tfor (int q0_ = 0; q0_ < KV_G * O; q0_ += KV_SQ) {\n"
+	   "\t\t\tconst int nq_ = KV_G * O - q0_ < KV_SQ ? KV_G * O - q0_ : KV_SQ;\n"
+	   "\t\t\tif (t0_ == 0 || KV_G * O > KV_SQ)   /* one chunk: staged once */\n"
+	   "\t\t\t\tkv_stage(sQ_, KV_SQ, Qb + (long long)q0_ * KV_D, KV_D, nq_);\n"
+	   "\t\t\t__syncthreads();\n"
+	   "\t\t\tkv_logits(sS_, sQ_, sK_, nq_, nt_);\n"
+	   "\t\t\t__syncthreads();\n", pre);
+}
+
+static int tile_body(Gen *g, const KiIns *in, const Idx *ix, int d, char *A, size_t n)
+{
+	int *memo = newmemo(g);
+	g->tctx = 1;
+	int rc = !memo || val(g, in->arg[0], ix, memo, d, A, n);
+	g->tctx = 0;
+	free(memo);
+	return rc ? -1 : 0;
+}
+
+/* softmax stats: warp per query row of the chunk, lanes over the tile's tokens; the
+** row's (max, sum) is combined into the workspace after each tile */
+static int step_stat_tiled(Gen *g, int i)
+{
+	const KiIns *in = &g->f->ins[i];
+	int causal = in->op == KO_softmax;
+	Idx ix = { { "ig", "io", "xs", NULL } };
+	char b[300], A[400];
+	bufidx(in->axes & (uint8_t)~AXM(AX_token), &ix, b, sizeof b);
+	sb(&g->s, "\t/* %%%d = %s over token: attn_stats on Q·Kᵀ tiles (warp per query row%s) */\n", i,
+	   ki_opname(in->op), causal ? ", causal" : "");
+	sb(&g->s, "\tfor (int e_ = tid; e_ < KV_G * O; e_ += KV_NT) {\n"
+	          "\t\tconst int ig = e_ / O, io = e_ - ig * O;\n"
+	          "\t\tB%d[2*(%s)] = -kv_inf(); B%d[2*(%s)+1] = 0.f;\n\t}\n\t__syncthreads();\n", i, b, i, b);
+	tile_open(g, "");
+	sb(&g->s, "\t\t\tfor (int r_ = warp; r_ < nq_; r_ += KV_NW) {\n"
+	          "\t\t\t\tconst int ig = (q0_ + r_) / O, io = q0_ + r_ - ig * O;\n"
+	          "\t\t\t\tfloat m_ = -kv_inf(), s_ = 0.f;\n");
+	if (causal)
+		sb(&g->s, "\t\t\t\tconst int qp_ = kv_qpos(a, n, O, io);\n");
+	sb(&g->s, "\t\t\t\tfor (int j_ = lane; j_ < nt_; j_ += 32) {\n\t\t\t\t\tconst int xs = t0_ + j_;\n");
+	if (causal)
+		sb(&g->s, "\t\t\t\t\tif (Pb[xs] > qp_) continue;\n");
+	if (tile_body(g, in, &ix, 5, A, sizeof A))
+		return -1;
+	sb(&g->s, "\t\t\t\t\tkv_smx_add(m_, s_, %s);\n\t\t\t\t}\n", A);
+	sb(&g->s, "\t\t\t\tkv_wsmx(m_, s_);\n"
+	          "\t\t\t\tif (lane == 0) {\n"
+	          "\t\t\t\t\tfloat M_ = B%d[2*(%s)], S_ = B%d[2*(%s)+1];\n"
+	          "\t\t\t\t\tkv_smx_comb(M_, S_, m_, s_);\n"
+	          "\t\t\t\t\tB%d[2*(%s)] = M_; B%d[2*(%s)+1] = S_;\n"
+	          "\t\t\t\t}\n\t\t\t}\n\t\t\t__syncthreads();\n\t\t}\n\t}\n", i, b, i, b, i, b, i, b);
+	return 0;
+}
+
+/* reduction over obs: thread per (group, token) of the tile, its accumulator in sA_
+** across the query chunks (always the same thread per entry: no barrier needed) */
+static int step_obs_tiled(Gen *g, int i)
+{
+	const KiIns *in = &g->f->ins[i];
+	Idx ix = { { "ig", "xo", "it", NULL } };
+	char b[300], A[400], pre[200], fb[200];
+	bufidx(in->axes, &ix, b, sizeof b);
+	sb(&g->s, "\t/* %%%d = %s over obs on Q·Kᵀ tiles (thread per group and token) */\n", i, ki_opname(in->op));
+	snprintf(pre, sizeof pre, "\t\tfor (int e_ = tid; e_ < KV_G * KV_SK; e_ += KV_NT) sA_[e_] = %s;\n",
+	         red_init(in->op));
+	tile_open(g, pre);
+	sb(&g->s, "\t\t\tfor (int e_ = tid; e_ < KV_G * KV_SK; e_ += KV_NT) {\n"
+	          "\t\t\t\tconst int ig = e_ / KV_SK, j_ = e_ - ig * KV_SK, it = t0_ + j_;\n"
+	          "\t\t\t\tconst int lo_ = q0_ - ig * O > 0 ? q0_ - ig * O : 0;\n"
+	          "\t\t\t\tconst int hi_ = q0_ + nq_ - ig * O < O ? q0_ + nq_ - ig * O : O;\n"
+	          "\t\t\t\tif (j_ >= nt_ || lo_ >= hi_) continue;\n"
+	          "\t\t\t\tfloat acc_ = sA_[e_];\n"
+	          "\t\t\t\tfor (int xo = lo_; xo < hi_; xo++) {\n");
+	if (tile_body(g, in, &ix, 5, A, sizeof A))
+		return -1;
+	indent(g, 5), red_acc(g, in->op, 0, A, NULL);
+	sb(&g->s, "\t\t\t\t}\n\t\t\t\tsA_[e_] = acc_;\n\t\t\t}\n\t\t\t__syncthreads();\n\t\t}\n");
+	sb(&g->s, "\t\tfor (int e_ = tid; e_ < KV_G * KV_SK; e_ += KV_NT) {\n"
+	          "\t\t\tconst int ig = e_ / KV_SK, it = t0_ + e_ - ig * KV_SK;\n"
+	          "\t\t\tconst float acc_ = sA_[e_];\n"
+	          "\t\t\tif (it < t0_ + nt_) B%d[%s] = %s;\n\t\t}\n\t}\n", i, b, red_fin(in->op, AX_obs, fb, sizeof fb));
+	return 0;
+}
+
 static int step(Gen *g, int i)
 {
 	const KiIns *in = &g->f->ins[i];
-	int rc;
-	if (g->home[i] == HM_STAT)
+	int rc, ts = tiledstep(g, i);
+	if (ts == TS_STAT)
+		rc = step_stat_tiled(g, i);
+	else if (ts == TS_OBS)
+		rc = step_obs_tiled(g, i);
+	else if (g->home[i] == HM_STAT)
 		rc = step_stat(g, i, 1);
 	else if (in->op == KO_avgpool || in->op == KO_maxpool)
 		rc = step_pool(g, i, 1);
@@ -692,6 +879,8 @@ static const char prelude[] =
 	"** for tests, with a host C++ compiler against tests/gpu/cuda_emu.h. */\n"
 	"#ifndef KV_NT\n#define KV_NT 256\n#endif\n"
 	"#ifndef KV_TT\n#define KV_TT 16\n#endif\n"
+	"#ifndef KV_SQ\n#define KV_SQ 64\n#endif\n"
+	"#ifndef KV_SK\n#define KV_SK 64\n#endif\n"
 	"#define KV_NW (KV_NT / 32)\n"
 	"#ifndef KV_DYNSMEM\n#define KV_DYNSMEM(nm) extern __shared__ __align__(16) unsigned char nm[]\n#endif\n"
 	"#define KVG_EPOOL 1\n#define KVG_ESELECT 2\n#define KVG_EHMEAN 3\n"
@@ -741,6 +930,90 @@ static const char prelude_bf16[] =
 static const char prelude_f32[] =
 	"typedef float kv_st;\n"
 	"__device__ __forceinline__ float kv_f(kv_st x) { return x; }\n";
+
+/* Score tiles in dynamic shared memory: a chunk of KV_SQ query rows (the flattened
+** [G][O] rows of Q) and a tile of KV_SK tokens of K, both [rows][KV_DP] in kv_qk, the
+** logits S [KV_SQ][KV_SK] and per-(group, token) accumulators [KV_G][KV_SK] in f32. */
+static const char tile_common[] =
+	"/* rows [0, cnt) of src (row stride ld) into dst[rows][KV_DP]; rows past cnt are zero */\n"
+	"__device__ __forceinline__ void kv_stage(kv_qk *dst, int rows, const kv_st *src, long long ld, int cnt) {\n"
+	"\tfor (int r = threadIdx.x >> 5; r < rows; r += KV_NW) {   /* a warp per row */\n"
+	"\t\tconst kv_st *const s = src + r * ld;\n"
+	"\t\tkv_qk *const d = dst + r * KV_DP;\n"
+	"\t\tfor (int c = threadIdx.x & 31; c < KV_D; c += 32) d[c] = r < cnt ? kv_qkcvt(s[c]) : (kv_qk)0;\n"
+	"\t}\n}\n";
+
+/* f16/bf16, head_dim % 16 == 0: tensor cores. %s: the PTX type (f16 or bf16), twice;
+** %d: 1 for bf16 (the emulator's operand format) */
+static const char tile_mma[] =
+	"/* Q·Kᵀ on tensor cores: mma.m16n8k16, storage-precision operands, f32 accumulation */\n"
+	"enum { KV_DP = KV_D + 8 };   /* row pad: 4 banks per row, conflict-free fragment loads */\n"
+	"typedef kv_st kv_qk;\n"
+	"__device__ __forceinline__ kv_qk kv_qkcvt(kv_st x) { return x; }\n"
+	"#ifdef KV_EMU\n"
+	"__device__ __forceinline__ unsigned kv_u32(const kv_st *p) { return (unsigned)p[0] | (unsigned)p[1] << 16; }\n"
+	"__device__ __forceinline__ void kv_mma(float d[4], const unsigned a[4], const unsigned b[2]) { kv_emu_mma(%d, d, a, b); }\n"
+	"#define KV_UNROLL2\n"
+	"#else\n"
+	"/* two k-steps per iteration: a full unroll makes ptxas spill (NVRTC 13.0, sm_90) */\n"
+	"#define KV_UNROLL2 _Pragma(\"unroll 2\")\n"
+	"__device__ __forceinline__ unsigned kv_u32(const kv_st *p) { return *(const unsigned *)p; }\n"
+	"/* d = a·b + d for one 16x8 block, the whole warp */\n"
+	"__device__ __forceinline__ void kv_mma(float d[4], const unsigned a[4], const unsigned b[2]) {\n"
+	"\tasm volatile(\"mma.sync.aligned.m16n8k16.row.col.f32.%s.%s.f32 {%%0,%%1,%%2,%%3}, {%%4,%%5,%%6,%%7}, {%%8,%%9}, {%%0,%%1,%%2,%%3};\"\n"
+	"\t             : \"+f\"(d[0]), \"+f\"(d[1]), \"+f\"(d[2]), \"+f\"(d[3])\n"
+	"\t             : \"r\"(a[0]), \"r\"(a[1]), \"r\"(a[2]), \"r\"(a[3]), \"r\"(b[0]), \"r\"(b[1]));\n}\n"
+	"#endif\n"
+	"/* fragments (PTX ISA, \"Matrix Fragments for mma.m16n8k16 with floating point type\"):\n"
+	"** g = lane >> 2, t = lane & 3, two elements per register, lower column/k first.\n"
+	"**   A 16x16 (rows: queries): a0 (g, 2t), a1 (g+8, 2t), a2 (g, 2t+8), a3 (g+8, 2t+8)\n"
+	"**   B 16x8 (k x token; a K row is a column, k contiguous): b0 (2t, g), b1 (2t+8, g)\n"
+	"**   C/D 16x8 f32: c0, c1 (g, 2t and 2t+1), c2, c3 (g+8, 2t and 2t+1) */\n"
+	"__device__ __forceinline__ void kv_frag_a(const kv_qk *s, unsigned a[4]) {\n"
+	"\tconst int g = (threadIdx.x & 31) >> 2, t = threadIdx.x & 3;\n"
+	"\ta[0] = kv_u32(s + g * KV_DP + 2 * t);\n"
+	"\ta[1] = kv_u32(s + (g + 8) * KV_DP + 2 * t);\n"
+	"\ta[2] = kv_u32(s + g * KV_DP + 2 * t + 8);\n"
+	"\ta[3] = kv_u32(s + (g + 8) * KV_DP + 2 * t + 8);\n}\n"
+	"__device__ __forceinline__ void kv_frag_b(const kv_qk *s, unsigned b[2]) {\n"
+	"\tconst int g = (threadIdx.x & 31) >> 2, t = threadIdx.x & 3;\n"
+	"\tb[0] = kv_u32(s + g * KV_DP + 2 * t);\n"
+	"\tb[1] = kv_u32(s + g * KV_DP + 2 * t + 8);\n}\n"
+	"__device__ __forceinline__ void kv_frag_c(float *S, int ld, const float c[4]) {\n"
+	"\tconst int g = (threadIdx.x & 31) >> 2, t = threadIdx.x & 3;\n"
+	"\tS[g * ld + 2 * t] = c[0];\n"
+	"\tS[g * ld + 2 * t + 1] = c[1];\n"
+	"\tS[(g + 8) * ld + 2 * t] = c[2];\n"
+	"\tS[(g + 8) * ld + 2 * t + 1] = c[3];\n}\n"
+	"/* S[r][j] = Q[r]·K[j], r < rows, j < cols: a warp per 16x8 block of S, KV_D / 16 mma each */\n"
+	"__device__ __forceinline__ void kv_logits(float *S, const kv_qk *sq, const kv_qk *sk, int rows, int cols) {\n"
+	"\tconst int nb = (cols + 7) >> 3, nblk = ((rows + 15) >> 4) * nb;\n"
+	"\tfor (int b = threadIdx.x >> 5; b < nblk; b += KV_NW) {\n"
+	"\t\tconst int m0 = b / nb * 16, n0 = (b - b / nb * nb) * 8;\n"
+	"\t\tfloat c[4] = { 0.f, 0.f, 0.f, 0.f };\n"
+	"\t\tKV_UNROLL2\n"
+	"\t\tfor (int k0 = 0; k0 < KV_D; k0 += 16) {\n"
+	"\t\t\tunsigned A[4], B[2];\n"
+	"\t\t\tkv_frag_a(sq + m0 * KV_DP + k0, A);\n"
+	"\t\t\tkv_frag_b(sk + n0 * KV_DP + k0, B);\n"
+	"\t\t\tkv_mma(c, A, B);\n\t\t}\n"
+	"\t\tkv_frag_c(S + m0 * KV_SK + n0, KV_SK, c);\n\t}\n}\n";
+
+/* f32 storage (tf32 tensor cores would round the operands to 10 mantissa bits) and
+** head_dims that are not a multiple of 16: f32 FMA from the same shared tiles */
+static const char tile_fma[] =
+	"/* Q·Kᵀ with f32 FMA: operands converted once when staged */\n"
+	"enum { KV_DP = KV_D + 1 };   /* odd row stride: lanes on consecutive tokens hit distinct banks */\n"
+	"typedef float kv_qk;\n"
+	"__device__ __forceinline__ kv_qk kv_qkcvt(kv_st x) { return kv_f(x); }\n"
+	"/* S[r][j] = Q[r]·K[j], r < rows, j < cols: a thread per logit */\n"
+	"__device__ __forceinline__ void kv_logits(float *S, const kv_qk *sq, const kv_qk *sk, int rows, int cols) {\n"
+	"\tfor (int e = threadIdx.x; e < rows * KV_SK; e += KV_NT) {\n"
+	"\t\tconst int r = e / KV_SK, j = e - r * KV_SK;\n"
+	"\t\tif (j >= cols) continue;\n"
+	"\t\tfloat acc = 0.f;\n"
+	"\t\tfor (int c = 0; c < KV_D; c++) acc += sq[r * KV_DP + c] * sk[j * KV_DP + c];\n"
+	"\t\tS[e] = acc;\n\t}\n}\n";
 
 static const char helpers[] =
 	"__device__ __forceinline__ int kv_qpos(const KvgArgs &a, int n, int O, int o) { return a.qpos ? a.qpos[o] : n - O + o; }\n"
@@ -846,7 +1119,8 @@ static const char helpers[] =
 
 static void prologue(Gen *g, const char *name, int need_ws)
 {
-	sb(&g->s, "\nextern \"C\" __global__ void __launch_bounds__(KV_NT) %s(const KvgArgs a)\n{\n", name);
+	sb(&g->s, "\nextern \"C\" __global__ void __launch_bounds__(KV_NT%s) %s(const KvgArgs a)\n{\n",
+	   g->minblk ? ", 1" : "", name);
 	sb(&g->s, "\tconst int inst = blockIdx.x, l = inst / a.H, h = inst - l * a.H;\n");
 	sb(&g->s, "\tconst int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;\n");
 	sb(&g->s, "\tconst int n = a.len[inst], N = a.N, O = a.O;\n");
@@ -889,8 +1163,19 @@ static int gen_score(Gen *g, KpCudaOut *out)
 		KpCudaKernel *k = &out->kern[out->nkern++];
 		snprintf(k->name, sizeof k->name, "%s", name);
 		k->role = KVG_SCORE, k->phase = p;
+		for (int i = 0; i < f->nins; i++)
+			k->tiled |= need[i] && g->phase[i] == p && tiledstep(g, i) != TS_NONE;
+		/* one block per SM: the tiles' shared memory allows no more; without it ptxas
+		** aims at several blocks and spills (NVRTC 13.0) */
+		g->minblk = k->tiled;
 		prologue(g, name, 1);
+		g->minblk = 0;
 		bufdecls(g, need);
+		if (k->tiled)
+			sb(&g->s, "\tKV_DYNSMEM(kv_dsm);   /* score tiles: kp_cuda_score_dsmem */\n"
+			          "\tkv_qk *const sQ_ = (kv_qk *)kv_dsm, *const sK_ = sQ_ + KV_SQ * KV_DP;\n"
+			          "\tfloat *const sS_ = (float *)(sK_ + KV_SK * KV_DP), *const sA_ = sS_ + KV_SQ * KV_SK;\n"
+			          "\t(void)sA_;\n");
 		for (int i = 0; rc == 0 && i < f->nins; i++)
 			if (need[i] && g->phase[i] == p && (g->home[i] == HM_BUF || g->home[i] == HM_STAT))
 				rc = step(g, i);
@@ -946,41 +1231,111 @@ static int gen_decode(Gen *g, KpCudaOut *out)
 	long long poff[4];
 	wsreserve(g, 1, g->G, poff);
 	wsmax(g);
+	char o[200];
+	offexpr(poff, o, sizeof o);
+	/* split-KV partials: lanes over channels, kv_lpt lanes per token (about 4
+	** channels each, coalesced), query heads kv_gb at a time in registers */
+	int lpt = 1;
+	while (lpt < 32 && lpt * 4 < g->D)
+		lpt *= 2;
+	int cpl = (g->D + lpt - 1) / lpt, gb = 32 / cpl;   /* q and acc: at most 64 registers */
+	gb = gb > g->G ? g->G : gb > 8 ? 8 : gb < 1 ? 1 : gb;
+	sb(&g->s, "\nenum { kv_lpt = %d, kv_tpw = 32 / kv_lpt, kv_cpl = (KV_D + kv_lpt - 1) / kv_lpt, kv_gb = %d,\n"
+	          "       kv_rec = KV_G * (KV_D + 2), kv_part = KV_NW * kv_rec };\n", lpt, gb);
 	KpCudaKernel *k = &out->kern[out->nkern++];
 	snprintf(k->name, sizeof k->name, "kv_decode");
 	k->role = KVG_DECODE;
 	prologue(g, "kv_decode", 1);
-	char o[200];
-	offexpr(poff, o, sizeof o);
 	sb(&g->s, "\tfloat *const Pr = W + (%s);\n", o);
-	sb(&g->s, "\tconst kv_st *const qb = (const kv_st *)a.q + (long long)inst * KV_G * KV_D;\n");
+	sb(&g->s,
+	   "\tconst kv_st *const qb = (const kv_st *)a.q + (long long)inst * KV_G * KV_D;\n"
+	   "\t/* block (inst, split) takes an even share of the n tokens (maybe none), each warp a\n"
+	   "\t   contiguous part of it; per warp an online softmax (m, s) and the sum of p·V per query */\n"
+	   "\tconst int nsp = gridDim.y, per = (n + nsp - 1) / nsp;\n"
+	   "\tconst int s0 = (int)blockIdx.y * per < n ? (int)blockIdx.y * per : n, s1 = n - s0 < per ? n : s0 + per;\n"
+	   "\tconst int wper = (s1 - s0 + KV_NW - 1) / KV_NW;\n"
+	   "\tconst int w0 = warp * wper < s1 - s0 ? s0 + warp * wper : s1, w1 = s1 - w0 < wper ? s1 : w0 + wper;\n"
+	   "\tconst int sub = lane %% kv_lpt, tg = lane / kv_lpt;\n"
+	   "\tfloat *const part = W + a.ws_inst - (long long)nsp * kv_part + ((long long)blockIdx.y * KV_NW + warp) * kv_rec;\n"
+	   "\tfor (int g0 = 0; g0 < KV_G; g0 += kv_gb) {\n"
+	   "\t\tfloat qr[kv_gb][kv_cpl], acc[kv_gb][kv_cpl], m[kv_gb], s[kv_gb];\n"
+	   "\t\tfor (int i = 0; i < kv_gb; i++) {\n"
+	   "\t\t\tm[i] = -kv_inf(), s[i] = 0.f;\n"
+	   "\t\t\tfor (int j = 0; j < kv_cpl; j++) {\n"
+	   "\t\t\t\tconst int c = sub + j * kv_lpt;\n"
+	   "\t\t\t\tqr[i][j] = g0 + i < KV_G && c < KV_D ? kv_f(qb[(g0 + i) * KV_D + c]) : 0.f;\n"
+	   "\t\t\t\tacc[i][j] = 0.f;\n"
+	   "\t\t\t}\n"
+	   "\t\t}\n"
+	   "\t\tfor (int tb = w0; tb < w1; tb += kv_tpw) {\n"
+	   "\t\t\tconst int t = tb + tg, ok = t < w1;\n"
+	   "\t\t\tfloat kr[kv_cpl], vr[kv_cpl];\n"
+	   "\t\t\tfor (int j = 0; j < kv_cpl; j++) {\n"
+	   "\t\t\t\tconst int c = sub + j * kv_lpt, in = ok && c < KV_D;\n"
+	   "\t\t\t\tkr[j] = in ? kv_f(Kb[(long long)t * a.sT + c]) : 0.f;\n"
+	   "\t\t\t\tvr[j] = in ? kv_f(Vb[(long long)t * a.sT + c]) : 0.f;\n"
+	   "\t\t\t}\n"
+	   "\t\t\tfor (int i = 0; i < kv_gb; i++) {\n"
+	   "\t\t\t\tfloat d = 0.f;\n"
+	   "\t\t\t\tfor (int j = 0; j < kv_cpl; j++) d += qr[i][j] * kr[j];\n"
+	   "\t\t\t\tfor (int o = kv_lpt / 2; o > 0; o >>= 1) d += __shfl_xor_sync(0xffffffffu, d, o);\n"
+	   "\t\t\t\tif (!ok || g0 + i >= KV_G) continue;\n"
+	   "\t\t\t\tconst float x = d / sqrtf((float)KV_D), M = x > m[i] ? x : m[i];\n"
+	   "\t\t\t\tconst float sc = expf(m[i] - M), p = expf(x - M);\n"
+	   "\t\t\t\tif (sub == 0) Pr[(g0 + i) * N + t] = x;\n"
+	   "\t\t\t\ts[i] = s[i] * sc + p, m[i] = M;\n"
+	   "\t\t\t\tfor (int j = 0; j < kv_cpl; j++) acc[i][j] = acc[i][j] * sc + p * vr[j];\n"
+	   "\t\t\t}\n"
+	   "\t\t}\n"
+	   "\t\t/* merge the warp's token groups (lanes holding the same channels) */\n"
+	   "\t\tfor (int o = 16; o >= kv_lpt; o >>= 1)\n"
+	   "\t\t\tfor (int i = 0; i < kv_gb; i++) {\n"
+	   "\t\t\t\tconst float m2 = __shfl_xor_sync(0xffffffffu, m[i], o), s2 = __shfl_xor_sync(0xffffffffu, s[i], o);\n"
+	   "\t\t\t\tconst float M = m[i] > m2 ? m[i] : m2;\n"
+	   "\t\t\t\tconst float f1 = s[i] > 0.f ? expf(m[i] - M) : 0.f, f2 = s2 > 0.f ? expf(m2 - M) : 0.f;\n"
+	   "\t\t\t\tfor (int j = 0; j < kv_cpl; j++)\n"
+	   "\t\t\t\t\tacc[i][j] = acc[i][j] * f1 + __shfl_xor_sync(0xffffffffu, acc[i][j], o) * f2;\n"
+	   "\t\t\t\ts[i] = s[i] * f1 + s2 * f2, m[i] = M;\n"
+	   "\t\t\t}\n"
+	   "\t\tif (tg == 0)\n"
+	   "\t\t\tfor (int i = 0; i < kv_gb && g0 + i < KV_G; i++) {\n"
+	   "\t\t\t\tif (sub == 0) part[g0 + i] = m[i], part[KV_G + g0 + i] = s[i];\n"
+	   "\t\t\t\tfor (int j = 0; j < kv_cpl; j++)\n"
+	   "\t\t\t\t\tif (sub + j * kv_lpt < KV_D) part[2 * KV_G + (g0 + i) * KV_D + sub + j * kv_lpt] = acc[i][j];\n"
+	   "\t\t\t}\n"
+	   "\t}\n"
+	   "}\n");
+	k = &out->kern[out->nkern++];
+	snprintf(k->name, sizeof k->name, "kv_decode_comb");
+	k->role = KVG_COMBINE;
+	prologue(g, "kv_decode_comb", 1);
+	sb(&g->s, "\tfloat *const Pr = W + (%s);\n", o);
 	sb(&g->s, "\t__shared__ float s_m[KV_G], s_s[KV_G];\n");
 	bufdecls(g, need);
 	sb(&g->s,
-	   "\t/* logits of this step's queries (every held token is in the past) */\n"
-	   "\tfor (int e_ = tid; e_ < KV_G * n; e_ += KV_NT) {\n"
-	   "\t\tconst int ig = e_ / n, it = e_ - ig * n;\n"
-	   "\t\tfloat acc_ = 0.f;\n"
-	   "\t\tfor (int c = 0; c < KV_D; c++) acc_ += kv_f(qb[ig * KV_D + c]) * kv_f(Kb[(long long)it * a.sT + c]);\n"
-	   "\t\tPr[ig * N + it] = acc_ / sqrtf((float)KV_D);\n\t}\n"
-	   "\t__syncthreads();\n"
-	   "\t/* softmax stats: warp per query head, lanes split the tokens */\n"
+	   "\t/* merge the a.splits * KV_NW partials of kv_decode */\n"
+	   "\tconst int np = a.splits * KV_NW;\n"
+	   "\tconst float *const part = W + a.ws_inst - (long long)a.splits * kv_part;\n"
 	   "\tfor (int ig = warp; ig < KV_G; ig += KV_NW) {\n"
 	   "\t\tfloat m_ = -kv_inf(), s_ = 0.f;\n"
-	   "\t\tfor (int it = lane; it < n; it += 32) kv_smx_add(m_, s_, Pr[ig * N + it]);\n"
+	   "\t\tfor (int p = lane; p < np; p += 32) kv_smx_comb(m_, s_, part[p * kv_rec + ig], part[p * kv_rec + KV_G + ig]);\n"
 	   "\t\tkv_wsmx(m_, s_);\n"
 	   "\t\tif (lane == 0) { s_m[ig] = m_; s_s[ig] = s_; }\n\t}\n"
-	   "\t__syncthreads();\n"
-	   "\tfor (int e_ = tid; e_ < KV_G * n; e_ += KV_NT) {\n"
-	   "\t\tconst int ig = e_ / n, it = e_ - ig * n;\n"
-	   "\t\tPr[ig * N + it] = expf(Pr[ig * N + it] - s_m[ig]) / s_s[ig];\n\t}\n"
 	   "\t__syncthreads();\n"
 	   "\tif (a.out)\n"
 	   "\t\tfor (int e_ = tid; e_ < KV_G * KV_D; e_ += KV_NT) {\n"
 	   "\t\t\tconst int ig = e_ / KV_D, c = e_ - ig * KV_D;\n"
 	   "\t\t\tfloat acc_ = 0.f;\n"
-	   "\t\t\tfor (int it = 0; it < n; it++) acc_ += Pr[ig * N + it] * kv_f(Vb[(long long)it * a.sT + c]);\n"
-	   "\t\t\ta.out[((long long)inst * KV_G + ig) * KV_D + c] = acc_;\n\t\t}\n"
+	   "\t\t\tfor (int p = 0; p < np; p++) {\n"
+	   "\t\t\t\tconst float *const r = part + (long long)p * kv_rec;\n"
+	   "\t\t\t\tif (r[KV_G + ig] > 0.f) acc_ += r[2 * KV_G + ig * KV_D + c] * expf(r[ig] - s_m[ig]);\n"
+	   "\t\t\t}\n"
+	   "\t\t\ta.out[((long long)inst * KV_G + ig) * KV_D + c] = s_s[ig] > 0.f ? acc_ / s_s[ig] : 0.f;\n\t\t}\n"
+	   "\t/* the logits become the probabilities x.attn */\n"
+	   "\tfor (int e_ = tid; e_ < KV_G * n; e_ += KV_NT) {\n"
+	   "\t\tconst int ig = e_ / n, it = e_ - ig * n;\n"
+	   "\t\tPr[ig * N + it] = expf(Pr[ig * N + it] - s_m[ig]) / s_s[ig];\n\t}\n"
+	   "\t__syncthreads();\n"
 	   "\t/* observe hook */\n");
 	for (int i = 0; rc == 0 && i < f->nins; i++)
 		if (need[i] && (g->home[i] == HM_BUF || g->home[i] == HM_STAT))
@@ -1000,25 +1355,167 @@ static int gen_decode(Gen *g, KpCudaOut *out)
 	return rc;
 }
 
+/* select scopes layer and model: one block per scope group (kv_select_grp) decides the
+** kept chunks of the group's instances and leaves each instance a record, 4 ints at the
+** start of its workspace per class (protected, others): the threshold key T, the last
+** tie chunk kept E, whether its shorter last chunk is kept, whether the class is kept
+** whole; kv_select then compacts every instance from its record */
+static const char grp_src[] =
+	"__device__ __forceinline__ long long kv_clen(long long ci, long long ch, long long n) {\n"
+	"\treturn (ci + 1) * ch <= n ? ch : n - ci * ch;\n}\n"
+	"__device__ __forceinline__ int *kv_grec(const KvgArgs &a, int k, int grp) {\n"
+	"\treturn (int *)(a.ws + (long long)k * a.ws_inst) + 4 * grp;\n}\n"
+	"__device__ __forceinline__ KvSel kv_ldrec(const int *r) {\n"
+	"\tKvSel o = {};\n"
+	"\to.T = (unsigned)r[0]; o.E = r[1]; o.takep = r[2]; o.allf = r[3]; o.nonef = 0;\n"
+	"\treturn o;\n}\n"
+	"/* The interpreter's greedy pass (compiler/interp.c pick) over the chunks of class grp of\n"
+	"** instances i0 .. i0+ni-1 under w tokens, candidates ordered by key, then instance, then\n"
+	"** position: the prefix that fits is found by a radix select weighted by chunk length\n"
+	"** (threshold key T; ties in order up to the first candidate P that does not fit); after\n"
+	"** P only shorter last chunks can fit, and the greedy pass takes, one at a time, the best\n"
+	"** of those that still fit. Writes the records; returns the tokens taken. */\n"
+	"__device__ long long kv_gpick(const KvgArgs &a, int i0, int ni, long long ch, long long S, long long R, int grp,\n"
+	"                              long long w, unsigned long long *hist, unsigned long long *sv, int *wsum) {\n"
+	"\tconst int tid = threadIdx.x;\n"
+	"\tif (w < 0) w = 0;\n"
+	"\tif (tid == 0) sv[0] = 0;\n"
+	"\t__syncthreads();\n"
+	"\tunsigned long long tot = 0;\n"
+	"\tfor (int k = i0; k < i0 + ni; k++) {\n"
+	"\t\tconst long long n = a.len[k], nch = (n + ch - 1) / ch;\n"
+	"\t\tfor (long long ci = tid; ci < nch; ci += KV_NT)\n"
+	"\t\t\tif (kv_prot(ci, ch, n, S, R) == grp) tot += (unsigned long long)kv_clen(ci, ch, n);\n"
+	"\t}\n"
+	"\tatomicAdd(&sv[0], tot);\n"
+	"\t__syncthreads();\n"
+	"\tconst int allf = sv[0] <= (unsigned long long)w;\n"
+	"\tconst unsigned long long total = sv[0];\n"
+	"\t__syncthreads();\n"
+	"\tunsigned T = 0;\n"
+	"\tlong long rem = w, Pk = -1, Pc = -1;\n"
+	"\tif (!allf) {\n"
+	"\t\tif (tid == 0) { sv[0] = 0; sv[1] = 0; sv[2] = (unsigned long long)w; }\n"
+	"\t\tfor (int sh = 24; sh >= 0; sh -= 8) {\n"
+	"\t\t\tfor (int b = tid; b < 256; b += KV_NT) hist[b] = 0;\n"
+	"\t\t\t__syncthreads();\n"
+	"\t\t\tconst unsigned pref = (unsigned)sv[0], mask = (unsigned)sv[1];\n"
+	"\t\t\tfor (int k = i0; k < i0 + ni; k++) {\n"
+	"\t\t\t\tconst long long n = a.len[k], nch = (n + ch - 1) / ch;\n"
+	"\t\t\t\tconst float *const sc = a.scores + (long long)k * a.N;\n"
+	"\t\t\t\tfor (long long ci = tid; ci < nch; ci += KV_NT) {\n"
+	"\t\t\t\t\tif (kv_prot(ci, ch, n, S, R) != grp) continue;\n"
+	"\t\t\t\t\tconst unsigned k_ = kv_key(sc, ci, ch, n);\n"
+	"\t\t\t\t\tif ((k_ & mask) == pref) atomicAdd(&hist[(k_ >> sh) & 255u], (unsigned long long)kv_clen(ci, ch, n));\n"
+	"\t\t\t\t}\n"
+	"\t\t\t}\n"
+	"\t\t\t__syncthreads();\n"
+	"\t\t\tif (tid == 0) {\n"
+	"\t\t\t\tunsigned long long cum = 0;\n"
+	"\t\t\t\tfor (int b = 255; b >= 0; b--) {\n"
+	"\t\t\t\t\tif (cum + hist[b] > sv[2]) { sv[0] = pref | ((unsigned)b << sh); sv[1] = mask | (255u << sh); sv[2] -= cum; break; }\n"
+	"\t\t\t\t\tcum += hist[b];\n"
+	"\t\t\t\t}\n"
+	"\t\t\t}\n"
+	"\t\t\t__syncthreads();\n"
+	"\t\t}\n"
+	"\t\tT = (unsigned)sv[0];\n"
+	"\t\tconst long long remT = (long long)sv[2];\n"
+	"\t\t__syncthreads();\n"
+	"\t\t/* ties at T in order: P is the one whose weight crosses remT */\n"
+	"\t\tlong long run = 0;\n"
+	"\t\tfor (int k = i0; k < i0 + ni && Pk < 0; k++) {\n"
+	"\t\t\tconst long long n = a.len[k], nch = (n + ch - 1) / ch, nf = n / ch;\n"
+	"\t\t\tconst float *const sc = a.scores + (long long)k * a.N;\n"
+	"\t\t\tfor (long long c0 = 0; c0 < nch; c0 += KV_NT) {\n"
+	"\t\t\t\tconst long long ci = c0 + tid;\n"
+	"\t\t\t\tconst int eq = ci < nch && kv_prot(ci, ch, n, S, R) == grp && kv_key(sc, ci, ch, n) == T;\n"
+	"\t\t\t\tint cnt;\n"
+	"\t\t\t\tconst int ex = kv_bscan(eq, wsum, &cnt);\n"
+	"\t\t\t\t/* the shorter chunk is the instance's last: only full chunks precede a tie here */\n"
+	"\t\t\t\tconst long long before = run + ch * ex;\n"
+	"\t\t\t\tif (eq && before <= remT && before + kv_clen(ci, ch, n) > remT) { sv[3] = (unsigned long long)k; sv[4] = (unsigned long long)ci; sv[5] = (unsigned long long)before; }\n"
+	"\t\t\t\tconst int seq = nf < nch && nf >= c0 && nf < c0 + KV_NT && kv_prot(nf, ch, n, S, R) == grp && kv_key(sc, nf, ch, n) == T;\n"
+	"\t\t\t\trun += ch * cnt - (seq ? ch - (n - nf * ch) : 0);\n"
+	"\t\t\t\t__syncthreads();\n"
+	"\t\t\t\tif (run > remT) { Pk = (long long)sv[3]; Pc = (long long)sv[4]; rem = remT - (long long)sv[5]; break; }\n"
+	"\t\t\t}\n"
+	"\t\t}\n"
+	"\t}\n"
+	"\t/* records; a shorter last chunk in the prefix is kept */\n"
+	"\tfor (int k = i0 + tid; k < i0 + ni; k += KV_NT) {\n"
+	"\t\tconst long long n = a.len[k], nf = n / ch;\n"
+	"\t\tint *const r = kv_grec(a, k, grp);\n"
+	"\t\tconst int hasp = nf * ch < n && kv_prot(nf, ch, n, S, R) == grp;\n"
+	"\t\tconst unsigned kp = hasp ? kv_key(a.scores + (long long)k * a.N, nf, ch, n) : 0u;\n"
+	"\t\tr[0] = (int)T; r[1] = k < Pk ? 0x7fffffff : k == Pk ? (int)(Pc - 1) : -1; r[3] = allf;\n"
+	"\t\tr[2] = hasp && (allf || kp > T || (kp == T && (k < Pk || (k == Pk && nf < Pc))));\n"
+	"\t}\n"
+	"\t__syncthreads();\n"
+	"\tif (allf) return (long long)total;\n"
+	"\t/* after P: the best shorter chunk that still fits, until none does */\n"
+	"\tfor (int round = 0; round < ni; round++) {\n"
+	"\t\tif (tid == 0) sv[6] = 0;\n"
+	"\t\t__syncthreads();\n"
+	"\t\tunsigned long long best = 0;\n"
+	"\t\tfor (int k = i0 + tid; k < i0 + ni; k += KV_NT) {\n"
+	"\t\t\tconst long long n = a.len[k], nf = n / ch;\n"
+	"\t\t\tif (nf * ch == n || n - nf * ch > rem || kv_prot(nf, ch, n, S, R) != grp || kv_grec(a, k, grp)[2]) continue;\n"
+	"\t\t\tconst unsigned long long v = (unsigned long long)kv_key(a.scores + (long long)k * a.N, nf, ch, n) << 32 | (0xffffffffu - (unsigned)(k - i0));\n"
+	"\t\t\tbest = v > best ? v : best;\n"
+	"\t\t}\n"
+	"\t\tatomicMax(&sv[6], best);\n"
+	"\t\t__syncthreads();\n"
+	"\t\tconst unsigned long long b = sv[6];\n"
+	"\t\tif (b == 0) break;\n"
+	"\t\tconst int k = i0 + (int)(0xffffffffu - (unsigned)(b & 0xffffffffu));\n"
+	"\t\trem -= a.len[k] - a.len[k] / ch * ch;\n"
+	"\t\tif (tid == 0) kv_grec(a, k, grp)[2] = 1;\n"
+	"\t\t__syncthreads();\n"
+	"\t}\n"
+	"\treturn w - rem;\n}\n";
+
+static void gen_selgrp(Gen *g, KpCudaOut *out, const char *S, const char *R, const char *C)
+{
+	const KiSelect *s = &g->f->sel;
+	KpCudaKernel *k = &out->kern[out->nkern++];
+	snprintf(k->name, sizeof k->name, "kv_select_grp");
+	k->role = KVG_SELGRP;
+	k->phase = s->scope == SC_layer;
+	/* the records: 8 floats at the start of each instance's workspace */
+	long long ro[4];
+	memset(g->cur, 0, sizeof g->cur);
+	wsreserve(g, 0, 8, ro);
+	wsmax(g);
+	sb(&g->s, "%s", grp_src);
+	sb(&g->s, "\nextern \"C\" __global__ void __launch_bounds__(KV_NT) kv_select_grp(const KvgArgs a)\n{\n");
+	sb(&g->s, "\tconst int i0 = %s, ni = %s;\n", s->scope == SC_layer ? "(int)blockIdx.x * a.H" : "0",
+	   s->scope == SC_layer ? "a.H" : "a.L * a.H");
+	sb(&g->s, "\t__shared__ unsigned long long hist[256], sv[8];\n\t__shared__ int wsum[KV_NW];\n");
+	sb(&g->s, "\tconst long long S = (long long)(%s), R = (long long)(%s), ch = (long long)(%s);\n", S, R, C);
+	sb(&g->s,
+	   "\tif (S < 0 || R < 0 || ch < 1) { if (threadIdx.x == 0) kv_seterr(a.err, KVG_ESELECT); return; }\n"
+	   "\t/* the group's budget: the sum of its instances' n_keep */\n"
+	   "\tlong long want = 0;\n"
+	   "\tfor (int k = i0; k < i0 + ni; k++) want += kv_nkeep(a, k / a.H, a.len[k]);\n"
+	   "\t/* protected chunks first (by score among themselves), then the others */\n"
+	   "\tconst long long u1 = kv_gpick(a, i0, ni, ch, S, R, 1, want, hist, sv, wsum);\n"
+	   "\tkv_gpick(a, i0, ni, ch, S, R, 0, want - u1, hist, sv, wsum);\n"
+	   "}\n");
+}
+
 static int gen_select(Gen *g, KpCudaOut *out)
 {
 	const KiFn *f = g->f;
 	const KiSelect *s = &f->sel;
 	if (s->kind != SEL_topk)
 		return err(g, NULL, "only top-k selection is supported");
-	if (s->scope != SC_head) {
-		const KiIns fake = { .line = s->line, .col = s->col };
-		return err(g, &fake, "select scope %s is not supported on GPU yet (scope head only)", ki_scopename(s->scope));
-	}
 	if (f->merge.kind != MG_drop)
 		return err(g, NULL, "only merge drop is supported");
 	char S[200], R[200], C[200], B[200];
 	if (dscalar(g, s->keep_first, S, sizeof S, 0) || dscalar(g, s->keep_recent, R, sizeof R, 0) ||
 	    dscalar(g, s->chunk, C, sizeof C, 1) || dscalar(g, s->beta, B, sizeof B, 20))
 		return err(g, NULL, "select arguments must be constants or params");
-	KpCudaKernel *k = &out->kern[out->nkern++];
-	snprintf(k->name, sizeof k->name, "kv_select");
-	k->role = KVG_SELECT;
 	/* ki_nkeep, in double with explicit rounding (no contraction) */
 	sb(&g->s, "\n/* ki_nkeep (compiler/interp.c) */\n"
 	          "__device__ long long kv_nkeep(const KvgArgs &a, int l, long long n) {\n"
@@ -1035,6 +1532,11 @@ static int gen_select(Gen *g, KpCudaOut *out)
 		          "\t}\n", R, B);
 	}
 	sb(&g->s, "\tif (nk < 0) nk = 0;\n\tif (nk > n) nk = n;\n\treturn nk;\n}\n");
+	if (s->scope != SC_head)
+		gen_selgrp(g, out, S, R, C);
+	KpCudaKernel *k = &out->kern[out->nkern++];
+	snprintf(k->name, sizeof k->name, "kv_select");
+	k->role = KVG_SELECT;
 	prologue(g, "kv_select", 0);
 	sb(&g->s,
 	   "\t__shared__ unsigned hist[256], sv[4];\n"
@@ -1046,12 +1548,20 @@ static int gen_select(Gen *g, KpCudaOut *out)
 	   "\tconst float *const sc = a.scores + (long long)inst * N;\n");
 	sb(&g->s, "\tconst long long S = (long long)(%s), R = (long long)(%s), ch = (long long)(%s);\n", S, R, C);
 	sb(&g->s,
-	   "\tif (S < 0 || R < 0 || ch < 1) { if (tid == 0) kv_seterr(a.err, KVG_ESELECT); return; }\n"
-	   "\tconst long long want = kv_nkeep(a, l, n);\n"
-	   "\t/* protected chunks first (by score among themselves), then the others */\n"
-	   "\tKvSel s1, s0;\n"
-	   "\tkv_topk(sc, n, ch, S, R, 1, want, s1, hist, sv, &s_E, wsum);\n"
-	   "\tkv_topk(sc, n, ch, S, R, 0, want - s1.used, s0, hist, sv, &s_E, wsum);\n"
+	   "\tif (S < 0 || R < 0 || ch < 1) { if (tid == 0) kv_seterr(a.err, KVG_ESELECT); return; }\n");
+	if (s->scope == SC_head)
+		sb(&g->s,
+		   "\tconst long long want = kv_nkeep(a, l, n);\n"
+		   "\t/* protected chunks first (by score among themselves), then the others */\n"
+		   "\tKvSel s1, s0;\n"
+		   "\tkv_topk(sc, n, ch, S, R, 1, want, s1, hist, sv, &s_E, wsum);\n"
+		   "\tkv_topk(sc, n, ch, S, R, 0, want - s1.used, s0, hist, sv, &s_E, wsum);\n");
+	else
+		sb(&g->s,
+		   "\t/* decided by kv_select_grp for the whole %s */\n"
+		   "\tconst KvSel s1 = kv_ldrec(kv_grec(a, inst, 1)), s0 = kv_ldrec(kv_grec(a, inst, 0));\n"
+		   "\t(void)hist; (void)sv; (void)s_E;\n", ki_scopename(s->scope));
+	sb(&g->s,
 	   "\t/* stable in-place compaction, one tile of KV_NT tokens at a time; rows are\n"
 	   "\t   staged in shared memory KV_TT at a time (destinations never pass sources) */\n"
 	   "\tlong long run = 0;\n"
@@ -1133,6 +1643,33 @@ int kp_cuda_tile(int sm, int dtype, int head_dim, int nthreads)
 	return tt;
 }
 
+int kp_cuda_mma(int dtype, int head_dim)
+{
+	return dtype != KI_F32 && head_dim % 16 == 0;
+}
+
+unsigned kp_cuda_score_dsmem(int dtype, int head_dim, int group, int sq, int sk)
+{
+	int mma = kp_cuda_mma(dtype, head_dim);
+	unsigned dp = (unsigned)head_dim + (mma ? 8u : 1u), esz = mma ? 2u : 4u;
+	return (unsigned)(sq + sk) * dp * esz + (unsigned)(sq * sk + group * sk) * 4u;
+}
+
+void kp_cuda_score_tile(int sm, int dtype, int head_dim, int group, int *sq, int *sk)
+{
+	/* below the opt-in maximum of each part: A100/A30 (sm_80/87) 163 KB, H100/B200
+	** (sm_90, sm_100) 227 KB, the others (sm_86, sm_89, sm_120) 99 KB. Tokens per tile:
+	** 64; query rows per chunk: as many as fit up to 64·G, at most 256 (G·O of a 64-query
+	** window: Q staged once), in steps of 16 (the mma row block) */
+	unsigned budget = sm == 80 || sm == 87 ? 160u << 10 : sm >= 90 && sm < 120 ? 220u << 10 : 96u << 10;
+	int k = 64, q = group < 4 ? 64 * group : 256;
+	while (q > 16 && kp_cuda_score_dsmem(dtype, head_dim, group, q, k) > budget)
+		q -= 16;
+	while (k > 8 && kp_cuda_score_dsmem(dtype, head_dim, group, q, k) > budget)
+		k -= 8;
+	*sq = q, *sk = k;
+}
+
 static double now_ms(void)
 {
 	struct timespec ts;
@@ -1180,10 +1717,16 @@ static int generate(const KiFn *f, const KpCudaOpts *o, KpCudaOut *out, KcErr *e
 	sb(&g.s, "%s", o->dtype == KI_F16 ? prelude_f16 : o->dtype == KI_BF16 ? prelude_bf16 : prelude_f32);
 	argsdecl(&g.s);
 	sb(&g.s, "%s", helpers);
+	if (kp_cuda_mma(o->dtype, g.D))
+		sb(&g.s, tile_mma, o->dtype == KI_BF16, ki_dtypename(o->dtype), ki_dtypename(o->dtype));
+	else
+		sb(&g.s, "%s", tile_fma);
+	sb(&g.s, "%s", tile_common);
 	int rc = 0;
 	if (f->when.kind == WH_decode || f->nst > 0) {
 		rc = gen_decode(&g, out);
 		out->has_decode = rc == 0;
+		out->dec_part = kvg_dec_part(g.G, g.D, g.NT);
 		memset(g.home, 0, (size_t)f->nins);
 		memset(g.phase, 0, (size_t)f->nins * sizeof *g.phase);
 	}
@@ -1314,15 +1857,18 @@ int kp_compile_cuda(const KiFn *f, const KpCudaOpts *o, KpCudaOut *out, KcErr *e
 		snprintf(im->arch, sizeof im->arch, "sm_%d", sm[a]);
 		im->sm = sm[a];
 		im->tile = kp_cuda_tile(sm[a], o->dtype, o->head_dim, out->nthreads);
-		char dnt[32], dtt[32];
+		kp_cuda_score_tile(sm[a], o->dtype, o->head_dim, o->group, &im->sq, &im->sk);
+		char dnt[32], dtt[32], dsq[32], dsk[32];
 		snprintf(dnt, sizeof dnt, "-DKV_NT=%d", out->nthreads);
 		snprintf(dtt, sizeof dtt, "-DKV_TT=%d", im->tile);
-		const char *extra[] = { dnt, dtt };
+		snprintf(dsq, sizeof dsq, "-DKV_SQ=%d", im->sq);
+		snprintf(dsk, sizeof dsk, "-DKV_SK=%d", im->sk);
+		const char *extra[] = { dnt, dtt, dsq, dsk };
 		KpNvrtcRes r;
 		double t1 = now_ms();
 		char name[96];
 		snprintf(name, sizeof name, "%s.cu", f->name);
-		if (kp_nvrtc_compile(out->src, name, sm[a], extra, 2, &r, why, sizeof why) != 0) {
+		if (kp_nvrtc_compile(out->src, name, sm[a], extra, 4, &r, why, sizeof why) != 0) {
 			kc_error(e, f->src, 0, 0, "GPU backend: %s", why);
 			kp_nvrtc_free(&r);
 			kp_cuda_free(out);
@@ -1333,7 +1879,9 @@ int kp_compile_cuda(const KiFn *f, const KpCudaOpts *o, KpCudaOut *out, KcErr *e
 		parselog(r.log, out, im);
 		free(r.log);
 		for (int k = 0; k < out->nkern; k++)
-			im->dsmem[k] = out->kern[k].role == KVG_SELECT ? kp_cuda_dsmem(o->dtype, o->head_dim, im->tile) : 0;
+			im->dsmem[k] = out->kern[k].role == KVG_SELECT ? kp_cuda_dsmem(o->dtype, o->head_dim, im->tile)
+			               : out->kern[k].tiled ? kp_cuda_score_dsmem(o->dtype, o->head_dim, o->group, im->sq, im->sk)
+			                                    : 0;
 	}
 	return 0;
 }

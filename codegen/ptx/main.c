@@ -98,8 +98,9 @@ int main(int argc, char **argv)
 	       out.ws_coef[1], out.ws_coef[2], out.ws_coef[3]);
 	for (int i = 0; i < out.nimg; i++) {
 		KpCudaImage *im = &out.img[i];
-		printf("  %s: PTX %zu bytes, CUBIN %zu bytes, %.0f ms, compaction tile %d rows\n", im->arch, im->nptx,
-		       im->ncubin, im->ms, im->tile);
+		printf("  %s: PTX %zu bytes, CUBIN %zu bytes, %.0f ms, compaction tile %d rows, score tiles %d queries x %d "
+		       "tokens (%s)\n", im->arch, im->nptx, im->ncubin, im->ms, im->tile, im->sq, im->sk,
+		       kp_cuda_mma(o.dtype, o.head_dim) ? "mma.m16n8k16" : "f32 FMA");
 		if (o.verbose)
 			for (int k = 0; k < out.nkern; k++)
 				printf("    %-10s %3d registers, %5d B static smem, %6u B dynamic smem%s, %d B spills\n",

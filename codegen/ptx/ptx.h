@@ -7,12 +7,15 @@
 ** types whose size and alignment agree between x86-64 and nvptx64.
 **
 ** Launch protocol (runtime/cuda.c and tests/gpu/emu_diff.c both follow it):
-**   compress:  the KVG_SCORE kernels in phase order, then KVG_SELECT
-**   decode:    KVG_DECODE (one step: attention output + observe hook)
-**   grid = L*H blocks (one per (layer, head) instance), block = nthreads,
+**   compress:  the KVG_SCORE kernels in phase order, then KVG_SELGRP (select scope
+**              layer / model: grid L / 1, phase says which), then KVG_SELECT
+**   decode:    KVG_DECODE on grid (L*H, a.splits), then KVG_COMBINE (one step:
+**              split-KV attention partials; merge, output, observe hook)
+**   grid = L*H blocks (one per (layer, head) instance) unless said otherwise, block = nthreads,
 **   dynamic shared memory = the image's dsmem[kernel] (the runtime opts in
 **   with CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES above 48 KB).
-**   Workspace: L*H*kvg_ws_floats(out, N, O) floats, any content.
+**   Workspace: L*H*kvg_ws_floats(out, N, O, splits) floats, any content; the
+**   decode partials are its last splits*kvg_dec_part(...) floats per instance.
 */
 #ifndef KVCC_PTX_H
 #define KVCC_PTX_H
@@ -51,7 +54,7 @@
 	X(int, N)                    /* capacity per instance (row stride of pos/state/scores) */ \
 	X(int, O)                    /* observation queries per query head */ \
 	X(int, step) \
-	X(int, pad_) \
+	X(int, splits)               /* decode: kv_decode blocks per instance (gridDim.y) */ \
 	X(double, par[KVG_MAXPAR])   /* runtime parameter values */
 
 #define KVG_FIELD(t, n) t n;
@@ -61,7 +64,7 @@ typedef struct KvgArgs { KVG_ARGS_FIELDS(KVG_FIELD) } KvgArgs;
 /* device error codes (the first one set wins) */
 enum { KVG_EOK, KVG_EPOOL = 1, KVG_ESELECT = 2, KVG_EHMEAN = 3 };
 
-enum { KVG_SCORE, KVG_SELECT, KVG_DECODE };
+enum { KVG_SCORE, KVG_SELECT, KVG_DECODE, KVG_COMBINE, KVG_SELGRP };
 
 typedef struct KpCudaOpts {
 	int dtype;               /* KI_F32, KI_F16, KI_BF16 */
@@ -74,8 +77,9 @@ typedef struct KpCudaOpts {
 
 typedef struct KpCudaKernel {
 	char name[32];
-	int role;                /* KVG_SCORE / KVG_SELECT / KVG_DECODE */
-	int phase;               /* KVG_SCORE: order of launch */
+	int role;                /* KVG_SCORE / KVG_SELECT / KVG_DECODE / KVG_COMBINE / KVG_SELGRP */
+	int phase;               /* KVG_SCORE: order of launch; KVG_SELGRP: 1 grid L (scope layer), 0 grid 1 */
+	int tiled;               /* KVG_SCORE: stages Q·Kᵀ tiles in dynamic shared memory */
 } KpCudaKernel;
 
 typedef struct KpCudaImage {
@@ -88,6 +92,7 @@ typedef struct KpCudaImage {
 	int spill[KVG_MAXKERN];  /* spill store bytes */
 	unsigned dsmem[KVG_MAXKERN]; /* dynamic shared bytes to launch with */
 	int tile;                /* compaction rows per staging tile (KV_TT) */
+	int sq, sk;              /* score tiles: query rows per chunk (KV_SQ), tokens per tile (KV_SK) */
 	double ms;               /* NVRTC time */
 } KpCudaImage;
 
@@ -100,6 +105,7 @@ typedef struct KpCudaOut {
 	int nimg;
 	KpCudaImage img[KVG_MAXARCH];
 	long long ws_coef[4];    /* ws floats per instance = c0 + c1*N + c2*O + c3*N*O */
+	long long dec_part;      /* + splits * dec_part with decode (kvg_dec_part) */
 	int has_decode, has_compress;
 	int nvrtc_major, nvrtc_minor;
 	double gen_ms;
@@ -115,10 +121,34 @@ KC_FUNC void kp_cuda_free(KpCudaOut *out);
 KC_FUNC unsigned kp_cuda_dsmem(int dtype, int head_dim, int tile);
 /* Staging rows for an sm: per-target shared-memory budget. */
 KC_FUNC int kp_cuda_tile(int sm, int dtype, int head_dim, int nthreads);
+/* Score kernels: Q·Kᵀ on tensor cores (mma.m16n8k16) for f16/bf16 with head_dim % 16 == 0,
+** else f32 FMA; dynamic shared bytes of a tiled score kernel; tile sizes for an sm. */
+KC_FUNC int kp_cuda_mma(int dtype, int head_dim);
+KC_FUNC unsigned kp_cuda_score_dsmem(int dtype, int head_dim, int group, int sq, int sk);
+KC_FUNC void kp_cuda_score_tile(int sm, int dtype, int head_dim, int group, int *sq, int *sk);
 
-static inline long long kvg_ws_floats(const KpCudaOut *o, long long N, long long Oq)
+/* Split-KV decode: floats of one split's partials (per warp and query head: m, s and
+** head_dim sums) and the split count a plan uses — enough blocks to fill a large GPU
+** (KVG_DEC_BLOCKS over all instances), each split at least KVG_DEC_TMIN tokens of
+** the capacity N. Decided once per plan from the layout, never from device data. */
+#define KVG_DEC_BLOCKS 512
+#define KVG_DEC_TMIN 256
+static inline long long kvg_dec_part(int group, int head_dim, int nthreads)
 {
-	return o->ws_coef[0] + o->ws_coef[1] * N + o->ws_coef[2] * Oq + o->ws_coef[3] * N * Oq;
+	return (long long)(nthreads / 32) * group * (head_dim + 2);
+}
+static inline int kvg_dec_splits(long long N, long long instances)
+{
+	long long s = (KVG_DEC_BLOCKS + instances - 1) / (instances > 0 ? instances : 1), cap = N / KVG_DEC_TMIN;
+	if (s > cap)
+		s = cap;
+	return s < 1 ? 1 : (int)s;
+}
+
+static inline long long kvg_ws_floats(const KpCudaOut *o, long long N, long long Oq, int splits)
+{
+	return o->ws_coef[0] + o->ws_coef[1] * N + o->ws_coef[2] * Oq + o->ws_coef[3] * N * Oq +
+	       (o->has_decode ? splits * o->dec_part : 0);
 }
 
 /* nvrtc.c: NVRTC loaded with dlopen ("libnvrtc.so", then the CUDA default

@@ -5,8 +5,9 @@
 #   make check-ptx   every policy's CUDA C through NVRTC and ptxas for sm_80, sm_90
 #                    (a SKIP line when NVRTC is absent)
 #   make check-emu   the differential matrix through tests/gpu/cuda_emu.h on the CPU
-#                    (generated CUDA C compiled as C++ with g++), plus the no-driver
-#                    error path of runtime/cuda.c
+#                    (generated CUDA C compiled as C++ with g++), the emulated
+#                    tensor-core mma alone (tests/gpu/mma_unit.cpp), plus the
+#                    no-driver error path of runtime/cuda.c
 #   make check-gpu   the differential matrix on a real device through the libkvcc GPU API
 #                    (kvcc_compile_so_gpu, kvcc_gpu_plan_create, kvcc_gpu_compress), or "SKIP: no GPU"
 #   make bench-gpu   SnapKV on the GPU (tests/gpu/bench_gpu.c), or "SKIP: no GPU"
@@ -29,10 +30,20 @@ $(B)/gpu_api: $(B)/tests/gpu/api.o $(LIBOBJ)
 
 all: $(B)/kvcc-ptx
 
+# the tensor-core unit test includes generated sources (bf16 and f16, head_dim 32)
+$(B)/mma/%.cu: $(B)/kvcc-ptx
+	@mkdir -p $(dir $@)
+	$(B)/kvcc-ptx policies/snapkv.lua --dtype $* --head-dim 32 --gen-only --emit-src $@ >/dev/null
+
+$(B)/mma_unit: tests/gpu/mma_unit.cpp tests/gpu/cuda_emu.h $(B)/mma/bf16.cu $(B)/mma/f16.cu
+	$(CXX) -std=c++17 -O1 -Wall -Wextra -Werror -Wno-unused-function -DKV_NT=32 -DKV_SQ=16 -DKV_SK=16 \
+	  -I. -I$(B)/mma -o $@ $<
+
 check-ptx: $(B)/kvcc-ptx
 	tests/gpu/check_ptx.sh $(B)
 
-check-emu: $(B)/emu_diff $(B)/gpu_nodrv $(B)/gpu_api $(B)/kvcc
+check-emu: $(B)/emu_diff $(B)/gpu_nodrv $(B)/gpu_api $(B)/kvcc $(B)/mma_unit
+	$(B)/mma_unit
 	KVCC_LIBCUDA=/nonexistent/libcuda.so.1 $(B)/gpu_nodrv
 	KVCC_LIBCUDA=/nonexistent/libcuda.so.1 $(B)/gpu_api $(B)
 	tests/gpu/cli.sh $(B)
@@ -51,4 +62,5 @@ check-gpu: $(B)/emu_diff
 	else echo "SKIP: no GPU (nvidia-smi absent or finds no device)"; fi
 
 CHECK_MORE += check-ptx check-emu
+.PRECIOUS: $(B)/mma/%.cu
 .PHONY: check-ptx check-emu check-gpu bench-gpu

@@ -179,6 +179,7 @@ typedef struct Gen {
 	LLVMTypeRef f32, i16, i32, i64, ptr, half, vf, vi16, vi32, vh, fma_ty, red_ty;
 	LLVMValueRef fma, red;
 	int W, d, dtype;
+	int G;                 /* query heads per KV head */
 	int bf16dot;           /* bf16 storage on a CPU with avx512bf16: qkt uses vdpbf16ps */
 	LLVMValueRef fn;
 } Gen;
@@ -902,10 +903,27 @@ static LLVMValueRef newfn(Gen *g, const char *name, LLVMTypeRef ret, LLVMTypeRef
 }
 
 /*
-** selkeys(score, n, S, R, base, key): the 64-bit candidate keys of one (layer, head), the same
-** order as the reference's (protected first, higher score, NaN lowest, -0 = +0, then lower
-** instance/position): prot << 63 | u << 31 | (0x7fffffff - ((base + i) & 0x7fffffff)).
+** The 64-bit candidate key of score v (f32), the same order as the reference's (protected first,
+** higher score, NaN lowest, -0 = +0, then lower instance/position):
+** prot << 63 | u << 31 | (0x7fffffff - (id & 0x7fffffff)), id = instance·capacity + position.
 */
+static LLVMValueRef selkey(Gen *g, LLVMValueRef v, LLVMValueRef prot, LLVMValueRef id)
+{
+	LLVMBuilderRef b = g->b;
+	LLVMValueRef u = LLVMBuildBitCast(b, v, g->i32, "");
+	LLVMValueRef zero = LLVMConstInt(g->i32, 0, 0), sgn = LLVMConstInt(g->i32, 0x80000000u, 0);
+	u = LLVMBuildSelect(b, LLVMBuildFCmp(b, LLVMRealOEQ, v, LLVMConstReal(g->f32, 0), ""), zero, u, "");
+	LLVMValueRef neg = LLVMBuildICmp(b, LLVMIntSLT, u, zero, "");
+	u = LLVMBuildSelect(b, neg, LLVMBuildNot(b, u, ""), LLVMBuildOr(b, u, sgn, ""), "");
+	u = LLVMBuildSelect(b, LLVMBuildFCmp(b, LLVMRealUNO, v, v, ""), zero, u, "");
+	id = LLVMBuildAnd(b, id, LLVMConstInt(g->i32, 0x7fffffff, 0), "");
+	id = LLVMBuildSub(b, LLVMConstInt(g->i32, 0x7fffffff, 0), id, "");
+	LLVMValueRef k = LLVMBuildOr(b, LLVMBuildShl(b, LLVMBuildZExt(b, prot, g->i64, ""), ci(g, 63), ""),
+	                             LLVMBuildShl(b, LLVMBuildZExt(b, u, g->i64, ""), ci(g, 31), ""), "");
+	return LLVMBuildOr(b, k, LLVMBuildZExt(b, id, g->i64, ""), "");
+}
+
+/* selkeys(score, n, S, R, base, key): key[i] of token i of one (layer, head), id base + i */
 static void gen_selkeys(Gen *g)
 {
 	LLVMTypeRef ps[6] = { g->ptr, g->i64, g->i64, g->i64, g->i32, g->ptr };
@@ -916,21 +934,47 @@ static void gen_selkeys(Gen *g)
 	LLVMValueRef nr = LLVMBuildSub(b, n, R, "");
 	Loop lp;
 	LLVMValueRef i = loop_begin2(g, ci(g, 0), n, 1, 1, &lp);
-	LLVMValueRef v = ld(g, g->f32, sc, i, 4);
-	LLVMValueRef u = LLVMBuildBitCast(b, v, g->i32, "");
-	LLVMValueRef zero = LLVMConstInt(g->i32, 0, 0), sgn = LLVMConstInt(g->i32, 0x80000000u, 0);
-	u = LLVMBuildSelect(b, LLVMBuildFCmp(b, LLVMRealOEQ, v, LLVMConstReal(g->f32, 0), ""), zero, u, "");
-	LLVMValueRef neg = LLVMBuildICmp(b, LLVMIntSLT, u, zero, "");
-	u = LLVMBuildSelect(b, neg, LLVMBuildNot(b, u, ""), LLVMBuildOr(b, u, sgn, ""), "");
-	u = LLVMBuildSelect(b, LLVMBuildFCmp(b, LLVMRealUNO, v, v, ""), zero, u, "");
 	LLVMValueRef prot = LLVMBuildOr(b, LLVMBuildICmp(b, LLVMIntSLT, i, S, ""), LLVMBuildICmp(b, LLVMIntSGE, i, nr, ""), "");
-	LLVMValueRef id = LLVMBuildAnd(b, LLVMBuildAdd(b, base, LLVMBuildTrunc(b, i, g->i32, ""), ""),
-	                               LLVMConstInt(g->i32, 0x7fffffff, 0), "");
-	id = LLVMBuildSub(b, LLVMConstInt(g->i32, 0x7fffffff, 0), id, "");
-	LLVMValueRef k = LLVMBuildOr(b, LLVMBuildShl(b, LLVMBuildZExt(b, prot, g->i64, ""), ci(g, 63), ""),
-	                             LLVMBuildShl(b, LLVMBuildZExt(b, u, g->i64, ""), ci(g, 31), ""), "");
-	k = LLVMBuildOr(b, k, LLVMBuildZExt(b, id, g->i64, ""), "");
-	st_(g, g->i64, k, key, i, 8);
+	LLVMValueRef id = LLVMBuildAdd(b, base, LLVMBuildTrunc(b, i, g->i32, ""), "");
+	st_(g, g->i64, selkey(g, ld(g, g->f32, sc, i, 4), prot, id), key, i, 8);
+	loop_end(g, &lp);
+	LLVMBuildRetVoid(b);
+}
+
+/*
+** ckeys(score, n, S, R, base, chunk, key): chunk candidates of one (layer, head): key[j] for the
+** tokens t0 = j·chunk .. min(t0 + chunk, n) - 1 (the last chunk may be partial), j < ceil(n/chunk).
+** The score is the reference's mean: a double sum in token order divided by the length (NaN if
+** any token is NaN), rounded to f32; protected if any of its tokens is; id base + t0.
+*/
+static void gen_ckeys(Gen *g)
+{
+	LLVMTypeRef ps[7] = { g->ptr, g->i64, g->i64, g->i64, g->i32, g->i64, g->ptr };
+	newfn(g, "kvcc_ckeys", LLVMVoidTypeInContext(g->cx), ps, 7);
+	LLVMValueRef sc = LLVMGetParam(g->fn, 0), n = LLVMGetParam(g->fn, 1), S = LLVMGetParam(g->fn, 2);
+	LLVMValueRef R = LLVMGetParam(g->fn, 3), base = LLVMGetParam(g->fn, 4), ch = LLVMGetParam(g->fn, 5);
+	LLVMValueRef key = LLVMGetParam(g->fn, 6);
+	LLVMBuilderRef b = g->b;
+	LLVMTypeRef f64 = LLVMDoubleTypeInContext(g->cx);
+	LLVMValueRef sp = entry_alloca(g, f64);
+	LLVMValueRef nr = LLVMBuildSub(b, n, R, "");
+	LLVMValueRef nc = LLVMBuildSDiv(b, LLVMBuildSub(b, LLVMBuildAdd(b, n, ch, ""), ci(g, 1), ""), ch, "");
+	Loop lp, lt;
+	LLVMValueRef j = loop_begin2(g, ci(g, 0), nc, 1, 1, &lp);
+	LLVMValueRef t0 = LLVMBuildMul(b, j, ch, "");
+	LLVMValueRef e = LLVMBuildAdd(b, t0, ch, "");
+	e = LLVMBuildSelect(b, LLVMBuildICmp(b, LLVMIntSLT, e, n, ""), e, n, "");
+	LLVMBuildStore(b, LLVMConstReal(f64, 0), sp);
+	LLVMValueRef t = loop_begin2(g, t0, e, 1, 1, &lt);
+	LLVMValueRef v = LLVMBuildFPExt(b, ld(g, g->f32, sc, t, 4), f64, "");
+	LLVMBuildStore(b, LLVMBuildFAdd(b, LLVMBuildLoad2(b, f64, sp, ""), v, ""), sp);
+	loop_end(g, &lt);
+	LLVMValueRef mean = LLVMBuildFDiv(b, LLVMBuildLoad2(b, f64, sp, ""),
+	                                  LLVMBuildSIToFP(b, LLVMBuildSub(b, e, t0, ""), f64, ""), "");
+	LLVMValueRef prot = LLVMBuildOr(b, LLVMBuildICmp(b, LLVMIntSLT, t0, S, ""),
+	                                LLVMBuildICmp(b, LLVMIntSGT, e, nr, ""), "");
+	LLVMValueRef id = LLVMBuildAdd(b, base, LLVMBuildTrunc(b, t0, g->i32, ""), "");
+	st_(g, g->i64, selkey(g, LLVMBuildFPTrunc(b, mean, g->f32, ""), prot, id), key, j, 8);
 	loop_end(g, &lp);
 	LLVMBuildRetVoid(b);
 }
@@ -1009,6 +1053,58 @@ static void gen_keepidx(Gen *g)
 	LLVMBuildRet(b, LLVMBuildLoad2(b, g->i64, mp, ""));
 }
 
+/* kcount(key, n, thr): the number of key[i] >= thr (unsigned) */
+static void gen_kcount(Gen *g)
+{
+	LLVMTypeRef ps[3] = { g->ptr, g->i64, g->i64 };
+	newfn(g, "kvcc_kcount", g->i64, ps, 3);
+	LLVMValueRef key = LLVMGetParam(g->fn, 0), n = LLVMGetParam(g->fn, 1), thr = LLVMGetParam(g->fn, 2);
+	LLVMBuilderRef b = g->b;
+	LLVMValueRef mp = entry_alloca(g, g->i64);
+	LLVMBuildStore(b, ci(g, 0), mp);
+	Loop lp;
+	LLVMValueRef i = loop_begin2(g, ci(g, 0), n, 1, 1, &lp);
+	LLVMValueRef c = LLVMBuildICmp(b, LLVMIntUGE, ld(g, g->i64, key, i, 8), thr, "");
+	LLVMBuildStore(b, LLVMBuildAdd(b, LLVMBuildLoad2(b, g->i64, mp, ""), LLVMBuildZExt(b, c, g->i64, ""), ""), mp);
+	loop_end(g, &lp);
+	LLVMBuildRet(b, LLVMBuildLoad2(b, g->i64, mp, ""));
+}
+
+/*
+** ckeepidx(key, n, chunk, thr, last, idx): the sorted kept list of one (layer, head) from its
+** full chunks' keys (j < n / chunk: kept if key[j] >= thr) and, when n % chunk != 0, the partial
+** last chunk (kept if last != 0); returns its length. Branch-free: every chunk's positions are
+** written at the current end of the list (so nothing past index n - 1) and the end advances
+** only when the chunk is kept.
+*/
+static void gen_ckeepidx(Gen *g)
+{
+	LLVMTypeRef ps[6] = { g->ptr, g->i64, g->i64, g->i64, g->i64, g->ptr };
+	newfn(g, "kvcc_ckeepidx", g->i64, ps, 6);
+	LLVMValueRef key = LLVMGetParam(g->fn, 0), n = LLVMGetParam(g->fn, 1), ch = LLVMGetParam(g->fn, 2);
+	LLVMValueRef thr = LLVMGetParam(g->fn, 3), last = LLVMGetParam(g->fn, 4), idx = LLVMGetParam(g->fn, 5);
+	LLVMBuilderRef b = g->b;
+	LLVMValueRef mp = entry_alloca(g, g->i64);
+	LLVMBuildStore(b, ci(g, 0), mp);
+	LLVMValueRef nf = LLVMBuildSDiv(b, n, ch, ""), tf = LLVMBuildMul(b, nf, ch, "");
+	Loop lp, lc, lt;
+	LLVMValueRef j = loop_begin2(g, ci(g, 0), nf, 1, 1, &lp);
+	LLVMValueRef t0 = LLVMBuildMul(b, j, ch, "");
+	LLVMValueRef m = LLVMBuildLoad2(b, g->i64, mp, "");
+	LLVMValueRef c = loop_begin2(g, ci(g, 0), ch, 1, 1, &lc);
+	st_(g, g->i32, LLVMBuildTrunc(b, LLVMBuildAdd(b, t0, c, ""), g->i32, ""), idx, LLVMBuildAdd(b, m, c, ""), 4);
+	loop_end(g, &lc);
+	LLVMValueRef kept = LLVMBuildICmp(b, LLVMIntUGE, ld(g, g->i64, key, j, 8), thr, "");
+	LLVMBuildStore(b, LLVMBuildAdd(b, m, LLVMBuildSelect(b, kept, ch, ci(g, 0), ""), ""), mp);
+	loop_end(g, &lp);
+	m = LLVMBuildLoad2(b, g->i64, mp, "");
+	LLVMValueRef t = loop_begin2(g, tf, n, 1, 1, &lt);
+	st_(g, g->i32, LLVMBuildTrunc(b, t, g->i32, ""), idx, LLVMBuildAdd(b, m, LLVMBuildSub(b, t, tf, ""), ""), 4);
+	loop_end(g, &lt);
+	LLVMValueRef keep = LLVMBuildICmp(b, LLVMIntNE, last, ci(g, 0), "");
+	LLVMBuildRet(b, LLVMBuildAdd(b, m, LLVMBuildSelect(b, keep, LLVMBuildSub(b, n, tf, ""), ci(g, 0), ""), ""));
+}
+
 /*
 ** compact(K, V, ldk, idx, m, pos, state, nst, sstride): stable in-place gather of the kept rows
 ** of one (layer, head). idx is strictly increasing, so idx[i] >= i and row idx[i] is never
@@ -1074,12 +1170,16 @@ static void gen_compact(Gen *g)
 }
 
 /*
-** tmap(gid, vals, par, n, G): the plan's fused elementwise token_map loops (plan.h tgen/tout).
-** One case per loop, entered with its first instruction's index. For each group row (G rows
-** when a value of the loop has the group axis, else 1) the whole chain runs in registers over
-** W-lane token chunks (then a scalar tail), reading its operands from vals / par and storing
-** only the values read after the loop. Same arithmetic as the runtime's C evaluator (rt.c ew):
-** exp/log/pow are the libm calls, max/min propagate NaN, comparisons give 1/0.
+** tmap(gid, ctx): the plan's fused token_map loops (plan.h tgen/tout), one switch case per loop,
+** entered with its first instruction's index; ctx = kvcc_tmap_ctx (kvcc.h). A loop evaluates its
+** values without a token axis once (size, info, [chan] values and their reductions), then makes
+** one pass over the tokens, then finishes its token reductions. Over the tokens it runs W-lane
+** token chunks and a scalar tail, or, when a value has the chan axis (K / V rows), one token
+** per step with chan in W-lane chunks. A value is an array of elements: group (G, unrolled:
+** reductions over group stay in registers) × chan chunk (d/W); leaves (x.t, x.pos, K / V rows,
+** state, rand) are computed where read. Same arithmetic as the runtime's C evaluator (rt.c
+** evalmat): exp/log/pow are the libm calls, max/min propagate NaN, comparisons give 1/0,
+** rand is ki_rand; sums over chan / token lanes are reassociated (within the f32 tolerance).
 */
 static LLVMValueRef tm_bin(Gen *g, int op, LLVMValueRef a, LLVMValueRef b, LLVMValueRef c, int w)
 {
@@ -1126,121 +1226,575 @@ static LLVMValueRef tm_bin(Gen *g, int op, LLVMValueRef a, LLVMValueRef b, LLVMV
 	return LLVMBuildUIToFP(bd, LLVMBuildFCmp(bd, pr, a, b, ""), t, "");
 }
 
-/* the chain at token t (w lanes) of group row gi */
-static void tm_body(Gen *g, const KiFn *f, const KpPlan *p, int s, int e, LLVMValueRef *pv, LLVMValueRef *sc,
-                    LLVMValueRef gi, LLVMValueRef n, LLVMValueRef t, int w)
+/* context fields (kvcc_tmap_ctx: 8 bytes each) */
+enum { TC_vals, TC_par, TC_K, TC_V, TC_pos, TC_state, TC_n, TC_ldk, TC_sstride, TC_layer, TC_head, TC_layers,
+       TC_heads, TC_step, TC_obs };
+
+typedef struct Tm {
+	Gen *g;
+	const KiFn *f;
+	const KpPlan *p;
+	int s, e;                 /* the loop's instructions */
+	int row;                  /* one token per step, chan in W-lane chunks */
+	int w;                    /* token lanes of the current step (1 when row) */
+	LLVMValueRef ctx, n, t;   /* t: the step's first token */
+	LLVMValueRef *pv;         /* [nins] vals[j] */
+	LLVMValueRef *sc;         /* [npar] parameters (f32) */
+	LLVMValueRef **pre;       /* [nins] values without a token axis */
+	LLVMValueRef **cur;       /* [nins] the step's values */
+	LLVMValueRef **acc;       /* [nins] token reductions: accumulators (W-lane set, then tail set) */
+	LLVMValueRef *pk;         /* [nins] pools: kernel (i64) */
+} Tm;
+
+static int tm_ng(const Tm *T, uint8_t ax) { return (ax & AXM(AX_group)) ? T->g->G : 1; }
+static int tm_nc(const Tm *T, uint8_t ax) { return (ax & AXM(AX_chan)) ? T->g->d / T->g->W : 1; }
+
+/* lanes of one element of a value with axes ax in the current step */
+static int tm_wid(const Tm *T, uint8_t ax)
 {
-	LLVMValueRef v[e - s + 1];
-	LLVMValueRef goff = LLVMBuildMul(g->b, gi, n, "");
-	for (int i = s; i <= e; i++) {
+	if (ax & AXM(AX_chan))
+		return T->g->W;
+	return (ax & AXM(AX_token)) ? T->w : 1;
+}
+
+static LLVMValueRef tm_field(Tm *T, int k, LLVMTypeRef t) { return ld(T->g, t, T->ctx, ci(T->g, k), 8); }
+
+/* room for instruction i's elements (group × chan chunk) in tab */
+static void tm_new(Tm *T, int i, LLVMValueRef **tab)
+{
+	uint8_t ax = T->f->ins[i].axes;
+	if (!tab[i])
+		tab[i] = calloc((size_t)(tm_ng(T, ax) * tm_nc(T, ax)), sizeof(LLVMValueRef));
+}
+
+/* element index of (g, chan chunk c) in vals[i] for the current step */
+static LLVMValueRef tm_idx(Tm *T, uint8_t ax, int g, int c)
+{
+	Gen *G = T->g;
+	LLVMValueRef k = ci(G, 0);
+	if (ax & AXM(AX_group))
+		k = ci(G, g);
+	if (ax & AXM(AX_token))
+		k = LLVMBuildAdd(G->b, LLVMBuildMul(G->b, k, T->n, ""), T->t, "");
+	if (ax & AXM(AX_chan))
+		k = LLVMBuildAdd(G->b, LLVMBuildMul(G->b, k, ci(G, G->d), ""), ci(G, (long)c * G->W), "");
+	return k;
+}
+
+static LLVMValueRef tm_iota(Gen *g, LLVMValueRef t, int w, LLVMTypeRef et)
+{
+	LLVMValueRef t32 = LLVMBuildTrunc(g->b, t, et, "");
+	if (w == 1)
+		return t32;
+	LLVMValueRef io[64], z[64];
+	for (int k = 0; k < w; k++)
+		io[k] = LLVMConstInt(et, (unsigned)k, 0), z[k] = LLVMConstInt(g->i32, 0, 0);
+	LLVMTypeRef it = LLVMVectorType(et, (unsigned)w);
+	LLVMValueRef sv = LLVMBuildInsertElement(g->b, LLVMGetPoison(it), t32, LLVMConstInt(g->i32, 0, 0), "");
+	sv = LLVMBuildShuffleVector(g->b, sv, LLVMGetPoison(it), LLVMConstVector(z, (unsigned)w), "");
+	return LLVMBuildAdd(g->b, sv, LLVMConstVector(io, (unsigned)w), "");
+}
+
+/* w elements of type et at base[idx], or dflt when base is NULL */
+static LLVMValueRef tm_ldnull(Gen *g, LLVMValueRef base, LLVMTypeRef et, LLVMValueRef idx, int w, LLVMValueRef dflt)
+{
+	LLVMBasicBlockRef bn = LLVMGetInsertBlock(g->b);
+	LLVMBasicBlockRef bl = LLVMAppendBasicBlockInContext(g->cx, g->fn, "load");
+	LLVMBasicBlockRef bj = LLVMAppendBasicBlockInContext(g->cx, g->fn, "join");
+	LLVMBuildCondBr(g->b, LLVMBuildIsNull(g->b, base, ""), bj, bl);
+	LLVMPositionBuilderAtEnd(g->b, bl);
+	LLVMValueRef v = ld(g, w == 1 ? et : LLVMVectorType(et, (unsigned)w), gep(g, et, base, idx), ci(g, 0), 4);
+	LLVMBuildBr(g->b, bj);
+	LLVMPositionBuilderAtEnd(g->b, bj);
+	LLVMValueRef ph = LLVMBuildPhi(g->b, LLVMTypeOf(dflt), "");
+	LLVMValueRef in[2] = { dflt, v };
+	LLVMBasicBlockRef from[2] = { bn, bl };
+	LLVMAddIncoming(ph, in, from, 2);
+	return ph;
+}
+
+/* positions of the step's tokens (i32 lanes) */
+static LLVMValueRef tm_pos(Tm *T)
+{
+	Gen *g = T->g;
+	return tm_ldnull(g, tm_field(T, TC_pos, g->ptr), g->i32, T->t, T->w, tm_iota(g, T->t, T->w, g->i32));
+}
+
+static LLVMValueRef tm_i64(Gen *g, unsigned long long v, int w)
+{
+	LLVMValueRef k = LLVMConstInt(g->i64, v, 0), ks[64];
+	if (w == 1)
+		return k;
+	for (int i = 0; i < w; i++)
+		ks[i] = k;
+	return LLVMConstVector(ks, (unsigned)w);
+}
+
+/* ki_rand(seed, layer, head, pos) for the step's tokens */
+static LLVMValueRef tm_rand(Tm *T, LLVMValueRef seed)
+{
+	Gen *g = T->g;
+	LLVMBuilderRef b = g->b;
+	int w = T->w;
+	LLVMTypeRef it = w == 1 ? g->i64 : LLVMVectorType(g->i64, (unsigned)w);
+	LLVMValueRef pos = LLVMBuildSExt(b, tm_pos(T), it, "");
+	LLVMValueRef lh = LLVMBuildXor(b, LLVMBuildShl(b, tm_field(T, TC_layer, g->i64), ci(g, 40), ""),
+	                               LLVMBuildShl(b, tm_field(T, TC_head, g->i64), ci(g, 24), ""), "");
+	LLVMValueRef sd = LLVMBuildFPToSI(b, seed, g->i64, "");
+	if (w > 1) {
+		LLVMValueRef z[64];
+		for (int k = 0; k < w; k++)
+			z[k] = LLVMConstInt(g->i32, 0, 0);
+		LLVMValueRef m = LLVMConstVector(z, (unsigned)w);
+		lh = LLVMBuildShuffleVector(b, LLVMBuildInsertElement(b, LLVMGetPoison(it), lh, z[0], ""), LLVMGetPoison(it), m, "");
+		sd = LLVMBuildShuffleVector(b, LLVMBuildInsertElement(b, LLVMGetPoison(it), sd, z[0], ""), LLVMGetPoison(it), m, "");
+	}
+	LLVMValueRef c = LLVMBuildXor(b, lh, pos, "");
+	LLVMValueRef z = LLVMBuildAdd(b, sd, LLVMBuildMul(b, c, tm_i64(g, 0x9E3779B97F4A7C15ull, w), ""), "");
+	z = LLVMBuildMul(b, LLVMBuildXor(b, z, LLVMBuildLShr(b, z, tm_i64(g, 30, w), ""), ""), tm_i64(g, 0xBF58476D1CE4E5B9ull, w), "");
+	z = LLVMBuildMul(b, LLVMBuildXor(b, z, LLVMBuildLShr(b, z, tm_i64(g, 27, w), ""), ""), tm_i64(g, 0x94D049BB133111EBull, w), "");
+	z = LLVMBuildXor(b, z, LLVMBuildLShr(b, z, tm_i64(g, 31, w), ""), "");
+	LLVMValueRef u = LLVMBuildUIToFP(b, LLVMBuildLShr(b, z, tm_i64(g, 40, w), ""), fty(g, w), "");
+	return LLVMBuildFMul(b, u, cfv(g, 1.0 / 16777216.0, w), "");
+}
+
+static LLVMValueRef *tm_val(Tm *T, int j);
+
+/* operand r at element (group g, chan chunk c), broadcast to `want` lanes */
+static LLVMValueRef tm_opnd(Tm *T, KcRef r, int g, int c, int want)
+{
+	Gen *G = T->g;
+	int j = KC_RIDX(r);
+	switch (KC_RKIND(r)) {
+	case RK_CON: return cfv(G, (double)(float)T->f->con[j], want);
+	case RK_PAR: return splat(G, T->sc[j], want);
+	}
+	uint8_t ax = ki_refaxes(T->f, r);
+	LLVMValueRef x = tm_val(T, j)[((ax & AXM(AX_group)) ? g : 0) * tm_nc(T, ax) + ((ax & AXM(AX_chan)) ? c : 0)];
+	return tm_wid(T, ax) == 1 && want > 1 ? splat(G, x, want) : x;
+}
+
+static LLVMValueRef tm_redinit(Gen *g, int op, int w)
+{
+	return cfv(g, op == KO_rmax ? -INFINITY : op == KO_rmin ? INFINITY : 0.0, w);
+}
+
+/* one more element a (b: dot's other factor) into a reduction; merge = combine partials */
+static LLVMValueRef tm_redstep(Gen *g, int op, LLVMValueRef acc, LLVMValueRef a, LLVMValueRef b, int merge)
+{
+	LLVMBuilderRef bd = g->b;
+	if (op == KO_rmax || op == KO_rmin) {
+		LLVMValueRef better = LLVMBuildFCmp(bd, op == KO_rmax ? LLVMRealUGT : LLVMRealULT, a, acc, "");
+		/* unordered: a NaN a wins; a NaN acc stays unless a is NaN (isnan(v) || v > acc) */
+		LLVMValueRef an = LLVMBuildFCmp(bd, LLVMRealUNO, a, a, "");
+		LLVMValueRef cn = LLVMBuildFCmp(bd, LLVMRealUNO, acc, acc, "");
+		better = LLVMBuildSelect(bd, cn, an, better, "");
+		return LLVMBuildSelect(bd, better, a, acc, "");
+	}
+	if (!merge && op == KO_norm)
+		a = LLVMBuildFMul(bd, a, a, "");
+	else if (!merge && op == KO_dot)
+		a = LLVMBuildFMul(bd, a, b, "");
+	return LLVMBuildFAdd(bd, acc, a, "");
+}
+
+static LLVMValueRef tm_redfin(Gen *g, int op, LLVMValueRef x, LLVMValueRef m, int w)
+{
+	if (op == KO_mean)
+		return LLVMBuildFDiv(g->b, x, splat(g, m, w), "");
+	if (op == KO_norm)
+		return intr(g, "llvm.sqrt", fty(g, w), &x, 1);
+	return x;
+}
+
+/* the lanes of a partial merged into a scalar: sums by a reassociating vector reduction,
+** max / min lane by lane in order (their NaN rule) */
+static LLVMValueRef tm_lanes(Gen *g, int op, LLVMValueRef acc, LLVMValueRef v, int w)
+{
+	if (w == 1)
+		return tm_redstep(g, op, acc, v, NULL, 1);
+	if (op != KO_rmax && op != KO_rmin && w == g->W) {
+		LLVMValueRef args[2] = { LLVMConstReal(g->f32, -0.0), v };
+		LLVMValueRef r = LLVMBuildCall2(g->b, g->red_ty, g->red, args, 2, "");
+		LLVMSetFastMathFlags(r, LLVMFastMathAllowReassoc);
+		return LLVMBuildFAdd(g->b, acc, r, "");
+	}
+	for (int k = 0; k < w; k++)
+		acc = tm_redstep(g, op, acc, LLVMBuildExtractElement(g->b, v, LLVMConstInt(g->i32, (unsigned)k, 0), ""), NULL, 1);
+	return acc;
+}
+
+/* reduction over group or chan (in one step) */
+static void tm_red(Tm *T, int i, LLVMValueRef *out)
+{
+	Gen *g = T->g;
+	const KiIns *in = &T->f->ins[i];
+	uint8_t ax = in->axes, aa = ki_refaxes(T->f, in->arg[0]);
+	KcRef b = ki_nargs(in->op) > 1 ? in->arg[1] : KC_NIL;
+	if (in->axis == AX_group) {
+		int w = tm_wid(T, ax);
+		for (int c = 0; c < tm_nc(T, ax); c++) {
+			LLVMValueRef a = tm_redinit(g, in->op, w);
+			for (int gg = 0; gg < g->G; gg++)
+				a = tm_redstep(g, in->op, a, tm_opnd(T, in->arg[0], gg, c, w), b ? tm_opnd(T, b, gg, c, w) : NULL, 0);
+			out[c] = tm_redfin(g, in->op, a, LLVMConstReal(g->f32, g->G), w);
+		}
+		return;
+	}
+	/* over chan: W-lane partials over the chunks, then their lanes */
+	uint8_t ab = aa | (b ? ki_refaxes(T->f, b) : 0);
+	for (int gg = 0; gg < tm_ng(T, ax); gg++) {
+		LLVMValueRef a = tm_redinit(g, in->op, g->W);
+		for (int c = 0; c < tm_nc(T, ab); c++)
+			a = tm_redstep(g, in->op, a, tm_opnd(T, in->arg[0], gg, c, g->W), b ? tm_opnd(T, b, gg, c, g->W) : NULL, 0);
+		LLVMValueRef s = tm_lanes(g, in->op, tm_redinit(g, in->op, 1), a, g->W);
+		out[gg] = tm_redfin(g, in->op, s, LLVMConstReal(g->f32, g->d), 1);
+	}
+}
+
+static LLVMValueRef tm_poolstep(Gen *g, int op, LLVMValueRef acc, LLVMValueRef v)
+{
+	if (op == KO_avgpool)
+		return LLVMBuildFAdd(g->b, acc, v, "");
+	/* v > acc || isnan(v) */
+	LLVMValueRef tk = LLVMBuildOr(g->b, LLVMBuildFCmp(g->b, LLVMRealOGT, v, acc, ""), LLVMBuildFCmp(g->b, LLVMRealUNO, v, v, ""), "");
+	return LLVMBuildSelect(g->b, tk, v, acc, "");
+}
+
+/* the pool's window at token tt (scalar): the reference's clipped window, count_include_pad */
+static LLVMValueRef tm_poolwin(Tm *T, int i, LLVMValueRef src, LLVMValueRef tt)
+{
+	Gen *g = T->g;
+	LLVMBuilderRef b = g->b;
+	int op = T->f->ins[i].op;
+	LLVMValueRef k = T->pk[i], p = LLVMBuildSDiv(b, k, ci(g, 2), "");
+	LLVMValueRef lo = LLVMBuildSub(b, tt, p, ""), hi = LLVMBuildAdd(b, lo, k, "");
+	lo = LLVMBuildSelect(b, LLVMBuildICmp(b, LLVMIntSLT, lo, ci(g, 0), ""), ci(g, 0), lo, "");
+	hi = LLVMBuildSelect(b, LLVMBuildICmp(b, LLVMIntSGT, hi, T->n, ""), T->n, hi, "");
+	LLVMValueRef a = entry_alloca(g, g->f32);
+	LLVMBuildStore(b, op == KO_avgpool ? cfv(g, 0.0, 1) : cfv(g, -INFINITY, 1), a);
+	Loop lj;
+	LLVMValueRef j = loop_begin2(g, lo, hi, 1, 1, &lj);
+	LLVMBuildStore(b, tm_poolstep(g, op, LLVMBuildLoad2(b, g->f32, a, ""), ldf(g, src, j)), a);
+	loop_end(g, &lj);
+	return LLVMBuildLoad2(b, g->f32, a, "");
+}
+
+/* avgpool / maxpool over token of a stored [group?, token] value */
+static void tm_pool(Tm *T, int i, LLVMValueRef *out)
+{
+	Gen *g = T->g;
+	LLVMBuilderRef b = g->b;
+	const KiIns *in = &T->f->ins[i];
+	uint8_t ax = in->axes;
+	LLVMValueRef src = T->pv[KC_RIDX(in->arg[0])], k = T->pk[i];
+	LLVMValueRef kf = LLVMBuildSIToFP(b, k, g->f32, "");
+	int w = T->w;
+	for (int gg = 0; gg < tm_ng(T, ax); gg++) {
+		LLVMValueRef base = gep(g, g->f32, src, (ax & AXM(AX_group)) ? LLVMBuildMul(b, ci(g, gg), T->n, "") : ci(g, 0));
+		LLVMValueRef r;
+		if (w == 1)
+			r = tm_poolwin(T, i, base, T->t);
+		else {    /* whole windows inside [0, n): W-lane sums in order; else lane by lane */
+			LLVMValueRef lo = LLVMBuildSub(b, T->t, LLVMBuildSDiv(b, k, ci(g, 2), ""), "");
+			LLVMValueRef inb = LLVMBuildAnd(b, LLVMBuildICmp(b, LLVMIntSGE, lo, ci(g, 0), ""),
+			                                LLVMBuildICmp(b, LLVMIntSLE, LLVMBuildAdd(b, lo, LLVMBuildAdd(b, k, ci(g, w - 1), ""), ""),
+			                                              T->n, ""), "");
+			LLVMBasicBlockRef bf = LLVMAppendBasicBlockInContext(g->cx, g->fn, "pool.in");
+			LLVMBasicBlockRef bs = LLVMAppendBasicBlockInContext(g->cx, g->fn, "pool.edge");
+			LLVMBasicBlockRef bj = LLVMAppendBasicBlockInContext(g->cx, g->fn, "pool.join");
+			LLVMBuildCondBr(b, inb, bf, bs);
+			LLVMPositionBuilderAtEnd(b, bf);
+			LLVMValueRef a = entry_alloca(g, fty(g, w));
+			LLVMBuildStore(b, cfv(g, in->op == KO_avgpool ? 0.0 : -INFINITY, w), a);
+			Loop lo_;
+			LLVMValueRef o = loop_begin2(g, ci(g, 0), k, 1, 1, &lo_);
+			LLVMValueRef v = loadf(g, base, LLVMBuildAdd(b, lo, o, ""), w);
+			LLVMBuildStore(b, tm_poolstep(g, in->op, LLVMBuildLoad2(b, fty(g, w), a, ""), v), a);
+			loop_end(g, &lo_);
+			LLVMValueRef rf = LLVMBuildLoad2(b, fty(g, w), a, "");
+			LLVMBasicBlockRef bfe = LLVMGetInsertBlock(b);
+			LLVMBuildBr(b, bj);
+			LLVMPositionBuilderAtEnd(b, bs);
+			LLVMValueRef rs = LLVMGetPoison(fty(g, w));
+			for (int l = 0; l < w; l++)
+				rs = LLVMBuildInsertElement(b, rs, tm_poolwin(T, i, base, LLVMBuildAdd(b, T->t, ci(g, l), "")),
+				                            LLVMConstInt(g->i32, (unsigned)l, 0), "");
+			LLVMBasicBlockRef bse = LLVMGetInsertBlock(b);
+			LLVMBuildBr(b, bj);
+			LLVMPositionBuilderAtEnd(b, bj);
+			r = LLVMBuildPhi(b, fty(g, w), "");
+			LLVMValueRef rv[2] = { rf, rs };
+			LLVMBasicBlockRef rb[2] = { bfe, bse };
+			LLVMAddIncoming(r, rv, rb, 2);
+		}
+		out[gg] = in->op == KO_avgpool ? LLVMBuildFDiv(b, r, splat(g, kf, w), "") : r;
+	}
+}
+
+/* instruction i's elements: leaves, size / info, elementwise ops, reductions over group / chan,
+** pools (token reductions accumulate in tm_step) */
+static void tm_eval(Tm *T, int i, LLVMValueRef *out)
+{
+	Gen *g = T->g;
+	LLVMBuilderRef b = g->b;
+	const KiIns *in = &T->f->ins[i];
+	uint8_t ax = in->axes;
+	int w = tm_wid(T, ax);
+	switch (in->op) {
+	case KO_index:
+		out[0] = LLVMBuildSIToFP(b, tm_iota(g, T->t, w, g->i32), fty(g, w), "");
+		return;
+	case KO_input:
+		if (in->aux == IN_pos) {
+			out[0] = LLVMBuildSIToFP(b, tm_pos(T), fty(g, w), "");
+			return;
+		}
+		for (int c = 0; c < tm_nc(T, ax); c++) {       /* K / V row chunk, storage → f32 */
+			LLVMValueRef row = LLVMBuildMul(b, T->t, tm_field(T, TC_ldk, g->i64), "");
+			out[c] = loadconv(g, tm_field(T, in->aux == IN_K ? TC_K : TC_V, g->ptr), LLVMBuildAdd(b, row, ci(g, (long)c * g->W), ""), g->W);
+		}
+		return;
+	case KO_state: {
+		LLVMValueRef sb = tm_field(T, TC_state, g->ptr);
+		LLVMValueRef off = LLVMBuildAdd(b, LLVMBuildMul(b, ci(g, in->aux), tm_field(T, TC_sstride, g->i64), ""), T->t, "");
+		out[0] = tm_ldnull(g, sb, g->f32, off, w, cfv(g, (double)(float)T->f->st[in->aux].init, w));
+		return;
+	}
+	case KO_rand:
+		out[0] = tm_rand(T, tm_opnd(T, in->arg[0], 0, 0, 1));
+		return;
+	case KO_size: {
+		LLVMValueRef v = in->axis == AX_group ? ci(g, g->G) : in->axis == AX_chan ? ci(g, g->d)
+		               : in->axis == AX_token ? T->n : tm_field(T, TC_obs, g->i64);
+		out[0] = LLVMBuildSIToFP(b, v, g->f32, "");
+		return;
+	}
+	case KO_info: {
+		static const int fld[] = { [INF_layer] = TC_layer, [INF_head] = TC_head, [INF_nlayers] = TC_layers,
+		                           [INF_nheads] = TC_heads, [INF_step] = TC_step };
+		out[0] = in->aux == INF_scale ? cfv(g, (double)(float)(1.0 / sqrt((double)g->d)), 1)
+		                              : LLVMBuildSIToFP(b, tm_field(T, fld[in->aux], g->i64), g->f32, "");
+		return;
+	}
+	case KO_avgpool:
+	case KO_maxpool:
+		tm_pool(T, i, out);
+		return;
+	}
+	if (ki_rule(in->op) != AR_EW) {
+		tm_red(T, i, out);
+		return;
+	}
+	for (int gg = 0; gg < tm_ng(T, ax); gg++)
+		for (int c = 0; c < tm_nc(T, ax); c++) {
+			LLVMValueRef x[3] = { NULL, NULL, NULL };
+			for (int k = 0; k < ki_nargs(in->op); k++)
+				x[k] = tm_opnd(T, in->arg[k], gg, c, w);
+			out[gg * tm_nc(T, ax) + c] = tm_bin(g, in->op, x[0], x[1], x[2], w);
+		}
+}
+
+static int tm_inloop(const KiIns *in) { return (in->axes & AXM(AX_token)) || kp_tokred(in); }
+
+/* instruction j's elements where instruction (s..e) reads them: computed in this loop, a leaf
+** recomputed here, or loaded from vals */
+static LLVMValueRef *tm_val(Tm *T, int j)
+{
+	const KiIns *in = &T->f->ins[j];
+	int here = j >= T->s && j <= T->e;
+	if (!(in->axes & AXM(AX_token)))
+		return T->pre[j];
+	if (T->cur[j])
+		return T->cur[j];
+	tm_new(T, j, T->cur);
+	if (here || (kp_isleaf(in) && T->p->tgen[j] && !T->p->tout[j]))
+		tm_eval(T, j, T->cur[j]);
+	else
+		for (int gg = 0; gg < tm_ng(T, in->axes); gg++)
+			for (int c = 0; c < tm_nc(T, in->axes); c++)
+				T->cur[j][gg * tm_nc(T, in->axes) + c] =
+					loadf(T->g, T->pv[j], tm_idx(T, in->axes, gg, c), tm_wid(T, in->axes));
+	return T->cur[j];
+}
+
+/* the accumulators of token reduction i for the current step's width */
+static LLVMValueRef *tm_acc(Tm *T, int i)
+{
+	int ne = tm_ng(T, T->f->ins[i].axes) * tm_nc(T, T->f->ins[i].axes);
+	return T->acc[i] + (T->w > 1 ? 0 : ne);
+}
+
+/* one step over the tokens: every in-loop value, the stores, the token reductions */
+static void tm_step(Tm *T, int w)
+{
+	Gen *g = T->g;
+	const KiFn *f = T->f;
+	T->w = w;
+	for (int j = 0; j < f->nins; j++)
+		free(T->cur[j]), T->cur[j] = NULL;
+	for (int i = T->s; i <= T->e; i++) {
 		const KiIns *in = &f->ins[i];
-		LLVMValueRef x[3] = { NULL, NULL, NULL };
-		if (in->op == KO_index) {
-			if (w == 1)
-				v[i - s] = LLVMBuildSIToFP(g->b, t, g->f32, "");
-			else {
-				LLVMValueRef io[64];
-				for (int k = 0; k < w; k++)
-					io[k] = LLVMConstInt(g->i32, (unsigned)k, 0);
-				LLVMTypeRef it = LLVMVectorType(g->i32, (unsigned)w);
-				LLVMValueRef t32 = LLVMBuildTrunc(g->b, t, g->i32, "");
-				LLVMValueRef sv = LLVMBuildInsertElement(g->b, LLVMGetPoison(it), t32, LLVMConstInt(g->i32, 0, 0), "");
-				LLVMValueRef z[64];
-				for (int k = 0; k < w; k++)
-					z[k] = LLVMConstInt(g->i32, 0, 0);
-				sv = LLVMBuildShuffleVector(g->b, sv, LLVMGetPoison(it), LLVMConstVector(z, (unsigned)w), "");
-				v[i - s] = LLVMBuildSIToFP(g->b, LLVMBuildAdd(g->b, sv, LLVMConstVector(io, (unsigned)w), ""),
-				                           fty(g, w), "");
-			}
+		if (!T->p->tgen[i] || !tm_inloop(in))
+			continue;
+		if (!kp_tokred(in)) {
+			LLVMValueRef *v = tm_val(T, i);
+			if (T->p->tout[i])
+				for (int gg = 0; gg < tm_ng(T, in->axes); gg++)
+					for (int c = 0; c < tm_nc(T, in->axes); c++)
+						storef(g, v[gg * tm_nc(T, in->axes) + c], T->pv[i], tm_idx(T, in->axes, gg, c));
 			continue;
 		}
+		LLVMValueRef *a = tm_acc(T, i);
+		KcRef bb = ki_nargs(in->op) > 1 ? in->arg[1] : KC_NIL;
+		int aw = tm_wid(T, (uint8_t)(in->axes | AXM(AX_token)));
+		for (int gg = 0; gg < tm_ng(T, in->axes); gg++)
+			for (int c = 0; c < tm_nc(T, in->axes); c++) {
+				LLVMValueRef p = a[gg * tm_nc(T, in->axes) + c];
+				LLVMValueRef x = tm_redstep(g, in->op, LLVMBuildLoad2(g->b, fty(g, aw), p, ""),
+				                            tm_opnd(T, in->arg[0], gg, c, aw), bb ? tm_opnd(T, bb, gg, c, aw) : NULL, 0);
+				LLVMBuildStore(g->b, x, p);
+			}
+	}
+}
+
+/* loop s..e (one switch case) */
+static void tm_loop(Tm *T)
+{
+	Gen *g = T->g;
+	LLVMBuilderRef b = g->b;
+	const KiFn *f = T->f;
+	const KpPlan *p = T->p;
+	LLVMValueRef vals = tm_field(T, TC_vals, g->ptr), par = tm_field(T, TC_par, g->ptr);
+	T->n = tm_field(T, TC_n, g->i64);
+	T->t = ci(g, 0);
+	T->w = 1;
+	int inloop = 0;
+	T->row = 0;
+	for (int i = T->s; i <= T->e; i++) {
+		const KiIns *in = &f->ins[i];
+		uint8_t u = in->axes;
+		if (!p->tgen[i])
+			continue;
 		for (int k = 0; k < ki_nargs(in->op); k++) {
 			KcRef r = in->arg[k];
 			int j = KC_RIDX(r);
-			if (KC_RKIND(r) == RK_CON)
-				x[k] = cfv(g, (double)(float)f->con[j], w);
-			else if (KC_RKIND(r) == RK_PAR || !ki_refaxes(f, r))
-				x[k] = splat(g, KC_RKIND(r) == RK_PAR ? sc[f->nins + j] : sc[j], w);
-			else if (j >= s)
-				x[k] = v[j - s];
-			else {
-				LLVMValueRef idx = t;
-				if (ki_refaxes(f, r) & AXM(AX_group))
-					idx = LLVMBuildAdd(g->b, goff, t, "");
-				x[k] = loadf(g, pv[j], idx, w);
+			if (KC_RKIND(r) == RK_PAR && !T->sc[j])
+				T->sc[j] = LLVMBuildFPTrunc(b, ld(g, LLVMDoubleTypeInContext(g->cx), par, ci(g, j), 8), g->f32, "");
+			if (KC_RKIND(r) != RK_INS)
+				continue;
+			u |= f->ins[j].axes;
+			if ((j < T->s || j > T->e) && !T->pv[j])
+				T->pv[j] = ld(g, g->ptr, vals, ci(g, j), 8);
+			if (j < T->s && !(f->ins[j].axes & AXM(AX_token)) && !T->pre[j]) {   /* earlier values, once */
+				tm_new(T, j, T->pre);
+				for (int gg = 0; gg < tm_ng(T, f->ins[j].axes); gg++)
+					for (int c = 0; c < tm_nc(T, f->ins[j].axes); c++)
+						T->pre[j][gg * tm_nc(T, f->ins[j].axes) + c] =
+							loadf(g, T->pv[j], tm_idx(T, f->ins[j].axes, gg, c), tm_wid(T, f->ins[j].axes));
 			}
 		}
-		v[i - s] = tm_bin(g, in->op, x[0], x[1], x[2], w);
+		if (p->tout[i])
+			T->pv[i] = ld(g, g->ptr, vals, ci(g, i), 8);
+		if (tm_inloop(in))
+			inloop = 1, T->row |= (u & AXM(AX_token)) && (u & AXM(AX_chan));
 	}
-	for (int i = s; i <= e; i++)
-		if (p->tout[i]) {
-			LLVMValueRef idx = t;
-			if (f->ins[i].axes & AXM(AX_group))
-				idx = LLVMBuildAdd(g->b, goff, t, "");
-			storef(g, v[i - s], pv[i], idx);
+	/* values without a token axis */
+	for (int i = T->s; i <= T->e; i++) {
+		const KiIns *in = &f->ins[i];
+		if (!p->tgen[i] || tm_inloop(in))
+			continue;
+		tm_new(T, i, T->pre);
+		tm_eval(T, i, T->pre[i]);
+		if (p->tout[i])
+			for (int gg = 0; gg < tm_ng(T, in->axes); gg++)
+				for (int c = 0; c < tm_nc(T, in->axes); c++)
+					storef(g, T->pre[i][gg * tm_nc(T, in->axes) + c], T->pv[i], tm_idx(T, in->axes, gg, c));
+	}
+	int stores = 0;
+	for (int i = T->s; i <= T->e; i++)
+		stores |= p->tgen[i] && p->tout[i];
+	if (!inloop || !stores)      /* e.g. a leaf other loops recompute: nothing to do here */
+		return;
+	for (int i = T->s; i <= T->e; i++) {
+		const KiIns *in = &f->ins[i];
+		if (!p->tgen[i])
+			continue;
+		if (in->op == KO_avgpool || in->op == KO_maxpool)
+			T->pk[i] = LLVMBuildFPToSI(b, tm_opnd(T, in->arg[1], 0, 0, 1), g->i64, "");
+		if (!kp_tokred(in))
+			continue;
+		int ne = tm_ng(T, in->axes) * tm_nc(T, in->axes);
+		T->acc[i] = calloc((size_t)ne * 2, sizeof(LLVMValueRef));
+		for (int k = 0; k < 2 * ne && T->acc[i]; k++) {
+			int aw = k < ne ? g->W : (in->axes & AXM(AX_chan)) ? g->W : 1;
+			T->acc[i][k] = entry_alloca(g, fty(g, aw));
+			LLVMBuildStore(b, tm_redinit(g, in->op, aw), T->acc[i][k]);
 		}
+	}
+	Loop lv, lt;
+	LLVMValueRef t0 = ci(g, 0);
+	if (g->W > 1 && !T->row) {
+		T->t = loop_begin(g, ci(g, 0), T->n, g->W, &lv);
+		tm_step(T, g->W);
+		loop_end(g, &lv);
+		t0 = lv.iv;
+	}
+	T->t = loop_begin2(g, t0, T->n, 1, 1, &lt);
+	tm_step(T, 1);
+	loop_end(g, &lt);
+	/* the token reductions' results */
+	T->t = ci(g, 0), T->w = 1;
+	LLVMValueRef nf = LLVMBuildSIToFP(b, T->n, g->f32, "");
+	for (int i = T->s; i <= T->e; i++) {
+		const KiIns *in = &f->ins[i];
+		if (!p->tgen[i] || !kp_tokred(in))
+			continue;
+		int ne = tm_ng(T, in->axes) * tm_nc(T, in->axes), wo = tm_wid(T, in->axes);
+		for (int k = 0; k < ne; k++) {
+			LLVMValueRef x = LLVMBuildLoad2(b, fty(g, wo), T->acc[i][ne + k], "");
+			if (!T->row && g->W > 1)
+				x = tm_lanes(g, in->op, x, LLVMBuildLoad2(b, fty(g, g->W), T->acc[i][k], ""), g->W);
+			x = tm_redfin(g, in->op, x, nf, wo);
+			if (p->tout[i])
+				storef(g, x, T->pv[i], tm_idx(T, in->axes, k / tm_nc(T, in->axes), k % tm_nc(T, in->axes)));
+		}
+	}
 }
 
 static void gen_tmap(Gen *g, const KiFn *f, const KpPlan *p)
 {
-	LLVMTypeRef ps[5] = { g->i64, g->ptr, g->ptr, g->i64, g->i64 };
-	newfn(g, "kvcc_tmap", LLVMVoidTypeInContext(g->cx), ps, 5);
-	LLVMValueRef gid = LLVMGetParam(g->fn, 0), vals = LLVMGetParam(g->fn, 1), par = LLVMGetParam(g->fn, 2);
-	LLVMValueRef n = LLVMGetParam(g->fn, 3), G = LLVMGetParam(g->fn, 4);
+	LLVMTypeRef ps[2] = { g->i64, g->ptr };
+	newfn(g, "kvcc_tmap", LLVMVoidTypeInContext(g->cx), ps, 2);
+	LLVMValueRef gid = LLVMGetParam(g->fn, 0);
 	LLVMBasicBlockRef def = LLVMAppendBasicBlockInContext(g->cx, g->fn, "none");
 	LLVMValueRef sw = LLVMBuildSwitch(g->b, gid, def, (unsigned)p->ngen);
 	LLVMPositionBuilderAtEnd(g->b, def);
 	LLVMBuildRetVoid(g->b);
 	size_t nv = (size_t)f->nins + (size_t)f->npar + 1;
-	LLVMValueRef *pv = calloc(nv, sizeof *pv), *sc = calloc(nv, sizeof *sc);
-	for (int s = 0; s < f->nins && pv && sc; s++) {
+	Tm T = { .g = g, .f = f, .p = p, .w = 1, .ctx = LLVMGetParam(g->fn, 1),
+	         .pv = calloc(nv, sizeof(LLVMValueRef)), .sc = calloc(nv, sizeof(LLVMValueRef)),
+	         .pre = calloc(nv, sizeof(LLVMValueRef *)), .cur = calloc(nv, sizeof(LLVMValueRef *)),
+	         .acc = calloc(nv, sizeof(LLVMValueRef *)), .pk = calloc(nv, sizeof(LLVMValueRef)) };
+	for (int s = 0; s < f->nins && T.pv && T.sc && T.pre && T.cur && T.acc && T.pk; s++) {
 		if (p->tgen[s] != KP_GEN_START)
 			continue;
-		int e = s, hasg = 0;
-		while (e + 1 < f->nins && p->tgen[e + 1] == KP_GEN_IN)
-			e++;
+		int e = kp_segend(p, s);
 		LLVMBasicBlockRef bb = LLVMAppendBasicBlockInContext(g->cx, g->fn, "tmap");
 		LLVMAddCase(sw, LLVMConstInt(g->i64, (unsigned long long)s, 0), bb);
 		LLVMPositionBuilderAtEnd(g->b, bb);
-		memset(pv, 0, nv * sizeof *pv), memset(sc, 0, nv * sizeof *sc);
-		/* operand pointers and scalars, loaded once */
-		for (int i = s; i <= e; i++) {
-			const KiIns *in = &f->ins[i];
-			hasg |= (in->axes & AXM(AX_group)) != 0;
-			if (p->tout[i])
-				pv[i] = ld(g, g->ptr, vals, ci(g, i), 8);
-			if (in->op == KO_index)
-				continue;
-			for (int k = 0; k < ki_nargs(in->op); k++) {
-				KcRef r = in->arg[k];
-				int j = KC_RIDX(r);
-				if (KC_RKIND(r) == RK_PAR && !sc[f->nins + j])
-					sc[f->nins + j] = LLVMBuildFPTrunc(g->b, ld(g, LLVMDoubleTypeInContext(g->cx), par, ci(g, j), 8),
-					                                   g->f32, "");
-				else if (KC_RKIND(r) == RK_INS && j < s && !pv[j]) {
-					pv[j] = ld(g, g->ptr, vals, ci(g, j), 8);
-					if (!ki_refaxes(f, r))
-						sc[j] = ldf(g, pv[j], ci(g, 0));
-				}
-			}
-		}
-		LLVMValueRef gn = hasg ? G : ci(g, 1);
-		Loop lg, lv, lt;
-		LLVMValueRef gi = loop_begin2(g, ci(g, 0), gn, 1, 1, &lg);
-		LLVMValueRef t0 = ci(g, 0);
-		if (g->W > 1) {
-			LLVMValueRef t = loop_begin(g, ci(g, 0), n, g->W, &lv);
-			tm_body(g, f, p, s, e, pv, sc, gi, n, t, g->W);
-			loop_end(g, &lv);
-			t0 = lv.iv;
-		}
-		LLVMValueRef t = loop_begin2(g, t0, n, 1, 1, &lt);
-		tm_body(g, f, p, s, e, pv, sc, gi, n, t, 1);
-		loop_end(g, &lt);
-		loop_end(g, &lg);
+		T.s = s, T.e = e;
+		tm_loop(&T);
 		LLVMBuildRetVoid(g->b);
+		for (size_t k = 0; k < nv; k++) {
+			free(T.pre[k]), free(T.cur[k]), free(T.acc[k]);
+			T.pre[k] = T.cur[k] = T.acc[k] = NULL, T.pv[k] = T.sc[k] = T.pk[k] = NULL;
+		}
 	}
-	free(pv), free(sc);
+	if (T.pre && T.cur && T.acc)
+		for (size_t k = 0; k < nv; k++)
+			free(T.pre[k]), free(T.cur[k]), free(T.acc[k]);
+	free(T.pv), free(T.sc), free(T.pre), free(T.cur), free(T.acc), free(T.pk);
 }
 
 static LLVMValueRef gstr(Gen *g, const char *s, const char *name)
@@ -1366,7 +1920,7 @@ int kx_compile_ex(const KiFn *f, const kvcc_spec *spec, const char *out_so, int 
 	LLVMSetTarget(g.m, triple);
 	LLVMTargetDataRef td = LLVMCreateTargetDataLayout(tm);
 	LLVMSetModuleDataLayout(g.m, td);
-	g.W = W, g.d = spec->head_dim, g.dtype = spec->dtype;
+	g.W = W, g.d = spec->head_dim, g.dtype = spec->dtype, g.G = spec->group;
 	g.bf16dot = kx_bf16dot(spec, host, W);
 	g.f32 = LLVMFloatTypeInContext(g.cx), g.half = LLVMHalfTypeInContext(g.cx);
 	g.i16 = LLVMInt16TypeInContext(g.cx), g.i32 = LLVMInt32TypeInContext(g.cx), g.i64 = LLVMInt64TypeInContext(g.cx);
@@ -1401,6 +1955,12 @@ int kx_compile_ex(const KiFn *f, const kvcc_spec *spec, const char *out_so, int 
 	LLVMValueRef topk = g.fn;
 	gen_keepidx(&g);
 	LLVMValueRef keepidx = g.fn;
+	gen_ckeys(&g);
+	LLVMValueRef ckeys = g.fn;
+	gen_kcount(&g);
+	LLVMValueRef kcount = g.fn;
+	gen_ckeepidx(&g);
+	LLVMValueRef ckeepidx = g.fn;
 	gen_compact(&g);
 	LLVMValueRef compact = g.fn;
 	KpPlan kp;
@@ -1425,7 +1985,7 @@ int kx_compile_ex(const KiFn *f, const kvcc_spec *spec, const char *out_so, int 
 	uint64_t key = kx_key(kir, KVCC_VERSION, recfeat, spec->dtype, spec->head_dim, spec->group, spec->target, W);
 	LLVMTypeRef fields[] = { g.i64, g.i32, g.i32, g.ptr, g.i64, g.i64, g.ptr, g.ptr, g.ptr,
 	                         g.i32, g.i32, g.i32, g.i32, g.i32, g.i32, g.ptr, g.ptr, g.ptr, g.ptr, g.ptr, g.ptr,
-	                         g.ptr, g.ptr, g.ptr, g.ptr, g.ptr, g.ptr, g.ptr, g.ptr };
+	                         g.ptr, g.ptr, g.ptr, g.ptr, g.ptr, g.ptr, g.ptr, g.ptr, g.ptr, g.ptr, g.ptr };
 	int nf = (int)(sizeof fields / sizeof fields[0]);
 	LLVMTypeRef dt = LLVMStructTypeInContext(g.cx, fields, (unsigned)nf, 0);
 	LLVMValueRef vals[] = {
@@ -1437,7 +1997,7 @@ int kx_compile_ex(const KiFn *f, const kvcc_spec *spec, const char *out_so, int 
 		LLVMConstInt(g.i32, (unsigned)spec->group, 0), LLVMConstInt(g.i32, (unsigned)spec->target, 0),
 		LLVMConstInt(g.i32, (unsigned)W, 0), LLVMConstInt(g.i32, 0, 0),
 		gstr(&g, recfeat, "kv.features"), gstr(&g, kir, "kv.kir"), qk, cvt, dec, probs, qkt, sstat, sacc,
-		selkeys, topk, keepidx, compact, tmap,
+		selkeys, topk, keepidx, compact, tmap, ckeys, kcount, ckeepidx,
 	};
 	LLVMValueRef desc = LLVMAddGlobal(g.m, dt, KVCC_DESC_SYMBOL);
 	LLVMSetInitializer(desc, LLVMConstNamedStruct(dt, vals, (unsigned)nf));

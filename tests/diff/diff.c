@@ -7,7 +7,9 @@
 **   |x86 - ref| <= 1e-4 · max(1, max_t |ref_t|)   (f32 accumulation vs double)
 ** and bit-identical compacted K/V rows. Inputs come from a fixed seed and are
 ** re-drawn when the interpreter's selection boundary has a relative margin
-** < 1e-4 (so a legitimate f32/double difference cannot flip a token).
+** < 1e-4 (so a legitimate f32/double difference cannot flip a token); for
+** chunked or layer/model-scope selection, when any two candidates of a scope
+** group (chunk means, same protection class) are closer than 1e-5 relative.
 ** A target whose CPU features this host lacks is a SKIP, never a pass.
 */
 #include <stdio.h>
@@ -26,17 +28,59 @@
 #include "tests/common/casegen.h"
 
 static int npass, nfail, nskip, nlse, ngen;   /* ngen: passing cases that ran generated token_map loops */
+static const char *only;                     /* argv[1]: run only the cases whose name contains it */
 typedef struct Cfg {
 	const char *policy;
 	int dtype, d, G, target;
+	int chunk;               /* > 0: the policy's `chunk` param */
 } Cfg;
+
+/* Chunked or shared-budget selection (chunk > 1, scope layer/model): the reference's greedy
+** order over a whole scope group decides, so the relative margin is the smallest gap between
+** any two candidates (chunk means) of a group within the same protection class. */
+static double group_margin(const KiFn *f, const double *par, const KiCase *c, const KiResult *r)
+{
+	long S = (long)pval(f, par, f->sel.keep_first, 0), R = (long)pval(f, par, f->sel.keep_recent, 0);
+	long ch = (long)pval(f, par, f->sel.chunk, 1);
+	double worst = INFINITY, *v[2];
+	v[0] = malloc(((size_t)c->L * c->H * c->n + 1) * sizeof(double));
+	v[1] = malloc(((size_t)c->L * c->H * c->n + 1) * sizeof(double));
+	int m[2] = { 0, 0 };
+	for (int k = 0; k < c->L * c->H; k++) {
+		int n = c->len ? c->len[k] : c->n;
+		for (long t0 = 0; t0 < n; t0 += ch) {
+			long e = t0 + ch < n ? t0 + ch : n;
+			double s = 0;
+			for (long t = t0; t < e; t++)
+				s += r->scores[(size_t)k * c->n + t];
+			int prot = t0 < S || e > n - R;
+			v[prot][m[prot]++] = s / (double)(e - t0);
+		}
+		int last = f->sel.scope == SC_head || (f->sel.scope == SC_layer && k % c->H == c->H - 1) ||
+		           k == c->L * c->H - 1;
+		for (int p = 0; last && p < 2; p++) {
+			qsort(v[p], (size_t)m[p], sizeof(double), cmpd);
+			for (int i = 1; i < m[p]; i++) {
+				double a = v[p][i - 1], b = v[p][i], sc = fmax(fabs(a), fabs(b));
+				worst = fmin(worst, sc > 0 ? (a - b) / sc : 0);
+			}
+			m[p] = 0;
+		}
+	}
+	free(v[0]), free(v[1]);
+	return worst;
+}
 
 static void run_case(const Cfg *cf, const char *host)
 {
 	char name[200];
 	snprintf(name, sizeof name, "%s %s d=%d G=%d %s", cf->policy, ki_dtypename(cf->dtype), cf->d, cf->G,
 	         kx_targetname(cf->target));
+	if (cf->chunk)
+		snprintf(name + strlen(name), sizeof name - strlen(name), " chunk=%d", cf->chunk);
 	kvcc_spec spec = { cf->dtype, cf->d, cf->G, cf->target };
+	if (only && !strstr(name, only))
+		return;
 	if (!kx_vecwidth(&spec, host)) {
 		printf("SKIP %s: this CPU lacks the features of target %s\n", name, kx_targetname(cf->target));
 		nskip++;
@@ -66,6 +110,9 @@ static void run_case(const Cfg *cf, const char *host)
 	int wi = ki_findparam(f, "window");
 	if (wi >= 0 && par[wi] > 8)
 		par[wi] = 8;
+	if (cf->chunk && ki_findparam(f, "chunk") >= 0)
+		par[ki_findparam(f, "chunk")] = cf->chunk;
+	int grouped = pval(f, par, f->sel.chunk, 1) > 1 || f->sel.scope != SC_head;
 	int O = f->obs_all ? n : KC_RKIND(f->obs) ? (int)pval(f, par, f->obs, 0) : 0;
 	int hm = 0;
 	for (int i = 0; i < f->nins; i++)
@@ -98,7 +145,7 @@ static void run_case(const Cfg *cf, const char *host)
 			printf("FAIL %s: interpreter: %s\n", name, e.msg);
 			goto out;
 		}
-		ok = case_margin(f, par, &c, &r) >= 1e-4;
+		ok = grouped ? group_margin(f, par, &c, &r) >= 1e-5 : case_margin(f, par, &c, &r) >= 1e-4;
 	}
 	if (!ok) {
 		printf("SKIP %s: no tie-free input in 20 draws\n", name);
@@ -142,7 +189,7 @@ static void run_case(const Cfg *cf, const char *host)
 	memcpy(len, len0, sizeof len);
 	kvcc_layout lay = { cf->dtype, L, H, d, n, (int64_t)H * n * st, (int64_t)n * st, st };
 	kvcc_plan *pl;
-	if (kvcc_plan_create(p, &lay, 0, 0, &pl) != 0) {
+	if (kvcc_plan_create(p, &lay, O, 0, &pl) != 0) {
 		printf("FAIL %s: plan: %s\n", name, kvcc_last_error());
 		goto out;
 	}
@@ -247,7 +294,8 @@ static void selcompact_case(int dtype, int d, int target, const char *host)
 	void *dl = NULL;
 	const kvcc_artifact *A = NULL;
 	if (kvcc_compile_so("policies/knorm.lua", &spec, so, 0) != 0 || !(dl = dlopen(so, RTLD_NOW | RTLD_LOCAL)) ||
-	    !(A = dlsym(dl, KVCC_DESC_SYMBOL)) || !A->selkeys || !A->topk || !A->keepidx || !A->compact) {
+	    !(A = dlsym(dl, KVCC_DESC_SYMBOL)) || !A->selkeys || !A->topk || !A->keepidx || !A->compact ||
+	    !A->ckeys || !A->kcount || !A->ckeepidx) {
 		printf("FAIL %s: compile/load: %s\n", name, kvcc_last_error());
 		nfail++;
 		if (dl)
@@ -294,6 +342,35 @@ static void selcompact_case(int dtype, int d, int target, const char *host)
 				if (idx[i] <= idx[i - 1] || key[idx[i]] < thr)
 					why = "keepidx list not sorted / not the kept set";
 		}
+		/* chunk keys (odd n: partial last chunk), counts and the expanded kept list */
+		for (int ch = 2; ch <= 8 && !why; ch += ch == 3 ? 5 : 1) {
+			int nf = n / ch, nch = (n + ch - 1) / ch;
+			A->ckeys(sc, n, S, R, base, ch, key);
+			for (int j = 0; j < nch && !why; j++) {
+				int t0 = j * ch, e = t0 + ch < n ? t0 + ch : n;
+				double s = 0;
+				for (int t = t0; t < e; t++)
+					s += sc[t];
+				ref[j] = refkey((float)(s / (e - t0)), t0 < S || e > n - R, base + (uint32_t)t0);
+				if (key[j] != ref[j])
+					why = "ckeys differs from the reference chunk key";
+			}
+			memcpy(srt, ref, (size_t)nf * 8);
+			qsort(srt, (size_t)nf, 8, cmpu64d);
+			for (int w = 0; w < 4 && !why; w++) {
+				int want = w == 0 ? 1 : w == 1 ? nf / 3 : w == 2 ? nf - 1 : nf;
+				if (A->kcount(key, nf, srt[want - 1]) != want)
+					why = "kcount differs from the sorted reference";
+				int64_t m = A->ckeepidx(key, n, ch, srt[want - 1], w & 1, idx), mr = 0;
+				for (int t = 0; t < n && !why; t++) {
+					int kept = t / ch < nf ? key[t / ch] >= srt[want - 1] : w & 1;
+					if (kept && (mr >= m || idx[mr++] != t))
+						why = "ckeepidx list differs from the kept chunks' positions";
+				}
+				if (!why && mr != m)
+					why = "ckeepidx count differs";
+			}
+		}
 		/* compaction: random kept subset (also none / all / a kept prefix) */
 		int m = 0;
 		for (int i = 0; i < n; i++)
@@ -333,8 +410,9 @@ static void selcompact_case(int dtype, int d, int target, const char *host)
 /* negative tests: corrupted artifacts, bad layouts */
 /* --- generated token_map loops (tmap) against the reference's elementwise ops ----------------- */
 
-/* one policy per op over materialized [token] operands (x.pos, ‖K‖, ΣK); the test hands the
-** generated loop its own operand arrays: NaN, ±inf, ±0, ordinary values, every pair */
+/* one policy per op over per-token states a, b, c (leaves the loop reads through its context);
+** the test hands the generated loop its own state arrays: NaN, ±inf, ±0, ordinary values, every
+** pair */
 static void tmap_case(int opi, int target, const char *host)
 {
 	static const struct { const char *name, *expr; } ops[] = {
@@ -345,9 +423,11 @@ static void tmap_case(int opi, int target, const char *host)
 	};
 	static const float sv[] = { NAN, -NAN, INFINITY, -INFINITY, 0.0f, -0.0f, 1, -1, 2, 0.5f, -3.25f, 1e30f, 7 };
 	enum { NS = sizeof sv / sizeof sv[0], N = NS * NS };
-	char name[160], lua[96], so[96], src[512];
+	char name[160], lua[96], so[96], src[640];
 	snprintf(name, sizeof name, "tmap %s %s", ops[opi].name, kx_targetname(target));
 	kvcc_spec spec = { KI_F32, 64, 1, target };
+	if (only && !strstr(name, only))
+		return;
 	if (!kx_vecwidth(&spec, host)) {
 		printf("SKIP %s: this CPU lacks the features of target %s\n", name, kx_targetname(target));
 		nskip++;
@@ -356,9 +436,11 @@ static void tmap_case(int opi, int target, const char *host)
 	snprintf(lua, sizeof lua, "/tmp/kvcc-diff-tmap-%d-%d.lua", (int)getpid(), opi);
 	snprintf(so, sizeof so, "/tmp/kvcc-diff-tmap-%d-%d-%d.so", (int)getpid(), opi, target);
 	snprintf(src, sizeof src,
-	         "local kv = require \"kvcc\"\nreturn kv.policy \"tmap_%s\" {\n  score = function(x)\n"
-	         "    local a, b, c = x.pos, x.K:norm(\"chan\"), x.K:sum(\"chan\")\n    return %s\n  end,\n"
-	         "  select = kv.topk {},\n}\n", ops[opi].name, ops[opi].expr);
+	         "local kv = require \"kvcc\"\nreturn kv.policy \"tmap_%s\" {\n"
+	         "  state = { a = kv.token_state(0), b = kv.token_state(0), c = kv.token_state(0) },\n"
+	         "  score = function(x, st)\n    local a, b, c = st.a, st.b, st.c\n    return %s\n  end,\n"
+	         "  observe = function(x, st) st.a, st.b, st.c = st.a, st.b, st.c end,\n"
+	         "  select = kv.topk {},\n  when = kv.decode { every = 1 },\n}\n", ops[opi].name, ops[opi].expr);
 	FILE *fp = fopen(lua, "w");
 	if (fp)
 		fputs(src, fp), fclose(fp);
@@ -370,42 +452,50 @@ static void tmap_case(int opi, int target, const char *host)
 	const kvcc_artifact *A = NULL;
 	const char *why = NULL;
 	char whyb[200];
-	float *vals[64] = { 0 };
+	float *vals[64] = { 0 }, *st = NULL;
 	if (!f || ki_runpasses(f, KI_DEFAULT_PASSES, 0, &e, NULL, NULL) != 0 || f->nins > 60)
 		why = "load";
-	else if (kp_build(f, &kp, &e) != 0)
-		why = "plan";
-	else if (!(planned = 1) || kp.ngen != 1 || kp.ngenins != 1)
-		why = "the op is not one generated loop";
 	else if (kvcc_compile_so(lua, &spec, so, 0) != 0 || !(dl = dlopen(so, RTLD_NOW | RTLD_LOCAL)) ||
 	         !(A = dlsym(dl, KVCC_DESC_SYMBOL)) || !A->tmap)
 		why = "compile/load";
-	int s = -1;
+	if (!why) {        /* the artifact's own KIR: the states' numbering follows Lua's table order */
+		ki_free(f);
+		if (!(f = ki_parse(A->kir, lua, &e)))
+			why = "KIR";
+	}
+	if (!why && kp_build(f, &kp, &e) != 0)
+		why = "plan";
+	else if (!why && (!(planned = 1) || kp.ngen != 1 || kp.ngenins != ki_nargs(f->ins[KC_RIDX(f->score)].op) + 1))
+		why = "the op and its state leaves are not one generated loop";
+	int s = -1, o = why ? -1 : KC_RIDX(f->score);
 	for (int i = 0; !why && i < f->nins; i++)
 		if (kp.tgen[i] == KP_GEN_START)
 			s = i;
-	if (!why && (s < 0 || !kp.tout[s]))
-		why = "no stored loop";
+	if (!why && (s < 0 || !kp.tout[o] || kp.tout[s]))
+		why = "not one loop storing only the score";
 	for (int i = 0; !why && i < f->nins; i++)
 		if (!(vals[i] = calloc(N + 1, sizeof(float))))
 			why = "out of memory";
+	if (!why && !(st = calloc(3 * N, sizeof(float))))
+		why = "out of memory";
 	if (!why) {
-		const KiIns *in = &f->ins[s];
+		const KiIns *in = &f->ins[o];
 		for (int k = 0; k < ki_nargs(in->op); k++) {
 			KcRef r = in->arg[k];
-			if (KC_RKIND(r) != RK_INS) {
-				why = "operand is not an instruction";
+			if (KC_RKIND(r) != RK_INS || f->ins[KC_RIDX(r)].op != KO_state) {
+				why = "operand is not a state";
 				break;
 			}
 			for (int t = 0; t < N; t++)   /* a: major, b: minor, c: reversed */
-				vals[KC_RIDX(r)][t] = sv[k == 0 ? t / NS : k == 1 ? t % NS : (N - 1 - t) % NS];
+				st[f->ins[KC_RIDX(r)].aux * N + t] = sv[k == 0 ? t / NS : k == 1 ? t % NS : (N - 1 - t) % NS];
 		}
 		for (int n = N; !why && n >= N - 20; n -= 7) {     /* vector tails */
 			for (int t = 0; t < N; t++)
-				vals[s][t] = 12345;
-			A->tmap(s, vals, NULL, n, 1);
+				vals[o][t] = 12345;
+			kvcc_tmap_ctx c = { .vals = vals, .state = st, .n = n, .sstride = N };
+			A->tmap(s, &c);
 			for (int t = 0; t < N && !why; t++) {
-				float x = vals[s][t];
+				float x = vals[o][t];
 				if (t >= n) {
 					if (x != 12345)
 						why = "wrote past n";
@@ -413,7 +503,7 @@ static void tmap_case(int opi, int target, const char *host)
 				}
 				double op3[3] = { 0, 0, 0 };
 				for (int k = 0; k < ki_nargs(in->op); k++)
-					op3[k] = vals[KC_RIDX(in->arg[k])][t];
+					op3[k] = st[f->ins[KC_RIDX(in->arg[k])].aux * N + t];
 				float ref = (float)ki_evalew(in->op, op3[0], op3[1], op3[2]);
 				int exact = in->op != KO_exp && in->op != KO_log && in->op != KO_pow;
 				uint32_t ux, ur;
@@ -428,6 +518,107 @@ static void tmap_case(int opi, int target, const char *host)
 			}
 		}
 	}
+	if (why)
+		printf("FAIL %s: %s\n", name, why), nfail++;
+	else
+		npass++;
+	for (int i = 0; i < 64; i++)
+		free(vals[i]);
+	free(st);
+	if (dl)
+		dlclose(dl);
+	if (planned)
+		kp_free(&kp);
+	ki_free(f);
+	unlink(so), unlink(lua);
+}
+
+/* token reductions and pools in generated loops against the interpreter (ki_run) on per-token
+** states a, b that hold NaN, ±inf, ±0 or ordinary values; n from 1 (below every vector width)
+** up, pool windows wider than n. Every loop of the score runs in order, as the runtime does. */
+static void tmap_edge_case(int ei, int target, const char *host)
+{
+	static const char *const ex[] = {
+		"kv.avgpool(a, 3)", "kv.maxpool(a, 5) - b", "kv.avgpool(a, 301) + kv.maxpool(b, 301)",
+		"a + b:max(\"token\")", "a:sum(\"token\") + b", "b - a:min(\"token\")", "a:mean(\"token\") * b",
+		"a:norm(\"token\") + kv.maxpool(b, 2)",
+	};
+	/* 1e10: large, but its squares stay finite in f32 (no f32-only overflow against the double
+	** reference) */
+	static const float sv[] = { NAN, -NAN, INFINITY, -INFINITY, 0.0f, -0.0f, 1, -1, 2, 0.5f, -3.25f, 7, 1e10f };
+	static const int ns[] = { 1, 2, 3, 5, 8, 13, 17, 33, 40 };
+	enum { NS = sizeof sv / sizeof sv[0], NMAX = 40 };
+	char name[200], lua[96], so[96], src[700];
+	snprintf(name, sizeof name, "tmap edge %s %s", ex[ei], kx_targetname(target));
+	kvcc_spec spec = { KI_F32, 8, 1, target };
+	if (only && !strstr(name, only))
+		return;
+	if (!kx_vecwidth(&spec, host)) {
+		printf("SKIP %s: this CPU lacks the features of target %s\n", name, kx_targetname(target));
+		nskip++;
+		return;
+	}
+	snprintf(lua, sizeof lua, "/tmp/kvcc-diff-edge-%d-%d.lua", (int)getpid(), ei);
+	snprintf(so, sizeof so, "/tmp/kvcc-diff-edge-%d-%d-%d.so", (int)getpid(), ei, target);
+	snprintf(src, sizeof src,
+	         "local kv = require \"kvcc\"\nreturn kv.policy \"tmap_edge\" {\n"
+	         "  state = { a = kv.token_state(0), b = kv.token_state(0) },\n"
+	         "  observe = function(x, st) st.a, st.b = st.a, st.b end,\n"
+	         "  score = function(x, st)\n    local a, b = st.a, st.b\n    return %s\n  end,\n"
+	         "  select = kv.topk {},\n  when = kv.decode { every = 1 },\n}\n", ex[ei]);
+	FILE *fp = fopen(lua, "w");
+	if (fp)
+		fputs(src, fp), fclose(fp);
+	KcErr e = { 0 };
+	KiFn *f = NULL;
+	KpPlan kp;
+	int planned = 0;
+	void *dl = NULL;
+	const kvcc_artifact *A = NULL;
+	const char *why = NULL;
+	char whyb[300];
+	float *vals[64] = { 0 }, st[2 * NMAX], KV[NMAX * 8] = { 0 };
+	double dst[2 * NMAX];
+	if (!fp || kvcc_compile_so(lua, &spec, so, 0) != 0 || !(dl = dlopen(so, RTLD_NOW | RTLD_LOCAL)) ||
+	    !(A = dlsym(dl, KVCC_DESC_SYMBOL)) || !A->tmap || !(f = ki_parse(A->kir, lua, &e)) || f->nins > 60)
+		why = "compile/load";
+	else if (kp_build(f, &kp, &e) != 0)
+		why = "plan";
+	else if (!(planned = 1) || kp.ncmat || !kp.ngen)
+		why = "not generated";
+	for (int i = 0; !why && i < f->nins; i++)
+		if (!(vals[i] = calloc(NMAX + 1, sizeof(float))))
+			why = "out of memory";
+	for (int v = 0; v < 2 && !why; v++)           /* v 0: special values, 1: ordinary ones */
+		for (size_t ni = 0; ni < sizeof ns / sizeof ns[0] && !why; ni++) {
+			int n = ns[ni], o = KC_RIDX(f->score);
+			for (int t = 0; t < 2 * NMAX; t++) {
+				int k = (t * 5 + ei + (int)ni) % NS;
+				st[t] = v ? sv[6 + k % (NS - 6)] * (float)(t % 7 + 1) : sv[k];
+			}
+			for (int s = 0; s < 2; s++)
+				for (int t = 0; t < n; t++)
+					dst[s * n + t] = st[s * NMAX + t];
+			kvcc_tmap_ctx c = { .vals = vals, .state = st, .n = n, .sstride = NMAX };
+			for (int i = 0; i < f->nins; i++)
+				if (kp.tgen[i] == KP_GEN_START)
+					A->tmap(i, &c);
+			KiCase kc = { .L = 1, .H = 1, .G = 1, .d = 8, .n = n, .K = KV, .V = KV, .state = dst, .dtype = KI_F32,
+			              .ratio = 0.5, .budget = -1 };
+			KiResult r = { 0 };
+			if (ki_run(f, &kc, &r, &e) != 0) {
+				snprintf(whyb, sizeof whyb, "interpreter: %.200s", e.msg);
+				why = whyb;
+			}
+			for (int t = 0; t < n && !why; t++) {
+				double x = vals[o][t], ref = (float)r.scores[t];
+				if (isnan(x) ? !isnan(ref) : !(x == ref || fabs(x - ref) <= 1e-5 * fmax(1, fabs(ref)))) {
+					snprintf(whyb, sizeof whyb, "values %d n=%d t=%d: %g, reference %g", v, n, t, x, ref);
+					why = whyb;
+				}
+			}
+			ki_result_free(&r);
+		}
 	if (why)
 		printf("FAIL %s: %s\n", name, why), nfail++;
 	else
@@ -489,8 +680,9 @@ static void robustness(const char *host)
 		printf("FAIL robustness: %s\n", kvcc_last_error()), nfail++;
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+	only = argc > 1 ? argv[1] : NULL;
 	static const char *pols[] = { "snapkv", "pyramidkv", "streaming_llm", "knorm", "tova", "observed_attention",
 	                              "keydiff", "random" };
 	static const int dims[] = { 8, 64, 96, 128 }, groups[] = { 1, 2, 4 };
@@ -499,32 +691,68 @@ int main(void)
 		for (int dt = 0; dt < 3; dt++)
 			for (int di = 0; di < 4; di++)
 				for (int gi = 0; gi < 3; gi++) {
-					Cfg c = { pols[pi], dt, dims[di], groups[gi], KVCC_TARGET_NATIVE };
+					Cfg c = { pols[pi], dt, dims[di], groups[gi], KVCC_TARGET_NATIVE, 0 };
 					run_case(&c, host);
 				}
 	for (int pi = 0; pi < 8; pi++)
 		for (int dt = 0; dt < 3; dt++) {
-			Cfg v3 = { pols[pi], dt, 96, 2, KVCC_TARGET_V3 }, sc = { pols[pi], dt, 64, 4, KVCC_TARGET_SCALAR };
-			Cfg v4 = { pols[pi], dt, 128, 4, KVCC_TARGET_V4 };
+			Cfg v3 = { pols[pi], dt, 96, 2, KVCC_TARGET_V3, 0 }, sc = { pols[pi], dt, 64, 4, KVCC_TARGET_SCALAR, 0 };
+			Cfg v4 = { pols[pi], dt, 128, 4, KVCC_TARGET_V4, 0 };
 			run_case(&v3, host);
 			run_case(&sc, host);
 			run_case(&v4, host);
 		}
+	/* chunked selection: chunk 2, 3, 8 on odd and even lengths (partial last chunks), scopes
+	** head / layer / model, sinks and recent protected */
+	for (int pi = 0; pi < 3; pi++) {
+		static const char *cp[] = { "tests/diff/chunk_head", "tests/diff/chunk_layer", "tests/diff/chunk_model" };
+		static const int chunks[] = { 2, 3, 8 };
+		for (int ci = 0; ci < 3; ci++)
+			for (int dt = 0; dt < 3; dt++) {
+				Cfg c[] = { { cp[pi], dt, 64, 2, KVCC_TARGET_NATIVE, chunks[ci] },
+				            { cp[pi], dt, 96, 2, KVCC_TARGET_V3, chunks[ci] },
+				            { cp[pi], dt, 128, 4, KVCC_TARGET_V4, chunks[ci] },
+				            { cp[pi], dt, 64, 4, KVCC_TARGET_SCALAR, chunks[ci] } };
+				for (int k = 0; k < 4; k++)
+					run_case(&c[k], host);
+			}
+	}
 	/* every elementwise op of the generated token_map loops, on every target, vector tails */
 	for (int dt = 0; dt < 3; dt++) {
 		static const int td[] = { 8, 64 }, tg[] = { 1, 4 };
 		for (int di = 0; di < 2; di++)
 			for (int gi = 0; gi < 2; gi++) {
-				Cfg c = { "tests/diff/tmap_ops", dt, td[di], tg[gi], KVCC_TARGET_NATIVE };
+				Cfg c = { "tests/diff/tmap_ops", dt, td[di], tg[gi], KVCC_TARGET_NATIVE, 0 };
 				run_case(&c, host);
 			}
-		Cfg v3 = { "tests/diff/tmap_ops", dt, 96, 2, KVCC_TARGET_V3 }, sc = { "tests/diff/tmap_ops", dt, 64, 4, KVCC_TARGET_SCALAR };
-		Cfg v4 = { "tests/diff/tmap_ops", dt, 128, 4, KVCC_TARGET_V4 };
+		Cfg v3 = { "tests/diff/tmap_ops", dt, 96, 2, KVCC_TARGET_V3, 0 }, sc = { "tests/diff/tmap_ops", dt, 64, 4, KVCC_TARGET_SCALAR, 0 };
+		Cfg v4 = { "tests/diff/tmap_ops", dt, 128, 4, KVCC_TARGET_V4, 0 };
 		run_case(&v3, host);
 		run_case(&sc, host);
 		run_case(&v4, host);
 	}
+	/* reductions over group / chan / token, pools, leaves and scalars in generated loops; loops
+	** on both sides of the cross-head barrier */
 	for (int dt = 0; dt < 3; dt++) {
+		for (int di = 0; di < 4; di++)
+			for (int gi = 0; gi < 3; gi++) {
+				Cfg c = { "tests/diff/tmap_red", dt, dims[di], groups[gi], KVCC_TARGET_NATIVE };
+				run_case(&c, host);
+				if (gi != 1 && di % 2 == 0) {
+					Cfg h = { "tests/diff/tmap_hmean", dt, dims[di], groups[gi], KVCC_TARGET_NATIVE };
+					run_case(&h, host);
+				}
+			}
+		for (int pi = 0; pi < 2; pi++) {
+			const char *tp = pi ? "tests/diff/tmap_hmean" : "tests/diff/tmap_red";
+			Cfg v3 = { tp, dt, 96, 2, KVCC_TARGET_V3 }, sc = { tp, dt, 64, 4, KVCC_TARGET_SCALAR };
+			Cfg v4 = { tp, dt, 128, 4, KVCC_TARGET_V4 };
+			run_case(&v3, host);
+			run_case(&sc, host);
+			run_case(&v4, host);
+		}
+	}
+	for (int dt = 0; dt < 3 && !only; dt++) {
 		static const int sd[] = { 8, 64, 96, 256 };
 		for (int di = 0; di < 4; di++)
 			selcompact_case(dt, sd[di], KVCC_TARGET_NATIVE, host);
@@ -538,7 +766,13 @@ int main(void)
 		tmap_case(op, KVCC_TARGET_V3, host);
 		tmap_case(op, KVCC_TARGET_SCALAR, host);
 	}
-	robustness(host);
+	for (int ei = 0; ei < 8; ei++) {
+		tmap_edge_case(ei, KVCC_TARGET_NATIVE, host);
+		tmap_edge_case(ei, KVCC_TARGET_V3, host);
+		tmap_edge_case(ei, KVCC_TARGET_SCALAR, host);
+	}
+	if (!only)
+		robustness(host);
 	free(host);
 	printf("(%d of the passing cases also passed with a given lse: one pass over K)\n", nlse);
 	printf("(%d of the passing cases ran generated token_map loops)\n", ngen);

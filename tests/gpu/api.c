@@ -65,6 +65,72 @@ static void nodriver(const char *so)
 	kvcc_close(p);
 }
 
+/* h2o bf16 d128 g4: split kernel (role 2) then combine (role 3), the partials'
+** workspace term, no spills; a role out of range is refused */
+static void decode_meta(const char *dir)
+{
+	char so[700], why[400];
+	snprintf(so, sizeof so, "%s/h2o-gpu.so", dir);
+	kvcc_spec s = { KVCC_BF16, 128, 4, KVCC_TARGET_NATIVE };
+	T("compile h2o --gpu-arch sm_80,sm_90", kvcc_compile_so_gpu("policies/h2o.lua", &s, "sm_80,sm_90", so, 0) == 0);
+	void *dl = dlopen(so, RTLD_NOW | RTLD_LOCAL);
+	const void *blob = dl ? dlsym(dl, KVCC_GPU_SYMBOL) : NULL;
+	KpCudaOut v;
+	const kvcc_gpu_header *h = NULL;
+	T("h2o blob well-formed", blob && kg_view(blob, (size_t)-1, &v, &h, why, sizeof why) == 0);
+	if (h) {
+		int dec = -1, comb = -1, spills = 0;
+		for (int k = 0; k < v.nkern; k++) {
+			if (v.kern[k].role == KVG_DECODE)
+				dec = k;
+			if (v.kern[k].role == KVG_COMBINE)
+				comb = k;
+			for (int i = 0; i < v.nimg; i++)
+				spills += v.img[i].spill[k];
+		}
+		T("decode: kv_decode then kv_decode_comb", v.has_decode && dec >= 0 && comb > dec &&
+		                                             !strcmp(v.kern[dec].name, "kv_decode") &&
+		                                             !strcmp(v.kern[comb].name, "kv_decode_comb"));
+		T("decode: partials are splits * (warps * group * (head_dim + 2)) floats",
+		  v.dec_part == 8 * 4 * 130 && kvg_ws_floats(&v, 1000, 0, 3) - kvg_ws_floats(&v, 1000, 0, 1) == 2 * v.dec_part);
+		T("h2o kernels do not spill", spills == 0);
+		char *c = malloc(h->size);
+		memcpy(c, blob, h->size);
+		((kvcc_gpu_kernel *)((kvcc_gpu_header *)c + 1))[dec].role = KVG_SELGRP + 1;
+		KpCudaOut v2;
+		T("unknown kernel role refused", kg_view(c, h->size, &v2, NULL, why, sizeof why) != 0 && strstr(why, "kernel"));
+		free(c);
+	}
+	if (dl)
+		dlclose(dl);
+}
+
+/* select scope layer / model (CUDA C only, no NVRTC): kv_select_grp (role 4, grid L for
+** scope layer, 1 for model) before kv_select; its records fit the workspace */
+static void scope_meta(const char *lua, int layer)
+{
+	KcErr e = { 0 };
+	KiFn *f = kd_loadfile(lua, NULL, &e);
+	KpCudaOpts o = { .dtype = KVCC_BF16, .head_dim = 128, .group = 4, .gen_only = 1 };
+	KpCudaOut out;
+	int ok = f && ki_runpasses(f, KI_DEFAULT_PASSES, 0, &e, NULL, NULL) == 0 && kp_compile_cuda(f, &o, &out, &e) == 0;
+	T(lua, ok);
+	if (ok) {
+		int grp = -1, sel = -1;
+		for (int k = 0; k < out.nkern; k++) {
+			if (out.kern[k].role == KVG_SELGRP)
+				grp = k;
+			if (out.kern[k].role == KVG_SELECT)
+				sel = k;
+		}
+		T("select scope: kv_select_grp, then kv_select", grp >= 0 && sel > grp &&
+		                                                  !strcmp(out.kern[grp].name, "kv_select_grp") &&
+		                                                  out.kern[grp].phase == layer && out.ws_coef[0] >= 8);
+		kp_cuda_free(&out);
+	}
+	ki_free(f);
+}
+
 int main(int argc, char **argv)
 {
 	const char *b = argc > 1 ? argv[1] : "build";
@@ -102,6 +168,16 @@ int main(int argc, char **argv)
 	T("gpu_plan_check NULL plan", kvcc_gpu_plan_check(NULL) == KVCC_EINVAL);
 	kvcc_gpu_plan_destroy(NULL);
 	T("gpu_plan_image NULL plan", kvcc_gpu_plan_image(NULL) == NULL);
+
+	/* split-KV decode: the plan's split count (a pure function of the layout) */
+	T("dec splits: few instances, long cache: KVG_DEC_BLOCKS / instances",
+	  kvg_dec_splits(131072, 4) == KVG_DEC_BLOCKS / 4 && kvg_dec_splits(131072, 3) == (KVG_DEC_BLOCKS + 2) / 3);
+	T("dec splits: capped by capacity / KVG_DEC_TMIN, at least 1",
+	  kvg_dec_splits(4 * KVG_DEC_TMIN + 5, 1) == 4 && kvg_dec_splits(64, 4) == 1 && kvg_dec_splits(0, 1) == 1);
+	T("dec splits: many instances: 1 or 2", kvg_dec_splits(32768, 256) == 2 && kvg_dec_splits(32768, 1024) == 1);
+
+	scope_meta("tests/gpu/scope_layer.lua", 1);
+	scope_meta("tests/gpu/scope_model.lua", 0);
 
 	int maj = 0, min = 0;
 	char why[400];
@@ -168,6 +244,7 @@ int main(int argc, char **argv)
 		kvcc_close(p);
 	}
 	nodriver(so);
+	decode_meta(dir);
 
 	/* the cache: hit, and a miss per GPU key field */
 	char first[1400] = "", again[1400] = "";

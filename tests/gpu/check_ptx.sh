@@ -1,7 +1,8 @@
 #!/bin/sh
 # Every policy's generated CUDA C through NVRTC (PTX + CUBIN) and the PTX
 # through ptxas, for sm_80 and sm_90, at a few specializations; registers and
-# shared memory per kernel are printed (kvcc-ptx -v). Missing NVRTC or ptxas
+# shared memory per kernel are printed (kvcc-ptx -v); a score kernel that
+# spills registers fails. Missing NVRTC or ptxas
 # is a SKIP that says so, never a pass.
 #   tests/gpu/check_ptx.sh BUILD_DIR
 B=${1:-build}
@@ -15,13 +16,17 @@ if ! "$B/kvcc-ptx" policies/knorm.lua --head-dim 8 >/dev/null 2>"$out/probe.err"
 	fi
 	cat "$out/probe.err"; echo "0 passed, 1 failed, 0 skipped"; exit 1
 fi
-for p in policies/*.lua; do
+for p in policies/*.lua tests/gpu/scope_*.lua; do
 	for spec in "f32 128 1" "bf16 128 4" "f16 64 2" "bf16 96 2" "f32 8 4"; do
 		set -- $spec
 		if "$B/kvcc-ptx" "$p" --gpu-arch sm_80,sm_90 --dtype $1 --head-dim $2 --group $3 -v \
 			--emit-dir "$out" >"$out/log" 2>&1; then
 			pass=$((pass + 1))
 			[ "$1 $2 $3" = "bf16 128 4" ] && cat "$out/log"
+			# the score kernels (Q·Kᵀ tiles) must not spill
+			if grep 'kv_score' "$out/log" | grep -v ' 0 B spills' >"$out/spill"; then
+				echo "FAIL spills $p $spec:"; cat "$out/spill"; fail=$((fail + 1))
+			fi
 		else
 			echo "FAIL NVRTC $p $spec:"; cat "$out/log"; fail=$((fail + 1))
 		fi

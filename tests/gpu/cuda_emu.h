@@ -13,6 +13,9 @@
 **
 ** Only what kvcc's generator emits is provided; a construct it starts using
 ** that is missing here fails to compile, and so fails the test.
+**
+** KV_EMU is defined: the generated prelude then calls kv_emu_mma for the
+** tensor-core mma.m16n8k16 instead of its inline PTX (see kv_emu_mma below).
 */
 #ifndef KVCC_CUDA_EMU_H
 #define KVCC_CUDA_EMU_H
@@ -31,6 +34,7 @@
 #define __shared__ static
 #define __align__(n) __attribute__((aligned(n)))
 #define KV_DYNSMEM(nm) unsigned char *const nm = kv_emu::dsmem
+#define KV_EMU 1
 
 struct uint3 { unsigned x, y, z; };
 struct dim3 { unsigned x, y, z; };
@@ -53,6 +57,7 @@ static char errmsg[256];
 static int failed;
 static void (*body)(void);
 static union Slot { unsigned u; float f; int i; } *xch;
+static struct MmaSlot { unsigned a[4], b[2]; float c[4]; } *mmx;
 static const size_t STACK = 256 * 1024;
 
 } // namespace kv_emu
@@ -168,9 +173,10 @@ static int runblock(void)
 
 } // namespace kv_emu
 
-/* Launch fn<<<grid, block, dsmem>>>(*args). 0, or -1 with kv_emu_error(). */
+/* Launch fn<<<dim3(grid, grid_y), block, dsmem>>>(*args); blocks in x-major order.
+** 0, or -1 with kv_emu_error(). */
 template <class A>
-static int kv_emu_launch(void (*fn)(A), unsigned grid, unsigned block, size_t dsm, const A *args)
+static int kv_emu_launch(void (*fn)(A), unsigned grid, unsigned block, size_t dsm, const A *args, unsigned grid_y = 1)
 {
 	using namespace kv_emu;
 	failed = 0, errmsg[0] = 0;
@@ -181,23 +187,24 @@ static int kv_emu_launch(void (*fn)(A), unsigned grid, unsigned block, size_t ds
 	nth = (int)block;
 	fib = (Fiber *)calloc((size_t)nth, sizeof *fib);
 	xch = (Slot *)calloc((size_t)nth, sizeof *xch);
+	mmx = (MmaSlot *)calloc((size_t)nth, sizeof *mmx);
 	dsmem = (unsigned char *)calloc(dsm + 16, 1);
-	int rc = fib && xch && dsmem ? 0 : -1;
+	int rc = fib && xch && mmx && dsmem ? 0 : -1;
 	for (int i = 0; rc == 0 && i < nth; i++)
 		if (!(fib[i].stack = malloc(STACK)))
 			rc = -1;
 	Call<A>::fn = fn, Call<A>::args = args, body = Call<A>::run;
 	blockDim.x = block, blockDim.y = blockDim.z = 1;
-	gridDim.x = grid, gridDim.y = gridDim.z = 1;
-	for (unsigned b = 0; rc == 0 && b < grid; b++) {
-		blockIdx.x = b, blockIdx.y = blockIdx.z = 0;
+	gridDim.x = grid, gridDim.y = grid_y, gridDim.z = 1;
+	for (unsigned b = 0; rc == 0 && b < grid * grid_y; b++) {
+		blockIdx.x = b % grid, blockIdx.y = b / grid, blockIdx.z = 0;
 		memset(dsmem, 0, dsm + 16);
 		rc = runblock();
 	}
 	for (int i = 0; fib && i < nth; i++)
 		free(fib[i].stack);
-	free(fib), free(xch), free(dsmem);
-	fib = NULL, xch = NULL, dsmem = NULL;
+	free(fib), free(xch), free(mmx), free(dsmem);
+	fib = NULL, xch = NULL, mmx = NULL, dsmem = NULL;
 	return rc;
 }
 
@@ -267,7 +274,63 @@ static inline int atomicAdd(int *p, int v) { int o = *p; *p = o + v; return o; }
 static inline float atomicAdd(float *p, float v) { float o = *p; *p = o + v; return o; }
 static inline int atomicCAS(int *p, int cmp, int v) { int o = *p; if (o == cmp) *p = v; return o; }
 static inline unsigned atomicMax(unsigned *p, unsigned v) { unsigned o = *p; if (v > o) *p = v; return o; }
+static inline unsigned long long atomicAdd(unsigned long long *p, unsigned long long v) { unsigned long long o = *p; *p = o + v; return o; }
+static inline unsigned long long atomicMax(unsigned long long *p, unsigned long long v) { unsigned long long o = *p; if (v > o) *p = v; return o; }
 static inline int atomicMax(int *p, int v) { int o = *p; if (v > o) *p = v; return o; }
+
+/* --- mma.sync.aligned.m16n8k16.row.col.f32.{bf16,f16}.{bf16,f16}.f32 ---------------
+** A warp-collective: every lane hands in its registers a[4], b[2], c[4] (= d on entry);
+** the warp's fragments are gathered into A (16x16), B (16x8), C (16x8) by the layout of
+** the PTX ISA, "Matrix Fragments for mma.m16n8k16 with floating point type":
+**   groupID = laneid >> 2, threadID_in_group = laneid % 4; elements low to high, two
+**   per 32-bit register (a0..a7 in a[0..3], b0..b3 in b[0..1]), the lower one in bits 0-15;
+**   A: row = groupID for ai, 0 <= i < 2 || 4 <= i < 6, else groupID + 8;
+**      col = threadID_in_group * 2 + (i & 1), plus 8 for i >= 4
+**   B: row = threadID_in_group * 2 + (i & 1), plus 8 for i >= 2;  col = groupID
+**   C/D: row = groupID for c0, c1, else groupID + 8;  col = threadID_in_group * 2 + (i & 1)
+** then D = A·B + C (f32, k in order) and each lane gets its d[4] by the C layout. */
+static inline float kv_emu_half(unsigned h, int bf16)
+{
+	if (bf16)
+		return __uint_as_float(h << 16);
+	const int e = (int)(h >> 10) & 31, m = (int)(h & 1023);
+	const float v = e == 0 ? ldexpf((float)m, -24) : e == 31 ? (m ? NAN : INFINITY) : ldexpf((float)(m | 1024), e - 25);
+	return (h & 0x8000u) ? -v : v;
+}
+
+static inline void kv_emu_mma(int bf16, float d[4], const unsigned a[4], const unsigned b[2])
+{
+	using namespace kv_emu;
+	const int me = cur, base = me & ~31, lane = me & 31;
+	memcpy(mmx[me].a, a, sizeof mmx[me].a);
+	memcpy(mmx[me].b, b, sizeof mmx[me].b);
+	memcpy(mmx[me].c, d, sizeof mmx[me].c);
+	yield(WAIT_WARP);                       /* every lane has handed in its fragments */
+	float A[16][16], B[16][8], C[16][8];
+	for (int l = 0; l < 32; l++) {
+		const MmaSlot &s = mmx[base + l];
+		const int gid = l >> 2, tig = l % 4;
+		for (int i = 0; i < 8; i++) {
+			const unsigned h = (s.a[i / 2] >> (16 * (i & 1))) & 0xffffu;
+			A[(i < 2 || (i >= 4 && i < 6)) ? gid : gid + 8][tig * 2 + (i & 1) + (i >= 4 ? 8 : 0)] = kv_emu_half(h, bf16);
+		}
+		for (int i = 0; i < 4; i++) {
+			const unsigned h = (s.b[i / 2] >> (16 * (i & 1))) & 0xffffu;
+			B[tig * 2 + (i & 1) + (i >= 2 ? 8 : 0)][gid] = kv_emu_half(h, bf16);
+		}
+		for (int i = 0; i < 4; i++)
+			C[i < 2 ? gid : gid + 8][tig * 2 + (i & 1)] = s.c[i];
+	}
+	const int gid = lane >> 2, tig = lane % 4;
+	for (int i = 0; i < 4; i++) {
+		const int r = i < 2 ? gid : gid + 8, c = tig * 2 + (i & 1);
+		float acc = C[r][c];
+		for (int k = 0; k < 16; k++)
+			acc += A[r][k] * B[k][c];
+		d[i] = acc;
+	}
+	yield(WAIT_WARP);                       /* every lane has read the fragments */
+}
 
 /* IEEE double ops without contraction (x86-64 SSE2, no FMA at the default -march) */
 static inline double __dadd_rn(double a, double b) { volatile double r = a + b; return r; }

@@ -13,13 +13,18 @@
 ** plan's module (runtime/cuda.c kvc_decode). Prints "SKIP: no GPU (why)" and
 ** exits 0 when the driver cannot be loaded.
 **
-** Matrix: every policy × f32/f16/bf16 × head_dim 8/64/96/128 × group 1/2/4,
+** Matrix: every policy × f32/f16/bf16 × head_dim 8/64/96/128 × group 1/2/4/8,
 ** n cycling over 37, 61, 129 (odd; per-head lengths differ; padded token
-** strides on some cases). The emulated launch uses KV_NT=64 threads (two
-** warps) and KV_TT=5 staging rows — the SAME source NVRTC compiles, with
-** other values of those two macros.
+** strides on some cases). Decode cases cycle the split-KV count over 1, 2, 3,
+** 7, 16, 64 (up to more splits than tokens: empty ranges) and give every other
+** case an empty head. The emulated launch uses KV_NT=64 threads (two
+** warps), KV_TT=5 staging rows and score tiles of KV_SQ=16 query rows x
+** KV_SK=16 tokens (so G·O > 16 takes several query chunks and n several
+** token tiles, the last one partial) — the SAME source NVRTC compiles, with
+** other values of those macros. f16/bf16 with head_dim 64/96/128 run the
+** tensor-core path (mma.m16n8k16, emulated by cuda_emu.h's kv_emu_mma).
 **
-** One g++ translation unit per policy holds all its 36 specializations
+** One g++ translation unit per policy holds all its 48 specializations
 ** (kernel names renamed per spec by macros, each in its own namespace); built
 ** by `make -j2` in BUILD_DIR/emu (only when a generated source changed).
 **
@@ -49,18 +54,27 @@
 
 #define EMU_NT 64
 #define EMU_TT 5
+#define EMU_SQ 16
+#define EMU_SK 16
 
-typedef int (*RunFn)(const char *name, unsigned grid, unsigned block, size_t dsm, const KvgArgs *a, char *err,
-                     size_t errn);
+typedef int (*RunFn)(const char *name, unsigned grid, unsigned grid_y, unsigned block, size_t dsm, const KvgArgs *a,
+                     char *err, size_t errn);
 
 static int npass, nfail, nskip;
+static double worst_out, worst_st;    /* decode: largest |gpu - ref| / max(1, |ref|) */
 /* --- building the emulated kernels ----------------------------------------------------- */
 
 static const char *pols[] = { "snapkv", "pyramidkv", "streaming_llm", "knorm", "tova", "observed_attention",
-                              "keydiff", "random", "h2o" };
+                              "keydiff", "random", "h2o", "scope_layer", "scope_model" };
 #define NPOL (int)(sizeof pols / sizeof *pols)
-static const int dims[] = { 8, 64, 96, 128 }, groups[] = { 1, 2, 4 };
-#define NSPEC 36
+
+/* the shipped policies, and the select-scope test policies in tests/gpu */
+static void polpath(int p, char *buf, size_t n)
+{
+	snprintf(buf, n, "%s/%s.lua", strncmp(pols[p], "scope_", 6) ? "policies" : "tests/gpu", pols[p]);
+}
+static const int dims[] = { 8, 64, 96, 128 }, groups[] = { 1, 2, 4, 8 };
+#define NSPEC 48
 
 typedef struct Spec {
 	KpCudaOut out;
@@ -74,7 +88,7 @@ typedef struct Spec {
 static Spec specs[NPOL][NSPEC];
 static KiFn *fns[NPOL];
 
-static int specidx(int dt, int di, int gi) { return (dt * 4 + di) * 3 + gi; }
+static int specidx(int dt, int di, int gi) { return (dt * 4 + di) * 4 + gi; }
 
 /* write `text` to `path` unless it already holds exactly that */
 static int update(const char *path, const char *text, size_t n)
@@ -111,7 +125,7 @@ static int build(const char *bdir, const char *root)
 	if (!mk)
 		return -1;
 	fprintf(mk, "CXX ?= g++\nEMUFLAGS = -std=c++17 -O1 -fPIC -shared -Wall -Wextra -Werror -Wno-unused-function "
-	            "-DKV_NT=%d -DKV_TT=%d -I%s\nall:", EMU_NT, EMU_TT, root);
+	            "-DKV_NT=%d -DKV_TT=%d -DKV_SQ=%d -DKV_SK=%d -I%s\nall:", EMU_NT, EMU_TT, EMU_SQ, EMU_SK, root);
 	for (int p = 0; p < NPOL; p++)
 		fprintf(mk, " %s.so", pols[p]);
 	fprintf(mk, "\n%%.so: %%.cpp %s/tests/gpu/cuda_emu.h\n\t$(CXX) $(EMUFLAGS) -o $@.tmp $< && mv $@.tmp $@\n", root);
@@ -137,11 +151,11 @@ static int build(const char *bdir, const char *root)
 			fprintf(wp, "namespace s%d {\n#include \"%s\"\n}\n#undef KV_G\n#undef KV_D\n", s, cu);
 			for (int k = 0; k < sp->out.nkern; k++)
 				fprintf(wp, "#undef %s\n", sp->out.kern[k].name);
-			fprintf(wp, "extern \"C\" int kv_emu_run_%d(const char *name, unsigned grid, unsigned block, "
-			            "size_t dsm, const void *a, char *err, size_t errn)\n{\n\tint rc = -2;\n", s);
+			fprintf(wp, "extern \"C\" int kv_emu_run_%d(const char *name, unsigned grid, unsigned grid_y, "
+			            "unsigned block, size_t dsm, const void *a, char *err, size_t errn)\n{\n\tint rc = -2;\n", s);
 			for (int k = 0; k < sp->out.nkern; k++)
 				fprintf(wp, "\tif (!strcmp(name, \"%s\")) rc = kv_emu_launch(s%d::s%d_%s, grid, block, dsm, "
-				            "(const s%d::KvgArgs *)a);\n",
+				            "(const s%d::KvgArgs *)a, grid_y);\n",
 				        sp->out.kern[k].name, s, s, sp->out.kern[k].name, s);
 			fprintf(wp, "\tif (rc == -2) snprintf(err, errn, \"no kernel %%s\", name);\n"
 			            "\telse if (rc) snprintf(err, errn, \"%%s\", kv_emu_error());\n\treturn rc;\n}\n");
@@ -241,14 +255,20 @@ static int launch_dev(Spec *sp, int role, KvgArgs *a, char *why, size_t whyn)
 	return rc;
 }
 
+/* the kernels of `role` (KVG_DECODE: kv_decode on grid (grid, a->splits), then the combine;
+   KVG_SELECT: kv_select_grp first for scopes layer / model) */
 static int launch(Spec *sp, int role, unsigned grid, size_t dsm, KvgArgs *a, char *why, size_t whyn)
 {
 	if (device)
 		return role == KVG_SELECT ? 0 : launch_dev(sp, role, a, why, whyn);
 	for (int k = 0; k < sp->out.nkern; k++) {
-		if (sp->out.kern[k].role != role)
+		int r = sp->out.kern[k].role;
+		if (r != role && !(role == KVG_DECODE && r == KVG_COMBINE) && !(role == KVG_SELECT && r == KVG_SELGRP))
 			continue;
-		if (sp->run(sp->out.kern[k].name, grid, EMU_NT, role == KVG_SELECT ? dsm : 0, a, why, whyn) != 0)
+		unsigned gx = r == KVG_SELGRP ? (sp->out.kern[k].phase ? (unsigned)a->L : 1) : grid;
+		unsigned gy = r == KVG_DECODE ? (unsigned)a->splits : 1;
+		size_t ds = r == KVG_SELECT || sp->out.kern[k].tiled ? dsm : 0;
+		if (sp->run(sp->out.kern[k].name, gx, gy, EMU_NT, ds, a, why, whyn) != 0)
 			return -1;
 		if (*a->err) {
 			snprintf(why, whyn, "%s: device error %d", sp->out.kern[k].name, *a->err);
@@ -258,11 +278,47 @@ static int launch(Spec *sp, int role, unsigned grid, size_t dsm, KvgArgs *a, cha
 	return 0;
 }
 
+static int cmpdbl(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+	return x < y ? -1 : x > y;
+}
+
+/* select scopes layer / model: the smallest relative gap between two different chunk
+   means of a scope group (any two, so that no boundary of the greedy pass is near a tie;
+   exact ties are left to the tie rule) */
+static double group_margin(const KiFn *f, const double *par, const KiCase *c, const KiResult *r)
+{
+	long ch = (long)pval(f, par, f->sel.chunk, 1);
+	int per = f->sel.scope == SC_layer ? c->H : c->L * c->H;
+	double worst = INFINITY, *v = malloc(((size_t)c->L * c->H * c->n + 1) * sizeof *v);
+	for (int k0 = 0; v && k0 < c->L * c->H; k0 += per) {
+		int m = 0;
+		for (int k = k0; k < k0 + per; k++)
+			for (long t0 = 0; t0 < c->len[k]; t0 += ch) {
+				double s = 0;
+				long t1 = t0 + ch < c->len[k] ? t0 + ch : c->len[k];
+				for (long t = t0; t < t1; t++)
+					s += r->scores[(size_t)k * c->n + t];
+				v[m++] = s / (double)(t1 - t0);
+			}
+		qsort(v, (size_t)m, sizeof *v, cmpdbl);
+		for (int i = 1; i < m; i++) {
+			double s = fmax(fabs(v[i]), fabs(v[i - 1]));
+			if (s > 0 && v[i] > v[i - 1] && (v[i] - v[i - 1]) / s < worst)
+				worst = (v[i] - v[i - 1]) / s;
+		}
+	}
+	free(v);
+	return v ? worst : 0;
+}
+
 static void run_case(int pi, int dt, int di, int gi, int idx)
 {
 	Spec *sp = &specs[pi][specidx(dt, di, gi)];
 	const KiFn *f = fns[pi];
-	int d = dims[di], G = groups[gi], L = 2, H = 2;
+	int grpsel = f->sel.scope != SC_head;
+	int d = dims[di], G = groups[gi], L = grpsel ? 3 : 2, H = 2;
 	cur_dt = dt, cur_d = d;
 	char name[200];
 	snprintf(name, sizeof name, "%s %s d=%d G=%d", pols[pi], ki_dtypename(dt), d, G);
@@ -279,16 +335,35 @@ static void run_case(int pi, int dt, int di, int gi, int idx)
 	int wi = ki_findparam(f, "window");
 	if (wi >= 0 && par[wi] > 8)
 		par[wi] = 8;
+	int ci = ki_findparam(f, "chunk");
+	if (ci >= 0)
+		par[ci] = idx % 2 ? 1 : 3 + idx % 3;
+	int ri = ki_findparam(f, "recent");         /* no window: shorter last chunks compete */
+	if (ci >= 0 && ri >= 0 && idx % 5 < 2)
+		par[ri] = 0;
 	int O = f->obs_all ? n : KC_RKIND(f->obs) ? (int)pval(f, par, f->obs, 0) : 0;
 	int hm = 0;
 	for (int i = 0; i < f->nins; i++)
 		hm |= f->ins[i].op == KO_hmean;
-	int32_t len0[4];
+	int32_t len0[6];
 	for (int k = 0; k < L * H; k++)
 		len0[k] = f->obs_all ? n : hm ? n - 2 * (k / H) : n - 2 * k;
+	if (grpsel && idx % 4 == 2)
+		len0[2] = 0;                  /* an empty head in a scope group */
+	if (grpsel)
+		snprintf(name + strlen(name), sizeof name - strlen(name), " chunk=%g recent=%g%s%s", par[ci], par[ri],
+		         idx % 3 ? "" : " ties", idx % 4 == 2 ? " empty-head" : "");
 	int pad = (d / 8) % 2 ? 8 : 0;
 	long long st = d + pad;
 	int nst = f->nst, steps = nst ? 3 : 0;
+	/* split-KV decode: 1 split, several, more splits than a head has tokens (empty
+	   ranges); every other decode case has an empty head */
+	static const int nsplits[] = { 1, 2, 3, 7, 16, 64 };
+	int nsp = steps ? nsplits[(idx / 3) % 6] : 1;
+	if (steps && (idx / 2) % 2)
+		len0[L * H - 1] = 0;
+	if (steps)
+		snprintf(name + strlen(name), sizeof name - strlen(name), " splits=%d%s", nsp, (idx / 2) % 2 ? " empty-head" : "");
 	size_t esz = dt == KI_F32 ? 4 : 2, nkv = (size_t)L * H * n * d, nq = (size_t)L * H * G * O * d;
 	size_t ntok = (size_t)L * H * n, ndq = (size_t)L * H * G * d;
 	float *K = malloc(nkv * 4), *V = malloc(nkv * 4), *Q = malloc(nq * 4 + 4), *dq = malloc(ndq * 4 * (steps + 1));
@@ -298,7 +373,7 @@ static void run_case(int pi, int dt, int di, int gi, int idx)
 	v.K = malloc(ntok * st * esz), v.V = malloc(ntok * st * esz), v.Q = malloc(nq * esz + 4);
 	v.q = malloc(ndq * esz), v.len = malloc(L * H * 4), v.pos = malloc(ntok * 4);
 	v.state = malloc(ntok * (nst + 1) * 4), v.scores = malloc(ntok * 4), v.out = malloc(ndq * 4);
-	long long wsi = kvg_ws_floats(&sp->out, n, O);
+	long long wsi = kvg_ws_floats(&sp->out, n, O, nsp);
 	v.ws = malloc(((size_t)L * H * wsi + 1) * 4);
 	KiResult r = { 0 };
 	KcErr e = { 0 };
@@ -312,6 +387,9 @@ static void run_case(int pi, int dt, int di, int gi, int idx)
 			K[i] = ki_round((float)(urand() * 2 - 1), dt);
 			V[i] = ki_round((float)(urand() * 2 - 1), dt);
 		}
+		/* exact ties: every head repeats the first head's first 5 keys */
+		for (size_t i = 0; grpsel && idx % 3 == 0 && i < nkv; i++)
+			K[i] = K[(i / d % n) % 5 * d + i % d];
 		for (size_t i = 0; i < nq; i++)
 			Q[i] = ki_round((float)(urand() * 4 - 2), dt);
 		for (size_t i = 0; i < ndq * steps; i++)
@@ -334,7 +412,7 @@ static void run_case(int pi, int dt, int di, int gi, int idx)
 			printf("FAIL %s: interpreter: %s\n", name, e.msg);
 			goto out;
 		}
-		ok = case_margin(f, par, &c, &r) >= 1e-4;
+		ok = grpsel ? group_margin(f, par, &c, &r) >= 1e-5 : case_margin(f, par, &c, &r) >= 1e-4;
 	}
 	if (!ok) {
 		printf("SKIP %s: no tie-free input in 20 draws\n", name);
@@ -353,7 +431,7 @@ static void run_case(int pi, int dt, int di, int gi, int idx)
 		}
 	for (size_t i = 0; i < nq; i++)
 		encode(Q[i], dt, v.Q + i * esz);
-	memcpy(v.len, len0, sizeof len0);
+	memcpy(v.len, len0, (size_t)L * H * sizeof *len0);
 	for (int s = 0; s < nst; s++)
 		for (size_t t = 0; t < ntok; t++)
 			v.state[s * ntok + t] = (float)f->st[s].init;
@@ -363,6 +441,7 @@ static void run_case(int pi, int dt, int di, int gi, int idx)
 	a.scores = v.scores, a.ws = v.ws, a.q = v.q, a.out = v.out, a.err = &v.err;
 	a.sL = (long long)H * n * st, a.sH = (long long)n * st, a.sT = st;
 	a.ws_inst = wsi, a.budget = budget, a.ratio = ratio, a.L = L, a.H = H, a.N = n, a.O = O, a.step = 0;
+	a.splits = nsp;
 	for (int i = 0; i < f->npar; i++)
 		a.par[i] = par[i];
 	size_t szs[11] = { ntok * st * esz, ntok * st * esz, (size_t)L * H * 4, ntok * 4, ntok * (nst + 1) * 4,
@@ -384,6 +463,8 @@ static void run_case(int pi, int dt, int di, int gi, int idx)
 				goto out;
 			}
 			for (size_t i = 0; i < ndq; i++)
+				worst_out = fmax(worst_out, fabs(v.out[i] - oref[i]) / fmax(1, fabs(oref[i])));
+			for (size_t i = 0; i < ndq; i++)
 				if (!(fabs(v.out[i] - oref[i]) <= 1e-4 * fmax(1, fabs(oref[i])))) {
 					printf("FAIL %s: decode step %d output[%zu] gpu %.9g ref %.9g\n", name, s, i, v.out[i], oref[i]);
 					free(sref);
@@ -393,6 +474,7 @@ static void run_case(int pi, int dt, int di, int gi, int idx)
 				for (int t = 0; t < len0[k]; t++)
 					for (int s2 = 0; s2 < nst; s2++) {
 						double x = v.state[s2 * ntok + (size_t)k * n + t], y = sref[s2 * ntok + (size_t)k * n + t];
+						worst_st = fmax(worst_st, fabs(x - y) / fmax(1, fabs(y)));
 						if (!(fabs(x - y) <= 1e-4 * fmax(1, fabs(y)))) {
 							printf("FAIL %s: decode step %d state (inst %d t %d) gpu %.9g ref %.9g\n", name, s,
 							       k, t, x, y);
@@ -405,7 +487,7 @@ static void run_case(int pi, int dt, int di, int gi, int idx)
 	}
 	/* compress */
 	size_t dsm = kp_cuda_dsmem(dt, d, EMU_TT);
-	if (launch(sp, KVG_SCORE, (unsigned)(L * H), 0, &a, why, sizeof why) != 0 ||
+	if (launch(sp, KVG_SCORE, (unsigned)(L * H), kp_cuda_score_dsmem(dt, d, G, EMU_SQ, EMU_SK), &a, why, sizeof why) != 0 ||
 	    launch(sp, KVG_SELECT, (unsigned)(L * H), dsm, &a, why, sizeof why) != 0) {
 		printf("FAIL %s: %s\n", name, why);
 		goto out;
@@ -481,7 +563,7 @@ int main(int argc, char **argv)
 	double t0 = now();
 	for (int p = 0; p < NPOL; p++) {
 		char path[256];
-		snprintf(path, sizeof path, "policies/%s.lua", pols[p]);
+		polpath(p, path, sizeof path);
 		KcErr e = { 0 };
 		fns[p] = kd_loadfile(path, NULL, &e);
 		if (!fns[p] || ki_runpasses(fns[p], KI_DEFAULT_PASSES, 0, &e, NULL, NULL) != 0) {
@@ -490,7 +572,7 @@ int main(int argc, char **argv)
 		}
 		for (int dt = 0; dt < 3; dt++)
 			for (int di = 0; di < 4; di++)
-				for (int gi = 0; gi < 3; gi++) {
+				for (int gi = 0; gi < 4; gi++) {
 					Spec *sp = &specs[p][specidx(dt, di, gi)];
 					KpCudaOpts o = { .dtype = dt, .head_dim = dims[di], .group = groups[gi], .nthreads = EMU_NT,
 					                 .gen_only = 1 };
@@ -512,9 +594,9 @@ int main(int argc, char **argv)
 		for (int p = 0; p < NPOL; p++)
 			for (int s = 0; s < NSPEC; s++) {
 				Spec *sp = &specs[p][s];
-				kvcc_spec ks = { s / 12, dims[(s / 3) % 4], groups[s % 3], KVCC_TARGET_NATIVE };
+				kvcc_spec ks = { s / 16, dims[(s / 4) % 4], groups[s % 4], KVCC_TARGET_NATIVE };
 				char lua[256], so[900];
-				snprintf(lua, sizeof lua, "policies/%s.lua", pols[p]);
+				polpath(p, lua, sizeof lua);
 				snprintf(so, sizeof so, "%s/%s-%d.so", sodir, pols[p], s);
 				if (kvcc_compile_so_gpu(lua, &ks, "sm_80,sm_90", so, 0) != 0 || kvcc_open(so, &sp->pol) != 0) {
 					sp->ok = 0;
@@ -530,7 +612,7 @@ int main(int argc, char **argv)
 	for (int p = 0; p < NPOL; p++)
 		for (int dt = 0; dt < 3; dt++)
 			for (int di = 0; di < 4; di++)
-				for (int gi = 0; gi < 3; gi++)
+				for (int gi = 0; gi < 4; gi++)
 					run_case(p, dt, di, gi, idx++);
 	double t2 = now();
 	if (device)
@@ -538,6 +620,8 @@ int main(int argc, char **argv)
 	else
 		printf("emulated GPU kernels: generate + g++ %.1f s, run %.1f s (KV_NT=%d, KV_TT=%d)\n", t1 - t0, t2 - t1,
 		       EMU_NT, EMU_TT);
+	printf("decode: worst output error %.3g, worst state error %.3g (relative to max(1, |ref|))\n", worst_out,
+	       worst_st);
 	printf("%d passed, %d failed, %d skipped\n", npass, nfail, nskip);
 	for (int p = 0; p < NPOL; p++) {
 		for (int s = 0; s < NSPEC; s++) {

@@ -1,0 +1,188 @@
+/*
+** The run path allocates nothing (DESIGN §7, plan/run split): after kvcc_plan_create,
+** kvcc_compress, kvcc_append and kvcc_decode_layer must not call malloc, calloc, realloc,
+** free, aligned_alloc, posix_memalign or memalign, on any thread.
+**
+** This program defines those functions itself (forwarding to glibc's __libc_* entry points),
+** so every call in the process, libkvcc's and its pool threads' included, is counted while a
+** call under test runs. Every shipped policy (each .lua in policies/) and the chunked-selection
+** test policies (tests/diff/chunk_NAME.lua) × f32/f16/bf16, several rounds of lengths, ratios and
+** budgets, with and without a given lse, and with unsorted positions (which sends attention
+** policies through the generic, non-fused attn epilogue); a policy that reads Q refuses more
+** observation queries than the plan's max_obs.
+*/
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <glob.h>
+#include "kvcc.h"
+#include "compiler/ir.h"
+#include "compiler/interp.h"
+#include "dsl/dsl.h"
+#define CASEGEN_SEED 0x5eed0a110cull
+#include "tests/common/casegen.h"
+
+/* --- counting allocator ------------------------------------------------------------------- */
+
+extern void *__libc_malloc(size_t), *__libc_calloc(size_t, size_t), *__libc_realloc(void *, size_t);
+extern void *__libc_memalign(size_t, size_t);
+extern void __libc_free(void *);
+
+static int armed;
+static long ncalls;
+
+static void count(void)
+{
+	if (__atomic_load_n(&armed, __ATOMIC_RELAXED))
+		__atomic_add_fetch(&ncalls, 1, __ATOMIC_RELAXED);
+}
+
+void *malloc(size_t n) { count(); return __libc_malloc(n); }
+void *calloc(size_t a, size_t b) { count(); return __libc_calloc(a, b); }
+void *realloc(void *p, size_t n) { count(); return __libc_realloc(p, n); }
+void free(void *p) { count(); __libc_free(p); }
+void *aligned_alloc(size_t al, size_t n) { count(); return __libc_memalign(al, n); }
+void *memalign(size_t al, size_t n) { count(); return __libc_memalign(al, n); }
+int posix_memalign(void **p, size_t al, size_t n)
+{
+	count();
+	*p = __libc_memalign(al, n);
+	return *p ? 0 : 12;   /* ENOMEM */
+}
+
+static void arm(void) { __atomic_store_n(&ncalls, 0, __ATOMIC_SEQ_CST), __atomic_store_n(&armed, 1, __ATOMIC_SEQ_CST); }
+static long disarm(void) { __atomic_store_n(&armed, 0, __ATOMIC_SEQ_CST); return __atomic_load_n(&ncalls, __ATOMIC_SEQ_CST); }
+
+/* --- cases ----------------------------------------------------------------------------------- */
+
+static int npass, nfail;
+
+static void check(const char *name, const char *what, int rc, long calls)
+{
+	if (rc != 0)
+		printf("FAIL %s: %s: %s\n", name, what, kvcc_last_error()), nfail++;
+	else if (calls)
+		printf("FAIL %s: %s made %ld allocation calls\n", name, what, calls), nfail++;
+	else
+		npass++;
+}
+
+static void run_policy(const char *path, int dt)
+{
+	enum { L = 2, H = 2, G = 2, D = 64, CAP = 97 };
+	char name[300];
+	snprintf(name, sizeof name, "%s %s", path, ki_dtypename(dt));
+	KcErr e = { 0 };
+	KiFn *f = kd_loadfile(path, NULL, &e);
+	kvcc_spec spec = { dt, D, G, KVCC_TARGET_NATIVE };
+	kvcc_policy *p = NULL;
+	if (!f || kvcc_compile_file(path, &spec, &p) != 0) {
+		printf("FAIL %s: load/compile: %s %s\n", name, e.msg, kvcc_last_error()), nfail++;
+		ki_free(f);
+		return;
+	}
+	int hm = 0, readsq = 0;
+	for (int i = 0; i < f->nins; i++) {
+		hm |= f->ins[i].op == KO_hmean;
+		readsq |= f->ins[i].op == KO_input && f->ins[i].aux == IN_Q;
+	}
+	int npar = kvcc_param_count(p), nst = kvcc_state_count(p);
+	double par[32];
+	for (int i = 0; i < npar && i < 32; i++)
+		kvcc_param_info(p, i, NULL, &par[i]);
+	int wi = kvcc_param_index(p, "window");
+	if (wi >= 0 && par[wi] > 8)
+		par[wi] = 8;
+	int maxobs = f->obs_all ? CAP : KC_RKIND(f->obs) ? (int)pval(f, par, f->obs, 0) : 0;
+	size_t esz = dt == KVCC_F32 ? 4 : 2, nkv = (size_t)L * H * CAP * D;
+	char *K = malloc(nkv * esz), *V = malloc(nkv * esz), *Q = malloc((size_t)L * H * G * CAP * D * esz + 4);
+	float *lse = malloc((size_t)L * H * G * CAP * sizeof(float) + 4), *st = malloc(((size_t)nst * L * H * CAP + 1) * 4);
+	float *q = malloc((size_t)H * G * D * 4), *out = malloc((size_t)H * G * D * 4), *sc = malloc((size_t)L * H * CAP * 4);
+	char *kv1 = malloc((size_t)H * D * esz);
+	int32_t *pos = malloc((size_t)L * H * CAP * 4), len[L * H];
+	for (size_t i = 0; i < (size_t)L * H * G * CAP * D; i++)
+		encode((float)(urand() * 4 - 2), dt, Q + i * esz);
+	for (size_t i = 0; i < (size_t)L * H * G * CAP; i++)
+		lse[i] = (float)(3 + urand());
+	for (size_t i = 0; i < (size_t)H * G * D; i++)
+		q[i] = (float)(urand() * 2 - 1);
+	for (size_t i = 0; i < (size_t)H * D; i++)
+		encode((float)(urand() * 2 - 1), dt, kv1 + i * esz);
+	kvcc_layout lay = { dt, L, H, D, CAP, (int64_t)H * CAP * D, (int64_t)CAP * D, D };
+	kvcc_plan *pl = NULL;
+	if (kvcc_plan_create(p, &lay, maxobs, 2, &pl) != 0) {
+		printf("FAIL %s: plan: %s\n", name, kvcc_last_error()), nfail++;
+		goto out;
+	}
+	for (int round = 0; round < 6; round++) {
+		int n = round % 3 == 0 ? CAP : round % 3 == 1 ? CAP - 8 : 41;
+		int O = f->obs_all ? n : maxobs;
+		for (size_t i = 0; i < nkv; i++) {
+			encode((float)(urand() * 2 - 1), dt, K + i * esz);
+			encode((float)(urand() * 2 - 1), dt, V + i * esz);
+		}
+		for (int k = 0; k < L * H; k++) {
+			len[k] = hm || f->obs_all ? n : n - 3 * (k % H);
+			for (int t = 0; t < CAP; t++)      /* round 2, 5: unsorted positions */
+				pos[(size_t)k * CAP + t] = round % 3 == 2 ? (t * 7) % len[k] : t;
+		}
+		for (int s = 0; s < nst; s++) {
+			double init;
+			kvcc_state_info(p, s, NULL, &init);
+			for (size_t i = 0; i < (size_t)L * H * CAP; i++)
+				st[(size_t)s * L * H * CAP + i] = (float)init;
+		}
+		kvcc_cache c = { K, V, pos, len, nst ? st : NULL };
+		kvcc_obs obs = { O, Q, round & 1 ? lse : NULL, NULL };
+		kvcc_args a = { round & 1 ? 0.3 : 0.5, round == 4 ? n / 3 : -1, par, 2, round & 2 ? sc : NULL };
+		char what[96];
+		snprintf(what, sizeof what, "kvcc_compress (n %d, nobs %d, %s, %s)", n, O, round & 1 ? "lse" : "no lse",
+		         round % 3 == 2 ? "unsorted pos" : "sorted pos");
+		arm();
+		int rc = kvcc_compress(pl, &c, O ? &obs : NULL, &a);
+		check(name, what, rc, disarm());
+		for (int l = 0; l < L; l++) {
+			arm();
+			rc = kvcc_append(pl, &c, l, kv1, kv1, 1000 + round);
+			check(name, "kvcc_append", rc, disarm());
+			arm();
+			rc = kvcc_decode_layer(pl, &c, l, q, out);
+			check(name, "kvcc_decode_layer", rc, disarm());
+		}
+	}
+	if (readsq && !f->obs_all) {     /* more queries than the plan was sized for: refused */
+		kvcc_cache c = { K, V, pos, len, nst ? st : NULL };
+		kvcc_obs obs = { maxobs + 1, Q, NULL, NULL };
+		kvcc_args a = { 0.5, -1, par, 2, NULL };
+		if (kvcc_compress(pl, &c, &obs, &a) != KVCC_EINVAL || !strstr(kvcc_last_error(), "max_obs"))
+			printf("FAIL %s: nobs > max_obs not refused (%s)\n", name, kvcc_last_error()), nfail++;
+		else
+			npass++;
+	}
+	arm();
+	kvcc_plan_destroy(pl);
+	if (!disarm())
+		printf("FAIL %s: kvcc_plan_destroy freed nothing (is the allocator interposed?)\n", name), nfail++;
+out:
+	free(K), free(V), free(Q), free(lse), free(st), free(q), free(out), free(sc), free(kv1), free(pos);
+	kvcc_close(p);
+	ki_free(f);
+}
+
+int main(void)
+{
+	glob_t g;
+	if (glob("policies/*.lua", 0, NULL, &g) != 0 || g.gl_pathc == 0 ||
+	    glob("tests/diff/chunk_*.lua", GLOB_APPEND, NULL, &g) != 0) {
+		printf("FAIL: no policies/*.lua or tests/diff/chunk_*.lua (run from the repository root)\n");
+		return 1;
+	}
+	for (size_t i = 0; i < g.gl_pathc; i++)
+		for (int dt = 0; dt < 3; dt++)
+			run_policy(g.gl_pathv[i], dt);
+	printf("allocation-free run path: %zu policies (shipped, and the chunked-selection tests) x 3 dtypes\n",
+	       g.gl_pathc);
+	globfree(&g);
+	printf("%d passed, %d failed\n", npass, nfail);
+	return nfail ? 1 : 0;
+}
