@@ -19,6 +19,7 @@
 #include <math.h>
 #include <llvm-c/Core.h>
 #include <llvm-c/Analysis.h>
+#include <llvm-c/DebugInfo.h>   /* temporary metadata nodes: self-referential llvm.loop */
 #include <llvm-c/Target.h>
 #include <llvm-c/TargetMachine.h>
 #include <llvm-c/Transforms/PassBuilder.h>
@@ -186,7 +187,7 @@ typedef struct Gen {
 
 typedef struct Loop {
 	LLVMBasicBlockRef head, body, exit;
-	LLVMValueRef iv;
+	LLVMValueRef iv, latch;
 	int step;
 } Loop;
 
@@ -223,8 +224,22 @@ static void loop_end(Gen *g, Loop *lp)
 	LLVMValueRef nx = LLVMBuildAdd(g->b, lp->iv, LLVMConstInt(g->i64, (unsigned)lp->step, 0), "");
 	LLVMBasicBlockRef cur = LLVMGetInsertBlock(g->b);
 	LLVMAddIncoming(lp->iv, &nx, &cur, 1);
-	LLVMBuildBr(g->b, lp->head);
+	lp->latch = LLVMBuildBr(g->b, lp->head);
 	LLVMPositionBuilderAtEnd(g->b, lp->exit);
+}
+
+/* Mark a closed loop as cold code: neither unrolled nor vectorized by the O2 pipeline
+** (edge cases that run a few times per head; copies of them only cost compile time). */
+static void loop_plain(Gen *g, Loop *lp)
+{
+	LLVMMetadataRef tmp = LLVMTemporaryMDNode(g->cx, NULL, 0);
+	LLVMMetadataRef un = LLVMMDStringInContext2(g->cx, "llvm.loop.unroll.disable", 24);
+	LLVMMetadataRef vk[2] = { LLVMMDStringInContext2(g->cx, "llvm.loop.vectorize.enable", 26),
+	                          LLVMValueAsMetadata(LLVMConstInt(LLVMInt1TypeInContext(g->cx), 0, 0)) };
+	LLVMMetadataRef ops[3] = { tmp, LLVMMDNodeInContext2(g->cx, &un, 1), LLVMMDNodeInContext2(g->cx, vk, 2) };
+	LLVMMetadataRef md = LLVMMDNodeInContext2(g->cx, ops, 3);
+	LLVMMetadataReplaceAllUsesWith(tmp, md);
+	LLVMSetMetadata(lp->latch, LLVMGetMDKindIDInContext(g->cx, "llvm.loop", 9), LLVMMetadataAsValue(g->cx, md));
 }
 
 static LLVMValueRef ci(Gen *g, long v) { return LLVMConstInt(g->i64, (unsigned long long)v, 1); }
@@ -1477,6 +1492,7 @@ static LLVMValueRef tm_poolwin(Tm *T, int i, LLVMValueRef src, LLVMValueRef tt)
 	LLVMValueRef j = loop_begin2(g, lo, hi, 1, 1, &lj);
 	LLVMBuildStore(b, tm_poolstep(g, op, LLVMBuildLoad2(b, g->f32, a, ""), ldf(g, src, j)), a);
 	loop_end(g, &lj);
+	loop_plain(g, &lj);
 	return LLVMBuildLoad2(b, g->f32, a, "");
 }
 
@@ -1516,10 +1532,15 @@ static void tm_pool(Tm *T, int i, LLVMValueRef *out)
 			LLVMBasicBlockRef bfe = LLVMGetInsertBlock(b);
 			LLVMBuildBr(b, bj);
 			LLVMPositionBuilderAtEnd(b, bs);
-			LLVMValueRef rs = LLVMGetPoison(fty(g, w));
-			for (int l = 0; l < w; l++)
-				rs = LLVMBuildInsertElement(b, rs, tm_poolwin(T, i, base, LLVMBuildAdd(b, T->t, ci(g, l), "")),
-				                            LLVMConstInt(g->i32, (unsigned)l, 0), "");
+			/* the edge lanes one after another in a loop (unrolled, the W windows cost
+			** more compile time than the few edge chunks of a head ever run) */
+			LLVMValueRef lanes = entry_alloca(g, fty(g, w));
+			Loop ll;
+			LLVMValueRef l = loop_begin2(g, ci(g, 0), ci(g, w), 1, 1, &ll);
+			LLVMBuildStore(b, tm_poolwin(T, i, base, LLVMBuildAdd(b, T->t, l, "")), gep(g, g->f32, lanes, l));
+			loop_end(g, &ll);
+			loop_plain(g, &ll);
+			LLVMValueRef rs = LLVMBuildLoad2(b, fty(g, w), lanes, "");
 			LLVMBasicBlockRef bse = LLVMGetInsertBlock(b);
 			LLVMBuildBr(b, bj);
 			LLVMPositionBuilderAtEnd(b, bj);
@@ -1743,6 +1764,8 @@ static void tm_loop(Tm *T)
 	T->t = loop_begin2(g, t0, T->n, 1, 1, &lt);
 	tm_step(T, 1);
 	loop_end(g, &lt);
+	if (t0 != ci(g, 0))
+		loop_plain(g, &lt);      /* the tail after the vector loop: fewer than W tokens */
 	/* the token reductions' results */
 	T->t = ci(g, 0), T->w = 1;
 	LLVMValueRef nf = LLVMBuildSIToFP(b, T->n, g->f32, "");
