@@ -70,8 +70,14 @@ int main(int argc, char **argv)
 	int w = kvcc_param_index(pol, "window");
 	if (w >= 0)
 		params[w] = WINDOW;
+	/* the observation queries the policy reads with these params (its window; -1 would be
+	** every prompt position, 0 none): this example holds at most WINDOW of them */
+	int nobs;
+	CHECK(kvcc_policy_obs(pol, params, &nobs));
+	if (nobs < 0 || nobs > WINDOW)
+		nobs = WINDOW;
 	kvcc_cache cache = { K, V, pos, len, NULL };
-	kvcc_obs obs = { WINDOW, Q, NULL, NULL };
+	kvcc_obs obs = { nobs, Q, NULL, NULL };
 	kvcc_args args = { .ratio = 0.5, .budget = -1, .params = params };
 	CHECK(kvcc_compress(plan, &cache, &obs, &args));
 

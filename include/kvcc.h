@@ -152,6 +152,11 @@ KVCC_API int kvcc_state_count(const kvcc_policy *p);
 KVCC_API int kvcc_state_info(const kvcc_policy *p, int i, const char **name, double *init);
 /* when: 0 = prefill, 1 = decode; *every = compress every N decode steps (decode only) */
 KVCC_API int kvcc_policy_when(const kvcc_policy *p, int *every);
+/* The observation queries a compress call passes, as the policy declares them (obs = N, a
+** param, or kvcc.all), with `params` (kvcc_param_count values in param order; NULL = the
+** defaults): *obs = the count (0: the policy reads no queries), or -1 for every context
+** position (the caller passes all of them). */
+KVCC_API int kvcc_policy_obs(const kvcc_policy *p, const double *params, int *obs);
 
 /* --- KV layout ------------------------------------------------------------------------- */
 /* A contiguous cache: element (l, h, t, c) of K is at

@@ -328,6 +328,27 @@ KVCC_API int kvcc_policy_when(const kvcc_policy *p, int *every)
 	return f->when.kind == WH_decode ? 1 : 0;
 }
 
+KVCC_API int kvcc_policy_obs(const kvcc_policy *p, const double *params, int *obs)
+{
+	if (!p || !obs)
+		return seterr(KVCC_EINVAL, "null %s", p ? "obs pointer" : "policy");
+	const KiFn *f = p->f;
+	double o = 0;
+	if (f->obs_all) {
+		*obs = -1;
+		return 0;
+	}
+	if (KC_RKIND(f->obs) == RK_CON)
+		o = f->con[KC_RIDX(f->obs)];
+	else if (KC_RKIND(f->obs) == RK_PAR)
+		o = params ? params[KC_RIDX(f->obs)] : f->par[KC_RIDX(f->obs)].def;
+	if (!(o >= 0 && o <= INT32_MAX) || o != floor(o))
+		return seterr(KVCC_EINVAL, "policy %s: the observation count must be an integer in 0..%d, got %g",
+		              p->a->name, INT32_MAX, o);
+	*obs = (int)o;
+	return 0;
+}
+
 KVCC_API int kvcc_param_info(const kvcc_policy *p, int i, const char **name, double *def)
 {
 	if (!p || i < 0 || i >= p->f->npar)

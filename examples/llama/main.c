@@ -15,8 +15,8 @@
  * f32 / the model's head_dim / group) or loaded (kvcc_open of a .so from `kvcc compile`).
  *   - a prefill policy (when = kvcc.prefill) compresses the prompt's cache once, after the
  *     prefill, with kvcc_compress at ratio R (n_keep = floor(n_prompt (1 - R)) per head);
- *     its observation queries are the prompt's last `window` post-RoPE queries (the policy's
- *     `window` param), or all of them when it has no `window` param;
+ *     its observation queries are the prompt's last post-RoPE queries, as many as the policy
+ *     declares (kvcc_policy_obs: its `window` param, a count, all of them, or none);
  *   - a decode policy (when = kvcc.decode{every = N}, e.g. policies/h2o.lua) keeps the cache
  *     within the budget B = floor(S (1 - R)), S = prompt + steps (the rows the uncompressed
  *     generation would need): at every N-th generated token, when a head holds more than B
@@ -199,7 +199,7 @@ static int *encode_prompt(const LlamaTokenizer *tok, const char *prompt, int *n_
 typedef struct {
     kvcc_policy *pol;
     double ratio, *params;
-    int decode, every, nstate, window; /* window: -1 when the policy has no `window` param */
+    int decode, every, nstate, window; /* observation queries: kvcc_policy_obs (-1: all) */
     long budget;                       /* decode policies: rows per head */
     long fixed;                        /* --budget, or -1 */
     char what[64];                     /* "ratio R" or "budget B", for the reports */
@@ -253,13 +253,9 @@ static int gen_setup(const Args *a, const LlamaConfig *cfg, Gen *g)
     }
     if (llama_policy_params(g->pol, a->params, a->n_params, g->params, err, sizeof err))
         return fail("%s", err);
-    int wi = kvcc_param_index(g->pol, "window");
-    if (wi >= 0) {
-        double w = g->params[wi];
-        if (!(w >= 1 && w <= 1 << 20) || w != floor(w))
-            return fail("%s", "param window must be a positive integer");
-        g->window = (int)w;
-    }
+    /* the observation queries the policy declares (its window, kvcc.all: -1, or none: 0) */
+    if (kvcc_policy_obs(g->pol, g->params, &g->window))
+        return fail("%s", kvcc_last_error());
     g->decode = llama_policy_is_decode(g->pol, &g->every);
     g->nstate = llama_policy_nstate(g->pol);
     return 0;
@@ -334,16 +330,16 @@ static int cmd_generate(const Args *a, const LlamaModel *m, const LlamaTokenizer
     size_t bytes0 = llama_cache_bytes(&st.cache);
     int cap0 = st.cache.capacity;
     if (g.pol && !g.decode) {
-        int O = g.window >= 0 ? g.window : n;
-        if (n <= O || n < 2) {
+        int O = g.window < 0 ? n : g.window;   /* kvcc.all: every prompt position */
+        if (n < 2 || (g.window > 0 && n <= g.window)) {
             snprintf(msg, sizeof msg,
                      "llama: note: the prompt (%d tokens) is not longer than the policy's window "
                      "(%d): the cache is not compressed\n", n, O);
             fputs(msg, stderr);
         } else {
-            float *Q = malloc((size_t)cfg->n_layers * cfg->n_heads * O * cfg->head_dim * sizeof *Q);
-            int32_t *qpos = malloc((size_t)O * sizeof *qpos);
-            int bad = !Q || !qpos || llama_obs_pack(&obs, O, Q, qpos);
+            float *Q = O ? malloc((size_t)cfg->n_layers * cfg->n_heads * O * cfg->head_dim * sizeof *Q) : NULL;
+            int32_t *qpos = O ? malloc((size_t)O * sizeof *qpos) : NULL;
+            int bad = O && (!Q || !qpos || llama_obs_pack(&obs, O, Q, qpos));
             kvcc_obs ko = {O, Q, NULL, qpos};
             kvcc_args ka = {g.ratio, g.fixed, g.params, 1, NULL};
             if (bad)

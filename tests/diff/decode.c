@@ -299,6 +299,27 @@ static void api(void)
 	ok = ok && kvcc_compile_file("policies/snapkv.lua", &s, &q) == 0;
 	ok = ok && kvcc_policy_when(p, &every) == 1 && every == 1 && kvcc_state_count(p) == 1;
 	ok = ok && kvcc_policy_when(q, &every) == 0 && kvcc_state_count(q) == 0;
+	/* observation counts as the policies declare them: h2o none, snapkv its window param
+	** (default 64, or the value passed), observed_attention every position */
+	kvcc_policy *oa = NULL;
+	int obs = 7, wi = kvcc_param_index(q, "window");
+	double par[8] = { 0 };
+	ok = ok && kvcc_compile_file("policies/observed_attention.lua", &s, &oa) == 0;
+	ok = ok && kvcc_policy_obs(p, NULL, &obs) == 0 && obs == 0;
+	ok = ok && kvcc_policy_obs(q, NULL, &obs) == 0 && obs == 64;
+	ok = ok && wi >= 0 && kvcc_param_count(q) <= 8;
+	if (ok) {
+		for (int i = 0; i < kvcc_param_count(q); i++)
+			kvcc_param_info(q, i, NULL, &par[i]);
+		par[wi] = 5;
+	}
+	ok = ok && kvcc_policy_obs(q, par, &obs) == 0 && obs == 5;
+	ok = ok && kvcc_policy_obs(oa, NULL, &obs) == 0 && obs == -1;
+	if (ok)
+		par[wi] = 2.5;
+	ok = ok && kvcc_policy_obs(q, par, &obs) == KVCC_EINVAL && strstr(kvcc_last_error(), "observation count");
+	ok = ok && kvcc_policy_obs(NULL, NULL, &obs) == KVCC_EINVAL && kvcc_policy_obs(q, NULL, NULL) == KVCC_EINVAL;
+	kvcc_close(oa);
 	kvcc_layout lay = { KI_F32, 1, 1, 64, 4, 256, 256, 64 };
 	float K[256] = { 0 }, V[256] = { 0 }, row[64] = { 0 }, qv[128] = { 0 }, o[128];
 	int32_t len = 4;

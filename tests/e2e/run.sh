@@ -224,6 +224,16 @@ ok_bytes=$(sed -n 's/.* \([0-9]*\) bytes allocated before, \([0-9]*\) after.*/\1
 [ $rc -eq 0 ] && grep -q 'compressed from 62 to 15 rows per head' "$TMP/gen.err" &&
     [ "$ok_bytes" = 0 ] && [ "$(wc -c < "$TMP/gen.out")" -gt 200 ]
 check "generate --policy snapkv.so (kvcc compile) --ratio 0.75: 62 -> 15 rows, fewer bytes" "$detail" $?
+# policies that read no queries (knorm) or every position (observed_attention, obs = kvcc.all):
+# the observation count comes from kvcc_policy_obs, not from a `window` param
+for pol in knorm observed_attention; do
+    L generate --steps 10 --prompt "$PROMPT" --policy "$ROOT/policies/$pol.lua" --ratio 0.5 \
+        > /dev/null 2> "$TMP/gen.err"
+    rc=$?
+    detail=$(grep -o 'compressed from [0-9]* to [0-9]* rows' "$TMP/gen.err" | head -c 200)
+    [ $rc -eq 0 ] && [ "$detail" = "compressed from 62 to 31 rows" ]
+    check "generate --policy $pol.lua --ratio 0.5: 62 -> floor(62 * 0.5) = 31 rows" "rc $rc: $detail" $?
+done
 L generate --steps 120 --policy "$ROOT/policies/h2o.lua" --ratio 0.75 > "$TMP/h2o.gen" 2> "$TMP/h2o.err"
 rc=$?
 detail=$(sed -n 's/.*budget \([0-9]*\) rows per head.*holds \([0-9]*\) rows now.*/budget \1, holds \2/p' "$TMP/h2o.err")
