@@ -410,6 +410,40 @@ static void selcompact_case(int dtype, int d, int target, const char *host)
 /* negative tests: corrupted artifacts, bad layouts */
 /* --- generated token_map loops (tmap) against the reference's elementwise ops ----------------- */
 
+/* A token_map kernel case runs when its name passes the filter and the CPU has the target's
+** features (else a skip that says so). */
+static int tmap_wanted(const char *name, const kvcc_spec *spec, const char *host)
+{
+	if (only && !strstr(name, only))
+		return 0;
+	if (!kx_vecwidth(spec, host)) {
+		printf("SKIP %s: this CPU lacks the features of target %s\n", name, kx_targetname(spec->target));
+		nskip++;
+		return 0;
+	}
+	return 1;
+}
+
+/* Writes the case's policy, compiles it for spec, opens the artifact and plans the artifact's
+** own KIR: NULL, or what failed; *planned says whether kp needs kp_free. */
+static const char *tmap_artifact(const char *lua, const char *so, const char *src, const kvcc_spec *spec, void **dl,
+                                 const kvcc_artifact **A, KiFn **f, KpPlan *kp, int *planned)
+{
+	KcErr e = { 0 };
+	FILE *fp = fopen(lua, "w");
+	if (!fp)
+		return "cannot write the policy";
+	fputs(src, fp), fclose(fp);
+	if (kvcc_compile_so(lua, spec, so, 0) != 0 || !(*dl = dlopen(so, RTLD_NOW | RTLD_LOCAL)) ||
+	    !(*A = dlsym(*dl, KVCC_DESC_SYMBOL)) || !(*A)->tmap || !(*f = ki_parse((*A)->kir, lua, &e)) ||
+	    (*f)->nins > 60)
+		return "compile/load";
+	if (kp_build(*f, kp, &e) != 0)
+		return "plan";
+	*planned = 1;
+	return NULL;
+}
+
 /* one policy per op over per-token states a, b, c (leaves the loop reads through its context);
 ** the test hands the generated loop its own state arrays: NaN, ±inf, ±0, ordinary values, every
 ** pair */
@@ -426,13 +460,8 @@ static void tmap_case(int opi, int target, const char *host)
 	char name[160], lua[96], so[96], src[640];
 	snprintf(name, sizeof name, "tmap %s %s", ops[opi].name, kx_targetname(target));
 	kvcc_spec spec = { KI_F32, 64, 1, target };
-	if (only && !strstr(name, only))
+	if (!tmap_wanted(name, &spec, host))
 		return;
-	if (!kx_vecwidth(&spec, host)) {
-		printf("SKIP %s: this CPU lacks the features of target %s\n", name, kx_targetname(target));
-		nskip++;
-		return;
-	}
 	snprintf(lua, sizeof lua, "/tmp/kvcc-diff-tmap-%d-%d.lua", (int)getpid(), opi);
 	snprintf(so, sizeof so, "/tmp/kvcc-diff-tmap-%d-%d-%d.so", (int)getpid(), opi, target);
 	snprintf(src, sizeof src,
@@ -441,31 +470,15 @@ static void tmap_case(int opi, int target, const char *host)
 	         "  score = function(x, st)\n    local a, b, c = st.a, st.b, st.c\n    return %s\n  end,\n"
 	         "  observe = function(x, st) st.a, st.b, st.c = st.a, st.b, st.c end,\n"
 	         "  select = kv.topk {},\n  when = kv.decode { every = 1 },\n}\n", ops[opi].name, ops[opi].expr);
-	FILE *fp = fopen(lua, "w");
-	if (fp)
-		fputs(src, fp), fclose(fp);
-	KcErr e = { 0 };
-	KiFn *f = fp ? kd_loadfile(lua, NULL, &e) : NULL;
+	KiFn *f = NULL;
 	KpPlan kp;
 	int planned = 0;
 	void *dl = NULL;
 	const kvcc_artifact *A = NULL;
-	const char *why = NULL;
 	char whyb[200];
 	float *vals[64] = { 0 }, *st = NULL;
-	if (!f || ki_runpasses(f, KI_DEFAULT_PASSES, 0, &e, NULL, NULL) != 0 || f->nins > 60)
-		why = "load";
-	else if (kvcc_compile_so(lua, &spec, so, 0) != 0 || !(dl = dlopen(so, RTLD_NOW | RTLD_LOCAL)) ||
-	         !(A = dlsym(dl, KVCC_DESC_SYMBOL)) || !A->tmap)
-		why = "compile/load";
-	if (!why) {        /* the artifact's own KIR: the states' numbering follows Lua's table order */
-		ki_free(f);
-		if (!(f = ki_parse(A->kir, lua, &e)))
-			why = "KIR";
-	}
-	if (!why && kp_build(f, &kp, &e) != 0)
-		why = "plan";
-	else if (!why && (!(planned = 1) || kp.ngen != 1 || kp.ngenins != ki_nargs(f->ins[KC_RIDX(f->score)].op) + 1))
+	const char *why = tmap_artifact(lua, so, src, &spec, &dl, &A, &f, &kp, &planned);
+	if (!why && (kp.ngen != 1 || kp.ngenins != ki_nargs(f->ins[KC_RIDX(f->score)].op) + 1))
 		why = "the op and its state leaves are not one generated loop";
 	int s = -1, o = why ? -1 : KC_RIDX(f->score);
 	for (int i = 0; !why && i < f->nins; i++)
@@ -551,13 +564,8 @@ static void tmap_edge_case(int ei, int target, const char *host)
 	char name[200], lua[96], so[96], src[700];
 	snprintf(name, sizeof name, "tmap edge %s %s", ex[ei], kx_targetname(target));
 	kvcc_spec spec = { KI_F32, 8, 1, target };
-	if (only && !strstr(name, only))
+	if (!tmap_wanted(name, &spec, host))
 		return;
-	if (!kx_vecwidth(&spec, host)) {
-		printf("SKIP %s: this CPU lacks the features of target %s\n", name, kx_targetname(target));
-		nskip++;
-		return;
-	}
 	snprintf(lua, sizeof lua, "/tmp/kvcc-diff-edge-%d-%d.lua", (int)getpid(), ei);
 	snprintf(so, sizeof so, "/tmp/kvcc-diff-edge-%d-%d-%d.so", (int)getpid(), ei, target);
 	snprintf(src, sizeof src,
@@ -566,25 +574,17 @@ static void tmap_edge_case(int ei, int target, const char *host)
 	         "  observe = function(x, st) st.a, st.b = st.a, st.b end,\n"
 	         "  score = function(x, st)\n    local a, b = st.a, st.b\n    return %s\n  end,\n"
 	         "  select = kv.topk {},\n  when = kv.decode { every = 1 },\n}\n", ex[ei]);
-	FILE *fp = fopen(lua, "w");
-	if (fp)
-		fputs(src, fp), fclose(fp);
 	KcErr e = { 0 };
 	KiFn *f = NULL;
 	KpPlan kp;
 	int planned = 0;
 	void *dl = NULL;
 	const kvcc_artifact *A = NULL;
-	const char *why = NULL;
 	char whyb[300];
 	float *vals[64] = { 0 }, st[2 * NMAX], KV[NMAX * 8] = { 0 };
 	double dst[2 * NMAX];
-	if (!fp || kvcc_compile_so(lua, &spec, so, 0) != 0 || !(dl = dlopen(so, RTLD_NOW | RTLD_LOCAL)) ||
-	    !(A = dlsym(dl, KVCC_DESC_SYMBOL)) || !A->tmap || !(f = ki_parse(A->kir, lua, &e)) || f->nins > 60)
-		why = "compile/load";
-	else if (kp_build(f, &kp, &e) != 0)
-		why = "plan";
-	else if (!(planned = 1) || kp.ncmat || !kp.ngen)
+	const char *why = tmap_artifact(lua, so, src, &spec, &dl, &A, &f, &kp, &planned);
+	if (!why && (kp.ncmat || !kp.ngen))
 		why = "not generated";
 	for (int i = 0; !why && i < f->nins; i++)
 		if (!(vals[i] = calloc(NMAX + 1, sizeof(float))))
@@ -736,17 +736,17 @@ int main(int argc, char **argv)
 	for (int dt = 0; dt < 3; dt++) {
 		for (int di = 0; di < 4; di++)
 			for (int gi = 0; gi < 3; gi++) {
-				Cfg c = { "tests/diff/tmap_red", dt, dims[di], groups[gi], KVCC_TARGET_NATIVE };
+				Cfg c = { "tests/diff/tmap_red", dt, dims[di], groups[gi], KVCC_TARGET_NATIVE, 0 };
 				run_case(&c, host);
 				if (gi != 1 && di % 2 == 0) {
-					Cfg h = { "tests/diff/tmap_hmean", dt, dims[di], groups[gi], KVCC_TARGET_NATIVE };
+					Cfg h = { "tests/diff/tmap_hmean", dt, dims[di], groups[gi], KVCC_TARGET_NATIVE, 0 };
 					run_case(&h, host);
 				}
 			}
 		for (int pi = 0; pi < 2; pi++) {
 			const char *tp = pi ? "tests/diff/tmap_hmean" : "tests/diff/tmap_red";
-			Cfg v3 = { tp, dt, 96, 2, KVCC_TARGET_V3 }, sc = { tp, dt, 64, 4, KVCC_TARGET_SCALAR };
-			Cfg v4 = { tp, dt, 128, 4, KVCC_TARGET_V4 };
+			Cfg v3 = { tp, dt, 96, 2, KVCC_TARGET_V3, 0 }, sc = { tp, dt, 64, 4, KVCC_TARGET_SCALAR, 0 };
+			Cfg v4 = { tp, dt, 128, 4, KVCC_TARGET_V4, 0 };
 			run_case(&v3, host);
 			run_case(&sc, host);
 			run_case(&v4, host);
