@@ -319,54 +319,6 @@ int kg_build(const KiFn *f, const kvcc_spec *spec, const KrGpu *g, const char *o
 	return rc;
 }
 
-static KiFn *loadpolicy(const char *path, KcErr *e)
-{
-	size_t n = strlen(path);
-	KiFn *f;
-	if (n > 4 && !strcmp(path + n - 4, ".kir")) {
-		char *text = kc_readfile(path, NULL, e);
-		if (!text)
-			return NULL;
-		f = ki_parse(text, path, e);
-		free(text);
-	} else
-		f = kd_loadfile(path, NULL, e);
-	if (f && (ki_verify(f, e) != 0 || ki_runpasses(f, KI_DEFAULT_PASSES, 0, e, NULL, NULL) != 0)) {
-		ki_free(f);
-		return NULL;
-	}
-	KpPlan pl;
-	if (f && kp_build(f, &pl, e) != 0) {
-		ki_free(f);
-		return NULL;
-	}
-	if (f)
-		kp_free(&pl);
-	return f;
-}
-
-static int copyfile(const char *from, const char *to)
-{
-	char tmp[1200];
-	snprintf(tmp, sizeof tmp, "%s.tmp.%ld", to, (long)getpid());
-	FILE *in = fopen(from, "rb"), *out = in ? fopen(tmp, "wb") : NULL;
-	int ok = in && out;
-	char buf[1 << 16];
-	size_t k;
-	while (ok && (k = fread(buf, 1, sizeof buf, in)) > 0)
-		ok = fwrite(buf, 1, k, out) == k;
-	ok = ok && !ferror(in);
-	if (in)
-		fclose(in);
-	if (out && fclose(out) != 0)
-		ok = 0;
-	if (ok && rename(tmp, to) != 0)
-		ok = 0;
-	if (!ok)
-		unlink(tmp);
-	return ok ? 0 : -1;
-}
-
 KVCC_API int kvcc_compile_so_gpu(const char *path, const kvcc_spec *spec, const char *gpu_archs, const char *out_so,
                                  int verbose)
 {
@@ -375,7 +327,12 @@ KVCC_API int kvcc_compile_so_gpu(const char *path, const kvcc_spec *spec, const 
 	if (!gpu_archs)
 		return kvcc_compile_so(path, spec, out_so, verbose);
 	KcErr e = { 0 };
-	KiFn *f = loadpolicy(path, &e);
+	KiFn *f = kr_loadpolicy(path, &e);
+	KpPlan pl;
+	if (f && kp_build(f, &pl, &e) != 0)
+		ki_free(f), f = NULL;
+	else if (f)
+		kp_free(&pl);
 	if (!f)
 		return fail(KVCC_ECOMPILE, "%s", e.msg);
 	KrGpu g;
@@ -389,7 +346,7 @@ KVCC_API int kvcc_compile_so_gpu(const char *path, const kvcc_spec *spec, const 
 	int c = kr_cache_get_gpu(f, spec, &g, verbose, cpath, sizeof cpath, &e);
 	if (c < 0)
 		rc = fail(KVCC_ECOMPILE, "%s", e.msg);
-	else if (c == 0 && copyfile(cpath, out_so) != 0)
+	else if (c == 0 && kr_copyfile(cpath, out_so) != 0)
 		rc = fail(KVCC_EIO, "cannot write %s", out_so);
 	else if (c > 0 && kg_build(f, spec, &g, out_so, verbose, &ms, &e) != 0)
 		rc = fail(KVCC_ECOMPILE, "%s", e.msg);

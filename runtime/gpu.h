@@ -27,6 +27,10 @@ typedef struct KrGpu KrGpu;
 
 /* rt.c: set kvcc_last_error's message; returns code. */
 KG_HIDDEN int kr_seterr(int code, const char *msg);
+/* rt.c: load a .lua / .kir policy, verified and optimized (NULL with e set); copy a file
+** through a temporary and rename. */
+KG_HIDDEN KiFn *kr_loadpolicy(const char *path, KcErr *e);
+KG_HIDDEN int kr_copyfile(const char *from, const char *to);
 /* Parse and normalize "sm_90,sm_80" / "all" and find NVRTC: 0, or -1 with e set. */
 KG_HIDDEN int kg_gpukey(const char *archs, KrGpu *g, const KiFn *f, KcErr *e);
 /* Build policy.so for (f, spec) with the GPU kernels of g embedded. */

@@ -136,7 +136,9 @@ fail:
 	return rc;
 }
 
-static KiFn *loadpolicy(const char *path, KcErr *e)
+/* A policy file (.lua, or .kir text) verified and through the default passes (shared with
+** runtime/gpu.c). */
+__attribute__((visibility("hidden"))) KiFn *kr_loadpolicy(const char *path, KcErr *e)
 {
 	size_t n = strlen(path);
 	KiFn *f;
@@ -159,7 +161,7 @@ static KiFn *loadpolicy(const char *path, KcErr *e)
 static KiFn *loadchecked(const char *path, int verbose)
 {
 	KcErr e = { 0 };
-	KiFn *f = loadpolicy(path, &e);
+	KiFn *f = kr_loadpolicy(path, &e);
 	if (!f) {
 		seterr(KVCC_ECOMPILE, "%s", e.msg);
 		return NULL;
@@ -176,7 +178,8 @@ static KiFn *loadchecked(const char *path, int verbose)
 	return f;
 }
 
-static int copyfile(const char *from, const char *to)
+/* Copy through a temporary file and rename (readers never see half a file). */
+__attribute__((visibility("hidden"))) int kr_copyfile(const char *from, const char *to)
 {
 	char tmp[1200];
 	snprintf(tmp, sizeof tmp, "%s.tmp.%ld", to, (long)getpid());
@@ -219,7 +222,7 @@ KVCC_API int kvcc_compile_so(const char *path, const kvcc_spec *spec, const char
 		kvcc_close(chk);
 		if (c < 0)
 			rc = seterr(KVCC_ECOMPILE, "%s", e.msg);
-		else if (c == 0 && copyfile(cpath, out_so) != 0)
+		else if (c == 0 && kr_copyfile(cpath, out_so) != 0)
 			rc = seterr(KVCC_EIO, "cannot write %s", out_so);
 		else if (c > 0 && kx_compile(f, spec, out_so, verbose, NULL, &e) != 0)
 			rc = seterr(KVCC_ECOMPILE, "%s", e.msg);
