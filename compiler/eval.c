@@ -47,7 +47,6 @@
 
 #include "kvcc.h"
 #include "compiler/eval.h"
-#include "dsl/dsl.h"
 #include "examples/llama/kvglue.h"
 #include "examples/llama/model.h"
 #include "examples/llama/stories.h"
@@ -269,19 +268,6 @@ static int parse_args(Eval *E, int argc, char **argv)
 
 /* --- policies -------------------------------------------------------------------------- */
 
-static KiFn *loadkir(const char *path, KcErr *e)
-{
-	if (endswith(path, ".kir")) {
-		char *text = kc_readfile(path, NULL, e);
-		if (!text)
-			return NULL;
-		KiFn *f = ki_parse(text, path, e);
-		free(text);
-		return f;
-	}
-	return kd_loadfile(path, NULL, e);
-}
-
 /* Compiles every policy for the model, applies --param, reads when/state/obs. */
 static int setup_policies(Eval *E)
 {
@@ -342,32 +328,15 @@ static int setup_policies(Eval *E)
 			return usage("%s", err);
 		}
 	}
-	/* observation queries: what the policy's KIR declares (obs = N | param | kvcc.all) */
+	/* observation queries: what the policy declares (obs = N | param | kvcc.all; -1 = all) */
 	for (int i = 0; i < E->npol; i++) {
 		Pol *P = &E->pol[i];
-		KcErr e = { 0 };
-		KiFn *f = loadkir(P->path, &e);
-		if (!f) {
-			fprintf(stderr, "%s\n", e.msg);
-			return 1;
-		}
-		double O = 0;
-		if (f->obs_all)
-			P->obs = -1;
-		else if (KC_RKIND(f->obs) == RK_CON)
-			O = f->con[KC_RIDX(f->obs)];
-		else if (KC_RKIND(f->obs) == RK_PAR) {
-			int k = kvcc_param_index(P->p, f->par[KC_RIDX(f->obs)].name);
-			O = k >= 0 ? P->par[k] : f->par[KC_RIDX(f->obs)].def;
-		}
-		ki_free(f);
-		if (P->obs == 0) {
-			if (!(O >= 0 && O <= MAXTOK) || O != floor(O)) {
-				snprintf(err, sizeof err, "policy %s: its observation window must be an integer in 0..%d, got %g",
-				         P->name, MAXTOK, O);
-				return usage("%s", err);
-			}
-			P->obs = (int)O;
+		if (kvcc_policy_obs(P->p, P->par, &P->obs) != 0)
+			return usage("%s", kvcc_last_error());
+		if (P->obs > MAXTOK) {
+			snprintf(err, sizeof err, "policy %s: its observation window must be at most %d, got %d", P->name,
+			         MAXTOK, P->obs);
+			return usage("%s", err);
 		}
 		if (P->obs < 0)
 			snprintf(P->label, sizeof P->label, "all");

@@ -793,10 +793,9 @@ static int runtmap(Run *r, Inst *I, float **vals, int i, int e)
 	return 0;
 }
 
-/* token_map: one materialized instruction (f32 mirror of interp.c evalins) */
 /* std over axis ax (m long) of a into out (output shape R, strides rs): per output element the
 ** mean, then the mean squared deviation from it, each summed in axis order (no buffer). */
-static int stdred(const Op *a, int ax, int m, const int R[AX_NUM], const size_t rs[AX_NUM], float *out)
+static void stdred(const Op *a, int ax, int m, const int R[AX_NUM], const size_t rs[AX_NUM], float *out)
 {
 	for (int g = 0; g < R[0]; g++)
 		for (int o = 0; o < R[1]; o++)
@@ -812,9 +811,9 @@ static int stdred(const Op *a, int ax, int m, const int R[AX_NUM], const size_t 
 					}
 					out[g * rs[0] + o * rs[1] + t * rs[2] + ch * rs[3]] = m ? sqrtf(acc / m) : NAN;
 				}
-	return 0;
 }
 
+/* token_map: one materialized instruction (f32 mirror of interp.c evalins) */
 static int evalmat(Run *r, Inst *I, float **vals, int i)
 {
 	const KiIns *in = &r->f->ins[i];
@@ -916,26 +915,28 @@ static int evalmat(Run *r, Inst *I, float **vals, int i)
 			S[k] = R[k];
 		S[ax] = I->size[ax];
 		int m = I->size[ax];
-		if (in->op == KO_std)
-			return stdred(&a, ax, m, R, rs, out);
+		if (in->op == KO_std) {
+			stdred(&a, ax, m, R, rs, out);
+			return 0;
+		}
 		for (size_t k = 0; k < count; k++)
 			out[k] = in->op == KO_rmax ? -INFINITY : in->op == KO_rmin ? INFINITY : 0;
 		for (int g = 0; g < S[0]; g++)
-				for (int o = 0; o < S[1]; o++)
-					for (int t = 0; t < S[2]; t++)
-						for (int ch = 0; ch < S[3]; ch++) {
-							int idx[AX_NUM] = { g, o, t, ch };
-							idx[ax] = 0;
-							size_t k = idx[0] * rs[0] + idx[1] * rs[1] + idx[2] * rs[2] + idx[3] * rs[3];
-							float v = at(&a, g, o, t, ch);
-							switch (in->op) {
-							case KO_sum: case KO_mean: out[k] += v; break;
-							case KO_rmax: out[k] = isnan(v) || v > out[k] ? v : out[k]; break;
-							case KO_rmin: out[k] = isnan(v) || v < out[k] ? v : out[k]; break;
-							case KO_norm: out[k] += v * v; break;
-							case KO_dot: out[k] += v * at(&b, g, o, t, ch); break;
-							}
+			for (int o = 0; o < S[1]; o++)
+				for (int t = 0; t < S[2]; t++)
+					for (int ch = 0; ch < S[3]; ch++) {
+						int idx[AX_NUM] = { g, o, t, ch };
+						idx[ax] = 0;
+						size_t k = idx[0] * rs[0] + idx[1] * rs[1] + idx[2] * rs[2] + idx[3] * rs[3];
+						float v = at(&a, g, o, t, ch);
+						switch (in->op) {
+						case KO_sum: case KO_mean: out[k] += v; break;
+						case KO_rmax: out[k] = isnan(v) || v > out[k] ? v : out[k]; break;
+						case KO_rmin: out[k] = isnan(v) || v < out[k] ? v : out[k]; break;
+						case KO_norm: out[k] += v * v; break;
+						case KO_dot: out[k] += v * at(&b, g, o, t, ch); break;
 						}
+					}
 		for (size_t k = 0; k < count; k++) {
 			if (in->op == KO_mean)
 				out[k] = m ? out[k] / m : NAN;

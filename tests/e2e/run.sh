@@ -190,7 +190,7 @@ for c in "2|unknown option|$ROOT/policies/knorm.lua --data $STORIES --bogus" \
          "2|has no param 'window'|$ROOT/policies/knorm.lua --data $STORIES --param window=8" \
          "2|--param wants|$ROOT/policies/snapkv.lua --data $STORIES --param window=abc" \
          "2|no policy of that name|$ROOT/policies/snapkv.lua --data $STORIES --param tova.window=8" \
-         "2|observation window must be|$ROOT/policies/snapkv.lua --data $STORIES --param window=2.5" \
+         "2|observation count must be|$ROOT/policies/snapkv.lua --data $STORIES --param window=2.5" \
          "2|bad --stories|$ROOT/policies/knorm.lua --data $STORIES --stories 5:2" \
          "2|--chunk-chars wants|$ROOT/policies/knorm.lua --data $ALICE --chunk-chars 0" \
          "2|ending in .png|$ROOT/policies/knorm.lua --data $STORIES --plot $TMP/x.txt" \
