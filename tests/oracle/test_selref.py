@@ -180,6 +180,50 @@ def test_head_classes():
     check(S.razor_recent(1000, 64, 5) == 200 and S.razor_recent(100, 64, 5) == 64, "Razor recent")
 
 
+def test_select_topk_scopes():
+    """kvref.select_topk (chunks, scopes) against its definition's consequences: chunk 1 is a
+    sort; greedy fill = nothing dropped fits in what is left and every kept chunk ranked below a
+    dropped one is shorter; protected chunks first; per-group budgets."""
+    import kvref
+    rng = np.random.default_rng(8)
+    for case in range(60):
+        L, H, n = int(rng.integers(1, 4)), int(rng.integers(1, 4)), int(rng.integers(3, 30))
+        chunk = int(rng.choice([1, 2, 3, 5, 8]))
+        sinks, recent = int(rng.integers(0, 3)), int(rng.integers(0, 4))
+        scope = str(rng.choice(["head", "layer", "model"]))
+        counts = [int(rng.integers(0, n + 1)) for _ in range(L)]
+        s = rng.standard_normal((L, H, n))
+        kept = kvref.select_topk(s, counts, sinks, recent, chunk, scope)
+        groups = kvref._groups(L, H, scope)
+        for grp in groups:
+            want = sum(counts[l] for (l, h) in grp)
+            cands = []
+            for (l, h) in grp:
+                ks = set(kept[l][h].tolist())
+                for t0 in range(0, n, chunk):
+                    t1 = min(t0 + chunk, n)
+                    inside = [t in ks for t in range(t0, t1)]
+                    check(all(inside) or not any(inside), "whole chunks only (case %d)" % case)
+                    prot = t0 < sinks or t1 > n - recent
+                    key = ((0, t0, h, l) if t0 < sinks else (1, -t0, h, l)) if prot else \
+                        (2, -s[l, h, t0:t1].mean(), t0, h, l)
+                    cands.append((key, t1 - t0, all(inside)))
+            cands.sort()
+            got = sum(ln for _, ln, k in cands if k)
+            check(got <= want, "within the group budget (case %d)" % case)
+            for i, (_, ln, k) in enumerate(cands):
+                if not k:
+                    check(ln > want - got, "a dropped chunk does not fit (case %d)" % case)
+                    for _, ln2, k2 in cands[i + 1:]:
+                        if k2:
+                            check(ln2 < ln, "kept below a dropped chunk is shorter (case %d)" % case)
+        if chunk == 1 and scope == "head" and sinks == 0 and recent == 0:
+            for l in range(L):
+                for h in range(H):
+                    exp = np.sort(np.argsort(-s[l, h], kind="stable")[:counts[l]])
+                    check(np.array_equal(kept[l][h], exp), "chunk 1 = per-head top-k (case %d)" % case)
+
+
 # ----------------------------------------------------------------- kvpress comparisons
 
 def kvpress_available():
@@ -389,7 +433,7 @@ def test_kvpress_expected_attention():
 def main():
     tests = [test_threshold, test_mass, test_floor_bruteforce, test_prefixkv, test_dynamickv,
              test_criticalkv_stage, test_gated_window, test_lagkv_short_and_chunkkv_fill,
-             test_head_classes]
+             test_head_classes, test_select_topk_scopes]
     if kvpress_available():
         tests += [test_kvpress_adakv, test_kvpress_criticalkv, test_kvpress_chunkkv,
                   test_kvpress_lagkv, test_kvpress_expected_attention]
