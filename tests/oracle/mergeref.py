@@ -506,7 +506,8 @@ def kmeans_prefill(K, V, Q, C=4, iters=3, ratio=None, budget=None, recent=8, qpo
 
 # --------------------------------------------------------------------------- CaM (kvpress form)
 
-def cam_kvpress(keys, values, scores, attn, target_size, merge_budget, k_merge, draw="expect", u=None):
+def cam_kvpress(keys, values, scores, attn, target_size, merge_budget, k_merge, draw="expect", u=None,
+                form="additive"):
     """kvpress 0.5.5 CAMPress.compress, one batch element: keys, values [H, n, d]; scores
     [H, n] (the base press score; eviction by its mean over heads, the same tokens for every
     head); attn [H, n] cumulative attention.  Evict the n - target_size lowest mean scores,
@@ -514,7 +515,9 @@ def cam_kvpress(keys, values, scores, attn, target_size, merge_budget, k_merge, 
     merge_budget kept tokens (M4): p = clamp(A_e / mean A over the valid targets, 0, 1) (NaN ->
     0, inf -> 1), mask ~ Bernoulli(p) -- draw='expect' uses p itself, draw='uniform' uses
     u [H, n_merge] < p --, v_t += mask v_e / #valid; keys untouched (additive: not DESIGN's
-    normalized update, see README 'CaM').  Returns (kept idx, K [H,T,d], V [H,T,d])."""
+    normalized update, see README 'CaM').  form='normalized' instead applies DESIGN's update
+    with w_k = 1 and w_e = mask / #valid for each of e's targets:
+    v_t' = (v_t + sum c_e v_e) / (1 + sum c_e).  Returns (kept idx, K [H,T,d], V [H,T,d])."""
     H, n, d = keys.shape
     ms = scores.mean(axis=0)
     n_ev = n - target_size
@@ -527,6 +530,7 @@ def cam_kvpress(keys, values, scores, attn, target_size, merge_budget, k_merge, 
     merge_idx = np.sort(np.array(cand, dtype=np.int64))
     tg = next_kept_targets(kept, merge_idx, merge_budget)
     V = values.astype(np.float64).copy()
+    wsum = np.zeros((H, n))
     for i, e in enumerate(merge_idx):
         t = kept[tg[i]]
         nv = t.size
@@ -539,6 +543,9 @@ def cam_kvpress(keys, values, scores, attn, target_size, merge_budget, k_merge, 
             p = 0.0 if math.isnan(p) else (1.0 if math.isinf(p) else min(max(p, 0.0), 1.0))
             mask = p if draw == "expect" else float(u[h, i] < p)
             V[h, t] += mask * values[h, e] / nv
+            wsum[h, t] += mask / nv
+    if form == "normalized":
+        V = V / (1.0 + wsum[..., None])
     return kept, keys[:, kept].astype(np.float64), V[:, kept]
 
 

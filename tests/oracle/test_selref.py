@@ -332,7 +332,7 @@ def test_kvpress_criticalkv():
 def test_kvpress_chunkkv():
     import torch
     from kvpress.presses.chunkkv_press import ChunkKVPress
-    ok = differ_fill = 0
+    ok = differ_fill = off_budget = 0
     N = 25
     for c in range(N):
         rng = np.random.default_rng(500 + c)
@@ -352,8 +352,9 @@ def test_kvpress_chunkkv():
         check(same, "ChunkKVPress case %d (H=%d n=%d chunk=%d r=%g)" % (c, H, n, ch, r))
         fill = S.chunkkv_fill(sc.astype(np.float64), int(n * (1 - r)), ch)
         differ_fill += not np.array_equal(fill, exp[0])
-    tally("ChunkKVPress", ok, N, " (kvcc's budget-filling chunk rule keeps another set in %d of them)"
-          % differ_fill)
+        off_budget += exp[0].size != max(1, int(n * (1 - r)))
+    tally("ChunkKVPress", ok, N, " (kvpress keeps a token count other than n_keep in %d of them; "
+          "kvcc's budget-filling chunk rule keeps another set in %d)" % (off_budget, differ_fill))
 
 
 def test_kvpress_lagkv():
