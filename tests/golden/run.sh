@@ -12,7 +12,8 @@ pass=0 fail=0
 while read -r policy file; do
 	case_=$(basename "$file" .npz)
 	out="$work/$case_.result.npz"
-	if ! "$kvcc" run "policies/$policy.lua" --inputs "$work/$file" --out "$out" 2>"$work/$case_.err"; then
+	case $policy in */*) lua=$policy.lua ;; *) lua=policies/$policy.lua ;; esac
+	if ! "$kvcc" run "$lua" --inputs "$work/$file" --out "$out" 2>"$work/$case_.err"; then
 		echo "FAIL $case_: kvcc run: $(head -1 "$work/$case_.err")"
 		fail=$((fail + 1))
 		continue

@@ -107,6 +107,51 @@ CASES = [
     ("random", "d8_g4_n129_b64_bf16_seed987654321", 2, 2, 4, 129, 8, ("budget", 64), {"seed": 987654321}, "bf16", "default"),
 ]
 
+# Chunked selection and scopes layer/model (kvref.TOPK_POLICIES: the test policies of
+# tests/diff/chunk_*.lua and tests/gpu/scope_*.lua).  Same tuple layout as CASES; L >= 2.
+# Every case keeps at least what it protects (whole protected chunks) in every group, so no
+# case depends on the protected order; partial last chunks: n % chunk != 0 in most cases.
+TOPK_OBS = 8            # observation queries of chunk_layer (the others read none)
+TOPK_CASES = [
+    # ---- chunk_head (scope head): -|k|, sinks 2, window 5 -----------------------------------
+    ("chunk_head", "d8_g1_n37_c3_r25", 2, 2, 1, 37, 8, ("ratio", 0.25), {}, "f32", "default"),
+    ("chunk_head", "d64_g2_n61_c2_r50", 2, 2, 2, 61, 64, ("ratio", 0.5), {"chunk": 2}, "f32", "default"),
+    ("chunk_head", "d128_g4_n129_c8_r50", 2, 2, 4, 129, 128, ("ratio", 0.5), {"chunk": 8}, "f32", "default"),
+    ("chunk_head", "d64_g1_n64_c8_b30", 2, 2, 1, 64, 64, ("budget", 30), {"chunk": 8}, "f32", "default"),
+    ("chunk_head", "d8_g2_n61_c3_b25_f16", 2, 2, 2, 61, 8, ("budget", 25), {}, "f16", "default"),
+    ("chunk_head", "d64_g1_n129_c5_r75_bf16", 2, 2, 1, 129, 64, ("ratio", 0.75), {"chunk": 5}, "bf16", "default"),
+    # ---- chunk_layer (scope layer): attention of the observation queries, sinks 1, window 4 -
+    ("chunk_layer", "d8_g1_n37_c3_r25", 2, 2, 1, 37, 8, ("ratio", 0.25), {}, "f32", "default"),
+    ("chunk_layer", "d64_g2_n61_c2_r50", 2, 4, 2, 61, 64, ("ratio", 0.5), {"chunk": 2}, "f32", "default"),
+    ("chunk_layer", "d128_g4_n129_c8_r50", 2, 2, 4, 129, 128, ("ratio", 0.5), {"chunk": 8}, "f32", "default"),
+    ("chunk_layer", "d64_g2_n64_c3_b24", 2, 3, 2, 64, 64, ("budget", 24), {}, "f32", "default"),
+    ("chunk_layer", "d8_g4_n61_c3_r50_gapped", 2, 2, 4, 61, 8, ("ratio", 0.5), {}, "f32", "gapped"),
+    ("chunk_layer", "d64_g1_n129_c4_r75_f16", 2, 2, 1, 129, 64, ("ratio", 0.75), {"chunk": 4}, "f16", "default"),
+    ("chunk_layer", "d64_g2_n37_c1_r50_bf16", 2, 2, 2, 37, 64, ("ratio", 0.5), {"chunk": 1}, "bf16", "default"),
+    # ---- chunk_model (scope model): sum of k, sinks 3, no window -----------------------------
+    ("chunk_model", "d8_g1_n37_c3_r25", 2, 2, 1, 37, 8, ("ratio", 0.25), {}, "f32", "default"),
+    ("chunk_model", "d64_g2_n61_c2_r50", 3, 2, 2, 61, 64, ("ratio", 0.5), {"chunk": 2}, "f32", "default"),
+    ("chunk_model", "d128_g4_n129_c8_r75", 2, 2, 4, 129, 128, ("ratio", 0.75), {"chunk": 8}, "f32", "default"),
+    ("chunk_model", "d64_g1_n64_c3_b20", 2, 2, 1, 64, 64, ("budget", 20), {}, "f32", "default"),
+    ("chunk_model", "d8_g2_n61_c3_w2_r50_f16", 2, 2, 2, 61, 8, ("ratio", 0.5), {"window": 2}, "f16", "default"),
+    ("chunk_model", "d64_g1_n129_c5_r50_bf16", 2, 2, 1, 129, 64, ("ratio", 0.5), {"chunk": 5}, "bf16", "default"),
+    # ---- scope_layer (scope layer, PyramidKV beta 2, w = recent): -sum of k, sinks 2 ---------
+    ("scope_layer", "d8_g1_n37_r25", 4, 2, 1, 37, 8, ("ratio", 0.25), {}, "f32", "default"),
+    ("scope_layer", "d64_g2_n61_r50", 4, 2, 2, 61, 64, ("ratio", 0.5), {}, "f32", "default"),
+    ("scope_layer", "d128_g4_n129_c3_r50", 4, 2, 4, 129, 128, ("ratio", 0.5), {"chunk": 3}, "f32", "default"),
+    ("scope_layer", "d64_g1_n129_b40", 4, 3, 1, 129, 64, ("budget", 40), {}, "f32", "default"),
+    ("scope_layer", "d8_g2_n61_c2_r75_f16", 4, 2, 2, 61, 8, ("ratio", 0.75), {"chunk": 2}, "f16", "default"),
+    ("scope_layer", "d64_g2_n129_w6_r50", 4, 2, 2, 129, 64, ("ratio", 0.5), {"recent": 6}, "f32", "default"),
+    ("scope_layer", "d64_g1_n64_r50_bf16", 3, 2, 1, 64, 64, ("ratio", 0.5), {}, "bf16", "default"),
+    # ---- scope_model (scope model): sum of k, sink 1, recent 3 ---------------------------------
+    ("scope_model", "d8_g1_n37_c3_r25", 2, 2, 1, 37, 8, ("ratio", 0.25), {}, "f32", "default"),
+    ("scope_model", "d64_g2_n61_c1_r50", 2, 3, 2, 61, 64, ("ratio", 0.5), {"chunk": 1}, "f32", "default"),
+    ("scope_model", "d128_g4_n129_c8_r50", 2, 2, 4, 129, 128, ("ratio", 0.5), {"chunk": 8}, "f32", "default"),
+    ("scope_model", "d64_g2_n64_c3_b16", 3, 2, 2, 64, 64, ("budget", 16), {}, "f32", "default"),
+    ("scope_model", "d8_g1_n61_c2_r75_f16", 2, 2, 1, 61, 8, ("ratio", 0.75), {"chunk": 2}, "f16", "default"),
+    ("scope_model", "d64_g1_n129_c3_r50_bf16", 2, 2, 1, 129, 64, ("ratio", 0.5), {}, "bf16", "default"),
+]
+
 
 def n_obs(policy, n, params):
     p = dict(kvref.DEFAULTS[policy], **params)
@@ -200,6 +245,58 @@ def build_case(case):
     return "%s__%s.npz" % (policy, name), arrays, res, seed
 
 
+def protected_fits(res, L, H, n):
+    """Every group keeps at least its protected chunks (no case depends on the protected order)."""
+    sel = res["sel"]
+    prot = np.zeros(n, dtype=bool)
+    for t0 in range(0, n, sel["chunk"]):
+        t1 = min(t0 + sel["chunk"], n)
+        if t0 < sel["sinks"] or t1 > n - sel["recent"]:
+            prot[t0:t1] = True
+    per_head = int(prot.sum())
+    groups = {"head": 1, "layer": H, "model": L * H}[sel["scope"]]
+    counts = res["n_keep"]
+    if sel["scope"] == "model":
+        return per_head * L * H <= H * sum(counts)
+    return all(per_head * groups <= groups * c for c in counts)
+
+
+def build_topk_case(case):
+    policy, name, L, H, G, n, d, (kind, amount), params, dtype, pos_kind = case
+    O = TOPK_OBS if kvref.TOPK_POLICIES[policy][1] == "attn_mean" else 0
+    base = (zlib.crc32(("%s__%s" % (policy, name)).encode()) & 0xFFFFFF) * 64
+    rt = {"ratio": amount} if kind == "ratio" else {"budget": amount}
+    for seed in range(base, base + MAX_REDRAWS):
+        K, V, Q, pos = make_inputs(seed, L, H, G, n, d, O, pos_kind)
+        K, V, Q = (kvref.round_storage(x, dtype) for x in (K, V, Q))
+        qpos = pos[n - O:] if O else np.zeros(0, dtype=np.int64)
+        res = kvref.compress_topk(policy, K, V, Q, params=params, qpos=qpos, pos=pos, dtype=dtype, **rt)
+        if res["margin"] >= MIN_MARGIN:
+            break
+    else:
+        raise RuntimeError("%s__%s: margin < %g in %d draws" % (policy, name, MIN_MARGIN, MAX_REDRAWS))
+    if not protected_fits(res, L, H, n):
+        raise RuntimeError("%s__%s: the budget is below the protected set" % (policy, name))
+    arrays = {
+        "K": K.astype(np.float32), "V": V.astype(np.float32), "Q": Q.astype(np.float32),
+        "qpos": qpos.astype(np.int32), "pos": pos.astype(np.int32),
+    }
+    if kind == "ratio":
+        arrays["ratio"] = np.array(amount, dtype=np.float64)
+    else:
+        arrays["budget"] = np.array(amount, dtype=np.int64)
+    for key in sorted(params):
+        arrays["param." + key] = np.array(params[key], dtype=np.float64)
+    arrays["dtype"] = np.array(dtype)
+    arrays["expect.scores"] = res["scores"].astype(np.float64)
+    for l in range(L):
+        for h in range(H):
+            arrays["expect.kept.%d.%d" % (l, h)] = res["kept"][l][h].astype(np.int32)
+            arrays["expect.K.%d.%d" % (l, h)] = res["K_out"][l][h].astype(np.float32)
+            arrays["expect.V.%d.%d" % (l, h)] = res["V_out"][l][h].astype(np.float32)
+    return "%s__%s.npz" % (policy, name), arrays, res, seed
+
+
 def main(argv):
     if len(argv) != 2:
         sys.stderr.write("usage: gen_golden.py OUTDIR\n")
@@ -217,6 +314,15 @@ def main(argv):
         seen.add(fname)
         write_npz(os.path.join(out, fname), arrays)
         lines.append("%s %s" % (case[0], fname))
+        if verbose:
+            print("%-48s seed=%d n_keep=%s margin=%.3g" % (fname, seed, res["n_keep"], res["margin"]))
+    for case in TOPK_CASES:
+        fname, arrays, res, seed = build_topk_case(case)
+        if fname in seen:
+            raise RuntimeError("duplicate case " + fname)
+        seen.add(fname)
+        write_npz(os.path.join(out, fname), arrays)
+        lines.append("%s %s" % (res["path"], fname))
         if verbose:
             print("%-48s seed=%d n_keep=%s margin=%.3g" % (fname, seed, res["n_keep"], res["margin"]))
     with open(os.path.join(out, "cases.txt"), "w") as f:
