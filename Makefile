@@ -34,12 +34,11 @@ LDLIBS   = $(SAN) $(LUA_LIBS) -lm -lpthread -ldl
 # --- objects, one group per stage ---------------------------------------------
 DSLOBJ  = dsl/sandbox.o dsl/builder.o
 IROBJ   = compiler/ir.o compiler/print.o compiler/lex.o compiler/parse.o \
-          compiler/verify.o compiler/passes.o compiler/interp.o compiler/npz.o \
-          compiler/diag.o
+          compiler/verify.o compiler/passes.o compiler/interp.o compiler/diag.o
 RTOBJ   =
 X86OBJ  =
 PTXOBJ  =
-CLIOBJ  = compiler/main.o
+CLIOBJ  = tools/main.o tools/npz.o
 
 LIBOBJ  = $(addprefix $(B)/,$(DSLOBJ) $(IROBJ) $(X86OBJ) $(PTXOBJ) $(RTOBJ))
 
@@ -60,7 +59,7 @@ $(B)/compiler/lex.o: $(B)/compiler/lex.c
 $(B)/libkvcc.so: $(LIBOBJ)
 	$(CC) -shared -o $@ $^ $(LDLIBS) $(LLVM_LIBS_USED)
 
-$(B)/kvcc: $(B)/$(CLIOBJ) $(LIBOBJ)
+$(B)/kvcc: $(addprefix $(B)/,$(CLIOBJ)) $(LIBOBJ)
 	$(CC) -o $@ $^ $(LDLIBS) $(LLVM_LIBS_USED)
 
 # --- tests ----------------------------------------------------------------------

@@ -1,5 +1,5 @@
 # examples/llama: llama2.c-checkpoint inference with its KV cache in libkvcc's layout, and
-# the model side of `kvcc eval` (compiler/eval.c). Included by the top Makefile (which
+# the model side of `kvcc eval` (tools/eval.c). Included by the top Makefile (which
 # defines B, CC, CFLAGS, SAN, SHARED, PYTHON).
 #
 #   make $(B)/llama      the program (links libkvcc.so)
@@ -14,10 +14,10 @@ LLAMA_CORE = $(addprefix $(B)/examples/llama/,tokenizer.o model.o stories.o kvgl
 LLAMA_OBJ  = $(LLAMA_CORE) $(B)/examples/llama/main.o
 LLAMA_DECODE := $(shell grep -q 'kvcc_decode_layer' include/kvcc.h 2>/dev/null && echo -DLLAMA_KVCC_DECODE)
 
-$(LLAMA_OBJ) $(B)/compiler/eval.o: CFLAGS += $(LLAMA_DECODE)
+$(LLAMA_OBJ) $(B)/tools/eval.o: CFLAGS += $(LLAMA_DECODE)
 
 # kvcc eval runs the model: the kvcc command links the example's core objects
-$(B)/kvcc: $(B)/compiler/eval.o $(LLAMA_CORE)
+$(B)/kvcc: $(B)/tools/eval.o $(LLAMA_CORE)
 
 $(B)/llama: $(LLAMA_OBJ) $(B)/libkvcc.so
 	$(CC) -o $@ $(LLAMA_OBJ) -L$(B) -lkvcc -Wl,-rpath,$(abspath $(B)) $(SAN) -lm

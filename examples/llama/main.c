@@ -27,7 +27,7 @@
  *   buffers are freed.  The report on stderr gives the allocated bytes before and after, and
  *   what the uncompressed generation would have allocated.
  *
- * The prefill-compress-continue evaluation lives in `kvcc eval` (compiler/eval.c), which
+ * The prefill-compress-continue evaluation lives in `kvcc eval` (tools/eval.c), which
  * uses this example's model, cache and glue.
  */
 #if !defined(_GNU_SOURCE) && !defined(_POSIX_C_SOURCE)

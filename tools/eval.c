@@ -46,7 +46,7 @@
 #include <unistd.h>
 
 #include "kvcc.h"
-#include "compiler/eval.h"
+#include "tools/eval.h"
 #include "examples/llama/kvglue.h"
 #include "examples/llama/model.h"
 #include "examples/llama/stories.h"

@@ -14,9 +14,9 @@
 #include <math.h>
 #include "compiler/ir.h"
 #include "compiler/interp.h"
-#include "compiler/npz.h"
+#include "tools/npz.h"
 #include "dsl/dsl.h"
-#include "compiler/eval.h"
+#include "tools/eval.h"
 
 static const char usage[] =
 	"usage: kvcc <command> [options]\n"

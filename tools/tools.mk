@@ -1,11 +1,11 @@
-# compiler/: the generated part of doc/kir.md (the op index, from ops.h).
+# tools/: the generated part of doc/kir.md (the op index, from ops.h).
 #
 #   make doc-kir        rewrite the table between <!-- ops --> and <!-- /ops --> in doc/kir.md
 #   make check-kirdoc   fail when that table differs from what ops.h gives (part of make check)
 
-$(B)/kirdoc: compiler/kirdoc.c compiler/ops.h
+$(B)/kirdoc: tools/kirdoc.c compiler/ops.h
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -o $@ compiler/kirdoc.c
+	$(CC) $(CFLAGS) -o $@ tools/kirdoc.c
 
 doc-kir: $(B)/kirdoc
 	@grep -q '^<!-- ops -->$$' doc/kir.md && grep -q '^<!-- /ops -->$$' doc/kir.md || \
