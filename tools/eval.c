@@ -47,10 +47,10 @@
 
 #include "kvcc.h"
 #include "tools/eval.h"
-#include "examples/llama/kvglue.h"
-#include "examples/llama/model.h"
-#include "examples/llama/stories.h"
-#include "examples/llama/tokenizer.h"
+#include "lib/llama/kvglue.h"
+#include "lib/llama/model.h"
+#include "lib/llama/stories.h"
+#include "lib/llama/tokenizer.h"
 
 enum { MAXPOL = 64, MAXRATIO = 64, MAXSET = 128, MAXTOK = 512 };
 

@@ -33,10 +33,10 @@
 #if !defined(_GNU_SOURCE) && !defined(_POSIX_C_SOURCE)
 #define _POSIX_C_SOURCE 200809L /* clock_gettime */
 #endif
-#include "kvglue.h"
-#include "model.h"
-#include "stories.h"
-#include "tokenizer.h"
+#include "lib/llama/kvglue.h"
+#include "lib/llama/model.h"
+#include "lib/llama/stories.h"
+#include "lib/llama/tokenizer.h"
 
 #include <errno.h>
 #include <math.h>
