@@ -876,7 +876,7 @@ static void offexpr(const long long o[4], char *buf, size_t n)
 
 static const char prelude[] =
 	"/* kvcc generated CUDA C — do not edit. Compiles with NVRTC (no headers) and,\n"
-	"** for tests, with a host C++ compiler against tests/gpu/cuda_emu.h. */\n"
+	"** for tests, with a host C++ compiler against tests/emu/cuda_emu.h. */\n"
 	"#ifndef KV_NT\n#define KV_NT 256\n#endif\n"
 	"#ifndef KV_TT\n#define KV_TT 16\n#endif\n"
 	"#ifndef KV_SQ\n#define KV_SQ 64\n#endif\n"

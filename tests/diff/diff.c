@@ -705,7 +705,7 @@ int main(int argc, char **argv)
 	/* chunked selection: chunk 2, 3, 8 on odd and even lengths (partial last chunks), scopes
 	** head / layer / model, sinks and recent protected */
 	for (int pi = 0; pi < 3; pi++) {
-		static const char *cp[] = { "tests/diff/chunk_head", "tests/diff/chunk_layer", "tests/diff/chunk_model" };
+		static const char *cp[] = { "tests/policies/chunk_head", "tests/policies/chunk_layer", "tests/policies/chunk_model" };
 		static const int chunks[] = { 2, 3, 8 };
 		for (int ci = 0; ci < 3; ci++)
 			for (int dt = 0; dt < 3; dt++) {

@@ -6,7 +6,7 @@
 ** This program defines those functions itself (forwarding to glibc's __libc_* entry points),
 ** so every call in the process, libkvcc's and its pool threads' included, is counted while a
 ** call under test runs. Every shipped policy (each .lua in policies/) and the chunked-selection
-** test policies (tests/diff/chunk_NAME.lua) × f32/f16/bf16, several rounds of lengths, ratios and
+** test policies (tests/policies/chunk_NAME.lua) × f32/f16/bf16, several rounds of lengths, ratios and
 ** budgets, with and without a given lse, and with unsorted positions (which sends attention
 ** policies through the generic, non-fused attn epilogue); a policy that reads Q refuses more
 ** observation queries than the plan's max_obs.
@@ -173,8 +173,8 @@ int main(void)
 {
 	glob_t g;
 	if (glob("policies/*.lua", 0, NULL, &g) != 0 || g.gl_pathc == 0 ||
-	    glob("tests/diff/chunk_*.lua", GLOB_APPEND, NULL, &g) != 0) {
-		printf("FAIL: no policies/*.lua or tests/diff/chunk_*.lua (run from the repository root)\n");
+	    glob("tests/policies/chunk_*.lua", GLOB_APPEND, NULL, &g) != 0) {
+		printf("FAIL: no policies/*.lua or tests/policies/chunk_*.lua (run from the repository root)\n");
 		return 1;
 	}
 	for (size_t i = 0; i < g.gl_pathc; i++)

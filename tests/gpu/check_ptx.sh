@@ -16,7 +16,7 @@ if ! "$B/kvcc-ptx" policies/knorm.lua --head-dim 8 >/dev/null 2>"$out/probe.err"
 	fi
 	cat "$out/probe.err"; echo "0 passed, 1 failed, 0 skipped"; exit 1
 fi
-for p in policies/*.lua tests/gpu/scope_*.lua; do
+for p in policies/*.lua tests/policies/scope_*.lua; do
 	for spec in "f32 128 1" "bf16 128 4" "f16 64 2" "bf16 96 2" "f32 8 4"; do
 		set -- $spec
 		if "$B/kvcc-ptx" "$p" --gpu-arch sm_80,sm_90 --dtype $1 --head-dim $2 --group $3 -v \

@@ -1,4 +1,4 @@
--- GPU test policy (tests/gpu/emu_diff.c): one ranking over every (layer, head), with a
+-- GPU test policy (tests/emu/emu_diff.c): one ranking over every (layer, head), with a
 -- sink, a recent window and chunks (param).
 local kv = require "kvcc"
 local P = kv.params { recent = 3, chunk = 3 }

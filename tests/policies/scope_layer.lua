@@ -1,4 +1,4 @@
--- GPU test policy (tests/gpu/emu_diff.c): the heads of a layer share its budget,
+-- GPU test policy (tests/emu/emu_diff.c): the heads of a layer share its budget,
 -- with sinks, a recent window, chunks (param) and PyramidKV's per-layer budgets.
 local kv = require "kvcc"
 local P = kv.params { recent = 4, chunk = 1 }

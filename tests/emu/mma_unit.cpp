@@ -6,11 +6,11 @@
 ** products are exact in f32, so any misplaced fragment element changes a result
 ** and the comparison is exact.
 **
-**   mma_unit     (built by tests/gpu/ptx.mk from the generated snapkv sources
+**   mma_unit     (built by tests/emu/emu.mk from the generated snapkv sources
 **                 $(B)/mma/{bf16,f16}.cu; KV_NT=32, KV_SK=16)
 */
 #include <stdint.h>
-#include "tests/gpu/cuda_emu.h"
+#include "tests/emu/cuda_emu.h"
 
 #define kv_score0 bf_kv_score0
 #define kv_select bf_kv_select
