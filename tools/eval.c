@@ -46,7 +46,7 @@
 #include <unistd.h>
 
 #include "kvcc.h"
-#include "tools/eval.h"
+#include "tools/tools.h"
 #include "lib/llama/kvglue.h"
 #include "lib/llama/model.h"
 #include "lib/llama/stories.h"
@@ -755,7 +755,7 @@ static int write_plot(const Eval *E)
 
 /* --- the command ------------------------------------------------------------------------- */
 
-int kc_eval(int argc, char **argv)
+int kt_eval(int argc, char **argv)
 {
 	Eval *E = calloc(1, sizeof *E);
 	if (!E)

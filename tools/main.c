@@ -16,7 +16,7 @@
 #include "compiler/interp.h"
 #include "tools/npz.h"
 #include "dsl/dsl.h"
-#include "tools/eval.h"
+#include "tools/tools.h"
 
 static const char usage[] =
 	"usage: kvcc <command> [options]\n"
@@ -41,6 +41,12 @@ static const char usage[] =
 	"                                   NLL versus compression ratio on a model\n"
 	"                                   (prefill-compress-continue; doc/eval.md)\n"
 	"  --help, --version\n"
+	"\n"
+	"developer commands (stages on their own, for tests; options may change):\n"
+	"  dev cuda POLICY.lua [--gpu-arch sm_80,sm_90|all] [--dtype D] [--head-dim N] [--group G]\n"
+	"      [--threads T] [-v] [--emit-cuda FILE.cu] [--emit-dir DIR] [--gen-only]\n"
+	"                                   the GPU backend alone: the CUDA C, NVRTC per arch,\n"
+	"                                   registers / shared memory / spills per kernel (-v)\n"
 	"\n"
 	"CASE.npz holds K, V [L,H,n,d] float32; Q [L,H,G,O,d] (when the policy reads it);\n"
 	"optional qpos [O], pos [n] int32, lse [L,H,G,O]; dq [S,L,H,G,d] decode queries (each\n"
@@ -68,7 +74,7 @@ static int endswith(const char *s, const char *suf)
 }
 
 /* Load a policy (.lua through the sandbox, .kir through the parser). */
-static KiFn *load(const char *path, KcErr *e)
+KiFn *kt_load(const char *path, KcErr *e)
 {
 	if (endswith(path, ".kir")) {
 		char *text = kc_readfile(path, NULL, e);
@@ -114,7 +120,7 @@ static int cmd_dump(int argc, char **argv)
 	if (!path)
 		die_usage("dump: no policy file%s", "");
 	KcErr e = { 0 };
-	KiFn *f = load(path, &e);
+	KiFn *f = kt_load(path, &e);
 	if (!f)
 		return fail(&e);
 	int rc = 0;
@@ -138,7 +144,7 @@ static int cmd_check(int argc, char **argv)
 	if (argc != 1)
 		die_usage("check: expects exactly one policy file%s", "");
 	KcErr e = { 0 };
-	KiFn *f = load(argv[0], &e);
+	KiFn *f = kt_load(argv[0], &e);
 	if (!f)
 		return fail(&e);
 	int rc = ki_runpasses(f, KI_DEFAULT_PASSES, 1, &e, NULL, NULL);
@@ -240,7 +246,7 @@ static int cmd_run(int argc, char **argv)
 		die_usage("run: give --ratio or --budget, not both%s", "");
 
 	KcErr e = { 0 };
-	KiFn *f = load(path, &e);
+	KiFn *f = kt_load(path, &e);
 	if (!f)
 		return fail(&e);
 	if (ki_runpasses(f, KI_DEFAULT_PASSES, 1, &e, NULL, NULL) != 0) {
@@ -482,7 +488,9 @@ int main(int argc, char **argv)
 	if (!strcmp(cmd, "run"))
 		return cmd_run(argc - 2, argv + 2);
 	if (!strcmp(cmd, "eval"))
-		return kc_eval(argc - 2, argv + 2);
+		return kt_eval(argc - 2, argv + 2);
+	if (!strcmp(cmd, "dev"))
+		return kt_dev(argc - 2, argv + 2);
 	die_usage("unknown command '%s'", cmd);
 	return 2;
 }

@@ -5,8 +5,3 @@
 PTXOBJ += codegen/ptx/gen.o codegen/ptx/nvrtc.o
 RTOBJ  += runtime/cuda.o runtime/gpu.o
 $(B)/runtime/gpu.o: CFLAGS += $(LLVM_CFLAGS)
-
-$(B)/kvcc-ptx: $(B)/codegen/ptx/main.o $(LIBOBJ)
-	$(CC) -o $@ $^ $(LDLIBS) $(LLVM_LIBS_USED)
-
-all: $(B)/kvcc-ptx

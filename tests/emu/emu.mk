@@ -9,9 +9,9 @@ $(B)/emu_diff: $(B)/tests/emu/emu_diff.o $(LIBOBJ)
 	$(CC) -o $@ $^ $(LDLIBS) $(LLVM_LIBS_USED)
 
 # the tensor-core unit test includes generated sources (bf16 and f16, head_dim 32)
-$(B)/mma/%.cu: $(B)/kvcc-ptx
+$(B)/mma/%.cu: $(B)/kvcc
 	@mkdir -p $(dir $@)
-	$(B)/kvcc-ptx policies/snapkv.lua --dtype $* --head-dim 32 --gen-only --emit-src $@ >/dev/null
+	$(B)/kvcc dev cuda policies/snapkv.lua --dtype $* --head-dim 32 --gen-only --emit-cuda $@ >/dev/null
 
 $(B)/mma_unit: tests/emu/mma_unit.cpp tests/emu/cuda_emu.h $(B)/mma/bf16.cu $(B)/mma/f16.cu
 	$(CXX) -std=c++17 -O1 -Wall -Wextra -Werror -Wno-unused-function -DKV_NT=32 -DKV_SQ=16 -DKV_SK=16 \

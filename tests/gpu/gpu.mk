@@ -18,7 +18,7 @@ $(B)/gpu_api: $(B)/tests/gpu/api.o $(LIBOBJ)
 $(B)/bench_gpu: $(B)/tests/gpu/bench_gpu.o $(LIBOBJ)
 	$(CC) -o $@ $^ $(LDLIBS) $(LLVM_LIBS_USED)
 
-check-ptx: $(B)/kvcc-ptx
+check-ptx: $(B)/kvcc
 	tests/gpu/check_ptx.sh $(B)
 
 check-gpu-api: $(B)/gpu_nodrv $(B)/gpu_api $(B)/kvcc
