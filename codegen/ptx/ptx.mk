@@ -1,7 +1,23 @@
 # codegen/ptx/ (GPU backend: KIR → CUDA C → NVRTC → PTX/CUBIN), runtime/cuda.c
 # (CUDA driver loaded with dlopen). Included by the top Makefile. Its tests are
 # tests/emu (emulated matrix) and tests/gpu (NVRTC, ptxas, the API, the device).
+#
+# The fixed CUDA code lives in codegen/ptx/*.cuh; embed (a host tool) writes them as
+# C strings into $(B)/codegen/ptx/cuh.c (declared in codegen/ptx/cuh.h).
 
-PTXOBJ += codegen/ptx/gen.o codegen/ptx/nvrtc.o
+PTXOBJ += codegen/ptx/expr.o codegen/ptx/kernels.o codegen/ptx/compile.o codegen/ptx/nvrtc.o \
+          codegen/ptx/cuh.o
 RTOBJ  += runtime/cuda.o runtime/gpu.o
 $(B)/runtime/gpu.o: CFLAGS += $(LLVM_CFLAGS)
+
+PTXCUH = $(sort $(wildcard codegen/ptx/*.cuh))
+
+$(B)/codegen/ptx/embed: codegen/ptx/embed.c
+	@mkdir -p $(dir $@)
+	$(CC) -std=c11 -Wall -Wextra -O2 -o $@ $<
+
+$(B)/codegen/ptx/cuh.c: $(B)/codegen/ptx/embed $(PTXCUH)
+	$(B)/codegen/ptx/embed $@ $(PTXCUH)
+
+$(B)/codegen/ptx/cuh.o: $(B)/codegen/ptx/cuh.c codegen/ptx/cuh.h
+	$(CC) $(CFLAGS) -c $< -o $@
