@@ -152,6 +152,28 @@ static inline double at(const Opnd *o, int g, int ob, int t, int ch)
 
 /* --- one instruction on one instance ------------------------------------------------------- */
 
+/* A reduction's combine and finish (ops.h CMB_*, FIN_*); count: the elements
+** reduced (FIN_DIVK: the window size). */
+static double combine(int comb, double acc, double v)
+{
+	switch (comb) {
+	case CMB_MAX: return isnan(v) || v > acc ? v : acc;
+	case CMB_MIN: return isnan(v) || v < acc ? v : acc;
+	}
+	return acc + v;
+}
+
+static double finish(int fin, double acc, double count)
+{
+	switch (fin) {
+	case FIN_MEAN: return count ? acc / count : NAN;
+	case FIN_SQRT: return sqrt(acc);
+	case FIN_RMS: return count ? sqrt(acc / count) : NAN;
+	case FIN_DIVK: return acc / count;
+	}
+	return acc;
+}
+
 static int posof(const KiCase *c, int l, int h, int t)
 {
 	return c->pos ? c->pos[((size_t)l * c->H + h) * c->n + t] : t;
@@ -252,64 +274,50 @@ static int evalins(Ctx *x, int i, int l, int h, double *out)
 		return 0;
 	case AR_RED:
 	case AR_DOT: {
-		/* iterate the operand space (result axes + the reduced axis) */
+		/* iterate the operand space (result axes + the reduced axis); the op's
+		** KS_RED row says how (ops.h): std's map needs the mean, a first pass */
+		const KiSem *sem = ki_sem(in->op);
 		int ax = in->axis, S[AX_NUM];
 		for (int k = 0; k < AX_NUM; k++)
 			S[k] = R[k];
 		S[ax] = size[ax];
 		int m = size[ax];
 		for (size_t k = 0; k < count; k++)
-			out[k] = in->op == KO_rmax ? -INFINITY : in->op == KO_rmin ? INFINITY : 0;
-		if (in->op == KO_std) {      /* population std: mean first, then deviations */
-			double *mu = calloc(count, sizeof *mu);
-			if (!mu)
-				return -1;
-			for (int pass = 0; pass < 2; pass++)
-				for (int g = 0; g < S[0]; g++)
-					for (int o = 0; o < S[1]; o++)
-						for (int t = 0; t < S[2]; t++)
-							for (int ch = 0; ch < S[3]; ch++) {
-								int idx[AX_NUM] = { g, o, t, ch };
-								idx[ax] = 0;
-								size_t r = idx[0] * rs[0] + idx[1] * rs[1] + idx[2] * rs[2] + idx[3] * rs[3];
-								double v = at(&a, g, o, t, ch);
-								if (pass == 0)
-									mu[r] += v / m;
-								else
-									out[r] += (v - mu[r]) * (v - mu[r]);
-							}
-			for (size_t k = 0; k < count; k++)
-				out[k] = m ? sqrt(out[k] / m) : NAN;
-			free(mu);
-			return 0;
+			out[k] = sem->init;
+		double *mu = NULL;
+		if (sem->map == MAP_DEV && !(mu = calloc(count, sizeof *mu))) {
+			kc_error(x->e, x->f->src, 0, 0, "interpreter: out of memory");
+			return -1;
 		}
-		for (int g = 0; g < S[0]; g++)
-			for (int o = 0; o < S[1]; o++)
-				for (int t = 0; t < S[2]; t++)
-					for (int ch = 0; ch < S[3]; ch++) {
-						int idx[AX_NUM] = { g, o, t, ch };
-						idx[ax] = 0;
-						size_t r = idx[0] * rs[0] + idx[1] * rs[1] + idx[2] * rs[2] + idx[3] * rs[3];
-						double v = at(&a, g, o, t, ch);
-						switch (in->op) {
-						case KO_sum: case KO_mean: out[r] += v; break;
-						case KO_rmax: out[r] = isnan(v) || v > out[r] ? v : out[r]; break;
-						case KO_rmin: out[r] = isnan(v) || v < out[r] ? v : out[r]; break;
-						case KO_norm: out[r] += v * v; break;
-						case KO_dot: out[r] += v * at(&b, g, o, t, ch); break;
+		for (int pass = mu ? 0 : 1; pass < 2; pass++)
+			for (int g = 0; g < S[0]; g++)
+				for (int o = 0; o < S[1]; o++)
+					for (int t = 0; t < S[2]; t++)
+						for (int ch = 0; ch < S[3]; ch++) {
+							int idx[AX_NUM] = { g, o, t, ch };
+							idx[ax] = 0;
+							size_t r = idx[0] * rs[0] + idx[1] * rs[1] + idx[2] * rs[2] + idx[3] * rs[3];
+							double v = at(&a, g, o, t, ch);
+							if (pass == 0) {
+								mu[r] += v / m;
+								continue;
+							}
+							switch (sem->map) {
+							case MAP_SQ: v = v * v; break;
+							case MAP_MUL: v = v * at(&b, g, o, t, ch); break;
+							case MAP_DEV: v = (v - mu[r]) * (v - mu[r]); break;
+							}
+							out[r] = combine(sem->comb, out[r], v);
 						}
-					}
-		if (in->op == KO_mean)
-			for (size_t k = 0; k < count; k++)
-				out[k] = m ? out[k] / m : NAN;
-		if (in->op == KO_norm)
-			for (size_t k = 0; k < count; k++)
-				out[k] = sqrt(out[k]);
+		for (size_t k = 0; k < count; k++)
+			out[k] = finish(sem->fin, out[k], m);
+		free(mu);
 		return 0;
 	}
 	case AR_KEEP: {
 		int ax = in->axis, m = size[ax];
 		if (in->op == KO_avgpool || in->op == KO_maxpool) {
+			const KiSem *sem = ki_sem(in->op);
 			double kv = b.p ? b.p[0] : b.k;
 			if (!(kv >= 1 && kv <= 1e6) || kv != floor(kv)) {
 				kc_error(x->e, x->f->src, in->line, in->col,
@@ -321,15 +329,11 @@ static int evalins(Ctx *x, int i, int l, int h, double *out)
 				for (int o = 0; o < R[1]; o++)
 					for (int ch = 0; ch < R[3]; ch++)
 						for (int t = 0; t < m; t++) {
-							double acc = in->op == KO_avgpool ? 0 : -INFINITY;
-							for (int j = t - p; j < t - p + k; j++) {
-								if (j < 0 || j >= m)
-									continue;   /* zero (avg) or -inf (max) padding */
-								double v = at(&a, g, o, j, ch);
-								acc = in->op == KO_avgpool ? acc + v : (v > acc || isnan(v) ? v : acc);
-							}
-							out[g * rs[0] + o * rs[1] + t * rs[2] + ch * rs[3]] =
-								in->op == KO_avgpool ? acc / k : acc;
+							double acc = sem->init;
+							for (int j = t - p; j < t - p + k; j++)
+								if (j >= 0 && j < m)   /* zero (avg) or -inf (max) padding */
+									acc = combine(sem->comb, acc, at(&a, g, o, j, ch));
+							out[g * rs[0] + o * rs[1] + t * rs[2] + ch * rs[3]] = finish(sem->fin, acc, k);
 						}
 			return 0;
 		}
@@ -386,15 +390,16 @@ static int evalhmean(Ctx *x, int i)
 				         "mean over heads needs equal lengths across the heads of layer %d", l);
 				return -1;
 			}
+		const KiSem *sem = ki_sem(in->op);
 		for (size_t k = 0; k < cnt; k++) {
-			double s = 0;
+			double s = sem->init;
 			for (int h = 0; h < c->H; h++) {
 				Opnd a;
 				opnd(x, in->arg[0], l * c->H + h, size, &a);
-				s += a.p ? a.p[k] : a.k;
+				s = combine(sem->comb, s, a.p ? a.p[k] : a.k);
 			}
 			for (int h = 0; h < c->H; h++)
-				x->val[i][l * c->H + h][k] = s / c->H;
+				x->val[i][l * c->H + h][k] = finish(sem->fin, s, c->H);
 		}
 	}
 	return 0;

@@ -65,7 +65,7 @@ int main(void)
 {
 	printf("| form | args | axis rule | flags | meaning |\n");
 	printf("|------|-----:|-----------|-------|---------|\n");
-#define ROW(name, nargs, rule, flags, doc) row(#name, nargs, AR_##rule, flags, doc);
+#define ROW(name, nargs, rule, flags, sem, doc) row(#name, nargs, AR_##rule, flags, doc);
 	KI_OPS(ROW)
 #undef ROW
 	return 0;

@@ -10,8 +10,9 @@
 **         pools, hmean, and what pools/hmean read)
 **   STAT  softmax: its (max, sum) per slice in the workspace; the
 **         probability is recomputed inline from the logit
-** kp_val gives an instruction's expression at given indices; kp_step emits
-** the loop that materializes a BUF or STAT value.
+** kp_val gives an instruction's expression at given indices (the op table's
+** CUDA text for elementwise ops, ops.h); kp_step emits the loop that
+** materializes a BUF or STAT value, the reductions from their KS_RED kinds.
 ** A BUF step reducing over token runs warp-per-output (lanes stride the
 ** tokens, shuffle reduction); other steps run thread-per-output. The
 ** [obs × token] attention is never stored: stats then the obs reduction
@@ -239,24 +240,11 @@ static int valins(Gen *g, int i, const Idx *ix, int *memo, int d, char *out, siz
 		snprintf(e, sizeof e, "kv_rand(%s, l, h, Pb[%s])", sd, ix->v[AX_token]);
 		break;
 	}
-	case KO_neg: snprintf(e, sizeof e, "-(%s)", A); break;
-	case KO_exp: snprintf(e, sizeof e, "expf(%s)", A); break;
-	case KO_log: snprintf(e, sizeof e, "logf(%s)", A); break;
-	case KO_sqrt: snprintf(e, sizeof e, "sqrtf(%s)", A); break;
-	case KO_abs: snprintf(e, sizeof e, "fabsf(%s)", A); break;
-	case KO_add: snprintf(e, sizeof e, "(%s) + (%s)", A, B); break;
-	case KO_sub: snprintf(e, sizeof e, "(%s) - (%s)", A, B); break;
-	case KO_mul: snprintf(e, sizeof e, "(%s) * (%s)", A, B); break;
-	case KO_div: snprintf(e, sizeof e, "(%s) / (%s)", A, B); break;
-	case KO_pow: snprintf(e, sizeof e, "powf(%s, %s)", A, B); break;
-	case KO_max: snprintf(e, sizeof e, "kv_max(%s, %s)", A, B); break;
-	case KO_min: snprintf(e, sizeof e, "kv_min(%s, %s)", A, B); break;
-	case KO_lt: snprintf(e, sizeof e, "((%s) < (%s) ? 1.f : 0.f)", A, B); break;
-	case KO_le: snprintf(e, sizeof e, "((%s) <= (%s) ? 1.f : 0.f)", A, B); break;
-	case KO_eq: snprintf(e, sizeof e, "((%s) == (%s) ? 1.f : 0.f)", A, B); break;
-	case KO_ne: snprintf(e, sizeof e, "((%s) != (%s) ? 1.f : 0.f)", A, B); break;
-	case KO_where: snprintf(e, sizeof e, "((%s) != 0.f ? (%s) : (%s))", A, B, C); break;
-	default: return kp_err(g, in, "internal: %s has no inline form", ki_opname(in->op));
+	default:
+		/* elementwise: the op table's CUDA text (ops.h KS_EW), operands a, b, c */
+		if (ki_sem(in->op)->kind != SEM_EW)
+			return kp_err(g, in, "internal: %s has no inline form", ki_opname(in->op));
+		snprintf(e, sizeof e, ki_sem(in->op)->cuda, A, B, C);
 	}
 	int v = g->tmp++;
 	indent(g, d), sb(&g->s, "const float x%d = %s; /* %%%d %s */\n", v, e, i, ki_opname(in->op));
@@ -310,38 +298,51 @@ static void domloop(Gen *g, uint8_t m, const char *start, const char *stride, Id
 	}
 }
 
-/* pieces of a reduction: the accumulator's start, one accumulation (pass p of std),
-** and the final value from acc_ */
-static const char *red_init(int op)
+/* pieces of a reduction, from its KS_RED kinds (ops.h): the accumulator's start,
+** one accumulation (pass p: std's map needs the mean, a first pass that sums),
+** the warp combine, and the final value from acc_ over axis X */
+static const char *red_init(const KiSem *s, char *buf, size_t n)
 {
-	return op == KO_rmax ? "-kv_inf()" : op == KO_rmin ? "kv_inf()" : "0.f";
+	if (isinf(s->init))
+		return s->init < 0 ? "-kv_inf()" : "kv_inf()";
+	flit(buf, n, s->init);
+	return buf;
 }
 
-static void red_acc(Gen *g, int op, int p, const char *A, const char *B)
+static void red_acc(Gen *g, const KiSem *s, int p, const char *A, const char *B)
 {
-	switch (op) {
-	case KO_sum: case KO_mean: sb(&g->s, "acc_ += %s;\n", A); break;
-	case KO_rmax: sb(&g->s, "acc_ = kv_rmax(acc_, %s);\n", A); break;
-	case KO_rmin: sb(&g->s, "acc_ = kv_rmin(acc_, %s);\n", A); break;
-	case KO_norm: sb(&g->s, "{ const float y_ = %s; acc_ += y_ * y_; }\n", A); break;
-	case KO_std:
-		if (p == 0)
-			sb(&g->s, "acc_ += %s;\n", A);
-		else
-			sb(&g->s, "{ const float y_ = (%s) - mu_; acc_ += y_ * y_; }\n", A);
-		break;
-	case KO_dot: sb(&g->s, "acc_ += (%s) * (%s);\n", A, B); break;
+	static const char *const comb[] = {
+		[CMB_ADD] = "acc_ += %s;", [CMB_MAX] = "acc_ = kv_rmax(acc_, %s);",
+		[CMB_MIN] = "acc_ = kv_rmin(acc_, %s);",
+	};
+	char v[900];
+	const char *y = NULL;         /* a squared term: computed once into y_ */
+	switch (p == 0 && s->map == MAP_DEV ? MAP_ID : s->map) {
+	case MAP_SQ: y = A; break;
+	case MAP_DEV: snprintf(v, sizeof v, "(%s) - mu_", A), y = v; break;
+	case MAP_MUL: snprintf(v, sizeof v, "(%s) * (%s)", A, B); break;
+	default: snprintf(v, sizeof v, "%s", A); break;
 	}
+	if (y)
+		sb(&g->s, "{ const float y_ = %s; ", y);
+	sb(&g->s, comb[s->comb], y ? "y_ * y_" : v);
+	sb(&g->s, y ? " }\n" : "\n");
 }
 
-static const char *red_fin(int op, int X, char *fb, size_t n)
+static const char *red_warp(const KiSem *s)
 {
-	if (op == KO_mean || op == KO_std) {
-		snprintf(fb, n, "%s > 0 ? %sacc_ / (float)%s%s : kv_nan()", axsize(X), op == KO_std ? "sqrtf(" : "",
-		         axsize(X), op == KO_std ? ")" : "");
+	return s->comb == CMB_MAX ? "kv_wmax" : s->comb == CMB_MIN ? "kv_wmin" : "kv_wsum";
+}
+
+static const char *red_fin(const KiSem *s, int X, char *fb, size_t n)
+{
+	if (s->fin == FIN_MEAN || s->fin == FIN_RMS) {
+		int rms = s->fin == FIN_RMS;
+		snprintf(fb, n, "%s > 0 ? %sacc_ / (float)%s%s : kv_nan()", axsize(X), rms ? "sqrtf(" : "", axsize(X),
+		         rms ? ")" : "");
 		return fb;
 	}
-	return op == KO_norm ? "sqrtf(acc_)" : "acc_";
+	return s->fin == FIN_SQRT ? "sqrtf(acc_)" : "acc_";
 }
 
 /* BUF step for a reduction over axis X (sum mean rmax rmin norm std dot) */
@@ -354,9 +355,10 @@ static int step_reduce(Gen *g, int i, int d)
 	sb(&g->s, "\t/* %%%d = %s over %s (%s) */\n", i, ki_opname(op), ki_axisname(X),
 	   warp ? "warp per output" : "thread per output");
 	domloop(g, in->axes, warp ? "warp" : "tid", warp ? "KV_NW" : "KV_NT", &ix, nm, d);
-	const char *init = red_init(op);
-	int passes = op == KO_std ? 2 : 1;
-	indent(g, d + 1), sb(&g->s, "float acc_ = %s;%s\n", init, op == KO_std ? " float mu_;" : "");
+	const KiSem *sem = ki_sem(op);
+	char ib[64];
+	int passes = sem->map == MAP_DEV ? 2 : 1;
+	indent(g, d + 1), sb(&g->s, "float acc_ = %s;%s\n", red_init(sem, ib, sizeof ib), passes == 2 ? " float mu_;" : "");
 	for (int p = 0; p < passes; p++) {
 		if (p == 1)
 			indent(g, d + 1), sb(&g->s, "mu_ = acc_ / (float)%s; acc_ = 0.f;\n", axsize(X));
@@ -373,22 +375,20 @@ static int step_reduce(Gen *g, int i, int d)
 			free(memo);
 			return -1;
 		}
-		if (op == KO_dot && kp_val(g, in->arg[1], &j, memo, d + 2, B, sizeof B)) {
+		if (sem->map == MAP_MUL && kp_val(g, in->arg[1], &j, memo, d + 2, B, sizeof B)) {
 			free(memo);
 			return -1;
 		}
 		free(memo);
-		indent(g, d + 2), red_acc(g, op, p, A, B);
+		indent(g, d + 2), red_acc(g, sem, p, A, B);
 		indent(g, d + 1), sb(&g->s, "}\n");
-		if (warp) {
-			indent(g, d + 1);
-			sb(&g->s, "acc_ = %s(acc_);\n", op == KO_rmax ? "kv_wmax" : op == KO_rmin ? "kv_wmin" : "kv_wsum");
-		}
+		if (warp)
+			indent(g, d + 1), sb(&g->s, "acc_ = %s(acc_);\n", red_warp(sem));
 	}
 	char b[300];
 	bufidx(in->axes, &ix, b, sizeof b);
 	char fb[200];
-	const char *fin = red_fin(op, X, fb, sizeof fb);
+	const char *fin = red_fin(sem, X, fb, sizeof fb);
 	indent(g, d + 1), sb(&g->s, "%sB%d[%s] = %s;\n", warp ? "if (lane == 0) " : "", i, b, fin);
 	indent(g, d), sb(&g->s, "}\n");
 	return 0;
@@ -454,8 +454,9 @@ static int step_pool(Gen *g, int i, int d)
 	indent(g, d + 1), sb(&g->s, "if (!(kf_ >= 1.f && kf_ <= 1e6f) || kf_ != floorf(kf_)) { if (tid == 0) kv_seterr(a.err, KVG_EPOOL); return; }\n");
 	indent(g, d + 1), sb(&g->s, "const int k_ = (int)kf_, p_ = k_ / 2;\n");
 	domloop(g, in->axes, "tid", "KV_NT", &ix, nm, d + 1);
-	int avg = in->op == KO_avgpool;
-	indent(g, d + 2), sb(&g->s, "float acc_ = %s;\n", avg ? "0.f" : "-kv_inf()");
+	const KiSem *sem = ki_sem(in->op);
+	char ib[64];
+	indent(g, d + 2), sb(&g->s, "float acc_ = %s;\n", red_init(sem, ib, sizeof ib));
 	indent(g, d + 2);
 	sb(&g->s, "for (int xj = %s - p_; xj < %s - p_ + k_; xj++) {\n", ix.v[X], ix.v[X]);
 	indent(g, d + 3), sb(&g->s, "if (xj < 0 || xj >= %s) continue;\n", axsize(X));
@@ -468,11 +469,11 @@ static int step_pool(Gen *g, int i, int d)
 		return -1;
 	}
 	free(memo);
-	indent(g, d + 3), sb(&g->s, avg ? "acc_ += %s;\n" : "acc_ = kv_rmax(acc_, %s);\n", A);
+	indent(g, d + 3), red_acc(g, sem, 0, A, NULL);
 	indent(g, d + 2), sb(&g->s, "}\n");
 	char b[300];
 	bufidx(in->axes, &ix, b, sizeof b);
-	indent(g, d + 2), sb(&g->s, "B%d[%s] = %s;\n", i, b, avg ? "acc_ / (float)k_" : "acc_");
+	indent(g, d + 2), sb(&g->s, "B%d[%s] = %s;\n", i, b, sem->fin == FIN_DIVK ? "acc_ / (float)k_" : "acc_");
 	indent(g, d + 1), sb(&g->s, "}\n");
 	indent(g, d), sb(&g->s, "}\n");
 	return 0;
@@ -568,9 +569,9 @@ int kp_tiledstep(const Gen *g, int i)
 		return TS_NONE;
 	if (g->home[i] == HM_STAT && in->axis == AX_token && (in->axes & (uint8_t)~AXM(AX_token)) == go)
 		kind = TS_STAT;
-	else if (g->home[i] == HM_BUF && in->axis == AX_obs && in->axes == gt &&
-	         (in->op == KO_sum || in->op == KO_mean || in->op == KO_rmax || in->op == KO_rmin))
-		kind = TS_OBS;
+	else if (g->home[i] == HM_BUF && in->axis == AX_obs && in->axes == gt && ki_rule(in->op) == AR_RED &&
+	         ki_sem(in->op)->map == MAP_ID && (ki_sem(in->op)->fin == FIN_NONE || ki_sem(in->op)->fin == FIN_MEAN))
+		kind = TS_OBS;   /* sum, mean, rmax, rmin */
 	if (kind == TS_NONE)
 		return TS_NONE;
 	char *seen = calloc((size_t)g->f->nins + 1, 1);
@@ -646,12 +647,13 @@ static int step_stat_tiled(Gen *g, int i)
 static int step_obs_tiled(Gen *g, int i)
 {
 	const KiIns *in = &g->f->ins[i];
+	const KiSem *sem = ki_sem(in->op);
 	Idx ix = { { "ig", "xo", "it", NULL } };
-	char b[300], A[400], pre[200], fb[200];
+	char b[300], A[400], pre[200], fb[200], ib[64];
 	bufidx(in->axes, &ix, b, sizeof b);
 	sb(&g->s, "\t/* %%%d = %s over obs on Q·Kᵀ tiles (thread per group and token) */\n", i, ki_opname(in->op));
 	snprintf(pre, sizeof pre, "\t\tfor (int e_ = tid; e_ < KV_G * KV_SK; e_ += KV_NT) sA_[e_] = %s;\n",
-	         red_init(in->op));
+	         red_init(sem, ib, sizeof ib));
 	tile_open(g, pre);
 	sb(&g->s, "\t\t\tfor (int e_ = tid; e_ < KV_G * KV_SK; e_ += KV_NT) {\n"
 	          "\t\t\t\tconst int ig = e_ / KV_SK, j_ = e_ - ig * KV_SK, it = t0_ + j_;\n"
@@ -662,12 +664,12 @@ static int step_obs_tiled(Gen *g, int i)
 	          "\t\t\t\tfor (int xo = lo_; xo < hi_; xo++) {\n");
 	if (tile_body(g, in, &ix, 5, A, sizeof A))
 		return -1;
-	indent(g, 5), red_acc(g, in->op, 0, A, NULL);
+	indent(g, 5), red_acc(g, sem, 0, A, NULL);
 	sb(&g->s, "\t\t\t\t}\n\t\t\t\tsA_[e_] = acc_;\n\t\t\t}\n\t\t\t__syncthreads();\n\t\t}\n");
 	sb(&g->s, "\t\tfor (int e_ = tid; e_ < KV_G * KV_SK; e_ += KV_NT) {\n"
 	          "\t\t\tconst int ig = e_ / KV_SK, it = t0_ + e_ - ig * KV_SK;\n"
 	          "\t\t\tconst float acc_ = sA_[e_];\n"
-	          "\t\t\tif (it < t0_ + nt_) B%d[%s] = %s;\n\t\t}\n\t}\n", i, b, red_fin(in->op, AX_obs, fb, sizeof fb));
+	          "\t\t\tif (it < t0_ + nt_) B%d[%s] = %s;\n\t\t}\n\t}\n", i, b, red_fin(sem, AX_obs, fb, sizeof fb));
 	return 0;
 }
 
@@ -707,8 +709,7 @@ void kp_mark(const KiFn *f, KcRef r, char *need)
 
 static int isleaf(int op)
 {
-	return op == KO_input || op == KO_state || op == KO_attn || op == KO_index || op == KO_size || op == KO_info ||
-	       op == KO_rand;
+	return ki_rule(op) == AR_LEAF || ki_rule(op) == AR_TOK;   /* rand: [token] from the seed */
 }
 
 /* homes and phases of the needed instructions; allocation of workspace */
