@@ -13,7 +13,8 @@
 ** plan's module (runtime/cuda.c kvc_decode). Prints "SKIP: no GPU (why)" and
 ** exits 0 when the driver cannot be loaded.
 **
-** Matrix: every policy × f32/f16/bf16 × head_dim 8/64/96/128 × group 1/2/4/8,
+** Matrix: every policy of the manifest's emu matrix (tests/policies.tsv) × f32/f16/bf16 ×
+** head_dim 8/64/96/128 × group 1/2/4/8,
 ** n cycling over 37, 61, 129 (odd; per-head lengths differ; padded token
 ** strides on some cases). Decode cases cycle the split-KV count over 1, 2, 3,
 ** 7, 16, 64 (up to more splits than tokens: empty ranges) and give every other
@@ -51,6 +52,7 @@
 #include "runtime/gpu.h"
 #define CASEGEN_SEED 0x9e3779b97f4a7c15ull
 #include "tests/common/casegen.h"
+#include "tests/common/manifest.h"
 
 #define EMU_NT 64
 #define EMU_TT 5
@@ -64,14 +66,14 @@ static int npass, nfail, nskip;
 static double worst_out, worst_st;    /* decode: largest |gpu - ref| / max(1, |ref|) */
 /* --- building the emulated kernels ----------------------------------------------------- */
 
-static const char *pols[] = { "snapkv", "pyramidkv", "streaming_llm", "knorm", "tova", "observed_attention",
-                              "keydiff", "random", "h2o", "scope_layer", "scope_model" };
-#define NPOL (int)(sizeof pols / sizeof *pols)
+/* the manifest's emu matrix (tests/policies.tsv): names and files */
+static MfPolicy mpols[MANIFEST_MAX];
+static const char *pols[MANIFEST_MAX];
+static int NPOL;
 
-/* the shipped policies, and the select-scope test policies in tests/policies */
 static void polpath(int p, char *buf, size_t n)
 {
-	snprintf(buf, n, "%s/%s.lua", strncmp(pols[p], "scope_", 6) ? "policies" : "tests/policies", pols[p]);
+	snprintf(buf, n, "%s", mpols[p].file);
 }
 static const int dims[] = { 8, 64, 96, 128 }, groups[] = { 1, 2, 4, 8 };
 #define NSPEC 48
@@ -85,8 +87,8 @@ typedef struct Spec {
 	char why[600];
 } Spec;
 
-static Spec specs[NPOL][NSPEC];
-static KiFn *fns[NPOL];
+static Spec specs[MANIFEST_MAX][NSPEC];
+static KiFn *fns[MANIFEST_MAX];
 
 static int specidx(int dt, int di, int gi) { return (dt * 4 + di) * 4 + gi; }
 
@@ -560,6 +562,13 @@ int main(int argc, char **argv)
 	char root[1024];
 	if (!realpath(".", root))
 		return 1;
+	char why[256];
+	if ((NPOL = mf_read("emu", mpols, MANIFEST_MAX, why, sizeof why)) < 0) {
+		printf("FAIL manifest: %s\n0 passed, 1 failed, 0 skipped\n", why);
+		return 1;
+	}
+	for (int p = 0; p < NPOL; p++)
+		pols[p] = mpols[p].name;
 	double t0 = now();
 	for (int p = 0; p < NPOL; p++) {
 		char path[256];
