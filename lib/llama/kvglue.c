@@ -1,4 +1,4 @@
-/* kvglue.c - the llama example's use of libkvcc: policies, decode attention, queries. */
+/* kvglue.c - the llama model's use of libkvcc: policies, decode attention, queries. */
 #include "kvglue.h"
 
 #include <stdarg.h>
@@ -56,7 +56,7 @@ int llama_policy_load(const char *path, const LlamaConfig *cfg, kvcc_policy **ou
 int llama_plain_policy(const LlamaConfig *cfg, kvcc_policy **out, char *err, size_t errlen)
 {
     static const char text[] =
-        "-- plain attention: planned for decode attention, never run (examples/llama)\n"
+        "-- plain attention: planned for decode attention, never run (lib/llama)\n"
         "local kv = require \"kvcc\"\n"
         "return kv.policy \"attend\" { score = function(x) return x.t end, select = kv.topk {} }\n";
     /* A fixed file name: the policy's KIR (and so libkvcc's compile-cache key) names its

@@ -1,14 +1,14 @@
-/* kvglue.h - what the llama example (and `kvcc eval`) need from libkvcc, in one place:
+/* kvglue.h - what the llama model's users (examples/llama, `kvcc eval`) need from libkvcc:
  * loading a policy for the model's shape, the runtime's decode attention as a LlamaLayerFn,
  * and observation queries in kvcc_obs's layout.
  *
  * Decode attention and per-token state (kvcc_append, kvcc_decode_layer, kvcc_state_count,
  * kvcc_policy_when) are used when this libkvcc has them (the build defines
  * LLAMA_KVCC_DECODE when include/kvcc.h declares kvcc_decode_layer); without them the
- * example's own reference attention runs on the same kvcc_cache and decode policies are
+ * model's own reference attention runs on the same kvcc_cache and decode policies are
  * refused by the compiler. */
-#ifndef KVCC_EXAMPLES_LLAMA_KVGLUE_H
-#define KVCC_EXAMPLES_LLAMA_KVGLUE_H
+#ifndef KVCC_LIB_LLAMA_KVGLUE_H
+#define KVCC_LIB_LLAMA_KVGLUE_H
 
 #include "kvcc.h"
 #include "model.h"

@@ -13,12 +13,12 @@
  * below), so that libkvcc compresses it in place and runs decode attention on it.
  *
  * Attention: per layer, either the runtime's decode attention (LlamaState.layer set, e.g.
- * llama_kvcc_layer in kvattn.h: kvcc_append + kvcc_decode_layer) or the built-in reference
+ * llama_kvcc_layer in kvglue.h: kvcc_append + kvcc_decode_layer) or the built-in reference
  * (LlamaState.layer NULL): append the row, then LlamaAttendFn (llama_attend_ref by default)
  * once per (layer, kv head) with the G query heads of that kv head.
  */
-#ifndef KVCC_EXAMPLES_LLAMA_MODEL_H
-#define KVCC_EXAMPLES_LLAMA_MODEL_H
+#ifndef KVCC_LIB_LLAMA_MODEL_H
+#define KVCC_LIB_LLAMA_MODEL_H
 
 #include <stddef.h>
 #include <stdint.h>

@@ -12,8 +12,8 @@
  *
  * from (optional, both modes): the text starts at the first line that begins with this
  * string (e.g. "CHAPTER I." for Alice); an error when no line does. */
-#ifndef KVCC_EXAMPLES_LLAMA_STORIES_H
-#define KVCC_EXAMPLES_LLAMA_STORIES_H
+#ifndef KVCC_LIB_LLAMA_STORIES_H
+#define KVCC_LIB_LLAMA_STORIES_H
 
 #include <stddef.h>
 

@@ -3,8 +3,8 @@
  * File format (little-endian): int32 max_token_length, then one record per token:
  * float32 score, int32 len, len raw bytes (no terminator).  The vocabulary size is the
  * number of records.  See ../shared/data/README.md section 2. */
-#ifndef KVCC_EXAMPLES_LLAMA_TOKENIZER_H
-#define KVCC_EXAMPLES_LLAMA_TOKENIZER_H
+#ifndef KVCC_LIB_LLAMA_TOKENIZER_H
+#define KVCC_LIB_LLAMA_TOKENIZER_H
 
 #include <stddef.h>
 
