@@ -206,6 +206,199 @@ static float *tofloat(const KcArray *a)
 	return p;
 }
 
+/* What `kvcc run` gathers from the case and the command line (malloc'd arrays). */
+typedef struct Run {
+	const char *inputs;      /* the case file, for messages */
+	KiCase c;
+	double *par, *state;
+	float *K, *V, *Q, *lse, *dq;
+	int32_t *pos, *qpos;
+} Run;
+
+static void runfree(Run *r)
+{
+	free(r->par), free(r->K), free(r->V), free(r->Q), free(r->lse), free(r->pos), free(r->qpos);
+	free(r->dq), free(r->state);
+}
+
+/* The case's tensors: K, V [L, H, n, d]; optional Q [L, H, G, O, d], lse [L, H, G, O],
+** pos [n] (default 0 .. n-1, every head), qpos [O]. */
+static int readarrays(const KcNpz *z, Run *r, KcErr *e)
+{
+	KiCase *c = &r->c;
+	const char *inputs = r->inputs;
+	const KcArray *aK = kc_npz_get(z, "K"), *aV = kc_npz_get(z, "V"), *aQ = kc_npz_get(z, "Q"), *a;
+	if (!aK || !aV) {
+		kc_error(e, inputs, 0, 0, "the case needs arrays K and V [L, H, n, d]");
+		return -1;
+	}
+	if (want(aK, inputs, 4, (long[]){ -1, -1, -1, -1 }, e) || want(aV, inputs, 4, aK->shape, e))
+		return -1;
+	c->L = (int)aK->shape[0], c->H = (int)aK->shape[1], c->n = (int)aK->shape[2], c->d = (int)aK->shape[3];
+	c->G = 1;
+	if (c->L < 1 || c->H < 1 || c->d < 1 || c->L > 4096 || c->H > 4096 || c->d > 4096) {
+		kc_error(e, inputs, 0, 0, "K has an empty or oversized dimension");
+		return -1;
+	}
+	r->K = tofloat(aK), r->V = tofloat(aV);
+	if (aQ) {
+		if (want(aQ, inputs, 5, (long[]){ c->L, c->H, -1, -1, c->d }, e))
+			return -1;
+		c->G = (int)aQ->shape[2], c->O = (int)aQ->shape[3];
+		if (c->G < 1 || c->G > 64) {
+			kc_error(e, inputs, 0, 0, "Q's group dimension must be 1..64");
+			return -1;
+		}
+		r->Q = tofloat(aQ);
+	}
+	if ((a = kc_npz_get(z, "lse"))) {
+		if (want(a, inputs, 4, (long[]){ c->L, c->H, c->G, c->O }, e))
+			return -1;
+		r->lse = tofloat(a);
+	}
+	r->pos = kc_xrealloc(NULL, ((size_t)c->L * c->H * c->n + 1) * sizeof *r->pos);
+	if ((a = kc_npz_get(z, "pos")) && want(a, inputs, 1, (long[]){ c->n }, e))
+		return -1;
+	for (size_t k = 0; k < (size_t)c->L * c->H; k++)
+		for (int t = 0; t < c->n; t++)
+			r->pos[k * c->n + t] = a ? (int32_t)kc_array_get(a, (size_t)t) : t;
+	if ((a = kc_npz_get(z, "qpos"))) {
+		if (want(a, inputs, 1, (long[]){ c->O }, e))
+			return -1;
+		r->qpos = kc_xrealloc(NULL, ((size_t)c->O + 1) * sizeof *r->qpos);
+		for (int o = 0; o < c->O; o++)
+			r->qpos[o] = (int32_t)kc_array_get(a, (size_t)o);
+	}
+	return 0;
+}
+
+/* Runtime arguments: the defaults, the case's 0-d param.NAME, ratio, budget and dtype,
+** then the command line's --param, --ratio / --budget and --dtype over them. */
+static int readargs(const KiFn *f, const KcNpz *z, const char *const *params, int nparams, double ratio,
+                    long budget, const char *dtype, Run *r, KcErr *e)
+{
+	KiCase *c = &r->c;
+	const KcArray *a;
+	r->par = kc_xrealloc(NULL, ((size_t)f->npar + 1) * sizeof *r->par);
+	for (int i = 0; i < f->npar; i++)
+		r->par[i] = f->par[i].def;
+	for (int i = 0; i < z->n; i++)
+		if (!strncmp(z->a[i].name, "param.", 6)) {
+			if (z->a[i].count != 1 || z->a[i].kind == 'U') {
+				kc_error(e, r->inputs, 0, 0, "'%s' must be a 0-d number", z->a[i].name);
+				return -1;
+			}
+			if (setparam(f, r->par, z->a[i].name + 6, kc_array_get(&z->a[i], 0), r->inputs, e))
+				return -1;
+		}
+	for (int i = 0; i < nparams; i++) {
+		char name[64];
+		const char *eq = strchr(params[i], '=');
+		double v;
+		if (!eq || eq == params[i] || (size_t)(eq - params[i]) >= sizeof name || !parse_double(eq + 1, &v))
+			die_usage("run: --param expects NAME=NUMBER, got '%s'", params[i]);
+		memcpy(name, params[i], (size_t)(eq - params[i]));
+		name[eq - params[i]] = 0;
+		if (setparam(f, r->par, name, v, "--param", e))
+			return -1;
+	}
+	c->ratio = 0, c->budget = -1;
+	if ((a = kc_npz_get(z, "ratio")) && a->count == 1)
+		c->ratio = kc_array_get(a, 0);
+	if ((a = kc_npz_get(z, "budget")) && a->count == 1)
+		c->budget = (long)kc_array_get(a, 0);
+	if (!isnan(ratio))
+		c->ratio = ratio, c->budget = -1;
+	if (budget >= 0)
+		c->budget = budget;
+	c->dtype = KI_F32;
+	char dts[16] = "";
+	if ((a = kc_npz_get(z, "dtype")) && kc_array_str(a, dts, sizeof dts) == 0)
+		dtype = dtype ? dtype : dts;
+	if (dtype && (c->dtype = ki_dtypebyname(dtype)) < 0) {
+		kc_error(e, r->inputs, 0, 0, "unknown dtype '%s' (f32, f16, bf16)", dtype);
+		return -1;
+	}
+	c->K = r->K, c->V = r->V, c->Q = r->Q, c->lse = r->lse, c->pos = r->pos, c->qpos = r->qpos;
+	c->params = r->par;
+	return 0;
+}
+
+/* Decode steps: dq [S, L, H, G, d] queries; each step runs the observe hook over the
+** cache, then the compression reads the state. Nothing to do without dq. */
+static int observe(const KiFn *f, const KcNpz *z, Run *r, KcErr *e)
+{
+	KiCase *c = &r->c;
+	const KcArray *a = kc_npz_get(z, "dq");
+	if (!a)
+		return 0;
+	if (want(a, r->inputs, 5, (long[]){ -1, c->L, c->H, -1, c->d }, e))
+		return -1;
+	if (r->Q && a->shape[3] != c->G) {
+		kc_error(e, r->inputs, 0, 0, "dq's group dimension differs from Q's");
+		return -1;
+	}
+	c->G = (int)a->shape[3];
+	if (c->G < 1 || c->G > 64) {
+		kc_error(e, r->inputs, 0, 0, "dq's group dimension must be 1..64");
+		return -1;
+	}
+	size_t ntok = (size_t)c->L * c->H * c->n, per = (size_t)c->L * c->H * c->G * c->d;
+	r->state = kc_xrealloc(NULL, ((size_t)f->nst * ntok + 1) * sizeof *r->state);
+	for (int s = 0; s < f->nst; s++)
+		for (size_t k = 0; k < ntok; k++)
+			r->state[(size_t)s * ntok + k] = f->st[s].init;
+	r->dq = tofloat(a);
+	for (long s = 0; s < a->shape[0]; s++) {
+		c->step = (int)s;
+		if (ki_observe(f, c, r->dq + (size_t)s * per, r->state, NULL, e) != 0)
+			return -1;
+	}
+	c->state = r->state;
+	return 0;
+}
+
+/* The result: scores and, per (layer, head), kept indices and rows into OUT.npz, or
+** printed. */
+static int report(const KiFn *f, const KiCase *c, const KiResult *res, const char *out, KcErr *e)
+{
+	if (out) {
+		KcNpz w = { 0 };
+		long sh[4] = { c->L, c->H, c->n };
+		kc_npz_add(&w, "scores", "<f8", 3, sh, res->scores);
+		for (int l = 0; l < c->L; l++)
+			for (int h = 0; h < c->H; h++) {
+				size_t lh = (size_t)l * c->H + h;
+				char nm[64];
+				long m[2] = { res->len[lh], c->d };
+				snprintf(nm, sizeof nm, "kept.%d.%d", l, h);
+				kc_npz_add(&w, nm, "<i4", 1, m, &res->kept[lh * c->n]);
+				snprintf(nm, sizeof nm, "K.%d.%d", l, h);
+				kc_npz_add(&w, nm, "<f4", 2, m, &res->K[lh * c->n * c->d]);
+				snprintf(nm, sizeof nm, "V.%d.%d", l, h);
+				kc_npz_add(&w, nm, "<f4", 2, m, &res->V[lh * c->n * c->d]);
+			}
+		int wr = kc_npz_write(out, &w, e);
+		kc_npz_free(&w);
+		return wr;
+	}
+	printf("policy %s: L=%d H=%d G=%d n=%d d=%d obs=%d dtype=%s %s=%g\n", f->name, c->L, c->H, c->G, c->n, c->d,
+	       c->O, ki_dtypename(c->dtype), c->budget >= 0 ? "budget" : "ratio",
+	       c->budget >= 0 ? (double)c->budget : c->ratio);
+	for (int l = 0; l < c->L; l++)
+		for (int h = 0; h < c->H; h++) {
+			size_t lh = (size_t)l * c->H + h;
+			printf("layer %d head %d: kept %d of %d:", l, h, res->len[lh], c->n);
+			for (int k = 0; k < res->len[lh]; k++)
+				printf(" %d", res->kept[lh * c->n + k]);
+			printf("\n  scores:");
+			for (int t = 0; t < c->n; t++)
+				printf(" %.6g", res->scores[lh * c->n + t]);
+			printf("\n");
+		}
+	return 0;
+}
+
 static int cmd_run(int argc, char **argv)
 {
 	const char *path = NULL, *inputs = NULL, *out = NULL, *dtype = NULL;
@@ -258,177 +451,17 @@ static int cmd_run(int argc, char **argv)
 		ki_free(f);
 		return fail(&e);
 	}
-	KiCase c;
-	memset(&c, 0, sizeof c);
-	KiResult r;
+	Run r;
 	memset(&r, 0, sizeof r);
-	double *par = kc_xrealloc(NULL, ((size_t)f->npar + 1) * sizeof *par);
-	float *K = NULL, *V = NULL, *Q = NULL, *lse = NULL, *dq = NULL;
-	double *state = NULL;
-	int32_t *pos = NULL, *qpos = NULL;
-	int rc = 1;
-	const KcArray *aK = kc_npz_get(&z, "K"), *aV = kc_npz_get(&z, "V"), *aQ = kc_npz_get(&z, "Q");
-	const KcArray *a;
-	if (!aK || !aV) {
-		kc_error(&e, inputs, 0, 0, "the case needs arrays K and V [L, H, n, d]");
-		goto done;
-	}
-	if (want(aK, inputs, 4, (long[]){ -1, -1, -1, -1 }, &e) ||
-	    want(aV, inputs, 4, aK->shape, &e))
-		goto done;
-	c.L = (int)aK->shape[0], c.H = (int)aK->shape[1], c.n = (int)aK->shape[2], c.d = (int)aK->shape[3];
-	c.G = 1;
-	if (c.L < 1 || c.H < 1 || c.d < 1 || c.L > 4096 || c.H > 4096 || c.d > 4096) {
-		kc_error(&e, inputs, 0, 0, "K has an empty or oversized dimension");
-		goto done;
-	}
-	K = tofloat(aK), V = tofloat(aV);
-	if (aQ) {
-		if (want(aQ, inputs, 5, (long[]){ c.L, c.H, -1, -1, c.d }, &e))
-			goto done;
-		c.G = (int)aQ->shape[2], c.O = (int)aQ->shape[3];
-		if (c.G < 1 || c.G > 64) {
-			kc_error(&e, inputs, 0, 0, "Q's group dimension must be 1..64");
-			goto done;
-		}
-		Q = tofloat(aQ);
-	}
-	if ((a = kc_npz_get(&z, "lse"))) {
-		if (want(a, inputs, 4, (long[]){ c.L, c.H, c.G, c.O }, &e))
-			goto done;
-		lse = tofloat(a);
-	}
-	pos = kc_xrealloc(NULL, ((size_t)c.L * c.H * c.n + 1) * sizeof *pos);
-	if ((a = kc_npz_get(&z, "pos"))) {
-		if (want(a, inputs, 1, (long[]){ c.n }, &e))
-			goto done;
-		for (size_t k = 0; k < (size_t)c.L * c.H; k++)
-			for (int t = 0; t < c.n; t++)
-				pos[k * c.n + t] = (int32_t)kc_array_get(a, (size_t)t);
-	} else
-		for (size_t k = 0; k < (size_t)c.L * c.H; k++)
-			for (int t = 0; t < c.n; t++)
-				pos[k * c.n + t] = t;
-	if ((a = kc_npz_get(&z, "qpos"))) {
-		if (want(a, inputs, 1, (long[]){ c.O }, &e))
-			goto done;
-		qpos = kc_xrealloc(NULL, ((size_t)c.O + 1) * sizeof *qpos);
-		for (int o = 0; o < c.O; o++)
-			qpos[o] = (int32_t)kc_array_get(a, (size_t)o);
-	}
-	/* runtime arguments: the case's, overridden by the command line */
-	for (int i = 0; i < f->npar; i++)
-		par[i] = f->par[i].def;
-	for (int i = 0; i < z.n; i++)
-		if (!strncmp(z.a[i].name, "param.", 6)) {
-			if (z.a[i].count != 1 || z.a[i].kind == 'U') {
-				kc_error(&e, inputs, 0, 0, "'%s' must be a 0-d number", z.a[i].name);
-				goto done;
-			}
-			if (setparam(f, par, z.a[i].name + 6, kc_array_get(&z.a[i], 0), inputs, &e))
-				goto done;
-		}
-	for (int i = 0; i < nparams; i++) {
-		char name[64];
-		const char *eq = strchr(params[i], '=');
-		double v;
-		if (!eq || eq == params[i] || (size_t)(eq - params[i]) >= sizeof name || !parse_double(eq + 1, &v))
-			die_usage("run: --param expects NAME=NUMBER, got '%s'", params[i]);
-		memcpy(name, params[i], (size_t)(eq - params[i]));
-		name[eq - params[i]] = 0;
-		if (setparam(f, par, name, v, "--param", &e))
-			goto done;
-	}
-	c.ratio = 0, c.budget = -1;
-	if ((a = kc_npz_get(&z, "ratio")) && a->count == 1)
-		c.ratio = kc_array_get(a, 0);
-	if ((a = kc_npz_get(&z, "budget")) && a->count == 1)
-		c.budget = (long)kc_array_get(a, 0);
-	if (!isnan(ratio))
-		c.ratio = ratio, c.budget = -1;
-	if (budget >= 0)
-		c.budget = budget;
-	c.dtype = KI_F32;
-	char dts[16] = "";
-	if ((a = kc_npz_get(&z, "dtype")) && kc_array_str(a, dts, sizeof dts) == 0)
-		dtype = dtype ? dtype : dts;
-	if (dtype && (c.dtype = ki_dtypebyname(dtype)) < 0) {
-		kc_error(&e, inputs, 0, 0, "unknown dtype '%s' (f32, f16, bf16)", dtype);
-		goto done;
-	}
-	c.K = K, c.V = V, c.Q = Q, c.lse = lse, c.pos = pos, c.qpos = qpos, c.params = par;
-	/* decode steps: dq [S, L, H, G, d] queries; each step runs the observe
-	** hook over the cache, then the compression reads the state */
-	if ((a = kc_npz_get(&z, "dq"))) {
-		if (want(a, inputs, 5, (long[]){ -1, c.L, c.H, -1, c.d }, &e))
-			goto done;
-		if (Q && a->shape[3] != c.G) {
-			kc_error(&e, inputs, 0, 0, "dq's group dimension differs from Q's");
-			goto done;
-		}
-		c.G = (int)a->shape[3];
-		if (c.G < 1 || c.G > 64) {
-			kc_error(&e, inputs, 0, 0, "dq's group dimension must be 1..64");
-			goto done;
-		}
-		size_t ntok = (size_t)c.L * c.H * c.n, per = (size_t)c.L * c.H * c.G * c.d;
-		state = kc_xrealloc(NULL, ((size_t)f->nst * ntok + 1) * sizeof *state);
-		for (int s = 0; s < f->nst; s++)
-			for (size_t k = 0; k < ntok; k++)
-				state[(size_t)s * ntok + k] = f->st[s].init;
-		dq = tofloat(a);
-		for (long s = 0; s < a->shape[0]; s++) {
-			c.step = (int)s;
-			if (ki_observe(f, &c, dq + (size_t)s * per, state, NULL, &e) != 0)
-				goto done;
-		}
-		c.state = state;
-	}
-	if (ki_run(f, &c, &r, &e) != 0)
-		goto done;
-
-	if (out) {
-		KcNpz w = { 0 };
-		long sh[4] = { c.L, c.H, c.n };
-		kc_npz_add(&w, "scores", "<f8", 3, sh, r.scores);
-		for (int l = 0; l < c.L; l++)
-			for (int h = 0; h < c.H; h++) {
-				size_t lh = (size_t)l * c.H + h;
-				char nm[64];
-				long m[2] = { r.len[lh], c.d };
-				snprintf(nm, sizeof nm, "kept.%d.%d", l, h);
-				kc_npz_add(&w, nm, "<i4", 1, m, &r.kept[lh * c.n]);
-				snprintf(nm, sizeof nm, "K.%d.%d", l, h);
-				kc_npz_add(&w, nm, "<f4", 2, m, &r.K[lh * c.n * c.d]);
-				snprintf(nm, sizeof nm, "V.%d.%d", l, h);
-				kc_npz_add(&w, nm, "<f4", 2, m, &r.V[lh * c.n * c.d]);
-			}
-		int wr = kc_npz_write(out, &w, &e);
-		kc_npz_free(&w);
-		if (wr != 0)
-			goto done;
-	} else {
-		printf("policy %s: L=%d H=%d G=%d n=%d d=%d obs=%d dtype=%s %s=%g\n", f->name, c.L, c.H, c.G,
-		       c.n, c.d, c.O, ki_dtypename(c.dtype), c.budget >= 0 ? "budget" : "ratio",
-		       c.budget >= 0 ? (double)c.budget : c.ratio);
-		for (int l = 0; l < c.L; l++)
-			for (int h = 0; h < c.H; h++) {
-				size_t lh = (size_t)l * c.H + h;
-				printf("layer %d head %d: kept %d of %d:", l, h, r.len[lh], c.n);
-				for (int k = 0; k < r.len[lh]; k++)
-					printf(" %d", r.kept[lh * c.n + k]);
-				printf("\n  scores:");
-				for (int t = 0; t < c.n; t++)
-					printf(" %.6g", r.scores[lh * c.n + t]);
-				printf("\n");
-			}
-	}
-	rc = 0;
-done:
+	r.inputs = inputs;
+	KiResult res;
+	memset(&res, 0, sizeof res);
+	int rc = readarrays(&z, &r, &e) || readargs(f, &z, params, nparams, ratio, budget, dtype, &r, &e) ||
+	         observe(f, &z, &r, &e) || ki_run(f, &r.c, &res, &e) || report(f, &r.c, &res, out, &e);
 	if (rc)
 		fail(&e);
-	ki_result_free(&r);
-	free(par), free(K), free(V), free(Q), free(lse), free(pos), free(qpos), free(dq), free(state);
+	ki_result_free(&res);
+	runfree(&r);
 	kc_npz_free(&z);
 	ki_free(f);
 	return rc;
