@@ -1,6 +1,6 @@
 /*
-** The kernels of a policy's CUDA C program (DESIGN §5 skeletons, GPU side): the
-** fixed code of the .cuh files of codegen/ptx (embedded at build time, cuh.h) with, between
+** The kernels of a policy's CUDA C program (DESIGN §5 skeletons, GPU side):
+** the fixed code of the .cuh files (embedded at build time, cuh.h) with, between
 ** and inside them, what the policy decides — its sizes, the argument block, the
 ** score phases, its select rule and state. expr.c fills the kernels' bodies.
 **
