@@ -1,6 +1,6 @@
 /*
 ** The tensor-core path alone: the generated fragment helpers (kv_frag_a/b/c,
-** kv_logits of codegen/ptx/gen.c) with cuda_emu.h's kv_emu_mma, against a plain
+** kv_logits of codegen/ptx/tile_mma.cuh) with cuda_emu.h's kv_emu_mma, against a plain
 ** matrix product in double, for bf16 and f16 (head_dim 32: two k-steps).
 ** Every element of A, B and C is distinct and exactly representable, and the
 ** products are exact in f32, so any misplaced fragment element changes a result
