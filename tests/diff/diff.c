@@ -26,13 +26,16 @@
 #include "dsl/dsl.h"
 #define CASEGEN_SEED 0x12345678abcdefull
 #include "tests/common/casegen.h"
+#include "tests/common/manifest.h"
 
 static int npass, nfail, nskip, nlse, ngen;   /* ngen: passing cases that ran generated token_map loops */
 static const char *only;                     /* argv[1]: run only the cases whose name contains it */
 typedef struct Cfg {
-	const char *policy;
+	const char *policy;      /* name */
+	const char *file;        /* its .lua */
 	int dtype, d, G, target;
-	int chunk;               /* > 0: the policy's `chunk` param */
+	const char *param;       /* a param this case sets (the manifest's sweep), or NULL */
+	double pval;             /* its value */
 } Cfg;
 
 /* Chunked or shared-budget selection (chunk > 1, scope layer/model): the reference's greedy
@@ -76,8 +79,8 @@ static void run_case(const Cfg *cf, const char *host)
 	char name[200];
 	snprintf(name, sizeof name, "%s %s d=%d G=%d %s", cf->policy, ki_dtypename(cf->dtype), cf->d, cf->G,
 	         kx_targetname(cf->target));
-	if (cf->chunk)
-		snprintf(name + strlen(name), sizeof name - strlen(name), " chunk=%d", cf->chunk);
+	if (cf->param)
+		snprintf(name + strlen(name), sizeof name - strlen(name), " %s=%g", cf->param, cf->pval);
 	kvcc_spec spec = { cf->dtype, cf->d, cf->G, cf->target };
 	if (only && !strstr(name, only))
 		return;
@@ -86,8 +89,7 @@ static void run_case(const Cfg *cf, const char *host)
 		nskip++;
 		return;
 	}
-	char path[256];
-	snprintf(path, sizeof path, strchr(cf->policy, '/') ? "%s.lua" : "policies/%s.lua", cf->policy);
+	const char *path = cf->file;
 	kvcc_policy *p;
 	KcErr e = { 0 };
 	KiFn *f = kd_loadfile(path, NULL, &e);
@@ -110,8 +112,8 @@ static void run_case(const Cfg *cf, const char *host)
 	int wi = ki_findparam(f, "window");
 	if (wi >= 0 && par[wi] > 8)
 		par[wi] = 8;
-	if (cf->chunk && ki_findparam(f, "chunk") >= 0)
-		par[ki_findparam(f, "chunk")] = cf->chunk;
+	if (cf->param && ki_findparam(f, cf->param) >= 0)
+		par[ki_findparam(f, cf->param)] = cf->pval;
 	int grouped = pval(f, par, f->sel.chunk, 1) > 1 || f->sel.scope != SC_head;
 	int O = f->obs_all ? n : KC_RKIND(f->obs) ? (int)pval(f, par, f->obs, 0) : 0;
 	int hm = 0;
@@ -683,36 +685,43 @@ static void robustness(const char *host)
 int main(int argc, char **argv)
 {
 	only = argc > 1 ? argv[1] : NULL;
-	static const char *pols[] = { "snapkv", "pyramidkv", "streaming_llm", "knorm", "tova", "observed_attention",
-	                              "keydiff", "random" };
 	static const int dims[] = { 8, 64, 96, 128 }, groups[] = { 1, 2, 4 };
+	MfPolicy pols[MANIFEST_MAX], cps[MANIFEST_MAX];
+	char why[256];
+	int npol = mf_read("diff", pols, MANIFEST_MAX, why, sizeof why);
+	int ncp = npol < 0 ? -1 : mf_read("chunk", cps, MANIFEST_MAX, why, sizeof why);
+	if (npol < 0 || ncp < 0) {
+		printf("FAIL manifest: %s\n0 passed, 1 failed, 0 skipped\n", why);
+		return 1;
+	}
 	char *host = kx_hostfeatures();
-	for (int pi = 0; pi < 8; pi++)
+	for (int pi = 0; pi < npol; pi++)
 		for (int dt = 0; dt < 3; dt++)
 			for (int di = 0; di < 4; di++)
 				for (int gi = 0; gi < 3; gi++) {
-					Cfg c = { pols[pi], dt, dims[di], groups[gi], KVCC_TARGET_NATIVE, 0 };
+					Cfg c = { pols[pi].name, pols[pi].file, dt, dims[di], groups[gi], KVCC_TARGET_NATIVE, NULL, 0 };
 					run_case(&c, host);
 				}
-	for (int pi = 0; pi < 8; pi++)
+	for (int pi = 0; pi < npol; pi++)
 		for (int dt = 0; dt < 3; dt++) {
-			Cfg v3 = { pols[pi], dt, 96, 2, KVCC_TARGET_V3, 0 }, sc = { pols[pi], dt, 64, 4, KVCC_TARGET_SCALAR, 0 };
-			Cfg v4 = { pols[pi], dt, 128, 4, KVCC_TARGET_V4, 0 };
+			const char *pn = pols[pi].name, *pf = pols[pi].file;
+			Cfg v3 = { pn, pf, dt, 96, 2, KVCC_TARGET_V3, NULL, 0 }, sc = { pn, pf, dt, 64, 4, KVCC_TARGET_SCALAR, NULL, 0 };
+			Cfg v4 = { pn, pf, dt, 128, 4, KVCC_TARGET_V4, NULL, 0 };
 			run_case(&v3, host);
 			run_case(&sc, host);
 			run_case(&v4, host);
 		}
 	/* chunked selection: chunk 2, 3, 8 on odd and even lengths (partial last chunks), scopes
-	** head / layer / model, sinks and recent protected */
-	for (int pi = 0; pi < 3; pi++) {
-		static const char *cp[] = { "tests/diff/chunk_head", "tests/diff/chunk_layer", "tests/diff/chunk_model" };
-		static const int chunks[] = { 2, 3, 8 };
-		for (int ci = 0; ci < 3; ci++)
+	** head / layer / model, sinks and recent protected (the manifest's chunk policies) */
+	for (int pi = 0; pi < ncp; pi++) {
+		const MfPolicy *m = &cps[pi];
+		for (int ci = 0; ci < m->nval; ci++)
 			for (int dt = 0; dt < 3; dt++) {
-				Cfg c[] = { { cp[pi], dt, 64, 2, KVCC_TARGET_NATIVE, chunks[ci] },
-				            { cp[pi], dt, 96, 2, KVCC_TARGET_V3, chunks[ci] },
-				            { cp[pi], dt, 128, 4, KVCC_TARGET_V4, chunks[ci] },
-				            { cp[pi], dt, 64, 4, KVCC_TARGET_SCALAR, chunks[ci] } };
+				const char *pp = m->param[0] ? m->param : NULL;
+				Cfg c[] = { { m->name, m->file, dt, 64, 2, KVCC_TARGET_NATIVE, pp, m->val[ci] },
+				            { m->name, m->file, dt, 96, 2, KVCC_TARGET_V3, pp, m->val[ci] },
+				            { m->name, m->file, dt, 128, 4, KVCC_TARGET_V4, pp, m->val[ci] },
+				            { m->name, m->file, dt, 64, 4, KVCC_TARGET_SCALAR, pp, m->val[ci] } };
 				for (int k = 0; k < 4; k++)
 					run_case(&c[k], host);
 			}
@@ -722,11 +731,12 @@ int main(int argc, char **argv)
 		static const int td[] = { 8, 64 }, tg[] = { 1, 4 };
 		for (int di = 0; di < 2; di++)
 			for (int gi = 0; gi < 2; gi++) {
-				Cfg c = { "tests/diff/tmap_ops", dt, td[di], tg[gi], KVCC_TARGET_NATIVE, 0 };
+				Cfg c = { "tmap_ops", "tests/diff/tmap_ops.lua", dt, td[di], tg[gi], KVCC_TARGET_NATIVE, NULL, 0 };
 				run_case(&c, host);
 			}
-		Cfg v3 = { "tests/diff/tmap_ops", dt, 96, 2, KVCC_TARGET_V3, 0 }, sc = { "tests/diff/tmap_ops", dt, 64, 4, KVCC_TARGET_SCALAR, 0 };
-		Cfg v4 = { "tests/diff/tmap_ops", dt, 128, 4, KVCC_TARGET_V4, 0 };
+		const char *on = "tmap_ops", *of = "tests/diff/tmap_ops.lua";
+		Cfg v3 = { on, of, dt, 96, 2, KVCC_TARGET_V3, NULL, 0 }, sc = { on, of, dt, 64, 4, KVCC_TARGET_SCALAR, NULL, 0 };
+		Cfg v4 = { on, of, dt, 128, 4, KVCC_TARGET_V4, NULL, 0 };
 		run_case(&v3, host);
 		run_case(&sc, host);
 		run_case(&v4, host);
@@ -736,17 +746,19 @@ int main(int argc, char **argv)
 	for (int dt = 0; dt < 3; dt++) {
 		for (int di = 0; di < 4; di++)
 			for (int gi = 0; gi < 3; gi++) {
-				Cfg c = { "tests/diff/tmap_red", dt, dims[di], groups[gi], KVCC_TARGET_NATIVE, 0 };
+				Cfg c = { "tmap_red", "tests/diff/tmap_red.lua", dt, dims[di], groups[gi], KVCC_TARGET_NATIVE, NULL, 0 };
 				run_case(&c, host);
 				if (gi != 1 && di % 2 == 0) {
-					Cfg h = { "tests/diff/tmap_hmean", dt, dims[di], groups[gi], KVCC_TARGET_NATIVE, 0 };
+					Cfg h = { "tmap_hmean", "tests/diff/tmap_hmean.lua", dt, dims[di], groups[gi], KVCC_TARGET_NATIVE,
+					          NULL, 0 };
 					run_case(&h, host);
 				}
 			}
 		for (int pi = 0; pi < 2; pi++) {
-			const char *tp = pi ? "tests/diff/tmap_hmean" : "tests/diff/tmap_red";
-			Cfg v3 = { tp, dt, 96, 2, KVCC_TARGET_V3, 0 }, sc = { tp, dt, 64, 4, KVCC_TARGET_SCALAR, 0 };
-			Cfg v4 = { tp, dt, 128, 4, KVCC_TARGET_V4, 0 };
+			const char *tn = pi ? "tmap_hmean" : "tmap_red";
+			const char *tp = pi ? "tests/diff/tmap_hmean.lua" : "tests/diff/tmap_red.lua";
+			Cfg v3 = { tn, tp, dt, 96, 2, KVCC_TARGET_V3, NULL, 0 }, sc = { tn, tp, dt, 64, 4, KVCC_TARGET_SCALAR, NULL, 0 };
+			Cfg v4 = { tn, tp, dt, 128, 4, KVCC_TARGET_V4, NULL, 0 };
 			run_case(&v3, host);
 			run_case(&sc, host);
 			run_case(&v4, host);

@@ -2,6 +2,10 @@
 """gen_golden.py OUTDIR -- write kvcc's golden cases (one uncompressed .npz per case) and
 OUTDIR/cases.txt ("<policy> <file>" per line, file relative to OUTDIR).
 
+The policies are those of the manifest tests/policies.tsv whose matrices include golden and
+whose oracle is kvref: the cases listed in CASES, or the STANDARD shapes for a policy CASES
+does not list; the manifest's obs column gives each case's observation count.
+
 Deterministic: fixed seed per case; when the boundary margin of a draw is below MIN_MARGIN
 the inputs are re-drawn with the next seed.  The npz archives are written with fixed
 timestamps, so two runs produce byte-identical files.
@@ -108,7 +112,7 @@ CASES = [
 ]
 
 # Chunked selection and scopes layer/model (kvref.TOPK_POLICIES: the test policies of
-# tests/diff/chunk_*.lua and tests/gpu/scope_*.lua).  Same tuple layout as CASES; L >= 2.
+# tests/policies/chunk_*.lua and scope_*.lua).  Same tuple layout as CASES; L >= 2.
 # Every case keeps at least what it protects (whole protected chunks) in every group, so no
 # case depends on the protected order; partial last chunks: n % chunk != 0 in most cases.
 TOPK_OBS = 8            # observation queries of chunk_layer (the others read none)
@@ -153,13 +157,57 @@ TOPK_CASES = [
 ]
 
 
-def n_obs(policy, n, params):
-    p = dict(kvref.DEFAULTS[policy], **params)
-    if policy in ("snapkv", "pyramidkv", "tova"):
-        return int(p["window"])
-    if policy == "observed_attention":
+# Policies with oracle kvref in the manifest's golden matrix and no cases above get these
+# (policy-independent shapes; params: the oracle's defaults).
+STANDARD = [
+    ("d8_g1_n37_r25", 2, 2, 1, 37, 8, ("ratio", 0.25), {}, "f32", "default"),
+    ("d64_g2_n61_r50", 2, 2, 2, 61, 64, ("ratio", 0.5), {}, "f32", "default"),
+    ("d128_g4_n129_r75", 2, 2, 4, 129, 128, ("ratio", 0.75), {}, "f32", "default"),
+    ("d64_g1_n257_r50", 2, 2, 1, 257, 64, ("ratio", 0.5), {}, "f32", "default"),
+    ("d8_g2_n61_b20", 2, 2, 2, 61, 8, ("budget", 20), {}, "f32", "default"),
+    ("d64_g2_n129_r25_f16", 2, 2, 2, 129, 64, ("ratio", 0.25), {}, "f16", "default"),
+    ("d8_g4_n61_r50_bf16", 2, 2, 4, 61, 8, ("ratio", 0.5), {}, "bf16", "default"),
+    ("d8_g4_n129_r25_gapped", 2, 2, 4, 129, 8, ("ratio", 0.25), {}, "f32", "gapped"),
+]
+
+MANIFEST = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "policies.tsv")
+
+
+def read_manifest(path=MANIFEST):
+    """tests/policies.tsv as {name: {"file", "oracle", "obs", "matrices": set, "params"}}, in order."""
+    out = {}
+    with open(path) as f:
+        for ln, line in enumerate(f, 1):
+            if line.startswith("#") or not line.strip():
+                continue
+            cols = line.split()
+            if len(cols) != 6:
+                raise RuntimeError("%s:%d: expected name file oracle obs matrices params" % (path, ln))
+            name, file, oracle, obs, matrices, params = cols
+            out[name] = {"file": file, "oracle": oracle, "obs": obs,
+                         "matrices": set(matrices.split(",")), "params": params}
+    return out
+
+
+def n_obs(policy, n, params, manifest):
+    """The observation count of a case: the manifest's obs column (a param, all or 0)."""
+    obs = manifest[policy]["obs"]
+    if obs == "all":
         return n
-    return 0
+    if obs == "0":
+        return 0
+    return int(dict(kvref.DEFAULTS[policy], **params)[obs])
+
+
+def golden_cases(manifest):
+    """CASES, plus STANDARD for the manifest's kvref golden policies that CASES lacks."""
+    golden = [name for name, m in manifest.items() if "golden" in m["matrices"] and m["oracle"] == "kvref"]
+    for case in CASES:
+        if case[0] not in golden:
+            raise RuntimeError("case %s__%s: %s has no kvref golden line in %s"
+                               % (case[0], case[1], case[0], MANIFEST))
+    have = {case[0] for case in CASES}
+    return CASES + [(name,) + std for name in golden if name not in have for std in STANDARD]
 
 
 def make_inputs(seed, L, H, G, n, d, O, pos_kind):
@@ -201,9 +249,9 @@ def write_npz(path, arrays):
             zf.writestr(info, buf.getvalue())
 
 
-def build_case(case):
+def build_case(case, manifest=None):
     policy, name, L, H, G, n, d, (kind, amount), params, dtype, pos_kind = case
-    O = n_obs(policy, n, params)
+    O = n_obs(policy, n, params, manifest or read_manifest())
     base = (zlib.crc32(("%s__%s" % (policy, name)).encode()) & 0xFFFFFF) * 64   # stable per case
     for seed in range(base, base + MAX_REDRAWS):
         K, V, Q, pos = make_inputs(seed, L, H, G, n, d, O, pos_kind)
@@ -307,8 +355,9 @@ def main(argv):
     t0 = time.time()
     lines = []
     seen = set()
-    for case in CASES:
-        fname, arrays, res, seed = build_case(case)
+    manifest = read_manifest()
+    for case in golden_cases(manifest):
+        fname, arrays, res, seed = build_case(case, manifest)
         if fname in seen:
             raise RuntimeError("duplicate case " + fname)
         seen.add(fname)
@@ -317,12 +366,14 @@ def main(argv):
         if verbose:
             print("%-48s seed=%d n_keep=%s margin=%.3g" % (fname, seed, res["n_keep"], res["margin"]))
     for case in TOPK_CASES:
+        if "golden" not in manifest.get(case[0], {}).get("matrices", ()):
+            raise RuntimeError("topk case %s__%s: %s has no golden line in %s" % (case[0], case[1], case[0], MANIFEST))
         fname, arrays, res, seed = build_topk_case(case)
         if fname in seen:
             raise RuntimeError("duplicate case " + fname)
         seen.add(fname)
         write_npz(os.path.join(out, fname), arrays)
-        lines.append("%s %s" % (res["path"], fname))
+        lines.append("%s %s" % (case[0], fname))
         if verbose:
             print("%-48s seed=%d n_keep=%s margin=%.3g" % (fname, seed, res["n_keep"], res["margin"]))
     with open(os.path.join(out, "cases.txt"), "w") as f:

@@ -331,19 +331,19 @@ def compress(policy, K, V, Q, params=None, ratio=None, budget=None, qpos=None, p
 
 TOPK_POLICIES = {
     # name: lua path (without .lua), score kind, param defaults, selection from params
-    "chunk_head": ("tests/diff/chunk_head", "neg_knorm", {"chunk": 3, "sinks": 2, "window": 5},
+    "chunk_head": ("tests/policies/chunk_head", "neg_knorm", {"chunk": 3, "sinks": 2, "window": 5},
                    lambda p: dict(sinks=p["sinks"], recent=p["window"], chunk=p["chunk"],
                                   scope="head")),
-    "chunk_layer": ("tests/diff/chunk_layer", "attn_mean", {"chunk": 3, "sinks": 1, "window": 4},
+    "chunk_layer": ("tests/policies/chunk_layer", "attn_mean", {"chunk": 3, "sinks": 1, "window": 4},
                     lambda p: dict(sinks=p["sinks"], recent=p["window"], chunk=p["chunk"],
                                    scope="layer")),
-    "chunk_model": ("tests/diff/chunk_model", "ksum", {"chunk": 3, "sinks": 3, "window": 0},
+    "chunk_model": ("tests/policies/chunk_model", "ksum", {"chunk": 3, "sinks": 3, "window": 0},
                     lambda p: dict(sinks=p["sinks"], recent=p["window"], chunk=p["chunk"],
                                    scope="model")),
-    "scope_layer": ("tests/gpu/scope_layer", "neg_ksum", {"recent": 4, "chunk": 1},
+    "scope_layer": ("tests/policies/scope_layer", "neg_ksum", {"recent": 4, "chunk": 1},
                     lambda p: dict(sinks=2, recent=p["recent"], chunk=p["chunk"], scope="layer",
                                    pyramid_beta=2)),
-    "scope_model": ("tests/gpu/scope_model", "ksum", {"recent": 3, "chunk": 3},
+    "scope_model": ("tests/policies/scope_model", "ksum", {"recent": 3, "chunk": 3},
                     lambda p: dict(sinks=1, recent=p["recent"], chunk=p["chunk"], scope="model")),
 }
 

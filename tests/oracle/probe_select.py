@@ -48,7 +48,7 @@ def probes():
     n, d = 16, 8
     K = rng.standard_normal((1, 1, n, d)) + 3.0
     K[0, 0, n - 5:] *= 0.01                       # recent tokens: tiny norms, best scores
-    yield ("protected_order", "tests/diff/chunk_head", K, 4, {"chunk": 1},
+    yield ("protected_order", "tests/policies/chunk_head", K, 4, {"chunk": 1},
            dict(sinks=2, recent=5, chunk=1, scope="head"))
     # tie_heads: chunk_model (score sum k), scope model, no sinks/window, chunk 1;
     # head 1 = head 0 reversed in token order, head 2 far below; 9 of 3*8 kept -> one tie split
@@ -58,14 +58,14 @@ def probes():
     K[0, 0, :, 0] = vals
     K[0, 1, :, 0] = vals[::-1]
     K[0, 2, :, 0] = -100.0 - np.arange(n)
-    yield ("tie_heads", "tests/diff/chunk_model", K, 3, {"chunk": 1, "sinks": 0, "window": 0},
+    yield ("tie_heads", "tests/policies/chunk_model", K, 3, {"chunk": 1, "sinks": 0, "window": 0},
            dict(sinks=0, recent=0, chunk=1, scope="model"))
     # nan_heads: heads 0 and 1 all NaN (a key holding +inf and -inf), head 2 finite, budget
     # per head 6 -> 18 kept: head 2's 8, then 10 of the 16 NaN tokens
     K = np.zeros((1, 3, n, 2))
     K[0, 0:2, :, 0], K[0, 0:2, :, 1] = np.inf, -np.inf
     K[0, 2, :, 0] = np.arange(n)
-    yield ("nan_heads", "tests/diff/chunk_model", K, 6, {"chunk": 1, "sinks": 0, "window": 0},
+    yield ("nan_heads", "tests/policies/chunk_model", K, 6, {"chunk": 1, "sinks": 0, "window": 0},
            dict(sinks=0, recent=0, chunk=1, scope="model"))
 
 
