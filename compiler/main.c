@@ -200,6 +200,46 @@ static float *tofloat(const KcArray *a)
 	return p;
 }
 
+/* The observation queries a policy reads are the ones it declares (obs =
+** N, a param, or kvcc.all), never simply all of Q's rows: keep the last
+** `obs` rows of Q, lse and qpos (the most recent queries), or fail when Q has
+** fewer. kvcc.all reads every row given. */
+static int takeobs(const KiFn *f, const double *par, KiCase *c, float **Q, float **lse, int32_t **qpos,
+                   const char *inputs, KcErr *e)
+{
+	if (f->obs_all)
+		return 0;
+	double o = 0;
+	if (KC_RKIND(f->obs) == RK_CON)
+		o = f->con[KC_RIDX(f->obs)];
+	else if (KC_RKIND(f->obs) == RK_PAR)
+		o = par[KC_RIDX(f->obs)];
+	if (!(o >= 0 && o <= 1e9) || o != floor(o)) {
+		kc_error(e, inputs, 0, 0, "policy '%s': the observation count (obs) must be an integer in "
+		         "0..1e9, got %g", f->name, o);
+		return -1;
+	}
+	int want = (int)o, O = c->O;
+	if (want > O) {
+		kc_error(e, inputs, 0, 0, "policy '%s' reads %d observation queries (its obs), but %s", f->name,
+		         want, *Q ? "Q has fewer rows" : "the case has no Q [L, H, G, O, d]");
+		if (*Q)
+			snprintf(e->msg + strlen(e->msg), sizeof e->msg - strlen(e->msg), " (%d)", O);
+		return -1;
+	}
+	size_t inst = (size_t)c->L * c->H * c->G;
+	for (size_t k = 0; k < inst; k++) {          /* in place: rows O-want .. O-1 */
+		if (*Q)
+			memmove(*Q + k * want * c->d, *Q + (k * O + (O - want)) * c->d, (size_t)want * c->d * sizeof **Q);
+		if (*lse)
+			memmove(*lse + k * want, *lse + k * O + (O - want), (size_t)want * sizeof **lse);
+	}
+	if (*qpos)
+		memmove(*qpos, *qpos + (O - want), (size_t)want * sizeof **qpos);
+	c->O = want;
+	return 0;
+}
+
 static int cmd_run(int argc, char **argv)
 {
 	const char *path = NULL, *inputs = NULL, *out = NULL, *dtype = NULL;
@@ -334,10 +374,24 @@ static int cmd_run(int argc, char **argv)
 			goto done;
 	}
 	c.ratio = 0, c.budget = -1;
-	if ((a = kc_npz_get(&z, "ratio")) && a->count == 1)
-		c.ratio = kc_array_get(a, 0);
-	if ((a = kc_npz_get(&z, "budget")) && a->count == 1)
-		c.budget = (long)kc_array_get(a, 0);
+	if ((a = kc_npz_get(&z, "ratio"))) {
+		double v = a->count == 1 && a->kind != 'U' ? kc_array_get(a, 0) : NAN;
+		if (!(v >= 0 && v < 1)) {
+			kc_error(&e, inputs, 0, 0, "'ratio' must be a 0-d number in [0, 1), got %s%g",
+			         a->count == 1 ? "" : "an array; ", v);
+			goto done;
+		}
+		c.ratio = v;
+	}
+	if ((a = kc_npz_get(&z, "budget"))) {
+		double v = a->count == 1 && a->kind != 'U' ? kc_array_get(a, 0) : NAN;
+		if (!(v >= 0 && v <= 1e12 && v == floor(v))) {
+			kc_error(&e, inputs, 0, 0, "'budget' must be a 0-d integer in 0..1e12 (tokens kept per "
+			         "head), got %s%g", a->count == 1 ? "" : "an array; ", v);
+			goto done;
+		}
+		c.budget = (long)v;
+	}
 	if (!isnan(ratio))
 		c.ratio = ratio, c.budget = -1;
 	if (budget >= 0)
@@ -350,10 +404,18 @@ static int cmd_run(int argc, char **argv)
 		kc_error(&e, inputs, 0, 0, "unknown dtype '%s' (f32, f16, bf16)", dtype);
 		goto done;
 	}
+	if (takeobs(f, par, &c, &Q, &lse, &qpos, inputs, &e))
+		goto done;
 	c.K = K, c.V = V, c.Q = Q, c.lse = lse, c.pos = pos, c.qpos = qpos, c.params = par;
 	/* decode steps: dq [S, L, H, G, d] queries; each step runs the observe
 	** hook over the cache, then the compression reads the state */
 	if ((a = kc_npz_get(&z, "dq"))) {
+		if (f->when.kind != WH_decode) {
+			kc_error(&e, inputs, 0, 0, "'dq' holds decode-step queries, but policy '%s' is a prefill "
+			         "policy (when = kvcc.prefill): dq is for decode policies (when = kvcc.decode "
+			         "{ ... }); a prefill policy reads its observation queries from Q", f->name);
+			goto done;
+		}
 		if (want(a, inputs, 5, (long[]){ -1, c.L, c.H, -1, c.d }, &e))
 			goto done;
 		if (Q && a->shape[3] != c.G) {

@@ -253,7 +253,7 @@ static int valins(Gen *g, int i, const Idx *ix, int *memo, int d, char *out, siz
 		                 causal ? "" : "", A);
 		if (causal) {
 			indent(g, d);
-			sb(&g->s, "if (Pb[%s] > kv_qpos(a, n, O, %s)) x%d = 0.f;\n", ix->v[AX_token], ix->v[AX_obs], v);
+			sb(&g->s, "if (Pb[%s] > kv_qpos(a, Pb, n, O, %s)) x%d = 0.f;\n", ix->v[AX_token], ix->v[AX_obs], v);
 		}
 		memo[i] = v;
 		snprintf(out, outn, "x%d", v);
@@ -279,7 +279,7 @@ static int valins(Gen *g, int i, const Idx *ix, int *memo, int d, char *out, siz
 			snprintf(e, sizeof e, "a.lse[((long long)inst*KV_G+(%s))*O+(%s)]", ix->v[AX_group], ix->v[AX_obs]);
 			break;
 		case IN_pos: snprintf(e, sizeof e, "(float)Pb[%s]", ix->v[AX_token]); break;
-		case IN_qpos: snprintf(e, sizeof e, "(float)kv_qpos(a, n, O, %s)", ix->v[AX_obs]); break;
+		case IN_qpos: snprintf(e, sizeof e, "(float)kv_qpos(a, Pb, n, O, %s)", ix->v[AX_obs]); break;
 		default: return err(g, in, "input %s not supported", ki_inputname(in->aux));
 		}
 		break;
@@ -488,7 +488,7 @@ static int step_stat(Gen *g, int i, int d)
 	domloop(g, sm, warp ? "warp" : "tid", warp ? "KV_NW" : "KV_NT", &ix, nm, d);
 	indent(g, d + 1), sb(&g->s, "float m_ = -kv_inf(), s_ = 0.f;\n");
 	if (causal)
-		indent(g, d + 1), sb(&g->s, "const int qp_ = kv_qpos(a, n, O, %s);\n", ix.v[AX_obs]);
+		indent(g, d + 1), sb(&g->s, "const int qp_ = kv_qpos(a, Pb, n, O, %s);\n", ix.v[AX_obs]);
 	char xv[8] = "xs";
 	indent(g, d + 1);
 	sb(&g->s, "for (int %s = %s; %s < %s; %s += %s) {\n", xv, warp ? "lane" : "0", xv, axsize(X), xv, warp ? "32" : "1");
@@ -707,7 +707,7 @@ static int step_stat_tiled(Gen *g, int i)
 	          "\t\t\t\tconst int ig = (q0_ + r_) / O, io = q0_ + r_ - ig * O;\n"
 	          "\t\t\t\tfloat m_ = -kv_inf(), s_ = 0.f;\n");
 	if (causal)
-		sb(&g->s, "\t\t\t\tconst int qp_ = kv_qpos(a, n, O, io);\n");
+		sb(&g->s, "\t\t\t\tconst int qp_ = kv_qpos(a, Pb, n, O, io);\n");
 	sb(&g->s, "\t\t\t\tfor (int j_ = lane; j_ < nt_; j_ += 32) {\n\t\t\t\t\tconst int xs = t0_ + j_;\n");
 	if (causal)
 		sb(&g->s, "\t\t\t\t\tif (Pb[xs] > qp_) continue;\n");
@@ -1016,7 +1016,10 @@ static const char tile_fma[] =
 	"\t\tS[e] = acc;\n\t}\n}\n";
 
 static const char helpers[] =
-	"__device__ __forceinline__ int kv_qpos(const KvgArgs &a, int n, int O, int o) { return a.qpos ? a.qpos[o] : n - O + o; }\n"
+	"/* default: the positions of the last O held tokens (DESIGN §3), extrapolated when O > n */\n"
+	"__device__ __forceinline__ int kv_qpos(const KvgArgs &a, const int *Pb, int n, int O, int o) {\n"
+	"\tconst int t = n - O + o;\n"
+	"\treturn a.qpos ? a.qpos[o] : t >= 0 ? Pb[t] : (n ? Pb[0] : 0) + t;\n}\n"
 	"/* block-wide exclusive scan of a 0/1 flag (warp ballots); *tot = block total */\n"
 	"__device__ __forceinline__ int kv_bscan(int flag, int *wsum, int *tot) {\n"
 	"\tconst int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;\n"
@@ -1028,9 +1031,14 @@ static const char helpers[] =
 	"\tfor (int w = 0; w < KV_NW; w++) { const int c = wsum[w]; if (w < warp) off += c; t += c; }\n"
 	"\t__syncthreads();\n"
 	"\t*tot = t;\n\treturn off + pre;\n}\n"
-	"/* order key of a chunk's mean score: numbers by value > NaN; -0 == +0 */\n"
-	"__device__ __forceinline__ unsigned kv_key(const float *sc, long long ci, long long ch, long long n) {\n"
+	"/* order key of a chunk: protected (sinks t0 < S, the recent window t1 > n - R) by rank,\n"
+	"** sinks first by position, then the newest of the window (DESIGN §3); the others by\n"
+	"** mean score: numbers by value > NaN; -0 == +0 */\n"
+	"__device__ __forceinline__ unsigned kv_key(const float *sc, long long ci, long long ch, long long n,\n"
+	"                                           long long S, long long R) {\n"
 	"\tconst long long t0 = ci * ch, t1 = t0 + ch < n ? t0 + ch : n;\n"
+	"\tif (t0 < S) return 0x80000000u | (0x7ffffffeu - (unsigned)t0);\n"
+	"\tif (t1 - 1 >= n - R) return 0x7fffffffu - (unsigned)(n - t1);\n"
 	"\tfloat s = 0.f; int nan = 0;\n"
 	"\tfor (long long t = t0; t < t1; t++) { const float v = sc[t]; nan |= v != v; s += v; }\n"
 	"\tif (nan) return 0u;\n"
@@ -1052,12 +1060,12 @@ static const char helpers[] =
 	"\tconst int tid = threadIdx.x;\n"
 	"\tconst long long nfull = n / ch, rem = n - nfull * ch;\n"
 	"\tconst int pin = rem > 0 && kv_prot(nfull, ch, n, S, R) == grp;\n"
-	"\tconst unsigned kp = pin ? kv_key(sc, nfull, ch, n) : 0u;\n"
+	"\tconst unsigned kp = pin ? kv_key(sc, nfull, ch, n, S, R) : 0u;\n"
 	"\tif (tid == 0) { sv[0] = 0; sv[1] = 0; }\n"
 	"\t__syncthreads();\n"
 	"\tunsigned c0_ = 0, c1_ = 0;\n"
 	"\tfor (long long ci = tid; ci < nfull; ci += KV_NT)\n"
-	"\t\tif (kv_prot(ci, ch, n, S, R) == grp) { c0_++; c1_ += pin && kv_key(sc, ci, ch, n) >= kp; }\n"
+	"\t\tif (kv_prot(ci, ch, n, S, R) == grp) { c0_++; c1_ += pin && kv_key(sc, ci, ch, n, S, R) >= kp; }\n"
 	"\tatomicAdd(&sv[0], c0_);\n"
 	"\tatomicAdd(&sv[1], c1_);\n"
 	"\t__syncthreads();\n"
@@ -1081,7 +1089,7 @@ static const char helpers[] =
 	"\t\tconst unsigned pref = sv[0], mask = sv[1];\n"
 	"\t\tfor (long long ci = tid; ci < nfull; ci += KV_NT) {\n"
 	"\t\t\tif (kv_prot(ci, ch, n, S, R) != grp) continue;\n"
-	"\t\t\tconst unsigned k_ = kv_key(sc, ci, ch, n);\n"
+	"\t\t\tconst unsigned k_ = kv_key(sc, ci, ch, n, S, R);\n"
 	"\t\t\tif ((k_ & mask) == pref) atomicAdd(&hist[(k_ >> sh) & 255u], 1u);\n"
 	"\t\t}\n"
 	"\t\t__syncthreads();\n"
@@ -1100,7 +1108,7 @@ static const char helpers[] =
 	"\tlong long run = 0;\n"
 	"\tfor (long long c0 = 0; c0 < nfull; c0 += KV_NT) {\n"
 	"\t\tconst long long ci = c0 + tid;\n"
-	"\t\tconst int eq = ci < nfull && kv_prot(ci, ch, n, S, R) == grp && kv_key(sc, ci, ch, n) == T;\n"
+	"\t\tconst int eq = ci < nfull && kv_prot(ci, ch, n, S, R) == grp && kv_key(sc, ci, ch, n, S, R) == T;\n"
 	"\t\tint tot;\n"
 	"\t\tconst int ex = kv_bscan(eq, wsum, &tot);\n"
 	"\t\tif (eq && run + ex + 1 == need) *sE = ci;\n"
@@ -1110,11 +1118,12 @@ static const char helpers[] =
 	"\t__syncthreads();\n"
 	"\to.T = T; o.E = *sE;\n"
 	"\t__syncthreads();\n}\n"
-	"__device__ __forceinline__ int kv_kept(const KvSel &o, const float *sc, long long ci, long long ch, long long n) {\n"
+	"__device__ __forceinline__ int kv_kept(const KvSel &o, const float *sc, long long ci, long long ch, long long n,\n"
+	"                                       long long S, long long R) {\n"
 	"\tif (ci >= n / ch) return o.takep;\n"
 	"\tif (o.allf) return 1;\n"
 	"\tif (o.nonef) return 0;\n"
-	"\tconst unsigned k_ = kv_key(sc, ci, ch, n);\n"
+	"\tconst unsigned k_ = kv_key(sc, ci, ch, n, S, R);\n"
 	"\treturn k_ > o.T || (k_ == o.T && ci <= o.E);\n}\n";
 
 static void prologue(Gen *g, const char *name, int need_ws)
@@ -1405,7 +1414,7 @@ static const char grp_src[] =
 	"\t\t\t\tconst float *const sc = a.scores + (long long)k * a.N;\n"
 	"\t\t\t\tfor (long long ci = tid; ci < nch; ci += KV_NT) {\n"
 	"\t\t\t\t\tif (kv_prot(ci, ch, n, S, R) != grp) continue;\n"
-	"\t\t\t\t\tconst unsigned k_ = kv_key(sc, ci, ch, n);\n"
+	"\t\t\t\t\tconst unsigned k_ = kv_key(sc, ci, ch, n, S, R);\n"
 	"\t\t\t\t\tif ((k_ & mask) == pref) atomicAdd(&hist[(k_ >> sh) & 255u], (unsigned long long)kv_clen(ci, ch, n));\n"
 	"\t\t\t\t}\n"
 	"\t\t\t}\n"
@@ -1429,13 +1438,13 @@ static const char grp_src[] =
 	"\t\t\tconst float *const sc = a.scores + (long long)k * a.N;\n"
 	"\t\t\tfor (long long c0 = 0; c0 < nch; c0 += KV_NT) {\n"
 	"\t\t\t\tconst long long ci = c0 + tid;\n"
-	"\t\t\t\tconst int eq = ci < nch && kv_prot(ci, ch, n, S, R) == grp && kv_key(sc, ci, ch, n) == T;\n"
+	"\t\t\t\tconst int eq = ci < nch && kv_prot(ci, ch, n, S, R) == grp && kv_key(sc, ci, ch, n, S, R) == T;\n"
 	"\t\t\t\tint cnt;\n"
 	"\t\t\t\tconst int ex = kv_bscan(eq, wsum, &cnt);\n"
 	"\t\t\t\t/* the shorter chunk is the instance's last: only full chunks precede a tie here */\n"
 	"\t\t\t\tconst long long before = run + ch * ex;\n"
 	"\t\t\t\tif (eq && before <= remT && before + kv_clen(ci, ch, n) > remT) { sv[3] = (unsigned long long)k; sv[4] = (unsigned long long)ci; sv[5] = (unsigned long long)before; }\n"
-	"\t\t\t\tconst int seq = nf < nch && nf >= c0 && nf < c0 + KV_NT && kv_prot(nf, ch, n, S, R) == grp && kv_key(sc, nf, ch, n) == T;\n"
+	"\t\t\t\tconst int seq = nf < nch && nf >= c0 && nf < c0 + KV_NT && kv_prot(nf, ch, n, S, R) == grp && kv_key(sc, nf, ch, n, S, R) == T;\n"
 	"\t\t\t\trun += ch * cnt - (seq ? ch - (n - nf * ch) : 0);\n"
 	"\t\t\t\t__syncthreads();\n"
 	"\t\t\t\tif (run > remT) { Pk = (long long)sv[3]; Pc = (long long)sv[4]; rem = remT - (long long)sv[5]; break; }\n"
@@ -1447,7 +1456,7 @@ static const char grp_src[] =
 	"\t\tconst long long n = a.len[k], nf = n / ch;\n"
 	"\t\tint *const r = kv_grec(a, k, grp);\n"
 	"\t\tconst int hasp = nf * ch < n && kv_prot(nf, ch, n, S, R) == grp;\n"
-	"\t\tconst unsigned kp = hasp ? kv_key(a.scores + (long long)k * a.N, nf, ch, n) : 0u;\n"
+	"\t\tconst unsigned kp = hasp ? kv_key(a.scores + (long long)k * a.N, nf, ch, n, S, R) : 0u;\n"
 	"\t\tr[0] = (int)T; r[1] = k < Pk ? 0x7fffffff : k == Pk ? (int)(Pc - 1) : -1; r[3] = allf;\n"
 	"\t\tr[2] = hasp && (allf || kp > T || (kp == T && (k < Pk || (k == Pk && nf < Pc))));\n"
 	"\t}\n"
@@ -1461,7 +1470,7 @@ static const char grp_src[] =
 	"\t\tfor (int k = i0 + tid; k < i0 + ni; k += KV_NT) {\n"
 	"\t\t\tconst long long n = a.len[k], nf = n / ch;\n"
 	"\t\t\tif (nf * ch == n || n - nf * ch > rem || kv_prot(nf, ch, n, S, R) != grp || kv_grec(a, k, grp)[2]) continue;\n"
-	"\t\t\tconst unsigned long long v = (unsigned long long)kv_key(a.scores + (long long)k * a.N, nf, ch, n) << 32 | (0xffffffffu - (unsigned)(k - i0));\n"
+	"\t\t\tconst unsigned long long v = (unsigned long long)kv_key(a.scores + (long long)k * a.N, nf, ch, n, S, R) << 32 | (0xffffffffu - (unsigned)(k - i0));\n"
 	"\t\t\tbest = v > best ? v : best;\n"
 	"\t\t}\n"
 	"\t\tatomicMax(&sv[6], best);\n"
@@ -1498,7 +1507,7 @@ static void gen_selgrp(Gen *g, KpCudaOut *out, const char *S, const char *R, con
 	   "\t/* the group's budget: the sum of its instances' n_keep */\n"
 	   "\tlong long want = 0;\n"
 	   "\tfor (int k = i0; k < i0 + ni; k++) want += kv_nkeep(a, k / a.H, a.len[k]);\n"
-	   "\t/* protected chunks first (by score among themselves), then the others */\n"
+	   "\t/* protected chunks first (sinks, then the newest recent), then the others */\n"
 	   "\tconst long long u1 = kv_gpick(a, i0, ni, ch, S, R, 1, want, hist, sv, wsum);\n"
 	   "\tkv_gpick(a, i0, ni, ch, S, R, 0, want - u1, hist, sv, wsum);\n"
 	   "}\n");
@@ -1552,7 +1561,7 @@ static int gen_select(Gen *g, KpCudaOut *out)
 	if (s->scope == SC_head)
 		sb(&g->s,
 		   "\tconst long long want = kv_nkeep(a, l, n);\n"
-		   "\t/* protected chunks first (by score among themselves), then the others */\n"
+		   "\t/* protected chunks first (sinks, then the newest recent), then the others */\n"
 		   "\tKvSel s1, s0;\n"
 		   "\tkv_topk(sc, n, ch, S, R, 1, want, s1, hist, sv, &s_E, wsum);\n"
 		   "\tkv_topk(sc, n, ch, S, R, 0, want - s1.used, s0, hist, sv, &s_E, wsum);\n");
@@ -1570,7 +1579,7 @@ static int gen_select(Gen *g, KpCudaOut *out)
 	   "\t\tint keep = 0;\n"
 	   "\t\tif (t < n) {\n"
 	   "\t\t\tconst long long ci = t / ch;\n"
-	   "\t\t\tkeep = kv_kept(kv_prot(ci, ch, n, S, R) ? s1 : s0, sc, ci, ch, n);\n"
+	   "\t\t\tkeep = kv_kept(kv_prot(ci, ch, n, S, R) ? s1 : s0, sc, ci, ch, n, S, R);\n"
 	   "\t\t}\n"
 	   "\t\tint tot;\n"
 	   "\t\tconst int ex = kv_bscan(keep, wsum, &tot);\n"

@@ -130,6 +130,19 @@ static void run_case(const Cfg *cf, const char *host)
 	float *lse = NULL;
 	double ratio = urand() < 0.5 ? 0.5 : 0.3;
 	long budget = urand() < 0.3 ? n / 3 : -1;
+	/* some budgets below the protected count (sinks first, then the newest recent tokens) */
+	long nprot = (long)pval(f, par, f->sel.keep_first, 0) + (long)pval(f, par, f->sel.keep_recent, 0);
+	if (nprot > 1 && urand() < 0.3)
+		budget = nprot / 2;
+	/* positions: the index, 1000 + index (a cache that was compressed before) or gapped;
+	** no qpos: the observation queries are at the last held tokens' positions */
+	int poskind = (int)(urand() * 3);
+	int32_t *posr = malloc((size_t)L * H * n * 4);
+	for (int k = 0; k < L * H; k++)
+		for (int t = 0, p = 0; t < n; t++, p += poskind == 2 ? 1 + (int)(urand() * 4) : 1)
+			posr[(size_t)k * n + t] = poskind == 1 ? 1000 + t : p;
+	snprintf(name + strlen(name), sizeof name - strlen(name), "%s%s", poskind == 1 ? " pos+1000" :
+	         poskind == 2 ? " gapped" : "", budget >= 0 && budget < nprot ? " budget<protected" : "");
 	int ok = 0;
 	for (int attempt = 0; attempt < 20 && !ok; attempt++) {
 		for (size_t i = 0; i < nkv; i++) {
@@ -139,7 +152,7 @@ static void run_case(const Cfg *cf, const char *host)
 		for (size_t i = 0; i < nq; i++)
 			Q[i] = ki_round((float)(urand() * 4 - 2), cf->dtype);
 		KiCase c = { .L = L, .H = H, .G = G, .d = d, .n = n, .len = len0, .O = O, .K = K, .V = V, .Q = O ? Q : NULL,
-		             .dtype = cf->dtype, .params = par, .ratio = ratio, .budget = budget };
+		             .pos = posr, .dtype = cf->dtype, .params = par, .ratio = ratio, .budget = budget };
 		ki_result_free(&r);
 		if (ki_run(f, &c, &r, &e) != 0) {
 			printf("FAIL %s: interpreter: %s\n", name, e.msg);
@@ -178,7 +191,7 @@ static void run_case(const Cfg *cf, const char *host)
 				}
 	for (int k = 0; k < L * H; k++)
 		for (int t = 0; t < n; t++) {
-			pos[(size_t)k * n + t] = t;
+			pos[(size_t)k * n + t] = posr[(size_t)k * n + t];
 			for (int ch = 0; ch < d; ch++) {
 				encode(K[((size_t)k * n + t) * d + ch], cf->dtype, Ks + (((size_t)k * n + t) * st + ch) * esz);
 				encode(V[((size_t)k * n + t) * d + ch], cf->dtype, Vs + (((size_t)k * n + t) * st + ch) * esz);
@@ -218,9 +231,9 @@ static void run_case(const Cfg *cf, const char *host)
 			goto out;
 		}
 		for (int m = 0; m < len[k]; m++) {
-			if (pos[(size_t)k * n + m] != r.kept[(size_t)k * n + m]) {
-				printf("FAIL %s: head %d kept[%d] = %d, reference %d\n", name, k, m, pos[(size_t)k * n + m],
-				       r.kept[(size_t)k * n + m]);
+			if (pos[(size_t)k * n + m] != r.pos[(size_t)k * n + m]) {
+				printf("FAIL %s: head %d kept[%d] at position %d, reference %d\n", name, k, m,
+				       pos[(size_t)k * n + m], r.pos[(size_t)k * n + m]);
 				goto out;
 			}
 			for (int ch = 0; ch < d; ch++) {
@@ -253,17 +266,25 @@ out:
 	nfail++;
 done:
 	ki_result_free(&r);
-	free(K), free(V), free(Q), free(sc), free(Ks), free(Vs), free(Qs), free(pos), free(lse);
+	free(K), free(V), free(Q), free(sc), free(Ks), free(Vs), free(Qs), free(pos), free(posr), free(lse);
 	kvcc_close(p);
 	ki_free(f);
 }
 
 /* --- generated select / compact kernels against C references, on every target ---------------- */
 
-static uint64_t refkey(float v, int prot, uint32_t idx)
+/* The reference candidate key of [t0, t1) of n tokens: protected (sinks t0 < S, the recent
+** window t1 > n - R) first, by rank: sinks by position, then the newest of the window
+** (DESIGN §3); the others by score; then the lower index. */
+static uint64_t refkey(float v, long t0, long t1, long n, long S, long R, uint32_t idx)
 {
 	uint32_t u;
-	if (isnan(v))
+	int prot = t0 < S || t1 > n - R;
+	if (t0 < S)
+		u = 0x80000000u | (0x7ffffffeu - (uint32_t)t0);
+	else if (prot)
+		u = 0x7fffffffu - (uint32_t)(n - t1);
+	else if (isnan(v))
 		u = 0;
 	else {
 		if (v == 0)
@@ -324,7 +345,7 @@ static void selcompact_case(int dtype, int d, int target, const char *host)
 		uint32_t base = rep == 5 ? 0x7ffffff0u   /* the index field wraps: keys stay distinct */ : (uint32_t)(rep * 100000);
 		A->selkeys(sc, n, S, R, base, key);
 		for (int i = 0; i < n && !why; i++) {
-			ref[i] = refkey(sc[i], i < S || i >= n - R, base + (uint32_t)i);
+			ref[i] = refkey(sc[i], i, i + 1, n, S, R, base + (uint32_t)i);
 			if (key[i] != ref[i])
 				why = "selkeys differs from the reference key";
 		}
@@ -351,7 +372,7 @@ static void selcompact_case(int dtype, int d, int target, const char *host)
 				double s = 0;
 				for (int t = t0; t < e; t++)
 					s += sc[t];
-				ref[j] = refkey((float)(s / (e - t0)), t0 < S || e > n - R, base + (uint32_t)t0);
+				ref[j] = refkey((float)(s / (e - t0)), t0, e, n, S, R, base + (uint32_t)t0);
 				if (key[j] != ref[j])
 					why = "ckeys differs from the reference chunk key";
 			}
