@@ -17,12 +17,14 @@
 #include "compiler/npz.h"
 #include "dsl/dsl.h"
 #include "compiler/eval.h"
+#include "compiler/plan.h"
 
 static const char usage[] =
 	"usage: kvcc <command> [options]\n"
 	"\n"
 	"commands:\n"
-	"  check POLICY.lua                 verify a policy; prints nothing when it is fine\n"
+	"  check POLICY.lua                 verify a policy (the sandbox, the IR, the kernel\n"
+	"                                   plan); prints nothing when it is fine\n"
 	"  dump POLICY.lua|FILE.kir [-d PASSES] [--raw]\n"
 	"                                   print the KIR (after the default passes; -d lists\n"
 	"                                   passes to run and print after, e.g. -d fold,cse;\n"
@@ -42,10 +44,16 @@ static const char usage[] =
 	"                                   (prefill-compress-continue; doc/eval.md)\n"
 	"  --help, --version\n"
 	"\n"
-	"CASE.npz holds K, V [L,H,n,d] float32; Q [L,H,G,O,d] (when the policy reads it);\n"
-	"optional qpos [O], pos [n] int32, lse [L,H,G,O]; dq [S,L,H,G,d] decode queries (each\n"
-	"step runs the observe hook); optional 0-d ratio, budget,\n"
-	"param.NAME and dtype. See doc/cli.md.\n";
+	"CASE.npz holds K, V [L,H,n,d]; Q [L,H,G,O,d] when the policy reads it (its last `obs`\n"
+	"rows are used); optional qpos [O] (default: the positions of the last O held tokens),\n"
+	"pos [n], lse [L,H,G,O]; dq [S,L,H,G,d] decode queries for decode policies (each step\n"
+	"runs the observe hook); optional 0-d ratio, budget, param.NAME and dtype.\n"
+	"\n"
+	"exit status: 0 success; 1 an error in the policy or an input (one line on stderr,\n"
+	"file:line:col: error: ...); 2 a usage error.\n"
+	"environment: KVCC_CACHE_DIR, KVCC_CACHE_LOCK_TIMEOUT, KVCC_CC, KVCC_NVRTC, KVCC_LIBCUDA,\n"
+	"KVCC_TMAP, KVCC_BF16DOT.\n"
+	"Every command, option, array, exit status and variable, with examples: doc/cli.md.\n";
 
 static void die_usage(const char *fmt, const char *arg)
 {
@@ -142,6 +150,9 @@ static int cmd_check(int argc, char **argv)
 	if (!f)
 		return fail(&e);
 	int rc = ki_runpasses(f, KI_DEFAULT_PASSES, 1, &e, NULL, NULL);
+	KpPlan kp;                       /* what the kernels cannot do, compile would refuse */
+	if (rc == 0 && (rc = kp_build(f, &kp, &e)) == 0)
+		kp_free(&kp);
 	ki_free(f);
 	return rc ? fail(&e) : 0;
 }
@@ -490,6 +501,18 @@ done:
 	return rc;
 }
 
+/* a positive integer option value, or a usage error */
+static int posint(const char *v, const char *opt)
+{
+	char *end;
+	long x = strtol(v, &end, 10);
+	if (end == v || *end || x < 1 || x > 65536) {
+		fprintf(stderr, "kvcc: compile: %s wants a positive integer, got '%s' (kvcc --help for usage)\n", opt, v);
+		exit(2);
+	}
+	return (int)x;
+}
+
 /* kvcc compile POLICY.lua -o POLICY.so [--dtype D] [--head-dim N] [--group G] [--target T] [-v] */
 #include "kvcc.h"
 #include "codegen/x86/x86.h"
@@ -504,8 +527,8 @@ static int cmd_compile(int argc, char **argv)
 		if (!strcmp(a, "-o") && v) out = v, i++;
 		else if (!strcmp(a, "--gpu-arch") && v) gpu = v, i++;
 		else if (!strcmp(a, "--dtype") && v) { if ((s.dtype = ki_dtypebyname(v)) < 0) die_usage("unknown dtype '%s'", v); i++; }
-		else if (!strcmp(a, "--head-dim") && v) s.head_dim = atoi(v), i++;
-		else if (!strcmp(a, "--group") && v) s.group = atoi(v), i++;
+		else if (!strcmp(a, "--head-dim") && v) s.head_dim = posint(v, "--head-dim"), i++;
+		else if (!strcmp(a, "--group") && v) s.group = posint(v, "--group"), i++;
 		else if (!strcmp(a, "--target") && v) { if ((s.target = kx_targetbyname(v)) < 0) die_usage("unknown target '%s' (x86-64-v3, x86-64-v4, native, scalar)", v); i++; }
 		else if (!strcmp(a, "-v")) verbose++;
 		else if (a[0] != '-' && !in) in = a;

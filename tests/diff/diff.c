@@ -654,6 +654,79 @@ static void tmap_edge_case(int ei, int target, const char *host)
 	unlink(so), unlink(lua);
 }
 
+/* Random valid policies that read x.Q: those that read it only as x.Q:dot(x.K, "chan") plan,
+** compile and match the interpreter (run_case); any other use of x.Q is refused by the plan
+** (what `kvcc check` runs) with a position, and compile refuses it too -- before, such a
+** policy compiled and kvcc_compress read a query buffer that was never set. */
+static void qread_case(int k, const char *host)
+{
+	static const char *const qterm[] = {
+		"x.Q:sum(\"chan\"):mean(\"obs\"):mean(\"group\")",
+		"x.Q:dot(x.Q, \"chan\"):mean(\"obs\"):sum(\"group\")",
+		"x.Q:norm(\"chan\"):max(\"obs\"):min(\"group\")",
+		"(x.Q * x.scale):abs():sum(\"chan\"):mean(\"obs\"):mean(\"group\")",
+		"kv.softmax(x.Q:sum(\"chan\"), \"obs\"):max(\"obs\"):sum(\"group\")",
+		"x.Q:mean(\"group\"):dot(x.K:mean(\"token\"), \"chan\"):mean(\"obs\")",
+		"x.Q:max(\"chan\"):max(\"obs\"):max(\"group\")",
+	};
+	static const char *const base[] = {
+		"-x.K:norm(\"chan\")",
+		"kv.softmax(x.Q:dot(x.K, \"chan\") * x.scale, \"token\"):mean(\"obs\"):mean(\"group\")",
+		"kv.softmax(x.K:dot(x.Q, \"chan\"), \"token\"):sum(\"obs\"):max(\"group\") + x.t * 0.01",
+	};
+	int nq = sizeof qterm / sizeof qterm[0], nb = sizeof base / sizeof base[0];
+	int control = k % 3 == 0, qi = (int)(urand() * nq), bi = (int)(urand() * nb);
+	double c = 0.25 + urand();
+	char name[300], path[96], lua[104], src[900];
+	snprintf(path, sizeof path, "/tmp/kvcc-diff-qread-%d-%d", (int)getpid(), k);
+	snprintf(lua, sizeof lua, "%s.lua", path);
+	snprintf(src, sizeof src, "local kv = require \"kvcc\"\nlocal P = kv.params { window = 4 }\n"
+	         "return kv.policy \"qread\" {\n  score = function(x)\n    return %s%s%.3g * %s\n  end,\n"
+	         "  select = kv.topk { keep_recent = 2 },\n}\n", base[bi], control ? "" : " + ",
+	         control ? 0.0 : c, control ? "" : qterm[qi]);
+	if (control)      /* the base alone: x.Q only through the dot (or not at all) */
+		snprintf(src, sizeof src, "local kv = require \"kvcc\"\nlocal P = kv.params { window = 4 }\n"
+		         "return kv.policy \"qread\" {\n  score = function(x)\n    return %s\n  end,\n"
+		         "  select = kv.topk { keep_recent = 2 },\n}\n", base[bi]);
+	snprintf(name, sizeof name, "qread: x.Q %s: %s", control ? "through the dot" : "elementwise",
+	         control ? base[bi] : qterm[qi]);
+	if (only && !strstr(name, only))
+		return;
+	FILE *fp = fopen(lua, "w");
+	if (!fp || fputs(src, fp) < 0 || fclose(fp) != 0) {
+		printf("FAIL %s: cannot write %s\n", name, lua), nfail++;
+		return;
+	}
+	KcErr e = { 0 };
+	KiFn *f = kd_loadfile(lua, NULL, &e);
+	KpPlan kp;
+	int planned = f && ki_runpasses(f, KI_DEFAULT_PASSES, 1, &e, NULL, NULL) == 0 && kp_build(f, &kp, &e) == 0;
+	if (planned)
+		kp_free(&kp);
+	ki_free(f);
+	if (planned) {
+		Cfg cf = { path, KI_F32, 64, 2, KVCC_TARGET_NATIVE, 0 };
+		int before = nfail;
+		run_case(&cf, host);
+		if (!control && nfail == before)
+			printf("FAIL %s: planned and ran, but x.Q is read elementwise\n", name), nfail++;
+	} else {
+		kvcc_spec spec = { KI_F32, 64, 2, KVCC_TARGET_NATIVE };
+		kvcc_policy *p = NULL;
+		char where[120];
+		snprintf(where, sizeof where, "%s:5:", lua);
+		if (control)
+			printf("FAIL %s: refused: %s\n", name, e.msg), nfail++;
+		else if (!strstr(e.msg, where) || !strstr(e.msg, "the kernels read x.Q only as x.Q:dot(x.K"))
+			printf("FAIL %s: check says %s\n", name, e.msg), nfail++;
+		else if (kvcc_compile_file(lua, &spec, &p) == 0)
+			printf("FAIL %s: check refuses it, compile does not\n", name), nfail++, kvcc_close(p);
+		else
+			npass++;
+	}
+	unlink(lua);
+}
+
 static void robustness(const char *host)
 {
 	(void)host;
@@ -782,6 +855,8 @@ int main(int argc, char **argv)
 		selcompact_case(dt, 64, KVCC_TARGET_SCALAR, host);
 		selcompact_case(dt, 8, KVCC_TARGET_SCALAR, host);
 	}
+	for (int k = 0; k < 12; k++)
+		qread_case(k, host);
 	for (int op = 0; op < 17; op++) {
 		tmap_case(op, KVCC_TARGET_NATIVE, host);
 		tmap_case(op, KVCC_TARGET_V3, host);

@@ -47,6 +47,19 @@ for p in "$tmp/quote\"name.lua" "$long/snapkv.lua"; do
 		pass=$((pass + 1))
 	fi
 done
+# --help and doc/cli.md agree: every option and command --help names, and every
+# KVCC_* variable the sources read, is documented there.
+help=$("$kvcc" --help; "$kvcc" eval --help)
+for w in $(printf '%s\n' "$help" | grep -oE '(^|[ [])--?[a-z][a-z0-9-]*' | tr -d ' [' | sort -u) \
+         $(printf '%s\n' "$help" | sed -n 's/^  \([a-z]*\) .*/\1/p') \
+         $(grep -rhoE 'getenv\("KVCC_[A-Z0-9_]+' compiler runtime codegen dsl | sed 's/getenv("//' | sort -u); do
+	if grep -qe "$w" doc/cli.md; then
+		pass=$((pass + 1))
+	else
+		echo "FAIL doc/cli.md does not mention '$w' (kvcc --help or the sources do)"
+		fail=$((fail + 1))
+	fi
+done
 for f in "$dir"/*.lua; do
 	grep -q "^$(basename "$f")$tab" "$dir/expect.tsv" || { echo "FAIL $(basename "$f"): no expected message"; fail=$((fail + 1)); }
 done
