@@ -318,7 +318,7 @@ void kd_escape(const char *in, char *out, size_t cap)
 	const unsigned char *s = (const unsigned char *)in;
 	while (*s && o + 5 < cap) {
 		unsigned c = *s;
-		int n = c >= 0xf0 && c < 0xf5 ? 4 : c >= 0xe0 ? 3 : c >= 0xc2 && c < 0xe0 ? 2 : 1;
+		int n = c >= 0xc2 && c < 0xe0 ? 2 : c >= 0xe0 && c < 0xf0 ? 3 : c >= 0xf0 && c < 0xf5 ? 4 : 1;
 		int ok = c >= 0x20 && c < 0x7f;
 		if (n > 1) {
 			ok = 1;
