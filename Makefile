@@ -32,7 +32,7 @@ LLVM_LIBS    := $(shell $(LLVMCFG) --ldflags 2>/dev/null) $(shell $(LLVMCFG) --l
 LDLIBS   = $(SAN) $(LUA_LIBS) -lm -lpthread -ldl
 
 # --- objects, one group per stage ---------------------------------------------
-DSLOBJ  = dsl/sandbox.o dsl/builder.o
+DSLOBJ  = dsl/sandbox.o dsl/builder.o dsl/strlib.o
 IROBJ   = compiler/ir.o compiler/print.o compiler/lex.o compiler/parse.o \
           compiler/verify.o compiler/passes.o compiler/interp.o compiler/diag.o
 RTOBJ   =

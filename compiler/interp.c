@@ -179,9 +179,12 @@ static int posof(const KiCase *c, int l, int h, int t)
 	return c->pos ? c->pos[((size_t)l * c->H + h) * c->n + t] : t;
 }
 
+/* Observation query o's position: qpos, else the position of the o-th of the
+** last O held tokens (their pos, never their index: a compacted cache has
+** gaps). checkcase makes sure O tokens are held. */
 static int qposof(const KiCase *c, int l, int h, int o)
 {
-	return c->qpos ? c->qpos[o] : tokens(c, l, h) - c->O + o;
+	return c->qpos ? c->qpos[o] : posof(c, l, h, tokens(c, l, h) - c->O + o);
 }
 
 /* One instruction on one instance: the sizes, the result's loop ranges and strides,
@@ -549,25 +552,36 @@ long ki_nkeep(const KiFn *f, const double *par, int layer, int nlayers, long n, 
 	return nk > (double)n ? n : (long)nk;
 }
 
+enum { PR_none, PR_recent, PR_sink };   /* protection classes, in rank order */
+
 typedef struct Cand {
-	double key;              /* score; +inf when protected */
-	int prot;
+	double key;              /* mean score */
+	int prot;                /* PR_*: sinks outrank the recent window, which outranks the rest */
+	long age;                /* protected: sinks by position (t), recent tokens newest first
+	                         ** (tokens after the candidate) */
 	int l, h, t;             /* t: first token (chunk start) */
 	int len;                 /* tokens in the candidate (chunk) */
 } Cand;
 
-/* Order: protected first, then higher score, NaN last; ties: lower layer,
-** lower head, lower position. */
+/* Order: sinks (lower position first), then the recent window (newest
+** first), then higher score, NaN last; ties: lower layer, lower head, lower
+** position. The protected order matters only when the budget is below the
+** protected count (DESIGN §3). */
 static int candcmp(const void *pa, const void *pb)
 {
 	const Cand *a = pa, *b = pb;
 	if (a->prot != b->prot)
 		return b->prot - a->prot;
-	int na = isnan(a->key), nb = isnan(b->key);
-	if (na != nb)
-		return na - nb;
-	if (!na && a->key != b->key)
-		return a->key > b->key ? -1 : 1;
+	if (a->prot != PR_none) {
+		if (a->age != b->age)
+			return a->age < b->age ? -1 : 1;
+	} else {
+		int na = isnan(a->key), nb = isnan(b->key);
+		if (na != nb)
+			return na - nb;
+		if (!na && a->key != b->key)
+			return a->key > b->key ? -1 : 1;
+	}
 	if (a->l != b->l)
 		return a->l - b->l;
 	if (a->h != b->h)
@@ -619,15 +633,17 @@ static int selectkeep(Ctx *x, const double *scores, char *keep)
 				long len = t0 + ch <= n ? ch : n - t0;
 				Cand *cd = &cs[ncand++];
 				double s = 0;
-				int prot = 0, nan = 0;
+				int sink = 0, recent = 0, nan = 0;
 				for (long t = t0; t < t0 + len; t++) {
 					double v = scores[((size_t)l * c->H + h) * c->n + t];
 					nan |= isnan(v);
 					s += v;
-					prot |= t < S || t >= n - Rr;
+					sink |= t < S;
+					recent |= t >= n - Rr;
 				}
 				cd->key = nan ? NAN : s / (double)len;
-				cd->prot = prot;
+				cd->prot = sink ? PR_sink : recent ? PR_recent : PR_none;
+				cd->age = sink ? t0 : n - (t0 + len);
 				cd->l = l, cd->h = h, cd->t = (int)t0, cd->len = (int)len;
 			}
 			int last = f->sel.scope == SC_head ||
@@ -667,6 +683,12 @@ static int checkcase(const KiFn *f, const KiCase *c, KcErr *e)
 			                ki_inputname(in->aux)), -1;
 		if (in->op == KO_input && in->aux == IN_lse && !c->lse)
 			return kc_error(e, f->src, in->line, in->col, "the policy reads lse but the case has none"), -1;
+		for (int k = 0; in->op == KO_input && (in->aux == IN_Q || in->aux == IN_qpos) && !c->qpos &&
+		                k < c->L * c->H; k++)
+			if (tokens(c, k / c->H, k % c->H) < c->O)
+				return kc_error(e, f->src, in->line, in->col, "%d observation queries without qpos need "
+				                "as many held tokens, but (layer %d, head %d) holds %d", c->O, k / c->H,
+				                k % c->H, tokens(c, k / c->H, k % c->H)), -1;
 	}
 	return 0;
 }

@@ -820,6 +820,16 @@ int kt_eval(int argc, char **argv)
 			E->cap = E->ntok[si];
 		E->work += E->ntok[si];
 	}
+	long predictions = 0;          /* continuation tokens C..n-2 of every story */
+	for (int si = 0; si < E->nst; si++)
+		predictions += E->ntok[si] - 1 - E->ntok[si] / 2 > 0 ? E->ntok[si] - 1 - E->ntok[si] / 2 : 0;
+	if (!predictions) {
+		snprintf(err, sizeof err, "%s: nothing to predict: a story is scored on the tokens after its "
+		         "first half, and stories %d:%d are at most 2 tokens long with [BOS]; give a longer text",
+		         E->data, E->lo, E->hi);
+		error("%s", err);
+		goto done;
+	}
 	if (E->cap < 2)
 		E->cap = 2;
 	nthreads = E->threads ? E->threads : (int)sysconf(_SC_NPROCESSORS_ONLN);

@@ -17,12 +17,14 @@
 #include "tools/npz.h"
 #include "dsl/dsl.h"
 #include "tools/tools.h"
+#include "compiler/plan.h"
 
 static const char usage[] =
 	"usage: kvcc <command> [options]\n"
 	"\n"
 	"commands:\n"
-	"  check POLICY.lua                 verify a policy; prints nothing when it is fine\n"
+	"  check POLICY.lua                 verify a policy (the sandbox, the IR, the kernel\n"
+	"                                   plan); prints nothing when it is fine\n"
 	"  dump POLICY.lua|FILE.kir [-d PASSES] [--raw]\n"
 	"                                   print the KIR (after the default passes; -d lists\n"
 	"                                   passes to run and print after, e.g. -d fold,cse;\n"
@@ -48,10 +50,16 @@ static const char usage[] =
 	"                                   the GPU backend alone: the CUDA C, NVRTC per arch,\n"
 	"                                   registers / shared memory / spills per kernel (-v)\n"
 	"\n"
-	"CASE.npz holds K, V [L,H,n,d] float32; Q [L,H,G,O,d] (when the policy reads it);\n"
-	"optional qpos [O], pos [n] int32, lse [L,H,G,O]; dq [S,L,H,G,d] decode queries (each\n"
-	"step runs the observe hook); optional 0-d ratio, budget,\n"
-	"param.NAME and dtype. See doc/cli.md.\n";
+	"CASE.npz holds K, V [L,H,n,d]; Q [L,H,G,O,d] when the policy reads it (its last `obs`\n"
+	"rows are used); optional qpos [O] (default: the positions of the last O held tokens),\n"
+	"pos [n], lse [L,H,G,O]; dq [S,L,H,G,d] decode queries for decode policies (each step\n"
+	"runs the observe hook); optional 0-d ratio, budget, param.NAME and dtype.\n"
+	"\n"
+	"exit status: 0 success; 1 an error in the policy or an input (one line on stderr,\n"
+	"file:line:col: error: ...); 2 a usage error.\n"
+	"environment: KVCC_CACHE_DIR, KVCC_CACHE_LOCK_TIMEOUT, KVCC_CC, KVCC_NVRTC, KVCC_LIBCUDA,\n"
+	"KVCC_TMAP, KVCC_BF16DOT.\n"
+	"Every command, option, array, exit status and variable, with examples: doc/cli.md.\n";
 
 static void die_usage(const char *fmt, const char *arg)
 {
@@ -148,6 +156,9 @@ static int cmd_check(int argc, char **argv)
 	if (!f)
 		return fail(&e);
 	int rc = ki_runpasses(f, KI_DEFAULT_PASSES, 1, &e, NULL, NULL);
+	KpPlan kp;                       /* what the kernels cannot do, compile would refuse */
+	if (rc == 0 && (rc = kp_build(f, &kp, &e)) == 0)
+		kp_free(&kp);
 	ki_free(f);
 	return rc ? fail(&e) : 0;
 }
@@ -272,6 +283,46 @@ static int readarrays(const KcNpz *z, Run *r, KcErr *e)
 	return 0;
 }
 
+/* The observation queries a policy reads are the ones it declares (obs =
+** N, a param, or kvcc.all), never simply all of Q's rows: keep the last
+** `obs` rows of Q, lse and qpos (the most recent queries), or fail when Q has
+** fewer. kvcc.all reads every row given. */
+static int takeobs(const KiFn *f, const double *par, KiCase *c, float **Q, float **lse, int32_t **qpos,
+                   const char *inputs, KcErr *e)
+{
+	if (f->obs_all)
+		return 0;
+	double o = 0;
+	if (KC_RKIND(f->obs) == RK_CON)
+		o = f->con[KC_RIDX(f->obs)];
+	else if (KC_RKIND(f->obs) == RK_PAR)
+		o = par[KC_RIDX(f->obs)];
+	if (!(o >= 0 && o <= 1e9) || o != floor(o)) {
+		kc_error(e, inputs, 0, 0, "policy '%s': the observation count (obs) must be an integer in "
+		         "0..1e9, got %g", f->name, o);
+		return -1;
+	}
+	int want = (int)o, O = c->O;
+	if (want > O) {
+		kc_error(e, inputs, 0, 0, "policy '%s' reads %d observation queries (its obs), but %s", f->name,
+		         want, *Q ? "Q has fewer rows" : "the case has no Q [L, H, G, O, d]");
+		if (*Q)
+			snprintf(e->msg + strlen(e->msg), sizeof e->msg - strlen(e->msg), " (%d)", O);
+		return -1;
+	}
+	size_t inst = (size_t)c->L * c->H * c->G;
+	for (size_t k = 0; k < inst; k++) {          /* in place: rows O-want .. O-1 */
+		if (*Q)
+			memmove(*Q + k * want * c->d, *Q + (k * O + (O - want)) * c->d, (size_t)want * c->d * sizeof **Q);
+		if (*lse)
+			memmove(*lse + k * want, *lse + k * O + (O - want), (size_t)want * sizeof **lse);
+	}
+	if (*qpos)
+		memmove(*qpos, *qpos + (O - want), (size_t)want * sizeof **qpos);
+	c->O = want;
+	return 0;
+}
+
 /* Runtime arguments: the defaults, the case's 0-d param.NAME, ratio, budget and dtype,
 ** then the command line's --param, --ratio / --budget and --dtype over them. */
 static int readargs(const KiFn *f, const KcNpz *z, const char *const *params, int nparams, double ratio,
@@ -303,10 +354,24 @@ static int readargs(const KiFn *f, const KcNpz *z, const char *const *params, in
 			return -1;
 	}
 	c->ratio = 0, c->budget = -1;
-	if ((a = kc_npz_get(z, "ratio")) && a->count == 1)
-		c->ratio = kc_array_get(a, 0);
-	if ((a = kc_npz_get(z, "budget")) && a->count == 1)
-		c->budget = (long)kc_array_get(a, 0);
+	if ((a = kc_npz_get(z, "ratio"))) {
+		double v = a->count == 1 && a->kind != 'U' ? kc_array_get(a, 0) : NAN;
+		if (!(v >= 0 && v < 1)) {
+			kc_error(e, r->inputs, 0, 0, "'ratio' must be a 0-d number in [0, 1), got %s%g",
+			         a->count == 1 ? "" : "an array; ", v);
+			return -1;
+		}
+		c->ratio = v;
+	}
+	if ((a = kc_npz_get(z, "budget"))) {
+		double v = a->count == 1 && a->kind != 'U' ? kc_array_get(a, 0) : NAN;
+		if (!(v >= 0 && v <= 1e12 && v == floor(v))) {
+			kc_error(e, r->inputs, 0, 0, "'budget' must be a 0-d integer in 0..1e12 (tokens kept per "
+			         "head), got %s%g", a->count == 1 ? "" : "an array; ", v);
+			return -1;
+		}
+		c->budget = (long)v;
+	}
 	if (!isnan(ratio))
 		c->ratio = ratio, c->budget = -1;
 	if (budget >= 0)
@@ -319,6 +384,8 @@ static int readargs(const KiFn *f, const KcNpz *z, const char *const *params, in
 		kc_error(e, r->inputs, 0, 0, "unknown dtype '%s' (f32, f16, bf16)", dtype);
 		return -1;
 	}
+	if (takeobs(f, r->par, c, &r->Q, &r->lse, &r->qpos, r->inputs, e))
+		return -1;
 	c->K = r->K, c->V = r->V, c->Q = r->Q, c->lse = r->lse, c->pos = r->pos, c->qpos = r->qpos;
 	c->params = r->par;
 	return 0;
@@ -332,6 +399,12 @@ static int observe(const KiFn *f, const KcNpz *z, Run *r, KcErr *e)
 	const KcArray *a = kc_npz_get(z, "dq");
 	if (!a)
 		return 0;
+	if (f->when.kind != WH_decode) {
+		kc_error(e, r->inputs, 0, 0, "'dq' holds decode-step queries, but policy '%s' is a prefill "
+		         "policy (when = kvcc.prefill): dq is for decode policies (when = kvcc.decode "
+		         "{ ... }); a prefill policy reads its observation queries from Q", f->name);
+		return -1;
+	}
 	if (want(a, r->inputs, 5, (long[]){ -1, c->L, c->H, -1, c->d }, e))
 		return -1;
 	if (r->Q && a->shape[3] != c->G) {
@@ -467,6 +540,18 @@ static int cmd_run(int argc, char **argv)
 	return rc;
 }
 
+/* a positive integer option value, or a usage error */
+static int posint(const char *v, const char *opt)
+{
+	char *end;
+	long x = strtol(v, &end, 10);
+	if (end == v || *end || x < 1 || x > 65536) {
+		fprintf(stderr, "kvcc: compile: %s wants a positive integer, got '%s' (kvcc --help for usage)\n", opt, v);
+		exit(2);
+	}
+	return (int)x;
+}
+
 /* kvcc compile POLICY.lua -o POLICY.so [--dtype D] [--head-dim N] [--group G] [--target T] [-v] */
 #include "kvcc.h"
 #include "codegen/x86/x86.h"
@@ -481,8 +566,8 @@ static int cmd_compile(int argc, char **argv)
 		if (!strcmp(a, "-o") && v) out = v, i++;
 		else if (!strcmp(a, "--gpu-arch") && v) gpu = v, i++;
 		else if (!strcmp(a, "--dtype") && v) { if ((s.dtype = ki_dtypebyname(v)) < 0) die_usage("unknown dtype '%s'", v); i++; }
-		else if (!strcmp(a, "--head-dim") && v) s.head_dim = atoi(v), i++;
-		else if (!strcmp(a, "--group") && v) s.group = atoi(v), i++;
+		else if (!strcmp(a, "--head-dim") && v) s.head_dim = posint(v, "--head-dim"), i++;
+		else if (!strcmp(a, "--group") && v) s.group = posint(v, "--group"), i++;
 		else if (!strcmp(a, "--target") && v) { if ((s.target = kx_targetbyname(v)) < 0) die_usage("unknown target '%s' (x86-64-v3, x86-64-v4, native, scalar)", v); i++; }
 		else if (!strcmp(a, "-v")) verbose++;
 		else if (a[0] != '-' && !in) in = a;

@@ -174,7 +174,7 @@ static int valins(Gen *g, int i, const Idx *ix, int *memo, int d, char *out, siz
 		                 causal ? "" : "", A);
 		if (causal) {
 			indent(g, d);
-			sb(&g->s, "if (Pb[%s] > kv_qpos(a, n, O, %s)) x%d = 0.f;\n", ix->v[AX_token], ix->v[AX_obs], v);
+			sb(&g->s, "if (Pb[%s] > kv_qpos(a, Pb, n, O, %s)) x%d = 0.f;\n", ix->v[AX_token], ix->v[AX_obs], v);
 		}
 		memo[i] = v;
 		snprintf(out, outn, "x%d", v);
@@ -200,7 +200,7 @@ static int valins(Gen *g, int i, const Idx *ix, int *memo, int d, char *out, siz
 			snprintf(e, sizeof e, "a.lse[((long long)inst*KV_G+(%s))*O+(%s)]", ix->v[AX_group], ix->v[AX_obs]);
 			break;
 		case IN_pos: snprintf(e, sizeof e, "(float)Pb[%s]", ix->v[AX_token]); break;
-		case IN_qpos: snprintf(e, sizeof e, "(float)kv_qpos(a, n, O, %s)", ix->v[AX_obs]); break;
+		case IN_qpos: snprintf(e, sizeof e, "(float)kv_qpos(a, Pb, n, O, %s)", ix->v[AX_obs]); break;
 		default: return kp_err(g, in, "input %s not supported", ki_inputname(in->aux));
 		}
 		break;
@@ -408,7 +408,7 @@ static int step_stat(Gen *g, int i, int d)
 	domloop(g, sm, warp ? "warp" : "tid", warp ? "KV_NW" : "KV_NT", &ix, nm, d);
 	indent(g, d + 1), sb(&g->s, "float m_ = -kv_inf(), s_ = 0.f;\n");
 	if (causal)
-		indent(g, d + 1), sb(&g->s, "const int qp_ = kv_qpos(a, n, O, %s);\n", ix.v[AX_obs]);
+		indent(g, d + 1), sb(&g->s, "const int qp_ = kv_qpos(a, Pb, n, O, %s);\n", ix.v[AX_obs]);
 	char xv[8] = "xs";
 	indent(g, d + 1);
 	sb(&g->s, "for (int %s = %s; %s < %s; %s += %s) {\n", xv, warp ? "lane" : "0", xv, axsize(X), xv, warp ? "32" : "1");
@@ -626,7 +626,7 @@ static int step_stat_tiled(Gen *g, int i)
 	          "\t\t\t\tconst int ig = (q0_ + r_) / O, io = q0_ + r_ - ig * O;\n"
 	          "\t\t\t\tfloat m_ = -kv_inf(), s_ = 0.f;\n");
 	if (causal)
-		sb(&g->s, "\t\t\t\tconst int qp_ = kv_qpos(a, n, O, io);\n");
+		sb(&g->s, "\t\t\t\tconst int qp_ = kv_qpos(a, Pb, n, O, io);\n");
 	sb(&g->s, "\t\t\t\tfor (int j_ = lane; j_ < nt_; j_ += 32) {\n\t\t\t\t\tconst int xs = t0_ + j_;\n");
 	if (causal)
 		sb(&g->s, "\t\t\t\t\tif (Pb[xs] > qp_) continue;\n");

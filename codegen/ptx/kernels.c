@@ -213,7 +213,7 @@ static void gen_selgrp(Gen *g, KpCudaOut *out, const char *S, const char *R, con
 	   "\t/* the group's budget: the sum of its instances' n_keep */\n"
 	   "\tlong long want = 0;\n"
 	   "\tfor (int k = i0; k < i0 + ni; k++) want += kv_nkeep(a, k / a.H, a.len[k]);\n"
-	   "\t/* protected chunks first (by score among themselves), then the others */\n"
+	   "\t/* protected chunks first (sinks, then the newest recent), then the others */\n"
 	   "\tconst long long u1 = kv_gpick(a, i0, ni, ch, S, R, 1, want, hist, sv, wsum);\n"
 	   "\tkv_gpick(a, i0, ni, ch, S, R, 0, want - u1, hist, sv, wsum);\n"
 	   "}\n");
@@ -267,7 +267,7 @@ static int gen_select(Gen *g, KpCudaOut *out)
 	if (s->scope == SC_head)
 		sb(&g->s,
 		   "\tconst long long want = kv_nkeep(a, l, n);\n"
-		   "\t/* protected chunks first (by score among themselves), then the others */\n"
+		   "\t/* protected chunks first (sinks, then the newest recent), then the others */\n"
 		   "\tKvSel s1, s0;\n"
 		   "\tkv_topk(sc, n, ch, S, R, 1, want, s1, hist, sv, &s_E, wsum);\n"
 		   "\tkv_topk(sc, n, ch, S, R, 0, want - s1.used, s0, hist, sv, &s_E, wsum);\n");
@@ -285,7 +285,7 @@ static int gen_select(Gen *g, KpCudaOut *out)
 	   "\t\tint keep = 0;\n"
 	   "\t\tif (t < n) {\n"
 	   "\t\t\tconst long long ci = t / ch;\n"
-	   "\t\t\tkeep = kv_kept(kv_prot(ci, ch, n, S, R) ? s1 : s0, sc, ci, ch, n);\n"
+	   "\t\t\tkeep = kv_kept(kv_prot(ci, ch, n, S, R) ? s1 : s0, sc, ci, ch, n, S, R);\n"
 	   "\t\t}\n"
 	   "\t\tint tot;\n"
 	   "\t\tconst int ex = kv_bscan(keep, wsum, &tot);\n"

@@ -2,7 +2,11 @@
 //! kv_qpos, a block-wide scan (kv_bscan), the order key of a chunk's mean score
 //! (kv_key), protections (kv_prot), and kv_topk, the radix top-k of one class of
 //! chunks of an instance (kv_select calls it twice: protected chunks, then the others).
-__device__ __forceinline__ int kv_qpos(const KvgArgs &a, int n, int O, int o) { return a.qpos ? a.qpos[o] : n - O + o; }
+/* default: the positions of the last O held tokens (DESIGN §3), extrapolated when O > n */
+__device__ __forceinline__ int kv_qpos(const KvgArgs &a, const int *Pb, int n, int O, int o) {
+	const int t = n - O + o;
+	return a.qpos ? a.qpos[o] : t >= 0 ? Pb[t] : (n ? Pb[0] : 0) + t;
+}
 /* block-wide exclusive scan of a 0/1 flag (warp ballots); *tot = block total */
 __device__ __forceinline__ int kv_bscan(int flag, int *wsum, int *tot) {
 	const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -16,9 +20,14 @@ __device__ __forceinline__ int kv_bscan(int flag, int *wsum, int *tot) {
 	*tot = t;
 	return off + pre;
 }
-/* order key of a chunk's mean score: numbers by value > NaN; -0 == +0 */
-__device__ __forceinline__ unsigned kv_key(const float *sc, long long ci, long long ch, long long n) {
+/* order key of a chunk: protected (sinks t0 < S, the recent window t1 > n - R) by rank,
+** sinks first by position, then the newest of the window (DESIGN §3); the others by
+** mean score: numbers by value > NaN; -0 == +0 */
+__device__ __forceinline__ unsigned kv_key(const float *sc, long long ci, long long ch, long long n,
+                                           long long S, long long R) {
 	const long long t0 = ci * ch, t1 = t0 + ch < n ? t0 + ch : n;
+	if (t0 < S) return 0x80000000u | (0x7ffffffeu - (unsigned)t0);
+	if (t1 - 1 >= n - R) return 0x7fffffffu - (unsigned)(n - t1);
 	float s = 0.f; int nan = 0;
 	for (long long t = t0; t < t1; t++) { const float v = sc[t]; nan |= v != v; s += v; }
 	if (nan) return 0u;
@@ -42,12 +51,12 @@ __device__ void kv_topk(const float *sc, long long n, long long ch, long long S,
 	const int tid = threadIdx.x;
 	const long long nfull = n / ch, rem = n - nfull * ch;
 	const int pin = rem > 0 && kv_prot(nfull, ch, n, S, R) == grp;
-	const unsigned kp = pin ? kv_key(sc, nfull, ch, n) : 0u;
+	const unsigned kp = pin ? kv_key(sc, nfull, ch, n, S, R) : 0u;
 	if (tid == 0) { sv[0] = 0; sv[1] = 0; }
 	__syncthreads();
 	unsigned c0_ = 0, c1_ = 0;
 	for (long long ci = tid; ci < nfull; ci += KV_NT)
-		if (kv_prot(ci, ch, n, S, R) == grp) { c0_++; c1_ += pin && kv_key(sc, ci, ch, n) >= kp; }
+		if (kv_prot(ci, ch, n, S, R) == grp) { c0_++; c1_ += pin && kv_key(sc, ci, ch, n, S, R) >= kp; }
 	atomicAdd(&sv[0], c0_);
 	atomicAdd(&sv[1], c1_);
 	__syncthreads();
@@ -71,7 +80,7 @@ __device__ void kv_topk(const float *sc, long long n, long long ch, long long S,
 		const unsigned pref = sv[0], mask = sv[1];
 		for (long long ci = tid; ci < nfull; ci += KV_NT) {
 			if (kv_prot(ci, ch, n, S, R) != grp) continue;
-			const unsigned k_ = kv_key(sc, ci, ch, n);
+			const unsigned k_ = kv_key(sc, ci, ch, n, S, R);
 			if ((k_ & mask) == pref) atomicAdd(&hist[(k_ >> sh) & 255u], 1u);
 		}
 		__syncthreads();
@@ -90,7 +99,7 @@ __device__ void kv_topk(const float *sc, long long n, long long ch, long long S,
 	long long run = 0;
 	for (long long c0 = 0; c0 < nfull; c0 += KV_NT) {
 		const long long ci = c0 + tid;
-		const int eq = ci < nfull && kv_prot(ci, ch, n, S, R) == grp && kv_key(sc, ci, ch, n) == T;
+		const int eq = ci < nfull && kv_prot(ci, ch, n, S, R) == grp && kv_key(sc, ci, ch, n, S, R) == T;
 		int tot;
 		const int ex = kv_bscan(eq, wsum, &tot);
 		if (eq && run + ex + 1 == need) *sE = ci;
@@ -101,10 +110,11 @@ __device__ void kv_topk(const float *sc, long long n, long long ch, long long S,
 	o.T = T; o.E = *sE;
 	__syncthreads();
 }
-__device__ __forceinline__ int kv_kept(const KvSel &o, const float *sc, long long ci, long long ch, long long n) {
+__device__ __forceinline__ int kv_kept(const KvSel &o, const float *sc, long long ci, long long ch, long long n,
+                                       long long S, long long R) {
 	if (ci >= n / ch) return o.takep;
 	if (o.allf) return 1;
 	if (o.nonef) return 0;
-	const unsigned k_ = kv_key(sc, ci, ch, n);
+	const unsigned k_ = kv_key(sc, ci, ch, n, S, R);
 	return k_ > o.T || (k_ == o.T && ci <= o.E);
 }

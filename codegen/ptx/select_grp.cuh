@@ -49,7 +49,7 @@ __device__ long long kv_gpick(const KvgArgs &a, int i0, int ni, long long ch, lo
 				const float *const sc = a.scores + (long long)k * a.N;
 				for (long long ci = tid; ci < nch; ci += KV_NT) {
 					if (kv_prot(ci, ch, n, S, R) != grp) continue;
-					const unsigned k_ = kv_key(sc, ci, ch, n);
+					const unsigned k_ = kv_key(sc, ci, ch, n, S, R);
 					if ((k_ & mask) == pref) atomicAdd(&hist[(k_ >> sh) & 255u], (unsigned long long)kv_clen(ci, ch, n));
 				}
 			}
@@ -73,13 +73,13 @@ __device__ long long kv_gpick(const KvgArgs &a, int i0, int ni, long long ch, lo
 			const float *const sc = a.scores + (long long)k * a.N;
 			for (long long c0 = 0; c0 < nch; c0 += KV_NT) {
 				const long long ci = c0 + tid;
-				const int eq = ci < nch && kv_prot(ci, ch, n, S, R) == grp && kv_key(sc, ci, ch, n) == T;
+				const int eq = ci < nch && kv_prot(ci, ch, n, S, R) == grp && kv_key(sc, ci, ch, n, S, R) == T;
 				int cnt;
 				const int ex = kv_bscan(eq, wsum, &cnt);
 				/* the shorter chunk is the instance's last: only full chunks precede a tie here */
 				const long long before = run + ch * ex;
 				if (eq && before <= remT && before + kv_clen(ci, ch, n) > remT) { sv[3] = (unsigned long long)k; sv[4] = (unsigned long long)ci; sv[5] = (unsigned long long)before; }
-				const int seq = nf < nch && nf >= c0 && nf < c0 + KV_NT && kv_prot(nf, ch, n, S, R) == grp && kv_key(sc, nf, ch, n) == T;
+				const int seq = nf < nch && nf >= c0 && nf < c0 + KV_NT && kv_prot(nf, ch, n, S, R) == grp && kv_key(sc, nf, ch, n, S, R) == T;
 				run += ch * cnt - (seq ? ch - (n - nf * ch) : 0);
 				__syncthreads();
 				if (run > remT) { Pk = (long long)sv[3]; Pc = (long long)sv[4]; rem = remT - (long long)sv[5]; break; }
@@ -91,7 +91,7 @@ __device__ long long kv_gpick(const KvgArgs &a, int i0, int ni, long long ch, lo
 		const long long n = a.len[k], nf = n / ch;
 		int *const r = kv_grec(a, k, grp);
 		const int hasp = nf * ch < n && kv_prot(nf, ch, n, S, R) == grp;
-		const unsigned kp = hasp ? kv_key(a.scores + (long long)k * a.N, nf, ch, n) : 0u;
+		const unsigned kp = hasp ? kv_key(a.scores + (long long)k * a.N, nf, ch, n, S, R) : 0u;
 		r[0] = (int)T; r[1] = k < Pk ? 0x7fffffff : k == Pk ? (int)(Pc - 1) : -1; r[3] = allf;
 		r[2] = hasp && (allf || kp > T || (kp == T && (k < Pk || (k == Pk && nf < Pc))));
 	}
@@ -105,7 +105,7 @@ __device__ long long kv_gpick(const KvgArgs &a, int i0, int ni, long long ch, lo
 		for (int k = i0 + tid; k < i0 + ni; k += KV_NT) {
 			const long long n = a.len[k], nf = n / ch;
 			if (nf * ch == n || n - nf * ch > rem || kv_prot(nf, ch, n, S, R) != grp || kv_grec(a, k, grp)[2]) continue;
-			const unsigned long long v = (unsigned long long)kv_key(a.scores + (long long)k * a.N, nf, ch, n) << 32 | (0xffffffffu - (unsigned)(k - i0));
+			const unsigned long long v = (unsigned long long)kv_key(a.scores + (long long)k * a.N, nf, ch, n, S, R) << 32 | (0xffffffffu - (unsigned)(k - i0));
 			best = v > best ? v : best;
 		}
 		atomicMax(&sv[6], best);

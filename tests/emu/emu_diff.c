@@ -382,6 +382,19 @@ static void run_case(int pi, int dt, int di, int gi, int idx)
 	char why[700] = "";
 	double ratio = urand() < 0.5 ? 0.5 : 0.3;
 	long budget = urand() < 0.3 ? n / 3 : -1;
+	/* some budgets below the protected count (sinks first, then the newest recent tokens) */
+	long nprot = (long)pval(f, par, f->sel.keep_first, 0) + (long)pval(f, par, f->sel.keep_recent, 0);
+	if (nprot > 1 && idx % 4 == 1)
+		budget = nprot / 2;
+	/* positions: the index, 1000 + index (a cache compressed before) or gapped; no qpos:
+	** the observation queries are at the last held tokens' positions */
+	int poskind = (idx / 3) % 3;
+	int32_t *posr = malloc(ntok * 4);
+	for (int k = 0; k < L * H; k++)
+		for (int t = 0, p = 0; t < n; t++, p += poskind == 2 ? 1 + (int)(urand() * 4) : 1)
+			posr[(size_t)k * n + t] = poskind == 1 ? 1000 + t : p;
+	snprintf(name + strlen(name), sizeof name - strlen(name), "%s%s", poskind == 1 ? " pos+1000" :
+	         poskind == 2 ? " gapped" : "", budget >= 0 && budget < nprot ? " budget<protected" : "");
 	int ok = 0;
 	KiCase c = { 0 };
 	for (int attempt = 0; attempt < 20 && !ok; attempt++) {
@@ -397,7 +410,7 @@ static void run_case(int pi, int dt, int di, int gi, int idx)
 		for (size_t i = 0; i < ndq * steps; i++)
 			dq[i] = ki_round((float)(urand() * 4 - 2), dt);
 		KiCase c0 = { .L = L, .H = H, .G = G, .d = d, .n = n, .len = len0, .O = O, .K = K, .V = V,
-		              .Q = O ? Q : NULL, .dtype = dt, .params = par, .ratio = ratio, .budget = budget };
+		              .Q = O ? Q : NULL, .pos = posr, .dtype = dt, .params = par, .ratio = ratio, .budget = budget };
 		c = c0;
 		for (int s = 0; s < nst; s++)
 			for (size_t t = 0; t < ntok; t++)
@@ -425,7 +438,7 @@ static void run_case(int pi, int dt, int di, int gi, int idx)
 	memset(v.K, 0, ntok * st * esz), memset(v.V, 0, ntok * st * esz);
 	for (int k = 0; k < L * H; k++)
 		for (int t = 0; t < n; t++) {
-			v.pos[(size_t)k * n + t] = t;
+			v.pos[(size_t)k * n + t] = posr[(size_t)k * n + t];
 			for (int ch = 0; ch < d; ch++) {
 				encode(K[((size_t)k * n + t) * d + ch], dt, v.K + (((size_t)k * n + t) * st + ch) * esz);
 				encode(V[((size_t)k * n + t) * d + ch], dt, v.V + (((size_t)k * n + t) * st + ch) * esz);
@@ -510,11 +523,11 @@ static void run_case(int pi, int dt, int di, int gi, int idx)
 			goto out;
 		}
 		for (int m = 0; m < v.len[k]; m++) {
-			if (v.pos[(size_t)k * n + m] != r.kept[(size_t)k * n + m]) {
-				int tg = v.pos[(size_t)k * n + m], tr = r.kept[(size_t)k * n + m];
-				printf("FAIL %s: head %d kept[%d] = %d, reference %d (ref scores %.9g, %.9g; gpu %.9g, %.9g; "
-				       "len %d of %d)\n", name, k, m, tg, tr, r.scores[(size_t)k * n + tg], r.scores[(size_t)k * n + tr],
-				       v.scores[(size_t)k * n + tg], v.scores[(size_t)k * n + tr], v.len[k], len0[k]);
+			if (v.pos[(size_t)k * n + m] != r.pos[(size_t)k * n + m]) {
+				int tr = r.kept[(size_t)k * n + m];
+				printf("FAIL %s: head %d kept[%d] at position %d, reference %d (token %d, ref score %.9g; "
+				       "len %d of %d)\n", name, k, m, v.pos[(size_t)k * n + m], r.pos[(size_t)k * n + m], tr,
+				       r.scores[(size_t)k * n + tr], v.len[k], len0[k]);
 				goto out;
 			}
 			for (int ch = 0; ch < d; ch++) {
@@ -544,6 +557,7 @@ done:
 	ki_result_free(&r);
 	free(K), free(V), free(Q), free(dq), free(oref), free(st32), free(stref);
 	free(v.K), free(v.V), free(v.Q), free(v.q), free(v.len), free(v.pos), free(v.state), free(v.scores), free(v.ws);
+	free(posr);
 	free(v.out);
 }
 

@@ -10,5 +10,6 @@ check-errors: $(B)/kvcc
 	$(PYTHON) tests/oracle/gen_golden.py $(B)/npz-fuzz >/dev/null
 	$(PYTHON) tests/errors/npz_fuzz.py $(B)/kvcc policies/snapkv.lua \
 	  $(B)/npz-fuzz/$$(grep '^snapkv ' $(B)/npz-fuzz/cases.txt | head -1 | cut -d' ' -f2) $(B)/npz-fuzz
+	$(PYTHON) tests/errors/run_cases.py $(B)/kvcc $(B)/npz-fuzz
 
 .PHONY: check-errors

@@ -27,7 +27,10 @@ MIN_MARGIN = 1e-4
 MAX_REDRAWS = 50
 
 # (policy, case name, L, H, G, n, d, runtime, params, dtype, pos kind)
-#   runtime: ("ratio", r) or ("budget", B);  pos kind: "default" | "offset" | "gapped"
+#   runtime: ("ratio", r) or ("budget", B);  pos kind: "default" | "offset" | "gapped", then
+#   options joined by "+": "noqpos" (the case has no qpos: kvcc must default to the positions
+#   of the last O held tokens, DESIGN section 3), "obsN" (Q holds N rows, more than the policy
+#   declares: kvcc must use the last ones), "zerokey" (one all-zero key per head)
 CASES = [
     # ---- streaming_llm ----------------------------------------------------------------
     ("streaming_llm", "d8_g1_n37_r25", 2, 2, 1, 37, 8, ("ratio", 0.25), {}, "f32", "default"),
@@ -39,6 +42,7 @@ CASES = [
     ("streaming_llm", "d8_g1_n37_b100", 2, 2, 1, 37, 8, ("budget", 100), {}, "f32", "default"),
     ("streaming_llm", "d128_g2_n61_r25_f16", 2, 2, 2, 61, 128, ("ratio", 0.25), {}, "f16", "default"),
     ("streaming_llm", "d64_g1_n129_r50_bf16_sinks8", 2, 2, 1, 129, 64, ("ratio", 0.5), {"sinks": 8}, "bf16", "default"),
+    ("streaming_llm", "d8_g1_n37_b3", 2, 2, 1, 37, 8, ("budget", 3), {}, "f32", "default"),      # budget < sinks: the first 3
     # ---- knorm --------------------------------------------------------------------------
     ("knorm", "d8_g1_n37_r25", 2, 2, 1, 37, 8, ("ratio", 0.25), {}, "f32", "default"),
     ("knorm", "d64_g2_n61_r50", 2, 2, 2, 61, 64, ("ratio", 0.5), {}, "f32", "default"),
@@ -60,6 +64,9 @@ CASES = [
     ("snapkv", "d8_g2_n61_w8_r50_pos1000", 2, 2, 2, 61, 8, ("ratio", 0.5), {"window": 8, "kernel": 5}, "f32", "offset"),
     ("snapkv", "d64_g2_n37_w8_k3_r50", 2, 2, 2, 37, 64, ("ratio", 0.5), {"window": 8, "kernel": 3}, "f32", "default"),
     ("snapkv", "d128_g2_n257_w16_r50", 2, 2, 2, 257, 128, ("ratio", 0.5), {"window": 16, "kernel": 5}, "f32", "default"),
+    ("snapkv", "d8_g2_n61_w8_r50_pos1000_noqpos", 2, 2, 2, 61, 8, ("ratio", 0.5), {"window": 8, "kernel": 5}, "f32", "offset+noqpos"),
+    ("snapkv", "d64_g2_n61_w8_r50_gapped_noqpos", 2, 2, 2, 61, 64, ("ratio", 0.5), {"window": 8, "kernel": 5}, "f32", "gapped+noqpos"),
+    ("snapkv", "d8_g2_n61_w8_b5", 2, 2, 2, 61, 8, ("budget", 5), {"window": 8, "kernel": 5}, "f32", "default"),   # budget < window: newest 5
     # ---- pyramidkv (L = 4) ----------------------------------------------------------------
     # budgets (kvpress get_layer_budget) noted per case
     ("pyramidkv", "d8_g1_n37_w8_r25", 4, 2, 1, 37, 8, ("ratio", 0.25), {"window": 8, "kernel": 5}, "f32", "default"),          # 29 28 27 26 (26.5 -> 26, half-even)
@@ -82,6 +89,8 @@ CASES = [
     ("tova", "d128_g1_n129_b100_f16", 2, 2, 1, 129, 128, ("budget", 100), {}, "f16", "default"),
     ("tova", "d64_g2_n37_r75_bf16", 2, 2, 2, 37, 64, ("ratio", 0.75), {}, "bf16", "default"),
     ("tova", "d8_g4_n129_r25_gapped", 2, 2, 4, 129, 8, ("ratio", 0.25), {}, "f32", "gapped"),
+    ("tova", "d8_g2_n61_r50_obs8", 2, 2, 2, 61, 8, ("ratio", 0.5), {}, "f32", "default+obs8"),
+    ("tova", "d8_g2_n61_r50_pos1000_noqpos_obs8", 2, 2, 2, 61, 8, ("ratio", 0.5), {}, "f32", "offset+noqpos+obs8"),
     # ---- observed_attention ---------------------------------------------------------------
     ("observed_attention", "d8_g1_n37_r25", 2, 2, 1, 37, 8, ("ratio", 0.25), {}, "f32", "default"),
     ("observed_attention", "d64_g2_n61_r50", 2, 2, 2, 61, 64, ("ratio", 0.5), {}, "f32", "default"),
@@ -91,6 +100,7 @@ CASES = [
     ("observed_attention", "d128_g1_n129_b64_f16", 2, 2, 1, 129, 128, ("budget", 64), {}, "f16", "default"),
     ("observed_attention", "d64_g4_n37_r50_bf16", 2, 2, 4, 37, 64, ("ratio", 0.5), {}, "bf16", "default"),
     ("observed_attention", "d8_g4_n129_r25_gapped", 2, 2, 4, 129, 8, ("ratio", 0.25), {}, "f32", "gapped"),
+    ("observed_attention", "d8_g2_n37_r50_gapped_noqpos", 2, 2, 2, 37, 8, ("ratio", 0.5), {}, "f32", "gapped+noqpos"),
     # ---- keydiff ------------------------------------------------------------------------
     ("keydiff", "d8_g1_n37_r25", 2, 2, 1, 37, 8, ("ratio", 0.25), {}, "f32", "default"),
     ("keydiff", "d64_g2_n61_r50", 2, 2, 2, 61, 64, ("ratio", 0.5), {}, "f32", "default"),
@@ -100,6 +110,8 @@ CASES = [
     ("keydiff", "d128_g1_n129_b90", 2, 2, 1, 129, 128, ("budget", 90), {}, "f32", "default"),
     ("keydiff", "d64_g2_n129_r25_f16", 2, 2, 2, 129, 64, ("ratio", 0.25), {}, "f16", "default"),
     ("keydiff", "d8_g4_n61_r50_bf16", 2, 2, 4, 61, 8, ("ratio", 0.5), {}, "bf16", "default"),
+    ("keydiff", "d8_g1_n37_r50_zerokey", 2, 2, 1, 37, 8, ("ratio", 0.5), {}, "f32", "default+zerokey"),
+    ("keydiff", "d64_g2_n61_b20_zerokey", 2, 2, 2, 61, 64, ("budget", 20), {}, "f32", "default+zerokey"),
     # ---- random -------------------------------------------------------------------------
     ("random", "d8_g1_n37_r25", 2, 2, 1, 37, 8, ("ratio", 0.25), {}, "f32", "default"),
     ("random", "d64_g2_n61_r50", 2, 2, 2, 61, 64, ("ratio", 0.5), {}, "f32", "default"),
@@ -115,7 +127,6 @@ CASES = [
 # tests/policies/chunk_*.lua and scope_*.lua).  Same tuple layout as CASES; L >= 2.
 # Every case keeps at least what it protects (whole protected chunks) in every group, so no
 # case depends on the protected order; partial last chunks: n % chunk != 0 in most cases.
-TOPK_OBS = 8            # observation queries of chunk_layer (the others read none)
 TOPK_CASES = [
     # ---- chunk_head (scope head): -|k|, sinks 2, window 5 -----------------------------------
     ("chunk_head", "d8_g1_n37_c3_r25", 2, 2, 1, 37, 8, ("ratio", 0.25), {}, "f32", "default"),
@@ -250,13 +261,23 @@ def write_npz(path, arrays):
 
 
 def build_case(case, manifest=None):
-    policy, name, L, H, G, n, d, (kind, amount), params, dtype, pos_kind = case
+    policy, name, L, H, G, n, d, (kind, amount), params, dtype, kinds = case
+    pos_kind, *opts = kinds.split("+")
     O = n_obs(policy, n, params, manifest or read_manifest())
+    rows = O                                   # rows of Q in the case file
+    for o in opts:
+        if o.startswith("obs"):
+            rows = int(o[3:])
+            if rows < O:
+                raise ValueError("%s: obs%d is fewer rows than the policy declares" % (name, rows))
     base = (zlib.crc32(("%s__%s" % (policy, name)).encode()) & 0xFFFFFF) * 64   # stable per case
     for seed in range(base, base + MAX_REDRAWS):
-        K, V, Q, pos = make_inputs(seed, L, H, G, n, d, O, pos_kind)
-        K, V, Q = (kvref.round_storage(x, dtype) for x in (K, V, Q))
-        qpos = pos[n - O:] if O else np.zeros(0, dtype=np.int64)
+        K, V, Qall, pos = make_inputs(seed, L, H, G, n, d, rows, pos_kind)
+        if "zerokey" in opts:
+            K[:, :, seed % n] = 0.0
+        K, V, Qall = (kvref.round_storage(x, dtype) for x in (K, V, Qall))
+        qall = pos[n - rows:] if rows else np.zeros(0, dtype=np.int64)
+        Q, qpos = Qall[:, :, :, rows - O:], qall[rows - O:]     # the declared (last) O rows
         rt = {"ratio": amount} if kind == "ratio" else {"budget": amount}
         res = kvref.compress(policy, K, V, Q, params=params, qpos=qpos, pos=pos, dtype=dtype, **rt)
         if res["margin"] >= MIN_MARGIN:
@@ -268,9 +289,11 @@ def build_case(case, manifest=None):
                            % (policy, name, MIN_MARGIN, MAX_REDRAWS))
 
     arrays = {
-        "K": K.astype(np.float32), "V": V.astype(np.float32), "Q": Q.astype(np.float32),
-        "qpos": qpos.astype(np.int32), "pos": pos.astype(np.int32),
+        "K": K.astype(np.float32), "V": V.astype(np.float32), "Q": Qall.astype(np.float32),
+        "qpos": qall.astype(np.int32), "pos": pos.astype(np.int32),
     }
+    if "noqpos" in opts:
+        del arrays["qpos"]
     if kind == "ratio":
         arrays["ratio"] = np.array(amount, dtype=np.float64)
     else:
@@ -311,7 +334,10 @@ def protected_fits(res, L, H, n):
 
 def build_topk_case(case):
     policy, name, L, H, G, n, d, (kind, amount), params, dtype, pos_kind = case
-    O = TOPK_OBS if kvref.TOPK_POLICIES[policy][1] == "attn_mean" else 0
+    # the policy's declared observation count (its obs column; kvcc run uses that many rows)
+    O = 0
+    if kvref.TOPK_POLICIES[policy][1] == "attn_mean":
+        O = int(dict(kvref.TOPK_POLICIES[policy][2], **params)[read_manifest()[policy]["obs"]])
     base = (zlib.crc32(("%s__%s" % (policy, name)).encode()) & 0xFFFFFF) * 64
     rt = {"ratio": amount} if kind == "ratio" else {"budget": amount}
     for seed in range(base, base + MAX_REDRAWS):

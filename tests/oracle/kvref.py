@@ -145,13 +145,18 @@ def random_u(seed, layer, head, pos):
     return (z >> np.uint64(40)).astype(np.float64) * 2.0 ** -24
 
 
-def select(scores, protected, n_keep):
-    """Indices kept for one (l, h): protected first, then higher score, ties -> lower
-    position; returned ascending."""
+def select(scores, protected, n_keep, sinks=None):
+    """Indices kept for one (l, h), returned ascending.  Rank (DESIGN section 3): the sinks
+    (lower position first), then the other protected tokens, the recent window, newest
+    first -- so that a budget below the protected count keeps the sinks and the newest
+    tokens -- then higher score, ties -> lower position."""
     n = scores.shape[0]
     t = np.arange(n)
-    key_score = np.where(protected, 0.0, -np.nan_to_num(scores, nan=0.0))
-    order = np.lexsort((t, key_score, ~protected))   # last key is the primary one
+    sinks = np.zeros(n, dtype=bool) if sinks is None else np.asarray(sinks, dtype=bool)
+    recent = protected & ~sinks
+    cls = np.where(sinks, 0, np.where(recent, 1, 2))
+    key = np.where(sinks, t, np.where(recent, -t, -np.nan_to_num(scores, nan=0.0)))
+    order = np.lexsort((t, key, cls))                # last key is the primary one
     return np.sort(order[:n_keep]).astype(np.int64)
 
 
