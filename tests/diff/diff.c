@@ -707,7 +707,7 @@ static void qread_case(int k, const char *host)
 		kp_free(&kp);
 	ki_free(f);
 	if (planned) {
-		Cfg cf = { path, KI_F32, 64, 2, KVCC_TARGET_NATIVE, 0 };
+		Cfg cf = { "qread", lua, KI_F32, 64, 2, KVCC_TARGET_NATIVE, NULL, 0 };
 		int before = nfail;
 		run_case(&cf, host);
 		if (!control && nfail == before)
