@@ -21,6 +21,7 @@
 #include <sys/stat.h>
 #include <dlfcn.h>
 #include "kvcc.h"
+#include "runtime/artifact.h"
 
 enum { H = 8, G = 4, D = 128, WIN = 64 };
 

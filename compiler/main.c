@@ -342,7 +342,7 @@ static int cmd_run(int argc, char **argv)
 		c.ratio = ratio, c.budget = -1;
 	if (budget >= 0)
 		c.budget = budget;
-	c.dtype = KI_F32;
+	c.dtype = KVCC_F32;
 	char dts[16] = "";
 	if ((a = kc_npz_get(&z, "dtype")) && kc_array_str(a, dts, sizeof dts) == 0)
 		dtype = dtype ? dtype : dts;

@@ -17,7 +17,7 @@
 #define KVCC_RUNTIME_CUDA_H
 
 #include <stddef.h>
-#include "codegen/ptx/ptx.h"
+#include "runtime/artifact.h"
 
 typedef struct KvCuda KvCuda;
 

@@ -18,6 +18,7 @@
 #include <pthread.h>
 #include <time.h>
 #include "kvcc.h"
+#include "runtime/artifact.h"
 #include "compiler/ir.h"
 #include "compiler/interp.h"
 #include "compiler/plan.h"
@@ -138,7 +139,7 @@ fail:
 
 /* A policy file (.lua, or .kir text) verified and through the default passes (shared with
 ** runtime/gpu.c). */
-__attribute__((visibility("hidden"))) KiFn *kr_loadpolicy(const char *path, KcErr *e)
+KC_FUNC KiFn *kr_loadpolicy(const char *path, KcErr *e)
 {
 	size_t n = strlen(path);
 	KiFn *f;
@@ -179,7 +180,7 @@ static KiFn *loadchecked(const char *path, int verbose)
 }
 
 /* Copy through a temporary file and rename (readers never see half a file). */
-__attribute__((visibility("hidden"))) int kr_copyfile(const char *from, const char *to)
+KC_FUNC int kr_copyfile(const char *from, const char *to)
 {
 	char tmp[1200];
 	snprintf(tmp, sizeof tmp, "%s.tmp.%ld", to, (long)getpid());
@@ -1706,7 +1707,7 @@ KVCC_API int kvcc_decode_layer(kvcc_plan *pl, kvcc_cache *c, int layer, const fl
 }
 
 /* the GPU path (runtime/gpu.c) reports through the same thread-local message */
-__attribute__((visibility("hidden"))) int kr_seterr(int code, const char *msg)
+KC_FUNC int kr_seterr(int code, const char *msg)
 {
 	return seterr(code, "%s", msg);
 }

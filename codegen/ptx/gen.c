@@ -1626,7 +1626,7 @@ static void argsdecl(Sb *s)
 
 unsigned kp_cuda_dsmem(int dtype, int head_dim, int tile)
 {
-	return (unsigned)(2 * tile * head_dim * (dtype == KI_F32 ? 4 : 2));
+	return (unsigned)(2 * tile * head_dim * (dtype == KVCC_F32 ? 4 : 2));
 }
 
 int kp_cuda_tile(int sm, int dtype, int head_dim, int nthreads)
@@ -1645,7 +1645,7 @@ int kp_cuda_tile(int sm, int dtype, int head_dim, int nthreads)
 
 int kp_cuda_mma(int dtype, int head_dim)
 {
-	return dtype != KI_F32 && head_dim % 16 == 0;
+	return dtype != KVCC_F32 && head_dim % 16 == 0;
 }
 
 unsigned kp_cuda_score_dsmem(int dtype, int head_dim, int group, int sq, int sk)
@@ -1714,11 +1714,11 @@ static int generate(const KiFn *f, const KpCudaOpts *o, KpCudaOut *out, KcErr *e
 	sb(&g.s, "%s", prelude);
 	sb(&g.s, "/* policy %s: dtype %s, head_dim %d, group %d */\n", f->name, ki_dtypename(o->dtype), g.D, g.G);
 	sb(&g.s, "#define KV_G %d\n#define KV_D %d\n", g.G, g.D);
-	sb(&g.s, "%s", o->dtype == KI_F16 ? prelude_f16 : o->dtype == KI_BF16 ? prelude_bf16 : prelude_f32);
+	sb(&g.s, "%s", o->dtype == KVCC_F16 ? prelude_f16 : o->dtype == KVCC_BF16 ? prelude_bf16 : prelude_f32);
 	argsdecl(&g.s);
 	sb(&g.s, "%s", helpers);
 	if (kp_cuda_mma(o->dtype, g.D))
-		sb(&g.s, tile_mma, o->dtype == KI_BF16, ki_dtypename(o->dtype), ki_dtypename(o->dtype));
+		sb(&g.s, tile_mma, o->dtype == KVCC_BF16, ki_dtypename(o->dtype), ki_dtypename(o->dtype));
 	else
 		sb(&g.s, "%s", tile_fma);
 	sb(&g.s, "%s", tile_common);

@@ -41,7 +41,7 @@ static int writefile(const char *path, const void *p, size_t n)
 int main(int argc, char **argv)
 {
 	const char *path = NULL, *src = NULL, *dir = NULL;
-	KpCudaOpts o = { .dtype = KI_F32, .head_dim = 128, .group = 1, .archs = "sm_80,sm_90" };
+	KpCudaOpts o = { .dtype = KVCC_F32, .head_dim = 128, .group = 1, .archs = "sm_80,sm_90" };
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
 		if (!strcmp(a, "-v"))

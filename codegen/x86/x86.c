@@ -247,15 +247,15 @@ static LLVMValueRef ci(Gen *g, long v) { return LLVMConstInt(g->i64, (unsigned l
 /* Load w (W or 1) storage elements at element index `idx` of `base` as f32. */
 static LLVMValueRef loadconv(Gen *g, LLVMValueRef base, LLVMValueRef idx, int w)
 {
-	LLVMTypeRef et = g->dtype == KI_F32 ? g->f32 : g->dtype == KI_F16 ? g->half : g->i16;
+	LLVMTypeRef et = g->dtype == KVCC_F32 ? g->f32 : g->dtype == KVCC_F16 ? g->half : g->i16;
 	LLVMValueRef p = LLVMBuildGEP2(g->b, et, base, &idx, 1, "");
 	LLVMTypeRef vt = w == 1 ? et : LLVMVectorType(et, (unsigned)w);
 	LLVMValueRef v = LLVMBuildLoad2(g->b, vt, p, "");
-	LLVMSetAlignment(v, g->dtype == KI_F32 ? 4 : 2);
+	LLVMSetAlignment(v, g->dtype == KVCC_F32 ? 4 : 2);
 	LLVMTypeRef ft = w == 1 ? g->f32 : LLVMVectorType(g->f32, (unsigned)w);
-	if (g->dtype == KI_F16)
+	if (g->dtype == KVCC_F16)
 		return LLVMBuildFPExt(g->b, v, ft, "");
-	if (g->dtype == KI_BF16) {
+	if (g->dtype == KVCC_BF16) {
 		LLVMTypeRef it = w == 1 ? g->i32 : LLVMVectorType(g->i32, (unsigned)w);
 		LLVMValueRef z = LLVMBuildZExt(g->b, v, it, "");
 		LLVMValueRef sh = LLVMConstInt(g->i32, 16, 0);
@@ -473,7 +473,7 @@ static void gen_decode(Gen *g, int G)
 	LLVMBuilderRef b = g->b;
 	LLVMPositionBuilderAtEnd(b, LLVMAppendBasicBlockInContext(g->cx, g->fn, "entry"));
 	int W = g->W, nc = g->d / W;
-	LLVMTypeRef et = g->dtype == KI_F32 ? g->f32 : g->dtype == KI_F16 ? g->half : g->i16;
+	LLVMTypeRef et = g->dtype == KVCC_F32 ? g->f32 : g->dtype == KVCC_F16 ? g->half : g->i16;
 	LLVMTypeRef vt = fty(g, W), tv = fty(g, DT);
 	LLVMValueRef P = LLVMBuildArrayAlloca(b, g->f32, LLVMConstInt(g->i32, (unsigned)(G * DT), 0), "P");
 	LLVMSetAlignment(P, 64);
@@ -1134,7 +1134,7 @@ static void gen_compact(Gen *g)
 	LLVMValueRef idx = LLVMGetParam(g->fn, 3), m = LLVMGetParam(g->fn, 4), pos = LLVMGetParam(g->fn, 5);
 	LLVMValueRef state = LLVMGetParam(g->fn, 6), nst = LLVMGetParam(g->fn, 7), sstr = LLVMGetParam(g->fn, 8);
 	LLVMBuilderRef b = g->b;
-	int esz = g->dtype == KI_F32 ? 4 : 2, rowb = g->d * esz;
+	int esz = g->dtype == KVCC_F32 ? 4 : 2, rowb = g->d * esz;
 	int cb = g->W == 16 ? 64 : g->W == 8 ? 32 : 8;
 	while (rowb % cb)
 		cb /= 2;
@@ -1894,7 +1894,7 @@ int kx_compile_ex(const KiFn *f, const kvcc_spec *spec, const char *out_so, int 
 		kc_error(e, f->src, f->line, f->col, "x86 backend: group %d not supported (1..8)", spec->group);
 		return -1;
 	}
-	if (spec->dtype < KI_F32 || spec->dtype > KI_BF16) {
+	if (spec->dtype < KVCC_F32 || spec->dtype > KVCC_BF16) {
 		kc_error(e, f->src, f->line, f->col, "x86 backend: unknown dtype %d", spec->dtype);
 		return -1;
 	}

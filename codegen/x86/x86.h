@@ -8,6 +8,7 @@
 
 #include "compiler/ir.h"
 #include "kvcc.h"
+#include "runtime/artifact.h"
 
 /* Compile `f` (already through the passes) for `spec` into the shared object
 ** `out_so`. `compile_ms` (optional) receives LLVM + link time in ms. */

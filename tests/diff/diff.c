@@ -19,6 +19,7 @@
 #include <dlfcn.h>
 #include <unistd.h>
 #include "kvcc.h"
+#include "runtime/artifact.h"
 #include "compiler/ir.h"
 #include "compiler/interp.h"
 #include "compiler/plan.h"
@@ -122,7 +123,7 @@ static void run_case(const Cfg *cf, const char *host)
 		len0[k] = f->obs_all ? n : hm ? n - 2 * (k / H) : n - 2 * k;
 	int pad = (cf->d / 8) % 2 ? 8 : 0;               /* padded token stride on some cases */
 	int64_t st = d + pad;
-	size_t esz = cf->dtype == KI_F32 ? 4 : 2, nkv = (size_t)L * H * n * d, nq = (size_t)L * H * G * O * d;
+	size_t esz = cf->dtype == KVCC_F32 ? 4 : 2, nkv = (size_t)L * H * n * d, nq = (size_t)L * H * G * O * d;
 	float *K = malloc(nkv * 4 + 4), *V = malloc(nkv * 4 + 4), *Q = malloc(nq * 4 + 4), *sc = malloc((size_t)L * H * n * 4);
 	char *Ks = malloc((size_t)L * H * n * st * esz), *Vs = malloc((size_t)L * H * n * st * esz), *Qs = malloc(nq * esz + 2);
 	int32_t *pos = malloc((size_t)L * H * n * 4);
@@ -309,7 +310,7 @@ static void selcompact_case(int dtype, int d, int target, const char *host)
 	float *sc = malloc((size_t)n * 4);
 	uint64_t *key = malloc((size_t)n * 8), *ref = malloc((size_t)n * 8), *srt = malloc((size_t)n * 8);
 	int32_t *idx = malloc((size_t)n * 4), *pos = malloc((size_t)n * 4), *pos0 = malloc((size_t)n * 4);
-	size_t esz = dtype == KI_F32 ? 4 : 2, ld = (size_t)d + 8;
+	size_t esz = dtype == KVCC_F32 ? 4 : 2, ld = (size_t)d + 8;
 	char *K = malloc((size_t)n * ld * esz), *V = malloc((size_t)n * ld * esz);
 	char *K0 = malloc((size_t)n * ld * esz), *V0 = malloc((size_t)n * ld * esz);
 	float *st = malloc((size_t)2 * (n + 7) * 4), *st0 = malloc((size_t)2 * (n + 7) * 4);
@@ -459,7 +460,7 @@ static void tmap_case(int opi, int target, const char *host)
 	enum { NS = sizeof sv / sizeof sv[0], N = NS * NS };
 	char name[160], lua[96], so[96], src[640];
 	snprintf(name, sizeof name, "tmap %s %s", ops[opi].name, kx_targetname(target));
-	kvcc_spec spec = { KI_F32, 64, 1, target };
+	kvcc_spec spec = { KVCC_F32, 64, 1, target };
 	if (!tmap_wanted(name, &spec, host))
 		return;
 	snprintf(lua, sizeof lua, "/tmp/kvcc-diff-tmap-%d-%d.lua", (int)getpid(), opi);
@@ -563,7 +564,7 @@ static void tmap_edge_case(int ei, int target, const char *host)
 	enum { NS = sizeof sv / sizeof sv[0], NMAX = 40 };
 	char name[200], lua[96], so[96], src[700];
 	snprintf(name, sizeof name, "tmap edge %s %s", ex[ei], kx_targetname(target));
-	kvcc_spec spec = { KI_F32, 8, 1, target };
+	kvcc_spec spec = { KVCC_F32, 8, 1, target };
 	if (!tmap_wanted(name, &spec, host))
 		return;
 	snprintf(lua, sizeof lua, "/tmp/kvcc-diff-edge-%d-%d.lua", (int)getpid(), ei);
@@ -603,7 +604,7 @@ static void tmap_edge_case(int ei, int target, const char *host)
 			for (int i = 0; i < f->nins; i++)
 				if (kp.tgen[i] == KP_GEN_START)
 					A->tmap(i, &c);
-			KiCase kc = { .L = 1, .H = 1, .G = 1, .d = 8, .n = n, .K = KV, .V = KV, .state = dst, .dtype = KI_F32,
+			KiCase kc = { .L = 1, .H = 1, .G = 1, .d = 8, .n = n, .K = KV, .V = KV, .state = dst, .dtype = KVCC_F32,
 			              .ratio = 0.5, .budget = -1 };
 			KiResult r = { 0 };
 			if (ki_run(f, &kc, &r, &e) != 0) {
@@ -636,17 +637,17 @@ static void tmap_edge_case(int ei, int target, const char *host)
 static void robustness(const char *host)
 {
 	(void)host;
-	kvcc_spec s = { KI_F32, 64, 2, KVCC_TARGET_NATIVE };
+	kvcc_spec s = { KVCC_F32, 64, 2, KVCC_TARGET_NATIVE };
 	const char *so = "/tmp/kvcc-diff-knorm.so";
 	int ok = kvcc_compile_so("policies/knorm.lua", &s, so, 0) == 0;
 	kvcc_policy *p = NULL;
 	ok = ok && kvcc_open(so, &p) == 0;
-	kvcc_layout bad = { KI_F32, 1, 1, 64, 10, 640, 640, 32 };   /* token stride < head_dim */
+	kvcc_layout bad = { KVCC_F32, 1, 1, 64, 10, 640, 640, 32 };   /* token stride < head_dim */
 	kvcc_plan *pl = NULL;
 	ok = ok && kvcc_plan_create(p, &bad, 0, 1, &pl) == KVCC_EINVAL;
-	kvcc_layout wrongd = { KI_F32, 1, 1, 32, 10, 320, 320, 32 };
+	kvcc_layout wrongd = { KVCC_F32, 1, 1, 32, 10, 320, 320, 32 };
 	ok = ok && kvcc_plan_create(p, &wrongd, 0, 1, &pl) == KVCC_ESPEC;
-	kvcc_layout lay = { KI_F32, 1, 1, 64, 10, 640, 640, 64 };
+	kvcc_layout lay = { KVCC_F32, 1, 1, 64, 10, 640, 640, 64 };
 	float KV[640] = { 0 };
 	int32_t len = 11;
 	ok = ok && kvcc_plan_create(p, &lay, 0, 1, &pl) == 0;

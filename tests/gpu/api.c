@@ -19,6 +19,7 @@
 #include <unistd.h>
 #include <sys/stat.h>
 #include "kvcc.h"
+#include "runtime/artifact.h"
 #include "runtime/gpu.h"
 #include "runtime/cache.h"
 #include "compiler/interp.h"

@@ -364,7 +364,7 @@ static void run_case(int pi, int dt, int di, int gi, int idx)
 		len0[L * H - 1] = 0;
 	if (steps)
 		snprintf(name + strlen(name), sizeof name - strlen(name), " splits=%d%s", nsp, (idx / 2) % 2 ? " empty-head" : "");
-	size_t esz = dt == KI_F32 ? 4 : 2, nkv = (size_t)L * H * n * d, nq = (size_t)L * H * G * O * d;
+	size_t esz = dt == KVCC_F32 ? 4 : 2, nkv = (size_t)L * H * n * d, nq = (size_t)L * H * G * O * d;
 	size_t ntok = (size_t)L * H * n, ndq = (size_t)L * H * G * d;
 	float *K = malloc(nkv * 4), *V = malloc(nkv * 4), *Q = malloc(nq * 4 + 4), *dq = malloc(ndq * 4 * (steps + 1));
 	float *oref = malloc(ndq * 4), *st32 = malloc(ntok * (nst + 1) * 4);
