@@ -17,12 +17,17 @@
 #include "compiler/npz.h"
 #include "dsl/dsl.h"
 #include "compiler/eval.h"
+#include "kvcc.h"
+#include "kvcc_compiler.h"
+#include "codegen/x86/x86.h"
 
 static const char usage[] =
 	"usage: kvcc <command> [options]\n"
 	"\n"
 	"commands:\n"
-	"  check POLICY.lua                 verify a policy; prints nothing when it is fine\n"
+	"  check POLICY.lua [--dtype D] [--head-dim N] [--group G] [--target T] [--gpu-arch A]\n"
+	"                                   verify and plan a policy for a spec (the compile\n"
+	"                                   defaults); prints nothing when it would compile\n"
 	"  dump POLICY.lua|FILE.kir [-d PASSES] [--raw]\n"
 	"                                   print the KIR (after the default passes; -d lists\n"
 	"                                   passes to run and print after, e.g. -d fold,cse;\n"
@@ -133,17 +138,30 @@ static int cmd_dump(int argc, char **argv)
 	return rc ? fail(&e) : 0;
 }
 
+/* kvcc check POLICY.lua [--dtype D] [--head-dim N] [--group G] [--target T] [--gpu-arch A]: the
+** driver's stages up to the plan and the backends' checks (compiler/driver.c), so a policy that
+** checks also compiles for that spec */
 static int cmd_check(int argc, char **argv)
 {
-	if (argc != 1)
+	const char *in = NULL, *gpu = NULL;
+	kvcc_spec s = { KVCC_F32, 128, 1, KVCC_TARGET_NATIVE };
+	for (int i = 0; i < argc; i++) {
+		const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+		if (!strcmp(a, "--gpu-arch") && v) gpu = v, i++;
+		else if (!strcmp(a, "--dtype") && v) { if ((s.dtype = ki_dtypebyname(v)) < 0) die_usage("unknown dtype '%s'", v); i++; }
+		else if (!strcmp(a, "--head-dim") && v) s.head_dim = atoi(v), i++;
+		else if (!strcmp(a, "--group") && v) s.group = atoi(v), i++;
+		else if (!strcmp(a, "--target") && v) { if ((s.target = kx_targetbyname(v)) < 0) die_usage("unknown target '%s' (x86-64-v3, x86-64-v4, native, scalar)", v); i++; }
+		else if (a[0] != '-' && !in) in = a;
+		else die_usage("check: unexpected argument '%s'", a);
+	}
+	if (!in)
 		die_usage("check: expects exactly one policy file%s", "");
-	KcErr e = { 0 };
-	KiFn *f = load(argv[0], &e);
-	if (!f)
-		return fail(&e);
-	int rc = ki_runpasses(f, KI_DEFAULT_PASSES, 1, &e, NULL, NULL);
-	ki_free(f);
-	return rc ? fail(&e) : 0;
+	if (kvcc_check(in, &s, gpu) != 0) {
+		fprintf(stderr, "%s\n", kvcc_last_error());
+		return 1;
+	}
+	return 0;
 }
 
 /* --- run ------------------------------------------------------------------------------- */
@@ -429,8 +447,6 @@ done:
 }
 
 /* kvcc compile POLICY.lua -o POLICY.so [--dtype D] [--head-dim N] [--group G] [--target T] [-v] */
-#include "kvcc.h"
-#include "codegen/x86/x86.h"
 static int cmd_compile(int argc, char **argv)
 {
 	const char *in = NULL, *out = NULL;

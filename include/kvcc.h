@@ -1,6 +1,8 @@
 /*
-** kvcc.h — the public C API of libkvcc: load a compiled policy (policy.so, or a
-** policy.lua compiled in process), describe a KV cache, compress it.
+** kvcc.h — the public C API of libkvcc_rt, the runtime: load a compiled policy
+** (policy.so), describe a KV cache, compress it, attend over it. libkvcc_rt links
+** libc, libm, libpthread and libdl only. Compiling a policy in process is
+** libkvcc's (include/kvcc_compiler.h), which is built on this library.
 **
 ** Conventions: opaque handles, `kvcc_` prefix; every function returns 0 or a
 ** negative KVCC_E* code and kvcc_last_error() (thread-local) says why. The
@@ -47,14 +49,9 @@ typedef struct kvcc_policy kvcc_policy;
 KVCC_API const char *kvcc_last_error(void);
 KVCC_API const char *kvcc_version(void);
 
-/* Load policy.so (validated: magic, ABI, version, cache key, host CPU features). */
+/* Load policy.so (validated: magic, ABI, descriptor format and hash, specialization, the CPU
+** features its kernels use against this host's; the compiler's build and version do not matter). */
 KVCC_API int kvcc_open(const char *path, kvcc_policy **out);
-/* Compile a policy.lua (or .kir) in process for `spec`. Both compile functions go through the
-** compile cache $KVCC_CACHE_DIR (default ~/.cache/kvcc; "off" disables it): a hit loads in well
-** under a millisecond; a missing, truncated, corrupted or mismatched artifact is rebuilt. */
-KVCC_API int kvcc_compile_file(const char *path, const kvcc_spec *spec, kvcc_policy **out);
-/* Compile to a shared object (what `kvcc compile` does). */
-KVCC_API int kvcc_compile_so(const char *path, const kvcc_spec *spec, const char *out_so, int verbose);
 KVCC_API void kvcc_close(kvcc_policy *p);
 
 KVCC_API const char *kvcc_policy_name(const kvcc_policy *p);
@@ -150,13 +147,11 @@ KVCC_API int kvcc_plan_set_params(kvcc_plan *pl, const double *params);
 ** counts one step; plans start at 0). */
 KVCC_API int kvcc_plan_set_step(kvcc_plan *pl, int step);
 
-/* kvcc_compile_so plus the GPU kernels for `gpu_archs` ("sm_80,sm_90"; sm_80 or newer, as NVRTC
-** supports them) embedded as KVCC_GPU_SYMBOL. NVRTC is loaded with dlopen (KVCC_NVRTC overrides).
-** Cached like kvcc_compile_so; the key adds the targets and the NVRTC version. verbose: also
-** registers / shared memory / spills per kernel and arch on stderr. */
-KVCC_API int kvcc_compile_so_gpu(const char *path, const kvcc_spec *spec, const char *gpu_archs,
-                                 const char *out_so, int verbose);
-
+/* --- GPU (CUDA) ------------------------------------------------------------------------------
+** A policy compiled with --gpu-arch (kvcc_compiler.h: kvcc_compile_so_gpu) carries PTX/CUBIN per
+** target beside the CPU kernels. libkvcc_rt drives the CUDA driver through dlopen("libcuda.so.1")
+** (no link-time dependency); without one every GPU call fails with KVCC_EUNSUPPORTED and
+** "CUDA driver not found: …". See doc/gpu.md. */
 typedef struct kvcc_gpu_plan kvcc_gpu_plan;
 
 /* Plan once per (policy, layout, device): loads the driver, makes the device's primary context

@@ -13,11 +13,119 @@
 #include "kvcc.h"
 #include "runtime/kc.h"
 
+/* Exported by libkvcc_rt for libkvcc (the compiler library) only, which reports its errors
+** through kvcc_last_error: not part of the API. Returns code. */
+KVCC_API int kvcc__seterr(int code, const char *msg);
+
+/* FNV-1a 64 of n bytes (h = 0: the offset basis) */
+static inline uint64_t ka_fnv(const void *p, size_t n, uint64_t h)
+{
+	const unsigned char *s = p;
+	if (!h)
+		h = 0xcbf29ce484222325ull;
+	for (size_t i = 0; i < n; i++)
+		h = (h ^ s[i]) * 0x100000001b3ull;
+	return h;
+}
+
 /* --- the CPU descriptor ---------------------------------------------------------------------- */
-/* A policy.so exports one symbol, KVCC_DESC_SYMBOL, pointing at this descriptor. */
+/*
+** A policy.so exports KVCC_DESC_SYMBOL, a kvcc_artifact: the kernels' entry points (their C
+** signatures are the ABI, KVCC_ABI) and a pointer to the descriptor, a read-only blob (format
+** KA_FORMAT) the compiler wrote and the runtime reads without the compiler:
+**
+**   KaHdr | KaParam[npar] | KaState[nst] | KaIns[nins] | strings (NUL-terminated)
+**
+** at the offsets the header gives (8-byte aligned, inside `size`). It holds everything the
+** runtime needs: the specialization and the CPU features the kernels use, the params (names,
+** defaults), the state (names, inits), when / every / the observation count, the select rule,
+** and the run plan — per KIR instruction the axes of its value (its buffer size is a formula of
+** G, max_obs, capacity and head_dim), whether the compress arena or the observe hook stores it,
+** and what the runtime does there (call the generated loop that starts there, run attn_score
+** whose output it is, run the head_mean barrier). The KIR text rides along for `kvcc dump`
+** only; the runtime never parses it.
+*/
 #define KVCC_DESC_SYMBOL "kvcc_artifact"
 #define KVCC_MAGIC 0x4B5643435F415254ull   /* "KVCC_ART" */
-#define KVCC_ABI 7
+#define KVCC_ABI 8                         /* kvcc_artifact and the kernels' signatures */
+#define KA_MAGIC "KVCCDSC"                 /* the blob's first 8 bytes (with the NUL) */
+#define KA_FORMAT 1                        /* the blob's layout */
+
+/* a count or rule operand: a constant, a param, "every position" (obs) or none */
+enum { KA_NONE, KA_CON, KA_PAR, KA_ALL };
+typedef struct KaRef {
+	int32_t kind;              /* KA_* */
+	int32_t idx;               /* KA_PAR: the param */
+	double val;                /* KA_CON: the value; KA_PAR: the param's default */
+} KaRef;
+
+/* run-plan flags */
+enum {
+	KA_FATTN = 1,              /* attn_score: reads Q (observation queries needed) */
+	KA_FCAUSAL = 2,            /* its softmax is causal (pos <= qpos) */
+	KA_FSCALE = 4,             /* its only logit multiplier is x.scale: a given lse replaces attn_stats */
+	KA_FHMEAN = 8,             /* a head_mean barrier: per-instance arenas, equal lengths per layer */
+	KA_FOBSERVE = 16,          /* decode runs the observe hook */
+	KA_FLSE = 32,              /* the score reads x.lse */
+	KA_FQPOS = 64,             /* the score reads x.qpos */
+};
+
+/* what the runtime does at an instruction (compress, in instruction order) */
+enum {
+	KA_SKIP,                   /* nothing: inside a loop, read by the Q·K tile only, or not needed */
+	KA_LOOP,                   /* call tmap(i) (a generated loop; `arg` = its last instruction) */
+	KA_ATTN_SUM,               /* an attn_score output: sum over obs of the probabilities */
+	KA_ATTN_MEAN,              /* the same, mean over obs */
+	KA_HMEAN,                  /* the head_mean barrier: mean over the layer's heads of `arg` */
+};
+enum { KA_SARENA = 1, KA_SOBSERVE = 2 };   /* KaIns.store bits */
+
+typedef struct KaIns {
+	uint8_t axes;              /* AXM bits (compiler/ir.h): 1 group, 2 obs, 4 token, 8 chan */
+	uint8_t store;             /* KA_S*: the compress arena / the observe hook holds its value */
+	uint8_t what;              /* KA_SKIP ... KA_HMEAN */
+	uint8_t pad;
+	int32_t arg;
+	uint32_t line, col;        /* policy position (runtime errors) */
+} KaIns;
+
+typedef struct KaParam {
+	uint32_t name;             /* string offset */
+	uint32_t pad;
+	double def;
+} KaParam;
+
+typedef struct KaState {
+	uint32_t name;
+	uint32_t update;           /* the observe hook updates it */
+	double init;
+} KaState;
+
+enum { KA_SCOPE_HEAD, KA_SCOPE_LAYER, KA_SCOPE_MODEL };
+
+typedef struct KaHdr {
+	char magic[8];             /* KA_MAGIC */
+	uint32_t format;           /* KA_FORMAT */
+	uint32_t size;             /* bytes of the blob */
+	char version[16];          /* kvcc version that compiled it (informational) */
+	uint64_t kir_hash;         /* FNV-1a of the KIR text (the GPU blob carries the same) */
+	uint64_t cpu;              /* runtime/cpu.h feature bits the kernels use (host must have them) */
+	int32_t dtype, head_dim, group, target;
+	int32_t vec_width;         /* f32 lanes the kernels use (16, 8 or 1) */
+	int32_t flags;             /* KA_F* */
+	int32_t nins, npar, nst;
+	int32_t score;             /* the instruction whose value is the score ([token], stored) */
+	int32_t fsoft;             /* attn_score's softmax (a position for errors), or -1 */
+	int32_t when;              /* 0 prefill, 1 decode */
+	KaRef every;               /* decode: compress every N steps */
+	KaRef obs;                 /* observation queries (KA_NONE: none, KA_ALL: every position) */
+	int32_t scope;             /* KA_SCOPE_* */
+	uint32_t sel_line, sel_col;
+	uint32_t pad;
+	KaRef keep_first, keep_recent, chunk;
+	uint32_t name, src;        /* string offsets: policy name, policy file */
+	uint32_t par, st, ins, str; /* section offsets */
+} KaHdr;
 
 /* One instance's inputs to the generated token_map loops (every field 8 bytes: the generated
 ** code reads field k at byte 8k). vals[i] = instruction i's f32 values, row-major over
@@ -30,26 +138,21 @@ typedef struct kvcc_tmap_ctx {
 	const double *par;
 	const void *K, *V;
 	const int32_t *pos;
-	const float *state;
+	float *state;              /* observe: the updated states are written here */
 	int64_t n, ldk, sstride, layer, head, layers, heads, step, obs;
+	const float *attn;         /* observe: this step's probabilities [group][lda] */
+	int64_t lda;
+	double err;                /* out: the bad value when a loop returns non-zero */
 } kvcc_tmap_ctx;
 
 typedef struct kvcc_artifact {
 	uint64_t magic;            /* KVCC_MAGIC */
 	uint32_t abi;              /* KVCC_ABI */
 	uint32_t size;             /* sizeof(kvcc_artifact) */
-	const char *version;       /* kvcc version that compiled it */
-	uint64_t key;              /* cache key (DESIGN §6) */
-	uint64_t kir_hash;         /* FNV-1a of the KIR text below */
-	const char *name;          /* policy name */
-	const char *params;        /* "name=default,..." */
-	const char *state;         /* "name=init,..." */
-	int32_t dtype, head_dim, group, target;
-	int32_t vec_width;         /* f32 lanes the kernels use (16, 8 or 1) */
-	int32_t reserved;
-	const char *features;      /* normalized CPU features it was compiled for */
-	const char *kir;           /* the canonical KIR text */
-	/* CPU entry points (C ABI; see runtime/rt.h) */
+	const KaHdr *desc;         /* the descriptor blob */
+	uint64_t desc_hash;        /* FNV-1a of its desc->size bytes (a corrupted artifact is refused) */
+	const char *kir;           /* the canonical KIR text: introspection only, never parsed at load */
+	/* CPU entry points (C ABI) */
 	void (*qk)(const void *K, int64_t ldk, int64_t nt, const float *Q, int64_t nq, float *S);
 	void (*cvt)(const void *src, float *dst, int64_t n);
 	/* one split-KV chunk of decode attention for the G query heads of a KV head:
@@ -81,8 +184,9 @@ typedef struct kvcc_artifact {
 	void (*compact)(void *K, void *V, int64_t ldk, const int32_t *idx, int64_t m, int32_t *pos, float *state,
 	                int64_t nst, int64_t sstride);
 	/* token_map: the generated fused loop that starts at instruction `gid` (plan tgen) for one
-	** instance (context below); stores the loop's outputs (plan tout) into c->vals */
-	void (*tmap)(int64_t gid, const struct kvcc_tmap_ctx *c);
+	** instance (context above); stores the loop's outputs (plan tout) into c->vals. 0, or the
+	** index + 1 of a pool whose kernel size c->err is not a positive integer up to 1e6 */
+	int64_t (*tmap)(int64_t gid, struct kvcc_tmap_ctx *c);
 	/* select (chunk > 1): key[j] of the chunk of tokens j*chunk .. min((j+1)*chunk, n) - 1
 	** (j < ceil(n/chunk)) scored by the reference's mean (double sum in token order / length,
 	** NaN if any token is, rounded to f32), protected if any token is; otherwise as selkeys with
@@ -94,6 +198,22 @@ typedef struct kvcc_artifact {
 	/* the sorted kept list of one (layer, head) with n tokens: the full chunks j < n/chunk with
 	** key[j] >= thr and, when last != 0, the partial last chunk; returns its length */
 	int64_t (*ckeepidx)(const uint64_t *key, int64_t n, int64_t chunk, uint64_t thr, int64_t last, int32_t *idx);
+	/* the tokens (layer, head) with n tokens keeps before selection: budget / ratio and the
+	** policy's budget schedule (pyramid), with params par */
+	int64_t (*nkeep)(const double *par, int64_t layer, int64_t nlayers, int64_t n, double ratio, int64_t budget);
+	/* attn_score: the product of the logits' scalar multipliers (c->vals, c->par) */
+	float (*ascale)(const struct kvcc_tmap_ctx *c);
+	/* head_mean barrier: dst[h][e] = mean over h < H of src[h][e] (double sum), e < cnt */
+	void (*hmean)(float *const *src, int64_t H, int64_t cnt, float *const *dst);
+	/* decode: the observe hook of one (layer, head): its loops, then the updated states written
+	** into c->state; 0 or as tmap */
+	int64_t (*observe)(struct kvcc_tmap_ctx *c);
+	/* decode queries: out[i] = q[i] rounded to the storage dtype (nearest even) times 1/sqrt(d) */
+	void (*qround)(const float *q, float *out, int64_t n);
+	/* sstat / sacc with the visible columns of row q given as bits of vm[q] (causal attention
+	** over positions that are not non-decreasing) */
+	void (*sstatm)(const float *S, int64_t nq, const uint64_t *vm, float a, float *m, float *l);
+	void (*saccm)(const float *S, int64_t nq, const uint64_t *vm, float a, const float *mp, float *acc);
 } kvcc_artifact;
 
 /* --- GPU (CUDA) ------------------------------------------------------------------------------
@@ -111,7 +231,7 @@ typedef struct kvcc_gpu_header {
 	uint64_t magic;            /* KVCC_GPU_MAGIC */
 	uint32_t abi;              /* KVCC_GPU_ABI */
 	uint32_t size;             /* bytes of the whole blob */
-	uint64_t kir_hash;         /* = kvcc_artifact.kir_hash of the same policy.so */
+	uint64_t kir_hash;         /* = KaHdr.kir_hash of the same policy.so */
 	int32_t dtype, head_dim, group;
 	int32_t nthreads;          /* block size of every kernel; grid = layers * kv_heads (decode: x splits) */
 	int32_t nkern, nimg;

@@ -1698,7 +1698,7 @@ static int generate(const KiFn *f, const KpCudaOpts *o, KpCudaOut *out, KcErr *e
 	if (f->npar > KVG_MAXPAR)
 		return kc_error(e, f->src, f->line, f->col, "GPU backend: %d params, at most %d", f->npar, KVG_MAXPAR), -1;
 	/* the same mapping rules as the x86 plan where it applies (state and x.attn are ours) */
-	if (!uses(f, f->score, KO_state) && !uses(f, f->score, KO_attn)) {
+	if (!o->plan && !uses(f, f->score, KO_state) && !uses(f, f->score, KO_attn)) {
 		KpPlan p;
 		if (kp_build(f, &p, e) != 0)
 			return -1;

@@ -21,6 +21,7 @@
 #define KVCC_PTX_H
 
 #include <stddef.h>
+#include <stdio.h>
 #include <stdint.h>
 #include "compiler/ir.h"
 #include "compiler/plan.h"
@@ -33,6 +34,7 @@ typedef struct KpCudaOpts {
 	const char *archs;       /* "sm_80,sm_90" (NULL: that); "all": every arch NVRTC supports */
 	int nthreads;            /* threads per block (multiple of 32); 0: 256 */
 	int gen_only;            /* generate the CUDA C only, no NVRTC */
+	const KpPlan *plan;      /* the driver's plan of f (NULL: the generator checks the mapping itself) */
 	int verbose;
 } KpCudaOpts;
 
@@ -51,6 +53,23 @@ KC_FUNC int kp_cuda_tile(int sm, int dtype, int head_dim, int nthreads);
 KC_FUNC int kp_cuda_mma(int dtype, int head_dim);
 KC_FUNC unsigned kp_cuda_score_dsmem(int dtype, int head_dim, int group, int sq, int sk);
 KC_FUNC void kp_cuda_score_tile(int sm, int dtype, int head_dim, int group, int *sq, int *sk);
+
+/* blob.c: the GPU part of an artifact. The targets of a compile: "sm_80,sm_90" normalized
+** (sorted, no duplicates) and the NVRTC that compiles them (both part of the cache key). */
+typedef struct KpGpu {
+	char archs[64];
+	int nvrtc_major, nvrtc_minor;
+} KpGpu;
+/* Parse and normalize "sm_90,sm_80" / "all", find NVRTC: 0, or -1 with e set. */
+KC_FUNC int kp_gpu_targets(const char *archs, KpGpu *g, const KiFn *f, KcErr *e);
+/* The GPU kernels of (f, p, spec) for g's targets as the blob KVCC_GPU_SYMBOL in the x86-64
+** object `obj` (the driver links it beside the CPU kernels); verbose: registers / shared memory /
+** spills per kernel and arch on stderr. */
+KC_FUNC int kp_gpu_emit(const KiFn *f, const KpPlan *p, const kvcc_spec *spec, const KpGpu *g, const char *obj,
+                        int verbose, double *ms, KcErr *e);
+/* Serialize the blob (malloc'd, *n bytes) / print what it holds. */
+KC_FUNC void *kp_gpu_blob(const KpCudaOut *o, const kvcc_spec *spec, uint64_t kir_hash, const char *archs, size_t *n);
+KC_FUNC void kp_gpu_print(const KpCudaOut *v, const kvcc_gpu_header *h, FILE *fp);
 
 /* nvrtc.c: NVRTC loaded with dlopen ("libnvrtc.so", then the CUDA default
 ** location). 0, or -1 with a message saying why it is absent. */

@@ -8,13 +8,13 @@
 #                    (generated CUDA C compiled as C++ with g++), the emulated
 #                    tensor-core mma alone (tests/gpu/mma_unit.cpp), plus the
 #                    no-driver error path of runtime/cuda.c
-#   make check-gpu   the differential matrix on a real device through the libkvcc GPU API
+#   make check-gpu   the differential matrix on a real device through the GPU API
 #                    (kvcc_compile_so_gpu, kvcc_gpu_plan_create, kvcc_gpu_compress), or "SKIP: no GPU"
 #   make bench-gpu   SnapKV on the GPU (tests/gpu/bench_gpu.c), or "SKIP: no GPU"
 
-PTXOBJ += codegen/ptx/gen.o codegen/ptx/nvrtc.o
+PTXOBJ += codegen/ptx/gen.o codegen/ptx/nvrtc.o codegen/ptx/blob.o
 RTOBJ  += runtime/cuda.o runtime/gpu.o
-$(B)/runtime/gpu.o: CFLAGS += $(LLVM_CFLAGS)
+$(B)/codegen/ptx/blob.o: CFLAGS += $(LLVM_CFLAGS)
 
 $(B)/kvcc-ptx: $(B)/codegen/ptx/main.o $(LIBOBJ)
 	$(CC) -o $@ $^ $(LDLIBS) $(LLVM_LIBS_USED)

@@ -20,7 +20,7 @@ $(LLAMA_OBJ) $(B)/compiler/eval.o: CFLAGS += $(LLAMA_DECODE)
 $(B)/kvcc: $(B)/compiler/eval.o $(LLAMA_CORE)
 
 $(B)/llama: $(LLAMA_OBJ) $(B)/libkvcc.so
-	$(CC) -o $@ $(LLAMA_OBJ) -L$(B) -lkvcc -Wl,-rpath,$(abspath $(B)) $(SAN) -lm
+	$(CC) -o $@ $(LLAMA_OBJ) -L$(B) -lkvcc -lkvcc_rt -Wl,-rpath,$(abspath $(B)) $(SAN) -lm
 
 check-llama: $(B)/llama
 	LLAMA=$(B)/llama DATA=$(SHARED)/data PYTHON=$(PYTHON) sh examples/llama/check.sh

@@ -21,6 +21,7 @@
 #include <stdarg.h>
 #include <math.h>
 #include "kvcc.h"
+#include "kvcc_compiler.h"
 #include "compiler/ir.h"
 #include "compiler/interp.h"
 #include "codegen/x86/x86.h"

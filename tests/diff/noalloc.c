@@ -16,6 +16,7 @@
 #include <string.h>
 #include <glob.h>
 #include "kvcc.h"
+#include "kvcc_compiler.h"
 #include "compiler/ir.h"
 #include "compiler/interp.h"
 #include "dsl/dsl.h"

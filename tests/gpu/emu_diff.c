@@ -10,7 +10,7 @@
 ** CUBIN embedded in policy.so, through the compile cache), opened with
 ** kvcc_open, planned per case with kvcc_gpu_plan_create (CUBIN or PTX JIT),
 ** compressed with kvcc_gpu_compress + kvcc_gpu_plan_check; decode steps use the
-** plan's module (runtime/cuda.c kvc_decode). Prints "SKIP: no GPU (why)" and
+** plan's module (runtime/cuda.c kr_cuda_decode). Prints "SKIP: no GPU (why)" and
 ** exits 0 when the driver cannot be loaded.
 **
 ** Matrix: every policy × f32/f16/bf16 × head_dim 8/64/96/128 × group 1/2/4/8,
@@ -46,6 +46,7 @@
 #include "compiler/ir.h"
 #include "compiler/interp.h"
 #include "codegen/ptx/ptx.h"
+#include "kvcc_compiler.h"
 #include "dsl/dsl.h"
 #include "runtime/cuda.h"
 #include "runtime/gpu.h"
@@ -79,7 +80,7 @@ static const int dims[] = { 8, 64, 96, 128 }, groups[] = { 1, 2, 4, 8 };
 typedef struct Spec {
 	KpCudaOut out;
 	RunFn run;
-	KvCuda *cu;           /* unused since the device path goes through the API */
+	KrCuda *cu;           /* unused since the device path goes through the API */
 	kvcc_policy *pol;     /* --device: the policy.so with its GPU kernels */
 	int ok;
 	char why[600];
@@ -225,7 +226,7 @@ static int launch_dev(Spec *sp, int role, KvgArgs *a, char *why, size_t whyn)
 	int rc = 0;
 	for (int i = 0; i < 11; i++) {
 		host[i] = *h[i], dev[i] = NULL;
-		if (host[i] && (!(dev[i] = kvc_alloc(devbytes[i])) || kvc_put(dev[i], host[i], devbytes[i]) != 0))
+		if (host[i] && (!(dev[i] = kr_cuda_alloc(devbytes[i])) || kr_cuda_put(dev[i], host[i], devbytes[i]) != 0))
 			rc = -1;
 		*dp[i] = dev[i];
 	}
@@ -234,7 +235,7 @@ static int launch_dev(Spec *sp, int role, KvgArgs *a, char *why, size_t whyn)
 	if (rc == 0 && kvcc_gpu_plan_create(sp->pol, &lay, a->O, 0, &pl) != 0)
 		rc = -1, snprintf(why, whyn, "kvcc_gpu_plan_create: %s", kvcc_last_error());
 	if (rc == 0 && role == KVG_DECODE)
-		rc = kvc_decode(kg_plan_module(pl), &d, NULL, why, whyn);
+		rc = kr_cuda_decode(kr_gpu_module(pl), &d, NULL, why, whyn);
 	else if (rc == 0) {
 		kvcc_cache cc = { d.K, d.V, d.pos, d.len, d.state };
 		kvcc_obs ob = { a->O, d.Q, NULL, NULL };
@@ -242,13 +243,13 @@ static int launch_dev(Spec *sp, int role, KvgArgs *a, char *why, size_t whyn)
 		if (kvcc_gpu_compress(pl, &cc, &ob, &ar, NULL) != 0 || kvcc_gpu_plan_check(pl) != 0)
 			rc = -1, snprintf(why, whyn, "kvcc_gpu_compress: %s", kvcc_last_error());
 	}
-	if (rc == 0 && kvc_sync() != 0)
+	if (rc == 0 && kr_cuda_sync() != 0)
 		rc = -1, snprintf(why, whyn, "kernel execution failed");
 	kvcc_gpu_plan_destroy(pl);
 	for (int i = 0; i < 11; i++) {
-		if (rc == 0 && host[i] && kvc_get(host[i], dev[i], devbytes[i]) != 0)
+		if (rc == 0 && host[i] && kr_cuda_get(host[i], dev[i], devbytes[i]) != 0)
 			rc = -1;
-		kvc_free(dev[i]);
+		kr_cuda_free(dev[i]);
 	}
 	if (rc == 0 && *a->err)
 		rc = -1, snprintf(why, whyn, "device error %d", *a->err);
@@ -584,7 +585,7 @@ int main(int argc, char **argv)
 	}
 	if (device) {
 		char why[600];
-		if (kvc_driver_load(why, sizeof why) != 0) {
+		if (kr_cuda_driver_load(why, sizeof why) != 0) {
 			printf("SKIP: no GPU (%s)\n0 passed, 0 failed, 1 skipped\n", why);
 			return 0;
 		}
@@ -625,7 +626,7 @@ int main(int argc, char **argv)
 	printf("%d passed, %d failed, %d skipped\n", npass, nfail, nskip);
 	for (int p = 0; p < NPOL; p++) {
 		for (int s = 0; s < NSPEC; s++) {
-			kvc_close(specs[p][s].cu);
+			kr_cuda_close(specs[p][s].cu);
 			kvcc_close(specs[p][s].pol);
 			kp_cuda_free(&specs[p][s].out);
 		}
