@@ -209,17 +209,10 @@ static void notgen(const KiFn *f, int i, const char *where, KcErr *e)
 		kc_error(e, f->src, in->line, in->col, "%s: %s over [%s] is not generated yet", where, ki_opname(in->op), ax);
 }
 
-int kp_build(const KiFn *f, KpPlan *p, KcErr *e)
+/* Which skeleton computes each instruction the score needs (cls), with the attn_score rules:
+** positioned errors for what the kernels cannot fuse. */
+static int classify(const KiFn *f, KpPlan *p, KcErr *e)
 {
-	memset(p, 0, sizeof *p);
-	p->f = f;
-	p->cls = calloc((size_t)f->nins + 1, 1);
-	p->soft = calloc((size_t)f->nins + 1, sizeof(int));
-	p->oneed = calloc((size_t)f->nins + 1, 1);
-	if (!p->cls || !p->soft || !p->oneed) {
-		kc_error(e, f->src, 0, 0, "plan: out of memory");
-		goto fail;
-	}
 	mark(f, f->score, p->cls);   /* 1 = needed, refined below */
 	for (int i = 0; i < f->nins; i++) {
 		if (!p->cls[i])
@@ -243,7 +236,7 @@ int kp_build(const KiFn *f, KpPlan *p, KcErr *e)
 			break;
 		case KO_attn:
 			kc_error(e, f->src, in->line, in->col, "x.attn reaches the score (only the observe hook may read it)");
-			goto fail;
+			return -1;
 		case KO_hmean:
 			p->uses_hmean = 1;
 			break;
@@ -256,7 +249,7 @@ int kp_build(const KiFn *f, KpPlan *p, KcErr *e)
 					kc_error(e, f->src, in->line, in->col,
 					         "attn_score: the only [obs, token] product the kernels fuse is "
 					         "x.Q:dot(x.K, \"chan\")");
-					goto fail;
+					return -1;
 				}
 				c = KP_DOT;
 				p->has_attn = 1;
@@ -265,19 +258,19 @@ int kp_build(const KiFn *f, KpPlan *p, KcErr *e)
 					kc_error(e, f->src, in->line, in->col,
 					         "attn_score: an [obs, token, chan] value would materialize the attention "
 					         "per channel; reduce over chan first");
-					goto fail;
+					return -1;
 				}
 				if (!anyattn) {
 					kc_error(e, f->src, in->line, in->col,
 					         "attn_score: an [obs, token] value that does not derive from Q·K "
 					         "is not supported");
-					goto fail;
+					return -1;
 				}
 				c = KP_ATTN;
 			} else if ((in->op == KO_softmax || in->op == KO_softmaxnc) && in->axis == AX_token) {
 				if (!isattn(ca[0])) {
 					kc_error(e, f->src, in->line, in->col, "attn_score: softmax of a value not derived from Q·K");
-					goto fail;
+					return -1;
 				}
 				c = KP_ATTN;
 				p->soft[p->nsoft++] = i;
@@ -286,14 +279,14 @@ int kp_build(const KiFn *f, KpPlan *p, KcErr *e)
 				         "attn_score: %s over %s of an [obs, token] value cannot be fused "
 				         "(supported: elementwise ops, softmax over token, sum/mean over obs)",
 				         ki_opname(in->op), in->axis < AX_NUM ? ki_axisname(in->axis) : "-");
-				goto fail;
+				return -1;
 			}
 		} else if (anyattn) {
 			if (!((in->op == KO_sum || in->op == KO_mean) && in->axis == AX_obs)) {
 				kc_error(e, f->src, in->line, in->col,
 				         "attn_score: the attention [obs, token] can only be reduced over obs "
 				         "(sum or mean) here, not by %s", ki_opname(in->op));
-				goto fail;
+				return -1;
 			}
 			c = KP_RED;
 			p->nred++;
@@ -307,7 +300,7 @@ int kp_build(const KiFn *f, KpPlan *p, KcErr *e)
 	if (KC_RKIND(f->score) == RK_INS && isattn(p->cls[KC_RIDX(f->score)])) {
 		const KiIns *in = &f->ins[KC_RIDX(f->score)];
 		kc_error(e, f->src, in->line, in->col, "the score must be reduced over obs");
-		goto fail;
+		return -1;
 	}
 	/* operands of attn values that are materialized must not have chan */
 	for (int i = 0; i < f->nins; i++)
@@ -317,10 +310,16 @@ int kp_build(const KiFn *f, KpPlan *p, KcErr *e)
 				if (clsof(p, r) == KP_MAT && (ki_refaxes(f, r) & AXM(AX_chan))) {
 					kc_error(e, f->src, f->ins[i].line, f->ins[i].col,
 					         "attn_score: operand with a chan axis in an [obs, token] expression");
-					goto fail;
+					return -1;
 				}
 			}
-	/* the fused attn_score pattern */
+	return 0;
+}
+
+/* The fused attn_score pattern: dot(Q, K) → multiplies by scalars → softmax over token →
+** sum / mean over obs. Its generic C epilogue is gone: anything else is a positioned error. */
+static int fused(const KiFn *f, KpPlan *p, KcErr *e)
+{
 	if (p->has_attn) {
 		int ok = 1, cur = -1;
 		p->fdot = p->fsoft = p->fbad = -1;
@@ -361,24 +360,20 @@ int kp_build(const KiFn *f, KpPlan *p, KcErr *e)
 			kc_error(e, f->src, in->line, in->col,
 			         "attn_score: %s here is not generated yet (the fused kernels take softmax over token of "
 			         "x.Q:dot(x.K, \"chan\") times scalars, then sum or mean over obs)", ki_opname(in->op));
-			goto fail;
+			return -1;
 		}
 		if (p->fast && p->nmul == 1 && KC_RKIND(p->mul[0]) == RK_INS) {
 			const KiIns *k = &f->ins[KC_RIDX(p->mul[0])];
 			p->fscale = k->op == KO_info && k->aux == INF_scale;
 		}
 	}
-	/* generated token_map loops; the score's values that no loop computes are rejected */
-	p->tgen = calloc((size_t)f->nins + 1, 1);
-	p->tout = calloc((size_t)f->nins + 1, 1);
-	p->otgen = calloc((size_t)f->nins + 1, 1);
-	p->otout = calloc((size_t)f->nins + 1, 1);
-	uint8_t *root = calloc((size_t)f->nins + 1, 1), *ocls = calloc((size_t)f->nins + 1, 1);
-	if (!p->tgen || !p->tout || !p->otgen || !p->otout || !root || !ocls) {
-		free(root), free(ocls);
-		kc_error(e, f->src, 0, 0, "plan: out of memory");
-		goto fail;
-	}
+	return 0;
+}
+
+/* The generated token_map loops (tgen, tout); a value the score needs that no loop computes,
+** that the Q·K tile does not read and that is no head_mean barrier is a positioned error. */
+static int tloops(const KiFn *f, KpPlan *p, uint8_t *root, KcErr *e)
+{
 	if (KC_RKIND(f->score) == RK_INS)
 		root[KC_RIDX(f->score)] = 1;
 	Seg sg = { f, p->cls, root, p->tgen, p->tout };
@@ -394,13 +389,18 @@ int kp_build(const KiFn *f, KpPlan *p, KcErr *e)
 			bad = i;
 	}
 	if (bad >= 0) {
-		free(root), free(ocls);
 		notgen(f, bad, "token_map", e);
-		goto fail;
+		return -1;
 	}
-	/* observe hook: fused loops over [group, token, chan] values with x.attn = this step's
-	** probabilities; roots = the state updates (stored, then written into the state) */
-	memset(root, 0, (size_t)f->nins);
+	return 0;
+}
+
+/* The observe hook's fused loops (decode): over [group, token, chan] values with x.attn = this
+** step's probabilities; roots = the state updates (stored, then written into the state). */
+static int oloops(const KiFn *f, KpPlan *p, uint8_t *root, uint8_t *ocls, KcErr *e)
+{
+	for (int i = 0; i < f->nins; i++)
+		root[i] = 0;
 	for (int s = 0; s < f->nst; s++)
 		if (f->st[s].update) {
 			mark(f, f->st[s].update, p->oneed);
@@ -410,41 +410,53 @@ int kp_build(const KiFn *f, KpPlan *p, KcErr *e)
 		}
 	for (int i = 0; i < f->nins; i++) {
 		ocls[i] = p->oneed[i] ? KP_MAT : 0;
-		if (p->oneed[i]) {
-			const KiIns *in = &f->ins[i];
-			if (HAS(in->axes, AX_obs) || (in->op == KO_input && (in->aux == IN_lse || in->aux == IN_qpos))) {
-				kc_error(e, f->src, in->line, in->col,
-				         "decode_attn: the observe hook cannot read observation queries (x.Q, x.lse, x.qpos)");
-				bad = i;
-				break;
-			}
-			if (in->op == KO_hmean) {
-				kc_error(e, f->src, in->line, in->col,
-				         "decode_attn: a mean over heads in the observe hook is not supported yet");
-				bad = i;
-				break;
-			}
+		if (!p->oneed[i])
+			continue;
+		const KiIns *in = &f->ins[i];
+		if (HAS(in->axes, AX_obs) || (in->op == KO_input && (in->aux == IN_lse || in->aux == IN_qpos))) {
+			kc_error(e, f->src, in->line, in->col,
+			         "decode_attn: the observe hook cannot read observation queries (x.Q, x.lse, x.qpos)");
+			return -1;
+		}
+		if (in->op == KO_hmean) {
+			kc_error(e, f->src, in->line, in->col,
+			         "decode_attn: a mean over heads in the observe hook is not supported yet");
+			return -1;
 		}
 	}
-	if (bad < 0) {
-		Seg so = { f, ocls, root, p->otgen, p->otout };
-		segment(&so);
-		outputs(&so);
-		for (int i = 0; i < f->nins && bad < 0; i++) {
-			p->nogen += p->otgen[i] == KP_GEN_START;
-			if (p->oneed[i] && !p->otgen[i]) {
-				bad = i;
-				notgen(f, i, "decode_attn (observe hook)", e);
-			}
+	Seg so = { f, ocls, root, p->otgen, p->otout };
+	segment(&so);
+	outputs(&so);
+	for (int i = 0; i < f->nins; i++) {
+		p->nogen += p->otgen[i] == KP_GEN_START;
+		if (p->oneed[i] && !p->otgen[i]) {
+			notgen(f, i, "decode_attn (observe hook)", e);
+			return -1;
 		}
 	}
-	free(root), free(ocls);
-	if (bad >= 0)
-		goto fail;
 	return 0;
-fail:
-	kp_free(p);
-	return -1;
+}
+
+int kp_build(const KiFn *f, KpPlan *p, KcErr *e)
+{
+	memset(p, 0, sizeof *p);
+	p->f = f;
+	size_t n = (size_t)f->nins + 1;
+	p->cls = calloc(n, 1), p->soft = calloc(n, sizeof(int)), p->oneed = calloc(n, 1);
+	p->tgen = calloc(n, 1), p->tout = calloc(n, 1), p->otgen = calloc(n, 1), p->otout = calloc(n, 1);
+	uint8_t *root = calloc(n, 1), *ocls = calloc(n, 1);
+	int rc = -1;
+	if (!p->cls || !p->soft || !p->oneed || !p->tgen || !p->tout || !p->otgen || !p->otout || !root || !ocls)
+		kc_error(e, f->src, 0, 0, "plan: out of memory");
+	else if (classify(f, p, e) == 0 &&     /* skeleton per instruction */
+	         fused(f, p, e) == 0 &&        /* the fused attn_score */
+	         tloops(f, p, root, e) == 0 && /* token_map loops */
+	         oloops(f, p, root, ocls, e) == 0)   /* the observe hook's loops */
+		rc = 0;
+	free(root), free(ocls);
+	if (rc)
+		kp_free(p);
+	return rc;
 }
 
 void kp_free(KpPlan *p)

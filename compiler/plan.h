@@ -7,9 +7,12 @@
 **   token_map    everything else: [group,token], [token], [chan], per-query and
 **                scalar values (norms, cosine, pooling stencils, token reductions)
 **   head_mean    cross-head barrier (hmean)
-**   select, compact_merge (runtime)
-** Target independent: a backend supplies only the Q·Kᵀ tile kernel and the
-** storage → f32 conversion; the runtime walks the plan.
+**   select, compact_merge, decode_attn (with the observe hook's fused loops)
+** Target independent, built once per compile by the driver (compiler/driver.c):
+** the backends generate every kernel from it, and the artifact's descriptor
+** (codegen/x86/desc.c) carries what the runtime does at each instruction, so the
+** runtime neither plans nor evaluates. What no generator covers is rejected here
+** with a positioned error, so `kvcc check` reports what `kvcc compile` would.
 */
 #ifndef KVCC_PLAN_H
 #define KVCC_PLAN_H

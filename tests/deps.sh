@@ -1,15 +1,15 @@
 #!/bin/sh
-# The library split (DESIGN §2): libkvcc_rt links libc, libm, libpthread and libdl only — no
-# Lua, no LLVM, no NVRTC, no libkvcc — calls no compiler function and exports the runtime API
-# only; libkvcc (the compiler) is built on it and exports the compile API only;
-# examples/compress links the runtime alone.
+# The library split (DESIGN §2): libkvcc_rt links libc, libm, libpthread and libdl only (and the
+# sanitizers' runtimes in `make asan`) — no Lua, no LLVM, no NVRTC, no libkvcc — calls no
+# compiler function and exports the runtime API only; libkvcc (the compiler) is built on it and
+# exports the compile API only; examples/compress links the runtime alone.
 #   tests/deps.sh BUILD_DIR
 B=${1:-build}
 pass=0 fail=0
 t() { if eval "$2"; then pass=$((pass + 1)); else fail=$((fail + 1)); echo "FAIL deps: $1"; fi; }
 rt=$B/libkvcc_rt.so lib=$B/libkvcc.so
 t "libkvcc_rt needs only libc, libm, libpthread, libdl" \
-  '[ -z "$(readelf -d $rt | sed -n "s/.*NEEDED.*\[\(.*\)\]/\1/p" | grep -v -e "^libc\.so" -e "^libm\.so" -e "^libpthread\.so" -e "^libdl\.so" -e "^ld-linux")" ]'
+  '[ -z "$(readelf -d $rt | sed -n "s/.*NEEDED.*\[\(.*\)\]/\1/p" | grep -v -e "^libc\.so" -e "^libm\.so" -e "^libpthread\.so" -e "^libdl\.so" -e "^ld-linux" -e "^libasan" -e "^libubsan")" ]'
 t "ldd libkvcc_rt: no Lua, LLVM, NVRTC" '! ldd $rt | grep -i -q -e lua -e llvm -e nvrtc -e libkvcc\\.'
 t "libkvcc_rt calls no compiler or Lua/LLVM function" \
   '! nm -D --undefined-only $rt | grep -q -e " k[icdxp]_" -e " lua" -e " LLVM" -e " nvrtc"'

@@ -96,165 +96,140 @@ int kx_checkspec(const KiFn *f, const kvcc_spec *spec, KcErr *e)
 	return 0;
 }
 
-int kx_emit(const KiFn *f, const KpPlan *kp, const kvcc_spec *spec, const char *objpath, int verbose, double *ms,
-            KcErr *e)
+/* The target machine: the artifact's feature set (never the host's CPU name). *cpu its CPU. */
+static LLVMTargetMachineRef machine(const KiFn *f, const kvcc_spec *spec, const char *host, int W, const char **cpu,
+                                    char *triple, KcErr *e)
 {
-	double t0 = now_ms();
-	if (kx_checkspec(f, spec, e) != 0)
-		return -1;
-	LLVMInitializeX86TargetInfo();
-	LLVMInitializeX86Target();
-	LLVMInitializeX86TargetMC();
-	LLVMInitializeX86AsmPrinter();
-	char *host = kx_hostfeatures();
-	if (!host) {
-		kc_error(e, f->src, 0, 0, "out of memory");
-		return -1;
-	}
-	int W = kx_vecwidth(spec, host);
-	if (!W) {
-		kc_error(e, f->src, 0, 0, "target %s needs CPU features this host lacks", kx_targetname(spec->target));
-		free(host);
-		return -1;
-	}
-	const char *cpu = "x86-64";
-	char *feats = NULL;
+	char feats[1200] = "";
+	*cpu = "x86-64";
 	switch (spec->target) {
-	case KVCC_TARGET_V3: cpu = "x86-64-v3"; feats = strdup(""); break;
-	case KVCC_TARGET_V4: cpu = "x86-64-v4"; feats = strdup("+evex512,-prefer-256-bit"); break;
-	case KVCC_TARGET_SCALAR: cpu = "x86-64"; feats = strdup(""); break;
-	default:
-		feats = malloc(strlen(host) + 32);
-		if (feats)
-			sprintf(feats, "%s%s", host, W == 16 ? ",-prefer-256-bit" : "");
+	case KVCC_TARGET_V3: *cpu = "x86-64-v3"; break;
+	case KVCC_TARGET_V4: *cpu = "x86-64-v4"; snprintf(feats, sizeof feats, "+evex512,-prefer-256-bit"); break;
+	case KVCC_TARGET_SCALAR: break;
+	default: snprintf(feats, sizeof feats, "%s%s", host, W == 16 ? ",-prefer-256-bit" : "");
 	}
-	/* the features recorded in the artifact (and its key) */
-	const char *recfeat = spec->target == KVCC_TARGET_NATIVE ? host : kx_targetname(spec->target);
-	char *triple = LLVMGetDefaultTargetTriple();
 	char *err = NULL;
 	LLVMTargetRef tgt;
 	if (LLVMGetTargetFromTriple(triple, &tgt, &err)) {
 		kc_error(e, f->src, 0, 0, "LLVM: %s", err);
-		LLVMDisposeMessage(err), LLVMDisposeMessage(triple), free(host), free(feats);
-		return -1;
+		LLVMDisposeMessage(err);
+		return NULL;
 	}
-	LLVMTargetMachineRef tm = LLVMCreateTargetMachine(tgt, triple, cpu, feats ? feats : "", LLVMCodeGenLevelAggressive,
-	                                                  LLVMRelocPIC, LLVMCodeModelDefault);
-	Gen g = { 0 };
-	g.cx = LLVMContextCreate();
-	g.m = LLVMModuleCreateWithNameInContext(f->name, g.cx);
-	g.b = LLVMCreateBuilderInContext(g.cx);
-	LLVMSetTarget(g.m, triple);
-	LLVMTargetDataRef td = LLVMCreateTargetDataLayout(tm);
-	LLVMSetModuleDataLayout(g.m, td);
-	g.W = W, g.d = spec->head_dim, g.dtype = spec->dtype, g.G = spec->group;
-	g.bf16dot = kx_bf16dot(spec, host, W);
-	g.f32 = LLVMFloatTypeInContext(g.cx), g.half = LLVMHalfTypeInContext(g.cx);
-	g.i16 = LLVMInt16TypeInContext(g.cx), g.i32 = LLVMInt32TypeInContext(g.cx), g.i64 = LLVMInt64TypeInContext(g.cx);
-	g.ptr = LLVMPointerTypeInContext(g.cx, 0);
-	g.vf = LLVMVectorType(g.f32, (unsigned)W);
-	LLVMTypeRef ot = W == 1 ? g.f32 : g.vf;
+	return LLVMCreateTargetMachine(tgt, triple, *cpu, feats, LLVMCodeGenLevelAggressive, LLVMRelocPIC,
+	                               LLVMCodeModelDefault);
+}
+
+/* g's module, types and shared intrinsics for spec on tm */
+static void module(Gen *g, const KiFn *f, const kvcc_spec *spec, const char *host, int W, const char *triple,
+                   LLVMTargetDataRef td)
+{
+	g->cx = LLVMContextCreate();
+	g->m = LLVMModuleCreateWithNameInContext(f->name, g->cx);
+	g->b = LLVMCreateBuilderInContext(g->cx);
+	LLVMSetTarget(g->m, triple);
+	LLVMSetModuleDataLayout(g->m, td);
+	g->W = W, g->d = spec->head_dim, g->dtype = spec->dtype, g->G = spec->group;
+	g->bf16dot = kx_bf16dot(spec, host, W);
+	g->f32 = LLVMFloatTypeInContext(g->cx), g->half = LLVMHalfTypeInContext(g->cx);
+	g->i16 = LLVMInt16TypeInContext(g->cx), g->i32 = LLVMInt32TypeInContext(g->cx), g->i64 = LLVMInt64TypeInContext(g->cx);
+	g->ptr = LLVMPointerTypeInContext(g->cx, 0);
+	g->vf = LLVMVectorType(g->f32, (unsigned)W);
+	LLVMTypeRef ot = W == 1 ? g->f32 : g->vf;
 	unsigned id = LLVMLookupIntrinsicID("llvm.fmuladd", 12);
-	g.fma = LLVMGetIntrinsicDeclaration(g.m, id, &ot, 1);
-	g.fma_ty = LLVMIntrinsicGetType(g.cx, id, &ot, 1);
+	g->fma = LLVMGetIntrinsicDeclaration(g->m, id, &ot, 1);
+	g->fma_ty = LLVMIntrinsicGetType(g->cx, id, &ot, 1);
 	if (W > 1) {
 		unsigned rid = LLVMLookupIntrinsicID("llvm.vector.reduce.fadd", 23);
-		g.red = LLVMGetIntrinsicDeclaration(g.m, rid, &ot, 1);
-		g.red_ty = LLVMIntrinsicGetType(g.cx, rid, &ot, 1);
+		g->red = LLVMGetIntrinsicDeclaration(g->m, rid, &ot, 1);
+		g->red_ty = LLVMIntrinsicGetType(g->cx, rid, &ot, 1);
 	}
-	kx_gen_qk(&g);
-	LLVMValueRef qk = g.fn;
-	kx_gen_cvt(&g);
-	LLVMValueRef cvt = g.fn;
-	kx_gen_decode(&g, spec->group);
-	LLVMValueRef dec = g.fn;
-	kx_gen_probs(&g);
-	LLVMValueRef probs = g.fn;
-	kx_gen_qkt(&g);
-	LLVMValueRef qkt = g.fn;
-	kx_gen_sstat(&g, 0);
-	LLVMValueRef sstat = g.fn;
-	kx_gen_sacc(&g, 0);
-	LLVMValueRef sacc = g.fn;
-	kx_gen_sstat(&g, 1);
-	LLVMValueRef sstatm = g.fn;
-	kx_gen_sacc(&g, 1);
-	LLVMValueRef saccm = g.fn;
-	kx_gen_selkeys(&g);
-	LLVMValueRef selkeys = g.fn;
-	kx_gen_topk(&g);
-	LLVMValueRef topk = g.fn;
-	kx_gen_keepidx(&g);
-	LLVMValueRef keepidx = g.fn;
-	kx_gen_ckeys(&g);
-	LLVMValueRef ckeys = g.fn;
-	kx_gen_kcount(&g);
-	LLVMValueRef kcount = g.fn;
-	kx_gen_ckeepidx(&g);
-	LLVMValueRef ckeepidx = g.fn;
-	kx_gen_compact(&g);
-	LLVMValueRef compact = g.fn;
-	kx_gen_tmap(&g, f, kp);
-	LLVMValueRef tmap = g.fn;
-	kx_gen_observe(&g, f, kp);
-	LLVMValueRef observe = g.fn;
-	kx_gen_ascale(&g, f, kp);
-	LLVMValueRef ascale = g.fn;
-	kx_gen_nkeep(&g, f);
-	LLVMValueRef nkeep = g.fn;
-	kx_gen_hmean(&g);
-	LLVMValueRef hmean = g.fn;
+}
 
-	kx_gen_qround(&g);
-	LLVMValueRef qround = g.fn;
+/* the artifact's entry points, in kvcc_artifact's order */
+enum { E_qk, E_cvt, E_decode, E_probs, E_qkt, E_sstat, E_sacc, E_selkeys, E_topk, E_keepidx, E_compact, E_tmap,
+       E_ckeys, E_kcount, E_ckeepidx, E_nkeep, E_ascale, E_hmean, E_observe, E_qround, E_sstatm, E_saccm, E_NUM };
+_Static_assert(sizeof(kvcc_artifact) == 5 * 8 + E_NUM * 8, "kvcc_artifact: 5 header fields, then the entry points");
 
-	/* the descriptor: entry points, the blob (codegen/x86/desc.c), the KIR text for dump */
+/* every kernel of the artifact: the fixed ones (kern.c) and the policy's (tmap.c); -1: out of memory */
+static int kernels(Gen *g, const KiFn *f, const KpPlan *kp, LLVMValueRef *fn)
+{
+	int rc = 0;
+	kx_gen_qk(g), fn[E_qk] = g->fn;
+	kx_gen_cvt(g), fn[E_cvt] = g->fn;
+	kx_gen_decode(g, g->G), fn[E_decode] = g->fn;
+	kx_gen_probs(g), fn[E_probs] = g->fn;
+	kx_gen_qkt(g), fn[E_qkt] = g->fn;
+	kx_gen_sstat(g, 0), fn[E_sstat] = g->fn;
+	kx_gen_sacc(g, 0), fn[E_sacc] = g->fn;
+	kx_gen_sstat(g, 1), fn[E_sstatm] = g->fn;
+	kx_gen_sacc(g, 1), fn[E_saccm] = g->fn;
+	kx_gen_selkeys(g), fn[E_selkeys] = g->fn;
+	kx_gen_topk(g), fn[E_topk] = g->fn;
+	kx_gen_keepidx(g), fn[E_keepidx] = g->fn;
+	kx_gen_ckeys(g), fn[E_ckeys] = g->fn;
+	kx_gen_kcount(g), fn[E_kcount] = g->fn;
+	kx_gen_ckeepidx(g), fn[E_ckeepidx] = g->fn;
+	kx_gen_compact(g), fn[E_compact] = g->fn;
+	rc |= kx_gen_tmap(g, f, kp), fn[E_tmap] = g->fn;
+	rc |= kx_gen_observe(g, f, kp), fn[E_observe] = g->fn;
+	kx_gen_ascale(g, f, kp), fn[E_ascale] = g->fn;
+	kx_gen_nkeep(g, f), fn[E_nkeep] = g->fn;
+	kx_gen_hmean(g), fn[E_hmean] = g->fn;
+	kx_gen_qround(g), fn[E_qround] = g->fn;
+	return rc;
+}
+
+/* the exported kvcc_artifact: magic, ABI, size, the descriptor blob and its hash, the KIR text
+** (for dump), the entry points */
+static int descriptor(Gen *g, const KiFn *f, const KpPlan *kp, const kvcc_spec *spec, int W, uint64_t cpu,
+                      LLVMValueRef *fn, KcErr *e)
+{
 	char *kir = ki_print(f);
-	uint64_t key = kir ? kx_key(kir, KVCC_VERSION, recfeat, spec->dtype, spec->head_dim, spec->group, spec->target, W) : 0;
 	size_t nblob = 0;
-	void *blob = kir ? kx_desc(f, kp, spec, W, kx_cpumask(spec, host), ki_fnv(kir, strlen(kir), 0), &nblob) : NULL;
+	void *blob = kir ? kx_desc(f, kp, spec, W, cpu, ki_fnv(kir, strlen(kir), 0), &nblob) : NULL;
 	if (!blob) {
 		free(kir);
 		kc_error(e, f->src, 0, 0, "out of memory (descriptor)");
-		LLVMDisposeBuilder(g.b), LLVMDisposeModule(g.m), LLVMContextDispose(g.cx);
-		LLVMDisposeTargetData(td), LLVMDisposeTargetMachine(tm);
-		LLVMDisposeMessage(triple), free(host), free(feats);
 		return -1;
 	}
-	LLVMValueRef binit = LLVMConstStringInContext(g.cx, blob, (unsigned)nblob, 1);
-	LLVMValueRef bgv = LLVMAddGlobal(g.m, LLVMTypeOf(binit), "kv.desc");
+	LLVMValueRef binit = LLVMConstStringInContext(g->cx, blob, (unsigned)nblob, 1);
+	LLVMValueRef bgv = LLVMAddGlobal(g->m, LLVMTypeOf(binit), "kv.desc");
 	LLVMSetInitializer(bgv, binit);
 	LLVMSetGlobalConstant(bgv, 1);
 	LLVMSetLinkage(bgv, LLVMPrivateLinkage);
 	LLVMSetAlignment(bgv, 16);
-	LLVMTypeRef fields[] = { g.i64, g.i32, g.i32, g.ptr, g.i64, g.ptr, g.ptr, g.ptr, g.ptr, g.ptr, g.ptr, g.ptr, g.ptr,
-	                         g.ptr, g.ptr, g.ptr, g.ptr, g.ptr, g.ptr, g.ptr, g.ptr, g.ptr, g.ptr, g.ptr, g.ptr, g.ptr,
-	                         g.ptr, g.ptr };
-	int nf = (int)(sizeof fields / sizeof fields[0]);
-	LLVMTypeRef dt = LLVMStructTypeInContext(g.cx, fields, (unsigned)nf, 0);
-	LLVMValueRef vals[] = {
-		LLVMConstInt(g.i64, KVCC_MAGIC, 0), LLVMConstInt(g.i32, KVCC_ABI, 0),
-		LLVMConstInt(g.i32, sizeof(kvcc_artifact), 0), bgv, LLVMConstInt(g.i64, ka_fnv(blob, nblob, 0), 0),
-		gstr(&g, kir, "kv.kir"), qk, cvt, dec, probs, qkt, sstat, sacc, selkeys, topk, keepidx, compact, tmap,
-		ckeys, kcount, ckeepidx, nkeep, ascale, hmean, observe, qround, sstatm, saccm,
+	LLVMTypeRef fields[6 + E_NUM] = { g->i64, g->i32, g->i32, g->ptr, g->i64 };
+	LLVMValueRef vals[6 + E_NUM] = {
+		LLVMConstInt(g->i64, KVCC_MAGIC, 0), LLVMConstInt(g->i32, KVCC_ABI, 0),
+		LLVMConstInt(g->i32, sizeof(kvcc_artifact), 0), bgv, LLVMConstInt(g->i64, ka_fnv(blob, nblob, 0), 0),
 	};
-	_Static_assert(sizeof(kvcc_artifact) == 5 * 8 + 22 * 8, "kvcc_artifact: the descriptor fields above");
-	LLVMValueRef desc = LLVMAddGlobal(g.m, dt, KVCC_DESC_SYMBOL);
-	LLVMSetInitializer(desc, LLVMConstNamedStruct(dt, vals, (unsigned)nf));
+	fields[5] = g->ptr, vals[5] = gstr(g, kir, "kv.kir");
+	for (int k = 0; k < E_NUM; k++)
+		fields[6 + k] = g->ptr, vals[6 + k] = fn[k];
+	LLVMTypeRef dt = LLVMStructTypeInContext(g->cx, fields, 6 + E_NUM, 0);
+	LLVMValueRef desc = LLVMAddGlobal(g->m, dt, KVCC_DESC_SYMBOL);
+	LLVMSetInitializer(desc, LLVMConstNamedStruct(dt, vals, 6 + E_NUM));
 	LLVMSetGlobalConstant(desc, 1);
 	LLVMSetVisibility(desc, LLVMDefaultVisibility);
 	free(kir), free(blob);
+	return 0;
+}
 
+/* verify, the O2 pipeline with tm, the object file; phase times into t[0..1] */
+static int object(Gen *g, const KiFn *f, LLVMTargetMachineRef tm, const char *objpath, int verbose, double t[2],
+                  KcErr *e)
+{
+	char *err = NULL;
 	int rc = -1;
 	LLVMMemoryBufferRef buf = NULL;
-	if (LLVMVerifyModule(g.m, LLVMReturnStatusAction, &err)) {
+	if (LLVMVerifyModule(g->m, LLVMReturnStatusAction, &err)) {
 		kc_error(e, f->src, 0, 0, "internal: generated LLVM IR does not verify: %.300s", err);
 		goto out;
 	}
 	LLVMDisposeMessage(err), err = NULL;
-	double tgen = now_ms();
+	t[0] = now_ms();
 	LLVMPassBuilderOptionsRef po = LLVMCreatePassBuilderOptions();
-	LLVMErrorRef perr = LLVMRunPasses(g.m, "default<O2>", tm, po);
+	LLVMErrorRef perr = LLVMRunPasses(g->m, "default<O2>", tm, po);
 	LLVMDisposePassBuilderOptions(po);
 	if (perr) {
 		char *m = LLVMGetErrorMessage(perr);
@@ -263,19 +238,18 @@ int kx_emit(const KiFn *f, const KpPlan *kp, const kvcc_spec *spec, const char *
 		goto out;
 	}
 	if (verbose > 1) {
-		char *ir = LLVMPrintModuleToString(g.m);
+		char *ir = LLVMPrintModuleToString(g->m);
 		fputs(ir, stderr);
 		LLVMDisposeMessage(ir);
 	}
-	double topt = now_ms();
-	if (LLVMTargetMachineEmitToMemoryBuffer(tm, g.m, LLVMObjectFile, &err, &buf)) {
+	t[1] = now_ms();
+	if (LLVMTargetMachineEmitToMemoryBuffer(tm, g->m, LLVMObjectFile, &err, &buf)) {
 		kc_error(e, f->src, 0, 0, "LLVM codegen: %s", err);
 		goto out;
 	}
 	size_t sz = LLVMGetBufferSize(buf);
-	const char *p = LLVMGetBufferStart(buf);
 	FILE *fo = fopen(objpath, "wb");
-	int ok = fo && fwrite(p, 1, sz, fo) == sz;
+	int ok = fo && fwrite(LLVMGetBufferStart(buf), 1, sz, fo) == sz;
 	if (fo && fclose(fo) != 0)
 		ok = 0;
 	if (!ok) {
@@ -284,25 +258,58 @@ int kx_emit(const KiFn *f, const KpPlan *kp, const kvcc_spec *spec, const char *
 		goto out;
 	}
 	rc = 0;
-	if (verbose)
-		fprintf(stderr, "kvcc: times: IR %.1f ms, passes %.1f ms, codegen %.1f ms\n", tgen - t0, topt - tgen,
-		        now_ms() - topt);
-	if (verbose)
-		fprintf(stderr, "kvcc: x86: %s, cpu %s, %d-lane f32 vectors, dtype %s, head_dim %d, group %d, key %016llx\n",
-		        kx_targetname(spec->target), cpu, W, ki_dtypename(spec->dtype), spec->head_dim, spec->group,
-		        (unsigned long long)key);
 out:
 	if (err)
 		LLVMDisposeMessage(err);
 	if (buf)
 		LLVMDisposeMemoryBuffer(buf);
-	LLVMDisposeBuilder(g.b);
-	LLVMDisposeModule(g.m);
-	LLVMDisposeTargetData(td);
-	LLVMContextDispose(g.cx);
-	LLVMDisposeTargetMachine(tm);
+	return rc;
+}
+
+int kx_emit(const KiFn *f, const KpPlan *kp, const kvcc_spec *spec, const char *objpath, int verbose, double *ms,
+            KcErr *e)
+{
+	double t0 = now_ms(), t[2] = { t0, t0 };
+	if (kx_checkspec(f, spec, e) != 0)
+		return -1;
+	LLVMInitializeX86TargetInfo();
+	LLVMInitializeX86Target();
+	LLVMInitializeX86TargetMC();
+	LLVMInitializeX86AsmPrinter();
+	char *host = kx_hostfeatures();
+	int W = host ? kx_vecwidth(spec, host) : 0;
+	if (!W) {
+		free(host);
+		kc_error(e, f->src, 0, 0, "target %s needs CPU features this host lacks", kx_targetname(spec->target));
+		return -1;
+	}
+	const char *cpu;
+	char *triple = LLVMGetDefaultTargetTriple();
+	LLVMTargetMachineRef tm = machine(f, spec, host, W, &cpu, triple, e);
+	int rc = -1;
+	if (tm) {
+		LLVMTargetDataRef td = LLVMCreateTargetDataLayout(tm);
+		Gen g = { 0 };
+		LLVMValueRef fn[E_NUM];
+		module(&g, f, spec, host, W, triple, td);
+		if (kernels(&g, f, kp, fn) != 0)
+			kc_error(e, f->src, 0, 0, "out of memory (kernels)");
+		else if (descriptor(&g, f, kp, spec, W, kx_cpumask(spec, host), fn, e) == 0)
+			rc = object(&g, f, tm, objpath, verbose, t, e);
+		LLVMDisposeBuilder(g.b);
+		LLVMDisposeModule(g.m);
+		LLVMDisposeTargetData(td);
+		LLVMContextDispose(g.cx);
+		LLVMDisposeTargetMachine(tm);
+	}
+	if (rc == 0 && verbose) {
+		fprintf(stderr, "kvcc: times: IR %.1f ms, passes %.1f ms, codegen %.1f ms\n", t[0] - t0, t[1] - t[0],
+		        now_ms() - t[1]);
+		fprintf(stderr, "kvcc: x86: %s, cpu %s, %d-lane f32 vectors, dtype %s, head_dim %d, group %d\n",
+		        kx_targetname(spec->target), cpu, W, ki_dtypename(spec->dtype), spec->head_dim, spec->group);
+	}
 	LLVMDisposeMessage(triple);
-	free(host), free(feats);
+	free(host);
 	if (ms)
 		*ms = now_ms() - t0;
 	return rc;
