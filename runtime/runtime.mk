@@ -13,6 +13,10 @@ RTOBJ  += runtime/api.o runtime/load.o runtime/compress.o runtime/decode.o runti
 LLVM_LIBS_USED = $(LLVM_LIBS)
 
 $(addprefix $(B)/codegen/x86/,key.o kern.o tmap.o emit.o): CFLAGS += $(LLVM_CFLAGS)
+# key.o's compile time is the compiler build in the cache key (KX_BUILD): rebuilt whenever
+# anything that shapes generated code changes
+$(B)/codegen/x86/key.o: $(wildcard codegen/x86/*.c codegen/x86/*.h codegen/ptx/*.c codegen/ptx/*.h) \
+  compiler/plan.c compiler/plan.h runtime/artifact.h
 
 # the example links the runtime only
 $(B)/compress: $(B)/examples/compress.o $(B)/libkvcc_rt.so

@@ -1,7 +1,8 @@
 /*
-** x86 backend: LLVM 19 C API → object in memory → cc -shared → policy.so.
-** Generates the specialized kernels of the plan (Q·Kᵀ tile micro-kernel,
-** storage → f32 conversion) and the artifact descriptor (include/kvcc.h).
+** x86 backend: kernel plan → LLVM 19 C API → object file; the driver links it
+** (with the GPU blob's object) into policy.so. Generates every kernel of the
+** artifact (the fixed ones and the policy's expressions) and its descriptor
+** (runtime/artifact.h). Files: see codegen/x86/gen.h.
 */
 #ifndef KVCC_X86_H
 #define KVCC_X86_H
@@ -22,8 +23,9 @@ KC_FUNC int kx_link(const char *const *objs, int nobj, const char *so, KcErr *e)
 /* Codegen options that are part of every cache key (tiles, register blocks, pipeline). */
 #define KX_OPTIONS "O2,qk4x2,dt16,tile64"
 /* The complete cache key (DESIGN §6): every component, so a miss can say which differs. */
-/* The compiler build (x86.o's compile time): artifacts of another build are misses/refused,
-** since the generated code may differ without a version bump. */
+/* The compiler build (key.o's compile time): in the compile cache's key only — a cached artifact
+** of another build is a miss, since the generated code may differ without a version bump; the
+** runtime loads artifacts of any build (it checks format, ABI, spec and CPU features). */
 #define KX_BUILD __DATE__ " " __TIME__
 typedef struct KxKey {
 	const char *kir, *version, *features, *options, *build;
