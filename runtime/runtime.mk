@@ -4,7 +4,7 @@
 #   make check-example   examples/compress.c, linked with libkvcc_rt only, runs a policy.so that
 #                        the kvcc command compiled
 #   make check-deps      libkvcc_rt links no Lua, LLVM or NVRTC and calls nothing of the compiler
-#   make check-twice     a second build of the same commit (another build time) loads a policy.so
+#   make check-twice     a second build of this checkout (another build time) loads a policy.so
 #                        that this build compiled, and this build loads one of the second's
 
 IROBJ  += compiler/plan.o compiler/driver.o compiler/cache.o
@@ -32,5 +32,5 @@ check-deps: $(B)/libkvcc_rt.so $(B)/libkvcc.so $(B)/compress
 check-twice: $(B)/kvcc $(B)/compress
 	tests/twice.sh $(B)
 
-CHECK_MORE += check-deps check-example
+CHECK_MORE += check-deps check-example check-twice
 .PHONY: check-example check-deps check-twice
