@@ -151,8 +151,8 @@ static int make_arenas(kvcc_plan *pl)
 	return 0;
 }
 
-/* attn_score workspace floats for go query rows: S tile, packed K tile, m, l, mp, acc, vj, Q rows,
-** the masked kernels' row masks (uint64) */
+/* attn_score workspace floats for go query rows: S tile, packed K tile, m, l, mp (and one spare),
+** acc, Q rows, the rows' visibility masks (uint64) */
 static size_t wsfloats(int go, int d)
 {
 	return (size_t)go * TILE + (size_t)d * TILE + 4 * (size_t)go + TILE + (size_t)go * d + 2 * (size_t)go + 64;

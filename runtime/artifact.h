@@ -165,10 +165,11 @@ typedef struct kvcc_artifact {
 	/* attn_score, 64-token tiles: S[q*64 + j] = Q[q]·K[j] (j >= nt: 0) through a packed,
 	** transposed f32 copy Kp[d][64] of the tile */
 	void (*qkt)(const void *K, int64_t ldk, int64_t nt, const float *Q, int64_t nq, float *S, float *Kp);
-	/* online max m[q] and sum l[q] of exp(a*S[q][j]) over j < vj[q] */
-	void (*sstat)(const float *S, int64_t nq, const int32_t *vj, float a, float *m, float *l);
-	/* acc[j] += sum_q exp(a*S[q][j] - mp[q]) over j < vj[q] (64 columns) */
-	void (*sacc)(const float *S, int64_t nq, const int32_t *vj, float a, const float *mp, float *acc);
+	/* online max m[q] and sum l[q] of exp(a*S[q][j]) over the visible j: the bits of vm[q]
+	** (causal attention: pos <= qpos; a prefix when positions are in order) */
+	void (*sstat)(const float *S, int64_t nq, const uint64_t *vm, float a, float *m, float *l);
+	/* acc[j] += sum_q exp(a*S[q][j] - mp[q]) over the visible j (64 columns) */
+	void (*sacc)(const float *S, int64_t nq, const uint64_t *vm, float a, const float *mp, float *acc);
 	/* select (chunk 1): key[i] = protected << 63 | order-preserving bits of score[i] (NaN lowest,
 	** -0 = +0) << 31 | (0x7fffffff - (base + i)): higher = kept first, ties → lower index */
 	void (*selkeys)(const float *score, int64_t n, int64_t keep_first, int64_t keep_recent, uint32_t base,
@@ -210,10 +211,6 @@ typedef struct kvcc_artifact {
 	int64_t (*observe)(struct kvcc_tmap_ctx *c);
 	/* decode queries: out[i] = q[i] rounded to the storage dtype (nearest even) times 1/sqrt(d) */
 	void (*qround)(const float *q, float *out, int64_t n);
-	/* sstat / sacc with the visible columns of row q given as bits of vm[q] (causal attention
-	** over positions that are not non-decreasing) */
-	void (*sstatm)(const float *S, int64_t nq, const uint64_t *vm, float a, float *m, float *l);
-	void (*saccm)(const float *S, int64_t nq, const uint64_t *vm, float a, const float *mp, float *acc);
 } kvcc_artifact;
 
 /* --- GPU (CUDA) ------------------------------------------------------------------------------

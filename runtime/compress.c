@@ -84,42 +84,30 @@ static int loopfail(Run *r, int64_t rc, const kvcc_tmap_ctx *c)
 	return fail(r, (int)rc - 1, "pooling kernel size must be a positive integer, got %g", c->err);
 }
 
-/* Visible tokens of tile [t0, t0+nt) for every query row (causal: pos <= qpos, with pos
-** non-decreasing so the visible ones are a prefix). */
-static void tilevis(Run *r, const Inst *I, int t0, int nt, int causal, int32_t *vj)
+/* The visible tokens of tile [t0, t0+nt) for every query row, as bits (causal: pos <= qpos). With
+** positions in order (mono) the visible ones are a prefix, found by bisection; else token by
+** token. */
+static void tilevis(Run *r, const Inst *I, int t0, int nt, int causal, int mono, uint64_t *vm)
 {
 	int G = r->G, O = r->O;
 	for (int o = 0; o < O; o++) {
-		int v = nt;
-		if (causal) {
-			int qp = qposof(r, I, o);
-			if (posof(I, t0 + nt - 1) > qp) {
-				int lo = 0, hi = nt;          /* first j with pos > qp */
-				while (lo < hi) {
-					int mid = (lo + hi) / 2;
-					if (posof(I, t0 + mid) > qp)
-						hi = mid;
-					else
-						lo = mid + 1;
-				}
-				v = lo;
-			}
-		}
-		for (int g = 0; g < G; g++)
-			vj[g * O + o] = v;
-	}
-}
-
-/* Visible tokens of tile [t0, t0+nt) for every query row as bits (causal: pos <= qpos), for
-** positions in any order. */
-static void tilemask(Run *r, const Inst *I, int t0, int nt, uint64_t *vm)
-{
-	int G = r->G, O = r->O;
-	for (int o = 0; o < O; o++) {
-		int qp = qposof(r, I, o);
+		int qp = causal ? qposof(r, I, o) : 0;
 		uint64_t m = 0;
-		for (int j = 0; j < nt; j++)
-			m |= (uint64_t)(posof(I, t0 + j) <= qp) << j;
+		if (!causal || (mono && posof(I, t0 + nt - 1) <= qp))
+			m = nt == 64 ? ~0ull : (1ull << nt) - 1;
+		else if (mono) {
+			int lo = 0, hi = nt;              /* first j with pos > qp */
+			while (lo < hi) {
+				int mid = (lo + hi) / 2;
+				if (posof(I, t0 + mid) > qp)
+					hi = mid;
+				else
+					lo = mid + 1;
+			}
+			m = lo == 64 ? ~0ull : (1ull << lo) - 1;
+		} else
+			for (int j = 0; j < nt; j++)
+				m |= (uint64_t)(posof(I, t0 + j) <= qp) << j;
 		for (int g = 0; g < G; g++)
 			vm[g * O + o] = m;
 	}
@@ -149,7 +137,6 @@ static int attnscore(Run *r, Inst *I, float **vals, int lo, int hi, int tid)
 	float *w = r->pl->ws[tid];
 	float *S = w, *Kp = S + (size_t)GO * TILE, *m = Kp + (size_t)d * TILE, *l = m + GO, *mp = l + GO;
 	float *acc = mp + GO;
-	int32_t *vj = (int32_t *)(acc + TILE);
 	uint64_t *vm = (uint64_t *)(void *)(I->Qf + (size_t)GO * d);
 	int64_t ldk = r->pl->lay.stride_token;
 	size_t esz = r->pl->esz;
@@ -163,13 +150,8 @@ static int attnscore(Run *r, Inst *I, float **vals, int lo, int hi, int tid)
 		for (int t0 = 0; t0 < n; t0 += TILE) {
 			int nt = n - t0 < TILE ? n - t0 : TILE;
 			A->qkt(I->Kb + (size_t)t0 * ldk * esz, ldk, nt, I->Qf, GO, S, Kp);
-			if (mono) {
-				tilevis(r, I, t0, nt, causal, vj);
-				A->sstat(S, GO, vj, a, m, l);
-			} else {
-				tilemask(r, I, t0, nt, vm);
-				A->sstatm(S, GO, vm, a, m, l);
-			}
+			tilevis(r, I, t0, nt, causal, mono, vm);
+			A->sstat(S, GO, vm, a, m, l);
 		}
 		for (int q = 0; q < GO; q++)
 			mp[q] = l[q] > 0 ? m[q] + logf(l[q]) : INFINITY;
@@ -182,16 +164,10 @@ static int attnscore(Run *r, Inst *I, float **vals, int lo, int hi, int tid)
 	for (int t0 = 0; t0 < n; t0 += TILE) {
 		int nt = n - t0 < TILE ? n - t0 : TILE;
 		A->qkt(I->Kb + (size_t)t0 * ldk * esz, ldk, nt, I->Qf, GO, S, Kp);
-		if (mono)
-			tilevis(r, I, t0, nt, causal, vj);
-		else
-			tilemask(r, I, t0, nt, vm);
+		tilevis(r, I, t0, nt, causal, mono, vm);
 		for (int g = 0; g < G; g++) {
 			memset(acc, 0, TILE * sizeof(float));
-			if (mono)
-				A->sacc(S + (size_t)g * O * TILE, O, vj + g * O, a, mp + g * O, acc);
-			else
-				A->saccm(S + (size_t)g * O * TILE, O, vm + g * O, a, mp + g * O, acc);
+			A->sacc(S + (size_t)g * O * TILE, O, vm + g * O, a, mp + g * O, acc);
 			memcpy(out + (size_t)g * n + t0, acc, (size_t)nt * sizeof(float));
 		}
 	}

@@ -85,7 +85,7 @@ static int validate(kvcc_policy *p, const char *path)
 		                 a->size, KVCC_ABI);
 	if (!a->qk || !a->cvt || !a->decode || !a->probs || !a->qkt || !a->sstat || !a->sacc || !a->selkeys || !a->topk ||
 	    !a->keepidx || !a->compact || !a->tmap || !a->ckeys || !a->kcount || !a->ckeepidx || !a->nkeep || !a->ascale ||
-	    !a->hmean || !a->observe || !a->qround || !a->sstatm || !a->saccm)
+	    !a->hmean || !a->observe || !a->qround)
 		return kr_seterr(KVCC_EARTIFACT, "%s: corrupted artifact descriptor (entry points)", path);
 	const char *why;
 	if (checkdesc(a, &why) != 0)

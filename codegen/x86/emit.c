@@ -147,22 +147,34 @@ static void module(Gen *g, const KiFn *f, const kvcc_spec *spec, const char *hos
 
 /* the artifact's entry points, in kvcc_artifact's order */
 enum { E_qk, E_cvt, E_decode, E_probs, E_qkt, E_sstat, E_sacc, E_selkeys, E_topk, E_keepidx, E_compact, E_tmap,
-       E_ckeys, E_kcount, E_ckeepidx, E_nkeep, E_ascale, E_hmean, E_observe, E_qround, E_sstatm, E_saccm, E_NUM };
+       E_ckeys, E_kcount, E_ckeepidx, E_nkeep, E_ascale, E_hmean, E_observe, E_qround, E_NUM };
 _Static_assert(sizeof(kvcc_artifact) == 5 * 8 + E_NUM * 8, "kvcc_artifact: 5 header fields, then the entry points");
 
-/* every kernel of the artifact: the fixed ones (kern.c) and the policy's (tmap.c); -1: out of memory */
+/* an entry point the runtime never calls for this policy (no such step in its plan): returns at once
+** (ret NULL: void; else 0 of that integer type) */
+static LLVMValueRef stub(Gen *g, const char *name, LLVMTypeRef ret, LLVMTypeRef *ps, int np)
+{
+	newfn(g, name, ret ? ret : LLVMVoidTypeInContext(g->cx), ps, np);
+	if (ret)
+		LLVMBuildRet(g->b, LLVMConstInt(ret, 0, 0));
+	else
+		LLVMBuildRetVoid(g->b);
+	return g->fn;
+}
+
+/* every kernel of the artifact: the fixed ones (kern.c) and the policy's (tmap.c); head_mean and
+** the observe hook only when the plan has them; -1: out of memory */
 static int kernels(Gen *g, const KiFn *f, const KpPlan *kp, LLVMValueRef *fn)
 {
+	LLVMTypeRef hm[4] = { g->ptr, g->i64, g->i64, g->ptr }, ob[1] = { g->ptr };
 	int rc = 0;
 	kx_gen_qk(g), fn[E_qk] = g->fn;
 	kx_gen_cvt(g), fn[E_cvt] = g->fn;
 	kx_gen_decode(g, g->G), fn[E_decode] = g->fn;
 	kx_gen_probs(g), fn[E_probs] = g->fn;
 	kx_gen_qkt(g), fn[E_qkt] = g->fn;
-	kx_gen_sstat(g, 0), fn[E_sstat] = g->fn;
-	kx_gen_sacc(g, 0), fn[E_sacc] = g->fn;
-	kx_gen_sstat(g, 1), fn[E_sstatm] = g->fn;
-	kx_gen_sacc(g, 1), fn[E_saccm] = g->fn;
+	kx_gen_sstat(g), fn[E_sstat] = g->fn;
+	kx_gen_sacc(g), fn[E_sacc] = g->fn;
 	kx_gen_selkeys(g), fn[E_selkeys] = g->fn;
 	kx_gen_topk(g), fn[E_topk] = g->fn;
 	kx_gen_keepidx(g), fn[E_keepidx] = g->fn;
@@ -171,10 +183,16 @@ static int kernels(Gen *g, const KiFn *f, const KpPlan *kp, LLVMValueRef *fn)
 	kx_gen_ckeepidx(g), fn[E_ckeepidx] = g->fn;
 	kx_gen_compact(g), fn[E_compact] = g->fn;
 	rc |= kx_gen_tmap(g, f, kp), fn[E_tmap] = g->fn;
-	rc |= kx_gen_observe(g, f, kp), fn[E_observe] = g->fn;
+	if (kp->has_observe)
+		rc |= kx_gen_observe(g, f, kp), fn[E_observe] = g->fn;
+	else
+		fn[E_observe] = stub(g, "kvcc_observe", g->i64, ob, 1);
 	kx_gen_ascale(g, f, kp), fn[E_ascale] = g->fn;
 	kx_gen_nkeep(g, f), fn[E_nkeep] = g->fn;
-	kx_gen_hmean(g), fn[E_hmean] = g->fn;
+	if (kp->uses_hmean)
+		kx_gen_hmean(g), fn[E_hmean] = g->fn;
+	else
+		fn[E_hmean] = stub(g, "kvcc_hmean", NULL, hm, 4);
 	kx_gen_qround(g), fn[E_qround] = g->fn;
 	return rc;
 }

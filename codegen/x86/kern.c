@@ -419,57 +419,33 @@ void kx_gen_qkt(Gen *g)
 	LLVMBuildRetVoid(b);
 }
 
-/* x[k] = lane k*16+i visible ? a * S[row + k*16 + lane] : -inf, for the AT/16 vectors of a row;
-** visible: k*16+i < vj, or (vm != NULL, the masked kernels) bit k*16+i of the row's mask vm */
-static void rowlogits(Gen *g, LLVMValueRef S, LLVMValueRef q, LLVMValueRef vj, LLVMValueRef vm, LLVMValueRef a,
-                      LLVMValueRef *x)
+/* x[k] = bit k*16+i of the row's visibility mask vm ? a * S[row + k*16 + i] : -inf, for the AT/16
+** vectors of a row (the runtime's masks: a prefix for positions in order, any set otherwise) */
+static void rowlogits(Gen *g, LLVMValueRef S, LLVMValueRef q, LLVMValueRef vm, LLVMValueRef a, LLVMValueRef *x)
 {
 	LLVMBuilderRef b = g->b;
 	LLVMTypeRef vi = LLVMVectorType(g->i32, DT);
 	LLVMValueRef z[DT], lane[DT];
 	for (int i = 0; i < DT; i++)
-		z[i] = LLVMConstInt(g->i32, 0, 0);
-	LLVMValueRef vjs = NULL;
-	if (!vm) {
-		vjs = LLVMBuildInsertElement(b, LLVMGetPoison(vi), LLVMBuildTrunc(b, vj, g->i32, ""), z[0], "");
-		vjs = LLVMBuildShuffleVector(b, vjs, LLVMGetPoison(vi), LLVMConstVector(z, DT), "");
-	}
+		z[i] = LLVMConstInt(g->i32, 0, 0), lane[i] = LLVMConstInt(g->i32, 1u << i, 0);
 	for (int k = 0; k < AT / DT; k++) {
-		LLVMValueRef m;
-		if (vm) {
-			for (int i = 0; i < DT; i++)
-				lane[i] = LLVMConstInt(g->i32, 1u << i, 0);
-			LLVMValueRef bits = LLVMBuildTrunc(b, LLVMBuildLShr(b, vm, ci(g, k * DT), ""), g->i32, "");
-			bits = LLVMBuildInsertElement(b, LLVMGetPoison(vi), bits, z[0], "");
-			bits = LLVMBuildShuffleVector(b, bits, LLVMGetPoison(vi), LLVMConstVector(z, DT), "");
-			m = LLVMBuildICmp(b, LLVMIntNE, LLVMBuildAnd(b, bits, LLVMConstVector(lane, DT), ""), LLVMConstVector(z, DT), "");
-		} else {
-			for (int i = 0; i < DT; i++)
-				lane[i] = LLVMConstInt(g->i32, (unsigned)(k * DT + i), 0);
-			m = LLVMBuildICmp(b, LLVMIntSLT, LLVMConstVector(lane, DT), vjs, "");
-		}
+		LLVMValueRef bits = LLVMBuildTrunc(b, LLVMBuildLShr(b, vm, ci(g, k * DT), ""), g->i32, "");
+		bits = LLVMBuildInsertElement(b, LLVMGetPoison(vi), bits, z[0], "");
+		bits = LLVMBuildShuffleVector(b, bits, LLVMGetPoison(vi), LLVMConstVector(z, DT), "");
+		LLVMValueRef m = LLVMBuildICmp(b, LLVMIntNE, LLVMBuildAnd(b, bits, LLVMConstVector(lane, DT), ""),
+		                               LLVMConstVector(z, DT), "");
 		LLVMValueRef s = loadf(g, S, LLVMBuildAdd(b, LLVMBuildMul(b, q, ci(g, AT), ""), ci(g, k * DT), ""), DT);
 		x[k] = LLVMBuildSelect(b, m, LLVMBuildFMul(b, s, splat(g, a, DT), ""), cfv(g, -INFINITY, DT), "");
 	}
 }
 
-/* row q's visibility: vj[q] (int32 count) or, masked, vm[q] (uint64 bits) */
-static void rowvis(Gen *g, LLVMValueRef vp, LLVMValueRef q, int masked, LLVMValueRef *vj, LLVMValueRef *vm)
-{
-	LLVMBuilderRef b = g->b;
-	*vj = *vm = NULL;
-	if (masked)
-		*vm = LLVMBuildLoad2(b, g->i64, gep(g, g->i64, vp, q), "");
-	else
-		*vj = LLVMBuildSExt(b, LLVMBuildLoad2(b, g->i32, gep(g, g->i32, vp, q), ""), g->i64, "");
-}
-
-/* sstat(S, nq, vj, a, m, l): online max / sum of exp over each row's first vj[q] logits a*S */
-void kx_gen_sstat(Gen *g, int masked)
+/* sstat(S, nq, vm, a, m, l): online max / sum of exp over each row's visible logits a*S (the bits
+** of vm[q]) */
+void kx_gen_sstat(Gen *g)
 {
 	LLVMTypeRef ps[6] = { g->ptr, g->i64, g->ptr, g->f32, g->ptr, g->ptr };
 	LLVMTypeRef ft = LLVMFunctionType(LLVMVoidTypeInContext(g->cx), ps, 6, 0);
-	g->fn = LLVMAddFunction(g->m, masked ? "kvcc_sstatm" : "kvcc_sstat", ft);
+	g->fn = LLVMAddFunction(g->m, "kvcc_sstat", ft);
 	LLVMSetLinkage(g->fn, LLVMInternalLinkage);
 	LLVMValueRef S = LLVMGetParam(g->fn, 0), nq = LLVMGetParam(g->fn, 1), vjp = LLVMGetParam(g->fn, 2);
 	LLVMValueRef a = LLVMGetParam(g->fn, 3), M = LLVMGetParam(g->fn, 4), Lp = LLVMGetParam(g->fn, 5);
@@ -478,9 +454,8 @@ void kx_gen_sstat(Gen *g, int masked)
 	LLVMTypeRef tv = fty(g, DT);
 	Loop lq;
 	LLVMValueRef q = loop_begin2(g, ci(g, 0), nq, 1, 1, &lq);
-	LLVMValueRef vj, vm, x[AT / DT];
-	rowvis(g, vjp, q, masked, &vj, &vm);
-	rowlogits(g, S, q, vj, vm, a, x);
+	LLVMValueRef x[AT / DT];
+	rowlogits(g, S, q, LLVMBuildLoad2(b, g->i64, gep(g, g->i64, vjp, q), ""), a, x);
 	LLVMValueRef mx = x[0];
 	for (int k = 1; k < AT / DT; k++) {
 		mx = LLVMBuildSelect(b, LLVMBuildFCmp(b, LLVMRealOGT, mx, x[k], ""), mx, x[k], "");
@@ -504,12 +479,13 @@ void kx_gen_sstat(Gen *g, int masked)
 	LLVMBuildRetVoid(b);
 }
 
-/* sacc(S, nq, vj, a, mp, acc): acc[j] += sum_q exp(a*S[q][j] - mp[q]) over j < vj[q] */
-void kx_gen_sacc(Gen *g, int masked)
+/* sacc(S, nq, vm, a, mp, acc): acc[j] += sum_q exp(a*S[q][j] - mp[q]) over the visible j (bits of
+** vm[q]) */
+void kx_gen_sacc(Gen *g)
 {
 	LLVMTypeRef ps[6] = { g->ptr, g->i64, g->ptr, g->f32, g->ptr, g->ptr };
 	LLVMTypeRef ft = LLVMFunctionType(LLVMVoidTypeInContext(g->cx), ps, 6, 0);
-	g->fn = LLVMAddFunction(g->m, masked ? "kvcc_saccm" : "kvcc_sacc", ft);
+	g->fn = LLVMAddFunction(g->m, "kvcc_sacc", ft);
 	LLVMSetLinkage(g->fn, LLVMInternalLinkage);
 	LLVMValueRef S = LLVMGetParam(g->fn, 0), nq = LLVMGetParam(g->fn, 1), vjp = LLVMGetParam(g->fn, 2);
 	LLVMValueRef a = LLVMGetParam(g->fn, 3), MP = LLVMGetParam(g->fn, 4), acc = LLVMGetParam(g->fn, 5);
@@ -523,9 +499,8 @@ void kx_gen_sacc(Gen *g, int masked)
 	}
 	Loop lq;
 	LLVMValueRef q = loop_begin2(g, ci(g, 0), nq, 1, 1, &lq);
-	LLVMValueRef vj, vm, x[AT / DT];
-	rowvis(g, vjp, q, masked, &vj, &vm);
-	rowlogits(g, S, q, vj, vm, a, x);
+	LLVMValueRef x[AT / DT];
+	rowlogits(g, S, q, LLVMBuildLoad2(b, g->i64, gep(g, g->i64, vjp, q), ""), a, x);
 	LLVMValueRef mp = splat(g, ldf(g, MP, q), DT);
 	for (int k = 0; k < AT / DT; k++) {
 		LLVMValueRef p = vexp(g, LLVMBuildFSub(b, x[k], mp, ""), DT);
