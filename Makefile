@@ -4,6 +4,7 @@
 #   make check      every test tier (installs missing Debian packages first)
 #   make demo       the end-to-end demonstration on the shipped checkpoint
 #   make asan       the whole suite under AddressSanitizer + UndefinedBehaviorSanitizer
+#   make fuzz       libFuzzer harnesses, FUZZ_SECONDS each (tests/fuzz/fuzz.mk; needs clang)
 #   make bench      CPU benchmarks (a program, not a test)
 #   make install PREFIX=/usr/local
 #
@@ -101,7 +102,7 @@ install: all
 	  > $(DESTDIR)$(PREFIX)/lib/pkgconfig/kvcc.pc
 
 clean:
-	rm -rf build build-asan
+	rm -rf build build-asan build-fuzz
 
 .PHONY: all deps demo check check-golden check-errors asan install clean
 

@@ -1,0 +1,58 @@
+# tests/fuzz: libFuzzer harnesses (fz_<name>.c) and their committed corpora
+# (corpus/<name>/). Included by the top Makefile.
+#
+#   make check-fuzz     replay every corpus through its harness built with $(CC), without
+#                       libFuzzer (part of make check; under ASan + UBSan in check-san)
+#   make fuzz           build the harnesses with clang -fsanitize=fuzzer,address,undefined in
+#                       build-fuzz/ and run each for FUZZ_SECONDS (default 60; FUZZERS picks
+#                       some); prints execs and CPU time, appends them to
+#                       build-fuzz/fuzz/stats.tsv, keeps new inputs in build-fuzz/fuzz/corpus-<name>
+#                       and crashes in build-fuzz/fuzz/crash-<name>-* (not part of make check;
+#                       needs clang and libclang-rt: scripts/install-deps fuzz)
+#   make fuzz-merge     minimize corpus/<name> with -merge=1 over it and the new inputs
+#
+# A crash found by make fuzz is fixed, then its input goes into corpus/<name>/ as a
+# regression, named after what it found.
+
+FUZZERS      ?= kir dsl npz ckpt tok artifact
+FUZZ_SECONDS ?= 60
+FUZZ_CC      ?= clang
+FUZZ_SAN      = -fsanitize=address,undefined -fno-sanitize-recover=undefined
+
+FZ_COMMON = $(B)/tests/fuzz/util.o
+FZ_PIPE   = $(B)/tests/fuzz/pipeline.o
+FZ_LLAMA  = $(B)/examples/llama/model.o $(B)/examples/llama/tokenizer.o
+fz_objs   = $(B)/tests/fuzz/fz_$(1).o $(FZ_COMMON) $(if $(filter kir dsl,$(1)),$(FZ_PIPE)) \
+            $(if $(filter ckpt tok,$(1)),$(FZ_LLAMA)) $(LIBOBJ)
+
+define FZ_RULES
+$(B)/fuzz/replay-$(1): $(B)/tests/fuzz/replay.o $(call fz_objs,$(1))
+	@mkdir -p $$(dir $$@)
+	$$(CC) -o $$@ $$^ $$(LDLIBS) $$(LLVM_LIBS_USED)
+
+$(B)/fuzz/fuzz-$(1): $(call fz_objs,$(1))
+	@mkdir -p $$(dir $$@)
+	$$(CC) -fsanitize=fuzzer -o $$@ $$^ $$(LDLIBS) $$(LLVM_LIBS_USED)
+endef
+$(foreach h,$(FUZZERS),$(eval $(call FZ_RULES,$(h))))
+
+check-fuzz: $(foreach h,$(FUZZERS),$(B)/fuzz/replay-$(h))
+	@for h in $(FUZZERS); do $(B)/fuzz/replay-$$h tests/fuzz/corpus/$$h || exit 1; done
+
+fuzz:
+	@command -v $(FUZZ_CC) >/dev/null || { echo "make fuzz needs clang (scripts/install-deps fuzz)" >&2; exit 1; }
+	$(MAKE) B=build-fuzz CC=$(FUZZ_CC) OPT="-O1 -g -fno-omit-frame-pointer" \
+	  SAN="$(FUZZ_SAN) -fsanitize=fuzzer-no-link" fuzz-run
+
+fuzz-run: $(foreach h,$(FUZZERS),$(B)/fuzz/fuzz-$(h))
+	@for h in $(FUZZERS); do tests/fuzz/run.sh $(B)/fuzz $$h $(FUZZ_SECONDS) || exit 1; done
+
+fuzz-merge:
+	$(MAKE) B=build-fuzz CC=$(FUZZ_CC) OPT="-O1 -g -fno-omit-frame-pointer" \
+	  SAN="$(FUZZ_SAN) -fsanitize=fuzzer-no-link" fuzz-merge-run
+
+fuzz-merge-run: $(foreach h,$(FUZZERS),$(B)/fuzz/fuzz-$(h))
+	@for h in $(FUZZERS); do tests/fuzz/merge.sh $(B)/fuzz $$h || exit 1; done
+
+CHECK_MORE += check-fuzz
+.PHONY: check-fuzz fuzz fuzz-run fuzz-merge fuzz-merge-run
