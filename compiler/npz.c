@@ -42,10 +42,10 @@ static int parse_npy(const unsigned char *p, size_t len, KcArray *a, const char 
 		return kc_error(e, path, 0, 0, "member '%s': malformed descr", a->name), -1;
 	char order = d[1];
 	a->kind = d[2];
-	a->itemsize = atoi(d + 3);
-	if (a->kind == 'U')
-		a->itemsize *= 4;
-	if (order == '>' || !strchr("fiubU", a->kind) || a->itemsize <= 0 || a->itemsize > 4096 ||
+	char *dend;
+	long isz = strtol(d + 3, &dend, 10);   /* bounded before the UCS4 x 4: no overflow */
+	a->itemsize = dend > d + 3 && isz > 0 && isz <= 1024 ? (int)isz * (a->kind == 'U' ? 4 : 1) : 0;
+	if (order == '>' || !a->kind || !strchr("fiubU", a->kind) || a->itemsize <= 0 ||
 	    (a->kind == 'f' && a->itemsize != 4 && a->itemsize != 8))
 		return kc_error(e, path, 0, 0, "member '%s': unsupported dtype '%.6s'", a->name, d + 1), -1;
 	if (strncmp(fo + 16, " True", 5) == 0)
@@ -108,7 +108,7 @@ int kc_npz_read(const char *path, KcNpz *z, KcErr *e)
 			goto out;
 		}
 		uint64_t z64 = rd64(buf + eocd - 20 + 8);
-		if (z64 > len - 56 || rd32(buf + z64) != 0x06064b50) {
+		if (len < 56 || z64 > len - 56 || rd32(buf + z64) != 0x06064b50) {
 			kc_error(e, path, 0, 0, "malformed zip64 directory");
 			goto out;
 		}
@@ -161,7 +161,7 @@ int kc_npz_read(const char *path, KcNpz *z, KcErr *e)
 			         "(not savez_compressed)", a->name);
 			goto out;
 		}
-		if (loff + 30 > len || rd32(buf + loff) != 0x04034b50) {
+		if (loff > len || len - loff < 30 || rd32(buf + loff) != 0x04034b50) {   /* no wrap */
 			kc_error(e, path, 0, 0, "member '%s': bad local header", a->name);
 			goto out;
 		}
