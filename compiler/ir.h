@@ -29,6 +29,13 @@ enum { RK_NIL, RK_INS, RK_CON, RK_PAR };
 #define KC_RIDX(r)        ((int)((r) & 0x1fffffffu))
 #define KC_NIL            ((KcRef)0)
 
+/* --- limits ------------------------------------------------------------------- */
+/* What a policy may hold, however it is written: the DSL builder and the KIR
+** parser both enforce them (a .kir file gets the limits of a policy.lua). */
+#define KI_MAXINS 100000      /* instructions */
+#define KI_MAXPAR 64          /* params */
+#define KI_MAXST  256         /* states: KiIns.aux holds a state number in 8 bits */
+
 /* --- axes, inputs, instance scalars -------------------------------------------- */
 enum { AX_group, AX_obs, AX_token, AX_chan, AX_NUM, AX_head = AX_NUM, AX_NONE = 0xff };
 #define AXM(ax) ((uint8_t)(1u << (ax)))

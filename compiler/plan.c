@@ -7,13 +7,17 @@
 
 #define HAS(m, ax) (((m) & AXM(ax)) != 0)
 
+/* Mark what r reaches: one sweep down, operands pointing backwards (no recursion
+** as deep as a long chain). */
 static void mark(const KiFn *f, KcRef r, uint8_t *need)
 {
-	if (KC_RKIND(r) != RK_INS || need[KC_RIDX(r)])
+	if (KC_RKIND(r) != RK_INS)
 		return;
 	need[KC_RIDX(r)] = 1;
-	for (int k = 0; k < 3; k++)
-		mark(f, f->ins[KC_RIDX(r)].arg[k], need);
+	for (int i = KC_RIDX(r); i >= 0; i--)
+		for (int k = 0; need[i] && k < 3; k++)
+			if (KC_RKIND(f->ins[i].arg[k]) == RK_INS && KC_RIDX(f->ins[i].arg[k]) < i)
+				need[KC_RIDX(f->ins[i].arg[k])] = 1;
 }
 
 static int isinput(const KiFn *f, KcRef r, int in)
@@ -79,12 +83,30 @@ static int qkonly(const KiFn *f, const KpPlan *p, int i)
 	return 1;
 }
 
+/* qkonly for every instruction at once, in one pass over the readers (qkonly per
+** instruction is quadratic in a long policy): qk[i] = 1 when only Q·K tiles read i */
+static uint8_t *qkonlyall(const KiFn *f, const KpPlan *p)
+{
+	uint8_t *qk = malloc((size_t)f->nins + 1);
+	if (!qk)
+		return NULL;
+	memset(qk, 1, (size_t)f->nins + 1);
+	if (KC_RKIND(f->score) == RK_INS)
+		qk[KC_RIDX(f->score)] = 0;
+	for (int k = 0; k < f->nins; k++)
+		if (p->cls[k] && p->cls[k] != KP_DOT)
+			for (int a = 0; a < ki_nargs(f->ins[k].op); a++)
+				if (KC_RKIND(f->ins[k].arg[a]) == RK_INS && KC_RIDX(f->ins[k].arg[a]) < k)
+					qk[KC_RIDX(f->ins[k].arg[a])] = 0;
+	return qk;
+}
+
 /* can instruction i run in a generated token_map loop? (the C evaluator keeps softmax over
 ** token, std, hmean, obs-axis values and pools over other axes) */
-static int gen_ok(const KiFn *f, const KpPlan *p, int i)
+static int gen_ok(const KiFn *f, const KpPlan *p, int i, const uint8_t *qk)
 {
 	const KiIns *in = &f->ins[i];
-	if (p->cls[i] != KP_MAT || HAS(in->axes, AX_obs) || qkonly(f, p, i))
+	if (p->cls[i] != KP_MAT || HAS(in->axes, AX_obs) || qk[i])
 		return 0;
 	switch (ki_rule(in->op)) {
 	case AR_LEAF:
@@ -127,13 +149,13 @@ static int gen_ok(const KiFn *f, const KpPlan *p, int i)
 ** it is complete: after a token reduction (its consumers), and before a pool whose input or
 ** kernel size is computed in the same run (the stencil reads neighbours: the input is stored
 ** first; the runtime checks the kernel size before the loop). */
-static void segment(const KiFn *f, KpPlan *p)
+static void segment(const KiFn *f, KpPlan *p, const uint8_t *qk)
 {
 	int seg = -1;
 	for (int i = 0; i < f->nins; i++) {
 		if (!p->cls[i])
 			continue;         /* not needed: no code, and no split */
-		if (!gen_ok(f, p, i)) {
+		if (!gen_ok(f, p, i, qk)) {
 			seg = -1;
 			continue;
 		}
@@ -152,19 +174,42 @@ static void segment(const KiFn *f, KpPlan *p)
 }
 
 /* tout: values stored for readers outside their loop (the C evaluator, attn_score, later
-** loops, pools, the score); leaves only where they cannot be recomputed (C readers, pools). */
-static void outputs(const KiFn *f, KpPlan *p)
+** loops, pools, the score); leaves only where they cannot be recomputed (C readers, pools).
+** One pass over the readers first (per instruction: its last reader, and whether a pool or
+** the C evaluator reads it), then one over the loops: linear in the policy's length. */
+static int outputs(const KiFn *f, KpPlan *p)
 {
+	int *last = malloc(((size_t)f->nins + 1) * sizeof *last);
+	uint8_t *creader = calloc((size_t)f->nins + 1, 1);
+	if (!last || !creader) {
+		free(last);
+		free(creader);
+		return -1;
+	}
+	for (int i = 0; i < f->nins; i++)
+		last[i] = -1;
+	for (int k = 0; k < f->nins; k++)
+		if (p->cls[k])
+			for (int a = 0; a < ki_nargs(f->ins[k].op); a++) {
+				KcRef r = f->ins[k].arg[a];
+				if (KC_RKIND(r) != RK_INS || KC_RIDX(r) >= k)
+					continue;
+				last[KC_RIDX(r)] = k;
+				if (ispool(&f->ins[k]) || (!p->tgen[k] && p->cls[k] != KP_DOT))
+					creader[KC_RIDX(r)] = 1;
+			}
+	int end = -1;
 	for (int i = 0; i < f->nins; i++) {
 		if (!p->tgen[i])
 			continue;
-		int end = kp_segend(p, i);
-		int leaf = kp_isleaf(&f->ins[i]);
-		p->tout[i] = f->score == KC_REF(RK_INS, i);
-		for (int k = i + 1; k < f->nins && !p->tout[i]; k++)
-			if (p->cls[k] && reads(&f->ins[k], i))
-				p->tout[i] = leaf ? ispool(&f->ins[k]) || (!p->tgen[k] && p->cls[k] != KP_DOT) : k > end;
+		if (p->tgen[i] == KP_GEN_START || i > end)
+			end = kp_segend(p, i);
+		p->tout[i] = f->score == KC_REF(RK_INS, i) ||
+		             (kp_isleaf(&f->ins[i]) ? creader[i] : last[i] > end);
 	}
+	free(last);
+	free(creader);
+	return 0;
 }
 
 int kp_build(const KiFn *f, KpPlan *p, KcErr *e)
@@ -323,12 +368,21 @@ int kp_build(const KiFn *f, KpPlan *p, KcErr *e)
 		kc_error(e, f->src, 0, 0, "plan: out of memory");
 		goto fail;
 	}
-	segment(f, p);
-	outputs(f, p);
+	uint8_t *qk = qkonlyall(f, p);
+	if (!qk) {
+		kc_error(e, f->src, 0, 0, "plan: out of memory");
+		goto fail;
+	}
+	segment(f, p, qk);
 	for (int i = 0; i < f->nins; i++) {
 		p->ngenins += p->tgen[i] != 0;
 		p->ngen += p->tgen[i] == KP_GEN_START;
-		p->ncmat += p->cls[i] == KP_MAT && !p->tgen[i] && !qkonly(f, p, i);
+		p->ncmat += p->cls[i] == KP_MAT && !p->tgen[i] && !qk[i];
+	}
+	free(qk);
+	if (outputs(f, p) != 0) {
+		kc_error(e, f->src, 0, 0, "plan: out of memory");
+		goto fail;
 	}
 	/* observe hook: everything is materialized per (layer, head) instance, obs-free */
 	for (int s = 0; s < f->nst; s++)

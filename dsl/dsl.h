@@ -16,7 +16,7 @@ typedef struct KdLimits {
 
 #define KD_DEFAULT_INSTRUCTIONS 20000000LL
 #define KD_DEFAULT_MEMORY       (64u << 20)
-#define KD_DEFAULT_KIR          100000
+#define KD_DEFAULT_KIR          KI_MAXINS
 
 /* sandbox.c: load a policy from `text` (file name `path` for positions).
 ** Returns the policy's KIR, or NULL with a one-line error in *e. `lim` may be

@@ -2,7 +2,7 @@
 ** Fuzz the DSL front end: policy text → the Lua sandbox and builder → KIR →
 ** the pipeline of pipeline.c, through kd_loadfile (as kvcc reads a file). Short limits keep an exec fast (the sandbox
 ** enforces them; a hang here is a limit that does not hold). Seeds: the
-** shipped policies and the diagnostics corpus tests/errors/*.lua.
+** shipped policies and the diagnostics corpus of tests/errors.
 */
 #include "dsl/dsl.h"
 #include "tests/fuzz/fuzz.h"
