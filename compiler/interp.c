@@ -449,9 +449,7 @@ oom:
 
 static void freevals(Ctx *x)
 {
-	if (!x->val)
-		return;
-	for (int i = 0; i < x->f->nins; i++)
+	for (int i = 0; x->val && i < x->f->nins; i++)
 		if (x->val[i]) {
 			for (int k = 0; k < x->c->L * x->c->H; k++)
 				free(x->val[i][k]);

@@ -71,7 +71,7 @@ static int endswith(const char *s, const char *suf)
 static KiFn *load(const char *path, KcErr *e)
 {
 	if (endswith(path, ".kir")) {
-		char *text = kc_readfile(path, NULL, e);
+		char *text = kc_readfilemax(path, KI_MAXTEXT, NULL, e);
 		if (!text)
 			return NULL;
 		KiFn *f = ki_parse(text, path, e);
@@ -87,9 +87,11 @@ static KiFn *load(const char *path, KcErr *e)
 
 static void dumpone(const KiFn *f, const char *pass, void *ud)
 {
-	(void)ud;
 	char *s = ki_print(f);
-	printf("# after %s\n%s", pass, s);
+	if (!s)
+		*(int *)ud = 1;
+	else
+		printf("# after %s\n%s", pass, s);
 	free(s);
 }
 
@@ -117,17 +119,23 @@ static int cmd_dump(int argc, char **argv)
 	KiFn *f = load(path, &e);
 	if (!f)
 		return fail(&e);
-	int rc = 0;
+	int rc = 0, nomem = 0;
 	if (passes) {
-		rc = ki_runpasses(f, passes, 1, &e, dumpone, NULL);
+		rc = ki_runpasses(f, passes, 1, &e, dumpone, &nomem);
 	} else {
 		if (!raw)
 			rc = ki_runpasses(f, KI_DEFAULT_PASSES, 1, &e, NULL, NULL);
 		if (rc == 0) {
 			char *s = ki_print(f);
-			fputs(s, stdout);
+			if (s)
+				fputs(s, stdout);
+			nomem = !s;
 			free(s);
 		}
+	}
+	if (rc == 0 && nomem) {
+		kc_error(&e, path, 0, 0, "out of memory");
+		rc = -1;
 	}
 	ki_free(f);
 	return rc ? fail(&e) : 0;
@@ -192,10 +200,11 @@ static int want(const KcArray *a, const char *path, int ndim, const long *shape,
 	return 0;
 }
 
+/* NULL: out of memory */
 static float *tofloat(const KcArray *a)
 {
-	float *p = kc_xrealloc(NULL, (a->count + 1) * sizeof *p);
-	for (size_t k = 0; k < a->count; k++)
+	float *p = kc_realloc(NULL, (a->count + 1) * sizeof *p);
+	for (size_t k = 0; p && k < a->count; k++)
 		p[k] = (float)kc_array_get(a, k);
 	return p;
 }
@@ -256,11 +265,13 @@ static int cmd_run(int argc, char **argv)
 	memset(&c, 0, sizeof c);
 	KiResult r;
 	memset(&r, 0, sizeof r);
-	double *par = kc_xrealloc(NULL, ((size_t)f->npar + 1) * sizeof *par);
+	double *par = kc_realloc(NULL, ((size_t)f->npar + 1) * sizeof *par);
 	float *K = NULL, *V = NULL, *Q = NULL, *lse = NULL, *dq = NULL;
 	double *state = NULL;
 	int32_t *pos = NULL, *qpos = NULL;
 	int rc = 1;
+	if (!par)
+		goto nomem;
 	const KcArray *aK = kc_npz_get(&z, "K"), *aV = kc_npz_get(&z, "V"), *aQ = kc_npz_get(&z, "Q");
 	const KcArray *a;
 	if (!aK || !aV) {
@@ -277,6 +288,8 @@ static int cmd_run(int argc, char **argv)
 		goto done;
 	}
 	K = tofloat(aK), V = tofloat(aV);
+	if (!K || !V)
+		goto nomem;
 	if (aQ) {
 		if (want(aQ, inputs, 5, (long[]){ c.L, c.H, -1, -1, c.d }, &e))
 			goto done;
@@ -285,14 +298,17 @@ static int cmd_run(int argc, char **argv)
 			kc_error(&e, inputs, 0, 0, "Q's group dimension must be 1..64");
 			goto done;
 		}
-		Q = tofloat(aQ);
+		if (!(Q = tofloat(aQ)))
+			goto nomem;
 	}
 	if ((a = kc_npz_get(&z, "lse"))) {
 		if (want(a, inputs, 4, (long[]){ c.L, c.H, c.G, c.O }, &e))
 			goto done;
-		lse = tofloat(a);
+		if (!(lse = tofloat(a)))
+			goto nomem;
 	}
-	pos = kc_xrealloc(NULL, ((size_t)c.L * c.H * c.n + 1) * sizeof *pos);
+	if (!(pos = kc_realloc(NULL, ((size_t)c.L * c.H * c.n + 1) * sizeof *pos)))
+		goto nomem;
 	if ((a = kc_npz_get(&z, "pos"))) {
 		if (want(a, inputs, 1, (long[]){ c.n }, &e))
 			goto done;
@@ -306,7 +322,8 @@ static int cmd_run(int argc, char **argv)
 	if ((a = kc_npz_get(&z, "qpos"))) {
 		if (want(a, inputs, 1, (long[]){ c.O }, &e))
 			goto done;
-		qpos = kc_xrealloc(NULL, ((size_t)c.O + 1) * sizeof *qpos);
+		if (!(qpos = kc_realloc(NULL, ((size_t)c.O + 1) * sizeof *qpos)))
+			goto nomem;
 		for (int o = 0; o < c.O; o++)
 			qpos[o] = (int32_t)kc_array_get(a, (size_t)o);
 	}
@@ -366,11 +383,13 @@ static int cmd_run(int argc, char **argv)
 			goto done;
 		}
 		size_t ntok = (size_t)c.L * c.H * c.n, per = (size_t)c.L * c.H * c.G * c.d;
-		state = kc_xrealloc(NULL, ((size_t)f->nst * ntok + 1) * sizeof *state);
+		if (!(state = kc_realloc(NULL, ((size_t)f->nst * ntok + 1) * sizeof *state)))
+			goto nomem;
 		for (int s = 0; s < f->nst; s++)
 			for (size_t k = 0; k < ntok; k++)
 				state[(size_t)s * ntok + k] = f->st[s].init;
-		dq = tofloat(a);
+		if (!(dq = tofloat(a)))
+			goto nomem;
 		for (long s = 0; s < a->shape[0]; s++) {
 			c.step = (int)s;
 			if (ki_observe(f, &c, dq + (size_t)s * per, state, NULL, &e) != 0)
@@ -384,20 +403,20 @@ static int cmd_run(int argc, char **argv)
 	if (out) {
 		KcNpz w = { 0 };
 		long sh[4] = { c.L, c.H, c.n };
-		kc_npz_add(&w, "scores", "<f8", 3, sh, r.scores);
+		int bad = kc_npz_add(&w, "scores", "<f8", 3, sh, r.scores);
 		for (int l = 0; l < c.L; l++)
 			for (int h = 0; h < c.H; h++) {
 				size_t lh = (size_t)l * c.H + h;
 				char nm[64];
 				long m[2] = { r.len[lh], c.d };
 				snprintf(nm, sizeof nm, "kept.%d.%d", l, h);
-				kc_npz_add(&w, nm, "<i4", 1, m, &r.kept[lh * c.n]);
+				bad |= kc_npz_add(&w, nm, "<i4", 1, m, &r.kept[lh * c.n]);
 				snprintf(nm, sizeof nm, "K.%d.%d", l, h);
-				kc_npz_add(&w, nm, "<f4", 2, m, &r.K[lh * c.n * c.d]);
+				bad |= kc_npz_add(&w, nm, "<f4", 2, m, &r.K[lh * c.n * c.d]);
 				snprintf(nm, sizeof nm, "V.%d.%d", l, h);
-				kc_npz_add(&w, nm, "<f4", 2, m, &r.V[lh * c.n * c.d]);
+				bad |= kc_npz_add(&w, nm, "<f4", 2, m, &r.V[lh * c.n * c.d]);
 			}
-		int wr = kc_npz_write(out, &w, &e);
+		int wr = bad ? (kc_error(&e, out, 0, 0, "out of memory"), -1) : kc_npz_write(out, &w, &e);
 		kc_npz_free(&w);
 		if (wr != 0)
 			goto done;
@@ -418,6 +437,9 @@ static int cmd_run(int argc, char **argv)
 			}
 	}
 	rc = 0;
+	goto done;
+nomem:
+	kc_error(&e, inputs, 0, 0, "out of memory");
 done:
 	if (rc)
 		fail(&e);

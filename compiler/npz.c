@@ -238,7 +238,10 @@ int kc_array_str(const KcArray *a, char *buf, size_t len)
 
 int kc_npz_add(KcNpz *z, const char *name, const char *descr, int ndim, const long *shape, const void *data)
 {
-	z->a = kc_xrealloc(z->a, (size_t)(z->n + 1) * sizeof *z->a);
+	KcArray *t = kc_realloc(z->a, (size_t)(z->n + 1) * sizeof *z->a);
+	if (!t)
+		return -1;
+	z->a = t;
 	KcArray *a = &z->a[z->n];
 	memset(a, 0, sizeof *a);
 	snprintf(a->name, sizeof a->name, "%s", name);
@@ -249,7 +252,8 @@ int kc_npz_add(KcNpz *z, const char *name, const char *descr, int ndim, const lo
 	for (int i = 0; i < ndim; i++)
 		a->shape[i] = shape[i], a->count *= (size_t)shape[i];
 	size_t bytes = a->count * (size_t)a->itemsize;
-	a->data = kc_xrealloc(NULL, bytes ? bytes : 1);
+	if (!(a->data = kc_realloc(NULL, bytes)))
+		return -1;
 	memcpy(a->data, data, bytes);
 	z->n++;
 	return 0;
@@ -269,7 +273,7 @@ static uint32_t crc32(const unsigned char *p, size_t n, uint32_t crc)
 static void wr16(FILE *f, uint32_t v) { fputc((int)(v & 255), f); fputc((int)(v >> 8 & 255), f); }
 static void wr32(FILE *f, uint32_t v) { wr16(f, v & 0xffff); wr16(f, v >> 16); }
 
-/* One .npy image in memory. */
+/* One .npy image in memory (NULL: out of memory). */
 static unsigned char *npy_image(const KcArray *a, size_t *len)
 {
 	char hdr[512], shape[256] = "";
@@ -283,7 +287,9 @@ static unsigned char *npy_image(const KcArray *a, size_t *len)
 	int total = 10 + hl + 1, pad = (64 - total % 64) % 64;
 	size_t bytes = a->count * (size_t)a->itemsize;
 	size_t n = (size_t)total + (size_t)pad + bytes;
-	unsigned char *p = kc_xrealloc(NULL, n);
+	unsigned char *p = kc_realloc(NULL, n);
+	if (!p)
+		return NULL;
 	memcpy(p, "\x93NUMPY\x01\x00", 8);
 	p[8] = (unsigned char)((hl + pad + 1) & 255), p[9] = (unsigned char)((hl + pad + 1) >> 8);
 	memcpy(p + 10, hdr, (size_t)hl);
@@ -298,16 +304,23 @@ int kc_npz_write(const char *path, const KcNpz *z, KcErr *e)
 {
 	char tmp[4096];
 	snprintf(tmp, sizeof tmp, "%s.tmp%ld", path, (long)getpid());
-	FILE *f = fopen(tmp, "wb");
-	if (!f)
-		return kc_error(e, path, 0, 0, "cannot write"), -1;
-	uint32_t *offs = kc_xrealloc(NULL, (size_t)(z->n + 1) * sizeof *offs);
-	uint32_t *crcs = kc_xrealloc(NULL, (size_t)(z->n + 1) * sizeof *crcs);
-	uint32_t *sizes = kc_xrealloc(NULL, (size_t)(z->n + 1) * sizeof *sizes);
+	uint32_t *offs = kc_realloc(NULL, (size_t)(z->n + 1) * sizeof *offs);
+	uint32_t *crcs = kc_realloc(NULL, (size_t)(z->n + 1) * sizeof *crcs);
+	uint32_t *sizes = kc_realloc(NULL, (size_t)(z->n + 1) * sizeof *sizes);
+	FILE *f = offs && crcs && sizes ? fopen(tmp, "wb") : NULL;
+	if (!f) {
+		free(offs), free(crcs), free(sizes);
+		return kc_error(e, path, 0, 0, offs && crcs && sizes ? "cannot write" : "out of memory"), -1;
+	}
 	long off = 0;
-	for (int i = 0; i < z->n; i++) {
+	int nomem = 0;
+	for (int i = 0; i < z->n && !nomem; i++) {
 		size_t n;
 		unsigned char *img = npy_image(&z->a[i], &n);
+		if (!img) {
+			nomem = 1;
+			break;
+		}
 		char name[128];
 		snprintf(name, sizeof name, "%s.npy", z->a[i].name);
 		size_t nl = strlen(name);
@@ -320,7 +333,7 @@ int kc_npz_write(const char *path, const KcNpz *z, KcErr *e)
 		free(img);
 	}
 	long cd = off;
-	for (int i = 0; i < z->n; i++) {
+	for (int i = 0; i < z->n && !nomem; i++) {
 		char name[128];
 		snprintf(name, sizeof name, "%s.npy", z->a[i].name);
 		size_t nl = strlen(name);
@@ -334,9 +347,9 @@ int kc_npz_write(const char *path, const KcNpz *z, KcErr *e)
 	wr32(f, (uint32_t)(off - cd)); wr32(f, (uint32_t)cd); wr16(f, 0);
 	free(offs), free(crcs), free(sizes);
 	int bad = ferror(f);
-	if (fclose(f) != 0 || bad || off > 0xffffffffL) {
+	if (fclose(f) != 0 || bad || nomem || off > 0xffffffffL) {
 		remove(tmp);
-		return kc_error(e, path, 0, 0, "write failed"), -1;
+		return kc_error(e, path, 0, 0, nomem ? "out of memory" : "write failed"), -1;
 	}
 	if (rename(tmp, path) != 0) {
 		remove(tmp);

@@ -169,7 +169,8 @@ static KcRef operand(Parser *P)
 		break;
 	}
 	case KT_NUM:
-		r = ki_const(f, t.num);
+		if ((r = ki_const(f, t.num)) == KC_NIL)
+			fail(P, &t, "out of memory");
 		break;
 	default:
 		if (!is(P, "nil"))
@@ -314,7 +315,8 @@ static void instruction(Parser *P)
 	position(P, &in.line, &in.col);
 	endline(P);
 	P->inins = 0;
-	ki_emit(f, &in);
+	if (ki_emit(f, &in) == KC_NIL)
+		fail(P, &t, "out of memory");
 }
 
 /* param -> param NAME '=' NUMBER [POSITION] */
@@ -337,7 +339,8 @@ static void param(Parser *P)
 	uint32_t line, col;
 	position(P, &line, &col);
 	endline(P);
-	ki_addparam(f, nm, v, line, col);
+	if (ki_addparam(f, nm, v, line, col) < 0)
+		fail(P, &t, "out of memory");
 }
 
 /* state -> state NAME '=' NUMBER */
@@ -358,7 +361,8 @@ static void state(Parser *P)
 	double v = P->tok.num;
 	next(P);
 	endline(P);
-	ki_addstate(f, nm, v);
+	if (ki_addstate(f, nm, v) < 0)
+		fail(P, &t, "out of memory");
 }
 
 /* Fail if a once-only statement was seen already; mark it seen. */

@@ -45,7 +45,8 @@ struct KdState {
 	KdLimits lim;
 	long long icount;         /* instructions executed (in hook units) */
 	size_t mem;               /* bytes allocated by the state */
-	int oom;                  /* an allocation was refused */
+	int oom;                  /* an allocation was refused (the budget) */
+	int nomem;                /* an allocation failed (the system is out of memory) */
 	int lastline;             /* line seen by the count hook, for memory errors */
 	char oomwhere[300];
 };

@@ -26,7 +26,8 @@ KdState *kd_state(lua_State *L)
 }
 
 /* The allocator enforces the memory budget. Lua turns a refused allocation
-** into a "not enough memory" error that we report with the budget. */
+** into a "not enough memory" error that we report with the budget; when the
+** system's allocator fails instead, it is reported as out of memory. */
 static void *limited_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
 {
 	KdState *S = ud;
@@ -44,6 +45,8 @@ static void *limited_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
 	void *p = realloc(ptr, nsize);
 	if (p)
 		S->mem = S->mem - osize + nsize;
+	else
+		S->nomem = 1;
 	return p;
 }
 
@@ -191,6 +194,15 @@ static void convert_lua_error(KdState *S, const char *m, KcErr *e)
 	kc_error(e, S->path, 1, 1, "%s", m);
 }
 
+/* The state's setup, in protected mode (a memory error here is an error, not a
+** panic): the KdState in the registry, the sandboxed libraries. */
+static int setup(lua_State *L)
+{
+	lua_rawsetp(L, LUA_REGISTRYINDEX, &KEY_STATE);   /* the light userdata argument */
+	open_safe_libs(L);
+	return 0;
+}
+
 /* Runs the chunk and turns its result into the policy. */
 static int run_policy(lua_State *L)
 {
@@ -218,20 +230,20 @@ KiFn *kd_load(const char *path, const char *text, size_t len, const KdLimits *li
 	if (dot)
 		*dot = 0;
 	S.f = ki_new(name, path);
-
-	lua_State *L = lua_newstate(limited_alloc, &S);
+	lua_State *L = S.f ? lua_newstate(limited_alloc, &S) : NULL;
 	if (!L) {
-		kc_error(e, path, 0, 0, "cannot create a Lua state");
+		kc_error(e, path, 0, 0, "out of memory (creating the Lua state)");
 		ki_free(S.f);
 		return NULL;
 	}
+	lua_pushcfunction(L, setup);
 	lua_pushlightuserdata(L, &S);
-	lua_rawsetp(L, LUA_REGISTRYINDEX, &KEY_STATE);
-	open_safe_libs(L);
+	int rc = lua_pcall(L, 1, 0, 0);
 
 	char chunkname[300];
 	snprintf(chunkname, sizeof chunkname, "@%s", path);
-	int rc = luaL_loadbufferx(L, text, len, chunkname, "t");   /* text only: no bytecode */
+	if (rc == LUA_OK)
+		rc = luaL_loadbufferx(L, text, len, chunkname, "t");   /* text only: no bytecode */
 	if (rc == LUA_OK) {
 		lua_sethook(L, count_hook, LUA_MASKCOUNT, HOOK_EVERY);
 		lua_pushcfunction(L, run_policy);
@@ -240,7 +252,9 @@ KiFn *kd_load(const char *path, const char *text, size_t len, const KdLimits *li
 		lua_sethook(L, NULL, 0, 0);
 	}
 	if (rc != LUA_OK) {
-		if (rc == LUA_ERRMEM || S.oom) {
+		if (rc == LUA_ERRMEM && S.nomem && !S.oom)   /* the system's memory, not the budget */
+			kc_error(e, path, S.lastline > 0 ? (uint32_t)S.lastline : 1, 1, "out of memory");
+		else if (rc == LUA_ERRMEM || S.oom) {
 			if (S.raised && lua_type(L, -1) == LUA_TSTRING)
 				kc_error(e, NULL, 0, 0, "%s", lua_tostring(L, -1));
 			else
@@ -271,7 +285,7 @@ KiFn *kd_load(const char *path, const char *text, size_t len, const KdLimits *li
 KiFn *kd_loadfile(const char *path, const KdLimits *lim, KcErr *e)
 {
 	size_t len;
-	char *text = kc_readfile(path, &len, e);
+	char *text = kc_readfilemax(path, KI_MAXTEXT, &len, e);
 	if (!text)
 		return NULL;
 	if (memchr(text, 0, len)) {

@@ -143,7 +143,7 @@ __attribute__((visibility("hidden"))) KiFn *kr_loadpolicy(const char *path, KcEr
 	size_t n = strlen(path);
 	KiFn *f;
 	if (n > 4 && !strcmp(path + n - 4, ".kir")) {
-		char *text = kc_readfile(path, NULL, e);
+		char *text = kc_readfilemax(path, KI_MAXTEXT, NULL, e);
 		if (!text)
 			return NULL;
 		f = ki_parse(text, path, e);

@@ -410,12 +410,15 @@ static int val(Gen *g, KcRef r, const Idx *ix, int *memo, int d, char *out, size
 	return 0;
 }
 
+/* NULL with the error set when memory runs out */
 static int *newmemo(Gen *g)
 {
 	int *m = malloc(((size_t)g->f->nins + 1) * sizeof *m);
 	if (m)
 		for (int i = 0; i <= g->f->nins; i++)
 			m[i] = -1;
+	else
+		g->s.oom = 1, err(g, NULL, "out of memory");
 	return m;
 }
 
@@ -697,7 +700,7 @@ enum { TS_NONE, TS_STAT, TS_OBS };
 
 /* Steps that run on the tiles: softmax stats over token of [group, obs] slices, and
 ** sum / mean / rmax / rmin over obs into [group, token]; both reading a logit. */
-static int tiledstep(const Gen *g, int i)
+static int tiledstep(Gen *g, int i)
 {
 	const KiIns *in = &g->f->ins[i];
 	const uint8_t go = AXM(AX_group) | AXM(AX_obs), gt = AXM(AX_group) | AXM(AX_token);
@@ -713,6 +716,7 @@ static int tiledstep(const Gen *g, int i)
 		return TS_NONE;
 	char *seen = calloc((size_t)g->f->nins + 1, 1);
 	int r = seen && reachqk(g, in->arg[0], seen);
+	g->s.oom |= !seen;          /* generate fails with "out of memory" */
 	free(seen);
 	return r ? kind : TS_NONE;
 }
@@ -1736,11 +1740,12 @@ static double now_ms(void)
 	return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
 }
 
+/* does root reach an instruction with this op? (-1: out of memory) */
 static int uses(const KiFn *f, KcRef root, int op)
 {
 	char *need = calloc((size_t)f->nins + 1, 1);
 	if (!need)
-		return 0;
+		return -1;
 	mark(f, root, need);
 	int u = 0;
 	for (int i = 0; i < f->nins; i++)
@@ -1757,7 +1762,10 @@ static int generate(const KiFn *f, const KpCudaOpts *o, KpCudaOut *out, KcErr *e
 	if (f->npar > KVG_MAXPAR)
 		return kc_error(e, f->src, f->line, f->col, "GPU backend: %d params, at most %d", f->npar, KVG_MAXPAR), -1;
 	/* the same mapping rules as the x86 plan where it applies (state and x.attn are ours) */
-	if (!uses(f, f->score, KO_state) && !uses(f, f->score, KO_attn)) {
+	int ustate = uses(f, f->score, KO_state), uattn = uses(f, f->score, KO_attn);
+	if (ustate < 0 || uattn < 0)
+		return kc_error(e, f->src, 0, 0, "GPU backend: out of memory"), -1;
+	if (!ustate && !uattn) {
 		KpPlan p;
 		if (kp_build(f, &p, e) != 0)
 			return -1;
@@ -1768,7 +1776,7 @@ static int generate(const KiFn *f, const KpCudaOpts *o, KpCudaOut *out, KcErr *e
 	g.off = calloc((size_t)f->nins + 1, sizeof *g.off);
 	if (!g.home || !g.phase || !g.off) {
 		free(g.home), free(g.phase), free(g.off);
-		return kc_error(e, f->src, 0, 0, "out of memory"), -1;
+		return kc_error(e, f->src, 0, 0, "GPU backend: out of memory"), -1;
 	}
 	sb(&g.s, "%s", prelude);
 	sb(&g.s, "/* policy %s: dtype %s, head_dim %d, group %d */\n", f->name, ki_dtypename(o->dtype), g.D, g.G);
@@ -1798,7 +1806,7 @@ static int generate(const KiFn *f, const KpCudaOpts *o, KpCudaOut *out, KcErr *e
 	free(g.home), free(g.phase), free(g.off);
 	if (g.s.oom) {
 		free(g.s.p);
-		return kc_error(e, f->src, 0, 0, "out of memory"), -1;
+		return kc_error(e, f->src, 0, 0, "GPU backend: out of memory"), -1;
 	}
 	if (rc) {
 		free(g.s.p);

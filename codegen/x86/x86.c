@@ -9,6 +9,7 @@
 ** Target machine from the host's feature set (never its CPU name), +evex512 and
 ** -prefer-256-bit when 512-bit vectors are wanted; the pass pipeline runs with it.
 */
+#include <setjmp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -182,6 +183,7 @@ typedef struct Gen {
 	int W, d, dtype;
 	int G;                 /* query heads per KV head */
 	int bf16dot;           /* bf16 storage on a CPU with avx512bf16: qkt uses vdpbf16ps */
+	int nomem;             /* an allocation failed: kx_compile fails with "out of memory" */
 	LLVMValueRef fn;
 } Gen;
 
@@ -1259,6 +1261,7 @@ typedef struct Tm {
 	LLVMValueRef **cur;       /* [nins] the step's values */
 	LLVMValueRef **acc;       /* [nins] token reductions: accumulators (W-lane set, then tail set) */
 	LLVMValueRef *pk;         /* [nins] pools: kernel (i64) */
+	jmp_buf *oom;             /* where a failed allocation goes (tm_all) */
 } Tm;
 
 static int tm_ng(const Tm *T, uint8_t ax) { return (ax & AXM(AX_group)) ? T->g->G : 1; }
@@ -1275,11 +1278,20 @@ static int tm_wid(const Tm *T, uint8_t ax)
 static LLVMValueRef tm_field(Tm *T, int k, LLVMTypeRef t) { return ld(T->g, t, T->ctx, ci(T->g, k), 8); }
 
 /* room for instruction i's elements (group × chan chunk) in tab */
+/* n zeroed values; out of memory leaves the loop being built (tm_all) */
+static LLVMValueRef *tm_calloc(Tm *T, size_t n)
+{
+	LLVMValueRef *p = calloc(n, sizeof *p);
+	if (!p)
+		longjmp(*T->oom, 1);
+	return p;
+}
+
 static void tm_new(Tm *T, int i, LLVMValueRef **tab)
 {
 	uint8_t ax = T->f->ins[i].axes;
 	if (!tab[i])
-		tab[i] = calloc((size_t)(tm_ng(T, ax) * tm_nc(T, ax)), sizeof(LLVMValueRef));
+		tab[i] = tm_calloc(T, (size_t)(tm_ng(T, ax) * tm_nc(T, ax)));
 }
 
 /* element index of (g, chan chunk c) in vals[i] for the current step */
@@ -1746,8 +1758,8 @@ static void tm_loop(Tm *T)
 		if (!kp_tokred(in))
 			continue;
 		int ne = tm_ng(T, in->axes) * tm_nc(T, in->axes);
-		T->acc[i] = calloc((size_t)ne * 2, sizeof(LLVMValueRef));
-		for (int k = 0; k < 2 * ne && T->acc[i]; k++) {
+		T->acc[i] = tm_calloc(T, (size_t)ne * 2);
+		for (int k = 0; k < 2 * ne; k++) {
 			int aw = k < ne ? g->W : (in->axes & AXM(AX_chan)) ? g->W : 1;
 			T->acc[i][k] = entry_alloca(g, fty(g, aw));
 			LLVMBuildStore(b, tm_redinit(g, in->op, aw), T->acc[i][k]);
@@ -1785,6 +1797,34 @@ static void tm_loop(Tm *T)
 	}
 }
 
+/* every fused loop into the switch of kvcc_tmap; -1 when memory runs out (the tables of
+** T are freed by the caller; the half-built function is never used) */
+static int tm_all(Tm *T, LLVMValueRef sw, size_t nv)
+{
+	jmp_buf jb;
+	T->oom = &jb;
+	if (setjmp(jb))
+		return -1;
+	Gen *g = T->g;
+	const KiFn *f = T->f;
+	for (int s = 0; s < f->nins; s++) {
+		if (T->p->tgen[s] != KP_GEN_START)
+			continue;
+		int e = kp_segend(T->p, s);
+		LLVMBasicBlockRef bb = LLVMAppendBasicBlockInContext(g->cx, g->fn, "tmap");
+		LLVMAddCase(sw, LLVMConstInt(g->i64, (unsigned long long)s, 0), bb);
+		LLVMPositionBuilderAtEnd(g->b, bb);
+		T->s = s, T->e = e;
+		tm_loop(T);
+		LLVMBuildRetVoid(g->b);
+		for (size_t k = 0; k < nv; k++) {
+			free(T->pre[k]), free(T->cur[k]), free(T->acc[k]);
+			T->pre[k] = T->cur[k] = T->acc[k] = NULL, T->pv[k] = T->sc[k] = T->pk[k] = NULL;
+		}
+	}
+	return 0;
+}
+
 static void gen_tmap(Gen *g, const KiFn *f, const KpPlan *p)
 {
 	LLVMTypeRef ps[2] = { g->i64, g->ptr };
@@ -1799,21 +1839,8 @@ static void gen_tmap(Gen *g, const KiFn *f, const KpPlan *p)
 	         .pv = calloc(nv, sizeof(LLVMValueRef)), .sc = calloc(nv, sizeof(LLVMValueRef)),
 	         .pre = calloc(nv, sizeof(LLVMValueRef *)), .cur = calloc(nv, sizeof(LLVMValueRef *)),
 	         .acc = calloc(nv, sizeof(LLVMValueRef *)), .pk = calloc(nv, sizeof(LLVMValueRef)) };
-	for (int s = 0; s < f->nins && T.pv && T.sc && T.pre && T.cur && T.acc && T.pk; s++) {
-		if (p->tgen[s] != KP_GEN_START)
-			continue;
-		int e = kp_segend(p, s);
-		LLVMBasicBlockRef bb = LLVMAppendBasicBlockInContext(g->cx, g->fn, "tmap");
-		LLVMAddCase(sw, LLVMConstInt(g->i64, (unsigned long long)s, 0), bb);
-		LLVMPositionBuilderAtEnd(g->b, bb);
-		T.s = s, T.e = e;
-		tm_loop(&T);
-		LLVMBuildRetVoid(g->b);
-		for (size_t k = 0; k < nv; k++) {
-			free(T.pre[k]), free(T.cur[k]), free(T.acc[k]);
-			T.pre[k] = T.cur[k] = T.acc[k] = NULL, T.pv[k] = T.sc[k] = T.pk[k] = NULL;
-		}
-	}
+	if (!T.pv || !T.sc || !T.pre || !T.cur || !T.acc || !T.pk || tm_all(&T, sw, nv) != 0)
+		g->nomem = 1;
 	if (T.pre && T.cur && T.acc)
 		for (size_t k = 0; k < nv; k++)
 			free(T.pre[k]), free(T.cur[k]), free(T.acc[k]);
@@ -1864,16 +1891,18 @@ static int run_cc(const char *obj, const char *so, const char *const *extra, int
 	return 0;
 }
 
-static void append(char **buf, size_t *len, const char *fmt, double v, const char *name)
+/* -1 when memory runs out (buf unchanged) */
+static int append(char **buf, size_t *len, const char *fmt, double v, const char *name)
 {
 	char tmp[128];
 	int k = snprintf(tmp, sizeof tmp, fmt, name, v);
-	char *nb = realloc(*buf, *len + (size_t)k + 2);
+	char *nb = *buf ? realloc(*buf, *len + (size_t)k + 2) : NULL;
 	if (!nb)
-		return;
+		return -1;
 	*buf = nb;
 	memcpy(*buf + *len, tmp, (size_t)k + 1);
 	*len += (size_t)k;
+	return 0;
 }
 
 int kx_compile(const KiFn *f, const kvcc_spec *spec, const char *out_so, int verbose, double *ms, KcErr *e)
@@ -1924,6 +1953,11 @@ int kx_compile_ex(const KiFn *f, const kvcc_spec *spec, const char *out_so, int 
 		if (feats)
 			sprintf(feats, "%s%s", host, W == 16 ? ",-prefer-256-bit" : "");
 	}
+	if (!feats) {
+		kc_error(e, f->src, 0, 0, "out of memory");
+		free(host);
+		return -1;
+	}
 	/* the features recorded in the artifact (and its key) */
 	const char *recfeat = spec->target == KVCC_TARGET_NATIVE ? host : kx_targetname(spec->target);
 	char *triple = LLVMGetDefaultTargetTriple();
@@ -1934,7 +1968,7 @@ int kx_compile_ex(const KiFn *f, const kvcc_spec *spec, const char *out_so, int 
 		LLVMDisposeMessage(err), LLVMDisposeMessage(triple), free(host), free(feats);
 		return -1;
 	}
-	LLVMTargetMachineRef tm = LLVMCreateTargetMachine(tgt, triple, cpu, feats ? feats : "", LLVMCodeGenLevelAggressive,
+	LLVMTargetMachineRef tm = LLVMCreateTargetMachine(tgt, triple, cpu, feats, LLVMCodeGenLevelAggressive,
 	                                                  LLVMRelocPIC, LLVMCodeModelDefault);
 	Gen g = { 0 };
 	g.cx = LLVMContextCreate();
@@ -1998,13 +2032,21 @@ int kx_compile_ex(const KiFn *f, const kvcc_spec *spec, const char *out_so, int 
 	kp_free(&kp);
 
 	/* descriptor */
+	int rc = -1;
+	char objpath[] = "/tmp/kvcc-XXXXXX.o";
+	LLVMMemoryBufferRef buf = NULL;
 	char *kir = ki_print(f);
 	char *pstr = calloc(1, 1), *sstr = calloc(1, 1);
 	size_t pl = 0, sl = 0;
 	for (int i = 0; i < f->npar; i++)
-		append(&pstr, &pl, i ? ",%s=%.17g" : "%s=%.17g", f->par[i].def, f->par[i].name);
+		g.nomem |= append(&pstr, &pl, i ? ",%s=%.17g" : "%s=%.17g", f->par[i].def, f->par[i].name) != 0;
 	for (int i = 0; i < f->nst; i++)
-		append(&sstr, &sl, i ? ",%s=%.17g" : "%s=%.17g", f->st[i].init, f->st[i].name);
+		g.nomem |= append(&sstr, &sl, i ? ",%s=%.17g" : "%s=%.17g", f->st[i].init, f->st[i].name) != 0;
+	if (g.nomem || !kir || !pstr || !sstr) {
+		kc_error(e, f->src, 0, 0, "x86 backend: out of memory");
+		free(kir), free(pstr), free(sstr);
+		goto out;
+	}
 	uint64_t key = kx_key(kir, KVCC_VERSION, recfeat, spec->dtype, spec->head_dim, spec->group, spec->target, W);
 	LLVMTypeRef fields[] = { g.i64, g.i32, g.i32, g.ptr, g.i64, g.i64, g.ptr, g.ptr, g.ptr,
 	                         g.i32, g.i32, g.i32, g.i32, g.i32, g.i32, g.ptr, g.ptr, g.ptr, g.ptr, g.ptr, g.ptr,
@@ -2015,7 +2057,7 @@ int kx_compile_ex(const KiFn *f, const kvcc_spec *spec, const char *out_so, int 
 		LLVMConstInt(g.i64, KVCC_MAGIC, 0), LLVMConstInt(g.i32, KVCC_ABI, 0),
 		LLVMConstInt(g.i32, sizeof(kvcc_artifact), 0), gstr(&g, KVCC_VERSION, "kv.version"),
 		LLVMConstInt(g.i64, key, 0), LLVMConstInt(g.i64, ki_fnv(kir, strlen(kir), 0xcbf29ce484222325ull), 0),
-		gstr(&g, f->name, "kv.name"), gstr(&g, pstr ? pstr : "", "kv.params"), gstr(&g, sstr ? sstr : "", "kv.state"),
+		gstr(&g, f->name, "kv.name"), gstr(&g, pstr, "kv.params"), gstr(&g, sstr, "kv.state"),
 		LLVMConstInt(g.i32, (unsigned)spec->dtype, 0), LLVMConstInt(g.i32, (unsigned)spec->head_dim, 0),
 		LLVMConstInt(g.i32, (unsigned)spec->group, 0), LLVMConstInt(g.i32, (unsigned)spec->target, 0),
 		LLVMConstInt(g.i32, (unsigned)W, 0), LLVMConstInt(g.i32, 0, 0),
@@ -2028,9 +2070,6 @@ int kx_compile_ex(const KiFn *f, const kvcc_spec *spec, const char *out_so, int 
 	LLVMSetVisibility(desc, LLVMDefaultVisibility);
 	free(kir), free(pstr), free(sstr);
 
-	int rc = -1;
-	char objpath[] = "/tmp/kvcc-XXXXXX.o";
-	LLVMMemoryBufferRef buf = NULL;
 	if (LLVMVerifyModule(g.m, LLVMReturnStatusAction, &err)) {
 		kc_error(e, f->src, 0, 0, "internal: generated LLVM IR does not verify: %.300s", err);
 		goto out;

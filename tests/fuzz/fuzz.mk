@@ -10,6 +10,9 @@
 #                       and crashes in build-fuzz/fuzz/crash-<name>-* (not part of make check;
 #                       needs clang and libclang-rt: scripts/install-deps fuzz)
 #   make fuzz-merge     minimize corpus/<name> with -merge=1 over it and the new inputs
+#   make check-oom      allocation-failure injection over the compile path and the runtime's
+#                       setup (oom.c), and the command line under ulimit -v (oom_cli.sh);
+#                       part of make check
 #
 # A crash found by make fuzz is fixed, then its input goes into corpus/<name>/ as a
 # regression, named after what it found.
@@ -54,5 +57,17 @@ fuzz-merge:
 fuzz-merge-run: $(foreach h,$(FUZZERS),$(B)/fuzz/fuzz-$(h))
 	@for h in $(FUZZERS); do tests/fuzz/merge.sh $(B)/fuzz $$h || exit 1; done
 
-CHECK_MORE += check-fuzz
-.PHONY: check-fuzz fuzz fuzz-run fuzz-merge fuzz-merge-run
+# allocation-failure injection (oom.c): the program sees every malloc & co. of kvcc's objects
+OOM_WRAP = -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc,--wrap=free,--wrap=strdup
+
+$(B)/fuzz/oom_tests: $(B)/tests/fuzz/oom.o $(LIBOBJ)
+	@mkdir -p $(dir $@)
+	$(CC) -o $@ $^ $(OOM_WRAP) $(LDLIBS) $(LLVM_LIBS_USED)
+
+# (no address-space limit under a sanitizer: its shadow memory needs terabytes of it)
+check-oom: $(B)/fuzz/oom_tests $(B)/kvcc
+	$(B)/fuzz/oom_tests $(if $(SAN),policies/snapkv.lua policies/h2o.lua,--x86 policies/*.lua)
+	$(if $(SAN),@echo "SKIP oom_cli.sh: no ulimit -v under a sanitizer",tests/fuzz/oom_cli.sh $(B)/kvcc)
+
+CHECK_MORE += check-fuzz check-oom
+.PHONY: check-fuzz check-oom fuzz fuzz-run fuzz-merge fuzz-merge-run
