@@ -4,6 +4,8 @@
 #   make check      every test tier (installs missing Debian packages first)
 #   make demo       the end-to-end demonstration on the shipped checkpoint
 #   make asan       the whole suite under AddressSanitizer + UndefinedBehaviorSanitizer
+#   make check-san  the fast sanitizer tier (part of make check): unit, errors, golden,
+#                   fuzz corpora, allocation-failure injection under ASan + UBSan
 #   make fuzz       libFuzzer harnesses, FUZZ_SECONDS each (tests/fuzz/fuzz.mk; needs clang)
 #   make bench      CPU benchmarks (a program, not a test)
 #   make install PREFIX=/usr/local
@@ -70,7 +72,7 @@ deps:
 
 check: deps
 	$(MAKE) all
-	$(MAKE) check-unit check-golden check-errors $(CHECK_MORE)
+	$(MAKE) check-unit check-golden check-errors $(CHECK_MORE) check-san
 	@echo "make check: all tiers passed"
 
 demo: deps
@@ -88,9 +90,17 @@ check-errors: $(B)/kvcc
 	$(PYTHON) tests/errors/npz_fuzz.py $(B)/kvcc policies/snapkv.lua \
 	  $(B)/npz-fuzz/$$(grep '^snapkv ' $(B)/npz-fuzz/cases.txt | head -1 | cut -d' ' -f2) $(B)/npz-fuzz
 
+SANFLAGS = -fsanitize=address,undefined -fno-sanitize-recover=undefined
+
 asan:
-	$(MAKE) B=build-asan OPT="-O1 -g -fno-omit-frame-pointer" \
-	  SAN="-fsanitize=address,undefined -fno-sanitize-recover=undefined" check
+	$(MAKE) B=build-asan OPT="-O1 -g -fno-omit-frame-pointer" SAN="$(SANFLAGS)" check
+
+# the fast sanitizer tier of make check: unit, errors, golden, the fuzz corpora and the
+# allocation-failure injection under ASan + UBSan in build-asan/ (inside make asan, a no-op)
+check-san:
+	$(if $(SAN),@echo "check-san: part of this sanitizer run already",\
+	  $(MAKE) B=build-asan OPT="-O1 -g -fno-omit-frame-pointer" SAN="$(SANFLAGS)" \
+	    check-unit check-errors check-golden check-fuzz check-oom)
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include \
@@ -104,6 +114,6 @@ install: all
 clean:
 	rm -rf build build-asan build-fuzz
 
-.PHONY: all deps demo check check-golden check-errors asan install clean
+.PHONY: all deps demo check check-golden check-errors asan check-san install clean
 
 -include $(shell find $(B) -name '*.d' 2>/dev/null)
