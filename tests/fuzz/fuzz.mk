@@ -2,7 +2,9 @@
 # (corpus/<name>/). Included by the top Makefile.
 #
 #   make check-fuzz     replay every corpus through its harness built with $(CC), without
-#                       libFuzzer (part of make check; under ASan + UBSan in check-san)
+#                       libFuzzer, and corrupted checkpoints / tokenizers through `llama` and
+#                       `kvcc eval` (llama_cli.py) (part of make check; under ASan + UBSan in
+#                       check-san)
 #   make fuzz           build the harnesses with clang -fsanitize=fuzzer,address,undefined in
 #                       build-fuzz/ and run each for FUZZ_SECONDS (default 60; FUZZERS picks
 #                       some); prints execs and CPU time, appends them to
@@ -39,8 +41,10 @@ $(B)/fuzz/fuzz-$(1): $(call fz_objs,$(1))
 endef
 $(foreach h,$(FUZZERS),$(eval $(call FZ_RULES,$(h))))
 
-check-fuzz: $(foreach h,$(FUZZERS),$(B)/fuzz/replay-$(h))
+check-fuzz: $(foreach h,$(FUZZERS),$(B)/fuzz/replay-$(h)) $(B)/llama $(B)/kvcc
 	@for h in $(FUZZERS); do $(B)/fuzz/replay-$$h tests/fuzz/corpus/$$h || exit 1; done
+	@mkdir -p $(B)/llama-cli
+	$(PYTHON) tests/fuzz/llama_cli.py $(B)/llama $(B)/kvcc $(SHARED)/data $(B)/llama-cli
 
 fuzz:
 	@command -v $(FUZZ_CC) >/dev/null || { echo "make fuzz needs clang (scripts/install-deps fuzz)" >&2; exit 1; }
