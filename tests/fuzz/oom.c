@@ -19,10 +19,11 @@
 **
 ** Scenarios: policy.lua through the sandbox, passes, printer, hash, plan,
 ** interpreter (compress and observe), CUDA C generator; the same from .kir
-** text; the npz reader and writer; and through the public API, kvcc_open of
-** a compiled artifact and kvcc_plan_create, then one kvcc_compress (which
-** must allocate nothing). The LLVM backend is outside: LLVM's own C++
-** allocations are not ours to fail.
+** text; the x86 backend's own allocations around LLVM (--x86; LLVM's C++
+** allocations are not ours to fail); the npz reader and writer; and through
+** the public API, kvcc_open of a compiled artifact and kvcc_plan_create, then
+** kvcc_compress, kvcc_append and kvcc_decode_layer, which must allocate
+** nothing (written against kvcc.h, so it holds across runtime rewrites).
 **
 **   oom_tests [--x86] [POLICY.lua...]   (make check: --x86 and every shipped policy;
 **                                       check-san: two policies, no --x86)
@@ -307,11 +308,13 @@ static int sc_x86(Out *o)
 	return o->rc = 0;
 }
 
-/* kvcc_open + kvcc_plan_create + one kvcc_compress (which allocates nothing) */
+/* kvcc_open + kvcc_plan_create, then one kvcc_compress and a decode step (kvcc_append,
+** kvcc_decode_layer), which must allocate nothing */
 static int sc_api(Out *o)
 {
 	enum { L = 2, H = 2, D = 16, CAP = 24, G = 1, OB = 4 };
 	static float K[L * H * CAP * D], V[L * H * CAP * D], Q[L * H * G * OB * D];
+	static float state[KI_MAXST * L * H * CAP], kv[H * D], q[H * G * D], out[H * G * D];
 	static int32_t pos[L * H * CAP], len[L * H];
 	kvcc_policy *p;
 	if (kvcc_open(arg_path, &p) != 0) {
@@ -333,20 +336,34 @@ static int sc_api(Out *o)
 		pos[k] = k % CAP;
 	for (int k = 0; k < L * H; k++)
 		len[k] = CAP - 1 - k / H;       /* equal across the heads of a layer (hmean) */
-	kvcc_cache cache = { K, V, pos, len, NULL };
+	for (size_t k = 0; k < sizeof state / sizeof *state; k++)
+		state[k] = 0.5f;
+	for (int k = 0; k < H * D; k++)
+		kv[k] = (float)k / 32;
+	for (int k = 0; k < H * G * D; k++)
+		q[k] = (float)(k % 5) - 2;
+	kvcc_cache cache = { K, V, pos, len, kvcc_state_count(p) > 0 ? state : NULL };
 	kvcc_obs obs = { OB, Q, NULL, NULL };
 	kvcc_args args = { .ratio = 0.5, .budget = -1, .threads = 1 };
 	long before = count;
 	int rc = kvcc_compress(pl, &cache, &obs, &args);
+	const char *what = "kvcc_compress";
+	for (int l = 0; l < L && rc == 0; l++) {
+		what = "kvcc_append";
+		if ((rc = kvcc_append(pl, &cache, l, kv, kv, 100 + l)) == 0)
+			what = "kvcc_decode_layer", rc = kvcc_decode_layer(pl, &cache, l, q, out);
+	}
 	long allocs = count - before;
 	if (rc != 0)
-		snprintf(o->msg, sizeof o->msg, "kvcc_compress: %s", kvcc_last_error());
+		snprintf(o->msg, sizeof o->msg, "%s: %s", what, kvcc_last_error());
 	else if (allocs) {
-		snprintf(o->msg, sizeof o->msg, "kvcc_compress allocated %ld times", allocs);
+		snprintf(o->msg, sizeof o->msg, "compress/append/decode allocated %ld times", allocs);
 		rc = -2;                  /* a bug, not a clean error */
 	} else {
 		o->digest = mix(o->digest, len, sizeof len);
 		o->digest = mix(o->digest, K, sizeof K);
+		o->digest = mix(o->digest, out, sizeof out);
+		o->digest = mix(o->digest, state, sizeof state);
 	}
 	kvcc_plan_destroy(pl);
 	kvcc_close(p);
