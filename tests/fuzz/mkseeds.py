@@ -70,9 +70,12 @@ def ckpt(dim, hidden, L, H, KV, vocab, seq, shared=True):
     w = (np.random.default_rng(dim + L).standard_normal(n) * 0.1).astype("<f4")
     return struct.pack("<7i", dim, hidden, L, H, KV, vocab if shared else -vocab, seq) + w.tobytes()
 
-put("ckpt", "tiny.bin", ckpt(8, 16, 1, 2, 1, 12, 8))
-put("ckpt", "tiny-gqa-wcls.bin", ckpt(8, 12, 2, 4, 2, 10, 6, shared=False))
-put("ckpt", "stories260K-head.bin", open(os.path.join(data, "stories260K.bin"), "rb").read()[:512])
+# (fz_ckpt's first byte: odd = fit the weights to the header's size, even = as it is)
+put("ckpt", "tiny.bin", b"\1" + ckpt(8, 16, 1, 2, 1, 12, 8))
+put("ckpt", "tiny-raw.bin", b"\0" + ckpt(8, 16, 1, 2, 1, 12, 8))
+put("ckpt", "tiny-header-only.bin", b"\1" + ckpt(8, 16, 1, 2, 1, 12, 8)[:28])
+put("ckpt", "tiny-gqa-wcls.bin", b"\1" + ckpt(8, 12, 2, 4, 2, 10, 6, shared=False))
+put("ckpt", "stories260K-head.bin", b"\0" + open(os.path.join(data, "stories260K.bin"), "rb").read()[:512])
 
 # --- tokenizers: the shipped one, and a small one with byte tokens ---------------------
 put("tok", "tok512.bin", open(os.path.join(data, "tok512.bin"), "rb").read())
