@@ -744,7 +744,8 @@ static int policy_build(lua_State *L)
 		}
 		/* Lua's table order is randomized per state: number the states by name so
 		** one source always gives the same KIR (and compile-cache key) */
-		qsort(f->st, (size_t)f->nst, sizeof *f->st, cmpstate);
+		if (f->nst > 1)          /* (an empty table: no array to sort, f->st is NULL) */
+			qsort(f->st, (size_t)f->nst, sizeof *f->st, cmpstate);
 	}
 	lua_pop(L, 1);
 
