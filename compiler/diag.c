@@ -16,6 +16,7 @@ void kc_verror(KcErr *e, const char *src, uint32_t line, uint32_t col, const cha
 		return;   /* keep the first error: later ones are usually consequences */
 	char msg[400];
 	vsnprintf(msg, sizeof msg, fmt, ap);
+	e->nomem = strstr(msg, "out of memory") != NULL;
 	if (src && line)
 		snprintf(e->msg, sizeof e->msg, "%s:%u:%u: error: %s", src, line, col ? col : 1, msg);
 	else if (src && *src)

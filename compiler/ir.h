@@ -110,6 +110,7 @@ typedef struct KiFn {
 typedef struct KcErr {
 	int set;
 	char msg[512];
+	int nomem;            /* the error is that memory ran out (the API's KVCC_ENOMEM) */
 } KcErr;
 
 /* ir.c: constructors return NULL, KC_NIL or -1 when memory runs out (the KiFn is

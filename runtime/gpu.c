@@ -334,7 +334,7 @@ KVCC_API int kvcc_compile_so_gpu(const char *path, const kvcc_spec *spec, const 
 	else if (f)
 		kp_free(&pl);
 	if (!f)
-		return fail(KVCC_ECOMPILE, "%s", e.msg);
+		return fail(e.nomem ? KVCC_ENOMEM : KVCC_ECOMPILE, "%s", e.msg);
 	KrGpu g;
 	int rc = 0;
 	if (kg_gpukey(gpu_archs, &g, f, &e) != 0) {
@@ -345,11 +345,11 @@ KVCC_API int kvcc_compile_so_gpu(const char *path, const kvcc_spec *spec, const 
 	double ms = 0;
 	int c = kr_cache_get_gpu(f, spec, &g, verbose, cpath, sizeof cpath, &e);
 	if (c < 0)
-		rc = fail(KVCC_ECOMPILE, "%s", e.msg);
+		rc = fail(e.nomem ? KVCC_ENOMEM : KVCC_ECOMPILE, "%s", e.msg);
 	else if (c == 0 && kr_copyfile(cpath, out_so) != 0)
 		rc = fail(KVCC_EIO, "cannot write %s", out_so);
 	else if (c > 0 && kg_build(f, spec, &g, out_so, verbose, &ms, &e) != 0)
-		rc = fail(KVCC_ECOMPILE, "%s", e.msg);
+		rc = fail(e.nomem ? KVCC_ENOMEM : KVCC_ECOMPILE, "%s", e.msg);
 	ki_free(f);
 	if (rc)
 		return rc;

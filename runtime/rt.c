@@ -126,7 +126,7 @@ KVCC_API int kvcc_open(const char *path, kvcc_policy **out)
 	KcErr e = { 0 };
 	p->f = ki_parse(p->a->kir, p->a->name, &e);
 	if (!p->f || ki_verify(p->f, &e) != 0 || kp_build(p->f, &p->plan, &e) != 0) {
-		rc = seterr(KVCC_EARTIFACT, "%s: embedded KIR: %s", path, e.msg);
+		rc = seterr(e.nomem ? KVCC_ENOMEM : KVCC_EARTIFACT, "%s: embedded KIR: %s", path, e.msg);
 		goto fail;
 	}
 	*out = p;
@@ -163,13 +163,13 @@ static KiFn *loadchecked(const char *path, int verbose)
 	KcErr e = { 0 };
 	KiFn *f = kr_loadpolicy(path, &e);
 	if (!f) {
-		seterr(KVCC_ECOMPILE, "%s", e.msg);
+		seterr(e.nomem ? KVCC_ENOMEM : KVCC_ECOMPILE, "%s", e.msg);
 		return NULL;
 	}
 	KpPlan pl;
 	if (kp_build(f, &pl, &e) != 0) {
 		ki_free(f);
-		seterr(KVCC_ECOMPILE, "%s", e.msg);
+		seterr(e.nomem ? KVCC_ENOMEM : KVCC_ECOMPILE, "%s", e.msg);
 		return NULL;
 	}
 	if (verbose)
@@ -212,7 +212,7 @@ KVCC_API int kvcc_compile_so(const char *path, const kvcc_spec *spec, const char
 	char cpath[1400];
 	int c = kr_cache_get(f, spec, verbose, cpath, sizeof cpath, &e), rc = 0;
 	if (c < 0)
-		rc = seterr(KVCC_ECOMPILE, "%s", e.msg);
+		rc = seterr(e.nomem ? KVCC_ENOMEM : KVCC_ECOMPILE, "%s", e.msg);
 	else if (c == 0) {
 		kvcc_policy *chk = NULL;
 		if (kvcc_open(cpath, &chk) != 0) {      /* checked but refused (cannot happen): rebuild once */
@@ -221,15 +221,15 @@ KVCC_API int kvcc_compile_so(const char *path, const kvcc_spec *spec, const char
 		}
 		kvcc_close(chk);
 		if (c < 0)
-			rc = seterr(KVCC_ECOMPILE, "%s", e.msg);
+			rc = seterr(e.nomem ? KVCC_ENOMEM : KVCC_ECOMPILE, "%s", e.msg);
 		else if (c == 0 && kr_copyfile(cpath, out_so) != 0)
 			rc = seterr(KVCC_EIO, "cannot write %s", out_so);
 		else if (c > 0 && kx_compile(f, spec, out_so, verbose, NULL, &e) != 0)
-			rc = seterr(KVCC_ECOMPILE, "%s", e.msg);
+			rc = seterr(e.nomem ? KVCC_ENOMEM : KVCC_ECOMPILE, "%s", e.msg);
 	} else {
 		double ms = 0;
 		if (kx_compile(f, spec, out_so, verbose, &ms, &e) != 0)
-			rc = seterr(KVCC_ECOMPILE, "%s", e.msg);
+			rc = seterr(e.nomem ? KVCC_ENOMEM : KVCC_ECOMPILE, "%s", e.msg);
 		else if (verbose)
 			fprintf(stderr, "kvcc: compiled in %.1f ms\n", ms);
 	}
@@ -253,7 +253,7 @@ KVCC_API int kvcc_compile_file(const char *path, const kvcc_spec *spec, kvcc_pol
 	for (int attempt = 0; attempt < 2; attempt++) {
 		int c = kr_cache_get(f, spec, 0, cpath, sizeof cpath, &e);
 		if (c < 0) {
-			rc = seterr(KVCC_ECOMPILE, "%s", e.msg);
+			rc = seterr(e.nomem ? KVCC_ENOMEM : KVCC_ECOMPILE, "%s", e.msg);
 			break;
 		}
 		if (c == 0) {
@@ -271,7 +271,7 @@ KVCC_API int kvcc_compile_file(const char *path, const kvcc_spec *spec, kvcc_pol
 		close(fd);
 		double ms;
 		if (kx_compile(f, spec, tmp, 0, &ms, &e) != 0)
-			rc = seterr(KVCC_ECOMPILE, "%s", e.msg);
+			rc = seterr(e.nomem ? KVCC_ENOMEM : KVCC_ECOMPILE, "%s", e.msg);
 		else
 			rc = kvcc_open(tmp, out);
 		unlink(tmp);

@@ -157,6 +157,7 @@ char *__wrap_strdup(const char *s)
 /* What a scenario produced: a digest of its results, or its error. */
 typedef struct Out {
 	int rc;
+	int code;             /* the public API's return code (KVCC_ENOMEM wanted), 0 elsewhere */
 	uint64_t digest;
 	char msg[600];
 } Out;
@@ -317,13 +318,13 @@ static int sc_api(Out *o)
 	static float state[KI_MAXST * L * H * CAP], kv[H * D], q[H * G * D], out[H * G * D];
 	static int32_t pos[L * H * CAP], len[L * H];
 	kvcc_policy *p;
-	if (kvcc_open(arg_path, &p) != 0) {
+	if ((o->code = kvcc_open(arg_path, &p)) != 0) {
 		snprintf(o->msg, sizeof o->msg, "kvcc_open: %s", kvcc_last_error());
 		return o->rc = -1;
 	}
 	kvcc_layout lay = { KVCC_F32, L, H, D, CAP, (int64_t)H * CAP * D, (int64_t)CAP * D, D };
 	kvcc_plan *pl;
-	if (kvcc_plan_create(p, &lay, OB, 1, &pl) != 0) {
+	if ((o->code = kvcc_plan_create(p, &lay, OB, 1, &pl)) != 0) {
 		snprintf(o->msg, sizeof o->msg, "kvcc_plan_create: %s", kvcc_last_error());
 		kvcc_close(p);
 		return o->rc = -1;
@@ -354,8 +355,10 @@ static int sc_api(Out *o)
 			what = "kvcc_decode_layer", rc = kvcc_decode_layer(pl, &cache, l, q, out);
 	}
 	long allocs = count - before;
-	if (rc != 0)
+	if (rc != 0) {
 		snprintf(o->msg, sizeof o->msg, "%s: %s", what, kvcc_last_error());
+		o->code = rc;
+	}
 	else if (allocs) {
 		snprintf(o->msg, sizeof o->msg, "compress/append/decode allocated %ld times", allocs);
 		rc = -2;                  /* a bug, not a clean error */
@@ -410,6 +413,8 @@ static void scenario(const char *name, int (*sc)(Out *))
 				why = "bug";
 			else if (o.rc != 0 && (!strstr(o.msg, "memory") || strchr(o.msg, '\n')))
 				why = "unclean error";
+			else if (o.rc != 0 && o.code && o.code != KVCC_ENOMEM)
+				why = "an error code other than KVCC_ENOMEM";
 			else if (o.rc == 0 && o.digest != base.digest)
 				why = "a different result";
 			else if (!nfailed)
