@@ -1,5 +1,5 @@
 # tests/fuzz: libFuzzer harnesses (fz_<name>.c) and their committed corpora
-# (corpus/<name>/). Included by the top Makefile.
+# (corpus/<name>/). Included by the top Makefile; the tiers are in CHECK_TIERS (tests/tests.mk).
 #
 #   make check-fuzz     replay every corpus through its harness built with $(CC), without
 #                       libFuzzer, and corrupted checkpoints / tokenizers through `llama` and
@@ -14,7 +14,8 @@
 #   make fuzz-merge     minimize corpus/<name> with -merge=1 over it and the new inputs
 #   make check-oom      allocation-failure injection over the compile path and the runtime's
 #                       setup (oom.c), and the command line under ulimit -v (oom_cli.sh);
-#                       part of make check
+#                       part of make check (check-san runs check-fuzz and check-oom under ASan
+#                       + UBSan: the top Makefile)
 #
 # A crash found by make fuzz is fixed, then its input goes into corpus/<name>/ as a
 # regression, named after what it found.
@@ -26,9 +27,10 @@ FUZZ_SAN      = -fsanitize=address,undefined -fno-sanitize-recover=undefined
 
 FZ_COMMON = $(B)/tests/fuzz/util.o
 FZ_PIPE   = $(B)/tests/fuzz/pipeline.o
-FZ_LLAMA  = $(B)/examples/llama/model.o $(B)/examples/llama/tokenizer.o
+FZ_LLAMA  = $(B)/lib/llama/model.o $(B)/lib/llama/tokenizer.o
+FZ_NPZ    = $(B)/tools/npz.o
 fz_objs   = $(B)/tests/fuzz/fz_$(1).o $(FZ_COMMON) $(if $(filter kir dsl,$(1)),$(FZ_PIPE)) \
-            $(if $(filter ckpt tok,$(1)),$(FZ_LLAMA)) $(LIBOBJ)
+            $(if $(filter ckpt tok,$(1)),$(FZ_LLAMA)) $(if $(filter npz,$(1)),$(FZ_NPZ)) $(LIBOBJ)
 
 define FZ_RULES
 $(B)/fuzz/replay-$(1): $(B)/tests/fuzz/replay.o $(call fz_objs,$(1))
@@ -64,7 +66,7 @@ fuzz-merge-run: $(foreach h,$(FUZZERS),$(B)/fuzz/fuzz-$(h))
 # allocation-failure injection (oom.c): the program sees every malloc & co. of kvcc's objects
 OOM_WRAP = -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc,--wrap=free,--wrap=strdup
 
-$(B)/fuzz/oom_tests: $(B)/tests/fuzz/oom.o $(LIBOBJ)
+$(B)/fuzz/oom_tests: $(B)/tests/fuzz/oom.o $(FZ_NPZ) $(LIBOBJ)
 	@mkdir -p $(dir $@)
 	$(CC) -o $@ $^ $(OOM_WRAP) $(LDLIBS) $(LLVM_LIBS_USED)
 
@@ -73,5 +75,4 @@ check-oom: $(B)/fuzz/oom_tests $(B)/kvcc
 	$(B)/fuzz/oom_tests $(if $(SAN),policies/snapkv.lua policies/h2o.lua,--x86 policies/*.lua)
 	$(if $(SAN),@echo "SKIP oom_cli.sh: no ulimit -v under a sanitizer",tests/fuzz/oom_cli.sh $(B)/kvcc)
 
-CHECK_MORE += check-fuzz check-oom
 .PHONY: check-fuzz check-oom fuzz fuzz-run fuzz-merge fuzz-merge-run

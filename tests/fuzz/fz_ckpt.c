@@ -1,5 +1,5 @@
 /*
-** Fuzz the llama2.c checkpoint reader (examples/llama/model.c): a header and
+** Fuzz the llama2.c checkpoint reader (lib/llama/model.c): a header and
 ** weights that load must run: a cache of 6 rows, seven forward steps (token
 ** ids from the input's last bytes, one of them past the vocabulary), the
 ** last ones with the cache full. Seeds: tiny well-formed checkpoints, the
@@ -13,7 +13,7 @@
 */
 #include <stdlib.h>
 #include <string.h>
-#include "examples/llama/model.h"
+#include "lib/llama/model.h"
 #include "tests/fuzz/fuzz.h"
 
 #define MAXBYTES (1u << 20)

@@ -1,11 +1,11 @@
 /*
-** Fuzz the .npz reader (compiler/npz.c): zip directory, zip64 extra fields,
+** Fuzz the .npz reader (tools/npz.c): zip directory, zip64 extra fields,
 ** local headers, .npy headers (descr, fortran_order, shape) and data sizes.
 ** A file that reads must be consistent: every element of every array can be
 ** read (ASan checks the bounds), and a 0-d unicode array converts.
 */
 #include <stdio.h>
-#include "compiler/npz.h"
+#include "tools/npz.h"
 #include "tests/fuzz/fuzz.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

@@ -1,12 +1,12 @@
 /*
-** Fuzz the llama2.c tokenizer reader (examples/llama/tokenizer.c): a file
+** Fuzz the llama2.c tokenizer reader (lib/llama/tokenizer.c): a file
 ** that loads must encode (a fixed text with multi-byte UTF-8, control bytes
 ** and the input's own bytes) and decode every id it produced, and every
 ** piece id. Seeds: tok512.bin and small hand-made vocabularies.
 */
 #include <stdlib.h>
 #include <string.h>
-#include "examples/llama/tokenizer.h"
+#include "lib/llama/tokenizer.h"
 #include "tests/fuzz/fuzz.h"
 
 static void encode(const LlamaTokenizer *t, const char *s, size_t len)

@@ -34,7 +34,7 @@ for p in sorted(glob.glob("policies/*.lua")):
     for args, tag in ((["--raw"], "raw"), ([], "passes")):
         out = subprocess.run([kvcc, "dump", p] + args, capture_output=True, check=True).stdout
         put("kir", "%s-%s.kir" % (base, tag), out)
-for p in sorted(glob.glob("tests/errors/*.lua")):
+for p in sorted(glob.glob("tests/errors/*.lua") + glob.glob("tests/errors/*/*.lua")):
     put("dsl", "err-" + os.path.basename(p), open(p, "rb").read())
 
 # --- npz: small cases as np.savez writes them, and zip64 variants ----------------------

@@ -39,7 +39,7 @@
 #include "kvcc.h"
 #include "compiler/ir.h"
 #include "compiler/interp.h"
-#include "compiler/npz.h"
+#include "tools/npz.h"
 #include "compiler/plan.h"
 #include "codegen/ptx/ptx.h"
 #include "codegen/x86/x86.h"

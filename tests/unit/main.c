@@ -21,6 +21,7 @@
 	X(verify) \
 	X(passes) \
 	X(policies) \
+	X(sandbox) \
 	X(chains)
 
 #define DECLARE(area) Suite *area##_suite(void);
