@@ -8,6 +8,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <unistd.h>
+#include <sys/stat.h>
 #include "compiler/ir.h"
 
 void kc_verror(KcErr *e, const char *src, uint32_t line, uint32_t col, const char *fmt, va_list ap)
@@ -42,16 +45,37 @@ void *kc_realloc(void *p, size_t n)
 	return realloc(p, n ? n : 1);
 }
 
-/* Read a whole file, NUL-terminated; at most max bytes (a longer file, or
-** one that never ends such as /dev/zero, is an error, as running out of
-** memory is). */
-char *kc_readfilemax(const char *path, size_t max, size_t *len, KcErr *e)
+/* Open path for reading without waiting on it: a FIFO or a socket (whose
+** open or read can block forever) and a directory are errors. */
+static FILE *openfile(const char *path, KcErr *e)
 {
-	FILE *fp = fopen(path, "rb");
-	if (!fp) {
+	struct stat st;
+	int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+	if (fd < 0) {
 		kc_error(e, path, 0, 0, "cannot open: %s", strerror(errno));
 		return NULL;
 	}
+	FILE *fp = NULL;
+	if (fstat(fd, &st) != 0 || fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK) != 0)
+		kc_error(e, path, 0, 0, "cannot open: %s", strerror(errno));
+	else if (S_ISFIFO(st.st_mode) || S_ISSOCK(st.st_mode) || S_ISDIR(st.st_mode))
+		kc_error(e, path, 0, 0, "cannot read %s (a file is needed)", S_ISFIFO(st.st_mode) ? "a FIFO"
+		         : S_ISSOCK(st.st_mode) ? "a socket" : "a directory");
+	else if (!(fp = fdopen(fd, "rb")))
+		kc_error(e, path, 0, 0, "cannot open: %s", strerror(errno));
+	if (!fp)
+		close(fd);
+	return fp;
+}
+
+/* Read a whole file, NUL-terminated; at most max bytes (a longer file, or
+** one that never ends such as /dev/zero, is an error, as running out of
+** memory is; so are a FIFO, a socket and a directory). */
+char *kc_readfilemax(const char *path, size_t max, size_t *len, KcErr *e)
+{
+	FILE *fp = openfile(path, e);
+	if (!fp)
+		return NULL;
 	size_t cap = 4096, n = 0;
 	char *buf = kc_realloc(NULL, cap), *nb;
 	int oom = !buf, big = 0;
