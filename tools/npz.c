@@ -8,7 +8,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <unistd.h>
+#include <sys/stat.h>
 #include "tools/npz.h"
 
 static uint32_t rd16(const unsigned char *p) { return (uint32_t)p[0] | (uint32_t)p[1] << 8; }
@@ -300,17 +303,51 @@ static unsigned char *npy_image(const KcArray *a, size_t *len)
 	return p;
 }
 
+/* Where kc_npz_write writes: a new temporary file next to path (*tmp, renamed
+** over path at the end, so that readers never see half a file), or path itself
+** when it exists and is not a regular file (a device such as /dev/null, which a
+** rename would replace; a FIFO without a reader is an error, not a wait).
+** NULL with e set. */
+static FILE *npz_open(const char *path, char **tmp, KcErr *e)
+{
+	struct stat st;
+	int fd;
+	*tmp = NULL;
+	if (stat(path, &st) == 0 && !S_ISREG(st.st_mode))
+		fd = open(path, O_WRONLY | O_NONBLOCK | O_CLOEXEC);   /* a directory: EISDIR */
+	else {
+		size_t n = strlen(path) + 32;   /* never truncated: a cut name could be another file */
+		if (!(*tmp = kc_realloc(NULL, n)))
+			return kc_error(e, path, 0, 0, "out of memory"), NULL;
+		snprintf(*tmp, n, "%s.tmp%ld", path, (long)getpid());
+		fd = open(*tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);   /* never an existing file */
+	}
+	FILE *f = fd >= 0 && fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK) == 0 ? fdopen(fd, "wb") : NULL;
+	if (!f) {
+		kc_error(e, path, 0, 0, "cannot write: %s", strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		if (fd >= 0 && *tmp)
+			remove(*tmp);
+		free(*tmp), *tmp = NULL;
+	}
+	return f;
+}
+
 int kc_npz_write(const char *path, const KcNpz *z, KcErr *e)
 {
-	char tmp[4096];
-	snprintf(tmp, sizeof tmp, "%s.tmp%ld", path, (long)getpid());
+	char *tmp = NULL;
 	uint32_t *offs = kc_realloc(NULL, (size_t)(z->n + 1) * sizeof *offs);
 	uint32_t *crcs = kc_realloc(NULL, (size_t)(z->n + 1) * sizeof *crcs);
 	uint32_t *sizes = kc_realloc(NULL, (size_t)(z->n + 1) * sizeof *sizes);
-	FILE *f = offs && crcs && sizes ? fopen(tmp, "wb") : NULL;
+	FILE *f = NULL;
+	if (!offs || !crcs || !sizes)
+		kc_error(e, path, 0, 0, "out of memory");
+	else
+		f = npz_open(path, &tmp, e);
 	if (!f) {
 		free(offs), free(crcs), free(sizes);
-		return kc_error(e, path, 0, 0, offs && crcs && sizes ? "cannot write" : "out of memory"), -1;
+		return -1;
 	}
 	long off = 0;
 	int nomem = 0;
@@ -347,13 +384,13 @@ int kc_npz_write(const char *path, const KcNpz *z, KcErr *e)
 	wr32(f, (uint32_t)(off - cd)); wr32(f, (uint32_t)cd); wr16(f, 0);
 	free(offs), free(crcs), free(sizes);
 	int bad = ferror(f);
-	if (fclose(f) != 0 || bad || nomem || off > 0xffffffffL) {
+	int rc = 0;
+	if (fclose(f) != 0 || bad || nomem || off > 0xffffffffL)
+		rc = -1, kc_error(e, path, 0, 0, nomem ? "out of memory" : "write failed");
+	else if (tmp && rename(tmp, path) != 0)
+		rc = -1, kc_error(e, path, 0, 0, "cannot rename the written file into place");
+	if (rc && tmp)
 		remove(tmp);
-		return kc_error(e, path, 0, 0, nomem ? "out of memory" : "write failed"), -1;
-	}
-	if (rename(tmp, path) != 0) {
-		remove(tmp);
-		return kc_error(e, path, 0, 0, "cannot rename the written file into place"), -1;
-	}
-	return 0;
+	free(tmp);
+	return rc;
 }
