@@ -27,7 +27,7 @@ FUZZ_SAN      = -fsanitize=address,undefined -fno-sanitize-recover=undefined
 
 FZ_COMMON = $(B)/tests/fuzz/util.o
 FZ_PIPE   = $(B)/tests/fuzz/pipeline.o
-FZ_LLAMA  = $(B)/lib/llama/model.o $(B)/lib/llama/tokenizer.o
+FZ_LLAMA  = $(B)/lib/llama/model.o $(B)/lib/llama/tokenizer.o $(B)/lib/llama/file.o
 FZ_NPZ    = $(B)/tools/npz.o
 fz_objs   = $(B)/tests/fuzz/fz_$(1).o $(FZ_COMMON) $(if $(filter kir dsl,$(1)),$(FZ_PIPE)) \
             $(if $(filter ckpt tok,$(1)),$(FZ_LLAMA)) $(if $(filter npz,$(1)),$(FZ_NPZ)) $(LIBOBJ)

@@ -5,7 +5,8 @@ llama2.c header: zero, negative, huge, inconsistent), byte flips in the weights 
 huge values) and in the tokenizer records (lengths, scores, bytes). Each run must end
 with status 0 (the damage hit only numbers) or 1 with one error line on stderr — never
 a crash, an abort or a hang. The fuzz harnesses fz_ckpt / fz_tok cover the readers
-themselves; this checks what the programs do with what the readers accept.
+themselves; this checks what the programs do with what the readers accept. A FIFO or a
+directory in place of a file is an error line at once.
 usage: llama_cli.py LLAMA KVCC DATA_DIR WORKDIR"""
 import os
 import random
@@ -86,5 +87,33 @@ for i, (name, blob) in enumerate(toks):
     if i % 6 == 0:
         run("eval tokenizer " + name, [kvcc, "eval", "policies/streaming_llm.lua", "--model", good_m,
                                         "--tokenizer", tpath, "--data", text, "--ratios", "0.5"])
+# what is not a file: a FIFO (no writer: reading it blocked forever) or a directory as the
+# checkpoint, the tokenizer or the data: status 1 and the error line that says so, at once
+fifo, folder = os.path.join(work, "fifo.bin"), os.path.join(work, "dir.bin")
+for p in (fifo, folder):
+    if os.path.lexists(p):
+        os.rmdir(p) if os.path.isdir(p) and not os.path.islink(p) else os.remove(p)
+os.mkfifo(fifo)
+os.mkdir(folder)
+for bad, what in ((fifo, "a FIFO"), (folder, "a directory")):
+    want = "%s: cannot read %s (a file is needed)" % (bad, what)
+    for name, args in (("checkpoint", [llama, "--model", bad, "--tokenizer", good_t, "generate", "--steps", "1"]),
+                       ("tokenizer", [llama, "--model", good_m, "--tokenizer", bad, "generate", "--steps", "1"]),
+                       ("eval data", [kvcc, "eval", "policies/streaming_llm.lua", "--model", good_m,
+                                      "--tokenizer", good_t, "--data", bad, "--ratios", "0.5"]),
+                       ("eval checkpoint", [kvcc, "eval", "policies/streaming_llm.lua", "--model", bad,
+                                            "--tokenizer", good_t, "--data", text, "--ratios", "0.5"])):
+        try:
+            p = subprocess.run(args, capture_output=True, timeout=20)
+            err = p.stderr.decode(errors="replace").strip().splitlines()
+            ok = p.returncode == 1 and len(err) == 1 and want in err[0]
+        except subprocess.TimeoutExpired:
+            ok, err = False, ["hang"]
+        passed += ok
+        failed += not ok
+        if not ok:
+            print("FAIL %s is %s: %r (want %r)" % (name, what, err[:3], want))
+os.remove(fifo)
+os.rmdir(folder)
 print("corrupted checkpoints and tokenizers: %d passed, %d failed" % (passed, failed))
 sys.exit(1 if failed else 0)
