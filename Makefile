@@ -5,6 +5,9 @@
 #   make check      every test tier (installs missing Debian packages first; tests/README.md)
 #   make demo       the end-to-end demonstration on the shipped checkpoint
 #   make asan       the whole suite under AddressSanitizer + UndefinedBehaviorSanitizer
+#   make check-san  the fast sanitizer tier (part of make check): unit, errors, golden,
+#                   fuzz corpora, allocation-failure injection under ASan + UBSan
+#   make fuzz       libFuzzer harnesses, FUZZ_SECONDS each (tests/fuzz/fuzz.mk; needs clang)
 #   make bench      CPU benchmarks (a program, not a test)
 #   make install PREFIX=/usr/local
 #
@@ -91,9 +94,17 @@ demo: deps
 	$(MAKE) all $(DEMO_MORE)
 	scripts/demo.sh $(B) $(PYTHON) $(SHARED)
 
+SANFLAGS = -fsanitize=address,undefined -fno-sanitize-recover=undefined
+
 asan:
-	$(MAKE) B=build-asan OPT="-O1 -g -fno-omit-frame-pointer" \
-	  SAN="-fsanitize=address,undefined -fno-sanitize-recover=undefined" check
+	$(MAKE) B=build-asan OPT="-O1 -g -fno-omit-frame-pointer" SAN="$(SANFLAGS)" check
+
+# the fast sanitizer tier of make check: unit, ir, errors, golden, the fuzz corpora and the
+# allocation-failure injection under ASan + UBSan in build-asan/ (inside make asan, a no-op)
+check-san:
+	$(if $(SAN),@echo "check-san: part of this sanitizer run already",\
+	  $(MAKE) B=build-asan OPT="-O1 -g -fno-omit-frame-pointer" SAN="$(SANFLAGS)" \
+	    check-unit check-ir check-errors check-golden check-fuzz check-oom)
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include \
@@ -108,9 +119,9 @@ install: all
 	  > $(DESTDIR)$(PREFIX)/lib/pkgconfig/kvcc.pc
 
 clean:
-	rm -rf build build-asan
+	rm -rf build build-asan build-fuzz
 
-.PHONY: all deps demo check asan install clean
+.PHONY: all deps demo check asan check-san install clean
 
 # dependency files of this build only (not of builds nested in it, e.g. check-twice's second one)
 -include $(shell find $(B) -name '*.d' -not -path '$(B)/*/build/*' 2>/dev/null)

@@ -54,7 +54,7 @@ static int load(KcJob *j, KcErr *e)
 {
 	if (!endswith(j->path, ".kir"))
 		return (j->f = kd_loadfile(j->path, NULL, e)) ? 0 : -1;
-	char *text = kc_readfile(j->path, NULL, e);
+	char *text = kc_readfilemax(j->path, KI_MAXTEXT, NULL, e);
 	if (!text)
 		return -1;
 	j->f = ki_parse(text, j->path, e);
@@ -248,7 +248,10 @@ int kc_copyfile(const char *from, const char *to)
 /* --- the compiler library (include/kvcc_compiler.h) ------------------------------------------- */
 
 /* the error of a failed stage: KVCC_ECOMPILE unless the stage said otherwise (GPU targets) */
-static int jobfail(const KcJob *j, const KcErr *e) { return kvcc__seterr(j->code ? j->code : KVCC_ECOMPILE, e->msg); }
+static int jobfail(const KcJob *j, const KcErr *e)
+{
+	return kvcc__seterr(j->code ? j->code : e->nomem ? KVCC_ENOMEM : KVCC_ECOMPILE, e->msg);
+}
 
 static int compile_so(const char *path, const kvcc_spec *spec, const char *gpu, const char *out_so, int verbose)
 {

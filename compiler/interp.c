@@ -453,17 +453,18 @@ static int evalhmean(Ctx *x, int i)
 	return 0;
 }
 
-/* Mark the instructions reachable from `root`. */
+/* Mark the instructions reachable from `root`. Operands point backwards, so
+** one sweep down from the root finds them all: no recursion, whose depth a
+** long chain of instructions would make the policy's length. */
 static void mark(const KiFn *f, KcRef root, char *need)
 {
 	if (KC_RKIND(root) != RK_INS)
 		return;
-	int i = KC_RIDX(root);
-	if (need[i])
-		return;
-	need[i] = 1;
-	for (int k = 0; k < 3; k++)
-		mark(f, f->ins[i].arg[k], need);
+	need[KC_RIDX(root)] = 1;
+	for (int i = KC_RIDX(root); i >= 0; i--)
+		for (int k = 0; need[i] && k < 3; k++)
+			if (KC_RKIND(f->ins[i].arg[k]) == RK_INS && KC_RIDX(f->ins[i].arg[k]) < i)
+				need[KC_RIDX(f->ins[i].arg[k])] = 1;
 }
 
 /* Evaluate every needed instruction for every instance, in order. */
@@ -501,9 +502,7 @@ oom:
 
 static void freevals(Ctx *x)
 {
-	if (!x->val)
-		return;
-	for (int i = 0; i < x->f->nins; i++)
+	for (int i = 0; x->val && i < x->f->nins; i++)
 		if (x->val[i]) {
 			for (int k = 0; k < x->c->L * x->c->H; k++)
 				free(x->val[i][k]);

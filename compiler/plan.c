@@ -7,13 +7,17 @@
 
 #define HAS(m, ax) (((m) & AXM(ax)) != 0)
 
+/* Mark what r reaches: one sweep down, operands pointing backwards (no recursion
+** as deep as a long chain). */
 static void mark(const KiFn *f, KcRef r, uint8_t *need)
 {
-	if (KC_RKIND(r) != RK_INS || need[KC_RIDX(r)])
+	if (KC_RKIND(r) != RK_INS)
 		return;
 	need[KC_RIDX(r)] = 1;
-	for (int k = 0; k < 3; k++)
-		mark(f, f->ins[KC_RIDX(r)].arg[k], need);
+	for (int i = KC_RIDX(r); i >= 0; i--)
+		for (int k = 0; need[i] && k < 3; k++)
+			if (KC_RKIND(f->ins[i].arg[k]) == RK_INS && KC_RIDX(f->ins[i].arg[k]) < i)
+				need[KC_RIDX(f->ins[i].arg[k])] = 1;
 }
 
 static int isinput(const KiFn *f, KcRef r, int in)
@@ -50,15 +54,6 @@ int kp_tokred(const KiIns *in)
 
 static int ispool(const KiIns *in) { return in->op == KO_avgpool || in->op == KO_maxpool; }
 
-/* instruction j is read by i */
-static int reads(const KiIns *in, int j)
-{
-	for (int a = 0; a < ki_nargs(in->op); a++)
-		if (in->arg[a] == KC_REF(RK_INS, j))
-			return 1;
-	return 0;
-}
-
 /* One set of fused loops: the token_map of compress (cls = the plan's classes, roots = the
 ** score) or the observe hook of decode (cls = KP_MAT on what the state updates need, roots =
 ** the updates). */
@@ -67,6 +62,7 @@ typedef struct Seg {
 	const uint8_t *cls;      /* [nins] KP_* (0: not needed) */
 	const uint8_t *root;     /* [nins] values read after every loop ran */
 	uint8_t *tgen, *tout;    /* [nins] out */
+	uint8_t *qk;             /* [nins] only the Q·K tile reads it (qkall) */
 } Seg;
 
 static int segend(const uint8_t *cls, const uint8_t *tgen, int nins, int s)
@@ -81,15 +77,23 @@ static int segend(const uint8_t *cls, const uint8_t *tgen, int nins, int s)
 int kp_segend(const KpPlan *p, int s) { return segend(p->cls, p->tgen, p->f->nins, s); }
 int kp_osegend(const KpPlan *p, int s) { return segend(p->oneed, p->otgen, p->f->nins, s); }
 
-/* a token_map value only the Q·K tile reads (x.Q, x.K there): no loop computes it */
-static int qkonly(const Seg *g, int i)
+/* g->qk[i] = 1 for a token_map value only the Q·K tile reads (x.Q, x.K there): no loop
+** computes it. One pass over the readers (per instruction it would be quadratic in a long
+** policy); -1 when memory runs out. */
+static int qkall(Seg *g)
 {
-	if (g->root[i])
-		return 0;
-	for (int k = i + 1; k < g->f->nins; k++)
-		if (g->cls[k] && g->cls[k] != KP_DOT && reads(&g->f->ins[k], i))
-			return 0;
-	return 1;
+	const KiFn *f = g->f;
+	g->qk = malloc((size_t)f->nins + 1);
+	if (!g->qk)
+		return -1;
+	for (int i = 0; i < f->nins; i++)
+		g->qk[i] = !g->root[i];
+	for (int k = 0; k < f->nins; k++)
+		if (g->cls[k] && g->cls[k] != KP_DOT)
+			for (int a = 0; a < ki_nargs(f->ins[k].op); a++)
+				if (KC_RKIND(f->ins[k].arg[a]) == RK_INS && KC_RIDX(f->ins[k].arg[a]) < k)
+					g->qk[KC_RIDX(f->ins[k].arg[a])] = 0;
+	return 0;
 }
 
 /* can instruction i run in a generated token_map loop? (not: softmax over token, std, hmean,
@@ -98,7 +102,7 @@ static int gen_ok(const Seg *g, int i)
 {
 	const KiFn *f = g->f;
 	const KiIns *in = &f->ins[i];
-	if (g->cls[i] != KP_MAT || HAS(in->axes, AX_obs) || qkonly(g, i))
+	if (g->cls[i] != KP_MAT || HAS(in->axes, AX_obs) || g->qk[i])
 		return 0;
 	switch (ki_rule(in->op)) {
 	case AR_LEAF:
@@ -169,19 +173,41 @@ static void segment(Seg *g)
 /* tout: values stored for readers outside their loop (attn_score, the head_mean barrier, later
 ** loops, pools, the roots); leaves only where they cannot be recomputed (non-loop readers,
 ** pools, roots). */
-static void outputs(Seg *g)
+static int outputs(Seg *g)
 {
 	const KiFn *f = g->f;
+	int *last = malloc(((size_t)f->nins + 1) * sizeof *last);
+	uint8_t *creader = calloc((size_t)f->nins + 1, 1);
+	if (!last || !creader) {
+		free(last);
+		free(creader);
+		return -1;
+	}
+	/* one pass over the readers (the last one; whether a pool or a non-loop reader reads
+	** it), then one over the loops: linear in the policy's length */
+	for (int i = 0; i < f->nins; i++)
+		last[i] = -1;
+	for (int k = 0; k < f->nins; k++)
+		if (g->cls[k])
+			for (int a = 0; a < ki_nargs(f->ins[k].op); a++) {
+				KcRef r = f->ins[k].arg[a];
+				if (KC_RKIND(r) != RK_INS || KC_RIDX(r) >= k)
+					continue;
+				last[KC_RIDX(r)] = k;
+				if (ispool(&f->ins[k]) || (!g->tgen[k] && g->cls[k] != KP_DOT))
+					creader[KC_RIDX(r)] = 1;
+			}
+	int end = -1;
 	for (int i = 0; i < f->nins; i++) {
 		if (!g->tgen[i])
 			continue;
-		int end = segend(g->cls, g->tgen, f->nins, i);
-		int leaf = kp_isleaf(&f->ins[i]);
-		g->tout[i] = g->root[i];
-		for (int k = i + 1; k < f->nins && !g->tout[i]; k++)
-			if (g->cls[k] && reads(&f->ins[k], i))
-				g->tout[i] = leaf ? ispool(&f->ins[k]) || (!g->tgen[k] && g->cls[k] != KP_DOT) : k > end;
+		if (g->tgen[i] == KP_GEN_START || i > end)
+			end = segend(g->cls, g->tgen, f->nins, i);
+		g->tout[i] = g->root[i] || (kp_isleaf(&f->ins[i]) ? creader[i] : last[i] > end);
 	}
+	free(last);
+	free(creader);
+	return 0;
 }
 
 /* Why instruction i of token_map has no generated loop (a positioned compile error). */
@@ -387,18 +413,24 @@ static int tloops(const KiFn *f, KpPlan *p, uint8_t *root, KcErr *e)
 {
 	if (KC_RKIND(f->score) == RK_INS)
 		root[KC_RIDX(f->score)] = 1;
-	Seg sg = { f, p->cls, root, p->tgen, p->tout };
+	Seg sg = { f, p->cls, root, p->tgen, p->tout, NULL };
+	if (qkall(&sg) != 0)
+		return kc_error(e, f->src, 0, 0, "plan: out of memory"), -1;
 	segment(&sg);
-	outputs(&sg);
+	if (outputs(&sg) != 0) {
+		free(sg.qk);
+		return kc_error(e, f->src, 0, 0, "plan: out of memory"), -1;
+	}
 	int bad = -1;
 	for (int i = 0; i < f->nins; i++) {
 		p->ngenins += p->tgen[i] != 0;
 		p->ngen += p->tgen[i] == KP_GEN_START;
-		if (p->cls[i] == KP_MAT && !p->tgen[i] && !qkonly(&sg, i) && f->ins[i].op != KO_hmean && bad < 0)
+		if (p->cls[i] == KP_MAT && !p->tgen[i] && !sg.qk[i] && f->ins[i].op != KO_hmean && bad < 0)
 			bad = i;
 		if (p->cls[i] && f->ins[i].op == KO_hmean && KC_RKIND(f->ins[i].arg[0]) != RK_INS && bad < 0)
 			bad = i;
 	}
+	free(sg.qk);
 	if (bad >= 0) {
 		notgen(f, bad, "token_map", e);
 		return -1;
@@ -435,9 +467,13 @@ static int oloops(const KiFn *f, KpPlan *p, uint8_t *root, uint8_t *ocls, KcErr 
 			return -1;
 		}
 	}
-	Seg so = { f, ocls, root, p->otgen, p->otout };
+	Seg so = { f, ocls, root, p->otgen, p->otout, NULL };
+	if (qkall(&so) != 0)
+		return kc_error(e, f->src, 0, 0, "plan: out of memory"), -1;
 	segment(&so);
-	outputs(&so);
+	free(so.qk);
+	if (outputs(&so) != 0)
+		return kc_error(e, f->src, 0, 0, "plan: out of memory"), -1;
 	for (int i = 0; i < f->nins; i++) {
 		p->nogen += p->otgen[i] == KP_GEN_START;
 		if (p->oneed[i] && !p->otgen[i]) {

@@ -176,8 +176,10 @@ static int checkattn(V *v)
 	if (!f->nins)
 		return 0;
 	unsigned char *live = calloc((size_t)f->nins, 1);
-	if (!live)
-		return 0;
+	if (!live) {
+		kc_error(v->e, f->src, 0, 0, "out of memory");
+		return -1;
+	}
 	KcRef roots[2] = { f->score, f->obs };
 	for (int k = 0; k < 2; k++)
 		if (KC_RKIND(roots[k]) == RK_INS)

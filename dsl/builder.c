@@ -241,12 +241,21 @@ static void pushexpr(lua_State *L, KcRef r)
 	luaL_setmetatable(L, EXPR_MT);
 }
 
+/* The constant v of the policy; out of memory is an error at the caller. */
+static KcRef kconst(lua_State *L, double v)
+{
+	KcRef r = ki_const(kd_state(L)->f, v);
+	if (r == KC_NIL)
+		kd_raise(L, NULL, "out of memory");
+	return r;
+}
+
 /* Coerce a number or an expression at `idx` to a ref. */
 static KcRef toref(lua_State *L, int idx, const char *name)
 {
-	KdState *S = builder(L);
+	builder(L);                      /* refuses calls after the policy is built */
 	if (lua_type(L, idx) == LUA_TNUMBER)
-		return ki_const(S->f, lua_tonumber(L, idx));
+		return kconst(L, lua_tonumber(L, idx));
 	Expr *x = luaL_testudata(L, idx, EXPR_MT);
 	if (x)
 		return x->ref;
@@ -290,7 +299,10 @@ static KcRef emit(lua_State *L, const char *name, int op, KcRef a, KcRef b, KcRe
 	if (S->f->nins >= S->lim.kir)
 		return kd_raise(L, name, "policy too large (more than %d KIR instructions)", S->lim.kir);
 	kd_where(L, 1, name, &in.line, &in.col);
-	return ki_emit(S->f, &in);
+	KcRef r = ki_emit(S->f, &in);
+	if (r == KC_NIL)
+		kd_raise(L, name, "out of memory");
+	return r;
 }
 
 static int binop(lua_State *L, int op, const char *name)
@@ -409,21 +421,20 @@ static int m_where(lua_State *L)
 /* cosine(a, b, axis) = dot / max(|a||b|, 1e-8), as torch's cosine_similarity */
 static int m_cosine(lua_State *L)
 {
-	KdState *S = kd_state(L);
 	KcRef a = toref(L, 1, "cosine"), b = toref(L, 2, "cosine");
 	int ax = axisarg(L, 3, "cosine");
 	KcRef d = emit(L, "cosine", KO_dot, a, b, KC_NIL, ax, 0, 0);
 	KcRef na = emit(L, "cosine", KO_norm, a, KC_NIL, KC_NIL, ax, 0, 0);
 	KcRef nb = emit(L, "cosine", KO_norm, b, KC_NIL, KC_NIL, ax, 0, 0);
 	KcRef p = emit(L, "cosine", KO_mul, na, nb, KC_NIL, -1, 0, 0);
-	KcRef m = emit(L, "cosine", KO_max, p, ki_const(S->f, 1e-8), KC_NIL, -1, 0, 0);
+	KcRef m = emit(L, "cosine", KO_max, p, kconst(L, 1e-8), KC_NIL, -1, 0, 0);
 	pushexpr(L, emit(L, "cosine", KO_div, d, m, KC_NIL, -1, 0, 0));
 	return 1;
 }
 
 static int m_random(lua_State *L)
 {
-	KcRef seed = lua_isnoneornil(L, 1) ? ki_const(kd_state(L)->f, 0) : toref(L, 1, "random");
+	KcRef seed = lua_isnoneornil(L, 1) ? kconst(L, 0) : toref(L, 1, "random");
 	pushexpr(L, emit(L, "random", KO_rand, seed, KC_NIL, KC_NIL, -1, 0, 0));
 	return 1;
 }
@@ -565,7 +576,8 @@ static int l_params(lua_State *L)
 		lua_getfield(L, 1, names[i]);
 		uint32_t line, col;
 		kd_where(L, 1, names[i], &line, &col);
-		ki_addparam(S->f, names[i], lua_tonumber(L, -1), line, col);
+		if (ki_addparam(S->f, names[i], lua_tonumber(L, -1), line, col) < 0)
+			return kd_raise(L, names[i], "out of memory");
 		lua_pop(L, 1);
 	}
 	lua_newtable(L);
@@ -595,18 +607,18 @@ static Rule *newrule(lua_State *L, int kind, const char *name)
 /* A select field: a non-negative integer constant or a param. */
 static KcRef countfield(lua_State *L, int t, const char *field, double def, double max)
 {
-	KdState *S = builder(L);
+	builder(L);
 	lua_getfield(L, t, field);
 	KcRef r;
 	if (lua_isnil(L, -1))
-		r = ki_const(S->f, def);
+		r = kconst(L, def);
 	else if (lua_type(L, -1) == LUA_TNUMBER) {
 		double v = lua_tonumber(L, -1);
 		if (!(v >= 0 && v == floor(v)))
 			return kd_raise(L, field, "%s must be a non-negative integer, got %g", field, v);
 		if (v > max)
 			return kd_raise(L, field, "%s = %g is too large (at most %g)", field, v, max);
-		r = ki_const(S->f, v);
+		r = kconst(L, v);
 	} else {
 		Expr *x = luaL_testudata(L, -1, EXPR_MT);
 		if (!x || KC_RKIND(x->ref) != RK_PAR)
@@ -655,7 +667,7 @@ static int l_topk(lua_State *L)
 	sel.chunk = countfield(L, 1, "chunk", 1, 65536);
 	if (KC_RKIND(sel.chunk) == RK_CON && S->f->con[KC_RIDX(sel.chunk)] < 1)
 		return kd_raise(L, "chunk", "chunk must be at least 1");
-	sel.beta = ki_const(S->f, 20);
+	sel.beta = kconst(L, 20);
 	lua_getfield(L, 1, "scope");
 	if (!lua_isnil(L, -1)) {
 		const char *s = lua_tostring(L, -1);
@@ -870,12 +882,14 @@ static int policy_build(lua_State *L)
 				return raisefield(L, "state", "state entries must be name = kvcc.token_state(init)");
 			if (f->nst >= KD_MAX_STATES)
 				return raisefield(L, "state", "too many states (at most %d)", KD_MAX_STATES);
-			ki_addstate(f, k, r->init);
+			if (ki_addstate(f, k, r->init) < 0)
+				return raisefield(L, "state", "out of memory");
 			lua_pop(L, 1);
 		}
 		/* Lua's table order is randomized per state: number the states by name so
 		** one source always gives the same KIR (and compile-cache key) */
-		qsort(f->st, (size_t)f->nst, sizeof *f->st, cmpstate);
+		if (f->nst > 1)          /* (an empty table: no array to sort, f->st is NULL) */
+			qsort(f->st, (size_t)f->nst, sizeof *f->st, cmpstate);
 	}
 	lua_pop(L, 1);
 
@@ -903,7 +917,7 @@ static int policy_build(lua_State *L)
 	}
 	if (KC_RKIND(f->score) != RK_INS) {   /* a constant score: make it a token tensor */
 		KcRef t = emit(L, "score", KO_index, KC_NIL, KC_NIL, KC_NIL, AX_token, 0, AXM(AX_token));
-		KcRef z = emit(L, "score", KO_mul, t, ki_const(f, 0), KC_NIL, -1, 0, 0);
+		KcRef z = emit(L, "score", KO_mul, t, kconst(L, 0), KC_NIL, -1, 0, 0);
 		f->score = emit(L, "score", KO_add, z, f->score, KC_NIL, -1, 0, 0);
 	}
 	lua_pop(L, 1);

@@ -90,7 +90,7 @@ static int endswith(const char *s, const char *suf)
 KiFn *kt_load(const char *path, KcErr *e)
 {
 	if (endswith(path, ".kir")) {
-		char *text = kc_readfile(path, NULL, e);
+		char *text = kc_readfilemax(path, KI_MAXTEXT, NULL, e);
 		if (!text)
 			return NULL;
 		KiFn *f = ki_parse(text, path, e);
@@ -106,9 +106,11 @@ KiFn *kt_load(const char *path, KcErr *e)
 
 static void dumpone(const KiFn *f, const char *pass, void *ud)
 {
-	(void)ud;
 	char *s = ki_print(f);
-	printf("# after %s\n%s", pass, s);
+	if (!s)
+		*(int *)ud = 1;
+	else
+		printf("# after %s\n%s", pass, s);
 	free(s);
 }
 
@@ -136,17 +138,23 @@ static int cmd_dump(int argc, char **argv)
 	KiFn *f = kt_load(path, &e);
 	if (!f)
 		return fail(&e);
-	int rc = 0;
+	int rc = 0, nomem = 0;
 	if (passes) {
-		rc = ki_runpasses(f, passes, 1, &e, dumpone, NULL);
+		rc = ki_runpasses(f, passes, 1, &e, dumpone, &nomem);
 	} else {
 		if (!raw)
 			rc = ki_runpasses(f, KI_DEFAULT_PASSES, 1, &e, NULL, NULL);
 		if (rc == 0) {
 			char *s = ki_print(f);
-			fputs(s, stdout);
+			if (s)
+				fputs(s, stdout);
+			nomem = !s;
 			free(s);
 		}
+	}
+	if (rc == 0 && nomem) {
+		kc_error(&e, path, 0, 0, "out of memory");
+		rc = -1;
 	}
 	ki_free(f);
 	return rc ? fail(&e) : 0;
@@ -236,12 +244,20 @@ static int want(const KcArray *a, const char *path, int ndim, const long *shape,
 	return 0;
 }
 
+/* NULL: out of memory */
 static float *tofloat(const KcArray *a)
 {
-	float *p = kc_xrealloc(NULL, (a->count + 1) * sizeof *p);
-	for (size_t k = 0; k < a->count; k++)
+	float *p = kc_realloc(NULL, (a->count + 1) * sizeof *p);
+	for (size_t k = 0; p && k < a->count; k++)
 		p[k] = (float)kc_array_get(a, k);
 	return p;
+}
+
+/* -1 with "out of memory" at the case file */
+static int nomem(const char *inputs, KcErr *e)
+{
+	kc_error(e, inputs, 0, 0, "out of memory");
+	return -1;
 }
 
 /* What `kvcc run` gathers from the case and the command line (malloc'd arrays). */
@@ -279,6 +295,8 @@ static int readarrays(const KcNpz *z, Run *r, KcErr *e)
 		return -1;
 	}
 	r->K = tofloat(aK), r->V = tofloat(aV);
+	if (!r->K || !r->V)
+		return nomem(inputs, e);
 	if (aQ) {
 		if (want(aQ, inputs, 5, (long[]){ c->L, c->H, -1, -1, c->d }, e))
 			return -1;
@@ -287,14 +305,17 @@ static int readarrays(const KcNpz *z, Run *r, KcErr *e)
 			kc_error(e, inputs, 0, 0, "Q's group dimension must be 1..64");
 			return -1;
 		}
-		r->Q = tofloat(aQ);
+		if (!(r->Q = tofloat(aQ)))
+			return nomem(inputs, e);
 	}
 	if ((a = kc_npz_get(z, "lse"))) {
 		if (want(a, inputs, 4, (long[]){ c->L, c->H, c->G, c->O }, e))
 			return -1;
-		r->lse = tofloat(a);
+		if (!(r->lse = tofloat(a)))
+			return nomem(inputs, e);
 	}
-	r->pos = kc_xrealloc(NULL, ((size_t)c->L * c->H * c->n + 1) * sizeof *r->pos);
+	if (!(r->pos = kc_realloc(NULL, ((size_t)c->L * c->H * c->n + 1) * sizeof *r->pos)))
+		return nomem(inputs, e);
 	if ((a = kc_npz_get(z, "pos")) && want(a, inputs, 1, (long[]){ c->n }, e))
 		return -1;
 	for (size_t k = 0; k < (size_t)c->L * c->H; k++)
@@ -303,7 +324,8 @@ static int readarrays(const KcNpz *z, Run *r, KcErr *e)
 	if ((a = kc_npz_get(z, "qpos"))) {
 		if (want(a, inputs, 1, (long[]){ c->O }, e))
 			return -1;
-		r->qpos = kc_xrealloc(NULL, ((size_t)c->O + 1) * sizeof *r->qpos);
+		if (!(r->qpos = kc_realloc(NULL, ((size_t)c->O + 1) * sizeof *r->qpos)))
+			return nomem(inputs, e);
 		for (int o = 0; o < c->O; o++)
 			r->qpos[o] = (int32_t)kc_array_get(a, (size_t)o);
 	}
@@ -357,7 +379,8 @@ static int readargs(const KiFn *f, const KcNpz *z, const char *const *params, in
 {
 	KiCase *c = &r->c;
 	const KcArray *a;
-	r->par = kc_xrealloc(NULL, ((size_t)f->npar + 1) * sizeof *r->par);
+	if (!(r->par = kc_realloc(NULL, ((size_t)f->npar + 1) * sizeof *r->par)))
+		return nomem(r->inputs, e);
 	for (int i = 0; i < f->npar; i++)
 		r->par[i] = f->par[i].def;
 	for (int i = 0; i < z->n; i++)
@@ -444,11 +467,13 @@ static int observe(const KiFn *f, const KcNpz *z, Run *r, KcErr *e)
 		return -1;
 	}
 	size_t ntok = (size_t)c->L * c->H * c->n, per = (size_t)c->L * c->H * c->G * c->d;
-	r->state = kc_xrealloc(NULL, ((size_t)f->nst * ntok + 1) * sizeof *r->state);
+	if (!(r->state = kc_realloc(NULL, ((size_t)f->nst * ntok + 1) * sizeof *r->state)))
+		return nomem(r->inputs, e);
 	for (int s = 0; s < f->nst; s++)
 		for (size_t k = 0; k < ntok; k++)
 			r->state[(size_t)s * ntok + k] = f->st[s].init;
-	r->dq = tofloat(a);
+	if (!(r->dq = tofloat(a)))
+		return nomem(r->inputs, e);
 	for (long s = 0; s < a->shape[0]; s++) {
 		c->step = (int)s;
 		if (ki_observe(f, c, r->dq + (size_t)s * per, r->state, NULL, e) != 0)
@@ -465,20 +490,20 @@ static int report(const KiFn *f, const KiCase *c, const KiResult *res, const cha
 	if (out) {
 		KcNpz w = { 0 };
 		long sh[4] = { c->L, c->H, c->n };
-		kc_npz_add(&w, "scores", "<f8", 3, sh, res->scores);
+		int bad = kc_npz_add(&w, "scores", "<f8", 3, sh, res->scores);
 		for (int l = 0; l < c->L; l++)
 			for (int h = 0; h < c->H; h++) {
 				size_t lh = (size_t)l * c->H + h;
 				char nm[64];
 				long m[2] = { res->len[lh], c->d };
 				snprintf(nm, sizeof nm, "kept.%d.%d", l, h);
-				kc_npz_add(&w, nm, "<i4", 1, m, &res->kept[lh * c->n]);
+				bad |= kc_npz_add(&w, nm, "<i4", 1, m, &res->kept[lh * c->n]);
 				snprintf(nm, sizeof nm, "K.%d.%d", l, h);
-				kc_npz_add(&w, nm, "<f4", 2, m, &res->K[lh * c->n * c->d]);
+				bad |= kc_npz_add(&w, nm, "<f4", 2, m, &res->K[lh * c->n * c->d]);
 				snprintf(nm, sizeof nm, "V.%d.%d", l, h);
-				kc_npz_add(&w, nm, "<f4", 2, m, &res->V[lh * c->n * c->d]);
+				bad |= kc_npz_add(&w, nm, "<f4", 2, m, &res->V[lh * c->n * c->d]);
 			}
-		int wr = kc_npz_write(out, &w, e);
+		int wr = bad ? (kc_error(e, out, 0, 0, "out of memory"), -1) : kc_npz_write(out, &w, e);
 		kc_npz_free(&w);
 		return wr;
 	}

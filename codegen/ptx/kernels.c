@@ -339,11 +339,12 @@ static void argsdecl(Sb *s)
 	sb(s, "} KvgArgs;\n");
 }
 
+/* does root reach an instruction with this op? (-1: out of memory) */
 static int uses(const KiFn *f, KcRef root, int op)
 {
 	char *need = calloc((size_t)f->nins + 1, 1);
 	if (!need)
-		return 0;
+		return -1;
 	kp_mark(f, root, need);
 	int u = 0;
 	for (int i = 0; i < f->nins; i++)
@@ -367,7 +368,10 @@ int kp_generate(const KiFn *f, const KpCudaOpts *o, KpCudaOut *out, KcErr *e)
 	if (f->npar > KVG_MAXPAR)
 		return kc_error(e, f->src, f->line, f->col, "GPU backend: %d params, at most %d", f->npar, KVG_MAXPAR), -1;
 	/* the same mapping rules as the x86 plan where it applies (state and x.attn are ours) */
-	if (!o->plan && !uses(f, f->score, KO_state) && !uses(f, f->score, KO_attn)) {
+	int ustate = uses(f, f->score, KO_state), uattn = uses(f, f->score, KO_attn);
+	if (ustate < 0 || uattn < 0)
+		return kc_error(e, f->src, 0, 0, "GPU backend: out of memory"), -1;
+	if (!o->plan && !ustate && !uattn) {
 		KpPlan p;
 		if (kp_build(f, &p, e) != 0)
 			return -1;
@@ -378,7 +382,7 @@ int kp_generate(const KiFn *f, const KpCudaOpts *o, KpCudaOut *out, KcErr *e)
 	g.off = calloc((size_t)f->nins + 1, sizeof *g.off);
 	if (!g.home || !g.phase || !g.off) {
 		free(g.home), free(g.phase), free(g.off);
-		return kc_error(e, f->src, 0, 0, "out of memory"), -1;
+		return kc_error(e, f->src, 0, 0, "GPU backend: out of memory"), -1;
 	}
 	sb(&g.s, "%s", kp_cuh_prelude);
 	sb(&g.s, "/* policy %s: dtype %s, head_dim %d, group %d */\n", f->name, ki_dtypename(o->dtype), g.D, g.G);
@@ -410,7 +414,7 @@ int kp_generate(const KiFn *f, const KpCudaOpts *o, KpCudaOut *out, KcErr *e)
 	free(g.home), free(g.phase), free(g.off);
 	if (g.s.oom) {
 		free(g.s.p);
-		return kc_error(e, f->src, 0, 0, "out of memory"), -1;
+		return kc_error(e, f->src, 0, 0, "GPU backend: out of memory"), -1;
 	}
 	if (rc) {
 		free(g.s.p);

@@ -87,7 +87,9 @@ int kx_checkspec(const KiFn *f, const kvcc_spec *spec, KcErr *e)
 		return -1;
 	}
 	char *host = kx_hostfeatures();
-	int W = host ? kx_vecwidth(spec, host) : 0;
+	if (!host)
+		return kc_error(e, f->src, 0, 0, "x86 backend: out of memory"), -1;
+	int W = kx_vecwidth(spec, host);
 	free(host);
 	if (!W) {
 		kc_error(e, f->src, 0, 0, "target %s needs CPU features this host lacks", kx_targetname(spec->target));
@@ -295,7 +297,9 @@ int kx_emit(const KiFn *f, const KpPlan *kp, const kvcc_spec *spec, const char *
 	LLVMInitializeX86TargetMC();
 	LLVMInitializeX86AsmPrinter();
 	char *host = kx_hostfeatures();
-	int W = host ? kx_vecwidth(spec, host) : 0;
+	if (!host)
+		return kc_error(e, f->src, 0, 0, "x86 backend: out of memory"), -1;
+	int W = kx_vecwidth(spec, host);
 	if (!W) {
 		free(host);
 		kc_error(e, f->src, 0, 0, "target %s needs CPU features this host lacks", kx_targetname(spec->target));

@@ -3,6 +3,7 @@
 ** observe hook of decode (observe) and the attn_score logits' multipliers (ascale). The runtime
 ** evaluates nothing: it calls these with a kvcc_tmap_ctx (runtime/artifact.h).
 */
+#include <setjmp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -85,6 +86,7 @@ typedef struct Tm {
 	LLVMValueRef **cur;       /* [nins] the step's values */
 	LLVMValueRef **acc;       /* [nins] token reductions: accumulators (W-lane set, then tail set) */
 	LLVMValueRef *pk;         /* [nins] pools: kernel (i64) */
+	jmp_buf *oom;             /* where a failed allocation goes (tm_loops) */
 } Tm;
 
 static int tm_ng(const Tm *T, uint8_t ax) { return (ax & AXM(AX_group)) ? T->g->G : 1; }
@@ -100,12 +102,21 @@ static int tm_wid(const Tm *T, uint8_t ax)
 
 static LLVMValueRef tm_field(Tm *T, int k, LLVMTypeRef t) { return ld(T->g, t, T->ctx, ci(T->g, k), 8); }
 
+/* n zeroed values; out of memory leaves the loops being built (tm_loops) */
+static LLVMValueRef *tm_calloc(Tm *T, size_t n)
+{
+	LLVMValueRef *p = calloc(n, sizeof *p);
+	if (!p)
+		longjmp(*T->oom, 1);
+	return p;
+}
+
 /* room for instruction i's elements (group × chan chunk) in tab */
 static void tm_new(Tm *T, int i, LLVMValueRef **tab)
 {
 	uint8_t ax = T->f->ins[i].axes;
 	if (!tab[i])
-		tab[i] = calloc((size_t)(tm_ng(T, ax) * tm_nc(T, ax)), sizeof(LLVMValueRef));
+		tab[i] = tm_calloc(T, (size_t)(tm_ng(T, ax) * tm_nc(T, ax)));
 }
 
 /* element index of (g, chan chunk c) in vals[i] for the current step */
@@ -599,8 +610,8 @@ static void tm_loop(Tm *T)
 		if (!kp_tokred(in))
 			continue;
 		int ne = tm_ng(T, in->axes) * tm_nc(T, in->axes);
-		T->acc[i] = calloc((size_t)ne * 2, sizeof(LLVMValueRef));
-		for (int k = 0; k < 2 * ne && T->acc[i]; k++) {
+		T->acc[i] = tm_calloc(T, (size_t)ne * 2);
+		for (int k = 0; k < 2 * ne; k++) {
 			int aw = k < ne ? g->W : (in->axes & AXM(AX_chan)) ? g->W : 1;
 			T->acc[i][k] = entry_alloca(g, fty(g, aw));
 			LLVMBuildStore(b, tm_redinit(g, in->op, aw), T->acc[i][k]);
@@ -660,6 +671,33 @@ static void tm_reset(Tm *T)
 	}
 }
 
+/* Every loop of one set (tgen/tout of T, segment ends by `end`), each followed by `each`
+** (a return for tmap's switch cases); -1 when memory runs out (the half-built function is
+** never used: the compile fails with "out of memory"). */
+static int tm_loops(Tm *T, int (*end)(const KpPlan *, int), const KpPlan *p, LLVMValueRef sw)
+{
+	jmp_buf jb;
+	T->oom = &jb;
+	if (setjmp(jb))
+		return -1;
+	Gen *g = T->g;
+	for (int s = 0; s < T->f->nins; s++) {
+		if (T->tgen[s] != KP_GEN_START)
+			continue;
+		if (sw) {
+			LLVMBasicBlockRef bb = LLVMAppendBasicBlockInContext(g->cx, g->fn, "tmap");
+			LLVMAddCase(sw, LLVMConstInt(g->i64, (unsigned long long)s, 0), bb);
+			LLVMPositionBuilderAtEnd(g->b, bb);
+		}
+		T->s = s, T->e = end(p, s);
+		tm_loop(T);
+		if (sw)
+			LLVMBuildRet(g->b, ci(g, 0));
+		tm_reset(T);
+	}
+	return 0;
+}
+
 static void tm_close(Tm *T)
 {
 	tm_reset(T);
@@ -679,17 +717,8 @@ int kx_gen_tmap(Gen *g, const KiFn *f, const KpPlan *p)
 	LLVMBuildRet(g->b, ci(g, 0));
 	Tm T;
 	int rc = tm_open(&T, g, f, p->tgen, p->tout, LLVMGetParam(g->fn, 1));
-	for (int s = 0; s < f->nins && rc == 0; s++) {
-		if (p->tgen[s] != KP_GEN_START)
-			continue;
-		LLVMBasicBlockRef bb = LLVMAppendBasicBlockInContext(g->cx, g->fn, "tmap");
-		LLVMAddCase(sw, LLVMConstInt(g->i64, (unsigned long long)s, 0), bb);
-		LLVMPositionBuilderAtEnd(g->b, bb);
-		T.s = s, T.e = kp_segend(p, s);
-		tm_loop(&T);
-		LLVMBuildRet(g->b, ci(g, 0));
-		tm_reset(&T);
-	}
+	if (rc == 0)
+		rc = tm_loops(&T, kp_segend, p, sw);
 	tm_close(&T);
 	return rc;
 }
@@ -708,13 +737,8 @@ int kx_gen_observe(Gen *g, const KiFn *f, const KpPlan *p)
 	LLVMValueRef ctx = LLVMGetParam(g->fn, 0);
 	Tm T;
 	int rc = tm_open(&T, g, f, p->otgen, p->otout, ctx);
-	for (int s = 0; s < f->nins && rc == 0; s++) {
-		if (p->otgen[s] != KP_GEN_START)
-			continue;
-		T.s = s, T.e = kp_osegend(p, s);
-		tm_loop(&T);
-		tm_reset(&T);
-	}
+	if (rc == 0)
+		rc = tm_loops(&T, kp_osegend, p, NULL);
 	tm_close(&T);
 	LLVMValueRef n = ld(g, g->i64, ctx, ci(g, TC_n), 8), st = ld(g, g->ptr, ctx, ci(g, TC_state), 8);
 	LLVMValueRef ss = ld(g, g->i64, ctx, ci(g, TC_sstride), 8), vals = ld(g, g->ptr, ctx, ci(g, TC_vals), 8);

@@ -55,6 +55,25 @@ for p in "$tmp/quote\"name.lua" "$long/snapkv.lua"; do
 		pass=$((pass + 1))
 	fi
 done
+# What is not a file is one error line, at once (issue 10: a FIFO blocked forever): a FIFO
+# as the policy (.lua, .kir) or the --inputs case, a directory.
+mkfifo "$tmp/fifo.lua" "$tmp/fifo.kir" "$tmp/fifo.npz"
+mkdir -p "$tmp/dir.lua"
+for c in "check $tmp/fifo.lua|$tmp/fifo.lua: error: cannot read a FIFO (a file is needed)" \
+         "check $tmp/fifo.kir|$tmp/fifo.kir: error: cannot read a FIFO (a file is needed)" \
+         "run policies/snapkv.lua --inputs $tmp/fifo.npz|$tmp/fifo.npz: error: cannot read a FIFO (a file is needed)" \
+         "check $tmp/dir.lua|$tmp/dir.lua: error: cannot read a directory (a file is needed)"; do
+	args=${c%%|*} want=${c#*|}
+	# shellcheck disable=SC2086
+	timeout 10 "$kvcc" $args >"$tmp/out" 2>"$tmp/err"
+	rc=$?
+	if [ "$rc" -ne 1 ] || [ "$(cat "$tmp/err")" != "$want" ] || [ -s "$tmp/out" ]; then
+		echo "FAIL kvcc $args: status $rc, want 1 and '$want', got '$(cat "$tmp/err")'"
+		fail=$((fail + 1))
+	else
+		pass=$((pass + 1))
+	fi
+done
 # --help and doc/cli.md agree: every option and command --help names, and every
 # KVCC_* variable the sources read, is documented there.
 help=$("$kvcc" --help; "$kvcc" eval --help)

@@ -22,7 +22,8 @@
 	X(passes) \
 	X(policies) \
 	X(plan) \
-	X(sandbox)
+	X(sandbox) \
+	X(chains)
 
 #define DECLARE(area) Suite *area##_suite(void);
 SUITES(DECLARE)
