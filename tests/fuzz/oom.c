@@ -211,7 +211,7 @@ static int stages(KiFn *f, Out *o)
 		Q[k] = (float)(4 * ki_rand(3, 0, 0, k) - 2);
 	for (size_t k = 0; k < sizeof q / sizeof *q; k++)
 		q[k] = (float)(4 * ki_rand(4, 0, 0, k) - 2);
-	KiCase c = { .L = L, .H = H, .G = G, .d = D, .n = N, .O = O, .K = K, .V = V, .Q = Q, .dtype = KI_BF16,
+	KiCase c = { .L = L, .H = H, .G = G, .d = D, .n = N, .O = O, .K = K, .V = V, .Q = Q, .dtype = KVCC_BF16,
 	             .ratio = 0.5, .budget = -1 };
 	KiResult r;
 	if (ki_run(f, &c, &r, &e) != 0)
@@ -226,7 +226,7 @@ static int stages(KiFn *f, Out *o)
 			return seterr(o, "observe", &e);
 		o->digest = mix(o->digest, state, (size_t)f->nst * L * H * N * sizeof *state);
 	}
-	KpCudaOpts co = { .dtype = KI_BF16, .head_dim = 64, .group = 2, .gen_only = 1 };
+	KpCudaOpts co = { .dtype = KVCC_BF16, .head_dim = 64, .group = 2, .gen_only = 1 };
 	KpCudaOut out;
 	if (kp_compile_cuda(f, &co, &out, &e) != 0)
 		return seterr(o, "CUDA C", &e);
@@ -301,7 +301,12 @@ static int sc_x86(Out *o)
 	if (!f)
 		return seterr(o, "parse", &e);
 	kvcc_spec spec = { KVCC_F32, 16, 1, KVCC_TARGET_SCALAR };
-	int rc = kx_compile(f, &spec, arg_tmp, 0, NULL, &e);
+	KpPlan p;
+	int rc = kp_build(f, &p, &e);
+	if (rc == 0) {
+		rc = kx_emit(f, &p, &spec, arg_tmp, 0, NULL, &e);     /* the object file (no link) */
+		kp_free(&p);
+	}
 	ki_free(f);
 	if (rc != 0)
 		return seterr(o, "x86", &e);

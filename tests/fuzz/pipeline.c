@@ -74,12 +74,12 @@ static void interp(const KiFn *f)
 	for (int o = 0; o < O; o++)
 		qpos[o] = 100 + N - O + o;
 	KiCase c = { .L = L, .H = H, .G = G, .d = D, .n = N, .O = O, .K = K, .V = V, .Q = Q, .lse = lse,
-	             .pos = pos, .qpos = qpos, .dtype = KI_BF16, .ratio = 0.5, .budget = -1 };
+	             .pos = pos, .qpos = qpos, .dtype = KVCC_BF16, .ratio = 0.5, .budget = -1 };
 	KiResult r;
 	KcErr e = { 0 };
 	if (ki_run(f, &c, &r, &e) == 0)
 		ki_result_free(&r);
-	c.len = len, c.budget = 3, c.dtype = KI_F32, c.pos = NULL, c.qpos = NULL;
+	c.len = len, c.budget = 3, c.dtype = KVCC_F32, c.pos = NULL, c.qpos = NULL;
 	memset(&e, 0, sizeof e);
 	if (ki_run(f, &c, &r, &e) == 0)
 		ki_result_free(&r);
@@ -108,7 +108,7 @@ void fz_pipeline(KiFn *f)
 		kp_free(&p);
 	if (f->nins <= MAXRUN)
 		interp(f);
-	KpCudaOpts o = { .dtype = KI_BF16, .head_dim = 64, .group = 2, .gen_only = 1 };
+	KpCudaOpts o = { .dtype = KVCC_BF16, .head_dim = 64, .group = 2, .gen_only = 1 };
 	KpCudaOut out;
 	memset(&e, 0, sizeof e);
 	if (kp_compile_cuda(f, &o, &out, &e) == 0)
