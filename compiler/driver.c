@@ -106,8 +106,8 @@ void kc_config(KcJob *j)
 	const char *s = j->config, *from = "tuner", *env = getenv("KVCC_CONFIG"), *tu = getenv("KVCC_TUNE");
 	if (!s && env && *env)
 		s = env, from = "KVCC_CONFIG";
-	if (!s && !j->notune && !(tu && !strcmp(tu, "0")) && kt_path(db, sizeof db, why, sizeof why) == 0 &&
-	    kt_lookup(db, kt_kernel(j->f, &j->spec), tuned, sizeof tuned, j->verbose))
+	if (!s && !j->notune && !(tu && !strcmp(tu, "0")) && ktb_path(db, sizeof db, why, sizeof why) == 0 &&
+	    ktb_lookup(db, ktb_kernel(j->f, &j->spec), tuned, sizeof tuned, j->verbose))
 		s = tuned, from = "tuning database";
 	defconfig(j, host ? host : "");
 	KxConfig c;

@@ -22,7 +22,7 @@
 
 #define MAGIC "kvcc-tune-db 1"
 
-int kt_path(char *buf, size_t n, char *why, size_t wn)
+int ktb_path(char *buf, size_t n, char *why, size_t wn)
 {
 	char dir[1024];
 	if (kc_cache_dir(dir, sizeof dir, why, wn) != 0)
@@ -31,13 +31,13 @@ int kt_path(char *buf, size_t n, char *why, size_t wn)
 	return 0;
 }
 
-void kt_free(KtDb *db)
+void ktb_free(KtDb *db)
 {
 	free(db->r);
 	memset(db, 0, sizeof *db);
 }
 
-int kt_add(KtDb *db, const KtRec *r)
+int ktb_add(KtDb *db, const KtRec *r)
 {
 	if (db->n == db->cap) {
 		int nc = db->cap ? 2 * db->cap : 64;
@@ -94,7 +94,7 @@ static void untrusted(KtDb *db, const char *path, const char *what)
 	snprintf(db->why, sizeof db->why, "%s: %s", path, what);
 }
 
-int kt_load(const char *path, KtDb *db)
+int ktb_load(const char *path, KtDb *db)
 {
 	memset(db, 0, sizeof *db);
 	FILE *fp = fopen(path, "rb");
@@ -126,7 +126,7 @@ int kt_load(const char *path, KtDb *db)
 		char save = nl[1];
 		nl[1] = 0;
 		KtRec r;
-		if (parseline(line, &r) != 0 || kt_add(db, &r) != 0) {
+		if (parseline(line, &r) != 0 || ktb_add(db, &r) != 0) {
 			untrusted(db, path, "corrupted (bad record)");
 			break;
 		}
@@ -191,13 +191,13 @@ static int lockdb(const char *path, char *why, size_t wn)
 	return snprintf(why, wn, "%s: held for more than 60 s", lk), -1;
 }
 
-int kt_update(const char *path, const KtRec *add, int nadd, char *why, size_t wn)
+int ktb_update(const char *path, const KtRec *add, int nadd, char *why, size_t wn)
 {
 	int fd = lockdb(path, why, wn);
 	if (fd < 0)
 		return -1;
 	KtDb db;
-	kt_load(path, &db);
+	ktb_load(path, &db);
 	if (db.corrupt)
 		fprintf(stderr, "kvcc: tuning database %s; rebuilt\n", db.why);
 	int rc = 0;
@@ -207,18 +207,18 @@ int kt_update(const char *path, const KtRec *add, int nadd, char *why, size_t wn
 			if (!samekey(&db.r[j], &add[i]))
 				db.r[k++] = db.r[j];
 		db.n = k;
-		if (kt_add(&db, &add[i]) != 0)
+		if (ktb_add(&db, &add[i]) != 0)
 			rc = -1, snprintf(why, wn, "out of memory");
 	}
 	if (!rc)
 		rc = writedb(path, &db, why, wn);
-	kt_free(&db);
+	ktb_free(&db);
 	flock(fd, LOCK_UN);
 	close(fd);
 	return rc;
 }
 
-uint64_t kt_device(char *name, size_t n)
+uint64_t ktb_device(char *name, size_t n)
 {
 	char model[256] = "unknown CPU", line[512];
 	FILE *fp = fopen("/proc/cpuinfo", "r");
@@ -249,13 +249,13 @@ uint64_t kt_device(char *name, size_t n)
 	return h;
 }
 
-const char *kt_version(void)
+const char *ktb_version(void)
 {
 	const char *v = getenv("KVCC_TUNE_VERSION");
 	return v && *v && !strpbrk(v, "\t\n") ? v : KVCC_VERSION;
 }
 
-uint64_t kt_kernel(const KiFn *f, const kvcc_spec *spec)
+uint64_t ktb_kernel(const KiFn *f, const kvcc_spec *spec)
 {
 	char *kir = ki_print(f), buf[96];
 	uint64_t h = kir ? ki_fnv(kir, strlen(kir), 0xcbf29ce484222325ull) : 0;
@@ -264,14 +264,14 @@ uint64_t kt_kernel(const KiFn *f, const kvcc_spec *spec)
 	return ki_fnv(buf, strlen(buf), h);
 }
 
-int kt_lookup(const char *path, uint64_t kernel, char *cfg, size_t n, int verbose)
+int ktb_lookup(const char *path, uint64_t kernel, char *cfg, size_t n, int verbose)
 {
 	KtDb db;
-	kt_load(path, &db);
+	ktb_load(path, &db);
 	if (db.corrupt && verbose)
 		fprintf(stderr, "kvcc: tuning database %s: not used\n", db.why);
-	uint64_t dev = kt_device(NULL, 0);
-	const char *ver = kt_version();
+	uint64_t dev = ktb_device(NULL, 0);
+	const char *ver = ktb_version();
 	int found = 0, odev = 0, over = 0;
 	const char *oname = "";
 	for (int i = 0; i < db.n; i++) {
@@ -291,6 +291,6 @@ int kt_lookup(const char *path, uint64_t kernel, char *cfg, size_t n, int verbos
 	if (verbose && over)
 		fprintf(stderr, "kvcc: tuning database: %d record%s of this policy from another kvcc version ignored\n", over,
 		        over > 1 ? "s" : "");
-	kt_free(&db);
+	ktb_free(&db);
 	return found;
 }
