@@ -235,6 +235,7 @@ typedef struct Cand {
 	char cfg[240];           /* as asked */
 	char res[128];           /* resolved (what was built) */
 	double ms[MAXB];         /* the stage's time per bucket; < 0: failed */
+	double dms[MAXB];        /* stage 1: decode time too (a width must not slow decode) */
 	double model;
 	kvcc_policy *p;          /* the built artifact (open until the end) */
 } Cand;
@@ -245,16 +246,19 @@ static const char *const PHASE[] = { "score", "select", "decode", "split" };
 ** stage 3 = decode on every core) */
 static void run_stage(Tuner *T, Data *D, Cand *c, int nc, int stage)
 {
-	int what = stage == 3 ? 2 : stage, thr = stage == 3 ? T->threads : 1;
+	int what = stage == 3 ? 2 : stage ? stage : -1, thr = stage == 3 ? T->threads : 1;
 	for (int i = 0; i < nc; i++) {
 		bar(T, PHASE[stage], c[i].cfg);
 		kvcc_policy *p = c[i].p = build(T, c[i].cfg, c[i].res, sizeof c[i].res);
 		for (int b = 0; b < T->nb; b++) {
 			double ms[3];
 			c[i].ms[b] = -1;
+			c[i].dms[b] = 0;
 			if (p && measure(T, p, &D[b], thr, what, ms) == 0) {
-				c[i].ms[b] = ms[what];
-				record(T, PHASE[stage], T->buckets[b], c[i].res, ms[what]);
+				c[i].ms[b] = ms[what < 0 ? 0 : what];
+				record(T, PHASE[stage], T->buckets[b], c[i].res, c[i].ms[b]);
+				if (what < 0)
+					c[i].dms[b] = ms[2], record(T, "decode", T->buckets[b], c[i].res, ms[2]);
 			} else if (p)
 				fprintf(stderr, "%skvcc tune: config %s: %s; skipped\n", T->tty ? "\n" : "", c[i].cfg, kvcc_last_error());
 			T->done++;
@@ -287,7 +291,7 @@ static int pick(const Tuner *T, const Cand *c, int nc, int bucket, double *gm)
 				break;
 			}
 			double r = c[i].ms[b] / c[0].ms[b];
-			ok = r <= 1 + MARGIN;
+			ok = r <= 1 + MARGIN && (c[0].dms[b] <= 0 || c[i].dms[b] <= c[0].dms[b] * (1 + MARGIN));
 			lg += log(r);
 		}
 		double g = exp(lg / (bucket >= 0 ? 1 : T->nb));
@@ -306,18 +310,22 @@ static int confirm(Tuner *T, Data *D, Cand *c, int nc, int w, int stage, int buc
 {
 	if (!w)
 		return 0;
-	int what = stage == 3 ? 2 : stage, thr = stage == 3 ? T->threads : 1;
+	int what = stage == 3 ? 2 : stage ? stage : -1, thr = stage == 3 ? T->threads : 1, x = what < 0 ? 0 : what;
 	for (int b = 0; b < T->nb; b++) {
 		if (bucket >= 0 && b != bucket)
 			continue;
-		double v[2][ROUNDS + 1];
-		v[0][0] = c[0].ms[b], v[1][0] = c[w].ms[b];
+		double v[2][ROUNDS + 1], dv[2][ROUNDS + 1];
+		v[0][0] = c[0].ms[b], v[1][0] = c[w].ms[b], dv[0][0] = c[0].dms[b], dv[1][0] = c[w].dms[b];
 		for (int r = 1; r <= ROUNDS; r++)
 			for (int k = 0; k < 2; k++) {
-				double ms[3];
-				v[k][r] = measure(T, c[k ? w : 0].p, &D[b], thr, what, ms) == 0 ? ms[what] : -1;
+				double ms[3] = { -1, -1, -1 };
+				if (measure(T, c[k ? w : 0].p, &D[b], thr, what, ms) != 0)
+					ms[0] = ms[1] = ms[2] = -1;
+				v[k][r] = ms[x], dv[k][r] = ms[2];
 			}
 		c[0].ms[b] = median(v[0], ROUNDS + 1), c[w].ms[b] = median(v[1], ROUNDS + 1);
+		if (what < 0)
+			c[0].dms[b] = median(dv[0], ROUNDS + 1), c[w].dms[b] = median(dv[1], ROUNDS + 1);
 	}
 	Cand two[2] = { c[0], c[w] };
 	(void)nc;
@@ -389,7 +397,7 @@ int kt_tune(int argc, char **argv)
 {
 	static Tuner T;
 	const char *in = NULL, *bl = "1024,8192,32768,131072";
-	int per = 3;
+	int per = 3, quick = 0;
 	T.spec = (kvcc_spec){ KVCC_F32, 128, 1, KVCC_TARGET_NATIVE };
 	T.budget = 60;
 	for (int i = 0; i < argc; i++) {
@@ -401,6 +409,7 @@ int kt_tune(int argc, char **argv)
 		else if (!strcmp(a, "--buckets") && v) bl = v, i++;
 		else if (!strcmp(a, "--configs") && v) per = atoi(v), i++;
 		else if (!strcmp(a, "--budget") && v) T.budget = atof(v), i++;
+		else if (!strcmp(a, "--quick")) quick = 1, per = 1;
 		else if (!strcmp(a, "-v")) T.verbose++;
 		else if (a[0] != '-' && !in) in = a;
 		else usage_exit("unexpected argument '%s'", a);
@@ -474,8 +483,10 @@ int kt_tune(int argc, char **argv)
 		ktb_lookup(T.db, T.kernel, why, sizeof why, 1);   /* says what of other devices is ignored */
 	/* the stages */
 	static Cand S[MAXC], R[4], P[4], X[5];
-	int ns = score_space(&T, S, per, &def, host);
-	int nr = 3, np = 4, nx = T.threads > 1 ? 5 : 0;
+	int ns = T.j.plan.has_attn ? score_space(&T, S, per, &def, host) : 1;   /* no attn_score: default only */
+	if (ns == 1)
+		snprintf(S[0].cfg, sizeof S[0].cfg, "default");
+	int nr = quick ? 2 : 3, np = quick ? 2 : 4, nx = T.threads > 1 ? (quick ? 2 : 5) : 0;
 	T.total = (ns + nr + np + nx) * T.nb;
 	if (T.verbose)
 		fprintf(stderr, "kvcc tune: score space: %d candidates after the model (of %d points)\n", ns,
@@ -493,7 +504,6 @@ int kt_tune(int argc, char **argv)
 	static const int rbs[] = { 8, 10, 12 }, pfs[] = { 16, 64, 256 };
 	for (int k = 0; k < 2; k++)
 		snprintf(R[k + 1].cfg, sizeof R[k + 1].cfg, "%s%srb%d", base, *base ? "," : "", rbs[k == 0 ? 0 : 2]);
-	nr = 3;
 	if (now_s() - T.t0 < 0.8 * T.budget) {
 		run_stage(&T, D, R, nr, 1);
 		s2 = confirm(&T, D, R, nr, pick(&T, R, nr, -1, &g2), 1, -1, &g2);
