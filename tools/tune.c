@@ -140,10 +140,10 @@ static int measure(Tuner *T, kvcc_policy *p, Data *D, int threads, int what, dou
 	kvcc_plan *pl = NULL;
 	if (kvcc_plan_create(p, &lay, D->nobs, threads, &pl) != 0)
 		return -1;
-	int reps = D->n >= 65536 ? 3 : D->n >= 16384 ? 5 : 9, rc = 0;
+	int reps = D->n >= 65536 ? 2 : D->n >= 16384 ? 4 : 9, rc = 0, r0 = D->n >= 65536 ? 0 : -1;
 	double sc[16], se[16], de[32];
 	ms[0] = ms[1] = ms[2] = 0;
-	for (int r = -1; r < reps && (what < 0 || what < 2) && !rc; r++) {    /* r = -1: warm-up */
+	for (int r = r0; r < reps && (what < 0 || what < 2) && !rc; r++) {    /* r = -1: warm-up */
 		memcpy(D->K, D->K0, D->nkv * D->esz), memcpy(D->V, D->V0, D->nkv * D->esz);
 		D->len[0] = D->n;
 		kvcc_cache c = { D->K, D->V, NULL, D->len, D->state };
@@ -236,18 +236,30 @@ typedef struct Cand {
 	char res[128];           /* resolved (what was built) */
 	double ms[MAXB];         /* the stage's time per bucket; < 0: failed */
 	double dms[MAXB];        /* stage 1: decode time too (a width must not slow decode) */
+	double sms[MAXB];        /* stage 1: select time (the select stage's baseline) */
+	double cost;             /* seconds its measurements took */
 	double model;
 	kvcc_policy *p;          /* the built artifact (open until the end) */
 } Cand;
 
 static const char *const PHASE[] = { "score", "select", "decode", "split" };
 
-/* measure every candidate of a stage on every bucket (what: 0 score, 1 select, 2 decode;
-** stage 3 = decode on every core) */
-static void run_stage(Tuner *T, Data *D, Cand *c, int nc, int stage)
+/* measure the candidates of a stage on every bucket (what: 0 score, 1 select, 2 decode;
+** stage 3 = decode on every core), from `from`, as long as the next one fits before the deadline
+** (by the mean cost so far): the number measured */
+static int run_stage(Tuner *T, Data *D, Cand *c, int from, int nc, int stage, double deadline)
 {
 	int what = stage == 3 ? 2 : stage ? stage : -1, thr = stage == 3 ? T->threads : 1;
-	for (int i = 0; i < nc; i++) {
+	double spent = 0;
+	for (int i = from; i < nc; i++) {
+		if (i > from && now_s() + spent / (i - from) > deadline) {
+			if (T->verbose)
+				fprintf(stderr, "%skvcc tune: time budget: %s stage stops after %d of %d candidates\n", T->tty ? "\n" : "",
+				        PHASE[stage], i, nc);
+			T->total -= (nc - i) * T->nb;
+			return i;
+		}
+		double t0 = now_s();
 		bar(T, PHASE[stage], c[i].cfg);
 		kvcc_policy *p = c[i].p = build(T, c[i].cfg, c[i].res, sizeof c[i].res);
 		for (int b = 0; b < T->nb; b++) {
@@ -258,13 +270,16 @@ static void run_stage(Tuner *T, Data *D, Cand *c, int nc, int stage)
 				c[i].ms[b] = ms[what < 0 ? 0 : what];
 				record(T, PHASE[stage], T->buckets[b], c[i].res, c[i].ms[b]);
 				if (what < 0)
-					c[i].dms[b] = ms[2], record(T, "decode", T->buckets[b], c[i].res, ms[2]);
+					c[i].dms[b] = ms[2], c[i].sms[b] = ms[1], record(T, "decode", T->buckets[b], c[i].res, ms[2]);
 			} else if (p)
 				fprintf(stderr, "%skvcc tune: config %s: %s; skipped\n", T->tty ? "\n" : "", c[i].cfg, kvcc_last_error());
 			T->done++;
 			bar(T, PHASE[stage], c[i].cfg);
 		}
+		c[i].cost = now_s() - t0;
+		spent += c[i].cost;
 	}
+	return nc;
 }
 
 static void closeall(Cand *c, int nc)
@@ -305,7 +320,7 @@ static int pick(const Tuner *T, const Cand *c, int nc, int bucket, double *gm)
 /* confirm a stage's winner w against the baseline: ROUNDS more measurements of each,
 ** interleaved (load on the machine drifts for both alike); the times become the medians of
 ** all of them, and the rule is applied again */
-#define ROUNDS 3
+#define ROUNDS 2
 static int confirm(Tuner *T, Data *D, Cand *c, int nc, int w, int stage, int bucket, double *gm)
 {
 	if (!w)
@@ -380,7 +395,13 @@ static int score_space(Tuner *T, Cand *c, int per, const KxConfig *def, const ch
 				}
 			qsort(g, (size_t)ng, sizeof *g, cmpmodel);
 			for (int i = 0; i < ng && i < per && n < MAXC; i++)
-				c[n++] = g[i];
+				g[i].model = i, c[n++] = g[i];   /* model: its rank in its group */
+		}
+	/* by rank, groups alternating: a time budget that stops early keeps every group's best */
+	for (int i = 2; i < n; i++)
+		for (int k = i; k > 1 && c[k].model < c[k - 1].model; k--) {
+			Cand t = c[k];
+			c[k] = c[k - 1], c[k - 1] = t;
 		}
 	return n;
 }
@@ -491,41 +512,51 @@ int kt_tune(int argc, char **argv)
 	if (T.verbose)
 		fprintf(stderr, "kvcc tune: score space: %d candidates after the model (of %d points)\n", ns,
 		        (def.width == 16 ? 2 : 1) * 8 * 3 * (T.spec.dtype == KVCC_BF16 && !def.nodot ? 2 : 1));
-	run_stage(&T, D, S, ns, 0);
+	/* budget: stage 1 until 45 %, select 55 %, decode 65 %, split 75 %; the rest the final check */
+	double B = T.budget;
+	ns = run_stage(&T, D, S, 0, ns, 0, T.t0 + 0.45 * B);
 	double g1, g2 = 1, g3 = 1, gx[MAXB];
 	int s1 = confirm(&T, D, S, ns, pick(&T, S, ns, -1, &g1), 0, -1, &g1);
 	char base[240];
 	snprintf(base, sizeof base, "%s", s1 ? S[s1].cfg : "");
 	int s2 = 0, s3 = 0, sx[MAXB] = { 0 };
 	/* select: radix digit; stage 1's winner with rb 11 is the baseline */
-	snprintf(R[0].cfg, sizeof R[0].cfg, "%s%srb11", base, *base ? "," : "");
-	for (int b = 0; b < T.nb; b++)     /* the baseline's select time from stage 1 */
-		R[0].ms[b] = -1;
+	snprintf(R[0].cfg, sizeof R[0].cfg, "%.200s%srb11", base, *base ? "," : "");
+	snprintf(R[0].res, sizeof R[0].res, "%s", S[s1].res);
+	for (int b = 0; b < T.nb; b++)     /* the baseline: stage 1's winner, its select times */
+		R[0].ms[b] = S[s1].sms[b];
+	R[0].p = S[s1].p;                  /* shared: closed with S */
 	static const int rbs[] = { 8, 10, 12 }, pfs[] = { 16, 64, 256 };
 	for (int k = 0; k < 2; k++)
-		snprintf(R[k + 1].cfg, sizeof R[k + 1].cfg, "%s%srb%d", base, *base ? "," : "", rbs[k == 0 ? 0 : 2]);
-	if (now_s() - T.t0 < 0.8 * T.budget) {
-		run_stage(&T, D, R, nr, 1);
+		snprintf(R[k + 1].cfg, sizeof R[k + 1].cfg, "%.200s%srb%d", base, *base ? "," : "", rbs[k == 0 ? 0 : 2]);
+	T.done += T.nb;
+	if ((nr = run_stage(&T, D, R, 1, nr, 1, T.t0 + 0.55 * B)) > 1)
 		s2 = confirm(&T, D, R, nr, pick(&T, R, nr, -1, &g2), 1, -1, &g2);
-	} else
+	else
 		fprintf(stderr, "kvcc tune: time budget spent: select stage skipped\n");
 	char base2[240];
-	snprintf(base2, sizeof base2, "%s", R[s2].cfg);
-	snprintf(P[0].cfg, sizeof P[0].cfg, "%s,pf0", base2);
+	snprintf(base2, sizeof base2, "%.200s", R[s2].cfg);
+	snprintf(P[0].cfg, sizeof P[0].cfg, "%.200s,pf0", base2);
 	for (int k = 0; k < 3; k++)
-		snprintf(P[k + 1].cfg, sizeof P[k + 1].cfg, "%s,pf%d", base2, pfs[k]);
-	if (now_s() - T.t0 < 0.8 * T.budget) {
-		run_stage(&T, D, P, np, 2);
+		snprintf(P[k + 1].cfg, sizeof P[k + 1].cfg, "%.200s,pf%d", base2, pfs[k]);
+	/* the baseline: the pick so far, its decode times from stage 1 when select kept it */
+	int pfrom = 0;
+	if (!s2) {
+		snprintf(P[0].res, sizeof P[0].res, "%s", R[0].res);
+		for (int b = 0; b < T.nb; b++)
+			P[0].ms[b] = S[s1].dms[b];
+		P[0].p = R[0].p, pfrom = 1, T.done += T.nb;   /* shared: closed with S */
+	}
+	if ((np = run_stage(&T, D, P, pfrom, np, 2, T.t0 + 0.65 * B)) > 1)
 		s3 = confirm(&T, D, P, np, pick(&T, P, np, -1, &g3), 2, -1, &g3);
-	} else
+	else
 		fprintf(stderr, "kvcc tune: time budget spent: decode stage skipped\n");
 	char base3[240];
-	snprintf(base3, sizeof base3, "%s", P[s3].cfg);
+	snprintf(base3, sizeof base3, "%.200s", P[s3].cfg);
 	static const char *const splits[] = { "dt2,dm256", "dt1,dm256", "dt4,dm256", "dt2,dm64", "dt2,dm1024" };
 	for (int k = 0; k < nx; k++)
-		snprintf(X[k].cfg, sizeof X[k].cfg, "%s,%s", base3, splits[k]);
-	if (nx && now_s() - T.t0 < 0.8 * T.budget) {
-		run_stage(&T, D, X, nx, 3);
+		snprintf(X[k].cfg, sizeof X[k].cfg, "%.200s,%s", base3, splits[k]);
+	if (nx && (nx = run_stage(&T, D, X, 0, nx, 3, T.t0 + 0.75 * B)) > 1) {
 		for (int b = 0; b < T.nb; b++)
 			sx[b] = confirm(&T, D, X, nx, pick(&T, X, nx, b, &gx[b]), 3, b, &gx[b]);
 	} else if (nx)
@@ -599,7 +630,7 @@ int kt_tune(int argc, char **argv)
 	}
 	if (pf)
 		kvcc_close(pf);
-	closeall(S, ns), closeall(R, nr), closeall(P, np), closeall(X, nx);
+	closeall(S, ns), closeall(R + 1, nr - 1), closeall(P + pfrom, np - pfrom), closeall(X, nx);
 	printf("pick: %s\n", fin);
 	for (int b = 0; b < T.nb; b++)
 		freedata(&D[b]);
