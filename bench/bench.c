@@ -419,7 +419,7 @@ static double qkt_alone(int dt)
 /* --- tuned vs default (kvcc tune; doc/tune.md) ------------------------------------------------ */
 /* SnapKV on TH KV heads (group G, head_dim D, window WIN) per bucket: kvcc_compress and
 ** kvcc_decode_layer with the default config and with `kvcc tune`'s pick, interleaved run by run
-** (load on the machine drifts for both alike), medians. */
+** in ABBA order (load on the machine drifts for both alike, neither always runs first), medians. */
 enum { TH = 2, TNB = 4 };
 static const int TBK[TNB] = { 1024, 8192, 32768, 131072 };
 
@@ -458,7 +458,8 @@ static int tuned_bucket(kvcc_policy *pol[2], int dt, int n, int threads, TRow *r
 	double tc[2][16], ts[2][16], td[2][32];
 	int32_t len[TH];
 	for (int rep = -1; rep < reps; rep++)
-		for (int k = 0; k < 2; k++) {
+		for (int kk = 0; kk < 2; kk++) {      /* ABBA: neither runs first every time */
+			int k = rep & 1 ? 1 - kk : kk;
 			memcpy(K, K0, nkv * esz), memcpy(V, V0, nkv * esz);
 			for (int h = 0; h < TH; h++)
 				len[h] = n;
@@ -472,7 +473,8 @@ static int tuned_bucket(kvcc_policy *pol[2], int dt, int n, int threads, TRow *r
 				tc[k][rep] = ms[3], ts[k][rep] = ms[0];
 		}
 	for (int rep = -1; rep < 2 * reps; rep++)
-		for (int k = 0; k < 2; k++) {
+		for (int kk = 0; kk < 2; kk++) {
+			int k = rep & 1 ? 1 - kk : kk;
 			for (int h = 0; h < TH; h++)
 				len[h] = n;
 			kvcc_cache c = { K0, V0, NULL, len, NULL };

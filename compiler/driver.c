@@ -107,7 +107,7 @@ void kc_config(KcJob *j)
 	if (!s && env && *env)
 		s = env, from = "KVCC_CONFIG";
 	if (!s && !j->notune && !(tu && !strcmp(tu, "0")) && ktb_path(db, sizeof db, why, sizeof why) == 0 &&
-	    ktb_lookup(db, ktb_kernel(j->f, &j->spec), tuned, sizeof tuned, j->verbose))
+	    access(db, F_OK) == 0 && ktb_lookup(db, ktb_kernel(j->f, &j->spec), tuned, sizeof tuned, j->verbose))
 		s = tuned, from = "tuning database";
 	defconfig(j, host ? host : "");
 	KxConfig c;

@@ -267,6 +267,8 @@ uint64_t ktb_kernel(const KiFn *f, const kvcc_spec *spec)
 int ktb_lookup(const char *path, uint64_t kernel, char *cfg, size_t n, int verbose)
 {
 	KtDb db;
+	if (access(path, F_OK) != 0)          /* no database: no fingerprint to compute */
+		return 0;
 	ktb_load(path, &db);
 	if (db.corrupt && verbose)
 		fprintf(stderr, "kvcc: tuning database %s: not used\n", db.why);

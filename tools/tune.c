@@ -332,7 +332,8 @@ static int confirm(Tuner *T, Data *D, Cand *c, int nc, int w, int stage, int buc
 		double v[2][ROUNDS + 1], dv[2][ROUNDS + 1];
 		v[0][0] = c[0].ms[b], v[1][0] = c[w].ms[b], dv[0][0] = c[0].dms[b], dv[1][0] = c[w].dms[b];
 		for (int r = 1; r <= ROUNDS; r++)
-			for (int k = 0; k < 2; k++) {
+			for (int kk = 0; kk < 2; kk++) {   /* ABBA */
+				int k = r & 1 ? 1 - kk : kk;
 				double ms[3] = { -1, -1, -1 };
 				if (measure(T, c[k ? w : 0].p, &D[b], thr, what, ms) != 0)
 					ms[0] = ms[1] = ms[2] = -1;
@@ -404,6 +405,20 @@ static int score_space(Tuner *T, Cand *c, int per, const KxConfig *def, const ch
 			c[k] = c[k - 1], c[k - 1] = t;
 		}
 	return n;
+}
+
+/* the CPU reports AMX bf16 tiles (/proc/cpuinfo; detected, never assumed) */
+static int hasamx(void)
+{
+	char line[8192];
+	int r = 0;
+	FILE *fp = fopen("/proc/cpuinfo", "r");
+	while (fp && !r && fgets(line, sizeof line, fp))
+		if (!strncmp(line, "flags", 5))
+			r = strstr(line, " amx_bf16") != NULL, fclose(fp), fp = NULL;
+	if (fp)
+		fclose(fp);
+	return r;
 }
 
 static void usage_exit(const char *m, const char *a)
@@ -500,8 +515,11 @@ int kt_tune(int argc, char **argv)
 	if (T.verbose)
 		fprintf(stderr, "kvcc tune: %s %s d=%d g=%d on %s (%d cores), kvcc %s, database %s\n", T.j.f->name,
 		        ki_dtypename(T.spec.dtype), T.spec.head_dim, T.spec.group, T.devname, T.threads, T.version, T.db);
-	if (T.verbose)
+	if (T.verbose) {
 		ktb_lookup(T.db, T.kernel, why, sizeof why, 1);   /* says what of other devices is ignored */
+		fprintf(stderr, "kvcc tune: AMX tiles: %s\n", hasamx() ? "this CPU has amx_bf16, but no AMX kernel exists yet "
+		        "(not in the space)" : "not in the space (this CPU has no amx_bf16)");
+	}
 	/* the stages */
 	static Cand S[MAXC], R[4], P[4], X[5];
 	int ns = T.j.plan.has_attn ? score_space(&T, S, per, &def, host) : 1;   /* no attn_score: default only */
@@ -592,7 +610,8 @@ int kt_tune(int argc, char **argv)
 	for (int b = 0; b < T.nb && pf && S[0].p; b++) {
 		double v[2][2][ROUNDS];
 		for (int r = 0; r < ROUNDS; r++)
-			for (int k = 0; k < 2; k++) {
+			for (int kk = 0; kk < 2; kk++) {   /* ABBA */
+				int k = r & 1 ? 1 - kk : kk;
 				double ms[3] = { 0, 0, 0 };
 				measure(&T, k ? pf : S[0].p, &D[b], T.threads, -1, ms);
 				v[k][0][r] = ms[0] + ms[1], v[k][1][r] = ms[2];
