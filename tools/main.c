@@ -44,7 +44,7 @@ static const char usage[] =
 	"                                   plan, cache hit/miss and per-kernel GPU resources\n"
 	"                                   (uses the tuning database's pick, or $KVCC_CONFIG)\n"
 	"  tune POLICY.lua [--dtype D] [--head-dim N] [--group G] [--target T]\n"
-	"      [--buckets 1024,8192,32768,131072] [--configs K] [--budget S] [-v]\n"
+	"      [--buckets 1024,8192,32768,131072] [--configs K] [--budget S] [--split] [-v]\n"
 	"                                   measure kernel configs on this machine and record\n"
 	"                                   the pick in the tuning database (doc/tune.md)\n"
 	"  eval POLICY.lua [POLICY.lua ...] --model M --tokenizer T --data FILE\n"

@@ -12,7 +12,7 @@
 **   4 split    decode tasks per thread 1, 4 and smallest chunk 64, 1024 around the default
 **              (2, 256), per bucket: kvcc_decode_layer on every core
 **
-** Times are medians of repeated runs on random data. A candidate replaces the default only when
+** Times are the best of repeated runs on random data (interference only adds time). A candidate replaces the default only when
 ** its geometric-mean time over the buckets is lower by more than the noise margin (MARGIN) and
 ** it is not slower than the default on any bucket by more than the margin; ties keep the
 ** earlier (default-first) candidate, so two runs pick the same config unless timings moved
@@ -124,13 +124,15 @@ static int cmpd(const void *a, const void *b)
 	return x < y ? -1 : x > y;
 }
 
-static double median(double *v, int n)
+/* the best of n runs: on a shared machine interference only adds time, so the minimum is the
+** estimate that repeats (medians of 2-thread runs moved by 3x between identical configs) */
+static double best(double *v, int n)
 {
 	qsort(v, (size_t)n, sizeof *v, cmpd);
-	return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+	return v[0];
 }
 
-/* ms[0] score, ms[1] select (medians of kvcc_compress), ms[2] decode (median of
+/* ms[0] score, ms[1] select (best of kvcc_compress runs), ms[2] decode (best of
 ** kvcc_decode_layer) of policy p on D with `threads` threads; what < 0: all, else only that */
 static int measure(Tuner *T, kvcc_policy *p, Data *D, int threads, int what, double ms[3])
 {
@@ -156,7 +158,7 @@ static int measure(Tuner *T, kvcc_policy *p, Data *D, int threads, int what, dou
 			sc[r] = t[0], se[r] = t[1];
 	}
 	if (!rc && (what < 0 || what < 2))
-		ms[0] = median(sc, reps), ms[1] = median(se, reps);
+		ms[0] = best(sc, reps), ms[1] = best(se, reps);
 	int dreps = 2 * reps + 1;
 	for (int r = -1; r < dreps && (what < 0 || what == 2) && !rc; r++) {
 		D->len[0] = D->n;
@@ -169,7 +171,7 @@ static int measure(Tuner *T, kvcc_policy *p, Data *D, int threads, int what, dou
 			de[r] = (now_s() - t0) * 1e3;
 	}
 	if (!rc && (what < 0 || what == 2))
-		ms[2] = median(de, dreps);
+		ms[2] = best(de, dreps);
 	kvcc_plan_destroy(pl);
 	return rc;
 }
@@ -318,7 +320,7 @@ static int pick(const Tuner *T, const Cand *c, int nc, int bucket, double *gm)
 }
 
 /* confirm a stage's winner w against the baseline: ROUNDS more measurements of each,
-** interleaved (load on the machine drifts for both alike); the times become the medians of
+** interleaved (load on the machine drifts for both alike); the times become the best of
 ** all of them, and the rule is applied again */
 #define ROUNDS 2
 static int confirm(Tuner *T, Data *D, Cand *c, int nc, int w, int stage, int bucket, double *gm)
@@ -339,9 +341,9 @@ static int confirm(Tuner *T, Data *D, Cand *c, int nc, int w, int stage, int buc
 					ms[0] = ms[1] = ms[2] = -1;
 				v[k][r] = ms[x], dv[k][r] = ms[2];
 			}
-		c[0].ms[b] = median(v[0], ROUNDS + 1), c[w].ms[b] = median(v[1], ROUNDS + 1);
+		c[0].ms[b] = best(v[0], ROUNDS + 1), c[w].ms[b] = best(v[1], ROUNDS + 1);
 		if (what < 0)
-			c[0].dms[b] = median(dv[0], ROUNDS + 1), c[w].dms[b] = median(dv[1], ROUNDS + 1);
+			c[0].dms[b] = best(dv[0], ROUNDS + 1), c[w].dms[b] = best(dv[1], ROUNDS + 1);
 	}
 	Cand two[2] = { c[0], c[w] };
 	(void)nc;
@@ -433,7 +435,7 @@ int kt_tune(int argc, char **argv)
 {
 	static Tuner T;
 	const char *in = NULL, *bl = "1024,8192,32768,131072";
-	int per = 3, quick = 0;
+	int per = 3, quick = 0, split = 0;
 	T.spec = (kvcc_spec){ KVCC_F32, 128, 1, KVCC_TARGET_NATIVE };
 	T.budget = 60;
 	for (int i = 0; i < argc; i++) {
@@ -446,6 +448,7 @@ int kt_tune(int argc, char **argv)
 		else if (!strcmp(a, "--configs") && v) per = atoi(v), i++;
 		else if (!strcmp(a, "--budget") && v) T.budget = atof(v), i++;
 		else if (!strcmp(a, "--quick")) quick = 1, per = 1;
+		else if (!strcmp(a, "--split")) split = 1;
 		else if (!strcmp(a, "-v")) T.verbose++;
 		else if (a[0] != '-' && !in) in = a;
 		else usage_exit("unexpected argument '%s'", a);
@@ -525,7 +528,13 @@ int kt_tune(int argc, char **argv)
 	int ns = T.j.plan.has_attn ? score_space(&T, S, per, &def, host) : 1;   /* no attn_score: default only */
 	if (ns == 1)
 		snprintf(S[0].cfg, sizeof S[0].cfg, "default");
-	int nr = quick ? 2 : 3, np = quick ? 2 : 4, nx = T.threads > 1 ? (quick ? 2 : 5) : 0;
+	/* the split stage times runs on every core: meaningless while other work holds the cores */
+	double la[1] = { 0 };
+	int busy = getloadavg(la, 1) == 1 && la[0] > 0.75 * T.threads;
+	if (busy && T.threads > 1 && !split)
+		fprintf(stderr, "kvcc tune: load average %.1f on %d cores: multi-threaded timings are not repeatable, the "
+		        "decode split keeps its default (--split measures it anyway)\n", la[0], T.threads);
+	int nr = quick ? 2 : 3, np = quick ? 2 : 4, nx = T.threads > 1 && (!busy || split) ? (quick ? 2 : 5) : 0;
 	T.total = (ns + nr + np + nx) * T.nb;
 	if (T.verbose)
 		fprintf(stderr, "kvcc tune: score space: %d candidates after the model (of %d points)\n", ns,
@@ -579,7 +588,7 @@ int kt_tune(int argc, char **argv)
 			sx[b] = confirm(&T, D, X, nx, pick(&T, X, nx, b, &gx[b]), 3, b, &gx[b]);
 	} else if (nx)
 		fprintf(stderr, "kvcc tune: time budget spent: split stage skipped\n");
-	else if (T.verbose)
+	else if (T.verbose && T.threads < 2)
 		fprintf(stderr, "kvcc tune: one core: the decode split is not tuned\n");
 	/* the pick: the stages' winners, the split per runtime bucket */
 	int dt[KX_NBUCKET] = { 2, 2, 2, 2 }, dm[KX_NBUCKET] = { 256, 256, 256, 256 };
@@ -617,7 +626,7 @@ int kt_tune(int argc, char **argv)
 				v[k][0][r] = ms[0] + ms[1], v[k][1][r] = ms[2];
 			}
 		for (int k = 0; k < 2; k++)
-			fm[k][b][0] = median(v[k][0], ROUNDS), fm[k][b][1] = median(v[k][1], ROUNDS);
+			fm[k][b][0] = best(v[k][0], ROUNDS), fm[k][b][1] = best(v[k][1], ROUNDS);
 	}
 	double wall = now_s() - T.t0;
 	printf("kvcc tune: %s %s d=%d g=%d on %s: %d configs, %d measurements in %.1f s (noise margin %.0f%%)\n",
