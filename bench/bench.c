@@ -416,6 +416,133 @@ static double qkt_alone(int dt)
 	return gf;
 }
 
+/* --- tuned vs default (kvcc tune; doc/tune.md) ------------------------------------------------ */
+/* SnapKV on TH KV heads (group G, head_dim D, window WIN) per bucket: kvcc_compress and
+** kvcc_decode_layer with the default config and with `kvcc tune`'s pick, interleaved run by run
+** in ABBA order (load on the machine drifts for both alike, neither always runs first), the best
+** of the runs of each. */
+enum { TH = 2, TNB = 4 };
+static const int TBK[TNB] = { 1024, 8192, 32768, 131072 };
+
+typedef struct TRow {
+	const char *dt;
+	int n;
+	double c[2], d[2], score[2];   /* [0] default, [1] tuned: compress total, decode, score phase (ms) */
+	double gflops[2];              /* Q·K GFLOP/s of the score phase */
+} TRow;
+
+/* the best of n runs (interference on a shared machine only adds time) */
+static double best(const double *v, int n)
+{
+	double b = v[0];
+	for (int i = 1; i < n; i++)
+		b = v[i] < b ? v[i] : b;
+	return b;
+}
+
+static int tuned_bucket(kvcc_policy *pol[2], int dt, int n, int threads, TRow *r)
+{
+	size_t esz = dt == KVCC_F32 ? 4 : 2, nkv = (size_t)TH * n * D, nq = (size_t)TH * G * WIN * D;
+	char *K = malloc(nkv * esz), *V = malloc(nkv * esz), *K0 = malloc(nkv * esz), *V0 = malloc(nkv * esz);
+	char *Q = malloc(nq * esz);
+	float *q = malloc(TH * G * D * 4), *o = malloc(TH * G * D * 4);
+	if (!K || !V || !K0 || !V0 || !Q || !q || !o)
+		return -1;
+	for (size_t i = 0; i < nkv; i++)
+		store(round_to(frand(), dt), dt, K0, i), store(round_to(frand(), dt), dt, V0, i);
+	for (size_t i = 0; i < nq; i++)
+		store(round_to(frand() * 2, dt), dt, Q, i);
+	for (int i = 0; i < TH * G * D; i++)
+		q[i] = frand();
+	kvcc_layout lay = { dt, 1, TH, D, n, (int64_t)TH * n * D, (int64_t)n * D, D };
+	kvcc_plan *pl[2];
+	double params[2][8];
+	for (int k = 0; k < 2; k++) {
+		if (kvcc_plan_create(pol[k], &lay, WIN, threads, &pl[k]) != 0)
+			return fprintf(stderr, "plan: %s\n", kvcc_last_error()), -1;
+		for (int i = 0; i < kvcc_param_count(pol[k]) && i < 8; i++)
+			kvcc_param_info(pol[k], i, NULL, &params[k][i]);
+		params[k][kvcc_param_index(pol[k], "window")] = WIN;
+	}
+	int reps = n >= 65536 ? 3 : n >= 16384 ? 5 : 9;
+	double tc[2][16], ts[2][16], td[2][32];
+	int32_t len[TH];
+	for (int rep = -1; rep < reps; rep++)
+		for (int kk = 0; kk < 2; kk++) {      /* ABBA: neither runs first every time */
+			int k = rep & 1 ? 1 - kk : kk;
+			memcpy(K, K0, nkv * esz), memcpy(V, V0, nkv * esz);
+			for (int h = 0; h < TH; h++)
+				len[h] = n;
+			kvcc_cache c = { K, V, NULL, len, NULL };
+			kvcc_obs obs = { WIN, Q, NULL, NULL };
+			kvcc_args args = { .ratio = 0.5, .budget = -1, .params = params[k] };
+			double ms[4];
+			if (kvcc_compress(pl[k], &c, &obs, &args) != 0 || kvcc_plan_timings(pl[k], ms) != 0)
+				return fprintf(stderr, "compress: %s\n", kvcc_last_error()), -1;
+			if (rep >= 0)
+				tc[k][rep] = ms[3], ts[k][rep] = ms[0];
+		}
+	for (int rep = -1; rep < 2 * reps; rep++)
+		for (int kk = 0; kk < 2; kk++) {
+			int k = rep & 1 ? 1 - kk : kk;
+			for (int h = 0; h < TH; h++)
+				len[h] = n;
+			kvcc_cache c = { K0, V0, NULL, len, NULL };
+			double t0 = now();
+			if (kvcc_decode_layer(pl[k], &c, 0, q, o) != 0)
+				return fprintf(stderr, "decode: %s\n", kvcc_last_error()), -1;
+			if (rep >= 0)
+				td[k][rep] = (now() - t0) * 1e3;
+		}
+	for (int k = 0; k < 2; k++) {
+		r->c[k] = best(tc[k], reps), r->score[k] = best(ts[k], reps), r->d[k] = best(td[k], 2 * reps);
+		r->gflops[k] = 2.0 * n * D * G * WIN * TH * 2 / (r->score[k] * 1e-3) / 1e9;   /* 2 passes */
+		kvcc_plan_destroy(pl[k]);
+	}
+	r->n = n;
+	free(K), free(V), free(K0), free(V0), free(Q), free(q), free(o);
+	return 0;
+}
+
+/* `kvcc tune` for snapkv at dtype dt into the current $KVCC_CACHE_DIR, then both builds:
+** rows[TNB]; *tune_s its wall time, pick its pick */
+static int tuned_vs_default(const char *kvcc, int dt, int threads, TRow *rows, double *tune_s, char *pick, size_t pn)
+{
+	char cmd[600], line[400];
+	snprintf(cmd, sizeof cmd, "%s tune policies/snapkv.lua --dtype %s --head-dim %d --group %d 2>/dev/null", kvcc,
+	         dt == KVCC_F32 ? "f32" : "bf16", D, G);
+	double t0 = now();
+	FILE *fp = popen(cmd, "r");
+	pick[0] = 0;
+	while (fp && fgets(line, sizeof line, fp)) {
+		fputs(line, stdout);
+		if (!strncmp(line, "pick: ", 6))
+			snprintf(pick, pn, "%.*s", (int)strcspn(line + 6, "\n"), line + 6);
+	}
+	if (!fp || pclose(fp) != 0 || !pick[0])
+		return fprintf(stderr, "kvcc tune failed: %s\n", cmd), -1;
+	*tune_s = now() - t0;
+	kvcc_spec s = { dt, D, G, KVCC_TARGET_NATIVE };
+	kvcc_policy *pol[2];
+	setenv("KVCC_TUNE", "0", 1);
+	int rc = kvcc_compile_file("policies/snapkv.lua", &s, &pol[0]);
+	unsetenv("KVCC_TUNE");
+	if (rc != 0 || kvcc_compile_file("policies/snapkv.lua", &s, &pol[1]) != 0)
+		return fprintf(stderr, "compile: %s\n", kvcc_last_error()), -1;
+	printf("snapkv %s: default %s, tuned %s\n", dt == KVCC_F32 ? "f32" : "bf16", kvcc_policy_config(pol[0]),
+	       kvcc_policy_config(pol[1]));
+	for (int b = 0; b < TNB; b++) {
+		rows[b].dt = dt == KVCC_F32 ? "f32" : "bf16";
+		if (tuned_bucket(pol, dt, TBK[b], threads, &rows[b]) != 0)
+			return -1;
+		TRow *r = &rows[b];
+		printf("tuned vs default %s n=%-6d compress %8.2f / %8.2f ms (%.2fx)  decode %6.3f / %6.3f ms (%.2fx)\n", r->dt,
+		       r->n, r->c[0], r->c[1], r->c[0] / r->c[1], r->d[0], r->d[1], r->d[0] / r->d[1]);
+	}
+	kvcc_close(pol[0]), kvcc_close(pol[1]);
+	return 0;
+}
+
 static void sh(const char *cmd, char *out, size_t n)
 {
 	out[0] = 0;
@@ -428,7 +555,7 @@ static void sh(const char *cmd, char *out, size_t n)
 
 int main(int argc, char **argv)
 {
-	const char *venv = "build/bench-venv", *outdir = "bench/results";
+	const char *venv = "build/bench-venv", *outdir = "bench/results", *kvcc = "build/kvcc";
 	int quick = 0;
 	for (int i = 1; i < argc; i++) {
 		if (!strcmp(argv[i], "--quick"))
@@ -439,8 +566,10 @@ int main(int argc, char **argv)
 			venv = argv[++i];
 		else if (!strcmp(argv[i], "--out") && i + 1 < argc)
 			outdir = argv[++i];
+		else if (!strcmp(argv[i], "--kvcc") && i + 1 < argc)
+			kvcc = argv[++i];
 		else {
-			fprintf(stderr, "usage: kvcc-bench [--quick] [--peaks] [--venv DIR] [--out DIR]\n");
+			fprintf(stderr, "usage: kvcc-bench [--quick] [--peaks] [--venv DIR] [--out DIR] [--kvcc PATH]\n");
 			return 2;
 		}
 	}
@@ -586,6 +715,13 @@ int main(int argc, char **argv)
 		}
 	for (int k = 0; k < 2; k++)
 		kvcc_close(pol[k]);
+	/* tuned vs default: kvcc tune into this run's private cache (its tuning database) */
+	TRow trows[2][TNB];
+	double tune_s[2];
+	char tpick[2][160];
+	for (int k = 0; k < 2; k++)
+		if (tuned_vs_default(kvcc, dts[k], threads, trows[k], &tune_s[k], tpick[k], sizeof tpick[k]) != 0)
+			return 1;
 	char cmd[300];
 	snprintf(cmd, sizeof cmd, "rm -rf %s", cdir);
 	if (system(cmd) != 0)
@@ -664,8 +800,29 @@ int main(int argc, char **argv)
 		        2.0 * H * 32768 * D * 2 / (dec[pi][0] * 1e-3) / 1e9, 100 * 2.0 * H * 32768 * D * 2 / (dec[pi][0] * 1e-3) / 1e9 / pk.read_all,
 		        dec[pi][1], 2.0 * H * 32768 * D * 4 / (dec[pi][1] * 1e-3) / 1e9,
 		        100 * 2.0 * H * 32768 * D * 4 / (dec[pi][1] * 1e-3) / 1e9 / pk.read_all);
-	fprintf(js, ", \"decode_ms\": {\"plain_bf16\": %.3f, \"plain_f32\": %.3f, \"h2o_bf16\": %.3f, \"h2o_f32\": %.3f}}\n",
+	fprintf(js, ", \"decode_ms\": {\"plain_bf16\": %.3f, \"plain_f32\": %.3f, \"h2o_bf16\": %.3f, \"h2o_f32\": %.3f},\n",
 	        dec[0][0], dec[0][1], dec[1][0], dec[1][1]);
+	fprintf(md, "\n## Tuned vs default (kvcc tune, doc/tune.md)\n\n%d KV heads, group %d, head_dim %d, window %d, %d threads; "
+	            "default and tuned runs interleaved (ABBA), best of 6–18 runs each (interference only adds time). Score %% of peak: Q·K GFLOP/s of the score phase over the "
+	            "all-threads peak (bf16: the bf16 dot-product peak; f32: the FMA zmm peak).\n\n", TH, G, D, WIN, threads);
+	fprintf(js, " \"tuned\": [\n");
+	for (int k = 0; k < 2; k++) {
+		double pk1 = dts[k] == KVCC_BF16 && pk.bf16_all > 0 ? pk.bf16_all : pk.fma512_all > 0 ? pk.fma512_all : pk.fma256_all;
+		fprintf(md, "- %s: `kvcc tune` %.1f s, pick `%s`\n\n| n | compress default ms | tuned ms | speedup | score %% of peak "
+		            "default / tuned | decode default ms | tuned ms | speedup |\n|---|---|---|---|---|---|---|---|\n",
+		        trows[k][0].dt, tune_s[k], tpick[k]);
+		for (int b = 0; b < TNB; b++) {
+			TRow *r = &trows[k][b];
+			fprintf(md, "| %d | %.2f | %.2f | %.2fx | %.0f%% / %.0f%% | %.3f | %.3f | %.2fx |\n", r->n, r->c[0], r->c[1],
+			        r->c[0] / r->c[1], 100 * r->gflops[0] / pk1, 100 * r->gflops[1] / pk1, r->d[0], r->d[1], r->d[0] / r->d[1]);
+			fprintf(js, "  {\"dtype\": \"%s\", \"n\": %d, \"tune_s\": %.2f, \"pick\": \"%s\", \"compress_ms\": [%.3f, %.3f], "
+			            "\"score_peak_ratio\": [%.4f, %.4f], \"decode_ms\": [%.4f, %.4f]}%s\n",
+			        r->dt, r->n, tune_s[k], tpick[k], r->c[0], r->c[1], r->gflops[0] / pk1, r->gflops[1] / pk1, r->d[0], r->d[1],
+			        k == 1 && b == TNB - 1 ? "" : ",");
+		}
+		fprintf(md, "\n");
+	}
+	fprintf(js, " ]}\n");
 	/* targets */
 	double minq = 1e9, maxq = 0, maxsel = 0, minsp = 1e9;
 	int kvok = 1;

@@ -5,7 +5,7 @@
 $(B)/kvcc-bench: $(B)/bench/bench.o $(B)/libkvcc.so
 	$(CC) -o $@ $(B)/bench/bench.o -L$(B) -lkvcc -lkvcc_rt -Wl,-rpath,$(abspath $(B)) -lpthread -lm
 
-bench: $(B)/kvcc-bench
-	$(B)/kvcc-bench
+bench: $(B)/kvcc-bench $(B)/kvcc
+	$(B)/kvcc-bench --kvcc $(B)/kvcc
 
 .PHONY: bench

@@ -30,6 +30,7 @@
 #include "kvcc_compiler.h"
 #include "compiler/driver.h"
 #include "compiler/cache.h"
+#include "compiler/tunedb.h"
 #include "codegen/x86/x86.h"
 #include "dsl/dsl.h"
 #include "runtime/artifact.h"
@@ -90,6 +91,39 @@ int kc_targets(KcJob *j, KcErr *e)
 	return 0;
 }
 
+/* The resolved default config in j->cfg (host: kx_hostfeatures) */
+static void defconfig(KcJob *j, const char *host)
+{
+	char why[200];
+	kx_cfgresolve(NULL, &j->spec, host, &j->cfg, why, sizeof why);
+	kx_cfgstr(&j->cfg, j->cfgstr, sizeof j->cfgstr);
+	j->cfgfrom = "default";
+}
+
+void kc_config(KcJob *j)
+{
+	char *host = kx_hostfeatures(), why[200], db[1200], tuned[160];
+	const char *s = j->config, *from = "tuner", *env = getenv("KVCC_CONFIG"), *tu = getenv("KVCC_TUNE");
+	if (!s && env && *env)
+		s = env, from = "KVCC_CONFIG";
+	if (!s && !j->notune && !(tu && !strcmp(tu, "0")) && ktb_path(db, sizeof db, why, sizeof why) == 0 &&
+	    access(db, F_OK) == 0 && ktb_lookup(db, ktb_kernel(j->f, &j->spec), tuned, sizeof tuned, j->verbose))
+		s = tuned, from = "tuning database";
+	defconfig(j, host ? host : "");
+	KxConfig c;
+	if (s && host && (kx_cfgparse(s, &c, why, sizeof why) != 0 || kx_cfgresolve(&c, &j->spec, host, &j->cfg, why,
+	                                                                            sizeof why) != 0)) {
+		fprintf(stderr, "kvcc: warning: config '%s' (%s): %s; using the default config\n", s, from, why);
+		defconfig(j, host);
+	} else if (s && host) {
+		kx_cfgstr(&j->cfg, j->cfgstr, sizeof j->cfgstr);
+		j->cfgfrom = from;
+	}
+	if (j->verbose)
+		fprintf(stderr, "kvcc: config %s (%s)\n", j->cfgstr, j->cfgfrom);
+	free(host);
+}
+
 /* a temporary object file name in j->obj[k] */
 static int tmpobj(KcJob *j, int k, KcErr *e)
 {
@@ -107,7 +141,20 @@ static int tmpobj(KcJob *j, int k, KcErr *e)
 
 static int codegen_x86(KcJob *j, KcErr *e)
 {
-	return tmpobj(j, 0, e) || kx_emit(j->f, &j->plan, &j->spec, j->obj[0], j->verbose, NULL, e) ? -1 : 0;
+	if (tmpobj(j, 0, e) != 0)
+		return -1;
+	if (kx_emitcfg(j->f, &j->plan, &j->spec, &j->cfg, j->obj[0], j->verbose, NULL, e) == 0)
+		return 0;
+	if (!strcmp(j->cfgfrom, "default"))
+		return -1;
+	/* a tuned config that does not compile: the default always does */
+	fprintf(stderr, "kvcc: warning: config %s (%s) failed to compile: %s; falling back to the default config\n",
+	        j->cfgstr, j->cfgfrom, e->msg);
+	char *host = kx_hostfeatures();
+	defconfig(j, host ? host : "");
+	free(host);
+	e->set = 0;
+	return kx_emitcfg(j->f, &j->plan, &j->spec, &j->cfg, j->obj[0], j->verbose, NULL, e);
 }
 
 static int codegen_ptx(KcJob *j, KcErr *e)
@@ -148,10 +195,13 @@ static int build(void *ud, const char *out, double *ms, KcErr *e)
 /* the artifact in the cache (hit, or built there), or built into `out` when the cache is off */
 int kc_cached(KcJob *j, const char *out, char *path, size_t n, KcErr *e)
 {
-	char extra[160] = "";
+	char extra[320] = "";
+	if (!j->cfgfrom)
+		kc_config(j);
+	snprintf(extra, sizeof extra, "config=%s", j->cfgstr);   /* the tuning config */
 	if (j->gpu)              /* the GPU targets and the NVRTC that compiles them */
-		snprintf(extra, sizeof extra, "gpu=%s nvrtc=%d.%d", j->targets.archs, j->targets.nvrtc_major,
-		         j->targets.nvrtc_minor);
+		snprintf(extra + strlen(extra), sizeof extra - strlen(extra), " gpu=%s nvrtc=%d.%d", j->targets.archs,
+		         j->targets.nvrtc_major, j->targets.nvrtc_minor);
 	int c = kc_cache_get(j->f, &j->spec, extra, j->verbose, build, j, path, n, e);
 	if (c <= 0)
 		return c;

@@ -10,6 +10,7 @@
 #include "compiler/ir.h"
 #include "compiler/plan.h"
 #include "codegen/ptx/ptx.h"
+#include "codegen/x86/x86.h"
 
 typedef struct KcJob {
 	/* in */
@@ -26,6 +27,13 @@ typedef struct KcJob {
 	char obj[2][64];           /* codegen: the x86 object, the GPU blob's object */
 	int nobj;
 	double ms;                 /* codegen + link time of the last build */
+	/* the x86 tuning config (kc_config): $KVCC_CONFIG, else the tuning database's pick for this
+	** device (unless notune or $KVCC_TUNE=0), else the default; resolved for the spec */
+	const char *config;        /* in: an explicit config (the tuner), or NULL */
+	int notune;                /* in: do not consult the tuning database */
+	KxConfig cfg;
+	char cfgstr[128];
+	const char *cfgfrom;       /* "default", "KVCC_CONFIG", "tuning database", "tuner" */
 } KcJob;
 
 /* kvcc check: load → verify → passes → plan → the backends' checks for the requested targets
@@ -40,6 +48,9 @@ KC_FUNC int kc_front(KcJob *j, KcErr *e);
 ** the artifact from the cache (built on a miss), or built into `out` when the cache is off, its
 ** path in `path`. */
 KC_FUNC int kc_targets(KcJob *j, KcErr *e);
+/* The config of the build (after kc_targets; part of the cache key): never fails — a config
+** out of range is said on stderr and the default used. */
+KC_FUNC void kc_config(KcJob *j);
 KC_FUNC int kc_cached(KcJob *j, const char *out, char *path, size_t n, KcErr *e);
 KC_FUNC void kc_job_free(KcJob *j);
 /* Copy a file through a temporary and rename (readers never see half a file): 0 or -1. */

@@ -55,6 +55,9 @@ KVCC_API int kvcc_open(const char *path, kvcc_policy **out);
 KVCC_API void kvcc_close(kvcc_policy *p);
 
 KVCC_API const char *kvcc_policy_name(const kvcc_policy *p);
+/* The tuning config the artifact's kernels were built with ("qb6,nv4,w16,…"; doc/tune.md), or
+** "" for an artifact built without one. */
+KVCC_API const char *kvcc_policy_config(const kvcc_policy *p);
 KVCC_API int kvcc_policy_spec(const kvcc_policy *p, kvcc_spec *spec);
 KVCC_API int kvcc_param_count(const kvcc_policy *p);
 /* Index of a param by name, or a negative code. */

@@ -55,6 +55,8 @@ double kr_now_ms(void)
 
 KVCC_API const char *kvcc_policy_name(const kvcc_policy *p) { return p ? p->name : NULL; }
 
+KVCC_API const char *kvcc_policy_config(const kvcc_policy *p) { return p ? p->h->config : NULL; }
+
 KVCC_API int kvcc_policy_spec(const kvcc_policy *p, kvcc_spec *s)
 {
 	if (!p || !s)
@@ -210,7 +212,10 @@ KVCC_API int kvcc_plan_create(kvcc_policy *p, const kvcc_layout *lay, int max_ob
 	int H = lay->kv_heads, G = h->group, nins = h->nins;
 	size_t dd = (size_t)lay->head_dim;
 	pl->lds = ((int64_t)lay->capacity + DTILE - 1) / DTILE * DTILE + DTILE;
-	pl->maxch = (2 * pl->threads + H - 1) / H + 1;
+	int dt = 2;                /* the most decode tasks per thread of any bucket (the config's) */
+	for (int k = 0; k < KA_NBUCKET; k++)
+		dt = p->h->dtasks[k] > dt ? p->h->dtasks[k] : dt;
+	pl->maxch = (dt * pl->threads + H - 1) / H + 1;
 	pl->par = malloc(((size_t)h->npar + 1) * sizeof *pl->par);
 	pl->step = calloc((size_t)lay->layers, sizeof *pl->step);
 	pl->S = malloc((size_t)H * G * pl->lds * sizeof(float));

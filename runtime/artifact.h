@@ -49,7 +49,8 @@ static inline uint64_t ka_fnv(const void *p, size_t n, uint64_t h)
 #define KVCC_MAGIC 0x4B5643435F415254ull   /* "KVCC_ART" */
 #define KVCC_ABI 8                         /* kvcc_artifact and the kernels' signatures */
 #define KA_MAGIC "KVCCDSC"                 /* the blob's first 8 bytes (with the NUL) */
-#define KA_FORMAT 1                        /* the blob's layout */
+#define KA_FORMAT 2                        /* the blob's layout (2: the tuning config) */
+#define KA_NBUCKET 4                       /* decode split buckets (longest head < 4K, 16K, 64K, more) */
 
 /* a count or rule operand: a constant, a param, "every position" (obs) or none */
 enum { KA_NONE, KA_CON, KA_PAR, KA_ALL };
@@ -125,6 +126,11 @@ typedef struct KaHdr {
 	KaRef keep_first, keep_recent, chunk;
 	uint32_t name, src;        /* string offsets: policy name, policy file */
 	uint32_t par, st, ins, str; /* section offsets */
+	/* the tuning config the kernels were built with (codegen/x86/cfg.c, doc/tune.md): the
+	** decode split per bucket of the longest head (0: the defaults, 2 tasks per thread and
+	** chunks >= 256 tokens) and the config's string ("" when built without one) */
+	int32_t dtasks[KA_NBUCKET], dmin[KA_NBUCKET];
+	char config[96];
 } KaHdr;
 
 /* One instance's inputs to the generated token_map loops (every field 8 bytes: the generated

@@ -160,14 +160,17 @@ KVCC_API int kvcc_decode_layer(kvcc_plan *pl, kvcc_cache *c, int layer, const fl
 	/* rounded (storage dtype, the reference semantics) and scaled queries */
 	pl->p->a->qround(q, pl->qs, (int64_t)H * G * d);
 	Dec D = { .pl = pl, .c = c, .out = out, .layer = layer, .G = G, .d = d, .H = H, .step = pl->step[layer] };
-	/* split-KV: about two tasks per thread, chunks a multiple of the kernel's tile */
-	int want = pl->threads > 1 && total >= 1024 ? (2 * pl->threads + H - 1) / H : 1;
+	/* split-KV: the config's tasks per thread (2 by default) and smallest chunk (256) for the
+	** bucket of the longest head, chunks a multiple of the kernel's tile */
+	int bk = nmax < 4096 ? 0 : nmax < 16384 ? 1 : nmax < 65536 ? 2 : 3;
+	int tpt = hd->dtasks[bk] ? hd->dtasks[bk] : 2, cmin = hd->dmin[bk] ? hd->dmin[bk] : 256;
+	int want = pl->threads > 1 && total >= 1024 ? (tpt * pl->threads + H - 1) / H : 1;
 	if (want > pl->maxch)
 		want = pl->maxch;
 	int cs = (nmax + want - 1) / want;
 	cs = (cs + DTILE - 1) / DTILE * DTILE;
-	if (cs < 256)
-		cs = 256;
+	if (cs < cmin)
+		cs = cmin;
 	D.cs = cs;
 	D.chper = nmax > 0 ? (nmax + cs - 1) / cs : 1;
 	kr_pool_run(&pl->pool, dec_chunk, &D, H * D.chper);

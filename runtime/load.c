@@ -72,6 +72,11 @@ static int checkdesc(const kvcc_artifact *a, const char **why)
 	    h->group < 1 || h->group > 8 || h->target < KVCC_TARGET_NATIVE || h->target > KVCC_TARGET_SCALAR ||
 	    (h->vec_width != 1 && h->vec_width != 8 && h->vec_width != 16) || h->head_dim % h->vec_width)
 		return *why = "bad specialization in the descriptor", -1;
+	for (int k = 0; k < KA_NBUCKET; k++)
+		if (h->dtasks[k] < 0 || h->dtasks[k] > 8 || h->dmin[k] < 0 || h->dmin[k] > 65536 || h->dmin[k] % 16)
+			return *why = "bad decode split in the descriptor", -1;
+	if (!memchr(h->config, 0, sizeof h->config))
+		return *why = "bad config string in the descriptor", -1;
 	return 0;
 }
 

@@ -42,6 +42,11 @@ static const char usage[] =
 	"                                   compile to a shared object (CPU kernels; with\n"
 	"                                   --gpu-arch also PTX/CUBIN per target); -v prints the\n"
 	"                                   plan, cache hit/miss and per-kernel GPU resources\n"
+	"                                   (uses the tuning database's pick, or $KVCC_CONFIG)\n"
+	"  tune POLICY.lua [--dtype D] [--head-dim N] [--group G] [--target T]\n"
+	"      [--buckets 1024,8192,32768,131072] [--configs K] [--budget S] [--split] [-v]\n"
+	"                                   measure kernel configs on this machine and record\n"
+	"                                   the pick in the tuning database (doc/tune.md)\n"
 	"  eval POLICY.lua [POLICY.lua ...] --model M --tokenizer T --data FILE\n"
 	"      [--ratios 0,0.25,0.5,0.75] [--param [policy.]NAME=VALUE]... [--stories a:b]\n"
 	"      [--chunk-chars K] [--from TEXT] [--csv OUT] [--plot OUT.png] [--threads N]\n"
@@ -647,6 +652,8 @@ int main(int argc, char **argv)
 		return kt_eval(argc - 2, argv + 2);
 	if (!strcmp(cmd, "dev"))
 		return kt_dev(argc - 2, argv + 2);
+	if (!strcmp(cmd, "tune"))
+		return kt_tune(argc - 2, argv + 2);
 	die_usage("unknown command '%s'", cmd);
 	return 2;
 }

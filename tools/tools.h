@@ -21,4 +21,8 @@ KC_FUNC int kt_eval(int argc, char **argv);
 ** status: 0, 1 (a compile error), 2 (bad arguments). */
 KC_FUNC int kt_dev(int argc, char **argv);
 
+/* tune.c: `kvcc tune POLICY.lua [options]` (doc/tune.md); argv after "tune". Returns the exit
+** status: 0, 1 (does not compile, or the database cannot be written), 2 (bad arguments). */
+KC_FUNC int kt_tune(int argc, char **argv);
+
 #endif

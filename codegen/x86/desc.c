@@ -74,6 +74,12 @@ static KaIns insof(const KiFn *f, const KpPlan *p, int i)
 void *kx_desc(const KiFn *f, const KpPlan *p, const kvcc_spec *spec, int W, uint64_t cpu, uint64_t kir_hash,
               size_t *n)
 {
+	return kx_desccfg(f, p, spec, NULL, W, cpu, kir_hash, n);
+}
+
+void *kx_desccfg(const KiFn *f, const KpPlan *p, const kvcc_spec *spec, const KxConfig *cfg, int W, uint64_t cpu,
+                 uint64_t kir_hash, size_t *n)
+{
 	Buf b = { 0 };
 	KaHdr h = { .format = KA_FORMAT, .kir_hash = kir_hash, .cpu = cpu, .dtype = spec->dtype,
 	            .head_dim = spec->head_dim, .group = spec->group, .target = spec->target, .vec_width = W,
@@ -82,6 +88,10 @@ void *kx_desc(const KiFn *f, const KpPlan *p, const kvcc_spec *spec, int W, uint
 	            .scope = f->sel.scope, .sel_line = f->sel.line, .sel_col = f->sel.col };
 	memcpy(h.magic, KA_MAGIC, sizeof h.magic);
 	snprintf(h.version, sizeof h.version, "%s", KVCC_VERSION);
+	for (int k = 0; k < KA_NBUCKET; k++)      /* the decode split per bucket (0: the defaults) */
+		h.dtasks[k] = cfg ? cfg->dtasks[k] : 0, h.dmin[k] = cfg ? cfg->dmin[k] : 0;
+	if (cfg)
+		kx_cfgstr(cfg, h.config, sizeof h.config);
 	h.flags = (p->has_attn ? KA_FATTN : 0) | (p->fcausal ? KA_FCAUSAL : 0) | (p->fscale ? KA_FSCALE : 0) |
 	          (p->uses_hmean ? KA_FHMEAN : 0) | (p->has_observe ? KA_FOBSERVE : 0) | (p->uses_lse ? KA_FLSE : 0) |
 	          (p->uses_qpos ? KA_FQPOS : 0);

@@ -110,6 +110,8 @@ static LLVMTargetMachineRef machine(const KiFn *f, const kvcc_spec *spec, const 
 	case KVCC_TARGET_SCALAR: break;
 	default: snprintf(feats, sizeof feats, "%s%s", host, W == 16 ? ",-prefer-256-bit" : "");
 	}
+	if (W == 8 && kx_vecwidth(spec, host) == 16)    /* the config asks for 256-bit vectors */
+		snprintf(feats + strlen(feats), sizeof feats - strlen(feats), "%s+prefer-256-bit", feats[0] ? "," : "");
 	char *err = NULL;
 	LLVMTargetRef tgt;
 	if (LLVMGetTargetFromTriple(triple, &tgt, &err)) {
@@ -122,16 +124,17 @@ static LLVMTargetMachineRef machine(const KiFn *f, const kvcc_spec *spec, const 
 }
 
 /* g's module, types and shared intrinsics for spec on tm */
-static void module(Gen *g, const KiFn *f, const kvcc_spec *spec, const char *host, int W, const char *triple,
+static void module(Gen *g, const KiFn *f, const kvcc_spec *spec, const KxConfig *c, const char *triple,
                    LLVMTargetDataRef td)
 {
+	int W = c->width;
 	g->cx = LLVMContextCreate();
 	g->m = LLVMModuleCreateWithNameInContext(f->name, g->cx);
 	g->b = LLVMCreateBuilderInContext(g->cx);
 	LLVMSetTarget(g->m, triple);
 	LLVMSetModuleDataLayout(g->m, td);
 	g->W = W, g->d = spec->head_dim, g->dtype = spec->dtype, g->G = spec->group;
-	g->bf16dot = kx_bf16dot(spec, host, W);
+	g->bf16dot = !c->nodot, g->c = *c;
 	g->f32 = LLVMFloatTypeInContext(g->cx), g->half = LLVMHalfTypeInContext(g->cx);
 	g->i16 = LLVMInt16TypeInContext(g->cx), g->i32 = LLVMInt32TypeInContext(g->cx), g->i64 = LLVMInt64TypeInContext(g->cx);
 	g->ptr = LLVMPointerTypeInContext(g->cx, 0);
@@ -206,7 +209,7 @@ static int descriptor(Gen *g, const KiFn *f, const KpPlan *kp, const kvcc_spec *
 {
 	char *kir = ki_print(f);
 	size_t nblob = 0;
-	void *blob = kir ? kx_desc(f, kp, spec, W, cpu, ki_fnv(kir, strlen(kir), 0), &nblob) : NULL;
+	void *blob = kir ? kx_desccfg(f, kp, spec, &g->c, W, cpu, ki_fnv(kir, strlen(kir), 0), &nblob) : NULL;
 	if (!blob) {
 		free(kir);
 		kc_error(e, f->src, 0, 0, "out of memory (descriptor)");
@@ -289,6 +292,12 @@ out:
 int kx_emit(const KiFn *f, const KpPlan *kp, const kvcc_spec *spec, const char *objpath, int verbose, double *ms,
             KcErr *e)
 {
+	return kx_emitcfg(f, kp, spec, NULL, objpath, verbose, ms, e);
+}
+
+int kx_emitcfg(const KiFn *f, const KpPlan *kp, const kvcc_spec *spec, const KxConfig *cfg, const char *objpath,
+               int verbose, double *ms, KcErr *e)
+{
 	double t0 = now_ms(), t[2] = { t0, t0 };
 	if (kx_checkspec(f, spec, e) != 0)
 		return -1;
@@ -297,14 +306,14 @@ int kx_emit(const KiFn *f, const KpPlan *kp, const kvcc_spec *spec, const char *
 	LLVMInitializeX86TargetMC();
 	LLVMInitializeX86AsmPrinter();
 	char *host = kx_hostfeatures();
-	if (!host)
-		return kc_error(e, f->src, 0, 0, "x86 backend: out of memory"), -1;
-	int W = kx_vecwidth(spec, host);
-	if (!W) {
+	KxConfig c;
+	char why[200];
+	if (!host || kx_cfgresolve(cfg, spec, host, &c, why, sizeof why) != 0) {
 		free(host);
-		kc_error(e, f->src, 0, 0, "target %s needs CPU features this host lacks", kx_targetname(spec->target));
+		kc_error(e, f->src, 0, 0, "%s", host ? why : "out of memory");
 		return -1;
 	}
+	int W = c.width;
 	const char *cpu;
 	char *triple = LLVMGetDefaultTargetTriple();
 	LLVMTargetMachineRef tm = machine(f, spec, host, W, &cpu, triple, e);
@@ -313,7 +322,7 @@ int kx_emit(const KiFn *f, const KpPlan *kp, const kvcc_spec *spec, const char *
 		LLVMTargetDataRef td = LLVMCreateTargetDataLayout(tm);
 		Gen g = { 0 };
 		LLVMValueRef fn[E_NUM];
-		module(&g, f, spec, host, W, triple, td);
+		module(&g, f, spec, &c, triple, td);
 		if (kernels(&g, f, kp, fn) != 0)
 			kc_error(e, f->src, 0, 0, "out of memory (kernels)");
 		else if (descriptor(&g, f, kp, spec, W, kx_cpumask(spec, host), fn, e) == 0)
@@ -329,6 +338,9 @@ int kx_emit(const KiFn *f, const KpPlan *kp, const kvcc_spec *spec, const char *
 		        now_ms() - t[1]);
 		fprintf(stderr, "kvcc: x86: %s, cpu %s, %d-lane f32 vectors, dtype %s, head_dim %d, group %d\n",
 		        kx_targetname(spec->target), cpu, W, ki_dtypename(spec->dtype), spec->head_dim, spec->group);
+		char cs[160];
+		kx_cfgstr(&c, cs, sizeof cs);
+		fprintf(stderr, "kvcc: x86 config: %s\n", cs);
 	}
 	LLVMDisposeMessage(triple);
 	free(host);

@@ -32,6 +32,7 @@ typedef struct Gen {
 	int W, d, dtype;
 	int G;                 /* query heads per KV head */
 	int bf16dot;           /* bf16 storage on a CPU with avx512bf16: qkt uses vdpbf16ps */
+	KxConfig c;            /* the resolved tuning config (codegen/x86/cfg.c) */
 	LLVMValueRef fn;
 } Gen;
 
@@ -201,6 +202,23 @@ static inline LLVMValueRef vexp(Gen *g, LLVMValueRef x, int w)
 	LLVMValueRef e = LLVMBuildShl(b, LLVMBuildAdd(b, ni, civ(g, 127, w), ""), civ(g, 23, w), "");
 	LLVMValueRef res = LLVMBuildFMul(b, y, LLVMBuildBitCast(b, e, fty(g, w), ""), "");
 	return LLVMBuildSelect(b, LLVMBuildFCmp(b, LLVMRealULT, x, cfv(g, -87.3, w), ""), cfv(g, 0.0, w), res, "");
+}
+
+/* prefetch (read, keep in all levels) the `bytes` bytes at byte offset `off` of `base`, one per
+** 64-byte line; no-op addresses past the end are harmless (prefetches never fault) */
+static inline void prefetch(Gen *g, LLVMValueRef base, LLVMValueRef off, int bytes)
+{
+	LLVMTypeRef i8 = LLVMInt8TypeInContext(g->cx);
+	unsigned id = LLVMLookupIntrinsicID("llvm.prefetch", 13);
+	LLVMTypeRef ot = g->ptr;
+	LLVMValueRef fn = LLVMGetIntrinsicDeclaration(g->m, id, &ot, 1);
+	LLVMTypeRef ft = LLVMIntrinsicGetType(g->cx, id, &ot, 1);
+	for (int l = 0; l < bytes; l += 64) {
+		LLVMValueRef o = LLVMBuildAdd(g->b, off, LLVMConstInt(g->i64, (unsigned)l, 0), "");
+		LLVMValueRef a[4] = { LLVMBuildGEP2(g->b, i8, base, &o, 1, ""), LLVMConstInt(g->i32, 0, 0),
+		                      LLVMConstInt(g->i32, 3, 0), LLVMConstInt(g->i32, 1, 0) };
+		LLVMBuildCall2(g->b, ft, fn, a, 4, "");
+	}
 }
 
 static inline LLVMValueRef gep(Gen *g, LLVMTypeRef et, LLVMValueRef base, LLVMValueRef idx)

@@ -131,7 +131,7 @@ void kx_gen_decode(Gen *g, int G)
 	LLVMValueRef lds = LLVMGetParam(g->fn, 6), st = LLVMGetParam(g->fn, 7);
 	LLVMBuilderRef b = g->b;
 	LLVMPositionBuilderAtEnd(b, LLVMAppendBasicBlockInContext(g->cx, g->fn, "entry"));
-	int W = g->W, nc = g->d / W;
+	int W = g->W, nc = g->d / W, esz = g->dtype == KVCC_F32 ? 4 : 2;
 	LLVMTypeRef et = g->dtype == KVCC_F32 ? g->f32 : g->dtype == KVCC_F16 ? g->half : g->i16;
 	LLVMTypeRef vt = fty(g, W), tv = fty(g, DT);
 	LLVMValueRef P = LLVMBuildArrayAlloca(b, g->f32, LLVMConstInt(g->i32, (unsigned)(G * DT), 0), "P");
@@ -153,6 +153,9 @@ void kx_gen_decode(Gen *g, int G)
 	for (int TB = 2; TB >= 1; TB--) {
 		Loop lj;
 		LLVMValueRef j = loop_begin(g, jstart, nj, TB, &lj);
+		for (int t = 0; t < TB && g->c.pf; t++)    /* K rows pf tokens ahead */
+			prefetch(g, Kt, LLVMBuildMul(b, LLVMBuildAdd(b, j, ci(g, g->c.pf + t), ""), LLVMBuildMul(b, ldk, ci(g, esz), ""), ""),
+			         g->d * esz);
 		qk_block(g, Kt, ldk, lds, q, St, ci(g, 0), j, G, TB);
 		loop_end(g, &lj);
 		jstart = lj.iv;
@@ -191,6 +194,9 @@ void kx_gen_decode(Gen *g, int G)
 		}
 		Loop lj;
 		LLVMValueRef j = loop_begin2(g, ci(g, 0), nj, 1, 1, &lj);
+		if (c == 0 && g->c.pf)                      /* V rows pf tokens ahead */
+			prefetch(g, Vt, LLVMBuildMul(b, LLVMBuildAdd(b, j, ci(g, g->c.pf), ""), LLVMBuildMul(b, ldk, ci(g, esz), ""), ""),
+			         g->d * esz);
 		LLVMValueRef v = loadconv(g, Vt, LLVMBuildAdd(b, LLVMBuildMul(b, j, ldk, ""), ci(g, (long)c * W), ""), W);
 		for (int a = 0; a < G; a++) {
 			LLVMValueRef pj = ldf(g, P, LLVMBuildAdd(b, ci(g, (long)a * DT), j, ""));
@@ -214,7 +220,8 @@ void kx_gen_decode(Gen *g, int G)
 ** words, Kp[c2*AT + j] = (K[j][2c2], K[j][2c2+1]) — a transpose of the raw bf16 pairs, no
 ** conversion; the micro-kernel broadcasts Q's pair (Q[q][2c2], Q[q][2c2+1]) as bf16 (Q is
 ** bf16 storage converted to f32, so taking its high halves is exact) and accumulates
-** 6 queries × 64 tokens with llvm.x86.avx512bf16.dpbf16ps.512 (f32 accumulate; products of
+** QB queries × NV vectors of 16 tokens (the config's qb × nv; 6 × 4 = the whole 64-token tile
+** by default) with llvm.x86.avx512bf16.dpbf16ps.512 (f32 accumulate; products of
 ** bf16 are exact in f32; denormal inputs/outputs flush to zero). Each Q element is read once
 ** per tile (the 64-token block is the whole tile).
 */
@@ -223,7 +230,7 @@ static void gen_qkt_bf16(Gen *g, LLVMValueRef K, LLVMValueRef ldk, LLVMValueRef 
                          LLVMValueRef S, LLVMValueRef Kp)
 {
 	LLVMBuilderRef b = g->b;
-	int d = g->d, d2 = d / 2, NV = 4, QB = 6, W = 16;
+	int d = g->d, d2 = d / 2, NV = g->c.nv, QB = g->c.qb, W = 16, TB = NV * W;
 	LLVMTypeRef vi = LLVMVectorType(g->i32, 16), vt = fty(g, 16);
 	unsigned id = LLVMLookupIntrinsicID("llvm.x86.avx512bf16.dpbf16ps.512", 32);
 	LLVMValueRef dp = LLVMGetIntrinsicDeclaration(g->m, id, NULL, 0);
@@ -238,6 +245,8 @@ static void gen_qkt_bf16(Gen *g, LLVMValueRef K, LLVMValueRef ldk, LLVMValueRef 
 		LLVMTypeRef wv = LLVMVectorType(g->i32, (unsigned)w);
 		LLVMValueRef j = loop_begin2(g, ci(g, 0), nt, 1, 1, &lt);
 		LLVMValueRef row = gep(g, g->i16, K, LLVMBuildMul(b, j, ldk, ""));
+		if (g->c.pf)       /* the row pf tokens ahead (the next tiles') */
+			prefetch(g, K, LLVMBuildMul(b, LLVMBuildAdd(b, j, ci(g, g->c.pf), ""), LLVMBuildMul(b, ldk, ci(g, 2), ""), ""), d * 2);
 		LLVMValueRef c = loop_begin(g, ci(g, 0), ci(g, d2), w, &lc);
 		LLVMValueRef v = LLVMBuildLoad2(b, wv, gep(g, g->i32, row, c), "");
 		LLVMSetAlignment(v, 2);
@@ -255,7 +264,7 @@ static void gen_qkt_bf16(Gen *g, LLVMValueRef K, LLVMValueRef ldk, LLVMValueRef 
 		loop_end(g, &lz2);
 		loop_end(g, &lz);
 	}
-	LLVMValueRef acc[6][4];
+	LLVMValueRef acc[8][4];
 	for (int a = 0; a < QB; a++)
 		for (int v = 0; v < NV; v++)
 			acc[a][v] = entry_alloca(g, vt);
@@ -268,51 +277,53 @@ static void gen_qkt_bf16(Gen *g, LLVMValueRef K, LLVMValueRef ldk, LLVMValueRef 
 	for (int qb = QB; qb >= 1; qb = qb > 1 ? 1 : 0) {
 		Loop lq;
 		LLVMValueRef q = loop_begin(g, qstart, nq, qb, &lq);
-		for (int a = 0; a < qb; a++)
-			for (int v = 0; v < NV; v++)
-				LLVMBuildStore(b, LLVMConstNull(vt), acc[a][v]);
-		Loop lc;
-		int U = 4;   /* pairs per iteration; d/2 is a multiple of 4 */
-		LLVMValueRef c = loop_begin(g, ci(g, 0), ci(g, d2), U, &lc);
-		LLVMValueRef av[6][4];
-		for (int a = 0; a < qb; a++)
-			for (int v = 0; v < NV; v++)
-				av[a][v] = LLVMBuildLoad2(b, vt, acc[a][v], "");
-		for (int u = 0; u < U; u++) {
-			LLVMValueRef cu = LLVMBuildAdd(b, c, ci(g, u), "");
-			LLVMValueRef kv[4];
-			for (int v = 0; v < NV; v++) {
-				LLVMValueRef x = LLVMBuildLoad2(b, vi, gep(g, g->i32, Kp, LLVMBuildAdd(b, LLVMBuildMul(b, cu, ci(g, AT), ""),
-				                                                                        ci(g, v * W), "")), "");
-				LLVMSetAlignment(x, 4);
-				kv[v] = LLVMBuildBitCast(b, x, bt, "");
-			}
-			for (int a = 0; a < qb; a++) {
-				LLVMValueRef qi = LLVMBuildAdd(b, LLVMBuildMul(b, LLVMBuildAdd(b, q, ci(g, a), ""), ci(g, d), ""),
-				                               LLVMBuildMul(b, cu, ci(g, 2), ""), "");
-				LLVMValueRef qp = LLVMBuildLoad2(b, v2f, gep(g, g->f32, Q, qi), "");
-				LLVMSetAlignment(qp, 4);
-				LLVMValueRef hi = LLVMBuildTrunc(b, LLVMBuildLShr(b, LLVMBuildBitCast(b, qp, v2i, ""), sh16, ""), v2s, "");
-				LLVMValueRef pr = LLVMBuildBitCast(b, hi, g->i32, "");
-				LLVMValueRef bc = LLVMBuildInsertElement(b, LLVMGetPoison(vi), pr, LLVMConstInt(g->i32, 0, 0), "");
-				bc = LLVMBuildShuffleVector(b, bc, LLVMGetPoison(vi), zmask, "");
-				LLVMValueRef qbv = LLVMBuildBitCast(b, bc, bt, "");
+		for (int tb = 0; tb < AT / TB; tb++) {
+			for (int a = 0; a < qb; a++)
+				for (int v = 0; v < NV; v++)
+					LLVMBuildStore(b, LLVMConstNull(vt), acc[a][v]);
+			Loop lc;
+			int U = 4;   /* pairs per iteration; d/2 is a multiple of 4 */
+			LLVMValueRef c = loop_begin(g, ci(g, 0), ci(g, d2), U, &lc);
+			LLVMValueRef av[8][4];
+			for (int a = 0; a < qb; a++)
+				for (int v = 0; v < NV; v++)
+					av[a][v] = LLVMBuildLoad2(b, vt, acc[a][v], "");
+			for (int u = 0; u < U; u++) {
+				LLVMValueRef cu = LLVMBuildAdd(b, c, ci(g, u), "");
+				LLVMValueRef kv[4];
 				for (int v = 0; v < NV; v++) {
-					LLVMValueRef args[3] = { av[a][v], qbv, kv[v] };
-					av[a][v] = LLVMBuildCall2(b, dpt, dp, args, 3, "");
+					LLVMValueRef x = LLVMBuildLoad2(b, vi, gep(g, g->i32, Kp, LLVMBuildAdd(b, LLVMBuildMul(b, cu, ci(g, AT), ""),
+					                                                                        ci(g, (long)tb * TB + v * W), "")), "");
+					LLVMSetAlignment(x, 4);
+					kv[v] = LLVMBuildBitCast(b, x, bt, "");
+				}
+				for (int a = 0; a < qb; a++) {
+					LLVMValueRef qi = LLVMBuildAdd(b, LLVMBuildMul(b, LLVMBuildAdd(b, q, ci(g, a), ""), ci(g, d), ""),
+					                               LLVMBuildMul(b, cu, ci(g, 2), ""), "");
+					LLVMValueRef qp = LLVMBuildLoad2(b, v2f, gep(g, g->f32, Q, qi), "");
+					LLVMSetAlignment(qp, 4);
+					LLVMValueRef hi = LLVMBuildTrunc(b, LLVMBuildLShr(b, LLVMBuildBitCast(b, qp, v2i, ""), sh16, ""), v2s, "");
+					LLVMValueRef pr = LLVMBuildBitCast(b, hi, g->i32, "");
+					LLVMValueRef bc = LLVMBuildInsertElement(b, LLVMGetPoison(vi), pr, LLVMConstInt(g->i32, 0, 0), "");
+					bc = LLVMBuildShuffleVector(b, bc, LLVMGetPoison(vi), zmask, "");
+					LLVMValueRef qbv = LLVMBuildBitCast(b, bc, bt, "");
+					for (int v = 0; v < NV; v++) {
+						LLVMValueRef args[3] = { av[a][v], qbv, kv[v] };
+						av[a][v] = LLVMBuildCall2(b, dpt, dp, args, 3, "");
+					}
 				}
 			}
+			for (int a = 0; a < qb; a++)
+				for (int v = 0; v < NV; v++)
+					LLVMBuildStore(b, av[a][v], acc[a][v]);
+			loop_end(g, &lc);
+			for (int a = 0; a < qb; a++)
+				for (int v = 0; v < NV; v++) {
+					LLVMValueRef idx = LLVMBuildAdd(b, LLVMBuildMul(b, LLVMBuildAdd(b, q, ci(g, a), ""), ci(g, AT), ""),
+					                                ci(g, (long)tb * TB + v * W), "");
+					storef(g, LLVMBuildLoad2(b, vt, acc[a][v], ""), S, idx);
+				}
 		}
-		for (int a = 0; a < qb; a++)
-			for (int v = 0; v < NV; v++)
-				LLVMBuildStore(b, av[a][v], acc[a][v]);
-		loop_end(g, &lc);
-		for (int a = 0; a < qb; a++)
-			for (int v = 0; v < NV; v++) {
-				LLVMValueRef idx = LLVMBuildAdd(b, LLVMBuildMul(b, LLVMBuildAdd(b, q, ci(g, a), ""), ci(g, AT), ""),
-				                                ci(g, (long)v * W), "");
-				storef(g, LLVMBuildLoad2(b, vt, acc[a][v], ""), S, idx);
-			}
 		loop_end(g, &lq);
 		qstart = lq.iv;
 		if (qb == 1)
@@ -343,14 +354,17 @@ void kx_gen_qkt(Gen *g)
 		return;
 	}
 	int W = g->W, d = g->d;
-	int NV = W == 16 ? 4 : W == 8 ? 2 : 4, QB = W == 16 ? 6 : W == 8 ? 6 : 4, TB = NV * W;
+	int NV = g->c.nv, QB = g->c.qb, TB = NV * W;   /* defaults: 4 × 6 (16 lanes), 2 × 6 (8), 4 × 4 (scalar) */
 	LLVMTypeRef vt = fty(g, W);
 	/* pack: Kp[c][j] = f32(K[j][c]), zero beyond nt */
 	{
 		Loop lt, lc;
 		LLVMValueRef j = loop_begin2(g, ci(g, 0), nt, 1, 1, &lt);
 		LLVMValueRef row = LLVMBuildMul(b, j, ldk, "");
-		int w = W > 1 ? W : 1;
+		int w = W > 1 ? W : 1, esz = g->dtype == KVCC_F32 ? 4 : 2;
+		if (g->c.pf)       /* the row pf tokens ahead (the next tiles') */
+			prefetch(g, K, LLVMBuildMul(b, LLVMBuildAdd(b, j, ci(g, g->c.pf), ""), LLVMBuildMul(b, ldk, ci(g, esz), ""), ""),
+			         d * esz);
 		LLVMValueRef c = loop_begin(g, ci(g, 0), ci(g, d), w, &lc);
 		LLVMValueRef v = loadconv(g, K, LLVMBuildAdd(b, row, c, ""), w);
 		for (int k = 0; k < w; k++) {
@@ -639,14 +653,15 @@ void kx_gen_ckeys(Gen *g)
 }
 
 /*
-** topk(key, n, want): radix select, MSB first, 11-bit digits (6 histogram passes: 5 × 11 + 9):
+** topk(key, n, want): radix select, MSB first, 11-bit digits (6 histogram passes: 5 × 11 + 9;
+** the config's rb: 8..12-bit digits):
 ** per pass a histogram of the digit over the keys matching the prefix so far, then the digit
 ** where the `want` largest end. Returns the smallest kept key (keys are distinct, so exactly
 ** `want` keys are >= it). 1 <= want <= n.
 */
-#define RBITS 11
 void kx_gen_topk(Gen *g)
 {
+	const int RBITS = g->c.rbits;   /* 11 by default; the config's 8..12 */
 	LLVMTypeRef ps[3] = { g->ptr, g->i64, g->i64 };
 	newfn(g, "kvcc_topk", g->i64, ps, 3);
 	LLVMValueRef key = LLVMGetParam(g->fn, 0), n = LLVMGetParam(g->fn, 1), want = LLVMGetParam(g->fn, 2);

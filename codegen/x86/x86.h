@@ -12,12 +12,42 @@
 #include "runtime/artifact.h"
 
 struct KpPlan;
+
+/*
+** The tuning config of the x86 kernels (codegen/x86/cfg.c; DESIGN §8, doc/tune.md): every field
+** 0 means the default, and the all-zero config reproduces the fixed kernels exactly. kx_cfgresolve
+** turns a config into the concrete values for one spec on this host (clamped to what the target
+** has); its string is part of the compile-cache key and is recorded in the artifact.
+*/
+#define KX_NBUCKET 4              /* decode split buckets by the longest head: <4K, <16K, <64K, more */
+typedef struct KxConfig {
+	int qb;                   /* score micro-kernel: query rows per register block (1..8) */
+	int nv;                   /* score micro-kernel: token vectors per block (1, 2, 4; nv*W <= 64) */
+	int width;                /* f32 lanes: 16 (512-bit) or 8 (256-bit); at most the target's */
+	int nodot;                /* 1: bf16 Q·K by converted f32 FMAs, not vdpbf16ps */
+	int pf;                   /* software prefetch distance in tokens (decode K/V, qkt pack); 0 none */
+	int rbits;                /* radix select digit bits (8..12) */
+	int dtasks[KX_NBUCKET];   /* decode split: tasks per thread (1..8), per bucket */
+	int dmin[KX_NBUCKET];     /* decode split: smallest chunk in tokens (16..65536, multiple of 16) */
+} KxConfig;
+/* Parse "qb4,nv2,w8,dot0,pf64,rb10,dt1.2.2.4,dm256" ("name=value" also; "default" or "" the
+** default; a single dt/dm value applies to every bucket): 0, or -1 with why. */
+KC_FUNC int kx_cfgparse(const char *s, KxConfig *c, char *why, size_t wn);
+/* The concrete config for spec on this host (`host`: kx_hostfeatures): 0, or -1 with why when a
+** field is out of range (the caller falls back to the default). */
+KC_FUNC int kx_cfgresolve(const KxConfig *in, const kvcc_spec *spec, const char *host, KxConfig *out, char *why,
+                          size_t wn);
+/* The canonical string of a resolved config ("qb6,nv4,w16,dot1,pf0,rb11,dt2.2.2.2,dm256.256.256.256"). */
+KC_FUNC void kx_cfgstr(const KxConfig *c, char *buf, size_t n);
 /* The specialization is one this backend and this host can compile: 0, or -1 with e set. */
 KC_FUNC int kx_checkspec(const KiFn *f, const kvcc_spec *spec, KcErr *e);
 /* Generate the kernels of `f` (through the passes) and its plan `p` for `spec`, with the
 ** artifact's descriptor, into the object file `obj`. `ms` (optional): IR + passes + codegen time. */
 KC_FUNC int kx_emit(const KiFn *f, const struct KpPlan *p, const kvcc_spec *spec, const char *obj, int verbose,
                     double *ms, KcErr *e);
+/* kx_emit with a config (NULL: the default); -1 with e set when the config is out of range. */
+KC_FUNC int kx_emitcfg(const KiFn *f, const struct KpPlan *p, const kvcc_spec *spec, const KxConfig *cfg,
+                       const char *obj, int verbose, double *ms, KcErr *e);
 /* Link object files (<= 10) into the shared object `so` ($KVCC_CC, default cc). */
 KC_FUNC int kx_link(const char *const *objs, int nobj, const char *so, KcErr *e);
 /* Codegen options that are part of every cache key (tiles, register blocks, pipeline). */
@@ -52,6 +82,9 @@ KC_FUNC uint64_t kx_cpumask(const kvcc_spec *spec, const char *host);
 /* The artifact's descriptor blob (runtime/artifact.h), malloc'd, *n bytes; NULL: out of memory. */
 KC_FUNC void *kx_desc(const KiFn *f, const struct KpPlan *p, const kvcc_spec *spec, int vec_width, uint64_t cpu,
                       uint64_t kir_hash, size_t *n);
+/* kx_desc recording a resolved config (NULL: the default) */
+KC_FUNC void *kx_desccfg(const KiFn *f, const struct KpPlan *p, const kvcc_spec *spec, const KxConfig *cfg, int vec_width,
+                         uint64_t cpu, uint64_t kir_hash, size_t *n);
 /* Vector width the kernels use for this spec on this host, or 0 (target not available). */
 KC_FUNC int kx_vecwidth(const kvcc_spec *spec, const char *features);
 /* bf16 storage + native avx512bf16 + 16 lanes: attn_score's Q·K uses vdpbf16ps */

@@ -31,6 +31,7 @@
 #include "tests/common/manifest.h"
 
 static int npass, nfail, nskip, ntie;
+static const char *only;     /* argv[1]: run only the cases whose name contains it (tests/tune) */
 static double worst_out, worst_state;
 typedef struct Case {
 	const char *policy, *file;   /* name, .lua */
@@ -152,6 +153,8 @@ static void run_case(const Case *cf, const char *host)
 	snprintf(name, sizeof name, "decode %s %s d=%d G=%d %s threads=%d", cf->policy, ki_dtypename(cf->dtype), cf->d,
 	         cf->G, kx_targetname(cf->target), cf->threads);
 	kvcc_spec spec = { cf->dtype, cf->d, cf->G, cf->target };
+	if (only && !strstr(name, only))
+		return;
 	if (!kx_vecwidth(&spec, host)) {
 		printf("SKIP %s: this CPU lacks the features of target %s\n", name, kx_targetname(cf->target));
 		nskip++;
@@ -338,8 +341,9 @@ static void api(void)
 		printf("FAIL decode api: %s\n", kvcc_last_error()), nfail++;
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+	only = argc > 1 ? argv[1] : NULL;
 	static const int dims[] = { 8, 64, 96, 128, 256 }, groups[] = { 1, 2, 4, 8 };
 	MfPolicy pols[MANIFEST_MAX];
 	char why[256];

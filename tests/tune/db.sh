@@ -1,0 +1,94 @@
+#!/bin/sh
+# tests/tune/db.sh KVCC WORKDIR — the tuning database (compiler/tunedb.c) through the CLI:
+# a pick is used by compile; another device's and another version's records are ignored (and
+# said with -v); a truncated or corrupted database is not used and is rebuilt by the next tune;
+# two concurrent tunes both succeed and both picks land; a config out of range (from
+# $KVCC_CONFIG or from the database) falls back to the default with a message. Each tune is
+# --quick on one 1024-token bucket (a few seconds). Times are never asserted.
+set -u
+KVCC=$1
+W=$2
+rm -rf "$W" && mkdir -p "$W"
+pass=0 fail=0
+ok() { pass=$((pass + 1)); echo "PASS $1"; }
+no() { fail=$((fail + 1)); echo "FAIL $1"; [ -f "$W/err" ] && sed 's/^/  | /' "$W/err" | head -20; }
+tune() { "$KVCC" tune "$@" --buckets 1024 --quick >"$W/out" 2>"$W/err"; }
+comp() { "$KVCC" compile policies/snapkv.lua -o "$W/p.so" -v "$@" 2>"$W/err" >/dev/null; }
+P=policies/snapkv.lua
+
+# 1. a tune's pick is what compile uses, and the artifact records it
+export KVCC_CACHE_DIR="$W/c1"
+if tune $P && grep -q '^pick: ' "$W/out" && [ -f "$W/c1/tune.db" ]; then ok "tune writes a pick"; else no "tune writes a pick"; fi
+pick=$(sed -n 's/^pick: //p' "$W/out")
+if comp && grep -q "kvcc: config $pick (tuning database)" "$W/err" && grep -aq "$pick" "$W/p.so"; then ok "compile uses the pick, the artifact records it"; else no "compile uses the pick ($pick)"; fi
+if KVCC_TUNE=0 comp && grep -q '(default)' "$W/err"; then ok "KVCC_TUNE=0: the default"; else no "KVCC_TUNE=0: the default"; fi
+
+# 2. another device's records: ignored, said with -v
+export KVCC_CACHE_DIR="$W/c2"
+if KVCC_TUNE_DEVICE="Some Other CPU 9000" tune $P && comp && grep -q '(default)' "$W/err" &&
+   grep -q 'from another device (Some Other CPU 9000) ignored' "$W/err"; then
+	ok "another device's records ignored"; else no "another device's records ignored"; fi
+
+# 3. another version's records: ignored, said with -v
+export KVCC_CACHE_DIR="$W/c3"
+if KVCC_TUNE_VERSION=0.0.1-other tune $P && comp && grep -q '(default)' "$W/err" &&
+   grep -q 'from another kvcc version ignored' "$W/err"; then
+	ok "another version's records ignored"; else no "another version's records ignored"; fi
+
+# 4. truncated: not used; the next tune rebuilds it
+export KVCC_CACHE_DIR="$W/c1"
+sz=$(wc -c <"$W/c1/tune.db")
+head -c $((sz - 7)) "$W/c1/tune.db" >"$W/t" && mv "$W/t" "$W/c1/tune.db"
+if comp && grep -q '(default)' "$W/err" && grep -q 'truncated' "$W/err"; then ok "truncated database not used";
+else no "truncated database not used"; fi
+if tune $P && grep -q 'rebuilt' "$W/err" && comp && grep -q '(tuning database)' "$W/err"; then
+	ok "truncated database rebuilt by tune"; else no "truncated database rebuilt by tune"; fi
+
+# 5. one byte changed (same length): not used
+sed '3s/\t[0-9.e+-]*$/\t0.000001/' "$W/c1/tune.db" >"$W/t" && mv "$W/t" "$W/c1/tune.db"
+if comp && grep -q '(default)' "$W/err" && grep -q 'corrupted' "$W/err"; then ok "corrupted database not used";
+else no "corrupted database not used"; fi
+printf 'not a database\n' >"$W/c1/tune.db"
+if comp && grep -q '(default)' "$W/err" && grep -q 'bad header' "$W/err"; then ok "foreign file not used";
+else no "foreign file not used"; fi
+
+# 6. two concurrent tunes (two specs) on one database: both succeed, both picks there
+export KVCC_CACHE_DIR="$W/c4"
+"$KVCC" tune $P --buckets 1024 --quick >"$W/o1" 2>"$W/e1" & p1=$!
+"$KVCC" tune $P --dtype bf16 --buckets 1024 --quick >"$W/o2" 2>"$W/e2" & p2=$!
+wait $p1; r1=$?
+wait $p2; r2=$?
+if [ $r1 = 0 ] && [ $r2 = 0 ] && comp && grep -q '(tuning database)' "$W/err" && comp --dtype bf16 &&
+   grep -q '(tuning database)' "$W/err" && [ "$(grep -c '^p' "$W/c4/tune.db")" = 2 ]; then
+	ok "concurrent tunes both succeed, both picks recorded"
+else
+	cat "$W/e1" "$W/e2" >"$W/err"; no "concurrent tunes (exit $r1, $r2)"
+fi
+
+# 7. a config out of range falls back to the default, with a message
+if KVCC_CONFIG=qb9,nv2 comp && grep -q "warning: config 'qb9,nv2' (KVCC_CONFIG): config qb9: query block must be 1..8; using the default config" "$W/err" &&
+   grep -q '(default)' "$W/err"; then ok "KVCC_CONFIG out of range: the default"; else no "KVCC_CONFIG out of range: the default"; fi
+if KVCC_CONFIG=zz4 comp && grep -q "unknown config field 'zz'" "$W/err"; then ok "KVCC_CONFIG unknown field: the default";
+else no "KVCC_CONFIG unknown field: the default"; fi
+# the database's pick edited to a config out of range (header rehashed: a valid database)
+python3 - "$W/c4/tune.db" <<'EOF'
+import sys
+p = sys.argv[1]
+lines = open(p, 'rb').read().split(b'\n', 1)[1].split(b'\n')
+out = []
+for l in lines:
+    f = l.split(b'\t')
+    if f[0] == b'p':
+        f[7] = b'qb12,nv4'
+    out.append(b'\t'.join(f))
+body = b'\n'.join(out)
+h = 0xcbf29ce484222325
+for c in body:
+    h = ((h ^ c) * 0x100000001b3) & 0xffffffffffffffff
+open(p, 'wb').write(b'kvcc-tune-db 1 %d %016x\n' % (len(body), h) + body)
+EOF
+if comp && grep -q "warning: config 'qb12,nv4' (tuning database): config qb12: query block must be 1..8; using the default config" "$W/err" &&
+   grep -q '(default)' "$W/err"; then ok "database pick out of range: the default"; else no "database pick out of range: the default"; fi
+
+echo "tune-db: $pass passed, $fail failed"
+[ $fail = 0 ]

@@ -1,0 +1,55 @@
+#!/bin/sh
+# tests/tune/points.sh DIFF_TESTS DECODE_TESTS WORKDIR [all] — config points of the x86 kernels
+# (codegen/x86/cfg.c) through the differential matrix: each point is set with $KVCC_CONFIG
+# and a slice of tests/diff's compress matrix (diff_tests) and decode matrix (decode_tests)
+# runs with it; the expected values come from the reference interpreter, as for the default.
+# A point that the driver refuses (a warning: it would silently test the default) fails.
+#   without `all`: a sample that covers every field (make check)
+#   with `all`:    every score point the tuner can pick (query block 1..8 × token vectors
+#                  1, 2, 4 × 512/256-bit × bf16 dot / f32) and every value of the other
+#                  fields (make check-tune)
+set -u
+DIFF=$1 DEC=$2 W=$3 ALL=${4:-}
+rm -rf "$W" && mkdir -p "$W"
+export KVCC_CACHE_DIR="$W/cache"
+pass=0 fail=0
+run() {   # run CONFIG PROGRAM FILTER
+	out=$(KVCC_CONFIG=$1 "$2" "$3" 2>"$W/err")
+	sum=$(printf '%s\n' "$out" | tail -1)
+	if grep -q 'warning' "$W/err" || printf '%s\n' "$out" | grep -q '^FAIL' || ! printf '%s\n' "$sum" | grep -q ' 0 failed'; then
+		fail=$((fail + 1))
+		echo "FAIL config $1, $(basename "$2") '$3': $sum"
+		printf '%s\n' "$out" | grep '^FAIL' | head -5
+		head -3 "$W/err"
+	elif printf '%s\n' "$sum" | grep -q '^0 passed\|: 0 passed'; then
+		fail=$((fail + 1))
+		echo "FAIL config $1, $(basename "$2") '$3': no case matched"
+	else
+		pass=$((pass + 1))
+	fi
+}
+if [ -z "$ALL" ]; then
+	for c in qb4,nv2,pf64,rb8,dt1.4.2.8,dm64 w8,qb3,nv4,dot0,rb12,pf16,dt4,dm1024 qb8,nv1,rb10,pf256,dt8,dm16; do
+		run $c "$DIFF" "snapkv bf16 d=128"
+		run $c "$DIFF" "snapkv f32 d=96 G=2"
+		run $c "$DIFF" "tova f16 d=64 G=4 native"
+		run $c "$DEC" "bf16 d=128 G=4"
+	done
+else
+	for w in 16 8; do
+		for dot in 1 0; do
+			[ $w = 8 ] && [ $dot = 1 ] && continue
+			for qb in 1 2 3 4 5 6 7 8; do
+				for nv in 1 2 4; do
+					run w$w,dot$dot,qb$qb,nv$nv "$DIFF" "snapkv bf16 d=128 G=2 native"
+					[ $dot = 0 ] && run w$w,qb$qb,nv$nv "$DIFF" "snapkv f32 d=64 G=4 native"
+				done
+			done
+		done
+	done
+	for rb in 8 9 10 12; do run rb$rb "$DIFF" "snapkv f32 d=96"; done
+	for pf in 16 64 256 1024; do run pf$pf "$DEC" "bf16 d=128 G=4"; run pf$pf "$DEC" "f32 d=96 G=2"; done
+	for s in dt1,dm16 dt4,dm64 dt8,dm1024 dt1.2.4.8,dm16.64.256.4096; do run $s "$DEC" "d=64 G=2"; done
+fi
+echo "tune-points: $pass passed, $fail failed"
+[ $fail = 0 ]
