@@ -2,7 +2,7 @@
 #
 #   make            the kvcc command, libkvcc_rt (the runtime: include/kvcc.h; shared and
 #                   static) and libkvcc (the compiler library: include/kvcc_compiler.h)
-#   make check      every test tier (installs missing Debian packages first)
+#   make check      every test tier (installs missing Debian packages first; tests/README.md)
 #   make demo       the end-to-end demonstration on the shipped checkpoint
 #   make asan       the whole suite under AddressSanitizer + UndefinedBehaviorSanitizer
 #   make bench      CPU benchmarks (a program, not a test)
@@ -36,14 +36,13 @@ LDLIBS   = $(SAN) $(LUA_LIBS) -lm -lpthread -ldl
 # libkvcc_rt = RTOBJ (libc, libm, libpthread, libdl only); libkvcc = the compiler
 # (DSLOBJ IROBJ X86OBJ PTXOBJ) on top of it. The kvcc command and the test programs
 # link every object statically.
-DSLOBJ  = dsl/sandbox.o dsl/builder.o
+DSLOBJ  = dsl/sandbox.o dsl/builder.o dsl/strlib.o
 IROBJ   = compiler/ir.o compiler/print.o compiler/lex.o compiler/parse.o \
-          compiler/verify.o compiler/passes.o compiler/interp.o compiler/npz.o \
-          compiler/diag.o
+          compiler/verify.o compiler/passes.o compiler/interp.o compiler/diag.o
 RTOBJ   =
 X86OBJ  =
 PTXOBJ  =
-CLIOBJ  = compiler/main.o
+CLIOBJ  = tools/main.o tools/dev.o tools/npz.o
 
 COMPOBJ = $(addprefix $(B)/,$(DSLOBJ) $(IROBJ) $(X86OBJ) $(PTXOBJ))
 RTLIBOBJ = $(addprefix $(B)/,$(RTOBJ))
@@ -76,7 +75,7 @@ $(B)/libkvcc.so: $(COMPOBJ) $(B)/runtime/artifact.o $(B)/libkvcc_rt.so
 	$(CC) -shared -o $@ $(COMPOBJ) $(B)/runtime/artifact.o -L$(B) -lkvcc_rt -Wl,-rpath,'$$ORIGIN' \
 	  -Wl,--no-undefined $(LDLIBS) $(LLVM_LIBS_USED)
 
-$(B)/kvcc: $(B)/$(CLIOBJ) $(LIBOBJ)
+$(B)/kvcc: $(addprefix $(B)/,$(CLIOBJ)) $(LIBOBJ)
 	$(CC) -o $@ $^ $(LDLIBS) $(LLVM_LIBS_USED)
 
 # --- tests ----------------------------------------------------------------------
@@ -85,23 +84,12 @@ deps:
 
 check: deps
 	$(MAKE) all
-	$(MAKE) check-unit check-golden check-errors $(CHECK_MORE)
+	$(MAKE) $(CHECK_TIERS) $(CHECK_MORE)
 	@echo "make check: all tiers passed"
 
 demo: deps
 	$(MAKE) all $(DEMO_MORE)
 	scripts/demo.sh $(B) $(PYTHON) $(SHARED)
-
-check-golden: $(B)/kvcc
-	$(PYTHON) tests/oracle/test_kvref.py
-	tests/golden/run.sh $(B)/kvcc $(PYTHON) $(B)/golden
-
-check-errors: $(B)/kvcc
-	tests/errors/run.sh $(B)/kvcc
-	@mkdir -p $(B)/npz-fuzz
-	$(PYTHON) tests/oracle/gen_golden.py $(B)/npz-fuzz >/dev/null
-	$(PYTHON) tests/errors/npz_fuzz.py $(B)/kvcc policies/snapkv.lua \
-	  $(B)/npz-fuzz/$$(grep '^snapkv ' $(B)/npz-fuzz/cases.txt | head -1 | cut -d' ' -f2) $(B)/npz-fuzz
 
 asan:
 	$(MAKE) B=build-asan OPT="-O1 -g -fno-omit-frame-pointer" \
@@ -122,6 +110,6 @@ install: all
 clean:
 	rm -rf build build-asan
 
-.PHONY: all deps demo check check-golden check-errors asan install clean
+.PHONY: all deps demo check asan install clean
 
 -include $(shell find $(B) -name '*.d' 2>/dev/null)

@@ -51,7 +51,12 @@ typedef struct Inst {
 } Inst;
 
 static int posof(const Inst *I, int t) { return I->pos ? I->pos[t] : t; }
-static int qposof(const Inst *I, int o) { return I->obs->qpos ? I->obs->qpos[o] : I->n - I->O + o; }
+/* default: the positions of the last O held tokens (DESIGN §3), extrapolated when O > n */
+static int qposof(const Inst *I, int o)
+{
+	int t = I->n - I->O + o;
+	return I->obs->qpos ? I->obs->qpos[o] : t >= 0 ? posof(I, t) : (I->n ? posof(I, 0) : 0) + t;
+}
 
 /* the first error of the run, at instruction i's policy position (i < 0: none) */
 static int fail(Run *r, int i, const char *fmt, ...)

@@ -1,11 +1,10 @@
 # runtime/ (libkvcc_rt), codegen/x86/ (LLVM 19 C API), compiler/plan.c, the driver and the compile
-# cache, examples/compress.c. Included by the top Makefile (which links the libraries).
+# cache, examples/compress.c. Included by the top Makefile (which links the libraries). Their
+# tests: tests/diff (x86 differential matrix), tests/cache (compile cache), tests/lib (the
+# library split, two builds).
 #
 #   make check-example   examples/compress.c, linked with libkvcc_rt only, runs a policy.so that
 #                        the kvcc command compiled
-#   make check-deps      libkvcc_rt links no Lua, LLVM or NVRTC and calls nothing of the compiler
-#   make check-twice     a second build of this checkout (another build time) loads a policy.so
-#                        that this build compiled, and this build loads one of the second's
 
 IROBJ  += compiler/plan.o compiler/driver.o compiler/cache.o
 X86OBJ += codegen/x86/key.o codegen/x86/kern.o codegen/x86/tmap.o codegen/x86/desc.o codegen/x86/emit.o
@@ -15,8 +14,8 @@ LLVM_LIBS_USED = $(LLVM_LIBS)
 $(addprefix $(B)/codegen/x86/,key.o kern.o tmap.o emit.o): CFLAGS += $(LLVM_CFLAGS)
 # key.o's compile time is the compiler build in the cache key (KX_BUILD): rebuilt whenever
 # anything that shapes generated code changes
-$(B)/codegen/x86/key.o: $(wildcard codegen/x86/*.c codegen/x86/*.h codegen/ptx/*.c codegen/ptx/*.h) \
-  compiler/plan.c compiler/plan.h runtime/artifact.h
+$(B)/codegen/x86/key.o: $(wildcard codegen/x86/*.c codegen/x86/*.h codegen/ptx/*.c codegen/ptx/*.h codegen/ptx/*.cuh) \
+  compiler/plan.c compiler/plan.h compiler/ops.h runtime/artifact.h
 
 # the example links the runtime only
 $(B)/compress: $(B)/examples/compress.o $(B)/libkvcc_rt.so
@@ -26,11 +25,5 @@ check-example: $(B)/compress $(B)/kvcc
 	$(B)/kvcc compile policies/snapkv.lua -o $(B)/snapkv.so --dtype bf16 --head-dim 128 --group 4
 	$(B)/compress $(B)/snapkv.so
 
-check-deps: $(B)/libkvcc_rt.so $(B)/libkvcc.so $(B)/compress
-	tests/deps.sh $(B)
-
-check-twice: $(B)/kvcc $(B)/compress
-	tests/twice.sh $(B)
-
-CHECK_MORE += check-deps check-example check-twice
-.PHONY: check-example check-deps check-twice
+CHECK_MORE += check-example
+.PHONY: check-example

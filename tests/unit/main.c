@@ -21,7 +21,8 @@
 	X(verify) \
 	X(passes) \
 	X(policies) \
-	X(plan)
+	X(plan) \
+	X(sandbox)
 
 #define DECLARE(area) Suite *area##_suite(void);
 SUITES(DECLARE)

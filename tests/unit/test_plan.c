@@ -126,7 +126,8 @@ START_TEST(test_plan_rejects)
 	reject(HDR "%0 = input Q [group, obs, chan] @2:1\n%1 = mean %0 obs [group, chan] @3:3\n"
 	           "%2 = mean %1 group [chan] @3:4\n%3 = input K [token, chan] @2:2\n"
 	           "%4 = dot %3, %2 chan [token] @3:5\nscore %4\nobs 4\n" TAIL "when prefill\n",
-	       "p.kir:2:1: error: token_map: Q with the obs axis ([group, obs, chan]) is not generated yet");
+	       "p.kir:3:3: error: the kernels read x.Q only as x.Q:dot(x.K, \"chan\") (the attention logits), "
+	       "not through mean");
 }
 END_TEST
 
