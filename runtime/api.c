@@ -273,7 +273,7 @@ KVCC_API int kvcc_plan_create_batch(kvcc_policy *p, const kvcc_layout *lay, cons
 	int H = lay->kv_heads, G = h->group, nins = h->nins;
 	size_t dd = (size_t)lay->head_dim;
 	pl->lds = ((int64_t)lay->capacity + DTILE - 1) / DTILE * DTILE + DTILE;
-	pl->maxch = (2 * pl->threads + H - 1) / H + 1;
+	pl->maxch = (pg ? 2 * pl->threads : (2 * pl->threads + H - 1) / H) + 1;   /* paged: chunks over all heads */
 	pl->par = malloc(((size_t)h->npar + 1) * sizeof *pl->par);
 	pl->step = calloc((size_t)lay->layers, sizeof *pl->step);
 	pl->S = malloc((size_t)H * G * pl->lds * sizeof(float));

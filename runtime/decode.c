@@ -104,8 +104,51 @@ static void dec_chunk(void *arg, int task, int tid)
 		if (run > KR_STAGE)
 			run = KR_STAGE;
 		const char *V;
+		if (w.P % DTILE == 0)
+			kr_prefetch(&w, pl->esz, d, t + 2 * w.P, t0 + nt);
 		const char *K = kr_span(&w, pl->esz, d, t, run, stg, &ldk, &V, stg + (size_t)KR_STAGE * d * pl->esz);
 		pl->p->a->decode(K, V, ldk, run, pl->qs + (size_t)h * G * d, pl->S + (size_t)h * G * pl->lds + t, pl->lds, st);
+		t += run;
+	}
+}
+
+/* Paged pools whose token rows hold every head (vLLM's [page][row][head][chan]) and pages of
+** whole kernel tiles: one task per chunk, page by page, every head of a page in turn, so a page
+** is read in one sweep (head by head it would be read in H strided passes); the block after next
+** is prefetched (pages are scattered, the hardware prefetcher does not follow them). */
+static void dec_pages(void *arg, int ch, int tid)
+{
+	(void)tid;
+	Dec *D = arg;
+	kvcc_plan *pl = D->pl;
+	int G = D->G, d = D->d, H = D->H, nmax = 0;
+	const int32_t *len = D->len + D->layer * H;
+	KrRows w[256];
+	for (int h = 0; h < H; h++) {
+		float *st = pl->cst + ((size_t)h * pl->maxch + ch) * G * (2 + (size_t)d);
+		for (int g = 0; g < G; g++)
+			st[g] = -INFINITY, st[G + g] = 0;
+		memset(st + 2 * G, 0, (size_t)G * d * sizeof(float));
+		kr_rows(pl, D->b, D->s, D->layer, h, &w[h]);
+		nmax = len[h] > nmax ? len[h] : nmax;
+	}
+	/* blocks of about 32 KiB of rows (all heads), whole kernel tiles, never across a page */
+	int64_t t0 = (int64_t)ch * D->cs, end = nmax - t0 < D->cs ? nmax : t0 + D->cs, P = w[0].P;
+	int64_t blk = (int64_t)32768 / ((int64_t)H * d * (int64_t)pl->esz) / DTILE * DTILE;
+	blk = blk < DTILE ? DTILE : blk > P ? P : blk;
+	for (int64_t t = t0; t < end;) {
+		int64_t run = P - t % P < end - t ? P - t % P : end - t;
+		run = run > blk ? blk : run;
+		for (int h = 0; h < H; h++) {
+			kr_prefetch(&w[h], pl->esz, d, t + 2 * blk, t + 3 * blk < len[h] ? t + 3 * blk : len[h]);
+			int64_t r = len[h] - t < run ? len[h] - t : run;
+			if (r <= 0)
+				continue;
+			size_t off = (size_t)kr_row(&w[h], t) * pl->esz;
+			float *st = pl->cst + ((size_t)h * pl->maxch + ch) * G * (2 + (size_t)d);
+			pl->p->a->decode(w[h].K + off, w[h].V + off, w[h].ldk, r, pl->qs + (size_t)h * G * d,
+			                 pl->S + (size_t)h * G * pl->lds + t, pl->lds, st);
+		}
 		t += run;
 	}
 }
@@ -194,7 +237,8 @@ static int decseq(kvcc_plan *pl, kvcc_batch *b, int s, int layer, const float *q
 	Dec D = { .pl = pl, .b = b, .s = s, .len = len, .out = out, .layer = layer, .G = G, .d = d, .H = H,
 	          .step = pl->step[layer] };
 	/* split-KV: about two tasks per thread, chunks a multiple of the kernel's tile */
-	int want = pl->threads > 1 && total >= 1024 ? (2 * pl->threads + H - 1) / H : 1;
+	int pages = pl->paged && pl->pg.page_size % DTILE == 0 && lay->stride_head < lay->stride_token && H <= 256;
+	int want = pl->threads > 1 && total >= 1024 ? (2 * pl->threads + (pages ? 0 : H - 1)) / (pages ? 1 : H) : 1;
 	if (want > pl->maxch)
 		want = pl->maxch;
 	int cs = (nmax + want - 1) / want;
@@ -203,7 +247,10 @@ static int decseq(kvcc_plan *pl, kvcc_batch *b, int s, int layer, const float *q
 		cs = 256;
 	D.cs = cs;
 	D.chper = nmax > 0 ? (nmax + cs - 1) / cs : 1;
-	kr_pool_run(&pl->pool, dec_chunk, &D, H * D.chper);
+	if (pages)
+		kr_pool_run(&pl->pool, dec_pages, &D, D.chper);
+	else
+		kr_pool_run(&pl->pool, dec_chunk, &D, H * D.chper);
 	pthread_mutex_init(&D.mu, NULL);
 	if (total >= 1024 || (hd->flags & KA_FOBSERVE))
 		kr_pool_run(&pl->pool, dec_head, &D, H);

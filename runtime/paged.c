@@ -189,6 +189,21 @@ KC_FUNC const char *kr_span(const KrRows *w, size_t esz, int d, int64_t t0, int6
 	return st;
 }
 
+KC_FUNC void kr_prefetch(const KrRows *w, size_t esz, int d, int64_t t, int64_t end)
+{
+	if (t >= end)
+		return;
+	int64_t e = end - t < w->P - t % w->P ? end - t : w->P - t % w->P;
+	size_t rowb = (size_t)d * esz;
+	for (int64_t j = 0; j < e; j++) {
+		size_t off = (size_t)kr_row(w, t + j) * esz;
+		for (size_t c = 0; c < rowb; c += 64) {
+			__builtin_prefetch(w->K + off + c, 0, 1);
+			__builtin_prefetch(w->V + off + c, 0, 1);
+		}
+	}
+}
+
 KC_FUNC void kr_pcompact(const KrRows *w, size_t esz, int d, const int32_t *idx, int64_t m, int32_t *pos,
                          float *state, int nst, int64_t sstride)
 {
