@@ -146,7 +146,7 @@ int main(int argc, char **argv)
 	kvcc_plan *pc, *pp;
 	if (kvcc_plan_create(pol, &lc, WIN, threads, &pc) != 0 || kvcc_plan_create_batch(pol, &lp, &pg, 1, WIN, threads, &pp) != 0)
 		DIE("plan");
-	double tc[16], tp[16];
+	double tc[16], tp[16], pc3[3][16], pp3[3][16];
 	for (int r = -1; r < reps && !only_decode; r++) {
 		reset(&s, 0);
 		kvcc_cache c = { s.K, s.V, s.pos, s.len, NULL };
@@ -162,13 +162,19 @@ int main(int argc, char **argv)
 		if (kvcc_compress_batch(pp, &b, &a) != 0)
 			DIE("compress paged");
 		double t3 = now();
-		if (r >= 0)
+		double m1[4], m2[4];
+		kvcc_plan_timings(pc, m1), kvcc_plan_timings(pp, m2);
+		if (r >= 0) {
 			tc[r] = (t1 - t0) * 1e3, tp[r] = (t3 - t2) * 1e3;
+			for (int k = 0; k < 3; k++)
+				pc3[k][r] = m1[k], pp3[k][r] = m2[k];
+		}
 	}
 	double mc = median(tc, reps), mp = median(tp, reps);
 	if (!only_decode)
-		printf("compress n=%d: contiguous %.1f ms, paged (page %d) %.1f ms: ratio %.3f (target <= 1.10)\n", N, mc, PS, mp,
-	       mp / mc);
+		printf("compress n=%d: contiguous %.1f ms, paged (page %d) %.1f ms: ratio %.3f (target <= 1.10); score / select / "
+		       "compact %.1f / %.1f / %.1f vs %.1f / %.1f / %.1f ms\n", N, mc, PS, mp, mp / mc, median(pc3[0], reps),
+		       median(pc3[1], reps), median(pc3[2], reps), median(pp3[0], reps), median(pp3[1], reps), median(pp3[2], reps));
 
 	/* 3. decode over n = 32768 (the compressed caches hold n/2; refill to n) */
 	float *q = malloc((size_t)H * G * D * 4), *out = malloc((size_t)H * G * D * 4);

@@ -105,7 +105,7 @@ static void dec_chunk(void *arg, int task, int tid)
 			run = KR_STAGE;
 		const char *V;
 		if (w.P % DTILE == 0)
-			kr_prefetch(&w, pl->esz, d, t + 2 * w.P, t0 + nt);
+			kr_prefetch(&w, pl->esz, d, t + 2 * w.P, t + 3 * w.P - t % w.P < t0 + nt ? t + 3 * w.P - t % w.P : t0 + nt, 1);
 		const char *K = kr_span(&w, pl->esz, d, t, run, stg, &ldk, &V, stg + (size_t)KR_STAGE * d * pl->esz);
 		pl->p->a->decode(K, V, ldk, run, pl->qs + (size_t)h * G * d, pl->S + (size_t)h * G * pl->lds + t, pl->lds, st);
 		t += run;
@@ -140,7 +140,7 @@ static void dec_pages(void *arg, int ch, int tid)
 		int64_t run = P - t % P < end - t ? P - t % P : end - t;
 		run = run > blk ? blk : run;
 		for (int h = 0; h < H; h++) {
-			kr_prefetch(&w[h], pl->esz, d, t + 2 * blk, t + 3 * blk < len[h] ? t + 3 * blk : len[h]);
+			kr_prefetch(&w[h], pl->esz, d, t + 2 * blk, t + 3 * blk < len[h] ? t + 3 * blk : len[h], 1);
 			int64_t r = len[h] - t < run ? len[h] - t : run;
 			if (r <= 0)
 				continue;

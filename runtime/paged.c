@@ -157,6 +157,19 @@ KC_FUNC void kr_rowoffs(const KrRows *w, int64_t n, int64_t *ro)
 	}
 }
 
+/* n rows of rowb bytes, source stride ss, packed into dst (the common row sizes inline) */
+static void rowcopy(char *dst, const char *src, size_t rowb, size_t ss, int64_t n)
+{
+#define RC(B) case B: for (int64_t j = 0; j < n; j++) memcpy(dst + j * B, src + j * ss, B); return;
+	switch (rowb) {
+	RC(128) RC(256) RC(512)
+	default:
+		for (int64_t j = 0; j < n; j++)
+			memcpy(dst + j * rowb, src + j * ss, rowb);
+	}
+#undef RC
+}
+
 KC_FUNC const char *kr_span(const KrRows *w, size_t esz, int d, int64_t t0, int64_t nt, char *st, int64_t *ldk,
                             const char **V, char *Vst)
 {
@@ -175,12 +188,11 @@ KC_FUNC const char *kr_span(const KrRows *w, size_t esz, int d, int64_t t0, int6
 			memcpy(st + o, w->K + off, (size_t)run * rowb);
 			if (Vst)
 				memcpy(Vst + o, w->V + off, (size_t)run * rowb);
-		} else
-			for (int64_t j = 0; j < run; j++) {
-				memcpy(st + o + j * rowb, w->K + off + (size_t)(j * w->ldk) * esz, rowb);
-				if (Vst)
-					memcpy(Vst + o + j * rowb, w->V + off + (size_t)(j * w->ldk) * esz, rowb);
-			}
+		} else {
+			rowcopy(st + o, w->K + off, rowb, (size_t)w->ldk * esz, run);
+			if (Vst)
+				rowcopy(Vst + o, w->V + off, rowb, (size_t)w->ldk * esz, run);
+		}
 		t += run;
 	}
 	*ldk = d;
@@ -189,18 +201,30 @@ KC_FUNC const char *kr_span(const KrRows *w, size_t esz, int d, int64_t t0, int6
 	return st;
 }
 
-KC_FUNC void kr_prefetch(const KrRows *w, size_t esz, int d, int64_t t, int64_t end)
+KC_FUNC void kr_prefetch(const KrRows *w, size_t esz, int d, int64_t t, int64_t end, int v)
 {
-	if (t >= end)
-		return;
-	int64_t e = end - t < w->P - t % w->P ? end - t : w->P - t % w->P;
 	size_t rowb = (size_t)d * esz;
-	for (int64_t j = 0; j < e; j++) {
-		size_t off = (size_t)kr_row(w, t + j) * esz;
-		for (size_t c = 0; c < rowb; c += 64) {
-			__builtin_prefetch(w->K + off + c, 0, 1);
-			__builtin_prefetch(w->V + off + c, 0, 1);
-		}
+	while (t < end) {
+		int64_t e = end - t < w->P - t % w->P ? end - t : w->P - t % w->P;
+		size_t off = (size_t)kr_row(w, t) * esz, ld = (size_t)w->ldk * esz;
+		for (int64_t j = 0; j < e; j++, off += ld)
+			for (size_t c = 0; c < rowb; c += 64) {
+				__builtin_prefetch(w->K + off + c, 0, 1);
+				if (v)
+					__builtin_prefetch(w->V + off + c, 0, 1);
+			}
+		t += e;
+	}
+}
+
+/* one row of rowb bytes (the common sizes inline) */
+static inline void row1(char *dst, const char *src, size_t rowb)
+{
+	switch (rowb) {
+	case 128: memcpy(dst, src, 128); return;
+	case 256: memcpy(dst, src, 256); return;
+	case 512: memcpy(dst, src, 512); return;
+	default: memcpy(dst, src, rowb);
 	}
 }
 
@@ -208,13 +232,18 @@ KC_FUNC void kr_pcompact(const KrRows *w, size_t esz, int d, const int32_t *idx,
                          float *state, int nst, int64_t sstride)
 {
 	size_t rowb = (size_t)d * esz;
-	for (int64_t i = 0; i < m; i++) {         /* idx[i] >= i, increasing: sources not yet overwritten */
-		int64_t src = idx[i];
+	int64_t P = w->P, ip = 0, ir = 0, sp = 0, sr = 0, s0 = 0;   /* page and row of i and of the source */
+	for (int64_t i = 0; i < m; i++, ir = ir + 1 == P ? (ip++, 0) : ir + 1) {
+		int64_t src = idx[i];         /* idx[i] >= i, increasing: sources not yet overwritten */
+		sr += src - s0, s0 = src;
+		if (sr >= P)
+			sp += sr / P, sr %= P;
 		if (src == i)
 			continue;
-		size_t to = (size_t)kr_row(w, i) * esz, from = (size_t)kr_row(w, src) * esz;
-		memcpy(w->K + to, w->K + from, rowb);
-		memcpy(w->V + to, w->V + from, rowb);
+		size_t to = (size_t)((int64_t)w->tab[ip] * w->sp + ir * w->ldk) * esz;
+		size_t from = (size_t)((int64_t)w->tab[sp] * w->sp + sr * w->ldk) * esz;
+		row1(w->K + to, w->K + from, rowb);
+		row1(w->V + to, w->V + from, rowb);
 		if (pos)
 			pos[i] = pos[src];
 		for (int s = 0; s < nst; s++)
