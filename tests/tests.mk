@@ -2,5 +2,5 @@
 # Each tests/<tier>/<tier>.mk defines its target; this list runs them, cheap tiers first.
 # Fragments elsewhere add more to CHECK_MORE (check-kirdoc, check-example, check-llama).
 
-CHECK_TIERS = check-unit check-ir check-golden check-errors check-diff check-cache check-lib check-gpu-api \
+CHECK_TIERS = check-unit check-ir check-golden check-errors check-diff check-paged check-cache check-lib check-gpu-api \
               check-ptx check-emu check-e2e

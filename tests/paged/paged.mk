@@ -12,5 +12,4 @@ check-paged: $(B)/paged_tests
 	rm -rf $(B)/paged-cache
 	KVCC_CACHE_DIR=$(abspath $(B))/paged-cache $(B)/paged_tests
 
-CHECK_MORE += check-paged
 .PHONY: check-paged
