@@ -1,5 +1,6 @@
 # bench/: `make bench` (a program, not a test; not part of make check).
 #   make bench         build/kvcc-bench → bench/results/<cpu>.md and .json
+#   make bench-paged   build/kvcc-bench-paged: paged / batched vs contiguous ratios (issue 14)
 #   bench/setup        the optional kvpress/torch comparison venv (build/bench-venv)
 
 $(B)/kvcc-bench: $(B)/bench/bench.o $(B)/libkvcc.so
@@ -9,3 +10,12 @@ bench: $(B)/kvcc-bench $(B)/kvcc
 	$(B)/kvcc-bench --kvcc $(B)/kvcc
 
 .PHONY: bench
+
+# paged and batched caches vs contiguous (issue 14): build/kvcc-bench-paged, prints the ratios
+$(B)/kvcc-bench-paged: $(B)/bench/paged.o $(B)/libkvcc.so
+	$(CC) -o $@ $(B)/bench/paged.o -L$(B) -lkvcc -lkvcc_rt -Wl,-rpath,$(abspath $(B)) -lpthread -lm
+
+bench-paged: $(B)/kvcc-bench-paged
+	$(B)/kvcc-bench-paged
+
+.PHONY: bench-paged

@@ -150,6 +150,81 @@ KVCC_API int kvcc_plan_set_params(kvcc_plan *pl, const double *params);
 ** counts one step; plans start at 0). */
 KVCC_API int kvcc_plan_set_step(kvcc_plan *pl, int step);
 
+/* --- batched and paged caches -------------------------------------------------------------
+** Many sequences per call, and caches kept in a pool of fixed-size pages (doc/runtime.md).
+**
+** Batched contiguous: every sequence has its own cache laid out per kvcc_layout (kvcc_seq.K/V).
+** Paged: logical token t of (sequence, layer, head) lives in page table[t / page_size], row
+** t % page_size; element (page, row, head h, chan c) of layer l is at
+**   Kl[l] + page*stride_page + row*stride_token + h*stride_head + c     (Kl NULL: K + l*stride_layer)
+** with stride_token/stride_head/stride_layer from kvcc_layout. vLLM's per-layer
+** [num_blocks][block_size][kv_heads][head_dim]: stride_page = block_size*kv_heads*head_dim,
+** stride_token = kv_heads*head_dim, stride_head = head_dim, Kl/Vl = the layers' tensors.
+** Tables: one per sequence shared by all layers and heads (vLLM's block table) or one per
+** (sequence, layer, head) (heads own their pages), dense ([ntab][max_pages]) or FlashInfer's CSR
+** (indptr, indices, last_page_len). kvcc_layout.capacity is the per-sequence row stride of pos,
+** state and scores and bounds the lengths. */
+enum { KVCC_TABLE_SHARED = 0, KVCC_TABLE_PER_HEAD = 1 };
+
+typedef struct kvcc_paging {
+	int page_size;             /* tokens per page, 1..256 */
+	int num_pages;             /* the pool's pages: ids 0..num_pages-1 */
+	int max_pages;             /* the most pages one table holds (dense tables: their row length) */
+	int tables;                /* KVCC_TABLE_SHARED or KVCC_TABLE_PER_HEAD */
+	int64_t stride_page;       /* elements between pages */
+} kvcc_paging;
+
+/* One sequence of a batch. Compaction keeps logical order and moves kept rows to logical slots
+** 0..m-1 of the same (layer, head), in place. Paged plans report in `freed` the page ids no
+** (layer, head) holds a token in any more (shared tables: past the longest head), in logical
+** order (per-head tables: table by table, layer-major); they are never read or written again. */
+typedef struct kvcc_seq {
+	void *K, *V;               /* contiguous plans: this sequence's cache; paged plans: unused */
+	int32_t *pos;              /* [layers][kv_heads][capacity] or NULL */
+	int32_t *len;              /* [layers][kv_heads], updated by compression and append */
+	float *state;              /* [nstate][layers][kv_heads][capacity] or NULL */
+	kvcc_obs obs;              /* this sequence's observation queries (compress) */
+	int32_t *freed;            /* paged, out (or NULL): room for max_pages ids (shared tables) or
+	                              layers*kv_heads*max_pages (per-head tables) */
+	int nfreed;                /* out: ids written to freed */
+} kvcc_seq;
+
+typedef struct kvcc_batch {
+	int nseq;                  /* 1..max_seqs of the plan */
+	kvcc_seq *seq;             /* [nseq] */
+	/* paged plans only: */
+	void *K, *V;               /* page pools, or NULL with Kl/Vl */
+	void *const *Kl;           /* [layers] per-layer pool bases (vLLM's per-layer tensors), or NULL */
+	void *const *Vl;
+	const int32_t *table;      /* dense: [ntab][max_pages] page ids, ntab = nseq (shared) or
+	                              nseq*layers*kv_heads (per head, sequence-major); entries past a
+	                              table's longest length are not read */
+	const int32_t *indptr;     /* or CSR: table i = indices[indptr[i] .. indptr[i+1]) (table NULL) */
+	const int32_t *indices;
+	int32_t *last_page_len;    /* CSR, optional, in/out [ntab]: a table holds at most
+	                              (npages-1)*page_size + last_page_len tokens; compress sets it for the
+	                              new longest length (the table then keeps its first
+	                              ceil(len/page_size) pages) */
+} kvcc_batch;
+
+/* A plan for up to max_seqs sequences per call; pg NULL: batched contiguous caches, else paged
+** (the layout's strides then describe the pool, see above). kvcc_plan_create is this with
+** pg NULL and max_seqs 1. Checks: page size 1..256, strides that keep the pool's rows apart
+** and inside int64. */
+KVCC_API int kvcc_plan_create_batch(kvcc_policy *p, const kvcc_layout *lay, const kvcc_paging *pg, int max_seqs,
+                                    int max_obs, int threads, kvcc_plan **out);
+/* kvcc_compress on every sequence of the batch, (sequence, layer, head) tasks on the pool. Bad
+** tables (a page id outside the pool, a page used twice in one call, a length above its table's
+** capacity, a missing table) give KVCC_EINVAL and change nothing. */
+KVCC_API int kvcc_compress_batch(kvcc_plan *pl, kvcc_batch *b, const kvcc_args *args);
+/* kvcc_append for every sequence: k, v [nseq][kv_heads][head_dim], pos [nseq] (paged: the slot's
+** page must be in the table). */
+KVCC_API int kvcc_append_batch(kvcc_plan *pl, kvcc_batch *b, int layer, const void *k, const void *v,
+                               const int32_t *pos);
+/* kvcc_decode_layer for every sequence: q, out [nseq][kv_heads][group][head_dim] f32; each head
+** attends over the tokens it holds. */
+KVCC_API int kvcc_decode_batch(kvcc_plan *pl, kvcc_batch *b, int layer, const float *q, float *out);
+
 /* --- GPU (CUDA) ------------------------------------------------------------------------------
 ** A policy compiled with --gpu-arch (kvcc_compiler.h: kvcc_compile_so_gpu) carries PTX/CUBIN per
 ** target beside the CPU kernels. libkvcc_rt drives the CUDA driver through dlopen("libcuda.so.1")

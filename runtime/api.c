@@ -178,7 +178,60 @@ KVCC_API int kvcc_plan_timings(const kvcc_plan *pl, double ms[4])
 	return 0;
 }
 
+/*
+** A paged pool's strides: the (stride, extent) pairs of head, token-in-page and page sorted by
+** stride must nest (each stride at least the previous one's span, the smallest at least
+** head_dim), so no two rows overlap, and the whole pool (all layers when stride_layer is used)
+** must stay inside int64 bytes. 0 or KVCC_EINVAL.
+*/
+static int pagedstrides(const kvcc_layout *lay, const kvcc_paging *pg, size_t esz)
+{
+	int64_t st[3] = { lay->stride_head, lay->stride_token, pg->stride_page };
+	int64_t ex[3] = { lay->kv_heads, pg->page_size, pg->num_pages };
+	for (int i = 1; i < 3; i++)            /* insertion sort by stride */
+		for (int j = i; j > 0 && st[j] < st[j - 1]; j--) {
+			int64_t a = st[j], e = ex[j];
+			st[j] = st[j - 1], ex[j] = ex[j - 1], st[j - 1] = a, ex[j - 1] = e;
+		}
+	int64_t span = lay->head_dim;          /* elements one row ... one pool covers */
+	int ok = 1;
+	for (int i = 0; i < 3 && ok; i++) {
+		if (ex[i] == 1)
+			continue;
+		ok = st[i] >= span && !__builtin_mul_overflow(st[i], ex[i], &span);
+	}
+	int64_t all = span, bytes;
+	if (ok && lay->layers > 1 && lay->stride_layer != 0)
+		ok = lay->stride_layer >= span && !__builtin_mul_overflow(lay->stride_layer, (int64_t)lay->layers, &all);
+	if (ok)
+		ok = lay->stride_layer >= 0 && !__builtin_mul_overflow(all, (int64_t)esz, &bytes);
+	if (!ok)
+		return kr_seterr(KVCC_EINVAL, "bad paged strides (layer %lld, page %lld, token %lld, head %lld) for %d pages of "
+		                 "%d tokens, %d heads, head_dim %d: rows overlap or the pool overflows",
+		                 (long long)lay->stride_layer, (long long)pg->stride_page, (long long)lay->stride_token,
+		                 (long long)lay->stride_head, pg->num_pages, pg->page_size, lay->kv_heads, lay->head_dim);
+	return 0;
+}
+
+/* the paging's own fields */
+static int pagingcheck(const kvcc_layout *lay, const kvcc_paging *pg)
+{
+	if (pg->page_size < 1 || pg->page_size > 256)
+		return kr_seterr(KVCC_EINVAL, "page size %d outside 1..256", pg->page_size);
+	if (pg->num_pages < 1 || pg->max_pages < 1 || (pg->tables != KVCC_TABLE_SHARED && pg->tables != KVCC_TABLE_PER_HEAD))
+		return kr_seterr(KVCC_EINVAL, "bad paging: num_pages %d, max_pages %d, tables %d", pg->num_pages, pg->max_pages,
+		                 pg->tables);
+	(void)lay;
+	return 0;
+}
+
 KVCC_API int kvcc_plan_create(kvcc_policy *p, const kvcc_layout *lay, int max_obs, int threads, kvcc_plan **out)
+{
+	return kvcc_plan_create_batch(p, lay, NULL, 1, max_obs, threads, out);
+}
+
+KVCC_API int kvcc_plan_create_batch(kvcc_policy *p, const kvcc_layout *lay, const kvcc_paging *pg, int max_seqs,
+                                    int max_obs, int threads, kvcc_plan **out)
 {
 	if (!out)
 		return kr_seterr(KVCC_EINVAL, "null argument");
@@ -193,8 +246,16 @@ KVCC_API int kvcc_plan_create(kvcc_policy *p, const kvcc_layout *lay, int max_ob
 		return kr_seterr(KVCC_EINVAL, "bad layout: layers %d kv_heads %d capacity %d", lay->layers, lay->kv_heads,
 		                 lay->capacity);
 	int64_t d = lay->head_dim, st = lay->stride_token, sh = lay->stride_head, sl = lay->stride_layer;
-	if (st < d || sh < st * lay->capacity || (lay->layers > 1 && sl < sh * lay->kv_heads) ||
-	    (lay->kv_heads == 1 && sh < st * lay->capacity) || sl < 0)
+	size_t esz = lay->dtype == KVCC_F32 ? 4 : 2;
+	if (max_seqs < 1 || max_seqs > 65536 || (uint64_t)max_seqs * lay->layers * lay->kv_heads * lay->capacity > (1ull << 40))
+		return kr_seterr(KVCC_EINVAL, "bad max_seqs %d (1..65536, and max_seqs*layers*kv_heads*capacity up to 2^40)",
+		                 max_seqs);
+	if (pg) {
+		int rc = pagingcheck(lay, pg);
+		if (rc || (rc = pagedstrides(lay, pg, esz)) != 0)
+			return rc;
+	} else if (st < d || sh < st * lay->capacity || (lay->layers > 1 && sl < sh * lay->kv_heads) ||
+	           (lay->kv_heads == 1 && sh < st * lay->capacity) || sl < 0)
 		return kr_seterr(KVCC_EINVAL, "bad layout strides (layer %lld, head %lld, token %lld) for head_dim %d capacity %d",
 		                 (long long)sl, (long long)sh, (long long)st, lay->head_dim, lay->capacity);
 	if (max_obs < 0 || threads < 0)
@@ -202,7 +263,9 @@ KVCC_API int kvcc_plan_create(kvcc_policy *p, const kvcc_layout *lay, int max_ob
 	kvcc_plan *pl = calloc(1, sizeof *pl);
 	if (!pl)
 		return kr_seterr(KVCC_ENOMEM, "out of memory");
-	pl->p = p, pl->lay = *lay, pl->max_obs = max_obs;
+	pl->p = p, pl->lay = *lay, pl->max_obs = max_obs, pl->max_seqs = max_seqs;
+	if (pg)
+		pl->paged = 1, pl->pg = *pg;
 	pl->threads = threads ? threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
 	if (pl->threads < 1)
 		pl->threads = 1;
@@ -215,7 +278,8 @@ KVCC_API int kvcc_plan_create(kvcc_policy *p, const kvcc_layout *lay, int max_ob
 	int dt = 2;                /* the most decode tasks per thread of any bucket (the config's) */
 	for (int k = 0; k < KA_NBUCKET; k++)
 		dt = p->h->dtasks[k] > dt ? p->h->dtasks[k] : dt;
-	pl->maxch = (dt * pl->threads + H - 1) / H + 1;
+	/* paged: chunks over all heads */
+	pl->maxch = (pg ? dt * pl->threads : (dt * pl->threads + H - 1) / H) + 1;
 	pl->par = malloc(((size_t)h->npar + 1) * sizeof *pl->par);
 	pl->step = calloc((size_t)lay->layers, sizeof *pl->step);
 	pl->S = malloc((size_t)H * G * pl->lds * sizeof(float));
@@ -223,9 +287,10 @@ KVCC_API int kvcc_plan_create(kvcc_policy *p, const kvcc_layout *lay, int max_ob
 	pl->cst = malloc((size_t)H * pl->maxch * G * (2 + dd) * sizeof(float));
 	pl->oval = calloc((size_t)H * (nins + 1), sizeof *pl->oval);
 	pl->ws = calloc((size_t)pl->threads, sizeof *pl->ws);
-	size_t ninst = (size_t)lay->layers * H, sg = h->scope == KA_SCOPE_HEAD ? 1 : h->scope == KA_SCOPE_LAYER ? (size_t)H : ninst;
+	size_t LH = (size_t)lay->layers * H, ninst = LH * (size_t)max_seqs;
+	size_t sg = h->scope == KA_SCOPE_HEAD ? 1 : h->scope == KA_SCOPE_LAYER ? (size_t)H : LH;
 	pl->selkeys = malloc((sg * lay->capacity + 1) * sizeof(uint64_t));
-	pl->part = malloc((ninst + 1) * sizeof *pl->part);
+	pl->part = malloc((LH + 1) * sizeof *pl->part);
 	pl->kidx = malloc((ninst * lay->capacity + 1) * sizeof(int32_t));
 	pl->nkept = malloc((ninst + 1) * sizeof(int32_t));
 	pl->hsrc = calloc((size_t)H, sizeof *pl->hsrc);
@@ -239,6 +304,19 @@ KVCC_API int kvcc_plan_create(kvcc_policy *p, const kvcc_layout *lay, int max_ob
 	int bad = !pl->par || !pl->step || !pl->S || !pl->qs || !pl->cst || !pl->oval || !pl->ws || !pl->selkeys ||
 	          !pl->part || !pl->kidx || !pl->nkept || !pl->hsrc || !pl->hdst || !pl->arena || !pl->tvals ||
 	          !pl->scorebuf || !pl->score || !pl->cpar;
+	if (!bad && pg) {         /* tables of a call, page marks, row offsets and staging per thread */
+		size_t ntab = pg->tables == KVCC_TABLE_PER_HEAD ? ninst : (size_t)max_seqs;
+		pl->tabp = calloc(ntab, sizeof *pl->tabp);
+		pl->tabn = calloc(ntab, sizeof *pl->tabn);
+		pl->tabu = calloc(ntab, sizeof *pl->tabu);
+		pl->pmark = calloc((size_t)pg->num_pages, 1);
+		pl->roff = calloc((size_t)pl->threads, sizeof *pl->roff);
+		pl->stage = calloc((size_t)pl->threads, sizeof *pl->stage);
+		bad = !pl->tabp || !pl->tabn || !pl->tabu || !pl->pmark || !pl->roff || !pl->stage;
+		for (int t = 0; t < pl->threads && !bad; t++)
+			bad = !(pl->roff[t] = malloc(((size_t)lay->capacity + 1) * sizeof(int64_t))) ||
+			      !(pl->stage[t] = aligned_alloc(64, 2 * KR_STAGE * dd * esz));
+	}
 	if (!bad) {
 		bad = make_arenas(pl) != 0;
 		pl->obs_sized = (h->flags & KA_FATTN) != 0;
@@ -288,6 +366,13 @@ KVCC_API void kvcc_plan_destroy(kvcc_plan *pl)
 	}
 	free(pl->arena), free(pl->tvals), free(pl->scorebuf), free(pl->score), free(pl->cpar);
 	free(pl->oval), free(pl->par), free(pl->step), free(pl->S), free(pl->qs), free(pl->cst);
+	for (int t = 0; t < pl->threads; t++) {
+		if (pl->roff)
+			free(pl->roff[t]);
+		if (pl->stage)
+			free(pl->stage[t]);
+	}
+	free(pl->roff), free(pl->stage), free(pl->tabp), free(pl->tabn), free(pl->tabu), free(pl->pmark);
 	free(pl);
 }
 

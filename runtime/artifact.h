@@ -47,7 +47,7 @@ static inline uint64_t ka_fnv(const void *p, size_t n, uint64_t h)
 */
 #define KVCC_DESC_SYMBOL "kvcc_artifact"
 #define KVCC_MAGIC 0x4B5643435F415254ull   /* "KVCC_ART" */
-#define KVCC_ABI 8                         /* kvcc_artifact and the kernels' signatures */
+#define KVCC_ABI 9                         /* kvcc_artifact and the kernels' signatures */
 #define KA_MAGIC "KVCCDSC"                 /* the blob's first 8 bytes (with the NUL) */
 #define KA_FORMAT 2                        /* the blob's layout (2: the tuning config) */
 #define KA_NBUCKET 4                       /* decode split buckets (longest head < 4K, 16K, 64K, more) */
@@ -137,7 +137,7 @@ typedef struct KaHdr {
 ** code reads field k at byte 8k). vals[i] = instruction i's f32 values, row-major over
 ** (group, token, chan) ([token]: t, [group, token]: g*n + t, [token, chan]: t*d + c,
 ** scalar: [0]); K / V = the instance's rows in storage dtype, token stride ldk elements;
-** pos NULL: pos = t; state = state 0 of the instance, state s at state + s*sstride (NULL: the
+** pos NULL: pos = t; roff (paged caches) given: row t at element roff[t] instead; state = state 0 of the instance, state s at state + s*sstride (NULL: the
 ** initial values). */
 typedef struct kvcc_tmap_ctx {
 	float *const *vals;
@@ -149,6 +149,7 @@ typedef struct kvcc_tmap_ctx {
 	const float *attn;         /* observe: this step's probabilities [group][lda] */
 	int64_t lda;
 	double err;                /* out: the bad value when a loop returns non-zero */
+	const int64_t *roff;       /* paged caches: row t of K / V at element roff[t] (NULL: t*ldk) */
 } kvcc_tmap_ctx;
 
 typedef struct kvcc_artifact {

@@ -1,6 +1,7 @@
 /*
-** kvcc_compress (include/kvcc.h): score, select and compact every (layer, head) instance of a
-** cache, on the plan's thread pool, following the artifact's run plan (runtime/artifact.h):
+** kvcc_compress and kvcc_compress_batch (include/kvcc.h): score, select and compact every
+** (sequence, layer, head) instance of a batch (kvcc_compress: one sequence), on the plan's thread
+** pool, following the artifact's run plan (runtime/artifact.h):
 **
 **   per instance, in instruction order:  KA_LOOP       the generated token_map loop (tmap)
 **                                        KA_ATTN_*     attn_score: the generated Q·K tile, attn_stats
@@ -12,7 +13,9 @@
 **                                        compact       generated in-place stable gather
 **
 ** The runtime orchestrates (threads, tiles, visibility of causal tiles, buffers); every value a
-** policy computes comes from generated code.
+** policy computes comes from generated code. Paged caches (paged.c): the generated loops read
+** rows through per-instance row offsets, a Q·K tile spanning pages is staged (a tile inside one
+** page is read in place), compaction moves rows through the table, freed pages are reported.
 */
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,11 +29,10 @@ typedef struct Run {
 	kvcc_plan *pl;
 	const KaHdr *h;
 	const KaIns *ins;
-	kvcc_cache *c;
-	const kvcc_obs *obs;
+	kvcc_batch *b;
 	const double *par;
 	float ***val;            /* [ninst][nins] per-instance values (head_mean), or NULL: the thread's */
-	int ninst, G, O, d;
+	int ninst, LH, G, d;     /* instances: nseq * LH, sequence-major */
 	int step;                /* x.step */
 	int lo, hi;              /* instruction range of the current stage */
 	int err;                 /* first error */
@@ -39,18 +41,21 @@ typedef struct Run {
 } Run;
 
 typedef struct Inst {
-	int l, h, n;
-	const char *Kb, *Vb;     /* rows of this instance */
+	int s, l, h, n, O;       /* sequence, layer, head, tokens, observation queries */
+	KrRows w;                /* where its rows are */
+	const kvcc_obs *obs;
 	int32_t *pos;
+	float *state;            /* state 0 of the instance (stride sstride), or NULL */
+	const int64_t *roff;     /* paged: the row offsets (generated loops), or NULL */
 	float *Qf;               /* [G][O][d] f32 */
 } Inst;
 
 static int posof(const Inst *I, int t) { return I->pos ? I->pos[t] : t; }
 /* default: the positions of the last O held tokens (DESIGN §3), extrapolated when O > n */
-static int qposof(Run *r, const Inst *I, int o)
+static int qposof(const Inst *I, int o)
 {
-	int t = I->n - r->O + o;
-	return r->obs && r->obs->qpos ? r->obs->qpos[o] : t >= 0 ? posof(I, t) : (I->n ? posof(I, 0) : 0) + t;
+	int t = I->n - I->O + o;
+	return I->obs->qpos ? I->obs->qpos[o] : t >= 0 ? posof(I, t) : (I->n ? posof(I, 0) : 0) + t;
 }
 
 /* the first error of the run, at instruction i's policy position (i < 0: none) */
@@ -76,10 +81,10 @@ static void tmapctx(Run *r, const Inst *I, float **vals, kvcc_tmap_ctx *c)
 {
 	const kvcc_layout *lay = &r->pl->lay;
 	*c = (kvcc_tmap_ctx){
-		.vals = vals, .par = r->par, .K = I->Kb, .V = I->Vb, .pos = I->pos,
-		.state = r->c->state ? r->c->state + ((size_t)I->l * lay->kv_heads + I->h) * (size_t)lay->capacity : NULL,
+		.vals = vals, .par = r->par, .K = I->w.K, .V = I->w.V, .pos = I->pos, .state = I->state,
 		.n = I->n, .ldk = lay->stride_token, .sstride = (int64_t)lay->layers * lay->kv_heads * lay->capacity,
-		.layer = I->l, .head = I->h, .layers = lay->layers, .heads = lay->kv_heads, .step = r->step, .obs = r->O,
+		.layer = I->l, .head = I->h, .layers = lay->layers, .heads = lay->kv_heads, .step = r->step, .obs = I->O,
+		.roff = I->roff,
 	};
 }
 
@@ -94,9 +99,9 @@ static int loopfail(Run *r, int64_t rc, const kvcc_tmap_ctx *c)
 ** token. */
 static void tilevis(Run *r, const Inst *I, int t0, int nt, int causal, int mono, uint64_t *vm)
 {
-	int G = r->G, O = r->O;
+	int G = r->G, O = I->O;
 	for (int o = 0; o < O; o++) {
-		int qp = causal ? qposof(r, I, o) : 0;
+		int qp = causal ? qposof(I, o) : 0;
 		uint64_t m = 0;
 		if (!causal || (mono && posof(I, t0 + nt - 1) <= qp))
 			m = nt == 64 ? ~0ull : (1ull << nt) - 1;
@@ -127,7 +132,7 @@ static int attnscore(Run *r, Inst *I, float **vals, int lo, int hi, int tid)
 {
 	const KaIns *ins = r->ins;
 	const kvcc_artifact *A = r->pl->p->a;
-	int G = r->G, O = r->O, GO = G * O, n = I->n, d = r->d, causal = (r->h->flags & KA_FCAUSAL) != 0;
+	int G = r->G, O = I->O, GO = G * O, n = I->n, d = r->d, causal = (r->h->flags & KA_FCAUSAL) != 0;
 	if (O < 1)
 		return fail(r, lo, "the policy reads Q but no observation queries were given");
 	if (GO > r->pl->ws_go)
@@ -143,10 +148,11 @@ static int attnscore(Run *r, Inst *I, float **vals, int lo, int hi, int tid)
 	float *S = w, *Kp = S + (size_t)GO * TILE, *m = Kp + (size_t)d * TILE, *l = m + GO, *mp = l + GO;
 	float *acc = mp + GO;
 	uint64_t *vm = (uint64_t *)(void *)(I->Qf + (size_t)GO * d);
-	int64_t ldk = r->pl->lay.stride_token;
+	int64_t ldk;
 	size_t esz = r->pl->esz;
-	if ((r->h->flags & KA_FSCALE) && r->obs->lse) {
-		const float *ls = r->obs->lse + ((size_t)I->l * r->pl->lay.kv_heads + I->h) * GO;
+	char *stg = r->pl->paged ? r->pl->stage[tid] : NULL;      /* a tile that spans pages */
+	if ((r->h->flags & KA_FSCALE) && I->obs->lse) {
+		const float *ls = I->obs->lse + ((size_t)I->l * r->pl->lay.kv_heads + I->h) * GO;
 		for (int q = 0; q < GO; q++)
 			mp[q] = ls[q];
 	} else {
@@ -154,7 +160,8 @@ static int attnscore(Run *r, Inst *I, float **vals, int lo, int hi, int tid)
 			m[q] = -INFINITY, l[q] = 0;
 		for (int t0 = 0; t0 < n; t0 += TILE) {
 			int nt = n - t0 < TILE ? n - t0 : TILE;
-			A->qkt(I->Kb + (size_t)t0 * ldk * esz, ldk, nt, I->Qf, GO, S, Kp);
+			const char *Kt = kr_span(&I->w, esz, d, t0, nt, stg, &ldk, NULL, NULL);
+			A->qkt(Kt, ldk, nt, I->Qf, GO, S, Kp);
 			tilevis(r, I, t0, nt, causal, mono, vm);
 			A->sstat(S, GO, vm, a, m, l);
 		}
@@ -168,7 +175,8 @@ static int attnscore(Run *r, Inst *I, float **vals, int lo, int hi, int tid)
 	float *out = vals[fr];
 	for (int t0 = 0; t0 < n; t0 += TILE) {
 		int nt = n - t0 < TILE ? n - t0 : TILE;
-		A->qkt(I->Kb + (size_t)t0 * ldk * esz, ldk, nt, I->Qf, GO, S, Kp);
+		const char *Kt = kr_span(&I->w, esz, d, t0, nt, stg, &ldk, NULL, NULL);
+		A->qkt(Kt, ldk, nt, I->Qf, GO, S, Kp);
 		tilevis(r, I, t0, nt, causal, mono, vm);
 		for (int g = 0; g < G; g++) {
 			memset(acc, 0, TILE * sizeof(float));
@@ -188,16 +196,19 @@ static int attnscore(Run *r, Inst *I, float **vals, int lo, int hi, int tid)
 	return 0;
 }
 
+/* instance k = (sequence, layer, head) of the batch */
 static void instof(Run *r, int k, Inst *I)
 {
 	const kvcc_layout *lay = &r->pl->lay;
 	memset(I, 0, sizeof *I);
-	I->l = k / lay->kv_heads, I->h = k % lay->kv_heads;
-	I->n = r->c->len[k];
-	size_t off = ((size_t)I->l * lay->stride_layer + (size_t)I->h * lay->stride_head) * r->pl->esz;
-	I->Kb = (const char *)r->c->K + off;
-	I->Vb = (const char *)r->c->V + off;
-	I->pos = r->c->pos ? r->c->pos + (size_t)k * lay->capacity : NULL;
+	int kk = k % r->LH;
+	I->s = k / r->LH, I->l = kk / lay->kv_heads, I->h = kk % lay->kv_heads;
+	kvcc_seq *q = &r->b->seq[I->s];
+	I->n = q->len[kk];
+	I->obs = &q->obs, I->O = q->obs.nobs;
+	kr_rows(r->pl, r->b, I->s, I->l, I->h, &I->w);
+	I->pos = q->pos ? q->pos + (size_t)kk * lay->capacity : NULL;
+	I->state = q->state ? q->state + (size_t)kk * lay->capacity : NULL;
 }
 
 /* One instance through the stage [lo, hi): its generated token_map loops and its attn_score, in
@@ -210,13 +221,17 @@ static int runinst(Run *r, int k, int tid)
 	float **vals = arena ? r->pl->tvals[tid] : r->val[k];
 	const KaIns *ins = r->ins;
 	if (r->h->flags & KA_FATTN) {       /* the workspace's Q rows (G * nobs <= ws_go) */
-		size_t nq = (size_t)r->G * r->O * r->d;
-		int GO = r->G * r->O;
+		size_t nq = (size_t)r->G * I.O * r->d;
+		int GO = r->G * I.O;
 		I.Qf = r->pl->ws[tid] + (size_t)GO * TILE + (size_t)r->d * TILE + 4 * (size_t)GO + TILE;
-		r->pl->p->a->cvt((const char *)r->obs->Q + (size_t)k * nq * r->pl->esz, I.Qf, (int64_t)nq);
+		r->pl->p->a->cvt((const char *)I.obs->Q + (size_t)(k % r->LH) * nq * r->pl->esz, I.Qf, (int64_t)nq);
 	}
 	int rc = 0, attn = 0;
 	for (int i = r->lo; i < r->hi && rc == 0; i++) {
+		if (ins[i].what == KA_LOOP && I.w.tab && !I.roff) {    /* paged: the loops' row offsets */
+			kr_rowoffs(&I.w, I.n, r->pl->roff[tid]);
+			I.roff = r->pl->roff[tid];
+		}
 		if (ins[i].what == KA_LOOP) {      /* a generated fused loop */
 			int e = ins[i].arg;
 			for (int j = i; j <= e && rc == 0; j++)
@@ -300,6 +315,8 @@ static long chunkgreedy(const kvcc_artifact *A, const uint64_t *ks, size_t nc, l
 ** list. chunk > 1: ckeys builds the chunk keys (full chunks contiguous, each instance's partial
 ** last chunk set aside in pl->part), chunkgreedy finds how many full chunks are kept, topk their
 ** threshold, ckeepidx expands kept chunks to each instance's sorted kept list. */
+#define LEN(r, k) ((r)->b->seq[(k) / (r)->LH].len[(k) % (r)->LH])
+
 static int selectkeep(Run *r, float **score, const kvcc_args *args)
 {
 	const kvcc_artifact *A = r->pl->p->a;
@@ -317,15 +334,15 @@ static int selectkeep(Run *r, float **score, const kvcc_args *args)
 	size_t nc = 0, base = 0;
 	long want = 0;
 	int np = 0;
-	for (int k = 0; k < r->ninst; k++) {
-		int l = k / lay->kv_heads, h = k % lay->kv_heads;
-		long n = r->c->len[k];
+	for (int k = 0; k < r->ninst; k++) {     /* groups never span sequences; keys as for one sequence */
+		int kk = k % r->LH, l = kk / lay->kv_heads, h = kk % lay->kv_heads;
+		long n = LEN(r, k);
 		want += (long)A->nkeep(r->par, l, lay->layers, n, args->ratio, args->budget);
 		if (ch == 1) {
-			A->selkeys(score[k], n, S, Rr, (uint32_t)((size_t)k * cap), ks + nc);
+			A->selkeys(score[k], n, S, Rr, (uint32_t)((size_t)kk * cap), ks + nc);
 			nc += (size_t)n;
 		} else {
-			A->ckeys(score[k], n, S, Rr, (uint32_t)((size_t)k * cap), ch, ks + nc);
+			A->ckeys(score[k], n, S, Rr, (uint32_t)((size_t)kk * cap), ch, ks + nc);
 			if (n % ch) {           /* insertion into pt, highest key first */
 				KrPart p = { ks[nc + (size_t)(n / ch)], k, (int)(n % ch), 0 };
 				int j = np++;
@@ -336,26 +353,26 @@ static int selectkeep(Run *r, float **score, const kvcc_args *args)
 			nc += (size_t)(n / ch);
 		}
 		int lastk = hd->scope == KA_SCOPE_HEAD || (hd->scope == KA_SCOPE_LAYER && h == lay->kv_heads - 1) ||
-		            k == r->ninst - 1;
+		            kk == r->LH - 1;
 		if (!lastk)
 			continue;
 		size_t c = 0;
 		if (ch == 1) {
 			uint64_t thr = threshold(A, ks, nc, want);
-			for (int kk = (int)base; kk <= k; kk++) {
-				long nn = r->c->len[kk];
-				nkept[kk] = want <= 0 ? 0 : (int32_t)A->keepidx(ks + c, nn, thr, kidx + (size_t)kk * cap);
+			for (int kj = (int)base; kj <= k; kj++) {
+				long nn = LEN(r, kj);
+				nkept[kj] = want <= 0 ? 0 : (int32_t)A->keepidx(ks + c, nn, thr, kidx + (size_t)kj * cap);
 				c += (size_t)nn;
 			}
 		} else {
 			uint64_t thr = threshold(A, ks, nc, chunkgreedy(A, ks, nc, ch, pt, np, want));
-			for (int kk = (int)base; kk <= k; kk++)
-				nkept[kk] = 0;          /* here: whether the partial last chunk is kept */
+			for (int kj = (int)base; kj <= k; kj++)
+				nkept[kj] = 0;          /* here: whether the partial last chunk is kept */
 			for (int j = 0; j < np; j++)
 				nkept[pt[j].k] = pt[j].keep;
-			for (int kk = (int)base; kk <= k; kk++) {
-				long nn = r->c->len[kk];
-				nkept[kk] = (int32_t)A->ckeepidx(ks + c, nn, ch, thr, nkept[kk], kidx + (size_t)kk * cap);
+			for (int kj = (int)base; kj <= k; kj++) {
+				long nn = LEN(r, kj);
+				nkept[kj] = (int32_t)A->ckeepidx(ks + c, nn, ch, thr, nkept[kj], kidx + (size_t)kj * cap);
 				c += (size_t)(nn / ch);
 			}
 		}
@@ -365,55 +382,71 @@ static int selectkeep(Run *r, float **score, const kvcc_args *args)
 }
 
 /* compact_merge (no merges yet): the generated in-place stable gather of one instance's kept
-** rows of K, V, pos and state, from the sorted kept list select wrote. */
+** rows of K, V, pos and state, from the sorted kept list select wrote; through the page table
+** for paged caches (paged.c). */
 static void compacttask(void *arg, int k, int tid)
 {
 	(void)tid;
 	Run *r = arg;
 	const kvcc_layout *lay = &r->pl->lay;
-	int nst = r->c->state ? r->h->nst : 0;
 	Inst I;
 	instof(r, k, &I);
+	int nst = I.state ? r->h->nst : 0;
 	size_t cap = (size_t)lay->capacity;
-	r->pl->p->a->compact((void *)I.Kb, (void *)I.Vb, lay->stride_token, r->pl->kidx + k * cap, r->pl->nkept[k], I.pos,
-	                     nst ? r->c->state + k * cap : NULL, nst, (int64_t)(r->ninst * cap));
-	r->c->len[k] = r->pl->nkept[k];
+	int64_t sstride = (int64_t)r->LH * (int64_t)cap;
+	if (I.w.tab)
+		kr_pcompact(&I.w, r->pl->esz, r->d, r->pl->kidx + k * cap, r->pl->nkept[k], I.pos, I.state, nst, sstride);
+	else
+		r->pl->p->a->compact(I.w.K, I.w.V, lay->stride_token, r->pl->kidx + k * cap, r->pl->nkept[k], I.pos, I.state,
+		                     nst, sstride);
+	LEN(r, k) = r->pl->nkept[k];
 }
 
 static void compact(Run *r) { kr_pool_run(&r->pl->pool, compacttask, r, r->ninst); }
 
-KVCC_API int kvcc_compress(kvcc_plan *pl, kvcc_cache *c, const kvcc_obs *obs, const kvcc_args *args)
+/* The checks of a call that need no table: arguments, observation queries, head_mean lengths. */
+static int callcheck(kvcc_plan *pl, const kvcc_batch *b, const kvcc_args *args)
 {
-	if (!pl || !c || !args || !c->K || !c->V || !c->len)
-		return kr_seterr(KVCC_EINVAL, "null argument (plan, cache, K, V, len, args)");
+	const KaHdr *h = pl->p->h;
+	const kvcc_layout *lay = &pl->lay;
+	int H = lay->kv_heads;
+	if (args->budget < 0 && !(args->ratio >= 0 && args->ratio < 1))
+		return kr_seterr(KVCC_EINVAL, "ratio must be in [0, 1), got %g", args->ratio);
+	for (int s = 0; s < b->nseq; s++) {
+		const kvcc_obs *obs = &b->seq[s].obs;
+		const int32_t *len = b->seq[s].len;
+		int O = obs->nobs;
+		if ((h->flags & KA_FATTN) && (O < 1 || !obs->Q))
+			return kr_seterr(KVCC_EINVAL, "policy %s reads Q: pass observation queries%s", pl->p->name,
+			                 b->nseq > 1 ? " (every sequence)" : "");
+		if (((h->flags & KA_FLSE) && !obs->lse) || O < 0)
+			return kr_seterr(KVCC_EINVAL, "bad observation queries (nobs %d, lse %s)", O, obs->lse ? "given" : "missing");
+		if (pl->obs_sized && O > pl->max_obs)
+			return kr_seterr(KVCC_EINVAL, "%d observation queries, but the plan was created for at most %d (max_obs)", O,
+			                 pl->max_obs);
+		if ((h->flags & KA_FQPOS) && O < 1)
+			return kr_seterr(KVCC_EINVAL, "policy %s reads qpos: pass observation queries", pl->p->name);
+		if (h->flags & KA_FHMEAN)
+			for (int k = 0; k < lay->layers * H; k++)
+				if (len[k] != len[(k / H) * H])
+					return kr_seterr(KVCC_EINVAL, "mean over heads needs equal lengths across the heads of layer %d", k / H);
+	}
+	return 0;
+}
+
+KVCC_API int kvcc_compress_batch(kvcc_plan *pl, kvcc_batch *b, const kvcc_args *args)
+{
+	if (!pl || !b || !args)
+		return kr_seterr(KVCC_EINVAL, "null argument (plan, batch, args)");
+	int rc = kr_batch_check(pl, b, -1);
+	if (rc || (rc = callcheck(pl, b, args)) != 0)
+		return rc;
 	const KaHdr *h = pl->p->h;
 	const KaIns *ins = pl->p->ins;
 	const kvcc_layout *lay = &pl->lay;
-	int ninst = lay->layers * lay->kv_heads;
-	for (int k = 0; k < ninst; k++)
-		if (c->len[k] < 0 || c->len[k] > lay->capacity)
-			return kr_seterr(KVCC_EINVAL, "length %d of (layer %d, head %d) outside 0..%d", c->len[k], k / lay->kv_heads,
-			              k % lay->kv_heads, lay->capacity);
-	if (args->budget < 0 && !(args->ratio >= 0 && args->ratio < 1))
-		return kr_seterr(KVCC_EINVAL, "ratio must be in [0, 1), got %g", args->ratio);
-	int O = obs ? obs->nobs : 0;
-	if ((h->flags & KA_FATTN) && (O < 1 || !obs->Q))
-		return kr_seterr(KVCC_EINVAL, "policy %s reads Q: pass observation queries", pl->p->name);
-	if (((h->flags & KA_FLSE) && (!obs || !obs->lse)) || O < 0)
-		return kr_seterr(KVCC_EINVAL, "bad observation queries (nobs %d, lse %s)", O, obs && obs->lse ? "given" : "missing");
-	if (pl->obs_sized && O > pl->max_obs)
-		return kr_seterr(KVCC_EINVAL, "%d observation queries, but the plan was created for at most %d (max_obs)", O,
-		                 pl->max_obs);
-	if ((h->flags & KA_FQPOS) && O < 1)
-		return kr_seterr(KVCC_EINVAL, "policy %s reads qpos: pass observation queries", pl->p->name);
-	if (h->flags & KA_FHMEAN)
-		for (int k = 0; k < ninst; k++)
-			if (c->len[k] != c->len[(k / lay->kv_heads) * lay->kv_heads])
-				return kr_seterr(KVCC_EINVAL, "mean over heads needs equal lengths across the heads of layer %d",
-				              k / lay->kv_heads);
+	int LH = lay->layers * lay->kv_heads, ninst = b->nseq * LH;
 	double t0 = kr_now_ms(), t1 = t0, t2 = t0;
-	Run r = { .pl = pl, .h = h, .ins = ins, .c = c, .obs = obs, .ninst = ninst, .G = h->group, .O = O,
-	          .d = lay->head_dim };
+	Run r = { .pl = pl, .h = h, .ins = ins, .b = b, .ninst = ninst, .LH = LH, .G = h->group, .d = lay->head_dim };
 	int maxstep = 0;
 	for (int l = 0; l < lay->layers; l++)
 		maxstep = pl->step[l] > maxstep ? pl->step[l] : maxstep;
@@ -423,7 +456,6 @@ KVCC_API int kvcc_compress(kvcc_plan *pl, kvcc_cache *c, const kvcc_obs *obs, co
 	int arena = !(h->flags & KA_FHMEAN);      /* per-thread arenas, else per-instance ones (plan time) */
 	r.val = arena ? NULL : pl->tvals;
 	float **score = pl->score;
-	int rc = 0;
 	for (int i = 0; i < h->npar; i++)
 		par[i] = args->params ? args->params[i] : pl->p->par[i].def;
 	r.par = par;
@@ -440,32 +472,46 @@ KVCC_API int kvcc_compress(kvcc_plan *pl, kvcc_cache *c, const kvcc_obs *obs, co
 		}
 		if (bar) {          /* head_mean: the generated barrier kernel over each layer's heads */
 			int j = ins[i].arg;
-			for (int l = 0; l < lay->layers; l++) {
-				int k0 = l * lay->kv_heads;
-				int64_t cnt = (int64_t)kr_count(ins[i].axes, r.G, O, c->len[k0], r.d);
-				for (int h = 0; h < lay->kv_heads; h++)
-					pl->hsrc[h] = r.val[k0 + h][j], pl->hdst[h] = r.val[k0 + h][i];
-				pl->p->a->hmean(pl->hsrc, lay->kv_heads, cnt, pl->hdst);
-			}
+			for (int s = 0; s < b->nseq; s++)
+				for (int l = 0; l < lay->layers; l++) {
+					int k0 = s * LH + l * lay->kv_heads;
+					int64_t cnt = (int64_t)kr_count(ins[i].axes, r.G, b->seq[s].obs.nobs, LEN(&r, k0), r.d);
+					for (int hh = 0; hh < lay->kv_heads; hh++)
+						pl->hsrc[hh] = r.val[k0 + hh][j], pl->hdst[hh] = r.val[k0 + hh][i];
+					pl->p->a->hmean(pl->hsrc, lay->kv_heads, cnt, pl->hdst);
+				}
 			r.lo = i + 1;
 		}
 	}
 	for (int k = 0; k < ninst; k++) {
 		score[k] = pl->scorebuf + (size_t)k * lay->capacity;
 		if (!arena)
-			memcpy(score[k], r.val[k][h->score], (size_t)c->len[k] * sizeof(float));
+			memcpy(score[k], r.val[k][h->score], (size_t)LEN(&r, k) * sizeof(float));
 		if (args->scores)
 			for (int t = 0; t < lay->capacity; t++)
-				args->scores[(size_t)k * lay->capacity + t] = t < c->len[k] ? score[k][t] : NAN;
+				args->scores[(size_t)k * lay->capacity + t] = t < LEN(&r, k) ? score[k][t] : NAN;
 	}
 	t1 = kr_now_ms();
 	if ((rc = selectkeep(&r, score, args)) != 0)
 		goto done;
 	t2 = kr_now_ms();
 	compact(&r);
+	if (pl->paged)
+		kr_freed(pl, b);
 	pl->ms[0] = t1 - t0, pl->ms[1] = t2 - t1, pl->ms[2] = kr_now_ms() - t2, pl->ms[3] = kr_now_ms() - t0;
 done:
 	pthread_mutex_destroy(&r.mu);
 	return rc;
 }
 
+KVCC_API int kvcc_compress(kvcc_plan *pl, kvcc_cache *c, const kvcc_obs *obs, const kvcc_args *args)
+{
+	if (!pl || !c || !args || !c->K || !c->V || !c->len)
+		return kr_seterr(KVCC_EINVAL, "null argument (plan, cache, K, V, len, args)");
+	if (pl->paged)
+		return kr_seterr(KVCC_EINVAL, "a paged plan: call kvcc_compress_batch with the page tables");
+	kvcc_seq s;
+	kvcc_batch b;
+	kr_single(c, obs, &s, &b);
+	return kvcc_compress_batch(pl, &b, args);
+}

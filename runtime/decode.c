@@ -1,5 +1,6 @@
 /*
-** Decode (include/kvcc.h): kvcc_append writes one token per KV head of a layer; kvcc_decode_layer
+** Decode (include/kvcc.h): kvcc_append(_batch) writes one token per KV head of a layer (paged:
+** into the slot's page); kvcc_decode_layer / kvcc_decode_batch
 ** attends one query step over every (layer, head) with the generated split-KV kernel (chunks on
 ** the pool, online-softmax partials merged per head), and when the policy has an observe hook
 ** turns the logits into probabilities (generated probs) and runs the generated hook, which
@@ -12,39 +13,57 @@
 #include <pthread.h>
 #include "runtime/rt.h"
 
-KVCC_API int kvcc_append(kvcc_plan *pl, kvcc_cache *c, int layer, const void *k, const void *v, int32_t pos)
+KVCC_API int kvcc_append_batch(kvcc_plan *pl, kvcc_batch *b, int layer, const void *k, const void *v,
+                               const int32_t *pos)
 {
-	if (!pl || !c || !c->K || !c->V || !c->len || !k || !v)
-		return kr_seterr(KVCC_EINVAL, "null argument (plan, cache, K, V, len, k, v)");
+	if (!pl || !b || !k || !v || !pos)
+		return kr_seterr(KVCC_EINVAL, "null argument (plan, batch, k, v, pos)");
 	const kvcc_layout *lay = &pl->lay;
 	if (layer < 0 || layer >= lay->layers)
 		return kr_seterr(KVCC_EINVAL, "layer %d outside 0..%d", layer, lay->layers - 1);
+	int rc = kr_batch_check(pl, b, layer);
+	if (rc)
+		return rc;
 	int H = lay->kv_heads, cap = lay->capacity;
 	const kvcc_policy *p = pl->p;
-	for (int h = 0; h < H; h++) {
-		int n = c->len[layer * H + h];
-		if (n < 0 || n >= cap)
-			return kr_seterr(KVCC_EINVAL, "append: (layer %d, head %d) holds %d tokens, capacity %d", layer, h, n, cap);
-	}
 	size_t row = (size_t)lay->head_dim * pl->esz;
-	for (int h = 0; h < H; h++) {
-		int k0 = layer * H + h, n = c->len[k0];
-		size_t off = ((size_t)layer * lay->stride_layer + (size_t)h * lay->stride_head + (size_t)n * lay->stride_token) * pl->esz;
-		memcpy((char *)c->K + off, (const char *)k + h * row, row);
-		memcpy((char *)c->V + off, (const char *)v + h * row, row);
-		if (c->pos)
-			c->pos[(size_t)k0 * cap + n] = pos;
-		if (c->state)
-			for (int s = 0; s < p->h->nst; s++)
-				c->state[((size_t)s * lay->layers * H + k0) * cap + n] = (float)p->st[s].init;
-		c->len[k0] = n + 1;
+	for (int s = 0; s < b->nseq; s++) {
+		kvcc_seq *q = &b->seq[s];
+		for (int h = 0; h < H; h++) {
+			int k0 = layer * H + h, n = q->len[k0];
+			KrRows w;
+			kr_rows(pl, b, s, layer, h, &w);
+			size_t off = (size_t)kr_row(&w, n) * pl->esz, in = ((size_t)s * H + h) * row;
+			memcpy(w.K + off, (const char *)k + in, row);
+			memcpy(w.V + off, (const char *)v + in, row);
+			if (q->pos)
+				q->pos[(size_t)k0 * cap + n] = pos[s];
+			if (q->state)
+				for (int st = 0; st < p->h->nst; st++)
+					q->state[((size_t)st * lay->layers * H + k0) * cap + n] = (float)p->st[st].init;
+			q->len[k0] = n + 1;
+		}
 	}
 	return 0;
 }
 
+KVCC_API int kvcc_append(kvcc_plan *pl, kvcc_cache *c, int layer, const void *k, const void *v, int32_t pos)
+{
+	if (!pl || !c || !c->K || !c->V || !c->len || !k || !v)
+		return kr_seterr(KVCC_EINVAL, "null argument (plan, cache, K, V, len, k, v)");
+	if (pl->paged)
+		return kr_seterr(KVCC_EINVAL, "a paged plan: call kvcc_append_batch with the page tables");
+	kvcc_seq s;
+	kvcc_batch b;
+	kr_single(c, NULL, &s, &b);
+	return kvcc_append_batch(pl, &b, layer, k, v, &pos);
+}
+
 typedef struct Dec {
 	kvcc_plan *pl;
-	kvcc_cache *c;
+	kvcc_batch *b;
+	int s;                   /* the sequence */
+	int32_t *len;            /* its lengths */
 	float *out;
 	int layer, G, d, H, cs, chper;
 	int step;                /* x.step of this call */
@@ -55,12 +74,11 @@ typedef struct Dec {
 
 static void dec_chunk(void *arg, int task, int tid)
 {
-	(void)tid;
 	Dec *D = arg;
 	kvcc_plan *pl = D->pl;
 	const kvcc_layout *lay = &pl->lay;
 	int h = task / D->chper, ch = task % D->chper, G = D->G, d = D->d;
-	int n = D->c->len[D->layer * D->H + h];
+	int n = D->len[D->layer * D->H + h];
 	float *st = pl->cst + ((size_t)h * pl->maxch + ch) * G * (2 + (size_t)d);
 	for (int g = 0; g < G; g++)
 		st[g] = -INFINITY, st[G + g] = 0;
@@ -68,20 +86,80 @@ static void dec_chunk(void *arg, int task, int tid)
 	int64_t t0 = (int64_t)ch * D->cs, nt = n - t0 < D->cs ? n - t0 : D->cs;
 	if (nt <= 0)
 		return;
-	size_t off = ((size_t)D->layer * lay->stride_layer + (size_t)h * lay->stride_head + (size_t)t0 * lay->stride_token) *
-	             pl->esz;
-	pl->p->a->decode((const char *)D->c->K + off, (const char *)D->c->V + off, lay->stride_token, nt,
-	                 pl->qs + (size_t)h * G * d, pl->S + (size_t)h * G * pl->lds + t0, pl->lds, st);
+	KrRows w;
+	kr_rows(pl, D->b, D->s, D->layer, h, &w);
+	if (!w.tab) {
+		size_t off = (size_t)(t0 * lay->stride_token) * pl->esz;
+		pl->p->a->decode(w.K + off, w.V + off, lay->stride_token, nt, pl->qs + (size_t)h * G * d,
+		                 pl->S + (size_t)h * G * pl->lds + t0, pl->lds, st);
+		return;
+	}
+	/* paged: page by page when pages are whole kernel tiles (runs end on a tile boundary, so the
+	** kernel's -inf padding of S stays inside this chunk), else staged blocks of KR_STAGE rows */
+	char *stg = pl->stage[tid];
+	for (int64_t t = t0; t < t0 + nt;) {
+		int64_t run = t0 + nt - t, ldk;
+		if (w.P % DTILE == 0 && w.P - t % w.P < run)
+			run = w.P - t % w.P;
+		if (run > KR_STAGE)
+			run = KR_STAGE;
+		const char *V;
+		if (w.P % DTILE == 0)
+			kr_prefetch(&w, pl->esz, d, t + 2 * w.P, t + 3 * w.P - t % w.P < t0 + nt ? t + 3 * w.P - t % w.P : t0 + nt, 1);
+		const char *K = kr_span(&w, pl->esz, d, t, run, stg, &ldk, &V, stg + (size_t)KR_STAGE * d * pl->esz);
+		pl->p->a->decode(K, V, ldk, run, pl->qs + (size_t)h * G * d, pl->S + (size_t)h * G * pl->lds + t, pl->lds, st);
+		t += run;
+	}
 }
 
-static void dec_head(void *arg, int h, int tid)
+/* Paged pools whose token rows hold every head (vLLM's [page][row][head][chan]) and pages of
+** whole kernel tiles: one task per chunk, page by page, every head of a page in turn, so a page
+** is read in one sweep (head by head it would be read in H strided passes); the block after next
+** is prefetched (pages are scattered, the hardware prefetcher does not follow them). */
+static void dec_pages(void *arg, int ch, int tid)
 {
 	(void)tid;
 	Dec *D = arg;
 	kvcc_plan *pl = D->pl;
+	int G = D->G, d = D->d, H = D->H, nmax = 0;
+	const int32_t *len = D->len + D->layer * H;
+	KrRows w[256];
+	for (int h = 0; h < H; h++) {
+		float *st = pl->cst + ((size_t)h * pl->maxch + ch) * G * (2 + (size_t)d);
+		for (int g = 0; g < G; g++)
+			st[g] = -INFINITY, st[G + g] = 0;
+		memset(st + 2 * G, 0, (size_t)G * d * sizeof(float));
+		kr_rows(pl, D->b, D->s, D->layer, h, &w[h]);
+		nmax = len[h] > nmax ? len[h] : nmax;
+	}
+	/* blocks of about 32 KiB of rows (all heads), whole kernel tiles, never across a page */
+	int64_t t0 = (int64_t)ch * D->cs, end = nmax - t0 < D->cs ? nmax : t0 + D->cs, P = w[0].P;
+	int64_t blk = (int64_t)32768 / ((int64_t)H * d * (int64_t)pl->esz) / DTILE * DTILE;
+	blk = blk < DTILE ? DTILE : blk > P ? P : blk;
+	for (int64_t t = t0; t < end;) {
+		int64_t run = P - t % P < end - t ? P - t % P : end - t;
+		run = run > blk ? blk : run;
+		for (int h = 0; h < H; h++) {
+			kr_prefetch(&w[h], pl->esz, d, t + 2 * blk, t + 3 * blk < len[h] ? t + 3 * blk : len[h], 1);
+			int64_t r = len[h] - t < run ? len[h] - t : run;
+			if (r <= 0)
+				continue;
+			size_t off = (size_t)kr_row(&w[h], t) * pl->esz;
+			float *st = pl->cst + ((size_t)h * pl->maxch + ch) * G * (2 + (size_t)d);
+			pl->p->a->decode(w[h].K + off, w[h].V + off, w[h].ldk, r, pl->qs + (size_t)h * G * d,
+			                 pl->S + (size_t)h * G * pl->lds + t, pl->lds, st);
+		}
+		t += run;
+	}
+}
+
+static void dec_head(void *arg, int h, int tid)
+{
+	Dec *D = arg;
+	kvcc_plan *pl = D->pl;
 	const kvcc_artifact *A = pl->p->a;
 	const kvcc_policy *p = pl->p;
-	int G = D->G, d = D->d, k = D->layer * D->H + h, n = D->c->len[k];
+	int G = D->G, d = D->d, k = D->layer * D->H + h, n = D->len[k];
 	float *o = D->out + (size_t)h * G * d;
 	float M[8], Li[8];
 	for (int g = 0; g < G; g++) {
@@ -116,11 +194,15 @@ static void dec_head(void *arg, int h, int tid)
 			A->probs(S + (size_t)g * pl->lds, n, M[g], Li[g]);
 	/* the generated observe hook: its loops over this step's probabilities, then the states */
 	const kvcc_layout *lay = &pl->lay;
-	size_t off = ((size_t)D->layer * lay->stride_layer + (size_t)h * lay->stride_head) * pl->esz;
+	kvcc_seq *q = &D->b->seq[D->s];
+	KrRows w;
+	kr_rows(pl, D->b, D->s, D->layer, h, &w);
+	if (w.tab)
+		kr_rowoffs(&w, n, pl->roff[tid]);
 	kvcc_tmap_ctx c = {
-		.vals = pl->oval + (size_t)h * p->h->nins, .par = pl->par, .K = (const char *)D->c->K + off,
-		.V = (const char *)D->c->V + off, .pos = D->c->pos ? D->c->pos + (size_t)k * lay->capacity : NULL,
-		.state = D->c->state ? D->c->state + (size_t)k * lay->capacity : NULL, .n = n, .ldk = lay->stride_token,
+		.vals = pl->oval + (size_t)h * p->h->nins, .par = pl->par, .K = w.K, .V = w.V, .roff = w.tab ? pl->roff[tid] : NULL,
+		.pos = q->pos ? q->pos + (size_t)k * lay->capacity : NULL,
+		.state = q->state ? q->state + (size_t)k * lay->capacity : NULL, .n = n, .ldk = lay->stride_token,
 		.sstride = (int64_t)lay->layers * lay->kv_heads * lay->capacity, .layer = D->layer, .head = h,
 		.layers = lay->layers, .heads = lay->kv_heads, .step = D->step, .attn = S, .lda = pl->lds,
 	};
@@ -137,34 +219,30 @@ static void dec_head(void *arg, int h, int tid)
 	}
 }
 
-KVCC_API int kvcc_decode_layer(kvcc_plan *pl, kvcc_cache *c, int layer, const float *q, float *out)
+/* one sequence's decode step of `layer` (checked): q, out [kv_heads][group][head_dim] */
+static int decseq(kvcc_plan *pl, kvcc_batch *b, int s, int layer, const float *q, float *out)
 {
-	if (!pl || !c || !c->K || !c->V || !c->len || !q || !out)
-		return kr_seterr(KVCC_EINVAL, "null argument (plan, cache, K, V, len, q, out)");
 	const kvcc_layout *lay = &pl->lay;
 	const KaHdr *hd = pl->p->h;
-	if (layer < 0 || layer >= lay->layers)
-		return kr_seterr(KVCC_EINVAL, "layer %d outside 0..%d", layer, lay->layers - 1);
-	if ((hd->flags & KA_FOBSERVE) && hd->nst && !c->state)
-		return kr_seterr(KVCC_EINVAL, "policy %s keeps per-token state: pass cache->state ([%d][layers][kv_heads][capacity])",
-		                 pl->p->name, hd->nst);
 	int H = lay->kv_heads, G = hd->group, d = lay->head_dim, nmax = 0;
+	int32_t *len = b->seq[s].len;
 	long total = 0;
 	for (int h = 0; h < H; h++) {
-		int n = c->len[layer * H + h];
-		if (n < 0 || n > lay->capacity)
-			return kr_seterr(KVCC_EINVAL, "length %d of (layer %d, head %d) outside 0..%d", n, layer, h, lay->capacity);
+		int n = len[layer * H + h];
 		nmax = n > nmax ? n : nmax;
 		total += n;
 	}
 	/* rounded (storage dtype, the reference semantics) and scaled queries */
 	pl->p->a->qround(q, pl->qs, (int64_t)H * G * d);
-	Dec D = { .pl = pl, .c = c, .out = out, .layer = layer, .G = G, .d = d, .H = H, .step = pl->step[layer] };
+	Dec D = { .pl = pl, .b = b, .s = s, .len = len, .out = out, .layer = layer, .G = G, .d = d, .H = H,
+	          .step = pl->step[layer] };
 	/* split-KV: the config's tasks per thread (2 by default) and smallest chunk (256) for the
-	** bucket of the longest head, chunks a multiple of the kernel's tile */
+	** bucket of the longest head, chunks a multiple of the kernel's tile; a paged pool with
+	** whole tiles per page splits over all heads at once */
 	int bk = nmax < 4096 ? 0 : nmax < 16384 ? 1 : nmax < 65536 ? 2 : 3;
 	int tpt = hd->dtasks[bk] ? hd->dtasks[bk] : 2, cmin = hd->dmin[bk] ? hd->dmin[bk] : 256;
-	int want = pl->threads > 1 && total >= 1024 ? (tpt * pl->threads + H - 1) / H : 1;
+	int pages = pl->paged && pl->pg.page_size % DTILE == 0 && lay->stride_head < lay->stride_token && H <= 256;
+	int want = pl->threads > 1 && total >= 1024 ? (tpt * pl->threads + (pages ? 0 : H - 1)) / (pages ? 1 : H) : 1;
 	if (want > pl->maxch)
 		want = pl->maxch;
 	int cs = (nmax + want - 1) / want;
@@ -173,7 +251,10 @@ KVCC_API int kvcc_decode_layer(kvcc_plan *pl, kvcc_cache *c, int layer, const fl
 		cs = cmin;
 	D.cs = cs;
 	D.chper = nmax > 0 ? (nmax + cs - 1) / cs : 1;
-	kr_pool_run(&pl->pool, dec_chunk, &D, H * D.chper);
+	if (pages)
+		kr_pool_run(&pl->pool, dec_pages, &D, D.chper);
+	else
+		kr_pool_run(&pl->pool, dec_chunk, &D, H * D.chper);
 	pthread_mutex_init(&D.mu, NULL);
 	if (total >= 1024 || (hd->flags & KA_FOBSERVE))
 		kr_pool_run(&pl->pool, dec_head, &D, H);
@@ -183,7 +264,40 @@ KVCC_API int kvcc_decode_layer(kvcc_plan *pl, kvcc_cache *c, int layer, const fl
 	pthread_mutex_destroy(&D.mu);
 	if (D.err)
 		return kr_seterr(D.err, "%s", D.errmsg);
+	return 0;
+}
+
+KVCC_API int kvcc_decode_batch(kvcc_plan *pl, kvcc_batch *b, int layer, const float *q, float *out)
+{
+	if (!pl || !b || !q || !out)
+		return kr_seterr(KVCC_EINVAL, "null argument (plan, batch, q, out)");
+	const kvcc_layout *lay = &pl->lay;
+	const KaHdr *hd = pl->p->h;
+	if (layer < 0 || layer >= lay->layers)
+		return kr_seterr(KVCC_EINVAL, "layer %d outside 0..%d", layer, lay->layers - 1);
+	int rc = kr_batch_check(pl, b, -1);
+	if (rc)
+		return rc;
+	for (int s = 0; s < b->nseq; s++)
+		if ((hd->flags & KA_FOBSERVE) && hd->nst && !b->seq[s].state)
+			return kr_seterr(KVCC_EINVAL, "policy %s keeps per-token state: pass cache->state ([%d][layers][kv_heads][capacity])",
+			                 pl->p->name, hd->nst);
+	size_t nq = (size_t)lay->kv_heads * hd->group * lay->head_dim;
+	for (int s = 0; s < b->nseq; s++)    /* sequence by sequence, each on the pool */
+		if ((rc = decseq(pl, b, s, layer, q + s * nq, out + s * nq)) != 0)
+			return rc;
 	pl->step[layer]++;
 	return 0;
 }
 
+KVCC_API int kvcc_decode_layer(kvcc_plan *pl, kvcc_cache *c, int layer, const float *q, float *out)
+{
+	if (!pl || !c || !c->K || !c->V || !c->len || !q || !out)
+		return kr_seterr(KVCC_EINVAL, "null argument (plan, cache, K, V, len, q, out)");
+	if (pl->paged)
+		return kr_seterr(KVCC_EINVAL, "a paged plan: call kvcc_decode_batch with the page tables");
+	kvcc_seq s;
+	kvcc_batch b;
+	kr_single(c, NULL, &s, &b);
+	return kvcc_decode_batch(pl, &b, layer, q, out);
+}

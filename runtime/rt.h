@@ -6,7 +6,8 @@
 **
 **   api.c       errors, version, policy queries, plan lifecycle (workspaces)
 **   load.c      kvcc_open / kvcc_close: dlopen, descriptor checks, CPU features
-**   compress.c  kvcc_compress: run plan on the pool, select, compact
+**   compress.c  kvcc_compress(_batch): run plan on the pool, select, compact
+**   paged.c     batches and paged caches: table checks, row addresses, paged compaction, freed pages
 **   decode.c    kvcc_append, kvcc_decode_layer (split-KV attention, observe hook)
 **   gpu.c       the GPU plan and launches (cuda.c: the driver through dlopen)
 */
@@ -79,7 +80,31 @@ struct kvcc_plan {
 	float *scorebuf;         /* [layers][kv_heads][capacity] */
 	float **score;           /* [layers*kv_heads] */
 	double *cpar;            /* [npar] compress params */
+	/* batches and paged caches (kvcc_plan_create_batch; paged.c) */
+	int max_seqs;
+	int paged;               /* pg is given: K/V rows through page tables */
+	kvcc_paging pg;
+	const int32_t **tabp;    /* [max tables] this call's tables (checked by kr_tables) */
+	int32_t *tabn;           /* [max tables] their entries */
+	int32_t *tabu;           /* [max tables] entries in use (the rest are not read) */
+	unsigned char *pmark;    /* [num_pages] pages seen in this call's tables */
+	int64_t **roff;          /* [threads][capacity] an instance's row offsets for the generated loops */
+	char **stage;            /* [threads] staged rows of K and V (KR_STAGE each) for kernels taking a stride */
 };
+
+#define KR_STAGE 256         /* rows staged at a time (a multiple of TILE and DTILE) */
+
+/* the rows of one (sequence, layer, head): row t of K at K + kr_row(w, t)*esz, of V likewise */
+typedef struct KrRows {
+	char *K, *V;             /* contiguous: the instance's row 0; paged: its pool base (page 0, row 0) */
+	const int32_t *tab;      /* paged: the page table, else NULL */
+	int64_t P, ldk, sp;      /* page size, token stride, page stride (elements) */
+} KrRows;
+
+static inline int64_t kr_row(const KrRows *w, int64_t t)
+{
+	return w->tab ? (int64_t)w->tab[t / w->P] * w->sp + (t % w->P) * w->ldk : t * w->ldk;
+}
 
 /* api.c */
 /* set kvcc_last_error's message (printf format); returns code */
@@ -89,5 +114,28 @@ KC_FUNC double kr_ref(const KaRef *r, const double *par, double def);
 /* floats of a value with axes m for G, nobs, n tokens, head_dim d */
 KC_FUNC size_t kr_count(uint8_t m, int G, int nobs, int n, int d);
 KC_FUNC double kr_now_ms(void);
+
+/* paged.c */
+/* Check a batch against the plan (sequences, pools, tables, lengths; xl >= 0: layer xl's heads
+** get one more token, kvcc_append) and
+** record its tables in pl->tabp/tabn/tabu; 0 or KVCC_EINVAL with the message, nothing written. */
+KC_FUNC int kr_batch_check(kvcc_plan *pl, const kvcc_batch *b, int xl);
+/* the rows of (sequence s, layer l, head h) of a checked batch */
+KC_FUNC void kr_rows(const kvcc_plan *pl, const kvcc_batch *b, int s, int l, int h, KrRows *w);
+/* paged: the element offsets of rows 0..n-1 into ro */
+KC_FUNC void kr_rowoffs(const KrRows *w, int64_t n, int64_t *ro);
+/* rows t0..t0+nt-1 of K (and V when Vst is non-NULL) as one stride: a pointer and *ldk, straight
+** from the cache when they share one, else copied into st / Vst (nt <= KR_STAGE) */
+KC_FUNC const char *kr_span(const KrRows *w, size_t esz, int d, int64_t t0, int64_t nt, char *st, int64_t *ldk,
+                            const char **V, char *Vst);
+/* paged: prefetch the K (and with v the V) rows t..end-1 */
+KC_FUNC void kr_prefetch(const KrRows *w, size_t esz, int d, int64_t t, int64_t end, int v);
+/* paged compaction of one instance: row i = row idx[i] (K, V), pos and state likewise */
+KC_FUNC void kr_pcompact(const KrRows *w, size_t esz, int d, const int32_t *idx, int64_t m, int32_t *pos, float *state,
+                         int nst, int64_t sstride);
+/* paged, after compaction: each sequence's freed pages (and CSR last_page_len) */
+KC_FUNC void kr_freed(kvcc_plan *pl, kvcc_batch *b);
+/* a one-sequence batch of a kvcc_cache (kvcc_compress, kvcc_append, kvcc_decode_layer) */
+KC_FUNC void kr_single(kvcc_cache *c, const kvcc_obs *obs, kvcc_seq *s, kvcc_batch *b);
 
 #endif

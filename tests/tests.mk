@@ -3,5 +3,5 @@
 # Fragments elsewhere add more to CHECK_MORE (check-kirdoc, check-example, check-llama).
 # check-san (the top Makefile) reruns the fast tiers under ASan + UBSan in build-asan/.
 
-CHECK_TIERS = check-unit check-ir check-golden check-errors check-diff check-cache check-lib check-gpu-api \
+CHECK_TIERS = check-unit check-ir check-golden check-errors check-diff check-paged check-cache check-lib check-gpu-api \
               check-ptx check-emu check-e2e check-fuzz check-oom check-san

@@ -70,7 +70,7 @@ static LLVMValueRef tm_bin(Gen *g, int op, LLVMValueRef a, LLVMValueRef b, LLVMV
 
 /* context fields (kvcc_tmap_ctx: 8 bytes each) */
 enum { TC_vals, TC_par, TC_K, TC_V, TC_pos, TC_state, TC_n, TC_ldk, TC_sstride, TC_layer, TC_head, TC_layers,
-       TC_heads, TC_step, TC_obs, TC_attn, TC_lda, TC_err };
+       TC_heads, TC_step, TC_obs, TC_attn, TC_lda, TC_err, TC_roff };
 
 typedef struct Tm {
 	Gen *g;
@@ -408,9 +408,12 @@ static void tm_eval(Tm *T, int i, LLVMValueRef *out)
 			out[0] = LLVMBuildSIToFP(b, tm_pos(T), fty(g, w), "");
 			return;
 		}
-		for (int c = 0; c < tm_nc(T, ax); c++) {       /* K / V row chunk, storage → f32 */
-			LLVMValueRef row = LLVMBuildMul(b, T->t, tm_field(T, TC_ldk, g->i64), "");
-			out[c] = loadconv(g, tm_field(T, in->aux == IN_K ? TC_K : TC_V, g->ptr), LLVMBuildAdd(b, row, ci(g, (long)c * g->W), ""), g->W);
+		{       /* K / V row chunks, storage → f32; the row at roff[t] (paged caches) or t*ldk */
+			LLVMValueRef row = tm_ldnull(g, tm_field(T, TC_roff, g->ptr), g->i64, T->t, 1,
+			                             LLVMBuildMul(b, T->t, tm_field(T, TC_ldk, g->i64), ""));
+			for (int c = 0; c < tm_nc(T, ax); c++)
+				out[c] = loadconv(g, tm_field(T, in->aux == IN_K ? TC_K : TC_V, g->ptr),
+				                  LLVMBuildAdd(b, row, ci(g, (long)c * g->W), ""), g->W);
 		}
 		return;
 	case KO_state: {

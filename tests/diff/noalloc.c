@@ -5,7 +5,8 @@
 **
 ** This program defines those functions itself (forwarding to glibc's __libc_* entry points),
 ** so every call in the process, libkvcc's and its pool threads' included, is counted while a
-** call under test runs. Every policy of the manifest's noalloc matrix (tests/policies.tsv: the
+** call under test runs (and kvcc_compress_batch, kvcc_append_batch, kvcc_decode_batch on a
+** paged pool). Every policy of the manifest's noalloc matrix (tests/policies.tsv: the
 ** shipped ones and the chunked-selection tests) × f32/f16/bf16, several rounds of lengths, ratios and
 ** budgets, with and without a given lse, and with unsorted positions (which sends attention
 ** policies through the generic, non-fused attn epilogue); a policy that reads Q refuses more
@@ -150,6 +151,64 @@ static void run_policy(const char *path, int dt)
 			rc = kvcc_decode_layer(pl, &c, l, q, out);
 			check(name, "kvcc_decode_layer", rc, disarm());
 		}
+	}
+	/* batched and paged (include/kvcc.h): two sequences in one pool of pages of 3 and of 16 tokens
+	** (vLLM's [page][row][head][chan], pages in reverse order) */
+	for (int ps = 3; ps <= 16; ps += 13) {
+		int npg = (CAP + ps) / ps, np = 2 * npg, n2 = CAP - 8;
+		kvcc_paging pg = { ps, np, npg, KVCC_TABLE_SHARED, (int64_t)ps * H * D };
+		kvcc_layout lp = { dt, L, H, D, CAP, (int64_t)ps * H * D * np, D, (int64_t)H * D };
+		size_t pool = (size_t)L * np * ps * H * D;
+		char *PK = malloc(pool * esz), *PV = malloc(pool * esz), *kv2 = malloc(2 * (size_t)H * D * esz);
+		int32_t *tab = malloc((size_t)np * 4), *pos2 = malloc(2 * (size_t)L * H * CAP * 4), len2[2][L * H], ap[2] = { 7, 8 };
+		int32_t *fr = malloc(2 * (size_t)L * H * (CAP + 1) * 4);
+		float *st2 = malloc(2 * ((size_t)nst * L * H * CAP + 1) * 4), *q2 = malloc(2 * (size_t)H * G * D * 4);
+		float *out2 = malloc(2 * (size_t)H * G * D * 4);
+		for (size_t i = 0; i < pool; i++) {
+			encode((float)(urand() * 2 - 1), dt, PK + i * esz);
+			encode((float)(urand() * 2 - 1), dt, PV + i * esz);
+		}
+		for (int i = 0; i < np; i++)
+			tab[i] = np - 1 - i;
+		for (size_t i = 0; i < 2 * (size_t)H * D; i++)
+			memcpy(kv2 + i * esz, kv1 + (i % ((size_t)H * D)) * esz, esz);
+		for (size_t i = 0; i < 2 * (size_t)H * G * D; i++)
+			q2[i] = q[i % ((size_t)H * G * D)];
+		for (size_t i = 0; i < 2 * ((size_t)nst * L * H * CAP + 1); i++)
+			st2[i] = 0;
+		for (int b = 0; b < 2; b++)
+			for (int k = 0; k < L * H; k++) {
+				len2[b][k] = hm || f->obs_all ? n2 : n2 - 3 * (k % H) - b;
+				for (int t = 0; t < CAP; t++)
+					pos2[((size_t)b * L * H + k) * CAP + t] = t;
+			}
+		kvcc_plan *pp = NULL;
+		if (kvcc_plan_create_batch(p, &lp, &pg, 2, maxobs, 2, &pp) != 0) {
+			printf("FAIL %s: paged plan: %s\n", name, kvcc_last_error()), nfail++;
+		} else {
+			kvcc_seq sq[2];
+			for (int b = 0; b < 2; b++)
+				sq[b] = (kvcc_seq){ NULL, NULL, pos2 + (size_t)b * L * H * CAP, len2[b],
+				                    nst ? st2 + (size_t)b * ((size_t)nst * L * H * CAP + 1) : NULL,
+				                    { f->obs_all ? n2 : maxobs, Q, NULL, NULL }, fr + (size_t)b * L * H * (CAP + 1), 0 };
+			kvcc_batch bt = { .nseq = 2, .seq = sq, .K = PK, .V = PV, .table = tab };
+			kvcc_args a = { 0.5, -1, par, 2, NULL };
+			char what[96];
+			snprintf(what, sizeof what, "kvcc_compress_batch (paged, page %d)", ps);
+			arm();
+			int rc = kvcc_compress_batch(pp, &bt, &a);
+			check(name, what, rc, disarm());
+			for (int l = 0; l < L; l++) {
+				arm();
+				rc = kvcc_append_batch(pp, &bt, l, kv2, kv2, ap);
+				check(name, "kvcc_append_batch (paged)", rc, disarm());
+				arm();
+				rc = kvcc_decode_batch(pp, &bt, l, q2, out2);
+				check(name, "kvcc_decode_batch (paged)", rc, disarm());
+			}
+			kvcc_plan_destroy(pp);
+		}
+		free(PK), free(PV), free(kv2), free(tab), free(pos2), free(fr), free(st2), free(q2), free(out2);
 	}
 	if (readsq && !f->obs_all) {     /* more queries than the plan was sized for: refused */
 		kvcc_cache c = { K, V, pos, len, nst ? st : NULL };
