@@ -85,7 +85,7 @@ def _from_torch(name: str, t: Any) -> View:
         raise ValueError("%s: a %s tensor; kvcc's Python binding runs on CPU tensors (the GPU path "
                          "is the C API's kvcc_gpu_compress)" % (name, dev))
     dt = {"torch.float32": "f32", "torch.float16": "f16", "torch.bfloat16": "bf16",
-          "torch.int32": "i32", "torch.uint16": "u16"}.get(str(t.dtype), "other")
+          "torch.int32": "i32", "torch.uint16": "u16"}.get(str(t.dtype), str(t.dtype))
     if getattr(t, "is_sparse", False) or str(getattr(t, "layout", "torch.strided")) != "torch.strided":
         raise ValueError("%s: a sparse tensor" % name)
     if getattr(t, "is_conj", lambda: False)() or getattr(t, "is_neg", lambda: False)():

@@ -11,6 +11,7 @@ storage dtype. Everything is used in place: kvcc compacts K, V, pos and state wh
 """
 from __future__ import annotations
 
+import _ctypes
 import ctypes
 import os
 import shutil
@@ -244,11 +245,14 @@ def _artifact(path: str) -> dict:
         a = _lib.ArtifactHead.in_dll(lib, "kvcc_artifact")
     except (OSError, ValueError):
         return {}
-    if a.magic != _lib.KVCC_MAGIC:
-        return {}
-    dec = (lambda b: b.decode("utf-8", "replace") if b else None)
-    return {"kir": dec(a.kir), "features": dec(a.features), "name": dec(a.name),
-            "version": dec(a.version)}
+    out = {}
+    if a.magic == _lib.KVCC_MAGIC:
+        dec = (lambda b: b.decode("utf-8", "replace") if b else None)
+        out = {"kir": dec(a.kir), "features": dec(a.features), "name": dec(a.name),
+               "version": dec(a.version)}
+    del a
+    _ctypes.dlclose(lib._handle)         # the strings are copied; kvcc_open holds its own handle
+    return out
 
 
 def open(path: str) -> Policy:  # noqa: A001 (mirrors kvcc_open)
@@ -374,6 +378,11 @@ class Plan:
     free after creation. One call at a time per plan."""
 
     def __init__(self, policy: Policy, cache: Cache, *, max_obs: int = 0, threads: int = 0):
+        if (cache.storage, cache.shape[3]) != (policy.dtype, policy.head_dim):
+            raise ValueError("the cache stores %s rows of head_dim %d (%s), policy %s was compiled for %s "
+                             "head_dim %d" % (cache.storage, cache.shape[3], "uint16 = bf16 bits"
+                                              if cache._k.dtype == "u16" else "K's dtype", policy.name,
+                                              policy.dtype, policy.head_dim))
         self.policy = policy
         self._key = cache._key()
         self._lay = cache.layout()
