@@ -44,10 +44,11 @@ need a ``ScorerPress`` (AdaKVPress, DecodingPress…), GPU tensors.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import weakref
-from typing import Any, Optional, Union
+from typing import Any, Iterator, Optional, Union
 
 import numpy as np
 import torch
@@ -66,20 +67,24 @@ def _rotate_half(x: torch.Tensor) -> torch.Tensor:
 
 
 def observation_queries(module: torch.nn.Module, hidden_states: torch.Tensor, position_embeddings: Any,
-                        nobs: int) -> torch.Tensor:
-    """The post-RoPE queries of the last ``nobs`` positions, ``[batch, q_heads, nobs, head_dim]``,
+                        nobs: int, projected: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """The post-RoPE queries of the last ``nobs`` positions, ``[batch, q_heads, nobs, head_dim]``:
+    from ``projected`` (the q_proj output of those positions, captured during the prefill) or
     recomputed from the attention layer's input as kvpress's SnapKVPress does."""
     b, n, _ = hidden_states.shape
     hq = module.config.num_attention_heads
     d = module.head_dim
-    x = hidden_states[:, n - nobs:]
-    if hasattr(module, "q_proj"):
-        q = module.q_proj(x)
-    elif hasattr(module, "qkv_proj"):                    # Phi-3
-        q = module.qkv_proj(x)[..., :hq * d]
+    if projected is not None:
+        q = projected
     else:
-        raise NotImplementedError("KvccPress: no q_proj in %s" % type(module).__name__)
-    q = q.view(b, nobs, hq, d).transpose(1, 2)
+        x = hidden_states[:, n - nobs:]
+        if hasattr(module, "q_proj"):
+            q = module.q_proj(x)
+        elif hasattr(module, "qkv_proj"):                # Phi-3
+            q = module.qkv_proj(x)[..., :hq * d]
+        else:
+            raise NotImplementedError("KvccPress: no q_proj in %s" % type(module).__name__)
+    q = q.reshape(b, nobs, hq, d).transpose(1, 2)
     if hasattr(module, "q_norm"):                        # Qwen3, Gemma3
         q = module.q_norm(q)
     cos, sin = position_embeddings
@@ -190,13 +195,14 @@ class KvccPress(BasePress):
     :class:`kvcc.Policy` (its specialization must match the model). ``ratio``: the fraction
     removed (kvpress's ``compression_ratio``; ``n_keep = floor(n (1 - ratio))``), or ``budget``:
     rows kept per head. Policy params by name (``window=16``) or ``params={…}``; ``threads``:
-    kvcc's workers (default: torch's thread count). After a compression, :attr:`kept` maps each
+    kvcc's workers (default: torch's thread count); ``capture_queries``: keep the prefill's q_proj
+    output of the observation window instead of recomputing it (default). After a compression, :attr:`kept` maps each
     layer to the kept positions ``[batch, kv_heads, rows]`` (−1 on padded slots) and
     :attr:`lengths` to the rows per head."""
 
     def __init__(self, policy: Union[str, os.PathLike, core.Policy], ratio: float = 0.0, *,
                  budget: Optional[int] = None, params: Optional[dict] = None, threads: Optional[int] = None,
-                 weights: Optional[dict] = None, **kw_params: float):
+                 weights: Optional[dict] = None, capture_queries: bool = True, **kw_params: float):
         self.policy_source = policy
         self._ratio = float(ratio)
         if not (0 <= self._ratio < 1):
@@ -205,10 +211,12 @@ class KvccPress(BasePress):
         self.params = dict(params or {}, **kw_params)
         self.threads = threads
         self.weights = dict(weights or {})
+        self.capture_queries = capture_queries
         self._policies: dict = {}
         self._plans: dict = {}
         self._nlayers = 0
         self._pending: dict = {}
+        self._obs = 0
         self.kept: dict[int, np.ndarray] = {}
         self.lengths: dict[int, np.ndarray] = {}
         if isinstance(policy, core.Policy):
@@ -258,6 +266,36 @@ class KvccPress(BasePress):
         self._policies[key] = p
         return p
 
+    @contextlib.contextmanager
+    def __call__(self, model: Any) -> Iterator[None]:
+        """kvpress's ``with press(model):`` — plus a forward hook on each layer's ``q_proj`` that
+        keeps the projected queries of the last ``obs`` prompt positions, so that the compression
+        step does not recompute them (kvpress's presses run q_proj on the window again)."""
+        handles = []
+        try:
+            with super().__call__(model):
+                lm = model.model.language_model if hasattr(model.model, "language_model") else model.model
+                for layer in lm.layers:
+                    att = layer.self_attn
+                    if self.capture_queries and hasattr(att, "q_proj"):
+                        handles.append((att, att.q_proj.register_forward_hook(self._capture(att))))
+                yield
+        finally:
+            for att, h in handles:
+                h.remove()
+                att._kvcc_qproj = None
+
+    def _capture(self, att: torch.nn.Module) -> Any:
+        def hook(mod: torch.nn.Module, inp: Any, out: torch.Tensor) -> None:
+            O = self._obs
+            if O < 0 or O >= out.shape[1]:
+                att._kvcc_qproj = out                        # every position (a reference)
+            elif O > 0:
+                att._kvcc_qproj = out[:, out.shape[1] - O:].clone()
+            else:
+                att._kvcc_qproj = None
+        return hook
+
     def post_init_from_model(self, model: Any) -> None:
         lm = model.model.language_model if hasattr(model.model, "language_model") else model.model
         self._nlayers = len(lm.layers)
@@ -265,7 +303,8 @@ class KvccPress(BasePress):
         cfg = model.config
         cfg = getattr(cfg, "text_config", cfg)
         hd = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
-        self.policy_for(model.dtype, hd, cfg.num_attention_heads // cfg.num_key_value_heads)
+        pol = self.policy_for(model.dtype, hd, cfg.num_attention_heads // cfg.num_key_value_heads)
+        self._obs = pol.obs(self.params)
         fix_masks(model)
 
     # compression --------------------------------------------------------------------------------
@@ -339,7 +378,13 @@ class KvccPress(BasePress):
         O = self._nobs(pol, n, hidden_states.shape[1])
         if O == 0:
             return None, None
-        q = observation_queries(module, hidden_states, kwargs["position_embeddings"], O).to(keys.dtype)
+        cap = getattr(module, "_kvcc_qproj", None)
+        module._kvcc_qproj = None
+        if cap is not None and not (cap.shape[0] == b and cap.shape[1] >= O):
+            cap = None
+        if cap is not None:
+            cap = cap[:, cap.shape[1] - O:]
+        q = observation_queries(module, hidden_states, kwargs["position_embeddings"], O, cap).to(keys.dtype)
         G = q.shape[1] // H
         lse = None
         if pol.reads_lse:

@@ -126,6 +126,19 @@ def kvpress_agreement(model, stories):
     print()
 
 
+def captured_vs_recomputed(model, stories):
+    """The observation queries captured from the prefill's q_proj and the ones recomputed from the
+    layer input (kvpress's way) give the same kept sets and NLL."""
+    for name in ("snapkv", "observed_attention", "pyramidkv"):
+        a = KvccPress(os.path.join(POLICIES, name + ".lua"), ratio=0.5, window=16) if name != "observed_attention" \
+            else KvccPress(os.path.join(POLICIES, name + ".lua"), ratio=0.5)
+        b = KvccPress(a.policy_source, ratio=0.5, params=a.params, capture_queries=False)
+        na, nb = hf_eval.story_nll(model, stories[2], a), hf_eval.story_nll(model, stories[2], b)
+        same = all(np.array_equal(a.kept[l], b.kept[l]) for l in a.kept) and len(a.kept) == 5
+        S.check("%s: captured queries = recomputed queries" % name, same and abs(na[0] - nb[0]) < 1e-9,
+                "NLL %.9f vs %.9f" % (na[0] / na[1], nb[0] / nb[1]))
+
+
 def eval_table(model, stories, lo, hi):
     pols = [os.path.join(POLICIES, p + ".lua") for p in
             ("streaming_llm", "knorm", "snapkv", "tova", "observed_attention", "keydiff", "pyramidkv", "random")]
@@ -171,6 +184,7 @@ def main():
     stories = [story_tokens(tok, s) for s in load_stories(os.path.join(DATA, "tinystories_valid_70.txt"))]
     model = load_llama2c(os.path.join(DATA, "stories260K.bin"))
     S.run("kvpress agreement", kvpress_agreement, model, stories)
+    S.run("captured queries", captured_vs_recomputed, model, stories)
     full = os.environ.get("KVCC_PY_FULL") == "1"
     S.run("eval table", eval_table, model, stories, 0, 70 if full else 6)
     return S.done()
