@@ -398,7 +398,7 @@ class KvccPress(BasePress):
             return keys, values
         b, H, n, d = keys.shape
         pol = self.policy_for(keys.dtype, d, module.config.num_attention_heads // H)
-        if pol.layer_dependent is not False and self._nlayers > 1:
+        if pol.layer_dependent is not False and self._nlayers != 1:
             raise NotImplementedError("KvccPress(%s): the policy's selection depends on the layer, so it "
                                       "compresses every layer at once from the model's forward hook; "
                                       "compress() of one layer cannot" % pol.name)
@@ -434,6 +434,7 @@ class KvccPress(BasePress):
         return output
 
     def _compress_model(self, pol: core.Policy, cache: Any) -> None:
+        from transformers import QuantizedCache
         order = sorted(self._pending)
         mod0, k0, v0, Q0, l0 = self._pending[order[0]]
         b, H, n, d = k0.shape
@@ -447,7 +448,8 @@ class KvccPress(BasePress):
                     raise ValueError("KvccPress(%s): layers hold different cache lengths at the prefill" % pol.name)
                 K[:, j].copy_(k)
                 V[:, j].copy_(v)
-                _store(cache, l, K[:, j], V[:, j])          # the originals can go now
+                if not isinstance(cache, QuantizedCache):
+                    _store(cache, l, K[:, j], V[:, j])      # the originals can go now
             self._pending = {l: (m, None, None, Q, ls) for l, (m, _, _, Q, ls) in self._pending.items()}
             Qs = None if Q0 is None else torch.stack([self._pending[l][3] for l in order], 1).contiguous()
             ls = None if l0 is None else torch.stack([self._pending[l][4] for l in order], 1).contiguous()

@@ -260,6 +260,38 @@ def bad_arguments(rng):
              pol.plan(kvcc.Cache(K, V)).decode_layer, kvcc.Cache(K, V), 0, np.zeros((2, 2, 4), np.float32))
 
 
+def library_resolution():
+    """KVCC_LIB_DIR with a runtime and a compiler library (the split layout): the runtime
+    functions come from libkvcc_rt.so, compiling from libkvcc.so; with the runtime alone,
+    opening a policy.so works and compiling says what is missing. (Here both are copies of
+    today's libkvcc.so.)"""
+    import shutil
+    lib = kvcc._lib.libs().rt_path
+    so = os.path.join(TMP, "knorm.so")
+    kvcc.compile(os.path.join(POLICIES, "knorm.lua"), head_dim=8, out=so)
+    both, rtonly = os.path.join(TMP, "both"), os.path.join(TMP, "rtonly")
+    for d, names in ((both, ("libkvcc_rt.so", "libkvcc.so")), (rtonly, ("libkvcc_rt.so",))):
+        os.makedirs(d)
+        for nm in names:
+            shutil.copy(lib, os.path.join(d, nm))
+    code = ("import kvcc, numpy as np\n"
+            "L = kvcc._lib.libs(); print(L.rt_path); print(L.compiler_path)\n"
+            "p = kvcc.open(%r); K = np.random.rand(1, 2, 16, 8).astype(np.float32)\n"
+            "print(p.compress(K, K.copy(), ratio=0.5).lengths.tolist())\n"
+            "try:\n    kvcc.compile(%r, head_dim=8); print('compiled')\n"
+            "except kvcc.LibraryNotFound as e:\n    print('LibraryNotFound', e)\n"
+            % (so, os.path.join(POLICIES, "knorm.lua")))
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(kvcc.__file__)))
+    for d, want in ((both, "compiled"), (rtonly, "LibraryNotFound")):
+        r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                           env=dict(env, KVCC_LIB_DIR=d))
+        out = r.stdout.split("\n")
+        S.check("KVCC_LIB_DIR with %s" % ("runtime + compiler" if d == both else "the runtime only"),
+                r.returncode == 0 and out[0] == os.path.join(d, "libkvcc_rt.so") and out[2] == "[[8, 8]]" and
+                out[3].startswith(want) and (d == both or "kvcc compile" in out[3]),
+                (r.stdout + r.stderr).strip().replace("\n", " | ")[-300:])
+
+
 KvccError = kvcc.KvccError
 
 
@@ -274,6 +306,7 @@ def main():
     S.run("decode policy", decode_policy, rng)
     S.run("append and api", append_and_api, rng)
     S.run("bad arguments", bad_arguments, rng)
+    S.run("library resolution", library_resolution)
     import shutil
     shutil.rmtree(TMP, ignore_errors=True)
     return S.done()

@@ -139,6 +139,50 @@ def captured_vs_recomputed(model, stories):
                 "NLL %.9f vs %.9f" % (na[0] / na[1], nb[0] / nb[1]))
 
 
+def batches_and_attention(model, stories):
+    """A batch of two stories (cut to one length) keeps per element what each alone keeps; sdpa
+    attention gives eager's NLL through the mask fixes (per-layer and per-head lengths); the
+    pipeline with per-layer lengths; a decode policy is refused."""
+    from transformers import DynamicCache
+    n = 150
+    a, b = stories[1][:n], stories[3][:n]
+    for name in ("snapkv", "pyramidkv"):
+        path = os.path.join(POLICIES, name + ".lua")
+        pb = KvccPress(path, ratio=0.5, window=16)
+        with torch.no_grad(), pb(model):
+            model(torch.tensor([a, b]), past_key_values=DynamicCache())
+        ok = True
+        for k, ids in enumerate((a, b)):
+            p1 = KvccPress(path, ratio=0.5, window=16)
+            with torch.no_grad(), p1(model):
+                model(torch.tensor([ids]), past_key_values=DynamicCache())
+            ok = ok and all(np.array_equal(pb.kept[l][k], p1.kept[l][0]) for l in p1.kept)
+        S.check("%s: a batch of 2 keeps what each story keeps alone" % name, ok and len(pb.kept) == 5)
+    sdpa = load_llama2c(os.path.join(DATA, "stories260K.bin"), attn_implementation="sdpa")
+    for pol in ("pyramidkv.lua", "../python/tests/policies/snapkv_layer.lua", "../python/tests/policies/knorm_model.lua"):
+        path = os.path.normpath(os.path.join(POLICIES, pol))
+        e = hf_eval.story_nll(model, stories[4], KvccPress(path, ratio=0.5, window=16) if "knorm" not in pol
+                              else KvccPress(path, ratio=0.5))
+        f = hf_eval.story_nll(sdpa, stories[4], KvccPress(path, ratio=0.5, window=16) if "knorm" not in pol
+                              else KvccPress(path, ratio=0.5))
+        S.check("sdpa = eager through the mask fix: %s" % os.path.basename(pol), abs(e[0] / e[1] - f[0] / f[1]) < 1e-5,
+                "%.7f vs %.7f" % (e[0] / e[1], f[0] / f[1]))
+    from transformers import pipeline
+    from kvcc.models.llama2c import Tok512Tokenizer
+    pipe = pipeline("kv-press-text-generation", model=model, tokenizer=Tok512Tokenizer(os.path.join(DATA, "tok512.bin")),
+                    device="cpu")
+    cache = DynamicCache()
+    out = pipe("Tom had a red ball. He liked to throw it high in the sky. One day the ball went over the fence.",
+               questions=["Where did the ball go?", "What color was the ball?"],
+               press=KvccPress(os.path.join(POLICIES, "pyramidkv.lua"), ratio=0.25, window=4), cache=cache,
+               max_new_tokens=8)
+    lens = [cache.layers[l].keys.shape[2] for l in range(5)]
+    S.check("pipeline, two questions, PyramidKV's per-layer lengths", len(out["answers"]) == 2 and len(set(lens)) > 1,
+            "rows per layer %s" % lens)
+    S.raises("a decode policy is refused", ValueError, r"h2o runs during decoding",
+             lambda: KvccPress(os.path.join(POLICIES, "h2o.lua"), ratio=0.5).post_init_from_model(model))
+
+
 def eval_table(model, stories, lo, hi):
     pols = [os.path.join(POLICIES, p + ".lua") for p in
             ("streaming_llm", "knorm", "snapkv", "tova", "observed_attention", "keydiff", "pyramidkv", "random")]
@@ -185,6 +229,7 @@ def main():
     model = load_llama2c(os.path.join(DATA, "stories260K.bin"))
     S.run("kvpress agreement", kvpress_agreement, model, stories)
     S.run("captured queries", captured_vs_recomputed, model, stories)
+    S.run("batches and attention", batches_and_attention, model, stories)
     full = os.environ.get("KVCC_PY_FULL") == "1"
     S.run("eval table", eval_table, model, stories, 0, 70 if full else 6)
     return S.done()
