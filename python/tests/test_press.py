@@ -183,6 +183,27 @@ def batches_and_attention(model, stories):
              lambda: KvccPress(os.path.join(POLICIES, "h2o.lua"), ratio=0.5).post_init_from_model(model))
 
 
+def lse_and_generate(model, stories):
+    """A policy reading x.lse (KvccPress computes it in torch) keeps SnapKV's sets; greedy
+    generation over per-head padded caches is the same with SDPA as with eager attention."""
+    a = KvccPress(os.path.join(ROOT, "python", "tests", "policies", "snapkv_lse.lua"), ratio=0.5)
+    b = KvccPress(os.path.join(POLICIES, "snapkv.lua"), ratio=0.5, window=16)
+    na, nb = hf_eval.story_nll(model, stories[2], a), hf_eval.story_nll(model, stories[2], b)
+    same = sum(int(np.array_equal(a.kept[l], b.kept[l])) for l in b.kept)
+    S.check("x.lse computed by the press: SnapKV's kept sets", same == 5 and abs(na[0] / na[1] - nb[0] / nb[1]) < 1e-6,
+            "%d/5 layers identical, NLL %.7f vs %.7f" % (same, na[0] / na[1], nb[0] / nb[1]))
+    from transformers import DynamicCache
+    sdpa = load_llama2c(os.path.join(DATA, "stories260K.bin"), attn_implementation="sdpa")
+    ids = torch.tensor([stories[3][:150]])
+    outs = []
+    for m in (model, sdpa):
+        press = KvccPress(os.path.join(ROOT, "python", "tests", "policies", "snapkv_layer.lua"), ratio=0.5)
+        with torch.no_grad(), press(m):
+            outs.append(m.generate(ids, past_key_values=DynamicCache(), max_new_tokens=20, do_sample=False,
+                                   attention_mask=torch.ones_like(ids))[0, 150:].tolist())
+    S.check("generate over per-head padded caches: SDPA = eager", outs[0] == outs[1], "%s" % outs[0][:10])
+
+
 def eval_table(model, stories, lo, hi):
     pols = [os.path.join(POLICIES, p + ".lua") for p in
             ("streaming_llm", "knorm", "snapkv", "tova", "observed_attention", "keydiff", "pyramidkv", "random")]
@@ -230,6 +251,7 @@ def main():
     S.run("kvpress agreement", kvpress_agreement, model, stories)
     S.run("captured queries", captured_vs_recomputed, model, stories)
     S.run("batches and attention", batches_and_attention, model, stories)
+    S.run("lse and generate", lse_and_generate, model, stories)
     full = os.environ.get("KVCC_PY_FULL") == "1"
     S.run("eval table", eval_table, model, stories, 0, 70 if full else 6)
     return S.done()
