@@ -14,8 +14,9 @@ Measured per (dtype, n, press), each in a fresh process:
   the cache layer is restored from a copy before each call, outside the timing);
 - peak memory: the rise of the process's peak RSS (VmHWM, reset through
   /proc/self/clear_refs) over its RSS before the first, cold hook call — everything the step
-  allocates, kvcc's plan workspace included; kvpress materializes the window's attention
-  [32, 64, n] in float32, kvcc never does.
+  allocates, kvcc's plan workspace included (glibc serves blocks over 128 KiB with mmap in these
+  processes, so freed memory is not silently reused); kvpress materializes the window's
+  attention [32, 64, n] in float32, kvcc never does.
 - agreement: the fraction of kept positions the two presses share (f32: near-ties aside,
   identical; bf16: kvpress rounds attention weights to bf16 before averaging).
 
@@ -92,7 +93,7 @@ def child(press_name, dtype, n, reps, threads):
         cache.layers[0].keys = keys.clone()
         cache.layers[0].values = values.clone()
 
-    times, qtimes = [], []
+    times, qtimes, ctimes = [], [], []
     with torch.no_grad(), press(model):
         # the prefill's q_proj of the window (KvccPress keeps it; SnapKVPress recomputes it in its hook)
         att.q_proj(hidden[:, n - WINDOW:])
@@ -108,9 +109,10 @@ def child(press_name, dtype, n, reps, threads):
             t0 = time.perf_counter()
             att.q_proj(hidden[:, n - WINDOW:])
             qtimes.append(time.perf_counter() - t0)
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             press.forward_hook(att, [], kw, out)
             times.append(time.perf_counter() - t0)
+            ctimes.append(time.process_time() - c0)
         m = cache.layers[0].keys.shape[2]
     # kept positions by row matching (keys are random, rows distinct)
     kin = keys[0].float().numpy()
@@ -119,7 +121,8 @@ def child(press_name, dtype, n, reps, threads):
         where = {kin[h, t].tobytes(): t for t in range(n)}
         kept.append(sorted(where[kept_k[h, j].tobytes()] for j in range(m)))
     res = {"press": press_name, "dtype": dtype, "n": n, "median_ms": 1e3 * float(np.median(times)),
-           "min_ms": 1e3 * float(np.min(times)), "cold_ms": 1e3 * cold, "qproj_ms": 1e3 * float(np.median(qtimes)), "peak_bytes": peak, "kept": m,
+           "min_ms": 1e3 * float(np.min(times)), "cold_ms": 1e3 * cold, "qproj_ms": 1e3 * float(np.median(qtimes)),
+           "cpu_ms": 1e3 * float(np.median(ctimes)), "load": os.getloadavg()[0], "peak_bytes": peak, "kept": m,
            "threads": threads, "torch": torch.__version__}
     np.save(os.environ["KVCC_BENCH_KEPT"], np.array(kept, dtype=np.int32))
     print(json.dumps(res))
@@ -156,8 +159,11 @@ def main():
         for n in [int(x) for x in a.n.split(",")]:
             r = {}
             for p in ("kvcc", "kvpress"):
+                # large blocks through mmap: freed memory goes back to the system, so the peak RSS
+                # of the step counts its own allocations rather than reused heap pages
                 env = dict(os.environ, KVCC_BENCH_KEPT=os.path.join(tmp, "%s.npy" % p),
-                           OMP_NUM_THREADS=str(a.threads), PYTHONWARNINGS="ignore")
+                           OMP_NUM_THREADS=str(a.threads), PYTHONWARNINGS="ignore",
+                           MALLOC_MMAP_THRESHOLD_="131072", MALLOC_TRIM_THRESHOLD_="131072")
                 out = subprocess.run([sys.executable, __file__, "--child", "%s,%s,%d" % (p, dt, n), "--reps",
                                       str(a.reps), "--threads", str(a.threads)], capture_output=True, text=True,
                                      env=env)
@@ -183,13 +189,17 @@ def main():
              "- case: LlamaForCausalLM, random weights, 1 layer, 32 query heads / 8 KV heads (group 4), "
              "head_dim 128; the press's forward_hook on the layer after the prefill; ratio 0.5, window 64, "
              "kernel 5; median of %d calls after a warm-up" % a.reps, "",
-             "| dtype | n | KvccPress ms | SnapKVPress ms | speedup | (q_proj of the window ms) | KvccPress peak MB "
-             "| SnapKVPress peak MB | kept agreement |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "| dtype | n | KvccPress ms | SnapKVPress ms | speedup | CPU ms KvccPress / SnapKVPress | CPU-time ratio "
+             "| (q_proj of the window ms) | KvccPress peak MB | SnapKVPress peak MB | kept agreement | load |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for dt, n, k, p, agree in rows:
-        lines.append("| %s | %d | %.1f | %.1f | %.1fx | %.1f | %.1f | %.1f | %.4f |" % (
-            dt, n, k["median_ms"], p["median_ms"], p["median_ms"] / k["median_ms"], p["qproj_ms"],
-            k["peak_bytes"] / 2**20, p["peak_bytes"] / 2**20, agree))
-    lines += ["", "(q_proj of the window): the time of the layer's q_proj on the last 64 hidden states, which "
+        lines.append("| %s | %d | %.1f | %.1f | %.1fx | %.0f / %.0f | %.1fx | %.1f | %.1f | %.1f | %.4f | %.1f |" % (
+            dt, n, k["median_ms"], p["median_ms"], p["median_ms"] / k["median_ms"], k["cpu_ms"], p["cpu_ms"],
+            p["cpu_ms"] / k["cpu_ms"], p["qproj_ms"], k["peak_bytes"] / 2**20, p["peak_bytes"] / 2**20, agree,
+            (k["load"] + p["load"]) / 2))
+    lines += ["", "CPU ms: process CPU time (all threads) of the hook call, median; less sensitive than wall time "
+              "to other processes on the machine (load: the 1-minute load average during the runs).",
+              "", "(q_proj of the window): the time of the layer's q_proj on the last 64 hidden states, which "
               "SnapKVPress's hook recomputes (inside its time) and KvccPress takes from the prefill's own q_proj "
               "(a forward hook keeps those 64 rows).",
               "", "Peak MB: the rise of the process's peak RSS during the first (cold) hook call over its RSS "

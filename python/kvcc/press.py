@@ -61,6 +61,23 @@ from . import core
 _TORCH_DTYPES = {torch.float32: "f32", torch.float16: "f16", torch.bfloat16: "bf16"}
 
 
+@contextlib.contextmanager
+def _one_thread() -> Iterator[None]:
+    """torch on one thread for the press's own small or memory-bound ops (RoPE of the window,
+    reshapes, copies of the kept rows): kvcc runs the heavy part on its own pool, and torch's
+    OpenMP team costs far more than these ops once the machine is busy (140 ms instead of 1 ms
+    for the window's RoPE on a loaded 2-core machine)."""
+    n = torch.get_num_threads()
+    if n == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
+
+
 def _rotate_half(x: torch.Tensor) -> torch.Tensor:
     h = x.shape[-1] // 2
     return torch.cat((-x[..., h:], x[..., :h]), dim=-1)
@@ -84,12 +101,13 @@ def observation_queries(module: torch.nn.Module, hidden_states: torch.Tensor, po
             q = module.qkv_proj(x)[..., :hq * d]
         else:
             raise NotImplementedError("KvccPress: no q_proj in %s" % type(module).__name__)
-    q = q.reshape(b, nobs, hq, d).transpose(1, 2)
-    if hasattr(module, "q_norm"):                        # Qwen3, Gemma3
-        q = module.q_norm(q)
-    cos, sin = position_embeddings
-    cos, sin = cos[:, n - nobs:].unsqueeze(1), sin[:, n - nobs:].unsqueeze(1)
-    return (q * cos) + (_rotate_half(q) * sin)
+    with _one_thread():
+        q = q.reshape(b, nobs, hq, d).transpose(1, 2)
+        if hasattr(module, "q_norm"):                    # Qwen3, Gemma3
+            q = module.q_norm(q)
+        cos, sin = position_embeddings
+        cos, sin = cos[:, n - nobs:].unsqueeze(1), sin[:, n - nobs:].unsqueeze(1)
+        return (q * cos) + (_rotate_half(q) * sin)
 
 
 def _lse(q: torch.Tensor, keys: torch.Tensor, scale: float, chunk: int = 4096) -> torch.Tensor:
@@ -355,8 +373,9 @@ class KvccPress(BasePress):
         """keys/values [b, H, n, d] compacted by kvcc → new tensors of the longest head's rows;
         shorter heads padded (zeros, masked by the pre-hook). lens [b, H], pos [b, H, n]."""
         M = int(lens.max()) if lens.size else 0
-        k2 = keys[:, :, :M].clone()
-        v2 = values[:, :, :M].clone()
+        with _one_thread():
+            k2 = keys[:, :, :M].clone()
+            v2 = values[:, :, :M].clone()
         kept = pos[:, :, :M].copy()
         padded = np.arange(M)[None, None, :] >= lens[:, :, None]
         if padded.any():
@@ -384,12 +403,13 @@ class KvccPress(BasePress):
             cap = None
         if cap is not None:
             cap = cap[:, cap.shape[1] - O:]
-        q = observation_queries(module, hidden_states, kwargs["position_embeddings"], O, cap).to(keys.dtype)
+        q = observation_queries(module, hidden_states, kwargs["position_embeddings"], O, cap)
         G = q.shape[1] // H
         lse = None
         if pol.reads_lse:
-            lse = torch.stack([_lse(q[i], keys[i], module.scaling) for i in range(b)])
-        return q.reshape(b, H, G, O, d).contiguous(), lse
+            lse = torch.stack([_lse(q[i].to(keys.dtype), keys[i], module.scaling) for i in range(b)])
+        with _one_thread():
+            return q.to(keys.dtype).reshape(b, H, G, O, d).contiguous(), lse
 
     def compress(self, module: torch.nn.Module, hidden_states: torch.Tensor, keys: torch.Tensor,
                  values: torch.Tensor, attentions: torch.Tensor, kwargs: dict) -> tuple[torch.Tensor, torch.Tensor]:
@@ -402,7 +422,9 @@ class KvccPress(BasePress):
             raise NotImplementedError("KvccPress(%s): the policy's selection depends on the layer, so it "
                                       "compresses every layer at once from the model's forward hook; "
                                       "compress() of one layer cannot" % pol.name)
-        keys, values = keys.contiguous(), values.contiguous()
+        if not (keys.is_contiguous() and values.is_contiguous()):
+            with _one_thread():
+                keys, values = keys.contiguous(), values.contiguous()
         Q, lse = self._layer_inputs(pol, module, hidden_states, keys, kwargs)
         with torch.no_grad():
             lens, pos = [], []
@@ -446,8 +468,9 @@ class KvccPress(BasePress):
                 _, k, v, _, _ = self._pending[l]
                 if k.shape != k0.shape:
                     raise ValueError("KvccPress(%s): layers hold different cache lengths at the prefill" % pol.name)
-                K[:, j].copy_(k)
-                V[:, j].copy_(v)
+                with _one_thread():
+                    K[:, j].copy_(k)
+                    V[:, j].copy_(v)
                 if not isinstance(cache, QuantizedCache):
                     _store(cache, l, K[:, j], V[:, j])      # the originals can go now
             self._pending = {l: (m, None, None, Q, ls) for l, (m, _, _, Q, ls) in self._pending.items()}
