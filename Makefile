@@ -1,7 +1,7 @@
 # kvcc — build, test and install.
 #
 #   make            the kvcc command and libkvcc (shared library + include/kvcc.h)
-#   make check      every test tier (installs missing Debian packages first)
+#   make check      every test tier (installs missing Debian packages first; tests/README.md)
 #   make demo       the end-to-end demonstration on the shipped checkpoint
 #   make asan       the whole suite under AddressSanitizer + UndefinedBehaviorSanitizer
 #   make bench      CPU benchmarks (a program, not a test)
@@ -32,14 +32,13 @@ LLVM_LIBS    := $(shell $(LLVMCFG) --ldflags 2>/dev/null) $(shell $(LLVMCFG) --l
 LDLIBS   = $(SAN) $(LUA_LIBS) -lm -lpthread -ldl
 
 # --- objects, one group per stage ---------------------------------------------
-DSLOBJ  = dsl/sandbox.o dsl/builder.o
+DSLOBJ  = dsl/sandbox.o dsl/builder.o dsl/strlib.o
 IROBJ   = compiler/ir.o compiler/print.o compiler/lex.o compiler/parse.o \
-          compiler/verify.o compiler/passes.o compiler/interp.o compiler/npz.o \
-          compiler/diag.o
+          compiler/verify.o compiler/passes.o compiler/interp.o compiler/diag.o
 RTOBJ   =
 X86OBJ  =
 PTXOBJ  =
-CLIOBJ  = compiler/main.o
+CLIOBJ  = tools/main.o tools/dev.o tools/npz.o
 
 LIBOBJ  = $(addprefix $(B)/,$(DSLOBJ) $(IROBJ) $(X86OBJ) $(PTXOBJ) $(RTOBJ))
 
@@ -60,7 +59,7 @@ $(B)/compiler/lex.o: $(B)/compiler/lex.c
 $(B)/libkvcc.so: $(LIBOBJ)
 	$(CC) -shared -o $@ $^ $(LDLIBS) $(LLVM_LIBS_USED)
 
-$(B)/kvcc: $(B)/$(CLIOBJ) $(LIBOBJ)
+$(B)/kvcc: $(addprefix $(B)/,$(CLIOBJ)) $(LIBOBJ)
 	$(CC) -o $@ $^ $(LDLIBS) $(LLVM_LIBS_USED)
 
 # --- tests ----------------------------------------------------------------------
@@ -69,23 +68,12 @@ deps:
 
 check: deps
 	$(MAKE) all
-	$(MAKE) check-unit check-golden check-errors $(CHECK_MORE)
+	$(MAKE) $(CHECK_TIERS) $(CHECK_MORE)
 	@echo "make check: all tiers passed"
 
 demo: deps
 	$(MAKE) all $(DEMO_MORE)
 	scripts/demo.sh $(B) $(PYTHON) $(SHARED)
-
-check-golden: $(B)/kvcc
-	$(PYTHON) tests/oracle/test_kvref.py
-	tests/golden/run.sh $(B)/kvcc $(PYTHON) $(B)/golden
-
-check-errors: $(B)/kvcc
-	tests/errors/run.sh $(B)/kvcc
-	@mkdir -p $(B)/npz-fuzz
-	$(PYTHON) tests/oracle/gen_golden.py $(B)/npz-fuzz >/dev/null
-	$(PYTHON) tests/errors/npz_fuzz.py $(B)/kvcc policies/snapkv.lua \
-	  $(B)/npz-fuzz/$$(grep '^snapkv ' $(B)/npz-fuzz/cases.txt | head -1 | cut -d' ' -f2) $(B)/npz-fuzz
 
 asan:
 	$(MAKE) B=build-asan OPT="-O1 -g -fno-omit-frame-pointer" \
@@ -103,6 +91,6 @@ install: all
 clean:
 	rm -rf build build-asan
 
-.PHONY: all deps demo check check-golden check-errors asan install clean
+.PHONY: all deps demo check asan install clean
 
 -include $(shell find $(B) -name '*.d' 2>/dev/null)

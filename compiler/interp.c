@@ -152,33 +152,59 @@ static inline double at(const Opnd *o, int g, int ob, int t, int ch)
 
 /* --- one instruction on one instance ------------------------------------------------------- */
 
+/* A reduction's combine and finish (ops.h CMB_*, FIN_*); count: the elements
+** reduced (FIN_DIVK: the window size). */
+static double combine(int comb, double acc, double v)
+{
+	switch (comb) {
+	case CMB_MAX: return isnan(v) || v > acc ? v : acc;
+	case CMB_MIN: return isnan(v) || v < acc ? v : acc;
+	}
+	return acc + v;
+}
+
+static double finish(int fin, double acc, double count)
+{
+	switch (fin) {
+	case FIN_MEAN: return count ? acc / count : NAN;
+	case FIN_SQRT: return sqrt(acc);
+	case FIN_RMS: return count ? sqrt(acc / count) : NAN;
+	case FIN_DIVK: return acc / count;
+	}
+	return acc;
+}
+
 static int posof(const KiCase *c, int l, int h, int t)
 {
 	return c->pos ? c->pos[((size_t)l * c->H + h) * c->n + t] : t;
 }
 
+/* Observation query o's position: qpos, else the position of the o-th of the
+** last O held tokens (their pos, never their index: a compacted cache has
+** gaps). checkcase makes sure O tokens are held. */
 static int qposof(const KiCase *c, int l, int h, int o)
 {
-	return c->qpos ? c->qpos[o] : tokens(c, l, h) - c->O + o;
+	return c->qpos ? c->qpos[o] : posof(c, l, h, tokens(c, l, h) - c->O + o);
 }
 
-static int evalins(Ctx *x, int i, int l, int h, double *out)
+/* One instruction on one instance: the sizes, the result's loop ranges and strides,
+** and the operands. */
+typedef struct Frame {
+	int l, h;
+	int size[AX_NUM];        /* sizes of the axes on this instance */
+	int R[AX_NUM];           /* loop ranges of the result (1 for its absent axes) */
+	size_t rs[AX_NUM];       /* strides of the result */
+	size_t count;            /* its element count */
+	Opnd a, b, c;
+} Frame;
+
+/* Leaves (and rand, [token] from its seed): read from the case. */
+static int evalleaf(Ctx *x, const KiIns *in, const Frame *fr, double *out)
 {
 	const KiCase *c = x->c;
-	const KiIns *in = &x->f->ins[i];
-	int inst = l * c->H + h, size[AX_NUM];
-	dims(c, l, h, size);
-	size_t rs[AX_NUM];
-	size_t count = strides(in->axes, size, rs);
-	int n = size[AX_token];
-	Opnd a, b, cc;
-	opnd(x, in->arg[0], inst, size, &a);
-	opnd(x, in->arg[1], inst, size, &b);
-	opnd(x, in->arg[2], inst, size, &cc);
-	int R[AX_NUM];           /* loop ranges of the result */
-	for (int ax = 0; ax < AX_NUM; ax++)
-		R[ax] = (in->axes & AXM(ax)) ? size[ax] : 1;
-
+	const int *R = fr->R;
+	const size_t *rs = fr->rs;
+	int l = fr->l, h = fr->h, n = fr->size[AX_token];
 	switch (in->op) {
 	case KO_input: {
 		size_t lh = (size_t)l * c->H + h;
@@ -211,11 +237,11 @@ static int evalins(Ctx *x, int i, int l, int h, double *out)
 				out[g * rs[0] + t * rs[2]] = x->attn[(((size_t)l * c->H + h) * c->G + g) * c->n + t];
 		return 0;
 	case KO_index:
-		for (size_t k = 0; k < count; k++)
+		for (size_t k = 0; k < fr->count; k++)
 			out[k] = (double)k;
 		return 0;
 	case KO_size:
-		out[0] = in->axis < AX_NUM ? size[in->axis] : 0;
+		out[0] = in->axis < AX_NUM ? fr->size[in->axis] : 0;
 		return 0;
 	case KO_info: {
 		double v = 0;
@@ -231,58 +257,38 @@ static int evalins(Ctx *x, int i, int l, int h, double *out)
 		return 0;
 	}
 	case KO_rand: {
-		double s = a.p ? a.p[0] : a.k;
+		double s = fr->a.p ? fr->a.p[0] : fr->a.k;
 		uint64_t seed = (uint64_t)(int64_t)s;
 		for (int t = 0; t < n; t++)
 			out[t] = ki_rand(seed, (uint64_t)l, (uint64_t)h, (uint64_t)posof(c, l, h, t));
 		return 0;
 	}
-	case KO_hmean:
-		return 0;            /* done across heads by evalhmean */
 	}
+	return 0;
+}
 
-	switch (ki_rule(in->op)) {
-	case AR_EW:
-		for (int g = 0; g < R[0]; g++)
-			for (int o = 0; o < R[1]; o++)
-				for (int t = 0; t < R[2]; t++)
-					for (int ch = 0; ch < R[3]; ch++)
-						out[g * rs[0] + o * rs[1] + t * rs[2] + ch * rs[3]] =
-							ki_evalew(in->op, at(&a, g, o, t, ch), at(&b, g, o, t, ch), at(&cc, g, o, t, ch));
-		return 0;
-	case AR_RED:
-	case AR_DOT: {
-		/* iterate the operand space (result axes + the reduced axis) */
-		int ax = in->axis, S[AX_NUM];
-		for (int k = 0; k < AX_NUM; k++)
-			S[k] = R[k];
-		S[ax] = size[ax];
-		int m = size[ax];
-		for (size_t k = 0; k < count; k++)
-			out[k] = in->op == KO_rmax ? -INFINITY : in->op == KO_rmin ? INFINITY : 0;
-		if (in->op == KO_std) {      /* population std: mean first, then deviations */
-			double *mu = calloc(count, sizeof *mu);
-			if (!mu)
-				return -1;
-			for (int pass = 0; pass < 2; pass++)
-				for (int g = 0; g < S[0]; g++)
-					for (int o = 0; o < S[1]; o++)
-						for (int t = 0; t < S[2]; t++)
-							for (int ch = 0; ch < S[3]; ch++) {
-								int idx[AX_NUM] = { g, o, t, ch };
-								idx[ax] = 0;
-								size_t r = idx[0] * rs[0] + idx[1] * rs[1] + idx[2] * rs[2] + idx[3] * rs[3];
-								double v = at(&a, g, o, t, ch);
-								if (pass == 0)
-									mu[r] += v / m;
-								else
-									out[r] += (v - mu[r]) * (v - mu[r]);
-							}
-			for (size_t k = 0; k < count; k++)
-				out[k] = m ? sqrt(out[k] / m) : NAN;
-			free(mu);
-			return 0;
-		}
+/* Reductions over `axis` (RED, DOT): the op's KS_RED row says how (ops.h). */
+static int evalred(Ctx *x, const KiIns *in, const Frame *fr, double *out)
+{
+	const int *size = fr->size, *R = fr->R;
+	const size_t *rs = fr->rs;
+	size_t count = fr->count;
+	/* iterate the operand space (result axes + the reduced axis); std's map
+	** needs the mean, a first pass */
+	const KiSem *sem = ki_sem(in->op);
+	int ax = in->axis, S[AX_NUM];
+	for (int k = 0; k < AX_NUM; k++)
+		S[k] = R[k];
+	S[ax] = size[ax];
+	int m = size[ax];
+	for (size_t k = 0; k < count; k++)
+		out[k] = sem->init;
+	double *mu = NULL;
+	if (sem->map == MAP_DEV && !(mu = calloc(count, sizeof *mu))) {
+		kc_error(x->e, x->f->src, 0, 0, "interpreter: out of memory");
+		return -1;
+	}
+	for (int pass = mu ? 0 : 1; pass < 2; pass++)
 		for (int g = 0; g < S[0]; g++)
 			for (int o = 0; o < S[1]; o++)
 				for (int t = 0; t < S[2]; t++)
@@ -290,82 +296,128 @@ static int evalins(Ctx *x, int i, int l, int h, double *out)
 						int idx[AX_NUM] = { g, o, t, ch };
 						idx[ax] = 0;
 						size_t r = idx[0] * rs[0] + idx[1] * rs[1] + idx[2] * rs[2] + idx[3] * rs[3];
-						double v = at(&a, g, o, t, ch);
-						switch (in->op) {
-						case KO_sum: case KO_mean: out[r] += v; break;
-						case KO_rmax: out[r] = isnan(v) || v > out[r] ? v : out[r]; break;
-						case KO_rmin: out[r] = isnan(v) || v < out[r] ? v : out[r]; break;
-						case KO_norm: out[r] += v * v; break;
-						case KO_dot: out[r] += v * at(&b, g, o, t, ch); break;
+						double v = at(&fr->a, g, o, t, ch);
+						if (pass == 0) {
+							mu[r] += v / m;
+							continue;
 						}
+						switch (sem->map) {
+						case MAP_SQ: v = v * v; break;
+						case MAP_MUL: v = v * at(&fr->b, g, o, t, ch); break;
+						case MAP_DEV: v = (v - mu[r]) * (v - mu[r]); break;
+						}
+						out[r] = combine(sem->comb, out[r], v);
 					}
-		if (in->op == KO_mean)
-			for (size_t k = 0; k < count; k++)
-				out[k] = m ? out[k] / m : NAN;
-		if (in->op == KO_norm)
-			for (size_t k = 0; k < count; k++)
-				out[k] = sqrt(out[k]);
-		return 0;
+	for (size_t k = 0; k < count; k++)
+		out[k] = finish(sem->fin, out[k], m);
+	free(mu);
+	return 0;
+}
+
+/* Pools along `axis` (token) over a window of b tokens: the op's KS_RED row. */
+static int evalpool(Ctx *x, const KiIns *in, const Frame *fr, double *out)
+{
+	const int *R = fr->R;
+	const size_t *rs = fr->rs;
+	int m = fr->size[in->axis];
+	const KiSem *sem = ki_sem(in->op);
+	double kv = fr->b.p ? fr->b.p[0] : fr->b.k;
+	if (!(kv >= 1 && kv <= 1e6) || kv != floor(kv)) {
+		kc_error(x->e, x->f->src, in->line, in->col,
+		         "pooling kernel size must be a positive integer, got %g", kv);
+		return -1;
 	}
-	case AR_KEEP: {
-		int ax = in->axis, m = size[ax];
-		if (in->op == KO_avgpool || in->op == KO_maxpool) {
-			double kv = b.p ? b.p[0] : b.k;
-			if (!(kv >= 1 && kv <= 1e6) || kv != floor(kv)) {
-				kc_error(x->e, x->f->src, in->line, in->col,
-				         "pooling kernel size must be a positive integer, got %g", kv);
-				return -1;
-			}
-			int k = (int)kv, p = k / 2;
-			for (int g = 0; g < R[0]; g++)
-				for (int o = 0; o < R[1]; o++)
-					for (int ch = 0; ch < R[3]; ch++)
-						for (int t = 0; t < m; t++) {
-							double acc = in->op == KO_avgpool ? 0 : -INFINITY;
-							for (int j = t - p; j < t - p + k; j++) {
-								if (j < 0 || j >= m)
-									continue;   /* zero (avg) or -inf (max) padding */
-								double v = at(&a, g, o, j, ch);
-								acc = in->op == KO_avgpool ? acc + v : (v > acc || isnan(v) ? v : acc);
-							}
-							out[g * rs[0] + o * rs[1] + t * rs[2] + ch * rs[3]] =
-								in->op == KO_avgpool ? acc / k : acc;
-						}
-			return 0;
-		}
-		/* softmax over `ax`; causal over token when obs is present */
-		int causal = in->op == KO_softmax && ax == AX_token && (in->axes & AXM(AX_obs));
-		for (int g = 0; g < R[0]; g++)
-			for (int o = 0; o < R[1]; o++)
-				for (int t = 0; t < R[2]; t++)
-					for (int ch = 0; ch < R[3]; ch++) {
-						int idx[AX_NUM] = { g, o, t, ch };
-						if (idx[ax] != 0)
-							continue;   /* one slice per position of the other axes */
-						double mx = -INFINITY, sum = 0;
-						for (int j = 0; j < m; j++) {
-							idx[ax] = j;
-							if (causal && posof(c, l, h, j) > qposof(c, l, h, o))
-								continue;
-							double v = at(&a, idx[0], idx[1], idx[2], idx[3]);
-							mx = v > mx ? v : mx;
-						}
-						for (int j = 0; j < m; j++) {
-							idx[ax] = j;
-							if (causal && posof(c, l, h, j) > qposof(c, l, h, o))
-								continue;
-							sum += exp(at(&a, idx[0], idx[1], idx[2], idx[3]) - mx);
-						}
-						for (int j = 0; j < m; j++) {
-							idx[ax] = j;
-							double p = 0;
-							if (!(causal && posof(c, l, h, j) > qposof(c, l, h, o)) && sum > 0)
-								p = exp(at(&a, idx[0], idx[1], idx[2], idx[3]) - mx) / sum;
-							out[idx[0] * rs[0] + idx[1] * rs[1] + idx[2] * rs[2] + idx[3] * rs[3]] = p;
-						}
+	int k = (int)kv, p = k / 2;
+	for (int g = 0; g < R[0]; g++)
+		for (int o = 0; o < R[1]; o++)
+			for (int ch = 0; ch < R[3]; ch++)
+				for (int t = 0; t < m; t++) {
+					double acc = sem->init;
+					for (int j = t - p; j < t - p + k; j++)
+						if (j >= 0 && j < m)   /* zero (avg) or -inf (max) padding */
+							acc = combine(sem->comb, acc, at(&fr->a, g, o, j, ch));
+					out[g * rs[0] + o * rs[1] + t * rs[2] + ch * rs[3]] = finish(sem->fin, acc, k);
+				}
+	return 0;
+}
+
+/* softmax over `axis`, in slices: max, sum of exp, then each probability. */
+static void evalsoftmax(Ctx *x, const KiIns *in, const Frame *fr, double *out)
+{
+	const KiCase *c = x->c;
+	const int *R = fr->R;
+	const size_t *rs = fr->rs;
+	int l = fr->l, h = fr->h, ax = in->axis, m = fr->size[ax];
+	/* causal over token when obs is present */
+	int causal = in->op == KO_softmax && ax == AX_token && (in->axes & AXM(AX_obs));
+	for (int g = 0; g < R[0]; g++)
+		for (int o = 0; o < R[1]; o++)
+			for (int t = 0; t < R[2]; t++)
+				for (int ch = 0; ch < R[3]; ch++) {
+					int idx[AX_NUM] = { g, o, t, ch };
+					if (idx[ax] != 0)
+						continue;   /* one slice per position of the other axes */
+					double mx = -INFINITY, sum = 0;
+					for (int j = 0; j < m; j++) {
+						idx[ax] = j;
+						if (causal && posof(c, l, h, j) > qposof(c, l, h, o))
+							continue;
+						double v = at(&fr->a, idx[0], idx[1], idx[2], idx[3]);
+						mx = v > mx ? v : mx;
 					}
+					for (int j = 0; j < m; j++) {
+						idx[ax] = j;
+						if (causal && posof(c, l, h, j) > qposof(c, l, h, o))
+							continue;
+						sum += exp(at(&fr->a, idx[0], idx[1], idx[2], idx[3]) - mx);
+					}
+					for (int j = 0; j < m; j++) {
+						idx[ax] = j;
+						double p = 0;
+						if (!(causal && posof(c, l, h, j) > qposof(c, l, h, o)) && sum > 0)
+							p = exp(at(&fr->a, idx[0], idx[1], idx[2], idx[3]) - mx) / sum;
+						out[idx[0] * rs[0] + idx[1] * rs[1] + idx[2] * rs[2] + idx[3] * rs[3]] = p;
+					}
+				}
+}
+
+/* Instruction i on instance (l, h) into out (its axes, canonical strides). */
+static int evalins(Ctx *x, int i, int l, int h, double *out)
+{
+	const KiCase *c = x->c;
+	const KiIns *in = &x->f->ins[i];
+	int inst = l * c->H + h;
+	Frame fr = { .l = l, .h = h };
+	dims(c, l, h, fr.size);
+	fr.count = strides(in->axes, fr.size, fr.rs);
+	opnd(x, in->arg[0], inst, fr.size, &fr.a);
+	opnd(x, in->arg[1], inst, fr.size, &fr.b);
+	opnd(x, in->arg[2], inst, fr.size, &fr.c);
+	for (int ax = 0; ax < AX_NUM; ax++)
+		fr.R[ax] = (in->axes & AXM(ax)) ? fr.size[ax] : 1;
+	switch (ki_rule(in->op)) {
+	case AR_LEAF:
+	case AR_TOK:
+		return evalleaf(x, in, &fr, out);
+	case AR_EW:
+		for (int g = 0; g < fr.R[0]; g++)
+			for (int o = 0; o < fr.R[1]; o++)
+				for (int t = 0; t < fr.R[2]; t++)
+					for (int ch = 0; ch < fr.R[3]; ch++)
+						out[g * fr.rs[0] + o * fr.rs[1] + t * fr.rs[2] + ch * fr.rs[3]] =
+							ki_evalew(in->op, at(&fr.a, g, o, t, ch), at(&fr.b, g, o, t, ch),
+							          at(&fr.c, g, o, t, ch));
 		return 0;
-	}
+	case AR_RED:
+	case AR_DOT:
+		return evalred(x, in, &fr, out);
+	case AR_KEEP:
+		if (ki_sem(in->op)->kind == SEM_RED)
+			return evalpool(x, in, &fr, out);
+		evalsoftmax(x, in, &fr, out);
+		return 0;
+	case AR_SAME:
+		return 0;            /* hmean: done across heads by evalhmean */
 	}
 	kc_error(x->e, x->f->src, in->line, in->col, "interpreter: op %s not handled", ki_opname(in->op));
 	return -1;
@@ -386,15 +438,16 @@ static int evalhmean(Ctx *x, int i)
 				         "mean over heads needs equal lengths across the heads of layer %d", l);
 				return -1;
 			}
+		const KiSem *sem = ki_sem(in->op);
 		for (size_t k = 0; k < cnt; k++) {
-			double s = 0;
+			double s = sem->init;
 			for (int h = 0; h < c->H; h++) {
 				Opnd a;
 				opnd(x, in->arg[0], l * c->H + h, size, &a);
-				s += a.p ? a.p[k] : a.k;
+				s = combine(sem->comb, s, a.p ? a.p[k] : a.k);
 			}
 			for (int h = 0; h < c->H; h++)
-				x->val[i][l * c->H + h][k] = s / c->H;
+				x->val[i][l * c->H + h][k] = finish(sem->fin, s, c->H);
 		}
 	}
 	return 0;
@@ -499,25 +552,36 @@ long ki_nkeep(const KiFn *f, const double *par, int layer, int nlayers, long n, 
 	return nk > (double)n ? n : (long)nk;
 }
 
+enum { PR_none, PR_recent, PR_sink };   /* protection classes, in rank order */
+
 typedef struct Cand {
-	double key;              /* score; +inf when protected */
-	int prot;
+	double key;              /* mean score */
+	int prot;                /* PR_*: sinks outrank the recent window, which outranks the rest */
+	long age;                /* protected: sinks by position (t), recent tokens newest first
+	                         ** (tokens after the candidate) */
 	int l, h, t;             /* t: first token (chunk start) */
 	int len;                 /* tokens in the candidate (chunk) */
 } Cand;
 
-/* Order: protected first, then higher score, NaN last; ties: lower layer,
-** lower head, lower position. */
+/* Order: sinks (lower position first), then the recent window (newest
+** first), then higher score, NaN last; ties: lower layer, lower head, lower
+** position. The protected order matters only when the budget is below the
+** protected count (DESIGN §3). */
 static int candcmp(const void *pa, const void *pb)
 {
 	const Cand *a = pa, *b = pb;
 	if (a->prot != b->prot)
 		return b->prot - a->prot;
-	int na = isnan(a->key), nb = isnan(b->key);
-	if (na != nb)
-		return na - nb;
-	if (!na && a->key != b->key)
-		return a->key > b->key ? -1 : 1;
+	if (a->prot != PR_none) {
+		if (a->age != b->age)
+			return a->age < b->age ? -1 : 1;
+	} else {
+		int na = isnan(a->key), nb = isnan(b->key);
+		if (na != nb)
+			return na - nb;
+		if (!na && a->key != b->key)
+			return a->key > b->key ? -1 : 1;
+	}
 	if (a->l != b->l)
 		return a->l - b->l;
 	if (a->h != b->h)
@@ -569,15 +633,17 @@ static int selectkeep(Ctx *x, const double *scores, char *keep)
 				long len = t0 + ch <= n ? ch : n - t0;
 				Cand *cd = &cs[ncand++];
 				double s = 0;
-				int prot = 0, nan = 0;
+				int sink = 0, recent = 0, nan = 0;
 				for (long t = t0; t < t0 + len; t++) {
 					double v = scores[((size_t)l * c->H + h) * c->n + t];
 					nan |= isnan(v);
 					s += v;
-					prot |= t < S || t >= n - Rr;
+					sink |= t < S;
+					recent |= t >= n - Rr;
 				}
 				cd->key = nan ? NAN : s / (double)len;
-				cd->prot = prot;
+				cd->prot = sink ? PR_sink : recent ? PR_recent : PR_none;
+				cd->age = sink ? t0 : n - (t0 + len);
 				cd->l = l, cd->h = h, cd->t = (int)t0, cd->len = (int)len;
 			}
 			int last = f->sel.scope == SC_head ||
@@ -617,6 +683,12 @@ static int checkcase(const KiFn *f, const KiCase *c, KcErr *e)
 			                ki_inputname(in->aux)), -1;
 		if (in->op == KO_input && in->aux == IN_lse && !c->lse)
 			return kc_error(e, f->src, in->line, in->col, "the policy reads lse but the case has none"), -1;
+		for (int k = 0; in->op == KO_input && (in->aux == IN_Q || in->aux == IN_qpos) && !c->qpos &&
+		                k < c->L * c->H; k++)
+			if (tokens(c, k / c->H, k % c->H) < c->O)
+				return kc_error(e, f->src, in->line, in->col, "%d observation queries without qpos need "
+				                "as many held tokens, but (layer %d, head %d) holds %d", c->O, k / c->H,
+				                k % c->H, tokens(c, k / c->H, k % c->H)), -1;
 	}
 	return 0;
 }

@@ -4,7 +4,9 @@
 ** obviousness, not speed. Semantics (DESIGN.md §3, doc/dsl.md):
 **   - storage dtype f32/f16/bf16: K, V, Q are rounded to it, then math is double
 **   - ratio r → n_keep = floor(n (1 - r)); budget B → n_keep = min(B, n)
-**   - protected tokens (first keep_first, last keep_recent) outrank all others
+**   - protected tokens (first keep_first, last keep_recent) outrank all others;
+**     below the protected count, sinks first (lower position first), then the
+**     newest recent tokens
 **   - ties break towards the lower position (then lower head, lower layer);
 **     NaN scores rank below every number
 **   - kept tokens keep their order; merge drop compacts K, V, pos and state
@@ -25,7 +27,8 @@ typedef struct KiCase {
 	const float *Q;           /* [L][H][G][O][d], or NULL when O == 0 */
 	const float *lse;         /* [L][H][G][O], or NULL */
 	const int32_t *pos;       /* [L][H][n] absolute positions, or NULL: the token index */
-	const int32_t *qpos;      /* [O] query positions, or NULL: len-O .. len-1 */
+	const int32_t *qpos;      /* [O] query positions, or NULL: those of the last O held
+	                          ** tokens, pos[len-O .. len-1] */
 	const double *state;      /* [nst][L][H][n], or NULL: each state's init value */
 	int dtype;                /* KI_F32, KI_F16, KI_BF16 */
 	const double *params;     /* [npar] runtime values, or NULL: the defaults */

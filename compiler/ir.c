@@ -9,7 +9,7 @@
 #include <math.h>
 #include "compiler/ir.h"
 
-#define AR_ARG(name, nargs, rule, flags, doc) \
+#define AR_ARG(name, nargs, rule, flags, sem, doc) \
 	{ #name, nargs, AR_##rule, flags, doc },
 static const struct {
 	const char *name;
@@ -17,6 +17,19 @@ static const struct {
 	const char *doc;
 } optab[KO_NUM] = { KI_OPS(AR_ARG) };
 #undef AR_ARG
+
+/* the sem column as KiSem rows */
+#define KS_LEAF             { SEM_LEAF, 0, 0, 0, 0, NAN, NAN, NULL }
+#define KS_SPECIAL          { SEM_SPECIAL, 0, 0, 0, 0, NAN, NAN, NULL }
+#define KS_EW(v, c, l, r)   { SEM_EW, 0, 0, 0, 0, l, r, c }
+#define KS_RED(i, m, k, f)  { SEM_RED, m, k, f, i, NAN, NAN, NULL }
+#define SEM_ROW(name, nargs, rule, flags, sem, doc) [KO_##name] = sem,
+static const KiSem semtab[KO_NUM] = { KI_OPS(SEM_ROW) };
+#undef SEM_ROW
+#undef KS_LEAF
+#undef KS_SPECIAL
+#undef KS_EW
+#undef KS_RED
 
 static const char *const axisnames[AX_NUM + 1] = { "group", "obs", "token", "chan", "head" };
 static const char *const inputnames[IN_NUM] = { "K", "V", "Q", "lse", "pos", "qpos" };
@@ -37,6 +50,7 @@ int ki_nargs(int op) { return optab[op].nargs; }
 int ki_rule(int op) { return optab[op].rule; }
 int ki_flags(int op) { return optab[op].flags; }
 const char *ki_opdoc(int op) { return optab[op].doc; }
+const KiSem *ki_sem(int op) { return &semtab[op]; }
 const char *ki_axisname(int ax) { return ax >= 0 && ax <= AX_NUM ? axisnames[ax] : "?"; }
 const char *ki_inputname(int in) { return in >= 0 && in < IN_NUM ? inputnames[in] : "?"; }
 uint8_t ki_inputaxes(int in) { return inputaxes[in]; }
@@ -270,34 +284,41 @@ int ki_resultaxes(const KiFn *f, int op, const KcRef *arg, int axis, uint8_t *ax
 	return -1;
 }
 
+/* max and min of the KS_EW value column: NaN if either is NaN; max(-0, 0) =
+** max(0, -0) = 0 and min of them = -0, so swapping the operands of these
+** commutative ops (canon does) never changes a result. */
+static double ki_fmax(double a, double b)
+{
+	return isnan(a) || isnan(b) ? NAN : a > b ? a : b > a ? b : signbit(a) ? b : a;
+}
+
+static double ki_fmin(double a, double b)
+{
+	return isnan(a) || isnan(b) ? NAN : a < b ? a : b < a ? b : signbit(a) ? a : b;
+}
+
 /*
-** The meaning of the elementwise ops in double precision: the reference
-** interpreter evaluates them with this, and constant folding too, so a folded
-** policy computes exactly what the unfolded one does. Comparisons give 1 or 0.
-** max(-0, 0) = max(0, -0) = 0 and min of them = -0, so swapping the operands
-** of these commutative ops (canon does) never changes a result.
+** The meaning of the elementwise ops in double precision: the value column of
+** their KS_EW row. The reference interpreter evaluates them with this, and
+** constant folding too, so a folded policy computes exactly what the unfolded
+** one does. Comparisons give 1 or 0. NaN for an op that is not elementwise.
 */
 double ki_evalew(int op, double a, double b, double c)
 {
+	(void)b, (void)c;
+#define KS_LEAF             break;
+#define KS_SPECIAL          break;
+#define KS_EW(v, cu, l, r)  return (v);
+#define KS_RED(i, m, k, f)  break;
+#define EV_CASE(name, nargs, rule, flags, sem, doc) case KO_##name: sem
 	switch (op) {
-	case KO_neg: return -a;
-	case KO_exp: return exp(a);
-	case KO_log: return log(a);
-	case KO_sqrt: return sqrt(a);
-	case KO_abs: return fabs(a);
-	case KO_add: return a + b;
-	case KO_sub: return a - b;
-	case KO_mul: return a * b;
-	case KO_div: return a / b;
-	case KO_pow: return pow(a, b);
-	case KO_max: return isnan(a) || isnan(b) ? NAN : a > b ? a : b > a ? b : signbit(a) ? b : a;
-	case KO_min: return isnan(a) || isnan(b) ? NAN : a < b ? a : b < a ? b : signbit(a) ? a : b;
-	case KO_lt: return a < b;
-	case KO_le: return a <= b;
-	case KO_eq: return a == b;
-	case KO_ne: return a != b;
-	case KO_where: return a != 0 ? b : c;
+	KI_OPS(EV_CASE)
 	}
+#undef EV_CASE
+#undef KS_LEAF
+#undef KS_SPECIAL
+#undef KS_EW
+#undef KS_RED
 	return NAN;
 }
 

@@ -97,6 +97,16 @@ typedef struct KiFn {
 	uint32_t line, col;   /* position of the policy declaration */
 } KiFn;
 
+/* --- op semantics ------------------------------------------------------------- */
+/* The sem column of ops.h as data (ki_sem): what the backends derive an op from. */
+typedef struct KiSem {
+	uint8_t kind;         /* SEM_LEAF, SEM_EW, SEM_RED, SEM_SPECIAL */
+	uint8_t map, comb, fin;  /* SEM_RED: MAP_*, CMB_*, FIN_* */
+	double init;          /* SEM_RED: the accumulator's start (comb's identity) */
+	double lid, rid;      /* SEM_EW: left / right identity, NaN when none */
+	const char *cuda;     /* SEM_EW: the CUDA C expression, a printf format of a, b, c */
+} KiSem;
+
 /* --- errors ------------------------------------------------------------------- */
 /* The first error of a stage, formatted as one line "file:line:col: error: msg". */
 typedef struct KcErr {
@@ -123,6 +133,7 @@ KC_FUNC int ki_nargs(int op);
 KC_FUNC int ki_rule(int op);
 KC_FUNC int ki_flags(int op);
 KC_FUNC const char *ki_opdoc(int op);
+KC_FUNC const KiSem *ki_sem(int op);
 KC_FUNC const char *ki_axisname(int ax);
 KC_FUNC int ki_axisbyname(const char *name, size_t len);
 KC_FUNC const char *ki_inputname(int in);
@@ -134,7 +145,7 @@ KC_FUNC const char *ki_scopename(int sc);
 KC_FUNC const char *ki_schedname(int s);
 KC_FUNC void ki_axesstr(uint8_t axes, char *buf, size_t len);
 KC_FUNC uint64_t ki_hash(const KiFn *f);
-KC_FUNC double ki_evalew(int op, double a, double b, double c);
+KC_FUNC double ki_evalew(int op, double a, double b, double c);   /* the value column of KS_EW */
 KC_FUNC uint64_t ki_fnv(const void *p, size_t n, uint64_t h);
 
 /* diag.c */

@@ -1,6 +1,11 @@
 /*
-** KIR op table. One row per op; this table drives the printer, the parser, the
-** verifier's arity and axis checks, the interpreter's dispatch and doc/kir.md.
+** KIR op table. One row per op, and on it everything about the op's meaning
+** that can be written as data (LuaJIT's IRDEF). The table drives the printer,
+** the parser, the verifier's arity and axis checks, constant folding and its
+** identities (passes.c), the interpreter's elementwise evaluator and its
+** reductions (ir.c ki_evalew, interp.c), the CUDA expressions and reduction
+** code (codegen/ptx), and doc/kir.md (tools/kirdoc.c). ir.c turns the sem
+** column into data: ki_sem(op) (ir.h), which the backends read.
 **
 ** Columns:
 **   name   op name in the text form (KO_<name> in C)
@@ -15,49 +20,79 @@
 **            SAME  operand a's axes (cross-instance reductions over heads)
 **   flags  KF_PURE (no side effects), KF_COMM (commutative), KF_FOLD
 **          (constant-foldable when all operands are constants)
+**   sem    what the op computes:
+**            KS_LEAF   a leaf: each evaluator reads it from its inputs
+**            KS_EW(value, cuda, lid, rid)   elementwise:
+**                value  the result as a C expression of the double operands
+**                       a, b, c; the interpreter and constant folding evaluate
+**                       exactly it (ki_fmax, ki_fmin: ir.c)
+**                cuda   the f32 CUDA C expression, a printf format whose %s
+**                       are the operands a, b, c in order
+**                lid    left identity: lid op x == x (KI_NOID: none); fold
+**                rid    right identity: x op rid == x     drops such an op
+**            KS_RED(init, map, comb, fin)   a reduction over `axis` (pools:
+**                over the window; hmean: over the heads of the layer):
+**                acc = init; acc = comb(acc, map(e)) for each element e;
+**                result = fin(acc). init is comb's identity. The backends
+**                emit one piece of code per kind below, not per op.
+**            KS_SPECIAL  neither: written out in each evaluator (softmax, rand)
 **   doc    one line for doc/kir.md
+**
+** Reduction kinds (KS_RED):
+**   map   MAP_ID    e                     MAP_SQ    e * e
+**         MAP_MUL   a * b (dot)           MAP_DEV   (e - mean)^2, the mean from
+**                                                   a first pass (std)
+**   comb  CMB_ADD   acc + v               CMB_MAX   v if v > acc or v is NaN
+**         CMB_MIN   v if v < acc or v is NaN        (a NaN stays)
+**   fin   FIN_NONE  acc                   FIN_MEAN  acc / count (NaN when 0)
+**         FIN_SQRT  sqrt(acc)             FIN_RMS   sqrt(acc / count) (NaN when 0)
+**         FIN_DIVK  acc / the window size (avgpool: padding counted)
+**
+** A new elementwise op: its row (value and cuda), the x86 emitter
+** (codegen/x86), the DSL function (dsl/builder.c). A new reduction: its row,
+** and a new kind in each backend only when no map/comb/fin above fits.
 */
 #ifndef KVCC_OPS_H
 #define KVCC_OPS_H
 
-/*  name      nargs rule  flags                      doc */
+/*  name       nargs rule  flags                    sem                                                                       doc */
 #define KI_OPS(X) \
-	X(input,   0, LEAF, KF_PURE,                    "input tensor named by `aux` (K V Q lse pos qpos)") \
-	X(state,   0, LEAF, KF_PURE,                    "per-token state tensor number `aux`, axes [token]") \
-	X(attn,    0, LEAF, KF_PURE,                    "decode attention probabilities [group, token]; observe hook only") \
-	X(index,   0, LEAF, KF_PURE,                    "index along `axis` (0 .. size-1)") \
-	X(size,    0, LEAF, KF_PURE,                    "size of `axis` as a scalar (n tokens, obs, group, head_dim)") \
-	X(info,    0, LEAF, KF_PURE,                    "instance scalar named by `aux`: scale layer head nlayers nheads step") \
-	X(rand,    1, TOK,  KF_PURE,                    "uniform [0,1) per token from (seed a, layer, head, pos); counter-based") \
-	X(neg,     1, EW,   KF_PURE|KF_FOLD,            "-a") \
-	X(exp,     1, EW,   KF_PURE|KF_FOLD,            "exp(a)") \
-	X(log,     1, EW,   KF_PURE|KF_FOLD,            "log(a)") \
-	X(sqrt,    1, EW,   KF_PURE|KF_FOLD,            "sqrt(a)") \
-	X(abs,     1, EW,   KF_PURE|KF_FOLD,            "|a|") \
-	X(add,     2, EW,   KF_PURE|KF_COMM|KF_FOLD,    "a + b") \
-	X(sub,     2, EW,   KF_PURE|KF_FOLD,            "a - b") \
-	X(mul,     2, EW,   KF_PURE|KF_COMM|KF_FOLD,    "a * b") \
-	X(div,     2, EW,   KF_PURE|KF_FOLD,            "a / b") \
-	X(pow,     2, EW,   KF_PURE|KF_FOLD,            "a ^ b") \
-	X(max,     2, EW,   KF_PURE|KF_COMM|KF_FOLD,    "max(a, b)") \
-	X(min,     2, EW,   KF_PURE|KF_COMM|KF_FOLD,    "min(a, b)") \
-	X(lt,      2, EW,   KF_PURE|KF_FOLD,            "1 if a < b else 0") \
-	X(le,      2, EW,   KF_PURE|KF_FOLD,            "1 if a <= b else 0") \
-	X(eq,      2, EW,   KF_PURE|KF_COMM|KF_FOLD,    "1 if a == b else 0") \
-	X(ne,      2, EW,   KF_PURE|KF_COMM|KF_FOLD,    "1 if a != b else 0") \
-	X(where,   3, EW,   KF_PURE|KF_FOLD,            "b if a != 0 else c") \
-	X(sum,     1, RED,  KF_PURE,                    "sum of a over `axis`") \
-	X(mean,    1, RED,  KF_PURE,                    "mean of a over `axis`") \
-	X(rmax,    1, RED,  KF_PURE,                    "maximum of a over `axis`") \
-	X(rmin,    1, RED,  KF_PURE,                    "minimum of a over `axis`") \
-	X(norm,    1, RED,  KF_PURE,                    "Euclidean norm of a over `axis`") \
-	X(std,     1, RED,  KF_PURE,                    "population standard deviation of a over `axis`") \
-	X(dot,     2, DOT,  KF_PURE|KF_COMM,            "sum over `axis` of a * b") \
-	X(softmax, 1, KEEP, KF_PURE,                    "softmax of a over `axis`; over token with obs present it is causal (pos <= qpos)") \
-	X(softmaxnc, 1, KEEP, KF_PURE,                  "softmax of a over `axis`, no causal mask") \
-	X(avgpool, 2, KEEP, KF_PURE,                    "average pool of a along token, kernel b (runtime scalar), zero padding counted") \
-	X(maxpool, 2, KEEP, KF_PURE,                    "max pool of a along token, kernel b (runtime scalar), -inf padding") \
-	X(hmean,   1, SAME, KF_PURE,                    "mean of a over the KV heads of the layer (instance axis head)")
+	X(input,     0, LEAF, KF_PURE,                 KS_LEAF,                                                                  "input tensor named by `aux` (K V Q lse pos qpos)") \
+	X(state,     0, LEAF, KF_PURE,                 KS_LEAF,                                                                  "per-token state tensor number `aux`, axes [token]") \
+	X(attn,      0, LEAF, KF_PURE,                 KS_LEAF,                                                                  "decode attention probabilities [group, token]; observe hook only") \
+	X(index,     0, LEAF, KF_PURE,                 KS_LEAF,                                                                  "index along `axis` (0 .. size-1)") \
+	X(size,      0, LEAF, KF_PURE,                 KS_LEAF,                                                                  "size of `axis` as a scalar (n tokens, obs, group, head_dim)") \
+	X(info,      0, LEAF, KF_PURE,                 KS_LEAF,                                                                  "instance scalar named by `aux`: scale layer head nlayers nheads step") \
+	X(rand,      1, TOK,  KF_PURE,                 KS_SPECIAL,                                                               "uniform [0,1) per token from (seed a, layer, head, pos); counter-based") \
+	X(neg,       1, EW,   KF_PURE|KF_FOLD,         KS_EW(-a, "-(%s)", KI_NOID, KI_NOID),                                     "-a") \
+	X(exp,       1, EW,   KF_PURE|KF_FOLD,         KS_EW(exp(a), "expf(%s)", KI_NOID, KI_NOID),                              "exp(a)") \
+	X(log,       1, EW,   KF_PURE|KF_FOLD,         KS_EW(log(a), "logf(%s)", KI_NOID, KI_NOID),                              "log(a)") \
+	X(sqrt,      1, EW,   KF_PURE|KF_FOLD,         KS_EW(sqrt(a), "sqrtf(%s)", KI_NOID, KI_NOID),                            "sqrt(a)") \
+	X(abs,       1, EW,   KF_PURE|KF_FOLD,         KS_EW(fabs(a), "fabsf(%s)", KI_NOID, KI_NOID),                            "|a|") \
+	X(add,       2, EW,   KF_PURE|KF_COMM|KF_FOLD, KS_EW(a + b, "(%s) + (%s)", 0, 0),                                        "a + b") \
+	X(sub,       2, EW,   KF_PURE|KF_FOLD,         KS_EW(a - b, "(%s) - (%s)", KI_NOID, 0),                                  "a - b") \
+	X(mul,       2, EW,   KF_PURE|KF_COMM|KF_FOLD, KS_EW(a * b, "(%s) * (%s)", 1, 1),                                        "a * b") \
+	X(div,       2, EW,   KF_PURE|KF_FOLD,         KS_EW(a / b, "(%s) / (%s)", KI_NOID, 1),                                  "a / b") \
+	X(pow,       2, EW,   KF_PURE|KF_FOLD,         KS_EW(pow(a, b), "powf(%s, %s)", KI_NOID, KI_NOID),                       "a ^ b") \
+	X(max,       2, EW,   KF_PURE|KF_COMM|KF_FOLD, KS_EW(ki_fmax(a, b), "kv_max(%s, %s)", KI_NOID, KI_NOID),                 "max(a, b)") \
+	X(min,       2, EW,   KF_PURE|KF_COMM|KF_FOLD, KS_EW(ki_fmin(a, b), "kv_min(%s, %s)", KI_NOID, KI_NOID),                 "min(a, b)") \
+	X(lt,        2, EW,   KF_PURE|KF_FOLD,         KS_EW(a < b, "((%s) < (%s) ? 1.f : 0.f)", KI_NOID, KI_NOID),              "1 if a < b else 0") \
+	X(le,        2, EW,   KF_PURE|KF_FOLD,         KS_EW(a <= b, "((%s) <= (%s) ? 1.f : 0.f)", KI_NOID, KI_NOID),            "1 if a <= b else 0") \
+	X(eq,        2, EW,   KF_PURE|KF_COMM|KF_FOLD, KS_EW(a == b, "((%s) == (%s) ? 1.f : 0.f)", KI_NOID, KI_NOID),            "1 if a == b else 0") \
+	X(ne,        2, EW,   KF_PURE|KF_COMM|KF_FOLD, KS_EW(a != b, "((%s) != (%s) ? 1.f : 0.f)", KI_NOID, KI_NOID),            "1 if a != b else 0") \
+	X(where,     3, EW,   KF_PURE|KF_FOLD,         KS_EW(a != 0 ? b : c, "((%s) != 0.f ? (%s) : (%s))", KI_NOID, KI_NOID),   "b if a != 0 else c") \
+	X(sum,       1, RED,  KF_PURE,                 KS_RED(0, MAP_ID, CMB_ADD, FIN_NONE),                                        "sum of a over `axis`") \
+	X(mean,      1, RED,  KF_PURE,                 KS_RED(0, MAP_ID, CMB_ADD, FIN_MEAN),                                        "mean of a over `axis`") \
+	X(rmax,      1, RED,  KF_PURE,                 KS_RED(-INFINITY, MAP_ID, CMB_MAX, FIN_NONE),                                "maximum of a over `axis`") \
+	X(rmin,      1, RED,  KF_PURE,                 KS_RED(INFINITY, MAP_ID, CMB_MIN, FIN_NONE),                                 "minimum of a over `axis`") \
+	X(norm,      1, RED,  KF_PURE,                 KS_RED(0, MAP_SQ, CMB_ADD, FIN_SQRT),                                        "Euclidean norm of a over `axis`") \
+	X(std,       1, RED,  KF_PURE,                 KS_RED(0, MAP_DEV, CMB_ADD, FIN_RMS),                                        "population standard deviation of a over `axis`") \
+	X(dot,       2, DOT,  KF_PURE|KF_COMM,         KS_RED(0, MAP_MUL, CMB_ADD, FIN_NONE),                                       "sum over `axis` of a * b") \
+	X(softmax,   1, KEEP, KF_PURE,                 KS_SPECIAL,                                                               "softmax of a over `axis`; over token with obs present it is causal (pos <= qpos)") \
+	X(softmaxnc, 1, KEEP, KF_PURE,                 KS_SPECIAL,                                                               "softmax of a over `axis`, no causal mask") \
+	X(avgpool,   2, KEEP, KF_PURE,                 KS_RED(0, MAP_ID, CMB_ADD, FIN_DIVK),                                        "average pool of a along token, kernel b (runtime scalar), zero padding counted") \
+	X(maxpool,   2, KEEP, KF_PURE,                 KS_RED(-INFINITY, MAP_ID, CMB_MAX, FIN_NONE),                                "max pool of a along token, kernel b (runtime scalar), -inf padding") \
+	X(hmean,     1, SAME, KF_PURE,                 KS_RED(0, MAP_ID, CMB_ADD, FIN_MEAN),                                        "mean of a over the KV heads of the layer (instance axis head)")
 
 enum {
 	KF_PURE = 1,
@@ -67,7 +102,14 @@ enum {
 
 enum { AR_LEAF, AR_EW, AR_RED, AR_DOT, AR_KEEP, AR_TOK, AR_SAME };
 
-#define KI_ENUM(name, nargs, rule, flags, doc) KO_##name,
+/* the sem column: what each constructor stands for, and the reduction kinds */
+enum { SEM_LEAF, SEM_EW, SEM_RED, SEM_SPECIAL };
+enum { MAP_ID, MAP_SQ, MAP_MUL, MAP_DEV };
+enum { CMB_ADD, CMB_MAX, CMB_MIN };
+enum { FIN_NONE, FIN_MEAN, FIN_SQRT, FIN_RMS, FIN_DIVK };
+#define KI_NOID NAN           /* KS_EW: no identity (needs math.h where expanded) */
+
+#define KI_ENUM(name, nargs, rule, flags, sem, doc) KO_##name,
 enum { KI_OPS(KI_ENUM) KO_NUM };
 #undef KI_ENUM
 

@@ -2,8 +2,9 @@
 ** KIR passes: verified KiFn in, verified KiFn out, same meaning.
 **
 **   fold   constant folding of KF_FOLD ops whose operands are all constants,
-**          and the identities x*1, 1*x, x+0, 0+x, x-0, x/1 → x and
-**          where(const, b, c) → b or c, when the result axes stay the same
+**          the identities of the op table (ops.h lid, rid: x*1, 1*x, x+0, 0+x,
+**          x-0, x/1 → x) and where(const, b, c) → b or c, when the result
+**          axes stay the same
 **   canon  operands of KF_COMM ops in canonical order: instructions first,
 **          then params, then constants, lower index first
 **   cse    identical instructions (op, axes, axis, aux, operands) merged into
@@ -13,12 +14,12 @@
 **
 ** Every op is pure (ops.h), so merging and removing never changes what a
 ** policy computes. Folding evaluates in double with exactly the expressions
-** of the interpreter's elementwise evaluator (interp.c, ew()), so a folded
-** constant is bit for bit the value the interpreter would compute. The one
-** identity that is not bit-exact is x+0 (and x-(-0)) → x when x is -0: the
-** result keeps the sign of zero, which compares equal. canon relies on
-** KF_COMM ops being exactly commutative; interp.c's max and min return b
-** on ties, so max(-0, 0) and max(0, -0) differ in the sign of the zero.
+** of the interpreter's elementwise evaluator (ir.c ki_evalew, the op table's
+** value column), so a folded constant is bit for bit the value the
+** interpreter would compute. The one identity that is not bit-exact is x+0
+** (and x-(-0)) → x when x is -0: the result keeps the sign of zero, which
+** compares equal. canon relies on KF_COMM ops being exactly commutative
+** (ki_evalew's max and min are, for the sign of zero too).
 **
 ** Instructions a pass makes redundant (folded, merged) are removed by the
 ** pass itself; all refs (operands, score, obs, state updates, select
@@ -125,24 +126,14 @@ static KcRef fold1(KiFn *f, int i)
 	if (allcon && n > 0)
 		return ki_const(f, ki_evalew(in->op, v[0], v[1], v[2]));
 	KcRef a = in->arg[0], b = in->arg[1], x = KC_NIL;
-	switch (in->op) {
-	case KO_add:
-		x = iscon(f, b, 0) ? a : iscon(f, a, 0) ? b : KC_NIL;
-		break;
-	case KO_sub:
-		x = iscon(f, b, 0) ? a : KC_NIL;
-		break;
-	case KO_mul:
-		x = iscon(f, b, 1) ? a : iscon(f, a, 1) ? b : KC_NIL;
-		break;
-	case KO_div:
-		x = iscon(f, b, 1) ? a : KC_NIL;
-		break;
-	case KO_where:
+	const KiSem *s = ki_sem(in->op);
+	if (in->op == KO_where) {
 		if (KC_RKIND(a) == RK_CON)
 			x = v[0] != 0 ? b : in->arg[2];
-		break;
-	}
+	} else if (n == 2 && !isnan(s->rid) && iscon(f, b, s->rid))
+		x = a;                                  /* x op rid */
+	else if (n == 2 && !isnan(s->lid) && iscon(f, a, s->lid))
+		x = b;                                  /* lid op x */
 	if (x != KC_NIL && ki_refaxes(f, x) == in->axes)
 		return x;
 	return KC_NIL;

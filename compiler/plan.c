@@ -262,6 +262,17 @@ int kp_build(const KiFn *f, KpPlan *p, KcErr *e)
 		}
 		p->cls[i] = (uint8_t)c;
 	}
+	/* x.Q reaches the kernels only as an operand of the Q·K tile: the runtimes hold the
+	** observation queries for attn_score alone (anything else would read a buffer that is
+	** never set) */
+	for (int i = 0; i < f->nins; i++)
+		for (int k = 0; p->cls[i] && p->cls[i] != KP_DOT && k < ki_nargs(f->ins[i].op); k++)
+			if (isinput(f, f->ins[i].arg[k], IN_Q)) {
+				kc_error(e, f->src, f->ins[i].line, f->ins[i].col, "the kernels read x.Q only as "
+				         "x.Q:dot(x.K, \"chan\") (the attention logits), not through %s",
+				         ki_opname(f->ins[i].op));
+				goto fail;
+			}
 	if (KC_RKIND(f->score) == RK_INS && isattn(p->cls[KC_RIDX(f->score)])) {
 		const KiIns *in = &f->ins[KC_RIDX(f->score)];
 		kc_error(e, f->src, in->line, in->col, "the score must be reduced over obs");

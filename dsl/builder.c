@@ -90,7 +90,7 @@ int kd_raise(lua_State *L, const char *name, const char *fmt, ...)
 		kd_where(L, 1, name, &line, &col);
 	KcErr e = { 0 };
 	kc_error(&e, S->path, line ? line : 1, col ? col : 1, "%s", msg);
-	S->raised = 1;
+	snprintf(S->raisedmsg, sizeof S->raisedmsg, "%s", e.msg);
 	lua_pushstring(L, e.msg);
 	return lua_error(L);
 }
@@ -106,10 +106,131 @@ int kd_raiseat(lua_State *L, uint32_t line, uint32_t col, const char *fmt, ...)
 	va_end(ap);
 	KcErr e = { 0 };
 	kc_error(&e, S->path, line ? line : 1, col ? col : 1, "%s", msg);
-	S->raised = 1;
+	snprintf(S->raisedmsg, sizeof S->raisedmsg, "%s", e.msg);
 	lua_pushstring(L, e.msg);
 	return lua_error(L);
 }
+
+/* The builder's state, for a call that changes the policy: refused once the
+** policy is built (kvcc.policy { ... } returned), whatever calls it. */
+static KdState *builder(lua_State *L)
+{
+	KdState *S = kd_state(L);
+	if (S->finished)
+		kd_raise(L, NULL, "kvcc call after the policy was built (kvcc.policy { ... } must be the "
+		         "last kvcc call of the file)");
+	return S;
+}
+
+/* Edit distance of two short names, transpositions counted as one edit (for
+** "did you mean"). */
+static int distance(const char *a, const char *b)
+{
+	int la = (int)strlen(a), lb = (int)strlen(b), d[33][33];
+	if (la > 32 || lb > 32)
+		return 99;
+	for (int i = 0; i <= la; i++)
+		d[i][0] = i;
+	for (int j = 0; j <= lb; j++)
+		d[0][j] = j;
+	for (int i = 1; i <= la; i++)
+		for (int j = 1; j <= lb; j++) {
+			int c = d[i - 1][j - 1] + (a[i - 1] != b[j - 1]);
+			c = d[i - 1][j] + 1 < c ? d[i - 1][j] + 1 : c;
+			c = d[i][j - 1] + 1 < c ? d[i][j - 1] + 1 : c;
+			if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] && d[i - 2][j - 2] + 1 < c)
+				c = d[i - 2][j - 2] + 1;    /* a transposition */
+			d[i][j] = c;
+		}
+	return d[la][lb];
+}
+
+/* " (did you mean 'x'? NOUN: a, b, c)" for an unknown name among `names`. */
+static void suggest(const char *name, const char *const *names, const char *noun, char *buf, size_t cap)
+{
+	const char *best = NULL;
+	int bd = 99, n = name ? (int)strlen(name) : 0;
+	for (int i = 0; name && names[i]; i++) {
+		int dd = distance(name, names[i]);
+		if (dd < bd)
+			bd = dd, best = names[i];
+	}
+	size_t k = 0;
+	if (best && bd <= (n > 5 ? n / 3 : 1) + (n > 8))
+		k = (size_t)snprintf(buf, cap, " (did you mean '%s'? %s: ", best, noun);
+	else
+		k = (size_t)snprintf(buf, cap, " (%s: ", noun);
+	for (int i = 0; names[i] && k < cap; i++)
+		k += (size_t)snprintf(buf + k, cap - k, "%s%s", i ? ", " : "", names[i]);
+	if (k < cap)
+		snprintf(buf + k, cap - k, ")");
+}
+
+static int identchar(char c)
+{
+	return c == '_' || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
+}
+
+/* Position of `field =` in the policy table: the first such field after the
+** kvcc.policy call (Lua reports the whole table at the call's line). Comments
+** and strings are skipped. Returns 0 when not found. */
+static int fieldpos(KdState *S, const char *field, uint32_t *line, uint32_t *col)
+{
+	const char *p = S->text, *e = S->text + S->len;
+	uint32_t ln = 1;
+	size_t fl = strlen(field);
+	const char *ls = p;
+	while (p < e) {
+		if (*p == '\n') {
+			ln++, ls = ++p;
+			continue;
+		}
+		if (p + 1 < e && p[0] == '-' && p[1] == '-') {
+			while (p < e && *p != '\n')
+				p++;
+			continue;
+		}
+		if (*p == '"' || *p == '\'') {
+			char q = *p++;
+			while (p < e && *p != q && *p != '\n')
+				p += *p == '\\' && p + 1 < e ? 2 : 1;
+			p++;
+			continue;
+		}
+		int word = p == S->text || !(identchar(p[-1]) || p[-1] == '.');
+		if (ln >= S->f->line && word && (size_t)(e - p) > fl && memcmp(p, field, fl) == 0 &&
+		    !identchar(p[fl])) {
+			const char *q = p + fl;
+			while (q < e && (*q == ' ' || *q == '\t'))
+				q++;
+			if (q + 1 < e && q[0] == '=' && q[1] != '=') {
+				*line = ln, *col = (uint32_t)(p - ls) + 1;
+				return 1;
+			}
+		}
+		p++;
+	}
+	return 0;
+}
+
+/* Raise at the position of the policy field `field` (else the caller's). */
+static int raisefield(lua_State *L, const char *field, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+static int raisefield(lua_State *L, const char *field, const char *fmt, ...)
+{
+	KdState *S = kd_state(L);
+	char msg[400];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof msg, fmt, ap);
+	va_end(ap);
+	uint32_t line, col;
+	if (fieldpos(S, field, &line, &col))
+		return kd_raiseat(L, line, col, "%s", msg);
+	return kd_raise(L, field, "%s", msg);
+}
+
+static void protect(lua_State *L);
 
 /* --- expressions --------------------------------------------------------------- */
 
@@ -123,7 +244,7 @@ static void pushexpr(lua_State *L, KcRef r)
 /* Coerce a number or an expression at `idx` to a ref. */
 static KcRef toref(lua_State *L, int idx, const char *name)
 {
-	KdState *S = kd_state(L);
+	KdState *S = builder(L);
 	if (lua_type(L, idx) == LUA_TNUMBER)
 		return ki_const(S->f, lua_tonumber(L, idx));
 	Expr *x = luaL_testudata(L, idx, EXPR_MT);
@@ -144,6 +265,10 @@ static int axisarg(lua_State *L, int idx, const char *name)
 	if (ax < 0)
 		return kd_raise(L, name, "unknown axis '%s' (axes are group, obs, token, chan; "
 		                "layer and head are instance indices)", s);
+	if (ax >= AX_NUM)
+		return kd_raise(L, name, "%s over '%s': %s is an instance index, not an axis (axes are group, "
+		                "obs, token, chan)%s", name, s, s, ax == AX_head ?
+		                "; :mean(\"head\") averages over the heads of a layer" : "");
 	return ax;
 }
 
@@ -151,7 +276,7 @@ static int axisarg(lua_State *L, int idx, const char *name)
 static KcRef emit(lua_State *L, const char *name, int op, KcRef a, KcRef b, KcRef c, int axis, int aux,
                   uint8_t leafaxes)
 {
-	KdState *S = kd_state(L);
+	KdState *S = builder(L);
 	KiIns in;
 	memset(&in, 0, sizeof in);
 	in.op = (uint8_t)op;
@@ -343,7 +468,13 @@ static int m_index(lua_State *L)
 	lua_rawget(L, -2);
 	if (!lua_isnil(L, -1))
 		return 1;
-	return kd_raise(L, k, "kvcc expressions have no field '%s'", k ? k : "?");
+	static const char *const methods[] = {
+		"dot", "sum", "mean", "max", "min", "norm", "std", "softmax", "exp", "log", "sqrt", "abs",
+		"lt", "le", "gt", "ge", "eq", "ne", "avgpool", "maxpool", "axes", NULL
+	};
+	char hint[400];
+	suggest(k, methods, "methods", hint, sizeof hint);
+	return kd_raise(L, k, "kvcc expressions have no field '%s'%s", k ? k : "?", hint);
 }
 
 static const luaL_Reg expr_methods[] = {
@@ -401,10 +532,10 @@ static int valid_name(const char *s)
 /* kv.params { name = default, ... } */
 static int l_params(lua_State *L)
 {
-	KdState *S = kd_state(L);
+	KdState *S = builder(L);
 	luaL_checktype(L, 1, LUA_TTABLE);
 	/* sorted names, so the KIR does not depend on Lua's hash order */
-	const char *names[64];
+	const char *names[KD_MAX_PARAMS];
 	int n = 0;
 	lua_pushnil(L);
 	while (lua_next(L, 1)) {
@@ -417,8 +548,9 @@ static int l_params(lua_State *L)
 		if (!isfinite(v))
 			return kd_raise(L, lua_tostring(L, -2), "param '%s' default must be finite",
 			                lua_tostring(L, -2));
-		if (n == 64)
-			return kd_raise(L, "params", "too many params (at most 64)");
+		if (S->f->npar + n >= KD_MAX_PARAMS)
+			return kd_raise(L, "params", "too many params (at most %d in all kvcc.params calls)",
+			                KD_MAX_PARAMS);
 		names[n++] = lua_tostring(L, -2);   /* key stays alive: the table holds it */
 		lua_pop(L, 1);
 	}
@@ -442,6 +574,7 @@ static int l_params(lua_State *L)
 	lua_setfield(L, -2, "__index");
 	lua_pushcfunction(L, params_newindex);
 	lua_setfield(L, -2, "__newindex");
+	protect(L);
 	lua_setmetatable(L, -2);
 	return 1;
 }
@@ -450,6 +583,7 @@ static int l_params(lua_State *L)
 
 static Rule *newrule(lua_State *L, int kind, const char *name)
 {
+	builder(L);
 	Rule *r = lua_newuserdatauv(L, sizeof *r, 0);
 	memset(r, 0, sizeof *r);
 	r->kind = kind;
@@ -461,7 +595,7 @@ static Rule *newrule(lua_State *L, int kind, const char *name)
 /* A select field: a non-negative integer constant or a param. */
 static KcRef countfield(lua_State *L, int t, const char *field, double def, double max)
 {
-	KdState *S = kd_state(L);
+	KdState *S = builder(L);
 	lua_getfield(L, t, field);
 	KcRef r;
 	if (lua_isnil(L, -1))
@@ -493,8 +627,11 @@ static void checkfields(lua_State *L, int t, const char *what, const char *const
 		int found = 0;
 		for (int i = 0; k && ok[i]; i++)
 			found |= strcmp(ok[i], k) == 0;
-		if (!found)
-			kd_raise(L, k, "unknown %s field '%s'", what, k ? k : "(non-string key)");
+		if (!found) {
+			char hint[300];
+			suggest(k, ok, "fields", hint, sizeof hint);
+			kd_raise(L, k, "unknown %s field '%s'%s", what, k ? k : "(non-string key)", hint);
+		}
 	}
 }
 
@@ -643,6 +780,7 @@ static void pushinputs(lua_State *L)
 	lua_setfield(L, -2, "__index");
 	lua_pushcfunction(L, x_newindex);
 	lua_setfield(L, -2, "__newindex");
+	protect(L);
 	lua_setmetatable(L, -2);
 }
 
@@ -660,7 +798,7 @@ static int st_index(lua_State *L)
 
 static int st_newindex(lua_State *L)
 {
-	KdState *S = kd_state(L);
+	KdState *S = builder(L);
 	const char *k = lua_tostring(L, 2);
 	int i = k ? ki_findstate(S->f, k) : -1;
 	if (i < 0)
@@ -687,6 +825,7 @@ static void pushstate(lua_State *L)
 	lua_setfield(L, -2, "__index");
 	lua_pushcfunction(L, st_newindex);
 	lua_setfield(L, -2, "__newindex");
+	protect(L);
 	lua_setmetatable(L, -2);
 }
 
@@ -714,6 +853,7 @@ static int policy_build(lua_State *L)
 		return kd_raise(L, "policy", "kvcc.policy \"name\" expects a table: kvcc.policy \"name\" { score = ..., select = ... }");
 	if (S->declared)
 		return kd_raise(L, "policy", "a file declares one policy");
+	builder(L);
 	S->declared = 1;
 	checkfields(L, 1, "policy", ok);
 
@@ -721,13 +861,15 @@ static int policy_build(lua_State *L)
 	lua_getfield(L, 1, "state");
 	if (!lua_isnil(L, -1)) {
 		if (!lua_istable(L, -1))
-			return kd_raise(L, "state", "state must be a table { name = kvcc.token_state(init) }");
+			return raisefield(L, "state", "state must be a table { name = kvcc.token_state(init) }");
 		lua_pushnil(L);
 		while (lua_next(L, -2)) {
 			Rule *r = luaL_testudata(L, -1, RULE_MT);
 			const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : NULL;
 			if (!valid_name(k) || !r || r->kind != RULE_state)
-				return kd_raise(L, "state", "state entries must be name = kvcc.token_state(init)");
+				return raisefield(L, "state", "state entries must be name = kvcc.token_state(init)");
+			if (f->nst >= KD_MAX_STATES)
+				return raisefield(L, "state", "too many states (at most %d)", KD_MAX_STATES);
 			ki_addstate(f, k, r->init);
 			lua_pop(L, 1);
 		}
@@ -748,7 +890,7 @@ static int policy_build(lua_State *L)
 	if (lua_type(L, -1) == LUA_TNUMBER) {
 		f->score = toref(L, -1, "score");
 	} else if (!sx) {
-		return kd_raise(L, "score", "score must return a kvcc expression, got %s", luaL_typename(L, -1));
+		return raisefield(L, "score", "score must return a kvcc expression, got %s", luaL_typename(L, -1));
 	} else
 		f->score = sx->ref;
 	uint8_t sax = ki_refaxes(f, f->score);
@@ -769,9 +911,9 @@ static int policy_build(lua_State *L)
 	lua_getfield(L, 1, "observe");
 	if (!lua_isnil(L, -1)) {
 		if (!lua_isfunction(L, -1))
-			return kd_raise(L, "observe", "observe must be a function(x, st) that assigns st.name = ...");
+			return raisefield(L, "observe", "observe must be a function(x, st) that assigns st.name = ...");
 		if (!f->nst)
-			return kd_raise(L, "observe", "observe needs a state table to update");
+			return raisefield(L, "observe", "observe needs a state table to update");
 		S->in_observe = 1;
 		pushinputs(L);
 		pushstate(L);
@@ -786,14 +928,14 @@ static int policy_build(lua_State *L)
 		return kd_raise(L, "policy", "policy '%s' has no select rule (e.g. select = kvcc.topk { keep_recent = P.window })",
 		                f->name);
 	if (!r || r->kind != RULE_topk)
-		return kd_raise(L, "select", "select must be a selection rule such as kvcc.topk { ... }");
+		return raisefield(L, "select", "select must be a selection rule such as kvcc.topk { ... }");
 	f->sel = r->sel;
 	lua_pop(L, 1);
 
 	lua_getfield(L, 1, "merge");
 	r = luaL_testudata(L, -1, RULE_MT);
 	if (!lua_isnil(L, -1) && (!r || r->kind != RULE_drop))
-		return kd_raise(L, "merge", "merge must be a merge rule (kvcc.drop)");
+		return raisefield(L, "merge", "merge must be a merge rule (kvcc.drop)");
 	f->merge.kind = MG_drop;
 	if (r)
 		f->merge.line = r->line, f->merge.col = r->col;
@@ -802,7 +944,7 @@ static int policy_build(lua_State *L)
 	lua_getfield(L, 1, "when");
 	r = luaL_testudata(L, -1, RULE_MT);
 	if (!lua_isnil(L, -1) && (!r || (r->kind != RULE_prefill && r->kind != RULE_decode)))
-		return kd_raise(L, "when", "when must be kvcc.prefill or kvcc.decode { every = N }");
+		return raisefield(L, "when", "when must be kvcc.prefill or kvcc.decode { every = N }");
 	f->when.kind = r && r->kind == RULE_decode ? WH_decode : WH_prefill;
 	f->when.every = r && r->kind == RULE_decode ? r->every : KC_NIL;
 	if (r)
@@ -831,12 +973,13 @@ static int policy_build(lua_State *L)
 
 	for (int i = 0; i < f->nst; i++)
 		if (!f->st[i].update)
-			return kd_raise(L, "state", "state '%s' is never updated (assign st.%s = ... in observe)",
+			return raisefield(L, "state", "state '%s' is never updated (assign st.%s = ... in observe)",
 			                f->st[i].name, f->st[i].name);
 	if (f->nst && f->when.kind != WH_decode)
-		return kd_raise(L, "state", "a policy with state needs when = kvcc.decode { every = N }");
+		return raisefield(L, "state", "a policy with state needs when = kvcc.decode { every = N }");
 
 	newrule(L, RULE_policy, "policy");  /* the value the file returns */
+	S->finished = 1;
 	return 1;
 }
 
@@ -851,6 +994,9 @@ int kd_ispolicy(lua_State *L, int idx)
 static int l_policy(lua_State *L)
 {
 	KdState *S = kd_state(L);
+	if (S->declared)
+		return kd_raise(L, "policy", "a file declares one policy");
+	builder(L);
 	const char *name = luaL_checkstring(L, 1);
 	if (!valid_name(name))
 		return kd_raise(L, "policy", "policy name '%s' must be an identifier of at most 31 characters", name);
@@ -870,14 +1016,44 @@ static const luaL_Reg kvlib[] = {
 	{ "std", m_std }, { NULL, NULL }
 };
 
+/* kv.sofmax: an unknown name of the module is an error that names it */
+static int lib_index(lua_State *L)
+{
+	static const char *names[sizeof kvlib / sizeof kvlib[0] + 3];
+	int n = 0;
+	for (const luaL_Reg *r = kvlib; r->name; r++)
+		names[n++] = r->name;
+	names[n++] = "drop", names[n++] = "prefill", names[n++] = "all";
+	names[n] = NULL;
+	const char *k = lua_type(L, 2) == LUA_TSTRING ? lua_tostring(L, 2) : NULL;
+	char hint[600];
+	suggest(k, names, "kvcc has", hint, sizeof hint);
+	return kd_raise(L, k, "kvcc has no function or value '%s'%s", k ? k : "?", hint);
+}
+
+static int lib_newindex(lua_State *L)
+{
+	return kd_raise(L, lua_tostring(L, 2), "the kvcc module is read-only");
+}
+
+/* getmetatable/setmetatable cannot reach the builder's metatables (a __gc
+** added to one would make finalizers of every later expression). */
+static void protect(lua_State *L)
+{
+	lua_pushliteral(L, "kvcc sandbox");
+	lua_setfield(L, -2, "__metatable");
+}
+
 int kd_openlib(lua_State *L)
 {
 	luaL_newmetatable(L, EXPR_MT);
 	luaL_setfuncs(L, expr_meta, 0);
 	luaL_newlib(L, expr_methods);
 	lua_setfield(L, -2, "methods");
+	protect(L);
 	lua_pop(L, 1);
 	luaL_newmetatable(L, RULE_MT);
+	protect(L);
 	lua_pop(L, 1);
 
 	luaL_newlib(L, kvlib);
@@ -887,5 +1063,12 @@ int kd_openlib(lua_State *L)
 	lua_setfield(L, -2, "prefill");
 	newrule(L, RULE_all, "all");
 	lua_setfield(L, -2, "all");
+	lua_newtable(L);
+	lua_pushcfunction(L, lib_index);
+	lua_setfield(L, -2, "__index");
+	lua_pushcfunction(L, lib_newindex);
+	lua_setfield(L, -2, "__newindex");
+	protect(L);
+	lua_setmetatable(L, -2);
 	return 1;
 }

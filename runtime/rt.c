@@ -740,7 +740,12 @@ typedef struct Inst {
 } Inst;
 
 static int posof(const Inst *I, int t) { return I->pos ? I->pos[t] : t; }
-static int qposof(Run *r, const Inst *I, int o) { return r->obs && r->obs->qpos ? r->obs->qpos[o] : I->n - r->O + o; }
+/* default: the positions of the last O held tokens (DESIGN §3), extrapolated when O > n */
+static int qposof(Run *r, const Inst *I, int o)
+{
+	int t = I->n - r->O + o;
+	return r->obs && r->obs->qpos ? r->obs->qpos[o] : t >= 0 ? posof(I, t) : (I->n ? posof(I, 0) : 0) + t;
+}
 
 static int fail(Run *r, const KiIns *in, const char *fmt, ...)
 {

@@ -6,7 +6,7 @@
 ** X-macro, so host and device layouts cannot drift. The struct uses only
 ** types whose size and alignment agree between x86-64 and nvptx64.
 **
-** Launch protocol (runtime/cuda.c and tests/gpu/emu_diff.c both follow it):
+** Launch protocol (runtime/cuda.c and tests/emu/emu_diff.c both follow it):
 **   compress:  the KVG_SCORE kernels in phase order, then KVG_SELGRP (select scope
 **              layer / model: grid L / 1, phase says which), then KVG_SELECT
 **   decode:    KVG_DECODE on grid (L*H, a.splits), then KVG_COMBINE (one step:

@@ -921,8 +921,10 @@ static LLVMValueRef newfn(Gen *g, const char *name, LLVMTypeRef ret, LLVMTypeRef
 ** The 64-bit candidate key of score v (f32), the same order as the reference's (protected first,
 ** higher score, NaN lowest, -0 = +0, then lower instance/position):
 ** prot << 63 | u << 31 | (0x7fffffff - (id & 0x7fffffff)), id = instance·capacity + position.
+** A protected candidate's u is its rank pk instead of its score (protkey: sinks, then the
+** newest of the recent window; DESIGN §3).
 */
-static LLVMValueRef selkey(Gen *g, LLVMValueRef v, LLVMValueRef prot, LLVMValueRef id)
+static LLVMValueRef selkey(Gen *g, LLVMValueRef v, LLVMValueRef prot, LLVMValueRef pk, LLVMValueRef id)
 {
 	LLVMBuilderRef b = g->b;
 	LLVMValueRef u = LLVMBuildBitCast(b, v, g->i32, "");
@@ -931,11 +933,26 @@ static LLVMValueRef selkey(Gen *g, LLVMValueRef v, LLVMValueRef prot, LLVMValueR
 	LLVMValueRef neg = LLVMBuildICmp(b, LLVMIntSLT, u, zero, "");
 	u = LLVMBuildSelect(b, neg, LLVMBuildNot(b, u, ""), LLVMBuildOr(b, u, sgn, ""), "");
 	u = LLVMBuildSelect(b, LLVMBuildFCmp(b, LLVMRealUNO, v, v, ""), zero, u, "");
+	u = LLVMBuildSelect(b, prot, pk, u, "");
 	id = LLVMBuildAnd(b, id, LLVMConstInt(g->i32, 0x7fffffff, 0), "");
 	id = LLVMBuildSub(b, LLVMConstInt(g->i32, 0x7fffffff, 0), id, "");
 	LLVMValueRef k = LLVMBuildOr(b, LLVMBuildShl(b, LLVMBuildZExt(b, prot, g->i64, ""), ci(g, 63), ""),
 	                             LLVMBuildShl(b, LLVMBuildZExt(b, u, g->i64, ""), ci(g, 31), ""), "");
 	return LLVMBuildOr(b, k, LLVMBuildZExt(b, id, g->i64, ""), "");
+}
+
+/* The rank of a protected candidate [t0, t1) of n tokens (i32): a sink (t0 < S) 2^31 + (2^31 - 2
+** - t0), lower positions first (never all ones: with the id bits that is threshold's "none");
+** else (the recent window) 2^31 - 1 - (n - t1), the newest first. */
+static LLVMValueRef protkey(Gen *g, LLVMValueRef t0, LLVMValueRef t1, LLVMValueRef n, LLVMValueRef S)
+{
+	LLVMBuilderRef b = g->b;
+	LLVMValueRef top = LLVMConstInt(g->i32, 0x7fffffff, 0);
+	LLVMValueRef sk = LLVMBuildOr(b, LLVMBuildSub(b, LLVMConstInt(g->i32, 0x7ffffffe, 0),
+	                                              LLVMBuildTrunc(b, t0, g->i32, ""), ""),
+	                              LLVMConstInt(g->i32, 0x80000000u, 0), "");
+	LLVMValueRef rk = LLVMBuildSub(b, top, LLVMBuildTrunc(b, LLVMBuildSub(b, n, t1, ""), g->i32, ""), "");
+	return LLVMBuildSelect(b, LLVMBuildICmp(b, LLVMIntSLT, t0, S, ""), sk, rk, "");
 }
 
 /* selkeys(score, n, S, R, base, key): key[i] of token i of one (layer, head), id base + i */
@@ -951,7 +968,8 @@ static void gen_selkeys(Gen *g)
 	LLVMValueRef i = loop_begin2(g, ci(g, 0), n, 1, 1, &lp);
 	LLVMValueRef prot = LLVMBuildOr(b, LLVMBuildICmp(b, LLVMIntSLT, i, S, ""), LLVMBuildICmp(b, LLVMIntSGE, i, nr, ""), "");
 	LLVMValueRef id = LLVMBuildAdd(b, base, LLVMBuildTrunc(b, i, g->i32, ""), "");
-	st_(g, g->i64, selkey(g, ld(g, g->f32, sc, i, 4), prot, id), key, i, 8);
+	LLVMValueRef pk = protkey(g, i, LLVMBuildAdd(b, i, ci(g, 1), ""), n, S);
+	st_(g, g->i64, selkey(g, ld(g, g->f32, sc, i, 4), prot, pk, id), key, i, 8);
 	loop_end(g, &lp);
 	LLVMBuildRetVoid(b);
 }
@@ -989,7 +1007,7 @@ static void gen_ckeys(Gen *g)
 	LLVMValueRef prot = LLVMBuildOr(b, LLVMBuildICmp(b, LLVMIntSLT, t0, S, ""),
 	                                LLVMBuildICmp(b, LLVMIntSGT, e, nr, ""), "");
 	LLVMValueRef id = LLVMBuildAdd(b, base, LLVMBuildTrunc(b, t0, g->i32, ""), "");
-	st_(g, g->i64, selkey(g, LLVMBuildFPTrunc(b, mean, g->f32, ""), prot, id), key, j, 8);
+	st_(g, g->i64, selkey(g, LLVMBuildFPTrunc(b, mean, g->f32, ""), prot, protkey(g, t0, e, n, S), id), key, j, 8);
 	loop_end(g, &lp);
 	LLVMBuildRetVoid(b);
 }

@@ -27,16 +27,16 @@
  *   buffers are freed.  The report on stderr gives the allocated bytes before and after, and
  *   what the uncompressed generation would have allocated.
  *
- * The prefill-compress-continue evaluation lives in `kvcc eval` (compiler/eval.c), which
+ * The prefill-compress-continue evaluation lives in `kvcc eval` (tools/eval.c), which
  * uses this example's model, cache and glue.
  */
 #if !defined(_GNU_SOURCE) && !defined(_POSIX_C_SOURCE)
 #define _POSIX_C_SOURCE 200809L /* clock_gettime */
 #endif
-#include "kvglue.h"
-#include "model.h"
-#include "stories.h"
-#include "tokenizer.h"
+#include "lib/llama/kvglue.h"
+#include "lib/llama/model.h"
+#include "lib/llama/stories.h"
+#include "lib/llama/tokenizer.h"
 
 #include <errno.h>
 #include <math.h>

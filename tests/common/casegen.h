@@ -1,6 +1,6 @@
 /*
 ** Case generation shared by the differential tests (tests/diff/diff.c,
-** tests/diff/decode.c, tests/gpu/emu_diff.c): a xorshift generator, storage
+** tests/diff/decode.c, tests/emu/emu_diff.c): a xorshift generator, storage
 ** encoding of inputs, and the selection-boundary margin used to re-draw
 ** inputs whose kept set would hinge on a near-tie.
 **

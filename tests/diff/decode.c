@@ -27,11 +27,12 @@
 #include "dsl/dsl.h"
 #define CASEGEN_SEED 0x9e3779b97f4a7c15ull
 #include "tests/common/casegen.h"
+#include "tests/common/manifest.h"
 
 static int npass, nfail, nskip, ntie;
 static double worst_out, worst_state;
 typedef struct Case {
-	const char *policy;
+	const char *policy, *file;   /* name, .lua */
 	int dtype, d, G, target, threads;
 } Case;
 
@@ -155,8 +156,7 @@ static void run_case(const Case *cf, const char *host)
 		nskip++;
 		return;
 	}
-	char path[256];
-	snprintf(path, sizeof path, "policies/%s.lua", cf->policy);
+	const char *path = cf->file;
 	KcErr e = { 0 };
 	KiFn *f = kd_loadfile(path, NULL, &e);
 	if (!f || ki_runpasses(f, KI_DEFAULT_PASSES, 0, &e, NULL, NULL) != 0) {
@@ -340,21 +340,34 @@ static void api(void)
 int main(void)
 {
 	static const int dims[] = { 8, 64, 96, 128, 256 }, groups[] = { 1, 2, 4, 8 };
+	MfPolicy pols[MANIFEST_MAX];
+	char why[256];
+	int npol = mf_read("decode", pols, MANIFEST_MAX, why, sizeof why);
+	if (npol < 0) {
+		printf("FAIL manifest: %s\ndecode: 0 passed, 1 failed, 0 skipped\n", why);
+		return 1;
+	}
 	char *host = kx_hostfeatures();
-	for (int dt = 0; dt < 3; dt++)
-		for (int di = 0; di < 5; di++)
-			for (int gi = 0; gi < 4; gi++) {
-				Case c = { "h2o", dt, dims[di], groups[gi], KVCC_TARGET_NATIVE, gi % 2 ? 8 : 0 };
-				run_case(&c, host);
-			}
+	for (int pi = 0; pi < npol; pi++)
+		for (int dt = 0; dt < 3; dt++)
+			for (int di = 0; di < 5; di++)
+				for (int gi = 0; gi < 4; gi++) {
+					Case c = { pols[pi].name, pols[pi].file, dt, dims[di], groups[gi], KVCC_TARGET_NATIVE,
+					           gi % 2 ? 8 : 0 };
+					run_case(&c, host);
+				}
 	for (int dt = 0; dt < 3; dt++) {
-		Case a = { "knorm", dt, 128, 4, KVCC_TARGET_NATIVE, 3 };
-		Case v3 = { "h2o", dt, 96, 2, KVCC_TARGET_V3, 0 }, v4 = { "h2o", dt, 128, 4, KVCC_TARGET_V4, 0 };
-		Case sc = { "h2o", dt, 64, 4, KVCC_TARGET_SCALAR, 0 };
+		/* a prefill policy's plan runs decode attention too (no observe hook) */
+		Case a = { "knorm", "policies/knorm.lua", dt, 128, 4, KVCC_TARGET_NATIVE, 3 };
 		run_case(&a, host);
-		run_case(&v3, host);
-		run_case(&v4, host);
-		run_case(&sc, host);
+		for (int pi = 0; pi < npol; pi++) {
+			const char *pn = pols[pi].name, *pf = pols[pi].file;
+			Case v3 = { pn, pf, dt, 96, 2, KVCC_TARGET_V3, 0 }, v4 = { pn, pf, dt, 128, 4, KVCC_TARGET_V4, 0 };
+			Case sc = { pn, pf, dt, 64, 4, KVCC_TARGET_SCALAR, 0 };
+			run_case(&v3, host);
+			run_case(&v4, host);
+			run_case(&sc, host);
+		}
 	}
 	api();
 	free(host);

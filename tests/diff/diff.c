@@ -26,13 +26,16 @@
 #include "dsl/dsl.h"
 #define CASEGEN_SEED 0x12345678abcdefull
 #include "tests/common/casegen.h"
+#include "tests/common/manifest.h"
 
 static int npass, nfail, nskip, nlse, ngen;   /* ngen: passing cases that ran generated token_map loops */
 static const char *only;                     /* argv[1]: run only the cases whose name contains it */
 typedef struct Cfg {
-	const char *policy;
+	const char *policy;      /* name */
+	const char *file;        /* its .lua */
 	int dtype, d, G, target;
-	int chunk;               /* > 0: the policy's `chunk` param */
+	const char *param;       /* a param this case sets (the manifest's sweep), or NULL */
+	double pval;             /* its value */
 } Cfg;
 
 /* Chunked or shared-budget selection (chunk > 1, scope layer/model): the reference's greedy
@@ -76,8 +79,8 @@ static void run_case(const Cfg *cf, const char *host)
 	char name[200];
 	snprintf(name, sizeof name, "%s %s d=%d G=%d %s", cf->policy, ki_dtypename(cf->dtype), cf->d, cf->G,
 	         kx_targetname(cf->target));
-	if (cf->chunk)
-		snprintf(name + strlen(name), sizeof name - strlen(name), " chunk=%d", cf->chunk);
+	if (cf->param)
+		snprintf(name + strlen(name), sizeof name - strlen(name), " %s=%g", cf->param, cf->pval);
 	kvcc_spec spec = { cf->dtype, cf->d, cf->G, cf->target };
 	if (only && !strstr(name, only))
 		return;
@@ -86,8 +89,7 @@ static void run_case(const Cfg *cf, const char *host)
 		nskip++;
 		return;
 	}
-	char path[256];
-	snprintf(path, sizeof path, strchr(cf->policy, '/') ? "%s.lua" : "policies/%s.lua", cf->policy);
+	const char *path = cf->file;
 	kvcc_policy *p;
 	KcErr e = { 0 };
 	KiFn *f = kd_loadfile(path, NULL, &e);
@@ -110,8 +112,8 @@ static void run_case(const Cfg *cf, const char *host)
 	int wi = ki_findparam(f, "window");
 	if (wi >= 0 && par[wi] > 8)
 		par[wi] = 8;
-	if (cf->chunk && ki_findparam(f, "chunk") >= 0)
-		par[ki_findparam(f, "chunk")] = cf->chunk;
+	if (cf->param && ki_findparam(f, cf->param) >= 0)
+		par[ki_findparam(f, cf->param)] = cf->pval;
 	int grouped = pval(f, par, f->sel.chunk, 1) > 1 || f->sel.scope != SC_head;
 	int O = f->obs_all ? n : KC_RKIND(f->obs) ? (int)pval(f, par, f->obs, 0) : 0;
 	int hm = 0;
@@ -130,6 +132,19 @@ static void run_case(const Cfg *cf, const char *host)
 	float *lse = NULL;
 	double ratio = urand() < 0.5 ? 0.5 : 0.3;
 	long budget = urand() < 0.3 ? n / 3 : -1;
+	/* some budgets below the protected count (sinks first, then the newest recent tokens) */
+	long nprot = (long)pval(f, par, f->sel.keep_first, 0) + (long)pval(f, par, f->sel.keep_recent, 0);
+	if (nprot > 1 && urand() < 0.3)
+		budget = nprot / 2;
+	/* positions: the index, 1000 + index (a cache that was compressed before) or gapped;
+	** no qpos: the observation queries are at the last held tokens' positions */
+	int poskind = (int)(urand() * 3);
+	int32_t *posr = malloc((size_t)L * H * n * 4);
+	for (int k = 0; k < L * H; k++)
+		for (int t = 0, p = 0; t < n; t++, p += poskind == 2 ? 1 + (int)(urand() * 4) : 1)
+			posr[(size_t)k * n + t] = poskind == 1 ? 1000 + t : p;
+	snprintf(name + strlen(name), sizeof name - strlen(name), "%s%s", poskind == 1 ? " pos+1000" :
+	         poskind == 2 ? " gapped" : "", budget >= 0 && budget < nprot ? " budget<protected" : "");
 	int ok = 0;
 	for (int attempt = 0; attempt < 20 && !ok; attempt++) {
 		for (size_t i = 0; i < nkv; i++) {
@@ -139,7 +154,7 @@ static void run_case(const Cfg *cf, const char *host)
 		for (size_t i = 0; i < nq; i++)
 			Q[i] = ki_round((float)(urand() * 4 - 2), cf->dtype);
 		KiCase c = { .L = L, .H = H, .G = G, .d = d, .n = n, .len = len0, .O = O, .K = K, .V = V, .Q = O ? Q : NULL,
-		             .dtype = cf->dtype, .params = par, .ratio = ratio, .budget = budget };
+		             .pos = posr, .dtype = cf->dtype, .params = par, .ratio = ratio, .budget = budget };
 		ki_result_free(&r);
 		if (ki_run(f, &c, &r, &e) != 0) {
 			printf("FAIL %s: interpreter: %s\n", name, e.msg);
@@ -178,7 +193,7 @@ static void run_case(const Cfg *cf, const char *host)
 				}
 	for (int k = 0; k < L * H; k++)
 		for (int t = 0; t < n; t++) {
-			pos[(size_t)k * n + t] = t;
+			pos[(size_t)k * n + t] = posr[(size_t)k * n + t];
 			for (int ch = 0; ch < d; ch++) {
 				encode(K[((size_t)k * n + t) * d + ch], cf->dtype, Ks + (((size_t)k * n + t) * st + ch) * esz);
 				encode(V[((size_t)k * n + t) * d + ch], cf->dtype, Vs + (((size_t)k * n + t) * st + ch) * esz);
@@ -218,9 +233,9 @@ static void run_case(const Cfg *cf, const char *host)
 			goto out;
 		}
 		for (int m = 0; m < len[k]; m++) {
-			if (pos[(size_t)k * n + m] != r.kept[(size_t)k * n + m]) {
-				printf("FAIL %s: head %d kept[%d] = %d, reference %d\n", name, k, m, pos[(size_t)k * n + m],
-				       r.kept[(size_t)k * n + m]);
+			if (pos[(size_t)k * n + m] != r.pos[(size_t)k * n + m]) {
+				printf("FAIL %s: head %d kept[%d] at position %d, reference %d\n", name, k, m,
+				       pos[(size_t)k * n + m], r.pos[(size_t)k * n + m]);
 				goto out;
 			}
 			for (int ch = 0; ch < d; ch++) {
@@ -253,17 +268,25 @@ out:
 	nfail++;
 done:
 	ki_result_free(&r);
-	free(K), free(V), free(Q), free(sc), free(Ks), free(Vs), free(Qs), free(pos), free(lse);
+	free(K), free(V), free(Q), free(sc), free(Ks), free(Vs), free(Qs), free(pos), free(posr), free(lse);
 	kvcc_close(p);
 	ki_free(f);
 }
 
 /* --- generated select / compact kernels against C references, on every target ---------------- */
 
-static uint64_t refkey(float v, int prot, uint32_t idx)
+/* The reference candidate key of [t0, t1) of n tokens: protected (sinks t0 < S, the recent
+** window t1 > n - R) first, by rank: sinks by position, then the newest of the window
+** (DESIGN §3); the others by score; then the lower index. */
+static uint64_t refkey(float v, long t0, long t1, long n, long S, long R, uint32_t idx)
 {
 	uint32_t u;
-	if (isnan(v))
+	int prot = t0 < S || t1 > n - R;
+	if (t0 < S)
+		u = 0x80000000u | (0x7ffffffeu - (uint32_t)t0);
+	else if (prot)
+		u = 0x7fffffffu - (uint32_t)(n - t1);
+	else if (isnan(v))
 		u = 0;
 	else {
 		if (v == 0)
@@ -324,7 +347,7 @@ static void selcompact_case(int dtype, int d, int target, const char *host)
 		uint32_t base = rep == 5 ? 0x7ffffff0u   /* the index field wraps: keys stay distinct */ : (uint32_t)(rep * 100000);
 		A->selkeys(sc, n, S, R, base, key);
 		for (int i = 0; i < n && !why; i++) {
-			ref[i] = refkey(sc[i], i < S || i >= n - R, base + (uint32_t)i);
+			ref[i] = refkey(sc[i], i, i + 1, n, S, R, base + (uint32_t)i);
 			if (key[i] != ref[i])
 				why = "selkeys differs from the reference key";
 		}
@@ -351,7 +374,7 @@ static void selcompact_case(int dtype, int d, int target, const char *host)
 				double s = 0;
 				for (int t = t0; t < e; t++)
 					s += sc[t];
-				ref[j] = refkey((float)(s / (e - t0)), t0 < S || e > n - R, base + (uint32_t)t0);
+				ref[j] = refkey((float)(s / (e - t0)), t0, e, n, S, R, base + (uint32_t)t0);
 				if (key[j] != ref[j])
 					why = "ckeys differs from the reference chunk key";
 			}
@@ -633,6 +656,79 @@ static void tmap_edge_case(int ei, int target, const char *host)
 	unlink(so), unlink(lua);
 }
 
+/* Random valid policies that read x.Q: those that read it only as x.Q:dot(x.K, "chan") plan,
+** compile and match the interpreter (run_case); any other use of x.Q is refused by the plan
+** (what `kvcc check` runs) with a position, and compile refuses it too -- before, such a
+** policy compiled and kvcc_compress read a query buffer that was never set. */
+static void qread_case(int k, const char *host)
+{
+	static const char *const qterm[] = {
+		"x.Q:sum(\"chan\"):mean(\"obs\"):mean(\"group\")",
+		"x.Q:dot(x.Q, \"chan\"):mean(\"obs\"):sum(\"group\")",
+		"x.Q:norm(\"chan\"):max(\"obs\"):min(\"group\")",
+		"(x.Q * x.scale):abs():sum(\"chan\"):mean(\"obs\"):mean(\"group\")",
+		"kv.softmax(x.Q:sum(\"chan\"), \"obs\"):max(\"obs\"):sum(\"group\")",
+		"x.Q:mean(\"group\"):dot(x.K:mean(\"token\"), \"chan\"):mean(\"obs\")",
+		"x.Q:max(\"chan\"):max(\"obs\"):max(\"group\")",
+	};
+	static const char *const base[] = {
+		"-x.K:norm(\"chan\")",
+		"kv.softmax(x.Q:dot(x.K, \"chan\") * x.scale, \"token\"):mean(\"obs\"):mean(\"group\")",
+		"kv.softmax(x.K:dot(x.Q, \"chan\"), \"token\"):sum(\"obs\"):max(\"group\") + x.t * 0.01",
+	};
+	int nq = sizeof qterm / sizeof qterm[0], nb = sizeof base / sizeof base[0];
+	int control = k % 3 == 0, qi = (int)(urand() * nq), bi = (int)(urand() * nb);
+	double c = 0.25 + urand();
+	char name[300], path[96], lua[104], src[900];
+	snprintf(path, sizeof path, "/tmp/kvcc-diff-qread-%d-%d", (int)getpid(), k);
+	snprintf(lua, sizeof lua, "%s.lua", path);
+	snprintf(src, sizeof src, "local kv = require \"kvcc\"\nlocal P = kv.params { window = 4 }\n"
+	         "return kv.policy \"qread\" {\n  score = function(x)\n    return %s%s%.3g * %s\n  end,\n"
+	         "  select = kv.topk { keep_recent = 2 },\n}\n", base[bi], control ? "" : " + ",
+	         control ? 0.0 : c, control ? "" : qterm[qi]);
+	if (control)      /* the base alone: x.Q only through the dot (or not at all) */
+		snprintf(src, sizeof src, "local kv = require \"kvcc\"\nlocal P = kv.params { window = 4 }\n"
+		         "return kv.policy \"qread\" {\n  score = function(x)\n    return %s\n  end,\n"
+		         "  select = kv.topk { keep_recent = 2 },\n}\n", base[bi]);
+	snprintf(name, sizeof name, "qread: x.Q %s: %s", control ? "through the dot" : "elementwise",
+	         control ? base[bi] : qterm[qi]);
+	if (only && !strstr(name, only))
+		return;
+	FILE *fp = fopen(lua, "w");
+	if (!fp || fputs(src, fp) < 0 || fclose(fp) != 0) {
+		printf("FAIL %s: cannot write %s\n", name, lua), nfail++;
+		return;
+	}
+	KcErr e = { 0 };
+	KiFn *f = kd_loadfile(lua, NULL, &e);
+	KpPlan kp;
+	int planned = f && ki_runpasses(f, KI_DEFAULT_PASSES, 1, &e, NULL, NULL) == 0 && kp_build(f, &kp, &e) == 0;
+	if (planned)
+		kp_free(&kp);
+	ki_free(f);
+	if (planned) {
+		Cfg cf = { "qread", lua, KI_F32, 64, 2, KVCC_TARGET_NATIVE, NULL, 0 };
+		int before = nfail;
+		run_case(&cf, host);
+		if (!control && nfail == before)
+			printf("FAIL %s: planned and ran, but x.Q is read elementwise\n", name), nfail++;
+	} else {
+		kvcc_spec spec = { KI_F32, 64, 2, KVCC_TARGET_NATIVE };
+		kvcc_policy *p = NULL;
+		char where[120];
+		snprintf(where, sizeof where, "%s:5:", lua);
+		if (control)
+			printf("FAIL %s: refused: %s\n", name, e.msg), nfail++;
+		else if (!strstr(e.msg, where) || !strstr(e.msg, "the kernels read x.Q only as x.Q:dot(x.K"))
+			printf("FAIL %s: check says %s\n", name, e.msg), nfail++;
+		else if (kvcc_compile_file(lua, &spec, &p) == 0)
+			printf("FAIL %s: check refuses it, compile does not\n", name), nfail++, kvcc_close(p);
+		else
+			npass++;
+	}
+	unlink(lua);
+}
+
 static void robustness(const char *host)
 {
 	(void)host;
@@ -683,36 +779,43 @@ static void robustness(const char *host)
 int main(int argc, char **argv)
 {
 	only = argc > 1 ? argv[1] : NULL;
-	static const char *pols[] = { "snapkv", "pyramidkv", "streaming_llm", "knorm", "tova", "observed_attention",
-	                              "keydiff", "random" };
 	static const int dims[] = { 8, 64, 96, 128 }, groups[] = { 1, 2, 4 };
+	MfPolicy pols[MANIFEST_MAX], cps[MANIFEST_MAX];
+	char why[256];
+	int npol = mf_read("diff", pols, MANIFEST_MAX, why, sizeof why);
+	int ncp = npol < 0 ? -1 : mf_read("chunk", cps, MANIFEST_MAX, why, sizeof why);
+	if (npol < 0 || ncp < 0) {
+		printf("FAIL manifest: %s\n0 passed, 1 failed, 0 skipped\n", why);
+		return 1;
+	}
 	char *host = kx_hostfeatures();
-	for (int pi = 0; pi < 8; pi++)
+	for (int pi = 0; pi < npol; pi++)
 		for (int dt = 0; dt < 3; dt++)
 			for (int di = 0; di < 4; di++)
 				for (int gi = 0; gi < 3; gi++) {
-					Cfg c = { pols[pi], dt, dims[di], groups[gi], KVCC_TARGET_NATIVE, 0 };
+					Cfg c = { pols[pi].name, pols[pi].file, dt, dims[di], groups[gi], KVCC_TARGET_NATIVE, NULL, 0 };
 					run_case(&c, host);
 				}
-	for (int pi = 0; pi < 8; pi++)
+	for (int pi = 0; pi < npol; pi++)
 		for (int dt = 0; dt < 3; dt++) {
-			Cfg v3 = { pols[pi], dt, 96, 2, KVCC_TARGET_V3, 0 }, sc = { pols[pi], dt, 64, 4, KVCC_TARGET_SCALAR, 0 };
-			Cfg v4 = { pols[pi], dt, 128, 4, KVCC_TARGET_V4, 0 };
+			const char *pn = pols[pi].name, *pf = pols[pi].file;
+			Cfg v3 = { pn, pf, dt, 96, 2, KVCC_TARGET_V3, NULL, 0 }, sc = { pn, pf, dt, 64, 4, KVCC_TARGET_SCALAR, NULL, 0 };
+			Cfg v4 = { pn, pf, dt, 128, 4, KVCC_TARGET_V4, NULL, 0 };
 			run_case(&v3, host);
 			run_case(&sc, host);
 			run_case(&v4, host);
 		}
 	/* chunked selection: chunk 2, 3, 8 on odd and even lengths (partial last chunks), scopes
-	** head / layer / model, sinks and recent protected */
-	for (int pi = 0; pi < 3; pi++) {
-		static const char *cp[] = { "tests/diff/chunk_head", "tests/diff/chunk_layer", "tests/diff/chunk_model" };
-		static const int chunks[] = { 2, 3, 8 };
-		for (int ci = 0; ci < 3; ci++)
+	** head / layer / model, sinks and recent protected (the manifest's chunk policies) */
+	for (int pi = 0; pi < ncp; pi++) {
+		const MfPolicy *m = &cps[pi];
+		for (int ci = 0; ci < m->nval; ci++)
 			for (int dt = 0; dt < 3; dt++) {
-				Cfg c[] = { { cp[pi], dt, 64, 2, KVCC_TARGET_NATIVE, chunks[ci] },
-				            { cp[pi], dt, 96, 2, KVCC_TARGET_V3, chunks[ci] },
-				            { cp[pi], dt, 128, 4, KVCC_TARGET_V4, chunks[ci] },
-				            { cp[pi], dt, 64, 4, KVCC_TARGET_SCALAR, chunks[ci] } };
+				const char *pp = m->param[0] ? m->param : NULL;
+				Cfg c[] = { { m->name, m->file, dt, 64, 2, KVCC_TARGET_NATIVE, pp, m->val[ci] },
+				            { m->name, m->file, dt, 96, 2, KVCC_TARGET_V3, pp, m->val[ci] },
+				            { m->name, m->file, dt, 128, 4, KVCC_TARGET_V4, pp, m->val[ci] },
+				            { m->name, m->file, dt, 64, 4, KVCC_TARGET_SCALAR, pp, m->val[ci] } };
 				for (int k = 0; k < 4; k++)
 					run_case(&c[k], host);
 			}
@@ -722,11 +825,12 @@ int main(int argc, char **argv)
 		static const int td[] = { 8, 64 }, tg[] = { 1, 4 };
 		for (int di = 0; di < 2; di++)
 			for (int gi = 0; gi < 2; gi++) {
-				Cfg c = { "tests/diff/tmap_ops", dt, td[di], tg[gi], KVCC_TARGET_NATIVE, 0 };
+				Cfg c = { "tmap_ops", "tests/diff/tmap_ops.lua", dt, td[di], tg[gi], KVCC_TARGET_NATIVE, NULL, 0 };
 				run_case(&c, host);
 			}
-		Cfg v3 = { "tests/diff/tmap_ops", dt, 96, 2, KVCC_TARGET_V3, 0 }, sc = { "tests/diff/tmap_ops", dt, 64, 4, KVCC_TARGET_SCALAR, 0 };
-		Cfg v4 = { "tests/diff/tmap_ops", dt, 128, 4, KVCC_TARGET_V4, 0 };
+		const char *on = "tmap_ops", *of = "tests/diff/tmap_ops.lua";
+		Cfg v3 = { on, of, dt, 96, 2, KVCC_TARGET_V3, NULL, 0 }, sc = { on, of, dt, 64, 4, KVCC_TARGET_SCALAR, NULL, 0 };
+		Cfg v4 = { on, of, dt, 128, 4, KVCC_TARGET_V4, NULL, 0 };
 		run_case(&v3, host);
 		run_case(&sc, host);
 		run_case(&v4, host);
@@ -736,17 +840,19 @@ int main(int argc, char **argv)
 	for (int dt = 0; dt < 3; dt++) {
 		for (int di = 0; di < 4; di++)
 			for (int gi = 0; gi < 3; gi++) {
-				Cfg c = { "tests/diff/tmap_red", dt, dims[di], groups[gi], KVCC_TARGET_NATIVE, 0 };
+				Cfg c = { "tmap_red", "tests/diff/tmap_red.lua", dt, dims[di], groups[gi], KVCC_TARGET_NATIVE, NULL, 0 };
 				run_case(&c, host);
 				if (gi != 1 && di % 2 == 0) {
-					Cfg h = { "tests/diff/tmap_hmean", dt, dims[di], groups[gi], KVCC_TARGET_NATIVE, 0 };
+					Cfg h = { "tmap_hmean", "tests/diff/tmap_hmean.lua", dt, dims[di], groups[gi], KVCC_TARGET_NATIVE,
+					          NULL, 0 };
 					run_case(&h, host);
 				}
 			}
 		for (int pi = 0; pi < 2; pi++) {
-			const char *tp = pi ? "tests/diff/tmap_hmean" : "tests/diff/tmap_red";
-			Cfg v3 = { tp, dt, 96, 2, KVCC_TARGET_V3, 0 }, sc = { tp, dt, 64, 4, KVCC_TARGET_SCALAR, 0 };
-			Cfg v4 = { tp, dt, 128, 4, KVCC_TARGET_V4, 0 };
+			const char *tn = pi ? "tmap_hmean" : "tmap_red";
+			const char *tp = pi ? "tests/diff/tmap_hmean.lua" : "tests/diff/tmap_red.lua";
+			Cfg v3 = { tn, tp, dt, 96, 2, KVCC_TARGET_V3, NULL, 0 }, sc = { tn, tp, dt, 64, 4, KVCC_TARGET_SCALAR, NULL, 0 };
+			Cfg v4 = { tn, tp, dt, 128, 4, KVCC_TARGET_V4, NULL, 0 };
 			run_case(&v3, host);
 			run_case(&sc, host);
 			run_case(&v4, host);
@@ -761,6 +867,8 @@ int main(int argc, char **argv)
 		selcompact_case(dt, 64, KVCC_TARGET_SCALAR, host);
 		selcompact_case(dt, 8, KVCC_TARGET_SCALAR, host);
 	}
+	for (int k = 0; k < 12; k++)
+		qread_case(k, host);
 	for (int op = 0; op < 17; op++) {
 		tmap_case(op, KVCC_TARGET_NATIVE, host);
 		tmap_case(op, KVCC_TARGET_V3, host);

@@ -5,8 +5,8 @@
 **
 ** This program defines those functions itself (forwarding to glibc's __libc_* entry points),
 ** so every call in the process, libkvcc's and its pool threads' included, is counted while a
-** call under test runs. Every shipped policy (each .lua in policies/) and the chunked-selection
-** test policies (tests/diff/chunk_NAME.lua) × f32/f16/bf16, several rounds of lengths, ratios and
+** call under test runs. Every policy of the manifest's noalloc matrix (tests/policies.tsv: the
+** shipped ones and the chunked-selection tests) × f32/f16/bf16, several rounds of lengths, ratios and
 ** budgets, with and without a given lse, and with unsorted positions (which sends attention
 ** policies through the generic, non-fused attn epilogue); a policy that reads Q refuses more
 ** observation queries than the plan's max_obs.
@@ -14,13 +14,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <glob.h>
 #include "kvcc.h"
 #include "compiler/ir.h"
 #include "compiler/interp.h"
 #include "dsl/dsl.h"
 #define CASEGEN_SEED 0x5eed0a110cull
 #include "tests/common/casegen.h"
+#include "tests/common/manifest.h"
 
 /* --- counting allocator ------------------------------------------------------------------- */
 
@@ -171,18 +171,17 @@ out:
 
 int main(void)
 {
-	glob_t g;
-	if (glob("policies/*.lua", 0, NULL, &g) != 0 || g.gl_pathc == 0 ||
-	    glob("tests/diff/chunk_*.lua", GLOB_APPEND, NULL, &g) != 0) {
-		printf("FAIL: no policies/*.lua or tests/diff/chunk_*.lua (run from the repository root)\n");
+	MfPolicy pols[MANIFEST_MAX];
+	char why[256];
+	int npol = mf_read("noalloc", pols, MANIFEST_MAX, why, sizeof why);
+	if (npol <= 0) {
+		printf("FAIL manifest: %s\n0 passed, 1 failed\n", npol < 0 ? why : "no noalloc policy");
 		return 1;
 	}
-	for (size_t i = 0; i < g.gl_pathc; i++)
+	for (int i = 0; i < npol; i++)
 		for (int dt = 0; dt < 3; dt++)
-			run_policy(g.gl_pathv[i], dt);
-	printf("allocation-free run path: %zu policies (shipped, and the chunked-selection tests) x 3 dtypes\n",
-	       g.gl_pathc);
-	globfree(&g);
+			run_policy(pols[i].file, dt);
+	printf("allocation-free run path: %d policies (the manifest's noalloc matrix) x 3 dtypes\n", npol);
 	printf("%d passed, %d failed\n", npass, nfail);
 	return nfail ? 1 : 0;
 }

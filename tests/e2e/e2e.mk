@@ -7,5 +7,4 @@
 check-e2e: $(B)/kvcc $(B)/llama
 	tests/e2e/run.sh $(B) $(PYTHON) $(SHARED)/data
 
-CHECK_MORE += check-e2e
 .PHONY: check-e2e

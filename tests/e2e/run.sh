@@ -181,6 +181,7 @@ check "--plot writes a PNG (gnuplot)" "rc $rc $(head -c 200 "$TMP/plot.err")" $?
 # ---- bad arguments: a clear message, exit status 2 (usage) or 1 (a file or policy) -----------
 printf 'local kv = require "kvcc"\nreturn kv.policy "x" { score = function(x) return x.K:norm("chan") + end }\n' \
     > "$TMP/broken.lua"
+printf 'a' > "$TMP/one.txt"      # one story of [BOS] + 1 token: no prediction (was a table of nan)
 for c in "2|unknown option|$ROOT/policies/knorm.lua --data $STORIES --bogus" \
          "2|no policy given|--data $STORIES" \
          "2|needs --model|NOMODEL $ROOT/policies/knorm.lua --data $STORIES" \
@@ -196,6 +197,7 @@ for c in "2|unknown option|$ROOT/policies/knorm.lua --data $STORIES --bogus" \
          "2|ending in .png|$ROOT/policies/knorm.lua --data $STORIES --plot $TMP/x.txt" \
          "2|compiles the policy itself|$B/snapkv.so --data $STORIES" \
          "1|cannot open|$ROOT/policies/knorm.lua --data $TMP/nonexistent.txt" \
+         "1|nothing to predict|$ROOT/policies/knorm.lua --data $TMP/one.txt" \
          "1|no line begins with|$ROOT/policies/knorm.lua --data $ALICE --from NOWHERE" \
          "1|broken.lua:2:.*error|$TMP/broken.lua --data $STORIES" \
          "1|nope.lua|$TMP/nope.lua --data $STORIES"; do

@@ -1,7 +1,7 @@
 #!/bin/sh
-# Diagnostics golden tests: each tests/errors/NAME.lua is a malformed or hostile
-# policy; expect.tsv holds, per file, the exact one-line message `kvcc check`
-# must print. The command must exit with status 1 (not a crash, not a hang:
+# Diagnostics golden tests: each tests/errors/NAME.lua (or DIR/NAME.lua) is a
+# malformed or hostile policy; expect.tsv holds, per file, the exact one-line
+# message `kvcc check` must print. The command must exit with status 1 (not a crash, not a hang:
 # a 30 s limit), print exactly that one line, and nothing on stdout.
 # usage: tests/errors/run.sh KVCC
 set -u
@@ -31,6 +31,35 @@ while IFS="$tab" read -r name expect; do
 		pass=$((pass + 1))
 	fi
 done <"$dir/expect.tsv"
+# Valid policies under awkward paths pass check, and their KIR (which names
+# the source) prints and parses back: a '"' in the name, a path longer than
+# Lua's chunk names.
+long="$tmp/$(printf 'long_directory_name_%.0s' 1 2 3 4)"
+mkdir -p "$long"
+for p in "$tmp/quote\"name.lua" "$long/snapkv.lua"; do
+	cp policies/snapkv.lua "$p"
+	if ! timeout 30 "$kvcc" check "$p" >"$tmp/out" 2>"$tmp/err" || [ -s "$tmp/err" ] || [ -s "$tmp/out" ] ||
+	   ! timeout 30 "$kvcc" dump "$p" >"$tmp/p.kir" 2>"$tmp/err" ||
+	   ! timeout 30 "$kvcc" check "$tmp/p.kir" >"$tmp/out" 2>"$tmp/err"; then
+		echo "FAIL valid policy at $p: $(cat "$tmp/err")"
+		fail=$((fail + 1))
+	else
+		pass=$((pass + 1))
+	fi
+done
+# --help and doc/cli.md agree: every option and command --help names, and every
+# KVCC_* variable the sources read, is documented there.
+help=$("$kvcc" --help; "$kvcc" eval --help)
+for w in $(printf '%s\n' "$help" | grep -oE '(^|[ [])--?[a-z][a-z0-9-]*' | tr -d ' [' | sort -u) \
+         $(printf '%s\n' "$help" | sed -n 's/^  \([a-z]*\) .*/\1/p') \
+         $(grep -rhoE 'getenv\("KVCC_[A-Z0-9_]+' compiler runtime codegen dsl | sed 's/getenv("//' | sort -u); do
+	if grep -qe "$w" doc/cli.md; then
+		pass=$((pass + 1))
+	else
+		echo "FAIL doc/cli.md does not mention '$w' (kvcc --help or the sources do)"
+		fail=$((fail + 1))
+	fi
+done
 for f in "$dir"/*.lua; do
 	grep -q "^$(basename "$f")$tab" "$dir/expect.tsv" || { echo "FAIL $(basename "$f"): no expected message"; fail=$((fail + 1)); }
 done

@@ -176,8 +176,8 @@ int main(int argc, char **argv)
 	  kvg_dec_splits(4 * KVG_DEC_TMIN + 5, 1) == 4 && kvg_dec_splits(64, 4) == 1 && kvg_dec_splits(0, 1) == 1);
 	T("dec splits: many instances: 1 or 2", kvg_dec_splits(32768, 256) == 2 && kvg_dec_splits(32768, 1024) == 1);
 
-	scope_meta("tests/gpu/scope_layer.lua", 1);
-	scope_meta("tests/gpu/scope_model.lua", 0);
+	scope_meta("tests/policies/scope_layer.lua", 1);
+	scope_meta("tests/policies/scope_model.lua", 0);
 
 	int maj = 0, min = 0;
 	char why[400];

@@ -13,8 +13,8 @@ ok() { pass=$((pass + 1)); }
 bad() { echo "FAIL gpu cli: $1"; fail=$((fail + 1)); }
 "$B/kvcc" compile policies/knorm.lua -o "$d/cpu.so" --head-dim 64 || bad "compile without --gpu-arch"
 if nm -D "$d/cpu.so" | grep -q kvcc_artifact_gpu; then bad "kvcc_artifact_gpu without --gpu-arch"; else ok; fi
-if ! "$B/kvcc-ptx" policies/knorm.lua --head-dim 8 --gen-only >/dev/null 2>&1 ||
-   ! "$B/kvcc-ptx" policies/knorm.lua --head-dim 8 >/dev/null 2>"$d/probe.err"; then
+if ! "$B/kvcc" dev cuda policies/knorm.lua --head-dim 8 --gen-only >/dev/null 2>&1 ||
+   ! "$B/kvcc" dev cuda policies/knorm.lua --head-dim 8 >/dev/null 2>"$d/probe.err"; then
 	if grep -q "NVRTC not found" "$d/probe.err"; then
 		echo "SKIP gpu cli: $(cat "$d/probe.err")"; echo "gpu cli: $pass passed, $fail failed, 1 skipped"
 		exit $((fail != 0))

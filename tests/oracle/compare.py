@@ -2,7 +2,8 @@
 """compare.py CASE.npz RESULT.npz [--score-rtol R] [--score-atol A]
 
 Checks kvcc's result (scores [L,H,n] float64, kept.<l>.<h> int32, K.<l>.<h> / V.<l>.<h>
-float32 [n_keep, d]) against a golden case from gen_golden.py.  Prints one line,
+float32 [n_keep, d]) against a golden case from gen_golden.py (expected kept sets per layer,
+expect.kept [L,H,n_keep] or expect.kept.<l> [H,n_l], or per head, expect.kept.<l>.<h>).  Prints one line,
 "PASS policy__case" or "FAIL policy__case: <first difference>", exit status 0 / 1.
 
 Order of checks: scores (within |r - e| <= atol + rtol*|e| where the expected score is not
@@ -59,11 +60,19 @@ def check_scores(case, res, rtol, atol):
                        % (l, h, t, g, e, rel, int(bad.sum()), int(mask.sum())))
 
 
+def expected_per_head(case, name, L, H):
+    """expect.<name>.<l>.<h> (per-head lengths: scopes layer/model) as [l][h] lists."""
+    return [[case["expect.%s.%d.%d" % (name, l, h)] for h in range(H)] for l in range(L)]
+
+
 def check_kept_and_rows(case, res):
     L, H = case["K"].shape[:2]
-    kept = expected_per_layer(case, "kept", L)
-    Ke = expected_per_layer(case, "K", L)
-    Ve = expected_per_layer(case, "V", L)
+    if "expect.kept.0.0" in case.files:
+        kept, Ke, Ve = (expected_per_head(case, x, L, H) for x in ("kept", "K", "V"))
+    else:
+        kept = expected_per_layer(case, "kept", L)
+        Ke = expected_per_layer(case, "K", L)
+        Ve = expected_per_layer(case, "V", L)
     for l in range(L):
         for h in range(H):
             e = kept[l][h].astype(np.int64)

@@ -12,7 +12,8 @@ import math
 import numpy as np
 
 __all__ = ["POLICIES", "DEFAULTS", "compress", "round_storage", "n_keep_uniform",
-           "pyramid_budgets", "random_u", "causal_softmax", "select", "boundary_margin"]
+           "pyramid_budgets", "random_u", "causal_softmax", "select", "boundary_margin",
+           "TOPK_POLICIES", "select_topk", "topk_margin", "compress_topk"]
 
 DEFAULTS = {
     "streaming_llm": {"sinks": 4},
@@ -144,13 +145,18 @@ def random_u(seed, layer, head, pos):
     return (z >> np.uint64(40)).astype(np.float64) * 2.0 ** -24
 
 
-def select(scores, protected, n_keep):
-    """Indices kept for one (l, h): protected first, then higher score, ties -> lower
-    position; returned ascending."""
+def select(scores, protected, n_keep, sinks=None):
+    """Indices kept for one (l, h), returned ascending.  Rank (DESIGN section 3): the sinks
+    (lower position first), then the other protected tokens, the recent window, newest
+    first -- so that a budget below the protected count keeps the sinks and the newest
+    tokens -- then higher score, ties -> lower position."""
     n = scores.shape[0]
     t = np.arange(n)
-    key_score = np.where(protected, 0.0, -np.nan_to_num(scores, nan=0.0))
-    order = np.lexsort((t, key_score, ~protected))   # last key is the primary one
+    sinks = np.zeros(n, dtype=bool) if sinks is None else np.asarray(sinks, dtype=bool)
+    recent = protected & ~sinks
+    cls = np.where(sinks, 0, np.where(recent, 1, 2))
+    key = np.where(sinks, t, np.where(recent, -t, -np.nan_to_num(scores, nan=0.0)))
+    order = np.lexsort((t, key, cls))                # last key is the primary one
     return np.sort(order[:n_keep]).astype(np.int64)
 
 
@@ -303,3 +309,194 @@ def compress(policy, K, V, Q, params=None, ratio=None, budget=None, qpos=None, p
 
     return {"scores": scores, "kept": kept, "K_out": K_out, "V_out": V_out,
             "margin": margin, "n_keep": counts, "protected": prot}
+
+
+# --------------------------------------------------------------------------- chunks and scopes
+#
+# kv.topk with chunk > 1 and scope "layer" / "model" (doc/dsl.md "Selection"; DESIGN.md §3
+# "Budget semantics").  Written from the definition, not from compiler/interp.c:
+#
+#   * Candidates.  Each (l, h) is cut into chunks of c consecutive tokens starting at token 0;
+#     the last chunk may be shorter.  A chunk's score is the mean of its tokens' scores (over
+#     its own length); one NaN token makes it NaN.  A chunk holding a protected token (one of
+#     the first `sinks` or the last `recent` tokens of its head) is protected.  c = 1 is the
+#     ordinary per-token top-k.
+#   * Groups.  scope "head": each (l, h) alone with budget n_keep(l, h); "layer": the heads of
+#     a layer in one ranking with budget sum_h n_keep(l, h); "model": every (l, h) in one
+#     ranking with budget sum_{l,h} n_keep(l, h).  n_keep(l, h) is the uniform rule or the
+#     PyramidKV schedule of layer l (counts the head's protected tokens).
+#   * Order.  Protected first: chunks holding a sink, lower position first; then the other
+#     protected chunks (recent window), newest first (DESIGN: "sinks are kept first (lower
+#     position first), then the newest tokens of the recent window").  Then unprotected by
+#     score, higher first, NaN last; ties -> lower position, then lower head, then lower layer
+#     (doc/dsl.md).
+#   * Fill.  Walk the order once; keep a chunk when it fits in what is left of the group's
+#     budget, else skip it (a shorter chunk ranked below may still fit).  Kept tokens keep
+#     their order.
+
+TOPK_POLICIES = {
+    # name: lua path (without .lua), score kind, param defaults, selection from params
+    "chunk_head": ("tests/policies/chunk_head", "neg_knorm", {"chunk": 3, "sinks": 2, "window": 5},
+                   lambda p: dict(sinks=p["sinks"], recent=p["window"], chunk=p["chunk"],
+                                  scope="head")),
+    "chunk_layer": ("tests/policies/chunk_layer", "attn_mean", {"chunk": 3, "sinks": 1, "window": 4},
+                    lambda p: dict(sinks=p["sinks"], recent=p["window"], chunk=p["chunk"],
+                                   scope="layer")),
+    "chunk_model": ("tests/policies/chunk_model", "ksum", {"chunk": 3, "sinks": 3, "window": 0},
+                    lambda p: dict(sinks=p["sinks"], recent=p["window"], chunk=p["chunk"],
+                                   scope="model")),
+    "scope_layer": ("tests/policies/scope_layer", "neg_ksum", {"recent": 4, "chunk": 1},
+                    lambda p: dict(sinks=2, recent=p["recent"], chunk=p["chunk"], scope="layer",
+                                   pyramid_beta=2)),
+    "scope_model": ("tests/policies/scope_model", "ksum", {"recent": 3, "chunk": 3},
+                    lambda p: dict(sinks=1, recent=p["recent"], chunk=p["chunk"], scope="model")),
+}
+
+_SINK, _RECENT, _FREE = 0, 1, 2
+
+
+def _chunks(s, sinks, recent, chunk):
+    """Candidates of one (l, h): (start, length, mean score, protection class)."""
+    n = s.shape[0]
+    out = []
+    for t0 in range(0, n, chunk):
+        t1 = min(t0 + chunk, n)
+        seg = s[t0:t1]
+        score = math.nan if np.isnan(seg).any() else float(seg.sum()) / (t1 - t0)
+        if t0 < sinks:
+            cls = _SINK
+        elif t1 > n - recent:
+            cls = _RECENT
+        else:
+            cls = _FREE
+        out.append((t0, t1 - t0, score, cls))
+    return out
+
+
+def _rank_key(c):
+    """c = (l, h, t0, len, score, cls): the order of doc/dsl.md + DESIGN's protected order."""
+    l, h, t0, _, score, cls = c
+    if cls == _SINK:
+        return (0, t0, l, h)
+    if cls == _RECENT:
+        return (1, -t0, l, h)
+    nan = math.isnan(score)
+    return (2, nan, 0.0 if nan else -score, l, h, t0)
+
+
+def _fill(order, want):
+    """Greedy fill: indices into order that are kept."""
+    got, taken = 0, []
+    for i, c in enumerate(order):
+        if got + c[3] <= want:
+            taken.append(i)
+            got += c[3]
+    return taken
+
+
+def _groups(L, H, scope):
+    if scope == "head":
+        return [[(l, h)] for l in range(L) for h in range(H)]
+    if scope == "layer":
+        return [[(l, h) for h in range(H)] for l in range(L)]
+    if scope == "model":
+        return [[(l, h) for l in range(L) for h in range(H)]]
+    raise ValueError("scope must be head, layer or model")
+
+
+def _ordered_groups(scores, counts, sinks, recent, chunk, scope):
+    L, H, _ = scores.shape
+    counts = np.broadcast_to(np.asarray(counts, dtype=np.int64).reshape(L, -1), (L, H))
+    if chunk < 1 or sinks < 0 or recent < 0:
+        raise ValueError("chunk must be >= 1, sinks and recent >= 0")
+    for grp in _groups(L, H, scope):
+        cands = []
+        for (l, h) in grp:
+            for (t0, ln, sc, cls) in _chunks(scores[l, h], sinks, recent, chunk):
+                cands.append((l, h, t0, ln, sc, cls))
+        want = int(sum(counts[l, h] for (l, h) in grp))
+        yield grp, sorted(cands, key=_rank_key), want
+
+
+def select_topk(scores, counts, sinks=0, recent=0, chunk=1, scope="head"):
+    """kv.topk with chunks and scopes (rules above).  scores [L,H,n] float64; counts: n_keep
+    per head, [L] (per layer) or [L,H].  Returns kept[l][h]: ascending int64 token indices."""
+    L, H, n = scores.shape
+    kept = [[[] for _ in range(H)] for _ in range(L)]
+    for _, order, want in _ordered_groups(scores, counts, sinks, recent, chunk, scope):
+        for i in _fill(order, want):
+            l, h, t0, ln, _, _ = order[i]
+            kept[l][h].extend(range(t0, t0 + ln))
+    return [[np.array(sorted(kept[l][h]), dtype=np.int64) for h in range(H)] for l in range(L)]
+
+
+def topk_margin(scores, counts, sinks=0, recent=0, chunk=1, scope="head"):
+    """Smallest relative score gap between two neighbours of the order whose swap would change
+    the kept set (inf if none): a golden case with a margin >= 1e-4 does not depend on rounding.
+    Only unprotected, non-NaN neighbours can swap (the other keys are exact)."""
+    margin = math.inf
+    for _, order, want in _ordered_groups(scores, counts, sinks, recent, chunk, scope):
+        got = 0
+        for i, c in enumerate(order):
+            if i + 1 < len(order):
+                a, b = c, order[i + 1]
+                if a[5] == _FREE and b[5] == _FREE and not math.isnan(a[4]) and not math.isnan(b[4]):
+                    fa = got + a[3] <= want
+                    fab = fa and got + a[3] + b[3] <= want
+                    fb0 = (not fa) and got + b[3] <= want
+                    fb = got + b[3] <= want
+                    fba = fb and got + b[3] + a[3] <= want
+                    fa1 = (not fb) and got + a[3] <= want
+                    orig = (fa, fab or fb0)
+                    swap = (fba or fa1, fb)
+                    if orig != swap:
+                        gap = abs(a[4] - b[4]) / max(abs(a[4]), abs(b[4]), 1e-30)
+                        margin = min(margin, gap)
+            if got + c[3] <= want:
+                got += c[3]
+    return margin
+
+
+def _topk_scores(kind, K, Q, qpos, pos):
+    """Per-token scores of the test policies of tests/diff and tests/gpu."""
+    if kind == "neg_knorm":
+        return -np.sqrt(np.einsum("lhtd,lhtd->lht", K, K))
+    if kind == "ksum":
+        return K.sum(axis=3)
+    if kind == "neg_ksum":
+        return -K.sum(axis=3)
+    if kind == "attn_mean":
+        return causal_softmax(Q, K, qpos, pos).mean(axis=3).mean(axis=2)
+    raise ValueError(kind)
+
+
+def compress_topk(policy, K, V, Q, params=None, ratio=None, budget=None, qpos=None, pos=None,
+                  dtype="f32"):
+    """compress() for TOPK_POLICIES (chunks, scopes, PyramidKV schedule).  Same inputs as
+    compress(); returns dict scores [L,H,n], kept[l][h], K_out[l][h], V_out[l][h] (per head,
+    lengths differ under scopes layer/model), n_keep [L] (per head of each layer), margin,
+    sel (the selection arguments)."""
+    path, kind, defaults, selfn = TOPK_POLICIES[policy]
+    p = dict(defaults)
+    for key, val in (params or {}).items():
+        if key not in p:
+            raise ValueError("policy %s has no parameter %r" % (policy, key))
+        p[key] = val
+    sel = selfn({k: int(v) for k, v in p.items()})
+    Ks, Vs, Qs = (round_storage(x, dtype) for x in (K, V, Q))
+    L, H, n, d = Ks.shape
+    O = Qs.shape[3]
+    pos = np.arange(n, dtype=np.int64) if pos is None else np.asarray(pos, dtype=np.int64)
+    qpos = pos[n - O:] if qpos is None else np.asarray(qpos, dtype=np.int64)
+    scores = _topk_scores(kind, Ks.astype(np.float64), Qs.astype(np.float64), qpos, pos)
+    beta = sel.pop("pyramid_beta", None)
+    if beta is not None and (budget is not None or ratio > 0):
+        counts = pyramid_budgets(n, L, sel["recent"], beta, ratio=ratio, budget=budget)
+    else:
+        counts = [n_keep_uniform(n, ratio=ratio, budget=budget)] * L
+    kept = select_topk(scores, counts, **sel)
+    margin = topk_margin(scores, counts, **sel)
+    K_out = [[Ks[l, h, kept[l][h]] for h in range(H)] for l in range(L)]
+    V_out = [[Vs[l, h, kept[l][h]] for h in range(H)] for l in range(L)]
+    return {"scores": scores, "kept": kept, "K_out": K_out, "V_out": V_out, "n_keep": counts,
+            "margin": margin, "sel": sel, "path": path}

@@ -45,10 +45,13 @@ def bf_attention(q, keys, qp, pos):
     return [x / s for x in e]
 
 
-def bf_select(scores, protected, n_keep):
+def bf_select(scores, protected, n_keep, sinks=None):
+    """sinks first (lower position first), then the protected window newest first, then
+    higher score, lower position (DESIGN section 3)"""
     n = len(scores)
-    order = sorted(range(n), key=lambda t: (0 if protected[t] else 1,
-                                            0.0 if protected[t] else -scores[t], t))
+    sinks = sinks or [False] * n
+    order = sorted(range(n), key=lambda t: (0, t) if sinks[t] else (1, -t) if protected[t]
+                   else (2, -scores[t], t))
     return sorted(order[:n_keep])
 
 
@@ -235,10 +238,19 @@ def test_ties_and_protection():
     check(r["kept"][0, 0].tolist() == [0, 2, 3, 6], "tie -> lower position (got %s)"
           % r["kept"][0, 0].tolist())
     check(r["margin"] == 0.0, "tie gives margin 0")
-    # snapkv with fewer kept tokens than the window: protected tokens tie among themselves
+    # snapkv with fewer kept tokens than the window: the newest tokens of the window
     K2, V2, Q2 = tiny(6, 1, 1, 1, 12, 4, 6)
     r2 = kvref.compress("snapkv", K2, V2, Q2, params={"window": 6, "kernel": 5}, budget=3)
-    check(r2["kept"][0, 0].tolist() == [6, 7, 8], "protected window outranks, ties lower pos")
+    check(r2["kept"][0, 0].tolist() == [9, 10, 11], "budget below the window: newest kept")
+    # sinks and a window, budget below both: sinks first (lower position first), then newest
+    s = np.array([5.0, 1.0, 9.0, 2.0, 8.0, 3.0, 7.0, 4.0])
+    sk = np.array([True, True, True] + [False] * 5)
+    pr = sk | (np.arange(8) >= 5)
+    for nk, want in ((2, [0, 1]), (4, [0, 1, 2, 7]), (5, [0, 1, 2, 6, 7]),
+                     (7, [0, 1, 2, 4, 5, 6, 7])):
+        got = kvref.select(s, pr, nk, sinks=sk).tolist()
+        check(got == want and got == bf_select(s.tolist(), pr.tolist(), nk, sk.tolist()),
+              "sinks then newest, budget %d: %s" % (nk, got))
     r3 = kvref.compress("snapkv", K2, V2, Q2, params={"window": 6, "kernel": 5}, budget=8)
     check(r3["kept"][0, 0][-6:].tolist() == list(range(6, 12)), "window always kept")
     # streaming_llm: first sinks + most recent n_keep - sinks

@@ -167,6 +167,69 @@ START_TEST(test_policies_passes_preserve_results)
 }
 END_TEST
 
+/* A budget below the protected count keeps the sinks first (lower position
+** first), then the newest tokens of the recent window (DESIGN §3); beyond it,
+** the best scores. The expected sets are written from that rule by hand; the
+** score x.t would favour the newest sinks and the oldest window tokens if the
+** protected tokens were ranked by score. Scope layer: equal ranks across heads
+** go to the lower head. */
+START_TEST(test_interp_protected_order)
+{
+	static const char src[] =
+		"local kv = require 'kvcc'\n"
+		"return kv.policy 'p' { score = function(x) return -x.t end,\n"
+		"  select = kv.topk { keep_first = 3, keep_recent = 4, scope = '%s' } }\n";
+	enum { N = 12, D = 2 };
+	static float K[2 * N * D], V[2 * N * D];
+	static const struct { long budget; int len; int kept[N]; } want[] = {
+		{ 2, 2, { 0, 1 } },
+		{ 4, 4, { 0, 1, 2, 11 } },
+		{ 5, 5, { 0, 1, 2, 10, 11 } },
+		{ 7, 7, { 0, 1, 2, 8, 9, 10, 11 } },
+		{ 9, 9, { 0, 1, 2, 3, 4, 8, 9, 10, 11 } },   /* then the best scores: -t, lowest t */
+	};
+	for (int sc = 0; sc < 2; sc++) {
+		char text[512];
+		snprintf(text, sizeof text, src, sc ? "layer" : "head");
+		KcErr e = { 0 };
+		KiFn *f = kd_load("p.lua", text, strlen(text), NULL, &e);
+		ck_assert_msg(f != NULL, "%s", e.msg);
+		for (size_t w = 0; w < sizeof want / sizeof want[0]; w++) {
+			KiCase c = { .L = 1, .H = 2, .G = 1, .d = D, .n = N, .K = K, .V = V, .budget = want[w].budget };
+			KiResult r;
+			ck_assert_msg(ki_run(f, &c, &r, &e) == 0, "%s", e.msg);
+			for (int h = 0; h < 2; h++) {
+				ck_assert_int_eq(r.len[h], want[w].len);
+				for (int k = 0; k < want[w].len; k++)
+					ck_assert_msg(r.kept[h * N + k] == want[w].kept[k], "scope %s budget %ld head %d: kept[%d] "
+					              "= %d, want %d", sc ? "layer" : "head", want[w].budget, h, k,
+					              r.kept[h * N + k], want[w].kept[k]);
+			}
+			ki_result_free(&r);
+		}
+		ki_free(f);
+	}
+	/* scope layer, an odd layer budget: the extra sink goes to the lower head */
+	char text[512];
+	snprintf(text, sizeof text, src, "layer");
+	KcErr e = { 0 };
+	KiFn *f = kd_load("p.lua", text, strlen(text), NULL, &e);
+	ck_assert_ptr_nonnull(f);
+	int32_t len[2] = { N, N - 1 };
+	KiCase c = { .L = 1, .H = 2, .G = 1, .d = D, .n = N, .len = len, .K = K, .V = V, .ratio = 0.82,
+	             .budget = -1 };
+	KiResult r;
+	ck_assert_msg(ki_run(f, &c, &r, &e) == 0, "%s", e.msg);       /* n_keep 2 + 1: 3 in the layer */
+	ck_assert_int_eq(r.len[0], 2);
+	ck_assert_int_eq(r.len[1], 1);
+	ck_assert_int_eq(r.kept[0], 0);
+	ck_assert_int_eq(r.kept[1], 1);
+	ck_assert_int_eq(r.kept[N], 0);
+	ki_result_free(&r);
+	ki_free(f);
+}
+END_TEST
+
 /* Budgets and limits of the sandbox, with small values. */
 START_TEST(test_sandbox_limits)
 {
@@ -202,6 +265,7 @@ Suite *policies_suite(void)
 	tcase_add_test(tc, test_policies_state_order);
 	tcase_add_test(tc, test_policies_passes_preserve_results);
 	tcase_add_test(tc, test_sandbox_limits);
+	tcase_add_test(tc, test_interp_protected_order);
 	suite_add_tcase(s, tc);
 	return s;
 }

@@ -1,0 +1,211 @@
+/*
+** kp_compile_cuda: a policy's CUDA C (kernels.c) compiled by NVRTC (nvrtc.c)
+** to PTX and CUBIN for each requested arch, with the launch sizes each arch
+** gets (compaction staging rows, score tiles, dynamic shared memory) and the
+** registers, shared memory and spills ptxas reports per kernel.
+*/
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include "codegen/ptx/gen.h"
+#include "compiler/interp.h"
+
+unsigned kp_cuda_dsmem(int dtype, int head_dim, int tile)
+{
+	return (unsigned)(2 * tile * head_dim * (dtype == KI_F32 ? 4 : 2));
+}
+
+int kp_cuda_tile(int sm, int dtype, int head_dim, int nthreads)
+{
+	/* staging budget per target: stays within the default 48 KB on unknown and
+	** older parts, uses the opt-in shared memory of A100 (163 KB) and H100 (227 KB) */
+	unsigned budget = sm >= 90 ? 128u << 10 : sm == 80 ? 96u << 10 : sm >= 86 ? 64u << 10 : 32u << 10;
+	unsigned row = kp_cuda_dsmem(dtype, head_dim, 1);
+	int tt = (int)(budget / row);
+	if (tt > nthreads)
+		tt = nthreads;
+	if (tt < 1)
+		tt = 1;
+	return tt;
+}
+
+int kp_cuda_mma(int dtype, int head_dim)
+{
+	return dtype != KI_F32 && head_dim % 16 == 0;
+}
+
+unsigned kp_cuda_score_dsmem(int dtype, int head_dim, int group, int sq, int sk)
+{
+	int mma = kp_cuda_mma(dtype, head_dim);
+	unsigned dp = (unsigned)head_dim + (mma ? 8u : 1u), esz = mma ? 2u : 4u;
+	return (unsigned)(sq + sk) * dp * esz + (unsigned)(sq * sk + group * sk) * 4u;
+}
+
+void kp_cuda_score_tile(int sm, int dtype, int head_dim, int group, int *sq, int *sk)
+{
+	/* below the opt-in maximum of each part: A100/A30 (sm_80/87) 163 KB, H100/B200
+	** (sm_90, sm_100) 227 KB, the others (sm_86, sm_89, sm_120) 99 KB. Tokens per tile:
+	** 64; query rows per chunk: as many as fit up to 64·G, at most 256 (G·O of a 64-query
+	** window: Q staged once), in steps of 16 (the mma row block) */
+	unsigned budget = sm == 80 || sm == 87 ? 160u << 10 : sm >= 90 && sm < 120 ? 220u << 10 : 96u << 10;
+	int k = 64, q = group < 4 ? 64 * group : 256;
+	while (q > 16 && kp_cuda_score_dsmem(dtype, head_dim, group, q, k) > budget)
+		q -= 16;
+	while (k > 8 && kp_cuda_score_dsmem(dtype, head_dim, group, q, k) > budget)
+		k -= 8;
+	*sq = q, *sk = k;
+}
+
+static double now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+/* "ptxas info    : Used 40 registers, used 1 barriers, 2048 bytes smem" per entry function */
+static void parselog(const char *log, KpCudaOut *out, KpCudaImage *im)
+{
+	int k = -1;
+	for (const char *p = log; p && *p;) {
+		const char *eol = strchr(p, '\n');
+		size_t len = eol ? (size_t)(eol - p) : strlen(p);
+		char line[512];
+		snprintf(line, sizeof line, "%.*s", (int)(len < 511 ? len : 511), p);
+		const char *q;
+		if ((q = strstr(line, "Compiling entry function '")) != NULL) {
+			q += strlen("Compiling entry function '");
+			k = -1;
+			for (int i = 0; i < out->nkern; i++)
+				if (!strncmp(q, out->kern[i].name, strlen(out->kern[i].name)) && q[strlen(out->kern[i].name)] == '\'')
+					k = i;
+		} else if (k >= 0 && (q = strstr(line, "Used ")) != NULL) {
+			im->regs[k] = atoi(q + 5);
+			const char *sm = strstr(line, "bytes smem");
+			if (sm) {
+				const char *b = sm;
+				while (b > line && b[-1] == ' ')
+					b--;
+				while (b > line && b[-1] >= '0' && b[-1] <= '9')
+					b--;
+				im->smem[k] = atoi(b);
+			}
+		} else if (k >= 0 && (q = strstr(line, "bytes spill stores")) != NULL) {
+			const char *b = q;
+			while (b > line && b[-1] == ' ')
+				b--;
+			while (b > line && b[-1] >= '0' && b[-1] <= '9')
+				b--;
+			im->spill[k] = atoi(b);
+		}
+		p = eol ? eol + 1 : NULL;
+	}
+}
+
+static int parsearchs(const char *s, int *sm, int max, const int *have, int nhave, KcErr *e, const KiFn *f)
+{
+	int n = 0;
+	if (!s)
+		s = "sm_80,sm_90";
+	if (!strcmp(s, "all")) {
+		for (int i = 0; i < nhave && n < max; i++)
+			sm[n++] = have[i];
+		return n;
+	}
+	while (*s) {
+		const char *c = strchr(s, ',');
+		size_t len = c ? (size_t)(c - s) : strlen(s);
+		char one[32];
+		snprintf(one, sizeof one, "%.*s", (int)(len < 31 ? len : 31), s);
+		int v = 0;
+		if (sscanf(one, "sm_%d", &v) != 1 && sscanf(one, "compute_%d", &v) != 1 && sscanf(one, "%d", &v) != 1)
+			return kc_error(e, f->src, 0, 0, "--gpu-arch: '%s' is not an sm_XY name", one), -1;
+		int ok = 0;
+		for (int i = 0; i < nhave; i++)
+			ok |= have[i] == v;
+		if (!ok) {
+			char list[256] = "";
+			for (int i = 0; i < nhave; i++) {
+				char t[16];
+				snprintf(t, sizeof t, "%ssm_%d", i ? " " : "", have[i]);
+				strncat(list, t, sizeof list - strlen(list) - 1);
+			}
+			return kc_error(e, f->src, 0, 0, "--gpu-arch: NVRTC cannot target sm_%d (supported: %s)", v, list), -1;
+		}
+		if (n < max)
+			sm[n++] = v;
+		s += len;
+		if (*s == ',')
+			s++;
+	}
+	return n;
+}
+
+int kp_compile_cuda(const KiFn *f, const KpCudaOpts *o, KpCudaOut *out, KcErr *e)
+{
+	memset(out, 0, sizeof *out);
+	out->nthreads = o->nthreads > 0 ? o->nthreads : 256;
+	if (out->nthreads % 32 || out->nthreads > 1024)
+		return kc_error(e, f->src, 0, 0, "GPU backend: threads per block must be a multiple of 32 up to 1024"), -1;
+	double t0 = now_ms();
+	if (kp_generate(f, o, out, e) != 0)
+		return -1;
+	out->gen_ms = now_ms() - t0;
+	if (o->gen_only)
+		return 0;
+	char why[512];
+	if (kp_nvrtc_available(&out->nvrtc_major, &out->nvrtc_minor, why, sizeof why) != 0) {
+		kc_error(e, f->src, 0, 0, "GPU backend: %s", why);
+		kp_cuda_free(out);
+		return -1;
+	}
+	int have[64], nhave = kp_nvrtc_archs(have, 64), sm[KVG_MAXARCH];
+	int narch = parsearchs(o->archs, sm, KVG_MAXARCH, have, nhave, e, f);
+	if (narch < 0) {
+		kp_cuda_free(out);
+		return -1;
+	}
+	for (int a = 0; a < narch; a++) {
+		KpCudaImage *im = &out->img[out->nimg++];
+		snprintf(im->arch, sizeof im->arch, "sm_%d", sm[a]);
+		im->sm = sm[a];
+		im->tile = kp_cuda_tile(sm[a], o->dtype, o->head_dim, out->nthreads);
+		kp_cuda_score_tile(sm[a], o->dtype, o->head_dim, o->group, &im->sq, &im->sk);
+		char dnt[32], dtt[32], dsq[32], dsk[32];
+		snprintf(dnt, sizeof dnt, "-DKV_NT=%d", out->nthreads);
+		snprintf(dtt, sizeof dtt, "-DKV_TT=%d", im->tile);
+		snprintf(dsq, sizeof dsq, "-DKV_SQ=%d", im->sq);
+		snprintf(dsk, sizeof dsk, "-DKV_SK=%d", im->sk);
+		const char *extra[] = { dnt, dtt, dsq, dsk };
+		KpNvrtcRes r;
+		double t1 = now_ms();
+		char name[96];
+		snprintf(name, sizeof name, "%s.cu", f->name);
+		if (kp_nvrtc_compile(out->src, name, sm[a], extra, 4, &r, why, sizeof why) != 0) {
+			kc_error(e, f->src, 0, 0, "GPU backend: %s", why);
+			kp_nvrtc_free(&r);
+			kp_cuda_free(out);
+			return -1;
+		}
+		im->ms = now_ms() - t1;
+		im->ptx = r.ptx, im->nptx = r.nptx, im->cubin = r.cubin, im->ncubin = r.ncubin;
+		parselog(r.log, out, im);
+		free(r.log);
+		for (int k = 0; k < out->nkern; k++)
+			im->dsmem[k] = out->kern[k].role == KVG_SELECT ? kp_cuda_dsmem(o->dtype, o->head_dim, im->tile)
+			               : out->kern[k].tiled ? kp_cuda_score_dsmem(o->dtype, o->head_dim, o->group, im->sq, im->sk)
+			                                    : 0;
+	}
+	return 0;
+}
+
+void kp_cuda_free(KpCudaOut *out)
+{
+	free(out->src);
+	for (int i = 0; i < out->nimg; i++) {
+		free(out->img[i].ptx);
+		free(out->img[i].cubin);
+	}
+	memset(out, 0, sizeof *out);
+}

@@ -1,0 +1,423 @@
+/*
+** The kernels of a policy's CUDA C program (DESIGN §5 skeletons, GPU side):
+** the fixed code of the .cuh files (embedded at build time, cuh.h) with, between
+** and inside them, what the policy decides — its sizes, the argument block, the
+** score phases, its select rule and state. expr.c fills the kernels' bodies.
+**
+** Kernels per policy (one block per (layer, head) instance, KV_NT threads):
+**   kv_score<P>  attn_stats + attn_score + token_map, fused; one kernel per
+**                phase, phases split at hmean (a cross-head barrier)
+**   kv_select    radix select over float bits (4 × 8-bit histograms in shared
+**                memory), protections, chunks, per-head budgets (pyramid) —
+**                fused with the stable in-place compaction of K, V, pos, state
+**                (select.cuh)
+**   kv_select_grp  select scopes layer / model: one block per scope group ranks the
+**                group's chunks (weighted radix select, greedy shorter chunks) and
+**                leaves each instance a record that kv_select compacts from
+**                (select_grp.cuh)
+**   kv_decode    one decode step, split-KV: grid (instance, split), each warp an
+**                online-softmax partial (m, s, sum p·V) of its token range (decode.cuh)
+**   kv_decode_comb  merges the partials: attention output, x.attn, the observe hook
+*/
+#include <string.h>
+#include <math.h>
+#include "codegen/ptx/gen.h"
+#include "codegen/ptx/cuh.h"
+#include "compiler/interp.h"
+#include "compiler/plan.h"
+
+static void prologue(Gen *g, const char *name, int need_ws)
+{
+	sb(&g->s, "\nextern \"C\" __global__ void __launch_bounds__(KV_NT%s) %s(const KvgArgs a)\n{\n",
+	   g->minblk ? ", 1" : "", name);
+	sb(&g->s, "\tconst int inst = blockIdx.x, l = inst / a.H, h = inst - l * a.H;\n");
+	sb(&g->s, "\tconst int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;\n");
+	sb(&g->s, "\tconst int n = a.len[inst], N = a.N, O = a.O;\n");
+	sb(&g->s, "\tkv_st *const Kb = (kv_st *)a.K + l * a.sL + h * a.sH;\n");
+	sb(&g->s, "\tkv_st *const Vb = (kv_st *)a.V + l * a.sL + h * a.sH;\n");
+	sb(&g->s, "\tconst kv_st *const Qb = a.Q ? (const kv_st *)a.Q + (long long)inst * KV_G * O * KV_D : 0;\n");
+	sb(&g->s, "\tint *const Pb = a.pos + (long long)inst * N;\n");
+	sb(&g->s, "\tfloat *const W = %s;\n", need_ws ? "a.ws + (long long)inst * a.ws_inst" : "0");
+	sb(&g->s, "\t(void)l; (void)h; (void)tid; (void)lane; (void)warp; (void)n; (void)N; (void)O;\n"
+	          "\t(void)Kb; (void)Vb; (void)Qb; (void)Pb; (void)W;\n");
+}
+
+static void bufdecls(Gen *g, const char *need)
+{
+	for (int i = 0; i < g->f->nins; i++)
+		if (need[i] && (g->home[i] == HM_BUF || g->home[i] == HM_STAT)) {
+			char o[200];
+			kp_offexpr(g->off[i], o, sizeof o);
+			sb(&g->s, "\tfloat *const B%d = W + (%s); (void)B%d;\n", i, o, i);
+		}
+}
+
+static int gen_score(Gen *g, KpCudaOut *out)
+{
+	const KiFn *f = g->f;
+	char *need = calloc((size_t)f->nins + 1, 1);
+	if (!need)
+		return kp_err(g, NULL, "out of memory");
+	kp_mark(f, f->score, need);
+	g->decode = 0;
+	int rc = kp_analyse(g, need, 0);
+	if (rc == 0)
+		kp_wsmax(g);
+	int last = KC_RKIND(f->score) == RK_INS ? g->phase[KC_RIDX(f->score)] : 0;
+	for (int p = 0; rc == 0 && p <= last; p++) {
+		char name[32];
+		snprintf(name, sizeof name, "kv_score%d", p);
+		if (out->nkern >= KVG_MAXKERN - 2)
+			return free(need), kp_err(g, NULL, "too many cross-head phases (at most %d)", KVG_MAXKERN - 2);
+		KpCudaKernel *k = &out->kern[out->nkern++];
+		snprintf(k->name, sizeof k->name, "%s", name);
+		k->role = KVG_SCORE, k->phase = p;
+		for (int i = 0; i < f->nins; i++)
+			k->tiled |= need[i] && g->phase[i] == p && kp_tiledstep(g, i) != TS_NONE;
+		/* one block per SM: the tiles' shared memory allows no more; without it ptxas
+		** aims at several blocks and spills (NVRTC 13.0) */
+		g->minblk = k->tiled;
+		prologue(g, name, 1);
+		g->minblk = 0;
+		bufdecls(g, need);
+		if (k->tiled)
+			sb(&g->s, "\tKV_DYNSMEM(kv_dsm);   /* score tiles: kp_cuda_score_dsmem */\n"
+			          "\tkv_qk *const sQ_ = (kv_qk *)kv_dsm, *const sK_ = sQ_ + KV_SQ * KV_DP;\n"
+			          "\tfloat *const sS_ = (float *)(sK_ + KV_SK * KV_DP), *const sA_ = sS_ + KV_SQ * KV_SK;\n"
+			          "\t(void)sA_;\n");
+		for (int i = 0; rc == 0 && i < f->nins; i++)
+			if (need[i] && g->phase[i] == p && (g->home[i] == HM_BUF || g->home[i] == HM_STAT))
+				rc = kp_step(g, i);
+		if (p == last && rc == 0) {
+			sb(&g->s, "\t/* scores (NaN past the held tokens) */\n");
+			sb(&g->s, "\tfor (int it = tid; it < N; it += KV_NT) {\n");
+			sb(&g->s, "\t\tif (it >= n) { a.scores[(long long)inst * N + it] = kv_nan(); continue; }\n");
+			Idx ix = { { NULL, NULL, "it", NULL } };
+			int *memo = kp_newmemo(g);
+			char A[400];
+			if (!memo || kp_val(g, f->score, &ix, memo, 2, A, sizeof A))
+				rc = -1;
+			free(memo);
+			sb(&g->s, "\t\ta.scores[(long long)inst * N + it] = %s;\n\t}\n", A);
+		}
+		sb(&g->s, "}\n");
+	}
+	free(need);
+	return rc;
+}
+
+static int gen_decode(Gen *g, KpCudaOut *out)
+{
+	const KiFn *f = g->f;
+	char *need = calloc((size_t)f->nins + 1, 1);
+	if (!need)
+		return kp_err(g, NULL, "out of memory");
+	for (int s = 0; s < f->nst; s++)
+		kp_mark(f, f->st[s].update, need);
+	memset(g->home, 0, (size_t)f->nins);
+	memset(g->phase, 0, (size_t)f->nins * sizeof *g->phase);
+	g->decode = 1;
+	int rc = kp_analyse(g, need, 1);
+	/* every update is materialized before the write-back: all of them read the old state */
+	for (int s = 0; rc == 0 && s < f->nst; s++)
+		if (KC_RKIND(f->st[s].update) == RK_INS)
+			g->home[KC_RIDX(f->st[s].update)] = HM_BUF;
+	if (rc) {
+		free(need);
+		return -1;
+	}
+	/* recompute offsets with the forced homes kept */
+	memset(g->cur, 0, sizeof g->cur);
+	for (int i = 0; i < f->nins; i++)
+		if (need[i] && (g->home[i] == HM_BUF || g->home[i] == HM_STAT)) {
+			const KiIns *in = &f->ins[i];
+			uint8_t m = g->home[i] == HM_STAT ? (uint8_t)(in->axes & ~AXM(in->axis)) : in->axes;
+			long long k = (g->home[i] == HM_STAT ? 2 : 1) * (HAS(m, AX_group) ? g->G : 1) * (HAS(m, AX_chan) ? g->D : 1);
+			memcpy(g->off[i], g->cur, sizeof g->cur);
+			g->cur[(HAS(m, AX_token) ? 1 : 0) + (HAS(m, AX_obs) ? 2 : 0)] += k;
+			g->cur[0] += 1;
+		}
+	long long poff[4];
+	kp_wsreserve(g, 1, g->G, poff);
+	kp_wsmax(g);
+	char o[200];
+	kp_offexpr(poff, o, sizeof o);
+	/* split-KV partials: lanes over channels, kv_lpt lanes per token (about 4
+	** channels each, coalesced), query heads kv_gb at a time in registers */
+	int lpt = 1;
+	while (lpt < 32 && lpt * 4 < g->D)
+		lpt *= 2;
+	int cpl = (g->D + lpt - 1) / lpt, gb = 32 / cpl;   /* q and acc: at most 64 registers */
+	gb = gb > g->G ? g->G : gb > 8 ? 8 : gb < 1 ? 1 : gb;
+	sb(&g->s, "\nenum { kv_lpt = %d, kv_tpw = 32 / kv_lpt, kv_cpl = (KV_D + kv_lpt - 1) / kv_lpt, kv_gb = %d,\n"
+	          "       kv_rec = KV_G * (KV_D + 2), kv_part = KV_NW * kv_rec };\n", lpt, gb);
+	sb(&g->s, "%s", kp_cuh_decode);
+	KpCudaKernel *k = &out->kern[out->nkern++];
+	snprintf(k->name, sizeof k->name, "kv_decode");
+	k->role = KVG_DECODE;
+	prologue(g, "kv_decode", 1);
+	sb(&g->s, "\tfloat *const Pr = W + (%s);\n", o);
+	sb(&g->s, "\tkv_decode_part(a, inst, n, N, Kb, Vb, W, Pr);\n}\n");
+	k = &out->kern[out->nkern++];
+	snprintf(k->name, sizeof k->name, "kv_decode_comb");
+	k->role = KVG_COMBINE;
+	prologue(g, "kv_decode_comb", 1);
+	sb(&g->s, "\tfloat *const Pr = W + (%s);\n", o);
+	sb(&g->s, "\t__shared__ float s_m[KV_G], s_s[KV_G];\n");
+	bufdecls(g, need);
+	sb(&g->s, "\tkv_decode_merge(a, inst, n, N, W, Pr, s_m, s_s);\n"
+	          "\t/* observe hook */\n");
+	for (int i = 0; rc == 0 && i < f->nins; i++)
+		if (need[i] && (g->home[i] == HM_BUF || g->home[i] == HM_STAT))
+			rc = kp_step(g, i);
+	sb(&g->s, "\tfor (int it = tid; it < n; it += KV_NT) {\n");
+	for (int s = 0; rc == 0 && s < f->nst; s++) {
+		Idx ix = { { NULL, NULL, "it", NULL } };
+		int *memo = kp_newmemo(g);
+		char A[400];
+		if (!memo || kp_val(g, f->st[s].update, &ix, memo, 2, A, sizeof A))
+			rc = -1;
+		free(memo);
+		sb(&g->s, "\t\ta.state[((long long)%d * a.L * a.H + inst) * N + it] = %s;\n", s, A);
+	}
+	sb(&g->s, "\t}\n}\n");
+	free(need);
+	return rc;
+}
+
+/* select scopes layer and model: one block per scope group (kv_select_grp) decides the
+** kept chunks of the group's instances and leaves each instance a record, 4 ints at the
+** start of its workspace per class (protected, others): the threshold key T, the last
+** tie chunk kept E, whether its shorter last chunk is kept, whether the class is kept
+** whole; kv_select then compacts every instance from its record */
+static void gen_selgrp(Gen *g, KpCudaOut *out, const char *S, const char *R, const char *C)
+{
+	const KiSelect *s = &g->f->sel;
+	KpCudaKernel *k = &out->kern[out->nkern++];
+	snprintf(k->name, sizeof k->name, "kv_select_grp");
+	k->role = KVG_SELGRP;
+	k->phase = s->scope == SC_layer;
+	/* the records: 8 floats at the start of each instance's workspace */
+	long long ro[4];
+	memset(g->cur, 0, sizeof g->cur);
+	kp_wsreserve(g, 0, 8, ro);
+	kp_wsmax(g);
+	sb(&g->s, "%s", kp_cuh_select_grp);
+	sb(&g->s, "\nextern \"C\" __global__ void __launch_bounds__(KV_NT) kv_select_grp(const KvgArgs a)\n{\n");
+	sb(&g->s, "\tconst int i0 = %s, ni = %s;\n", s->scope == SC_layer ? "(int)blockIdx.x * a.H" : "0",
+	   s->scope == SC_layer ? "a.H" : "a.L * a.H");
+	sb(&g->s, "\t__shared__ unsigned long long hist[256], sv[8];\n\t__shared__ int wsum[KV_NW];\n");
+	sb(&g->s, "\tconst long long S = (long long)(%s), R = (long long)(%s), ch = (long long)(%s);\n", S, R, C);
+	sb(&g->s,
+	   "\tif (S < 0 || R < 0 || ch < 1) { if (threadIdx.x == 0) kv_seterr(a.err, KVG_ESELECT); return; }\n"
+	   "\t/* the group's budget: the sum of its instances' n_keep */\n"
+	   "\tlong long want = 0;\n"
+	   "\tfor (int k = i0; k < i0 + ni; k++) want += kv_nkeep(a, k / a.H, a.len[k]);\n"
+	   "\t/* protected chunks first (sinks, then the newest recent), then the others */\n"
+	   "\tconst long long u1 = kv_gpick(a, i0, ni, ch, S, R, 1, want, hist, sv, wsum);\n"
+	   "\tkv_gpick(a, i0, ni, ch, S, R, 0, want - u1, hist, sv, wsum);\n"
+	   "}\n");
+}
+
+static int gen_select(Gen *g, KpCudaOut *out)
+{
+	const KiFn *f = g->f;
+	const KiSelect *s = &f->sel;
+	if (s->kind != SEL_topk)
+		return kp_err(g, NULL, "only top-k selection is supported");
+	if (f->merge.kind != MG_drop)
+		return kp_err(g, NULL, "only merge drop is supported");
+	char S[200], R[200], C[200], B[200];
+	if (kp_dscalar(g, s->keep_first, S, sizeof S, 0) || kp_dscalar(g, s->keep_recent, R, sizeof R, 0) ||
+	    kp_dscalar(g, s->chunk, C, sizeof C, 1) || kp_dscalar(g, s->beta, B, sizeof B, 20))
+		return kp_err(g, NULL, "select arguments must be constants or params");
+	/* ki_nkeep, in double with explicit rounding (no contraction) */
+	sb(&g->s, "\n/* ki_nkeep (compiler/interp.c) */\n"
+	          "__device__ long long kv_nkeep(const KvgArgs &a, int l, long long n) {\n"
+	          "\tconst long long budget = a.budget; const double ratio = a.ratio; (void)l;\n"
+	          "\tconst double keep = budget >= 0 ? (double)(budget < n ? budget : n) : __dmul_rn((double)n, __dsub_rn(1.0, ratio));\n"
+	          "\tlong long nk = budget >= 0 ? (budget < n ? budget : n) : (long long)floor(keep);\n");
+	if (s->sched == SCH_pyramid) {
+		sb(&g->s, "\tif (budget >= 0 || ratio > 0) {\n"
+		          "\t\tconst double w = %s, beta = %s, T = __dadd_rn(w, keep);\n"
+		          "\t\tdouble mn = __ddiv_rn(__dsub_rn(T, w), beta), mx = __dsub_rn(__dmul_rn(__dsub_rn(T, w), 2.0), mn);\n"
+		          "\t\tif (mx >= __dsub_rn((double)n, w)) { mx = __dsub_rn((double)n, w); mn = __dsub_rn(__dmul_rn(__dsub_rn(T, w), 2.0), mx); }\n"
+		          "\t\tif (!((double)n >= mx && mx >= mn && mn >= w) || a.L < 2) nk = (long long)rint(keep);\n"
+		          "\t\telse nk = (long long)rint(__dsub_rn(mx, __dmul_rn((double)l, __ddiv_rn(__dsub_rn(mx, mn), (double)(a.L - 1)))));\n"
+		          "\t}\n", R, B);
+	}
+	sb(&g->s, "\tif (nk < 0) nk = 0;\n\tif (nk > n) nk = n;\n\treturn nk;\n}\n");
+	if (s->scope != SC_head)
+		gen_selgrp(g, out, S, R, C);
+	KpCudaKernel *k = &out->kern[out->nkern++];
+	snprintf(k->name, sizeof k->name, "kv_select");
+	k->role = KVG_SELECT;
+	prologue(g, "kv_select", 0);
+	sb(&g->s,
+	   "\t__shared__ unsigned hist[256], sv[4];\n"
+	   "\t__shared__ long long s_E;\n"
+	   "\t__shared__ int wsum[KV_NW];\n"
+	   "\t__shared__ int sdst[KV_NT];\n"
+	   "\tKV_DYNSMEM(kv_dsm);\n"
+	   "\tkv_st *const stK = (kv_st *)kv_dsm, *const stV = stK + KV_TT * KV_D;\n"
+	   "\tconst float *const sc = a.scores + (long long)inst * N;\n");
+	sb(&g->s, "\tconst long long S = (long long)(%s), R = (long long)(%s), ch = (long long)(%s);\n", S, R, C);
+	sb(&g->s,
+	   "\tif (S < 0 || R < 0 || ch < 1) { if (tid == 0) kv_seterr(a.err, KVG_ESELECT); return; }\n");
+	if (s->scope == SC_head)
+		sb(&g->s,
+		   "\tconst long long want = kv_nkeep(a, l, n);\n"
+		   "\t/* protected chunks first (sinks, then the newest recent), then the others */\n"
+		   "\tKvSel s1, s0;\n"
+		   "\tkv_topk(sc, n, ch, S, R, 1, want, s1, hist, sv, &s_E, wsum);\n"
+		   "\tkv_topk(sc, n, ch, S, R, 0, want - s1.used, s0, hist, sv, &s_E, wsum);\n");
+	else
+		sb(&g->s,
+		   "\t/* decided by kv_select_grp for the whole %s */\n"
+		   "\tconst KvSel s1 = kv_ldrec(kv_grec(a, inst, 1)), s0 = kv_ldrec(kv_grec(a, inst, 0));\n"
+		   "\t(void)hist; (void)sv; (void)s_E;\n", ki_scopename(s->scope));
+	sb(&g->s,
+	   "\t/* stable in-place compaction, one tile of KV_NT tokens at a time; rows are\n"
+	   "\t   staged in shared memory KV_TT at a time (destinations never pass sources) */\n"
+	   "\tlong long run = 0;\n"
+	   "\tfor (long long t0 = 0; t0 < n; t0 += KV_NT) {\n"
+	   "\t\tconst long long t = t0 + tid;\n"
+	   "\t\tint keep = 0;\n"
+	   "\t\tif (t < n) {\n"
+	   "\t\t\tconst long long ci = t / ch;\n"
+	   "\t\t\tkeep = kv_kept(kv_prot(ci, ch, n, S, R) ? s1 : s0, sc, ci, ch, n, S, R);\n"
+	   "\t\t}\n"
+	   "\t\tint tot;\n"
+	   "\t\tconst int ex = kv_bscan(keep, wsum, &tot);\n"
+	   "\t\tsdst[tid] = keep ? (int)(run + ex) : -1;\n"
+	   "\t\tconst int pv = keep ? Pb[t] : 0;\n");
+	for (int st = 0; st < f->nst; st++)
+		sb(&g->s, "\t\tconst float stv%d = keep ? a.state[((long long)%d * a.L * a.H + inst) * N + t] : 0.f;\n", st, st);
+	sb(&g->s,
+	   "\t\t__syncthreads();\n"
+	   "\t\tconst int cnt = n - t0 < KV_NT ? (int)(n - t0) : KV_NT;\n"
+	   "\t\tif (!(run == t0 && tot == cnt))\n"
+	   "\t\t\tfor (int r0 = 0; r0 < cnt; r0 += KV_TT) {\n"
+	   "\t\t\t\tconst int rows = cnt - r0 < KV_TT ? cnt - r0 : KV_TT;\n"
+	   "\t\t\t\tfor (int e_ = tid; e_ < rows * KV_D; e_ += KV_NT) {\n"
+	   "\t\t\t\t\tconst int rr = e_ / KV_D, c = e_ - rr * KV_D;\n"
+	   "\t\t\t\t\tif (sdst[r0 + rr] >= 0) {\n"
+	   "\t\t\t\t\t\tstK[e_] = Kb[(t0 + r0 + rr) * a.sT + c];\n"
+	   "\t\t\t\t\t\tstV[e_] = Vb[(t0 + r0 + rr) * a.sT + c];\n"
+	   "\t\t\t\t\t}\n"
+	   "\t\t\t\t}\n"
+	   "\t\t\t\t__syncthreads();\n"
+	   "\t\t\t\tfor (int e_ = tid; e_ < rows * KV_D; e_ += KV_NT) {\n"
+	   "\t\t\t\t\tconst int rr = e_ / KV_D, c = e_ - rr * KV_D, dd = sdst[r0 + rr];\n"
+	   "\t\t\t\t\tif (dd >= 0) {\n"
+	   "\t\t\t\t\t\tKb[(long long)dd * a.sT + c] = stK[e_];\n"
+	   "\t\t\t\t\t\tVb[(long long)dd * a.sT + c] = stV[e_];\n"
+	   "\t\t\t\t\t}\n"
+	   "\t\t\t\t}\n"
+	   "\t\t\t\t__syncthreads();\n"
+	   "\t\t\t}\n"
+	   "\t\tif (keep) {\n"
+	   "\t\t\tPb[run + ex] = pv;\n");
+	for (int st = 0; st < f->nst; st++)
+		sb(&g->s, "\t\t\ta.state[((long long)%d * a.L * a.H + inst) * N + run + ex] = stv%d;\n", st, st);
+	sb(&g->s,
+	   "\t\t}\n"
+	   "\t\trun += tot;\n"
+	   "\t\t__syncthreads();\n"
+	   "\t}\n"
+	   "\tif (tid == 0) a.len[inst] = (int)run;\n"
+	   "}\n");
+	return 0;
+}
+
+static void argsdecl(Sb *s)
+{
+	sb(s, "#define KVG_MAXPAR %d\ntypedef struct KvgArgs {\n", KVG_MAXPAR);
+#define KVG_PRINT(t, nm) sb(s, "\t%s %s;\n", #t, #nm);
+	KVG_ARGS_FIELDS(KVG_PRINT)
+#undef KVG_PRINT
+	sb(s, "} KvgArgs;\n");
+}
+
+static int uses(const KiFn *f, KcRef root, int op)
+{
+	char *need = calloc((size_t)f->nins + 1, 1);
+	if (!need)
+		return 0;
+	kp_mark(f, root, need);
+	int u = 0;
+	for (int i = 0; i < f->nins; i++)
+		u |= need[i] && f->ins[i].op == op;
+	free(need);
+	return u;
+}
+
+/*
+** The CUDA C program of `f` for the specialization in `o` (no NVRTC): the fixed
+** code of the .cuh files, the argument block, then the kernels (decode first when the
+** policy has state or runs at decode, then the score phases, select). Fills out->src,
+** the kernel list and the workspace coefficients; -1 with e set (positioned at the
+** policy line) for what the GPU backend does not support.
+*/
+int kp_generate(const KiFn *f, const KpCudaOpts *o, KpCudaOut *out, KcErr *e)
+{
+	Gen g = { .f = f, .e = e, .dtype = o->dtype, .D = o->head_dim, .G = o->group, .NT = out->nthreads };
+	if (g.D < 1 || g.D > 1024 || g.G < 1 || g.G > 64)
+		return kc_error(e, f->src, f->line, f->col, "GPU backend: head_dim %d / group %d out of range", g.D, g.G), -1;
+	if (f->npar > KVG_MAXPAR)
+		return kc_error(e, f->src, f->line, f->col, "GPU backend: %d params, at most %d", f->npar, KVG_MAXPAR), -1;
+	/* the same mapping rules as the x86 plan where it applies (state and x.attn are ours) */
+	if (!uses(f, f->score, KO_state) && !uses(f, f->score, KO_attn)) {
+		KpPlan p;
+		if (kp_build(f, &p, e) != 0)
+			return -1;
+		kp_free(&p);
+	}
+	g.home = calloc((size_t)f->nins + 1, 1);
+	g.phase = calloc((size_t)f->nins + 1, sizeof *g.phase);
+	g.off = calloc((size_t)f->nins + 1, sizeof *g.off);
+	if (!g.home || !g.phase || !g.off) {
+		free(g.home), free(g.phase), free(g.off);
+		return kc_error(e, f->src, 0, 0, "out of memory"), -1;
+	}
+	sb(&g.s, "%s", kp_cuh_prelude);
+	sb(&g.s, "/* policy %s: dtype %s, head_dim %d, group %d */\n", f->name, ki_dtypename(o->dtype), g.D, g.G);
+	sb(&g.s, "#define KV_G %d\n#define KV_D %d\n", g.G, g.D);
+	sb(&g.s, "%s", o->dtype == KI_F16 ? kp_cuh_storage_f16 : o->dtype == KI_BF16 ? kp_cuh_storage_bf16
+	                                                         : kp_cuh_storage_f32);
+	argsdecl(&g.s);
+	sb(&g.s, "%s", kp_cuh_select);
+	if (kp_cuda_mma(o->dtype, g.D))
+		sb(&g.s, "#define KV_MMA_T \"%s\"\n#define KV_MMA_BF16 %d\n%s", ki_dtypename(o->dtype),
+		   o->dtype == KI_BF16, kp_cuh_tile_mma);
+	else
+		sb(&g.s, "%s", kp_cuh_tile_fma);
+	sb(&g.s, "%s", kp_cuh_tile);
+	int rc = 0;
+	if (f->when.kind == WH_decode || f->nst > 0) {
+		rc = gen_decode(&g, out);
+		out->has_decode = rc == 0;
+		out->dec_part = kvg_dec_part(g.G, g.D, g.NT);
+		memset(g.home, 0, (size_t)f->nins);
+		memset(g.phase, 0, (size_t)f->nins * sizeof *g.phase);
+	}
+	if (rc == 0)
+		rc = gen_score(&g, out);
+	if (rc == 0)
+		rc = gen_select(&g, out);
+	out->has_compress = rc == 0;
+	memcpy(out->ws_coef, g.wsmax, sizeof g.wsmax);
+	free(g.home), free(g.phase), free(g.off);
+	if (g.s.oom) {
+		free(g.s.p);
+		return kc_error(e, f->src, 0, 0, "out of memory"), -1;
+	}
+	if (rc) {
+		free(g.s.p);
+		return -1;
+	}
+	out->src = g.s.p;
+	out->nsrc = g.s.n;
+	return 0;
+}
+

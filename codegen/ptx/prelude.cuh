@@ -1,0 +1,69 @@
+//! prelude.cuh: the start of every generated program (codegen/ptx/kernels.c pastes it
+//! first): tunable sizes (the NVRTC options -DKV_NT ... override them), device error
+//! codes, the float helpers the generated expressions call (kv_max, kv_rmax, warp
+//! reductions, online softmax), and kv_rand, the counter-based generator of ki_rand.
+//! Lines starting with //! (these) are left out of the generated CUDA C (embed.c).
+/* kvcc generated CUDA C — do not edit. Compiles with NVRTC (no headers) and,
+** for tests, with a host C++ compiler against tests/emu/cuda_emu.h. */
+#ifndef KV_NT
+#define KV_NT 256
+#endif
+#ifndef KV_TT
+#define KV_TT 16
+#endif
+#ifndef KV_SQ
+#define KV_SQ 64
+#endif
+#ifndef KV_SK
+#define KV_SK 64
+#endif
+#define KV_NW (KV_NT / 32)
+#ifndef KV_DYNSMEM
+#define KV_DYNSMEM(nm) extern __shared__ __align__(16) unsigned char nm[]
+#endif
+#define KVG_EPOOL 1
+#define KVG_ESELECT 2
+#define KVG_EHMEAN 3
+__device__ __forceinline__ float kv_nan() { return __int_as_float(0x7fffffff); }
+__device__ __forceinline__ float kv_inf() { return __int_as_float(0x7f800000); }
+__device__ __forceinline__ float kv_max(float a, float b) { return (a != a || b != b) ? kv_nan() : a > b ? a : b; }
+__device__ __forceinline__ float kv_min(float a, float b) { return (a != a || b != b) ? kv_nan() : a < b ? a : b; }
+__device__ __forceinline__ float kv_rmax(float acc, float v) { return (v != v || v > acc) ? v : acc; }
+__device__ __forceinline__ float kv_rmin(float acc, float v) { return (v != v || v < acc) ? v : acc; }
+__device__ __forceinline__ float kv_wsum(float v) {
+	for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+	return v;
+}
+__device__ __forceinline__ float kv_wmax(float v) {
+	for (int o = 16; o > 0; o >>= 1) v = kv_max(v, __shfl_xor_sync(0xffffffffu, v, o));
+	return v;
+}
+__device__ __forceinline__ float kv_wmin(float v) {
+	for (int o = 16; o > 0; o >>= 1) v = kv_min(v, __shfl_xor_sync(0xffffffffu, v, o));
+	return v;
+}
+/* online softmax: add one logit to (m, s); combine two partial states */
+__device__ __forceinline__ void kv_smx_add(float &m, float &s, float v) {
+	if (v > m) { s = s * expf(m - v) + 1.f; m = v; } else s += expf(v - m);
+}
+__device__ __forceinline__ void kv_smx_comb(float &m, float &s, float m2, float s2) {
+	const float M = m > m2 ? m : m2;
+	const float a = s > 0.f ? s * expf(m - M) : s, b = s2 > 0.f ? s2 * expf(m2 - M) : s2;
+	m = M; s = a + b;
+}
+__device__ __forceinline__ void kv_wsmx(float &m, float &s) {
+	for (int o = 16; o > 0; o >>= 1) {
+		const float m2 = __shfl_xor_sync(0xffffffffu, m, o), s2 = __shfl_xor_sync(0xffffffffu, s, o);
+		kv_smx_comb(m, s, m2, s2);
+	}
+}
+__device__ __forceinline__ void kv_seterr(int *err, int code) { if (err) atomicCAS(err, 0, code); }
+/* ki_rand (compiler/interp.c): counter-based, identical on every backend */
+__device__ __forceinline__ float kv_rand(double seed, int l, int h, int pos) {
+	const unsigned long long c = ((unsigned long long)l << 40) ^ ((unsigned long long)h << 24) ^ (unsigned long long)(long long)pos;
+	unsigned long long z = (unsigned long long)(long long)seed + c * 0x9E3779B97F4A7C15ull;
+	z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+	z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+	z = z ^ (z >> 31);
+	return (float)(z >> 40) * (1.f / 16777216.f);
+}

@@ -1,0 +1,121 @@
+//! select_grp.cuh: select scopes layer and model (kv_select_grp, pasted only for those
+//! scopes): kv_gpick ranks the chunks of all instances of a scope group and leaves each
+//! instance a record (4 ints per class at the start of its workspace) that kv_select
+//! compacts from.
+__device__ __forceinline__ long long kv_clen(long long ci, long long ch, long long n) {
+	return (ci + 1) * ch <= n ? ch : n - ci * ch;
+}
+__device__ __forceinline__ int *kv_grec(const KvgArgs &a, int k, int grp) {
+	return (int *)(a.ws + (long long)k * a.ws_inst) + 4 * grp;
+}
+__device__ __forceinline__ KvSel kv_ldrec(const int *r) {
+	KvSel o = {};
+	o.T = (unsigned)r[0]; o.E = r[1]; o.takep = r[2]; o.allf = r[3]; o.nonef = 0;
+	return o;
+}
+/* The interpreter's greedy pass (compiler/interp.c pick) over the chunks of class grp of
+** instances i0 .. i0+ni-1 under w tokens, candidates ordered by key, then instance, then
+** position: the prefix that fits is found by a radix select weighted by chunk length
+** (threshold key T; ties in order up to the first candidate P that does not fit); after
+** P only shorter last chunks can fit, and the greedy pass takes, one at a time, the best
+** of those that still fit. Writes the records; returns the tokens taken. */
+__device__ long long kv_gpick(const KvgArgs &a, int i0, int ni, long long ch, long long S, long long R, int grp,
+                              long long w, unsigned long long *hist, unsigned long long *sv, int *wsum) {
+	const int tid = threadIdx.x;
+	if (w < 0) w = 0;
+	if (tid == 0) sv[0] = 0;
+	__syncthreads();
+	unsigned long long tot = 0;
+	for (int k = i0; k < i0 + ni; k++) {
+		const long long n = a.len[k], nch = (n + ch - 1) / ch;
+		for (long long ci = tid; ci < nch; ci += KV_NT)
+			if (kv_prot(ci, ch, n, S, R) == grp) tot += (unsigned long long)kv_clen(ci, ch, n);
+	}
+	atomicAdd(&sv[0], tot);
+	__syncthreads();
+	const int allf = sv[0] <= (unsigned long long)w;
+	const unsigned long long total = sv[0];
+	__syncthreads();
+	unsigned T = 0;
+	long long rem = w, Pk = -1, Pc = -1;
+	if (!allf) {
+		if (tid == 0) { sv[0] = 0; sv[1] = 0; sv[2] = (unsigned long long)w; }
+		for (int sh = 24; sh >= 0; sh -= 8) {
+			for (int b = tid; b < 256; b += KV_NT) hist[b] = 0;
+			__syncthreads();
+			const unsigned pref = (unsigned)sv[0], mask = (unsigned)sv[1];
+			for (int k = i0; k < i0 + ni; k++) {
+				const long long n = a.len[k], nch = (n + ch - 1) / ch;
+				const float *const sc = a.scores + (long long)k * a.N;
+				for (long long ci = tid; ci < nch; ci += KV_NT) {
+					if (kv_prot(ci, ch, n, S, R) != grp) continue;
+					const unsigned k_ = kv_key(sc, ci, ch, n, S, R);
+					if ((k_ & mask) == pref) atomicAdd(&hist[(k_ >> sh) & 255u], (unsigned long long)kv_clen(ci, ch, n));
+				}
+			}
+			__syncthreads();
+			if (tid == 0) {
+				unsigned long long cum = 0;
+				for (int b = 255; b >= 0; b--) {
+					if (cum + hist[b] > sv[2]) { sv[0] = pref | ((unsigned)b << sh); sv[1] = mask | (255u << sh); sv[2] -= cum; break; }
+					cum += hist[b];
+				}
+			}
+			__syncthreads();
+		}
+		T = (unsigned)sv[0];
+		const long long remT = (long long)sv[2];
+		__syncthreads();
+		/* ties at T in order: P is the one whose weight crosses remT */
+		long long run = 0;
+		for (int k = i0; k < i0 + ni && Pk < 0; k++) {
+			const long long n = a.len[k], nch = (n + ch - 1) / ch, nf = n / ch;
+			const float *const sc = a.scores + (long long)k * a.N;
+			for (long long c0 = 0; c0 < nch; c0 += KV_NT) {
+				const long long ci = c0 + tid;
+				const int eq = ci < nch && kv_prot(ci, ch, n, S, R) == grp && kv_key(sc, ci, ch, n, S, R) == T;
+				int cnt;
+				const int ex = kv_bscan(eq, wsum, &cnt);
+				/* the shorter chunk is the instance's last: only full chunks precede a tie here */
+				const long long before = run + ch * ex;
+				if (eq && before <= remT && before + kv_clen(ci, ch, n) > remT) { sv[3] = (unsigned long long)k; sv[4] = (unsigned long long)ci; sv[5] = (unsigned long long)before; }
+				const int seq = nf < nch && nf >= c0 && nf < c0 + KV_NT && kv_prot(nf, ch, n, S, R) == grp && kv_key(sc, nf, ch, n, S, R) == T;
+				run += ch * cnt - (seq ? ch - (n - nf * ch) : 0);
+				__syncthreads();
+				if (run > remT) { Pk = (long long)sv[3]; Pc = (long long)sv[4]; rem = remT - (long long)sv[5]; break; }
+			}
+		}
+	}
+	/* records; a shorter last chunk in the prefix is kept */
+	for (int k = i0 + tid; k < i0 + ni; k += KV_NT) {
+		const long long n = a.len[k], nf = n / ch;
+		int *const r = kv_grec(a, k, grp);
+		const int hasp = nf * ch < n && kv_prot(nf, ch, n, S, R) == grp;
+		const unsigned kp = hasp ? kv_key(a.scores + (long long)k * a.N, nf, ch, n, S, R) : 0u;
+		r[0] = (int)T; r[1] = k < Pk ? 0x7fffffff : k == Pk ? (int)(Pc - 1) : -1; r[3] = allf;
+		r[2] = hasp && (allf || kp > T || (kp == T && (k < Pk || (k == Pk && nf < Pc))));
+	}
+	__syncthreads();
+	if (allf) return (long long)total;
+	/* after P: the best shorter chunk that still fits, until none does */
+	for (int round = 0; round < ni; round++) {
+		if (tid == 0) sv[6] = 0;
+		__syncthreads();
+		unsigned long long best = 0;
+		for (int k = i0 + tid; k < i0 + ni; k += KV_NT) {
+			const long long n = a.len[k], nf = n / ch;
+			if (nf * ch == n || n - nf * ch > rem || kv_prot(nf, ch, n, S, R) != grp || kv_grec(a, k, grp)[2]) continue;
+			const unsigned long long v = (unsigned long long)kv_key(a.scores + (long long)k * a.N, nf, ch, n, S, R) << 32 | (0xffffffffu - (unsigned)(k - i0));
+			best = v > best ? v : best;
+		}
+		atomicMax(&sv[6], best);
+		__syncthreads();
+		const unsigned long long b = sv[6];
+		if (b == 0) break;
+		const int k = i0 + (int)(0xffffffffu - (unsigned)(b & 0xffffffffu));
+		rem -= a.len[k] - a.len[k] / ch * ch;
+		if (tid == 0) kv_grec(a, k, grp)[2] = 1;
+		__syncthreads();
+	}
+	return w - rem;
+}

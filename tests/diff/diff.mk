@@ -1,0 +1,24 @@
+# tests/diff: the x86 differential matrix — compiled kernels (codegen/x86) against the
+# reference interpreter, for compress (diff.c) and decode (decode.c) — and the
+# allocation-free run path (noalloc.c).
+#
+#   make check-diff
+
+$(B)/diff_tests: $(B)/tests/diff/diff.o $(LIBOBJ)
+	$(CC) -o $@ $^ $(LDLIBS) $(LLVM_LIBS_USED)
+
+$(B)/decode_tests: $(B)/tests/diff/decode.o $(LIBOBJ)
+	$(CC) -o $@ $^ $(LDLIBS) $(LLVM_LIBS_USED)
+
+# defines malloc & co. itself (counting): not with a sanitizer's allocator (SAN builds skip it)
+$(B)/noalloc_tests: $(B)/tests/diff/noalloc.o $(LIBOBJ)
+	$(CC) -o $@ $^ $(LDLIBS) $(LLVM_LIBS_USED)
+
+# the tests compile into a private, emptied cache (cold builds every run)
+check-diff: $(B)/diff_tests $(B)/decode_tests $(B)/noalloc_tests
+	rm -rf $(B)/test-cache
+	KVCC_CACHE_DIR=$(abspath $(B))/test-cache $(B)/diff_tests
+	KVCC_CACHE_DIR=$(abspath $(B))/test-cache $(B)/decode_tests
+	$(if $(SAN),@echo "SKIP noalloc_tests: a sanitizer owns the allocator",KVCC_CACHE_DIR=$(abspath $(B))/test-cache $(B)/noalloc_tests)
+
+.PHONY: check-diff

@@ -1,0 +1,25 @@
+# tests/emu: the emulated GPU differential matrix — the generated CUDA C of every
+# policy in the manifest's emu matrix compiled as C++ against cuda_emu.h (threads as
+# fibers, warp intrinsics emulated) and run against the reference interpreter — and
+# the tensor-core helpers alone (mma_unit.cpp, on generated snapkv sources).
+#
+#   make check-emu
+
+$(B)/emu_diff: $(B)/tests/emu/emu_diff.o $(LIBOBJ)
+	$(CC) -o $@ $^ $(LDLIBS) $(LLVM_LIBS_USED)
+
+# the tensor-core unit test includes generated sources (bf16 and f16, head_dim 32)
+$(B)/mma/%.cu: $(B)/kvcc
+	@mkdir -p $(dir $@)
+	$(B)/kvcc dev cuda policies/snapkv.lua --dtype $* --head-dim 32 --gen-only --emit-cuda $@ >/dev/null
+
+$(B)/mma_unit: tests/emu/mma_unit.cpp tests/emu/cuda_emu.h $(B)/mma/bf16.cu $(B)/mma/f16.cu
+	$(CXX) -std=c++17 -O1 -Wall -Wextra -Werror -Wno-unused-function -DKV_NT=32 -DKV_SQ=16 -DKV_SK=16 \
+	  -I. -I$(B)/mma -o $@ $<
+
+check-emu: $(B)/emu_diff $(B)/mma_unit
+	$(B)/mma_unit
+	$(B)/emu_diff $(B)
+
+.PRECIOUS: $(B)/mma/%.cu
+.PHONY: check-emu

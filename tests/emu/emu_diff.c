@@ -1,0 +1,658 @@
+/*
+** Differential matrix for the GPU backend without a GPU (DESIGN §9 tier 3):
+** the generated CUDA C, compiled with g++ against tests/emu/cuda_emu.h
+** (threads as fibers), vs the reference interpreter ki_run / ki_observe.
+**
+**   emu_diff [BUILD_DIR] [--device]
+**
+** --device runs the same matrix on a real GPU through the libkvcc GPU API:
+** each specialization compiled by kvcc_compile_so_gpu (sm_80,sm_90 PTX +
+** CUBIN embedded in policy.so, through the compile cache), opened with
+** kvcc_open, planned per case with kvcc_gpu_plan_create (CUBIN or PTX JIT),
+** compressed with kvcc_gpu_compress + kvcc_gpu_plan_check; decode steps use the
+** plan's module (runtime/cuda.c kvc_decode). Prints "SKIP: no GPU (why)" and
+** exits 0 when the driver cannot be loaded.
+**
+** Matrix: every policy of the manifest's emu matrix (tests/policies.tsv) × f32/f16/bf16 ×
+** head_dim 8/64/96/128 × group 1/2/4/8,
+** n cycling over 37, 61, 129 (odd; per-head lengths differ; padded token
+** strides on some cases). Decode cases cycle the split-KV count over 1, 2, 3,
+** 7, 16, 64 (up to more splits than tokens: empty ranges) and give every other
+** case an empty head. The emulated launch uses KV_NT=64 threads (two
+** warps), KV_TT=5 staging rows and score tiles of KV_SQ=16 query rows x
+** KV_SK=16 tokens (so G·O > 16 takes several query chunks and n several
+** token tiles, the last one partial) — the SAME source NVRTC compiles, with
+** other values of those macros. f16/bf16 with head_dim 64/96/128 run the
+** tensor-core path (mma.m16n8k16, emulated by cuda_emu.h's kv_emu_mma).
+**
+** One g++ translation unit per policy holds all its 48 specializations
+** (kernel names renamed per spec by macros, each in its own namespace); built
+** by `make -j2` in BUILD_DIR/emu (only when a generated source changed).
+**
+** Checks per case: device error word 0; scores within
+**   |gpu - ref| <= 1e-4 · max(1, max_t |ref_t|)   (f32 vs double)
+** identical kept sets (lengths, positions), bit-identical compacted K/V rows,
+** compacted state within the score tolerance. Policies with per-token state
+** first run 3 decode steps (kv_decode vs ki_observe: outputs and state within
+** 1e-4 · max(1, |ref|)). Inputs re-drawn while the interpreter's selection
+** boundary has a relative margin < 1e-4.
+*/
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <math.h>
+#include <dlfcn.h>
+#include <time.h>
+#include <sys/stat.h>
+#include "compiler/ir.h"
+#include "compiler/interp.h"
+#include "codegen/ptx/ptx.h"
+#include "dsl/dsl.h"
+#include "runtime/cuda.h"
+#include "runtime/gpu.h"
+#define CASEGEN_SEED 0x9e3779b97f4a7c15ull
+#include "tests/common/casegen.h"
+#include "tests/common/manifest.h"
+
+#define EMU_NT 64
+#define EMU_TT 5
+#define EMU_SQ 16
+#define EMU_SK 16
+
+typedef int (*RunFn)(const char *name, unsigned grid, unsigned grid_y, unsigned block, size_t dsm, const KvgArgs *a,
+                     char *err, size_t errn);
+
+static int npass, nfail, nskip;
+static double worst_out, worst_st;    /* decode: largest |gpu - ref| / max(1, |ref|) */
+/* --- building the emulated kernels ----------------------------------------------------- */
+
+/* the manifest's emu matrix (tests/policies.tsv): names and files */
+static MfPolicy mpols[MANIFEST_MAX];
+static const char *pols[MANIFEST_MAX];
+static int NPOL;
+
+static void polpath(int p, char *buf, size_t n)
+{
+	snprintf(buf, n, "%s", mpols[p].file);
+}
+static const int dims[] = { 8, 64, 96, 128 }, groups[] = { 1, 2, 4, 8 };
+#define NSPEC 48
+
+typedef struct Spec {
+	KpCudaOut out;
+	RunFn run;
+	KvCuda *cu;           /* unused since the device path goes through the API */
+	kvcc_policy *pol;     /* --device: the policy.so with its GPU kernels */
+	int ok;
+	char why[600];
+} Spec;
+
+static Spec specs[MANIFEST_MAX][NSPEC];
+static KiFn *fns[MANIFEST_MAX];
+
+static int specidx(int dt, int di, int gi) { return (dt * 4 + di) * 4 + gi; }
+
+/* write `text` to `path` unless it already holds exactly that */
+static int update(const char *path, const char *text, size_t n)
+{
+	FILE *fp = fopen(path, "rb");
+	if (fp) {
+		char *old = malloc(n + 2);
+		size_t got = old ? fread(old, 1, n + 1, fp) : 0;
+		fclose(fp);
+		int same = old && got == n && !memcmp(old, text, n);
+		free(old);
+		if (same)
+			return 0;
+	}
+	fp = fopen(path, "wb");
+	if (!fp || fwrite(text, 1, n, fp) != n) {
+		if (fp)
+			fclose(fp);
+		return -1;
+	}
+	return fclose(fp);
+}
+
+static int build(const char *bdir, const char *root)
+{
+	char dir[512], path[1024];
+	snprintf(dir, sizeof dir, "%s/emu", bdir);
+	mkdir(bdir, 0777);
+	mkdir(dir, 0777);
+	FILE *mk = NULL;
+	char *mktext = NULL;
+	size_t mklen = 0;
+	mk = open_memstream(&mktext, &mklen);
+	if (!mk)
+		return -1;
+	fprintf(mk, "CXX ?= g++\nEMUFLAGS = -std=c++17 -O1 -fPIC -shared -Wall -Wextra -Werror -Wno-unused-function "
+	            "-DKV_NT=%d -DKV_TT=%d -DKV_SQ=%d -DKV_SK=%d -I%s\nall:", EMU_NT, EMU_TT, EMU_SQ, EMU_SK, root);
+	for (int p = 0; p < NPOL; p++)
+		fprintf(mk, " %s.so", pols[p]);
+	fprintf(mk, "\n%%.so: %%.cpp %s/tests/emu/cuda_emu.h\n\t$(CXX) $(EMUFLAGS) -o $@.tmp $< && mv $@.tmp $@\n", root);
+	for (int p = 0; p < NPOL; p++) {
+		char *w = NULL;
+		size_t wl = 0;
+		FILE *wp = open_memstream(&w, &wl);
+		if (!wp)
+			return -1;
+		fprintf(wp, "/* generated by emu_diff: the %s kernels of every spec, on the CPU */\n"
+		            "#include \"tests/emu/cuda_emu.h\"\n", pols[p]);
+		for (int s = 0; s < NSPEC; s++) {
+			Spec *sp = &specs[p][s];
+			if (!sp->ok)
+				continue;
+			char cu[512];
+			snprintf(cu, sizeof cu, "%s.s%d.cu", pols[p], s);
+			snprintf(path, sizeof path, "%s/%s", dir, cu);
+			if (update(path, sp->out.src, sp->out.nsrc) != 0)
+				return -1;
+			for (int k = 0; k < sp->out.nkern; k++)
+				fprintf(wp, "#define %s s%d_%s\n", sp->out.kern[k].name, s, sp->out.kern[k].name);
+			fprintf(wp, "namespace s%d {\n#include \"%s\"\n}\n#undef KV_G\n#undef KV_D\n", s, cu);
+			for (int k = 0; k < sp->out.nkern; k++)
+				fprintf(wp, "#undef %s\n", sp->out.kern[k].name);
+			fprintf(wp, "extern \"C\" int kv_emu_run_%d(const char *name, unsigned grid, unsigned grid_y, "
+			            "unsigned block, size_t dsm, const void *a, char *err, size_t errn)\n{\n\tint rc = -2;\n", s);
+			for (int k = 0; k < sp->out.nkern; k++)
+				fprintf(wp, "\tif (!strcmp(name, \"%s\")) rc = kv_emu_launch(s%d::s%d_%s, grid, block, dsm, "
+				            "(const s%d::KvgArgs *)a, grid_y);\n",
+				        sp->out.kern[k].name, s, s, sp->out.kern[k].name, s);
+			fprintf(wp, "\tif (rc == -2) snprintf(err, errn, \"no kernel %%s\", name);\n"
+			            "\telse if (rc) snprintf(err, errn, \"%%s\", kv_emu_error());\n\treturn rc;\n}\n");
+		}
+		fclose(wp);
+		fprintf(mk, "%s.so:", pols[p]);
+		for (int s = 0; s < NSPEC; s++)
+			if (specs[p][s].ok)
+				fprintf(mk, " %s.s%d.cu", pols[p], s);
+		fprintf(mk, "\n");
+		snprintf(path, sizeof path, "%s/%s.cpp", dir, pols[p]);
+		int rc = update(path, w, wl);
+		free(w);
+		if (rc != 0)
+			return -1;
+	}
+	fclose(mk);
+	snprintf(path, sizeof path, "%s/Makefile", dir);
+	int rc = update(path, mktext, mklen);
+	free(mktext);
+	if (rc != 0)
+		return -1;
+	char cmd[1200];
+	snprintf(cmd, sizeof cmd, "make -s -C %s -j2 all", dir);
+	if (system(cmd) != 0) {
+		fprintf(stderr, "emu_diff: compiling the generated CUDA C with g++ failed\n");
+		return -1;
+	}
+	for (int p = 0; p < NPOL; p++) {
+		snprintf(path, sizeof path, "%s/%s.so", dir, pols[p]);
+		void *h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+		if (!h) {
+			fprintf(stderr, "emu_diff: %s\n", dlerror());
+			return -1;
+		}
+		for (int s = 0; s < NSPEC; s++) {
+			char sym[64];
+			snprintf(sym, sizeof sym, "kv_emu_run_%d", s);
+			if (specs[p][s].ok)
+				*(void **)&specs[p][s].run = dlsym(h, sym);
+		}
+	}
+	return 0;
+}
+
+/* --- one case -------------------------------------------------------------------------- */
+
+typedef struct Dev {          /* the "device" arrays of one case */
+	char *K, *V, *Q, *q;
+	int32_t *len, *pos;
+	float *state, *scores, *ws, *out;
+	int err;
+} Dev;
+
+static int device;            /* --device: run on the GPU through the libkvcc GPU API */
+static int cur_dt, cur_d;     /* the case's dtype and head_dim (device layout) */
+static size_t devbytes[11];   /* bytes of the arrays below, set per case */
+
+static int launch_dev(Spec *sp, int role, KvgArgs *a, char *why, size_t whyn)
+{
+	void **h[11] = { &a->K, &a->V, (void **)&a->len, (void **)&a->pos, (void **)&a->state, (void **)&a->Q,
+	                 (void **)&a->scores, (void **)&a->ws, (void **)&a->q, (void **)&a->out, (void **)&a->err };
+	void *host[11], *dev[11];
+	KvgArgs d = *a;
+	void **dp[11] = { &d.K, &d.V, (void **)&d.len, (void **)&d.pos, (void **)&d.state, (void **)&d.Q,
+	                  (void **)&d.scores, (void **)&d.ws, (void **)&d.q, (void **)&d.out, (void **)&d.err };
+	int rc = 0;
+	for (int i = 0; i < 11; i++) {
+		host[i] = *h[i], dev[i] = NULL;
+		if (host[i] && (!(dev[i] = kvc_alloc(devbytes[i])) || kvc_put(dev[i], host[i], devbytes[i]) != 0))
+			rc = -1;
+		*dp[i] = dev[i];
+	}
+	kvcc_layout lay = { cur_dt, a->L, a->H, cur_d, a->N, a->sL, a->sH, a->sT };
+	kvcc_gpu_plan *pl = NULL;
+	if (rc == 0 && kvcc_gpu_plan_create(sp->pol, &lay, a->O, 0, &pl) != 0)
+		rc = -1, snprintf(why, whyn, "kvcc_gpu_plan_create: %s", kvcc_last_error());
+	if (rc == 0 && role == KVG_DECODE)
+		rc = kvc_decode(kg_plan_module(pl), &d, NULL, why, whyn);
+	else if (rc == 0) {
+		kvcc_cache cc = { d.K, d.V, d.pos, d.len, d.state };
+		kvcc_obs ob = { a->O, d.Q, NULL, NULL };
+		kvcc_args ar = { a->ratio, (long)a->budget, a->par, 0, d.scores };
+		if (kvcc_gpu_compress(pl, &cc, &ob, &ar, NULL) != 0 || kvcc_gpu_plan_check(pl) != 0)
+			rc = -1, snprintf(why, whyn, "kvcc_gpu_compress: %s", kvcc_last_error());
+	}
+	if (rc == 0 && kvc_sync() != 0)
+		rc = -1, snprintf(why, whyn, "kernel execution failed");
+	kvcc_gpu_plan_destroy(pl);
+	for (int i = 0; i < 11; i++) {
+		if (rc == 0 && host[i] && kvc_get(host[i], dev[i], devbytes[i]) != 0)
+			rc = -1;
+		kvc_free(dev[i]);
+	}
+	if (rc == 0 && *a->err)
+		rc = -1, snprintf(why, whyn, "device error %d", *a->err);
+	return rc;
+}
+
+/* the kernels of `role` (KVG_DECODE: kv_decode on grid (grid, a->splits), then the combine;
+   KVG_SELECT: kv_select_grp first for scopes layer / model) */
+static int launch(Spec *sp, int role, unsigned grid, size_t dsm, KvgArgs *a, char *why, size_t whyn)
+{
+	if (device)
+		return role == KVG_SELECT ? 0 : launch_dev(sp, role, a, why, whyn);
+	for (int k = 0; k < sp->out.nkern; k++) {
+		int r = sp->out.kern[k].role;
+		if (r != role && !(role == KVG_DECODE && r == KVG_COMBINE) && !(role == KVG_SELECT && r == KVG_SELGRP))
+			continue;
+		unsigned gx = r == KVG_SELGRP ? (sp->out.kern[k].phase ? (unsigned)a->L : 1) : grid;
+		unsigned gy = r == KVG_DECODE ? (unsigned)a->splits : 1;
+		size_t ds = r == KVG_SELECT || sp->out.kern[k].tiled ? dsm : 0;
+		if (sp->run(sp->out.kern[k].name, gx, gy, EMU_NT, ds, a, why, whyn) != 0)
+			return -1;
+		if (*a->err) {
+			snprintf(why, whyn, "%s: device error %d", sp->out.kern[k].name, *a->err);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+static int cmpdbl(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+	return x < y ? -1 : x > y;
+}
+
+/* select scopes layer / model: the smallest relative gap between two different chunk
+   means of a scope group (any two, so that no boundary of the greedy pass is near a tie;
+   exact ties are left to the tie rule) */
+static double group_margin(const KiFn *f, const double *par, const KiCase *c, const KiResult *r)
+{
+	long ch = (long)pval(f, par, f->sel.chunk, 1);
+	int per = f->sel.scope == SC_layer ? c->H : c->L * c->H;
+	double worst = INFINITY, *v = malloc(((size_t)c->L * c->H * c->n + 1) * sizeof *v);
+	for (int k0 = 0; v && k0 < c->L * c->H; k0 += per) {
+		int m = 0;
+		for (int k = k0; k < k0 + per; k++)
+			for (long t0 = 0; t0 < c->len[k]; t0 += ch) {
+				double s = 0;
+				long t1 = t0 + ch < c->len[k] ? t0 + ch : c->len[k];
+				for (long t = t0; t < t1; t++)
+					s += r->scores[(size_t)k * c->n + t];
+				v[m++] = s / (double)(t1 - t0);
+			}
+		qsort(v, (size_t)m, sizeof *v, cmpdbl);
+		for (int i = 1; i < m; i++) {
+			double s = fmax(fabs(v[i]), fabs(v[i - 1]));
+			if (s > 0 && v[i] > v[i - 1] && (v[i] - v[i - 1]) / s < worst)
+				worst = (v[i] - v[i - 1]) / s;
+		}
+	}
+	free(v);
+	return v ? worst : 0;
+}
+
+static void run_case(int pi, int dt, int di, int gi, int idx)
+{
+	Spec *sp = &specs[pi][specidx(dt, di, gi)];
+	const KiFn *f = fns[pi];
+	int grpsel = f->sel.scope != SC_head;
+	int d = dims[di], G = groups[gi], L = grpsel ? 3 : 2, H = 2;
+	cur_dt = dt, cur_d = d;
+	char name[200];
+	snprintf(name, sizeof name, "%s %s d=%d G=%d", pols[pi], ki_dtypename(dt), d, G);
+	if (!sp->ok || (!device && !sp->run) || (device && !sp->pol)) {
+		printf("FAIL %s: generate: %s\n", name, sp->why);
+		nfail++;
+		return;
+	}
+	static const int ns[] = { 37, 61, 129 };
+	int n = ns[idx % 3];
+	double par[KVG_MAXPAR];
+	for (int i = 0; i < f->npar; i++)
+		par[i] = f->par[i].def;
+	int wi = ki_findparam(f, "window");
+	if (wi >= 0 && par[wi] > 8)
+		par[wi] = 8;
+	int ci = ki_findparam(f, "chunk");
+	if (ci >= 0)
+		par[ci] = idx % 2 ? 1 : 3 + idx % 3;
+	int ri = ki_findparam(f, "recent");         /* no window: shorter last chunks compete */
+	if (ci >= 0 && ri >= 0 && idx % 5 < 2)
+		par[ri] = 0;
+	int O = f->obs_all ? n : KC_RKIND(f->obs) ? (int)pval(f, par, f->obs, 0) : 0;
+	int hm = 0;
+	for (int i = 0; i < f->nins; i++)
+		hm |= f->ins[i].op == KO_hmean;
+	int32_t len0[6];
+	for (int k = 0; k < L * H; k++)
+		len0[k] = f->obs_all ? n : hm ? n - 2 * (k / H) : n - 2 * k;
+	if (grpsel && idx % 4 == 2)
+		len0[2] = 0;                  /* an empty head in a scope group */
+	if (grpsel)
+		snprintf(name + strlen(name), sizeof name - strlen(name), " chunk=%g recent=%g%s%s", par[ci], par[ri],
+		         idx % 3 ? "" : " ties", idx % 4 == 2 ? " empty-head" : "");
+	int pad = (d / 8) % 2 ? 8 : 0;
+	long long st = d + pad;
+	int nst = f->nst, steps = nst ? 3 : 0;
+	/* split-KV decode: 1 split, several, more splits than a head has tokens (empty
+	   ranges); every other decode case has an empty head */
+	static const int nsplits[] = { 1, 2, 3, 7, 16, 64 };
+	int nsp = steps ? nsplits[(idx / 3) % 6] : 1;
+	if (steps && (idx / 2) % 2)
+		len0[L * H - 1] = 0;
+	if (steps)
+		snprintf(name + strlen(name), sizeof name - strlen(name), " splits=%d%s", nsp, (idx / 2) % 2 ? " empty-head" : "");
+	size_t esz = dt == KI_F32 ? 4 : 2, nkv = (size_t)L * H * n * d, nq = (size_t)L * H * G * O * d;
+	size_t ntok = (size_t)L * H * n, ndq = (size_t)L * H * G * d;
+	float *K = malloc(nkv * 4), *V = malloc(nkv * 4), *Q = malloc(nq * 4 + 4), *dq = malloc(ndq * 4 * (steps + 1));
+	float *oref = malloc(ndq * 4), *st32 = malloc(ntok * (nst + 1) * 4);
+	double *stref = malloc(ntok * (nst + 1) * sizeof(double));
+	Dev v = { 0 };
+	v.K = malloc(ntok * st * esz), v.V = malloc(ntok * st * esz), v.Q = malloc(nq * esz + 4);
+	v.q = malloc(ndq * esz), v.len = malloc(L * H * 4), v.pos = malloc(ntok * 4);
+	v.state = malloc(ntok * (nst + 1) * 4), v.scores = malloc(ntok * 4), v.out = malloc(ndq * 4);
+	long long wsi = kvg_ws_floats(&sp->out, n, O, nsp);
+	v.ws = malloc(((size_t)L * H * wsi + 1) * 4);
+	KiResult r = { 0 };
+	KcErr e = { 0 };
+	char why[700] = "";
+	double ratio = urand() < 0.5 ? 0.5 : 0.3;
+	long budget = urand() < 0.3 ? n / 3 : -1;
+	/* some budgets below the protected count (sinks first, then the newest recent tokens) */
+	long nprot = (long)pval(f, par, f->sel.keep_first, 0) + (long)pval(f, par, f->sel.keep_recent, 0);
+	if (nprot > 1 && idx % 4 == 1)
+		budget = nprot / 2;
+	/* positions: the index, 1000 + index (a cache compressed before) or gapped; no qpos:
+	** the observation queries are at the last held tokens' positions */
+	int poskind = (idx / 3) % 3;
+	int32_t *posr = malloc(ntok * 4);
+	for (int k = 0; k < L * H; k++)
+		for (int t = 0, p = 0; t < n; t++, p += poskind == 2 ? 1 + (int)(urand() * 4) : 1)
+			posr[(size_t)k * n + t] = poskind == 1 ? 1000 + t : p;
+	snprintf(name + strlen(name), sizeof name - strlen(name), "%s%s", poskind == 1 ? " pos+1000" :
+	         poskind == 2 ? " gapped" : "", budget >= 0 && budget < nprot ? " budget<protected" : "");
+	int ok = 0;
+	KiCase c = { 0 };
+	for (int attempt = 0; attempt < 20 && !ok; attempt++) {
+		for (size_t i = 0; i < nkv; i++) {
+			K[i] = ki_round((float)(urand() * 2 - 1), dt);
+			V[i] = ki_round((float)(urand() * 2 - 1), dt);
+		}
+		/* exact ties: every head repeats the first head's first 5 keys */
+		for (size_t i = 0; grpsel && idx % 3 == 0 && i < nkv; i++)
+			K[i] = K[(i / d % n) % 5 * d + i % d];
+		for (size_t i = 0; i < nq; i++)
+			Q[i] = ki_round((float)(urand() * 4 - 2), dt);
+		for (size_t i = 0; i < ndq * steps; i++)
+			dq[i] = ki_round((float)(urand() * 4 - 2), dt);
+		KiCase c0 = { .L = L, .H = H, .G = G, .d = d, .n = n, .len = len0, .O = O, .K = K, .V = V,
+		              .Q = O ? Q : NULL, .pos = posr, .dtype = dt, .params = par, .ratio = ratio, .budget = budget };
+		c = c0;
+		for (int s = 0; s < nst; s++)
+			for (size_t t = 0; t < ntok; t++)
+				stref[s * ntok + t] = f->st[s].init;
+		for (int s = 0; s < steps; s++)
+			if (ki_observe(f, &c, dq + ndq * s, stref, oref, &e) != 0) {
+				printf("FAIL %s: interpreter observe: %s\n", name, e.msg);
+				goto out;
+			}
+		if (nst)
+			c.state = stref;
+		ki_result_free(&r);
+		if (ki_run(f, &c, &r, &e) != 0) {
+			printf("FAIL %s: interpreter: %s\n", name, e.msg);
+			goto out;
+		}
+		ok = grpsel ? group_margin(f, par, &c, &r) >= 1e-5 : case_margin(f, par, &c, &r) >= 1e-4;
+	}
+	if (!ok) {
+		printf("SKIP %s: no tie-free input in 20 draws\n", name);
+		nskip++;
+		goto done;
+	}
+	/* device arrays */
+	memset(v.K, 0, ntok * st * esz), memset(v.V, 0, ntok * st * esz);
+	for (int k = 0; k < L * H; k++)
+		for (int t = 0; t < n; t++) {
+			v.pos[(size_t)k * n + t] = posr[(size_t)k * n + t];
+			for (int ch = 0; ch < d; ch++) {
+				encode(K[((size_t)k * n + t) * d + ch], dt, v.K + (((size_t)k * n + t) * st + ch) * esz);
+				encode(V[((size_t)k * n + t) * d + ch], dt, v.V + (((size_t)k * n + t) * st + ch) * esz);
+			}
+		}
+	for (size_t i = 0; i < nq; i++)
+		encode(Q[i], dt, v.Q + i * esz);
+	memcpy(v.len, len0, (size_t)L * H * sizeof *len0);
+	for (int s = 0; s < nst; s++)
+		for (size_t t = 0; t < ntok; t++)
+			v.state[s * ntok + t] = (float)f->st[s].init;
+	KvgArgs a;
+	memset(&a, 0, sizeof a);
+	a.K = v.K, a.V = v.V, a.len = v.len, a.pos = v.pos, a.state = v.state, a.Q = O ? v.Q : NULL;
+	a.scores = v.scores, a.ws = v.ws, a.q = v.q, a.out = v.out, a.err = &v.err;
+	a.sL = (long long)H * n * st, a.sH = (long long)n * st, a.sT = st;
+	a.ws_inst = wsi, a.budget = budget, a.ratio = ratio, a.L = L, a.H = H, a.N = n, a.O = O, a.step = 0;
+	a.splits = nsp;
+	for (int i = 0; i < f->npar; i++)
+		a.par[i] = par[i];
+	size_t szs[11] = { ntok * st * esz, ntok * st * esz, (size_t)L * H * 4, ntok * 4, ntok * (nst + 1) * 4,
+	                   nq * esz + 4, ntok * 4, ((size_t)L * H * wsi + 1) * 4, ndq * esz, ndq * 4, sizeof(int) };
+	memcpy(devbytes, szs, sizeof szs);
+	/* decode steps: attention output and the observe hook */
+	if (steps) {
+		double *sref = calloc(ntok * nst + 1, sizeof *sref);
+		for (int s = 0; s < nst; s++)
+			for (size_t t = 0; t < ntok; t++)
+				sref[s * ntok + t] = f->st[s].init;
+		for (int s = 0; s < steps; s++) {
+			for (size_t i = 0; i < ndq; i++)
+				encode(dq[ndq * s + i], dt, v.q + i * esz);
+			if (launch(sp, KVG_DECODE, (unsigned)(L * H), 0, &a, why, sizeof why) != 0 ||
+			    ki_observe(f, &c, dq + ndq * s, sref, oref, &e) != 0) {
+				printf("FAIL %s: decode step %d: %s%s\n", name, s, why, e.msg);
+				free(sref);
+				goto out;
+			}
+			for (size_t i = 0; i < ndq; i++)
+				worst_out = fmax(worst_out, fabs(v.out[i] - oref[i]) / fmax(1, fabs(oref[i])));
+			for (size_t i = 0; i < ndq; i++)
+				if (!(fabs(v.out[i] - oref[i]) <= 1e-4 * fmax(1, fabs(oref[i])))) {
+					printf("FAIL %s: decode step %d output[%zu] gpu %.9g ref %.9g\n", name, s, i, v.out[i], oref[i]);
+					free(sref);
+					goto out;
+				}
+			for (int k = 0; k < L * H; k++)
+				for (int t = 0; t < len0[k]; t++)
+					for (int s2 = 0; s2 < nst; s2++) {
+						double x = v.state[s2 * ntok + (size_t)k * n + t], y = sref[s2 * ntok + (size_t)k * n + t];
+						worst_st = fmax(worst_st, fabs(x - y) / fmax(1, fabs(y)));
+						if (!(fabs(x - y) <= 1e-4 * fmax(1, fabs(y)))) {
+							printf("FAIL %s: decode step %d state (inst %d t %d) gpu %.9g ref %.9g\n", name, s,
+							       k, t, x, y);
+							free(sref);
+							goto out;
+						}
+					}
+		}
+		free(sref);
+	}
+	/* compress */
+	size_t dsm = kp_cuda_dsmem(dt, d, EMU_TT);
+	if (launch(sp, KVG_SCORE, (unsigned)(L * H), kp_cuda_score_dsmem(dt, d, G, EMU_SQ, EMU_SK), &a, why, sizeof why) != 0 ||
+	    launch(sp, KVG_SELECT, (unsigned)(L * H), dsm, &a, why, sizeof why) != 0) {
+		printf("FAIL %s: %s\n", name, why);
+		goto out;
+	}
+	for (int k = 0; k < L * H; k++) {
+		double mx = 1;
+		for (int t = 0; t < len0[k]; t++)
+			mx = fmax(mx, fabs(r.scores[(size_t)k * n + t]));
+		for (int t = 0; t < len0[k]; t++) {
+			double x = v.scores[(size_t)k * n + t], y = r.scores[(size_t)k * n + t];
+			if (!(fabs(x - y) <= 1e-4 * mx) && !(isnan(x) && isnan(y))) {
+				printf("FAIL %s: score (l%d h%d t%d) gpu %.9g ref %.9g\n", name, k / H, k % H, t, x, y);
+				goto out;
+			}
+		}
+		if (v.len[k] != r.len[k]) {
+			printf("FAIL %s: head %d keeps %d tokens, reference %d\n", name, k, v.len[k], r.len[k]);
+			goto out;
+		}
+		for (int m = 0; m < v.len[k]; m++) {
+			if (v.pos[(size_t)k * n + m] != r.pos[(size_t)k * n + m]) {
+				int tr = r.kept[(size_t)k * n + m];
+				printf("FAIL %s: head %d kept[%d] at position %d, reference %d (token %d, ref score %.9g; "
+				       "len %d of %d)\n", name, k, m, v.pos[(size_t)k * n + m], r.pos[(size_t)k * n + m], tr,
+				       r.scores[(size_t)k * n + tr], v.len[k], len0[k]);
+				goto out;
+			}
+			for (int ch = 0; ch < d; ch++) {
+				char bk[4], bv[4];
+				encode(r.K[((size_t)k * n + m) * d + ch], dt, bk);
+				encode(r.V[((size_t)k * n + m) * d + ch], dt, bv);
+				if (memcmp(bk, v.K + (((size_t)k * n + m) * st + ch) * esz, esz) ||
+				    memcmp(bv, v.V + (((size_t)k * n + m) * st + ch) * esz, esz)) {
+					printf("FAIL %s: compacted K/V row %d of head %d differs\n", name, m, k);
+					goto out;
+				}
+			}
+			for (int s = 0; s < nst; s++) {
+				double x = v.state[s * ntok + (size_t)k * n + m], y = r.state[s * ntok + (size_t)k * n + m];
+				if (!(fabs(x - y) <= 1e-4 * fmax(1, fabs(y)))) {
+					printf("FAIL %s: compacted state row %d of head %d: gpu %.9g ref %.9g\n", name, m, k, x, y);
+					goto out;
+				}
+			}
+		}
+	}
+	npass++;
+	goto done;
+out:
+	nfail++;
+done:
+	ki_result_free(&r);
+	free(K), free(V), free(Q), free(dq), free(oref), free(st32), free(stref);
+	free(v.K), free(v.V), free(v.Q), free(v.q), free(v.len), free(v.pos), free(v.state), free(v.scores), free(v.ws);
+	free(posr);
+	free(v.out);
+}
+
+static double now(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+int main(int argc, char **argv)
+{
+	const char *bdir = argc > 1 && argv[1][0] != '-' ? argv[1] : "build";
+	for (int i = 1; i < argc; i++)
+		device |= !strcmp(argv[i], "--device");
+	char root[1024];
+	if (!realpath(".", root))
+		return 1;
+	char why[256];
+	if ((NPOL = mf_read("emu", mpols, MANIFEST_MAX, why, sizeof why)) < 0) {
+		printf("FAIL manifest: %s\n0 passed, 1 failed, 0 skipped\n", why);
+		return 1;
+	}
+	for (int p = 0; p < NPOL; p++)
+		pols[p] = mpols[p].name;
+	double t0 = now();
+	for (int p = 0; p < NPOL; p++) {
+		char path[256];
+		polpath(p, path, sizeof path);
+		KcErr e = { 0 };
+		fns[p] = kd_loadfile(path, NULL, &e);
+		if (!fns[p] || ki_runpasses(fns[p], KI_DEFAULT_PASSES, 0, &e, NULL, NULL) != 0) {
+			printf("FAIL %s: load: %s\n", pols[p], e.msg);
+			return 1;
+		}
+		for (int dt = 0; dt < 3; dt++)
+			for (int di = 0; di < 4; di++)
+				for (int gi = 0; gi < 4; gi++) {
+					Spec *sp = &specs[p][specidx(dt, di, gi)];
+					KpCudaOpts o = { .dtype = dt, .head_dim = dims[di], .group = groups[gi], .nthreads = EMU_NT,
+					                 .gen_only = 1 };
+					KcErr e2 = { 0 };
+					sp->ok = kp_compile_cuda(fns[p], &o, &sp->out, &e2) == 0;
+					if (!sp->ok)
+						snprintf(sp->why, sizeof sp->why, "%s", e2.msg);
+				}
+	}
+	if (device) {
+		char why[600];
+		if (kvc_driver_load(why, sizeof why) != 0) {
+			printf("SKIP: no GPU (%s)\n0 passed, 0 failed, 1 skipped\n", why);
+			return 0;
+		}
+		char sodir[600];
+		snprintf(sodir, sizeof sodir, "%s/gpu-dev", bdir);
+		mkdir(sodir, 0755);
+		for (int p = 0; p < NPOL; p++)
+			for (int s = 0; s < NSPEC; s++) {
+				Spec *sp = &specs[p][s];
+				kvcc_spec ks = { s / 16, dims[(s / 4) % 4], groups[s % 4], KVCC_TARGET_NATIVE };
+				char lua[256], so[900];
+				polpath(p, lua, sizeof lua);
+				snprintf(so, sizeof so, "%s/%s-%d.so", sodir, pols[p], s);
+				if (kvcc_compile_so_gpu(lua, &ks, "sm_80,sm_90", so, 0) != 0 || kvcc_open(so, &sp->pol) != 0) {
+					sp->ok = 0;
+					snprintf(sp->why, sizeof sp->why, "%s", kvcc_last_error());
+				}
+			}
+	} else if (build(bdir, root) != 0) {
+		printf("0 passed, 1 failed, 0 skipped\n");
+		return 1;
+	}
+	double t1 = now();
+	int idx = 0;
+	for (int p = 0; p < NPOL; p++)
+		for (int dt = 0; dt < 3; dt++)
+			for (int di = 0; di < 4; di++)
+				for (int gi = 0; gi < 4; gi++)
+					run_case(p, dt, di, gi, idx++);
+	double t2 = now();
+	if (device)
+		printf("GPU kernels on the device: NVRTC + load %.1f s, run %.1f s\n", t1 - t0, t2 - t1);
+	else
+		printf("emulated GPU kernels: generate + g++ %.1f s, run %.1f s (KV_NT=%d, KV_TT=%d)\n", t1 - t0, t2 - t1,
+		       EMU_NT, EMU_TT);
+	printf("decode: worst output error %.3g, worst state error %.3g (relative to max(1, |ref|))\n", worst_out,
+	       worst_st);
+	printf("%d passed, %d failed, %d skipped\n", npass, nfail, nskip);
+	for (int p = 0; p < NPOL; p++) {
+		for (int s = 0; s < NSPEC; s++) {
+			kvc_close(specs[p][s].cu);
+			kvcc_close(specs[p][s].pol);
+			kp_cuda_free(&specs[p][s].out);
+		}
+		ki_free(fns[p]);
+	}
+	return nfail ? 1 : 0;
+}

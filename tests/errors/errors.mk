@@ -1,0 +1,15 @@
+# tests/errors: diagnostics — small bad policies, each with its expected
+# file:line:col message (expect.tsv) — and the robustness of `kvcc run` on damaged
+# .npz inputs.
+#
+#   make check-errors
+
+check-errors: $(B)/kvcc
+	tests/errors/run.sh $(B)/kvcc
+	@mkdir -p $(B)/npz-fuzz
+	$(PYTHON) tests/oracle/gen_golden.py $(B)/npz-fuzz >/dev/null
+	$(PYTHON) tests/errors/npz_fuzz.py $(B)/kvcc policies/snapkv.lua \
+	  $(B)/npz-fuzz/$$(grep '^snapkv ' $(B)/npz-fuzz/cases.txt | head -1 | cut -d' ' -f2) $(B)/npz-fuzz
+	$(PYTHON) tests/errors/run_cases.py $(B)/kvcc $(B)/npz-fuzz
+
+.PHONY: check-errors

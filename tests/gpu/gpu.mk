@@ -1,0 +1,37 @@
+# tests/gpu: the GPU path. Without a device: every policy's CUDA C through NVRTC and
+# ptxas (check-ptx; a SKIP line without NVRTC), the runtime's no-driver errors, the GPU
+# API and `kvcc compile --gpu-arch` (check-gpu-api). With a device: the emulated
+# matrix's cases on the GPU (check-gpu) and a benchmark (bench-gpu); "SKIP: no GPU"
+# otherwise.
+#
+#   make check-ptx      NVRTC + ptxas for sm_80, sm_90
+#   make check-gpu-api  nodrv.c, api.c (KVCC_LIBCUDA pointed at nothing), cli.sh
+#   make check-gpu      tests/emu/emu_diff.c --device through the libkvcc GPU API
+#   make bench-gpu      SnapKV n = 32768 / 131072 vs a D2D copy and kvpress
+
+$(B)/gpu_nodrv: $(B)/tests/gpu/nodrv.o $(LIBOBJ)
+	$(CC) -o $@ $^ $(LDLIBS) $(LLVM_LIBS_USED)
+
+$(B)/gpu_api: $(B)/tests/gpu/api.o $(LIBOBJ)
+	$(CC) -o $@ $^ $(LDLIBS) $(LLVM_LIBS_USED)
+
+$(B)/bench_gpu: $(B)/tests/gpu/bench_gpu.o $(LIBOBJ)
+	$(CC) -o $@ $^ $(LDLIBS) $(LLVM_LIBS_USED)
+
+check-ptx: $(B)/kvcc
+	tests/gpu/check_ptx.sh $(B)
+
+check-gpu-api: $(B)/gpu_nodrv $(B)/gpu_api $(B)/kvcc
+	KVCC_LIBCUDA=/nonexistent/libcuda.so.1 $(B)/gpu_nodrv
+	KVCC_LIBCUDA=/nonexistent/libcuda.so.1 $(B)/gpu_api $(B)
+	tests/gpu/cli.sh $(B)
+
+check-gpu: $(B)/emu_diff
+	@if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then \
+	  KVCC_CACHE_DIR=$(abspath $(B))/gpu-cache $(B)/emu_diff $(B) --device; \
+	else echo "SKIP: no GPU (nvidia-smi absent or finds no device)"; fi
+
+bench-gpu: $(B)/bench_gpu
+	$(B)/bench_gpu $(B)
+
+.PHONY: check-ptx check-gpu-api check-gpu bench-gpu

@@ -1,0 +1,24 @@
+/*
+** tools/: the `kvcc` command (main.c) and what serves only it: `kvcc eval` (eval.c, on
+** the model library lib/llama), the developer commands (dev.c), .npz reading (npz.c,
+** npz.h) and the op index of doc/kir.md (kirdoc.c, a build tool of its own).
+*/
+#ifndef KVCC_TOOLS_H
+#define KVCC_TOOLS_H
+
+#include "compiler/ir.h"
+
+/* main.c: a policy from POLICY.lua (through the sandbox) or FILE.kir (parsed and
+** verified); NULL with e set. */
+KC_FUNC KiFn *kt_load(const char *path, KcErr *e);
+
+/* eval.c: `kvcc eval POLICY.lua ... --model M --tokenizer T --data FILE [options]`; argv
+** holds the arguments after "eval". Returns the exit status: 0, 1 (an error while
+** running), 2 (bad arguments). */
+KC_FUNC int kt_eval(int argc, char **argv);
+
+/* dev.c: `kvcc dev COMMAND ...`; argv holds the arguments after "dev". Returns the exit
+** status: 0, 1 (a compile error), 2 (bad arguments). */
+KC_FUNC int kt_dev(int argc, char **argv);
+
+#endif
