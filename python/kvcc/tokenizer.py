@@ -1,6 +1,6 @@
 """kvcc's tokenizer for the shipped checkpoint: a reader of llama2.c's ``tokenizer.bin``
 (``shared/data/tok512.bin``) and its encoding, written from shared/data/README.md §2 (the same
-rules as examples/llama/tokenizer.c). Pure Python.
+rules as lib/llama/tokenizer.c). Pure Python.
 
     tok = Tokenizer("../shared/data/tok512.bin")
     tok.encode("Once upon a time", bos=True)     # [1, 403, 407, 261, 378]
