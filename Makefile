@@ -2,6 +2,7 @@
 #
 #   make            the kvcc command and libkvcc (shared library + include/kvcc.h)
 #   make check      every test tier (installs missing Debian packages first; tests/README.md)
+#   make check-full make check plus the slow tiers (CHECK_FULL: check-python-full)
 #   make demo       the end-to-end demonstration on the shipped checkpoint
 #   make asan       the whole suite under AddressSanitizer + UndefinedBehaviorSanitizer
 #   make bench      CPU benchmarks (a program, not a test)
@@ -71,6 +72,12 @@ check: deps
 	$(MAKE) $(CHECK_TIERS) $(CHECK_MORE)
 	@echo "make check: all tiers passed"
 
+# The slow tiers replace the fast ones they include (CHECK_FULL_OMIT).
+check-full: deps
+	$(MAKE) all
+	$(MAKE) $(filter-out $(CHECK_FULL_OMIT),$(CHECK_TIERS) $(CHECK_MORE)) $(CHECK_FULL)
+	@echo "make check-full: all tiers passed"
+
 demo: deps
 	$(MAKE) all $(DEMO_MORE)
 	scripts/demo.sh $(B) $(PYTHON) $(SHARED)
@@ -91,6 +98,6 @@ install: all
 clean:
 	rm -rf build build-asan
 
-.PHONY: all deps demo check asan install clean
+.PHONY: all deps demo check check-full asan install clean
 
 -include $(shell find $(B) -name '*.d' 2>/dev/null)
