@@ -56,21 +56,21 @@ static float round_f16(float x)
 
 float ki_round(float x, int dtype)
 {
-	return dtype == KI_F16 ? round_f16(x) : dtype == KI_BF16 ? round_bf16(x) : x;
+	return dtype == KVCC_F16 ? round_f16(x) : dtype == KVCC_BF16 ? round_bf16(x) : x;
 }
 
 int ki_dtypebyname(const char *s)
 {
 	if (!strcmp(s, "f32") || !strcmp(s, "float32"))
-		return KI_F32;
+		return KVCC_F32;
 	if (!strcmp(s, "f16") || !strcmp(s, "float16"))
-		return KI_F16;
+		return KVCC_F16;
 	if (!strcmp(s, "bf16") || !strcmp(s, "bfloat16"))
-		return KI_BF16;
+		return KVCC_BF16;
 	return -1;
 }
 
-const char *ki_dtypename(int dt) { return dt == KI_F16 ? "f16" : dt == KI_BF16 ? "bf16" : "f32"; }
+const char *ki_dtypename(int dt) { return dt == KVCC_F16 ? "f16" : dt == KVCC_BF16 ? "bf16" : "f32"; }
 
 double ki_rand(uint64_t seed, uint64_t layer, uint64_t head, uint64_t pos)
 {

@@ -15,8 +15,7 @@
 #define KVCC_INTERP_H
 
 #include "compiler/ir.h"
-
-enum { KI_F32, KI_F16, KI_BF16 };
+#include "kvcc.h"          /* the storage dtypes KVCC_F32, KVCC_F16, KVCC_BF16 */
 
 typedef struct KiCase {
 	int L, H, G, d;           /* layers, KV heads, query heads per KV head, head_dim */
@@ -30,7 +29,7 @@ typedef struct KiCase {
 	const int32_t *qpos;      /* [O] query positions, or NULL: those of the last O held
 	                          ** tokens, pos[len-O .. len-1] */
 	const double *state;      /* [nst][L][H][n], or NULL: each state's init value */
-	int dtype;                /* KI_F32, KI_F16, KI_BF16 */
+	int dtype;                /* KVCC_F32, KVCC_F16, KVCC_BF16 (kvcc.h) */
 	const double *params;     /* [npar] runtime values, or NULL: the defaults */
 	double ratio;             /* fraction removed, used when budget < 0 */
 	long budget;              /* tokens kept per (layer, head), or -1 */

@@ -16,8 +16,7 @@
 #include <stdint.h>
 #include <stdarg.h>
 #include "compiler/ops.h"
-
-#define KC_FUNC __attribute__((visibility("hidden"))) extern
+#include "runtime/kc.h"
 
 /* --- refs -------------------------------------------------------------------- */
 /* A ref names an operand: an instruction, a constant or a runtime parameter.

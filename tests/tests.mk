@@ -4,5 +4,5 @@
 # check-python) and, for `make check-full` only, to CHECK_FULL (check-python-full, which
 # replaces the CHECK_FULL_OMIT tiers it includes).
 
-CHECK_TIERS = check-unit check-ir check-golden check-errors check-diff check-cache check-gpu-api \
+CHECK_TIERS = check-unit check-ir check-golden check-errors check-diff check-cache check-lib check-gpu-api \
               check-ptx check-emu check-e2e

@@ -18,13 +18,18 @@
 #include "dsl/dsl.h"
 #include "tools/tools.h"
 #include "compiler/plan.h"
+#include "kvcc.h"
+#include "kvcc_compiler.h"
+#include "codegen/x86/x86.h"
 
 static const char usage[] =
 	"usage: kvcc <command> [options]\n"
 	"\n"
 	"commands:\n"
-	"  check POLICY.lua                 verify a policy (the sandbox, the IR, the kernel\n"
-	"                                   plan); prints nothing when it is fine\n"
+	"  check POLICY.lua [--dtype D] [--head-dim N] [--group G] [--target T] [--gpu-arch A]\n"
+	"                                   verify a policy (the sandbox, the IR, the kernel\n"
+	"                                   plan) for a spec (the compile defaults); prints\n"
+	"                                   nothing when it would compile\n"
 	"  dump POLICY.lua|FILE.kir [-d PASSES] [--raw]\n"
 	"                                   print the KIR (after the default passes; -d lists\n"
 	"                                   passes to run and print after, e.g. -d fold,cse;\n"
@@ -147,20 +152,42 @@ static int cmd_dump(int argc, char **argv)
 	return rc ? fail(&e) : 0;
 }
 
+/* a positive integer option value, or a usage error */
+static int posint(const char *cmd, const char *v, const char *opt)
+{
+	char *end;
+	long x = strtol(v, &end, 10);
+	if (end == v || *end || x < 1 || x > 65536) {
+		fprintf(stderr, "kvcc: %s: %s wants a positive integer, got '%s' (kvcc --help for usage)\n", cmd, opt, v);
+		exit(2);
+	}
+	return (int)x;
+}
+
+/* kvcc check POLICY.lua [--dtype D] [--head-dim N] [--group G] [--target T] [--gpu-arch A]: the
+** driver's stages up to the plan and the backends' checks (compiler/driver.c), so a policy that
+** checks also compiles for that spec */
 static int cmd_check(int argc, char **argv)
 {
-	if (argc != 1)
+	const char *in = NULL, *gpu = NULL;
+	kvcc_spec s = { KVCC_F32, 128, 1, KVCC_TARGET_NATIVE };
+	for (int i = 0; i < argc; i++) {
+		const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+		if (!strcmp(a, "--gpu-arch") && v) gpu = v, i++;
+		else if (!strcmp(a, "--dtype") && v) { if ((s.dtype = ki_dtypebyname(v)) < 0) die_usage("unknown dtype '%s'", v); i++; }
+		else if (!strcmp(a, "--head-dim") && v) s.head_dim = posint("check", v, "--head-dim"), i++;
+		else if (!strcmp(a, "--group") && v) s.group = posint("check", v, "--group"), i++;
+		else if (!strcmp(a, "--target") && v) { if ((s.target = kx_targetbyname(v)) < 0) die_usage("unknown target '%s' (x86-64-v3, x86-64-v4, native, scalar)", v); i++; }
+		else if (a[0] != '-' && !in) in = a;
+		else die_usage("check: unexpected argument '%s'", a);
+	}
+	if (!in)
 		die_usage("check: expects exactly one policy file%s", "");
-	KcErr e = { 0 };
-	KiFn *f = kt_load(argv[0], &e);
-	if (!f)
-		return fail(&e);
-	int rc = ki_runpasses(f, KI_DEFAULT_PASSES, 1, &e, NULL, NULL);
-	KpPlan kp;                       /* what the kernels cannot do, compile would refuse */
-	if (rc == 0 && (rc = kp_build(f, &kp, &e)) == 0)
-		kp_free(&kp);
-	ki_free(f);
-	return rc ? fail(&e) : 0;
+	if (kvcc_check(in, &s, gpu) != 0) {
+		fprintf(stderr, "%s\n", kvcc_last_error());
+		return 1;
+	}
+	return 0;
 }
 
 /* --- run ------------------------------------------------------------------------------- */
@@ -376,7 +403,7 @@ static int readargs(const KiFn *f, const KcNpz *z, const char *const *params, in
 		c->ratio = ratio, c->budget = -1;
 	if (budget >= 0)
 		c->budget = budget;
-	c->dtype = KI_F32;
+	c->dtype = KVCC_F32;
 	char dts[16] = "";
 	if ((a = kc_npz_get(z, "dtype")) && kc_array_str(a, dts, sizeof dts) == 0)
 		dtype = dtype ? dtype : dts;
@@ -540,21 +567,7 @@ static int cmd_run(int argc, char **argv)
 	return rc;
 }
 
-/* a positive integer option value, or a usage error */
-static int posint(const char *v, const char *opt)
-{
-	char *end;
-	long x = strtol(v, &end, 10);
-	if (end == v || *end || x < 1 || x > 65536) {
-		fprintf(stderr, "kvcc: compile: %s wants a positive integer, got '%s' (kvcc --help for usage)\n", opt, v);
-		exit(2);
-	}
-	return (int)x;
-}
-
 /* kvcc compile POLICY.lua -o POLICY.so [--dtype D] [--head-dim N] [--group G] [--target T] [-v] */
-#include "kvcc.h"
-#include "codegen/x86/x86.h"
 static int cmd_compile(int argc, char **argv)
 {
 	const char *in = NULL, *out = NULL;
@@ -566,8 +579,8 @@ static int cmd_compile(int argc, char **argv)
 		if (!strcmp(a, "-o") && v) out = v, i++;
 		else if (!strcmp(a, "--gpu-arch") && v) gpu = v, i++;
 		else if (!strcmp(a, "--dtype") && v) { if ((s.dtype = ki_dtypebyname(v)) < 0) die_usage("unknown dtype '%s'", v); i++; }
-		else if (!strcmp(a, "--head-dim") && v) s.head_dim = posint(v, "--head-dim"), i++;
-		else if (!strcmp(a, "--group") && v) s.group = posint(v, "--group"), i++;
+		else if (!strcmp(a, "--head-dim") && v) s.head_dim = posint("compile", v, "--head-dim"), i++;
+		else if (!strcmp(a, "--group") && v) s.group = posint("compile", v, "--group"), i++;
 		else if (!strcmp(a, "--target") && v) { if ((s.target = kx_targetbyname(v)) < 0) die_usage("unknown target '%s' (x86-64-v3, x86-64-v4, native, scalar)", v); i++; }
 		else if (!strcmp(a, "-v")) verbose++;
 		else if (a[0] != '-' && !in) in = a;

@@ -367,7 +367,7 @@ int kp_generate(const KiFn *f, const KpCudaOpts *o, KpCudaOut *out, KcErr *e)
 	if (f->npar > KVG_MAXPAR)
 		return kc_error(e, f->src, f->line, f->col, "GPU backend: %d params, at most %d", f->npar, KVG_MAXPAR), -1;
 	/* the same mapping rules as the x86 plan where it applies (state and x.attn are ours) */
-	if (!uses(f, f->score, KO_state) && !uses(f, f->score, KO_attn)) {
+	if (!o->plan && !uses(f, f->score, KO_state) && !uses(f, f->score, KO_attn)) {
 		KpPlan p;
 		if (kp_build(f, &p, e) != 0)
 			return -1;
@@ -383,13 +383,13 @@ int kp_generate(const KiFn *f, const KpCudaOpts *o, KpCudaOut *out, KcErr *e)
 	sb(&g.s, "%s", kp_cuh_prelude);
 	sb(&g.s, "/* policy %s: dtype %s, head_dim %d, group %d */\n", f->name, ki_dtypename(o->dtype), g.D, g.G);
 	sb(&g.s, "#define KV_G %d\n#define KV_D %d\n", g.G, g.D);
-	sb(&g.s, "%s", o->dtype == KI_F16 ? kp_cuh_storage_f16 : o->dtype == KI_BF16 ? kp_cuh_storage_bf16
+	sb(&g.s, "%s", o->dtype == KVCC_F16 ? kp_cuh_storage_f16 : o->dtype == KVCC_BF16 ? kp_cuh_storage_bf16
 	                                                         : kp_cuh_storage_f32);
 	argsdecl(&g.s);
 	sb(&g.s, "%s", kp_cuh_select);
 	if (kp_cuda_mma(o->dtype, g.D))
 		sb(&g.s, "#define KV_MMA_T \"%s\"\n#define KV_MMA_BF16 %d\n%s", ki_dtypename(o->dtype),
-		   o->dtype == KI_BF16, kp_cuh_tile_mma);
+		   o->dtype == KVCC_BF16, kp_cuh_tile_mma);
 	else
 		sb(&g.s, "%s", kp_cuh_tile_fma);
 	sb(&g.s, "%s", kp_cuh_tile);

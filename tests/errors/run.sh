@@ -2,7 +2,8 @@
 # Diagnostics golden tests: each tests/errors/NAME.lua (or DIR/NAME.lua) is a
 # malformed or hostile policy; expect.tsv holds, per file, the exact one-line
 # message `kvcc check` must print. The command must exit with status 1 (not a crash, not a hang:
-# a 30 s limit), print exactly that one line, and nothing on stdout.
+# a 30 s limit), print exactly that one line, and nothing on stdout. `kvcc compile`
+# goes through the same driver: it must print the same line and write no output.
 # usage: tests/errors/run.sh KVCC
 set -u
 kvcc=$1
@@ -28,7 +29,14 @@ while IFS="$tab" read -r name expect; do
 		echo "  got:  $got"
 		fail=$((fail + 1))
 	else
-		pass=$((pass + 1))
+		rm -f "$tmp/out.so"
+		KVCC_CACHE_DIR=off timeout 30 "$kvcc" compile "$dir/$name" -o "$tmp/out.so" >"$tmp/out" 2>"$tmp/cerr"
+		if [ "$(cat "$tmp/cerr")" != "$expect" ] || [ -e "$tmp/out.so" ]; then
+			echo "FAIL $name: kvcc compile says '$(cat "$tmp/cerr")' (kvcc check: '$expect')"
+			fail=$((fail + 1))
+		else
+			pass=$((pass + 1))
+		fi
 	fi
 done <"$dir/expect.tsv"
 # Valid policies under awkward paths pass check, and their KIR (which names

@@ -21,6 +21,7 @@
 	X(verify) \
 	X(passes) \
 	X(policies) \
+	X(plan) \
 	X(sandbox)
 
 #define DECLARE(area) Suite *area##_suite(void);

@@ -11,10 +11,9 @@
 #include <time.h>
 #include <unistd.h>
 #include <sys/stat.h>
-#include "runtime/cache.h"
+#include "compiler/cache.h"
 #include "codegen/x86/x86.h"
 #include "compiler/interp.h"
-#include "runtime/gpu.h"
 
 #define TRAILER_MAGIC "KVCCTRL1"
 
@@ -49,7 +48,7 @@ static int mkdirs(const char *path)
 	return stat(tmp, &st) == 0 && S_ISDIR(st.st_mode) && access(tmp, W_OK | X_OK) == 0 ? 0 : -1;
 }
 
-int kr_cache_dir(char *buf, size_t n, char *why, size_t wn)
+int kc_cache_dir(char *buf, size_t n, char *why, size_t wn)
 {
 	const char *d = getenv("KVCC_CACHE_DIR");
 	if (d && (!strcmp(d, "off") || !*d)) {
@@ -149,7 +148,7 @@ static int readtrailer(const char *buf, size_t len, Footer *ft, const char **des
 	return 0;
 }
 
-int kr_cache_check(const char *path, uint64_t key, const char *desc, char *why, size_t wn)
+int kc_cache_check(const char *path, uint64_t key, const char *desc, char *why, size_t wn)
 {
 	size_t len = 0;
 	char *buf = slurp(path, &len);
@@ -184,7 +183,7 @@ out:
 	return rc;
 }
 
-int kr_cache_seal(const char *path, uint64_t key, const char *desc)
+int kc_cache_seal(const char *path, uint64_t key, const char *desc)
 {
 	size_t len = 0;
 	char *buf = slurp(path, &len);
@@ -264,7 +263,7 @@ static int lockit(const char *lock, const char *art, uint64_t key, const char *d
 		if (errno != EEXIST)
 			return 0;
 		char why[64];
-		if (kr_cache_check(art, key, desc, why, sizeof why) == 0) {
+		if (kc_cache_check(art, key, desc, why, sizeof why) == 0) {
 			*appeared = 1;
 			return 0;
 		}
@@ -298,11 +297,12 @@ static int lockit(const char *lock, const char *art, uint64_t key, const char *d
 	}
 }
 
-static int get(const KiFn *f, const kvcc_spec *spec, const KrGpu *gpu, int verbose, char *path, size_t n, KcErr *e)
+int kc_cache_get(const KiFn *f, const kvcc_spec *spec, const char *extra, int verbose, KcBuild build, void *ud,
+                 char *path, size_t n, KcErr *e)
 {
 	char dir[1024], why[600] = "";
 	double t0 = now_ms();
-	if (kr_cache_dir(dir, sizeof dir, why, sizeof why) != 0) {
+	if (kc_cache_dir(dir, sizeof dir, why, sizeof why) != 0) {
 		if (verbose)
 			fprintf(stderr, "kvcc: cache off: %s\n", why);
 		return 1;
@@ -316,9 +316,9 @@ static int get(const KiFn *f, const kvcc_spec *spec, const KrGpu *gpu, int verbo
 	uint64_t key = kx_keyhash(&K);
 	char desc[1024], prefix[128];
 	kx_keydesc(&K, desc, sizeof desc);
-	if (gpu) {                         /* GPU targets and the NVRTC that compiles them */
-		char gd[160];
-		int gl = snprintf(gd, sizeof gd, " gpu=%s nvrtc=%d.%d", gpu->archs, gpu->nvrtc_major, gpu->nvrtc_minor);
+	if (extra && *extra) {             /* e.g. the GPU targets and the NVRTC that compiles them */
+		char gd[200];
+		int gl = snprintf(gd, sizeof gd, " %s", extra);
 		size_t dl = strlen(desc);
 		snprintf(desc + dl, sizeof desc - dl, "%s", gd);
 		key = ki_fnv(gd, (size_t)gl, key);
@@ -334,7 +334,7 @@ static int get(const KiFn *f, const kvcc_spec *spec, const KrGpu *gpu, int verbo
 	         spec->group, (unsigned long long)key);
 	snprintf(lock, sizeof lock, "%s.lock", art);
 	int rc = 1;
-	if (kr_cache_check(art, key, desc, why, sizeof why) == 0) {
+	if (kc_cache_check(art, key, desc, why, sizeof why) == 0) {
 		if (verbose)
 			fprintf(stderr, "kvcc: cache hit: %s (%.2f ms)\n", art, now_ms() - t0);
 		rc = 0;
@@ -344,7 +344,7 @@ static int get(const KiFn *f, const kvcc_spec *spec, const KrGpu *gpu, int verbo
 		nearest(dir, prefix, desc, why, sizeof why);
 	int appeared = 0, held = lockit(lock, art, key, desc, verbose, &appeared);
 	char w2[200];
-	if (appeared || (held && kr_cache_check(art, key, desc, w2, sizeof w2) == 0)) {
+	if (appeared || (held && kc_cache_check(art, key, desc, w2, sizeof w2) == 0)) {
 		if (verbose)
 			fprintf(stderr, "kvcc: cache hit: %s (built by another process meanwhile)\n", art);
 		if (held)
@@ -357,10 +357,10 @@ static int get(const KiFn *f, const kvcc_spec *spec, const KrGpu *gpu, int verbo
 	snprintf(tmp, sizeof tmp, "%s/.tmp-%016llx-%ld-%d.so", dir, (unsigned long long)key, (long)getpid(),
 	         __atomic_fetch_add(&counter, 1, __ATOMIC_RELAXED));
 	double ms = 0;
-	if ((gpu ? gpu->build(f, spec, gpu, tmp, verbose, &ms, e) : kx_compile(f, spec, tmp, verbose, &ms, e)) != 0) {
+	if (build(ud, tmp, &ms, e) != 0) {
 		unlink(tmp);
 		rc = -1;
-	} else if (kr_cache_seal(tmp, key, desc) != 0 || rename(tmp, art) != 0) {
+	} else if (kc_cache_seal(tmp, key, desc) != 0 || rename(tmp, art) != 0) {
 		if (verbose)
 			fprintf(stderr, "kvcc: cache: cannot install %s: %s\n", art, strerror(errno));
 		unlink(tmp);
@@ -379,13 +379,3 @@ done:
 	return rc;
 }
 
-int kr_cache_get(const KiFn *f, const kvcc_spec *spec, int verbose, char *path, size_t n, KcErr *e)
-{
-	return get(f, spec, NULL, verbose, path, n, e);
-}
-
-int kr_cache_get_gpu(const KiFn *f, const kvcc_spec *spec, const KrGpu *gpu, int verbose, char *path, size_t n,
-                     KcErr *e)
-{
-	return get(f, spec, gpu, verbose, path, n, e);
-}
