@@ -49,7 +49,7 @@ static inline uint64_t ka_fnv(const void *p, size_t n, uint64_t h)
 #define KVCC_MAGIC 0x4B5643435F415254ull   /* "KVCC_ART" */
 #define KVCC_ABI 8                         /* kvcc_artifact and the kernels' signatures */
 #define KA_MAGIC "KVCCDSC"                 /* the blob's first 8 bytes (with the NUL) */
-#define KA_FORMAT 1                        /* the blob's layout */
+#define KA_FORMAT 2                        /* the blob's layout and meaning (2: KA_FLAYER) */
 
 /* a count or rule operand: a constant, a param, "every position" (obs) or none */
 enum { KA_NONE, KA_CON, KA_PAR, KA_ALL };
@@ -68,6 +68,8 @@ enum {
 	KA_FOBSERVE = 16,          /* decode runs the observe hook */
 	KA_FLSE = 32,              /* the score reads x.lse */
 	KA_FQPOS = 64,             /* the score reads x.qpos */
+	KA_FLAYER = 128,           /* what a layer keeps depends on its index: x.layer, x.nlayers, rand
+	                              (keyed by layer) or a budget schedule (scope model: KaHdr.scope) */
 };
 
 /* what the runtime does at an instruction (compress, in instruction order) */

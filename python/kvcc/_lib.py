@@ -1,12 +1,12 @@
 """Where kvcc's C libraries are found and how they are called — the one place that knows.
 
-kvcc ships two shared libraries (DESIGN §2):
+kvcc ships two shared libraries:
 
-* ``libkvcc_rt.so`` — the runtime: ``kvcc_open``, ``kvcc_plan_*``, ``kvcc_compress``,
-  ``kvcc_append``, ``kvcc_decode_layer``, ``kvcc_policy_*``, ``kvcc_param_*``, ``kvcc_state_*``;
-* ``libkvcc.so`` — the compiler (``kvcc_compile_so``, ``kvcc_compile_file``) on top of it.
-
-Until the split lands both live in ``libkvcc.so``; then that one library serves both roles.
+* ``libkvcc_rt.so`` — the runtime (include/kvcc.h): ``kvcc_open``, ``kvcc_plan_*``,
+  ``kvcc_compress``, ``kvcc_append``, ``kvcc_decode_layer``, ``kvcc_policy_*``, ``kvcc_param_*``,
+  ``kvcc_state_*``; libc, libm, libpthread and libdl only, no compiler;
+* ``libkvcc.so`` — the compiler library (include/kvcc_compiler.h: ``kvcc_compile_so``,
+  ``kvcc_compile_file``), which links libkvcc_rt.so, Lua and LLVM.
 
 Search order (the first directory holding ``libkvcc_rt.so`` or ``libkvcc.so`` wins, and both
 libraries are taken from that same directory so that they always come from one build):
@@ -17,9 +17,9 @@ libraries are taken from that same directory so that they always come from one b
 3. the build tree this package sits in (``python/kvcc`` → ``build/``), or ``$KVCC_BUILD_DIR``;
 4. the system loader's path (``LD_LIBRARY_PATH``, ``make install``'s ``$PREFIX/lib``).
 
-The policy objects always come from the runtime library: :func:`kvcc.compile` has the compiler
-library write a ``policy.so`` and opens it with the runtime's ``kvcc_open``, so a handle is
-never passed between the two libraries.
+Both libraries share one runtime: libkvcc.so's DT_NEEDED libkvcc_rt.so resolves to the copy
+loaded first (same soname), so a policy that :func:`kvcc.compile` gets from
+``kvcc_compile_file`` is the runtime's own handle. :func:`kvcc.open` needs the runtime only.
 """
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ import ctypes
 import os
 import shutil
 from ctypes import (POINTER, Structure, c_char_p, c_double, c_float, c_int, c_int32, c_int64,
-                    c_long, c_uint32, c_uint64, c_void_p)
+                    c_long, c_uint32, c_void_p)
 from typing import Optional
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -69,17 +69,6 @@ class Args(Structure):
                 ("scores", c_void_p)]
 
 
-class ArtifactHead(Structure):
-    """The leading, data-only fields of ``kvcc_artifact`` (kvcc.h), read from a policy.so."""
-    _fields_ = [("magic", c_uint64), ("abi", c_uint32), ("size", c_uint32), ("version", c_char_p),
-                ("key", c_uint64), ("kir_hash", c_uint64), ("name", c_char_p), ("params", c_char_p),
-                ("state", c_char_p), ("dtype", c_int32), ("head_dim", c_int32), ("group", c_int32),
-                ("target", c_int32), ("vec_width", c_int32), ("reserved", c_int32),
-                ("features", c_char_p), ("kir", c_char_p)]
-
-
-KVCC_MAGIC = 0x4B5643435F415254
-
 P = c_void_p
 _RT_PROTOS = {
     "kvcc_last_error": (c_char_p, []),
@@ -95,6 +84,7 @@ _RT_PROTOS = {
     "kvcc_state_info": (c_int, [P, c_int, POINTER(c_char_p), POINTER(c_double)]),
     "kvcc_policy_when": (c_int, [P, POINTER(c_int)]),
     "kvcc_policy_obs": (c_int, [P, P, POINTER(c_int)]),
+    "kvcc_policy_info": (c_int, [P, POINTER(c_uint32), POINTER(c_int)]),
     "kvcc_plan_create": (c_int, [P, POINTER(Layout), c_int, c_int, POINTER(c_void_p)]),
     "kvcc_plan_destroy": (None, [P]),
     "kvcc_compress": (c_int, [P, POINTER(CCache), POINTER(Obs), POINTER(Args)]),
@@ -108,7 +98,11 @@ _COMPILER_PROTOS = {
     "kvcc_last_error": (c_char_p, []),
     "kvcc_version": (c_char_p, []),
     "kvcc_compile_so": (c_int, [c_char_p, POINTER(Spec), c_char_p, c_int]),
+    "kvcc_compile_file": (c_int, [c_char_p, POINTER(Spec), POINTER(c_void_p)]),
 }
+# kvcc_policy_info's flags and scopes (kvcc.h)
+POLICY_QUERIES, POLICY_LSE, POLICY_QPOS, POLICY_LAYER, POLICY_HEADS, POLICY_OBSERVE = 1, 2, 4, 8, 16, 32
+SCOPES = {0: "head", 1: "layer", 2: "model"}
 # Weights (DESIGN §3 "Weights, tables and scans") are not in the C API yet. When it gains them,
 # list the function here (e.g. "kvcc_plan_set_weight": (c_int, [P, c_char_p, P, c_int, P]))
 # and kvcc.Plan.set_weight calls it; until then Plan.set_weight raises NotImplementedError.
@@ -205,7 +199,7 @@ def libs() -> _Libs:
 
 
 def rt() -> ctypes.CDLL:
-    """The runtime library (libkvcc_rt.so, or libkvcc.so before the split)."""
+    """The runtime library (libkvcc_rt.so; a libkvcc.so alone when it is the only one found)."""
     return libs().rt
 
 
@@ -239,5 +233,5 @@ def kvcc_binary() -> Optional[str]:
 
 
 __all__ = ["libs", "rt", "compiler", "search_dirs", "kvcc_binary", "LibraryNotFound", "Spec",
-           "Layout", "CCache", "Obs", "Args", "ArtifactHead", "DTYPES", "DTYPE_NAMES", "TARGETS",
+           "Layout", "CCache", "Obs", "Args", "DTYPES", "DTYPE_NAMES", "TARGETS",
            "c_float"]

@@ -11,7 +11,6 @@ storage dtype. Everything is used in place: kvcc compacts K, V, pos and state wh
 """
 from __future__ import annotations
 
-import _ctypes
 import ctypes
 import os
 import shutil
@@ -64,11 +63,11 @@ def version() -> str:
 # --- policies -----------------------------------------------------------------------------------
 class Policy:
     """A compiled policy (an opened ``policy.so``): its name, the specialization it was compiled
-    for, params, per-token state, when it runs and its KIR. Use :func:`compile` or
+    for, params, per-token state, when it runs and what it reads. Use :func:`compile` or
     :func:`open` to get one; :meth:`compress` is the one-call path, :meth:`plan` the
     plan-once/run-many path of the C API."""
 
-    def __init__(self, handle: int, source: str, artifact: Optional[dict] = None):
+    def __init__(self, handle: int, source: str):
         self._h = c_void_p(handle)
         self._plans: "weakref.WeakSet[Plan]" = weakref.WeakSet()
         self._plan_cache: dict = {}
@@ -95,9 +94,11 @@ class Policy:
         w = _call(rt, "kvcc_policy_when", self._h, byref(every))
         self.when: str = "decode" if w == 1 else "prefill"
         self.every: int = every.value
-        art = artifact or {}
-        self.kir: Optional[str] = art.get("kir")
-        self.features: Optional[str] = art.get("features")
+        flags, scope = ctypes.c_uint32(), c_int()
+        _call(rt, "kvcc_policy_info", self._h, byref(flags), byref(scope))
+        self.flags: int = flags.value
+        #: the select rule's scope: "head", "layer" (AdaKV-style per-head budgets) or "model"
+        self.scope: str = _lib.SCOPES.get(scope.value, str(scope.value))
 
     # introspection ---------------------------------------------------------------------------
     def __repr__(self) -> str:
@@ -127,29 +128,23 @@ class Policy:
         _call(_lib.rt(), "kvcc_policy_obs", self._h, v.ctypes.data_as(c_void_p), byref(o))
         return o.value
 
-    def _kir_lines(self) -> list[str]:
-        return self.kir.splitlines() if self.kir else []
-
     @property
-    def layer_dependent(self) -> Optional[bool]:
+    def layer_dependent(self) -> bool:
         """Whether what one layer keeps depends on the layer's index or on other layers (a budget
         schedule such as PyramidKV's, scope = model, kv.random keyed by layer, x.layer /
-        x.nlayers); None when the KIR is not known. Such a policy must be compressed with every
-        layer in one call (KvccPress does)."""
-        if not self.kir:
-            return None
-        for ln in self._kir_lines():
-            if ln.startswith("select ") and ("scope=model" in ln or
-                                             ("schedule=" in ln and "schedule=none" not in ln)):
-                return True
-            if " = rand " in ln or " = info layer" in ln or " = info nlayers" in ln:
-                return True
-        return False
+        x.nlayers; kvcc_policy_info's KVCC_POLICY_LAYER). Such a policy must be compressed with
+        every layer in one call (KvccPress does)."""
+        return bool(self.flags & _lib.POLICY_LAYER)
 
     @property
-    def reads_lse(self) -> Optional[bool]:
+    def reads_queries(self) -> bool:
+        """Whether the policy reads observation queries (a compress call must pass Q)."""
+        return bool(self.flags & _lib.POLICY_QUERIES)
+
+    @property
+    def reads_lse(self) -> bool:
         """Whether the policy reads x.lse (then a compress call must pass it)."""
-        return None if not self.kir else any(" = input lse" in ln for ln in self._kir_lines())
+        return bool(self.flags & _lib.POLICY_LSE)
 
     # running ---------------------------------------------------------------------------------
     def plan(self, cache: "Cache", *, max_obs: int = 0, threads: int = 0) -> "Plan":
@@ -238,36 +233,20 @@ def find_policy(name: str) -> str:
     return name
 
 
-def _artifact(path: str) -> dict:
-    """The descriptor fields of a policy.so (kvcc.h's kvcc_artifact), read through the loader."""
-    try:
-        lib = ctypes.CDLL(os.path.abspath(path), mode=os.RTLD_LOCAL | os.RTLD_NOW)
-        a = _lib.ArtifactHead.in_dll(lib, "kvcc_artifact")
-    except (OSError, ValueError):
-        return {}
-    out = {}
-    if a.magic == _lib.KVCC_MAGIC:
-        dec = (lambda b: b.decode("utf-8", "replace") if b else None)
-        out = {"kir": dec(a.kir), "features": dec(a.features), "name": dec(a.name),
-               "version": dec(a.version)}
-    del a
-    _ctypes.dlclose(lib._handle)         # the strings are copied; kvcc_open holds its own handle
-    return out
-
-
 def open(path: str) -> Policy:  # noqa: A001 (mirrors kvcc_open)
     """Loads a ``policy.so`` written by ``kvcc compile`` (validated: magic, ABI, version, cache
     key, CPU features) — only the runtime library is needed."""
     h = c_void_p()
     _call(_lib.rt(), "kvcc_open", os.fsencode(path), byref(h))
-    return Policy(h.value, path, _artifact(path))
+    return Policy(h.value, path)
 
 
 def compile(path: str, *, dtype: str = "f32", head_dim: int = 128, group: int = 1,  # noqa: A001
             target: str = "native", out: Optional[str] = None, verbose: bool = False) -> Policy:
     """Compiles a ``policy.lua`` (or ``.kir``) for a KV cache of ``dtype`` (f32, f16, bf16),
-    ``head_dim`` and GQA ``group`` — the C API's kvcc_compile_so, through the compile cache
-    ($KVCC_CACHE_DIR), then opens it. ``out`` keeps the ``policy.so``. A policy that does not
+    ``head_dim`` and GQA ``group`` through the compiler library (libkvcc.so,
+    include/kvcc_compiler.h: kvcc_compile_file, or kvcc_compile_so then kvcc_open when ``out``
+    names a ``policy.so`` to keep) and its compile cache ($KVCC_CACHE_DIR). A policy that does not
     compile raises :class:`CompileError` with kvcc's ``file:line:col: error: …`` line. A bare
     name ("snapkv") is a shipped policy (:func:`find_policy`)."""
     path = find_policy(os.fspath(path))
@@ -277,6 +256,10 @@ def compile(path: str, *, dtype: str = "f32", head_dim: int = 128, group: int = 
         raise ValueError("target must be one of %s, got %r" % (", ".join(_lib.TARGETS), target))
     spec = _lib.Spec(_lib.DTYPES[dtype], int(head_dim), int(group), _lib.TARGETS[target])
     comp = _lib.compiler()
+    h = c_void_p()
+    if out is None and not verbose:
+        _call(comp, "kvcc_compile_file", os.fsencode(path), byref(spec), byref(h))
+        return Policy(h.value, path)
     tmp = None
     try:
         if out is None:
@@ -285,10 +268,8 @@ def compile(path: str, *, dtype: str = "f32", head_dim: int = 128, group: int = 
         else:
             so = out
         _call(comp, "kvcc_compile_so", os.fsencode(path), byref(spec), os.fsencode(so), int(verbose))
-        art = _artifact(so)
-        h = c_void_p()
         _call(_lib.rt(), "kvcc_open", os.fsencode(so), byref(h))
-        return Policy(h.value, path, art)
+        return Policy(h.value, path)
     finally:
         if tmp:
             shutil.rmtree(tmp, ignore_errors=True)

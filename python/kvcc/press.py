@@ -418,7 +418,7 @@ class KvccPress(BasePress):
             return keys, values
         b, H, n, d = keys.shape
         pol = self.policy_for(keys.dtype, d, module.config.num_attention_heads // H)
-        if pol.layer_dependent is not False and self._nlayers != 1:
+        if pol.layer_dependent and self._nlayers != 1:
             raise NotImplementedError("KvccPress(%s): the policy's selection depends on the layer, so it "
                                       "compresses every layer at once from the model's forward hook; "
                                       "compress() of one layer cannot" % pol.name)
@@ -446,7 +446,7 @@ class KvccPress(BasePress):
             self.kept, self.lengths, self._pending = {}, {}, {}
         keys, values = extract_keys_and_values(cache, layer)
         pol = self.policy_for(keys.dtype, keys.shape[3], module.config.num_attention_heads // keys.shape[1])
-        if pol.layer_dependent is False or self._nlayers <= 1 or (self._ratio == 0 and self.budget is None):
+        if not pol.layer_dependent or self._nlayers <= 1 or (self._ratio == 0 and self.budget is None):
             return super().forward_hook(module, input, kwargs, output)
         # every layer in one call: gather, compress after the last layer's prefill
         Q, lse = self._layer_inputs(pol, module, hidden_states, keys, kwargs)

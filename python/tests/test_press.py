@@ -183,15 +183,10 @@ def batches_and_attention(model, stories):
              lambda: KvccPress(os.path.join(POLICIES, "h2o.lua"), ratio=0.5).post_init_from_model(model))
 
 
-def lse_and_generate(model, stories):
-    """A policy reading x.lse (KvccPress computes it in torch) keeps SnapKV's sets; greedy
-    generation over per-head padded caches is the same with SDPA as with eager attention."""
-    a = KvccPress(os.path.join(ROOT, "python", "tests", "policies", "snapkv_lse.lua"), ratio=0.5)
-    b = KvccPress(os.path.join(POLICIES, "snapkv.lua"), ratio=0.5, window=16)
-    na, nb = hf_eval.story_nll(model, stories[2], a), hf_eval.story_nll(model, stories[2], b)
-    same = sum(int(np.array_equal(a.kept[l], b.kept[l])) for l in b.kept)
-    S.check("x.lse computed by the press: SnapKV's kept sets", same == 5 and abs(na[0] / na[1] - nb[0] / nb[1]) < 1e-6,
-            "%d/5 layers identical, NLL %.7f vs %.7f" % (same, na[0] / na[1], nb[0] / nb[1]))
+def generate_padded(model, stories):
+    """Greedy generation over per-head padded caches is the same with SDPA as with eager
+    attention. (A policy reading x.lse, which KvccPress would compute in torch, is refused by
+    the compiler today: test_binding.py checks the refusal.)"""
     from transformers import DynamicCache
     sdpa = load_llama2c(os.path.join(DATA, "stories260K.bin"), attn_implementation="sdpa")
     ids = torch.tensor([stories[3][:150]])
@@ -251,7 +246,7 @@ def main():
     S.run("kvpress agreement", kvpress_agreement, model, stories)
     S.run("captured queries", captured_vs_recomputed, model, stories)
     S.run("batches and attention", batches_and_attention, model, stories)
-    S.run("lse and generate", lse_and_generate, model, stories)
+    S.run("generate", generate_padded, model, stories)
     full = os.environ.get("KVCC_PY_FULL") == "1"
     S.run("eval table", eval_table, model, stories, 0, 70 if full else 6)
     return S.done()
