@@ -86,7 +86,8 @@ enum {
 	KVCC_POLICY_HEADS = 16,    /* a head's score depends on the other heads of its layer (head_mean) */
 	KVCC_POLICY_OBSERVE = 32,  /* decode: kvcc_decode_layer runs the policy's observe hook */
 };
-enum { KVCC_SCOPE_HEAD = 0, KVCC_SCOPE_LAYER = 1, KVCC_SCOPE_MODEL = 2 };   /* topk per ... */
+/* the select rule ranks each head alone, a layer's heads together, or the whole model */
+enum { KVCC_SCOPE_HEAD = 0, KVCC_SCOPE_LAYER = 1, KVCC_SCOPE_MODEL = 2 };
 KVCC_API int kvcc_policy_info(const kvcc_policy *p, unsigned *flags, int *scope);
 
 /* --- KV layout ------------------------------------------------------------------------- */
