@@ -125,8 +125,8 @@ KVCC_API int kvcc_policy_obs(const kvcc_policy *p, const double *params, int *ob
 	return 0;
 }
 
-_Static_assert(KVCC_SCOPE_HEAD == KA_SCOPE_HEAD && KVCC_SCOPE_LAYER == KA_SCOPE_LAYER &&
-               KVCC_SCOPE_MODEL == KA_SCOPE_MODEL, "scopes");
+_Static_assert((int)KVCC_SCOPE_HEAD == (int)KA_SCOPE_HEAD && (int)KVCC_SCOPE_LAYER == (int)KA_SCOPE_LAYER &&
+               (int)KVCC_SCOPE_MODEL == (int)KA_SCOPE_MODEL, "scopes");
 
 KVCC_API int kvcc_policy_info(const kvcc_policy *p, unsigned *flags, int *scope)
 {
