@@ -3,6 +3,7 @@
 #   make            the kvcc command, libkvcc_rt (the runtime: include/kvcc.h; shared and
 #                   static) and libkvcc (the compiler library: include/kvcc_compiler.h)
 #   make check      every test tier (installs missing Debian packages first; tests/README.md)
+#   make check-full make check plus the slow tiers (CHECK_FULL: check-python-full)
 #   make demo       the end-to-end demonstration on the shipped checkpoint
 #   make asan       the whole suite under AddressSanitizer + UndefinedBehaviorSanitizer
 #   make check-san  the fast sanitizer tier (part of make check): unit, errors, golden,
@@ -90,6 +91,12 @@ check: deps
 	$(MAKE) $(CHECK_TIERS) $(CHECK_MORE)
 	@echo "make check: all tiers passed"
 
+# The slow tiers replace the fast ones they include (CHECK_FULL_OMIT).
+check-full: deps
+	$(MAKE) all
+	$(MAKE) $(filter-out $(CHECK_FULL_OMIT),$(CHECK_TIERS) $(CHECK_MORE)) $(CHECK_FULL)
+	@echo "make check-full: all tiers passed"
+
 demo: deps
 	$(MAKE) all $(DEMO_MORE)
 	scripts/demo.sh $(B) $(PYTHON) $(SHARED)
@@ -121,7 +128,7 @@ install: all
 clean:
 	rm -rf build build-asan build-fuzz
 
-.PHONY: all deps demo check asan check-san install clean
+.PHONY: all deps demo check check-full asan check-san install clean
 
 # dependency files of this build only (not of builds nested in it, e.g. check-twice's second one)
 -include $(shell find $(B) -name '*.d' -not -path '$(B)/*/build/*' 2>/dev/null)

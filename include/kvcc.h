@@ -76,6 +76,23 @@ KVCC_API int kvcc_policy_when(const kvcc_policy *p, int *every);
 ** position (the caller passes all of them). */
 KVCC_API int kvcc_policy_obs(const kvcc_policy *p, const double *params, int *obs);
 
+/* What a policy reads and how far its selection reaches, for callers that drive kvcc from
+** per-layer hooks (kvpress, engines): *flags = KVCC_POLICY_* bits, *scope = KVCC_SCOPE_* of
+** its select rule (either pointer may be NULL). */
+enum {
+	KVCC_POLICY_QUERIES = 1,   /* reads observation queries: a compress call passes obs->Q */
+	KVCC_POLICY_LSE = 2,       /* reads x.lse: a compress call passes obs->lse */
+	KVCC_POLICY_QPOS = 4,      /* reads x.qpos */
+	KVCC_POLICY_LAYER = 8,     /* what a layer keeps depends on its index or on other layers
+	                              (x.layer, x.nlayers, kv.random, a budget schedule such as
+	                              PyramidKV's, scope = model): compress every layer in one call */
+	KVCC_POLICY_HEADS = 16,    /* a head's score depends on the other heads of its layer (head_mean) */
+	KVCC_POLICY_OBSERVE = 32,  /* decode: kvcc_decode_layer runs the policy's observe hook */
+};
+/* the select rule ranks each head alone, a layer's heads together, or the whole model */
+enum { KVCC_SCOPE_HEAD = 0, KVCC_SCOPE_LAYER = 1, KVCC_SCOPE_MODEL = 2 };
+KVCC_API int kvcc_policy_info(const kvcc_policy *p, unsigned *flags, int *scope);
+
 /* --- KV layout ------------------------------------------------------------------------- */
 /* A contiguous cache: element (l, h, t, c) of K is at
 ** K + l*stride_layer + h*stride_head + t*stride_token + c (element units, storage dtype).

@@ -127,6 +127,24 @@ KVCC_API int kvcc_policy_obs(const kvcc_policy *p, const double *params, int *ob
 	return 0;
 }
 
+_Static_assert((int)KVCC_SCOPE_HEAD == (int)KA_SCOPE_HEAD && (int)KVCC_SCOPE_LAYER == (int)KA_SCOPE_LAYER &&
+               (int)KVCC_SCOPE_MODEL == (int)KA_SCOPE_MODEL, "scopes");
+
+KVCC_API int kvcc_policy_info(const kvcc_policy *p, unsigned *flags, int *scope)
+{
+	if (!p)
+		return kr_seterr(KVCC_EINVAL, "null policy");
+	int32_t f = p->h->flags, sc = p->h->scope;
+	if (flags)
+		*flags = (f & KA_FATTN ? KVCC_POLICY_QUERIES : 0) | (f & KA_FLSE ? KVCC_POLICY_LSE : 0) |
+		         (f & KA_FQPOS ? KVCC_POLICY_QPOS : 0) | (f & KA_FHMEAN ? KVCC_POLICY_HEADS : 0) |
+		         (f & KA_FOBSERVE ? KVCC_POLICY_OBSERVE : 0) |
+		         (f & KA_FLAYER || sc == KA_SCOPE_MODEL ? KVCC_POLICY_LAYER : 0);
+	if (scope)
+		*scope = sc;
+	return 0;
+}
+
 /* --- plans ------------------------------------------------------------------------------------ */
 
 /* The values an arena holds (the descriptor's KA_SARENA): stored outputs of generated loops,

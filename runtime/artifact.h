@@ -49,7 +49,7 @@ static inline uint64_t ka_fnv(const void *p, size_t n, uint64_t h)
 #define KVCC_MAGIC 0x4B5643435F415254ull   /* "KVCC_ART" */
 #define KVCC_ABI 9                         /* kvcc_artifact and the kernels' signatures */
 #define KA_MAGIC "KVCCDSC"                 /* the blob's first 8 bytes (with the NUL) */
-#define KA_FORMAT 2                        /* the blob's layout (2: the tuning config) */
+#define KA_FORMAT 3                        /* the blob's layout and meaning (2: the tuning config; 3: KA_FLAYER) */
 #define KA_NBUCKET 4                       /* decode split buckets (longest head < 4K, 16K, 64K, more) */
 
 /* a count or rule operand: a constant, a param, "every position" (obs) or none */
@@ -69,6 +69,8 @@ enum {
 	KA_FOBSERVE = 16,          /* decode runs the observe hook */
 	KA_FLSE = 32,              /* the score reads x.lse */
 	KA_FQPOS = 64,             /* the score reads x.qpos */
+	KA_FLAYER = 128,           /* what a layer keeps depends on its index: x.layer, x.nlayers, rand
+	                              (keyed by layer) or a budget schedule (scope model: KaHdr.scope) */
 };
 
 /* what the runtime does at an instruction (compress, in instruction order) */

@@ -71,6 +71,19 @@ static KaIns insof(const KiFn *f, const KpPlan *p, int i)
 	return k;
 }
 
+/* KA_FLAYER: an instruction reads the layer's index (x.layer, x.nlayers, rand keyed by layer)
+** or the select rule has a budget schedule over the layers */
+static int layerdep(const KiFn *f)
+{
+	if (f->sel.sched != SCH_none)
+		return 1;
+	for (int i = 0; i < f->nins; i++)
+		if (f->ins[i].op == KO_rand ||
+		    (f->ins[i].op == KO_info && (f->ins[i].aux == INF_layer || f->ins[i].aux == INF_nlayers)))
+			return 1;
+	return 0;
+}
+
 void *kx_desc(const KiFn *f, const KpPlan *p, const kvcc_spec *spec, int W, uint64_t cpu, uint64_t kir_hash,
               size_t *n)
 {
@@ -94,7 +107,7 @@ void *kx_desccfg(const KiFn *f, const KpPlan *p, const kvcc_spec *spec, const Kx
 		kx_cfgstr(cfg, h.config, sizeof h.config);
 	h.flags = (p->has_attn ? KA_FATTN : 0) | (p->fcausal ? KA_FCAUSAL : 0) | (p->fscale ? KA_FSCALE : 0) |
 	          (p->uses_hmean ? KA_FHMEAN : 0) | (p->has_observe ? KA_FOBSERVE : 0) | (p->uses_lse ? KA_FLSE : 0) |
-	          (p->uses_qpos ? KA_FQPOS : 0);
+	          (p->uses_qpos ? KA_FQPOS : 0) | (layerdep(f) ? KA_FLAYER : 0);
 	h.every = f->when.kind == WH_decode ? ref(f, f->when.every) : (KaRef){ KA_NONE, 0, 0 };
 	h.obs = f->obs_all ? (KaRef){ KA_ALL, 0, 0 } : ref(f, f->obs);
 	h.keep_first = ref(f, f->sel.keep_first), h.keep_recent = ref(f, f->sel.keep_recent);

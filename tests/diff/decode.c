@@ -323,6 +323,17 @@ static void api(void)
 		par[wi] = 2.5;
 	ok = ok && kvcc_policy_obs(q, par, &obs) == KVCC_EINVAL && strstr(kvcc_last_error(), "observation count");
 	ok = ok && kvcc_policy_obs(NULL, NULL, &obs) == KVCC_EINVAL && kvcc_policy_obs(q, NULL, NULL) == KVCC_EINVAL;
+	/* kvcc_policy_info as the sources say: h2o an observe hook, no queries; snapkv queries; pyramidkv
+	** a budget schedule over the layers (layer-dependent); scope head for all three */
+	kvcc_policy *py = NULL;
+	unsigned fl = 0;
+	int sc = -1;
+	ok = ok && kvcc_compile_file("policies/pyramidkv.lua", &s, &py) == 0;
+	ok = ok && kvcc_policy_info(p, &fl, &sc) == 0 && fl == KVCC_POLICY_OBSERVE && sc == KVCC_SCOPE_HEAD;
+	ok = ok && kvcc_policy_info(q, &fl, &sc) == 0 && fl == KVCC_POLICY_QUERIES && sc == KVCC_SCOPE_HEAD;
+	ok = ok && kvcc_policy_info(py, &fl, NULL) == 0 && fl == (KVCC_POLICY_QUERIES | KVCC_POLICY_LAYER);
+	ok = ok && kvcc_policy_info(NULL, &fl, &sc) == KVCC_EINVAL && kvcc_policy_info(q, NULL, NULL) == 0;
+	kvcc_close(py);
 	kvcc_close(oa);
 	kvcc_layout lay = { KVCC_F32, 1, 1, 64, 4, 256, 256, 64 };
 	float K[256] = { 0 }, V[256] = { 0 }, row[64] = { 0 }, qv[128] = { 0 }, o[128];
