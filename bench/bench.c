@@ -804,7 +804,9 @@ int main(int argc, char **argv)
 	        dec[0][0], dec[0][1], dec[1][0], dec[1][1]);
 	fprintf(md, "\n## Tuned vs default (kvcc tune, doc/tune.md)\n\n%d KV heads, group %d, head_dim %d, window %d, %d threads; "
 	            "default and tuned runs interleaved (ABBA), best of 6–18 runs each (interference only adds time). Score %% of peak: Q·K GFLOP/s of the score phase over the "
-	            "all-threads peak (bf16: the bf16 dot-product peak; f32: the FMA zmm peak).\n\n", TH, G, D, WIN, threads);
+	            "all-threads peak (bf16: the bf16 dot-product peak; f32: the FMA zmm peak). Where the pick builds the same kernels as the "
+	            "default (the pick is the default, or differs only in the decode split), the compress columns are an A/A "
+	            "test: their spread is this run's noise.\n\n", TH, G, D, WIN, threads);
 	fprintf(js, " \"tuned\": [\n");
 	for (int k = 0; k < 2; k++) {
 		double pk1 = dts[k] == KVCC_BF16 && pk.bf16_all > 0 ? pk.bf16_all : pk.fma512_all > 0 ? pk.fma512_all : pk.fma256_all;
