@@ -112,4 +112,5 @@ clean:
 
 .PHONY: all deps demo check asan install clean
 
--include $(shell find $(B) -name '*.d' 2>/dev/null)
+# dependency files of this build only (not of builds nested in it, e.g. check-twice's second one)
+-include $(shell find $(B) -name '*.d' -not -path '$(B)/*/build/*' 2>/dev/null)

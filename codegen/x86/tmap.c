@@ -215,36 +215,45 @@ static LLVMValueRef tm_opnd(Tm *T, KcRef r, int g, int c, int want)
 	return tm_wid(T, ax) == 1 && want > 1 ? splat(G, x, want) : x;
 }
 
-static LLVMValueRef tm_redinit(Gen *g, int op, int w)
-{
-	return cfv(g, op == KO_rmax ? -INFINITY : op == KO_rmin ? INFINITY : 0.0, w);
-}
+/* Reductions are built from the op table's sem column (compiler/ops.h KS_RED: init, map, comb,
+** fin), one piece of code per kind, not per op; MAP_DEV (std) is refused by the plan. */
+static LLVMValueRef tm_redinit(Gen *g, int op, int w) { return cfv(g, ki_sem(op)->init, w); }
 
-/* one more element a (b: dot's other factor) into a reduction; merge = combine partials */
-static LLVMValueRef tm_redstep(Gen *g, int op, LLVMValueRef acc, LLVMValueRef a, LLVMValueRef b, int merge)
+/* comb(acc, v): CMB_ADD acc + v; CMB_MAX / CMB_MIN v if v > acc (v < acc) or v is NaN */
+static LLVMValueRef tm_comb(Gen *g, int comb, LLVMValueRef acc, LLVMValueRef v)
 {
 	LLVMBuilderRef bd = g->b;
-	if (op == KO_rmax || op == KO_rmin) {
-		LLVMValueRef better = LLVMBuildFCmp(bd, op == KO_rmax ? LLVMRealUGT : LLVMRealULT, a, acc, "");
-		/* unordered: a NaN a wins; a NaN acc stays unless a is NaN (isnan(v) || v > acc) */
-		LLVMValueRef an = LLVMBuildFCmp(bd, LLVMRealUNO, a, a, "");
-		LLVMValueRef cn = LLVMBuildFCmp(bd, LLVMRealUNO, acc, acc, "");
-		better = LLVMBuildSelect(bd, cn, an, better, "");
-		return LLVMBuildSelect(bd, better, a, acc, "");
-	}
-	if (!merge && op == KO_norm)
-		a = LLVMBuildFMul(bd, a, a, "");
-	else if (!merge && op == KO_dot)
-		a = LLVMBuildFMul(bd, a, b, "");
-	return LLVMBuildFAdd(bd, acc, a, "");
+	if (comb == CMB_ADD)
+		return LLVMBuildFAdd(bd, acc, v, "");
+	LLVMValueRef better = LLVMBuildFCmp(bd, comb == CMB_MAX ? LLVMRealOGT : LLVMRealOLT, v, acc, "");
+	better = LLVMBuildOr(bd, better, LLVMBuildFCmp(bd, LLVMRealUNO, v, v, ""), "");
+	return LLVMBuildSelect(bd, better, v, acc, "");
 }
 
+/* one more element a (b: dot's other factor) into a reduction: comb(acc, map(a, b)); merge =
+** combine partials (no map) */
+static LLVMValueRef tm_redstep(Gen *g, int op, LLVMValueRef acc, LLVMValueRef a, LLVMValueRef b, int merge)
+{
+	const KiSem *s = ki_sem(op);
+	if (!merge && s->map == MAP_SQ)
+		a = LLVMBuildFMul(g->b, a, a, "");
+	else if (!merge && s->map == MAP_MUL)
+		a = LLVMBuildFMul(g->b, a, b, "");
+	return tm_comb(g, s->comb, acc, a);
+}
+
+/* fin(x) with m elements (w lanes) */
 static LLVMValueRef tm_redfin(Gen *g, int op, LLVMValueRef x, LLVMValueRef m, int w)
 {
-	if (op == KO_mean)
-		return LLVMBuildFDiv(g->b, x, splat(g, m, w), "");
-	if (op == KO_norm)
-		return intr(g, "llvm.sqrt", fty(g, w), &x, 1);
+	switch (ki_sem(op)->fin) {
+	case FIN_MEAN:
+	case FIN_DIVK: return LLVMBuildFDiv(g->b, x, splat(g, m, w), "");
+	case FIN_SQRT: return intr(g, "llvm.sqrt", fty(g, w), &x, 1);
+	case FIN_RMS: {
+		LLVMValueRef q = LLVMBuildFDiv(g->b, x, splat(g, m, w), "");
+		return intr(g, "llvm.sqrt", fty(g, w), &q, 1);
+	}
+	}
 	return x;
 }
 
@@ -254,7 +263,7 @@ static LLVMValueRef tm_lanes(Gen *g, int op, LLVMValueRef acc, LLVMValueRef v, i
 {
 	if (w == 1)
 		return tm_redstep(g, op, acc, v, NULL, 1);
-	if (op != KO_rmax && op != KO_rmin && w == g->W) {
+	if (ki_sem(op)->comb == CMB_ADD && w == g->W) {
 		LLVMValueRef args[2] = { LLVMConstReal(g->f32, -0.0), v };
 		LLVMValueRef r = LLVMBuildCall2(g->b, g->red_ty, g->red, args, 2, "");
 		LLVMSetFastMathFlags(r, LLVMFastMathAllowReassoc);
@@ -293,15 +302,6 @@ static void tm_red(Tm *T, int i, LLVMValueRef *out)
 	}
 }
 
-static LLVMValueRef tm_poolstep(Gen *g, int op, LLVMValueRef acc, LLVMValueRef v)
-{
-	if (op == KO_avgpool)
-		return LLVMBuildFAdd(g->b, acc, v, "");
-	/* v > acc || isnan(v) */
-	LLVMValueRef tk = LLVMBuildOr(g->b, LLVMBuildFCmp(g->b, LLVMRealOGT, v, acc, ""), LLVMBuildFCmp(g->b, LLVMRealUNO, v, v, ""), "");
-	return LLVMBuildSelect(g->b, tk, v, acc, "");
-}
-
 /* the pool's window at token tt (scalar): the reference's clipped window, count_include_pad */
 static LLVMValueRef tm_poolwin(Tm *T, int i, LLVMValueRef src, LLVMValueRef tt)
 {
@@ -313,10 +313,10 @@ static LLVMValueRef tm_poolwin(Tm *T, int i, LLVMValueRef src, LLVMValueRef tt)
 	lo = LLVMBuildSelect(b, LLVMBuildICmp(b, LLVMIntSLT, lo, ci(g, 0), ""), ci(g, 0), lo, "");
 	hi = LLVMBuildSelect(b, LLVMBuildICmp(b, LLVMIntSGT, hi, T->n, ""), T->n, hi, "");
 	LLVMValueRef a = entry_alloca(g, g->f32);
-	LLVMBuildStore(b, op == KO_avgpool ? cfv(g, 0.0, 1) : cfv(g, -INFINITY, 1), a);
+	LLVMBuildStore(b, tm_redinit(g, op, 1), a);
 	Loop lj;
 	LLVMValueRef j = loop_begin2(g, lo, hi, 1, 1, &lj);
-	LLVMBuildStore(b, tm_poolstep(g, op, LLVMBuildLoad2(b, g->f32, a, ""), ldf(g, src, j)), a);
+	LLVMBuildStore(b, tm_redstep(g, op, LLVMBuildLoad2(b, g->f32, a, ""), ldf(g, src, j), NULL, 0), a);
 	loop_end(g, &lj);
 	loop_plain(g, &lj);
 	return LLVMBuildLoad2(b, g->f32, a, "");
@@ -348,11 +348,11 @@ static void tm_pool(Tm *T, int i, LLVMValueRef *out)
 			LLVMBuildCondBr(b, inb, bf, bs);
 			LLVMPositionBuilderAtEnd(b, bf);
 			LLVMValueRef a = entry_alloca(g, fty(g, w));
-			LLVMBuildStore(b, cfv(g, in->op == KO_avgpool ? 0.0 : -INFINITY, w), a);
+			LLVMBuildStore(b, tm_redinit(g, in->op, w), a);
 			Loop lo_;
 			LLVMValueRef o = loop_begin2(g, ci(g, 0), k, 1, 1, &lo_);
 			LLVMValueRef v = loadf(g, base, LLVMBuildAdd(b, lo, o, ""), w);
-			LLVMBuildStore(b, tm_poolstep(g, in->op, LLVMBuildLoad2(b, fty(g, w), a, ""), v), a);
+			LLVMBuildStore(b, tm_redstep(g, in->op, LLVMBuildLoad2(b, fty(g, w), a, ""), v, NULL, 0), a);
 			loop_end(g, &lo_);
 			LLVMValueRef rf = LLVMBuildLoad2(b, fty(g, w), a, "");
 			LLVMBasicBlockRef bfe = LLVMGetInsertBlock(b);
@@ -375,7 +375,7 @@ static void tm_pool(Tm *T, int i, LLVMValueRef *out)
 			LLVMBasicBlockRef rb[2] = { bfe, bse };
 			LLVMAddIncoming(r, rv, rb, 2);
 		}
-		out[gg] = in->op == KO_avgpool ? LLVMBuildFDiv(b, r, splat(g, kf, w), "") : r;
+		out[gg] = tm_redfin(g, in->op, r, kf, w);
 	}
 }
 

@@ -205,6 +205,18 @@ START_TEST(test_plan_layout)
 	double pv[2] = { 10, 20 };
 	ck_assert(kr_ref(&con, pv, 1) == 3 && kr_ref(&par, pv, 1) == 20 && kr_ref(&par, NULL, 1) == 7);
 	ck_assert(kr_ref(&none, pv, 1) == 1);
+	/* GPU split-KV decode and workspace (runtime/artifact.h): ceil(512 / instances) splits, at
+	** most N / 256, at least 1; partials (nthreads / 32) * G * (d + 2) floats per split */
+	ck_assert_int_eq(kvg_dec_splits(4096, 32), 16);
+	ck_assert_int_eq(kvg_dec_splits(32768, 32), 16);
+	ck_assert_int_eq(kvg_dec_splits(32768, 5), 103);
+	ck_assert_int_eq(kvg_dec_splits(1000, 1), 3);
+	ck_assert_int_eq(kvg_dec_splits(100, 1), 1);
+	ck_assert_int_eq(kvg_dec_part(4, 128, 256), 8 * 4 * 130);
+	KpCudaOut co = { .ws_coef = { 7, 3, 2, 1 }, .dec_part = 100, .has_decode = 1 };
+	ck_assert_int_eq(kvg_ws_floats(&co, 10, 4, 2), 7 + 30 + 8 + 40 + 200);
+	co.has_decode = 0;
+	ck_assert_int_eq(kvg_ws_floats(&co, 10, 4, 2), 85);
 }
 END_TEST
 
