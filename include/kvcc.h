@@ -230,7 +230,8 @@ typedef struct kvcc_batch {
 ** and inside int64. */
 KVCC_API int kvcc_plan_create_batch(kvcc_policy *p, const kvcc_layout *lay, const kvcc_paging *pg, int max_seqs,
                                     int max_obs, int threads, kvcc_plan **out);
-/* kvcc_compress on every sequence of the batch, (sequence, layer, head) tasks on the pool. Bad
+/* kvcc_compress on every sequence of the batch, (sequence, layer, head) tasks on the pool (one
+** args for all; args->scores, when set, is [nseq][layers][kv_heads][capacity]). Bad
 ** tables (a page id outside the pool, a page used twice in one call, a length above its table's
 ** capacity, a missing table) give KVCC_EINVAL and change nothing. */
 KVCC_API int kvcc_compress_batch(kvcc_plan *pl, kvcc_batch *b, const kvcc_args *args);
