@@ -208,6 +208,10 @@ int kc_cached(KcJob *j, const char *out, char *path, size_t n, KcErr *e)
 	snprintf(path, n, "%s", out);
 	if (build(j, out, NULL, e) != 0)
 		return -1;
+	if (kc_cache_seal(out, 0, "") != 0) {   /* the checksum trailer kvcc_open verifies */
+		kc_error(e, j->f->src, 0, 0, "cannot write %s: %s", out, strerror(errno));
+		return -1;
+	}
 	if (j->verbose)
 		fprintf(stderr, "kvcc: compiled in %.1f ms\n", j->ms);
 	return 0;
