@@ -276,14 +276,13 @@ static int lockit(const char *lock, const char *art, uint64_t key, const char *d
 			/* rename first so that two recoverers cannot both remove a fresh lock */
 			char tmp[1450];
 			snprintf(tmp, sizeof tmp, "%s.stale.%ld", lock, (long)getpid());
-			if (rename(lock, tmp) == 0)
-				unlink(tmp);
-			continue;
+			if (rename(lock, tmp) == 0 && unlink(tmp) == 0)
+				continue;
 		}
-		if (!got && round > 200) {          /* an empty lock file for a second: a writer died mid-write */
-			unlink(lock);
+		/* an empty lock file for a second: a writer died mid-write. A lock that cannot be removed
+		** (a directory, a directory we cannot write) waits out the timeout like a held one. */
+		if (!got && round > 200 && unlink(lock) == 0)
 			continue;
-		}
 		if (now_ms() - t0 > timeout) {
 			if (verbose)
 				fprintf(stderr, "kvcc: cache: lock %s still held by pid %ld after %.1f s; building without it\n", lock,
@@ -355,14 +354,17 @@ int kc_cache_get(const KiFn *f, const kvcc_spec *spec, const char *extra, int ve
 	snprintf(tmp, sizeof tmp, "%s/.tmp-%016llx-%ld-%d.so", dir, (unsigned long long)key, (long)getpid(),
 	         __atomic_fetch_add(&counter, 1, __ATOMIC_RELAXED));
 	double ms = 0;
-	if (build(ud, tmp, &ms, e) != 0) {
-		unlink(tmp);
-		rc = -1;
-	} else if (kc_cache_seal(tmp, key, desc) != 0 || rename(tmp, art) != 0) {
-		if (verbose)
-			fprintf(stderr, "kvcc: cache: cannot install %s: %s\n", art, strerror(errno));
+	int b = build(ud, tmp, &ms, e);
+	if (b == -2 || (b == 0 && (kc_cache_seal(tmp, key, desc) != 0 || rename(tmp, art) != 0))) {
+		/* the cache cannot be written (a full disk, …): the caller builds into its output */
+		fprintf(stderr, "kvcc: warning: cache: cannot write %s (%s); compiling without the cache\n",
+		        b == -2 ? tmp : art, b == -2 ? e->msg : strerror(errno));
+		e->set = 0, e->msg[0] = 0;
 		unlink(tmp);
 		rc = 1;
+	} else if (b != 0) {
+		unlink(tmp);
+		rc = -1;
 	} else {
 		if (verbose)
 			fprintf(stderr, "kvcc: cache miss (%s): built %s in %.1f ms\n", why, art, ms);
