@@ -111,7 +111,7 @@ asan:
 check-san:
 	$(if $(SAN),@echo "check-san: part of this sanitizer run already",\
 	  $(MAKE) B=build-asan OPT="-O1 -g -fno-omit-frame-pointer" SAN="$(SANFLAGS)" \
-	    check-unit check-ir check-errors check-golden check-fuzz check-oom)
+	    check-unit check-ir check-errors check-golden check-fuzz check-oom check-api)
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include \

@@ -14,14 +14,10 @@
 #include "compiler/cache.h"
 #include "codegen/x86/x86.h"
 #include "compiler/interp.h"
+#include "runtime/artifact.h"
 
-#define TRAILER_MAGIC "KVCCTRL1"
-
-typedef struct Footer {
-	uint32_t desclen, reserved;
-	uint64_t key, elfsize, hash;
-	char magic[8];
-} Footer;
+/* the trailer every artifact carries (runtime/artifact.h: KaTrailer, checked by kvcc_open too) */
+typedef KaTrailer Footer;
 
 static double now_ms(void)
 {
@@ -72,11 +68,24 @@ int kc_cache_dir(char *buf, size_t n, char *why, size_t wn)
 	return 0;
 }
 
+/* a regular file's bytes; anything else (a FIFO, a device, a directory) is not read: NULL, errno
+** EINVAL, at once (opened without blocking) */
 static char *slurp(const char *path, size_t *len)
 {
-	FILE *fp = fopen(path, "rb");
-	if (!fp)
+	int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+	if (fd < 0)
 		return NULL;
+	struct stat st;
+	if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+		close(fd);
+		errno = EINVAL;
+		return NULL;
+	}
+	FILE *fp = fdopen(fd, "rb");
+	if (!fp) {
+		close(fd);
+		return NULL;
+	}
 	char *buf = NULL;
 	if (fseek(fp, 0, SEEK_END) == 0) {
 		long sz = ftell(fp);
@@ -130,18 +139,9 @@ static void descdiff(const char *want, const char *have, char *out, size_t n)
 
 static int readtrailer(const char *buf, size_t len, Footer *ft, const char **desc, char *why, size_t wn)
 {
-	if (len < sizeof *ft) {
-		snprintf(why, wn, "truncated (%zu bytes)", len);
-		return -1;
-	}
-	memcpy(ft, buf + len - sizeof *ft, sizeof *ft);
-	if (memcmp(ft->magic, TRAILER_MAGIC, 8) != 0) {
-		snprintf(why, wn, "truncated or not sealed (no trailer)");
-		return -1;
-	}
-	if (ft->elfsize + ft->desclen + sizeof *ft != len) {
-		snprintf(why, wn, "truncated or corrupted (size %zu, trailer says %llu)", len,
-		         (unsigned long long)(ft->elfsize + ft->desclen + sizeof *ft));
+	const char *w;
+	if (ka_trailer_check(buf, len, ft, &w) != 0) {
+		snprintf(why, wn, "%s", w);
 		return -1;
 	}
 	*desc = buf + ft->elfsize;
@@ -153,7 +153,8 @@ int kc_cache_check(const char *path, uint64_t key, const char *desc, char *why, 
 	size_t len = 0;
 	char *buf = slurp(path, &len);
 	if (!buf) {
-		snprintf(why, wn, "%s", errno == ENOENT ? "no artifact for this key" : strerror(errno));
+		snprintf(why, wn, "%s", errno == ENOENT ? "no artifact for this key"
+		                        : errno == EINVAL ? "not a regular file" : strerror(errno));
 		return -1;
 	}
 	Footer ft;
@@ -161,10 +162,6 @@ int kc_cache_check(const char *path, uint64_t key, const char *desc, char *why, 
 	int rc = -1;
 	if (readtrailer(buf, len, &ft, &d, why, wn) != 0)
 		goto out;
-	if (ki_fnv(buf, ft.elfsize, 0xcbf29ce484222325ull) != ft.hash) {
-		snprintf(why, wn, "corrupted (content hash mismatch)");
-		goto out;
-	}
 	if (ft.key != key || strlen(desc) != ft.desclen || memcmp(desc, d, ft.desclen) != 0) {
 		char diff[400];
 		char *have = strndup(d, ft.desclen);
@@ -189,7 +186,8 @@ int kc_cache_seal(const char *path, uint64_t key, const char *desc)
 	char *buf = slurp(path, &len);
 	if (!buf)
 		return -1;
-	Footer ft = { (uint32_t)strlen(desc), 0, key, len, ki_fnv(buf, len, 0xcbf29ce484222325ull), TRAILER_MAGIC };
+	Footer ft = { (uint32_t)strlen(desc), 0, key, len, 0, KA_TRAILER_MAGIC };
+	ft.hash = ka_fnv(&ft, offsetof(Footer, hash), ka_fnv(desc, ft.desclen, ka_fnv(buf, len, 0)));
 	free(buf);
 	FILE *fp = fopen(path, "ab");
 	if (!fp)
@@ -278,14 +276,13 @@ static int lockit(const char *lock, const char *art, uint64_t key, const char *d
 			/* rename first so that two recoverers cannot both remove a fresh lock */
 			char tmp[1450];
 			snprintf(tmp, sizeof tmp, "%s.stale.%ld", lock, (long)getpid());
-			if (rename(lock, tmp) == 0)
-				unlink(tmp);
-			continue;
+			if (rename(lock, tmp) == 0 && unlink(tmp) == 0)
+				continue;
 		}
-		if (!got && round > 200) {          /* an empty lock file for a second: a writer died mid-write */
-			unlink(lock);
+		/* an empty lock file for a second: a writer died mid-write. A lock that cannot be removed
+		** (a directory, a directory we cannot write) waits out the timeout like a held one. */
+		if (!got && round > 200 && unlink(lock) == 0)
 			continue;
-		}
 		if (now_ms() - t0 > timeout) {
 			if (verbose)
 				fprintf(stderr, "kvcc: cache: lock %s still held by pid %ld after %.1f s; building without it\n", lock,
@@ -357,14 +354,17 @@ int kc_cache_get(const KiFn *f, const kvcc_spec *spec, const char *extra, int ve
 	snprintf(tmp, sizeof tmp, "%s/.tmp-%016llx-%ld-%d.so", dir, (unsigned long long)key, (long)getpid(),
 	         __atomic_fetch_add(&counter, 1, __ATOMIC_RELAXED));
 	double ms = 0;
-	if (build(ud, tmp, &ms, e) != 0) {
-		unlink(tmp);
-		rc = -1;
-	} else if (kc_cache_seal(tmp, key, desc) != 0 || rename(tmp, art) != 0) {
-		if (verbose)
-			fprintf(stderr, "kvcc: cache: cannot install %s: %s\n", art, strerror(errno));
+	int b = build(ud, tmp, &ms, e);
+	if (b == -2 || (b == 0 && (kc_cache_seal(tmp, key, desc) != 0 || rename(tmp, art) != 0))) {
+		/* the cache cannot be written (a full disk, …): the caller builds into its output */
+		fprintf(stderr, "kvcc: warning: cache: cannot write %s (%s); compiling without the cache\n",
+		        b == -2 ? tmp : art, b == -2 ? e->msg : strerror(errno));
+		e->set = 0, e->msg[0] = 0;
 		unlink(tmp);
 		rc = 1;
+	} else if (b != 0) {
+		unlink(tmp);
+		rc = -1;
 	} else {
 		if (verbose)
 			fprintf(stderr, "kvcc: cache miss (%s): built %s in %.1f ms\n", why, art, ms);

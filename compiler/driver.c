@@ -27,6 +27,8 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <fcntl.h>
+#include <sys/stat.h>
 #include "kvcc_compiler.h"
 #include "compiler/driver.h"
 #include "compiler/cache.h"
@@ -184,7 +186,7 @@ static int build(void *ud, const char *out, double *ms, KcErr *e)
 {
 	KcJob *j = ud;
 	double t0 = now_ms();
-	int rc = codegen_x86(j, e) || codegen_ptx(j, e) || linkso(j, out, e) ? -1 : 0;
+	int rc = codegen_x86(j, e) || codegen_ptx(j, e) ? -1 : linkso(j, out, e) ? -2 : 0;   /* -2: out not written */
 	rmobjs(j);
 	j->ms = now_ms() - t0;
 	if (ms)
@@ -205,8 +207,23 @@ int kc_cached(KcJob *j, const char *out, char *path, size_t n, KcErr *e)
 	int c = kc_cache_get(j->f, &j->spec, extra, j->verbose, build, j, path, n, e);
 	if (c <= 0)
 		return c;
+	/* without the cache: built and sealed (the checksum trailer kvcc_open verifies) in a temporary
+	** file, then copied to out like a cached artifact */
 	snprintf(path, n, "%s", out);
-	if (build(j, out, NULL, e) != 0)
+	char tmp[] = "/tmp/kvcc-so-XXXXXX.so";
+	int fd = mkstemps(tmp, 3);
+	if (fd < 0) {
+		kc_error(e, j->f->src, 0, 0, "cannot create a temporary file: %s", strerror(errno));
+		return -1;
+	}
+	close(fd);
+	int rc = build(j, tmp, NULL, e) != 0 ? -1 : 0;
+	if (!rc && (kc_cache_seal(tmp, 0, "") != 0 || kc_copyfile(tmp, out) != 0)) {
+		kc_error(e, j->f->src, 0, 0, "cannot write %s: %s", out, strerror(errno));
+		rc = -1;
+	}
+	unlink(tmp);
+	if (rc)
 		return -1;
 	if (j->verbose)
 		fprintf(stderr, "kvcc: compiled in %.1f ms\n", j->ms);
@@ -253,14 +270,20 @@ static int compile(KcJob *j, const char *out, char *path, size_t n, KcErr *e)
 
 int kc_compile(KcJob *j, const char *out, KcErr *e)
 {
-	char path[1400];
-	if (compile(j, out, path, sizeof path, e) != 0)
-		return -1;
-	if (strcmp(path, out) != 0 && kc_copyfile(path, out) != 0) {
-		kc_error(e, j->f->src, 0, 0, "cannot write %s", out);
-		return -1;
+	size_t pn = strlen(out) + 1400;      /* the cache's path, or out itself: never cut */
+	char *path = malloc(pn);
+	int rc = -1;
+	if (!path)
+		kc_error(e, "kvcc", 0, 0, "out of memory"), e->nomem = 1;
+	else if (compile(j, out, path, pn, e) == 0) {
+		rc = 0;
+		if (strcmp(path, out) != 0 && kc_copyfile(path, out) != 0) {
+			kc_error(e, j->f->src, 0, 0, "cannot write %s: %s", out, strerror(errno));
+			rc = -1;
+		}
 	}
-	return 0;
+	free(path);
+	return rc;
 }
 
 void kc_job_free(KcJob *j)
@@ -273,25 +296,47 @@ void kc_job_free(KcJob *j)
 	j->f = NULL, j->planned = 0;
 }
 
+/*
+** Copy an artifact to `to`: a regular file (or none) is replaced whole through a new temporary
+** file beside it (its name allocated, never cut) and a rename; an existing path that is not a
+** regular file (a device such as /dev/null, a symlink to one) is written through, never replaced;
+** a FIFO without a reader or a directory is an error at once. 0, or -1 with errno.
+*/
 int kc_copyfile(const char *from, const char *to)
 {
-	char tmp[1200];
-	snprintf(tmp, sizeof tmp, "%s.tmp.%ld", to, (long)getpid());
-	FILE *in = fopen(from, "rb"), *out = in ? fopen(tmp, "wb") : NULL;
+	struct stat st;
+	char *tmp = NULL;
+	int fd;
+	if (stat(to, &st) == 0 && !S_ISREG(st.st_mode))
+		fd = open(to, O_WRONLY | O_NONBLOCK | O_CLOEXEC);
+	else {
+		size_t n = strlen(to) + 32;
+		if (!(tmp = malloc(n)))
+			return -1;
+		snprintf(tmp, n, "%s.tmp.%ld", to, (long)getpid());
+		fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+	}
+	FILE *in = fd >= 0 ? fopen(from, "rb") : NULL;
+	FILE *out = in && fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK) == 0 ? fdopen(fd, "wb") : NULL;
 	int ok = in && out;
+	if (!out && fd >= 0)
+		close(fd);
 	char buf[1 << 16];
 	size_t k;
 	while (ok && (k = fread(buf, 1, sizeof buf, in)) > 0)
 		ok = fwrite(buf, 1, k, out) == k;
 	ok = ok && !ferror(in);
+	int err = errno;
 	if (in)
 		fclose(in);
 	if (out && fclose(out) != 0)
-		ok = 0;
-	if (ok && rename(tmp, to) != 0)
-		ok = 0;
-	if (!ok)
+		ok = 0, err = errno;
+	if (ok && tmp && rename(tmp, to) != 0)
+		ok = 0, err = errno;
+	if (!ok && tmp && fd >= 0)
 		unlink(tmp);
+	free(tmp);
+	errno = err;
 	return ok ? 0 : -1;
 }
 
@@ -309,24 +354,28 @@ static int compile_so(const char *path, const kvcc_spec *spec, const char *gpu, 
 		return kvcc__seterr(KVCC_EINVAL, "null argument");
 	KcJob j = { .path = path, .spec = *spec, .gpu = gpu, .verbose = verbose };
 	KcErr e = { 0 };
-	char cpath[1400];
+	size_t cn = strlen(out_so) + 1400;   /* the cache's path, or out_so itself: never cut */
+	char *cpath = malloc(cn);
 	int rc = 0;
-	if (compile(&j, out_so, cpath, sizeof cpath, &e) != 0)
+	if (!cpath)
+		return kvcc__seterr(KVCC_ENOMEM, "out of memory");
+	if (compile(&j, out_so, cpath, cn, &e) != 0)
 		rc = jobfail(&j, &e);
 	else if (strcmp(cpath, out_so) != 0) {
 		kvcc_policy *chk = NULL;
 		if (kvcc_open(cpath, &chk) != 0) {      /* checked but refused (cannot happen): rebuild once */
 			unlink(cpath);
-			if (kc_cached(&j, out_so, cpath, sizeof cpath, &e) != 0)
+			if (kc_cached(&j, out_so, cpath, cn, &e) != 0)
 				rc = jobfail(&j, &e);
 		}
 		kvcc_close(chk);
 		if (!rc && strcmp(cpath, out_so) != 0 && kc_copyfile(cpath, out_so) != 0) {
 			char m[1500];
-			snprintf(m, sizeof m, "cannot write %s", out_so);
+			snprintf(m, sizeof m, "cannot write %s: %s", out_so, strerror(errno));
 			rc = kvcc__seterr(KVCC_EIO, m);
 		}
 	}
+	free(cpath);
 	kc_job_free(&j);
 	return rc;
 }

@@ -31,6 +31,7 @@ enum {
 	KVCC_ESPEC = -6,       /* the artifact was compiled for another dtype/head_dim/group/CPU */
 	KVCC_EUNSUPPORTED = -7,
 	KVCC_EDEVICE = -8,     /* a CUDA driver call or launch failed (message says which) */
+	KVCC_EBUSY = -9,       /* the plan is running another call (a plan runs one call at a time) */
 };
 
 enum { KVCC_F32 = 0, KVCC_F16 = 1, KVCC_BF16 = 2 };              /* storage dtypes */
@@ -50,8 +51,14 @@ KVCC_API const char *kvcc_last_error(void);
 KVCC_API const char *kvcc_version(void);
 
 /* Load policy.so (validated: magic, ABI, descriptor format and hash, specialization, the CPU
-** features its kernels use against this host's; the compiler's build and version do not matter). */
+** features its kernels use against this host's; the compiler's build and version do not matter).
+** The whole file is checked before it is mapped: a regular file ending in the checksum trailer
+** that kvcc compile writes (else KVCC_EARTIFACT; unreadable: KVCC_EIO). `path` is opened as
+** given: a name without a slash is ./name, never a library search. A policy.so is native code,
+** trusted like any shared library. */
 KVCC_API int kvcc_open(const char *path, kvcc_policy **out);
+/* Release the caller's handle; plans created from it keep the policy loaded until they are
+** destroyed (kvcc_close before kvcc_plan_destroy is fine; each handle is released once). */
 KVCC_API void kvcc_close(kvcc_policy *p);
 
 KVCC_API const char *kvcc_policy_name(const kvcc_policy *p);
@@ -139,7 +146,9 @@ typedef struct kvcc_plan kvcc_plan;
 ** kvcc_compress will pass; the workspaces of policies that read them (Q, lse, qpos,
 ** values over obs) are sized for it, and a call with more fails with KVCC_EINVAL
 ** (0: such a policy cannot compress with this plan; decode only). After this,
-** kvcc_compress, kvcc_append and kvcc_decode_layer allocate nothing. */
+** kvcc_compress, kvcc_append and kvcc_decode_layer allocate nothing. group*max_obs is at most
+** 2^24. A plan runs one call at a time: a call while another runs on the same plan (another
+** thread) fails at once with KVCC_EBUSY; use one plan per thread. */
 KVCC_API int kvcc_plan_create(kvcc_policy *p, const kvcc_layout *lay, int max_obs, int threads,
                               kvcc_plan **out);
 KVCC_API void kvcc_plan_destroy(kvcc_plan *pl);

@@ -155,8 +155,11 @@ static int make_arenas(kvcc_plan *pl)
 	const KaIns *in = pl->p->ins;
 	size_t total = 0;
 	for (int i = 0; i < h->nins; i++)
-		if (in[i].store & KA_SARENA)
-			total += (kr_count(in[i].axes, h->group, pl->max_obs, pl->lay.capacity, pl->lay.head_dim) + 16) / 16 * 16;
+		if (in[i].store & KA_SARENA) {
+			size_t c = kr_count(in[i].axes, h->group, pl->max_obs, pl->lay.capacity, pl->lay.head_dim);
+			if (c > (1ull << 40) || (total += (c + 16) / 16 * 16) > (1ull << 40))
+				return -1;     /* 4 TiB: out of memory, before any size wraps */
+		}
 	for (int t = 0; t < pl->narena; t++) {
 		if (!(pl->arena[t] = aligned_alloc(64, (total + 16) * sizeof(float))) ||
 		    !(pl->tvals[t] = calloc((size_t)h->nins + 1, sizeof(float *))))
@@ -231,6 +234,23 @@ static int pagedstrides(const kvcc_layout *lay, const kvcc_paging *pg, size_t es
 	return 0;
 }
 
+/*
+** A contiguous cache's strides: rows of head_dim elements apart, each head's capacity rows before
+** the next head, each layer's heads before the next layer, and the whole cache inside int64
+** bytes (every product checked: a huge stride must not wrap into a small one).
+*/
+static int stridesok(const kvcc_layout *lay, size_t esz)
+{
+	int64_t st = lay->stride_token, sh = lay->stride_head, sl = lay->stride_layer, span, all, bytes;
+	if (st < lay->head_dim || sl < 0 || __builtin_mul_overflow(st, (int64_t)lay->capacity, &span) || sh < span ||
+	    __builtin_mul_overflow(sh, (int64_t)lay->kv_heads, &span))
+		return 0;
+	all = span;
+	if (lay->layers > 1 && (sl < span || __builtin_mul_overflow(sl, (int64_t)lay->layers, &all)))
+		return 0;
+	return !__builtin_mul_overflow(all, (int64_t)esz, &bytes);
+}
+
 /* the paging's own fields */
 static int pagingcheck(const kvcc_layout *lay, const kvcc_paging *pg)
 {
@@ -263,7 +283,6 @@ KVCC_API int kvcc_plan_create_batch(kvcc_policy *p, const kvcc_layout *lay, cons
 	if (lay->layers < 1 || lay->kv_heads < 1 || lay->capacity < 1 || lay->capacity > (1 << 30))
 		return kr_seterr(KVCC_EINVAL, "bad layout: layers %d kv_heads %d capacity %d", lay->layers, lay->kv_heads,
 		                 lay->capacity);
-	int64_t d = lay->head_dim, st = lay->stride_token, sh = lay->stride_head, sl = lay->stride_layer;
 	size_t esz = lay->dtype == KVCC_F32 ? 4 : 2;
 	if (max_seqs < 1 || max_seqs > 65536 || (uint64_t)max_seqs * lay->layers * lay->kv_heads * lay->capacity > (1ull << 40))
 		return kr_seterr(KVCC_EINVAL, "bad max_seqs %d (1..65536, and max_seqs*layers*kv_heads*capacity up to 2^40)",
@@ -272,16 +291,18 @@ KVCC_API int kvcc_plan_create_batch(kvcc_policy *p, const kvcc_layout *lay, cons
 		int rc = pagingcheck(lay, pg);
 		if (rc || (rc = pagedstrides(lay, pg, esz)) != 0)
 			return rc;
-	} else if (st < d || sh < st * lay->capacity || (lay->layers > 1 && sl < sh * lay->kv_heads) ||
-	           (lay->kv_heads == 1 && sh < st * lay->capacity) || sl < 0)
+	} else if (!stridesok(lay, esz))
 		return kr_seterr(KVCC_EINVAL, "bad layout strides (layer %lld, head %lld, token %lld) for head_dim %d capacity %d",
-		                 (long long)sl, (long long)sh, (long long)st, lay->head_dim, lay->capacity);
-	if (max_obs < 0 || threads < 0)
-		return kr_seterr(KVCC_EINVAL, "bad max_obs %d or threads %d", max_obs, threads);
+		                 (long long)lay->stride_layer, (long long)lay->stride_head, (long long)lay->stride_token,
+		                 lay->head_dim, lay->capacity);
+	if (max_obs < 0 || threads < 0 || (int64_t)max_obs * h->group > KR_MAXQROWS)
+		return kr_seterr(KVCC_EINVAL, "bad max_obs %d (0..%d for group %d) or threads %d", max_obs,
+		                 KR_MAXQROWS / h->group, h->group, threads);
 	kvcc_plan *pl = calloc(1, sizeof *pl);
 	if (!pl)
 		return kr_seterr(KVCC_ENOMEM, "out of memory");
 	pl->p = p, pl->lay = *lay, pl->max_obs = max_obs, pl->max_seqs = max_seqs;
+	__atomic_add_fetch(&p->refs, 1, __ATOMIC_ACQ_REL);   /* kvcc_close before this plan's destroy is fine */
 	if (pg)
 		pl->paged = 1, pl->pg = *pg;
 	pl->threads = threads ? threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
@@ -391,15 +412,29 @@ KVCC_API void kvcc_plan_destroy(kvcc_plan *pl)
 			free(pl->stage[t]);
 	}
 	free(pl->roff), free(pl->stage), free(pl->tabp), free(pl->tabn), free(pl->tabu), free(pl->pmark);
+	kr_policy_unref(pl->p);
 	free(pl);
 }
+
+int kr_enter(kvcc_plan *pl)
+{
+	if (__atomic_exchange_n(&pl->busy, 1, __ATOMIC_ACQUIRE))
+		return kr_seterr(KVCC_EBUSY, "the plan is in use by another call (a plan runs one call at a time: "
+		                 "one plan per thread)");
+	return 0;
+}
+
+void kr_leave(kvcc_plan *pl) { __atomic_store_n(&pl->busy, 0, __ATOMIC_RELEASE); }
 
 KVCC_API int kvcc_plan_set_params(kvcc_plan *pl, const double *params)
 {
 	if (!pl)
 		return kr_seterr(KVCC_EINVAL, "null plan");
+	if (kr_enter(pl))
+		return KVCC_EBUSY;
 	for (int i = 0; i < pl->p->h->npar; i++)
 		pl->par[i] = params ? params[i] : pl->p->par[i].def;
+	kr_leave(pl);
 	return 0;
 }
 
@@ -407,7 +442,10 @@ KVCC_API int kvcc_plan_set_step(kvcc_plan *pl, int step)
 {
 	if (!pl || step < 0)
 		return kr_seterr(KVCC_EINVAL, "null plan or negative step");
+	if (kr_enter(pl))
+		return KVCC_EBUSY;
 	for (int l = 0; l < pl->lay.layers; l++)
 		pl->step[l] = step;
+	kr_leave(pl);
 	return 0;
 }

@@ -10,6 +10,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 #include "kvcc.h"
 #include "runtime/kc.h"
 
@@ -26,6 +27,40 @@ static inline uint64_t ka_fnv(const void *p, size_t n, uint64_t h)
 	for (size_t i = 0; i < n; i++)
 		h = (h ^ s[i]) * 0x100000001b3ull;
 	return h;
+}
+
+/* --- the checksum trailer ------------------------------------------------------------------
+** Every policy.so that kvcc writes (`kvcc compile`, the compile cache, kvcc_compile_so) ends
+** with a trailer after the ELF image, which the dynamic loader ignores:
+**
+**   ELF bytes [elfsize] | desc [desclen] (the cache key's description, "" outside the cache) | KaTrailer
+**
+** hash is FNV-1a 64 of every byte before it (the ELF image, desc and the trailer's first 24
+** bytes). kvcc_open reads the whole file and checks the trailer before it maps anything: a
+** truncated or changed file is KVCC_EARTIFACT, never a fault inside dlopen. */
+#define KA_TRAILER_MAGIC "KVCCTRL2"
+typedef struct KaTrailer {
+	uint32_t desclen, reserved;
+	uint64_t key;              /* the compile cache's key (0 outside the cache) */
+	uint64_t elfsize;
+	uint64_t hash;             /* ka_fnv of the file's bytes before this field */
+	char magic[8];             /* KA_TRAILER_MAGIC */
+} KaTrailer;
+_Static_assert(sizeof(KaTrailer) == 40, "KaTrailer layout");
+
+/* A file of len bytes: 0 when it ends with a valid trailer (copied into *t), else -1 and why. */
+static inline int ka_trailer_check(const void *buf, size_t len, KaTrailer *t, const char **why)
+{
+	if (len < sizeof *t + 4)
+		return *why = "truncated (too short for a kvcc artifact)", -1;
+	memcpy(t, (const char *)buf + len - sizeof *t, sizeof *t);
+	if (memcmp(t->magic, KA_TRAILER_MAGIC, 8) != 0)
+		return *why = "truncated, or not written by kvcc (no checksum trailer)", -1;
+	if (t->elfsize > len || t->desclen > len || t->elfsize + t->desclen + sizeof *t != len)
+		return *why = "truncated or corrupted (the sizes in its trailer do not match the file)", -1;
+	if (ka_fnv(buf, len - 16, 0) != t->hash)
+		return *why = "corrupted (checksum mismatch)", -1;
+	return 0;
 }
 
 /* --- the CPU descriptor ---------------------------------------------------------------------- */

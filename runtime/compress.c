@@ -434,7 +434,7 @@ static int callcheck(kvcc_plan *pl, const kvcc_batch *b, const kvcc_args *args)
 	return 0;
 }
 
-KVCC_API int kvcc_compress_batch(kvcc_plan *pl, kvcc_batch *b, const kvcc_args *args)
+static int run_compress_batch(kvcc_plan *pl, kvcc_batch *b, const kvcc_args *args)
 {
 	if (!pl || !b || !args)
 		return kr_seterr(KVCC_EINVAL, "null argument (plan, batch, args)");
@@ -501,6 +501,18 @@ KVCC_API int kvcc_compress_batch(kvcc_plan *pl, kvcc_batch *b, const kvcc_args *
 	pl->ms[0] = t1 - t0, pl->ms[1] = t2 - t1, pl->ms[2] = kr_now_ms() - t2, pl->ms[3] = kr_now_ms() - t0;
 done:
 	pthread_mutex_destroy(&r.mu);
+	return rc;
+}
+
+/* one call at a time per plan (kr_enter) */
+KVCC_API int kvcc_compress_batch(kvcc_plan *pl, kvcc_batch *b, const kvcc_args *args)
+{
+	if (!pl)
+		return kr_seterr(KVCC_EINVAL, "null plan");
+	if (kr_enter(pl))
+		return KVCC_EBUSY;
+	int rc = run_compress_batch(pl, b, args);
+	kr_leave(pl);
 	return rc;
 }
 

@@ -13,7 +13,7 @@
 #include <pthread.h>
 #include "runtime/rt.h"
 
-KVCC_API int kvcc_append_batch(kvcc_plan *pl, kvcc_batch *b, int layer, const void *k, const void *v,
+static int run_append_batch(kvcc_plan *pl, kvcc_batch *b, int layer, const void *k, const void *v,
                                const int32_t *pos)
 {
 	if (!pl || !b || !k || !v || !pos)
@@ -45,6 +45,19 @@ KVCC_API int kvcc_append_batch(kvcc_plan *pl, kvcc_batch *b, int layer, const vo
 		}
 	}
 	return 0;
+}
+
+/* one call at a time per plan (kr_enter) */
+KVCC_API int kvcc_append_batch(kvcc_plan *pl, kvcc_batch *b, int layer, const void *k, const void *v,
+                               const int32_t *pos)
+{
+	if (!pl)
+		return kr_seterr(KVCC_EINVAL, "null plan");
+	if (kr_enter(pl))
+		return KVCC_EBUSY;
+	int rc = run_append_batch(pl, b, layer, k, v, pos);
+	kr_leave(pl);
+	return rc;
 }
 
 KVCC_API int kvcc_append(kvcc_plan *pl, kvcc_cache *c, int layer, const void *k, const void *v, int32_t pos)
@@ -267,7 +280,7 @@ static int decseq(kvcc_plan *pl, kvcc_batch *b, int s, int layer, const float *q
 	return 0;
 }
 
-KVCC_API int kvcc_decode_batch(kvcc_plan *pl, kvcc_batch *b, int layer, const float *q, float *out)
+static int run_decode_batch(kvcc_plan *pl, kvcc_batch *b, int layer, const float *q, float *out)
 {
 	if (!pl || !b || !q || !out)
 		return kr_seterr(KVCC_EINVAL, "null argument (plan, batch, q, out)");
@@ -288,6 +301,18 @@ KVCC_API int kvcc_decode_batch(kvcc_plan *pl, kvcc_batch *b, int layer, const fl
 			return rc;
 	pl->step[layer]++;
 	return 0;
+}
+
+/* one call at a time per plan (kr_enter) */
+KVCC_API int kvcc_decode_batch(kvcc_plan *pl, kvcc_batch *b, int layer, const float *q, float *out)
+{
+	if (!pl)
+		return kr_seterr(KVCC_EINVAL, "null plan");
+	if (kr_enter(pl))
+		return KVCC_EBUSY;
+	int rc = run_decode_batch(pl, b, layer, q, out);
+	kr_leave(pl);
+	return rc;
 }
 
 KVCC_API int kvcc_decode_layer(kvcc_plan *pl, kvcc_cache *c, int layer, const float *q, float *out)

@@ -5,22 +5,32 @@
 ** specialization, and the CPU features the kernels use against the host's (cpuid).
 ** Nothing else: not the compiler's build or version (informational), not the
 ** environment, and no KIR — the descriptor says everything the run paths need.
+** Before dlopen maps anything the whole file is read and its checksum trailer checked
+** (artifact.h), and the exact path is opened (never a library search).
 */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <unistd.h>
+#include <sys/stat.h>
 #include "runtime/rt.h"
 #include "runtime/cpu.h"
 
-KVCC_API void kvcc_close(kvcc_policy *p)
+/* Drop one reference (kvcc_close's, or a plan's): the last one unloads the policy. */
+void kr_policy_unref(kvcc_policy *p)
 {
-	if (!p)
+	if (!p || __atomic_sub_fetch(&p->refs, 1, __ATOMIC_ACQ_REL) > 0)
 		return;
 	if (p->dl)
 		dlclose(p->dl);
 	free(p);
 }
+
+/* The caller's handle goes; plans made from it keep the policy loaded until they are destroyed. */
+KVCC_API void kvcc_close(kvcc_policy *p) { kr_policy_unref(p); }
 
 /* a NUL-terminated string at offset o of the string table (inside the blob) */
 static int strok(const KaHdr *h, uint32_t o) { return h->str + (size_t)o < h->size && memchr((const char *)h + h->str + o, 0, h->size - h->str - o); }
@@ -111,6 +121,53 @@ static int validate(kvcc_policy *p, const char *path)
 	return 0;
 }
 
+/*
+** The whole file, checked before anything maps it: a regular file (opened without blocking, so
+** a FIFO is refused at once), an ELF image, and the checksum trailer kvcc compile wrote
+** (artifact.h). 0, or the error code with the message set.
+*/
+static int verifyfile(const char *path)
+{
+	int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+	if (fd < 0)
+		return kr_seterr(KVCC_EIO, "%s: cannot open: %s", path, strerror(errno));
+	struct stat st;
+	if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+		close(fd);
+		return kr_seterr(KVCC_EARTIFACT, "%s: not a regular file", path);
+	}
+	if (st.st_size < 4 || st.st_size > (1ll << 31)) {
+		close(fd);
+		return kr_seterr(KVCC_EARTIFACT, "%s: not a kvcc artifact (%lld bytes)", path, (long long)st.st_size);
+	}
+	size_t n = (size_t)st.st_size, got = 0;
+	unsigned char *buf = malloc(n);
+	if (!buf) {
+		close(fd);
+		return kr_seterr(KVCC_ENOMEM, "out of memory");
+	}
+	while (got < n) {
+		ssize_t k = read(fd, buf + got, n - got);
+		if (k < 0 && errno == EINTR)
+			continue;
+		if (k <= 0)
+			break;
+		got += (size_t)k;
+	}
+	close(fd);
+	int rc = 0;
+	KaTrailer t;
+	const char *why;
+	if (got != n)
+		rc = kr_seterr(KVCC_EIO, "%s: cannot read (%zu of %zu bytes)", path, got, n);
+	else if (memcmp(buf, "\177ELF", 4) != 0)
+		rc = kr_seterr(KVCC_EARTIFACT, "%s: not a shared object", path);
+	else if (ka_trailer_check(buf, n, &t, &why) != 0)
+		rc = kr_seterr(KVCC_EARTIFACT, "%s: %s", path, why);
+	free(buf);
+	return rc;
+}
+
 KVCC_API int kvcc_open(const char *path, kvcc_policy **out)
 {
 	if (!out)
@@ -118,30 +175,29 @@ KVCC_API int kvcc_open(const char *path, kvcc_policy **out)
 	*out = NULL;
 	if (!path)
 		return kr_seterr(KVCC_EINVAL, "null argument");
+	int rc = verifyfile(path);
+	if (rc)
+		return rc;
 	kvcc_policy *p = calloc(1, sizeof *p);
-	if (!p)
+	/* the exact path: a name without a slash is ./name, never a library search */
+	size_t pl = strlen(path);
+	char *dpath = malloc(pl + 3);
+	if (!p || !dpath) {
+		free(p), free(dpath);
 		return kr_seterr(KVCC_ENOMEM, "out of memory");
-	FILE *fp = fopen(path, "rb");
-	if (!fp) {
-		free(p);
-		return kr_seterr(KVCC_EIO, "%s: cannot open", path);
 	}
-	unsigned char hdr[4] = { 0 };
-	size_t got = fread(hdr, 1, 4, fp);
-	fclose(fp);
-	if (got != 4 || memcmp(hdr, "\177ELF", 4) != 0) {
-		free(p);
-		return kr_seterr(KVCC_EARTIFACT, "%s: not a shared object", path);
-	}
-	p->dl = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+	snprintf(dpath, pl + 3, "%s%s", strchr(path, '/') ? "" : "./", path);
+	p->refs = 1;
+	p->dl = dlopen(dpath, RTLD_NOW | RTLD_LOCAL);
+	free(dpath);
 	if (!p->dl) {
 		const char *m = dlerror();
 		free(p);
 		return kr_seterr(KVCC_EARTIFACT, "%s: cannot load: %s", path, m ? m : "?");
 	}
 	p->a = dlsym(p->dl, KVCC_DESC_SYMBOL);
-	int rc = p->a ? validate(p, path)
-	              : kr_seterr(KVCC_EARTIFACT, "%s: no %s symbol: not a kvcc artifact", path, KVCC_DESC_SYMBOL);
+	rc = p->a ? validate(p, path)
+	          : kr_seterr(KVCC_EARTIFACT, "%s: no %s symbol: not a kvcc artifact", path, KVCC_DESC_SYMBOL);
 	if (rc) {
 		kvcc_close(p);
 		return rc;

@@ -27,6 +27,7 @@ enum { KR_GROUP, KR_OBS, KR_TOKEN, KR_CHAN, KR_NAX };
 #define KR_AX(m, ax) (((m) >> (ax)) & 1)
 
 struct kvcc_policy {
+	int refs;                  /* kvcc_open's handle and each plan's (kr_policy_unref) */
 	void *dl;
 	const kvcc_artifact *a;
 	const KaHdr *h;            /* the descriptor and its sections (inside the blob, checked) */
@@ -44,7 +45,8 @@ typedef struct KrPart {
 } KrPart;
 
 struct kvcc_plan {
-	kvcc_policy *p;
+	kvcc_policy *p;            /* holds a reference (kvcc_close before kvcc_plan_destroy is fine) */
+	int busy;                  /* a call is running (kr_enter / kr_leave) */
 	kvcc_layout lay;
 	int max_obs, threads;
 	size_t esz;
@@ -106,6 +108,10 @@ static inline int64_t kr_row(const KrRows *w, int64_t t)
 	return w->tab ? (int64_t)w->tab[t / w->P] * w->sp + (t % w->P) * w->ldk : t * w->ldk;
 }
 
+/* load.c */
+/* drop a reference to p; the last one unloads it */
+KC_FUNC void kr_policy_unref(kvcc_policy *p);
+
 /* api.c */
 /* set kvcc_last_error's message (printf format); returns code */
 KC_FUNC int kr_seterr(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -114,6 +120,10 @@ KC_FUNC double kr_ref(const KaRef *r, const double *par, double def);
 /* floats of a value with axes m for G, nobs, n tokens, head_dim d */
 KC_FUNC size_t kr_count(uint8_t m, int G, int nobs, int n, int d);
 KC_FUNC double kr_now_ms(void);
+/* a run call starts on pl: 0, or KVCC_EBUSY with the message while another call runs on it */
+KC_FUNC int kr_enter(kvcc_plan *pl);
+KC_FUNC void kr_leave(kvcc_plan *pl);
+#define KR_MAXQROWS (1 << 24)   /* group * max_obs: query rows a plan's workspaces are sized for */
 
 /* paged.c */
 /* Check a batch against the plan (sequences, pools, tables, lengths; xl >= 0: layer xl's heads

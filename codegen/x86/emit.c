@@ -51,17 +51,42 @@ int kx_link(const char *const *objs, int nobj, const char *so, KcErr *e)
 		argv[na++] = (char *)objs[i];
 	argv[na++] = "-lgcc";
 	argv[na] = NULL;
+	/* the linker's messages go into the error (its last line), not onto our stderr */
+	char logp[] = "/tmp/kvcc-ld-XXXXXX";
+	int logfd = mkstemp(logp);
+	posix_spawn_file_actions_t fa;
+	posix_spawn_file_actions_init(&fa);
+	if (logfd >= 0) {
+		unlink(logp);
+		posix_spawn_file_actions_adddup2(&fa, logfd, 2);
+	}
 	pid_t pid;
-	int rc = posix_spawnp(&pid, cc, NULL, NULL, argv, environ);
+	int rc = posix_spawnp(&pid, cc, &fa, NULL, argv, environ);
+	posix_spawn_file_actions_destroy(&fa);
 	if (rc != 0) {
+		if (logfd >= 0)
+			close(logfd);
 		kc_error(e, "kvcc", 0, 0, "cannot run %s: %s", cc, strerror(rc));
 		return -1;
 	}
 	int st = 0;
 	while (waitpid(pid, &st, 0) < 0)
 		;
+	char log[400] = "";
+	if (logfd >= 0) {
+		ssize_t k = pread(logfd, log, sizeof log - 1, 0);
+		log[k > 0 ? k : 0] = 0;
+		close(logfd);
+	}
 	if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
-		kc_error(e, "kvcc", 0, 0, "%s -shared failed linking %s (status %d)", cc, so, st);
+		char *c = log + strlen(log);
+		while (c > log && (c[-1] == '\n' || c[-1] == ' '))
+			*--c = 0;
+		while (c > log && c[-1] != '\n')
+			c--;
+		for (char *q = c; *q; q++)
+			*q = *q < ' ' ? ' ' : *q;
+		kc_error(e, "kvcc", 0, 0, "%s -shared failed linking %s (status %d)%s%s", cc, so, st, *c ? ": " : "", c);
 		return -1;
 	}
 	return 0;

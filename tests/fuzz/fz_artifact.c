@@ -1,11 +1,10 @@
 /*
 ** Fuzz the artifact loader: kvcc_open on mutated policy.so bytes, then the
-** queries a caller makes on an open policy. Written against the kvcc_open of
-** this tree, which maps the file with dlopen before validating it: a damaged
-** ELF image can still crash inside the dynamic loader (issue 10, the runtime
-** rewrite verifies the whole file before mapping it). Until then this
-** harness is fuzzed only briefly and its corpus holds inputs that are
-** rejected before dlopen (not an ELF file) or load.
+** queries a caller makes on an open policy. kvcc_open reads the whole file and
+** checks its checksum trailer before dlopen maps anything (issue 10), so a
+** mutated artifact is refused before the dynamic loader sees it; the corpus
+** still holds only its first inputs (tests/lib/api_misuse.c covers truncations
+** and byte flips of a real artifact).
 */
 #include <stdlib.h>
 #include "kvcc.h"

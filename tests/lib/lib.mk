@@ -13,6 +13,16 @@ check-deps: $(B)/libkvcc_rt.so $(B)/libkvcc.so $(B)/compress
 check-twice: $(B)/kvcc $(B)/compress
 	tests/lib/twice.sh $(B)
 
-check-lib: check-deps check-twice
+check-lib: check-deps check-twice check-api
 
 .PHONY: check-lib check-deps check-twice
+
+# api_misuse.c: the C API used wrongly and damaged artifacts (issue 10); check-san runs it
+# under ASan + UBSan
+$(B)/api_misuse: $(B)/tests/lib/api_misuse.o $(B)/libkvcc.so $(B)/libkvcc_rt.so
+	$(CC) $(SAN) -o $@ $< -L$(B) -lkvcc -lkvcc_rt -Wl,-rpath,'$$ORIGIN' -lpthread
+
+check-api: $(B)/api_misuse
+	$(B)/api_misuse $(abspath $(B))/api-misuse-test
+
+.PHONY: check-api

@@ -1,0 +1,359 @@
+/*
+** The C API used wrongly (issue 10): NULL arguments, strides and max_obs whose products
+** overflow, an unknown target, two threads on one plan, a policy closed before its plans,
+** and damaged artifacts (truncated at several offsets, single bytes flipped through code and
+** data, a FIFO, a directory, a bare name with LD_LIBRARY_PATH elsewhere). Every case must be
+** a clean error code with a message, never a crash, a hang or a use-after-free (check-san runs
+** this under ASan + UBSan). Usage: api_misuse WORKDIR (policies/ from the repository root).
+*/
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <limits.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <unistd.h>
+#include <sys/stat.h>
+#include "kvcc.h"
+#include "kvcc_compiler.h"
+
+static int nfail, ncase;
+
+static void check(const char *what, int ok)
+{
+	ncase++;
+	if (!ok) {
+		nfail++;
+		printf("FAIL %s (last error: %s)\n", what, kvcc_last_error());
+	}
+}
+
+/* rc is code and the message is not empty */
+static int is(int rc, int code) { return rc == code && kvcc_last_error()[0] != 0; }
+
+static char dir[900];
+
+static void path(char *buf, size_t n, const char *name) { snprintf(buf, n, "%s/%s", dir, name); }
+
+static int build(const char *pol, const char *out)
+{
+	kvcc_spec s = { KVCC_F32, 64, 2, KVCC_TARGET_NATIVE };
+	int rc = kvcc_compile_so(pol, &s, out, 0);
+	if (rc)
+		printf("cannot compile %s: %s\n", pol, kvcc_last_error());
+	return rc;
+}
+
+static char *slurp(const char *p, size_t *n)
+{
+	FILE *f = fopen(p, "rb");
+	if (!f)
+		return NULL;
+	fseek(f, 0, SEEK_END);
+	*n = (size_t)ftell(f);
+	fseek(f, 0, SEEK_SET);
+	char *b = malloc(*n);
+	if (b && fread(b, 1, *n, f) != *n)
+		free(b), b = NULL;
+	fclose(f);
+	return b;
+}
+
+static void spit(const char *p, const char *b, size_t n)
+{
+	FILE *f = fopen(p, "wb");
+	if (f) {
+		fwrite(b, 1, n, f);
+		fclose(f);
+	}
+}
+
+/* --- a small cache the plans run on ------------------------------------------------------------ */
+enum { L = 1, H = 2, G = 2, D = 64, CAP = 1024 };
+
+static kvcc_layout layout(void)
+{
+	kvcc_layout l = { KVCC_F32, L, H, D, CAP, (int64_t)H * CAP * D, (int64_t)CAP * D, D };
+	return l;
+}
+
+typedef struct Cache {
+	float *K, *V, *Q;
+	int32_t len[L * H], pos[L * H * CAP];
+	int nobs;
+	kvcc_cache c;
+	kvcc_obs o;
+} Cache;
+
+static void cache_init(Cache *c, int nobs, unsigned seed)
+{
+	size_t n = (size_t)L * H * CAP * D;
+	c->K = malloc(n * sizeof(float)), c->V = malloc(n * sizeof(float));
+	c->Q = malloc((size_t)L * H * G * nobs * D * sizeof(float));
+	for (size_t i = 0; i < n; i++)
+		c->K[i] = (float)((seed = seed * 1103515245u + 12345u) >> 16 & 255) / 128 - 1, c->V[i] = c->K[i];
+	for (size_t i = 0; i < (size_t)L * H * G * nobs * D; i++)
+		c->Q[i] = (float)((seed = seed * 1103515245u + 12345u) >> 16 & 255) / 128 - 1;
+	c->nobs = nobs;
+	c->c = (kvcc_cache){ c->K, c->V, c->pos, c->len, NULL };
+	c->o = (kvcc_obs){ nobs, c->Q, NULL, NULL };
+}
+
+static void cache_reset(Cache *c)
+{
+	for (int k = 0; k < L * H; k++) {
+		c->len[k] = CAP;
+		for (int t = 0; t < CAP; t++)
+			c->pos[k * CAP + t] = t;
+	}
+}
+
+static void cache_free(Cache *c) { free(c->K), free(c->V), free(c->Q); }
+
+static int compress(kvcc_plan *pl, Cache *c)
+{
+	cache_reset(c);
+	kvcc_args a = { 0, CAP / 2, NULL, 0, NULL };
+	return kvcc_compress(pl, &c->c, &c->o, &a);
+}
+
+/* --- two threads on one plan ------------------------------------------------------------------- */
+typedef struct Racer {
+	kvcc_plan *pl;
+	Cache c;
+	int calls, busy, other;
+	volatile int *stop;
+} Racer;
+
+static void *race(void *arg)
+{
+	Racer *r = arg;
+	for (int i = 0; i < 20000 && !*r->stop; i++) {
+		int rc = compress(r->pl, &r->c);
+		r->calls++;
+		if (rc == KVCC_EBUSY)
+			r->busy++;
+		else if (rc != 0)
+			r->other++;
+	}
+	return NULL;
+}
+
+static void threads(kvcc_policy *p, int nobs)
+{
+	kvcc_layout lay = layout();
+	kvcc_plan *pl = NULL;
+	check("plan for two threads", kvcc_plan_create(p, &lay, nobs, 2, &pl) == 0);
+	if (!pl)
+		return;
+	volatile int stop = 0;
+	Racer a = { .pl = pl, .stop = &stop }, b = { .pl = pl, .stop = &stop };
+	cache_init(&a.c, nobs, 1), cache_init(&b.c, nobs, 2);
+	pthread_t ta, tb;
+	pthread_create(&ta, NULL, race, &a);
+	pthread_create(&tb, NULL, race, &b);
+	/* until one call met the other (or 20000 calls each): a deadlock never returns */
+	while (a.busy + b.busy < 4 && a.calls < 20000 && b.calls < 20000)
+		usleep(1000);
+	stop = 1;
+	pthread_join(ta, NULL), pthread_join(tb, NULL);
+	printf("two threads on one plan: %d + %d calls, %d EBUSY, %d other errors\n", a.calls, b.calls, a.busy + b.busy,
+	       a.other + b.other);
+	check("two threads: every call is 0 or KVCC_EBUSY", a.other + b.other == 0);
+	check("two threads: a call meeting another gets KVCC_EBUSY", a.busy + b.busy > 0);
+	check("the plan works after the race", compress(pl, &a.c) == 0);
+	cache_free(&a.c), cache_free(&b.c);
+	kvcc_plan_destroy(pl);
+}
+
+/* --- the API's arguments ----------------------------------------------------------------------- */
+static void arguments(const char *so)
+{
+	kvcc_policy *p = (kvcc_policy *)1;
+	check("kvcc_open(path, NULL)", is(kvcc_open(so, NULL), KVCC_EINVAL));
+	check("kvcc_open(NULL, &p)", is(kvcc_open(NULL, &p), KVCC_EINVAL) && p == NULL);
+	kvcc_close(NULL);
+	kvcc_plan_destroy(NULL);
+	kvcc_spec s;
+	check("kvcc_policy_spec(NULL)", is(kvcc_policy_spec(NULL, &s), KVCC_EINVAL));
+	check("kvcc_param_index(NULL)", is(kvcc_param_index(NULL, "window"), KVCC_EINVAL));
+	check("kvcc_compress(NULL)", is(kvcc_compress(NULL, NULL, NULL, NULL), KVCC_EINVAL));
+	check("kvcc_decode_layer(NULL)", is(kvcc_decode_layer(NULL, NULL, 0, NULL, NULL), KVCC_EINVAL));
+	check("kvcc_append(NULL)", is(kvcc_append(NULL, NULL, 0, NULL, NULL, 0), KVCC_EINVAL));
+	check("kvcc_compress_batch(NULL)", is(kvcc_compress_batch(NULL, NULL, NULL), KVCC_EINVAL));
+	check("kvcc_plan_set_params(NULL)", is(kvcc_plan_set_params(NULL, NULL), KVCC_EINVAL));
+	kvcc_spec bad = { KVCC_F32, 64, 2, 9 };
+	char out[1000];
+	path(out, sizeof out, "target9.so");
+	int rc = kvcc_compile_so("policies/snapkv.lua", &bad, out, 0);
+	check("spec.target = 9 refused", rc != 0 && strstr(kvcc_last_error(), "target") && access(out, F_OK) != 0);
+	check("kvcc_compile_so(NULL)", is(kvcc_compile_so(NULL, &bad, out, 0), KVCC_EINVAL));
+
+	if (kvcc_open(so, &p) != 0) {
+		check("open the artifact", 0);
+		return;
+	}
+	int nobs = 0;
+	kvcc_policy_obs(p, NULL, &nobs);
+	kvcc_layout lay = layout();
+	kvcc_plan *pl = (kvcc_plan *)1;
+	check("kvcc_plan_create(p, NULL)", is(kvcc_plan_create(p, NULL, 1, 1, &pl), KVCC_EINVAL) && pl == NULL);
+	check("kvcc_plan_create(NULL, lay)", is(kvcc_plan_create(NULL, &lay, 1, 1, &pl), KVCC_EINVAL));
+	check("kvcc_plan_create(.., NULL out)", is(kvcc_plan_create(p, &lay, 1, 1, NULL), KVCC_EINVAL));
+	/* stride products that overflow int64: 2^62 * 1024 wraps to 0 */
+	kvcc_layout big = lay;
+	big.stride_token = (int64_t)1 << 62, big.stride_head = (int64_t)1 << 62, big.stride_layer = (int64_t)1 << 62;
+	pl = NULL;
+	rc = kvcc_plan_create(p, &big, 1, 1, &pl);
+	check("huge stride_token refused", is(rc, KVCC_EINVAL) && strstr(kvcc_last_error(), "stride") && !pl);
+	kvcc_plan_destroy(pl);
+	big = lay, big.stride_token = INT64_MAX, big.stride_head = INT64_MAX;
+	pl = NULL;
+	check("stride_token = INT64_MAX refused", is(kvcc_plan_create(p, &big, 1, 1, &pl), KVCC_EINVAL) && !pl);
+	kvcc_plan_destroy(pl);
+	big = lay, big.stride_head = INT64_MAX / 2, big.kv_heads = 2;
+	pl = NULL;
+	check("stride_head * kv_heads overflowing refused", is(kvcc_plan_create(p, &big, 1, 1, &pl), KVCC_EINVAL) && !pl);
+	kvcc_plan_destroy(pl);
+	pl = NULL;
+	check("max_obs = INT_MAX refused", is(kvcc_plan_create(p, &lay, INT_MAX, 1, &pl), KVCC_EINVAL) &&
+	                                       strstr(kvcc_last_error(), "max_obs") && !pl);
+	kvcc_plan_destroy(pl);
+	pl = NULL;
+	check("max_obs = INT_MAX/2 refused", is(kvcc_plan_create(p, &lay, INT_MAX / 2, 1, &pl), KVCC_EINVAL) && !pl);
+	kvcc_plan_destroy(pl);
+
+	/* a policy closed before its plans: they keep it loaded (ASan sees any use after free) */
+	kvcc_plan *p1 = NULL, *p2 = NULL;
+	check("plans", kvcc_plan_create(p, &lay, nobs, 1, &p1) == 0 && kvcc_plan_create(p, &lay, nobs, 1, &p2) == 0);
+	kvcc_close(p);
+	Cache c;
+	cache_init(&c, nobs, 3);
+	check("compress after kvcc_close (first plan)", p1 && compress(p1, &c) == 0);
+	kvcc_plan_destroy(p1);
+	check("compress after kvcc_close (second plan)", p2 && compress(p2, &c) == 0);
+	float q[H * G * D], o[H * G * D];
+	for (int i = 0; i < H * G * D; i++)
+		q[i] = 0.01f * (float)(i % 17);
+	check("decode after kvcc_close", p2 && kvcc_decode_layer(p2, &c.c, 0, q, o) == 0);
+	kvcc_plan_destroy(p2);
+	cache_free(&c);
+}
+
+/* --- damaged artifacts ------------------------------------------------------------------------- */
+static int refused(const char *p)
+{
+	kvcc_policy *pol = NULL;
+	int rc = kvcc_open(p, &pol);
+	kvcc_close(pol);
+	return (rc == KVCC_EARTIFACT || rc == KVCC_EIO) && pol == NULL && kvcc_last_error()[0];
+}
+
+static void artifacts(const char *so)
+{
+	size_t n = 0;
+	char *b = slurp(so, &n), p[1000], what[200];
+	if (!b) {
+		check("read the artifact", 0);
+		return;
+	}
+	path(p, sizeof p, "damaged.so");
+	size_t cuts[] = { 0, 3, 4, 64, 1000, n / 4, n / 2, n - 4096, n - 100, n - 41, n - 40, n - 16, n - 1 };
+	for (size_t i = 0; i < sizeof cuts / sizeof *cuts; i++) {
+		spit(p, b, cuts[i]);
+		snprintf(what, sizeof what, "truncated to %zu of %zu bytes: refused", cuts[i], n);
+		check(what, refused(p));
+	}
+	for (int i = 0; i < 24; i++) {     /* through the ELF header, code, data, the trailer */
+		size_t at = i == 23 ? n - 1 : (size_t)i * (n / 23) + 17 * (size_t)i + 5;
+		b[at] ^= 0x5a;
+		spit(p, b, n);
+		b[at] ^= 0x5a;
+		snprintf(what, sizeof what, "byte %zu of %zu flipped: refused", at, n);
+		check(what, refused(p));
+	}
+	spit(p, b, n);
+	kvcc_policy *pol = NULL;
+	check("the undamaged copy loads", kvcc_open(p, &pol) == 0);
+	kvcc_close(pol);
+	/* the same bytes without the trailer: not written by kvcc compile */
+	spit(p, b, n - 40 - 0);
+	check("artifact without its trailer refused", refused(p));
+	path(p, sizeof p, "fifo.so");
+	unlink(p);
+	check("mkfifo", mkfifo(p, 0644) == 0);
+	check("a FIFO: refused at once", refused(p) && strstr(kvcc_last_error(), "regular"));
+	check("a directory: refused", refused(dir));
+	path(p, sizeof p, "missing.so");
+	check("a missing file: KVCC_EIO", is(kvcc_open(p, &pol), KVCC_EIO));
+	free(b);
+}
+
+/* The child of a re-exec with LD_LIBRARY_PATH = DIR/lib (holding another policy as pol.so) in
+** DIR/cwd (holding h2o as pol.so): "pol.so" is ./pol.so. */
+static int bare_child(void)
+{
+	kvcc_policy *p = NULL;
+	if (kvcc_open("pol.so", &p) != 0) {
+		printf("bare name: %s\n", kvcc_last_error());
+		return 1;
+	}
+	int ok = !strcmp(kvcc_policy_name(p), "h2o");
+	printf("bare name pol.so opened policy %s\n", kvcc_policy_name(p));
+	kvcc_close(p);
+	return ok ? 0 : 1;
+}
+
+static void bare(const char *so, const char *self)
+{
+	char cwd[1000], lib[1000], a[1100], top[1000];
+	path(cwd, sizeof cwd, "cwd"), path(lib, sizeof lib, "lib");
+	mkdir(cwd, 0755), mkdir(lib, 0755);
+	snprintf(a, sizeof a, "%s/pol.so", lib);
+	size_t n;
+	char *b = slurp(so, &n);
+	if (b)
+		spit(a, b, n);
+	free(b);
+	snprintf(a, sizeof a, "%s/pol.so", cwd);
+	if (!getcwd(top, sizeof top) || build("policies/h2o.lua", a) != 0) {
+		check("build h2o", 0);
+		return;
+	}
+	char cmd[4000];
+	snprintf(cmd, sizeof cmd, "cd '%s' && LD_LIBRARY_PATH='%s' '%s' --bare", cwd, lib, self);
+	check("a bare name opens ./name, never the library search path", system(cmd) == 0);
+}
+
+int main(int argc, char **argv)
+{
+	if (argc == 2 && !strcmp(argv[1], "--bare"))
+		return bare_child();
+	if (argc != 2) {
+		fprintf(stderr, "usage: api_misuse WORKDIR\n");
+		return 2;
+	}
+	char self[1000];
+	ssize_t k = readlink("/proc/self/exe", self, sizeof self - 1);
+	self[k > 0 ? k : 0] = 0;
+	snprintf(dir, sizeof dir, "%s", argv[1]);
+	mkdir(dir, 0755);
+	char so[1000];
+	path(so, sizeof so, "snapkv.so");
+	if (build("policies/snapkv.lua", so) != 0)
+		return 1;
+	arguments(so);
+	kvcc_policy *p = NULL;
+	if (kvcc_open(so, &p) == 0) {
+		int nobs = 0;
+		kvcc_policy_obs(p, NULL, &nobs);
+		threads(p, nobs);
+		kvcc_close(p);
+	} else
+		check("open", 0);
+	artifacts(so);
+	bare(so, self);
+	printf("api_misuse: %d of %d cases passed\n", ncase - nfail, ncase);
+	return nfail ? 1 : 0;
+}
