@@ -467,8 +467,11 @@ static int cmd_run(int argc, char **argv)
 	r.inputs = inputs;
 	KiResult res;
 	memset(&res, 0, sizeof res);
-	int rc = readarrays(&z, &r, &e) || readargs(f, &z, params, nparams, ratio, budget, dtype, &r, &e) ||
-	         observe(f, &z, &r, &e) || ki_run(f, &r.c, &res, &e) || report(f, &r.c, &res, out, &e);
+	int rc = readarrays(&z, &r, &e) || readargs(f, &z, params, nparams, ratio, budget, dtype, &r, &e);
+	if (!rc && kc_npz_get(&z, "dk"))
+		rc = kt_rundecode(f, &r.c, &z, inputs, out, &e);
+	else if (!rc)
+		rc = observe(f, &z, &r, &e) || ki_run(f, &r.c, &res, &e) || report(f, &r.c, &res, out, &e);
 	if (rc)
 		fail(&e);
 	ki_result_free(&res);
