@@ -866,11 +866,13 @@ static int l_summary(lua_State *L)
 		return kd_raise(L, "summary", "kvcc.summary expects a table of options, e.g. kv.summary { rows = 1 }");
 	checkfields(L, 1, "summary", ok);
 	KcRef rows = countfield(L, 1, "rows", 1, 4096), iters = countfield(L, 1, "iters", 1, 1000);
-	if (KC_RKIND(rows) != RK_CON || S->f->con[KC_RIDX(rows)] < 1)
-		return kd_raise(L, "rows", "rows must be a number in 1..4096 (it sizes the cache, so it is "
-		                "not a param)");
+	if (KC_RKIND(rows) != RK_CON)
+		return kd_raise(L, "rows", "rows must be a number, not a param (the summary rows are part "
+		                "of the cache layout)");
+	if (S->f->con[KC_RIDX(rows)] < 1)
+		return kd_raise(L, "rows", "rows must be at least 1");
 	if (KC_RKIND(iters) != RK_CON || S->f->con[KC_RIDX(iters)] < 1)
-		return kd_raise(L, "iters", "iters must be a number in 1..1000 (Lloyd iterations)");
+		return kd_raise(L, "iters", "iters must be a number in 1..1000 (Lloyd iterations), not a param");
 	int bias = boolfield(L, 1, "count_bias", 0);
 	Rule *r = newmerge(L, MG_summary, "summary");
 	r->mg.rows = rows, r->mg.iters = iters, r->mg.bias = (uint8_t)bias;
@@ -1061,6 +1063,19 @@ static KcRef defaultsim(lua_State *L, const Rule *r)
 	return q;
 }
 
+/* A threshold reading a state that observe never updates is a constant: say so. */
+static void thrstate(lua_State *L, KcRef r)
+{
+	const KiFn *f = kd_state(L)->f;
+	for (int i = KC_RKIND(r) == RK_INS ? KC_RIDX(r) : -1; i >= 0; i--) {
+		const KiIns *in = &f->ins[i];
+		if (in->op == KO_state && in->aux < f->nst && !f->st[in->aux].update)
+			kd_raiseat(L, in->line, in->col, "the merge threshold reads state '%s', which is never "
+			           "updated (assign st.%s = ... in observe, or use a param)", f->st[in->aux].name,
+			           f->st[in->aux].name);
+	}
+}
+
 /* policy { merge = ... } (the value at idx): the rule into f->merge, its functions
 ** called now that the score exists. */
 static void buildmerge(lua_State *L, int idx)
@@ -1088,8 +1103,10 @@ static void buildmerge(lua_State *L, int idx)
 		lua_getiuservalue(L, idx, MFN_thr);
 		fn = lua_isfunction(L, -1);
 		lua_pop(L, 1);
-		if (fn)
+		if (fn) {
 			mg.threshold = callpair(L, idx, MFN_thr, "ek", "threshold", r);
+			thrstate(L, mg.threshold);
+		}
 	}
 	if (hassim || mg.kind == MG_next) {
 		lua_getiuservalue(L, idx, MFN_weight);
