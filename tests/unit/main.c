@@ -20,7 +20,8 @@
 	X(parse) \
 	X(verify) \
 	X(passes) \
-	X(policies)
+	X(policies) \
+	X(merge)
 
 #define DECLARE(area) Suite *area##_suite(void);
 SUITES(DECLARE)
