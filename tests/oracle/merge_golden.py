@@ -54,6 +54,7 @@ PREFILL = {
     "cam": {"window": 8, "m": 4, "seed": 5},
     "razor": {"sinks": 4},
     "kmeans_prefill": {"window": 8},
+    "mergingpress": {"threshold": 0.1},
 }
 # the manifest name of each case family (lookm_pivot is lookm with pivot = 1)
 POLICY = {"lookm_pivot": "lookm"}
@@ -133,6 +134,8 @@ def _prefill(fam, K, V, Q, pos, qpos, rt, p):
         prot = None
     elif fam == "cam":
         return _cam(K, V, Q, pos, qpos, rt, p)
+    elif fam == "mergingpress":
+        return _mergingpress(K, V, pos, rt, p)
     for l in range(L):
         for h in range(H):
             kept, ev = R["kept"][l][h], R["evicted"][l][h]
@@ -158,6 +161,31 @@ def _prefill(fam, K, V, Q, pos, qpos, rt, p):
                         marg = min(marg, _rel(ks[-1], ks[-2]))
             if fam == "kmeans_prefill" and ev.size:
                 marg = min(marg, lloyd_margin(K[l, h], ev, 4, 3))
+    return R, marg
+
+
+def _mergingpress(K, V, pos, rt, p):
+    """kvpress MergingPress (mergeref.mergingpress, checked against kvpress itself by
+    test_mergeref.py) around KnormPress's score -|k|."""
+    L, H, n, d = K.shape
+    nk = kvref.n_keep_uniform(n, **rt)
+    R = M._result(L, H)
+    R["scores"] = -np.sqrt((K * K).sum(axis=3))
+    marg = math.inf
+    for l in range(L):
+        kept, Vout = M.mergingpress(K[l], V[l], R["scores"][l], nk, p["threshold"])
+        for h in range(H):
+            ev = np.setdiff1d(np.arange(n), kept[h])
+            marg = min(marg, sel_margin(R["scores"][l, h], kept[h], 0, 0), nearest_margin(K[l, h], kept[h], ev))
+            tgt, ms = M.nearest_targets(K[l, h], kept[h], ev)
+            marg = min([marg] + [_rel(x, p["threshold"]) for x in ms])
+            cnt = np.ones(kept[h].size)
+            for i, t in enumerate(tgt):
+                if t >= 0 and ms[i] >= p["threshold"]:
+                    cnt[t] += 1
+            R["kept"][l][h], R["evicted"][l][h] = kept[h], ev
+            R["K"][l][h], R["V"][l][h] = K[l, h, kept[h]], Vout[h]
+            R["pos"][l][h], R["count"][l][h] = pos[kept[h]], cnt
     return R, marg
 
 
