@@ -42,6 +42,7 @@ DEFAULTS = {
     "d2o": {"recent": 8, "beta": 0.7},
     "kmeans": {"recent": 8},
     "h2o8": {"recent": 8},
+    "mergingpress": {"threshold": 0},
 }
 BIAS = {"razor"}
 DECODE = {"d2o", "kmeans", "h2o8"}
@@ -104,6 +105,15 @@ def compress_rows(model, st, policy, ratio, params):
                        pos=pos, **rt)
     elif base == "cam":
         R = _cam(K, V, Q, qpos, pos, nk, p, drop)
+    elif base == "mergingpress":
+        R = M._result(L, H)
+        for l in range(L):
+            s = -np.sqrt((K[l] ** 2).sum(axis=2))
+            kept, Vout = M.mergingpress(K[l], V[l], s, nk, p["threshold"])
+            for h in range(H):
+                R["kept"][l][h], R["K"][l][h] = kept[h], K[l, h, kept[h]]
+                R["V"][l][h] = V[l, h, kept[h]] if drop else Vout[h]
+                R["count"][l][h] = np.ones(kept[h].size)
     elif base == "razor":
         if drop:
             r = kvref.compress("streaming_llm", K, V, Q[:, :, :, :0], params={"sinks": p["sinks"]}, pos=pos,
