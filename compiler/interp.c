@@ -19,6 +19,7 @@ typedef struct Ctx {
 	double ***val;           /* [nins][L*H] arrays (NULL when not needed) */
 	float *K, *V, *Q;        /* rounded copies */
 	const double *attn;      /* decode: [L][H][G][n] probabilities, or NULL */
+	const long *want;        /* [L][H] tokens to keep, or NULL: ki_nkeep (summary rows: selectsummary) */
 } Ctx;
 
 /* --- numbers -------------------------------------------------------------------- */
@@ -628,7 +629,7 @@ static int selectkeep(Ctx *x, const double *scores, char *keep)
 	for (int l = 0; l < c->L; l++)
 		for (int h = 0; h < c->H; h++) {
 			long n = tokens(c, l, h);
-			want += ki_nkeep(f, x->par, l, c->L, n, c->ratio, c->budget);
+			want += x->want ? x->want[(size_t)l * c->H + h] : ki_nkeep(f, x->par, l, c->L, n, c->ratio, c->budget);
 			for (long t0 = 0; t0 < n; t0 += ch) {
 				long len = t0 + ch <= n ? ch : n - t0;
 				Cand *cd = &cs[ncand++];
@@ -658,6 +659,92 @@ static int selectkeep(Ctx *x, const double *scores, char *keep)
 	return 0;
 }
 
+/* Selection under a merge rule with summary rows (merge.c): over the ordinary rows
+** only (an existing summary block is always kept), a (layer, head) holding more rows
+** than n_keep keeps n_keep - C ordinary ones; keep[] gets the physical rows. */
+static int selectsummary(Ctx *x, const double *scores, char *keep)
+{
+	const KiCase *c = x->c;
+	const KiFn *f = x->f;
+	int C = ki_summaryrows(f), rc = -1;
+	size_t nlh = (size_t)c->L * c->H, ntok = nlh * c->n;
+	int32_t *olen = calloc(nlh, sizeof *olen);
+	long *want = calloc(nlh, sizeof *want);
+	double *osc = calloc(ntok + 1, sizeof *osc);
+	char *okeep = calloc(ntok + 1, 1);
+	int *ord = calloc((size_t)c->n + 1, sizeof *ord);
+	if (!olen || !want || !osc || !okeep || !ord) {
+		kc_error(x->e, f->src, 0, 0, "interpreter: out of memory");
+		goto out;
+	}
+	for (int l = 0; l < c->L; l++)
+		for (int h = 0; h < c->H; h++) {
+			size_t lh = (size_t)l * c->H + h;
+			int cex = c->sumat && c->sumat[lh] >= 0 ? C : 0, n = tokens(c, l, h);
+			int no = ki_ordrows(c, cex, l, h, ord);
+			long nk = ki_nkeep(f, x->par, l, c->L, n, c->ratio, c->budget);
+			if (n > nk && nk < C) {
+				kc_error(x->e, f->src, f->merge.line, f->merge.col, "merge summary: the budget keeps "
+				         "%ld rows of (layer %d, head %d), fewer than its %d summary rows", nk, l, h, C);
+				goto out;
+			}
+			want[lh] = n > nk ? nk - C : no;
+			olen[lh] = no;
+			for (int j = 0; j < no; j++)
+				osc[lh * c->n + j] = scores[lh * c->n + ord[j]];
+		}
+	KiCase oc = *c;
+	oc.len = olen;
+	Ctx y = *x;
+	y.c = &oc, y.want = want;
+	if (selectkeep(&y, osc, okeep) != 0)
+		goto out;
+	for (int l = 0; l < c->L; l++)
+		for (int h = 0; h < c->H; h++) {
+			size_t lh = (size_t)l * c->H + h;
+			int cex = c->sumat && c->sumat[lh] >= 0 ? C : 0;
+			int no = ki_ordrows(c, cex, l, h, ord);
+			for (int j = 0; j < no; j++)
+				keep[lh * c->n + ord[j]] = okeep[lh * c->n + j];
+		}
+	rc = 0;
+out:
+	free(olen), free(want), free(osc), free(okeep), free(ord);
+	return rc;
+}
+
+/* Mark what the merge rule's expressions read: the ordinary values under its pair
+** expressions (the pair instructions themselves are merge.c's). */
+static int markmerge(const KiFn *f, char *need)
+{
+	const KiMerge *m = &f->merge;
+	uint8_t *ctx = calloc((size_t)f->nins + 1, 1);
+	char *reach = calloc((size_t)f->nins + 1, 1);
+	if (!ctx || !reach) {
+		free(ctx), free(reach);
+		return -1;
+	}
+	ki_pairctx(f, ctx);
+	KcRef roots[4] = { m->sim, m->threshold, m->weight, m->self };
+	for (int k = 0; k < 4; k++)
+		if (KC_RKIND(roots[k]) == RK_INS)
+			reach[KC_RIDX(roots[k])] = 1;
+	for (int i = f->nins - 1; i >= 0; i--) {
+		const KiIns *in = &f->ins[i];
+		if (!reach[i])
+			continue;
+		if (!ctx[i] || in->op == KO_erow || in->op == KO_krow || in->op == KO_tmean) {
+			mark(f, ctx[i] ? in->arg[0] : KC_REF(RK_INS, i), need);
+			continue;
+		}
+		for (int k = 0; k < 3; k++)
+			if (KC_RKIND(in->arg[k]) == RK_INS)
+				reach[KC_RIDX(in->arg[k])] = 1;
+	}
+	free(ctx), free(reach);
+	return 0;
+}
+
 /* --- the entry point -------------------------------------------------------------------- */
 
 static int checkcase(const KiFn *f, const KiCase *c, KcErr *e)
@@ -675,6 +762,15 @@ static int checkcase(const KiFn *f, const KiCase *c, KcErr *e)
 		if (c->len[k] < 0 || c->len[k] > c->n)
 			return kc_error(e, f->src, 0, 0, "length %d of (layer %d, head %d) outside 0..%d",
 			                c->len[k], k / c->H, k % c->H, c->n), -1;
+	int C = ki_summaryrows(f);
+	for (int k = 0; c->sumat && k < c->L * c->H; k++) {
+		int n = c->len ? c->len[k] : c->n;
+		if (c->sumat[k] >= 0 && (f->merge.kind != MG_summary || c->sumat[k] + C > n))
+			return kc_error(e, f->src, f->merge.line, f->merge.col, f->merge.kind != MG_summary ?
+			                "the case has summary rows but the policy's merge rule builds none" :
+			                "summary rows %d .. %d of (layer %d, head %d) outside its %d rows",
+			                c->sumat[k], c->sumat[k] + C - 1, k / c->H, k % c->H, n), -1;
+	}
 	for (int i = 0; i < f->nins; i++) {
 		const KiIns *in = &f->ins[i];
 		if (in->op == KO_input && (in->aux == IN_Q || in->aux == IN_qpos || in->aux == IN_lse) && c->O < 1)
@@ -715,9 +811,12 @@ int ki_run(const KiFn *f, const KiCase *c, KiResult *r, KcErr *e)
 	r->K = calloc(nkv + 1, sizeof *r->K);
 	r->V = calloc(nkv + 1, sizeof *r->V);
 	r->state = calloc(ntok * (size_t)f->nst + 1, sizeof *r->state);
+	r->count = calloc(ntok + 1, sizeof *r->count);
+	r->sumat = calloc((size_t)c->L * c->H, sizeof *r->sumat);
+	r->tau = calloc((size_t)c->L * c->H, sizeof *r->tau);
 	int rc = -1;
 	if (!x.par || !x.val || !x.K || !x.V || !x.Q || !need || !keep || !r->scores || !r->len ||
-	    !r->kept || !r->pos || !r->K || !r->V || !r->state) {
+	    !r->kept || !r->pos || !r->K || !r->V || !r->state || !r->count || !r->sumat || !r->tau) {
 		kc_error(e, f->src, 0, 0, "interpreter: out of memory");
 		goto done;
 	}
@@ -731,6 +830,10 @@ int ki_run(const KiFn *f, const KiCase *c, KiResult *r, KcErr *e)
 		x.Q[k] = ki_round(c->Q[k], c->dtype);
 
 	mark(f, f->score, need);
+	if (f->merge.kind != MG_drop && markmerge(f, need) != 0) {
+		kc_error(e, f->src, 0, 0, "interpreter: out of memory");
+		goto done;
+	}
 	if (evaluate(&x, need) != 0)
 		goto done;
 	for (int l = 0; l < c->L; l++)
@@ -745,8 +848,16 @@ int ki_run(const KiFn *f, const KiCase *c, KiResult *r, KcErr *e)
 			for (int t = n; t < c->n; t++)
 				r->scores[((size_t)l * c->H + h) * c->n + t] = NAN;
 		}
-	if (selectkeep(&x, r->scores, keep) != 0)
+	if ((f->merge.kind == MG_summary ? selectsummary(&x, r->scores, keep) :
+	     selectkeep(&x, r->scores, keep)) != 0)
 		goto done;
+	if (f->merge.kind != MG_drop) {
+		KiMergeIn mi = { f, c, e, x.par, x.val, x.K, x.V, r->scores, keep };
+		if (ki_merge(&mi, r) != 0)
+			goto done;
+		rc = 0;
+		goto done;
+	}
 	/* merge: drop — stable compaction of kept rows */
 	for (int l = 0; l < c->L; l++)
 		for (int h = 0; h < c->H; h++) {
@@ -759,12 +870,15 @@ int ki_run(const KiFn *f, const KiCase *c, KiResult *r, KcErr *e)
 				memcpy(&r->K[(lh * c->n + m) * c->d], &x.K[(lh * c->n + t) * c->d], (size_t)c->d * sizeof(float));
 				memcpy(&r->V[(lh * c->n + m) * c->d], &x.V[(lh * c->n + t) * c->d], (size_t)c->d * sizeof(float));
 				r->pos[lh * c->n + m] = posof(c, l, h, t);
+				r->count[lh * c->n + m] = c->count ? c->count[lh * c->n + t] : 1;
 				for (int s = 0; s < f->nst; s++)
 					r->state[((size_t)s * c->L * c->H + lh) * c->n + m] =
 						c->state ? c->state[((size_t)s * c->L * c->H + lh) * c->n + t] : f->st[s].init;
 				m++;
 			}
 			r->len[lh] = m;
+			r->sumat[lh] = -1;
+			r->tau[lh] = c->tau ? c->tau[lh] : NAN;
 		}
 	rc = 0;
 done:
@@ -816,6 +930,8 @@ int ki_observe(const KiFn *f, const KiCase *c0, const float *q, double *state, f
 					for (int ch = 0; ch < c.d; ch++)
 						dot += (double)ki_round(qq[ch], c.dtype) * x.K[(lh * c.n + t) * c.d + ch];
 					p[t] = dot / sqrt((double)c.d);
+					if (f->merge.bias)   /* count bias: log of the row's member count */
+						p[t] += log(c.count ? c.count[lh * c.n + t] : 1);
 					mx = p[t] > mx ? p[t] : mx;
 				}
 				for (int t = 0; t < n; t++)
@@ -868,5 +984,8 @@ void ki_result_free(KiResult *r)
 	free(r->V);
 	free(r->pos);
 	free(r->state);
+	free(r->count);
+	free(r->sumat);
+	free(r->tau);
 	memset(r, 0, sizeof *r);
 }

@@ -44,6 +44,8 @@ static const uint8_t inputaxes[IN_NUM] = {
 static const char *const infonames[INF_NUM] = { "scale", "layer", "head", "nlayers", "nheads", "step" };
 static const char *const scopenames[] = { "head", "layer", "model" };
 static const char *const schednames[] = { "none", "pyramid" };
+static const char *const mergenames[MG_NUM] = { "drop", "nearest", "next", "runs", "summary" };
+static const char *const pinfonames[PI_NUM] = { "sim", "absorbed", "ntargets", "ecount", "kcount" };
 
 const char *ki_opname(int op) { return op >= 0 && op < KO_NUM ? optab[op].name : "?"; }
 int ki_nargs(int op) { return optab[op].nargs; }
@@ -57,6 +59,10 @@ uint8_t ki_inputaxes(int in) { return inputaxes[in]; }
 const char *ki_infoname(int inf) { return inf >= 0 && inf < INF_NUM ? infonames[inf] : "?"; }
 const char *ki_scopename(int sc) { return sc >= 0 && sc <= SC_model ? scopenames[sc] : "?"; }
 const char *ki_schedname(int s) { return s >= 0 && s <= SCH_pyramid ? schednames[s] : "?"; }
+
+const char *ki_mergename(int k) { return k >= 0 && k < MG_NUM ? mergenames[k] : "?"; }
+const char *ki_pinfoname(int pi) { return pi >= 0 && pi < PI_NUM ? pinfonames[pi] : "?"; }
+int ki_ispairop(int op) { return op == KO_erow || op == KO_krow || op == KO_tmean || op == KO_pinfo; }
 
 static int lookup(const char *const *names, int n, const char *s, size_t len)
 {
@@ -76,6 +82,37 @@ int ki_opbyname(const char *s, size_t len)
 int ki_axisbyname(const char *s, size_t len) { return lookup(axisnames, AX_NUM + 1, s, len); }
 int ki_inputbyname(const char *s, size_t len) { return lookup(inputnames, IN_NUM, s, len); }
 int ki_infobyname(const char *s, size_t len) { return lookup(infonames, INF_NUM, s, len); }
+int ki_mergebyname(const char *s, size_t len) { return lookup(mergenames, MG_NUM, s, len); }
+int ki_pinfobyname(const char *s, size_t len) { return lookup(pinfonames, PI_NUM, s, len); }
+
+/*
+** Which pair values each instruction reads (KI_P* flags, through its
+** operands): erow → KI_PE, krow → KI_PK, tmean → KI_PTGT, pinfo by name.
+** The operand of erow, krow and tmean is an ordinary value (the verifier
+** checks it), so those three start a pair value afresh.
+*/
+void ki_pairctx(const KiFn *f, uint8_t *ctx)
+{
+	static const uint8_t pinfoflag[PI_NUM] = {
+		[PI_sim] = KI_PSIM, [PI_absorbed] = KI_PABS, [PI_ntargets] = KI_PTGT,
+		[PI_ecount] = KI_PE, [PI_kcount] = KI_PK,
+	};
+	for (int i = 0; i < f->nins; i++) {
+		const KiIns *in = &f->ins[i];
+		uint8_t c = 0;
+		switch (in->op) {
+		case KO_erow: c = KI_PE; break;
+		case KO_krow: c = KI_PK; break;
+		case KO_tmean: c = KI_PTGT; break;
+		case KO_pinfo: c = in->aux < PI_NUM ? pinfoflag[in->aux] : 0; break;
+		default:
+			for (int k = 0; k < 3; k++)
+				if (KC_RKIND(in->arg[k]) == RK_INS && KC_RIDX(in->arg[k]) < i)
+					c |= ctx[KC_RIDX(in->arg[k])];
+		}
+		ctx[i] = c;
+	}
+}
 
 /* "[group, obs, token]" in canonical order; "[]" for a scalar. */
 void ki_axesstr(uint8_t axes, char *buf, size_t len)
@@ -242,6 +279,15 @@ int ki_resultaxes(const KiFn *f, int op, const KcRef *arg, int axis, uint8_t *ax
 		return 0;
 	case AR_SAME:
 		*axes = a;
+		return 0;
+	case AR_ROW:
+		if (!(a & AXM(AX_token))) {
+			ki_axesstr(a, buf, sizeof buf);
+			snprintf(why, whylen, "%s reads a value at a token, but its operand has axes %s "
+			         "(no token axis)", ki_opname(op), buf);
+			return -1;
+		}
+		*axes = (uint8_t)(a & ~AXM(AX_token));
 		return 0;
 	case AR_RED:
 	case AR_KEEP:

@@ -71,8 +71,33 @@ typedef struct KiSelect {
 	uint32_t line, col;
 } KiSelect;
 
-enum { MG_drop };
-typedef struct KiMerge { uint8_t kind; uint32_t line, col; } KiMerge;
+/* merge: what evicted tokens become (DESIGN §3 "Merge semantics", doc/dsl.md
+** "Merge"). The expressions are instructions of the pair context: values of
+** one (evicted e, kept k) pair, read with erow / krow (a [token] value at e or
+** k), tmean (its mean over e's targets) and pinfo (sim, absorbed, ...). */
+enum { MG_drop, MG_nearest, MG_next, MG_runs, MG_summary, MG_NUM };
+enum { MT_none, MT_value, MT_adaptive };    /* threshold kinds */
+enum { MU_mean, MU_sum };                   /* update kinds */
+typedef struct KiMerge {
+	uint8_t kind;         /* MG_* */
+	uint8_t thr;          /* MT_none: always; MT_value: sim >= threshold; MT_adaptive: sim >= tau,
+	                      ** tau = beta tau' + (1 - beta) mean max-sim (per (layer, head)) */
+	uint8_t update;       /* MU_mean: (w_k X_k + S w_e X_e) / (w_k + S w_e); MU_sum: w_k X_k + S w_e X_e */
+	uint8_t keys, values; /* which rows the update writes (nearest, next, runs) */
+	uint8_t bias;         /* decode attention adds log(count) to each row's logit */
+	KcRef sim;            /* nearest, runs: [] pair expression */
+	KcRef threshold;      /* MT_value: a constant, param or [] pair expression */
+	KcRef beta;           /* MT_adaptive: weight of the previous tau (constant or param) */
+	KcRef weight;         /* w_e: [] pair expression, constant or param */
+	KcRef self;           /* w_k: [] expression of the kept row (krow, pinfo absorbed/kcount) */
+	KcRef m;              /* next: targets per evicted token (constant or param) */
+	KcRef rows;           /* summary: C rows (constant) */
+	KcRef iters;          /* summary: Lloyd iterations (constant) */
+	uint32_t line, col;
+} KiMerge;
+
+/* pinfo names: scalars of the pair context */
+enum { PI_sim, PI_absorbed, PI_ntargets, PI_ecount, PI_kcount, PI_NUM };
 
 enum { WH_prefill, WH_decode };
 typedef struct KiWhen {
@@ -142,6 +167,16 @@ KC_FUNC uint8_t ki_inputaxes(int in);
 KC_FUNC const char *ki_infoname(int inf);
 KC_FUNC int ki_infobyname(const char *name, size_t len);
 KC_FUNC const char *ki_scopename(int sc);
+KC_FUNC const char *ki_mergename(int kind);
+KC_FUNC int ki_mergebyname(const char *name, size_t len);
+KC_FUNC const char *ki_pinfoname(int pi);
+KC_FUNC int ki_pinfobyname(const char *name, size_t len);
+KC_FUNC int ki_ispairop(int op);
+/* Pair-context flags of each instruction (KI_P*: which pair values it reads,
+** through its operands); 0 = an ordinary per-instance value. ctx has nins
+** entries. */
+enum { KI_PE = 1, KI_PK = 2, KI_PSIM = 4, KI_PABS = 8, KI_PTGT = 16 };
+KC_FUNC void ki_pairctx(const KiFn *f, uint8_t *ctx);
 KC_FUNC const char *ki_schedname(int s);
 KC_FUNC void ki_axesstr(uint8_t axes, char *buf, size_t len);
 KC_FUNC uint64_t ki_hash(const KiFn *f);

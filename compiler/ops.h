@@ -18,6 +18,8 @@
 **            KEEP  same axes as operand a; `axis` must be one of them
 **            TOK   the result has axes [token]
 **            SAME  operand a's axes (cross-instance reductions over heads)
+**            ROW   operand a's axes minus token (a must have it): a value read
+**                  at one token of a merge pair (erow, krow, tmean)
 **   flags  KF_PURE (no side effects), KF_COMM (commutative), KF_FOLD
 **          (constant-foldable when all operands are constants)
 **   sem    what the op computes:
@@ -92,7 +94,11 @@
 	X(softmaxnc, 1, KEEP, KF_PURE,                 KS_SPECIAL,                                                               "softmax of a over `axis`, no causal mask") \
 	X(avgpool,   2, KEEP, KF_PURE,                 KS_RED(0, MAP_ID, CMB_ADD, FIN_DIVK),                                        "average pool of a along token, kernel b (runtime scalar), zero padding counted") \
 	X(maxpool,   2, KEEP, KF_PURE,                 KS_RED(-INFINITY, MAP_ID, CMB_MAX, FIN_NONE),                                "max pool of a along token, kernel b (runtime scalar), -inf padding") \
-	X(hmean,     1, SAME, KF_PURE,                 KS_RED(0, MAP_ID, CMB_ADD, FIN_MEAN),                                        "mean of a over the KV heads of the layer (instance axis head)")
+	X(hmean,     1, SAME, KF_PURE,                 KS_RED(0, MAP_ID, CMB_ADD, FIN_MEAN),                                        "mean of a over the KV heads of the layer (instance axis head)") \
+	X(erow,      1, ROW,  KF_PURE,                 KS_SPECIAL,                                                               "merge pair context: a [token] value a at the evicted token e") \
+	X(krow,      1, ROW,  KF_PURE,                 KS_SPECIAL,                                                               "merge pair context: a [token] value a at the kept token k") \
+	X(tmean,     1, ROW,  KF_PURE,                 KS_SPECIAL,                                                               "merge pair context: mean of a [token] value a over the targets of e (next)") \
+	X(pinfo,     0, LEAF, KF_PURE,                 KS_LEAF,                                                                  "merge pair context scalar named by `aux`: sim absorbed ntargets ecount kcount")
 
 enum {
 	KF_PURE = 1,
@@ -100,7 +106,7 @@ enum {
 	KF_FOLD = 4,
 };
 
-enum { AR_LEAF, AR_EW, AR_RED, AR_DOT, AR_KEEP, AR_TOK, AR_SAME };
+enum { AR_LEAF, AR_EW, AR_RED, AR_DOT, AR_KEEP, AR_TOK, AR_SAME, AR_ROW };
 
 /* the sem column: what each constructor stands for, and the reduction kinds */
 enum { SEM_LEAF, SEM_EW, SEM_RED, SEM_SPECIAL };

@@ -279,6 +279,15 @@ static void instruction(Parser *P)
 		in.aux = (uint8_t)k;
 		break;
 	}
+	case KO_pinfo: {
+		nt = name(P, "a pair value name (sim absorbed ntargets ecount kcount)");
+		int k = ki_pinfobyname(nt.s, nt.len);
+		if (k < 0)
+			fail(P, &nt, "unknown pair value %s (sim absorbed ntargets ecount kcount)",
+			     show(&nt, buf, sizeof buf));
+		in.aux = (uint8_t)k;
+		break;
+	}
 	case KO_index:
 	case KO_size:
 		in.axis = (uint8_t)axisname(P);
@@ -455,6 +464,89 @@ static void selectrule(Parser *P)
 	endline(P);
 }
 
+/* 0 or 1 after a merge flag field */
+static uint8_t flag(Parser *P)
+{
+	if (P->tok.t != KT_NUM || (P->tok.num != 0 && P->tok.num != 1))
+		expected(P, "0 or 1");
+	uint8_t v = (uint8_t)P->tok.num;
+	next(P);
+	return v;
+}
+
+/*
+** merge -> merge KIND {field} [POSITION]
+** KIND  -> drop | nearest | next | runs | summary
+** field -> (sim|weight|self|m|rows|iters|beta) '=' ref
+**        | threshold '=' (none | adaptive | ref) | update '=' (mean | sum)
+**        | (keys|values|bias) '=' (0 | 1)
+** Fields come in any order, each at most once; which ones a kind takes is
+** the verifier's business (missing ones stay nil / 0).
+*/
+static void mergerule(Parser *P)
+{
+	static const char *const fields[] = { "sim", "threshold", "beta", "weight", "self", "update",
+	                                      "keys", "values", "bias", "m", "rows", "iters" };
+	enum { NF = sizeof fields / sizeof fields[0] };
+	KiMerge *m = &P->f->merge;
+	char buf[64];
+	int seen = 0;
+	KiTok kt = P->tok;
+	int kind = kt.t == KT_IDENT ? ki_mergebyname(kt.s, kt.len) : -1;
+	if (kind < 0)
+		fail(P, &kt, "expected a merge rule (drop nearest next runs summary), found %s",
+		     show(&kt, buf, sizeof buf));
+	next(P);
+	memset(m, 0, sizeof *m);
+	m->kind = (uint8_t)kind;
+	while (P->tok.t == KT_IDENT) {
+		KiTok t = P->tok;
+		int k = -1;
+		for (int i = 0; i < NF; i++)
+			if (tokeq(&t, fields[i]))
+				k = i;
+		if (k < 0)
+			fail(P, &t, "unknown merge field %s (fields: sim threshold beta weight self update "
+			     "keys values bias m rows iters)", show(&t, buf, sizeof buf));
+		if (seen & (1 << k))
+			fail(P, &t, "duplicate merge field %s", show(&t, buf, sizeof buf));
+		seen |= 1 << k;
+		next(P);
+		expect(P, KT_EQ, "'='");
+		switch (k) {
+		case 0: m->sim = operand(P); break;
+		case 1:
+			if (is(P, "none"))
+				m->thr = MT_none, next(P);
+			else if (is(P, "adaptive"))
+				m->thr = MT_adaptive, next(P);
+			else
+				m->thr = MT_value, m->threshold = operand(P);
+			break;
+		case 2: m->beta = operand(P); break;
+		case 3: m->weight = operand(P); break;
+		case 4: m->self = operand(P); break;
+		case 5:
+			if (is(P, "mean"))
+				m->update = MU_mean;
+			else if (is(P, "sum"))
+				m->update = MU_sum;
+			else
+				expected(P, "an update (mean or sum)");
+			next(P);
+			break;
+		case 6: m->keys = flag(P); break;
+		case 7: m->values = flag(P); break;
+		case 8: m->bias = flag(P); break;
+		case 9: m->m = operand(P); break;
+		case 10: m->rows = operand(P); break;
+		case 11: m->iters = operand(P); break;
+		}
+	}
+	position(P, &m->line, &m->col);
+	endline(P);
+}
+
 /* when -> when prefill [POSITION] | when decode every '=' ref [POSITION] */
 static void whenrule(Parser *P)
 {
@@ -508,7 +600,7 @@ static void header(Parser *P)
 /*
 ** policy -> {NL} header {stmt | NL}
 ** stmt   -> param | state | ins | score ref | obs (all | ref) | observe
-**         | select | merge drop [POSITION] | when
+**         | select | merge | when
 */
 static void policy(Parser *P)
 {
@@ -554,13 +646,7 @@ static void policy(Parser *P)
 			selectrule(P);
 		} else if (is(P, "merge")) {
 			once(P, &P->merge, "merge");
-			if (!is(P, "drop"))
-				fail(P, &P->tok, "expected a merge rule (drop), found %s",
-				     show(&P->tok, buf, sizeof buf));
-			next(P);
-			f->merge.kind = MG_drop;
-			position(P, &f->merge.line, &f->merge.col);
-			endline(P);
+			mergerule(P);
 		} else if (is(P, "when")) {
 			once(P, &P->when, "when");
 			whenrule(P);

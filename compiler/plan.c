@@ -178,6 +178,11 @@ int kp_build(const KiFn *f, KpPlan *p, KcErr *e)
 		kc_error(e, f->src, 0, 0, "plan: out of memory");
 		goto fail;
 	}
+	if (f->merge.kind != MG_drop) {
+		kc_error(e, f->src, f->merge.line, f->merge.col, "merge %s: the compact_merge kernels are not "
+		         "generated yet (kvcc run, the reference interpreter, runs it)", ki_mergename(f->merge.kind));
+		goto fail;
+	}
 	mark(f, f->score, p->cls);   /* 1 = needed, refined below */
 	for (int i = 0; i < f->nins; i++) {
 		if (!p->cls[i])

@@ -12,7 +12,7 @@
 **   score %9
 **   obs $window
 **   select topk scope=head keep_first=0 keep_recent=$window chunk=1 schedule=none beta=20 @14:12
-**   merge drop
+**   merge drop                  (or: merge nearest sim=%12 threshold=$thr weight=1 ...)
 **   when prefill
 */
 #include <stdio.h>
@@ -83,6 +83,7 @@ static void putins(Buf *b, const KiFn *f, int i)
 	case KO_input: put(b, " %s", ki_inputname(in->aux)); break;
 	case KO_state: put(b, " %s", in->aux < f->nst ? f->st[in->aux].name : "?"); break;
 	case KO_info: put(b, " %s", ki_infoname(in->aux)); break;
+	case KO_pinfo: put(b, " %s", ki_pinfoname(in->aux)); break;
 	case KO_index:
 	case KO_size: put(b, " %s", ki_axisname(in->axis)); break;
 	default:
@@ -96,6 +97,50 @@ static void putins(Buf *b, const KiFn *f, int i)
 	ki_axesstr(in->axes, tmp, sizeof tmp);
 	put(b, " %s", tmp);
 	putpos(b, in->line, in->col);
+	put(b, "\n");
+}
+
+/* merge KIND field=value ... @l:c (the fields of its kind, in this order) */
+static void putmerge(Buf *b, const KiFn *f)
+{
+	const KiMerge *m = &f->merge;
+	char t[64];
+	put(b, "merge %s", ki_mergename(m->kind));
+	if (m->kind == MG_nearest || m->kind == MG_runs) {
+		ki_printref(f, m->sim, t, sizeof t);
+		put(b, " sim=%s", t);
+	}
+	if (m->kind == MG_next) {
+		ki_printref(f, m->m, t, sizeof t);
+		put(b, " m=%s", t);
+	}
+	if (m->kind == MG_nearest || m->kind == MG_runs) {
+		if (m->thr == MT_none)
+			put(b, " threshold=none");
+		else if (m->thr == MT_adaptive) {
+			ki_printref(f, m->beta, t, sizeof t);
+			put(b, " threshold=adaptive beta=%s", t);
+		} else {
+			ki_printref(f, m->threshold, t, sizeof t);
+			put(b, " threshold=%s", t);
+		}
+	}
+	if (m->kind == MG_nearest || m->kind == MG_runs || m->kind == MG_next) {
+		ki_printref(f, m->weight, t, sizeof t);
+		put(b, " weight=%s", t);
+		ki_printref(f, m->self, t, sizeof t);
+		put(b, " self=%s update=%s keys=%d values=%d", t, m->update == MU_sum ? "sum" : "mean",
+		    m->keys, m->values);
+	}
+	if (m->kind == MG_summary) {
+		ki_printref(f, m->rows, t, sizeof t);
+		put(b, " rows=%s", t);
+		ki_printref(f, m->iters, t, sizeof t);
+		put(b, " iters=%s", t);
+	}
+	if (m->kind != MG_drop)
+		put(b, " bias=%d", m->bias);
+	putpos(b, m->line, m->col);
 	put(b, "\n");
 }
 
@@ -141,9 +186,8 @@ char *ki_print(const KiFn *f)
 	put(&b, "select topk scope=%s keep_first=%s keep_recent=%s chunk=%s schedule=%s beta=%s",
 	    ki_scopename(f->sel.scope), t1, t2, t3, ki_schedname(f->sel.sched), t4);
 	putpos(&b, f->sel.line, f->sel.col);
-	put(&b, "\nmerge drop");
-	putpos(&b, f->merge.line, f->merge.col);
 	put(&b, "\n");
+	putmerge(&b, f);
 	if (f->when.kind == WH_decode) {
 		ki_printref(f, f->when.every, t1, sizeof t1);
 		put(&b, "when decode every=%s", t1);

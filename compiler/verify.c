@@ -20,6 +20,13 @@
 **     or nil; rule kinds are in range
 **   - names print back: no '"' or newline in the policy and source names,
 **     params and states are identifiers
+**   - pair values (erow, krow, tmean, pinfo and what reads them) appear only
+**     in the merge rule's expressions, use elementwise ops and reductions
+**     over group / obs / chan only, never have a token axis; erow / krow /
+**     tmean read an ordinary value; the merge roots are scalars reading only
+**     what their role allows (sim: e., k.; self: k., absorbed; weight: also
+**     sim or the targets, by kind); a threshold state has an update; a kind
+**     takes only its fields; summary rows and iters are constants
 **
 ** Errors carry the policy's positions (f->src, the instruction's line:col),
 ** so that a builder mistake points at the policy.lua line that caused it.
@@ -27,6 +34,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <math.h>
 #include "compiler/ir.h"
 
 typedef struct V {
@@ -106,7 +114,8 @@ static int checkins(V *v, int i)
 		kc_error(v->e, f->src, line, col, "%s takes no axis but has axis %d", what, in->axis);
 		return -1;
 	}
-	int lim = in->op == KO_input ? IN_NUM : in->op == KO_state ? f->nst : in->op == KO_info ? INF_NUM : 1;
+	int lim = in->op == KO_input ? IN_NUM : in->op == KO_state ? f->nst : in->op == KO_info ? INF_NUM :
+	          in->op == KO_pinfo ? PI_NUM : 1;
 	if (in->aux >= lim) {
 		kc_error(v->e, f->src, line, col, "%s has aux %d out of range (0 .. %d)", what, in->aux,
 		         lim - 1);
@@ -119,7 +128,8 @@ static int checkins(V *v, int i)
 	case KO_attn: want = AXM(AX_group) | AXM(AX_token); break;
 	case KO_index: want = AXM(in->axis); break;
 	case KO_size:
-	case KO_info: want = 0; break;
+	case KO_info:
+	case KO_pinfo: want = 0; break;
 	default:
 		if (ki_resultaxes(f, in->op, in->arg, in->axis, &want, why, sizeof why) != 0) {
 			kc_error(v->e, f->src, line, col, "%s: %s", what, why);
@@ -178,9 +188,10 @@ static int checkattn(V *v)
 	unsigned char *live = calloc((size_t)f->nins, 1);
 	if (!live)
 		return 0;
-	KcRef roots[2] = { f->score, f->obs };
-	for (int k = 0; k < 2; k++)
-		if (KC_RKIND(roots[k]) == RK_INS)
+	const KiMerge *m = &f->merge;
+	KcRef roots[6] = { f->score, f->obs, m->sim, m->threshold, m->weight, m->self };
+	for (int k = 0; k < 6; k++)
+		if (KC_RKIND(roots[k]) == RK_INS && KC_RIDX(roots[k]) < f->nins)
 			live[KC_RIDX(roots[k])] = 1;
 	int bad = -1;
 	for (int i = f->nins - 1; i >= 0; i--) {
@@ -196,10 +207,214 @@ static int checkattn(V *v)
 	if (bad >= 0) {
 		kc_error(v->e, f->src, f->ins[bad].line, f->ins[bad].col,
 		         "attn (decode attention) is only available in the observe hook, but it reaches "
-		         "the score");
+		         "the score or the merge rule");
 		return -1;
 	}
 	return 0;
+}
+
+/* --- the merge rule and its pair context ------------------------------------------- */
+
+/* Ops a pair expression may use beyond the pair leaves: elementwise ops and
+** reductions over group, obs or chan (a pair value has no token axis). */
+static int pairok(int op)
+{
+	int r = ki_rule(op);
+	return r == AR_EW || r == AR_RED || r == AR_DOT || ki_ispairop(op);
+}
+
+/* Instructions that read pair values: only pair-context ops, never a token
+** axis, and the operand of erow / krow / tmean an ordinary value. */
+static int checkpairins(V *v, const uint8_t *ctx)
+{
+	const KiFn *f = v->f;
+	char buf[64];
+	for (int i = 0; i < f->nins; i++) {
+		const KiIns *in = &f->ins[i];
+		if (in->op == KO_erow || in->op == KO_krow || in->op == KO_tmean) {
+			KcRef a = in->arg[0];
+			if (KC_RKIND(a) == RK_INS && ctx[KC_RIDX(a)]) {
+				kc_error(v->e, f->src, in->line, in->col, "%s reads a value at a token of the pair, "
+				         "so its operand must be an ordinary [token] value, not a pair value (%%%d)",
+				         ki_opname(in->op), KC_RIDX(a));
+				return -1;
+			}
+			if (KC_RKIND(a) == RK_INS && f->ins[KC_RIDX(a)].op == KO_attn) {
+				kc_error(v->e, f->src, in->line, in->col, "attn (decode attention) is only "
+				         "available in the observe hook, not in a merge rule");
+				return -1;
+			}
+			continue;
+		}
+		if (!ctx[i] || in->op == KO_pinfo)
+			continue;
+		if (!pairok(in->op)) {
+			kc_error(v->e, f->src, in->line, in->col, "%s is not available in a merge expression "
+			         "(elementwise ops and reductions over group, obs or chan are)", ki_opname(in->op));
+			return -1;
+		}
+		if (in->axes & AXM(AX_token)) {
+			ki_axesstr(in->axes, buf, sizeof buf);
+			kc_error(v->e, f->src, in->line, in->col, "a merge expression has axes %s: a [token] "
+			         "value must be read at a token of the pair (e.score, k:at(v), ...)", buf);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+/* A root of the merge rule: a constant, a param or a pair expression with
+** axes [] reading only the pair values in `allowed` (KI_P* flags). */
+static int checkmergeexpr(V *v, const uint8_t *ctx, KcRef r, uint8_t allowed, const char *what,
+                          const char *whynot)
+{
+	const KiFn *f = v->f;
+	const KiMerge *m = &f->merge;
+	char buf[64];
+	if (r == KC_NIL) {
+		kc_error(v->e, f->src, m->line, m->col, "merge %s needs %s", ki_mergename(m->kind), what);
+		return -1;
+	}
+	if (checkref(v, r, f->nins, m->line, m->col, what) != 0)
+		return -1;
+	if (KC_RKIND(r) != RK_INS)
+		return 0;
+	const KiIns *in = &f->ins[KC_RIDX(r)];
+	if (in->axes) {
+		ki_axesstr(in->axes, buf, sizeof buf);
+		kc_error(v->e, f->src, in->line, in->col, "%s must be one number per pair (axes []), but it "
+		         "has axes %s (reduce them first, e.g. :sum(\"chan\"))", what, buf);
+		return -1;
+	}
+	if (ctx[KC_RIDX(r)] & ~allowed) {
+		kc_error(v->e, f->src, in->line, in->col, "%s %s", what, whynot);
+		return -1;
+	}
+	return 0;
+}
+
+/* A state read by the threshold must have an observe update: a threshold
+** that never changes is a param. */
+static int checkthrstate(V *v, KcRef r)
+{
+	const KiFn *f = v->f;
+	if (KC_RKIND(r) != RK_INS)
+		return 0;
+	for (int i = KC_RIDX(r); i >= 0; i--) {
+		const KiIns *in = &f->ins[i];
+		if (in->op == KO_state && in->aux < f->nst && !f->st[in->aux].update) {
+			kc_error(v->e, f->src, in->line, in->col, "the merge threshold reads state '%s', which "
+			         "is never updated (assign st.%s = ... in observe, or use a param)",
+			         f->st[in->aux].name, f->st[in->aux].name);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+/* A scalar rule field that must be a positive integer constant (rows, iters). */
+static int checkcount(V *v, KcRef r, double max, const char *what)
+{
+	const KiFn *f = v->f;
+	const KiMerge *m = &f->merge;
+	double x = KC_RKIND(r) == RK_CON && KC_RIDX(r) < f->ncon ? f->con[KC_RIDX(r)] : NAN;
+	if (!(x >= 1 && x <= max && x == (long)x)) {
+		kc_error(v->e, f->src, m->line, m->col, "merge %s %s must be an integer constant in 1..%g",
+		         ki_mergename(m->kind), what, max);
+		return -1;
+	}
+	return 0;
+}
+
+#define MERGE_MAXROWS 4096   /* summary rows per (layer, head) */
+#define MERGE_MAXITERS 1000  /* Lloyd iterations */
+
+static int checkmerge(V *v)
+{
+	const KiFn *f = v->f;
+	const KiMerge *m = &f->merge;
+	KcErr *e = v->e;
+	if (m->kind >= MG_NUM || m->thr > MT_adaptive || m->update > MU_sum || m->keys > 1 ||
+	    m->values > 1 || m->bias > 1) {
+		kc_error(e, f->src, m->line, m->col, "merge has a bad kind or field (%d, %d, %d)", m->kind,
+		         m->thr, m->update);
+		return -1;
+	}
+	uint8_t *ctx = calloc((size_t)f->nins + 1, 1);
+	if (!ctx) {
+		kc_error(e, f->src, 0, 0, "out of memory");
+		return -1;
+	}
+	ki_pairctx(f, ctx);
+	int rc = -1, k = m->kind;
+	int hassim = k == MG_nearest || k == MG_runs, hasw = hassim || k == MG_next;
+	/* roots outside the merge rule never read pair values */
+	KcRef roots[2] = { f->score, f->obs };
+	for (int i = 0; i < 2 + f->nst; i++) {
+		KcRef r = i < 2 ? roots[i] : f->st[i - 2].update;
+		if (KC_RKIND(r) == RK_INS && ctx[KC_RIDX(r)]) {
+			const KiIns *in = &f->ins[KC_RIDX(r)];
+			kc_error(e, f->src, in->line, in->col, "pair values (e., k., m.) exist only in the "
+			         "functions of a merge rule, but %s reads one",
+			         i == 0 ? "the score" : i == 1 ? "obs" : "a state update");
+			goto out;
+		}
+	}
+	if (checkpairins(v, ctx) != 0)
+		goto out;
+	/* fields a kind does not take stay nil */
+	if ((!hassim && m->sim) || (!hassim && m->thr != MT_none) || (!hasw && (m->weight || m->self)) ||
+	    (k != MG_next && m->m) || (k != MG_summary && (m->rows || m->iters)) ||
+	    (m->thr != MT_adaptive && m->beta) || (m->thr != MT_value && m->threshold) ||
+	    (k == MG_drop && (m->bias || m->keys || m->values || m->update))) {
+		kc_error(e, f->src, m->line, m->col, "merge %s has a field its kind does not take",
+		         ki_mergename(k));
+		goto out;
+	}
+	if (hassim && checkmergeexpr(v, ctx, m->sim, KI_PE | KI_PK, "the merge similarity",
+	                             "may read only the two rows (e., k.), not m.") != 0)
+		goto out;
+	if (m->thr == MT_value && (checkmergeexpr(v, ctx, m->threshold, KI_PE | KI_PK, "the merge "
+	                           "threshold", "may read only the two rows (e., k.), not m.") != 0 ||
+	                           checkthrstate(v, m->threshold) != 0))
+		goto out;
+	if (m->thr == MT_adaptive && (checkscalar(v, m->beta, m->line, m->col, "merge beta") != 0 ||
+	                              m->beta == KC_NIL)) {
+		if (m->beta == KC_NIL)
+			kc_error(e, f->src, m->line, m->col, "merge threshold=adaptive needs beta");
+		goto out;
+	}
+	if (k == MG_runs && m->thr != MT_value) {
+		kc_error(e, f->src, m->line, m->col, "merge runs needs a threshold (a value: tokens i and "
+		         "i+1 are in one run when their similarity reaches it)");
+		goto out;
+	}
+	if (hasw) {
+		uint8_t allow = KI_PE | KI_PK | KI_PABS | (hassim ? KI_PSIM : 0) | (k == MG_next ? KI_PTGT : 0);
+		if (checkmergeexpr(v, ctx, m->weight, allow, "the merge weight", hassim ?
+		                   "may not read the targets of e (m.ntargets, m:tmean: rule next only)" :
+		                   "may not read m.sim (rule next has no similarity)") != 0 ||
+		    checkmergeexpr(v, ctx, m->self, KI_PK | KI_PABS, "the merge self weight",
+		                   "is the kept row's own weight: it may read k. and m.absorbed, "
+		                   "not e., m.sim or the targets") != 0)
+			goto out;
+	}
+	if (k == MG_next && (m->m == KC_NIL || checkscalar(v, m->m, m->line, m->col, "merge m") != 0)) {
+		if (m->m == KC_NIL)
+			kc_error(e, f->src, m->line, m->col, "merge next needs m (targets per evicted token)");
+		goto out;
+	}
+	if (k == MG_next && KC_RKIND(m->m) == RK_CON && !(f->con[KC_RIDX(m->m)] >= 1)) {
+		kc_error(e, f->src, m->line, m->col, "merge next m must be at least 1");
+		goto out;
+	}
+	if (k == MG_summary && (checkcount(v, m->rows, MERGE_MAXROWS, "rows") != 0 ||
+	                        checkcount(v, m->iters, MERGE_MAXITERS, "iters") != 0))
+		goto out;
+	rc = 0;
+out:
+	free(ctx);
+	return rc;
 }
 
 static int ident(const char *s)
@@ -287,10 +502,8 @@ int ki_verify(const KiFn *f, KcErr *e)
 	    checkscalar(&v, s->chunk, s->line, s->col, "select chunk") != 0 ||
 	    checkscalar(&v, s->beta, s->line, s->col, "select beta") != 0)
 		return -1;
-	if (f->merge.kind != MG_drop) {
-		kc_error(e, f->src, f->merge.line, f->merge.col, "merge has a bad kind %d", f->merge.kind);
+	if (checkmerge(&v) != 0)
 		return -1;
-	}
 	const KiWhen *w = &f->when;
 	if (w->kind > WH_decode) {
 		kc_error(e, f->src, w->line, w->col, "when has a bad kind %d", w->kind);

@@ -26,10 +26,12 @@
 
 typedef struct Expr { KcRef ref; } Expr;
 
-enum { RULE_topk, RULE_drop, RULE_prefill, RULE_decode, RULE_state, RULE_all, RULE_pyramid, RULE_policy };
+enum { RULE_topk, RULE_drop, RULE_prefill, RULE_decode, RULE_state, RULE_all, RULE_pyramid, RULE_policy,
+       RULE_merge, RULE_adaptive };
 typedef struct Rule {
 	int kind;
 	KiSelect sel;                     /* RULE_topk, RULE_pyramid (beta) */
+	KiMerge mg;                       /* RULE_merge (its functions: user values), RULE_adaptive (beta) */
 	KcRef every;                      /* RULE_decode */
 	double init;                      /* RULE_state */
 	uint32_t line, col;
@@ -829,6 +831,437 @@ static void pushstate(lua_State *L)
 	lua_setmetatable(L, -2);
 }
 
+/* --- merge rules (doc/dsl.md "Merge") ----------------------------------------------------
+**
+**   merge = kv.nearest { sim = function(e, k) ... end, threshold = P.thr,
+**                        weight = function(e, k, m) return m.sim end }
+**
+** A merge rule's functions run when the policy is built, after the score: `e` and `k`
+** are the two rows of a pair (evicted, kept), `m` what the rule knows about it. What
+** they return is a pair expression (KIR erow / krow / tmean / pinfo and ops on them);
+** the verifier checks what each may read. */
+
+/* the rule's functions, as user values of its userdata */
+enum { MFN_sim = 1, MFN_thr, MFN_weight, MFN_self, MFN_NUM = MFN_self };
+
+static Rule *newmerge(lua_State *L, int kind, const char *name)
+{
+	Rule *r = lua_newuserdatauv(L, sizeof *r, MFN_NUM);
+	memset(r, 0, sizeof *r);
+	r->kind = RULE_merge;
+	kd_where(L, 1, name, &r->line, &r->col);
+	r->mg.kind = (uint8_t)kind;
+	r->mg.line = r->line, r->mg.col = r->col;
+	luaL_setmetatable(L, RULE_MT);
+	return r;
+}
+
+/* A boolean field (nil: def). */
+static int boolfield(lua_State *L, int t, const char *field, int def)
+{
+	lua_getfield(L, t, field);
+	int v = def;
+	if (lua_isboolean(L, -1))
+		v = lua_toboolean(L, -1);
+	else if (!lua_isnil(L, -1))
+		return kd_raise(L, field, "%s must be true or false, got %s", field, luaL_typename(L, -1));
+	lua_pop(L, 1);
+	return v;
+}
+
+/* A weight or threshold field: nil (def, or KC_NIL when def is NaN), a number, a param,
+** or a function kept as user value `uv` of the rule at `ur` (the ref is set when the
+** policy is built). Returns 1 when it is a function. */
+static int fnfield(lua_State *L, int t, int ur, const char *field, int uv, double def, KcRef *out)
+{
+	KdState *S = kd_state(L);
+	lua_getfield(L, t, field);
+	*out = KC_NIL;
+	if (lua_isnil(L, -1)) {
+		if (!isnan(def))
+			*out = ki_const(S->f, def);
+	} else if (lua_type(L, -1) == LUA_TNUMBER) {
+		*out = ki_const(S->f, lua_tonumber(L, -1));
+	} else if (lua_isfunction(L, -1)) {
+		lua_pushvalue(L, -1);
+		lua_setiuservalue(L, ur, uv);
+		lua_pop(L, 1);
+		return 1;
+	} else {
+		Expr *x = luaL_testudata(L, -1, EXPR_MT);
+		if (!x || KC_RKIND(x->ref) != RK_PAR)
+			return kd_raise(L, field, "%s must be a number, a param (P.name) or a function, got %s",
+			                field, x ? "an expression (build it inside a function)" : luaL_typename(L, -1));
+		*out = x->ref;
+	}
+	lua_pop(L, 1);
+	return 0;
+}
+
+/* The fields every rule with an update shares: weight, self_weight, keys, values,
+** update, count_bias. */
+static void updatefields(lua_State *L, int t, int ur, Rule *r)
+{
+	fnfield(L, t, ur, "weight", MFN_weight, 1, &r->mg.weight);
+	fnfield(L, t, ur, "self_weight", MFN_self, 1, &r->mg.self);
+	r->mg.keys = (uint8_t)boolfield(L, t, "keys", 1);
+	r->mg.values = (uint8_t)boolfield(L, t, "values", 1);
+	r->mg.bias = (uint8_t)boolfield(L, t, "count_bias", 0);
+	lua_getfield(L, t, "update");
+	if (!lua_isnil(L, -1)) {
+		const char *u = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "";
+		if (strcmp(u, "mean") && strcmp(u, "sum"))
+			kd_raise(L, "update", "update must be \"mean\" (the weighted mean) or \"sum\" "
+			         "(X_k' = w_k X_k + sum of w_e X_e)");
+		r->mg.update = strcmp(u, "sum") ? MU_mean : MU_sum;
+	}
+	lua_pop(L, 1);
+}
+
+/* sim and threshold of nearest and runs */
+static void simfields(lua_State *L, int t, int ur, Rule *r)
+{
+	lua_getfield(L, t, "sim");
+	if (!lua_isnil(L, -1) && !lua_isfunction(L, -1))
+		kd_raise(L, "sim", "sim must be a function(e, k) returning the similarity of two rows");
+	lua_setiuservalue(L, ur, MFN_sim);
+	lua_getfield(L, t, "threshold");
+	Rule *a = luaL_testudata(L, -1, RULE_MT);
+	lua_pop(L, 1);
+	if (a && a->kind == RULE_adaptive) {
+		r->mg.thr = MT_adaptive;
+		r->mg.beta = a->mg.beta;
+		return;
+	}
+	int fn = fnfield(L, t, ur, "threshold", MFN_thr, NAN, &r->mg.threshold);
+	r->mg.thr = fn || r->mg.threshold ? MT_value : MT_none;
+}
+
+/* kv.nearest { sim, threshold, weight, self_weight, keys, values, update, count_bias } */
+static int l_nearest(lua_State *L)
+{
+	static const char *const ok[] = { "sim", "threshold", "weight", "self_weight", "keys", "values",
+	                                  "update", "count_bias", NULL };
+	if (lua_isnoneornil(L, 1))
+		lua_settop(L, 0), lua_newtable(L);
+	if (!lua_istable(L, 1))
+		return kd_raise(L, "nearest", "kvcc.nearest expects a table of options, e.g. kv.nearest { weight = 1 }");
+	checkfields(L, 1, "nearest", ok);
+	Rule *r = newmerge(L, MG_nearest, "nearest");
+	int ur = lua_gettop(L);
+	simfields(L, 1, ur, r);
+	updatefields(L, 1, ur, r);
+	lua_settop(L, ur);
+	return 1;
+}
+
+/* kv.runs { sim, threshold, weight, ... }: KVMerger's runs of consecutive similar tokens */
+static int l_runs(lua_State *L)
+{
+	static const char *const ok[] = { "sim", "threshold", "weight", "self_weight", "keys", "values",
+	                                  "update", "count_bias", NULL };
+	if (!lua_istable(L, 1))
+		return kd_raise(L, "runs", "kvcc.runs expects a table of options, e.g. kv.runs { threshold = P.thr }");
+	checkfields(L, 1, "runs", ok);
+	Rule *r = newmerge(L, MG_runs, "runs");
+	int ur = lua_gettop(L);
+	simfields(L, 1, ur, r);
+	if (r->mg.thr != MT_value)
+		return kd_raise(L, "runs", "kvcc.runs needs a threshold (a number, a param or a function(e, k)): "
+		                "tokens i and i+1 form one run when their similarity reaches it");
+	updatefields(L, 1, ur, r);
+	lua_settop(L, ur);
+	return 1;
+}
+
+/* kv.next_kept { m = 32, weight, ... }: CaM's next m kept tokens */
+static int l_next_kept(lua_State *L)
+{
+	static const char *const ok[] = { "m", "weight", "self_weight", "keys", "values", "update",
+	                                  "count_bias", NULL };
+	if (!lua_istable(L, 1))
+		return kd_raise(L, "next_kept", "kvcc.next_kept expects a table of options, e.g. kv.next_kept { m = P.m }");
+	checkfields(L, 1, "next_kept", ok);
+	KcRef m = countfield(L, 1, "m", 1, 1e9);
+	if (KC_RKIND(m) == RK_CON && kd_state(L)->f->con[KC_RIDX(m)] < 1)
+		return kd_raise(L, "m", "m must be at least 1");
+	Rule *r = newmerge(L, MG_next, "next_kept");
+	int ur = lua_gettop(L);
+	r->mg.m = m;
+	updatefields(L, 1, ur, r);
+	lua_settop(L, ur);
+	return 1;
+}
+
+/* kv.summary { rows = 1, iters = 1, count_bias = false }: C summary rows from the evicted
+** tokens (their mean for C = 1, k-means centroids otherwise) */
+static int l_summary(lua_State *L)
+{
+	static const char *const ok[] = { "rows", "iters", "count_bias", NULL };
+	KdState *S = kd_state(L);
+	if (lua_isnoneornil(L, 1))
+		lua_settop(L, 0), lua_newtable(L);
+	if (!lua_istable(L, 1))
+		return kd_raise(L, "summary", "kvcc.summary expects a table of options, e.g. kv.summary { rows = 1 }");
+	checkfields(L, 1, "summary", ok);
+	KcRef rows = countfield(L, 1, "rows", 1, 4096), iters = countfield(L, 1, "iters", 1, 1000);
+	if (KC_RKIND(rows) != RK_CON)
+		return kd_raise(L, "rows", "rows must be a number, not a param (the summary rows are part "
+		                "of the cache layout)");
+	if (S->f->con[KC_RIDX(rows)] < 1)
+		return kd_raise(L, "rows", "rows must be at least 1");
+	if (KC_RKIND(iters) != RK_CON || S->f->con[KC_RIDX(iters)] < 1)
+		return kd_raise(L, "iters", "iters must be a number in 1..1000 (Lloyd iterations), not a param");
+	int bias = boolfield(L, 1, "count_bias", 0);
+	Rule *r = newmerge(L, MG_summary, "summary");
+	r->mg.rows = rows, r->mg.iters = iters, r->mg.bias = (uint8_t)bias;
+	return 1;
+}
+
+/* kv.adaptive { beta = 0 }: the threshold tau = beta tau' + (1 - beta) (mean of this
+** compression's maximum similarities); beta = 0 is the mean itself (LOOK-M), D2O uses an EMA */
+static int l_adaptive(lua_State *L)
+{
+	static const char *const ok[] = { "beta", NULL };
+	KdState *S = kd_state(L);
+	if (lua_isnoneornil(L, 1))
+		lua_settop(L, 0), lua_newtable(L);
+	if (!lua_istable(L, 1))
+		return kd_raise(L, "adaptive", "kvcc.adaptive expects a table, e.g. kv.adaptive { beta = 0.9 }");
+	checkfields(L, 1, "adaptive", ok);
+	KcRef beta;
+	lua_getfield(L, 1, "beta");
+	if (lua_isnil(L, -1))
+		beta = ki_const(S->f, 0);
+	else if (lua_type(L, -1) == LUA_TNUMBER) {
+		double b = lua_tonumber(L, -1);
+		if (!(b >= 0 && b <= 1))
+			return kd_raise(L, "beta", "beta must be in [0, 1], got %g", b);
+		beta = ki_const(S->f, b);
+	} else {
+		Expr *x = luaL_testudata(L, -1, EXPR_MT);
+		if (!x || KC_RKIND(x->ref) != RK_PAR)
+			return kd_raise(L, "beta", "beta must be a number or a param (P.name)");
+		beta = x->ref;
+	}
+	lua_pop(L, 1);
+	Rule *r = newrule(L, RULE_adaptive, "adaptive");
+	r->mg.beta = beta;
+	return 1;
+}
+
+/* -- the pair context: e, k (rows) and m (what the rule knows) -- */
+
+/* Emit a pair instruction; `line` 0 keeps the caller's position. */
+static KcRef pairemit(lua_State *L, const char *name, int op, KcRef a, int aux, uint32_t line, uint32_t col)
+{
+	KdState *S = kd_state(L);
+	KcRef r = emit(L, name, op, a, KC_NIL, KC_NIL, -1, aux, 0);
+	if (line)
+		S->f->ins[KC_RIDX(r)].line = line, S->f->ins[KC_RIDX(r)].col = col;
+	return r;
+}
+
+/* e:at(v) / k:at(v): an ordinary [token] value read at the row's token */
+static int row_at(lua_State *L)
+{
+	int side = (int)lua_tointeger(L, lua_upvalueindex(1));
+	int i = lua_istable(L, 1) && lua_gettop(L) >= 2 ? 2 : 1;   /* e:at(v) or e.at(v) */
+	KcRef v = toref(L, i, "at");
+	if (!(ki_refaxes(kd_state(L)->f, v) & AXM(AX_token)))
+		return kd_raise(L, "at", "at reads a value at the row's token, so it needs a value with the "
+		                "token axis");
+	pushexpr(L, pairemit(L, "at", side ? KO_krow : KO_erow, v, 0, 0, 0));
+	return 1;
+}
+
+/* e.K, e.V, e.pos, e.score, e.count, e.<state>, e:at(v) */
+static int row_index(lua_State *L)
+{
+	KdState *S = kd_state(L);
+	int side = (int)lua_tointeger(L, lua_upvalueindex(1));
+	const char *k = lua_tostring(L, 2);
+	int op = side ? KO_krow : KO_erow, in;
+	if (!k)
+		return kd_raise(L, NULL, "rows are indexed by names (e.K, e.V, e.pos, e.score, e.count)");
+	if (!strcmp(k, "at")) {
+		lua_pushinteger(L, side);
+		lua_pushcclosure(L, row_at, 1);
+		return 1;
+	}
+	if (!strcmp(k, "count")) {
+		pushexpr(L, pairemit(L, k, KO_pinfo, KC_NIL, side ? PI_kcount : PI_ecount, 0, 0));
+		return 1;
+	}
+	if (!strcmp(k, "score")) {
+		pushexpr(L, pairemit(L, k, op, S->f->score, 0, 0, 0));
+		return 1;
+	}
+	if ((in = ki_inputbyname(k, strlen(k))) == IN_K || in == IN_V || in == IN_pos) {
+		KcRef x = emit(L, k, KO_input, KC_NIL, KC_NIL, KC_NIL, -1, in, ki_inputaxes(in));
+		pushexpr(L, pairemit(L, k, op, x, 0, 0, 0));
+		return 1;
+	}
+	int st = ki_findstate(S->f, k);
+	if (st >= 0) {
+		KcRef x = emit(L, k, KO_state, KC_NIL, KC_NIL, KC_NIL, -1, st, AXM(AX_token));
+		pushexpr(L, pairemit(L, k, op, x, 0, 0, 0));
+		return 1;
+	}
+	return kd_raise(L, k, "a merge row has no field '%s' (K, V, pos, score, count, a state's name, "
+	                "or :at(value))", k);
+}
+
+/* m:tmean(v): mean of an ordinary [token] value over e's targets (next_kept) */
+static int m_tmean(lua_State *L)
+{
+	int i = lua_istable(L, 1) && lua_gettop(L) >= 2 ? 2 : 1;
+	KcRef v = toref(L, i, "tmean");
+	if (!(ki_refaxes(kd_state(L)->f, v) & AXM(AX_token)))
+		return kd_raise(L, "tmean", "tmean averages a [token] value over the targets of e");
+	pushexpr(L, pairemit(L, "tmean", KO_tmean, v, 0, 0, 0));
+	return 1;
+}
+
+/* m.sim, m.absorbed, m.ntargets, m:tmean(v), m.x (the inputs, for ordinary values) */
+static int minfo_index(lua_State *L)
+{
+	const char *k = lua_tostring(L, 2);
+	int pi = k ? ki_pinfobyname(k, strlen(k)) : -1;
+	if (pi == PI_sim || pi == PI_absorbed || pi == PI_ntargets) {
+		pushexpr(L, pairemit(L, k, KO_pinfo, KC_NIL, pi, 0, 0));
+		return 1;
+	}
+	if (k && !strcmp(k, "tmean")) {
+		lua_pushcfunction(L, m_tmean);
+		return 1;
+	}
+	if (k && !strcmp(k, "x")) {
+		pushinputs(L);
+		return 1;
+	}
+	return kd_raise(L, k, "the merge info has no field '%s' (sim, absorbed, ntargets, tmean, x)",
+	                k ? k : "?");
+}
+
+static int pair_newindex(lua_State *L)
+{
+	return kd_raise(L, lua_tostring(L, 2), "merge rows and info are read-only");
+}
+
+static void pushproxy(lua_State *L, lua_CFunction index, int side)
+{
+	lua_newtable(L);
+	lua_newtable(L);
+	lua_pushinteger(L, side);
+	lua_pushcclosure(L, index, 1);
+	lua_setfield(L, -2, "__index");
+	lua_pushcfunction(L, pair_newindex);
+	lua_setfield(L, -2, "__newindex");
+	lua_setmetatable(L, -2);
+}
+
+/* Call the rule's function uv (at ur) with the proxies named in `args` ("ek", "ekm",
+** "km") and return its result as a ref; what: for messages. */
+static KcRef callpair(lua_State *L, int ur, int uv, const char *args, const char *what, const Rule *r)
+{
+	lua_getiuservalue(L, ur, uv);
+	for (const char *a = args; *a; a++)
+		pushproxy(L, *a == 'm' ? minfo_index : row_index, *a == 'k');
+	lua_call(L, (int)strlen(args), 1);
+	KcRef x;
+	if (lua_type(L, -1) == LUA_TNUMBER)
+		x = ki_const(kd_state(L)->f, lua_tonumber(L, -1));
+	else {
+		Expr *e = luaL_testudata(L, -1, EXPR_MT);
+		if (!e)
+			return kd_raiseat(L, r->line, r->col, "the %s function must return a number or a kvcc "
+			                  "expression, got %s", what, luaL_typename(L, -1));
+		x = e->ref;
+	}
+	lua_pop(L, 1);
+	return x;
+}
+
+/* The default similarity: cosine of the keys of the two rows (kv.cosine's form). */
+static KcRef defaultsim(lua_State *L, const Rule *r)
+{
+	KdState *S = kd_state(L);
+	uint32_t ln = r->line, cl = r->col;
+	KcRef K = pairemit(L, "sim", KO_input, KC_NIL, IN_K, ln, cl);
+	S->f->ins[KC_RIDX(K)].axes = ki_inputaxes(IN_K);
+	KcRef a = pairemit(L, "sim", KO_erow, K, 0, ln, cl), b = pairemit(L, "sim", KO_krow, K, 0, ln, cl);
+	KcRef d = emit(L, "sim", KO_dot, a, b, KC_NIL, AX_chan, 0, 0);
+	KcRef na = emit(L, "sim", KO_norm, a, KC_NIL, KC_NIL, AX_chan, 0, 0);
+	KcRef nb = emit(L, "sim", KO_norm, b, KC_NIL, KC_NIL, AX_chan, 0, 0);
+	KcRef p = emit(L, "sim", KO_mul, na, nb, KC_NIL, -1, 0, 0);
+	KcRef mx = emit(L, "sim", KO_max, p, ki_const(S->f, 1e-8), KC_NIL, -1, 0, 0);
+	KcRef q = emit(L, "sim", KO_div, d, mx, KC_NIL, -1, 0, 0);
+	for (int i = KC_RIDX(d); i <= KC_RIDX(q); i++)
+		S->f->ins[i].line = ln, S->f->ins[i].col = cl;
+	return q;
+}
+
+/* A threshold reading a state that observe never updates is a constant: say so. */
+static void thrstate(lua_State *L, KcRef r)
+{
+	const KiFn *f = kd_state(L)->f;
+	for (int i = KC_RKIND(r) == RK_INS ? KC_RIDX(r) : -1; i >= 0; i--) {
+		const KiIns *in = &f->ins[i];
+		if (in->op == KO_state && in->aux < f->nst && !f->st[in->aux].update)
+			kd_raiseat(L, in->line, in->col, "the merge threshold reads state '%s', which is never "
+			           "updated (assign st.%s = ... in observe, or use a param)", f->st[in->aux].name,
+			           f->st[in->aux].name);
+	}
+}
+
+/* policy { merge = ... } (the value at idx): the rule into f->merge, its functions
+** called now that the score exists. */
+static void buildmerge(lua_State *L, int idx)
+{
+	KdState *S = kd_state(L);
+	KiFn *f = S->f;
+	Rule *r = luaL_testudata(L, idx, RULE_MT);
+	memset(&f->merge, 0, sizeof f->merge);
+	if (lua_isnil(L, idx) || (r && r->kind == RULE_drop)) {
+		f->merge.kind = MG_drop;
+		if (r)
+			f->merge.line = r->line, f->merge.col = r->col;
+		return;
+	}
+	if (!r || r->kind != RULE_merge)
+		raisefield(L, "merge", "merge must be a merge rule (kvcc.drop, kvcc.nearest, kvcc.next_kept, "
+		           "kvcc.runs or kvcc.summary)");
+	KiMerge mg = r->mg;
+	int hassim = mg.kind == MG_nearest || mg.kind == MG_runs;
+	if (hassim) {
+		lua_getiuservalue(L, idx, MFN_sim);
+		int fn = lua_isfunction(L, -1);
+		lua_pop(L, 1);
+		mg.sim = fn ? callpair(L, idx, MFN_sim, "ek", "sim", r) : defaultsim(L, r);
+		lua_getiuservalue(L, idx, MFN_thr);
+		fn = lua_isfunction(L, -1);
+		lua_pop(L, 1);
+		if (fn) {
+			mg.threshold = callpair(L, idx, MFN_thr, "ek", "threshold", r);
+			thrstate(L, mg.threshold);
+		}
+	}
+	if (hassim || mg.kind == MG_next) {
+		lua_getiuservalue(L, idx, MFN_weight);
+		int fn = lua_isfunction(L, -1);
+		lua_pop(L, 1);
+		if (fn)
+			mg.weight = callpair(L, idx, MFN_weight, "ekm", "weight", r);
+		lua_getiuservalue(L, idx, MFN_self);
+		fn = lua_isfunction(L, -1);
+		lua_pop(L, 1);
+		if (fn)
+			mg.self = callpair(L, idx, MFN_self, "km", "self_weight", r);
+	}
+	f->merge = mg;
+}
+
 /* --- kv.policy "name" { ... } ------------------------------------------------------ */
 
 static int usesinput(const KiFn *f, int in)
@@ -933,12 +1366,7 @@ static int policy_build(lua_State *L)
 	lua_pop(L, 1);
 
 	lua_getfield(L, 1, "merge");
-	r = luaL_testudata(L, -1, RULE_MT);
-	if (!lua_isnil(L, -1) && (!r || r->kind != RULE_drop))
-		return raisefield(L, "merge", "merge must be a merge rule (kvcc.drop)");
-	f->merge.kind = MG_drop;
-	if (r)
-		f->merge.line = r->line, f->merge.col = r->col;
+	buildmerge(L, lua_gettop(L));
 	lua_pop(L, 1);
 
 	lua_getfield(L, 1, "when");
@@ -1013,7 +1441,8 @@ static const luaL_Reg kvlib[] = {
 	{ "where", m_where }, { "cosine", m_cosine }, { "random", m_random }, { "dot", m_dot },
 	{ "exp", m_exp }, { "log", m_log }, { "sqrt", m_sqrt }, { "abs", m_abs },
 	{ "max", m_max }, { "min", m_min }, { "sum", m_sum }, { "mean", m_mean }, { "norm", m_norm },
-	{ "std", m_std }, { NULL, NULL }
+	{ "std", m_std }, { "nearest", l_nearest }, { "runs", l_runs }, { "next_kept", l_next_kept },
+	{ "summary", l_summary }, { "adaptive", l_adaptive }, { NULL, NULL }
 };
 
 /* kv.sofmax: an unknown name of the module is an error that names it */

@@ -11,7 +11,7 @@
 
 static const char *const rules[] = {
 	[AR_LEAF] = "leaf", [AR_EW] = "elementwise", [AR_RED] = "reduce", [AR_DOT] = "dot",
-	[AR_KEEP] = "keep", [AR_TOK] = "token", [AR_SAME] = "same",
+	[AR_KEEP] = "keep", [AR_TOK] = "token", [AR_SAME] = "same", [AR_ROW] = "row",
 };
 
 /* Markdown table cell text: '|' would end the cell. */

@@ -450,7 +450,18 @@ static int report(const KiFn *f, const KiCase *c, const KiResult *res, const cha
 				kc_npz_add(&w, nm, "<f4", 2, m, &res->K[lh * c->n * c->d]);
 				snprintf(nm, sizeof nm, "V.%d.%d", l, h);
 				kc_npz_add(&w, nm, "<f4", 2, m, &res->V[lh * c->n * c->d]);
+				if (f->merge.kind != MG_drop) {
+					snprintf(nm, sizeof nm, "pos.%d.%d", l, h);
+					kc_npz_add(&w, nm, "<i4", 1, m, &res->pos[lh * c->n]);
+					snprintf(nm, sizeof nm, "count.%d.%d", l, h);
+					kc_npz_add(&w, nm, "<f8", 1, m, &res->count[lh * c->n]);
+				}
 			}
+		if (f->merge.kind != MG_drop) {
+			long lh2[2] = { c->L, c->H };
+			kc_npz_add(&w, "sumat", "<i4", 2, lh2, res->sumat);
+			kc_npz_add(&w, "tau", "<f8", 2, lh2, res->tau);
+		}
 		int wr = kc_npz_write(out, &w, e);
 		kc_npz_free(&w);
 		return wr;
@@ -529,8 +540,11 @@ static int cmd_run(int argc, char **argv)
 	r.inputs = inputs;
 	KiResult res;
 	memset(&res, 0, sizeof res);
-	int rc = readarrays(&z, &r, &e) || readargs(f, &z, params, nparams, ratio, budget, dtype, &r, &e) ||
-	         observe(f, &z, &r, &e) || ki_run(f, &r.c, &res, &e) || report(f, &r.c, &res, out, &e);
+	int rc = readarrays(&z, &r, &e) || readargs(f, &z, params, nparams, ratio, budget, dtype, &r, &e);
+	if (!rc && kc_npz_get(&z, "dk"))
+		rc = kt_rundecode(f, &r.c, &z, inputs, out, &e);
+	else if (!rc)
+		rc = observe(f, &z, &r, &e) || ki_run(f, &r.c, &res, &e) || report(f, &r.c, &res, out, &e);
 	if (rc)
 		fail(&e);
 	ki_result_free(&res);

@@ -21,4 +21,11 @@ KC_FUNC int kt_eval(int argc, char **argv);
 ** status: 0, 1 (a compile error), 2 (bad arguments). */
 KC_FUNC int kt_dev(int argc, char **argv);
 
+/* rundecode.c: `kvcc run` on a decode case (dk, dv, dq: generation step by step through
+** the interpreter); c0 is the case as read, z the case file. 0, or -1 with e set. */
+struct KiCase;
+struct KcNpz;
+KC_FUNC int kt_rundecode(const KiFn *f, const struct KiCase *c0, const struct KcNpz *z, const char *inputs,
+                         const char *out, KcErr *e);
+
 #endif

@@ -21,7 +21,8 @@
 	X(verify) \
 	X(passes) \
 	X(policies) \
-	X(sandbox)
+	X(sandbox) \
+	X(merge)
 
 #define DECLARE(area) Suite *area##_suite(void);
 SUITES(DECLARE)

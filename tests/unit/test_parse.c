@@ -234,7 +234,7 @@ static const struct { const char *text; const char *msg; } bad[] = {
 	  "t.kir:2:22: error: expected a schedule (none or pyramid), found 'linear'" },
 	{ H "select random\n", "t.kir:2:8: error: expected a select rule (topk), found 'random'" },
 	{ H "select topk chunk 1\n", "t.kir:2:19: error: expected '=', found '1'" },
-	{ H "merge keep\n", "t.kir:2:7: error: expected a merge rule (drop), found 'keep'" },
+	{ H "merge keep\n", "t.kir:2:7: error: expected a merge rule (drop nearest next runs summary), found 'keep'" },
 	{ H "when sometimes\n", "t.kir:2:6: error: expected prefill or decode, found 'sometimes'" },
 	{ H "when decode\n", "t.kir:2:12: error: expected every=, found end of line" },
 	{ H "when prefill\nwhen prefill\n", "t.kir:3:1: error: duplicate when" },

@@ -143,6 +143,15 @@ KiFn *t_allops(void)
 	f->sel.beta = ki_const(f, 0.25);
 	f->when.kind = WH_decode;
 	f->when.every = kern;
+	/* a merge rule reading every pair op (next: the targets of e) */
+	KcRef ek = I(erow, K, N, N, -1, 0, 22, 1), kk = I(krow, K, N, N, -1, 0, 22, 2);
+	KcRef w = I(add, I(dot, ek, kk, N, AX_chan, 0, 22, 3), I(tmean, pos, N, N, -1, 0, 22, 4), N, -1, 0, 22, 5);
+	f->merge.kind = MG_next;
+	f->merge.weight = I(add, w, I(pinfo, N, N, N, -1, PI_ntargets, 22, 6), N, -1, 0, 22, 7);
+	f->merge.self = I(mul, I(krow, pos, N, N, -1, 0, 23, 1), I(pinfo, N, N, N, -1, PI_absorbed, 23, 2),
+	                  N, -1, 0, 23, 3);
+	f->merge.m = kern;
+	f->merge.update = MU_sum, f->merge.values = 1, f->merge.bias = 1;
 	f->merge.line = 30, f->merge.col = 4294967295u;
 	return f;
 }
