@@ -12,6 +12,7 @@
 #include "tests/unit/unit.h"
 #include "compiler/interp.h"
 #include "dsl/dsl.h"
+#include "compiler/mplan.h"
 
 /* One (layer, head), 4 tokens, d = 2. score = sum of the key: tokens 0 and 2 win. */
 static float K4[8] = { 1, 0, 0, -1, 2, 0, 0, -2 };
@@ -166,6 +167,40 @@ START_TEST(test_merge_summary_online)
 }
 END_TEST
 
+/* The similarity's form (compiler/mplan.c): the tiled-product form or pair by pair. */
+START_TEST(test_merge_simform)
+{
+	static const struct { const char *sim; int fast; const char *why; } cases[] = {
+		{ "nil", 1, NULL },                                            /* the default cosine */
+		{ "function(e, k) return e.K:dot(k.K, 'chan') end", 1, NULL },
+		{ "function(e, k) return (k.K * 2):dot(e.K:exp(), 'chan') / e.count end", 1, NULL },
+		{ "function(e, k) return -(e.K:norm('chan')^2) + 2 * e.K:dot(k.K, 'chan') - k.K:norm('chan')^2 end", 1, NULL },
+		{ "function(e, k) local d = e.K - k.K; return -d:dot(d, 'chan') end", 0,
+		  "a value of both rows other than their dot product over chan (e.g. |e - k|)" },
+		{ "function(e, k) return e.K:dot(k.K, 'chan') + e.V:dot(k.V, 'chan') end", 0,
+		  "the similarity has more than one product of the two rows" },
+		{ "function(e, k) return e.score + k.score end", 0, "the similarity has no product of the two rows" },
+	};
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		char m[512];
+		snprintf(m, sizeof m, "kv.nearest { sim = %s }", cases[i].sim);
+		KiFn *f = policy(m);
+		KcErr e = { 0 };
+		ck_assert(ki_runpasses(f, KI_DEFAULT_PASSES, 1, &e, NULL, NULL) == 0);
+		KmSim s;
+		km_simform(f, f->merge.sim, &s);
+		ck_assert_msg(s.fast == cases[i].fast, "case %zu: fast %d (%s)", i, s.fast, s.why ? s.why : "");
+		if (!s.fast)
+			ck_assert_str_eq(s.why, cases[i].why);
+		else {
+			ck_assert_int_eq(f->ins[s.eop].op == KO_erow || f->ins[s.eop].op == KO_exp, 1);
+			ck_assert(s.nepi >= 0 && s.dot >= 0);
+		}
+		ki_free(f);
+	}
+}
+END_TEST
+
 Suite *merge_suite(void)
 {
 	Suite *s = suite_create("merge");
@@ -175,6 +210,7 @@ Suite *merge_suite(void)
 	tcase_add_test(tc, test_merge_nan_never);
 	tcase_add_test(tc, test_merge_summary);
 	tcase_add_test(tc, test_merge_summary_online);
+	tcase_add_test(tc, test_merge_simform);
 	suite_add_tcase(s, tc);
 	return s;
 }
