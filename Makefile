@@ -34,7 +34,7 @@ LDLIBS   = $(SAN) $(LUA_LIBS) -lm -lpthread -ldl
 # --- objects, one group per stage ---------------------------------------------
 DSLOBJ  = dsl/sandbox.o dsl/builder.o
 IROBJ   = compiler/ir.o compiler/print.o compiler/lex.o compiler/parse.o \
-          compiler/verify.o compiler/passes.o compiler/interp.o compiler/diag.o
+          compiler/verify.o compiler/passes.o compiler/interp.o compiler/select.o compiler/diag.o
 RTOBJ   =
 X86OBJ  =
 PTXOBJ  =

@@ -16,6 +16,15 @@
 
 enum { KI_F32, KI_F16, KI_BF16 };
 
+/* A weight the caller gives: the name it is declared with, its shape in the
+** declared order of axes, row-major values. */
+typedef struct KiWData {
+	const char *name;
+	int ndim;
+	long shape[KI_MAXWDIM];
+	const double *data;
+} KiWData;
+
 typedef struct KiCase {
 	int L, H, G, d;           /* layers, KV heads, query heads per KV head, head_dim */
 	int n;                    /* token capacity per (layer, head): the row stride */
@@ -26,12 +35,15 @@ typedef struct KiCase {
 	const float *lse;         /* [L][H][G][O], or NULL */
 	const int32_t *pos;       /* [L][H][n] absolute positions, or NULL: the token index */
 	const int32_t *qpos;      /* [O] query positions, or NULL: len-O .. len-1 */
-	const double *state;      /* [nst][L][H][n], or NULL: each state's init value */
+	const double *state;      /* [nst][L][H][n], or NULL: each state's init value; a scan
+	                          ** state's trailing nan are the tokens its scan has not seen */
 	int dtype;                /* KI_F32, KI_F16, KI_BF16 */
 	const double *params;     /* [npar] runtime values, or NULL: the defaults */
 	double ratio;             /* fraction removed, used when budget < 0 */
 	long budget;              /* tokens kept per (layer, head), or -1 */
 	int step;                 /* decode step (x.step) */
+	int nw;                   /* weights given (matched to the policy's by name) */
+	const KiWData *w;
 } KiCase;
 
 typedef struct KiResult {
