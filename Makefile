@@ -38,7 +38,7 @@ IROBJ   = compiler/ir.o compiler/print.o compiler/lex.o compiler/parse.o \
 RTOBJ   =
 X86OBJ  =
 PTXOBJ  =
-CLIOBJ  = tools/main.o tools/dev.o tools/npz.o
+CLIOBJ  = tools/main.o tools/dev.o tools/npz.o tools/weights.o
 
 LIBOBJ  = $(addprefix $(B)/,$(DSLOBJ) $(IROBJ) $(X86OBJ) $(PTXOBJ) $(RTOBJ))
 
