@@ -124,49 +124,44 @@ static int cmpdesc(const void *pa, const void *pb)
 	return a > b ? -1 : a < b ? 1 : 0;
 }
 
-static int prefixsched(const KiFn *f, const KiCase *c, const double *par, const double *scores, long S,
-                       long R, long *nk, KcErr *e)
+/*
+** PrefixKV's evictions for `rows` score rows (row k: n[k] scores at S + k * stride, each
+** finite and >= 0; the row whose score is bad is returned in *bad): the bisection of the
+** header comment with tolerance tol and at most iters halvings towards `target`
+** evictions in all, `prot` protected tokens per row; forget[k] = the row's evictions
+** after scaling to the target. Returns 0, -1 (a bad score) or -2 (out of memory).
+** kvcc calibrate uses it for PrefixKV's offline fractions.
+*/
+int ki_prefix_forget(const double *S, int rows, const long *n, long stride, double target, long prot,
+                     double tol, long iters, long *forget, long *bad)
 {
-	const KiSelect *sel = &f->sel;
-	double tol = val(f, par, sel->sa, 5), iters = val(f, par, sel->sb, 200);
-	int ninst = c->L * c->H;
-	double *cdf = malloc(((size_t)ninst * c->n + 1) * sizeof *cdf);
-	long *cnt = malloc(((size_t)ninst + 1) * sizeof *cnt);
-	if (!cdf || !cnt) {
-		free(cdf), free(cnt);
-		return oom(f, e);
-	}
-	double target = 0, ntot = 0;
-	for (int k = 0; k < ninst; k++) {
-		long n = lenof(c, k / c->H, k % c->H);
-		double *d = &cdf[(size_t)k * c->n], tot = 0;
-		const double *s = row(c, scores, k / c->H, k % c->H);
-		for (long t = 0; t < n; t++) {
+	double *cdf = malloc(((size_t)rows * stride + 1) * sizeof *cdf);
+	if (!cdf)
+		return -2;
+	for (int k = 0; k < rows; k++) {
+		double *d = &cdf[(size_t)k * stride], tot = 0;
+		const double *s = &S[(size_t)k * stride];
+		for (long t = 0; t < n[k]; t++) {
 			if (!(s[t] >= 0) || isinf(s[t])) {
-				kc_error(e, f->src, sel->line, sel->col, "select: the prefix schedule needs finite "
-				         "scores >= 0, (layer %d, head %d) has %g at token %ld", k / c->H, k % c->H,
-				         s[t], t);
-				goto fail;
+				bad[0] = k, bad[1] = t;
+				free(cdf);
+				return -1;
 			}
 			d[t] = s[t];
 		}
-		qsort(d, (size_t)n, sizeof *d, cmpdesc);
-		for (long t = 0; t < n; t++)
+		qsort(d, (size_t)n[k], sizeof *d, cmpdesc);
+		for (long t = 0; t < n[k]; t++)
 			tot += d[t];
 		double acc = 0;
-		for (long t = 0; t < n; t++)
+		for (long t = 0; t < n[k]; t++)
 			d[t] = acc += tot > 0 ? d[t] / tot : 0;
-		ntot += (double)n;
-		target += (double)n - (double)(c->budget < n ? c->budget : n);
 	}
-	if (c->budget < 0)
-		target = ntot * c->ratio;       /* the code's sum(n) * ratio */
 	double lo = 0, hi = 1, mid = 0;
-	for (long it = 0; it < (long)iters && lo < hi; it++) {
+	for (long it = 0; it < iters && lo < hi; it++) {
 		mid = (lo + hi) / 2;
 		double count = 0;
-		for (int k = 0; k < ninst; k++)
-			count += (double)prefixcount(&cdf[(size_t)k * c->n], lenof(c, k / c->H, k % c->H), mid, S + R);
+		for (int k = 0; k < rows; k++)
+			count += (double)prefixcount(&cdf[(size_t)k * stride], n[k], mid, prot);
 		if (fabs(count - target) < tol)
 			break;
 		if (count < target)
@@ -175,18 +170,43 @@ static int prefixsched(const KiFn *f, const KiCase *c, const double *par, const 
 			lo = mid;
 	}
 	double sum = 0;
-	for (int k = 0; k < ninst; k++)
-		sum += (double)(cnt[k] = prefixcount(&cdf[(size_t)k * c->n], lenof(c, k / c->H, k % c->H), mid, S + R));
-	for (int k = 0; k < ninst; k++) {
-		long n = lenof(c, k / c->H, k % c->H);
-		long forget = sum != 0 ? (long)((double)cnt[k] * target / sum) : cnt[k];
-		nk[k] = forget < n ? n - forget : 0;
-	}
-	free(cdf), free(cnt);
+	for (int k = 0; k < rows; k++)
+		sum += (double)(forget[k] = prefixcount(&cdf[(size_t)k * stride], n[k], mid, prot));
+	for (int k = 0; k < rows; k++)
+		if (sum != 0)
+			forget[k] = (long)((double)forget[k] * target / sum);
+	free(cdf);
 	return 0;
-fail:
-	free(cdf), free(cnt);
-	return -1;
+}
+
+static int prefixsched(const KiFn *f, const KiCase *c, const double *par, const double *scores, long S,
+                       long R, long *nk, KcErr *e)
+{
+	const KiSelect *sel = &f->sel;
+	double tol = val(f, par, sel->sa, 5), iters = val(f, par, sel->sb, 200);
+	int ninst = c->L * c->H;
+	long *len = malloc(((size_t)ninst + 1) * sizeof *len), bad[2];
+	if (!len)
+		return oom(f, e);
+	double target = 0, ntot = 0;
+	for (int k = 0; k < ninst; k++) {
+		long n = len[k] = lenof(c, k / c->H, k % c->H);
+		ntot += (double)n;
+		target += (double)n - (double)(c->budget < n ? c->budget : n);
+	}
+	if (c->budget < 0)
+		target = ntot * c->ratio;       /* the code's sum(n) * ratio */
+	int rc = ki_prefix_forget(scores, ninst, len, c->n, target, S + R, tol, (long)iters, nk, bad);
+	if (rc == -1) {
+		kc_error(e, f->src, sel->line, sel->col, "select: the prefix schedule needs finite "
+		         "scores >= 0, (layer %d, head %d) has %g at token %ld", (int)bad[0] / c->H,
+		         (int)bad[0] % c->H, scores[bad[0] * c->n + bad[1]], bad[1]);
+	} else if (rc == -2)
+		oom(f, e);
+	for (int k = 0; !rc && k < ninst; k++)
+		nk[k] = nk[k] < len[k] ? len[k] - nk[k] : 0;
+	free(len);
+	return rc ? -1 : 0;
 }
 
 typedef struct Flat {
@@ -316,7 +336,7 @@ int ki_counts(const KiFn *f, const KiCase *c, const double *par, const double *s
 			double v = keepv[l * c->H + h];
 			if (!isfinite(v)) {
 				kc_error(e, f->src, sel->line, sel->col, "select: the keep count of (layer %d, head %d) "
-				         "is %g", l, h, v);
+				         "is %s", l, h, isnan(v) ? "nan" : v > 0 ? "inf" : "-inf");
 				return -1;
 			}
 			v = floor(v);

@@ -17,4 +17,8 @@ KC_FUNC int ki_selmass(const KiFn *f, const KiCase *c, const double *par, const 
 KC_FUNC int ki_selfloor(const KiFn *f, const KiCase *c, const double *par, const double *scores,
                         const long *nk, char *keep, KcErr *e);
 
+/* PrefixKV's bisection (select.c); also kvcc calibrate's offline fractions. */
+KC_FUNC int ki_prefix_forget(const double *S, int rows, const long *n, long stride, double target,
+                             long prot, double tol, long iters, long *forget, long *bad);
+
 #endif

@@ -339,7 +339,9 @@ static int scancheck(V *v)
 	KcRef roots[3] = { f->score, f->obs, f->sel.keep };
 	for (int k = 0; k < 3; k++)
 		if (KC_RKIND(roots[k]) == RK_INS && body[KC_RIDX(roots[k])]) {
-			kc_error(v->e, f->src, f->line, f->col, "a value of a scan step is used outside the scan");
+			const KiIns *in = &f->ins[KC_RIDX(roots[k])];
+			kc_error(v->e, f->src, in->line, in->col, "a value of the step of the scan of '%s' is used "
+			         "outside the scan (use the scan's result)", f->st[body[KC_RIDX(roots[k])] - 1].name);
 			goto done;
 		}
 	rc = 0;

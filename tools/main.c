@@ -40,6 +40,11 @@ static const char usage[] =
 	"      [--chunk-chars K] [--from TEXT] [--csv OUT] [--plot OUT.png] [--threads N]\n"
 	"                                   NLL versus compression ratio on a model\n"
 	"                                   (prefill-compress-continue; doc/eval.md)\n"
+	"  calibrate --model M --tokenizer T --data FILE [--stories a:b] [--chunk-chars K]\n"
+	"      [--from TEXT] [--out W.npz] [--repeat N] [--trials N] [--seed S] [--sinks N]\n"
+	"                                   weights of the learned policies (head classes,\n"
+	"                                   query statistics, PrefixKV fractions, the gate, W_o)\n"
+	"                                   from a model, for --weights (doc/dsl.md)\n"
 	"  --help, --version\n"
 	"\n"
 	"developer commands (stages on their own, for tests; options may change):\n"
@@ -631,6 +636,8 @@ int main(int argc, char **argv)
 		return cmd_run(argc - 2, argv + 2);
 	if (!strcmp(cmd, "eval"))
 		return kt_eval(argc - 2, argv + 2);
+	if (!strcmp(cmd, "calibrate"))
+		return kt_calibrate(argc - 2, argv + 2);
 	if (!strcmp(cmd, "dev"))
 		return kt_dev(argc - 2, argv + 2);
 	die_usage("unknown command '%s'", cmd);

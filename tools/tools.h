@@ -18,6 +18,10 @@ KC_FUNC KiFn *kt_load(const char *path, KcErr *e);
 ** running), 2 (bad arguments). */
 KC_FUNC int kt_eval(int argc, char **argv);
 
+/* calibrate.c: `kvcc calibrate --model M --tokenizer T --data FILE [options]`: the weights
+** of the learned policies. Returns the exit status: 0, 1 (an error), 2 (bad arguments). */
+KC_FUNC int kt_calibrate(int argc, char **argv);
+
 /* dev.c: `kvcc dev COMMAND ...`; argv holds the arguments after "dev". Returns the exit
 ** status: 0, 1 (a compile error), 2 (bad arguments). */
 KC_FUNC int kt_dev(int argc, char **argv);

@@ -12,3 +12,10 @@ check-errors: $(B)/kvcc
 	  $(B)/npz-fuzz/$$(grep '^snapkv ' $(B)/npz-fuzz/cases.txt | head -1 | cut -d' ' -f2) $(B)/npz-fuzz
 
 .PHONY: check-errors
+
+# kvcc run with policy weights and the selection rules' run-time checks (issue 13)
+check-errors-weights: $(B)/kvcc
+	$(PYTHON) tests/errors/run_weights.py $(B)/kvcc $(B)/errors-weights
+
+check-errors: check-errors-weights
+.PHONY: check-errors-weights
