@@ -351,11 +351,54 @@ def p_threshold(c):
     return dict(_per_head(kept, c["Ks"], c["Vs"], L, H), **{"expect.scores": s}), {}, margin
 
 
+def _mass(c, cap):
+    p = dict(dict(p=0.6, sinks=2, window=3), **c["params"])
+    sk, w = int(p["sinks"]), int(p["window"])
+    L, H, n = c["L"], c["H"], c["n"]
+    s = np.sqrt((c["K"] ** 2).sum(axis=3))
+    nk = _nkeep(n, c["ratio"], c["budget"]) if cap else None
+    kept = [[S.mass_select(s[l, h], p["p"], sk, w, nk) for h in range(H)] for l in range(L)]
+    margin = min(S.mass_margin(s[l, h], p["p"], sk, w) for l in range(L) for h in range(H)) \
+        if 0 < p["p"] <= 1 else math.inf
+    if cap:
+        for l in range(L):
+            for h in range(H):
+                free = [t for t in kept[l][h] if sk <= t < n - w]
+                margin = min(margin, _cut_margin(s[l, h, sk:n - w], max(0, (nk or n) - sk - w)) if len(free) else margin)
+    return dict(_per_head(kept, c["Ks"], c["Vs"], L, H), **{"expect.scores": s}), {}, margin
+
+
+def p_mass_head(c):
+    return _mass(c, True)
+
+
+def p_mass_nocap(c):
+    return _mass(c, False)
+
+
+def p_threshold_head(c):
+    p = dict(dict(tau=0.5, sinks=1, window=2), **c["params"])
+    sk, w, tau = int(p["sinks"]), int(p["window"]), p["tau"]
+    L, H, n = c["L"], c["H"], c["n"]
+    s = c["K"].sum(axis=3)
+    s[..., np.arange(n) % 7 == 3] = np.nan
+    nk = _nkeep(n, c["ratio"], c["budget"])
+    kept = [[S.threshold_select(s[l, h], tau, nk, sk, w) for h in range(H)] for l in range(L)]
+    fin = s[np.isfinite(s)]
+    margin = min(abs(x - tau) / max(abs(tau), 1e-30, abs(x)) for x in fin)
+    for l in range(L):
+        for h in range(H):
+            free = s[l, h, sk:n - w]
+            margin = min(margin, _cut_margin(np.where(free >= tau, free, np.nan), nk - sk - w))
+    return dict(_per_head(kept, c["Ks"], c["Vs"], L, H), **{"expect.scores": s}), {}, margin
+
+
 POLICIES = {
     "adakv": p_adakv, "chunkkv": p_chunkkv, "criticalkv": p_criticalkv,
     "expected_attention": p_expected_attention, "lagkv": p_lagkv, "prefixkv": p_prefixkv,
     "prefixkv_bisect": p_prefixkv_bisect, "dynamickv": p_dynamickv, "duo": p_duo, "razor": p_razor,
     "gated_window": p_gated_window, "threshold": p_threshold,
+    "mass_head": p_mass_head, "mass_nocap": p_mass_nocap, "threshold_head": p_threshold_head,
 }
 
 # (policy, case, L, H, G, n, d, ("ratio", r) | ("budget", B), params, dtype, pos kind, O, steps)
@@ -404,6 +447,17 @@ CASES = [
     ("threshold", "d8_g1_n37_r0", 2, 2, 1, 37, 8, ("ratio", 0.0), {"window": 8}, "f32", "default", 16, 0),
     ("threshold", "d64_g2_n61_r50", 2, 2, 2, 61, 64, ("ratio", 0.5), {}, "f32", "default", 16, 0),
     ("threshold", "d16_g4_n129_b30_tau05", 2, 2, 4, 129, 16, ("budget", 30), {"tau": 0.5}, "f32", "default", 16, 0),
+    # rule test policies (tests/policies): mass with and without the cap, p at the edges;
+    # threshold with NaN scores, tau from a param, the cap
+    ("mass_head", "d8_n37_p60_r0", 2, 2, 1, 37, 8, ("ratio", 0.0), {}, "f32", "default", 0, 0),
+    ("mass_head", "d64_n61_p90_r50", 2, 2, 1, 61, 64, ("ratio", 0.5), {"p": 0.9}, "f32", "default", 0, 0),
+    ("mass_head", "d16_n40_p0_b10", 2, 2, 1, 40, 16, ("budget", 10), {"p": 0.0}, "f32", "default", 0, 0),
+    ("mass_nocap", "d8_n61_p30_r75", 2, 2, 1, 61, 8, ("ratio", 0.75), {"p": 0.3}, "f32", "default", 0, 0),
+    ("mass_nocap", "d8_n37_p150_r50", 2, 2, 1, 37, 8, ("ratio", 0.5), {"p": 1.5}, "bf16", "default", 0, 0),
+    ("mass_nocap", "d64_n129_p50_r25_f16", 2, 3, 1, 129, 64, ("ratio", 0.25), {"p": 0.5, "sinks": 0, "window": 0}, "f16", "default", 0, 0),
+    ("threshold_head", "d8_n37_r0", 2, 2, 1, 37, 8, ("ratio", 0.0), {}, "f32", "default", 0, 0),
+    ("threshold_head", "d8_n61_r50_tau0", 2, 2, 1, 61, 8, ("ratio", 0.5), {"tau": 0.0}, "f32", "default", 0, 0),
+    ("threshold_head", "d64_n61_b12_taum1", 2, 2, 1, 61, 64, ("budget", 12), {"tau": -1.0}, "f32", "default", 0, 0),
 ]
 
 
