@@ -68,7 +68,7 @@
 	X(attn,      0, LEAF, KF_PURE,                 KS_LEAF,                                                                  "decode attention probabilities [group, token]; observe hook only") \
 	X(index,     0, LEAF, KF_PURE,                 KS_LEAF,                                                                  "index along `axis` (0 .. size-1)") \
 	X(size,      0, LEAF, KF_PURE,                 KS_LEAF,                                                                  "size of `axis` as a scalar (n tokens, obs, group, head_dim)") \
-	X(info,      0, LEAF, KF_PURE,                 KS_LEAF,                                                                  "instance scalar named by `aux`: scale layer head nlayers nheads step") \
+	X(info,      0, LEAF, KF_PURE,                 KS_LEAF,                                                                  "instance scalar named by `aux`: scale layer head nlayers nheads step ratio nkeep") \
 	X(weight,    0, LEAF, KF_PURE,                 KS_LEAF,                                                                  "weight tensor number `aux` at this (layer, head); its declared group, chan, out axes") \
 	X(carry,     0, LEAF, KF_PURE,                 KS_LEAF,                                                                  "in the body of scan `aux`: the scan's value at the previous token, h[t-1]") \
 	X(rand,      1, TOK,  KF_PURE,                 KS_SPECIAL,                                                               "uniform [0,1) per token from (seed a, layer, head, pos); counter-based") \
