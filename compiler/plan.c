@@ -171,6 +171,8 @@ int kp_build(const KiFn *f, KpPlan *p, KcErr *e)
 {
 	memset(p, 0, sizeof *p);
 	p->f = f;
+	if (kp_unsupported(f, e) != 0)
+		return -1;
 	p->cls = calloc((size_t)f->nins + 1, 1);
 	p->soft = calloc((size_t)f->nins + 1, sizeof(int));
 	p->oneed = calloc((size_t)f->nins + 1, 1);
