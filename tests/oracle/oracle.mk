@@ -18,3 +18,11 @@ check-kvpress-select: $(B)/kvcc
 	$(PYTHON) tests/oracle/kvpress_select.py $(B)/kvcc $(B)/kvpress-select
 
 .PHONY: check-kvpress-select
+
+# kvcc calibrate on the shipped model against numpy (llama_ref.Model, selref): head scores,
+# query statistics, PrefixKV fractions, the gate fit, W_o (~10 s)
+check-calibrate: $(B)/kvcc
+	KVCC_DATA=$(SHARED)/data $(PYTHON) tests/oracle/calib_ref.py $(B)/kvcc $(B)/calibrate
+
+CHECK_MORE += check-calibrate
+.PHONY: check-calibrate
