@@ -26,7 +26,7 @@ int kp_unsupported(const KiFn *f, KcErr *e)
 	if (s->keep)
 		return refuse(f, s->line, s->col, "select keep", e);
 	if (s->sched == SCH_prefix || s->sched == SCH_dynamic)
-		return refuse(f, s->line, s->col, "the prefix and dynamic schedules", e);
+		return refuse(f, s->line, s->col, s->sched == SCH_prefix ? "the prefix schedule" : "the dynamic schedule", e);
 	if (f->nw)
 		return refuse(f, f->w[0].line, f->w[0].col, "a policy with weights", e);
 	for (int i = 0; i < f->nins; i++) {
