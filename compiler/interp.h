@@ -18,6 +18,15 @@
 
 enum { KI_F32, KI_F16, KI_BF16 };
 
+/* A weight the caller gives: the name it is declared with, its shape in the
+** declared order of axes, row-major values. */
+typedef struct KiWData {
+	const char *name;
+	int ndim;
+	long shape[KI_MAXWDIM];
+	const double *data;
+} KiWData;
+
 typedef struct KiCase {
 	int L, H, G, d;           /* layers, KV heads, query heads per KV head, head_dim */
 	int n;                    /* token capacity per (layer, head): the row stride */
@@ -29,7 +38,8 @@ typedef struct KiCase {
 	const int32_t *pos;       /* [L][H][n] absolute positions, or NULL: the token index */
 	const int32_t *qpos;      /* [O] query positions, or NULL: those of the last O held
 	                          ** tokens, pos[len-O .. len-1] */
-	const double *state;      /* [nst][L][H][n], or NULL: each state's init value */
+	const double *state;      /* [nst][L][H][n], or NULL: each state's init value; a scan
+	                          ** state's trailing nan are the tokens its scan has not seen */
 	int dtype;                /* KI_F32, KI_F16, KI_BF16 */
 	const double *params;     /* [npar] runtime values, or NULL: the defaults */
 	double ratio;             /* fraction removed, used when budget < 0 */
@@ -40,6 +50,8 @@ typedef struct KiCase {
 	const int32_t *sumat;     /* [L][H] first of the merge rule's summary rows, -1: none;
 	                          ** or NULL: none (the rows sumat .. sumat+C-1 are summary rows) */
 	const double *tau;        /* [L][H] adaptive merge threshold, NaN: unset; or NULL: unset */
+	int nw;                   /* weights given (matched to the policy's by name) */
+	const KiWData *w;
 } KiCase;
 
 typedef struct KiResult {

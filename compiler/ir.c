@@ -31,7 +31,7 @@ static const KiSem semtab[KO_NUM] = { KI_OPS(SEM_ROW) };
 #undef KS_EW
 #undef KS_RED
 
-static const char *const axisnames[AX_NUM + 1] = { "group", "obs", "token", "chan", "head" };
+static const char *const axisnames[AX_NUM + 1] = { "group", "obs", "token", "chan", "out", "head" };
 static const char *const inputnames[IN_NUM] = { "K", "V", "Q", "lse", "pos", "qpos" };
 static const uint8_t inputaxes[IN_NUM] = {
 	[IN_K] = AXM(AX_token) | AXM(AX_chan),
@@ -41,11 +41,14 @@ static const uint8_t inputaxes[IN_NUM] = {
 	[IN_pos] = AXM(AX_token),
 	[IN_qpos] = AXM(AX_obs),
 };
-static const char *const infonames[INF_NUM] = { "scale", "layer", "head", "nlayers", "nheads", "step" };
+static const char *const infonames[INF_NUM] = { "scale", "layer", "head", "nlayers", "nheads", "step",
+                                                  "ratio", "nkeep" };
 static const char *const scopenames[] = { "head", "layer", "model" };
-static const char *const schednames[] = { "none", "pyramid" };
 static const char *const mergenames[MG_NUM] = { "drop", "nearest", "next", "runs", "summary" };
 static const char *const pinfonames[PI_NUM] = { "sim", "absorbed", "ntargets", "ecount", "kcount" };
+static const char *const schednames[] = { "none", "pyramid", "prefix", "dynamic" };
+static const char *const selnames[] = { "topk", "threshold", "mass" };
+static const char *const waxisnames[WA_NUM] = { "layer", "head", "group", "chan", "out" };
 
 const char *ki_opname(int op) { return op >= 0 && op < KO_NUM ? optab[op].name : "?"; }
 int ki_nargs(int op) { return optab[op].nargs; }
@@ -58,7 +61,9 @@ const char *ki_inputname(int in) { return in >= 0 && in < IN_NUM ? inputnames[in
 uint8_t ki_inputaxes(int in) { return inputaxes[in]; }
 const char *ki_infoname(int inf) { return inf >= 0 && inf < INF_NUM ? infonames[inf] : "?"; }
 const char *ki_scopename(int sc) { return sc >= 0 && sc <= SC_model ? scopenames[sc] : "?"; }
-const char *ki_schedname(int s) { return s >= 0 && s <= SCH_pyramid ? schednames[s] : "?"; }
+const char *ki_schedname(int s) { return s >= 0 && s <= SCH_dynamic ? schednames[s] : "?"; }
+const char *ki_selname(int k) { return k >= 0 && k <= SEL_mass ? selnames[k] : "?"; }
+const char *ki_waxisname(int wa) { return wa >= 0 && wa < WA_NUM ? waxisnames[wa] : "?"; }
 
 const char *ki_mergename(int k) { return k >= 0 && k < MG_NUM ? mergenames[k] : "?"; }
 const char *ki_pinfoname(int pi) { return pi >= 0 && pi < PI_NUM ? pinfonames[pi] : "?"; }
@@ -113,6 +118,7 @@ void ki_pairctx(const KiFn *f, uint8_t *ctx)
 		ctx[i] = c;
 	}
 }
+int ki_waxisbyname(const char *s, size_t len) { return lookup(waxisnames, WA_NUM, s, len); }
 
 /* "[group, obs, token]" in canonical order; "[]" for a scalar. */
 void ki_axesstr(uint8_t axes, char *buf, size_t len)
@@ -147,6 +153,7 @@ void ki_free(KiFn *f)
 	free(f->con);
 	free(f->par);
 	free(f->st);
+	free(f->w);
 	free(f);
 }
 
@@ -167,7 +174,9 @@ KiFn *ki_clone(const KiFn *f)
 	g->con = dup(f->con, (size_t)f->ncon * sizeof *f->con);
 	g->par = dup(f->par, (size_t)f->npar * sizeof *f->par);
 	g->st = dup(f->st, (size_t)f->nst * sizeof *f->st);
+	g->w = dup(f->w, (size_t)f->nw * sizeof *f->w);
 	g->capins = f->nins, g->capcon = f->ncon, g->cappar = f->npar, g->capst = f->nst;
+	g->capw = f->nw;
 	return g;
 }
 
@@ -239,6 +248,45 @@ int ki_addstate(KiFn *f, const char *name, double init)
 	return f->nst++;
 }
 
+int ki_findweight(const KiFn *f, const char *name)
+{
+	for (int i = 0; i < f->nw; i++)
+		if (strcmp(f->w[i].name, name) == 0)
+			return i;
+	return -1;
+}
+
+/* Add a weight declaration (a copy of *w); returns its number, or -1 when the
+** name is taken. */
+int ki_addweight(KiFn *f, const KiWeight *w)
+{
+	if (ki_findweight(f, w->name) >= 0)
+		return -1;
+	GROW(f->w, f->nw, f->capw);
+	f->w[f->nw] = *w;
+	return f->nw++;
+}
+
+uint8_t ki_weightaxes(const KiWeight *w)
+{
+	uint8_t m = 0;
+	for (int k = 0; k < w->ndim && k < KI_MAXWDIM; k++)
+		switch (w->ax[k]) {
+		case WA_group: m |= AXM(AX_group); break;
+		case WA_chan: m |= AXM(AX_chan); break;
+		case WA_out: m |= AXM(AX_out); break;
+		}
+	return m;
+}
+
+/* A scan state: its update is the scan instruction that names it. */
+int ki_isscanstate(const KiFn *f, int s)
+{
+	KcRef u = f->st[s].update;
+	return KC_RKIND(u) == RK_INS && KC_RIDX(u) < f->nins && f->ins[KC_RIDX(u)].op == KO_scan &&
+	       f->ins[KC_RIDX(u)].aux == s;
+}
+
 /* Axes of an operand: constants and parameters are scalars. */
 uint8_t ki_refaxes(const KiFn *f, KcRef r)
 {
@@ -289,6 +337,27 @@ int ki_resultaxes(const KiFn *f, int op, const KcRef *arg, int axis, uint8_t *ax
 		}
 		*axes = (uint8_t)(a & ~AXM(AX_token));
 		return 0;
+	case AR_SCAN:
+		if (a & ~AXM(AX_token) || ki_refaxes(f, arg[1])) {
+			snprintf(why, whylen, "a scan's step must have axes within [token] and its start "
+			         "value must be a scalar");
+			return -1;
+		}
+		*axes = AXM(AX_token);
+		return 0;
+	case AR_SEG:
+		if (axis != AX_token || !(a & AXM(AX_token))) {
+			ki_axesstr(a, buf, sizeof buf);
+			snprintf(why, whylen, "%s runs over segments of 'token', but the operand has axes %s",
+			         ki_opname(op), buf);
+			return -1;
+		}
+		if (ki_refaxes(f, arg[1]) || ki_refaxes(f, arg[2])) {
+			snprintf(why, whylen, "%s: the segment size and start must be scalars", ki_opname(op));
+			return -1;
+		}
+		*axes = a;
+		return 0;
 	case AR_RED:
 	case AR_KEEP:
 	case AR_DOT:
@@ -321,6 +390,14 @@ int ki_resultaxes(const KiFn *f, int op, const KcRef *arg, int axis, uint8_t *ax
 		}
 		if ((op == KO_avgpool || op == KO_maxpool) && ki_refaxes(f, arg[1])) {
 			snprintf(why, whylen, "the pooling kernel size must be a scalar");
+			return -1;
+		}
+		if (op == KO_shift && axis != AX_token && axis != AX_chan) {
+			snprintf(why, whylen, "shift runs along 'token' or 'chan', not '%s'", ki_axisname(axis));
+			return -1;
+		}
+		if (op == KO_shift && (ki_refaxes(f, arg[1]) || ki_refaxes(f, arg[2]))) {
+			snprintf(why, whylen, "shift: the offset and the fill value must be scalars");
 			return -1;
 		}
 		*axes = ki_rule(op) == AR_RED ? (uint8_t)(a & ~AXM(axis)) : a;
@@ -388,6 +465,8 @@ uint64_t ki_hash(const KiFn *f)
 		g->ins[i].line = g->ins[i].col = 0;
 	for (int i = 0; i < g->npar; i++)
 		g->par[i].line = g->par[i].col = 0;
+	for (int i = 0; i < g->nw; i++)
+		g->w[i].line = g->w[i].col = 0;
 	g->line = g->col = g->sel.line = g->sel.col = 0;
 	g->merge.line = g->merge.col = g->when.line = g->when.col = 0;
 	g->src[0] = 0;

@@ -22,7 +22,8 @@
 **   sum   X'_k = w_k X_k + Σ w_e X_e
 ** a row that absorbs nothing, or whose total weight is 0 or not finite
 ** (mean), is unchanged. Counts: count'_k = count_k + Σ count_e / |T(e)|
-** (|T(e)| = 1 but for next). A merged row keeps its position and state.
+** (|T(e)| = 1 but for next). A merged row keeps its position and state (a
+** scan state: the scan's value at it; the verifier refuses scans with summary rows).
 **
 ** Pair expressions (sim, threshold, weight, self) are KIR instructions of
 ** the pair context (erow, krow, tmean, pinfo and elementwise ops and
@@ -685,7 +686,8 @@ static int instance(Mg *M, int l, int h, KiResult *r)
 		r->pos[dst] = c->pos ? c->pos[lh * c->n + t] : t;
 		for (int s = 0; s < f->nst; s++) {
 			size_t si = (size_t)s * c->L * c->H * c->n;
-			r->state[si + dst] = c->state ? c->state[si + lh * c->n + t] : f->st[s].init;
+			r->state[si + dst] = ki_isscanstate(f, s) ? M->in->val[KC_RIDX(f->st[s].update)][lh][t] :
+			                     c->state ? c->state[si + lh * c->n + t] : f->st[s].init;
 		}
 	}
 	int rows = I.nS;

@@ -46,6 +46,12 @@ static void maproots(KiFn *f, KcRef (*fn)(KcRef, void *), void *ud)
 	f->sel.keep_recent = fn(f->sel.keep_recent, ud);
 	f->sel.chunk = fn(f->sel.chunk, ud);
 	f->sel.beta = fn(f->sel.beta, ud);
+	f->sel.tau = fn(f->sel.tau, ud);
+	f->sel.mass = fn(f->sel.mass, ud);
+	f->sel.floor = fn(f->sel.floor, ud);
+	f->sel.keep = fn(f->sel.keep, ud);
+	f->sel.sa = fn(f->sel.sa, ud);
+	f->sel.sb = fn(f->sel.sb, ud);
 	f->when.every = fn(f->when.every, ud);
 	KiMerge *m = &f->merge;
 	KcRef *mr[] = { &m->sim, &m->threshold, &m->beta, &m->weight, &m->self, &m->m, &m->rows, &m->iters };

@@ -171,16 +171,13 @@ int kp_build(const KiFn *f, KpPlan *p, KcErr *e)
 {
 	memset(p, 0, sizeof *p);
 	p->f = f;
+	if (kp_unsupported(f, e) != 0)
+		return -1;
 	p->cls = calloc((size_t)f->nins + 1, 1);
 	p->soft = calloc((size_t)f->nins + 1, sizeof(int));
 	p->oneed = calloc((size_t)f->nins + 1, 1);
 	if (!p->cls || !p->soft || !p->oneed) {
 		kc_error(e, f->src, 0, 0, "plan: out of memory");
-		goto fail;
-	}
-	if (f->merge.kind != MG_drop) {
-		kc_error(e, f->src, f->merge.line, f->merge.col, "merge %s: the compact_merge kernels are not "
-		         "generated yet (kvcc run, the reference interpreter, runs it)", ki_mergename(f->merge.kind));
 		goto fail;
 	}
 	mark(f, f->score, p->cls);   /* 1 = needed, refined below */

@@ -14,8 +14,16 @@
 **     input → ki_inputaxes, state → [token], attn → [group, token],
 **     index → its axis, size and info → scalar)
 **   - a score exists with axes ⊆ [token]; state updates have axes ⊆ [token]
-**   - attn (decode attention) feeds only observe updates, never the score
-**     or obs
+**   - attn (decode attention) feeds only observe updates, never the score,
+**     obs or the select keep count
+**   - weights: declared axes each at most once (layer head group chan out),
+**     an out size >= 0; a weight instruction's axes are its tensor axes
+**   - scans (scancheck): a scan names a state whose update is that scan and
+**     whose init is nan; its body (the instructions that read its carry) is
+**     elementwise over at most [token], reads one carry, and feeds only the
+**     body and the scan; observe updates read no scan
+**   - select: the fields its rule needs (tau, p), floor only with topk at
+**     scope layer, mass and floor at chunk 1, keep a scalar instruction
 **   - obs is a scalar; select fields and when.every are constants, params
 **     or nil; rule kinds are in range
 **   - names print back: no '"' or newline in the policy and source names,
@@ -79,7 +87,8 @@ static int checkref(V *v, KcRef r, int below, uint32_t line, uint32_t col, const
 static int takesaxis(int op)
 {
 	int rule = ki_rule(op);
-	return rule == AR_RED || rule == AR_DOT || rule == AR_KEEP || op == KO_index || op == KO_size;
+	return rule == AR_RED || rule == AR_DOT || rule == AR_KEEP || rule == AR_SEG || op == KO_index ||
+	       op == KO_size;
 }
 
 static int checkins(V *v, int i)
@@ -114,8 +123,9 @@ static int checkins(V *v, int i)
 		kc_error(v->e, f->src, line, col, "%s takes no axis but has axis %d", what, in->axis);
 		return -1;
 	}
-	int lim = in->op == KO_input ? IN_NUM : in->op == KO_state ? f->nst : in->op == KO_info ? INF_NUM :
-	          in->op == KO_pinfo ? PI_NUM : 1;
+	int lim = in->op == KO_input ? IN_NUM : in->op == KO_info ? INF_NUM : in->op == KO_weight ? f->nw :
+	          in->op == KO_pinfo ? PI_NUM :
+	          (in->op == KO_state || in->op == KO_carry || in->op == KO_scan) ? f->nst : 1;
 	if (in->aux >= lim) {
 		kc_error(v->e, f->src, line, col, "%s has aux %d out of range (0 .. %d)", what, in->aux,
 		         lim - 1);
@@ -124,7 +134,9 @@ static int checkins(V *v, int i)
 	uint8_t want = 0;
 	switch (in->op) {
 	case KO_input: want = ki_inputaxes(in->aux); break;
-	case KO_state: want = AXM(AX_token); break;
+	case KO_state:
+	case KO_carry: want = AXM(AX_token); break;
+	case KO_weight: want = ki_weightaxes(&f->w[in->aux]); break;
 	case KO_attn: want = AXM(AX_group) | AXM(AX_token); break;
 	case KO_index: want = AXM(in->axis); break;
 	case KO_size:
@@ -139,7 +151,7 @@ static int checkins(V *v, int i)
 	if (in->axes != want) {
 		ki_axesstr(in->axes, b1, sizeof b1);
 		ki_axesstr(want, b2, sizeof b2);
-		if (in->axes & ~0x0f)
+		if (in->axes & ~(AXM(AX_NUM) - 1))
 			snprintf(b1, sizeof b1, "0x%02x", in->axes);
 		kc_error(v->e, f->src, line, col, "%s has result axes %s but its axis rule gives %s", what,
 		         b1, b2);
@@ -189,8 +201,8 @@ static int checkattn(V *v)
 	if (!live)
 		return 0;
 	const KiMerge *m = &f->merge;
-	KcRef roots[6] = { f->score, f->obs, m->sim, m->threshold, m->weight, m->self };
-	for (int k = 0; k < 6; k++)
+	KcRef roots[7] = { f->score, f->obs, f->sel.keep, m->sim, m->threshold, m->weight, m->self };
+	for (int k = 0; k < 7; k++)
 		if (KC_RKIND(roots[k]) == RK_INS && KC_RIDX(roots[k]) < f->nins)
 			live[KC_RIDX(roots[k])] = 1;
 	int bad = -1;
@@ -349,14 +361,14 @@ static int checkmerge(V *v)
 	int rc = -1, k = m->kind;
 	int hassim = k == MG_nearest || k == MG_runs, hasw = hassim || k == MG_next;
 	/* roots outside the merge rule never read pair values */
-	KcRef roots[2] = { f->score, f->obs };
-	for (int i = 0; i < 2 + f->nst; i++) {
-		KcRef r = i < 2 ? roots[i] : f->st[i - 2].update;
+	KcRef roots[3] = { f->score, f->obs, f->sel.keep };
+	for (int i = 0; i < 3 + f->nst; i++) {
+		KcRef r = i < 3 ? roots[i] : f->st[i - 3].update;
 		if (KC_RKIND(r) == RK_INS && ctx[KC_RIDX(r)]) {
 			const KiIns *in = &f->ins[KC_RIDX(r)];
 			kc_error(e, f->src, in->line, in->col, "pair values (e., k., m.) exist only in the "
 			         "functions of a merge rule, but %s reads one",
-			         i == 0 ? "the score" : i == 1 ? "obs" : "a state update");
+			         i == 0 ? "the score" : i == 1 ? "obs" : i == 2 ? "the select keep" : "a state update");
 			goto out;
 		}
 	}
@@ -408,6 +420,19 @@ static int checkmerge(V *v)
 		kc_error(e, f->src, m->line, m->col, "merge next m must be at least 1");
 		goto out;
 	}
+	if (k == MG_summary && (f->sel.kind == SEL_mass || f->sel.floor || f->sel.sched == SCH_prefix ||
+	                        f->sel.sched == SCH_dynamic)) {
+		kc_error(e, f->src, m->line, m->col, "merge summary takes its rows from the budget of "
+		         "each head: it works with select topk or threshold (no mass, floor, prefix or "
+		         "dynamic schedule)");
+		goto out;
+	}
+	for (int s = 0; k == MG_summary && s < f->nst; s++)
+		if (ki_isscanstate(f, s)) {
+			kc_error(e, f->src, m->line, m->col, "merge summary: state '%s' is a scan, which has "
+			         "no value at a summary row", f->st[s].name);
+			goto out;
+		}
 	if (k == MG_summary && (checkcount(v, m->rows, MERGE_MAXROWS, "rows") != 0 ||
 	                        checkcount(v, m->iters, MERGE_MAXITERS, "iters") != 0))
 		goto out;
@@ -450,6 +475,183 @@ static int checknames(V *v)
 			         f->st[i].name);
 			return -1;
 		}
+	for (int i = 0; i < f->nw; i++) {
+		const KiWeight *w = &f->w[i];
+		unsigned seen = 0;
+		int bad = !ident(w->name) || w->ndim < 1 || w->ndim > KI_MAXWDIM || w->size < 0;
+		for (int k = 0; !bad && k < w->ndim; k++) {
+			bad = w->ax[k] >= WA_NUM || (seen & (1u << w->ax[k]));
+			seen |= 1u << w->ax[k];
+		}
+		if (bad || (w->size && !(seen & (1u << WA_out)))) {
+			kc_error(v->e, f->src, w->line, w->col, "weight '%s' is badly declared (an identifier, "
+			         "1..%d distinct axes of layer head group chan out, an out size only with out)",
+			         ident(w->name) ? w->name : "?", KI_MAXWDIM);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+/* The scans (see the list at the top). body[i] = 1 + the state of the carry
+** instruction i reads (through the body), 0 outside every body. */
+static int scancheck(V *v)
+{
+	const KiFn *f = v->f;
+	if (!f->nins)
+		return 0;
+	int *body = calloc((size_t)f->nins, sizeof *body);
+	if (!body) {
+		kc_error(v->e, f->src, 0, 0, "out of memory");
+		return -1;
+	}
+	int rc = -1;
+	for (int i = 0; i < f->nins; i++) {
+		const KiIns *in = &f->ins[i];
+		uint32_t line = in->line, col = in->col;
+		if (in->op == KO_carry) {
+			if (!ki_isscanstate(f, in->aux) || KC_RIDX(f->st[in->aux].update) < i) {
+				kc_error(v->e, f->src, line, col, "carry of '%s' outside the body of its scan",
+				         f->st[in->aux].name);
+				goto done;
+			}
+			body[i] = in->aux + 1;
+			continue;
+		}
+		int b = 0;
+		for (int k = 0; k < ki_nargs(in->op); k++) {
+			KcRef r = in->arg[k];
+			int c = KC_RKIND(r) == RK_INS ? body[KC_RIDX(r)] : 0;
+			if (c && b && c != b) {
+				kc_error(v->e, f->src, line, col, "instruction %%%d reads the carries of two scans", i);
+				goto done;
+			}
+			b = c ? c : b;
+		}
+		if (in->op == KO_scan) {
+			int s = in->aux;
+			if (f->st[s].update != KC_REF(RK_INS, i) || !isnan(f->st[s].init)) {
+				kc_error(v->e, f->src, line, col, "scan of '%s': the state must be updated by this "
+				         "scan alone and start as nan", f->st[s].name);
+				goto done;
+			}
+			if ((b && b != s + 1) || (KC_RKIND(in->arg[1]) == RK_INS && body[KC_RIDX(in->arg[1])])) {
+				kc_error(v->e, f->src, line, col, "scan of '%s' reads another scan's carry, or its "
+				         "start value reads a carry", f->st[s].name);
+				goto done;
+			}
+			continue;
+		}
+		if (b && (ki_rule(in->op) != AR_EW || (in->axes & ~AXM(AX_token)))) {
+			kc_error(v->e, f->src, line, col, "a scan step is elementwise over [token]: %s with "
+			         "axes other than token cannot read the carry", ki_opname(in->op));
+			goto done;
+		}
+		body[i] = b;
+	}
+	/* body values feed only the body and their scan */
+	for (int i = 0; i < f->nins; i++) {
+		const KiIns *in = &f->ins[i];
+		for (int k = 0; k < ki_nargs(in->op); k++) {
+			KcRef r = in->arg[k];
+			int c = KC_RKIND(r) == RK_INS ? body[KC_RIDX(r)] : 0;
+			int ok = !c || body[i] == c || (in->op == KO_scan && k == 0 && in->aux + 1 == c);
+			if (!ok) {
+				kc_error(v->e, f->src, in->line, in->col, "a value of the scan of '%s' is used "
+				         "outside its step (use the scan's result)", f->st[c - 1].name);
+				goto done;
+			}
+		}
+	}
+	KcRef roots[3] = { f->score, f->obs, f->sel.keep };
+	for (int k = 0; k < 3; k++)
+		if (KC_RKIND(roots[k]) == RK_INS && body[KC_RIDX(roots[k])]) {
+			const KiIns *in = &f->ins[KC_RIDX(roots[k])];
+			kc_error(v->e, f->src, in->line, in->col, "a value of the step of the scan of '%s' is used "
+			         "outside the scan (use the scan's result)", f->st[body[KC_RIDX(roots[k])] - 1].name);
+			goto done;
+		}
+	rc = 0;
+done:
+	free(body);
+	return rc;
+}
+
+/* observe updates (decode attention) read no scan: scans run at compression */
+static int observecheck(V *v)
+{
+	const KiFn *f = v->f;
+	if (!f->nins)
+		return 0;
+	unsigned char *live = calloc((size_t)f->nins, 1);
+	if (!live)
+		return 0;
+	for (int s = 0; s < f->nst; s++)
+		if (!ki_isscanstate(f, s) && KC_RKIND(f->st[s].update) == RK_INS)
+			live[KC_RIDX(f->st[s].update)] = 1;
+	int bad = -1;
+	for (int i = f->nins - 1; i >= 0; i--) {
+		if (!live[i])
+			continue;
+		if (f->ins[i].op == KO_scan || f->ins[i].op == KO_carry)
+			bad = i;
+		for (int k = 0; k < 3; k++)
+			if (KC_RKIND(f->ins[i].arg[k]) == RK_INS)
+				live[KC_RIDX(f->ins[i].arg[k])] = 1;
+	}
+	free(live);
+	if (bad >= 0) {
+		kc_error(v->e, f->src, f->ins[bad].line, f->ins[bad].col,
+		         "the observe hook cannot read a scan (scans run when the cache is compressed)");
+		return -1;
+	}
+	return 0;
+}
+
+/* The select rule's fields (see the list at the top). */
+static int selcheck(V *v)
+{
+	const KiFn *f = v->f;
+	const KiSelect *s = &f->sel;
+	const char *why = NULL;
+	if (s->kind > SEL_mass || s->scope > SC_model || s->sched > SCH_dynamic || s->nocap > 1) {
+		kc_error(v->e, f->src, s->line, s->col, "select has a bad kind, scope or schedule (%d, %d, %d)",
+		         s->kind, s->scope, s->sched);
+		return -1;
+	}
+	if (checkscalar(v, s->keep_first, s->line, s->col, "select keep_first") != 0 ||
+	    checkscalar(v, s->keep_recent, s->line, s->col, "select keep_recent") != 0 ||
+	    checkscalar(v, s->chunk, s->line, s->col, "select chunk") != 0 ||
+	    checkscalar(v, s->beta, s->line, s->col, "select beta") != 0 ||
+	    checkscalar(v, s->tau, s->line, s->col, "select tau") != 0 ||
+	    checkscalar(v, s->mass, s->line, s->col, "select p") != 0 ||
+	    checkscalar(v, s->floor, s->line, s->col, "select floor") != 0 ||
+	    checkscalar(v, s->sa, s->line, s->col, "select sa") != 0 ||
+	    checkscalar(v, s->sb, s->line, s->col, "select sb") != 0)
+		return -1;
+	if (s->keep && checkroot(v, s->keep, 0, s->line, s->col, "select keep") != 0)
+		return -1;
+	int chunk1 = !s->chunk || (KC_RKIND(s->chunk) == RK_CON && f->con[KC_RIDX(s->chunk)] == 1);
+	if ((s->kind == SEL_threshold) != (s->tau != KC_NIL))
+		why = "tau belongs to the threshold rule, which needs it";
+	else if ((s->kind == SEL_mass) != (s->mass != KC_NIL))
+		why = "p belongs to the mass rule, which needs it";
+	else if (s->floor && (s->kind != SEL_topk || s->scope != SC_layer || !chunk1))
+		why = "floor needs topk at scope layer with chunk 1";
+	else if (s->kind == SEL_mass && (s->scope != SC_head || !chunk1))
+		why = "mass works per head, token by token (scope head, chunk 1)";
+	else if (s->nocap && s->kind == SEL_topk)
+		why = "cap=0 is for threshold and mass";
+	else if (s->sched >= SCH_prefix && (s->kind != SEL_topk || s->floor || !chunk1))
+		why = "the prefix and dynamic schedules need topk with chunk 1 and no floor";
+	else if (s->keep && s->sched != SCH_none)
+		why = "a keep count and a schedule exclude each other";
+	else if ((s->sa || s->sb) && s->sched < SCH_prefix)
+		why = "sa and sb are the prefix and dynamic schedules' arguments";
+	if (why) {
+		kc_error(v->e, f->src, s->line, s->col, "select: %s", why);
+		return -1;
+	}
 	return 0;
 }
 
@@ -461,7 +663,8 @@ int ki_verify(const KiFn *f, KcErr *e)
 {
 	V v = { f, e };
 	char what[64];
-	if (f->nins < 0 || f->ncon < 0 || f->npar < 0 || f->nst < 0 || (f->nins && !f->ins) ||
+	if (f->nins < 0 || f->ncon < 0 || f->npar < 0 || f->nst < 0 || f->nw < 0 || (f->nw && !f->w) ||
+	    (f->nins && !f->ins) ||
 	    (f->ncon && !f->con) || (f->npar && !f->par) || (f->nst && !f->st)) {
 		kc_error(e, f->src, f->line, f->col, "malformed policy tables");
 		return -1;
@@ -488,19 +691,7 @@ int ki_verify(const KiFn *f, KcErr *e)
 		if (checkroot(&v, f->st[i].update, AXM(AX_token), f->line, f->col, what) != 0)
 			return -1;
 	}
-	if (checkattn(&v) != 0)
-		return -1;
-
-	const KiSelect *s = &f->sel;
-	if (s->kind != SEL_topk || s->scope > SC_model || s->sched > SCH_pyramid) {
-		kc_error(e, f->src, s->line, s->col, "select has a bad kind, scope or schedule (%d, %d, %d)",
-		         s->kind, s->scope, s->sched);
-		return -1;
-	}
-	if (checkscalar(&v, s->keep_first, s->line, s->col, "select keep_first") != 0 ||
-	    checkscalar(&v, s->keep_recent, s->line, s->col, "select keep_recent") != 0 ||
-	    checkscalar(&v, s->chunk, s->line, s->col, "select chunk") != 0 ||
-	    checkscalar(&v, s->beta, s->line, s->col, "select beta") != 0)
+	if (checkattn(&v) != 0 || scancheck(&v) != 0 || observecheck(&v) != 0 || selcheck(&v) != 0)
 		return -1;
 	if (checkmerge(&v) != 0)
 		return -1;

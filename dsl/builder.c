@@ -27,10 +27,11 @@
 typedef struct Expr { KcRef ref; } Expr;
 
 enum { RULE_topk, RULE_drop, RULE_prefill, RULE_decode, RULE_state, RULE_all, RULE_pyramid, RULE_policy,
-       RULE_merge, RULE_adaptive };
+       RULE_merge, RULE_adaptive, RULE_sched };
 typedef struct Rule {
 	int kind;
-	KiSelect sel;                     /* RULE_topk, RULE_pyramid (beta) */
+	KiSelect sel;                     /* RULE_topk (any select rule), RULE_pyramid (beta),
+	                                  ** RULE_sched (prefix, dynamic: sched, sa, sb) */
 	KiMerge mg;                       /* RULE_merge (its functions: user values), RULE_adaptive (beta) */
 	KcRef every;                      /* RULE_decode */
 	double init;                      /* RULE_state */
@@ -332,10 +333,15 @@ static int m_log(lua_State *L) { return unop(L, KO_log, "log"); }
 static int m_sqrt(lua_State *L) { return unop(L, KO_sqrt, "sqrt"); }
 static int m_abs(lua_State *L) { return unop(L, KO_abs, "abs"); }
 
+static int segment(lua_State *L, int op, const char *name, KcRef a, int ax, int t);
+static void checkfields(lua_State *L, int t, const char *what, const char *const *ok);
+
 static int reduce(lua_State *L, int op, const char *name)
 {
 	KcRef a = toref(L, 1, name);
 	int ax = axisarg(L, 2, name);
+	if (lua_istable(L, 3))          /* a:max("token", { chunk = c, start = s }) */
+		return segment(L, op, name, a, ax, 3);
 	pushexpr(L, emit(L, name, op, a, KC_NIL, KC_NIL, ax, 0, 0));
 	return 1;
 }
@@ -479,12 +485,101 @@ static int m_index(lua_State *L)
 	return kd_raise(L, k, "kvcc expressions have no field '%s'%s", k ? k : "?", hint);
 }
 
+/* --- issue 13: elementwise ops, shifts, segments, rank ------------------------------ */
+
+static int m_sin(lua_State *L) { return unop(L, KO_sin, "sin"); }
+static int m_cos(lua_State *L) { return unop(L, KO_cos, "cos"); }
+static int m_floor(lua_State *L) { return unop(L, KO_floor, "floor"); }
+static int m_round(lua_State *L) { return unop(L, KO_rint, "round"); }
+
+/* sigmoid(a) = 1 / (1 + exp(-a)) */
+static int m_sigmoid(lua_State *L)
+{
+	KdState *S = kd_state(L);
+	KcRef a = toref(L, 1, "sigmoid");
+	KcRef n = emit(L, "sigmoid", KO_neg, a, KC_NIL, KC_NIL, -1, 0, 0);
+	KcRef e = emit(L, "sigmoid", KO_exp, n, KC_NIL, KC_NIL, -1, 0, 0);
+	KcRef d = emit(L, "sigmoid", KO_add, e, ki_const(S->f, 1), KC_NIL, -1, 0, 0);
+	pushexpr(L, emit(L, "sigmoid", KO_div, ki_const(S->f, 1), d, KC_NIL, -1, 0, 0));
+	return 1;
+}
+
+/* A scalar operand: a number, a param or a scalar expression. */
+static KcRef scalararg(lua_State *L, int idx, const char *name, const char *what)
+{
+	KcRef r = toref(L, idx, name);
+	if (ki_refaxes(kd_state(L)->f, r))
+		return kd_raise(L, name, "%s: %s must be a scalar", name, what);
+	return r;
+}
+
+/* a:shift(axis, k [, fill = 0]): result[i] = a[i + k] along token or chan, fill outside */
+static int m_shift(lua_State *L)
+{
+	KdState *S = kd_state(L);
+	KcRef a = toref(L, 1, "shift");
+	int ax = axisarg(L, 2, "shift");
+	KcRef k = scalararg(L, 3, "shift", "the offset");
+	KcRef fill = lua_isnoneornil(L, 4) ? ki_const(S->f, 0) : scalararg(L, 4, "shift", "the fill value");
+	pushexpr(L, emit(L, "shift", KO_shift, a, k, fill, ax, 0, 0));
+	return 1;
+}
+
+/* The segment options { chunk = size (default: the whole axis), start = 0 } at t. */
+static int segment(lua_State *L, int op, const char *name, KcRef a, int ax, int t)
+{
+	static const char *const ok[] = { "chunk", "start", NULL };
+	static const struct { int red, seg; } map[] = {
+		{ KO_sum, KO_ssum }, { KO_mean, KO_smean }, { KO_rmax, KO_smax }, { KO_rmin, KO_smin },
+		{ KO_srank, KO_srank },
+	};
+	KdState *S = kd_state(L);
+	int sop = -1;
+	for (size_t i = 0; i < sizeof map / sizeof map[0]; i++)
+		if (map[i].red == op)
+			sop = map[i].seg;
+	if (sop < 0)
+		return kd_raise(L, name, "%s has no chunked form (sum, mean, max, min and rank have)", name);
+	if (ax != AX_token)
+		return kd_raise(L, name, "chunks run along 'token', not '%s'", ki_axisname(ax));
+	checkfields(L, t, name, ok);
+	lua_getfield(L, t, "chunk");
+	KcRef size;
+	if (lua_isnil(L, -1))
+		size = ki_const(S->f, INFINITY);
+	else if (lua_type(L, -1) == LUA_TNUMBER && !(lua_tonumber(L, -1) >= 1 &&
+	         lua_tonumber(L, -1) == floor(lua_tonumber(L, -1))))
+		return kd_raise(L, "chunk", "chunk must be an integer >= 1, got %g", lua_tonumber(L, -1));
+	else
+		size = scalararg(L, -1, name, "chunk");
+	lua_pop(L, 1);
+	lua_getfield(L, t, "start");
+	KcRef start = lua_isnil(L, -1) ? ki_const(S->f, 0) : scalararg(L, -1, name, "start");
+	lua_pop(L, 1);
+	pushexpr(L, emit(L, name, sop, a, size, start, ax, 0, 0));
+	return 1;
+}
+
+/* a:rank("token" [, { chunk, start }]): 0 = smallest, ties lower position first, NaN last */
+static int m_rank(lua_State *L)
+{
+	KcRef a = toref(L, 1, "rank");
+	int ax = axisarg(L, 2, "rank");
+	if (lua_isnoneornil(L, 3))
+		lua_newtable(L);
+	else if (!lua_istable(L, 3))
+		return kd_raise(L, "rank", "rank's options are a table { chunk = c, start = s }");
+	return segment(L, KO_srank, "rank", a, ax, 3);
+}
+
 static const luaL_Reg expr_methods[] = {
 	{ "dot", m_dot }, { "sum", m_sum }, { "mean", m_mean }, { "max", m_max }, { "min", m_min },
 	{ "norm", m_norm }, { "std", m_std }, { "softmax", m_softmax }, { "exp", m_exp },
 	{ "log", m_log }, { "sqrt", m_sqrt }, { "abs", m_abs }, { "lt", m_lt }, { "le", m_le },
 	{ "gt", m_gt }, { "ge", m_ge }, { "eq", m_eq }, { "ne", m_ne }, { "avgpool", m_avgpool },
-	{ "maxpool", m_maxpool }, { "axes", m_axes }, { NULL, NULL }
+	{ "maxpool", m_maxpool }, { "axes", m_axes }, { "sin", m_sin }, { "cos", m_cos },
+	{ "floor", m_floor }, { "round", m_round }, { "shift", m_shift }, { "rank", m_rank },
+	{ "sigmoid", m_sigmoid }, { NULL, NULL }
 };
 
 static const luaL_Reg expr_meta[] = {
@@ -639,25 +734,67 @@ static void checkfields(lua_State *L, int t, const char *what, const char *const
 
 #define MAX_TOKENS 1e9   /* largest count a select field may name */
 
-/* kv.topk { keep_first = 0, keep_recent = 0, scope = "head", chunk = 1, schedule = nil } */
-static int l_topk(lua_State *L)
+/* A select value field (tau, p, floor): a number in lo..hi or a param; nil when absent. */
+static KcRef valfield(lua_State *L, int t, const char *field, double lo, double hi)
 {
-	static const char *const ok[] = { "keep_first", "keep_recent", "scope", "chunk", "schedule", NULL };
+	KdState *S = kd_state(L);
+	lua_getfield(L, t, field);
+	KcRef r = KC_NIL;
+	if (lua_type(L, -1) == LUA_TNUMBER) {
+		double v = lua_tonumber(L, -1);
+		if (!(v >= lo && v <= hi))
+			return kd_raise(L, field, "%s must be in %g..%g, got %g", field, lo, hi, v);
+		r = ki_const(S->f, v);
+	} else if (!lua_isnil(L, -1)) {
+		Expr *x = luaL_testudata(L, -1, EXPR_MT);
+		if (!x || KC_RKIND(x->ref) != RK_PAR)
+			return kd_raise(L, field, "%s must be a number or a param (P.name), got %s", field,
+			                x ? "an expression" : luaL_typename(L, -1));
+		r = x->ref;
+	}
+	lua_pop(L, 1);
+	return r;
+}
+
+/*
+** The selection rules share their fields:
+**   kv.topk      { keep_first, keep_recent, scope, chunk, schedule, floor, keep }
+**   kv.threshold { tau, keep_first, keep_recent, scope, chunk, cap }
+**   kv.mass      { p, keep_first, keep_recent, cap }
+** keep = function(x) ... end (a scalar per (layer, head)) is called when the
+** policy is built, after score; the function waits in the rule's user value.
+*/
+static int selrule(lua_State *L, int kind, const char *name, const char *const *ok)
+{
 	KdState *S = kd_state(L);
 	if (lua_isnoneornil(L, 1))
 		lua_newtable(L);
 	if (!lua_istable(L, 1))
-		return kd_raise(L, "topk", "kvcc.topk expects a table of options, e.g. kv.topk { keep_recent = P.window }");
-	checkfields(L, 1, "topk", ok);
+		return kd_raise(L, name, "kvcc.%s expects a table of options, e.g. kv.%s { keep_recent = P.window }",
+		                name, name);
+	checkfields(L, 1, name, ok);
 	KiSelect sel;
 	memset(&sel, 0, sizeof sel);
-	sel.kind = SEL_topk;
+	sel.kind = (uint8_t)kind;
 	sel.keep_first = countfield(L, 1, "keep_first", 0, MAX_TOKENS);
 	sel.keep_recent = countfield(L, 1, "keep_recent", 0, MAX_TOKENS);
 	sel.chunk = countfield(L, 1, "chunk", 1, 65536);
 	if (KC_RKIND(sel.chunk) == RK_CON && S->f->con[KC_RIDX(sel.chunk)] < 1)
 		return kd_raise(L, "chunk", "chunk must be at least 1");
 	sel.beta = ki_const(S->f, 20);
+	if (kind == SEL_threshold && !(sel.tau = valfield(L, 1, "tau", -HUGE_VAL, HUGE_VAL)))
+		return kd_raise(L, name, "kvcc.threshold needs tau = <number or param>");
+	if (kind == SEL_mass && !(sel.mass = valfield(L, 1, "p", -HUGE_VAL, HUGE_VAL)))
+		return kd_raise(L, name, "kvcc.mass needs p = <number or param> (the mass to keep, 0..1)");
+	if (kind == SEL_topk)
+		sel.floor = valfield(L, 1, "floor", 0, 1);
+	lua_getfield(L, 1, "cap");
+	if (!lua_isnil(L, -1)) {
+		if (!lua_isboolean(L, -1))
+			return kd_raise(L, "cap", "cap must be true or false");
+		sel.nocap = !lua_toboolean(L, -1);
+	}
+	lua_pop(L, 1);
 	lua_getfield(L, 1, "scope");
 	if (!lua_isnil(L, -1)) {
 		const char *s = lua_tostring(L, -1);
@@ -676,16 +813,53 @@ static int l_topk(lua_State *L)
 	lua_getfield(L, 1, "schedule");
 	if (!lua_isnil(L, -1)) {
 		Rule *r = luaL_testudata(L, -1, RULE_MT);
-		if (!r || r->kind != RULE_pyramid)
-			return kd_raise(L, "schedule", "schedule must be kvcc.pyramid { beta = ... }");
-		sel.sched = SCH_pyramid;
-		sel.beta = r->sel.beta;
+		if (!r || (r->kind != RULE_pyramid && r->kind != RULE_sched))
+			return kd_raise(L, "schedule", "schedule must be kvcc.pyramid { beta = ... }, kvcc.prefix { ... } "
+			                "or kvcc.dynamic { ... }");
+		sel.sched = r->sel.sched ? r->sel.sched : SCH_pyramid;
+		sel.beta = r->sel.beta ? r->sel.beta : sel.beta;
+		sel.sa = r->sel.sa, sel.sb = r->sel.sb;
 	}
 	lua_pop(L, 1);
-	Rule *r = newrule(L, RULE_topk, "topk");
+	if (sel.floor && sel.scope != SC_layer)
+		return kd_raise(L, "floor", "floor (AdaKV's per-head share) needs scope = \"layer\"");
+	lua_getfield(L, 1, "keep");
+	int haskeep = !lua_isnil(L, -1);
+	if (haskeep && !lua_isfunction(L, -1))
+		return kd_raise(L, "keep", "keep must be a function(x) returning the count this (layer, head) keeps");
+	Rule *r = lua_newuserdatauv(L, sizeof *r, 1);
+	memset(r, 0, sizeof *r);
+	r->kind = RULE_topk;
+	kd_where(L, 1, name, &r->line, &r->col);
+	luaL_setmetatable(L, RULE_MT);
+	lua_rotate(L, -2, 1);          /* the keep function (or nil) into the user value */
+	lua_setiuservalue(L, -2, 1);
 	sel.line = r->line, sel.col = r->col;
 	r->sel = sel;
 	return 1;
+}
+
+/* kv.topk { keep_first = 0, keep_recent = 0, scope = "head", chunk = 1, schedule = nil,
+**           floor = nil, keep = nil } */
+static int l_topk(lua_State *L)
+{
+	static const char *const ok[] = { "keep_first", "keep_recent", "scope", "chunk", "schedule",
+	                                   "floor", "keep", NULL };
+	return selrule(L, SEL_topk, "topk", ok);
+}
+
+/* kv.threshold { tau = ..., keep_first, keep_recent, scope, chunk, cap = true } */
+static int l_threshold(lua_State *L)
+{
+	static const char *const ok[] = { "tau", "keep_first", "keep_recent", "scope", "chunk", "cap", NULL };
+	return selrule(L, SEL_threshold, "threshold", ok);
+}
+
+/* kv.mass { p = ..., keep_first, keep_recent, cap = true } */
+static int l_mass(lua_State *L)
+{
+	static const char *const ok[] = { "p", "keep_first", "keep_recent", "cap", NULL };
+	return selrule(L, SEL_mass, "mass", ok);
 }
 
 /* kv.pyramid { beta = 20 } — PyramidKV's per-layer budget schedule */
@@ -699,6 +873,36 @@ static int l_pyramid(lua_State *L)
 	KcRef beta = countfield(L, 1, "beta", 20, 1e6);
 	Rule *r = newrule(L, RULE_pyramid, "pyramid");
 	r->sel.beta = beta;
+	return 1;
+}
+
+/* kv.prefix { tol = 5, iters = 200 } — PrefixKV's shared prefix-mass bisection */
+static int l_prefix(lua_State *L)
+{
+	static const char *const ok[] = { "tol", "iters", NULL };
+	if (lua_isnoneornil(L, 1))
+		lua_newtable(L);
+	luaL_checktype(L, 1, LUA_TTABLE);
+	checkfields(L, 1, "prefix", ok);
+	KcRef tol = countfield(L, 1, "tol", 5, 1e9), it = countfield(L, 1, "iters", 200, 1e4);
+	Rule *r = newrule(L, RULE_sched, "prefix");
+	r->sel.sched = SCH_prefix, r->sel.sa = tol, r->sel.sb = it;
+	return 1;
+}
+
+/* kv.dynamic { ratio_max = 10, every = 4 } — DynamicKV's per-layer shares */
+static int l_dynamic(lua_State *L)
+{
+	static const char *const ok[] = { "ratio_max", "every", NULL };
+	if (lua_isnoneornil(L, 1))
+		lua_newtable(L);
+	luaL_checktype(L, 1, LUA_TTABLE);
+	checkfields(L, 1, "dynamic", ok);
+	KcRef rm = countfield(L, 1, "ratio_max", 10, 1e6), ev = countfield(L, 1, "every", 4, 1e6);
+	if (KC_RKIND(ev) == RK_CON && kd_state(L)->f->con[KC_RIDX(ev)] < 1)
+		return kd_raise(L, "every", "every must be at least 1");
+	Rule *r = newrule(L, RULE_sched, "dynamic");
+	r->sel.sched = SCH_dynamic, r->sel.sa = rm, r->sel.sb = ev;
 	return 1;
 }
 
@@ -727,6 +931,137 @@ static int l_token_state(lua_State *L)
 	return 1;
 }
 
+/* --- issue 13: weights ------------------------------------------------------------------ */
+
+/* W.name → the weight's expression */
+static int weights_index(lua_State *L)
+{
+	KdState *S = kd_state(L);
+	const char *k = lua_tostring(L, 2);
+	int i = k ? ki_findweight(S->f, k) : -1;
+	if (i < 0)
+		return kd_raise(L, k, "unknown weight '%s'", k ? k : "?");
+	pushexpr(L, emit(L, k, KO_weight, KC_NIL, KC_NIL, KC_NIL, -1, i, ki_weightaxes(&S->f->w[i])));
+	return 1;
+}
+
+/*
+** kv.weights { name = { axis, ... }, ... }: axes "layer", "head", "group", "chan",
+** "out" (a free axis, sized by the data) or a number (an out axis of that size),
+** in the order of the data. Declared in name order (the KIR does not depend on
+** Lua's hash order).
+*/
+static int l_weights(lua_State *L)
+{
+	KdState *S = kd_state(L);
+	luaL_checktype(L, 1, LUA_TTABLE);
+	const char *names[KI_MAXW];
+	int n = 0;
+	lua_pushnil(L);
+	while (lua_next(L, 1)) {
+		if (lua_type(L, -2) != LUA_TSTRING || !valid_name(lua_tostring(L, -2)))
+			return kd_raise(L, "weights", "weight names must be identifiers of at most 31 characters");
+		if (!lua_istable(L, -1))
+			return kd_raise(L, lua_tostring(L, -2), "weight '%s' needs a list of axes, e.g. "
+			                "{ \"layer\", \"head\", \"chan\" }", lua_tostring(L, -2));
+		if (n + S->f->nw == KI_MAXW)
+			return kd_raise(L, "weights", "too many weights (at most %d)", KI_MAXW);
+		names[n++] = lua_tostring(L, -2);
+		lua_pop(L, 1);
+	}
+	for (int i = 1; i < n; i++)
+		for (int j = i; j > 0 && strcmp(names[j - 1], names[j]) > 0; j--) {
+			const char *t = names[j];
+			names[j] = names[j - 1], names[j - 1] = t;
+		}
+	for (int i = 0; i < n; i++) {
+		KiWeight w;
+		memset(&w, 0, sizeof w);
+		snprintf(w.name, sizeof w.name, "%s", names[i]);
+		kd_where(L, 1, names[i], &w.line, &w.col);
+		lua_getfield(L, 1, names[i]);
+		lua_Integer len = luaL_len(L, -1);
+		if (len < 1 || len > KI_MAXWDIM)
+			return kd_raise(L, names[i], "weight '%s' needs 1 to %d axes", names[i], KI_MAXWDIM);
+		for (int k = 1; k <= len; k++) {
+			lua_rawgeti(L, -1, k);
+			int wa;
+			if (lua_type(L, -1) == LUA_TNUMBER) {
+				double v = lua_tonumber(L, -1);
+				if (!(v >= 1 && v <= 1e6 && v == floor(v)))
+					return kd_raise(L, names[i], "weight '%s': a fixed size must be an integer in 1..1000000",
+					                names[i]);
+				wa = WA_out, w.size = (int32_t)v;
+			} else {
+				size_t sl;
+				const char *a = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &sl) : NULL;
+				if (!a || (wa = ki_waxisbyname(a, sl)) < 0)
+					return kd_raise(L, names[i], "weight '%s': axes are \"layer\", \"head\", \"group\", "
+					                "\"chan\", \"out\" or a size", names[i]);
+			}
+			for (int j = 0; j < w.ndim; j++)
+				if (w.ax[j] == wa)
+					return kd_raise(L, names[i], "weight '%s' names the %s axis twice%s", names[i],
+					                ki_waxisname(wa), wa == WA_out ? " (one free or fixed-size axis)" : "");
+			w.ax[w.ndim++] = (uint8_t)wa;
+			lua_pop(L, 1);
+		}
+		lua_pop(L, 1);
+		if (ki_addweight(S->f, &w) < 0)
+			return kd_raise(L, names[i], "weight '%s' declared twice", names[i]);
+	}
+	lua_newtable(L);
+	lua_newtable(L);
+	lua_pushcfunction(L, weights_index);
+	lua_setfield(L, -2, "__index");
+	lua_pushcfunction(L, params_newindex);
+	lua_setfield(L, -2, "__newindex");
+	lua_setmetatable(L, -2);
+	return 1;
+}
+
+/* --- issue 13: scan ----------------------------------------------------------------------- */
+
+/*
+** kv.scan(h0, function(h) return step end): h[t] = step with h = h[t-1] (h0
+** before the first token), along token in position order; the step is
+** elementwise over [token] (it may read other [token] values at t). The values
+** live on as a per-token state (named scanN) that later compressions continue
+** from: tokens appended since are scanned from the last held token's value.
+*/
+static int l_scan(lua_State *L)
+{
+	KdState *S = kd_state(L);
+	KiFn *f = S->f;
+	if (S->in_observe)
+		return kd_raise(L, "scan", "kvcc.scan runs when the cache is compressed, not in the observe hook");
+	KcRef init = scalararg(L, 1, "scan", "the start value");
+	if (!lua_isfunction(L, 2))
+		return kd_raise(L, "scan", "kvcc.scan(h0, function(h) return ... end) needs the step function");
+	char name[32];
+	for (int k = 0;; k++) {
+		snprintf(name, sizeof name, "scan%d", k);
+		if (ki_findstate(f, name) < 0)
+			break;
+	}
+	if (f->nst >= 255)
+		return kd_raise(L, "scan", "too many states and scans (at most 255)");
+	int s = ki_addstate(f, name, NAN);
+	KcRef carry = emit(L, "scan", KO_carry, KC_NIL, KC_NIL, KC_NIL, -1, s, AXM(AX_token));
+	lua_pushvalue(L, 2);
+	pushexpr(L, carry);
+	lua_call(L, 1, 1);
+	if (lua_type(L, -1) != LUA_TNUMBER && !luaL_testudata(L, -1, EXPR_MT))
+		return kd_raise(L, "scan", "the scan step must return a number or a kvcc expression, got %s",
+		                luaL_typename(L, -1));
+	KcRef step = toref(L, -1, "scan");
+	lua_pop(L, 1);
+	KcRef r = emit(L, "scan", KO_scan, step, init, KC_NIL, -1, s, 0);
+	f->st[s].update = r;
+	pushexpr(L, r);
+	return 1;
+}
+
 /* --- inputs: x.K, x.Q, x.t, x.n, ... ----------------------------------------------- */
 
 static int x_index(lua_State *L)
@@ -745,13 +1080,16 @@ static int x_index(lua_State *L)
 	if (inf >= 0) {
 		if (inf == INF_step && !S->in_observe)
 			return kd_raise(L, k, "x.step is only available in the observe hook");
+		if ((inf == INF_ratio || inf == INF_nkeep) && S->in_observe)
+			return kd_raise(L, k, "x.%s is the compression's (score and select), not the observe hook's", k);
 		pushexpr(L, emit(L, k, KO_info, KC_NIL, KC_NIL, KC_NIL, -1, inf, 0));
 		return 1;
 	}
 	static const struct { const char *name; int op, axis; } sizes[] = {
 		{ "t", KO_index, AX_token }, { "o", KO_index, AX_obs }, { "g", KO_index, AX_group },
 		{ "c", KO_index, AX_chan }, { "n", KO_size, AX_token }, { "nobs", KO_size, AX_obs },
-		{ "G", KO_size, AX_group }, { "d", KO_size, AX_chan },
+		{ "G", KO_size, AX_group }, { "d", KO_size, AX_chan }, { "out", KO_index, AX_out },
+		{ "nout", KO_size, AX_out },
 	};
 	for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++)
 		if (strcmp(k, sizes[i].name) == 0) {
@@ -766,7 +1104,7 @@ static int x_index(lua_State *L)
 		return 1;
 	}
 	return kd_raise(L, k, "unknown input '%s' (inputs: K, V, Q, lse, pos, qpos, t, n, nobs, G, d, "
-	                "scale, layer, head, nlayers, nheads; attn and step in observe)", k);
+	                "scale, layer, head, nlayers, nheads, ratio, nkeep, out, nout; attn and step in observe)", k);
 }
 
 static int x_newindex(lua_State *L)
@@ -1363,7 +1701,22 @@ static int policy_build(lua_State *L)
 	if (!r || r->kind != RULE_topk)
 		return raisefield(L, "select", "select must be a selection rule such as kvcc.topk { ... }");
 	f->sel = r->sel;
-	lua_pop(L, 1);
+	if (lua_getiuservalue(L, -1, 1) == LUA_TFUNCTION) {   /* keep = function(x) ... end */
+		pushinputs(L);
+		lua_call(L, 1, 1);
+		if (lua_type(L, -1) != LUA_TNUMBER && !luaL_testudata(L, -1, EXPR_MT))
+			return kd_raiseat(L, r->line, r->col, "keep must return a number or a kvcc expression, got %s",
+			                  luaL_typename(L, -1));
+		f->sel.keep = toref(L, -1, "keep");
+		if (ki_refaxes(f, f->sel.keep)) {
+			char buf[64];
+			ki_axesstr(ki_refaxes(f, f->sel.keep), buf, sizeof buf);
+			const KiIns *ki = &f->ins[KC_RIDX(f->sel.keep)];
+			return kd_raiseat(L, ki->line, ki->col, "keep must be one count per (layer, head), a scalar, "
+			                  "but has axes %s", buf);
+		}
+	}
+	lua_pop(L, 2);
 
 	lua_getfield(L, 1, "merge");
 	buildmerge(L, lua_gettop(L));
@@ -1399,11 +1752,14 @@ static int policy_build(lua_State *L)
 	}
 	lua_pop(L, 1);
 
-	for (int i = 0; i < f->nst; i++)
+	int observed = 0;
+	for (int i = 0; i < f->nst; i++) {
 		if (!f->st[i].update)
 			return raisefield(L, "state", "state '%s' is never updated (assign st.%s = ... in observe)",
 			                f->st[i].name, f->st[i].name);
-	if (f->nst && f->when.kind != WH_decode)
+		observed |= !ki_isscanstate(f, i);
+	}
+	if (observed && f->when.kind != WH_decode)
 		return raisefield(L, "state", "a policy with state needs when = kvcc.decode { every = N }");
 
 	newrule(L, RULE_policy, "policy");  /* the value the file returns */
@@ -1442,7 +1798,10 @@ static const luaL_Reg kvlib[] = {
 	{ "exp", m_exp }, { "log", m_log }, { "sqrt", m_sqrt }, { "abs", m_abs },
 	{ "max", m_max }, { "min", m_min }, { "sum", m_sum }, { "mean", m_mean }, { "norm", m_norm },
 	{ "std", m_std }, { "nearest", l_nearest }, { "runs", l_runs }, { "next_kept", l_next_kept },
-	{ "summary", l_summary }, { "adaptive", l_adaptive }, { NULL, NULL }
+	{ "summary", l_summary }, { "adaptive", l_adaptive }, { "threshold", l_threshold },
+	{ "mass", l_mass }, { "prefix", l_prefix }, { "dynamic", l_dynamic }, { "weights", l_weights },
+	{ "scan", l_scan }, { "sin", m_sin }, { "cos", m_cos }, { "floor", m_floor }, { "round", m_round },
+	{ "shift", m_shift }, { "rank", m_rank }, { "sigmoid", m_sigmoid }, { NULL, NULL }
 };
 
 /* kv.sofmax: an unknown name of the module is an error that names it */

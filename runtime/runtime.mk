@@ -4,7 +4,7 @@
 #
 #   make check-example   examples/compress.c against a freshly compiled snapkv.so
 
-IROBJ  += compiler/plan.o
+IROBJ  += compiler/plan.o compiler/support.o
 X86OBJ += codegen/x86/x86.o
 RTOBJ  += runtime/rt.o runtime/pool.o runtime/cache.o
 LLVM_LIBS_USED = $(LLVM_LIBS)

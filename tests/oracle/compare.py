@@ -69,8 +69,26 @@ def expected_per_head(case, name, L, H):
     return [[case["expect.%s.%d.%d" % (name, l, h)] for h in range(H)] for l in range(L)]
 
 
+def check_pos_and_rows(case, res, L, H):
+    """Decode cases: the kept positions (expect.pos.<l>.<h>) and their rows."""
+    for l in range(L):
+        for h in range(H):
+            for name in ("pos", "K", "V"):
+                e = case["expect.%s.%d.%d" % (name, l, h)]
+                g = np.asarray(get(res, "%s.%d.%d" % (name, l, h)))
+                if g.shape != e.shape:
+                    raise Mismatch("%s l=%d h=%d: shape %s, expected %s" % (name, l, h, g.shape, e.shape))
+                same = np.array_equal(g, e) if name == "pos" else np.array_equal(
+                    g.astype(np.float32).view(np.uint32), e.astype(np.float32).view(np.uint32))
+                if not same:
+                    raise Mismatch("%s l=%d h=%d differ: got %s expected %s"
+                                   % (name, l, h, g.ravel()[:8].tolist(), e.ravel()[:8].tolist()))
+
+
 def check_kept_and_rows(case, res):
     L, H = case["K"].shape[:2]
+    if "expect.pos.0.0" in case.files:
+        return check_pos_and_rows(case, res, L, H)
     if "expect.kept.0.0" in case.files:
         kept, Ke, Ve = (expected_per_head(case, x, L, H) for x in ("kept", "K", "V"))
     else:

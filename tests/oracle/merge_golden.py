@@ -52,7 +52,7 @@ PREFILL = {
     "snapkv_merge": {"window": 8, "kernel": 5},
     "kvmerger": {"recent": 8, "thr": 0.3},
     "cam": {"window": 8, "m": 4, "seed": 5},
-    "razor": {"sinks": 4},
+    "razor": {"sinks": 4, "S0": 16},
     "kmeans_prefill": {"window": 8},
     "mergingpress": {"threshold": 0.1},
 }
@@ -67,8 +67,8 @@ DECODE = [
     ("kmeans", "decode_d8_g2_n24_s60_b20", 2, 2, 2, 24, 8, 60, ("budget", 20), {"recent": 4}, "f32"),
     ("kmeans", "decode_d64_g1_n40_s60_b32", 1, 2, 1, 40, 64, 60, ("budget", 32), {"recent": 8}, "f32"),
     ("kmeans", "decode_d16_g4_n20_s50_b16_bf16", 1, 2, 4, 20, 16, 50, ("budget", 16), {"recent": 4}, "bf16"),
-    ("razor", "decode_d8_g2_n40_s60_r50", 2, 2, 2, 40, 8, 60, ("ratio", 0.5), {"sinks": 4}, "f32"),
-    ("razor", "decode_d64_g4_n61_s50_r75_f16", 1, 2, 4, 61, 64, 50, ("ratio", 0.75), {"sinks": 2}, "f16"),
+    ("razor", "decode_d8_g2_n40_s60_r50", 2, 2, 2, 40, 8, 60, ("ratio", 0.5), {"sinks": 4, "S0": 4}, "f32"),
+    ("razor", "decode_d64_g4_n61_s50_r75_f16", 1, 2, 4, 61, 64, 50, ("ratio", 0.75), {"sinks": 2, "S0": 8}, "f16"),
 ]
 
 
@@ -78,6 +78,14 @@ def _rt(kind, amount):
 
 def _seed(name):
     return (zlib.crc32(name.encode()) & 0xFFFFFF) * 64
+
+
+def _retrieval(name, L, H):
+    """RazorAttention's head classes for a case (the weight `razor`): about a third of the
+    heads, drawn from the case name; the first head a retrieval head, the last one not."""
+    r = np.random.default_rng(_seed(name) + 11).uniform(size=L * H) < 0.3
+    r[0], r[-1] = L * H > 1, False
+    return r.reshape(L, H)
 
 
 # --------------------------------------------------------------------------- margins
@@ -108,7 +116,7 @@ def lloyd_margin(K, ev, C, iters, counts=None):
 
 # --------------------------------------------------------------------------- prefill
 
-def _prefill(fam, K, V, Q, pos, qpos, rt, p):
+def _prefill(fam, K, V, Q, pos, qpos, rt, p, retr=None):
     """The oracle result R (mergeref's per-(l, h) lists) and the decision margin."""
     L, H, n, d = K.shape
     nk = kvref.n_keep_uniform(n, **rt)
@@ -129,7 +137,7 @@ def _prefill(fam, K, V, Q, pos, qpos, rt, p):
         R = M.kmeans_prefill(K, V, Q, C=4, iters=3, recent=p["window"], qpos=qpos, pos=pos, **rt)
         prot = (0, p["window"])
     elif fam == "razor":
-        R = M.razor(K, V, sinks=p["sinks"], pos=pos, **rt)
+        R = M.razor(K, V, sinks=p["sinks"], S0=p["S0"], retrieval=retr, pos=pos, **rt)
         R["scores"] = np.full((L, H, n), np.nan)
         prot = None
     elif fam == "cam":
@@ -243,7 +251,7 @@ def prefill_case(fam, shape, manifest, make_inputs):
         K, V, Q, pos = make_inputs(seed, L, H, G, n, d, O, "default")
         K, V, Q = (kvref.round_storage(x, dtype).astype(np.float64) for x in (K, V, Q))
         qpos = pos[n - O:] if O else np.zeros(0, dtype=np.int64)
-        R, marg = _prefill(fam, K, V, Q, pos, qpos, rt, p)
+        R, marg = _prefill(fam, K, V, Q, pos, qpos, rt, p, _retrieval(cname, L, H))
         if marg >= MIN_MARGIN:
             break
     else:
@@ -257,6 +265,8 @@ def prefill_case(fam, shape, manifest, make_inputs):
     for key in sorted(p):
         arrays["param." + key] = np.array(p[key], dtype=np.float64)
     arrays["dtype"] = np.array(dtype)
+    if fam == "razor":
+        arrays["weight.razor"] = _retrieval(cname, L, H).astype(np.float64)
     arrays["expect.scores"] = np.asarray(R["scores"], dtype=np.float64)
     for l in range(L):
         for h in range(H):
@@ -285,12 +295,12 @@ def prefill_case(fam, shape, manifest, make_inputs):
 
 # --------------------------------------------------------------------------- decode
 
-def _caches(policy, K, V, pos, Q, rt, p, dtype):
+def _caches(policy, K, V, pos, Q, rt, p, dtype, retr=None):
     """One DecodeCache per (l, h), after the prefill compression of a prefill policy."""
     L, H, n0, d = K.shape
     out = []
     if policy == "razor":
-        R = M.razor(K, V, sinks=p["sinks"], pos=pos, **rt)
+        R = M.razor(K, V, sinks=p["sinks"], S0=p["S0"], retrieval=retr, pos=pos, **rt)
     for l in range(L):
         row = []
         for h in range(H):
@@ -331,7 +341,7 @@ def decode_case(case, manifest, make_inputs):
         dq = kvref.round_storage(1.5 * rng.standard_normal((S, L, H, G, d)) + 0.5 * K0.mean(axis=2)[None, :, :, None, :],
                                  dtype).astype(np.float64)
         dpos = pos[n0:]
-        caches = _caches(policy, K0, V0, pos0, None, rt, p, dtype)
+        caches = _caches(policy, K0, V0, pos0, None, rt, p, dtype, _retrieval(cname, L, H))
         outs = np.zeros((S, L, H, G, d))
         steppos = np.full((S, L, H, cap), -1, dtype=np.int32)
         steplen = np.zeros((S, L, H), dtype=np.int32)
@@ -358,6 +368,8 @@ def decode_case(case, manifest, make_inputs):
     for key in sorted(p):
         arrays["param." + key] = np.array(p[key], dtype=np.float64)
     arrays["dtype"] = np.array(dtype)
+    if policy == "razor":
+        arrays["weight.razor"] = _retrieval(cname, L, H).astype(np.float64)
     arrays["expect.out"] = outs.astype(np.float32)
     arrays["expect.steppos"] = steppos
     arrays["expect.steplen"] = steplen

@@ -477,15 +477,16 @@ def d2o_prefill(K, V, Q, ratio=None, budget=None, recent=8, qpos=None, pos=None)
     return R
 
 
-def razor(K, V, ratio=None, budget=None, sinks=4, retrieval=None, pos=None):
-    """RazorAttention (Tang et al. 2024, [P]), one rule for every head until head classes
-    arrive (issue 12): keep the first `sinks` tokens and the newest tokens so that sinks +
-    recent + 1 = n_keep, and one compensation token = mean of the evicted keys and values,
-    position = largest evicted position, count = |E| (count bias log|E| in decode attention).
-    retrieval [L,H] bool (optional head classes): those heads keep everything."""
+def razor(K, V, ratio=None, budget=None, sinks=4, retrieval=None, pos=None, S0=0):
+    """RazorAttention (Tang et al. 2025, [P]): retrieval heads (retrieval [L,H] bool, the head
+    classes; None: no retrieval head) keep everything; every other head keeps the first
+    `sinks` tokens and the newest ones, the window max(S0, n_keep - sinks - 1) (the paper's
+    max(S0, n / C); the compensation token counts in the budget), and one compensation token
+    = mean of the evicted keys and values, position = largest evicted position, count = |E|
+    (count bias log|E| in decode attention)."""
     L, H, n, d = K.shape
     pos = np.arange(n) if pos is None else np.asarray(pos)
-    nk = _n_keep(n, ratio, budget)
+    nk = max(_n_keep(n, ratio, budget), sinks + S0 + 1)
     R = _result(L, H)
     for l in range(L):
         for h in range(H):

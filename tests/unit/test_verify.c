@@ -109,7 +109,7 @@ static const struct {
 	{ t_snapkv, b_headaxis, SNAP "8:10: error: instruction %6 (mean) needs a tensor axis, has head" },
 	{ t_snapkv, b_aux, SNAP "7:12: error: instruction %0 (input) has aux 6 out of range (0 .. 5)" },
 	{ t_snapkv, b_auxmul, SNAP "7:35: error: instruction %4 (mul) has aux 1 out of range (0 .. 0)" },
-	{ t_snapkv, b_auxinfo, SNAP "7:40: error: instruction %3 (info) has aux 6 out of range (0 .. 5)" },
+	{ t_snapkv, b_auxinfo, SNAP "7:40: error: instruction %3 (info) has aux 8 out of range (0 .. 7)" },
 	{ t_snapkv, b_axes, SNAP "8:25: error: instruction %7 (mean) has result axes [] but its axis rule gives [token]" },
 	{ t_snapkv, b_leafaxes, SNAP "7:22: error: instruction %1 (input) has result axes [token] but its axis rule gives [token, chan]" },
 	{ t_snapkv, b_rule, SNAP "8:10: error: instruction %6 (mean): reduce over axis 'chan' but the operand has axes [group, obs, token]" },
