@@ -37,7 +37,7 @@ DEFAULTS = {
     "snapkv_merge": {"window": 64, "kernel": 5},
     "kvmerger": {"recent": 8, "thr": 0.5, "sigma": 8},
     "cam": {"window": 16, "m": 4, "seed": 0},
-    "razor": {"sinks": 4},
+    "razor": {"sinks": 4, "S0": 16},
     "kmeans_prefill": {"window": 8},
     "d2o": {"recent": 8, "beta": 0.7},
     "kmeans": {"recent": 8},
@@ -120,7 +120,7 @@ def compress_rows(model, st, policy, ratio, params):
                                qpos=qpos[:0], **rt)
             return [(K[l][np.arange(H)[:, None], r["kept"][l]], V[l][np.arange(H)[:, None], r["kept"][l]],
                      np.ones((H, r["kept"][l].shape[1]))) for l in range(L)]
-        R = M.razor(K, V, sinks=int(p["sinks"]), pos=pos, **rt)
+        R = M.razor(K, V, sinks=int(p["sinks"]), S0=int(p["S0"]), pos=pos, **rt)   # no retrieval head
     elif base == "kmeans_prefill":
         if drop:
             s = kvref.causal_softmax(Q, K, qpos, pos).mean(axis=3).mean(axis=2)
