@@ -1,9 +1,13 @@
 # kvcc — build, test and install.
 #
-#   make            the kvcc command and libkvcc (shared library + include/kvcc.h)
+#   make            the kvcc command, libkvcc_rt (the runtime: include/kvcc.h; shared and
+#                   static) and libkvcc (the compiler library: include/kvcc_compiler.h)
 #   make check      every test tier (installs missing Debian packages first; tests/README.md)
 #   make demo       the end-to-end demonstration on the shipped checkpoint
 #   make asan       the whole suite under AddressSanitizer + UndefinedBehaviorSanitizer
+#   make check-san  the fast sanitizer tier (part of make check): unit, errors, golden,
+#                   fuzz corpora, allocation-failure injection under ASan + UBSan
+#   make fuzz       libFuzzer harnesses, FUZZ_SECONDS each (tests/fuzz/fuzz.mk; needs clang)
 #   make bench      CPU benchmarks (a program, not a test)
 #   make install PREFIX=/usr/local
 #
@@ -32,6 +36,9 @@ LLVM_LIBS    := $(shell $(LLVMCFG) --ldflags 2>/dev/null) $(shell $(LLVMCFG) --l
 LDLIBS   = $(SAN) $(LUA_LIBS) -lm -lpthread -ldl
 
 # --- objects, one group per stage ---------------------------------------------
+# libkvcc_rt = RTOBJ (libc, libm, libpthread, libdl only); libkvcc = the compiler
+# (DSLOBJ IROBJ X86OBJ PTXOBJ) on top of it. The kvcc command and the test programs
+# link every object statically.
 DSLOBJ  = dsl/sandbox.o dsl/builder.o dsl/strlib.o
 IROBJ   = compiler/ir.o compiler/print.o compiler/lex.o compiler/parse.o \
           compiler/verify.o compiler/passes.o compiler/interp.o compiler/select.o compiler/merge.o \
@@ -41,9 +48,11 @@ X86OBJ  =
 PTXOBJ  =
 CLIOBJ  = tools/main.o tools/dev.o tools/npz.o tools/rundecode.o tools/weights.o
 
-LIBOBJ  = $(addprefix $(B)/,$(DSLOBJ) $(IROBJ) $(X86OBJ) $(PTXOBJ) $(RTOBJ))
+COMPOBJ = $(addprefix $(B)/,$(DSLOBJ) $(IROBJ) $(X86OBJ) $(PTXOBJ))
+RTLIBOBJ = $(addprefix $(B)/,$(RTOBJ))
+LIBOBJ  = $(COMPOBJ) $(RTLIBOBJ)
 
-all: $(B)/kvcc $(B)/libkvcc.so
+all: $(B)/kvcc $(B)/libkvcc_rt.so $(B)/libkvcc_rt.a $(B)/libkvcc.so
 
 -include $(wildcard */*.mk */*/*.mk)
 
@@ -57,8 +66,18 @@ $(B)/compiler/lex.c: compiler/lex.re
 $(B)/compiler/lex.o: $(B)/compiler/lex.c
 	$(CC) $(CFLAGS) -Icompiler -MMD -MP -c $< -o $@
 
-$(B)/libkvcc.so: $(LIBOBJ)
-	$(CC) -shared -o $@ $^ $(LDLIBS) $(LLVM_LIBS_USED)
+# the runtime: nothing but the C library, libm, libpthread and libdl (--no-undefined)
+$(B)/libkvcc_rt.so: $(RTLIBOBJ)
+	$(CC) -shared -o $@ $^ -Wl,--no-undefined -Wl,-soname,libkvcc_rt.so $(SAN) -lm -lpthread -ldl
+
+$(B)/libkvcc_rt.a: $(RTLIBOBJ)
+	rm -f $@
+	ar rcs $@ $^
+
+# the compiler library on top of it (runtime/artifact.o: the GPU blob reader both use)
+$(B)/libkvcc.so: $(COMPOBJ) $(B)/runtime/artifact.o $(B)/libkvcc_rt.so
+	$(CC) -shared -o $@ $(COMPOBJ) $(B)/runtime/artifact.o -L$(B) -lkvcc_rt -Wl,-rpath,'$$ORIGIN' \
+	  -Wl,--no-undefined $(LDLIBS) $(LLVM_LIBS_USED)
 
 $(B)/kvcc: $(addprefix $(B)/,$(CLIOBJ)) $(LIBOBJ)
 	$(CC) -o $@ $^ $(LDLIBS) $(LLVM_LIBS_USED)
@@ -76,22 +95,34 @@ demo: deps
 	$(MAKE) all $(DEMO_MORE)
 	scripts/demo.sh $(B) $(PYTHON) $(SHARED)
 
+SANFLAGS = -fsanitize=address,undefined -fno-sanitize-recover=undefined
+
 asan:
-	$(MAKE) B=build-asan OPT="-O1 -g -fno-omit-frame-pointer" \
-	  SAN="-fsanitize=address,undefined -fno-sanitize-recover=undefined" check
+	$(MAKE) B=build-asan OPT="-O1 -g -fno-omit-frame-pointer" SAN="$(SANFLAGS)" check
+
+# the fast sanitizer tier of make check: unit, ir, errors, golden, the fuzz corpora and the
+# allocation-failure injection under ASan + UBSan in build-asan/ (inside make asan, a no-op)
+check-san:
+	$(if $(SAN),@echo "check-san: part of this sanitizer run already",\
+	  $(MAKE) B=build-asan OPT="-O1 -g -fno-omit-frame-pointer" SAN="$(SANFLAGS)" \
+	    check-unit check-ir check-errors check-golden check-fuzz check-oom)
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include \
 	  $(DESTDIR)$(PREFIX)/lib/pkgconfig
 	install -m 755 $(B)/kvcc $(DESTDIR)$(PREFIX)/bin/kvcc
 	install -m 755 $(B)/libkvcc.so $(DESTDIR)$(PREFIX)/lib/libkvcc.so
+	install -m 755 $(B)/libkvcc_rt.so $(DESTDIR)$(PREFIX)/lib/libkvcc_rt.so
+	install -m 644 $(B)/libkvcc_rt.a $(DESTDIR)$(PREFIX)/lib/libkvcc_rt.a
 	install -m 644 include/kvcc.h $(DESTDIR)$(PREFIX)/include/kvcc.h
+	install -m 644 include/kvcc_compiler.h $(DESTDIR)$(PREFIX)/include/kvcc_compiler.h
 	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(VERSION)|' scripts/kvcc.pc.in \
 	  > $(DESTDIR)$(PREFIX)/lib/pkgconfig/kvcc.pc
 
 clean:
-	rm -rf build build-asan
+	rm -rf build build-asan build-fuzz
 
-.PHONY: all deps demo check asan install clean
+.PHONY: all deps demo check asan check-san install clean
 
--include $(shell find $(B) -name '*.d' 2>/dev/null)
+# dependency files of this build only (not of builds nested in it, e.g. check-twice's second one)
+-include $(shell find $(B) -name '*.d' -not -path '$(B)/*/build/*' 2>/dev/null)

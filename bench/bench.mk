@@ -3,7 +3,7 @@
 #   bench/setup        the optional kvpress/torch comparison venv (build/bench-venv)
 
 $(B)/kvcc-bench: $(B)/bench/bench.o $(B)/libkvcc.so
-	$(CC) -o $@ $(B)/bench/bench.o -L$(B) -lkvcc -Wl,-rpath,$(abspath $(B)) -lpthread -lm
+	$(CC) -o $@ $(B)/bench/bench.o -L$(B) -lkvcc -lkvcc_rt -Wl,-rpath,$(abspath $(B)) -lpthread -lm
 
 bench: $(B)/kvcc-bench
 	$(B)/kvcc-bench

@@ -1,12 +1,16 @@
 /*
 ** Diagnostics and small utilities shared by every stage. Errors are values:
 ** a stage formats its first error as one line "file:line:col: error: msg"
-** into a KcErr and returns -1; nothing here exits or aborts on user input.
+** into a KcErr and returns -1; nothing here exits or aborts, on user input
+** or when memory runs out.
 */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <unistd.h>
+#include <sys/stat.h>
 #include "compiler/ir.h"
 
 void kc_verror(KcErr *e, const char *src, uint32_t line, uint32_t col, const char *fmt, va_list ap)
@@ -15,6 +19,7 @@ void kc_verror(KcErr *e, const char *src, uint32_t line, uint32_t col, const cha
 		return;   /* keep the first error: later ones are usually consequences */
 	char msg[400];
 	vsnprintf(msg, sizeof msg, fmt, ap);
+	e->nomem = strstr(msg, "out of memory") != NULL;
 	if (src && line)
 		snprintf(e->msg, sizeof e->msg, "%s:%u:%u: error: %s", src, line, col ? col : 1, msg);
 	else if (src && *src)
@@ -32,45 +37,80 @@ void kc_error(KcErr *e, const char *src, uint32_t line, uint32_t col, const char
 	va_end(ap);
 }
 
-/* Out of memory is not a user error we can report with a position; the
-** compiler is short-lived, so it is the one place that gives up. */
-void *kc_xrealloc(void *p, size_t n)
+/* realloc for the compiler's tables: NULL when memory runs out (p is then
+** untouched), which the caller turns into an "out of memory" error. Size 0
+** allocates one byte, so NULL always means failure. */
+void *kc_realloc(void *p, size_t n)
 {
-	void *q = realloc(p, n ? n : 1);
-	if (!q) {
-		fputs("kvcc: out of memory\n", stderr);
-		abort();
-	}
-	return q;
+	return realloc(p, n ? n : 1);
 }
 
-/* Read a whole file, NUL-terminated. */
-char *kc_readfile(const char *path, size_t *len, KcErr *e)
+/* Open path for reading without waiting on it: a FIFO or a socket (whose
+** open or read can block forever) and a directory are errors. */
+static FILE *openfile(const char *path, KcErr *e)
 {
-	FILE *fp = fopen(path, "rb");
-	if (!fp) {
+	struct stat st;
+	int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+	if (fd < 0) {
 		kc_error(e, path, 0, 0, "cannot open: %s", strerror(errno));
 		return NULL;
 	}
+	FILE *fp = NULL;
+	if (fstat(fd, &st) != 0 || fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK) != 0)
+		kc_error(e, path, 0, 0, "cannot open: %s", strerror(errno));
+	else if (S_ISFIFO(st.st_mode) || S_ISSOCK(st.st_mode) || S_ISDIR(st.st_mode))
+		kc_error(e, path, 0, 0, "cannot read %s (a file is needed)", S_ISFIFO(st.st_mode) ? "a FIFO"
+		         : S_ISSOCK(st.st_mode) ? "a socket" : "a directory");
+	else if (!(fp = fdopen(fd, "rb")))
+		kc_error(e, path, 0, 0, "cannot open: %s", strerror(errno));
+	if (!fp)
+		close(fd);
+	return fp;
+}
+
+/* Read a whole file, NUL-terminated; at most max bytes (a longer file, or
+** one that never ends such as /dev/zero, is an error, as running out of
+** memory is; so are a FIFO, a socket and a directory). */
+char *kc_readfilemax(const char *path, size_t max, size_t *len, KcErr *e)
+{
+	FILE *fp = openfile(path, e);
+	if (!fp)
+		return NULL;
 	size_t cap = 4096, n = 0;
-	char *buf = kc_xrealloc(NULL, cap);
-	for (;;) {
+	char *buf = kc_realloc(NULL, cap), *nb;
+	int oom = !buf, big = 0;
+	while (!oom && !big) {
 		size_t r = fread(buf + n, 1, cap - n - 1, fp);
 		n += r;
 		if (r == 0)
 			break;
-		if (cap - n - 1 == 0)
-			buf = kc_xrealloc(buf, cap *= 2);
+		big = n > max;
+		if (!big && n == cap - 1) {
+			if (cap > SIZE_MAX / 2 || !(nb = kc_realloc(buf, cap * 2)))
+				oom = 1;
+			else
+				buf = nb, cap *= 2;
+		}
 	}
 	int bad = ferror(fp);
 	fclose(fp);
-	if (bad) {
+	if (oom || big || bad) {
 		free(buf);
-		kc_error(e, path, 0, 0, "read error");
+		if (big)
+			kc_error(e, path, 0, 0, "file too large (more than %zu bytes)", max);
+		else if (oom)
+			kc_error(e, path, 0, 0, "out of memory reading the file");
+		else
+			kc_error(e, path, 0, 0, "read error");
 		return NULL;
 	}
 	buf[n] = 0;
 	if (len)
 		*len = n;
 	return buf;
+}
+
+char *kc_readfile(const char *path, size_t *len, KcErr *e)
+{
+	return kc_readfilemax(path, SIZE_MAX - 1, len, e);
 }

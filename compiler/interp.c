@@ -61,21 +61,21 @@ static float round_f16(float x)
 
 float ki_round(float x, int dtype)
 {
-	return dtype == KI_F16 ? round_f16(x) : dtype == KI_BF16 ? round_bf16(x) : x;
+	return dtype == KVCC_F16 ? round_f16(x) : dtype == KVCC_BF16 ? round_bf16(x) : x;
 }
 
 int ki_dtypebyname(const char *s)
 {
 	if (!strcmp(s, "f32") || !strcmp(s, "float32"))
-		return KI_F32;
+		return KVCC_F32;
 	if (!strcmp(s, "f16") || !strcmp(s, "float16"))
-		return KI_F16;
+		return KVCC_F16;
 	if (!strcmp(s, "bf16") || !strcmp(s, "bfloat16"))
-		return KI_BF16;
+		return KVCC_BF16;
 	return -1;
 }
 
-const char *ki_dtypename(int dt) { return dt == KI_F16 ? "f16" : dt == KI_BF16 ? "bf16" : "f32"; }
+const char *ki_dtypename(int dt) { return dt == KVCC_F16 ? "f16" : dt == KVCC_BF16 ? "bf16" : "f32"; }
 
 double ki_rand(uint64_t seed, uint64_t layer, uint64_t head, uint64_t pos)
 {
@@ -657,17 +657,18 @@ static int evalscan(Ctx *x, int i)
 	return 0;
 }
 
-/* Mark the instructions reachable from `root`. */
+/* Mark the instructions reachable from `root`. Operands point backwards, so
+** one sweep down from the root finds them all: no recursion, whose depth a
+** long chain of instructions would make the policy's length. */
 static void mark(const KiFn *f, KcRef root, char *need)
 {
 	if (KC_RKIND(root) != RK_INS)
 		return;
-	int i = KC_RIDX(root);
-	if (need[i])
-		return;
-	need[i] = 1;
-	for (int k = 0; k < 3; k++)
-		mark(f, f->ins[i].arg[k], need);
+	need[KC_RIDX(root)] = 1;
+	for (int i = KC_RIDX(root); i >= 0; i--)
+		for (int k = 0; need[i] && k < 3; k++)
+			if (KC_RKIND(f->ins[i].arg[k]) == RK_INS && KC_RIDX(f->ins[i].arg[k]) < i)
+				need[KC_RIDX(f->ins[i].arg[k])] = 1;
 }
 
 /* x->body: 1 + the state of the scan whose carry instruction i reads, else 0. */

@@ -15,8 +15,7 @@
 #define KVCC_INTERP_H
 
 #include "compiler/ir.h"
-
-enum { KI_F32, KI_F16, KI_BF16 };
+#include "kvcc.h"          /* the storage dtypes KVCC_F32, KVCC_F16, KVCC_BF16 */
 
 /* A weight the caller gives: the name it is declared with, its shape in the
 ** declared order of axes, row-major values. */
@@ -40,7 +39,7 @@ typedef struct KiCase {
 	                          ** tokens, pos[len-O .. len-1] */
 	const double *state;      /* [nst][L][H][n], or NULL: each state's init value; a scan
 	                          ** state's trailing nan are the tokens its scan has not seen */
-	int dtype;                /* KI_F32, KI_F16, KI_BF16 */
+	int dtype;                /* KVCC_F32, KVCC_F16, KVCC_BF16 (kvcc.h) */
 	const double *params;     /* [npar] runtime values, or NULL: the defaults */
 	double ratio;             /* fraction removed, used when budget < 0 */
 	long budget;              /* tokens kept per (layer, head), or -1 */

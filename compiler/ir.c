@@ -157,40 +157,59 @@ void ki_free(KiFn *f)
 	free(f);
 }
 
-static void *dup(const void *p, size_t n)
+/* A copy of n bytes (NULL for none); *ok = 0 when memory runs out. */
+static void *dup(const void *p, size_t n, int *ok)
 {
 	if (!n)
 		return NULL;
-	void *q = kc_xrealloc(NULL, n);
-	memcpy(q, p, n);
+	void *q = kc_realloc(NULL, n);
+	if (!q)
+		*ok = 0;
+	else
+		memcpy(q, p, n);
 	return q;
 }
 
 KiFn *ki_clone(const KiFn *f)
 {
-	KiFn *g = kc_xrealloc(NULL, sizeof *g);
+	KiFn *g = kc_realloc(NULL, sizeof *g);
+	if (!g)
+		return NULL;
+	int ok = 1;
 	*g = *f;
-	g->ins = dup(f->ins, (size_t)f->nins * sizeof *f->ins);
-	g->con = dup(f->con, (size_t)f->ncon * sizeof *f->con);
-	g->par = dup(f->par, (size_t)f->npar * sizeof *f->par);
-	g->st = dup(f->st, (size_t)f->nst * sizeof *f->st);
-	g->w = dup(f->w, (size_t)f->nw * sizeof *f->w);
+	g->ins = dup(f->ins, (size_t)f->nins * sizeof *f->ins, &ok);
+	g->con = dup(f->con, (size_t)f->ncon * sizeof *f->con, &ok);
+	g->par = dup(f->par, (size_t)f->npar * sizeof *f->par, &ok);
+	g->st = dup(f->st, (size_t)f->nst * sizeof *f->st, &ok);
+	g->w = dup(f->w, (size_t)f->nw * sizeof *f->w, &ok);
 	g->capins = f->nins, g->capcon = f->ncon, g->cappar = f->npar, g->capst = f->nst;
 	g->capw = f->nw;
+	if (!ok) {
+		ki_free(g);
+		return NULL;
+	}
 	return g;
 }
 
-/* Grow a side table to hold one more element. */
-#define GROW(ptr, n, cap) do { \
-	if ((n) == (cap)) { \
-		(cap) = (cap) ? 2 * (cap) : 16; \
-		(ptr) = kc_xrealloc((ptr), (size_t)(cap) * sizeof *(ptr)); \
-	} \
-} while (0)
+/* Room for element n of a side table of *cap elements: the table (moved when it
+** grew), or NULL when memory runs out (the table is then unchanged). */
+static void *room(void *p, int n, int *cap, size_t elem)
+{
+	if (n < *cap)
+		return p;
+	int nc = *cap ? 2 * *cap : 16;
+	void *q = nc > *cap ? kc_realloc(p, (size_t)nc * elem) : NULL;
+	if (q)
+		*cap = nc;
+	return q;
+}
 
 KcRef ki_emit(KiFn *f, const KiIns *ins)
 {
-	GROW(f->ins, f->nins, f->capins);
+	KiIns *t = room(f->ins, f->nins, &f->capins, sizeof *t);
+	if (!t)
+		return KC_NIL;
+	f->ins = t;
 	f->ins[f->nins] = *ins;
 	return KC_REF(RK_INS, f->nins++);
 }
@@ -201,7 +220,10 @@ KcRef ki_const(KiFn *f, double v)
 	for (int i = 0; i < f->ncon; i++)
 		if (memcmp(&f->con[i], &v, sizeof v) == 0)
 			return KC_REF(RK_CON, i);
-	GROW(f->con, f->ncon, f->capcon);
+	double *t = room(f->con, f->ncon, &f->capcon, sizeof *t);
+	if (!t)
+		return KC_NIL;
+	f->con = t;
 	f->con[f->ncon] = v;
 	return KC_REF(RK_CON, f->ncon++);
 }
@@ -219,7 +241,10 @@ int ki_addparam(KiFn *f, const char *name, double def, uint32_t line, uint32_t c
 	int i = ki_findparam(f, name);
 	if (i >= 0)
 		return i;
-	GROW(f->par, f->npar, f->cappar);
+	KiParam *t = room(f->par, f->npar, &f->cappar, sizeof *t);
+	if (!t)
+		return -1;
+	f->par = t;
 	KiParam *p = &f->par[f->npar];
 	memset(p, 0, sizeof *p);
 	snprintf(p->name, sizeof p->name, "%s", name);
@@ -240,7 +265,10 @@ int ki_addstate(KiFn *f, const char *name, double init)
 	int i = ki_findstate(f, name);
 	if (i >= 0)
 		return i;
-	GROW(f->st, f->nst, f->capst);
+	KiState *t = room(f->st, f->nst, &f->capst, sizeof *t);
+	if (!t)
+		return -1;
+	f->st = t;
 	KiState *s = &f->st[f->nst];
 	memset(s, 0, sizeof *s);
 	snprintf(s->name, sizeof s->name, "%s", name);
@@ -256,13 +284,16 @@ int ki_findweight(const KiFn *f, const char *name)
 	return -1;
 }
 
-/* Add a weight declaration (a copy of *w); returns its number, or -1 when the
-** name is taken. */
+/* Add a weight declaration (a copy of *w); returns its number, -1 when the
+** name is taken, or -2 when memory runs out. */
 int ki_addweight(KiFn *f, const KiWeight *w)
 {
 	if (ki_findweight(f, w->name) >= 0)
 		return -1;
-	GROW(f->w, f->nw, f->capw);
+	KiWeight *t = room(f->w, f->nw, &f->capw, sizeof *t);
+	if (!t)
+		return -2;
+	f->w = t;
 	f->w[f->nw] = *w;
 	return f->nw++;
 }
@@ -457,10 +488,13 @@ uint64_t ki_fnv(const void *p, size_t n, uint64_t h)
 }
 
 /* Hash of the canonical text form without source positions: equal policies
-** written differently (after passes) hash equal; positions never matter. */
+** written differently (after passes) hash equal; positions never matter.
+** 0 when memory runs out. */
 uint64_t ki_hash(const KiFn *f)
 {
 	KiFn *g = ki_clone(f);
+	if (!g)
+		return 0;
 	for (int i = 0; i < g->nins; i++)
 		g->ins[i].line = g->ins[i].col = 0;
 	for (int i = 0; i < g->npar; i++)
@@ -471,7 +505,7 @@ uint64_t ki_hash(const KiFn *f)
 	g->merge.line = g->merge.col = g->when.line = g->when.col = 0;
 	g->src[0] = 0;
 	char *s = ki_print(g);
-	uint64_t h = ki_fnv(s, strlen(s), 0);
+	uint64_t h = s ? ki_fnv(s, strlen(s), 0) : 0;
 	free(s);
 	ki_free(g);
 	return h;

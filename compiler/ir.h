@@ -17,8 +17,7 @@
 #include <stdint.h>
 #include <stdarg.h>
 #include "compiler/ops.h"
-
-#define KC_FUNC __attribute__((visibility("hidden"))) extern
+#include "runtime/kc.h"
 
 /* --- refs -------------------------------------------------------------------- */
 /* A ref names an operand: an instruction, a constant or a runtime parameter.
@@ -29,6 +28,14 @@ enum { RK_NIL, RK_INS, RK_CON, RK_PAR };
 #define KC_RKIND(r)       ((int)((r) >> 29))
 #define KC_RIDX(r)        ((int)((r) & 0x1fffffffu))
 #define KC_NIL            ((KcRef)0)
+
+/* --- limits ------------------------------------------------------------------- */
+/* What a policy may hold, however it is written: the DSL builder and the KIR
+** parser both enforce them (a .kir file gets the limits of a policy.lua). */
+#define KI_MAXINS 100000      /* instructions */
+#define KI_MAXPAR 64          /* params */
+#define KI_MAXST  256         /* states: KiIns.aux holds a state number in 8 bits */
+#define KI_MAXTEXT (64u << 20) /* bytes of a policy file, .lua or .kir (/dev/zero is an error) */
 
 /* --- axes, inputs, instance scalars -------------------------------------------- */
 enum { AX_group, AX_obs, AX_token, AX_chan, AX_out, AX_NUM, AX_head = AX_NUM, AX_NONE = 0xff };
@@ -162,9 +169,11 @@ typedef struct KiSem {
 typedef struct KcErr {
 	int set;
 	char msg[512];
+	int nomem;            /* the error is that memory ran out (the API's KVCC_ENOMEM) */
 } KcErr;
 
-/* ir.c */
+/* ir.c: constructors return NULL, KC_NIL or -1 when memory runs out (the KiFn is
+** unchanged and still valid; the caller reports "out of memory"). */
 KC_FUNC KiFn *ki_new(const char *name, const char *src);
 KC_FUNC void ki_free(KiFn *f);
 KC_FUNC KiFn *ki_clone(const KiFn *f);
@@ -220,11 +229,15 @@ KC_FUNC void kc_error(KcErr *e, const char *src, uint32_t line, uint32_t col, co
 	__attribute__((format(printf, 5, 6)));
 KC_FUNC void kc_verror(KcErr *e, const char *src, uint32_t line, uint32_t col, const char *fmt,
                        va_list ap);
-KC_FUNC void *kc_xrealloc(void *p, size_t n);
+/* realloc that returns NULL on failure (size 0 allocates 1 byte); every stage turns
+** NULL into an "out of memory" error, none aborts. */
+KC_FUNC void *kc_realloc(void *p, size_t n);
+/* A whole file, NUL-terminated (malloc'd), or NULL with e set; at most max bytes. */
 KC_FUNC char *kc_readfile(const char *path, size_t *len, KcErr *e);
+KC_FUNC char *kc_readfilemax(const char *path, size_t max, size_t *len, KcErr *e);
 
 /* print.c */
-KC_FUNC char *ki_print(const KiFn *f);          /* malloc'd text form */
+KC_FUNC char *ki_print(const KiFn *f);          /* malloc'd text form; NULL: out of memory */
 KC_FUNC void ki_printref(const KiFn *f, KcRef r, char *buf, size_t len);
 
 /* parse.c (with the re2c lexer in lex.re) */

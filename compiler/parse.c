@@ -5,8 +5,9 @@
 ** syntax tree: each statement goes straight into the KiFn.
 **
 ** The parser checks what the text alone can tell: syntax, names (ops,
-** inputs, axes, params, states), instruction numbering and that every %N
-** names an earlier instruction. Whether the instructions make sense (arity
+** inputs, axes, params, states), instruction numbering, that every %N
+** names an earlier instruction, and the limits of ir.h (a .kir file holds
+** no more than a policy.lua may build). Whether the instructions make sense (arity
 ** with nil operands, axes, where attn may appear) is the verifier's job.
 **
 ** Errors point into the text being parsed ("file:line:col: error: msg",
@@ -21,8 +22,6 @@
 #include "compiler/ir.h"
 #include "compiler/lex.h"
 
-#define MAXSTATE 256   /* KiIns.aux holds a state number in 8 bits */
-
 typedef struct Parser {
 	KiLex lx;
 	KiTok tok;            /* the current token (one token of lookahead) */
@@ -33,7 +32,7 @@ typedef struct Parser {
 	int inins;            /* parsing an instruction (for the forward reference message) */
 	int score, obs, sel, merge, when;        /* statements seen, for duplicates */
 	int scanned;          /* 1 + the state the instruction being read is the scan of */
-	unsigned char observed[MAXSTATE];        /* states with an observe line */
+	unsigned char observed[KI_MAXST];        /* states with an observe line */
 } Parser;
 
 static void fail(Parser *P, const KiTok *t, const char *fmt, ...)
@@ -171,7 +170,8 @@ static KcRef operand(Parser *P)
 		break;
 	}
 	case KT_NUM:
-		r = ki_const(f, t.num);
+		if ((r = ki_const(f, t.num)) == KC_NIL)
+			fail(P, &t, "out of memory");
 		break;
 	default:
 		if (!is(P, "nil"))
@@ -237,6 +237,8 @@ static void instruction(Parser *P)
 	if ((int)t.a != f->nins)
 		fail(P, &t, "expected instruction %%%d, found %%%u (instructions are numbered in order)",
 		     f->nins, t.a);
+	if (f->nins >= KI_MAXINS)
+		fail(P, &t, "policy too large (more than %d KIR instructions)", KI_MAXINS);
 	next(P);
 	P->inins = 1;
 	expect(P, KT_EQ, "'='");
@@ -338,6 +340,8 @@ static void instruction(Parser *P)
 	endline(P);
 	P->inins = 0;
 	KcRef r = ki_emit(f, &in);
+	if (r == KC_NIL)
+		fail(P, &t, "out of memory");
 	if (P->scanned) {          /* a scan is its state's update */
 		f->st[P->scanned - 1].update = r;
 		P->observed[P->scanned - 1] = 1;
@@ -407,7 +411,8 @@ static void weightdecl(Parser *P)
 	next(P);
 	position(P, &w.line, &w.col);
 	endline(P);
-	ki_addweight(P->f, &w);
+	if (ki_addweight(P->f, &w) < 0)
+		fail(P, &t, "out of memory");
 }
 
 /* param -> param NAME '=' NUMBER [POSITION] */
@@ -420,6 +425,8 @@ static void param(Parser *P)
 	namecpy(P, &t, nm, sizeof nm, "param");
 	if (ki_findparam(f, nm) >= 0)
 		fail(P, &t, "duplicate param %s", show(&t, buf, sizeof buf));
+	if (f->npar >= KI_MAXPAR)
+		fail(P, &t, "too many params (at most %d)", KI_MAXPAR);
 	expect(P, KT_EQ, "'='");
 	if (P->tok.t != KT_NUM)
 		expected(P, "a number");
@@ -428,7 +435,8 @@ static void param(Parser *P)
 	uint32_t line, col;
 	position(P, &line, &col);
 	endline(P);
-	ki_addparam(f, nm, v, line, col);
+	if (ki_addparam(f, nm, v, line, col) < 0)
+		fail(P, &t, "out of memory");
 }
 
 /* state -> state NAME '=' NUMBER */
@@ -441,15 +449,16 @@ static void state(Parser *P)
 	namecpy(P, &t, nm, sizeof nm, "state");
 	if (ki_findstate(f, nm) >= 0)
 		fail(P, &t, "duplicate state %s", show(&t, buf, sizeof buf));
-	if (f->nst >= MAXSTATE)
-		fail(P, &t, "too many states (at most %d)", MAXSTATE);
+	if (f->nst >= KI_MAXST)
+		fail(P, &t, "too many states (at most %d)", KI_MAXST);
 	expect(P, KT_EQ, "'='");
 	if (P->tok.t != KT_NUM)
 		expected(P, "a number");
 	double v = P->tok.num;
 	next(P);
 	endline(P);
-	ki_addstate(f, nm, v);
+	if (ki_addstate(f, nm, v) < 0)
+		fail(P, &t, "out of memory");
 }
 
 /* Fail if a once-only statement was seen already; mark it seen. */

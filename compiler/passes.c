@@ -26,6 +26,9 @@
 ** pass itself; all refs (operands, score, obs, state updates, select and
 ** merge fields, when.every) are rewritten, and instructions keep their order, so
 ** operands still point backwards.
+**
+** When memory runs out a pass stops with "out of memory" and leaves a valid
+** policy that means the same (a fold partly done, say), never a broken one.
 */
 #include <math.h>
 #include <stdio.h>
@@ -34,6 +37,12 @@
 #include "compiler/ir.h"
 
 /* --- rewriting refs -------------------------------------------------------------- */
+
+static int oom(const KiFn *f, KcErr *e)
+{
+	kc_error(e, f->src, 0, 0, "out of memory");
+	return -1;
+}
 
 /* Apply fn to every ref of the policy outside the instruction array. */
 static void maproots(KiFn *f, KcRef (*fn)(KcRef, void *), void *ud)
@@ -79,9 +88,11 @@ static KcRef remap(KcRef r, void *ud)
 ** or a param; KC_NIL for a dead one nothing uses). Drops the replaced ones,
 ** renumbers densely and rewrites every ref.
 */
-static void compact(KiFn *f, const KcRef *rep)
+static int compact(KiFn *f, const KcRef *rep, KcErr *e)
 {
-	int *newidx = kc_xrealloc(NULL, (size_t)f->nins * sizeof *newidx);
+	int *newidx = kc_realloc(NULL, (size_t)f->nins * sizeof *newidx);
+	if (!newidx)
+		return oom(f, e);
 	int n = 0;
 	for (int i = 0; i < f->nins; i++)
 		newidx[i] = rep[i] == KC_REF(RK_INS, i) ? n++ : -1;
@@ -97,12 +108,13 @@ static void compact(KiFn *f, const KcRef *rep)
 	f->nins = n;
 	maproots(f, remap, &m);
 	free(newidx);
+	return 0;
 }
 
 static KcRef *identity(const KiFn *f)
 {
-	KcRef *rep = kc_xrealloc(NULL, (size_t)f->nins * sizeof *rep);
-	for (int i = 0; i < f->nins; i++)
+	KcRef *rep = kc_realloc(NULL, (size_t)f->nins * sizeof *rep);
+	for (int i = 0; rep && i < f->nins; i++)
 		rep[i] = KC_REF(RK_INS, i);
 	return rep;
 }
@@ -120,8 +132,9 @@ static int iscon(const KiFn *f, KcRef r, double v)
 	return KC_RKIND(r) == RK_CON && f->con[KC_RIDX(r)] == v;
 }
 
-/* What instruction i simplifies to, or KC_NIL if it stays. */
-static KcRef fold1(KiFn *f, int i)
+/* What instruction i simplifies to, or KC_NIL if it stays (or memory ran out for
+** its constant: *nomem is set, and i stays as it is). */
+static KcRef fold1(KiFn *f, int i, int *nomem)
 {
 	const KiIns *in = &f->ins[i];
 	if (!(ki_flags(in->op) & KF_FOLD))
@@ -134,8 +147,11 @@ static KcRef fold1(KiFn *f, int i)
 		else
 			v[k] = f->con[KC_RIDX(in->arg[k])];
 	}
-	if (allcon && n > 0)
-		return ki_const(f, ki_evalew(in->op, v[0], v[1], v[2]));
+	if (allcon && n > 0) {
+		KcRef c = ki_const(f, ki_evalew(in->op, v[0], v[1], v[2]));
+		*nomem = c == KC_NIL;
+		return c;
+	}
 	KcRef a = in->arg[0], b = in->arg[1], x = KC_NIL;
 	const KiSem *s = ki_sem(in->op);
 	if (in->op == KO_where) {
@@ -153,19 +169,21 @@ static KcRef fold1(KiFn *f, int i)
 /* Fold constants and identities, first to last, so folds cascade in one pass. */
 int ki_fold(KiFn *f, KcErr *e)
 {
-	(void)e;
 	KcRef *rep = identity(f);
-	for (int i = 0; i < f->nins; i++) {
+	int nomem = !rep;
+	for (int i = 0; i < f->nins && !nomem; i++) {
 		KiIns *in = &f->ins[i];
 		for (int k = 0; k < 3; k++)
 			in->arg[k] = through(rep, in->arg[k]);
-		KcRef x = fold1(f, i);
+		KcRef x = fold1(f, i, &nomem);
 		if (x != KC_NIL)
 			rep[i] = x;
 	}
-	compact(f, rep);
+	/* out of memory halfway: the folds so far are still applied (the refs of later
+	** instructions are rewritten by compact), which means the same */
+	int rc = rep ? compact(f, rep, e) : 0;
 	free(rep);
-	return 0;
+	return nomem ? oom(f, e) : rc;
 }
 
 /* --- canon ----------------------------------------------------------------------- */
@@ -217,12 +235,16 @@ static Key key(const KiIns *in)
 ** duplicates merge in one pass). */
 int ki_cse(KiFn *f, KcErr *e)
 {
-	(void)e;
 	KcRef *rep = identity(f);
 	size_t cap = 16;
 	while (cap < 2 * (size_t)f->nins)
 		cap *= 2;
-	int *tab = kc_xrealloc(NULL, cap * sizeof *tab);
+	int *tab = kc_realloc(NULL, cap * sizeof *tab);
+	if (!rep || !tab) {
+		free(rep);
+		free(tab);
+		return oom(f, e);
+	}
 	for (size_t s = 0; s < cap; s++)
 		tab[s] = -1;
 	for (int i = 0; i < f->nins; i++) {
@@ -244,9 +266,9 @@ int ki_cse(KiFn *f, KcErr *e)
 			tab[s] = i;
 	}
 	free(tab);
-	compact(f, rep);
+	int rc = compact(f, rep, e);
 	free(rep);
-	return 0;
+	return rc;
 }
 
 /* --- dce ------------------------------------------------------------------------- */
@@ -277,11 +299,19 @@ static KcRef mapcon(KcRef r, void *ud)
 ** roots), then constants no remaining ref uses. */
 int ki_dce(KiFn *f, KcErr *e)
 {
-	(void)e;
-	unsigned char *live = kc_xrealloc(NULL, (size_t)f->nins + 1);
+	unsigned char *live = kc_realloc(NULL, (size_t)f->nins + 1);
+	KcRef *rep = identity(f);
+	unsigned char *used = kc_realloc(NULL, (size_t)f->ncon + 1);
+	int *newcon = kc_realloc(NULL, ((size_t)f->ncon + 1) * sizeof *newcon);
+	if (!live || !rep || !used || !newcon) {
+		free(live);
+		free(rep);
+		free(used);
+		free(newcon);
+		return oom(f, e);
+	}
 	memset(live, 0, (size_t)f->nins + 1);
 	maproots(f, markroot, live);
-	KcRef *rep = identity(f);
 	for (int i = f->nins - 1; i >= 0; i--) {
 		if (!live[i]) {
 			rep[i] = KC_NIL;
@@ -290,12 +320,14 @@ int ki_dce(KiFn *f, KcErr *e)
 		for (int k = 0; k < 3; k++)
 			markroot(f->ins[i].arg[k], live);
 	}
-	compact(f, rep);
+	int rc = compact(f, rep, e);
 	free(rep);
 	free(live);
-
-	unsigned char *used = kc_xrealloc(NULL, (size_t)f->ncon + 1);
-	int *newcon = kc_xrealloc(NULL, ((size_t)f->ncon + 1) * sizeof *newcon);
+	if (rc != 0) {
+		free(used);
+		free(newcon);
+		return rc;
+	}
 	memset(used, 0, (size_t)f->ncon + 1);
 	maproots(f, markcon, used);
 	for (int i = 0; i < f->nins; i++)

@@ -7,13 +7,17 @@
 
 #define HAS(m, ax) (((m) & AXM(ax)) != 0)
 
+/* Mark what r reaches: one sweep down, operands pointing backwards (no recursion
+** as deep as a long chain). */
 static void mark(const KiFn *f, KcRef r, uint8_t *need)
 {
-	if (KC_RKIND(r) != RK_INS || need[KC_RIDX(r)])
+	if (KC_RKIND(r) != RK_INS)
 		return;
 	need[KC_RIDX(r)] = 1;
-	for (int k = 0; k < 3; k++)
-		mark(f, f->ins[KC_RIDX(r)].arg[k], need);
+	for (int i = KC_RIDX(r); i >= 0; i--)
+		for (int k = 0; need[i] && k < 3; k++)
+			if (KC_RKIND(f->ins[i].arg[k]) == RK_INS && KC_RIDX(f->ins[i].arg[k]) < i)
+				need[KC_RIDX(f->ins[i].arg[k])] = 1;
 }
 
 static int isinput(const KiFn *f, KcRef r, int in)
@@ -36,7 +40,7 @@ int kp_isleaf(const KiIns *in)
 	switch (in->op) {
 	case KO_input: return in->aux == IN_K || in->aux == IN_V || in->aux == IN_pos;
 	case KO_index: return in->axis == AX_token;
-	case KO_state: case KO_rand: return 1;
+	case KO_state: case KO_rand: case KO_attn: return 1;
 	}
 	return 0;
 }
@@ -50,41 +54,55 @@ int kp_tokred(const KiIns *in)
 
 static int ispool(const KiIns *in) { return in->op == KO_avgpool || in->op == KO_maxpool; }
 
-/* instruction j is read by i */
-static int reads(const KiIns *in, int j)
-{
-	for (int a = 0; a < ki_nargs(in->op); a++)
-		if (in->arg[a] == KC_REF(RK_INS, j))
-			return 1;
-	return 0;
-}
+/* One set of fused loops: the token_map of compress (cls = the plan's classes, roots = the
+** score) or the observe hook of decode (cls = KP_MAT on what the state updates need, roots =
+** the updates). */
+typedef struct Seg {
+	const KiFn *f;
+	const uint8_t *cls;      /* [nins] KP_* (0: not needed) */
+	const uint8_t *root;     /* [nins] values read after every loop ran */
+	uint8_t *tgen, *tout;    /* [nins] out */
+	uint8_t *qk;             /* [nins] only the Q·K tile reads it (qkall) */
+} Seg;
 
-int kp_segend(const KpPlan *p, int s)
+static int segend(const uint8_t *cls, const uint8_t *tgen, int nins, int s)
 {
 	int e = s;
-	for (int i = s + 1; i < p->f->nins && (!p->cls[i] || p->tgen[i] == KP_GEN_IN); i++)
-		if (p->cls[i])
+	for (int i = s + 1; i < nins && (!cls[i] || tgen[i] == KP_GEN_IN); i++)
+		if (cls[i])
 			e = i;
 	return e;
 }
 
-/* a token_map value only the Q·K tile reads (x.Q, x.K there): no evaluator computes it */
-static int qkonly(const KiFn *f, const KpPlan *p, int i)
+int kp_segend(const KpPlan *p, int s) { return segend(p->cls, p->tgen, p->f->nins, s); }
+int kp_osegend(const KpPlan *p, int s) { return segend(p->oneed, p->otgen, p->f->nins, s); }
+
+/* g->qk[i] = 1 for a token_map value only the Q·K tile reads (x.Q, x.K there): no loop
+** computes it. One pass over the readers (per instruction it would be quadratic in a long
+** policy); -1 when memory runs out. */
+static int qkall(Seg *g)
 {
-	if (f->score == KC_REF(RK_INS, i))
-		return 0;
-	for (int k = i + 1; k < f->nins; k++)
-		if (p->cls[k] && p->cls[k] != KP_DOT && reads(&f->ins[k], i))
-			return 0;
-	return 1;
+	const KiFn *f = g->f;
+	g->qk = malloc((size_t)f->nins + 1);
+	if (!g->qk)
+		return -1;
+	for (int i = 0; i < f->nins; i++)
+		g->qk[i] = !g->root[i];
+	for (int k = 0; k < f->nins; k++)
+		if (g->cls[k] && g->cls[k] != KP_DOT)
+			for (int a = 0; a < ki_nargs(f->ins[k].op); a++)
+				if (KC_RKIND(f->ins[k].arg[a]) == RK_INS && KC_RIDX(f->ins[k].arg[a]) < k)
+					g->qk[KC_RIDX(f->ins[k].arg[a])] = 0;
+	return 0;
 }
 
-/* can instruction i run in a generated token_map loop? (the C evaluator keeps softmax over
-** token, std, hmean, obs-axis values and pools over other axes) */
-static int gen_ok(const KiFn *f, const KpPlan *p, int i)
+/* can instruction i run in a generated token_map loop? (not: softmax over token, std, hmean,
+** obs-axis values, pools over other axes: kp_build rejects those where the score needs them) */
+static int gen_ok(const Seg *g, int i)
 {
+	const KiFn *f = g->f;
 	const KiIns *in = &f->ins[i];
-	if (p->cls[i] != KP_MAT || HAS(in->axes, AX_obs) || qkonly(f, p, i))
+	if (g->cls[i] != KP_MAT || HAS(in->axes, AX_obs) || g->qk[i])
 		return 0;
 	switch (ki_rule(in->op)) {
 	case AR_LEAF:
@@ -116,7 +134,7 @@ static int gen_ok(const KiFn *f, const KpPlan *p, int i)
 			continue;
 		if (KC_RKIND(r) != RK_INS || (ki_refaxes(f, r) & AXM(AX_obs)))
 			return 0;
-		int c = p->cls[KC_RIDX(r)];
+		int c = g->cls[KC_RIDX(r)];
 		if (c != KP_MAT && c != KP_RED)
 			return 0;
 	}
@@ -126,14 +144,15 @@ static int gen_ok(const KiFn *f, const KpPlan *p, int i)
 /* Fused loops: maximal runs of generable instructions, split where a value would be read before
 ** it is complete: after a token reduction (its consumers), and before a pool whose input or
 ** kernel size is computed in the same run (the stencil reads neighbours: the input is stored
-** first; the runtime checks the kernel size before the loop). */
-static void segment(const KiFn *f, KpPlan *p)
+** first; the loop checks the kernel size before it starts). */
+static void segment(Seg *g)
 {
+	const KiFn *f = g->f;
 	int seg = -1;
 	for (int i = 0; i < f->nins; i++) {
-		if (!p->cls[i])
+		if (!g->cls[i])
 			continue;         /* not needed: no code, and no split */
-		if (!gen_ok(f, p, i)) {
+		if (!gen_ok(g, i)) {
 			seg = -1;
 			continue;
 		}
@@ -142,44 +161,84 @@ static void segment(const KiFn *f, KpPlan *p)
 		for (int k = 0; k < ki_nargs(in->op) && !brk; k++) {
 			KcRef r = in->arg[k];
 			int j = KC_RIDX(r);
-			if (KC_RKIND(r) == RK_INS && j >= seg && p->tgen[j])
+			if (KC_RKIND(r) == RK_INS && j >= seg && g->tgen[j])
 				brk = kp_tokred(&f->ins[j]) || ispool(in);
 		}
 		if (brk)
 			seg = i;
-		p->tgen[i] = (uint8_t)(brk ? KP_GEN_START : KP_GEN_IN);
+		g->tgen[i] = (uint8_t)(brk ? KP_GEN_START : KP_GEN_IN);
 	}
 }
 
-/* tout: values stored for readers outside their loop (the C evaluator, attn_score, later
-** loops, pools, the score); leaves only where they cannot be recomputed (C readers, pools). */
-static void outputs(const KiFn *f, KpPlan *p)
+/* tout: values stored for readers outside their loop (attn_score, the head_mean barrier, later
+** loops, pools, the roots); leaves only where they cannot be recomputed (non-loop readers,
+** pools, roots). */
+static int outputs(Seg *g)
 {
-	for (int i = 0; i < f->nins; i++) {
-		if (!p->tgen[i])
-			continue;
-		int end = kp_segend(p, i);
-		int leaf = kp_isleaf(&f->ins[i]);
-		p->tout[i] = f->score == KC_REF(RK_INS, i);
-		for (int k = i + 1; k < f->nins && !p->tout[i]; k++)
-			if (p->cls[k] && reads(&f->ins[k], i))
-				p->tout[i] = leaf ? ispool(&f->ins[k]) || (!p->tgen[k] && p->cls[k] != KP_DOT) : k > end;
-	}
-}
-
-int kp_build(const KiFn *f, KpPlan *p, KcErr *e)
-{
-	memset(p, 0, sizeof *p);
-	p->f = f;
-	if (kp_unsupported(f, e) != 0)
+	const KiFn *f = g->f;
+	int *last = malloc(((size_t)f->nins + 1) * sizeof *last);
+	uint8_t *creader = calloc((size_t)f->nins + 1, 1);
+	if (!last || !creader) {
+		free(last);
+		free(creader);
 		return -1;
-	p->cls = calloc((size_t)f->nins + 1, 1);
-	p->soft = calloc((size_t)f->nins + 1, sizeof(int));
-	p->oneed = calloc((size_t)f->nins + 1, 1);
-	if (!p->cls || !p->soft || !p->oneed) {
-		kc_error(e, f->src, 0, 0, "plan: out of memory");
-		goto fail;
 	}
+	/* one pass over the readers (the last one; whether a pool or a non-loop reader reads
+	** it), then one over the loops: linear in the policy's length */
+	for (int i = 0; i < f->nins; i++)
+		last[i] = -1;
+	for (int k = 0; k < f->nins; k++)
+		if (g->cls[k])
+			for (int a = 0; a < ki_nargs(f->ins[k].op); a++) {
+				KcRef r = f->ins[k].arg[a];
+				if (KC_RKIND(r) != RK_INS || KC_RIDX(r) >= k)
+					continue;
+				last[KC_RIDX(r)] = k;
+				if (ispool(&f->ins[k]) || (!g->tgen[k] && g->cls[k] != KP_DOT))
+					creader[KC_RIDX(r)] = 1;
+			}
+	int end = -1;
+	for (int i = 0; i < f->nins; i++) {
+		if (!g->tgen[i])
+			continue;
+		if (g->tgen[i] == KP_GEN_START || i > end)
+			end = segend(g->cls, g->tgen, f->nins, i);
+		g->tout[i] = g->root[i] || (kp_isleaf(&f->ins[i]) ? creader[i] : last[i] > end);
+	}
+	free(last);
+	free(creader);
+	return 0;
+}
+
+/* Why instruction i of token_map has no generated loop (a positioned compile error). */
+static void notgen(const KiFn *f, int i, const char *where, KcErr *e)
+{
+	const KiIns *in = &f->ins[i];
+	char ax[64];
+	ki_axesstr(in->axes, ax, sizeof ax);
+	const char *an = in->axis < AX_NUM ? ki_axisname(in->axis) : "-";
+	if (in->op == KO_std)
+		kc_error(e, f->src, in->line, in->col, "%s: std over %s is not generated yet", where, an);
+	else if (in->op == KO_softmax || in->op == KO_softmaxnc)
+		kc_error(e, f->src, in->line, in->col,
+		         "%s: softmax of a value that does not derive from x.Q:dot(x.K) is not generated yet", where);
+	else if (ispool(in))
+		kc_error(e, f->src, in->line, in->col,
+		         "%s: %s over %s of a %s value is not generated yet (pools run over token of [token] or "
+		         "[group, token] values, with a scalar kernel size)", where, ki_opname(in->op), an, ax);
+	else if (HAS(in->axes, AX_obs) || (in->op == KO_input && (in->aux == IN_lse || in->aux == IN_qpos)))
+		kc_error(e, f->src, in->line, in->col,
+		         "%s: %s with the obs axis (%s) is not generated yet: observation queries are read only "
+		         "inside attention (softmax(x.Q:dot(x.K) ...) reduced over obs)", where,
+		         in->op == KO_input ? ki_inputname(in->aux) : ki_opname(in->op), ax);
+	else
+		kc_error(e, f->src, in->line, in->col, "%s: %s over [%s] is not generated yet", where, ki_opname(in->op), ax);
+}
+
+/* Which skeleton computes each instruction the score needs (cls), with the attn_score rules:
+** positioned errors for what the kernels cannot fuse. */
+static int classify(const KiFn *f, KpPlan *p, KcErr *e)
+{
 	mark(f, f->score, p->cls);   /* 1 = needed, refined below */
 	for (int i = 0; i < f->nins; i++) {
 		if (!p->cls[i])
@@ -203,7 +262,7 @@ int kp_build(const KiFn *f, KpPlan *p, KcErr *e)
 			break;
 		case KO_attn:
 			kc_error(e, f->src, in->line, in->col, "x.attn reaches the score (only the observe hook may read it)");
-			goto fail;
+			return -1;
 		case KO_hmean:
 			p->uses_hmean = 1;
 			break;
@@ -216,7 +275,7 @@ int kp_build(const KiFn *f, KpPlan *p, KcErr *e)
 					kc_error(e, f->src, in->line, in->col,
 					         "attn_score: the only [obs, token] product the kernels fuse is "
 					         "x.Q:dot(x.K, \"chan\")");
-					goto fail;
+					return -1;
 				}
 				c = KP_DOT;
 				p->has_attn = 1;
@@ -225,19 +284,19 @@ int kp_build(const KiFn *f, KpPlan *p, KcErr *e)
 					kc_error(e, f->src, in->line, in->col,
 					         "attn_score: an [obs, token, chan] value would materialize the attention "
 					         "per channel; reduce over chan first");
-					goto fail;
+					return -1;
 				}
 				if (!anyattn) {
 					kc_error(e, f->src, in->line, in->col,
 					         "attn_score: an [obs, token] value that does not derive from Q·K "
 					         "is not supported");
-					goto fail;
+					return -1;
 				}
 				c = KP_ATTN;
 			} else if ((in->op == KO_softmax || in->op == KO_softmaxnc) && in->axis == AX_token) {
 				if (!isattn(ca[0])) {
 					kc_error(e, f->src, in->line, in->col, "attn_score: softmax of a value not derived from Q·K");
-					goto fail;
+					return -1;
 				}
 				c = KP_ATTN;
 				p->soft[p->nsoft++] = i;
@@ -246,14 +305,14 @@ int kp_build(const KiFn *f, KpPlan *p, KcErr *e)
 				         "attn_score: %s over %s of an [obs, token] value cannot be fused "
 				         "(supported: elementwise ops, softmax over token, sum/mean over obs)",
 				         ki_opname(in->op), in->axis < AX_NUM ? ki_axisname(in->axis) : "-");
-				goto fail;
+				return -1;
 			}
 		} else if (anyattn) {
 			if (!((in->op == KO_sum || in->op == KO_mean) && in->axis == AX_obs)) {
 				kc_error(e, f->src, in->line, in->col,
 				         "attn_score: the attention [obs, token] can only be reduced over obs "
 				         "(sum or mean) here, not by %s", ki_opname(in->op));
-				goto fail;
+				return -1;
 			}
 			c = KP_RED;
 			p->nred++;
@@ -273,12 +332,12 @@ int kp_build(const KiFn *f, KpPlan *p, KcErr *e)
 				kc_error(e, f->src, f->ins[i].line, f->ins[i].col, "the kernels read x.Q only as "
 				         "x.Q:dot(x.K, \"chan\") (the attention logits), not through %s",
 				         ki_opname(f->ins[i].op));
-				goto fail;
+				return -1;
 			}
 	if (KC_RKIND(f->score) == RK_INS && isattn(p->cls[KC_RIDX(f->score)])) {
 		const KiIns *in = &f->ins[KC_RIDX(f->score)];
 		kc_error(e, f->src, in->line, in->col, "the score must be reduced over obs");
-		goto fail;
+		return -1;
 	}
 	/* operands of attn values that are materialized must not have chan */
 	for (int i = 0; i < f->nins; i++)
@@ -288,13 +347,19 @@ int kp_build(const KiFn *f, KpPlan *p, KcErr *e)
 				if (clsof(p, r) == KP_MAT && (ki_refaxes(f, r) & AXM(AX_chan))) {
 					kc_error(e, f->src, f->ins[i].line, f->ins[i].col,
 					         "attn_score: operand with a chan axis in an [obs, token] expression");
-					goto fail;
+					return -1;
 				}
 			}
-	/* the fused attn_score pattern */
+	return 0;
+}
+
+/* The fused attn_score pattern: dot(Q, K) → multiplies by scalars → softmax over token →
+** sum / mean over obs. Its generic C epilogue is gone: anything else is a positioned error. */
+static int fused(const KiFn *f, KpPlan *p, KcErr *e)
+{
 	if (p->has_attn) {
 		int ok = 1, cur = -1;
-		p->fdot = p->fsoft = -1;
+		p->fdot = p->fsoft = p->fbad = -1;
 		for (int i = 0; i < f->nins && ok; i++) {
 			const KiIns *in = &f->ins[i];
 			switch (p->cls[i]) {
@@ -322,51 +387,125 @@ int kp_build(const KiFn *f, KpPlan *p, KcErr *e)
 				ok = p->fsoft >= 0 && in->arg[0] == KC_REF(RK_INS, p->fsoft);
 				break;
 			}
+			if (!ok)
+				p->fbad = i;
 		}
 		p->fast = ok && p->fdot >= 0 && p->fsoft >= 0;
+		if (!p->fast) {          /* the generic epilogue is gone: what is not fused is rejected */
+			int i = p->fbad >= 0 ? p->fbad : p->fdot;
+			const KiIns *in = &f->ins[i];
+			kc_error(e, f->src, in->line, in->col,
+			         "attn_score: %s here is not generated yet (the fused kernels take softmax over token of "
+			         "x.Q:dot(x.K, \"chan\") times scalars, then sum or mean over obs)", ki_opname(in->op));
+			return -1;
+		}
 		if (p->fast && p->nmul == 1 && KC_RKIND(p->mul[0]) == RK_INS) {
 			const KiIns *k = &f->ins[KC_RIDX(p->mul[0])];
 			p->fscale = k->op == KO_info && k->aux == INF_scale;
 		}
 	}
-	/* generated token_map loops */
-	p->tgen = calloc((size_t)f->nins + 1, 1);
-	p->tout = calloc((size_t)f->nins + 1, 1);
-	if (!p->tgen || !p->tout) {
-		kc_error(e, f->src, 0, 0, "plan: out of memory");
-		goto fail;
+	return 0;
+}
+
+/* The generated token_map loops (tgen, tout); a value the score needs that no loop computes,
+** that the Q·K tile does not read and that is no head_mean barrier is a positioned error. */
+static int tloops(const KiFn *f, KpPlan *p, uint8_t *root, KcErr *e)
+{
+	if (KC_RKIND(f->score) == RK_INS)
+		root[KC_RIDX(f->score)] = 1;
+	Seg sg = { f, p->cls, root, p->tgen, p->tout, NULL };
+	if (qkall(&sg) != 0)
+		return kc_error(e, f->src, 0, 0, "plan: out of memory"), -1;
+	segment(&sg);
+	if (outputs(&sg) != 0) {
+		free(sg.qk);
+		return kc_error(e, f->src, 0, 0, "plan: out of memory"), -1;
 	}
-	segment(f, p);
-	outputs(f, p);
+	int bad = -1;
 	for (int i = 0; i < f->nins; i++) {
 		p->ngenins += p->tgen[i] != 0;
 		p->ngen += p->tgen[i] == KP_GEN_START;
-		p->ncmat += p->cls[i] == KP_MAT && !p->tgen[i] && !qkonly(f, p, i);
+		if (p->cls[i] == KP_MAT && !p->tgen[i] && !sg.qk[i] && f->ins[i].op != KO_hmean && bad < 0)
+			bad = i;
+		if (p->cls[i] && f->ins[i].op == KO_hmean && KC_RKIND(f->ins[i].arg[0]) != RK_INS && bad < 0)
+			bad = i;
 	}
-	/* observe hook: everything is materialized per (layer, head) instance, obs-free */
+	free(sg.qk);
+	if (bad >= 0) {
+		notgen(f, bad, "token_map", e);
+		return -1;
+	}
+	return 0;
+}
+
+/* The observe hook's fused loops (decode): over [group, token, chan] values with x.attn = this
+** step's probabilities; roots = the state updates (stored, then written into the state). */
+static int oloops(const KiFn *f, KpPlan *p, uint8_t *root, uint8_t *ocls, KcErr *e)
+{
+	for (int i = 0; i < f->nins; i++)
+		root[i] = 0;
 	for (int s = 0; s < f->nst; s++)
 		if (f->st[s].update) {
 			mark(f, f->st[s].update, p->oneed);
+			if (KC_RKIND(f->st[s].update) == RK_INS)
+				root[KC_RIDX(f->st[s].update)] = 1;
 			p->has_observe = 1;
 		}
-	for (int i = 0; i < f->nins; i++)
-		if (p->oneed[i]) {
-			const KiIns *in = &f->ins[i];
-			if (HAS(in->axes, AX_obs) || (in->op == KO_input && (in->aux == IN_lse || in->aux == IN_qpos))) {
-				kc_error(e, f->src, in->line, in->col,
-				         "decode_attn: the observe hook cannot read observation queries (x.Q, x.lse, x.qpos)");
-				goto fail;
-			}
-			if (in->op == KO_hmean) {
-				kc_error(e, f->src, in->line, in->col,
-				         "decode_attn: a mean over heads in the observe hook is not supported yet");
-				goto fail;
-			}
+	for (int i = 0; i < f->nins; i++) {
+		ocls[i] = p->oneed[i] ? KP_MAT : 0;
+		if (!p->oneed[i])
+			continue;
+		const KiIns *in = &f->ins[i];
+		if (HAS(in->axes, AX_obs) || (in->op == KO_input && (in->aux == IN_lse || in->aux == IN_qpos))) {
+			kc_error(e, f->src, in->line, in->col,
+			         "decode_attn: the observe hook cannot read observation queries (x.Q, x.lse, x.qpos)");
+			return -1;
 		}
+		if (in->op == KO_hmean) {
+			kc_error(e, f->src, in->line, in->col,
+			         "decode_attn: a mean over heads in the observe hook is not supported yet");
+			return -1;
+		}
+	}
+	Seg so = { f, ocls, root, p->otgen, p->otout, NULL };
+	if (qkall(&so) != 0)
+		return kc_error(e, f->src, 0, 0, "plan: out of memory"), -1;
+	segment(&so);
+	free(so.qk);
+	if (outputs(&so) != 0)
+		return kc_error(e, f->src, 0, 0, "plan: out of memory"), -1;
+	for (int i = 0; i < f->nins; i++) {
+		p->nogen += p->otgen[i] == KP_GEN_START;
+		if (p->oneed[i] && !p->otgen[i]) {
+			notgen(f, i, "decode_attn (observe hook)", e);
+			return -1;
+		}
+	}
 	return 0;
-fail:
-	kp_free(p);
-	return -1;
+}
+
+int kp_build(const KiFn *f, KpPlan *p, KcErr *e)
+{
+	memset(p, 0, sizeof *p);
+	p->f = f;
+	if (kp_unsupported(f, e) != 0)   /* merge rules, the issue-13 language (support.c) */
+		return -1;
+	size_t n = (size_t)f->nins + 1;
+	p->cls = calloc(n, 1), p->soft = calloc(n, sizeof(int)), p->oneed = calloc(n, 1);
+	p->tgen = calloc(n, 1), p->tout = calloc(n, 1), p->otgen = calloc(n, 1), p->otout = calloc(n, 1);
+	uint8_t *root = calloc(n, 1), *ocls = calloc(n, 1);
+	int rc = -1;
+	if (!p->cls || !p->soft || !p->oneed || !p->tgen || !p->tout || !p->otgen || !p->otout || !root || !ocls)
+		kc_error(e, f->src, 0, 0, "plan: out of memory");
+	else if (classify(f, p, e) == 0 &&     /* skeleton per instruction */
+	         fused(f, p, e) == 0 &&        /* the fused attn_score */
+	         tloops(f, p, root, e) == 0 && /* token_map loops */
+	         oloops(f, p, root, ocls, e) == 0)   /* the observe hook's loops */
+		rc = 0;
+	free(root), free(ocls);
+	if (rc)
+		kp_free(p);
+	return rc;
 }
 
 void kp_free(KpPlan *p)
@@ -376,6 +515,8 @@ void kp_free(KpPlan *p)
 	free(p->oneed);
 	free(p->tgen);
 	free(p->tout);
+	free(p->otgen);
+	free(p->otout);
 	memset(p, 0, sizeof *p);
 }
 
@@ -388,19 +529,17 @@ void kp_print(const KpPlan *p, FILE *out)
 		fprintf(out, "  attn_stats  %d pass(es)%s\n", p->nsoft, p->uses_lse ? " (lse given for some)" : "");
 	if (p->has_attn)
 		fprintf(out, "  attn_score  %d accumulator(s) over obs%s\n", p->nred,
-		        p->fast ? p->fscale ? ", fused (generated Q·K tile + softmax epilogue; one pass when lse is given)"
-		                            : ", fused (generated Q·K tile + softmax epilogue)"
-		                : ", generic epilogue");
-	fprintf(out, "  token_map   %s; path: %s (%d generated fused loop(s) over %d instruction(s), "
-	        "%d instruction(s) in the C evaluator)\n",
-	        p->two_phase ? "two phases (token reduction)" : "one phase",
-	        !p->ngen ? "C evaluator" : p->ncmat ? "mixed" : "generated", p->ngen, p->ngenins, p->ncmat);
+		        p->fscale ? ", fused (generated Q·K tile + softmax epilogue; one pass when lse is given)"
+		                  : ", fused (generated Q·K tile + softmax epilogue)");
+	fprintf(out, "  token_map   %s; %d generated fused loop(s) over %d instruction(s)\n",
+	        p->two_phase ? "two phases (token reduction)" : "one phase", p->ngen, p->ngenins);
 	if (p->uses_hmean)
 		fprintf(out, "  head_mean   barrier across the heads of a layer\n");
 	fprintf(out, "  select      top-k (radix select), scope %s\n", ki_scopename(f->sel.scope));
 	fprintf(out, "  compact     stable in-place gather%s\n", f->nst ? " (K, V, pos, state)" : "");
 	if (p->has_observe)
-		fprintf(out, "  decode_attn split-KV online softmax; observe hook updates %d state(s)\n", f->nst);
+		fprintf(out, "  decode_attn split-KV online softmax; observe hook: %d generated fused loop(s), "
+		        "updates %d state(s)\n", p->nogen, f->nst);
 	else
 		fprintf(out, "  decode_attn split-KV online softmax\n");
 	for (int i = 0; i < f->nins; i++)
@@ -410,7 +549,8 @@ void kp_print(const KpPlan *p, FILE *out)
 			const char *path = p->tgen[i] == KP_GEN_START ? p->tout[i] ? " (generated loop start, stored)"
 			                                                            : " (generated loop start)"
 			                   : p->tgen[i] ? p->tout[i] ? " (generated loop, stored)" : " (generated loop)"
-			                   : p->cls[i] == KP_MAT ? qkonly(f, p, i) ? " (read by the Q·K tile)" : " (C evaluator)"
+			                   : p->cls[i] == KP_MAT ? f->ins[i].op == KO_hmean ? " (head_mean barrier)"
+			                                                                    : " (read by the Q·K tile)"
 			                   : "";
 			fprintf(out, "    %%%d %-8s %-12s %s%s\n", i, ki_opname(f->ins[i].op), ax, nm[p->cls[i]], path);
 		}
@@ -418,6 +558,8 @@ void kp_print(const KpPlan *p, FILE *out)
 		if (p->oneed[i]) {
 			char ax[64];
 			ki_axesstr(f->ins[i].axes, ax, sizeof ax);
-			fprintf(out, "    %%%d %-8s %-12s observe\n", i, ki_opname(f->ins[i].op), ax);
+			fprintf(out, "    %%%d %-8s %-12s observe%s\n", i, ki_opname(f->ins[i].op), ax,
+			        p->otgen[i] == KP_GEN_START ? p->otout[i] ? " (generated loop start, stored)" : " (generated loop start)"
+			        : p->otout[i] ? " (generated loop, stored)" : " (generated loop)");
 		}
 }

@@ -7,9 +7,12 @@
 **   token_map    everything else: [group,token], [token], [chan], per-query and
 **                scalar values (norms, cosine, pooling stencils, token reductions)
 **   head_mean    cross-head barrier (hmean)
-**   select, compact_merge (runtime)
-** Target independent: a backend supplies only the Q·Kᵀ tile kernel and the
-** storage → f32 conversion; the runtime walks the plan.
+**   select, compact_merge, decode_attn (with the observe hook's fused loops)
+** Target independent, built once per compile by the driver (compiler/driver.c):
+** the backends generate every kernel from it, and the artifact's descriptor
+** (codegen/x86/desc.c) carries what the runtime does at each instruction, so the
+** runtime neither plans nor evaluates. What no generator covers is rejected here
+** with a positioned error, so `kvcc check` reports what `kvcc compile` would.
 */
 #ifndef KVCC_PLAN_H
 #define KVCC_PLAN_H
@@ -45,21 +48,25 @@ typedef struct KpPlan {
 	int fscale;            /* the only multiplier is x.scale: a given lse replaces attn_stats */
 	int nmul;
 	KcRef mul[4];          /* the scalar multipliers */
-	/* token_map path per instruction: 0 = the runtime's C evaluator, KP_GEN_START / KP_GEN_IN =
-	** first / later instruction of a fused loop the backend generates (artifact `tmap`, entered
-	** with the first instruction's index): runs of consecutive token_map instructions without
-	** an obs axis — leaves (x.t, x.pos, K/V rows, state, rand), size/info scalars, elementwise
-	** ops, reductions over group / chan / token (not std), avg/max pools over token — split
-	** after a token reduction (its readers start the next loop) and before a pool whose input
-	** the same loop computes. The C evaluator keeps softmax in token_map, std, hmean and
-	** values with an obs axis. In a loop: values without a token axis first (once), then one
-	** pass over the tokens (vectorized over tokens, or over chan one token at a time when a
-	** value has the chan axis), then the token reductions' results. */
+	int fbad;              /* where the fused pattern breaks (-1: it does not; kp_build then fails) */
+	/* token_map path per instruction: KP_GEN_START / KP_GEN_IN = first / later instruction of a
+	** fused loop the backend generates (artifact `tmap`, entered with the first instruction's
+	** index): runs of consecutive token_map instructions without an obs axis — leaves (x.t,
+	** x.pos, K/V rows, state, rand), size/info scalars, elementwise ops, reductions over group /
+	** chan / token (not std), avg/max pools over token — split after a token reduction (its
+	** readers start the next loop) and before a pool whose input the same loop computes. In a
+	** loop: values without a token axis first (once), then one pass over the tokens (vectorized
+	** over tokens, or over chan one token at a time when a value has the chan axis), then the
+	** token reductions' results. Every value the score needs is in a loop, read by the Q·K tile
+	** only (x.Q, x.K), an attn_score output or a head_mean barrier: kp_build rejects the rest
+	** with a positioned error (the runtime evaluates nothing). */
 	uint8_t *tgen;         /* [nins] */
 	uint8_t *tout;         /* [nins] the fused loop stores this value (read outside the loop) */
 	int ngen, ngenins;     /* fused loops, instructions in them */
-	int ncmat;             /* token_map instructions left to the C evaluator (not counting x.Q / x.K
-	                       ** that only the Q·K tile reads) */
+	/* the observe hook's fused loops (decode): the same over the oneed instructions, x.attn a
+	** leaf; the state updates are stored and then written into the state */
+	uint8_t *otgen, *otout;
+	int nogen;
 } KpPlan;
 
 enum { KP_GEN_START = 1, KP_GEN_IN = 2 };
@@ -71,6 +78,8 @@ KC_FUNC int kp_tokred(const KiIns *in);
 /* the last instruction of the loop that starts at s (instructions the score does not need, cls 0,
 ** may lie inside: they have no code) */
 KC_FUNC int kp_segend(const KpPlan *p, int s);
+/* the same for the observe hook's loops */
+KC_FUNC int kp_osegend(const KpPlan *p, int s);
 
 /* support.c: -1 with a positioned error when the policy uses what the kernels do not
 ** implement yet (kp_build calls it first). */

@@ -24,13 +24,14 @@
 typedef struct Buf {
 	char *s;
 	size_t n, cap;
+	int oom;              /* memory ran out: later puts do nothing, ki_print gives NULL */
 } Buf;
 
 static void put(Buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void put(Buf *b, const char *fmt, ...)
 {
 	va_list ap;
-	for (;;) {
+	while (!b->oom) {
 		size_t room = b->cap - b->n;
 		va_start(ap, fmt);
 		int k = vsnprintf(b->s + b->n, room, fmt, ap);
@@ -39,8 +40,12 @@ static void put(Buf *b, const char *fmt, ...)
 			b->n += (size_t)k;
 			return;
 		}
-		b->cap = 2 * b->cap + (size_t)k + 64;
-		b->s = kc_xrealloc(b->s, b->cap);
+		char *s = k >= 0 ? kc_realloc(b->s, 2 * b->cap + (size_t)k + 64) : NULL;
+		if (!s) {
+			b->oom = 1;
+			return;
+		}
+		b->s = s, b->cap = 2 * b->cap + (size_t)k + 64;
 	}
 }
 
@@ -189,8 +194,10 @@ static void putselect(Buf *b, const KiFn *f)
 
 char *ki_print(const KiFn *f)
 {
-	Buf b = { kc_xrealloc(NULL, 1024), 0, 1024 };
+	Buf b = { kc_realloc(NULL, 1024), 0, 1024, 0 };
 	char t1[64];
+	if (!b.s)
+		return NULL;
 	b.s[0] = 0;
 	put(&b, "policy \"%s\" source \"%s\"", f->name, f->src);
 	putpos(&b, f->line, f->col);
@@ -234,5 +241,9 @@ char *ki_print(const KiFn *f)
 		put(&b, "when prefill");
 	putpos(&b, f->when.line, f->when.col);
 	put(&b, "\n");
+	if (b.oom) {
+		free(b.s);
+		return NULL;
+	}
 	return b.s;
 }

@@ -198,8 +198,10 @@ static int checkattn(V *v)
 	if (!f->nins)
 		return 0;
 	unsigned char *live = calloc((size_t)f->nins, 1);
-	if (!live)
-		return 0;
+	if (!live) {
+		kc_error(v->e, f->src, 0, 0, "out of memory");
+		return -1;
+	}
 	const KiMerge *m = &f->merge;
 	KcRef roots[7] = { f->score, f->obs, f->sel.keep, m->sim, m->threshold, m->weight, m->self };
 	for (int k = 0; k < 7; k++)

@@ -244,12 +244,21 @@ static void pushexpr(lua_State *L, KcRef r)
 	luaL_setmetatable(L, EXPR_MT);
 }
 
+/* The constant v of the policy; out of memory is an error at the caller. */
+static KcRef kconst(lua_State *L, double v)
+{
+	KcRef r = ki_const(kd_state(L)->f, v);
+	if (r == KC_NIL)
+		kd_raise(L, NULL, "out of memory");
+	return r;
+}
+
 /* Coerce a number or an expression at `idx` to a ref. */
 static KcRef toref(lua_State *L, int idx, const char *name)
 {
-	KdState *S = builder(L);
+	builder(L);                      /* refuses calls after the policy is built */
 	if (lua_type(L, idx) == LUA_TNUMBER)
-		return ki_const(S->f, lua_tonumber(L, idx));
+		return kconst(L, lua_tonumber(L, idx));
 	Expr *x = luaL_testudata(L, idx, EXPR_MT);
 	if (x)
 		return x->ref;
@@ -293,7 +302,10 @@ static KcRef emit(lua_State *L, const char *name, int op, KcRef a, KcRef b, KcRe
 	if (S->f->nins >= S->lim.kir)
 		return kd_raise(L, name, "policy too large (more than %d KIR instructions)", S->lim.kir);
 	kd_where(L, 1, name, &in.line, &in.col);
-	return ki_emit(S->f, &in);
+	KcRef r = ki_emit(S->f, &in);
+	if (r == KC_NIL)
+		kd_raise(L, name, "out of memory");
+	return r;
 }
 
 static int binop(lua_State *L, int op, const char *name)
@@ -417,21 +429,20 @@ static int m_where(lua_State *L)
 /* cosine(a, b, axis) = dot / max(|a||b|, 1e-8), as torch's cosine_similarity */
 static int m_cosine(lua_State *L)
 {
-	KdState *S = kd_state(L);
 	KcRef a = toref(L, 1, "cosine"), b = toref(L, 2, "cosine");
 	int ax = axisarg(L, 3, "cosine");
 	KcRef d = emit(L, "cosine", KO_dot, a, b, KC_NIL, ax, 0, 0);
 	KcRef na = emit(L, "cosine", KO_norm, a, KC_NIL, KC_NIL, ax, 0, 0);
 	KcRef nb = emit(L, "cosine", KO_norm, b, KC_NIL, KC_NIL, ax, 0, 0);
 	KcRef p = emit(L, "cosine", KO_mul, na, nb, KC_NIL, -1, 0, 0);
-	KcRef m = emit(L, "cosine", KO_max, p, ki_const(S->f, 1e-8), KC_NIL, -1, 0, 0);
+	KcRef m = emit(L, "cosine", KO_max, p, kconst(L, 1e-8), KC_NIL, -1, 0, 0);
 	pushexpr(L, emit(L, "cosine", KO_div, d, m, KC_NIL, -1, 0, 0));
 	return 1;
 }
 
 static int m_random(lua_State *L)
 {
-	KcRef seed = lua_isnoneornil(L, 1) ? ki_const(kd_state(L)->f, 0) : toref(L, 1, "random");
+	KcRef seed = lua_isnoneornil(L, 1) ? kconst(L, 0) : toref(L, 1, "random");
 	pushexpr(L, emit(L, "random", KO_rand, seed, KC_NIL, KC_NIL, -1, 0, 0));
 	return 1;
 }
@@ -495,12 +506,11 @@ static int m_round(lua_State *L) { return unop(L, KO_rint, "round"); }
 /* sigmoid(a) = 1 / (1 + exp(-a)) */
 static int m_sigmoid(lua_State *L)
 {
-	KdState *S = kd_state(L);
 	KcRef a = toref(L, 1, "sigmoid");
 	KcRef n = emit(L, "sigmoid", KO_neg, a, KC_NIL, KC_NIL, -1, 0, 0);
 	KcRef e = emit(L, "sigmoid", KO_exp, n, KC_NIL, KC_NIL, -1, 0, 0);
-	KcRef d = emit(L, "sigmoid", KO_add, e, ki_const(S->f, 1), KC_NIL, -1, 0, 0);
-	pushexpr(L, emit(L, "sigmoid", KO_div, ki_const(S->f, 1), d, KC_NIL, -1, 0, 0));
+	KcRef d = emit(L, "sigmoid", KO_add, e, kconst(L, 1), KC_NIL, -1, 0, 0);
+	pushexpr(L, emit(L, "sigmoid", KO_div, kconst(L, 1), d, KC_NIL, -1, 0, 0));
 	return 1;
 }
 
@@ -516,11 +526,10 @@ static KcRef scalararg(lua_State *L, int idx, const char *name, const char *what
 /* a:shift(axis, k [, fill = 0]): result[i] = a[i + k] along token or chan, fill outside */
 static int m_shift(lua_State *L)
 {
-	KdState *S = kd_state(L);
 	KcRef a = toref(L, 1, "shift");
 	int ax = axisarg(L, 2, "shift");
 	KcRef k = scalararg(L, 3, "shift", "the offset");
-	KcRef fill = lua_isnoneornil(L, 4) ? ki_const(S->f, 0) : scalararg(L, 4, "shift", "the fill value");
+	KcRef fill = lua_isnoneornil(L, 4) ? kconst(L, 0) : scalararg(L, 4, "shift", "the fill value");
 	pushexpr(L, emit(L, "shift", KO_shift, a, k, fill, ax, 0, 0));
 	return 1;
 }
@@ -533,7 +542,6 @@ static int segment(lua_State *L, int op, const char *name, KcRef a, int ax, int 
 		{ KO_sum, KO_ssum }, { KO_mean, KO_smean }, { KO_rmax, KO_smax }, { KO_rmin, KO_smin },
 		{ KO_srank, KO_srank },
 	};
-	KdState *S = kd_state(L);
 	int sop = -1;
 	for (size_t i = 0; i < sizeof map / sizeof map[0]; i++)
 		if (map[i].red == op)
@@ -546,7 +554,7 @@ static int segment(lua_State *L, int op, const char *name, KcRef a, int ax, int 
 	lua_getfield(L, t, "chunk");
 	KcRef size;
 	if (lua_isnil(L, -1))
-		size = ki_const(S->f, INFINITY);
+		size = kconst(L, INFINITY);
 	else if (lua_type(L, -1) == LUA_TNUMBER && !(lua_tonumber(L, -1) >= 1 &&
 	         lua_tonumber(L, -1) == floor(lua_tonumber(L, -1))))
 		return kd_raise(L, "chunk", "chunk must be an integer >= 1, got %g", lua_tonumber(L, -1));
@@ -554,7 +562,7 @@ static int segment(lua_State *L, int op, const char *name, KcRef a, int ax, int 
 		size = scalararg(L, -1, name, "chunk");
 	lua_pop(L, 1);
 	lua_getfield(L, t, "start");
-	KcRef start = lua_isnil(L, -1) ? ki_const(S->f, 0) : scalararg(L, -1, name, "start");
+	KcRef start = lua_isnil(L, -1) ? kconst(L, 0) : scalararg(L, -1, name, "start");
 	lua_pop(L, 1);
 	pushexpr(L, emit(L, name, sop, a, size, start, ax, 0, 0));
 	return 1;
@@ -662,7 +670,8 @@ static int l_params(lua_State *L)
 		lua_getfield(L, 1, names[i]);
 		uint32_t line, col;
 		kd_where(L, 1, names[i], &line, &col);
-		ki_addparam(S->f, names[i], lua_tonumber(L, -1), line, col);
+		if (ki_addparam(S->f, names[i], lua_tonumber(L, -1), line, col) < 0)
+			return kd_raise(L, names[i], "out of memory");
 		lua_pop(L, 1);
 	}
 	lua_newtable(L);
@@ -692,18 +701,18 @@ static Rule *newrule(lua_State *L, int kind, const char *name)
 /* A select field: a non-negative integer constant or a param. */
 static KcRef countfield(lua_State *L, int t, const char *field, double def, double max)
 {
-	KdState *S = builder(L);
+	builder(L);
 	lua_getfield(L, t, field);
 	KcRef r;
 	if (lua_isnil(L, -1))
-		r = ki_const(S->f, def);
+		r = kconst(L, def);
 	else if (lua_type(L, -1) == LUA_TNUMBER) {
 		double v = lua_tonumber(L, -1);
 		if (!(v >= 0 && v == floor(v)))
 			return kd_raise(L, field, "%s must be a non-negative integer, got %g", field, v);
 		if (v > max)
 			return kd_raise(L, field, "%s = %g is too large (at most %g)", field, v, max);
-		r = ki_const(S->f, v);
+		r = kconst(L, v);
 	} else {
 		Expr *x = luaL_testudata(L, -1, EXPR_MT);
 		if (!x || KC_RKIND(x->ref) != RK_PAR)
@@ -737,14 +746,13 @@ static void checkfields(lua_State *L, int t, const char *what, const char *const
 /* A select value field (tau, p, floor): a number in lo..hi or a param; nil when absent. */
 static KcRef valfield(lua_State *L, int t, const char *field, double lo, double hi)
 {
-	KdState *S = kd_state(L);
 	lua_getfield(L, t, field);
 	KcRef r = KC_NIL;
 	if (lua_type(L, -1) == LUA_TNUMBER) {
 		double v = lua_tonumber(L, -1);
 		if (!(v >= lo && v <= hi))
 			return kd_raise(L, field, "%s must be in %g..%g, got %g", field, lo, hi, v);
-		r = ki_const(S->f, v);
+		r = kconst(L, v);
 	} else if (!lua_isnil(L, -1)) {
 		Expr *x = luaL_testudata(L, -1, EXPR_MT);
 		if (!x || KC_RKIND(x->ref) != RK_PAR)
@@ -781,7 +789,7 @@ static int selrule(lua_State *L, int kind, const char *name, const char *const *
 	sel.chunk = countfield(L, 1, "chunk", 1, 65536);
 	if (KC_RKIND(sel.chunk) == RK_CON && S->f->con[KC_RIDX(sel.chunk)] < 1)
 		return kd_raise(L, "chunk", "chunk must be at least 1");
-	sel.beta = ki_const(S->f, 20);
+	sel.beta = kconst(L, 20);
 	if (kind == SEL_threshold && !(sel.tau = valfield(L, 1, "tau", -HUGE_VAL, HUGE_VAL)))
 		return kd_raise(L, name, "kvcc.threshold needs tau = <number or param>");
 	if (kind == SEL_mass && !(sel.mass = valfield(L, 1, "p", -HUGE_VAL, HUGE_VAL)))
@@ -1007,7 +1015,10 @@ static int l_weights(lua_State *L)
 			lua_pop(L, 1);
 		}
 		lua_pop(L, 1);
-		if (ki_addweight(S->f, &w) < 0)
+		int wi = ki_addweight(S->f, &w);
+		if (wi == -2)
+			return kd_raise(L, names[i], "out of memory");
+		if (wi < 0)
 			return kd_raise(L, names[i], "weight '%s' declared twice", names[i]);
 	}
 	lua_newtable(L);
@@ -1047,6 +1058,8 @@ static int l_scan(lua_State *L)
 	if (f->nst >= 255)
 		return kd_raise(L, "scan", "too many states and scans (at most 255)");
 	int s = ki_addstate(f, name, NAN);
+	if (s < 0)
+		return kd_raise(L, "scan", "out of memory");
 	KcRef carry = emit(L, "scan", KO_carry, KC_NIL, KC_NIL, KC_NIL, -1, s, AXM(AX_token));
 	lua_pushvalue(L, 2);
 	pushexpr(L, carry);
@@ -1212,14 +1225,13 @@ static int boolfield(lua_State *L, int t, const char *field, int def)
 ** policy is built). Returns 1 when it is a function. */
 static int fnfield(lua_State *L, int t, int ur, const char *field, int uv, double def, KcRef *out)
 {
-	KdState *S = kd_state(L);
 	lua_getfield(L, t, field);
 	*out = KC_NIL;
 	if (lua_isnil(L, -1)) {
 		if (!isnan(def))
-			*out = ki_const(S->f, def);
+			*out = kconst(L, def);
 	} else if (lua_type(L, -1) == LUA_TNUMBER) {
-		*out = ki_const(S->f, lua_tonumber(L, -1));
+		*out = kconst(L, lua_tonumber(L, -1));
 	} else if (lua_isfunction(L, -1)) {
 		lua_pushvalue(L, -1);
 		lua_setiuservalue(L, ur, uv);
@@ -1361,7 +1373,6 @@ static int l_summary(lua_State *L)
 static int l_adaptive(lua_State *L)
 {
 	static const char *const ok[] = { "beta", NULL };
-	KdState *S = kd_state(L);
 	if (lua_isnoneornil(L, 1))
 		lua_settop(L, 0), lua_newtable(L);
 	if (!lua_istable(L, 1))
@@ -1370,12 +1381,12 @@ static int l_adaptive(lua_State *L)
 	KcRef beta;
 	lua_getfield(L, 1, "beta");
 	if (lua_isnil(L, -1))
-		beta = ki_const(S->f, 0);
+		beta = kconst(L, 0);
 	else if (lua_type(L, -1) == LUA_TNUMBER) {
 		double b = lua_tonumber(L, -1);
 		if (!(b >= 0 && b <= 1))
 			return kd_raise(L, "beta", "beta must be in [0, 1], got %g", b);
-		beta = ki_const(S->f, b);
+		beta = kconst(L, b);
 	} else {
 		Expr *x = luaL_testudata(L, -1, EXPR_MT);
 		if (!x || KC_RKIND(x->ref) != RK_PAR)
@@ -1509,7 +1520,7 @@ static KcRef callpair(lua_State *L, int ur, int uv, const char *args, const char
 	lua_call(L, (int)strlen(args), 1);
 	KcRef x;
 	if (lua_type(L, -1) == LUA_TNUMBER)
-		x = ki_const(kd_state(L)->f, lua_tonumber(L, -1));
+		x = kconst(L, lua_tonumber(L, -1));
 	else {
 		Expr *e = luaL_testudata(L, -1, EXPR_MT);
 		if (!e)
@@ -1533,7 +1544,7 @@ static KcRef defaultsim(lua_State *L, const Rule *r)
 	KcRef na = emit(L, "sim", KO_norm, a, KC_NIL, KC_NIL, AX_chan, 0, 0);
 	KcRef nb = emit(L, "sim", KO_norm, b, KC_NIL, KC_NIL, AX_chan, 0, 0);
 	KcRef p = emit(L, "sim", KO_mul, na, nb, KC_NIL, -1, 0, 0);
-	KcRef mx = emit(L, "sim", KO_max, p, ki_const(S->f, 1e-8), KC_NIL, -1, 0, 0);
+	KcRef mx = emit(L, "sim", KO_max, p, kconst(L, 1e-8), KC_NIL, -1, 0, 0);
 	KcRef q = emit(L, "sim", KO_div, d, mx, KC_NIL, -1, 0, 0);
 	for (int i = KC_RIDX(d); i <= KC_RIDX(q); i++)
 		S->f->ins[i].line = ln, S->f->ins[i].col = cl;
@@ -1641,12 +1652,14 @@ static int policy_build(lua_State *L)
 				return raisefield(L, "state", "state entries must be name = kvcc.token_state(init)");
 			if (f->nst >= KD_MAX_STATES)
 				return raisefield(L, "state", "too many states (at most %d)", KD_MAX_STATES);
-			ki_addstate(f, k, r->init);
+			if (ki_addstate(f, k, r->init) < 0)
+				return raisefield(L, "state", "out of memory");
 			lua_pop(L, 1);
 		}
 		/* Lua's table order is randomized per state: number the states by name so
 		** one source always gives the same KIR (and compile-cache key) */
-		qsort(f->st, (size_t)f->nst, sizeof *f->st, cmpstate);
+		if (f->nst > 1)          /* (an empty table: no array to sort, f->st is NULL) */
+			qsort(f->st, (size_t)f->nst, sizeof *f->st, cmpstate);
 	}
 	lua_pop(L, 1);
 
@@ -1674,7 +1687,7 @@ static int policy_build(lua_State *L)
 	}
 	if (KC_RKIND(f->score) != RK_INS) {   /* a constant score: make it a token tensor */
 		KcRef t = emit(L, "score", KO_index, KC_NIL, KC_NIL, KC_NIL, AX_token, 0, AXM(AX_token));
-		KcRef z = emit(L, "score", KO_mul, t, ki_const(f, 0), KC_NIL, -1, 0, 0);
+		KcRef z = emit(L, "score", KO_mul, t, kconst(L, 0), KC_NIL, -1, 0, 0);
 		f->score = emit(L, "score", KO_add, z, f->score, KC_NIL, -1, 0, 0);
 	}
 	lua_pop(L, 1);

@@ -21,10 +21,10 @@ typedef struct KdLimits {
 
 #define KD_DEFAULT_INSTRUCTIONS 20000000LL
 #define KD_DEFAULT_MEMORY       (64u << 20)
-#define KD_DEFAULT_KIR          100000
+#define KD_DEFAULT_KIR          KI_MAXINS
 #define KD_DEFAULT_SECONDS      10.0
-#define KD_MAX_PARAMS           64
-#define KD_MAX_STATES           256    /* state numbers are 8-bit (KiIns.aux) */
+#define KD_MAX_PARAMS           KI_MAXPAR
+#define KD_MAX_STATES           KI_MAXST   /* state numbers are 8-bit (KiIns.aux) */
 
 /* sandbox.c: load a policy from `text` (file name `path` for positions).
 ** Returns the policy's KIR, or NULL with a one-line error in *e. `lim` may be
@@ -66,6 +66,7 @@ struct KdState {
 	double deadline;          /* CLOCK_MONOTONIC seconds */
 	size_t mem;               /* bytes allocated by the state */
 	int memhit;               /* an allocation was refused: the memory budget is spent */
+	int nomem;                /* the system's allocator failed: out of memory, not the budget */
 	int lastline;             /* line seen by the count hook, for memory errors */
 	int errline;              /* line where the reported error was raised */
 	int fatal;                /* KD_FATAL_*: a budget error was raised; it is final */

@@ -45,7 +45,8 @@ static double now(void)
 ** work counter (building a big string or table is copying; small allocations
 ** are paid for by the instructions that make them). A refused allocation marks the budget
 ** spent for good: the next check point raises the memory error, even if
-** Lua's emergency collection let the program go on. */
+** Lua's emergency collection let the program go on. When the system's allocator
+** fails instead, it is reported as out of memory. */
 static void *limited_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
 {
 	KdState *S = ud;
@@ -66,7 +67,8 @@ static void *limited_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
 		S->mem = S->mem - osize + nsize;
 		if (nsize > osize + ALLOC_FREE)
 			S->icount += (long long)((nsize - osize - ALLOC_FREE) / ALLOC_UNIT);
-	}
+	} else
+		S->nomem = 1;
 	return p;
 }
 
@@ -448,6 +450,8 @@ static void report(KdState *S, lua_State *L, int rc, KcErr *e)
 	const char *m = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
 	if (S->fatal)
 		snprintf(e->msg, sizeof e->msg, "%s", S->fatalmsg), e->set = 1;
+	else if (rc == LUA_ERRMEM && S->nomem && !S->memhit)   /* the system's memory, not the budget */
+		kc_error(e, S->path, S->lastline > 0 ? (uint32_t)S->lastline : 1, 1, "out of memory");
 	else if (S->memhit || rc == LUA_ERRMEM) {
 		/* raised by Lua itself: the stack is unwound, the hook saw the line */
 		kc_error(e, S->path, S->lastline > 0 ? (uint32_t)S->lastline : 1, 1,
@@ -484,10 +488,9 @@ KiFn *kd_load(const char *path, const char *text, size_t len, const KdLimits *li
 	if (dot)
 		*dot = 0;
 	S.f = ki_new(name, src);
-
-	lua_State *L = lua_newstate(limited_alloc, &S);
+	lua_State *L = S.f ? lua_newstate(limited_alloc, &S) : NULL;
 	if (!L) {
-		kc_error(e, path, 0, 0, "cannot create a Lua state");
+		kc_error(e, path, 0, 0, "out of memory (creating the Lua state)");
 		ki_free(S.f);
 		return NULL;
 	}
@@ -529,7 +532,7 @@ KiFn *kd_load(const char *path, const char *text, size_t len, const KdLimits *li
 KiFn *kd_loadfile(const char *path, const KdLimits *lim, KcErr *e)
 {
 	size_t len;
-	char *text = kc_readfile(path, &len, e);
+	char *text = kc_readfilemax(path, KI_MAXTEXT, &len, e);
 	if (!text)
 		return NULL;
 	if (memchr(text, 0, len)) {

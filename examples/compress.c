@@ -2,7 +2,7 @@
 ** compress.c — what an inference engine does with kvcc, in one page.
 **
 **   kvcc compile policies/snapkv.lua -o snapkv.so --dtype bf16 --head-dim 128 --group 4
-**   cc compress.c -lkvcc && ./a.out snapkv.so
+**   cc compress.c -lkvcc_rt && ./a.out snapkv.so        (the runtime only: no compiler, no LLVM)
 **
 ** Loads the compiled policy, describes a bf16 KV cache [layer][head][token][chan],
 ** hands it the last `window` prompt queries, compresses it to half, prints the
@@ -30,7 +30,7 @@ int main(int argc, char **argv)
 		fprintf(stderr, "usage: %s policy.so\n", argv[0]);
 		return 2;
 	}
-	/* 1. load the artifact: validated (magic, ABI, version, cache key, CPU) */
+	/* 1. load the artifact: validated (magic, ABI, descriptor, specialization, CPU features) */
 	kvcc_policy *pol;
 	CHECK(kvcc_open(argv[1], &pol));
 	kvcc_spec spec;

@@ -63,7 +63,7 @@ static struct {
 } cu;
 static pthread_mutex_t culock = PTHREAD_MUTEX_INITIALIZER;
 
-struct KvCuda {
+struct KrCuda {
 	const KpCudaOut *art;
 	CUdevice dev;
 	CUcontext ctx;
@@ -147,7 +147,7 @@ static void load(void)
 	cu.ok = 1;
 }
 
-int kvc_driver_load(char *why, size_t whylen)
+int kr_cuda_driver_load(char *why, size_t whylen)
 {
 	pthread_mutex_lock(&culock);
 	load();
@@ -157,10 +157,10 @@ int kvc_driver_load(char *why, size_t whylen)
 	return cu.ok ? 0 : -1;
 }
 
-int kvc_driver_version(void) { return kvc_driver_load(NULL, 0) == 0 ? cu.version : -1; }
+int kr_cuda_driver_version(void) { return kr_cuda_driver_load(NULL, 0) == 0 ? cu.version : -1; }
 
 /* load one image: CUBIN or PTX (JIT) with error and info logs */
-static CUresult loadimage(KvCuda *m, const void *img, char *log, size_t loglen)
+static CUresult loadimage(KrCuda *m, const void *img, char *log, size_t loglen)
 {
 	static char info[4096], elog[8192];
 	info[0] = elog[0] = 0;
@@ -172,12 +172,12 @@ static CUresult loadimage(KvCuda *m, const void *img, char *log, size_t loglen)
 	return r;
 }
 
-int kvc_open(const KpCudaOut *art, int dev, KvCuda **out, char *why, size_t whylen)
+int kr_cuda_open(const KpCudaOut *art, int dev, KrCuda **out, char *why, size_t whylen)
 {
 	*out = NULL;
-	if (kvc_driver_load(why, whylen) != 0)
+	if (kr_cuda_driver_load(why, whylen) != 0)
 		return -1;
-	KvCuda *m = calloc(1, sizeof *m);
+	KrCuda *m = calloc(1, sizeof *m);
 	if (!m)
 		return snprintf(why, whylen, "out of memory"), -1;
 	m->art = art;
@@ -239,11 +239,11 @@ int kvc_open(const KpCudaOut *art, int dev, KvCuda **out, char *why, size_t whyl
 	*out = m;
 	return 0;
 fail:
-	kvc_close(m);
+	kr_cuda_close(m);
 	return -1;
 }
 
-void kvc_close(KvCuda *m)
+void kr_cuda_close(KrCuda *m)
 {
 	if (!m)
 		return;
@@ -254,14 +254,14 @@ void kvc_close(KvCuda *m)
 	free(m);
 }
 
-const char *kvc_image(const KvCuda *m) { return m->image; }
+const char *kr_cuda_image(const KrCuda *m) { return m->image; }
 
-size_t kvc_ws_bytes(const KvCuda *m, int L, int H, int N, int O, int splits)
+size_t kr_cuda_ws_bytes(const KrCuda *m, int L, int H, int N, int O, int splits)
 {
 	return (size_t)L * H * (size_t)kvg_ws_floats(m->art, N, O, splits) * sizeof(float) + 16;
 }
 
-static int launch(KvCuda *m, int role, const KvgArgs *a, void *stream, char *why, size_t whylen)
+static int launch(KrCuda *m, int role, const KvgArgs *a, void *stream, char *why, size_t whylen)
 {
 	void *params[] = { (void *)a };
 	cu.CtxSetCurrent(m->ctx);          /* the caller's thread may have none (host call, capturable) */
@@ -280,7 +280,7 @@ static int launch(KvCuda *m, int role, const KvgArgs *a, void *stream, char *why
 	return 0;
 }
 
-int kvc_compress(KvCuda *m, const KvgArgs *a, void *stream, char *why, size_t whylen)
+int kr_cuda_compress(KrCuda *m, const KvgArgs *a, void *stream, char *why, size_t whylen)
 {
 	if (!m->art->has_compress)
 		return snprintf(why, whylen, "this policy has no compress kernels"), -1;
@@ -288,7 +288,7 @@ int kvc_compress(KvCuda *m, const KvgArgs *a, void *stream, char *why, size_t wh
 	               launch(m, KVG_SELECT, a, stream, why, whylen) ? -1 : 0;
 }
 
-int kvc_decode(KvCuda *m, const KvgArgs *a, void *stream, char *why, size_t whylen)
+int kr_cuda_decode(KrCuda *m, const KvgArgs *a, void *stream, char *why, size_t whylen)
 {
 	if (!m->art->has_decode)
 		return snprintf(why, whylen, "this policy has no observe hook"), -1;
@@ -297,27 +297,27 @@ int kvc_decode(KvCuda *m, const KvgArgs *a, void *stream, char *why, size_t whyl
 	return launch(m, KVG_DECODE, a, stream, why, whylen) || launch(m, KVG_COMBINE, a, stream, why, whylen) ? -1 : 0;
 }
 
-void *kvc_alloc(size_t bytes)
+void *kr_cuda_alloc(size_t bytes)
 {
 	CUdeviceptr p = 0;
-	if (kvc_driver_load(NULL, 0) != 0 || cu.MemAlloc(&p, bytes ? bytes : 1) != 0)
+	if (kr_cuda_driver_load(NULL, 0) != 0 || cu.MemAlloc(&p, bytes ? bytes : 1) != 0)
 		return NULL;
 	return (void *)(uintptr_t)p;
 }
 
-void kvc_free(void *d)
+void kr_cuda_free(void *d)
 {
 	if (d && cu.ok)
 		cu.MemFree((CUdeviceptr)(uintptr_t)d);
 }
 
-int kvc_put(void *d, const void *h, size_t n) { return cu.ok && cu.MemcpyHtoD((CUdeviceptr)(uintptr_t)d, h, n) == 0 ? 0 : -1; }
-int kvc_get(void *h, const void *d, size_t n) { return cu.ok && cu.MemcpyDtoH(h, (CUdeviceptr)(uintptr_t)d, n) == 0 ? 0 : -1; }
-int kvc_sync(void) { return cu.ok && cu.CtxSynchronize() == 0 ? 0 : -1; }
+int kr_cuda_put(void *d, const void *h, size_t n) { return cu.ok && cu.MemcpyHtoD((CUdeviceptr)(uintptr_t)d, h, n) == 0 ? 0 : -1; }
+int kr_cuda_get(void *h, const void *d, size_t n) { return cu.ok && cu.MemcpyDtoH(h, (CUdeviceptr)(uintptr_t)d, n) == 0 ? 0 : -1; }
+int kr_cuda_sync(void) { return cu.ok && cu.CtxSynchronize() == 0 ? 0 : -1; }
 
 /* --- benchmarks (make bench-gpu): synchronizing, never used by plan/run ---------------- */
 
-int kvc_time_compress(KvCuda *m, const KvgArgs *a, double *ms, char *why, size_t whylen)
+int kr_cuda_time_compress(KrCuda *m, const KvgArgs *a, double *ms, char *why, size_t whylen)
 {
 	void *ev[KVG_MAXKERN + 1] = { 0 };
 	int rc = 0, order[KVG_MAXKERN], n = 0;
@@ -352,7 +352,7 @@ int kvc_time_compress(KvCuda *m, const KvgArgs *a, double *ms, char *why, size_t
 	return rc ? -1 : 0;
 }
 
-double kvc_time_d2d(void *dst, const void *src, size_t bytes)
+double kr_cuda_time_d2d(void *dst, const void *src, size_t bytes)
 {
 	void *e0 = NULL, *e1 = NULL;
 	float t = -1;
@@ -367,12 +367,12 @@ double kvc_time_d2d(void *dst, const void *src, size_t bytes)
 	return t;
 }
 
-int kvc_device_info(int dev, char *name, size_t nn, int attr[6])
+int kr_cuda_device_info(int dev, char *name, size_t nn, int attr[6])
 {
 	/* attr: sm, multiprocessors, clock kHz, memory clock kHz, bus width bits, max opt-in smem */
 	static const int ids[6] = { 0, 16, 13, 36, 37, 97 };
 	CUdevice d;
-	if (kvc_driver_load(NULL, 0) != 0 || cu.DeviceGet(&d, dev) != 0)
+	if (kr_cuda_driver_load(NULL, 0) != 0 || cu.DeviceGet(&d, dev) != 0)
 		return -1;
 	if (name && cu.DeviceGetName(name, (int)nn, d) != 0)
 		snprintf(name, nn, "?");

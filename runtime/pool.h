@@ -7,6 +7,7 @@
 #define KVCC_POOL_H
 
 #include <pthread.h>
+#include "runtime/kc.h"
 
 typedef struct KrPool {
 	int n;                          /* worker threads besides the caller */
@@ -21,8 +22,8 @@ typedef struct KrPool {
 } KrPool;
 
 /* nthreads in all (the caller counts as one); 0 or -1 on failure */
-__attribute__((visibility("hidden"))) int kr_pool_init(KrPool *p, int nthreads);
-__attribute__((visibility("hidden"))) void kr_pool_free(KrPool *p);
-__attribute__((visibility("hidden"))) void kr_pool_run(KrPool *p, void (*fn)(void *, int, int), void *arg, int ntask);
+KC_FUNC int kr_pool_init(KrPool *p, int nthreads);
+KC_FUNC void kr_pool_free(KrPool *p);
+KC_FUNC void kr_pool_run(KrPool *p, void (*fn)(void *, int, int), void *arg, int ntask);
 
 #endif

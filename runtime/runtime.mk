@@ -1,19 +1,25 @@
-# runtime/ (libkvcc), codegen/x86/ (LLVM 19 C API), compiler/plan.c, examples/compress.c.
-# Included by the top Makefile. Their tests: tests/diff (x86 differential matrix),
-# tests/cache (compile cache).
+# runtime/ (libkvcc_rt), codegen/x86/ (LLVM 19 C API), compiler/plan.c, the driver and the compile
+# cache, examples/compress.c. Included by the top Makefile (which links the libraries). Their
+# tests: tests/diff (x86 differential matrix), tests/cache (compile cache), tests/lib (the
+# library split, two builds).
 #
-#   make check-example   examples/compress.c against a freshly compiled snapkv.so
+#   make check-example   examples/compress.c, linked with libkvcc_rt only, runs a policy.so that
+#                        the kvcc command compiled
 
-IROBJ  += compiler/plan.o compiler/support.o
-X86OBJ += codegen/x86/x86.o
-RTOBJ  += runtime/rt.o runtime/pool.o runtime/cache.o
+IROBJ  += compiler/plan.o compiler/support.o compiler/driver.o compiler/cache.o
+X86OBJ += codegen/x86/key.o codegen/x86/kern.o codegen/x86/tmap.o codegen/x86/desc.o codegen/x86/emit.o
+RTOBJ  += runtime/api.o runtime/load.o runtime/compress.o runtime/decode.o runtime/pool.o runtime/artifact.o
 LLVM_LIBS_USED = $(LLVM_LIBS)
 
-$(B)/codegen/x86/x86.o: CFLAGS += $(LLVM_CFLAGS)
-$(B)/runtime/rt.o: CFLAGS += $(LLVM_CFLAGS)
+$(addprefix $(B)/codegen/x86/,key.o kern.o tmap.o emit.o): CFLAGS += $(LLVM_CFLAGS)
+# key.o's compile time is the compiler build in the cache key (KX_BUILD): rebuilt whenever
+# anything that shapes generated code changes
+$(B)/codegen/x86/key.o: $(wildcard codegen/x86/*.c codegen/x86/*.h codegen/ptx/*.c codegen/ptx/*.h codegen/ptx/*.cuh) \
+  compiler/plan.c compiler/plan.h compiler/ops.h runtime/artifact.h
 
-$(B)/compress: $(B)/examples/compress.o $(B)/libkvcc.so
-	$(CC) -o $@ $(B)/examples/compress.o -L$(B) -lkvcc -Wl,-rpath,$(abspath $(B)) $(SAN) -lm
+# the example links the runtime only
+$(B)/compress: $(B)/examples/compress.o $(B)/libkvcc_rt.so
+	$(CC) -o $@ $(B)/examples/compress.o -L$(B) -lkvcc_rt -Wl,-rpath,$(abspath $(B)) $(SAN) -lm
 
 check-example: $(B)/compress $(B)/kvcc
 	$(B)/kvcc compile policies/snapkv.lua -o $(B)/snapkv.so --dtype bf16 --head-dim 128 --group 4

@@ -1,6 +1,7 @@
 # tests/: the tiers of `make check`, one folder and one target each (tests/README.md).
 # Each tests/<tier>/<tier>.mk defines its target; this list runs them, cheap tiers first.
 # Fragments elsewhere add more to CHECK_MORE (check-kirdoc, check-example, check-llama).
+# check-san (the top Makefile) reruns the fast tiers under ASan + UBSan in build-asan/.
 
-CHECK_TIERS = check-unit check-ir check-golden check-errors check-diff check-cache check-gpu-api \
-              check-ptx check-emu check-e2e
+CHECK_TIERS = check-unit check-ir check-golden check-errors check-diff check-cache check-lib check-gpu-api \
+              check-ptx check-emu check-e2e check-fuzz check-oom check-san

@@ -496,19 +496,23 @@ static int save(Cal *C, Acc *A, double *acc)
 	}
 	for (size_t k = 0; k < (size_t)L * D * D; k++)
 		wo[k] = C->m.wo[k];
-	kc_npz_add(&w, "induction", "<f8", 2, sLH, C->ind);
-	kc_npz_add(&w, "echo", "<f8", 2, sLH, C->echo);
-	kc_npz_add(&w, "razor", "<f8", 2, sLH, razor);
-	kc_npz_add(&w, "duo_rank", "<f8", 2, sLH, rank);
-	kc_npz_add(&w, "headkv", "<f8", 2, sLH, hk);
-	kc_npz_add(&w, "mu", "<f8", 4, sq, mu);
-	kc_npz_add(&w, "cf", "<f8", 5, sq, cf);
-	kc_npz_add(&w, "frac", "<f8", 2, sf, frac);
-	kc_npz_add(&w, "gate_w", "<f8", 3, sg, gw);
-	kc_npz_add(&w, "gate_b", "<f8", 2, sLH, gb);
-	kc_npz_add(&w, "gate_u", "<f8", 2, sLH, gu);
-	kc_npz_add(&w, "wo", "<f8", 5, so, wo);
+	int bad = kc_npz_add(&w, "induction", "<f8", 2, sLH, C->ind);
+	bad |= kc_npz_add(&w, "echo", "<f8", 2, sLH, C->echo);
+	bad |= kc_npz_add(&w, "razor", "<f8", 2, sLH, razor);
+	bad |= kc_npz_add(&w, "duo_rank", "<f8", 2, sLH, rank);
+	bad |= kc_npz_add(&w, "headkv", "<f8", 2, sLH, hk);
+	bad |= kc_npz_add(&w, "mu", "<f8", 4, sq, mu);
+	bad |= kc_npz_add(&w, "cf", "<f8", 5, sq, cf);
+	bad |= kc_npz_add(&w, "frac", "<f8", 2, sf, frac);
+	bad |= kc_npz_add(&w, "gate_w", "<f8", 3, sg, gw);
+	bad |= kc_npz_add(&w, "gate_b", "<f8", 2, sLH, gb);
+	bad |= kc_npz_add(&w, "gate_u", "<f8", 2, sLH, gu);
+	bad |= kc_npz_add(&w, "wo", "<f8", 5, so, wo);
 	free(wo);
+	if (bad) {
+		fail("%s", "out of memory");
+		goto done;
+	}
 	if (kc_npz_write(C->out, &w, &e) != 0) {
 		fprintf(stderr, "%s\n", e.msg);
 		goto done;

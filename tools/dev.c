@@ -77,7 +77,7 @@ static int report(const KiFn *f, const KpCudaOpts *o, const KpCudaOut *out, cons
 static int cuda(int argc, char **argv)
 {
 	const char *path = NULL, *src = NULL, *dir = NULL;
-	KpCudaOpts o = { .dtype = KI_F32, .head_dim = 128, .group = 1, .archs = "sm_80,sm_90" };
+	KpCudaOpts o = { .dtype = KVCC_F32, .head_dim = 128, .group = 1, .archs = "sm_80,sm_90" };
 	for (int i = 0; i < argc; i++) {
 		const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
 		if (!strcmp(a, "-v"))

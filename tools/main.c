@@ -18,13 +18,18 @@
 #include "dsl/dsl.h"
 #include "tools/tools.h"
 #include "compiler/plan.h"
+#include "kvcc.h"
+#include "kvcc_compiler.h"
+#include "codegen/x86/x86.h"
 
 static const char usage[] =
 	"usage: kvcc <command> [options]\n"
 	"\n"
 	"commands:\n"
-	"  check POLICY.lua                 verify a policy (the sandbox, the IR, the kernel\n"
-	"                                   plan); prints nothing when it is fine\n"
+	"  check POLICY.lua [--dtype D] [--head-dim N] [--group G] [--target T] [--gpu-arch A]\n"
+	"                                   verify a policy (the sandbox, the IR, the kernel\n"
+	"                                   plan) for a spec (the compile defaults); prints\n"
+	"                                   nothing when it would compile\n"
 	"  dump POLICY.lua|FILE.kir [-d PASSES] [--raw]\n"
 	"                                   print the KIR (after the default passes; -d lists\n"
 	"                                   passes to run and print after, e.g. -d fold,cse;\n"
@@ -66,7 +71,7 @@ static const char usage[] =
 	"exit status: 0 success; 1 an error in the policy or an input (one line on stderr,\n"
 	"file:line:col: error: ...); 2 a usage error.\n"
 	"environment: KVCC_CACHE_DIR, KVCC_CACHE_LOCK_TIMEOUT, KVCC_CC, KVCC_NVRTC, KVCC_LIBCUDA,\n"
-	"KVCC_TMAP, KVCC_BF16DOT.\n"
+	"KVCC_BF16DOT.\n"
 	"Every command, option, array, exit status and variable, with examples: doc/cli.md.\n";
 
 static void die_usage(const char *fmt, const char *arg)
@@ -93,7 +98,7 @@ static int endswith(const char *s, const char *suf)
 KiFn *kt_load(const char *path, KcErr *e)
 {
 	if (endswith(path, ".kir")) {
-		char *text = kc_readfile(path, NULL, e);
+		char *text = kc_readfilemax(path, KI_MAXTEXT, NULL, e);
 		if (!text)
 			return NULL;
 		KiFn *f = ki_parse(text, path, e);
@@ -109,9 +114,11 @@ KiFn *kt_load(const char *path, KcErr *e)
 
 static void dumpone(const KiFn *f, const char *pass, void *ud)
 {
-	(void)ud;
 	char *s = ki_print(f);
-	printf("# after %s\n%s", pass, s);
+	if (!s)
+		*(int *)ud = 1;
+	else
+		printf("# after %s\n%s", pass, s);
 	free(s);
 }
 
@@ -139,36 +146,64 @@ static int cmd_dump(int argc, char **argv)
 	KiFn *f = kt_load(path, &e);
 	if (!f)
 		return fail(&e);
-	int rc = 0;
+	int rc = 0, nomem = 0;
 	if (passes) {
-		rc = ki_runpasses(f, passes, 1, &e, dumpone, NULL);
+		rc = ki_runpasses(f, passes, 1, &e, dumpone, &nomem);
 	} else {
 		if (!raw)
 			rc = ki_runpasses(f, KI_DEFAULT_PASSES, 1, &e, NULL, NULL);
 		if (rc == 0) {
 			char *s = ki_print(f);
-			fputs(s, stdout);
+			if (s)
+				fputs(s, stdout);
+			nomem = !s;
 			free(s);
 		}
+	}
+	if (rc == 0 && nomem) {
+		kc_error(&e, path, 0, 0, "out of memory");
+		rc = -1;
 	}
 	ki_free(f);
 	return rc ? fail(&e) : 0;
 }
 
+/* a positive integer option value, or a usage error */
+static int posint(const char *cmd, const char *v, const char *opt)
+{
+	char *end;
+	long x = strtol(v, &end, 10);
+	if (end == v || *end || x < 1 || x > 65536) {
+		fprintf(stderr, "kvcc: %s: %s wants a positive integer, got '%s' (kvcc --help for usage)\n", cmd, opt, v);
+		exit(2);
+	}
+	return (int)x;
+}
+
+/* kvcc check POLICY.lua [--dtype D] [--head-dim N] [--group G] [--target T] [--gpu-arch A]: the
+** driver's stages up to the plan and the backends' checks (compiler/driver.c), so a policy that
+** checks also compiles for that spec */
 static int cmd_check(int argc, char **argv)
 {
-	if (argc != 1)
+	const char *in = NULL, *gpu = NULL;
+	kvcc_spec s = { KVCC_F32, 128, 1, KVCC_TARGET_NATIVE };
+	for (int i = 0; i < argc; i++) {
+		const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+		if (!strcmp(a, "--gpu-arch") && v) gpu = v, i++;
+		else if (!strcmp(a, "--dtype") && v) { if ((s.dtype = ki_dtypebyname(v)) < 0) die_usage("unknown dtype '%s'", v); i++; }
+		else if (!strcmp(a, "--head-dim") && v) s.head_dim = posint("check", v, "--head-dim"), i++;
+		else if (!strcmp(a, "--group") && v) s.group = posint("check", v, "--group"), i++;
+		else if (!strcmp(a, "--target") && v) { if ((s.target = kx_targetbyname(v)) < 0) die_usage("unknown target '%s' (x86-64-v3, x86-64-v4, native, scalar)", v); i++; }
+		else if (a[0] != '-' && !in) in = a;
+		else die_usage("check: unexpected argument '%s'", a);
+	}
+	if (!in)
 		die_usage("check: expects exactly one policy file%s", "");
-	KcErr e = { 0 };
-	KiFn *f = kt_load(argv[0], &e);
-	if (!f)
-		return fail(&e);
-	int rc = ki_runpasses(f, KI_DEFAULT_PASSES, 1, &e, NULL, NULL);
-	KpPlan kp;                       /* what the kernels cannot do, compile would refuse */
-	if (rc == 0 && (rc = kp_build(f, &kp, &e)) == 0)
-		kp_free(&kp);
-	ki_free(f);
-	return rc ? fail(&e) : 0;
+	if (kvcc_check(in, &s, gpu) != 0) {
+		fprintf(stderr, "%s\n", kvcc_last_error());
+		return 1;
+	}
+	return 0;
 }
 
 /* --- run ------------------------------------------------------------------------------- */
@@ -217,12 +252,20 @@ static int want(const KcArray *a, const char *path, int ndim, const long *shape,
 	return 0;
 }
 
+/* NULL: out of memory */
 static float *tofloat(const KcArray *a)
 {
-	float *p = kc_xrealloc(NULL, (a->count + 1) * sizeof *p);
-	for (size_t k = 0; k < a->count; k++)
+	float *p = kc_realloc(NULL, (a->count + 1) * sizeof *p);
+	for (size_t k = 0; p && k < a->count; k++)
 		p[k] = (float)kc_array_get(a, k);
 	return p;
+}
+
+/* -1 with "out of memory" at the case file */
+static int nomem(const char *inputs, KcErr *e)
+{
+	kc_error(e, inputs, 0, 0, "out of memory");
+	return -1;
 }
 
 /* What `kvcc run` gathers from the case and the command line (malloc'd arrays). */
@@ -262,6 +305,8 @@ static int readarrays(const KcNpz *z, Run *r, KcErr *e)
 		return -1;
 	}
 	r->K = tofloat(aK), r->V = tofloat(aV);
+	if (!r->K || !r->V)
+		return nomem(inputs, e);
 	if (aQ) {
 		if (want(aQ, inputs, 5, (long[]){ c->L, c->H, -1, -1, c->d }, e))
 			return -1;
@@ -270,14 +315,17 @@ static int readarrays(const KcNpz *z, Run *r, KcErr *e)
 			kc_error(e, inputs, 0, 0, "Q's group dimension must be 1..64");
 			return -1;
 		}
-		r->Q = tofloat(aQ);
+		if (!(r->Q = tofloat(aQ)))
+			return nomem(inputs, e);
 	}
 	if ((a = kc_npz_get(z, "lse"))) {
 		if (want(a, inputs, 4, (long[]){ c->L, c->H, c->G, c->O }, e))
 			return -1;
-		r->lse = tofloat(a);
+		if (!(r->lse = tofloat(a)))
+			return nomem(inputs, e);
 	}
-	r->pos = kc_xrealloc(NULL, ((size_t)c->L * c->H * c->n + 1) * sizeof *r->pos);
+	if (!(r->pos = kc_realloc(NULL, ((size_t)c->L * c->H * c->n + 1) * sizeof *r->pos)))
+		return nomem(inputs, e);
 	if ((a = kc_npz_get(z, "pos")) && want(a, inputs, 1, (long[]){ c->n }, e))
 		return -1;
 	for (size_t k = 0; k < (size_t)c->L * c->H; k++)
@@ -286,7 +334,8 @@ static int readarrays(const KcNpz *z, Run *r, KcErr *e)
 	if ((a = kc_npz_get(z, "qpos"))) {
 		if (want(a, inputs, 1, (long[]){ c->O }, e))
 			return -1;
-		r->qpos = kc_xrealloc(NULL, ((size_t)c->O + 1) * sizeof *r->qpos);
+		if (!(r->qpos = kc_realloc(NULL, ((size_t)c->O + 1) * sizeof *r->qpos)))
+			return nomem(inputs, e);
 		for (int o = 0; o < c->O; o++)
 			r->qpos[o] = (int32_t)kc_array_get(a, (size_t)o);
 	}
@@ -340,7 +389,8 @@ static int readargs(const KiFn *f, const KcNpz *z, const char *const *params, in
 {
 	KiCase *c = &r->c;
 	const KcArray *a;
-	r->par = kc_xrealloc(NULL, ((size_t)f->npar + 1) * sizeof *r->par);
+	if (!(r->par = kc_realloc(NULL, ((size_t)f->npar + 1) * sizeof *r->par)))
+		return nomem(r->inputs, e);
 	for (int i = 0; i < f->npar; i++)
 		r->par[i] = f->par[i].def;
 	for (int i = 0; i < z->n; i++)
@@ -386,7 +436,7 @@ static int readargs(const KiFn *f, const KcNpz *z, const char *const *params, in
 		c->ratio = ratio, c->budget = -1;
 	if (budget >= 0)
 		c->budget = budget;
-	c->dtype = KI_F32;
+	c->dtype = KVCC_F32;
 	char dts[16] = "";
 	if ((a = kc_npz_get(z, "dtype")) && kc_array_str(a, dts, sizeof dts) == 0)
 		dtype = dtype ? dtype : dts;
@@ -427,11 +477,13 @@ static int observe(const KiFn *f, const KcNpz *z, Run *r, KcErr *e)
 		return -1;
 	}
 	size_t ntok = (size_t)c->L * c->H * c->n, per = (size_t)c->L * c->H * c->G * c->d;
-	r->state = kc_xrealloc(NULL, ((size_t)f->nst * ntok + 1) * sizeof *r->state);
+	if (!(r->state = kc_realloc(NULL, ((size_t)f->nst * ntok + 1) * sizeof *r->state)))
+		return nomem(r->inputs, e);
 	for (int s = 0; s < f->nst; s++)
 		for (size_t k = 0; k < ntok; k++)
 			r->state[(size_t)s * ntok + k] = f->st[s].init;
-	r->dq = tofloat(a);
+	if (!(r->dq = tofloat(a)))
+		return nomem(r->inputs, e);
 	for (long s = 0; s < a->shape[0]; s++) {
 		c->step = (int)s;
 		if (ki_observe(f, c, r->dq + (size_t)s * per, r->state, NULL, e) != 0)
@@ -540,31 +592,31 @@ static int report(const KiFn *f, const KiCase *c, const KiResult *res, const cha
 	if (out) {
 		KcNpz w = { 0 };
 		long sh[4] = { c->L, c->H, c->n };
-		kc_npz_add(&w, "scores", "<f8", 3, sh, res->scores);
+		int bad = kc_npz_add(&w, "scores", "<f8", 3, sh, res->scores);
 		for (int l = 0; l < c->L; l++)
 			for (int h = 0; h < c->H; h++) {
 				size_t lh = (size_t)l * c->H + h;
 				char nm[64];
 				long m[2] = { res->len[lh], c->d };
 				snprintf(nm, sizeof nm, "kept.%d.%d", l, h);
-				kc_npz_add(&w, nm, "<i4", 1, m, &res->kept[lh * c->n]);
+				bad |= kc_npz_add(&w, nm, "<i4", 1, m, &res->kept[lh * c->n]);
 				snprintf(nm, sizeof nm, "K.%d.%d", l, h);
-				kc_npz_add(&w, nm, "<f4", 2, m, &res->K[lh * c->n * c->d]);
+				bad |= kc_npz_add(&w, nm, "<f4", 2, m, &res->K[lh * c->n * c->d]);
 				snprintf(nm, sizeof nm, "V.%d.%d", l, h);
-				kc_npz_add(&w, nm, "<f4", 2, m, &res->V[lh * c->n * c->d]);
+				bad |= kc_npz_add(&w, nm, "<f4", 2, m, &res->V[lh * c->n * c->d]);
 				snprintf(nm, sizeof nm, "pos.%d.%d", l, h);
-				kc_npz_add(&w, nm, "<i4", 1, m, &res->pos[lh * c->n]);
+				bad |= kc_npz_add(&w, nm, "<i4", 1, m, &res->pos[lh * c->n]);
 				if (f->merge.kind != MG_drop) {
 					snprintf(nm, sizeof nm, "count.%d.%d", l, h);
-					kc_npz_add(&w, nm, "<f8", 1, m, &res->count[lh * c->n]);
+					bad |= kc_npz_add(&w, nm, "<f8", 1, m, &res->count[lh * c->n]);
 				}
 			}
 		if (f->merge.kind != MG_drop) {
 			long lh2[2] = { c->L, c->H };
-			kc_npz_add(&w, "sumat", "<i4", 2, lh2, res->sumat);
-			kc_npz_add(&w, "tau", "<f8", 2, lh2, res->tau);
+			bad |= kc_npz_add(&w, "sumat", "<i4", 2, lh2, res->sumat);
+			bad |= kc_npz_add(&w, "tau", "<f8", 2, lh2, res->tau);
 		}
-		int wr = kc_npz_write(out, &w, e);
+		int wr = bad ? (kc_error(e, out, 0, 0, "out of memory"), -1) : kc_npz_write(out, &w, e);
 		kc_npz_free(&w);
 		return wr;
 	}
@@ -666,21 +718,7 @@ static int cmd_run(int argc, char **argv)
 	return rc;
 }
 
-/* a positive integer option value, or a usage error */
-static int posint(const char *v, const char *opt)
-{
-	char *end;
-	long x = strtol(v, &end, 10);
-	if (end == v || *end || x < 1 || x > 65536) {
-		fprintf(stderr, "kvcc: compile: %s wants a positive integer, got '%s' (kvcc --help for usage)\n", opt, v);
-		exit(2);
-	}
-	return (int)x;
-}
-
 /* kvcc compile POLICY.lua -o POLICY.so [--dtype D] [--head-dim N] [--group G] [--target T] [-v] */
-#include "kvcc.h"
-#include "codegen/x86/x86.h"
 static int cmd_compile(int argc, char **argv)
 {
 	const char *in = NULL, *out = NULL;
@@ -692,8 +730,8 @@ static int cmd_compile(int argc, char **argv)
 		if (!strcmp(a, "-o") && v) out = v, i++;
 		else if (!strcmp(a, "--gpu-arch") && v) gpu = v, i++;
 		else if (!strcmp(a, "--dtype") && v) { if ((s.dtype = ki_dtypebyname(v)) < 0) die_usage("unknown dtype '%s'", v); i++; }
-		else if (!strcmp(a, "--head-dim") && v) s.head_dim = posint(v, "--head-dim"), i++;
-		else if (!strcmp(a, "--group") && v) s.group = posint(v, "--group"), i++;
+		else if (!strcmp(a, "--head-dim") && v) s.head_dim = posint("compile", v, "--head-dim"), i++;
+		else if (!strcmp(a, "--group") && v) s.group = posint("compile", v, "--group"), i++;
 		else if (!strcmp(a, "--target") && v) { if ((s.target = kx_targetbyname(v)) < 0) die_usage("unknown target '%s' (x86-64-v3, x86-64-v4, native, scalar)", v); i++; }
 		else if (!strcmp(a, "-v")) verbose++;
 		else if (a[0] != '-' && !in) in = a;

@@ -8,7 +8,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <unistd.h>
+#include <sys/stat.h>
 #include "tools/npz.h"
 
 static uint32_t rd16(const unsigned char *p) { return (uint32_t)p[0] | (uint32_t)p[1] << 8; }
@@ -42,10 +45,10 @@ static int parse_npy(const unsigned char *p, size_t len, KcArray *a, const char 
 		return kc_error(e, path, 0, 0, "member '%s': malformed descr", a->name), -1;
 	char order = d[1];
 	a->kind = d[2];
-	a->itemsize = atoi(d + 3);
-	if (a->kind == 'U')
-		a->itemsize *= 4;
-	if (order == '>' || !strchr("fiubU", a->kind) || a->itemsize <= 0 || a->itemsize > 4096 ||
+	char *dend;
+	long isz = strtol(d + 3, &dend, 10);   /* bounded before the UCS4 x 4: no overflow */
+	a->itemsize = dend > d + 3 && isz > 0 && isz <= 1024 ? (int)isz * (a->kind == 'U' ? 4 : 1) : 0;
+	if (order == '>' || !a->kind || !strchr("fiubU", a->kind) || a->itemsize <= 0 ||
 	    (a->kind == 'f' && a->itemsize != 4 && a->itemsize != 8))
 		return kc_error(e, path, 0, 0, "member '%s': unsupported dtype '%.6s'", a->name, d + 1), -1;
 	if (strncmp(fo + 16, " True", 5) == 0)
@@ -108,7 +111,7 @@ int kc_npz_read(const char *path, KcNpz *z, KcErr *e)
 			goto out;
 		}
 		uint64_t z64 = rd64(buf + eocd - 20 + 8);
-		if (z64 > len - 56 || rd32(buf + z64) != 0x06064b50) {
+		if (len < 56 || z64 > len - 56 || rd32(buf + z64) != 0x06064b50) {
 			kc_error(e, path, 0, 0, "malformed zip64 directory");
 			goto out;
 		}
@@ -161,7 +164,7 @@ int kc_npz_read(const char *path, KcNpz *z, KcErr *e)
 			         "(not savez_compressed)", a->name);
 			goto out;
 		}
-		if (loff + 30 > len || rd32(buf + loff) != 0x04034b50) {
+		if (loff > len || len - loff < 30 || rd32(buf + loff) != 0x04034b50) {   /* no wrap */
 			kc_error(e, path, 0, 0, "member '%s': bad local header", a->name);
 			goto out;
 		}
@@ -238,7 +241,10 @@ int kc_array_str(const KcArray *a, char *buf, size_t len)
 
 int kc_npz_add(KcNpz *z, const char *name, const char *descr, int ndim, const long *shape, const void *data)
 {
-	z->a = kc_xrealloc(z->a, (size_t)(z->n + 1) * sizeof *z->a);
+	KcArray *t = kc_realloc(z->a, (size_t)(z->n + 1) * sizeof *z->a);
+	if (!t)
+		return -1;
+	z->a = t;
 	KcArray *a = &z->a[z->n];
 	memset(a, 0, sizeof *a);
 	snprintf(a->name, sizeof a->name, "%s", name);
@@ -249,7 +255,8 @@ int kc_npz_add(KcNpz *z, const char *name, const char *descr, int ndim, const lo
 	for (int i = 0; i < ndim; i++)
 		a->shape[i] = shape[i], a->count *= (size_t)shape[i];
 	size_t bytes = a->count * (size_t)a->itemsize;
-	a->data = kc_xrealloc(NULL, bytes ? bytes : 1);
+	if (!(a->data = kc_realloc(NULL, bytes)))
+		return -1;
 	memcpy(a->data, data, bytes);
 	z->n++;
 	return 0;
@@ -269,7 +276,7 @@ static uint32_t crc32(const unsigned char *p, size_t n, uint32_t crc)
 static void wr16(FILE *f, uint32_t v) { fputc((int)(v & 255), f); fputc((int)(v >> 8 & 255), f); }
 static void wr32(FILE *f, uint32_t v) { wr16(f, v & 0xffff); wr16(f, v >> 16); }
 
-/* One .npy image in memory. */
+/* One .npy image in memory (NULL: out of memory). */
 static unsigned char *npy_image(const KcArray *a, size_t *len)
 {
 	char hdr[512], shape[256] = "";
@@ -283,7 +290,9 @@ static unsigned char *npy_image(const KcArray *a, size_t *len)
 	int total = 10 + hl + 1, pad = (64 - total % 64) % 64;
 	size_t bytes = a->count * (size_t)a->itemsize;
 	size_t n = (size_t)total + (size_t)pad + bytes;
-	unsigned char *p = kc_xrealloc(NULL, n);
+	unsigned char *p = kc_realloc(NULL, n);
+	if (!p)
+		return NULL;
 	memcpy(p, "\x93NUMPY\x01\x00", 8);
 	p[8] = (unsigned char)((hl + pad + 1) & 255), p[9] = (unsigned char)((hl + pad + 1) >> 8);
 	memcpy(p + 10, hdr, (size_t)hl);
@@ -294,20 +303,61 @@ static unsigned char *npy_image(const KcArray *a, size_t *len)
 	return p;
 }
 
+/* Where kc_npz_write writes: a new temporary file next to path (*tmp, renamed
+** over path at the end, so that readers never see half a file), or path itself
+** when it exists and is not a regular file (a device such as /dev/null, which a
+** rename would replace; a FIFO without a reader is an error, not a wait).
+** NULL with e set. */
+static FILE *npz_open(const char *path, char **tmp, KcErr *e)
+{
+	struct stat st;
+	int fd;
+	*tmp = NULL;
+	if (stat(path, &st) == 0 && !S_ISREG(st.st_mode))
+		fd = open(path, O_WRONLY | O_NONBLOCK | O_CLOEXEC);   /* a directory: EISDIR */
+	else {
+		size_t n = strlen(path) + 32;   /* never truncated: a cut name could be another file */
+		if (!(*tmp = kc_realloc(NULL, n)))
+			return kc_error(e, path, 0, 0, "out of memory"), NULL;
+		snprintf(*tmp, n, "%s.tmp%ld", path, (long)getpid());
+		fd = open(*tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);   /* never an existing file */
+	}
+	FILE *f = fd >= 0 && fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK) == 0 ? fdopen(fd, "wb") : NULL;
+	if (!f) {
+		kc_error(e, path, 0, 0, "cannot write: %s", strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		if (fd >= 0 && *tmp)
+			remove(*tmp);
+		free(*tmp), *tmp = NULL;
+	}
+	return f;
+}
+
 int kc_npz_write(const char *path, const KcNpz *z, KcErr *e)
 {
-	char tmp[4096];
-	snprintf(tmp, sizeof tmp, "%s.tmp%ld", path, (long)getpid());
-	FILE *f = fopen(tmp, "wb");
-	if (!f)
-		return kc_error(e, path, 0, 0, "cannot write"), -1;
-	uint32_t *offs = kc_xrealloc(NULL, (size_t)(z->n + 1) * sizeof *offs);
-	uint32_t *crcs = kc_xrealloc(NULL, (size_t)(z->n + 1) * sizeof *crcs);
-	uint32_t *sizes = kc_xrealloc(NULL, (size_t)(z->n + 1) * sizeof *sizes);
+	char *tmp = NULL;
+	uint32_t *offs = kc_realloc(NULL, (size_t)(z->n + 1) * sizeof *offs);
+	uint32_t *crcs = kc_realloc(NULL, (size_t)(z->n + 1) * sizeof *crcs);
+	uint32_t *sizes = kc_realloc(NULL, (size_t)(z->n + 1) * sizeof *sizes);
+	FILE *f = NULL;
+	if (!offs || !crcs || !sizes)
+		kc_error(e, path, 0, 0, "out of memory");
+	else
+		f = npz_open(path, &tmp, e);
+	if (!f) {
+		free(offs), free(crcs), free(sizes);
+		return -1;
+	}
 	long off = 0;
-	for (int i = 0; i < z->n; i++) {
+	int nomem = 0;
+	for (int i = 0; i < z->n && !nomem; i++) {
 		size_t n;
 		unsigned char *img = npy_image(&z->a[i], &n);
+		if (!img) {
+			nomem = 1;
+			break;
+		}
 		char name[128];
 		snprintf(name, sizeof name, "%s.npy", z->a[i].name);
 		size_t nl = strlen(name);
@@ -320,7 +370,7 @@ int kc_npz_write(const char *path, const KcNpz *z, KcErr *e)
 		free(img);
 	}
 	long cd = off;
-	for (int i = 0; i < z->n; i++) {
+	for (int i = 0; i < z->n && !nomem; i++) {
 		char name[128];
 		snprintf(name, sizeof name, "%s.npy", z->a[i].name);
 		size_t nl = strlen(name);
@@ -334,13 +384,13 @@ int kc_npz_write(const char *path, const KcNpz *z, KcErr *e)
 	wr32(f, (uint32_t)(off - cd)); wr32(f, (uint32_t)cd); wr16(f, 0);
 	free(offs), free(crcs), free(sizes);
 	int bad = ferror(f);
-	if (fclose(f) != 0 || bad || off > 0xffffffffL) {
+	int rc = 0;
+	if (fclose(f) != 0 || bad || nomem || off > 0xffffffffL)
+		rc = -1, kc_error(e, path, 0, 0, nomem ? "out of memory" : "write failed");
+	else if (tmp && rename(tmp, path) != 0)
+		rc = -1, kc_error(e, path, 0, 0, "cannot rename the written file into place");
+	if (rc && tmp)
 		remove(tmp);
-		return kc_error(e, path, 0, 0, "write failed"), -1;
-	}
-	if (rename(tmp, path) != 0) {
-		remove(tmp);
-		return kc_error(e, path, 0, 0, "cannot rename the written file into place"), -1;
-	}
-	return 0;
+	free(tmp);
+	return rc;
 }

@@ -32,7 +32,8 @@ KC_FUNC double kc_array_get(const KcArray *a, size_t k);
 KC_FUNC int kc_array_str(const KcArray *a, char *buf, size_t len);
 
 /* Writing: arrays added to a list, then written at once. `descr` is a
-** numpy type string ("<f4", "<f8", "<i4"). The data is copied. */
+** numpy type string ("<f4", "<f8", "<i4"). The data is copied; kc_npz_add
+** returns -1 when memory runs out (the list is unchanged). */
 KC_FUNC int kc_npz_add(KcNpz *z, const char *name, const char *descr, int ndim, const long *shape,
                        const void *data);
 KC_FUNC int kc_npz_write(const char *path, const KcNpz *z, KcErr *e);

@@ -79,27 +79,27 @@ static int write(const Dec *D, const KiFn *f, int S, const char *out, KcErr *e)
 	KcNpz w = { 0 };
 	long so[5] = { S, D->L, D->H, D->G, D->d }, sl[3] = { S, D->L, D->H }, sp[4] = { S, D->L, D->H, D->cap };
 	long lh2[2] = { D->L, D->H };
-	kc_npz_add(&w, "out", "<f4", 5, so, D->out);
-	kc_npz_add(&w, "steplen", "<i4", 3, sl, D->steplen);
-	kc_npz_add(&w, "steppos", "<i4", 4, sp, D->steppos);
-	kc_npz_add(&w, "sumat", "<i4", 2, lh2, D->sumat);
-	kc_npz_add(&w, "tau", "<f8", 2, lh2, D->tau);
+	int bad = kc_npz_add(&w, "out", "<f4", 5, so, D->out);
+	bad |= kc_npz_add(&w, "steplen", "<i4", 3, sl, D->steplen);
+	bad |= kc_npz_add(&w, "steppos", "<i4", 4, sp, D->steppos);
+	bad |= kc_npz_add(&w, "sumat", "<i4", 2, lh2, D->sumat);
+	bad |= kc_npz_add(&w, "tau", "<f8", 2, lh2, D->tau);
 	for (int l = 0; l < D->L; l++)
 		for (int h = 0; h < D->H; h++) {
 			size_t lh = (size_t)l * D->H + h, base = lh * D->cap;
 			long m[2] = { D->len[lh], D->d };
 			char nm[64];
 			snprintf(nm, sizeof nm, "K.%d.%d", l, h);
-			kc_npz_add(&w, nm, "<f4", 2, m, &D->K[base * D->d]);
+			bad |= kc_npz_add(&w, nm, "<f4", 2, m, &D->K[base * D->d]);
 			snprintf(nm, sizeof nm, "V.%d.%d", l, h);
-			kc_npz_add(&w, nm, "<f4", 2, m, &D->V[base * D->d]);
+			bad |= kc_npz_add(&w, nm, "<f4", 2, m, &D->V[base * D->d]);
 			snprintf(nm, sizeof nm, "pos.%d.%d", l, h);
-			kc_npz_add(&w, nm, "<i4", 1, m, &D->pos[base]);
+			bad |= kc_npz_add(&w, nm, "<i4", 1, m, &D->pos[base]);
 			snprintf(nm, sizeof nm, "count.%d.%d", l, h);
-			kc_npz_add(&w, nm, "<f8", 1, m, &D->count[base]);
+			bad |= kc_npz_add(&w, nm, "<f8", 1, m, &D->count[base]);
 		}
 	(void)f;
-	int rc = kc_npz_write(out, &w, e);
+	int rc = bad ? (kc_error(e, out, 0, 0, "out of memory"), -1) : kc_npz_write(out, &w, e);
 	kc_npz_free(&w);
 	return rc;
 }

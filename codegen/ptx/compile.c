@@ -13,7 +13,7 @@
 
 unsigned kp_cuda_dsmem(int dtype, int head_dim, int tile)
 {
-	return (unsigned)(2 * tile * head_dim * (dtype == KI_F32 ? 4 : 2));
+	return (unsigned)(2 * tile * head_dim * (dtype == KVCC_F32 ? 4 : 2));
 }
 
 int kp_cuda_tile(int sm, int dtype, int head_dim, int nthreads)
@@ -32,7 +32,7 @@ int kp_cuda_tile(int sm, int dtype, int head_dim, int nthreads)
 
 int kp_cuda_mma(int dtype, int head_dim)
 {
-	return dtype != KI_F32 && head_dim % 16 == 0;
+	return dtype != KVCC_F32 && head_dim % 16 == 0;
 }
 
 unsigned kp_cuda_score_dsmem(int dtype, int head_dim, int group, int sq, int sk)

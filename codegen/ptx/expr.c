@@ -103,7 +103,10 @@ static int isqk(const KiFn *f, const KiIns *in)
 
 /* Expression for ref r at indices ix; statements go to g->s at depth d.
 ** memo[i] >= 0: instruction i is already in variable x<memo[i]>. */
-static int valins(Gen *g, int i, const Idx *ix, int *memo, int d, char *out, size_t outn)
+
+/* Instruction i alone: its operands are in variables already when valins ordered them
+** first (operands evaluated here through kp_val are then found in memo). */
+static int valone(Gen *g, int i, const Idx *ix, int *memo, int d, char *out, size_t outn)
 {
 	const KiFn *f = g->f;
 	const KiIns *in = &f->ins[i];
@@ -253,6 +256,58 @@ static int valins(Gen *g, int i, const Idx *ix, int *memo, int d, char *out, siz
 	return 0;
 }
 
+/* Does valone(i) evaluate operand k in its own context (ix, memo, depth d), so that it can be
+** evaluated before i? Not the Q·Kᵀ tile, the inline dot (its loop binds chan), the seed of rand,
+** stored values or what is in a variable already. */
+static int samectx(const Gen *g, int i, int k, const int *memo)
+{
+	const KiIns *in = &g->f->ins[i];
+	if (g->home[i] == HM_BUF || memo[i] >= 0 || k >= ki_nargs(in->op) || in->op == KO_rand)
+		return 0;
+	if ((g->tctx && isqk(g->f, in)) || (in->op == KO_dot && HAS(in->axes, AX_obs) && HAS(in->axes, AX_token)))
+		return 0;
+	return g->home[i] != HM_STAT || k == 0;
+}
+
+/* valone over i and the operands it needs first, deepest first, in the order a recursion
+** over the operands would take (depth first, operand 0 first): the same code, with an
+** explicit stack instead, since a chain of operands is as long as the policy. */
+static int valins(Gen *g, int i, const Idx *ix, int *memo, int d, char *out, size_t outn)
+{
+	const KiFn *f = g->f;
+	struct { int i, k; } *st = malloc(64 * sizeof *st);   /* instruction, next operand */
+	int n = 0, cap = 64, rc = 0;
+	if (!st)
+		return kp_err(g, &f->ins[i], "out of memory");
+	st[n].i = i, st[n++].k = 0;
+	while (n > 0) {
+		int j = st[n - 1].i, k = st[n - 1].k++;
+		if (k < 3) {
+			KcRef r = f->ins[j].arg[k];
+			if (KC_RKIND(r) != RK_INS || !samectx(g, j, k, memo) || memo[KC_RIDX(r)] >= 0 ||
+			    g->home[KC_RIDX(r)] == HM_BUF)
+				continue;
+			if (n == cap) {
+				void *q = realloc(st, (size_t)(cap *= 2) * sizeof *st);
+				if (!q) {
+					rc = kp_err(g, &f->ins[i], "out of memory");
+					break;
+				}
+				st = q;
+			}
+			st[n].i = KC_RIDX(r), st[n++].k = 0;
+			continue;
+		}
+		if (--n == 0)
+			break;                  /* i itself: below, into out */
+		char tmp[400];
+		if ((rc = valone(g, j, ix, memo, d, tmp, sizeof tmp)) != 0)
+			break;
+	}
+	free(st);
+	return rc ? rc : valone(g, i, ix, memo, d, out, outn);
+}
+
 int kp_val(Gen *g, KcRef r, const Idx *ix, int *memo, int d, char *out, size_t outn)
 {
 	switch (KC_RKIND(r)) {
@@ -264,12 +319,15 @@ int kp_val(Gen *g, KcRef r, const Idx *ix, int *memo, int d, char *out, size_t o
 	return 0;
 }
 
+/* NULL with the error set when memory runs out */
 int *kp_newmemo(Gen *g)
 {
 	int *m = malloc(((size_t)g->f->nins + 1) * sizeof *m);
 	if (m)
 		for (int i = 0; i <= g->f->nins; i++)
 			m[i] = -1;
+	else
+		g->s.oom = 1, kp_err(g, NULL, "out of memory");
 	return m;
 }
 
@@ -541,26 +599,28 @@ static int step_mat(Gen *g, int i, int d)
 
 /* --- tiled steps: Q·Kᵀ from shared-memory tiles ------------------------------------- */
 
-/* does r reach a Q·Kᵀ logit through values computed inline (INL, and STAT's operand)? */
+/* does r reach a Q·Kᵀ logit through values computed inline (INL, and STAT's operand)?
+** One sweep down from r (operands point backwards; no recursion as deep as a chain). */
 static int reachqk(const Gen *g, KcRef r, char *seen)
 {
-	if (KC_RKIND(r) != RK_INS || seen[KC_RIDX(r)])
+	if (KC_RKIND(r) != RK_INS)
 		return 0;
-	int i = KC_RIDX(r);
-	seen[i] = 1;
-	if (isqk(g->f, &g->f->ins[i]))
-		return 1;
-	if (g->home[i] == HM_BUF)
-		return 0;
-	for (int k = 0; k < 3; k++)
-		if (reachqk(g, g->f->ins[i].arg[k], seen))
+	seen[KC_RIDX(r)] = 1;
+	for (int i = KC_RIDX(r); i >= 0; i--) {
+		if (!seen[i])
+			continue;
+		if (isqk(g->f, &g->f->ins[i]))
 			return 1;
+		for (int k = 0; g->home[i] != HM_BUF && k < 3; k++)
+			if (KC_RKIND(g->f->ins[i].arg[k]) == RK_INS && KC_RIDX(g->f->ins[i].arg[k]) < i)
+				seen[KC_RIDX(g->f->ins[i].arg[k])] = 1;
+	}
 	return 0;
 }
 
 /* Steps that run on the tiles: softmax stats over token of [group, obs] slices, and
 ** sum / mean / rmax / rmin over obs into [group, token]; both reading a logit. */
-int kp_tiledstep(const Gen *g, int i)
+int kp_tiledstep(Gen *g, int i)
 {
 	const KiIns *in = &g->f->ins[i];
 	const uint8_t go = AXM(AX_group) | AXM(AX_obs), gt = AXM(AX_group) | AXM(AX_token);
@@ -576,6 +636,7 @@ int kp_tiledstep(const Gen *g, int i)
 		return TS_NONE;
 	char *seen = calloc((size_t)g->f->nins + 1, 1);
 	int r = seen && reachqk(g, in->arg[0], seen);
+	g->s.oom |= !seen;          /* generate fails with "out of memory" */
 	free(seen);
 	return r ? kind : TS_NONE;
 }
@@ -698,13 +759,16 @@ int kp_step(Gen *g, int i)
 
 /* --- analysis ------------------------------------------------------------------------ */
 
+/* what r reaches: one sweep down (operands point backwards; no recursion) */
 void kp_mark(const KiFn *f, KcRef r, char *need)
 {
-	if (KC_RKIND(r) != RK_INS || need[KC_RIDX(r)])
+	if (KC_RKIND(r) != RK_INS)
 		return;
 	need[KC_RIDX(r)] = 1;
-	for (int k = 0; k < 3; k++)
-		kp_mark(f, f->ins[KC_RIDX(r)].arg[k], need);
+	for (int i = KC_RIDX(r); i >= 0; i--)
+		for (int k = 0; need[i] && k < 3; k++)
+			if (KC_RKIND(f->ins[i].arg[k]) == RK_INS && KC_RIDX(f->ins[i].arg[k]) < i)
+				need[KC_RIDX(f->ins[i].arg[k])] = 1;
 }
 
 static int isleaf(int op)

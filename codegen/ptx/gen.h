@@ -95,7 +95,7 @@ KC_FUNC int kp_val(Gen *g, KcRef r, const Idx *ix, int *memo, int d, char *out, 
 KC_FUNC int *kp_newmemo(Gen *g);
 KC_FUNC void kp_mark(const KiFn *f, KcRef r, char *need);
 KC_FUNC int kp_analyse(Gen *g, const char *need, int decode);
-KC_FUNC int kp_tiledstep(const Gen *g, int i);
+KC_FUNC int kp_tiledstep(Gen *g, int i);
 KC_FUNC int kp_step(Gen *g, int i);
 KC_FUNC void kp_wsreserve(Gen *g, int term, long long k, long long out[4]);
 KC_FUNC void kp_wsmax(Gen *g);

@@ -339,11 +339,12 @@ static void argsdecl(Sb *s)
 	sb(s, "} KvgArgs;\n");
 }
 
+/* does root reach an instruction with this op? (-1: out of memory) */
 static int uses(const KiFn *f, KcRef root, int op)
 {
 	char *need = calloc((size_t)f->nins + 1, 1);
 	if (!need)
-		return 0;
+		return -1;
 	kp_mark(f, root, need);
 	int u = 0;
 	for (int i = 0; i < f->nins; i++)
@@ -369,7 +370,10 @@ int kp_generate(const KiFn *f, const KpCudaOpts *o, KpCudaOut *out, KcErr *e)
 	if (kp_unsupported(f, e) != 0)   /* merge rules, the issue-13 language (compiler/support.c) */
 		return -1;
 	/* the same mapping rules as the x86 plan where it applies (state and x.attn are ours) */
-	if (!uses(f, f->score, KO_state) && !uses(f, f->score, KO_attn)) {
+	int ustate = uses(f, f->score, KO_state), uattn = uses(f, f->score, KO_attn);
+	if (ustate < 0 || uattn < 0)
+		return kc_error(e, f->src, 0, 0, "GPU backend: out of memory"), -1;
+	if (!o->plan && !ustate && !uattn) {
 		KpPlan p;
 		if (kp_build(f, &p, e) != 0)
 			return -1;
@@ -380,18 +384,18 @@ int kp_generate(const KiFn *f, const KpCudaOpts *o, KpCudaOut *out, KcErr *e)
 	g.off = calloc((size_t)f->nins + 1, sizeof *g.off);
 	if (!g.home || !g.phase || !g.off) {
 		free(g.home), free(g.phase), free(g.off);
-		return kc_error(e, f->src, 0, 0, "out of memory"), -1;
+		return kc_error(e, f->src, 0, 0, "GPU backend: out of memory"), -1;
 	}
 	sb(&g.s, "%s", kp_cuh_prelude);
 	sb(&g.s, "/* policy %s: dtype %s, head_dim %d, group %d */\n", f->name, ki_dtypename(o->dtype), g.D, g.G);
 	sb(&g.s, "#define KV_G %d\n#define KV_D %d\n", g.G, g.D);
-	sb(&g.s, "%s", o->dtype == KI_F16 ? kp_cuh_storage_f16 : o->dtype == KI_BF16 ? kp_cuh_storage_bf16
+	sb(&g.s, "%s", o->dtype == KVCC_F16 ? kp_cuh_storage_f16 : o->dtype == KVCC_BF16 ? kp_cuh_storage_bf16
 	                                                         : kp_cuh_storage_f32);
 	argsdecl(&g.s);
 	sb(&g.s, "%s", kp_cuh_select);
 	if (kp_cuda_mma(o->dtype, g.D))
 		sb(&g.s, "#define KV_MMA_T \"%s\"\n#define KV_MMA_BF16 %d\n%s", ki_dtypename(o->dtype),
-		   o->dtype == KI_BF16, kp_cuh_tile_mma);
+		   o->dtype == KVCC_BF16, kp_cuh_tile_mma);
 	else
 		sb(&g.s, "%s", kp_cuh_tile_fma);
 	sb(&g.s, "%s", kp_cuh_tile);
@@ -412,7 +416,7 @@ int kp_generate(const KiFn *f, const KpCudaOpts *o, KpCudaOut *out, KcErr *e)
 	free(g.home), free(g.phase), free(g.off);
 	if (g.s.oom) {
 		free(g.s.p);
-		return kc_error(e, f->src, 0, 0, "out of memory"), -1;
+		return kc_error(e, f->src, 0, 0, "GPU backend: out of memory"), -1;
 	}
 	if (rc) {
 		free(g.s.p);

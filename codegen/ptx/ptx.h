@@ -21,95 +21,22 @@
 #define KVCC_PTX_H
 
 #include <stddef.h>
+#include <stdio.h>
 #include <stdint.h>
 #include "compiler/ir.h"
+#include "compiler/plan.h"
 
-#define KVG_MAXPAR 16      /* runtime params passed by value */
-#define KVG_MAXKERN 8
-#define KVG_MAXARCH 16
-
-/* type, name — the only definition of the kernel argument block */
-#define KVG_ARGS_FIELDS(X) \
-	X(void *, K)                 /* cache keys, storage dtype, row-major per instance */ \
-	X(void *, V)                 /* cache values, same strides as K */ \
-	X(int *, len)                /* [L][H] tokens held; compress writes the new lengths */ \
-	X(int *, pos)                /* [L][H][N] absolute positions, compacted in place */ \
-	X(float *, state)            /* [nst][L][H][N] per-token state (f32), compacted / updated */ \
-	X(const void *, Q)           /* [L][H][G][O][d] observation queries, storage dtype */ \
-	X(const float *, lse)        /* [L][H][G][O] or NULL */ \
-	X(const int *, qpos)         /* [O] query positions or NULL (len-O .. len-1) */ \
-	X(float *, scores)           /* [L][H][N] scores (out; NaN past len) */ \
-	X(float *, ws)               /* workspace, L*H*ws_inst floats */ \
-	X(const void *, q)           /* decode: [L][H][G][d] this step's queries, storage dtype */ \
-	X(float *, out)              /* decode: [L][H][G][d] attention output (f32) or NULL */ \
-	X(int *, err)                /* device error word (0 = fine; see KVG_E*) */ \
-	X(long long, sL)             /* K/V strides in elements: layer, head, token */ \
-	X(long long, sH) \
-	X(long long, sT) \
-	X(long long, ws_inst)        /* workspace floats per instance */ \
-	X(long long, budget)         /* tokens kept per head, or -1: use ratio */ \
-	X(double, ratio) \
-	X(int, L) \
-	X(int, H) \
-	X(int, N)                    /* capacity per instance (row stride of pos/state/scores) */ \
-	X(int, O)                    /* observation queries per query head */ \
-	X(int, step) \
-	X(int, splits)               /* decode: kv_decode blocks per instance (gridDim.y) */ \
-	X(double, par[KVG_MAXPAR])   /* runtime parameter values */
-
-#define KVG_FIELD(t, n) t n;
-typedef struct KvgArgs { KVG_ARGS_FIELDS(KVG_FIELD) } KvgArgs;
-#undef KVG_FIELD
-
-/* device error codes (the first one set wins) */
-enum { KVG_EOK, KVG_EPOOL = 1, KVG_ESELECT = 2, KVG_EHMEAN = 3 };
-
-enum { KVG_SCORE, KVG_SELECT, KVG_DECODE, KVG_COMBINE, KVG_SELGRP };
+#include "runtime/artifact.h"
 
 typedef struct KpCudaOpts {
-	int dtype;               /* KI_F32, KI_F16, KI_BF16 */
+	int dtype;               /* KVCC_F32, KVCC_F16, KVCC_BF16 */
 	int head_dim, group;
 	const char *archs;       /* "sm_80,sm_90" (NULL: that); "all": every arch NVRTC supports */
 	int nthreads;            /* threads per block (multiple of 32); 0: 256 */
 	int gen_only;            /* generate the CUDA C only, no NVRTC */
+	const KpPlan *plan;      /* the driver's plan of f (NULL: the generator checks the mapping itself) */
 	int verbose;
 } KpCudaOpts;
-
-typedef struct KpCudaKernel {
-	char name[32];
-	int role;                /* KVG_SCORE / KVG_SELECT / KVG_DECODE / KVG_COMBINE / KVG_SELGRP */
-	int phase;               /* KVG_SCORE: order of launch; KVG_SELGRP: 1 grid L (scope layer), 0 grid 1 */
-	int tiled;               /* KVG_SCORE: stages Q·Kᵀ tiles in dynamic shared memory */
-} KpCudaKernel;
-
-typedef struct KpCudaImage {
-	char arch[16];           /* "sm_90" */
-	int sm;                  /* 90 */
-	char *ptx;   size_t nptx;     /* NUL-terminated PTX text */
-	void *cubin; size_t ncubin;
-	int regs[KVG_MAXKERN];   /* registers per thread (from ptxas -v) */
-	int smem[KVG_MAXKERN];   /* static shared bytes */
-	int spill[KVG_MAXKERN];  /* spill store bytes */
-	unsigned dsmem[KVG_MAXKERN]; /* dynamic shared bytes to launch with */
-	int tile;                /* compaction rows per staging tile (KV_TT) */
-	int sq, sk;              /* score tiles: query rows per chunk (KV_SQ), tokens per tile (KV_SK) */
-	double ms;               /* NVRTC time */
-} KpCudaImage;
-
-typedef struct KpCudaOut {
-	char *src;               /* generated CUDA C (malloc'd) */
-	size_t nsrc;
-	int nthreads;
-	int nkern;
-	KpCudaKernel kern[KVG_MAXKERN];
-	int nimg;
-	KpCudaImage img[KVG_MAXARCH];
-	long long ws_coef[4];    /* ws floats per instance = c0 + c1*N + c2*O + c3*N*O */
-	long long dec_part;      /* + splits * dec_part with decode (kvg_dec_part) */
-	int has_decode, has_compress;
-	int nvrtc_major, nvrtc_minor;
-	double gen_ms;
-} KpCudaOut;
 
 /* Generate the CUDA C for `f` (after the default passes) and, unless
 ** o->gen_only, compile it with NVRTC for each arch. Unsupported constructs
@@ -127,29 +54,22 @@ KC_FUNC int kp_cuda_mma(int dtype, int head_dim);
 KC_FUNC unsigned kp_cuda_score_dsmem(int dtype, int head_dim, int group, int sq, int sk);
 KC_FUNC void kp_cuda_score_tile(int sm, int dtype, int head_dim, int group, int *sq, int *sk);
 
-/* Split-KV decode: floats of one split's partials (per warp and query head: m, s and
-** head_dim sums) and the split count a plan uses — enough blocks to fill a large GPU
-** (KVG_DEC_BLOCKS over all instances), each split at least KVG_DEC_TMIN tokens of
-** the capacity N. Decided once per plan from the layout, never from device data. */
-#define KVG_DEC_BLOCKS 512
-#define KVG_DEC_TMIN 256
-static inline long long kvg_dec_part(int group, int head_dim, int nthreads)
-{
-	return (long long)(nthreads / 32) * group * (head_dim + 2);
-}
-static inline int kvg_dec_splits(long long N, long long instances)
-{
-	long long s = (KVG_DEC_BLOCKS + instances - 1) / (instances > 0 ? instances : 1), cap = N / KVG_DEC_TMIN;
-	if (s > cap)
-		s = cap;
-	return s < 1 ? 1 : (int)s;
-}
-
-static inline long long kvg_ws_floats(const KpCudaOut *o, long long N, long long Oq, int splits)
-{
-	return o->ws_coef[0] + o->ws_coef[1] * N + o->ws_coef[2] * Oq + o->ws_coef[3] * N * Oq +
-	       (o->has_decode ? splits * o->dec_part : 0);
-}
+/* blob.c: the GPU part of an artifact. The targets of a compile: "sm_80,sm_90" normalized
+** (sorted, no duplicates) and the NVRTC that compiles them (both part of the cache key). */
+typedef struct KpGpu {
+	char archs[64];
+	int nvrtc_major, nvrtc_minor;
+} KpGpu;
+/* Parse and normalize "sm_90,sm_80" / "all", find NVRTC: 0, or -1 with e set. */
+KC_FUNC int kp_gpu_targets(const char *archs, KpGpu *g, const KiFn *f, KcErr *e);
+/* The GPU kernels of (f, p, spec) for g's targets as the blob KVCC_GPU_SYMBOL in the x86-64
+** object `obj` (the driver links it beside the CPU kernels); verbose: registers / shared memory /
+** spills per kernel and arch on stderr. */
+KC_FUNC int kp_gpu_emit(const KiFn *f, const KpPlan *p, const kvcc_spec *spec, const KpGpu *g, const char *obj,
+                        int verbose, double *ms, KcErr *e);
+/* Serialize the blob (malloc'd, *n bytes) / print what it holds. */
+KC_FUNC void *kp_gpu_blob(const KpCudaOut *o, const kvcc_spec *spec, uint64_t kir_hash, const char *archs, size_t *n);
+KC_FUNC void kp_gpu_print(const KpCudaOut *v, const kvcc_gpu_header *h, FILE *fp);
 
 /* nvrtc.c: NVRTC loaded with dlopen ("libnvrtc.so", then the CUDA default
 ** location). 0, or -1 with a message saying why it is absent. */

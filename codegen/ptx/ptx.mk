@@ -6,9 +6,9 @@
 # C strings into $(B)/codegen/ptx/cuh.c (declared in codegen/ptx/cuh.h).
 
 PTXOBJ += codegen/ptx/expr.o codegen/ptx/kernels.o codegen/ptx/compile.o codegen/ptx/nvrtc.o \
-          codegen/ptx/cuh.o
+          codegen/ptx/cuh.o codegen/ptx/blob.o
 RTOBJ  += runtime/cuda.o runtime/gpu.o
-$(B)/runtime/gpu.o: CFLAGS += $(LLVM_CFLAGS)
+$(B)/codegen/ptx/blob.o: CFLAGS += $(LLVM_CFLAGS)
 
 PTXCUH = $(sort $(wildcard codegen/ptx/*.cuh))
 

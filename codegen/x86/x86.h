@@ -1,27 +1,31 @@
 /*
-** x86 backend: LLVM 19 C API → object in memory → cc -shared → policy.so.
-** Generates the specialized kernels of the plan (Q·Kᵀ tile micro-kernel,
-** storage → f32 conversion) and the artifact descriptor (include/kvcc.h).
+** x86 backend: kernel plan → LLVM 19 C API → object file; the driver links it
+** (with the GPU blob's object) into policy.so. Generates every kernel of the
+** artifact (the fixed ones and the policy's expressions) and its descriptor
+** (runtime/artifact.h). Files: see codegen/x86/gen.h.
 */
 #ifndef KVCC_X86_H
 #define KVCC_X86_H
 
 #include "compiler/ir.h"
 #include "kvcc.h"
+#include "runtime/artifact.h"
 
-/* Compile `f` (already through the passes) for `spec` into the shared object
-** `out_so`. `compile_ms` (optional) receives LLVM + link time in ms. */
-KC_FUNC int kx_compile(const KiFn *f, const kvcc_spec *spec, const char *out_so, int verbose,
-                       double *compile_ms, KcErr *e);
-/* kx_compile, linking `nextra` (<= 8) more object files into the shared object (the GPU
-** backend's kvcc_artifact_gpu object, runtime/gpu.c). */
-KC_FUNC int kx_compile_ex(const KiFn *f, const kvcc_spec *spec, const char *out_so, int verbose,
-                          double *compile_ms, const char *const *extra_objs, int nextra, KcErr *e);
+struct KpPlan;
+/* The specialization is one this backend and this host can compile: 0, or -1 with e set. */
+KC_FUNC int kx_checkspec(const KiFn *f, const kvcc_spec *spec, KcErr *e);
+/* Generate the kernels of `f` (through the passes) and its plan `p` for `spec`, with the
+** artifact's descriptor, into the object file `obj`. `ms` (optional): IR + passes + codegen time. */
+KC_FUNC int kx_emit(const KiFn *f, const struct KpPlan *p, const kvcc_spec *spec, const char *obj, int verbose,
+                    double *ms, KcErr *e);
+/* Link object files (<= 10) into the shared object `so` ($KVCC_CC, default cc). */
+KC_FUNC int kx_link(const char *const *objs, int nobj, const char *so, KcErr *e);
 /* Codegen options that are part of every cache key (tiles, register blocks, pipeline). */
 #define KX_OPTIONS "O2,qk4x2,dt16,tile64"
 /* The complete cache key (DESIGN §6): every component, so a miss can say which differs. */
-/* The compiler build (x86.o's compile time): artifacts of another build are misses/refused,
-** since the generated code may differ without a version bump. */
+/* The compiler build (key.o's compile time): in the compile cache's key only — a cached artifact
+** of another build is a miss, since the generated code may differ without a version bump; the
+** runtime loads artifacts of any build (it checks format, ABI, spec and CPU features). */
 #define KX_BUILD __DATE__ " " __TIME__
 typedef struct KxKey {
 	const char *kir, *version, *features, *options, *build;
@@ -39,8 +43,15 @@ KC_FUNC int kx_speckey(const KiFn *f, const kvcc_spec *spec, KxKey *k, char **ki
 /* The cache key of an artifact from its descriptor fields (DESIGN §6). */
 KC_FUNC uint64_t kx_key(const char *kir, const char *version, const char *features, int dtype,
                         int head_dim, int group, int target, int vec_width);
-/* Normalized host features ("+avx2,+fma,..." sorted, enabled ones only); malloc'd. */
+/* The host's features as runtime/cpu.h reads them (cpuid), "+sse3,+ssse3,..." in table order;
+** malloc'd. */
 KC_FUNC char *kx_hostfeatures(void);
+/* The CPU features the kernels of `spec` use (runtime/cpu.h bits): native the host's (`host`),
+** x86-64-v3 / -v4 their levels, scalar none. The artifact records it; the runtime checks it. */
+KC_FUNC uint64_t kx_cpumask(const kvcc_spec *spec, const char *host);
+/* The artifact's descriptor blob (runtime/artifact.h), malloc'd, *n bytes; NULL: out of memory. */
+KC_FUNC void *kx_desc(const KiFn *f, const struct KpPlan *p, const kvcc_spec *spec, int vec_width, uint64_t cpu,
+                      uint64_t kir_hash, size_t *n);
 /* Vector width the kernels use for this spec on this host, or 0 (target not available). */
 KC_FUNC int kx_vecwidth(const kvcc_spec *spec, const char *features);
 /* bf16 storage + native avx512bf16 + 16 lanes: attn_score's Q·K uses vdpbf16ps */

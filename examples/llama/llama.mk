@@ -6,7 +6,7 @@
 #   make check-llama     its checks against data/README.md and the numpy oracle
 
 $(B)/llama: $(B)/examples/llama/main.o $(B)/libllama.a $(B)/libkvcc.so
-	$(CC) -o $@ $(B)/examples/llama/main.o $(B)/libllama.a -L$(B) -lkvcc -Wl,-rpath,$(abspath $(B)) $(SAN) -lm
+	$(CC) -o $@ $(B)/examples/llama/main.o $(B)/libllama.a -L$(B) -lkvcc -lkvcc_rt -Wl,-rpath,$(abspath $(B)) $(SAN) -lm
 
 check-llama: $(B)/llama
 	LLAMA=$(B)/llama DATA=$(SHARED)/data PYTHON=$(PYTHON) sh examples/llama/check.sh

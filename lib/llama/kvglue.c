@@ -1,5 +1,6 @@
 /* kvglue.c - the llama model's use of libkvcc: policies, decode attention, queries. */
 #include "kvglue.h"
+#include "kvcc_compiler.h"
 
 #include <stdarg.h>
 #include <stdio.h>

@@ -1,5 +1,6 @@
 /* model.c - llama2.c legacy checkpoints, forward pass, KV cache. */
 #include "model.h"
+#include "file.h"
 
 #include <errno.h>
 #include <math.h>
@@ -52,11 +53,9 @@ int llama_model_load(LlamaModel *m, const char *path, char *err, size_t errlen)
         seterr(err, errlen, "%s: big-endian hosts are not supported", path);
         return -1;
     }
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        seterr(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+    FILE *f = llama_fopen(path, err, errlen);
+    if (!f)
         return -1;
-    }
     unsigned char hdr[28];
     size_t got = fread(hdr, 1, sizeof hdr, f);
     if (got != sizeof hdr) {

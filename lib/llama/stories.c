@@ -1,7 +1,7 @@
 /* stories.c - evaluation texts: stories separated by <|endoftext|>, or chunks of a text. */
 #include "stories.h"
+#include "file.h"
 
-#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -70,11 +70,9 @@ int llama_stories_load(LlamaStories *s, const char *path, long chunk_chars, cons
         seterr(err, errlen, "chunk size must be positive, got %ld", chunk_chars);
         return -1;
     }
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        seterr(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+    FILE *f = llama_fopen(path, err, errlen);
+    if (!f)
         return -1;
-    }
     size_t cap = 0, size = 0;
     for (;;) {
         if (size + 1 >= cap) {

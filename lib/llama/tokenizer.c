@@ -1,7 +1,7 @@
 /* tokenizer.c - llama2.c-format tokenizer: load, encode, decode. */
 #include "tokenizer.h"
+#include "file.h"
 
-#include <errno.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -72,12 +72,9 @@ void llama_tok_free(LlamaTokenizer *t)
 int llama_tok_load(LlamaTokenizer *t, const char *path, char *err, size_t errlen)
 {
     memset(t, 0, sizeof *t);
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        if (err && errlen)
-            snprintf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+    FILE *f = llama_fopen(path, err, errlen);
+    if (!f)
         return -1;
-    }
     unsigned char *buf = NULL;
     size_t size = 0, cap = 0;
     for (;;) {

@@ -1,5 +1,5 @@
 /*
-** Compile-cache tests (DESIGN §6, runtime/cache.h), in a private $KVCC_CACHE_DIR:
+** Compile-cache tests (DESIGN §6, compiler/cache.h), in a private $KVCC_CACHE_DIR:
 **   every key component changed → a different key (and, for the ones a caller
 **   can change: dtype, head_dim, group, target, policy KIR → a new artifact);
 **   a second compile is a hit (same inode); truncated / corrupted / mismatched
@@ -16,8 +16,9 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include "kvcc.h"
+#include "kvcc_compiler.h"
 #include "codegen/x86/x86.h"
-#include "runtime/cache.h"
+#include "compiler/cache.h"
 
 static int npass, nfail;
 static char dir[512];

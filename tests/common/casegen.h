@@ -31,9 +31,9 @@ static inline double urand(void)
 
 static inline void encode(float x, int dt, void *dst)
 {
-	if (dt == KI_F32)
+	if (dt == KVCC_F32)
 		memcpy(dst, &x, 4);
-	else if (dt == KI_BF16) {
+	else if (dt == KVCC_BF16) {
 		uint32_t u;
 		memcpy(&u, &x, 4);
 		uint16_t h = (uint16_t)(u >> 16);

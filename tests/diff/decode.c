@@ -21,6 +21,7 @@
 #include <stdarg.h>
 #include <math.h>
 #include "kvcc.h"
+#include "kvcc_compiler.h"
 #include "compiler/ir.h"
 #include "compiler/interp.h"
 #include "codegen/x86/x86.h"
@@ -62,7 +63,7 @@ static int step(const char *name, const KiFn *f, kvcc_plan *pl, kvcc_cache *c, R
                 int64_t st, int stepno)
 {
 	int d = R->d, G = R->G, dt = R->dtype, cap = R->cap;
-	size_t esz = dt == KI_F32 ? 4 : 2;
+	size_t esz = dt == KVCC_F32 ? 4 : 2;
 	(void)Ks, (void)Vs, (void)st;
 	char *kb = malloc((size_t)H * d * esz), *vb = malloc((size_t)H * d * esz);
 	float *q = malloc((size_t)L * H * G * d * sizeof(float)), *out = malloc((size_t)L * H * G * d * sizeof(float));
@@ -179,7 +180,7 @@ static void run_case(const Case *cf, const char *host)
 		cap = n0[k] + S + S2 > cap ? n0[k] + S + S2 : cap;
 	int pad = (d / 8) % 2 ? 8 : 0;
 	int64_t st = d + pad;
-	size_t esz = dt == KI_F32 ? 4 : 2, ntok = (size_t)L * H * cap;
+	size_t esz = dt == KVCC_F32 ? 4 : 2, ntok = (size_t)L * H * cap;
 	int nst = kvcc_state_count(p);
 	Ref R = { .cap = cap, .d = d, .G = G, .dtype = dt, .nst = nst };
 	R.K = calloc(ntok * d, sizeof(float)), R.V = calloc(ntok * d, sizeof(float));
@@ -293,7 +294,7 @@ done:
 
 static void api(void)
 {
-	kvcc_spec s = { KI_F32, 64, 2, KVCC_TARGET_NATIVE };
+	kvcc_spec s = { KVCC_F32, 64, 2, KVCC_TARGET_NATIVE };
 	kvcc_policy *p = NULL, *q = NULL;
 	int every = 0, ok = kvcc_compile_file("policies/h2o.lua", &s, &p) == 0;
 	ok = ok && kvcc_compile_file("policies/snapkv.lua", &s, &q) == 0;
@@ -320,7 +321,7 @@ static void api(void)
 	ok = ok && kvcc_policy_obs(q, par, &obs) == KVCC_EINVAL && strstr(kvcc_last_error(), "observation count");
 	ok = ok && kvcc_policy_obs(NULL, NULL, &obs) == KVCC_EINVAL && kvcc_policy_obs(q, NULL, NULL) == KVCC_EINVAL;
 	kvcc_close(oa);
-	kvcc_layout lay = { KI_F32, 1, 1, 64, 4, 256, 256, 64 };
+	kvcc_layout lay = { KVCC_F32, 1, 1, 64, 4, 256, 256, 64 };
 	float K[256] = { 0 }, V[256] = { 0 }, row[64] = { 0 }, qv[128] = { 0 }, o[128];
 	int32_t len = 4;
 	kvcc_plan *pl = NULL;

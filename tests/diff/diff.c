@@ -19,6 +19,8 @@
 #include <dlfcn.h>
 #include <unistd.h>
 #include "kvcc.h"
+#include "kvcc_compiler.h"
+#include "runtime/artifact.h"
 #include "compiler/ir.h"
 #include "compiler/interp.h"
 #include "compiler/plan.h"
@@ -37,6 +39,7 @@ typedef struct Cfg {
 	const char *param;       /* a param this case sets (the manifest's sweep), or NULL */
 	double pval;             /* its value */
 } Cfg;
+static int unordered;        /* run_case: positions not in order (neighbours swapped): the masked causal kernels */
 
 /* Chunked or shared-budget selection (chunk > 1, scope layer/model): the reference's greedy
 ** order over a whole scope group decides, so the relative margin is the smallest gap between
@@ -81,6 +84,8 @@ static void run_case(const Cfg *cf, const char *host)
 	         kx_targetname(cf->target));
 	if (cf->param)
 		snprintf(name + strlen(name), sizeof name - strlen(name), " %s=%g", cf->param, cf->pval);
+	if (unordered)
+		snprintf(name + strlen(name), sizeof name - strlen(name), " unordered-pos");
 	kvcc_spec spec = { cf->dtype, cf->d, cf->G, cf->target };
 	if (only && !strstr(name, only))
 		return;
@@ -124,7 +129,7 @@ static void run_case(const Cfg *cf, const char *host)
 		len0[k] = f->obs_all ? n : hm ? n - 2 * (k / H) : n - 2 * k;
 	int pad = (cf->d / 8) % 2 ? 8 : 0;               /* padded token stride on some cases */
 	int64_t st = d + pad;
-	size_t esz = cf->dtype == KI_F32 ? 4 : 2, nkv = (size_t)L * H * n * d, nq = (size_t)L * H * G * O * d;
+	size_t esz = cf->dtype == KVCC_F32 ? 4 : 2, nkv = (size_t)L * H * n * d, nq = (size_t)L * H * G * O * d;
 	float *K = malloc(nkv * 4 + 4), *V = malloc(nkv * 4 + 4), *Q = malloc(nq * 4 + 4), *sc = malloc((size_t)L * H * n * 4);
 	char *Ks = malloc((size_t)L * H * n * st * esz), *Vs = malloc((size_t)L * H * n * st * esz), *Qs = malloc(nq * esz + 2);
 	int32_t *pos = malloc((size_t)L * H * n * 4);
@@ -143,6 +148,11 @@ static void run_case(const Cfg *cf, const char *host)
 	for (int k = 0; k < L * H; k++)
 		for (int t = 0, p = 0; t < n; t++, p += poskind == 2 ? 1 + (int)(urand() * 4) : 1)
 			posr[(size_t)k * n + t] = poskind == 1 ? 1000 + t : p;
+	for (int k = 0; k < L * H && unordered; k++)   /* unordered: t and t ^ 1 swapped within the held tokens */
+		for (int t = 0; t + 1 < len0[k]; t += 2) {
+			int32_t x = posr[(size_t)k * n + t];
+			posr[(size_t)k * n + t] = posr[(size_t)k * n + t + 1], posr[(size_t)k * n + t + 1] = x;
+		}
 	snprintf(name + strlen(name), sizeof name - strlen(name), "%s%s", poskind == 1 ? " pos+1000" :
 	         poskind == 2 ? " gapped" : "", budget >= 0 && budget < nprot ? " budget<protected" : "");
 	int ok = 0;
@@ -171,7 +181,7 @@ static void run_case(const Cfg *cf, const char *host)
 	** query (double, causal over the held tokens), which lets the fused attn_score skip
 	** attn_stats: the same kept sets and scores are required */
 	lse = O ? malloc((size_t)L * H * G * O * sizeof(float)) : NULL;
-	for (int uselse = 0; uselse < (O ? 2 : 1); uselse++) {
+	for (int uselse = 0; uselse < (O && !unordered ? 2 : 1); uselse++) {
 	if (uselse)
 		for (int k = 0; k < L * H; k++)
 			for (int g = 0; g < G; g++)
@@ -250,7 +260,7 @@ static void run_case(const Cfg *cf, const char *host)
 			}
 		}
 	}
-	if (!uselse && O)
+	if (!uselse && O && !unordered)
 		strcat(name, " (and with lse)");
 	nlse += uselse;
 	}
@@ -332,7 +342,7 @@ static void selcompact_case(int dtype, int d, int target, const char *host)
 	float *sc = malloc((size_t)n * 4);
 	uint64_t *key = malloc((size_t)n * 8), *ref = malloc((size_t)n * 8), *srt = malloc((size_t)n * 8);
 	int32_t *idx = malloc((size_t)n * 4), *pos = malloc((size_t)n * 4), *pos0 = malloc((size_t)n * 4);
-	size_t esz = dtype == KI_F32 ? 4 : 2, ld = (size_t)d + 8;
+	size_t esz = dtype == KVCC_F32 ? 4 : 2, ld = (size_t)d + 8;
 	char *K = malloc((size_t)n * ld * esz), *V = malloc((size_t)n * ld * esz);
 	char *K0 = malloc((size_t)n * ld * esz), *V0 = malloc((size_t)n * ld * esz);
 	float *st = malloc((size_t)2 * (n + 7) * 4), *st0 = malloc((size_t)2 * (n + 7) * 4);
@@ -482,7 +492,7 @@ static void tmap_case(int opi, int target, const char *host)
 	enum { NS = sizeof sv / sizeof sv[0], N = NS * NS };
 	char name[160], lua[96], so[96], src[640];
 	snprintf(name, sizeof name, "tmap %s %s", ops[opi].name, kx_targetname(target));
-	kvcc_spec spec = { KI_F32, 64, 1, target };
+	kvcc_spec spec = { KVCC_F32, 64, 1, target };
 	if (!tmap_wanted(name, &spec, host))
 		return;
 	snprintf(lua, sizeof lua, "/tmp/kvcc-diff-tmap-%d-%d.lua", (int)getpid(), opi);
@@ -586,7 +596,7 @@ static void tmap_edge_case(int ei, int target, const char *host)
 	enum { NS = sizeof sv / sizeof sv[0], NMAX = 40 };
 	char name[200], lua[96], so[96], src[700];
 	snprintf(name, sizeof name, "tmap edge %s %s", ex[ei], kx_targetname(target));
-	kvcc_spec spec = { KI_F32, 8, 1, target };
+	kvcc_spec spec = { KVCC_F32, 8, 1, target };
 	if (!tmap_wanted(name, &spec, host))
 		return;
 	snprintf(lua, sizeof lua, "/tmp/kvcc-diff-edge-%d-%d.lua", (int)getpid(), ei);
@@ -607,7 +617,7 @@ static void tmap_edge_case(int ei, int target, const char *host)
 	float *vals[64] = { 0 }, st[2 * NMAX], KV[NMAX * 8] = { 0 };
 	double dst[2 * NMAX];
 	const char *why = tmap_artifact(lua, so, src, &spec, &dl, &A, &f, &kp, &planned);
-	if (!why && (kp.ncmat || !kp.ngen))
+	if (!why && !kp.ngen)
 		why = "not generated";
 	for (int i = 0; !why && i < f->nins; i++)
 		if (!(vals[i] = calloc(NMAX + 1, sizeof(float))))
@@ -626,7 +636,7 @@ static void tmap_edge_case(int ei, int target, const char *host)
 			for (int i = 0; i < f->nins; i++)
 				if (kp.tgen[i] == KP_GEN_START)
 					A->tmap(i, &c);
-			KiCase kc = { .L = 1, .H = 1, .G = 1, .d = 8, .n = n, .K = KV, .V = KV, .state = dst, .dtype = KI_F32,
+			KiCase kc = { .L = 1, .H = 1, .G = 1, .d = 8, .n = n, .K = KV, .V = KV, .state = dst, .dtype = KVCC_F32,
 			              .ratio = 0.5, .budget = -1 };
 			KiResult r = { 0 };
 			if (ki_run(f, &kc, &r, &e) != 0) {
@@ -707,13 +717,13 @@ static void qread_case(int k, const char *host)
 		kp_free(&kp);
 	ki_free(f);
 	if (planned) {
-		Cfg cf = { "qread", lua, KI_F32, 64, 2, KVCC_TARGET_NATIVE, NULL, 0 };
+		Cfg cf = { "qread", lua, KVCC_F32, 64, 2, KVCC_TARGET_NATIVE, NULL, 0 };
 		int before = nfail;
 		run_case(&cf, host);
 		if (!control && nfail == before)
 			printf("FAIL %s: planned and ran, but x.Q is read elementwise\n", name), nfail++;
 	} else {
-		kvcc_spec spec = { KI_F32, 64, 2, KVCC_TARGET_NATIVE };
+		kvcc_spec spec = { KVCC_F32, 64, 2, KVCC_TARGET_NATIVE };
 		kvcc_policy *p = NULL;
 		char where[120];
 		snprintf(where, sizeof where, "%s:5:", lua);
@@ -732,17 +742,17 @@ static void qread_case(int k, const char *host)
 static void robustness(const char *host)
 {
 	(void)host;
-	kvcc_spec s = { KI_F32, 64, 2, KVCC_TARGET_NATIVE };
+	kvcc_spec s = { KVCC_F32, 64, 2, KVCC_TARGET_NATIVE };
 	const char *so = "/tmp/kvcc-diff-knorm.so";
 	int ok = kvcc_compile_so("policies/knorm.lua", &s, so, 0) == 0;
 	kvcc_policy *p = NULL;
 	ok = ok && kvcc_open(so, &p) == 0;
-	kvcc_layout bad = { KI_F32, 1, 1, 64, 10, 640, 640, 32 };   /* token stride < head_dim */
+	kvcc_layout bad = { KVCC_F32, 1, 1, 64, 10, 640, 640, 32 };   /* token stride < head_dim */
 	kvcc_plan *pl = NULL;
 	ok = ok && kvcc_plan_create(p, &bad, 0, 1, &pl) == KVCC_EINVAL;
-	kvcc_layout wrongd = { KI_F32, 1, 1, 32, 10, 320, 320, 32 };
+	kvcc_layout wrongd = { KVCC_F32, 1, 1, 32, 10, 320, 320, 32 };
 	ok = ok && kvcc_plan_create(p, &wrongd, 0, 1, &pl) == KVCC_ESPEC;
-	kvcc_layout lay = { KI_F32, 1, 1, 64, 10, 640, 640, 64 };
+	kvcc_layout lay = { KVCC_F32, 1, 1, 64, 10, 640, 640, 64 };
 	float KV[640] = { 0 };
 	int32_t len = 11;
 	ok = ok && kvcc_plan_create(p, &lay, 0, 1, &pl) == 0;
@@ -754,20 +764,31 @@ static void robustness(const char *host)
 	ok = ok && kvcc_compress(pl, &c, NULL, &a) == KVCC_EINVAL;
 	kvcc_plan_destroy(pl);
 	kvcc_close(p);
-	/* corrupt one byte of the KIR text inside the .so: must be refused */
+	/* one byte of the descriptor blob changed inside the .so: refused (its hash); one byte of the
+	** embedded KIR text changed: still loads (the runtime never reads the KIR) */
 	FILE *fp = fopen(so, "r+b");
-	char buf[1 << 16];
+	static char buf[1 << 20];
 	size_t nb = fp ? fread(buf, 1, sizeof buf, fp) : 0;
-	char *hit = nb ? memmem(buf, nb, "policy \"knorm\"", 14) : NULL;
-	if (hit) {
-		hit[8] = 'X';
-		fseek(fp, hit - buf, SEEK_SET);
-		fwrite(hit, 1, 14, fp);
+	char *desc = nb ? memmem(buf, nb, KA_MAGIC, sizeof KA_MAGIC) : NULL;
+	char *kir = nb ? memmem(buf, nb, "policy \"knorm\"", 14) : NULL;
+	int rc = -1, rk = -1;
+	if (fp && desc && kir) {
+		kir[8] = 'X';
+		fseek(fp, kir - buf, SEEK_SET);
+		fwrite(kir, 1, 14, fp);
+		fflush(fp);
+		rk = kvcc_open(so, &p);
+		kvcc_close(p);
+		p = NULL;
+		desc[20] ^= 1;                 /* inside KaHdr.version */
+		fseek(fp, desc - buf, SEEK_SET);
+		fwrite(desc, 1, 24, fp);
+		fflush(fp);
+		rc = kvcc_open(so, &p);
 	}
 	if (fp)
 		fclose(fp);
-	int rc = kvcc_open(so, &p);
-	ok = ok && hit && rc == KVCC_EARTIFACT;
+	ok = ok && rk == 0 && rc == KVCC_EARTIFACT && strstr(kvcc_last_error(), "hash");
 	ok = ok && kvcc_open("policies/knorm.lua", &p) == KVCC_EARTIFACT;
 	remove(so);
 	if (ok)
@@ -819,6 +840,19 @@ int main(int argc, char **argv)
 				for (int k = 0; k < 4; k++)
 					run_case(&c[k], host);
 			}
+	}
+	/* causal attention over positions that are not in order (the masked attn_stats / attn_score
+	** kernels), every dtype */
+	for (int pi = 0; pi < 4; pi++) {
+		static const char *up[] = { "snapkv", "tova", "observed_attention", "pyramidkv" };
+		char file[64];
+		snprintf(file, sizeof file, "policies/%s.lua", up[pi]);
+		for (int dt = 0; dt < 3; dt++) {
+			Cfg c = { up[pi], file, dt, 64, 2, KVCC_TARGET_NATIVE, NULL, 0 };
+			unordered = 1;
+			run_case(&c, host);
+			unordered = 0;
+		}
 	}
 	/* every elementwise op of the generated token_map loops, on every target, vector tails */
 	for (int dt = 0; dt < 3; dt++) {
@@ -879,7 +913,7 @@ int main(int argc, char **argv)
 		tmap_edge_case(ei, KVCC_TARGET_V3, host);
 		tmap_edge_case(ei, KVCC_TARGET_SCALAR, host);
 	}
-	if (!only)
+	if (!only || !strcmp(only, "robustness"))
 		robustness(host);
 	free(host);
 	printf("(%d of the passing cases also passed with a given lse: one pass over K)\n", nlse);

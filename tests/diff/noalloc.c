@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "kvcc.h"
+#include "kvcc_compiler.h"
 #include "compiler/ir.h"
 #include "compiler/interp.h"
 #include "dsl/dsl.h"

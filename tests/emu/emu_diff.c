@@ -10,7 +10,7 @@
 ** CUBIN embedded in policy.so, through the compile cache), opened with
 ** kvcc_open, planned per case with kvcc_gpu_plan_create (CUBIN or PTX JIT),
 ** compressed with kvcc_gpu_compress + kvcc_gpu_plan_check; decode steps use the
-** plan's module (runtime/cuda.c kvc_decode). Prints "SKIP: no GPU (why)" and
+** plan's module (runtime/cuda.c kr_cuda_decode). Prints "SKIP: no GPU (why)" and
 ** exits 0 when the driver cannot be loaded.
 **
 ** Matrix: every policy of the manifest's emu matrix (tests/policies.tsv) × f32/f16/bf16 ×
@@ -47,6 +47,7 @@
 #include "compiler/ir.h"
 #include "compiler/interp.h"
 #include "codegen/ptx/ptx.h"
+#include "kvcc_compiler.h"
 #include "dsl/dsl.h"
 #include "runtime/cuda.h"
 #include "runtime/gpu.h"
@@ -81,7 +82,7 @@ static const int dims[] = { 8, 64, 96, 128 }, groups[] = { 1, 2, 4, 8 };
 typedef struct Spec {
 	KpCudaOut out;
 	RunFn run;
-	KvCuda *cu;           /* unused since the device path goes through the API */
+	KrCuda *cu;           /* unused since the device path goes through the API */
 	kvcc_policy *pol;     /* --device: the policy.so with its GPU kernels */
 	int ok;
 	char why[600];
@@ -227,7 +228,7 @@ static int launch_dev(Spec *sp, int role, KvgArgs *a, char *why, size_t whyn)
 	int rc = 0;
 	for (int i = 0; i < 11; i++) {
 		host[i] = *h[i], dev[i] = NULL;
-		if (host[i] && (!(dev[i] = kvc_alloc(devbytes[i])) || kvc_put(dev[i], host[i], devbytes[i]) != 0))
+		if (host[i] && (!(dev[i] = kr_cuda_alloc(devbytes[i])) || kr_cuda_put(dev[i], host[i], devbytes[i]) != 0))
 			rc = -1;
 		*dp[i] = dev[i];
 	}
@@ -236,7 +237,7 @@ static int launch_dev(Spec *sp, int role, KvgArgs *a, char *why, size_t whyn)
 	if (rc == 0 && kvcc_gpu_plan_create(sp->pol, &lay, a->O, 0, &pl) != 0)
 		rc = -1, snprintf(why, whyn, "kvcc_gpu_plan_create: %s", kvcc_last_error());
 	if (rc == 0 && role == KVG_DECODE)
-		rc = kvc_decode(kg_plan_module(pl), &d, NULL, why, whyn);
+		rc = kr_cuda_decode(kr_gpu_module(pl), &d, NULL, why, whyn);
 	else if (rc == 0) {
 		kvcc_cache cc = { d.K, d.V, d.pos, d.len, d.state };
 		kvcc_obs ob = { a->O, d.Q, NULL, NULL };
@@ -244,13 +245,13 @@ static int launch_dev(Spec *sp, int role, KvgArgs *a, char *why, size_t whyn)
 		if (kvcc_gpu_compress(pl, &cc, &ob, &ar, NULL) != 0 || kvcc_gpu_plan_check(pl) != 0)
 			rc = -1, snprintf(why, whyn, "kvcc_gpu_compress: %s", kvcc_last_error());
 	}
-	if (rc == 0 && kvc_sync() != 0)
+	if (rc == 0 && kr_cuda_sync() != 0)
 		rc = -1, snprintf(why, whyn, "kernel execution failed");
 	kvcc_gpu_plan_destroy(pl);
 	for (int i = 0; i < 11; i++) {
-		if (rc == 0 && host[i] && kvc_get(host[i], dev[i], devbytes[i]) != 0)
+		if (rc == 0 && host[i] && kr_cuda_get(host[i], dev[i], devbytes[i]) != 0)
 			rc = -1;
-		kvc_free(dev[i]);
+		kr_cuda_free(dev[i]);
 	}
 	if (rc == 0 && *a->err)
 		rc = -1, snprintf(why, whyn, "device error %d", *a->err);
@@ -366,7 +367,7 @@ static void run_case(int pi, int dt, int di, int gi, int idx)
 		len0[L * H - 1] = 0;
 	if (steps)
 		snprintf(name + strlen(name), sizeof name - strlen(name), " splits=%d%s", nsp, (idx / 2) % 2 ? " empty-head" : "");
-	size_t esz = dt == KI_F32 ? 4 : 2, nkv = (size_t)L * H * n * d, nq = (size_t)L * H * G * O * d;
+	size_t esz = dt == KVCC_F32 ? 4 : 2, nkv = (size_t)L * H * n * d, nq = (size_t)L * H * G * O * d;
 	size_t ntok = (size_t)L * H * n, ndq = (size_t)L * H * G * d;
 	float *K = malloc(nkv * 4), *V = malloc(nkv * 4), *Q = malloc(nq * 4 + 4), *dq = malloc(ndq * 4 * (steps + 1));
 	float *oref = malloc(ndq * 4), *st32 = malloc(ntok * (nst + 1) * 4);
@@ -607,7 +608,7 @@ int main(int argc, char **argv)
 	}
 	if (device) {
 		char why[600];
-		if (kvc_driver_load(why, sizeof why) != 0) {
+		if (kr_cuda_driver_load(why, sizeof why) != 0) {
 			printf("SKIP: no GPU (%s)\n0 passed, 0 failed, 1 skipped\n", why);
 			return 0;
 		}
@@ -648,7 +649,7 @@ int main(int argc, char **argv)
 	printf("%d passed, %d failed, %d skipped\n", npass, nfail, nskip);
 	for (int p = 0; p < NPOL; p++) {
 		for (int s = 0; s < NSPEC; s++) {
-			kvc_close(specs[p][s].cu);
+			kr_cuda_close(specs[p][s].cu);
 			kvcc_close(specs[p][s].pol);
 			kp_cuda_free(&specs[p][s].out);
 		}

@@ -1,6 +1,6 @@
 # tests/errors: diagnostics — small bad policies, each with its expected
 # file:line:col message (expect.tsv) — and the robustness of `kvcc run` on damaged
-# .npz inputs.
+# .npz inputs, and where `kvcc run --out` writes.
 #
 #   make check-errors
 
@@ -11,6 +11,7 @@ check-errors: $(B)/kvcc
 	$(PYTHON) tests/errors/npz_fuzz.py $(B)/kvcc policies/snapkv.lua \
 	  $(B)/npz-fuzz/$$(grep '^snapkv ' $(B)/npz-fuzz/cases.txt | head -1 | cut -d' ' -f2) $(B)/npz-fuzz
 	$(PYTHON) tests/errors/run_cases.py $(B)/kvcc $(B)/npz-fuzz
+	$(PYTHON) tests/errors/run_output.py $(B)/kvcc $(B)/npz-fuzz
 
 .PHONY: check-errors
 

@@ -2,7 +2,8 @@
 # Diagnostics golden tests: each tests/errors/NAME.lua (or DIR/NAME.lua) is a
 # malformed or hostile policy; expect.tsv holds, per file, the exact one-line
 # message `kvcc check` must print. The command must exit with status 1 (not a crash, not a hang:
-# a 30 s limit), print exactly that one line, and nothing on stdout.
+# a 30 s limit), print exactly that one line, and nothing on stdout. `kvcc compile`
+# goes through the same driver: it must print the same line and write no output.
 # usage: tests/errors/run.sh KVCC
 set -u
 kvcc=$1
@@ -28,7 +29,14 @@ while IFS="$tab" read -r name expect; do
 		echo "  got:  $got"
 		fail=$((fail + 1))
 	else
-		pass=$((pass + 1))
+		rm -f "$tmp/out.so"
+		KVCC_CACHE_DIR=off timeout 30 "$kvcc" compile "$dir/$name" -o "$tmp/out.so" >"$tmp/out" 2>"$tmp/cerr"
+		if [ "$(cat "$tmp/cerr")" != "$expect" ] || [ -e "$tmp/out.so" ]; then
+			echo "FAIL $name: kvcc compile says '$(cat "$tmp/cerr")' (kvcc check: '$expect')"
+			fail=$((fail + 1))
+		else
+			pass=$((pass + 1))
+		fi
 	fi
 done <"$dir/expect.tsv"
 # Valid policies under awkward paths pass check, and their KIR (which names
@@ -42,6 +50,25 @@ for p in "$tmp/quote\"name.lua" "$long/snapkv.lua"; do
 	   ! timeout 30 "$kvcc" dump "$p" >"$tmp/p.kir" 2>"$tmp/err" ||
 	   ! timeout 30 "$kvcc" check "$tmp/p.kir" >"$tmp/out" 2>"$tmp/err"; then
 		echo "FAIL valid policy at $p: $(cat "$tmp/err")"
+		fail=$((fail + 1))
+	else
+		pass=$((pass + 1))
+	fi
+done
+# What is not a file is one error line, at once (issue 10: a FIFO blocked forever): a FIFO
+# as the policy (.lua, .kir) or the --inputs case, a directory.
+mkfifo "$tmp/fifo.lua" "$tmp/fifo.kir" "$tmp/fifo.npz"
+mkdir -p "$tmp/dir.lua"
+for c in "check $tmp/fifo.lua|$tmp/fifo.lua: error: cannot read a FIFO (a file is needed)" \
+         "check $tmp/fifo.kir|$tmp/fifo.kir: error: cannot read a FIFO (a file is needed)" \
+         "run policies/snapkv.lua --inputs $tmp/fifo.npz|$tmp/fifo.npz: error: cannot read a FIFO (a file is needed)" \
+         "check $tmp/dir.lua|$tmp/dir.lua: error: cannot read a directory (a file is needed)"; do
+	args=${c%%|*} want=${c#*|}
+	# shellcheck disable=SC2086
+	timeout 10 "$kvcc" $args >"$tmp/out" 2>"$tmp/err"
+	rc=$?
+	if [ "$rc" -ne 1 ] || [ "$(cat "$tmp/err")" != "$want" ] || [ -s "$tmp/out" ]; then
+		echo "FAIL kvcc $args: status $rc, want 1 and '$want', got '$(cat "$tmp/err")'"
 		fail=$((fail + 1))
 	else
 		pass=$((pass + 1))

@@ -19,8 +19,10 @@
 #include <unistd.h>
 #include <sys/stat.h>
 #include "kvcc.h"
+#include "kvcc_compiler.h"
+#include "runtime/artifact.h"
 #include "runtime/gpu.h"
-#include "runtime/cache.h"
+#include "compiler/driver.h"
 #include "compiler/interp.h"
 #include "dsl/dsl.h"
 
@@ -77,7 +79,7 @@ static void decode_meta(const char *dir)
 	const void *blob = dl ? dlsym(dl, KVCC_GPU_SYMBOL) : NULL;
 	KpCudaOut v;
 	const kvcc_gpu_header *h = NULL;
-	T("h2o blob well-formed", blob && kg_view(blob, (size_t)-1, &v, &h, why, sizeof why) == 0);
+	T("h2o blob well-formed", blob && kr_gpu_view(blob, (size_t)-1, &v, &h, why, sizeof why) == 0);
 	if (h) {
 		int dec = -1, comb = -1, spills = 0;
 		for (int k = 0; k < v.nkern; k++) {
@@ -98,7 +100,7 @@ static void decode_meta(const char *dir)
 		memcpy(c, blob, h->size);
 		((kvcc_gpu_kernel *)((kvcc_gpu_header *)c + 1))[dec].role = KVG_SELGRP + 1;
 		KpCudaOut v2;
-		T("unknown kernel role refused", kg_view(c, h->size, &v2, NULL, why, sizeof why) != 0 && strstr(why, "kernel"));
+		T("unknown kernel role refused", kr_gpu_view(c, h->size, &v2, NULL, why, sizeof why) != 0 && strstr(why, "kernel"));
 		free(c);
 	}
 	if (dl)
@@ -160,8 +162,8 @@ int main(int argc, char **argv)
 		void *h = NULL;
 		char why[600] = "";
 		T("open", kvcc_open(so2, &p) == 0);
-		T("kg_find: a CPU-only policy.so says how to add GPU kernels",
-		  p && !kg_find(p, &h, why, sizeof why) && strstr(why, "--gpu-arch"));
+		T("kr_gpu_find: a CPU-only policy.so says how to add GPU kernels",
+		  p && !kr_gpu_find(p, &h, why, sizeof why) && strstr(why, "--gpu-arch"));
 		kvcc_close(p);
 	}
 	T("gpu_compress NULL plan", kvcc_gpu_compress(NULL, NULL, NULL, NULL, NULL) == KVCC_EINVAL);
@@ -201,9 +203,9 @@ int main(int argc, char **argv)
 	const kvcc_artifact *a = dl ? dlsym(dl, KVCC_DESC_SYMBOL) : NULL;
 	KpCudaOut v;
 	const kvcc_gpu_header *h = NULL;
-	T("kvcc_artifact_gpu present and well-formed", blob && a && kg_view(blob, (size_t)-1, &v, &h, why, sizeof why) == 0);
+	T("kvcc_artifact_gpu present and well-formed", blob && a && kr_gpu_view(blob, (size_t)-1, &v, &h, why, sizeof why) == 0);
 	if (h) {
-		T("blob belongs to the descriptor (kir_hash)", h->kir_hash == a->kir_hash);
+		T("blob belongs to the descriptor (kir_hash)", h->kir_hash == a->desc->kir_hash);
 		T("spec, targets, NVRTC version", h->dtype == KVCC_BF16 && h->head_dim == 128 && h->group == 4 &&
 		                                     !strcmp(h->archs, "sm_80,sm_90") && h->nvrtc_major == maj &&
 		                                     h->nvrtc_minor == min);
@@ -224,12 +226,12 @@ int main(int argc, char **argv)
 		memcpy(c, blob, h->size);
 		KpCudaOut v2;
 		c[0] ^= 1;
-		T("bad magic refused", kg_view(c, h->size, &v2, NULL, why, sizeof why) != 0 && strstr(why, "magic"));
+		T("bad magic refused", kr_gpu_view(c, h->size, &v2, NULL, why, sizeof why) != 0 && strstr(why, "magic"));
 		c[0] ^= 1;
-		T("truncated blob refused", kg_view(c, h->size - 1, &v2, NULL, why, sizeof why) != 0);
+		T("truncated blob refused", kr_gpu_view(c, h->size - 1, &v2, NULL, why, sizeof why) != 0);
 		kvcc_gpu_image *im = (kvcc_gpu_image *)((kvcc_gpu_kernel *)((kvcc_gpu_header *)c + 1) + h->nkern);
 		im[1].cubin_len = (uint64_t)h->size * 2;
-		T("image out of bounds refused", kg_view(c, h->size, &v2, NULL, why, sizeof why) != 0 && strstr(why, "image"));
+		T("image out of bounds refused", kr_gpu_view(c, h->size, &v2, NULL, why, sizeof why) != 0 && strstr(why, "image"));
 		free(c);
 	}
 	if (dl)
@@ -238,7 +240,7 @@ int main(int argc, char **argv)
 		kvcc_policy *p = NULL;
 		void *hd = NULL;
 		T("open GPU policy.so", kvcc_open(so, &p) == 0);
-		T("kg_find finds the blob of the open policy", p && kg_find(p, &hd, why, sizeof why) != NULL);
+		T("kr_gpu_find finds the blob of the open policy", p && kr_gpu_find(p, &hd, why, sizeof why) != NULL);
 		if (hd)
 			dlclose(hd);
 		kvcc_close(p);
@@ -249,19 +251,20 @@ int main(int argc, char **argv)
 	/* the cache: hit, and a miss per GPU key field */
 	char first[1400] = "", again[1400] = "";
 	KcErr e = { 0 };
-	KiFn *f = kd_loadfile("policies/snapkv.lua", NULL, &e);
-	T("load", f && ki_runpasses(f, KI_DEFAULT_PASSES, 0, &e, NULL, NULL) == 0);
-	KrGpu g;
-	T("gpu key", f && kg_gpukey("sm_90,sm_80,sm_90", &g, f, &e) == 0 && !strcmp(g.archs, "sm_80,sm_90"));
-	T("cache: compiled --gpu-arch artifact is cached", kr_cache_get_gpu(f, &s, &g, 0, first, sizeof first, &e) == 0);
+	KcJob j = { .path = "policies/snapkv.lua", .spec = s, .gpu = "sm_90,sm_80,sm_90" };
+	KcJob jc = { .path = "policies/snapkv.lua", .spec = s };
+	char tmpso[700];
+	snprintf(tmpso, sizeof tmpso, "%s/nocache.so", dir);
+	T("load and plan", kc_front(&j, &e) == 0 && kc_front(&jc, &e) == 0);
+	T("gpu key", kc_targets(&j, &e) == 0 && !strcmp(j.targets.archs, "sm_80,sm_90"));
+	KpGpu g = j.targets;
+	T("cache: compiled --gpu-arch artifact is cached", kc_cached(&j, tmpso, first, sizeof first, &e) == 0);
 	T("cache: second lookup is a hit (same file)",
-	  kr_cache_get_gpu(f, &s, &g, 0, again, sizeof again, &e) == 0 && !strcmp(first, again) &&
-	      inode(first) == inode(again));
+	  kc_cached(&j, tmpso, again, sizeof again, &e) == 0 && !strcmp(first, again) && inode(first) == inode(again));
 	char cpu[1400] = "";
 	T("cache: the CPU-only key is another artifact",
-	  kr_cache_get(f, &s, 0, cpu, sizeof cpu, &e) == 0 && strcmp(cpu, first) != 0);
-	KrGpu g80 = g;
-	snprintf(g80.archs, sizeof g80.archs, "sm_80");
+	  kc_cached(&jc, tmpso, cpu, sizeof cpu, &e) == 0 && strcmp(cpu, first) != 0);
+	snprintf(j.targets.archs, sizeof j.targets.archs, "sm_80");
 	char p80[1400] = "";
 	/* the miss message names the field (verbose goes to stderr: capture it) */
 	char log[700];
@@ -270,18 +273,20 @@ int main(int argc, char **argv)
 	FILE *saved = fopen(log, "w");
 	int fd = dup(2);
 	dup2(fileno(saved), 2);
+	j.verbose = 1;
 	T("cache: another target list is another key",
-	  kr_cache_get_gpu(f, &s, &g80, 1, p80, sizeof p80, &e) == 0 && strcmp(p80, first) != 0);
-	KrGpu gv = g;
-	gv.nvrtc_minor += 1;
+	  kc_cached(&j, tmpso, p80, sizeof p80, &e) == 0 && strcmp(p80, first) != 0);
+	j.targets = g;
+	j.targets.nvrtc_minor += 1;
 	char pv[1400] = "";
 	T("cache: another NVRTC version is another key",
-	  kr_cache_get_gpu(f, &s, &gv, 1, pv, sizeof pv, &e) == 0 && strcmp(pv, first) != 0 && strcmp(pv, p80) != 0);
+	  kc_cached(&j, tmpso, pv, sizeof pv, &e) == 0 && strcmp(pv, first) != 0 && strcmp(pv, p80) != 0);
 	fflush(stderr);
 	dup2(fd, 2);
 	close(fd);
 	fclose(saved);
-	char buf[4000] = "";
+	kc_job_free(&j), kc_job_free(&jc);
+	char buf[8000] = "";
 	FILE *lf = fopen(log, "r");
 	size_t nr = lf ? fread(buf, 1, sizeof buf - 1, lf) : 0;
 	buf[nr] = 0;
@@ -295,7 +300,6 @@ int main(int argc, char **argv)
 		printf("  miss log: %s\n", buf);
 	/* and through the CLI path: the second compile copies the cached artifact */
 	T("compile again (hit)", kvcc_compile_so_gpu("policies/snapkv.lua", &s, "sm_80", so3, 0) == 0);
-	ki_free(f);
 done:
 	printf("gpu_api: %d passed, %d failed, %d skipped\n", npass, nfail, nskip);
 	return nfail != 0;

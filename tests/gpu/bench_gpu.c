@@ -20,6 +20,7 @@
 #include <unistd.h>
 #include <dlfcn.h>
 #include "kvcc.h"
+#include "kvcc_compiler.h"
 #include "runtime/gpu.h"
 
 static int cmpd(const void *a, const void *b)
@@ -40,13 +41,13 @@ int main(int argc, char **argv)
 	const char *b = argc > 1 ? argv[1] : "build";
 	int reps = argc > 2 ? atoi(argv[2]) : 20;
 	char why[600];
-	if (kvc_driver_load(why, sizeof why) != 0) {
+	if (kr_cuda_driver_load(why, sizeof why) != 0) {
 		printf("SKIP: no GPU (%s)\n", why);
 		return 0;
 	}
 	char dname[128];
 	int at[6];
-	if (kvc_device_info(0, dname, sizeof dname, at) != 0) {
+	if (kr_cuda_device_info(0, dname, sizeof dname, at) != 0) {
 		printf("SKIP: no GPU (no CUDA device 0)\n");
 		return 0;
 	}
@@ -94,10 +95,10 @@ int main(int argc, char **argv)
 			for (int t = 0; t < n; t++)
 				hpos[(size_t)h * n + t] = t;
 		}
-		void *K = kvc_alloc(nkv * 2), *V = kvc_alloc(nkv * 2), *K2 = kvc_alloc(nkv * 2), *Q = kvc_alloc(nq * 2);
-		void *pos = kvc_alloc((size_t)H * n * 4), *len = kvc_alloc(H * 4), *sc = kvc_alloc((size_t)H * n * 4);
-		if (!K || !V || !K2 || !Q || !pos || !len || !sc || kvc_put(K, hk, nkv * 2) || kvc_put(V, hk, nkv * 2) ||
-		    kvc_put(Q, hq, nq * 2)) {
+		void *K = kr_cuda_alloc(nkv * 2), *V = kr_cuda_alloc(nkv * 2), *K2 = kr_cuda_alloc(nkv * 2), *Q = kr_cuda_alloc(nq * 2);
+		void *pos = kr_cuda_alloc((size_t)H * n * 4), *len = kr_cuda_alloc(H * 4), *sc = kr_cuda_alloc((size_t)H * n * 4);
+		if (!K || !V || !K2 || !Q || !pos || !len || !sc || kr_cuda_put(K, hk, nkv * 2) || kr_cuda_put(V, hk, nkv * 2) ||
+		    kr_cuda_put(Q, hq, nq * 2)) {
 			printf("FAIL: device allocation (%zu MB)\n", nkv * 6 >> 20);
 			rc = 1;
 		}
@@ -105,14 +106,14 @@ int main(int argc, char **argv)
 		kvcc_obs o = { W, Q, NULL, NULL };
 		kvcc_args a = { 0.5, -1, par, 0, sc };
 		KvgArgs ka;
-		KvCuda *m = kg_plan_module(pl);
+		KrCuda *m = kr_gpu_module(pl);
 		const KpCudaOut *art = NULL;
 		int nk = 0;
 		double *t = calloc((size_t)reps * 8, sizeof *t), *tc = calloc((size_t)reps, sizeof *tc), tot[8] = { 0 };
 		for (int it = -2; it < reps && rc == 0; it++) {       /* 2 warm-up runs */
 			double ms[8] = { 0 };
-			if (kvc_put(pos, hpos, (size_t)H * n * 4) || kvc_put(len, hlen, sizeof hlen) ||
-			    kg_args(pl, &c, &o, &a, &ka) || kvc_time_compress(m, &ka, ms, why, sizeof why) ||
+			if (kr_cuda_put(pos, hpos, (size_t)H * n * 4) || kr_cuda_put(len, hlen, sizeof hlen) ||
+			    kr_gpu_args(pl, &c, &o, &a, &ka) || kr_cuda_time_compress(m, &ka, ms, why, sizeof why) ||
 			    kvcc_gpu_plan_check(pl)) {
 				printf("FAIL: n=%d: %s %s\n", n, why, kvcc_last_error());
 				rc = 1;
@@ -121,7 +122,7 @@ int main(int argc, char **argv)
 			if (it >= 0) {
 				for (int k = 0; k < 8; k++)
 					t[k * reps + it] = ms[k];
-				tc[it] = kvc_time_d2d(K2, K, nkv * 2);
+				tc[it] = kr_cuda_time_d2d(K2, K, nkv * 2);
 			}
 		}
 		(void)art;
@@ -130,8 +131,8 @@ int main(int argc, char **argv)
 			const kvcc_gpu_header *h = NULL;
 			void *dl = NULL;
 			KpCudaOut v;
-			const void *blob = kg_find(p, &dl, why, sizeof why);
-			if (blob && kg_view(blob, (size_t)-1, &v, &h, why, sizeof why) == 0)
+			const void *blob = kr_gpu_find(p, &dl, why, sizeof why);
+			if (blob && kr_gpu_view(blob, (size_t)-1, &v, &h, why, sizeof why) == 0)
 				nk = v.nkern;
 			qsort(tc, (size_t)reps, sizeof *tc, cmpd);
 			double copy_ms = tc[reps / 2], kbytes = (double)nkv * 2, copy_gbs = 2 * kbytes / (copy_ms * 1e6);
@@ -170,7 +171,7 @@ int main(int argc, char **argv)
 				printf("\nkvpress: skipped (no %s; run bench/setup)\n", py);
 		}
 		free(t), free(tc), free(hk), free(hq), free(hpos);
-		kvc_free(K), kvc_free(V), kvc_free(K2), kvc_free(Q), kvc_free(pos), kvc_free(len), kvc_free(sc);
+		kr_cuda_free(K), kr_cuda_free(V), kr_cuda_free(K2), kr_cuda_free(Q), kr_cuda_free(pos), kr_cuda_free(len), kr_cuda_free(sc);
 		kvcc_gpu_plan_destroy(pl);
 	}
 	kvcc_close(p);

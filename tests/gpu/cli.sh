@@ -41,5 +41,10 @@ for a in sm_70 sm_999 hopper; do
 	elif grep -q "error: --gpu-arch" "$d/e.log"; then ok; else bad "$a: $(cat "$d/e.log")"; fi
 done
 [ ! -e "$d/x.so" ] && ok || bad "a rejected target wrote an output"
+# kvcc check plans for the GPU targets too: the same verdicts as compile, no output
+"$B/kvcc" check policies/tova.lua --dtype f16 --head-dim 64 --group 2 --gpu-arch sm_80,sm_90 2>"$d/c.log" &&
+	[ ! -s "$d/c.log" ] && ok || bad "check --gpu-arch sm_80,sm_90: $(cat "$d/c.log")"
+if "$B/kvcc" check policies/tova.lua --gpu-arch sm_70 2>"$d/c.log"; then bad "check accepted sm_70"
+elif grep -q "error: --gpu-arch: sm_70 is not supported" "$d/c.log"; then ok; else bad "check sm_70: $(cat "$d/c.log")"; fi
 echo "gpu cli: $pass passed, $fail failed, 0 skipped"
 [ $fail -eq 0 ]

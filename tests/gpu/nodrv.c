@@ -12,17 +12,17 @@ int main(void)
 {
 	char why[600] = "";
 	int fails = 0;
-	if (kvc_driver_load(why, sizeof why) == 0 || !strstr(why, "CUDA driver not found"))
-		printf("FAIL nodrv: kvc_driver_load: '%s'\n", why), fails++;
+	if (kr_cuda_driver_load(why, sizeof why) == 0 || !strstr(why, "CUDA driver not found"))
+		printf("FAIL nodrv: kr_cuda_driver_load: '%s'\n", why), fails++;
 	KpCudaOut art;
 	memset(&art, 0, sizeof art);
-	KvCuda *m = (KvCuda *)1;
+	KrCuda *m = (KrCuda *)1;
 	why[0] = 0;
-	if (kvc_open(&art, 0, &m, why, sizeof why) == 0 || m != NULL || !strstr(why, "CUDA driver not found"))
-		printf("FAIL nodrv: kvc_open: '%s'\n", why), fails++;
-	if (kvc_alloc(16) != NULL || kvc_sync() == 0 || kvc_driver_version() != -1)
+	if (kr_cuda_open(&art, 0, &m, why, sizeof why) == 0 || m != NULL || !strstr(why, "CUDA driver not found"))
+		printf("FAIL nodrv: kr_cuda_open: '%s'\n", why), fails++;
+	if (kr_cuda_alloc(16) != NULL || kr_cuda_sync() == 0 || kr_cuda_driver_version() != -1)
 		printf("FAIL nodrv: memory helpers\n"), fails++;
-	kvc_close(NULL);
+	kr_cuda_close(NULL);
 	printf("nodrv: %s (%s)\n", fails ? "FAIL" : "ok", why);
 	printf("%d passed, %d failed, 0 skipped\n", fails ? 0 : 1, fails ? 1 : 0);
 	return fails != 0;

@@ -9,6 +9,8 @@
 #   # <file:line:col: error: ...>    load, verify, passes, plan, code generation)
 #   # <<<
 #
+# For the planner's errors (files named plan_*.kir) `kvcc check` must print the same line as
+# compile (issue 10: check passed policies that both backends reject).
 # Every block of a file is checked; a file needs at least one. Files named _*.kir are
 # fixtures, not tests. An empty expected line is written "#".
 #   tests/ir/run.sh KVCC [WORKDIR]
@@ -40,7 +42,13 @@ for t in tests/ir/*.kir; do
 		expect-error)
 			if "$kvcc" compile "$t" -o "$work/$name.so" >/dev/null 2>"$got"; then
 				echo "compiled without an error" >>"$got"
-			fi ;;
+			fi
+			case $name in plan_*)
+				if "$kvcc" check "$t" >/dev/null 2>"$got.check"; then
+					echo "kvcc check passed it" >>"$got.check"
+				fi
+				cmp -s "$got" "$got.check" || sed 's/^/check: /' "$got.check" >>"$got" ;;
+			esac ;;
 		*)
 			echo "unknown block '# >>> $kind'" >"$got" ;;
 		esac

@@ -377,11 +377,11 @@ def _rank_key(c):
     """c = (l, h, t0, len, score, cls): the order of doc/dsl.md + DESIGN's protected order."""
     l, h, t0, _, score, cls = c
     if cls == _SINK:
-        return (0, t0, h, l)
+        return (0, t0, l, h)
     if cls == _RECENT:
-        return (1, -t0, h, l)
+        return (1, -t0, l, h)
     nan = math.isnan(score)
-    return (2, nan, 0.0 if nan else -score, t0, h, l)
+    return (2, nan, 0.0 if nan else -score, l, h, t0)
 
 
 def _fill(order, want):

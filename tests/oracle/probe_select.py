@@ -1,14 +1,14 @@
 #!/usr/bin/env python3
 """probe_select.py KVCC WORKDIR -- the selection rules where kvcc's interpreter and the oracle
-(kvref.select_topk, written from DESIGN.md section 3 and doc/dsl.md) are known to part: a
-diagnostic, not a test (the golden cases avoid these inputs).  Prints one line per probe,
-"SAME name" or "DIFFER name: interpreter ... oracle ...", and exits 0.
+(kvref.select_topk, written from DESIGN.md section 3 and doc/dsl.md) once parted; the golden
+cases avoid these inputs, so check-golden runs the probes too.  Prints one line per probe,
+"SAME name" or "DIFFER name: interpreter ... oracle ...", and exits 1 if any differs.
 
   protected_order  budget below the protected set: DESIGN keeps sinks first (lower position
                    first), then the newest recent tokens; the probe gives the recent tokens the
                    best scores, so a score order among protected tokens shows.
   tie_heads        scope model, exact score ties between heads at different positions: doc/dsl.md
-                   breaks ties towards the lower position, then the lower head, the lower layer.
+                   breaks them towards the lower layer, then the lower head, the lower position.
   nan_heads        scope model, NaN scores (inf - inf keys) on two heads, budget splitting them:
                    NaN ranks last, ties as above.
 """
@@ -75,6 +75,7 @@ def main(argv):
         return 2
     kvcc, work = argv[1], argv[2]
     os.makedirs(work, exist_ok=True)
+    bad = 0
     for name, lua, K, budget, params, sel in probes():
         got = run(kvcc, lua + ".lua", case_arrays(K, budget, params), work, name)
         L, H, n, _ = K.shape
@@ -86,7 +87,8 @@ def main(argv):
             print("SAME %s" % name)
         else:
             print("DIFFER %s: interpreter %s oracle %s" % (name, got, exp))
-    return 0
+            bad += 1
+    return 1 if bad else 0
 
 
 if __name__ == "__main__":

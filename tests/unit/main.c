@@ -21,8 +21,10 @@
 	X(verify) \
 	X(passes) \
 	X(policies) \
+	X(plan) \
 	X(sandbox) \
-	X(merge)
+	X(merge) \
+	X(chains)
 
 #define DECLARE(area) Suite *area##_suite(void);
 SUITES(DECLARE)

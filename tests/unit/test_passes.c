@@ -382,7 +382,7 @@ static void interp(const KiFn *f, KiResult *r)
 	memset(&c, 0, sizeof c);
 	c.L = L, c.H = Hh, c.G = G, c.d = D, c.n = N, c.O = O;
 	c.K = K, c.V = V, c.Q = Q, c.lse = lse;
-	c.dtype = KI_F32;
+	c.dtype = KVCC_F32;
 	c.ratio = 0.5;
 	c.budget = -1;
 	/* the declared weights, filled with small values (out axes: 5 unless fixed) */
@@ -483,7 +483,7 @@ START_TEST(test_passes_preserve_observe)
 	memset(&c, 0, sizeof c);
 	c.L = L, c.H = Hh, c.G = G, c.d = D, c.n = N;
 	c.K = K, c.V = V;
-	c.dtype = KI_F32;
+	c.dtype = KVCC_F32;
 	c.ratio = 0.25;
 	c.budget = -1;
 	double st[2][L * Hh * N];

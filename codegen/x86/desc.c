@@ -1,0 +1,124 @@
+/*
+** The artifact's descriptor (runtime/artifact.h): what the runtime needs of a policy, written at
+** compile time from the KIR and its kernel plan so that loading parses nothing — the
+** specialization and CPU features, params, state, when / every / observation count, the select
+** rule, and per instruction the run plan (its value's axes, where it is stored, what the runtime
+** does there: call a generated loop, run attn_score, run the head_mean barrier).
+*/
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "codegen/x86/x86.h"
+#include "compiler/plan.h"
+#include "runtime/artifact.h"
+
+_Static_assert((int)SC_head == (int)KA_SCOPE_HEAD && (int)SC_layer == (int)KA_SCOPE_LAYER &&
+               (int)SC_model == (int)KA_SCOPE_MODEL, "scopes");
+_Static_assert(AX_group == 0 && AX_obs == 1 && AX_token == 2 && AX_chan == 3, "KaIns.axes bits");
+
+/* a growing byte buffer */
+typedef struct Buf {
+	char *p;
+	size_t n, cap;
+	int oom;
+} Buf;
+
+static size_t put(Buf *b, const void *src, size_t n, size_t align)
+{
+	size_t at = (b->n + align - 1) / align * align;
+	if (at + n > b->cap) {
+		size_t cap = (at + n) * 2 + 256;
+		char *q = realloc(b->p, cap);
+		if (!q) {
+			b->oom = 1;
+			return 0;
+		}
+		memset(q + b->cap, 0, cap - b->cap);
+		b->p = q, b->cap = cap;
+	}
+	if (src)
+		memcpy(b->p + at, src, n);
+	b->n = at + n;
+	return at;
+}
+
+static KaRef ref(const KiFn *f, KcRef r)
+{
+	KaRef k = { KA_NONE, 0, 0 };
+	switch (KC_RKIND(r)) {
+	case RK_CON: k.kind = KA_CON, k.val = f->con[KC_RIDX(r)]; break;
+	case RK_PAR: k.kind = KA_PAR, k.idx = KC_RIDX(r), k.val = f->par[KC_RIDX(r)].def; break;
+	}
+	return k;
+}
+
+/* The run plan of instruction i (see KaIns). */
+static KaIns insof(const KiFn *f, const KpPlan *p, int i)
+{
+	const KiIns *in = &f->ins[i];
+	KaIns k = { .axes = in->axes, .line = in->line, .col = in->col };
+	int hm = p->cls[i] && in->op == KO_hmean;
+	if (p->tout[i] || p->cls[i] == KP_RED || hm)
+		k.store |= KA_SARENA;
+	if (p->otout[i])
+		k.store |= KA_SOBSERVE;
+	if (p->tgen[i] == KP_GEN_START)
+		k.what = KA_LOOP, k.arg = kp_segend(p, i);
+	else if (p->cls[i] == KP_RED)
+		k.what = in->op == KO_mean ? KA_ATTN_MEAN : KA_ATTN_SUM;
+	else if (hm)
+		k.what = KA_HMEAN, k.arg = KC_RIDX(in->arg[0]);
+	return k;
+}
+
+void *kx_desc(const KiFn *f, const KpPlan *p, const kvcc_spec *spec, int W, uint64_t cpu, uint64_t kir_hash,
+              size_t *n)
+{
+	Buf b = { 0 };
+	KaHdr h = { .format = KA_FORMAT, .kir_hash = kir_hash, .cpu = cpu, .dtype = spec->dtype,
+	            .head_dim = spec->head_dim, .group = spec->group, .target = spec->target, .vec_width = W,
+	            .nins = f->nins, .npar = f->npar, .nst = f->nst, .score = KC_RIDX(f->score),
+	            .fsoft = p->has_attn ? p->fsoft : -1, .when = f->when.kind == WH_decode,
+	            .scope = f->sel.scope, .sel_line = f->sel.line, .sel_col = f->sel.col };
+	memcpy(h.magic, KA_MAGIC, sizeof h.magic);
+	snprintf(h.version, sizeof h.version, "%s", KVCC_VERSION);
+	h.flags = (p->has_attn ? KA_FATTN : 0) | (p->fcausal ? KA_FCAUSAL : 0) | (p->fscale ? KA_FSCALE : 0) |
+	          (p->uses_hmean ? KA_FHMEAN : 0) | (p->has_observe ? KA_FOBSERVE : 0) | (p->uses_lse ? KA_FLSE : 0) |
+	          (p->uses_qpos ? KA_FQPOS : 0);
+	h.every = f->when.kind == WH_decode ? ref(f, f->when.every) : (KaRef){ KA_NONE, 0, 0 };
+	h.obs = f->obs_all ? (KaRef){ KA_ALL, 0, 0 } : ref(f, f->obs);
+	h.keep_first = ref(f, f->sel.keep_first), h.keep_recent = ref(f, f->sel.keep_recent);
+	h.chunk = ref(f, f->sel.chunk);
+	put(&b, NULL, sizeof h, 8);
+	h.par = (uint32_t)put(&b, NULL, (size_t)f->npar * sizeof(KaParam), 8);
+	h.st = (uint32_t)put(&b, NULL, (size_t)f->nst * sizeof(KaState), 8);
+	h.ins = (uint32_t)put(&b, NULL, (size_t)f->nins * sizeof(KaIns), 8);
+	h.str = (uint32_t)put(&b, "", 1, 8);
+	h.name = (uint32_t)(put(&b, f->name, strlen(f->name) + 1, 1) - h.str);
+	h.src = (uint32_t)(put(&b, f->src, strlen(f->src) + 1, 1) - h.str);
+	for (int i = 0; i < f->npar && !b.oom; i++) {
+		KaParam k = { .name = (uint32_t)(put(&b, f->par[i].name, strlen(f->par[i].name) + 1, 1) - h.str),
+		              .def = f->par[i].def };
+		if (!b.oom)
+			memcpy(b.p + h.par + (size_t)i * sizeof k, &k, sizeof k);
+	}
+	for (int i = 0; i < f->nst && !b.oom; i++) {
+		KaState k = { .name = (uint32_t)(put(&b, f->st[i].name, strlen(f->st[i].name) + 1, 1) - h.str),
+		              .update = f->st[i].update != KC_NIL, .init = f->st[i].init };
+		if (!b.oom)
+			memcpy(b.p + h.st + (size_t)i * sizeof k, &k, sizeof k);
+	}
+	for (int i = 0; i < f->nins && !b.oom; i++) {
+		KaIns k = insof(f, p, i);
+		memcpy(b.p + h.ins + (size_t)i * sizeof k, &k, sizeof k);
+	}
+	put(&b, NULL, 0, 16);
+	if (b.oom || b.n > 0xffffffffu) {
+		free(b.p);
+		return NULL;
+	}
+	h.size = (uint32_t)b.n;
+	memcpy(b.p, &h, sizeof h);
+	*n = b.n;
+	return b.p;
+}

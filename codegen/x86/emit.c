@@ -1,0 +1,338 @@
+/*
+** x86 code generation through the LLVM 19 C API (see x86.h): the target machine from the
+** feature set the artifact records (runtime/cpu.h names, never the host's CPU name; +evex512 and
+** -prefer-256-bit when 512-bit vectors are wanted), one module with every kernel (kern.c), the
+** policy's expressions (tmap.c) and the descriptor (desc.c), the O2 pipeline with that target
+** machine, an object file; then linking objects into policy.so with the system compiler.
+*/
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <math.h>
+#include <unistd.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <llvm-c/Analysis.h>
+#include <llvm-c/Target.h>
+#include <llvm-c/TargetMachine.h>
+#include <llvm-c/Transforms/PassBuilder.h>
+#include "codegen/x86/gen.h"
+#include "compiler/interp.h"
+#include "runtime/artifact.h"
+
+extern char **environ;
+
+static LLVMValueRef gstr(Gen *g, const char *s, const char *name)
+{
+	LLVMValueRef init = LLVMConstStringInContext(g->cx, s, (unsigned)strlen(s), 0);
+	LLVMValueRef gv = LLVMAddGlobal(g->m, LLVMTypeOf(init), name);
+	LLVMSetInitializer(gv, init);
+	LLVMSetGlobalConstant(gv, 1);
+	LLVMSetLinkage(gv, LLVMPrivateLinkage);
+	return gv;
+}
+
+static double now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+int kx_link(const char *const *objs, int nobj, const char *so, KcErr *e)
+{
+	const char *cc = getenv("KVCC_CC");
+	if (!cc || !*cc)
+		cc = "cc";
+	char *argv[16] = { (char *)cc, "-shared", "-o", (char *)so };
+	int na = 4;
+	for (int i = 0; i < nobj && na < 14; i++)
+		argv[na++] = (char *)objs[i];
+	argv[na++] = "-lgcc";
+	argv[na] = NULL;
+	pid_t pid;
+	int rc = posix_spawnp(&pid, cc, NULL, NULL, argv, environ);
+	if (rc != 0) {
+		kc_error(e, "kvcc", 0, 0, "cannot run %s: %s", cc, strerror(rc));
+		return -1;
+	}
+	int st = 0;
+	while (waitpid(pid, &st, 0) < 0)
+		;
+	if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+		kc_error(e, "kvcc", 0, 0, "%s -shared failed linking %s (status %d)", cc, so, st);
+		return -1;
+	}
+	return 0;
+}
+
+int kx_checkspec(const KiFn *f, const kvcc_spec *spec, KcErr *e)
+{
+	if (spec->head_dim < 8 || spec->head_dim > 256 || spec->head_dim % 8) {
+		kc_error(e, f->src, f->line, f->col, "x86 backend: head_dim %d not supported (multiples of 8 up to 256)",
+		         spec->head_dim);
+		return -1;
+	}
+	if (spec->group < 1 || spec->group > 8) {
+		kc_error(e, f->src, f->line, f->col, "x86 backend: group %d not supported (1..8)", spec->group);
+		return -1;
+	}
+	if (spec->dtype < KVCC_F32 || spec->dtype > KVCC_BF16) {
+		kc_error(e, f->src, f->line, f->col, "x86 backend: unknown dtype %d", spec->dtype);
+		return -1;
+	}
+	if (spec->target < KVCC_TARGET_NATIVE || spec->target > KVCC_TARGET_SCALAR) {
+		kc_error(e, f->src, f->line, f->col, "x86 backend: unknown target %d", spec->target);
+		return -1;
+	}
+	char *host = kx_hostfeatures();
+	if (!host)
+		return kc_error(e, f->src, 0, 0, "x86 backend: out of memory"), -1;
+	int W = kx_vecwidth(spec, host);
+	free(host);
+	if (!W) {
+		kc_error(e, f->src, 0, 0, "target %s needs CPU features this host lacks", kx_targetname(spec->target));
+		return -1;
+	}
+	return 0;
+}
+
+/* The target machine: the artifact's feature set (never the host's CPU name). *cpu its CPU. */
+static LLVMTargetMachineRef machine(const KiFn *f, const kvcc_spec *spec, const char *host, int W, const char **cpu,
+                                    char *triple, KcErr *e)
+{
+	char feats[1200] = "";
+	*cpu = "x86-64";
+	switch (spec->target) {
+	case KVCC_TARGET_V3: *cpu = "x86-64-v3"; break;
+	case KVCC_TARGET_V4: *cpu = "x86-64-v4"; snprintf(feats, sizeof feats, "+evex512,-prefer-256-bit"); break;
+	case KVCC_TARGET_SCALAR: break;
+	default: snprintf(feats, sizeof feats, "%s%s", host, W == 16 ? ",-prefer-256-bit" : "");
+	}
+	char *err = NULL;
+	LLVMTargetRef tgt;
+	if (LLVMGetTargetFromTriple(triple, &tgt, &err)) {
+		kc_error(e, f->src, 0, 0, "LLVM: %s", err);
+		LLVMDisposeMessage(err);
+		return NULL;
+	}
+	return LLVMCreateTargetMachine(tgt, triple, *cpu, feats, LLVMCodeGenLevelAggressive, LLVMRelocPIC,
+	                               LLVMCodeModelDefault);
+}
+
+/* g's module, types and shared intrinsics for spec on tm */
+static void module(Gen *g, const KiFn *f, const kvcc_spec *spec, const char *host, int W, const char *triple,
+                   LLVMTargetDataRef td)
+{
+	g->cx = LLVMContextCreate();
+	g->m = LLVMModuleCreateWithNameInContext(f->name, g->cx);
+	g->b = LLVMCreateBuilderInContext(g->cx);
+	LLVMSetTarget(g->m, triple);
+	LLVMSetModuleDataLayout(g->m, td);
+	g->W = W, g->d = spec->head_dim, g->dtype = spec->dtype, g->G = spec->group;
+	g->bf16dot = kx_bf16dot(spec, host, W);
+	g->f32 = LLVMFloatTypeInContext(g->cx), g->half = LLVMHalfTypeInContext(g->cx);
+	g->i16 = LLVMInt16TypeInContext(g->cx), g->i32 = LLVMInt32TypeInContext(g->cx), g->i64 = LLVMInt64TypeInContext(g->cx);
+	g->ptr = LLVMPointerTypeInContext(g->cx, 0);
+	g->vf = LLVMVectorType(g->f32, (unsigned)W);
+	LLVMTypeRef ot = W == 1 ? g->f32 : g->vf;
+	unsigned id = LLVMLookupIntrinsicID("llvm.fmuladd", 12);
+	g->fma = LLVMGetIntrinsicDeclaration(g->m, id, &ot, 1);
+	g->fma_ty = LLVMIntrinsicGetType(g->cx, id, &ot, 1);
+	if (W > 1) {
+		unsigned rid = LLVMLookupIntrinsicID("llvm.vector.reduce.fadd", 23);
+		g->red = LLVMGetIntrinsicDeclaration(g->m, rid, &ot, 1);
+		g->red_ty = LLVMIntrinsicGetType(g->cx, rid, &ot, 1);
+	}
+}
+
+/* the artifact's entry points, in kvcc_artifact's order */
+enum { E_qk, E_cvt, E_decode, E_probs, E_qkt, E_sstat, E_sacc, E_selkeys, E_topk, E_keepidx, E_compact, E_tmap,
+       E_ckeys, E_kcount, E_ckeepidx, E_nkeep, E_ascale, E_hmean, E_observe, E_qround, E_NUM };
+_Static_assert(sizeof(kvcc_artifact) == 5 * 8 + E_NUM * 8, "kvcc_artifact: 5 header fields, then the entry points");
+
+/* an entry point the runtime never calls for this policy (no such step in its plan): returns at once
+** (ret NULL: void; else 0 of that integer type) */
+static LLVMValueRef stub(Gen *g, const char *name, LLVMTypeRef ret, LLVMTypeRef *ps, int np)
+{
+	newfn(g, name, ret ? ret : LLVMVoidTypeInContext(g->cx), ps, np);
+	if (ret)
+		LLVMBuildRet(g->b, LLVMConstInt(ret, 0, 0));
+	else
+		LLVMBuildRetVoid(g->b);
+	return g->fn;
+}
+
+/* every kernel of the artifact: the fixed ones (kern.c) and the policy's (tmap.c); head_mean and
+** the observe hook only when the plan has them; -1: out of memory */
+static int kernels(Gen *g, const KiFn *f, const KpPlan *kp, LLVMValueRef *fn)
+{
+	LLVMTypeRef hm[4] = { g->ptr, g->i64, g->i64, g->ptr }, ob[1] = { g->ptr };
+	int rc = 0;
+	kx_gen_qk(g), fn[E_qk] = g->fn;
+	kx_gen_cvt(g), fn[E_cvt] = g->fn;
+	kx_gen_decode(g, g->G), fn[E_decode] = g->fn;
+	kx_gen_probs(g), fn[E_probs] = g->fn;
+	kx_gen_qkt(g), fn[E_qkt] = g->fn;
+	kx_gen_sstat(g), fn[E_sstat] = g->fn;
+	kx_gen_sacc(g), fn[E_sacc] = g->fn;
+	kx_gen_selkeys(g), fn[E_selkeys] = g->fn;
+	kx_gen_topk(g), fn[E_topk] = g->fn;
+	kx_gen_keepidx(g), fn[E_keepidx] = g->fn;
+	kx_gen_ckeys(g), fn[E_ckeys] = g->fn;
+	kx_gen_kcount(g), fn[E_kcount] = g->fn;
+	kx_gen_ckeepidx(g), fn[E_ckeepidx] = g->fn;
+	kx_gen_compact(g), fn[E_compact] = g->fn;
+	rc |= kx_gen_tmap(g, f, kp), fn[E_tmap] = g->fn;
+	if (kp->has_observe)
+		rc |= kx_gen_observe(g, f, kp), fn[E_observe] = g->fn;
+	else
+		fn[E_observe] = stub(g, "kvcc_observe", g->i64, ob, 1);
+	kx_gen_ascale(g, f, kp), fn[E_ascale] = g->fn;
+	kx_gen_nkeep(g, f), fn[E_nkeep] = g->fn;
+	if (kp->uses_hmean)
+		kx_gen_hmean(g), fn[E_hmean] = g->fn;
+	else
+		fn[E_hmean] = stub(g, "kvcc_hmean", NULL, hm, 4);
+	kx_gen_qround(g), fn[E_qround] = g->fn;
+	return rc;
+}
+
+/* the exported kvcc_artifact: magic, ABI, size, the descriptor blob and its hash, the KIR text
+** (for dump), the entry points */
+static int descriptor(Gen *g, const KiFn *f, const KpPlan *kp, const kvcc_spec *spec, int W, uint64_t cpu,
+                      LLVMValueRef *fn, KcErr *e)
+{
+	char *kir = ki_print(f);
+	size_t nblob = 0;
+	void *blob = kir ? kx_desc(f, kp, spec, W, cpu, ki_fnv(kir, strlen(kir), 0), &nblob) : NULL;
+	if (!blob) {
+		free(kir);
+		kc_error(e, f->src, 0, 0, "out of memory (descriptor)");
+		return -1;
+	}
+	LLVMValueRef binit = LLVMConstStringInContext(g->cx, blob, (unsigned)nblob, 1);
+	LLVMValueRef bgv = LLVMAddGlobal(g->m, LLVMTypeOf(binit), "kv.desc");
+	LLVMSetInitializer(bgv, binit);
+	LLVMSetGlobalConstant(bgv, 1);
+	LLVMSetLinkage(bgv, LLVMPrivateLinkage);
+	LLVMSetAlignment(bgv, 16);
+	LLVMTypeRef fields[6 + E_NUM] = { g->i64, g->i32, g->i32, g->ptr, g->i64 };
+	LLVMValueRef vals[6 + E_NUM] = {
+		LLVMConstInt(g->i64, KVCC_MAGIC, 0), LLVMConstInt(g->i32, KVCC_ABI, 0),
+		LLVMConstInt(g->i32, sizeof(kvcc_artifact), 0), bgv, LLVMConstInt(g->i64, ka_fnv(blob, nblob, 0), 0),
+	};
+	fields[5] = g->ptr, vals[5] = gstr(g, kir, "kv.kir");
+	for (int k = 0; k < E_NUM; k++)
+		fields[6 + k] = g->ptr, vals[6 + k] = fn[k];
+	LLVMTypeRef dt = LLVMStructTypeInContext(g->cx, fields, 6 + E_NUM, 0);
+	LLVMValueRef desc = LLVMAddGlobal(g->m, dt, KVCC_DESC_SYMBOL);
+	LLVMSetInitializer(desc, LLVMConstNamedStruct(dt, vals, 6 + E_NUM));
+	LLVMSetGlobalConstant(desc, 1);
+	LLVMSetVisibility(desc, LLVMDefaultVisibility);
+	free(kir), free(blob);
+	return 0;
+}
+
+/* verify, the O2 pipeline with tm, the object file; phase times into t[0..1] */
+static int object(Gen *g, const KiFn *f, LLVMTargetMachineRef tm, const char *objpath, int verbose, double t[2],
+                  KcErr *e)
+{
+	char *err = NULL;
+	int rc = -1;
+	LLVMMemoryBufferRef buf = NULL;
+	if (LLVMVerifyModule(g->m, LLVMReturnStatusAction, &err)) {
+		kc_error(e, f->src, 0, 0, "internal: generated LLVM IR does not verify: %.300s", err);
+		goto out;
+	}
+	LLVMDisposeMessage(err), err = NULL;
+	t[0] = now_ms();
+	LLVMPassBuilderOptionsRef po = LLVMCreatePassBuilderOptions();
+	LLVMErrorRef perr = LLVMRunPasses(g->m, "default<O2>", tm, po);
+	LLVMDisposePassBuilderOptions(po);
+	if (perr) {
+		char *m = LLVMGetErrorMessage(perr);
+		kc_error(e, f->src, 0, 0, "LLVM passes: %s", m);
+		LLVMDisposeErrorMessage(m);
+		goto out;
+	}
+	if (verbose > 1) {
+		char *ir = LLVMPrintModuleToString(g->m);
+		fputs(ir, stderr);
+		LLVMDisposeMessage(ir);
+	}
+	t[1] = now_ms();
+	if (LLVMTargetMachineEmitToMemoryBuffer(tm, g->m, LLVMObjectFile, &err, &buf)) {
+		kc_error(e, f->src, 0, 0, "LLVM codegen: %s", err);
+		goto out;
+	}
+	size_t sz = LLVMGetBufferSize(buf);
+	FILE *fo = fopen(objpath, "wb");
+	int ok = fo && fwrite(LLVMGetBufferStart(buf), 1, sz, fo) == sz;
+	if (fo && fclose(fo) != 0)
+		ok = 0;
+	if (!ok) {
+		kc_error(e, f->src, 0, 0, "cannot write %s", objpath);
+		unlink(objpath);
+		goto out;
+	}
+	rc = 0;
+out:
+	if (err)
+		LLVMDisposeMessage(err);
+	if (buf)
+		LLVMDisposeMemoryBuffer(buf);
+	return rc;
+}
+
+int kx_emit(const KiFn *f, const KpPlan *kp, const kvcc_spec *spec, const char *objpath, int verbose, double *ms,
+            KcErr *e)
+{
+	double t0 = now_ms(), t[2] = { t0, t0 };
+	if (kx_checkspec(f, spec, e) != 0)
+		return -1;
+	LLVMInitializeX86TargetInfo();
+	LLVMInitializeX86Target();
+	LLVMInitializeX86TargetMC();
+	LLVMInitializeX86AsmPrinter();
+	char *host = kx_hostfeatures();
+	if (!host)
+		return kc_error(e, f->src, 0, 0, "x86 backend: out of memory"), -1;
+	int W = kx_vecwidth(spec, host);
+	if (!W) {
+		free(host);
+		kc_error(e, f->src, 0, 0, "target %s needs CPU features this host lacks", kx_targetname(spec->target));
+		return -1;
+	}
+	const char *cpu;
+	char *triple = LLVMGetDefaultTargetTriple();
+	LLVMTargetMachineRef tm = machine(f, spec, host, W, &cpu, triple, e);
+	int rc = -1;
+	if (tm) {
+		LLVMTargetDataRef td = LLVMCreateTargetDataLayout(tm);
+		Gen g = { 0 };
+		LLVMValueRef fn[E_NUM];
+		module(&g, f, spec, host, W, triple, td);
+		if (kernels(&g, f, kp, fn) != 0)
+			kc_error(e, f->src, 0, 0, "out of memory (kernels)");
+		else if (descriptor(&g, f, kp, spec, W, kx_cpumask(spec, host), fn, e) == 0)
+			rc = object(&g, f, tm, objpath, verbose, t, e);
+		LLVMDisposeBuilder(g.b);
+		LLVMDisposeModule(g.m);
+		LLVMDisposeTargetData(td);
+		LLVMContextDispose(g.cx);
+		LLVMDisposeTargetMachine(tm);
+	}
+	if (rc == 0 && verbose) {
+		fprintf(stderr, "kvcc: times: IR %.1f ms, passes %.1f ms, codegen %.1f ms\n", t[0] - t0, t[1] - t[0],
+		        now_ms() - t[1]);
+		fprintf(stderr, "kvcc: x86: %s, cpu %s, %d-lane f32 vectors, dtype %s, head_dim %d, group %d\n",
+		        kx_targetname(spec->target), cpu, W, ki_dtypename(spec->dtype), spec->head_dim, spec->group);
+	}
+	LLVMDisposeMessage(triple);
+	free(host);
+	if (ms)
+		*ms = now_ms() - t0;
+	return rc;
+}

@@ -1,0 +1,272 @@
+/*
+** gen.h — codegen/x86's private header: the LLVM IR builder state (Gen) shared by the
+** generator files, and the small IR helpers they all use (static inline: each file its copy).
+**
+**   key.c    targets, CPU features, the compile-cache key
+**   kern.c   the fixed kernels: Q·K tiles, storage conversion, decode attention, softmax
+**            statistics, select keys / radix select / kept lists, compaction, head_mean, the
+**            budget schedule (nkeep), decode query rounding
+**   tmap.c   the policy's expressions: fused token_map loops, the observe hook, the attn_score
+**            multipliers
+**   desc.c   the artifact's descriptor blob
+**   emit.c   target machine, module, descriptor, passes, object; linking
+*/
+#ifndef KVCC_X86_GEN_H
+#define KVCC_X86_GEN_H
+
+#include <math.h>
+#include <llvm-c/Core.h>
+#include <llvm-c/DebugInfo.h>   /* temporary metadata nodes: self-referential llvm.loop */
+#include "codegen/x86/x86.h"
+#include "compiler/plan.h"
+
+#define DT 16   /* decode token tile (a multiple of every vector width; runtime DTILE) */
+#define AT 64   /* attn_score token tile (runtime TILE) */
+
+typedef struct Gen {
+	LLVMContextRef cx;
+	LLVMModuleRef m;
+	LLVMBuilderRef b;
+	LLVMTypeRef f32, i16, i32, i64, ptr, half, vf, vi16, vi32, vh, fma_ty, red_ty;
+	LLVMValueRef fma, red;
+	int W, d, dtype;
+	int G;                 /* query heads per KV head */
+	int bf16dot;           /* bf16 storage on a CPU with avx512bf16: qkt uses vdpbf16ps */
+	LLVMValueRef fn;
+} Gen;
+
+typedef struct Loop {
+	LLVMBasicBlockRef head, body, exit;
+	LLVMValueRef iv, latch;
+	int step;
+} Loop;
+
+/* for (iv = start; iv + step <= limit; iv += step), or with `partial` iv < limit */
+static inline LLVMValueRef loop_begin2(Gen *g, LLVMValueRef start, LLVMValueRef limit, int step, int partial, Loop *lp)
+{
+	LLVMBasicBlockRef pre = LLVMGetInsertBlock(g->b);
+	lp->head = LLVMAppendBasicBlockInContext(g->cx, g->fn, "head");
+	lp->body = LLVMAppendBasicBlockInContext(g->cx, g->fn, "body");
+	lp->exit = LLVMAppendBasicBlockInContext(g->cx, g->fn, "exit");
+	lp->step = step;
+	LLVMBuildBr(g->b, lp->head);
+	LLVMPositionBuilderAtEnd(g->b, lp->head);
+	lp->iv = LLVMBuildPhi(g->b, g->i64, "iv");
+	LLVMAddIncoming(lp->iv, &start, &pre, 1);
+	LLVMValueRef c;
+	if (partial)
+		c = LLVMBuildICmp(g->b, LLVMIntSLT, lp->iv, limit, "");
+	else
+		c = LLVMBuildICmp(g->b, LLVMIntSLE, LLVMBuildAdd(g->b, lp->iv, LLVMConstInt(g->i64, (unsigned)step, 0), ""),
+		                  limit, "");
+	LLVMBuildCondBr(g->b, c, lp->body, lp->exit);
+	LLVMPositionBuilderAtEnd(g->b, lp->body);
+	return lp->iv;
+}
+
+static inline LLVMValueRef loop_begin(Gen *g, LLVMValueRef start, LLVMValueRef limit, int step, Loop *lp)
+{
+	return loop_begin2(g, start, limit, step, 0, lp);
+}
+
+static inline void loop_end(Gen *g, Loop *lp)
+{
+	LLVMValueRef nx = LLVMBuildAdd(g->b, lp->iv, LLVMConstInt(g->i64, (unsigned)lp->step, 0), "");
+	LLVMBasicBlockRef cur = LLVMGetInsertBlock(g->b);
+	LLVMAddIncoming(lp->iv, &nx, &cur, 1);
+	lp->latch = LLVMBuildBr(g->b, lp->head);
+	LLVMPositionBuilderAtEnd(g->b, lp->exit);
+}
+
+/* Mark a closed loop as cold code: neither unrolled nor vectorized by the O2 pipeline
+** (edge cases that run a few times per head; copies of them only cost compile time). */
+static inline void loop_plain(Gen *g, Loop *lp)
+{
+	LLVMMetadataRef tmp = LLVMTemporaryMDNode(g->cx, NULL, 0);
+	LLVMMetadataRef un = LLVMMDStringInContext2(g->cx, "llvm.loop.unroll.disable", 24);
+	LLVMMetadataRef vk[2] = { LLVMMDStringInContext2(g->cx, "llvm.loop.vectorize.enable", 26),
+	                          LLVMValueAsMetadata(LLVMConstInt(LLVMInt1TypeInContext(g->cx), 0, 0)) };
+	LLVMMetadataRef ops[3] = { tmp, LLVMMDNodeInContext2(g->cx, &un, 1), LLVMMDNodeInContext2(g->cx, vk, 2) };
+	LLVMMetadataRef md = LLVMMDNodeInContext2(g->cx, ops, 3);
+	LLVMMetadataReplaceAllUsesWith(tmp, md);
+	LLVMSetMetadata(lp->latch, LLVMGetMDKindIDInContext(g->cx, "llvm.loop", 9), LLVMMetadataAsValue(g->cx, md));
+}
+
+static inline LLVMValueRef ci(Gen *g, long v) { return LLVMConstInt(g->i64, (unsigned long long)v, 1); }
+
+/* Load w (W or 1) storage elements at element index `idx` of `base` as f32. */
+static inline LLVMValueRef loadconv(Gen *g, LLVMValueRef base, LLVMValueRef idx, int w)
+{
+	LLVMTypeRef et = g->dtype == KVCC_F32 ? g->f32 : g->dtype == KVCC_F16 ? g->half : g->i16;
+	LLVMValueRef p = LLVMBuildGEP2(g->b, et, base, &idx, 1, "");
+	LLVMTypeRef vt = w == 1 ? et : LLVMVectorType(et, (unsigned)w);
+	LLVMValueRef v = LLVMBuildLoad2(g->b, vt, p, "");
+	LLVMSetAlignment(v, g->dtype == KVCC_F32 ? 4 : 2);
+	LLVMTypeRef ft = w == 1 ? g->f32 : LLVMVectorType(g->f32, (unsigned)w);
+	if (g->dtype == KVCC_F16)
+		return LLVMBuildFPExt(g->b, v, ft, "");
+	if (g->dtype == KVCC_BF16) {
+		LLVMTypeRef it = w == 1 ? g->i32 : LLVMVectorType(g->i32, (unsigned)w);
+		LLVMValueRef z = LLVMBuildZExt(g->b, v, it, "");
+		LLVMValueRef sh = LLVMConstInt(g->i32, 16, 0);
+		if (w > 1) {
+			LLVMValueRef shs[16];
+			for (int i = 0; i < w; i++)
+				shs[i] = sh;
+			sh = LLVMConstVector(shs, (unsigned)w);
+		}
+		return LLVMBuildBitCast(g->b, LLVMBuildShl(g->b, z, sh, ""), ft, "");
+	}
+	return v;
+}
+
+static inline LLVMValueRef loadf(Gen *g, LLVMValueRef base, LLVMValueRef idx, int w)
+{
+	LLVMValueRef p = LLVMBuildGEP2(g->b, g->f32, base, &idx, 1, "");
+	LLVMValueRef v = LLVMBuildLoad2(g->b, w == 1 ? g->f32 : LLVMVectorType(g->f32, (unsigned)w), p, "");
+	LLVMSetAlignment(v, 4);
+	return v;
+}
+
+static inline void storef(Gen *g, LLVMValueRef v, LLVMValueRef base, LLVMValueRef idx)
+{
+	LLVMValueRef p = LLVMBuildGEP2(g->b, g->f32, base, &idx, 1, "");
+	LLVMValueRef s = LLVMBuildStore(g->b, v, p);
+	LLVMSetAlignment(s, 4);
+}
+
+static inline LLVMValueRef intr(Gen *g, const char *name, LLVMTypeRef ot, LLVMValueRef *args, int nargs)
+{
+	unsigned id = LLVMLookupIntrinsicID(name, strlen(name));
+	LLVMValueRef fn = LLVMGetIntrinsicDeclaration(g->m, id, &ot, 1);
+	LLVMTypeRef ft = LLVMIntrinsicGetType(g->cx, id, &ot, 1);
+	return LLVMBuildCall2(g->b, ft, fn, args, (unsigned)nargs, "");
+}
+
+static inline LLVMTypeRef fty(Gen *g, int w) { return w == 1 ? g->f32 : LLVMVectorType(g->f32, (unsigned)w); }
+
+static inline LLVMValueRef cfv(Gen *g, double v, int w)
+{
+	LLVMValueRef k = LLVMConstReal(g->f32, v), ks[64];
+	if (w == 1)
+		return k;
+	for (int i = 0; i < w; i++)
+		ks[i] = k;
+	return LLVMConstVector(ks, (unsigned)w);
+}
+
+static inline LLVMValueRef civ(Gen *g, long v, int w)
+{
+	LLVMValueRef k = LLVMConstInt(g->i32, (unsigned long long)v, 1), ks[64];
+	if (w == 1)
+		return k;
+	for (int i = 0; i < w; i++)
+		ks[i] = k;
+	return LLVMConstVector(ks, (unsigned)w);
+}
+
+static inline LLVMValueRef splat(Gen *g, LLVMValueRef x, int w)
+{
+	if (w == 1)
+		return x;
+	LLVMTypeRef vt = fty(g, w);
+	LLVMValueRef v = LLVMBuildInsertElement(g->b, LLVMGetPoison(vt), x, LLVMConstInt(g->i32, 0, 0), "");
+	LLVMValueRef z[64];
+	for (int i = 0; i < w; i++)
+		z[i] = LLVMConstInt(g->i32, 0, 0);
+	return LLVMBuildShuffleVector(g->b, v, LLVMGetPoison(vt), LLVMConstVector(z, (unsigned)w), "");
+}
+
+/* exp(x) for w lanes: Cephes expf polynomial, 2^n through the exponent bits;
+** exact 0 below -87.3 (and for -inf), clamped at 88. No libm call. */
+static inline LLVMValueRef vexp(Gen *g, LLVMValueRef x, int w)
+{
+	LLVMBuilderRef b = g->b;
+	LLVMValueRef hi = cfv(g, 88.0, w);
+	x = LLVMBuildSelect(b, LLVMBuildFCmp(b, LLVMRealOGT, x, hi, ""), hi, x, "");
+	LLVMValueRef big = cfv(g, 12582912.0, w);
+	LLVMValueRef nf = LLVMBuildFSub(b, LLVMBuildFAdd(b, LLVMBuildFMul(b, x, cfv(g, 1.44269504088896341, w), ""), big, ""),
+	                                big, "");
+	LLVMValueRef r = LLVMBuildFSub(b, x, LLVMBuildFMul(b, nf, cfv(g, 0.693359375, w), ""), "");
+	r = LLVMBuildFSub(b, r, LLVMBuildFMul(b, nf, cfv(g, -2.12194440e-4, w), ""), "");
+	static const double c[] = { 1.9875691500E-4, 1.3981999507E-3, 8.3334519073E-3, 4.1665795894E-2,
+	                            1.6666665459E-1, 5.0000001201E-1 };
+	LLVMValueRef p = cfv(g, c[0], w);
+	for (int i = 1; i < 6; i++)
+		p = LLVMBuildFAdd(b, LLVMBuildFMul(b, p, r, ""), cfv(g, c[i], w), "");
+	LLVMValueRef y = LLVMBuildFAdd(b, LLVMBuildFAdd(b, LLVMBuildFMul(b, p, LLVMBuildFMul(b, r, r, ""), ""), r, ""),
+	                               cfv(g, 1.0, w), "");
+	LLVMTypeRef it = w == 1 ? g->i32 : LLVMVectorType(g->i32, (unsigned)w);
+	LLVMValueRef ni = LLVMBuildFPToSI(b, nf, it, "");
+	LLVMValueRef e = LLVMBuildShl(b, LLVMBuildAdd(b, ni, civ(g, 127, w), ""), civ(g, 23, w), "");
+	LLVMValueRef res = LLVMBuildFMul(b, y, LLVMBuildBitCast(b, e, fty(g, w), ""), "");
+	return LLVMBuildSelect(b, LLVMBuildFCmp(b, LLVMRealULT, x, cfv(g, -87.3, w), ""), cfv(g, 0.0, w), res, "");
+}
+
+static inline LLVMValueRef gep(Gen *g, LLVMTypeRef et, LLVMValueRef base, LLVMValueRef idx)
+{
+	return LLVMBuildGEP2(g->b, et, base, &idx, 1, "");
+}
+
+static inline LLVMValueRef ldf(Gen *g, LLVMValueRef base, LLVMValueRef idx) { return loadf(g, base, idx, 1); }
+
+static inline LLVMValueRef entry_alloca(Gen *g, LLVMTypeRef t)
+{
+	LLVMBasicBlockRef entry = LLVMGetEntryBasicBlock(g->fn);
+	LLVMBuilderRef b = LLVMCreateBuilderInContext(g->cx);
+	LLVMValueRef first = LLVMGetFirstInstruction(entry);
+	if (first)
+		LLVMPositionBuilderBefore(b, first);
+	else
+		LLVMPositionBuilderAtEnd(b, entry);
+	LLVMValueRef a = LLVMBuildAlloca(b, t, "");
+	LLVMDisposeBuilder(b);
+	return a;
+}
+
+static inline LLVMValueRef ld(Gen *g, LLVMTypeRef t, LLVMValueRef base, LLVMValueRef idx, unsigned align)
+{
+	LLVMValueRef v = LLVMBuildLoad2(g->b, t, gep(g, t, base, idx), "");
+	LLVMSetAlignment(v, align);
+	return v;
+}
+
+static inline void st_(Gen *g, LLVMTypeRef t, LLVMValueRef v, LLVMValueRef base, LLVMValueRef idx, unsigned align)
+{
+	LLVMValueRef s = LLVMBuildStore(g->b, v, gep(g, t, base, idx));
+	LLVMSetAlignment(s, align);
+}
+
+static inline LLVMValueRef newfn(Gen *g, const char *name, LLVMTypeRef ret, LLVMTypeRef *ps, int np)
+{
+	LLVMTypeRef ft = LLVMFunctionType(ret, ps, (unsigned)np, 0);
+	g->fn = LLVMAddFunction(g->m, name, ft);
+	LLVMSetLinkage(g->fn, LLVMInternalLinkage);
+	LLVMPositionBuilderAtEnd(g->b, LLVMAppendBasicBlockInContext(g->cx, g->fn, "entry"));
+	return g->fn;
+}
+
+/* kern.c: the fixed kernels (each defines one function and leaves it in g->fn) */
+KC_FUNC void kx_gen_qk(Gen *g);
+KC_FUNC void kx_gen_cvt(Gen *g);
+KC_FUNC void kx_gen_decode(Gen *g, int G);
+KC_FUNC void kx_gen_probs(Gen *g);
+KC_FUNC void kx_gen_qkt(Gen *g);
+KC_FUNC void kx_gen_sstat(Gen *g);
+KC_FUNC void kx_gen_sacc(Gen *g);
+KC_FUNC void kx_gen_selkeys(Gen *g);
+KC_FUNC void kx_gen_topk(Gen *g);
+KC_FUNC void kx_gen_keepidx(Gen *g);
+KC_FUNC void kx_gen_ckeys(Gen *g);
+KC_FUNC void kx_gen_kcount(Gen *g);
+KC_FUNC void kx_gen_ckeepidx(Gen *g);
+KC_FUNC void kx_gen_compact(Gen *g);
+KC_FUNC void kx_gen_nkeep(Gen *g, const KiFn *f);
+KC_FUNC void kx_gen_hmean(Gen *g);
+KC_FUNC void kx_gen_qround(Gen *g);
+/* tmap.c: the policy's expressions (0, or -1: out of memory) */
+KC_FUNC int kx_gen_tmap(Gen *g, const KiFn *f, const KpPlan *p);
+KC_FUNC int kx_gen_observe(Gen *g, const KiFn *f, const KpPlan *p);
+KC_FUNC void kx_gen_ascale(Gen *g, const KiFn *f, const KpPlan *p);
+
+#endif

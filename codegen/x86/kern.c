@@ -1,0 +1,945 @@
+/*
+** The fixed kernels of every artifact (C ABI; runtime/artifact.h lists their contracts),
+** specialized on the storage dtype, head_dim d, group G and vector width W: the Q·K tiles of
+** attn_score and decode, storage → f32 conversion, the softmax statistics and accumulation,
+** select (keys, radix select, kept lists, chunks), in-place compaction, the head_mean barrier,
+** the budget schedule of the policy's select rule (nkeep) and decode query rounding.
+*/
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <math.h>
+#include "codegen/x86/gen.h"
+#include "compiler/interp.h"
+
+/* One register block: QB queries from q, TB tokens from j. */
+static void qk_block(Gen *g, LLVMValueRef K, LLVMValueRef ldk, LLVMValueRef nt, LLVMValueRef Q,
+                     LLVMValueRef S, LLVMValueRef q, LLVMValueRef j, int QB, int TB)
+{
+	int W = g->W, nc = g->d / W;
+	LLVMValueRef acc[8][2];
+	LLVMTypeRef vt = W == 1 ? g->f32 : g->vf;
+	for (int a = 0; a < QB; a++)
+		for (int t = 0; t < TB; t++)
+			acc[a][t] = LLVMConstNull(vt);
+	LLVMValueRef krow[2], qrow[8];
+	for (int t = 0; t < TB; t++)
+		krow[t] = LLVMBuildMul(g->b, LLVMBuildAdd(g->b, j, ci(g, t), ""), ldk, "");
+	for (int a = 0; a < QB; a++)
+		qrow[a] = LLVMBuildMul(g->b, LLVMBuildAdd(g->b, q, ci(g, a), ""), ci(g, g->d), "");
+	for (int c = 0; c < nc; c++) {
+		LLVMValueRef kv[2];
+		for (int t = 0; t < TB; t++)
+			kv[t] = loadconv(g, K, LLVMBuildAdd(g->b, krow[t], ci(g, (long)c * W), ""), W);
+		for (int a = 0; a < QB; a++) {
+			LLVMValueRef qv = loadf(g, Q, LLVMBuildAdd(g->b, qrow[a], ci(g, (long)c * W), ""), W);
+			for (int t = 0; t < TB; t++) {
+				LLVMValueRef args[3] = { qv, kv[t], acc[a][t] };
+				acc[a][t] = LLVMBuildCall2(g->b, g->fma_ty, g->fma, args, 3, "");
+			}
+		}
+	}
+	for (int a = 0; a < QB; a++)
+		for (int t = 0; t < TB; t++) {
+			LLVMValueRef r = acc[a][t];
+			if (W > 1) {
+				LLVMValueRef args[2] = { LLVMConstReal(g->f32, -0.0), r };
+				r = LLVMBuildCall2(g->b, g->red_ty, g->red, args, 2, "");
+				LLVMSetFastMathFlags(r, LLVMFastMathAllowReassoc);
+			}
+			LLVMValueRef idx = LLVMBuildAdd(g->b, LLVMBuildMul(g->b, LLVMBuildAdd(g->b, q, ci(g, a), ""), nt, ""),
+			                                LLVMBuildAdd(g->b, j, ci(g, t), ""), "");
+			storef(g, r, S, idx);
+		}
+}
+
+void kx_gen_qk(Gen *g)
+{
+	LLVMTypeRef ps[6] = { g->ptr, g->i64, g->i64, g->ptr, g->i64, g->ptr };
+	LLVMTypeRef ft = LLVMFunctionType(LLVMVoidTypeInContext(g->cx), ps, 6, 0);
+	g->fn = LLVMAddFunction(g->m, "kvcc_qk", ft);
+	LLVMSetLinkage(g->fn, LLVMInternalLinkage);
+	LLVMValueRef K = LLVMGetParam(g->fn, 0), ldk = LLVMGetParam(g->fn, 1), nt = LLVMGetParam(g->fn, 2);
+	LLVMValueRef Q = LLVMGetParam(g->fn, 3), nq = LLVMGetParam(g->fn, 4), S = LLVMGetParam(g->fn, 5);
+	LLVMPositionBuilderAtEnd(g->b, LLVMAppendBasicBlockInContext(g->cx, g->fn, "entry"));
+	LLVMValueRef qstart = ci(g, 0);
+	for (int QB = 4; QB >= 1; QB -= 3) {
+		Loop lq, lj;
+		LLVMValueRef q = loop_begin(g, qstart, nq, QB, &lq);
+		LLVMValueRef jstart = ci(g, 0);
+		for (int TB = 2; TB >= 1; TB--) {
+			LLVMValueRef j = loop_begin(g, jstart, nt, TB, &lj);
+			qk_block(g, K, ldk, nt, Q, S, q, j, QB, TB);
+			loop_end(g, &lj);
+			jstart = lj.iv;
+		}
+		loop_end(g, &lq);
+		qstart = lq.iv;
+	}
+	LLVMBuildRetVoid(g->b);
+}
+
+void kx_gen_cvt(Gen *g)
+{
+	LLVMTypeRef ps[3] = { g->ptr, g->ptr, g->i64 };
+	LLVMTypeRef ft = LLVMFunctionType(LLVMVoidTypeInContext(g->cx), ps, 3, 0);
+	g->fn = LLVMAddFunction(g->m, "kvcc_cvt", ft);
+	LLVMSetLinkage(g->fn, LLVMInternalLinkage);
+	LLVMValueRef src = LLVMGetParam(g->fn, 0), dst = LLVMGetParam(g->fn, 1), n = LLVMGetParam(g->fn, 2);
+	LLVMPositionBuilderAtEnd(g->b, LLVMAppendBasicBlockInContext(g->cx, g->fn, "entry"));
+	LLVMValueRef start = ci(g, 0);
+	for (int w = g->W; w >= 1; w = w > 1 ? 1 : 0) {
+		Loop lp;
+		LLVMValueRef i = loop_begin(g, start, n, w, &lp);
+		storef(g, loadconv(g, src, i, w), dst, i);
+		loop_end(g, &lp);
+		start = lp.iv;
+		if (w == 1)
+			break;
+	}
+	LLVMBuildRetVoid(g->b);
+}
+
+/* --- decode attention ------------------------------------------------------------------------ */
+
+
+
+
+
+
+
+
+
+
+/*
+** decode(K, V, ldk, nt, q, S, lds, st): one chunk of single-query attention for the
+** G query heads of one KV head. q [G][d] f32, already scaled by 1/sqrt(d).
+** S[g*lds + j] receives the logit of token j (padded with -inf to a multiple of DT:
+** the caller leaves room). st = m[G], l[G], acc[G][d], initialized by the caller
+** (m = -inf, l = 0, acc = 0) and updated online: per DT-token tile, logits through
+** the Q·K register block, tile max, rescale, probabilities (vector exp), V
+** accumulation with the chan chunk outer and the tile's tokens inner.
+*/
+void kx_gen_decode(Gen *g, int G)
+{
+	LLVMTypeRef ps[8] = { g->ptr, g->ptr, g->i64, g->i64, g->ptr, g->ptr, g->i64, g->ptr };
+	LLVMTypeRef ft = LLVMFunctionType(LLVMVoidTypeInContext(g->cx), ps, 8, 0);
+	g->fn = LLVMAddFunction(g->m, "kvcc_decode", ft);
+	LLVMSetLinkage(g->fn, LLVMInternalLinkage);
+	LLVMValueRef K = LLVMGetParam(g->fn, 0), V = LLVMGetParam(g->fn, 1), ldk = LLVMGetParam(g->fn, 2);
+	LLVMValueRef nt = LLVMGetParam(g->fn, 3), q = LLVMGetParam(g->fn, 4), S = LLVMGetParam(g->fn, 5);
+	LLVMValueRef lds = LLVMGetParam(g->fn, 6), st = LLVMGetParam(g->fn, 7);
+	LLVMBuilderRef b = g->b;
+	LLVMPositionBuilderAtEnd(b, LLVMAppendBasicBlockInContext(g->cx, g->fn, "entry"));
+	int W = g->W, nc = g->d / W;
+	LLVMTypeRef et = g->dtype == KVCC_F32 ? g->f32 : g->dtype == KVCC_F16 ? g->half : g->i16;
+	LLVMTypeRef vt = fty(g, W), tv = fty(g, DT);
+	LLVMValueRef P = LLVMBuildArrayAlloca(b, g->f32, LLVMConstInt(g->i32, (unsigned)(G * DT), 0), "P");
+	LLVMSetAlignment(P, 64);
+	LLVMValueRef scl[8], accv[8];
+	for (int a = 0; a < G; a++) {
+		scl[a] = LLVMBuildAlloca(b, g->f32, "scl");
+		accv[a] = LLVMBuildAlloca(b, vt, "acc");
+	}
+	Loop lt;
+	LLVMValueRef t0 = loop_begin2(g, ci(g, 0), nt, DT, 1, &lt);
+	LLVMValueRef rem = LLVMBuildSub(b, nt, t0, "");
+	LLVMValueRef nj = LLVMBuildSelect(b, LLVMBuildICmp(b, LLVMIntSLT, rem, ci(g, DT), ""), rem, ci(g, DT), "nj");
+	LLVMValueRef Kt = gep(g, et, K, LLVMBuildMul(b, t0, ldk, ""));
+	LLVMValueRef Vt = gep(g, et, V, LLVMBuildMul(b, t0, ldk, ""));
+	LLVMValueRef St = gep(g, g->f32, S, t0);
+	/* logits */
+	LLVMValueRef jstart = ci(g, 0);
+	for (int TB = 2; TB >= 1; TB--) {
+		Loop lj;
+		LLVMValueRef j = loop_begin(g, jstart, nj, TB, &lj);
+		qk_block(g, Kt, ldk, lds, q, St, ci(g, 0), j, G, TB);
+		loop_end(g, &lj);
+		jstart = lj.iv;
+	}
+	{
+		Loop lp;
+		LLVMValueRef j = loop_begin2(g, nj, ci(g, DT), 1, 1, &lp);
+		for (int a = 0; a < G; a++)
+			storef(g, LLVMConstReal(g->f32, -INFINITY), St, LLVMBuildAdd(b, LLVMBuildMul(b, ci(g, a), lds, ""), j, ""));
+		loop_end(g, &lp);
+	}
+	/* online softmax statistics and this tile's probabilities */
+	for (int a = 0; a < G; a++) {
+		LLVMValueRef sv = loadf(g, St, LLVMBuildMul(b, ci(g, a), lds, ""), DT);
+		LLVMValueRef tm = intr(g, "llvm.vector.reduce.fmax", tv, &sv, 1);
+		LLVMValueRef mo = ldf(g, st, ci(g, a));
+		LLVMValueRef mm[2] = { mo, tm };
+		LLVMValueRef mn = intr(g, "llvm.maxnum", g->f32, mm, 2);
+		LLVMValueRef sc = vexp(g, LLVMBuildFSub(b, mo, mn, ""), 1);
+		LLVMValueRef pv = vexp(g, LLVMBuildFSub(b, sv, splat(g, mn, DT), ""), DT);
+		storef(g, pv, P, ci(g, (long)a * DT));
+		LLVMValueRef ra[2] = { LLVMConstReal(g->f32, -0.0), pv };
+		LLVMValueRef ps_ = intr(g, "llvm.vector.reduce.fadd", tv, ra, 2);
+		LLVMSetFastMathFlags(ps_, LLVMFastMathAllowReassoc);
+		LLVMValueRef l = ldf(g, st, ci(g, G + a));
+		storef(g, LLVMBuildFAdd(b, LLVMBuildFMul(b, l, sc, ""), ps_, ""), st, ci(g, G + a));
+		storef(g, mn, st, ci(g, a));
+		LLVMBuildStore(b, sc, scl[a]);
+	}
+	/* V accumulation: chan chunk outer (unrolled), tokens inner */
+	for (int c = 0; c < nc; c++) {
+		for (int a = 0; a < G; a++) {
+			LLVMValueRef av = loadf(g, st, ci(g, 2L * G + (long)a * g->d + (long)c * W), W);
+			LLVMValueRef sc = LLVMBuildLoad2(b, g->f32, scl[a], "");
+			LLVMBuildStore(b, LLVMBuildFMul(b, av, splat(g, sc, W), ""), accv[a]);
+		}
+		Loop lj;
+		LLVMValueRef j = loop_begin2(g, ci(g, 0), nj, 1, 1, &lj);
+		LLVMValueRef v = loadconv(g, Vt, LLVMBuildAdd(b, LLVMBuildMul(b, j, ldk, ""), ci(g, (long)c * W), ""), W);
+		for (int a = 0; a < G; a++) {
+			LLVMValueRef pj = ldf(g, P, LLVMBuildAdd(b, ci(g, (long)a * DT), j, ""));
+			LLVMValueRef args[3] = { splat(g, pj, W), v, LLVMBuildLoad2(b, vt, accv[a], "") };
+			LLVMBuildStore(b, LLVMBuildCall2(b, g->fma_ty, g->fma, args, 3, ""), accv[a]);
+		}
+		loop_end(g, &lj);
+		for (int a = 0; a < G; a++)
+			storef(g, LLVMBuildLoad2(b, vt, accv[a], ""), st, ci(g, 2L * G + (long)a * g->d + (long)c * W));
+	}
+	loop_end(g, &lt);
+	LLVMBuildRetVoid(b);
+}
+
+/* --- attn_score: packed Q·Kᵀ tile and the fused softmax epilogue ------------------------------- */
+
+
+
+/*
+** qkt with bf16 dot products (bf16 storage, avx512bf16, 16 lanes): the tile is packed as 32-bit
+** words, Kp[c2*AT + j] = (K[j][2c2], K[j][2c2+1]) — a transpose of the raw bf16 pairs, no
+** conversion; the micro-kernel broadcasts Q's pair (Q[q][2c2], Q[q][2c2+1]) as bf16 (Q is
+** bf16 storage converted to f32, so taking its high halves is exact) and accumulates
+** 6 queries × 64 tokens with llvm.x86.avx512bf16.dpbf16ps.512 (f32 accumulate; products of
+** bf16 are exact in f32; denormal inputs/outputs flush to zero). Each Q element is read once
+** per tile (the 64-token block is the whole tile).
+*/
+
+static void gen_qkt_bf16(Gen *g, LLVMValueRef K, LLVMValueRef ldk, LLVMValueRef nt, LLVMValueRef Q, LLVMValueRef nq,
+                         LLVMValueRef S, LLVMValueRef Kp)
+{
+	LLVMBuilderRef b = g->b;
+	int d = g->d, d2 = d / 2, NV = 4, QB = 6, W = 16;
+	LLVMTypeRef vi = LLVMVectorType(g->i32, 16), vt = fty(g, 16);
+	unsigned id = LLVMLookupIntrinsicID("llvm.x86.avx512bf16.dpbf16ps.512", 32);
+	LLVMValueRef dp = LLVMGetIntrinsicDeclaration(g->m, id, NULL, 0);
+	LLVMTypeRef dpt = LLVMIntrinsicGetType(g->cx, id, NULL, 0);
+	LLVMTypeRef pts[3];
+	LLVMGetParamTypes(dpt, pts);
+	LLVMTypeRef bt = pts[1];   /* <32 x bfloat> in LLVM 19 (<16 x i32> before) */
+	/* pack */
+	{
+		Loop lt, lc;
+		int w = d2 % 16 == 0 ? 16 : d2 % 8 == 0 ? 8 : 4;
+		LLVMTypeRef wv = LLVMVectorType(g->i32, (unsigned)w);
+		LLVMValueRef j = loop_begin2(g, ci(g, 0), nt, 1, 1, &lt);
+		LLVMValueRef row = gep(g, g->i16, K, LLVMBuildMul(b, j, ldk, ""));
+		LLVMValueRef c = loop_begin(g, ci(g, 0), ci(g, d2), w, &lc);
+		LLVMValueRef v = LLVMBuildLoad2(b, wv, gep(g, g->i32, row, c), "");
+		LLVMSetAlignment(v, 2);
+		for (int k = 0; k < w; k++) {
+			LLVMValueRef e = LLVMBuildExtractElement(b, v, LLVMConstInt(g->i32, (unsigned)k, 0), "");
+			LLVMValueRef idx = LLVMBuildAdd(b, LLVMBuildMul(b, LLVMBuildAdd(b, c, ci(g, k), ""), ci(g, AT), ""), j, "");
+			st_(g, g->i32, e, Kp, idx, 4);
+		}
+		loop_end(g, &lc);
+		loop_end(g, &lt);
+		Loop lz, lz2;
+		LLVMValueRef jz = loop_begin2(g, nt, ci(g, AT), 1, 1, &lz);
+		LLVMValueRef cz = loop_begin(g, ci(g, 0), ci(g, d2), 1, &lz2);
+		st_(g, g->i32, LLVMConstInt(g->i32, 0, 0), Kp, LLVMBuildAdd(b, LLVMBuildMul(b, cz, ci(g, AT), ""), jz, ""), 4);
+		loop_end(g, &lz2);
+		loop_end(g, &lz);
+	}
+	LLVMValueRef acc[6][4];
+	for (int a = 0; a < QB; a++)
+		for (int v = 0; v < NV; v++)
+			acc[a][v] = entry_alloca(g, vt);
+	LLVMTypeRef v2f = LLVMVectorType(g->f32, 2), v2i = LLVMVectorType(g->i32, 2), v2s = LLVMVectorType(g->i16, 2);
+	LLVMValueRef sh16 = civ(g, 16, 2), zi[16];
+	for (int i = 0; i < 16; i++)
+		zi[i] = LLVMConstInt(g->i32, 0, 0);
+	LLVMValueRef zmask = LLVMConstVector(zi, 16);
+	LLVMValueRef qstart = ci(g, 0);
+	for (int qb = QB; qb >= 1; qb = qb > 1 ? 1 : 0) {
+		Loop lq;
+		LLVMValueRef q = loop_begin(g, qstart, nq, qb, &lq);
+		for (int a = 0; a < qb; a++)
+			for (int v = 0; v < NV; v++)
+				LLVMBuildStore(b, LLVMConstNull(vt), acc[a][v]);
+		Loop lc;
+		int U = 4;   /* pairs per iteration; d/2 is a multiple of 4 */
+		LLVMValueRef c = loop_begin(g, ci(g, 0), ci(g, d2), U, &lc);
+		LLVMValueRef av[6][4];
+		for (int a = 0; a < qb; a++)
+			for (int v = 0; v < NV; v++)
+				av[a][v] = LLVMBuildLoad2(b, vt, acc[a][v], "");
+		for (int u = 0; u < U; u++) {
+			LLVMValueRef cu = LLVMBuildAdd(b, c, ci(g, u), "");
+			LLVMValueRef kv[4];
+			for (int v = 0; v < NV; v++) {
+				LLVMValueRef x = LLVMBuildLoad2(b, vi, gep(g, g->i32, Kp, LLVMBuildAdd(b, LLVMBuildMul(b, cu, ci(g, AT), ""),
+				                                                                        ci(g, v * W), "")), "");
+				LLVMSetAlignment(x, 4);
+				kv[v] = LLVMBuildBitCast(b, x, bt, "");
+			}
+			for (int a = 0; a < qb; a++) {
+				LLVMValueRef qi = LLVMBuildAdd(b, LLVMBuildMul(b, LLVMBuildAdd(b, q, ci(g, a), ""), ci(g, d), ""),
+				                               LLVMBuildMul(b, cu, ci(g, 2), ""), "");
+				LLVMValueRef qp = LLVMBuildLoad2(b, v2f, gep(g, g->f32, Q, qi), "");
+				LLVMSetAlignment(qp, 4);
+				LLVMValueRef hi = LLVMBuildTrunc(b, LLVMBuildLShr(b, LLVMBuildBitCast(b, qp, v2i, ""), sh16, ""), v2s, "");
+				LLVMValueRef pr = LLVMBuildBitCast(b, hi, g->i32, "");
+				LLVMValueRef bc = LLVMBuildInsertElement(b, LLVMGetPoison(vi), pr, LLVMConstInt(g->i32, 0, 0), "");
+				bc = LLVMBuildShuffleVector(b, bc, LLVMGetPoison(vi), zmask, "");
+				LLVMValueRef qbv = LLVMBuildBitCast(b, bc, bt, "");
+				for (int v = 0; v < NV; v++) {
+					LLVMValueRef args[3] = { av[a][v], qbv, kv[v] };
+					av[a][v] = LLVMBuildCall2(b, dpt, dp, args, 3, "");
+				}
+			}
+		}
+		for (int a = 0; a < qb; a++)
+			for (int v = 0; v < NV; v++)
+				LLVMBuildStore(b, av[a][v], acc[a][v]);
+		loop_end(g, &lc);
+		for (int a = 0; a < qb; a++)
+			for (int v = 0; v < NV; v++) {
+				LLVMValueRef idx = LLVMBuildAdd(b, LLVMBuildMul(b, LLVMBuildAdd(b, q, ci(g, a), ""), ci(g, AT), ""),
+				                                ci(g, (long)v * W), "");
+				storef(g, LLVMBuildLoad2(b, vt, acc[a][v], ""), S, idx);
+			}
+		loop_end(g, &lq);
+		qstart = lq.iv;
+		if (qb == 1)
+			break;
+	}
+	LLVMBuildRetVoid(b);
+}
+
+/*
+** qkt(K, ldk, nt, Q, nq, S, Kp): S[q*AT + j] = sum_c Q[q*d + c] * f32(K[j*ldk + c]) for j < AT
+** (columns nt..AT-1 are 0). K's tile is first packed, converted and transposed, into
+** Kp[c*AT + j]; then a register-blocked outer-product micro-kernel: QB query rows × NV
+** vectors of W tokens, broadcast Q[q][c] × Kp row, no horizontal reductions.
+*/
+void kx_gen_qkt(Gen *g)
+{
+	LLVMTypeRef ps[7] = { g->ptr, g->i64, g->i64, g->ptr, g->i64, g->ptr, g->ptr };
+	LLVMTypeRef ft = LLVMFunctionType(LLVMVoidTypeInContext(g->cx), ps, 7, 0);
+	g->fn = LLVMAddFunction(g->m, "kvcc_qkt", ft);
+	LLVMSetLinkage(g->fn, LLVMInternalLinkage);
+	LLVMValueRef K = LLVMGetParam(g->fn, 0), ldk = LLVMGetParam(g->fn, 1), nt = LLVMGetParam(g->fn, 2);
+	LLVMValueRef Q = LLVMGetParam(g->fn, 3), nq = LLVMGetParam(g->fn, 4), S = LLVMGetParam(g->fn, 5);
+	LLVMValueRef Kp = LLVMGetParam(g->fn, 6);
+	LLVMBuilderRef b = g->b;
+	LLVMPositionBuilderAtEnd(b, LLVMAppendBasicBlockInContext(g->cx, g->fn, "entry"));
+	if (g->bf16dot) {
+		gen_qkt_bf16(g, K, ldk, nt, Q, nq, S, Kp);
+		return;
+	}
+	int W = g->W, d = g->d;
+	int NV = W == 16 ? 4 : W == 8 ? 2 : 4, QB = W == 16 ? 6 : W == 8 ? 6 : 4, TB = NV * W;
+	LLVMTypeRef vt = fty(g, W);
+	/* pack: Kp[c][j] = f32(K[j][c]), zero beyond nt */
+	{
+		Loop lt, lc;
+		LLVMValueRef j = loop_begin2(g, ci(g, 0), nt, 1, 1, &lt);
+		LLVMValueRef row = LLVMBuildMul(b, j, ldk, "");
+		int w = W > 1 ? W : 1;
+		LLVMValueRef c = loop_begin(g, ci(g, 0), ci(g, d), w, &lc);
+		LLVMValueRef v = loadconv(g, K, LLVMBuildAdd(b, row, c, ""), w);
+		for (int k = 0; k < w; k++) {
+			LLVMValueRef e = w == 1 ? v : LLVMBuildExtractElement(b, v, LLVMConstInt(g->i32, (unsigned)k, 0), "");
+			LLVMValueRef idx = LLVMBuildAdd(b, LLVMBuildMul(b, LLVMBuildAdd(b, c, ci(g, k), ""), ci(g, AT), ""), j, "");
+			storef(g, e, Kp, idx);
+		}
+		loop_end(g, &lc);
+		loop_end(g, &lt);
+		Loop lz, lz2;
+		LLVMValueRef jz = loop_begin2(g, nt, ci(g, AT), 1, 1, &lz);
+		LLVMValueRef cz = loop_begin(g, ci(g, 0), ci(g, d), 1, &lz2);
+		storef(g, LLVMConstReal(g->f32, 0), Kp, LLVMBuildAdd(b, LLVMBuildMul(b, cz, ci(g, AT), ""), jz, ""));
+		loop_end(g, &lz2);
+		loop_end(g, &lz);
+	}
+	LLVMValueRef acc[8][4];
+	for (int a = 0; a < QB; a++)
+		for (int v = 0; v < NV; v++)
+			acc[a][v] = entry_alloca(g, vt);
+	LLVMValueRef qstart = ci(g, 0);
+	for (int qb = QB; qb >= 1; qb = qb > 1 ? 1 : 0) {
+		Loop lq;
+		LLVMValueRef q = loop_begin(g, qstart, nq, qb, &lq);
+		for (int tb = 0; tb < AT / TB; tb++) {
+			for (int a = 0; a < qb; a++)
+				for (int v = 0; v < NV; v++)
+					LLVMBuildStore(b, LLVMConstNull(vt), acc[a][v]);
+			Loop lc;
+			int U = 4;
+			LLVMValueRef c = loop_begin(g, ci(g, 0), ci(g, d), U, &lc);
+			LLVMValueRef av[8][4];
+			for (int a = 0; a < qb; a++)
+				for (int v = 0; v < NV; v++)
+					av[a][v] = LLVMBuildLoad2(b, vt, acc[a][v], "");
+			for (int u = 0; u < U; u++) {
+				LLVMValueRef cu = LLVMBuildAdd(b, c, ci(g, u), "");
+				LLVMValueRef kv[4];
+				for (int v = 0; v < NV; v++)
+					kv[v] = loadf(g, Kp, LLVMBuildAdd(b, LLVMBuildMul(b, cu, ci(g, AT), ""), ci(g, (long)tb * TB + v * W), ""), W);
+				for (int a = 0; a < qb; a++) {
+					LLVMValueRef qi = LLVMBuildAdd(b, LLVMBuildMul(b, LLVMBuildAdd(b, q, ci(g, a), ""), ci(g, d), ""), cu, "");
+					LLVMValueRef qs = splat(g, ldf(g, Q, qi), W);
+					for (int v = 0; v < NV; v++) {
+						LLVMValueRef args[3] = { qs, kv[v], av[a][v] };
+						av[a][v] = LLVMBuildCall2(b, g->fma_ty, g->fma, args, 3, "");
+					}
+				}
+			}
+			for (int a = 0; a < qb; a++)
+				for (int v = 0; v < NV; v++)
+					LLVMBuildStore(b, av[a][v], acc[a][v]);
+			loop_end(g, &lc);
+			for (int a = 0; a < qb; a++)
+				for (int v = 0; v < NV; v++) {
+					LLVMValueRef idx = LLVMBuildAdd(b, LLVMBuildMul(b, LLVMBuildAdd(b, q, ci(g, a), ""), ci(g, AT), ""),
+					                                ci(g, (long)tb * TB + v * W), "");
+					storef(g, LLVMBuildLoad2(b, vt, acc[a][v], ""), S, idx);
+				}
+		}
+		loop_end(g, &lq);
+		qstart = lq.iv;
+		if (qb == 1)
+			break;
+	}
+	LLVMBuildRetVoid(b);
+}
+
+/* x[k] = bit k*16+i of the row's visibility mask vm ? a * S[row + k*16 + i] : -inf, for the AT/16
+** vectors of a row (the runtime's masks: a prefix for positions in order, any set otherwise) */
+static void rowlogits(Gen *g, LLVMValueRef S, LLVMValueRef q, LLVMValueRef vm, LLVMValueRef a, LLVMValueRef *x)
+{
+	LLVMBuilderRef b = g->b;
+	LLVMTypeRef vi = LLVMVectorType(g->i32, DT);
+	LLVMValueRef z[DT], lane[DT];
+	for (int i = 0; i < DT; i++)
+		z[i] = LLVMConstInt(g->i32, 0, 0), lane[i] = LLVMConstInt(g->i32, 1u << i, 0);
+	for (int k = 0; k < AT / DT; k++) {
+		LLVMValueRef bits = LLVMBuildTrunc(b, LLVMBuildLShr(b, vm, ci(g, k * DT), ""), g->i32, "");
+		bits = LLVMBuildInsertElement(b, LLVMGetPoison(vi), bits, z[0], "");
+		bits = LLVMBuildShuffleVector(b, bits, LLVMGetPoison(vi), LLVMConstVector(z, DT), "");
+		LLVMValueRef m = LLVMBuildICmp(b, LLVMIntNE, LLVMBuildAnd(b, bits, LLVMConstVector(lane, DT), ""),
+		                               LLVMConstVector(z, DT), "");
+		LLVMValueRef s = loadf(g, S, LLVMBuildAdd(b, LLVMBuildMul(b, q, ci(g, AT), ""), ci(g, k * DT), ""), DT);
+		x[k] = LLVMBuildSelect(b, m, LLVMBuildFMul(b, s, splat(g, a, DT), ""), cfv(g, -INFINITY, DT), "");
+	}
+}
+
+/* sstat(S, nq, vm, a, m, l): online max / sum of exp over each row's visible logits a*S (the bits
+** of vm[q]) */
+void kx_gen_sstat(Gen *g)
+{
+	LLVMTypeRef ps[6] = { g->ptr, g->i64, g->ptr, g->f32, g->ptr, g->ptr };
+	LLVMTypeRef ft = LLVMFunctionType(LLVMVoidTypeInContext(g->cx), ps, 6, 0);
+	g->fn = LLVMAddFunction(g->m, "kvcc_sstat", ft);
+	LLVMSetLinkage(g->fn, LLVMInternalLinkage);
+	LLVMValueRef S = LLVMGetParam(g->fn, 0), nq = LLVMGetParam(g->fn, 1), vjp = LLVMGetParam(g->fn, 2);
+	LLVMValueRef a = LLVMGetParam(g->fn, 3), M = LLVMGetParam(g->fn, 4), Lp = LLVMGetParam(g->fn, 5);
+	LLVMBuilderRef b = g->b;
+	LLVMPositionBuilderAtEnd(b, LLVMAppendBasicBlockInContext(g->cx, g->fn, "entry"));
+	LLVMTypeRef tv = fty(g, DT);
+	Loop lq;
+	LLVMValueRef q = loop_begin2(g, ci(g, 0), nq, 1, 1, &lq);
+	LLVMValueRef x[AT / DT];
+	rowlogits(g, S, q, LLVMBuildLoad2(b, g->i64, gep(g, g->i64, vjp, q), ""), a, x);
+	LLVMValueRef mx = x[0];
+	for (int k = 1; k < AT / DT; k++) {
+		mx = LLVMBuildSelect(b, LLVMBuildFCmp(b, LLVMRealOGT, mx, x[k], ""), mx, x[k], "");
+	}
+	LLVMValueRef tm = intr(g, "llvm.vector.reduce.fmax", tv, &mx, 1);
+	LLVMSetFastMathFlags(tm, LLVMFastMathNoNaNs);
+	LLVMValueRef mo = ldf(g, M, q);
+	LLVMValueRef mm[2] = { mo, tm };
+	LLVMValueRef mn = intr(g, "llvm.maxnum", g->f32, mm, 2);
+	LLVMValueRef sum = cfv(g, 0, DT);
+	for (int k = 0; k < AT / DT; k++)
+		sum = LLVMBuildFAdd(b, sum, vexp(g, LLVMBuildFSub(b, x[k], splat(g, mn, DT), ""), DT), "");
+	LLVMValueRef ra[2] = { LLVMConstReal(g->f32, -0.0), sum };
+	LLVMValueRef ts = intr(g, "llvm.vector.reduce.fadd", tv, ra, 2);
+	LLVMSetFastMathFlags(ts, LLVMFastMathAllowReassoc);
+	LLVMValueRef sc = vexp(g, LLVMBuildFSub(b, mo, mn, ""), 1);
+	LLVMValueRef l = LLVMBuildFAdd(b, LLVMBuildFMul(b, ldf(g, Lp, q), sc, ""), ts, "");
+	storef(g, l, Lp, q);
+	storef(g, mn, M, q);
+	loop_end(g, &lq);
+	LLVMBuildRetVoid(b);
+}
+
+/* sacc(S, nq, vm, a, mp, acc): acc[j] += sum_q exp(a*S[q][j] - mp[q]) over the visible j (bits of
+** vm[q]) */
+void kx_gen_sacc(Gen *g)
+{
+	LLVMTypeRef ps[6] = { g->ptr, g->i64, g->ptr, g->f32, g->ptr, g->ptr };
+	LLVMTypeRef ft = LLVMFunctionType(LLVMVoidTypeInContext(g->cx), ps, 6, 0);
+	g->fn = LLVMAddFunction(g->m, "kvcc_sacc", ft);
+	LLVMSetLinkage(g->fn, LLVMInternalLinkage);
+	LLVMValueRef S = LLVMGetParam(g->fn, 0), nq = LLVMGetParam(g->fn, 1), vjp = LLVMGetParam(g->fn, 2);
+	LLVMValueRef a = LLVMGetParam(g->fn, 3), MP = LLVMGetParam(g->fn, 4), acc = LLVMGetParam(g->fn, 5);
+	LLVMBuilderRef b = g->b;
+	LLVMPositionBuilderAtEnd(b, LLVMAppendBasicBlockInContext(g->cx, g->fn, "entry"));
+	LLVMTypeRef tv = fty(g, DT);
+	LLVMValueRef av[AT / DT];
+	for (int k = 0; k < AT / DT; k++) {
+		av[k] = entry_alloca(g, tv);
+		LLVMBuildStore(b, cfv(g, 0, DT), av[k]);
+	}
+	Loop lq;
+	LLVMValueRef q = loop_begin2(g, ci(g, 0), nq, 1, 1, &lq);
+	LLVMValueRef x[AT / DT];
+	rowlogits(g, S, q, LLVMBuildLoad2(b, g->i64, gep(g, g->i64, vjp, q), ""), a, x);
+	LLVMValueRef mp = splat(g, ldf(g, MP, q), DT);
+	for (int k = 0; k < AT / DT; k++) {
+		LLVMValueRef p = vexp(g, LLVMBuildFSub(b, x[k], mp, ""), DT);
+		LLVMBuildStore(b, LLVMBuildFAdd(b, LLVMBuildLoad2(b, tv, av[k], ""), p, ""), av[k]);
+	}
+	loop_end(g, &lq);
+	for (int k = 0; k < AT / DT; k++) {
+		LLVMValueRef o = loadf(g, acc, ci(g, k * DT), DT);
+		storef(g, LLVMBuildFAdd(b, o, LLVMBuildLoad2(b, tv, av[k], ""), ""), acc, ci(g, k * DT));
+	}
+	LLVMBuildRetVoid(b);
+}
+
+/* probs(S, n, m, il): S[i] = exp(S[i] - m) * il (softmax normalization, in place). */
+void kx_gen_probs(Gen *g)
+{
+	LLVMTypeRef ps[4] = { g->ptr, g->i64, g->f32, g->f32 };
+	LLVMTypeRef ft = LLVMFunctionType(LLVMVoidTypeInContext(g->cx), ps, 4, 0);
+	g->fn = LLVMAddFunction(g->m, "kvcc_probs", ft);
+	LLVMSetLinkage(g->fn, LLVMInternalLinkage);
+	LLVMValueRef S = LLVMGetParam(g->fn, 0), n = LLVMGetParam(g->fn, 1);
+	LLVMValueRef m = LLVMGetParam(g->fn, 2), il = LLVMGetParam(g->fn, 3);
+	LLVMPositionBuilderAtEnd(g->b, LLVMAppendBasicBlockInContext(g->cx, g->fn, "entry"));
+	LLVMValueRef start = ci(g, 0);
+	for (int w = DT; w >= 1; w = w > 1 ? 1 : 0) {
+		Loop lp;
+		LLVMValueRef i = loop_begin(g, start, n, w, &lp);
+		LLVMValueRef x = LLVMBuildFSub(g->b, loadf(g, S, i, w), splat(g, m, w), "");
+		storef(g, LLVMBuildFMul(g->b, vexp(g, x, w), splat(g, il, w), ""), S, i);
+		loop_end(g, &lp);
+		start = lp.iv;
+		if (w == 1)
+			break;
+	}
+	LLVMBuildRetVoid(g->b);
+}
+
+/* --- select and compact_merge: keys, radix select, kept list, in-place stable compaction ------- */
+
+
+
+
+/*
+** The 64-bit candidate key of score v (f32), the same order as the reference's (protected first,
+** higher score, NaN lowest, -0 = +0, then lower instance/position):
+** prot << 63 | u << 31 | (0x7fffffff - (id & 0x7fffffff)), id = instance·capacity + position.
+** A protected candidate's u is its rank pk instead of its score (protkey: sinks, then the
+** newest of the recent window; DESIGN §3).
+*/
+static LLVMValueRef selkey(Gen *g, LLVMValueRef v, LLVMValueRef prot, LLVMValueRef pk, LLVMValueRef id)
+{
+	LLVMBuilderRef b = g->b;
+	LLVMValueRef u = LLVMBuildBitCast(b, v, g->i32, "");
+	LLVMValueRef zero = LLVMConstInt(g->i32, 0, 0), sgn = LLVMConstInt(g->i32, 0x80000000u, 0);
+	u = LLVMBuildSelect(b, LLVMBuildFCmp(b, LLVMRealOEQ, v, LLVMConstReal(g->f32, 0), ""), zero, u, "");
+	LLVMValueRef neg = LLVMBuildICmp(b, LLVMIntSLT, u, zero, "");
+	u = LLVMBuildSelect(b, neg, LLVMBuildNot(b, u, ""), LLVMBuildOr(b, u, sgn, ""), "");
+	u = LLVMBuildSelect(b, LLVMBuildFCmp(b, LLVMRealUNO, v, v, ""), zero, u, "");
+	u = LLVMBuildSelect(b, prot, pk, u, "");
+	id = LLVMBuildAnd(b, id, LLVMConstInt(g->i32, 0x7fffffff, 0), "");
+	id = LLVMBuildSub(b, LLVMConstInt(g->i32, 0x7fffffff, 0), id, "");
+	LLVMValueRef k = LLVMBuildOr(b, LLVMBuildShl(b, LLVMBuildZExt(b, prot, g->i64, ""), ci(g, 63), ""),
+	                             LLVMBuildShl(b, LLVMBuildZExt(b, u, g->i64, ""), ci(g, 31), ""), "");
+	return LLVMBuildOr(b, k, LLVMBuildZExt(b, id, g->i64, ""), "");
+}
+
+/* The rank of a protected candidate [t0, t1) of n tokens (i32): a sink (t0 < S) 2^31 + (2^31 - 2
+** - t0), lower positions first (never all ones: with the id bits that is threshold's "none");
+** else (the recent window) 2^31 - 1 - (n - t1), the newest first. */
+static LLVMValueRef protkey(Gen *g, LLVMValueRef t0, LLVMValueRef t1, LLVMValueRef n, LLVMValueRef S)
+{
+	LLVMBuilderRef b = g->b;
+	LLVMValueRef top = LLVMConstInt(g->i32, 0x7fffffff, 0);
+	LLVMValueRef sk = LLVMBuildOr(b, LLVMBuildSub(b, LLVMConstInt(g->i32, 0x7ffffffe, 0),
+	                                              LLVMBuildTrunc(b, t0, g->i32, ""), ""),
+	                              LLVMConstInt(g->i32, 0x80000000u, 0), "");
+	LLVMValueRef rk = LLVMBuildSub(b, top, LLVMBuildTrunc(b, LLVMBuildSub(b, n, t1, ""), g->i32, ""), "");
+	return LLVMBuildSelect(b, LLVMBuildICmp(b, LLVMIntSLT, t0, S, ""), sk, rk, "");
+}
+
+/* selkeys(score, n, S, R, base, key): key[i] of token i of one (layer, head), id base + i */
+void kx_gen_selkeys(Gen *g)
+{
+	LLVMTypeRef ps[6] = { g->ptr, g->i64, g->i64, g->i64, g->i32, g->ptr };
+	newfn(g, "kvcc_selkeys", LLVMVoidTypeInContext(g->cx), ps, 6);
+	LLVMValueRef sc = LLVMGetParam(g->fn, 0), n = LLVMGetParam(g->fn, 1), S = LLVMGetParam(g->fn, 2);
+	LLVMValueRef R = LLVMGetParam(g->fn, 3), base = LLVMGetParam(g->fn, 4), key = LLVMGetParam(g->fn, 5);
+	LLVMBuilderRef b = g->b;
+	LLVMValueRef nr = LLVMBuildSub(b, n, R, "");
+	Loop lp;
+	LLVMValueRef i = loop_begin2(g, ci(g, 0), n, 1, 1, &lp);
+	LLVMValueRef prot = LLVMBuildOr(b, LLVMBuildICmp(b, LLVMIntSLT, i, S, ""), LLVMBuildICmp(b, LLVMIntSGE, i, nr, ""), "");
+	LLVMValueRef id = LLVMBuildAdd(b, base, LLVMBuildTrunc(b, i, g->i32, ""), "");
+	LLVMValueRef pk = protkey(g, i, LLVMBuildAdd(b, i, ci(g, 1), ""), n, S);
+	st_(g, g->i64, selkey(g, ld(g, g->f32, sc, i, 4), prot, pk, id), key, i, 8);
+	loop_end(g, &lp);
+	LLVMBuildRetVoid(b);
+}
+
+/*
+** ckeys(score, n, S, R, base, chunk, key): chunk candidates of one (layer, head): key[j] for the
+** tokens t0 = j·chunk .. min(t0 + chunk, n) - 1 (the last chunk may be partial), j < ceil(n/chunk).
+** The score is the reference's mean: a double sum in token order divided by the length (NaN if
+** any token is NaN), rounded to f32; protected if any of its tokens is; id base + t0.
+*/
+void kx_gen_ckeys(Gen *g)
+{
+	LLVMTypeRef ps[7] = { g->ptr, g->i64, g->i64, g->i64, g->i32, g->i64, g->ptr };
+	newfn(g, "kvcc_ckeys", LLVMVoidTypeInContext(g->cx), ps, 7);
+	LLVMValueRef sc = LLVMGetParam(g->fn, 0), n = LLVMGetParam(g->fn, 1), S = LLVMGetParam(g->fn, 2);
+	LLVMValueRef R = LLVMGetParam(g->fn, 3), base = LLVMGetParam(g->fn, 4), ch = LLVMGetParam(g->fn, 5);
+	LLVMValueRef key = LLVMGetParam(g->fn, 6);
+	LLVMBuilderRef b = g->b;
+	LLVMTypeRef f64 = LLVMDoubleTypeInContext(g->cx);
+	LLVMValueRef sp = entry_alloca(g, f64);
+	LLVMValueRef nr = LLVMBuildSub(b, n, R, "");
+	LLVMValueRef nc = LLVMBuildSDiv(b, LLVMBuildSub(b, LLVMBuildAdd(b, n, ch, ""), ci(g, 1), ""), ch, "");
+	Loop lp, lt;
+	LLVMValueRef j = loop_begin2(g, ci(g, 0), nc, 1, 1, &lp);
+	LLVMValueRef t0 = LLVMBuildMul(b, j, ch, "");
+	LLVMValueRef e = LLVMBuildAdd(b, t0, ch, "");
+	e = LLVMBuildSelect(b, LLVMBuildICmp(b, LLVMIntSLT, e, n, ""), e, n, "");
+	LLVMBuildStore(b, LLVMConstReal(f64, 0), sp);
+	LLVMValueRef t = loop_begin2(g, t0, e, 1, 1, &lt);
+	LLVMValueRef v = LLVMBuildFPExt(b, ld(g, g->f32, sc, t, 4), f64, "");
+	LLVMBuildStore(b, LLVMBuildFAdd(b, LLVMBuildLoad2(b, f64, sp, ""), v, ""), sp);
+	loop_end(g, &lt);
+	LLVMValueRef mean = LLVMBuildFDiv(b, LLVMBuildLoad2(b, f64, sp, ""),
+	                                  LLVMBuildSIToFP(b, LLVMBuildSub(b, e, t0, ""), f64, ""), "");
+	LLVMValueRef prot = LLVMBuildOr(b, LLVMBuildICmp(b, LLVMIntSLT, t0, S, ""),
+	                                LLVMBuildICmp(b, LLVMIntSGT, e, nr, ""), "");
+	LLVMValueRef id = LLVMBuildAdd(b, base, LLVMBuildTrunc(b, t0, g->i32, ""), "");
+	st_(g, g->i64, selkey(g, LLVMBuildFPTrunc(b, mean, g->f32, ""), prot, protkey(g, t0, e, n, S), id), key, j, 8);
+	loop_end(g, &lp);
+	LLVMBuildRetVoid(b);
+}
+
+/*
+** topk(key, n, want): radix select, MSB first, 11-bit digits (6 histogram passes: 5 × 11 + 9):
+** per pass a histogram of the digit over the keys matching the prefix so far, then the digit
+** where the `want` largest end. Returns the smallest kept key (keys are distinct, so exactly
+** `want` keys are >= it). 1 <= want <= n.
+*/
+#define RBITS 11
+void kx_gen_topk(Gen *g)
+{
+	LLVMTypeRef ps[3] = { g->ptr, g->i64, g->i64 };
+	newfn(g, "kvcc_topk", g->i64, ps, 3);
+	LLVMValueRef key = LLVMGetParam(g->fn, 0), n = LLVMGetParam(g->fn, 1), want = LLVMGetParam(g->fn, 2);
+	LLVMBuilderRef b = g->b;
+	LLVMValueRef hist = LLVMBuildArrayAlloca(b, g->i64, LLVMConstInt(g->i32, 1u << RBITS, 0), "hist");
+	LLVMSetAlignment(hist, 64);
+	LLVMValueRef wantp = LLVMBuildAlloca(b, g->i64, "want"), bp = LLVMBuildAlloca(b, g->i64, "digit");
+	LLVMBuildStore(b, want, wantp);
+	LLVMValueRef prefix = ci(g, 0), mask = ci(g, 0);
+	for (int shift = 64 - RBITS; shift > -RBITS; shift -= RBITS) {
+		int w = shift < 0 ? RBITS + shift : RBITS, sh = shift < 0 ? 0 : shift;
+		long dm = (1L << w) - 1;
+		LLVMBuildMemSet(b, hist, LLVMConstInt(LLVMInt8TypeInContext(g->cx), 0, 0), ci(g, (dm + 1) * 8), 64);
+		Loop lp;
+		LLVMValueRef i = loop_begin2(g, ci(g, 0), n, 1, 1, &lp);
+		LLVMValueRef k = ld(g, g->i64, key, i, 8);
+		LLVMValueRef in = LLVMBuildICmp(b, LLVMIntEQ, LLVMBuildAnd(b, k, mask, ""), prefix, "");
+		LLVMValueRef dg = LLVMBuildAnd(b, LLVMBuildLShr(b, k, ci(g, sh), ""), ci(g, dm), "");
+		LLVMValueRef h = ld(g, g->i64, hist, dg, 8);
+		st_(g, g->i64, LLVMBuildAdd(b, h, LLVMBuildZExt(b, in, g->i64, ""), ""), hist, dg, 8);
+		loop_end(g, &lp);
+		/* scan down from the top digit */
+		LLVMBuildStore(b, ci(g, dm), bp);
+		LLVMBasicBlockRef head = LLVMAppendBasicBlockInContext(g->cx, g->fn, "scan");
+		LLVMBasicBlockRef body = LLVMAppendBasicBlockInContext(g->cx, g->fn, "scanb");
+		LLVMBasicBlockRef exit = LLVMAppendBasicBlockInContext(g->cx, g->fn, "scane");
+		LLVMBuildBr(b, head);
+		LLVMPositionBuilderAtEnd(b, head);
+		LLVMValueRef bv = LLVMBuildLoad2(b, g->i64, bp, ""), wv = LLVMBuildLoad2(b, g->i64, wantp, "");
+		LLVMValueRef hv = ld(g, g->i64, hist, bv, 8);
+		LLVMValueRef go = LLVMBuildAnd(b, LLVMBuildICmp(b, LLVMIntSGT, bv, ci(g, 0), ""),
+		                               LLVMBuildICmp(b, LLVMIntULT, hv, wv, ""), "");
+		LLVMBuildCondBr(b, go, body, exit);
+		LLVMPositionBuilderAtEnd(b, body);
+		LLVMBuildStore(b, LLVMBuildSub(b, wv, hv, ""), wantp);
+		LLVMBuildStore(b, LLVMBuildSub(b, bv, ci(g, 1), ""), bp);
+		LLVMBuildBr(b, head);
+		LLVMPositionBuilderAtEnd(b, exit);
+		LLVMValueRef dsel = LLVMBuildLoad2(b, g->i64, bp, "");
+		prefix = LLVMBuildOr(b, prefix, LLVMBuildShl(b, dsel, ci(g, sh), ""), "");
+		mask = LLVMBuildOr(b, mask, ci(g, (long)((unsigned long)dm << sh)), "");
+	}
+	LLVMBuildRet(b, prefix);
+}
+
+/* keepidx(key, n, thr, idx): idx[m++] = i for key[i] >= thr (unsigned), in order; returns m */
+void kx_gen_keepidx(Gen *g)
+{
+	LLVMTypeRef ps[4] = { g->ptr, g->i64, g->i64, g->ptr };
+	newfn(g, "kvcc_keepidx", g->i64, ps, 4);
+	LLVMValueRef key = LLVMGetParam(g->fn, 0), n = LLVMGetParam(g->fn, 1), thr = LLVMGetParam(g->fn, 2);
+	LLVMValueRef idx = LLVMGetParam(g->fn, 3);
+	LLVMBuilderRef b = g->b;
+	LLVMValueRef mp = LLVMBuildAlloca(b, g->i64, "m");
+	LLVMBuildStore(b, ci(g, 0), mp);
+	Loop lp;
+	LLVMValueRef i = loop_begin2(g, ci(g, 0), n, 1, 1, &lp);
+	LLVMValueRef c = LLVMBuildICmp(b, LLVMIntUGE, ld(g, g->i64, key, i, 8), thr, "");
+	LLVMValueRef m = LLVMBuildLoad2(b, g->i64, mp, "");
+	st_(g, g->i32, LLVMBuildTrunc(b, i, g->i32, ""), idx, m, 4);
+	LLVMBuildStore(b, LLVMBuildAdd(b, m, LLVMBuildZExt(b, c, g->i64, ""), ""), mp);
+	loop_end(g, &lp);
+	LLVMBuildRet(b, LLVMBuildLoad2(b, g->i64, mp, ""));
+}
+
+/* kcount(key, n, thr): the number of key[i] >= thr (unsigned) */
+void kx_gen_kcount(Gen *g)
+{
+	LLVMTypeRef ps[3] = { g->ptr, g->i64, g->i64 };
+	newfn(g, "kvcc_kcount", g->i64, ps, 3);
+	LLVMValueRef key = LLVMGetParam(g->fn, 0), n = LLVMGetParam(g->fn, 1), thr = LLVMGetParam(g->fn, 2);
+	LLVMBuilderRef b = g->b;
+	LLVMValueRef mp = entry_alloca(g, g->i64);
+	LLVMBuildStore(b, ci(g, 0), mp);
+	Loop lp;
+	LLVMValueRef i = loop_begin2(g, ci(g, 0), n, 1, 1, &lp);
+	LLVMValueRef c = LLVMBuildICmp(b, LLVMIntUGE, ld(g, g->i64, key, i, 8), thr, "");
+	LLVMBuildStore(b, LLVMBuildAdd(b, LLVMBuildLoad2(b, g->i64, mp, ""), LLVMBuildZExt(b, c, g->i64, ""), ""), mp);
+	loop_end(g, &lp);
+	LLVMBuildRet(b, LLVMBuildLoad2(b, g->i64, mp, ""));
+}
+
+/*
+** ckeepidx(key, n, chunk, thr, last, idx): the sorted kept list of one (layer, head) from its
+** full chunks' keys (j < n / chunk: kept if key[j] >= thr) and, when n % chunk != 0, the partial
+** last chunk (kept if last != 0); returns its length. Branch-free: every chunk's positions are
+** written at the current end of the list (so nothing past index n - 1) and the end advances
+** only when the chunk is kept.
+*/
+void kx_gen_ckeepidx(Gen *g)
+{
+	LLVMTypeRef ps[6] = { g->ptr, g->i64, g->i64, g->i64, g->i64, g->ptr };
+	newfn(g, "kvcc_ckeepidx", g->i64, ps, 6);
+	LLVMValueRef key = LLVMGetParam(g->fn, 0), n = LLVMGetParam(g->fn, 1), ch = LLVMGetParam(g->fn, 2);
+	LLVMValueRef thr = LLVMGetParam(g->fn, 3), last = LLVMGetParam(g->fn, 4), idx = LLVMGetParam(g->fn, 5);
+	LLVMBuilderRef b = g->b;
+	LLVMValueRef mp = entry_alloca(g, g->i64);
+	LLVMBuildStore(b, ci(g, 0), mp);
+	LLVMValueRef nf = LLVMBuildSDiv(b, n, ch, ""), tf = LLVMBuildMul(b, nf, ch, "");
+	Loop lp, lc, lt;
+	LLVMValueRef j = loop_begin2(g, ci(g, 0), nf, 1, 1, &lp);
+	LLVMValueRef t0 = LLVMBuildMul(b, j, ch, "");
+	LLVMValueRef m = LLVMBuildLoad2(b, g->i64, mp, "");
+	LLVMValueRef c = loop_begin2(g, ci(g, 0), ch, 1, 1, &lc);
+	st_(g, g->i32, LLVMBuildTrunc(b, LLVMBuildAdd(b, t0, c, ""), g->i32, ""), idx, LLVMBuildAdd(b, m, c, ""), 4);
+	loop_end(g, &lc);
+	LLVMValueRef kept = LLVMBuildICmp(b, LLVMIntUGE, ld(g, g->i64, key, j, 8), thr, "");
+	LLVMBuildStore(b, LLVMBuildAdd(b, m, LLVMBuildSelect(b, kept, ch, ci(g, 0), ""), ""), mp);
+	loop_end(g, &lp);
+	m = LLVMBuildLoad2(b, g->i64, mp, "");
+	LLVMValueRef t = loop_begin2(g, tf, n, 1, 1, &lt);
+	st_(g, g->i32, LLVMBuildTrunc(b, t, g->i32, ""), idx, LLVMBuildAdd(b, m, LLVMBuildSub(b, t, tf, ""), ""), 4);
+	loop_end(g, &lt);
+	LLVMValueRef keep = LLVMBuildICmp(b, LLVMIntNE, last, ci(g, 0), "");
+	LLVMBuildRet(b, LLVMBuildAdd(b, m, LLVMBuildSelect(b, keep, LLVMBuildSub(b, n, tf, ""), ci(g, 0), ""), ""));
+}
+
+/*
+** compact(K, V, ldk, idx, m, pos, state, nst, sstride): stable in-place gather of the kept rows
+** of one (layer, head). idx is strictly increasing, so idx[i] >= i and row idx[i] is never
+** overwritten before it is read. Rows move as whole vectors of bits (never through f32):
+** d·esz bytes in 64/32/8-byte chunks (by target), fully unrolled (dtype and d are compile-time).
+*/
+void kx_gen_compact(Gen *g)
+{
+	LLVMTypeRef ps[9] = { g->ptr, g->ptr, g->i64, g->ptr, g->i64, g->ptr, g->ptr, g->i64, g->i64 };
+	newfn(g, "kvcc_compact", LLVMVoidTypeInContext(g->cx), ps, 9);
+	LLVMValueRef K = LLVMGetParam(g->fn, 0), V = LLVMGetParam(g->fn, 1), ldk = LLVMGetParam(g->fn, 2);
+	LLVMValueRef idx = LLVMGetParam(g->fn, 3), m = LLVMGetParam(g->fn, 4), pos = LLVMGetParam(g->fn, 5);
+	LLVMValueRef state = LLVMGetParam(g->fn, 6), nst = LLVMGetParam(g->fn, 7), sstr = LLVMGetParam(g->fn, 8);
+	LLVMBuilderRef b = g->b;
+	int esz = g->dtype == KVCC_F32 ? 4 : 2, rowb = g->d * esz;
+	int cb = g->W == 16 ? 64 : g->W == 8 ? 32 : 8;
+	while (rowb % cb)
+		cb /= 2;
+	LLVMTypeRef i8 = LLVMInt8TypeInContext(g->cx), ct = LLVMVectorType(g->i32, (unsigned)(cb / 4));
+	LLVMValueRef ldb = LLVMBuildMul(b, ldk, ci(g, esz), "");
+	LLVMValueRef hasp = LLVMBuildICmp(b, LLVMIntNE, pos, LLVMConstNull(g->ptr), "");
+	Loop lp;
+	LLVMValueRef i = loop_begin2(g, ci(g, 0), m, 1, 1, &lp);
+	LLVMValueRef s = LLVMBuildSExt(b, ld(g, g->i32, idx, i, 4), g->i64, "");
+	LLVMBasicBlockRef mv = LLVMAppendBasicBlockInContext(g->cx, g->fn, "move");
+	LLVMBasicBlockRef pm = LLVMAppendBasicBlockInContext(g->cx, g->fn, "pos");
+	LLVMBasicBlockRef sm = LLVMAppendBasicBlockInContext(g->cx, g->fn, "state");
+	LLVMBasicBlockRef cont = LLVMAppendBasicBlockInContext(g->cx, g->fn, "next");
+	LLVMBuildCondBr(b, LLVMBuildICmp(b, LLVMIntNE, s, i, ""), mv, cont);
+	LLVMPositionBuilderAtEnd(b, mv);
+	LLVMValueRef so = LLVMBuildMul(b, s, ldb, ""), dof = LLVMBuildMul(b, i, ldb, "");
+	LLVMValueRef bufs[2] = { K, V };
+	for (int a = 0; a < 2; a++) {
+		LLVMValueRef src = gep(g, i8, bufs[a], so), dst = gep(g, i8, bufs[a], dof);
+		LLVMValueRef vs[128];
+		int nc = rowb / cb;
+		for (int c = 0; c < nc; c++) {
+			vs[c] = LLVMBuildLoad2(b, ct, gep(g, i8, src, ci(g, (long)c * cb)), "");
+			LLVMSetAlignment(vs[c], (unsigned)esz);
+		}
+		for (int c = 0; c < nc; c++) {
+			LLVMValueRef stv = LLVMBuildStore(b, vs[c], gep(g, i8, dst, ci(g, (long)c * cb)));
+			LLVMSetAlignment(stv, (unsigned)esz);
+		}
+	}
+	LLVMBuildCondBr(b, hasp, pm, sm);
+	LLVMPositionBuilderAtEnd(b, pm);
+	st_(g, g->i32, ld(g, g->i32, pos, s, 4), pos, i, 4);
+	LLVMBuildBr(b, sm);
+	LLVMPositionBuilderAtEnd(b, sm);
+	{
+		Loop ls;
+		LLVMValueRef t = loop_begin2(g, ci(g, 0), nst, 1, 1, &ls);
+		LLVMValueRef row = LLVMBuildMul(b, t, sstr, "");
+		LLVMValueRef x = ld(g, g->i32, state, LLVMBuildAdd(b, row, s, ""), 4);
+		st_(g, g->i32, x, state, LLVMBuildAdd(b, row, i, ""), 4);
+		loop_end(g, &ls);
+	}
+	LLVMBuildBr(b, cont);
+	LLVMPositionBuilderAtEnd(b, cont);
+	loop_end(g, &lp);
+	LLVMBuildRetVoid(b);
+}
+
+/* a policy's count/param ref as a double: constant, param (par[i]) or the default */
+static LLVMValueRef refd(Gen *g, const KiFn *f, LLVMValueRef par, KcRef r, double def)
+{
+	LLVMTypeRef dt = LLVMDoubleTypeInContext(g->cx);
+	switch (KC_RKIND(r)) {
+	case RK_CON: return LLVMConstReal(dt, f->con[KC_RIDX(r)]);
+	case RK_PAR: return ld(g, dt, par, ci(g, KC_RIDX(r)), 8);
+	}
+	return LLVMConstReal(dt, def);
+}
+
+/*
+** i64 nkeep(par, layer, nlayers, n, ratio, budget): the tokens a (layer, head) with n tokens keeps
+** before selection — the budget (min(budget, n)) or floor(n (1 - ratio)), and with the pyramid
+** schedule kvpress's PyramidKV layer budgets — in double, as the reference (interp.c ki_nkeep).
+*/
+void kx_gen_nkeep(Gen *g, const KiFn *f)
+{
+	LLVMTypeRef dt = LLVMDoubleTypeInContext(g->cx);
+	LLVMTypeRef ps[6] = { g->ptr, g->i64, g->i64, g->i64, dt, g->i64 };
+	newfn(g, "kvcc_nkeep", g->i64, ps, 6);
+	LLVMBuilderRef b = g->b;
+	LLVMValueRef par = LLVMGetParam(g->fn, 0), layer = LLVMGetParam(g->fn, 1), nl = LLVMGetParam(g->fn, 2);
+	LLVMValueRef n = LLVMGetParam(g->fn, 3), ratio = LLVMGetParam(g->fn, 4), budget = LLVMGetParam(g->fn, 5);
+	LLVMValueRef nd = LLVMBuildSIToFP(b, n, dt, ""), zero = LLVMConstReal(dt, 0), one = LLVMConstReal(dt, 1);
+	LLVMValueRef hasb = LLVMBuildICmp(b, LLVMIntSGE, budget, ci(g, 0), "");
+	LLVMValueRef bmin = LLVMBuildSelect(b, LLVMBuildICmp(b, LLVMIntSLT, budget, n, ""), budget, n, "");
+	LLVMValueRef byr = LLVMBuildFMul(b, nd, LLVMBuildFSub(b, one, ratio, ""), "");
+	LLVMValueRef keep = LLVMBuildSelect(b, hasb, LLVMBuildSIToFP(b, bmin, dt, ""), byr, "");
+	LLVMValueRef nk = LLVMBuildSelect(b, hasb, keep, intr(g, "llvm.floor", dt, &keep, 1), "");
+	if (f->sel.sched == SCH_pyramid) {
+		/* PyramidKV as kvpress computes it; beta < 1 or a degenerate range: uniform budgets */
+		LLVMValueRef w = refd(g, f, par, f->sel.keep_recent, 0), beta = refd(g, f, par, f->sel.beta, 20);
+		LLVMValueRef T = LLVMBuildFAdd(b, w, keep, ""), tw = LLVMBuildFSub(b, T, w, "");
+		LLVMValueRef mn = LLVMBuildFDiv(b, tw, beta, "");
+		LLVMValueRef mx = LLVMBuildFSub(b, LLVMBuildFMul(b, tw, LLVMConstReal(dt, 2), ""), mn, "");
+		LLVMValueRef nw = LLVMBuildFSub(b, nd, w, "");
+		LLVMValueRef clip = LLVMBuildFCmp(b, LLVMRealOGE, mx, nw, "");
+		mx = LLVMBuildSelect(b, clip, nw, mx, "");
+		mn = LLVMBuildSelect(b, clip, LLVMBuildFSub(b, LLVMBuildFMul(b, tw, LLVMConstReal(dt, 2), ""), mx, ""), mn, "");
+		LLVMValueRef ok = LLVMBuildFCmp(b, LLVMRealOGE, beta, one, "");
+		ok = LLVMBuildAnd(b, ok, LLVMBuildFCmp(b, LLVMRealOGE, nd, mx, ""), "");
+		ok = LLVMBuildAnd(b, ok, LLVMBuildFCmp(b, LLVMRealOGE, mx, mn, ""), "");
+		ok = LLVMBuildAnd(b, ok, LLVMBuildFCmp(b, LLVMRealOGE, mn, w, ""), "");
+		ok = LLVMBuildAnd(b, ok, LLVMBuildICmp(b, LLVMIntSGE, nl, ci(g, 2), ""), "");
+		LLVMValueRef step = LLVMBuildFDiv(b, LLVMBuildFSub(b, mx, mn, ""),
+		                                  LLVMBuildSIToFP(b, LLVMBuildSub(b, nl, ci(g, 1), ""), dt, ""), "");
+		LLVMValueRef py = LLVMBuildFSub(b, mx, LLVMBuildFMul(b, LLVMBuildSIToFP(b, layer, dt, ""), step, ""), "");
+		LLVMValueRef sel = LLVMBuildSelect(b, ok, py, keep, "");
+		LLVMValueRef pk = intr(g, "llvm.roundeven", dt, &sel, 1);
+		LLVMValueRef on = LLVMBuildOr(b, hasb, LLVMBuildFCmp(b, LLVMRealOGT, ratio, zero, ""), "");
+		nk = LLVMBuildSelect(b, on, pk, nk, "");
+	}
+	/* !(nk >= 0) (also NaN): 0; above n: n */
+	LLVMValueRef neg = LLVMBuildNot(b, LLVMBuildFCmp(b, LLVMRealOGE, nk, zero, ""), "");
+	LLVMValueRef big = LLVMBuildFCmp(b, LLVMRealOGT, nk, nd, "");
+	LLVMValueRef safe = LLVMBuildSelect(b, LLVMBuildOr(b, neg, big, ""), zero, nk, "");
+	LLVMValueRef r = LLVMBuildSelect(b, big, n, LLVMBuildFPToSI(b, safe, g->i64, ""), "");
+	LLVMBuildRet(b, LLVMBuildSelect(b, neg, ci(g, 0), r, ""));
+}
+
+/* hmean(src, H, cnt, dst): the head_mean barrier of one layer: dst[h][e] = (sum over the H heads of
+** src[h][e], in double, in head order) / H for e < cnt (src, dst: H pointers each) */
+void kx_gen_hmean(Gen *g)
+{
+	LLVMTypeRef dt = LLVMDoubleTypeInContext(g->cx);
+	LLVMTypeRef ps[4] = { g->ptr, g->i64, g->i64, g->ptr };
+	newfn(g, "kvcc_hmean", LLVMVoidTypeInContext(g->cx), ps, 4);
+	LLVMBuilderRef b = g->b;
+	LLVMValueRef src = LLVMGetParam(g->fn, 0), H = LLVMGetParam(g->fn, 1), cnt = LLVMGetParam(g->fn, 2);
+	LLVMValueRef dst = LLVMGetParam(g->fn, 3);
+	LLVMValueRef acc = entry_alloca(g, dt);
+	Loop le, lh, ld_;
+	LLVMValueRef e = loop_begin2(g, ci(g, 0), cnt, 1, 1, &le);
+	LLVMBuildStore(b, LLVMConstReal(dt, 0), acc);
+	LLVMValueRef h = loop_begin2(g, ci(g, 0), H, 1, 1, &lh);
+	LLVMValueRef x = LLVMBuildFPExt(b, ldf(g, ld(g, g->ptr, src, h, 8), e), dt, "");
+	LLVMBuildStore(b, LLVMBuildFAdd(b, LLVMBuildLoad2(b, dt, acc, ""), x, ""), acc);
+	loop_end(g, &lh);
+	LLVMValueRef m = LLVMBuildFPTrunc(b, LLVMBuildFDiv(b, LLVMBuildLoad2(b, dt, acc, ""), LLVMBuildSIToFP(b, H, dt, ""), ""),
+	                                  g->f32, "");
+	LLVMValueRef h2 = loop_begin2(g, ci(g, 0), H, 1, 1, &ld_);
+	storef(g, m, ld(g, g->ptr, dst, h2, 8), e);
+	loop_end(g, &ld_);
+	loop_end(g, &le);
+	LLVMBuildRetVoid(b);
+}
+
+/* qround(q, out, n): decode queries rounded to the storage dtype (nearest even; the reference's
+** rounding) and scaled by 1/sqrt(d) in f32 */
+void kx_gen_qround(Gen *g)
+{
+	LLVMTypeRef ps[3] = { g->ptr, g->ptr, g->i64 };
+	newfn(g, "kvcc_qround", LLVMVoidTypeInContext(g->cx), ps, 3);
+	LLVMBuilderRef b = g->b;
+	LLVMValueRef q = LLVMGetParam(g->fn, 0), out = LLVMGetParam(g->fn, 1), n = LLVMGetParam(g->fn, 2);
+	Loop lp;
+	LLVMValueRef i = loop_begin2(g, ci(g, 0), n, 1, 1, &lp);
+	LLVMValueRef x = ldf(g, q, i);
+	if (g->dtype == KVCC_F16)
+		x = LLVMBuildFPExt(b, LLVMBuildFPTrunc(b, x, g->half, ""), g->f32, "");
+	else if (g->dtype == KVCC_BF16) {      /* + 0x7fff + lsb, truncated; NaN stays (quiet) NaN */
+		LLVMValueRef u = LLVMBuildBitCast(b, x, g->i32, "");
+		LLVMValueRef lsb = LLVMBuildAnd(b, LLVMBuildLShr(b, u, LLVMConstInt(g->i32, 16, 0), ""), LLVMConstInt(g->i32, 1, 0), "");
+		LLVMValueRef r = LLVMBuildAdd(b, u, LLVMBuildAdd(b, lsb, LLVMConstInt(g->i32, 0x7fff, 0), ""), "");
+		r = LLVMBuildAnd(b, r, LLVMConstInt(g->i32, 0xffff0000u, 0), "");
+		LLVMValueRef nan = LLVMBuildICmp(b, LLVMIntUGT, LLVMBuildAnd(b, u, LLVMConstInt(g->i32, 0x7fffffff, 0), ""),
+		                                 LLVMConstInt(g->i32, 0x7f800000, 0), "");
+		r = LLVMBuildSelect(b, nan, LLVMBuildOr(b, u, LLVMConstInt(g->i32, 0x00400000, 0), ""), r, "");
+		x = LLVMBuildBitCast(b, r, g->f32, "");
+	}
+	storef(g, LLVMBuildFMul(b, x, cfv(g, (double)(float)(1.0 / sqrt((double)g->d)), 1), ""), out, i);
+	loop_end(g, &lp);
+	LLVMBuildRetVoid(b);
+}

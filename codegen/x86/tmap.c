@@ -1,0 +1,788 @@
+/*
+** The policy's expressions as generated code: the fused token_map loops of the plan (tmap), the
+** observe hook of decode (observe) and the attn_score logits' multipliers (ascale). The runtime
+** evaluates nothing: it calls these with a kvcc_tmap_ctx (runtime/artifact.h).
+*/
+#include <setjmp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <math.h>
+#include "codegen/x86/gen.h"
+#include "compiler/interp.h"
+
+/*
+** tmap(gid, ctx): the plan's fused token_map loops (plan.h tgen/tout), one switch case per loop,
+** entered with its first instruction's index; ctx = kvcc_tmap_ctx (runtime/artifact.h). A loop evaluates its
+** values without a token axis once (size, info, [chan] values and their reductions), then makes
+** one pass over the tokens, then finishes its token reductions. Over the tokens it runs W-lane
+** token chunks and a scalar tail, or, when a value has the chan axis (K / V rows), one token
+** per step with chan in W-lane chunks. A value is an array of elements: group (G, unrolled:
+** reductions over group stay in registers) × chan chunk (d/W); leaves (x.t, x.pos, K / V rows,
+** state, rand) are computed where read. Same arithmetic as the reference interpreter in f32
+** (interp.c evalins): exp/log/pow are the libm calls, max/min propagate NaN, comparisons give 1/0,
+** rand is ki_rand; sums over chan / token lanes are reassociated (within the f32 tolerance).
+*/
+static LLVMValueRef tm_bin(Gen *g, int op, LLVMValueRef a, LLVMValueRef b, LLVMValueRef c, int w)
+{
+	LLVMBuilderRef bd = g->b;
+	LLVMTypeRef t = fty(g, w);
+	LLVMRealPredicate pr = LLVMRealOLT;
+	switch (op) {
+	case KO_neg: return LLVMBuildFNeg(bd, a, "");
+	case KO_exp: return intr(g, "llvm.exp", t, &a, 1);
+	case KO_log: return intr(g, "llvm.log", t, &a, 1);
+	case KO_sqrt: return intr(g, "llvm.sqrt", t, &a, 1);
+	case KO_abs: return intr(g, "llvm.fabs", t, &a, 1);
+	case KO_add: return LLVMBuildFAdd(bd, a, b, "");
+	case KO_sub: return LLVMBuildFSub(bd, a, b, "");
+	case KO_mul: return LLVMBuildFMul(bd, a, b, "");
+	case KO_div: return LLVMBuildFDiv(bd, a, b, "");
+	case KO_pow: {
+		LLVMValueRef ab[2] = { a, b };
+		return intr(g, "llvm.pow", t, ab, 2);
+	}
+	case KO_max:
+	case KO_min: {
+		/* the reference's (ir.c ki_evalew): a if strictly better, b if strictly better, else
+		** max(+0, -0) = +0 and min = -0 */
+		int mx = op == KO_max;
+		LLVMValueRef gt = LLVMBuildFCmp(bd, mx ? LLVMRealOGT : LLVMRealOLT, a, b, "");
+		LLVMValueRef lt = LLVMBuildFCmp(bd, mx ? LLVMRealOLT : LLVMRealOGT, a, b, "");
+		LLVMTypeRef it = w == 1 ? g->i32 : LLVMVectorType(g->i32, (unsigned)w);
+		LLVMValueRef neg = LLVMBuildICmp(bd, LLVMIntSLT, LLVMBuildBitCast(bd, a, it, ""), civ(g, 0, w), "");
+		LLVMValueRef r = LLVMBuildSelect(bd, neg, mx ? b : a, mx ? a : b, "");
+		r = LLVMBuildSelect(bd, lt, b, r, "");
+		r = LLVMBuildSelect(bd, gt, a, r, "");
+		LLVMValueRef un = LLVMBuildFCmp(bd, LLVMRealUNO, a, b, "");
+		return LLVMBuildSelect(bd, un, cfv(g, NAN, w), r, "");
+	}
+	case KO_lt: pr = LLVMRealOLT; break;
+	case KO_le: pr = LLVMRealOLE; break;
+	case KO_eq: pr = LLVMRealOEQ; break;
+	case KO_ne: pr = LLVMRealUNE; break;
+	case KO_where:
+		return LLVMBuildSelect(bd, LLVMBuildFCmp(bd, LLVMRealUNE, a, cfv(g, 0.0, w), ""), b, c, "");
+	default: return cfv(g, NAN, w);
+	}
+	return LLVMBuildUIToFP(bd, LLVMBuildFCmp(bd, pr, a, b, ""), t, "");
+}
+
+/* context fields (kvcc_tmap_ctx: 8 bytes each) */
+enum { TC_vals, TC_par, TC_K, TC_V, TC_pos, TC_state, TC_n, TC_ldk, TC_sstride, TC_layer, TC_head, TC_layers,
+       TC_heads, TC_step, TC_obs, TC_attn, TC_lda, TC_err };
+
+typedef struct Tm {
+	Gen *g;
+	const KiFn *f;
+	const uint8_t *tgen, *tout;   /* the loops: the plan's token_map or observe-hook loops */
+	int s, e;                 /* the loop's instructions */
+	int row;                  /* one token per step, chan in W-lane chunks */
+	int w;                    /* token lanes of the current step (1 when row) */
+	LLVMValueRef ctx, n, t;   /* t: the step's first token */
+	LLVMValueRef *pv;         /* [nins] vals[j] */
+	LLVMValueRef *sc;         /* [npar] parameters (f32) */
+	LLVMValueRef **pre;       /* [nins] values without a token axis */
+	LLVMValueRef **cur;       /* [nins] the step's values */
+	LLVMValueRef **acc;       /* [nins] token reductions: accumulators (W-lane set, then tail set) */
+	LLVMValueRef *pk;         /* [nins] pools: kernel (i64) */
+	jmp_buf *oom;             /* where a failed allocation goes (tm_loops) */
+} Tm;
+
+static int tm_ng(const Tm *T, uint8_t ax) { return (ax & AXM(AX_group)) ? T->g->G : 1; }
+static int tm_nc(const Tm *T, uint8_t ax) { return (ax & AXM(AX_chan)) ? T->g->d / T->g->W : 1; }
+
+/* lanes of one element of a value with axes ax in the current step */
+static int tm_wid(const Tm *T, uint8_t ax)
+{
+	if (ax & AXM(AX_chan))
+		return T->g->W;
+	return (ax & AXM(AX_token)) ? T->w : 1;
+}
+
+static LLVMValueRef tm_field(Tm *T, int k, LLVMTypeRef t) { return ld(T->g, t, T->ctx, ci(T->g, k), 8); }
+
+/* n zeroed values; out of memory leaves the loops being built (tm_loops) */
+static LLVMValueRef *tm_calloc(Tm *T, size_t n)
+{
+	LLVMValueRef *p = calloc(n, sizeof *p);
+	if (!p)
+		longjmp(*T->oom, 1);
+	return p;
+}
+
+/* room for instruction i's elements (group × chan chunk) in tab */
+static void tm_new(Tm *T, int i, LLVMValueRef **tab)
+{
+	uint8_t ax = T->f->ins[i].axes;
+	if (!tab[i])
+		tab[i] = tm_calloc(T, (size_t)(tm_ng(T, ax) * tm_nc(T, ax)));
+}
+
+/* element index of (g, chan chunk c) in vals[i] for the current step */
+static LLVMValueRef tm_idx(Tm *T, uint8_t ax, int g, int c)
+{
+	Gen *G = T->g;
+	LLVMValueRef k = ci(G, 0);
+	if (ax & AXM(AX_group))
+		k = ci(G, g);
+	if (ax & AXM(AX_token))
+		k = LLVMBuildAdd(G->b, LLVMBuildMul(G->b, k, T->n, ""), T->t, "");
+	if (ax & AXM(AX_chan))
+		k = LLVMBuildAdd(G->b, LLVMBuildMul(G->b, k, ci(G, G->d), ""), ci(G, (long)c * G->W), "");
+	return k;
+}
+
+static LLVMValueRef tm_iota(Gen *g, LLVMValueRef t, int w, LLVMTypeRef et)
+{
+	LLVMValueRef t32 = LLVMBuildTrunc(g->b, t, et, "");
+	if (w == 1)
+		return t32;
+	LLVMValueRef io[64], z[64];
+	for (int k = 0; k < w; k++)
+		io[k] = LLVMConstInt(et, (unsigned)k, 0), z[k] = LLVMConstInt(g->i32, 0, 0);
+	LLVMTypeRef it = LLVMVectorType(et, (unsigned)w);
+	LLVMValueRef sv = LLVMBuildInsertElement(g->b, LLVMGetPoison(it), t32, LLVMConstInt(g->i32, 0, 0), "");
+	sv = LLVMBuildShuffleVector(g->b, sv, LLVMGetPoison(it), LLVMConstVector(z, (unsigned)w), "");
+	return LLVMBuildAdd(g->b, sv, LLVMConstVector(io, (unsigned)w), "");
+}
+
+/* w elements of type et at base[idx], or dflt when base is NULL */
+static LLVMValueRef tm_ldnull(Gen *g, LLVMValueRef base, LLVMTypeRef et, LLVMValueRef idx, int w, LLVMValueRef dflt)
+{
+	LLVMBasicBlockRef bn = LLVMGetInsertBlock(g->b);
+	LLVMBasicBlockRef bl = LLVMAppendBasicBlockInContext(g->cx, g->fn, "load");
+	LLVMBasicBlockRef bj = LLVMAppendBasicBlockInContext(g->cx, g->fn, "join");
+	LLVMBuildCondBr(g->b, LLVMBuildIsNull(g->b, base, ""), bj, bl);
+	LLVMPositionBuilderAtEnd(g->b, bl);
+	LLVMValueRef v = ld(g, w == 1 ? et : LLVMVectorType(et, (unsigned)w), gep(g, et, base, idx), ci(g, 0), 4);
+	LLVMBuildBr(g->b, bj);
+	LLVMPositionBuilderAtEnd(g->b, bj);
+	LLVMValueRef ph = LLVMBuildPhi(g->b, LLVMTypeOf(dflt), "");
+	LLVMValueRef in[2] = { dflt, v };
+	LLVMBasicBlockRef from[2] = { bn, bl };
+	LLVMAddIncoming(ph, in, from, 2);
+	return ph;
+}
+
+/* positions of the step's tokens (i32 lanes) */
+static LLVMValueRef tm_pos(Tm *T)
+{
+	Gen *g = T->g;
+	return tm_ldnull(g, tm_field(T, TC_pos, g->ptr), g->i32, T->t, T->w, tm_iota(g, T->t, T->w, g->i32));
+}
+
+static LLVMValueRef tm_i64(Gen *g, unsigned long long v, int w)
+{
+	LLVMValueRef k = LLVMConstInt(g->i64, v, 0), ks[64];
+	if (w == 1)
+		return k;
+	for (int i = 0; i < w; i++)
+		ks[i] = k;
+	return LLVMConstVector(ks, (unsigned)w);
+}
+
+/* ki_rand(seed, layer, head, pos) for the step's tokens */
+static LLVMValueRef tm_rand(Tm *T, LLVMValueRef seed)
+{
+	Gen *g = T->g;
+	LLVMBuilderRef b = g->b;
+	int w = T->w;
+	LLVMTypeRef it = w == 1 ? g->i64 : LLVMVectorType(g->i64, (unsigned)w);
+	LLVMValueRef pos = LLVMBuildSExt(b, tm_pos(T), it, "");
+	LLVMValueRef lh = LLVMBuildXor(b, LLVMBuildShl(b, tm_field(T, TC_layer, g->i64), ci(g, 40), ""),
+	                               LLVMBuildShl(b, tm_field(T, TC_head, g->i64), ci(g, 24), ""), "");
+	LLVMValueRef sd = LLVMBuildFPToSI(b, seed, g->i64, "");
+	if (w > 1) {
+		LLVMValueRef z[64];
+		for (int k = 0; k < w; k++)
+			z[k] = LLVMConstInt(g->i32, 0, 0);
+		LLVMValueRef m = LLVMConstVector(z, (unsigned)w);
+		lh = LLVMBuildShuffleVector(b, LLVMBuildInsertElement(b, LLVMGetPoison(it), lh, z[0], ""), LLVMGetPoison(it), m, "");
+		sd = LLVMBuildShuffleVector(b, LLVMBuildInsertElement(b, LLVMGetPoison(it), sd, z[0], ""), LLVMGetPoison(it), m, "");
+	}
+	LLVMValueRef c = LLVMBuildXor(b, lh, pos, "");
+	LLVMValueRef z = LLVMBuildAdd(b, sd, LLVMBuildMul(b, c, tm_i64(g, 0x9E3779B97F4A7C15ull, w), ""), "");
+	z = LLVMBuildMul(b, LLVMBuildXor(b, z, LLVMBuildLShr(b, z, tm_i64(g, 30, w), ""), ""), tm_i64(g, 0xBF58476D1CE4E5B9ull, w), "");
+	z = LLVMBuildMul(b, LLVMBuildXor(b, z, LLVMBuildLShr(b, z, tm_i64(g, 27, w), ""), ""), tm_i64(g, 0x94D049BB133111EBull, w), "");
+	z = LLVMBuildXor(b, z, LLVMBuildLShr(b, z, tm_i64(g, 31, w), ""), "");
+	LLVMValueRef u = LLVMBuildUIToFP(b, LLVMBuildLShr(b, z, tm_i64(g, 40, w), ""), fty(g, w), "");
+	return LLVMBuildFMul(b, u, cfv(g, 1.0 / 16777216.0, w), "");
+}
+
+static LLVMValueRef *tm_val(Tm *T, int j);
+
+/* operand r at element (group g, chan chunk c), broadcast to `want` lanes */
+static LLVMValueRef tm_opnd(Tm *T, KcRef r, int g, int c, int want)
+{
+	Gen *G = T->g;
+	int j = KC_RIDX(r);
+	switch (KC_RKIND(r)) {
+	case RK_CON: return cfv(G, (double)(float)T->f->con[j], want);
+	case RK_PAR: return splat(G, T->sc[j], want);
+	}
+	uint8_t ax = ki_refaxes(T->f, r);
+	LLVMValueRef x = tm_val(T, j)[((ax & AXM(AX_group)) ? g : 0) * tm_nc(T, ax) + ((ax & AXM(AX_chan)) ? c : 0)];
+	return tm_wid(T, ax) == 1 && want > 1 ? splat(G, x, want) : x;
+}
+
+/* Reductions are built from the op table's sem column (compiler/ops.h KS_RED: init, map, comb,
+** fin), one piece of code per kind, not per op; MAP_DEV (std) is refused by the plan. */
+static LLVMValueRef tm_redinit(Gen *g, int op, int w) { return cfv(g, ki_sem(op)->init, w); }
+
+/* comb(acc, v): CMB_ADD acc + v; CMB_MAX / CMB_MIN v if v > acc (v < acc) or v is NaN */
+static LLVMValueRef tm_comb(Gen *g, int comb, LLVMValueRef acc, LLVMValueRef v)
+{
+	LLVMBuilderRef bd = g->b;
+	if (comb == CMB_ADD)
+		return LLVMBuildFAdd(bd, acc, v, "");
+	LLVMValueRef better = LLVMBuildFCmp(bd, comb == CMB_MAX ? LLVMRealOGT : LLVMRealOLT, v, acc, "");
+	better = LLVMBuildOr(bd, better, LLVMBuildFCmp(bd, LLVMRealUNO, v, v, ""), "");
+	return LLVMBuildSelect(bd, better, v, acc, "");
+}
+
+/* one more element a (b: dot's other factor) into a reduction: comb(acc, map(a, b)); merge =
+** combine partials (no map) */
+static LLVMValueRef tm_redstep(Gen *g, int op, LLVMValueRef acc, LLVMValueRef a, LLVMValueRef b, int merge)
+{
+	const KiSem *s = ki_sem(op);
+	if (!merge && s->map == MAP_SQ)
+		a = LLVMBuildFMul(g->b, a, a, "");
+	else if (!merge && s->map == MAP_MUL)
+		a = LLVMBuildFMul(g->b, a, b, "");
+	return tm_comb(g, s->comb, acc, a);
+}
+
+/* fin(x) with m elements (w lanes) */
+static LLVMValueRef tm_redfin(Gen *g, int op, LLVMValueRef x, LLVMValueRef m, int w)
+{
+	switch (ki_sem(op)->fin) {
+	case FIN_MEAN:
+	case FIN_DIVK: return LLVMBuildFDiv(g->b, x, splat(g, m, w), "");
+	case FIN_SQRT: return intr(g, "llvm.sqrt", fty(g, w), &x, 1);
+	case FIN_RMS: {
+		LLVMValueRef q = LLVMBuildFDiv(g->b, x, splat(g, m, w), "");
+		return intr(g, "llvm.sqrt", fty(g, w), &q, 1);
+	}
+	}
+	return x;
+}
+
+/* the lanes of a partial merged into a scalar: sums by a reassociating vector reduction,
+** max / min lane by lane in order (their NaN rule) */
+static LLVMValueRef tm_lanes(Gen *g, int op, LLVMValueRef acc, LLVMValueRef v, int w)
+{
+	if (w == 1)
+		return tm_redstep(g, op, acc, v, NULL, 1);
+	if (ki_sem(op)->comb == CMB_ADD && w == g->W) {
+		LLVMValueRef args[2] = { LLVMConstReal(g->f32, -0.0), v };
+		LLVMValueRef r = LLVMBuildCall2(g->b, g->red_ty, g->red, args, 2, "");
+		LLVMSetFastMathFlags(r, LLVMFastMathAllowReassoc);
+		return LLVMBuildFAdd(g->b, acc, r, "");
+	}
+	for (int k = 0; k < w; k++)
+		acc = tm_redstep(g, op, acc, LLVMBuildExtractElement(g->b, v, LLVMConstInt(g->i32, (unsigned)k, 0), ""), NULL, 1);
+	return acc;
+}
+
+/* reduction over group or chan (in one step) */
+static void tm_red(Tm *T, int i, LLVMValueRef *out)
+{
+	Gen *g = T->g;
+	const KiIns *in = &T->f->ins[i];
+	uint8_t ax = in->axes, aa = ki_refaxes(T->f, in->arg[0]);
+	KcRef b = ki_nargs(in->op) > 1 ? in->arg[1] : KC_NIL;
+	if (in->axis == AX_group) {
+		int w = tm_wid(T, ax);
+		for (int c = 0; c < tm_nc(T, ax); c++) {
+			LLVMValueRef a = tm_redinit(g, in->op, w);
+			for (int gg = 0; gg < g->G; gg++)
+				a = tm_redstep(g, in->op, a, tm_opnd(T, in->arg[0], gg, c, w), b ? tm_opnd(T, b, gg, c, w) : NULL, 0);
+			out[c] = tm_redfin(g, in->op, a, LLVMConstReal(g->f32, g->G), w);
+		}
+		return;
+	}
+	/* over chan: W-lane partials over the chunks, then their lanes */
+	uint8_t ab = aa | (b ? ki_refaxes(T->f, b) : 0);
+	for (int gg = 0; gg < tm_ng(T, ax); gg++) {
+		LLVMValueRef a = tm_redinit(g, in->op, g->W);
+		for (int c = 0; c < tm_nc(T, ab); c++)
+			a = tm_redstep(g, in->op, a, tm_opnd(T, in->arg[0], gg, c, g->W), b ? tm_opnd(T, b, gg, c, g->W) : NULL, 0);
+		LLVMValueRef s = tm_lanes(g, in->op, tm_redinit(g, in->op, 1), a, g->W);
+		out[gg] = tm_redfin(g, in->op, s, LLVMConstReal(g->f32, g->d), 1);
+	}
+}
+
+/* the pool's window at token tt (scalar): the reference's clipped window, count_include_pad */
+static LLVMValueRef tm_poolwin(Tm *T, int i, LLVMValueRef src, LLVMValueRef tt)
+{
+	Gen *g = T->g;
+	LLVMBuilderRef b = g->b;
+	int op = T->f->ins[i].op;
+	LLVMValueRef k = T->pk[i], p = LLVMBuildSDiv(b, k, ci(g, 2), "");
+	LLVMValueRef lo = LLVMBuildSub(b, tt, p, ""), hi = LLVMBuildAdd(b, lo, k, "");
+	lo = LLVMBuildSelect(b, LLVMBuildICmp(b, LLVMIntSLT, lo, ci(g, 0), ""), ci(g, 0), lo, "");
+	hi = LLVMBuildSelect(b, LLVMBuildICmp(b, LLVMIntSGT, hi, T->n, ""), T->n, hi, "");
+	LLVMValueRef a = entry_alloca(g, g->f32);
+	LLVMBuildStore(b, tm_redinit(g, op, 1), a);
+	Loop lj;
+	LLVMValueRef j = loop_begin2(g, lo, hi, 1, 1, &lj);
+	LLVMBuildStore(b, tm_redstep(g, op, LLVMBuildLoad2(b, g->f32, a, ""), ldf(g, src, j), NULL, 0), a);
+	loop_end(g, &lj);
+	loop_plain(g, &lj);
+	return LLVMBuildLoad2(b, g->f32, a, "");
+}
+
+/* avgpool / maxpool over token of a stored [group?, token] value */
+static void tm_pool(Tm *T, int i, LLVMValueRef *out)
+{
+	Gen *g = T->g;
+	LLVMBuilderRef b = g->b;
+	const KiIns *in = &T->f->ins[i];
+	uint8_t ax = in->axes;
+	LLVMValueRef src = T->pv[KC_RIDX(in->arg[0])], k = T->pk[i];
+	LLVMValueRef kf = LLVMBuildSIToFP(b, k, g->f32, "");
+	int w = T->w;
+	for (int gg = 0; gg < tm_ng(T, ax); gg++) {
+		LLVMValueRef base = gep(g, g->f32, src, (ax & AXM(AX_group)) ? LLVMBuildMul(b, ci(g, gg), T->n, "") : ci(g, 0));
+		LLVMValueRef r;
+		if (w == 1)
+			r = tm_poolwin(T, i, base, T->t);
+		else {    /* whole windows inside [0, n): W-lane sums in order; else lane by lane */
+			LLVMValueRef lo = LLVMBuildSub(b, T->t, LLVMBuildSDiv(b, k, ci(g, 2), ""), "");
+			LLVMValueRef inb = LLVMBuildAnd(b, LLVMBuildICmp(b, LLVMIntSGE, lo, ci(g, 0), ""),
+			                                LLVMBuildICmp(b, LLVMIntSLE, LLVMBuildAdd(b, lo, LLVMBuildAdd(b, k, ci(g, w - 1), ""), ""),
+			                                              T->n, ""), "");
+			LLVMBasicBlockRef bf = LLVMAppendBasicBlockInContext(g->cx, g->fn, "pool.in");
+			LLVMBasicBlockRef bs = LLVMAppendBasicBlockInContext(g->cx, g->fn, "pool.edge");
+			LLVMBasicBlockRef bj = LLVMAppendBasicBlockInContext(g->cx, g->fn, "pool.join");
+			LLVMBuildCondBr(b, inb, bf, bs);
+			LLVMPositionBuilderAtEnd(b, bf);
+			LLVMValueRef a = entry_alloca(g, fty(g, w));
+			LLVMBuildStore(b, tm_redinit(g, in->op, w), a);
+			Loop lo_;
+			LLVMValueRef o = loop_begin2(g, ci(g, 0), k, 1, 1, &lo_);
+			LLVMValueRef v = loadf(g, base, LLVMBuildAdd(b, lo, o, ""), w);
+			LLVMBuildStore(b, tm_redstep(g, in->op, LLVMBuildLoad2(b, fty(g, w), a, ""), v, NULL, 0), a);
+			loop_end(g, &lo_);
+			LLVMValueRef rf = LLVMBuildLoad2(b, fty(g, w), a, "");
+			LLVMBasicBlockRef bfe = LLVMGetInsertBlock(b);
+			LLVMBuildBr(b, bj);
+			LLVMPositionBuilderAtEnd(b, bs);
+			/* the edge lanes one after another in a loop (unrolled, the W windows cost
+			** more compile time than the few edge chunks of a head ever run) */
+			LLVMValueRef lanes = entry_alloca(g, fty(g, w));
+			Loop ll;
+			LLVMValueRef l = loop_begin2(g, ci(g, 0), ci(g, w), 1, 1, &ll);
+			LLVMBuildStore(b, tm_poolwin(T, i, base, LLVMBuildAdd(b, T->t, l, "")), gep(g, g->f32, lanes, l));
+			loop_end(g, &ll);
+			loop_plain(g, &ll);
+			LLVMValueRef rs = LLVMBuildLoad2(b, fty(g, w), lanes, "");
+			LLVMBasicBlockRef bse = LLVMGetInsertBlock(b);
+			LLVMBuildBr(b, bj);
+			LLVMPositionBuilderAtEnd(b, bj);
+			r = LLVMBuildPhi(b, fty(g, w), "");
+			LLVMValueRef rv[2] = { rf, rs };
+			LLVMBasicBlockRef rb[2] = { bfe, bse };
+			LLVMAddIncoming(r, rv, rb, 2);
+		}
+		out[gg] = tm_redfin(g, in->op, r, kf, w);
+	}
+}
+
+/* instruction i's elements: leaves, size / info, elementwise ops, reductions over group / chan,
+** pools (token reductions accumulate in tm_step) */
+static void tm_eval(Tm *T, int i, LLVMValueRef *out)
+{
+	Gen *g = T->g;
+	LLVMBuilderRef b = g->b;
+	const KiIns *in = &T->f->ins[i];
+	uint8_t ax = in->axes;
+	int w = tm_wid(T, ax);
+	switch (in->op) {
+	case KO_index:
+		out[0] = LLVMBuildSIToFP(b, tm_iota(g, T->t, w, g->i32), fty(g, w), "");
+		return;
+	case KO_input:
+		if (in->aux == IN_pos) {
+			out[0] = LLVMBuildSIToFP(b, tm_pos(T), fty(g, w), "");
+			return;
+		}
+		for (int c = 0; c < tm_nc(T, ax); c++) {       /* K / V row chunk, storage → f32 */
+			LLVMValueRef row = LLVMBuildMul(b, T->t, tm_field(T, TC_ldk, g->i64), "");
+			out[c] = loadconv(g, tm_field(T, in->aux == IN_K ? TC_K : TC_V, g->ptr), LLVMBuildAdd(b, row, ci(g, (long)c * g->W), ""), g->W);
+		}
+		return;
+	case KO_state: {
+		LLVMValueRef sb = tm_field(T, TC_state, g->ptr);
+		LLVMValueRef off = LLVMBuildAdd(b, LLVMBuildMul(b, ci(g, in->aux), tm_field(T, TC_sstride, g->i64), ""), T->t, "");
+		out[0] = tm_ldnull(g, sb, g->f32, off, w, cfv(g, (double)(float)T->f->st[in->aux].init, w));
+		return;
+	}
+	case KO_rand:
+		out[0] = tm_rand(T, tm_opnd(T, in->arg[0], 0, 0, 1));
+		return;
+	case KO_attn: {          /* observe hook: this step's probabilities, [group][lda] */
+		LLVMValueRef at = tm_field(T, TC_attn, g->ptr), lda = tm_field(T, TC_lda, g->i64);
+		for (int gg = 0; gg < tm_ng(T, ax); gg++)
+			out[gg] = loadf(g, at, LLVMBuildAdd(b, LLVMBuildMul(b, ci(g, gg), lda, ""), T->t, ""), w);
+		return;
+	}
+	case KO_size: {
+		LLVMValueRef v = in->axis == AX_group ? ci(g, g->G) : in->axis == AX_chan ? ci(g, g->d)
+		               : in->axis == AX_token ? T->n : tm_field(T, TC_obs, g->i64);
+		out[0] = LLVMBuildSIToFP(b, v, g->f32, "");
+		return;
+	}
+	case KO_info: {
+		static const int fld[] = { [INF_layer] = TC_layer, [INF_head] = TC_head, [INF_nlayers] = TC_layers,
+		                           [INF_nheads] = TC_heads, [INF_step] = TC_step };
+		out[0] = in->aux == INF_scale ? cfv(g, (double)(float)(1.0 / sqrt((double)g->d)), 1)
+		                              : LLVMBuildSIToFP(b, tm_field(T, fld[in->aux], g->i64), g->f32, "");
+		return;
+	}
+	case KO_avgpool:
+	case KO_maxpool:
+		tm_pool(T, i, out);
+		return;
+	}
+	if (ki_rule(in->op) != AR_EW) {
+		tm_red(T, i, out);
+		return;
+	}
+	for (int gg = 0; gg < tm_ng(T, ax); gg++)
+		for (int c = 0; c < tm_nc(T, ax); c++) {
+			LLVMValueRef x[3] = { NULL, NULL, NULL };
+			for (int k = 0; k < ki_nargs(in->op); k++)
+				x[k] = tm_opnd(T, in->arg[k], gg, c, w);
+			out[gg * tm_nc(T, ax) + c] = tm_bin(g, in->op, x[0], x[1], x[2], w);
+		}
+}
+
+static int tm_inloop(const KiIns *in) { return (in->axes & AXM(AX_token)) || kp_tokred(in); }
+
+/* instruction j's elements where instruction (s..e) reads them: computed in this loop, a leaf
+** recomputed here, or loaded from vals */
+static LLVMValueRef *tm_val(Tm *T, int j)
+{
+	const KiIns *in = &T->f->ins[j];
+	int here = j >= T->s && j <= T->e;
+	if (!(in->axes & AXM(AX_token)))
+		return T->pre[j];
+	if (T->cur[j])
+		return T->cur[j];
+	tm_new(T, j, T->cur);
+	if (here || (kp_isleaf(in) && T->tgen[j] && !T->tout[j]))
+		tm_eval(T, j, T->cur[j]);
+	else
+		for (int gg = 0; gg < tm_ng(T, in->axes); gg++)
+			for (int c = 0; c < tm_nc(T, in->axes); c++)
+				T->cur[j][gg * tm_nc(T, in->axes) + c] =
+					loadf(T->g, T->pv[j], tm_idx(T, in->axes, gg, c), tm_wid(T, in->axes));
+	return T->cur[j];
+}
+
+/* the accumulators of token reduction i for the current step's width */
+static LLVMValueRef *tm_acc(Tm *T, int i)
+{
+	int ne = tm_ng(T, T->f->ins[i].axes) * tm_nc(T, T->f->ins[i].axes);
+	return T->acc[i] + (T->w > 1 ? 0 : ne);
+}
+
+/* one step over the tokens: every in-loop value, the stores, the token reductions */
+static void tm_step(Tm *T, int w)
+{
+	Gen *g = T->g;
+	const KiFn *f = T->f;
+	T->w = w;
+	for (int j = 0; j < f->nins; j++)
+		free(T->cur[j]), T->cur[j] = NULL;
+	for (int i = T->s; i <= T->e; i++) {
+		const KiIns *in = &f->ins[i];
+		if (!T->tgen[i] || !tm_inloop(in))
+			continue;
+		if (!kp_tokred(in)) {
+			LLVMValueRef *v = tm_val(T, i);
+			if (T->tout[i])
+				for (int gg = 0; gg < tm_ng(T, in->axes); gg++)
+					for (int c = 0; c < tm_nc(T, in->axes); c++)
+						storef(g, v[gg * tm_nc(T, in->axes) + c], T->pv[i], tm_idx(T, in->axes, gg, c));
+			continue;
+		}
+		LLVMValueRef *a = tm_acc(T, i);
+		KcRef bb = ki_nargs(in->op) > 1 ? in->arg[1] : KC_NIL;
+		int aw = tm_wid(T, (uint8_t)(in->axes | AXM(AX_token)));
+		for (int gg = 0; gg < tm_ng(T, in->axes); gg++)
+			for (int c = 0; c < tm_nc(T, in->axes); c++) {
+				LLVMValueRef p = a[gg * tm_nc(T, in->axes) + c];
+				LLVMValueRef x = tm_redstep(g, in->op, LLVMBuildLoad2(g->b, fty(g, aw), p, ""),
+				                            tm_opnd(T, in->arg[0], gg, c, aw), bb ? tm_opnd(T, bb, gg, c, aw) : NULL, 0);
+				LLVMBuildStore(g->b, x, p);
+			}
+	}
+}
+
+/* pool i's kernel size (i64), checked before the loop: a positive integer up to 1e6, else the
+** function returns i + 1 with the offending value in ctx->err */
+static LLVMValueRef tm_poolk(Tm *T, int i)
+{
+	Gen *g = T->g;
+	LLVMBuilderRef b = g->b;
+	LLVMValueRef kv = tm_opnd(T, T->f->ins[i].arg[1], 0, 0, 1);
+	LLVMValueRef fl = intr(g, "llvm.floor", g->f32, &kv, 1);
+	LLVMValueRef ok = LLVMBuildAnd(b, LLVMBuildFCmp(b, LLVMRealOGE, kv, cfv(g, 1.0, 1), ""),
+	                               LLVMBuildFCmp(b, LLVMRealOLE, kv, cfv(g, 1e6, 1), ""), "");
+	ok = LLVMBuildAnd(b, ok, LLVMBuildFCmp(b, LLVMRealOEQ, kv, fl, ""), "");
+	LLVMBasicBlockRef bad = LLVMAppendBasicBlockInContext(g->cx, g->fn, "pool.bad");
+	LLVMBasicBlockRef good = LLVMAppendBasicBlockInContext(g->cx, g->fn, "pool.ok");
+	LLVMBuildCondBr(b, ok, good, bad);
+	LLVMPositionBuilderAtEnd(b, bad);
+	st_(g, LLVMDoubleTypeInContext(g->cx), LLVMBuildFPExt(b, kv, LLVMDoubleTypeInContext(g->cx), ""), T->ctx,
+	    ci(g, TC_err), 8);
+	LLVMBuildRet(b, ci(g, i + 1));
+	LLVMPositionBuilderAtEnd(b, good);
+	return LLVMBuildFPToSI(b, kv, g->i64, "");
+}
+
+/* loop s..e (one switch case) */
+static void tm_loop(Tm *T)
+{
+	Gen *g = T->g;
+	LLVMBuilderRef b = g->b;
+	const KiFn *f = T->f;
+	LLVMValueRef vals = tm_field(T, TC_vals, g->ptr), par = tm_field(T, TC_par, g->ptr);
+	T->n = tm_field(T, TC_n, g->i64);
+	T->t = ci(g, 0);
+	T->w = 1;
+	int inloop = 0;
+	T->row = 0;
+	for (int i = T->s; i <= T->e; i++) {
+		const KiIns *in = &f->ins[i];
+		uint8_t u = in->axes;
+		if (!T->tgen[i])
+			continue;
+		for (int k = 0; k < ki_nargs(in->op); k++) {
+			KcRef r = in->arg[k];
+			int j = KC_RIDX(r);
+			if (KC_RKIND(r) == RK_PAR && !T->sc[j])
+				T->sc[j] = LLVMBuildFPTrunc(b, ld(g, LLVMDoubleTypeInContext(g->cx), par, ci(g, j), 8), g->f32, "");
+			if (KC_RKIND(r) != RK_INS)
+				continue;
+			u |= f->ins[j].axes;
+			if ((j < T->s || j > T->e) && !T->pv[j])
+				T->pv[j] = ld(g, g->ptr, vals, ci(g, j), 8);
+			if (j < T->s && !(f->ins[j].axes & AXM(AX_token)) && !T->pre[j]) {   /* earlier values, once */
+				tm_new(T, j, T->pre);
+				for (int gg = 0; gg < tm_ng(T, f->ins[j].axes); gg++)
+					for (int c = 0; c < tm_nc(T, f->ins[j].axes); c++)
+						T->pre[j][gg * tm_nc(T, f->ins[j].axes) + c] =
+							loadf(g, T->pv[j], tm_idx(T, f->ins[j].axes, gg, c), tm_wid(T, f->ins[j].axes));
+			}
+		}
+		if (T->tout[i])
+			T->pv[i] = ld(g, g->ptr, vals, ci(g, i), 8);
+		if (tm_inloop(in))
+			inloop = 1, T->row |= (u & AXM(AX_token)) && (u & AXM(AX_chan));
+	}
+	/* values without a token axis */
+	for (int i = T->s; i <= T->e; i++) {
+		const KiIns *in = &f->ins[i];
+		if (!T->tgen[i] || tm_inloop(in))
+			continue;
+		tm_new(T, i, T->pre);
+		tm_eval(T, i, T->pre[i]);
+		if (T->tout[i])
+			for (int gg = 0; gg < tm_ng(T, in->axes); gg++)
+				for (int c = 0; c < tm_nc(T, in->axes); c++)
+					storef(g, T->pre[i][gg * tm_nc(T, in->axes) + c], T->pv[i], tm_idx(T, in->axes, gg, c));
+	}
+	int stores = 0;
+	for (int i = T->s; i <= T->e; i++)
+		stores |= T->tgen[i] && T->tout[i];
+	if (!inloop || !stores)      /* e.g. a leaf other loops recompute: nothing to do here */
+		return;
+	for (int i = T->s; i <= T->e; i++) {
+		const KiIns *in = &f->ins[i];
+		if (!T->tgen[i])
+			continue;
+		if (in->op == KO_avgpool || in->op == KO_maxpool)
+			T->pk[i] = tm_poolk(T, i);
+		if (!kp_tokred(in))
+			continue;
+		int ne = tm_ng(T, in->axes) * tm_nc(T, in->axes);
+		T->acc[i] = tm_calloc(T, (size_t)ne * 2);
+		for (int k = 0; k < 2 * ne; k++) {
+			int aw = k < ne ? g->W : (in->axes & AXM(AX_chan)) ? g->W : 1;
+			T->acc[i][k] = entry_alloca(g, fty(g, aw));
+			LLVMBuildStore(b, tm_redinit(g, in->op, aw), T->acc[i][k]);
+		}
+	}
+	Loop lv, lt;
+	LLVMValueRef t0 = ci(g, 0);
+	if (g->W > 1 && !T->row) {
+		T->t = loop_begin(g, ci(g, 0), T->n, g->W, &lv);
+		tm_step(T, g->W);
+		loop_end(g, &lv);
+		t0 = lv.iv;
+	}
+	T->t = loop_begin2(g, t0, T->n, 1, 1, &lt);
+	tm_step(T, 1);
+	loop_end(g, &lt);
+	if (t0 != ci(g, 0))
+		loop_plain(g, &lt);      /* the tail after the vector loop: fewer than W tokens */
+	/* the token reductions' results */
+	T->t = ci(g, 0), T->w = 1;
+	LLVMValueRef nf = LLVMBuildSIToFP(b, T->n, g->f32, "");
+	for (int i = T->s; i <= T->e; i++) {
+		const KiIns *in = &f->ins[i];
+		if (!T->tgen[i] || !kp_tokred(in))
+			continue;
+		int ne = tm_ng(T, in->axes) * tm_nc(T, in->axes), wo = tm_wid(T, in->axes);
+		for (int k = 0; k < ne; k++) {
+			LLVMValueRef x = LLVMBuildLoad2(b, fty(g, wo), T->acc[i][ne + k], "");
+			if (!T->row && g->W > 1)
+				x = tm_lanes(g, in->op, x, LLVMBuildLoad2(b, fty(g, g->W), T->acc[i][k], ""), g->W);
+			x = tm_redfin(g, in->op, x, nf, wo);
+			if (T->tout[i])
+				storef(g, x, T->pv[i], tm_idx(T, in->axes, k / tm_nc(T, in->axes), k % tm_nc(T, in->axes)));
+		}
+	}
+}
+
+/* T's tables for one set of loops (the function's second parameter is the context) */
+static int tm_open(Tm *T, Gen *g, const KiFn *f, const uint8_t *tgen, const uint8_t *tout, LLVMValueRef ctx)
+{
+	size_t nv = (size_t)f->nins + (size_t)f->npar + 1;
+	*T = (Tm){ .g = g, .f = f, .tgen = tgen, .tout = tout, .w = 1, .ctx = ctx,
+	           .pv = calloc(nv, sizeof(LLVMValueRef)), .sc = calloc(nv, sizeof(LLVMValueRef)),
+	           .pre = calloc(nv, sizeof(LLVMValueRef *)), .cur = calloc(nv, sizeof(LLVMValueRef *)),
+	           .acc = calloc(nv, sizeof(LLVMValueRef *)), .pk = calloc(nv, sizeof(LLVMValueRef)) };
+	return T->pv && T->sc && T->pre && T->cur && T->acc && T->pk ? 0 : -1;
+}
+
+/* forget one loop's values (the next loop loads or recomputes what it reads) */
+static void tm_reset(Tm *T)
+{
+	for (size_t k = 0; T->pre && T->cur && T->acc && k < (size_t)T->f->nins + (size_t)T->f->npar + 1; k++) {
+		free(T->pre[k]), free(T->cur[k]), free(T->acc[k]);
+		T->pre[k] = T->cur[k] = T->acc[k] = NULL;
+		if (T->pv && T->sc && T->pk)
+			T->pv[k] = T->sc[k] = T->pk[k] = NULL;
+	}
+}
+
+/* Every loop of one set (tgen/tout of T, segment ends by `end`), each followed by `each`
+** (a return for tmap's switch cases); -1 when memory runs out (the half-built function is
+** never used: the compile fails with "out of memory"). */
+static int tm_loops(Tm *T, int (*end)(const KpPlan *, int), const KpPlan *p, LLVMValueRef sw)
+{
+	jmp_buf jb;
+	T->oom = &jb;
+	if (setjmp(jb))
+		return -1;
+	Gen *g = T->g;
+	for (int s = 0; s < T->f->nins; s++) {
+		if (T->tgen[s] != KP_GEN_START)
+			continue;
+		if (sw) {
+			LLVMBasicBlockRef bb = LLVMAppendBasicBlockInContext(g->cx, g->fn, "tmap");
+			LLVMAddCase(sw, LLVMConstInt(g->i64, (unsigned long long)s, 0), bb);
+			LLVMPositionBuilderAtEnd(g->b, bb);
+		}
+		T->s = s, T->e = end(p, s);
+		tm_loop(T);
+		if (sw)
+			LLVMBuildRet(g->b, ci(g, 0));
+		tm_reset(T);
+	}
+	return 0;
+}
+
+static void tm_close(Tm *T)
+{
+	tm_reset(T);
+	free(T->pv), free(T->sc), free(T->pre), free(T->cur), free(T->acc), free(T->pk);
+}
+
+/* i64 tmap(gid, ctx): one switch case per fused token_map loop of the plan, entered with its first
+** instruction's index; 0, or pool i's index + 1 when its kernel size is bad (ctx->err) */
+int kx_gen_tmap(Gen *g, const KiFn *f, const KpPlan *p)
+{
+	LLVMTypeRef ps[2] = { g->i64, g->ptr };
+	newfn(g, "kvcc_tmap", g->i64, ps, 2);
+	LLVMValueRef gid = LLVMGetParam(g->fn, 0);
+	LLVMBasicBlockRef def = LLVMAppendBasicBlockInContext(g->cx, g->fn, "none");
+	LLVMValueRef sw = LLVMBuildSwitch(g->b, gid, def, (unsigned)p->ngen);
+	LLVMPositionBuilderAtEnd(g->b, def);
+	LLVMBuildRet(g->b, ci(g, 0));
+	Tm T;
+	int rc = tm_open(&T, g, f, p->tgen, p->tout, LLVMGetParam(g->fn, 1));
+	if (rc == 0)
+		rc = tm_loops(&T, kp_segend, p, sw);
+	tm_close(&T);
+	return rc;
+}
+
+/*
+** i64 observe(ctx): the decode step's observe hook for one (layer, head): the plan's observe loops
+** in order (x.attn = ctx->attn, [group][lda]; the values they store go to ctx->vals), then each
+** updated state s gets its new value: state[s*sstride + t] = update(t) for t < n (an update is a
+** stored value, a constant or a param). 0, or a pool's index + 1 as tmap.
+*/
+int kx_gen_observe(Gen *g, const KiFn *f, const KpPlan *p)
+{
+	LLVMTypeRef ps[1] = { g->ptr };
+	newfn(g, "kvcc_observe", g->i64, ps, 1);
+	LLVMBuilderRef b = g->b;
+	LLVMValueRef ctx = LLVMGetParam(g->fn, 0);
+	Tm T;
+	int rc = tm_open(&T, g, f, p->otgen, p->otout, ctx);
+	if (rc == 0)
+		rc = tm_loops(&T, kp_osegend, p, NULL);
+	tm_close(&T);
+	LLVMValueRef n = ld(g, g->i64, ctx, ci(g, TC_n), 8), st = ld(g, g->ptr, ctx, ci(g, TC_state), 8);
+	LLVMValueRef ss = ld(g, g->i64, ctx, ci(g, TC_sstride), 8), vals = ld(g, g->ptr, ctx, ci(g, TC_vals), 8);
+	LLVMValueRef par = ld(g, g->ptr, ctx, ci(g, TC_par), 8);
+	for (int s = 0; s < f->nst; s++) {
+		KcRef u = f->st[s].update;
+		if (!u)
+			continue;
+		LLVMValueRef src = NULL, v = NULL;
+		if (KC_RKIND(u) == RK_INS)
+			src = ld(g, g->ptr, vals, ci(g, KC_RIDX(u)), 8);
+		else if (KC_RKIND(u) == RK_PAR)
+			v = LLVMBuildFPTrunc(b, ld(g, LLVMDoubleTypeInContext(g->cx), par, ci(g, KC_RIDX(u)), 8), g->f32, "");
+		else
+			v = cfv(g, (double)(float)f->con[KC_RIDX(u)], 1);
+		LLVMValueRef dst = gep(g, g->f32, st, LLVMBuildMul(b, ci(g, s), ss, ""));
+		Loop lp;
+		LLVMValueRef t = loop_begin2(g, ci(g, 0), n, 1, 1, &lp);
+		storef(g, src ? ldf(g, src, t) : v, dst, t);
+		loop_end(g, &lp);
+	}
+	LLVMBuildRet(b, ci(g, 0));
+	return rc;
+}
+
+/* float ascale(ctx): the attn_score logits' scalar multipliers (plan mul: constants, params as f32,
+** scalar values of earlier loops), multiplied in order from 1 */
+void kx_gen_ascale(Gen *g, const KiFn *f, const KpPlan *p)
+{
+	LLVMTypeRef ps[1] = { g->ptr };
+	newfn(g, "kvcc_ascale", g->f32, ps, 1);
+	LLVMBuilderRef b = g->b;
+	LLVMValueRef ctx = LLVMGetParam(g->fn, 0), a = cfv(g, 1.0, 1);
+	for (int k = 0; k < p->nmul; k++) {
+		KcRef r = p->mul[k];
+		LLVMValueRef v;
+		if (KC_RKIND(r) == RK_CON)
+			v = cfv(g, (double)(float)f->con[KC_RIDX(r)], 1);
+		else if (KC_RKIND(r) == RK_PAR)
+			v = LLVMBuildFPTrunc(b, ld(g, LLVMDoubleTypeInContext(g->cx), ld(g, g->ptr, ctx, ci(g, TC_par), 8),
+			                            ci(g, KC_RIDX(r)), 8), g->f32, "");
+		else
+			v = ldf(g, ld(g, g->ptr, ld(g, g->ptr, ctx, ci(g, TC_vals), 8), ci(g, KC_RIDX(r)), 8), ci(g, 0));
+		a = LLVMBuildFMul(b, a, v, "");
+	}
+	LLVMBuildRet(b, a);
+}

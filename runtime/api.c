@@ -1,0 +1,305 @@
+/*
+** libkvcc_rt's API around the run paths (include/kvcc.h): the thread-local error,
+** what an open policy declares (read from its descriptor), and the plan — the
+** layout checked against the artifact's specialization and every workspace the
+** run paths need, sized once here for capacity tokens and max_obs queries, so that
+** kvcc_compress, kvcc_append and kvcc_decode_layer allocate nothing.
+*/
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <stdarg.h>
+#include <math.h>
+#include <time.h>
+#include <unistd.h>
+#include "runtime/rt.h"
+
+static _Thread_local char lasterr[600];
+
+int kr_seterr(int code, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(lasterr, sizeof lasterr, fmt, ap);
+	va_end(ap);
+	return code;
+}
+
+KVCC_API int kvcc__seterr(int code, const char *msg) { return kr_seterr(code, "%s", msg ? msg : ""); }
+KVCC_API const char *kvcc_last_error(void) { return lasterr; }
+KVCC_API const char *kvcc_version(void) { return KVCC_VERSION; }
+
+double kr_ref(const KaRef *r, const double *par, double def)
+{
+	switch (r->kind) {
+	case KA_CON: return r->val;
+	case KA_PAR: return par ? par[r->idx] : r->val;
+	}
+	return def;
+}
+
+size_t kr_count(uint8_t m, int G, int nobs, int n, int d)
+{
+	return (KR_AX(m, KR_GROUP) ? (size_t)G : 1) * (KR_AX(m, KR_OBS) ? (size_t)nobs : 1) *
+	       (KR_AX(m, KR_TOKEN) ? (size_t)n : 1) * (KR_AX(m, KR_CHAN) ? (size_t)d : 1);
+}
+
+double kr_now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+/* --- what a policy declares --------------------------------------------------------------- */
+
+KVCC_API const char *kvcc_policy_name(const kvcc_policy *p) { return p ? p->name : NULL; }
+
+KVCC_API int kvcc_policy_spec(const kvcc_policy *p, kvcc_spec *s)
+{
+	if (!p || !s)
+		return kr_seterr(KVCC_EINVAL, "null argument");
+	s->dtype = p->h->dtype, s->head_dim = p->h->head_dim, s->group = p->h->group, s->target = p->h->target;
+	return 0;
+}
+
+KVCC_API int kvcc_param_count(const kvcc_policy *p) { return p ? p->h->npar : KVCC_EINVAL; }
+
+KVCC_API int kvcc_param_index(const kvcc_policy *p, const char *name)
+{
+	if (!p || !name)
+		return kr_seterr(KVCC_EINVAL, "null argument");
+	for (int i = 0; i < p->h->npar; i++)
+		if (!strcmp(p->str + p->par[i].name, name))
+			return i;
+	return kr_seterr(KVCC_EINVAL, "policy %s has no param '%s'", p->name, name);
+}
+
+KVCC_API int kvcc_param_info(const kvcc_policy *p, int i, const char **name, double *def)
+{
+	if (!p || i < 0 || i >= p->h->npar)
+		return kr_seterr(KVCC_EINVAL, "param index %d out of range", i);
+	if (name)
+		*name = p->str + p->par[i].name;
+	if (def)
+		*def = p->par[i].def;
+	return 0;
+}
+
+KVCC_API int kvcc_state_count(const kvcc_policy *p) { return p ? p->h->nst : kr_seterr(KVCC_EINVAL, "null policy"); }
+
+KVCC_API int kvcc_state_info(const kvcc_policy *p, int i, const char **name, double *init)
+{
+	if (!p || i < 0 || i >= p->h->nst)
+		return kr_seterr(KVCC_EINVAL, "state index %d out of range", i);
+	if (name)
+		*name = p->str + p->st[i].name;
+	if (init)
+		*init = p->st[i].init;
+	return 0;
+}
+
+KVCC_API int kvcc_policy_when(const kvcc_policy *p, int *every)
+{
+	if (!p)
+		return kr_seterr(KVCC_EINVAL, "null policy");
+	int dec = p->h->when == 1, ev = dec ? (int)kr_ref(&p->h->every, NULL, 1) : 0;
+	if (every)
+		*every = dec ? (ev < 1 ? 1 : ev) : 0;
+	return dec;
+}
+
+KVCC_API int kvcc_policy_obs(const kvcc_policy *p, const double *params, int *obs)
+{
+	if (!p || !obs)
+		return kr_seterr(KVCC_EINVAL, "null %s", p ? "obs pointer" : "policy");
+	if (p->h->obs.kind == KA_ALL) {
+		*obs = -1;
+		return 0;
+	}
+	double o = kr_ref(&p->h->obs, params, 0);
+	if (!(o >= 0 && o <= INT32_MAX) || o != floor(o))
+		return kr_seterr(KVCC_EINVAL, "policy %s: the observation count must be an integer in 0..%d, got %g",
+		                 p->name, INT32_MAX, o);
+	*obs = (int)o;
+	return 0;
+}
+
+/* --- plans ------------------------------------------------------------------------------------ */
+
+/* The values an arena holds (the descriptor's KA_SARENA): stored outputs of generated loops,
+** attn_score outputs and head_mean results. */
+static int make_arenas(kvcc_plan *pl)
+{
+	const KaHdr *h = pl->p->h;
+	const KaIns *in = pl->p->ins;
+	size_t total = 0;
+	for (int i = 0; i < h->nins; i++)
+		if (in[i].store & KA_SARENA)
+			total += (kr_count(in[i].axes, h->group, pl->max_obs, pl->lay.capacity, pl->lay.head_dim) + 16) / 16 * 16;
+	for (int t = 0; t < pl->narena; t++) {
+		if (!(pl->arena[t] = aligned_alloc(64, (total + 16) * sizeof(float))) ||
+		    !(pl->tvals[t] = calloc((size_t)h->nins + 1, sizeof(float *))))
+			return -1;
+		size_t off = 0;
+		for (int i = 0; i < h->nins; i++)
+			if (in[i].store & KA_SARENA) {
+				pl->tvals[t][i] = pl->arena[t] + off;
+				off += (kr_count(in[i].axes, h->group, pl->max_obs, pl->lay.capacity, pl->lay.head_dim) + 16) / 16 * 16;
+			}
+	}
+	return 0;
+}
+
+/* attn_score workspace floats for go query rows: S tile, packed K tile, m, l, mp (and one spare),
+** acc, Q rows, the rows' visibility masks (uint64) */
+static size_t wsfloats(int go, int d)
+{
+	return (size_t)go * TILE + (size_t)d * TILE + 4 * (size_t)go + TILE + (size_t)go * d + 2 * (size_t)go + 64;
+}
+
+/* The attn_score workspaces of every pool thread for go query rows. */
+static int make_ws(kvcc_plan *pl, int go)
+{
+	for (int t = 0; t < pl->threads; t++)
+		if (!(pl->ws[t] = aligned_alloc(64, (wsfloats(go, pl->lay.head_dim) * sizeof(float) + 63) / 64 * 64)))
+			return -1;
+	pl->ws_go = go;
+	return 0;
+}
+
+KVCC_API int kvcc_plan_timings(const kvcc_plan *pl, double ms[4])
+{
+	if (!pl || !ms)
+		return kr_seterr(KVCC_EINVAL, "null argument");
+	memcpy(ms, pl->ms, sizeof pl->ms);
+	return 0;
+}
+
+KVCC_API int kvcc_plan_create(kvcc_policy *p, const kvcc_layout *lay, int max_obs, int threads, kvcc_plan **out)
+{
+	if (!out)
+		return kr_seterr(KVCC_EINVAL, "null argument");
+	*out = NULL;
+	if (!p || !lay)
+		return kr_seterr(KVCC_EINVAL, "null argument");
+	const KaHdr *h = p->h;
+	if (lay->dtype != h->dtype || lay->head_dim != h->head_dim)
+		return kr_seterr(KVCC_ESPEC, "layout has dtype %d head_dim %d, artifact was compiled for dtype %d head_dim %d",
+		                 lay->dtype, lay->head_dim, h->dtype, h->head_dim);
+	if (lay->layers < 1 || lay->kv_heads < 1 || lay->capacity < 1 || lay->capacity > (1 << 30))
+		return kr_seterr(KVCC_EINVAL, "bad layout: layers %d kv_heads %d capacity %d", lay->layers, lay->kv_heads,
+		                 lay->capacity);
+	int64_t d = lay->head_dim, st = lay->stride_token, sh = lay->stride_head, sl = lay->stride_layer;
+	if (st < d || sh < st * lay->capacity || (lay->layers > 1 && sl < sh * lay->kv_heads) ||
+	    (lay->kv_heads == 1 && sh < st * lay->capacity) || sl < 0)
+		return kr_seterr(KVCC_EINVAL, "bad layout strides (layer %lld, head %lld, token %lld) for head_dim %d capacity %d",
+		                 (long long)sl, (long long)sh, (long long)st, lay->head_dim, lay->capacity);
+	if (max_obs < 0 || threads < 0)
+		return kr_seterr(KVCC_EINVAL, "bad max_obs %d or threads %d", max_obs, threads);
+	kvcc_plan *pl = calloc(1, sizeof *pl);
+	if (!pl)
+		return kr_seterr(KVCC_ENOMEM, "out of memory");
+	pl->p = p, pl->lay = *lay, pl->max_obs = max_obs;
+	pl->threads = threads ? threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
+	if (pl->threads < 1)
+		pl->threads = 1;
+	if (pl->threads > 256)
+		pl->threads = 256;
+	pl->esz = lay->dtype == KVCC_F32 ? 4 : 2;
+	int H = lay->kv_heads, G = h->group, nins = h->nins;
+	size_t dd = (size_t)lay->head_dim;
+	pl->lds = ((int64_t)lay->capacity + DTILE - 1) / DTILE * DTILE + DTILE;
+	pl->maxch = (2 * pl->threads + H - 1) / H + 1;
+	pl->par = malloc(((size_t)h->npar + 1) * sizeof *pl->par);
+	pl->step = calloc((size_t)lay->layers, sizeof *pl->step);
+	pl->S = malloc((size_t)H * G * pl->lds * sizeof(float));
+	pl->qs = malloc((size_t)H * G * dd * sizeof(float));
+	pl->cst = malloc((size_t)H * pl->maxch * G * (2 + dd) * sizeof(float));
+	pl->oval = calloc((size_t)H * (nins + 1), sizeof *pl->oval);
+	pl->ws = calloc((size_t)pl->threads, sizeof *pl->ws);
+	size_t ninst = (size_t)lay->layers * H, sg = h->scope == KA_SCOPE_HEAD ? 1 : h->scope == KA_SCOPE_LAYER ? (size_t)H : ninst;
+	pl->selkeys = malloc((sg * lay->capacity + 1) * sizeof(uint64_t));
+	pl->part = malloc((ninst + 1) * sizeof *pl->part);
+	pl->kidx = malloc((ninst * lay->capacity + 1) * sizeof(int32_t));
+	pl->nkept = malloc((ninst + 1) * sizeof(int32_t));
+	pl->hsrc = calloc((size_t)H, sizeof *pl->hsrc);
+	pl->hdst = calloc((size_t)H, sizeof *pl->hdst);
+	pl->narena = h->flags & KA_FHMEAN ? (int)ninst : pl->threads;
+	pl->arena = calloc((size_t)pl->narena, sizeof *pl->arena);
+	pl->tvals = calloc((size_t)pl->narena, sizeof *pl->tvals);
+	pl->scorebuf = malloc((ninst * lay->capacity + 1) * sizeof(float));
+	pl->score = calloc(ninst, sizeof *pl->score);
+	pl->cpar = malloc(((size_t)h->npar + 1) * sizeof *pl->cpar);
+	int bad = !pl->par || !pl->step || !pl->S || !pl->qs || !pl->cst || !pl->oval || !pl->ws || !pl->selkeys ||
+	          !pl->part || !pl->kidx || !pl->nkept || !pl->hsrc || !pl->hdst || !pl->arena || !pl->tvals ||
+	          !pl->scorebuf || !pl->score || !pl->cpar;
+	if (!bad) {
+		bad = make_arenas(pl) != 0;
+		pl->obs_sized = (h->flags & KA_FATTN) != 0;
+		for (int i = 0; i < nins; i++)
+			pl->obs_sized |= (p->ins[i].store & KA_SARENA) && KR_AX(p->ins[i].axes, KR_OBS);
+	}
+	if (!bad && (h->flags & KA_FATTN) && max_obs > 0)
+		bad = make_ws(pl, G * max_obs) != 0;
+	for (int i = 0; i < h->npar && !bad; i++)
+		pl->par[i] = p->par[i].def;
+	/* observe values: one buffer per (head, stored value of the observe loops), at capacity */
+	for (int hh = 0; hh < H && !bad; hh++)
+		for (int i = 0; i < nins && !bad; i++)
+			if (p->ins[i].store & KA_SOBSERVE)
+				bad = !(pl->oval[(size_t)hh * nins + i] =
+				            malloc((kr_count(p->ins[i].axes, G, 1, lay->capacity, (int)dd) + 1) * sizeof(float)));
+	if (!bad && kr_pool_init(&pl->pool, pl->threads) != 0)
+		bad = 1;
+	else if (!bad)
+		pl->pool_ok = 1;
+	if (bad) {
+		kvcc_plan_destroy(pl);
+		return kr_seterr(KVCC_ENOMEM, "out of memory (plan workspaces)");
+	}
+	*out = pl;
+	return 0;
+}
+
+KVCC_API void kvcc_plan_destroy(kvcc_plan *pl)
+{
+	if (!pl)
+		return;
+	if (pl->pool_ok)
+		kr_pool_free(&pl->pool);
+	if (pl->oval)
+		for (size_t k = 0; k < (size_t)pl->lay.kv_heads * (pl->p->h->nins + 1); k++)
+			free(pl->oval[k]);
+	for (int t = 0; pl->ws && t < pl->threads; t++)
+		free(pl->ws[t]);
+	free(pl->ws), free(pl->hsrc), free(pl->hdst);
+	free(pl->selkeys), free(pl->part), free(pl->kidx), free(pl->nkept);
+	for (int t = 0; t < pl->narena; t++) {
+		if (pl->arena)
+			free(pl->arena[t]);
+		if (pl->tvals)
+			free(pl->tvals[t]);
+	}
+	free(pl->arena), free(pl->tvals), free(pl->scorebuf), free(pl->score), free(pl->cpar);
+	free(pl->oval), free(pl->par), free(pl->step), free(pl->S), free(pl->qs), free(pl->cst);
+	free(pl);
+}
+
+KVCC_API int kvcc_plan_set_params(kvcc_plan *pl, const double *params)
+{
+	if (!pl)
+		return kr_seterr(KVCC_EINVAL, "null plan");
+	for (int i = 0; i < pl->p->h->npar; i++)
+		pl->par[i] = params ? params[i] : pl->p->par[i].def;
+	return 0;
+}
+
+KVCC_API int kvcc_plan_set_step(kvcc_plan *pl, int step)
+{
+	if (!pl || step < 0)
+		return kr_seterr(KVCC_EINVAL, "null plan or negative step");
+	for (int l = 0; l < pl->lay.layers; l++)
+		pl->step[l] = step;
+	return 0;
+}

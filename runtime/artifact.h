@@ -1,0 +1,362 @@
+/*
+** artifact.h — the layout of a compiled policy (policy.so), shared by the code
+** generators that write it (codegen/x86, codegen/ptx) and the runtime that loads it
+** (libkvcc_rt). Not part of the public API (include/kvcc.h): a policy.so exports
+** the CPU descriptor KVCC_DESC_SYMBOL and, when compiled with --gpu-arch, the GPU
+** blob KVCC_GPU_SYMBOL; both are versioned here.
+*/
+#ifndef KVCC_ARTIFACT_H
+#define KVCC_ARTIFACT_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "kvcc.h"
+#include "runtime/kc.h"
+
+/* Exported by libkvcc_rt for libkvcc (the compiler library) only, which reports its errors
+** through kvcc_last_error: not part of the API. Returns code. */
+KVCC_API int kvcc__seterr(int code, const char *msg);
+
+/* FNV-1a 64 of n bytes (h = 0: the offset basis) */
+static inline uint64_t ka_fnv(const void *p, size_t n, uint64_t h)
+{
+	const unsigned char *s = p;
+	if (!h)
+		h = 0xcbf29ce484222325ull;
+	for (size_t i = 0; i < n; i++)
+		h = (h ^ s[i]) * 0x100000001b3ull;
+	return h;
+}
+
+/* --- the CPU descriptor ---------------------------------------------------------------------- */
+/*
+** A policy.so exports KVCC_DESC_SYMBOL, a kvcc_artifact: the kernels' entry points (their C
+** signatures are the ABI, KVCC_ABI) and a pointer to the descriptor, a read-only blob (format
+** KA_FORMAT) the compiler wrote and the runtime reads without the compiler:
+**
+**   KaHdr | KaParam[npar] | KaState[nst] | KaIns[nins] | strings (NUL-terminated)
+**
+** at the offsets the header gives (8-byte aligned, inside `size`). It holds everything the
+** runtime needs: the specialization and the CPU features the kernels use, the params (names,
+** defaults), the state (names, inits), when / every / the observation count, the select rule,
+** and the run plan — per KIR instruction the axes of its value (its buffer size is a formula of
+** G, max_obs, capacity and head_dim), whether the compress arena or the observe hook stores it,
+** and what the runtime does there (call the generated loop that starts there, run attn_score
+** whose output it is, run the head_mean barrier). The KIR text rides along for `kvcc dump`
+** only; the runtime never parses it.
+*/
+#define KVCC_DESC_SYMBOL "kvcc_artifact"
+#define KVCC_MAGIC 0x4B5643435F415254ull   /* "KVCC_ART" */
+#define KVCC_ABI 8                         /* kvcc_artifact and the kernels' signatures */
+#define KA_MAGIC "KVCCDSC"                 /* the blob's first 8 bytes (with the NUL) */
+#define KA_FORMAT 1                        /* the blob's layout */
+
+/* a count or rule operand: a constant, a param, "every position" (obs) or none */
+enum { KA_NONE, KA_CON, KA_PAR, KA_ALL };
+typedef struct KaRef {
+	int32_t kind;              /* KA_* */
+	int32_t idx;               /* KA_PAR: the param */
+	double val;                /* KA_CON: the value; KA_PAR: the param's default */
+} KaRef;
+
+/* run-plan flags */
+enum {
+	KA_FATTN = 1,              /* attn_score: reads Q (observation queries needed) */
+	KA_FCAUSAL = 2,            /* its softmax is causal (pos <= qpos) */
+	KA_FSCALE = 4,             /* its only logit multiplier is x.scale: a given lse replaces attn_stats */
+	KA_FHMEAN = 8,             /* a head_mean barrier: per-instance arenas, equal lengths per layer */
+	KA_FOBSERVE = 16,          /* decode runs the observe hook */
+	KA_FLSE = 32,              /* the score reads x.lse */
+	KA_FQPOS = 64,             /* the score reads x.qpos */
+};
+
+/* what the runtime does at an instruction (compress, in instruction order) */
+enum {
+	KA_SKIP,                   /* nothing: inside a loop, read by the Q·K tile only, or not needed */
+	KA_LOOP,                   /* call tmap(i) (a generated loop; `arg` = its last instruction) */
+	KA_ATTN_SUM,               /* an attn_score output: sum over obs of the probabilities */
+	KA_ATTN_MEAN,              /* the same, mean over obs */
+	KA_HMEAN,                  /* the head_mean barrier: mean over the layer's heads of `arg` */
+};
+enum { KA_SARENA = 1, KA_SOBSERVE = 2 };   /* KaIns.store bits */
+
+typedef struct KaIns {
+	uint8_t axes;              /* AXM bits (compiler/ir.h): 1 group, 2 obs, 4 token, 8 chan */
+	uint8_t store;             /* KA_S*: the compress arena / the observe hook holds its value */
+	uint8_t what;              /* KA_SKIP ... KA_HMEAN */
+	uint8_t pad;
+	int32_t arg;
+	uint32_t line, col;        /* policy position (runtime errors) */
+} KaIns;
+
+typedef struct KaParam {
+	uint32_t name;             /* string offset */
+	uint32_t pad;
+	double def;
+} KaParam;
+
+typedef struct KaState {
+	uint32_t name;
+	uint32_t update;           /* the observe hook updates it */
+	double init;
+} KaState;
+
+enum { KA_SCOPE_HEAD, KA_SCOPE_LAYER, KA_SCOPE_MODEL };
+
+typedef struct KaHdr {
+	char magic[8];             /* KA_MAGIC */
+	uint32_t format;           /* KA_FORMAT */
+	uint32_t size;             /* bytes of the blob */
+	char version[16];          /* kvcc version that compiled it (informational) */
+	uint64_t kir_hash;         /* FNV-1a of the KIR text (the GPU blob carries the same) */
+	uint64_t cpu;              /* runtime/cpu.h feature bits the kernels use (host must have them) */
+	int32_t dtype, head_dim, group, target;
+	int32_t vec_width;         /* f32 lanes the kernels use (16, 8 or 1) */
+	int32_t flags;             /* KA_F* */
+	int32_t nins, npar, nst;
+	int32_t score;             /* the instruction whose value is the score ([token], stored) */
+	int32_t fsoft;             /* attn_score's softmax (a position for errors), or -1 */
+	int32_t when;              /* 0 prefill, 1 decode */
+	KaRef every;               /* decode: compress every N steps */
+	KaRef obs;                 /* observation queries (KA_NONE: none, KA_ALL: every position) */
+	int32_t scope;             /* KA_SCOPE_* */
+	uint32_t sel_line, sel_col;
+	uint32_t pad;
+	KaRef keep_first, keep_recent, chunk;
+	uint32_t name, src;        /* string offsets: policy name, policy file */
+	uint32_t par, st, ins, str; /* section offsets */
+} KaHdr;
+
+/* One instance's inputs to the generated token_map loops (every field 8 bytes: the generated
+** code reads field k at byte 8k). vals[i] = instruction i's f32 values, row-major over
+** (group, token, chan) ([token]: t, [group, token]: g*n + t, [token, chan]: t*d + c,
+** scalar: [0]); K / V = the instance's rows in storage dtype, token stride ldk elements;
+** pos NULL: pos = t; state = state 0 of the instance, state s at state + s*sstride (NULL: the
+** initial values). */
+typedef struct kvcc_tmap_ctx {
+	float *const *vals;
+	const double *par;
+	const void *K, *V;
+	const int32_t *pos;
+	float *state;              /* observe: the updated states are written here */
+	int64_t n, ldk, sstride, layer, head, layers, heads, step, obs;
+	const float *attn;         /* observe: this step's probabilities [group][lda] */
+	int64_t lda;
+	double err;                /* out: the bad value when a loop returns non-zero */
+} kvcc_tmap_ctx;
+
+typedef struct kvcc_artifact {
+	uint64_t magic;            /* KVCC_MAGIC */
+	uint32_t abi;              /* KVCC_ABI */
+	uint32_t size;             /* sizeof(kvcc_artifact) */
+	const KaHdr *desc;         /* the descriptor blob */
+	uint64_t desc_hash;        /* FNV-1a of its desc->size bytes (a corrupted artifact is refused) */
+	const char *kir;           /* the canonical KIR text: introspection only, never parsed at load */
+	/* CPU entry points (C ABI) */
+	void (*qk)(const void *K, int64_t ldk, int64_t nt, const float *Q, int64_t nq, float *S);
+	void (*cvt)(const void *src, float *dst, int64_t n);
+	/* one split-KV chunk of decode attention for the G query heads of a KV head:
+	** q [G][d] f32 pre-scaled; S[g*lds + j] logits (padded to 16 with -inf);
+	** st = m[G], l[G], acc[G][d] updated online (caller initializes) */
+	void (*decode)(const void *K, const void *V, int64_t ldk, int64_t nt, const float *q, float *S,
+	               int64_t lds, float *st);
+	/* S[i] = exp(S[i] - m) * il for i < n */
+	void (*probs)(float *S, int64_t n, float m, float il);
+	/* attn_score, 64-token tiles: S[q*64 + j] = Q[q]·K[j] (j >= nt: 0) through a packed,
+	** transposed f32 copy Kp[d][64] of the tile */
+	void (*qkt)(const void *K, int64_t ldk, int64_t nt, const float *Q, int64_t nq, float *S, float *Kp);
+	/* online max m[q] and sum l[q] of exp(a*S[q][j]) over the visible j: the bits of vm[q]
+	** (causal attention: pos <= qpos; a prefix when positions are in order) */
+	void (*sstat)(const float *S, int64_t nq, const uint64_t *vm, float a, float *m, float *l);
+	/* acc[j] += sum_q exp(a*S[q][j] - mp[q]) over the visible j (64 columns) */
+	void (*sacc)(const float *S, int64_t nq, const uint64_t *vm, float a, const float *mp, float *acc);
+	/* select (chunk 1): key[i] = protected << 63 | order-preserving bits of score[i] (NaN lowest,
+	** -0 = +0) << 31 | (0x7fffffff - (base + i)): higher = kept first, ties → lower index */
+	void (*selkeys)(const float *score, int64_t n, int64_t keep_first, int64_t keep_recent, uint32_t base,
+	                uint64_t *key);
+	/* radix select over n distinct keys (11-bit digits, MSB first): the smallest of the `want`
+	** largest (1 <= want <= n) */
+	uint64_t (*topk)(const uint64_t *key, int64_t n, int64_t want);
+	/* idx[m++] = i for every key[i] >= thr, in order; returns m (the sorted kept list) */
+	int64_t (*keepidx)(const uint64_t *key, int64_t n, uint64_t thr, int32_t *idx);
+	/* in-place stable compaction of one (layer, head): row i = row idx[i] of K and V (storage
+	** dtype, token stride ldk), pos[i] = pos[idx[i]] (pos may be NULL), and for s < nst
+	** state[s*sstride + i] = state[s*sstride + idx[i]]; idx strictly increasing */
+	void (*compact)(void *K, void *V, int64_t ldk, const int32_t *idx, int64_t m, int32_t *pos, float *state,
+	                int64_t nst, int64_t sstride);
+	/* token_map: the generated fused loop that starts at instruction `gid` (plan tgen) for one
+	** instance (context above); stores the loop's outputs (plan tout) into c->vals. 0, or the
+	** index + 1 of a pool whose kernel size c->err is not a positive integer up to 1e6 */
+	int64_t (*tmap)(int64_t gid, struct kvcc_tmap_ctx *c);
+	/* select (chunk > 1): key[j] of the chunk of tokens j*chunk .. min((j+1)*chunk, n) - 1
+	** (j < ceil(n/chunk)) scored by the reference's mean (double sum in token order / length,
+	** NaN if any token is, rounded to f32), protected if any token is; otherwise as selkeys with
+	** position base + j*chunk */
+	void (*ckeys)(const float *score, int64_t n, int64_t keep_first, int64_t keep_recent, uint32_t base,
+	              int64_t chunk, uint64_t *key);
+	/* the number of key[i] >= thr */
+	int64_t (*kcount)(const uint64_t *key, int64_t n, uint64_t thr);
+	/* the sorted kept list of one (layer, head) with n tokens: the full chunks j < n/chunk with
+	** key[j] >= thr and, when last != 0, the partial last chunk; returns its length */
+	int64_t (*ckeepidx)(const uint64_t *key, int64_t n, int64_t chunk, uint64_t thr, int64_t last, int32_t *idx);
+	/* the tokens (layer, head) with n tokens keeps before selection: budget / ratio and the
+	** policy's budget schedule (pyramid), with params par */
+	int64_t (*nkeep)(const double *par, int64_t layer, int64_t nlayers, int64_t n, double ratio, int64_t budget);
+	/* attn_score: the product of the logits' scalar multipliers (c->vals, c->par) */
+	float (*ascale)(const struct kvcc_tmap_ctx *c);
+	/* head_mean barrier: dst[h][e] = mean over h < H of src[h][e] (double sum), e < cnt */
+	void (*hmean)(float *const *src, int64_t H, int64_t cnt, float *const *dst);
+	/* decode: the observe hook of one (layer, head): its loops, then the updated states written
+	** into c->state; 0 or as tmap */
+	int64_t (*observe)(struct kvcc_tmap_ctx *c);
+	/* decode queries: out[i] = q[i] rounded to the storage dtype (nearest even) times 1/sqrt(d) */
+	void (*qround)(const float *q, float *out, int64_t n);
+} kvcc_artifact;
+
+/* --- GPU (CUDA) ------------------------------------------------------------------------------
+** `kvcc compile … --gpu-arch sm_80,sm_90` embeds, beside the CPU descriptor, a second exported
+** symbol KVCC_GPU_SYMBOL: a read-only blob that starts with kvcc_gpu_header, followed by
+** nkern kvcc_gpu_kernel and nimg kvcc_gpu_image records and the PTX/CUBIN bytes they point
+** at (offsets from the header). libkvcc drives the CUDA driver through dlopen("libcuda.so.1")
+** (no link-time dependency); without one every GPU call fails with KVCC_EUNSUPPORTED and
+** "CUDA driver not found: …". See doc/gpu.md. */
+#define KVCC_GPU_SYMBOL "kvcc_artifact_gpu"
+#define KVCC_GPU_MAGIC 0x4B5643435F475055ull   /* "KVCC_GPU" */
+#define KVCC_GPU_ABI 1
+
+typedef struct kvcc_gpu_header {
+	uint64_t magic;            /* KVCC_GPU_MAGIC */
+	uint32_t abi;              /* KVCC_GPU_ABI */
+	uint32_t size;             /* bytes of the whole blob */
+	uint64_t kir_hash;         /* = KaHdr.kir_hash of the same policy.so */
+	int32_t dtype, head_dim, group;
+	int32_t nthreads;          /* block size of every kernel; grid = layers * kv_heads (decode: x splits) */
+	int32_t nkern, nimg;
+	int32_t has_compress, has_decode;
+	int32_t nvrtc_major, nvrtc_minor;
+	int64_t ws_coef[4];        /* workspace floats per (layer, head) = c0 + c1*N + c2*O + c3*N*O */
+	char archs[64];            /* "sm_80,sm_90" */
+} kvcc_gpu_header;
+
+typedef struct kvcc_gpu_kernel {
+	char name[32];             /* entry point in every image */
+	int32_t role;              /* 0 score (launched in phase order), 1 select, 2 decode (grid layers*kv_heads
+	                              x splits), 3 decode combine, 4 select scope group (before 1;
+	                              grid layers when phase is 1 (scope layer), else 1 (scope model)) */
+	int32_t phase;
+} kvcc_gpu_kernel;
+
+typedef struct kvcc_gpu_image {
+	char arch[16];             /* "sm_90" */
+	int32_t sm, tile;
+	uint64_t ptx_off, ptx_len; /* NUL-terminated PTX text (len excludes the NUL) */
+	uint64_t cubin_off, cubin_len;
+	int32_t regs[8], smem[8], spill[8];   /* per kernel: registers, static shared, spill bytes */
+	uint32_t dsmem[8];         /* per kernel: dynamic shared bytes to launch with (opt-in > 48 KB) */
+} kvcc_gpu_image;
+
+/* --- GPU launches (codegen/ptx generates the kernels, runtime/cuda.c launches them) ---------- */
+
+#define KVG_MAXPAR 16      /* runtime params passed by value */
+#define KVG_MAXKERN 8
+#define KVG_MAXARCH 16
+
+/* type, name — the only definition of the kernel argument block */
+#define KVG_ARGS_FIELDS(X) \
+	X(void *, K)                 /* cache keys, storage dtype, row-major per instance */ \
+	X(void *, V)                 /* cache values, same strides as K */ \
+	X(int *, len)                /* [L][H] tokens held; compress writes the new lengths */ \
+	X(int *, pos)                /* [L][H][N] absolute positions, compacted in place */ \
+	X(float *, state)            /* [nst][L][H][N] per-token state (f32), compacted / updated */ \
+	X(const void *, Q)           /* [L][H][G][O][d] observation queries, storage dtype */ \
+	X(const float *, lse)        /* [L][H][G][O] or NULL */ \
+	X(const int *, qpos)         /* [O] query positions or NULL (len-O .. len-1) */ \
+	X(float *, scores)           /* [L][H][N] scores (out; NaN past len) */ \
+	X(float *, ws)               /* workspace, L*H*ws_inst floats */ \
+	X(const void *, q)           /* decode: [L][H][G][d] this step's queries, storage dtype */ \
+	X(float *, out)              /* decode: [L][H][G][d] attention output (f32) or NULL */ \
+	X(int *, err)                /* device error word (0 = fine; see KVG_E*) */ \
+	X(long long, sL)             /* K/V strides in elements: layer, head, token */ \
+	X(long long, sH) \
+	X(long long, sT) \
+	X(long long, ws_inst)        /* workspace floats per instance */ \
+	X(long long, budget)         /* tokens kept per head, or -1: use ratio */ \
+	X(double, ratio) \
+	X(int, L) \
+	X(int, H) \
+	X(int, N)                    /* capacity per instance (row stride of pos/state/scores) */ \
+	X(int, O)                    /* observation queries per query head */ \
+	X(int, step) \
+	X(int, splits)               /* decode: kv_decode blocks per instance (gridDim.y) */ \
+	X(double, par[KVG_MAXPAR])   /* runtime parameter values */
+
+#define KVG_FIELD(t, n) t n;
+typedef struct KvgArgs { KVG_ARGS_FIELDS(KVG_FIELD) } KvgArgs;
+#undef KVG_FIELD
+
+/* device error codes (the first one set wins) */
+enum { KVG_EOK, KVG_EPOOL = 1, KVG_ESELECT = 2, KVG_EHMEAN = 3 };
+
+enum { KVG_SCORE, KVG_SELECT, KVG_DECODE, KVG_COMBINE, KVG_SELGRP };
+
+typedef struct KpCudaKernel {
+	char name[32];
+	int role;                /* KVG_SCORE / KVG_SELECT / KVG_DECODE / KVG_COMBINE / KVG_SELGRP */
+	int phase;               /* KVG_SCORE: order of launch; KVG_SELGRP: 1 grid L (scope layer), 0 grid 1 */
+	int tiled;               /* KVG_SCORE: stages Q·Kᵀ tiles in dynamic shared memory */
+} KpCudaKernel;
+
+typedef struct KpCudaImage {
+	char arch[16];           /* "sm_90" */
+	int sm;                  /* 90 */
+	char *ptx;   size_t nptx;     /* NUL-terminated PTX text */
+	void *cubin; size_t ncubin;
+	int regs[KVG_MAXKERN];   /* registers per thread (from ptxas -v) */
+	int smem[KVG_MAXKERN];   /* static shared bytes */
+	int spill[KVG_MAXKERN];  /* spill store bytes */
+	unsigned dsmem[KVG_MAXKERN]; /* dynamic shared bytes to launch with */
+	int tile;                /* compaction rows per staging tile (KV_TT) */
+	int sq, sk;              /* score tiles: query rows per chunk (KV_SQ), tokens per tile (KV_SK) */
+	double ms;               /* NVRTC time */
+} KpCudaImage;
+
+typedef struct KpCudaOut {
+	char *src;               /* generated CUDA C (malloc'd) */
+	size_t nsrc;
+	int nthreads;
+	int nkern;
+	KpCudaKernel kern[KVG_MAXKERN];
+	int nimg;
+	KpCudaImage img[KVG_MAXARCH];
+	long long ws_coef[4];    /* ws floats per instance = c0 + c1*N + c2*O + c3*N*O */
+	long long dec_part;      /* + splits * dec_part with decode (kvg_dec_part) */
+	int has_decode, has_compress;
+	int nvrtc_major, nvrtc_minor;
+	double gen_ms;
+} KpCudaOut;
+
+/* Split-KV decode: floats of one split's partials (per warp and query head: m, s and
+** head_dim sums) and the split count a plan uses — enough blocks to fill a large GPU
+** (KVG_DEC_BLOCKS over all instances), each split at least KVG_DEC_TMIN tokens of
+** the capacity N. Decided once per plan from the layout, never from device data. */
+#define KVG_DEC_BLOCKS 512
+#define KVG_DEC_TMIN 256
+static inline long long kvg_dec_part(int group, int head_dim, int nthreads)
+{
+	return (long long)(nthreads / 32) * group * (head_dim + 2);
+}
+static inline int kvg_dec_splits(long long N, long long instances)
+{
+	long long s = (KVG_DEC_BLOCKS + instances - 1) / (instances > 0 ? instances : 1), cap = N / KVG_DEC_TMIN;
+	if (s > cap)
+		s = cap;
+	return s < 1 ? 1 : (int)s;
+}
+
+static inline long long kvg_ws_floats(const KpCudaOut *o, long long N, long long Oq, int splits)
+{
+	return o->ws_coef[0] + o->ws_coef[1] * N + o->ws_coef[2] * Oq + o->ws_coef[3] * N * Oq +
+	       (o->has_decode ? splits * o->dec_part : 0);
+}
+
+#endif

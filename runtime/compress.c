@@ -1,0 +1,471 @@
+/*
+** kvcc_compress (include/kvcc.h): score, select and compact every (layer, head) instance of a
+** cache, on the plan's thread pool, following the artifact's run plan (runtime/artifact.h):
+**
+**   per instance, in instruction order:  KA_LOOP       the generated token_map loop (tmap)
+**                                        KA_ATTN_*     attn_score: the generated Q·K tile, attn_stats
+**                                                      passes (online max/sum) and the accumulation
+**                                                      over obs (qkt, sstat, sacc, ascale)
+**   between stages, per layer:           KA_HMEAN      the generated head_mean barrier (hmean)
+**   then                                 select        generated keys, radix select, kept lists per
+**                                                      scope group (nkeep: the budget schedule)
+**                                        compact       generated in-place stable gather
+**
+** The runtime orchestrates (threads, tiles, visibility of causal tiles, buffers); every value a
+** policy computes comes from generated code.
+*/
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <stdarg.h>
+#include <math.h>
+#include <pthread.h>
+#include "runtime/rt.h"
+
+typedef struct Run {
+	kvcc_plan *pl;
+	const KaHdr *h;
+	const KaIns *ins;
+	kvcc_cache *c;
+	const kvcc_obs *obs;
+	const double *par;
+	float ***val;            /* [ninst][nins] per-instance values (head_mean), or NULL: the thread's */
+	int ninst, G, O, d;
+	int step;                /* x.step */
+	int lo, hi;              /* instruction range of the current stage */
+	int err;                 /* first error */
+	char errmsg[600];
+	pthread_mutex_t mu;
+} Run;
+
+typedef struct Inst {
+	int l, h, n;
+	const char *Kb, *Vb;     /* rows of this instance */
+	int32_t *pos;
+	float *Qf;               /* [G][O][d] f32 */
+} Inst;
+
+static int posof(const Inst *I, int t) { return I->pos ? I->pos[t] : t; }
+/* default: the positions of the last O held tokens (DESIGN §3), extrapolated when O > n */
+static int qposof(Run *r, const Inst *I, int o)
+{
+	int t = I->n - r->O + o;
+	return r->obs && r->obs->qpos ? r->obs->qpos[o] : t >= 0 ? posof(I, t) : (I->n ? posof(I, 0) : 0) + t;
+}
+
+/* the first error of the run, at instruction i's policy position (i < 0: none) */
+static int fail(Run *r, int i, const char *fmt, ...)
+{
+	pthread_mutex_lock(&r->mu);
+	if (!r->err) {
+		char m[256];
+		va_list ap;
+		va_start(ap, fmt);
+		vsnprintf(m, sizeof m, fmt, ap);
+		va_end(ap);
+		const KaIns *in = i >= 0 ? &r->ins[i] : NULL;
+		snprintf(r->errmsg, sizeof r->errmsg, "%s:%u:%u: error: %s", r->pl->p->src, in ? in->line : 0, in ? in->col : 0, m);
+		r->err = KVCC_EINVAL;
+	}
+	pthread_mutex_unlock(&r->mu);
+	return -1;
+}
+
+/* The context the generated loops of one instance read (kvcc_tmap_ctx). */
+static void tmapctx(Run *r, const Inst *I, float **vals, kvcc_tmap_ctx *c)
+{
+	const kvcc_layout *lay = &r->pl->lay;
+	*c = (kvcc_tmap_ctx){
+		.vals = vals, .par = r->par, .K = I->Kb, .V = I->Vb, .pos = I->pos,
+		.state = r->c->state ? r->c->state + ((size_t)I->l * lay->kv_heads + I->h) * (size_t)lay->capacity : NULL,
+		.n = I->n, .ldk = lay->stride_token, .sstride = (int64_t)lay->layers * lay->kv_heads * lay->capacity,
+		.layer = I->l, .head = I->h, .layers = lay->layers, .heads = lay->kv_heads, .step = r->step, .obs = r->O,
+	};
+}
+
+/* A generated loop's non-zero return: pool rc - 1 had a bad kernel size c->err. */
+static int loopfail(Run *r, int64_t rc, const kvcc_tmap_ctx *c)
+{
+	return fail(r, (int)rc - 1, "pooling kernel size must be a positive integer, got %g", c->err);
+}
+
+/* The visible tokens of tile [t0, t0+nt) for every query row, as bits (causal: pos <= qpos). With
+** positions in order (mono) the visible ones are a prefix, found by bisection; else token by
+** token. */
+static void tilevis(Run *r, const Inst *I, int t0, int nt, int causal, int mono, uint64_t *vm)
+{
+	int G = r->G, O = r->O;
+	for (int o = 0; o < O; o++) {
+		int qp = causal ? qposof(r, I, o) : 0;
+		uint64_t m = 0;
+		if (!causal || (mono && posof(I, t0 + nt - 1) <= qp))
+			m = nt == 64 ? ~0ull : (1ull << nt) - 1;
+		else if (mono) {
+			int lo = 0, hi = nt;              /* first j with pos > qp */
+			while (lo < hi) {
+				int mid = (lo + hi) / 2;
+				if (posof(I, t0 + mid) > qp)
+					hi = mid;
+				else
+					lo = mid + 1;
+			}
+			m = lo == 64 ? ~0ull : (1ull << lo) - 1;
+		} else
+			for (int j = 0; j < nt; j++)
+				m |= (uint64_t)(posof(I, t0 + j) <= qp) << j;
+		for (int g = 0; g < G; g++)
+			vm[g * O + o] = m;
+	}
+}
+
+/* attn_score of one instance: the generated packed Q·K tile, then per softmax pass the generated
+** online statistics (attn_stats; skipped when lse is given and the logits are the attention's,
+** x.scale) and the accumulation over obs, for every attn_score output of the stage [lo, hi)
+** (the plan's fused pattern: dot → scalar multipliers (ascale) → softmax over token → sum / mean
+** over obs). */
+static int attnscore(Run *r, Inst *I, float **vals, int lo, int hi, int tid)
+{
+	const KaIns *ins = r->ins;
+	const kvcc_artifact *A = r->pl->p->a;
+	int G = r->G, O = r->O, GO = G * O, n = I->n, d = r->d, causal = (r->h->flags & KA_FCAUSAL) != 0;
+	if (O < 1)
+		return fail(r, lo, "the policy reads Q but no observation queries were given");
+	if (GO > r->pl->ws_go)
+		return fail(r, -1, "internal error: %d query rows, the plan's workspace has %d", GO, r->pl->ws_go);
+	int mono = 1;            /* positions non-decreasing: each row's visible tokens are a prefix */
+	if (causal && I->pos)
+		for (int t = 1; t < n && mono; t++)
+			mono = I->pos[t] >= I->pos[t - 1];
+	kvcc_tmap_ctx cx;
+	tmapctx(r, I, vals, &cx);
+	float a = A->ascale(&cx);
+	float *w = r->pl->ws[tid];
+	float *S = w, *Kp = S + (size_t)GO * TILE, *m = Kp + (size_t)d * TILE, *l = m + GO, *mp = l + GO;
+	float *acc = mp + GO;
+	uint64_t *vm = (uint64_t *)(void *)(I->Qf + (size_t)GO * d);
+	int64_t ldk = r->pl->lay.stride_token;
+	size_t esz = r->pl->esz;
+	if ((r->h->flags & KA_FSCALE) && r->obs->lse) {
+		const float *ls = r->obs->lse + ((size_t)I->l * r->pl->lay.kv_heads + I->h) * GO;
+		for (int q = 0; q < GO; q++)
+			mp[q] = ls[q];
+	} else {
+		for (int q = 0; q < GO; q++)
+			m[q] = -INFINITY, l[q] = 0;
+		for (int t0 = 0; t0 < n; t0 += TILE) {
+			int nt = n - t0 < TILE ? n - t0 : TILE;
+			A->qkt(I->Kb + (size_t)t0 * ldk * esz, ldk, nt, I->Qf, GO, S, Kp);
+			tilevis(r, I, t0, nt, causal, mono, vm);
+			A->sstat(S, GO, vm, a, m, l);
+		}
+		for (int q = 0; q < GO; q++)
+			mp[q] = l[q] > 0 ? m[q] + logf(l[q]) : INFINITY;
+	}
+	int fr = -1;
+	for (int i = lo; i < hi; i++)
+		if ((ins[i].what == KA_ATTN_SUM || ins[i].what == KA_ATTN_MEAN) && fr < 0)
+			fr = i;
+	float *out = vals[fr];
+	for (int t0 = 0; t0 < n; t0 += TILE) {
+		int nt = n - t0 < TILE ? n - t0 : TILE;
+		A->qkt(I->Kb + (size_t)t0 * ldk * esz, ldk, nt, I->Qf, GO, S, Kp);
+		tilevis(r, I, t0, nt, causal, mono, vm);
+		for (int g = 0; g < G; g++) {
+			memset(acc, 0, TILE * sizeof(float));
+			A->sacc(S + (size_t)g * O * TILE, O, vm + g * O, a, mp + g * O, acc);
+			memcpy(out + (size_t)g * n + t0, acc, (size_t)nt * sizeof(float));
+		}
+	}
+	for (int i = lo; i < hi; i++) {
+		if (ins[i].what != KA_ATTN_SUM && ins[i].what != KA_ATTN_MEAN)
+			continue;
+		if (i != fr)
+			memcpy(vals[i], out, (size_t)G * n * sizeof(float));
+		if (ins[i].what == KA_ATTN_MEAN)
+			for (size_t k = 0; k < (size_t)G * n; k++)
+				vals[i][k] /= (float)O;
+	}
+	return 0;
+}
+
+static void instof(Run *r, int k, Inst *I)
+{
+	const kvcc_layout *lay = &r->pl->lay;
+	memset(I, 0, sizeof *I);
+	I->l = k / lay->kv_heads, I->h = k % lay->kv_heads;
+	I->n = r->c->len[k];
+	size_t off = ((size_t)I->l * lay->stride_layer + (size_t)I->h * lay->stride_head) * r->pl->esz;
+	I->Kb = (const char *)r->c->K + off;
+	I->Vb = (const char *)r->c->V + off;
+	I->pos = r->c->pos ? r->c->pos + (size_t)k * lay->capacity : NULL;
+}
+
+/* One instance through the stage [lo, hi): its generated token_map loops and its attn_score, in
+** instruction order. */
+static int runinst(Run *r, int k, int tid)
+{
+	Inst I;
+	instof(r, k, &I);
+	int arena = r->val == NULL;
+	float **vals = arena ? r->pl->tvals[tid] : r->val[k];
+	const KaIns *ins = r->ins;
+	if (r->h->flags & KA_FATTN) {       /* the workspace's Q rows (G * nobs <= ws_go) */
+		size_t nq = (size_t)r->G * r->O * r->d;
+		int GO = r->G * r->O;
+		I.Qf = r->pl->ws[tid] + (size_t)GO * TILE + (size_t)r->d * TILE + 4 * (size_t)GO + TILE;
+		r->pl->p->a->cvt((const char *)r->obs->Q + (size_t)k * nq * r->pl->esz, I.Qf, (int64_t)nq);
+	}
+	int rc = 0, attn = 0;
+	for (int i = r->lo; i < r->hi && rc == 0; i++) {
+		if (ins[i].what == KA_LOOP) {      /* a generated fused loop */
+			int e = ins[i].arg;
+			for (int j = i; j <= e && rc == 0; j++)
+				if ((ins[j].store & KA_SARENA) && !vals[j])   /* run never allocates */
+					rc = fail(r, -1, "internal error: value %d has no plan-time buffer", j);
+			kvcc_tmap_ctx c;
+			tmapctx(r, &I, vals, &c);
+			int64_t lr = rc ? 0 : r->pl->p->a->tmap(i, &c);
+			if (lr)
+				rc = loopfail(r, lr, &c);
+			i = e;
+		} else if ((ins[i].what == KA_ATTN_SUM || ins[i].what == KA_ATTN_MEAN) && !attn) {
+			attn = 1;            /* all attn outputs of the stage in one run */
+			for (int j = i; j < r->hi && rc == 0; j++)
+				if ((ins[j].what == KA_ATTN_SUM || ins[j].what == KA_ATTN_MEAN) && !vals[j])
+					rc = fail(r, -1, "internal error: value %d has no plan-time buffer", j);
+			if (rc == 0)
+				rc = attnscore(r, &I, vals, r->lo, r->hi, tid);
+		}
+	}
+	if (arena && rc == 0)             /* keep the score; the arena is reused by the next instance */
+		memcpy(r->pl->scorebuf + (size_t)k * r->pl->lay.capacity, vals[r->h->score], (size_t)I.n * sizeof(float));
+	return rc;
+}
+
+static void insttask(void *arg, int k, int tid)
+{
+	Run *r = arg;
+	if (!__atomic_load_n(&r->err, __ATOMIC_RELAXED))
+		runinst(r, k, tid);
+}
+
+static int parallel(Run *r)
+{
+	kr_pool_run(&r->pl->pool, insttask, r, r->ninst);
+	return r->err;
+}
+
+/* --- select and compact ---------------------------------------------------------------------- */
+
+/* The threshold key of the `want` largest of nc keys (~0: none, 0: all). */
+static uint64_t threshold(const kvcc_artifact *A, const uint64_t *ks, size_t nc, long want)
+{
+	return want <= 0 ? ~0ull : (size_t)want >= nc ? 0 : A->topk(ks, (int64_t)nc, want);
+}
+
+/*
+** chunk > 1: the reference takes the group's chunks in key order and keeps each one that still
+** fits the budget `want` (a full chunk that does not fit is skipped, a smaller partial last chunk
+** may still fit). Full chunks all have `ch` tokens, so the kept full chunks are the top `taken`
+** ones; only the few partial chunks (one per instance at most, pt sorted by key, highest first)
+** interleave: before each, kcount ranks it among the full chunks, and the full chunks ranked
+** above it are taken as far as they fit (once one does not, no later one does).
+** Returns `taken`; pt[j].keep says whether partial j is kept.
+*/
+static long chunkgreedy(const kvcc_artifact *A, const uint64_t *ks, size_t nc, long ch, KrPart *pt, int np, long want)
+{
+	long got = 0, taken = 0;
+	int open = 1;
+	for (int j = 0; j < np; j++) {
+		if (open) {
+			long avail = (long)A->kcount(ks, (int64_t)nc, pt[j].key) - taken, fit = (want - got) / ch;
+			if (avail > fit)
+				avail = fit, open = 0;
+			taken += avail, got += avail * ch;
+		}
+		pt[j].keep = got + pt[j].len <= want;
+		got += pt[j].keep ? pt[j].len : 0;
+	}
+	if (open) {
+		long avail = (long)nc - taken, fit = (want - got) / ch;
+		taken += avail < fit ? avail : fit;
+	}
+	return taken;
+}
+
+/* Select: the kept positions of every instance, sorted, into pl->kidx / pl->nkept, on generated
+** kernels per scope group (head, layer or model; budgets via ki_nkeep). chunk 1: selkeys builds
+** the 64-bit keys (protected, score with NaN lowest and -0 = +0, lower instance and position
+** first), topk radix-selects the group's threshold key, keepidx writes each instance's sorted kept
+** list. chunk > 1: ckeys builds the chunk keys (full chunks contiguous, each instance's partial
+** last chunk set aside in pl->part), chunkgreedy finds how many full chunks are kept, topk their
+** threshold, ckeepidx expands kept chunks to each instance's sorted kept list. */
+static int selectkeep(Run *r, float **score, const kvcc_args *args)
+{
+	const kvcc_artifact *A = r->pl->p->a;
+	int32_t *kidx = r->pl->kidx, *nkept = r->pl->nkept;
+	KrPart *pt = r->pl->part;
+	const KaHdr *hd = r->h;
+	const kvcc_layout *lay = &r->pl->lay;
+	int cap = lay->capacity;
+	long S = (long)kr_ref(&hd->keep_first, r->par, 0), Rr = (long)kr_ref(&hd->keep_recent, r->par, 0);
+	long ch = (long)kr_ref(&hd->chunk, r->par, 1);
+	if (S < 0 || Rr < 0 || ch < 1)
+		return kr_seterr(KVCC_EINVAL, "%s:%u:%u: error: select: keep_first, keep_recent must be >= 0 and chunk >= 1",
+		                 r->pl->p->src, hd->sel_line, hd->sel_col);
+	uint64_t *ks = r->pl->selkeys;      /* plan-time: the keys of one scope group */
+	size_t nc = 0, base = 0;
+	long want = 0;
+	int np = 0;
+	for (int k = 0; k < r->ninst; k++) {
+		int l = k / lay->kv_heads, h = k % lay->kv_heads;
+		long n = r->c->len[k];
+		want += (long)A->nkeep(r->par, l, lay->layers, n, args->ratio, args->budget);
+		if (ch == 1) {
+			A->selkeys(score[k], n, S, Rr, (uint32_t)((size_t)k * cap), ks + nc);
+			nc += (size_t)n;
+		} else {
+			A->ckeys(score[k], n, S, Rr, (uint32_t)((size_t)k * cap), ch, ks + nc);
+			if (n % ch) {           /* insertion into pt, highest key first */
+				KrPart p = { ks[nc + (size_t)(n / ch)], k, (int)(n % ch), 0 };
+				int j = np++;
+				for (; j > 0 && pt[j - 1].key < p.key; j--)
+					pt[j] = pt[j - 1];
+				pt[j] = p;
+			}
+			nc += (size_t)(n / ch);
+		}
+		int lastk = hd->scope == KA_SCOPE_HEAD || (hd->scope == KA_SCOPE_LAYER && h == lay->kv_heads - 1) ||
+		            k == r->ninst - 1;
+		if (!lastk)
+			continue;
+		size_t c = 0;
+		if (ch == 1) {
+			uint64_t thr = threshold(A, ks, nc, want);
+			for (int kk = (int)base; kk <= k; kk++) {
+				long nn = r->c->len[kk];
+				nkept[kk] = want <= 0 ? 0 : (int32_t)A->keepidx(ks + c, nn, thr, kidx + (size_t)kk * cap);
+				c += (size_t)nn;
+			}
+		} else {
+			uint64_t thr = threshold(A, ks, nc, chunkgreedy(A, ks, nc, ch, pt, np, want));
+			for (int kk = (int)base; kk <= k; kk++)
+				nkept[kk] = 0;          /* here: whether the partial last chunk is kept */
+			for (int j = 0; j < np; j++)
+				nkept[pt[j].k] = pt[j].keep;
+			for (int kk = (int)base; kk <= k; kk++) {
+				long nn = r->c->len[kk];
+				nkept[kk] = (int32_t)A->ckeepidx(ks + c, nn, ch, thr, nkept[kk], kidx + (size_t)kk * cap);
+				c += (size_t)(nn / ch);
+			}
+		}
+		nc = 0, want = 0, np = 0, base = (size_t)k + 1;
+	}
+	return 0;
+}
+
+/* compact_merge (no merges yet): the generated in-place stable gather of one instance's kept
+** rows of K, V, pos and state, from the sorted kept list select wrote. */
+static void compacttask(void *arg, int k, int tid)
+{
+	(void)tid;
+	Run *r = arg;
+	const kvcc_layout *lay = &r->pl->lay;
+	int nst = r->c->state ? r->h->nst : 0;
+	Inst I;
+	instof(r, k, &I);
+	size_t cap = (size_t)lay->capacity;
+	r->pl->p->a->compact((void *)I.Kb, (void *)I.Vb, lay->stride_token, r->pl->kidx + k * cap, r->pl->nkept[k], I.pos,
+	                     nst ? r->c->state + k * cap : NULL, nst, (int64_t)(r->ninst * cap));
+	r->c->len[k] = r->pl->nkept[k];
+}
+
+static void compact(Run *r) { kr_pool_run(&r->pl->pool, compacttask, r, r->ninst); }
+
+KVCC_API int kvcc_compress(kvcc_plan *pl, kvcc_cache *c, const kvcc_obs *obs, const kvcc_args *args)
+{
+	if (!pl || !c || !args || !c->K || !c->V || !c->len)
+		return kr_seterr(KVCC_EINVAL, "null argument (plan, cache, K, V, len, args)");
+	const KaHdr *h = pl->p->h;
+	const KaIns *ins = pl->p->ins;
+	const kvcc_layout *lay = &pl->lay;
+	int ninst = lay->layers * lay->kv_heads;
+	for (int k = 0; k < ninst; k++)
+		if (c->len[k] < 0 || c->len[k] > lay->capacity)
+			return kr_seterr(KVCC_EINVAL, "length %d of (layer %d, head %d) outside 0..%d", c->len[k], k / lay->kv_heads,
+			              k % lay->kv_heads, lay->capacity);
+	if (args->budget < 0 && !(args->ratio >= 0 && args->ratio < 1))
+		return kr_seterr(KVCC_EINVAL, "ratio must be in [0, 1), got %g", args->ratio);
+	int O = obs ? obs->nobs : 0;
+	if ((h->flags & KA_FATTN) && (O < 1 || !obs->Q))
+		return kr_seterr(KVCC_EINVAL, "policy %s reads Q: pass observation queries", pl->p->name);
+	if (((h->flags & KA_FLSE) && (!obs || !obs->lse)) || O < 0)
+		return kr_seterr(KVCC_EINVAL, "bad observation queries (nobs %d, lse %s)", O, obs && obs->lse ? "given" : "missing");
+	if (pl->obs_sized && O > pl->max_obs)
+		return kr_seterr(KVCC_EINVAL, "%d observation queries, but the plan was created for at most %d (max_obs)", O,
+		                 pl->max_obs);
+	if ((h->flags & KA_FQPOS) && O < 1)
+		return kr_seterr(KVCC_EINVAL, "policy %s reads qpos: pass observation queries", pl->p->name);
+	if (h->flags & KA_FHMEAN)
+		for (int k = 0; k < ninst; k++)
+			if (c->len[k] != c->len[(k / lay->kv_heads) * lay->kv_heads])
+				return kr_seterr(KVCC_EINVAL, "mean over heads needs equal lengths across the heads of layer %d",
+				              k / lay->kv_heads);
+	double t0 = kr_now_ms(), t1 = t0, t2 = t0;
+	Run r = { .pl = pl, .h = h, .ins = ins, .c = c, .obs = obs, .ninst = ninst, .G = h->group, .O = O,
+	          .d = lay->head_dim };
+	int maxstep = 0;
+	for (int l = 0; l < lay->layers; l++)
+		maxstep = pl->step[l] > maxstep ? pl->step[l] : maxstep;
+	r.step = maxstep > 0 ? maxstep - 1 : 0;
+	pthread_mutex_init(&r.mu, NULL);
+	double *par = pl->cpar;
+	int arena = !(h->flags & KA_FHMEAN);      /* per-thread arenas, else per-instance ones (plan time) */
+	r.val = arena ? NULL : pl->tvals;
+	float **score = pl->score;
+	int rc = 0;
+	for (int i = 0; i < h->npar; i++)
+		par[i] = args->params ? args->params[i] : pl->p->par[i].def;
+	r.par = par;
+	/* stages split at hmean */
+	r.lo = 0;
+	for (int i = 0; i <= h->nins; i++) {
+		int bar = i < h->nins && ins[i].what == KA_HMEAN;
+		if (i < h->nins && !bar)
+			continue;
+		r.hi = i;
+		if (parallel(&r) != 0) {
+			rc = kr_seterr(r.err, "%s", r.errmsg);
+			goto done;
+		}
+		if (bar) {          /* head_mean: the generated barrier kernel over each layer's heads */
+			int j = ins[i].arg;
+			for (int l = 0; l < lay->layers; l++) {
+				int k0 = l * lay->kv_heads;
+				int64_t cnt = (int64_t)kr_count(ins[i].axes, r.G, O, c->len[k0], r.d);
+				for (int h = 0; h < lay->kv_heads; h++)
+					pl->hsrc[h] = r.val[k0 + h][j], pl->hdst[h] = r.val[k0 + h][i];
+				pl->p->a->hmean(pl->hsrc, lay->kv_heads, cnt, pl->hdst);
+			}
+			r.lo = i + 1;
+		}
+	}
+	for (int k = 0; k < ninst; k++) {
+		score[k] = pl->scorebuf + (size_t)k * lay->capacity;
+		if (!arena)
+			memcpy(score[k], r.val[k][h->score], (size_t)c->len[k] * sizeof(float));
+		if (args->scores)
+			for (int t = 0; t < lay->capacity; t++)
+				args->scores[(size_t)k * lay->capacity + t] = t < c->len[k] ? score[k][t] : NAN;
+	}
+	t1 = kr_now_ms();
+	if ((rc = selectkeep(&r, score, args)) != 0)
+		goto done;
+	t2 = kr_now_ms();
+	compact(&r);
+	pl->ms[0] = t1 - t0, pl->ms[1] = t2 - t1, pl->ms[2] = kr_now_ms() - t2, pl->ms[3] = kr_now_ms() - t0;
+done:
+	pthread_mutex_destroy(&r.mu);
+	return rc;
+}
+

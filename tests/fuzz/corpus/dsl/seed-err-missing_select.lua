@@ -1,0 +1,4 @@
+local kv = require "kvcc"
+return kv.policy "x" {
+  score = function(x) return -x.K:norm("chan") end,
+}

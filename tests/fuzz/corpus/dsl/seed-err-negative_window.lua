@@ -1,0 +1,5 @@
+local kv = require "kvcc"
+return kv.policy "x" {
+  score = function(x) return x.t end,
+  select = kv.topk { keep_recent = -4 },
+}

@@ -1,0 +1,2 @@
+local kv = require "kvcc"
+local p = kv.policy "x" { score = function(x) return x.t end, select = kv.topk {} }

@@ -1,0 +1,2 @@
+local kv = require "kvcc"
+return kv.policy "x" { select = kv.topk {} }

@@ -1,0 +1,8 @@
+local kv = require "kvcc"
+return kv.policy "x" {
+  state = { acc = kv.token_state(0) },
+  observe = function(x, st) st.acc = st.acc + x.attn end,
+  score = function(x, st) return st.acc end,
+  select = kv.topk {},
+  when = kv.decode { every = 1 },
+}
