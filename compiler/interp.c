@@ -965,18 +965,25 @@ static int markmerge(const KiFn *f, char *need)
 	for (int k = 0; k < 4; k++)
 		if (KC_RKIND(roots[k]) == RK_INS)
 			reach[KC_RIDX(roots[k])] = 1;
+	int top = -1;            /* the highest root of the ordinary values: one sweep marks them all */
 	for (int i = f->nins - 1; i >= 0; i--) {
 		const KiIns *in = &f->ins[i];
 		if (!reach[i])
 			continue;
 		if (!ctx[i] || in->op == KO_erow || in->op == KO_krow || in->op == KO_tmean) {
-			mark(f, ctx[i] ? in->arg[0] : KC_REF(RK_INS, i), need);
+			KcRef r = ctx[i] ? in->arg[0] : KC_REF(RK_INS, i);
+			if (KC_RKIND(r) == RK_INS && KC_RIDX(r) <= i) {
+				need[KC_RIDX(r)] = 1;
+				top = KC_RIDX(r) > top ? KC_RIDX(r) : top;
+			}
 			continue;
 		}
 		for (int k = 0; k < 3; k++)
-			if (KC_RKIND(in->arg[k]) == RK_INS)
+			if (KC_RKIND(in->arg[k]) == RK_INS && KC_RIDX(in->arg[k]) < i)
 				reach[KC_RIDX(in->arg[k])] = 1;
 	}
+	if (top >= 0)
+		mark(f, KC_REF(RK_INS, top), need);
 	free(ctx), free(reach);
 	return 0;
 }

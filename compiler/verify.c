@@ -586,10 +586,13 @@ static int observecheck(V *v)
 	if (!f->nins)
 		return 0;
 	unsigned char *live = calloc((size_t)f->nins, 1);
-	if (!live)
-		return 0;
+	if (!live) {
+		kc_error(v->e, f->src, 0, 0, "out of memory");
+		return -1;
+	}
 	for (int s = 0; s < f->nst; s++)
-		if (!ki_isscanstate(f, s) && KC_RKIND(f->st[s].update) == RK_INS)
+		if (!ki_isscanstate(f, s) && KC_RKIND(f->st[s].update) == RK_INS &&
+		    KC_RIDX(f->st[s].update) < f->nins)
 			live[KC_RIDX(f->st[s].update)] = 1;
 	int bad = -1;
 	for (int i = f->nins - 1; i >= 0; i--) {
