@@ -171,7 +171,7 @@ START_TEST(test_chain_limit)
 }
 END_TEST
 
-/* one param or state more than a policy.lua may declare */
+/* one param, state or weight more than a policy.lua may declare */
 START_TEST(test_param_state_limits)
 {
 	char *s = malloc(64 * 1024);
@@ -189,6 +189,13 @@ START_TEST(test_param_state_limits)
 	memset(&e, 0, sizeof e);
 	ck_assert_ptr_null(ki_parse(s, "p.kir", &e));
 	snprintf(want, sizeof want, "p.kir:%d:7: error: too many states (at most %d)", KI_MAXST + 2, KI_MAXST);
+	ck_assert_str_eq(e.msg, want);
+	k = (size_t)sprintf(s, "policy \"p\" source \"p.lua\"\n");
+	for (int i = 0; i <= KI_MAXW; i++)
+		k += (size_t)sprintf(s + k, "weight w%d [layer, head]\n", i);
+	memset(&e, 0, sizeof e);
+	ck_assert_ptr_null(ki_parse(s, "p.kir", &e));
+	snprintf(want, sizeof want, "p.kir:%d:8: error: too many weights (at most %d)", KI_MAXW + 2, KI_MAXW);
 	ck_assert_str_eq(e.msg, want);
 	free(s);
 }
