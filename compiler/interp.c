@@ -134,6 +134,16 @@ static int nextidx(int idx[AX_NUM], const int R[AX_NUM])
 	return 0;
 }
 
+/* Whether the index space below R has an element (no axis of size 0: an empty head);
+** the do-while loops over nextidx run only then. */
+static int nonempty(const int R[AX_NUM])
+{
+	for (int ax = 0; ax < AX_NUM; ax++)
+		if (R[ax] <= 0)
+			return 0;
+	return 1;
+}
+
 static size_t offset(const int idx[AX_NUM], const size_t st[AX_NUM])
 {
 	size_t k = 0;
@@ -266,7 +276,7 @@ static int evalleaf(Ctx *x, const KiIns *in, const Frame *fr, double *out)
 	switch (in->op) {
 	case KO_input: {
 		size_t lh = (size_t)l * c->H + h;
-		do {
+		if (nonempty(fr->R)) do {
 			int g = idx[AX_group], o = idx[AX_obs], t = idx[AX_token], ch = idx[AX_chan];
 			double v = 0;
 			switch (in->aux) {
@@ -282,7 +292,7 @@ static int evalleaf(Ctx *x, const KiIns *in, const Frame *fr, double *out)
 		return 0;
 	}
 	case KO_weight:
-		do
+		if (nonempty(fr->R)) do
 			out[offset(idx, rs)] = weightat(x, in->aux, l, h, idx);
 		while (nextidx(idx, fr->R));
 		return 0;
@@ -353,7 +363,7 @@ static int evalred(Ctx *x, const KiIns *in, const Frame *fr, double *out)
 		if (S[ax] == 0)
 			break;
 		int idx[AX_NUM] = { 0 };
-		do {
+		if (nonempty(S)) do {
 			int ri[AX_NUM];
 			memcpy(ri, idx, sizeof ri);
 			ri[ax] = 0;
@@ -402,7 +412,7 @@ static int evalpool(Ctx *x, const KiIns *in, const Frame *fr, double *out)
 	if (!fr->count)
 		return 0;
 	int idx[AX_NUM] = { 0 };
-	do {
+	if (nonempty(fr->R)) do {
 		int t = idx[AX_token], j[AX_NUM];
 		memcpy(j, idx, sizeof j);
 		double acc = sem->init;
@@ -424,7 +434,7 @@ static void evalsoftmax(Ctx *x, const KiIns *in, const Frame *fr, double *out)
 	if (!fr->count)
 		return;
 	int idx[AX_NUM] = { 0 };
-	do {
+	if (nonempty(fr->R)) do {
 		if (idx[ax] != 0)
 			continue;   /* one slice per position of the other axes */
 		int o = idx[AX_obs], j[AX_NUM];
@@ -461,7 +471,7 @@ static int evalshift(Ctx *x, const KiIns *in, const Frame *fr, double *out)
 	if (!fr->count)
 		return 0;
 	int idx[AX_NUM] = { 0 };
-	do {
+	if (nonempty(fr->R)) do {
 		int j[AX_NUM];
 		memcpy(j, idx, sizeof j);
 		double s = (double)idx[ax] + k;
@@ -511,7 +521,7 @@ static int evalseg(Ctx *x, const KiIns *in, const Frame *fr, double *out)
 	if (!fr->count)
 		return 0;
 	int idx[AX_NUM] = { 0 };
-	do {
+	if (nonempty(fr->R)) do {
 		long t = idx[AX_token], s0, s1;
 		segment(t, n, size, st, &s0, &s1);
 		int j[AX_NUM];
@@ -550,7 +560,7 @@ static int evalins(Ctx *x, int i, int l, int h, double *out)
 	case AR_EW:
 		if (fr.count) {
 			int idx[AX_NUM] = { 0 };
-			do
+			if (nonempty(fr.R)) do
 				out[offset(idx, fr.rs)] = ki_evalew(in->op, at(&fr.a, idx), at(&fr.b, idx), at(&fr.c, idx));
 			while (nextidx(idx, fr.R));
 		}
