@@ -42,11 +42,12 @@ LDLIBS   = $(SAN) $(LUA_LIBS) -lm -lpthread -ldl
 # link every object statically.
 DSLOBJ  = dsl/sandbox.o dsl/builder.o dsl/strlib.o
 IROBJ   = compiler/ir.o compiler/print.o compiler/lex.o compiler/parse.o \
-          compiler/verify.o compiler/passes.o compiler/interp.o compiler/diag.o
+          compiler/verify.o compiler/passes.o compiler/interp.o compiler/select.o compiler/merge.o \
+          compiler/mplan.o compiler/diag.o
 RTOBJ   =
 X86OBJ  =
 PTXOBJ  =
-CLIOBJ  = tools/main.o tools/dev.o tools/npz.o
+CLIOBJ  = tools/main.o tools/dev.o tools/npz.o tools/rundecode.o tools/weights.o
 
 COMPOBJ = $(addprefix $(B)/,$(DSLOBJ) $(IROBJ) $(X86OBJ) $(PTXOBJ))
 RTLIBOBJ = $(addprefix $(B)/,$(RTOBJ))

@@ -6,10 +6,12 @@
 ** (group, obs, token, chan); absent axes have size 1, so every op is a loop
 ** over at most four indices with broadcasting by zero strides.
 */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <math.h>
 #include "compiler/interp.h"
+#include "compiler/select.h"
 
 typedef struct Ctx {
 	const KiFn *f;
@@ -19,6 +21,9 @@ typedef struct Ctx {
 	double ***val;           /* [nins][L*H] arrays (NULL when not needed) */
 	float *K, *V, *Q;        /* rounded copies */
 	const double *attn;      /* decode: [L][H][G][n] probabilities, or NULL */
+	int *body;               /* [nins] 1 + the scan state whose step instruction i is, or 0 */
+	const KiWData **wd;      /* [nw] the case's array for each declared weight */
+	int nout;                /* size of the out axis (the weights'), 1 without one */
 } Ctx;
 
 /* --- numbers -------------------------------------------------------------------- */
@@ -96,12 +101,14 @@ static int tokens(const KiCase *c, int l, int h)
 	return c->len ? c->len[l * c->H + h] : c->n;
 }
 
-static void dims(const KiCase *c, int l, int h, int size[AX_NUM])
+static void dims(const Ctx *x, int l, int h, int size[AX_NUM])
 {
+	const KiCase *c = x->c;
 	size[AX_group] = c->G;
 	size[AX_obs] = c->O;
 	size[AX_token] = tokens(c, l, h);
 	size[AX_chan] = c->d;
+	size[AX_out] = x->nout;
 }
 
 /* Strides of a tensor with axes `m` (0 for absent axes) and its element count. */
@@ -114,6 +121,35 @@ static size_t strides(uint8_t m, const int size[AX_NUM], size_t st[AX_NUM])
 			n *= (size_t)size[ax];
 	}
 	return n;
+}
+
+/* The next multi-index below R (odometer, last axis fastest); 0 after the last. */
+static int nextidx(int idx[AX_NUM], const int R[AX_NUM])
+{
+	for (int ax = AX_NUM - 1; ax >= 0; ax--) {
+		if (++idx[ax] < R[ax])
+			return 1;
+		idx[ax] = 0;
+	}
+	return 0;
+}
+
+/* Whether the index space below R has an element (no axis of size 0: an empty head);
+** the do-while loops over nextidx run only then. */
+static int nonempty(const int R[AX_NUM])
+{
+	for (int ax = 0; ax < AX_NUM; ax++)
+		if (R[ax] <= 0)
+			return 0;
+	return 1;
+}
+
+static size_t offset(const int idx[AX_NUM], const size_t st[AX_NUM])
+{
+	size_t k = 0;
+	for (int ax = 0; ax < AX_NUM; ax++)
+		k += (size_t)idx[ax] * st[ax];
+	return k;
 }
 
 /* --- operand access ------------------------------------------------------------------ */
@@ -143,11 +179,15 @@ static void opnd(Ctx *x, KcRef r, int inst, const int size[AX_NUM], Opnd *o)
 	}
 }
 
-static inline double at(const Opnd *o, int g, int ob, int t, int ch)
+static inline double at(const Opnd *o, const int idx[AX_NUM])
 {
-	if (!o->p)
-		return o->k;
-	return o->p[g * o->st[0] + ob * o->st[1] + t * o->st[2] + ch * o->st[3]];
+	return o->p ? o->p[offset(idx, o->st)] : o->k;
+}
+
+/* A scalar operand's value. */
+static double scalar(const Opnd *o)
+{
+	return o->p ? o->p[0] : o->k;
 }
 
 /* --- one instruction on one instance ------------------------------------------------------- */
@@ -198,43 +238,76 @@ typedef struct Frame {
 	Opnd a, b, c;
 } Frame;
 
+/* The runtime ratio of an instance: the ratio, or 1 - min(B, n)/n for a budget. */
+static double ratioof(const KiCase *c, long n)
+{
+	if (c->budget < 0)
+		return c->ratio;
+	return n > 0 ? 1.0 - (double)(c->budget < n ? c->budget : n) / (double)n : 0.0;
+}
+
+/* Weight w's value at this instance and tensor index idx (group, chan, out). */
+static double weightat(const Ctx *x, int w, int l, int h, const int idx[AX_NUM])
+{
+	const KiWeight *d = &x->f->w[w];
+	const KiWData *wd = x->wd[w];
+	size_t k = 0;
+	for (int j = 0; j < d->ndim; j++) {
+		int i = 0;
+		switch (d->ax[j]) {
+		case WA_layer: i = l; break;
+		case WA_head: i = h; break;
+		case WA_group: i = idx[AX_group]; break;
+		case WA_chan: i = idx[AX_chan]; break;
+		case WA_out: i = idx[AX_out]; break;
+		}
+		k = k * (size_t)wd->shape[j] + (size_t)i;
+	}
+	return wd->data[k];
+}
+
 /* Leaves (and rand, [token] from its seed): read from the case. */
 static int evalleaf(Ctx *x, const KiIns *in, const Frame *fr, double *out)
 {
 	const KiCase *c = x->c;
-	const int *R = fr->R;
 	const size_t *rs = fr->rs;
 	int l = fr->l, h = fr->h, n = fr->size[AX_token];
+	int idx[AX_NUM] = { 0 };
 	switch (in->op) {
 	case KO_input: {
 		size_t lh = (size_t)l * c->H + h;
-		for (int g = 0; g < R[0]; g++)
-			for (int o = 0; o < R[1]; o++)
-				for (int t = 0; t < R[2]; t++)
-					for (int ch = 0; ch < R[3]; ch++) {
-						double v = 0;
-						switch (in->aux) {
-						case IN_K: v = x->K[(lh * c->n + t) * c->d + ch]; break;
-						case IN_V: v = x->V[(lh * c->n + t) * c->d + ch]; break;
-						case IN_Q: v = x->Q[((lh * c->G + g) * c->O + o) * c->d + ch]; break;
-						case IN_lse: v = c->lse[(lh * c->G + g) * c->O + o]; break;
-						case IN_pos: v = posof(c, l, h, t); break;
-						case IN_qpos: v = qposof(c, l, h, o); break;
-						}
-						out[g * rs[0] + o * rs[1] + t * rs[2] + ch * rs[3]] = v;
-					}
+		if (nonempty(fr->R)) do {
+			int g = idx[AX_group], o = idx[AX_obs], t = idx[AX_token], ch = idx[AX_chan];
+			double v = 0;
+			switch (in->aux) {
+			case IN_K: v = x->K[(lh * c->n + t) * c->d + ch]; break;
+			case IN_V: v = x->V[(lh * c->n + t) * c->d + ch]; break;
+			case IN_Q: v = x->Q[((lh * c->G + g) * c->O + o) * c->d + ch]; break;
+			case IN_lse: v = c->lse[(lh * c->G + g) * c->O + o]; break;
+			case IN_pos: v = posof(c, l, h, t); break;
+			case IN_qpos: v = qposof(c, l, h, o); break;
+			}
+			out[offset(idx, rs)] = v;
+		} while (nextidx(idx, fr->R));
 		return 0;
 	}
+	case KO_weight:
+		if (nonempty(fr->R)) do
+			out[offset(idx, rs)] = weightat(x, in->aux, l, h, idx);
+		while (nextidx(idx, fr->R));
+		return 0;
 	case KO_state: {
 		const KiState *s = &x->f->st[in->aux];
 		for (int t = 0; t < n; t++)
 			out[t] = c->state ? c->state[(((size_t)in->aux * c->L + l) * c->H + h) * c->n + t] : s->init;
 		return 0;
 	}
+	case KO_carry:
+		return 0;            /* written by its scan, token by token */
 	case KO_attn:
 		for (int g = 0; g < c->G; g++)
 			for (int t = 0; t < n; t++)
-				out[g * rs[0] + t * rs[2]] = x->attn[(((size_t)l * c->H + h) * c->G + g) * c->n + t];
+				out[g * rs[AX_group] + t * rs[AX_token]] = x->attn[(((size_t)l * c->H + h) * c->G + g) * c->n + t];
 		return 0;
 	case KO_index:
 		for (size_t k = 0; k < fr->count; k++)
@@ -252,13 +325,14 @@ static int evalleaf(Ctx *x, const KiIns *in, const Frame *fr, double *out)
 		case INF_nlayers: v = c->L; break;
 		case INF_nheads: v = c->H; break;
 		case INF_step: v = c->step; break;
+		case INF_ratio: v = ratioof(c, n); break;
+		case INF_nkeep: v = (double)ki_nkeep(x->f, x->par, l, c->L, n, c->ratio, c->budget); break;
 		}
 		out[0] = v;
 		return 0;
 	}
 	case KO_rand: {
-		double s = fr->a.p ? fr->a.p[0] : fr->a.k;
-		uint64_t seed = (uint64_t)(int64_t)s;
+		uint64_t seed = (uint64_t)(int64_t)scalar(&fr->a);
 		for (int t = 0; t < n; t++)
 			out[t] = ki_rand(seed, (uint64_t)l, (uint64_t)h, (uint64_t)posof(c, l, h, t));
 		return 0;
@@ -270,17 +344,14 @@ static int evalleaf(Ctx *x, const KiIns *in, const Frame *fr, double *out)
 /* Reductions over `axis` (RED, DOT): the op's KS_RED row says how (ops.h). */
 static int evalred(Ctx *x, const KiIns *in, const Frame *fr, double *out)
 {
-	const int *size = fr->size, *R = fr->R;
-	const size_t *rs = fr->rs;
 	size_t count = fr->count;
 	/* iterate the operand space (result axes + the reduced axis); std's map
 	** needs the mean, a first pass */
 	const KiSem *sem = ki_sem(in->op);
 	int ax = in->axis, S[AX_NUM];
-	for (int k = 0; k < AX_NUM; k++)
-		S[k] = R[k];
-	S[ax] = size[ax];
-	int m = size[ax];
+	memcpy(S, fr->R, sizeof S);
+	S[ax] = fr->size[ax];
+	int m = fr->size[ax];
 	for (size_t k = 0; k < count; k++)
 		out[k] = sem->init;
 	double *mu = NULL;
@@ -288,56 +359,68 @@ static int evalred(Ctx *x, const KiIns *in, const Frame *fr, double *out)
 		kc_error(x->e, x->f->src, 0, 0, "interpreter: out of memory");
 		return -1;
 	}
-	for (int pass = mu ? 0 : 1; pass < 2; pass++)
-		for (int g = 0; g < S[0]; g++)
-			for (int o = 0; o < S[1]; o++)
-				for (int t = 0; t < S[2]; t++)
-					for (int ch = 0; ch < S[3]; ch++) {
-						int idx[AX_NUM] = { g, o, t, ch };
-						idx[ax] = 0;
-						size_t r = idx[0] * rs[0] + idx[1] * rs[1] + idx[2] * rs[2] + idx[3] * rs[3];
-						double v = at(&fr->a, g, o, t, ch);
-						if (pass == 0) {
-							mu[r] += v / m;
-							continue;
-						}
-						switch (sem->map) {
-						case MAP_SQ: v = v * v; break;
-						case MAP_MUL: v = v * at(&fr->b, g, o, t, ch); break;
-						case MAP_DEV: v = (v - mu[r]) * (v - mu[r]); break;
-						}
-						out[r] = combine(sem->comb, out[r], v);
-					}
+	for (int pass = mu ? 0 : 1; pass < 2; pass++) {
+		if (S[ax] == 0)
+			break;
+		int idx[AX_NUM] = { 0 };
+		if (nonempty(S)) do {
+			int ri[AX_NUM];
+			memcpy(ri, idx, sizeof ri);
+			ri[ax] = 0;
+			size_t r = offset(ri, fr->rs);
+			double v = at(&fr->a, idx);
+			if (pass == 0) {
+				mu[r] += v / m;
+				continue;
+			}
+			switch (sem->map) {
+			case MAP_SQ: v = v * v; break;
+			case MAP_MUL: v = v * at(&fr->b, idx); break;
+			case MAP_DEV: v = (v - mu[r]) * (v - mu[r]); break;
+			}
+			out[r] = combine(sem->comb, out[r], v);
+		} while (nextidx(idx, S));
+	}
 	for (size_t k = 0; k < count; k++)
 		out[k] = finish(sem->fin, out[k], m);
 	free(mu);
 	return 0;
 }
 
+/* An integer scalar operand of a token op (pool kernel, segment size, shift):
+** its value in lo..hi (hi may be inf), else an error at the instruction. */
+static int intarg(Ctx *x, const KiIns *in, const Opnd *o, double lo, double hi, const char *what, double *v)
+{
+	*v = scalar(o);
+	if (!(*v >= lo && *v <= hi) || (isfinite(*v) && *v != floor(*v))) {
+		kc_error(x->e, x->f->src, in->line, in->col, "%s must be an integer in %g..%g, got %g", what,
+		         lo, hi, *v);
+		return -1;
+	}
+	return 0;
+}
+
 /* Pools along `axis` (token) over a window of b tokens: the op's KS_RED row. */
 static int evalpool(Ctx *x, const KiIns *in, const Frame *fr, double *out)
 {
-	const int *R = fr->R;
-	const size_t *rs = fr->rs;
 	int m = fr->size[in->axis];
 	const KiSem *sem = ki_sem(in->op);
-	double kv = fr->b.p ? fr->b.p[0] : fr->b.k;
-	if (!(kv >= 1 && kv <= 1e6) || kv != floor(kv)) {
-		kc_error(x->e, x->f->src, in->line, in->col,
-		         "pooling kernel size must be a positive integer, got %g", kv);
+	double kv;
+	if (intarg(x, in, &fr->b, 1, 1e6, "the pooling kernel size", &kv) != 0)
 		return -1;
-	}
 	int k = (int)kv, p = k / 2;
-	for (int g = 0; g < R[0]; g++)
-		for (int o = 0; o < R[1]; o++)
-			for (int ch = 0; ch < R[3]; ch++)
-				for (int t = 0; t < m; t++) {
-					double acc = sem->init;
-					for (int j = t - p; j < t - p + k; j++)
-						if (j >= 0 && j < m)   /* zero (avg) or -inf (max) padding */
-							acc = combine(sem->comb, acc, at(&fr->a, g, o, j, ch));
-					out[g * rs[0] + o * rs[1] + t * rs[2] + ch * rs[3]] = finish(sem->fin, acc, k);
-				}
+	if (!fr->count)
+		return 0;
+	int idx[AX_NUM] = { 0 };
+	if (nonempty(fr->R)) do {
+		int t = idx[AX_token], j[AX_NUM];
+		memcpy(j, idx, sizeof j);
+		double acc = sem->init;
+		for (j[AX_token] = t - p; j[AX_token] < t - p + k; j[AX_token]++)
+			if (j[AX_token] >= 0 && j[AX_token] < m)   /* zero (avg) or -inf (max) padding */
+				acc = combine(sem->comb, acc, at(&fr->a, j));
+		out[offset(idx, fr->rs)] = finish(sem->fin, acc, k);
+	} while (nextidx(idx, fr->R));
 	return 0;
 }
 
@@ -345,50 +428,125 @@ static int evalpool(Ctx *x, const KiIns *in, const Frame *fr, double *out)
 static void evalsoftmax(Ctx *x, const KiIns *in, const Frame *fr, double *out)
 {
 	const KiCase *c = x->c;
-	const int *R = fr->R;
-	const size_t *rs = fr->rs;
 	int l = fr->l, h = fr->h, ax = in->axis, m = fr->size[ax];
 	/* causal over token when obs is present */
 	int causal = in->op == KO_softmax && ax == AX_token && (in->axes & AXM(AX_obs));
-	for (int g = 0; g < R[0]; g++)
-		for (int o = 0; o < R[1]; o++)
-			for (int t = 0; t < R[2]; t++)
-				for (int ch = 0; ch < R[3]; ch++) {
-					int idx[AX_NUM] = { g, o, t, ch };
-					if (idx[ax] != 0)
-						continue;   /* one slice per position of the other axes */
-					double mx = -INFINITY, sum = 0;
-					for (int j = 0; j < m; j++) {
-						idx[ax] = j;
-						if (causal && posof(c, l, h, j) > qposof(c, l, h, o))
-							continue;
-						double v = at(&fr->a, idx[0], idx[1], idx[2], idx[3]);
-						mx = v > mx ? v : mx;
-					}
-					for (int j = 0; j < m; j++) {
-						idx[ax] = j;
-						if (causal && posof(c, l, h, j) > qposof(c, l, h, o))
-							continue;
-						sum += exp(at(&fr->a, idx[0], idx[1], idx[2], idx[3]) - mx);
-					}
-					for (int j = 0; j < m; j++) {
-						idx[ax] = j;
-						double p = 0;
-						if (!(causal && posof(c, l, h, j) > qposof(c, l, h, o)) && sum > 0)
-							p = exp(at(&fr->a, idx[0], idx[1], idx[2], idx[3]) - mx) / sum;
-						out[idx[0] * rs[0] + idx[1] * rs[1] + idx[2] * rs[2] + idx[3] * rs[3]] = p;
-					}
-				}
+	if (!fr->count)
+		return;
+	int idx[AX_NUM] = { 0 };
+	if (nonempty(fr->R)) do {
+		if (idx[ax] != 0)
+			continue;   /* one slice per position of the other axes */
+		int o = idx[AX_obs], j[AX_NUM];
+		memcpy(j, idx, sizeof j);
+		double mx = -INFINITY, sum = 0;
+		for (j[ax] = 0; j[ax] < m; j[ax]++) {
+			if (causal && posof(c, l, h, j[ax]) > qposof(c, l, h, o))
+				continue;
+			double v = at(&fr->a, j);
+			mx = v > mx ? v : mx;
+		}
+		for (j[ax] = 0; j[ax] < m; j[ax]++) {
+			if (causal && posof(c, l, h, j[ax]) > qposof(c, l, h, o))
+				continue;
+			sum += exp(at(&fr->a, j) - mx);
+		}
+		for (j[ax] = 0; j[ax] < m; j[ax]++) {
+			double p = 0;
+			if (!(causal && posof(c, l, h, j[ax]) > qposof(c, l, h, o)) && sum > 0)
+				p = exp(at(&fr->a, j) - mx) / sum;
+			out[offset(j, fr->rs)] = p;
+		}
+	} while (nextidx(idx, fr->R));
+}
+
+/* shift along `axis`: result[i] = a[i + b], c outside. */
+static int evalshift(Ctx *x, const KiIns *in, const Frame *fr, double *out)
+{
+	int ax = in->axis, m = fr->size[ax];
+	double k;
+	if (intarg(x, in, &fr->b, -1e9, 1e9, "the shift offset", &k) != 0)
+		return -1;
+	double fill = scalar(&fr->c);
+	if (!fr->count)
+		return 0;
+	int idx[AX_NUM] = { 0 };
+	if (nonempty(fr->R)) do {
+		int j[AX_NUM];
+		memcpy(j, idx, sizeof j);
+		double s = (double)idx[ax] + k;
+		j[ax] = (int)s;
+		out[offset(idx, fr->rs)] = s >= 0 && s < m ? at(&fr->a, j) : fill;
+	} while (nextidx(idx, fr->R));
+	return 0;
+}
+
+/* The segment of token t: [0, start) first, then `size` tokens at a time. */
+static void segment(long t, long n, double size, long start, long *s0, long *s1)
+{
+	if (t < start) {
+		*s0 = 0, *s1 = start < n ? start : n;
+		return;
+	}
+	if (isinf(size)) {
+		*s0 = start, *s1 = n;
+		return;
+	}
+	long sz = (long)size;
+	*s0 = start + (t - start) / sz * sz;
+	*s1 = *s0 + sz < n ? *s0 + sz : n;
+}
+
+/* a < b in ascending rank order: NaN above every number, ties by position. */
+static int rankless(double a, long ta, double b, long tb)
+{
+	int na = isnan(a), nb = isnan(b);
+	if (na != nb)
+		return nb;
+	if (!na && a != b)
+		return a < b;
+	return ta < tb;
+}
+
+/* Segment reductions (ssum smean smax smin: the op's KS_RED row) and srank. */
+static int evalseg(Ctx *x, const KiIns *in, const Frame *fr, double *out)
+{
+	long n = fr->size[AX_token];
+	double size, start;
+	if (intarg(x, in, &fr->b, 1, INFINITY, "the segment size", &size) != 0 ||
+	    intarg(x, in, &fr->c, 0, INFINITY, "the segment start", &start) != 0)
+		return -1;
+	long st = isinf(start) ? n : (long)(start < (double)n ? start : (double)n);
+	const KiSem *sem = ki_sem(in->op);
+	if (!fr->count)
+		return 0;
+	int idx[AX_NUM] = { 0 };
+	if (nonempty(fr->R)) do {
+		long t = idx[AX_token], s0, s1;
+		segment(t, n, size, st, &s0, &s1);
+		int j[AX_NUM];
+		memcpy(j, idx, sizeof j);
+		double v = at(&fr->a, idx), acc = sem->init;
+		for (long u = s0; u < s1; u++) {
+			j[AX_token] = (int)u;
+			double w = at(&fr->a, j);
+			if (in->op == KO_srank)
+				acc += rankless(w, u, v, t);
+			else
+				acc = combine(sem->comb, acc, w);
+		}
+		out[offset(idx, fr->rs)] = in->op == KO_srank ? acc : finish(sem->fin, acc, (double)(s1 - s0));
+	} while (nextidx(idx, fr->R));
+	return 0;
 }
 
 /* Instruction i on instance (l, h) into out (its axes, canonical strides). */
 static int evalins(Ctx *x, int i, int l, int h, double *out)
 {
-	const KiCase *c = x->c;
 	const KiIns *in = &x->f->ins[i];
-	int inst = l * c->H + h;
+	int inst = l * x->c->H + h;
 	Frame fr = { .l = l, .h = h };
-	dims(c, l, h, fr.size);
+	dims(x, l, h, fr.size);
 	fr.count = strides(in->axes, fr.size, fr.rs);
 	opnd(x, in->arg[0], inst, fr.size, &fr.a);
 	opnd(x, in->arg[1], inst, fr.size, &fr.b);
@@ -400,24 +558,28 @@ static int evalins(Ctx *x, int i, int l, int h, double *out)
 	case AR_TOK:
 		return evalleaf(x, in, &fr, out);
 	case AR_EW:
-		for (int g = 0; g < fr.R[0]; g++)
-			for (int o = 0; o < fr.R[1]; o++)
-				for (int t = 0; t < fr.R[2]; t++)
-					for (int ch = 0; ch < fr.R[3]; ch++)
-						out[g * fr.rs[0] + o * fr.rs[1] + t * fr.rs[2] + ch * fr.rs[3]] =
-							ki_evalew(in->op, at(&fr.a, g, o, t, ch), at(&fr.b, g, o, t, ch),
-							          at(&fr.c, g, o, t, ch));
+		if (fr.count) {
+			int idx[AX_NUM] = { 0 };
+			if (nonempty(fr.R)) do
+				out[offset(idx, fr.rs)] = ki_evalew(in->op, at(&fr.a, idx), at(&fr.b, idx), at(&fr.c, idx));
+			while (nextidx(idx, fr.R));
+		}
 		return 0;
 	case AR_RED:
 	case AR_DOT:
 		return evalred(x, in, &fr, out);
 	case AR_KEEP:
+		if (in->op == KO_shift)
+			return evalshift(x, in, &fr, out);
 		if (ki_sem(in->op)->kind == SEM_RED)
 			return evalpool(x, in, &fr, out);
 		evalsoftmax(x, in, &fr, out);
 		return 0;
+	case AR_SEG:
+		return evalseg(x, in, &fr, out);
 	case AR_SAME:
-		return 0;            /* hmean: done across heads by evalhmean */
+	case AR_SCAN:
+		return 0;            /* hmean across heads (evalhmean), scan token by token (evalscan) */
 	}
 	kc_error(x->e, x->f->src, in->line, in->col, "interpreter: op %s not handled", ki_opname(in->op));
 	return -1;
@@ -430,7 +592,7 @@ static int evalhmean(Ctx *x, int i)
 	const KiIns *in = &x->f->ins[i];
 	for (int l = 0; l < c->L; l++) {
 		int size[AX_NUM];
-		dims(c, l, 0, size);
+		dims(x, l, 0, size);
 		size_t st[AX_NUM], cnt = strides(in->axes, size, st);
 		for (int h = 1; h < c->H; h++)
 			if (tokens(c, l, h) != tokens(c, l, 0)) {
@@ -453,6 +615,58 @@ static int evalhmean(Ctx *x, int i)
 	return 0;
 }
 
+/*
+** scan i on every instance: tokens before the first unscanned one (the NaN
+** suffix of the state the case brings) keep their value; from there on, in
+** position order, the carry is the previous token's value (the start value
+** before token 0) and the body instructions (x->body[j] == state + 1, each
+** elementwise over [token]) are evaluated at that token only.
+*/
+static int evalscan(Ctx *x, int i)
+{
+	const KiCase *c = x->c;
+	const KiFn *f = x->f;
+	const KiIns *in = &f->ins[i];
+	int s = in->aux;
+	for (int l = 0; l < c->L; l++)
+		for (int h = 0; h < c->H; h++) {
+			int inst = l * c->H + h, n = tokens(c, l, h), size[AX_NUM];
+			dims(x, l, h, size);
+			const double *prev = c->state ? &c->state[(((size_t)s * c->L + l) * c->H + h) * c->n] : NULL;
+			int u0 = n;
+			while (prev && u0 > 0 && isnan(prev[u0 - 1]))
+				u0--;
+			if (!prev)
+				u0 = 0;
+			Opnd init, body;
+			opnd(x, in->arg[1], inst, size, &init);
+			double carry = u0 > 0 ? prev[u0 - 1] : scalar(&init), *out = x->val[i][inst];
+			for (int t = 0; t < u0; t++)
+				out[t] = prev[t];
+			for (int t = u0; t < n; t++) {
+				int idx[AX_NUM] = { 0 };
+				idx[AX_token] = t;
+				for (int j = 0; j <= i; j++) {
+					if (x->body[j] != s + 1)
+						continue;
+					const KiIns *bj = &f->ins[j];
+					if (bj->op == KO_carry) {
+						x->val[j][inst][t] = carry;
+						continue;
+					}
+					Opnd a, b, cc;
+					opnd(x, bj->arg[0], inst, size, &a);
+					opnd(x, bj->arg[1], inst, size, &b);
+					opnd(x, bj->arg[2], inst, size, &cc);
+					x->val[j][inst][t] = ki_evalew(bj->op, at(&a, idx), at(&b, idx), at(&cc, idx));
+				}
+				opnd(x, in->arg[0], inst, size, &body);
+				out[t] = carry = at(&body, idx);
+			}
+		}
+	return 0;
+}
+
 /* Mark the instructions reachable from `root`. Operands point backwards, so
 ** one sweep down from the root finds them all: no recursion, whose depth a
 ** long chain of instructions would make the policy's length. */
@@ -467,11 +681,33 @@ static void mark(const KiFn *f, KcRef root, char *need)
 				need[KC_RIDX(f->ins[i].arg[k])] = 1;
 }
 
+/* x->body: 1 + the state of the scan whose carry instruction i reads, else 0. */
+static int scanbodies(Ctx *x)
+{
+	const KiFn *f = x->f;
+	x->body = calloc((size_t)f->nins + 1, sizeof *x->body);
+	if (!x->body)
+		return -1;
+	for (int i = 0; i < f->nins; i++) {
+		const KiIns *in = &f->ins[i];
+		if (in->op == KO_carry) {
+			x->body[i] = in->aux + 1;
+			continue;
+		}
+		for (int k = 0; k < ki_nargs(in->op) && in->op != KO_scan; k++)
+			if (KC_RKIND(in->arg[k]) == RK_INS && x->body[KC_RIDX(in->arg[k])])
+				x->body[i] = x->body[KC_RIDX(in->arg[k])];
+	}
+	return 0;
+}
+
 /* Evaluate every needed instruction for every instance, in order. */
 static int evaluate(Ctx *x, const char *need)
 {
 	const KiCase *c = x->c;
 	int ninst = c->L * c->H;
+	if (!x->body && scanbodies(x) != 0)
+		goto oom;
 	for (int i = 0; i < x->f->nins; i++) {
 		if (!need[i])
 			continue;
@@ -482,16 +718,18 @@ static int evaluate(Ctx *x, const char *need)
 			for (int h = 0; h < c->H; h++) {
 				int size[AX_NUM];
 				size_t st[AX_NUM];
-				dims(c, l, h, size);
+				dims(x, l, h, size);
 				size_t cnt = strides(x->f->ins[i].axes, size, st);
 				double *v = calloc(cnt ? cnt : 1, sizeof *v);
 				if (!v)
 					goto oom;
 				x->val[i][l * c->H + h] = v;
-				if (evalins(x, i, l, h, v) != 0)
+				if (!x->body[i] && evalins(x, i, l, h, v) != 0)
 					return -1;
 			}
 		if (x->f->ins[i].op == KO_hmean && evalhmean(x, i) != 0)
+			return -1;
+		if (x->f->ins[i].op == KO_scan && evalscan(x, i) != 0)
 			return -1;
 	}
 	return 0;
@@ -513,6 +751,8 @@ static void freevals(Ctx *x)
 	free(x->K);
 	free(x->V);
 	free(x->Q);
+	free(x->body);
+	free(x->wd);
 }
 
 /* --- selection ------------------------------------------------------------------------ */
@@ -603,7 +843,11 @@ static void pick(Cand *cs, int ncand, long want, const KiCase *c, char *keep)
 	}
 }
 
-static int selectkeep(Ctx *x, const double *scores, char *keep)
+/* topk and threshold: the candidates (tokens, or chunks) of each group (a
+** head, a layer, the model) ranked by candcmp, kept while they fit in the
+** group's count (nk summed); threshold drops unprotected candidates below tau
+** first, and with cap=0 the count does not bound it. */
+static int selectkeep(Ctx *x, const double *scores, const long *nk, char *keep)
 {
 	const KiFn *f = x->f;
 	const KiCase *c = x->c;
@@ -616,6 +860,7 @@ static int selectkeep(Ctx *x, const double *scores, char *keep)
 		return -1;
 	}
 	long S = (long)vs, Rr = (long)vr, ch = (long)vc;
+	double tau = refval(f, x->par, f->sel.tau, 0);
 	size_t maxc = (size_t)c->L * c->H * (size_t)c->n + 1;
 	Cand *cs = malloc(maxc * sizeof *cs);
 	if (!cs) {
@@ -627,7 +872,7 @@ static int selectkeep(Ctx *x, const double *scores, char *keep)
 	for (int l = 0; l < c->L; l++)
 		for (int h = 0; h < c->H; h++) {
 			long n = tokens(c, l, h);
-			want += ki_nkeep(f, x->par, l, c->L, n, c->ratio, c->budget);
+			want += f->sel.nocap ? n : nk[l * c->H + h];
 			for (long t0 = 0; t0 < n; t0 += ch) {
 				long len = t0 + ch <= n ? ch : n - t0;
 				Cand *cd = &cs[ncand++];
@@ -644,6 +889,8 @@ static int selectkeep(Ctx *x, const double *scores, char *keep)
 				cd->prot = sink ? PR_sink : recent ? PR_recent : PR_none;
 				cd->age = sink ? t0 : n - (t0 + len);
 				cd->l = l, cd->h = h, cd->t = (int)t0, cd->len = (int)len;
+				if (f->sel.kind == SEL_threshold && cd->prot == PR_none && !(cd->key >= tau))
+					ncand--;      /* below tau (or NaN): never kept */
 			}
 			int last = f->sel.scope == SC_head ||
 			           (f->sel.scope == SC_layer && h == c->H - 1) ||
@@ -654,6 +901,100 @@ static int selectkeep(Ctx *x, const double *scores, char *keep)
 			}
 		}
 	free(cs);
+	return 0;
+}
+
+/* Selection under a merge rule with summary rows (merge.c): over the ordinary rows
+** only (an existing summary block is always kept), a (layer, head) holding more rows
+** than its count nk keeps nk - C ordinary ones (topk or threshold; the verifier
+** refuses the other rules here); keep[] gets the physical rows. */
+static int selectsummary(Ctx *x, const double *scores, const long *nks, char *keep)
+{
+	const KiCase *c = x->c;
+	const KiFn *f = x->f;
+	int C = ki_summaryrows(f), rc = -1;
+	size_t nlh = (size_t)c->L * c->H, ntok = nlh * c->n;
+	int32_t *olen = calloc(nlh, sizeof *olen);
+	long *want = calloc(nlh, sizeof *want);
+	double *osc = calloc(ntok + 1, sizeof *osc);
+	char *okeep = calloc(ntok + 1, 1);
+	int *ord = calloc((size_t)c->n + 1, sizeof *ord);
+	if (!olen || !want || !osc || !okeep || !ord) {
+		kc_error(x->e, f->src, 0, 0, "interpreter: out of memory");
+		goto out;
+	}
+	for (int l = 0; l < c->L; l++)
+		for (int h = 0; h < c->H; h++) {
+			size_t lh = (size_t)l * c->H + h;
+			int cex = c->sumat && c->sumat[lh] >= 0 ? C : 0, n = tokens(c, l, h);
+			int no = ki_ordrows(c, cex, l, h, ord);
+			long nk = nks[lh];
+			if (n > nk && nk < C) {
+				kc_error(x->e, f->src, f->merge.line, f->merge.col, "merge summary: the budget keeps "
+				         "%ld rows of (layer %d, head %d), fewer than its %d summary rows", nk, l, h, C);
+				goto out;
+			}
+			want[lh] = n > nk ? nk - C : no;
+			olen[lh] = no;
+			for (int j = 0; j < no; j++)
+				osc[lh * c->n + j] = scores[lh * c->n + ord[j]];
+		}
+	KiCase oc = *c;
+	oc.len = olen;
+	Ctx y = *x;
+	y.c = &oc;
+	if (selectkeep(&y, osc, want, okeep) != 0)
+		goto out;
+	for (int l = 0; l < c->L; l++)
+		for (int h = 0; h < c->H; h++) {
+			size_t lh = (size_t)l * c->H + h;
+			int cex = c->sumat && c->sumat[lh] >= 0 ? C : 0;
+			int no = ki_ordrows(c, cex, l, h, ord);
+			for (int j = 0; j < no; j++)
+				keep[lh * c->n + ord[j]] = okeep[lh * c->n + j];
+		}
+	rc = 0;
+out:
+	free(olen), free(want), free(osc), free(okeep), free(ord);
+	return rc;
+}
+
+/* Mark what the merge rule's expressions read: the ordinary values under its pair
+** expressions (the pair instructions themselves are merge.c's). */
+static int markmerge(const KiFn *f, char *need)
+{
+	const KiMerge *m = &f->merge;
+	uint8_t *ctx = calloc((size_t)f->nins + 1, 1);
+	char *reach = calloc((size_t)f->nins + 1, 1);
+	if (!ctx || !reach) {
+		free(ctx), free(reach);
+		return -1;
+	}
+	ki_pairctx(f, ctx);
+	KcRef roots[4] = { m->sim, m->threshold, m->weight, m->self };
+	for (int k = 0; k < 4; k++)
+		if (KC_RKIND(roots[k]) == RK_INS)
+			reach[KC_RIDX(roots[k])] = 1;
+	int top = -1;            /* the highest root of the ordinary values: one sweep marks them all */
+	for (int i = f->nins - 1; i >= 0; i--) {
+		const KiIns *in = &f->ins[i];
+		if (!reach[i])
+			continue;
+		if (!ctx[i] || in->op == KO_erow || in->op == KO_krow || in->op == KO_tmean) {
+			KcRef r = ctx[i] ? in->arg[0] : KC_REF(RK_INS, i);
+			if (KC_RKIND(r) == RK_INS && KC_RIDX(r) <= i) {
+				need[KC_RIDX(r)] = 1;
+				top = KC_RIDX(r) > top ? KC_RIDX(r) : top;
+			}
+			continue;
+		}
+		for (int k = 0; k < 3; k++)
+			if (KC_RKIND(in->arg[k]) == RK_INS && KC_RIDX(in->arg[k]) < i)
+				reach[KC_RIDX(in->arg[k])] = 1;
+	}
+	if (top >= 0)
+		mark(f, KC_REF(RK_INS, top), need);
+	free(ctx), free(reach);
 	return 0;
 }
 
@@ -674,6 +1015,15 @@ static int checkcase(const KiFn *f, const KiCase *c, KcErr *e)
 		if (c->len[k] < 0 || c->len[k] > c->n)
 			return kc_error(e, f->src, 0, 0, "length %d of (layer %d, head %d) outside 0..%d",
 			                c->len[k], k / c->H, k % c->H, c->n), -1;
+	int C = ki_summaryrows(f);
+	for (int k = 0; c->sumat && k < c->L * c->H; k++) {
+		int n = c->len ? c->len[k] : c->n;
+		if (c->sumat[k] >= 0 && (f->merge.kind != MG_summary || c->sumat[k] + C > n))
+			return kc_error(e, f->src, f->merge.line, f->merge.col, f->merge.kind != MG_summary ?
+			                "the case has summary rows but the policy's merge rule builds none" :
+			                "summary rows %d .. %d of (layer %d, head %d) outside its %d rows",
+			                c->sumat[k], c->sumat[k] + C - 1, k / c->H, k % c->H, n), -1;
+	}
 	for (int i = 0; i < f->nins; i++) {
 		const KiIns *in = &f->ins[i];
 		if (in->op == KO_input && (in->aux == IN_Q || in->aux == IN_qpos || in->aux == IN_lse) && c->O < 1)
@@ -692,6 +1042,75 @@ static int checkcase(const KiFn *f, const KiCase *c, KcErr *e)
 	return 0;
 }
 
+/* The case's weights for the policy's declarations: every declared weight given
+** (by name), its shape what the declaration and the case say (layer L, head H,
+** group G, chan d, out: the declared size, or one size for every out axis),
+** every value finite. Errors point at the declaration. */
+static int bindweights(Ctx *x)
+{
+	const KiFn *f = x->f;
+	const KiCase *c = x->c;
+	x->nout = 1;
+	if (!f->nw)
+		return 0;
+	if (!(x->wd = calloc((size_t)f->nw, sizeof *x->wd))) {
+		kc_error(x->e, f->src, 0, 0, "interpreter: out of memory");
+		return -1;
+	}
+	long out = 0;
+	const char *outby = NULL;
+	for (int i = 0; i < f->nw; i++) {
+		const KiWeight *w = &f->w[i];
+		const KiWData *d = NULL;
+		for (int k = 0; k < c->nw && !d; k++)
+			if (c->w[k].name && strcmp(c->w[k].name, w->name) == 0)
+				d = &c->w[k];
+		if (!d || !d->data)
+			return kc_error(x->e, f->src, w->line, w->col, "weight '%s' is missing (the policy "
+			                "declares it; give it by name, e.g. kvcc run --weights FILE.npz)", w->name), -1;
+		long want[KI_MAXWDIM];
+		int ok = d->ndim == w->ndim;
+		char got[96] = "", exp[160] = "";
+		for (int k = 0; k < w->ndim; k++) {
+			switch (w->ax[k]) {
+			case WA_layer: want[k] = c->L; break;
+			case WA_head: want[k] = c->H; break;
+			case WA_group: want[k] = c->G; break;
+			case WA_chan: want[k] = c->d; break;
+			default: want[k] = w->size ? w->size : out ? out : (k < d->ndim ? d->shape[k] : -1);
+			}
+			if (w->ax[k] == WA_out && k < d->ndim && !w->size && !out && d->shape[k] >= 1)
+				out = d->shape[k], outby = w->name;
+			ok = ok && want[k] == d->shape[k];
+			snprintf(exp + strlen(exp), sizeof exp - strlen(exp), "%s%s %ld", k ? ", " : "",
+			         ki_waxisname(w->ax[k]), want[k]);
+		}
+		for (int k = 0; k < d->ndim && k < KI_MAXWDIM; k++)
+			snprintf(got + strlen(got), sizeof got - strlen(got), "%s%ld", k ? ", " : "", d->shape[k]);
+		if (!ok)
+			return kc_error(x->e, f->src, w->line, w->col, "weight '%s' has shape (%s), the policy "
+			                "declares (%s)", w->name, got, exp), -1;
+		for (int k = 0; k < w->ndim; k++)
+			if (w->ax[k] == WA_out) {
+				if (out && d->shape[k] != out)
+					return kc_error(x->e, f->src, w->line, w->col, "weight '%s' has an out axis of "
+					                "%ld, but weight '%s' gives out %ld", w->name, d->shape[k],
+					                outby, out), -1;
+				out = d->shape[k], outby = outby ? outby : w->name;
+			}
+		size_t cnt = 1;
+		for (int k = 0; k < d->ndim; k++)
+			cnt *= (size_t)d->shape[k];
+		for (size_t k = 0; k < cnt; k++)
+			if (!isfinite(d->data[k]))
+				return kc_error(x->e, f->src, w->line, w->col, "weight '%s' holds %g at flat index %zu "
+				                "(weights must be finite)", w->name, d->data[k], k), -1;
+		x->wd[i] = d;
+	}
+	x->nout = out ? (int)out : 1;
+	return 0;
+}
+
 int ki_run(const KiFn *f, const KiCase *c, KiResult *r, KcErr *e)
 {
 	memset(r, 0, sizeof *r);
@@ -706,6 +1125,8 @@ int ki_run(const KiFn *f, const KiCase *c, KiResult *r, KcErr *e)
 	x.V = malloc((nkv + 1) * sizeof(float));
 	x.Q = malloc((nq + 1) * sizeof(float));
 	char *need = calloc((size_t)f->nins + 1, 1), *keep = calloc(ntok + 1, 1);
+	long *nk = calloc((size_t)c->L * c->H, sizeof *nk);
+	double *keepv = calloc((size_t)c->L * c->H, sizeof *keepv);
 	r->L = c->L, r->H = c->H, r->n = c->n, r->d = c->d, r->nst = f->nst;
 	r->scores = calloc(ntok + 1, sizeof *r->scores);
 	r->len = calloc((size_t)c->L * c->H, sizeof *r->len);
@@ -714,9 +1135,13 @@ int ki_run(const KiFn *f, const KiCase *c, KiResult *r, KcErr *e)
 	r->K = calloc(nkv + 1, sizeof *r->K);
 	r->V = calloc(nkv + 1, sizeof *r->V);
 	r->state = calloc(ntok * (size_t)f->nst + 1, sizeof *r->state);
+	r->count = calloc(ntok + 1, sizeof *r->count);
+	r->sumat = calloc((size_t)c->L * c->H, sizeof *r->sumat);
+	r->tau = calloc((size_t)c->L * c->H, sizeof *r->tau);
 	int rc = -1;
-	if (!x.par || !x.val || !x.K || !x.V || !x.Q || !need || !keep || !r->scores || !r->len ||
-	    !r->kept || !r->pos || !r->K || !r->V || !r->state) {
+	if (!x.par || !x.val || !x.K || !x.V || !x.Q || !need || !keep || !nk || !keepv || !r->scores ||
+	    !r->len || !r->kept || !r->pos || !r->K || !r->V || !r->state || !r->count || !r->sumat ||
+	    !r->tau) {
 		kc_error(e, f->src, 0, 0, "interpreter: out of memory");
 		goto done;
 	}
@@ -729,23 +1154,52 @@ int ki_run(const KiFn *f, const KiCase *c, KiResult *r, KcErr *e)
 	for (size_t k = 0; k < nq; k++)
 		x.Q[k] = ki_round(c->Q[k], c->dtype);
 
+	if (bindweights(&x) != 0)
+		goto done;
 	mark(f, f->score, need);
+	if (f->sel.keep)
+		mark(f, f->sel.keep, need);
+	for (int s = 0; s < f->nst; s++)
+		if (ki_isscanstate(f, s))
+			mark(f, f->st[s].update, need);
+	if (f->merge.kind != MG_drop && markmerge(f, need) != 0) {
+		kc_error(e, f->src, 0, 0, "interpreter: out of memory");
+		goto done;
+	}
 	if (evaluate(&x, need) != 0)
 		goto done;
 	for (int l = 0; l < c->L; l++)
 		for (int h = 0; h < c->H; h++) {
 			int n = tokens(c, l, h);
-			int size[AX_NUM];
-			dims(c, l, h, size);
+			int size[AX_NUM], idx[AX_NUM] = { 0 };
+			dims(&x, l, h, size);
 			Opnd s;         /* a scalar score (or a constant) broadcasts to every token */
 			opnd(&x, f->score, l * c->H + h, size, &s);
-			for (int t = 0; t < n; t++)
-				r->scores[((size_t)l * c->H + h) * c->n + t] = at(&s, 0, 0, t, 0);
+			for (int t = 0; t < n; t++) {
+				idx[AX_token] = t;
+				r->scores[((size_t)l * c->H + h) * c->n + t] = at(&s, idx);
+			}
 			for (int t = n; t < c->n; t++)
 				r->scores[((size_t)l * c->H + h) * c->n + t] = NAN;
+			if (f->sel.keep) {
+				opnd(&x, f->sel.keep, l * c->H + h, size, &s);
+				keepv[l * c->H + h] = scalar(&s);
+			}
 		}
-	if (selectkeep(&x, r->scores, keep) != 0)
+	if (ki_counts(f, c, x.par, r->scores, f->sel.keep ? keepv : NULL, nk, e) != 0)
 		goto done;
+	if (f->merge.kind == MG_summary ? selectsummary(&x, r->scores, nk, keep) :
+	    f->sel.kind == SEL_mass ? ki_selmass(f, c, x.par, r->scores, nk, keep, e) :
+	    f->sel.floor ? ki_selfloor(f, c, x.par, r->scores, nk, keep, e) :
+	    selectkeep(&x, r->scores, nk, keep))
+		goto done;
+	if (f->merge.kind != MG_drop) {
+		KiMergeIn mi = { f, c, e, x.par, x.val, x.K, x.V, r->scores, keep };
+		if (ki_merge(&mi, r) != 0)
+			goto done;
+		rc = 0;
+		goto done;
+	}
 	/* merge: drop — stable compaction of kept rows */
 	for (int l = 0; l < c->L; l++)
 		for (int h = 0; h < c->H; h++) {
@@ -758,18 +1212,24 @@ int ki_run(const KiFn *f, const KiCase *c, KiResult *r, KcErr *e)
 				memcpy(&r->K[(lh * c->n + m) * c->d], &x.K[(lh * c->n + t) * c->d], (size_t)c->d * sizeof(float));
 				memcpy(&r->V[(lh * c->n + m) * c->d], &x.V[(lh * c->n + t) * c->d], (size_t)c->d * sizeof(float));
 				r->pos[lh * c->n + m] = posof(c, l, h, t);
+				r->count[lh * c->n + m] = c->count ? c->count[lh * c->n + t] : 1;
 				for (int s = 0; s < f->nst; s++)
 					r->state[((size_t)s * c->L * c->H + lh) * c->n + m] =
+						ki_isscanstate(f, s) ? x.val[KC_RIDX(f->st[s].update)][lh][t] :
 						c->state ? c->state[((size_t)s * c->L * c->H + lh) * c->n + t] : f->st[s].init;
 				m++;
 			}
 			r->len[lh] = m;
+			r->sumat[lh] = -1;
+			r->tau[lh] = c->tau ? c->tau[lh] : NAN;
 		}
 	rc = 0;
 done:
 	freevals(&x);
 	free(need);
 	free(keep);
+	free(nk);
+	free(keepv);
 	if (rc != 0)
 		ki_result_free(r);
 	return rc;
@@ -815,6 +1275,8 @@ int ki_observe(const KiFn *f, const KiCase *c0, const float *q, double *state, f
 					for (int ch = 0; ch < c.d; ch++)
 						dot += (double)ki_round(qq[ch], c.dtype) * x.K[(lh * c.n + t) * c.d + ch];
 					p[t] = dot / sqrt((double)c.d);
+					if (f->merge.bias)   /* count bias: log of the row's member count */
+						p[t] += log(c.count ? c.count[lh * c.n + t] : 1);
 					mx = p[t] > mx ? p[t] : mx;
 				}
 				for (int t = 0; t < n; t++)
@@ -829,8 +1291,11 @@ int ki_observe(const KiFn *f, const KiCase *c0, const float *q, double *state, f
 				}
 			}
 	x.attn = attn;
+	if (bindweights(&x) != 0)
+		goto done;
 	for (int s = 0; s < f->nst; s++)
-		mark(f, f->st[s].update, need);
+		if (!ki_isscanstate(f, s))
+			mark(f, f->st[s].update, need);
 	if (evaluate(&x, need) != 0)
 		goto done;
 	/* all updates read the old state; write them after computing every one */
@@ -838,12 +1303,15 @@ int ki_observe(const KiFn *f, const KiCase *c0, const float *q, double *state, f
 		for (int l = 0; l < c.L; l++)
 			for (int h = 0; h < c.H; h++) {
 				size_t lh = (size_t)l * c.H + h;
-				int size[AX_NUM];
-				dims(&c, l, h, size);
+				int size[AX_NUM], idx[AX_NUM] = { 0 };
+				dims(&x, l, h, size);
 				Opnd o;
 				opnd(&x, f->st[s].update, (int)lh, size, &o);
-				for (int t = 0; t < tokens(&c, l, h); t++)
-					next[((size_t)s * c.L * c.H + lh) * c.n + t] = at(&o, 0, 0, t, 0);
+				for (int t = 0; t < tokens(&c, l, h); t++) {
+					idx[AX_token] = t;
+					next[((size_t)s * c.L * c.H + lh) * c.n + t] =
+						ki_isscanstate(f, s) ? state[((size_t)s * c.L * c.H + lh) * c.n + t] : at(&o, idx);
+				}
 			}
 	for (int s = 0; s < f->nst; s++)
 		for (size_t lh = 0; lh < (size_t)c.L * c.H; lh++)
@@ -867,5 +1335,8 @@ void ki_result_free(KiResult *r)
 	free(r->V);
 	free(r->pos);
 	free(r->state);
+	free(r->count);
+	free(r->sumat);
+	free(r->tau);
 	memset(r, 0, sizeof *r);
 }

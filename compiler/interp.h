@@ -17,6 +17,15 @@
 #include "compiler/ir.h"
 #include "kvcc.h"          /* the storage dtypes KVCC_F32, KVCC_F16, KVCC_BF16 */
 
+/* A weight the caller gives: the name it is declared with, its shape in the
+** declared order of axes, row-major values. */
+typedef struct KiWData {
+	const char *name;
+	int ndim;
+	long shape[KI_MAXWDIM];
+	const double *data;
+} KiWData;
+
 typedef struct KiCase {
 	int L, H, G, d;           /* layers, KV heads, query heads per KV head, head_dim */
 	int n;                    /* token capacity per (layer, head): the row stride */
@@ -28,12 +37,20 @@ typedef struct KiCase {
 	const int32_t *pos;       /* [L][H][n] absolute positions, or NULL: the token index */
 	const int32_t *qpos;      /* [O] query positions, or NULL: those of the last O held
 	                          ** tokens, pos[len-O .. len-1] */
-	const double *state;      /* [nst][L][H][n], or NULL: each state's init value */
+	const double *state;      /* [nst][L][H][n], or NULL: each state's init value; a scan
+	                          ** state's trailing nan are the tokens its scan has not seen */
 	int dtype;                /* KVCC_F32, KVCC_F16, KVCC_BF16 (kvcc.h) */
 	const double *params;     /* [npar] runtime values, or NULL: the defaults */
 	double ratio;             /* fraction removed, used when budget < 0 */
 	long budget;              /* tokens kept per (layer, head), or -1 */
 	int step;                 /* decode step (x.step) */
+	/* merge state (DESIGN §3 "Merge semantics"), carried from one compression to the next */
+	const double *count;      /* [L][H][n] member counts, or NULL: 1 (ordinary tokens) */
+	const int32_t *sumat;     /* [L][H] first of the merge rule's summary rows, -1: none;
+	                          ** or NULL: none (the rows sumat .. sumat+C-1 are summary rows) */
+	const double *tau;        /* [L][H] adaptive merge threshold, NaN: unset; or NULL: unset */
+	int nw;                   /* weights given (matched to the policy's by name) */
+	const KiWData *w;
 } KiCase;
 
 typedef struct KiResult {
@@ -44,9 +61,15 @@ typedef struct KiResult {
 	float *K, *V;             /* [L][H][n][d] compacted rows */
 	int32_t *pos;             /* [L][H][n] compacted positions */
 	double *state;            /* [nst][L][H][n] compacted state */
+	double *count;            /* [L][H][n] compacted member counts */
+	int32_t *sumat;           /* [L][H] first summary row (after the kept rows), -1: none */
+	double *tau;              /* [L][H] adaptive merge threshold after this compression */
 } KiResult;
 
-/* Compress: score, select, merge. Returns 0, or -1 with e set (bad case). */
+/* Compress: score, select, merge. Returns 0, or -1 with e set (bad case).
+** Merges (compiler/merge.c): kept[] holds, per (layer, head), the kept rows'
+** indices, then for each summary row its index before (existing rows) or -1
+** (built now); K, V are rounded to the storage dtype after merging. */
 KC_FUNC int ki_run(const KiFn *f, const KiCase *c, KiResult *r, KcErr *e);
 KC_FUNC void ki_result_free(KiResult *r);
 
@@ -57,6 +80,23 @@ KC_FUNC void ki_result_free(KiResult *r);
 ** place. c->state is ignored (state is passed here). */
 KC_FUNC int ki_observe(const KiFn *f, const KiCase *c, const float *q, double *state, float *out,
                        KcErr *e);
+
+/* merge.c: the merge stage of ki_run, after selection (internal). */
+typedef struct KiMergeIn {
+	const KiFn *f;
+	const KiCase *c;
+	KcErr *e;
+	const double *par;        /* runtime param values */
+	double ***val;            /* [nins][L*H] evaluated ordinary values the merge rule reads */
+	const float *K, *V;       /* rows rounded to the storage dtype */
+	const double *scores;     /* [L][H][n] */
+	const char *keep;         /* [L][H][n] selected ordinary rows */
+} KiMergeIn;
+KC_FUNC int ki_merge(const KiMergeIn *m, KiResult *r);
+/* The rows the merge rule reserves for summary rows per (layer, head) (0 but for
+** summary), and the ordinary rows of one (layer, head): ord[0 .. return) */
+KC_FUNC int ki_summaryrows(const KiFn *f);
+KC_FUNC int ki_ordrows(const KiCase *c, int C, int l, int h, int *ord);
 
 /* Keep counts per (layer, head) before selection, as the select rule and the
 ** budget give them (scope head; pyramid schedule applied). */

@@ -31,7 +31,7 @@ static const KiSem semtab[KO_NUM] = { KI_OPS(SEM_ROW) };
 #undef KS_EW
 #undef KS_RED
 
-static const char *const axisnames[AX_NUM + 1] = { "group", "obs", "token", "chan", "head" };
+static const char *const axisnames[AX_NUM + 1] = { "group", "obs", "token", "chan", "out", "head" };
 static const char *const inputnames[IN_NUM] = { "K", "V", "Q", "lse", "pos", "qpos" };
 static const uint8_t inputaxes[IN_NUM] = {
 	[IN_K] = AXM(AX_token) | AXM(AX_chan),
@@ -41,9 +41,14 @@ static const uint8_t inputaxes[IN_NUM] = {
 	[IN_pos] = AXM(AX_token),
 	[IN_qpos] = AXM(AX_obs),
 };
-static const char *const infonames[INF_NUM] = { "scale", "layer", "head", "nlayers", "nheads", "step" };
+static const char *const infonames[INF_NUM] = { "scale", "layer", "head", "nlayers", "nheads", "step",
+                                                  "ratio", "nkeep" };
 static const char *const scopenames[] = { "head", "layer", "model" };
-static const char *const schednames[] = { "none", "pyramid" };
+static const char *const mergenames[MG_NUM] = { "drop", "nearest", "next", "runs", "summary" };
+static const char *const pinfonames[PI_NUM] = { "sim", "absorbed", "ntargets", "ecount", "kcount" };
+static const char *const schednames[] = { "none", "pyramid", "prefix", "dynamic" };
+static const char *const selnames[] = { "topk", "threshold", "mass" };
+static const char *const waxisnames[WA_NUM] = { "layer", "head", "group", "chan", "out" };
 
 const char *ki_opname(int op) { return op >= 0 && op < KO_NUM ? optab[op].name : "?"; }
 int ki_nargs(int op) { return optab[op].nargs; }
@@ -56,7 +61,13 @@ const char *ki_inputname(int in) { return in >= 0 && in < IN_NUM ? inputnames[in
 uint8_t ki_inputaxes(int in) { return inputaxes[in]; }
 const char *ki_infoname(int inf) { return inf >= 0 && inf < INF_NUM ? infonames[inf] : "?"; }
 const char *ki_scopename(int sc) { return sc >= 0 && sc <= SC_model ? scopenames[sc] : "?"; }
-const char *ki_schedname(int s) { return s >= 0 && s <= SCH_pyramid ? schednames[s] : "?"; }
+const char *ki_schedname(int s) { return s >= 0 && s <= SCH_dynamic ? schednames[s] : "?"; }
+const char *ki_selname(int k) { return k >= 0 && k <= SEL_mass ? selnames[k] : "?"; }
+const char *ki_waxisname(int wa) { return wa >= 0 && wa < WA_NUM ? waxisnames[wa] : "?"; }
+
+const char *ki_mergename(int k) { return k >= 0 && k < MG_NUM ? mergenames[k] : "?"; }
+const char *ki_pinfoname(int pi) { return pi >= 0 && pi < PI_NUM ? pinfonames[pi] : "?"; }
+int ki_ispairop(int op) { return op == KO_erow || op == KO_krow || op == KO_tmean || op == KO_pinfo; }
 
 static int lookup(const char *const *names, int n, const char *s, size_t len)
 {
@@ -76,6 +87,38 @@ int ki_opbyname(const char *s, size_t len)
 int ki_axisbyname(const char *s, size_t len) { return lookup(axisnames, AX_NUM + 1, s, len); }
 int ki_inputbyname(const char *s, size_t len) { return lookup(inputnames, IN_NUM, s, len); }
 int ki_infobyname(const char *s, size_t len) { return lookup(infonames, INF_NUM, s, len); }
+int ki_mergebyname(const char *s, size_t len) { return lookup(mergenames, MG_NUM, s, len); }
+int ki_pinfobyname(const char *s, size_t len) { return lookup(pinfonames, PI_NUM, s, len); }
+
+/*
+** Which pair values each instruction reads (KI_P* flags, through its
+** operands): erow → KI_PE, krow → KI_PK, tmean → KI_PTGT, pinfo by name.
+** The operand of erow, krow and tmean is an ordinary value (the verifier
+** checks it), so those three start a pair value afresh.
+*/
+void ki_pairctx(const KiFn *f, uint8_t *ctx)
+{
+	static const uint8_t pinfoflag[PI_NUM] = {
+		[PI_sim] = KI_PSIM, [PI_absorbed] = KI_PABS, [PI_ntargets] = KI_PTGT,
+		[PI_ecount] = KI_PE, [PI_kcount] = KI_PK,
+	};
+	for (int i = 0; i < f->nins; i++) {
+		const KiIns *in = &f->ins[i];
+		uint8_t c = 0;
+		switch (in->op) {
+		case KO_erow: c = KI_PE; break;
+		case KO_krow: c = KI_PK; break;
+		case KO_tmean: c = KI_PTGT; break;
+		case KO_pinfo: c = in->aux < PI_NUM ? pinfoflag[in->aux] : 0; break;
+		default:
+			for (int k = 0; k < 3; k++)
+				if (KC_RKIND(in->arg[k]) == RK_INS && KC_RIDX(in->arg[k]) < i)
+					c |= ctx[KC_RIDX(in->arg[k])];
+		}
+		ctx[i] = c;
+	}
+}
+int ki_waxisbyname(const char *s, size_t len) { return lookup(waxisnames, WA_NUM, s, len); }
 
 /* "[group, obs, token]" in canonical order; "[]" for a scalar. */
 void ki_axesstr(uint8_t axes, char *buf, size_t len)
@@ -110,6 +153,7 @@ void ki_free(KiFn *f)
 	free(f->con);
 	free(f->par);
 	free(f->st);
+	free(f->w);
 	free(f);
 }
 
@@ -137,7 +181,9 @@ KiFn *ki_clone(const KiFn *f)
 	g->con = dup(f->con, (size_t)f->ncon * sizeof *f->con, &ok);
 	g->par = dup(f->par, (size_t)f->npar * sizeof *f->par, &ok);
 	g->st = dup(f->st, (size_t)f->nst * sizeof *f->st, &ok);
+	g->w = dup(f->w, (size_t)f->nw * sizeof *f->w, &ok);
 	g->capins = f->nins, g->capcon = f->ncon, g->cappar = f->npar, g->capst = f->nst;
+	g->capw = f->nw;
 	if (!ok) {
 		ki_free(g);
 		return NULL;
@@ -230,6 +276,48 @@ int ki_addstate(KiFn *f, const char *name, double init)
 	return f->nst++;
 }
 
+int ki_findweight(const KiFn *f, const char *name)
+{
+	for (int i = 0; i < f->nw; i++)
+		if (strcmp(f->w[i].name, name) == 0)
+			return i;
+	return -1;
+}
+
+/* Add a weight declaration (a copy of *w); returns its number, -1 when the
+** name is taken, or -2 when memory runs out. */
+int ki_addweight(KiFn *f, const KiWeight *w)
+{
+	if (ki_findweight(f, w->name) >= 0)
+		return -1;
+	KiWeight *t = room(f->w, f->nw, &f->capw, sizeof *t);
+	if (!t)
+		return -2;
+	f->w = t;
+	f->w[f->nw] = *w;
+	return f->nw++;
+}
+
+uint8_t ki_weightaxes(const KiWeight *w)
+{
+	uint8_t m = 0;
+	for (int k = 0; k < w->ndim && k < KI_MAXWDIM; k++)
+		switch (w->ax[k]) {
+		case WA_group: m |= AXM(AX_group); break;
+		case WA_chan: m |= AXM(AX_chan); break;
+		case WA_out: m |= AXM(AX_out); break;
+		}
+	return m;
+}
+
+/* A scan state: its update is the scan instruction that names it. */
+int ki_isscanstate(const KiFn *f, int s)
+{
+	KcRef u = f->st[s].update;
+	return KC_RKIND(u) == RK_INS && KC_RIDX(u) < f->nins && f->ins[KC_RIDX(u)].op == KO_scan &&
+	       f->ins[KC_RIDX(u)].aux == s;
+}
+
 /* Axes of an operand: constants and parameters are scalars. */
 uint8_t ki_refaxes(const KiFn *f, KcRef r)
 {
@@ -271,6 +359,36 @@ int ki_resultaxes(const KiFn *f, int op, const KcRef *arg, int axis, uint8_t *ax
 	case AR_SAME:
 		*axes = a;
 		return 0;
+	case AR_ROW:
+		if (!(a & AXM(AX_token))) {
+			ki_axesstr(a, buf, sizeof buf);
+			snprintf(why, whylen, "%s reads a value at a token, but its operand has axes %s "
+			         "(no token axis)", ki_opname(op), buf);
+			return -1;
+		}
+		*axes = (uint8_t)(a & ~AXM(AX_token));
+		return 0;
+	case AR_SCAN:
+		if (a & ~AXM(AX_token) || ki_refaxes(f, arg[1])) {
+			snprintf(why, whylen, "a scan's step must have axes within [token] and its start "
+			         "value must be a scalar");
+			return -1;
+		}
+		*axes = AXM(AX_token);
+		return 0;
+	case AR_SEG:
+		if (axis != AX_token || !(a & AXM(AX_token))) {
+			ki_axesstr(a, buf, sizeof buf);
+			snprintf(why, whylen, "%s runs over segments of 'token', but the operand has axes %s",
+			         ki_opname(op), buf);
+			return -1;
+		}
+		if (ki_refaxes(f, arg[1]) || ki_refaxes(f, arg[2])) {
+			snprintf(why, whylen, "%s: the segment size and start must be scalars", ki_opname(op));
+			return -1;
+		}
+		*axes = a;
+		return 0;
 	case AR_RED:
 	case AR_KEEP:
 	case AR_DOT:
@@ -303,6 +421,14 @@ int ki_resultaxes(const KiFn *f, int op, const KcRef *arg, int axis, uint8_t *ax
 		}
 		if ((op == KO_avgpool || op == KO_maxpool) && ki_refaxes(f, arg[1])) {
 			snprintf(why, whylen, "the pooling kernel size must be a scalar");
+			return -1;
+		}
+		if (op == KO_shift && axis != AX_token && axis != AX_chan) {
+			snprintf(why, whylen, "shift runs along 'token' or 'chan', not '%s'", ki_axisname(axis));
+			return -1;
+		}
+		if (op == KO_shift && (ki_refaxes(f, arg[1]) || ki_refaxes(f, arg[2]))) {
+			snprintf(why, whylen, "shift: the offset and the fill value must be scalars");
 			return -1;
 		}
 		*axes = ki_rule(op) == AR_RED ? (uint8_t)(a & ~AXM(axis)) : a;
@@ -373,6 +499,8 @@ uint64_t ki_hash(const KiFn *f)
 		g->ins[i].line = g->ins[i].col = 0;
 	for (int i = 0; i < g->npar; i++)
 		g->par[i].line = g->par[i].col = 0;
+	for (int i = 0; i < g->nw; i++)
+		g->w[i].line = g->w[i].col = 0;
 	g->line = g->col = g->sel.line = g->sel.col = 0;
 	g->merge.line = g->merge.col = g->when.line = g->when.col = 0;
 	g->src[0] = 0;

@@ -4,9 +4,10 @@
 ** state, and the policy's rules (select, merge, when). No pointers between
 ** instructions, so copying, hashing and printing are trivial.
 **
-** Values are tensors over a subset of the named axes group, obs, token, chan
-** (canonical order), kept as a bit mask. Layer and head are instance indices,
-** never tensor axes. Everything computes in f32 in kernels and in double in
+** Values are tensors over a subset of the named axes group, obs, token, chan,
+** out (canonical order), kept as a bit mask. Layer and head are instance
+** indices, never tensor axes; `out` is the free axis of a weight (its size is
+** the weight's, e.g. the output features of a projection). Everything computes in f32 in kernels and in double in
 ** the reference interpreter (interp.c).
 */
 #ifndef KVCC_IR_H
@@ -37,18 +38,19 @@ enum { RK_NIL, RK_INS, RK_CON, RK_PAR };
 #define KI_MAXTEXT (64u << 20) /* bytes of a policy file, .lua or .kir (/dev/zero is an error) */
 
 /* --- axes, inputs, instance scalars -------------------------------------------- */
-enum { AX_group, AX_obs, AX_token, AX_chan, AX_NUM, AX_head = AX_NUM, AX_NONE = 0xff };
+enum { AX_group, AX_obs, AX_token, AX_chan, AX_out, AX_NUM, AX_head = AX_NUM, AX_NONE = 0xff };
 #define AXM(ax) ((uint8_t)(1u << (ax)))
 
 enum { IN_K, IN_V, IN_Q, IN_lse, IN_pos, IN_qpos, IN_NUM };
-enum { INF_scale, INF_layer, INF_head, INF_nlayers, INF_nheads, INF_step, INF_NUM };
+enum { INF_scale, INF_layer, INF_head, INF_nlayers, INF_nheads, INF_step, INF_ratio, INF_nkeep, INF_NUM };
 
 /* --- instructions -------------------------------------------------------------- */
 typedef struct KiIns {
 	uint8_t op;           /* KO_* */
 	uint8_t axes;         /* result axes, AXM bits */
 	uint8_t axis;         /* axis operand (RED, DOT, KEEP, index, size), else AX_NONE */
-	uint8_t aux;          /* input (IN_*), state number, or info (INF_*) */
+	uint8_t aux;          /* input (IN_*), state number (state, carry, scan),
+	                      ** weight number, or info (INF_*) */
 	KcRef arg[3];         /* operands; KC_NIL when absent */
 	uint32_t line, col;   /* source position in the policy file (0 = unknown) */
 } KiIns;
@@ -62,24 +64,71 @@ typedef struct KiParam {
 typedef struct KiState {
 	char name[32];
 	double init;          /* value of a token's state when it enters the cache */
-	KcRef update;         /* new value computed by the observe hook, or KC_NIL */
+	KcRef update;         /* new value computed by the observe hook, or the scan
+	                      ** instruction that computes it (a scan state), or KC_NIL */
 } KiState;
 
-/* select: the rule from scores to a keep set */
-enum { SEL_topk };
+/* weights: named tensors given at run time, declared with their axes in the
+** order of their data; layer and head pick the instance's slice, group, chan
+** and out stay tensor axes. An out axis has a fixed size (size > 0) or the
+** size of the data (0); every out axis of a policy has one size. */
+enum { WA_layer, WA_head, WA_group, WA_chan, WA_out, WA_NUM };
+#define KI_MAXWDIM 6
+#define KI_MAXW    32
+typedef struct KiWeight {
+	char name[32];
+	int ndim;
+	uint8_t ax[KI_MAXWDIM];     /* WA_* of each dimension, outermost first */
+	int32_t size;               /* the out dimension's fixed size, 0: from the data */
+	uint32_t line, col;
+} KiWeight;
+
+/* select: the rule from scores to a keep set (DESIGN §3, doc/dsl.md) */
+enum { SEL_topk, SEL_threshold, SEL_mass };
 enum { SC_head, SC_layer, SC_model };
-enum { SCH_none, SCH_pyramid };
+enum { SCH_none, SCH_pyramid, SCH_prefix, SCH_dynamic };
 typedef struct KiSelect {
 	uint8_t kind, scope, sched;
+	uint8_t nocap;        /* threshold, mass: the runtime ratio / budget does not cap */
 	KcRef keep_first;     /* protected sinks (count), const or param */
 	KcRef keep_recent;    /* protected recent window (count) */
 	KcRef chunk;          /* granularity in tokens (1 = token) */
 	KcRef beta;           /* pyramid schedule: min/max budget ratio parameter */
+	KcRef tau;            /* threshold: keep scores >= tau */
+	KcRef mass;           /* mass: keep the shortest prefix reaching this mass */
+	KcRef floor;          /* topk scope layer: each head's own share alpha, or nil */
+	KcRef keep;           /* per-(layer, head) kept count, a scalar instruction, or nil */
+	KcRef sa, sb;         /* schedule arguments: prefix (tol, iters), dynamic (ratio_max, every) */
 	uint32_t line, col;
 } KiSelect;
 
-enum { MG_drop };
-typedef struct KiMerge { uint8_t kind; uint32_t line, col; } KiMerge;
+/* merge: what evicted tokens become (DESIGN §3 "Merge semantics", doc/dsl.md
+** "Merge"). The expressions are instructions of the pair context: values of
+** one (evicted e, kept k) pair, read with erow / krow (a [token] value at e or
+** k), tmean (its mean over e's targets) and pinfo (sim, absorbed, ...). */
+enum { MG_drop, MG_nearest, MG_next, MG_runs, MG_summary, MG_NUM };
+enum { MT_none, MT_value, MT_adaptive };    /* threshold kinds */
+enum { MU_mean, MU_sum };                   /* update kinds */
+typedef struct KiMerge {
+	uint8_t kind;         /* MG_* */
+	uint8_t thr;          /* MT_none: always; MT_value: sim >= threshold; MT_adaptive: sim >= tau,
+	                      ** tau = beta tau' + (1 - beta) mean max-sim (per (layer, head)) */
+	uint8_t update;       /* MU_mean: (w_k X_k + S w_e X_e) / (w_k + S w_e); MU_sum: w_k X_k + S w_e X_e */
+	uint8_t keys, values; /* which rows the update writes (nearest, next, runs) */
+	uint8_t bias;         /* decode attention adds log(count) to each row's logit */
+	KcRef sim;            /* nearest, runs: [] pair expression */
+	KcRef threshold;      /* MT_value: a constant, param or [] pair expression */
+	KcRef beta;           /* MT_adaptive: weight of the previous tau (constant or param) */
+	KcRef weight;         /* w_e: [] pair expression, constant or param */
+	KcRef self;           /* w_k: [] expression of the kept row (krow, pinfo absorbed/kcount) */
+	KcRef m;              /* next: targets per evicted token (constant or param) */
+	KcRef rows;           /* summary: C rows (constant) */
+	KcRef iters;          /* summary: Lloyd iterations (constant) */
+	uint32_t line, col;
+} KiMerge;
+
+/* pinfo names: scalars of the pair context */
+enum { PI_sim, PI_absorbed, PI_ntargets, PI_ecount, PI_kcount, PI_NUM };
 
 enum { WH_prefill, WH_decode };
 typedef struct KiWhen {
@@ -95,6 +144,7 @@ typedef struct KiFn {
 	double *con;  int ncon, capcon;
 	KiParam *par; int npar, cappar;
 	KiState *st;  int nst, capst;
+	KiWeight *w;  int nw, capw;
 	KcRef score;          /* [token] score per (layer, head); higher = keep */
 	KcRef obs;            /* number of observation queries, or KC_NIL */
 	int obs_all;          /* 1: every context position is an observation query */
@@ -133,6 +183,13 @@ KC_FUNC int ki_addparam(KiFn *f, const char *name, double def, uint32_t line, ui
 KC_FUNC int ki_findparam(const KiFn *f, const char *name);
 KC_FUNC int ki_addstate(KiFn *f, const char *name, double init);
 KC_FUNC int ki_findstate(const KiFn *f, const char *name);
+KC_FUNC int ki_addweight(KiFn *f, const KiWeight *w);
+KC_FUNC int ki_findweight(const KiFn *f, const char *name);
+KC_FUNC uint8_t ki_weightaxes(const KiWeight *w);     /* its tensor axes (AXM bits) */
+KC_FUNC const char *ki_waxisname(int wa);
+KC_FUNC int ki_waxisbyname(const char *name, size_t len);
+KC_FUNC int ki_isscanstate(const KiFn *f, int s);     /* updated by a scan, not by observe */
+KC_FUNC const char *ki_selname(int kind);
 KC_FUNC uint8_t ki_refaxes(const KiFn *f, KcRef r);
 KC_FUNC int ki_resultaxes(const KiFn *f, int op, const KcRef *arg, int axis, uint8_t *axes,
                           char *why, size_t whylen);
@@ -151,6 +208,16 @@ KC_FUNC uint8_t ki_inputaxes(int in);
 KC_FUNC const char *ki_infoname(int inf);
 KC_FUNC int ki_infobyname(const char *name, size_t len);
 KC_FUNC const char *ki_scopename(int sc);
+KC_FUNC const char *ki_mergename(int kind);
+KC_FUNC int ki_mergebyname(const char *name, size_t len);
+KC_FUNC const char *ki_pinfoname(int pi);
+KC_FUNC int ki_pinfobyname(const char *name, size_t len);
+KC_FUNC int ki_ispairop(int op);
+/* Pair-context flags of each instruction (KI_P*: which pair values it reads,
+** through its operands); 0 = an ordinary per-instance value. ctx has nins
+** entries. */
+enum { KI_PE = 1, KI_PK = 2, KI_PSIM = 4, KI_PABS = 8, KI_PTGT = 16 };
+KC_FUNC void ki_pairctx(const KiFn *f, uint8_t *ctx);
 KC_FUNC const char *ki_schedname(int s);
 KC_FUNC void ki_axesstr(uint8_t axes, char *buf, size_t len);
 KC_FUNC uint64_t ki_hash(const KiFn *f);

@@ -18,6 +18,13 @@
 **            KEEP  same axes as operand a; `axis` must be one of them
 **            TOK   the result has axes [token]
 **            SAME  operand a's axes (cross-instance reductions over heads)
+**            ROW   operand a's axes minus token (a must have it): a value read
+**                  at one token of a merge pair (erow, krow, tmean)
+**            SEG   operand a's axes; `axis` is token: a reduction (or rank) over
+**                  the segment of tokens each token lies in, broadcast back to
+**                  it. Segments: [0, c) and then b tokens at a time from c
+**                  (b, c scalars; b = inf: one segment from c on)
+**            SCAN  [token]: a recurrence along token (scan, below)
 **   flags  KF_PURE (no side effects), KF_COMM (commutative), KF_FOLD
 **          (constant-foldable when all operands are constants)
 **   sem    what the op computes:
@@ -35,7 +42,8 @@
 **                acc = init; acc = comb(acc, map(e)) for each element e;
 **                result = fin(acc). init is comb's identity. The backends
 **                emit one piece of code per kind below, not per op.
-**            KS_SPECIAL  neither: written out in each evaluator (softmax, rand)
+**            KS_SPECIAL  neither: written out in each evaluator (softmax, rand,
+**                      shift, srank, scan)
 **   doc    one line for doc/kir.md
 **
 ** Reduction kinds (KS_RED):
@@ -62,13 +70,20 @@
 	X(attn,      0, LEAF, KF_PURE,                 KS_LEAF,                                                                  "decode attention probabilities [group, token]; observe hook only") \
 	X(index,     0, LEAF, KF_PURE,                 KS_LEAF,                                                                  "index along `axis` (0 .. size-1)") \
 	X(size,      0, LEAF, KF_PURE,                 KS_LEAF,                                                                  "size of `axis` as a scalar (n tokens, obs, group, head_dim)") \
-	X(info,      0, LEAF, KF_PURE,                 KS_LEAF,                                                                  "instance scalar named by `aux`: scale layer head nlayers nheads step") \
+	X(info,      0, LEAF, KF_PURE,                 KS_LEAF,                                                                  "instance scalar named by `aux`: scale layer head nlayers nheads step ratio nkeep") \
+	X(weight,    0, LEAF, KF_PURE,                 KS_LEAF,                                                                  "weight tensor number `aux` at this (layer, head); its declared group, chan, out axes") \
+	X(carry,     0, LEAF, KF_PURE,                 KS_LEAF,                                                                  "in the body of scan `aux`: the scan's value at the previous token, h[t-1]") \
 	X(rand,      1, TOK,  KF_PURE,                 KS_SPECIAL,                                                               "uniform [0,1) per token from (seed a, layer, head, pos); counter-based") \
+	X(scan,      2, SCAN, KF_PURE,                 KS_SPECIAL,                                                               "recurrence h[t] = a at token t, carry = h[t-1] (b before the first token), in position order; per-token state `aux`") \
 	X(neg,       1, EW,   KF_PURE|KF_FOLD,         KS_EW(-a, "-(%s)", KI_NOID, KI_NOID),                                     "-a") \
 	X(exp,       1, EW,   KF_PURE|KF_FOLD,         KS_EW(exp(a), "expf(%s)", KI_NOID, KI_NOID),                              "exp(a)") \
 	X(log,       1, EW,   KF_PURE|KF_FOLD,         KS_EW(log(a), "logf(%s)", KI_NOID, KI_NOID),                              "log(a)") \
 	X(sqrt,      1, EW,   KF_PURE|KF_FOLD,         KS_EW(sqrt(a), "sqrtf(%s)", KI_NOID, KI_NOID),                            "sqrt(a)") \
 	X(abs,       1, EW,   KF_PURE|KF_FOLD,         KS_EW(fabs(a), "fabsf(%s)", KI_NOID, KI_NOID),                            "|a|") \
+	X(sin,       1, EW,   KF_PURE|KF_FOLD,         KS_EW(sin(a), "sinf(%s)", KI_NOID, KI_NOID),                              "sin(a)") \
+	X(cos,       1, EW,   KF_PURE|KF_FOLD,         KS_EW(cos(a), "cosf(%s)", KI_NOID, KI_NOID),                              "cos(a)") \
+	X(floor,     1, EW,   KF_PURE|KF_FOLD,         KS_EW(floor(a), "floorf(%s)", KI_NOID, KI_NOID),                          "largest integer <= a") \
+	X(rint,      1, EW,   KF_PURE|KF_FOLD,         KS_EW(nearbyint(a), "rintf(%s)", KI_NOID, KI_NOID),                       "a rounded to the nearest integer, ties to even (Python round)") \
 	X(add,       2, EW,   KF_PURE|KF_COMM|KF_FOLD, KS_EW(a + b, "(%s) + (%s)", 0, 0),                                        "a + b") \
 	X(sub,       2, EW,   KF_PURE|KF_FOLD,         KS_EW(a - b, "(%s) - (%s)", KI_NOID, 0),                                  "a - b") \
 	X(mul,       2, EW,   KF_PURE|KF_COMM|KF_FOLD, KS_EW(a * b, "(%s) * (%s)", 1, 1),                                        "a * b") \
@@ -92,7 +107,17 @@
 	X(softmaxnc, 1, KEEP, KF_PURE,                 KS_SPECIAL,                                                               "softmax of a over `axis`, no causal mask") \
 	X(avgpool,   2, KEEP, KF_PURE,                 KS_RED(0, MAP_ID, CMB_ADD, FIN_DIVK),                                        "average pool of a along token, kernel b (runtime scalar), zero padding counted") \
 	X(maxpool,   2, KEEP, KF_PURE,                 KS_RED(-INFINITY, MAP_ID, CMB_MAX, FIN_NONE),                                "max pool of a along token, kernel b (runtime scalar), -inf padding") \
-	X(hmean,     1, SAME, KF_PURE,                 KS_RED(0, MAP_ID, CMB_ADD, FIN_MEAN),                                        "mean of a over the KV heads of the layer (instance axis head)")
+	X(hmean,     1, SAME, KF_PURE,                 KS_RED(0, MAP_ID, CMB_ADD, FIN_MEAN),                                        "mean of a over the KV heads of the layer (instance axis head)") \
+	X(erow,      1, ROW,  KF_PURE,                 KS_SPECIAL,                                                               "merge pair context: a [token] value a at the evicted token e") \
+	X(krow,      1, ROW,  KF_PURE,                 KS_SPECIAL,                                                               "merge pair context: a [token] value a at the kept token k") \
+	X(tmean,     1, ROW,  KF_PURE,                 KS_SPECIAL,                                                               "merge pair context: mean of a [token] value a over the targets of e (next)") \
+	X(pinfo,     0, LEAF, KF_PURE,                 KS_LEAF,                                                                  "merge pair context scalar named by `aux`: sim absorbed ntargets ecount kcount") \
+	X(shift,     3, KEEP, KF_PURE,                 KS_SPECIAL,                                                               "a moved along `axis` (token or chan): result[i] = a[i + b], c where i + b is outside") \
+	X(ssum,      3, SEG,  KF_PURE,                 KS_RED(0, MAP_ID, CMB_ADD, FIN_NONE),                                        "sum of a over each token's segment (b tokens from c)") \
+	X(smean,     3, SEG,  KF_PURE,                 KS_RED(0, MAP_ID, CMB_ADD, FIN_MEAN),                                        "mean of a over each token's segment") \
+	X(smax,      3, SEG,  KF_PURE,                 KS_RED(-INFINITY, MAP_ID, CMB_MAX, FIN_NONE),                                "maximum of a over each token's segment") \
+	X(smin,      3, SEG,  KF_PURE,                 KS_RED(INFINITY, MAP_ID, CMB_MIN, FIN_NONE),                                 "minimum of a over each token's segment") \
+	X(srank,     3, SEG,  KF_PURE,                 KS_SPECIAL,                                                               "rank of a within each token's segment, 0 = smallest; ties: lower position first; NaN above every number")
 
 enum {
 	KF_PURE = 1,
@@ -100,7 +125,7 @@ enum {
 	KF_FOLD = 4,
 };
 
-enum { AR_LEAF, AR_EW, AR_RED, AR_DOT, AR_KEEP, AR_TOK, AR_SAME };
+enum { AR_LEAF, AR_EW, AR_RED, AR_DOT, AR_KEEP, AR_TOK, AR_SAME, AR_ROW, AR_SEG, AR_SCAN };
 
 /* the sem column: what each constructor stands for, and the reduction kinds */
 enum { SEM_LEAF, SEM_EW, SEM_RED, SEM_SPECIAL };

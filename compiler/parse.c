@@ -31,6 +31,7 @@ typedef struct Parser {
 	jmp_buf jb;           /* where an error goes */
 	int inins;            /* parsing an instruction (for the forward reference message) */
 	int score, obs, sel, merge, when;        /* statements seen, for duplicates */
+	int scanned;          /* 1 + the state the instruction being read is the scan of */
 	unsigned char observed[KI_MAXST];        /* states with an observe line */
 } Parser;
 
@@ -197,6 +198,8 @@ static int axisname(Parser *P)
 	return ax;
 }
 
+static int statename(Parser *P);
+
 /* axes -> '[' [axis {',' axis}] ']'  (tensor axes only, each at most once) */
 static uint8_t axeslist(Parser *P)
 {
@@ -258,17 +261,21 @@ static void instruction(Parser *P)
 		in.aux = (uint8_t)k;
 		break;
 	}
-	case KO_state: {
-		char sname[32] = "";
-		nt = name(P, "a state name");
+	case KO_state:
+	case KO_carry:
+		in.aux = (uint8_t)statename(P);
+		break;
+	case KO_weight: {
+		char wname[32] = "";
+		nt = name(P, "a weight name");
 		int k = -1;
-		if (nt.len < sizeof sname) {
-			memcpy(sname, nt.s, nt.len);
-			sname[nt.len] = 0;
-			k = ki_findstate(f, sname);
+		if (nt.len < sizeof wname) {
+			memcpy(wname, nt.s, nt.len);
+			wname[nt.len] = 0;
+			k = ki_findweight(f, wname);
 		}
 		if (k < 0)
-			fail(P, &nt, "unknown state %s", show(&nt, buf, sizeof buf));
+			fail(P, &nt, "unknown weight %s", show(&nt, buf, sizeof buf));
 		in.aux = (uint8_t)k;
 		break;
 	}
@@ -281,12 +288,29 @@ static void instruction(Parser *P)
 		in.aux = (uint8_t)k;
 		break;
 	}
+	case KO_pinfo: {
+		nt = name(P, "a pair value name (sim absorbed ntargets ecount kcount)");
+		int k = ki_pinfobyname(nt.s, nt.len);
+		if (k < 0)
+			fail(P, &nt, "unknown pair value %s (sim absorbed ntargets ecount kcount)",
+			     show(&nt, buf, sizeof buf));
+		in.aux = (uint8_t)k;
+		break;
+	}
 	case KO_index:
 	case KO_size:
 		in.axis = (uint8_t)axisname(P);
 		break;
 	default: {
 		int n = ki_nargs(op);
+		KiTok st = P->tok;
+		if (op == KO_scan) {
+			int k = statename(P);
+			if (f->st[k].update)
+				fail(P, &st, "state %s is updated twice", show(&st, buf, sizeof buf));
+			in.aux = (uint8_t)k;
+			P->scanned = k + 1;
+		}
 		for (int k = 0; k < n; k++) {
 			if (k > 0) {
 				if (P->tok.t != KT_COMMA && !isoperand(P))
@@ -303,7 +327,7 @@ static void instruction(Parser *P)
 			fail(P, &P->tok, "%s takes %d operand%s, found more", ki_opname(op), n,
 			     n == 1 ? "" : "s");
 		int rule = ki_rule(op);
-		if (rule == AR_RED || rule == AR_DOT || rule == AR_KEEP) {
+		if (rule == AR_RED || rule == AR_DOT || rule == AR_KEEP || rule == AR_SEG) {
 			if (P->tok.t != KT_IDENT)
 				fail(P, &P->tok, "%s needs an axis name, found %s", ki_opname(op),
 				     show(&P->tok, buf, sizeof buf));
@@ -315,7 +339,79 @@ static void instruction(Parser *P)
 	position(P, &in.line, &in.col);
 	endline(P);
 	P->inins = 0;
-	if (ki_emit(f, &in) == KC_NIL)
+	KcRef r = ki_emit(f, &in);
+	if (r == KC_NIL)
+		fail(P, &t, "out of memory");
+	if (P->scanned) {          /* a scan is its state's update */
+		f->st[P->scanned - 1].update = r;
+		P->observed[P->scanned - 1] = 1;
+		P->scanned = 0;
+	}
+}
+
+/* A state's name (state, carry, scan instructions) → its number. */
+static int statename(Parser *P)
+{
+	char sname[32] = "", buf[64];
+	KiTok nt = name(P, "a state name");
+	int k = -1;
+	if (nt.len < sizeof sname) {
+		memcpy(sname, nt.s, nt.len);
+		sname[nt.len] = 0;
+		k = ki_findstate(P->f, sname);
+	}
+	if (k < 0)
+		fail(P, &nt, "unknown state %s", show(&nt, buf, sizeof buf));
+	return k;
+}
+
+/*
+** weight -> weight NAME '[' waxis {',' waxis} ']' [POSITION]
+** waxis  -> layer | head | group | chan | out ['=' NUMBER]
+*/
+static void weightdecl(Parser *P)
+{
+	KiWeight w;
+	char buf[64];
+	memset(&w, 0, sizeof w);
+	next(P);
+	KiTok t = name(P, "a weight name");
+	namecpy(P, &t, w.name, sizeof w.name, "weight");
+	if (ki_findweight(P->f, w.name) >= 0)
+		fail(P, &t, "duplicate weight %s", show(&t, buf, sizeof buf));
+	if (P->f->nw >= KI_MAXW)
+		fail(P, &t, "too many weights (at most %d)", KI_MAXW);
+	expect(P, KT_LBRACK, "'[' (the weight's axes)");
+	for (;;) {
+		KiTok a = P->tok;
+		if (a.t != KT_IDENT)
+			expected(P, "a weight axis (layer head group chan out)");
+		int wa = ki_waxisbyname(a.s, a.len);
+		if (wa < 0)
+			fail(P, &a, "unknown weight axis %s (layer head group chan out)", show(&a, buf, sizeof buf));
+		for (int k = 0; k < w.ndim; k++)
+			if (w.ax[k] == wa)
+				fail(P, &a, "duplicate weight axis %s", show(&a, buf, sizeof buf));
+		if (w.ndim == KI_MAXWDIM)
+			fail(P, &a, "too many weight axes (at most %d)", KI_MAXWDIM);
+		next(P);
+		w.ax[w.ndim++] = (uint8_t)wa;
+		if (wa == WA_out && P->tok.t == KT_EQ) {
+			next(P);
+			KiTok v = P->tok;
+			if (v.t != KT_NUM || !(v.num >= 1 && v.num <= 1e6 && v.num == (double)(int32_t)v.num))
+				fail(P, &v, "an out size must be an integer in 1..1000000");
+			w.size = (int32_t)v.num;
+			next(P);
+		}
+		if (P->tok.t == KT_RBRACK)
+			break;
+		expect(P, KT_COMMA, "',' or ']'");
+	}
+	next(P);
+	position(P, &w.line, &w.col);
+	endline(P);
+	if (ki_addweight(P->f, &w) < 0)
 		fail(P, &t, "out of memory");
 }
 
@@ -406,30 +502,34 @@ static int word(const KiTok *t, const char *(*namef)(int), int n)
 }
 
 /*
-** select -> select topk {field} [POSITION]
-** field  -> scope '=' (head|layer|model) | schedule '=' (none|pyramid)
-**         | (keep_first|keep_recent|chunk|beta) '=' ref
+** select -> select (topk|threshold|mass) {field} [POSITION]
+** field  -> scope '=' (head|layer|model) | schedule '=' (none|pyramid|prefix|dynamic)
+**         | cap '=' (0|1)
+**         | (keep_first|keep_recent|chunk|beta|tau|p|floor|keep|sa|sb) '=' ref
 ** Fields come in any order, each at most once; missing ones keep ki_new's values.
 */
 static void selectrule(Parser *P)
 {
 	static const char *const fields[] = { "scope", "keep_first", "keep_recent", "chunk",
-	                                      "schedule", "beta" };
+	                                      "schedule", "beta", "tau", "p", "floor", "keep",
+	                                      "sa", "sb", "cap" };
+	enum { NFIELD = sizeof fields / sizeof fields[0] };
 	KiSelect *s = &P->f->sel;
 	char buf[64];
-	int seen = 0;
-	if (!is(P, "topk"))
-		fail(P, &P->tok, "expected a select rule (topk), found %s", show(&P->tok, buf, sizeof buf));
+	int seen = 0, kind = word(&P->tok, ki_selname, SEL_mass + 1);
+	if (kind < 0)
+		fail(P, &P->tok, "expected a select rule (topk, threshold or mass), found %s",
+		     show(&P->tok, buf, sizeof buf));
 	next(P);
 	while (P->tok.t == KT_IDENT) {
 		KiTok t = P->tok;
 		int k = -1;
-		for (int i = 0; i < 6; i++)
+		for (int i = 0; i < NFIELD; i++)
 			if (tokeq(&t, fields[i]))
 				k = i;
 		if (k < 0)
 			fail(P, &t, "unknown select field %s (fields: scope keep_first keep_recent chunk "
-			     "schedule beta)", show(&t, buf, sizeof buf));
+			     "schedule beta tau p floor keep sa sb cap)", show(&t, buf, sizeof buf));
 		if (seen & (1 << k))
 			fail(P, &t, "duplicate select field %s", show(&t, buf, sizeof buf));
 		seen |= 1 << k;
@@ -445,20 +545,115 @@ static void selectrule(Parser *P)
 			next(P);
 			break;
 		case 4:
-			if ((k = word(&v, ki_schedname, SCH_pyramid + 1)) < 0)
-				fail(P, &v, "expected a schedule (none or pyramid), found %s",
+			if ((k = word(&v, ki_schedname, SCH_dynamic + 1)) < 0)
+				fail(P, &v, "expected a schedule (none, pyramid, prefix or dynamic), found %s",
 				     show(&v, buf, sizeof buf));
 			s->sched = (uint8_t)k;
+			next(P);
+			break;
+		case 12:
+			if (v.t != KT_NUM || (v.num != 0 && v.num != 1))
+				fail(P, &v, "cap is 0 or 1, found %s", show(&v, buf, sizeof buf));
+			s->nocap = v.num == 0;
 			next(P);
 			break;
 		case 1: s->keep_first = operand(P); break;
 		case 2: s->keep_recent = operand(P); break;
 		case 3: s->chunk = operand(P); break;
 		case 5: s->beta = operand(P); break;
+		case 6: s->tau = operand(P); break;
+		case 7: s->mass = operand(P); break;
+		case 8: s->floor = operand(P); break;
+		case 9: s->keep = operand(P); break;
+		case 10: s->sa = operand(P); break;
+		case 11: s->sb = operand(P); break;
 		}
 	}
-	s->kind = SEL_topk;
+	s->kind = (uint8_t)kind;
 	position(P, &s->line, &s->col);
+	endline(P);
+}
+
+/* 0 or 1 after a merge flag field */
+static uint8_t flag(Parser *P)
+{
+	if (P->tok.t != KT_NUM || (P->tok.num != 0 && P->tok.num != 1))
+		expected(P, "0 or 1");
+	uint8_t v = (uint8_t)P->tok.num;
+	next(P);
+	return v;
+}
+
+/*
+** merge -> merge KIND {field} [POSITION]
+** KIND  -> drop | nearest | next | runs | summary
+** field -> (sim|weight|self|m|rows|iters|beta) '=' ref
+**        | threshold '=' (none | adaptive | ref) | update '=' (mean | sum)
+**        | (keys|values|bias) '=' (0 | 1)
+** Fields come in any order, each at most once; which ones a kind takes is
+** the verifier's business (missing ones stay nil / 0).
+*/
+static void mergerule(Parser *P)
+{
+	static const char *const fields[] = { "sim", "threshold", "beta", "weight", "self", "update",
+	                                      "keys", "values", "bias", "m", "rows", "iters" };
+	enum { NF = sizeof fields / sizeof fields[0] };
+	KiMerge *m = &P->f->merge;
+	char buf[64];
+	int seen = 0;
+	KiTok kt = P->tok;
+	int kind = kt.t == KT_IDENT ? ki_mergebyname(kt.s, kt.len) : -1;
+	if (kind < 0)
+		fail(P, &kt, "expected a merge rule (drop nearest next runs summary), found %s",
+		     show(&kt, buf, sizeof buf));
+	next(P);
+	memset(m, 0, sizeof *m);
+	m->kind = (uint8_t)kind;
+	while (P->tok.t == KT_IDENT) {
+		KiTok t = P->tok;
+		int k = -1;
+		for (int i = 0; i < NF; i++)
+			if (tokeq(&t, fields[i]))
+				k = i;
+		if (k < 0)
+			fail(P, &t, "unknown merge field %s (fields: sim threshold beta weight self update "
+			     "keys values bias m rows iters)", show(&t, buf, sizeof buf));
+		if (seen & (1 << k))
+			fail(P, &t, "duplicate merge field %s", show(&t, buf, sizeof buf));
+		seen |= 1 << k;
+		next(P);
+		expect(P, KT_EQ, "'='");
+		switch (k) {
+		case 0: m->sim = operand(P); break;
+		case 1:
+			if (is(P, "none"))
+				m->thr = MT_none, next(P);
+			else if (is(P, "adaptive"))
+				m->thr = MT_adaptive, next(P);
+			else
+				m->thr = MT_value, m->threshold = operand(P);
+			break;
+		case 2: m->beta = operand(P); break;
+		case 3: m->weight = operand(P); break;
+		case 4: m->self = operand(P); break;
+		case 5:
+			if (is(P, "mean"))
+				m->update = MU_mean;
+			else if (is(P, "sum"))
+				m->update = MU_sum;
+			else
+				expected(P, "an update (mean or sum)");
+			next(P);
+			break;
+		case 6: m->keys = flag(P); break;
+		case 7: m->values = flag(P); break;
+		case 8: m->bias = flag(P); break;
+		case 9: m->m = operand(P); break;
+		case 10: m->rows = operand(P); break;
+		case 11: m->iters = operand(P); break;
+		}
+	}
+	position(P, &m->line, &m->col);
 	endline(P);
 }
 
@@ -514,8 +709,8 @@ static void header(Parser *P)
 
 /*
 ** policy -> {NL} header {stmt | NL}
-** stmt   -> param | state | ins | score ref | obs (all | ref) | observe
-**         | select | merge drop [POSITION] | when
+** stmt   -> param | state | weight | ins | score ref | obs (all | ref) | observe
+**         | select | merge | when
 */
 static void policy(Parser *P)
 {
@@ -542,6 +737,8 @@ static void policy(Parser *P)
 			param(P);
 		else if (is(P, "state"))
 			state(P);
+		else if (is(P, "weight"))
+			weightdecl(P);
 		else if (is(P, "observe"))
 			observe(P);
 		else if (is(P, "score")) {
@@ -561,13 +758,7 @@ static void policy(Parser *P)
 			selectrule(P);
 		} else if (is(P, "merge")) {
 			once(P, &P->merge, "merge");
-			if (!is(P, "drop"))
-				fail(P, &P->tok, "expected a merge rule (drop), found %s",
-				     show(&P->tok, buf, sizeof buf));
-			next(P);
-			f->merge.kind = MG_drop;
-			position(P, &f->merge.line, &f->merge.col);
-			endline(P);
+			mergerule(P);
 		} else if (is(P, "when")) {
 			once(P, &P->when, "when");
 			whenrule(P);

@@ -10,7 +10,8 @@
 **   cse    identical instructions (op, axes, axis, aux, operands) merged into
 **          the first one, which keeps its position
 **   dce    instructions and constants that no root (score, obs, state
-**          updates, rule fields) reaches are removed; params and states stay
+**          updates, select / merge / when fields) reaches are removed;
+**          params and states stay
 **
 ** Every op is pure (ops.h), so merging and removing never changes what a
 ** policy computes. Folding evaluates in double with exactly the expressions
@@ -22,8 +23,8 @@
 ** (ki_evalew's max and min are, for the sign of zero too).
 **
 ** Instructions a pass makes redundant (folded, merged) are removed by the
-** pass itself; all refs (operands, score, obs, state updates, select
-** fields, when.every) are rewritten, and instructions keep their order, so
+** pass itself; all refs (operands, score, obs, state updates, select and
+** merge fields, when.every) are rewritten, and instructions keep their order, so
 ** operands still point backwards.
 **
 ** When memory runs out a pass stops with "out of memory" and leaves a valid
@@ -54,7 +55,17 @@ static void maproots(KiFn *f, KcRef (*fn)(KcRef, void *), void *ud)
 	f->sel.keep_recent = fn(f->sel.keep_recent, ud);
 	f->sel.chunk = fn(f->sel.chunk, ud);
 	f->sel.beta = fn(f->sel.beta, ud);
+	f->sel.tau = fn(f->sel.tau, ud);
+	f->sel.mass = fn(f->sel.mass, ud);
+	f->sel.floor = fn(f->sel.floor, ud);
+	f->sel.keep = fn(f->sel.keep, ud);
+	f->sel.sa = fn(f->sel.sa, ud);
+	f->sel.sb = fn(f->sel.sb, ud);
 	f->when.every = fn(f->when.every, ud);
+	KiMerge *m = &f->merge;
+	KcRef *mr[] = { &m->sim, &m->threshold, &m->beta, &m->weight, &m->self, &m->m, &m->rows, &m->iters };
+	for (size_t i = 0; i < sizeof mr / sizeof mr[0]; i++)
+		*mr[i] = fn(*mr[i], ud);
 }
 
 typedef struct Remap {

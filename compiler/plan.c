@@ -488,6 +488,8 @@ int kp_build(const KiFn *f, KpPlan *p, KcErr *e)
 {
 	memset(p, 0, sizeof *p);
 	p->f = f;
+	if (kp_unsupported(f, e) != 0)   /* merge rules, the issue-13 language (support.c) */
+		return -1;
 	size_t n = (size_t)f->nins + 1;
 	p->cls = calloc(n, 1), p->soft = calloc(n, sizeof(int)), p->oneed = calloc(n, 1);
 	p->tgen = calloc(n, 1), p->tout = calloc(n, 1), p->otgen = calloc(n, 1), p->otout = calloc(n, 1);

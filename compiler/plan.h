@@ -81,6 +81,10 @@ KC_FUNC int kp_segend(const KpPlan *p, int s);
 /* the same for the observe hook's loops */
 KC_FUNC int kp_osegend(const KpPlan *p, int s);
 
+/* support.c: -1 with a positioned error when the policy uses what the kernels do not
+** implement yet (kp_build calls it first). */
+KC_FUNC int kp_unsupported(const KiFn *f, KcErr *e);
+
 /* Build the plan; -1 with a positioned error when the policy cannot be mapped. */
 KC_FUNC int kp_build(const KiFn *f, KpPlan *p, KcErr *e);
 KC_FUNC void kp_free(KpPlan *p);

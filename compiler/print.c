@@ -12,7 +12,7 @@
 **   score %9
 **   obs $window
 **   select topk scope=head keep_first=0 keep_recent=$window chunk=1 schedule=none beta=20 @14:12
-**   merge drop
+**   merge drop                  (or: merge nearest sim=%12 threshold=$thr weight=1 ...)
 **   when prefill
 */
 #include <stdio.h>
@@ -86,16 +86,22 @@ static void putins(Buf *b, const KiFn *f, int i)
 	put(b, "%%%d = %s", i, ki_opname(in->op));
 	switch (in->op) {
 	case KO_input: put(b, " %s", ki_inputname(in->aux)); break;
-	case KO_state: put(b, " %s", in->aux < f->nst ? f->st[in->aux].name : "?"); break;
+	case KO_state:
+	case KO_carry: put(b, " %s", in->aux < f->nst ? f->st[in->aux].name : "?"); break;
+	case KO_weight: put(b, " %s", in->aux < f->nw ? f->w[in->aux].name : "?"); break;
 	case KO_info: put(b, " %s", ki_infoname(in->aux)); break;
+	case KO_pinfo: put(b, " %s", ki_pinfoname(in->aux)); break;
 	case KO_index:
 	case KO_size: put(b, " %s", ki_axisname(in->axis)); break;
 	default:
+		if (in->op == KO_scan)
+			put(b, " %s", in->aux < f->nst ? f->st[in->aux].name : "?");
 		for (int k = 0; k < ki_nargs(in->op); k++) {
 			ki_printref(f, in->arg[k], tmp, sizeof tmp);
 			put(b, "%s %s", k ? "," : "", tmp);
 		}
-		if (ki_rule(in->op) == AR_RED || ki_rule(in->op) == AR_DOT || ki_rule(in->op) == AR_KEEP)
+		if (ki_rule(in->op) == AR_RED || ki_rule(in->op) == AR_DOT || ki_rule(in->op) == AR_KEEP ||
+		    ki_rule(in->op) == AR_SEG)
 			put(b, " %s", ki_axisname(in->axis));
 	}
 	ki_axesstr(in->axes, tmp, sizeof tmp);
@@ -104,10 +110,92 @@ static void putins(Buf *b, const KiFn *f, int i)
 	put(b, "\n");
 }
 
+/* merge KIND field=value ... @l:c (the fields of its kind, in this order) */
+static void putmerge(Buf *b, const KiFn *f)
+{
+	const KiMerge *m = &f->merge;
+	char t[64];
+	put(b, "merge %s", ki_mergename(m->kind));
+	if (m->kind == MG_nearest || m->kind == MG_runs) {
+		ki_printref(f, m->sim, t, sizeof t);
+		put(b, " sim=%s", t);
+	}
+	if (m->kind == MG_next) {
+		ki_printref(f, m->m, t, sizeof t);
+		put(b, " m=%s", t);
+	}
+	if (m->kind == MG_nearest || m->kind == MG_runs) {
+		if (m->thr == MT_none)
+			put(b, " threshold=none");
+		else if (m->thr == MT_adaptive) {
+			ki_printref(f, m->beta, t, sizeof t);
+			put(b, " threshold=adaptive beta=%s", t);
+		} else {
+			ki_printref(f, m->threshold, t, sizeof t);
+			put(b, " threshold=%s", t);
+		}
+	}
+	if (m->kind == MG_nearest || m->kind == MG_runs || m->kind == MG_next) {
+		ki_printref(f, m->weight, t, sizeof t);
+		put(b, " weight=%s", t);
+		ki_printref(f, m->self, t, sizeof t);
+		put(b, " self=%s update=%s keys=%d values=%d", t, m->update == MU_sum ? "sum" : "mean",
+		    m->keys, m->values);
+	}
+	if (m->kind == MG_summary) {
+		ki_printref(f, m->rows, t, sizeof t);
+		put(b, " rows=%s", t);
+		ki_printref(f, m->iters, t, sizeof t);
+		put(b, " iters=%s", t);
+	}
+	if (m->kind != MG_drop)
+		put(b, " bias=%d", m->bias);
+	putpos(b, m->line, m->col);
+	put(b, "\n");
+}
+
+/* weight NAME [axis, ...] with out=N for a fixed-size out axis */
+static void putweight(Buf *b, const KiWeight *w)
+{
+	put(b, "weight %s [", w->name);
+	for (int k = 0; k < w->ndim; k++) {
+		put(b, "%s%s", k ? ", " : "", ki_waxisname(w->ax[k]));
+		if (w->ax[k] == WA_out && w->size > 0)
+			put(b, "=%d", (int)w->size);
+	}
+	put(b, "]");
+	putpos(b, w->line, w->col);
+	put(b, "\n");
+}
+
+/* The select line: the rule, the fields every rule has, then the fields of
+** the new rules only when they are set (so older texts print unchanged). */
+static void putselect(Buf *b, const KiFn *f)
+{
+	const KiSelect *s = &f->sel;
+	char t1[64], t2[64], t3[64], t4[64];
+	ki_printref(f, s->keep_first, t1, sizeof t1);
+	ki_printref(f, s->keep_recent, t2, sizeof t2);
+	ki_printref(f, s->chunk, t3, sizeof t3);
+	ki_printref(f, s->beta, t4, sizeof t4);
+	put(b, "select %s scope=%s keep_first=%s keep_recent=%s chunk=%s schedule=%s beta=%s",
+	    ki_selname(s->kind), ki_scopename(s->scope), t1, t2, t3, ki_schedname(s->sched), t4);
+	static const char *const names[] = { "tau", "p", "floor", "keep", "sa", "sb" };
+	const KcRef refs[] = { s->tau, s->mass, s->floor, s->keep, s->sa, s->sb };
+	for (int k = 0; k < 6; k++)
+		if (refs[k]) {
+			ki_printref(f, refs[k], t1, sizeof t1);
+			put(b, " %s=%s", names[k], t1);
+		}
+	if (s->nocap)
+		put(b, " cap=0");
+	putpos(b, s->line, s->col);
+}
+
 char *ki_print(const KiFn *f)
 {
 	Buf b = { kc_realloc(NULL, 1024), 0, 1024, 0 };
-	char t1[64], t2[64], t3[64], t4[64];
+	char t1[64];
 	if (!b.s)
 		return NULL;
 	b.s[0] = 0;
@@ -124,6 +212,8 @@ char *ki_print(const KiFn *f)
 		numstr(f->st[i].init, t1, sizeof t1);
 		put(&b, "state %s = %s\n", f->st[i].name, t1);
 	}
+	for (int i = 0; i < f->nw; i++)
+		putweight(&b, &f->w[i]);
 	for (int i = 0; i < f->nins; i++)
 		putins(&b, f, i);
 	if (f->score) {
@@ -137,20 +227,13 @@ char *ki_print(const KiFn *f)
 		put(&b, "obs %s\n", t1);
 	}
 	for (int i = 0; i < f->nst; i++)
-		if (f->st[i].update) {
+		if (f->st[i].update && !ki_isscanstate(f, i)) {
 			ki_printref(f, f->st[i].update, t1, sizeof t1);
 			put(&b, "observe %s %s\n", f->st[i].name, t1);
 		}
-	ki_printref(f, f->sel.keep_first, t1, sizeof t1);
-	ki_printref(f, f->sel.keep_recent, t2, sizeof t2);
-	ki_printref(f, f->sel.chunk, t3, sizeof t3);
-	ki_printref(f, f->sel.beta, t4, sizeof t4);
-	put(&b, "select topk scope=%s keep_first=%s keep_recent=%s chunk=%s schedule=%s beta=%s",
-	    ki_scopename(f->sel.scope), t1, t2, t3, ki_schedname(f->sel.sched), t4);
-	putpos(&b, f->sel.line, f->sel.col);
-	put(&b, "\nmerge drop");
-	putpos(&b, f->merge.line, f->merge.col);
+	putselect(&b, f);
 	put(&b, "\n");
+	putmerge(&b, f);
 	if (f->when.kind == WH_decode) {
 		ki_printref(f, f->when.every, t1, sizeof t1);
 		put(&b, "when decode every=%s", t1);

@@ -14,12 +14,27 @@
 **     input → ki_inputaxes, state → [token], attn → [group, token],
 **     index → its axis, size and info → scalar)
 **   - a score exists with axes ⊆ [token]; state updates have axes ⊆ [token]
-**   - attn (decode attention) feeds only observe updates, never the score
-**     or obs
+**   - attn (decode attention) feeds only observe updates, never the score,
+**     obs or the select keep count
+**   - weights: declared axes each at most once (layer head group chan out),
+**     an out size >= 0; a weight instruction's axes are its tensor axes
+**   - scans (scancheck): a scan names a state whose update is that scan and
+**     whose init is nan; its body (the instructions that read its carry) is
+**     elementwise over at most [token], reads one carry, and feeds only the
+**     body and the scan; observe updates read no scan
+**   - select: the fields its rule needs (tau, p), floor only with topk at
+**     scope layer, mass and floor at chunk 1, keep a scalar instruction
 **   - obs is a scalar; select fields and when.every are constants, params
 **     or nil; rule kinds are in range
 **   - names print back: no '"' or newline in the policy and source names,
 **     params and states are identifiers
+**   - pair values (erow, krow, tmean, pinfo and what reads them) appear only
+**     in the merge rule's expressions, use elementwise ops and reductions
+**     over group / obs / chan only, never have a token axis; erow / krow /
+**     tmean read an ordinary value; the merge roots are scalars reading only
+**     what their role allows (sim: e., k.; self: k., absorbed; weight: also
+**     sim or the targets, by kind); a threshold state has an update; a kind
+**     takes only its fields; summary rows and iters are constants
 **
 ** Errors carry the policy's positions (f->src, the instruction's line:col),
 ** so that a builder mistake points at the policy.lua line that caused it.
@@ -27,6 +42,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <math.h>
 #include "compiler/ir.h"
 
 typedef struct V {
@@ -71,7 +87,8 @@ static int checkref(V *v, KcRef r, int below, uint32_t line, uint32_t col, const
 static int takesaxis(int op)
 {
 	int rule = ki_rule(op);
-	return rule == AR_RED || rule == AR_DOT || rule == AR_KEEP || op == KO_index || op == KO_size;
+	return rule == AR_RED || rule == AR_DOT || rule == AR_KEEP || rule == AR_SEG || op == KO_index ||
+	       op == KO_size;
 }
 
 static int checkins(V *v, int i)
@@ -106,7 +123,9 @@ static int checkins(V *v, int i)
 		kc_error(v->e, f->src, line, col, "%s takes no axis but has axis %d", what, in->axis);
 		return -1;
 	}
-	int lim = in->op == KO_input ? IN_NUM : in->op == KO_state ? f->nst : in->op == KO_info ? INF_NUM : 1;
+	int lim = in->op == KO_input ? IN_NUM : in->op == KO_info ? INF_NUM : in->op == KO_weight ? f->nw :
+	          in->op == KO_pinfo ? PI_NUM :
+	          (in->op == KO_state || in->op == KO_carry || in->op == KO_scan) ? f->nst : 1;
 	if (in->aux >= lim) {
 		kc_error(v->e, f->src, line, col, "%s has aux %d out of range (0 .. %d)", what, in->aux,
 		         lim - 1);
@@ -115,11 +134,14 @@ static int checkins(V *v, int i)
 	uint8_t want = 0;
 	switch (in->op) {
 	case KO_input: want = ki_inputaxes(in->aux); break;
-	case KO_state: want = AXM(AX_token); break;
+	case KO_state:
+	case KO_carry: want = AXM(AX_token); break;
+	case KO_weight: want = ki_weightaxes(&f->w[in->aux]); break;
 	case KO_attn: want = AXM(AX_group) | AXM(AX_token); break;
 	case KO_index: want = AXM(in->axis); break;
 	case KO_size:
-	case KO_info: want = 0; break;
+	case KO_info:
+	case KO_pinfo: want = 0; break;
 	default:
 		if (ki_resultaxes(f, in->op, in->arg, in->axis, &want, why, sizeof why) != 0) {
 			kc_error(v->e, f->src, line, col, "%s: %s", what, why);
@@ -129,7 +151,7 @@ static int checkins(V *v, int i)
 	if (in->axes != want) {
 		ki_axesstr(in->axes, b1, sizeof b1);
 		ki_axesstr(want, b2, sizeof b2);
-		if (in->axes & ~0x0f)
+		if (in->axes & ~(AXM(AX_NUM) - 1))
 			snprintf(b1, sizeof b1, "0x%02x", in->axes);
 		kc_error(v->e, f->src, line, col, "%s has result axes %s but its axis rule gives %s", what,
 		         b1, b2);
@@ -180,9 +202,10 @@ static int checkattn(V *v)
 		kc_error(v->e, f->src, 0, 0, "out of memory");
 		return -1;
 	}
-	KcRef roots[2] = { f->score, f->obs };
-	for (int k = 0; k < 2; k++)
-		if (KC_RKIND(roots[k]) == RK_INS)
+	const KiMerge *m = &f->merge;
+	KcRef roots[7] = { f->score, f->obs, f->sel.keep, m->sim, m->threshold, m->weight, m->self };
+	for (int k = 0; k < 7; k++)
+		if (KC_RKIND(roots[k]) == RK_INS && KC_RIDX(roots[k]) < f->nins)
 			live[KC_RIDX(roots[k])] = 1;
 	int bad = -1;
 	for (int i = f->nins - 1; i >= 0; i--) {
@@ -198,10 +221,227 @@ static int checkattn(V *v)
 	if (bad >= 0) {
 		kc_error(v->e, f->src, f->ins[bad].line, f->ins[bad].col,
 		         "attn (decode attention) is only available in the observe hook, but it reaches "
-		         "the score");
+		         "the score or the merge rule");
 		return -1;
 	}
 	return 0;
+}
+
+/* --- the merge rule and its pair context ------------------------------------------- */
+
+/* Ops a pair expression may use beyond the pair leaves: elementwise ops and
+** reductions over group, obs or chan (a pair value has no token axis). */
+static int pairok(int op)
+{
+	int r = ki_rule(op);
+	return r == AR_EW || r == AR_RED || r == AR_DOT || ki_ispairop(op);
+}
+
+/* Instructions that read pair values: only pair-context ops, never a token
+** axis, and the operand of erow / krow / tmean an ordinary value. */
+static int checkpairins(V *v, const uint8_t *ctx)
+{
+	const KiFn *f = v->f;
+	char buf[64];
+	for (int i = 0; i < f->nins; i++) {
+		const KiIns *in = &f->ins[i];
+		if (in->op == KO_erow || in->op == KO_krow || in->op == KO_tmean) {
+			KcRef a = in->arg[0];
+			if (KC_RKIND(a) == RK_INS && ctx[KC_RIDX(a)]) {
+				kc_error(v->e, f->src, in->line, in->col, "%s reads a value at a token of the pair, "
+				         "so its operand must be an ordinary [token] value, not a pair value (%%%d)",
+				         ki_opname(in->op), KC_RIDX(a));
+				return -1;
+			}
+			if (KC_RKIND(a) == RK_INS && f->ins[KC_RIDX(a)].op == KO_attn) {
+				kc_error(v->e, f->src, in->line, in->col, "attn (decode attention) is only "
+				         "available in the observe hook, not in a merge rule");
+				return -1;
+			}
+			continue;
+		}
+		if (!ctx[i] || in->op == KO_pinfo)
+			continue;
+		if (!pairok(in->op)) {
+			kc_error(v->e, f->src, in->line, in->col, "%s is not available in a merge expression "
+			         "(elementwise ops and reductions over group, obs or chan are)", ki_opname(in->op));
+			return -1;
+		}
+		if (in->axes & AXM(AX_token)) {
+			ki_axesstr(in->axes, buf, sizeof buf);
+			kc_error(v->e, f->src, in->line, in->col, "a merge expression has axes %s: a [token] "
+			         "value must be read at a token of the pair (e.score, k:at(v), ...)", buf);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+/* A root of the merge rule: a constant, a param or a pair expression with
+** axes [] reading only the pair values in `allowed` (KI_P* flags). */
+static int checkmergeexpr(V *v, const uint8_t *ctx, KcRef r, uint8_t allowed, const char *what,
+                          const char *whynot)
+{
+	const KiFn *f = v->f;
+	const KiMerge *m = &f->merge;
+	char buf[64];
+	if (r == KC_NIL) {
+		kc_error(v->e, f->src, m->line, m->col, "merge %s needs %s", ki_mergename(m->kind), what);
+		return -1;
+	}
+	if (checkref(v, r, f->nins, m->line, m->col, what) != 0)
+		return -1;
+	if (KC_RKIND(r) != RK_INS)
+		return 0;
+	const KiIns *in = &f->ins[KC_RIDX(r)];
+	if (in->axes) {
+		ki_axesstr(in->axes, buf, sizeof buf);
+		kc_error(v->e, f->src, in->line, in->col, "%s must be one number per pair (axes []), but it "
+		         "has axes %s (reduce them first, e.g. :sum(\"chan\"))", what, buf);
+		return -1;
+	}
+	if (ctx[KC_RIDX(r)] & ~allowed) {
+		kc_error(v->e, f->src, in->line, in->col, "%s %s", what, whynot);
+		return -1;
+	}
+	return 0;
+}
+
+/* A state read by the threshold must have an observe update: a threshold
+** that never changes is a param. */
+static int checkthrstate(V *v, KcRef r)
+{
+	const KiFn *f = v->f;
+	if (KC_RKIND(r) != RK_INS)
+		return 0;
+	for (int i = KC_RIDX(r); i >= 0; i--) {
+		const KiIns *in = &f->ins[i];
+		if (in->op == KO_state && in->aux < f->nst && !f->st[in->aux].update) {
+			kc_error(v->e, f->src, in->line, in->col, "the merge threshold reads state '%s', which "
+			         "is never updated (assign st.%s = ... in observe, or use a param)",
+			         f->st[in->aux].name, f->st[in->aux].name);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+/* A scalar rule field that must be a positive integer constant (rows, iters). */
+static int checkcount(V *v, KcRef r, double max, const char *what)
+{
+	const KiFn *f = v->f;
+	const KiMerge *m = &f->merge;
+	double x = KC_RKIND(r) == RK_CON && KC_RIDX(r) < f->ncon ? f->con[KC_RIDX(r)] : NAN;
+	if (!(x >= 1 && x <= max && x == (long)x)) {
+		kc_error(v->e, f->src, m->line, m->col, "merge %s %s must be an integer constant in 1..%g",
+		         ki_mergename(m->kind), what, max);
+		return -1;
+	}
+	return 0;
+}
+
+#define MERGE_MAXROWS 4096   /* summary rows per (layer, head) */
+#define MERGE_MAXITERS 1000  /* Lloyd iterations */
+
+static int checkmerge(V *v)
+{
+	const KiFn *f = v->f;
+	const KiMerge *m = &f->merge;
+	KcErr *e = v->e;
+	if (m->kind >= MG_NUM || m->thr > MT_adaptive || m->update > MU_sum || m->keys > 1 ||
+	    m->values > 1 || m->bias > 1) {
+		kc_error(e, f->src, m->line, m->col, "merge has a bad kind or field (%d, %d, %d)", m->kind,
+		         m->thr, m->update);
+		return -1;
+	}
+	uint8_t *ctx = calloc((size_t)f->nins + 1, 1);
+	if (!ctx) {
+		kc_error(e, f->src, 0, 0, "out of memory");
+		return -1;
+	}
+	ki_pairctx(f, ctx);
+	int rc = -1, k = m->kind;
+	int hassim = k == MG_nearest || k == MG_runs, hasw = hassim || k == MG_next;
+	/* roots outside the merge rule never read pair values */
+	KcRef roots[3] = { f->score, f->obs, f->sel.keep };
+	for (int i = 0; i < 3 + f->nst; i++) {
+		KcRef r = i < 3 ? roots[i] : f->st[i - 3].update;
+		if (KC_RKIND(r) == RK_INS && ctx[KC_RIDX(r)]) {
+			const KiIns *in = &f->ins[KC_RIDX(r)];
+			kc_error(e, f->src, in->line, in->col, "pair values (e., k., m.) exist only in the "
+			         "functions of a merge rule, but %s reads one",
+			         i == 0 ? "the score" : i == 1 ? "obs" : i == 2 ? "the select keep" : "a state update");
+			goto out;
+		}
+	}
+	if (checkpairins(v, ctx) != 0)
+		goto out;
+	/* fields a kind does not take stay nil */
+	if ((!hassim && m->sim) || (!hassim && m->thr != MT_none) || (!hasw && (m->weight || m->self)) ||
+	    (k != MG_next && m->m) || (k != MG_summary && (m->rows || m->iters)) ||
+	    (m->thr != MT_adaptive && m->beta) || (m->thr != MT_value && m->threshold) ||
+	    (k == MG_drop && (m->bias || m->keys || m->values || m->update))) {
+		kc_error(e, f->src, m->line, m->col, "merge %s has a field its kind does not take",
+		         ki_mergename(k));
+		goto out;
+	}
+	if (hassim && checkmergeexpr(v, ctx, m->sim, KI_PE | KI_PK, "the merge similarity",
+	                             "may read only the two rows (e., k.), not m.") != 0)
+		goto out;
+	if (m->thr == MT_value && (checkmergeexpr(v, ctx, m->threshold, KI_PE | KI_PK, "the merge "
+	                           "threshold", "may read only the two rows (e., k.), not m.") != 0 ||
+	                           checkthrstate(v, m->threshold) != 0))
+		goto out;
+	if (m->thr == MT_adaptive && (checkscalar(v, m->beta, m->line, m->col, "merge beta") != 0 ||
+	                              m->beta == KC_NIL)) {
+		if (m->beta == KC_NIL)
+			kc_error(e, f->src, m->line, m->col, "merge threshold=adaptive needs beta");
+		goto out;
+	}
+	if (k == MG_runs && m->thr != MT_value) {
+		kc_error(e, f->src, m->line, m->col, "merge runs needs a threshold (a value: tokens i and "
+		         "i+1 are in one run when their similarity reaches it)");
+		goto out;
+	}
+	if (hasw) {
+		uint8_t allow = KI_PE | KI_PK | KI_PABS | (hassim ? KI_PSIM : 0) | (k == MG_next ? KI_PTGT : 0);
+		if (checkmergeexpr(v, ctx, m->weight, allow, "the merge weight", hassim ?
+		                   "may not read the targets of e (m.ntargets, m:tmean: rule next only)" :
+		                   "may not read m.sim (rule next has no similarity)") != 0 ||
+		    checkmergeexpr(v, ctx, m->self, KI_PK | KI_PABS, "the merge self weight",
+		                   "is the kept row's own weight: it may read k. and m.absorbed, "
+		                   "not e., m.sim or the targets") != 0)
+			goto out;
+	}
+	if (k == MG_next && (m->m == KC_NIL || checkscalar(v, m->m, m->line, m->col, "merge m") != 0)) {
+		if (m->m == KC_NIL)
+			kc_error(e, f->src, m->line, m->col, "merge next needs m (targets per evicted token)");
+		goto out;
+	}
+	if (k == MG_next && KC_RKIND(m->m) == RK_CON && !(f->con[KC_RIDX(m->m)] >= 1)) {
+		kc_error(e, f->src, m->line, m->col, "merge next m must be at least 1");
+		goto out;
+	}
+	if (k == MG_summary && (f->sel.kind == SEL_mass || f->sel.floor || f->sel.sched == SCH_prefix ||
+	                        f->sel.sched == SCH_dynamic)) {
+		kc_error(e, f->src, m->line, m->col, "merge summary takes its rows from the budget of "
+		         "each head: it works with select topk or threshold (no mass, floor, prefix or "
+		         "dynamic schedule)");
+		goto out;
+	}
+	for (int s = 0; k == MG_summary && s < f->nst; s++)
+		if (ki_isscanstate(f, s)) {
+			kc_error(e, f->src, m->line, m->col, "merge summary: state '%s' is a scan, which has "
+			         "no value at a summary row", f->st[s].name);
+			goto out;
+		}
+	if (k == MG_summary && (checkcount(v, m->rows, MERGE_MAXROWS, "rows") != 0 ||
+	                        checkcount(v, m->iters, MERGE_MAXITERS, "iters") != 0))
+		goto out;
+	rc = 0;
+out:
+	free(ctx);
+	return rc;
 }
 
 static int ident(const char *s)
@@ -237,6 +477,186 @@ static int checknames(V *v)
 			         f->st[i].name);
 			return -1;
 		}
+	for (int i = 0; i < f->nw; i++) {
+		const KiWeight *w = &f->w[i];
+		unsigned seen = 0;
+		int bad = !ident(w->name) || w->ndim < 1 || w->ndim > KI_MAXWDIM || w->size < 0;
+		for (int k = 0; !bad && k < w->ndim; k++) {
+			bad = w->ax[k] >= WA_NUM || (seen & (1u << w->ax[k]));
+			seen |= 1u << w->ax[k];
+		}
+		if (bad || (w->size && !(seen & (1u << WA_out)))) {
+			kc_error(v->e, f->src, w->line, w->col, "weight '%s' is badly declared (an identifier, "
+			         "1..%d distinct axes of layer head group chan out, an out size only with out)",
+			         ident(w->name) ? w->name : "?", KI_MAXWDIM);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+/* The scans (see the list at the top). body[i] = 1 + the state of the carry
+** instruction i reads (through the body), 0 outside every body. */
+static int scancheck(V *v)
+{
+	const KiFn *f = v->f;
+	if (!f->nins)
+		return 0;
+	int *body = calloc((size_t)f->nins, sizeof *body);
+	if (!body) {
+		kc_error(v->e, f->src, 0, 0, "out of memory");
+		return -1;
+	}
+	int rc = -1;
+	for (int i = 0; i < f->nins; i++) {
+		const KiIns *in = &f->ins[i];
+		uint32_t line = in->line, col = in->col;
+		if (in->op == KO_carry) {
+			if (!ki_isscanstate(f, in->aux) || KC_RIDX(f->st[in->aux].update) < i) {
+				kc_error(v->e, f->src, line, col, "carry of '%s' outside the body of its scan",
+				         f->st[in->aux].name);
+				goto done;
+			}
+			body[i] = in->aux + 1;
+			continue;
+		}
+		int b = 0;
+		for (int k = 0; k < ki_nargs(in->op); k++) {
+			KcRef r = in->arg[k];
+			int c = KC_RKIND(r) == RK_INS ? body[KC_RIDX(r)] : 0;
+			if (c && b && c != b) {
+				kc_error(v->e, f->src, line, col, "instruction %%%d reads the carries of two scans", i);
+				goto done;
+			}
+			b = c ? c : b;
+		}
+		if (in->op == KO_scan) {
+			int s = in->aux;
+			if (f->st[s].update != KC_REF(RK_INS, i) || !isnan(f->st[s].init)) {
+				kc_error(v->e, f->src, line, col, "scan of '%s': the state must be updated by this "
+				         "scan alone and start as nan", f->st[s].name);
+				goto done;
+			}
+			if ((b && b != s + 1) || (KC_RKIND(in->arg[1]) == RK_INS && body[KC_RIDX(in->arg[1])])) {
+				kc_error(v->e, f->src, line, col, "scan of '%s' reads another scan's carry, or its "
+				         "start value reads a carry", f->st[s].name);
+				goto done;
+			}
+			continue;
+		}
+		if (b && (ki_rule(in->op) != AR_EW || (in->axes & ~AXM(AX_token)))) {
+			kc_error(v->e, f->src, line, col, "a scan step is elementwise over [token]: %s with "
+			         "axes other than token cannot read the carry", ki_opname(in->op));
+			goto done;
+		}
+		body[i] = b;
+	}
+	/* body values feed only the body and their scan */
+	for (int i = 0; i < f->nins; i++) {
+		const KiIns *in = &f->ins[i];
+		for (int k = 0; k < ki_nargs(in->op); k++) {
+			KcRef r = in->arg[k];
+			int c = KC_RKIND(r) == RK_INS ? body[KC_RIDX(r)] : 0;
+			int ok = !c || body[i] == c || (in->op == KO_scan && k == 0 && in->aux + 1 == c);
+			if (!ok) {
+				kc_error(v->e, f->src, in->line, in->col, "a value of the scan of '%s' is used "
+				         "outside its step (use the scan's result)", f->st[c - 1].name);
+				goto done;
+			}
+		}
+	}
+	KcRef roots[3] = { f->score, f->obs, f->sel.keep };
+	for (int k = 0; k < 3; k++)
+		if (KC_RKIND(roots[k]) == RK_INS && body[KC_RIDX(roots[k])]) {
+			const KiIns *in = &f->ins[KC_RIDX(roots[k])];
+			kc_error(v->e, f->src, in->line, in->col, "a value of the step of the scan of '%s' is used "
+			         "outside the scan (use the scan's result)", f->st[body[KC_RIDX(roots[k])] - 1].name);
+			goto done;
+		}
+	rc = 0;
+done:
+	free(body);
+	return rc;
+}
+
+/* observe updates (decode attention) read no scan: scans run at compression */
+static int observecheck(V *v)
+{
+	const KiFn *f = v->f;
+	if (!f->nins)
+		return 0;
+	unsigned char *live = calloc((size_t)f->nins, 1);
+	if (!live) {
+		kc_error(v->e, f->src, 0, 0, "out of memory");
+		return -1;
+	}
+	for (int s = 0; s < f->nst; s++)
+		if (!ki_isscanstate(f, s) && KC_RKIND(f->st[s].update) == RK_INS &&
+		    KC_RIDX(f->st[s].update) < f->nins)
+			live[KC_RIDX(f->st[s].update)] = 1;
+	int bad = -1;
+	for (int i = f->nins - 1; i >= 0; i--) {
+		if (!live[i])
+			continue;
+		if (f->ins[i].op == KO_scan || f->ins[i].op == KO_carry)
+			bad = i;
+		for (int k = 0; k < 3; k++)
+			if (KC_RKIND(f->ins[i].arg[k]) == RK_INS)
+				live[KC_RIDX(f->ins[i].arg[k])] = 1;
+	}
+	free(live);
+	if (bad >= 0) {
+		kc_error(v->e, f->src, f->ins[bad].line, f->ins[bad].col,
+		         "the observe hook cannot read a scan (scans run when the cache is compressed)");
+		return -1;
+	}
+	return 0;
+}
+
+/* The select rule's fields (see the list at the top). */
+static int selcheck(V *v)
+{
+	const KiFn *f = v->f;
+	const KiSelect *s = &f->sel;
+	const char *why = NULL;
+	if (s->kind > SEL_mass || s->scope > SC_model || s->sched > SCH_dynamic || s->nocap > 1) {
+		kc_error(v->e, f->src, s->line, s->col, "select has a bad kind, scope or schedule (%d, %d, %d)",
+		         s->kind, s->scope, s->sched);
+		return -1;
+	}
+	if (checkscalar(v, s->keep_first, s->line, s->col, "select keep_first") != 0 ||
+	    checkscalar(v, s->keep_recent, s->line, s->col, "select keep_recent") != 0 ||
+	    checkscalar(v, s->chunk, s->line, s->col, "select chunk") != 0 ||
+	    checkscalar(v, s->beta, s->line, s->col, "select beta") != 0 ||
+	    checkscalar(v, s->tau, s->line, s->col, "select tau") != 0 ||
+	    checkscalar(v, s->mass, s->line, s->col, "select p") != 0 ||
+	    checkscalar(v, s->floor, s->line, s->col, "select floor") != 0 ||
+	    checkscalar(v, s->sa, s->line, s->col, "select sa") != 0 ||
+	    checkscalar(v, s->sb, s->line, s->col, "select sb") != 0)
+		return -1;
+	if (s->keep && checkroot(v, s->keep, 0, s->line, s->col, "select keep") != 0)
+		return -1;
+	int chunk1 = !s->chunk || (KC_RKIND(s->chunk) == RK_CON && f->con[KC_RIDX(s->chunk)] == 1);
+	if ((s->kind == SEL_threshold) != (s->tau != KC_NIL))
+		why = "tau belongs to the threshold rule, which needs it";
+	else if ((s->kind == SEL_mass) != (s->mass != KC_NIL))
+		why = "p belongs to the mass rule, which needs it";
+	else if (s->floor && (s->kind != SEL_topk || s->scope != SC_layer || !chunk1))
+		why = "floor needs topk at scope layer with chunk 1";
+	else if (s->kind == SEL_mass && (s->scope != SC_head || !chunk1))
+		why = "mass works per head, token by token (scope head, chunk 1)";
+	else if (s->nocap && s->kind == SEL_topk)
+		why = "cap=0 is for threshold and mass";
+	else if (s->sched >= SCH_prefix && (s->kind != SEL_topk || s->floor || !chunk1))
+		why = "the prefix and dynamic schedules need topk with chunk 1 and no floor";
+	else if (s->keep && s->sched != SCH_none)
+		why = "a keep count and a schedule exclude each other";
+	else if ((s->sa || s->sb) && s->sched < SCH_prefix)
+		why = "sa and sb are the prefix and dynamic schedules' arguments";
+	if (why) {
+		kc_error(v->e, f->src, s->line, s->col, "select: %s", why);
+		return -1;
+	}
 	return 0;
 }
 
@@ -248,7 +668,8 @@ int ki_verify(const KiFn *f, KcErr *e)
 {
 	V v = { f, e };
 	char what[64];
-	if (f->nins < 0 || f->ncon < 0 || f->npar < 0 || f->nst < 0 || (f->nins && !f->ins) ||
+	if (f->nins < 0 || f->ncon < 0 || f->npar < 0 || f->nst < 0 || f->nw < 0 || (f->nw && !f->w) ||
+	    (f->nins && !f->ins) ||
 	    (f->ncon && !f->con) || (f->npar && !f->par) || (f->nst && !f->st)) {
 		kc_error(e, f->src, f->line, f->col, "malformed policy tables");
 		return -1;
@@ -275,24 +696,10 @@ int ki_verify(const KiFn *f, KcErr *e)
 		if (checkroot(&v, f->st[i].update, AXM(AX_token), f->line, f->col, what) != 0)
 			return -1;
 	}
-	if (checkattn(&v) != 0)
+	if (checkattn(&v) != 0 || scancheck(&v) != 0 || observecheck(&v) != 0 || selcheck(&v) != 0)
 		return -1;
-
-	const KiSelect *s = &f->sel;
-	if (s->kind != SEL_topk || s->scope > SC_model || s->sched > SCH_pyramid) {
-		kc_error(e, f->src, s->line, s->col, "select has a bad kind, scope or schedule (%d, %d, %d)",
-		         s->kind, s->scope, s->sched);
+	if (checkmerge(&v) != 0)
 		return -1;
-	}
-	if (checkscalar(&v, s->keep_first, s->line, s->col, "select keep_first") != 0 ||
-	    checkscalar(&v, s->keep_recent, s->line, s->col, "select keep_recent") != 0 ||
-	    checkscalar(&v, s->chunk, s->line, s->col, "select chunk") != 0 ||
-	    checkscalar(&v, s->beta, s->line, s->col, "select beta") != 0)
-		return -1;
-	if (f->merge.kind != MG_drop) {
-		kc_error(e, f->src, f->merge.line, f->merge.col, "merge has a bad kind %d", f->merge.kind);
-		return -1;
-	}
 	const KiWhen *w = &f->when;
 	if (w->kind > WH_decode) {
 		kc_error(e, f->src, w->line, w->col, "when has a bad kind %d", w->kind);

@@ -26,10 +26,13 @@
 
 typedef struct Expr { KcRef ref; } Expr;
 
-enum { RULE_topk, RULE_drop, RULE_prefill, RULE_decode, RULE_state, RULE_all, RULE_pyramid, RULE_policy };
+enum { RULE_topk, RULE_drop, RULE_prefill, RULE_decode, RULE_state, RULE_all, RULE_pyramid, RULE_policy,
+       RULE_merge, RULE_adaptive, RULE_sched };
 typedef struct Rule {
 	int kind;
-	KiSelect sel;                     /* RULE_topk, RULE_pyramid (beta) */
+	KiSelect sel;                     /* RULE_topk (any select rule), RULE_pyramid (beta),
+	                                  ** RULE_sched (prefix, dynamic: sched, sa, sb) */
+	KiMerge mg;                       /* RULE_merge (its functions: user values), RULE_adaptive (beta) */
 	KcRef every;                      /* RULE_decode */
 	double init;                      /* RULE_state */
 	uint32_t line, col;
@@ -342,10 +345,15 @@ static int m_log(lua_State *L) { return unop(L, KO_log, "log"); }
 static int m_sqrt(lua_State *L) { return unop(L, KO_sqrt, "sqrt"); }
 static int m_abs(lua_State *L) { return unop(L, KO_abs, "abs"); }
 
+static int segment(lua_State *L, int op, const char *name, KcRef a, int ax, int t);
+static void checkfields(lua_State *L, int t, const char *what, const char *const *ok);
+
 static int reduce(lua_State *L, int op, const char *name)
 {
 	KcRef a = toref(L, 1, name);
 	int ax = axisarg(L, 2, name);
+	if (lua_istable(L, 3))          /* a:max("token", { chunk = c, start = s }) */
+		return segment(L, op, name, a, ax, 3);
 	pushexpr(L, emit(L, name, op, a, KC_NIL, KC_NIL, ax, 0, 0));
 	return 1;
 }
@@ -488,12 +496,98 @@ static int m_index(lua_State *L)
 	return kd_raise(L, k, "kvcc expressions have no field '%s'%s", k ? k : "?", hint);
 }
 
+/* --- issue 13: elementwise ops, shifts, segments, rank ------------------------------ */
+
+static int m_sin(lua_State *L) { return unop(L, KO_sin, "sin"); }
+static int m_cos(lua_State *L) { return unop(L, KO_cos, "cos"); }
+static int m_floor(lua_State *L) { return unop(L, KO_floor, "floor"); }
+static int m_round(lua_State *L) { return unop(L, KO_rint, "round"); }
+
+/* sigmoid(a) = 1 / (1 + exp(-a)) */
+static int m_sigmoid(lua_State *L)
+{
+	KcRef a = toref(L, 1, "sigmoid");
+	KcRef n = emit(L, "sigmoid", KO_neg, a, KC_NIL, KC_NIL, -1, 0, 0);
+	KcRef e = emit(L, "sigmoid", KO_exp, n, KC_NIL, KC_NIL, -1, 0, 0);
+	KcRef d = emit(L, "sigmoid", KO_add, e, kconst(L, 1), KC_NIL, -1, 0, 0);
+	pushexpr(L, emit(L, "sigmoid", KO_div, kconst(L, 1), d, KC_NIL, -1, 0, 0));
+	return 1;
+}
+
+/* A scalar operand: a number, a param or a scalar expression. */
+static KcRef scalararg(lua_State *L, int idx, const char *name, const char *what)
+{
+	KcRef r = toref(L, idx, name);
+	if (ki_refaxes(kd_state(L)->f, r))
+		return kd_raise(L, name, "%s: %s must be a scalar", name, what);
+	return r;
+}
+
+/* a:shift(axis, k [, fill = 0]): result[i] = a[i + k] along token or chan, fill outside */
+static int m_shift(lua_State *L)
+{
+	KcRef a = toref(L, 1, "shift");
+	int ax = axisarg(L, 2, "shift");
+	KcRef k = scalararg(L, 3, "shift", "the offset");
+	KcRef fill = lua_isnoneornil(L, 4) ? kconst(L, 0) : scalararg(L, 4, "shift", "the fill value");
+	pushexpr(L, emit(L, "shift", KO_shift, a, k, fill, ax, 0, 0));
+	return 1;
+}
+
+/* The segment options { chunk = size (default: the whole axis), start = 0 } at t. */
+static int segment(lua_State *L, int op, const char *name, KcRef a, int ax, int t)
+{
+	static const char *const ok[] = { "chunk", "start", NULL };
+	static const struct { int red, seg; } map[] = {
+		{ KO_sum, KO_ssum }, { KO_mean, KO_smean }, { KO_rmax, KO_smax }, { KO_rmin, KO_smin },
+		{ KO_srank, KO_srank },
+	};
+	int sop = -1;
+	for (size_t i = 0; i < sizeof map / sizeof map[0]; i++)
+		if (map[i].red == op)
+			sop = map[i].seg;
+	if (sop < 0)
+		return kd_raise(L, name, "%s has no chunked form (sum, mean, max, min and rank have)", name);
+	if (ax != AX_token)
+		return kd_raise(L, name, "chunks run along 'token', not '%s'", ki_axisname(ax));
+	checkfields(L, t, name, ok);
+	lua_getfield(L, t, "chunk");
+	KcRef size;
+	if (lua_isnil(L, -1))
+		size = kconst(L, INFINITY);
+	else if (lua_type(L, -1) == LUA_TNUMBER && !(lua_tonumber(L, -1) >= 1 &&
+	         lua_tonumber(L, -1) == floor(lua_tonumber(L, -1))))
+		return kd_raise(L, "chunk", "chunk must be an integer >= 1, got %g", lua_tonumber(L, -1));
+	else
+		size = scalararg(L, -1, name, "chunk");
+	lua_pop(L, 1);
+	lua_getfield(L, t, "start");
+	KcRef start = lua_isnil(L, -1) ? kconst(L, 0) : scalararg(L, -1, name, "start");
+	lua_pop(L, 1);
+	pushexpr(L, emit(L, name, sop, a, size, start, ax, 0, 0));
+	return 1;
+}
+
+/* a:rank("token" [, { chunk, start }]): 0 = smallest, ties lower position first, NaN last */
+static int m_rank(lua_State *L)
+{
+	KcRef a = toref(L, 1, "rank");
+	int ax = axisarg(L, 2, "rank");
+	if (lua_isnoneornil(L, 3))
+		lua_newtable(L);
+	else if (!lua_istable(L, 3))
+		return kd_raise(L, "rank", "rank's options are a table { chunk = c, start = s }");
+	return segment(L, KO_srank, "rank", a, ax, 3);
+}
+
 static const luaL_Reg expr_methods[] = {
 	{ "dot", m_dot }, { "sum", m_sum }, { "mean", m_mean }, { "max", m_max }, { "min", m_min },
 	{ "norm", m_norm }, { "std", m_std }, { "softmax", m_softmax }, { "exp", m_exp },
 	{ "log", m_log }, { "sqrt", m_sqrt }, { "abs", m_abs }, { "lt", m_lt }, { "le", m_le },
 	{ "gt", m_gt }, { "ge", m_ge }, { "eq", m_eq }, { "ne", m_ne }, { "avgpool", m_avgpool },
-	{ "maxpool", m_maxpool }, { "axes", m_axes }, { NULL, NULL }
+	{ "maxpool", m_maxpool }, { "axes", m_axes }, { "sin", m_sin }, { "cos", m_cos },
+	{ "floor", m_floor }, { "round", m_round }, { "shift", m_shift }, { "rank", m_rank },
+	{ "sigmoid", m_sigmoid }, { NULL, NULL }
 };
 
 static const luaL_Reg expr_meta[] = {
@@ -649,25 +743,66 @@ static void checkfields(lua_State *L, int t, const char *what, const char *const
 
 #define MAX_TOKENS 1e9   /* largest count a select field may name */
 
-/* kv.topk { keep_first = 0, keep_recent = 0, scope = "head", chunk = 1, schedule = nil } */
-static int l_topk(lua_State *L)
+/* A select value field (tau, p, floor): a number in lo..hi or a param; nil when absent. */
+static KcRef valfield(lua_State *L, int t, const char *field, double lo, double hi)
 {
-	static const char *const ok[] = { "keep_first", "keep_recent", "scope", "chunk", "schedule", NULL };
+	lua_getfield(L, t, field);
+	KcRef r = KC_NIL;
+	if (lua_type(L, -1) == LUA_TNUMBER) {
+		double v = lua_tonumber(L, -1);
+		if (!(v >= lo && v <= hi))
+			return kd_raise(L, field, "%s must be in %g..%g, got %g", field, lo, hi, v);
+		r = kconst(L, v);
+	} else if (!lua_isnil(L, -1)) {
+		Expr *x = luaL_testudata(L, -1, EXPR_MT);
+		if (!x || KC_RKIND(x->ref) != RK_PAR)
+			return kd_raise(L, field, "%s must be a number or a param (P.name), got %s", field,
+			                x ? "an expression" : luaL_typename(L, -1));
+		r = x->ref;
+	}
+	lua_pop(L, 1);
+	return r;
+}
+
+/*
+** The selection rules share their fields:
+**   kv.topk      { keep_first, keep_recent, scope, chunk, schedule, floor, keep }
+**   kv.threshold { tau, keep_first, keep_recent, scope, chunk, cap }
+**   kv.mass      { p, keep_first, keep_recent, cap }
+** keep = function(x) ... end (a scalar per (layer, head)) is called when the
+** policy is built, after score; the function waits in the rule's user value.
+*/
+static int selrule(lua_State *L, int kind, const char *name, const char *const *ok)
+{
 	KdState *S = kd_state(L);
 	if (lua_isnoneornil(L, 1))
 		lua_newtable(L);
 	if (!lua_istable(L, 1))
-		return kd_raise(L, "topk", "kvcc.topk expects a table of options, e.g. kv.topk { keep_recent = P.window }");
-	checkfields(L, 1, "topk", ok);
+		return kd_raise(L, name, "kvcc.%s expects a table of options, e.g. kv.%s { keep_recent = P.window }",
+		                name, name);
+	checkfields(L, 1, name, ok);
 	KiSelect sel;
 	memset(&sel, 0, sizeof sel);
-	sel.kind = SEL_topk;
+	sel.kind = (uint8_t)kind;
 	sel.keep_first = countfield(L, 1, "keep_first", 0, MAX_TOKENS);
 	sel.keep_recent = countfield(L, 1, "keep_recent", 0, MAX_TOKENS);
 	sel.chunk = countfield(L, 1, "chunk", 1, 65536);
 	if (KC_RKIND(sel.chunk) == RK_CON && S->f->con[KC_RIDX(sel.chunk)] < 1)
 		return kd_raise(L, "chunk", "chunk must be at least 1");
 	sel.beta = kconst(L, 20);
+	if (kind == SEL_threshold && !(sel.tau = valfield(L, 1, "tau", -HUGE_VAL, HUGE_VAL)))
+		return kd_raise(L, name, "kvcc.threshold needs tau = <number or param>");
+	if (kind == SEL_mass && !(sel.mass = valfield(L, 1, "p", -HUGE_VAL, HUGE_VAL)))
+		return kd_raise(L, name, "kvcc.mass needs p = <number or param> (the mass to keep, 0..1)");
+	if (kind == SEL_topk)
+		sel.floor = valfield(L, 1, "floor", 0, 1);
+	lua_getfield(L, 1, "cap");
+	if (!lua_isnil(L, -1)) {
+		if (!lua_isboolean(L, -1))
+			return kd_raise(L, "cap", "cap must be true or false");
+		sel.nocap = !lua_toboolean(L, -1);
+	}
+	lua_pop(L, 1);
 	lua_getfield(L, 1, "scope");
 	if (!lua_isnil(L, -1)) {
 		const char *s = lua_tostring(L, -1);
@@ -686,16 +821,53 @@ static int l_topk(lua_State *L)
 	lua_getfield(L, 1, "schedule");
 	if (!lua_isnil(L, -1)) {
 		Rule *r = luaL_testudata(L, -1, RULE_MT);
-		if (!r || r->kind != RULE_pyramid)
-			return kd_raise(L, "schedule", "schedule must be kvcc.pyramid { beta = ... }");
-		sel.sched = SCH_pyramid;
-		sel.beta = r->sel.beta;
+		if (!r || (r->kind != RULE_pyramid && r->kind != RULE_sched))
+			return kd_raise(L, "schedule", "schedule must be kvcc.pyramid { beta = ... }, kvcc.prefix { ... } "
+			                "or kvcc.dynamic { ... }");
+		sel.sched = r->sel.sched ? r->sel.sched : SCH_pyramid;
+		sel.beta = r->sel.beta ? r->sel.beta : sel.beta;
+		sel.sa = r->sel.sa, sel.sb = r->sel.sb;
 	}
 	lua_pop(L, 1);
-	Rule *r = newrule(L, RULE_topk, "topk");
+	if (sel.floor && sel.scope != SC_layer)
+		return kd_raise(L, "floor", "floor (AdaKV's per-head share) needs scope = \"layer\"");
+	lua_getfield(L, 1, "keep");
+	int haskeep = !lua_isnil(L, -1);
+	if (haskeep && !lua_isfunction(L, -1))
+		return kd_raise(L, "keep", "keep must be a function(x) returning the count this (layer, head) keeps");
+	Rule *r = lua_newuserdatauv(L, sizeof *r, 1);
+	memset(r, 0, sizeof *r);
+	r->kind = RULE_topk;
+	kd_where(L, 1, name, &r->line, &r->col);
+	luaL_setmetatable(L, RULE_MT);
+	lua_rotate(L, -2, 1);          /* the keep function (or nil) into the user value */
+	lua_setiuservalue(L, -2, 1);
 	sel.line = r->line, sel.col = r->col;
 	r->sel = sel;
 	return 1;
+}
+
+/* kv.topk { keep_first = 0, keep_recent = 0, scope = "head", chunk = 1, schedule = nil,
+**           floor = nil, keep = nil } */
+static int l_topk(lua_State *L)
+{
+	static const char *const ok[] = { "keep_first", "keep_recent", "scope", "chunk", "schedule",
+	                                   "floor", "keep", NULL };
+	return selrule(L, SEL_topk, "topk", ok);
+}
+
+/* kv.threshold { tau = ..., keep_first, keep_recent, scope, chunk, cap = true } */
+static int l_threshold(lua_State *L)
+{
+	static const char *const ok[] = { "tau", "keep_first", "keep_recent", "scope", "chunk", "cap", NULL };
+	return selrule(L, SEL_threshold, "threshold", ok);
+}
+
+/* kv.mass { p = ..., keep_first, keep_recent, cap = true } */
+static int l_mass(lua_State *L)
+{
+	static const char *const ok[] = { "p", "keep_first", "keep_recent", "cap", NULL };
+	return selrule(L, SEL_mass, "mass", ok);
 }
 
 /* kv.pyramid { beta = 20 } — PyramidKV's per-layer budget schedule */
@@ -709,6 +881,36 @@ static int l_pyramid(lua_State *L)
 	KcRef beta = countfield(L, 1, "beta", 20, 1e6);
 	Rule *r = newrule(L, RULE_pyramid, "pyramid");
 	r->sel.beta = beta;
+	return 1;
+}
+
+/* kv.prefix { tol = 5, iters = 200 } — PrefixKV's shared prefix-mass bisection */
+static int l_prefix(lua_State *L)
+{
+	static const char *const ok[] = { "tol", "iters", NULL };
+	if (lua_isnoneornil(L, 1))
+		lua_newtable(L);
+	luaL_checktype(L, 1, LUA_TTABLE);
+	checkfields(L, 1, "prefix", ok);
+	KcRef tol = countfield(L, 1, "tol", 5, 1e9), it = countfield(L, 1, "iters", 200, 1e4);
+	Rule *r = newrule(L, RULE_sched, "prefix");
+	r->sel.sched = SCH_prefix, r->sel.sa = tol, r->sel.sb = it;
+	return 1;
+}
+
+/* kv.dynamic { ratio_max = 10, every = 4 } — DynamicKV's per-layer shares */
+static int l_dynamic(lua_State *L)
+{
+	static const char *const ok[] = { "ratio_max", "every", NULL };
+	if (lua_isnoneornil(L, 1))
+		lua_newtable(L);
+	luaL_checktype(L, 1, LUA_TTABLE);
+	checkfields(L, 1, "dynamic", ok);
+	KcRef rm = countfield(L, 1, "ratio_max", 10, 1e6), ev = countfield(L, 1, "every", 4, 1e6);
+	if (KC_RKIND(ev) == RK_CON && kd_state(L)->f->con[KC_RIDX(ev)] < 1)
+		return kd_raise(L, "every", "every must be at least 1");
+	Rule *r = newrule(L, RULE_sched, "dynamic");
+	r->sel.sched = SCH_dynamic, r->sel.sa = rm, r->sel.sb = ev;
 	return 1;
 }
 
@@ -737,6 +939,142 @@ static int l_token_state(lua_State *L)
 	return 1;
 }
 
+/* --- issue 13: weights ------------------------------------------------------------------ */
+
+/* W.name → the weight's expression */
+static int weights_index(lua_State *L)
+{
+	KdState *S = kd_state(L);
+	const char *k = lua_tostring(L, 2);
+	int i = k ? ki_findweight(S->f, k) : -1;
+	if (i < 0)
+		return kd_raise(L, k, "unknown weight '%s'", k ? k : "?");
+	pushexpr(L, emit(L, k, KO_weight, KC_NIL, KC_NIL, KC_NIL, -1, i, ki_weightaxes(&S->f->w[i])));
+	return 1;
+}
+
+/*
+** kv.weights { name = { axis, ... }, ... }: axes "layer", "head", "group", "chan",
+** "out" (a free axis, sized by the data) or a number (an out axis of that size),
+** in the order of the data. Declared in name order (the KIR does not depend on
+** Lua's hash order).
+*/
+static int l_weights(lua_State *L)
+{
+	KdState *S = kd_state(L);
+	luaL_checktype(L, 1, LUA_TTABLE);
+	const char *names[KI_MAXW];
+	int n = 0;
+	lua_pushnil(L);
+	while (lua_next(L, 1)) {
+		if (lua_type(L, -2) != LUA_TSTRING || !valid_name(lua_tostring(L, -2)))
+			return kd_raise(L, "weights", "weight names must be identifiers of at most 31 characters");
+		if (!lua_istable(L, -1))
+			return kd_raise(L, lua_tostring(L, -2), "weight '%s' needs a list of axes, e.g. "
+			                "{ \"layer\", \"head\", \"chan\" }", lua_tostring(L, -2));
+		if (n + S->f->nw == KI_MAXW)
+			return kd_raise(L, "weights", "too many weights (at most %d)", KI_MAXW);
+		names[n++] = lua_tostring(L, -2);
+		lua_pop(L, 1);
+	}
+	for (int i = 1; i < n; i++)
+		for (int j = i; j > 0 && strcmp(names[j - 1], names[j]) > 0; j--) {
+			const char *t = names[j];
+			names[j] = names[j - 1], names[j - 1] = t;
+		}
+	for (int i = 0; i < n; i++) {
+		KiWeight w;
+		memset(&w, 0, sizeof w);
+		snprintf(w.name, sizeof w.name, "%s", names[i]);
+		kd_where(L, 1, names[i], &w.line, &w.col);
+		lua_getfield(L, 1, names[i]);
+		lua_Integer len = luaL_len(L, -1);
+		if (len < 1 || len > KI_MAXWDIM)
+			return kd_raise(L, names[i], "weight '%s' needs 1 to %d axes", names[i], KI_MAXWDIM);
+		for (int k = 1; k <= len; k++) {
+			lua_rawgeti(L, -1, k);
+			int wa;
+			if (lua_type(L, -1) == LUA_TNUMBER) {
+				double v = lua_tonumber(L, -1);
+				if (!(v >= 1 && v <= 1e6 && v == floor(v)))
+					return kd_raise(L, names[i], "weight '%s': a fixed size must be an integer in 1..1000000",
+					                names[i]);
+				wa = WA_out, w.size = (int32_t)v;
+			} else {
+				size_t sl;
+				const char *a = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &sl) : NULL;
+				if (!a || (wa = ki_waxisbyname(a, sl)) < 0)
+					return kd_raise(L, names[i], "weight '%s': axes are \"layer\", \"head\", \"group\", "
+					                "\"chan\", \"out\" or a size", names[i]);
+			}
+			for (int j = 0; j < w.ndim; j++)
+				if (w.ax[j] == wa)
+					return kd_raise(L, names[i], "weight '%s' names the %s axis twice%s", names[i],
+					                ki_waxisname(wa), wa == WA_out ? " (one free or fixed-size axis)" : "");
+			w.ax[w.ndim++] = (uint8_t)wa;
+			lua_pop(L, 1);
+		}
+		lua_pop(L, 1);
+		int wi = ki_addweight(S->f, &w);
+		if (wi == -2)
+			return kd_raise(L, names[i], "out of memory");
+		if (wi < 0)
+			return kd_raise(L, names[i], "weight '%s' declared twice", names[i]);
+	}
+	lua_newtable(L);
+	lua_newtable(L);
+	lua_pushcfunction(L, weights_index);
+	lua_setfield(L, -2, "__index");
+	lua_pushcfunction(L, params_newindex);
+	lua_setfield(L, -2, "__newindex");
+	lua_setmetatable(L, -2);
+	return 1;
+}
+
+/* --- issue 13: scan ----------------------------------------------------------------------- */
+
+/*
+** kv.scan(h0, function(h) return step end): h[t] = step with h = h[t-1] (h0
+** before the first token), along token in position order; the step is
+** elementwise over [token] (it may read other [token] values at t). The values
+** live on as a per-token state (named scanN) that later compressions continue
+** from: tokens appended since are scanned from the last held token's value.
+*/
+static int l_scan(lua_State *L)
+{
+	KdState *S = kd_state(L);
+	KiFn *f = S->f;
+	if (S->in_observe)
+		return kd_raise(L, "scan", "kvcc.scan runs when the cache is compressed, not in the observe hook");
+	KcRef init = scalararg(L, 1, "scan", "the start value");
+	if (!lua_isfunction(L, 2))
+		return kd_raise(L, "scan", "kvcc.scan(h0, function(h) return ... end) needs the step function");
+	char name[32];
+	for (int k = 0;; k++) {
+		snprintf(name, sizeof name, "scan%d", k);
+		if (ki_findstate(f, name) < 0)
+			break;
+	}
+	if (f->nst >= 255)
+		return kd_raise(L, "scan", "too many states and scans (at most 255)");
+	int s = ki_addstate(f, name, NAN);
+	if (s < 0)
+		return kd_raise(L, "scan", "out of memory");
+	KcRef carry = emit(L, "scan", KO_carry, KC_NIL, KC_NIL, KC_NIL, -1, s, AXM(AX_token));
+	lua_pushvalue(L, 2);
+	pushexpr(L, carry);
+	lua_call(L, 1, 1);
+	if (lua_type(L, -1) != LUA_TNUMBER && !luaL_testudata(L, -1, EXPR_MT))
+		return kd_raise(L, "scan", "the scan step must return a number or a kvcc expression, got %s",
+		                luaL_typename(L, -1));
+	KcRef step = toref(L, -1, "scan");
+	lua_pop(L, 1);
+	KcRef r = emit(L, "scan", KO_scan, step, init, KC_NIL, -1, s, 0);
+	f->st[s].update = r;
+	pushexpr(L, r);
+	return 1;
+}
+
 /* --- inputs: x.K, x.Q, x.t, x.n, ... ----------------------------------------------- */
 
 static int x_index(lua_State *L)
@@ -755,13 +1093,16 @@ static int x_index(lua_State *L)
 	if (inf >= 0) {
 		if (inf == INF_step && !S->in_observe)
 			return kd_raise(L, k, "x.step is only available in the observe hook");
+		if ((inf == INF_ratio || inf == INF_nkeep) && S->in_observe)
+			return kd_raise(L, k, "x.%s is the compression's (score and select), not the observe hook's", k);
 		pushexpr(L, emit(L, k, KO_info, KC_NIL, KC_NIL, KC_NIL, -1, inf, 0));
 		return 1;
 	}
 	static const struct { const char *name; int op, axis; } sizes[] = {
 		{ "t", KO_index, AX_token }, { "o", KO_index, AX_obs }, { "g", KO_index, AX_group },
 		{ "c", KO_index, AX_chan }, { "n", KO_size, AX_token }, { "nobs", KO_size, AX_obs },
-		{ "G", KO_size, AX_group }, { "d", KO_size, AX_chan },
+		{ "G", KO_size, AX_group }, { "d", KO_size, AX_chan }, { "out", KO_index, AX_out },
+		{ "nout", KO_size, AX_out },
 	};
 	for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++)
 		if (strcmp(k, sizes[i].name) == 0) {
@@ -776,7 +1117,7 @@ static int x_index(lua_State *L)
 		return 1;
 	}
 	return kd_raise(L, k, "unknown input '%s' (inputs: K, V, Q, lse, pos, qpos, t, n, nobs, G, d, "
-	                "scale, layer, head, nlayers, nheads; attn and step in observe)", k);
+	                "scale, layer, head, nlayers, nheads, ratio, nkeep, out, nout; attn and step in observe)", k);
 }
 
 static int x_newindex(lua_State *L)
@@ -839,6 +1180,435 @@ static void pushstate(lua_State *L)
 	lua_setfield(L, -2, "__newindex");
 	protect(L);
 	lua_setmetatable(L, -2);
+}
+
+/* --- merge rules (doc/dsl.md "Merge") ----------------------------------------------------
+**
+**   merge = kv.nearest { sim = function(e, k) ... end, threshold = P.thr,
+**                        weight = function(e, k, m) return m.sim end }
+**
+** A merge rule's functions run when the policy is built, after the score: `e` and `k`
+** are the two rows of a pair (evicted, kept), `m` what the rule knows about it. What
+** they return is a pair expression (KIR erow / krow / tmean / pinfo and ops on them);
+** the verifier checks what each may read. */
+
+/* the rule's functions, as user values of its userdata */
+enum { MFN_sim = 1, MFN_thr, MFN_weight, MFN_self, MFN_NUM = MFN_self };
+
+static Rule *newmerge(lua_State *L, int kind, const char *name)
+{
+	Rule *r = lua_newuserdatauv(L, sizeof *r, MFN_NUM);
+	memset(r, 0, sizeof *r);
+	r->kind = RULE_merge;
+	kd_where(L, 1, name, &r->line, &r->col);
+	r->mg.kind = (uint8_t)kind;
+	r->mg.line = r->line, r->mg.col = r->col;
+	luaL_setmetatable(L, RULE_MT);
+	return r;
+}
+
+/* A boolean field (nil: def). */
+static int boolfield(lua_State *L, int t, const char *field, int def)
+{
+	lua_getfield(L, t, field);
+	int v = def;
+	if (lua_isboolean(L, -1))
+		v = lua_toboolean(L, -1);
+	else if (!lua_isnil(L, -1))
+		return kd_raise(L, field, "%s must be true or false, got %s", field, luaL_typename(L, -1));
+	lua_pop(L, 1);
+	return v;
+}
+
+/* A weight or threshold field: nil (def, or KC_NIL when def is NaN), a number, a param,
+** or a function kept as user value `uv` of the rule at `ur` (the ref is set when the
+** policy is built). Returns 1 when it is a function. */
+static int fnfield(lua_State *L, int t, int ur, const char *field, int uv, double def, KcRef *out)
+{
+	lua_getfield(L, t, field);
+	*out = KC_NIL;
+	if (lua_isnil(L, -1)) {
+		if (!isnan(def))
+			*out = kconst(L, def);
+	} else if (lua_type(L, -1) == LUA_TNUMBER) {
+		*out = kconst(L, lua_tonumber(L, -1));
+	} else if (lua_isfunction(L, -1)) {
+		lua_pushvalue(L, -1);
+		lua_setiuservalue(L, ur, uv);
+		lua_pop(L, 1);
+		return 1;
+	} else {
+		Expr *x = luaL_testudata(L, -1, EXPR_MT);
+		if (!x || KC_RKIND(x->ref) != RK_PAR)
+			return kd_raise(L, field, "%s must be a number, a param (P.name) or a function, got %s",
+			                field, x ? "an expression (build it inside a function)" : luaL_typename(L, -1));
+		*out = x->ref;
+	}
+	lua_pop(L, 1);
+	return 0;
+}
+
+/* The fields every rule with an update shares: weight, self_weight, keys, values,
+** update, count_bias. */
+static void updatefields(lua_State *L, int t, int ur, Rule *r)
+{
+	fnfield(L, t, ur, "weight", MFN_weight, 1, &r->mg.weight);
+	fnfield(L, t, ur, "self_weight", MFN_self, 1, &r->mg.self);
+	r->mg.keys = (uint8_t)boolfield(L, t, "keys", 1);
+	r->mg.values = (uint8_t)boolfield(L, t, "values", 1);
+	r->mg.bias = (uint8_t)boolfield(L, t, "count_bias", 0);
+	lua_getfield(L, t, "update");
+	if (!lua_isnil(L, -1)) {
+		const char *u = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "";
+		if (strcmp(u, "mean") && strcmp(u, "sum"))
+			kd_raise(L, "update", "update must be \"mean\" (the weighted mean) or \"sum\" "
+			         "(X_k' = w_k X_k + sum of w_e X_e)");
+		r->mg.update = strcmp(u, "sum") ? MU_mean : MU_sum;
+	}
+	lua_pop(L, 1);
+}
+
+/* sim and threshold of nearest and runs */
+static void simfields(lua_State *L, int t, int ur, Rule *r)
+{
+	lua_getfield(L, t, "sim");
+	if (!lua_isnil(L, -1) && !lua_isfunction(L, -1))
+		kd_raise(L, "sim", "sim must be a function(e, k) returning the similarity of two rows");
+	lua_setiuservalue(L, ur, MFN_sim);
+	lua_getfield(L, t, "threshold");
+	Rule *a = luaL_testudata(L, -1, RULE_MT);
+	lua_pop(L, 1);
+	if (a && a->kind == RULE_adaptive) {
+		r->mg.thr = MT_adaptive;
+		r->mg.beta = a->mg.beta;
+		return;
+	}
+	int fn = fnfield(L, t, ur, "threshold", MFN_thr, NAN, &r->mg.threshold);
+	r->mg.thr = fn || r->mg.threshold ? MT_value : MT_none;
+}
+
+/* kv.nearest { sim, threshold, weight, self_weight, keys, values, update, count_bias } */
+static int l_nearest(lua_State *L)
+{
+	static const char *const ok[] = { "sim", "threshold", "weight", "self_weight", "keys", "values",
+	                                  "update", "count_bias", NULL };
+	if (lua_isnoneornil(L, 1))
+		lua_settop(L, 0), lua_newtable(L);
+	if (!lua_istable(L, 1))
+		return kd_raise(L, "nearest", "kvcc.nearest expects a table of options, e.g. kv.nearest { weight = 1 }");
+	checkfields(L, 1, "nearest", ok);
+	Rule *r = newmerge(L, MG_nearest, "nearest");
+	int ur = lua_gettop(L);
+	simfields(L, 1, ur, r);
+	updatefields(L, 1, ur, r);
+	lua_settop(L, ur);
+	return 1;
+}
+
+/* kv.runs { sim, threshold, weight, ... }: KVMerger's runs of consecutive similar tokens */
+static int l_runs(lua_State *L)
+{
+	static const char *const ok[] = { "sim", "threshold", "weight", "self_weight", "keys", "values",
+	                                  "update", "count_bias", NULL };
+	if (!lua_istable(L, 1))
+		return kd_raise(L, "runs", "kvcc.runs expects a table of options, e.g. kv.runs { threshold = P.thr }");
+	checkfields(L, 1, "runs", ok);
+	Rule *r = newmerge(L, MG_runs, "runs");
+	int ur = lua_gettop(L);
+	simfields(L, 1, ur, r);
+	if (r->mg.thr != MT_value)
+		return kd_raise(L, "runs", "kvcc.runs needs a threshold (a number, a param or a function(e, k)): "
+		                "tokens i and i+1 form one run when their similarity reaches it");
+	updatefields(L, 1, ur, r);
+	lua_settop(L, ur);
+	return 1;
+}
+
+/* kv.next_kept { m = 32, weight, ... }: CaM's next m kept tokens */
+static int l_next_kept(lua_State *L)
+{
+	static const char *const ok[] = { "m", "weight", "self_weight", "keys", "values", "update",
+	                                  "count_bias", NULL };
+	if (!lua_istable(L, 1))
+		return kd_raise(L, "next_kept", "kvcc.next_kept expects a table of options, e.g. kv.next_kept { m = P.m }");
+	checkfields(L, 1, "next_kept", ok);
+	KcRef m = countfield(L, 1, "m", 1, 1e9);
+	if (KC_RKIND(m) == RK_CON && kd_state(L)->f->con[KC_RIDX(m)] < 1)
+		return kd_raise(L, "m", "m must be at least 1");
+	Rule *r = newmerge(L, MG_next, "next_kept");
+	int ur = lua_gettop(L);
+	r->mg.m = m;
+	updatefields(L, 1, ur, r);
+	lua_settop(L, ur);
+	return 1;
+}
+
+/* kv.summary { rows = 1, iters = 1, count_bias = false }: C summary rows from the evicted
+** tokens (their mean for C = 1, k-means centroids otherwise) */
+static int l_summary(lua_State *L)
+{
+	static const char *const ok[] = { "rows", "iters", "count_bias", NULL };
+	KdState *S = kd_state(L);
+	if (lua_isnoneornil(L, 1))
+		lua_settop(L, 0), lua_newtable(L);
+	if (!lua_istable(L, 1))
+		return kd_raise(L, "summary", "kvcc.summary expects a table of options, e.g. kv.summary { rows = 1 }");
+	checkfields(L, 1, "summary", ok);
+	KcRef rows = countfield(L, 1, "rows", 1, 4096), iters = countfield(L, 1, "iters", 1, 1000);
+	if (KC_RKIND(rows) != RK_CON)
+		return kd_raise(L, "rows", "rows must be a number, not a param (the summary rows are part "
+		                "of the cache layout)");
+	if (S->f->con[KC_RIDX(rows)] < 1)
+		return kd_raise(L, "rows", "rows must be at least 1");
+	if (KC_RKIND(iters) != RK_CON || S->f->con[KC_RIDX(iters)] < 1)
+		return kd_raise(L, "iters", "iters must be a number in 1..1000 (Lloyd iterations), not a param");
+	int bias = boolfield(L, 1, "count_bias", 0);
+	Rule *r = newmerge(L, MG_summary, "summary");
+	r->mg.rows = rows, r->mg.iters = iters, r->mg.bias = (uint8_t)bias;
+	return 1;
+}
+
+/* kv.adaptive { beta = 0 }: the threshold tau = beta tau' + (1 - beta) (mean of this
+** compression's maximum similarities); beta = 0 is the mean itself (LOOK-M), D2O uses an EMA */
+static int l_adaptive(lua_State *L)
+{
+	static const char *const ok[] = { "beta", NULL };
+	if (lua_isnoneornil(L, 1))
+		lua_settop(L, 0), lua_newtable(L);
+	if (!lua_istable(L, 1))
+		return kd_raise(L, "adaptive", "kvcc.adaptive expects a table, e.g. kv.adaptive { beta = 0.9 }");
+	checkfields(L, 1, "adaptive", ok);
+	KcRef beta;
+	lua_getfield(L, 1, "beta");
+	if (lua_isnil(L, -1))
+		beta = kconst(L, 0);
+	else if (lua_type(L, -1) == LUA_TNUMBER) {
+		double b = lua_tonumber(L, -1);
+		if (!(b >= 0 && b <= 1))
+			return kd_raise(L, "beta", "beta must be in [0, 1], got %g", b);
+		beta = kconst(L, b);
+	} else {
+		Expr *x = luaL_testudata(L, -1, EXPR_MT);
+		if (!x || KC_RKIND(x->ref) != RK_PAR)
+			return kd_raise(L, "beta", "beta must be a number or a param (P.name)");
+		beta = x->ref;
+	}
+	lua_pop(L, 1);
+	Rule *r = newrule(L, RULE_adaptive, "adaptive");
+	r->mg.beta = beta;
+	return 1;
+}
+
+/* -- the pair context: e, k (rows) and m (what the rule knows) -- */
+
+/* Emit a pair instruction; `line` 0 keeps the caller's position. */
+static KcRef pairemit(lua_State *L, const char *name, int op, KcRef a, int aux, uint32_t line, uint32_t col)
+{
+	KdState *S = kd_state(L);
+	KcRef r = emit(L, name, op, a, KC_NIL, KC_NIL, -1, aux, 0);
+	if (line)
+		S->f->ins[KC_RIDX(r)].line = line, S->f->ins[KC_RIDX(r)].col = col;
+	return r;
+}
+
+/* e:at(v) / k:at(v): an ordinary [token] value read at the row's token */
+static int row_at(lua_State *L)
+{
+	int side = (int)lua_tointeger(L, lua_upvalueindex(1));
+	int i = lua_istable(L, 1) && lua_gettop(L) >= 2 ? 2 : 1;   /* e:at(v) or e.at(v) */
+	KcRef v = toref(L, i, "at");
+	if (!(ki_refaxes(kd_state(L)->f, v) & AXM(AX_token)))
+		return kd_raise(L, "at", "at reads a value at the row's token, so it needs a value with the "
+		                "token axis");
+	pushexpr(L, pairemit(L, "at", side ? KO_krow : KO_erow, v, 0, 0, 0));
+	return 1;
+}
+
+/* e.K, e.V, e.pos, e.score, e.count, e.<state>, e:at(v) */
+static int row_index(lua_State *L)
+{
+	KdState *S = kd_state(L);
+	int side = (int)lua_tointeger(L, lua_upvalueindex(1));
+	const char *k = lua_tostring(L, 2);
+	int op = side ? KO_krow : KO_erow, in;
+	if (!k)
+		return kd_raise(L, NULL, "rows are indexed by names (e.K, e.V, e.pos, e.score, e.count)");
+	if (!strcmp(k, "at")) {
+		lua_pushinteger(L, side);
+		lua_pushcclosure(L, row_at, 1);
+		return 1;
+	}
+	if (!strcmp(k, "count")) {
+		pushexpr(L, pairemit(L, k, KO_pinfo, KC_NIL, side ? PI_kcount : PI_ecount, 0, 0));
+		return 1;
+	}
+	if (!strcmp(k, "score")) {
+		pushexpr(L, pairemit(L, k, op, S->f->score, 0, 0, 0));
+		return 1;
+	}
+	if ((in = ki_inputbyname(k, strlen(k))) == IN_K || in == IN_V || in == IN_pos) {
+		KcRef x = emit(L, k, KO_input, KC_NIL, KC_NIL, KC_NIL, -1, in, ki_inputaxes(in));
+		pushexpr(L, pairemit(L, k, op, x, 0, 0, 0));
+		return 1;
+	}
+	int st = ki_findstate(S->f, k);
+	if (st >= 0) {
+		KcRef x = emit(L, k, KO_state, KC_NIL, KC_NIL, KC_NIL, -1, st, AXM(AX_token));
+		pushexpr(L, pairemit(L, k, op, x, 0, 0, 0));
+		return 1;
+	}
+	return kd_raise(L, k, "a merge row has no field '%s' (K, V, pos, score, count, a state's name, "
+	                "or :at(value))", k);
+}
+
+/* m:tmean(v): mean of an ordinary [token] value over e's targets (next_kept) */
+static int m_tmean(lua_State *L)
+{
+	int i = lua_istable(L, 1) && lua_gettop(L) >= 2 ? 2 : 1;
+	KcRef v = toref(L, i, "tmean");
+	if (!(ki_refaxes(kd_state(L)->f, v) & AXM(AX_token)))
+		return kd_raise(L, "tmean", "tmean averages a [token] value over the targets of e");
+	pushexpr(L, pairemit(L, "tmean", KO_tmean, v, 0, 0, 0));
+	return 1;
+}
+
+/* m.sim, m.absorbed, m.ntargets, m:tmean(v), m.x (the inputs, for ordinary values) */
+static int minfo_index(lua_State *L)
+{
+	const char *k = lua_tostring(L, 2);
+	int pi = k ? ki_pinfobyname(k, strlen(k)) : -1;
+	if (pi == PI_sim || pi == PI_absorbed || pi == PI_ntargets) {
+		pushexpr(L, pairemit(L, k, KO_pinfo, KC_NIL, pi, 0, 0));
+		return 1;
+	}
+	if (k && !strcmp(k, "tmean")) {
+		lua_pushcfunction(L, m_tmean);
+		return 1;
+	}
+	if (k && !strcmp(k, "x")) {
+		pushinputs(L);
+		return 1;
+	}
+	return kd_raise(L, k, "the merge info has no field '%s' (sim, absorbed, ntargets, tmean, x)",
+	                k ? k : "?");
+}
+
+static int pair_newindex(lua_State *L)
+{
+	return kd_raise(L, lua_tostring(L, 2), "merge rows and info are read-only");
+}
+
+static void pushproxy(lua_State *L, lua_CFunction index, int side)
+{
+	lua_newtable(L);
+	lua_newtable(L);
+	lua_pushinteger(L, side);
+	lua_pushcclosure(L, index, 1);
+	lua_setfield(L, -2, "__index");
+	lua_pushcfunction(L, pair_newindex);
+	lua_setfield(L, -2, "__newindex");
+	lua_setmetatable(L, -2);
+}
+
+/* Call the rule's function uv (at ur) with the proxies named in `args` ("ek", "ekm",
+** "km") and return its result as a ref; what: for messages. */
+static KcRef callpair(lua_State *L, int ur, int uv, const char *args, const char *what, const Rule *r)
+{
+	lua_getiuservalue(L, ur, uv);
+	for (const char *a = args; *a; a++)
+		pushproxy(L, *a == 'm' ? minfo_index : row_index, *a == 'k');
+	lua_call(L, (int)strlen(args), 1);
+	KcRef x;
+	if (lua_type(L, -1) == LUA_TNUMBER)
+		x = kconst(L, lua_tonumber(L, -1));
+	else {
+		Expr *e = luaL_testudata(L, -1, EXPR_MT);
+		if (!e)
+			return kd_raiseat(L, r->line, r->col, "the %s function must return a number or a kvcc "
+			                  "expression, got %s", what, luaL_typename(L, -1));
+		x = e->ref;
+	}
+	lua_pop(L, 1);
+	return x;
+}
+
+/* The default similarity: cosine of the keys of the two rows (kv.cosine's form). */
+static KcRef defaultsim(lua_State *L, const Rule *r)
+{
+	KdState *S = kd_state(L);
+	uint32_t ln = r->line, cl = r->col;
+	KcRef K = pairemit(L, "sim", KO_input, KC_NIL, IN_K, ln, cl);
+	S->f->ins[KC_RIDX(K)].axes = ki_inputaxes(IN_K);
+	KcRef a = pairemit(L, "sim", KO_erow, K, 0, ln, cl), b = pairemit(L, "sim", KO_krow, K, 0, ln, cl);
+	KcRef d = emit(L, "sim", KO_dot, a, b, KC_NIL, AX_chan, 0, 0);
+	KcRef na = emit(L, "sim", KO_norm, a, KC_NIL, KC_NIL, AX_chan, 0, 0);
+	KcRef nb = emit(L, "sim", KO_norm, b, KC_NIL, KC_NIL, AX_chan, 0, 0);
+	KcRef p = emit(L, "sim", KO_mul, na, nb, KC_NIL, -1, 0, 0);
+	KcRef mx = emit(L, "sim", KO_max, p, kconst(L, 1e-8), KC_NIL, -1, 0, 0);
+	KcRef q = emit(L, "sim", KO_div, d, mx, KC_NIL, -1, 0, 0);
+	for (int i = KC_RIDX(d); i <= KC_RIDX(q); i++)
+		S->f->ins[i].line = ln, S->f->ins[i].col = cl;
+	return q;
+}
+
+/* A threshold reading a state that observe never updates is a constant: say so. */
+static void thrstate(lua_State *L, KcRef r)
+{
+	const KiFn *f = kd_state(L)->f;
+	for (int i = KC_RKIND(r) == RK_INS ? KC_RIDX(r) : -1; i >= 0; i--) {
+		const KiIns *in = &f->ins[i];
+		if (in->op == KO_state && in->aux < f->nst && !f->st[in->aux].update)
+			kd_raiseat(L, in->line, in->col, "the merge threshold reads state '%s', which is never "
+			           "updated (assign st.%s = ... in observe, or use a param)", f->st[in->aux].name,
+			           f->st[in->aux].name);
+	}
+}
+
+/* policy { merge = ... } (the value at idx): the rule into f->merge, its functions
+** called now that the score exists. */
+static void buildmerge(lua_State *L, int idx)
+{
+	KdState *S = kd_state(L);
+	KiFn *f = S->f;
+	Rule *r = luaL_testudata(L, idx, RULE_MT);
+	memset(&f->merge, 0, sizeof f->merge);
+	if (lua_isnil(L, idx) || (r && r->kind == RULE_drop)) {
+		f->merge.kind = MG_drop;
+		if (r)
+			f->merge.line = r->line, f->merge.col = r->col;
+		return;
+	}
+	if (!r || r->kind != RULE_merge)
+		raisefield(L, "merge", "merge must be a merge rule (kvcc.drop, kvcc.nearest, kvcc.next_kept, "
+		           "kvcc.runs or kvcc.summary)");
+	KiMerge mg = r->mg;
+	int hassim = mg.kind == MG_nearest || mg.kind == MG_runs;
+	if (hassim) {
+		lua_getiuservalue(L, idx, MFN_sim);
+		int fn = lua_isfunction(L, -1);
+		lua_pop(L, 1);
+		mg.sim = fn ? callpair(L, idx, MFN_sim, "ek", "sim", r) : defaultsim(L, r);
+		lua_getiuservalue(L, idx, MFN_thr);
+		fn = lua_isfunction(L, -1);
+		lua_pop(L, 1);
+		if (fn) {
+			mg.threshold = callpair(L, idx, MFN_thr, "ek", "threshold", r);
+			thrstate(L, mg.threshold);
+		}
+	}
+	if (hassim || mg.kind == MG_next) {
+		lua_getiuservalue(L, idx, MFN_weight);
+		int fn = lua_isfunction(L, -1);
+		lua_pop(L, 1);
+		if (fn)
+			mg.weight = callpair(L, idx, MFN_weight, "ekm", "weight", r);
+		lua_getiuservalue(L, idx, MFN_self);
+		fn = lua_isfunction(L, -1);
+		lua_pop(L, 1);
+		if (fn)
+			mg.self = callpair(L, idx, MFN_self, "km", "self_weight", r);
+	}
+	f->merge = mg;
 }
 
 /* --- kv.policy "name" { ... } ------------------------------------------------------ */
@@ -944,15 +1714,25 @@ static int policy_build(lua_State *L)
 	if (!r || r->kind != RULE_topk)
 		return raisefield(L, "select", "select must be a selection rule such as kvcc.topk { ... }");
 	f->sel = r->sel;
-	lua_pop(L, 1);
+	if (lua_getiuservalue(L, -1, 1) == LUA_TFUNCTION) {   /* keep = function(x) ... end */
+		pushinputs(L);
+		lua_call(L, 1, 1);
+		if (lua_type(L, -1) != LUA_TNUMBER && !luaL_testudata(L, -1, EXPR_MT))
+			return kd_raiseat(L, r->line, r->col, "keep must return a number or a kvcc expression, got %s",
+			                  luaL_typename(L, -1));
+		f->sel.keep = toref(L, -1, "keep");
+		if (ki_refaxes(f, f->sel.keep)) {
+			char buf[64];
+			ki_axesstr(ki_refaxes(f, f->sel.keep), buf, sizeof buf);
+			const KiIns *ki = &f->ins[KC_RIDX(f->sel.keep)];
+			return kd_raiseat(L, ki->line, ki->col, "keep must be one count per (layer, head), a scalar, "
+			                  "but has axes %s", buf);
+		}
+	}
+	lua_pop(L, 2);
 
 	lua_getfield(L, 1, "merge");
-	r = luaL_testudata(L, -1, RULE_MT);
-	if (!lua_isnil(L, -1) && (!r || r->kind != RULE_drop))
-		return raisefield(L, "merge", "merge must be a merge rule (kvcc.drop)");
-	f->merge.kind = MG_drop;
-	if (r)
-		f->merge.line = r->line, f->merge.col = r->col;
+	buildmerge(L, lua_gettop(L));
 	lua_pop(L, 1);
 
 	lua_getfield(L, 1, "when");
@@ -985,11 +1765,14 @@ static int policy_build(lua_State *L)
 	}
 	lua_pop(L, 1);
 
-	for (int i = 0; i < f->nst; i++)
+	int observed = 0;
+	for (int i = 0; i < f->nst; i++) {
 		if (!f->st[i].update)
 			return raisefield(L, "state", "state '%s' is never updated (assign st.%s = ... in observe)",
 			                f->st[i].name, f->st[i].name);
-	if (f->nst && f->when.kind != WH_decode)
+		observed |= !ki_isscanstate(f, i);
+	}
+	if (observed && f->when.kind != WH_decode)
 		return raisefield(L, "state", "a policy with state needs when = kvcc.decode { every = N }");
 
 	newrule(L, RULE_policy, "policy");  /* the value the file returns */
@@ -1027,7 +1810,11 @@ static const luaL_Reg kvlib[] = {
 	{ "where", m_where }, { "cosine", m_cosine }, { "random", m_random }, { "dot", m_dot },
 	{ "exp", m_exp }, { "log", m_log }, { "sqrt", m_sqrt }, { "abs", m_abs },
 	{ "max", m_max }, { "min", m_min }, { "sum", m_sum }, { "mean", m_mean }, { "norm", m_norm },
-	{ "std", m_std }, { NULL, NULL }
+	{ "std", m_std }, { "nearest", l_nearest }, { "runs", l_runs }, { "next_kept", l_next_kept },
+	{ "summary", l_summary }, { "adaptive", l_adaptive }, { "threshold", l_threshold },
+	{ "mass", l_mass }, { "prefix", l_prefix }, { "dynamic", l_dynamic }, { "weights", l_weights },
+	{ "scan", l_scan }, { "sin", m_sin }, { "cos", m_cos }, { "floor", m_floor }, { "round", m_round },
+	{ "shift", m_shift }, { "rank", m_rank }, { "sigmoid", m_sigmoid }, { NULL, NULL }
 };
 
 /* kv.sofmax: an unknown name of the module is an error that names it */

@@ -6,7 +6,7 @@
 #   make check-example   examples/compress.c, linked with libkvcc_rt only, runs a policy.so that
 #                        the kvcc command compiled
 
-IROBJ  += compiler/plan.o compiler/driver.o compiler/cache.o
+IROBJ  += compiler/plan.o compiler/support.o compiler/driver.o compiler/cache.o
 X86OBJ += codegen/x86/key.o codegen/x86/kern.o codegen/x86/tmap.o codegen/x86/desc.o codegen/x86/emit.o
 RTOBJ  += runtime/api.o runtime/load.o runtime/compress.o runtime/paged.o runtime/decode.o runtime/pool.o runtime/artifact.o
 LLVM_LIBS_USED = $(LLVM_LIBS)

@@ -13,7 +13,7 @@ awk '!/^#/ && NF' "$m" >"${TMPDIR:-/tmp}/kvcc-manifest.$$"
 while read -r name file oracle obs matrices params extra; do
 	[ -n "$params" ] && [ -z "$extra" ] || { bad "$name: expected 6 columns"; continue; }
 	[ -f "$file" ] || bad "$name: no file $file"
-	case $oracle in kvref|kvref.topk|decode_ref|-) ;; *) bad "$name: unknown oracle '$oracle'" ;; esac
+	case $oracle in kvref|kvref.topk|decode_ref|mergeref|selref|-) ;; *) bad "$name: unknown oracle '$oracle'" ;; esac
 	for x in $(echo "$matrices" | tr ',' ' '); do
 		case $x in golden|diff|chunk|decode|noalloc|emu) ;; *) bad "$name: unknown matrix '$x'" ;; esac
 	done

@@ -11,7 +11,8 @@
 
 static const char *const rules[] = {
 	[AR_LEAF] = "leaf", [AR_EW] = "elementwise", [AR_RED] = "reduce", [AR_DOT] = "dot",
-	[AR_KEEP] = "keep", [AR_TOK] = "token", [AR_SAME] = "same",
+	[AR_KEEP] = "keep", [AR_TOK] = "token", [AR_SAME] = "same", [AR_ROW] = "row",
+	[AR_SEG] = "segment", [AR_SCAN] = "scan",
 };
 
 /* Markdown table cell text: '|' would end the cell. */
@@ -29,8 +30,12 @@ static void form(const char *name, int nargs, int rule)
 {
 	static const char *const leaves[][2] = {
 		{ "input", "name" }, { "state", "name" }, { "info", "name" },
-		{ "index", "axis" }, { "size", "axis" },
+		{ "index", "axis" }, { "size", "axis" }, { "weight", "name" }, { "carry", "name" },
 	};
+	if (strcmp(name, "scan") == 0) {
+		printf("`scan` *name* `a, b`");
+		return;
+	}
 	for (size_t i = 0; i < sizeof leaves / sizeof leaves[0]; i++)
 		if (strcmp(name, leaves[i][0]) == 0) {
 			printf("`%s` *%s*", name, leaves[i][1]);
@@ -39,7 +44,7 @@ static void form(const char *name, int nargs, int rule)
 	printf("`%s", name);
 	for (int k = 0; k < nargs; k++)
 		printf("%s %c", k ? "," : "", 'a' + k);
-	printf("`%s", rule == AR_RED || rule == AR_DOT || rule == AR_KEEP ? " *axis*" : "");
+	printf("`%s", rule == AR_RED || rule == AR_DOT || rule == AR_KEEP || rule == AR_SEG ? " *axis*" : "");
 }
 
 static void row(const char *name, int nargs, int rule, int flags, const char *doc)

@@ -35,7 +35,7 @@ static const char usage[] =
 	"                                   passes to run and print after, e.g. -d fold,cse;\n"
 	"                                   --raw prints it as built)\n"
 	"  run POLICY.lua --inputs CASE.npz [--ratio R | --budget B] [--param NAME=VALUE]...\n"
-	"      [--dtype f32|f16|bf16] [--out RESULT.npz]\n"
+	"      [--dtype f32|f16|bf16] [--weights W.npz]... [--out RESULT.npz]\n"
 	"                                   run the reference interpreter on a case\n"
 	"  compile POLICY.lua -o POLICY.so [--dtype f32|f16|bf16] [--head-dim N] [--group G]\n"
 	"      [--target native|x86-64-v3|x86-64-v4|scalar] [--gpu-arch sm_80,sm_90] [-v]\n"
@@ -52,6 +52,11 @@ static const char usage[] =
 	"      [--chunk-chars K] [--from TEXT] [--csv OUT] [--plot OUT.png] [--threads N]\n"
 	"                                   NLL versus compression ratio on a model\n"
 	"                                   (prefill-compress-continue; doc/eval.md)\n"
+	"  calibrate --model M --tokenizer T --data FILE [--stories a:b] [--chunk-chars K]\n"
+	"      [--from TEXT] [--out W.npz] [--repeat N] [--trials N] [--seed S] [--sinks N]\n"
+	"                                   weights of the learned policies (head classes,\n"
+	"                                   query statistics, PrefixKV fractions, the gate, W_o)\n"
+	"                                   from a model, for --weights (doc/dsl.md)\n"
 	"  --help, --version\n"
 	"\n"
 	"developer commands (stages on their own, for tests; options may change):\n"
@@ -62,8 +67,11 @@ static const char usage[] =
 	"\n"
 	"CASE.npz holds K, V [L,H,n,d]; Q [L,H,G,O,d] when the policy reads it (its last `obs`\n"
 	"rows are used); optional qpos [O] (default: the positions of the last O held tokens),\n"
-	"pos [n], lse [L,H,G,O]; dq [S,L,H,G,d] decode queries for decode policies (each step\n"
-	"runs the observe hook); optional 0-d ratio, budget, param.NAME and dtype.\n"
+	"pos [n], lse [L,H,G,O]; optional 0-d ratio, budget, param.NAME and dtype; weight.NAME\n"
+	"(the policy's weights, as --weights gives them). Decode steps, two protocols: dk, dv\n"
+	"[S,L,H,d] with dq [S,L,H,G,d] (append, attend, observe, compress over the budget; the\n"
+	"merge oracle's) or dK, dV [S,L,H,d] with optional dq (after a first compression: append,\n"
+	"observe, compress every N steps); optional dpos [S].\n"
 	"\n"
 	"exit status: 0 success; 1 an error in the policy or an input (one line on stderr,\n"
 	"file:line:col: error: ...); 2 a usage error.\n"
@@ -271,13 +279,15 @@ typedef struct Run {
 	KiCase c;
 	double *par, *state;
 	float *K, *V, *Q, *lse, *dq;
-	int32_t *pos, *qpos;
+	int32_t *pos, *qpos, *len;
+	KtWeights w;             /* --weights files, then the case's weight.NAME */
 } Run;
 
 static void runfree(Run *r)
 {
 	free(r->par), free(r->K), free(r->V), free(r->Q), free(r->lse), free(r->pos), free(r->qpos);
-	free(r->dq), free(r->state);
+	free(r->dq), free(r->state), free(r->len);
+	kt_weights_free(&r->w);
 }
 
 /* The case's tensors: K, V [L, H, n, d]; optional Q [L, H, G, O, d], lse [L, H, G, O],
@@ -452,7 +462,7 @@ static int observe(const KiFn *f, const KcNpz *z, Run *r, KcErr *e)
 {
 	KiCase *c = &r->c;
 	const KcArray *a = kc_npz_get(z, "dq");
-	if (!a)
+	if (!a || kc_npz_get(z, "dK"))
 		return 0;
 	if (f->when.kind != WH_decode) {
 		kc_error(e, r->inputs, 0, 0, "'dq' holds decode-step queries, but policy '%s' is a prefill "
@@ -488,8 +498,100 @@ static int observe(const KiFn *f, const KcNpz *z, Run *r, KcErr *e)
 	return 0;
 }
 
-/* The result: scores and, per (layer, head), kept indices and rows into OUT.npz, or
-** printed. */
+/*
+** Decode steps after the first compression (dK, dV [S, L, H, d]; dpos [S], default the
+** last position + 1, + 2, ...; dq [S, L, H, G, d] optional): per step, in DESIGN's
+** order, append the token to every (layer, head) of the compressed cache (its state
+** at the init value: nan, not yet scanned, for a scan's), run the observe hook with
+** dq, and compress every `every` steps (the policy's when.every; 1 for a prefill
+** policy). The result is the last compression's, over the cache it compressed.
+*/
+static int decode(const KiFn *f, const KcNpz *z, Run *r, KiResult *res, KcErr *e)
+{
+	KiCase *c = &r->c;
+	const KcArray *aK = kc_npz_get(z, "dK"), *aV = kc_npz_get(z, "dV"), *ap = kc_npz_get(z, "dpos");
+	const KcArray *aq = kc_npz_get(z, "dq");
+	if (!aK)
+		return 0;
+	long S = aK->shape[0];
+	if (want(aK, r->inputs, 4, (long[]){ -1, c->L, c->H, c->d }, e) ||
+	    !aV || want(aV, r->inputs, 4, aK->shape, e) || (ap && want(ap, r->inputs, 1, (long[]){ S }, e)) ||
+	    (aq && want(aq, r->inputs, 5, (long[]){ S, c->L, c->H, c->G, c->d }, e))) {
+		if (!aV)
+			kc_error(e, r->inputs, 0, 0, "dK needs dV [S, L, H, d]");
+		return -1;
+	}
+	if (S > 100000) {
+		kc_error(e, r->inputs, 0, 0, "at most 100000 decode steps");
+		return -1;
+	}
+	long every = 1;
+	if (f->when.kind == WH_decode) {
+		double v = KC_RKIND(f->when.every) == RK_PAR ? r->par[KC_RIDX(f->when.every)] :
+		           f->con[KC_RIDX(f->when.every)];
+		every = v >= 1 && v <= 1e9 ? (long)v : 1;
+	}
+	int L = c->L, H = c->H, d = c->d, cap = c->n + (int)S;
+	size_t nlh = (size_t)L * H, ntok = nlh * (size_t)cap;
+	float *K = calloc(ntok * d + 1, sizeof *K), *V = calloc(ntok * d + 1, sizeof *V);
+	float *dK = NULL, *dV = NULL, *q = NULL;
+	int32_t *pos = calloc(ntok + 1, sizeof *pos), *len = calloc(nlh, sizeof *len);
+	double *st = calloc(ntok * (size_t)f->nst + 1, sizeof *st);
+	int rc = -1, last = 0;
+	if (!K || !V || !pos || !len || !st) {
+		kc_error(e, r->inputs, 0, 0, "out of memory");
+		goto done;
+	}
+	dK = tofloat(aK), dV = tofloat(aV), q = aq ? tofloat(aq) : NULL;
+	for (long s = 0; s < S; s++) {
+		/* the compressed cache (res) plus this step's token */
+		for (size_t lh = 0; lh < nlh; lh++) {
+			int m = res->len[lh];
+			for (int t = 0; t <= m; t++) {
+				size_t dst = lh * cap + t, src = lh * res->n + t;
+				const float *kr = t < m ? &res->K[src * d] : &dK[((size_t)s * nlh + lh) * d];
+				const float *vr = t < m ? &res->V[src * d] : &dV[((size_t)s * nlh + lh) * d];
+				memcpy(&K[dst * d], kr, (size_t)d * sizeof *K);
+				memcpy(&V[dst * d], vr, (size_t)d * sizeof *V);
+				if (t < m)
+					pos[dst] = res->pos[src];
+				else
+					pos[dst] = ap ? (int32_t)kc_array_get(ap, (size_t)s) :
+					           (m ? res->pos[src - 1] : r->pos[lh * c->n + c->n - 1]) + 1;
+				for (int k = 0; k < f->nst; k++)
+					st[((size_t)k * nlh + lh) * cap + t] = t < m ? res->state[((size_t)k * nlh + lh) * res->n + t] :
+					                                     f->st[k].init;
+			}
+			len[lh] = m + 1;
+		}
+		KiCase dc = *c;
+		dc.n = cap, dc.len = len, dc.K = K, dc.V = V, dc.pos = pos, dc.state = st;
+		dc.O = 0, dc.Q = NULL, dc.lse = NULL, dc.qpos = NULL, dc.step = (int)s;
+		if (q && ki_observe(f, &dc, q + (size_t)s * nlh * c->G * d, st, NULL, e) != 0)
+			goto done;
+		if ((s + 1) % every == 0) {
+			KiResult nr;
+			if (ki_run(f, &dc, &nr, e) != 0)
+				goto done;
+			ki_result_free(res);
+			*res = nr;
+			last = 1;
+		}
+	}
+	if (last) {       /* report over the last compressed cache */
+		free(r->K), free(r->V), free(r->pos), free(r->len);
+		r->K = K, r->V = V, r->pos = pos, r->len = len;
+		K = V = NULL, pos = len = NULL;
+		c->n = cap, c->len = r->len, c->K = r->K, c->V = r->V, c->pos = r->pos;
+	}
+	rc = 0;
+done:
+	free(K), free(V), free(pos), free(len), free(st), free(dK), free(dV), free(q);
+	return rc;
+}
+
+/* The result: scores and, per (layer, head), kept indices, rows and positions into
+** OUT.npz, or printed. */
 static int report(const KiFn *f, const KiCase *c, const KiResult *res, const char *out, KcErr *e)
 {
 	if (out) {
@@ -507,7 +609,18 @@ static int report(const KiFn *f, const KiCase *c, const KiResult *res, const cha
 				bad |= kc_npz_add(&w, nm, "<f4", 2, m, &res->K[lh * c->n * c->d]);
 				snprintf(nm, sizeof nm, "V.%d.%d", l, h);
 				bad |= kc_npz_add(&w, nm, "<f4", 2, m, &res->V[lh * c->n * c->d]);
+				snprintf(nm, sizeof nm, "pos.%d.%d", l, h);
+				bad |= kc_npz_add(&w, nm, "<i4", 1, m, &res->pos[lh * c->n]);
+				if (f->merge.kind != MG_drop) {
+					snprintf(nm, sizeof nm, "count.%d.%d", l, h);
+					bad |= kc_npz_add(&w, nm, "<f8", 1, m, &res->count[lh * c->n]);
+				}
 			}
+		if (f->merge.kind != MG_drop) {
+			long lh2[2] = { c->L, c->H };
+			bad |= kc_npz_add(&w, "sumat", "<i4", 2, lh2, res->sumat);
+			bad |= kc_npz_add(&w, "tau", "<f8", 2, lh2, res->tau);
+		}
 		int wr = bad ? (kc_error(e, out, 0, 0, "out of memory"), -1) : kc_npz_write(out, &w, e);
 		kc_npz_free(&w);
 		return wr;
@@ -534,8 +647,8 @@ static int cmd_run(int argc, char **argv)
 	const char *path = NULL, *inputs = NULL, *out = NULL, *dtype = NULL;
 	double ratio = NAN;
 	long budget = -1;
-	const char *params[64];
-	int nparams = 0;
+	const char *params[64], *weights[8];
+	int nparams = 0, nweights = 0;
 	for (int i = 0; i < argc; i++) {
 		const char *a = argv[i];
 		if (!strcmp(a, "--inputs") && i + 1 < argc)
@@ -556,6 +669,10 @@ static int cmd_run(int argc, char **argv)
 			if (nparams == 64)
 				die_usage("run: too many --param%s", "");
 			params[nparams++] = argv[++i];
+		} else if (!strcmp(a, "--weights") && i + 1 < argc) {
+			if (nweights == 8)
+				die_usage("run: too many --weights%s", "");
+			weights[nweights++] = argv[++i];
 		} else if (a[0] == '-')
 			die_usage("run: unknown option or missing value '%s'", a);
 		else if (!path)
@@ -586,8 +703,17 @@ static int cmd_run(int argc, char **argv)
 	r.inputs = inputs;
 	KiResult res;
 	memset(&res, 0, sizeof res);
-	int rc = readarrays(&z, &r, &e) || readargs(f, &z, params, nparams, ratio, budget, dtype, &r, &e) ||
-	         observe(f, &z, &r, &e) || ki_run(f, &r.c, &res, &e) || report(f, &r.c, &res, out, &e);
+	int rc = 0;
+	for (int i = 0; i < nweights && !rc; i++)
+		rc = kt_weights_read(&r.w, weights[i], &e);
+	rc = rc || kt_weights_add(&r.w, &z, "weight.", inputs, &e);
+	r.c.nw = r.w.n, r.c.w = r.w.w;
+	rc = rc || readarrays(&z, &r, &e) || readargs(f, &z, params, nparams, ratio, budget, dtype, &r, &e);
+	if (!rc && kc_npz_get(&z, "dk"))
+		rc = kt_rundecode(f, &r.c, &z, inputs, out, &e);
+	else if (!rc)
+		rc = observe(f, &z, &r, &e) || ki_run(f, &r.c, &res, &e) || decode(f, &z, &r, &res, &e) ||
+		     report(f, &r.c, &res, out, &e);
 	if (rc)
 		fail(&e);
 	ki_result_free(&res);
@@ -650,6 +776,8 @@ int main(int argc, char **argv)
 		return cmd_run(argc - 2, argv + 2);
 	if (!strcmp(cmd, "eval"))
 		return kt_eval(argc - 2, argv + 2);
+	if (!strcmp(cmd, "calibrate"))
+		return kt_calibrate(argc - 2, argv + 2);
 	if (!strcmp(cmd, "dev"))
 		return kt_dev(argc - 2, argv + 2);
 	if (!strcmp(cmd, "tune"))

@@ -7,6 +7,7 @@
 #define KVCC_TOOLS_H
 
 #include "compiler/ir.h"
+#include "compiler/interp.h"
 
 /* main.c: a policy from POLICY.lua (through the sandbox) or FILE.kir (parsed and
 ** verified); NULL with e set. */
@@ -17,6 +18,10 @@ KC_FUNC KiFn *kt_load(const char *path, KcErr *e);
 ** running), 2 (bad arguments). */
 KC_FUNC int kt_eval(int argc, char **argv);
 
+/* calibrate.c: `kvcc calibrate --model M --tokenizer T --data FILE [options]`: the weights
+** of the learned policies. Returns the exit status: 0, 1 (an error), 2 (bad arguments). */
+KC_FUNC int kt_calibrate(int argc, char **argv);
+
 /* dev.c: `kvcc dev COMMAND ...`; argv holds the arguments after "dev". Returns the exit
 ** status: 0, 1 (a compile error), 2 (bad arguments). */
 KC_FUNC int kt_dev(int argc, char **argv);
@@ -24,5 +29,25 @@ KC_FUNC int kt_dev(int argc, char **argv);
 /* tune.c: `kvcc tune POLICY.lua [options]` (doc/tune.md); argv after "tune". Returns the exit
 ** status: 0, 1 (does not compile, or the database cannot be written), 2 (bad arguments). */
 KC_FUNC int kt_tune(int argc, char **argv);
+
+/* rundecode.c: `kvcc run` on a decode case (dk, dv, dq: generation step by step through
+** the interpreter); c0 is the case as read, z the case file. 0, or -1 with e set. */
+struct KiCase;
+struct KcNpz;
+KC_FUNC int kt_rundecode(const KiFn *f, const struct KiCase *c0, const struct KcNpz *z, const char *inputs,
+                         const char *out, KcErr *e);
+
+/* weights.c: policy weights from .npz arrays (as doubles, matched to a policy by name
+** when it runs). */
+#define KT_MAXWEIGHTS 64
+typedef struct KtWeights {
+	KiWData w[KT_MAXWEIGHTS];
+	char *name[KT_MAXWEIGHTS];
+	int n;
+} KtWeights;
+KC_FUNC int kt_weights_add(KtWeights *w, const struct KcNpz *z, const char *prefix, const char *path,
+                           KcErr *e);
+KC_FUNC int kt_weights_read(KtWeights *w, const char *path, KcErr *e);
+KC_FUNC void kt_weights_free(KtWeights *w);
 
 #endif

@@ -367,6 +367,8 @@ int kp_generate(const KiFn *f, const KpCudaOpts *o, KpCudaOut *out, KcErr *e)
 		return kc_error(e, f->src, f->line, f->col, "GPU backend: head_dim %d / group %d out of range", g.D, g.G), -1;
 	if (f->npar > KVG_MAXPAR)
 		return kc_error(e, f->src, f->line, f->col, "GPU backend: %d params, at most %d", f->npar, KVG_MAXPAR), -1;
+	if (kp_unsupported(f, e) != 0)   /* merge rules, the issue-13 language (compiler/support.c) */
+		return -1;
 	/* the same mapping rules as the x86 plan where it applies (state and x.attn are ours) */
 	int ustate = uses(f, f->score, KO_state), uattn = uses(f, f->score, KO_attn);
 	if (ustate < 0 || uattn < 0)

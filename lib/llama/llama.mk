@@ -11,11 +11,11 @@
 LLAMAOBJ = $(addprefix $(B)/lib/llama/,tokenizer.o model.o stories.o kvglue.o file.o)
 LLAMA_DECODE := $(shell grep -q 'kvcc_decode_layer' include/kvcc.h 2>/dev/null && echo -DLLAMA_KVCC_DECODE)
 
-$(LLAMAOBJ) $(B)/examples/llama/main.o $(B)/tools/eval.o: CFLAGS += $(LLAMA_DECODE)
+$(LLAMAOBJ) $(B)/examples/llama/main.o $(B)/tools/eval.o $(B)/tools/calibrate.o: CFLAGS += $(LLAMA_DECODE)
 
 $(B)/libllama.a: $(LLAMAOBJ)
 	rm -f $@
 	ar rcs $@ $^
 
 # kvcc eval runs the model
-$(B)/kvcc: $(B)/tools/eval.o $(B)/libllama.a
+$(B)/kvcc: $(B)/tools/eval.o $(B)/tools/calibrate.o $(B)/libllama.a

@@ -14,3 +14,10 @@ check-errors: $(B)/kvcc
 	$(PYTHON) tests/errors/run_output.py $(B)/kvcc $(B)/npz-fuzz
 
 .PHONY: check-errors
+
+# kvcc run with policy weights and the selection rules' run-time checks (issue 13)
+check-errors-weights: $(B)/kvcc
+	$(PYTHON) tests/errors/run_weights.py $(B)/kvcc $(B)/errors-weights
+
+check-errors: check-errors-weights
+.PHONY: check-errors-weights

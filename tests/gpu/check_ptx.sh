@@ -17,6 +17,12 @@ if ! "$B/kvcc" dev cuda policies/knorm.lua --head-dim 8 >/dev/null 2>"$out/probe
 	cat "$out/probe.err"; echo "0 passed, 1 failed, 0 skipped"; exit 1
 fi
 for p in policies/*.lua tests/policies/scope_*.lua; do
+	# a policy the planner refuses (issue 13 rules not yet in the kernels) is a SKIP that says so
+	if "$B/kvcc" dev cuda "$p" --head-dim 8 --gen-only >"$out/log" 2>&1; then :; else
+		if grep -q "is not compiled to kernels yet" "$out/log"; then
+			echo "SKIP $p: $(head -1 "$out/log")"; skip=$((skip + 1)); continue
+		fi
+	fi
 	for spec in "f32 128 1" "bf16 128 4" "f16 64 2" "bf16 96 2" "f32 8 4"; do
 		set -- $spec
 		if "$B/kvcc" dev cuda "$p" --gpu-arch sm_80,sm_90 --dtype $1 --head-dim $2 --group $3 -v \

@@ -2,9 +2,12 @@
 """gen_golden.py OUTDIR -- write kvcc's golden cases (one uncompressed .npz per case) and
 OUTDIR/cases.txt ("<policy> <file>" per line, file relative to OUTDIR).
 
+The selection-rule policies of issue 13 (manifest oracle `selref`) come from gen_select.py.
+
 The policies are those of the manifest tests/policies.tsv whose matrices include golden and
 whose oracle is kvref: the cases listed in CASES, or the STANDARD shapes for a policy CASES
-does not list; the manifest's obs column gives each case's observation count.
+does not list; the manifest's obs column gives each case's observation count. The merge
+policies (oracle mergeref) get merge_golden.py's cases.
 
 Deterministic: fixed seed per case; when the boundary margin of a draw is below MIN_MARGIN
 the inputs are re-drawn with the next seed.  The npz archives are written with fixed
@@ -22,6 +25,8 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import kvref  # noqa: E402
+import merge_golden  # noqa: E402
+import gen_select  # noqa: E402
 
 MIN_MARGIN = 1e-4
 MAX_REDRAWS = 50
@@ -402,6 +407,27 @@ def main(argv):
         lines.append("%s %s" % (case[0], fname))
         if verbose:
             print("%-48s seed=%d n_keep=%s margin=%.3g" % (fname, seed, res["n_keep"], res["margin"]))
+    for policy, fname, arrays, seed, margin in merge_golden.cases(manifest, make_inputs):
+        if fname in seen:
+            raise RuntimeError("duplicate case " + fname)
+        seen.add(fname)
+        write_npz(os.path.join(out, fname), arrays)
+        lines.append("%s %s" % (policy, fname))
+        if verbose:
+            print("%-48s seed=%d margin=%.3g" % (fname, seed, margin))
+    for case in gen_select.CASES:
+        m = manifest.get(case[0], {})
+        if "golden" not in m.get("matrices", ()) or m.get("oracle") != "selref":
+            raise RuntimeError("selref case %s__%s: %s has no selref golden line in %s"
+                               % (case[0], case[1], case[0], MANIFEST))
+        fname, arrays, margin, seed = gen_select.build(case, make_inputs, kvref.round_storage)
+        if fname in seen:
+            raise RuntimeError("duplicate case " + fname)
+        seen.add(fname)
+        write_npz(os.path.join(out, fname), arrays)
+        lines.append("%s %s" % (case[0], fname))
+        if verbose:
+            print("%-48s seed=%d margin=%.3g" % (fname, seed, margin))
     with open(os.path.join(out, "cases.txt"), "w") as f:
         f.write("\n".join(lines) + "\n")
     print("gen_golden: %d cases in %s (%.1f s)" % (len(lines), out, time.time() - t0))

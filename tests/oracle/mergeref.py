@@ -262,8 +262,10 @@ def kmeans_summary(K, V, pos, evicted, C, iters, counts=None):
     if iters < 1:
         raise ValueError("k-means needs at least one Lloyd iteration")
     E = np.asarray(evicted, dtype=np.int64)
-    if E.size < C:
-        raise ValueError("fewer evicted tokens than centroids")
+    if E.size < 1:
+        raise ValueError("no evicted token to summarize")
+    # fewer evicted tokens than centroids (M6'): the init repeats tokens; the repeats lose
+    # every assignment tie to the lower centroid and stay empty (count 0)
     c = np.ones(K.shape[0]) if counts is None else np.asarray(counts, dtype=np.float64)
     init = kmeans_init(E, C)
     Kc = K[init].astype(np.float64).copy()
@@ -280,6 +282,30 @@ def kmeans_summary(K, V, pos, evicted, C, iters, counts=None):
     pc = np.array([int(pos[m].max()) if m.size else int(pos[init[j]]) for j, m in enumerate(members)])
     cnt = np.array([float(c[m].sum()) for m in members])
     return Kc, Vc, pc, cnt, members
+
+
+def kmeans_margin(K, evicted, C, iters, counts=None):
+    """Smallest relative gap between the nearest and the second-nearest centroid over every
+    assignment of kmeans_summary's iterations (inf for C < 2): golden inputs keep it away
+    from 0 so that no assignment depends on rounding."""
+    E = np.asarray(evicted, dtype=np.int64)
+    if E.size == 0 or C < 2:
+        return math.inf
+    c = np.ones(K.shape[0]) if counts is None else np.asarray(counts, dtype=np.float64)
+    Kc = K[kmeans_init(E, C)].astype(np.float64).copy()
+    m = math.inf
+    for _ in range(iters):
+        d2 = ((K[E][:, None, :] - Kc[None, :, :]) ** 2).sum(axis=2)
+        for r in np.sort(d2, axis=1):
+            if r[0] != r[1]:         # an exact tie: repeated init tokens, lower index either way
+                m = min(m, abs(r[1] - r[0]) / max(abs(r[1]), 1e-30))
+        a = np.argmin(d2, axis=1)
+        for j in range(C):
+            mem = E[a == j]
+            if mem.size:
+                w = c[mem]
+                Kc[j] = (w[:, None] * K[mem]).sum(axis=0) / w.sum()
+    return m
 
 
 def online_update(Kc, Vc, pc, cnt, Kx, Vx, px, cx):
@@ -451,15 +477,16 @@ def d2o_prefill(K, V, Q, ratio=None, budget=None, recent=8, qpos=None, pos=None)
     return R
 
 
-def razor(K, V, ratio=None, budget=None, sinks=4, retrieval=None, pos=None):
-    """RazorAttention (Tang et al. 2024, [P]), one rule for every head until head classes
-    arrive (issue 12): keep the first `sinks` tokens and the newest tokens so that sinks +
-    recent + 1 = n_keep, and one compensation token = mean of the evicted keys and values,
-    position = largest evicted position, count = |E| (count bias log|E| in decode attention).
-    retrieval [L,H] bool (optional head classes): those heads keep everything."""
+def razor(K, V, ratio=None, budget=None, sinks=4, retrieval=None, pos=None, S0=0):
+    """RazorAttention (Tang et al. 2025, [P]): retrieval heads (retrieval [L,H] bool, the head
+    classes; None: no retrieval head) keep everything; every other head keeps the first
+    `sinks` tokens and the newest ones, the window max(S0, n_keep - sinks - 1) (the paper's
+    max(S0, n / C); the compensation token counts in the budget), and one compensation token
+    = mean of the evicted keys and values, position = largest evicted position, count = |E|
+    (count bias log|E| in decode attention)."""
     L, H, n, d = K.shape
     pos = np.arange(n) if pos is None else np.asarray(pos)
-    nk = _n_keep(n, ratio, budget)
+    nk = max(_n_keep(n, ratio, budget), sinks + S0 + 1)
     R = _result(L, H)
     for l in range(L):
         for h in range(H):
@@ -587,7 +614,8 @@ class DecodeCache:
                  compensation token; C > 1: the seed's online k-means)."""
 
     def __init__(self, K, V, pos, state, summary=None, budget=None, recent=1, rule="drop",
-                 weight="average", ema_beta=None, tau=None, bias=False, counts=None):
+                 weight="average", ema_beta=None, tau=None, bias=False, counts=None, C=None,
+                 iters=1, dtype=None):
         self.K = np.asarray(K, dtype=np.float64).copy()
         self.V = np.asarray(V, dtype=np.float64).copy()
         self.pos = np.asarray(pos, dtype=np.int64).copy()
@@ -597,6 +625,13 @@ class DecodeCache:
         self.summary = summary
         self.budget, self.recent, self.rule, self.weight = budget, recent, rule, weight
         self.ema_beta, self.tau, self.bias = ema_beta, tau, bias
+        # M10 (kvcc): rule 'summary' without summary rows builds C of them (Lloyd, `iters`) at
+        # the first compression that evicts; the stored rows are rounded to `dtype` after
+        # each compression (the cache's storage type; None: float64 throughout).
+        self.C, self.iters, self.dtype = C, iters, dtype
+        # smallest relative gap of any decision taken so far (selection boundary, nearest
+        # target, threshold test, centroid assignment): golden cases keep it >= 1e-4
+        self.margin = math.inf
 
     def rows(self):
         """All rows in storage order: ordinary then summary. (K, V, pos, count)"""
@@ -626,28 +661,75 @@ class DecodeCache:
             self.summary[4][:] += acc[m:]
         C = 0 if self.summary is None else self.summary[0].shape[0]
         if self.budget is not None and m > self.budget - C:
-            self._compress(self.budget - C)
+            if C == 0 and self.rule == "summary" and self.C:
+                self._compress(self.budget - self.C)     # M10: the first summary rows
+            else:
+                self._compress(self.budget - C)
         return np.array(outs)
+
+    def _note(self, gap, scale):
+        """Record a decision's relative gap."""
+        if np.isfinite(gap):
+            self.margin = min(self.margin, abs(gap) / max(abs(scale), 1e-30))
+
+    def _round(self):
+        import kvref
+        if self.dtype is None:
+            return
+        self.K = kvref.round_storage(self.K, self.dtype).astype(np.float64)
+        self.V = kvref.round_storage(self.V, self.dtype).astype(np.float64)
+        if self.summary is not None:
+            Kc, Vc, pc, cnt, st = self.summary
+            self.summary = (kvref.round_storage(Kc, self.dtype).astype(np.float64),
+                            kvref.round_storage(Vc, self.dtype).astype(np.float64), pc, cnt, st)
 
     def _compress(self, keep):
         m = self.K.shape[0]
         kept = topk_keep(self.state, keep, 0, self.recent)
         ev = np.setdiff1d(np.arange(m), kept)
+        prot = np.zeros(m, dtype=bool)
+        prot[m - self.recent:] = True
+        kmask = np.zeros(m, dtype=bool)
+        kmask[kept] = True
+        a, b = self.state[kmask & ~prot], self.state[~kmask & ~prot]
+        if a.size and b.size:
+            self._note(a.min() - b.max(), max(abs(a.min()), abs(b.max())))
         if self.rule == "nearest":
             tgt, ms = nearest_targets(self.K, kept, ev)
+            if ev.size and kept.size > 1:
+                S = np.sort(cosine(self.K[ev], self.K[kept]), axis=1)
+                for i in range(ev.size):
+                    self._note(S[i, -1] - S[i, -2], S[i, -1])
             if self.ema_beta is not None and ev.size:
                 mean_ms = float(np.nanmean(ms))
                 self.tau = mean_ms if self.tau is None or math.isnan(self.tau) else \
                     self.ema_beta * self.tau + (1.0 - self.ema_beta) * mean_ms
+                for x in ms:
+                    self._note(x - self.tau, self.tau)
                 tgt = np.where(ms >= self.tau, tgt, -1)
             wk, we = weights(self.weight, self.K, self.V, kept, ev, tgt, ms, self.state)
             Kk, Vk, ck = merge(self.K, self.V, kept, ev, tgt, wk, we, counts=self.count)
         else:
             Kk, Vk, ck = self.K[kept], self.V[kept], self.count[kept]
-            if self.rule == "summary" and ev.size:
+            if self.rule == "summary" and ev.size and self.summary is None:
+                self._note(kmeans_margin(self.K, ev, self.C, self.iters, self.count), 1.0)
+                Kc, Vc, pc, cnt, members = kmeans_summary(self.K, self.V, self.pos, ev, self.C,
+                                                          self.iters, self.count)
+                self.summary = (Kc, Vc, pc, cnt, np.zeros(self.C))
+            elif self.rule == "summary" and ev.size:
                 Kc, Vc, pc, cnt, st = self.summary
+                self._note_assign(self.K[ev], Kc)
                 Kc, Vc, pc, cnt, _ = online_update(Kc, Vc, pc, cnt, self.K[ev], self.V[ev],
                                                    self.pos[ev], self.count[ev])
                 self.summary = (Kc, Vc, pc, cnt, st)
         self.K, self.V, self.count = Kk, Vk, ck
         self.pos, self.state = self.pos[kept], self.state[kept]
+        self._round()
+
+    def _note_assign(self, Kx, Kc):
+        """Gap between the nearest and the second-nearest centroid of each row."""
+        if Kc.shape[0] < 2:
+            return
+        d2 = np.sort(((Kx[:, None, :] - Kc[None, :, :]) ** 2).sum(axis=2), axis=1)
+        for r in d2:
+            self._note(r[1] - r[0], r[1])

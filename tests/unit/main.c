@@ -23,6 +23,7 @@
 	X(policies) \
 	X(plan) \
 	X(sandbox) \
+	X(merge) \
 	X(chains)
 
 #define DECLARE(area) Suite *area##_suite(void);

@@ -1,7 +1,8 @@
 /*
 ** Long policies: chains of instructions as long as the limit (KI_MAXINS) go
 ** through every stage that walks operands — verifier, passes, plan, the
-** reference interpreter (compress and the observe hook) and the CUDA C
+** reference interpreter (compress and the observe hook; a merge rule's pair
+** expression and the ordinary values under it) and the CUDA C
 ** generator — on a 256 KiB stack, so that a recursion over operands (as deep
 ** as the chain) fails here rather than on a user's policy. One instruction
 ** more, or a param or state too many, is a parse error at the limit.
@@ -15,7 +16,7 @@
 #include "compiler/plan.h"
 #include "codegen/ptx/ptx.h"
 
-enum { CH_SCORE, CH_OBSERVE, CH_ATTN };
+enum { CH_SCORE, CH_OBSERVE, CH_ATTN, CH_MERGE };
 
 /* A policy whose score (or observe update) is a chain of n instructions in all. */
 static char *chain(int n, int kind)
@@ -39,6 +40,14 @@ static char *chain(int n, int kind)
 		k += (size_t)snprintf(s + k, cap - k, "%%0 = input K [token, chan]\n%%1 = norm %%0 chan [token]\n");
 		first = 2;
 	}
+	if (kind == CH_MERGE) {  /* half an ordinary [token, chan] chain under erow, half a pair chain */
+		int m = n / 2;
+		for (int i = first; i < m; i++)
+			k += (size_t)snprintf(s + k, cap - k, "%%%d = add %%%d, 1 [token, chan]\n", i, i == first ? 0 : i - 1);
+		k += (size_t)snprintf(s + k, cap - k, "%%%d = erow %%%d [chan]\n%%%d = krow %%0 [chan]\n"
+		                      "%%%d = dot %%%d, %%%d chan []\n", m, m - 1, m + 1, m + 2, m, m + 1);
+		first = m + 3, ax = "[]";
+	}
 	for (int i = first; i < n; i++)
 		k += (size_t)snprintf(s + k, cap - k, "%%%d = add %%%d, 1 %s\n", i, i - 1, ax);
 	if (kind == CH_ATTN)
@@ -47,9 +56,15 @@ static char *chain(int n, int kind)
 		                      "obs 2\n", n, n - 1, n + 1, n, n + 2, n + 1, n + 2);
 	else if (kind == CH_OBSERVE)
 		k += (size_t)snprintf(s + k, cap - k, "score %%1\nobserve acc %%%d\n", n - 1);
+	else if (kind == CH_MERGE)
+		k += (size_t)snprintf(s + k, cap - k, "score %%1\n");
 	else
 		k += (size_t)snprintf(s + k, cap - k, "score %%%d\n", n - 1);
-	snprintf(s + k, cap - k, "select topk\nmerge drop\nwhen %s\n", kind == CH_OBSERVE ? "decode every=1" : "prefill");
+	if (kind == CH_MERGE)
+		snprintf(s + k, cap - k, "select topk\nmerge nearest sim=%%%d threshold=none weight=1 self=1 update=mean "
+		         "keys=1 values=1 bias=0\nwhen prefill\n", n - 1);
+	else
+		snprintf(s + k, cap - k, "select topk\nmerge drop\nwhen %s\n", kind == CH_OBSERVE ? "decode every=1" : "prefill");
 	return s;
 }
 
@@ -88,6 +103,9 @@ static void *pipeline(void *ud)
 		** planner walks all of it and refuses with a position, without recursing */
 		STAGE(kp_build(f, &p, &e) != 0 && strstr(e.msg, "not generated yet"), "plan (a refusal)");
 		e = (KcErr){ 0 };
+	} else if (j->kind == CH_MERGE) {     /* no merge kernels yet (support.c) */
+		STAGE(kp_build(f, &p, &e) != 0 && strstr(e.msg, "not compiled to kernels yet"), "plan (a refusal)");
+		e = (KcErr){ 0 };
 	} else {
 		STAGE(kp_build(f, &p, &e) == 0, "plan");
 		kp_free(&p);
@@ -99,6 +117,9 @@ static void *pipeline(void *ud)
 	KpCudaOpts o = { .dtype = KVCC_BF16, .head_dim = 64, .group = 1, .gen_only = 1 };
 	if (j->kind == CH_ATTN)       /* the GPU backend applies the same planner first */
 		STAGE(kp_compile_cuda(f, &o, &out, &e) != 0 && strstr(e.msg, "not generated yet"), "CUDA C (a refusal)");
+	else if (j->kind == CH_MERGE)
+		STAGE(kp_compile_cuda(f, &o, &out, &e) != 0 && strstr(e.msg, "not compiled to kernels yet"),
+		      "CUDA C (a refusal)");
 	else {
 		STAGE(kp_compile_cuda(f, &o, &out, &e) == 0, "CUDA C");
 		kp_cuda_free(&out);
@@ -132,6 +153,9 @@ END_TEST
 START_TEST(test_chain_attn) { run_small_stack(CH_ATTN); }
 END_TEST
 
+START_TEST(test_chain_merge) { run_small_stack(CH_MERGE); }
+END_TEST
+
 /* KI_MAXINS + 1 instructions: an error at the first one too many */
 START_TEST(test_chain_limit)
 {
@@ -147,7 +171,7 @@ START_TEST(test_chain_limit)
 }
 END_TEST
 
-/* one param or state more than a policy.lua may declare */
+/* one param, state or weight more than a policy.lua may declare */
 START_TEST(test_param_state_limits)
 {
 	char *s = malloc(64 * 1024);
@@ -166,6 +190,13 @@ START_TEST(test_param_state_limits)
 	ck_assert_ptr_null(ki_parse(s, "p.kir", &e));
 	snprintf(want, sizeof want, "p.kir:%d:7: error: too many states (at most %d)", KI_MAXST + 2, KI_MAXST);
 	ck_assert_str_eq(e.msg, want);
+	k = (size_t)sprintf(s, "policy \"p\" source \"p.lua\"\n");
+	for (int i = 0; i <= KI_MAXW; i++)
+		k += (size_t)sprintf(s + k, "weight w%d [layer, head]\n", i);
+	memset(&e, 0, sizeof e);
+	ck_assert_ptr_null(ki_parse(s, "p.kir", &e));
+	snprintf(want, sizeof want, "p.kir:%d:8: error: too many weights (at most %d)", KI_MAXW + 2, KI_MAXW);
+	ck_assert_str_eq(e.msg, want);
 	free(s);
 }
 END_TEST
@@ -178,6 +209,7 @@ Suite *chains_suite(void)
 	tcase_add_test(tc, test_chain_score);
 	tcase_add_test(tc, test_chain_observe);
 	tcase_add_test(tc, test_chain_attn);
+	tcase_add_test(tc, test_chain_merge);
 	tcase_add_test(tc, test_chain_limit);
 	tcase_add_test(tc, test_param_state_limits);
 	suite_add_tcase(s, tc);

@@ -385,6 +385,22 @@ static void interp(const KiFn *f, KiResult *r)
 	c.dtype = KVCC_F32;
 	c.ratio = 0.5;
 	c.budget = -1;
+	/* the declared weights, filled with small values (out axes: 5 unless fixed) */
+	static KiWData wd[KI_MAXW];
+	static double wdata[KI_MAXW][L * Hh * G * D * 8];
+	for (int i = 0; i < f->nw; i++) {
+		wd[i].name = f->w[i].name, wd[i].ndim = f->w[i].ndim, wd[i].data = wdata[i];
+		size_t cnt = 1;
+		for (int k = 0; k < f->w[i].ndim; k++) {
+			static const long ext[WA_NUM] = { L, Hh, G, D, 5 };
+			wd[i].shape[k] = f->w[i].ax[k] == WA_out && f->w[i].size ? f->w[i].size : ext[f->w[i].ax[k]];
+			cnt *= (size_t)wd[i].shape[k];
+		}
+		ck_assert(cnt <= sizeof wdata[0] / sizeof wdata[0][0]);
+		for (size_t k = 0; k < cnt; k++)
+			wdata[i][k] = frand(&s);
+	}
+	c.nw = f->nw, c.w = wd;
 	KcErr e = { 0 };
 	memset(r, 0, sizeof *r);
 	ck_assert_msg(ki_run(f, &c, r, &e) == 0, "%s", e.msg);

@@ -62,7 +62,7 @@ static void b_obsall(KiFn *f) { f->obs_all = 1; }
 static void b_selins(KiFn *f) { f->sel.keep_first = INS(3); }
 static void b_selscope(KiFn *f) { f->sel.scope = 7; }
 static void b_selref(KiFn *f) { f->sel.beta = KC_REF(RK_CON, 40); }
-static void b_merge(KiFn *f) { f->merge.kind = 3; }
+static void b_merge(KiFn *f) { f->merge.kind = 9; }
 static void b_decode(KiFn *f) { f->when.kind = WH_decode; }
 static void b_prefill(KiFn *f) { f->when.every = f->sel.chunk; }
 static void b_wkind(KiFn *f) { f->when.kind = 2; }
@@ -109,7 +109,7 @@ static const struct {
 	{ t_snapkv, b_headaxis, SNAP "8:10: error: instruction %6 (mean) needs a tensor axis, has head" },
 	{ t_snapkv, b_aux, SNAP "7:12: error: instruction %0 (input) has aux 6 out of range (0 .. 5)" },
 	{ t_snapkv, b_auxmul, SNAP "7:35: error: instruction %4 (mul) has aux 1 out of range (0 .. 0)" },
-	{ t_snapkv, b_auxinfo, SNAP "7:40: error: instruction %3 (info) has aux 6 out of range (0 .. 5)" },
+	{ t_snapkv, b_auxinfo, SNAP "7:40: error: instruction %3 (info) has aux 8 out of range (0 .. 7)" },
 	{ t_snapkv, b_axes, SNAP "8:25: error: instruction %7 (mean) has result axes [] but its axis rule gives [token]" },
 	{ t_snapkv, b_leafaxes, SNAP "7:22: error: instruction %1 (input) has result axes [token] but its axis rule gives [token, chan]" },
 	{ t_snapkv, b_rule, SNAP "8:10: error: instruction %6 (mean): reduce over axis 'chan' but the operand has axes [group, obs, token]" },
@@ -122,7 +122,7 @@ static const struct {
 	{ t_snapkv, b_selins, SNAP "14:12: error: select keep_first must be a constant or a param, not %3" },
 	{ t_snapkv, b_selscope, SNAP "14:12: error: select has a bad kind, scope or schedule (0, 7, 0)" },
 	{ t_snapkv, b_selref, SNAP "14:12: error: select beta has a bad ref 0x40000028 (kind 2, index 40)" },
-	{ t_snapkv, b_merge, SNAP "15:11: error: merge has a bad kind 3" },
+	{ t_snapkv, b_merge, SNAP "15:11: error: merge has a bad kind or field (9, 0, 0)" },
 	{ t_snapkv, b_decode, SNAP "16:10: error: when decode needs every=N" },
 	{ t_snapkv, b_prefill, SNAP "16:10: error: when prefill takes no every" },
 	{ t_snapkv, b_wkind, SNAP "16:10: error: when has a bad kind 2" },
@@ -132,8 +132,8 @@ static const struct {
 	{ t_snapkv, b_parname, SNAP "3:26: error: param name 'two words' is not an identifier" },
 	{ t_snapkv, b_nopos, "policies/snapkv.lua: error: instruction %4 has a bad op 200" },
 	{ t_snapkv, b_tables, SNAP "12:8: error: malformed policy tables" },
-	{ t_h2o, h_attn, H2O "4:58: error: attn (decode attention) is only available in the observe hook, but it reaches the score" },
-	{ t_h2o, h_attnobs, H2O "4:58: error: attn (decode attention) is only available in the observe hook, but it reaches the score" },
+	{ t_h2o, h_attn, H2O "4:58: error: attn (decode attention) is only available in the observe hook, but it reaches the score or the merge rule" },
+	{ t_h2o, h_attnobs, H2O "4:58: error: attn (decode attention) is only available in the observe hook, but it reaches the score or the merge rule" },
 	{ t_h2o, h_update, H2O "2:8: error: the update of state 'acc' must have axes within [token], it has [group, token]" },
 	{ t_h2o, h_updref, H2O "2:8: error: the update of state 'acc' has a bad ref 0x20000005 (kind 1, index 5)" },
 	{ t_h2o, h_stateaux, H2O "4:40: error: instruction %0 (state) has aux 1 out of range (0 .. 0)" },

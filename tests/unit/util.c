@@ -20,7 +20,9 @@ KcRef t_ins(KiFn *f, int op, KcRef a, KcRef b, KcRef c, int axis, int aux, uint3
 	in.line = line, in.col = col;
 	switch (op) {
 	case KO_input: in.axes = ki_inputaxes(aux); break;
-	case KO_state: in.axes = AXM(AX_token); break;
+	case KO_state:
+	case KO_carry: in.axes = AXM(AX_token); break;
+	case KO_weight: in.axes = ki_weightaxes(&f->w[aux]); break;
 	case KO_attn: in.axes = AXM(AX_group) | AXM(AX_token); break;
 	case KO_index: in.axes = AXM(axis); break;
 	case KO_size:
@@ -132,6 +134,28 @@ KiFn *t_allops(void)
 	KcRef p1 = I(avgpool, s3, kern, N, AX_token, 0, 19, 1);
 	KcRef p2 = I(maxpool, p1, ki_const(f, 3), N, AX_token, 0, 19, 2);
 	KcRef h = I(hmean, p2, N, N, -1, 0, 19, 3);
+	/* issue 13: weights (with an out axis), scans, segments, shifts, the new elementwise ops */
+	KiWeight wd = { .name = "wo", .ndim = 4, .ax = { WA_layer, WA_out, WA_head, WA_chan }, .line = 4, .col = 2 };
+	KiWeight wf = { .name = "fix", .ndim = 2, .ax = { WA_out, WA_group }, .size = 5 };
+	int w0 = ki_addweight(f, &wd), w1 = ki_addweight(f, &wf);
+	int g = ki_addstate(f, "gate", NAN);
+	KcRef wv = I(sum, I(abs, I(dot, K, I(weight, N, N, N, -1, w0, 22, 1), N, AX_chan, 0, 22, 2), N, N, -1, 0,
+	             22, 3), N, N, AX_out, 0, 22, 4);
+	KcRef wfx = I(sum, I(sum, I(weight, N, N, N, -1, w1, 22, 5), N, N, AX_out, 0, 22, 6), N, N, AX_group, 0, 22, 7);
+	static const int un2[] = { KO_sin, KO_cos, KO_floor, KO_rint };
+	KcRef y = wv;
+	for (int i = 0; i < 4; i++)
+		y = t_ins(f, un2[i], y, N, N, -1, 0, 23, (uint32_t)i + 1);
+	KcRef cr = I(carry, N, N, N, -1, g, 24, 1);
+	KcRef step = I(add, I(mul, cr, inf, N, -1, 0, 24, 2), y, N, -1, 0, 24, 3);
+	KcRef scan = I(scan, step, wfx, N, -1, g, 24, 4);
+	f->st[g].update = scan;
+	static const int seg[] = { KO_ssum, KO_smean, KO_smax, KO_smin, KO_srank };
+	KcRef z = I(shift, I(shift, K, ki_const(f, -1), ki_const(f, 0), AX_chan, 0, 25, 1), kern, inf, AX_token, 0, 25, 2);
+	for (int i = 0; i < 5; i++)
+		z = t_ins(f, seg[i], z, kern, ki_const(f, INFINITY), AX_token, 0, 26, (uint32_t)i + 1);
+	KcRef extra = I(add, scan, I(sum, z, N, N, AX_chan, 0, 27, 1), N, -1, 0, 27, 2);
+	h = I(add, h, extra, N, -1, 0, 27, 3);
 	f->score = I(mul, I(add, sc, h, N, -1, 0, 20, 1), inf_[INF_scale], N, -1, 0, 20, 2);
 	f->st[acc].update = I(add, st, I(sum, at, N, N, AX_group, 0, 21, 1), N, -1, 0, 21, 2);
 	f->obs_all = 1;
@@ -143,6 +167,15 @@ KiFn *t_allops(void)
 	f->sel.beta = ki_const(f, 0.25);
 	f->when.kind = WH_decode;
 	f->when.every = kern;
+	/* a merge rule reading every pair op (next: the targets of e) */
+	KcRef ek = I(erow, K, N, N, -1, 0, 22, 1), kk = I(krow, K, N, N, -1, 0, 22, 2);
+	KcRef w = I(add, I(dot, ek, kk, N, AX_chan, 0, 22, 3), I(tmean, pos, N, N, -1, 0, 22, 4), N, -1, 0, 22, 5);
+	f->merge.kind = MG_next;
+	f->merge.weight = I(add, w, I(pinfo, N, N, N, -1, PI_ntargets, 22, 6), N, -1, 0, 22, 7);
+	f->merge.self = I(mul, I(krow, pos, N, N, -1, 0, 23, 1), I(pinfo, N, N, N, -1, PI_absorbed, 23, 2),
+	                  N, -1, 0, 23, 3);
+	f->merge.m = kern;
+	f->merge.update = MU_sum, f->merge.values = 1, f->merge.bias = 1;
 	f->merge.line = 30, f->merge.col = 4294967295u;
 	return f;
 }

@@ -1,0 +1,37 @@
+/*
+** The merge rule mapped onto the compact_merge skeleton's pieces (DESIGN §5), target
+** independent: which pair instructions depend on the evicted row only (computed once per
+** evicted row), on the kept row only (once per kept row), or on both, and whether the
+** similarity has the tiled-product form
+**
+**     sim(e, k) = F(e · k, E-scalars of e, K-scalars of k)
+**
+** with one cross dot product over chan between a [chan] value of e and a [chan] value of k
+** (cosine of keys: dot / max(|e| |k|, 1e-8); a plain dot; -|e - k|^2 written through
+** norms ...). Then the [evicted x kept] similarities are a tiled matrix product followed by
+** a per-pair scalar epilogue, never materialized beyond a tile. A similarity of another
+** form is evaluated pair by pair.
+*/
+#ifndef KVCC_MPLAN_H
+#define KVCC_MPLAN_H
+
+#include "compiler/ir.h"
+
+enum { KM_NONE = 0, KM_E = 1, KM_K = 2, KM_X = 3 };   /* side of a pair instruction */
+
+typedef struct KmSim {
+	int fast;             /* the tiled-product form */
+	int dot;              /* the cross dot's instruction (fast) */
+	int eop, kop;         /* its [chan] operands: the e side, the k side (fast) */
+	int nepi;             /* epilogue: the KM_X scalar instructions after the dot, in order */
+	int epi[64];
+	const char *why;      /* not fast: the reason (for kvcc compile -v) */
+} KmSim;
+
+/* side[i] for every instruction (KM_NONE for ordinary values and for the pair leaves
+** pinfo sim / absorbed / ntargets, which are neither row's). side has nins entries. */
+KC_FUNC void km_sides(const KiFn *f, uint8_t *side);
+/* The form of the similarity root r (the merge rule's sim). */
+KC_FUNC void km_simform(const KiFn *f, KcRef r, KmSim *s);
+
+#endif

@@ -1,0 +1,5 @@
+local kv = require "kvcc"
+return kv.policy "p" {
+  score = function(x) return x.t end,
+  select = kv.topk { keep = function(x) return x.t end },
+}

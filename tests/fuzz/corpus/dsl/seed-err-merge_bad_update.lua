@@ -1,0 +1,6 @@
+local kv = require "kvcc"
+return kv.policy "x" {
+  score = function(x) return x.t end,
+  select = kv.topk {},
+  merge = kv.nearest { update = "max" },
+}
