@@ -192,9 +192,8 @@ static double scalar(const Opnd *o)
 
 /* --- one instruction on one instance ------------------------------------------------------- */
 
-/* A reduction's combine and finish (ops.h CMB_*, FIN_*); count: the elements
-** reduced (FIN_DIVK: the window size). */
-static double combine(int comb, double acc, double v)
+/* A reduction's combine and finish (ops.h CMB_*, FIN_*; interp.h) */
+double ki_combine(int comb, double acc, double v)
 {
 	switch (comb) {
 	case CMB_MAX: return isnan(v) || v > acc ? v : acc;
@@ -203,7 +202,7 @@ static double combine(int comb, double acc, double v)
 	return acc + v;
 }
 
-static double finish(int fin, double acc, double count)
+double ki_finish(int fin, double acc, double count)
 {
 	switch (fin) {
 	case FIN_MEAN: return count ? acc / count : NAN;
@@ -378,11 +377,11 @@ static int evalred(Ctx *x, const KiIns *in, const Frame *fr, double *out)
 			case MAP_MUL: v = v * at(&fr->b, idx); break;
 			case MAP_DEV: v = (v - mu[r]) * (v - mu[r]); break;
 			}
-			out[r] = combine(sem->comb, out[r], v);
+			out[r] = ki_combine(sem->comb, out[r], v);
 		} while (nextidx(idx, S));
 	}
 	for (size_t k = 0; k < count; k++)
-		out[k] = finish(sem->fin, out[k], m);
+		out[k] = ki_finish(sem->fin, out[k], m);
 	free(mu);
 	return 0;
 }
@@ -418,8 +417,8 @@ static int evalpool(Ctx *x, const KiIns *in, const Frame *fr, double *out)
 		double acc = sem->init;
 		for (j[AX_token] = t - p; j[AX_token] < t - p + k; j[AX_token]++)
 			if (j[AX_token] >= 0 && j[AX_token] < m)   /* zero (avg) or -inf (max) padding */
-				acc = combine(sem->comb, acc, at(&fr->a, j));
-		out[offset(idx, fr->rs)] = finish(sem->fin, acc, k);
+				acc = ki_combine(sem->comb, acc, at(&fr->a, j));
+		out[offset(idx, fr->rs)] = ki_finish(sem->fin, acc, k);
 	} while (nextidx(idx, fr->R));
 	return 0;
 }
@@ -533,9 +532,9 @@ static int evalseg(Ctx *x, const KiIns *in, const Frame *fr, double *out)
 			if (in->op == KO_srank)
 				acc += rankless(w, u, v, t);
 			else
-				acc = combine(sem->comb, acc, w);
+				acc = ki_combine(sem->comb, acc, w);
 		}
-		out[offset(idx, fr->rs)] = in->op == KO_srank ? acc : finish(sem->fin, acc, (double)(s1 - s0));
+		out[offset(idx, fr->rs)] = in->op == KO_srank ? acc : ki_finish(sem->fin, acc, (double)(s1 - s0));
 	} while (nextidx(idx, fr->R));
 	return 0;
 }
@@ -606,10 +605,10 @@ static int evalhmean(Ctx *x, int i)
 			for (int h = 0; h < c->H; h++) {
 				Opnd a;
 				opnd(x, in->arg[0], l * c->H + h, size, &a);
-				s = combine(sem->comb, s, a.p ? a.p[k] : a.k);
+				s = ki_combine(sem->comb, s, a.p ? a.p[k] : a.k);
 			}
 			for (int h = 0; h < c->H; h++)
-				x->val[i][l * c->H + h][k] = finish(sem->fin, s, c->H);
+				x->val[i][l * c->H + h][k] = ki_finish(sem->fin, s, c->H);
 		}
 	}
 	return 0;

@@ -70,6 +70,12 @@ typedef struct KiResult {
 ** Merges (compiler/merge.c): kept[] holds, per (layer, head), the kept rows'
 ** indices, then for each summary row its index before (existing rows) or -1
 ** (built now); K, V are rounded to the storage dtype after merging. */
+/* A reduction's combine (ops.h CMB_*: NaN propagates through max/min) and finish (FIN_*;
+** count: the elements reduced, FIN_DIVK: the window size), shared by the interpreter and
+** the merge stage. */
+KC_FUNC double ki_combine(int comb, double acc, double v);
+KC_FUNC double ki_finish(int fin, double acc, double count);
+
 KC_FUNC int ki_run(const KiFn *f, const KiCase *c, KiResult *r, KcErr *e);
 KC_FUNC void ki_result_free(KiResult *r);
 

@@ -133,26 +133,6 @@ static double rowv(const Mg *M, KcRef r, int t, int g, int o, int ch)
 	                              ch * st[AX_chan]];
 }
 
-static double combine(int comb, double acc, double v)
-{
-	switch (comb) {
-	case CMB_MAX: return isnan(v) || v > acc ? v : acc;
-	case CMB_MIN: return isnan(v) || v < acc ? v : acc;
-	}
-	return acc + v;
-}
-
-static double finish(int fin, double acc, double count)
-{
-	switch (fin) {
-	case FIN_MEAN: return count ? acc / count : NAN;
-	case FIN_SQRT: return sqrt(acc);
-	case FIN_RMS: return count ? sqrt(acc / count) : NAN;
-	case FIN_DIVK: return acc / count;
-	}
-	return acc;
-}
-
 /* One pair instruction at the current pair. */
 static void evalpair(Mg *M, int i)
 {
@@ -205,9 +185,9 @@ static void evalpair(Mg *M, int i)
 							case MAP_MUL: a = a * opv(M, in->arg[1], idx[0], idx[1], idx[3]); break;
 							case MAP_DEV: a = (a - mu) * (a - mu); break;
 							}
-							acc = combine(sem->comb, acc, a);
+							acc = ki_combine(sem->comb, acc, a);
 						}
-					v = finish(sem->fin, acc, m);
+					v = ki_finish(sem->fin, acc, m);
 				}
 				out[g * rs[AX_group] + o * rs[AX_obs] + ch * rs[AX_chan]] = v;
 			}
