@@ -66,7 +66,8 @@ def interp(policy, case, dtype, ratio=None, budget=None, params=None):
 
 
 CASE_PARAMS = {"snapkv": {"window": 8}, "pyramidkv": {"window": 8, "beta": 2}, "tova": {"window": 4},
-               "random": {"seed": 7}, "streaming_llm": {"sinks": 3}, "h2o": {"recent": 5}}
+               "random": {"seed": 7}, "streaming_llm": {"sinks": 3}, "h2o": {"recent": 5},
+               "chunkkv": {"window": 8, "chunk": 4}}
 
 
 def make_case(rng, pol, L, H, G, n, d, params):
@@ -117,7 +118,14 @@ def prefill_policies(rng):
         name = os.path.basename(path)[:-4]
         for dtype in ("f32", "bf16"):
             L, H, G, n, d = 3, 2, 2, 48, 16
-            pol = kvcc.compile(path, dtype=dtype, head_dim=d, group=G)
+            try:
+                pol = kvcc.compile(path, dtype=dtype, head_dim=d, group=G)
+            except kvcc.core.CompileError as e:
+                if "not compiled to kernels yet" not in str(e):
+                    raise
+                if dtype == "f32":       # a merge or selection rule only the interpreter runs
+                    S.skip("%s (no kernels)" % name, str(e).split("error: ", 1)[-1])
+                continue
             if pol.when != "prefill":
                 continue
             params = CASE_PARAMS.get(name, {})

@@ -2,7 +2,7 @@
 # reference interpreter, for compress (diff.c) and decode (decode.c) — and the
 # allocation-free run path (noalloc.c).
 #
-#   make check-diff
+#   make check-diff        (the policy matrix sampled: half its cases; check-diff-full: all)
 
 $(B)/diff_tests: $(B)/tests/diff/diff.o $(LIBOBJ)
 	$(CC) -o $@ $^ $(LDLIBS) $(LLVM_LIBS_USED)
@@ -17,8 +17,15 @@ $(B)/noalloc_tests: $(B)/tests/diff/noalloc.o $(LIBOBJ)
 # the tests compile into a private, emptied cache (cold builds every run)
 check-diff: $(B)/diff_tests $(B)/decode_tests $(B)/noalloc_tests
 	rm -rf $(B)/test-cache
-	KVCC_CACHE_DIR=$(abspath $(B))/test-cache $(B)/diff_tests
+	KVCC_CACHE_DIR=$(abspath $(B))/test-cache $(B)/diff_tests --every 2
 	KVCC_CACHE_DIR=$(abspath $(B))/test-cache $(B)/decode_tests
 	$(if $(SAN),@echo "SKIP noalloc_tests: a sanitizer owns the allocator",KVCC_CACHE_DIR=$(abspath $(B))/test-cache $(B)/noalloc_tests)
 
-.PHONY: check-diff
+# every case of the policy matrix (make check-full)
+check-diff-full: $(B)/diff_tests
+	rm -rf $(B)/test-cache
+	KVCC_CACHE_DIR=$(abspath $(B))/test-cache $(B)/diff_tests
+
+CHECK_FULL += check-diff-full
+
+.PHONY: check-diff check-diff-full

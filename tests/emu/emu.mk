@@ -3,7 +3,9 @@
 # fibers, warp intrinsics emulated) and run against the reference interpreter — and
 # the tensor-core helpers alone (mma_unit.cpp, on generated snapkv sources).
 #
-#   make check-emu
+#   make check-emu        a quarter of the matrix: every 4th spec of each policy, rotating so
+#                         that each spec runs for some policy (make check's time budget)
+#   make check-emu-full   every policy × dtype × head_dim × group (make check-full)
 
 $(B)/emu_diff: $(B)/tests/emu/emu_diff.o $(LIBOBJ)
 	$(CC) -o $@ $^ $(LDLIBS) $(LLVM_LIBS_USED)
@@ -19,7 +21,14 @@ $(B)/mma_unit: tests/emu/mma_unit.cpp tests/emu/cuda_emu.h $(B)/mma/bf16.cu $(B)
 
 check-emu: $(B)/emu_diff $(B)/mma_unit
 	$(B)/mma_unit
+	$(B)/emu_diff $(B) --every 4
+
+check-emu-full: $(B)/emu_diff $(B)/mma_unit
+	$(B)/mma_unit
 	$(B)/emu_diff $(B)
 
+CHECK_FULL += check-emu-full
+CHECK_FULL_OMIT += check-emu
+
 .PRECIOUS: $(B)/mma/%.cu
-.PHONY: check-emu
+.PHONY: check-emu check-emu-full

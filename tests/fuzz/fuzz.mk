@@ -71,8 +71,20 @@ $(B)/fuzz/oom_tests: $(B)/tests/fuzz/oom.o $(FZ_NPZ) $(LIBOBJ)
 	$(CC) -o $@ $^ $(OOM_WRAP) $(LDLIBS) $(LLVM_LIBS_USED)
 
 # (no address-space limit under a sanitizer: its shadow memory needs terabytes of it)
+# make check: a sample of the policies (each kind: fused attention, decode state, head mean,
+# token_map only, a merge rule, a selection rule); check-oom-full (make check-full): all of them
+OOM_SAMPLE = policies/snapkv.lua policies/h2o.lua policies/tova.lua policies/keydiff.lua \
+             policies/lookm.lua policies/adakv.lua
+
 check-oom: $(B)/fuzz/oom_tests $(B)/kvcc
-	$(B)/fuzz/oom_tests $(if $(SAN),policies/snapkv.lua policies/h2o.lua,--x86 policies/*.lua)
+	$(B)/fuzz/oom_tests $(if $(SAN),policies/snapkv.lua policies/h2o.lua,--x86 $(OOM_SAMPLE))
 	$(if $(SAN),@echo "SKIP oom_cli.sh: no ulimit -v under a sanitizer",tests/fuzz/oom_cli.sh $(B)/kvcc)
 
-.PHONY: check-fuzz check-oom fuzz fuzz-run fuzz-merge fuzz-merge-run
+check-oom-full: $(B)/fuzz/oom_tests $(B)/kvcc
+	$(B)/fuzz/oom_tests --x86 policies/*.lua
+	tests/fuzz/oom_cli.sh $(B)/kvcc
+
+CHECK_FULL += check-oom-full
+CHECK_FULL_OMIT += check-oom
+
+.PHONY: check-fuzz check-oom check-oom-full fuzz fuzz-run fuzz-merge fuzz-merge-run
