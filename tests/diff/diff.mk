@@ -27,5 +27,6 @@ check-diff-full: $(B)/diff_tests
 	KVCC_CACHE_DIR=$(abspath $(B))/test-cache $(B)/diff_tests
 
 CHECK_FULL += check-diff-full
+CHECK_FULL_OMIT += check-diff
 
 .PHONY: check-diff check-diff-full
