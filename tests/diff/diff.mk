@@ -22,9 +22,11 @@ check-diff: $(B)/diff_tests $(B)/decode_tests $(B)/noalloc_tests
 	$(if $(SAN),@echo "SKIP noalloc_tests: a sanitizer owns the allocator",KVCC_CACHE_DIR=$(abspath $(B))/test-cache $(B)/noalloc_tests)
 
 # every case of the policy matrix (make check-full)
-check-diff-full: $(B)/diff_tests
+check-diff-full: $(B)/diff_tests $(B)/decode_tests $(B)/noalloc_tests
 	rm -rf $(B)/test-cache
 	KVCC_CACHE_DIR=$(abspath $(B))/test-cache $(B)/diff_tests
+	KVCC_CACHE_DIR=$(abspath $(B))/test-cache $(B)/decode_tests
+	$(if $(SAN),@echo "SKIP noalloc_tests: a sanitizer owns the allocator",KVCC_CACHE_DIR=$(abspath $(B))/test-cache $(B)/noalloc_tests)
 
 CHECK_FULL += check-diff-full
 CHECK_FULL_OMIT += check-diff
