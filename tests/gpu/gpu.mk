@@ -4,7 +4,7 @@
 # matrix's cases on the GPU (check-gpu) and a benchmark (bench-gpu); "SKIP: no GPU"
 # otherwise.
 #
-#   make check-ptx      NVRTC + ptxas for sm_80, sm_90
+#   make check-ptx      NVRTC + ptxas for sm_80, sm_90 (two specs per policy; check-ptx-full: five)
 #   make check-gpu-api  nodrv.c, api.c (KVCC_LIBCUDA pointed at nothing), cli.sh
 #   make check-gpu      tests/emu/emu_diff.c --device through the libkvcc GPU API
 #   make bench-gpu      SnapKV n = 32768 / 131072 vs a D2D copy and kvpress
@@ -21,6 +21,12 @@ $(B)/bench_gpu: $(B)/tests/gpu/bench_gpu.o $(LIBOBJ)
 check-ptx: $(B)/kvcc
 	tests/gpu/check_ptx.sh $(B)
 
+check-ptx-full: $(B)/kvcc
+	tests/gpu/check_ptx.sh $(B) all
+
+CHECK_FULL += check-ptx-full
+CHECK_FULL_OMIT += check-ptx
+
 check-gpu-api: $(B)/gpu_nodrv $(B)/gpu_api $(B)/kvcc
 	KVCC_LIBCUDA=/nonexistent/libcuda.so.1 $(B)/gpu_nodrv
 	KVCC_LIBCUDA=/nonexistent/libcuda.so.1 $(B)/gpu_api $(B)
@@ -34,4 +40,4 @@ check-gpu: $(B)/emu_diff
 bench-gpu: $(B)/bench_gpu
 	$(B)/bench_gpu $(B)
 
-.PHONY: check-ptx check-gpu-api check-gpu bench-gpu
+.PHONY: check-ptx check-ptx-full check-gpu-api check-gpu bench-gpu
