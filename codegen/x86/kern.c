@@ -215,6 +215,25 @@ void kx_gen_decode(Gen *g, int G)
 
 
 
+/* The end of a score register block (qkt, both dot kinds): the chan loop's accumulators av
+** stored back and the loop closed, then the qb x NV results written to S's rows q + a at
+** token column col + v*W (W: the block's lanes, 16 on the bf16 path whatever g->W). */
+static void blockend(Gen *g, LLVMValueRef av[8][4], LLVMValueRef acc[8][4], int qb, int NV, Loop *lc,
+                     LLVMTypeRef vt, LLVMValueRef S, LLVMValueRef q, long col, int W)
+{
+	LLVMBuilderRef b = g->b;
+	for (int a = 0; a < qb; a++)
+		for (int v = 0; v < NV; v++)
+			LLVMBuildStore(b, av[a][v], acc[a][v]);
+	loop_end(g, lc);
+	for (int a = 0; a < qb; a++)
+		for (int v = 0; v < NV; v++) {
+			LLVMValueRef idx = LLVMBuildAdd(b, LLVMBuildMul(b, LLVMBuildAdd(b, q, ci(g, a), ""), ci(g, AT), ""),
+			                                ci(g, col + (long)v * W), "");
+			storef(g, LLVMBuildLoad2(b, vt, acc[a][v], ""), S, idx);
+		}
+}
+
 /*
 ** qkt with bf16 dot products (bf16 storage, avx512bf16, 16 lanes): the tile is packed as 32-bit
 ** words, Kp[c2*AT + j] = (K[j][2c2], K[j][2c2+1]) — a transpose of the raw bf16 pairs, no
@@ -313,16 +332,7 @@ static void gen_qkt_bf16(Gen *g, LLVMValueRef K, LLVMValueRef ldk, LLVMValueRef 
 					}
 				}
 			}
-			for (int a = 0; a < qb; a++)
-				for (int v = 0; v < NV; v++)
-					LLVMBuildStore(b, av[a][v], acc[a][v]);
-			loop_end(g, &lc);
-			for (int a = 0; a < qb; a++)
-				for (int v = 0; v < NV; v++) {
-					LLVMValueRef idx = LLVMBuildAdd(b, LLVMBuildMul(b, LLVMBuildAdd(b, q, ci(g, a), ""), ci(g, AT), ""),
-					                                ci(g, (long)tb * TB + v * W), "");
-					storef(g, LLVMBuildLoad2(b, vt, acc[a][v], ""), S, idx);
-				}
+			blockend(g, av, acc, qb, NV, &lc, vt, S, q, (long)tb * TB, W);
 		}
 		loop_end(g, &lq);
 		qstart = lq.iv;
@@ -414,16 +424,7 @@ void kx_gen_qkt(Gen *g)
 					}
 				}
 			}
-			for (int a = 0; a < qb; a++)
-				for (int v = 0; v < NV; v++)
-					LLVMBuildStore(b, av[a][v], acc[a][v]);
-			loop_end(g, &lc);
-			for (int a = 0; a < qb; a++)
-				for (int v = 0; v < NV; v++) {
-					LLVMValueRef idx = LLVMBuildAdd(b, LLVMBuildMul(b, LLVMBuildAdd(b, q, ci(g, a), ""), ci(g, AT), ""),
-					                                ci(g, (long)tb * TB + v * W), "");
-					storef(g, LLVMBuildLoad2(b, vt, acc[a][v], ""), S, idx);
-				}
+			blockend(g, av, acc, qb, NV, &lc, vt, S, q, (long)tb * TB, W);
 		}
 		loop_end(g, &lq);
 		qstart = lq.iv;
