@@ -44,7 +44,7 @@ static int mkdirs(const char *path)
 	return stat(tmp, &st) == 0 && S_ISDIR(st.st_mode) && access(tmp, W_OK | X_OK) == 0 ? 0 : -1;
 }
 
-int kc_cache_dir(char *buf, size_t n, char *why, size_t wn)
+int ki_cache_dir(char *buf, size_t n, char *why, size_t wn)
 {
 	const char *d = getenv("KVCC_CACHE_DIR");
 	if (d && (!strcmp(d, "off") || !*d)) {
@@ -148,7 +148,7 @@ static int readtrailer(const char *buf, size_t len, Footer *ft, const char **des
 	return 0;
 }
 
-int kc_cache_check(const char *path, uint64_t key, const char *desc, char *why, size_t wn)
+int ki_cache_check(const char *path, uint64_t key, const char *desc, char *why, size_t wn)
 {
 	size_t len = 0;
 	char *buf = slurp(path, &len);
@@ -180,7 +180,7 @@ out:
 	return rc;
 }
 
-int kc_cache_seal(const char *path, uint64_t key, const char *desc)
+int ki_cache_seal(const char *path, uint64_t key, const char *desc)
 {
 	size_t len = 0;
 	char *buf = slurp(path, &len);
@@ -261,7 +261,7 @@ static int lockit(const char *lock, const char *art, uint64_t key, const char *d
 		if (errno != EEXIST)
 			return 0;
 		char why[64];
-		if (kc_cache_check(art, key, desc, why, sizeof why) == 0) {
+		if (ki_cache_check(art, key, desc, why, sizeof why) == 0) {
 			*appeared = 1;
 			return 0;
 		}
@@ -294,12 +294,12 @@ static int lockit(const char *lock, const char *art, uint64_t key, const char *d
 	}
 }
 
-int kc_cache_get(const KiFn *f, const kvcc_spec *spec, const char *extra, int verbose, KcBuild build, void *ud,
-                 char *path, size_t n, KcErr *e)
+int ki_cache_get(const KiFn *f, const kvcc_spec *spec, const char *extra, int verbose, KiBuild build, void *ud,
+                 char *path, size_t n, KiErr *e)
 {
 	char dir[1024], why[600] = "";
 	double t0 = now_ms();
-	if (kc_cache_dir(dir, sizeof dir, why, sizeof why) != 0) {
+	if (ki_cache_dir(dir, sizeof dir, why, sizeof why) != 0) {
 		if (verbose)
 			fprintf(stderr, "kvcc: cache off: %s\n", why);
 		return 1;
@@ -331,7 +331,7 @@ int kc_cache_get(const KiFn *f, const kvcc_spec *spec, const char *extra, int ve
 	         spec->group, (unsigned long long)key);
 	snprintf(lock, sizeof lock, "%s.lock", art);
 	int rc = 1;
-	if (kc_cache_check(art, key, desc, why, sizeof why) == 0) {
+	if (ki_cache_check(art, key, desc, why, sizeof why) == 0) {
 		if (verbose)
 			fprintf(stderr, "kvcc: cache hit: %s (%.2f ms)\n", art, now_ms() - t0);
 		rc = 0;
@@ -341,7 +341,7 @@ int kc_cache_get(const KiFn *f, const kvcc_spec *spec, const char *extra, int ve
 		nearest(dir, prefix, desc, why, sizeof why);
 	int appeared = 0, held = lockit(lock, art, key, desc, verbose, &appeared);
 	char w2[200];
-	if (appeared || (held && kc_cache_check(art, key, desc, w2, sizeof w2) == 0)) {
+	if (appeared || (held && ki_cache_check(art, key, desc, w2, sizeof w2) == 0)) {
 		if (verbose)
 			fprintf(stderr, "kvcc: cache hit: %s (built by another process meanwhile)\n", art);
 		if (held)
@@ -355,7 +355,7 @@ int kc_cache_get(const KiFn *f, const kvcc_spec *spec, const char *extra, int ve
 	         __atomic_fetch_add(&counter, 1, __ATOMIC_RELAXED));
 	double ms = 0;
 	int b = build(ud, tmp, &ms, e);
-	if (b == -2 || (b == 0 && (kc_cache_seal(tmp, key, desc) != 0 || rename(tmp, art) != 0))) {
+	if (b == -2 || (b == 0 && (ki_cache_seal(tmp, key, desc) != 0 || rename(tmp, art) != 0))) {
 		/* the cache cannot be written (a full disk, …): the caller builds into its output */
 		fprintf(stderr, "kvcc: warning: cache: cannot write %s (%s); compiling without the cache\n",
 		        b == -2 ? tmp : art, b == -2 ? e->msg : strerror(errno));

@@ -20,19 +20,19 @@
 
 
 /* The cache directory (created), or -1 when the cache is off or unusable (*why says). */
-KC_FUNC int kc_cache_dir(char *buf, size_t n, char *why, size_t wn);
+KC_FUNC int ki_cache_dir(char *buf, size_t n, char *why, size_t wn);
 /* Builds an artifact into `out` (the driver's code generation and link); 0 or -1 with e set. */
-typedef int (*KcBuild)(void *ud, const char *out, double *ms, KcErr *e);
+typedef int (*KiBuild)(void *ud, const char *out, double *ms, KiErr *e);
 /* A valid artifact for (f, spec) in the cache, built by build(ud, …) under the lock when missing:
 ** 0 with its path; 1 when the cache is off/unusable (the caller builds without it); -1 with *e
 ** set when the policy does not compile. `extra` (may be NULL) joins the key and its description
 ** ("gpu=sm_80,sm_90 nvrtc=13.0": another target list or NVRTC is a miss that names them).
 ** verbose: say hit/miss and why on stderr. */
-KC_FUNC int kc_cache_get(const KiFn *f, const kvcc_spec *spec, const char *extra, int verbose, KcBuild build,
-                         void *ud, char *path, size_t n, KcErr *e);
+KC_FUNC int ki_cache_get(const KiFn *f, const kvcc_spec *spec, const char *extra, int verbose, KiBuild build,
+                         void *ud, char *path, size_t n, KiErr *e);
 /* Check an artifact file against `key` (trailer, size, hash, key): 0 or -1 with *why. */
-KC_FUNC int kc_cache_check(const char *path, uint64_t key, const char *desc, char *why, size_t wn);
+KC_FUNC int ki_cache_check(const char *path, uint64_t key, const char *desc, char *why, size_t wn);
 /* Append the trailer to a freshly built artifact. */
-KC_FUNC int kc_cache_seal(const char *path, uint64_t key, const char *desc);
+KC_FUNC int ki_cache_seal(const char *path, uint64_t key, const char *desc);
 
 #endif

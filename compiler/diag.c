@@ -1,7 +1,7 @@
 /*
 ** Diagnostics and small utilities shared by every stage. Errors are values:
 ** a stage formats its first error as one line "file:line:col: error: msg"
-** into a KcErr and returns -1; nothing here exits or aborts, on user input
+** into a KiErr and returns -1; nothing here exits or aborts, on user input
 ** or when memory runs out.
 */
 #include <stdio.h>
@@ -13,7 +13,7 @@
 #include <sys/stat.h>
 #include "compiler/ir.h"
 
-void kc_verror(KcErr *e, const char *src, uint32_t line, uint32_t col, const char *fmt, va_list ap)
+void ki_verror(KiErr *e, const char *src, uint32_t line, uint32_t col, const char *fmt, va_list ap)
 {
 	if (!e || e->set)
 		return;   /* keep the first error: later ones are usually consequences */
@@ -29,40 +29,40 @@ void kc_verror(KcErr *e, const char *src, uint32_t line, uint32_t col, const cha
 	e->set = 1;
 }
 
-void kc_error(KcErr *e, const char *src, uint32_t line, uint32_t col, const char *fmt, ...)
+void ki_error(KiErr *e, const char *src, uint32_t line, uint32_t col, const char *fmt, ...)
 {
 	va_list ap;
 	va_start(ap, fmt);
-	kc_verror(e, src, line, col, fmt, ap);
+	ki_verror(e, src, line, col, fmt, ap);
 	va_end(ap);
 }
 
 /* realloc for the compiler's tables: NULL when memory runs out (p is then
 ** untouched), which the caller turns into an "out of memory" error. Size 0
 ** allocates one byte, so NULL always means failure. */
-void *kc_realloc(void *p, size_t n)
+void *ki_realloc(void *p, size_t n)
 {
 	return realloc(p, n ? n : 1);
 }
 
 /* Open path for reading without waiting on it: a FIFO or a socket (whose
 ** open or read can block forever) and a directory are errors. */
-static FILE *openfile(const char *path, KcErr *e)
+static FILE *openfile(const char *path, KiErr *e)
 {
 	struct stat st;
 	int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
 	if (fd < 0) {
-		kc_error(e, path, 0, 0, "cannot open: %s", strerror(errno));
+		ki_error(e, path, 0, 0, "cannot open: %s", strerror(errno));
 		return NULL;
 	}
 	FILE *fp = NULL;
 	if (fstat(fd, &st) != 0 || fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK) != 0)
-		kc_error(e, path, 0, 0, "cannot open: %s", strerror(errno));
+		ki_error(e, path, 0, 0, "cannot open: %s", strerror(errno));
 	else if (S_ISFIFO(st.st_mode) || S_ISSOCK(st.st_mode) || S_ISDIR(st.st_mode))
-		kc_error(e, path, 0, 0, "cannot read %s (a file is needed)", S_ISFIFO(st.st_mode) ? "a FIFO"
+		ki_error(e, path, 0, 0, "cannot read %s (a file is needed)", S_ISFIFO(st.st_mode) ? "a FIFO"
 		         : S_ISSOCK(st.st_mode) ? "a socket" : "a directory");
 	else if (!(fp = fdopen(fd, "rb")))
-		kc_error(e, path, 0, 0, "cannot open: %s", strerror(errno));
+		ki_error(e, path, 0, 0, "cannot open: %s", strerror(errno));
 	if (!fp)
 		close(fd);
 	return fp;
@@ -71,13 +71,13 @@ static FILE *openfile(const char *path, KcErr *e)
 /* Read a whole file, NUL-terminated; at most max bytes (a longer file, or
 ** one that never ends such as /dev/zero, is an error, as running out of
 ** memory is; so are a FIFO, a socket and a directory). */
-char *kc_readfilemax(const char *path, size_t max, size_t *len, KcErr *e)
+char *ki_readfilemax(const char *path, size_t max, size_t *len, KiErr *e)
 {
 	FILE *fp = openfile(path, e);
 	if (!fp)
 		return NULL;
 	size_t cap = 4096, n = 0;
-	char *buf = kc_realloc(NULL, cap), *nb;
+	char *buf = ki_realloc(NULL, cap), *nb;
 	int oom = !buf, big = 0;
 	while (!oom && !big) {
 		size_t r = fread(buf + n, 1, cap - n - 1, fp);
@@ -86,7 +86,7 @@ char *kc_readfilemax(const char *path, size_t max, size_t *len, KcErr *e)
 			break;
 		big = n > max;
 		if (!big && n == cap - 1) {
-			if (cap > SIZE_MAX / 2 || !(nb = kc_realloc(buf, cap * 2)))
+			if (cap > SIZE_MAX / 2 || !(nb = ki_realloc(buf, cap * 2)))
 				oom = 1;
 			else
 				buf = nb, cap *= 2;
@@ -97,11 +97,11 @@ char *kc_readfilemax(const char *path, size_t max, size_t *len, KcErr *e)
 	if (oom || big || bad) {
 		free(buf);
 		if (big)
-			kc_error(e, path, 0, 0, "file too large (more than %zu bytes)", max);
+			ki_error(e, path, 0, 0, "file too large (more than %zu bytes)", max);
 		else if (oom)
-			kc_error(e, path, 0, 0, "out of memory reading the file");
+			ki_error(e, path, 0, 0, "out of memory reading the file");
 		else
-			kc_error(e, path, 0, 0, "read error");
+			ki_error(e, path, 0, 0, "read error");
 		return NULL;
 	}
 	buf[n] = 0;
@@ -110,7 +110,7 @@ char *kc_readfilemax(const char *path, size_t max, size_t *len, KcErr *e)
 	return buf;
 }
 
-char *kc_readfile(const char *path, size_t *len, KcErr *e)
+char *ki_readfile(const char *path, size_t *len, KiErr *e)
 {
-	return kc_readfilemax(path, SIZE_MAX - 1, len, e);
+	return ki_readfilemax(path, SIZE_MAX - 1, len, e);
 }

@@ -1,5 +1,5 @@
 /*
-** The driver: one compilation of a policy, one stage per line (kc_compile below).
+** The driver: one compilation of a policy, one stage per line (ki_compile below).
 **
 **   policy.lua ─load─▶ KIR ─verify─▶ ─passes─▶ KIR' ─plan─▶ kernel plan ─targets─┬─codegen x86─▶ .o ─┐
 **   (or .kir)   dsl/          verify.c  fold,canon,  plan.c    (skeletons,  spec,  └─codegen ptx─▶ .o ─┴─link─▶ policy.so
@@ -15,7 +15,7 @@
 **   cache    $KVCC_CACHE_DIR: a hit is the artifact; a miss runs build() under the cache's lock
 **   build    codegen x86 (LLVM: kernels + descriptor) → codegen ptx (NVRTC: the GPU blob) → link
 **
-** The compile library (include/kvcc_compiler.h) wraps kc_compile; errors reach kvcc_last_error
+** The compile library (include/kvcc_compiler.h) wraps ki_compile; errors reach kvcc_last_error
 ** through libkvcc_rt's kvcc__seterr.
 **
 ** Glossary: artifact = the policy.so; descriptor = what the runtime reads in it instead of KIR
@@ -53,11 +53,11 @@ static int endswith(const char *s, const char *suf)
 }
 
 /* .lua through the sandbox, .kir through the parser */
-static int load(KcJob *j, KcErr *e)
+static int load(KiJob *j, KiErr *e)
 {
 	if (!endswith(j->path, ".kir"))
 		return (j->f = kd_loadfile(j->path, NULL, e)) ? 0 : -1;
-	char *text = kc_readfilemax(j->path, KI_MAXTEXT, NULL, e);
+	char *text = ki_readfilemax(j->path, KI_MAXTEXT, NULL, e);
 	if (!text)
 		return -1;
 	j->f = ki_parse(text, j->path, e);
@@ -65,22 +65,22 @@ static int load(KcJob *j, KcErr *e)
 	return j->f ? 0 : -1;
 }
 
-static int verify(KcJob *j, KcErr *e) { return ki_verify(j->f, e); }
+static int verify(KiJob *j, KiErr *e) { return ki_verify(j->f, e); }
 
-static int passes(KcJob *j, KcErr *e) { return ki_runpasses(j->f, KI_DEFAULT_PASSES, 1, e, NULL, NULL); }
+static int passes(KiJob *j, KiErr *e) { return ki_runpasses(j->f, KI_DEFAULT_PASSES, 1, e, NULL, NULL); }
 
-static int plan(KcJob *j, KcErr *e)
+static int plan(KiJob *j, KiErr *e)
 {
-	if (kp_build(j->f, &j->plan, e) != 0)
+	if (ki_plan(j->f, &j->plan, e) != 0)
 		return -1;
 	j->planned = 1;
 	if (j->verbose)
-		kp_print(&j->plan, stderr);
+		ki_plan_print(&j->plan, stderr);
 	return 0;
 }
 
 /* the x86 specialization; with --gpu-arch the normalized targets and NVRTC (part of the key) */
-int kc_targets(KcJob *j, KcErr *e)
+int ki_targets(KiJob *j, KiErr *e)
 {
 	if (kx_checkspec(j->f, &j->spec, e) != 0)
 		return -1;
@@ -94,7 +94,7 @@ int kc_targets(KcJob *j, KcErr *e)
 }
 
 /* The resolved default config in j->cfg (host: kx_hostfeatures) */
-static void defconfig(KcJob *j, const char *host)
+static void defconfig(KiJob *j, const char *host)
 {
 	char why[200];
 	kx_cfgresolve(NULL, &j->spec, host, &j->cfg, why, sizeof why);
@@ -102,14 +102,14 @@ static void defconfig(KcJob *j, const char *host)
 	j->cfgfrom = "default";
 }
 
-void kc_config(KcJob *j)
+void ki_config(KiJob *j)
 {
 	char *host = kx_hostfeatures(), why[200], db[1200], tuned[160];
 	const char *s = j->config, *from = "tuner", *env = getenv("KVCC_CONFIG"), *tu = getenv("KVCC_TUNE");
 	if (!s && env && *env)
 		s = env, from = "KVCC_CONFIG";
-	if (!s && !j->notune && !(tu && !strcmp(tu, "0")) && ktb_path(db, sizeof db, why, sizeof why) == 0 &&
-	    access(db, F_OK) == 0 && ktb_lookup(db, ktb_kernel(j->f, &j->spec), tuned, sizeof tuned, j->verbose))
+	if (!s && !j->notune && !(tu && !strcmp(tu, "0")) && ki_tdb_path(db, sizeof db, why, sizeof why) == 0 &&
+	    access(db, F_OK) == 0 && ki_tdb_lookup(db, ki_tdb_kernel(j->f, &j->spec), tuned, sizeof tuned, j->verbose))
 		s = tuned, from = "tuning database";
 	defconfig(j, host ? host : "");
 	KxConfig c;
@@ -127,13 +127,13 @@ void kc_config(KcJob *j)
 }
 
 /* a temporary object file name in j->obj[k] */
-static int tmpobj(KcJob *j, int k, KcErr *e)
+static int tmpobj(KiJob *j, int k, KiErr *e)
 {
 	snprintf(j->obj[k], sizeof j->obj[k], "/tmp/kvcc-%s-XXXXXX.o", k ? "gpu" : "x86");
 	int fd = mkstemps(j->obj[k], 2);
 	if (fd < 0) {
 		j->obj[k][0] = 0;
-		kc_error(e, j->f->src, 0, 0, "cannot create a temporary object file: %s", strerror(errno));
+		ki_error(e, j->f->src, 0, 0, "cannot create a temporary object file: %s", strerror(errno));
 		return -1;
 	}
 	close(fd);
@@ -141,7 +141,7 @@ static int tmpobj(KcJob *j, int k, KcErr *e)
 	return 0;
 }
 
-static int codegen_x86(KcJob *j, KcErr *e)
+static int codegen_x86(KiJob *j, KiErr *e)
 {
 	if (tmpobj(j, 0, e) != 0)
 		return -1;
@@ -159,7 +159,7 @@ static int codegen_x86(KcJob *j, KcErr *e)
 	return kx_emitcfg(j->f, &j->plan, &j->spec, &j->cfg, j->obj[0], j->verbose, NULL, e);
 }
 
-static int codegen_ptx(KcJob *j, KcErr *e)
+static int codegen_ptx(KiJob *j, KiErr *e)
 {
 	if (!j->gpu)
 		return 0;
@@ -167,13 +167,13 @@ static int codegen_ptx(KcJob *j, KcErr *e)
 	                                                                                                              : 0;
 }
 
-static int linkso(KcJob *j, const char *out, KcErr *e)
+static int linkso(KiJob *j, const char *out, KiErr *e)
 {
 	const char *objs[2] = { j->obj[0], j->obj[1] };
 	return kx_link(objs, j->nobj, out, e);
 }
 
-static void rmobjs(KcJob *j)
+static void rmobjs(KiJob *j)
 {
 	for (int k = 0; k < 2; k++)
 		if (j->obj[k][0])
@@ -182,9 +182,9 @@ static void rmobjs(KcJob *j)
 }
 
 /* codegen → link into `out` (the cache calls it on a miss, under its lock) */
-static int build(void *ud, const char *out, double *ms, KcErr *e)
+static int build(void *ud, const char *out, double *ms, KiErr *e)
 {
-	KcJob *j = ud;
+	KiJob *j = ud;
 	double t0 = now_ms();
 	int rc = codegen_x86(j, e) || codegen_ptx(j, e) ? -1 : linkso(j, out, e) ? -2 : 0;   /* -2: out not written */
 	rmobjs(j);
@@ -195,16 +195,16 @@ static int build(void *ud, const char *out, double *ms, KcErr *e)
 }
 
 /* the artifact in the cache (hit, or built there), or built into `out` when the cache is off */
-int kc_cached(KcJob *j, const char *out, char *path, size_t n, KcErr *e)
+int ki_cached(KiJob *j, const char *out, char *path, size_t n, KiErr *e)
 {
 	char extra[320] = "";
 	if (!j->cfgfrom)
-		kc_config(j);
+		ki_config(j);
 	snprintf(extra, sizeof extra, "config=%s", j->cfgstr);   /* the tuning config */
 	if (j->gpu)              /* the GPU targets and the NVRTC that compiles them */
 		snprintf(extra + strlen(extra), sizeof extra - strlen(extra), " gpu=%s nvrtc=%d.%d", j->targets.archs,
 		         j->targets.nvrtc_major, j->targets.nvrtc_minor);
-	int c = kc_cache_get(j->f, &j->spec, extra, j->verbose, build, j, path, n, e);
+	int c = ki_cache_get(j->f, &j->spec, extra, j->verbose, build, j, path, n, e);
 	if (c <= 0)
 		return c;
 	/* without the cache: built and sealed (the checksum trailer kvcc_open verifies) in a temporary
@@ -213,13 +213,13 @@ int kc_cached(KcJob *j, const char *out, char *path, size_t n, KcErr *e)
 	char tmp[] = "/tmp/kvcc-so-XXXXXX.so";
 	int fd = mkstemps(tmp, 3);
 	if (fd < 0) {
-		kc_error(e, j->f->src, 0, 0, "cannot create a temporary file: %s", strerror(errno));
+		ki_error(e, j->f->src, 0, 0, "cannot create a temporary file: %s", strerror(errno));
 		return -1;
 	}
 	close(fd);
 	int rc = build(j, tmp, NULL, e) != 0 ? -1 : 0;
-	if (!rc && (kc_cache_seal(tmp, 0, "") != 0 || kc_copyfile(tmp, out) != 0)) {
-		kc_error(e, j->f->src, 0, 0, "cannot write %s: %s", out, strerror(errno));
+	if (!rc && (ki_cache_seal(tmp, 0, "") != 0 || ki_copyfile(tmp, out) != 0)) {
+		ki_error(e, j->f->src, 0, 0, "cannot write %s: %s", out, strerror(errno));
 		rc = -1;
 	}
 	unlink(tmp);
@@ -232,7 +232,7 @@ int kc_cached(KcJob *j, const char *out, char *path, size_t n, KcErr *e)
 
 /* --- the pipeline ---------------------------------------------------------------------------- */
 
-int kc_front(KcJob *j, KcErr *e)
+int ki_front(KiJob *j, KiErr *e)
 {
 	if (load(j, e) ||        /* policy.lua → KIR */
 	    verify(j, e) ||      /* KIR invariants */
@@ -242,10 +242,10 @@ int kc_front(KcJob *j, KcErr *e)
 	return 0;
 }
 
-int kc_check(KcJob *j, KcErr *e)
+int ki_check(KiJob *j, KiErr *e)
 {
-	if (kc_front(j, e) ||    /* load → verify → passes → plan */
-	    kc_targets(j, e))       /* x86 specialization; GPU targets */
+	if (ki_front(j, e) ||    /* load → verify → passes → plan */
+	    ki_targets(j, e))       /* x86 specialization; GPU targets */
 		return -1;
 	if (j->gpu) {            /* the CUDA generator's own coverage, without NVRTC's code */
 		KpCudaOpts o = { .dtype = j->spec.dtype, .head_dim = j->spec.head_dim, .group = j->spec.group,
@@ -259,26 +259,26 @@ int kc_check(KcJob *j, KcErr *e)
 }
 
 /* j->f … j->plan, then the artifact's path in `path`: the cache's, or `out` */
-static int compile(KcJob *j, const char *out, char *path, size_t n, KcErr *e)
+static int compile(KiJob *j, const char *out, char *path, size_t n, KiErr *e)
 {
-	if (kc_front(j, e) ||    /* load → verify → passes → plan */
-	    kc_targets(j, e) ||     /* x86 specialization; GPU targets */
-	    kc_cached(j, out, path, n, e))   /* hit, or build: codegen x86 → codegen ptx → link */
+	if (ki_front(j, e) ||    /* load → verify → passes → plan */
+	    ki_targets(j, e) ||     /* x86 specialization; GPU targets */
+	    ki_cached(j, out, path, n, e))   /* hit, or build: codegen x86 → codegen ptx → link */
 		return -1;
 	return 0;
 }
 
-int kc_compile(KcJob *j, const char *out, KcErr *e)
+int ki_compile(KiJob *j, const char *out, KiErr *e)
 {
 	size_t pn = strlen(out) + 1400;      /* the cache's path, or out itself: never cut */
 	char *path = malloc(pn);
 	int rc = -1;
 	if (!path)
-		kc_error(e, "kvcc", 0, 0, "out of memory"), e->nomem = 1;
+		ki_error(e, "kvcc", 0, 0, "out of memory"), e->nomem = 1;
 	else if (compile(j, out, path, pn, e) == 0) {
 		rc = 0;
-		if (strcmp(path, out) != 0 && kc_copyfile(path, out) != 0) {
-			kc_error(e, j->f->src, 0, 0, "cannot write %s: %s", out, strerror(errno));
+		if (strcmp(path, out) != 0 && ki_copyfile(path, out) != 0) {
+			ki_error(e, j->f->src, 0, 0, "cannot write %s: %s", out, strerror(errno));
 			rc = -1;
 		}
 	}
@@ -286,11 +286,11 @@ int kc_compile(KcJob *j, const char *out, KcErr *e)
 	return rc;
 }
 
-void kc_job_free(KcJob *j)
+void ki_job_free(KiJob *j)
 {
 	rmobjs(j);
 	if (j->planned)
-		kp_free(&j->plan);
+		ki_plan_free(&j->plan);
 	if (j->f)
 		ki_free(j->f);
 	j->f = NULL, j->planned = 0;
@@ -302,7 +302,7 @@ void kc_job_free(KcJob *j)
 ** regular file (a device such as /dev/null, a symlink to one) is written through, never replaced;
 ** a FIFO without a reader or a directory is an error at once. 0, or -1 with errno.
 */
-int kc_copyfile(const char *from, const char *to)
+int ki_copyfile(const char *from, const char *to)
 {
 	struct stat st;
 	char *tmp = NULL;
@@ -343,7 +343,7 @@ int kc_copyfile(const char *from, const char *to)
 /* --- the compiler library (include/kvcc_compiler.h) ------------------------------------------- */
 
 /* the error of a failed stage: KVCC_ECOMPILE unless the stage said otherwise (GPU targets) */
-static int jobfail(const KcJob *j, const KcErr *e)
+static int jobfail(const KiJob *j, const KiErr *e)
 {
 	return kvcc__seterr(j->code ? j->code : e->nomem ? KVCC_ENOMEM : KVCC_ECOMPILE, e->msg);
 }
@@ -352,8 +352,8 @@ static int compile_so(const char *path, const kvcc_spec *spec, const char *gpu, 
 {
 	if (!path || !spec || !out_so)
 		return kvcc__seterr(KVCC_EINVAL, "null argument");
-	KcJob j = { .path = path, .spec = *spec, .gpu = gpu, .verbose = verbose };
-	KcErr e = { 0 };
+	KiJob j = { .path = path, .spec = *spec, .gpu = gpu, .verbose = verbose };
+	KiErr e = { 0 };
 	size_t cn = strlen(out_so) + 1400;   /* the cache's path, or out_so itself: never cut */
 	char *cpath = malloc(cn);
 	int rc = 0;
@@ -365,18 +365,18 @@ static int compile_so(const char *path, const kvcc_spec *spec, const char *gpu, 
 		kvcc_policy *chk = NULL;
 		if (kvcc_open(cpath, &chk) != 0) {      /* checked but refused (cannot happen): rebuild once */
 			unlink(cpath);
-			if (kc_cached(&j, out_so, cpath, cn, &e) != 0)
+			if (ki_cached(&j, out_so, cpath, cn, &e) != 0)
 				rc = jobfail(&j, &e);
 		}
 		kvcc_close(chk);
-		if (!rc && strcmp(cpath, out_so) != 0 && kc_copyfile(cpath, out_so) != 0) {
+		if (!rc && strcmp(cpath, out_so) != 0 && ki_copyfile(cpath, out_so) != 0) {
 			char m[1500];
 			snprintf(m, sizeof m, "cannot write %s: %s", out_so, strerror(errno));
 			rc = kvcc__seterr(KVCC_EIO, m);
 		}
 	}
 	free(cpath);
-	kc_job_free(&j);
+	ki_job_free(&j);
 	return rc;
 }
 
@@ -403,17 +403,17 @@ KVCC_API int kvcc_compile_file(const char *path, const kvcc_spec *spec, kvcc_pol
 	if (fd < 0)
 		return kvcc__seterr(KVCC_EIO, "cannot create a temporary file");
 	close(fd);
-	KcJob j = { .path = path, .spec = *spec };
-	KcErr e = { 0 };
+	KiJob j = { .path = path, .spec = *spec };
+	KiErr e = { 0 };
 	int built = compile(&j, tmp, cpath, sizeof cpath, &e) == 0;
 	int rc = built ? kvcc_open(cpath, out) : jobfail(&j, &e);
 	if (built && rc && strcmp(cpath, tmp) != 0) {   /* cached but refused (cannot happen): rebuild once */
 		unlink(cpath);
 		e.set = 0;
-		rc = kc_cached(&j, tmp, cpath, sizeof cpath, &e) != 0 ? jobfail(&j, &e) : kvcc_open(cpath, out);
+		rc = ki_cached(&j, tmp, cpath, sizeof cpath, &e) != 0 ? jobfail(&j, &e) : kvcc_open(cpath, out);
 	}
 	unlink(tmp);
-	kc_job_free(&j);
+	ki_job_free(&j);
 	return rc;
 }
 
@@ -421,9 +421,9 @@ KVCC_API int kvcc_check(const char *path, const kvcc_spec *spec, const char *gpu
 {
 	if (!path || !spec)
 		return kvcc__seterr(KVCC_EINVAL, "null argument");
-	KcJob j = { .path = path, .spec = *spec, .gpu = gpu_archs };
-	KcErr e = { 0 };
-	int rc = kc_check(&j, &e) != 0 ? jobfail(&j, &e) : 0;
-	kc_job_free(&j);
+	KiJob j = { .path = path, .spec = *spec, .gpu = gpu_archs };
+	KiErr e = { 0 };
+	int rc = ki_check(&j, &e) != 0 ? jobfail(&j, &e) : 0;
+	ki_job_free(&j);
 	return rc;
 }

@@ -12,7 +12,7 @@
 #include "codegen/ptx/ptx.h"
 #include "codegen/x86/x86.h"
 
-typedef struct KcJob {
+typedef struct KiJob {
 	/* in */
 	const char *path;          /* policy.lua, or .kir text */
 	kvcc_spec spec;
@@ -21,39 +21,39 @@ typedef struct KcJob {
 	/* the stages' results */
 	int code;                  /* the KVCC_E* code of a failed stage (0: KVCC_ECOMPILE) */
 	KiFn *f;                   /* load → verify → passes */
-	KpPlan plan;               /* plan (target independent; the generators check their coverage) */
+	KiPlan plan;               /* plan (target independent; the generators check their coverage) */
 	int planned;
 	KpGpu targets;             /* the normalized GPU targets and NVRTC (gpu != NULL) */
 	char obj[2][64];           /* codegen: the x86 object, the GPU blob's object */
 	int nobj;
 	double ms;                 /* codegen + link time of the last build */
-	/* the x86 tuning config (kc_config): $KVCC_CONFIG, else the tuning database's pick for this
+	/* the x86 tuning config (ki_config): $KVCC_CONFIG, else the tuning database's pick for this
 	** device (unless notune or $KVCC_TUNE=0), else the default; resolved for the spec */
 	const char *config;        /* in: an explicit config (the tuner), or NULL */
 	int notune;                /* in: do not consult the tuning database */
 	KxConfig cfg;
 	char cfgstr[128];
 	const char *cfgfrom;       /* "default", "KVCC_CONFIG", "tuning database", "tuner" */
-} KcJob;
+} KiJob;
 
 /* kvcc check: load → verify → passes → plan → the backends' checks for the requested targets
 ** (x86: the specialization; ptx with j->gpu: the CUDA generator without NVRTC's code). */
-KC_FUNC int kc_check(KcJob *j, KcErr *e);
+KC_FUNC int ki_check(KiJob *j, KiErr *e);
 /* Compile to `out` (a shared object), through the compile cache when it is on. */
-KC_FUNC int kc_compile(KcJob *j, const char *out, KcErr *e);
-/* The stages up to the plan (kc_check without the backends' checks): after it, j->f and j->plan
+KC_FUNC int ki_compile(KiJob *j, const char *out, KiErr *e);
+/* The stages up to the plan (ki_check without the backends' checks): after it, j->f and j->plan
 ** describe the policy. */
-KC_FUNC int kc_front(KcJob *j, KcErr *e);
-/* The stages after kc_front, one by one (tests adjust the GPU targets between them): the targets;
+KC_FUNC int ki_front(KiJob *j, KiErr *e);
+/* The stages after ki_front, one by one (tests adjust the GPU targets between them): the targets;
 ** the artifact from the cache (built on a miss), or built into `out` when the cache is off, its
 ** path in `path`. */
-KC_FUNC int kc_targets(KcJob *j, KcErr *e);
-/* The config of the build (after kc_targets; part of the cache key): never fails — a config
+KC_FUNC int ki_targets(KiJob *j, KiErr *e);
+/* The config of the build (after ki_targets; part of the cache key): never fails — a config
 ** out of range is said on stderr and the default used. */
-KC_FUNC void kc_config(KcJob *j);
-KC_FUNC int kc_cached(KcJob *j, const char *out, char *path, size_t n, KcErr *e);
-KC_FUNC void kc_job_free(KcJob *j);
+KC_FUNC void ki_config(KiJob *j);
+KC_FUNC int ki_cached(KiJob *j, const char *out, char *path, size_t n, KiErr *e);
+KC_FUNC void ki_job_free(KiJob *j);
 /* Copy a file through a temporary and rename (readers never see half a file): 0 or -1. */
-KC_FUNC int kc_copyfile(const char *from, const char *to);
+KC_FUNC int ki_copyfile(const char *from, const char *to);
 
 #endif

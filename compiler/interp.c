@@ -16,7 +16,7 @@
 typedef struct Ctx {
 	const KiFn *f;
 	const KiCase *c;
-	KcErr *e;
+	KiErr *e;
 	double *par;             /* runtime param values */
 	double ***val;           /* [nins][L*H] arrays (NULL when not needed) */
 	float *K, *V, *Q;        /* rounded copies */
@@ -160,16 +160,16 @@ typedef struct Opnd {
 	size_t st[AX_NUM];
 } Opnd;
 
-static void opnd(Ctx *x, KcRef r, int inst, const int size[AX_NUM], Opnd *o)
+static void opnd(Ctx *x, KiRef r, int inst, const int size[AX_NUM], Opnd *o)
 {
 	memset(o, 0, sizeof *o);
-	switch (KC_RKIND(r)) {
-	case RK_CON: o->k = x->f->con[KC_RIDX(r)]; return;
-	case RK_PAR: o->k = x->par[KC_RIDX(r)]; return;
+	switch (KI_RKIND(r)) {
+	case RK_CON: o->k = x->f->con[KI_RIDX(r)]; return;
+	case RK_PAR: o->k = x->par[KI_RIDX(r)]; return;
 	case RK_INS: {
-		const KiIns *in = &x->f->ins[KC_RIDX(r)];
+		const KiIns *in = &x->f->ins[KI_RIDX(r)];
 		strides(in->axes, size, o->st);
-		o->p = x->val[KC_RIDX(r)] ? x->val[KC_RIDX(r)][inst] : NULL;
+		o->p = x->val[KI_RIDX(r)] ? x->val[KI_RIDX(r)][inst] : NULL;
 		if (!in->axes) {
 			o->k = o->p ? o->p[0] : 0;
 			o->p = NULL;
@@ -355,7 +355,7 @@ static int evalred(Ctx *x, const KiIns *in, const Frame *fr, double *out)
 		out[k] = sem->init;
 	double *mu = NULL;
 	if (sem->map == MAP_DEV && !(mu = calloc(count, sizeof *mu))) {
-		kc_error(x->e, x->f->src, 0, 0, "interpreter: out of memory");
+		ki_error(x->e, x->f->src, 0, 0, "interpreter: out of memory");
 		return -1;
 	}
 	for (int pass = mu ? 0 : 1; pass < 2; pass++) {
@@ -392,7 +392,7 @@ static int intarg(Ctx *x, const KiIns *in, const Opnd *o, double lo, double hi, 
 {
 	*v = scalar(o);
 	if (!(*v >= lo && *v <= hi) || (isfinite(*v) && *v != floor(*v))) {
-		kc_error(x->e, x->f->src, in->line, in->col, "%s must be an integer in %g..%g, got %g", what,
+		ki_error(x->e, x->f->src, in->line, in->col, "%s must be an integer in %g..%g, got %g", what,
 		         lo, hi, *v);
 		return -1;
 	}
@@ -580,7 +580,7 @@ static int evalins(Ctx *x, int i, int l, int h, double *out)
 	case AR_SCAN:
 		return 0;            /* hmean across heads (evalhmean), scan token by token (evalscan) */
 	}
-	kc_error(x->e, x->f->src, in->line, in->col, "interpreter: op %s not handled", ki_opname(in->op));
+	ki_error(x->e, x->f->src, in->line, in->col, "interpreter: op %s not handled", ki_opname(in->op));
 	return -1;
 }
 
@@ -595,7 +595,7 @@ static int evalhmean(Ctx *x, int i)
 		size_t st[AX_NUM], cnt = strides(in->axes, size, st);
 		for (int h = 1; h < c->H; h++)
 			if (tokens(c, l, h) != tokens(c, l, 0)) {
-				kc_error(x->e, x->f->src, in->line, in->col,
+				ki_error(x->e, x->f->src, in->line, in->col,
 				         "mean over heads needs equal lengths across the heads of layer %d", l);
 				return -1;
 			}
@@ -669,15 +669,15 @@ static int evalscan(Ctx *x, int i)
 /* Mark the instructions reachable from `root`. Operands point backwards, so
 ** one sweep down from the root finds them all: no recursion, whose depth a
 ** long chain of instructions would make the policy's length. */
-static void mark(const KiFn *f, KcRef root, char *need)
+static void mark(const KiFn *f, KiRef root, char *need)
 {
-	if (KC_RKIND(root) != RK_INS)
+	if (KI_RKIND(root) != RK_INS)
 		return;
-	need[KC_RIDX(root)] = 1;
-	for (int i = KC_RIDX(root); i >= 0; i--)
+	need[KI_RIDX(root)] = 1;
+	for (int i = KI_RIDX(root); i >= 0; i--)
 		for (int k = 0; need[i] && k < 3; k++)
-			if (KC_RKIND(f->ins[i].arg[k]) == RK_INS && KC_RIDX(f->ins[i].arg[k]) < i)
-				need[KC_RIDX(f->ins[i].arg[k])] = 1;
+			if (KI_RKIND(f->ins[i].arg[k]) == RK_INS && KI_RIDX(f->ins[i].arg[k]) < i)
+				need[KI_RIDX(f->ins[i].arg[k])] = 1;
 }
 
 /* x->body: 1 + the state of the scan whose carry instruction i reads, else 0. */
@@ -694,8 +694,8 @@ static int scanbodies(Ctx *x)
 			continue;
 		}
 		for (int k = 0; k < ki_nargs(in->op) && in->op != KO_scan; k++)
-			if (KC_RKIND(in->arg[k]) == RK_INS && x->body[KC_RIDX(in->arg[k])])
-				x->body[i] = x->body[KC_RIDX(in->arg[k])];
+			if (KI_RKIND(in->arg[k]) == RK_INS && x->body[KI_RIDX(in->arg[k])])
+				x->body[i] = x->body[KI_RIDX(in->arg[k])];
 	}
 	return 0;
 }
@@ -733,7 +733,7 @@ static int evaluate(Ctx *x, const char *need)
 	}
 	return 0;
 oom:
-	kc_error(x->e, x->f->src, 0, 0, "interpreter: out of memory");
+	ki_error(x->e, x->f->src, 0, 0, "interpreter: out of memory");
 	return -1;
 }
 
@@ -756,11 +756,11 @@ static void freevals(Ctx *x)
 
 /* --- selection ------------------------------------------------------------------------ */
 
-static double refval(const KiFn *f, const double *par, KcRef r, double def)
+static double refval(const KiFn *f, const double *par, KiRef r, double def)
 {
-	switch (KC_RKIND(r)) {
-	case RK_CON: return f->con[KC_RIDX(r)];
-	case RK_PAR: return par ? par[KC_RIDX(r)] : f->par[KC_RIDX(r)].def;
+	switch (KI_RKIND(r)) {
+	case RK_CON: return f->con[KI_RIDX(r)];
+	case RK_PAR: return par ? par[KI_RIDX(r)] : f->par[KI_RIDX(r)].def;
 	}
 	return def;
 }
@@ -853,7 +853,7 @@ static int selectkeep(Ctx *x, const double *scores, const long *nk, char *keep)
 	double vs = refval(f, x->par, f->sel.keep_first, 0), vr = refval(f, x->par, f->sel.keep_recent, 0);
 	double vc = refval(f, x->par, f->sel.chunk, 1);
 	if (!(vs >= 0 && vs <= 1e12) || !(vr >= 0 && vr <= 1e12) || !(vc >= 1 && vc <= 1e12)) {
-		kc_error(x->e, f->src, f->sel.line, f->sel.col,
+		ki_error(x->e, f->src, f->sel.line, f->sel.col,
 		         "select: keep_first and keep_recent must be in 0..1e12 and chunk in 1..1e12 "
 		         "(got %g, %g, %g)", vs, vr, vc);
 		return -1;
@@ -863,7 +863,7 @@ static int selectkeep(Ctx *x, const double *scores, const long *nk, char *keep)
 	size_t maxc = (size_t)c->L * c->H * (size_t)c->n + 1;
 	Cand *cs = malloc(maxc * sizeof *cs);
 	if (!cs) {
-		kc_error(x->e, f->src, 0, 0, "interpreter: out of memory");
+		ki_error(x->e, f->src, 0, 0, "interpreter: out of memory");
 		return -1;
 	}
 	int ncand = 0;
@@ -919,7 +919,7 @@ static int selectsummary(Ctx *x, const double *scores, const long *nks, char *ke
 	char *okeep = calloc(ntok + 1, 1);
 	int *ord = calloc((size_t)c->n + 1, sizeof *ord);
 	if (!olen || !want || !osc || !okeep || !ord) {
-		kc_error(x->e, f->src, 0, 0, "interpreter: out of memory");
+		ki_error(x->e, f->src, 0, 0, "interpreter: out of memory");
 		goto out;
 	}
 	for (int l = 0; l < c->L; l++)
@@ -929,7 +929,7 @@ static int selectsummary(Ctx *x, const double *scores, const long *nks, char *ke
 			int no = ki_ordrows(c, cex, l, h, ord);
 			long nk = nks[lh];
 			if (n > nk && nk < C) {
-				kc_error(x->e, f->src, f->merge.line, f->merge.col, "merge summary: the budget keeps "
+				ki_error(x->e, f->src, f->merge.line, f->merge.col, "merge summary: the budget keeps "
 				         "%ld rows of (layer %d, head %d), fewer than its %d summary rows", nk, l, h, C);
 				goto out;
 			}
@@ -970,55 +970,55 @@ static int markmerge(const KiFn *f, char *need)
 		return -1;
 	}
 	ki_pairctx(f, ctx);
-	KcRef roots[4] = { m->sim, m->threshold, m->weight, m->self };
+	KiRef roots[4] = { m->sim, m->threshold, m->weight, m->self };
 	for (int k = 0; k < 4; k++)
-		if (KC_RKIND(roots[k]) == RK_INS)
-			reach[KC_RIDX(roots[k])] = 1;
+		if (KI_RKIND(roots[k]) == RK_INS)
+			reach[KI_RIDX(roots[k])] = 1;
 	int top = -1;            /* the highest root of the ordinary values: one sweep marks them all */
 	for (int i = f->nins - 1; i >= 0; i--) {
 		const KiIns *in = &f->ins[i];
 		if (!reach[i])
 			continue;
 		if (!ctx[i] || in->op == KO_erow || in->op == KO_krow || in->op == KO_tmean) {
-			KcRef r = ctx[i] ? in->arg[0] : KC_REF(RK_INS, i);
-			if (KC_RKIND(r) == RK_INS && KC_RIDX(r) <= i) {
-				need[KC_RIDX(r)] = 1;
-				top = KC_RIDX(r) > top ? KC_RIDX(r) : top;
+			KiRef r = ctx[i] ? in->arg[0] : KI_REF(RK_INS, i);
+			if (KI_RKIND(r) == RK_INS && KI_RIDX(r) <= i) {
+				need[KI_RIDX(r)] = 1;
+				top = KI_RIDX(r) > top ? KI_RIDX(r) : top;
 			}
 			continue;
 		}
 		for (int k = 0; k < 3; k++)
-			if (KC_RKIND(in->arg[k]) == RK_INS && KC_RIDX(in->arg[k]) < i)
-				reach[KC_RIDX(in->arg[k])] = 1;
+			if (KI_RKIND(in->arg[k]) == RK_INS && KI_RIDX(in->arg[k]) < i)
+				reach[KI_RIDX(in->arg[k])] = 1;
 	}
 	if (top >= 0)
-		mark(f, KC_REF(RK_INS, top), need);
+		mark(f, KI_REF(RK_INS, top), need);
 	free(ctx), free(reach);
 	return 0;
 }
 
 /* --- the entry point -------------------------------------------------------------------- */
 
-static int checkcase(const KiFn *f, const KiCase *c, KcErr *e)
+static int checkcase(const KiFn *f, const KiCase *c, KiErr *e)
 {
 	if (c->L < 1 || c->H < 1 || c->G < 1 || c->d < 1 || c->n < 0 || c->O < 0)
-		return kc_error(e, f->src, 0, 0, "bad case shape L=%d H=%d G=%d d=%d n=%d O=%d",
+		return ki_error(e, f->src, 0, 0, "bad case shape L=%d H=%d G=%d d=%d n=%d O=%d",
 		                c->L, c->H, c->G, c->d, c->n, c->O), -1;
 	if (!c->K || !c->V)
-		return kc_error(e, f->src, 0, 0, "case has no K or V"), -1;
+		return ki_error(e, f->src, 0, 0, "case has no K or V"), -1;
 	if (c->O > 0 && !c->Q)
-		return kc_error(e, f->src, 0, 0, "case has %d observation queries but no Q", c->O), -1;
+		return ki_error(e, f->src, 0, 0, "case has %d observation queries but no Q", c->O), -1;
 	if (c->budget < 0 && !(c->ratio >= 0 && c->ratio < 1))
-		return kc_error(e, f->src, 0, 0, "ratio must be in [0, 1), got %g", c->ratio), -1;
+		return ki_error(e, f->src, 0, 0, "ratio must be in [0, 1), got %g", c->ratio), -1;
 	for (int k = 0; c->len && k < c->L * c->H; k++)
 		if (c->len[k] < 0 || c->len[k] > c->n)
-			return kc_error(e, f->src, 0, 0, "length %d of (layer %d, head %d) outside 0..%d",
+			return ki_error(e, f->src, 0, 0, "length %d of (layer %d, head %d) outside 0..%d",
 			                c->len[k], k / c->H, k % c->H, c->n), -1;
 	int C = ki_summaryrows(f);
 	for (int k = 0; c->sumat && k < c->L * c->H; k++) {
 		int n = c->len ? c->len[k] : c->n;
 		if (c->sumat[k] >= 0 && (f->merge.kind != MG_summary || c->sumat[k] + C > n))
-			return kc_error(e, f->src, f->merge.line, f->merge.col, f->merge.kind != MG_summary ?
+			return ki_error(e, f->src, f->merge.line, f->merge.col, f->merge.kind != MG_summary ?
 			                "the case has summary rows but the policy's merge rule builds none" :
 			                "summary rows %d .. %d of (layer %d, head %d) outside its %d rows",
 			                c->sumat[k], c->sumat[k] + C - 1, k / c->H, k % c->H, n), -1;
@@ -1026,15 +1026,15 @@ static int checkcase(const KiFn *f, const KiCase *c, KcErr *e)
 	for (int i = 0; i < f->nins; i++) {
 		const KiIns *in = &f->ins[i];
 		if (in->op == KO_input && (in->aux == IN_Q || in->aux == IN_qpos || in->aux == IN_lse) && c->O < 1)
-			return kc_error(e, f->src, in->line, in->col,
+			return ki_error(e, f->src, in->line, in->col,
 			                "the policy reads %s but the case has no observation queries",
 			                ki_inputname(in->aux)), -1;
 		if (in->op == KO_input && in->aux == IN_lse && !c->lse)
-			return kc_error(e, f->src, in->line, in->col, "the policy reads lse but the case has none"), -1;
+			return ki_error(e, f->src, in->line, in->col, "the policy reads lse but the case has none"), -1;
 		for (int k = 0; in->op == KO_input && (in->aux == IN_Q || in->aux == IN_qpos) && !c->qpos &&
 		                k < c->L * c->H; k++)
 			if (tokens(c, k / c->H, k % c->H) < c->O)
-				return kc_error(e, f->src, in->line, in->col, "%d observation queries without qpos need "
+				return ki_error(e, f->src, in->line, in->col, "%d observation queries without qpos need "
 				                "as many held tokens, but (layer %d, head %d) holds %d", c->O, k / c->H,
 				                k % c->H, tokens(c, k / c->H, k % c->H)), -1;
 	}
@@ -1053,7 +1053,7 @@ static int bindweights(Ctx *x)
 	if (!f->nw)
 		return 0;
 	if (!(x->wd = calloc((size_t)f->nw, sizeof *x->wd))) {
-		kc_error(x->e, f->src, 0, 0, "interpreter: out of memory");
+		ki_error(x->e, f->src, 0, 0, "interpreter: out of memory");
 		return -1;
 	}
 	long out = 0;
@@ -1065,7 +1065,7 @@ static int bindweights(Ctx *x)
 			if (c->w[k].name && strcmp(c->w[k].name, w->name) == 0)
 				d = &c->w[k];
 		if (!d || !d->data)
-			return kc_error(x->e, f->src, w->line, w->col, "weight '%s' is missing (the policy "
+			return ki_error(x->e, f->src, w->line, w->col, "weight '%s' is missing (the policy "
 			                "declares it; give it by name, e.g. kvcc run --weights FILE.npz)", w->name), -1;
 		long want[KI_MAXWDIM];
 		int ok = d->ndim == w->ndim;
@@ -1087,12 +1087,12 @@ static int bindweights(Ctx *x)
 		for (int k = 0; k < d->ndim && k < KI_MAXWDIM; k++)
 			snprintf(got + strlen(got), sizeof got - strlen(got), "%s%ld", k ? ", " : "", d->shape[k]);
 		if (!ok)
-			return kc_error(x->e, f->src, w->line, w->col, "weight '%s' has shape (%s), the policy "
+			return ki_error(x->e, f->src, w->line, w->col, "weight '%s' has shape (%s), the policy "
 			                "declares (%s)", w->name, got, exp), -1;
 		for (int k = 0; k < w->ndim; k++)
 			if (w->ax[k] == WA_out) {
 				if (out && d->shape[k] != out)
-					return kc_error(x->e, f->src, w->line, w->col, "weight '%s' has an out axis of "
+					return ki_error(x->e, f->src, w->line, w->col, "weight '%s' has an out axis of "
 					                "%ld, but weight '%s' gives out %ld", w->name, d->shape[k],
 					                outby, out), -1;
 				out = d->shape[k], outby = outby ? outby : w->name;
@@ -1102,7 +1102,7 @@ static int bindweights(Ctx *x)
 			cnt *= (size_t)d->shape[k];
 		for (size_t k = 0; k < cnt; k++)
 			if (!isfinite(d->data[k]))
-				return kc_error(x->e, f->src, w->line, w->col, "weight '%s' holds %g at flat index %zu "
+				return ki_error(x->e, f->src, w->line, w->col, "weight '%s' holds %g at flat index %zu "
 				                "(weights must be finite)", w->name, d->data[k], k), -1;
 		x->wd[i] = d;
 	}
@@ -1110,7 +1110,7 @@ static int bindweights(Ctx *x)
 	return 0;
 }
 
-int ki_run(const KiFn *f, const KiCase *c, KiResult *r, KcErr *e)
+int ki_run(const KiFn *f, const KiCase *c, KiResult *r, KiErr *e)
 {
 	memset(r, 0, sizeof *r);
 	if (checkcase(f, c, e) != 0)
@@ -1141,7 +1141,7 @@ int ki_run(const KiFn *f, const KiCase *c, KiResult *r, KcErr *e)
 	if (!x.par || !x.val || !x.K || !x.V || !x.Q || !need || !keep || !nk || !keepv || !r->scores ||
 	    !r->len || !r->kept || !r->pos || !r->K || !r->V || !r->state || !r->count || !r->sumat ||
 	    !r->tau) {
-		kc_error(e, f->src, 0, 0, "interpreter: out of memory");
+		ki_error(e, f->src, 0, 0, "interpreter: out of memory");
 		goto done;
 	}
 	for (int i = 0; i < f->npar; i++)
@@ -1162,7 +1162,7 @@ int ki_run(const KiFn *f, const KiCase *c, KiResult *r, KcErr *e)
 		if (ki_isscanstate(f, s))
 			mark(f, f->st[s].update, need);
 	if (f->merge.kind != MG_drop && markmerge(f, need) != 0) {
-		kc_error(e, f->src, 0, 0, "interpreter: out of memory");
+		ki_error(e, f->src, 0, 0, "interpreter: out of memory");
 		goto done;
 	}
 	if (evaluate(&x, need) != 0)
@@ -1214,7 +1214,7 @@ int ki_run(const KiFn *f, const KiCase *c, KiResult *r, KcErr *e)
 				r->count[lh * c->n + m] = c->count ? c->count[lh * c->n + t] : 1;
 				for (int s = 0; s < f->nst; s++)
 					r->state[((size_t)s * c->L * c->H + lh) * c->n + m] =
-						ki_isscanstate(f, s) ? x.val[KC_RIDX(f->st[s].update)][lh][t] :
+						ki_isscanstate(f, s) ? x.val[KI_RIDX(f->st[s].update)][lh][t] :
 						c->state ? c->state[((size_t)s * c->L * c->H + lh) * c->n + t] : f->st[s].init;
 				m++;
 			}
@@ -1234,14 +1234,14 @@ done:
 	return rc;
 }
 
-int ki_observe(const KiFn *f, const KiCase *c0, const float *q, double *state, float *out, KcErr *e)
+int ki_observe(const KiFn *f, const KiCase *c0, const float *q, double *state, float *out, KiErr *e)
 {
 	KiCase c = *c0;
 	c.state = state, c.O = 0, c.Q = NULL, c.lse = NULL;
 	if (checkcase(f, &c, e) != 0)
 		return -1;
 	if (!q || !state)
-		return kc_error(e, f->src, 0, 0, "observe needs queries and state"), -1;
+		return ki_error(e, f->src, 0, 0, "observe needs queries and state"), -1;
 	Ctx x = { .f = f, .c = &c, .e = e };
 	size_t nkv = (size_t)c.L * c.H * c.n * c.d, ntok = (size_t)c.L * c.H * c.n;
 	double *attn = calloc((size_t)c.G * ntok + 1, sizeof *attn);
@@ -1254,7 +1254,7 @@ int ki_observe(const KiFn *f, const KiCase *c0, const float *q, double *state, f
 	x.Q = NULL;
 	int rc = -1;
 	if (!attn || !next || !need || !x.par || !x.val || !x.K || !x.V) {
-		kc_error(e, f->src, 0, 0, "interpreter: out of memory");
+		ki_error(e, f->src, 0, 0, "interpreter: out of memory");
 		goto done;
 	}
 	for (int i = 0; i < f->npar; i++)

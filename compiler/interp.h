@@ -76,7 +76,7 @@ typedef struct KiResult {
 KC_FUNC double ki_combine(int comb, double acc, double v);
 KC_FUNC double ki_finish(int fin, double acc, double count);
 
-KC_FUNC int ki_run(const KiFn *f, const KiCase *c, KiResult *r, KcErr *e);
+KC_FUNC int ki_run(const KiFn *f, const KiCase *c, KiResult *r, KiErr *e);
 KC_FUNC void ki_result_free(KiResult *r);
 
 /* One decode step: each query head's attention over its KV head's cache
@@ -85,13 +85,13 @@ KC_FUNC void ki_result_free(KiResult *r);
 ** attention outputs, or NULL; state: [nst][L][H][n], read and updated in
 ** place. c->state is ignored (state is passed here). */
 KC_FUNC int ki_observe(const KiFn *f, const KiCase *c, const float *q, double *state, float *out,
-                       KcErr *e);
+                       KiErr *e);
 
 /* merge.c: the merge stage of ki_run, after selection (internal). */
 typedef struct KiMergeIn {
 	const KiFn *f;
 	const KiCase *c;
-	KcErr *e;
+	KiErr *e;
 	const double *par;        /* runtime param values */
 	double ***val;            /* [nins][L*H] evaluated ordinary values the merge rule reads */
 	const float *K, *V;       /* rows rounded to the storage dtype */

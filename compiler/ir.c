@@ -112,8 +112,8 @@ void ki_pairctx(const KiFn *f, uint8_t *ctx)
 		case KO_pinfo: c = in->aux < PI_NUM ? pinfoflag[in->aux] : 0; break;
 		default:
 			for (int k = 0; k < 3; k++)
-				if (KC_RKIND(in->arg[k]) == RK_INS && KC_RIDX(in->arg[k]) < i)
-					c |= ctx[KC_RIDX(in->arg[k])];
+				if (KI_RKIND(in->arg[k]) == RK_INS && KI_RIDX(in->arg[k]) < i)
+					c |= ctx[KI_RIDX(in->arg[k])];
 		}
 		ctx[i] = c;
 	}
@@ -141,7 +141,7 @@ KiFn *ki_new(const char *name, const char *src)
 		return NULL;
 	snprintf(f->name, sizeof f->name, "%s", name ? name : "policy");
 	snprintf(f->src, sizeof f->src, "%s", src ? src : "policy");
-	f->sel.chunk = KC_NIL;
+	f->sel.chunk = KI_NIL;
 	return f;
 }
 
@@ -162,7 +162,7 @@ static void *dup(const void *p, size_t n, int *ok)
 {
 	if (!n)
 		return NULL;
-	void *q = kc_realloc(NULL, n);
+	void *q = ki_realloc(NULL, n);
 	if (!q)
 		*ok = 0;
 	else
@@ -172,7 +172,7 @@ static void *dup(const void *p, size_t n, int *ok)
 
 KiFn *ki_clone(const KiFn *f)
 {
-	KiFn *g = kc_realloc(NULL, sizeof *g);
+	KiFn *g = ki_realloc(NULL, sizeof *g);
 	if (!g)
 		return NULL;
 	int ok = 1;
@@ -198,34 +198,34 @@ static void *room(void *p, int n, int *cap, size_t elem)
 	if (n < *cap)
 		return p;
 	int nc = *cap ? 2 * *cap : 16;
-	void *q = nc > *cap ? kc_realloc(p, (size_t)nc * elem) : NULL;
+	void *q = nc > *cap ? ki_realloc(p, (size_t)nc * elem) : NULL;
 	if (q)
 		*cap = nc;
 	return q;
 }
 
-KcRef ki_emit(KiFn *f, const KiIns *ins)
+KiRef ki_emit(KiFn *f, const KiIns *ins)
 {
 	KiIns *t = room(f->ins, f->nins, &f->capins, sizeof *t);
 	if (!t)
-		return KC_NIL;
+		return KI_NIL;
 	f->ins = t;
 	f->ins[f->nins] = *ins;
-	return KC_REF(RK_INS, f->nins++);
+	return KI_REF(RK_INS, f->nins++);
 }
 
 /* Constants are interned: equal values share one slot (bitwise, so -0 != 0). */
-KcRef ki_const(KiFn *f, double v)
+KiRef ki_const(KiFn *f, double v)
 {
 	for (int i = 0; i < f->ncon; i++)
 		if (memcmp(&f->con[i], &v, sizeof v) == 0)
-			return KC_REF(RK_CON, i);
+			return KI_REF(RK_CON, i);
 	double *t = room(f->con, f->ncon, &f->capcon, sizeof *t);
 	if (!t)
-		return KC_NIL;
+		return KI_NIL;
 	f->con = t;
 	f->con[f->ncon] = v;
-	return KC_REF(RK_CON, f->ncon++);
+	return KI_REF(RK_CON, f->ncon++);
 }
 
 int ki_findparam(const KiFn *f, const char *name)
@@ -313,16 +313,16 @@ uint8_t ki_weightaxes(const KiWeight *w)
 /* A scan state: its update is the scan instruction that names it. */
 int ki_isscanstate(const KiFn *f, int s)
 {
-	KcRef u = f->st[s].update;
-	return KC_RKIND(u) == RK_INS && KC_RIDX(u) < f->nins && f->ins[KC_RIDX(u)].op == KO_scan &&
-	       f->ins[KC_RIDX(u)].aux == s;
+	KiRef u = f->st[s].update;
+	return KI_RKIND(u) == RK_INS && KI_RIDX(u) < f->nins && f->ins[KI_RIDX(u)].op == KO_scan &&
+	       f->ins[KI_RIDX(u)].aux == s;
 }
 
 /* Axes of an operand: constants and parameters are scalars. */
-uint8_t ki_refaxes(const KiFn *f, KcRef r)
+uint8_t ki_refaxes(const KiFn *f, KiRef r)
 {
-	if (KC_RKIND(r) == RK_INS && KC_RIDX(r) < f->nins)
-		return f->ins[KC_RIDX(r)].axes;
+	if (KI_RKIND(r) == RK_INS && KI_RIDX(r) < f->nins)
+		return f->ins[KI_RIDX(r)].axes;
 	return 0;
 }
 
@@ -331,7 +331,7 @@ uint8_t ki_refaxes(const KiFn *f, KcRef r)
 ** (and `axis`). Returns 0, or -1 with a reason in `why` (used by the builder
 ** and the verifier, which add the position).
 */
-int ki_resultaxes(const KiFn *f, int op, const KcRef *arg, int axis, uint8_t *axes,
+int ki_resultaxes(const KiFn *f, int op, const KiRef *arg, int axis, uint8_t *axes,
                   char *why, size_t whylen)
 {
 	uint8_t a = 0, u = 0;

@@ -22,12 +22,12 @@
 /* --- refs -------------------------------------------------------------------- */
 /* A ref names an operand: an instruction, a constant or a runtime parameter.
 ** kind in the top 3 bits, index in the low 29; 0 is "no operand". */
-typedef uint32_t KcRef;
+typedef uint32_t KiRef;
 enum { RK_NIL, RK_INS, RK_CON, RK_PAR };
-#define KC_REF(kind, idx) ((KcRef)(((uint32_t)(kind) << 29) | (uint32_t)(idx)))
-#define KC_RKIND(r)       ((int)((r) >> 29))
-#define KC_RIDX(r)        ((int)((r) & 0x1fffffffu))
-#define KC_NIL            ((KcRef)0)
+#define KI_REF(kind, idx) ((KiRef)(((uint32_t)(kind) << 29) | (uint32_t)(idx)))
+#define KI_RKIND(r)       ((int)((r) >> 29))
+#define KI_RIDX(r)        ((int)((r) & 0x1fffffffu))
+#define KI_NIL            ((KiRef)0)
 
 /* --- limits ------------------------------------------------------------------- */
 /* What a policy may hold, however it is written: the DSL builder and the KIR
@@ -51,7 +51,7 @@ typedef struct KiIns {
 	uint8_t axis;         /* axis operand (RED, DOT, KEEP, index, size), else AX_NONE */
 	uint8_t aux;          /* input (IN_*), state number (state, carry, scan),
 	                      ** weight number, or info (INF_*) */
-	KcRef arg[3];         /* operands; KC_NIL when absent */
+	KiRef arg[3];         /* operands; KI_NIL when absent */
 	uint32_t line, col;   /* source position in the policy file (0 = unknown) */
 } KiIns;
 
@@ -64,8 +64,8 @@ typedef struct KiParam {
 typedef struct KiState {
 	char name[32];
 	double init;          /* value of a token's state when it enters the cache */
-	KcRef update;         /* new value computed by the observe hook, or the scan
-	                      ** instruction that computes it (a scan state), or KC_NIL */
+	KiRef update;         /* new value computed by the observe hook, or the scan
+	                      ** instruction that computes it (a scan state), or KI_NIL */
 } KiState;
 
 /* weights: named tensors given at run time, declared with their axes in the
@@ -90,15 +90,15 @@ enum { SCH_none, SCH_pyramid, SCH_prefix, SCH_dynamic };
 typedef struct KiSelect {
 	uint8_t kind, scope, sched;
 	uint8_t nocap;        /* threshold, mass: the runtime ratio / budget does not cap */
-	KcRef keep_first;     /* protected sinks (count), const or param */
-	KcRef keep_recent;    /* protected recent window (count) */
-	KcRef chunk;          /* granularity in tokens (1 = token) */
-	KcRef beta;           /* pyramid schedule: min/max budget ratio parameter */
-	KcRef tau;            /* threshold: keep scores >= tau */
-	KcRef mass;           /* mass: keep the shortest prefix reaching this mass */
-	KcRef floor;          /* topk scope layer: each head's own share alpha, or nil */
-	KcRef keep;           /* per-(layer, head) kept count, a scalar instruction, or nil */
-	KcRef sa, sb;         /* schedule arguments: prefix (tol, iters), dynamic (ratio_max, every) */
+	KiRef keep_first;     /* protected sinks (count), const or param */
+	KiRef keep_recent;    /* protected recent window (count) */
+	KiRef chunk;          /* granularity in tokens (1 = token) */
+	KiRef beta;           /* pyramid schedule: min/max budget ratio parameter */
+	KiRef tau;            /* threshold: keep scores >= tau */
+	KiRef mass;           /* mass: keep the shortest prefix reaching this mass */
+	KiRef floor;          /* topk scope layer: each head's own share alpha, or nil */
+	KiRef keep;           /* per-(layer, head) kept count, a scalar instruction, or nil */
+	KiRef sa, sb;         /* schedule arguments: prefix (tol, iters), dynamic (ratio_max, every) */
 	uint32_t line, col;
 } KiSelect;
 
@@ -116,14 +116,14 @@ typedef struct KiMerge {
 	uint8_t update;       /* MU_mean: (w_k X_k + S w_e X_e) / (w_k + S w_e); MU_sum: w_k X_k + S w_e X_e */
 	uint8_t keys, values; /* which rows the update writes (nearest, next, runs) */
 	uint8_t bias;         /* decode attention adds log(count) to each row's logit */
-	KcRef sim;            /* nearest, runs: [] pair expression */
-	KcRef threshold;      /* MT_value: a constant, param or [] pair expression */
-	KcRef beta;           /* MT_adaptive: weight of the previous tau (constant or param) */
-	KcRef weight;         /* w_e: [] pair expression, constant or param */
-	KcRef self;           /* w_k: [] expression of the kept row (krow, pinfo absorbed/kcount) */
-	KcRef m;              /* next: targets per evicted token (constant or param) */
-	KcRef rows;           /* summary: C rows (constant) */
-	KcRef iters;          /* summary: Lloyd iterations (constant) */
+	KiRef sim;            /* nearest, runs: [] pair expression */
+	KiRef threshold;      /* MT_value: a constant, param or [] pair expression */
+	KiRef beta;           /* MT_adaptive: weight of the previous tau (constant or param) */
+	KiRef weight;         /* w_e: [] pair expression, constant or param */
+	KiRef self;           /* w_k: [] expression of the kept row (krow, pinfo absorbed/kcount) */
+	KiRef m;              /* next: targets per evicted token (constant or param) */
+	KiRef rows;           /* summary: C rows (constant) */
+	KiRef iters;          /* summary: Lloyd iterations (constant) */
 	uint32_t line, col;
 } KiMerge;
 
@@ -133,7 +133,7 @@ enum { PI_sim, PI_absorbed, PI_ntargets, PI_ecount, PI_kcount, PI_NUM };
 enum { WH_prefill, WH_decode };
 typedef struct KiWhen {
 	uint8_t kind;
-	KcRef every;          /* decode: compress every N steps */
+	KiRef every;          /* decode: compress every N steps */
 	uint32_t line, col;
 } KiWhen;
 
@@ -145,8 +145,8 @@ typedef struct KiFn {
 	KiParam *par; int npar, cappar;
 	KiState *st;  int nst, capst;
 	KiWeight *w;  int nw, capw;
-	KcRef score;          /* [token] score per (layer, head); higher = keep */
-	KcRef obs;            /* number of observation queries, or KC_NIL */
+	KiRef score;          /* [token] score per (layer, head); higher = keep */
+	KiRef obs;            /* number of observation queries, or KI_NIL */
 	int obs_all;          /* 1: every context position is an observation query */
 	KiSelect sel;
 	KiMerge merge;
@@ -166,19 +166,19 @@ typedef struct KiSem {
 
 /* --- errors ------------------------------------------------------------------- */
 /* The first error of a stage, formatted as one line "file:line:col: error: msg". */
-typedef struct KcErr {
+typedef struct KiErr {
 	int set;
 	char msg[512];
 	int nomem;            /* the error is that memory ran out (the API's KVCC_ENOMEM) */
-} KcErr;
+} KiErr;
 
-/* ir.c: constructors return NULL, KC_NIL or -1 when memory runs out (the KiFn is
+/* ir.c: constructors return NULL, KI_NIL or -1 when memory runs out (the KiFn is
 ** unchanged and still valid; the caller reports "out of memory"). */
 KC_FUNC KiFn *ki_new(const char *name, const char *src);
 KC_FUNC void ki_free(KiFn *f);
 KC_FUNC KiFn *ki_clone(const KiFn *f);
-KC_FUNC KcRef ki_emit(KiFn *f, const KiIns *ins);
-KC_FUNC KcRef ki_const(KiFn *f, double v);
+KC_FUNC KiRef ki_emit(KiFn *f, const KiIns *ins);
+KC_FUNC KiRef ki_const(KiFn *f, double v);
 KC_FUNC int ki_addparam(KiFn *f, const char *name, double def, uint32_t line, uint32_t col);
 KC_FUNC int ki_findparam(const KiFn *f, const char *name);
 KC_FUNC int ki_addstate(KiFn *f, const char *name, double init);
@@ -190,8 +190,8 @@ KC_FUNC const char *ki_waxisname(int wa);
 KC_FUNC int ki_waxisbyname(const char *name, size_t len);
 KC_FUNC int ki_isscanstate(const KiFn *f, int s);     /* updated by a scan, not by observe */
 KC_FUNC const char *ki_selname(int kind);
-KC_FUNC uint8_t ki_refaxes(const KiFn *f, KcRef r);
-KC_FUNC int ki_resultaxes(const KiFn *f, int op, const KcRef *arg, int axis, uint8_t *axes,
+KC_FUNC uint8_t ki_refaxes(const KiFn *f, KiRef r);
+KC_FUNC int ki_resultaxes(const KiFn *f, int op, const KiRef *arg, int axis, uint8_t *axes,
                           char *why, size_t whylen);
 KC_FUNC const char *ki_opname(int op);
 KC_FUNC int ki_opbyname(const char *name, size_t len);
@@ -225,33 +225,33 @@ KC_FUNC double ki_evalew(int op, double a, double b, double c);   /* the value c
 KC_FUNC uint64_t ki_fnv(const void *p, size_t n, uint64_t h);
 
 /* diag.c */
-KC_FUNC void kc_error(KcErr *e, const char *src, uint32_t line, uint32_t col, const char *fmt, ...)
+KC_FUNC void ki_error(KiErr *e, const char *src, uint32_t line, uint32_t col, const char *fmt, ...)
 	__attribute__((format(printf, 5, 6)));
-KC_FUNC void kc_verror(KcErr *e, const char *src, uint32_t line, uint32_t col, const char *fmt,
+KC_FUNC void ki_verror(KiErr *e, const char *src, uint32_t line, uint32_t col, const char *fmt,
                        va_list ap);
 /* realloc that returns NULL on failure (size 0 allocates 1 byte); every stage turns
 ** NULL into an "out of memory" error, none aborts. */
-KC_FUNC void *kc_realloc(void *p, size_t n);
+KC_FUNC void *ki_realloc(void *p, size_t n);
 /* A whole file, NUL-terminated (malloc'd), or NULL with e set; at most max bytes. */
-KC_FUNC char *kc_readfile(const char *path, size_t *len, KcErr *e);
-KC_FUNC char *kc_readfilemax(const char *path, size_t max, size_t *len, KcErr *e);
+KC_FUNC char *ki_readfile(const char *path, size_t *len, KiErr *e);
+KC_FUNC char *ki_readfilemax(const char *path, size_t max, size_t *len, KiErr *e);
 
 /* print.c */
 KC_FUNC char *ki_print(const KiFn *f);          /* malloc'd text form; NULL: out of memory */
-KC_FUNC void ki_printref(const KiFn *f, KcRef r, char *buf, size_t len);
+KC_FUNC void ki_printref(const KiFn *f, KiRef r, char *buf, size_t len);
 
 /* parse.c (with the re2c lexer in lex.re) */
-KC_FUNC KiFn *ki_parse(const char *text, const char *file, KcErr *e);
+KC_FUNC KiFn *ki_parse(const char *text, const char *file, KiErr *e);
 
 /* verify.c */
-KC_FUNC int ki_verify(const KiFn *f, KcErr *e);
+KC_FUNC int ki_verify(const KiFn *f, KiErr *e);
 
 /* passes.c: each returns 0, or -1 with e set */
-KC_FUNC int ki_fold(KiFn *f, KcErr *e);
-KC_FUNC int ki_canon(KiFn *f, KcErr *e);
-KC_FUNC int ki_cse(KiFn *f, KcErr *e);
-KC_FUNC int ki_dce(KiFn *f, KcErr *e);
-KC_FUNC int ki_runpasses(KiFn *f, const char *names, int verify, KcErr *e,
+KC_FUNC int ki_fold(KiFn *f, KiErr *e);
+KC_FUNC int ki_canon(KiFn *f, KiErr *e);
+KC_FUNC int ki_cse(KiFn *f, KiErr *e);
+KC_FUNC int ki_dce(KiFn *f, KiErr *e);
+KC_FUNC int ki_runpasses(KiFn *f, const char *names, int verify, KiErr *e,
                          void (*dump)(const KiFn *, const char *pass, void *), void *ud);
 #define KI_DEFAULT_PASSES "fold,canon,cse,dce"
 

@@ -57,8 +57,8 @@ KC_FUNC int ki_lex(KiLex *l, KiTok *t);          /* fills *t, returns t->t */
 KC_FUNC const char *ki_tokname(int t);           /* "identifier", "end of line", ... */
 
 /* parse.c: ki_parse for a buffer that may hold NUL bytes (text[len] must be
-** 0, as kc_readfile gives it); a NUL before len is reported, not taken for
+** 0, as ki_readfile gives it); a NUL before len is reported, not taken for
 ** the end. ki_parse(text, ...) is ki_parsen(text, strlen(text), ...). */
-KC_FUNC KiFn *ki_parsen(const char *text, size_t len, const char *file, KcErr *e);
+KC_FUNC KiFn *ki_parsen(const char *text, size_t len, const char *file, KiErr *e);
 
 #endif

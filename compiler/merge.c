@@ -46,9 +46,9 @@ static int held(const KiCase *c, int l, int h)
 int ki_summaryrows(const KiFn *f)
 {
 	const KiMerge *m = &f->merge;
-	if (m->kind != MG_summary || KC_RKIND(m->rows) != RK_CON)
+	if (m->kind != MG_summary || KI_RKIND(m->rows) != RK_CON)
 		return 0;
-	return (int)f->con[KC_RIDX(m->rows)];
+	return (int)f->con[KI_RIDX(m->rows)];
 }
 
 /* The ordinary rows of (l, h): every held row but the summary block. */
@@ -61,11 +61,11 @@ int ki_ordrows(const KiCase *c, int C, int l, int h, int *ord)
 	return k;
 }
 
-static double refval(const KiFn *f, const double *par, KcRef r, double def)
+static double refval(const KiFn *f, const double *par, KiRef r, double def)
 {
-	switch (KC_RKIND(r)) {
-	case RK_CON: return f->con[KC_RIDX(r)];
-	case RK_PAR: return par[KC_RIDX(r)];
+	switch (KI_RKIND(r)) {
+	case RK_CON: return f->con[KI_RIDX(r)];
+	case RK_PAR: return par[KI_RIDX(r)];
 	}
 	return def;
 }
@@ -73,7 +73,7 @@ static double refval(const KiFn *f, const double *par, KcRef r, double def)
 /* --- the pair evaluator ----------------------------------------------------------------- */
 
 typedef struct Expr {        /* the pair instructions one root needs, in order */
-	KcRef root;
+	KiRef root;
 	int n, *ins;
 } Expr;
 
@@ -106,15 +106,15 @@ static size_t strides(uint8_t m, const int size[AX_NUM], size_t st[AX_NUM])
 }
 
 /* The value of operand r at (g, o, ch) (token absent: pair values never have it). */
-static double opv(const Mg *M, KcRef r, int g, int o, int ch)
+static double opv(const Mg *M, KiRef r, int g, int o, int ch)
 {
 	const KiFn *f = M->f;
 	size_t st[AX_NUM];
-	switch (KC_RKIND(r)) {
-	case RK_CON: return f->con[KC_RIDX(r)];
-	case RK_PAR: return M->in->par[KC_RIDX(r)];
+	switch (KI_RKIND(r)) {
+	case RK_CON: return f->con[KI_RIDX(r)];
+	case RK_PAR: return M->in->par[KI_RIDX(r)];
 	case RK_INS: {
-		int i = KC_RIDX(r);
+		int i = KI_RIDX(r);
 		const double *p = M->ctx[i] ? M->pv[i] : M->in->val[i][M->inst];
 		strides(f->ins[i].axes, M->size, st);
 		return p[g * st[AX_group] + o * st[AX_obs] + ch * st[AX_chan]];
@@ -124,10 +124,10 @@ static double opv(const Mg *M, KcRef r, int g, int o, int ch)
 }
 
 /* An ordinary [token, ...] value at token t. */
-static double rowv(const Mg *M, KcRef r, int t, int g, int o, int ch)
+static double rowv(const Mg *M, KiRef r, int t, int g, int o, int ch)
 {
 	size_t st[AX_NUM];
-	int i = KC_RIDX(r);
+	int i = KI_RIDX(r);
 	strides(M->f->ins[i].axes, M->size, st);
 	return M->in->val[i][M->inst][g * st[AX_group] + o * st[AX_obs] + (size_t)t * st[AX_token] +
 	                              ch * st[AX_chan]];
@@ -202,11 +202,11 @@ static double evalroot(Mg *M, const Expr *x)
 }
 
 /* The pair instructions root r needs, in order. */
-static int prepare(Mg *M, KcRef r, Expr *x)
+static int prepare(Mg *M, KiRef r, Expr *x)
 {
 	const KiFn *f = M->f;
 	x->root = r, x->n = 0, x->ins = NULL;
-	if (KC_RKIND(r) != RK_INS)
+	if (KI_RKIND(r) != RK_INS)
 		return 0;
 	char *need = calloc((size_t)f->nins + 1, 1);
 	x->ins = malloc(((size_t)f->nins + 1) * sizeof *x->ins);
@@ -214,17 +214,17 @@ static int prepare(Mg *M, KcRef r, Expr *x)
 		free(need);
 		return -1;
 	}
-	need[KC_RIDX(r)] = 1;
-	for (int i = KC_RIDX(r); i >= 0; i--) {
+	need[KI_RIDX(r)] = 1;
+	for (int i = KI_RIDX(r); i >= 0; i--) {
 		if (!need[i] || !M->ctx[i])
 			continue;
 		if (f->ins[i].op == KO_erow || f->ins[i].op == KO_krow || f->ins[i].op == KO_tmean)
 			continue;    /* its operand is an ordinary value */
 		for (int k = 0; k < 3; k++)
-			if (KC_RKIND(f->ins[i].arg[k]) == RK_INS)
-				need[KC_RIDX(f->ins[i].arg[k])] = 1;
+			if (KI_RKIND(f->ins[i].arg[k]) == RK_INS)
+				need[KI_RIDX(f->ins[i].arg[k])] = 1;
 	}
-	for (int i = 0; i <= KC_RIDX(r); i++)
+	for (int i = 0; i <= KI_RIDX(r); i++)
 		if (need[i] && M->ctx[i])
 			x->ins[x->n++] = i;
 	free(need);
@@ -618,7 +618,7 @@ static int instance(Mg *M, int l, int h, KiResult *r)
 	I.tgoff = malloc((n1 + 1) * sizeof *I.tgoff);
 	long mm = mg->kind == MG_next ? (long)refval(f, M->in->par, mg->m, 1) : 1;
 	if (mg->kind == MG_next && !(mm >= 1 && mm <= 1000000)) {
-		kc_error(M->in->e, f->src, mg->line, mg->col, "merge next_kept: m must be in 1..1e6, got %ld", mm);
+		ki_error(M->in->e, f->src, mg->line, mg->col, "merge next_kept: m must be in 1..1e6, got %ld", mm);
 		goto fail;
 	}
 	I.tg = malloc(n1 * (size_t)mm * sizeof *I.tg);
@@ -666,7 +666,7 @@ static int instance(Mg *M, int l, int h, KiResult *r)
 		r->pos[dst] = c->pos ? c->pos[lh * c->n + t] : t;
 		for (int s = 0; s < f->nst; s++) {
 			size_t si = (size_t)s * c->L * c->H * c->n;
-			r->state[si + dst] = ki_isscanstate(f, s) ? M->in->val[KC_RIDX(f->st[s].update)][lh][t] :
+			r->state[si + dst] = ki_isscanstate(f, s) ? M->in->val[KI_RIDX(f->st[s].update)][lh][t] :
 			                     c->state ? c->state[si + lh * c->n + t] : f->st[s].init;
 		}
 	}
@@ -683,7 +683,7 @@ static int instance(Mg *M, int l, int h, KiResult *r)
 	free(I.ord), free(I.S), free(I.E), free(I.tgoff), free(I.tg), free(I.msim), free(I.absorbed), free(I.trow);
 	return 0;
 oom:
-	kc_error(M->in->e, f->src, 0, 0, "interpreter: out of memory");
+	ki_error(M->in->e, f->src, 0, 0, "interpreter: out of memory");
 fail:
 	free(I.ord), free(I.S), free(I.E), free(I.tgoff), free(I.tg), free(I.msim), free(I.absorbed), free(I.trow);
 	return -1;
@@ -726,7 +726,7 @@ int ki_merge(const KiMergeIn *in, KiResult *r)
 	rc = 0;
 	goto out;
 oom:
-	kc_error(in->e, f->src, 0, 0, "interpreter: out of memory");
+	ki_error(in->e, f->src, 0, 0, "interpreter: out of memory");
 out:
 	for (int i = 0; M.pv && i < f->nins; i++)
 		free(M.pv[i]);

@@ -5,28 +5,28 @@
 #include <string.h>
 #include "compiler/mplan.h"
 
-void km_sides(const KiFn *f, uint8_t *side)
+void ki_msides(const KiFn *f, uint8_t *side)
 {
 	for (int i = 0; i < f->nins; i++) {
 		const KiIns *in = &f->ins[i];
-		uint8_t s = KM_NONE;
+		uint8_t s = KI_MNONE;
 		switch (in->op) {
 		case KO_erow:
-		case KO_tmean: s = KM_E; break;
-		case KO_krow: s = KM_K; break;
-		case KO_pinfo: s = in->aux == PI_ecount ? KM_E : in->aux == PI_kcount ? KM_K : KM_NONE; break;
+		case KO_tmean: s = KI_ME; break;
+		case KO_krow: s = KI_MK; break;
+		case KO_pinfo: s = in->aux == PI_ecount ? KI_ME : in->aux == PI_kcount ? KI_MK : KI_MNONE; break;
 		default:
 			for (int k = 0; k < 3; k++)
-				if (KC_RKIND(in->arg[k]) == RK_INS && KC_RIDX(in->arg[k]) < i)
-					s |= side[KC_RIDX(in->arg[k])];
+				if (KI_RKIND(in->arg[k]) == RK_INS && KI_RIDX(in->arg[k]) < i)
+					s |= side[KI_RIDX(in->arg[k])];
 		}
 		side[i] = s;
 	}
 }
 
-static uint8_t sideof(const uint8_t *side, KcRef r)
+static uint8_t sideof(const uint8_t *side, KiRef r)
 {
-	return KC_RKIND(r) == RK_INS ? side[KC_RIDX(r)] : KM_NONE;
+	return KI_RKIND(r) == RK_INS ? side[KI_RIDX(r)] : KI_MNONE;
 }
 
 /* Is instruction i the cross dot: dot over chan, [] result, one operand of each row? */
@@ -36,20 +36,20 @@ static int crossdot(const KiFn *f, const uint8_t *side, int i, int *eop, int *ko
 	if (in->op != KO_dot || in->axis != AX_chan || in->axes)
 		return 0;
 	uint8_t a = sideof(side, in->arg[0]), b = sideof(side, in->arg[1]);
-	if (a == KM_E && b == KM_K)
-		*eop = KC_RIDX(in->arg[0]), *kop = KC_RIDX(in->arg[1]);
-	else if (a == KM_K && b == KM_E)
-		*eop = KC_RIDX(in->arg[1]), *kop = KC_RIDX(in->arg[0]);
+	if (a == KI_ME && b == KI_MK)
+		*eop = KI_RIDX(in->arg[0]), *kop = KI_RIDX(in->arg[1]);
+	else if (a == KI_MK && b == KI_ME)
+		*eop = KI_RIDX(in->arg[1]), *kop = KI_RIDX(in->arg[0]);
 	else
 		return 0;
 	return 1;
 }
 
-void km_simform(const KiFn *f, KcRef r, KmSim *s)
+void ki_msimform(const KiFn *f, KiRef r, KiMSim *s)
 {
 	memset(s, 0, sizeof *s);
 	s->dot = s->eop = s->kop = -1;
-	if (KC_RKIND(r) != RK_INS) {
+	if (KI_RKIND(r) != RK_INS) {
 		s->why = "the similarity is a constant";
 		return;
 	}
@@ -59,10 +59,10 @@ void km_simform(const KiFn *f, KcRef r, KmSim *s)
 		s->why = "out of memory";
 		goto out;
 	}
-	km_sides(f, side);
-	reach[KC_RIDX(r)] = 1;
-	for (int i = KC_RIDX(r); i >= 0; i--) {
-		if (!reach[i] || side[i] != KM_X)
+	ki_msides(f, side);
+	reach[KI_RIDX(r)] = 1;
+	for (int i = KI_RIDX(r); i >= 0; i--) {
+		if (!reach[i] || side[i] != KI_MX)
 			continue;          /* values of one row (or neither) are computed per row */
 		const KiIns *in = &f->ins[i];
 		int eop, kop;
@@ -79,9 +79,9 @@ void km_simform(const KiFn *f, KcRef r, KmSim *s)
 			goto out;
 		}
 		for (int k = 0; k < 3; k++)
-			if (KC_RKIND(in->arg[k]) == RK_INS) {
-				int a = KC_RIDX(in->arg[k]);
-				if (side[a] != KM_X && f->ins[a].axes) {
+			if (KI_RKIND(in->arg[k]) == RK_INS) {
+				int a = KI_RIDX(in->arg[k]);
+				if (side[a] != KI_MX && f->ins[a].axes) {
 					s->why = "a row's value with axes enters the pair epilogue";
 					goto out;
 				}
@@ -92,8 +92,8 @@ void km_simform(const KiFn *f, KcRef r, KmSim *s)
 		s->why = "the similarity has no product of the two rows";
 		goto out;
 	}
-	for (int i = 0; i <= KC_RIDX(r); i++)
-		if (reach[i] && side[i] == KM_X && i != s->dot) {
+	for (int i = 0; i <= KI_RIDX(r); i++)
+		if (reach[i] && side[i] == KI_MX && i != s->dot) {
 			if (s->nepi == (int)(sizeof s->epi / sizeof s->epi[0])) {
 				s->why = "the similarity's epilogue is too long";
 				goto out;

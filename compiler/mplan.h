@@ -17,21 +17,21 @@
 
 #include "compiler/ir.h"
 
-enum { KM_NONE = 0, KM_E = 1, KM_K = 2, KM_X = 3 };   /* side of a pair instruction */
+enum { KI_MNONE = 0, KI_ME = 1, KI_MK = 2, KI_MX = 3 };   /* side of a pair instruction */
 
-typedef struct KmSim {
+typedef struct KiMSim {
 	int fast;             /* the tiled-product form */
 	int dot;              /* the cross dot's instruction (fast) */
 	int eop, kop;         /* its [chan] operands: the e side, the k side (fast) */
-	int nepi;             /* epilogue: the KM_X scalar instructions after the dot, in order */
+	int nepi;             /* epilogue: the KI_MX scalar instructions after the dot, in order */
 	int epi[64];
 	const char *why;      /* not fast: the reason (for kvcc compile -v) */
-} KmSim;
+} KiMSim;
 
-/* side[i] for every instruction (KM_NONE for ordinary values and for the pair leaves
+/* side[i] for every instruction (KI_MNONE for ordinary values and for the pair leaves
 ** pinfo sim / absorbed / ntargets, which are neither row's). side has nins entries. */
-KC_FUNC void km_sides(const KiFn *f, uint8_t *side);
+KC_FUNC void ki_msides(const KiFn *f, uint8_t *side);
 /* The form of the similarity root r (the merge rule's sim). */
-KC_FUNC void km_simform(const KiFn *f, KcRef r, KmSim *s);
+KC_FUNC void ki_msimform(const KiFn *f, KiRef r, KiMSim *s);
 
 #endif

@@ -26,7 +26,7 @@ typedef struct Parser {
 	KiLex lx;
 	KiTok tok;            /* the current token (one token of lookahead) */
 	const char *file;     /* name used in error messages */
-	KcErr *e;
+	KiErr *e;
 	KiFn *f;
 	jmp_buf jb;           /* where an error goes */
 	int inins;            /* parsing an instruction (for the forward reference message) */
@@ -41,7 +41,7 @@ static void fail(Parser *P, const KiTok *t, const char *fmt, ...)
 {
 	va_list ap;
 	va_start(ap, fmt);
-	kc_verror(P->e, P->file, t->line, t->col, fmt, ap);
+	ki_verror(P->e, P->file, t->line, t->col, fmt, ap);
 	va_end(ap);
 	longjmp(P->jb, 1);
 }
@@ -143,19 +143,19 @@ static int isoperand(const Parser *P)
 	return t == KT_INS || t == KT_PAR || t == KT_NUM || is(P, "nil");
 }
 
-static KcRef operand(Parser *P)
+static KiRef operand(Parser *P)
 {
 	KiFn *f = P->f;
 	KiTok t = P->tok;
 	char buf[64];
-	KcRef r;
+	KiRef r;
 	switch (t.t) {
 	case KT_INS:
 		if ((int)t.a >= f->nins && P->inins)
 			fail(P, &t, "forward reference to %%%u in instruction %%%d", t.a, f->nins);
 		if ((int)t.a >= f->nins)
 			fail(P, &t, "undefined instruction %%%u (there are %d)", t.a, f->nins);
-		r = KC_REF(RK_INS, t.a);
+		r = KI_REF(RK_INS, t.a);
 		break;
 	case KT_PAR: {
 		int i = -1;
@@ -166,17 +166,17 @@ static KcRef operand(Parser *P)
 		}
 		if (i < 0)
 			fail(P, &t, "unknown param %s", show(&t, buf, sizeof buf));
-		r = KC_REF(RK_PAR, i);
+		r = KI_REF(RK_PAR, i);
 		break;
 	}
 	case KT_NUM:
-		if ((r = ki_const(f, t.num)) == KC_NIL)
+		if ((r = ki_const(f, t.num)) == KI_NIL)
 			fail(P, &t, "out of memory");
 		break;
 	default:
 		if (!is(P, "nil"))
 			expected(P, "an operand (%N, $param, number or nil)");
-		r = KC_NIL;
+		r = KI_NIL;
 	}
 	next(P);
 	return r;
@@ -339,8 +339,8 @@ static void instruction(Parser *P)
 	position(P, &in.line, &in.col);
 	endline(P);
 	P->inins = 0;
-	KcRef r = ki_emit(f, &in);
-	if (r == KC_NIL)
+	KiRef r = ki_emit(f, &in);
+	if (r == KI_NIL)
 		fail(P, &t, "out of memory");
 	if (P->scanned) {          /* a scan is its state's update */
 		f->st[P->scanned - 1].update = r;
@@ -775,14 +775,14 @@ static void policy(Parser *P)
 ** "file:line:col: error: msg" at the offending token. The result is not
 ** verified: run ki_verify before relying on it.
 */
-KiFn *ki_parsen(const char *text, size_t len, const char *file, KcErr *e)
+KiFn *ki_parsen(const char *text, size_t len, const char *file, KiErr *e)
 {
 	Parser *P = calloc(1, sizeof *P);
 	KiFn *f = ki_new("policy", "policy");
 	if (!P || !f) {
 		free(P);
 		ki_free(f);
-		kc_error(e, file, 0, 0, "out of memory");
+		ki_error(e, file, 0, 0, "out of memory");
 		return NULL;
 	}
 	ki_lexinit(&P->lx, text, len);
@@ -799,10 +799,10 @@ KiFn *ki_parsen(const char *text, size_t len, const char *file, KcErr *e)
 	return f;
 }
 
-KiFn *ki_parse(const char *text, const char *file, KcErr *e)
+KiFn *ki_parse(const char *text, const char *file, KiErr *e)
 {
 	if (!text) {
-		kc_error(e, file, 0, 0, "no text to parse");
+		ki_error(e, file, 0, 0, "no text to parse");
 		return NULL;
 	}
 	return ki_parsen(text, strlen(text), file, e);

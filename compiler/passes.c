@@ -38,14 +38,14 @@
 
 /* --- rewriting refs -------------------------------------------------------------- */
 
-static int oom(const KiFn *f, KcErr *e)
+static int oom(const KiFn *f, KiErr *e)
 {
-	kc_error(e, f->src, 0, 0, "out of memory");
+	ki_error(e, f->src, 0, 0, "out of memory");
 	return -1;
 }
 
 /* Apply fn to every ref of the policy outside the instruction array. */
-static void maproots(KiFn *f, KcRef (*fn)(KcRef, void *), void *ud)
+static void maproots(KiFn *f, KiRef (*fn)(KiRef, void *), void *ud)
 {
 	f->score = fn(f->score, ud);
 	f->obs = fn(f->obs, ud);
@@ -63,39 +63,39 @@ static void maproots(KiFn *f, KcRef (*fn)(KcRef, void *), void *ud)
 	f->sel.sb = fn(f->sel.sb, ud);
 	f->when.every = fn(f->when.every, ud);
 	KiMerge *m = &f->merge;
-	KcRef *mr[] = { &m->sim, &m->threshold, &m->beta, &m->weight, &m->self, &m->m, &m->rows, &m->iters };
+	KiRef *mr[] = { &m->sim, &m->threshold, &m->beta, &m->weight, &m->self, &m->m, &m->rows, &m->iters };
 	for (size_t i = 0; i < sizeof mr / sizeof mr[0]; i++)
 		*mr[i] = fn(*mr[i], ud);
 }
 
 typedef struct Remap {
-	const KcRef *rep;   /* old instruction → its replacement (itself when kept) */
+	const KiRef *rep;   /* old instruction → its replacement (itself when kept) */
 	const int *newidx;  /* old index of a kept instruction → new index */
 } Remap;
 
-static KcRef remap(KcRef r, void *ud)
+static KiRef remap(KiRef r, void *ud)
 {
 	const Remap *m = ud;
-	if (KC_RKIND(r) != RK_INS)
+	if (KI_RKIND(r) != RK_INS)
 		return r;
-	KcRef x = m->rep[KC_RIDX(r)];
-	return KC_RKIND(x) == RK_INS ? KC_REF(RK_INS, m->newidx[KC_RIDX(x)]) : x;
+	KiRef x = m->rep[KI_RIDX(r)];
+	return KI_RKIND(x) == RK_INS ? KI_REF(RK_INS, m->newidx[KI_RIDX(x)]) : x;
 }
 
 /*
-** Finish a pass: rep[i] is KC_REF(RK_INS, i) for an instruction that stays,
+** Finish a pass: rep[i] is KI_REF(RK_INS, i) for an instruction that stays,
 ** otherwise what replaces it (an earlier instruction that stays, a constant
-** or a param; KC_NIL for a dead one nothing uses). Drops the replaced ones,
+** or a param; KI_NIL for a dead one nothing uses). Drops the replaced ones,
 ** renumbers densely and rewrites every ref.
 */
-static int compact(KiFn *f, const KcRef *rep, KcErr *e)
+static int compact(KiFn *f, const KiRef *rep, KiErr *e)
 {
-	int *newidx = kc_realloc(NULL, (size_t)f->nins * sizeof *newidx);
+	int *newidx = ki_realloc(NULL, (size_t)f->nins * sizeof *newidx);
 	if (!newidx)
 		return oom(f, e);
 	int n = 0;
 	for (int i = 0; i < f->nins; i++)
-		newidx[i] = rep[i] == KC_REF(RK_INS, i) ? n++ : -1;
+		newidx[i] = rep[i] == KI_REF(RK_INS, i) ? n++ : -1;
 	Remap m = { rep, newidx };
 	for (int i = 0; i < f->nins; i++) {
 		if (newidx[i] < 0)
@@ -111,72 +111,72 @@ static int compact(KiFn *f, const KcRef *rep, KcErr *e)
 	return 0;
 }
 
-static KcRef *identity(const KiFn *f)
+static KiRef *identity(const KiFn *f)
 {
-	KcRef *rep = kc_realloc(NULL, (size_t)f->nins * sizeof *rep);
+	KiRef *rep = ki_realloc(NULL, (size_t)f->nins * sizeof *rep);
 	for (int i = 0; rep && i < f->nins; i++)
-		rep[i] = KC_REF(RK_INS, i);
+		rep[i] = KI_REF(RK_INS, i);
 	return rep;
 }
 
 /* An operand through the replacements decided so far (earlier instructions). */
-static KcRef through(const KcRef *rep, KcRef r)
+static KiRef through(const KiRef *rep, KiRef r)
 {
-	return KC_RKIND(r) == RK_INS ? rep[KC_RIDX(r)] : r;
+	return KI_RKIND(r) == RK_INS ? rep[KI_RIDX(r)] : r;
 }
 
 /* --- fold ------------------------------------------------------------------------ */
 
-static int iscon(const KiFn *f, KcRef r, double v)
+static int iscon(const KiFn *f, KiRef r, double v)
 {
-	return KC_RKIND(r) == RK_CON && f->con[KC_RIDX(r)] == v;
+	return KI_RKIND(r) == RK_CON && f->con[KI_RIDX(r)] == v;
 }
 
-/* What instruction i simplifies to, or KC_NIL if it stays (or memory ran out for
+/* What instruction i simplifies to, or KI_NIL if it stays (or memory ran out for
 ** its constant: *nomem is set, and i stays as it is). */
-static KcRef fold1(KiFn *f, int i, int *nomem)
+static KiRef fold1(KiFn *f, int i, int *nomem)
 {
 	const KiIns *in = &f->ins[i];
 	if (!(ki_flags(in->op) & KF_FOLD))
-		return KC_NIL;
+		return KI_NIL;
 	int n = ki_nargs(in->op), allcon = 1;
 	double v[3] = { 0, 0, 0 };
 	for (int k = 0; k < n; k++) {
-		if (KC_RKIND(in->arg[k]) != RK_CON)
+		if (KI_RKIND(in->arg[k]) != RK_CON)
 			allcon = 0;
 		else
-			v[k] = f->con[KC_RIDX(in->arg[k])];
+			v[k] = f->con[KI_RIDX(in->arg[k])];
 	}
 	if (allcon && n > 0) {
-		KcRef c = ki_const(f, ki_evalew(in->op, v[0], v[1], v[2]));
-		*nomem = c == KC_NIL;
+		KiRef c = ki_const(f, ki_evalew(in->op, v[0], v[1], v[2]));
+		*nomem = c == KI_NIL;
 		return c;
 	}
-	KcRef a = in->arg[0], b = in->arg[1], x = KC_NIL;
+	KiRef a = in->arg[0], b = in->arg[1], x = KI_NIL;
 	const KiSem *s = ki_sem(in->op);
 	if (in->op == KO_where) {
-		if (KC_RKIND(a) == RK_CON)
+		if (KI_RKIND(a) == RK_CON)
 			x = v[0] != 0 ? b : in->arg[2];
 	} else if (n == 2 && !isnan(s->rid) && iscon(f, b, s->rid))
 		x = a;                                  /* x op rid */
 	else if (n == 2 && !isnan(s->lid) && iscon(f, a, s->lid))
 		x = b;                                  /* lid op x */
-	if (x != KC_NIL && ki_refaxes(f, x) == in->axes)
+	if (x != KI_NIL && ki_refaxes(f, x) == in->axes)
 		return x;
-	return KC_NIL;
+	return KI_NIL;
 }
 
 /* Fold constants and identities, first to last, so folds cascade in one pass. */
-int ki_fold(KiFn *f, KcErr *e)
+int ki_fold(KiFn *f, KiErr *e)
 {
-	KcRef *rep = identity(f);
+	KiRef *rep = identity(f);
 	int nomem = !rep;
 	for (int i = 0; i < f->nins && !nomem; i++) {
 		KiIns *in = &f->ins[i];
 		for (int k = 0; k < 3; k++)
 			in->arg[k] = through(rep, in->arg[k]);
-		KcRef x = fold1(f, i, &nomem);
-		if (x != KC_NIL)
+		KiRef x = fold1(f, i, &nomem);
+		if (x != KI_NIL)
 			rep[i] = x;
 	}
 	/* out of memory halfway: the folds so far are still applied (the refs of later
@@ -189,23 +189,23 @@ int ki_fold(KiFn *f, KcErr *e)
 /* --- canon ----------------------------------------------------------------------- */
 
 /* Sort key of an operand: instructions, then params, then constants; by index. */
-static uint64_t rank(KcRef r)
+static uint64_t rank(KiRef r)
 {
 	static const int order[] = { [RK_NIL] = 3, [RK_INS] = 0, [RK_CON] = 2, [RK_PAR] = 1 };
-	int kind = KC_RKIND(r);
-	return ((uint64_t)(kind <= RK_PAR ? order[kind] : 4) << 32) | (uint64_t)KC_RIDX(r);
+	int kind = KI_RKIND(r);
+	return ((uint64_t)(kind <= RK_PAR ? order[kind] : 4) << 32) | (uint64_t)KI_RIDX(r);
 }
 
 /* Put the operands of commutative ops in rank order, so that a+b and b+a
 ** look the same to cse and to the cache key. */
-int ki_canon(KiFn *f, KcErr *e)
+int ki_canon(KiFn *f, KiErr *e)
 {
 	(void)e;
 	for (int i = 0; i < f->nins; i++) {
 		KiIns *in = &f->ins[i];
 		if ((ki_flags(in->op) & KF_COMM) && ki_nargs(in->op) == 2 &&
 		    rank(in->arg[1]) < rank(in->arg[0])) {
-			KcRef t = in->arg[0];
+			KiRef t = in->arg[0];
 			in->arg[0] = in->arg[1];
 			in->arg[1] = t;
 		}
@@ -218,7 +218,7 @@ int ki_canon(KiFn *f, KcErr *e)
 /* The fields that decide what an instruction computes (not its position). */
 typedef struct Key {
 	uint8_t op, axes, axis, aux;
-	KcRef arg[3];
+	KiRef arg[3];
 } Key;
 
 static Key key(const KiIns *in)
@@ -233,13 +233,13 @@ static Key key(const KiIns *in)
 /* Merge identical instructions into their first occurrence (a hash table of
 ** the instructions kept so far; operands are rewritten first, so chains of
 ** duplicates merge in one pass). */
-int ki_cse(KiFn *f, KcErr *e)
+int ki_cse(KiFn *f, KiErr *e)
 {
-	KcRef *rep = identity(f);
+	KiRef *rep = identity(f);
 	size_t cap = 16;
 	while (cap < 2 * (size_t)f->nins)
 		cap *= 2;
-	int *tab = kc_realloc(NULL, cap * sizeof *tab);
+	int *tab = ki_realloc(NULL, cap * sizeof *tab);
 	if (!rep || !tab) {
 		free(rep);
 		free(tab);
@@ -261,7 +261,7 @@ int ki_cse(KiFn *f, KcErr *e)
 				break;
 		}
 		if (tab[s] >= 0)
-			rep[i] = KC_REF(RK_INS, tab[s]);
+			rep[i] = KI_REF(RK_INS, tab[s]);
 		else
 			tab[s] = i;
 	}
@@ -273,36 +273,36 @@ int ki_cse(KiFn *f, KcErr *e)
 
 /* --- dce ------------------------------------------------------------------------- */
 
-static KcRef markroot(KcRef r, void *ud)
+static KiRef markroot(KiRef r, void *ud)
 {
 	unsigned char *live = ud;
-	if (KC_RKIND(r) == RK_INS)
-		live[KC_RIDX(r)] = 1;
+	if (KI_RKIND(r) == RK_INS)
+		live[KI_RIDX(r)] = 1;
 	return r;
 }
 
-static KcRef markcon(KcRef r, void *ud)
+static KiRef markcon(KiRef r, void *ud)
 {
 	unsigned char *used = ud;
-	if (KC_RKIND(r) == RK_CON)
-		used[KC_RIDX(r)] = 1;
+	if (KI_RKIND(r) == RK_CON)
+		used[KI_RIDX(r)] = 1;
 	return r;
 }
 
-static KcRef mapcon(KcRef r, void *ud)
+static KiRef mapcon(KiRef r, void *ud)
 {
 	const int *newcon = ud;
-	return KC_RKIND(r) == RK_CON ? KC_REF(RK_CON, newcon[KC_RIDX(r)]) : r;
+	return KI_RKIND(r) == RK_CON ? KI_REF(RK_CON, newcon[KI_RIDX(r)]) : r;
 }
 
 /* Remove what no root reaches: instructions (marked backwards from the
 ** roots), then constants no remaining ref uses. */
-int ki_dce(KiFn *f, KcErr *e)
+int ki_dce(KiFn *f, KiErr *e)
 {
-	unsigned char *live = kc_realloc(NULL, (size_t)f->nins + 1);
-	KcRef *rep = identity(f);
-	unsigned char *used = kc_realloc(NULL, (size_t)f->ncon + 1);
-	int *newcon = kc_realloc(NULL, ((size_t)f->ncon + 1) * sizeof *newcon);
+	unsigned char *live = ki_realloc(NULL, (size_t)f->nins + 1);
+	KiRef *rep = identity(f);
+	unsigned char *used = ki_realloc(NULL, (size_t)f->ncon + 1);
+	int *newcon = ki_realloc(NULL, ((size_t)f->ncon + 1) * sizeof *newcon);
 	if (!live || !rep || !used || !newcon) {
 		free(live);
 		free(rep);
@@ -314,7 +314,7 @@ int ki_dce(KiFn *f, KcErr *e)
 	maproots(f, markroot, live);
 	for (int i = f->nins - 1; i >= 0; i--) {
 		if (!live[i]) {
-			rep[i] = KC_NIL;
+			rep[i] = KI_NIL;
 			continue;
 		}
 		for (int k = 0; k < 3; k++)
@@ -353,7 +353,7 @@ int ki_dce(KiFn *f, KcErr *e)
 
 static const struct {
 	const char *name;
-	int (*run)(KiFn *, KcErr *);
+	int (*run)(KiFn *, KiErr *);
 } passes[] = {
 	{ "fold", ki_fold },
 	{ "canon", ki_canon },
@@ -364,7 +364,7 @@ static const struct {
 
 /* Append " (after pass 'x')" to a verifier message: a failure there is a
 ** bug in the pass, and the message should say which. */
-static void after(KcErr *e, const char *pass)
+static void after(KiErr *e, const char *pass)
 {
 	size_t n = strlen(e->msg);
 	snprintf(e->msg + n, sizeof e->msg - n, " (after pass '%s')", pass);
@@ -376,7 +376,7 @@ static void after(KcErr *e, const char *pass)
 ** input and the result of each pass; `dump`, when given, sees the policy
 ** after each pass. Returns 0, or -1 with e set.
 */
-int ki_runpasses(KiFn *f, const char *names, int verify, KcErr *e,
+int ki_runpasses(KiFn *f, const char *names, int verify, KiErr *e,
                  void (*dump)(const KiFn *, const char *pass, void *), void *ud)
 {
 	int list[64], n = 0;
@@ -388,18 +388,18 @@ int ki_runpasses(KiFn *f, const char *names, int verify, KcErr *e,
 			if (strlen(passes[i].name) == len && memcmp(passes[i].name, p, len) == 0)
 				k = i;
 		if (k < 0) {
-			kc_error(e, NULL, 0, 0, "unknown pass '%.*s' (passes: fold, canon, cse, dce)",
+			ki_error(e, NULL, 0, 0, "unknown pass '%.*s' (passes: fold, canon, cse, dce)",
 			         (int)(len < 40 ? len : 40), p);
 			return -1;
 		}
 		if (n == (int)(sizeof list / sizeof list[0])) {
-			kc_error(e, NULL, 0, 0, "too many passes (at most %d)", n);
+			ki_error(e, NULL, 0, 0, "too many passes (at most %d)", n);
 			return -1;
 		}
 		list[n++] = k;
 		p += len;
 		if (*p == ',' && *++p == 0) {
-			kc_error(e, NULL, 0, 0, "unknown pass '' (passes: fold, canon, cse, dce)");
+			ki_error(e, NULL, 0, 0, "unknown pass '' (passes: fold, canon, cse, dce)");
 			return -1;
 		}
 	}

@@ -9,33 +9,33 @@
 
 /* Mark what r reaches: one sweep down, operands pointing backwards (no recursion
 ** as deep as a long chain). */
-static void mark(const KiFn *f, KcRef r, uint8_t *need)
+static void mark(const KiFn *f, KiRef r, uint8_t *need)
 {
-	if (KC_RKIND(r) != RK_INS)
+	if (KI_RKIND(r) != RK_INS)
 		return;
-	need[KC_RIDX(r)] = 1;
-	for (int i = KC_RIDX(r); i >= 0; i--)
+	need[KI_RIDX(r)] = 1;
+	for (int i = KI_RIDX(r); i >= 0; i--)
 		for (int k = 0; need[i] && k < 3; k++)
-			if (KC_RKIND(f->ins[i].arg[k]) == RK_INS && KC_RIDX(f->ins[i].arg[k]) < i)
-				need[KC_RIDX(f->ins[i].arg[k])] = 1;
+			if (KI_RKIND(f->ins[i].arg[k]) == RK_INS && KI_RIDX(f->ins[i].arg[k]) < i)
+				need[KI_RIDX(f->ins[i].arg[k])] = 1;
 }
 
-static int isinput(const KiFn *f, KcRef r, int in)
+static int isinput(const KiFn *f, KiRef r, int in)
 {
-	return KC_RKIND(r) == RK_INS && f->ins[KC_RIDX(r)].op == KO_input && f->ins[KC_RIDX(r)].aux == in;
+	return KI_RKIND(r) == RK_INS && f->ins[KI_RIDX(r)].op == KO_input && f->ins[KI_RIDX(r)].aux == in;
 }
 
-static int clsof(const KpPlan *p, KcRef r)
+static int clsof(const KiPlan *p, KiRef r)
 {
-	return KC_RKIND(r) == RK_INS ? p->cls[KC_RIDX(r)] : KP_MAT;
+	return KI_RKIND(r) == RK_INS ? p->cls[KI_RIDX(r)] : KI_CMAT;
 }
 
-static int isattn(int c) { return c == KP_DOT || c == KP_ATTN; }
+static int isattn(int c) { return c == KI_CDOT || c == KI_CATTN; }
 
 #define TOKAX (AXM(AX_group) | AXM(AX_token))
 
 /* a value the generated loops compute where it is used (never stored for them) */
-int kp_isleaf(const KiIns *in)
+int ki_isleaf(const KiIns *in)
 {
 	switch (in->op) {
 	case KO_input: return in->aux == IN_K || in->aux == IN_V || in->aux == IN_pos;
@@ -46,7 +46,7 @@ int kp_isleaf(const KiIns *in)
 }
 
 /* a reduction over token: its value exists only after the loop (two phases) */
-int kp_tokred(const KiIns *in)
+int ki_tokred(const KiIns *in)
 {
 	int r = ki_rule(in->op);
 	return (r == AR_RED || r == AR_DOT) && in->axis == AX_token;
@@ -55,11 +55,11 @@ int kp_tokred(const KiIns *in)
 static int ispool(const KiIns *in) { return in->op == KO_avgpool || in->op == KO_maxpool; }
 
 /* One set of fused loops: the token_map of compress (cls = the plan's classes, roots = the
-** score) or the observe hook of decode (cls = KP_MAT on what the state updates need, roots =
+** score) or the observe hook of decode (cls = KI_CMAT on what the state updates need, roots =
 ** the updates). */
 typedef struct Seg {
 	const KiFn *f;
-	const uint8_t *cls;      /* [nins] KP_* (0: not needed) */
+	const uint8_t *cls;      /* [nins] KI_C* (0: not needed) */
 	const uint8_t *root;     /* [nins] values read after every loop ran */
 	uint8_t *tgen, *tout;    /* [nins] out */
 	uint8_t *qk;             /* [nins] only the Q·K tile reads it (qkall) */
@@ -68,14 +68,14 @@ typedef struct Seg {
 static int segend(const uint8_t *cls, const uint8_t *tgen, int nins, int s)
 {
 	int e = s;
-	for (int i = s + 1; i < nins && (!cls[i] || tgen[i] == KP_GEN_IN); i++)
+	for (int i = s + 1; i < nins && (!cls[i] || tgen[i] == KI_GEN_IN); i++)
 		if (cls[i])
 			e = i;
 	return e;
 }
 
-int kp_segend(const KpPlan *p, int s) { return segend(p->cls, p->tgen, p->f->nins, s); }
-int kp_osegend(const KpPlan *p, int s) { return segend(p->oneed, p->otgen, p->f->nins, s); }
+int ki_segend(const KiPlan *p, int s) { return segend(p->cls, p->tgen, p->f->nins, s); }
+int ki_osegend(const KiPlan *p, int s) { return segend(p->oneed, p->otgen, p->f->nins, s); }
 
 /* g->qk[i] = 1 for a token_map value only the Q·K tile reads (x.Q, x.K there): no loop
 ** computes it. One pass over the readers (per instruction it would be quadratic in a long
@@ -89,26 +89,26 @@ static int qkall(Seg *g)
 	for (int i = 0; i < f->nins; i++)
 		g->qk[i] = !g->root[i];
 	for (int k = 0; k < f->nins; k++)
-		if (g->cls[k] && g->cls[k] != KP_DOT)
+		if (g->cls[k] && g->cls[k] != KI_CDOT)
 			for (int a = 0; a < ki_nargs(f->ins[k].op); a++)
-				if (KC_RKIND(f->ins[k].arg[a]) == RK_INS && KC_RIDX(f->ins[k].arg[a]) < k)
-					g->qk[KC_RIDX(f->ins[k].arg[a])] = 0;
+				if (KI_RKIND(f->ins[k].arg[a]) == RK_INS && KI_RIDX(f->ins[k].arg[a]) < k)
+					g->qk[KI_RIDX(f->ins[k].arg[a])] = 0;
 	return 0;
 }
 
 /* can instruction i run in a generated token_map loop? (not: softmax over token, std, hmean,
-** obs-axis values, pools over other axes: kp_build rejects those where the score needs them) */
+** obs-axis values, pools over other axes: ki_plan rejects those where the score needs them) */
 static int gen_ok(const Seg *g, int i)
 {
 	const KiFn *f = g->f;
 	const KiIns *in = &f->ins[i];
-	if (g->cls[i] != KP_MAT || HAS(in->axes, AX_obs) || g->qk[i])
+	if (g->cls[i] != KI_CMAT || HAS(in->axes, AX_obs) || g->qk[i])
 		return 0;
 	switch (ki_rule(in->op)) {
 	case AR_LEAF:
 		if (in->op == KO_size || in->op == KO_info)
 			return in->op == KO_info || in->axis < AX_NUM;
-		return kp_isleaf(in);
+		return ki_isleaf(in);
 	case AR_TOK:
 		if (in->op != KO_rand)
 			return 0;
@@ -121,21 +121,21 @@ static int gen_ok(const Seg *g, int i)
 			return 0;
 		break;
 	case AR_KEEP:
-		if (!ispool(in) || in->axis != AX_token || KC_RKIND(in->arg[0]) != RK_INS ||
-		    (ki_refaxes(f, in->arg[0]) & ~TOKAX) || (KC_RKIND(in->arg[1]) == RK_INS && ki_refaxes(f, in->arg[1])))
+		if (!ispool(in) || in->axis != AX_token || KI_RKIND(in->arg[0]) != RK_INS ||
+		    (ki_refaxes(f, in->arg[0]) & ~TOKAX) || (KI_RKIND(in->arg[1]) == RK_INS && ki_refaxes(f, in->arg[1])))
 			return 0;
 		break;
 	default:
 		return 0;
 	}
 	for (int k = 0; k < ki_nargs(in->op); k++) {
-		KcRef r = in->arg[k];
-		if (KC_RKIND(r) == RK_CON || KC_RKIND(r) == RK_PAR)
+		KiRef r = in->arg[k];
+		if (KI_RKIND(r) == RK_CON || KI_RKIND(r) == RK_PAR)
 			continue;
-		if (KC_RKIND(r) != RK_INS || (ki_refaxes(f, r) & AXM(AX_obs)))
+		if (KI_RKIND(r) != RK_INS || (ki_refaxes(f, r) & AXM(AX_obs)))
 			return 0;
-		int c = g->cls[KC_RIDX(r)];
-		if (c != KP_MAT && c != KP_RED)
+		int c = g->cls[KI_RIDX(r)];
+		if (c != KI_CMAT && c != KI_CRED)
 			return 0;
 	}
 	return 1;
@@ -159,14 +159,14 @@ static void segment(Seg *g)
 		const KiIns *in = &f->ins[i];
 		int brk = seg < 0;
 		for (int k = 0; k < ki_nargs(in->op) && !brk; k++) {
-			KcRef r = in->arg[k];
-			int j = KC_RIDX(r);
-			if (KC_RKIND(r) == RK_INS && j >= seg && g->tgen[j])
-				brk = kp_tokred(&f->ins[j]) || ispool(in);
+			KiRef r = in->arg[k];
+			int j = KI_RIDX(r);
+			if (KI_RKIND(r) == RK_INS && j >= seg && g->tgen[j])
+				brk = ki_tokred(&f->ins[j]) || ispool(in);
 		}
 		if (brk)
 			seg = i;
-		g->tgen[i] = (uint8_t)(brk ? KP_GEN_START : KP_GEN_IN);
+		g->tgen[i] = (uint8_t)(brk ? KI_GEN_START : KI_GEN_IN);
 	}
 }
 
@@ -190,20 +190,20 @@ static int outputs(Seg *g)
 	for (int k = 0; k < f->nins; k++)
 		if (g->cls[k])
 			for (int a = 0; a < ki_nargs(f->ins[k].op); a++) {
-				KcRef r = f->ins[k].arg[a];
-				if (KC_RKIND(r) != RK_INS || KC_RIDX(r) >= k)
+				KiRef r = f->ins[k].arg[a];
+				if (KI_RKIND(r) != RK_INS || KI_RIDX(r) >= k)
 					continue;
-				last[KC_RIDX(r)] = k;
-				if (ispool(&f->ins[k]) || (!g->tgen[k] && g->cls[k] != KP_DOT))
-					creader[KC_RIDX(r)] = 1;
+				last[KI_RIDX(r)] = k;
+				if (ispool(&f->ins[k]) || (!g->tgen[k] && g->cls[k] != KI_CDOT))
+					creader[KI_RIDX(r)] = 1;
 			}
 	int end = -1;
 	for (int i = 0; i < f->nins; i++) {
 		if (!g->tgen[i])
 			continue;
-		if (g->tgen[i] == KP_GEN_START || i > end)
+		if (g->tgen[i] == KI_GEN_START || i > end)
 			end = segend(g->cls, g->tgen, f->nins, i);
-		g->tout[i] = g->root[i] || (kp_isleaf(&f->ins[i]) ? creader[i] : last[i] > end);
+		g->tout[i] = g->root[i] || (ki_isleaf(&f->ins[i]) ? creader[i] : last[i] > end);
 	}
 	free(last);
 	free(creader);
@@ -211,33 +211,33 @@ static int outputs(Seg *g)
 }
 
 /* Why instruction i of token_map has no generated loop (a positioned compile error). */
-static void notgen(const KiFn *f, int i, const char *where, KcErr *e)
+static void notgen(const KiFn *f, int i, const char *where, KiErr *e)
 {
 	const KiIns *in = &f->ins[i];
 	char ax[64];
 	ki_axesstr(in->axes, ax, sizeof ax);
 	const char *an = in->axis < AX_NUM ? ki_axisname(in->axis) : "-";
 	if (in->op == KO_std)
-		kc_error(e, f->src, in->line, in->col, "%s: std over %s is not generated yet", where, an);
+		ki_error(e, f->src, in->line, in->col, "%s: std over %s is not generated yet", where, an);
 	else if (in->op == KO_softmax || in->op == KO_softmaxnc)
-		kc_error(e, f->src, in->line, in->col,
+		ki_error(e, f->src, in->line, in->col,
 		         "%s: softmax of a value that does not derive from x.Q:dot(x.K) is not generated yet", where);
 	else if (ispool(in))
-		kc_error(e, f->src, in->line, in->col,
+		ki_error(e, f->src, in->line, in->col,
 		         "%s: %s over %s of a %s value is not generated yet (pools run over token of [token] or "
 		         "[group, token] values, with a scalar kernel size)", where, ki_opname(in->op), an, ax);
 	else if (HAS(in->axes, AX_obs) || (in->op == KO_input && (in->aux == IN_lse || in->aux == IN_qpos)))
-		kc_error(e, f->src, in->line, in->col,
+		ki_error(e, f->src, in->line, in->col,
 		         "%s: %s with the obs axis (%s) is not generated yet: observation queries are read only "
 		         "inside attention (softmax(x.Q:dot(x.K) ...) reduced over obs)", where,
 		         in->op == KO_input ? ki_inputname(in->aux) : ki_opname(in->op), ax);
 	else
-		kc_error(e, f->src, in->line, in->col, "%s: %s over [%s] is not generated yet", where, ki_opname(in->op), ax);
+		ki_error(e, f->src, in->line, in->col, "%s: %s over [%s] is not generated yet", where, ki_opname(in->op), ax);
 }
 
 /* Which skeleton computes each instruction the score needs (cls), with the attn_score rules:
 ** positioned errors for what the kernels cannot fuse. */
-static int classify(const KiFn *f, KpPlan *p, KcErr *e)
+static int classify(const KiFn *f, KiPlan *p, KiErr *e)
 {
 	mark(f, f->score, p->cls);   /* 1 = needed, refined below */
 	for (int i = 0; i < f->nins; i++) {
@@ -245,12 +245,12 @@ static int classify(const KiFn *f, KpPlan *p, KcErr *e)
 			continue;
 		const KiIns *in = &f->ins[i];
 		uint8_t m = in->axes;
-		int ca[3] = { KP_NONE, KP_NONE, KP_NONE }, anyattn = 0;
+		int ca[3] = { KI_CNONE, KI_CNONE, KI_CNONE }, anyattn = 0;
 		for (int k = 0; k < ki_nargs(in->op); k++) {
 			ca[k] = clsof(p, in->arg[k]);
 			anyattn |= isattn(ca[k]);
 		}
-		int c = KP_MAT;
+		int c = KI_CMAT;
 		switch (in->op) {
 		case KO_input:
 			p->uses_lse |= in->aux == IN_lse;
@@ -261,7 +261,7 @@ static int classify(const KiFn *f, KpPlan *p, KcErr *e)
 			p->uses_state = 1;
 			break;
 		case KO_attn:
-			kc_error(e, f->src, in->line, in->col, "x.attn reaches the score (only the observe hook may read it)");
+			ki_error(e, f->src, in->line, in->col, "x.attn reaches the score (only the observe hook may read it)");
 			return -1;
 		case KO_hmean:
 			p->uses_hmean = 1;
@@ -272,36 +272,36 @@ static int classify(const KiFn *f, KpPlan *p, KcErr *e)
 				if (in->axis != AX_chan ||
 				    !((isinput(f, in->arg[0], IN_Q) && isinput(f, in->arg[1], IN_K)) ||
 				      (isinput(f, in->arg[0], IN_K) && isinput(f, in->arg[1], IN_Q)))) {
-					kc_error(e, f->src, in->line, in->col,
+					ki_error(e, f->src, in->line, in->col,
 					         "attn_score: the only [obs, token] product the kernels fuse is "
 					         "x.Q:dot(x.K, \"chan\")");
 					return -1;
 				}
-				c = KP_DOT;
+				c = KI_CDOT;
 				p->has_attn = 1;
 			} else if (ki_rule(in->op) == AR_EW) {
 				if (HAS(m, AX_chan)) {
-					kc_error(e, f->src, in->line, in->col,
+					ki_error(e, f->src, in->line, in->col,
 					         "attn_score: an [obs, token, chan] value would materialize the attention "
 					         "per channel; reduce over chan first");
 					return -1;
 				}
 				if (!anyattn) {
-					kc_error(e, f->src, in->line, in->col,
+					ki_error(e, f->src, in->line, in->col,
 					         "attn_score: an [obs, token] value that does not derive from Q·K "
 					         "is not supported");
 					return -1;
 				}
-				c = KP_ATTN;
+				c = KI_CATTN;
 			} else if ((in->op == KO_softmax || in->op == KO_softmaxnc) && in->axis == AX_token) {
 				if (!isattn(ca[0])) {
-					kc_error(e, f->src, in->line, in->col, "attn_score: softmax of a value not derived from Q·K");
+					ki_error(e, f->src, in->line, in->col, "attn_score: softmax of a value not derived from Q·K");
 					return -1;
 				}
-				c = KP_ATTN;
+				c = KI_CATTN;
 				p->soft[p->nsoft++] = i;
 			} else {
-				kc_error(e, f->src, in->line, in->col,
+				ki_error(e, f->src, in->line, in->col,
 				         "attn_score: %s over %s of an [obs, token] value cannot be fused "
 				         "(supported: elementwise ops, softmax over token, sum/mean over obs)",
 				         ki_opname(in->op), in->axis < AX_NUM ? ki_axisname(in->axis) : "-");
@@ -309,16 +309,16 @@ static int classify(const KiFn *f, KpPlan *p, KcErr *e)
 			}
 		} else if (anyattn) {
 			if (!((in->op == KO_sum || in->op == KO_mean) && in->axis == AX_obs)) {
-				kc_error(e, f->src, in->line, in->col,
+				ki_error(e, f->src, in->line, in->col,
 				         "attn_score: the attention [obs, token] can only be reduced over obs "
 				         "(sum or mean) here, not by %s", ki_opname(in->op));
 				return -1;
 			}
-			c = KP_RED;
+			c = KI_CRED;
 			p->nred++;
 		} else if (HAS(m, AX_obs) && in->op == KO_input && in->aux == IN_Q) {
 			/* per-query value, materialized ([group, obs, chan] is small) */
-		} else if (kp_tokred(in)) {
+		} else if (ki_tokred(in)) {
 			p->two_phase = 1;
 		}
 		p->cls[i] = (uint8_t)c;
@@ -327,25 +327,25 @@ static int classify(const KiFn *f, KpPlan *p, KcErr *e)
 	** observation queries for attn_score alone (anything else would read a buffer that is
 	** never set) */
 	for (int i = 0; i < f->nins; i++)
-		for (int k = 0; p->cls[i] && p->cls[i] != KP_DOT && k < ki_nargs(f->ins[i].op); k++)
+		for (int k = 0; p->cls[i] && p->cls[i] != KI_CDOT && k < ki_nargs(f->ins[i].op); k++)
 			if (isinput(f, f->ins[i].arg[k], IN_Q)) {
-				kc_error(e, f->src, f->ins[i].line, f->ins[i].col, "the kernels read x.Q only as "
+				ki_error(e, f->src, f->ins[i].line, f->ins[i].col, "the kernels read x.Q only as "
 				         "x.Q:dot(x.K, \"chan\") (the attention logits), not through %s",
 				         ki_opname(f->ins[i].op));
 				return -1;
 			}
-	if (KC_RKIND(f->score) == RK_INS && isattn(p->cls[KC_RIDX(f->score)])) {
-		const KiIns *in = &f->ins[KC_RIDX(f->score)];
-		kc_error(e, f->src, in->line, in->col, "the score must be reduced over obs");
+	if (KI_RKIND(f->score) == RK_INS && isattn(p->cls[KI_RIDX(f->score)])) {
+		const KiIns *in = &f->ins[KI_RIDX(f->score)];
+		ki_error(e, f->src, in->line, in->col, "the score must be reduced over obs");
 		return -1;
 	}
 	/* operands of attn values that are materialized must not have chan */
 	for (int i = 0; i < f->nins; i++)
-		if (p->cls[i] == KP_ATTN)
+		if (p->cls[i] == KI_CATTN)
 			for (int k = 0; k < ki_nargs(f->ins[i].op); k++) {
-				KcRef r = f->ins[i].arg[k];
-				if (clsof(p, r) == KP_MAT && (ki_refaxes(f, r) & AXM(AX_chan))) {
-					kc_error(e, f->src, f->ins[i].line, f->ins[i].col,
+				KiRef r = f->ins[i].arg[k];
+				if (clsof(p, r) == KI_CMAT && (ki_refaxes(f, r) & AXM(AX_chan))) {
+					ki_error(e, f->src, f->ins[i].line, f->ins[i].col,
 					         "attn_score: operand with a chan axis in an [obs, token] expression");
 					return -1;
 				}
@@ -355,7 +355,7 @@ static int classify(const KiFn *f, KpPlan *p, KcErr *e)
 
 /* The fused attn_score pattern: dot(Q, K) → multiplies by scalars → softmax over token →
 ** sum / mean over obs. Its generic C epilogue is gone: anything else is a positioned error. */
-static int fused(const KiFn *f, KpPlan *p, KcErr *e)
+static int fused(const KiFn *f, KiPlan *p, KiErr *e)
 {
 	if (p->has_attn) {
 		int ok = 1, cur = -1;
@@ -363,28 +363,28 @@ static int fused(const KiFn *f, KpPlan *p, KcErr *e)
 		for (int i = 0; i < f->nins && ok; i++) {
 			const KiIns *in = &f->ins[i];
 			switch (p->cls[i]) {
-			case KP_DOT:
+			case KI_CDOT:
 				ok = p->fdot < 0;
 				p->fdot = cur = i;
 				break;
-			case KP_ATTN:
+			case KI_CATTN:
 				if (in->op == KO_softmax || in->op == KO_softmaxnc) {
-					ok = p->fsoft < 0 && cur >= 0 && in->arg[0] == KC_REF(RK_INS, cur);
+					ok = p->fsoft < 0 && cur >= 0 && in->arg[0] == KI_REF(RK_INS, cur);
 					p->fsoft = cur = i;
 					p->fcausal = in->op == KO_softmax;
 				} else if (in->op == KO_mul && p->fsoft < 0 && p->nmul < 4) {
-					KcRef x = in->arg[0], k = in->arg[1];
-					if (k == KC_REF(RK_INS, cur))
+					KiRef x = in->arg[0], k = in->arg[1];
+					if (k == KI_REF(RK_INS, cur))
 						x = in->arg[1], k = in->arg[0];
-					ok = x == KC_REF(RK_INS, cur) && ki_refaxes(f, k) == 0 && clsof(p, k) != KP_DOT &&
-					     clsof(p, k) != KP_ATTN;
+					ok = x == KI_REF(RK_INS, cur) && ki_refaxes(f, k) == 0 && clsof(p, k) != KI_CDOT &&
+					     clsof(p, k) != KI_CATTN;
 					p->mul[p->nmul++] = k;
 					cur = i;
 				} else
 					ok = 0;
 				break;
-			case KP_RED:
-				ok = p->fsoft >= 0 && in->arg[0] == KC_REF(RK_INS, p->fsoft);
+			case KI_CRED:
+				ok = p->fsoft >= 0 && in->arg[0] == KI_REF(RK_INS, p->fsoft);
 				break;
 			}
 			if (!ok)
@@ -394,13 +394,13 @@ static int fused(const KiFn *f, KpPlan *p, KcErr *e)
 		if (!p->fast) {          /* the generic epilogue is gone: what is not fused is rejected */
 			int i = p->fbad >= 0 ? p->fbad : p->fdot;
 			const KiIns *in = &f->ins[i];
-			kc_error(e, f->src, in->line, in->col,
+			ki_error(e, f->src, in->line, in->col,
 			         "attn_score: %s here is not generated yet (the fused kernels take softmax over token of "
 			         "x.Q:dot(x.K, \"chan\") times scalars, then sum or mean over obs)", ki_opname(in->op));
 			return -1;
 		}
-		if (p->fast && p->nmul == 1 && KC_RKIND(p->mul[0]) == RK_INS) {
-			const KiIns *k = &f->ins[KC_RIDX(p->mul[0])];
+		if (p->fast && p->nmul == 1 && KI_RKIND(p->mul[0]) == RK_INS) {
+			const KiIns *k = &f->ins[KI_RIDX(p->mul[0])];
 			p->fscale = k->op == KO_info && k->aux == INF_scale;
 		}
 	}
@@ -409,25 +409,25 @@ static int fused(const KiFn *f, KpPlan *p, KcErr *e)
 
 /* The generated token_map loops (tgen, tout); a value the score needs that no loop computes,
 ** that the Q·K tile does not read and that is no head_mean barrier is a positioned error. */
-static int tloops(const KiFn *f, KpPlan *p, uint8_t *root, KcErr *e)
+static int tloops(const KiFn *f, KiPlan *p, uint8_t *root, KiErr *e)
 {
-	if (KC_RKIND(f->score) == RK_INS)
-		root[KC_RIDX(f->score)] = 1;
+	if (KI_RKIND(f->score) == RK_INS)
+		root[KI_RIDX(f->score)] = 1;
 	Seg sg = { f, p->cls, root, p->tgen, p->tout, NULL };
 	if (qkall(&sg) != 0)
-		return kc_error(e, f->src, 0, 0, "plan: out of memory"), -1;
+		return ki_error(e, f->src, 0, 0, "plan: out of memory"), -1;
 	segment(&sg);
 	if (outputs(&sg) != 0) {
 		free(sg.qk);
-		return kc_error(e, f->src, 0, 0, "plan: out of memory"), -1;
+		return ki_error(e, f->src, 0, 0, "plan: out of memory"), -1;
 	}
 	int bad = -1;
 	for (int i = 0; i < f->nins; i++) {
 		p->ngenins += p->tgen[i] != 0;
-		p->ngen += p->tgen[i] == KP_GEN_START;
-		if (p->cls[i] == KP_MAT && !p->tgen[i] && !sg.qk[i] && f->ins[i].op != KO_hmean && bad < 0)
+		p->ngen += p->tgen[i] == KI_GEN_START;
+		if (p->cls[i] == KI_CMAT && !p->tgen[i] && !sg.qk[i] && f->ins[i].op != KO_hmean && bad < 0)
 			bad = i;
-		if (p->cls[i] && f->ins[i].op == KO_hmean && KC_RKIND(f->ins[i].arg[0]) != RK_INS && bad < 0)
+		if (p->cls[i] && f->ins[i].op == KO_hmean && KI_RKIND(f->ins[i].arg[0]) != RK_INS && bad < 0)
 			bad = i;
 	}
 	free(sg.qk);
@@ -440,42 +440,42 @@ static int tloops(const KiFn *f, KpPlan *p, uint8_t *root, KcErr *e)
 
 /* The observe hook's fused loops (decode): over [group, token, chan] values with x.attn = this
 ** step's probabilities; roots = the state updates (stored, then written into the state). */
-static int oloops(const KiFn *f, KpPlan *p, uint8_t *root, uint8_t *ocls, KcErr *e)
+static int oloops(const KiFn *f, KiPlan *p, uint8_t *root, uint8_t *ocls, KiErr *e)
 {
 	for (int i = 0; i < f->nins; i++)
 		root[i] = 0;
 	for (int s = 0; s < f->nst; s++)
 		if (f->st[s].update) {
 			mark(f, f->st[s].update, p->oneed);
-			if (KC_RKIND(f->st[s].update) == RK_INS)
-				root[KC_RIDX(f->st[s].update)] = 1;
+			if (KI_RKIND(f->st[s].update) == RK_INS)
+				root[KI_RIDX(f->st[s].update)] = 1;
 			p->has_observe = 1;
 		}
 	for (int i = 0; i < f->nins; i++) {
-		ocls[i] = p->oneed[i] ? KP_MAT : 0;
+		ocls[i] = p->oneed[i] ? KI_CMAT : 0;
 		if (!p->oneed[i])
 			continue;
 		const KiIns *in = &f->ins[i];
 		if (HAS(in->axes, AX_obs) || (in->op == KO_input && (in->aux == IN_lse || in->aux == IN_qpos))) {
-			kc_error(e, f->src, in->line, in->col,
+			ki_error(e, f->src, in->line, in->col,
 			         "decode_attn: the observe hook cannot read observation queries (x.Q, x.lse, x.qpos)");
 			return -1;
 		}
 		if (in->op == KO_hmean) {
-			kc_error(e, f->src, in->line, in->col,
+			ki_error(e, f->src, in->line, in->col,
 			         "decode_attn: a mean over heads in the observe hook is not supported yet");
 			return -1;
 		}
 	}
 	Seg so = { f, ocls, root, p->otgen, p->otout, NULL };
 	if (qkall(&so) != 0)
-		return kc_error(e, f->src, 0, 0, "plan: out of memory"), -1;
+		return ki_error(e, f->src, 0, 0, "plan: out of memory"), -1;
 	segment(&so);
 	free(so.qk);
 	if (outputs(&so) != 0)
-		return kc_error(e, f->src, 0, 0, "plan: out of memory"), -1;
+		return ki_error(e, f->src, 0, 0, "plan: out of memory"), -1;
 	for (int i = 0; i < f->nins; i++) {
-		p->nogen += p->otgen[i] == KP_GEN_START;
+		p->nogen += p->otgen[i] == KI_GEN_START;
 		if (p->oneed[i] && !p->otgen[i]) {
 			notgen(f, i, "decode_attn (observe hook)", e);
 			return -1;
@@ -484,11 +484,11 @@ static int oloops(const KiFn *f, KpPlan *p, uint8_t *root, uint8_t *ocls, KcErr 
 	return 0;
 }
 
-int kp_build(const KiFn *f, KpPlan *p, KcErr *e)
+int ki_plan(const KiFn *f, KiPlan *p, KiErr *e)
 {
 	memset(p, 0, sizeof *p);
 	p->f = f;
-	if (kp_unsupported(f, e) != 0)   /* merge rules, the issue-13 language (support.c) */
+	if (ki_unsupported(f, e) != 0)   /* merge rules, the issue-13 language (support.c) */
 		return -1;
 	size_t n = (size_t)f->nins + 1;
 	p->cls = calloc(n, 1), p->soft = calloc(n, sizeof(int)), p->oneed = calloc(n, 1);
@@ -496,7 +496,7 @@ int kp_build(const KiFn *f, KpPlan *p, KcErr *e)
 	uint8_t *root = calloc(n, 1), *ocls = calloc(n, 1);
 	int rc = -1;
 	if (!p->cls || !p->soft || !p->oneed || !p->tgen || !p->tout || !p->otgen || !p->otout || !root || !ocls)
-		kc_error(e, f->src, 0, 0, "plan: out of memory");
+		ki_error(e, f->src, 0, 0, "plan: out of memory");
 	else if (classify(f, p, e) == 0 &&     /* skeleton per instruction */
 	         fused(f, p, e) == 0 &&        /* the fused attn_score */
 	         tloops(f, p, root, e) == 0 && /* token_map loops */
@@ -504,11 +504,11 @@ int kp_build(const KiFn *f, KpPlan *p, KcErr *e)
 		rc = 0;
 	free(root), free(ocls);
 	if (rc)
-		kp_free(p);
+		ki_plan_free(p);
 	return rc;
 }
 
-void kp_free(KpPlan *p)
+void ki_plan_free(KiPlan *p)
 {
 	free(p->cls);
 	free(p->soft);
@@ -520,7 +520,7 @@ void kp_free(KpPlan *p)
 	memset(p, 0, sizeof *p);
 }
 
-void kp_print(const KpPlan *p, FILE *out)
+void ki_plan_print(const KiPlan *p, FILE *out)
 {
 	const KiFn *f = p->f;
 	static const char *nm[] = { "-", "token_map", "attn_score(qk)", "attn_score", "attn_score→acc" };
@@ -546,10 +546,10 @@ void kp_print(const KpPlan *p, FILE *out)
 		if (p->cls[i]) {
 			char ax[64];
 			ki_axesstr(f->ins[i].axes, ax, sizeof ax);
-			const char *path = p->tgen[i] == KP_GEN_START ? p->tout[i] ? " (generated loop start, stored)"
+			const char *path = p->tgen[i] == KI_GEN_START ? p->tout[i] ? " (generated loop start, stored)"
 			                                                            : " (generated loop start)"
 			                   : p->tgen[i] ? p->tout[i] ? " (generated loop, stored)" : " (generated loop)"
-			                   : p->cls[i] == KP_MAT ? f->ins[i].op == KO_hmean ? " (head_mean barrier)"
+			                   : p->cls[i] == KI_CMAT ? f->ins[i].op == KO_hmean ? " (head_mean barrier)"
 			                                                                    : " (read by the Q·K tile)"
 			                   : "";
 			fprintf(out, "    %%%d %-8s %-12s %s%s\n", i, ki_opname(f->ins[i].op), ax, nm[p->cls[i]], path);
@@ -559,7 +559,7 @@ void kp_print(const KpPlan *p, FILE *out)
 			char ax[64];
 			ki_axesstr(f->ins[i].axes, ax, sizeof ax);
 			fprintf(out, "    %%%d %-8s %-12s observe%s\n", i, ki_opname(f->ins[i].op), ax,
-			        p->otgen[i] == KP_GEN_START ? p->otout[i] ? " (generated loop start, stored)" : " (generated loop start)"
+			        p->otgen[i] == KI_GEN_START ? p->otout[i] ? " (generated loop start, stored)" : " (generated loop start)"
 			        : p->otout[i] ? " (generated loop, stored)" : " (generated loop)");
 		}
 }

@@ -21,16 +21,16 @@
 #include "compiler/ir.h"
 
 enum {
-	KP_NONE = 0,   /* not needed by the score */
-	KP_MAT,        /* token_map: materialized per instance (axes never obs+token) */
-	KP_DOT,        /* attn_score: the Q·Kᵀ tile (dot Q K chan) */
-	KP_ATTN,       /* attn_score: [.., obs, token] elementwise / softmax, per tile */
-	KP_RED,        /* attn_score output: reduction over obs, materialized [group?, token] */
+	KI_CNONE = 0,   /* not needed by the score */
+	KI_CMAT,        /* token_map: materialized per instance (axes never obs+token) */
+	KI_CDOT,        /* attn_score: the Q·Kᵀ tile (dot Q K chan) */
+	KI_CATTN,       /* attn_score: [.., obs, token] elementwise / softmax, per tile */
+	KI_CRED,        /* attn_score output: reduction over obs, materialized [group?, token] */
 };
 
-typedef struct KpPlan {
+typedef struct KiPlan {
 	const KiFn *f;
-	uint8_t *cls;          /* [nins] KP_* */
+	uint8_t *cls;          /* [nins] KI_C* */
 	int nsoft;             /* softmaxes over token inside attn_score (attn_stats passes) */
 	int *soft;             /* their instruction indices, in order */
 	int nred;              /* attn_score outputs */
@@ -47,9 +47,9 @@ typedef struct KpPlan {
 	int fast, fdot, fsoft, fcausal;
 	int fscale;            /* the only multiplier is x.scale: a given lse replaces attn_stats */
 	int nmul;
-	KcRef mul[4];          /* the scalar multipliers */
-	int fbad;              /* where the fused pattern breaks (-1: it does not; kp_build then fails) */
-	/* token_map path per instruction: KP_GEN_START / KP_GEN_IN = first / later instruction of a
+	KiRef mul[4];          /* the scalar multipliers */
+	int fbad;              /* where the fused pattern breaks (-1: it does not; ki_plan then fails) */
+	/* token_map path per instruction: KI_GEN_START / KI_GEN_IN = first / later instruction of a
 	** fused loop the backend generates (artifact `tmap`, entered with the first instruction's
 	** index): runs of consecutive token_map instructions without an obs axis — leaves (x.t,
 	** x.pos, K/V rows, state, rand), size/info scalars, elementwise ops, reductions over group /
@@ -58,7 +58,7 @@ typedef struct KpPlan {
 	** loop: values without a token axis first (once), then one pass over the tokens (vectorized
 	** over tokens, or over chan one token at a time when a value has the chan axis), then the
 	** token reductions' results. Every value the score needs is in a loop, read by the Q·K tile
-	** only (x.Q, x.K), an attn_score output or a head_mean barrier: kp_build rejects the rest
+	** only (x.Q, x.K), an attn_score output or a head_mean barrier: ki_plan rejects the rest
 	** with a positioned error (the runtime evaluates nothing). */
 	uint8_t *tgen;         /* [nins] */
 	uint8_t *tout;         /* [nins] the fused loop stores this value (read outside the loop) */
@@ -67,28 +67,28 @@ typedef struct KpPlan {
 	** leaf; the state updates are stored and then written into the state */
 	uint8_t *otgen, *otout;
 	int nogen;
-} KpPlan;
+} KiPlan;
 
-enum { KP_GEN_START = 1, KP_GEN_IN = 2 };
+enum { KI_GEN_START = 1, KI_GEN_IN = 2 };
 
 /* Generated token_map: values recomputed where read (never stored for other loops); token
 ** reductions (complete only after their loop). */
-KC_FUNC int kp_isleaf(const KiIns *in);
-KC_FUNC int kp_tokred(const KiIns *in);
+KC_FUNC int ki_isleaf(const KiIns *in);
+KC_FUNC int ki_tokred(const KiIns *in);
 /* the last instruction of the loop that starts at s (instructions the score does not need, cls 0,
 ** may lie inside: they have no code) */
-KC_FUNC int kp_segend(const KpPlan *p, int s);
+KC_FUNC int ki_segend(const KiPlan *p, int s);
 /* the same for the observe hook's loops */
-KC_FUNC int kp_osegend(const KpPlan *p, int s);
+KC_FUNC int ki_osegend(const KiPlan *p, int s);
 
 /* support.c: -1 with a positioned error when the policy uses what the kernels do not
-** implement yet (kp_build calls it first). */
-KC_FUNC int kp_unsupported(const KiFn *f, KcErr *e);
+** implement yet (ki_plan calls it first). */
+KC_FUNC int ki_unsupported(const KiFn *f, KiErr *e);
 
 /* Build the plan; -1 with a positioned error when the policy cannot be mapped. */
-KC_FUNC int kp_build(const KiFn *f, KpPlan *p, KcErr *e);
-KC_FUNC void kp_free(KpPlan *p);
+KC_FUNC int ki_plan(const KiFn *f, KiPlan *p, KiErr *e);
+KC_FUNC void ki_plan_free(KiPlan *p);
 /* Human-readable plan (kvcc compile -v). */
-KC_FUNC void kp_print(const KpPlan *p, FILE *out);
+KC_FUNC void ki_plan_print(const KiPlan *p, FILE *out);
 
 #endif

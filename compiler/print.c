@@ -40,7 +40,7 @@ static void put(Buf *b, const char *fmt, ...)
 			b->n += (size_t)k;
 			return;
 		}
-		char *s = k >= 0 ? kc_realloc(b->s, 2 * b->cap + (size_t)k + 64) : NULL;
+		char *s = k >= 0 ? ki_realloc(b->s, 2 * b->cap + (size_t)k + 64) : NULL;
 		if (!s) {
 			b->oom = 1;
 			return;
@@ -62,10 +62,10 @@ static void numstr(double v, char *buf, size_t len)
 		snprintf(buf, len, "%.17g", v);
 }
 
-void ki_printref(const KiFn *f, KcRef r, char *buf, size_t len)
+void ki_printref(const KiFn *f, KiRef r, char *buf, size_t len)
 {
-	int i = KC_RIDX(r);
-	switch (KC_RKIND(r)) {
+	int i = KI_RIDX(r);
+	switch (KI_RKIND(r)) {
 	case RK_INS: snprintf(buf, len, "%%%d", i); break;
 	case RK_PAR: snprintf(buf, len, "$%s", i < f->npar ? f->par[i].name : "?"); break;
 	case RK_CON: numstr(i < f->ncon ? f->con[i] : NAN, buf, len); break;
@@ -181,7 +181,7 @@ static void putselect(Buf *b, const KiFn *f)
 	put(b, "select %s scope=%s keep_first=%s keep_recent=%s chunk=%s schedule=%s beta=%s",
 	    ki_selname(s->kind), ki_scopename(s->scope), t1, t2, t3, ki_schedname(s->sched), t4);
 	static const char *const names[] = { "tau", "p", "floor", "keep", "sa", "sb" };
-	const KcRef refs[] = { s->tau, s->mass, s->floor, s->keep, s->sa, s->sb };
+	const KiRef refs[] = { s->tau, s->mass, s->floor, s->keep, s->sa, s->sb };
 	for (int k = 0; k < 6; k++)
 		if (refs[k]) {
 			ki_printref(f, refs[k], t1, sizeof t1);
@@ -194,7 +194,7 @@ static void putselect(Buf *b, const KiFn *f)
 
 char *ki_print(const KiFn *f)
 {
-	Buf b = { kc_realloc(NULL, 1024), 0, 1024, 0 };
+	Buf b = { ki_realloc(NULL, 1024), 0, 1024, 0 };
 	char t1[64];
 	if (!b.s)
 		return NULL;

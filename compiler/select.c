@@ -91,18 +91,18 @@ static char *keeprow(const KiCase *c, char *keep, int l, int h)
 	return &keep[((size_t)l * c->H + h) * c->n];
 }
 
-static double val(const KiFn *f, const double *par, KcRef r, double def)
+static double val(const KiFn *f, const double *par, KiRef r, double def)
 {
-	switch (KC_RKIND(r)) {
-	case RK_CON: return f->con[KC_RIDX(r)];
-	case RK_PAR: return par ? par[KC_RIDX(r)] : f->par[KC_RIDX(r)].def;
+	switch (KI_RKIND(r)) {
+	case RK_CON: return f->con[KI_RIDX(r)];
+	case RK_PAR: return par ? par[KI_RIDX(r)] : f->par[KI_RIDX(r)].def;
 	}
 	return def;
 }
 
-static int oom(const KiFn *f, KcErr *e)
+static int oom(const KiFn *f, KiErr *e)
 {
-	kc_error(e, f->src, 0, 0, "interpreter: out of memory");
+	ki_error(e, f->src, 0, 0, "interpreter: out of memory");
 	return -1;
 }
 
@@ -180,7 +180,7 @@ int ki_prefix_forget(const double *S, int rows, const long *n, long stride, doub
 }
 
 static int prefixsched(const KiFn *f, const KiCase *c, const double *par, const double *scores, long S,
-                       long R, long *nk, KcErr *e)
+                       long R, long *nk, KiErr *e)
 {
 	const KiSelect *sel = &f->sel;
 	double tol = val(f, par, sel->sa, 5), iters = val(f, par, sel->sb, 200);
@@ -198,7 +198,7 @@ static int prefixsched(const KiFn *f, const KiCase *c, const double *par, const 
 		target = ntot * c->ratio;       /* the code's sum(n) * ratio */
 	int rc = ki_prefix_forget(scores, ninst, len, c->n, target, S + R, tol, (long)iters, nk, bad);
 	if (rc == -1) {
-		kc_error(e, f->src, sel->line, sel->col, "select: the prefix schedule needs finite "
+		ki_error(e, f->src, sel->line, sel->col, "select: the prefix schedule needs finite "
 		         "scores >= 0, (layer %d, head %d) has %g at token %ld", (int)bad[0] / c->H,
 		         (int)bad[0] % c->H, scores[bad[0] * c->n + bad[1]], bad[1]);
 	} else if (rc == -2)
@@ -239,20 +239,20 @@ static double pyfloordiv(double a, double b)
 }
 
 static int dynsched(const KiFn *f, const KiCase *c, const double *par, const double *scores, long R,
-                    long *nk, KcErr *e)
+                    long *nk, KiErr *e)
 {
 	const KiSelect *sel = &f->sel;
 	int L = c->L, H = c->H;
 	long n = lenof(c, 0, 0);
 	for (int k = 1; k < L * H; k++)
 		if (lenof(c, k / H, k % H) != n) {
-			kc_error(e, f->src, sel->line, sel->col, "select: the dynamic schedule needs the same "
+			ki_error(e, f->src, sel->line, sel->col, "select: the dynamic schedule needs the same "
 			         "length in every (layer, head)");
 			return -1;
 		}
 	double rmax = val(f, par, sel->sa, 10), every = val(f, par, sel->sb, 4);
 	if (!(rmax >= 0 && rmax <= 1e6) || !(every >= 1 && every <= 1e6) || every != floor(every)) {
-		kc_error(e, f->src, sel->line, sel->col, "select: the dynamic schedule needs a ratio_max "
+		ki_error(e, f->src, sel->line, sel->col, "select: the dynamic schedule needs a ratio_max "
 		         ">= 0 and every >= 1 (got %g, %g)", rmax, every);
 		return -1;
 	}
@@ -318,7 +318,7 @@ static int dynsched(const KiFn *f, const KiCase *c, const double *par, const dou
 }
 
 int ki_counts(const KiFn *f, const KiCase *c, const double *par, const double *scores,
-              const double *keepv, long *nk, KcErr *e)
+              const double *keepv, long *nk, KiErr *e)
 {
 	const KiSelect *sel = &f->sel;
 	long S = (long)val(f, par, sel->keep_first, 0), R = (long)val(f, par, sel->keep_recent, 0);
@@ -335,7 +335,7 @@ int ki_counts(const KiFn *f, const KiCase *c, const double *par, const double *s
 			}
 			double v = keepv[l * c->H + h];
 			if (!isfinite(v)) {
-				kc_error(e, f->src, sel->line, sel->col, "select: the keep count of (layer %d, head %d) "
+				ki_error(e, f->src, sel->line, sel->col, "select: the keep count of (layer %d, head %d) "
 				         "is %s", l, h, isnan(v) ? "nan" : v > 0 ? "inf" : "-inf");
 				return -1;
 			}
@@ -348,7 +348,7 @@ int ki_counts(const KiFn *f, const KiCase *c, const double *par, const double *s
 /* --- mass -------------------------------------------------------------------------- */
 
 int ki_selmass(const KiFn *f, const KiCase *c, const double *par, const double *scores, const long *nk,
-               char *keep, KcErr *e)
+               char *keep, KiErr *e)
 {
 	const KiSelect *sel = &f->sel;
 	long S = (long)val(f, par, sel->keep_first, 0), R = (long)val(f, par, sel->keep_recent, 0);
@@ -366,7 +366,7 @@ int ki_selmass(const KiFn *f, const KiCase *c, const double *par, const double *
 				if (clsof(t, n, S, R) != 2)
 					continue;
 				if (!(s[t] >= 0)) {
-					kc_error(e, f->src, sel->line, sel->col, "select: mass needs scores >= 0, "
+					ki_error(e, f->src, sel->line, sel->col, "select: mass needs scores >= 0, "
 					         "(layer %d, head %d) has %g at token %ld", l, h, s[t], t);
 					free(tk);
 					return -1;
@@ -400,13 +400,13 @@ int ki_selmass(const KiFn *f, const KiCase *c, const double *par, const double *
 /* --- floor ------------------------------------------------------------------------- */
 
 int ki_selfloor(const KiFn *f, const KiCase *c, const double *par, const double *scores, const long *nk,
-                char *keep, KcErr *e)
+                char *keep, KiErr *e)
 {
 	const KiSelect *sel = &f->sel;
 	long S = (long)val(f, par, sel->keep_first, 0), R = (long)val(f, par, sel->keep_recent, 0);
 	double alpha = val(f, par, sel->floor, 0);
 	if (!(alpha >= 0 && alpha <= 1)) {
-		kc_error(e, f->src, sel->line, sel->col, "select: floor must be in [0, 1], got %g", alpha);
+		ki_error(e, f->src, sel->line, sel->col, "select: floor must be in [0, 1], got %g", alpha);
 		return -1;
 	}
 	Tok *tk = malloc(((size_t)c->H * c->n + 1) * sizeof *tk);

@@ -11,11 +11,11 @@
 
 /* Counts per instance; keepv [L][H] the keep expression's values or NULL. */
 KC_FUNC int ki_counts(const KiFn *f, const KiCase *c, const double *par, const double *scores,
-                      const double *keepv, long *nk, KcErr *e);
+                      const double *keepv, long *nk, KiErr *e);
 KC_FUNC int ki_selmass(const KiFn *f, const KiCase *c, const double *par, const double *scores,
-                       const long *nk, char *keep, KcErr *e);
+                       const long *nk, char *keep, KiErr *e);
 KC_FUNC int ki_selfloor(const KiFn *f, const KiCase *c, const double *par, const double *scores,
-                        const long *nk, char *keep, KcErr *e);
+                        const long *nk, char *keep, KiErr *e);
 
 /* PrefixKV's bisection (select.c); also kvcc calibrate's offline fractions. */
 KC_FUNC int ki_prefix_forget(const double *S, int rows, const long *n, long stride, double target,

@@ -1,21 +1,21 @@
 /*
 ** What the kernel backends (the planner, x86, CUDA) do not implement yet: merge rules
 ** other than drop (issue 12: the compact_merge kernels) and the issue-13 language
-** (selection rules beyond top-k, weights, scans, segment ops, shifts, the out axis). kp_build refuses such a policy with the position of the first unsupported item,
+** (selection rules beyond top-k, weights, scans, segment ops, shifts, the out axis). ki_plan refuses such a policy with the position of the first unsupported item,
 ** so that nothing compiles to kernels with another meaning; the reference interpreter
 ** (`kvcc run`) runs them all. Each line goes when its kernels land.
 */
 #include <stdio.h>
 #include "compiler/plan.h"
 
-static int refuse(const KiFn *f, uint32_t line, uint32_t col, const char *what, KcErr *e)
+static int refuse(const KiFn *f, uint32_t line, uint32_t col, const char *what, KiErr *e)
 {
-	kc_error(e, f->src, line, col, "%s is not compiled to kernels yet (the reference interpreter, "
+	ki_error(e, f->src, line, col, "%s is not compiled to kernels yet (the reference interpreter, "
 	         "kvcc run, runs it)", what);
 	return -1;
 }
 
-int kp_unsupported(const KiFn *f, KcErr *e)
+int ki_unsupported(const KiFn *f, KiErr *e)
 {
 	const KiSelect *s = &f->sel;
 	char what[64];

@@ -22,22 +22,22 @@
 
 #define MAGIC "kvcc-tune-db 1"
 
-int ktb_path(char *buf, size_t n, char *why, size_t wn)
+int ki_tdb_path(char *buf, size_t n, char *why, size_t wn)
 {
 	char dir[1024];
-	if (kc_cache_dir(dir, sizeof dir, why, wn) != 0)
+	if (ki_cache_dir(dir, sizeof dir, why, wn) != 0)
 		return -1;
 	snprintf(buf, n, "%s/tune.db", dir);
 	return 0;
 }
 
-void ktb_free(KtDb *db)
+void ki_tdb_free(KtDb *db)
 {
 	free(db->r);
 	memset(db, 0, sizeof *db);
 }
 
-int ktb_add(KtDb *db, const KtRec *r)
+int ki_tdb_add(KtDb *db, const KtRec *r)
 {
 	if (db->n == db->cap) {
 		int nc = db->cap ? 2 * db->cap : 64;
@@ -94,7 +94,7 @@ static void untrusted(KtDb *db, const char *path, const char *what)
 	snprintf(db->why, sizeof db->why, "%s: %s", path, what);
 }
 
-int ktb_load(const char *path, KtDb *db)
+int ki_tdb_load(const char *path, KtDb *db)
 {
 	memset(db, 0, sizeof *db);
 	FILE *fp = fopen(path, "rb");
@@ -126,7 +126,7 @@ int ktb_load(const char *path, KtDb *db)
 		char save = nl[1];
 		nl[1] = 0;
 		KtRec r;
-		if (parseline(line, &r) != 0 || ktb_add(db, &r) != 0) {
+		if (parseline(line, &r) != 0 || ki_tdb_add(db, &r) != 0) {
 			untrusted(db, path, "corrupted (bad record)");
 			break;
 		}
@@ -191,13 +191,13 @@ static int lockdb(const char *path, char *why, size_t wn)
 	return snprintf(why, wn, "%s: held for more than 60 s", lk), -1;
 }
 
-int ktb_update(const char *path, const KtRec *add, int nadd, char *why, size_t wn)
+int ki_tdb_update(const char *path, const KtRec *add, int nadd, char *why, size_t wn)
 {
 	int fd = lockdb(path, why, wn);
 	if (fd < 0)
 		return -1;
 	KtDb db;
-	ktb_load(path, &db);
+	ki_tdb_load(path, &db);
 	if (db.corrupt)
 		fprintf(stderr, "kvcc: tuning database %s; rebuilt\n", db.why);
 	int rc = 0;
@@ -207,18 +207,18 @@ int ktb_update(const char *path, const KtRec *add, int nadd, char *why, size_t w
 			if (!samekey(&db.r[j], &add[i]))
 				db.r[k++] = db.r[j];
 		db.n = k;
-		if (ktb_add(&db, &add[i]) != 0)
+		if (ki_tdb_add(&db, &add[i]) != 0)
 			rc = -1, snprintf(why, wn, "out of memory");
 	}
 	if (!rc)
 		rc = writedb(path, &db, why, wn);
-	ktb_free(&db);
+	ki_tdb_free(&db);
 	flock(fd, LOCK_UN);
 	close(fd);
 	return rc;
 }
 
-uint64_t ktb_device(char *name, size_t n)
+uint64_t ki_tdb_device(char *name, size_t n)
 {
 	char model[256] = "unknown CPU", line[512];
 	FILE *fp = fopen("/proc/cpuinfo", "r");
@@ -249,13 +249,13 @@ uint64_t ktb_device(char *name, size_t n)
 	return h;
 }
 
-const char *ktb_version(void)
+const char *ki_tdb_version(void)
 {
 	const char *v = getenv("KVCC_TUNE_VERSION");
 	return v && *v && !strpbrk(v, "\t\n") ? v : KVCC_VERSION;
 }
 
-uint64_t ktb_kernel(const KiFn *f, const kvcc_spec *spec)
+uint64_t ki_tdb_kernel(const KiFn *f, const kvcc_spec *spec)
 {
 	char *kir = ki_print(f), buf[96];
 	uint64_t h = kir ? ki_fnv(kir, strlen(kir), 0xcbf29ce484222325ull) : 0;
@@ -264,16 +264,16 @@ uint64_t ktb_kernel(const KiFn *f, const kvcc_spec *spec)
 	return ki_fnv(buf, strlen(buf), h);
 }
 
-int ktb_lookup(const char *path, uint64_t kernel, char *cfg, size_t n, int verbose)
+int ki_tdb_lookup(const char *path, uint64_t kernel, char *cfg, size_t n, int verbose)
 {
 	KtDb db;
 	if (access(path, F_OK) != 0)          /* no database: no fingerprint to compute */
 		return 0;
-	ktb_load(path, &db);
+	ki_tdb_load(path, &db);
 	if (db.corrupt && verbose)
 		fprintf(stderr, "kvcc: tuning database %s: not used\n", db.why);
-	uint64_t dev = ktb_device(NULL, 0);
-	const char *ver = ktb_version();
+	uint64_t dev = ki_tdb_device(NULL, 0);
+	const char *ver = ki_tdb_version();
 	int found = 0, odev = 0, over = 0;
 	const char *oname = "";
 	for (int i = 0; i < db.n; i++) {
@@ -293,6 +293,6 @@ int ktb_lookup(const char *path, uint64_t kernel, char *cfg, size_t n, int verbo
 	if (verbose && over)
 		fprintf(stderr, "kvcc: tuning database: %d record%s of this policy from another kvcc version ignored\n", over,
 		        over > 1 ? "s" : "");
-	ktb_free(&db);
+	ki_tdb_free(&db);
 	return found;
 }

@@ -19,10 +19,10 @@
 
 typedef struct KtRec {
 	char kind;                 /* 't' timing, 'p' pick */
-	uint64_t kernel;           /* ktb_kernel */
+	uint64_t kernel;           /* ki_tdb_kernel */
 	char phase[12];            /* "score", "select", "decode", "split", or "pick" */
 	int bucket;                /* tokens (0 for a pick) */
-	uint64_t dev;              /* ktb_device */
+	uint64_t dev;              /* ki_tdb_device */
 	char devname[96];          /* CPU model (informational; the hash decides) */
 	char version[24];
 	char cfg[100];             /* the config string (codegen/x86/cfg.c) */
@@ -37,23 +37,23 @@ typedef struct KtDb {
 } KtDb;
 
 /* $KVCC_CACHE_DIR/tune.db (the cache directory created): 0, or -1 with why (cache off). */
-KC_FUNC int ktb_path(char *buf, size_t n, char *why, size_t wn);
+KC_FUNC int ki_tdb_path(char *buf, size_t n, char *why, size_t wn);
 /* Read the database: 0 (a missing file is empty; an untrusted one empty with corrupt set). */
-KC_FUNC int ktb_load(const char *path, KtDb *db);
-KC_FUNC void ktb_free(KtDb *db);
+KC_FUNC int ki_tdb_load(const char *path, KtDb *db);
+KC_FUNC void ki_tdb_free(KtDb *db);
 /* Add records under the lock (replacing records with the same key and config; a corrupt file is
 ** rebuilt from the new records, said on stderr): 0, or -1 with why. */
-KC_FUNC int ktb_update(const char *path, const KtRec *add, int nadd, char *why, size_t wn);
+KC_FUNC int ki_tdb_update(const char *path, const KtRec *add, int nadd, char *why, size_t wn);
 /* This host's fingerprint: FNV-1a of the CPU model and its feature flags ($KVCC_TUNE_DEVICE
 ** replaces the model, to test another device's entries); name = the model. */
-KC_FUNC uint64_t ktb_device(char *name, size_t n);
+KC_FUNC uint64_t ki_tdb_device(char *name, size_t n);
 /* The version tuning records belong to: KVCC_VERSION ($KVCC_TUNE_VERSION replaces it, tests). */
-KC_FUNC const char *ktb_version(void);
+KC_FUNC const char *ki_tdb_version(void);
 /* The kernel hash of a policy's (passed) KIR for a spec. */
-KC_FUNC uint64_t ktb_kernel(const KiFn *f, const kvcc_spec *spec);
+KC_FUNC uint64_t ki_tdb_kernel(const KiFn *f, const kvcc_spec *spec);
 /* The pick for (kernel, this device, this version): its config in cfg, 1; 0 when none. With
 ** verbose, says on stderr how many records of other devices / versions were ignored. */
-KC_FUNC int ktb_lookup(const char *path, uint64_t kernel, char *cfg, size_t n, int verbose);
-KC_FUNC int ktb_add(KtDb *db, const KtRec *r);
+KC_FUNC int ki_tdb_lookup(const char *path, uint64_t kernel, char *cfg, size_t n, int verbose);
+KC_FUNC int ki_tdb_add(KtDb *db, const KtRec *r);
 
 #endif

@@ -47,16 +47,16 @@
 
 typedef struct V {
 	const KiFn *f;
-	KcErr *e;
+	KiErr *e;
 } V;
 
 /* Check a ref: valid kind, index in range; an instruction ref must be below
 ** `below` (the using instruction, or nins for roots). Returns 0 or -1. */
-static int checkref(V *v, KcRef r, int below, uint32_t line, uint32_t col, const char *what)
+static int checkref(V *v, KiRef r, int below, uint32_t line, uint32_t col, const char *what)
 {
 	const KiFn *f = v->f;
-	int i = KC_RIDX(r);
-	switch (KC_RKIND(r)) {
+	int i = KI_RIDX(r);
+	switch (KI_RKIND(r)) {
 	case RK_NIL:
 		if (i == 0)
 			return 0;
@@ -65,7 +65,7 @@ static int checkref(V *v, KcRef r, int below, uint32_t line, uint32_t col, const
 		if (i < below)
 			return 0;
 		if (i < f->nins) {
-			kc_error(v->e, f->src, line, col, "%s refers to %%%d, which is not an earlier "
+			ki_error(v->e, f->src, line, col, "%s refers to %%%d, which is not an earlier "
 			         "instruction", what, i);
 			return -1;
 		}
@@ -79,8 +79,8 @@ static int checkref(V *v, KcRef r, int below, uint32_t line, uint32_t col, const
 			return 0;
 		break;
 	}
-	kc_error(v->e, f->src, line, col, "%s has a bad ref 0x%08x (kind %d, index %d)", what,
-	         (unsigned)r, KC_RKIND(r), i);
+	ki_error(v->e, f->src, line, col, "%s has a bad ref 0x%08x (kind %d, index %d)", what,
+	         (unsigned)r, KI_RKIND(r), i);
 	return -1;
 }
 
@@ -98,7 +98,7 @@ static int checkins(V *v, int i)
 	char what[48], b1[64], b2[64], why[200];
 	uint32_t line = in->line, col = in->col;
 	if (in->op >= KO_NUM) {
-		kc_error(v->e, f->src, line, col, "instruction %%%d has a bad op %d", i, in->op);
+		ki_error(v->e, f->src, line, col, "instruction %%%d has a bad op %d", i, in->op);
 		return -1;
 	}
 	const char *op = ki_opname(in->op);
@@ -107,27 +107,27 @@ static int checkins(V *v, int i)
 	for (int k = 0; k < 3; k++) {
 		if (checkref(v, in->arg[k], i, line, col, what) != 0)
 			return -1;
-		if ((k < n) != (in->arg[k] != KC_NIL)) {
-			kc_error(v->e, f->src, line, col, "%s takes %d operand%s but has %s", what, n,
+		if ((k < n) != (in->arg[k] != KI_NIL)) {
+			ki_error(v->e, f->src, line, col, "%s takes %d operand%s but has %s", what, n,
 			         n == 1 ? "" : "s", k < n ? "a nil one" : "more");
 			return -1;
 		}
 	}
 	if (takesaxis(in->op)) {
 		if (in->axis >= AX_NUM) {
-			kc_error(v->e, f->src, line, col, "%s needs a tensor axis, has %s", what,
+			ki_error(v->e, f->src, line, col, "%s needs a tensor axis, has %s", what,
 			         in->axis == AX_NONE ? "none" : ki_axisname(in->axis));
 			return -1;
 		}
 	} else if (in->axis != AX_NONE) {
-		kc_error(v->e, f->src, line, col, "%s takes no axis but has axis %d", what, in->axis);
+		ki_error(v->e, f->src, line, col, "%s takes no axis but has axis %d", what, in->axis);
 		return -1;
 	}
 	int lim = in->op == KO_input ? IN_NUM : in->op == KO_info ? INF_NUM : in->op == KO_weight ? f->nw :
 	          in->op == KO_pinfo ? PI_NUM :
 	          (in->op == KO_state || in->op == KO_carry || in->op == KO_scan) ? f->nst : 1;
 	if (in->aux >= lim) {
-		kc_error(v->e, f->src, line, col, "%s has aux %d out of range (0 .. %d)", what, in->aux,
+		ki_error(v->e, f->src, line, col, "%s has aux %d out of range (0 .. %d)", what, in->aux,
 		         lim - 1);
 		return -1;
 	}
@@ -144,7 +144,7 @@ static int checkins(V *v, int i)
 	case KO_pinfo: want = 0; break;
 	default:
 		if (ki_resultaxes(f, in->op, in->arg, in->axis, &want, why, sizeof why) != 0) {
-			kc_error(v->e, f->src, line, col, "%s: %s", what, why);
+			ki_error(v->e, f->src, line, col, "%s: %s", what, why);
 			return -1;
 		}
 	}
@@ -153,7 +153,7 @@ static int checkins(V *v, int i)
 		ki_axesstr(want, b2, sizeof b2);
 		if (in->axes & ~(AXM(AX_NUM) - 1))
 			snprintf(b1, sizeof b1, "0x%02x", in->axes);
-		kc_error(v->e, f->src, line, col, "%s has result axes %s but its axis rule gives %s", what,
+		ki_error(v->e, f->src, line, col, "%s has result axes %s but its axis rule gives %s", what,
 		         b1, b2);
 		return -1;
 	}
@@ -161,7 +161,7 @@ static int checkins(V *v, int i)
 }
 
 /* A root (score, obs, state update): in range, axes within `allowed`. */
-static int checkroot(V *v, KcRef r, uint8_t allowed, uint32_t line, uint32_t col, const char *what)
+static int checkroot(V *v, KiRef r, uint8_t allowed, uint32_t line, uint32_t col, const char *what)
 {
 	const KiFn *f = v->f;
 	char buf[64];
@@ -170,7 +170,7 @@ static int checkroot(V *v, KcRef r, uint8_t allowed, uint32_t line, uint32_t col
 	uint8_t ax = ki_refaxes(f, r);
 	if (ax & ~allowed) {
 		ki_axesstr(ax, buf, sizeof buf);
-		kc_error(v->e, f->src, line, col, "%s must have axes %s, it has %s", what,
+		ki_error(v->e, f->src, line, col, "%s must have axes %s, it has %s", what,
 		         allowed ? "within [token]" : "[] (a scalar)", buf);
 		return -1;
 	}
@@ -178,14 +178,14 @@ static int checkroot(V *v, KcRef r, uint8_t allowed, uint32_t line, uint32_t col
 }
 
 /* A rule field: a constant, a param or nil (a runtime scalar). */
-static int checkscalar(V *v, KcRef r, uint32_t line, uint32_t col, const char *what)
+static int checkscalar(V *v, KiRef r, uint32_t line, uint32_t col, const char *what)
 {
 	const KiFn *f = v->f;
 	if (checkref(v, r, f->nins, line, col, what) != 0)
 		return -1;
-	if (KC_RKIND(r) == RK_INS) {
-		kc_error(v->e, f->src, line, col, "%s must be a constant or a param, not %%%d", what,
-		         KC_RIDX(r));
+	if (KI_RKIND(r) == RK_INS) {
+		ki_error(v->e, f->src, line, col, "%s must be a constant or a param, not %%%d", what,
+		         KI_RIDX(r));
 		return -1;
 	}
 	return 0;
@@ -199,14 +199,14 @@ static int checkattn(V *v)
 		return 0;
 	unsigned char *live = calloc((size_t)f->nins, 1);
 	if (!live) {
-		kc_error(v->e, f->src, 0, 0, "out of memory");
+		ki_error(v->e, f->src, 0, 0, "out of memory");
 		return -1;
 	}
 	const KiMerge *m = &f->merge;
-	KcRef roots[7] = { f->score, f->obs, f->sel.keep, m->sim, m->threshold, m->weight, m->self };
+	KiRef roots[7] = { f->score, f->obs, f->sel.keep, m->sim, m->threshold, m->weight, m->self };
 	for (int k = 0; k < 7; k++)
-		if (KC_RKIND(roots[k]) == RK_INS && KC_RIDX(roots[k]) < f->nins)
-			live[KC_RIDX(roots[k])] = 1;
+		if (KI_RKIND(roots[k]) == RK_INS && KI_RIDX(roots[k]) < f->nins)
+			live[KI_RIDX(roots[k])] = 1;
 	int bad = -1;
 	for (int i = f->nins - 1; i >= 0; i--) {
 		if (!live[i])
@@ -214,12 +214,12 @@ static int checkattn(V *v)
 		if (f->ins[i].op == KO_attn)
 			bad = i;
 		for (int k = 0; k < 3; k++)
-			if (KC_RKIND(f->ins[i].arg[k]) == RK_INS)
-				live[KC_RIDX(f->ins[i].arg[k])] = 1;
+			if (KI_RKIND(f->ins[i].arg[k]) == RK_INS)
+				live[KI_RIDX(f->ins[i].arg[k])] = 1;
 	}
 	free(live);
 	if (bad >= 0) {
-		kc_error(v->e, f->src, f->ins[bad].line, f->ins[bad].col,
+		ki_error(v->e, f->src, f->ins[bad].line, f->ins[bad].col,
 		         "attn (decode attention) is only available in the observe hook, but it reaches "
 		         "the score or the merge rule");
 		return -1;
@@ -246,15 +246,15 @@ static int checkpairins(V *v, const uint8_t *ctx)
 	for (int i = 0; i < f->nins; i++) {
 		const KiIns *in = &f->ins[i];
 		if (in->op == KO_erow || in->op == KO_krow || in->op == KO_tmean) {
-			KcRef a = in->arg[0];
-			if (KC_RKIND(a) == RK_INS && ctx[KC_RIDX(a)]) {
-				kc_error(v->e, f->src, in->line, in->col, "%s reads a value at a token of the pair, "
+			KiRef a = in->arg[0];
+			if (KI_RKIND(a) == RK_INS && ctx[KI_RIDX(a)]) {
+				ki_error(v->e, f->src, in->line, in->col, "%s reads a value at a token of the pair, "
 				         "so its operand must be an ordinary [token] value, not a pair value (%%%d)",
-				         ki_opname(in->op), KC_RIDX(a));
+				         ki_opname(in->op), KI_RIDX(a));
 				return -1;
 			}
-			if (KC_RKIND(a) == RK_INS && f->ins[KC_RIDX(a)].op == KO_attn) {
-				kc_error(v->e, f->src, in->line, in->col, "attn (decode attention) is only "
+			if (KI_RKIND(a) == RK_INS && f->ins[KI_RIDX(a)].op == KO_attn) {
+				ki_error(v->e, f->src, in->line, in->col, "attn (decode attention) is only "
 				         "available in the observe hook, not in a merge rule");
 				return -1;
 			}
@@ -263,13 +263,13 @@ static int checkpairins(V *v, const uint8_t *ctx)
 		if (!ctx[i] || in->op == KO_pinfo)
 			continue;
 		if (!pairok(in->op)) {
-			kc_error(v->e, f->src, in->line, in->col, "%s is not available in a merge expression "
+			ki_error(v->e, f->src, in->line, in->col, "%s is not available in a merge expression "
 			         "(elementwise ops and reductions over group, obs or chan are)", ki_opname(in->op));
 			return -1;
 		}
 		if (in->axes & AXM(AX_token)) {
 			ki_axesstr(in->axes, buf, sizeof buf);
-			kc_error(v->e, f->src, in->line, in->col, "a merge expression has axes %s: a [token] "
+			ki_error(v->e, f->src, in->line, in->col, "a merge expression has axes %s: a [token] "
 			         "value must be read at a token of the pair (e.score, k:at(v), ...)", buf);
 			return -1;
 		}
@@ -279,29 +279,29 @@ static int checkpairins(V *v, const uint8_t *ctx)
 
 /* A root of the merge rule: a constant, a param or a pair expression with
 ** axes [] reading only the pair values in `allowed` (KI_P* flags). */
-static int checkmergeexpr(V *v, const uint8_t *ctx, KcRef r, uint8_t allowed, const char *what,
+static int checkmergeexpr(V *v, const uint8_t *ctx, KiRef r, uint8_t allowed, const char *what,
                           const char *whynot)
 {
 	const KiFn *f = v->f;
 	const KiMerge *m = &f->merge;
 	char buf[64];
-	if (r == KC_NIL) {
-		kc_error(v->e, f->src, m->line, m->col, "merge %s needs %s", ki_mergename(m->kind), what);
+	if (r == KI_NIL) {
+		ki_error(v->e, f->src, m->line, m->col, "merge %s needs %s", ki_mergename(m->kind), what);
 		return -1;
 	}
 	if (checkref(v, r, f->nins, m->line, m->col, what) != 0)
 		return -1;
-	if (KC_RKIND(r) != RK_INS)
+	if (KI_RKIND(r) != RK_INS)
 		return 0;
-	const KiIns *in = &f->ins[KC_RIDX(r)];
+	const KiIns *in = &f->ins[KI_RIDX(r)];
 	if (in->axes) {
 		ki_axesstr(in->axes, buf, sizeof buf);
-		kc_error(v->e, f->src, in->line, in->col, "%s must be one number per pair (axes []), but it "
+		ki_error(v->e, f->src, in->line, in->col, "%s must be one number per pair (axes []), but it "
 		         "has axes %s (reduce them first, e.g. :sum(\"chan\"))", what, buf);
 		return -1;
 	}
-	if (ctx[KC_RIDX(r)] & ~allowed) {
-		kc_error(v->e, f->src, in->line, in->col, "%s %s", what, whynot);
+	if (ctx[KI_RIDX(r)] & ~allowed) {
+		ki_error(v->e, f->src, in->line, in->col, "%s %s", what, whynot);
 		return -1;
 	}
 	return 0;
@@ -309,15 +309,15 @@ static int checkmergeexpr(V *v, const uint8_t *ctx, KcRef r, uint8_t allowed, co
 
 /* A state read by the threshold must have an observe update: a threshold
 ** that never changes is a param. */
-static int checkthrstate(V *v, KcRef r)
+static int checkthrstate(V *v, KiRef r)
 {
 	const KiFn *f = v->f;
-	if (KC_RKIND(r) != RK_INS)
+	if (KI_RKIND(r) != RK_INS)
 		return 0;
-	for (int i = KC_RIDX(r); i >= 0; i--) {
+	for (int i = KI_RIDX(r); i >= 0; i--) {
 		const KiIns *in = &f->ins[i];
 		if (in->op == KO_state && in->aux < f->nst && !f->st[in->aux].update) {
-			kc_error(v->e, f->src, in->line, in->col, "the merge threshold reads state '%s', which "
+			ki_error(v->e, f->src, in->line, in->col, "the merge threshold reads state '%s', which "
 			         "is never updated (assign st.%s = ... in observe, or use a param)",
 			         f->st[in->aux].name, f->st[in->aux].name);
 			return -1;
@@ -327,13 +327,13 @@ static int checkthrstate(V *v, KcRef r)
 }
 
 /* A scalar rule field that must be a positive integer constant (rows, iters). */
-static int checkcount(V *v, KcRef r, double max, const char *what)
+static int checkcount(V *v, KiRef r, double max, const char *what)
 {
 	const KiFn *f = v->f;
 	const KiMerge *m = &f->merge;
-	double x = KC_RKIND(r) == RK_CON && KC_RIDX(r) < f->ncon ? f->con[KC_RIDX(r)] : NAN;
+	double x = KI_RKIND(r) == RK_CON && KI_RIDX(r) < f->ncon ? f->con[KI_RIDX(r)] : NAN;
 	if (!(x >= 1 && x <= max && x == (long)x)) {
-		kc_error(v->e, f->src, m->line, m->col, "merge %s %s must be an integer constant in 1..%g",
+		ki_error(v->e, f->src, m->line, m->col, "merge %s %s must be an integer constant in 1..%g",
 		         ki_mergename(m->kind), what, max);
 		return -1;
 	}
@@ -347,28 +347,28 @@ static int checkmerge(V *v)
 {
 	const KiFn *f = v->f;
 	const KiMerge *m = &f->merge;
-	KcErr *e = v->e;
+	KiErr *e = v->e;
 	if (m->kind >= MG_NUM || m->thr > MT_adaptive || m->update > MU_sum || m->keys > 1 ||
 	    m->values > 1 || m->bias > 1) {
-		kc_error(e, f->src, m->line, m->col, "merge has a bad kind or field (%d, %d, %d)", m->kind,
+		ki_error(e, f->src, m->line, m->col, "merge has a bad kind or field (%d, %d, %d)", m->kind,
 		         m->thr, m->update);
 		return -1;
 	}
 	uint8_t *ctx = calloc((size_t)f->nins + 1, 1);
 	if (!ctx) {
-		kc_error(e, f->src, 0, 0, "out of memory");
+		ki_error(e, f->src, 0, 0, "out of memory");
 		return -1;
 	}
 	ki_pairctx(f, ctx);
 	int rc = -1, k = m->kind;
 	int hassim = k == MG_nearest || k == MG_runs, hasw = hassim || k == MG_next;
 	/* roots outside the merge rule never read pair values */
-	KcRef roots[3] = { f->score, f->obs, f->sel.keep };
+	KiRef roots[3] = { f->score, f->obs, f->sel.keep };
 	for (int i = 0; i < 3 + f->nst; i++) {
-		KcRef r = i < 3 ? roots[i] : f->st[i - 3].update;
-		if (KC_RKIND(r) == RK_INS && ctx[KC_RIDX(r)]) {
-			const KiIns *in = &f->ins[KC_RIDX(r)];
-			kc_error(e, f->src, in->line, in->col, "pair values (e., k., m.) exist only in the "
+		KiRef r = i < 3 ? roots[i] : f->st[i - 3].update;
+		if (KI_RKIND(r) == RK_INS && ctx[KI_RIDX(r)]) {
+			const KiIns *in = &f->ins[KI_RIDX(r)];
+			ki_error(e, f->src, in->line, in->col, "pair values (e., k., m.) exist only in the "
 			         "functions of a merge rule, but %s reads one",
 			         i == 0 ? "the score" : i == 1 ? "obs" : i == 2 ? "the select keep" : "a state update");
 			goto out;
@@ -381,7 +381,7 @@ static int checkmerge(V *v)
 	    (k != MG_next && m->m) || (k != MG_summary && (m->rows || m->iters)) ||
 	    (m->thr != MT_adaptive && m->beta) || (m->thr != MT_value && m->threshold) ||
 	    (k == MG_drop && (m->bias || m->keys || m->values || m->update))) {
-		kc_error(e, f->src, m->line, m->col, "merge %s has a field its kind does not take",
+		ki_error(e, f->src, m->line, m->col, "merge %s has a field its kind does not take",
 		         ki_mergename(k));
 		goto out;
 	}
@@ -393,13 +393,13 @@ static int checkmerge(V *v)
 	                           checkthrstate(v, m->threshold) != 0))
 		goto out;
 	if (m->thr == MT_adaptive && (checkscalar(v, m->beta, m->line, m->col, "merge beta") != 0 ||
-	                              m->beta == KC_NIL)) {
-		if (m->beta == KC_NIL)
-			kc_error(e, f->src, m->line, m->col, "merge threshold=adaptive needs beta");
+	                              m->beta == KI_NIL)) {
+		if (m->beta == KI_NIL)
+			ki_error(e, f->src, m->line, m->col, "merge threshold=adaptive needs beta");
 		goto out;
 	}
 	if (k == MG_runs && m->thr != MT_value) {
-		kc_error(e, f->src, m->line, m->col, "merge runs needs a threshold (a value: tokens i and "
+		ki_error(e, f->src, m->line, m->col, "merge runs needs a threshold (a value: tokens i and "
 		         "i+1 are in one run when their similarity reaches it)");
 		goto out;
 	}
@@ -413,25 +413,25 @@ static int checkmerge(V *v)
 		                   "not e., m.sim or the targets") != 0)
 			goto out;
 	}
-	if (k == MG_next && (m->m == KC_NIL || checkscalar(v, m->m, m->line, m->col, "merge m") != 0)) {
-		if (m->m == KC_NIL)
-			kc_error(e, f->src, m->line, m->col, "merge next needs m (targets per evicted token)");
+	if (k == MG_next && (m->m == KI_NIL || checkscalar(v, m->m, m->line, m->col, "merge m") != 0)) {
+		if (m->m == KI_NIL)
+			ki_error(e, f->src, m->line, m->col, "merge next needs m (targets per evicted token)");
 		goto out;
 	}
-	if (k == MG_next && KC_RKIND(m->m) == RK_CON && !(f->con[KC_RIDX(m->m)] >= 1)) {
-		kc_error(e, f->src, m->line, m->col, "merge next m must be at least 1");
+	if (k == MG_next && KI_RKIND(m->m) == RK_CON && !(f->con[KI_RIDX(m->m)] >= 1)) {
+		ki_error(e, f->src, m->line, m->col, "merge next m must be at least 1");
 		goto out;
 	}
 	if (k == MG_summary && (f->sel.kind == SEL_mass || f->sel.floor || f->sel.sched == SCH_prefix ||
 	                        f->sel.sched == SCH_dynamic)) {
-		kc_error(e, f->src, m->line, m->col, "merge summary takes its rows from the budget of "
+		ki_error(e, f->src, m->line, m->col, "merge summary takes its rows from the budget of "
 		         "each head: it works with select topk or threshold (no mass, floor, prefix or "
 		         "dynamic schedule)");
 		goto out;
 	}
 	for (int s = 0; k == MG_summary && s < f->nst; s++)
 		if (ki_isscanstate(f, s)) {
-			kc_error(e, f->src, m->line, m->col, "merge summary: state '%s' is a scan, which has "
+			ki_error(e, f->src, m->line, m->col, "merge summary: state '%s' is a scan, which has "
 			         "no value at a summary row", f->st[s].name);
 			goto out;
 		}
@@ -461,19 +461,19 @@ static int checknames(V *v)
 	int badsrc = strpbrk(f->src, "\"\n") != NULL;
 	if (badsrc || strpbrk(f->name, "\"\n")) {
 		/* a bad source name is not fit for the error line either */
-		kc_error(v->e, badsrc ? NULL : f->src, f->line, f->col, "policy and source names may not "
+		ki_error(v->e, badsrc ? NULL : f->src, f->line, f->col, "policy and source names may not "
 		         "contain '\"' or a newline");
 		return -1;
 	}
 	for (int i = 0; i < f->npar; i++)
 		if (!ident(f->par[i].name)) {
-			kc_error(v->e, f->src, f->par[i].line, f->par[i].col,
+			ki_error(v->e, f->src, f->par[i].line, f->par[i].col,
 			         "param name '%s' is not an identifier", f->par[i].name);
 			return -1;
 		}
 	for (int i = 0; i < f->nst; i++)
 		if (!ident(f->st[i].name)) {
-			kc_error(v->e, f->src, f->line, f->col, "state name '%s' is not an identifier",
+			ki_error(v->e, f->src, f->line, f->col, "state name '%s' is not an identifier",
 			         f->st[i].name);
 			return -1;
 		}
@@ -486,7 +486,7 @@ static int checknames(V *v)
 			seen |= 1u << w->ax[k];
 		}
 		if (bad || (w->size && !(seen & (1u << WA_out)))) {
-			kc_error(v->e, f->src, w->line, w->col, "weight '%s' is badly declared (an identifier, "
+			ki_error(v->e, f->src, w->line, w->col, "weight '%s' is badly declared (an identifier, "
 			         "1..%d distinct axes of layer head group chan out, an out size only with out)",
 			         ident(w->name) ? w->name : "?", KI_MAXWDIM);
 			return -1;
@@ -504,7 +504,7 @@ static int scancheck(V *v)
 		return 0;
 	int *body = calloc((size_t)f->nins, sizeof *body);
 	if (!body) {
-		kc_error(v->e, f->src, 0, 0, "out of memory");
+		ki_error(v->e, f->src, 0, 0, "out of memory");
 		return -1;
 	}
 	int rc = -1;
@@ -512,8 +512,8 @@ static int scancheck(V *v)
 		const KiIns *in = &f->ins[i];
 		uint32_t line = in->line, col = in->col;
 		if (in->op == KO_carry) {
-			if (!ki_isscanstate(f, in->aux) || KC_RIDX(f->st[in->aux].update) < i) {
-				kc_error(v->e, f->src, line, col, "carry of '%s' outside the body of its scan",
+			if (!ki_isscanstate(f, in->aux) || KI_RIDX(f->st[in->aux].update) < i) {
+				ki_error(v->e, f->src, line, col, "carry of '%s' outside the body of its scan",
 				         f->st[in->aux].name);
 				goto done;
 			}
@@ -522,30 +522,30 @@ static int scancheck(V *v)
 		}
 		int b = 0;
 		for (int k = 0; k < ki_nargs(in->op); k++) {
-			KcRef r = in->arg[k];
-			int c = KC_RKIND(r) == RK_INS ? body[KC_RIDX(r)] : 0;
+			KiRef r = in->arg[k];
+			int c = KI_RKIND(r) == RK_INS ? body[KI_RIDX(r)] : 0;
 			if (c && b && c != b) {
-				kc_error(v->e, f->src, line, col, "instruction %%%d reads the carries of two scans", i);
+				ki_error(v->e, f->src, line, col, "instruction %%%d reads the carries of two scans", i);
 				goto done;
 			}
 			b = c ? c : b;
 		}
 		if (in->op == KO_scan) {
 			int s = in->aux;
-			if (f->st[s].update != KC_REF(RK_INS, i) || !isnan(f->st[s].init)) {
-				kc_error(v->e, f->src, line, col, "scan of '%s': the state must be updated by this "
+			if (f->st[s].update != KI_REF(RK_INS, i) || !isnan(f->st[s].init)) {
+				ki_error(v->e, f->src, line, col, "scan of '%s': the state must be updated by this "
 				         "scan alone and start as nan", f->st[s].name);
 				goto done;
 			}
-			if ((b && b != s + 1) || (KC_RKIND(in->arg[1]) == RK_INS && body[KC_RIDX(in->arg[1])])) {
-				kc_error(v->e, f->src, line, col, "scan of '%s' reads another scan's carry, or its "
+			if ((b && b != s + 1) || (KI_RKIND(in->arg[1]) == RK_INS && body[KI_RIDX(in->arg[1])])) {
+				ki_error(v->e, f->src, line, col, "scan of '%s' reads another scan's carry, or its "
 				         "start value reads a carry", f->st[s].name);
 				goto done;
 			}
 			continue;
 		}
 		if (b && (ki_rule(in->op) != AR_EW || (in->axes & ~AXM(AX_token)))) {
-			kc_error(v->e, f->src, line, col, "a scan step is elementwise over [token]: %s with "
+			ki_error(v->e, f->src, line, col, "a scan step is elementwise over [token]: %s with "
 			         "axes other than token cannot read the carry", ki_opname(in->op));
 			goto done;
 		}
@@ -555,22 +555,22 @@ static int scancheck(V *v)
 	for (int i = 0; i < f->nins; i++) {
 		const KiIns *in = &f->ins[i];
 		for (int k = 0; k < ki_nargs(in->op); k++) {
-			KcRef r = in->arg[k];
-			int c = KC_RKIND(r) == RK_INS ? body[KC_RIDX(r)] : 0;
+			KiRef r = in->arg[k];
+			int c = KI_RKIND(r) == RK_INS ? body[KI_RIDX(r)] : 0;
 			int ok = !c || body[i] == c || (in->op == KO_scan && k == 0 && in->aux + 1 == c);
 			if (!ok) {
-				kc_error(v->e, f->src, in->line, in->col, "a value of the scan of '%s' is used "
+				ki_error(v->e, f->src, in->line, in->col, "a value of the scan of '%s' is used "
 				         "outside its step (use the scan's result)", f->st[c - 1].name);
 				goto done;
 			}
 		}
 	}
-	KcRef roots[3] = { f->score, f->obs, f->sel.keep };
+	KiRef roots[3] = { f->score, f->obs, f->sel.keep };
 	for (int k = 0; k < 3; k++)
-		if (KC_RKIND(roots[k]) == RK_INS && body[KC_RIDX(roots[k])]) {
-			const KiIns *in = &f->ins[KC_RIDX(roots[k])];
-			kc_error(v->e, f->src, in->line, in->col, "a value of the step of the scan of '%s' is used "
-			         "outside the scan (use the scan's result)", f->st[body[KC_RIDX(roots[k])] - 1].name);
+		if (KI_RKIND(roots[k]) == RK_INS && body[KI_RIDX(roots[k])]) {
+			const KiIns *in = &f->ins[KI_RIDX(roots[k])];
+			ki_error(v->e, f->src, in->line, in->col, "a value of the step of the scan of '%s' is used "
+			         "outside the scan (use the scan's result)", f->st[body[KI_RIDX(roots[k])] - 1].name);
 			goto done;
 		}
 	rc = 0;
@@ -587,13 +587,13 @@ static int observecheck(V *v)
 		return 0;
 	unsigned char *live = calloc((size_t)f->nins, 1);
 	if (!live) {
-		kc_error(v->e, f->src, 0, 0, "out of memory");
+		ki_error(v->e, f->src, 0, 0, "out of memory");
 		return -1;
 	}
 	for (int s = 0; s < f->nst; s++)
-		if (!ki_isscanstate(f, s) && KC_RKIND(f->st[s].update) == RK_INS &&
-		    KC_RIDX(f->st[s].update) < f->nins)
-			live[KC_RIDX(f->st[s].update)] = 1;
+		if (!ki_isscanstate(f, s) && KI_RKIND(f->st[s].update) == RK_INS &&
+		    KI_RIDX(f->st[s].update) < f->nins)
+			live[KI_RIDX(f->st[s].update)] = 1;
 	int bad = -1;
 	for (int i = f->nins - 1; i >= 0; i--) {
 		if (!live[i])
@@ -601,12 +601,12 @@ static int observecheck(V *v)
 		if (f->ins[i].op == KO_scan || f->ins[i].op == KO_carry)
 			bad = i;
 		for (int k = 0; k < 3; k++)
-			if (KC_RKIND(f->ins[i].arg[k]) == RK_INS)
-				live[KC_RIDX(f->ins[i].arg[k])] = 1;
+			if (KI_RKIND(f->ins[i].arg[k]) == RK_INS)
+				live[KI_RIDX(f->ins[i].arg[k])] = 1;
 	}
 	free(live);
 	if (bad >= 0) {
-		kc_error(v->e, f->src, f->ins[bad].line, f->ins[bad].col,
+		ki_error(v->e, f->src, f->ins[bad].line, f->ins[bad].col,
 		         "the observe hook cannot read a scan (scans run when the cache is compressed)");
 		return -1;
 	}
@@ -620,7 +620,7 @@ static int selcheck(V *v)
 	const KiSelect *s = &f->sel;
 	const char *why = NULL;
 	if (s->kind > SEL_mass || s->scope > SC_model || s->sched > SCH_dynamic || s->nocap > 1) {
-		kc_error(v->e, f->src, s->line, s->col, "select has a bad kind, scope or schedule (%d, %d, %d)",
+		ki_error(v->e, f->src, s->line, s->col, "select has a bad kind, scope or schedule (%d, %d, %d)",
 		         s->kind, s->scope, s->sched);
 		return -1;
 	}
@@ -636,10 +636,10 @@ static int selcheck(V *v)
 		return -1;
 	if (s->keep && checkroot(v, s->keep, 0, s->line, s->col, "select keep") != 0)
 		return -1;
-	int chunk1 = !s->chunk || (KC_RKIND(s->chunk) == RK_CON && f->con[KC_RIDX(s->chunk)] == 1);
-	if ((s->kind == SEL_threshold) != (s->tau != KC_NIL))
+	int chunk1 = !s->chunk || (KI_RKIND(s->chunk) == RK_CON && f->con[KI_RIDX(s->chunk)] == 1);
+	if ((s->kind == SEL_threshold) != (s->tau != KI_NIL))
 		why = "tau belongs to the threshold rule, which needs it";
-	else if ((s->kind == SEL_mass) != (s->mass != KC_NIL))
+	else if ((s->kind == SEL_mass) != (s->mass != KI_NIL))
 		why = "p belongs to the mass rule, which needs it";
 	else if (s->floor && (s->kind != SEL_topk || s->scope != SC_layer || !chunk1))
 		why = "floor needs topk at scope layer with chunk 1";
@@ -654,7 +654,7 @@ static int selcheck(V *v)
 	else if ((s->sa || s->sb) && s->sched < SCH_prefix)
 		why = "sa and sb are the prefix and dynamic schedules' arguments";
 	if (why) {
-		kc_error(v->e, f->src, s->line, s->col, "select: %s", why);
+		ki_error(v->e, f->src, s->line, s->col, "select: %s", why);
 		return -1;
 	}
 	return 0;
@@ -664,14 +664,14 @@ static int selcheck(V *v)
 ** Check every invariant above. Returns 0, or -1 with the first violation
 ** in e.
 */
-int ki_verify(const KiFn *f, KcErr *e)
+int ki_verify(const KiFn *f, KiErr *e)
 {
 	V v = { f, e };
 	char what[64];
 	if (f->nins < 0 || f->ncon < 0 || f->npar < 0 || f->nst < 0 || f->nw < 0 || (f->nw && !f->w) ||
 	    (f->nins && !f->ins) ||
 	    (f->ncon && !f->con) || (f->npar && !f->par) || (f->nst && !f->st)) {
-		kc_error(e, f->src, f->line, f->col, "malformed policy tables");
+		ki_error(e, f->src, f->line, f->col, "malformed policy tables");
 		return -1;
 	}
 	if (checknames(&v) != 0)
@@ -679,14 +679,14 @@ int ki_verify(const KiFn *f, KcErr *e)
 	for (int i = 0; i < f->nins; i++)
 		if (checkins(&v, i) != 0)
 			return -1;
-	if (f->score == KC_NIL) {
-		kc_error(e, f->src, f->line, f->col, "policy '%s' has no score", f->name);
+	if (f->score == KI_NIL) {
+		ki_error(e, f->src, f->line, f->col, "policy '%s' has no score", f->name);
 		return -1;
 	}
 	if (checkroot(&v, f->score, AXM(AX_token), f->line, f->col, "the score") != 0)
 		return -1;
-	if (f->obs_all && f->obs != KC_NIL) {
-		kc_error(e, f->src, f->line, f->col, "obs is both 'all' and a count");
+	if (f->obs_all && f->obs != KI_NIL) {
+		ki_error(e, f->src, f->line, f->col, "obs is both 'all' and a count");
 		return -1;
 	}
 	if (checkroot(&v, f->obs, 0, f->line, f->col, "obs") != 0)
@@ -702,13 +702,13 @@ int ki_verify(const KiFn *f, KcErr *e)
 		return -1;
 	const KiWhen *w = &f->when;
 	if (w->kind > WH_decode) {
-		kc_error(e, f->src, w->line, w->col, "when has a bad kind %d", w->kind);
+		ki_error(e, f->src, w->line, w->col, "when has a bad kind %d", w->kind);
 		return -1;
 	}
 	if (checkscalar(&v, w->every, w->line, w->col, "when every") != 0)
 		return -1;
-	if ((w->kind == WH_decode) != (w->every != KC_NIL)) {
-		kc_error(e, f->src, w->line, w->col, w->kind == WH_decode ? "when decode needs every=N" :
+	if ((w->kind == WH_decode) != (w->every != KI_NIL)) {
+		ki_error(e, f->src, w->line, w->col, w->kind == WH_decode ? "when decode needs every=N" :
 		         "when prefill takes no every");
 		return -1;
 	}

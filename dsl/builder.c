@@ -8,7 +8,7 @@
 **     select = kv.topk { keep_recent = P.window },
 **   }
 **
-** Expressions are userdata holding a KcRef into the policy's KiFn, with
+** Expressions are userdata holding a KiRef into the policy's KiFn, with
 ** arithmetic metamethods and methods for reductions; every builder call
 ** records the caller's position (line from Lua, column by finding the called
 ** name on that line) so later errors point into policy.lua.
@@ -24,7 +24,7 @@
 #define EXPR_MT   "kvcc.Expr"
 #define RULE_MT   "kvcc.Rule"       /* select / merge / when / state / all values */
 
-typedef struct Expr { KcRef ref; } Expr;
+typedef struct Expr { KiRef ref; } Expr;
 
 enum { RULE_topk, RULE_drop, RULE_prefill, RULE_decode, RULE_state, RULE_all, RULE_pyramid, RULE_policy,
        RULE_merge, RULE_adaptive, RULE_sched };
@@ -33,7 +33,7 @@ typedef struct Rule {
 	KiSelect sel;                     /* RULE_topk (any select rule), RULE_pyramid (beta),
 	                                  ** RULE_sched (prefix, dynamic: sched, sa, sb) */
 	KiMerge mg;                       /* RULE_merge (its functions: user values), RULE_adaptive (beta) */
-	KcRef every;                      /* RULE_decode */
+	KiRef every;                      /* RULE_decode */
 	double init;                      /* RULE_state */
 	uint32_t line, col;
 } Rule;
@@ -91,8 +91,8 @@ int kd_raise(lua_State *L, const char *name, const char *fmt, ...)
 	kd_where(L, 0, name, &line, &col);
 	if (!line)
 		kd_where(L, 1, name, &line, &col);
-	KcErr e = { 0 };
-	kc_error(&e, S->path, line ? line : 1, col ? col : 1, "%s", msg);
+	KiErr e = { 0 };
+	ki_error(&e, S->path, line ? line : 1, col ? col : 1, "%s", msg);
 	snprintf(S->raisedmsg, sizeof S->raisedmsg, "%s", e.msg);
 	lua_pushstring(L, e.msg);
 	return lua_error(L);
@@ -107,8 +107,8 @@ int kd_raiseat(lua_State *L, uint32_t line, uint32_t col, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof msg, fmt, ap);
 	va_end(ap);
-	KcErr e = { 0 };
-	kc_error(&e, S->path, line ? line : 1, col ? col : 1, "%s", msg);
+	KiErr e = { 0 };
+	ki_error(&e, S->path, line ? line : 1, col ? col : 1, "%s", msg);
 	snprintf(S->raisedmsg, sizeof S->raisedmsg, "%s", e.msg);
 	lua_pushstring(L, e.msg);
 	return lua_error(L);
@@ -237,7 +237,7 @@ static void protect(lua_State *L);
 
 /* --- expressions --------------------------------------------------------------- */
 
-static void pushexpr(lua_State *L, KcRef r)
+static void pushexpr(lua_State *L, KiRef r)
 {
 	Expr *x = lua_newuserdatauv(L, sizeof *x, 0);
 	x->ref = r;
@@ -245,16 +245,16 @@ static void pushexpr(lua_State *L, KcRef r)
 }
 
 /* The constant v of the policy; out of memory is an error at the caller. */
-static KcRef kconst(lua_State *L, double v)
+static KiRef kconst(lua_State *L, double v)
 {
-	KcRef r = ki_const(kd_state(L)->f, v);
-	if (r == KC_NIL)
+	KiRef r = ki_const(kd_state(L)->f, v);
+	if (r == KI_NIL)
 		kd_raise(L, NULL, "out of memory");
 	return r;
 }
 
 /* Coerce a number or an expression at `idx` to a ref. */
-static KcRef toref(lua_State *L, int idx, const char *name)
+static KiRef toref(lua_State *L, int idx, const char *name)
 {
 	builder(L);                      /* refuses calls after the policy is built */
 	if (lua_type(L, idx) == LUA_TNUMBER)
@@ -285,7 +285,7 @@ static int axisarg(lua_State *L, int idx, const char *name)
 }
 
 /* Emit an instruction at the caller's position; checks the axis rule. */
-static KcRef emit(lua_State *L, const char *name, int op, KcRef a, KcRef b, KcRef c, int axis, int aux,
+static KiRef emit(lua_State *L, const char *name, int op, KiRef a, KiRef b, KiRef c, int axis, int aux,
                   uint8_t leafaxes)
 {
 	KdState *S = builder(L);
@@ -302,16 +302,16 @@ static KcRef emit(lua_State *L, const char *name, int op, KcRef a, KcRef b, KcRe
 	if (S->f->nins >= S->lim.kir)
 		return kd_raise(L, name, "policy too large (more than %d KIR instructions)", S->lim.kir);
 	kd_where(L, 1, name, &in.line, &in.col);
-	KcRef r = ki_emit(S->f, &in);
-	if (r == KC_NIL)
+	KiRef r = ki_emit(S->f, &in);
+	if (r == KI_NIL)
 		kd_raise(L, name, "out of memory");
 	return r;
 }
 
 static int binop(lua_State *L, int op, const char *name)
 {
-	KcRef a = toref(L, 1, name), b = toref(L, 2, name);
-	pushexpr(L, emit(L, name, op, a, b, KC_NIL, -1, 0, 0));
+	KiRef a = toref(L, 1, name), b = toref(L, 2, name);
+	pushexpr(L, emit(L, name, op, a, b, KI_NIL, -1, 0, 0));
 	return 1;
 }
 
@@ -331,13 +331,13 @@ static int m_ge(lua_State *L) { lua_insert(L, 1); return binop(L, KO_le, "ge"); 
 
 static int m_unm(lua_State *L)
 {
-	pushexpr(L, emit(L, "-", KO_neg, toref(L, 1, "-"), KC_NIL, KC_NIL, -1, 0, 0));
+	pushexpr(L, emit(L, "-", KO_neg, toref(L, 1, "-"), KI_NIL, KI_NIL, -1, 0, 0));
 	return 1;
 }
 
 static int unop(lua_State *L, int op, const char *name)
 {
-	pushexpr(L, emit(L, name, op, toref(L, 1, name), KC_NIL, KC_NIL, -1, 0, 0));
+	pushexpr(L, emit(L, name, op, toref(L, 1, name), KI_NIL, KI_NIL, -1, 0, 0));
 	return 1;
 }
 static int m_exp(lua_State *L) { return unop(L, KO_exp, "exp"); }
@@ -345,23 +345,23 @@ static int m_log(lua_State *L) { return unop(L, KO_log, "log"); }
 static int m_sqrt(lua_State *L) { return unop(L, KO_sqrt, "sqrt"); }
 static int m_abs(lua_State *L) { return unop(L, KO_abs, "abs"); }
 
-static int segment(lua_State *L, int op, const char *name, KcRef a, int ax, int t);
+static int segment(lua_State *L, int op, const char *name, KiRef a, int ax, int t);
 static void checkfields(lua_State *L, int t, const char *what, const char *const *ok);
 
 static int reduce(lua_State *L, int op, const char *name)
 {
-	KcRef a = toref(L, 1, name);
+	KiRef a = toref(L, 1, name);
 	int ax = axisarg(L, 2, name);
 	if (lua_istable(L, 3))          /* a:max("token", { chunk = c, start = s }) */
 		return segment(L, op, name, a, ax, 3);
-	pushexpr(L, emit(L, name, op, a, KC_NIL, KC_NIL, ax, 0, 0));
+	pushexpr(L, emit(L, name, op, a, KI_NIL, KI_NIL, ax, 0, 0));
 	return 1;
 }
 static int m_sum(lua_State *L) { return reduce(L, KO_sum, "sum"); }
 static int m_mean(lua_State *L)
 {
 	if (lua_type(L, 2) == LUA_TSTRING && strcmp(lua_tostring(L, 2), "head") == 0) {
-		pushexpr(L, emit(L, "mean", KO_hmean, toref(L, 1, "mean"), KC_NIL, KC_NIL, -1, 0, 0));
+		pushexpr(L, emit(L, "mean", KO_hmean, toref(L, 1, "mean"), KI_NIL, KI_NIL, -1, 0, 0));
 		return 1;
 	}
 	return reduce(L, KO_mean, "mean");
@@ -381,16 +381,16 @@ static int m_min(lua_State *L)
 
 static int m_dot(lua_State *L)
 {
-	KcRef a = toref(L, 1, "dot"), b = toref(L, 2, "dot");
+	KiRef a = toref(L, 1, "dot"), b = toref(L, 2, "dot");
 	int ax = axisarg(L, 3, "dot");
-	pushexpr(L, emit(L, "dot", KO_dot, a, b, KC_NIL, ax, 0, 0));
+	pushexpr(L, emit(L, "dot", KO_dot, a, b, KI_NIL, ax, 0, 0));
 	return 1;
 }
 
 /* softmax(e, axis [, {causal = false}]) */
 static int m_softmax(lua_State *L)
 {
-	KcRef a = toref(L, 1, "softmax");
+	KiRef a = toref(L, 1, "softmax");
 	int ax = axisarg(L, 2, "softmax");
 	int op = KO_softmax;
 	if (lua_istable(L, 3)) {
@@ -399,20 +399,20 @@ static int m_softmax(lua_State *L)
 			op = KO_softmaxnc;
 		lua_pop(L, 1);
 	}
-	pushexpr(L, emit(L, "softmax", op, a, KC_NIL, KC_NIL, ax, 0, 0));
+	pushexpr(L, emit(L, "softmax", op, a, KI_NIL, KI_NIL, ax, 0, 0));
 	return 1;
 }
 
 static int pool(lua_State *L, int op, const char *name)
 {
-	KcRef a = toref(L, 1, name);
-	KcRef k = toref(L, 2, name);
-	if (KC_RKIND(k) == RK_CON) {
-		double v = kd_state(L)->f->con[KC_RIDX(k)];
+	KiRef a = toref(L, 1, name);
+	KiRef k = toref(L, 2, name);
+	if (KI_RKIND(k) == RK_CON) {
+		double v = kd_state(L)->f->con[KI_RIDX(k)];
 		if (!(v >= 1 && v <= 4096 && v == floor(v)))
 			return kd_raise(L, name, "%s kernel size must be an integer in 1..4096, got %g", name, v);
 	}
-	pushexpr(L, emit(L, name, op, a, k, KC_NIL, AX_token, 0, 0));
+	pushexpr(L, emit(L, name, op, a, k, KI_NIL, AX_token, 0, 0));
 	return 1;
 }
 static int m_avgpool(lua_State *L) { return pool(L, KO_avgpool, "avgpool"); }
@@ -421,7 +421,7 @@ static int m_maxpool(lua_State *L) { return pool(L, KO_maxpool, "maxpool"); }
 /* where(cond, a, b) */
 static int m_where(lua_State *L)
 {
-	KcRef c = toref(L, 1, "where"), a = toref(L, 2, "where"), b = toref(L, 3, "where");
+	KiRef c = toref(L, 1, "where"), a = toref(L, 2, "where"), b = toref(L, 3, "where");
 	pushexpr(L, emit(L, "where", KO_where, c, a, b, -1, 0, 0));
 	return 1;
 }
@@ -429,21 +429,21 @@ static int m_where(lua_State *L)
 /* cosine(a, b, axis) = dot / max(|a||b|, 1e-8), as torch's cosine_similarity */
 static int m_cosine(lua_State *L)
 {
-	KcRef a = toref(L, 1, "cosine"), b = toref(L, 2, "cosine");
+	KiRef a = toref(L, 1, "cosine"), b = toref(L, 2, "cosine");
 	int ax = axisarg(L, 3, "cosine");
-	KcRef d = emit(L, "cosine", KO_dot, a, b, KC_NIL, ax, 0, 0);
-	KcRef na = emit(L, "cosine", KO_norm, a, KC_NIL, KC_NIL, ax, 0, 0);
-	KcRef nb = emit(L, "cosine", KO_norm, b, KC_NIL, KC_NIL, ax, 0, 0);
-	KcRef p = emit(L, "cosine", KO_mul, na, nb, KC_NIL, -1, 0, 0);
-	KcRef m = emit(L, "cosine", KO_max, p, kconst(L, 1e-8), KC_NIL, -1, 0, 0);
-	pushexpr(L, emit(L, "cosine", KO_div, d, m, KC_NIL, -1, 0, 0));
+	KiRef d = emit(L, "cosine", KO_dot, a, b, KI_NIL, ax, 0, 0);
+	KiRef na = emit(L, "cosine", KO_norm, a, KI_NIL, KI_NIL, ax, 0, 0);
+	KiRef nb = emit(L, "cosine", KO_norm, b, KI_NIL, KI_NIL, ax, 0, 0);
+	KiRef p = emit(L, "cosine", KO_mul, na, nb, KI_NIL, -1, 0, 0);
+	KiRef m = emit(L, "cosine", KO_max, p, kconst(L, 1e-8), KI_NIL, -1, 0, 0);
+	pushexpr(L, emit(L, "cosine", KO_div, d, m, KI_NIL, -1, 0, 0));
 	return 1;
 }
 
 static int m_random(lua_State *L)
 {
-	KcRef seed = lua_isnoneornil(L, 1) ? kconst(L, 0) : toref(L, 1, "random");
-	pushexpr(L, emit(L, "random", KO_rand, seed, KC_NIL, KC_NIL, -1, 0, 0));
+	KiRef seed = lua_isnoneornil(L, 1) ? kconst(L, 0) : toref(L, 1, "random");
+	pushexpr(L, emit(L, "random", KO_rand, seed, KI_NIL, KI_NIL, -1, 0, 0));
 	return 1;
 }
 
@@ -506,18 +506,18 @@ static int m_round(lua_State *L) { return unop(L, KO_rint, "round"); }
 /* sigmoid(a) = 1 / (1 + exp(-a)) */
 static int m_sigmoid(lua_State *L)
 {
-	KcRef a = toref(L, 1, "sigmoid");
-	KcRef n = emit(L, "sigmoid", KO_neg, a, KC_NIL, KC_NIL, -1, 0, 0);
-	KcRef e = emit(L, "sigmoid", KO_exp, n, KC_NIL, KC_NIL, -1, 0, 0);
-	KcRef d = emit(L, "sigmoid", KO_add, e, kconst(L, 1), KC_NIL, -1, 0, 0);
-	pushexpr(L, emit(L, "sigmoid", KO_div, kconst(L, 1), d, KC_NIL, -1, 0, 0));
+	KiRef a = toref(L, 1, "sigmoid");
+	KiRef n = emit(L, "sigmoid", KO_neg, a, KI_NIL, KI_NIL, -1, 0, 0);
+	KiRef e = emit(L, "sigmoid", KO_exp, n, KI_NIL, KI_NIL, -1, 0, 0);
+	KiRef d = emit(L, "sigmoid", KO_add, e, kconst(L, 1), KI_NIL, -1, 0, 0);
+	pushexpr(L, emit(L, "sigmoid", KO_div, kconst(L, 1), d, KI_NIL, -1, 0, 0));
 	return 1;
 }
 
 /* A scalar operand: a number, a param or a scalar expression. */
-static KcRef scalararg(lua_State *L, int idx, const char *name, const char *what)
+static KiRef scalararg(lua_State *L, int idx, const char *name, const char *what)
 {
-	KcRef r = toref(L, idx, name);
+	KiRef r = toref(L, idx, name);
 	if (ki_refaxes(kd_state(L)->f, r))
 		return kd_raise(L, name, "%s: %s must be a scalar", name, what);
 	return r;
@@ -526,16 +526,16 @@ static KcRef scalararg(lua_State *L, int idx, const char *name, const char *what
 /* a:shift(axis, k [, fill = 0]): result[i] = a[i + k] along token or chan, fill outside */
 static int m_shift(lua_State *L)
 {
-	KcRef a = toref(L, 1, "shift");
+	KiRef a = toref(L, 1, "shift");
 	int ax = axisarg(L, 2, "shift");
-	KcRef k = scalararg(L, 3, "shift", "the offset");
-	KcRef fill = lua_isnoneornil(L, 4) ? kconst(L, 0) : scalararg(L, 4, "shift", "the fill value");
+	KiRef k = scalararg(L, 3, "shift", "the offset");
+	KiRef fill = lua_isnoneornil(L, 4) ? kconst(L, 0) : scalararg(L, 4, "shift", "the fill value");
 	pushexpr(L, emit(L, "shift", KO_shift, a, k, fill, ax, 0, 0));
 	return 1;
 }
 
 /* The segment options { chunk = size (default: the whole axis), start = 0 } at t. */
-static int segment(lua_State *L, int op, const char *name, KcRef a, int ax, int t)
+static int segment(lua_State *L, int op, const char *name, KiRef a, int ax, int t)
 {
 	static const char *const ok[] = { "chunk", "start", NULL };
 	static const struct { int red, seg; } map[] = {
@@ -552,7 +552,7 @@ static int segment(lua_State *L, int op, const char *name, KcRef a, int ax, int 
 		return kd_raise(L, name, "chunks run along 'token', not '%s'", ki_axisname(ax));
 	checkfields(L, t, name, ok);
 	lua_getfield(L, t, "chunk");
-	KcRef size;
+	KiRef size;
 	if (lua_isnil(L, -1))
 		size = kconst(L, INFINITY);
 	else if (lua_type(L, -1) == LUA_TNUMBER && !(lua_tonumber(L, -1) >= 1 &&
@@ -562,7 +562,7 @@ static int segment(lua_State *L, int op, const char *name, KcRef a, int ax, int 
 		size = scalararg(L, -1, name, "chunk");
 	lua_pop(L, 1);
 	lua_getfield(L, t, "start");
-	KcRef start = lua_isnil(L, -1) ? kconst(L, 0) : scalararg(L, -1, name, "start");
+	KiRef start = lua_isnil(L, -1) ? kconst(L, 0) : scalararg(L, -1, name, "start");
 	lua_pop(L, 1);
 	pushexpr(L, emit(L, name, sop, a, size, start, ax, 0, 0));
 	return 1;
@@ -571,7 +571,7 @@ static int segment(lua_State *L, int op, const char *name, KcRef a, int ax, int 
 /* a:rank("token" [, { chunk, start }]): 0 = smallest, ties lower position first, NaN last */
 static int m_rank(lua_State *L)
 {
-	KcRef a = toref(L, 1, "rank");
+	KiRef a = toref(L, 1, "rank");
 	int ax = axisarg(L, 2, "rank");
 	if (lua_isnoneornil(L, 3))
 		lua_newtable(L);
@@ -614,7 +614,7 @@ static int params_index(lua_State *L)
 		return kd_raise(L, k, "unknown param '%s' (declared: %s)", k ? k : "?",
 		                S->f->npar ? list : "none");
 	}
-	pushexpr(L, KC_REF(RK_PAR, i));
+	pushexpr(L, KI_REF(RK_PAR, i));
 	return 1;
 }
 
@@ -699,11 +699,11 @@ static Rule *newrule(lua_State *L, int kind, const char *name)
 }
 
 /* A select field: a non-negative integer constant or a param. */
-static KcRef countfield(lua_State *L, int t, const char *field, double def, double max)
+static KiRef countfield(lua_State *L, int t, const char *field, double def, double max)
 {
 	builder(L);
 	lua_getfield(L, t, field);
-	KcRef r;
+	KiRef r;
 	if (lua_isnil(L, -1))
 		r = kconst(L, def);
 	else if (lua_type(L, -1) == LUA_TNUMBER) {
@@ -715,7 +715,7 @@ static KcRef countfield(lua_State *L, int t, const char *field, double def, doub
 		r = kconst(L, v);
 	} else {
 		Expr *x = luaL_testudata(L, -1, EXPR_MT);
-		if (!x || KC_RKIND(x->ref) != RK_PAR)
+		if (!x || KI_RKIND(x->ref) != RK_PAR)
 			return kd_raise(L, field, "%s must be a number or a param (P.name), got %s", field,
 			                x ? "an expression" : luaL_typename(L, -1));
 		r = x->ref;
@@ -744,10 +744,10 @@ static void checkfields(lua_State *L, int t, const char *what, const char *const
 #define MAX_TOKENS 1e9   /* largest count a select field may name */
 
 /* A select value field (tau, p, floor): a number in lo..hi or a param; nil when absent. */
-static KcRef valfield(lua_State *L, int t, const char *field, double lo, double hi)
+static KiRef valfield(lua_State *L, int t, const char *field, double lo, double hi)
 {
 	lua_getfield(L, t, field);
-	KcRef r = KC_NIL;
+	KiRef r = KI_NIL;
 	if (lua_type(L, -1) == LUA_TNUMBER) {
 		double v = lua_tonumber(L, -1);
 		if (!(v >= lo && v <= hi))
@@ -755,7 +755,7 @@ static KcRef valfield(lua_State *L, int t, const char *field, double lo, double 
 		r = kconst(L, v);
 	} else if (!lua_isnil(L, -1)) {
 		Expr *x = luaL_testudata(L, -1, EXPR_MT);
-		if (!x || KC_RKIND(x->ref) != RK_PAR)
+		if (!x || KI_RKIND(x->ref) != RK_PAR)
 			return kd_raise(L, field, "%s must be a number or a param (P.name), got %s", field,
 			                x ? "an expression" : luaL_typename(L, -1));
 		r = x->ref;
@@ -787,7 +787,7 @@ static int selrule(lua_State *L, int kind, const char *name, const char *const *
 	sel.keep_first = countfield(L, 1, "keep_first", 0, MAX_TOKENS);
 	sel.keep_recent = countfield(L, 1, "keep_recent", 0, MAX_TOKENS);
 	sel.chunk = countfield(L, 1, "chunk", 1, 65536);
-	if (KC_RKIND(sel.chunk) == RK_CON && S->f->con[KC_RIDX(sel.chunk)] < 1)
+	if (KI_RKIND(sel.chunk) == RK_CON && S->f->con[KI_RIDX(sel.chunk)] < 1)
 		return kd_raise(L, "chunk", "chunk must be at least 1");
 	sel.beta = kconst(L, 20);
 	if (kind == SEL_threshold && !(sel.tau = valfield(L, 1, "tau", -HUGE_VAL, HUGE_VAL)))
@@ -878,7 +878,7 @@ static int l_pyramid(lua_State *L)
 		lua_newtable(L);
 	luaL_checktype(L, 1, LUA_TTABLE);
 	checkfields(L, 1, "pyramid", ok);
-	KcRef beta = countfield(L, 1, "beta", 20, 1e6);
+	KiRef beta = countfield(L, 1, "beta", 20, 1e6);
 	Rule *r = newrule(L, RULE_pyramid, "pyramid");
 	r->sel.beta = beta;
 	return 1;
@@ -892,7 +892,7 @@ static int l_prefix(lua_State *L)
 		lua_newtable(L);
 	luaL_checktype(L, 1, LUA_TTABLE);
 	checkfields(L, 1, "prefix", ok);
-	KcRef tol = countfield(L, 1, "tol", 5, 1e9), it = countfield(L, 1, "iters", 200, 1e4);
+	KiRef tol = countfield(L, 1, "tol", 5, 1e9), it = countfield(L, 1, "iters", 200, 1e4);
 	Rule *r = newrule(L, RULE_sched, "prefix");
 	r->sel.sched = SCH_prefix, r->sel.sa = tol, r->sel.sb = it;
 	return 1;
@@ -906,8 +906,8 @@ static int l_dynamic(lua_State *L)
 		lua_newtable(L);
 	luaL_checktype(L, 1, LUA_TTABLE);
 	checkfields(L, 1, "dynamic", ok);
-	KcRef rm = countfield(L, 1, "ratio_max", 10, 1e6), ev = countfield(L, 1, "every", 4, 1e6);
-	if (KC_RKIND(ev) == RK_CON && kd_state(L)->f->con[KC_RIDX(ev)] < 1)
+	KiRef rm = countfield(L, 1, "ratio_max", 10, 1e6), ev = countfield(L, 1, "every", 4, 1e6);
+	if (KI_RKIND(ev) == RK_CON && kd_state(L)->f->con[KI_RIDX(ev)] < 1)
 		return kd_raise(L, "every", "every must be at least 1");
 	Rule *r = newrule(L, RULE_sched, "dynamic");
 	r->sel.sched = SCH_dynamic, r->sel.sa = rm, r->sel.sb = ev;
@@ -922,8 +922,8 @@ static int l_decode(lua_State *L)
 		lua_newtable(L);
 	luaL_checktype(L, 1, LUA_TTABLE);
 	checkfields(L, 1, "decode", ok);
-	KcRef every = countfield(L, 1, "every", 1, 1e9);
-	if (KC_RKIND(every) == RK_CON && kd_state(L)->f->con[KC_RIDX(every)] < 1)
+	KiRef every = countfield(L, 1, "every", 1, 1e9);
+	if (KI_RKIND(every) == RK_CON && kd_state(L)->f->con[KI_RIDX(every)] < 1)
 		return kd_raise(L, "every", "every must be at least 1");
 	Rule *r = newrule(L, RULE_decode, "decode");
 	r->every = every;
@@ -949,7 +949,7 @@ static int weights_index(lua_State *L)
 	int i = k ? ki_findweight(S->f, k) : -1;
 	if (i < 0)
 		return kd_raise(L, k, "unknown weight '%s'", k ? k : "?");
-	pushexpr(L, emit(L, k, KO_weight, KC_NIL, KC_NIL, KC_NIL, -1, i, ki_weightaxes(&S->f->w[i])));
+	pushexpr(L, emit(L, k, KO_weight, KI_NIL, KI_NIL, KI_NIL, -1, i, ki_weightaxes(&S->f->w[i])));
 	return 1;
 }
 
@@ -1046,7 +1046,7 @@ static int l_scan(lua_State *L)
 	KiFn *f = S->f;
 	if (S->in_observe)
 		return kd_raise(L, "scan", "kvcc.scan runs when the cache is compressed, not in the observe hook");
-	KcRef init = scalararg(L, 1, "scan", "the start value");
+	KiRef init = scalararg(L, 1, "scan", "the start value");
 	if (!lua_isfunction(L, 2))
 		return kd_raise(L, "scan", "kvcc.scan(h0, function(h) return ... end) needs the step function");
 	char name[32];
@@ -1060,16 +1060,16 @@ static int l_scan(lua_State *L)
 	int s = ki_addstate(f, name, NAN);
 	if (s < 0)
 		return kd_raise(L, "scan", "out of memory");
-	KcRef carry = emit(L, "scan", KO_carry, KC_NIL, KC_NIL, KC_NIL, -1, s, AXM(AX_token));
+	KiRef carry = emit(L, "scan", KO_carry, KI_NIL, KI_NIL, KI_NIL, -1, s, AXM(AX_token));
 	lua_pushvalue(L, 2);
 	pushexpr(L, carry);
 	lua_call(L, 1, 1);
 	if (lua_type(L, -1) != LUA_TNUMBER && !luaL_testudata(L, -1, EXPR_MT))
 		return kd_raise(L, "scan", "the scan step must return a number or a kvcc expression, got %s",
 		                luaL_typename(L, -1));
-	KcRef step = toref(L, -1, "scan");
+	KiRef step = toref(L, -1, "scan");
 	lua_pop(L, 1);
-	KcRef r = emit(L, "scan", KO_scan, step, init, KC_NIL, -1, s, 0);
+	KiRef r = emit(L, "scan", KO_scan, step, init, KI_NIL, -1, s, 0);
 	f->st[s].update = r;
 	pushexpr(L, r);
 	return 1;
@@ -1086,7 +1086,7 @@ static int x_index(lua_State *L)
 		return kd_raise(L, NULL, "inputs are named by strings (x.K, x.Q, ...)");
 	int in = ki_inputbyname(k, len);
 	if (in >= 0) {
-		pushexpr(L, emit(L, k, KO_input, KC_NIL, KC_NIL, KC_NIL, -1, in, ki_inputaxes(in)));
+		pushexpr(L, emit(L, k, KO_input, KI_NIL, KI_NIL, KI_NIL, -1, in, ki_inputaxes(in)));
 		return 1;
 	}
 	int inf = ki_infobyname(k, len);
@@ -1095,7 +1095,7 @@ static int x_index(lua_State *L)
 			return kd_raise(L, k, "x.step is only available in the observe hook");
 		if ((inf == INF_ratio || inf == INF_nkeep) && S->in_observe)
 			return kd_raise(L, k, "x.%s is the compression's (score and select), not the observe hook's", k);
-		pushexpr(L, emit(L, k, KO_info, KC_NIL, KC_NIL, KC_NIL, -1, inf, 0));
+		pushexpr(L, emit(L, k, KO_info, KI_NIL, KI_NIL, KI_NIL, -1, inf, 0));
 		return 1;
 	}
 	static const struct { const char *name; int op, axis; } sizes[] = {
@@ -1107,13 +1107,13 @@ static int x_index(lua_State *L)
 	for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++)
 		if (strcmp(k, sizes[i].name) == 0) {
 			uint8_t axes = sizes[i].op == KO_index ? AXM(sizes[i].axis) : 0;
-			pushexpr(L, emit(L, k, sizes[i].op, KC_NIL, KC_NIL, KC_NIL, sizes[i].axis, 0, axes));
+			pushexpr(L, emit(L, k, sizes[i].op, KI_NIL, KI_NIL, KI_NIL, sizes[i].axis, 0, axes));
 			return 1;
 		}
 	if (strcmp(k, "attn") == 0) {
 		if (!S->in_observe)
 			return kd_raise(L, k, "x.attn (decode attention) is only available in the observe hook");
-		pushexpr(L, emit(L, k, KO_attn, KC_NIL, KC_NIL, KC_NIL, -1, 0, AXM(AX_group) | AXM(AX_token)));
+		pushexpr(L, emit(L, k, KO_attn, KI_NIL, KI_NIL, KI_NIL, -1, 0, AXM(AX_group) | AXM(AX_token)));
 		return 1;
 	}
 	return kd_raise(L, k, "unknown input '%s' (inputs: K, V, Q, lse, pos, qpos, t, n, nobs, G, d, "
@@ -1145,7 +1145,7 @@ static int st_index(lua_State *L)
 	int i = k ? ki_findstate(S->f, k) : -1;
 	if (i < 0)
 		return kd_raise(L, k, "unknown state '%s' (declare it in the policy's state table)", k ? k : "?");
-	pushexpr(L, emit(L, k, KO_state, KC_NIL, KC_NIL, KC_NIL, -1, i, AXM(AX_token)));
+	pushexpr(L, emit(L, k, KO_state, KI_NIL, KI_NIL, KI_NIL, -1, i, AXM(AX_token)));
 	return 1;
 }
 
@@ -1158,7 +1158,7 @@ static int st_newindex(lua_State *L)
 		return kd_raise(L, k, "unknown state '%s' (declare it in the policy's state table)", k ? k : "?");
 	if (!S->in_observe)
 		return kd_raise(L, k, "state '%s' can only be updated in the observe hook", k);
-	KcRef r = toref(L, 3, k);
+	KiRef r = toref(L, 3, k);
 	uint8_t ax = ki_refaxes(S->f, r);
 	if (ax & ~AXM(AX_token)) {
 		char buf[64];
@@ -1220,13 +1220,13 @@ static int boolfield(lua_State *L, int t, const char *field, int def)
 	return v;
 }
 
-/* A weight or threshold field: nil (def, or KC_NIL when def is NaN), a number, a param,
+/* A weight or threshold field: nil (def, or KI_NIL when def is NaN), a number, a param,
 ** or a function kept as user value `uv` of the rule at `ur` (the ref is set when the
 ** policy is built). Returns 1 when it is a function. */
-static int fnfield(lua_State *L, int t, int ur, const char *field, int uv, double def, KcRef *out)
+static int fnfield(lua_State *L, int t, int ur, const char *field, int uv, double def, KiRef *out)
 {
 	lua_getfield(L, t, field);
-	*out = KC_NIL;
+	*out = KI_NIL;
 	if (lua_isnil(L, -1)) {
 		if (!isnan(def))
 			*out = kconst(L, def);
@@ -1239,7 +1239,7 @@ static int fnfield(lua_State *L, int t, int ur, const char *field, int uv, doubl
 		return 1;
 	} else {
 		Expr *x = luaL_testudata(L, -1, EXPR_MT);
-		if (!x || KC_RKIND(x->ref) != RK_PAR)
+		if (!x || KI_RKIND(x->ref) != RK_PAR)
 			return kd_raise(L, field, "%s must be a number, a param (P.name) or a function, got %s",
 			                field, x ? "an expression (build it inside a function)" : luaL_typename(L, -1));
 		*out = x->ref;
@@ -1332,8 +1332,8 @@ static int l_next_kept(lua_State *L)
 	if (!lua_istable(L, 1))
 		return kd_raise(L, "next_kept", "kvcc.next_kept expects a table of options, e.g. kv.next_kept { m = P.m }");
 	checkfields(L, 1, "next_kept", ok);
-	KcRef m = countfield(L, 1, "m", 1, 1e9);
-	if (KC_RKIND(m) == RK_CON && kd_state(L)->f->con[KC_RIDX(m)] < 1)
+	KiRef m = countfield(L, 1, "m", 1, 1e9);
+	if (KI_RKIND(m) == RK_CON && kd_state(L)->f->con[KI_RIDX(m)] < 1)
 		return kd_raise(L, "m", "m must be at least 1");
 	Rule *r = newmerge(L, MG_next, "next_kept");
 	int ur = lua_gettop(L);
@@ -1354,13 +1354,13 @@ static int l_summary(lua_State *L)
 	if (!lua_istable(L, 1))
 		return kd_raise(L, "summary", "kvcc.summary expects a table of options, e.g. kv.summary { rows = 1 }");
 	checkfields(L, 1, "summary", ok);
-	KcRef rows = countfield(L, 1, "rows", 1, 4096), iters = countfield(L, 1, "iters", 1, 1000);
-	if (KC_RKIND(rows) != RK_CON)
+	KiRef rows = countfield(L, 1, "rows", 1, 4096), iters = countfield(L, 1, "iters", 1, 1000);
+	if (KI_RKIND(rows) != RK_CON)
 		return kd_raise(L, "rows", "rows must be a number, not a param (the summary rows are part "
 		                "of the cache layout)");
-	if (S->f->con[KC_RIDX(rows)] < 1)
+	if (S->f->con[KI_RIDX(rows)] < 1)
 		return kd_raise(L, "rows", "rows must be at least 1");
-	if (KC_RKIND(iters) != RK_CON || S->f->con[KC_RIDX(iters)] < 1)
+	if (KI_RKIND(iters) != RK_CON || S->f->con[KI_RIDX(iters)] < 1)
 		return kd_raise(L, "iters", "iters must be a number in 1..1000 (Lloyd iterations), not a param");
 	int bias = boolfield(L, 1, "count_bias", 0);
 	Rule *r = newmerge(L, MG_summary, "summary");
@@ -1378,7 +1378,7 @@ static int l_adaptive(lua_State *L)
 	if (!lua_istable(L, 1))
 		return kd_raise(L, "adaptive", "kvcc.adaptive expects a table, e.g. kv.adaptive { beta = 0.9 }");
 	checkfields(L, 1, "adaptive", ok);
-	KcRef beta;
+	KiRef beta;
 	lua_getfield(L, 1, "beta");
 	if (lua_isnil(L, -1))
 		beta = kconst(L, 0);
@@ -1389,7 +1389,7 @@ static int l_adaptive(lua_State *L)
 		beta = kconst(L, b);
 	} else {
 		Expr *x = luaL_testudata(L, -1, EXPR_MT);
-		if (!x || KC_RKIND(x->ref) != RK_PAR)
+		if (!x || KI_RKIND(x->ref) != RK_PAR)
 			return kd_raise(L, "beta", "beta must be a number or a param (P.name)");
 		beta = x->ref;
 	}
@@ -1402,12 +1402,12 @@ static int l_adaptive(lua_State *L)
 /* -- the pair context: e, k (rows) and m (what the rule knows) -- */
 
 /* Emit a pair instruction; `line` 0 keeps the caller's position. */
-static KcRef pairemit(lua_State *L, const char *name, int op, KcRef a, int aux, uint32_t line, uint32_t col)
+static KiRef pairemit(lua_State *L, const char *name, int op, KiRef a, int aux, uint32_t line, uint32_t col)
 {
 	KdState *S = kd_state(L);
-	KcRef r = emit(L, name, op, a, KC_NIL, KC_NIL, -1, aux, 0);
+	KiRef r = emit(L, name, op, a, KI_NIL, KI_NIL, -1, aux, 0);
 	if (line)
-		S->f->ins[KC_RIDX(r)].line = line, S->f->ins[KC_RIDX(r)].col = col;
+		S->f->ins[KI_RIDX(r)].line = line, S->f->ins[KI_RIDX(r)].col = col;
 	return r;
 }
 
@@ -1416,7 +1416,7 @@ static int row_at(lua_State *L)
 {
 	int side = (int)lua_tointeger(L, lua_upvalueindex(1));
 	int i = lua_istable(L, 1) && lua_gettop(L) >= 2 ? 2 : 1;   /* e:at(v) or e.at(v) */
-	KcRef v = toref(L, i, "at");
+	KiRef v = toref(L, i, "at");
 	if (!(ki_refaxes(kd_state(L)->f, v) & AXM(AX_token)))
 		return kd_raise(L, "at", "at reads a value at the row's token, so it needs a value with the "
 		                "token axis");
@@ -1439,7 +1439,7 @@ static int row_index(lua_State *L)
 		return 1;
 	}
 	if (!strcmp(k, "count")) {
-		pushexpr(L, pairemit(L, k, KO_pinfo, KC_NIL, side ? PI_kcount : PI_ecount, 0, 0));
+		pushexpr(L, pairemit(L, k, KO_pinfo, KI_NIL, side ? PI_kcount : PI_ecount, 0, 0));
 		return 1;
 	}
 	if (!strcmp(k, "score")) {
@@ -1447,13 +1447,13 @@ static int row_index(lua_State *L)
 		return 1;
 	}
 	if ((in = ki_inputbyname(k, strlen(k))) == IN_K || in == IN_V || in == IN_pos) {
-		KcRef x = emit(L, k, KO_input, KC_NIL, KC_NIL, KC_NIL, -1, in, ki_inputaxes(in));
+		KiRef x = emit(L, k, KO_input, KI_NIL, KI_NIL, KI_NIL, -1, in, ki_inputaxes(in));
 		pushexpr(L, pairemit(L, k, op, x, 0, 0, 0));
 		return 1;
 	}
 	int st = ki_findstate(S->f, k);
 	if (st >= 0) {
-		KcRef x = emit(L, k, KO_state, KC_NIL, KC_NIL, KC_NIL, -1, st, AXM(AX_token));
+		KiRef x = emit(L, k, KO_state, KI_NIL, KI_NIL, KI_NIL, -1, st, AXM(AX_token));
 		pushexpr(L, pairemit(L, k, op, x, 0, 0, 0));
 		return 1;
 	}
@@ -1465,7 +1465,7 @@ static int row_index(lua_State *L)
 static int m_tmean(lua_State *L)
 {
 	int i = lua_istable(L, 1) && lua_gettop(L) >= 2 ? 2 : 1;
-	KcRef v = toref(L, i, "tmean");
+	KiRef v = toref(L, i, "tmean");
 	if (!(ki_refaxes(kd_state(L)->f, v) & AXM(AX_token)))
 		return kd_raise(L, "tmean", "tmean averages a [token] value over the targets of e");
 	pushexpr(L, pairemit(L, "tmean", KO_tmean, v, 0, 0, 0));
@@ -1478,7 +1478,7 @@ static int minfo_index(lua_State *L)
 	const char *k = lua_tostring(L, 2);
 	int pi = k ? ki_pinfobyname(k, strlen(k)) : -1;
 	if (pi == PI_sim || pi == PI_absorbed || pi == PI_ntargets) {
-		pushexpr(L, pairemit(L, k, KO_pinfo, KC_NIL, pi, 0, 0));
+		pushexpr(L, pairemit(L, k, KO_pinfo, KI_NIL, pi, 0, 0));
 		return 1;
 	}
 	if (k && !strcmp(k, "tmean")) {
@@ -1512,13 +1512,13 @@ static void pushproxy(lua_State *L, lua_CFunction index, int side)
 
 /* Call the rule's function uv (at ur) with the proxies named in `args` ("ek", "ekm",
 ** "km") and return its result as a ref; what: for messages. */
-static KcRef callpair(lua_State *L, int ur, int uv, const char *args, const char *what, const Rule *r)
+static KiRef callpair(lua_State *L, int ur, int uv, const char *args, const char *what, const Rule *r)
 {
 	lua_getiuservalue(L, ur, uv);
 	for (const char *a = args; *a; a++)
 		pushproxy(L, *a == 'm' ? minfo_index : row_index, *a == 'k');
 	lua_call(L, (int)strlen(args), 1);
-	KcRef x;
+	KiRef x;
 	if (lua_type(L, -1) == LUA_TNUMBER)
 		x = kconst(L, lua_tonumber(L, -1));
 	else {
@@ -1533,29 +1533,29 @@ static KcRef callpair(lua_State *L, int ur, int uv, const char *args, const char
 }
 
 /* The default similarity: cosine of the keys of the two rows (kv.cosine's form). */
-static KcRef defaultsim(lua_State *L, const Rule *r)
+static KiRef defaultsim(lua_State *L, const Rule *r)
 {
 	KdState *S = kd_state(L);
 	uint32_t ln = r->line, cl = r->col;
-	KcRef K = pairemit(L, "sim", KO_input, KC_NIL, IN_K, ln, cl);
-	S->f->ins[KC_RIDX(K)].axes = ki_inputaxes(IN_K);
-	KcRef a = pairemit(L, "sim", KO_erow, K, 0, ln, cl), b = pairemit(L, "sim", KO_krow, K, 0, ln, cl);
-	KcRef d = emit(L, "sim", KO_dot, a, b, KC_NIL, AX_chan, 0, 0);
-	KcRef na = emit(L, "sim", KO_norm, a, KC_NIL, KC_NIL, AX_chan, 0, 0);
-	KcRef nb = emit(L, "sim", KO_norm, b, KC_NIL, KC_NIL, AX_chan, 0, 0);
-	KcRef p = emit(L, "sim", KO_mul, na, nb, KC_NIL, -1, 0, 0);
-	KcRef mx = emit(L, "sim", KO_max, p, kconst(L, 1e-8), KC_NIL, -1, 0, 0);
-	KcRef q = emit(L, "sim", KO_div, d, mx, KC_NIL, -1, 0, 0);
-	for (int i = KC_RIDX(d); i <= KC_RIDX(q); i++)
+	KiRef K = pairemit(L, "sim", KO_input, KI_NIL, IN_K, ln, cl);
+	S->f->ins[KI_RIDX(K)].axes = ki_inputaxes(IN_K);
+	KiRef a = pairemit(L, "sim", KO_erow, K, 0, ln, cl), b = pairemit(L, "sim", KO_krow, K, 0, ln, cl);
+	KiRef d = emit(L, "sim", KO_dot, a, b, KI_NIL, AX_chan, 0, 0);
+	KiRef na = emit(L, "sim", KO_norm, a, KI_NIL, KI_NIL, AX_chan, 0, 0);
+	KiRef nb = emit(L, "sim", KO_norm, b, KI_NIL, KI_NIL, AX_chan, 0, 0);
+	KiRef p = emit(L, "sim", KO_mul, na, nb, KI_NIL, -1, 0, 0);
+	KiRef mx = emit(L, "sim", KO_max, p, kconst(L, 1e-8), KI_NIL, -1, 0, 0);
+	KiRef q = emit(L, "sim", KO_div, d, mx, KI_NIL, -1, 0, 0);
+	for (int i = KI_RIDX(d); i <= KI_RIDX(q); i++)
 		S->f->ins[i].line = ln, S->f->ins[i].col = cl;
 	return q;
 }
 
 /* A threshold reading a state that observe never updates is a constant: say so. */
-static void thrstate(lua_State *L, KcRef r)
+static void thrstate(lua_State *L, KiRef r)
 {
 	const KiFn *f = kd_state(L)->f;
-	for (int i = KC_RKIND(r) == RK_INS ? KC_RIDX(r) : -1; i >= 0; i--) {
+	for (int i = KI_RKIND(r) == RK_INS ? KI_RIDX(r) : -1; i >= 0; i--) {
 		const KiIns *in = &f->ins[i];
 		if (in->op == KO_state && in->aux < f->nst && !f->st[in->aux].update)
 			kd_raiseat(L, in->line, in->col, "the merge threshold reads state '%s', which is never "
@@ -1681,14 +1681,14 @@ static int policy_build(lua_State *L)
 	if (sax & ~AXM(AX_token)) {
 		char buf[64];
 		ki_axesstr(sax, buf, sizeof buf);
-		const KiIns *si = &f->ins[KC_RIDX(f->score)];
+		const KiIns *si = &f->ins[KI_RIDX(f->score)];
 		return kd_raiseat(L, si->line, si->col, "score must have axes [token] but has %s (reduce over "
 		                  "the other axes, e.g. :mean(\"obs\"):mean(\"group\"))", buf);
 	}
-	if (KC_RKIND(f->score) != RK_INS) {   /* a constant score: make it a token tensor */
-		KcRef t = emit(L, "score", KO_index, KC_NIL, KC_NIL, KC_NIL, AX_token, 0, AXM(AX_token));
-		KcRef z = emit(L, "score", KO_mul, t, kconst(L, 0), KC_NIL, -1, 0, 0);
-		f->score = emit(L, "score", KO_add, z, f->score, KC_NIL, -1, 0, 0);
+	if (KI_RKIND(f->score) != RK_INS) {   /* a constant score: make it a token tensor */
+		KiRef t = emit(L, "score", KO_index, KI_NIL, KI_NIL, KI_NIL, AX_token, 0, AXM(AX_token));
+		KiRef z = emit(L, "score", KO_mul, t, kconst(L, 0), KI_NIL, -1, 0, 0);
+		f->score = emit(L, "score", KO_add, z, f->score, KI_NIL, -1, 0, 0);
 	}
 	lua_pop(L, 1);
 
@@ -1724,7 +1724,7 @@ static int policy_build(lua_State *L)
 		if (ki_refaxes(f, f->sel.keep)) {
 			char buf[64];
 			ki_axesstr(ki_refaxes(f, f->sel.keep), buf, sizeof buf);
-			const KiIns *ki = &f->ins[KC_RIDX(f->sel.keep)];
+			const KiIns *ki = &f->ins[KI_RIDX(f->sel.keep)];
 			return kd_raiseat(L, ki->line, ki->col, "keep must be one count per (layer, head), a scalar, "
 			                  "but has axes %s", buf);
 		}
@@ -1740,7 +1740,7 @@ static int policy_build(lua_State *L)
 	if (!lua_isnil(L, -1) && (!r || (r->kind != RULE_prefill && r->kind != RULE_decode)))
 		return raisefield(L, "when", "when must be kvcc.prefill or kvcc.decode { every = N }");
 	f->when.kind = r && r->kind == RULE_decode ? WH_decode : WH_prefill;
-	f->when.every = r && r->kind == RULE_decode ? r->every : KC_NIL;
+	f->when.every = r && r->kind == RULE_decode ? r->every : KI_NIL;
 	if (r)
 		f->when.line = r->line, f->when.col = r->col;
 	lua_pop(L, 1);
@@ -1754,7 +1754,7 @@ static int policy_build(lua_State *L)
 				return kd_raise(L, "policy", "the score reads Q but the policy says not how many "
 				                "observation queries it needs: add obs = <count>, obs = kvcc.all, "
 				                "or a 'window' param");
-			f->obs = KC_REF(RK_PAR, w);
+			f->obs = KI_REF(RK_PAR, w);
 		}
 	} else {
 		Rule *ra = luaL_testudata(L, -1, RULE_MT);

@@ -29,8 +29,8 @@ typedef struct KdLimits {
 /* sandbox.c: load a policy from `text` (file name `path` for positions).
 ** Returns the policy's KIR, or NULL with a one-line error in *e. `lim` may be
 ** NULL for the defaults. */
-KC_FUNC KiFn *kd_load(const char *path, const char *text, size_t len, const KdLimits *lim, KcErr *e);
-KC_FUNC KiFn *kd_loadfile(const char *path, const KdLimits *lim, KcErr *e);
+KC_FUNC KiFn *kd_load(const char *path, const char *text, size_t len, const KdLimits *lim, KiErr *e);
+KC_FUNC KiFn *kd_loadfile(const char *path, const KdLimits *lim, KiErr *e);
 
 /* builder.c: the `kvcc` module (internal to the sandbox) */
 struct lua_State;

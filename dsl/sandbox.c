@@ -5,7 +5,7 @@
 ** instructions (count hook), library work (string and table functions are
 ** bounded replacements that charge the same counter, strlib.c), memory
 ** (allocator) and wall-clock time. Every failure becomes one line
-** "file:line:col: error: msg" in a KcErr; nothing escapes as a crash.
+** "file:line:col: error: msg" in a KiErr; nothing escapes as a crash.
 **
 ** Budget errors are final. Once one is raised (kd_fatal) the state is marked:
 ** pcall and xpcall re-raise it, an xpcall handler is not run for it, the hook
@@ -91,8 +91,8 @@ int kd_fatal(lua_State *L, int kind)
 			         "is there an infinite loop?", S->lim.instructions);
 		uint32_t line, col;
 		kd_where(L, 0, NULL, &line, &col);
-		KcErr e = { 0 };
-		kc_error(&e, S->path, line ? line : 1, col ? col : 1, "%s", msg);
+		KiErr e = { 0 };
+		ki_error(&e, S->path, line ? line : 1, col ? col : 1, "%s", msg);
 		snprintf(S->fatalmsg, sizeof S->fatalmsg, "%s", e.msg);
 		S->fatal = kind;
 	}
@@ -354,7 +354,7 @@ void kd_escape(const char *in, char *out, size_t cap)
 
 /* "CHUNK:LINE: msg" (Lua's own errors) → "path:LINE:COL: error: msg". The
 ** column is that of the token Lua names ("near 'x'") when it is on the line. */
-static void convert_lua_error(KdState *S, const char *m, KcErr *e)
+static void convert_lua_error(KdState *S, const char *m, KiErr *e)
 {
 	size_t plen = strlen(S->chunk);
 	if (strncmp(m, S->chunk, plen) == 0 && m[plen] == ':') {
@@ -387,11 +387,11 @@ static void convert_lua_error(KdState *S, const char *m, KcErr *e)
 						}
 				}
 			}
-			kc_error(e, S->path, (uint32_t)line, col, "%s", msg);
+			ki_error(e, S->path, (uint32_t)line, col, "%s", msg);
 			return;
 		}
 	}
-	kc_error(e, S->path, S->errline > 0 ? (uint32_t)S->errline : 1, 1, "%s", m);
+	ki_error(e, S->path, S->errline > 0 ? (uint32_t)S->errline : 1, 1, "%s", m);
 }
 
 /* Lua's name for the chunk: the file's base name when it is short and plain
@@ -445,19 +445,19 @@ static int run_policy(lua_State *L)
 }
 
 /* The one-line error of a failed run (status rc, error value on top). */
-static void report(KdState *S, lua_State *L, int rc, KcErr *e)
+static void report(KdState *S, lua_State *L, int rc, KiErr *e)
 {
 	const char *m = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
 	if (S->fatal)
 		snprintf(e->msg, sizeof e->msg, "%s", S->fatalmsg), e->set = 1;
 	else if (rc == LUA_ERRMEM && S->nomem && !S->memhit)   /* the system's memory, not the budget */
-		kc_error(e, S->path, S->lastline > 0 ? (uint32_t)S->lastline : 1, 1, "out of memory");
+		ki_error(e, S->path, S->lastline > 0 ? (uint32_t)S->lastline : 1, 1, "out of memory");
 	else if (S->memhit || rc == LUA_ERRMEM) {
 		/* raised by Lua itself: the stack is unwound, the hook saw the line */
-		kc_error(e, S->path, S->lastline > 0 ? (uint32_t)S->lastline : 1, 1,
+		ki_error(e, S->path, S->lastline > 0 ? (uint32_t)S->lastline : 1, 1,
 		         "policy exceeded the memory limit (%zu MiB)", S->lim.memory >> 20);
 	} else if (!m)
-		kc_error(e, S->path, S->errline > 0 ? (uint32_t)S->errline : 1, 1,
+		ki_error(e, S->path, S->errline > 0 ? (uint32_t)S->errline : 1, 1,
 		         "policy raised a non-string error (a %s)", luaL_typename(L, -1));
 	else if (S->raisedmsg[0] && strcmp(m, S->raisedmsg) == 0)
 		snprintf(e->msg, sizeof e->msg, "%s", m), e->set = 1;
@@ -465,7 +465,7 @@ static void report(KdState *S, lua_State *L, int rc, KcErr *e)
 		convert_lua_error(S, m, e);
 }
 
-KiFn *kd_load(const char *path, const char *text, size_t len, const KdLimits *lim, KcErr *e)
+KiFn *kd_load(const char *path, const char *text, size_t len, const KdLimits *lim, KiErr *e)
 {
 	KdState S;
 	memset(&S, 0, sizeof S);
@@ -490,7 +490,7 @@ KiFn *kd_load(const char *path, const char *text, size_t len, const KdLimits *li
 	S.f = ki_new(name, src);
 	lua_State *L = S.f ? lua_newstate(limited_alloc, &S) : NULL;
 	if (!L) {
-		kc_error(e, path, 0, 0, "out of memory (creating the Lua state)");
+		ki_error(e, path, 0, 0, "out of memory (creating the Lua state)");
 		ki_free(S.f);
 		return NULL;
 	}
@@ -513,7 +513,7 @@ KiFn *kd_load(const char *path, const char *text, size_t len, const KdLimits *li
 	if (rc == LUA_OK && (S.memhit || S.fatal))
 		rc = LUA_ERRRUN, lua_pushnil(L);
 	if (rc != LUA_OK) {
-		KcErr raw = { 0 };
+		KiErr raw = { 0 };
 		report(&S, L, rc, &raw);
 		kd_escape(raw.msg, e->msg, sizeof e->msg);
 		e->set = 1;
@@ -529,14 +529,14 @@ KiFn *kd_load(const char *path, const char *text, size_t len, const KdLimits *li
 	return S.f;
 }
 
-KiFn *kd_loadfile(const char *path, const KdLimits *lim, KcErr *e)
+KiFn *kd_loadfile(const char *path, const KdLimits *lim, KiErr *e)
 {
 	size_t len;
-	char *text = kc_readfilemax(path, KI_MAXTEXT, &len, e);
+	char *text = ki_readfilemax(path, KI_MAXTEXT, &len, e);
 	if (!text)
 		return NULL;
 	if (memchr(text, 0, len)) {
-		kc_error(e, path, 1, 1, "policy file contains a NUL byte (binary chunks are not accepted)");
+		ki_error(e, path, 1, 1, "policy file contains a NUL byte (binary chunks are not accepted)");
 		free(text);
 		return NULL;
 	}

@@ -440,8 +440,8 @@ static int text(Cal *C, LlamaState *s, LlamaObs *obs, const int *ids, int n, Acc
 static int save(Cal *C, Acc *A, double *acc)
 {
 	int L = C->L, H = C->H, G = C->G, d = C->d, D = C->D, Hq = H * G, LH = L * H;
-	KcNpz w = { 0 };
-	KcErr e = { 0 };
+	KtNpz w = { 0 };
+	KiErr e = { 0 };
 	double *razor = calloc((size_t)LH, sizeof *razor), *rank = calloc((size_t)LH, sizeof *rank);
 	double *hk = calloc((size_t)LH, sizeof *hk), *mu = calloc((size_t)L * Hq * d, sizeof *mu);
 	double *cf = calloc((size_t)L * Hq * d * d, sizeof *cf), *frac = calloc((size_t)L * NRATIO, sizeof *frac);
@@ -496,30 +496,30 @@ static int save(Cal *C, Acc *A, double *acc)
 	}
 	for (size_t k = 0; k < (size_t)L * D * D; k++)
 		wo[k] = C->m.wo[k];
-	int bad = kc_npz_add(&w, "induction", "<f8", 2, sLH, C->ind);
-	bad |= kc_npz_add(&w, "echo", "<f8", 2, sLH, C->echo);
-	bad |= kc_npz_add(&w, "razor", "<f8", 2, sLH, razor);
-	bad |= kc_npz_add(&w, "duo_rank", "<f8", 2, sLH, rank);
-	bad |= kc_npz_add(&w, "headkv", "<f8", 2, sLH, hk);
-	bad |= kc_npz_add(&w, "mu", "<f8", 4, sq, mu);
-	bad |= kc_npz_add(&w, "cf", "<f8", 5, sq, cf);
-	bad |= kc_npz_add(&w, "frac", "<f8", 2, sf, frac);
-	bad |= kc_npz_add(&w, "gate_w", "<f8", 3, sg, gw);
-	bad |= kc_npz_add(&w, "gate_b", "<f8", 2, sLH, gb);
-	bad |= kc_npz_add(&w, "gate_u", "<f8", 2, sLH, gu);
-	bad |= kc_npz_add(&w, "wo", "<f8", 5, so, wo);
+	int bad = kt_npz_add(&w, "induction", "<f8", 2, sLH, C->ind);
+	bad |= kt_npz_add(&w, "echo", "<f8", 2, sLH, C->echo);
+	bad |= kt_npz_add(&w, "razor", "<f8", 2, sLH, razor);
+	bad |= kt_npz_add(&w, "duo_rank", "<f8", 2, sLH, rank);
+	bad |= kt_npz_add(&w, "headkv", "<f8", 2, sLH, hk);
+	bad |= kt_npz_add(&w, "mu", "<f8", 4, sq, mu);
+	bad |= kt_npz_add(&w, "cf", "<f8", 5, sq, cf);
+	bad |= kt_npz_add(&w, "frac", "<f8", 2, sf, frac);
+	bad |= kt_npz_add(&w, "gate_w", "<f8", 3, sg, gw);
+	bad |= kt_npz_add(&w, "gate_b", "<f8", 2, sLH, gb);
+	bad |= kt_npz_add(&w, "gate_u", "<f8", 2, sLH, gu);
+	bad |= kt_npz_add(&w, "wo", "<f8", 5, so, wo);
 	free(wo);
 	if (bad) {
 		fail("%s", "out of memory");
 		goto done;
 	}
-	if (kc_npz_write(C->out, &w, &e) != 0) {
+	if (kt_npz_write(C->out, &w, &e) != 0) {
 		fprintf(stderr, "%s\n", e.msg);
 		goto done;
 	}
 	rc = 0;
 done:
-	kc_npz_free(&w);
+	kt_npz_free(&w);
 	free(razor), free(rank), free(hk), free(mu), free(cf), free(frac), free(gw), free(gb), free(gu), free(th);
 	return rc;
 }

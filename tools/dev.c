@@ -109,7 +109,7 @@ static int cuda(int argc, char **argv)
 	}
 	if (!path)
 		return usage("dev cuda", "no policy file%s", "");
-	KcErr e = { 0 };
+	KiErr e = { 0 };
 	KiFn *f = kt_load(path, &e);
 	if (!f || ki_runpasses(f, KI_DEFAULT_PASSES, 1, &e, NULL, NULL) != 0) {
 		fprintf(stderr, "%s\n", e.msg);

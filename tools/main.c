@@ -87,7 +87,7 @@ static void die_usage(const char *fmt, const char *arg)
 	exit(2);
 }
 
-static int fail(const KcErr *e)
+static int fail(const KiErr *e)
 {
 	fprintf(stderr, "%s\n", e->msg);
 	return 1;
@@ -100,10 +100,10 @@ static int endswith(const char *s, const char *suf)
 }
 
 /* Load a policy (.lua through the sandbox, .kir through the parser). */
-KiFn *kt_load(const char *path, KcErr *e)
+KiFn *kt_load(const char *path, KiErr *e)
 {
 	if (endswith(path, ".kir")) {
-		char *text = kc_readfilemax(path, KI_MAXTEXT, NULL, e);
+		char *text = ki_readfilemax(path, KI_MAXTEXT, NULL, e);
 		if (!text)
 			return NULL;
 		KiFn *f = ki_parse(text, path, e);
@@ -147,7 +147,7 @@ static int cmd_dump(int argc, char **argv)
 	}
 	if (!path)
 		die_usage("dump: no policy file%s", "");
-	KcErr e = { 0 };
+	KiErr e = { 0 };
 	KiFn *f = kt_load(path, &e);
 	if (!f)
 		return fail(&e);
@@ -166,7 +166,7 @@ static int cmd_dump(int argc, char **argv)
 		}
 	}
 	if (rc == 0 && nomem) {
-		kc_error(&e, path, 0, 0, "out of memory");
+		ki_error(&e, path, 0, 0, "out of memory");
 		rc = -1;
 	}
 	ki_free(f);
@@ -220,11 +220,11 @@ static int parse_double(const char *s, double *v)
 	return end != s && *end == 0;
 }
 
-static int setparam(const KiFn *f, double *par, const char *name, double v, const char *where, KcErr *e)
+static int setparam(const KiFn *f, double *par, const char *name, double v, const char *where, KiErr *e)
 {
 	int i = ki_findparam(f, name);
 	if (i < 0) {
-		kc_error(e, where, 0, 0, "policy '%s' has no param '%s'", f->name, name);
+		ki_error(e, where, 0, 0, "policy '%s' has no param '%s'", f->name, name);
 		return -1;
 	}
 	par[i] = v;
@@ -232,10 +232,10 @@ static int setparam(const KiFn *f, double *par, const char *name, double v, cons
 }
 
 /* Shape check of an input array. */
-static int want(const KcArray *a, const char *path, int ndim, const long *shape, KcErr *e)
+static int want(const KtArray *a, const char *path, int ndim, const long *shape, KiErr *e)
 {
 	if (a->kind != 'f' && a->kind != 'i' && a->kind != 'u') {
-		kc_error(e, path, 0, 0, "array '%s' must be numeric", a->name);
+		ki_error(e, path, 0, 0, "array '%s' must be numeric", a->name);
 		return -1;
 	}
 	int ok = a->ndim == ndim;
@@ -251,25 +251,25 @@ static int want(const KcArray *a, const char *path, int ndim, const long *shape,
 			else
 				snprintf(exp + strlen(exp), sizeof exp - strlen(exp), "%s%ld", i ? ", " : "", shape[i]);
 		}
-		kc_error(e, path, 0, 0, "array '%s' has shape (%s), expected (%s)", a->name, got, exp);
+		ki_error(e, path, 0, 0, "array '%s' has shape (%s), expected (%s)", a->name, got, exp);
 		return -1;
 	}
 	return 0;
 }
 
 /* NULL: out of memory */
-static float *tofloat(const KcArray *a)
+static float *tofloat(const KtArray *a)
 {
-	float *p = kc_realloc(NULL, (a->count + 1) * sizeof *p);
+	float *p = ki_realloc(NULL, (a->count + 1) * sizeof *p);
 	for (size_t k = 0; p && k < a->count; k++)
-		p[k] = (float)kc_array_get(a, k);
+		p[k] = (float)kt_array_get(a, k);
 	return p;
 }
 
 /* -1 with "out of memory" at the case file */
-static int nomem(const char *inputs, KcErr *e)
+static int nomem(const char *inputs, KiErr *e)
 {
-	kc_error(e, inputs, 0, 0, "out of memory");
+	ki_error(e, inputs, 0, 0, "out of memory");
 	return -1;
 }
 
@@ -292,13 +292,13 @@ static void runfree(Run *r)
 
 /* The case's tensors: K, V [L, H, n, d]; optional Q [L, H, G, O, d], lse [L, H, G, O],
 ** pos [n] (default 0 .. n-1, every head), qpos [O]. */
-static int readarrays(const KcNpz *z, Run *r, KcErr *e)
+static int readarrays(const KtNpz *z, Run *r, KiErr *e)
 {
 	KiCase *c = &r->c;
 	const char *inputs = r->inputs;
-	const KcArray *aK = kc_npz_get(z, "K"), *aV = kc_npz_get(z, "V"), *aQ = kc_npz_get(z, "Q"), *a;
+	const KtArray *aK = kt_npz_get(z, "K"), *aV = kt_npz_get(z, "V"), *aQ = kt_npz_get(z, "Q"), *a;
 	if (!aK || !aV) {
-		kc_error(e, inputs, 0, 0, "the case needs arrays K and V [L, H, n, d]");
+		ki_error(e, inputs, 0, 0, "the case needs arrays K and V [L, H, n, d]");
 		return -1;
 	}
 	if (want(aK, inputs, 4, (long[]){ -1, -1, -1, -1 }, e) || want(aV, inputs, 4, aK->shape, e))
@@ -306,7 +306,7 @@ static int readarrays(const KcNpz *z, Run *r, KcErr *e)
 	c->L = (int)aK->shape[0], c->H = (int)aK->shape[1], c->n = (int)aK->shape[2], c->d = (int)aK->shape[3];
 	c->G = 1;
 	if (c->L < 1 || c->H < 1 || c->d < 1 || c->L > 4096 || c->H > 4096 || c->d > 4096) {
-		kc_error(e, inputs, 0, 0, "K has an empty or oversized dimension");
+		ki_error(e, inputs, 0, 0, "K has an empty or oversized dimension");
 		return -1;
 	}
 	r->K = tofloat(aK), r->V = tofloat(aV);
@@ -317,32 +317,32 @@ static int readarrays(const KcNpz *z, Run *r, KcErr *e)
 			return -1;
 		c->G = (int)aQ->shape[2], c->O = (int)aQ->shape[3];
 		if (c->G < 1 || c->G > 64) {
-			kc_error(e, inputs, 0, 0, "Q's group dimension must be 1..64");
+			ki_error(e, inputs, 0, 0, "Q's group dimension must be 1..64");
 			return -1;
 		}
 		if (!(r->Q = tofloat(aQ)))
 			return nomem(inputs, e);
 	}
-	if ((a = kc_npz_get(z, "lse"))) {
+	if ((a = kt_npz_get(z, "lse"))) {
 		if (want(a, inputs, 4, (long[]){ c->L, c->H, c->G, c->O }, e))
 			return -1;
 		if (!(r->lse = tofloat(a)))
 			return nomem(inputs, e);
 	}
-	if (!(r->pos = kc_realloc(NULL, ((size_t)c->L * c->H * c->n + 1) * sizeof *r->pos)))
+	if (!(r->pos = ki_realloc(NULL, ((size_t)c->L * c->H * c->n + 1) * sizeof *r->pos)))
 		return nomem(inputs, e);
-	if ((a = kc_npz_get(z, "pos")) && want(a, inputs, 1, (long[]){ c->n }, e))
+	if ((a = kt_npz_get(z, "pos")) && want(a, inputs, 1, (long[]){ c->n }, e))
 		return -1;
 	for (size_t k = 0; k < (size_t)c->L * c->H; k++)
 		for (int t = 0; t < c->n; t++)
-			r->pos[k * c->n + t] = a ? (int32_t)kc_array_get(a, (size_t)t) : t;
-	if ((a = kc_npz_get(z, "qpos"))) {
+			r->pos[k * c->n + t] = a ? (int32_t)kt_array_get(a, (size_t)t) : t;
+	if ((a = kt_npz_get(z, "qpos"))) {
 		if (want(a, inputs, 1, (long[]){ c->O }, e))
 			return -1;
-		if (!(r->qpos = kc_realloc(NULL, ((size_t)c->O + 1) * sizeof *r->qpos)))
+		if (!(r->qpos = ki_realloc(NULL, ((size_t)c->O + 1) * sizeof *r->qpos)))
 			return nomem(inputs, e);
 		for (int o = 0; o < c->O; o++)
-			r->qpos[o] = (int32_t)kc_array_get(a, (size_t)o);
+			r->qpos[o] = (int32_t)kt_array_get(a, (size_t)o);
 	}
 	return 0;
 }
@@ -352,23 +352,23 @@ static int readarrays(const KcNpz *z, Run *r, KcErr *e)
 ** `obs` rows of Q, lse and qpos (the most recent queries), or fail when Q has
 ** fewer. kvcc.all reads every row given. */
 static int takeobs(const KiFn *f, const double *par, KiCase *c, float **Q, float **lse, int32_t **qpos,
-                   const char *inputs, KcErr *e)
+                   const char *inputs, KiErr *e)
 {
 	if (f->obs_all)
 		return 0;
 	double o = 0;
-	if (KC_RKIND(f->obs) == RK_CON)
-		o = f->con[KC_RIDX(f->obs)];
-	else if (KC_RKIND(f->obs) == RK_PAR)
-		o = par[KC_RIDX(f->obs)];
+	if (KI_RKIND(f->obs) == RK_CON)
+		o = f->con[KI_RIDX(f->obs)];
+	else if (KI_RKIND(f->obs) == RK_PAR)
+		o = par[KI_RIDX(f->obs)];
 	if (!(o >= 0 && o <= 1e9) || o != floor(o)) {
-		kc_error(e, inputs, 0, 0, "policy '%s': the observation count (obs) must be an integer in "
+		ki_error(e, inputs, 0, 0, "policy '%s': the observation count (obs) must be an integer in "
 		         "0..1e9, got %g", f->name, o);
 		return -1;
 	}
 	int want = (int)o, O = c->O;
 	if (want > O) {
-		kc_error(e, inputs, 0, 0, "policy '%s' reads %d observation queries (its obs), but %s", f->name,
+		ki_error(e, inputs, 0, 0, "policy '%s' reads %d observation queries (its obs), but %s", f->name,
 		         want, *Q ? "Q has fewer rows" : "the case has no Q [L, H, G, O, d]");
 		if (*Q)
 			snprintf(e->msg + strlen(e->msg), sizeof e->msg - strlen(e->msg), " (%d)", O);
@@ -389,22 +389,22 @@ static int takeobs(const KiFn *f, const double *par, KiCase *c, float **Q, float
 
 /* Runtime arguments: the defaults, the case's 0-d param.NAME, ratio, budget and dtype,
 ** then the command line's --param, --ratio / --budget and --dtype over them. */
-static int readargs(const KiFn *f, const KcNpz *z, const char *const *params, int nparams, double ratio,
-                    long budget, const char *dtype, Run *r, KcErr *e)
+static int readargs(const KiFn *f, const KtNpz *z, const char *const *params, int nparams, double ratio,
+                    long budget, const char *dtype, Run *r, KiErr *e)
 {
 	KiCase *c = &r->c;
-	const KcArray *a;
-	if (!(r->par = kc_realloc(NULL, ((size_t)f->npar + 1) * sizeof *r->par)))
+	const KtArray *a;
+	if (!(r->par = ki_realloc(NULL, ((size_t)f->npar + 1) * sizeof *r->par)))
 		return nomem(r->inputs, e);
 	for (int i = 0; i < f->npar; i++)
 		r->par[i] = f->par[i].def;
 	for (int i = 0; i < z->n; i++)
 		if (!strncmp(z->a[i].name, "param.", 6)) {
 			if (z->a[i].count != 1 || z->a[i].kind == 'U') {
-				kc_error(e, r->inputs, 0, 0, "'%s' must be a 0-d number", z->a[i].name);
+				ki_error(e, r->inputs, 0, 0, "'%s' must be a 0-d number", z->a[i].name);
 				return -1;
 			}
-			if (setparam(f, r->par, z->a[i].name + 6, kc_array_get(&z->a[i], 0), r->inputs, e))
+			if (setparam(f, r->par, z->a[i].name + 6, kt_array_get(&z->a[i], 0), r->inputs, e))
 				return -1;
 		}
 	for (int i = 0; i < nparams; i++) {
@@ -419,19 +419,19 @@ static int readargs(const KiFn *f, const KcNpz *z, const char *const *params, in
 			return -1;
 	}
 	c->ratio = 0, c->budget = -1;
-	if ((a = kc_npz_get(z, "ratio"))) {
-		double v = a->count == 1 && a->kind != 'U' ? kc_array_get(a, 0) : NAN;
+	if ((a = kt_npz_get(z, "ratio"))) {
+		double v = a->count == 1 && a->kind != 'U' ? kt_array_get(a, 0) : NAN;
 		if (!(v >= 0 && v < 1)) {
-			kc_error(e, r->inputs, 0, 0, "'ratio' must be a 0-d number in [0, 1), got %s%g",
+			ki_error(e, r->inputs, 0, 0, "'ratio' must be a 0-d number in [0, 1), got %s%g",
 			         a->count == 1 ? "" : "an array; ", v);
 			return -1;
 		}
 		c->ratio = v;
 	}
-	if ((a = kc_npz_get(z, "budget"))) {
-		double v = a->count == 1 && a->kind != 'U' ? kc_array_get(a, 0) : NAN;
+	if ((a = kt_npz_get(z, "budget"))) {
+		double v = a->count == 1 && a->kind != 'U' ? kt_array_get(a, 0) : NAN;
 		if (!(v >= 0 && v <= 1e12 && v == floor(v))) {
-			kc_error(e, r->inputs, 0, 0, "'budget' must be a 0-d integer in 0..1e12 (tokens kept per "
+			ki_error(e, r->inputs, 0, 0, "'budget' must be a 0-d integer in 0..1e12 (tokens kept per "
 			         "head), got %s%g", a->count == 1 ? "" : "an array; ", v);
 			return -1;
 		}
@@ -443,10 +443,10 @@ static int readargs(const KiFn *f, const KcNpz *z, const char *const *params, in
 		c->budget = budget;
 	c->dtype = KVCC_F32;
 	char dts[16] = "";
-	if ((a = kc_npz_get(z, "dtype")) && kc_array_str(a, dts, sizeof dts) == 0)
+	if ((a = kt_npz_get(z, "dtype")) && kt_array_str(a, dts, sizeof dts) == 0)
 		dtype = dtype ? dtype : dts;
 	if (dtype && (c->dtype = ki_dtypebyname(dtype)) < 0) {
-		kc_error(e, r->inputs, 0, 0, "unknown dtype '%s' (f32, f16, bf16)", dtype);
+		ki_error(e, r->inputs, 0, 0, "unknown dtype '%s' (f32, f16, bf16)", dtype);
 		return -1;
 	}
 	if (takeobs(f, r->par, c, &r->Q, &r->lse, &r->qpos, r->inputs, e))
@@ -458,14 +458,14 @@ static int readargs(const KiFn *f, const KcNpz *z, const char *const *params, in
 
 /* Decode steps: dq [S, L, H, G, d] queries; each step runs the observe hook over the
 ** cache, then the compression reads the state. Nothing to do without dq. */
-static int observe(const KiFn *f, const KcNpz *z, Run *r, KcErr *e)
+static int observe(const KiFn *f, const KtNpz *z, Run *r, KiErr *e)
 {
 	KiCase *c = &r->c;
-	const KcArray *a = kc_npz_get(z, "dq");
-	if (!a || kc_npz_get(z, "dK"))
+	const KtArray *a = kt_npz_get(z, "dq");
+	if (!a || kt_npz_get(z, "dK"))
 		return 0;
 	if (f->when.kind != WH_decode) {
-		kc_error(e, r->inputs, 0, 0, "'dq' holds decode-step queries, but policy '%s' is a prefill "
+		ki_error(e, r->inputs, 0, 0, "'dq' holds decode-step queries, but policy '%s' is a prefill "
 		         "policy (when = kvcc.prefill): dq is for decode policies (when = kvcc.decode "
 		         "{ ... }); a prefill policy reads its observation queries from Q", f->name);
 		return -1;
@@ -473,16 +473,16 @@ static int observe(const KiFn *f, const KcNpz *z, Run *r, KcErr *e)
 	if (want(a, r->inputs, 5, (long[]){ -1, c->L, c->H, -1, c->d }, e))
 		return -1;
 	if (r->Q && a->shape[3] != c->G) {
-		kc_error(e, r->inputs, 0, 0, "dq's group dimension differs from Q's");
+		ki_error(e, r->inputs, 0, 0, "dq's group dimension differs from Q's");
 		return -1;
 	}
 	c->G = (int)a->shape[3];
 	if (c->G < 1 || c->G > 64) {
-		kc_error(e, r->inputs, 0, 0, "dq's group dimension must be 1..64");
+		ki_error(e, r->inputs, 0, 0, "dq's group dimension must be 1..64");
 		return -1;
 	}
 	size_t ntok = (size_t)c->L * c->H * c->n, per = (size_t)c->L * c->H * c->G * c->d;
-	if (!(r->state = kc_realloc(NULL, ((size_t)f->nst * ntok + 1) * sizeof *r->state)))
+	if (!(r->state = ki_realloc(NULL, ((size_t)f->nst * ntok + 1) * sizeof *r->state)))
 		return nomem(r->inputs, e);
 	for (int s = 0; s < f->nst; s++)
 		for (size_t k = 0; k < ntok; k++)
@@ -506,11 +506,11 @@ static int observe(const KiFn *f, const KcNpz *z, Run *r, KcErr *e)
 ** dq, and compress every `every` steps (the policy's when.every; 1 for a prefill
 ** policy). The result is the last compression's, over the cache it compressed.
 */
-static int decode(const KiFn *f, const KcNpz *z, Run *r, KiResult *res, KcErr *e)
+static int decode(const KiFn *f, const KtNpz *z, Run *r, KiResult *res, KiErr *e)
 {
 	KiCase *c = &r->c;
-	const KcArray *aK = kc_npz_get(z, "dK"), *aV = kc_npz_get(z, "dV"), *ap = kc_npz_get(z, "dpos");
-	const KcArray *aq = kc_npz_get(z, "dq");
+	const KtArray *aK = kt_npz_get(z, "dK"), *aV = kt_npz_get(z, "dV"), *ap = kt_npz_get(z, "dpos");
+	const KtArray *aq = kt_npz_get(z, "dq");
 	if (!aK)
 		return 0;
 	long S = aK->shape[0];
@@ -518,17 +518,17 @@ static int decode(const KiFn *f, const KcNpz *z, Run *r, KiResult *res, KcErr *e
 	    !aV || want(aV, r->inputs, 4, aK->shape, e) || (ap && want(ap, r->inputs, 1, (long[]){ S }, e)) ||
 	    (aq && want(aq, r->inputs, 5, (long[]){ S, c->L, c->H, c->G, c->d }, e))) {
 		if (!aV)
-			kc_error(e, r->inputs, 0, 0, "dK needs dV [S, L, H, d]");
+			ki_error(e, r->inputs, 0, 0, "dK needs dV [S, L, H, d]");
 		return -1;
 	}
 	if (S > 100000) {
-		kc_error(e, r->inputs, 0, 0, "at most 100000 decode steps");
+		ki_error(e, r->inputs, 0, 0, "at most 100000 decode steps");
 		return -1;
 	}
 	long every = 1;
 	if (f->when.kind == WH_decode) {
-		double v = KC_RKIND(f->when.every) == RK_PAR ? r->par[KC_RIDX(f->when.every)] :
-		           f->con[KC_RIDX(f->when.every)];
+		double v = KI_RKIND(f->when.every) == RK_PAR ? r->par[KI_RIDX(f->when.every)] :
+		           f->con[KI_RIDX(f->when.every)];
 		every = v >= 1 && v <= 1e9 ? (long)v : 1;
 	}
 	int L = c->L, H = c->H, d = c->d, cap = c->n + (int)S;
@@ -539,7 +539,7 @@ static int decode(const KiFn *f, const KcNpz *z, Run *r, KiResult *res, KcErr *e
 	double *st = calloc(ntok * (size_t)f->nst + 1, sizeof *st);
 	int rc = -1, last = 0;
 	if (!K || !V || !pos || !len || !st) {
-		kc_error(e, r->inputs, 0, 0, "out of memory");
+		ki_error(e, r->inputs, 0, 0, "out of memory");
 		goto done;
 	}
 	dK = tofloat(aK), dV = tofloat(aV), q = aq ? tofloat(aq) : NULL;
@@ -556,7 +556,7 @@ static int decode(const KiFn *f, const KcNpz *z, Run *r, KiResult *res, KcErr *e
 				if (t < m)
 					pos[dst] = res->pos[src];
 				else
-					pos[dst] = ap ? (int32_t)kc_array_get(ap, (size_t)s) :
+					pos[dst] = ap ? (int32_t)kt_array_get(ap, (size_t)s) :
 					           (m ? res->pos[src - 1] : r->pos[lh * c->n + c->n - 1]) + 1;
 				for (int k = 0; k < f->nst; k++)
 					st[((size_t)k * nlh + lh) * cap + t] = t < m ? res->state[((size_t)k * nlh + lh) * res->n + t] :
@@ -592,37 +592,37 @@ done:
 
 /* The result: scores and, per (layer, head), kept indices, rows and positions into
 ** OUT.npz, or printed. */
-static int report(const KiFn *f, const KiCase *c, const KiResult *res, const char *out, KcErr *e)
+static int report(const KiFn *f, const KiCase *c, const KiResult *res, const char *out, KiErr *e)
 {
 	if (out) {
-		KcNpz w = { 0 };
+		KtNpz w = { 0 };
 		long sh[4] = { c->L, c->H, c->n };
-		int bad = kc_npz_add(&w, "scores", "<f8", 3, sh, res->scores);
+		int bad = kt_npz_add(&w, "scores", "<f8", 3, sh, res->scores);
 		for (int l = 0; l < c->L; l++)
 			for (int h = 0; h < c->H; h++) {
 				size_t lh = (size_t)l * c->H + h;
 				char nm[64];
 				long m[2] = { res->len[lh], c->d };
 				snprintf(nm, sizeof nm, "kept.%d.%d", l, h);
-				bad |= kc_npz_add(&w, nm, "<i4", 1, m, &res->kept[lh * c->n]);
+				bad |= kt_npz_add(&w, nm, "<i4", 1, m, &res->kept[lh * c->n]);
 				snprintf(nm, sizeof nm, "K.%d.%d", l, h);
-				bad |= kc_npz_add(&w, nm, "<f4", 2, m, &res->K[lh * c->n * c->d]);
+				bad |= kt_npz_add(&w, nm, "<f4", 2, m, &res->K[lh * c->n * c->d]);
 				snprintf(nm, sizeof nm, "V.%d.%d", l, h);
-				bad |= kc_npz_add(&w, nm, "<f4", 2, m, &res->V[lh * c->n * c->d]);
+				bad |= kt_npz_add(&w, nm, "<f4", 2, m, &res->V[lh * c->n * c->d]);
 				snprintf(nm, sizeof nm, "pos.%d.%d", l, h);
-				bad |= kc_npz_add(&w, nm, "<i4", 1, m, &res->pos[lh * c->n]);
+				bad |= kt_npz_add(&w, nm, "<i4", 1, m, &res->pos[lh * c->n]);
 				if (f->merge.kind != MG_drop) {
 					snprintf(nm, sizeof nm, "count.%d.%d", l, h);
-					bad |= kc_npz_add(&w, nm, "<f8", 1, m, &res->count[lh * c->n]);
+					bad |= kt_npz_add(&w, nm, "<f8", 1, m, &res->count[lh * c->n]);
 				}
 			}
 		if (f->merge.kind != MG_drop) {
 			long lh2[2] = { c->L, c->H };
-			bad |= kc_npz_add(&w, "sumat", "<i4", 2, lh2, res->sumat);
-			bad |= kc_npz_add(&w, "tau", "<f8", 2, lh2, res->tau);
+			bad |= kt_npz_add(&w, "sumat", "<i4", 2, lh2, res->sumat);
+			bad |= kt_npz_add(&w, "tau", "<f8", 2, lh2, res->tau);
 		}
-		int wr = bad ? (kc_error(e, out, 0, 0, "out of memory"), -1) : kc_npz_write(out, &w, e);
-		kc_npz_free(&w);
+		int wr = bad ? (ki_error(e, out, 0, 0, "out of memory"), -1) : kt_npz_write(out, &w, e);
+		kt_npz_free(&w);
 		return wr;
 	}
 	printf("policy %s: L=%d H=%d G=%d n=%d d=%d obs=%d dtype=%s %s=%g\n", f->name, c->L, c->H, c->G, c->n, c->d,
@@ -685,7 +685,7 @@ static int cmd_run(int argc, char **argv)
 	if (!isnan(ratio) && budget >= 0)
 		die_usage("run: give --ratio or --budget, not both%s", "");
 
-	KcErr e = { 0 };
+	KiErr e = { 0 };
 	KiFn *f = kt_load(path, &e);
 	if (!f)
 		return fail(&e);
@@ -693,8 +693,8 @@ static int cmd_run(int argc, char **argv)
 		ki_free(f);
 		return fail(&e);
 	}
-	KcNpz z;
-	if (kc_npz_read(inputs, &z, &e) != 0) {
+	KtNpz z;
+	if (kt_npz_read(inputs, &z, &e) != 0) {
 		ki_free(f);
 		return fail(&e);
 	}
@@ -709,7 +709,7 @@ static int cmd_run(int argc, char **argv)
 	rc = rc || kt_weights_add(&r.w, &z, "weight.", inputs, &e);
 	r.c.nw = r.w.n, r.c.w = r.w.w;
 	rc = rc || readarrays(&z, &r, &e) || readargs(f, &z, params, nparams, ratio, budget, dtype, &r, &e);
-	if (!rc && kc_npz_get(&z, "dk"))
+	if (!rc && kt_npz_get(&z, "dk"))
 		rc = kt_rundecode(f, &r.c, &z, inputs, out, &e);
 	else if (!rc)
 		rc = observe(f, &z, &r, &e) || ki_run(f, &r.c, &res, &e) || decode(f, &z, &r, &res, &e) ||
@@ -718,7 +718,7 @@ static int cmd_run(int argc, char **argv)
 		fail(&e);
 	ki_result_free(&res);
 	runfree(&r);
-	kc_npz_free(&z);
+	kt_npz_free(&z);
 	ki_free(f);
 	return rc;
 }

@@ -19,30 +19,30 @@ static uint32_t rd32(const unsigned char *p) { return rd16(p) | rd16(p + 2) << 1
 static uint64_t rd64(const unsigned char *p) { return rd32(p) | (uint64_t)rd32(p + 4) << 32; }
 
 /* Parse one .npy image into *a. */
-static int parse_npy(const unsigned char *p, size_t len, KcArray *a, const char *path, KcErr *e)
+static int parse_npy(const unsigned char *p, size_t len, KtArray *a, const char *path, KiErr *e)
 {
 	if (len < 10 || memcmp(p, "\x93NUMPY", 6) != 0)
-		return kc_error(e, path, 0, 0, "member '%s' is not a .npy array", a->name), -1;
+		return ki_error(e, path, 0, 0, "member '%s' is not a .npy array", a->name), -1;
 	size_t hl, off;
 	if (p[6] == 1)
 		hl = rd16(p + 8), off = 10;
 	else if ((p[6] == 2 || p[6] == 3) && len >= 12)
 		hl = rd32(p + 8), off = 12;
 	else
-		return kc_error(e, path, 0, 0, "member '%s': unsupported .npy version %d", a->name, p[6]), -1;
+		return ki_error(e, path, 0, 0, "member '%s': unsupported .npy version %d", a->name, p[6]), -1;
 	if (hl > len - off)
-		return kc_error(e, path, 0, 0, "member '%s': truncated .npy header", a->name), -1;
+		return ki_error(e, path, 0, 0, "member '%s': truncated .npy header", a->name), -1;
 	char hdr[1024];
 	if (hl >= sizeof hdr)
-		return kc_error(e, path, 0, 0, "member '%s': .npy header too long", a->name), -1;
+		return ki_error(e, path, 0, 0, "member '%s': .npy header too long", a->name), -1;
 	memcpy(hdr, p + off, hl);
 	hdr[hl] = 0;
 	const char *d = strstr(hdr, "'descr':"), *fo = strstr(hdr, "'fortran_order':"), *sh = strstr(hdr, "'shape':");
 	if (!d || !fo || !sh)
-		return kc_error(e, path, 0, 0, "member '%s': malformed .npy header", a->name), -1;
+		return ki_error(e, path, 0, 0, "member '%s': malformed .npy header", a->name), -1;
 	d = strchr(d + 8, '\'');
 	if (!d || strlen(d) < 4)
-		return kc_error(e, path, 0, 0, "member '%s': malformed descr", a->name), -1;
+		return ki_error(e, path, 0, 0, "member '%s': malformed descr", a->name), -1;
 	char order = d[1];
 	a->kind = d[2];
 	char *dend;
@@ -50,12 +50,12 @@ static int parse_npy(const unsigned char *p, size_t len, KcArray *a, const char 
 	a->itemsize = dend > d + 3 && isz > 0 && isz <= 1024 ? (int)isz * (a->kind == 'U' ? 4 : 1) : 0;
 	if (order == '>' || !a->kind || !strchr("fiubU", a->kind) || a->itemsize <= 0 ||
 	    (a->kind == 'f' && a->itemsize != 4 && a->itemsize != 8))
-		return kc_error(e, path, 0, 0, "member '%s': unsupported dtype '%.6s'", a->name, d + 1), -1;
+		return ki_error(e, path, 0, 0, "member '%s': unsupported dtype '%.6s'", a->name, d + 1), -1;
 	if (strncmp(fo + 16, " True", 5) == 0)
-		return kc_error(e, path, 0, 0, "member '%s': Fortran order is not supported", a->name), -1;
+		return ki_error(e, path, 0, 0, "member '%s': Fortran order is not supported", a->name), -1;
 	const char *q = strchr(sh, '(');
 	if (!q)
-		return kc_error(e, path, 0, 0, "member '%s': malformed shape", a->name), -1;
+		return ki_error(e, path, 0, 0, "member '%s': malformed shape", a->name), -1;
 	q++;
 	a->ndim = 0;
 	a->count = 1;
@@ -67,29 +67,29 @@ static int parse_npy(const unsigned char *p, size_t len, KcArray *a, const char 
 		char *end;
 		long v = strtol(q, &end, 10);
 		if (end == q || v < 0 || a->ndim == 8 || v > (1L << 40))
-			return kc_error(e, path, 0, 0, "member '%s': malformed shape", a->name), -1;
+			return ki_error(e, path, 0, 0, "member '%s': malformed shape", a->name), -1;
 		a->shape[a->ndim++] = v;
 		if (v && a->count > ((size_t)1 << 40) / (size_t)v)
-			return kc_error(e, path, 0, 0, "member '%s': array too large", a->name), -1;
+			return ki_error(e, path, 0, 0, "member '%s': array too large", a->name), -1;
 		a->count *= (size_t)v;
 		q = end;
 	}
 	size_t bytes = a->count * (size_t)a->itemsize;
 	if (bytes > len - off - hl)
-		return kc_error(e, path, 0, 0, "member '%s': truncated data (%zu bytes for shape, %zu present)",
+		return ki_error(e, path, 0, 0, "member '%s': truncated data (%zu bytes for shape, %zu present)",
 		                a->name, bytes, len - off - hl), -1;
 	a->data = malloc(bytes ? bytes : 1);
 	if (!a->data)
-		return kc_error(e, path, 0, 0, "out of memory"), -1;
+		return ki_error(e, path, 0, 0, "out of memory"), -1;
 	memcpy(a->data, p + off + hl, bytes);
 	return 0;
 }
 
-int kc_npz_read(const char *path, KcNpz *z, KcErr *e)
+int kt_npz_read(const char *path, KtNpz *z, KiErr *e)
 {
 	memset(z, 0, sizeof *z);
 	size_t len;
-	unsigned char *buf = (unsigned char *)kc_readfile(path, &len, e);
+	unsigned char *buf = (unsigned char *)ki_readfile(path, &len, e);
 	if (!buf)
 		return -1;
 	int rc = -1;
@@ -101,35 +101,35 @@ int kc_npz_read(const char *path, KcNpz *z, KcErr *e)
 			break;
 		}
 	if (eocd == (size_t)-1) {
-		kc_error(e, path, 0, 0, "not an .npz file (no zip directory)");
+		ki_error(e, path, 0, 0, "not an .npz file (no zip directory)");
 		goto out;
 	}
 	uint64_t nent = rd16(buf + eocd + 10), cdoff = rd32(buf + eocd + 16);
 	if (cdoff == 0xffffffffu || nent == 0xffff) {      /* zip64: the locator precedes */
 		if (eocd < 20 || rd32(buf + eocd - 20) != 0x07064b50) {
-			kc_error(e, path, 0, 0, "malformed zip64 directory");
+			ki_error(e, path, 0, 0, "malformed zip64 directory");
 			goto out;
 		}
 		uint64_t z64 = rd64(buf + eocd - 20 + 8);
 		if (len < 56 || z64 > len - 56 || rd32(buf + z64) != 0x06064b50) {
-			kc_error(e, path, 0, 0, "malformed zip64 directory");
+			ki_error(e, path, 0, 0, "malformed zip64 directory");
 			goto out;
 		}
 		nent = rd64(buf + z64 + 32), cdoff = rd64(buf + z64 + 48);
 	}
 	if (nent > 4096 || cdoff > len) {
-		kc_error(e, path, 0, 0, "malformed zip directory");
+		ki_error(e, path, 0, 0, "malformed zip directory");
 		goto out;
 	}
 	z->a = calloc(nent + 1, sizeof *z->a);
 	if (!z->a) {
-		kc_error(e, path, 0, 0, "out of memory");
+		ki_error(e, path, 0, 0, "out of memory");
 		goto out;
 	}
 	size_t p = cdoff;
 	for (uint64_t i = 0; i < nent; i++) {
 		if (p + 46 > len || rd32(buf + p) != 0x02014b50) {
-			kc_error(e, path, 0, 0, "malformed zip directory entry %llu", (unsigned long long)i);
+			ki_error(e, path, 0, 0, "malformed zip directory entry %llu", (unsigned long long)i);
 			goto out;
 		}
 		unsigned method = rd16(buf + p + 10);
@@ -137,7 +137,7 @@ int kc_npz_read(const char *path, KcNpz *z, KcErr *e)
 		size_t nlen = rd16(buf + p + 28), xlen = rd16(buf + p + 30), clen = rd16(buf + p + 32);
 		uint64_t loff = rd32(buf + p + 42);
 		if (p + 46 + nlen + xlen + clen > len) {
-			kc_error(e, path, 0, 0, "malformed zip directory entry %llu", (unsigned long long)i);
+			ki_error(e, path, 0, 0, "malformed zip directory entry %llu", (unsigned long long)i);
 			goto out;
 		}
 		/* zip64 extra field: the sizes and offset that were 0xffffffff, in order */
@@ -153,24 +153,24 @@ int kc_npz_read(const char *path, KcNpz *z, KcErr *e)
 			}
 			x += 4 + sz;
 		}
-		KcArray *a = &z->a[z->n];
+		KtArray *a = &z->a[z->n];
 		size_t nm = nlen < sizeof a->name ? nlen : sizeof a->name - 1;
 		memcpy(a->name, buf + p + 46, nm);
 		a->name[nm] = 0;
 		if (nm > 4 && strcmp(a->name + nm - 4, ".npy") == 0)
 			a->name[nm - 4] = 0;
 		if (method != 0) {
-			kc_error(e, path, 0, 0, "member '%s' is compressed; write the file with np.savez "
+			ki_error(e, path, 0, 0, "member '%s' is compressed; write the file with np.savez "
 			         "(not savez_compressed)", a->name);
 			goto out;
 		}
 		if (loff > len || len - loff < 30 || rd32(buf + loff) != 0x04034b50) {   /* no wrap */
-			kc_error(e, path, 0, 0, "member '%s': bad local header", a->name);
+			ki_error(e, path, 0, 0, "member '%s': bad local header", a->name);
 			goto out;
 		}
 		uint64_t data = loff + 30 + rd16(buf + loff + 26) + rd16(buf + loff + 28);
 		if (data > len || csize > len - data || csize != usize) {
-			kc_error(e, path, 0, 0, "member '%s' is truncated", a->name);
+			ki_error(e, path, 0, 0, "member '%s' is truncated", a->name);
 			goto out;
 		}
 		if (parse_npy(buf + data, (size_t)csize, a, path, e) != 0)
@@ -182,11 +182,11 @@ int kc_npz_read(const char *path, KcNpz *z, KcErr *e)
 out:
 	free(buf);
 	if (rc != 0)
-		kc_npz_free(z);
+		kt_npz_free(z);
 	return rc;
 }
 
-const KcArray *kc_npz_get(const KcNpz *z, const char *name)
+const KtArray *kt_npz_get(const KtNpz *z, const char *name)
 {
 	for (int i = 0; i < z->n; i++)
 		if (strcmp(z->a[i].name, name) == 0)
@@ -194,7 +194,7 @@ const KcArray *kc_npz_get(const KcNpz *z, const char *name)
 	return NULL;
 }
 
-void kc_npz_free(KcNpz *z)
+void kt_npz_free(KtNpz *z)
 {
 	for (int i = 0; z->a && i < z->n; i++)
 		free(z->a[i].data);
@@ -202,7 +202,7 @@ void kc_npz_free(KcNpz *z)
 	memset(z, 0, sizeof *z);
 }
 
-double kc_array_get(const KcArray *a, size_t k)
+double kt_array_get(const KtArray *a, size_t k)
 {
 	const unsigned char *p = (const unsigned char *)a->data + k * (size_t)a->itemsize;
 	switch (a->kind) {
@@ -223,7 +223,7 @@ double kc_array_get(const KcArray *a, size_t k)
 	return 0;
 }
 
-int kc_array_str(const KcArray *a, char *buf, size_t len)
+int kt_array_str(const KtArray *a, char *buf, size_t len)
 {
 	if (a->kind != 'U' || a->count != 1 || len == 0)
 		return -1;
@@ -239,13 +239,13 @@ int kc_array_str(const KcArray *a, char *buf, size_t len)
 	return 0;
 }
 
-int kc_npz_add(KcNpz *z, const char *name, const char *descr, int ndim, const long *shape, const void *data)
+int kt_npz_add(KtNpz *z, const char *name, const char *descr, int ndim, const long *shape, const void *data)
 {
-	KcArray *t = kc_realloc(z->a, (size_t)(z->n + 1) * sizeof *z->a);
+	KtArray *t = ki_realloc(z->a, (size_t)(z->n + 1) * sizeof *z->a);
 	if (!t)
 		return -1;
 	z->a = t;
-	KcArray *a = &z->a[z->n];
+	KtArray *a = &z->a[z->n];
 	memset(a, 0, sizeof *a);
 	snprintf(a->name, sizeof a->name, "%s", name);
 	a->kind = descr[1];
@@ -255,7 +255,7 @@ int kc_npz_add(KcNpz *z, const char *name, const char *descr, int ndim, const lo
 	for (int i = 0; i < ndim; i++)
 		a->shape[i] = shape[i], a->count *= (size_t)shape[i];
 	size_t bytes = a->count * (size_t)a->itemsize;
-	if (!(a->data = kc_realloc(NULL, bytes)))
+	if (!(a->data = ki_realloc(NULL, bytes)))
 		return -1;
 	memcpy(a->data, data, bytes);
 	z->n++;
@@ -277,7 +277,7 @@ static void wr16(FILE *f, uint32_t v) { fputc((int)(v & 255), f); fputc((int)(v 
 static void wr32(FILE *f, uint32_t v) { wr16(f, v & 0xffff); wr16(f, v >> 16); }
 
 /* One .npy image in memory (NULL: out of memory). */
-static unsigned char *npy_image(const KcArray *a, size_t *len)
+static unsigned char *npy_image(const KtArray *a, size_t *len)
 {
 	char hdr[512], shape[256] = "";
 	for (int i = 0; i < a->ndim; i++)
@@ -290,7 +290,7 @@ static unsigned char *npy_image(const KcArray *a, size_t *len)
 	int total = 10 + hl + 1, pad = (64 - total % 64) % 64;
 	size_t bytes = a->count * (size_t)a->itemsize;
 	size_t n = (size_t)total + (size_t)pad + bytes;
-	unsigned char *p = kc_realloc(NULL, n);
+	unsigned char *p = ki_realloc(NULL, n);
 	if (!p)
 		return NULL;
 	memcpy(p, "\x93NUMPY\x01\x00", 8);
@@ -303,12 +303,12 @@ static unsigned char *npy_image(const KcArray *a, size_t *len)
 	return p;
 }
 
-/* Where kc_npz_write writes: a new temporary file next to path (*tmp, renamed
+/* Where kt_npz_write writes: a new temporary file next to path (*tmp, renamed
 ** over path at the end, so that readers never see half a file), or path itself
 ** when it exists and is not a regular file (a device such as /dev/null, which a
 ** rename would replace; a FIFO without a reader is an error, not a wait).
 ** NULL with e set. */
-static FILE *npz_open(const char *path, char **tmp, KcErr *e)
+static FILE *npz_open(const char *path, char **tmp, KiErr *e)
 {
 	struct stat st;
 	int fd;
@@ -317,14 +317,14 @@ static FILE *npz_open(const char *path, char **tmp, KcErr *e)
 		fd = open(path, O_WRONLY | O_NONBLOCK | O_CLOEXEC);   /* a directory: EISDIR */
 	else {
 		size_t n = strlen(path) + 32;   /* never truncated: a cut name could be another file */
-		if (!(*tmp = kc_realloc(NULL, n)))
-			return kc_error(e, path, 0, 0, "out of memory"), NULL;
+		if (!(*tmp = ki_realloc(NULL, n)))
+			return ki_error(e, path, 0, 0, "out of memory"), NULL;
 		snprintf(*tmp, n, "%s.tmp%ld", path, (long)getpid());
 		fd = open(*tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);   /* never an existing file */
 	}
 	FILE *f = fd >= 0 && fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK) == 0 ? fdopen(fd, "wb") : NULL;
 	if (!f) {
-		kc_error(e, path, 0, 0, "cannot write: %s", strerror(errno));
+		ki_error(e, path, 0, 0, "cannot write: %s", strerror(errno));
 		if (fd >= 0)
 			close(fd);
 		if (fd >= 0 && *tmp)
@@ -334,15 +334,15 @@ static FILE *npz_open(const char *path, char **tmp, KcErr *e)
 	return f;
 }
 
-int kc_npz_write(const char *path, const KcNpz *z, KcErr *e)
+int kt_npz_write(const char *path, const KtNpz *z, KiErr *e)
 {
 	char *tmp = NULL;
-	uint32_t *offs = kc_realloc(NULL, (size_t)(z->n + 1) * sizeof *offs);
-	uint32_t *crcs = kc_realloc(NULL, (size_t)(z->n + 1) * sizeof *crcs);
-	uint32_t *sizes = kc_realloc(NULL, (size_t)(z->n + 1) * sizeof *sizes);
+	uint32_t *offs = ki_realloc(NULL, (size_t)(z->n + 1) * sizeof *offs);
+	uint32_t *crcs = ki_realloc(NULL, (size_t)(z->n + 1) * sizeof *crcs);
+	uint32_t *sizes = ki_realloc(NULL, (size_t)(z->n + 1) * sizeof *sizes);
 	FILE *f = NULL;
 	if (!offs || !crcs || !sizes)
-		kc_error(e, path, 0, 0, "out of memory");
+		ki_error(e, path, 0, 0, "out of memory");
 	else
 		f = npz_open(path, &tmp, e);
 	if (!f) {
@@ -386,9 +386,9 @@ int kc_npz_write(const char *path, const KcNpz *z, KcErr *e)
 	int bad = ferror(f);
 	int rc = 0;
 	if (fclose(f) != 0 || bad || nomem || off > 0xffffffffL)
-		rc = -1, kc_error(e, path, 0, 0, nomem ? "out of memory" : "write failed");
+		rc = -1, ki_error(e, path, 0, 0, nomem ? "out of memory" : "write failed");
 	else if (tmp && rename(tmp, path) != 0)
-		rc = -1, kc_error(e, path, 0, 0, "cannot rename the written file into place");
+		rc = -1, ki_error(e, path, 0, 0, "cannot rename the written file into place");
 	if (rc && tmp)
 		remove(tmp);
 	free(tmp);

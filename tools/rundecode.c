@@ -54,7 +54,7 @@ static void takeresult(Dec *D, const KiResult *r)
 	}
 }
 
-static int compress(const KiFn *f, KiCase *c, Dec *D, KcErr *e)
+static int compress(const KiFn *f, KiCase *c, Dec *D, KiErr *e)
 {
 	KiResult r;
 	if (ki_run(f, c, &r, e) != 0)
@@ -64,7 +64,7 @@ static int compress(const KiFn *f, KiCase *c, Dec *D, KcErr *e)
 	return 0;
 }
 
-static int shaped(const KcArray *a, int ndim, const long *shape)
+static int shaped(const KtArray *a, int ndim, const long *shape)
 {
 	if (!a || a->ndim != ndim)
 		return 0;
@@ -74,33 +74,33 @@ static int shaped(const KcArray *a, int ndim, const long *shape)
 	return 1;
 }
 
-static int write(const Dec *D, const KiFn *f, int S, const char *out, KcErr *e)
+static int write(const Dec *D, const KiFn *f, int S, const char *out, KiErr *e)
 {
-	KcNpz w = { 0 };
+	KtNpz w = { 0 };
 	long so[5] = { S, D->L, D->H, D->G, D->d }, sl[3] = { S, D->L, D->H }, sp[4] = { S, D->L, D->H, D->cap };
 	long lh2[2] = { D->L, D->H };
-	int bad = kc_npz_add(&w, "out", "<f4", 5, so, D->out);
-	bad |= kc_npz_add(&w, "steplen", "<i4", 3, sl, D->steplen);
-	bad |= kc_npz_add(&w, "steppos", "<i4", 4, sp, D->steppos);
-	bad |= kc_npz_add(&w, "sumat", "<i4", 2, lh2, D->sumat);
-	bad |= kc_npz_add(&w, "tau", "<f8", 2, lh2, D->tau);
+	int bad = kt_npz_add(&w, "out", "<f4", 5, so, D->out);
+	bad |= kt_npz_add(&w, "steplen", "<i4", 3, sl, D->steplen);
+	bad |= kt_npz_add(&w, "steppos", "<i4", 4, sp, D->steppos);
+	bad |= kt_npz_add(&w, "sumat", "<i4", 2, lh2, D->sumat);
+	bad |= kt_npz_add(&w, "tau", "<f8", 2, lh2, D->tau);
 	for (int l = 0; l < D->L; l++)
 		for (int h = 0; h < D->H; h++) {
 			size_t lh = (size_t)l * D->H + h, base = lh * D->cap;
 			long m[2] = { D->len[lh], D->d };
 			char nm[64];
 			snprintf(nm, sizeof nm, "K.%d.%d", l, h);
-			bad |= kc_npz_add(&w, nm, "<f4", 2, m, &D->K[base * D->d]);
+			bad |= kt_npz_add(&w, nm, "<f4", 2, m, &D->K[base * D->d]);
 			snprintf(nm, sizeof nm, "V.%d.%d", l, h);
-			bad |= kc_npz_add(&w, nm, "<f4", 2, m, &D->V[base * D->d]);
+			bad |= kt_npz_add(&w, nm, "<f4", 2, m, &D->V[base * D->d]);
 			snprintf(nm, sizeof nm, "pos.%d.%d", l, h);
-			bad |= kc_npz_add(&w, nm, "<i4", 1, m, &D->pos[base]);
+			bad |= kt_npz_add(&w, nm, "<i4", 1, m, &D->pos[base]);
 			snprintf(nm, sizeof nm, "count.%d.%d", l, h);
-			bad |= kc_npz_add(&w, nm, "<f8", 1, m, &D->count[base]);
+			bad |= kt_npz_add(&w, nm, "<f8", 1, m, &D->count[base]);
 		}
 	(void)f;
-	int rc = bad ? (kc_error(e, out, 0, 0, "out of memory"), -1) : kc_npz_write(out, &w, e);
-	kc_npz_free(&w);
+	int rc = bad ? (ki_error(e, out, 0, 0, "out of memory"), -1) : kt_npz_write(out, &w, e);
+	kt_npz_free(&w);
 	return rc;
 }
 
@@ -108,24 +108,24 @@ static int write(const Dec *D, const KiFn *f, int S, const char *out, KcErr *e)
 ** c0: the case as kvcc run read it (K, V [L][H][n][d], pos, params, ratio / budget,
 ** dtype); z: the case file (dk, dv [S, L, H, d], dq [S, L, H, G, d], optional dpos [S]).
 */
-int kt_rundecode(const KiFn *f, const KiCase *c0, const KcNpz *z, const char *inputs, const char *out,
-                 KcErr *e)
+int kt_rundecode(const KiFn *f, const KiCase *c0, const KtNpz *z, const char *inputs, const char *out,
+                 KiErr *e)
 {
-	const KcArray *adk = kc_npz_get(z, "dk"), *adv = kc_npz_get(z, "dv"), *adq = kc_npz_get(z, "dq");
-	const KcArray *adp = kc_npz_get(z, "dpos");
+	const KtArray *adk = kt_npz_get(z, "dk"), *adv = kt_npz_get(z, "dv"), *adq = kt_npz_get(z, "dq");
+	const KtArray *adp = kt_npz_get(z, "dpos");
 	int L = c0->L, H = c0->H, d = c0->d, n0 = c0->n;
 	if (!shaped(adk, 4, (long[]){ -1, L, H, d }) || !shaped(adv, 4, adk->shape) || !adq || adq->ndim != 5 ||
 	    adq->shape[0] != adk->shape[0] || adq->shape[1] != L || adq->shape[2] != H || adq->shape[4] != d) {
-		kc_error(e, inputs, 0, 0, "a decode case needs dk, dv [S, L, H, d] and dq [S, L, H, G, d]");
+		ki_error(e, inputs, 0, 0, "a decode case needs dk, dv [S, L, H, d] and dq [S, L, H, G, d]");
 		return -1;
 	}
 	int S = (int)adk->shape[0], G = (int)adq->shape[3];
 	if (S < 1 || S > 100000 || G < 1 || G > 64 || (adp && !shaped(adp, 1, (long[]){ S }))) {
-		kc_error(e, inputs, 0, 0, "a decode case needs 1..100000 steps, a group of 1..64 and dpos [S]");
+		ki_error(e, inputs, 0, 0, "a decode case needs 1..100000 steps, a group of 1..64 and dpos [S]");
 		return -1;
 	}
 	if (f->when.kind == WH_decode && c0->budget < 0) {
-		kc_error(e, inputs, 0, 0, "decode steps of a decode policy need a budget");
+		ki_error(e, inputs, 0, 0, "decode steps of a decode policy need a budget");
 		return -1;
 	}
 	Dec D = { .L = L, .H = H, .G = G, .d = d, .cap = n0 + S, .nst = f->nst };
@@ -141,7 +141,7 @@ int kt_rundecode(const KiFn *f, const KiCase *c0, const KcNpz *z, const char *in
 	int rc = -1;
 	if (!D.K || !D.V || !D.out || !D.pos || !D.len || !D.sumat || !D.steplen || !D.steppos || !D.state ||
 	    !D.count || !D.tau || !q) {
-		kc_error(e, inputs, 0, 0, "out of memory");
+		ki_error(e, inputs, 0, 0, "out of memory");
 		goto out;
 	}
 	for (size_t lh = 0; lh < nlh; lh++) {
@@ -176,8 +176,8 @@ int kt_rundecode(const KiFn *f, const KiCase *c0, const KcNpz *z, const char *in
 		}
 		ki_result_free(&r);
 	}
-	double every = KC_RKIND(f->when.every) == RK_PAR ? c0->params[KC_RIDX(f->when.every)] :
-	               KC_RKIND(f->when.every) == RK_CON ? f->con[KC_RIDX(f->when.every)] : 1;
+	double every = KI_RKIND(f->when.every) == RK_PAR ? c0->params[KI_RIDX(f->when.every)] :
+	               KI_RKIND(f->when.every) == RK_CON ? f->con[KI_RIDX(f->when.every)] : 1;
 	if (!(every >= 1 && every <= 1e9))
 		every = 1;
 	for (int s = 0; s < S; s++) {
@@ -185,17 +185,17 @@ int kt_rundecode(const KiFn *f, const KiCase *c0, const KcNpz *z, const char *in
 			int t = D.len[lh];
 			size_t dst = lh * D.cap + t;
 			for (int ch = 0; ch < d; ch++) {
-				D.K[dst * d + ch] = (float)kc_array_get(adk, (((size_t)s * nlh + lh) * d) + ch);
-				D.V[dst * d + ch] = (float)kc_array_get(adv, (((size_t)s * nlh + lh) * d) + ch);
+				D.K[dst * d + ch] = (float)kt_array_get(adk, (((size_t)s * nlh + lh) * d) + ch);
+				D.V[dst * d + ch] = (float)kt_array_get(adv, (((size_t)s * nlh + lh) * d) + ch);
 			}
-			D.pos[dst] = adp ? (int32_t)kc_array_get(adp, (size_t)s) : n0 + s;
+			D.pos[dst] = adp ? (int32_t)kt_array_get(adp, (size_t)s) : n0 + s;
 			D.count[dst] = 1;
 			for (int k = 0; k < f->nst; k++)
 				D.state[(size_t)k * rows + dst] = f->st[k].init;
 			D.len[lh] = t + 1;
 		}
 		for (size_t k = 0; k < nlh * G * d; k++)
-			q[k] = (float)kc_array_get(adq, (size_t)s * nlh * G * d + k);
+			q[k] = (float)kt_array_get(adq, (size_t)s * nlh * G * d + k);
 		c.step = s;
 		if (ki_observe(f, &c, q, D.state, &D.out[(size_t)s * nlh * G * d], e) != 0)
 			goto out;

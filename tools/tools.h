@@ -11,7 +11,7 @@
 
 /* main.c: a policy from POLICY.lua (through the sandbox) or FILE.kir (parsed and
 ** verified); NULL with e set. */
-KC_FUNC KiFn *kt_load(const char *path, KcErr *e);
+KC_FUNC KiFn *kt_load(const char *path, KiErr *e);
 
 /* eval.c: `kvcc eval POLICY.lua ... --model M --tokenizer T --data FILE [options]`; argv
 ** holds the arguments after "eval". Returns the exit status: 0, 1 (an error while
@@ -33,9 +33,9 @@ KC_FUNC int kt_tune(int argc, char **argv);
 /* rundecode.c: `kvcc run` on a decode case (dk, dv, dq: generation step by step through
 ** the interpreter); c0 is the case as read, z the case file. 0, or -1 with e set. */
 struct KiCase;
-struct KcNpz;
-KC_FUNC int kt_rundecode(const KiFn *f, const struct KiCase *c0, const struct KcNpz *z, const char *inputs,
-                         const char *out, KcErr *e);
+struct KtNpz;
+KC_FUNC int kt_rundecode(const KiFn *f, const struct KiCase *c0, const struct KtNpz *z, const char *inputs,
+                         const char *out, KiErr *e);
 
 /* weights.c: policy weights from .npz arrays (as doubles, matched to a policy by name
 ** when it runs). */
@@ -45,9 +45,9 @@ typedef struct KtWeights {
 	char *name[KT_MAXWEIGHTS];
 	int n;
 } KtWeights;
-KC_FUNC int kt_weights_add(KtWeights *w, const struct KcNpz *z, const char *prefix, const char *path,
-                           KcErr *e);
-KC_FUNC int kt_weights_read(KtWeights *w, const char *path, KcErr *e);
+KC_FUNC int kt_weights_add(KtWeights *w, const struct KtNpz *z, const char *prefix, const char *path,
+                           KiErr *e);
+KC_FUNC int kt_weights_read(KtWeights *w, const char *path, KiErr *e);
 KC_FUNC void kt_weights_free(KtWeights *w);
 
 #endif

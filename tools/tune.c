@@ -37,7 +37,7 @@
 #define MAXC 64              /* candidates per stage */
 
 typedef struct Tuner {
-	KcJob j;
+	KiJob j;
 	kvcc_spec spec;
 	int nb, buckets[MAXB];
 	int threads;             /* cores for the split stage */
@@ -192,12 +192,12 @@ static void bar(Tuner *T, const char *stage, const char *cfg)
 /* compile `cfg` (through the cache) and open it: NULL when it does not compile (said) */
 static kvcc_policy *build(Tuner *T, const char *cfg, char *resolved, size_t rn)
 {
-	KcErr e = { 0 };
+	KiErr e = { 0 };
 	char path[1400], out[64];
 	snprintf(out, sizeof out, "/tmp/kvcc-tune-%ld.so", (long)getpid());
 	T->j.config = cfg, T->j.cfgfrom = NULL, T->j.verbose = T->verbose > 1;
 	kvcc_policy *p = NULL;
-	if (kc_cached(&T->j, out, path, sizeof path, &e) != 0) {
+	if (ki_cached(&T->j, out, path, sizeof path, &e) != 0) {
 		fprintf(stderr, "%skvcc tune: config %s failed to compile (%s); skipped\n", T->tty ? "\n" : "", cfg, e.msg);
 		return NULL;
 	}
@@ -470,22 +470,22 @@ int kt_tune(int argc, char **argv)
 	T.t0 = now_s();
 	T.tty = isatty(2);
 	T.threads = (int)sysconf(_SC_NPROCESSORS_ONLN);
-	T.j = (KcJob){ .path = in, .spec = T.spec, .notune = 1, .verbose = T.verbose > 1 };
-	KcErr e = { 0 };
+	T.j = (KiJob){ .path = in, .spec = T.spec, .notune = 1, .verbose = T.verbose > 1 };
+	KiErr e = { 0 };
 	char why[300];
-	if (kc_front(&T.j, &e) != 0 || kc_targets(&T.j, &e) != 0) {
+	if (ki_front(&T.j, &e) != 0 || ki_targets(&T.j, &e) != 0) {
 		fprintf(stderr, "%s\n", e.msg);
-		kc_job_free(&T.j);
+		ki_job_free(&T.j);
 		return 1;
 	}
-	if (ktb_path(T.db, sizeof T.db, why, sizeof why) != 0) {
+	if (ki_tdb_path(T.db, sizeof T.db, why, sizeof why) != 0) {
 		fprintf(stderr, "kvcc tune: no tuning database: %s\n", why);
-		kc_job_free(&T.j);
+		ki_job_free(&T.j);
 		return 1;
 	}
-	T.kernel = ktb_kernel(T.j.f, &T.spec);
-	T.dev = ktb_device(T.devname, sizeof T.devname);
-	T.version = ktb_version();
+	T.kernel = ki_tdb_kernel(T.j.f, &T.spec);
+	T.dev = ki_tdb_device(T.devname, sizeof T.devname);
+	T.version = ki_tdb_version();
 	char *host = kx_hostfeatures();
 	KxConfig def;
 	kx_cfgresolve(NULL, &T.spec, host, &def, why, sizeof why);
@@ -493,7 +493,7 @@ int kt_tune(int argc, char **argv)
 	kvcc_policy *p0 = NULL;
 	char res0[128];
 	if (!(p0 = build(&T, "default", res0, sizeof res0))) {
-		free(host), kc_job_free(&T.j);
+		free(host), ki_job_free(&T.j);
 		return 1;
 	}
 	kvcc_policy_obs(p0, NULL, &T.nobs);
@@ -519,7 +519,7 @@ int kt_tune(int argc, char **argv)
 		fprintf(stderr, "kvcc tune: %s %s d=%d g=%d on %s (%d cores), kvcc %s, database %s\n", T.j.f->name,
 		        ki_dtypename(T.spec.dtype), T.spec.head_dim, T.spec.group, T.devname, T.threads, T.version, T.db);
 	if (T.verbose) {
-		ktb_lookup(T.db, T.kernel, why, sizeof why, 1);   /* says what of other devices is ignored */
+		ki_tdb_lookup(T.db, T.kernel, why, sizeof why, 1);   /* says what of other devices is ignored */
 		fprintf(stderr, "kvcc tune: AMX tiles: %s\n", hasamx() ? "this CPU has amx_bf16, but no AMX kernel exists yet "
 		        "(not in the space)" : "not in the space (this CPU has no amx_bf16)");
 	}
@@ -608,7 +608,7 @@ int kt_tune(int argc, char **argv)
 	record(&T, "pick", 0, fin, g1);
 	T.rec[T.nrec - 1].kind = 'p';
 	int rc = 0;
-	if (ktb_update(T.db, T.rec, T.nrec, why, sizeof why) != 0) {
+	if (ki_tdb_update(T.db, T.rec, T.nrec, why, sizeof why) != 0) {
 		fprintf(stderr, "kvcc tune: %s\n", why);
 		rc = 1;
 	}
@@ -663,6 +663,6 @@ int kt_tune(int argc, char **argv)
 	for (int b = 0; b < T.nb; b++)
 		freedata(&D[b]);
 	free(T.rec), free(host);
-	kc_job_free(&T.j);
+	ki_job_free(&T.j);
 	return rc;
 }

@@ -31,17 +31,17 @@ static double now_ms(void)
 
 static int cmpint(const void *a, const void *b) { return *(const int *)a - *(const int *)b; }
 
-int kp_gpu_targets(const char *archs, KpGpu *g, const KiFn *f, KcErr *e)
+int kp_gpu_targets(const char *archs, KpGpu *g, const KiFn *f, KiErr *e)
 {
 	memset(g, 0, sizeof *g);
 	char why[300];
 	if (kp_nvrtc_available(&g->nvrtc_major, &g->nvrtc_minor, why, sizeof why) != 0)
-		return kc_error(e, f->src, 0, 0, "GPU backend: %s", why), -1;
+		return ki_error(e, f->src, 0, 0, "GPU backend: %s", why), -1;
 	int have[64], nhave = kp_nvrtc_archs(have, 64), sm[KVG_MAXARCH], n = 0;
 	if (nhave < 0)
-		return kc_error(e, f->src, 0, 0, "GPU backend: NVRTC lists no supported architectures"), -1;
+		return ki_error(e, f->src, 0, 0, "GPU backend: NVRTC lists no supported architectures"), -1;
 	if (!archs || !*archs)
-		return kc_error(e, f->src, 0, 0, "--gpu-arch: empty target list (e.g. sm_80,sm_90)"), -1;
+		return ki_error(e, f->src, 0, 0, "--gpu-arch: empty target list (e.g. sm_80,sm_90)"), -1;
 	if (!strcmp(archs, "all")) {
 		for (int i = 0; i < nhave && n < KVG_MAXARCH; i++)
 			if (have[i] >= 80)
@@ -55,9 +55,9 @@ int kp_gpu_targets(const char *archs, KpGpu *g, const KiFn *f, KcErr *e)
 			char *end = NULL;
 			long v = strncmp(one, "sm_", 3) ? -1 : strtol(one + 3, &end, 10);
 			if (v < 0 || !end || *end || end == one + 3)
-				return kc_error(e, f->src, 0, 0, "--gpu-arch: '%s' is not an sm_XY name (e.g. sm_80,sm_90)", one), -1;
+				return ki_error(e, f->src, 0, 0, "--gpu-arch: '%s' is not an sm_XY name (e.g. sm_80,sm_90)", one), -1;
 			if (v < 80)
-				return kc_error(e, f->src, 0, 0,
+				return ki_error(e, f->src, 0, 0,
 				                "--gpu-arch: %s is not supported: kvcc's GPU kernels need sm_80 or newer "
 				                "(bf16 arithmetic, > 48 KB shared memory)", one), -1;
 			int ok = 0;
@@ -67,7 +67,7 @@ int kp_gpu_targets(const char *archs, KpGpu *g, const KiFn *f, KcErr *e)
 				char list[256] = "";
 				for (int i = 0; i < nhave; i++)
 					snprintf(list + strlen(list), sizeof list - strlen(list), " sm_%d", have[i]);
-				return kc_error(e, f->src, 0, 0, "--gpu-arch: NVRTC %d.%d cannot target %s (supported:%s)",
+				return ki_error(e, f->src, 0, 0, "--gpu-arch: NVRTC %d.%d cannot target %s (supported:%s)",
 				                g->nvrtc_major, g->nvrtc_minor, one, list), -1;
 			}
 			int dup = 0;
@@ -75,18 +75,18 @@ int kp_gpu_targets(const char *archs, KpGpu *g, const KiFn *f, KcErr *e)
 				dup |= sm[i] == v;
 			if (!dup) {
 				if (n == KVG_MAXARCH)
-					return kc_error(e, f->src, 0, 0, "--gpu-arch: at most %d targets", KVG_MAXARCH), -1;
+					return ki_error(e, f->src, 0, 0, "--gpu-arch: at most %d targets", KVG_MAXARCH), -1;
 				sm[n++] = (int)v;
 			}
 			s += l + (c ? 1 : 0);
 		}
 	if (!n)
-		return kc_error(e, f->src, 0, 0, "--gpu-arch: no target"), -1;
+		return ki_error(e, f->src, 0, 0, "--gpu-arch: no target"), -1;
 	qsort(sm, (size_t)n, sizeof *sm, cmpint);
 	for (int i = 0; i < n; i++) {
 		size_t u = strlen(g->archs);
 		if (snprintf(g->archs + u, sizeof g->archs - u, "%ssm_%d", i ? "," : "", sm[i]) >= (int)(sizeof g->archs - u))
-			return kc_error(e, f->src, 0, 0, "--gpu-arch: too many targets"), -1;
+			return ki_error(e, f->src, 0, 0, "--gpu-arch: too many targets"), -1;
 	}
 	return 0;
 }
@@ -164,7 +164,7 @@ void kp_gpu_print(const KpCudaOut *v, const kvcc_gpu_header *h, FILE *fp)
 /* --- the object ---------------------------------------------------------------------------- */
 
 /* the blob as the exported constant KVCC_GPU_SYMBOL of an x86-64 PIC object */
-static int emit_object(const void *blob, size_t n, const char *path, KcErr *e, const KiFn *f)
+static int emit_object(const void *blob, size_t n, const char *path, KiErr *e, const KiFn *f)
 {
 	LLVMInitializeX86TargetInfo();
 	LLVMInitializeX86Target();
@@ -173,7 +173,7 @@ static int emit_object(const void *blob, size_t n, const char *path, KcErr *e, c
 	char *triple = LLVMGetDefaultTargetTriple(), *err = NULL;
 	LLVMTargetRef tgt;
 	if (LLVMGetTargetFromTriple(triple, &tgt, &err)) {
-		kc_error(e, f->src, 0, 0, "LLVM: %s", err);
+		ki_error(e, f->src, 0, 0, "LLVM: %s", err);
 		LLVMDisposeMessage(err), LLVMDisposeMessage(triple);
 		return -1;
 	}
@@ -192,7 +192,7 @@ static int emit_object(const void *blob, size_t n, const char *path, KcErr *e, c
 	LLVMSetVisibility(gv, LLVMDefaultVisibility);
 	int rc = -1;
 	if (LLVMTargetMachineEmitToFile(tm, m, (char *)path, LLVMObjectFile, &err))
-		kc_error(e, f->src, 0, 0, "LLVM (GPU artifact object): %s", err ? err : "?");
+		ki_error(e, f->src, 0, 0, "LLVM (GPU artifact object): %s", err ? err : "?");
 	else
 		rc = 0;
 	if (err)
@@ -205,8 +205,8 @@ static int emit_object(const void *blob, size_t n, const char *path, KcErr *e, c
 	return rc;
 }
 
-int kp_gpu_emit(const KiFn *f, const KpPlan *p, const kvcc_spec *spec, const KpGpu *g, const char *obj, int verbose,
-                double *ms, KcErr *e)
+int kp_gpu_emit(const KiFn *f, const KiPlan *p, const kvcc_spec *spec, const KpGpu *g, const char *obj, int verbose,
+                double *ms, KiErr *e)
 {
 	double t0 = now_ms();
 	KpCudaOpts o = { .dtype = spec->dtype, .head_dim = spec->head_dim, .group = spec->group, .archs = g->archs,
@@ -227,7 +227,7 @@ int kp_gpu_emit(const KiFn *f, const KpPlan *p, const kvcc_spec *spec, const KpG
 	}
 	kp_cuda_free(&out);
 	if (!blob)
-		return kc_error(e, f->src, 0, 0, "out of memory (GPU artifact)"), -1;
+		return ki_error(e, f->src, 0, 0, "out of memory (GPU artifact)"), -1;
 	int rc = emit_object(blob, n, obj, e, f);
 	if (rc == 0 && verbose)
 		fprintf(stderr, "kvcc: GPU: NVRTC %.1f ms (%s), artifact %zu bytes\n", now_ms() - t0, g->archs, n);

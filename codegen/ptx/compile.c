@@ -103,7 +103,7 @@ static void parselog(const char *log, KpCudaOut *out, KpCudaImage *im)
 	}
 }
 
-static int parsearchs(const char *s, int *sm, int max, const int *have, int nhave, KcErr *e, const KiFn *f)
+static int parsearchs(const char *s, int *sm, int max, const int *have, int nhave, KiErr *e, const KiFn *f)
 {
 	int n = 0;
 	if (!s)
@@ -120,7 +120,7 @@ static int parsearchs(const char *s, int *sm, int max, const int *have, int nhav
 		snprintf(one, sizeof one, "%.*s", (int)(len < 31 ? len : 31), s);
 		int v = 0;
 		if (sscanf(one, "sm_%d", &v) != 1 && sscanf(one, "compute_%d", &v) != 1 && sscanf(one, "%d", &v) != 1)
-			return kc_error(e, f->src, 0, 0, "--gpu-arch: '%s' is not an sm_XY name", one), -1;
+			return ki_error(e, f->src, 0, 0, "--gpu-arch: '%s' is not an sm_XY name", one), -1;
 		int ok = 0;
 		for (int i = 0; i < nhave; i++)
 			ok |= have[i] == v;
@@ -131,7 +131,7 @@ static int parsearchs(const char *s, int *sm, int max, const int *have, int nhav
 				snprintf(t, sizeof t, "%ssm_%d", i ? " " : "", have[i]);
 				strncat(list, t, sizeof list - strlen(list) - 1);
 			}
-			return kc_error(e, f->src, 0, 0, "--gpu-arch: NVRTC cannot target sm_%d (supported: %s)", v, list), -1;
+			return ki_error(e, f->src, 0, 0, "--gpu-arch: NVRTC cannot target sm_%d (supported: %s)", v, list), -1;
 		}
 		if (n < max)
 			sm[n++] = v;
@@ -142,12 +142,12 @@ static int parsearchs(const char *s, int *sm, int max, const int *have, int nhav
 	return n;
 }
 
-int kp_compile_cuda(const KiFn *f, const KpCudaOpts *o, KpCudaOut *out, KcErr *e)
+int kp_compile_cuda(const KiFn *f, const KpCudaOpts *o, KpCudaOut *out, KiErr *e)
 {
 	memset(out, 0, sizeof *out);
 	out->nthreads = o->nthreads > 0 ? o->nthreads : 256;
 	if (out->nthreads % 32 || out->nthreads > 1024)
-		return kc_error(e, f->src, 0, 0, "GPU backend: threads per block must be a multiple of 32 up to 1024"), -1;
+		return ki_error(e, f->src, 0, 0, "GPU backend: threads per block must be a multiple of 32 up to 1024"), -1;
 	double t0 = now_ms();
 	if (kp_generate(f, o, out, e) != 0)
 		return -1;
@@ -156,7 +156,7 @@ int kp_compile_cuda(const KiFn *f, const KpCudaOpts *o, KpCudaOut *out, KcErr *e
 		return 0;
 	char why[512];
 	if (kp_nvrtc_available(&out->nvrtc_major, &out->nvrtc_minor, why, sizeof why) != 0) {
-		kc_error(e, f->src, 0, 0, "GPU backend: %s", why);
+		ki_error(e, f->src, 0, 0, "GPU backend: %s", why);
 		kp_cuda_free(out);
 		return -1;
 	}
@@ -183,7 +183,7 @@ int kp_compile_cuda(const KiFn *f, const KpCudaOpts *o, KpCudaOut *out, KcErr *e
 		char name[96];
 		snprintf(name, sizeof name, "%s.cu", f->name);
 		if (kp_nvrtc_compile(out->src, name, sm[a], extra, 4, &r, why, sizeof why) != 0) {
-			kc_error(e, f->src, 0, 0, "GPU backend: %s", why);
+			ki_error(e, f->src, 0, 0, "GPU backend: %s", why);
 			kp_nvrtc_free(&r);
 			kp_cuda_free(out);
 			return -1;

@@ -32,7 +32,7 @@ int kp_err(Gen *g, const KiIns *in, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(buf, sizeof buf, fmt, ap);
 	va_end(ap);
-	kc_error(g->e, g->f->src, in ? in->line : g->f->line, in ? in->col : g->f->col, "GPU backend: %s", buf);
+	ki_error(g->e, g->f->src, in ? in->line : g->f->line, in ? in->col : g->f->col, "GPU backend: %s", buf);
 	return -1;
 }
 
@@ -47,11 +47,11 @@ static void flit(char *buf, size_t n, double v)
 }
 
 /* a ref that is a runtime scalar known without instructions (const, param) as a double expression */
-int kp_dscalar(const Gen *g, KcRef r, char *buf, size_t n, double def)
+int kp_dscalar(const Gen *g, KiRef r, char *buf, size_t n, double def)
 {
-	switch (KC_RKIND(r)) {
-	case RK_CON: snprintf(buf, n, "%.17g", g->f->con[KC_RIDX(r)]); return 0;
-	case RK_PAR: snprintf(buf, n, "a.par[%d]", KC_RIDX(r)); return 0;
+	switch (KI_RKIND(r)) {
+	case RK_CON: snprintf(buf, n, "%.17g", g->f->con[KI_RIDX(r)]); return 0;
+	case RK_PAR: snprintf(buf, n, "a.par[%d]", KI_RIDX(r)); return 0;
 	case RK_NIL: snprintf(buf, n, "%.17g", def); return 0;
 	}
 	return -1;
@@ -93,10 +93,10 @@ static int isqk(const KiFn *f, const KiIns *in)
 		return 0;
 	int q = 0, k = 0;
 	for (int a = 0; a < 2; a++) {
-		KcRef r = in->arg[a];
-		if (KC_RKIND(r) != RK_INS || f->ins[KC_RIDX(r)].op != KO_input)
+		KiRef r = in->arg[a];
+		if (KI_RKIND(r) != RK_INS || f->ins[KI_RIDX(r)].op != KO_input)
 			return 0;
-		q += f->ins[KC_RIDX(r)].aux == IN_Q, k += f->ins[KC_RIDX(r)].aux == IN_K;
+		q += f->ins[KI_RIDX(r)].aux == IN_Q, k += f->ins[KI_RIDX(r)].aux == IN_K;
 	}
 	return q == 1 && k == 1;
 }
@@ -283,9 +283,9 @@ static int valins(Gen *g, int i, const Idx *ix, int *memo, int d, char *out, siz
 	while (n > 0) {
 		int j = st[n - 1].i, k = st[n - 1].k++;
 		if (k < 3) {
-			KcRef r = f->ins[j].arg[k];
-			if (KC_RKIND(r) != RK_INS || !samectx(g, j, k, memo) || memo[KC_RIDX(r)] >= 0 ||
-			    g->home[KC_RIDX(r)] == HM_BUF)
+			KiRef r = f->ins[j].arg[k];
+			if (KI_RKIND(r) != RK_INS || !samectx(g, j, k, memo) || memo[KI_RIDX(r)] >= 0 ||
+			    g->home[KI_RIDX(r)] == HM_BUF)
 				continue;
 			if (n == cap) {
 				void *q = realloc(st, (size_t)(cap *= 2) * sizeof *st);
@@ -295,7 +295,7 @@ static int valins(Gen *g, int i, const Idx *ix, int *memo, int d, char *out, siz
 				}
 				st = q;
 			}
-			st[n].i = KC_RIDX(r), st[n++].k = 0;
+			st[n].i = KI_RIDX(r), st[n++].k = 0;
 			continue;
 		}
 		if (--n == 0)
@@ -308,12 +308,12 @@ static int valins(Gen *g, int i, const Idx *ix, int *memo, int d, char *out, siz
 	return rc ? rc : valone(g, i, ix, memo, d, out, outn);
 }
 
-int kp_val(Gen *g, KcRef r, const Idx *ix, int *memo, int d, char *out, size_t outn)
+int kp_val(Gen *g, KiRef r, const Idx *ix, int *memo, int d, char *out, size_t outn)
 {
-	switch (KC_RKIND(r)) {
-	case RK_CON: flit(out, outn, g->f->con[KC_RIDX(r)]); return 0;
-	case RK_PAR: snprintf(out, outn, "(float)a.par[%d]", KC_RIDX(r)); return 0;
-	case RK_INS: return valins(g, KC_RIDX(r), ix, memo, d, out, outn);
+	switch (KI_RKIND(r)) {
+	case RK_CON: flit(out, outn, g->f->con[KI_RIDX(r)]); return 0;
+	case RK_PAR: snprintf(out, outn, "(float)a.par[%d]", KI_RIDX(r)); return 0;
+	case RK_INS: return valins(g, KI_RIDX(r), ix, memo, d, out, outn);
 	}
 	snprintf(out, outn, "0.f");
 	return 0;
@@ -541,7 +541,7 @@ static int step_pool(Gen *g, int i, int d)
 static int step_hmean(Gen *g, int i, int d)
 {
 	const KiIns *in = &g->f->ins[i];
-	KcRef r = in->arg[0];
+	KiRef r = in->arg[0];
 	Idx ix;
 	char nm[AX_NUM][16];
 	sb(&g->s, "\t/* %%%d = hmean: mean over the heads of layer l */\n", i);
@@ -553,8 +553,8 @@ static int step_hmean(Gen *g, int i, int d)
 	char b[300];
 	bufidx(in->axes, &ix, b, sizeof b);
 	indent(g, d + 1), sb(&g->s, "float acc_ = 0.f;\n");
-	if (KC_RKIND(r) == RK_INS) {
-		int k = KC_RIDX(r);
+	if (KI_RKIND(r) == RK_INS) {
+		int k = KI_RIDX(r);
 		char bk[300];
 		bufidx(g->f->ins[k].axes, &ix, bk, sizeof bk);
 		indent(g, d + 1), sb(&g->s, "for (int hh = 0; hh < a.H; hh++)\n");
@@ -601,19 +601,19 @@ static int step_mat(Gen *g, int i, int d)
 
 /* does r reach a Q·Kᵀ logit through values computed inline (INL, and STAT's operand)?
 ** One sweep down from r (operands point backwards; no recursion as deep as a chain). */
-static int reachqk(const Gen *g, KcRef r, char *seen)
+static int reachqk(const Gen *g, KiRef r, char *seen)
 {
-	if (KC_RKIND(r) != RK_INS)
+	if (KI_RKIND(r) != RK_INS)
 		return 0;
-	seen[KC_RIDX(r)] = 1;
-	for (int i = KC_RIDX(r); i >= 0; i--) {
+	seen[KI_RIDX(r)] = 1;
+	for (int i = KI_RIDX(r); i >= 0; i--) {
 		if (!seen[i])
 			continue;
 		if (isqk(g->f, &g->f->ins[i]))
 			return 1;
 		for (int k = 0; g->home[i] != HM_BUF && k < 3; k++)
-			if (KC_RKIND(g->f->ins[i].arg[k]) == RK_INS && KC_RIDX(g->f->ins[i].arg[k]) < i)
-				seen[KC_RIDX(g->f->ins[i].arg[k])] = 1;
+			if (KI_RKIND(g->f->ins[i].arg[k]) == RK_INS && KI_RIDX(g->f->ins[i].arg[k]) < i)
+				seen[KI_RIDX(g->f->ins[i].arg[k])] = 1;
 	}
 	return 0;
 }
@@ -760,15 +760,15 @@ int kp_step(Gen *g, int i)
 /* --- analysis ------------------------------------------------------------------------ */
 
 /* what r reaches: one sweep down (operands point backwards; no recursion) */
-void kp_mark(const KiFn *f, KcRef r, char *need)
+void kp_mark(const KiFn *f, KiRef r, char *need)
 {
-	if (KC_RKIND(r) != RK_INS)
+	if (KI_RKIND(r) != RK_INS)
 		return;
-	need[KC_RIDX(r)] = 1;
-	for (int i = KC_RIDX(r); i >= 0; i--)
+	need[KI_RIDX(r)] = 1;
+	for (int i = KI_RIDX(r); i >= 0; i--)
 		for (int k = 0; need[i] && k < 3; k++)
-			if (KC_RKIND(f->ins[i].arg[k]) == RK_INS && KC_RIDX(f->ins[i].arg[k]) < i)
-				need[KC_RIDX(f->ins[i].arg[k])] = 1;
+			if (KI_RKIND(f->ins[i].arg[k]) == RK_INS && KI_RIDX(f->ins[i].arg[k]) < i)
+				need[KI_RIDX(f->ins[i].arg[k])] = 1;
 }
 
 static int isleaf(int op)
@@ -785,8 +785,8 @@ int kp_analyse(Gen *g, const char *need, int decode)
 			continue;
 		const KiIns *in = &f->ins[i];
 		for (int k = 0; k < 3; k++)
-			if (KC_RKIND(in->arg[k]) == RK_INS && KC_RIDX(in->arg[k]) >= i)
-				return kp_err(g, in, "internal: operand %%%d after its use", KC_RIDX(in->arg[k]));
+			if (KI_RKIND(in->arg[k]) == RK_INS && KI_RIDX(in->arg[k]) >= i)
+				return kp_err(g, in, "internal: operand %%%d after its use", KI_RIDX(in->arg[k]));
 		int op = in->op, h = HM_INL;
 		if (isleaf(op) || ki_rule(op) == AR_EW)
 			h = HM_INL;
@@ -808,8 +808,8 @@ int kp_analyse(Gen *g, const char *need, int decode)
 			return kp_err(g, in, "the observe hook cannot read %s", ki_inputname(in->aux));
 		if ((op == KO_avgpool || op == KO_maxpool) && ki_refaxes(f, in->arg[1]))
 			return kp_err(g, in, "the pooling kernel size must be a scalar");
-		if ((op == KO_avgpool || op == KO_maxpool || op == KO_hmean) && KC_RKIND(in->arg[0]) == RK_INS) {
-			int k = KC_RIDX(in->arg[0]);
+		if ((op == KO_avgpool || op == KO_maxpool || op == KO_hmean) && KI_RKIND(in->arg[0]) == RK_INS) {
+			int k = KI_RIDX(in->arg[0]);
 			if (g->home[k] != HM_BUF && f->ins[k].op != KO_input && f->ins[k].op != KO_index)
 				g->home[k] = HM_BUF;
 			if (op == KO_hmean)
@@ -818,8 +818,8 @@ int kp_analyse(Gen *g, const char *need, int decode)
 		g->home[i] = (uint8_t)h;
 		int ph = 0;
 		for (int k = 0; k < 3; k++)
-			if (KC_RKIND(in->arg[k]) == RK_INS && g->phase[KC_RIDX(in->arg[k])] > ph)
-				ph = g->phase[KC_RIDX(in->arg[k])];
+			if (KI_RKIND(in->arg[k]) == RK_INS && g->phase[KI_RIDX(in->arg[k])] > ph)
+				ph = g->phase[KI_RIDX(in->arg[k])];
 		g->phase[i] = ph + (op == KO_hmean);
 	}
 	memset(g->cur, 0, sizeof g->cur);

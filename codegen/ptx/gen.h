@@ -67,7 +67,7 @@ static inline void sb(Sb *s, const char *fmt, ...)
 /* the generator's state for one policy and specialization */
 typedef struct Gen {
 	const KiFn *f;
-	KcErr *e;
+	KiErr *e;
 	int dtype, D, G, NT;
 	uint8_t *home;       /* [nins] HM_* */
 	int *phase;          /* [nins] */
@@ -90,10 +90,10 @@ enum { TS_NONE, TS_STAT, TS_OBS };   /* kp_tiledstep: not tiled, softmax stats, 
 
 /* expr.c */
 KC_FUNC int kp_err(Gen *g, const KiIns *in, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-KC_FUNC int kp_dscalar(const Gen *g, KcRef r, char *buf, size_t n, double def);
-KC_FUNC int kp_val(Gen *g, KcRef r, const Idx *ix, int *memo, int d, char *out, size_t outn);
+KC_FUNC int kp_dscalar(const Gen *g, KiRef r, char *buf, size_t n, double def);
+KC_FUNC int kp_val(Gen *g, KiRef r, const Idx *ix, int *memo, int d, char *out, size_t outn);
 KC_FUNC int *kp_newmemo(Gen *g);
-KC_FUNC void kp_mark(const KiFn *f, KcRef r, char *need);
+KC_FUNC void kp_mark(const KiFn *f, KiRef r, char *need);
 KC_FUNC int kp_analyse(Gen *g, const char *need, int decode);
 KC_FUNC int kp_tiledstep(Gen *g, int i);
 KC_FUNC int kp_step(Gen *g, int i);
@@ -102,6 +102,6 @@ KC_FUNC void kp_wsmax(Gen *g);
 KC_FUNC void kp_offexpr(const long long o[4], char *buf, size_t n);
 
 /* kernels.c */
-KC_FUNC int kp_generate(const KiFn *f, const KpCudaOpts *o, KpCudaOut *out, KcErr *e);
+KC_FUNC int kp_generate(const KiFn *f, const KpCudaOpts *o, KpCudaOut *out, KiErr *e);
 
 #endif

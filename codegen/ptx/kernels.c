@@ -63,7 +63,7 @@ static int gen_score(Gen *g, KpCudaOut *out)
 	int rc = kp_analyse(g, need, 0);
 	if (rc == 0)
 		kp_wsmax(g);
-	int last = KC_RKIND(f->score) == RK_INS ? g->phase[KC_RIDX(f->score)] : 0;
+	int last = KI_RKIND(f->score) == RK_INS ? g->phase[KI_RIDX(f->score)] : 0;
 	for (int p = 0; rc == 0 && p <= last; p++) {
 		char name[32];
 		snprintf(name, sizeof name, "kv_score%d", p);
@@ -120,8 +120,8 @@ static int gen_decode(Gen *g, KpCudaOut *out)
 	int rc = kp_analyse(g, need, 1);
 	/* every update is materialized before the write-back: all of them read the old state */
 	for (int s = 0; rc == 0 && s < f->nst; s++)
-		if (KC_RKIND(f->st[s].update) == RK_INS)
-			g->home[KC_RIDX(f->st[s].update)] = HM_BUF;
+		if (KI_RKIND(f->st[s].update) == RK_INS)
+			g->home[KI_RIDX(f->st[s].update)] = HM_BUF;
 	if (rc) {
 		free(need);
 		return -1;
@@ -340,7 +340,7 @@ static void argsdecl(Sb *s)
 }
 
 /* does root reach an instruction with this op? (-1: out of memory) */
-static int uses(const KiFn *f, KcRef root, int op)
+static int uses(const KiFn *f, KiRef root, int op)
 {
 	char *need = calloc((size_t)f->nins + 1, 1);
 	if (!need)
@@ -360,31 +360,31 @@ static int uses(const KiFn *f, KcRef root, int op)
 ** the kernel list and the workspace coefficients; -1 with e set (positioned at the
 ** policy line) for what the GPU backend does not support.
 */
-int kp_generate(const KiFn *f, const KpCudaOpts *o, KpCudaOut *out, KcErr *e)
+int kp_generate(const KiFn *f, const KpCudaOpts *o, KpCudaOut *out, KiErr *e)
 {
 	Gen g = { .f = f, .e = e, .dtype = o->dtype, .D = o->head_dim, .G = o->group, .NT = out->nthreads };
 	if (g.D < 1 || g.D > 1024 || g.G < 1 || g.G > 64)
-		return kc_error(e, f->src, f->line, f->col, "GPU backend: head_dim %d / group %d out of range", g.D, g.G), -1;
+		return ki_error(e, f->src, f->line, f->col, "GPU backend: head_dim %d / group %d out of range", g.D, g.G), -1;
 	if (f->npar > KVG_MAXPAR)
-		return kc_error(e, f->src, f->line, f->col, "GPU backend: %d params, at most %d", f->npar, KVG_MAXPAR), -1;
-	if (kp_unsupported(f, e) != 0)   /* merge rules, the issue-13 language (compiler/support.c) */
+		return ki_error(e, f->src, f->line, f->col, "GPU backend: %d params, at most %d", f->npar, KVG_MAXPAR), -1;
+	if (ki_unsupported(f, e) != 0)   /* merge rules, the issue-13 language (compiler/support.c) */
 		return -1;
 	/* the same mapping rules as the x86 plan where it applies (state and x.attn are ours) */
 	int ustate = uses(f, f->score, KO_state), uattn = uses(f, f->score, KO_attn);
 	if (ustate < 0 || uattn < 0)
-		return kc_error(e, f->src, 0, 0, "GPU backend: out of memory"), -1;
+		return ki_error(e, f->src, 0, 0, "GPU backend: out of memory"), -1;
 	if (!o->plan && !ustate && !uattn) {
-		KpPlan p;
-		if (kp_build(f, &p, e) != 0)
+		KiPlan p;
+		if (ki_plan(f, &p, e) != 0)
 			return -1;
-		kp_free(&p);
+		ki_plan_free(&p);
 	}
 	g.home = calloc((size_t)f->nins + 1, 1);
 	g.phase = calloc((size_t)f->nins + 1, sizeof *g.phase);
 	g.off = calloc((size_t)f->nins + 1, sizeof *g.off);
 	if (!g.home || !g.phase || !g.off) {
 		free(g.home), free(g.phase), free(g.off);
-		return kc_error(e, f->src, 0, 0, "GPU backend: out of memory"), -1;
+		return ki_error(e, f->src, 0, 0, "GPU backend: out of memory"), -1;
 	}
 	sb(&g.s, "%s", kp_cuh_prelude);
 	sb(&g.s, "/* policy %s: dtype %s, head_dim %d, group %d */\n", f->name, ki_dtypename(o->dtype), g.D, g.G);
@@ -416,7 +416,7 @@ int kp_generate(const KiFn *f, const KpCudaOpts *o, KpCudaOut *out, KcErr *e)
 	free(g.home), free(g.phase), free(g.off);
 	if (g.s.oom) {
 		free(g.s.p);
-		return kc_error(e, f->src, 0, 0, "GPU backend: out of memory"), -1;
+		return ki_error(e, f->src, 0, 0, "GPU backend: out of memory"), -1;
 	}
 	if (rc) {
 		free(g.s.p);

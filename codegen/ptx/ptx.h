@@ -34,7 +34,7 @@ typedef struct KpCudaOpts {
 	const char *archs;       /* "sm_80,sm_90" (NULL: that); "all": every arch NVRTC supports */
 	int nthreads;            /* threads per block (multiple of 32); 0: 256 */
 	int gen_only;            /* generate the CUDA C only, no NVRTC */
-	const KpPlan *plan;      /* the driver's plan of f (NULL: the generator checks the mapping itself) */
+	const KiPlan *plan;      /* the driver's plan of f (NULL: the generator checks the mapping itself) */
 	int verbose;
 } KpCudaOpts;
 
@@ -42,7 +42,7 @@ typedef struct KpCudaOpts {
 ** o->gen_only, compile it with NVRTC for each arch. Unsupported constructs
 ** are errors positioned at the policy line. -1 with e set on failure; out
 ** is then freed. */
-KC_FUNC int kp_compile_cuda(const KiFn *f, const KpCudaOpts *o, KpCudaOut *out, KcErr *e);
+KC_FUNC int kp_compile_cuda(const KiFn *f, const KpCudaOpts *o, KpCudaOut *out, KiErr *e);
 KC_FUNC void kp_cuda_free(KpCudaOut *out);
 /* Dynamic shared bytes of the select kernel for `tile` staging rows. */
 KC_FUNC unsigned kp_cuda_dsmem(int dtype, int head_dim, int tile);
@@ -61,12 +61,12 @@ typedef struct KpGpu {
 	int nvrtc_major, nvrtc_minor;
 } KpGpu;
 /* Parse and normalize "sm_90,sm_80" / "all", find NVRTC: 0, or -1 with e set. */
-KC_FUNC int kp_gpu_targets(const char *archs, KpGpu *g, const KiFn *f, KcErr *e);
+KC_FUNC int kp_gpu_targets(const char *archs, KpGpu *g, const KiFn *f, KiErr *e);
 /* The GPU kernels of (f, p, spec) for g's targets as the blob KVCC_GPU_SYMBOL in the x86-64
 ** object `obj` (the driver links it beside the CPU kernels); verbose: registers / shared memory /
 ** spills per kernel and arch on stderr. */
-KC_FUNC int kp_gpu_emit(const KiFn *f, const KpPlan *p, const kvcc_spec *spec, const KpGpu *g, const char *obj,
-                        int verbose, double *ms, KcErr *e);
+KC_FUNC int kp_gpu_emit(const KiFn *f, const KiPlan *p, const kvcc_spec *spec, const KpGpu *g, const char *obj,
+                        int verbose, double *ms, KiErr *e);
 /* Serialize the blob (malloc'd, *n bytes) / print what it holds. */
 KC_FUNC void *kp_gpu_blob(const KpCudaOut *o, const kvcc_spec *spec, uint64_t kir_hash, const char *archs, size_t *n);
 KC_FUNC void kp_gpu_print(const KpCudaOut *v, const kvcc_gpu_header *h, FILE *fp);

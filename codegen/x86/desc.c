@@ -42,32 +42,32 @@ static size_t put(Buf *b, const void *src, size_t n, size_t align)
 	return at;
 }
 
-static KaRef ref(const KiFn *f, KcRef r)
+static KaRef ref(const KiFn *f, KiRef r)
 {
 	KaRef k = { KA_NONE, 0, 0 };
-	switch (KC_RKIND(r)) {
-	case RK_CON: k.kind = KA_CON, k.val = f->con[KC_RIDX(r)]; break;
-	case RK_PAR: k.kind = KA_PAR, k.idx = KC_RIDX(r), k.val = f->par[KC_RIDX(r)].def; break;
+	switch (KI_RKIND(r)) {
+	case RK_CON: k.kind = KA_CON, k.val = f->con[KI_RIDX(r)]; break;
+	case RK_PAR: k.kind = KA_PAR, k.idx = KI_RIDX(r), k.val = f->par[KI_RIDX(r)].def; break;
 	}
 	return k;
 }
 
 /* The run plan of instruction i (see KaIns). */
-static KaIns insof(const KiFn *f, const KpPlan *p, int i)
+static KaIns insof(const KiFn *f, const KiPlan *p, int i)
 {
 	const KiIns *in = &f->ins[i];
 	KaIns k = { .axes = in->axes, .line = in->line, .col = in->col };
 	int hm = p->cls[i] && in->op == KO_hmean;
-	if (p->tout[i] || p->cls[i] == KP_RED || hm)
+	if (p->tout[i] || p->cls[i] == KI_CRED || hm)
 		k.store |= KA_SARENA;
 	if (p->otout[i])
 		k.store |= KA_SOBSERVE;
-	if (p->tgen[i] == KP_GEN_START)
-		k.what = KA_LOOP, k.arg = kp_segend(p, i);
-	else if (p->cls[i] == KP_RED)
+	if (p->tgen[i] == KI_GEN_START)
+		k.what = KA_LOOP, k.arg = ki_segend(p, i);
+	else if (p->cls[i] == KI_CRED)
 		k.what = in->op == KO_mean ? KA_ATTN_MEAN : KA_ATTN_SUM;
 	else if (hm)
-		k.what = KA_HMEAN, k.arg = KC_RIDX(in->arg[0]);
+		k.what = KA_HMEAN, k.arg = KI_RIDX(in->arg[0]);
 	return k;
 }
 
@@ -84,19 +84,19 @@ static int layerdep(const KiFn *f)
 	return 0;
 }
 
-void *kx_desc(const KiFn *f, const KpPlan *p, const kvcc_spec *spec, int W, uint64_t cpu, uint64_t kir_hash,
+void *kx_desc(const KiFn *f, const KiPlan *p, const kvcc_spec *spec, int W, uint64_t cpu, uint64_t kir_hash,
               size_t *n)
 {
 	return kx_desccfg(f, p, spec, NULL, W, cpu, kir_hash, n);
 }
 
-void *kx_desccfg(const KiFn *f, const KpPlan *p, const kvcc_spec *spec, const KxConfig *cfg, int W, uint64_t cpu,
+void *kx_desccfg(const KiFn *f, const KiPlan *p, const kvcc_spec *spec, const KxConfig *cfg, int W, uint64_t cpu,
                  uint64_t kir_hash, size_t *n)
 {
 	Buf b = { 0 };
 	KaHdr h = { .format = KA_FORMAT, .kir_hash = kir_hash, .cpu = cpu, .dtype = spec->dtype,
 	            .head_dim = spec->head_dim, .group = spec->group, .target = spec->target, .vec_width = W,
-	            .nins = f->nins, .npar = f->npar, .nst = f->nst, .score = KC_RIDX(f->score),
+	            .nins = f->nins, .npar = f->npar, .nst = f->nst, .score = KI_RIDX(f->score),
 	            .fsoft = p->has_attn ? p->fsoft : -1, .when = f->when.kind == WH_decode,
 	            .scope = f->sel.scope, .sel_line = f->sel.line, .sel_col = f->sel.col };
 	memcpy(h.magic, KA_MAGIC, sizeof h.magic);
@@ -127,7 +127,7 @@ void *kx_desccfg(const KiFn *f, const KpPlan *p, const kvcc_spec *spec, const Kx
 	}
 	for (int i = 0; i < f->nst && !b.oom; i++) {
 		KaState k = { .name = (uint32_t)(put(&b, f->st[i].name, strlen(f->st[i].name) + 1, 1) - h.str),
-		              .update = f->st[i].update != KC_NIL, .init = f->st[i].init };
+		              .update = f->st[i].update != KI_NIL, .init = f->st[i].init };
 		if (!b.oom)
 			memcpy(b.p + h.st + (size_t)i * sizeof k, &k, sizeof k);
 	}

@@ -40,7 +40,7 @@ static double now_ms(void)
 	return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
 }
 
-int kx_link(const char *const *objs, int nobj, const char *so, KcErr *e)
+int kx_link(const char *const *objs, int nobj, const char *so, KiErr *e)
 {
 	const char *cc = getenv("KVCC_CC");
 	if (!cc || !*cc)
@@ -66,7 +66,7 @@ int kx_link(const char *const *objs, int nobj, const char *so, KcErr *e)
 	if (rc != 0) {
 		if (logfd >= 0)
 			close(logfd);
-		kc_error(e, "kvcc", 0, 0, "cannot run %s: %s", cc, strerror(rc));
+		ki_error(e, "kvcc", 0, 0, "cannot run %s: %s", cc, strerror(rc));
 		return -1;
 	}
 	int st = 0;
@@ -86,38 +86,38 @@ int kx_link(const char *const *objs, int nobj, const char *so, KcErr *e)
 			c--;
 		for (char *q = c; *q; q++)
 			*q = *q < ' ' ? ' ' : *q;
-		kc_error(e, "kvcc", 0, 0, "%s -shared failed linking %s (status %d)%s%s", cc, so, st, *c ? ": " : "", c);
+		ki_error(e, "kvcc", 0, 0, "%s -shared failed linking %s (status %d)%s%s", cc, so, st, *c ? ": " : "", c);
 		return -1;
 	}
 	return 0;
 }
 
-int kx_checkspec(const KiFn *f, const kvcc_spec *spec, KcErr *e)
+int kx_checkspec(const KiFn *f, const kvcc_spec *spec, KiErr *e)
 {
 	if (spec->head_dim < 8 || spec->head_dim > 256 || spec->head_dim % 8) {
-		kc_error(e, f->src, f->line, f->col, "x86 backend: head_dim %d not supported (multiples of 8 up to 256)",
+		ki_error(e, f->src, f->line, f->col, "x86 backend: head_dim %d not supported (multiples of 8 up to 256)",
 		         spec->head_dim);
 		return -1;
 	}
 	if (spec->group < 1 || spec->group > 8) {
-		kc_error(e, f->src, f->line, f->col, "x86 backend: group %d not supported (1..8)", spec->group);
+		ki_error(e, f->src, f->line, f->col, "x86 backend: group %d not supported (1..8)", spec->group);
 		return -1;
 	}
 	if (spec->dtype < KVCC_F32 || spec->dtype > KVCC_BF16) {
-		kc_error(e, f->src, f->line, f->col, "x86 backend: unknown dtype %d", spec->dtype);
+		ki_error(e, f->src, f->line, f->col, "x86 backend: unknown dtype %d", spec->dtype);
 		return -1;
 	}
 	if (spec->target < KVCC_TARGET_NATIVE || spec->target > KVCC_TARGET_SCALAR) {
-		kc_error(e, f->src, f->line, f->col, "x86 backend: unknown target %d", spec->target);
+		ki_error(e, f->src, f->line, f->col, "x86 backend: unknown target %d", spec->target);
 		return -1;
 	}
 	char *host = kx_hostfeatures();
 	if (!host)
-		return kc_error(e, f->src, 0, 0, "x86 backend: out of memory"), -1;
+		return ki_error(e, f->src, 0, 0, "x86 backend: out of memory"), -1;
 	int W = kx_vecwidth(spec, host);
 	free(host);
 	if (!W) {
-		kc_error(e, f->src, 0, 0, "target %s needs CPU features this host lacks", kx_targetname(spec->target));
+		ki_error(e, f->src, 0, 0, "target %s needs CPU features this host lacks", kx_targetname(spec->target));
 		return -1;
 	}
 	return 0;
@@ -125,7 +125,7 @@ int kx_checkspec(const KiFn *f, const kvcc_spec *spec, KcErr *e)
 
 /* The target machine: the artifact's feature set (never the host's CPU name). *cpu its CPU. */
 static LLVMTargetMachineRef machine(const KiFn *f, const kvcc_spec *spec, const char *host, int W, const char **cpu,
-                                    char *triple, KcErr *e)
+                                    char *triple, KiErr *e)
 {
 	char feats[1200] = "";
 	*cpu = "x86-64";
@@ -140,7 +140,7 @@ static LLVMTargetMachineRef machine(const KiFn *f, const kvcc_spec *spec, const 
 	char *err = NULL;
 	LLVMTargetRef tgt;
 	if (LLVMGetTargetFromTriple(triple, &tgt, &err)) {
-		kc_error(e, f->src, 0, 0, "LLVM: %s", err);
+		ki_error(e, f->src, 0, 0, "LLVM: %s", err);
 		LLVMDisposeMessage(err);
 		return NULL;
 	}
@@ -194,7 +194,7 @@ static LLVMValueRef stub(Gen *g, const char *name, LLVMTypeRef ret, LLVMTypeRef 
 
 /* every kernel of the artifact: the fixed ones (kern.c) and the policy's (tmap.c); head_mean and
 ** the observe hook only when the plan has them; -1: out of memory */
-static int kernels(Gen *g, const KiFn *f, const KpPlan *kp, LLVMValueRef *fn)
+static int kernels(Gen *g, const KiFn *f, const KiPlan *kp, LLVMValueRef *fn)
 {
 	LLVMTypeRef hm[4] = { g->ptr, g->i64, g->i64, g->ptr }, ob[1] = { g->ptr };
 	int rc = 0;
@@ -229,15 +229,15 @@ static int kernels(Gen *g, const KiFn *f, const KpPlan *kp, LLVMValueRef *fn)
 
 /* the exported kvcc_artifact: magic, ABI, size, the descriptor blob and its hash, the KIR text
 ** (for dump), the entry points */
-static int descriptor(Gen *g, const KiFn *f, const KpPlan *kp, const kvcc_spec *spec, int W, uint64_t cpu,
-                      LLVMValueRef *fn, KcErr *e)
+static int descriptor(Gen *g, const KiFn *f, const KiPlan *kp, const kvcc_spec *spec, int W, uint64_t cpu,
+                      LLVMValueRef *fn, KiErr *e)
 {
 	char *kir = ki_print(f);
 	size_t nblob = 0;
 	void *blob = kir ? kx_desccfg(f, kp, spec, &g->c, W, cpu, ki_fnv(kir, strlen(kir), 0), &nblob) : NULL;
 	if (!blob) {
 		free(kir);
-		kc_error(e, f->src, 0, 0, "out of memory (descriptor)");
+		ki_error(e, f->src, 0, 0, "out of memory (descriptor)");
 		return -1;
 	}
 	LLVMValueRef binit = LLVMConstStringInContext(g->cx, blob, (unsigned)nblob, 1);
@@ -265,13 +265,13 @@ static int descriptor(Gen *g, const KiFn *f, const KpPlan *kp, const kvcc_spec *
 
 /* verify, the O2 pipeline with tm, the object file; phase times into t[0..1] */
 static int object(Gen *g, const KiFn *f, LLVMTargetMachineRef tm, const char *objpath, int verbose, double t[2],
-                  KcErr *e)
+                  KiErr *e)
 {
 	char *err = NULL;
 	int rc = -1;
 	LLVMMemoryBufferRef buf = NULL;
 	if (LLVMVerifyModule(g->m, LLVMReturnStatusAction, &err)) {
-		kc_error(e, f->src, 0, 0, "internal: generated LLVM IR does not verify: %.300s", err);
+		ki_error(e, f->src, 0, 0, "internal: generated LLVM IR does not verify: %.300s", err);
 		goto out;
 	}
 	LLVMDisposeMessage(err), err = NULL;
@@ -281,7 +281,7 @@ static int object(Gen *g, const KiFn *f, LLVMTargetMachineRef tm, const char *ob
 	LLVMDisposePassBuilderOptions(po);
 	if (perr) {
 		char *m = LLVMGetErrorMessage(perr);
-		kc_error(e, f->src, 0, 0, "LLVM passes: %s", m);
+		ki_error(e, f->src, 0, 0, "LLVM passes: %s", m);
 		LLVMDisposeErrorMessage(m);
 		goto out;
 	}
@@ -292,7 +292,7 @@ static int object(Gen *g, const KiFn *f, LLVMTargetMachineRef tm, const char *ob
 	}
 	t[1] = now_ms();
 	if (LLVMTargetMachineEmitToMemoryBuffer(tm, g->m, LLVMObjectFile, &err, &buf)) {
-		kc_error(e, f->src, 0, 0, "LLVM codegen: %s", err);
+		ki_error(e, f->src, 0, 0, "LLVM codegen: %s", err);
 		goto out;
 	}
 	size_t sz = LLVMGetBufferSize(buf);
@@ -301,7 +301,7 @@ static int object(Gen *g, const KiFn *f, LLVMTargetMachineRef tm, const char *ob
 	if (fo && fclose(fo) != 0)
 		ok = 0;
 	if (!ok) {
-		kc_error(e, f->src, 0, 0, "cannot write %s", objpath);
+		ki_error(e, f->src, 0, 0, "cannot write %s", objpath);
 		unlink(objpath);
 		goto out;
 	}
@@ -314,14 +314,14 @@ out:
 	return rc;
 }
 
-int kx_emit(const KiFn *f, const KpPlan *kp, const kvcc_spec *spec, const char *objpath, int verbose, double *ms,
-            KcErr *e)
+int kx_emit(const KiFn *f, const KiPlan *kp, const kvcc_spec *spec, const char *objpath, int verbose, double *ms,
+            KiErr *e)
 {
 	return kx_emitcfg(f, kp, spec, NULL, objpath, verbose, ms, e);
 }
 
-int kx_emitcfg(const KiFn *f, const KpPlan *kp, const kvcc_spec *spec, const KxConfig *cfg, const char *objpath,
-               int verbose, double *ms, KcErr *e)
+int kx_emitcfg(const KiFn *f, const KiPlan *kp, const kvcc_spec *spec, const KxConfig *cfg, const char *objpath,
+               int verbose, double *ms, KiErr *e)
 {
 	double t0 = now_ms(), t[2] = { t0, t0 };
 	if (kx_checkspec(f, spec, e) != 0)
@@ -335,7 +335,7 @@ int kx_emitcfg(const KiFn *f, const KpPlan *kp, const kvcc_spec *spec, const KxC
 	char why[200];
 	if (!host || kx_cfgresolve(cfg, spec, host, &c, why, sizeof why) != 0) {
 		free(host);
-		kc_error(e, f->src, 0, 0, "%s", host ? why : "out of memory");
+		ki_error(e, f->src, 0, 0, "%s", host ? why : "out of memory");
 		return -1;
 	}
 	int W = c.width;
@@ -349,7 +349,7 @@ int kx_emitcfg(const KiFn *f, const KpPlan *kp, const kvcc_spec *spec, const KxC
 		LLVMValueRef fn[E_NUM];
 		module(&g, f, spec, &c, triple, td);
 		if (kernels(&g, f, kp, fn) != 0)
-			kc_error(e, f->src, 0, 0, "out of memory (kernels)");
+			ki_error(e, f->src, 0, 0, "out of memory (kernels)");
 		else if (descriptor(&g, f, kp, spec, W, kx_cpumask(spec, host), fn, e) == 0)
 			rc = object(&g, f, tm, objpath, verbose, t, e);
 		LLVMDisposeBuilder(g.b);

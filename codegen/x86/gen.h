@@ -283,8 +283,8 @@ KC_FUNC void kx_gen_nkeep(Gen *g, const KiFn *f);
 KC_FUNC void kx_gen_hmean(Gen *g);
 KC_FUNC void kx_gen_qround(Gen *g);
 /* tmap.c: the policy's expressions (0, or -1: out of memory) */
-KC_FUNC int kx_gen_tmap(Gen *g, const KiFn *f, const KpPlan *p);
-KC_FUNC int kx_gen_observe(Gen *g, const KiFn *f, const KpPlan *p);
-KC_FUNC void kx_gen_ascale(Gen *g, const KiFn *f, const KpPlan *p);
+KC_FUNC int kx_gen_tmap(Gen *g, const KiFn *f, const KiPlan *p);
+KC_FUNC int kx_gen_observe(Gen *g, const KiFn *f, const KiPlan *p);
+KC_FUNC void kx_gen_ascale(Gen *g, const KiFn *f, const KiPlan *p);
 
 #endif

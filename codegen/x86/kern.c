@@ -845,12 +845,12 @@ void kx_gen_compact(Gen *g)
 }
 
 /* a policy's count/param ref as a double: constant, param (par[i]) or the default */
-static LLVMValueRef refd(Gen *g, const KiFn *f, LLVMValueRef par, KcRef r, double def)
+static LLVMValueRef refd(Gen *g, const KiFn *f, LLVMValueRef par, KiRef r, double def)
 {
 	LLVMTypeRef dt = LLVMDoubleTypeInContext(g->cx);
-	switch (KC_RKIND(r)) {
-	case RK_CON: return LLVMConstReal(dt, f->con[KC_RIDX(r)]);
-	case RK_PAR: return ld(g, dt, par, ci(g, KC_RIDX(r)), 8);
+	switch (KI_RKIND(r)) {
+	case RK_CON: return LLVMConstReal(dt, f->con[KI_RIDX(r)]);
+	case RK_PAR: return ld(g, dt, par, ci(g, KI_RIDX(r)), 8);
 	}
 	return LLVMConstReal(dt, def);
 }

@@ -213,11 +213,11 @@ static LLVMValueRef tm_rand(Tm *T, LLVMValueRef seed)
 static LLVMValueRef *tm_val(Tm *T, int j);
 
 /* operand r at element (group g, chan chunk c), broadcast to `want` lanes */
-static LLVMValueRef tm_opnd(Tm *T, KcRef r, int g, int c, int want)
+static LLVMValueRef tm_opnd(Tm *T, KiRef r, int g, int c, int want)
 {
 	Gen *G = T->g;
-	int j = KC_RIDX(r);
-	switch (KC_RKIND(r)) {
+	int j = KI_RIDX(r);
+	switch (KI_RKIND(r)) {
 	case RK_CON: return cfv(G, (double)(float)T->f->con[j], want);
 	case RK_PAR: return splat(G, T->sc[j], want);
 	}
@@ -291,7 +291,7 @@ static void tm_red(Tm *T, int i, LLVMValueRef *out)
 	Gen *g = T->g;
 	const KiIns *in = &T->f->ins[i];
 	uint8_t ax = in->axes, aa = ki_refaxes(T->f, in->arg[0]);
-	KcRef b = ki_nargs(in->op) > 1 ? in->arg[1] : KC_NIL;
+	KiRef b = ki_nargs(in->op) > 1 ? in->arg[1] : KI_NIL;
 	if (in->axis == AX_group) {
 		int w = tm_wid(T, ax);
 		for (int c = 0; c < tm_nc(T, ax); c++) {
@@ -340,7 +340,7 @@ static void tm_pool(Tm *T, int i, LLVMValueRef *out)
 	LLVMBuilderRef b = g->b;
 	const KiIns *in = &T->f->ins[i];
 	uint8_t ax = in->axes;
-	LLVMValueRef src = T->pv[KC_RIDX(in->arg[0])], k = T->pk[i];
+	LLVMValueRef src = T->pv[KI_RIDX(in->arg[0])], k = T->pk[i];
 	LLVMValueRef kf = LLVMBuildSIToFP(b, k, g->f32, "");
 	int w = T->w;
 	for (int gg = 0; gg < tm_ng(T, ax); gg++) {
@@ -462,7 +462,7 @@ static void tm_eval(Tm *T, int i, LLVMValueRef *out)
 		}
 }
 
-static int tm_inloop(const KiIns *in) { return (in->axes & AXM(AX_token)) || kp_tokred(in); }
+static int tm_inloop(const KiIns *in) { return (in->axes & AXM(AX_token)) || ki_tokred(in); }
 
 /* instruction j's elements where instruction (s..e) reads them: computed in this loop, a leaf
 ** recomputed here, or loaded from vals */
@@ -475,7 +475,7 @@ static LLVMValueRef *tm_val(Tm *T, int j)
 	if (T->cur[j])
 		return T->cur[j];
 	tm_new(T, j, T->cur);
-	if (here || (kp_isleaf(in) && T->tgen[j] && !T->tout[j]))
+	if (here || (ki_isleaf(in) && T->tgen[j] && !T->tout[j]))
 		tm_eval(T, j, T->cur[j]);
 	else
 		for (int gg = 0; gg < tm_ng(T, in->axes); gg++)
@@ -504,7 +504,7 @@ static void tm_step(Tm *T, int w)
 		const KiIns *in = &f->ins[i];
 		if (!T->tgen[i] || !tm_inloop(in))
 			continue;
-		if (!kp_tokred(in)) {
+		if (!ki_tokred(in)) {
 			LLVMValueRef *v = tm_val(T, i);
 			if (T->tout[i])
 				for (int gg = 0; gg < tm_ng(T, in->axes); gg++)
@@ -513,7 +513,7 @@ static void tm_step(Tm *T, int w)
 			continue;
 		}
 		LLVMValueRef *a = tm_acc(T, i);
-		KcRef bb = ki_nargs(in->op) > 1 ? in->arg[1] : KC_NIL;
+		KiRef bb = ki_nargs(in->op) > 1 ? in->arg[1] : KI_NIL;
 		int aw = tm_wid(T, (uint8_t)(in->axes | AXM(AX_token)));
 		for (int gg = 0; gg < tm_ng(T, in->axes); gg++)
 			for (int c = 0; c < tm_nc(T, in->axes); c++) {
@@ -565,11 +565,11 @@ static void tm_loop(Tm *T)
 		if (!T->tgen[i])
 			continue;
 		for (int k = 0; k < ki_nargs(in->op); k++) {
-			KcRef r = in->arg[k];
-			int j = KC_RIDX(r);
-			if (KC_RKIND(r) == RK_PAR && !T->sc[j])
+			KiRef r = in->arg[k];
+			int j = KI_RIDX(r);
+			if (KI_RKIND(r) == RK_PAR && !T->sc[j])
 				T->sc[j] = LLVMBuildFPTrunc(b, ld(g, LLVMDoubleTypeInContext(g->cx), par, ci(g, j), 8), g->f32, "");
-			if (KC_RKIND(r) != RK_INS)
+			if (KI_RKIND(r) != RK_INS)
 				continue;
 			u |= f->ins[j].axes;
 			if ((j < T->s || j > T->e) && !T->pv[j])
@@ -610,7 +610,7 @@ static void tm_loop(Tm *T)
 			continue;
 		if (in->op == KO_avgpool || in->op == KO_maxpool)
 			T->pk[i] = tm_poolk(T, i);
-		if (!kp_tokred(in))
+		if (!ki_tokred(in))
 			continue;
 		int ne = tm_ng(T, in->axes) * tm_nc(T, in->axes);
 		T->acc[i] = tm_calloc(T, (size_t)ne * 2);
@@ -638,7 +638,7 @@ static void tm_loop(Tm *T)
 	LLVMValueRef nf = LLVMBuildSIToFP(b, T->n, g->f32, "");
 	for (int i = T->s; i <= T->e; i++) {
 		const KiIns *in = &f->ins[i];
-		if (!T->tgen[i] || !kp_tokred(in))
+		if (!T->tgen[i] || !ki_tokred(in))
 			continue;
 		int ne = tm_ng(T, in->axes) * tm_nc(T, in->axes), wo = tm_wid(T, in->axes);
 		for (int k = 0; k < ne; k++) {
@@ -677,7 +677,7 @@ static void tm_reset(Tm *T)
 /* Every loop of one set (tgen/tout of T, segment ends by `end`), each followed by `each`
 ** (a return for tmap's switch cases); -1 when memory runs out (the half-built function is
 ** never used: the compile fails with "out of memory"). */
-static int tm_loops(Tm *T, int (*end)(const KpPlan *, int), const KpPlan *p, LLVMValueRef sw)
+static int tm_loops(Tm *T, int (*end)(const KiPlan *, int), const KiPlan *p, LLVMValueRef sw)
 {
 	jmp_buf jb;
 	T->oom = &jb;
@@ -685,7 +685,7 @@ static int tm_loops(Tm *T, int (*end)(const KpPlan *, int), const KpPlan *p, LLV
 		return -1;
 	Gen *g = T->g;
 	for (int s = 0; s < T->f->nins; s++) {
-		if (T->tgen[s] != KP_GEN_START)
+		if (T->tgen[s] != KI_GEN_START)
 			continue;
 		if (sw) {
 			LLVMBasicBlockRef bb = LLVMAppendBasicBlockInContext(g->cx, g->fn, "tmap");
@@ -709,7 +709,7 @@ static void tm_close(Tm *T)
 
 /* i64 tmap(gid, ctx): one switch case per fused token_map loop of the plan, entered with its first
 ** instruction's index; 0, or pool i's index + 1 when its kernel size is bad (ctx->err) */
-int kx_gen_tmap(Gen *g, const KiFn *f, const KpPlan *p)
+int kx_gen_tmap(Gen *g, const KiFn *f, const KiPlan *p)
 {
 	LLVMTypeRef ps[2] = { g->i64, g->ptr };
 	newfn(g, "kvcc_tmap", g->i64, ps, 2);
@@ -721,7 +721,7 @@ int kx_gen_tmap(Gen *g, const KiFn *f, const KpPlan *p)
 	Tm T;
 	int rc = tm_open(&T, g, f, p->tgen, p->tout, LLVMGetParam(g->fn, 1));
 	if (rc == 0)
-		rc = tm_loops(&T, kp_segend, p, sw);
+		rc = tm_loops(&T, ki_segend, p, sw);
 	tm_close(&T);
 	return rc;
 }
@@ -732,7 +732,7 @@ int kx_gen_tmap(Gen *g, const KiFn *f, const KpPlan *p)
 ** updated state s gets its new value: state[s*sstride + t] = update(t) for t < n (an update is a
 ** stored value, a constant or a param). 0, or a pool's index + 1 as tmap.
 */
-int kx_gen_observe(Gen *g, const KiFn *f, const KpPlan *p)
+int kx_gen_observe(Gen *g, const KiFn *f, const KiPlan *p)
 {
 	LLVMTypeRef ps[1] = { g->ptr };
 	newfn(g, "kvcc_observe", g->i64, ps, 1);
@@ -741,22 +741,22 @@ int kx_gen_observe(Gen *g, const KiFn *f, const KpPlan *p)
 	Tm T;
 	int rc = tm_open(&T, g, f, p->otgen, p->otout, ctx);
 	if (rc == 0)
-		rc = tm_loops(&T, kp_osegend, p, NULL);
+		rc = tm_loops(&T, ki_osegend, p, NULL);
 	tm_close(&T);
 	LLVMValueRef n = ld(g, g->i64, ctx, ci(g, TC_n), 8), st = ld(g, g->ptr, ctx, ci(g, TC_state), 8);
 	LLVMValueRef ss = ld(g, g->i64, ctx, ci(g, TC_sstride), 8), vals = ld(g, g->ptr, ctx, ci(g, TC_vals), 8);
 	LLVMValueRef par = ld(g, g->ptr, ctx, ci(g, TC_par), 8);
 	for (int s = 0; s < f->nst; s++) {
-		KcRef u = f->st[s].update;
+		KiRef u = f->st[s].update;
 		if (!u)
 			continue;
 		LLVMValueRef src = NULL, v = NULL;
-		if (KC_RKIND(u) == RK_INS)
-			src = ld(g, g->ptr, vals, ci(g, KC_RIDX(u)), 8);
-		else if (KC_RKIND(u) == RK_PAR)
-			v = LLVMBuildFPTrunc(b, ld(g, LLVMDoubleTypeInContext(g->cx), par, ci(g, KC_RIDX(u)), 8), g->f32, "");
+		if (KI_RKIND(u) == RK_INS)
+			src = ld(g, g->ptr, vals, ci(g, KI_RIDX(u)), 8);
+		else if (KI_RKIND(u) == RK_PAR)
+			v = LLVMBuildFPTrunc(b, ld(g, LLVMDoubleTypeInContext(g->cx), par, ci(g, KI_RIDX(u)), 8), g->f32, "");
 		else
-			v = cfv(g, (double)(float)f->con[KC_RIDX(u)], 1);
+			v = cfv(g, (double)(float)f->con[KI_RIDX(u)], 1);
 		LLVMValueRef dst = gep(g, g->f32, st, LLVMBuildMul(b, ci(g, s), ss, ""));
 		Loop lp;
 		LLVMValueRef t = loop_begin2(g, ci(g, 0), n, 1, 1, &lp);
@@ -769,22 +769,22 @@ int kx_gen_observe(Gen *g, const KiFn *f, const KpPlan *p)
 
 /* float ascale(ctx): the attn_score logits' scalar multipliers (plan mul: constants, params as f32,
 ** scalar values of earlier loops), multiplied in order from 1 */
-void kx_gen_ascale(Gen *g, const KiFn *f, const KpPlan *p)
+void kx_gen_ascale(Gen *g, const KiFn *f, const KiPlan *p)
 {
 	LLVMTypeRef ps[1] = { g->ptr };
 	newfn(g, "kvcc_ascale", g->f32, ps, 1);
 	LLVMBuilderRef b = g->b;
 	LLVMValueRef ctx = LLVMGetParam(g->fn, 0), a = cfv(g, 1.0, 1);
 	for (int k = 0; k < p->nmul; k++) {
-		KcRef r = p->mul[k];
+		KiRef r = p->mul[k];
 		LLVMValueRef v;
-		if (KC_RKIND(r) == RK_CON)
-			v = cfv(g, (double)(float)f->con[KC_RIDX(r)], 1);
-		else if (KC_RKIND(r) == RK_PAR)
+		if (KI_RKIND(r) == RK_CON)
+			v = cfv(g, (double)(float)f->con[KI_RIDX(r)], 1);
+		else if (KI_RKIND(r) == RK_PAR)
 			v = LLVMBuildFPTrunc(b, ld(g, LLVMDoubleTypeInContext(g->cx), ld(g, g->ptr, ctx, ci(g, TC_par), 8),
-			                            ci(g, KC_RIDX(r)), 8), g->f32, "");
+			                            ci(g, KI_RIDX(r)), 8), g->f32, "");
 		else
-			v = ldf(g, ld(g, g->ptr, ld(g, g->ptr, ctx, ci(g, TC_vals), 8), ci(g, KC_RIDX(r)), 8), ci(g, 0));
+			v = ldf(g, ld(g, g->ptr, ld(g, g->ptr, ctx, ci(g, TC_vals), 8), ci(g, KI_RIDX(r)), 8), ci(g, 0));
 		a = LLVMBuildFMul(b, a, v, "");
 	}
 	LLVMBuildRet(b, a);

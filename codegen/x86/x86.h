@@ -11,7 +11,7 @@
 #include "kvcc.h"
 #include "runtime/artifact.h"
 
-struct KpPlan;
+struct KiPlan;
 
 /*
 ** The tuning config of the x86 kernels (codegen/x86/cfg.c; DESIGN §8, doc/tune.md): every field
@@ -40,16 +40,16 @@ KC_FUNC int kx_cfgresolve(const KxConfig *in, const kvcc_spec *spec, const char 
 /* The canonical string of a resolved config ("qb6,nv4,w16,dot1,pf0,rb11,dt2.2.2.2,dm256.256.256.256"). */
 KC_FUNC void kx_cfgstr(const KxConfig *c, char *buf, size_t n);
 /* The specialization is one this backend and this host can compile: 0, or -1 with e set. */
-KC_FUNC int kx_checkspec(const KiFn *f, const kvcc_spec *spec, KcErr *e);
+KC_FUNC int kx_checkspec(const KiFn *f, const kvcc_spec *spec, KiErr *e);
 /* Generate the kernels of `f` (through the passes) and its plan `p` for `spec`, with the
 ** artifact's descriptor, into the object file `obj`. `ms` (optional): IR + passes + codegen time. */
-KC_FUNC int kx_emit(const KiFn *f, const struct KpPlan *p, const kvcc_spec *spec, const char *obj, int verbose,
-                    double *ms, KcErr *e);
+KC_FUNC int kx_emit(const KiFn *f, const struct KiPlan *p, const kvcc_spec *spec, const char *obj, int verbose,
+                    double *ms, KiErr *e);
 /* kx_emit with a config (NULL: the default); -1 with e set when the config is out of range. */
-KC_FUNC int kx_emitcfg(const KiFn *f, const struct KpPlan *p, const kvcc_spec *spec, const KxConfig *cfg,
-                       const char *obj, int verbose, double *ms, KcErr *e);
+KC_FUNC int kx_emitcfg(const KiFn *f, const struct KiPlan *p, const kvcc_spec *spec, const KxConfig *cfg,
+                       const char *obj, int verbose, double *ms, KiErr *e);
 /* Link object files (<= 10) into the shared object `so` ($KVCC_CC, default cc). */
-KC_FUNC int kx_link(const char *const *objs, int nobj, const char *so, KcErr *e);
+KC_FUNC int kx_link(const char *const *objs, int nobj, const char *so, KiErr *e);
 /* Codegen options that are part of every cache key (tiles, register blocks, pipeline). */
 #define KX_OPTIONS "O2,qk4x2,dt16,tile64"
 /* The complete cache key (DESIGN §6): every component, so a miss can say which differs. */
@@ -80,10 +80,10 @@ KC_FUNC char *kx_hostfeatures(void);
 ** x86-64-v3 / -v4 their levels, scalar none. The artifact records it; the runtime checks it. */
 KC_FUNC uint64_t kx_cpumask(const kvcc_spec *spec, const char *host);
 /* The artifact's descriptor blob (runtime/artifact.h), malloc'd, *n bytes; NULL: out of memory. */
-KC_FUNC void *kx_desc(const KiFn *f, const struct KpPlan *p, const kvcc_spec *spec, int vec_width, uint64_t cpu,
+KC_FUNC void *kx_desc(const KiFn *f, const struct KiPlan *p, const kvcc_spec *spec, int vec_width, uint64_t cpu,
                       uint64_t kir_hash, size_t *n);
 /* kx_desc recording a resolved config (NULL: the default) */
-KC_FUNC void *kx_desccfg(const KiFn *f, const struct KpPlan *p, const kvcc_spec *spec, const KxConfig *cfg, int vec_width,
+KC_FUNC void *kx_desccfg(const KiFn *f, const struct KiPlan *p, const kvcc_spec *spec, const KxConfig *cfg, int vec_width,
                          uint64_t cpu, uint64_t kir_hash, size_t *n);
 /* Vector width the kernels use for this spec on this host, or 0 (target not available). */
 KC_FUNC int kx_vecwidth(const kvcc_spec *spec, const char *features);

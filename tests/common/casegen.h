@@ -44,9 +44,9 @@ static inline void encode(float x, int dt, void *dst)
 	}
 }
 
-static inline double pval(const KiFn *f, const double *par, KcRef r, double def)
+static inline double pval(const KiFn *f, const double *par, KiRef r, double def)
 {
-	return KC_RKIND(r) == RK_CON ? f->con[KC_RIDX(r)] : KC_RKIND(r) == RK_PAR ? par[KC_RIDX(r)] : def;
+	return KI_RKIND(r) == RK_CON ? f->con[KI_RIDX(r)] : KI_RKIND(r) == RK_PAR ? par[KI_RIDX(r)] : def;
 }
 
 static inline int cmpd(const void *a, const void *b)

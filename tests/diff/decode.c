@@ -94,7 +94,7 @@ static int step(const char *name, const KiFn *f, kvcc_plan *pl, kvcc_cache *c, R
 			rc = fails(name, "decode: %s", kvcc_last_error());
 	KiCase kc = { .L = L, .H = H, .G = G, .d = d, .n = cap, .len = R->len, .K = R->K, .V = R->V, .pos = R->pos,
 	              .dtype = dt, .step = stepno };
-	KcErr e = { 0 };
+	KiErr e = { 0 };
 	double *sref = R->nst ? R->state : malloc(8);
 	if (!rc && ki_observe(f, &kc, q, sref, ref, &e) != 0)
 		rc = fails(name, "ki_observe: %s", e.msg);
@@ -124,8 +124,8 @@ static int step(const char *name, const KiFn *f, kvcc_plan *pl, kvcc_cache *c, R
 
 static double margin(const KiFn *f, const double *par, const Ref *R, const KiResult *r)
 {
-	long Rr = KC_RKIND(f->sel.keep_recent) == RK_PAR ? (long)par[KC_RIDX(f->sel.keep_recent)]
-	          : KC_RKIND(f->sel.keep_recent) == RK_CON ? (long)f->con[KC_RIDX(f->sel.keep_recent)] : 0;
+	long Rr = KI_RKIND(f->sel.keep_recent) == RK_PAR ? (long)par[KI_RIDX(f->sel.keep_recent)]
+	          : KI_RKIND(f->sel.keep_recent) == RK_CON ? (long)f->con[KI_RIDX(f->sel.keep_recent)] : 0;
 	double worst = INFINITY, *v = malloc((size_t)R->cap * sizeof *v + 8);
 	for (int k = 0; k < L * H; k++) {
 		int n = R->len[k], m = 0, np = 0;
@@ -161,7 +161,7 @@ static void run_case(const Case *cf, const char *host)
 		return;
 	}
 	const char *path = cf->file;
-	KcErr e = { 0 };
+	KiErr e = { 0 };
 	KiFn *f = kd_loadfile(path, NULL, &e);
 	if (!f || ki_runpasses(f, KI_DEFAULT_PASSES, 0, &e, NULL, NULL) != 0) {
 		printf("FAIL %s: load: %s\n", name, e.msg);

@@ -96,7 +96,7 @@ static void run_case(const Cfg *cf, const char *host)
 	}
 	const char *path = cf->file;
 	kvcc_policy *p;
-	KcErr e = { 0 };
+	KiErr e = { 0 };
 	KiFn *f = kd_loadfile(path, NULL, &e);
 	if (!f || ki_runpasses(f, KI_DEFAULT_PASSES, 0, &e, NULL, NULL) != 0) {
 		printf("FAIL %s: load: %s\n", name, e.msg);
@@ -120,7 +120,7 @@ static void run_case(const Cfg *cf, const char *host)
 	if (cf->param && ki_findparam(f, cf->param) >= 0)
 		par[ki_findparam(f, cf->param)] = cf->pval;
 	int grouped = pval(f, par, f->sel.chunk, 1) > 1 || f->sel.scope != SC_head;
-	int O = f->obs_all ? n : KC_RKIND(f->obs) ? (int)pval(f, par, f->obs, 0) : 0;
+	int O = f->obs_all ? n : KI_RKIND(f->obs) ? (int)pval(f, par, f->obs, 0) : 0;
 	int hm = 0;
 	for (int i = 0; i < f->nins; i++)
 		hm |= f->ins[i].op == KO_hmean;
@@ -266,11 +266,11 @@ static void run_case(const Cfg *cf, const char *host)
 	}
 	npass++;
 	{
-		KpPlan kp;
-		KcErr pe = { 0 };
-		if (kp_build(f, &kp, &pe) == 0) {
+		KiPlan kp;
+		KiErr pe = { 0 };
+		if (ki_plan(f, &kp, &pe) == 0) {
 			ngen += kp.ngen > 0;
-			kp_free(&kp);
+			ki_plan_free(&kp);
 		}
 	}
 	goto done;
@@ -458,11 +458,11 @@ static int tmap_wanted(const char *name, const kvcc_spec *spec, const char *host
 }
 
 /* Writes the case's policy, compiles it for spec, opens the artifact and plans the artifact's
-** own KIR: NULL, or what failed; *planned says whether kp needs kp_free. */
+** own KIR: NULL, or what failed; *planned says whether kp needs ki_plan_free. */
 static const char *tmap_artifact(const char *lua, const char *so, const char *src, const kvcc_spec *spec, void **dl,
-                                 const kvcc_artifact **A, KiFn **f, KpPlan *kp, int *planned)
+                                 const kvcc_artifact **A, KiFn **f, KiPlan *kp, int *planned)
 {
-	KcErr e = { 0 };
+	KiErr e = { 0 };
 	FILE *fp = fopen(lua, "w");
 	if (!fp)
 		return "cannot write the policy";
@@ -471,7 +471,7 @@ static const char *tmap_artifact(const char *lua, const char *so, const char *sr
 	    !(*A = dlsym(*dl, KVCC_DESC_SYMBOL)) || !(*A)->tmap || !(*f = ki_parse((*A)->kir, lua, &e)) ||
 	    (*f)->nins > 60)
 		return "compile/load";
-	if (kp_build(*f, kp, &e) != 0)
+	if (ki_plan(*f, kp, &e) != 0)
 		return "plan";
 	*planned = 1;
 	return NULL;
@@ -504,18 +504,18 @@ static void tmap_case(int opi, int target, const char *host)
 	         "  observe = function(x, st) st.a, st.b, st.c = st.a, st.b, st.c end,\n"
 	         "  select = kv.topk {},\n  when = kv.decode { every = 1 },\n}\n", ops[opi].name, ops[opi].expr);
 	KiFn *f = NULL;
-	KpPlan kp;
+	KiPlan kp;
 	int planned = 0;
 	void *dl = NULL;
 	const kvcc_artifact *A = NULL;
 	char whyb[200];
 	float *vals[64] = { 0 }, *st = NULL;
 	const char *why = tmap_artifact(lua, so, src, &spec, &dl, &A, &f, &kp, &planned);
-	if (!why && (kp.ngen != 1 || kp.ngenins != ki_nargs(f->ins[KC_RIDX(f->score)].op) + 1))
+	if (!why && (kp.ngen != 1 || kp.ngenins != ki_nargs(f->ins[KI_RIDX(f->score)].op) + 1))
 		why = "the op and its state leaves are not one generated loop";
-	int s = -1, o = why ? -1 : KC_RIDX(f->score);
+	int s = -1, o = why ? -1 : KI_RIDX(f->score);
 	for (int i = 0; !why && i < f->nins; i++)
-		if (kp.tgen[i] == KP_GEN_START)
+		if (kp.tgen[i] == KI_GEN_START)
 			s = i;
 	if (!why && (s < 0 || !kp.tout[o] || kp.tout[s]))
 		why = "not one loop storing only the score";
@@ -527,13 +527,13 @@ static void tmap_case(int opi, int target, const char *host)
 	if (!why) {
 		const KiIns *in = &f->ins[o];
 		for (int k = 0; k < ki_nargs(in->op); k++) {
-			KcRef r = in->arg[k];
-			if (KC_RKIND(r) != RK_INS || f->ins[KC_RIDX(r)].op != KO_state) {
+			KiRef r = in->arg[k];
+			if (KI_RKIND(r) != RK_INS || f->ins[KI_RIDX(r)].op != KO_state) {
 				why = "operand is not a state";
 				break;
 			}
 			for (int t = 0; t < N; t++)   /* a: major, b: minor, c: reversed */
-				st[f->ins[KC_RIDX(r)].aux * N + t] = sv[k == 0 ? t / NS : k == 1 ? t % NS : (N - 1 - t) % NS];
+				st[f->ins[KI_RIDX(r)].aux * N + t] = sv[k == 0 ? t / NS : k == 1 ? t % NS : (N - 1 - t) % NS];
 		}
 		for (int n = N; !why && n >= N - 20; n -= 7) {     /* vector tails */
 			for (int t = 0; t < N; t++)
@@ -549,7 +549,7 @@ static void tmap_case(int opi, int target, const char *host)
 				}
 				double op3[3] = { 0, 0, 0 };
 				for (int k = 0; k < ki_nargs(in->op); k++)
-					op3[k] = st[f->ins[KC_RIDX(in->arg[k])].aux * N + t];
+					op3[k] = st[f->ins[KI_RIDX(in->arg[k])].aux * N + t];
 				float ref = (float)ki_evalew(in->op, op3[0], op3[1], op3[2]);
 				int exact = in->op != KO_exp && in->op != KO_log && in->op != KO_pow;
 				uint32_t ux, ur;
@@ -574,7 +574,7 @@ static void tmap_case(int opi, int target, const char *host)
 	if (dl)
 		dlclose(dl);
 	if (planned)
-		kp_free(&kp);
+		ki_plan_free(&kp);
 	ki_free(f);
 	unlink(so), unlink(lua);
 }
@@ -607,9 +607,9 @@ static void tmap_edge_case(int ei, int target, const char *host)
 	         "  observe = function(x, st) st.a, st.b = st.a, st.b end,\n"
 	         "  score = function(x, st)\n    local a, b = st.a, st.b\n    return %s\n  end,\n"
 	         "  select = kv.topk {},\n  when = kv.decode { every = 1 },\n}\n", ex[ei]);
-	KcErr e = { 0 };
+	KiErr e = { 0 };
 	KiFn *f = NULL;
-	KpPlan kp;
+	KiPlan kp;
 	int planned = 0;
 	void *dl = NULL;
 	const kvcc_artifact *A = NULL;
@@ -624,7 +624,7 @@ static void tmap_edge_case(int ei, int target, const char *host)
 			why = "out of memory";
 	for (int v = 0; v < 2 && !why; v++)           /* v 0: special values, 1: ordinary ones */
 		for (size_t ni = 0; ni < sizeof ns / sizeof ns[0] && !why; ni++) {
-			int n = ns[ni], o = KC_RIDX(f->score);
+			int n = ns[ni], o = KI_RIDX(f->score);
 			for (int t = 0; t < 2 * NMAX; t++) {
 				int k = (t * 5 + ei + (int)ni) % NS;
 				st[t] = v ? sv[6 + k % (NS - 6)] * (float)(t % 7 + 1) : sv[k];
@@ -634,7 +634,7 @@ static void tmap_edge_case(int ei, int target, const char *host)
 					dst[s * n + t] = st[s * NMAX + t];
 			kvcc_tmap_ctx c = { .vals = vals, .state = st, .n = n, .sstride = NMAX };
 			for (int i = 0; i < f->nins; i++)
-				if (kp.tgen[i] == KP_GEN_START)
+				if (kp.tgen[i] == KI_GEN_START)
 					A->tmap(i, &c);
 			KiCase kc = { .L = 1, .H = 1, .G = 1, .d = 8, .n = n, .K = KV, .V = KV, .state = dst, .dtype = KVCC_F32,
 			              .ratio = 0.5, .budget = -1 };
@@ -661,7 +661,7 @@ static void tmap_edge_case(int ei, int target, const char *host)
 	if (dl)
 		dlclose(dl);
 	if (planned)
-		kp_free(&kp);
+		ki_plan_free(&kp);
 	ki_free(f);
 	unlink(so), unlink(lua);
 }
@@ -709,12 +709,12 @@ static void qread_case(int k, const char *host)
 		printf("FAIL %s: cannot write %s\n", name, lua), nfail++;
 		return;
 	}
-	KcErr e = { 0 };
+	KiErr e = { 0 };
 	KiFn *f = kd_loadfile(lua, NULL, &e);
-	KpPlan kp;
-	int planned = f && ki_runpasses(f, KI_DEFAULT_PASSES, 1, &e, NULL, NULL) == 0 && kp_build(f, &kp, &e) == 0;
+	KiPlan kp;
+	int planned = f && ki_runpasses(f, KI_DEFAULT_PASSES, 1, &e, NULL, NULL) == 0 && ki_plan(f, &kp, &e) == 0;
 	if (planned)
-		kp_free(&kp);
+		ki_plan_free(&kp);
 	ki_free(f);
 	if (planned) {
 		Cfg cf = { "qread", lua, KVCC_F32, 64, 2, KVCC_TARGET_NATIVE, NULL, 0 };

@@ -74,7 +74,7 @@ static void run_policy(const char *path, int dt)
 	enum { L = 2, H = 2, G = 2, D = 64, CAP = 97 };
 	char name[300];
 	snprintf(name, sizeof name, "%s %s", path, ki_dtypename(dt));
-	KcErr e = { 0 };
+	KiErr e = { 0 };
 	KiFn *f = kd_loadfile(path, NULL, &e);
 	kvcc_spec spec = { dt, D, G, KVCC_TARGET_NATIVE };
 	kvcc_policy *p = NULL;
@@ -95,7 +95,7 @@ static void run_policy(const char *path, int dt)
 	int wi = kvcc_param_index(p, "window");
 	if (wi >= 0 && par[wi] > 8)
 		par[wi] = 8;
-	int maxobs = f->obs_all ? CAP : KC_RKIND(f->obs) ? (int)pval(f, par, f->obs, 0) : 0;
+	int maxobs = f->obs_all ? CAP : KI_RKIND(f->obs) ? (int)pval(f, par, f->obs, 0) : 0;
 	size_t esz = dt == KVCC_F32 ? 4 : 2, nkv = (size_t)L * H * CAP * D;
 	char *K = malloc(nkv * esz), *V = malloc(nkv * esz), *Q = malloc((size_t)L * H * G * CAP * D * esz + 4);
 	float *lse = malloc((size_t)L * H * G * CAP * sizeof(float) + 4), *st = malloc(((size_t)nst * L * H * CAP + 1) * 4);

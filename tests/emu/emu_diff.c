@@ -347,7 +347,7 @@ static void run_case(int pi, int dt, int di, int gi, int idx)
 	int ri = ki_findparam(f, "recent");         /* no window: shorter last chunks compete */
 	if (ci >= 0 && ri >= 0 && idx % 5 < 2)
 		par[ri] = 0;
-	int O = f->obs_all ? n : KC_RKIND(f->obs) ? (int)pval(f, par, f->obs, 0) : 0;
+	int O = f->obs_all ? n : KI_RKIND(f->obs) ? (int)pval(f, par, f->obs, 0) : 0;
 	int hm = 0;
 	for (int i = 0; i < f->nins; i++)
 		hm |= f->ins[i].op == KO_hmean;
@@ -382,7 +382,7 @@ static void run_case(int pi, int dt, int di, int gi, int idx)
 	long long wsi = kvg_ws_floats(&sp->out, n, O, nsp);
 	v.ws = malloc(((size_t)L * H * wsi + 1) * 4);
 	KiResult r = { 0 };
-	KcErr e = { 0 };
+	KiErr e = { 0 };
 	char why[700] = "";
 	double ratio = urand() < 0.5 ? 0.5 : 0.3;
 	long budget = urand() < 0.3 ? n / 3 : -1;
@@ -594,7 +594,7 @@ int main(int argc, char **argv)
 	for (int p = 0; p < NPOL; p++) {
 		char path[256];
 		polpath(p, path, sizeof path);
-		KcErr e = { 0 };
+		KiErr e = { 0 };
 		fns[p] = kd_loadfile(path, NULL, &e);
 		if (!fns[p] || ki_runpasses(fns[p], KI_DEFAULT_PASSES, 0, &e, NULL, NULL) != 0) {
 			printf("FAIL %s: load: %s\n", pols[p], e.msg);
@@ -608,7 +608,7 @@ int main(int argc, char **argv)
 						continue;
 					KpCudaOpts o = { .dtype = dt, .head_dim = dims[di], .group = groups[gi], .nthreads = EMU_NT,
 					                 .gen_only = 1 };
-					KcErr e2 = { 0 };
+					KiErr e2 = { 0 };
 					sp->ok = kp_compile_cuda(fns[p], &o, &sp->out, &e2) == 0;
 					if (!sp->ok)
 						snprintf(sp->why, sizeof sp->why, "%s", e2.msg);

@@ -11,7 +11,7 @@
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	KdLimits lim = { .instructions = 200000, .memory = 8u << 20, .kir = 2000, .seconds = 2 };
-	KcErr e = { 0 };
+	KiErr e = { 0 };
 	const char *path = fz_file(data, size);
 	if (!path)
 		return 0;

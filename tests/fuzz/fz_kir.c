@@ -14,7 +14,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	char *text = fz_text(data, size);
 	if (!text)
 		return 0;
-	KcErr e = { 0 };
+	KiErr e = { 0 };
 	KiFn *f = ki_parsen(text, size, "fuzz.kir", &e);
 	free(text);
 	if (f && ki_verify(f, &e) == 0)

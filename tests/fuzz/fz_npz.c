@@ -13,13 +13,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	const char *path = fz_file(data, size);
 	if (!path)
 		return 0;
-	KcNpz z;
-	KcErr e = { 0 };
-	if (kc_npz_read(path, &z, &e) != 0)
+	KtNpz z;
+	KiErr e = { 0 };
+	if (kt_npz_read(path, &z, &e) != 0)
 		return 0;
 	volatile double sink = 0;
 	for (int i = 0; i < z.n; i++) {
-		const KcArray *a = &z.a[i];
+		const KtArray *a = &z.a[i];
 		size_t count = 1;
 		for (int k = 0; k < a->ndim; k++)
 			count *= (size_t)a->shape[k];
@@ -27,14 +27,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			fz_bug("npz: element count differs from the shape's product", a->name);
 		if (a->kind == 'U') {
 			char buf[64];
-			kc_array_str(a, buf, sizeof buf);
+			kt_array_str(a, buf, sizeof buf);
 		} else
 			for (size_t k = 0; k < a->count; k++)
-				sink += kc_array_get(a, k);
-		if (kc_npz_get(&z, a->name) == NULL)
+				sink += kt_array_get(a, k);
+		if (kt_npz_get(&z, a->name) == NULL)
 			fz_bug("npz: a member is not found by its name", a->name);
 	}
 	(void)sink;
-	kc_npz_free(&z);
+	kt_npz_free(&z);
 	return 0;
 }

@@ -178,7 +178,7 @@ static void onsignal(int sig)
 
 static uint64_t mix(uint64_t h, const void *p, size_t n) { return ki_fnv(p, n, h ? h : 1); }
 
-static int seterr(Out *o, const char *stage, const KcErr *e)
+static int seterr(Out *o, const char *stage, const KiErr *e)
 {
 	snprintf(o->msg, sizeof o->msg, "%s: %s", stage, e->set ? e->msg : "(no message)");
 	return o->rc = -1;
@@ -187,7 +187,7 @@ static int seterr(Out *o, const char *stage, const KcErr *e)
 /* plan, interpreter (compress, observe), CUDA C of a loaded policy */
 static int stages(KiFn *f, Out *o)
 {
-	KcErr e = { 0 };
+	KiErr e = { 0 };
 	if (ki_runpasses(f, KI_DEFAULT_PASSES, 1, &e, NULL, NULL) != 0)
 		return seterr(o, "passes", &e);
 	char *s = ki_print(f);
@@ -199,16 +199,16 @@ static int stages(KiFn *f, Out *o)
 	if (!h)
 		return snprintf(o->msg, sizeof o->msg, "hash: out of memory"), o->rc = -1;
 	o->digest = mix(o->digest, &h, sizeof h);
-	KpPlan p;
-	int planned = kp_build(f, &p, &e) == 0;
+	KiPlan p;
+	int planned = ki_plan(f, &p, &e) == 0;
 	if (planned) {
 		o->digest = mix(o->digest, p.cls, (size_t)f->nins);
-		kp_free(&p);
+		ki_plan_free(&p);
 	} else if (strstr(e.msg, "memory"))
 		return seterr(o, "plan", &e);
 	else {      /* refused (the issue-12/13 language, support.c): the interpreter still runs it */
 		o->digest = mix(o->digest, e.msg, strlen(e.msg));
-		e = (KcErr){ 0 };
+		e = (KiErr){ 0 };
 	}
 
 	enum { L = 2, H = 2, G = 2, D = 4, N = 9, O = 3 };
@@ -268,7 +268,7 @@ static const char *arg_tmp;
 
 static int sc_dsl(Out *o)
 {
-	KcErr e = { 0 };
+	KiErr e = { 0 };
 	KiFn *f = kd_loadfile(arg_path, NULL, &e);
 	if (!f)
 		return seterr(o, "load", &e);
@@ -279,7 +279,7 @@ static int sc_dsl(Out *o)
 
 static int sc_kir(Out *o)
 {
-	KcErr e = { 0 };
+	KiErr e = { 0 };
 	KiFn *f = ki_parse(arg_text, "policy.kir", &e);
 	if (!f)
 		return seterr(o, "parse", &e);
@@ -294,28 +294,28 @@ static int sc_kir(Out *o)
 
 static int sc_npz(Out *o)
 {
-	KcErr e = { 0 };
-	KcNpz z, w = { 0 };
-	if (kc_npz_read(arg_path, &z, &e) != 0)
+	KiErr e = { 0 };
+	KtNpz z, w = { 0 };
+	if (kt_npz_read(arg_path, &z, &e) != 0)
 		return seterr(o, "npz read", &e);
 	for (int i = 0; i < z.n && i < 3; i++)
-		if (kc_npz_add(&w, z.a[i].name, z.a[i].kind == 'f' ? "<f4" : "<i4", z.a[i].ndim, z.a[i].shape,
+		if (kt_npz_add(&w, z.a[i].name, z.a[i].kind == 'f' ? "<f4" : "<i4", z.a[i].ndim, z.a[i].shape,
 		               z.a[i].data) != 0) {
 			snprintf(o->msg, sizeof o->msg, "npz add: out of memory");
 			o->rc = -1;
 			break;
 		}
 	int rc = o->rc;
-	if (rc == 0 && kc_npz_write(arg_tmp, &w, &e) != 0)
+	if (rc == 0 && kt_npz_write(arg_tmp, &w, &e) != 0)
 		rc = seterr(o, "npz write", &e);
-	kc_npz_free(&w);
-	kc_npz_free(&z);
-	if (rc == 0 && kc_npz_read(arg_tmp, &z, &e) != 0)
+	kt_npz_free(&w);
+	kt_npz_free(&z);
+	if (rc == 0 && kt_npz_read(arg_tmp, &z, &e) != 0)
 		rc = seterr(o, "npz read back", &e);
 	if (rc == 0) {
 		for (int i = 0; i < z.n; i++)
 			o->digest = mix(o->digest, z.a[i].data, z.a[i].count * (size_t)z.a[i].itemsize);
-		kc_npz_free(&z);
+		kt_npz_free(&z);
 	}
 	return rc;
 }
@@ -323,16 +323,16 @@ static int sc_npz(Out *o)
 /* the x86 backend's own allocations around LLVM (--x86) */
 static int sc_x86(Out *o)
 {
-	KcErr e = { 0 };
+	KiErr e = { 0 };
 	KiFn *f = ki_parse(arg_text, "policy.kir", &e);
 	if (!f)
 		return seterr(o, "parse", &e);
 	kvcc_spec spec = { KVCC_F32, 16, 1, KVCC_TARGET_SCALAR };
-	KpPlan p;
-	int rc = kp_build(f, &p, &e);
+	KiPlan p;
+	int rc = ki_plan(f, &p, &e);
 	if (rc == 0) {
 		rc = kx_emit(f, &p, &spec, arg_tmp, 0, NULL, &e);     /* the object file (no link) */
-		kp_free(&p);
+		ki_plan_free(&p);
 	}
 	ki_free(f);
 	if (rc != 0)
@@ -485,11 +485,11 @@ int main(int argc, char **argv)
 		arg_path = pol[i];
 		scenario(name, sc_dsl);
 		/* the same policy as .kir text (printed after the default passes) */
-		KcErr e = { 0 };
+		KiErr e = { 0 };
 		KiFn *f = kd_loadfile(pol[i], NULL, &e);
 		char *text = f && ki_runpasses(f, KI_DEFAULT_PASSES, 1, &e, NULL, NULL) == 0 ? ki_print(f) : NULL;
-		KcErr why = { 0 };
-		int refused = text && kp_unsupported(f, &why) != 0;   /* no kernels for it yet */
+		KiErr why = { 0 };
+		int refused = text && ki_unsupported(f, &why) != 0;   /* no kernels for it yet */
 		ki_free(f);
 		if (!text) {
 			printf("FAIL %s: %s\n", pol[i], e.msg);
@@ -527,21 +527,21 @@ int main(int argc, char **argv)
 	/* npz: a case written by kvcc itself */
 	char npzin[256];
 	snprintf(npzin, sizeof npzin, "%s/in.npz", tmp);
-	KcNpz w = { 0 };
-	KcErr e = { 0 };
+	KtNpz w = { 0 };
+	KiErr e = { 0 };
 	float kv[2 * 3 * 4];
 	int32_t ps[3] = { 5, 6, 9 };
 	for (int k = 0; k < 24; k++)
 		kv[k] = (float)k / 8;
-	if (kc_npz_add(&w, "K", "<f4", 4, (long[]){ 1, 2, 3, 4 }, kv) || kc_npz_add(&w, "pos", "<i4", 1, (long[]){ 3 }, ps) ||
-	    kc_npz_write(npzin, &w, &e)) {
+	if (kt_npz_add(&w, "K", "<f4", 4, (long[]){ 1, 2, 3, 4 }, kv) || kt_npz_add(&w, "pos", "<i4", 1, (long[]){ 3 }, ps) ||
+	    kt_npz_write(npzin, &w, &e)) {
 		printf("FAIL npz: cannot write the input: %s\n", e.msg);
 		nfail++;
 	} else {
 		arg_path = npzin, arg_tmp = npzout;
 		scenario("npz", sc_npz);
 	}
-	kc_npz_free(&w);
+	kt_npz_free(&w);
 	char cmd[300];
 	snprintf(cmd, sizeof cmd, "rm -rf %s", tmp);
 	if (system(cmd) != 0)

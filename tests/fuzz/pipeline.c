@@ -20,7 +20,7 @@
 
 #define MAXRUN 4000   /* instructions the interpreter runs on (memory: nins x L*H arrays) */
 
-static int oom(const KcErr *e)
+static int oom(const KiErr *e)
 {
 	return e->set && strstr(e->msg, "out of memory");
 }
@@ -31,7 +31,7 @@ static void roundtrip(const KiFn *f, const char *when)
 	char *s1 = ki_print(f);
 	if (!s1)
 		return;
-	KcErr e = { 0 };
+	KiErr e = { 0 };
 	KiFn *g = ki_parse(s1, "<printed>", &e);
 	if (!g || ki_verify(g, &e) != 0) {
 		if (!oom(&e)) {
@@ -76,7 +76,7 @@ static void interp(const KiFn *f)
 	KiCase c = { .L = L, .H = H, .G = G, .d = D, .n = N, .O = O, .K = K, .V = V, .Q = Q, .lse = lse,
 	             .pos = pos, .qpos = qpos, .dtype = KVCC_BF16, .ratio = 0.5, .budget = -1 };
 	KiResult r;
-	KcErr e = { 0 };
+	KiErr e = { 0 };
 	if (ki_run(f, &c, &r, &e) == 0)
 		ki_result_free(&r);
 	c.len = len, c.budget = 3, c.dtype = KVCC_F32, c.pos = NULL, c.qpos = NULL;
@@ -95,17 +95,17 @@ static void interp(const KiFn *f)
 void fz_pipeline(KiFn *f)
 {
 	roundtrip(f, "as loaded");
-	KcErr e = { 0 };
+	KiErr e = { 0 };
 	if (ki_runpasses(f, KI_DEFAULT_PASSES, 1, &e, NULL, NULL) != 0) {
 		if (oom(&e))
 			return;
 		fz_bug("a pass failed on a verified policy", e.msg);
 	}
 	roundtrip(f, "after the passes");
-	KpPlan p;
+	KiPlan p;
 	memset(&e, 0, sizeof e);
-	if (kp_build(f, &p, &e) == 0)
-		kp_free(&p);
+	if (ki_plan(f, &p, &e) == 0)
+		ki_plan_free(&p);
 	if (f->nins <= MAXRUN)
 		interp(f);
 	KpCudaOpts o = { .dtype = KVCC_BF16, .head_dim = 64, .group = 2, .gen_only = 1 };

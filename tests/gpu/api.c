@@ -111,7 +111,7 @@ static void decode_meta(const char *dir)
 ** scope layer, 1 for model) before kv_select; its records fit the workspace */
 static void scope_meta(const char *lua, int layer)
 {
-	KcErr e = { 0 };
+	KiErr e = { 0 };
 	KiFn *f = kd_loadfile(lua, NULL, &e);
 	KpCudaOpts o = { .dtype = KVCC_BF16, .head_dim = 128, .group = 4, .gen_only = 1 };
 	KpCudaOut out;
@@ -250,20 +250,20 @@ int main(int argc, char **argv)
 
 	/* the cache: hit, and a miss per GPU key field */
 	char first[1400] = "", again[1400] = "";
-	KcErr e = { 0 };
-	KcJob j = { .path = "policies/snapkv.lua", .spec = s, .gpu = "sm_90,sm_80,sm_90" };
-	KcJob jc = { .path = "policies/snapkv.lua", .spec = s };
+	KiErr e = { 0 };
+	KiJob j = { .path = "policies/snapkv.lua", .spec = s, .gpu = "sm_90,sm_80,sm_90" };
+	KiJob jc = { .path = "policies/snapkv.lua", .spec = s };
 	char tmpso[700];
 	snprintf(tmpso, sizeof tmpso, "%s/nocache.so", dir);
-	T("load and plan", kc_front(&j, &e) == 0 && kc_front(&jc, &e) == 0);
-	T("gpu key", kc_targets(&j, &e) == 0 && !strcmp(j.targets.archs, "sm_80,sm_90"));
+	T("load and plan", ki_front(&j, &e) == 0 && ki_front(&jc, &e) == 0);
+	T("gpu key", ki_targets(&j, &e) == 0 && !strcmp(j.targets.archs, "sm_80,sm_90"));
 	KpGpu g = j.targets;
-	T("cache: compiled --gpu-arch artifact is cached", kc_cached(&j, tmpso, first, sizeof first, &e) == 0);
+	T("cache: compiled --gpu-arch artifact is cached", ki_cached(&j, tmpso, first, sizeof first, &e) == 0);
 	T("cache: second lookup is a hit (same file)",
-	  kc_cached(&j, tmpso, again, sizeof again, &e) == 0 && !strcmp(first, again) && inode(first) == inode(again));
+	  ki_cached(&j, tmpso, again, sizeof again, &e) == 0 && !strcmp(first, again) && inode(first) == inode(again));
 	char cpu[1400] = "";
 	T("cache: the CPU-only key is another artifact",
-	  kc_cached(&jc, tmpso, cpu, sizeof cpu, &e) == 0 && strcmp(cpu, first) != 0);
+	  ki_cached(&jc, tmpso, cpu, sizeof cpu, &e) == 0 && strcmp(cpu, first) != 0);
 	snprintf(j.targets.archs, sizeof j.targets.archs, "sm_80");
 	char p80[1400] = "";
 	/* the miss message names the field (verbose goes to stderr: capture it) */
@@ -275,17 +275,17 @@ int main(int argc, char **argv)
 	dup2(fileno(saved), 2);
 	j.verbose = 1;
 	T("cache: another target list is another key",
-	  kc_cached(&j, tmpso, p80, sizeof p80, &e) == 0 && strcmp(p80, first) != 0);
+	  ki_cached(&j, tmpso, p80, sizeof p80, &e) == 0 && strcmp(p80, first) != 0);
 	j.targets = g;
 	j.targets.nvrtc_minor += 1;
 	char pv[1400] = "";
 	T("cache: another NVRTC version is another key",
-	  kc_cached(&j, tmpso, pv, sizeof pv, &e) == 0 && strcmp(pv, first) != 0 && strcmp(pv, p80) != 0);
+	  ki_cached(&j, tmpso, pv, sizeof pv, &e) == 0 && strcmp(pv, first) != 0 && strcmp(pv, p80) != 0);
 	fflush(stderr);
 	dup2(fd, 2);
 	close(fd);
 	fclose(saved);
-	kc_job_free(&j), kc_job_free(&jc);
+	ki_job_free(&j), ki_job_free(&jc);
 	char buf[8000] = "";
 	FILE *lf = fopen(log, "r");
 	size_t nr = lf ? fread(buf, 1, sizeof buf - 1, lf) : 0;

@@ -631,7 +631,7 @@ static void run_policy(const MfPolicy *mp, int dt)
 {
 	static const int psz[4] = { 1, 16, 64, 256 }, bs[8] = { 1, 3, 5, 8, 2, 4, 6, 7 };
 	snprintf(name, sizeof name, "%s %s", mp->name, ki_dtypename(dt));
-	KcErr e = { 0 };
+	KiErr e = { 0 };
 	KiFn *f = kd_loadfile(mp->file, NULL, &e);
 	kvcc_spec spec = { dt, D, G, KVCC_TARGET_NATIVE };
 	Pol *P = calloc(1, sizeof *P);

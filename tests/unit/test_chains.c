@@ -80,8 +80,8 @@ typedef struct Job {
 static void *pipeline(void *ud)
 {
 	Job *j = ud;
-	KcErr e = { 0 };
-	KpPlan p;
+	KiErr e = { 0 };
+	KiPlan p;
 	KiResult r;
 	KpCudaOut out;
 	enum { N = 8, D = 4, O = 2 };
@@ -101,14 +101,14 @@ static void *pipeline(void *ud)
 	if (j->kind == CH_ATTN) {
 		/* the fused attn_score kernels take no chain between the dot and the softmax: the
 		** planner walks all of it and refuses with a position, without recursing */
-		STAGE(kp_build(f, &p, &e) != 0 && strstr(e.msg, "not generated yet"), "plan (a refusal)");
-		e = (KcErr){ 0 };
+		STAGE(ki_plan(f, &p, &e) != 0 && strstr(e.msg, "not generated yet"), "plan (a refusal)");
+		e = (KiErr){ 0 };
 	} else if (j->kind == CH_MERGE) {     /* no merge kernels yet (support.c) */
-		STAGE(kp_build(f, &p, &e) != 0 && strstr(e.msg, "not compiled to kernels yet"), "plan (a refusal)");
-		e = (KcErr){ 0 };
+		STAGE(ki_plan(f, &p, &e) != 0 && strstr(e.msg, "not compiled to kernels yet"), "plan (a refusal)");
+		e = (KiErr){ 0 };
 	} else {
-		STAGE(kp_build(f, &p, &e) == 0, "plan");
-		kp_free(&p);
+		STAGE(ki_plan(f, &p, &e) == 0, "plan");
+		ki_plan_free(&p);
 	}
 	STAGE(ki_run(f, &c, &r, &e) == 0, "interpreter");
 	ki_result_free(&r);
@@ -160,7 +160,7 @@ END_TEST
 START_TEST(test_chain_limit)
 {
 	char *s = chain(KI_MAXINS + 1, CH_SCORE);
-	KcErr e = { 0 };
+	KiErr e = { 0 };
 	KiFn *f = ki_parse(s, "big.kir", &e);
 	ck_assert_ptr_null(f);
 	char want[128];
@@ -178,7 +178,7 @@ START_TEST(test_param_state_limits)
 	size_t k = (size_t)sprintf(s, "policy \"p\" source \"p.lua\"\n");
 	for (int i = 0; i <= KI_MAXPAR; i++)
 		k += (size_t)sprintf(s + k, "param p%d = 1\n", i);
-	KcErr e = { 0 };
+	KiErr e = { 0 };
 	ck_assert_ptr_null(ki_parse(s, "p.kir", &e));
 	char want[128];
 	snprintf(want, sizeof want, "p.kir:%d:7: error: too many params (at most %d)", KI_MAXPAR + 2, KI_MAXPAR);

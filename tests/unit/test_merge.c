@@ -28,13 +28,13 @@ static KiFn *policy(const char *merge)
 	         "  select = kv.topk {},\n"
 	         "  merge = %s,\n"
 	         "}\n", merge);
-	KcErr e = { 0 };
+	KiErr e = { 0 };
 	KiFn *f = kd_load("m.lua", text, strlen(text), NULL, &e);
 	ck_assert_msg(f != NULL, "%s", e.msg);
 	return f;
 }
 
-static int run(const KiFn *f, const float *K, long budget, KiResult *r, KcErr *e)
+static int run(const KiFn *f, const float *K, long budget, KiResult *r, KiErr *e)
 {
 	KiCase c = { .L = 1, .H = 1, .G = 1, .d = 2, .n = 4, .K = K, .V = V4, .budget = budget };
 	return ki_run(f, &c, r, e);
@@ -50,7 +50,7 @@ static void row(const float *got, double a, double b)
 START_TEST(test_merge_next_sum)
 {
 	KiFn *f = policy("kv.next_kept { m = 1, weight = 0.5, keys = false, update = 'sum' }");
-	KcErr e = { 0 };
+	KiErr e = { 0 };
 	KiResult r;
 	ck_assert_msg(run(f, K4, 2, &r, &e) == 0, "%s", e.msg);
 	ck_assert_int_eq(r.len[0], 2);
@@ -71,7 +71,7 @@ END_TEST
 START_TEST(test_merge_nearest_tie)
 {
 	KiFn *f = policy("kv.nearest { weight = 2 }");
-	KcErr e = { 0 };
+	KiErr e = { 0 };
 	KiResult r;
 	ck_assert_msg(run(f, K4, 2, &r, &e) == 0, "%s", e.msg);
 	row(&r.K[0], 0.2, -1.2);
@@ -99,7 +99,7 @@ START_TEST(test_merge_nan_never)
 	K[2] = NAN;
 	K[6] = 0, K[7] = 0.5;            /* token 3: (0, 0.5), cosine 0 with both kept */
 	KiFn *f = policy("kv.nearest {}");
-	KcErr e = { 0 };
+	KiErr e = { 0 };
 	KiResult r;
 	ck_assert_msg(run(f, K, 2, &r, &e) == 0, "%s", e.msg);
 	/* token 3 → token 0 (tie at 0), token 1 dropped */
@@ -115,7 +115,7 @@ END_TEST
 START_TEST(test_merge_summary)
 {
 	KiFn *f = policy("kv.summary { rows = 1 }");
-	KcErr e = { 0 };
+	KiErr e = { 0 };
 	KiResult r;
 	ck_assert_msg(run(f, K4, 3, &r, &e) == 0, "%s", e.msg);
 	ck_assert_int_eq(r.len[0], 3);
@@ -147,7 +147,7 @@ START_TEST(test_merge_summary_online)
 	int32_t sumat[1] = { 3 };
 	KiCase c = { .L = 1, .H = 1, .G = 1, .d = 2, .n = 4, .K = K, .V = V4, .budget = 3,
 	             .count = count, .sumat = sumat };
-	KcErr e = { 0 };
+	KiErr e = { 0 };
 	KiResult r;
 	ck_assert_msg(ki_run(f, &c, &r, &e) == 0, "%s", e.msg);
 	/* ordinary rows 0, 1, 2; keep 2 (0 and 2); token 1 joins the summary (count 3 + 1) */
@@ -185,10 +185,10 @@ START_TEST(test_merge_simform)
 		char m[512];
 		snprintf(m, sizeof m, "kv.nearest { sim = %s }", cases[i].sim);
 		KiFn *f = policy(m);
-		KcErr e = { 0 };
+		KiErr e = { 0 };
 		ck_assert(ki_runpasses(f, KI_DEFAULT_PASSES, 1, &e, NULL, NULL) == 0);
-		KmSim s;
-		km_simform(f, f->merge.sim, &s);
+		KiMSim s;
+		ki_msimform(f, f->merge.sim, &s);
 		ck_assert_msg(s.fast == cases[i].fast, "case %zu: fast %d (%s)", i, s.fast, s.why ? s.why : "");
 		if (!s.fast)
 			ck_assert_str_eq(s.why, cases[i].why);

@@ -70,14 +70,14 @@ START_TEST(test_parse_fields)
 	ck_assert_uint_eq(g->par[0].line, 1);
 	ck_assert_uint_eq(g->par[0].col, 24);
 	ck_assert_int_eq(g->nst, 1);
-	ck_assert(g->st[0].update == KC_REF(RK_INS, 3));
-	ck_assert(g->score == KC_REF(RK_INS, 4));
-	ck_assert(g->sel.keep_recent == KC_REF(RK_PAR, 0));
-	ck_assert(KC_RKIND(g->sel.keep_first) == RK_CON && g->con[KC_RIDX(g->sel.keep_first)] == 4);
+	ck_assert(g->st[0].update == KI_REF(RK_INS, 3));
+	ck_assert(g->score == KI_REF(RK_INS, 4));
+	ck_assert(g->sel.keep_recent == KI_REF(RK_PAR, 0));
+	ck_assert(KI_RKIND(g->sel.keep_first) == RK_CON && g->con[KI_RIDX(g->sel.keep_first)] == 4);
 	ck_assert_int_eq(g->when.kind, WH_decode);
-	ck_assert(KC_RKIND(g->when.every) == RK_CON && g->con[KC_RIDX(g->when.every)] == 1);
+	ck_assert(KI_RKIND(g->when.every) == RK_CON && g->con[KI_RIDX(g->when.every)] == 1);
 	ck_assert_uint_eq(g->merge.line, 0);
-	KcErr e = { 0 };
+	KiErr e = { 0 };
 	ck_assert_msg(ki_verify(g, &e) == 0, "%s", e.msg);
 	free(s);
 	ki_free(f);
@@ -94,15 +94,15 @@ START_TEST(test_parse_numbers_exact)
 	for (size_t i = 0; i < sizeof v / sizeof v[0]; i++) {
 		KiFn *f = ki_new("n", "n.lua");
 		ki_addparam(f, "p", v[i], 1, 1);
-		KcRef c = ki_const(f, v[i]);
-		KcRef x = t_ins(f, KO_input, KC_NIL, KC_NIL, KC_NIL, -1, IN_pos, 1, 1);
-		f->score = t_ins(f, KO_add, x, c, KC_NIL, -1, 0, 1, 2);
+		KiRef c = ki_const(f, v[i]);
+		KiRef x = t_ins(f, KO_input, KI_NIL, KI_NIL, KI_NIL, -1, IN_pos, 1, 1);
+		f->score = t_ins(f, KO_add, x, c, KI_NIL, -1, 0, 1, 2);
 		char *s = t_roundtrip(f);
 		KiFn *g = t_parse(s);
 		ck_assert_msg(memcmp(&g->par[0].def, &v[i], sizeof v[i]) == 0, "param %.17g", v[i]);
-		KcRef r = g->ins[1].arg[1];
-		ck_assert(KC_RKIND(r) == RK_CON);
-		ck_assert_msg(memcmp(&g->con[KC_RIDX(r)], &v[i], sizeof v[i]) == 0, "const %.17g", v[i]);
+		KiRef r = g->ins[1].arg[1];
+		ck_assert(KI_RKIND(r) == RK_CON);
+		ck_assert_msg(memcmp(&g->con[KI_RIDX(r)], &v[i], sizeof v[i]) == 0, "const %.17g", v[i]);
 		free(s);
 		ki_free(f);
 		ki_free(g);
@@ -127,11 +127,11 @@ START_TEST(test_parse_lenient)
 	ck_assert_int_eq(f->nins, 2);
 	ck_assert_uint_eq(f->ins[0].line, 3);
 	ck_assert_uint_eq(f->ins[0].col, 4);
-	ck_assert(f->score == KC_REF(RK_INS, 1));
+	ck_assert(f->score == KI_REF(RK_INS, 1));
 	ck_assert_int_eq(f->sel.scope, SC_layer);
 	ck_assert_int_eq(f->sel.sched, SCH_pyramid);
-	ck_assert(f->sel.keep_first == KC_NIL);
-	ck_assert(f->sel.keep_recent == KC_REF(RK_PAR, 0));
+	ck_assert(f->sel.keep_first == KI_NIL);
+	ck_assert(f->sel.keep_recent == KI_REF(RK_PAR, 0));
 	ck_assert_int_eq(f->when.kind, WH_prefill);
 	ck_assert_int_eq(f->merge.kind, MG_drop);
 	/* axes in any order come back canonical */
@@ -151,8 +151,8 @@ START_TEST(test_parse_odd_names)
 	                    "observe inf %2\nobs $nan\nscore %2\n");
 	ck_assert_int_eq(f->npar, 3);
 	ck_assert_str_eq(f->par[0].name, "inf");
-	ck_assert(f->ins[1].arg[1] == KC_REF(RK_PAR, 0));
-	ck_assert(f->obs == KC_REF(RK_PAR, 1));
+	ck_assert(f->ins[1].arg[1] == KI_REF(RK_PAR, 0));
+	ck_assert(f->obs == KI_REF(RK_PAR, 1));
 	free(t_roundtrip(f));
 	ki_free(f);
 }
@@ -261,7 +261,7 @@ static const struct { const char *text; const char *msg; } bad[] = {
 START_TEST(test_parse_errors)
 {
 	const char *text = bad[_i].text, *msg = bad[_i].msg;
-	KcErr e = { 0 };
+	KiErr e = { 0 };
 	KiFn *f = ki_parse(text, "t.kir", &e);
 	ck_assert_msg(f == NULL, "parsed without error:\n%s", text);
 	ck_assert_int_eq(e.set, 1);
@@ -273,11 +273,11 @@ END_TEST
 START_TEST(test_parse_embedded_nul)
 {
 	static const char text[] = H "param a = 1\n\0param b = 2\n";
-	KcErr e = { 0 };
+	KiErr e = { 0 };
 	ck_assert_ptr_null(ki_parsen(text, sizeof text - 1, "t.kir", &e));
 	ck_assert_str_eq(e.msg, "t.kir:3:1: error: embedded NUL byte");
 	/* through ki_parse the NUL is the end of the text */
-	KcErr e2 = { 0 };
+	KiErr e2 = { 0 };
 	KiFn *f = ki_parse(text, "t.kir", &e2);
 	ck_assert_ptr_nonnull(f);
 	ck_assert_int_eq(f->npar, 1);
@@ -292,17 +292,17 @@ START_TEST(test_parse_too_many_states)
 	n += (size_t)snprintf(text + n, cap - n, H);
 	for (int i = 0; i <= 256; i++)
 		n += (size_t)snprintf(text + n, cap - n, "state s%d = 0\n", i);
-	KcErr e = { 0 };
+	KiErr e = { 0 };
 	ck_assert_ptr_null(ki_parse(text, "t.kir", &e));
 	ck_assert_str_eq(e.msg, "t.kir:258:7: error: too many states (at most 256)");
 	free(text);
 }
 END_TEST
 
-/* The first error wins: a KcErr already set is left alone. */
+/* The first error wins: a KiErr already set is left alone. */
 START_TEST(test_parse_keeps_first_error)
 {
-	KcErr e = { 1, "earlier" };
+	KiErr e = { 1, "earlier" };
 	ck_assert_ptr_null(ki_parse("junk", "t.kir", &e));
 	ck_assert_str_eq(e.msg, "earlier");
 }
@@ -326,7 +326,7 @@ static void tryparse(const char *s, size_t len)
 	char *buf = malloc(len + 1);
 	memcpy(buf, s, len);
 	buf[len] = 0;
-	KcErr e = { 0 };
+	KiErr e = { 0 };
 	KiFn *f = ki_parsen(buf, len, "fuzz.kir", &e);
 	if (f) {
 		ck_assert(!e.set);

@@ -23,7 +23,7 @@ static void after(const char *passes, const char *in, const char *want)
 	snprintf(text, sizeof text, HDR "%s", in);
 	snprintf(exp, sizeof exp, HDR "%s%s", want, strstr(want, "select topk") ? "" : T);
 	KiFn *f = t_parse(text);
-	KcErr e = { 0 };
+	KiErr e = { 0 };
 	ck_assert_msg(ki_runpasses(f, passes, 1, &e, NULL, NULL) == 0, "%s", e.msg);
 	char *s = t_roundtrip(f);
 	ck_assert_msg(strcmp(s, exp) == 0, "after %s:\n%s\nwanted:\n%s", passes, s, exp);
@@ -258,18 +258,18 @@ START_TEST(test_dce_constants)
 {
 	KiFn *f = ki_new("c", "c.lua");
 	ki_const(f, 100);
-	KcRef x = t_ins(f, KO_input, KC_NIL, KC_NIL, KC_NIL, -1, IN_pos, 1, 1);
-	t_ins(f, KO_add, x, ki_const(f, 101), KC_NIL, -1, 0, 1, 2);
-	f->score = t_ins(f, KO_mul, x, ki_const(f, 102), KC_NIL, -1, 0, 1, 3);
+	KiRef x = t_ins(f, KO_input, KI_NIL, KI_NIL, KI_NIL, -1, IN_pos, 1, 1);
+	t_ins(f, KO_add, x, ki_const(f, 101), KI_NIL, -1, 0, 1, 2);
+	f->score = t_ins(f, KO_mul, x, ki_const(f, 102), KI_NIL, -1, 0, 1, 3);
 	f->sel.keep_first = ki_const(f, 103);
 	f->obs = ki_const(f, 104);
 	char *before = ki_print(f);
-	KcErr e = { 0 };
+	KiErr e = { 0 };
 	ck_assert_int_eq(ki_runpasses(f, "dce", 1, &e, NULL, NULL), 0);
 	ck_assert_int_eq(f->nins, 2);
 	ck_assert_int_eq(f->ncon, 3);
 	ck_assert(f->con[0] == 102 && f->con[1] == 103 && f->con[2] == 104);
-	ck_assert(f->sel.keep_first == KC_REF(RK_CON, 1));
+	ck_assert(f->sel.keep_first == KI_REF(RK_CON, 1));
 	char *s = t_roundtrip(f);
 	ck_assert_ptr_nonnull(strstr(s, "%1 = mul %0, 102 [token] @1:3\n"));
 	ck_assert_ptr_null(strstr(s, "101"));
@@ -293,7 +293,7 @@ START_TEST(test_runpasses_driver)
 {
 	KiFn *f = t_snapkv();
 	char log[256] = "";
-	KcErr e = { 0 };
+	KiErr e = { 0 };
 	ck_assert_int_eq(ki_runpasses(f, KI_DEFAULT_PASSES, 1, &e, dumpname, log), 0);
 	ck_assert_str_eq(log, "fold canon cse dce ");
 	log[0] = 0;
@@ -318,7 +318,7 @@ START_TEST(test_runpasses_errors)
 	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
 		KiFn *f = t_snapkv();
 		char *before = ki_print(f), log[64] = "";
-		KcErr e = { 0 };
+		KiErr e = { 0 };
 		ck_assert_int_eq(ki_runpasses(f, cases[i].names, 1, &e, dumpname, log), -1);
 		ck_assert_str_eq(e.msg, cases[i].msg);
 		/* names are checked before any pass runs */
@@ -331,8 +331,8 @@ START_TEST(test_runpasses_errors)
 	}
 	/* an invalid input is reported before any pass runs when verifying */
 	KiFn *f = t_snapkv();
-	f->score = KC_NIL;
-	KcErr e = { 0 };
+	f->score = KI_NIL;
+	KiErr e = { 0 };
 	ck_assert_int_eq(ki_runpasses(f, "fold", 1, &e, NULL, NULL), -1);
 	ck_assert_str_eq(e.msg, "policies/snapkv.lua:12:8: error: policy 'snapkv' has no score");
 	ki_free(f);
@@ -346,7 +346,7 @@ START_TEST(test_passes_idempotent)
 	KiFn *(*make[])(void) = { t_snapkv, t_h2o, t_allops };
 	for (size_t i = 0; i < sizeof make / sizeof make[0]; i++) {
 		KiFn *f = make[i]();
-		KcErr e = { 0 };
+		KiErr e = { 0 };
 		ck_assert_msg(ki_runpasses(f, KI_DEFAULT_PASSES, 1, &e, NULL, NULL) == 0, "%s", e.msg);
 		char *s1 = t_roundtrip(f);
 		ck_assert_int_eq(ki_runpasses(f, KI_DEFAULT_PASSES, 1, &e, NULL, NULL), 0);
@@ -401,7 +401,7 @@ static void interp(const KiFn *f, KiResult *r)
 			wdata[i][k] = frand(&s);
 	}
 	c.nw = f->nw, c.w = wd;
-	KcErr e = { 0 };
+	KiErr e = { 0 };
 	memset(r, 0, sizeof *r);
 	ck_assert_msg(ki_run(f, &c, r, &e) == 0, "%s", e.msg);
 }
@@ -446,11 +446,11 @@ START_TEST(test_passes_preserve_results)
 	for (int k = 0; k < 3; k++) {
 		KiFn *f = k == 0 ? t_parse(eqpolicy) : k == 1 ? t_snapkv() : t_allops();
 		f->obs_all = 0;
-		if (f->obs == KC_NIL)
+		if (f->obs == KI_NIL)
 			f->obs = ki_const(f, 4);
 		KiResult r0, r1;
 		interp(f, &r0);
-		KcErr e = { 0 };
+		KiErr e = { 0 };
 		int before = f->nins;
 		ck_assert_msg(ki_runpasses(f, KI_DEFAULT_PASSES, 1, &e, NULL, NULL) == 0, "%s", e.msg);
 		if (k == 0)
@@ -490,7 +490,7 @@ START_TEST(test_passes_preserve_observe)
 	KiResult r[2];
 	KiFn *f = t_h2o();
 	for (int pass = 0; pass < 2; pass++) {
-		KcErr e = { 0 };
+		KiErr e = { 0 };
 		if (pass == 1) {
 			int before = f->nins;
 			ck_assert_msg(ki_runpasses(f, KI_DEFAULT_PASSES, 1, &e, NULL, NULL) == 0, "%s", e.msg);

@@ -32,11 +32,11 @@ static const char snap[] = HDR
 	"select topk scope=layer keep_first=0 keep_recent=$window chunk=1 schedule=none beta=20 @14:12\n"
 	"merge drop\nwhen prefill\n";
 
-static KiFn *plan(const char *text, KpPlan *p)
+static KiFn *plan(const char *text, KiPlan *p)
 {
 	KiFn *f = t_parse(text);
-	KcErr e = { 0 };
-	ck_assert_msg(kp_build(f, p, &e) == 0, "%s", e.msg);
+	KiErr e = { 0 };
+	ck_assert_msg(ki_plan(f, p, &e) == 0, "%s", e.msg);
 	return f;
 }
 
@@ -44,21 +44,21 @@ static KiFn *plan(const char *text, KpPlan *p)
 static void reject(const char *text, const char *want)
 {
 	KiFn *f = t_parse(text);
-	KpPlan p;
-	KcErr e = { 0 };
-	ck_assert_int_eq(kp_build(f, &p, &e), -1);
+	KiPlan p;
+	KiErr e = { 0 };
+	ck_assert_int_eq(ki_plan(f, &p, &e), -1);
 	ck_assert_msg(strstr(e.msg, want) != NULL, "got: %s\nwant: %s", e.msg, want);
 	ki_free(f);
 }
 
 START_TEST(test_plan_snapkv)
 {
-	KpPlan p;
+	KiPlan p;
 	KiFn *f = plan(snap, &p);
-	ck_assert_int_eq(p.cls[2], KP_DOT);
-	ck_assert_int_eq(p.cls[4], KP_ATTN);
-	ck_assert_int_eq(p.cls[5], KP_ATTN);
-	ck_assert_int_eq(p.cls[6], KP_RED);
+	ck_assert_int_eq(p.cls[2], KI_CDOT);
+	ck_assert_int_eq(p.cls[4], KI_CATTN);
+	ck_assert_int_eq(p.cls[5], KI_CATTN);
+	ck_assert_int_eq(p.cls[6], KI_CRED);
 	ck_assert(p.has_attn && p.fast && p.fcausal && p.fscale);
 	ck_assert_int_eq(p.fdot, 2);
 	ck_assert_int_eq(p.fsoft, 5);
@@ -66,14 +66,14 @@ START_TEST(test_plan_snapkv)
 	ck_assert_int_eq(p.nsoft, 1);
 	/* the scale (a scalar loop, stored for attn_score's multiplier), the mean over group and the
 	** pool: the pool reads its input's neighbours, so they are separate loops */
-	ck_assert_int_eq(p.tgen[3], KP_GEN_START);
-	ck_assert_int_eq(p.tgen[7], KP_GEN_START);
-	ck_assert_int_eq(p.tgen[8], KP_GEN_START);
+	ck_assert_int_eq(p.tgen[3], KI_GEN_START);
+	ck_assert_int_eq(p.tgen[7], KI_GEN_START);
+	ck_assert_int_eq(p.tgen[8], KI_GEN_START);
 	ck_assert_int_eq(p.ngen, 3);
 	ck_assert(p.tout[3] && p.tout[7] && p.tout[8]);   /* multiplier, the pool's input, the score */
 	ck_assert(!p.tgen[0] && !p.tgen[1]);             /* Q, K: read by the Q·K tile only */
 	ck_assert(!p.has_observe && !p.uses_hmean);
-	kp_free(&p);
+	ki_plan_free(&p);
 	ki_free(f);
 }
 END_TEST
@@ -81,7 +81,7 @@ END_TEST
 /* h2o: the observe hook's loop reads x.attn and state and stores the update (its root) */
 START_TEST(test_plan_observe)
 {
-	KpPlan p;
+	KiPlan p;
 	KiFn *f = plan(HDR "param recent = 32\nstate acc = 0\n"
 	               "%0 = state acc [token] @11:39\n"
 	               "%1 = attn [group, token] @10:49\n"
@@ -90,11 +90,11 @@ START_TEST(test_plan_observe)
 	               "score %0\nobserve acc %3\n" TAIL "when decode every=1\n", &p);
 	ck_assert(p.has_observe);
 	ck_assert(p.oneed[0] && p.oneed[1] && p.oneed[2] && p.oneed[3]);
-	ck_assert_int_eq(p.otgen[0], KP_GEN_START);
+	ck_assert_int_eq(p.otgen[0], KI_GEN_START);
 	ck_assert_int_eq(p.nogen, 1);
 	ck_assert(p.otout[3] && !p.otout[2] && !p.otout[1]);
 	ck_assert(p.tout[0] && p.tgen[0]);         /* the score is the state itself: one stored leaf */
-	kp_free(&p);
+	ki_plan_free(&p);
 	ki_free(f);
 }
 END_TEST
@@ -134,7 +134,7 @@ END_TEST
 /* the descriptor: the header, the sections inside the blob and aligned, the run plan */
 START_TEST(test_plan_descriptor)
 {
-	KpPlan p;
+	KiPlan p;
 	KiFn *f = plan(snap, &p);
 	kvcc_spec s = { KVCC_BF16, 64, 4, KVCC_TARGET_V3 };
 	size_t n = 0;
@@ -165,7 +165,7 @@ START_TEST(test_plan_descriptor)
 	ck_assert(in[0].what == KA_SKIP && !in[0].store && in[5].what == KA_SKIP);
 	ck_assert(in[3].what == KA_LOOP && (in[3].store & KA_SARENA) && in[3].axes == 0);
 	free(b);
-	kp_free(&p);
+	ki_plan_free(&p);
 	ki_free(f);
 }
 END_TEST
@@ -173,7 +173,7 @@ END_TEST
 /* a head_mean barrier: its operand and result live in per-instance arenas */
 START_TEST(test_plan_hmean)
 {
-	KpPlan p;
+	KiPlan p;
 	KiFn *f = plan(HDR "%0 = input K [token, chan] @2:1\n%1 = norm %0 chan [token] @2:2\n"
 	               "%2 = hmean %1 [token] @2:3\n%3 = add %2, %1 [token] @2:4\nscore %3\n" TAIL "when prefill\n", &p);
 	kvcc_spec s = { KVCC_F32, 64, 1, KVCC_TARGET_SCALAR };
@@ -185,7 +185,7 @@ START_TEST(test_plan_hmean)
 	ck_assert(in[2].what == KA_HMEAN && in[2].arg == 1 && (in[2].store & KA_SARENA) && (in[1].store & KA_SARENA));
 	ck_assert(in[3].what == KA_LOOP && (in[3].store & KA_SARENA));
 	free(b);
-	kp_free(&p);
+	ki_plan_free(&p);
 	ki_free(f);
 }
 END_TEST

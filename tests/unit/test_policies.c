@@ -35,7 +35,7 @@ static int policy_files(char names[NPOL][256])
 
 static KiFn *load(const char *path)
 {
-	KcErr e = { 0 };
+	KiErr e = { 0 };
 	KiFn *f = kd_loadfile(path, NULL, &e);
 	ck_assert_msg(f != NULL, "%s: %s", path, e.msg);
 	ck_assert_msg(ki_verify(f, &e) == 0, "%s", e.msg);
@@ -50,7 +50,7 @@ START_TEST(test_policies_roundtrip)
 	for (int i = 0; i < n; i++) {
 		KiFn *f = load(names[i]);
 		free(t_roundtrip(f));
-		KcErr e = { 0 };
+		KiErr e = { 0 };
 		ck_assert_msg(ki_runpasses(f, KI_DEFAULT_PASSES, 1, &e, NULL, NULL) == 0, "%s", e.msg);
 		free(t_roundtrip(f));
 		ki_free(f);
@@ -61,9 +61,9 @@ END_TEST
 /* The hash ignores positions: the same policy moved down two lines hashes equal. */
 START_TEST(test_policies_hash_ignores_positions)
 {
-	KcErr e = { 0 };
+	KiErr e = { 0 };
 	size_t len;
-	char *text = kc_readfile("policies/snapkv.lua", &len, &e);
+	char *text = ki_readfile("policies/snapkv.lua", &len, &e);
 	ck_assert_ptr_nonnull(text);
 	char *moved = malloc(len + 3);
 	memcpy(moved, "\n\n", 2);
@@ -98,7 +98,7 @@ START_TEST(test_policies_state_order)
 		"  when = kv.decode { every = 1 },\n"
 		"}\n";
 	static const char *const want[] = { "alpha", "beta", "kappa", "mid", "omega", "zeta" };
-	KcErr e = { 0 };
+	KiErr e = { 0 };
 	uint64_t h0 = 0;
 	for (int k = 0; k < 16; k++) {
 		KiFn *f = kd_load("st.lua", src, sizeof src - 1, NULL, &e);
@@ -135,7 +135,7 @@ START_TEST(test_policies_passes_preserve_results)
 		Q[k] = 2 * frand();
 	for (int i = 0; i < n; i++) {
 		KiFn *raw = load(names[i]), *opt = ki_clone(raw);
-		KcErr e = { 0 };
+		KiErr e = { 0 };
 		ck_assert(ki_runpasses(opt, KI_DEFAULT_PASSES, 1, &e, NULL, NULL) == 0);
 		double par[64];
 		for (int p = 0; p < raw->npar; p++)
@@ -207,7 +207,7 @@ START_TEST(test_interp_protected_order)
 	for (int sc = 0; sc < 2; sc++) {
 		char text[512];
 		snprintf(text, sizeof text, src, sc ? "layer" : "head");
-		KcErr e = { 0 };
+		KiErr e = { 0 };
 		KiFn *f = kd_load("p.lua", text, strlen(text), NULL, &e);
 		ck_assert_msg(f != NULL, "%s", e.msg);
 		for (size_t w = 0; w < sizeof want / sizeof want[0]; w++) {
@@ -228,7 +228,7 @@ START_TEST(test_interp_protected_order)
 	/* scope layer, an odd layer budget: the extra sink goes to the lower head */
 	char text[512];
 	snprintf(text, sizeof text, src, "layer");
-	KcErr e = { 0 };
+	KiErr e = { 0 };
 	KiFn *f = kd_load("p.lua", text, strlen(text), NULL, &e);
 	ck_assert_ptr_nonnull(f);
 	int32_t len[2] = { N, N - 1 };
@@ -255,7 +255,7 @@ START_TEST(test_sandbox_limits)
 	                  "local s = x.t for i = 1, 100 do s = s + i end return s end,\n"
 	                  "select = kv.topk {} }\n";
 	KdLimits lim = { .instructions = 100000, .memory = 1 << 20, .kir = 50 };
-	KcErr e = { 0 };
+	KiErr e = { 0 };
 	ck_assert_ptr_null(kd_load("a.lua", loop, strlen(loop), &lim, &e));
 	ck_assert_msg(strstr(e.msg, "a.lua:3:") && strstr(e.msg, "instruction limit"), "%s", e.msg);
 	memset(&e, 0, sizeof e);

@@ -280,7 +280,7 @@ static void load_fails(const char *body, const KdLimits *lim, const char *want)
 {
 	char src[1024];
 	snprintf(src, sizeof src, "local kv = require 'kvcc'\n%s\n%s", body, tail);
-	KcErr e = { 0 };
+	KiErr e = { 0 };
 	KiFn *f = kd_load("b.lua", src, strlen(src), lim, &e);
 	ck_assert_msg(f == NULL, "%s: loaded", body);
 	ck_assert_msg(strstr(e.msg, want) != NULL, "%s: %s (want %s)", body, e.msg, want);
@@ -308,7 +308,7 @@ START_TEST(test_sandbox_library_work)
 	const char *empty = "local kv = require 'kvcc'\nassert(string.rep('', 1e15) == '' and ('') :rep(1e15, '') == '')\n";
 	char src[512];
 	snprintf(src, sizeof src, "%s%s", empty, tail);
-	KcErr e = { 0 };
+	KiErr e = { 0 };
 	KiFn *f = kd_load("c.lua", src, strlen(src), &lim, &e);
 	ck_assert_msg(f != NULL, "%s", e.msg);
 	ki_free(f);

@@ -7,7 +7,7 @@
 #include <string.h>
 #include "tests/unit/unit.h"
 
-#define INS(i) KC_REF(RK_INS, i)
+#define INS(i) KI_REF(RK_INS, i)
 #define SNAP "policies/snapkv.lua:"
 #define H2O "policies/h2o.lua:"
 
@@ -16,7 +16,7 @@ START_TEST(test_verify_samples)
 	KiFn *(*make[])(void) = { t_snapkv, t_h2o, t_allops };
 	for (size_t i = 0; i < sizeof make / sizeof make[0]; i++) {
 		KiFn *f = make[i]();
-		KcErr e = { 0 };
+		KiErr e = { 0 };
 		ck_assert_msg(ki_verify(f, &e) == 0, "%s", e.msg);
 		ck_assert(!e.set);
 		/* and after a round trip through the text form */
@@ -38,11 +38,11 @@ static void b_op(KiFn *f) { f->ins[4].op = 200; }
 static void b_refrange(KiFn *f) { f->ins[4].arg[0] = INS(99); }
 static void b_forward(KiFn *f) { f->ins[4].arg[0] = INS(6); }
 static void b_self(KiFn *f) { f->ins[4].arg[1] = INS(4); }
-static void b_kind(KiFn *f) { f->ins[4].arg[1] = KC_REF(5, 0); }
-static void b_con(KiFn *f) { f->ins[4].arg[1] = KC_REF(RK_CON, 50); }
-static void b_par(KiFn *f) { f->ins[8].arg[1] = KC_REF(RK_PAR, 7); }
-static void b_nilidx(KiFn *f) { f->ins[5].arg[2] = KC_REF(RK_NIL, 3); }
-static void b_nilarg(KiFn *f) { f->ins[4].arg[1] = KC_NIL; }
+static void b_kind(KiFn *f) { f->ins[4].arg[1] = KI_REF(5, 0); }
+static void b_con(KiFn *f) { f->ins[4].arg[1] = KI_REF(RK_CON, 50); }
+static void b_par(KiFn *f) { f->ins[8].arg[1] = KI_REF(RK_PAR, 7); }
+static void b_nilidx(KiFn *f) { f->ins[5].arg[2] = KI_REF(RK_NIL, 3); }
+static void b_nilarg(KiFn *f) { f->ins[4].arg[1] = KI_NIL; }
 static void b_extra(KiFn *f) { f->ins[5].arg[1] = INS(0); }
 static void b_axis(KiFn *f) { f->ins[4].axis = AX_token; }
 static void b_noaxis(KiFn *f) { f->ins[6].axis = AX_NONE; }
@@ -54,14 +54,14 @@ static void b_axes(KiFn *f) { f->ins[7].axes = 0; }
 static void b_leafaxes(KiFn *f) { f->ins[1].axes = AXM(AX_token); }
 static void b_rule(KiFn *f) { f->ins[6].axis = AX_chan; }
 static void b_pool(KiFn *f) { f->ins[8].arg[1] = INS(7); }
-static void b_noscore(KiFn *f) { f->score = KC_NIL; }
+static void b_noscore(KiFn *f) { f->score = KI_NIL; }
 static void b_score(KiFn *f) { f->score = INS(6); }
 static void b_scoreref(KiFn *f) { f->score = INS(9); }
 static void b_obs(KiFn *f) { f->obs = INS(7); }
 static void b_obsall(KiFn *f) { f->obs_all = 1; }
 static void b_selins(KiFn *f) { f->sel.keep_first = INS(3); }
 static void b_selscope(KiFn *f) { f->sel.scope = 7; }
-static void b_selref(KiFn *f) { f->sel.beta = KC_REF(RK_CON, 40); }
+static void b_selref(KiFn *f) { f->sel.beta = KI_REF(RK_CON, 40); }
 static void b_merge(KiFn *f) { f->merge.kind = 9; }
 static void b_decode(KiFn *f) { f->when.kind = WH_decode; }
 static void b_prefill(KiFn *f) { f->when.every = f->sel.chunk; }
@@ -84,8 +84,8 @@ static void h_attnaxes(KiFn *f) { f->ins[1].axes = AXM(AX_token); }
 static void h_statename(KiFn *f) { strcpy(f->st[0].name, "9lives"); }
 static void h_attnobs(KiFn *f)
 {
-	KcRef r = t_ins(f, KO_rmax, t_ins(f, KO_sum, INS(1), KC_NIL, KC_NIL, AX_group, 0, 9, 3),
-	                KC_NIL, KC_NIL, AX_token, 0, 9, 1);
+	KiRef r = t_ins(f, KO_rmax, t_ins(f, KO_sum, INS(1), KI_NIL, KI_NIL, AX_group, 0, 9, 3),
+	                KI_NIL, KI_NIL, AX_token, 0, 9, 1);
 	f->obs = r;
 }
 
@@ -145,7 +145,7 @@ static const struct {
 START_TEST(test_verify_catches)
 {
 	KiFn *f = cases[_i].make();
-	KcErr e = { 0 };
+	KiErr e = { 0 };
 	ck_assert_int_eq(ki_verify(f, &e), 0);
 	cases[_i].breakit(f);
 	ck_assert_int_eq(ki_verify(f, &e), -1);
@@ -162,7 +162,7 @@ END_TEST
 START_TEST(test_verify_attn_in_observe)
 {
 	KiFn *f = t_h2o();
-	KcErr e = { 0 };
+	KiErr e = { 0 };
 	ck_assert_int_eq(f->ins[1].op, KO_attn);
 	ck_assert_int_eq(ki_verify(f, &e), 0);
 	/* a scalar score and a constant obs are fine too */
@@ -182,7 +182,7 @@ START_TEST(test_verify_every_op)
 		seen[f->ins[i].op] = 1;
 	for (int op = 0; op < KO_NUM; op++)
 		ck_assert_msg(seen[op], "t_allops lacks %s", ki_opname(op));
-	KcErr e = { 0 };
+	KiErr e = { 0 };
 	ck_assert_msg(ki_verify(f, &e) == 0, "%s", e.msg);
 	ki_free(f);
 }

@@ -12,7 +12,7 @@
 /* Emit an instruction with its result axes computed by the axis rule (leaves
 ** get theirs from the op), at policy position line:col. Fails the test when
 ** the rule rejects the operands. */
-KcRef t_ins(KiFn *f, int op, KcRef a, KcRef b, KcRef c, int axis, int aux, uint32_t line,
+KiRef t_ins(KiFn *f, int op, KiRef a, KiRef b, KiRef c, int axis, int aux, uint32_t line,
             uint32_t col);
 
 /* Sample policies, valid (ki_verify passes), built by hand. */
