@@ -77,19 +77,34 @@ typedef struct {
     int peak, compressions, cfreed, events;
 } Run;
 
-static void event(Run *R, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
-static void event(Run *R, const char *fmt, ...)
+/* One line of the event log: the step, what happened, the pool's pages in use (before -> now
+ * when `before` differs from now). */
+static void event(Run *R, int before, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void event(Run *R, int before, const char *fmt, ...)
 {
     if (R->a->quiet)
         return;
+    char msg[256];
     va_list ap;
     va_start(ap, fmt);
-    printf("step %5ld  ", R->step);
-    vprintf(fmt, ap);
-    printf("  pool %d/%d\n", llama_paged_used(&R->P), R->P.pg.num_pages);
+    vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
+    int now = llama_paged_used(&R->P);
+    printf("step %5ld  %-58s pool %2d", R->step, msg, before >= 0 && before != now ? before : now);
+    if (before >= 0 && before != now)
+        printf(" -> %2d", now);
+    printf(" of %d pages\n", R->P.pg.num_pages);
     R->events++;
+}
+
+/* "story 3 (118 -> 59 rows)" for each slot of a compression, rows[i] before */
+static void rowlist(const Run *R, const int *slots, const int *rows, int n, char *buf, size_t nb)
+{
+    size_t w = 0;
+    buf[0] = 0;
+    for (int i = 0; i < n && w + 40 < nb; i++)
+        w += (size_t)snprintf(buf + w, nb - w, "%s%d (%d -> %d rows)", i ? ", " : "",
+                              R->sq[R->slot_seq[slots[i]]].story, rows[i], llama_paged_max_len(&R->P, slots[i]));
 }
 
 /* Rows a sequence's longest head will hold at its peak from now on (rows now, position p next),
@@ -144,8 +159,8 @@ static void admit(Run *R)
             R->all[slot].start = 0;
             R->all[slot].count = 0;
         }
-        event(R, "+ story %-3d slot %d  context %3d, %3d more tokens, up to %2d pages", s->story, slot,
-              s->C, s->end - s->C, nd);
+        event(R, -1, "+ story %d -> slot %d: context %d + %d, reserves %d pages", s->story, slot, s->C,
+              s->end - s->C, nd);
     }
 }
 
@@ -160,7 +175,8 @@ static void seq_text(Seq *s, const LlamaTokenizer *tok, int prev, int next)
             return;
         s->text = t, s->tcap = cap;
     }
-    memcpy(s->text + s->tlen, p, len);
+    for (size_t i = 0; i < len; i++)      /* one line */
+        s->text[s->tlen + i] = p[i] == '\n' ? ' ' : p[i];
     s->tlen += len;
     s->text[s->tlen] = 0;
 }
@@ -184,13 +200,9 @@ static int compress_prefill(Run *R, const int *slots, int n)
     if (llama_paged_compress(&R->P, R->plan, slots, n, obs, &ka, &freed))
         return fail("%s", R->P.err);
     R->compressions++, R->cfreed += freed;
-    char what[512] = "";
-    size_t w = 0;
-    for (int i = 0; i < n && w + 40 < sizeof what; i++)
-        w += (size_t)snprintf(what + w, sizeof what - w, "%s%d (%d->%d)", i ? ", " : "",
-                              R->sq[R->slot_seq[slots[i]]].story, rows[i], llama_paged_max_len(&R->P, slots[i]));
-    event(R, "%s %s: stor%s %s rows; pages %d -> %d", kvcc_policy_name(R->g.pol), R->g.what,
-          n > 1 ? "ies" : "y", what, before, llama_paged_used(&R->P));
+    char what[512];
+    rowlist(R, slots, rows, n, what, sizeof what);
+    event(R, before, "%s: stor%s %s", kvcc_policy_name(R->g.pol), n > 1 ? "ies" : "y", what);
     return 0;
 }
 
@@ -201,11 +213,12 @@ static int compress_decode(Run *R, const int *slots, const long *bud, int n)
     for (int i = 0; i < n; i++) {
         if (done[i])
             continue;
-        int grp[256], k = 0, before = llama_paged_used(&R->P), freed;
+        int grp[256], rows[256], k = 0, before = llama_paged_used(&R->P), freed;
         kvcc_obs obs[256];
         for (int j = i; j < n; j++)
             if (!done[j] && bud[j] == bud[i]) {
                 done[j] = 1;
+                rows[k] = llama_paged_max_len(&R->P, slots[j]);
                 grp[k] = slots[j];
                 R->qpos[(size_t)slots[j] * R->P.lay.capacity] = R->cur[slots[j]].qpos[0];
                 obs[k++] = (kvcc_obs){1, R->cur[slots[j]].q, NULL, R->qpos + (size_t)slots[j] * R->P.lay.capacity};
@@ -214,9 +227,9 @@ static int compress_decode(Run *R, const int *slots, const long *bud, int n)
         if (llama_paged_compress(&R->P, R->plan, grp, k, obs, &ka, &freed))
             return fail("%s", R->P.err);
         R->compressions++, R->cfreed += freed;
-        if (freed)
-            event(R, "%s %s: %d sequence%s to %ld rows; pages %d -> %d", kvcc_policy_name(R->g.pol),
-                  R->g.what, k, k > 1 ? "s" : "", bud[i], before, llama_paged_used(&R->P));
+        char what[512];
+        rowlist(R, grp, rows, k, what, sizeof what);
+        event(R, before, "%s: stor%s %s", kvcc_policy_name(R->g.pol), k > 1 ? "ies" : "y", what);
     }
     return 0;
 }
@@ -282,15 +295,15 @@ static int step(Run *R)
         return -1;
     for (int i = 0; i < nf; i++) {
         Seq *s = &R->sq[R->slot_seq[fin[i]]];
-        int held = R->P.npages[fin[i]];
+        int before = llama_paged_used(&R->P);
         llama_paged_release(&R->P, fin[i]);
         R->slot_seq[fin[i]] = -1;
         s->st = DONE;
         if (R->a->generate)
-            event(R, "- story %-3d %d pages back; generated: %.48s%s", s->story, held, s->text ? s->text : "",
-                  s->tlen > 48 ? "..." : "");
+            event(R, before, "- story %d ends: \"%.34s%s\"", s->story, s->text ? s->text : "",
+                  s->tlen > 34 ? "..." : "");
         else
-            event(R, "- story %-3d %d pages back; %ld predictions, nll %.4f", s->story, held, s->cnt,
+            event(R, before, "- story %d ends: %ld predictions, nll %.4f", s->story, s->cnt,
                   s->cnt ? s->nll / (double)s->cnt : 0.0);
     }
     R->step++;
