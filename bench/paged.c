@@ -7,6 +7,7 @@
 **   batch    8 sequences of 4096 in one kvcc_compress_batch vs 8 kvcc_compress calls:
 **            throughput ratio
 **   decode   one kvcc_decode_batch step over n = 32768, paged (16) vs contiguous (target <= 1.10)
+**   decode batch  one step of 8 sequences of 4096: 8 calls vs one kvcc_decode_batch (throughput)
 **
 ** --hnd: pools [page][head][row][chan]; --page N: pages of N tokens; --decode: decode only.
 ** Runs alternate between the two sides (A B A B ...) and report medians, so a busy machine
@@ -244,6 +245,36 @@ int main(int argc, char **argv)
 	}
 	double m8 = median(t8, reps), m1 = median(t1b, reps);
 	printf("batch %dx%d: 8 calls %.1f ms, one batched call %.1f ms: throughput x%.2f\n", NB, BN, m8, m1, m8 / m1);
+
+	/* 4. one decode step of 8 x 4096 (contiguous caches): 8 calls vs one kvcc_decode_batch, whose
+	** (sequence, head, chunk) tasks share one pool run */
+	float *q8 = malloc((size_t)NB * H * G * D * 4), *o8 = malloc((size_t)NB * H * G * D * 4);
+	for (int i = 0; i < NB * H * G * D; i++)
+		q8[i] = (float)(rng % 1000) / 500 - 1, rbf16();
+	kvcc_seq sq[NB];
+	for (int i = 0; i < NB; i++) {
+		reset(&bs[i], 0);
+		sq[i] = (kvcc_seq){ bs[i].K, bs[i].V, bs[i].pos, bs[i].len, NULL, { 0, NULL, NULL, NULL }, NULL, 0 };
+	}
+	double d8[64], d1[64];
+	for (int r = -3; r < dreps; r++) {
+		double t0 = now();
+		for (int i = 0; i < NB; i++) {
+			kvcc_batch b1 = { .nseq = 1, .seq = &sq[i] };
+			if (kvcc_decode_batch(pb, &b1, 0, q8 + (size_t)i * H * G * D, o8 + (size_t)i * H * G * D) != 0)
+				DIE("decode");
+		}
+		double t1 = now();
+		kvcc_batch b = { .nseq = NB, .seq = sq };
+		if (kvcc_decode_batch(pb, &b, 0, q8, o8) != 0)
+			DIE("decode batch");
+		double t2 = now();
+		if (r >= 0)
+			d8[r] = (t1 - t0) * 1e3, d1[r] = (t2 - t1) * 1e3;
+	}
+	double md8 = median(d8, dreps), md1 = median(d1, dreps);
+	printf("decode batch %dx%d: 8 calls %.3f ms, one kvcc_decode_batch %.3f ms: throughput x%.2f\n", NB, BN, md8, md1,
+	       md8 / md1);
 	kvcc_plan_destroy(pb);
 	kvcc_close(pol);
 	return 0;
