@@ -9,7 +9,9 @@
 **   decode   one kvcc_decode_batch step over n = 32768, paged (16) vs contiguous (target <= 1.10)
 **   decode batch  one step of 8 sequences of 4096: 8 calls vs one kvcc_decode_batch (throughput)
 **
-** --hnd: pools [page][head][row][chan]; --page N: pages of N tokens; --decode: decode only.
+** --hnd: pools [page][head][row][chan]; --page N: pages of N tokens; --decode, --compress: that part only;
+** --cpu: the process's CPU time (every thread's; the pool's idle threads sleep) instead of wall
+** time, steadier on a machine that others load (the phase timings stay wall time).
 ** Runs alternate between the two sides (A B A B ...) and report medians, so a busy machine
 ** slows both alike. Not a test: nothing here asserts on time.
 */
@@ -24,10 +26,12 @@
 enum { H = 8, G = 4, D = 128, WIN = 64, N = 32768, BN = 4096, NB = 8 };
 static int PS = 16;    /* page size (--page N) */
 
+static int cpu;         /* --cpu: the process's CPU time (all threads) instead of wall time */
+
 static double now(void)
 {
 	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
+	clock_gettime(cpu ? CLOCK_PROCESS_CPUTIME_ID : CLOCK_MONOTONIC, &ts);
 	return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
@@ -115,14 +119,15 @@ static kvcc_layout pagedlay(int n)
 
 int main(int argc, char **argv)
 {
-	int only_decode = 0;
+	int only_decode = 0, only_compress = 0;
 	for (int i = 1; i < argc; i++)
-		hnd |= !strcmp(argv[i], "--hnd"), only_decode |= !strcmp(argv[i], "--decode");
+		hnd |= !strcmp(argv[i], "--hnd"), only_decode |= !strcmp(argv[i], "--decode"), cpu |= !strcmp(argv[i], "--cpu"),
+		only_compress |= !strcmp(argv[i], "--compress");
 	for (int i = 1; i + 1 < argc; i++)
 		if (!strcmp(argv[i], "--page"))
 			PS = atoi(argv[i + 1]);
 	if (PS < 1 || PS > 256)
-		return fprintf(stderr, "usage: kvcc-bench-paged [--hnd] [--decode] [--page 1..256]\n"), 2;
+		return fprintf(stderr, "usage: kvcc-bench-paged [--hnd] [--decode|--compress] [--cpu] [--page 1..256]\n"), 2;
 	int threads = (int)sysconf(_SC_NPROCESSORS_ONLN), reps = 7;
 	kvcc_spec spec = { KVCC_BF16, D, G, KVCC_TARGET_NATIVE };
 	kvcc_policy *pol;
@@ -136,8 +141,8 @@ int main(int argc, char **argv)
 	for (size_t i = 0; i < (size_t)H * G * WIN * D; i++)
 		Q[i] = rbf16();
 	kvcc_args a = { .ratio = 0.5, .budget = -1, .params = par };
-	printf("kvcc bench-paged: snapkv bf16, H %d, G %d, head_dim %d, window %d, %d threads, pools %s\n", H, G, D, WIN,
-	       threads, hnd ? "[page][head][row][chan] (--hnd)" : "[page][row][head][chan] (vLLM)");
+	printf("kvcc bench-paged: snapkv bf16, H %d, G %d, head_dim %d, window %d, %d threads, pools %s, %s time\n", H, G, D,
+	       WIN, threads, hnd ? "[page][head][row][chan] (--hnd)" : "[page][row][head][chan] (vLLM)", cpu ? "CPU" : "wall");
 
 	/* 1. compress n = 32768: contiguous vs paged (16) */
 	Seq s;
@@ -177,6 +182,8 @@ int main(int argc, char **argv)
 		       "compact %.1f / %.1f / %.1f vs %.1f / %.1f / %.1f ms\n", N, mc, PS, mp, mp / mc, median(pc3[0], reps),
 		       median(pc3[1], reps), median(pc3[2], reps), median(pp3[0], reps), median(pp3[1], reps), median(pp3[2], reps));
 
+	if (only_compress)
+		return 0;
 	/* 3. decode over n = 32768 (the compressed caches hold n/2; refill to n) */
 	float *q = malloc((size_t)H * G * D * 4), *out = malloc((size_t)H * G * D * 4);
 	for (int i = 0; i < H * G * D; i++)
