@@ -4,7 +4,9 @@
 ** attends one query step over every (layer, head) with the generated split-KV kernel (chunks on
 ** the pool, online-softmax partials merged per head), and when the policy has an observe hook
 ** turns the logits into probabilities (generated probs) and runs the generated hook, which
-** updates the per-token state in place.
+** updates the per-token state in place. A batch runs in waves of up to pl->lanes sequences, each
+** wave one pool run of its (sequence, head, chunk) tasks and one of its (sequence, head) merges;
+** every sequence has its lane's workspaces and is chunked as it would be alone.
 */
 #include <stdio.h>
 #include <stdlib.h>

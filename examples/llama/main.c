@@ -7,6 +7,9 @@
  *   llama --model M --tokenizer T encode --prompt TEXT | --data FILE
  *   llama --model M --tokenizer T nll --data FILE [--stories a:b] [--per-story]
  *         [--max-tokens N] [--chunk-chars K] [--from TEXT]
+ *   llama --model M --tokenizer T batch --data FILE [--stories a:b] [--policy P --ratio R]
+ *         [--pages N] [--page-size P] [--max-seqs S] [--threads T] [--generate N] [--quiet]
+ *         (continuous batching over one page pool: batch.c, doc/runtime.md)
  *   llama --model M --tokenizer T selftest
  *   global: --attn kvcc|ref   attention through libkvcc (kvcc_append + kvcc_decode_layer,
  *           the default when this libkvcc has them) or the example's reference attend
