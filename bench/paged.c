@@ -7,7 +7,8 @@
 **   batch    8 sequences of 4096 in one kvcc_compress_batch vs 8 kvcc_compress calls:
 **            throughput ratio
 **   decode   one kvcc_decode_batch step over n = 32768, paged (16) vs contiguous (target <= 1.10)
-**   decode batch  one step of 8 sequences of 4096: 8 calls vs one kvcc_decode_batch (throughput)
+**   decode batch  one step of 8 sequences of 4096, then of 256: 8 calls vs one kvcc_decode_batch
+**            (throughput)
 **
 ** --hnd: pools [page][head][row][chan]; --page N: pages of N tokens; --decode, --compress: that part only;
 ** --cpu: the process's CPU time (every thread's; the pool's idle threads sleep) instead of wall
@@ -264,6 +265,10 @@ int main(int argc, char **argv)
 		sq[i] = (kvcc_seq){ bs[i].K, bs[i].V, bs[i].pos, bs[i].len, NULL, { 0, NULL, NULL, NULL }, NULL, 0 };
 	}
 	double d8[64], d1[64];
+	for (int n8 = BN; n8 >= 256; n8 = n8 == BN ? 256 : 0) {    /* 4096 tokens (memory-bound), then 256 */
+	for (int i = 0; i < NB; i++)
+		for (int h = 0; h < H; h++)
+			bs[i].len[h] = n8;
 	for (int r = -3; r < dreps; r++) {
 		double t0 = now();
 		for (int i = 0; i < NB; i++) {
@@ -280,8 +285,9 @@ int main(int argc, char **argv)
 			d8[r] = (t1 - t0) * 1e3, d1[r] = (t2 - t1) * 1e3;
 	}
 	double md8 = median(d8, dreps), md1 = median(d1, dreps);
-	printf("decode batch %dx%d: 8 calls %.3f ms, one kvcc_decode_batch %.3f ms: throughput x%.2f\n", NB, BN, md8, md1,
+	printf("decode batch %dx%d: 8 calls %.3f ms, one kvcc_decode_batch %.3f ms: throughput x%.2f\n", NB, n8, md8, md1,
 	       md8 / md1);
+	}
 	kvcc_plan_destroy(pb);
 	kvcc_close(pol);
 	return 0;
