@@ -7,8 +7,12 @@
 **   batch    8 sequences of 4096 in one kvcc_compress_batch vs 8 kvcc_compress calls:
 **            throughput ratio
 **   decode   one kvcc_decode_batch step over n = 32768, paged (16) vs contiguous (target <= 1.10)
+**   decode batch  one step of 8 sequences of 4096, then of 256: 8 calls vs one kvcc_decode_batch
+**            (throughput)
 **
-** --hnd: pools [page][head][row][chan]; --page N: pages of N tokens; --decode: decode only.
+** --hnd: pools [page][head][row][chan]; --page N: pages of N tokens; --decode, --compress: that part only;
+** --cpu: the process's CPU time (every thread's; the pool's idle threads sleep) instead of wall
+** time, steadier on a machine that others load (the phase timings stay wall time).
 ** Runs alternate between the two sides (A B A B ...) and report medians, so a busy machine
 ** slows both alike. Not a test: nothing here asserts on time.
 */
@@ -23,10 +27,12 @@
 enum { H = 8, G = 4, D = 128, WIN = 64, N = 32768, BN = 4096, NB = 8 };
 static int PS = 16;    /* page size (--page N) */
 
+static int cpu;         /* --cpu: the process's CPU time (all threads) instead of wall time */
+
 static double now(void)
 {
 	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
+	clock_gettime(cpu ? CLOCK_PROCESS_CPUTIME_ID : CLOCK_MONOTONIC, &ts);
 	return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
@@ -114,14 +120,15 @@ static kvcc_layout pagedlay(int n)
 
 int main(int argc, char **argv)
 {
-	int only_decode = 0;
+	int only_decode = 0, only_compress = 0;
 	for (int i = 1; i < argc; i++)
-		hnd |= !strcmp(argv[i], "--hnd"), only_decode |= !strcmp(argv[i], "--decode");
+		hnd |= !strcmp(argv[i], "--hnd"), only_decode |= !strcmp(argv[i], "--decode"), cpu |= !strcmp(argv[i], "--cpu"),
+		only_compress |= !strcmp(argv[i], "--compress");
 	for (int i = 1; i + 1 < argc; i++)
 		if (!strcmp(argv[i], "--page"))
 			PS = atoi(argv[i + 1]);
 	if (PS < 1 || PS > 256)
-		return fprintf(stderr, "usage: kvcc-bench-paged [--hnd] [--decode] [--page 1..256]\n"), 2;
+		return fprintf(stderr, "usage: kvcc-bench-paged [--hnd] [--decode|--compress] [--cpu] [--page 1..256]\n"), 2;
 	int threads = (int)sysconf(_SC_NPROCESSORS_ONLN), reps = 7;
 	kvcc_spec spec = { KVCC_BF16, D, G, KVCC_TARGET_NATIVE };
 	kvcc_policy *pol;
@@ -135,8 +142,8 @@ int main(int argc, char **argv)
 	for (size_t i = 0; i < (size_t)H * G * WIN * D; i++)
 		Q[i] = rbf16();
 	kvcc_args a = { .ratio = 0.5, .budget = -1, .params = par };
-	printf("kvcc bench-paged: snapkv bf16, H %d, G %d, head_dim %d, window %d, %d threads, pools %s\n", H, G, D, WIN,
-	       threads, hnd ? "[page][head][row][chan] (--hnd)" : "[page][row][head][chan] (vLLM)");
+	printf("kvcc bench-paged: snapkv bf16, H %d, G %d, head_dim %d, window %d, %d threads, pools %s, %s time\n", H, G, D,
+	       WIN, threads, hnd ? "[page][head][row][chan] (--hnd)" : "[page][row][head][chan] (vLLM)", cpu ? "CPU" : "wall");
 
 	/* 1. compress n = 32768: contiguous vs paged (16) */
 	Seq s;
@@ -176,6 +183,8 @@ int main(int argc, char **argv)
 		       "compact %.1f / %.1f / %.1f vs %.1f / %.1f / %.1f ms\n", N, mc, PS, mp, mp / mc, median(pc3[0], reps),
 		       median(pc3[1], reps), median(pc3[2], reps), median(pp3[0], reps), median(pp3[1], reps), median(pp3[2], reps));
 
+	if (only_compress)
+		return 0;
 	/* 3. decode over n = 32768 (the compressed caches hold n/2; refill to n) */
 	float *q = malloc((size_t)H * G * D * 4), *out = malloc((size_t)H * G * D * 4);
 	for (int i = 0; i < H * G * D; i++)
@@ -244,6 +253,41 @@ int main(int argc, char **argv)
 	}
 	double m8 = median(t8, reps), m1 = median(t1b, reps);
 	printf("batch %dx%d: 8 calls %.1f ms, one batched call %.1f ms: throughput x%.2f\n", NB, BN, m8, m1, m8 / m1);
+
+	/* 4. one decode step of 8 x 4096 (contiguous caches): 8 calls vs one kvcc_decode_batch, whose
+	** (sequence, head, chunk) tasks share one pool run */
+	float *q8 = malloc((size_t)NB * H * G * D * 4), *o8 = malloc((size_t)NB * H * G * D * 4);
+	for (int i = 0; i < NB * H * G * D; i++)
+		q8[i] = (float)(rng % 1000) / 500 - 1, rbf16();
+	kvcc_seq sq[NB];
+	for (int i = 0; i < NB; i++) {
+		reset(&bs[i], 0);
+		sq[i] = (kvcc_seq){ bs[i].K, bs[i].V, bs[i].pos, bs[i].len, NULL, { 0, NULL, NULL, NULL }, NULL, 0 };
+	}
+	double d8[64], d1[64];
+	for (int n8 = BN; n8 >= 256; n8 = n8 == BN ? 256 : 0) {    /* 4096 tokens (memory-bound), then 256 */
+	for (int i = 0; i < NB; i++)
+		for (int h = 0; h < H; h++)
+			bs[i].len[h] = n8;
+	for (int r = -3; r < dreps; r++) {
+		double t0 = now();
+		for (int i = 0; i < NB; i++) {
+			kvcc_batch b1 = { .nseq = 1, .seq = &sq[i] };
+			if (kvcc_decode_batch(pb, &b1, 0, q8 + (size_t)i * H * G * D, o8 + (size_t)i * H * G * D) != 0)
+				DIE("decode");
+		}
+		double t1 = now();
+		kvcc_batch b = { .nseq = NB, .seq = sq };
+		if (kvcc_decode_batch(pb, &b, 0, q8, o8) != 0)
+			DIE("decode batch");
+		double t2 = now();
+		if (r >= 0)
+			d8[r] = (t1 - t0) * 1e3, d1[r] = (t2 - t1) * 1e3;
+	}
+	double md8 = median(d8, dreps), md1 = median(d1, dreps);
+	printf("decode batch %dx%d: 8 calls %.3f ms, one kvcc_decode_batch %.3f ms: throughput x%.2f\n", NB, n8, md8, md1,
+	       md8 / md1);
+	}
 	kvcc_plan_destroy(pb);
 	kvcc_close(pol);
 	return 0;

@@ -319,12 +319,18 @@ KVCC_API int kvcc_plan_create_batch(kvcc_policy *p, const kvcc_layout *lay, cons
 		dt = p->h->dtasks[k] > dt ? p->h->dtasks[k] : dt;
 	/* paged: chunks over all heads */
 	pl->maxch = (pg ? dt * pl->threads : (dt * pl->threads + H - 1) / H) + 1;
+	/* decode lanes: up to KR_LANES sequences per pool run, while their logits stay under 64 MiB */
+	size_t lane_b = (size_t)H * G * pl->lds * sizeof(float);
+	pl->lanes = max_seqs < KR_LANES ? max_seqs : KR_LANES;
+	while (pl->lanes > 1 && (size_t)pl->lanes * lane_b > ((size_t)64 << 20))
+		pl->lanes--;
+	size_t NL = (size_t)pl->lanes;
 	pl->par = malloc(((size_t)h->npar + 1) * sizeof *pl->par);
 	pl->step = calloc((size_t)lay->layers, sizeof *pl->step);
-	pl->S = malloc((size_t)H * G * pl->lds * sizeof(float));
-	pl->qs = malloc((size_t)H * G * dd * sizeof(float));
-	pl->cst = malloc((size_t)H * pl->maxch * G * (2 + dd) * sizeof(float));
-	pl->oval = calloc((size_t)H * (nins + 1), sizeof *pl->oval);
+	pl->S = malloc(NL * H * G * pl->lds * sizeof(float));
+	pl->qs = malloc(NL * H * G * dd * sizeof(float));
+	pl->cst = malloc(NL * H * pl->maxch * G * (2 + dd) * sizeof(float));
+	pl->oval = calloc(NL * H * (nins + 1), sizeof *pl->oval);
 	pl->ws = calloc((size_t)pl->threads, sizeof *pl->ws);
 	size_t LH = (size_t)lay->layers * H, ninst = LH * (size_t)max_seqs;
 	size_t sg = h->scope == KA_SCOPE_HEAD ? 1 : h->scope == KA_SCOPE_LAYER ? (size_t)H : LH;
@@ -367,10 +373,10 @@ KVCC_API int kvcc_plan_create_batch(kvcc_policy *p, const kvcc_layout *lay, cons
 	for (int i = 0; i < h->npar && !bad; i++)
 		pl->par[i] = p->par[i].def;
 	/* observe values: one buffer per (head, stored value of the observe loops), at capacity */
-	for (int hh = 0; hh < H && !bad; hh++)
+	for (size_t hh = 0; hh < NL * H && !bad; hh++)
 		for (int i = 0; i < nins && !bad; i++)
 			if (p->ins[i].store & KA_SOBSERVE)
-				bad = !(pl->oval[(size_t)hh * nins + i] =
+				bad = !(pl->oval[hh * nins + i] =
 				            malloc((kr_count(p->ins[i].axes, G, 1, lay->capacity, (int)dd) + 1) * sizeof(float)));
 	if (!bad && kr_pool_init(&pl->pool, pl->threads) != 0)
 		bad = 1;
@@ -391,7 +397,7 @@ KVCC_API void kvcc_plan_destroy(kvcc_plan *pl)
 	if (pl->pool_ok)
 		kr_pool_free(&pl->pool);
 	if (pl->oval)
-		for (size_t k = 0; k < (size_t)pl->lay.kv_heads * (pl->p->h->nins + 1); k++)
+		for (size_t k = 0; k < (size_t)pl->lanes * pl->lay.kv_heads * (pl->p->h->nins + 1); k++)
 			free(pl->oval[k]);
 	for (int t = 0; pl->ws && t < pl->threads; t++)
 		free(pl->ws[t]);

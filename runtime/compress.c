@@ -160,6 +160,8 @@ static int attnscore(Run *r, Inst *I, float **vals, int lo, int hi, int tid)
 			m[q] = -INFINITY, l[q] = 0;
 		for (int t0 = 0; t0 < n; t0 += TILE) {
 			int nt = n - t0 < TILE ? n - t0 : TILE;
+			if (stg && t0 + TILE < n)  /* paged: the next tile's rows (the kernel prefetches in its stride) */
+				kr_prefetch(&I->w, esz, d, t0 + TILE, t0 + 2 * TILE < n ? t0 + 2 * TILE : n, 0);
 			const char *Kt = kr_span(&I->w, esz, d, t0, nt, stg, &ldk, NULL, NULL);
 			A->qkt(Kt, ldk, nt, I->Qf, GO, S, Kp);
 			tilevis(r, I, t0, nt, causal, mono, vm);
@@ -175,6 +177,8 @@ static int attnscore(Run *r, Inst *I, float **vals, int lo, int hi, int tid)
 	float *out = vals[fr];
 	for (int t0 = 0; t0 < n; t0 += TILE) {
 		int nt = n - t0 < TILE ? n - t0 : TILE;
+		if (stg && t0 + TILE < n)
+			kr_prefetch(&I->w, esz, d, t0 + TILE, t0 + 2 * TILE < n ? t0 + 2 * TILE : n, 0);
 		const char *Kt = kr_span(&I->w, esz, d, t0, nt, stg, &ldk, NULL, NULL);
 		A->qkt(Kt, ldk, nt, I->Qf, GO, S, Kp);
 		tilevis(r, I, t0, nt, causal, mono, vm);

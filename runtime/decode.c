@@ -4,7 +4,9 @@
 ** attends one query step over every (layer, head) with the generated split-KV kernel (chunks on
 ** the pool, online-softmax partials merged per head), and when the policy has an observe hook
 ** turns the logits into probabilities (generated probs) and runs the generated hook, which
-** updates the per-token state in place.
+** updates the per-token state in place. A batch runs in waves of up to pl->lanes sequences, each
+** wave one pool run of its (sequence, head, chunk) tasks and one of its (sequence, head) merges;
+** every sequence has its lane's workspaces and is chunked as it would be alone.
 */
 #include <stdio.h>
 #include <stdlib.h>
@@ -78,12 +80,24 @@ typedef struct Dec {
 	int s;                   /* the sequence */
 	int32_t *len;            /* its lengths */
 	float *out;
+	float *S, *qs, *cst;     /* its lane's workspaces (kvcc_plan: S, qs, cst, oval) */
+	float **oval;
 	int layer, G, d, H, cs, chper;
+	int pages;               /* chunks over all heads (dec_pages), else per head (dec_chunk) */
+	int ntask;               /* chunk tasks */
 	int step;                /* x.step of this call */
 	int err;                 /* the observe hook's first error */
 	char errmsg[300];
-	pthread_mutex_t mu;
 } Dec;
+
+/* The sequences of one decode pool run (a wave of up to pl->lanes): task t of the chunk run is
+** task t - first[i] of sequence i, likewise for the head run (H tasks each). */
+typedef struct Wave {
+	Dec d[KR_LANES];
+	int first[KR_LANES + 1];
+	int n, H;
+	pthread_mutex_t mu;
+} Wave;
 
 static void dec_chunk(void *arg, int task, int tid)
 {
@@ -92,7 +106,7 @@ static void dec_chunk(void *arg, int task, int tid)
 	const kvcc_layout *lay = &pl->lay;
 	int h = task / D->chper, ch = task % D->chper, G = D->G, d = D->d;
 	int n = D->len[D->layer * D->H + h];
-	float *st = pl->cst + ((size_t)h * pl->maxch + ch) * G * (2 + (size_t)d);
+	float *st = D->cst + ((size_t)h * pl->maxch + ch) * G * (2 + (size_t)d);
 	for (int g = 0; g < G; g++)
 		st[g] = -INFINITY, st[G + g] = 0;
 	memset(st + 2 * G, 0, (size_t)G * d * sizeof(float));
@@ -103,8 +117,8 @@ static void dec_chunk(void *arg, int task, int tid)
 	kr_rows(pl, D->b, D->s, D->layer, h, &w);
 	if (!w.tab) {
 		size_t off = (size_t)(t0 * lay->stride_token) * pl->esz;
-		pl->p->a->decode(w.K + off, w.V + off, lay->stride_token, nt, pl->qs + (size_t)h * G * d,
-		                 pl->S + (size_t)h * G * pl->lds + t0, pl->lds, st);
+		pl->p->a->decode(w.K + off, w.V + off, lay->stride_token, nt, D->qs + (size_t)h * G * d,
+		                 D->S + (size_t)h * G * pl->lds + t0, pl->lds, st);
 		return;
 	}
 	/* paged: page by page when pages are whole kernel tiles (runs end on a tile boundary, so the
@@ -120,7 +134,7 @@ static void dec_chunk(void *arg, int task, int tid)
 		if (w.P % DTILE == 0)
 			kr_prefetch(&w, pl->esz, d, t + 2 * w.P, t + 3 * w.P - t % w.P < t0 + nt ? t + 3 * w.P - t % w.P : t0 + nt, 1);
 		const char *K = kr_span(&w, pl->esz, d, t, run, stg, &ldk, &V, stg + (size_t)KR_STAGE * d * pl->esz);
-		pl->p->a->decode(K, V, ldk, run, pl->qs + (size_t)h * G * d, pl->S + (size_t)h * G * pl->lds + t, pl->lds, st);
+		pl->p->a->decode(K, V, ldk, run, D->qs + (size_t)h * G * d, D->S + (size_t)h * G * pl->lds + t, pl->lds, st);
 		t += run;
 	}
 }
@@ -138,7 +152,7 @@ static void dec_pages(void *arg, int ch, int tid)
 	const int32_t *len = D->len + D->layer * H;
 	KrRows w[256];
 	for (int h = 0; h < H; h++) {
-		float *st = pl->cst + ((size_t)h * pl->maxch + ch) * G * (2 + (size_t)d);
+		float *st = D->cst + ((size_t)h * pl->maxch + ch) * G * (2 + (size_t)d);
 		for (int g = 0; g < G; g++)
 			st[g] = -INFINITY, st[G + g] = 0;
 		memset(st + 2 * G, 0, (size_t)G * d * sizeof(float));
@@ -158,17 +172,16 @@ static void dec_pages(void *arg, int ch, int tid)
 			if (r <= 0)
 				continue;
 			size_t off = (size_t)kr_row(&w[h], t) * pl->esz;
-			float *st = pl->cst + ((size_t)h * pl->maxch + ch) * G * (2 + (size_t)d);
-			pl->p->a->decode(w[h].K + off, w[h].V + off, w[h].ldk, r, pl->qs + (size_t)h * G * d,
-			                 pl->S + (size_t)h * G * pl->lds + t, pl->lds, st);
+			float *st = D->cst + ((size_t)h * pl->maxch + ch) * G * (2 + (size_t)d);
+			pl->p->a->decode(w[h].K + off, w[h].V + off, w[h].ldk, r, D->qs + (size_t)h * G * d,
+			                 D->S + (size_t)h * G * pl->lds + t, pl->lds, st);
 		}
 		t += run;
 	}
 }
 
-static void dec_head(void *arg, int h, int tid)
+static void dec_head(Dec *D, pthread_mutex_t *mu, int h, int tid)
 {
-	Dec *D = arg;
 	kvcc_plan *pl = D->pl;
 	const kvcc_artifact *A = pl->p->a;
 	const kvcc_policy *p = pl->p;
@@ -178,14 +191,14 @@ static void dec_head(void *arg, int h, int tid)
 	for (int g = 0; g < G; g++) {
 		float m = -INFINITY;
 		for (int ch = 0; ch < D->chper; ch++) {
-			const float *st = pl->cst + ((size_t)h * pl->maxch + ch) * G * (2 + (size_t)d);
+			const float *st = D->cst + ((size_t)h * pl->maxch + ch) * G * (2 + (size_t)d);
 			m = st[g] > m ? st[g] : m;
 		}
 		double l = 0;
 		float *og = o + (size_t)g * d;
 		memset(og, 0, (size_t)d * sizeof(float));
 		for (int ch = 0; ch < D->chper && n > 0; ch++) {
-			const float *st = pl->cst + ((size_t)h * pl->maxch + ch) * G * (2 + (size_t)d);
+			const float *st = D->cst + ((size_t)h * pl->maxch + ch) * G * (2 + (size_t)d);
 			if (st[G + g] == 0)
 				continue;
 			float w = expf(st[g] - m);
@@ -201,7 +214,7 @@ static void dec_head(void *arg, int h, int tid)
 	}
 	if (!(p->h->flags & KA_FOBSERVE))
 		return;
-	float *S = pl->S + (size_t)h * G * pl->lds;
+	float *S = D->S + (size_t)h * G * pl->lds;
 	for (int g = 0; g < G; g++)
 		if (n > 0)
 			A->probs(S + (size_t)g * pl->lds, n, M[g], Li[g]);
@@ -213,7 +226,7 @@ static void dec_head(void *arg, int h, int tid)
 	if (w.tab)
 		kr_rowoffs(&w, n, pl->roff[tid]);
 	kvcc_tmap_ctx c = {
-		.vals = pl->oval + (size_t)h * p->h->nins, .par = pl->par, .K = w.K, .V = w.V, .roff = w.tab ? pl->roff[tid] : NULL,
+		.vals = D->oval + (size_t)h * p->h->nins, .par = pl->par, .K = w.K, .V = w.V, .roff = w.tab ? pl->roff[tid] : NULL,
 		.pos = q->pos ? q->pos + (size_t)k * lay->capacity : NULL,
 		.state = q->state ? q->state + (size_t)k * lay->capacity : NULL, .n = n, .ldk = lay->stride_token,
 		.sstride = (int64_t)lay->layers * lay->kv_heads * lay->capacity, .layer = D->layer, .head = h,
@@ -222,18 +235,44 @@ static void dec_head(void *arg, int h, int tid)
 	int64_t lr = A->observe(&c);
 	if (lr) {
 		const KaIns *in = &p->ins[lr - 1];
-		pthread_mutex_lock(&D->mu);
+		pthread_mutex_lock(mu);
 		if (!D->err) {
 			snprintf(D->errmsg, sizeof D->errmsg, "%s:%u:%u: error: pooling kernel size must be a positive integer, "
 			         "got %g", p->src, in->line, in->col, c.err);
 			D->err = KVCC_EINVAL;
 		}
-		pthread_mutex_unlock(&D->mu);
+		pthread_mutex_unlock(mu);
 	}
 }
 
-/* one sequence's decode step of `layer` (checked): q, out [kv_heads][group][head_dim] */
-static int decseq(kvcc_plan *pl, kvcc_batch *b, int s, int layer, const float *q, float *out)
+/* the sequence of task t of a wave run (tasks of sequence i: first[i] .. first[i+1]-1) */
+static Dec *wave_dec(Wave *W, int *t)
+{
+	int i = 0;
+	while (*t >= W->first[i + 1])
+		i++;
+	*t -= W->first[i];
+	return &W->d[i];
+}
+
+static void wave_chunk(void *arg, int t, int tid)
+{
+	Dec *D = wave_dec(arg, &t);
+	if (D->pages)
+		dec_pages(D, t, tid);
+	else
+		dec_chunk(D, t, tid);
+}
+
+static void wave_head(void *arg, int t, int tid)
+{
+	Wave *W = arg;
+	dec_head(&W->d[t / W->H], &W->mu, t % W->H, tid);
+}
+
+/* Sequence s of b as lane `lane` of a wave (checked): its rounded queries, its split of the
+** keys into chunks (the same as it would get alone, so a batch decodes as single calls do). */
+static long dec_setup(kvcc_plan *pl, kvcc_batch *b, int s, int lane, int layer, const float *q, float *out, Dec *D)
 {
 	const kvcc_layout *lay = &pl->lay;
 	const KaHdr *hd = pl->p->h;
@@ -245,10 +284,13 @@ static int decseq(kvcc_plan *pl, kvcc_batch *b, int s, int layer, const float *q
 		nmax = n > nmax ? n : nmax;
 		total += n;
 	}
+	*D = (Dec){ .pl = pl, .b = b, .s = s, .len = len, .out = out, .layer = layer, .G = G, .d = d, .H = H,
+	            .step = pl->step[layer],
+	            .S = pl->S + (size_t)lane * H * G * pl->lds, .qs = pl->qs + (size_t)lane * H * G * d,
+	            .cst = pl->cst + (size_t)lane * H * pl->maxch * G * (2 + (size_t)d),
+	            .oval = pl->oval + (size_t)lane * H * hd->nins };
 	/* rounded (storage dtype, the reference semantics) and scaled queries */
-	pl->p->a->qround(q, pl->qs, (int64_t)H * G * d);
-	Dec D = { .pl = pl, .b = b, .s = s, .len = len, .out = out, .layer = layer, .G = G, .d = d, .H = H,
-	          .step = pl->step[layer] };
+	pl->p->a->qround(q, D->qs, (int64_t)H * G * d);
 	/* split-KV: the config's tasks per thread (2 by default) and smallest chunk (256) for the
 	** bucket of the longest head, chunks a multiple of the kernel's tile; a paged pool with
 	** whole tiles per page splits over all heads at once */
@@ -262,21 +304,38 @@ static int decseq(kvcc_plan *pl, kvcc_batch *b, int s, int layer, const float *q
 	cs = (cs + DTILE - 1) / DTILE * DTILE;
 	if (cs < cmin)
 		cs = cmin;
-	D.cs = cs;
-	D.chper = nmax > 0 ? (nmax + cs - 1) / cs : 1;
-	if (pages)
-		kr_pool_run(&pl->pool, dec_pages, &D, D.chper);
-	else
-		kr_pool_run(&pl->pool, dec_chunk, &D, H * D.chper);
-	pthread_mutex_init(&D.mu, NULL);
+	D->cs = cs;
+	D->chper = nmax > 0 ? (nmax + cs - 1) / cs : 1;
+	D->pages = pages;
+	D->ntask = pages ? D->chper : H * D->chper;
+	return total;
+}
+
+/* Sequences s0 .. s0+n-1 (n <= pl->lanes) in one pool run of their chunks and one of their
+** heads (merge of the chunk partials, the observe hook). */
+static int dec_wave(kvcc_plan *pl, kvcc_batch *b, int s0, int n, int layer, const float *q, float *out)
+{
+	const KaHdr *hd = pl->p->h;
+	int H = pl->lay.kv_heads;
+	size_t nq = (size_t)H * hd->group * pl->lay.head_dim;
+	Wave W;
+	long total = 0;
+	W.n = n, W.H = H, W.first[0] = 0;
+	for (int i = 0; i < n; i++) {
+		total += dec_setup(pl, b, s0 + i, i, layer, q + (s0 + i) * nq, out + (s0 + i) * nq, &W.d[i]);
+		W.first[i + 1] = W.first[i] + W.d[i].ntask;
+	}
+	kr_pool_run(&pl->pool, wave_chunk, &W, W.first[n]);
+	pthread_mutex_init(&W.mu, NULL);
 	if (total >= 1024 || (hd->flags & KA_FOBSERVE))
-		kr_pool_run(&pl->pool, dec_head, &D, H);
+		kr_pool_run(&pl->pool, wave_head, &W, n * H);
 	else
-		for (int h = 0; h < H; h++)
-			dec_head(&D, h, 0);
-	pthread_mutex_destroy(&D.mu);
-	if (D.err)
-		return kr_seterr(D.err, "%s", D.errmsg);
+		for (int t = 0; t < n * H; t++)
+			wave_head(&W, t, 0);
+	pthread_mutex_destroy(&W.mu);
+	for (int i = 0; i < n; i++)
+		if (W.d[i].err)
+			return kr_seterr(W.d[i].err, "%s", W.d[i].errmsg);
 	return 0;
 }
 
@@ -295,10 +354,12 @@ static int run_decode_batch(kvcc_plan *pl, kvcc_batch *b, int layer, const float
 		if ((hd->flags & KA_FOBSERVE) && hd->nst && !b->seq[s].state)
 			return kr_seterr(KVCC_EINVAL, "policy %s keeps per-token state: pass cache->state ([%d][layers][kv_heads][capacity])",
 			                 pl->p->name, hd->nst);
-	size_t nq = (size_t)lay->kv_heads * hd->group * lay->head_dim;
-	for (int s = 0; s < b->nseq; s++)    /* sequence by sequence, each on the pool */
-		if ((rc = decseq(pl, b, s, layer, q + s * nq, out + s * nq)) != 0)
+	/* (sequence, head, chunk) tasks of up to pl->lanes sequences per pool run */
+	for (int s = 0; s < b->nseq; s += pl->lanes) {
+		int n = b->nseq - s < pl->lanes ? b->nseq - s : pl->lanes;
+		if ((rc = dec_wave(pl, b, s, n, layer, q, out)) != 0)
 			return rc;
+	}
 	pl->step[layer]++;
 	return 0;
 }

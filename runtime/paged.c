@@ -228,6 +228,8 @@ static inline void row1(char *dst, const char *src, size_t rowb)
 	}
 }
 
+#define KR_CPF 8             /* kr_pcompact: source rows prefetched this many moves ahead */
+
 KC_FUNC void kr_pcompact(const KrRows *w, size_t esz, int d, const int32_t *idx, int64_t m, int32_t *pos,
                          float *state, int nst, int64_t sstride)
 {
@@ -240,6 +242,12 @@ KC_FUNC void kr_pcompact(const KrRows *w, size_t esz, int d, const int32_t *idx,
 			sp += sr / P, sr %= P;
 		if (src == i)
 			continue;
+		if (i + KR_CPF < m) {         /* the source rows KR_CPF moves ahead: scattered pages */
+			int64_t f = idx[i + KR_CPF];
+			size_t fo = (size_t)((int64_t)w->tab[f / P] * w->sp + f % P * w->ldk) * esz;
+			for (size_t c = 0; c < rowb; c += 64)
+				__builtin_prefetch(w->K + fo + c, 0, 1), __builtin_prefetch(w->V + fo + c, 0, 1);
+		}
 		size_t to = (size_t)((int64_t)w->tab[ip] * w->sp + ir * w->ldk) * esz;
 		size_t from = (size_t)((int64_t)w->tab[sp] * w->sp + sr * w->ldk) * esz;
 		row1(w->K + to, w->K + from, rowb);

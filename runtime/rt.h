@@ -57,10 +57,11 @@ struct kvcc_plan {
 	/* decode workspaces (sized here; the run path allocates nothing) */
 	int64_t lds;             /* logits row stride: capacity rounded up to DTILE, + DTILE */
 	int maxch;               /* split-KV chunks per head */
-	float *S;                /* [kv_heads][G][lds] logits, then probabilities */
-	float *qs;               /* [kv_heads][G][d] rounded, scaled queries */
-	float *cst;              /* [kv_heads][maxch][G*(2+d)] chunk states (m, l, acc) */
-	float **oval;            /* [kv_heads][nins] the observe loops' stored values */
+	int lanes;               /* sequences one decode pool run takes (each lane its workspaces) */
+	float *S;                /* [lanes][kv_heads][G][lds] logits, then probabilities */
+	float *qs;               /* [lanes][kv_heads][G][d] rounded, scaled queries */
+	float *cst;              /* [lanes][kv_heads][maxch][G*(2+d)] chunk states (m, l, acc) */
+	float **oval;            /* [lanes][kv_heads][nins] the observe loops' stored values */
 	double ms[4];            /* last compress: score, select, compact, total */
 	/* attn_score workspaces, one per pool thread, for ws_go = G * max_obs query rows: the fused
 	** kernels' tiles and Q rows */
@@ -95,6 +96,7 @@ struct kvcc_plan {
 };
 
 #define KR_STAGE 256         /* rows staged at a time (a multiple of TILE and DTILE) */
+#define KR_LANES 8           /* the most sequences of a batch one decode pool run takes */
 
 /* the rows of one (sequence, layer, head): row t of K at K + kr_row(w, t)*esz, of V likewise */
 typedef struct KrRows {

@@ -9,7 +9,7 @@
 # with --attn kvcc and --attn ref explicitly.  Prints one line per check and a final
 # "N passed, N failed" line; exits 1 when a check failed.
 #
-# Environment: LLAMA (the binary, default build/llama), DATA (the shared data directory,
+# Environment: LLAMA (the binary, default build/llama), KVCC (default: kvcc beside LLAMA), DATA (the shared data directory,
 # default ../shared/data), PYTHON (a python3 with numpy).
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -177,6 +177,61 @@ for c in "truncated model|$TMP/trunc.bin|$TOKZ|truncated" \
 done
 
 # (prefill-compress-continue against eval_ref.py: tests/e2e/run.sh, through `kvcc eval`)
+
+# ---- llama batch: many stories over one page pool == kvcc eval, one story at a time ----------
+# The expected numbers come from `kvcc eval` (tools/eval.c: one contiguous kvcc_cache per story,
+# kvcc_compress / kvcc_decode_layer), the independent single-sequence path; llama batch runs the
+# same protocol on a paged pool (kvcc_*_batch) with sequences admitted, compressed and ended in
+# between.  Tolerance 0 on the printed 6 decimals: the model code is the same (llama_layer_*),
+# paged decode attention reads the same rows in the same tile order as the contiguous cache
+# (whole-tile pages page by page, other page sizes staged), and compression keeps the same rows
+# (tests/paged), so the sums are the same bits; any difference is a bug.  Page sizes 16
+# (vLLM's default), 7 (pages that are not whole kernel tiles), 256; 3, 4 and 10 slots (10: two
+# decode pool runs per layer, libkvcc runs up to 8 sequences in one); 1 and 2
+# threads; a prefill policy, a decode policy (H2O: observe hook and state through the batch)
+# and no policy.
+KVCC=${KVCC:-$(dirname "$LLAMA")/kvcc}
+if [ -x "$KVCC" ]; then
+    "$KVCC" eval policies/snapkv.lua policies/h2o.lua policies/streaming_llm.lua --model "$MODEL" \
+        --tokenizer "$TOKZ" --data "$STORIES" --ratios 0,0.5 --param window=16 --threads 2 \
+        --csv "$TMP/eval.csv" > "$TMP/eval.out" 2>&1
+    check "kvcc eval (the expected numbers of llama batch)" "$(head -n 1 "$TMP/eval.out" | cut -c1-90)" $?
+    for c in "snapkv|0.5|--param window=16 --page-size 16 --pages 64 --max-seqs 4" \
+             "snapkv|0|--param window=16 --page-size 16 --pages 64 --max-seqs 4" \
+             "h2o|0.5|--page-size 7 --pages 400 --max-seqs 10 --threads 2" \
+             "streaming_llm|0.5|--page-size 256 --pages 6 --max-seqs 3" \
+             "-|0|--page-size 16 --pages 48 --max-seqs 4"; do
+        pol=${c%%|*}; rest=${c#*|}; r=${rest%%|*}; opts=${rest#*|}
+        if [ "$pol" = - ]; then
+            want=$(awk -F, '$1 == "snapkv" && $2 == 0 { print $5, $6 }' "$TMP/eval.csv")
+            set -- $opts
+        else
+            want=$(awk -F, -v p="$pol" -v r="$r" '$1 == p && $2 == r { print $5, $6 }' "$TMP/eval.csv")
+            set -- --policy "policies/$pol.lua" --ratio "$r" $opts
+        fi
+        L batch --data "$STORIES" --quiet "$@" > "$TMP/batch.out" 2>&1
+        got=$(awk '$1 == "batch:" { for (i = 1; i < NF; i++) { if ($i == "predictions") p = $(i + 1);
+                                                          if ($i == "nll") n = $(i + 1) } print p, n }' \
+                  "$TMP/batch.out")
+        [ -n "$want" ] && [ "$got" = "$want" ]
+        check "batch $pol ratio $r ($opts) == kvcc eval" "predictions nll: batch $got, eval $want" $?
+        if [ "$pol" = snapkv ] && [ "$r" = 0.5 ]; then
+            # more stories than fit at once: pages come back and are handed out again; the
+            # compression frees pages; the pool never holds more than it has
+            detail=$(awk '$1 == "pool:" { printf "peak %s of %s, %s handed out, %s reused, %s freed by compression%s",
+                                                  $5, $7, $11, $15, $25,
+                                                  ($5 + 0 > $7 + 0 || $15 + 0 < 1 || $25 + 0 < 1) ? " BAD" : "" }' "$TMP/batch.out")
+            case "$detail" in *BAD*|"") r=1 ;; *) r=0 ;; esac
+            check "batch: pages reused across sequences and freed by compression" "$detail" $r
+        fi
+    done
+    L batch --data "$STORIES" --stories 1:2 --pages 8 > "$TMP/out" 2> "$TMP/err"
+    rc=$?
+    [ $rc -eq 1 ] && grep -q "error: story 1 needs [0-9]* pages of 16 tokens at its peak, the pool has 8" "$TMP/err"
+    check "batch: a pool too small for a story is a clean error" "rc $rc, $(head -n 1 "$TMP/err")" $?
+else
+    ko "llama batch == kvcc eval" "KVCC=$KVCC is not an executable (make $KVCC)"
+fi
 
 # ---- the oracles' own self-checks (each of their lines is a check) --------------------------
 for s in "llama_ref.py selfcheck" "eval_ref.py selfcheck"; do

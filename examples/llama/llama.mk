@@ -5,11 +5,11 @@
 #   make $(B)/llama      the program (links libllama.a and libkvcc.so)
 #   make check-llama     its checks against data/README.md and the numpy oracle
 
-$(B)/llama: $(B)/examples/llama/main.o $(B)/libllama.a $(B)/libkvcc.so
-	$(CC) -o $@ $(B)/examples/llama/main.o $(B)/libllama.a -L$(B) -lkvcc -lkvcc_rt -Wl,-rpath,$(abspath $(B)) $(SAN) -lm
+$(B)/llama: $(B)/examples/llama/main.o $(B)/examples/llama/batch.o $(B)/libllama.a $(B)/libkvcc.so
+	$(CC) -o $@ $(B)/examples/llama/main.o $(B)/examples/llama/batch.o $(B)/libllama.a -L$(B) -lkvcc -lkvcc_rt -Wl,-rpath,$(abspath $(B)) $(SAN) -lm
 
-check-llama: $(B)/llama
-	LLAMA=$(B)/llama DATA=$(SHARED)/data PYTHON=$(PYTHON) sh examples/llama/check.sh
+check-llama: $(B)/llama $(B)/kvcc
+	LLAMA=$(B)/llama KVCC=$(B)/kvcc DATA=$(SHARED)/data PYTHON=$(PYTHON) sh examples/llama/check.sh
 
 CHECK_MORE += check-llama
 DEMO_MORE  += $(B)/llama

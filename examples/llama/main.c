@@ -7,6 +7,9 @@
  *   llama --model M --tokenizer T encode --prompt TEXT | --data FILE
  *   llama --model M --tokenizer T nll --data FILE [--stories a:b] [--per-story]
  *         [--max-tokens N] [--chunk-chars K] [--from TEXT]
+ *   llama --model M --tokenizer T batch --data FILE [--stories a:b] [--policy P --ratio R]
+ *         [--pages N] [--page-size P] [--max-seqs S] [--threads T] [--generate N] [--quiet]
+ *         (continuous batching over one page pool: batch.c, doc/runtime.md)
  *   llama --model M --tokenizer T selftest
  *   global: --attn kvcc|ref   attention through libkvcc (kvcc_append + kvcc_decode_layer,
  *           the default when this libkvcc has them) or the example's reference attend
@@ -33,6 +36,7 @@
 #if !defined(_GNU_SOURCE) && !defined(_POSIX_C_SOURCE)
 #define _POSIX_C_SOURCE 200809L /* clock_gettime */
 #endif
+#include "examples/llama/llama.h"
 #include "lib/llama/kvglue.h"
 #include "lib/llama/model.h"
 #include "lib/llama/stories.h"
@@ -56,12 +60,16 @@ static void usage(FILE *f)
           "  encode --prompt TEXT | --data FILE             token ids\n"
           "  nll --data FILE [--stories a:b] [--per-story] [--max-tokens N]\n"
           "      [--chunk-chars K] [--from TEXT]            mean next-token NLL\n"
+          "  batch --data FILE [--stories a:b] [--policy P --ratio R [--param name=value]...]\n"
+          "      [--pages N] [--page-size P] [--max-seqs S] [--threads T] [--generate N] [--quiet]\n"
+          "                                                 many stories over one page pool\n"
+          "                                                 (kvcc eval's protocol; batch.c)\n"
           "  selftest                                       cache / attention / hook checks\n"
           "(the compression benchmark is `kvcc eval`)\n",
           f);
 }
 
-static int fail(const char *fmt, const char *a)
+int fail(const char *fmt, const char *a)
 {
     fprintf(stderr, "llama: error: ");
     fprintf(stderr, fmt, a);
@@ -77,7 +85,7 @@ static double now(void)
 }
 
 /* [BOS] + encode(text), truncated to max_tokens; *full receives the untruncated count. */
-static int *encode_story(const LlamaTokenizer *tok, const char *text, size_t len, int max_tokens,
+int *encode_story(const LlamaTokenizer *tok, const char *text, size_t len, int max_tokens,
                          int *n, int *full)
 {
     int *ids = malloc(llama_tok_max_ids(len) * sizeof *ids);
@@ -94,14 +102,6 @@ static int *encode_story(const LlamaTokenizer *tok, const char *text, size_t len
 }
 
 /* ---- commands ------------------------------------------------------------------------------- */
-typedef struct {
-    const char *model, *tokenizer, *cmd, *prompt, *data, *stories, *policy, *ratio, *budget, *attn;
-    const char *from;
-    int steps, ids, per_story, max_tokens;
-    long chunk_chars;
-    const char *params[16];
-    int n_params;
-} Args;
 
 /* Attention backend of a state: libkvcc's decode attention (with `plan`) or the reference. */
 typedef struct {
@@ -195,17 +195,8 @@ static int *encode_prompt(const LlamaTokenizer *tok, const char *prompt, int *n_
     return ids;
 }
 
-/* The compression of generate --policy: the policy, its params, when it runs, its budget. */
-typedef struct {
-    kvcc_policy *pol;
-    double ratio, *params;
-    int decode, every, nstate, window; /* observation queries: kvcc_policy_obs (-1: all) */
-    long budget;                       /* decode policies: rows per head */
-    long fixed;                        /* --budget, or -1 */
-    char what[64];                     /* "ratio R" or "budget B", for the reports */
-} Gen;
 
-static int gen_setup(const Args *a, const LlamaConfig *cfg, Gen *g)
+int gen_setup(const Args *a, const LlamaConfig *cfg, Gen *g)
 {
     char err[600];
     memset(g, 0, sizeof *g);
@@ -261,7 +252,7 @@ static int gen_setup(const Args *a, const LlamaConfig *cfg, Gen *g)
     return 0;
 }
 
-static void gen_free(Gen *g)
+void gen_free(Gen *g)
 {
     kvcc_close(g->pol);
     free(g->params);
@@ -760,6 +751,10 @@ int main(int argc, char **argv)
     memset(&a, 0, sizeof a);
     a.steps = 256;
     a.max_tokens = 512;
+    a.page_size = 16;
+    a.pages = 64;
+    a.max_seqs = 4;
+    a.threads = 1;
     for (int i = 1; i < argc; i++) {
         const char *o = argv[i];
         const char *val = i + 1 < argc ? argv[i + 1] : NULL;
@@ -791,6 +786,16 @@ int main(int argc, char **argv)
             a.steps = atoi(val);
         else if (OPT("--max-tokens"))
             a.max_tokens = atoi(val);
+        else if (OPT("--pages"))
+            a.pages = atoi(val);
+        else if (OPT("--page-size"))
+            a.page_size = atoi(val);
+        else if (OPT("--max-seqs"))
+            a.max_seqs = atoi(val);
+        else if (OPT("--threads"))
+            a.threads = atoi(val);
+        else if (OPT("--generate"))
+            a.generate = atoi(val);
         else if (OPT("--chunk-chars")) {
             char *e;
             a.chunk_chars = strtol(val, &e, 10);
@@ -804,6 +809,8 @@ int main(int argc, char **argv)
             a.ids = 1;
         else if (strcmp(o, "--per-story") == 0)
             a.per_story = 1;
+        else if (strcmp(o, "--quiet") == 0)
+            a.quiet = 1;
         else if (o[0] != '-' && !a.cmd)
             a.cmd = o;
         else {
@@ -817,7 +824,7 @@ int main(int argc, char **argv)
         return 2;
     }
     if (strcmp(a.cmd, "generate") && strcmp(a.cmd, "logits") && strcmp(a.cmd, "encode") &&
-        strcmp(a.cmd, "nll") && strcmp(a.cmd, "selftest")) {
+        strcmp(a.cmd, "nll") && strcmp(a.cmd, "selftest") && strcmp(a.cmd, "batch")) {
         usage(stderr);
         return fail("unknown command '%s'", a.cmd), 2;
     }
@@ -857,6 +864,8 @@ int main(int argc, char **argv)
         rc = cmd_generate(&a, &m, &tok, &at);
     } else if (strcmp(a.cmd, "logits") == 0) {
         rc = cmd_logits(&a, &m, &tok, &at);
+    } else if (strcmp(a.cmd, "batch") == 0) {
+        rc = cmd_batch(&a, &m, &tok);
     } else if (strcmp(a.cmd, "nll") == 0) {
         rc = cmd_nll(&a, &m, &tok, &at);
     } else {

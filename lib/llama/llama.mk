@@ -8,10 +8,10 @@
 # kvcc_cache.state); without it the model attends with its own reference code on the
 # same kvcc_cache.
 
-LLAMAOBJ = $(addprefix $(B)/lib/llama/,tokenizer.o model.o stories.o kvglue.o file.o)
+LLAMAOBJ = $(addprefix $(B)/lib/llama/,tokenizer.o model.o stories.o kvglue.o file.o batch.o)
 LLAMA_DECODE := $(shell grep -q 'kvcc_decode_layer' include/kvcc.h 2>/dev/null && echo -DLLAMA_KVCC_DECODE)
 
-$(LLAMAOBJ) $(B)/examples/llama/main.o $(B)/tools/eval.o $(B)/tools/calibrate.o: CFLAGS += $(LLAMA_DECODE)
+$(LLAMAOBJ) $(B)/examples/llama/main.o $(B)/examples/llama/batch.o $(B)/tools/eval.o $(B)/tools/calibrate.o: CFLAGS += $(LLAMA_DECODE)
 
 $(B)/libllama.a: $(LLAMAOBJ)
 	rm -f $@

@@ -518,7 +518,7 @@ const float *llama_forward(LlamaState *s, int token, int pos)
     const LlamaModel *m = s->m;
     const LlamaConfig *c = &m->cfg;
     LlamaCache *kc = &s->cache;
-    const int D = c->dim, F = c->hidden_dim, KV = c->kv_dim, hd = c->head_dim, G = c->group;
+    const int D = c->dim, hd = c->head_dim, G = c->group;
     if (token < 0 || token >= c->vocab_size) {
         snprintf(s->err, sizeof s->err, "token id %d outside 0..%d", token, c->vocab_size - 1);
         return NULL;
@@ -531,28 +531,12 @@ const float *llama_forward(LlamaState *s, int token, int pos)
                          kc->capacity);
                 return NULL;
             }
-    LlamaObs *obs = s->obs;
-    int obs_slot = -1;
-    if (obs && pos >= obs->start && pos < obs->start + obs->window) {
-        obs_slot = pos - obs->start;
-        obs->qpos[obs_slot] = pos;
-        if (obs_slot + 1 > obs->count)
-            obs->count = obs_slot + 1;
-    }
-
+    int obs_slot = llama_obs_begin(s->obs, pos);
     float *x = s->x;
     memcpy(x, m->tok_emb + (size_t)token * D, (size_t)D * sizeof(float));
     for (int l = 0; l < c->n_layers; l++) {
-        rmsnorm(s->xb, x, m->rms_att + (size_t)l * D, D);
-        matvec(s->q, m->wq + (size_t)l * D * D, s->xb, D, D);
-        matvec(s->k, m->wk + (size_t)l * KV * D, s->xb, KV, D);
-        matvec(s->v, m->wv + (size_t)l * KV * D, s->xb, KV, D);
-        rope(s->q, D, hd, pos);
-        rope(s->k, KV, hd, pos);
-        if (obs_slot >= 0)
-            for (int qh = 0; qh < c->n_heads; qh++)
-                memcpy(obs->q + (((size_t)l * c->n_heads + qh) * obs->window + obs_slot) * hd,
-                       s->q + (size_t)qh * hd, (size_t)hd * sizeof(float));
+        llama_layer_qkv(m, l, x, pos, s->xb, s->q, s->k, s->v);
+        llama_obs_store(s->obs, obs_slot, l, s->q);
         if (s->layer) {
             int rc = s->layer(s->layer_user, kc, l, s->q, s->k, s->v, pos, s->att_out);
             if (rc) {
@@ -577,23 +561,69 @@ const float *llama_forward(LlamaState *s, int token, int pos)
                     s->observe(s->observe_user, l, h, probs, *len, G);
             }
         }
-        matvec(s->xb2, m->wo + (size_t)l * D * D, s->att_out, D, D);
-        for (int i = 0; i < D; i++)
-            x[i] += s->xb2[i];
-        rmsnorm(s->xb, x, m->rms_ffn + (size_t)l * D, D);
-        matvec(s->hb, m->w1 + (size_t)l * F * D, s->xb, F, D);
-        matvec(s->hb2, m->w3 + (size_t)l * F * D, s->xb, F, D);
-        for (int i = 0; i < F; i++) {
-            float a = s->hb[i];
-            s->hb[i] = a / (1.0f + expf(-a)) * s->hb2[i];
-        }
-        matvec(s->xb2, m->w2 + (size_t)l * D * F, s->hb, D, F);
-        for (int i = 0; i < D; i++)
-            x[i] += s->xb2[i];
+        llama_layer_ffn(m, l, x, s->att_out, s->xb, s->xb2, s->hb, s->hb2);
     }
-    rmsnorm(s->xb, x, m->rms_final, D);
-    matvec(s->logits, m->wcls, s->xb, c->vocab_size, D);
+    llama_head(m, x, s->xb, s->logits);
     return s->logits;
+}
+
+int llama_obs_begin(LlamaObs *obs, int pos)
+{
+    if (!obs || pos < obs->start || pos >= obs->start + obs->window)
+        return -1;
+    int slot = pos - obs->start;
+    obs->qpos[slot] = pos;
+    if (slot + 1 > obs->count)
+        obs->count = slot + 1;
+    return slot;
+}
+
+void llama_obs_store(LlamaObs *obs, int slot, int l, const float *q)
+{
+    if (!obs || slot < 0)
+        return;
+    const size_t hd = (size_t)obs->head_dim;
+    for (int qh = 0; qh < obs->n_heads; qh++)
+        memcpy(obs->q + (((size_t)l * obs->n_heads + qh) * obs->window + slot) * hd,
+               q + (size_t)qh * hd, hd * sizeof(float));
+}
+
+void llama_layer_qkv(const LlamaModel *m, int l, const float *x, int pos, float *xb, float *q,
+                     float *k, float *v)
+{
+    const LlamaConfig *c = &m->cfg;
+    const int D = c->dim, KV = c->kv_dim;
+    rmsnorm(xb, x, m->rms_att + (size_t)l * D, D);
+    matvec(q, m->wq + (size_t)l * D * D, xb, D, D);
+    matvec(k, m->wk + (size_t)l * KV * D, xb, KV, D);
+    matvec(v, m->wv + (size_t)l * KV * D, xb, KV, D);
+    rope(q, D, c->head_dim, pos);
+    rope(k, KV, c->head_dim, pos);
+}
+
+void llama_layer_ffn(const LlamaModel *m, int l, float *x, const float *att_out, float *xb,
+                     float *xb2, float *hb, float *hb2)
+{
+    const int D = m->cfg.dim, F = m->cfg.hidden_dim;
+    matvec(xb2, m->wo + (size_t)l * D * D, att_out, D, D);
+    for (int i = 0; i < D; i++)
+        x[i] += xb2[i];
+    rmsnorm(xb, x, m->rms_ffn + (size_t)l * D, D);
+    matvec(hb, m->w1 + (size_t)l * F * D, xb, F, D);
+    matvec(hb2, m->w3 + (size_t)l * F * D, xb, F, D);
+    for (int i = 0; i < F; i++) {
+        float a = hb[i];
+        hb[i] = a / (1.0f + expf(-a)) * hb2[i];
+    }
+    matvec(xb2, m->w2 + (size_t)l * D * F, hb, D, F);
+    for (int i = 0; i < D; i++)
+        x[i] += xb2[i];
+}
+
+void llama_head(const LlamaModel *m, const float *x, float *xb, float *logits)
+{
+    rmsnorm(xb, x, m->rms_final, m->cfg.dim);
+    matvec(logits, m->wcls, xb, m->cfg.vocab_size, m->cfg.dim);
 }
 
 double llama_nll(const float *logits, int vocab, int target)

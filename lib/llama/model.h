@@ -178,6 +178,24 @@ const float *llama_forward(LlamaState *s, int token, int pos);
 int llama_prefill(LlamaState *s, const int *tokens, int n, int pos0, LlamaObs *obs,
                   double *nll_sum);
 
+/* ---- pieces of the forward pass, for drivers that attend many sequences at once ------------
+ * llama_forward is: x = embedding; per layer llama_layer_qkv, attention, llama_layer_ffn;
+ * llama_head.  The same code, so a driver built from them computes the same bits. */
+/* Layer l before attention: xb = rmsnorm(x), q [dim], k, v [kv_dim] (q and k post-RoPE at pos). */
+void llama_layer_qkv(const LlamaModel *m, int l, const float *x, int pos, float *xb, float *q,
+                     float *k, float *v);
+/* Layer l after attention: x += wo att_out, then x += the FFN's output (scratch xb, xb2
+ * [dim], hb, hb2 [hidden_dim]). */
+void llama_layer_ffn(const LlamaModel *m, int l, float *x, const float *att_out, float *xb,
+                     float *xb2, float *hb, float *hb2);
+/* logits [vocab] of the last layer's x (scratch xb [dim]). */
+void llama_head(const LlamaModel *m, const float *x, float *xb, float *logits);
+/* Observation capture of a token at pos: its slot in obs (qpos and count updated), or -1 when
+ * obs is NULL or pos is outside its window; llama_obs_store copies layer l's queries q
+ * [n_heads][head_dim] into that slot (nothing for slot -1). */
+int llama_obs_begin(LlamaObs *obs, int pos);
+void llama_obs_store(LlamaObs *obs, int slot, int l, const float *q);
+
 /* -log softmax(logits)[target], in double. */
 double llama_nll(const float *logits, int vocab, int target);
 
