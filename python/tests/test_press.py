@@ -238,6 +238,12 @@ def batches_and_attention(model, stories):
             "rows per layer %s" % lens)
     S.raises("a decode policy is refused", ValueError, r"h2o runs during decoding",
              lambda: KvccPress(os.path.join(POLICIES, "h2o.lua"), ratio=0.5).post_init_from_model(model))
+    import re
+    import kvcc
+    lsepol = os.path.join(ROOT, "python", "tests", "policies", "snapkv_lse.lua")
+    S.raises("a policy reading x.lse: kvcc.CompileError with its file:line:col", kvcc.CompileError,
+             re.escape(lsepol) + r":10:\d+: error: ",
+             lambda: KvccPress(lsepol, ratio=0.5).post_init_from_model(model))
 
 
 def generate_padded(model, stories):
