@@ -27,7 +27,14 @@ fi
 name=check-python-$MODE
 rm -f "$B/py-torch.skipped"
 t0=$(date +%s)
-if PYTHON=${PY:-python3} python/setup-venv "$VENV" >"$B/py-venv.now.log" 2>&1; then ok=1; else ok=; fi
+# wait for the background install of this make check (its lock), then reuse its verdict: when it
+# could not make the venv, trying again here would only add pip's network timeouts to make check
+mkdir -p "$(dirname "$VENV")"
+flock "$VENV.lock" true 2>/dev/null || :
+if [ -f "$B/py-venv.log" ] && grep -q "^python/setup-venv: \(pip could not\|cannot\|.* does not import\)" "$B/py-venv.log"; then
+	cp "$B/py-venv.log" "$B/py-venv.now.log"
+	ok=
+elif PYTHON=${PY:-python3} python/setup-venv "$VENV" >"$B/py-venv.now.log" 2>&1; then ok=1; else ok=; fi
 if [ -f "$B/py-venv.log" ]; then          # the background install that make check started
 	echo "$name: the background install (python/setup-venv --background, $B/py-venv.log):"
 	grep -v DEPRECATION "$B/py-venv.log" | sed 's/^/  /'
