@@ -88,15 +88,19 @@ deps:
 	@scripts/install-deps
 
 check: deps
+	$(CHECK_START)
 	$(MAKE) all
-	$(MAKE) $(CHECK_TIERS) $(CHECK_MORE)
-	@echo "make check: all tiers passed"
+	$(MAKE) $(CHECK_TIERS) $(CHECK_MORE) $(CHECK_LAST)
+	@echo "make check: all tiers passed$(PY_SKIPPED)"
 
+# CHECK_START: recipe lines run first (python.mk: the torch venv's install, in the background);
+# CHECK_LAST: tiers run after all others (python.mk: check-python-torch, which waits for it).
 # The slow tiers replace the fast ones they include (CHECK_FULL_OMIT).
 check-full: deps
+	$(CHECK_START)
 	$(MAKE) all
-	$(MAKE) $(filter-out $(CHECK_FULL_OMIT),$(CHECK_TIERS) $(CHECK_MORE)) $(CHECK_FULL)
-	@echo "make check-full: all tiers passed"
+	$(MAKE) $(filter-out $(CHECK_FULL_OMIT),$(CHECK_TIERS) $(CHECK_MORE) $(CHECK_LAST)) $(CHECK_FULL)
+	@echo "make check-full: all tiers passed$(PY_SKIPPED)"
 
 demo: deps
 	$(MAKE) all $(DEMO_MORE)

@@ -131,6 +131,64 @@ def _lse(q: torch.Tensor, keys: torch.Tensor, scale: float, chunk: int = 4096) -
     return (m + torch.log(s)).reshape(H, G, O).contiguous()
 
 
+_FLASH_CPU = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
+
+
+def _sdpa_with_lse(orig: Any) -> Any:
+    """Hugging Face's "sdpa" attention function, wrapped for the modules a KvccPress manages: on a
+    CPU prefill without a mask (causal, unpadded, no past, no dropout, no grad) it calls the kernel
+    that ``F.scaled_dot_product_attention`` runs there itself — torch's CPU flash attention, GQA
+    native — directly, because that call also returns each query's log-sum-exp; the last ``obs``
+    rows of it are kept on the module (``_kvcc_lse`` [b, q_heads, obs] float32) for the
+    compression step: kvcc then skips its own pass over K that computes them (kvcc.h: ``lse``);
+    ``_kvcc_lse_obs`` < 0: every row (``obs = kvcc.all``).
+    The attention output is the same tensor sdpa returns (tests/test_press.py checks logits bit
+    for bit). Everything else goes to ``orig`` (kvpress's patched sdpa: at a prefill that patch
+    only clears ``masked_key_indices``, which this does too)."""
+
+    def attn(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+             attention_mask: Optional[torch.Tensor], dropout: float = 0.0, scaling: Optional[float] = None,
+             is_causal: Optional[bool] = None, **kwargs: Any) -> tuple[torch.Tensor, None]:
+        O = getattr(module, "_kvcc_lse_obs", 0)
+        n = query.shape[2]
+        O = n if O < 0 else O                                  # obs = kvcc.all: every row
+        if (O > 0 and _FLASH_CPU is not None and attention_mask is None and dropout == 0.0 and
+                query.device.type == "cpu" and 1 < n == key.shape[2] and O <= n and
+                (is_causal if is_causal is not None else getattr(module, "is_causal", True)) and
+                query.dtype in _TORCH_DTYPES and not torch.is_grad_enabled() and
+                not kwargs.get("output_attentions", False) and "cu_seq_lens_k" not in kwargs):
+            module.masked_key_indices = None                   # what kvpress's patch does at a prefill
+            out, lse = _FLASH_CPU(query, key, value, 0.0, True, attn_mask=None, scale=scaling)
+            module._kvcc_lse = lse[:, :, n - O:].float().clone(memory_format=torch.contiguous_format)
+            return out.transpose(1, 2).contiguous(), None
+        module._kvcc_lse = None
+        return orig(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
+                    is_causal=is_causal, **kwargs)
+    attn._kvcc_orig = orig
+    return attn
+
+
+@contextlib.contextmanager
+def _lse_capture(model: torch.nn.Module) -> Iterator[bool]:
+    """While active, the model's "sdpa" attention keeps the observation rows' log-sum-exp
+    (:func:`_sdpa_with_lse`); yields whether it could (an sdpa model on this transformers)."""
+    try:
+        from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS as table
+    except ImportError:
+        yield False
+        return
+    impl = getattr(model.config, "_attn_implementation", None)
+    cur = table.get("sdpa")                    # kvpress's patched sdpa (it patches at import)
+    if impl != "sdpa" or cur is None or _FLASH_CPU is None or getattr(cur, "_kvcc_orig", None) is not None:
+        yield False                                       # another implementation, or already wrapped
+        return
+    table["sdpa"] = _sdpa_with_lse(cur)
+    try:
+        yield True
+    finally:
+        table["sdpa"] = cur
+
+
 # --- keeping the Hugging Face cache consistent ------------------------------------------------------
 def _mask_prehook(module: torch.nn.Module, args: tuple, kwargs: dict) -> Optional[tuple]:
     cache = kwargs.get("past_key_values")
@@ -214,13 +272,17 @@ class KvccPress(BasePress):
     removed (kvpress's ``compression_ratio``; ``n_keep = floor(n (1 - ratio))``), or ``budget``:
     rows kept per head. Policy params by name (``window=16``) or ``params={…}``; ``threads``:
     kvcc's workers (default: torch's thread count); ``capture_queries``: keep the prefill's q_proj
-    output of the observation window instead of recomputing it (default). After a compression, :attr:`kept` maps each
+    output of the observation window instead of recomputing it (default); ``capture_lse``: on a
+    model with ``attn_implementation="sdpa"``, keep the prefill attention's log-sum-exp of those
+    queries (torch's CPU flash attention returns it), so that kvcc reads K once instead of twice
+    for a policy whose softmax is that attention's (SnapKV, PyramidKV, TOVA…; default). After a compression, :attr:`kept` maps each
     layer to the kept positions ``[batch, kv_heads, rows]`` (−1 on padded slots) and
     :attr:`lengths` to the rows per head."""
 
     def __init__(self, policy: Union[str, os.PathLike, core.Policy], ratio: float = 0.0, *,
                  budget: Optional[int] = None, params: Optional[dict] = None, threads: Optional[int] = None,
-                 weights: Optional[dict] = None, capture_queries: bool = True, **kw_params: float):
+                 weights: Optional[dict] = None, capture_queries: bool = True, capture_lse: bool = True,
+                 **kw_params: float):
         self.policy_source = policy
         self._ratio = float(ratio)
         if not (0 <= self._ratio < 1):
@@ -230,6 +292,7 @@ class KvccPress(BasePress):
         self.threads = threads
         self.weights = dict(weights or {})
         self.capture_queries = capture_queries
+        self.capture_lse = capture_lse
         self._policies: dict = {}
         self._plans: dict = {}
         self._nlayers = 0
@@ -289,19 +352,24 @@ class KvccPress(BasePress):
         """kvpress's ``with press(model):`` — plus a forward hook on each layer's ``q_proj`` that
         keeps the projected queries of the last ``obs`` prompt positions, so that the compression
         step does not recompute them (kvpress's presses run q_proj on the window again)."""
-        handles = []
+        handles, atts = [], []
         try:
-            with super().__call__(model):
+            with super().__call__(model), (_lse_capture(model) if self.capture_lse
+                                           else contextlib.nullcontext(False)) as lse_on:
                 lm = model.model.language_model if hasattr(model.model, "language_model") else model.model
                 for layer in lm.layers:
                     att = layer.self_attn
+                    atts.append(att)
                     if self.capture_queries and hasattr(att, "q_proj"):
-                        handles.append((att, att.q_proj.register_forward_hook(self._capture(att))))
+                        handles.append(att.q_proj.register_forward_hook(self._capture(att)))
+                    att._kvcc_lse_obs = self._obs if lse_on else 0
                 yield
         finally:
-            for att, h in handles:
+            for h in handles:
                 h.remove()
-                att._kvcc_qproj = None
+            for att in atts:
+                att._kvcc_qproj = att._kvcc_lse = None
+                att._kvcc_lse_obs = 0
 
     def _capture(self, att: torch.nn.Module) -> Any:
         def hook(mod: torch.nn.Module, inp: Any, out: torch.Tensor) -> None:
@@ -405,8 +473,13 @@ class KvccPress(BasePress):
             cap = cap[:, cap.shape[1] - O:]
         q = observation_queries(module, hidden_states, kwargs["position_embeddings"], O, cap)
         G = q.shape[1] // H
-        lse = None
-        if pol.reads_lse:
+        lse = getattr(module, "_kvcc_lse", None)              # from the prefill's attention
+        module._kvcc_lse = None
+        if lse is not None and tuple(lse.shape) != (b, H * G, O):
+            lse = None
+        if lse is not None:
+            lse = lse.reshape(b, H, G, O)                       # query head h*G + g
+        elif pol.reads_lse:
             lse = torch.stack([_lse(q[i].to(keys.dtype), keys[i], module.scaling) for i in range(b)])
         with _one_thread():
             return q.to(keys.dtype).reshape(b, H, G, O, d).contiguous(), lse

@@ -2,7 +2,7 @@
 """`pip install ./python` into the project venv, then, with the installed package (not the
 source tree): where it found kvcc's libraries (bundled from the build tree into kvcc/_libs),
 the shipped policies by name, and the README's example — a policy inside kvpress — run as
-written from the repository root."""
+written from the repository root (its output, and doc/python.md showing the same)."""
 import os
 import re
 import subprocess
@@ -38,8 +38,11 @@ def main():
     code = m.group(1)
     r = run(code, timeout=300)
     S.check("README example (%d lines) with the installed package" % code.count("\n"),
-            r.returncode == 0 and re.search(r"\d+ tokens -> \d+ rows per head", r.stdout) is not None,
+            r.returncode == 0 and re.search(r"32 tokens -> 16 rows per head", r.stdout) is not None,
             (r.stdout + r.stderr).strip()[-300:])
+    doc = open(os.path.join(ROOT, "doc", "python.md")).read()
+    S.check("doc/python.md shows the same example and its output", "```python\n" + code + "```" in doc and
+            "`32 tokens -> 16 rows per head`" in doc)
     return S.done()
 
 

@@ -139,6 +139,63 @@ def captured_vs_recomputed(model, stories):
                 "NLL %.9f vs %.9f" % (na[0] / na[1], nb[0] / nb[1]))
 
 
+def lse_from_prefill(stories):
+    """On an sdpa model KvccPress takes the observation queries' log-sum-exp from the prefill's
+    own attention (torch's CPU flash attention returns it) and kvcc skips its statistics pass:
+    the same logits as plain sdpa (bit for bit), the same kept sets and NLL as kvcc computing the
+    statistics itself (capture_lse=False), and the captured lse is really read (perturbing it
+    changes the kept sets)."""
+    from transformers import DynamicCache
+    import kvcc.press as kp
+    sdpa = load_llama2c(os.path.join(DATA, "stories260K.bin"), attn_implementation="sdpa")
+    ids = torch.tensor([stories[1][:200]])
+    with torch.no_grad():
+        plain = sdpa(ids).logits
+        p = KvccPress(os.path.join(POLICIES, "snapkv.lua"), ratio=0.0, window=16)
+        with p(sdpa):
+            wrapped = sdpa(ids, past_key_values=DynamicCache()).logits
+    S.check("sdpa with the lse capture: the same logits as plain sdpa", torch.equal(plain, wrapped))
+    seen = []
+    orig = kp.KvccPress._run
+
+    def spy(self, pol, K, V, Q, lse):
+        seen.append(lse is not None)
+        return orig(self, pol, K, V, Q, lse)
+    kp.KvccPress._run = spy
+    try:
+        for name, kw in (("snapkv", {"window": 16}), ("tova", {}), ("observed_attention", {}),
+                         ("pyramidkv", {"window": 16})):
+            same, worst, used = True, 0.0, True
+            for si in range(4):
+                a = KvccPress(os.path.join(POLICIES, name + ".lua"), ratio=0.5, **kw)
+                b = KvccPress(os.path.join(POLICIES, name + ".lua"), ratio=0.5, capture_lse=False, **kw)
+                del seen[:]
+                na = hf_eval.story_nll(sdpa, stories[si], a)
+                used = used and bool(seen) and all(seen)
+                nb = hf_eval.story_nll(sdpa, stories[si], b)
+                same = same and len(a.kept) == 5 and all(np.array_equal(a.kept[l], b.kept[l]) for l in b.kept)
+                worst = max(worst, abs(na[0] / na[1] - nb[0] / nb[1]))
+            S.check("%s: the prefill's lse = kvcc's own statistics, stories 0-3" % name, same and used and worst <= 1e-6,
+                    "kept sets %s, lse passed %s, max |dNLL| %.1e" % ("identical" if same else "differ", used, worst))
+    finally:
+        kp.KvccPress._run = orig
+    orig_li = kp.KvccPress._layer_inputs
+
+    def noisy(self, *a):
+        q, lse = orig_li(self, *a)
+        return q, None if lse is None else lse + torch.randn(lse.shape, generator=torch.Generator().manual_seed(3))
+    kp.KvccPress._layer_inputs = noisy
+    try:
+        a = KvccPress(os.path.join(POLICIES, "snapkv.lua"), ratio=0.5, window=16)
+        hf_eval.story_nll(sdpa, stories[1], a)
+    finally:
+        kp.KvccPress._layer_inputs = orig_li
+    b = KvccPress(os.path.join(POLICIES, "snapkv.lua"), ratio=0.5, window=16, capture_lse=False)
+    hf_eval.story_nll(sdpa, stories[1], b)
+    S.check("the captured lse is read (a perturbed one changes the kept sets)",
+            not all(np.array_equal(a.kept[l], b.kept[l]) for l in b.kept))
+
+
 def batches_and_attention(model, stories):
     """A batch of two stories (cut to one length) keeps per element what each alone keeps; sdpa
     attention gives eager's NLL through the mask fixes (per-layer and per-head lengths); the
@@ -181,6 +238,12 @@ def batches_and_attention(model, stories):
             "rows per layer %s" % lens)
     S.raises("a decode policy is refused", ValueError, r"h2o runs during decoding",
              lambda: KvccPress(os.path.join(POLICIES, "h2o.lua"), ratio=0.5).post_init_from_model(model))
+    import re
+    import kvcc
+    lsepol = os.path.join(ROOT, "python", "tests", "policies", "snapkv_lse.lua")
+    S.raises("a policy reading x.lse: kvcc.CompileError with its file:line:col", kvcc.CompileError,
+             re.escape(lsepol) + r":10:\d+: error: ",
+             lambda: KvccPress(lsepol, ratio=0.5).post_init_from_model(model))
 
 
 def generate_padded(model, stories):
@@ -245,6 +308,7 @@ def main():
     model = load_llama2c(os.path.join(DATA, "stories260K.bin"))
     S.run("kvpress agreement", kvpress_agreement, model, stories)
     S.run("captured queries", captured_vs_recomputed, model, stories)
+    S.run("lse from the prefill", lse_from_prefill, stories)
     S.run("batches and attention", batches_and_attention, model, stories)
     S.run("generate", generate_padded, model, stories)
     full = os.environ.get("KVCC_PY_FULL") == "1"
