@@ -487,7 +487,7 @@ static void segment(long t, long n, double size, long start, long *s0, long *s1)
 		*s0 = 0, *s1 = start < n ? start : n;
 		return;
 	}
-	if (isinf(size)) {
+	if (size >= (double)(n - start)) {    /* one segment to the end (inf, or any size that reaches it) */
 		*s0 = start, *s1 = n;
 		return;
 	}
