@@ -487,7 +487,7 @@ static void segment(long t, long n, double size, long start, long *s0, long *s1)
 		*s0 = 0, *s1 = start < n ? start : n;
 		return;
 	}
-	if (isinf(size)) {
+	if (size >= (double)(n - start)) {    /* one segment to the end (inf, or any size that reaches it) */
 		*s0 = start, *s1 = n;
 		return;
 	}
@@ -850,15 +850,9 @@ static int selectkeep(Ctx *x, const double *scores, const long *nk, char *keep)
 {
 	const KiFn *f = x->f;
 	const KiCase *c = x->c;
-	double vs = refval(f, x->par, f->sel.keep_first, 0), vr = refval(f, x->par, f->sel.keep_recent, 0);
-	double vc = refval(f, x->par, f->sel.chunk, 1);
-	if (!(vs >= 0 && vs <= 1e12) || !(vr >= 0 && vr <= 1e12) || !(vc >= 1 && vc <= 1e12)) {
-		ki_error(x->e, f->src, f->sel.line, f->sel.col,
-		         "select: keep_first and keep_recent must be in 0..1e12 and chunk in 1..1e12 "
-		         "(got %g, %g, %g)", vs, vr, vc);
+	long S, Rr, ch;
+	if (ki_selfields(f, x->par, &S, &Rr, &ch, x->e) != 0)
 		return -1;
-	}
-	long S = (long)vs, Rr = (long)vr, ch = (long)vc;
 	double tau = refval(f, x->par, f->sel.tau, 0);
 	size_t maxc = (size_t)c->L * c->H * (size_t)c->n + 1;
 	Cand *cs = malloc(maxc * sizeof *cs);

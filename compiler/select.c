@@ -317,11 +317,32 @@ static int dynsched(const KiFn *f, const KiCase *c, const double *par, const dou
 	return 0;
 }
 
+/* keep_first, keep_recent and chunk with this run's params: integers in 0..1e9 (chunk
+** 1..1e9), or an error at the select rule. chunk may be NULL. */
+int ki_selfields(const KiFn *f, const double *par, long *S, long *R, long *chunk, KiErr *e)
+{
+	const KiSelect *sel = &f->sel;
+	double vs = val(f, par, sel->keep_first, 0), vr = val(f, par, sel->keep_recent, 0);
+	double vc = val(f, par, sel->chunk, 1);
+	if (!(vs >= 0 && vs <= 1e9) || !(vr >= 0 && vr <= 1e9) || !(vc >= 1 && vc <= 1e9) || vs != floor(vs) ||
+	    vr != floor(vr) || vc != floor(vc)) {
+		ki_error(e, f->src, sel->line, sel->col, "select: keep_first and keep_recent must be integers in "
+		         "0..1e9 and chunk in 1..1e9 (got %g, %g, %g)", vs, vr, vc);
+		return -1;
+	}
+	*S = (long)vs, *R = (long)vr;
+	if (chunk)
+		*chunk = (long)vc;
+	return 0;
+}
+
 int ki_counts(const KiFn *f, const KiCase *c, const double *par, const double *scores,
               const double *keepv, long *nk, KiErr *e)
 {
 	const KiSelect *sel = &f->sel;
-	long S = (long)val(f, par, sel->keep_first, 0), R = (long)val(f, par, sel->keep_recent, 0);
+	long S, R;
+	if (ki_selfields(f, par, &S, &R, NULL, e) != 0)
+		return -1;
 	if (sel->sched == SCH_prefix)
 		return prefixsched(f, c, par, scores, S, R, nk, e);
 	if (sel->sched == SCH_dynamic)
@@ -351,7 +372,9 @@ int ki_selmass(const KiFn *f, const KiCase *c, const double *par, const double *
                char *keep, KiErr *e)
 {
 	const KiSelect *sel = &f->sel;
-	long S = (long)val(f, par, sel->keep_first, 0), R = (long)val(f, par, sel->keep_recent, 0);
+	long S, R;
+	if (ki_selfields(f, par, &S, &R, NULL, e) != 0)
+		return -1;
 	double p = val(f, par, sel->mass, 0);
 	Tok *tk = malloc(((size_t)c->n + 1) * sizeof *tk);
 	if (!tk)
@@ -403,7 +426,9 @@ int ki_selfloor(const KiFn *f, const KiCase *c, const double *par, const double 
                 char *keep, KiErr *e)
 {
 	const KiSelect *sel = &f->sel;
-	long S = (long)val(f, par, sel->keep_first, 0), R = (long)val(f, par, sel->keep_recent, 0);
+	long S, R;
+	if (ki_selfields(f, par, &S, &R, NULL, e) != 0)
+		return -1;
 	double alpha = val(f, par, sel->floor, 0);
 	if (!(alpha >= 0 && alpha <= 1)) {
 		ki_error(e, f->src, sel->line, sel->col, "select: floor must be in [0, 1], got %g", alpha);

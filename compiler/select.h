@@ -10,6 +10,7 @@
 #include "compiler/interp.h"
 
 /* Counts per instance; keepv [L][H] the keep expression's values or NULL. */
+KC_FUNC int ki_selfields(const KiFn *f, const double *par, long *S, long *R, long *chunk, KiErr *e);
 KC_FUNC int ki_counts(const KiFn *f, const KiCase *c, const double *par, const double *scores,
                       const double *keepv, long *nk, KiErr *e);
 KC_FUNC int ki_selmass(const KiFn *f, const KiCase *c, const double *par, const double *scores,

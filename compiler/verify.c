@@ -191,6 +191,25 @@ static int checkscalar(V *v, KiRef r, uint32_t line, uint32_t col, const char *w
 	return 0;
 }
 
+/* A count field (keep_first, keep_recent, chunk, every): a constant, or a param's default, is an
+** integer in lo..1e9 (a value given to a param at run time is checked when the policy runs). */
+static int checkfield(V *v, KiRef r, double lo, uint32_t line, uint32_t col, const char *what)
+{
+	if (checkscalar(v, r, line, col, what) != 0)
+		return -1;
+	if (r == KI_NIL || (KI_RKIND(r) != RK_CON && KI_RKIND(r) != RK_PAR))
+		return 0;
+	const KiFn *f = v->f;
+	int par = KI_RKIND(r) == RK_PAR;
+	double x = par ? f->par[KI_RIDX(r)].def : f->con[KI_RIDX(r)];
+	if (!(x >= lo && x <= 1e9) || x != floor(x)) {
+		ki_error(v->e, f->src, line, col, "%s must be an integer in %g..1e9, got %g%s%s%s", what, lo, x,
+		         par ? " (the default of param " : "", par ? f->par[KI_RIDX(r)].name : "", par ? ")" : "");
+		return -1;
+	}
+	return 0;
+}
+
 /* attn must not reach the score or obs: mark backwards from them. */
 static int checkattn(V *v)
 {
@@ -624,9 +643,9 @@ static int selcheck(V *v)
 		         s->kind, s->scope, s->sched);
 		return -1;
 	}
-	if (checkscalar(v, s->keep_first, s->line, s->col, "select keep_first") != 0 ||
-	    checkscalar(v, s->keep_recent, s->line, s->col, "select keep_recent") != 0 ||
-	    checkscalar(v, s->chunk, s->line, s->col, "select chunk") != 0 ||
+	if (checkfield(v, s->keep_first, 0, s->line, s->col, "select keep_first") != 0 ||
+	    checkfield(v, s->keep_recent, 0, s->line, s->col, "select keep_recent") != 0 ||
+	    checkfield(v, s->chunk, 1, s->line, s->col, "select chunk") != 0 ||
 	    checkscalar(v, s->beta, s->line, s->col, "select beta") != 0 ||
 	    checkscalar(v, s->tau, s->line, s->col, "select tau") != 0 ||
 	    checkscalar(v, s->mass, s->line, s->col, "select p") != 0 ||
@@ -705,7 +724,7 @@ int ki_verify(const KiFn *f, KiErr *e)
 		ki_error(e, f->src, w->line, w->col, "when has a bad kind %d", w->kind);
 		return -1;
 	}
-	if (checkscalar(&v, w->every, w->line, w->col, "when every") != 0)
+	if (checkfield(&v, w->every, 1, w->line, w->col, "when every") != 0)
 		return -1;
 	if ((w->kind == WH_decode) != (w->every != KI_NIL)) {
 		ki_error(e, f->src, w->line, w->col, w->kind == WH_decode ? "when decode needs every=N" :

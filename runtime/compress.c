@@ -329,11 +329,14 @@ static int selectkeep(Run *r, float **score, const kvcc_args *args)
 	const KaHdr *hd = r->h;
 	const kvcc_layout *lay = &r->pl->lay;
 	int cap = lay->capacity;
-	long S = (long)kr_ref(&hd->keep_first, r->par, 0), Rr = (long)kr_ref(&hd->keep_recent, r->par, 0);
-	long ch = (long)kr_ref(&hd->chunk, r->par, 1);
-	if (S < 0 || Rr < 0 || ch < 1)
-		return kr_seterr(KVCC_EINVAL, "%s:%u:%u: error: select: keep_first, keep_recent must be >= 0 and chunk >= 1",
-		                 r->pl->p->src, hd->sel_line, hd->sel_col);
+	double vs = kr_ref(&hd->keep_first, r->par, 0), vr = kr_ref(&hd->keep_recent, r->par, 0);
+	double vc = kr_ref(&hd->chunk, r->par, 1);
+	if (!(vs >= 0 && vs <= 1e9) || !(vr >= 0 && vr <= 1e9) || !(vc >= 1 && vc <= 1e9) || vs != floor(vs) ||
+	    vr != floor(vr) || vc != floor(vc))
+		return kr_seterr(KVCC_EINVAL, "%s:%u:%u: error: select: keep_first and keep_recent must be integers in "
+		                 "0..1e9 and chunk in 1..1e9 (got %g, %g, %g)", r->pl->p->src, hd->sel_line, hd->sel_col,
+		                 vs, vr, vc);
+	long S = (long)vs, Rr = (long)vr, ch = (long)vc;
 	uint64_t *ks = r->pl->selkeys;      /* plan-time: the keys of one scope group */
 	size_t nc = 0, base = 0;
 	long want = 0;

@@ -40,8 +40,9 @@ static int refok(const KaRef *r, int npar) { return r->kind >= KA_NONE && r->kin
 /* A section of n records of size rs at offset off: inside the blob, aligned. */
 static int secok(const KaHdr *h, uint32_t off, size_t n, size_t rs) { return off % 8 == 0 && off >= sizeof *h && off <= h->size && n * rs <= h->size - off; }
 
-/* The descriptor: its layout, its references and the specialization; 0 or a message in why. */
-static int checkdesc(const kvcc_artifact *a, const char **why)
+/* The descriptor: its layout, its references and the specialization; 0 or a message in why.
+** (tests/fuzz/fz_artifact.c calls it on mutated descriptors.) */
+int kr_checkdesc(const kvcc_artifact *a, const char **why)
 {
 	const KaHdr *h = a->desc;
 	*why = "corrupted descriptor";
@@ -103,7 +104,7 @@ static int validate(kvcc_policy *p, const char *path)
 	    !a->hmean || !a->observe || !a->qround)
 		return kr_seterr(KVCC_EARTIFACT, "%s: corrupted artifact descriptor (entry points)", path);
 	const char *why;
-	if (checkdesc(a, &why) != 0)
+	if (kr_checkdesc(a, &why) != 0)
 		return kr_seterr(KVCC_EARTIFACT, "%s: %s", path, why);
 	const KaHdr *h = a->desc;
 	uint64_t miss = h->cpu & ~kr_cpu_host();

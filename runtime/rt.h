@@ -113,6 +113,7 @@ static inline int64_t kr_row(const KrRows *w, int64_t t)
 /* load.c */
 /* drop a reference to p; the last one unloads it */
 KC_FUNC void kr_policy_unref(kvcc_policy *p);
+KC_FUNC int kr_checkdesc(const kvcc_artifact *a, const char **why);
 
 /* api.c */
 /* set kvcc_last_error's message (printf format); returns code */

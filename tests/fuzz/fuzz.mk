@@ -11,6 +11,8 @@
 #                       build-fuzz/fuzz/stats.tsv, keeps new inputs in build-fuzz/fuzz/corpus-<name>
 #                       and crashes in build-fuzz/fuzz/crash-<name>-* (not part of make check;
 #                       needs clang and libclang-rt: scripts/install-deps fuzz)
+#   make fuzz-descseeds write the descriptor seeds of fz_artifact (descseed.c) into
+#                       corpus/artifact from the shipped policies compiled by kvcc
 #   make fuzz-merge     minimize corpus/<name> with -merge=1 over it and the new inputs
 #   make check-oom      allocation-failure injection over the compile path and the runtime's
 #                       setup (oom.c), and the command line under ulimit -v (oom_cli.sh);
@@ -63,6 +65,18 @@ fuzz-merge:
 fuzz-merge-run: $(foreach h,$(FUZZERS),$(B)/fuzz/fuzz-$(h))
 	@for h in $(FUZZERS); do tests/fuzz/merge.sh $(B)/fuzz $$h || exit 1; done
 
+# seeds of fz_artifact's descriptor mode: the CPU descriptors of a few shipped policies
+DESCSEED_POLICIES = snapkv h2o tova keydiff pyramidkv streaming_llm
+
+$(B)/fuzz/descseed: $(B)/tests/fuzz/descseed.o
+	@mkdir -p $(dir $@)
+	$(CC) -o $@ $^ -ldl
+
+fuzz-descseeds: $(B)/fuzz/descseed $(B)/kvcc
+	@mkdir -p $(B)/descseed
+	for p in $(DESCSEED_POLICIES); do KVCC_CACHE_DIR=off $(B)/kvcc compile policies/$$p.lua -o $(B)/descseed/$$p.so || exit 1; done
+	$(B)/fuzz/descseed tests/fuzz/corpus/artifact $(foreach p,$(DESCSEED_POLICIES),$(B)/descseed/$(p).so)
+
 # allocation-failure injection (oom.c): the program sees every malloc & co. of kvcc's objects
 OOM_WRAP = -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc,--wrap=free,--wrap=strdup
 
@@ -87,4 +101,4 @@ check-oom-full: $(B)/fuzz/oom_tests $(B)/kvcc
 CHECK_FULL += check-oom-full
 CHECK_FULL_OMIT += check-oom
 
-.PHONY: check-fuzz check-oom check-oom-full fuzz fuzz-run fuzz-merge fuzz-merge-run
+.PHONY: check-fuzz check-oom check-oom-full fuzz fuzz-run fuzz-merge fuzz-merge-run fuzz-descseeds

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <limits.h>
+#include <math.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -223,6 +224,32 @@ static void arguments(const char *so)
 	pl = NULL;
 	check("max_obs = INT_MAX/2 refused", is(kvcc_plan_create(p, &lay, INT_MAX / 2, 1, &pl), KVCC_EINVAL) && !pl);
 	kvcc_plan_destroy(pl);
+
+	/* a count param (snapkv's window is keep_recent) given out of range at run time: an error
+	** from compress, never a float-to-integer conversion out of range (UBSan sees one) */
+	int wi = kvcc_param_index(p, "window"), np = kvcc_param_count(p);
+	if (wi >= 0 && np > 0 && np <= 64) {
+		double par[64];
+		for (int i = 0; i < np; i++)
+			kvcc_param_info(p, i, NULL, &par[i]);
+		const double bad[] = { 1e30, NAN, -1, 2.5 };
+		const char *name[] = { "window = 1e30 refused", "window = nan refused", "window = -1 refused",
+		                       "window = 2.5 refused" };
+		kvcc_plan *pw = NULL;
+		Cache cw;
+		cache_init(&cw, nobs, 5);
+		int ok = kvcc_plan_create(p, &lay, nobs, 1, &pw) == 0;
+		for (int k = 0; k < 4; k++) {
+			par[wi] = bad[k];
+			cache_reset(&cw);
+			kvcc_args a = { 0, CAP / 2, par, 0, NULL };
+			check(name[k], ok && is(kvcc_compress(pw, &cw.c, &cw.o, &a), KVCC_EINVAL) &&
+			                   strstr(kvcc_last_error(), "keep_recent"));
+		}
+		kvcc_plan_destroy(pw);
+		cache_free(&cw);
+	} else
+		check("snapkv has a window param", 0);
 
 	/* a policy closed before its plans: they keep it loaded (ASan sees any use after free) */
 	kvcc_plan *p1 = NULL, *p2 = NULL;
