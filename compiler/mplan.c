@@ -232,8 +232,8 @@ int ki_mkernels(const KiFn *f, KiErr *e)
 		if (kind == SEM_EW && mewok(in->op))
 			continue;
 		if (kind == SEM_RED && in->axis == AX_chan && ki_sem(in->op)->map != MAP_DEV &&
-		    (side[i] == KI_ME || side[i] == KI_MK))
-			continue;
+		    (side[i] == KI_ME || side[i] == KI_MK) && !(ctx[i] & ~(KI_PE | KI_PK)))
+			continue;        /* a row's own reduction (mscal): no pair value inside */
 		snprintf(what, sizeof what, "%s in a merge expression", ki_opname(in->op));
 		rc = mrefuse(f, in->line, in->col, what, e);
 		goto out;
@@ -258,7 +258,7 @@ int ki_mslots(const KiFn *f, int *slot, int *nes, int *nks)
 	mreachall(f, ctx, reach);
 	for (int i = 0; i < f->nins; i++) {
 		slot[i] = -1;
-		if (reach[i] && ctx[i] && !f->ins[i].axes && (side[i] == KI_ME || side[i] == KI_MK))
+		if (reach[i] && ctx[i] && !(ctx[i] & ~(KI_PE | KI_PK)) && !f->ins[i].axes && (side[i] == KI_ME || side[i] == KI_MK))
 			slot[i] = side[i] == KI_ME ? (*nes)++ : (*nks)++;
 	}
 	free(ctx), free(side), free(reach);

@@ -45,7 +45,7 @@ KC_FUNC void ki_msimform(const KiFn *f, KiRef r, KiMSim *s);
 */
 KC_FUNC int ki_mkernels(const KiFn *f, KiErr *e);
 /* The row scalars of the kernels: every [] instruction of side KI_ME / KI_MK a merge root
-** reaches gets slot[i] >= 0 in its side's table (computed once per row by the kernels'
+** reaches and that reads no pinfo gets slot[i] >= 0 in its side's table (computed once per row by the kernels'
 ** mscal); slot[i] = -1 otherwise. *nes, *nks: the sizes of the two tables. -1: out of memory. */
 KC_FUNC int ki_mslots(const KiFn *f, int *slot, int *nes, int *nks);
 

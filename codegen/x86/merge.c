@@ -28,6 +28,7 @@ typedef struct Mg {
 	const uint8_t *side;     /* [nins] KI_M* (ki_msides) */
 	int dot;                 /* the similarity's cross dot */
 	LLVMValueRef *val;       /* [nins] values at the current site (NULL: not yet) */
+	char *need;              /* [nins] pairroot's instructions */
 	int w;                   /* lanes of the pair values (mbest: kept tokens; else 1) */
 	/* pair sites */
 	LLVMValueRef es, lde, e, ks, ldks, k;   /* k: the first kept index of the w lanes */
@@ -194,6 +195,30 @@ static LLVMValueRef pairv(Mg *M, int i, int w)
 	return M->val[i] = v;
 }
 
+/* root r's value at the current site: its pair instructions in order (each reads values already
+** made: no recursion along a long chain) */
+static LLVMValueRef pairroot(Mg *M, KiRef r, int w)
+{
+	if (KI_RKIND(r) != RK_INS)
+		return mref(M, r, w, pairv);
+	const KiFn *f = M->f;
+	int top = KI_RIDX(r);
+	memset(M->need, 0, (size_t)top + 1);
+	M->need[top] = 1;
+	for (int i = top; i >= 0; i--) {
+		const KiIns *in = &f->ins[i];
+		if (!M->need[i] || M->slot[i] >= 0 || i == M->dot || in->op == KO_pinfo)
+			continue;
+		for (int k = 0; k < 3; k++)
+			if (KI_RKIND(in->arg[k]) == RK_INS && KI_RIDX(in->arg[k]) < i)
+				M->need[KI_RIDX(in->arg[k])] = 1;
+	}
+	for (int i = 0; i <= top; i++)
+		if (M->need[i])
+			pairv(M, i, w);
+	return M->val[top];
+}
+
 /* mbest(S, ne, nk, j0, es, lde, ks, ldks, par, bsim, bidx) */
 static void gen_mbest(Mg *M)
 {
@@ -222,7 +247,7 @@ static void gen_mbest(Mg *M)
 	M->e = q, M->k = LLVMBuildAdd(b, j0, jc, "");
 	M->dotv = loadf(g, S, LLVMBuildAdd(b, LLVMBuildMul(b, q, ci(g, AT), ""), jc, ""), W);
 	M->sim = M->abs = M->ntg = cfv(g, NAN, 1);
-	LLVMValueRef sim = pairv(M, KI_RIDX(M->f->merge.sim), W);
+	LLVMValueRef sim = pairroot(M, M->f->merge.sim, W);
 	LLVMValueRef j = LLVMBuildAdd(b, splat32(g, LLVMBuildTrunc(b, jc, g->i32, ""), W), io, "");
 	LLVMValueRef valid = LLVMBuildICmp(b, LLVMIntSLT, j, splat32(g, LLVMBuildTrunc(b, nk, g->i32, ""), W), "");
 	valid = LLVMBuildAnd(b, valid, LLVMBuildFCmp(b, LLVMRealORD, sim, sim, ""), "");
@@ -280,7 +305,7 @@ static void gen_mpair(Mg *M)
 		memset(M->val, 0, (size_t)M->f->nins * sizeof *M->val);
 		/* the reference's ntargets: 1 for the weight (one target), NaN for the self weight */
 		M->ntg = cfv(g, r == 1 ? 1.0 : NAN, 1);
-		LLVMBuildRet(b, roots[r] == KI_NIL ? cfv(g, NAN, 1) : mref(M, roots[r], 1, pairv));
+		LLVMBuildRet(b, roots[r] == KI_NIL ? cfv(g, NAN, 1) : pairroot(M, roots[r], 1));
 	}
 	LLVMPositionBuilderAtEnd(b, bad);
 	LLVMBuildRet(b, cfv(g, NAN, 1));
@@ -406,8 +431,9 @@ int kx_gen_merge(Gen *g, const KiFn *f, LLVMValueRef fn[4])
 	int *slot = malloc(((size_t)f->nins + 1) * sizeof *slot), nes, nks;
 	uint8_t *side = malloc((size_t)f->nins + 1);
 	M.val = calloc((size_t)f->nins + 1, sizeof *M.val);
-	if (!slot || !side || !M.val || !sf.fast || ki_mslots(f, slot, &nes, &nks) != 0) {
-		free(slot), free(side), free(M.val);
+	M.need = malloc((size_t)f->nins + 1);
+	if (!slot || !side || !M.val || !M.need || !sf.fast || ki_mslots(f, slot, &nes, &nks) != 0) {
+		free(slot), free(side), free(M.val), free(M.need);
 		return -1;
 	}
 	ki_msides(f, side);
@@ -416,6 +442,6 @@ int kx_gen_merge(Gen *g, const KiFn *f, LLVMValueRef fn[4])
 	gen_mbest(&M), fn[1] = g->fn;
 	gen_mpair(&M), fn[2] = g->fn;
 	gen_mupd(&M), fn[3] = g->fn;
-	free(slot), free(side), free(M.val);
+	free(slot), free(side), free(M.val), free(M.need);
 	return 0;
 }
