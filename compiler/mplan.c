@@ -155,7 +155,7 @@ static int mrefuse(const KiFn *f, uint32_t line, uint32_t col, const char *what,
 int ki_mkernels(const KiFn *f, KiErr *e)
 {
 	const KiMerge *m = &f->merge;
-	char what[96];
+	char what[256];
 	if (m->kind == MG_drop)
 		return 0;
 	if (m->kind != MG_nearest) {
@@ -170,6 +170,11 @@ int ki_mkernels(const KiFn *f, KiErr *e)
 		return mrefuse(f, m->line, m->col, "an adaptive merge threshold with beta other than the constant 0", e);
 	KiMSim sf;
 	ki_msimform(f, m->sim, &sf);
+	if (!sf.fast && sf.why && !strcmp(sf.why, "out of memory")) {
+		ki_error(e, f->src, 0, 0, "out of memory");
+		e->nomem = 1;
+		return -1;
+	}
 	if (!sf.fast) {
 		snprintf(what, sizeof what, "a merge similarity outside the tiled-product form (%s)", sf.why);
 		return mrefuse(f, m->line, m->col, what, e);
@@ -221,7 +226,7 @@ int ki_mkernels(const KiFn *f, KiErr *e)
 			goto out;
 		case KO_pinfo:
 			if (in->aux == PI_ecount || in->aux == PI_kcount) {
-				rc = mrefuse(f, in->line, in->col, "member counts in a merge expression", e);
+				rc = mrefuse(f, in->line, in->col, "a member count (e.count, k.count) in a merge expression", e);
 				goto out;
 			}
 			continue;
