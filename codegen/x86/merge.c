@@ -259,9 +259,19 @@ static void gen_mbest(Mg *M)
 	LLVMBuildStore(b, LLVMBuildSelect(b, better, sim, cv, ""), bv);
 	LLVMBuildStore(b, LLVMBuildSelect(b, better, kj, cix, ""), bi);
 	loop_end(g, &lj);
-	/* the lanes into the running best: higher, or equal with a lower index */
+	/* the lanes into the running best: higher, or equal with a lower index; only when the tile's
+	** maximum beats it (or none yet): the lanes' indices are above the running best's, so an
+	** equal value never wins */
 	LLVMValueRef fv = LLVMBuildLoad2(b, vt, bv, ""), fi = LLVMBuildLoad2(b, it, bi, "");
-	LLVMValueRef rv = ldf(g, bsim, q), ri = ld(g, g->i32, bidx, q, 4);
+	LLVMValueRef rv0 = ldf(g, bsim, q), ri0 = ld(g, g->i32, bidx, q, 4);
+	LLVMValueRef hm = W == 1 ? fv : intr(g, "llvm.vector.reduce.fmax", vt, &fv, 1);
+	LLVMValueRef go = LLVMBuildOr(b, LLVMBuildICmp(b, LLVMIntSLT, ri0, LLVMConstInt(g->i32, 0, 0), ""),
+	                              LLVMBuildFCmp(b, LLVMRealOGT, hm, rv0, ""), "");
+	LLVMBasicBlockRef red = LLVMAppendBasicBlockInContext(g->cx, g->fn, "lanes");
+	LLVMBasicBlockRef nxt = LLVMAppendBasicBlockInContext(g->cx, g->fn, "next");
+	LLVMBuildCondBr(b, go, red, nxt);
+	LLVMPositionBuilderAtEnd(b, red);
+	LLVMValueRef rv = rv0, ri = ri0;
 	for (int l = 0; l < W; l++) {
 		LLVMValueRef lx = LLVMConstInt(g->i32, (unsigned)l, 0);
 		LLVMValueRef v = W == 1 ? fv : LLVMBuildExtractElement(b, fv, lx, "");
@@ -277,6 +287,8 @@ static void gen_mbest(Mg *M)
 	}
 	storef(g, rv, bsim, q);
 	st_(g, g->i32, ri, bidx, q, 4);
+	LLVMBuildBr(b, nxt);
+	LLVMPositionBuilderAtEnd(b, nxt);
 	loop_end(g, &lq);
 	LLVMBuildRetVoid(b);
 }
