@@ -5,7 +5,9 @@
 **
 ** Checks per case: identical kept sets (lengths and positions), scores within
 **   |x86 - ref| <= 1e-4 · max(1, max_t |ref_t|)   (f32 accumulation vs double)
-** and bit-identical compacted K/V rows. Inputs come from a fixed seed and are
+** and bit-identical compacted K/V rows (merge rules: merged rows within merge_tol, 1e-4 f32, 2e-3
+** f16, 1.6e-2 bf16, relative to max(1, |ref|); inputs are re-drawn when an evicted row's best and
+** second-best cosine, or its best and the threshold, are closer than 1e-4). Inputs come from a fixed seed and are
 ** re-drawn when the interpreter's selection boundary has a relative margin
 ** < 1e-4 (so a legitimate f32/double difference cannot flip a token); for
 ** chunked or layer/model-scope selection, when any two candidates of a scope

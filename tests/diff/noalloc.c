@@ -10,7 +10,8 @@
 ** shipped ones and the chunked-selection tests) × f32/f16/bf16, several rounds of lengths, ratios and
 ** budgets, with and without a given lse, and with unsorted positions (which sends attention
 ** policies through the generic, non-fused attn epilogue); a policy that reads Q refuses more
-** observation queries than the plan's max_obs.
+** observation queries than the plan's max_obs. Merge rules (runtime/merge.c) run on contiguous
+** caches; their paged plan must be refused with the rule's position.
 */
 #include <stdio.h>
 #include <stdlib.h>
