@@ -9,6 +9,8 @@
 ** torch CPU on identical inputs when bench/setup's venv is there (else it says why).
 **
 **   bench [--quick] [--venv DIR] [--out DIR]     results: DIR/<cpu>.md and .json
+**   bench --merge [--venv DIR]                   the merge stage (issue 12): snapkv_merge vs
+**                                                snapkv, and bench/merge_torch.py (make bench-merge)
 */
 #include <stdio.h>
 #include <stdlib.h>
@@ -389,6 +391,141 @@ static int bench_case(kvcc_policy *pol, int dt, int n, int threads, int reps, co
 	return 0;
 }
 
+/* --- the merge stage (issue 12): nearest-kept merge after SnapKV ----------------------------- */
+
+/* one compress of pol on fresh copies of K0 / V0: the median of reps timings (ms[4]) */
+static int merge_run(kvcc_policy *pol, int dt, int n, int threads, int reps, const char *K0, const char *V0,
+                     const char *Q, char *K, char *V, int32_t *pos, int32_t *len, double med[4])
+{
+	size_t esz = dt == KVCC_F32 ? 4 : 2, nkv = (size_t)H * n * D;
+	kvcc_layout lay = { dt, 1, H, D, n, (int64_t)H * n * D, (int64_t)n * D, D };
+	kvcc_plan *pl;
+	if (kvcc_plan_create(pol, &lay, WIN, threads, &pl) != 0)
+		return fprintf(stderr, "plan: %s\n", kvcc_last_error()), -1;
+	double params[8], ts[4][32];
+	for (int i = 0; i < kvcc_param_count(pol) && i < 8; i++)
+		kvcc_param_info(pol, i, NULL, &params[i]);
+	params[kvcc_param_index(pol, "window")] = WIN;
+	for (int rep = -1; rep <= reps; rep++) {
+		memcpy(K, K0, nkv * esz), memcpy(V, V0, nkv * esz);
+		for (int h = 0; h < H; h++) {
+			len[h] = n;
+			for (int t = 0; t < n; t++)
+				pos[h * n + t] = t;
+		}
+		kvcc_cache c = { K, V, pos, len, NULL };
+		kvcc_obs obs = { WIN, Q, NULL, NULL };
+		kvcc_args args = { .ratio = 0.5, .budget = -1, .params = params };
+		if (kvcc_compress(pl, &c, &obs, &args) != 0)
+			return fprintf(stderr, "compress: %s\n", kvcc_last_error()), kvcc_plan_destroy(pl), -1;
+		double ms[4];
+		kvcc_plan_timings(pl, ms);
+		for (int k = 0; k < 4 && rep > 0; k++)
+			ts[k][rep - 1] = ms[k];
+	}
+	kvcc_plan_destroy(pl);
+	for (int k = 0; k < 4; k++)
+		med[k] = median(ts[k], reps);
+	return 0;
+}
+
+/* The same inputs through snapkv (drop) and snapkv_merge (merge nearest: cosine of keys, mean):
+** the merge's time is the difference of their compaction phases; the similarity product's
+** GFLOP/s (2 |E| |S| d per head over that time: a lower bound, the time has the whole merge);
+** bench/merge_torch.py (LOOK-M / MergingPress the PyTorch way) on the same rows, and the largest
+** difference of its merged rows from kvcc's. */
+static int bench_merge(kvcc_policy *drop, kvcc_policy *mrg, int dt, int n, int threads, int reps, const char *venv,
+                       const Peaks *pk)
+{
+	size_t esz = dt == KVCC_F32 ? 4 : 2, nkv = (size_t)H * n * D, nq = (size_t)H * G * WIN * D;
+	float *Kf = malloc(nkv * 4), *Vf = malloc(nkv * 4);
+	char *K = malloc(nkv * esz), *V = malloc(nkv * esz), *K0 = malloc(nkv * esz), *V0 = malloc(nkv * esz);
+	char *Q = malloc(nq * esz);
+	int32_t *pos = malloc((size_t)H * n * 4), len[H];
+	if (!Kf || !Vf || !K || !V || !K0 || !V0 || !Q || !pos)
+		return -1;
+	for (size_t i = 0; i < nkv; i++) {
+		Kf[i] = round_to(frand(), dt), Vf[i] = round_to(frand(), dt);
+		store(Kf[i], dt, K0, i), store(Vf[i], dt, V0, i);
+	}
+	for (size_t i = 0; i < nq; i++)
+		store(round_to(frand() * 2, dt), dt, Q, i);
+	double md[4], mm[4];
+	if (merge_run(drop, dt, n, threads, reps, K0, V0, Q, K, V, pos, len, md) != 0 ||
+	    merge_run(mrg, dt, n, threads, reps, K0, V0, Q, K, V, pos, len, mm) != 0)
+		return -1;
+	double flop = 0;
+	for (int h = 0; h < H; h++)
+		flop += 2.0 * len[h] * (double)(n - len[h]) * D;
+	double merge = mm[2] - md[2], gf = flop / (merge * 1e-3) / 1e9;
+	double peak = pk->fma512_all > 0 ? pk->fma512_all : pk->fma256_all;
+	printf("merge %s n=%d: snapkv_merge total %.1f ms (score %.1f, select %.1f, compact+merge %.1f) vs drop compact "
+	       "%.1f ms: merge %.1f ms = %.0f%% of the compression; similarity %.1f GFLOP/s = %.1f%% of the FMA peak\n",
+	       dt == KVCC_F32 ? "f32" : "bf16", n, mm[3], mm[0], mm[1], mm[2], md[2], merge, 100 * merge / mm[3], gf,
+	       100 * gf / peak);
+	char dir[] = "/tmp/kvcc-bench-merge-XXXXXX", py[600];
+	snprintf(py, sizeof py, "%s/bin/python", venv);
+	if (access(py, X_OK) != 0)
+		printf("  torch: skipped: no %s (run bench/setup or pass --venv)\n", py);
+	else if (mkdtemp(dir)) {
+		char p[400], cmd[1200], line[4096], last[4096] = "";
+		FILE *fp;
+		snprintf(p, sizeof p, "%s/K.f32", dir);
+		if ((fp = fopen(p, "wb"))) fwrite(Kf, 4, nkv, fp), fclose(fp);
+		snprintf(p, sizeof p, "%s/V.f32", dir);
+		if ((fp = fopen(p, "wb"))) fwrite(Vf, 4, nkv, fp), fclose(fp);
+		snprintf(p, sizeof p, "%s/kept.i32", dir);
+		if ((fp = fopen(p, "wb"))) {
+			for (int h = 0; h < H; h++)
+				fwrite(pos + (size_t)h * n, 4, (size_t)len[h], fp);
+			fclose(fp);
+		}
+		snprintf(cmd, sizeof cmd, "%s bench/merge_torch.py %s %d %s %d %d %d %d --out 2>&1", py, dir, n,
+		         dt == KVCC_F32 ? "f32" : "bf16", H, D, threads, n > 8192 ? 3 : 5);
+		fp = popen(cmd, "r");
+		while (fp && fgets(line, sizeof line, fp))
+			snprintf(last, sizeof last, "%s", line);
+		int st = fp ? pclose(fp) : -1;
+		char *m = strstr(last, "\"median\": ");
+		if (st != 0 || !m)
+			printf("  torch: failed (status %d): %.200s", st, last);
+		else {
+			double tt = atof(m + 10) * 1e3, worst = 0;
+			float *Ko = malloc((size_t)H * (n / 2 + 1) * D * 4);
+			snprintf(p, sizeof p, "%s/Kout.f32", dir);
+			size_t got = 0, want = 0;
+			for (int h = 0; h < H; h++)
+				want += (size_t)len[h] * D;
+			if (Ko && (fp = fopen(p, "rb"))) {
+				got = fread(Ko, 4, want, fp);
+				fclose(fp);
+			}
+			for (size_t h = 0, o = 0; got == want && h < H; h++)
+				for (size_t i = 0; i < (size_t)len[h] * D; i++, o++) {
+					float x;
+					if (dt == KVCC_F32)
+						memcpy(&x, K + (h * n * D + i) * 4, 4);
+					else {
+						uint16_t b16;
+						memcpy(&b16, K + (h * n * D + i) * 2, 2);
+						uint32_t u = (uint32_t)b16 << 16;
+						memcpy(&x, &u, 4);
+					}
+					worst = fmax(worst, fabs(x - Ko[o]) / fmax(1, fabs(Ko[o])));
+				}
+			printf("  torch (bench/merge_torch.py, %d threads): %.1f ms: kvcc's merge %.1fx faster (its whole "
+			       "compression %.1fx); merged keys vs torch's: largest relative difference %.2g%s\n",
+			       threads, tt, tt / merge, tt / mm[3], worst, got == want ? "" : " (Kout.f32 unreadable)");
+			free(Ko);
+		}
+		snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+		if (system(cmd) != 0)
+			fprintf(stderr, "cannot remove %s\n", dir);
+	}
+	free(Kf), free(Vf), free(K), free(V), free(K0), free(V0), free(Q), free(pos);
+	return 0;
+}
+
 /* The generated Q·Kᵀ tile kernel alone, one thread, cache-resident tile: GFLOP/s. */
 static double qkt_alone(int dt)
 {
@@ -574,6 +711,8 @@ int main(int argc, char **argv)
 			quick = 1;
 		else if (!strcmp(argv[i], "--peaks"))
 			quick = 2;
+		else if (!strcmp(argv[i], "--merge"))
+			quick = 3;
 		else if (!strcmp(argv[i], "--venv") && i + 1 < argc)
 			venv = argv[++i];
 		else if (!strcmp(argv[i], "--out") && i + 1 < argc)
@@ -581,7 +720,7 @@ int main(int argc, char **argv)
 		else if (!strcmp(argv[i], "--kvcc") && i + 1 < argc)
 			kvcc = argv[++i];
 		else {
-			fprintf(stderr, "usage: kvcc-bench [--quick] [--peaks] [--venv DIR] [--out DIR] [--kvcc PATH]\n");
+			fprintf(stderr, "usage: kvcc-bench [--quick] [--peaks] [--merge] [--venv DIR] [--out DIR] [--kvcc PATH]\n");
 			return 2;
 		}
 	}
@@ -605,6 +744,25 @@ int main(int argc, char **argv)
 		printf("peaks: f32 FMA zmm %.1f GFLOP/s (1 thread %.1f), ymm %.1f (1 thread %.1f); bf16 dot zmm %.1f; "
 		       "read %.1f GB/s (1 thread %.1f)\n",
 		       pk.fma512_all, pk.fma512_1, pk.fma256_all, pk.fma256_1, pk.bf16_all, pk.read_all, pk.read_1);
+		return 0;
+	}
+	if (quick == 3) {          /* the merge stage (issue 12) */
+		Peaks pk;
+		peaks(threads, &pk);
+		printf("peaks: f32 FMA zmm %.1f GFLOP/s, ymm %.1f; bf16 dot zmm %.1f\n", pk.fma512_all, pk.fma256_all,
+		       pk.bf16_all);
+		int dts[2] = { KVCC_BF16, KVCC_F32 }, ns[2] = { 4096, 32768 };
+		for (int k = 0; k < 2; k++) {
+			kvcc_spec s = { dts[k], D, G, KVCC_TARGET_NATIVE };
+			kvcc_policy *drop, *mrg;
+			if (kvcc_compile_file("policies/snapkv.lua", &s, &drop) != 0 ||
+			    kvcc_compile_file("policies/snapkv_merge.lua", &s, &mrg) != 0)
+				return fprintf(stderr, "compile: %s\n", kvcc_last_error()), 1;
+			for (int i = 0; i < 2; i++)
+				if (bench_merge(drop, mrg, dts[k], ns[i], threads, ns[i] > 8192 ? 3 : 5, venv, &pk) != 0)
+					return 1;
+			kvcc_close(drop), kvcc_close(mrg);
+		}
 		return 0;
 	}
 	/* compile: cold (empty cache) and warm (hit) */

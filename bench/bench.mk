@@ -1,5 +1,6 @@
 # bench/: `make bench` (a program, not a test; not part of make check).
 #   make bench         build/kvcc-bench → bench/results/<cpu>.md and .json
+#   make bench-merge   the merge stage: snapkv_merge vs snapkv and vs PyTorch (BENCH_VENV=/work/venv)
 #   make bench-paged   build/kvcc-bench-paged: paged / batched vs contiguous ratios (issue 14)
 #   bench/setup        the optional kvpress/torch comparison venv (build/bench-venv)
 
@@ -10,6 +11,12 @@ bench: $(B)/kvcc-bench $(B)/kvcc
 	$(B)/kvcc-bench --kvcc $(B)/kvcc
 
 .PHONY: bench
+
+# the merge stage (issue 12): nearest-kept merge after SnapKV vs drop and vs PyTorch (merge_torch.py)
+bench-merge: $(B)/kvcc-bench
+	$(B)/kvcc-bench --merge $(if $(BENCH_VENV),--venv $(BENCH_VENV))
+
+.PHONY: bench-merge
 
 # paged and batched caches vs contiguous (issue 14): build/kvcc-bench-paged, prints the ratios
 $(B)/kvcc-bench-paged: $(B)/bench/paged.o $(B)/libkvcc.so

@@ -1,6 +1,7 @@
 /*
 ** Sides of the merge rule's pair instructions and the form of its similarity (mplan.h).
 */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include "compiler/mplan.h"
@@ -104,4 +105,167 @@ void ki_msimform(const KiFn *f, KiRef r, KiMSim *s)
 out:
 	free(side);
 	free(reach);
+}
+
+/* --- what the kernels implement ---------------------------------------------------------- */
+
+/* reach[i]: instruction i is a pair instruction one of the nr roots needs (not through the
+** ordinary operand of erow / krow / tmean) */
+static void mreach(const KiFn *f, const uint8_t *ctx, const KiRef *roots, int nr, char *reach)
+{
+	for (int k = 0; k < nr; k++)
+		if (KI_RKIND(roots[k]) == RK_INS)
+			reach[KI_RIDX(roots[k])] = 1;
+	for (int i = f->nins - 1; i >= 0; i--) {
+		const KiIns *in = &f->ins[i];
+		if (!reach[i] || !ctx[i] || in->op == KO_erow || in->op == KO_krow || in->op == KO_tmean)
+			continue;
+		for (int k = 0; k < 3; k++)
+			if (KI_RKIND(in->arg[k]) == RK_INS && KI_RIDX(in->arg[k]) < i)
+				reach[KI_RIDX(in->arg[k])] = 1;
+	}
+}
+
+static void mreachall(const KiFn *f, const uint8_t *ctx, char *reach)
+{
+	const KiMerge *m = &f->merge;
+	KiRef roots[4] = { m->sim, m->threshold, m->weight, m->self };
+	mreach(f, ctx, roots, 4, reach);
+}
+
+/* the elementwise ops the kernels' pair code emits (codegen/x86 kx_ew) */
+static int mewok(int op)
+{
+	switch (op) {
+	case KO_neg: case KO_exp: case KO_log: case KO_sqrt: case KO_abs: case KO_add: case KO_sub: case KO_mul:
+	case KO_div: case KO_pow: case KO_max: case KO_min: case KO_lt: case KO_le: case KO_eq: case KO_ne:
+	case KO_where:
+		return 1;
+	}
+	return 0;
+}
+
+static int mrefuse(const KiFn *f, uint32_t line, uint32_t col, const char *what, KiErr *e)
+{
+	ki_error(e, f->src, line, col, "%s is not compiled to kernels yet (the reference interpreter, kvcc run, runs it)",
+	         what);
+	return -1;
+}
+
+int ki_mkernels(const KiFn *f, KiErr *e)
+{
+	const KiMerge *m = &f->merge;
+	char what[256];
+	if (m->kind == MG_drop)
+		return 0;
+	if (m->kind != MG_nearest) {
+		snprintf(what, sizeof what, "merge %s", ki_mergename(m->kind));
+		return mrefuse(f, m->line, m->col, what, e);
+	}
+	if (f->when.kind == WH_decode)
+		return mrefuse(f, f->when.line, f->when.col, "a merge at decode (when = kv.decode)", e);
+	if (m->bias)
+		return mrefuse(f, m->line, m->col, "the merge count bias", e);
+	if (m->thr == MT_adaptive && !(KI_RKIND(m->beta) == RK_CON && f->con[KI_RIDX(m->beta)] == 0))
+		return mrefuse(f, m->line, m->col, "an adaptive merge threshold with beta other than the constant 0", e);
+	KiMSim sf;
+	ki_msimform(f, m->sim, &sf);
+	if (!sf.fast && sf.why && !strcmp(sf.why, "out of memory")) {
+		ki_error(e, f->src, 0, 0, "out of memory");
+		e->nomem = 1;
+		return -1;
+	}
+	if (!sf.fast) {
+		snprintf(what, sizeof what, "a merge similarity outside the tiled-product form (%s)", sf.why);
+		return mrefuse(f, m->line, m->col, what, e);
+	}
+	uint8_t *ctx = calloc((size_t)f->nins + 1, 1), *side = malloc((size_t)f->nins + 1);
+	char *reach = calloc((size_t)f->nins + 1, 1);
+	int rc = -1;
+	if (!ctx || !side || !reach) {
+		ki_error(e, f->src, 0, 0, "out of memory");
+		e->nomem = 1;
+		goto out;
+	}
+	ki_pairctx(f, ctx);
+	ki_msides(f, side);
+	KiRef others[3] = { m->threshold, m->weight, m->self };
+	mreach(f, ctx, others, 3, reach);    /* the cross dot is the similarity's only (mbest) */
+	if (reach[sf.dot]) {
+		const KiIns *in = &f->ins[sf.dot];
+		rc = mrefuse(f, in->line, in->col, "the product of the two rows in a merge threshold or weight", e);
+		goto out;
+	}
+	memset(reach, 0, (size_t)f->nins);
+	mreachall(f, ctx, reach);
+	for (int i = 0; i < f->nins; i++) {
+		const KiIns *in = &f->ins[i];
+		if (!reach[i])
+			continue;
+		if (!ctx[i]) {
+			rc = mrefuse(f, in->line, in->col, "an ordinary value in a merge expression", e);
+			goto out;
+		}
+		if (in->axes & ~AXM(AX_chan) || ((in->axes & AXM(AX_chan)) && side[i] != KI_ME && side[i] != KI_MK)) {
+			rc = mrefuse(f, in->line, in->col, "a merge expression value with group or obs axes", e);
+			goto out;
+		}
+		switch (in->op) {
+		case KO_erow:
+		case KO_krow: {
+			KiRef a = in->arg[0];
+			if (KI_RKIND(a) != RK_INS || f->ins[KI_RIDX(a)].op != KO_input ||
+			    (f->ins[KI_RIDX(a)].aux != IN_K && f->ins[KI_RIDX(a)].aux != IN_V)) {
+				rc = mrefuse(f, in->line, in->col, "a merge row value other than the row's K or V", e);
+				goto out;
+			}
+			continue;
+		}
+		case KO_tmean:
+			rc = mrefuse(f, in->line, in->col, "tmean", e);
+			goto out;
+		case KO_pinfo:
+			if (in->aux == PI_ecount || in->aux == PI_kcount) {
+				rc = mrefuse(f, in->line, in->col, "a member count (e.count, k.count) in a merge expression", e);
+				goto out;
+			}
+			continue;
+		}
+		if (i == sf.dot)
+			continue;
+		int kind = ki_sem(in->op)->kind;
+		if (kind == SEM_EW && mewok(in->op))
+			continue;
+		if (kind == SEM_RED && in->axis == AX_chan && ki_sem(in->op)->map != MAP_DEV &&
+		    (side[i] == KI_ME || side[i] == KI_MK) && !(ctx[i] & ~(KI_PE | KI_PK)))
+			continue;        /* a row's own reduction (mscal): no pair value inside */
+		snprintf(what, sizeof what, "%s in a merge expression", ki_opname(in->op));
+		rc = mrefuse(f, in->line, in->col, what, e);
+		goto out;
+	}
+	rc = 0;
+out:
+	free(ctx), free(side), free(reach);
+	return rc;
+}
+
+int ki_mslots(const KiFn *f, int *slot, int *nes, int *nks)
+{
+	uint8_t *ctx = calloc((size_t)f->nins + 1, 1), *side = malloc((size_t)f->nins + 1);
+	char *reach = calloc((size_t)f->nins + 1, 1);
+	*nes = *nks = 0;
+	if (!ctx || !side || !reach) {
+		free(ctx), free(side), free(reach);
+		return -1;
+	}
+	ki_pairctx(f, ctx);
+	ki_msides(f, side);
+	mreachall(f, ctx, reach);
+	for (int i = 0; i < f->nins; i++) {
+		slot[i] = -1;
+		if (reach[i] && ctx[i] && !(ctx[i] & ~(KI_PE | KI_PK)) && !f->ins[i].axes && (side[i] == KI_ME || side[i] == KI_MK))
+			slot[i] = side[i] == KI_ME ? (*nes)++ : (*nks)++;
+	}
+	free(ctx), free(side), free(reach);
+	return 0;
 }

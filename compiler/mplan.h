@@ -34,4 +34,19 @@ KC_FUNC void ki_msides(const KiFn *f, uint8_t *side);
 /* The form of the similarity root r (the merge rule's sim). */
 KC_FUNC void ki_msimform(const KiFn *f, KiRef r, KiMSim *s);
 
+/*
+** What the compact_merge kernels implement (support.c; codegen/x86/merge.c): drop, and
+** nearest at prefill with a tiled-product similarity, no count bias, a threshold that is
+** none, a value (constant, param or pair expression) or adaptive with beta the constant 0
+** (tau is then the mean of this call's maximum similarities: nothing carried between
+** calls), and pair expressions built from erow / krow of the input K or V, elementwise ops,
+** reductions over chan and pinfo sim / absorbed / ntargets. 0, or -1 with the position of
+** the first item outside that.
+*/
+KC_FUNC int ki_mkernels(const KiFn *f, KiErr *e);
+/* The row scalars of the kernels: every [] instruction of side KI_ME / KI_MK a merge root
+** reaches and that reads no pinfo gets slot[i] >= 0 in its side's table (computed once per row by the kernels'
+** mscal); slot[i] = -1 otherwise. *nes, *nks: the sizes of the two tables. -1: out of memory. */
+KC_FUNC int ki_mslots(const KiFn *f, int *slot, int *nes, int *nks);
+
 #endif

@@ -1,12 +1,14 @@
 /*
-** What the kernel backends (the planner, x86, CUDA) do not implement yet: merge rules
-** other than drop (issue 12: the compact_merge kernels) and the issue-13 language
+** What the kernel backends (the planner, x86, CUDA) do not implement yet: the merge rules
+** compiler/mplan.c ki_mkernels does not take (issue 12: the x86 compact_merge kernels cover
+** nearest at prefill; CUDA refuses every merge but drop, codegen/ptx) and the issue-13 language
 ** (selection rules beyond top-k, weights, scans, segment ops, shifts, the out axis). ki_plan refuses such a policy with the position of the first unsupported item,
 ** so that nothing compiles to kernels with another meaning; the reference interpreter
 ** (`kvcc run`) runs them all. Each line goes when its kernels land.
 */
 #include <stdio.h>
 #include "compiler/plan.h"
+#include "compiler/mplan.h"
 
 static int refuse(const KiFn *f, uint32_t line, uint32_t col, const char *what, KiErr *e)
 {
@@ -18,11 +20,8 @@ static int refuse(const KiFn *f, uint32_t line, uint32_t col, const char *what, 
 int ki_unsupported(const KiFn *f, KiErr *e)
 {
 	const KiSelect *s = &f->sel;
-	char what[64];
-	if (f->merge.kind != MG_drop) {
-		snprintf(what, sizeof what, "merge %s", ki_mergename(f->merge.kind));
-		return refuse(f, f->merge.line, f->merge.col, what, e);
-	}
+	if (ki_mkernels(f, e) != 0)          /* the merge rules the compact_merge kernels implement */
+		return -1;
 	if (s->kind == SEL_threshold)
 		return refuse(f, s->line, s->col, "select threshold", e);
 	if (s->kind == SEL_mass)

@@ -288,6 +288,9 @@ KVCC_API int kvcc_plan_create_batch(kvcc_policy *p, const kvcc_layout *lay, cons
 	if (max_seqs < 1 || max_seqs > 65536 || (uint64_t)max_seqs * lay->layers * lay->kv_heads * lay->capacity > (1ull << 40))
 		return kr_seterr(KVCC_EINVAL, "bad max_seqs %d (1..65536, and max_seqs*layers*kv_heads*capacity up to 2^40)",
 		                 max_seqs);
+	if (pg && h->merge != KA_MDROP)
+		return kr_seterr(KVCC_EUNSUPPORTED, "%s:%u:%u: error: merge rules on a paged cache are not implemented yet "
+		                 "(a contiguous layout runs them)", p->src, h->mline, h->mcol);
 	if (pg) {
 		int rc = pagingcheck(lay, pg);
 		if (rc || (rc = pagedstrides(lay, pg, esz)) != 0)
@@ -371,6 +374,12 @@ KVCC_API int kvcc_plan_create_batch(kvcc_policy *p, const kvcc_layout *lay, cons
 	}
 	if (!bad && (h->flags & KA_FATTN) && max_obs > 0)
 		bad = make_ws(pl, G * max_obs) != 0;
+	if (!bad && h->merge == KA_MNEAREST) {      /* compact_merge workspaces (merge.c) */
+		size_t mb = kr_mbytes(pl);
+		bad = !(pl->mws = calloc((size_t)pl->threads, sizeof *pl->mws));
+		for (int t = 0; t < pl->threads && !bad; t++)
+			bad = !(pl->mws[t] = aligned_alloc(64, mb));
+	}
 	for (int i = 0; i < h->npar && !bad; i++)
 		pl->par[i] = p->par[i].def;
 	/* observe values: one buffer per (head, stored value of the observe loops), at capacity */
@@ -418,6 +427,9 @@ KVCC_API void kvcc_plan_destroy(kvcc_plan *pl)
 		if (pl->stage)
 			free(pl->stage[t]);
 	}
+	for (int t = 0; pl->mws && t < pl->threads; t++)
+		free(pl->mws[t]);
+	free(pl->mws);
 	free(pl->roff), free(pl->stage), free(pl->tabp), free(pl->tabn), free(pl->tabu), free(pl->pmark);
 	kr_policy_unref(pl->p);
 	free(pl);

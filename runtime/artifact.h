@@ -82,9 +82,10 @@ static inline int ka_trailer_check(const void *buf, size_t len, KaTrailer *t, co
 */
 #define KVCC_DESC_SYMBOL "kvcc_artifact"
 #define KVCC_MAGIC 0x4B5643435F415254ull   /* "KVCC_ART" */
-#define KVCC_ABI 9                         /* kvcc_artifact and the kernels' signatures */
+#define KVCC_ABI 10                        /* kvcc_artifact and the kernels' signatures (10: compact_merge) */
 #define KA_MAGIC "KVCCDSC"                 /* the blob's first 8 bytes (with the NUL) */
-#define KA_FORMAT 3                        /* the blob's layout and meaning (2: the tuning config; 3: KA_FLAYER) */
+#define KA_FORMAT 4                        /* the blob's layout and meaning (2: the tuning config; 3: KA_FLAYER;
+                                              4: the merge rule) */
 #define KA_NBUCKET 4                       /* decode split buckets (longest head < 4K, 16K, 64K, more) */
 
 /* a count or rule operand: a constant, a param, "every position" (obs) or none */
@@ -168,7 +169,18 @@ typedef struct KaHdr {
 	** chunks >= 256 tokens) and the config's string ("" when built without one) */
 	int32_t dtasks[KA_NBUCKET], dmin[KA_NBUCKET];
 	char config[96];
+	/* the merge rule the compact_merge kernels run (compiler/mplan.h ki_mkernels) */
+	int32_t merge;             /* KA_MDROP, KA_MNEAREST */
+	int32_t mflags;            /* KA_MKEYS | KA_MVALUES | KA_MSUM */
+	int32_t mthr;              /* KA_TNONE, KA_TVALUE (mpair 0), KA_TMEAN (the mean maximum similarity) */
+	int32_t nes, nks;          /* row scalars per evicted / kept row (mscal) */
+	uint32_t mline, mcol;      /* the merge rule's position */
+	int32_t mpad;
 } KaHdr;
+
+enum { KA_MDROP, KA_MNEAREST };
+enum { KA_MKEYS = 1, KA_MVALUES = 2, KA_MSUM = 4 };
+enum { KA_TNONE, KA_TVALUE, KA_TMEAN };
 
 /* One instance's inputs to the generated token_map loops (every field 8 bytes: the generated
 ** code reads field k at byte 8k). vals[i] = instruction i's f32 values, row-major over
@@ -255,6 +267,27 @@ typedef struct kvcc_artifact {
 	int64_t (*observe)(struct kvcc_tmap_ctx *c);
 	/* decode queries: out[i] = q[i] rounded to the storage dtype (nearest even) times 1/sqrt(d) */
 	void (*qround)(const float *q, float *out, int64_t n);
+	/* compact_merge, merge nearest (codegen/x86/merge.c; runtime/merge.c drives them):
+	** mscal: the row scalars of cnt rows (row i of K / V at element i*ldk): side 0 the evicted
+	** rows' (KaHdr.nes), side 1 the kept rows' (nks) into out[s*ld + i] */
+	void (*mscal)(const void *K, const void *V, int64_t ldk, int64_t cnt, int64_t side, const double *par, float *out,
+	              int64_t ld);
+	/* the similarity of one tile and the running arg-max: S[q*64 + j] = e_q · k_{j0+j} (qkt) for
+	** q < ne, j < nk; sim = the policy's epilogue of it and the row scalars es[s*lde + q],
+	** ks[s*ldks + j0 + j] (ks readable 64 floats past its last slot); bsim[q] / bidx[q] updated
+	** (NaN never taken, ties → the lower kept index; bidx -1: none yet) */
+	void (*mbest)(const float *S, int64_t ne, int64_t nk, int64_t j0, const float *es, int64_t lde, const float *ks,
+	              int64_t ldks, const double *par, float *bsim, int32_t *bidx);
+	/* one pair value: which 0 the threshold, 1 the weight w_e, 2 the self weight w_k, of evicted
+	** row e and kept row k (their scalars in es / ks), with m.sim = sim, m.absorbed = absorbed */
+	float (*mpair)(int64_t which, const float *es, int64_t lde, int64_t e, const float *ks, int64_t ldks, int64_t k,
+	               float sim, float absorbed, const double *par);
+	/* kept row k's update from the cnt evicted rows rows[i] (of EK / EV, d elements each):
+	** X_k = (wk X_k + sum_i w[i] X_i) / (wk + sum_i w[i]) (KA_MSUM: without the division;
+	** unchanged when that total is 0 or not finite), rounded to the storage dtype, for X = K
+	** and / or V (KA_MKEYS, KA_MVALUES) */
+	void (*mupd)(void *K, void *V, int64_t ldk, int64_t k, const void *EK, const void *EV, const int32_t *rows,
+	             const float *w, int64_t cnt, float wk);
 } kvcc_artifact;
 
 /* --- GPU (CUDA) ------------------------------------------------------------------------------

@@ -10,7 +10,8 @@
 **   between stages, per layer:           KA_HMEAN      the generated head_mean barrier (hmean)
 **   then                                 select        generated keys, radix select, kept lists per
 **                                                      scope group (nkeep: the budget schedule)
-**                                        compact       generated in-place stable gather
+**                                        compact       generated in-place stable gather (merge
+**                                                      nearest: the generated merge kernels, merge.c)
 **
 ** The runtime orchestrates (threads, tiles, visibility of causal tiles, buffers); every value a
 ** policy computes comes from generated code. Paged caches (paged.c): the generated loops read
@@ -388,12 +389,11 @@ static int selectkeep(Run *r, float **score, const kvcc_args *args)
 	return 0;
 }
 
-/* compact_merge (no merges yet): the generated in-place stable gather of one instance's kept
-** rows of K, V, pos and state, from the sorted kept list select wrote; through the page table
-** for paged caches (paged.c). */
+/* compact_merge: the generated in-place stable gather of one instance's kept rows of K, V, pos
+** and state, from the sorted kept list select wrote; through the page table for paged caches
+** (paged.c); merge nearest: the generated merge kernels first (merge.c). */
 static void compacttask(void *arg, int k, int tid)
 {
-	(void)tid;
 	Run *r = arg;
 	const kvcc_layout *lay = &r->pl->lay;
 	Inst I;
@@ -403,6 +403,9 @@ static void compacttask(void *arg, int k, int tid)
 	int64_t sstride = (int64_t)r->LH * (int64_t)cap;
 	if (I.w.tab)
 		kr_pcompact(&I.w, r->pl->esz, r->d, r->pl->kidx + k * cap, r->pl->nkept[k], I.pos, I.state, nst, sstride);
+	else if (r->h->merge == KA_MNEAREST)      /* merges, then the compaction (merge.c) */
+		kr_mnearest(r->pl, r->par, I.w.K, I.w.V, lay->stride_token, I.n, r->pl->kidx + k * cap, r->pl->nkept[k], I.pos,
+		            I.state, nst, sstride, tid);
 	else
 		r->pl->p->a->compact(I.w.K, I.w.V, lay->stride_token, r->pl->kidx + k * cap, r->pl->nkept[k], I.pos, I.state,
 		                     nst, sstride);

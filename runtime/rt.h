@@ -7,6 +7,7 @@
 **   api.c       errors, version, policy queries, plan lifecycle (workspaces)
 **   load.c      kvcc_open / kvcc_close: dlopen, descriptor checks, CPU features
 **   compress.c  kvcc_compress(_batch): run plan on the pool, select, compact
+**   merge.c     compact_merge: merge nearest on the generated kernels, then the compaction
 **   paged.c     batches and paged caches: table checks, row addresses, paged compaction, freed pages
 **   decode.c    kvcc_append, kvcc_decode_layer (split-KV attention, observe hook)
 **   gpu.c       the GPU plan and launches (cuda.c: the driver through dlopen)
@@ -93,6 +94,7 @@ struct kvcc_plan {
 	unsigned char *pmark;    /* [num_pages] pages seen in this call's tables */
 	int64_t **roff;          /* [threads][capacity] an instance's row offsets for the generated loops */
 	char **stage;            /* [threads] staged rows of K and V (KR_STAGE each) for kernels taking a stride */
+	char **mws;              /* [threads] compact_merge workspaces (merge.c kr_mbytes), or NULL: drop */
 };
 
 #define KR_STAGE 256         /* rows staged at a time (a multiple of TILE and DTILE) */
@@ -149,6 +151,11 @@ KC_FUNC void kr_pcompact(const KrRows *w, size_t esz, int d, const int32_t *idx,
 /* paged, after compaction: each sequence's freed pages (and CSR last_page_len) */
 KC_FUNC void kr_freed(kvcc_plan *pl, kvcc_batch *b);
 /* a one-sequence batch of a kvcc_cache (kvcc_compress, kvcc_append, kvcc_decode_layer) */
+/* merge.c: compact_merge with merge nearest (KaHdr.merge); the workspace bytes of one thread,
+** and one instance's merge and compaction (in place; kidx sorted, m kept of n) */
+KC_FUNC size_t kr_mbytes(const kvcc_plan *pl);
+KC_FUNC void kr_mnearest(kvcc_plan *pl, const double *par, char *K, char *V, int64_t ldk, int n, const int32_t *kidx,
+                         int m, int32_t *pos, float *state, int nst, int64_t sstride, int tid);
 KC_FUNC void kr_single(kvcc_cache *c, const kvcc_obs *obs, kvcc_seq *s, kvcc_batch *b);
 
 #endif

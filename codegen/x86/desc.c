@@ -10,6 +10,7 @@
 #include <string.h>
 #include "codegen/x86/x86.h"
 #include "compiler/plan.h"
+#include "compiler/mplan.h"
 #include "runtime/artifact.h"
 
 _Static_assert((int)SC_head == (int)KA_SCOPE_HEAD && (int)SC_layer == (int)KA_SCOPE_LAYER &&
@@ -84,6 +85,25 @@ static int layerdep(const KiFn *f)
 	return 0;
 }
 
+/* the merge rule the compact_merge kernels run (ki_mkernels took it); -1: out of memory */
+static int mergedesc(const KiFn *f, KaHdr *h)
+{
+	const KiMerge *m = &f->merge;
+	h->mline = m->line, h->mcol = m->col;
+	if (m->kind != MG_nearest)
+		return 0;
+	int *slot = malloc(((size_t)f->nins + 1) * sizeof *slot);
+	if (!slot || ki_mslots(f, slot, &h->nes, &h->nks) != 0) {
+		free(slot);
+		return -1;
+	}
+	free(slot);
+	h->merge = KA_MNEAREST;
+	h->mflags = (m->keys ? KA_MKEYS : 0) | (m->values ? KA_MVALUES : 0) | (m->update == MU_sum ? KA_MSUM : 0);
+	h->mthr = m->thr == MT_value ? KA_TVALUE : m->thr == MT_adaptive ? KA_TMEAN : KA_TNONE;
+	return 0;
+}
+
 void *kx_desc(const KiFn *f, const KiPlan *p, const kvcc_spec *spec, int W, uint64_t cpu, uint64_t kir_hash,
               size_t *n)
 {
@@ -112,6 +132,8 @@ void *kx_desccfg(const KiFn *f, const KiPlan *p, const kvcc_spec *spec, const Kx
 	h.obs = f->obs_all ? (KaRef){ KA_ALL, 0, 0 } : ref(f, f->obs);
 	h.keep_first = ref(f, f->sel.keep_first), h.keep_recent = ref(f, f->sel.keep_recent);
 	h.chunk = ref(f, f->sel.chunk);
+	if (mergedesc(f, &h) != 0)
+		return NULL;
 	put(&b, NULL, sizeof h, 8);
 	h.par = (uint32_t)put(&b, NULL, (size_t)f->npar * sizeof(KaParam), 8);
 	h.st = (uint32_t)put(&b, NULL, (size_t)f->nst * sizeof(KaState), 8);

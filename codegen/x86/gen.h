@@ -8,6 +8,7 @@
 **            budget schedule (nkeep), decode query rounding
 **   tmap.c   the policy's expressions: fused token_map loops, the observe hook, the attn_score
 **            multipliers
+**   merge.c  compact_merge: the merge rule's row scalars, similarity tiles, pair values, updates
 **   desc.c   the artifact's descriptor blob
 **   emit.c   target machine, module, descriptor, passes, object; linking
 */
@@ -286,5 +287,9 @@ KC_FUNC void kx_gen_qround(Gen *g);
 KC_FUNC int kx_gen_tmap(Gen *g, const KiFn *f, const KiPlan *p);
 KC_FUNC int kx_gen_observe(Gen *g, const KiFn *f, const KiPlan *p);
 KC_FUNC void kx_gen_ascale(Gen *g, const KiFn *f, const KiPlan *p);
+KC_FUNC LLVMValueRef kx_ew(Gen *g, int op, LLVMValueRef a, LLVMValueRef b, LLVMValueRef c, int w);
+/* merge.c: the compact_merge kernels of merge nearest (mscal, mbest, mpair, mupd; stubs for
+** drop), into fn[0..3]; 0, or -1: out of memory */
+KC_FUNC int kx_gen_merge(Gen *g, const KiFn *f, LLVMValueRef fn[4]);
 
 #endif

@@ -789,3 +789,9 @@ void kx_gen_ascale(Gen *g, const KiFn *f, const KiPlan *p)
 	}
 	LLVMBuildRet(b, a);
 }
+
+/* One elementwise op of w lanes (merge.c's pair code: the same arithmetic as the loops'). */
+LLVMValueRef kx_ew(Gen *g, int op, LLVMValueRef a, LLVMValueRef b, LLVMValueRef c, int w)
+{
+	return tm_bin(g, op, a, b, c, w);
+}

@@ -44,6 +44,27 @@ static inline void encode(float x, int dt, void *dst)
 	}
 }
 
+/* the inverse of encode */
+static inline double decode(const void *src, int dt)
+{
+	if (dt == KVCC_F32) {
+		float x;
+		memcpy(&x, src, 4);
+		return x;
+	}
+	if (dt == KVCC_BF16) {
+		uint16_t h;
+		memcpy(&h, src, 2);
+		uint32_t u = (uint32_t)h << 16;
+		float x;
+		memcpy(&x, &u, 4);
+		return x;
+	}
+	_Float16 h;
+	memcpy(&h, src, 2);
+	return (double)h;
+}
+
 static inline double pval(const KiFn *f, const double *par, KiRef r, double def)
 {
 	return KI_RKIND(r) == RK_CON ? f->con[KI_RIDX(r)] : KI_RKIND(r) == RK_PAR ? par[KI_RIDX(r)] : def;

@@ -5,7 +5,9 @@
 **
 ** Checks per case: identical kept sets (lengths and positions), scores within
 **   |x86 - ref| <= 1e-4 · max(1, max_t |ref_t|)   (f32 accumulation vs double)
-** and bit-identical compacted K/V rows. Inputs come from a fixed seed and are
+** and bit-identical compacted K/V rows (merge rules: merged rows within merge_tol, 1e-4 f32, 2e-3
+** f16, 1.6e-2 bf16, relative to max(1, |ref|); inputs are re-drawn when an evicted row's best and
+** second-best cosine, or its best and the threshold, are closer than 1e-4). Inputs come from a fixed seed and are
 ** re-drawn when the interpreter's selection boundary has a relative margin
 ** < 1e-4 (so a legitimate f32/double difference cannot flip a token); for
 ** chunked or layer/model-scope selection, when any two candidates of a scope
@@ -75,6 +77,65 @@ static double group_margin(const KiFn *f, const double *par, const KiCase *c, co
 	}
 	free(v[0]), free(v[1]);
 	return worst;
+}
+
+/* Merge nearest (the manifest's merge policies: cosine of keys): the smallest gap, over every
+** evicted row of every instance, between its best and second-best kept similarity and between
+** its best and the threshold (a constant / param, or the adaptive mean), in double from the
+** pre-merge keys, so that f32 rounding cannot change a target or a threshold decision. */
+static double merge_margin(const KiFn *f, const double *par, const KiCase *c, const KiResult *r)
+{
+	const KiMerge *mg = &f->merge;
+	if (mg->kind != MG_nearest)
+		return INFINITY;
+	double worst = INFINITY, *best = malloc(((size_t)c->n + 1) * sizeof *best);
+	char *kept = malloc((size_t)c->n + 1);
+	for (int k = 0; k < c->L * c->H; k++) {
+		int n = c->len ? c->len[k] : c->n, nb = 0;
+		memset(kept, 0, (size_t)n);
+		for (int j = 0; j < r->len[k]; j++)
+			kept[r->kept[(size_t)k * c->n + j]] = 1;
+		for (int e = 0; e < n; e++) {
+			if (kept[e])
+				continue;
+			const float *ke = &c->K[((size_t)k * c->n + e) * c->d];
+			double b1 = -INFINITY, b2 = -INFINITY;
+			for (int t = 0; t < n; t++) {
+				if (!kept[t])
+					continue;
+				const float *kt = &c->K[((size_t)k * c->n + t) * c->d];
+				double dot = 0, ne = 0, nt = 0;
+				for (int ch = 0; ch < c->d; ch++)
+					dot += (double)ke[ch] * kt[ch], ne += (double)ke[ch] * ke[ch], nt += (double)kt[ch] * kt[ch];
+				double sim = dot / fmax(sqrt(ne) * sqrt(nt), 1e-8);
+				if (sim > b1)
+					b2 = b1, b1 = sim;
+				else if (sim > b2)
+					b2 = sim;
+			}
+			if (b1 > -INFINITY)
+				best[nb++] = b1;
+			worst = fmin(worst, b1 - b2);
+		}
+		double tau = NAN;
+		if (mg->thr == MT_adaptive && nb) {
+			tau = 0;
+			for (int i = 0; i < nb; i++)
+				tau += best[i] / nb;
+		} else if (mg->thr == MT_value && KI_RKIND(mg->threshold) != RK_INS)
+			tau = pval(f, par, mg->threshold, 0);
+		for (int i = 0; i < nb && !isnan(tau); i++)
+			worst = fmin(worst, fabs(best[i] - tau));
+	}
+	free(best), free(kept);
+	return worst;
+}
+
+/* the stated tolerance of merged rows (f32 accumulation vs the reference's double, then one
+** rounding to the storage dtype each: up to two units in the last place of f16 / bf16) */
+static double merge_tol(int dtype)
+{
+	return dtype == KVCC_F32 ? 1e-4 : dtype == KVCC_F16 ? 2e-3 : 1.6e-2;
 }
 
 static void run_case(const Cfg *cf, const char *host)
@@ -171,6 +232,7 @@ static void run_case(const Cfg *cf, const char *host)
 			goto out;
 		}
 		ok = grouped ? group_margin(f, par, &c, &r) >= 1e-5 : case_margin(f, par, &c, &r) >= 1e-4;
+		ok = ok && merge_margin(f, par, &c, &r) >= 1e-4;
 	}
 	if (!ok) {
 		printf("SKIP %s: no tie-free input in 20 draws\n", name);
@@ -248,7 +310,17 @@ static void run_case(const Cfg *cf, const char *host)
 				       pos[(size_t)k * n + m], r.pos[(size_t)k * n + m]);
 				goto out;
 			}
-			for (int ch = 0; ch < d; ch++) {
+			for (int ch = 0; ch < d && f->merge.kind != MG_drop; ch++) {   /* merged rows: the tolerance */
+				size_t ri = ((size_t)k * n + m) * d + ch, xi = ((size_t)k * n + m) * st + ch;
+				double xk = decode(Ks + xi * esz, cf->dtype), xv = decode(Vs + xi * esz, cf->dtype);
+				double rk = r.K[ri], rv = r.V[ri], tol = merge_tol(cf->dtype);
+				if (!(fabs(xk - rk) <= tol * fmax(1, fabs(rk))) || !(fabs(xv - rv) <= tol * fmax(1, fabs(rv)))) {
+					printf("FAIL %s: merged row %d of head %d, chan %d: x86 K %.9g V %.9g, reference K %.9g V %.9g\n",
+					       name, m, k, ch, xk, xv, rk, rv);
+					goto out;
+				}
+			}
+			for (int ch = 0; ch < d && f->merge.kind == MG_drop; ch++) {
 				char bk[4], bv[4];
 				encode(r.K[((size_t)k * n + m) * d + ch], cf->dtype, bk);
 				encode(r.V[((size_t)k * n + m) * d + ch], cf->dtype, bv);
@@ -820,18 +892,31 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	char *host = kx_hostfeatures();
+	/* merge rules (slower: the interpreter's pair-by-pair merge) are sampled 3 times more sparsely
+	** in make check, and their other targets for one dtype per policy */
+	int mrg[MANIFEST_MAX];
+	for (int pi = 0; pi < npol; pi++) {
+		KiErr me = { 0 };
+		KiFn *mf = kd_loadfile(pols[pi].file, NULL, &me);
+		mrg[pi] = mf && mf->merge.kind != MG_drop;
+		ki_free(mf);
+	}
 	for (int pi = 0; pi < npol; pi++)
 		for (int dt = 0; dt < 3; dt++)
 			for (int di = 0; di < 4; di++)
 				for (int gi = 0; gi < 3; gi++) {
 					Cfg c = { pols[pi].name, pols[pi].file, dt, dims[di], groups[gi], KVCC_TARGET_NATIVE, NULL, 0 };
-					if ((pi + dt + di + gi) % every == 0)
+					int pe = every > 1 && mrg[pi] ? 3 * every : every;
+					if ((pi + dt + di + gi) % pe == 0)
 						run_case(&c, host);
 				}
 	if (every > 1)
-		printf("the policy matrix sampled: 1 case in %d (check-diff-full runs all)\n", every);
+		printf("the policy matrix sampled: 1 case in %d, of merge rules 1 in %d (check-diff-full runs all)\n", every,
+		       3 * every);
 	for (int pi = 0; pi < npol; pi++)
 		for (int dt = 0; dt < 3; dt++) {
+			if (every > 1 && mrg[pi] && (pi + dt) % 3)
+				continue;
 			const char *pn = pols[pi].name, *pf = pols[pi].file;
 			Cfg v3 = { pn, pf, dt, 96, 2, KVCC_TARGET_V3, NULL, 0 }, sc = { pn, pf, dt, 64, 4, KVCC_TARGET_SCALAR, NULL, 0 };
 			Cfg v4 = { pn, pf, dt, 128, 4, KVCC_TARGET_V4, NULL, 0 };

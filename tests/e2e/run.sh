@@ -99,6 +99,25 @@ for p in $POLS; do
         bad "$detail"; check "eval $p ratio $r == eval_ref.py within 1e-3 NLL" "$detail" $?
     done
 done
+# ---- merge rules on the x86 kernels: kvcc eval == eval_merge.py (numpy, mergeref.py) ----------
+# snapkv_merge (nearest, cosine, mean) and mergingpress (values only, weights of each row's norm)
+MPOLS="snapkv_merge mergingpress"
+EV "$ROOT/policies/snapkv_merge.lua" "$ROOT/policies/mergingpress.lua" --data "$STORIES" --stories 0:4 \
+    --ratios 0.5 --param window=16 --csv "$TMP/evm.csv" > "$TMP/evm.out" 2> "$TMP/evm.err"
+rc=$?
+check "kvcc eval of 2 merge policies runs" "rc $rc $(head -c 300 "$TMP/evm.err")" $rc
+"$PY" "$ORACLE/eval_merge.py" --data "$STORIES" --policies snapkv_merge,mergingpress --ratios 0.5 --stories 0:4 \
+    --param window=16 > "$TMP/refm" 2>&1
+for p in $MPOLS; do
+    detail=$(awk -F'[ ,]' -v p=$p '
+        NR==FNR { if ($1 == p && $2 == 0.5) { ref = $6; rn = $5 }; next }
+        $1 == p && $2 == 0.5 { got = $6; gn = $5; gs = $4 }
+        END { d = got - ref; if (d < 0) d = -d;
+              printf "kvcc %s, oracle %s, |diff| %.1e, %s predictions%s", got, ref, d, gn,
+                     (got == "" || ref == "" || gn != rn || gs != 4 || d > 1e-3) ? " BAD" : "" }' \
+        "$TMP/refm" "$TMP/evm.csv")
+    bad "$detail"; check "eval $p (merge on x86) ratio 0.5 == eval_merge.py within 1e-3 NLL" "$detail" $?
+done
 # ratio 0 keeps everything: every policy gives the same number (the uncompressed model)
 detail=$(awk -F, '$2 == "0" { v[$6] = 1; n++ } END { k = 0; for (x in v) k++;
          printf "%d policies, %d distinct values%s", n, k, (n != 5 || k != 1) ? " BAD" : "" }' "$TMP/ev.csv")

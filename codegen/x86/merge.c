@@ -1,0 +1,459 @@
+/*
+** The compact_merge kernels of merge nearest (DESIGN §3 "Merge semantics", §5), generated from
+** the merge rule's pair expressions and their plan (compiler/mplan.h: sides, the similarity's
+** tiled-product form, the row scalars); runtime/merge.c drives them around the generated Q·K
+** tile (qkt) and the compaction:
+**
+**   mscal  per row: the [] values of one row (norms, sums over chan of erow / krow of K or V,
+**          elementwise ops of them), each once per evicted and once per kept row
+**   mbest  per tile of the evicted × kept similarity: the epilogue F(e·k, row scalars) over the
+**          qkt tile, W kept tokens at a time, and the running arg-max of each evicted row
+**          (NaN never, ties → the lower kept index)
+**   mpair  one pair value: the threshold, the weight w_e, the self weight w_k
+**   mupd   one kept row's weighted update from its evicted rows, rounded to the storage dtype
+**
+** f32 arithmetic (the reference interpreter: double; the differential tests state the
+** tolerance); elementwise ops are the token_map loops' (kx_ew), reductions over chan follow
+** the op table's map / comb / fin.
+*/
+#include <stdlib.h>
+#include <string.h>
+#include "codegen/x86/gen.h"
+#include "compiler/mplan.h"
+
+typedef struct Mg {
+	Gen *g;
+	const KiFn *f;
+	const int *slot;         /* [nins] row scalar slots (ki_mslots) */
+	const uint8_t *side;     /* [nins] KI_M* (ki_msides) */
+	int dot;                 /* the similarity's cross dot */
+	LLVMValueRef *val;       /* [nins] values at the current site (NULL: not yet) */
+	char *need;              /* [nins] pairroot's instructions */
+	int w;                   /* lanes of the pair values (mbest: kept tokens; else 1) */
+	/* pair sites */
+	LLVMValueRef es, lde, e, ks, ldks, k;   /* k: the first kept index of the w lanes */
+	LLVMValueRef sim, abs, ntg, dotv, par;
+	/* row sites (mscal) */
+	LLVMValueRef K, V, row;  /* the row's first element */
+} Mg;
+
+static LLVMValueRef splat32(Gen *g, LLVMValueRef x, int w)
+{
+	if (w == 1)
+		return x;
+	LLVMTypeRef vt = LLVMVectorType(g->i32, (unsigned)w);
+	LLVMValueRef v = LLVMBuildInsertElement(g->b, LLVMGetPoison(vt), x, LLVMConstInt(g->i32, 0, 0), "");
+	return LLVMBuildShuffleVector(g->b, v, LLVMGetPoison(vt), LLVMConstNull(vt), "");
+}
+
+static LLVMValueRef mpar(Mg *M, int p)
+{
+	Gen *g = M->g;
+	LLVMValueRef v = LLVMBuildLoad2(g->b, LLVMDoubleTypeInContext(g->cx),
+	                                gep(g, LLVMDoubleTypeInContext(g->cx), M->par, ci(g, p)), "");
+	return splat(g, LLVMBuildFPTrunc(g->b, v, g->f32, ""), M->w);
+}
+
+static LLVMValueRef mref(Mg *M, KiRef r, int w, LLVMValueRef (*ins)(Mg *, int, int))
+{
+	switch (KI_RKIND(r)) {
+	case RK_CON: return cfv(M->g, M->f->con[KI_RIDX(r)], w);
+	case RK_PAR: {
+		int w0 = M->w;
+		M->w = w;
+		LLVMValueRef v = mpar(M, KI_RIDX(r));
+		M->w = w0;
+		return v;
+	}
+	case RK_INS: return ins(M, KI_RIDX(r), w);
+	}
+	return cfv(M->g, NAN, w);
+}
+
+/* --- row scalars (mscal) ------------------------------------------------------------------- */
+
+static LLVMValueRef rowscal(Mg *M, int i, int w);
+
+/* a [chan] value of the row at channel ch (scalars broadcast) */
+static LLVMValueRef rowchan(Mg *M, KiRef r, LLVMValueRef ch)
+{
+	Gen *g = M->g;
+	if (KI_RKIND(r) != RK_INS || !(M->f->ins[KI_RIDX(r)].axes & AXM(AX_chan)))
+		return mref(M, r, 1, rowscal);
+	const KiIns *in = &M->f->ins[KI_RIDX(r)];
+	if (in->op == KO_erow || in->op == KO_krow) {
+		int v = M->f->ins[KI_RIDX(in->arg[0])].aux == IN_V;
+		return loadconv(g, v ? M->V : M->K, LLVMBuildAdd(g->b, M->row, ch, ""), 1);
+	}
+	return kx_ew(g, in->op, rowchan(M, in->arg[0], ch), rowchan(M, in->arg[1], ch), rowchan(M, in->arg[2], ch), 1);
+}
+
+/* a reduction over chan of the row */
+static LLVMValueRef rowred(Mg *M, const KiIns *in)
+{
+	Gen *g = M->g;
+	LLVMBuilderRef b = g->b;
+	const KiSem *sem = ki_sem(in->op);
+	LLVMValueRef acc = entry_alloca(g, g->f32);
+	LLVMBuildStore(b, cfv(g, sem->init, 1), acc);
+	Loop lc;
+	LLVMValueRef ch = loop_begin(g, ci(g, 0), ci(g, g->d), 1, &lc);
+	LLVMValueRef x = rowchan(M, in->arg[0], ch);
+	if (sem->map == MAP_SQ)
+		x = LLVMBuildFMul(b, x, x, "");
+	else if (sem->map == MAP_MUL)
+		x = LLVMBuildFMul(b, x, rowchan(M, in->arg[1], ch), "");
+	LLVMValueRef a = LLVMBuildLoad2(b, g->f32, acc, ""), r;
+	if (sem->comb == CMB_ADD)
+		r = LLVMBuildFAdd(b, a, x, "");
+	else {      /* v if v beats acc or v is NaN (a NaN stays) */
+		LLVMValueRef better = LLVMBuildFCmp(b, sem->comb == CMB_MAX ? LLVMRealUGT : LLVMRealULT, x, a, "");
+		LLVMValueRef anan = LLVMBuildFCmp(b, LLVMRealUNO, a, a, "");
+		r = LLVMBuildSelect(b, LLVMBuildAnd(b, better, LLVMBuildNot(b, anan, ""), ""), x, a, "");
+	}
+	LLVMBuildStore(b, r, acc);
+	loop_end(g, &lc);
+	LLVMValueRef v = LLVMBuildLoad2(b, g->f32, acc, "");
+	LLVMValueRef n = cfv(g, g->d, 1);
+	switch (sem->fin) {
+	case FIN_MEAN: return LLVMBuildFDiv(b, v, n, "");
+	case FIN_SQRT: return intr(g, "llvm.sqrt", g->f32, &v, 1);
+	case FIN_RMS: {
+		LLVMValueRef q = LLVMBuildFDiv(b, v, n, "");
+		return intr(g, "llvm.sqrt", g->f32, &q, 1);
+	}
+	}
+	return v;
+}
+
+/* a [] value of the row (computed once per row, in instruction order) */
+static LLVMValueRef rowscal(Mg *M, int i, int w)
+{
+	(void)w;
+	if (M->val[i])
+		return M->val[i];
+	const KiIns *in = &M->f->ins[i];
+	LLVMValueRef v;
+	if (ki_sem(in->op)->kind == SEM_RED)
+		v = rowred(M, in);
+	else
+		v = kx_ew(M->g, in->op, mref(M, in->arg[0], 1, rowscal), mref(M, in->arg[1], 1, rowscal),
+		          mref(M, in->arg[2], 1, rowscal), 1);
+	return M->val[i] = v;
+}
+
+/* mscal(K, V, ldk, cnt, side, par, out, ld) */
+static void gen_mscal(Mg *M)
+{
+	Gen *g = M->g;
+	LLVMBuilderRef b = g->b;
+	LLVMTypeRef ps[8] = { g->ptr, g->ptr, g->i64, g->i64, g->i64, g->ptr, g->ptr, g->i64 };
+	newfn(g, "kvcc_mscal", LLVMVoidTypeInContext(g->cx), ps, 8);
+	M->K = LLVMGetParam(g->fn, 0), M->V = LLVMGetParam(g->fn, 1);
+	LLVMValueRef ldk = LLVMGetParam(g->fn, 2), cnt = LLVMGetParam(g->fn, 3), side = LLVMGetParam(g->fn, 4);
+	LLVMValueRef out = LLVMGetParam(g->fn, 6), ld = LLVMGetParam(g->fn, 7);
+	M->par = LLVMGetParam(g->fn, 5), M->w = 1;
+	LLVMBasicBlockRef sk = LLVMAppendBasicBlockInContext(g->cx, g->fn, "kept");
+	LLVMBasicBlockRef se = LLVMAppendBasicBlockInContext(g->cx, g->fn, "evicted");
+	LLVMBuildCondBr(b, LLVMBuildICmp(b, LLVMIntEQ, side, ci(g, 0), ""), se, sk);
+	for (int s = 0; s < 2; s++) {
+		LLVMPositionBuilderAtEnd(b, s ? sk : se);
+		Loop lr;
+		LLVMValueRef i = loop_begin2(g, ci(g, 0), cnt, 1, 1, &lr);
+		M->row = LLVMBuildMul(b, i, ldk, "");
+		memset(M->val, 0, (size_t)M->f->nins * sizeof *M->val);
+		for (int j = 0; j < M->f->nins; j++)
+			if (M->slot[j] >= 0 && M->side[j] == (s ? KI_MK : KI_ME))
+				storef(g, rowscal(M, j, 1), out, LLVMBuildAdd(b, LLVMBuildMul(b, ci(g, M->slot[j]), ld, ""), i, ""));
+		loop_end(g, &lr);
+		LLVMBuildRetVoid(b);
+	}
+}
+
+/* --- pair values (mbest, mpair) ------------------------------------------------------------- */
+
+/* a pair value at the current site, M->w lanes (kept tokens k .. k+w-1 of evicted row e) */
+static LLVMValueRef pairv(Mg *M, int i, int w)
+{
+	Gen *g = M->g;
+	LLVMBuilderRef b = g->b;
+	if (M->val[i])
+		return M->val[i];
+	const KiIns *in = &M->f->ins[i];
+	LLVMValueRef v;
+	if (M->slot[i] >= 0 && M->side[i] == KI_ME)
+		v = splat(g, ldf(g, M->es, LLVMBuildAdd(b, LLVMBuildMul(b, ci(g, M->slot[i]), M->lde, ""), M->e, "")), w);
+	else if (M->slot[i] >= 0)
+		v = loadf(g, M->ks, LLVMBuildAdd(b, LLVMBuildMul(b, ci(g, M->slot[i]), M->ldks, ""), M->k, ""), w);
+	else if (i == M->dot)
+		v = M->dotv;
+	else if (in->op == KO_pinfo)
+		v = splat(g, in->aux == PI_sim ? M->sim : in->aux == PI_absorbed ? M->abs : M->ntg, w);
+	else
+		v = kx_ew(g, in->op, mref(M, in->arg[0], w, pairv), mref(M, in->arg[1], w, pairv),
+		          mref(M, in->arg[2], w, pairv), w);
+	return M->val[i] = v;
+}
+
+/* root r's value at the current site: its pair instructions in order (each reads values already
+** made: no recursion along a long chain) */
+static LLVMValueRef pairroot(Mg *M, KiRef r, int w)
+{
+	if (KI_RKIND(r) != RK_INS)
+		return mref(M, r, w, pairv);
+	const KiFn *f = M->f;
+	int top = KI_RIDX(r);
+	memset(M->need, 0, (size_t)top + 1);
+	M->need[top] = 1;
+	for (int i = top; i >= 0; i--) {
+		const KiIns *in = &f->ins[i];
+		if (!M->need[i] || M->slot[i] >= 0 || i == M->dot || in->op == KO_pinfo)
+			continue;
+		for (int k = 0; k < 3; k++)
+			if (KI_RKIND(in->arg[k]) == RK_INS && KI_RIDX(in->arg[k]) < i)
+				M->need[KI_RIDX(in->arg[k])] = 1;
+	}
+	for (int i = 0; i <= top; i++)
+		if (M->need[i])
+			pairv(M, i, w);
+	return M->val[top];
+}
+
+/* mbest(S, ne, nk, j0, es, lde, ks, ldks, par, bsim, bidx) */
+static void gen_mbest(Mg *M)
+{
+	Gen *g = M->g;
+	LLVMBuilderRef b = g->b;
+	LLVMTypeRef ps[11] = { g->ptr, g->i64, g->i64, g->i64, g->ptr, g->i64, g->ptr, g->i64, g->ptr, g->ptr, g->ptr };
+	newfn(g, "kvcc_mbest", LLVMVoidTypeInContext(g->cx), ps, 11);
+	LLVMValueRef S = LLVMGetParam(g->fn, 0), ne = LLVMGetParam(g->fn, 1), nk = LLVMGetParam(g->fn, 2);
+	LLVMValueRef j0 = LLVMGetParam(g->fn, 3), bsim = LLVMGetParam(g->fn, 9), bidx = LLVMGetParam(g->fn, 10);
+	M->es = LLVMGetParam(g->fn, 4), M->lde = LLVMGetParam(g->fn, 5), M->ks = LLVMGetParam(g->fn, 6);
+	M->ldks = LLVMGetParam(g->fn, 7), M->par = LLVMGetParam(g->fn, 8);
+	int W = g->W > 1 ? g->W : 1;
+	M->w = W;
+	LLVMTypeRef vt = fty(g, W), it = W == 1 ? g->i32 : LLVMVectorType(g->i32, (unsigned)W);
+	LLVMValueRef bv = entry_alloca(g, vt), bi = entry_alloca(g, it);
+	LLVMValueRef iota[64];
+	for (int l = 0; l < W; l++)
+		iota[l] = LLVMConstInt(g->i32, (unsigned)l, 0);
+	LLVMValueRef io = W == 1 ? iota[0] : LLVMConstVector(iota, (unsigned)W);
+	Loop lq, lj;
+	LLVMValueRef q = loop_begin2(g, ci(g, 0), ne, 1, 1, &lq);
+	LLVMBuildStore(b, cfv(g, -INFINITY, W), bv);
+	LLVMBuildStore(b, civ(g, -1, W), bi);
+	LLVMValueRef jc = loop_begin(g, ci(g, 0), ci(g, AT), W, &lj);
+	memset(M->val, 0, (size_t)M->f->nins * sizeof *M->val);
+	M->e = q, M->k = LLVMBuildAdd(b, j0, jc, "");
+	M->dotv = loadf(g, S, LLVMBuildAdd(b, LLVMBuildMul(b, q, ci(g, AT), ""), jc, ""), W);
+	M->sim = M->abs = M->ntg = cfv(g, NAN, 1);
+	LLVMValueRef sim = pairroot(M, M->f->merge.sim, W);
+	LLVMValueRef j = LLVMBuildAdd(b, splat32(g, LLVMBuildTrunc(b, jc, g->i32, ""), W), io, "");
+	LLVMValueRef valid = LLVMBuildICmp(b, LLVMIntSLT, j, splat32(g, LLVMBuildTrunc(b, nk, g->i32, ""), W), "");
+	valid = LLVMBuildAnd(b, valid, LLVMBuildFCmp(b, LLVMRealORD, sim, sim, ""), "");
+	LLVMValueRef cv = LLVMBuildLoad2(b, vt, bv, ""), cix = LLVMBuildLoad2(b, it, bi, "");
+	LLVMValueRef better = LLVMBuildOr(b, LLVMBuildICmp(b, LLVMIntSLT, cix, civ(g, 0, W), ""),
+	                                  LLVMBuildFCmp(b, LLVMRealOGT, sim, cv, ""), "");
+	better = LLVMBuildAnd(b, valid, better, "");
+	LLVMValueRef kj = LLVMBuildAdd(b, j, splat32(g, LLVMBuildTrunc(b, j0, g->i32, ""), W), "");
+	LLVMBuildStore(b, LLVMBuildSelect(b, better, sim, cv, ""), bv);
+	LLVMBuildStore(b, LLVMBuildSelect(b, better, kj, cix, ""), bi);
+	loop_end(g, &lj);
+	/* the lanes into the running best: higher, or equal with a lower index; only when the tile's
+	** maximum beats it (or none yet): the lanes' indices are above the running best's, so an
+	** equal value never wins */
+	LLVMValueRef fv = LLVMBuildLoad2(b, vt, bv, ""), fi = LLVMBuildLoad2(b, it, bi, "");
+	LLVMValueRef rv0 = ldf(g, bsim, q), ri0 = ld(g, g->i32, bidx, q, 4);
+	LLVMValueRef hm = W == 1 ? fv : intr(g, "llvm.vector.reduce.fmax", vt, &fv, 1);
+	LLVMValueRef go = LLVMBuildOr(b, LLVMBuildICmp(b, LLVMIntSLT, ri0, LLVMConstInt(g->i32, 0, 0), ""),
+	                              LLVMBuildFCmp(b, LLVMRealOGT, hm, rv0, ""), "");
+	LLVMBasicBlockRef red = LLVMAppendBasicBlockInContext(g->cx, g->fn, "lanes");
+	LLVMBasicBlockRef nxt = LLVMAppendBasicBlockInContext(g->cx, g->fn, "next");
+	LLVMBuildCondBr(b, go, red, nxt);
+	LLVMPositionBuilderAtEnd(b, red);
+	LLVMValueRef rv = rv0, ri = ri0;
+	for (int l = 0; l < W; l++) {
+		LLVMValueRef lx = LLVMConstInt(g->i32, (unsigned)l, 0);
+		LLVMValueRef v = W == 1 ? fv : LLVMBuildExtractElement(b, fv, lx, "");
+		LLVMValueRef x = W == 1 ? fi : LLVMBuildExtractElement(b, fi, lx, "");
+		LLVMValueRef has = LLVMBuildICmp(b, LLVMIntSGE, x, LLVMConstInt(g->i32, 0, 0), "");
+		LLVMValueRef none = LLVMBuildICmp(b, LLVMIntSLT, ri, LLVMConstInt(g->i32, 0, 0), "");
+		LLVMValueRef gt = LLVMBuildFCmp(b, LLVMRealOGT, v, rv, "");
+		LLVMValueRef eq = LLVMBuildAnd(b, LLVMBuildFCmp(b, LLVMRealOEQ, v, rv, ""),
+		                               LLVMBuildICmp(b, LLVMIntSLT, x, ri, ""), "");
+		LLVMValueRef take = LLVMBuildAnd(b, has, LLVMBuildOr(b, none, LLVMBuildOr(b, gt, eq, ""), ""), "");
+		rv = LLVMBuildSelect(b, take, v, rv, "");
+		ri = LLVMBuildSelect(b, take, x, ri, "");
+	}
+	storef(g, rv, bsim, q);
+	st_(g, g->i32, ri, bidx, q, 4);
+	LLVMBuildBr(b, nxt);
+	LLVMPositionBuilderAtEnd(b, nxt);
+	loop_end(g, &lq);
+	LLVMBuildRetVoid(b);
+}
+
+/* mpair(which, es, lde, e, ks, ldks, k, sim, absorbed, par) */
+static void gen_mpair(Mg *M)
+{
+	Gen *g = M->g;
+	LLVMBuilderRef b = g->b;
+	LLVMTypeRef ps[10] = { g->i64, g->ptr, g->i64, g->i64, g->ptr, g->i64, g->i64, g->f32, g->f32, g->ptr };
+	newfn(g, "kvcc_mpair", g->f32, ps, 10);
+	LLVMValueRef which = LLVMGetParam(g->fn, 0);
+	M->es = LLVMGetParam(g->fn, 1), M->lde = LLVMGetParam(g->fn, 2), M->e = LLVMGetParam(g->fn, 3);
+	M->ks = LLVMGetParam(g->fn, 4), M->ldks = LLVMGetParam(g->fn, 5), M->k = LLVMGetParam(g->fn, 6);
+	M->sim = LLVMGetParam(g->fn, 7), M->abs = LLVMGetParam(g->fn, 8), M->par = LLVMGetParam(g->fn, 9);
+	M->w = 1, M->dotv = cfv(g, NAN, 1);
+	const KiMerge *m = &M->f->merge;
+	KiRef roots[3] = { m->thr == MT_value ? m->threshold : KI_NIL, m->weight, m->self };
+	LLVMBasicBlockRef bb[3], bad = LLVMAppendBasicBlockInContext(g->cx, g->fn, "none");
+	for (int r = 0; r < 3; r++)
+		bb[r] = LLVMAppendBasicBlockInContext(g->cx, g->fn, "root");
+	LLVMValueRef sw = LLVMBuildSwitch(b, which, bad, 3);
+	for (int r = 0; r < 3; r++) {
+		LLVMAddCase(sw, ci(g, r), bb[r]);
+		LLVMPositionBuilderAtEnd(b, bb[r]);
+		memset(M->val, 0, (size_t)M->f->nins * sizeof *M->val);
+		/* the reference's ntargets: 1 for the weight (one target), NaN for the self weight */
+		M->ntg = cfv(g, r == 1 ? 1.0 : NAN, 1);
+		LLVMBuildRet(b, roots[r] == KI_NIL ? cfv(g, NAN, 1) : pairroot(M, roots[r], 1));
+	}
+	LLVMPositionBuilderAtEnd(b, bad);
+	LLVMBuildRet(b, cfv(g, NAN, 1));
+}
+
+/* --- the update (mupd) ------------------------------------------------------------------------ */
+
+/* x (cw lanes of f32) rounded to the storage dtype (nearest even) and stored at element idx */
+static void storeconv(Gen *g, LLVMValueRef x, LLVMValueRef base, LLVMValueRef idx, int cw)
+{
+	LLVMBuilderRef b = g->b;
+	if (g->dtype == KVCC_F32) {
+		LLVMValueRef s = LLVMBuildStore(b, x, gep(g, g->f32, base, idx));
+		LLVMSetAlignment(s, 4);
+		return;
+	}
+	LLVMTypeRef ht = cw == 1 ? g->half : LLVMVectorType(g->half, (unsigned)cw);
+	LLVMTypeRef st = cw == 1 ? g->i16 : LLVMVectorType(g->i16, (unsigned)cw);
+	LLVMValueRef v;
+	if (g->dtype == KVCC_F16)
+		v = LLVMBuildBitCast(b, LLVMBuildFPTrunc(b, x, ht, ""), st, "");
+	else {      /* + 0x7fff + lsb, truncated; NaN stays (quiet) NaN */
+		LLVMTypeRef it = cw == 1 ? g->i32 : LLVMVectorType(g->i32, (unsigned)cw);
+		LLVMValueRef u = LLVMBuildBitCast(b, x, it, "");
+		LLVMValueRef lsb = LLVMBuildAnd(b, LLVMBuildLShr(b, u, civ(g, 16, cw), ""), civ(g, 1, cw), "");
+		LLVMValueRef r = LLVMBuildAdd(b, u, LLVMBuildAdd(b, lsb, civ(g, 0x7fff, cw), ""), "");
+		LLVMValueRef nan = LLVMBuildICmp(b, LLVMIntUGT, LLVMBuildAnd(b, u, civ(g, 0x7fffffff, cw), ""),
+		                                 civ(g, 0x7f800000, cw), "");
+		r = LLVMBuildSelect(b, nan, LLVMBuildOr(b, u, civ(g, 0x00400000, cw), ""), r, "");
+		v = LLVMBuildTrunc(b, LLVMBuildLShr(b, r, civ(g, 16, cw), ""), st, "");
+	}
+	LLVMValueRef s = LLVMBuildStore(b, v, gep(g, g->i16, base, idx));
+	LLVMSetAlignment(s, 2);
+}
+
+/* mupd(K, V, ldk, k, EK, EV, rows, w, cnt, wk) */
+static void gen_mupd(Mg *M)
+{
+	Gen *g = M->g;
+	LLVMBuilderRef b = g->b;
+	const KiMerge *m = &M->f->merge;
+	LLVMTypeRef ps[10] = { g->ptr, g->ptr, g->i64, g->i64, g->ptr, g->ptr, g->ptr, g->ptr, g->i64, g->f32 };
+	newfn(g, "kvcc_mupd", LLVMVoidTypeInContext(g->cx), ps, 10);
+	LLVMValueRef K = LLVMGetParam(g->fn, 0), V = LLVMGetParam(g->fn, 1), ldk = LLVMGetParam(g->fn, 2);
+	LLVMValueRef k = LLVMGetParam(g->fn, 3), EK = LLVMGetParam(g->fn, 4), EV = LLVMGetParam(g->fn, 5);
+	LLVMValueRef rows = LLVMGetParam(g->fn, 6), w = LLVMGetParam(g->fn, 7), cnt = LLVMGetParam(g->fn, 8);
+	LLVMValueRef wk = LLVMGetParam(g->fn, 9);
+	int d = g->d, W = g->W > 1 ? g->W : 1, cw = d % W == 0 ? W : d % 8 == 0 ? 8 : 1;
+	LLVMTypeRef at = LLVMArrayType(g->f32, (unsigned)(2 * d));
+	LLVMValueRef acc = entry_alloca(g, at), den = entry_alloca(g, g->f32);
+	LLVMSetAlignment(acc, 64);
+	LLVMBuildStore(b, LLVMConstNull(at), acc);
+	LLVMBuildStore(b, cfv(g, 0, 1), den);
+	Loop li;
+	LLVMValueRef i = loop_begin2(g, ci(g, 0), cnt, 1, 1, &li);
+	LLVMValueRef wi = ldf(g, w, i);
+	LLVMBuildStore(b, LLVMBuildFAdd(b, LLVMBuildLoad2(b, g->f32, den, ""), wi, ""), den);
+	LLVMValueRef r = LLVMBuildMul(b, LLVMBuildSExt(b, ld(g, g->i32, rows, i, 4), g->i64, ""), ci(g, d), "");
+	LLVMValueRef ws = splat(g, wi, cw);
+	for (int c = 0; c < 2 * d; c += cw) {
+		LLVMValueRef x = loadconv(g, c < d ? EK : EV, LLVMBuildAdd(b, r, ci(g, c % d), ""), cw);
+		LLVMValueRef a = loadf(g, acc, ci(g, c), cw);
+		LLVMValueRef fa[3] = { x, ws, a };
+		storef(g, intr(g, "llvm.fmuladd", fty(g, cw), fa, 3), acc, ci(g, c));
+	}
+	loop_end(g, &li);
+	LLVMValueRef tot = LLVMBuildFAdd(b, wk, LLVMBuildLoad2(b, g->f32, den, ""), "");
+	if (m->update == MU_mean) {      /* a total of 0 or not finite: the row is unchanged */
+		LLVMValueRef fin = LLVMBuildFCmp(b, LLVMRealOLT, intr(g, "llvm.fabs", g->f32, &tot, 1), cfv(g, INFINITY, 1), "");
+		LLVMValueRef ok = LLVMBuildAnd(b, fin, LLVMBuildFCmp(b, LLVMRealONE, tot, cfv(g, 0, 1), ""), "");
+		LLVMBasicBlockRef go = LLVMAppendBasicBlockInContext(g->cx, g->fn, "go");
+		LLVMBasicBlockRef no = LLVMAppendBasicBlockInContext(g->cx, g->fn, "unchanged");
+		LLVMBuildCondBr(b, ok, go, no);
+		LLVMPositionBuilderAtEnd(b, no);
+		LLVMBuildRetVoid(b);
+		LLVMPositionBuilderAtEnd(b, go);
+	}
+	LLVMValueRef row = LLVMBuildMul(b, k, ldk, ""), wks = splat(g, wk, cw), ts = splat(g, tot, cw);
+	for (int c = 0; c < 2 * d; c += cw) {
+		int isk = c < d;
+		if ((isk && !m->keys) || (!isk && !m->values))
+			continue;
+		LLVMValueRef idx = LLVMBuildAdd(b, row, ci(g, c % d), "");
+		LLVMValueRef x = LLVMBuildFAdd(b, LLVMBuildFMul(b, wks, loadconv(g, isk ? K : V, idx, cw), ""),
+		                               loadf(g, acc, ci(g, c), cw), "");
+		if (m->update == MU_mean)
+			x = LLVMBuildFDiv(b, x, ts, "");
+		storeconv(g, x, isk ? K : V, idx, cw);
+	}
+	LLVMBuildRetVoid(b);
+}
+
+/* --- entry ------------------------------------------------------------------------------------ */
+
+static void stubs(Gen *g, LLVMValueRef fn[4])
+{
+	LLVMTypeRef p8[8] = { g->ptr, g->ptr, g->i64, g->i64, g->i64, g->ptr, g->ptr, g->i64 };
+	LLVMTypeRef p11[11] = { g->ptr, g->i64, g->i64, g->i64, g->ptr, g->i64, g->ptr, g->i64, g->ptr, g->ptr, g->ptr };
+	LLVMTypeRef p10[10] = { g->i64, g->ptr, g->i64, g->i64, g->ptr, g->i64, g->i64, g->f32, g->f32, g->ptr };
+	LLVMTypeRef pu[10] = { g->ptr, g->ptr, g->i64, g->i64, g->ptr, g->ptr, g->ptr, g->ptr, g->i64, g->f32 };
+	const char *nm[4] = { "kvcc_mscal", "kvcc_mbest", "kvcc_mpair", "kvcc_mupd" };
+	LLVMTypeRef *ps[4] = { p8, p11, p10, pu };
+	int np[4] = { 8, 11, 10, 10 };
+	for (int k = 0; k < 4; k++) {
+		newfn(g, nm[k], k == 2 ? g->f32 : LLVMVoidTypeInContext(g->cx), ps[k], np[k]);
+		if (k == 2)
+			LLVMBuildRet(g->b, cfv(g, NAN, 1));
+		else
+			LLVMBuildRetVoid(g->b);
+		fn[k] = g->fn;
+	}
+}
+
+int kx_gen_merge(Gen *g, const KiFn *f, LLVMValueRef fn[4])
+{
+	if (f->merge.kind != MG_nearest) {     /* drop: the runtime never calls them */
+		stubs(g, fn);
+		return 0;
+	}
+	KiMSim sf;
+	ki_msimform(f, f->merge.sim, &sf);
+	Mg M = { .g = g, .f = f, .dot = sf.dot };
+	int *slot = malloc(((size_t)f->nins + 1) * sizeof *slot), nes, nks;
+	uint8_t *side = malloc((size_t)f->nins + 1);
+	M.val = calloc((size_t)f->nins + 1, sizeof *M.val);
+	M.need = malloc((size_t)f->nins + 1);
+	if (!slot || !side || !M.val || !M.need || !sf.fast || ki_mslots(f, slot, &nes, &nks) != 0) {
+		free(slot), free(side), free(M.val), free(M.need);
+		return -1;
+	}
+	ki_msides(f, side);
+	M.slot = slot, M.side = side;
+	gen_mscal(&M), fn[0] = g->fn;
+	gen_mbest(&M), fn[1] = g->fn;
+	gen_mpair(&M), fn[2] = g->fn;
+	gen_mupd(&M), fn[3] = g->fn;
+	free(slot), free(side), free(M.val), free(M.need);
+	return 0;
+}

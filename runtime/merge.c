@@ -1,0 +1,147 @@
+/*
+** compact_merge with merge nearest (DESIGN §3 "Merge semantics", §5) for one (sequence, layer,
+** head), on the artifact's generated kernels (codegen/x86/merge.c):
+**
+**   1  the evicted rows E (the complement of the sorted kept list) copied aside, then the
+**      generated in-place compaction: the kept rows S are rows 0 .. m-1
+**   2  mscal: the row scalars of every evicted and every kept row
+**   3  the evicted × kept similarity, tile by tile (64 evicted rows × 64 kept tokens, never
+**      more): cvt of the evicted rows, the generated Q·K tile qkt over the kept rows in place,
+**      mbest: the policy's epilogue and the running arg-max (ties → the lower kept index)
+**   4  the threshold: the rule's value (mpair 0), or the mean of the maximum similarities
+**   5  the evicted rows grouped by target (a counting sort, in evicted order: the segments),
+**      the weights (mpair 1, 2) and the segmented update of each target (mupd)
+**
+** Simultaneous (every similarity and weight from the pre-merge rows: the targets are updated
+** only after all of them are known). The workspace is sized at plan time (kr_mbytes): the run
+** path allocates nothing.
+*/
+#include <math.h>
+#include <string.h>
+#include "runtime/rt.h"
+
+#define MB 64                 /* evicted rows per similarity tile */
+
+typedef struct Mws {
+	char *EK, *EV;            /* [N][d] the evicted rows, storage dtype */
+	int32_t *E, *bidx, *off, *seg;
+	float *es, *ks, *bsim, *w, *Ef, *S, *Kp;
+} Mws;
+
+static size_t up64(size_t n) { return (n + 63) / 64 * 64; }
+
+/* the workspace's parts at `base` (NULL: only the size); returns the bytes */
+static size_t layout(const kvcc_plan *pl, char *base, Mws *m)
+{
+	const KaHdr *h = pl->p->h;
+	size_t N = (size_t)pl->lay.capacity, d = (size_t)pl->lay.head_dim, at = 0;
+	char *p[13];
+	size_t sz[13] = { N * d * pl->esz, N * d * pl->esz, N * 4, N * 4, (N + 1) * 4, N * 4,
+	                  ((size_t)h->nes * N + 64) * 4, ((size_t)h->nks * N + 64) * 4, N * 4, N * 4,
+	                  MB * d * 4, MB * TILE * 4, 2 * d * TILE * 4 };
+	for (int k = 0; k < 13; k++) {
+		p[k] = base ? base + at : NULL;
+		at += up64(sz[k]);
+	}
+	if (m)
+		*m = (Mws){ p[0], p[1], (int32_t *)(void *)p[2], (int32_t *)(void *)p[3], (int32_t *)(void *)p[4],
+		            (int32_t *)(void *)p[5], (float *)(void *)p[6], (float *)(void *)p[7], (float *)(void *)p[8],
+		            (float *)(void *)p[9], (float *)(void *)p[10], (float *)(void *)p[11], (float *)(void *)p[12] };
+	return at;
+}
+
+size_t kr_mbytes(const kvcc_plan *pl)
+{
+	return layout(pl, NULL, NULL);
+}
+
+/* step 3: bsim / bidx of every evicted row */
+static void similarity(const kvcc_artifact *A, const Mws *w, const char *K, int64_t ldk, size_t esz, int d, int nE,
+                       int m, const double *par)
+{
+	for (int i = 0; i < nE; i++)
+		w->bsim[i] = -INFINITY, w->bidx[i] = -1;
+	for (int e0 = 0; e0 < nE; e0 += MB) {
+		int ne = nE - e0 < MB ? nE - e0 : MB;
+		A->cvt(w->EK + (size_t)e0 * d * esz, w->Ef, (int64_t)ne * d);
+		for (int j0 = 0; j0 < m; j0 += TILE) {
+			int nt = m - j0 < TILE ? m - j0 : TILE;
+			A->qkt(K + (size_t)j0 * ldk * esz, ldk, nt, w->Ef, ne, w->S, w->Kp);
+			A->mbest(w->S, ne, nt, j0, w->es + e0, nE, w->ks, m, par, w->bsim + e0, w->bidx + e0);
+		}
+	}
+}
+
+/* step 4: bidx[i] = -1 where the threshold is not reached */
+static void threshold(const kvcc_artifact *A, const KaHdr *h, const Mws *w, int nE, int m, const double *par)
+{
+	if (h->mthr == KA_TNONE)
+		return;
+	double tau = NAN;
+	if (h->mthr == KA_TMEAN) {       /* beta 0: the mean of this call's maximum similarities */
+		double sum = 0;
+		int cnt = 0;
+		for (int i = 0; i < nE; i++)
+			if (w->bidx[i] >= 0)
+				sum += w->bsim[i], cnt++;
+		tau = cnt ? sum / cnt : NAN;
+	}
+	for (int i = 0; i < nE; i++) {
+		if (w->bidx[i] < 0)
+			continue;
+		float thr = h->mthr == KA_TMEAN ? (float)tau : A->mpair(0, w->es, nE, i, w->ks, m, w->bidx[i], w->bsim[i], NAN, par);
+		int ok = h->mthr == KA_TMEAN ? (double)w->bsim[i] >= tau : w->bsim[i] >= thr;
+		if (!ok)
+			w->bidx[i] = -1;
+	}
+}
+
+void kr_mnearest(kvcc_plan *pl, const double *par, char *K, char *V, int64_t ldk, int n, const int32_t *kidx, int m,
+                 int32_t *pos, float *state, int nst, int64_t sstride, int tid)
+{
+	const kvcc_artifact *A = pl->p->a;
+	const KaHdr *h = pl->p->h;
+	int d = pl->lay.head_dim;
+	size_t esz = pl->esz, row = (size_t)d * esz;
+	Mws w;
+	layout(pl, pl->mws[tid], &w);
+	int nE = 0;
+	for (int t = 0, j = 0; t < n; t++) {
+		if (j < m && kidx[j] == t)
+			j++;
+		else {
+			memcpy(w.EK + (size_t)nE * row, K + (size_t)t * ldk * esz, row);
+			memcpy(w.EV + (size_t)nE * row, V + (size_t)t * ldk * esz, row);
+			w.E[nE++] = t;
+		}
+	}
+	A->compact(K, V, ldk, kidx, m, pos, state, nst, sstride);
+	if (nE == 0 || m == 0)
+		return;
+	A->mscal(w.EK, w.EV, d, nE, 0, par, w.es, nE);
+	A->mscal(K, V, ldk, m, 1, par, w.ks, m);
+	similarity(A, &w, K, ldk, esz, d, nE, m, par);
+	threshold(A, h, &w, nE, m, par);
+	/* the segments: off[j] .. off[j+1] of seg, the evicted rows of target j in evicted order */
+	memset(w.off, 0, ((size_t)m + 1) * sizeof *w.off);
+	for (int i = 0; i < nE; i++)
+		if (w.bidx[i] >= 0)
+			w.off[w.bidx[i] + 1]++;
+	for (int j = 0; j < m; j++)
+		w.off[j + 1] += w.off[j];
+	for (int i = 0; i < nE; i++)          /* off[j] is the next free slot of j, then its end */
+		if (w.bidx[i] >= 0)
+			w.seg[w.off[w.bidx[i]]++] = i;
+	for (int j = m; j > 0; j--)
+		w.off[j] = w.off[j - 1];
+	w.off[0] = 0;
+	for (int j = 0; j < m; j++) {
+		int c = w.off[j + 1] - w.off[j];
+		if (!c)
+			continue;
+		for (int q = w.off[j]; q < w.off[j + 1]; q++)
+			w.w[q] = A->mpair(1, w.es, nE, w.seg[q], w.ks, m, j, w.bsim[w.seg[q]], (float)c, par);
+		float wk = A->mpair(2, w.es, nE, 0, w.ks, m, j, NAN, (float)c, par);
+		A->mupd(K, V, ldk, j, w.EK, w.EV, w.seg + w.off[j], w.w + w.off[j], c, wk);
+	}
+}

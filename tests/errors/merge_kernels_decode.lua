@@ -1,0 +1,7 @@
+local kv = require "kvcc"
+return kv.policy "x" {
+  score = function(x) return x.K:norm("chan") end,
+  select = kv.topk {},
+  merge = kv.nearest {},
+  when = kv.decode { every = 1 },
+}
