@@ -435,7 +435,8 @@ int kt_tune(int argc, char **argv)
 {
 	static Tuner T;
 	const char *in = NULL, *bl = "1024,8192,32768,131072";
-	int per = 3, quick = 0, split = 0;
+	int per = 3, quick = 0, split = 0, gpuonly = 0;
+	const char *gpu = NULL;
 	T.spec = (kvcc_spec){ KVCC_F32, 128, 1, KVCC_TARGET_NATIVE };
 	T.budget = 60;
 	for (int i = 0; i < argc; i++) {
@@ -449,6 +450,8 @@ int kt_tune(int argc, char **argv)
 		else if (!strcmp(a, "--budget") && v) T.budget = atof(v), i++;
 		else if (!strcmp(a, "--quick")) quick = 1, per = 1;
 		else if (!strcmp(a, "--split")) split = 1;
+		else if (!strcmp(a, "--gpu-arch") && v) gpu = v, i++;
+		else if (!strcmp(a, "--gpu-only")) gpuonly = 1;
 		else if (!strcmp(a, "-v")) T.verbose++;
 		else if (a[0] != '-' && !in) in = a;
 		else usage_exit("unexpected argument '%s'", a);
@@ -482,6 +485,16 @@ int kt_tune(int argc, char **argv)
 		fprintf(stderr, "kvcc tune: no tuning database: %s\n", why);
 		ki_job_free(&T.j);
 		return 1;
+	}
+	if (gpuonly && !gpu)
+		usage_exit("%s", "--gpu-only needs --gpu-arch");
+	if (gpuonly) {         /* the GPU space alone: the static model, no CPU measurement */
+		double gw = 0;
+		T.j.gpu = gpu;
+		int rc = kt_tune_gpu(&T.j, T.db, T.verbose, &gw);
+		printf("kvcc tune: GPU static model in %.1f s\n", gw);
+		ki_job_free(&T.j);
+		return rc;
 	}
 	T.kernel = ki_tdb_kernel(T.j.f, &T.spec);
 	T.dev = ki_tdb_device(T.devname, sizeof T.devname);
@@ -660,6 +673,12 @@ int kt_tune(int argc, char **argv)
 		kvcc_close(pf);
 	closeall(S, ns), closeall(R + 1, nr - 1), closeall(P + pfrom, np - pfrom), closeall(X, nx);
 	printf("pick: %s\n", fin);
+	if (gpu) {             /* after the CPU: T.j builds CPU-only artifacts until here */
+		double gw = 0;
+		T.j.gpu = gpu;
+		rc |= kt_tune_gpu(&T.j, T.db, T.verbose, &gw);
+		printf("kvcc tune: GPU static model in %.1f s\n", gw);
+	}
 	for (int b = 0; b < T.nb; b++)
 		freedata(&D[b]);
 	free(T.rec), free(host);
