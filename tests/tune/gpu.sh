@@ -5,7 +5,8 @@
 #      Without `all` (make check): a point that moves every field off its default, on h2o
 #      (decode, observe hook) and snapkv (tiled score), every 8th spec. With `all`
 #      (make check-tune): every value of every field the tuner's search can set, one field off the
-#      default at a time, plus two combined points, on h2o, snapkv and scope_layer, every 4th spec.
+#      default at a time, plus two combined points, on h2o, snapkv and scope_layer, every 4th spec
+#      (every 16th at 512 threads).
 #   2. `kvcc tune --gpu-arch sm_80 --gpu-only` (the static model; NVRTC): says that nothing was
 #      measured on a GPU and which config it picks; the pick passes the emulation; `kvcc compile
 #      --gpu-arch sm_80 -v` uses it and the artifact records it; KVCC_TUNE=0 gives the default;
@@ -32,10 +33,13 @@ emu() {   # emu CONFIG POLICY EVERY
 # 1. config points through the emulation
 if [ "$ALL" = all ]; then
 	for p in h2o snapkv scope_layer; do
-		for c in nt128 nt512 lpt1 lpt2 lpt4 lpt8 lpt16 lpt32 sq16,sk32 sq32,sk128 sq128,sk64 sq256,sk32 tt8 tt32 \
-		         nt128,lpt8,sq32,sk32,tt8 nt512,lpt16,sq128,sk128,tt32; do
+		for c in nt128 lpt1 lpt2 lpt4 lpt8 lpt16 lpt32 sq16,sk32 sq32,sk128 sq128,sk64 sq256,sk32 tt8 tt32 \
+		         nt128,lpt8,sq32,sk32,tt8; do
 			emu "$c" $p 4
 		done
+		# 512 threads as fibers: every 16th spec (the emulation's time grows with the block)
+		emu nt512 $p 16
+		emu nt512,lpt16,sq128,sk128,tt32 $p 16
 	done
 else
 	for p in h2o snapkv; do
