@@ -10,7 +10,8 @@
 #   2. `kvcc tune --gpu-arch sm_80 --gpu-only` (the static model; NVRTC): says that nothing was
 #      measured on a GPU and which config it picks; the pick passes the emulation; `kvcc compile
 #      --gpu-arch sm_80 -v` uses it and the artifact records it; KVCC_TUNE=0 gives the default;
-#      a bad KVCC_GPU_CONFIG falls back with a message. Without NVRTC part 2 is a SKIP (said).
+#      a bad KVCC_GPU_CONFIG falls back with a message. With `all`, NVRTC also compiles every field
+#      value for sm_80 and sm_90 (h2o, snapkv). Without NVRTC part 2 is a SKIP (said).
 # Times are never asserted.
 set -u
 KVCC=$1 EMU=$2 B=$3 W=$4 ALL=${5:-}
@@ -48,6 +49,15 @@ else
 fi
 
 # 2. the static model through kvcc tune, the pick through compile and the emulation
+nvrtc() {   # nvrtc CONFIG POLICY: NVRTC compiles the point for sm_80 and sm_90, the artifact records it
+	if KVCC_GPU_CONFIG=$1 "$KVCC" compile "policies/$2.lua" --dtype bf16 --head-dim 128 --group 4 --gpu-arch sm_80,sm_90 \
+	       -o "$W/n.so" -v >/dev/null 2>"$W/err" && ! grep -q warning "$W/err" &&
+	   grep -q "kvcc: GPU config .* (KVCC_GPU_CONFIG)" "$W/err"; then
+		ok "GPU config $1, $2: NVRTC compiles it (sm_80, sm_90)"
+	else
+		no "GPU config $1, $2: NVRTC compiles it (sm_80, sm_90)"
+	fi
+}
 if ! "$KVCC" compile policies/h2o.lua --gpu-arch sm_80 -o "$W/probe.so" 2>"$W/err" >/dev/null &&
    grep -q 'NVRTC\|nvrtc' "$W/err"; then
 	skip=$((skip + 1)); echo "SKIP the static model: no NVRTC ($(head -1 "$W/err"))"
@@ -73,6 +83,13 @@ else
 	   grep -q 'kvcc: GPU config .* (default)' "$W/err"; then ok "bad KVCC_GPU_CONFIG: the default, said"
 	else no "bad KVCC_GPU_CONFIG: the default, said"; fi
 	[ -n "$pick" ] && emu "$pick" h2o 16
+	if [ "$ALL" = all ]; then
+		for p in h2o snapkv; do
+			for c in nt128 nt512 lpt1 lpt8 lpt16 sq16,sk32 sq32,sk128 sq256,sk32 tt8 tt32 nt96,lpt16,sq48,sk24,tt3; do
+				nvrtc "$c" $p
+			done
+		done
+	fi
 fi
 
 echo "tune-gpu: $pass passed, $fail failed, $skip skipped"
