@@ -3,12 +3,17 @@
 #   make bench-merge   the merge stage: snapkv_merge vs snapkv and vs PyTorch (BENCH_VENV=/work/venv)
 #   make bench-paged   build/kvcc-bench-paged: paged / batched vs contiguous ratios (issue 14)
 #   bench/setup        the optional kvpress/torch comparison venv (build/bench-venv)
+# The comparison's venv: build/bench-venv when it has torch and kvpress, else the project venv
+# that make check's python tier makes ($(PY_VENV), python/python.mk) when it has them.
 
 $(B)/kvcc-bench: $(B)/bench/bench.o $(B)/libkvcc.so
 	$(CC) -o $@ $(B)/bench/bench.o -L$(B) -lkvcc -lkvcc_rt -Wl,-rpath,$(abspath $(B)) -lpthread -lm
 
+BENCH_VENV_PICK = for v in $(B)/bench-venv $(PY_VENV); do [ -x $$v/bin/python ] && \
+	$$v/bin/python -c 'import torch, kvpress' 2>/dev/null && { echo $$v; exit 0; }; done; echo $(B)/bench-venv
+
 bench: $(B)/kvcc-bench $(B)/kvcc
-	$(B)/kvcc-bench --kvcc $(B)/kvcc
+	$(B)/kvcc-bench --kvcc $(B)/kvcc --venv "$$($(BENCH_VENV_PICK))"
 
 .PHONY: bench
 

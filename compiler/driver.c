@@ -102,6 +102,31 @@ static void defconfig(KiJob *j, const char *host)
 	j->cfgfrom = "default";
 }
 
+/* the GPU config point (with --gpu-arch): explicit, $KVCC_GPU_CONFIG, the tuning database's
+** static-model pick for these targets and NVRTC, or the default; a bad one falls back (said) */
+static void gpuconfig(KiJob *j)
+{
+	char why[200], db[1200], tuned[100];
+	const char *s = j->gconfig, *from = "tuner", *env = getenv("KVCC_GPU_CONFIG"), *tu = getenv("KVCC_TUNE");
+	if (!s && env && *env)
+		s = env, from = "KVCC_GPU_CONFIG";
+	if (!s && !j->notune && !(tu && !strcmp(tu, "0")) && ki_tdb_path(db, sizeof db, why, sizeof why) == 0 &&
+	    ki_tdb_gpulookup(db, ki_tdb_kernel(j->f, &j->spec), j->targets.archs,
+	                     ki_tdb_gpudev(j->targets.archs, j->targets.nvrtc_major, j->targets.nvrtc_minor), tuned,
+	                     sizeof tuned))
+		s = tuned, from = "tuning database (static model, not measured)";
+	memset(&j->gcfg, 0, sizeof j->gcfg);
+	j->gcfgfrom = "default";
+	if (s && kp_gcfgparse(s, &j->gcfg, why, sizeof why) != 0) {
+		fprintf(stderr, "kvcc: warning: GPU config '%s' (%s): %s; using the default GPU config\n", s, from, why);
+		memset(&j->gcfg, 0, sizeof j->gcfg);
+	} else if (s)
+		j->gcfgfrom = from;
+	kp_gcfgstr(&j->gcfg, j->spec.head_dim, j->spec.group, j->gcfgstr, sizeof j->gcfgstr);
+	if (j->verbose)
+		fprintf(stderr, "kvcc: GPU config %s (%s)\n", j->gcfgstr, j->gcfgfrom);
+}
+
 void ki_config(KiJob *j)
 {
 	char *host = kx_hostfeatures(), why[200], db[1200], tuned[160];
@@ -124,6 +149,8 @@ void ki_config(KiJob *j)
 	if (j->verbose)
 		fprintf(stderr, "kvcc: config %s (%s)\n", j->cfgstr, j->cfgfrom);
 	free(host);
+	if (j->gpu)
+		gpuconfig(j);
 }
 
 /* a temporary object file name in j->obj[k] */
@@ -163,8 +190,10 @@ static int codegen_ptx(KiJob *j, KiErr *e)
 {
 	if (!j->gpu)
 		return 0;
-	return tmpobj(j, 1, e) || kp_gpu_emit(j->f, &j->plan, &j->spec, &j->targets, j->obj[1], j->verbose, NULL, e) ? -1
-	                                                                                                              : 0;
+	return tmpobj(j, 1, e) ||
+	               kp_gpu_emit_cfg(j->f, &j->plan, &j->spec, &j->targets, &j->gcfg, j->obj[1], j->verbose, NULL, e)
+	           ? -1
+	           : 0;
 }
 
 static int linkso(KiJob *j, const char *out, KiErr *e)
@@ -202,8 +231,8 @@ int ki_cached(KiJob *j, const char *out, char *path, size_t n, KiErr *e)
 		ki_config(j);
 	snprintf(extra, sizeof extra, "config=%s", j->cfgstr);   /* the tuning config */
 	if (j->gpu)              /* the GPU targets and the NVRTC that compiles them */
-		snprintf(extra + strlen(extra), sizeof extra - strlen(extra), " gpu=%s nvrtc=%d.%d", j->targets.archs,
-		         j->targets.nvrtc_major, j->targets.nvrtc_minor);
+		snprintf(extra + strlen(extra), sizeof extra - strlen(extra), " gpu=%s nvrtc=%d.%d gcfg=%s", j->targets.archs,
+		         j->targets.nvrtc_major, j->targets.nvrtc_minor, j->gcfgstr);
 	int c = ki_cache_get(j->f, &j->spec, extra, j->verbose, build, j, path, n, e);
 	if (c <= 0)
 		return c;

@@ -34,6 +34,12 @@ typedef struct KiJob {
 	KxConfig cfg;
 	char cfgstr[128];
 	const char *cfgfrom;       /* "default", "KVCC_CONFIG", "tuning database", "tuner" */
+	/* the GPU config point (with gpu): gconfig, else $KVCC_GPU_CONFIG, else the tuning database's
+	** static-model pick for these targets, else the default (kp_gcfgstr) */
+	const char *gconfig;       /* in: an explicit GPU config (the tuner), or NULL */
+	KpGpuCfg gcfg;
+	char gcfgstr[64];
+	const char *gcfgfrom;
 } KiJob;
 
 /* kvcc check: load → verify → passes → plan → the backends' checks for the requested targets

@@ -280,11 +280,13 @@ int ki_tdb_lookup(const char *path, uint64_t kernel, char *cfg, size_t n, int ve
 		const KtRec *r = &db.r[i];
 		if (r->kernel != kernel)
 			continue;
+		if (!strcmp(r->phase, "gpu"))
+			continue;          /* GPU static picks: ki_tdb_gpulookup */
 		if (r->dev != dev)
 			odev++, oname = r->devname;
 		else if (strcmp(r->version, ver))
 			over++;
-		else if (r->kind == 'p')
+		else if (r->kind == 'p' && !strcmp(r->phase, "pick"))
 			snprintf(cfg, n, "%s", r->cfg), found = 1;
 	}
 	if (verbose && odev)
@@ -293,6 +295,32 @@ int ki_tdb_lookup(const char *path, uint64_t kernel, char *cfg, size_t n, int ve
 	if (verbose && over)
 		fprintf(stderr, "kvcc: tuning database: %d record%s of this policy from another kvcc version ignored\n", over,
 		        over > 1 ? "s" : "");
+	ki_tdb_free(&db);
+	return found;
+}
+
+uint64_t ki_tdb_gpudev(const char *archs, int nvrtc_major, int nvrtc_minor)
+{
+	char buf[128];
+	snprintf(buf, sizeof buf, "gpu-static|%s|nvrtc%d.%d", archs, nvrtc_major, nvrtc_minor);
+	return ki_fnv(buf, strlen(buf), 0xcbf29ce484222325ull);
+}
+
+int ki_tdb_gpulookup(const char *path, uint64_t kernel, const char *archs, uint64_t gdev, char *cfg, size_t n)
+{
+	KtDb db;
+	if (access(path, F_OK) != 0)
+		return 0;
+	ki_tdb_load(path, &db);
+	const char *ver = ki_tdb_version();
+	size_t na = strlen(archs);
+	int found = 0;
+	for (int i = 0; i < db.n; i++) {
+		const KtRec *r = &db.r[i];
+		if (r->kind == 'p' && r->kernel == kernel && r->dev == gdev && !strcmp(r->phase, "gpu") &&
+		    !strcmp(r->version, ver) && !strncmp(r->cfg, archs, na) && r->cfg[na] == '|')
+			snprintf(cfg, n, "%s", r->cfg + na + 1), found = 1;
+	}
 	ki_tdb_free(&db);
 	return found;
 }

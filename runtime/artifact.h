@@ -299,7 +299,7 @@ typedef struct kvcc_artifact {
 ** "CUDA driver not found: …". See doc/gpu.md. */
 #define KVCC_GPU_SYMBOL "kvcc_artifact_gpu"
 #define KVCC_GPU_MAGIC 0x4B5643435F475055ull   /* "KVCC_GPU" */
-#define KVCC_GPU_ABI 1
+#define KVCC_GPU_ABI 2
 
 typedef struct kvcc_gpu_header {
 	uint64_t magic;            /* KVCC_GPU_MAGIC */
@@ -313,6 +313,7 @@ typedef struct kvcc_gpu_header {
 	int32_t nvrtc_major, nvrtc_minor;
 	int64_t ws_coef[4];        /* workspace floats per (layer, head) = c0 + c1*N + c2*O + c3*N*O */
 	char archs[64];            /* "sm_80,sm_90" */
+	char config[64];           /* the GPU config point it was built with (kp_gcfgstr; doc/tune.md) */
 } kvcc_gpu_header;
 
 typedef struct kvcc_gpu_kernel {

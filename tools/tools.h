@@ -29,6 +29,10 @@ KC_FUNC int kt_dev(int argc, char **argv);
 /* tune.c: `kvcc tune POLICY.lua [options]` (doc/tune.md); argv after "tune". Returns the exit
 ** status: 0, 1 (does not compile, or the database cannot be written), 2 (bad arguments). */
 KC_FUNC int kt_tune(int argc, char **argv);
+/* tune_gpu.c: the GPU config space for j->gpu's targets pruned by the static model (nothing run on
+** a GPU), the pick recorded in the tuning database `db`; 0 or 1 (said on stderr) */
+struct KiJob;
+KC_FUNC int kt_tune_gpu(struct KiJob *j, const char *db, int verbose, double *wall);
 
 /* rundecode.c: `kvcc run` on a decode case (dk, dv, dq: generation step by step through
 ** the interpreter); c0 is the case as read, z the case file. 0, or -1 with e set. */

@@ -435,7 +435,8 @@ int kt_tune(int argc, char **argv)
 {
 	static Tuner T;
 	const char *in = NULL, *bl = "1024,8192,32768,131072";
-	int per = 3, quick = 0, split = 0;
+	int per = 3, quick = 0, split = 0, gpuonly = 0;
+	const char *gpu = NULL;
 	T.spec = (kvcc_spec){ KVCC_F32, 128, 1, KVCC_TARGET_NATIVE };
 	T.budget = 60;
 	for (int i = 0; i < argc; i++) {
@@ -449,6 +450,8 @@ int kt_tune(int argc, char **argv)
 		else if (!strcmp(a, "--budget") && v) T.budget = atof(v), i++;
 		else if (!strcmp(a, "--quick")) quick = 1, per = 1;
 		else if (!strcmp(a, "--split")) split = 1;
+		else if (!strcmp(a, "--gpu-arch") && v) gpu = v, i++;
+		else if (!strcmp(a, "--gpu-only")) gpuonly = 1;
 		else if (!strcmp(a, "-v")) T.verbose++;
 		else if (a[0] != '-' && !in) in = a;
 		else usage_exit("unexpected argument '%s'", a);
@@ -482,6 +485,16 @@ int kt_tune(int argc, char **argv)
 		fprintf(stderr, "kvcc tune: no tuning database: %s\n", why);
 		ki_job_free(&T.j);
 		return 1;
+	}
+	if (gpuonly && !gpu)
+		usage_exit("%s", "--gpu-only needs --gpu-arch");
+	if (gpuonly) {         /* the GPU space alone: the static model, no CPU measurement */
+		double gw = 0;
+		T.j.gpu = gpu;
+		int rc = kt_tune_gpu(&T.j, T.db, T.verbose, &gw);
+		printf("kvcc tune: GPU static model in %.1f s\n", gw);
+		ki_job_free(&T.j);
+		return rc;
 	}
 	T.kernel = ki_tdb_kernel(T.j.f, &T.spec);
 	T.dev = ki_tdb_device(T.devname, sizeof T.devname);
@@ -604,14 +617,6 @@ int kt_tune(int argc, char **argv)
 		kx_cfgstr(&pr, fin, sizeof fin);
 	if (T.tty)
 		fprintf(stderr, "\r\033[K");
-	/* the record */
-	record(&T, "pick", 0, fin, g1);
-	T.rec[T.nrec - 1].kind = 'p';
-	int rc = 0;
-	if (ki_tdb_update(T.db, T.rec, T.nrec, why, sizeof why) != 0) {
-		fprintf(stderr, "kvcc tune: %s\n", why);
-		rc = 1;
-	}
 	/* the pick against the default, on every core as an engine runs them, interleaved */
 	char fres[128];
 	kvcc_policy *pf = *fin ? build(&T, fin, fres, sizeof fres) : NULL;
@@ -627,6 +632,40 @@ int kt_tune(int argc, char **argv)
 			}
 		for (int k = 0; k < 2; k++)
 			fm[k][b][0] = best(v[k][0], ROUNDS), fm[k][b][1] = best(v[k][1], ROUNDS);
+	}
+	/* the guard: a pick whose kernels differ from the default's and that is slower than the default
+	** on some bucket beyond the margin in this final check is measured once more; still slower, the
+	** default's kernels are kept (with the decode split picked per bucket), so tuned >= default
+	** holds on every bucket up to the margin */
+	char defres[128] = "";
+	kx_cfgstr(&def, defres, sizeof defres);
+	const char *dsp = strstr(defres, ",dt"), *fsp = strstr(fin, ",dt");
+	int reverted = 0, samek = dsp && fsp && dsp - defres == fsp - fin && !strncmp(defres, fin, (size_t)(dsp - defres));
+	for (int b = 0; b < T.nb && pf && S[0].p && !samek; b++) {
+		if (fm[0][b][0] >= fm[1][b][0] * (1 - MARGIN))
+			continue;
+		double ms[2][3];
+		for (int k = 1; k >= 0; k--)
+			measure(&T, k ? pf : S[0].p, &D[b], T.threads, -1, ms[k]);
+		fm[0][b][0] = fmin(fm[0][b][0], ms[0][0] + ms[0][1]), fm[1][b][0] = fmin(fm[1][b][0], ms[1][0] + ms[1][1]);
+		if (fm[0][b][0] >= fm[1][b][0] * (1 - MARGIN))
+			continue;
+		fprintf(stderr, "kvcc tune: the pick's compress is %.0f%% slower than the default's at n=%d in the final check "
+		        "(margin %.0f%%): the default kernels are kept\n", 100 * (fm[1][b][0] / fm[0][b][0] - 1), T.buckets[b],
+		        MARGIN * 100);
+		reverted = 1;
+		char keep[128];
+		snprintf(keep, sizeof keep, "%.*s%s", (int)(dsp - defres), defres, fsp);
+		snprintf(fin, sizeof fin, "%s", keep);
+		samek = 1, g1 = 1;
+	}
+	/* the record */
+	record(&T, "pick", 0, fin, g1);
+	T.rec[T.nrec - 1].kind = 'p';
+	int rc = 0;
+	if (ki_tdb_update(T.db, T.rec, T.nrec, why, sizeof why) != 0) {
+		fprintf(stderr, "kvcc tune: %s\n", why);
+		rc = 1;
 	}
 	double wall = now_s() - T.t0;
 	printf("kvcc tune: %s %s d=%d g=%d on %s: %d configs, %d measurements in %.1f s (noise margin %.0f%%)\n",
@@ -650,8 +689,9 @@ int kt_tune(int argc, char **argv)
 		}
 	}
 	if (pf && S[0].p) {
-		printf("%-8s %14s %14s %8s %14s %14s %8s   (%d threads)\n", "bucket", "compress: def", "picked ms",
-		       "speedup", "decode: def", "picked ms", "speedup", T.threads);
+		printf("%-8s %14s %14s %8s %14s %14s %8s   (%d threads%s)\n", "bucket", "compress: def", "picked ms",
+		       "speedup", "decode: def", "picked ms", "speedup", T.threads,
+		       reverted ? "; the candidate that was rejected for the default kernels" : "");
 		for (int b = 0; b < T.nb; b++)
 			printf("%-8d %14.3f %14.3f %7.2fx %14.3f %14.3f %7.2fx\n", T.buckets[b], fm[0][b][0], fm[1][b][0],
 			       fm[0][b][0] / fm[1][b][0], fm[0][b][1], fm[1][b][1], fm[0][b][1] / fm[1][b][1]);
@@ -660,6 +700,12 @@ int kt_tune(int argc, char **argv)
 		kvcc_close(pf);
 	closeall(S, ns), closeall(R + 1, nr - 1), closeall(P + pfrom, np - pfrom), closeall(X, nx);
 	printf("pick: %s\n", fin);
+	if (gpu) {             /* after the CPU: T.j builds CPU-only artifacts until here */
+		double gw = 0;
+		T.j.gpu = gpu;
+		rc |= kt_tune_gpu(&T.j, T.db, T.verbose, &gw);
+		printf("kvcc tune: GPU static model in %.1f s\n", gw);
+	}
 	for (int b = 0; b < T.nb; b++)
 		freedata(&D[b]);
 	free(T.rec), free(host);

@@ -95,7 +95,8 @@ int kp_gpu_targets(const char *archs, KpGpu *g, const KiFn *f, KiErr *e)
 
 static size_t al16(size_t x) { return (x + 15) & ~(size_t)15; }
 
-void *kp_gpu_blob(const KpCudaOut *o, const kvcc_spec *spec, uint64_t kir_hash, const char *archs, size_t *n)
+void *kp_gpu_blob(const KpCudaOut *o, const kvcc_spec *spec, uint64_t kir_hash, const char *archs, const char *cfg,
+                  size_t *n)
 {
 	size_t off = al16(sizeof(kvcc_gpu_header) + (size_t)o->nkern * sizeof(kvcc_gpu_kernel) +
 	                  (size_t)o->nimg * sizeof(kvcc_gpu_image));
@@ -115,6 +116,7 @@ void *kp_gpu_blob(const KpCudaOut *o, const kvcc_spec *spec, uint64_t kir_hash, 
 	h->nvrtc_major = o->nvrtc_major, h->nvrtc_minor = o->nvrtc_minor;
 	memcpy(h->ws_coef, o->ws_coef, sizeof h->ws_coef);
 	snprintf(h->archs, sizeof h->archs, "%s", archs);
+	snprintf(h->config, sizeof h->config, "%s", cfg ? cfg : "");
 	kvcc_gpu_kernel *k = (kvcc_gpu_kernel *)(h + 1);
 	for (int i = 0; i < o->nkern; i++) {
 		snprintf(k[i].name, sizeof k[i].name, "%s", o->kern[i].name);
@@ -145,6 +147,8 @@ void kp_gpu_print(const KpCudaOut *v, const kvcc_gpu_header *h, FILE *fp)
 {
 	fprintf(fp, "kvcc: GPU kernels (%s, NVRTC %d.%d): %s head_dim %d group %d, %d threads/block, grid = layers*kv_heads\n",
 	        h->archs, h->nvrtc_major, h->nvrtc_minor, ki_dtypename(h->dtype), h->head_dim, h->group, v->nthreads);
+	if (h->config[0])
+		fprintf(fp, "kvcc:   GPU config %s\n", h->config);
 	fprintf(fp, "kvcc:   workspace floats per (layer, head) = %lld + %lld*N + %lld*O + %lld*N*O + %lld*splits\n",
 	        v->ws_coef[0], v->ws_coef[1], v->ws_coef[2], v->ws_coef[3], v->dec_part);
 	if (v->has_decode)
@@ -208,20 +212,29 @@ static int emit_object(const void *blob, size_t n, const char *path, KiErr *e, c
 int kp_gpu_emit(const KiFn *f, const KiPlan *p, const kvcc_spec *spec, const KpGpu *g, const char *obj, int verbose,
                 double *ms, KiErr *e)
 {
+	return kp_gpu_emit_cfg(f, p, spec, g, NULL, obj, verbose, ms, e);
+}
+
+int kp_gpu_emit_cfg(const KiFn *f, const KiPlan *p, const kvcc_spec *spec, const KpGpu *g, const KpGpuCfg *c,
+                    const char *obj, int verbose, double *ms, KiErr *e)
+{
 	double t0 = now_ms();
 	KpCudaOpts o = { .dtype = spec->dtype, .head_dim = spec->head_dim, .group = spec->group, .archs = g->archs,
-	                 .plan = p };
+	                 .plan = p, .cfg = c };
 	KpCudaOut out;
 	if (kp_compile_cuda(f, &o, &out, e) != 0)
 		return -1;
 	char *kir = ki_print(f);
 	size_t n = 0;
-	void *blob = kir ? kp_gpu_blob(&out, spec, ki_fnv(kir, strlen(kir), 0), g->archs, &n) : NULL;
+	char cs[64];
+	kp_gcfgstr(c, spec->head_dim, spec->group, cs, sizeof cs);
+	void *blob = kir ? kp_gpu_blob(&out, spec, ki_fnv(kir, strlen(kir), 0), g->archs, cs, &n) : NULL;
 	free(kir);
 	if (blob && verbose) {
 		kvcc_gpu_header h = { .dtype = spec->dtype, .head_dim = spec->head_dim, .group = spec->group,
 		                      .nvrtc_major = out.nvrtc_major, .nvrtc_minor = out.nvrtc_minor };
 		snprintf(h.archs, sizeof h.archs, "%s", g->archs);
+		kp_gcfgstr(c, spec->head_dim, spec->group, h.config, sizeof h.config);
 		out.dec_part = out.has_decode ? kvg_dec_part(spec->group, spec->head_dim, out.nthreads) : 0;
 		kp_gpu_print(&out, &h, stderr);
 	}

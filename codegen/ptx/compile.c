@@ -4,6 +4,7 @@
 ** gets (compaction staging rows, score tiles, dynamic shared memory) and the
 ** registers, shared memory and spills ptxas reports per kernel.
 */
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -44,17 +45,79 @@ unsigned kp_cuda_score_dsmem(int dtype, int head_dim, int group, int sq, int sk)
 
 void kp_cuda_score_tile(int sm, int dtype, int head_dim, int group, int *sq, int *sk)
 {
+	kp_cuda_score_tile_from(sm, dtype, head_dim, group, 0, 0, sq, sk);
+}
+
+void kp_cuda_score_tile_from(int sm, int dtype, int head_dim, int group, int q0, int k0, int *sq, int *sk)
+{
 	/* below the opt-in maximum of each part: A100/A30 (sm_80/87) 163 KB, H100/B200
 	** (sm_90, sm_100) 227 KB, the others (sm_86, sm_89, sm_120) 99 KB. Tokens per tile:
 	** 64; query rows per chunk: as many as fit up to 64·G, at most 256 (G·O of a 64-query
 	** window: Q staged once), in steps of 16 (the mma row block) */
 	unsigned budget = sm == 80 || sm == 87 ? 160u << 10 : sm >= 90 && sm < 120 ? 220u << 10 : 96u << 10;
-	int k = 64, q = group < 4 ? 64 * group : 256;
+	int k = k0 > 0 ? k0 : 64, q = q0 > 0 ? q0 : group < 4 ? 64 * group : 256;
 	while (q > 16 && kp_cuda_score_dsmem(dtype, head_dim, group, q, k) > budget)
 		q -= 16;
 	while (k > 8 && kp_cuda_score_dsmem(dtype, head_dim, group, q, k) > budget)
 		k -= 8;
 	*sq = q, *sk = k;
+}
+
+int kp_cuda_lpt(int head_dim)
+{
+	int lpt = 1;
+	while (lpt < 32 && lpt * 4 < head_dim)
+		lpt *= 2;
+	return lpt;
+}
+
+int kp_gcfgparse(const char *s, KpGpuCfg *c, char *why, size_t wn)
+{
+	memset(c, 0, sizeof *c);
+	if (!s || !*s || !strcmp(s, "default"))
+		return 0;
+	static const struct { const char *name; size_t off; int lo, hi, step; } F[] = {
+		{ "nt", offsetof(KpGpuCfg, nt), 32, 1024, 32 }, { "lpt", offsetof(KpGpuCfg, lpt), 1, 32, 0 },
+		{ "sq", offsetof(KpGpuCfg, sq), 16, 1024, 16 }, { "sk", offsetof(KpGpuCfg, sk), 8, 256, 8 },
+		{ "tt", offsetof(KpGpuCfg, tt), 1, 1024, 1 },
+	};
+	for (const char *p = s; *p;) {
+		size_t n = strcspn(p, "=0123456789");
+		int k = -1;
+		for (int i = 0; i < (int)(sizeof F / sizeof F[0]); i++)
+			if (strlen(F[i].name) == n && !strncmp(p, F[i].name, n))
+				k = i;
+		if (k < 0)
+			return snprintf(why, wn, "unknown GPU config field '%.*s' (nt, lpt, sq, sk, tt)", (int)n, p), -1;
+		p += n + (p[n] == '=');
+		char *end;
+		long v = strtol(p, &end, 10);
+		if (end == p)
+			return snprintf(why, wn, "GPU config field '%s' needs a number", F[k].name), -1;
+		int pow2 = v > 0 && (v & (v - 1)) == 0;
+		if (v < F[k].lo || v > F[k].hi || (F[k].step ? v % F[k].step != 0 : !pow2))
+			return snprintf(why, wn, "GPU config %s%ld: must be %s in %d..%d", F[k].name, v,
+			                F[k].step > 1 ? "a multiple of the step" : F[k].step ? "a whole number" : "a power of two",
+			                F[k].lo, F[k].hi), -1;
+		*(int *)((char *)c + F[k].off) = (int)v;
+		p = end;
+		if (*p == ',')
+			p++;
+		else if (*p)
+			return snprintf(why, wn, "GPU config: unexpected '%c' after '%s'", *p, F[k].name), -1;
+	}
+	return 0;
+}
+
+void kp_gcfgstr(const KpGpuCfg *c, int head_dim, int group, char *buf, size_t n)
+{
+	KpGpuCfg z = { 0 };
+	if (!c)
+		c = &z;
+	int k = snprintf(buf, n, "nt%d,lpt%d,sq%d,sk%d", c->nt ? c->nt : 256, c->lpt ? c->lpt : kp_cuda_lpt(head_dim),
+	                 c->sq ? c->sq : group < 4 ? 64 * group : 256, c->sk ? c->sk : 64);
+	if (c->tt && k > 0 && (size_t)k < n)
+		snprintf(buf + k, n - (size_t)k, ",tt%d", c->tt);
 }
 
 static double now_ms(void)
@@ -145,7 +208,8 @@ static int parsearchs(const char *s, int *sm, int max, const int *have, int nhav
 int kp_compile_cuda(const KiFn *f, const KpCudaOpts *o, KpCudaOut *out, KiErr *e)
 {
 	memset(out, 0, sizeof *out);
-	out->nthreads = o->nthreads > 0 ? o->nthreads : 256;
+	const KpGpuCfg *gc = o->cfg;
+	out->nthreads = gc && gc->nt ? gc->nt : o->nthreads > 0 ? o->nthreads : 256;
 	if (out->nthreads % 32 || out->nthreads > 1024)
 		return ki_error(e, f->src, 0, 0, "GPU backend: threads per block must be a multiple of 32 up to 1024"), -1;
 	double t0 = now_ms();
@@ -171,7 +235,10 @@ int kp_compile_cuda(const KiFn *f, const KpCudaOpts *o, KpCudaOut *out, KiErr *e
 		snprintf(im->arch, sizeof im->arch, "sm_%d", sm[a]);
 		im->sm = sm[a];
 		im->tile = kp_cuda_tile(sm[a], o->dtype, o->head_dim, out->nthreads);
-		kp_cuda_score_tile(sm[a], o->dtype, o->head_dim, o->group, &im->sq, &im->sk);
+		if (gc && gc->tt && gc->tt < im->tile)
+			im->tile = gc->tt;
+		kp_cuda_score_tile_from(sm[a], o->dtype, o->head_dim, o->group, gc ? gc->sq : 0, gc ? gc->sk : 0, &im->sq,
+		                        &im->sk);
 		char dnt[32], dtt[32], dsq[32], dsk[32];
 		snprintf(dnt, sizeof dnt, "-DKV_NT=%d", out->nthreads);
 		snprintf(dtt, sizeof dtt, "-DKV_TT=%d", im->tile);

@@ -77,6 +77,7 @@ typedef struct Gen {
 	int decode;          /* emitting the decode program: attn available */
 	int tctx;            /* emitting a tiled step body: Q·Kᵀ comes from the logit tile sS_ */
 	int minblk;          /* prologue: __launch_bounds__ minimum blocks per SM (0: none) */
+	int lpt;             /* decode lanes per token (0: kp_cuda_lpt) */
 	int tmp;
 	Sb s;
 } Gen;

@@ -144,9 +144,7 @@ static int gen_decode(Gen *g, KpCudaOut *out)
 	kp_offexpr(poff, o, sizeof o);
 	/* split-KV partials: lanes over channels, kv_lpt lanes per token (about 4
 	** channels each, coalesced), query heads kv_gb at a time in registers */
-	int lpt = 1;
-	while (lpt < 32 && lpt * 4 < g->D)
-		lpt *= 2;
+	int lpt = g->lpt ? g->lpt : kp_cuda_lpt(g->D);
 	int cpl = (g->D + lpt - 1) / lpt, gb = 32 / cpl;   /* q and acc: at most 64 registers */
 	gb = gb > g->G ? g->G : gb > 8 ? 8 : gb < 1 ? 1 : gb;
 	sb(&g->s, "\nenum { kv_lpt = %d, kv_tpw = 32 / kv_lpt, kv_cpl = (KV_D + kv_lpt - 1) / kv_lpt, kv_gb = %d,\n"
@@ -362,7 +360,8 @@ static int uses(const KiFn *f, KiRef root, int op)
 */
 int kp_generate(const KiFn *f, const KpCudaOpts *o, KpCudaOut *out, KiErr *e)
 {
-	Gen g = { .f = f, .e = e, .dtype = o->dtype, .D = o->head_dim, .G = o->group, .NT = out->nthreads };
+	Gen g = { .f = f, .e = e, .dtype = o->dtype, .D = o->head_dim, .G = o->group, .NT = out->nthreads,
+	          .lpt = o->cfg ? o->cfg->lpt : 0 };
 	if (g.D < 1 || g.D > 1024 || g.G < 1 || g.G > 64)
 		return ki_error(e, f->src, f->line, f->col, "GPU backend: head_dim %d / group %d out of range", g.D, g.G), -1;
 	if (f->npar > KVG_MAXPAR)

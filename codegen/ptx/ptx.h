@@ -28,6 +28,21 @@
 
 #include "runtime/artifact.h"
 
+/* A point of the GPU config space (doc/tune.md; kvcc tune --gpu-arch): threads per block (KV_NT),
+** decode lanes per token (tokens per warp = 32 / lpt), the score tile's starting query rows and
+** tokens (KV_SQ, KV_SK: each arch then shrinks them to its shared-memory budget) and the
+** compaction staging rows (KV_TT: at most the arch's budget). 0 = the default of the field. The
+** string form: "nt256,lpt8,sq64,sk64,tt16" (any subset; "" or "default": all defaults). */
+typedef struct KpGpuCfg {
+	int nt, lpt, sq, sk, tt;
+} KpGpuCfg;
+KC_FUNC int kp_gcfgparse(const char *s, KpGpuCfg *c, char *why, size_t wn);
+/* the canonical string of c with its defaults resolved for (head_dim, group): "nt256,lpt32,sq256,sk64"
+** (",tt16" when the staging rows are capped; the default takes the arch's budget) */
+KC_FUNC void kp_gcfgstr(const KpGpuCfg *c, int head_dim, int group, char *buf, size_t n);
+/* decode lanes per token by default: about 4 channels per lane (kernels.c) */
+KC_FUNC int kp_cuda_lpt(int head_dim);
+
 typedef struct KpCudaOpts {
 	int dtype;               /* KVCC_F32, KVCC_F16, KVCC_BF16 */
 	int head_dim, group;
@@ -36,6 +51,7 @@ typedef struct KpCudaOpts {
 	int gen_only;            /* generate the CUDA C only, no NVRTC */
 	const KiPlan *plan;      /* the driver's plan of f (NULL: the generator checks the mapping itself) */
 	int verbose;
+	const KpGpuCfg *cfg;     /* a GPU config point (NULL: the default; cfg->nt wins over nthreads) */
 } KpCudaOpts;
 
 /* Generate the CUDA C for `f` (after the default passes) and, unless
@@ -53,6 +69,8 @@ KC_FUNC int kp_cuda_tile(int sm, int dtype, int head_dim, int nthreads);
 KC_FUNC int kp_cuda_mma(int dtype, int head_dim);
 KC_FUNC unsigned kp_cuda_score_dsmem(int dtype, int head_dim, int group, int sq, int sk);
 KC_FUNC void kp_cuda_score_tile(int sm, int dtype, int head_dim, int group, int *sq, int *sk);
+/* the same from starting sizes q0 x k0 (0: the default's) */
+KC_FUNC void kp_cuda_score_tile_from(int sm, int dtype, int head_dim, int group, int q0, int k0, int *sq, int *sk);
 
 /* blob.c: the GPU part of an artifact. The targets of a compile: "sm_80,sm_90" normalized
 ** (sorted, no duplicates) and the NVRTC that compiles them (both part of the cache key). */
@@ -67,8 +85,13 @@ KC_FUNC int kp_gpu_targets(const char *archs, KpGpu *g, const KiFn *f, KiErr *e)
 ** spills per kernel and arch on stderr. */
 KC_FUNC int kp_gpu_emit(const KiFn *f, const KiPlan *p, const kvcc_spec *spec, const KpGpu *g, const char *obj,
                         int verbose, double *ms, KiErr *e);
+/* the same with a GPU config point (NULL: the default); its canonical string is recorded in the
+** blob's header (kvcc_gpu_header.config) */
+KC_FUNC int kp_gpu_emit_cfg(const KiFn *f, const KiPlan *p, const kvcc_spec *spec, const KpGpu *g, const KpGpuCfg *c,
+                            const char *obj, int verbose, double *ms, KiErr *e);
 /* Serialize the blob (malloc'd, *n bytes) / print what it holds. */
-KC_FUNC void *kp_gpu_blob(const KpCudaOut *o, const kvcc_spec *spec, uint64_t kir_hash, const char *archs, size_t *n);
+KC_FUNC void *kp_gpu_blob(const KpCudaOut *o, const kvcc_spec *spec, uint64_t kir_hash, const char *archs, const char *cfg,
+                          size_t *n);
 KC_FUNC void kp_gpu_print(const KpCudaOut *v, const kvcc_gpu_header *h, FILE *fp);
 
 /* nvrtc.c: NVRTC loaded with dlopen ("libnvrtc.so", then the CUDA default

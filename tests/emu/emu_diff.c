@@ -55,10 +55,12 @@
 #include "tests/common/casegen.h"
 #include "tests/common/manifest.h"
 
-#define EMU_NT 64
-#define EMU_TT 5
-#define EMU_SQ 16
-#define EMU_SK 16
+/* the emulated launch sizes; --gpu-config CFG (a point of the GPU config space, doc/tune.md)
+** replaces them with the point's threads per block, staging rows, score tile and decode lanes
+** per token, and builds in BUILD_DIR/emu-CFG */
+static int EMU_NT = 64, EMU_TT = 5, EMU_SQ = 16, EMU_SK = 16;
+static KpGpuCfg gcfg;
+static const char *gcfgs;
 
 typedef int (*RunFn)(const char *name, unsigned grid, unsigned grid_y, unsigned block, size_t dsm, const KvgArgs *a,
                      char *err, size_t errn);
@@ -118,7 +120,7 @@ static int update(const char *path, const char *text, size_t n)
 static int build(const char *bdir, const char *root)
 {
 	char dir[512], path[1024];
-	snprintf(dir, sizeof dir, "%s/emu", bdir);
+	snprintf(dir, sizeof dir, "%s/emu%s%s", bdir, gcfgs ? "-" : "", gcfgs ? gcfgs : "");
 	mkdir(bdir, 0777);
 	mkdir(dir, 0777);
 	FILE *mk = NULL;
@@ -577,15 +579,36 @@ int main(int argc, char **argv)
 	const char *bdir = argc > 1 && argv[1][0] != '-' ? argv[1] : "build";
 	for (int i = 1; i < argc; i++)
 		device |= !strcmp(argv[i], "--device");
+	const char *only = NULL;
 	for (int i = 1; i + 1 < argc; i++)
 		if (!strcmp(argv[i], "--every") && atoi(argv[i + 1]) >= 1)
 			every = atoi(argv[i + 1]);
+		else if (!strcmp(argv[i], "--policy"))
+			only = argv[i + 1];
+		else if (!strcmp(argv[i], "--gpu-config")) {
+			char gw[200];
+			if (kp_gcfgparse(argv[i + 1], &gcfg, gw, sizeof gw) != 0) {
+				printf("FAIL --gpu-config %s: %s\n0 passed, 1 failed, 0 skipped\n", argv[i + 1], gw);
+				return 1;
+			}
+			gcfgs = argv[i + 1];
+			EMU_NT = gcfg.nt ? gcfg.nt : EMU_NT, EMU_TT = gcfg.tt ? gcfg.tt : EMU_TT;
+			EMU_SQ = gcfg.sq ? gcfg.sq : EMU_SQ, EMU_SK = gcfg.sk ? gcfg.sk : EMU_SK;
+		}
 	char root[1024];
 	if (!realpath(".", root))
 		return 1;
 	char why[256];
 	if ((NPOL = mf_read("emu", mpols, MANIFEST_MAX, why, sizeof why)) < 0) {
 		printf("FAIL manifest: %s\n0 passed, 1 failed, 0 skipped\n", why);
+		return 1;
+	}
+	int kept = 0;
+	for (int p = 0; p < NPOL; p++)
+		if (!only || !strcmp(mpols[p].name, only))
+			mpols[kept++] = mpols[p];
+	if (!(NPOL = kept)) {
+		printf("FAIL --policy %s: not in the emu matrix\n0 passed, 1 failed, 0 skipped\n", only);
 		return 1;
 	}
 	for (int p = 0; p < NPOL; p++)
@@ -607,7 +630,7 @@ int main(int argc, char **argv)
 					if (!insample(p, specidx(dt, di, gi)))
 						continue;
 					KpCudaOpts o = { .dtype = dt, .head_dim = dims[di], .group = groups[gi], .nthreads = EMU_NT,
-					                 .gen_only = 1 };
+					                 .gen_only = 1, .cfg = gcfgs ? &gcfg : NULL };
 					KiErr e2 = { 0 };
 					sp->ok = kp_compile_cuda(fns[p], &o, &sp->out, &e2) == 0;
 					if (!sp->ok)
@@ -653,8 +676,8 @@ int main(int argc, char **argv)
 	if (device)
 		printf("GPU kernels on the device: NVRTC + load %.1f s, run %.1f s\n", t1 - t0, t2 - t1);
 	else
-		printf("emulated GPU kernels: generate + g++ %.1f s, run %.1f s (KV_NT=%d, KV_TT=%d)\n", t1 - t0, t2 - t1,
-		       EMU_NT, EMU_TT);
+		printf("emulated GPU kernels: generate + g++ %.1f s, run %.1f s (KV_NT=%d, KV_TT=%d, KV_SQ=%d, KV_SK=%d%s%s)\n",
+		       t1 - t0, t2 - t1, EMU_NT, EMU_TT, EMU_SQ, EMU_SK, gcfgs ? ", GPU config " : "", gcfgs ? gcfgs : "");
 	printf("decode: worst output error %.3g, worst state error %.3g (relative to max(1, |ref|))\n", worst_out,
 	       worst_st);
 	if (every > 1)
