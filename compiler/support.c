@@ -1,7 +1,8 @@
 /*
 ** What the kernel backends (the planner, x86, CUDA) do not implement yet: merge rules
 ** other than drop (issue 12: the compact_merge kernels) and the issue-13 language
-** (selection rules beyond top-k, weights, scans, segment ops, shifts, the out axis). ki_plan refuses such a policy with the position of the first unsupported item,
+** (selection rules beyond top-k, weights, scans, segment ops, shifts, the out axis). ki_plan
+** refuses such a policy with the position of the first unsupported item,
 ** so that nothing compiles to kernels with another meaning; the reference interpreter
 ** (`kvcc run`) runs them all. Each line goes when its kernels land.
 */
@@ -38,13 +39,9 @@ int ki_unsupported(const KiFn *f, KiErr *e)
 	for (int i = 0; i < f->nins; i++) {
 		const KiIns *in = &f->ins[i];
 		switch (in->op) {
-		case KO_sin: case KO_cos: case KO_floor: case KO_rint: case KO_shift: case KO_ssum:
-		case KO_smean: case KO_smax: case KO_smin: case KO_srank: case KO_scan: case KO_carry:
-		case KO_weight:
+		case KO_shift: case KO_ssum: case KO_smean: case KO_smax: case KO_smin: case KO_srank:
+		case KO_scan: case KO_carry: case KO_weight:
 			return refuse(f, in->line, in->col, ki_opname(in->op), e);
-		case KO_info:
-			if (in->aux == INF_ratio || in->aux == INF_nkeep)
-				return refuse(f, in->line, in->col, in->aux == INF_ratio ? "x.ratio" : "x.nkeep", e);
 		}
 		if (in->axes & AXM(AX_out))
 			return refuse(f, in->line, in->col, "the out axis", e);

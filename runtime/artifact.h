@@ -82,7 +82,7 @@ static inline int ka_trailer_check(const void *buf, size_t len, KaTrailer *t, co
 */
 #define KVCC_DESC_SYMBOL "kvcc_artifact"
 #define KVCC_MAGIC 0x4B5643435F415254ull   /* "KVCC_ART" */
-#define KVCC_ABI 9                         /* kvcc_artifact and the kernels' signatures */
+#define KVCC_ABI 10                        /* kvcc_artifact and the kernels' signatures (10: tmap ctx ratio, budget) */
 #define KA_MAGIC "KVCCDSC"                 /* the blob's first 8 bytes (with the NUL) */
 #define KA_FORMAT 3                        /* the blob's layout and meaning (2: the tuning config; 3: KA_FLAYER) */
 #define KA_NBUCKET 4                       /* decode split buckets (longest head < 4K, 16K, 64K, more) */
@@ -187,6 +187,8 @@ typedef struct kvcc_tmap_ctx {
 	int64_t lda;
 	double err;                /* out: the bad value when a loop returns non-zero */
 	const int64_t *roff;       /* paged caches: row t of K / V at element roff[t] (NULL: t*ldk) */
+	double ratio;              /* the call's kvcc_args ratio and budget (x.ratio, x.nkeep) */
+	int64_t budget;
 } kvcc_tmap_ctx;
 
 typedef struct kvcc_artifact {

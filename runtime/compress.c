@@ -31,6 +31,7 @@ typedef struct Run {
 	const KaIns *ins;
 	kvcc_batch *b;
 	const double *par;
+	const kvcc_args *args;   /* ratio, budget (x.ratio, x.nkeep) */
 	float ***val;            /* [ninst][nins] per-instance values (head_mean), or NULL: the thread's */
 	int ninst, LH, G, d;     /* instances: nseq * LH, sequence-major */
 	int step;                /* x.step */
@@ -84,7 +85,7 @@ static void tmapctx(Run *r, const Inst *I, float **vals, kvcc_tmap_ctx *c)
 		.vals = vals, .par = r->par, .K = I->w.K, .V = I->w.V, .pos = I->pos, .state = I->state,
 		.n = I->n, .ldk = lay->stride_token, .sstride = (int64_t)lay->layers * lay->kv_heads * lay->capacity,
 		.layer = I->l, .head = I->h, .layers = lay->layers, .heads = lay->kv_heads, .step = r->step, .obs = I->O,
-		.roff = I->roff,
+		.roff = I->roff, .ratio = r->args->ratio, .budget = r->args->budget,
 	};
 }
 
@@ -446,7 +447,8 @@ static int run_compress_batch(kvcc_plan *pl, kvcc_batch *b, const kvcc_args *arg
 	const kvcc_layout *lay = &pl->lay;
 	int LH = lay->layers * lay->kv_heads, ninst = b->nseq * LH;
 	double t0 = kr_now_ms(), t1 = t0, t2 = t0;
-	Run r = { .pl = pl, .h = h, .ins = ins, .b = b, .ninst = ninst, .LH = LH, .G = h->group, .d = lay->head_dim };
+	Run r = { .pl = pl, .h = h, .ins = ins, .b = b, .ninst = ninst, .LH = LH, .G = h->group, .d = lay->head_dim,
+	          .args = args };
 	int maxstep = 0;
 	for (int l = 0; l < lay->layers; l++)
 		maxstep = pl->step[l] > maxstep ? pl->step[l] : maxstep;

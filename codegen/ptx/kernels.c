@@ -392,6 +392,8 @@ int kp_generate(const KiFn *f, const KpCudaOpts *o, KpCudaOut *out, KiErr *e)
 	sb(&g.s, "%s", o->dtype == KVCC_F16 ? kp_cuh_storage_f16 : o->dtype == KVCC_BF16 ? kp_cuh_storage_bf16
 	                                                         : kp_cuh_storage_f32);
 	argsdecl(&g.s);
+	/* defined with the select kernel (gen_select); the score kernels read it (x.nkeep) */
+	sb(&g.s, "__device__ long long kv_nkeep(const KvgArgs &a, int l, long long n);\n");
 	sb(&g.s, "%s", kp_cuh_select);
 	if (kp_cuda_mma(o->dtype, g.D))
 		sb(&g.s, "#define KV_MMA_T \"%s\"\n#define KV_MMA_BF16 %d\n%s", ki_dtypename(o->dtype),

@@ -212,13 +212,13 @@ static int kernels(Gen *g, const KiFn *f, const KiPlan *kp, LLVMValueRef *fn)
 	kx_gen_kcount(g), fn[E_kcount] = g->fn;
 	kx_gen_ckeepidx(g), fn[E_ckeepidx] = g->fn;
 	kx_gen_compact(g), fn[E_compact] = g->fn;
+	kx_gen_nkeep(g, f), fn[E_nkeep] = g->fn;   /* before tmap, which calls it (x.nkeep) */
 	rc |= kx_gen_tmap(g, f, kp), fn[E_tmap] = g->fn;
 	if (kp->has_observe)
 		rc |= kx_gen_observe(g, f, kp), fn[E_observe] = g->fn;
 	else
 		fn[E_observe] = stub(g, "kvcc_observe", g->i64, ob, 1);
 	kx_gen_ascale(g, f, kp), fn[E_ascale] = g->fn;
-	kx_gen_nkeep(g, f), fn[E_nkeep] = g->fn;
 	if (kp->uses_hmean)
 		kx_gen_hmean(g), fn[E_hmean] = g->fn;
 	else

@@ -3,7 +3,7 @@
 ** the generated CUDA C, compiled with g++ against tests/emu/cuda_emu.h
 ** (threads as fibers), vs the reference interpreter ki_run / ki_observe.
 **
-**   emu_diff [BUILD_DIR] [--device]
+**   emu_diff [BUILD_DIR] [--device] [--every N] [--only POLICY]
 **
 ** --device runs the same matrix on a real GPU through the libkvcc GPU API:
 ** each specialization compiled by kvcc_compile_so_gpu (sm_80,sm_90 PTX +
@@ -577,9 +577,13 @@ int main(int argc, char **argv)
 	const char *bdir = argc > 1 && argv[1][0] != '-' ? argv[1] : "build";
 	for (int i = 1; i < argc; i++)
 		device |= !strcmp(argv[i], "--device");
-	for (int i = 1; i + 1 < argc; i++)
+	const char *only = NULL;    /* --only NAME: that policy of the matrix alone (while developing) */
+	for (int i = 1; i + 1 < argc; i++) {
 		if (!strcmp(argv[i], "--every") && atoi(argv[i + 1]) >= 1)
 			every = atoi(argv[i + 1]);
+		if (!strcmp(argv[i], "--only"))
+			only = argv[i + 1];
+	}
 	char root[1024];
 	if (!realpath(".", root))
 		return 1;
@@ -587,6 +591,13 @@ int main(int argc, char **argv)
 	if ((NPOL = mf_read("emu", mpols, MANIFEST_MAX, why, sizeof why)) < 0) {
 		printf("FAIL manifest: %s\n0 passed, 1 failed, 0 skipped\n", why);
 		return 1;
+	}
+	if (only) {
+		int k = 0;
+		for (int p = 0; p < NPOL; p++)
+			if (!strcmp(mpols[p].name, only))
+				mpols[k++] = mpols[p];
+		NPOL = k;
 	}
 	for (int p = 0; p < NPOL; p++)
 		pols[p] = mpols[p].name;
