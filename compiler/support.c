@@ -34,13 +34,15 @@ int ki_unsupported(const KiFn *f, KiErr *e)
 		return refuse(f, s->line, s->col, "select keep", e);
 	if (s->sched == SCH_prefix || s->sched == SCH_dynamic)
 		return refuse(f, s->line, s->col, s->sched == SCH_prefix ? "the prefix schedule" : "the dynamic schedule", e);
-	if (f->nw)
-		return refuse(f, f->w[0].line, f->w[0].col, "a policy with weights", e);
+	for (int i = 0; i < f->nw; i++)
+		for (int j = 0; j < f->w[i].ndim; j++)
+			if (f->w[i].ax[j] == WA_out)
+				return refuse(f, f->w[i].line, f->w[i].col, "a weight with an out axis", e);
 	for (int i = 0; i < f->nins; i++) {
 		const KiIns *in = &f->ins[i];
 		switch (in->op) {
 		case KO_shift: case KO_ssum: case KO_smean: case KO_smax: case KO_smin: case KO_srank:
-		case KO_scan: case KO_carry: case KO_weight:
+		case KO_scan: case KO_carry:
 			return refuse(f, in->line, in->col, ki_opname(in->op), e);
 		}
 		if (in->axes & AXM(AX_out))

@@ -82,9 +82,11 @@ static inline int ka_trailer_check(const void *buf, size_t len, KaTrailer *t, co
 */
 #define KVCC_DESC_SYMBOL "kvcc_artifact"
 #define KVCC_MAGIC 0x4B5643435F415254ull   /* "KVCC_ART" */
-#define KVCC_ABI 10                        /* kvcc_artifact and the kernels' signatures (10: tmap ctx ratio, budget) */
+#define KVCC_ABI 10                        /* kvcc_artifact and the kernels' signatures (10: tmap ctx ratio,
+                                              budget, wts) */
 #define KA_MAGIC "KVCCDSC"                 /* the blob's first 8 bytes (with the NUL) */
-#define KA_FORMAT 3                        /* the blob's layout and meaning (2: the tuning config; 3: KA_FLAYER) */
+#define KA_FORMAT 4                        /* the blob's layout and meaning (2: the tuning config; 3: KA_FLAYER;
+                                              4: the weights, KaWeight) */
 #define KA_NBUCKET 4                       /* decode split buckets (longest head < 4K, 16K, 64K, more) */
 
 /* a count or rule operand: a constant, a param, "every position" (obs) or none */
@@ -133,6 +135,18 @@ typedef struct KaParam {
 	double def;
 } KaParam;
 
+/* a weight the policy declares (kv.weights): its data is f32, row-major over the declared axes
+** (KA_W*: layer = layers, head = kv_heads, group = G, chan = head_dim); the generated code reads
+** weight k at offset sum_{j<k} (elements of weight j) of the packed buffer (kvcc_tmap_ctx.wts,
+** KvgArgs.wts) */
+enum { KA_WLAYER, KA_WHEAD, KA_WGROUP, KA_WCHAN };
+typedef struct KaWeight {
+	uint32_t name;             /* string offset */
+	int32_t ndim;              /* 1 .. 6 */
+	uint8_t ax[8];             /* KA_W* of each dimension, outermost first */
+	uint32_t line, col;        /* the declaration (errors) */
+} KaWeight;
+
 typedef struct KaState {
 	uint32_t name;
 	uint32_t update;           /* the observe hook updates it */
@@ -168,6 +182,8 @@ typedef struct KaHdr {
 	** chunks >= 256 tokens) and the config's string ("" when built without one) */
 	int32_t dtasks[KA_NBUCKET], dmin[KA_NBUCKET];
 	char config[96];
+	int32_t nw;                /* weights (KaWeight[nw] at offset wt) */
+	uint32_t wt;
 } KaHdr;
 
 /* One instance's inputs to the generated token_map loops (every field 8 bytes: the generated
@@ -189,6 +205,7 @@ typedef struct kvcc_tmap_ctx {
 	const int64_t *roff;       /* paged caches: row t of K / V at element roff[t] (NULL: t*ldk) */
 	double ratio;              /* the call's kvcc_args ratio and budget (x.ratio, x.nkeep) */
 	int64_t budget;
+	const float *wts;          /* the policy's weights, packed (KaWeight), or NULL: none */
 } kvcc_tmap_ctx;
 
 typedef struct kvcc_artifact {
@@ -268,7 +285,7 @@ typedef struct kvcc_artifact {
 ** "CUDA driver not found: …". See doc/gpu.md. */
 #define KVCC_GPU_SYMBOL "kvcc_artifact_gpu"
 #define KVCC_GPU_MAGIC 0x4B5643435F475055ull   /* "KVCC_GPU" */
-#define KVCC_GPU_ABI 1
+#define KVCC_GPU_ABI 2                     /* 2: KvgArgs.wts */
 
 typedef struct kvcc_gpu_header {
 	uint64_t magic;            /* KVCC_GPU_MAGIC */
@@ -322,6 +339,7 @@ typedef struct kvcc_gpu_image {
 	X(const void *, q)           /* decode: [L][H][G][d] this step's queries, storage dtype */ \
 	X(float *, out)              /* decode: [L][H][G][d] attention output (f32) or NULL */ \
 	X(int *, err)                /* device error word (0 = fine; see KVG_E*) */ \
+	X(const float *, wts)        /* the policy's weights, packed as KaWeight says, or NULL */ \
 	X(long long, sL)             /* K/V strides in elements: layer, head, token */ \
 	X(long long, sH) \
 	X(long long, sT) \

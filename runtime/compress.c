@@ -86,6 +86,7 @@ static void tmapctx(Run *r, const Inst *I, float **vals, kvcc_tmap_ctx *c)
 		.n = I->n, .ldk = lay->stride_token, .sstride = (int64_t)lay->layers * lay->kv_heads * lay->capacity,
 		.layer = I->l, .head = I->h, .layers = lay->layers, .heads = lay->kv_heads, .step = r->step, .obs = I->O,
 		.roff = I->roff, .ratio = r->args->ratio, .budget = r->args->budget,
+		.wts = r->pl->wts,
 	};
 }
 
@@ -440,7 +441,7 @@ static int run_compress_batch(kvcc_plan *pl, kvcc_batch *b, const kvcc_args *arg
 	if (!pl || !b || !args)
 		return kr_seterr(KVCC_EINVAL, "null argument (plan, batch, args)");
 	int rc = kr_batch_check(pl, b, -1);
-	if (rc || (rc = callcheck(pl, b, args)) != 0)
+	if (rc || (rc = callcheck(pl, b, args)) != 0 || (rc = kr_weights_check(pl)) != 0)
 		return rc;
 	const KaHdr *h = pl->p->h;
 	const KaIns *ins = pl->p->ins;

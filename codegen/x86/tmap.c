@@ -74,7 +74,7 @@ static LLVMValueRef tm_bin(Gen *g, int op, LLVMValueRef a, LLVMValueRef b, LLVMV
 
 /* context fields (kvcc_tmap_ctx: 8 bytes each) */
 enum { TC_vals, TC_par, TC_K, TC_V, TC_pos, TC_state, TC_n, TC_ldk, TC_sstride, TC_layer, TC_head, TC_layers,
-       TC_heads, TC_step, TC_obs, TC_attn, TC_lda, TC_err, TC_roff, TC_ratio, TC_budget };
+       TC_heads, TC_step, TC_obs, TC_attn, TC_lda, TC_err, TC_roff, TC_ratio, TC_budget, TC_wts };
 
 typedef struct Tm {
 	Gen *g;
@@ -209,6 +209,63 @@ static LLVMValueRef tm_budget(Tm *T, int inf)
 	byb = LLVMBuildSelect(b, LLVMBuildICmp(b, LLVMIntSGT, T->n, ci(g, 0), ""), byb, LLVMConstReal(dt, 0), "");
 	LLVMValueRef r = LLVMBuildSelect(b, LLVMBuildICmp(b, LLVMIntSLT, budget, ci(g, 0), ""), ratio, byb, "");
 	return LLVMBuildFPTrunc(b, r, g->f32, "");
+}
+
+/* Weight in->aux at this instance: its elements (group × chan chunks) from the packed buffer
+** ctx.wts (runtime/artifact.h KaWeight: declaration order, each row-major over its declared
+** axes, layer = layers, head = heads, group = G, chan = d). A chan chunk is one vector load when
+** chan is the last axis, else W strided loads. */
+static void tm_weight(Tm *T, const KiIns *in, LLVMValueRef *out)
+{
+	Gen *g = T->g;
+	LLVMBuilderRef b = g->b;
+	const KiFn *f = T->f;
+	LLVMValueRef L = tm_field(T, TC_layers, g->i64), H = tm_field(T, TC_heads, g->i64);
+	LLVMValueRef off = ci(g, 0);
+	for (int k = 0; k <= (int)in->aux; k++) {        /* the weights before it, then its own size */
+		const KiWeight *w = &f->w[k];
+		LLVMValueRef cnt = ci(g, 1);
+		for (int j = 0; j < w->ndim && k < (int)in->aux; j++)
+			cnt = LLVMBuildMul(b, cnt, w->ax[j] == WA_layer ? L : w->ax[j] == WA_head ? H
+			                                     : ci(g, w->ax[j] == WA_group ? g->G : g->d), "");
+		if (k < (int)in->aux)
+			off = LLVMBuildAdd(b, off, cnt, "");
+	}
+	/* row-major strides of its axes, and the instance's offset (layer, head) */
+	const KiWeight *w = &f->w[in->aux];
+	LLVMValueRef st[KI_MAXWDIM], s = ci(g, 1), sg = ci(g, 0), sc = ci(g, 0);
+	int cstride1 = w->ax[w->ndim - 1] == WA_chan;
+	for (int j = w->ndim - 1; j >= 0; j--) {
+		st[j] = s;
+		s = LLVMBuildMul(b, s, w->ax[j] == WA_layer ? L : w->ax[j] == WA_head ? H
+		                       : ci(g, w->ax[j] == WA_group ? g->G : g->d), "");
+	}
+	for (int j = 0; j < w->ndim; j++) {
+		if (w->ax[j] == WA_layer)
+			off = LLVMBuildAdd(b, off, LLVMBuildMul(b, tm_field(T, TC_layer, g->i64), st[j], ""), "");
+		else if (w->ax[j] == WA_head)
+			off = LLVMBuildAdd(b, off, LLVMBuildMul(b, tm_field(T, TC_head, g->i64), st[j], ""), "");
+		else if (w->ax[j] == WA_group)
+			sg = st[j];
+		else
+			sc = st[j];
+	}
+	LLVMValueRef base = tm_field(T, TC_wts, g->ptr);
+	int ng = tm_ng(T, in->axes), nc = tm_nc(T, in->axes), wc = (in->axes & AXM(AX_chan)) ? g->W : 1;
+	for (int gg = 0; gg < ng; gg++)
+		for (int c = 0; c < nc; c++) {
+			LLVMValueRef o = LLVMBuildAdd(b, off, LLVMBuildAdd(b, LLVMBuildMul(b, ci(g, gg), sg, ""),
+			                                                   LLVMBuildMul(b, ci(g, (long)c * wc), sc, ""), ""), "");
+			if (wc == 1 || cstride1) {
+				out[gg * nc + c] = loadf(g, base, o, wc);
+				continue;
+			}
+			LLVMValueRef v = LLVMGetPoison(fty(g, wc));
+			for (int l = 0; l < wc; l++)
+				v = LLVMBuildInsertElement(b, v, ldf(g, base, LLVMBuildAdd(b, o, LLVMBuildMul(b, ci(g, l), sc, ""), "")),
+				                           LLVMConstInt(g->i32, (unsigned long long)l, 0), "");
+			out[gg * nc + c] = v;
+		}
 }
 
 /* ki_rand(seed, layer, head, pos) for the step's tokens */
@@ -453,6 +510,9 @@ static void tm_eval(Tm *T, int i, LLVMValueRef *out)
 	}
 	case KO_rand:
 		out[0] = tm_rand(T, tm_opnd(T, in->arg[0], 0, 0, 1));
+		return;
+	case KO_weight:
+		tm_weight(T, in, out);
 		return;
 	case KO_attn: {          /* observe hook: this step's probabilities, [group][lda] */
 		LLVMValueRef at = tm_field(T, TC_attn, g->ptr), lda = tm_field(T, TC_lda, g->i64);

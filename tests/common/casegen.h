@@ -44,6 +44,43 @@ static inline void encode(float x, int dt, void *dst)
 	}
 }
 
+/*
+** The policy's declared weights for a case (layer L, head H, group G, chan d; no out axes):
+** values in [-1, 1) exact in f32 from their own generator (so a policy with weights leaves the
+** shared sequence alone), packed in declaration order, each row-major over its declared axes
+** (the layout kvcc_plan_set_weight and KvgArgs.wts take). wd[i] points into *dv (double copies
+** for the interpreter); *fv holds the f32 values. 0, or -1 out of memory / an out axis.
+*/
+static inline int cg_weights(const KiFn *f, int L, int H, int G, int d, KiWData *wd, float **fv, double **dv)
+{
+	size_t tot = 0, cnt[KI_MAXW];
+	for (int i = 0; i < f->nw; i++) {
+		cnt[i] = 1;
+		wd[i].name = f->w[i].name, wd[i].ndim = f->w[i].ndim;
+		for (int j = 0; j < f->w[i].ndim; j++) {
+			int a = f->w[i].ax[j];
+			if (a == WA_out)
+				return -1;
+			wd[i].shape[j] = a == WA_layer ? L : a == WA_head ? H : a == WA_group ? G : d;
+			cnt[i] *= (size_t)wd[i].shape[j];
+		}
+		tot += cnt[i];
+	}
+	*fv = malloc((tot + 1) * sizeof(float));
+	*dv = malloc((tot + 1) * sizeof(double));
+	if (!*fv || !*dv)
+		return -1;
+	uint64_t x = 0x2545f4914f6cdd1dull;
+	for (size_t k = 0; k < tot; k++) {
+		x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+		(*fv)[k] = (float)((double)(x >> 40) / 8388608.0 - 1.0);
+		(*dv)[k] = (*fv)[k];
+	}
+	for (int i = 0, o = 0; i < f->nw; o += (int)cnt[i], i++)
+		wd[i].data = *dv + o;
+	return 0;
+}
+
 static inline double pval(const KiFn *f, const double *par, KiRef r, double def)
 {
 	return KI_RKIND(r) == RK_CON ? f->con[KI_RIDX(r)] : KI_RKIND(r) == RK_PAR ? par[KI_RIDX(r)] : def;
