@@ -24,8 +24,8 @@ int ki_unsupported(const KiFn *f, KiErr *e)
 		snprintf(what, sizeof what, "merge %s", ki_mergename(f->merge.kind));
 		return refuse(f, f->merge.line, f->merge.col, what, e);
 	}
-	if (s->kind == SEL_threshold)
-		return refuse(f, s->line, s->col, "select threshold", e);
+	if (s->kind == SEL_threshold && s->scope != SC_head)
+		return refuse(f, s->line, s->col, "select threshold at scope layer or model", e);
 	if (s->kind == SEL_mass)
 		return refuse(f, s->line, s->col, "select mass", e);
 	if (s->floor)
@@ -34,6 +34,11 @@ int ki_unsupported(const KiFn *f, KiErr *e)
 		return refuse(f, s->line, s->col, "select keep", e);
 	if (s->sched == SCH_prefix || s->sched == SCH_dynamic)
 		return refuse(f, s->line, s->col, s->sched == SCH_prefix ? "the prefix schedule" : "the dynamic schedule", e);
+	if (KI_RKIND(f->score) != RK_INS || !(f->ins[KI_RIDX(f->score)].axes & AXM(AX_token))) {
+		uint32_t l = KI_RKIND(f->score) == RK_INS ? f->ins[KI_RIDX(f->score)].line : s->line;
+		uint32_t c = KI_RKIND(f->score) == RK_INS ? f->ins[KI_RIDX(f->score)].col : s->col;
+		return refuse(f, l, c, "a score without the token axis (one value per head)", e);
+	}
 	for (int i = 0; i < f->nw; i++)
 		for (int j = 0; j < f->w[i].ndim; j++)
 			if (f->w[i].ax[j] == WA_out)

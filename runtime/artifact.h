@@ -86,7 +86,7 @@ static inline int ka_trailer_check(const void *buf, size_t len, KaTrailer *t, co
                                               budget, wts) */
 #define KA_MAGIC "KVCCDSC"                 /* the blob's first 8 bytes (with the NUL) */
 #define KA_FORMAT 4                        /* the blob's layout and meaning (2: the tuning config; 3: KA_FLAYER;
-                                              4: the weights, KaWeight) */
+                                              4: the weights, KaWeight; the select rule) */
 #define KA_NBUCKET 4                       /* decode split buckets (longest head < 4K, 16K, 64K, more) */
 
 /* a count or rule operand: a constant, a param, "every position" (obs) or none */
@@ -154,6 +154,7 @@ typedef struct KaState {
 } KaState;
 
 enum { KA_SCOPE_HEAD, KA_SCOPE_LAYER, KA_SCOPE_MODEL };
+enum { KA_SEL_TOPK, KA_SEL_THRESHOLD, KA_SEL_MASS };   /* = compiler/ir.h SEL_* */
 
 typedef struct KaHdr {
 	char magic[8];             /* KA_MAGIC */
@@ -184,6 +185,9 @@ typedef struct KaHdr {
 	char config[96];
 	int32_t nw;                /* weights (KaWeight[nw] at offset wt) */
 	uint32_t wt;
+	int32_t selkind;           /* KA_SEL_* */
+	int32_t nocap;             /* threshold / mass with cap = false: the budget does not bound it */
+	KaRef tau;                 /* threshold */
 } KaHdr;
 
 /* One instance's inputs to the generated token_map loops (every field 8 bytes: the generated
@@ -274,6 +278,10 @@ typedef struct kvcc_artifact {
 	int64_t (*observe)(struct kvcc_tmap_ctx *c);
 	/* decode queries: out[i] = q[i] rounded to the storage dtype (nearest even) times 1/sqrt(d) */
 	void (*qround)(const float *q, float *out, int64_t n);
+	/* select threshold (chunk 1), after selkeys: key[i] = 0 for every unprotected token i whose
+	** score is not >= tau (double compare; NaN never); returns the keys left (the candidates) */
+	int64_t (*tfilter)(const float *score, int64_t n, int64_t keep_first, int64_t keep_recent, double tau,
+	                   uint64_t *key);
 } kvcc_artifact;
 
 /* --- GPU (CUDA) ------------------------------------------------------------------------------
@@ -359,7 +367,7 @@ typedef struct KvgArgs { KVG_ARGS_FIELDS(KVG_FIELD) } KvgArgs;
 #undef KVG_FIELD
 
 /* device error codes (the first one set wins) */
-enum { KVG_EOK, KVG_EPOOL = 1, KVG_ESELECT = 2, KVG_EHMEAN = 3 };
+enum { KVG_EOK, KVG_EPOOL = 1, KVG_ESELECT = 2, KVG_EHMEAN = 3, KVG_ECHUNK = 4 };
 
 enum { KVG_SCORE, KVG_SELECT, KVG_DECODE, KVG_COMBINE, KVG_SELGRP };
 

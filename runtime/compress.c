@@ -280,6 +280,14 @@ static uint64_t threshold(const kvcc_artifact *A, const uint64_t *ks, size_t nc,
 	return want <= 0 ? ~0ull : (size_t)want >= nc ? 0 : A->topk(ks, (int64_t)nc, want);
 }
 
+/* threshold: the smallest kept key when the `want` best of the group's ncand candidates (keys
+** != 0 after tfilter; the others are 0, below every candidate) are kept */
+static uint64_t tthreshold(const kvcc_artifact *A, const uint64_t *ks, size_t nc, long want, long ncand)
+{
+	want = want < ncand ? want : ncand;
+	return want <= 0 ? ~0ull : want >= ncand ? 1 : A->topk(ks, (int64_t)nc, want);
+}
+
 /*
 ** chunk > 1: the reference takes the group's chunks in key order and keeps each one that still
 ** fits the budget `want` (a full chunk that does not fit is skipped, a smaller partial last chunk
@@ -332,6 +340,13 @@ static int selectkeep(Run *r, float **score, const kvcc_args *args)
 	if (S < 0 || Rr < 0 || ch < 1)
 		return kr_seterr(KVCC_EINVAL, "%s:%u:%u: error: select: keep_first, keep_recent must be >= 0 and chunk >= 1",
 		                 r->pl->p->src, hd->sel_line, hd->sel_col);
+	int thsel = hd->selkind == KA_SEL_THRESHOLD;   /* candidates: tfilter's keys */
+	double tau = kr_ref(&hd->tau, r->par, 0);
+	if (thsel && ch != 1)
+		return kr_seterr(KVCC_EINVAL, "%s:%u:%u: error: select threshold with chunk %ld is not compiled to kernels "
+		                 "yet (chunk 1 is; the reference interpreter, kvcc run, runs it)", r->pl->p->src,
+		                 hd->sel_line, hd->sel_col, ch);
+	long ncand = 0;
 	uint64_t *ks = r->pl->selkeys;      /* plan-time: the keys of one scope group */
 	size_t nc = 0, base = 0;
 	long want = 0;
@@ -339,9 +354,11 @@ static int selectkeep(Run *r, float **score, const kvcc_args *args)
 	for (int k = 0; k < r->ninst; k++) {     /* groups never span sequences; keys as for one sequence */
 		int kk = k % r->LH, l = kk / lay->kv_heads, h = kk % lay->kv_heads;
 		long n = LEN(r, k);
-		want += (long)A->nkeep(r->par, l, lay->layers, n, args->ratio, args->budget);
+		want += hd->nocap ? n : (long)A->nkeep(r->par, l, lay->layers, n, args->ratio, args->budget);
 		if (ch == 1) {
 			A->selkeys(score[k], n, S, Rr, (uint32_t)((size_t)kk * cap), ks + nc);
+			if (thsel)
+				ncand += (long)A->tfilter(score[k], n, S, Rr, tau, ks + nc);
 			nc += (size_t)n;
 		} else {
 			A->ckeys(score[k], n, S, Rr, (uint32_t)((size_t)kk * cap), ch, ks + nc);
@@ -360,7 +377,7 @@ static int selectkeep(Run *r, float **score, const kvcc_args *args)
 			continue;
 		size_t c = 0;
 		if (ch == 1) {
-			uint64_t thr = threshold(A, ks, nc, want);
+			uint64_t thr = thsel ? tthreshold(A, ks, nc, want, ncand) : threshold(A, ks, nc, want);
 			for (int kj = (int)base; kj <= k; kj++) {
 				long nn = LEN(r, kj);
 				nkept[kj] = want <= 0 ? 0 : (int32_t)A->keepidx(ks + c, nn, thr, kidx + (size_t)kj * cap);
@@ -378,7 +395,7 @@ static int selectkeep(Run *r, float **score, const kvcc_args *args)
 				c += (size_t)(nn / ch);
 			}
 		}
-		nc = 0, want = 0, np = 0, base = (size_t)k + 1;
+		nc = 0, want = 0, np = 0, ncand = 0, base = (size_t)k + 1;
 	}
 	return 0;
 }

@@ -223,13 +223,15 @@ static int gen_select(Gen *g, KpCudaOut *out)
 {
 	const KiFn *f = g->f;
 	const KiSelect *s = &f->sel;
-	if (s->kind != SEL_topk)
-		return kp_err(g, NULL, "only top-k selection is supported");
+	int th = s->kind == SEL_threshold;
+	if (s->kind != SEL_topk && !(th && s->scope == SC_head))
+		return kp_err(g, NULL, "only top-k selection and threshold at scope head are supported");
 	if (f->merge.kind != MG_drop)
 		return kp_err(g, NULL, "only merge drop is supported");
-	char S[200], R[200], C[200], B[200];
+	char S[200], R[200], C[200], B[200], T[200];
 	if (kp_dscalar(g, s->keep_first, S, sizeof S, 0) || kp_dscalar(g, s->keep_recent, R, sizeof R, 0) ||
-	    kp_dscalar(g, s->chunk, C, sizeof C, 1) || kp_dscalar(g, s->beta, B, sizeof B, 20))
+	    kp_dscalar(g, s->chunk, C, sizeof C, 1) || kp_dscalar(g, s->beta, B, sizeof B, 20) ||
+	    kp_dscalar(g, s->tau, T, sizeof T, 0))
 		return kp_err(g, NULL, "select arguments must be constants or params");
 	/* ki_nkeep, in double with explicit rounding (no contraction) */
 	sb(&g->s, "\n/* ki_nkeep (compiler/interp.c) */\n"
@@ -264,7 +266,27 @@ static int gen_select(Gen *g, KpCudaOut *out)
 	sb(&g->s, "\tconst long long S = (long long)(%s), R = (long long)(%s), ch = (long long)(%s);\n", S, R, C);
 	sb(&g->s,
 	   "\tif (S < 0 || R < 0 || ch < 1) { if (tid == 0) kv_seterr(a.err, KVG_ESELECT); return; }\n");
-	if (s->scope == SC_head)
+	if (th)
+		sb(&g->s, "\tif (ch != 1) { if (tid == 0) kv_seterr(a.err, KVG_ECHUNK); return; }\n");
+	if (s->scope == SC_head && th)     /* threshold: the best of the candidates >= tau */
+		sb(&g->s,
+		   "\tconst long long want = %s;\n"
+		   "\t/* protected tokens first (sinks, then the newest recent), then the others */\n"
+		   "\tKvSel s1, s0;\n"
+		   "\tkv_topk(sc, n, ch, S, R, 1, want, s1, hist, sv, &s_E, wsum);\n"
+		   "\t/* the unprotected candidates: score >= tau in double (the reference's compare; NaN never) */\n"
+		   "\tconst double tau = (double)(%s);\n"
+		   "\tlong long ncand = 0;\n"
+		   "\t__syncthreads();\n"
+		   "\tfor (long long t0 = 0; t0 < n; t0 += KV_NT) {\n"
+		   "\t\tconst long long t = t0 + tid;\n"
+		   "\t\tint tot;\n"
+		   "\t\tkv_bscan(t < n && !kv_prot(t, 1, n, S, R) && (double)sc[t] >= tau, wsum, &tot);\n"
+		   "\t\tncand += tot;\n"
+		   "\t}\n"
+		   "\tconst long long w0 = want - s1.used < ncand ? want - s1.used : ncand;\n"
+		   "\tkv_topk(sc, n, ch, S, R, 0, w0, s0, hist, sv, &s_E, wsum);\n", s->nocap ? "(long long)n" : "kv_nkeep(a, l, n)", T);
+	else if (s->scope == SC_head)
 		sb(&g->s,
 		   "\tconst long long want = kv_nkeep(a, l, n);\n"
 		   "\t/* protected chunks first (sinks, then the newest recent), then the others */\n"

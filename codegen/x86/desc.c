@@ -15,6 +15,8 @@
 _Static_assert((int)SC_head == (int)KA_SCOPE_HEAD && (int)SC_layer == (int)KA_SCOPE_LAYER &&
                (int)SC_model == (int)KA_SCOPE_MODEL, "scopes");
 _Static_assert(AX_group == 0 && AX_obs == 1 && AX_token == 2 && AX_chan == 3, "KaIns.axes bits");
+_Static_assert((int)SEL_topk == (int)KA_SEL_TOPK && (int)SEL_threshold == (int)KA_SEL_THRESHOLD &&
+               (int)SEL_mass == (int)KA_SEL_MASS, "select kinds");
 _Static_assert((int)WA_layer == (int)KA_WLAYER && (int)WA_head == (int)KA_WHEAD && (int)WA_group == (int)KA_WGROUP &&
                (int)WA_chan == (int)KA_WCHAN && KI_MAXWDIM <= 8, "KaWeight axes");
 
@@ -114,6 +116,7 @@ void *kx_desccfg(const KiFn *f, const KiPlan *p, const kvcc_spec *spec, const Kx
 	h.obs = f->obs_all ? (KaRef){ KA_ALL, 0, 0 } : ref(f, f->obs);
 	h.keep_first = ref(f, f->sel.keep_first), h.keep_recent = ref(f, f->sel.keep_recent);
 	h.chunk = ref(f, f->sel.chunk);
+	h.selkind = f->sel.kind, h.nocap = f->sel.nocap, h.tau = ref(f, f->sel.tau);
 	put(&b, NULL, sizeof h, 8);
 	h.par = (uint32_t)put(&b, NULL, (size_t)f->npar * sizeof(KaParam), 8);
 	h.st = (uint32_t)put(&b, NULL, (size_t)f->nst * sizeof(KaState), 8);

@@ -115,6 +115,17 @@ static inline double case_margin(const KiFn *f, const double *par, const KiCase 
 		}
 	}
 	free(v);
+	/* threshold: every unprotected score away from tau (f32 kernels vs the double reference) */
+	double tau = f->sel.kind == SEL_threshold ? pval(f, par, f->sel.tau, 0) : NAN;
+	for (int k = 0; !isnan(tau) && k < c->L * c->H; k++) {
+		int n = c->len ? c->len[k] : c->n;
+		for (int t = S; t < n - R; t++) {
+			double s = r->scores[(size_t)k * c->n + t];
+			double rel = fabs(s - tau) / fmax(1, fmax(fabs(s), fabs(tau)));
+			if (isfinite(s) && rel < worst)
+				worst = rel;
+		}
+	}
 	return worst;
 }
 
