@@ -46,7 +46,7 @@ static inline void encode(float x, int dt, void *dst)
 
 /*
 ** The policy's declared weights for a case (layer L, head H, group G, chan d; no out axes):
-** values in [-1, 1) exact in f32 from their own generator (so a policy with weights leaves the
+** values in [-4, 4) exact in f32 from their own generator (so a policy with weights leaves the
 ** shared sequence alone), packed in declaration order, each row-major over its declared axes
 ** (the layout kvcc_plan_set_weight and KvgArgs.wts take). wd[i] points into *dv (double copies
 ** for the interpreter); *fv holds the f32 values. 0, or -1 out of memory / an out axis.
@@ -73,7 +73,7 @@ static inline int cg_weights(const KiFn *f, int L, int H, int G, int d, KiWData 
 	uint64_t x = 0x2545f4914f6cdd1dull;
 	for (size_t k = 0; k < tot; k++) {
 		x ^= x << 13, x ^= x >> 7, x ^= x << 17;
-		(*fv)[k] = (float)((double)(x >> 40) / 8388608.0 - 1.0);
+		(*fv)[k] = (float)((double)(x >> 40) / 2097152.0 - 4.0);
 		(*dv)[k] = (*fv)[k];
 	}
 	for (int i = 0, o = 0; i < f->nw; o += (int)cnt[i], i++)
