@@ -26,8 +26,8 @@ int ki_unsupported(const KiFn *f, KiErr *e)
 	}
 	if (s->kind == SEL_threshold && s->scope != SC_head)
 		return refuse(f, s->line, s->col, "select threshold at scope layer or model", e);
-	if (s->kind == SEL_mass)
-		return refuse(f, s->line, s->col, "select mass", e);
+	if (s->kind == SEL_mass && (s->scope != SC_head || KI_RKIND(s->chunk) != RK_CON || f->con[KI_RIDX(s->chunk)] != 1))
+		return refuse(f, s->line, s->col, "select mass at scope layer or model or with chunks", e);
 	if (s->floor)
 		return refuse(f, s->line, s->col, "select floor", e);
 	if (s->keep)

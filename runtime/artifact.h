@@ -188,6 +188,7 @@ typedef struct KaHdr {
 	int32_t selkind;           /* KA_SEL_* */
 	int32_t nocap;             /* threshold / mass with cap = false: the budget does not bound it */
 	KaRef tau;                 /* threshold */
+	KaRef mass;                /* mass: p */
 } KaHdr;
 
 /* One instance's inputs to the generated token_map loops (every field 8 bytes: the generated
@@ -282,6 +283,11 @@ typedef struct kvcc_artifact {
 	** score is not >= tau (double compare; NaN never); returns the keys left (the candidates) */
 	int64_t (*tfilter)(const float *score, int64_t n, int64_t keep_first, int64_t keep_recent, double tau,
 	                   uint64_t *key);
+	/* select mass: *tot = sum (double) of the unprotected scores of one (layer, head); returns the
+	** first unprotected token whose score is not >= 0, or -1 */
+	int64_t (*mtotal)(const float *score, int64_t n, int64_t keep_first, int64_t keep_recent, double *tot);
+	/* select mass: the sum (double) of score[i] over the unprotected keys (bit 63 clear) >= thr */
+	double (*ksum)(const uint64_t *key, const float *score, int64_t n, uint64_t thr);
 } kvcc_artifact;
 
 /* --- GPU (CUDA) ------------------------------------------------------------------------------
@@ -367,7 +373,7 @@ typedef struct KvgArgs { KVG_ARGS_FIELDS(KVG_FIELD) } KvgArgs;
 #undef KVG_FIELD
 
 /* device error codes (the first one set wins) */
-enum { KVG_EOK, KVG_EPOOL = 1, KVG_ESELECT = 2, KVG_EHMEAN = 3, KVG_ECHUNK = 4 };
+enum { KVG_EOK, KVG_EPOOL = 1, KVG_ESELECT = 2, KVG_EHMEAN = 3, KVG_ECHUNK = 4, KVG_EMASS = 5 };
 
 enum { KVG_SCORE, KVG_SELECT, KVG_DECODE, KVG_COMBINE, KVG_SELGRP };
 

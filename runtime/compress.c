@@ -280,6 +280,37 @@ static uint64_t threshold(const kvcc_artifact *A, const uint64_t *ks, size_t nc,
 	return want <= 0 ? ~0ull : (size_t)want >= nc ? 0 : A->topk(ks, (int64_t)nc, want);
 }
 
+/* mass p for instance k (keys ks from selkeys): the shortest run of its best unprotected tokens
+** whose scores reach p of their total — the smallest count whose ksum reaches it, by bisection
+** over the count with the radix select — then *cnt = min(*cnt, protected + that count). 0, or
+** KVCC_EINVAL with the error set (a negative or NaN unprotected score). */
+static int masscount(Run *r, int k, const float *sc, long n, long S, long R, double p, const uint64_t *ks, long *cnt)
+{
+	const kvcc_artifact *A = r->pl->p->a;
+	double tot = 0;
+	int64_t bad = A->mtotal(sc, n, S, R, &tot);
+	if (bad >= 0) {
+		int kk = k % r->LH;
+		return kr_seterr(KVCC_EINVAL, "%s:%u:%u: error: select: mass needs scores >= 0, (layer %d, head %d) has %g "
+		                 "at token %lld", r->pl->p->src, r->h->sel_line, r->h->sel_col, kk / r->pl->lay.kv_heads,
+		                 kk % r->pl->lay.kv_heads, (double)sc[bad], (long long)bad);
+	}
+	long np = (long)A->kcount(ks, n, 1ull << 63), m = n - np, lo = 0;
+	if (p > 0 && tot > 0 && m > 0) {
+		long hi = m;
+		lo = 1;
+		while (lo < hi) {
+			long mid = lo + (hi - lo) / 2;
+			if (A->ksum(ks, sc, n, A->topk(ks, n, np + mid)) / tot >= p)
+				hi = mid;
+			else
+				lo = mid + 1;
+		}
+	}
+	*cnt = np + lo < *cnt ? np + lo : *cnt;
+	return 0;
+}
+
 /* threshold: the smallest kept key when the `want` best of the group's ncand candidates (keys
 ** != 0 after tfilter; the others are 0, below every candidate) are kept */
 static uint64_t tthreshold(const kvcc_artifact *A, const uint64_t *ks, size_t nc, long want, long ncand)
@@ -347,6 +378,8 @@ static int selectkeep(Run *r, float **score, const kvcc_args *args)
 		                 "yet (chunk 1 is; the reference interpreter, kvcc run, runs it)", r->pl->p->src,
 		                 hd->sel_line, hd->sel_col, ch);
 	long ncand = 0;
+	int msel = hd->selkind == KA_SEL_MASS;         /* scope head, chunk 1 (ki_unsupported) */
+	double mp = kr_ref(&hd->mass, r->par, 0);
 	uint64_t *ks = r->pl->selkeys;      /* plan-time: the keys of one scope group */
 	size_t nc = 0, base = 0;
 	long want = 0;
@@ -354,13 +387,18 @@ static int selectkeep(Run *r, float **score, const kvcc_args *args)
 	for (int k = 0; k < r->ninst; k++) {     /* groups never span sequences; keys as for one sequence */
 		int kk = k % r->LH, l = kk / lay->kv_heads, h = kk % lay->kv_heads;
 		long n = LEN(r, k);
-		want += hd->nocap ? n : (long)A->nkeep(r->par, l, lay->layers, n, args->ratio, args->budget);
+		long cnt = hd->nocap ? n : (long)A->nkeep(r->par, l, lay->layers, n, args->ratio, args->budget);
 		if (ch == 1) {
 			A->selkeys(score[k], n, S, Rr, (uint32_t)((size_t)kk * cap), ks + nc);
 			if (thsel)
 				ncand += (long)A->tfilter(score[k], n, S, Rr, tau, ks + nc);
+			int rc = msel ? masscount(r, k, score[k], n, S, Rr, mp, ks + nc, &cnt) : 0;
+			if (rc)
+				return rc;
 			nc += (size_t)n;
+			want += cnt;
 		} else {
+			want += cnt;
 			A->ckeys(score[k], n, S, Rr, (uint32_t)((size_t)kk * cap), ch, ks + nc);
 			if (n % ch) {           /* insertion into pt, highest key first */
 				KrPart p = { ks[nc + (size_t)(n / ch)], k, (int)(n % ch), 0 };

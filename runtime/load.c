@@ -79,7 +79,8 @@ static int checkdesc(const kvcc_artifact *a, const char **why)
 	if (!(in[h->score].store & KA_SARENA) || in[h->score].axes != 4)
 		return -1;
 	if (h->nw < 0 || h->nw > 32 || !secok(h, h->wt, (size_t)h->nw, sizeof(KaWeight)) || h->selkind < KA_SEL_TOPK ||
-	    h->selkind > KA_SEL_MASS || !refok(&h->tau, h->npar))
+	    h->selkind > KA_SEL_MASS || !refok(&h->tau, h->npar) ||
+	    !refok(&h->mass, h->npar))
 		return -1;
 	const KaWeight *wt = (const KaWeight *)((const char *)h + h->wt);
 	for (int i = 0; i < h->nw; i++) {
@@ -111,7 +112,7 @@ static int validate(kvcc_policy *p, const char *path)
 		                 a->size, KVCC_ABI);
 	if (!a->qk || !a->cvt || !a->decode || !a->probs || !a->qkt || !a->sstat || !a->sacc || !a->selkeys || !a->topk ||
 	    !a->keepidx || !a->compact || !a->tmap || !a->ckeys || !a->kcount || !a->ckeepidx || !a->nkeep || !a->ascale ||
-	    !a->hmean || !a->observe || !a->qround || !a->tfilter)
+	    !a->hmean || !a->observe || !a->qround || !a->tfilter || !a->mtotal || !a->ksum)
 		return kr_seterr(KVCC_EARTIFACT, "%s: corrupted artifact descriptor (entry points)", path);
 	const char *why;
 	if (checkdesc(a, &why) != 0)

@@ -117,6 +117,7 @@ void *kx_desccfg(const KiFn *f, const KiPlan *p, const kvcc_spec *spec, const Kx
 	h.keep_first = ref(f, f->sel.keep_first), h.keep_recent = ref(f, f->sel.keep_recent);
 	h.chunk = ref(f, f->sel.chunk);
 	h.selkind = f->sel.kind, h.nocap = f->sel.nocap, h.tau = ref(f, f->sel.tau);
+	h.mass = ref(f, f->sel.mass);
 	put(&b, NULL, sizeof h, 8);
 	h.par = (uint32_t)put(&b, NULL, (size_t)f->npar * sizeof(KaParam), 8);
 	h.st = (uint32_t)put(&b, NULL, (size_t)f->nst * sizeof(KaState), 8);

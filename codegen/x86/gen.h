@@ -8,7 +8,7 @@
 **            budget schedule (nkeep), decode query rounding
 **   tmap.c   the policy's expressions: fused token_map loops, the observe hook, the attn_score
 **            multipliers
-**   sel.c    selection rules beyond top-k: the threshold filter (tfilter)
+**   sel.c    selection rules beyond top-k: the threshold filter (tfilter), mass (mtotal, ksum)
 **   desc.c   the artifact's descriptor blob
 **   emit.c   target machine, module, descriptor, passes, object; linking
 */
@@ -285,6 +285,8 @@ KC_FUNC void kx_gen_hmean(Gen *g);
 KC_FUNC void kx_gen_qround(Gen *g);
 /* sel.c: selection rules beyond top-k */
 KC_FUNC void kx_gen_tfilter(Gen *g);
+KC_FUNC void kx_gen_mtotal(Gen *g);
+KC_FUNC void kx_gen_ksum(Gen *g);
 /* tmap.c: the policy's expressions (0, or -1: out of memory) */
 KC_FUNC int kx_gen_tmap(Gen *g, const KiFn *f, const KiPlan *p);
 KC_FUNC int kx_gen_observe(Gen *g, const KiFn *f, const KiPlan *p);

@@ -114,6 +114,20 @@ static inline double case_margin(const KiFn *f, const double *par, const KiCase 
 				worst = rel;
 		}
 	}
+	/* mass: every cumulative share of the best unprotected scores away from p */
+	double mp = f->sel.kind == SEL_mass ? pval(f, par, f->sel.mass, 0) : NAN;
+	for (int k = 0; !isnan(mp) && k < c->L * c->H; k++) {
+		int n = c->len ? c->len[k] : c->n, m = 0;
+		double tot = 0, acc = 0;
+		for (int t = S; t < n - R; t++)
+			tot += v[m++] = r->scores[(size_t)k * c->n + t];
+		qsort(v, (size_t)m, sizeof *v, cmpd);
+		for (int j = 0; tot > 0 && j < m; j++) {
+			double rel = fabs((acc += v[j] / tot) - mp);
+			if (rel < worst)
+				worst = rel;
+		}
+	}
 	free(v);
 	/* threshold: every unprotected score away from tau (f32 kernels vs the double reference) */
 	double tau = f->sel.kind == SEL_threshold ? pval(f, par, f->sel.tau, 0) : NAN;
