@@ -106,11 +106,13 @@ static int isqk(const KiFn *f, const KiIns *in)
 
 /* Weight in->aux at this instance and index ix (group, chan) in the packed buffer a.wts
 ** (runtime/artifact.h KaWeight: declaration order, each row-major over its declared axes,
-** layer = a.L, head = a.H, group = KV_G, chan = KV_D); -1 for an out axis */
+** layer = a.L, head = a.H, group = KV_G, chan = KV_D; int arithmetic: kvcc_plan_set_weight's
+** buffers are far below 2^31 elements, and 64-bit index math spills score kernels); -1 for an out
+** axis */
 static int wexpr(Gen *g, const KiIns *in, const Idx *ix, char *e, size_t en)
 {
 	const KiFn *f = g->f;
-	char off[1200] = "0LL";
+	char off[1200] = "0";
 	for (int k = 0; k <= (int)in->aux; k++) {
 		const KiWeight *w = &f->w[k];
 		char ex[600] = "";
@@ -120,18 +122,18 @@ static int wexpr(Gen *g, const KiIns *in, const Idx *ix, char *e, size_t en)
 			if (!sz)
 				return -1;
 			if (k < (int)in->aux)        /* the weights before it: their element counts */
-				snprintf(ex + strlen(ex), sizeof ex - strlen(ex), "*(long long)%s", sz);
+				snprintf(ex + strlen(ex), sizeof ex - strlen(ex), "*%s", sz);
 			else {                       /* its own: row-major index */
 				const char *iv = w->ax[j] == WA_layer ? "l" : w->ax[j] == WA_head ? "h"
 				               : w->ax[j] == WA_group ? ix->v[AX_group] : ix->v[AX_chan];
 				char t[600];
-				snprintf(t, sizeof t, "(%s)*%s+(long long)(%s)", ex[0] ? ex : "0LL", sz, iv ? iv : "0");
+				snprintf(t, sizeof t, "(%s)*%s+(int)(%s)", ex[0] ? ex : "0", sz, iv ? iv : "0");
 				snprintf(ex, sizeof ex, "%s", t);
 			}
 		}
 		char t[1200];
 		if (k < (int)in->aux)
-			snprintf(t, sizeof t, "%s+1LL%s", off, ex);
+			snprintf(t, sizeof t, "%s+1%s", off, ex);
 		else
 			snprintf(t, sizeof t, "%s+%s", off, ex);
 		snprintf(off, sizeof off, "%s", t);

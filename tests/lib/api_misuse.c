@@ -385,6 +385,21 @@ static void weights(void)
 	kvcc_plan_destroy(pl);
 	kvcc_close(p);
 	remove(so);
+	/* select mass over a negative score: a message with the place, never a crash */
+	p = NULL, pl = NULL;
+	if (kvcc_compile_so("tests/policies/mass_signed.lua", &s, so, 0) != 0 || kvcc_open(so, &p) != 0) {
+		check("mass: compile and open tests/policies/mass_signed.lua", 0);
+		return;
+	}
+	cache_init(&c, 0, 11);
+	check("mass: plan", kvcc_plan_create(p, &lay, 0, 1, &pl) == 0);
+	if (pl)
+		check("mass: a negative score is an error with its place", is(compress(pl, &c), KVCC_EINVAL) &&
+		      strstr(kvcc_last_error(), "mass_signed.lua:7:") && strstr(kvcc_last_error(), "mass needs scores >= 0"));
+	cache_free(&c);
+	kvcc_plan_destroy(pl);
+	kvcc_close(p);
+	remove(so);
 }
 
 int main(int argc, char **argv)
