@@ -354,7 +354,8 @@ static void weights(void)
 		      strstr(kvcc_last_error(), "was not given"));
 		check("weights: an unknown name", is(kvcc_plan_set_weight(pl, "nope", w, 2, wb), KVCC_EINVAL) &&
 		      strstr(kvcc_last_error(), "declares no weight 'nope'"));
-		check("weights: a wrong shape", is(kvcc_plan_set_weight(pl, "wk", w, 3, wb), KVCC_EINVAL) &&
+		int64_t tr[3] = { H, L, D };
+		check("weights: a wrong shape", is(kvcc_plan_set_weight(pl, "wk", w, 3, tr), KVCC_EINVAL) &&
 		      strstr(kvcc_last_error(), "has shape"));
 		int64_t bad[3] = { L, H, D + 1 };
 		check("weights: a wrong size", is(kvcc_plan_set_weight(pl, "wk", w, 3, bad), KVCC_EINVAL) &&
