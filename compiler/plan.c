@@ -40,7 +40,7 @@ int ki_isleaf(const KiIns *in)
 	switch (in->op) {
 	case KO_input: return in->aux == IN_K || in->aux == IN_V || in->aux == IN_pos;
 	case KO_index: return in->axis == AX_token;
-	case KO_state: case KO_rand: case KO_attn: return 1;
+	case KO_state: case KO_rand: case KO_attn: case KO_weight: return 1;
 	}
 	return 0;
 }

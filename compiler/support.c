@@ -2,7 +2,9 @@
 ** What the kernel backends (the planner, x86, CUDA) do not implement yet: the merge rules
 ** compiler/mplan.c ki_mkernels does not take (issue 12: the x86 compact_merge kernels cover
 ** nearest at prefill; CUDA refuses every merge but drop, codegen/ptx) and the issue-13 language
-** (selection rules beyond top-k, weights, scans, segment ops, shifts, the out axis). ki_plan refuses such a policy with the position of the first unsupported item,
+** not generated yet (selection rules beyond top-k other than threshold and mass at scope head,
+** scans, segment ops, shifts, the out axis). ki_plan refuses such a policy with the position of
+** the first unsupported item,
 ** so that nothing compiles to kernels with another meaning; the reference interpreter
 ** (`kvcc run`) runs them all. Each line goes when its kernels land.
 */
@@ -22,28 +24,31 @@ int ki_unsupported(const KiFn *f, KiErr *e)
 	const KiSelect *s = &f->sel;
 	if (ki_mkernels(f, e) != 0)          /* the merge rules the compact_merge kernels implement */
 		return -1;
-	if (s->kind == SEL_threshold)
-		return refuse(f, s->line, s->col, "select threshold", e);
-	if (s->kind == SEL_mass)
-		return refuse(f, s->line, s->col, "select mass", e);
+	if (s->kind == SEL_threshold && s->scope != SC_head)
+		return refuse(f, s->line, s->col, "select threshold at scope layer or model", e);
+	if (s->kind == SEL_mass && (s->scope != SC_head || KI_RKIND(s->chunk) != RK_CON || f->con[KI_RIDX(s->chunk)] != 1))
+		return refuse(f, s->line, s->col, "select mass at scope layer or model or with chunks", e);
 	if (s->floor)
 		return refuse(f, s->line, s->col, "select floor", e);
 	if (s->keep)
 		return refuse(f, s->line, s->col, "select keep", e);
 	if (s->sched == SCH_prefix || s->sched == SCH_dynamic)
 		return refuse(f, s->line, s->col, s->sched == SCH_prefix ? "the prefix schedule" : "the dynamic schedule", e);
-	if (f->nw)
-		return refuse(f, f->w[0].line, f->w[0].col, "a policy with weights", e);
+	if (KI_RKIND(f->score) != RK_INS || !(f->ins[KI_RIDX(f->score)].axes & AXM(AX_token))) {
+		uint32_t l = KI_RKIND(f->score) == RK_INS ? f->ins[KI_RIDX(f->score)].line : s->line;
+		uint32_t c = KI_RKIND(f->score) == RK_INS ? f->ins[KI_RIDX(f->score)].col : s->col;
+		return refuse(f, l, c, "a score without the token axis (one value per head)", e);
+	}
+	for (int i = 0; i < f->nw; i++)
+		for (int j = 0; j < f->w[i].ndim; j++)
+			if (f->w[i].ax[j] == WA_out)
+				return refuse(f, f->w[i].line, f->w[i].col, "a weight with an out axis", e);
 	for (int i = 0; i < f->nins; i++) {
 		const KiIns *in = &f->ins[i];
 		switch (in->op) {
-		case KO_sin: case KO_cos: case KO_floor: case KO_rint: case KO_shift: case KO_ssum:
-		case KO_smean: case KO_smax: case KO_smin: case KO_srank: case KO_scan: case KO_carry:
-		case KO_weight:
+		case KO_shift: case KO_ssum: case KO_smean: case KO_smax: case KO_smin: case KO_srank:
+		case KO_scan: case KO_carry:
 			return refuse(f, in->line, in->col, ki_opname(in->op), e);
-		case KO_info:
-			if (in->aux == INF_ratio || in->aux == INF_nkeep)
-				return refuse(f, in->line, in->col, in->aux == INF_ratio ? "x.ratio" : "x.nkeep", e);
 		}
 		if (in->axes & AXM(AX_out))
 			return refuse(f, in->line, in->col, "the out axis", e);

@@ -1685,7 +1685,7 @@ static int policy_build(lua_State *L)
 		return kd_raiseat(L, si->line, si->col, "score must have axes [token] but has %s (reduce over "
 		                  "the other axes, e.g. :mean(\"obs\"):mean(\"group\"))", buf);
 	}
-	if (KI_RKIND(f->score) != RK_INS) {   /* a constant score: make it a token tensor */
+	if (!(sax & AXM(AX_token))) {   /* a constant or per-head score: make it a token tensor */
 		KiRef t = emit(L, "score", KO_index, KI_NIL, KI_NIL, KI_NIL, AX_token, 0, AXM(AX_token));
 		KiRef z = emit(L, "score", KO_mul, t, kconst(L, 0), KI_NIL, -1, 0, 0);
 		f->score = emit(L, "score", KO_add, z, f->score, KI_NIL, -1, 0, 0);

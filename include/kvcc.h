@@ -176,6 +176,19 @@ KVCC_API int kvcc_plan_set_params(kvcc_plan *pl, const double *params);
 ** counts one step; plans start at 0). */
 KVCC_API int kvcc_plan_set_step(kvcc_plan *pl, int step);
 
+/* --- weights ------------------------------------------------------------------------------
+** Named tensors a policy declares (kv.weights, doc/dsl.md), given at run time: never compiled
+** in, so changing them never recompiles. kvcc_weight_info: the i-th weight's name and its
+** number of dimensions. kvcc_plan_set_weight copies weight `name` into the plan: f32, row-major
+** over the declared axes, shape[ndim] as the plan's layout says (layer = layers, head =
+** kv_heads, group = the policy's group, chan = head_dim); a wrong name or shape or a non-finite
+** value is KVCC_EINVAL with a message, and the plan keeps what it had. kvcc_compress and
+** kvcc_decode_layer fail with KVCC_EINVAL while a declared weight was never given. */
+KVCC_API int kvcc_weight_count(const kvcc_policy *p);
+KVCC_API int kvcc_weight_info(const kvcc_policy *p, int i, const char **name, int *ndim);
+KVCC_API int kvcc_plan_set_weight(kvcc_plan *pl, const char *name, const float *data, int ndim,
+                                  const int64_t *shape);
+
 /* --- batched and paged caches -------------------------------------------------------------
 ** Many sequences per call, and caches kept in a pool of fixed-size pages (doc/runtime.md).
 **

@@ -372,6 +372,8 @@ KVCC_API int kvcc_plan_create_batch(kvcc_policy *p, const kvcc_layout *lay, cons
 		for (int i = 0; i < nins; i++)
 			pl->obs_sized |= (p->ins[i].store & KA_SARENA) && KR_AX(p->ins[i].axes, KR_OBS);
 	}
+	if (!bad)
+		bad = kr_weights_init(pl) != 0;
 	if (!bad && (h->flags & KA_FATTN) && max_obs > 0)
 		bad = make_ws(pl, G * max_obs) != 0;
 	if (!bad && h->merge == KA_MNEAREST) {      /* compact_merge workspaces (merge.c) */
@@ -431,6 +433,7 @@ KVCC_API void kvcc_plan_destroy(kvcc_plan *pl)
 		free(pl->mws[t]);
 	free(pl->mws);
 	free(pl->roff), free(pl->stage), free(pl->tabp), free(pl->tabn), free(pl->tabu), free(pl->pmark);
+	free(pl->wts), free(pl->wset);
 	kr_policy_unref(pl->p);
 	free(pl);
 }

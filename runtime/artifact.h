@@ -82,10 +82,11 @@ static inline int ka_trailer_check(const void *buf, size_t len, KaTrailer *t, co
 */
 #define KVCC_DESC_SYMBOL "kvcc_artifact"
 #define KVCC_MAGIC 0x4B5643435F415254ull   /* "KVCC_ART" */
-#define KVCC_ABI 10                        /* kvcc_artifact and the kernels' signatures (10: compact_merge) */
+#define KVCC_ABI 11                        /* kvcc_artifact and the kernels' signatures (10: compact_merge;
+                                              11: tmap ctx ratio, budget, wts; tfilter, mtotal, ksum) */
 #define KA_MAGIC "KVCCDSC"                 /* the blob's first 8 bytes (with the NUL) */
-#define KA_FORMAT 4                        /* the blob's layout and meaning (2: the tuning config; 3: KA_FLAYER;
-                                              4: the merge rule) */
+#define KA_FORMAT 5                        /* the blob's layout and meaning (2: the tuning config; 3: KA_FLAYER;
+                                              4: the merge rule; 5: the weights, KaWeight; the select rule) */
 #define KA_NBUCKET 4                       /* decode split buckets (longest head < 4K, 16K, 64K, more) */
 
 /* a count or rule operand: a constant, a param, "every position" (obs) or none */
@@ -134,6 +135,18 @@ typedef struct KaParam {
 	double def;
 } KaParam;
 
+/* a weight the policy declares (kv.weights): its data is f32, row-major over the declared axes
+** (KA_W*: layer = layers, head = kv_heads, group = G, chan = head_dim); the generated code reads
+** weight k at offset sum_{j<k} (elements of weight j) of the packed buffer (kvcc_tmap_ctx.wts,
+** KvgArgs.wts) */
+enum { KA_WLAYER, KA_WHEAD, KA_WGROUP, KA_WCHAN };
+typedef struct KaWeight {
+	uint32_t name;             /* string offset */
+	int32_t ndim;              /* 1 .. 6 */
+	uint8_t ax[8];             /* KA_W* of each dimension, outermost first */
+	uint32_t line, col;        /* the declaration (errors) */
+} KaWeight;
+
 typedef struct KaState {
 	uint32_t name;
 	uint32_t update;           /* the observe hook updates it */
@@ -141,6 +154,7 @@ typedef struct KaState {
 } KaState;
 
 enum { KA_SCOPE_HEAD, KA_SCOPE_LAYER, KA_SCOPE_MODEL };
+enum { KA_SEL_TOPK, KA_SEL_THRESHOLD, KA_SEL_MASS };   /* = compiler/ir.h SEL_* */
 
 typedef struct KaHdr {
 	char magic[8];             /* KA_MAGIC */
@@ -176,6 +190,12 @@ typedef struct KaHdr {
 	int32_t nes, nks;          /* row scalars per evicted / kept row (mscal) */
 	uint32_t mline, mcol;      /* the merge rule's position */
 	int32_t mpad;
+	int32_t nw;                /* weights (KaWeight[nw] at offset wt) */
+	uint32_t wt;
+	int32_t selkind;           /* KA_SEL_* */
+	int32_t nocap;             /* threshold / mass with cap = false: the budget does not bound it */
+	KaRef tau;                 /* threshold */
+	KaRef mass;                /* mass: p */
 } KaHdr;
 
 enum { KA_MDROP, KA_MNEAREST };
@@ -199,6 +219,9 @@ typedef struct kvcc_tmap_ctx {
 	int64_t lda;
 	double err;                /* out: the bad value when a loop returns non-zero */
 	const int64_t *roff;       /* paged caches: row t of K / V at element roff[t] (NULL: t*ldk) */
+	double ratio;              /* the call's kvcc_args ratio and budget (x.ratio, x.nkeep) */
+	int64_t budget;
+	const float *wts;          /* the policy's weights, packed (KaWeight), or NULL: none */
 } kvcc_tmap_ctx;
 
 typedef struct kvcc_artifact {
@@ -288,6 +311,15 @@ typedef struct kvcc_artifact {
 	** and / or V (KA_MKEYS, KA_MVALUES) */
 	void (*mupd)(void *K, void *V, int64_t ldk, int64_t k, const void *EK, const void *EV, const int32_t *rows,
 	             const float *w, int64_t cnt, float wk);
+	/* select threshold (chunk 1), after selkeys: key[i] = 0 for every unprotected token i whose
+	** score is not >= tau (double compare; NaN never); returns the keys left (the candidates) */
+	int64_t (*tfilter)(const float *score, int64_t n, int64_t keep_first, int64_t keep_recent, double tau,
+	                   uint64_t *key);
+	/* select mass: *tot = sum (double) of the unprotected scores of one (layer, head); returns the
+	** first unprotected token whose score is not >= 0, or -1 */
+	int64_t (*mtotal)(const float *score, int64_t n, int64_t keep_first, int64_t keep_recent, double *tot);
+	/* select mass: the sum (double) of score[i] over the unprotected keys (bit 63 clear) >= thr */
+	double (*ksum)(const uint64_t *key, const float *score, int64_t n, uint64_t thr);
 } kvcc_artifact;
 
 /* --- GPU (CUDA) ------------------------------------------------------------------------------
@@ -299,7 +331,7 @@ typedef struct kvcc_artifact {
 ** "CUDA driver not found: …". See doc/gpu.md. */
 #define KVCC_GPU_SYMBOL "kvcc_artifact_gpu"
 #define KVCC_GPU_MAGIC 0x4B5643435F475055ull   /* "KVCC_GPU" */
-#define KVCC_GPU_ABI 2
+#define KVCC_GPU_ABI 3                     /* 2: the tuning config; 3: KvgArgs.wts */
 
 typedef struct kvcc_gpu_header {
 	uint64_t magic;            /* KVCC_GPU_MAGIC */
@@ -354,6 +386,7 @@ typedef struct kvcc_gpu_image {
 	X(const void *, q)           /* decode: [L][H][G][d] this step's queries, storage dtype */ \
 	X(float *, out)              /* decode: [L][H][G][d] attention output (f32) or NULL */ \
 	X(int *, err)                /* device error word (0 = fine; see KVG_E*) */ \
+	X(const float *, wts)        /* the policy's weights, packed as KaWeight says, or NULL */ \
 	X(long long, sL)             /* K/V strides in elements: layer, head, token */ \
 	X(long long, sH) \
 	X(long long, sT) \
@@ -373,7 +406,7 @@ typedef struct KvgArgs { KVG_ARGS_FIELDS(KVG_FIELD) } KvgArgs;
 #undef KVG_FIELD
 
 /* device error codes (the first one set wins) */
-enum { KVG_EOK, KVG_EPOOL = 1, KVG_ESELECT = 2, KVG_EHMEAN = 3 };
+enum { KVG_EOK, KVG_EPOOL = 1, KVG_ESELECT = 2, KVG_EHMEAN = 3, KVG_ECHUNK = 4, KVG_EMASS = 5 };
 
 enum { KVG_SCORE, KVG_SELECT, KVG_DECODE, KVG_COMBINE, KVG_SELGRP };
 

@@ -32,6 +32,7 @@ typedef struct Run {
 	const KaIns *ins;
 	kvcc_batch *b;
 	const double *par;
+	const kvcc_args *args;   /* ratio, budget (x.ratio, x.nkeep) */
 	float ***val;            /* [ninst][nins] per-instance values (head_mean), or NULL: the thread's */
 	int ninst, LH, G, d;     /* instances: nseq * LH, sequence-major */
 	int step;                /* x.step */
@@ -85,7 +86,8 @@ static void tmapctx(Run *r, const Inst *I, float **vals, kvcc_tmap_ctx *c)
 		.vals = vals, .par = r->par, .K = I->w.K, .V = I->w.V, .pos = I->pos, .state = I->state,
 		.n = I->n, .ldk = lay->stride_token, .sstride = (int64_t)lay->layers * lay->kv_heads * lay->capacity,
 		.layer = I->l, .head = I->h, .layers = lay->layers, .heads = lay->kv_heads, .step = r->step, .obs = I->O,
-		.roff = I->roff,
+		.roff = I->roff, .ratio = r->args->ratio, .budget = r->args->budget,
+		.wts = r->pl->wts,
 	};
 }
 
@@ -283,6 +285,45 @@ static uint64_t threshold(const kvcc_artifact *A, const uint64_t *ks, size_t nc,
 	return want <= 0 ? ~0ull : (size_t)want >= nc ? 0 : A->topk(ks, (int64_t)nc, want);
 }
 
+/* mass p for instance k (keys ks from selkeys): the shortest run of its best unprotected tokens
+** whose scores reach p of their total — the smallest count whose ksum reaches it, by bisection
+** over the count with the radix select — then *cnt = min(*cnt, protected + that count). 0, or
+** KVCC_EINVAL with the error set (a negative or NaN unprotected score). */
+static int masscount(Run *r, int k, const float *sc, long n, long S, long R, double p, const uint64_t *ks, long *cnt)
+{
+	const kvcc_artifact *A = r->pl->p->a;
+	double tot = 0;
+	int64_t bad = A->mtotal(sc, n, S, R, &tot);
+	if (bad >= 0) {
+		int kk = k % r->LH;
+		return kr_seterr(KVCC_EINVAL, "%s:%u:%u: error: select: mass needs scores >= 0, (layer %d, head %d) has %g "
+		                 "at token %lld", r->pl->p->src, r->h->sel_line, r->h->sel_col, kk / r->pl->lay.kv_heads,
+		                 kk % r->pl->lay.kv_heads, (double)sc[bad], (long long)bad);
+	}
+	long np = (long)A->kcount(ks, n, 1ull << 63), m = n - np, lo = 0;
+	if (p > 0 && tot > 0 && m > 0) {
+		long hi = m;
+		lo = 1;
+		while (lo < hi) {
+			long mid = lo + (hi - lo) / 2;
+			if (A->ksum(ks, sc, n, A->topk(ks, n, np + mid)) / tot >= p)
+				hi = mid;
+			else
+				lo = mid + 1;
+		}
+	}
+	*cnt = np + lo < *cnt ? np + lo : *cnt;
+	return 0;
+}
+
+/* threshold: the smallest kept key when the `want` best of the group's ncand candidates (keys
+** != 0 after tfilter; the others are 0, below every candidate) are kept */
+static uint64_t tthreshold(const kvcc_artifact *A, const uint64_t *ks, size_t nc, long want, long ncand)
+{
+	want = want < ncand ? want : ncand;
+	return want <= 0 ? ~0ull : want >= ncand ? 1 : A->topk(ks, (int64_t)nc, want);
+}
+
 /*
 ** chunk > 1: the reference takes the group's chunks in key order and keeps each one that still
 ** fits the budget `want` (a full chunk that does not fit is skipped, a smaller partial last chunk
@@ -338,6 +379,15 @@ static int selectkeep(Run *r, float **score, const kvcc_args *args)
 		                 "0..1e9 and chunk in 1..1e9 (got %g, %g, %g)", r->pl->p->src, hd->sel_line, hd->sel_col,
 		                 vs, vr, vc);
 	long S = (long)vs, Rr = (long)vr, ch = (long)vc;
+	int thsel = hd->selkind == KA_SEL_THRESHOLD;   /* candidates: tfilter's keys */
+	double tau = kr_ref(&hd->tau, r->par, 0);
+	if (thsel && ch != 1)
+		return kr_seterr(KVCC_EINVAL, "%s:%u:%u: error: select threshold with chunk %ld is not compiled to kernels "
+		                 "yet (chunk 1 is; the reference interpreter, kvcc run, runs it)", r->pl->p->src,
+		                 hd->sel_line, hd->sel_col, ch);
+	long ncand = 0;
+	int msel = hd->selkind == KA_SEL_MASS;         /* scope head, chunk 1 (ki_unsupported) */
+	double mp = kr_ref(&hd->mass, r->par, 0);
 	uint64_t *ks = r->pl->selkeys;      /* plan-time: the keys of one scope group */
 	size_t nc = 0, base = 0;
 	long want = 0;
@@ -345,11 +395,18 @@ static int selectkeep(Run *r, float **score, const kvcc_args *args)
 	for (int k = 0; k < r->ninst; k++) {     /* groups never span sequences; keys as for one sequence */
 		int kk = k % r->LH, l = kk / lay->kv_heads, h = kk % lay->kv_heads;
 		long n = LEN(r, k);
-		want += (long)A->nkeep(r->par, l, lay->layers, n, args->ratio, args->budget);
+		long cnt = hd->nocap ? n : (long)A->nkeep(r->par, l, lay->layers, n, args->ratio, args->budget);
 		if (ch == 1) {
 			A->selkeys(score[k], n, S, Rr, (uint32_t)((size_t)kk * cap), ks + nc);
+			if (thsel)
+				ncand += (long)A->tfilter(score[k], n, S, Rr, tau, ks + nc);
+			int rc = msel ? masscount(r, k, score[k], n, S, Rr, mp, ks + nc, &cnt) : 0;
+			if (rc)
+				return rc;
 			nc += (size_t)n;
+			want += cnt;
 		} else {
+			want += cnt;
 			A->ckeys(score[k], n, S, Rr, (uint32_t)((size_t)kk * cap), ch, ks + nc);
 			if (n % ch) {           /* insertion into pt, highest key first */
 				KrPart p = { ks[nc + (size_t)(n / ch)], k, (int)(n % ch), 0 };
@@ -366,7 +423,7 @@ static int selectkeep(Run *r, float **score, const kvcc_args *args)
 			continue;
 		size_t c = 0;
 		if (ch == 1) {
-			uint64_t thr = threshold(A, ks, nc, want);
+			uint64_t thr = thsel ? tthreshold(A, ks, nc, want, ncand) : threshold(A, ks, nc, want);
 			for (int kj = (int)base; kj <= k; kj++) {
 				long nn = LEN(r, kj);
 				nkept[kj] = want <= 0 ? 0 : (int32_t)A->keepidx(ks + c, nn, thr, kidx + (size_t)kj * cap);
@@ -384,7 +441,7 @@ static int selectkeep(Run *r, float **score, const kvcc_args *args)
 				c += (size_t)(nn / ch);
 			}
 		}
-		nc = 0, want = 0, np = 0, base = (size_t)k + 1;
+		nc = 0, want = 0, np = 0, ncand = 0, base = (size_t)k + 1;
 	}
 	return 0;
 }
@@ -449,14 +506,15 @@ static int run_compress_batch(kvcc_plan *pl, kvcc_batch *b, const kvcc_args *arg
 	if (!pl || !b || !args)
 		return kr_seterr(KVCC_EINVAL, "null argument (plan, batch, args)");
 	int rc = kr_batch_check(pl, b, -1);
-	if (rc || (rc = callcheck(pl, b, args)) != 0)
+	if (rc || (rc = callcheck(pl, b, args)) != 0 || (rc = kr_weights_check(pl)) != 0)
 		return rc;
 	const KaHdr *h = pl->p->h;
 	const KaIns *ins = pl->p->ins;
 	const kvcc_layout *lay = &pl->lay;
 	int LH = lay->layers * lay->kv_heads, ninst = b->nseq * LH;
 	double t0 = kr_now_ms(), t1 = t0, t2 = t0;
-	Run r = { .pl = pl, .h = h, .ins = ins, .b = b, .ninst = ninst, .LH = LH, .G = h->group, .d = lay->head_dim };
+	Run r = { .pl = pl, .h = h, .ins = ins, .b = b, .ninst = ninst, .LH = LH, .G = h->group, .d = lay->head_dim,
+	          .args = args };
 	int maxstep = 0;
 	for (int l = 0; l < lay->layers; l++)
 		maxstep = pl->step[l] > maxstep ? pl->step[l] : maxstep;

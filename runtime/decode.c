@@ -231,6 +231,7 @@ static void dec_head(Dec *D, pthread_mutex_t *mu, int h, int tid)
 		.state = q->state ? q->state + (size_t)k * lay->capacity : NULL, .n = n, .ldk = lay->stride_token,
 		.sstride = (int64_t)lay->layers * lay->kv_heads * lay->capacity, .layer = D->layer, .head = h,
 		.layers = lay->layers, .heads = lay->kv_heads, .step = D->step, .attn = S, .lda = pl->lds,
+		.wts = pl->wts,
 	};
 	int64_t lr = A->observe(&c);
 	if (lr) {
@@ -348,7 +349,7 @@ static int run_decode_batch(kvcc_plan *pl, kvcc_batch *b, int layer, const float
 	if (layer < 0 || layer >= lay->layers)
 		return kr_seterr(KVCC_EINVAL, "layer %d outside 0..%d", layer, lay->layers - 1);
 	int rc = kr_batch_check(pl, b, -1);
-	if (rc)
+	if (rc || ((hd->flags & KA_FOBSERVE) && (rc = kr_weights_check(pl)) != 0))
 		return rc;
 	for (int s = 0; s < b->nseq; s++)
 		if ((hd->flags & KA_FOBSERVE) && hd->nst && !b->seq[s].state)

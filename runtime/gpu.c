@@ -105,6 +105,9 @@ KVCC_API int kvcc_gpu_plan_create(kvcc_policy *p, const kvcc_layout *lay, int ma
 		            "max_obs %d or device %d", lay->layers, lay->kv_heads, lay->capacity,
 		            (long long)lay->stride_layer, (long long)lay->stride_head, (long long)lay->stride_token, max_obs,
 		            device_ordinal);
+	if (kvcc_weight_count(p) > 0)         /* the kernels read KvgArgs.wts; nothing uploads them yet */
+		return fail(KVCC_EUNSUPPORTED, "policy %s declares weights: the GPU runtime does not take weights yet "
+		            "(the CPU plan does: kvcc_plan_set_weight)", kvcc_policy_name(p));
 	char why[3000];
 	if (kr_cuda_driver_load(why, sizeof why) != 0)
 		return fail(KVCC_EUNSUPPORTED, "%s", why);
@@ -217,5 +220,7 @@ KVCC_API int kvcc_gpu_plan_check(kvcc_gpu_plan *pl)
 	kr_cuda_put(pl->err, &zero, sizeof zero);
 	return fail(KVCC_EINVAL, "GPU kernels reported error %d: %s", code,
 	            code == KVG_EPOOL ? "bad pooling size" : code == KVG_ESELECT ? "bad select arguments (budget/ratio)" :
-	            code == KVG_EHMEAN ? "hmean needs equal lengths across heads" : "unknown");
+	            code == KVG_EHMEAN ? "hmean needs equal lengths across heads" :
+	            code == KVG_ECHUNK ? "select threshold with chunk > 1 is not compiled to kernels yet" :
+	            code == KVG_EMASS ? "select mass needs scores >= 0" : "unknown");
 }

@@ -79,6 +79,18 @@ int kr_checkdesc(const kvcc_artifact *a, const char **why)
 	}
 	if (!(in[h->score].store & KA_SARENA) || in[h->score].axes != 4)
 		return -1;
+	if (h->nw < 0 || h->nw > 32 || !secok(h, h->wt, (size_t)h->nw, sizeof(KaWeight)) || h->selkind < KA_SEL_TOPK ||
+	    h->selkind > KA_SEL_MASS || !refok(&h->tau, h->npar) ||
+	    !refok(&h->mass, h->npar))
+		return -1;
+	const KaWeight *wt = (const KaWeight *)((const char *)h + h->wt);
+	for (int i = 0; i < h->nw; i++) {
+		if (!strok(h, wt[i].name) || wt[i].ndim < 1 || wt[i].ndim > 6)
+			return -1;
+		for (int j = 0; j < wt[i].ndim; j++)
+			if (wt[i].ax[j] > KA_WCHAN)
+				return -1;
+	}
 	if (h->dtype < KVCC_F32 || h->dtype > KVCC_BF16 || h->head_dim < 8 || h->head_dim > 256 || h->head_dim % 8 ||
 	    h->group < 1 || h->group > 8 || h->target < KVCC_TARGET_NATIVE || h->target > KVCC_TARGET_SCALAR ||
 	    (h->vec_width != 1 && h->vec_width != 8 && h->vec_width != 16) || h->head_dim % h->vec_width)
@@ -101,7 +113,7 @@ static int validate(kvcc_policy *p, const char *path)
 		                 a->size, KVCC_ABI);
 	if (!a->qk || !a->cvt || !a->decode || !a->probs || !a->qkt || !a->sstat || !a->sacc || !a->selkeys || !a->topk ||
 	    !a->keepidx || !a->compact || !a->tmap || !a->ckeys || !a->kcount || !a->ckeepidx || !a->nkeep || !a->ascale ||
-	    !a->hmean || !a->observe || !a->qround)
+	    !a->hmean || !a->observe || !a->qround || !a->tfilter || !a->mtotal || !a->ksum)
 		return kr_seterr(KVCC_EARTIFACT, "%s: corrupted artifact descriptor (entry points)", path);
 	const char *why;
 	if (kr_checkdesc(a, &why) != 0)
@@ -117,6 +129,7 @@ static int validate(kvcc_policy *p, const char *path)
 	p->par = (const KaParam *)((const char *)h + h->par);
 	p->st = (const KaState *)((const char *)h + h->st);
 	p->ins = (const KaIns *)((const char *)h + h->ins);
+	p->wt = (const KaWeight *)((const char *)h + h->wt);
 	p->str = (const char *)h + h->str;
 	p->name = p->str + h->name, p->src = p->str + h->src;
 	return 0;

@@ -35,6 +35,7 @@ struct kvcc_policy {
 	const KaParam *par;
 	const KaState *st;
 	const KaIns *ins;
+	const KaWeight *wt;
 	const char *str;
 	const char *name, *src;
 };
@@ -95,6 +96,9 @@ struct kvcc_plan {
 	int64_t **roff;          /* [threads][capacity] an instance's row offsets for the generated loops */
 	char **stage;            /* [threads] staged rows of K and V (KR_STAGE each) for kernels taking a stride */
 	char **mws;              /* [threads] compact_merge workspaces (merge.c kr_mbytes), or NULL: drop */
+	/* the policy's weights (kvcc_plan_set_weight; weights.c): packed f32 as KaWeight says */
+	float *wts;
+	unsigned char *wset;     /* [nw] given */
 };
 
 #define KR_STAGE 256         /* rows staged at a time (a multiple of TILE and DTILE) */
@@ -127,6 +131,10 @@ KC_FUNC size_t kr_count(uint8_t m, int G, int nobs, int n, int d);
 KC_FUNC double kr_now_ms(void);
 /* a run call starts on pl: 0, or KVCC_EBUSY with the message while another call runs on it */
 KC_FUNC int kr_enter(kvcc_plan *pl);
+/* weights.c: the plan's packed weights (plan creation; -1 out of memory), and 0 or KVCC_EINVAL
+** with a message when a declared weight was not given */
+KC_FUNC int kr_weights_init(kvcc_plan *pl);
+KC_FUNC int kr_weights_check(const kvcc_plan *pl);
 KC_FUNC void kr_leave(kvcc_plan *pl);
 #define KR_MAXQROWS (1 << 24)   /* group * max_obs: query rows a plan's workspaces are sized for */
 

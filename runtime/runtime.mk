@@ -7,11 +7,13 @@
 #                        the kvcc command compiled
 
 IROBJ  += compiler/plan.o compiler/support.o compiler/driver.o compiler/cache.o
-X86OBJ += codegen/x86/key.o codegen/x86/kern.o codegen/x86/tmap.o codegen/x86/desc.o codegen/x86/emit.o codegen/x86/merge.o
-RTOBJ  += runtime/api.o runtime/load.o runtime/compress.o runtime/merge.o runtime/paged.o runtime/decode.o runtime/pool.o runtime/artifact.o
+X86OBJ += codegen/x86/key.o codegen/x86/kern.o codegen/x86/tmap.o codegen/x86/desc.o codegen/x86/emit.o codegen/x86/merge.o \
+          codegen/x86/sel.o
+RTOBJ  += runtime/api.o runtime/load.o runtime/compress.o runtime/merge.o runtime/paged.o runtime/decode.o runtime/pool.o \
+          runtime/artifact.o runtime/weights.o
 LLVM_LIBS_USED = $(LLVM_LIBS)
 
-$(addprefix $(B)/codegen/x86/,key.o kern.o tmap.o emit.o merge.o): CFLAGS += $(LLVM_CFLAGS)
+$(addprefix $(B)/codegen/x86/,key.o kern.o tmap.o emit.o merge.o sel.o): CFLAGS += $(LLVM_CFLAGS)
 # key.o's compile time is the compiler build in the cache key (KX_BUILD): rebuilt whenever
 # anything that shapes generated code changes
 $(B)/codegen/x86/key.o: $(wildcard codegen/x86/*.c codegen/x86/*.h codegen/ptx/*.c codegen/ptx/*.h codegen/ptx/*.cuh) \

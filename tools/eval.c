@@ -75,6 +75,9 @@ typedef struct Res {
 typedef struct Eval {
 	Pol pol[MAXPOL];
 	int npol;
+	const char *wfile[8];   /* --weights files */
+	int nwf;
+	KtWeights w;            /* their arrays (the policies' weights, by name) */
 	double ratio[MAXRATIO];
 	int nratio;
 	const char *set[MAXSET];
@@ -119,6 +122,7 @@ static const char usage_text[] =
 	"usage: kvcc eval POLICY.lua [POLICY.lua ...] --model M --tokenizer T --data FILE\n"
 	"           [--ratios 0,0.25,0.5,0.75] [--param [policy.]name=value]... [--stories a:b]\n"
 	"           [--chunk-chars K] [--from TEXT] [--csv OUT] [--plot OUT.png] [--threads N]\n"
+	"           [--weights W.npz]...\n"
 	"NLL of the continuation after compressing each story's first half (prefill-compress-continue);\n"
 	"see doc/eval.md.\n";
 
@@ -129,6 +133,7 @@ static int usage(const char *fmt, const char *arg)
 	fprintf(stderr, "\nusage: kvcc eval POLICY.lua [POLICY.lua ...] --model M --tokenizer T --data FILE\n"
 	                "           [--ratios 0,0.25,0.5,0.75] [--param [policy.]name=value]... [--stories a:b]\n"
 	                "           [--chunk-chars K] [--from TEXT] [--csv OUT] [--plot OUT.png] [--threads N]\n"
+	                "           [--weights W.npz]...\n"
 	                "(kvcc --help; doc/eval.md)\n");
 	return 2;
 }
@@ -204,7 +209,7 @@ static int parse_args(Eval *E, int argc, char **argv)
 		if (!strcmp(a, "--model") || !strcmp(a, "--tokenizer") || !strcmp(a, "--data") ||
 		    !strcmp(a, "--ratios") || !strcmp(a, "--param") || !strcmp(a, "--stories") ||
 		    !strcmp(a, "--chunk-chars") || !strcmp(a, "--from") || !strcmp(a, "--csv") ||
-		    !strcmp(a, "--plot") || !strcmp(a, "--threads")) {
+		    !strcmp(a, "--plot") || !strcmp(a, "--threads") || !strcmp(a, "--weights")) {
 			if (!v)
 				return usage("%s needs a value", a);
 		}
@@ -224,7 +229,11 @@ static int parse_args(Eval *E, int argc, char **argv)
 			E->csv = v;
 		else if (OPT("--plot"))
 			E->plot = v;
-		else if (OPT("--param")) {
+		else if (OPT("--weights")) {
+			if (E->nwf == 8)
+				return usage("too many --weights%s", "");
+			E->wfile[E->nwf++] = v;
+		} else if (OPT("--param")) {
 			if (E->nset == MAXSET)
 				return usage("too many --param%s", "");
 			E->set[E->nset++] = v;
@@ -510,6 +519,59 @@ static void *worker(void *arg)
 	}
 	return NULL;
 }
+/* --weights: the files' arrays; every weight a policy declares must be among them (by name) */
+static int setup_weights(Eval *E)
+{
+	KiErr e = { 0 };
+	for (int i = 0; i < E->nwf; i++)
+		if (kt_weights_read(&E->w, E->wfile[i], &e) != 0)
+			return error("%s", e.msg);
+	for (int i = 0; i < E->npol; i++)
+		for (int k = 0; k < kvcc_weight_count(E->pol[i].p); k++) {
+			const char *nm = NULL;
+			kvcc_weight_info(E->pol[i].p, k, &nm, NULL);
+			int j = 0;
+			while (j < E->w.n && strcmp(E->w.w[j].name, nm) != 0)
+				j++;
+			if (j == E->w.n) {
+				char m[300];
+				snprintf(m, sizeof m, "%s declares weight '%s': give it with --weights FILE.npz (kvcc calibrate "
+				         "writes them)", E->pol[i].name, nm);
+				return error("%s", m);
+			}
+		}
+	return 0;
+}
+
+/* policy i's weights into its plan (f32 copies; the plan checks shape and values) */
+static int plan_weights(const Eval *E, int i, kvcc_plan *pl)
+{
+	for (int k = 0; k < kvcc_weight_count(E->pol[i].p); k++) {
+		const char *nm = NULL;
+		kvcc_weight_info(E->pol[i].p, k, &nm, NULL);
+		const KiWData *d = NULL;
+		for (int j = 0; j < E->w.n && !d; j++)
+			if (!strcmp(E->w.w[j].name, nm))
+				d = &E->w.w[j];
+		if (!d)
+			return error("weight '%s' is missing", nm);
+		int64_t shape[KI_MAXWDIM];
+		size_t n = 1;
+		for (int j = 0; j < d->ndim && j < KI_MAXWDIM; j++)
+			shape[j] = d->shape[j], n *= (size_t)d->shape[j];
+		float *f = malloc((n + 1) * sizeof *f);
+		if (!f)
+			return error("%s", "out of memory");
+		for (size_t j = 0; j < n; j++)
+			f[j] = (float)d->data[j];
+		int rc = kvcc_plan_set_weight(pl, nm, f, d->ndim, shape);
+		free(f);
+		if (rc)
+			return error("%s", kvcc_last_error());
+	}
+	return 0;
+}
+
 
 static int worker_init(Eval *E, Worker *W)
 {
@@ -525,6 +587,8 @@ static int worker_init(Eval *E, Worker *W)
 	for (int i = 0; i < E->npol; i++) {
 		if (kvcc_plan_create(E->pol[i].p, &W->st.cache.lay, E->cap, 1, &W->plan[i]))
 			return error("kvcc_plan_create: %s", kvcc_last_error());
+		if (plan_weights(E, i, W->plan[i]))
+			return 1;
 #ifdef LLAMA_KVCC_DECODE
 		if (kvcc_plan_set_params(W->plan[i], E->pol[i].par))
 			return error("kvcc_plan_set_params: %s", kvcc_last_error());
@@ -780,7 +844,7 @@ int kt_eval(int argc, char **argv)
 		error("%s", err);
 		goto done;
 	}
-	if ((rc = setup_policies(E)) != 0)
+	if ((rc = setup_policies(E)) != 0 || (rc = setup_weights(E)) != 0)
 		goto done;
 	rc = 1;
 	if (llama_stories_load(&E->S, E->data, E->chunk, E->from, err, sizeof err)) {
@@ -884,6 +948,7 @@ done:
 	llama_stories_free(&E->S);
 	llama_tok_free(&E->tok);
 	llama_model_free(&E->m);
+	kt_weights_free(&E->w);
 	free(E);
 	return rc;
 }

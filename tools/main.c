@@ -52,7 +52,7 @@ static const char usage[] =
 	"                                   shared memory, occupancy; nothing measured on a GPU)\n"
 	"  eval POLICY.lua [POLICY.lua ...] --model M --tokenizer T --data FILE\n"
 	"      [--ratios 0,0.25,0.5,0.75] [--param [policy.]NAME=VALUE]... [--stories a:b]\n"
-	"      [--chunk-chars K] [--from TEXT] [--csv OUT] [--plot OUT.png] [--threads N]\n"
+	"      [--chunk-chars K] [--from TEXT] [--csv OUT] [--plot OUT.png] [--threads N] [--weights W.npz]...\n"
 	"                                   NLL versus compression ratio on a model\n"
 	"                                   (prefill-compress-continue; doc/eval.md)\n"
 	"  calibrate --model M --tokenizer T --data FILE [--stories a:b] [--chunk-chars K]\n"

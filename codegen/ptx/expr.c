@@ -104,6 +104,44 @@ static int isqk(const KiFn *f, const KiIns *in)
 /* Expression for ref r at indices ix; statements go to g->s at depth d.
 ** memo[i] >= 0: instruction i is already in variable x<memo[i]>. */
 
+/* Weight in->aux at this instance and index ix (group, chan) in the packed buffer a.wts
+** (runtime/artifact.h KaWeight: declaration order, each row-major over its declared axes,
+** layer = a.L, head = a.H, group = KV_G, chan = KV_D; int arithmetic: kvcc_plan_set_weight's
+** buffers are far below 2^31 elements, and 64-bit index math spills score kernels); -1 for an out
+** axis */
+static int wexpr(Gen *g, const KiIns *in, const Idx *ix, char *e, size_t en)
+{
+	const KiFn *f = g->f;
+	char off[1200] = "0";
+	for (int k = 0; k <= (int)in->aux; k++) {
+		const KiWeight *w = &f->w[k];
+		char ex[600] = "";
+		for (int j = 0; j < w->ndim; j++) {
+			const char *sz = w->ax[j] == WA_layer ? "a.L" : w->ax[j] == WA_head ? "a.H"
+			               : w->ax[j] == WA_group ? "KV_G" : w->ax[j] == WA_chan ? "KV_D" : NULL;
+			if (!sz)
+				return -1;
+			if (k < (int)in->aux)        /* the weights before it: their element counts */
+				snprintf(ex + strlen(ex), sizeof ex - strlen(ex), "*%s", sz);
+			else {                       /* its own: row-major index */
+				const char *iv = w->ax[j] == WA_layer ? "l" : w->ax[j] == WA_head ? "h"
+				               : w->ax[j] == WA_group ? ix->v[AX_group] : ix->v[AX_chan];
+				char t[600];
+				snprintf(t, sizeof t, "(%s)*%s+(int)(%s)", ex[0] ? ex : "0", sz, iv ? iv : "0");
+				snprintf(ex, sizeof ex, "%s", t);
+			}
+		}
+		char t[1200];
+		if (k < (int)in->aux)
+			snprintf(t, sizeof t, "%s+1%s", off, ex);
+		else
+			snprintf(t, sizeof t, "%s+%s", off, ex);
+		snprintf(off, sizeof off, "%s", t);
+	}
+	snprintf(e, en, "a.wts[%s]", off);
+	return 0;
+}
+
 /* Instruction i alone: its operands are in variables already when valins ordered them
 ** first (operands evaluated here through kp_val are then found in memo). */
 static int valone(Gen *g, int i, const Idx *ix, int *memo, int d, char *out, size_t outn)
@@ -210,6 +248,10 @@ static int valone(Gen *g, int i, const Idx *ix, int *memo, int d, char *out, siz
 	case KO_state:
 		snprintf(e, sizeof e, "a.state[((long long)%d*a.L*a.H+inst)*N+(%s)]", in->aux, ix->v[AX_token]);
 		break;
+	case KO_weight:
+		if (wexpr(g, in, ix, e, sizeof e))
+			return kp_err(g, in, "weight with an out axis");
+		break;
 	case KO_attn:
 		if (!g->decode)
 			return kp_err(g, in, "x.attn outside the observe hook");
@@ -229,6 +271,12 @@ static int valone(Gen *g, int i, const Idx *ix, int *memo, int d, char *out, siz
 		case INF_nlayers: snprintf(e, sizeof e, "(float)a.L"); break;
 		case INF_nheads: snprintf(e, sizeof e, "(float)a.H"); break;
 		case INF_step: snprintf(e, sizeof e, "(float)a.step"); break;
+		/* the reference's ratioof and ki_nkeep (interp.c), in double, for this instance's n */
+		case INF_ratio:
+			snprintf(e, sizeof e, "(float)(a.budget < 0 ? a.ratio : n > 0 ? 1.0 - (double)(a.budget < n ? "
+			         "a.budget : n) / (double)n : 0.0)");
+			break;
+		case INF_nkeep: snprintf(e, sizeof e, "(float)kv_nkeep(a, l, n)"); break;
 		default: return kp_err(g, in, "info %d", in->aux);
 		}
 		break;

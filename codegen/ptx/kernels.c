@@ -221,13 +221,15 @@ static int gen_select(Gen *g, KpCudaOut *out)
 {
 	const KiFn *f = g->f;
 	const KiSelect *s = &f->sel;
-	if (s->kind != SEL_topk)
-		return kp_err(g, NULL, "only top-k selection is supported");
+	int th = s->kind == SEL_threshold, ms = s->kind == SEL_mass;
+	if (s->kind != SEL_topk && !((th || ms) && s->scope == SC_head))
+		return kp_err(g, NULL, "only top-k selection and threshold / mass at scope head are supported");
 	if (f->merge.kind != MG_drop)
 		return kp_err(g, NULL, "only merge drop is supported");
-	char S[200], R[200], C[200], B[200];
+	char S[200], R[200], C[200], B[200], T[200], M[200];
 	if (kp_dscalar(g, s->keep_first, S, sizeof S, 0) || kp_dscalar(g, s->keep_recent, R, sizeof R, 0) ||
-	    kp_dscalar(g, s->chunk, C, sizeof C, 1) || kp_dscalar(g, s->beta, B, sizeof B, 20))
+	    kp_dscalar(g, s->chunk, C, sizeof C, 1) || kp_dscalar(g, s->beta, B, sizeof B, 20) ||
+	    kp_dscalar(g, s->tau, T, sizeof T, 0) || kp_dscalar(g, s->mass, M, sizeof M, 0))
 		return kp_err(g, NULL, "select arguments must be constants or params");
 	/* ki_nkeep, in double with explicit rounding (no contraction) */
 	sb(&g->s, "\n/* ki_nkeep (compiler/interp.c) */\n"
@@ -262,7 +264,58 @@ static int gen_select(Gen *g, KpCudaOut *out)
 	sb(&g->s, "\tconst long long S = (long long)(%s), R = (long long)(%s), ch = (long long)(%s);\n", S, R, C);
 	sb(&g->s,
 	   "\tif (S < 0 || R < 0 || ch < 1) { if (tid == 0) kv_seterr(a.err, KVG_ESELECT); return; }\n");
-	if (s->scope == SC_head)
+	if (th || ms)
+		sb(&g->s, "\tif (ch != 1) { if (tid == 0) kv_seterr(a.err, KVG_ECHUNK); return; }\n");
+	if (s->scope == SC_head && th)     /* threshold: the best of the candidates >= tau */
+		sb(&g->s,
+		   "\tconst long long want = %s;\n"
+		   "\t/* protected tokens first (sinks, then the newest recent), then the others */\n"
+		   "\tKvSel s1, s0;\n"
+		   "\tkv_topk(sc, n, ch, S, R, 1, want, s1, hist, sv, &s_E, wsum);\n"
+		   "\t/* the unprotected candidates: score >= tau in double (the reference's compare; NaN never) */\n"
+		   "\tconst double tau = (double)(%s);\n"
+		   "\tlong long ncand = 0;\n"
+		   "\t__syncthreads();\n"
+		   "\tfor (long long t0 = 0; t0 < n; t0 += KV_NT) {\n"
+		   "\t\tconst long long t = t0 + tid;\n"
+		   "\t\tint tot;\n"
+		   "\t\tkv_bscan(t < n && !kv_prot(t, 1, n, S, R) && (double)sc[t] >= tau, wsum, &tot);\n"
+		   "\t\tncand += tot;\n"
+		   "\t}\n"
+		   "\tconst long long w0 = want - s1.used < ncand ? want - s1.used : ncand;\n"
+		   "\tkv_topk(sc, n, ch, S, R, 0, w0, s0, hist, sv, &s_E, wsum);\n", s->nocap ? "(long long)n" : "kv_nkeep(a, l, n)", T);
+	else if (s->scope == SC_head && ms)     /* mass: a count as the reference's, then top-k */
+		sb(&g->s,
+		   "\t/* the unprotected total (double) and a score that is not >= 0 (an error) */\n"
+		   "\t__shared__ double dred[KV_NT], dres;\n"
+		   "\tdouble part = 0.0;\n"
+		   "\tint bad = 0;\n"
+		   "\tfor (long long t = tid; t < n; t += KV_NT)\n"
+		   "\t\tif (!kv_prot(t, 1, n, S, R)) { const float v = sc[t]; bad |= !(v >= 0.f); part += (double)v; }\n"
+		   "\tconst double tot = kv_bsumd(part, dred, &dres);\n"
+		   "\tif (kv_bsumd((double)bad, dred, &dres) > 0.0) { if (tid == 0) kv_seterr(a.err, KVG_EMASS); return; }\n"
+		   "\tconst long long m = n - R - S > 0 ? n - R - S : 0;   /* unprotected tokens */\n"
+		   "\tconst double p = (double)(%s);\n"
+		   "\tKvSel s1, s0;\n"
+		   "\t/* the smallest count of the best unprotected tokens whose sum reaches p of the total */\n"
+		   "\tlong long lo = 0;\n"
+		   "\tif (p > 0.0 && tot > 0.0 && m > 0) {\n"
+		   "\t\tlong long hi = m;\n"
+		   "\t\tlo = 1;\n"
+		   "\t\twhile (lo < hi) {\n"
+		   "\t\t\tconst long long mid = lo + (hi - lo) / 2;\n"
+		   "\t\t\tkv_topk(sc, n, 1, S, R, 0, mid, s0, hist, sv, &s_E, wsum);\n"
+		   "\t\t\tdouble ps = 0.0;\n"
+		   "\t\t\tfor (long long t = tid; t < n; t += KV_NT)\n"
+		   "\t\t\t\tif (!kv_prot(t, 1, n, S, R) && kv_kept(s0, sc, t, 1, n, S, R)) ps += (double)sc[t];\n"
+		   "\t\t\tif (kv_bsumd(ps, dred, &dres) / tot >= p) hi = mid; else lo = mid + 1;\n"
+		   "\t\t}\n"
+		   "\t}\n"
+		   "\tconst long long cap = %s, want = n - m + lo < cap ? n - m + lo : cap;\n"
+		   "\tkv_topk(sc, n, 1, S, R, 1, want, s1, hist, sv, &s_E, wsum);\n"
+		   "\tkv_topk(sc, n, 1, S, R, 0, want - s1.used, s0, hist, sv, &s_E, wsum);\n", M,
+		   s->nocap ? "(long long)n" : "kv_nkeep(a, l, n)");
+	else if (s->scope == SC_head)
 		sb(&g->s,
 		   "\tconst long long want = kv_nkeep(a, l, n);\n"
 		   "\t/* protected chunks first (sinks, then the newest recent), then the others */\n"
@@ -394,6 +447,8 @@ int kp_generate(const KiFn *f, const KpCudaOpts *o, KpCudaOut *out, KiErr *e)
 	sb(&g.s, "%s", o->dtype == KVCC_F16 ? kp_cuh_storage_f16 : o->dtype == KVCC_BF16 ? kp_cuh_storage_bf16
 	                                                         : kp_cuh_storage_f32);
 	argsdecl(&g.s);
+	/* defined with the select kernel (gen_select); the score kernels read it (x.nkeep) */
+	sb(&g.s, "__device__ long long kv_nkeep(const KvgArgs &a, int l, long long n);\n");
 	sb(&g.s, "%s", kp_cuh_select);
 	if (kp_cuda_mma(o->dtype, g.D))
 		sb(&g.s, "#define KV_MMA_T \"%s\"\n#define KV_MMA_BF16 %d\n%s", ki_dtypename(o->dtype),

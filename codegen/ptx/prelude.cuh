@@ -24,6 +24,8 @@
 #define KVG_EPOOL 1
 #define KVG_ESELECT 2
 #define KVG_EHMEAN 3
+#define KVG_ECHUNK 4
+#define KVG_EMASS 5
 __device__ __forceinline__ float kv_nan() { return __int_as_float(0x7fffffff); }
 __device__ __forceinline__ float kv_inf() { return __int_as_float(0x7f800000); }
 __device__ __forceinline__ float kv_max(float a, float b) { return (a != a || b != b) ? kv_nan() : a > b ? a : b; }

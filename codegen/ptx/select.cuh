@@ -20,6 +20,15 @@ __device__ __forceinline__ int kv_bscan(int flag, int *wsum, int *tot) {
 	*tot = t;
 	return off + pre;
 }
+/* block-wide sum of a double (every thread gets it): sh [KV_NT] and *res shared scratch */
+__device__ __forceinline__ double kv_bsumd(double v, double *sh, double *res) {
+	__syncthreads();
+	sh[threadIdx.x] = v;
+	__syncthreads();
+	if (threadIdx.x == 0) { double s = 0.0; for (int i = 0; i < KV_NT; i++) s += sh[i]; *res = s; }
+	__syncthreads();
+	return *res;
+}
 /* order key of a chunk: protected (sinks t0 < S, the recent window t1 > n - R) by rank,
 ** sinks first by position, then the newest of the window (DESIGN §3); the others by
 ** mean score: numbers by value > NaN; -0 == +0 */

@@ -16,6 +16,10 @@
 _Static_assert((int)SC_head == (int)KA_SCOPE_HEAD && (int)SC_layer == (int)KA_SCOPE_LAYER &&
                (int)SC_model == (int)KA_SCOPE_MODEL, "scopes");
 _Static_assert(AX_group == 0 && AX_obs == 1 && AX_token == 2 && AX_chan == 3, "KaIns.axes bits");
+_Static_assert((int)SEL_topk == (int)KA_SEL_TOPK && (int)SEL_threshold == (int)KA_SEL_THRESHOLD &&
+               (int)SEL_mass == (int)KA_SEL_MASS, "select kinds");
+_Static_assert((int)WA_layer == (int)KA_WLAYER && (int)WA_head == (int)KA_WHEAD && (int)WA_group == (int)KA_WGROUP &&
+               (int)WA_chan == (int)KA_WCHAN && KI_MAXWDIM <= 8, "KaWeight axes");
 
 /* a growing byte buffer */
 typedef struct Buf {
@@ -134,10 +138,14 @@ void *kx_desccfg(const KiFn *f, const KiPlan *p, const kvcc_spec *spec, const Kx
 	h.chunk = ref(f, f->sel.chunk);
 	if (mergedesc(f, &h) != 0)
 		return NULL;
+	h.selkind = f->sel.kind, h.nocap = f->sel.nocap, h.tau = ref(f, f->sel.tau);
+	h.mass = ref(f, f->sel.mass);
 	put(&b, NULL, sizeof h, 8);
 	h.par = (uint32_t)put(&b, NULL, (size_t)f->npar * sizeof(KaParam), 8);
 	h.st = (uint32_t)put(&b, NULL, (size_t)f->nst * sizeof(KaState), 8);
 	h.ins = (uint32_t)put(&b, NULL, (size_t)f->nins * sizeof(KaIns), 8);
+	h.nw = f->nw;
+	h.wt = (uint32_t)put(&b, NULL, (size_t)f->nw * sizeof(KaWeight), 8);
 	h.str = (uint32_t)put(&b, "", 1, 8);
 	h.name = (uint32_t)(put(&b, f->name, strlen(f->name) + 1, 1) - h.str);
 	h.src = (uint32_t)(put(&b, f->src, strlen(f->src) + 1, 1) - h.str);
@@ -152,6 +160,15 @@ void *kx_desccfg(const KiFn *f, const KiPlan *p, const kvcc_spec *spec, const Kx
 		              .update = f->st[i].update != KI_NIL, .init = f->st[i].init };
 		if (!b.oom)
 			memcpy(b.p + h.st + (size_t)i * sizeof k, &k, sizeof k);
+	}
+	for (int i = 0; i < f->nw && !b.oom; i++) {     /* ki_unsupported refused out axes */
+		const KiWeight *w = &f->w[i];
+		KaWeight k = { .name = (uint32_t)(put(&b, w->name, strlen(w->name) + 1, 1) - h.str), .ndim = w->ndim,
+		               .line = w->line, .col = w->col };
+		for (int j = 0; j < w->ndim; j++)
+			k.ax[j] = w->ax[j];
+		if (!b.oom)
+			memcpy(b.p + h.wt + (size_t)i * sizeof k, &k, sizeof k);
 	}
 	for (int i = 0; i < f->nins && !b.oom; i++) {
 		KaIns k = insof(f, p, i);

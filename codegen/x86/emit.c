@@ -178,7 +178,7 @@ static void module(Gen *g, const KiFn *f, const kvcc_spec *spec, const KxConfig 
 /* the artifact's entry points, in kvcc_artifact's order */
 enum { E_qk, E_cvt, E_decode, E_probs, E_qkt, E_sstat, E_sacc, E_selkeys, E_topk, E_keepidx, E_compact, E_tmap,
        E_ckeys, E_kcount, E_ckeepidx, E_nkeep, E_ascale, E_hmean, E_observe, E_qround, E_mscal, E_mbest, E_mpair,
-       E_mupd, E_NUM };
+       E_mupd, E_tfilter, E_mtotal, E_ksum, E_NUM };
 _Static_assert(sizeof(kvcc_artifact) == 5 * 8 + E_NUM * 8, "kvcc_artifact: 5 header fields, then the entry points");
 
 /* an entry point the runtime never calls for this policy (no such step in its plan): returns at once
@@ -213,19 +213,22 @@ static int kernels(Gen *g, const KiFn *f, const KiPlan *kp, LLVMValueRef *fn)
 	kx_gen_kcount(g), fn[E_kcount] = g->fn;
 	kx_gen_ckeepidx(g), fn[E_ckeepidx] = g->fn;
 	kx_gen_compact(g), fn[E_compact] = g->fn;
+	kx_gen_nkeep(g, f), fn[E_nkeep] = g->fn;   /* before tmap, which calls it (x.nkeep) */
 	rc |= kx_gen_tmap(g, f, kp), fn[E_tmap] = g->fn;
 	if (kp->has_observe)
 		rc |= kx_gen_observe(g, f, kp), fn[E_observe] = g->fn;
 	else
 		fn[E_observe] = stub(g, "kvcc_observe", g->i64, ob, 1);
 	kx_gen_ascale(g, f, kp), fn[E_ascale] = g->fn;
-	kx_gen_nkeep(g, f), fn[E_nkeep] = g->fn;
 	if (kp->uses_hmean)
 		kx_gen_hmean(g), fn[E_hmean] = g->fn;
 	else
 		fn[E_hmean] = stub(g, "kvcc_hmean", NULL, hm, 4);
 	kx_gen_qround(g), fn[E_qround] = g->fn;
 	rc |= kx_gen_merge(g, f, fn + E_mscal);
+	kx_gen_tfilter(g), fn[E_tfilter] = g->fn;
+	kx_gen_mtotal(g), fn[E_mtotal] = g->fn;
+	kx_gen_ksum(g), fn[E_ksum] = g->fn;
 	return rc;
 }
 

@@ -9,6 +9,7 @@
 **   tmap.c   the policy's expressions: fused token_map loops, the observe hook, the attn_score
 **            multipliers
 **   merge.c  compact_merge: the merge rule's row scalars, similarity tiles, pair values, updates
+**   sel.c    selection rules beyond top-k: the threshold filter (tfilter), mass (mtotal, ksum)
 **   desc.c   the artifact's descriptor blob
 **   emit.c   target machine, module, descriptor, passes, object; linking
 */
@@ -283,6 +284,10 @@ KC_FUNC void kx_gen_compact(Gen *g);
 KC_FUNC void kx_gen_nkeep(Gen *g, const KiFn *f);
 KC_FUNC void kx_gen_hmean(Gen *g);
 KC_FUNC void kx_gen_qround(Gen *g);
+/* sel.c: selection rules beyond top-k */
+KC_FUNC void kx_gen_tfilter(Gen *g);
+KC_FUNC void kx_gen_mtotal(Gen *g);
+KC_FUNC void kx_gen_ksum(Gen *g);
 /* tmap.c: the policy's expressions (0, or -1: out of memory) */
 KC_FUNC int kx_gen_tmap(Gen *g, const KiFn *f, const KiPlan *p);
 KC_FUNC int kx_gen_observe(Gen *g, const KiFn *f, const KiPlan *p);

@@ -34,6 +34,10 @@ static LLVMValueRef tm_bin(Gen *g, int op, LLVMValueRef a, LLVMValueRef b, LLVMV
 	case KO_log: return intr(g, "llvm.log", t, &a, 1);
 	case KO_sqrt: return intr(g, "llvm.sqrt", t, &a, 1);
 	case KO_abs: return intr(g, "llvm.fabs", t, &a, 1);
+	case KO_sin: return intr(g, "llvm.sin", t, &a, 1);
+	case KO_cos: return intr(g, "llvm.cos", t, &a, 1);
+	case KO_floor: return intr(g, "llvm.floor", t, &a, 1);
+	case KO_rint: return intr(g, "llvm.roundeven", t, &a, 1);   /* ties to even, whatever the mode */
 	case KO_add: return LLVMBuildFAdd(bd, a, b, "");
 	case KO_sub: return LLVMBuildFSub(bd, a, b, "");
 	case KO_mul: return LLVMBuildFMul(bd, a, b, "");
@@ -70,7 +74,7 @@ static LLVMValueRef tm_bin(Gen *g, int op, LLVMValueRef a, LLVMValueRef b, LLVMV
 
 /* context fields (kvcc_tmap_ctx: 8 bytes each) */
 enum { TC_vals, TC_par, TC_K, TC_V, TC_pos, TC_state, TC_n, TC_ldk, TC_sstride, TC_layer, TC_head, TC_layers,
-       TC_heads, TC_step, TC_obs, TC_attn, TC_lda, TC_err, TC_roff };
+       TC_heads, TC_step, TC_obs, TC_attn, TC_lda, TC_err, TC_roff, TC_ratio, TC_budget, TC_wts };
 
 typedef struct Tm {
 	Gen *g;
@@ -180,6 +184,88 @@ static LLVMValueRef tm_i64(Gen *g, unsigned long long v, int w)
 	for (int i = 0; i < w; i++)
 		ks[i] = k;
 	return LLVMConstVector(ks, (unsigned)w);
+}
+
+/* x.ratio (the instance's removed fraction: the ratio, or 1 - min(budget, n)/n with a budget) and
+** x.nkeep (the generated kvcc_nkeep: the budget schedule) in double, as the reference (interp.c
+** ratioof, ki_nkeep), rounded to f32; ctx ratio / budget are the call's kvcc_args */
+static LLVMValueRef tm_budget(Tm *T, int inf)
+{
+	Gen *g = T->g;
+	LLVMBuilderRef b = g->b;
+	LLVMTypeRef dt = LLVMDoubleTypeInContext(g->cx);
+	LLVMValueRef ratio = tm_field(T, TC_ratio, dt), budget = tm_field(T, TC_budget, g->i64);
+	if (inf == INF_nkeep) {
+		LLVMValueRef nk = LLVMGetNamedFunction(g->m, "kvcc_nkeep");
+		LLVMTypeRef ps[6] = { g->ptr, g->i64, g->i64, g->i64, dt, g->i64 };
+		LLVMValueRef av[6] = { tm_field(T, TC_par, g->ptr), tm_field(T, TC_layer, g->i64), tm_field(T, TC_layers, g->i64),
+		                       T->n, ratio, budget };
+		LLVMValueRef k = LLVMBuildCall2(b, LLVMFunctionType(g->i64, ps, 6, 0), nk, av, 6, "");
+		return LLVMBuildSIToFP(b, k, g->f32, "");
+	}
+	LLVMValueRef nd = LLVMBuildSIToFP(b, T->n, dt, "");
+	LLVMValueRef bmin = LLVMBuildSelect(b, LLVMBuildICmp(b, LLVMIntSLT, budget, T->n, ""), budget, T->n, "");
+	LLVMValueRef byb = LLVMBuildFSub(b, LLVMConstReal(dt, 1), LLVMBuildFDiv(b, LLVMBuildSIToFP(b, bmin, dt, ""), nd, ""), "");
+	byb = LLVMBuildSelect(b, LLVMBuildICmp(b, LLVMIntSGT, T->n, ci(g, 0), ""), byb, LLVMConstReal(dt, 0), "");
+	LLVMValueRef r = LLVMBuildSelect(b, LLVMBuildICmp(b, LLVMIntSLT, budget, ci(g, 0), ""), ratio, byb, "");
+	return LLVMBuildFPTrunc(b, r, g->f32, "");
+}
+
+/* Weight in->aux at this instance: its elements (group × chan chunks) from the packed buffer
+** ctx.wts (runtime/artifact.h KaWeight: declaration order, each row-major over its declared
+** axes, layer = layers, head = heads, group = G, chan = d). A chan chunk is one vector load when
+** chan is the last axis, else W strided loads. */
+static void tm_weight(Tm *T, const KiIns *in, LLVMValueRef *out)
+{
+	Gen *g = T->g;
+	LLVMBuilderRef b = g->b;
+	const KiFn *f = T->f;
+	LLVMValueRef L = tm_field(T, TC_layers, g->i64), H = tm_field(T, TC_heads, g->i64);
+	LLVMValueRef off = ci(g, 0);
+	for (int k = 0; k <= (int)in->aux; k++) {        /* the weights before it, then its own size */
+		const KiWeight *w = &f->w[k];
+		LLVMValueRef cnt = ci(g, 1);
+		for (int j = 0; j < w->ndim && k < (int)in->aux; j++)
+			cnt = LLVMBuildMul(b, cnt, w->ax[j] == WA_layer ? L : w->ax[j] == WA_head ? H
+			                                     : ci(g, w->ax[j] == WA_group ? g->G : g->d), "");
+		if (k < (int)in->aux)
+			off = LLVMBuildAdd(b, off, cnt, "");
+	}
+	/* row-major strides of its axes, and the instance's offset (layer, head) */
+	const KiWeight *w = &f->w[in->aux];
+	LLVMValueRef st[KI_MAXWDIM], s = ci(g, 1), sg = ci(g, 0), sc = ci(g, 0);
+	int cstride1 = w->ax[w->ndim - 1] == WA_chan;
+	for (int j = w->ndim - 1; j >= 0; j--) {
+		st[j] = s;
+		s = LLVMBuildMul(b, s, w->ax[j] == WA_layer ? L : w->ax[j] == WA_head ? H
+		                       : ci(g, w->ax[j] == WA_group ? g->G : g->d), "");
+	}
+	for (int j = 0; j < w->ndim; j++) {
+		if (w->ax[j] == WA_layer)
+			off = LLVMBuildAdd(b, off, LLVMBuildMul(b, tm_field(T, TC_layer, g->i64), st[j], ""), "");
+		else if (w->ax[j] == WA_head)
+			off = LLVMBuildAdd(b, off, LLVMBuildMul(b, tm_field(T, TC_head, g->i64), st[j], ""), "");
+		else if (w->ax[j] == WA_group)
+			sg = st[j];
+		else
+			sc = st[j];
+	}
+	LLVMValueRef base = tm_field(T, TC_wts, g->ptr);
+	int ng = tm_ng(T, in->axes), nc = tm_nc(T, in->axes), wc = (in->axes & AXM(AX_chan)) ? g->W : 1;
+	for (int gg = 0; gg < ng; gg++)
+		for (int c = 0; c < nc; c++) {
+			LLVMValueRef o = LLVMBuildAdd(b, off, LLVMBuildAdd(b, LLVMBuildMul(b, ci(g, gg), sg, ""),
+			                                                   LLVMBuildMul(b, ci(g, (long)c * wc), sc, ""), ""), "");
+			if (wc == 1 || cstride1) {
+				out[gg * nc + c] = loadf(g, base, o, wc);
+				continue;
+			}
+			LLVMValueRef v = LLVMGetPoison(fty(g, wc));
+			for (int l = 0; l < wc; l++)
+				v = LLVMBuildInsertElement(b, v, ldf(g, base, LLVMBuildAdd(b, o, LLVMBuildMul(b, ci(g, l), sc, ""), "")),
+				                           LLVMConstInt(g->i32, (unsigned long long)l, 0), "");
+			out[gg * nc + c] = v;
+		}
 }
 
 /* ki_rand(seed, layer, head, pos) for the step's tokens */
@@ -425,6 +511,9 @@ static void tm_eval(Tm *T, int i, LLVMValueRef *out)
 	case KO_rand:
 		out[0] = tm_rand(T, tm_opnd(T, in->arg[0], 0, 0, 1));
 		return;
+	case KO_weight:
+		tm_weight(T, in, out);
+		return;
 	case KO_attn: {          /* observe hook: this step's probabilities, [group][lda] */
 		LLVMValueRef at = tm_field(T, TC_attn, g->ptr), lda = tm_field(T, TC_lda, g->i64);
 		for (int gg = 0; gg < tm_ng(T, ax); gg++)
@@ -440,6 +529,10 @@ static void tm_eval(Tm *T, int i, LLVMValueRef *out)
 	case KO_info: {
 		static const int fld[] = { [INF_layer] = TC_layer, [INF_head] = TC_head, [INF_nlayers] = TC_layers,
 		                           [INF_nheads] = TC_heads, [INF_step] = TC_step };
+		if (in->aux == INF_ratio || in->aux == INF_nkeep) {
+			out[0] = tm_budget(T, in->aux);
+			return;
+		}
 		out[0] = in->aux == INF_scale ? cfv(g, (double)(float)(1.0 / sqrt((double)g->d)), 1)
 		                              : LLVMBuildSIToFP(b, tm_field(T, fld[in->aux], g->i64), g->f32, "");
 		return;

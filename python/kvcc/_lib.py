@@ -83,6 +83,8 @@ _RT_PROTOS = {
     "kvcc_param_info": (c_int, [P, c_int, POINTER(c_char_p), POINTER(c_double)]),
     "kvcc_state_count": (c_int, [P]),
     "kvcc_state_info": (c_int, [P, c_int, POINTER(c_char_p), POINTER(c_double)]),
+    "kvcc_weight_count": (c_int, [P]),
+    "kvcc_weight_info": (c_int, [P, c_int, POINTER(c_char_p), POINTER(c_int)]),
     "kvcc_policy_when": (c_int, [P, POINTER(c_int)]),
     "kvcc_policy_obs": (c_int, [P, P, POINTER(c_int)]),
     "kvcc_policy_info": (c_int, [P, POINTER(c_uint32), POINTER(c_int)]),

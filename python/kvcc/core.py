@@ -90,6 +90,13 @@ class Policy:
             nm, d = c_char_p(), c_double()
             _call(rt, "kvcc_state_info", self._h, i, byref(nm), byref(d))
             self.state[nm.value.decode()] = d.value
+        #: the weights the policy declares (kv.weights); this binding does not pass them yet, so
+        #: compress fails with the C API's message for such a policy
+        self.weights: list[str] = []
+        for i in range(rt.kvcc_weight_count(self._h)):
+            nm, nd = c_char_p(), c_int()
+            _call(rt, "kvcc_weight_info", self._h, i, byref(nm), byref(nd))
+            self.weights.append(nm.value.decode())
         every = c_int()
         w = _call(rt, "kvcc_policy_when", self._h, byref(every))
         self.when: str = "decode" if w == 1 else "prefill"

@@ -135,6 +135,11 @@ def prefill_policies(rng):
                 continue
             if pol.when != "prefill":
                 continue
+            if pol.weights:              # kvcc_plan_set_weight is not in the binding yet
+                if dtype == "f32":
+                    S.skip("%s (weights)" % name, "the binding does not pass weights (%s) yet"
+                           % ", ".join(pol.weights))
+                continue
             params = CASE_PARAMS.get(name, {})
             for mode in ("ratio", "budget"):
                 case = make_case(rng, pol, L, H, G, n, d, params)

@@ -65,6 +65,43 @@ static inline double decode(const void *src, int dt)
 	return (double)h;
 }
 
+/*
+** The policy's declared weights for a case (layer L, head H, group G, chan d; no out axes):
+** values in [-4, 4) exact in f32 from their own generator (so a policy with weights leaves the
+** shared sequence alone), packed in declaration order, each row-major over its declared axes
+** (the layout kvcc_plan_set_weight and KvgArgs.wts take). wd[i] points into *dv (double copies
+** for the interpreter); *fv holds the f32 values. 0, or -1 out of memory / an out axis.
+*/
+static inline int cg_weights(const KiFn *f, int L, int H, int G, int d, KiWData *wd, float **fv, double **dv)
+{
+	size_t tot = 0, cnt[KI_MAXW];
+	for (int i = 0; i < f->nw; i++) {
+		cnt[i] = 1;
+		wd[i].name = f->w[i].name, wd[i].ndim = f->w[i].ndim;
+		for (int j = 0; j < f->w[i].ndim; j++) {
+			int a = f->w[i].ax[j];
+			if (a == WA_out)
+				return -1;
+			wd[i].shape[j] = a == WA_layer ? L : a == WA_head ? H : a == WA_group ? G : d;
+			cnt[i] *= (size_t)wd[i].shape[j];
+		}
+		tot += cnt[i];
+	}
+	*fv = malloc((tot + 1) * sizeof(float));
+	*dv = malloc((tot + 1) * sizeof(double));
+	if (!*fv || !*dv)
+		return -1;
+	uint64_t x = 0x2545f4914f6cdd1dull;
+	for (size_t k = 0; k < tot; k++) {
+		x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+		(*fv)[k] = (float)((double)(x >> 40) / 2097152.0 - 4.0);
+		(*dv)[k] = (*fv)[k];
+	}
+	for (int i = 0, o = 0; i < f->nw; o += (int)cnt[i], i++)
+		wd[i].data = *dv + o;
+	return 0;
+}
+
 static inline double pval(const KiFn *f, const double *par, KiRef r, double def)
 {
 	return KI_RKIND(r) == RK_CON ? f->con[KI_RIDX(r)] : KI_RKIND(r) == RK_PAR ? par[KI_RIDX(r)] : def;
@@ -98,7 +135,32 @@ static inline double case_margin(const KiFn *f, const double *par, const KiCase 
 				worst = rel;
 		}
 	}
+	/* mass: every cumulative share of the best unprotected scores away from p */
+	double mp = f->sel.kind == SEL_mass ? pval(f, par, f->sel.mass, 0) : NAN;
+	for (int k = 0; !isnan(mp) && k < c->L * c->H; k++) {
+		int n = c->len ? c->len[k] : c->n, m = 0;
+		double tot = 0, acc = 0;
+		for (int t = S; t < n - R; t++)
+			tot += v[m++] = r->scores[(size_t)k * c->n + t];
+		qsort(v, (size_t)m, sizeof *v, cmpd);
+		for (int j = 0; tot > 0 && j < m; j++) {
+			double rel = fabs((acc += v[j] / tot) - mp);
+			if (rel < worst)
+				worst = rel;
+		}
+	}
 	free(v);
+	/* threshold: every unprotected score away from tau (f32 kernels vs the double reference) */
+	double tau = f->sel.kind == SEL_threshold ? pval(f, par, f->sel.tau, 0) : NAN;
+	for (int k = 0; !isnan(tau) && k < c->L * c->H; k++) {
+		int n = c->len ? c->len[k] : c->n;
+		for (int t = S; t < n - R; t++) {
+			double s = r->scores[(size_t)k * c->n + t];
+			double rel = fabs(s - tau) / fmax(1, fmax(fabs(s), fabs(tau)));
+			if (isfinite(s) && rel < worst)
+				worst = rel;
+		}
+	}
 	return worst;
 }
 

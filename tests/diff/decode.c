@@ -45,6 +45,8 @@ typedef struct Ref {
 	float *K, *V;            /* [L][H][cap][d] rounded values */
 	int32_t len[L * H], *pos;
 	double *state;           /* [nst][L][H][cap] */
+	int nw;                  /* the policy's weights (casegen.h cg_weights) */
+	const KiWData *w;
 } Ref;
 
 static int fails(const char *name, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -93,7 +95,7 @@ static int step(const char *name, const KiFn *f, kvcc_plan *pl, kvcc_cache *c, R
 		if (kvcc_decode_layer(pl, c, l, q + (size_t)l * H * G * d, out + (size_t)l * H * G * d) != 0)
 			rc = fails(name, "decode: %s", kvcc_last_error());
 	KiCase kc = { .L = L, .H = H, .G = G, .d = d, .n = cap, .len = R->len, .K = R->K, .V = R->V, .pos = R->pos,
-	              .dtype = dt, .step = stepno };
+	              .dtype = dt, .step = stepno, .nw = R->nw, .w = R->w };
 	KiErr e = { 0 };
 	double *sref = R->nst ? R->state : malloc(8);
 	if (!rc && ki_observe(f, &kc, q, sref, ref, &e) != 0)
@@ -200,6 +202,9 @@ static void run_case(const Case *cf, const char *host)
 		par[rec] = 8;
 	kvcc_plan *pl = NULL;
 	KiResult r = { 0 };
+	KiWData wd[KI_MAXW];
+	float *wf = NULL;
+	double *wdv = NULL;
 	for (int k = 0; k < L * H; k++) {
 		len[k] = R.len[k] = n0[k];
 		for (int t = 0; t < n0[k]; t++) {
@@ -220,6 +225,22 @@ static void run_case(const Case *cf, const char *host)
 		printf("FAIL %s: plan: %s\n", name, kvcc_last_error());
 		goto out;
 	}
+	if (f->nw && cg_weights(f, L, H, G, d, wd, &wf, &wdv) != 0) {
+		printf("FAIL %s: weights: out of memory or an out axis\n", name);
+		goto out;
+	}
+	for (int i = 0, wo = 0; i < f->nw; i++) {       /* the plan's weights: the same values */
+		int64_t shp[KI_MAXWDIM];
+		size_t cnt = 1;
+		for (int j = 0; j < wd[i].ndim; j++)
+			shp[j] = wd[i].shape[j], cnt *= (size_t)shp[j];
+		if (kvcc_plan_set_weight(pl, wd[i].name, wf + wo, wd[i].ndim, shp) != 0) {
+			printf("FAIL %s: kvcc_plan_set_weight: %s\n", name, kvcc_last_error());
+			goto out;
+		}
+		wo += (int)cnt;
+	}
+	R.nw = f->nw, R.w = wd;
 	kvcc_cache c = { Ks, Vs, pos, len, state };
 	for (int s = 0; s < S; s++)
 		if (step(name, f, pl, &c, &R, Ks, Vs, st, s) != 0)
@@ -227,7 +248,8 @@ static void run_case(const Case *cf, const char *host)
 	/* compress on the accumulated state */
 	double ratio = 0.5;
 	KiCase kc = { .L = L, .H = H, .G = G, .d = d, .n = cap, .len = R.len, .K = R.K, .V = R.V, .pos = R.pos,
-	              .state = nst ? R.state : NULL, .dtype = dt, .params = par, .ratio = ratio, .budget = -1, .step = S - 1 };
+	              .state = nst ? R.state : NULL, .dtype = dt, .params = par, .ratio = ratio, .budget = -1, .step = S - 1,
+	              .nw = f->nw, .w = wd };
 	if (ki_run(f, &kc, &r, &e) != 0) {
 		printf("FAIL %s: ki_run: %s\n", name, e.msg);
 		goto out;
@@ -291,6 +313,7 @@ done:
 	ki_result_free(&r);
 	kvcc_plan_destroy(pl);
 	free(R.K), free(R.V), free(R.pos), free(R.state), free(Ks), free(Vs), free(pos), free(state);
+	free(wf), free(wdv);
 	kvcc_close(p);
 	ki_free(f);
 }

@@ -216,6 +216,13 @@ static void run_case(const Cfg *cf, const char *host)
 		}
 	snprintf(name + strlen(name), sizeof name - strlen(name), "%s%s", poskind == 1 ? " pos+1000" :
 	         poskind == 2 ? " gapped" : "", budget >= 0 && budget < nprot ? " budget<protected" : "");
+	KiWData wd[KI_MAXW];
+	float *wf = NULL;
+	double *wdv = NULL;
+	if (f->nw && cg_weights(f, L, H, G, d, wd, &wf, &wdv) != 0) {
+		printf("FAIL %s: weights: out of memory or an out axis\n", name);
+		goto out;
+	}
 	int ok = 0;
 	for (int attempt = 0; attempt < 20 && !ok; attempt++) {
 		for (size_t i = 0; i < nkv; i++) {
@@ -225,7 +232,8 @@ static void run_case(const Cfg *cf, const char *host)
 		for (size_t i = 0; i < nq; i++)
 			Q[i] = ki_round((float)(urand() * 4 - 2), cf->dtype);
 		KiCase c = { .L = L, .H = H, .G = G, .d = d, .n = n, .len = len0, .O = O, .K = K, .V = V, .Q = O ? Q : NULL,
-		             .pos = posr, .dtype = cf->dtype, .params = par, .ratio = ratio, .budget = budget };
+		             .pos = posr, .dtype = cf->dtype, .params = par, .ratio = ratio, .budget = budget,
+		             .nw = f->nw, .w = wd };
 		ki_result_free(&r);
 		if (ki_run(f, &c, &r, &e) != 0) {
 			printf("FAIL %s: interpreter: %s\n", name, e.msg);
@@ -283,7 +291,17 @@ static void run_case(const Cfg *cf, const char *host)
 	kvcc_cache cache = { Ks, Vs, pos, len, NULL };
 	kvcc_obs obs = { O, Qs, uselse ? lse : NULL, NULL };
 	kvcc_args args = { ratio, budget, par, 0, sc };
-	int rc = kvcc_compress(pl, &cache, &obs, &args);
+	int rc = 0;
+	for (int i = 0, wo = 0; i < f->nw && !rc; i++) {     /* the plan's weights: the same values */
+		int64_t shp[KI_MAXWDIM];
+		size_t cnt = 1;
+		for (int j = 0; j < wd[i].ndim; j++)
+			shp[j] = wd[i].shape[j], cnt *= (size_t)shp[j];
+		rc = kvcc_plan_set_weight(pl, wd[i].name, wf + wo, wd[i].ndim, shp);
+		wo += (int)cnt;
+	}
+	if (!rc)
+		rc = kvcc_compress(pl, &cache, &obs, &args);
 	kvcc_plan_destroy(pl);
 	if (rc != 0) {
 		printf("FAIL %s: compress: %s\n", name, kvcc_last_error());
@@ -351,6 +369,7 @@ out:
 done:
 	ki_result_free(&r);
 	free(K), free(V), free(Q), free(sc), free(Ks), free(Vs), free(Qs), free(pos), free(posr), free(lse);
+	free(wf), free(wdv);
 	kvcc_close(p);
 	ki_free(f);
 }

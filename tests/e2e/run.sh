@@ -72,6 +72,24 @@ for attn in kvcc ref; do
     bad "$detail"; check "[$attn attention] mean NLL over tinystories_valid_70 = 1.2894 +- 5e-4 (README)" "$detail" $?
 done
 
+# ---- kvcc eval --weights: duo's head ranks [layer 5, head 4] from an .npz through the compiled
+# policy (weights, threshold); a missing weight and a wrong shape are one-line errors (a smoke test:
+# duo's numbers have no oracle here) ---------------------------------------------------------------
+"$PY" -c "import numpy as np, sys; np.savez(sys.argv[1], duo_rank=np.arange(20.0).reshape(5, 4)); \
+np.savez(sys.argv[2], duo_rank=np.zeros((5, 3)))" "$TMP/duo.npz" "$TMP/bad.npz"
+EV "$ROOT/policies/duo.lua" --data "$STORIES" --stories 0:2 --ratios 0,0.5 --weights "$TMP/duo.npz" \
+    > "$TMP/duo.out" 2> "$TMP/duo.err"
+rc=$?
+check "kvcc eval --weights runs duo" "rc $rc $(head -c 300 "$TMP/duo.err")" $rc
+EV "$ROOT/policies/duo.lua" --data "$STORIES" --stories 0:2 > /dev/null 2> "$TMP/duo.err"
+rc=$?
+[ $rc -ne 0 ] && grep -q "declares weight 'duo_rank': give it with --weights" "$TMP/duo.err"
+check "kvcc eval without duo's weight: an error" "rc $rc $(head -c 300 "$TMP/duo.err")" $?
+EV "$ROOT/policies/duo.lua" --data "$STORIES" --stories 0:2 --weights "$TMP/bad.npz" > /dev/null 2> "$TMP/duo.err"
+rc=$?
+[ $rc -ne 0 ] && grep -q "duo.lua:10:24: error: weight 'duo_rank' has shape (5, 3)" "$TMP/duo.err"
+check "kvcc eval with a weight of the wrong shape: an error at the declaration" "rc $rc $(head -c 300 "$TMP/duo.err")" $?
+
 # ---- kvcc eval == eval_ref.py (numpy) on stories 0-5, ratios 0 / 0.25 / 0.5 -----------------
 POLS="streaming_llm knorm snapkv tova observed_attention"
 RANGE=0:6

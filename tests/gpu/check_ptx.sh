@@ -20,7 +20,8 @@ if ! "$B/kvcc" dev cuda policies/knorm.lua --head-dim 8 >/dev/null 2>"$out/probe
 	cat "$out/probe.err"; echo "0 passed, 1 failed, 0 skipped"; exit 1
 fi
 pi=0
-for p in policies/*.lua tests/policies/scope_*.lua; do
+for p in policies/*.lua tests/policies/scope_*.lua tests/policies/ewmath.lua tests/policies/wtest.lua \
+	 tests/policies/mass_head.lua; do
 	pi=$((pi + 1))
 	# a policy the planner refuses (issue 13 rules not yet in the kernels) is a SKIP that says so
 	if "$B/kvcc" dev cuda "$p" --head-dim 8 --gen-only >"$out/log" 2>&1; then :; else

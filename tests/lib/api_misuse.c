@@ -4,7 +4,8 @@
 ** and damaged artifacts (truncated at several offsets, single bytes flipped through code and
 ** data, a FIFO, a directory, a bare name with LD_LIBRARY_PATH elsewhere). Every case must be
 ** a clean error code with a message, never a crash, a hang or a use-after-free (check-san runs
-** this under ASan + UBSan). Usage: api_misuse WORKDIR (policies/ from the repository root).
+** this under ASan + UBSan); weights given wrongly (an unknown name, a wrong shape, NaN, a
+** missing one at compress). Usage: api_misuse WORKDIR (policies/ from the repository root).
 */
 #include <stdio.h>
 #include <stdlib.h>
@@ -353,6 +354,82 @@ static void bare(const char *so, const char *self)
 	check("a bare name opens ./name, never the library search path", system(cmd) == 0);
 }
 
+/* --- weights (kvcc_plan_set_weight): tests/policies/wtest.lua declares five ------------------ */
+static void weights(void)
+{
+	char so[1000];
+	path(so, sizeof so, "wtest.so");
+	kvcc_spec s = { KVCC_F32, D, G, KVCC_TARGET_NATIVE };
+	kvcc_policy *p = NULL;
+	kvcc_plan *pl = NULL;
+	if (kvcc_compile_so("tests/policies/wtest.lua", &s, so, 0) != 0 || kvcc_open(so, &p) != 0) {
+		check("weights: compile and open tests/policies/wtest.lua", 0);
+		return;
+	}
+	kvcc_layout lay = layout();
+	check("weights: plan", kvcc_plan_create(p, &lay, 0, 1, &pl) == 0);
+	const char *nm = NULL;
+	int nd = 0;
+	check("weights: count and info", kvcc_weight_count(p) == 5 && kvcc_weight_info(p, 0, &nm, &nd) == 0 && nm &&
+	      nd >= 2 && is(kvcc_weight_info(p, 5, &nm, &nd), KVCC_EINVAL));
+	static float w[L * H * G * D * 4];
+	int64_t wk[3] = { L, H, D }, wb[2] = { L, H };
+	Cache c;
+	cache_init(&c, 0, 7);
+	if (pl) {
+		check("weights: compress before any weight is given", is(compress(pl, &c), KVCC_EINVAL) &&
+		      strstr(kvcc_last_error(), "was not given"));
+		check("weights: an unknown name", is(kvcc_plan_set_weight(pl, "nope", w, 2, wb), KVCC_EINVAL) &&
+		      strstr(kvcc_last_error(), "declares no weight 'nope'"));
+		int64_t tr[3] = { H, L, D };
+		check("weights: a wrong shape", is(kvcc_plan_set_weight(pl, "wk", w, 3, tr), KVCC_EINVAL) &&
+		      strstr(kvcc_last_error(), "has shape"));
+		int64_t bad[3] = { L, H, D + 1 };
+		check("weights: a wrong size", is(kvcc_plan_set_weight(pl, "wk", w, 3, bad), KVCC_EINVAL) &&
+		      strstr(kvcc_last_error(), "has shape"));
+		check("weights: too few dimensions", is(kvcc_plan_set_weight(pl, "wk", w, 2, wk), KVCC_EINVAL));
+		check("weights: null data", is(kvcc_plan_set_weight(pl, "wk", NULL, 3, wk), KVCC_EINVAL));
+		check("weights: null shape", is(kvcc_plan_set_weight(pl, "wk", w, 3, NULL), KVCC_EINVAL));
+		w[5] = 0.0f / 0.0f;
+		check("weights: a NaN", is(kvcc_plan_set_weight(pl, "wk", w, 3, wk), KVCC_EINVAL) &&
+		      strstr(kvcc_last_error(), "non-finite"));
+		w[5] = 1.0f / 0.0f;
+		check("weights: an infinity", is(kvcc_plan_set_weight(pl, "wk", w, 3, wk), KVCC_EINVAL));
+		w[5] = 0;
+		check("weights: wk and wb given", kvcc_plan_set_weight(pl, "wk", w, 3, wk) == 0 &&
+		      kvcc_plan_set_weight(pl, "wb", w, 2, wb) == 0);
+		check("weights: compress with three still missing", is(compress(pl, &c), KVCC_EINVAL) &&
+		      strstr(kvcc_last_error(), "was not given"));
+		int64_t wq[3] = { H, G, D }, wt[2] = { D, L }, wg[3] = { G, L, H };
+		check("weights: all given", kvcc_plan_set_weight(pl, "wq", w, 3, wq) == 0 &&
+		      kvcc_plan_set_weight(pl, "wt", w, 2, wt) == 0 && kvcc_plan_set_weight(pl, "wg", w, 3, wg) == 0);
+		check("weights: compress", compress(pl, &c) == 0);
+		w[0] = 2;              /* new values: no recompilation, the plan takes them */
+		check("weights: changed and compress again", kvcc_plan_set_weight(pl, "wk", w, 3, wk) == 0 &&
+		      compress(pl, &c) == 0);
+	}
+	check("weights: null plan", is(kvcc_plan_set_weight(NULL, "wk", w, 3, wk), KVCC_EINVAL));
+	cache_free(&c);
+	kvcc_plan_destroy(pl);
+	kvcc_close(p);
+	remove(so);
+	/* select mass over a negative score: a message with the place, never a crash */
+	p = NULL, pl = NULL;
+	if (kvcc_compile_so("tests/policies/mass_signed.lua", &s, so, 0) != 0 || kvcc_open(so, &p) != 0) {
+		check("mass: compile and open tests/policies/mass_signed.lua", 0);
+		return;
+	}
+	cache_init(&c, 0, 11);
+	check("mass: plan", kvcc_plan_create(p, &lay, 0, 1, &pl) == 0);
+	if (pl)
+		check("mass: a negative score is an error with its place", is(compress(pl, &c), KVCC_EINVAL) &&
+		      strstr(kvcc_last_error(), "mass_signed.lua:7:") && strstr(kvcc_last_error(), "mass needs scores >= 0"));
+	cache_free(&c);
+	kvcc_plan_destroy(pl);
+	kvcc_close(p);
+	remove(so);
+}
+
 int main(int argc, char **argv)
 {
 	if (argc == 2 && !strcmp(argv[1], "--bare"))
@@ -381,6 +458,7 @@ int main(int argc, char **argv)
 		check("open", 0);
 	artifacts(so);
 	bare(so, self);
+	weights();
 	printf("api_misuse: %d of %d cases passed\n", ncase - nfail, ncase);
 	return nfail ? 1 : 0;
 }

@@ -1,0 +1,91 @@
+/*
+** Selection rules beyond top-k in generated code (issue 13; DESIGN §3 "Selection rules"):
+**
+**   tfilter   threshold τ: the candidates of one (layer, head) — its protected tokens and the
+**             others whose score is >= τ (compared in double, as the reference; NaN never) —
+**             keep their selkeys key, the rest get key 0, below every candidate. The runtime
+**             then takes the top min(count, candidates) keys of the scope group with the
+**             radix select (topk), as for top-k.
+**   mtotal    mass p: the sum of the unprotected scores of one (layer, head) (double, token
+**   ksum      order) and the first one that is not >= 0 (a run-time error); ksum, the sum of the
+**             unprotected scores whose key is >= a threshold. The runtime bisects the count k of
+**             the best unprotected tokens (topk per probe) for the smallest k whose sum reaches
+**             p of the total, then keeps the best min(cap, protected + k) as for top-k.
+*/
+#include "codegen/x86/gen.h"
+
+/* i64 tfilter(score, n, S, R, tau, key): key[i] = 0 for every unprotected token i (S <= i <
+** n - R) whose score is not >= tau; returns the number of keys left (the candidates) */
+void kx_gen_tfilter(Gen *g)
+{
+	LLVMTypeRef f64 = LLVMDoubleTypeInContext(g->cx);
+	LLVMTypeRef ps[6] = { g->ptr, g->i64, g->i64, g->i64, f64, g->ptr };
+	newfn(g, "kvcc_tfilter", g->i64, ps, 6);
+	LLVMValueRef sc = LLVMGetParam(g->fn, 0), n = LLVMGetParam(g->fn, 1), S = LLVMGetParam(g->fn, 2);
+	LLVMValueRef R = LLVMGetParam(g->fn, 3), tau = LLVMGetParam(g->fn, 4), key = LLVMGetParam(g->fn, 5);
+	LLVMBuilderRef b = g->b;
+	LLVMValueRef nr = LLVMBuildSub(b, n, R, ""), mp = entry_alloca(g, g->i64);
+	LLVMBuildStore(b, ci(g, 0), mp);
+	Loop lp;
+	LLVMValueRef i = loop_begin2(g, ci(g, 0), n, 1, 1, &lp);
+	LLVMValueRef prot = LLVMBuildOr(b, LLVMBuildICmp(b, LLVMIntSLT, i, S, ""), LLVMBuildICmp(b, LLVMIntSGE, i, nr, ""), "");
+	LLVMValueRef ge = LLVMBuildFCmp(b, LLVMRealOGE, LLVMBuildFPExt(b, ld(g, g->f32, sc, i, 4), f64, ""), tau, "");
+	LLVMValueRef in = LLVMBuildOr(b, prot, ge, "");
+	st_(g, g->i64, LLVMBuildSelect(b, in, ld(g, g->i64, key, i, 8), ci(g, 0), ""), key, i, 8);
+	LLVMBuildStore(b, LLVMBuildAdd(b, LLVMBuildLoad2(b, g->i64, mp, ""), LLVMBuildZExt(b, in, g->i64, ""), ""), mp);
+	loop_end(g, &lp);
+	LLVMBuildRet(b, LLVMBuildLoad2(b, g->i64, mp, ""));
+}
+
+/* i64 mtotal(score, n, S, R, tot): *tot = the sum (double, in token order) of the unprotected
+** scores (S <= i < n - R); returns the first unprotected i whose score is not >= 0, or -1 */
+void kx_gen_mtotal(Gen *g)
+{
+	LLVMTypeRef f64 = LLVMDoubleTypeInContext(g->cx);
+	LLVMTypeRef ps[5] = { g->ptr, g->i64, g->i64, g->i64, g->ptr };
+	newfn(g, "kvcc_mtotal", g->i64, ps, 5);
+	LLVMValueRef sc = LLVMGetParam(g->fn, 0), n = LLVMGetParam(g->fn, 1), S = LLVMGetParam(g->fn, 2);
+	LLVMValueRef R = LLVMGetParam(g->fn, 3), tot = LLVMGetParam(g->fn, 4);
+	LLVMBuilderRef b = g->b;
+	LLVMValueRef nr = LLVMBuildSub(b, n, R, ""), acc = entry_alloca(g, f64), bad = entry_alloca(g, g->i64);
+	LLVMBuildStore(b, LLVMConstReal(f64, 0), acc);
+	LLVMBuildStore(b, ci(g, -1), bad);
+	Loop lp;
+	LLVMValueRef i = loop_begin2(g, ci(g, 0), n, 1, 1, &lp);
+	LLVMValueRef prot = LLVMBuildOr(b, LLVMBuildICmp(b, LLVMIntSLT, i, S, ""), LLVMBuildICmp(b, LLVMIntSGE, i, nr, ""), "");
+	LLVMValueRef v = LLVMBuildFPExt(b, ld(g, g->f32, sc, i, 4), f64, "");
+	LLVMValueRef a = LLVMBuildLoad2(b, f64, acc, "");
+	LLVMBuildStore(b, LLVMBuildSelect(b, prot, a, LLVMBuildFAdd(b, a, v, ""), ""), acc);
+	LLVMValueRef neg = LLVMBuildAnd(b, LLVMBuildNot(b, prot, ""),
+	                                LLVMBuildNot(b, LLVMBuildFCmp(b, LLVMRealOGE, v, LLVMConstReal(f64, 0), ""), ""), "");
+	LLVMValueRef bv = LLVMBuildLoad2(b, g->i64, bad, "");
+	LLVMValueRef first = LLVMBuildAnd(b, neg, LLVMBuildICmp(b, LLVMIntSLT, bv, ci(g, 0), ""), "");
+	LLVMBuildStore(b, LLVMBuildSelect(b, first, i, bv, ""), bad);
+	loop_end(g, &lp);
+	st_(g, f64, LLVMBuildLoad2(b, f64, acc, ""), tot, ci(g, 0), 8);
+	LLVMBuildRet(b, LLVMBuildLoad2(b, g->i64, bad, ""));
+}
+
+/* double ksum(key, score, n, thr): the sum (double, token order) of score[i] over the unprotected
+** keys (bit 63 clear) >= thr */
+void kx_gen_ksum(Gen *g)
+{
+	LLVMTypeRef f64 = LLVMDoubleTypeInContext(g->cx);
+	LLVMTypeRef ps[4] = { g->ptr, g->ptr, g->i64, g->i64 };
+	newfn(g, "kvcc_ksum", f64, ps, 4);
+	LLVMValueRef key = LLVMGetParam(g->fn, 0), sc = LLVMGetParam(g->fn, 1), n = LLVMGetParam(g->fn, 2);
+	LLVMValueRef thr = LLVMGetParam(g->fn, 3);
+	LLVMBuilderRef b = g->b;
+	LLVMValueRef acc = entry_alloca(g, f64);
+	LLVMBuildStore(b, LLVMConstReal(f64, 0), acc);
+	Loop lp;
+	LLVMValueRef i = loop_begin2(g, ci(g, 0), n, 1, 1, &lp);
+	LLVMValueRef k = ld(g, g->i64, key, i, 8);
+	LLVMValueRef in = LLVMBuildAnd(b, LLVMBuildICmp(b, LLVMIntUGE, k, thr, ""),
+	                               LLVMBuildICmp(b, LLVMIntSGE, k, ci(g, 0), ""), "");
+	LLVMValueRef a = LLVMBuildLoad2(b, f64, acc, "");
+	LLVMValueRef v = LLVMBuildFPExt(b, ld(g, g->f32, sc, i, 4), f64, "");
+	LLVMBuildStore(b, LLVMBuildSelect(b, in, LLVMBuildFAdd(b, a, v, ""), a, ""), acc);
+	loop_end(g, &lp);
+	LLVMBuildRet(b, LLVMBuildLoad2(b, f64, acc, ""));
+}
