@@ -162,7 +162,7 @@ KiFn *t_allops(void)
 	f->sel.scope = SC_model;
 	f->sel.sched = SCH_pyramid;
 	f->sel.keep_first = kern;
-	f->sel.keep_recent = ki_const(f, 1e-310);
+	f->sel.keep_recent = ki_const(f, 2);   /* a count: an integer (1e-310 stays in the constants above) */
 	f->sel.chunk = KI_NIL;
 	f->sel.beta = ki_const(f, 0.25);
 	f->when.kind = WH_decode;
