@@ -616,11 +616,12 @@ static int instance(Mg *M, int l, int h, KiResult *r)
 	size_t n1 = (size_t)I.n + 1;
 	I.ord = malloc(n1 * sizeof *I.ord), I.S = malloc(n1 * sizeof *I.S), I.E = malloc(n1 * sizeof *I.E);
 	I.tgoff = malloc((n1 + 1) * sizeof *I.tgoff);
-	long mm = mg->kind == MG_next ? (long)refval(f, M->in->par, mg->m, 1) : 1;
-	if (mg->kind == MG_next && !(mm >= 1 && mm <= 1000000)) {
-		ki_error(M->in->e, f->src, mg->line, mg->col, "merge next_kept: m must be in 1..1e6, got %ld", mm);
+	double mv = mg->kind == MG_next ? refval(f, M->in->par, mg->m, 1) : 1;
+	if (!(mv >= 1 && mv <= 1000000) || mv != floor(mv)) {    /* checked before any conversion */
+		ki_error(M->in->e, f->src, mg->line, mg->col, "merge next_kept: m must be an integer in 1..1e6, got %g", mv);
 		goto fail;
 	}
+	long mm = (long)mv;
 	I.tg = malloc(n1 * (size_t)mm * sizeof *I.tg);
 	I.msim = malloc(n1 * sizeof *I.msim), I.absorbed = malloc(n1 * sizeof *I.absorbed);
 	I.trow = malloc(((size_t)mm + 1) * sizeof *I.trow);
