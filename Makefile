@@ -87,19 +87,28 @@ $(B)/kvcc: $(addprefix $(B)/,$(CLIOBJ)) $(LIBOBJ)
 deps:
 	@scripts/install-deps
 
+# The tiers are independent (each has its own build outputs and temporary folders), so make check
+# runs CHECK_JOBS of them at once, each tier's output kept together (--output-sync); most tiers
+# are one process at a time, and the machines have 2 cores. CHECK_JOBS=1: one after another.
+CHECK_JOBS ?= 2
+
 check: deps
 	$(CHECK_START)
 	$(MAKE) all
-	$(MAKE) $(CHECK_TIERS) $(CHECK_MORE) $(CHECK_LAST)
+	$(MAKE) -j$(CHECK_JOBS) --output-sync=target $(CHECK_TIERS) $(CHECK_MORE)
+	$(MAKE) $(CHECK_LAST)
 	@echo "make check: all tiers passed$(PY_SKIPPED)"
 
 # CHECK_START: recipe lines run first (python.mk: the torch venv's install, in the background);
-# CHECK_LAST: tiers run after all others (python.mk: check-python-torch, which waits for it).
+# CHECK_LAST: tiers run after all others (python.mk: check-python-torch, which waits for it);
+# CHECK_FULL_LAST: the same for make check-full (python.mk: check-python-full).
 # The slow tiers replace the fast ones they include (CHECK_FULL_OMIT).
 check-full: deps
 	$(CHECK_START)
 	$(MAKE) all
-	$(MAKE) $(filter-out $(CHECK_FULL_OMIT),$(CHECK_TIERS) $(CHECK_MORE) $(CHECK_LAST)) $(CHECK_FULL)
+	$(MAKE) -j$(CHECK_JOBS) --output-sync=target \
+	  $(filter-out $(CHECK_FULL_OMIT) $(CHECK_FULL_LAST),$(CHECK_TIERS) $(CHECK_MORE) $(CHECK_FULL))
+	$(MAKE) $(filter-out $(CHECK_FULL_OMIT),$(CHECK_LAST)) $(CHECK_FULL_LAST)
 	@echo "make check-full: all tiers passed$(PY_SKIPPED)"
 
 demo: deps

@@ -38,5 +38,6 @@ PY_SKIPPED = $$(test -f $(B)/py-torch.skipped && echo ", but the torch half of t
 CHECK_MORE += check-python
 CHECK_LAST += check-python-torch
 CHECK_FULL += check-python-full
+CHECK_FULL_LAST += check-python-full
 CHECK_FULL_OMIT += check-python check-python-torch
 .PHONY: check-python check-python-torch check-python-full py-venv
