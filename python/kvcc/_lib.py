@@ -85,6 +85,7 @@ _RT_PROTOS = {
     "kvcc_state_info": (c_int, [P, c_int, POINTER(c_char_p), POINTER(c_double)]),
     "kvcc_weight_count": (c_int, [P]),
     "kvcc_weight_info": (c_int, [P, c_int, POINTER(c_char_p), POINTER(c_int)]),
+    "kvcc_plan_set_weight": (c_int, [P, c_char_p, P, c_int, P]),
     "kvcc_policy_when": (c_int, [P, POINTER(c_int)]),
     "kvcc_policy_obs": (c_int, [P, P, POINTER(c_int)]),
     "kvcc_policy_info": (c_int, [P, POINTER(c_uint32), POINTER(c_int)]),
@@ -106,9 +107,7 @@ _COMPILER_PROTOS = {
 # kvcc_policy_info's flags and scopes (kvcc.h)
 POLICY_QUERIES, POLICY_LSE, POLICY_QPOS, POLICY_LAYER, POLICY_HEADS, POLICY_OBSERVE = 1, 2, 4, 8, 16, 32
 SCOPES = {0: "head", 1: "layer", 2: "model"}
-# Weights (DESIGN §3 "Weights, tables and scans") are not in the C API yet. When it gains them,
-# list the function here (e.g. "kvcc_plan_set_weight": (c_int, [P, c_char_p, P, c_int, P]))
-# and kvcc.Plan.set_weight calls it; until then Plan.set_weight raises NotImplementedError.
+# Weights (DESIGN §3 "Weights, tables and scans"): kvcc.Plan.set_weight calls this function.
 WEIGHT_FUNCTION = "kvcc_plan_set_weight"
 
 
@@ -217,7 +216,7 @@ def compiler() -> ctypes.CDLL:
 
 
 def weight_function():
-    """The C function that binds a policy weight, or None while the C API has none."""
+    """The C function that binds a policy weight, or None in a libkvcc_rt that predates it."""
     try:
         return getattr(rt(), WEIGHT_FUNCTION)
     except AttributeError:

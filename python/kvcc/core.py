@@ -90,8 +90,8 @@ class Policy:
             nm, d = c_char_p(), c_double()
             _call(rt, "kvcc_state_info", self._h, i, byref(nm), byref(d))
             self.state[nm.value.decode()] = d.value
-        #: the weights the policy declares (kv.weights); this binding does not pass them yet, so
-        #: compress fails with the C API's message for such a policy
+        #: the weights the policy declares (kv.weights), in declaration order: give them to
+        #: compress (weights={name: array}) or Plan.set_weight
         self.weights: list[str] = []
         for i in range(rt.kvcc_weight_count(self._h)):
             nm, nd = c_char_p(), c_int()
@@ -475,14 +475,18 @@ class Plan:
         _call(_lib.rt(), "kvcc_plan_set_step", self._handle(), int(step))
 
     def set_weight(self, name: str, array: Any) -> None:
-        """Binds a policy weight (DESIGN §3) by name. The C API has no weights yet: this is the
-        hook that will call it (``_lib.WEIGHT_FUNCTION``); until then it raises."""
+        """kvcc_plan_set_weight: binds the policy's weight ``name`` (declared with kv.weights,
+        doc/dsl.md) to ``array``, converted to a C-contiguous float32 copy of its shape: the
+        declared axes in order, layer = the cache's layers, head = kv heads, group = the policy's
+        group, chan = head_dim. The plan copies the values; changing them never recompiles. A
+        wrong name or shape or a non-finite value raises KvccError with kvcc's message."""
         fn = _lib.weight_function()
         if fn is None:
-            raise NotImplementedError("policy weights: this libkvcc has no %s() yet, so weight '%s' "
-                                      "cannot be bound" % (_lib.WEIGHT_FUNCTION, name))
-        raise NotImplementedError("policy weights: %s() found, but this binding predates it"
-                                  % _lib.WEIGHT_FUNCTION)
+            raise NotImplementedError("policy weights: this libkvcc_rt has no %s()" % _lib.WEIGHT_FUNCTION)
+        a = np.ascontiguousarray(np.asarray(array, dtype=np.float32))
+        shape = np.ascontiguousarray(a.shape or (1,), dtype=np.int64)
+        _call(_lib.rt(), _lib.WEIGHT_FUNCTION, self._handle(), str(name).encode(), a.ctypes.data, a.ndim,
+              shape.ctypes.data)
 
     def timings(self) -> dict:
         """Wall times (ms) of the last compress: score, select, compact, total."""

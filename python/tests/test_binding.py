@@ -70,6 +70,12 @@ CASE_PARAMS = {"snapkv": {"window": 8}, "snapkv_merge": {"window": 8}, "pyramidk
                "chunkkv": {"window": 8, "chunk": 4}}
 
 
+# weights of the shipped policies that compile with them (kv.weights), by declared axes:
+# duo's duo_rank [layer, head] is a rank of the heads (a permutation of 0..L*H-1)
+CASE_WEIGHTS = {"duo": {"duo_rank": lambda rng, L, H: rng.permutation(L * H).reshape(L, H).astype(np.float32)}}
+CASE_PARAMS["duo"] = {"sink": 2, "recent": 6}
+
+
 def make_case(rng, pol, L, H, G, n, d, params):
     K = rng.standard_normal((L, H, n, d)).astype(np.float32)
     V = rng.standard_normal((L, H, n, d)).astype(np.float32)
@@ -135,19 +141,23 @@ def prefill_policies(rng):
                 continue
             if pol.when != "prefill":
                 continue
-            if pol.weights:              # kvcc_plan_set_weight is not in the binding yet
+            if pol.weights and name not in CASE_WEIGHTS:
                 if dtype == "f32":
-                    S.skip("%s (weights)" % name, "the binding does not pass weights (%s) yet"
+                    S.skip("%s (weights)" % name, "no test weights for %s in CASE_WEIGHTS"
                            % ", ".join(pol.weights))
                 continue
             params = CASE_PARAMS.get(name, {})
             for mode in ("ratio", "budget"):
                 case = make_case(rng, pol, L, H, G, n, d, params)
+                weights = {k: f(rng, L, H) for k, f in CASE_WEIGHTS.get(name, {}).items()}
+                for k, w in weights.items():     # the interpreter reads them from the case
+                    case["weight." + k] = w
                 ratio, budget = (0.5, None) if mode == "ratio" else (None, 19)
                 z = interp(path, case, dtype, ratio=ratio, budget=budget)
                 K, V = storage(case["K"], dtype), storage(case["V"], dtype)
                 Q = storage(case["Q"], dtype) if "Q" in case else None
-                c = pol.compress(K, V, Q, ratio=ratio, budget=budget, params=params, threads=2)
+                c = pol.compress(K, V, Q, ratio=ratio, budget=budget, params=params, weights=weights,
+                                 threads=2)
                 with open(path) as fp:
                     merging = "merge = kv." in fp.read()
                 ok, ties = compare("%s %s %s=%s" % (name, dtype, mode, ratio if ratio is not None else budget),
@@ -294,8 +304,16 @@ def bad_arguments(rng):
     S.raises("policy for head_dim 8, cache head_dim 16", ValueError, r"head_dim 16 .*compiled for f32 head_dim 8",
              pol.compress, np.zeros((1, 2, 32, 16), np.float32), np.zeros((1, 2, 32, 16), np.float32),
              np.zeros((1, 2, 2, 4, 16), np.float32), ratio=0.5, window=4)
-    S.raises("weights (no C API yet)", NotImplementedError, r"kvcc_plan_set_weight",
+    S.raises("a weight the policy does not declare", kvcc.core.KvccError, r"policy snapkv declares no weight 'gate'",
              pol.compress, K, V, Q, ratio=0.5, window=4, weights={"gate": np.zeros(3)})
+    duo = kvcc.compile(os.path.join(POLICIES, "duo.lua"), dtype="f32", head_dim=16, group=2)
+    Kd, Vd = np.zeros((3, 2, 24, 16), np.float32), np.zeros((3, 2, 24, 16), np.float32)
+    S.raises("duo without its weight", kvcc.core.KvccError, r"weight 'duo_rank' was not given",
+             duo.compress, Kd, Vd, ratio=0.5)
+    S.raises("duo_rank of the wrong shape", kvcc.core.KvccError, r"weight 'duo_rank' has shape \(2, 3\)",
+             duo.compress, Kd, Vd, ratio=0.5, weights={"duo_rank": np.zeros((2, 3))})
+    S.raises("duo_rank with a NaN", kvcc.core.KvccError, r"weight 'duo_rank' has a non-finite value",
+             duo.compress, Kd, Vd, ratio=0.5, weights={"duo_rank": np.full((3, 2), np.nan)})
     bad = os.path.join(TMP, "bad.lua")
     with open(bad, "w") as f:
         f.write('local kv = require "kvcc"\nreturn kv.policy "bad" {\n  score = function(x) return x.Kk end,\n'
