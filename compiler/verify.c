@@ -484,12 +484,18 @@ static int checknames(V *v)
 		         "contain '\"' or a newline");
 		return -1;
 	}
-	for (int i = 0; i < f->npar; i++)
+	for (int i = 0; i < f->npar; i++) {
 		if (!ident(f->par[i].name)) {
 			ki_error(v->e, f->src, f->par[i].line, f->par[i].col,
 			         "param name '%s' is not an identifier", f->par[i].name);
 			return -1;
 		}
+		if (!isfinite(f->par[i].def)) {   /* as kv.params requires (dsl/builder.c) */
+			ki_error(v->e, f->src, f->par[i].line, f->par[i].col, "param '%s' default must be finite, got %g",
+			         f->par[i].name, f->par[i].def);
+			return -1;
+		}
+	}
 	for (int i = 0; i < f->nst; i++)
 		if (!ident(f->st[i].name)) {
 			ki_error(v->e, f->src, f->line, f->col, "state name '%s' is not an identifier",
