@@ -108,7 +108,7 @@ KVCC_API int kvcc_policy_when(const kvcc_policy *p, int *every)
 	double e = p->h->when == 1 ? kr_ref(&p->h->every, NULL, 1) : 0;
 	int dec = p->h->when == 1, ev = e >= 1 && e <= 1e9 ? (int)e : 1;
 	if (every)
-		*every = dec ? (ev < 1 ? 1 : ev) : 0;
+		*every = dec ? ev : 0;
 	return dec;
 }
 

@@ -586,12 +586,10 @@ KVCC_API int kvcc_compress_batch(kvcc_plan *pl, kvcc_batch *b, const kvcc_args *
 
 KVCC_API int kvcc_compress(kvcc_plan *pl, kvcc_cache *c, const kvcc_obs *obs, const kvcc_args *args)
 {
-	if (!pl || !c || !args || !c->K || !c->V || !c->len)
-		return kr_seterr(KVCC_EINVAL, "null argument (plan, cache, K, V, len, args)");
-	if (pl->paged)
-		return kr_seterr(KVCC_EINVAL, "a paged plan: call kvcc_compress_batch with the page tables");
 	kvcc_seq s;
 	kvcc_batch b;
-	kr_single(c, obs, &s, &b);
-	return kvcc_compress_batch(pl, &b, args);
+	if (!args)
+		return kr_seterr(KVCC_EINVAL, "null argument (args)");
+	int rc = kr_single(pl, c, obs, "kvcc_compress_batch", &s, &b);
+	return rc ? rc : kvcc_compress_batch(pl, &b, args);
 }

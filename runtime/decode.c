@@ -64,14 +64,12 @@ KVCC_API int kvcc_append_batch(kvcc_plan *pl, kvcc_batch *b, int layer, const vo
 
 KVCC_API int kvcc_append(kvcc_plan *pl, kvcc_cache *c, int layer, const void *k, const void *v, int32_t pos)
 {
-	if (!pl || !c || !c->K || !c->V || !c->len || !k || !v)
-		return kr_seterr(KVCC_EINVAL, "null argument (plan, cache, K, V, len, k, v)");
-	if (pl->paged)
-		return kr_seterr(KVCC_EINVAL, "a paged plan: call kvcc_append_batch with the page tables");
 	kvcc_seq s;
 	kvcc_batch b;
-	kr_single(c, NULL, &s, &b);
-	return kvcc_append_batch(pl, &b, layer, k, v, &pos);
+	if (!k || !v)
+		return kr_seterr(KVCC_EINVAL, "null argument (k or v)");
+	int rc = kr_single(pl, c, NULL, "kvcc_append_batch", &s, &b);
+	return rc ? rc : kvcc_append_batch(pl, &b, layer, k, v, &pos);
 }
 
 typedef struct Dec {
@@ -379,12 +377,10 @@ KVCC_API int kvcc_decode_batch(kvcc_plan *pl, kvcc_batch *b, int layer, const fl
 
 KVCC_API int kvcc_decode_layer(kvcc_plan *pl, kvcc_cache *c, int layer, const float *q, float *out)
 {
-	if (!pl || !c || !c->K || !c->V || !c->len || !q || !out)
-		return kr_seterr(KVCC_EINVAL, "null argument (plan, cache, K, V, len, q, out)");
-	if (pl->paged)
-		return kr_seterr(KVCC_EINVAL, "a paged plan: call kvcc_decode_batch with the page tables");
 	kvcc_seq s;
 	kvcc_batch b;
-	kr_single(c, NULL, &s, &b);
-	return kvcc_decode_batch(pl, &b, layer, q, out);
+	if (!q || !out)
+		return kr_seterr(KVCC_EINVAL, "null argument (q or out)");
+	int rc = kr_single(pl, c, NULL, "kvcc_decode_batch", &s, &b);
+	return rc ? rc : kvcc_decode_batch(pl, &b, layer, q, out);
 }

@@ -282,12 +282,18 @@ KC_FUNC void kr_freed(kvcc_plan *pl, kvcc_batch *b)
 	}
 }
 
-KC_FUNC void kr_single(kvcc_cache *c, const kvcc_obs *obs, kvcc_seq *s, kvcc_batch *b)
+KC_FUNC int kr_single(const kvcc_plan *pl, kvcc_cache *c, const kvcc_obs *obs, const char *batchfn,
+                      kvcc_seq *s, kvcc_batch *b)
 {
+	if (!pl || !c || !c->K || !c->V || !c->len)
+		return kr_seterr(KVCC_EINVAL, "null argument (plan, cache, K, V or len)");
+	if (pl->paged)
+		return kr_seterr(KVCC_EINVAL, "a paged plan: call %s with the page tables", batchfn);
 	memset(s, 0, sizeof *s);
 	memset(b, 0, sizeof *b);
 	s->K = c->K, s->V = c->V, s->pos = c->pos, s->len = c->len, s->state = c->state;
 	if (obs)
 		s->obs = *obs;
 	b->nseq = 1, b->seq = s;
+	return 0;
 }

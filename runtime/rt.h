@@ -158,12 +158,14 @@ KC_FUNC void kr_pcompact(const KrRows *w, size_t esz, int d, const int32_t *idx,
                          int nst, int64_t sstride);
 /* paged, after compaction: each sequence's freed pages (and CSR last_page_len) */
 KC_FUNC void kr_freed(kvcc_plan *pl, kvcc_batch *b);
-/* a one-sequence batch of a kvcc_cache (kvcc_compress, kvcc_append, kvcc_decode_layer) */
+/* a one-sequence batch of a contiguous kvcc_cache, for kvcc_compress, kvcc_append and
+** kvcc_decode_layer; KVCC_EINVAL (message set) for a missing plan or cache or a paged plan */
 /* merge.c: compact_merge with merge nearest (KaHdr.merge); the workspace bytes of one thread,
 ** and one instance's merge and compaction (in place; kidx sorted, m kept of n) */
 KC_FUNC size_t kr_mbytes(const kvcc_plan *pl);
 KC_FUNC void kr_mnearest(kvcc_plan *pl, const double *par, char *K, char *V, int64_t ldk, int n, const int32_t *kidx,
                          int m, int32_t *pos, float *state, int nst, int64_t sstride, int tid);
-KC_FUNC void kr_single(kvcc_cache *c, const kvcc_obs *obs, kvcc_seq *s, kvcc_batch *b);
+KC_FUNC int kr_single(const kvcc_plan *pl, kvcc_cache *c, const kvcc_obs *obs, const char *batchfn,
+                      kvcc_seq *s, kvcc_batch *b);
 
 #endif
