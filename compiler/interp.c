@@ -77,6 +77,13 @@ int ki_dtypebyname(const char *s)
 
 const char *ki_dtypename(int dt) { return dt == KVCC_F16 ? "f16" : dt == KVCC_BF16 ? "bf16" : "f32"; }
 
+/* kv.random's seed as an integer: truncated toward zero; 0 when it is NaN or |seed| >= 2^63,
+** where a conversion would be undefined (the same rule in tmap.c, prelude.cuh, kvref.py) */
+uint64_t ki_seed(double seed)
+{
+	return fabs(seed) < 0x1p63 ? (uint64_t)(int64_t)seed : 0;
+}
+
 double ki_rand(uint64_t seed, uint64_t layer, uint64_t head, uint64_t pos)
 {
 	uint64_t c = (layer << 40) ^ (head << 24) ^ pos;
@@ -331,7 +338,7 @@ static int evalleaf(Ctx *x, const KiIns *in, const Frame *fr, double *out)
 		return 0;
 	}
 	case KO_rand: {
-		uint64_t seed = (uint64_t)(int64_t)scalar(&fr->a);
+		uint64_t seed = ki_seed(scalar(&fr->a));
 		for (int t = 0; t < n; t++)
 			out[t] = ki_rand(seed, (uint64_t)l, (uint64_t)h, (uint64_t)posof(c, l, h, t));
 		return 0;

@@ -110,6 +110,7 @@ KC_FUNC long ki_nkeep(const KiFn *f, const double *params, int layer, int nlayer
                       double ratio, long budget);
 
 /* The counter-based generator behind kvcc.random: same value on every backend. */
+KC_FUNC uint64_t ki_seed(double seed);
 KC_FUNC double ki_rand(uint64_t seed, uint64_t layer, uint64_t head, uint64_t pos);
 
 /* Storage rounding (f16 and bf16 round to nearest even). */

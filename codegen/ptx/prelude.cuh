@@ -63,7 +63,8 @@ __device__ __forceinline__ void kv_seterr(int *err, int code) { if (err) atomicC
 /* ki_rand (compiler/interp.c): counter-based, identical on every backend */
 __device__ __forceinline__ float kv_rand(double seed, int l, int h, int pos) {
 	const unsigned long long c = ((unsigned long long)l << 40) ^ ((unsigned long long)h << 24) ^ (unsigned long long)(long long)pos;
-	unsigned long long z = (unsigned long long)(long long)seed + c * 0x9E3779B97F4A7C15ull;
+	const unsigned long long s = fabs(seed) < 9223372036854775808.0 ? (unsigned long long)(long long)seed : 0ull;
+	unsigned long long z = s + c * 0x9E3779B97F4A7C15ull;
 	z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
 	z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
 	z = z ^ (z >> 31);

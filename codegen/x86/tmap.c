@@ -268,7 +268,22 @@ static void tm_weight(Tm *T, const KiIns *in, LLVMValueRef *out)
 		}
 }
 
-/* ki_rand(seed, layer, head, pos) for the step's tokens */
+static LLVMValueRef tm_opnd(Tm *T, KiRef r, int g, int c, int want);
+
+/* A scalar operand in double: the seed of kv.random is read at full precision when it is a
+** constant or a param (as the interpreter reads it), else the f32 value widened. */
+static LLVMValueRef tm_dscalar(Tm *T, KiRef r)
+{
+	Gen *g = T->g;
+	LLVMTypeRef dt = LLVMDoubleTypeInContext(g->cx);
+	switch (KI_RKIND(r)) {
+	case RK_CON: return LLVMConstReal(dt, T->f->con[KI_RIDX(r)]);
+	case RK_PAR: return LLVMGetOperand(T->sc[KI_RIDX(r)], 0);    /* the load sc truncates */
+	}
+	return LLVMBuildFPExt(g->b, tm_opnd(T, r, 0, 0, 1), dt, "");
+}
+
+/* ki_rand(ki_seed(seed), layer, head, pos) for the step's tokens */
 static LLVMValueRef tm_rand(Tm *T, LLVMValueRef seed)
 {
 	Gen *g = T->g;
@@ -278,7 +293,9 @@ static LLVMValueRef tm_rand(Tm *T, LLVMValueRef seed)
 	LLVMValueRef pos = LLVMBuildSExt(b, tm_pos(T), it, "");
 	LLVMValueRef lh = LLVMBuildXor(b, LLVMBuildShl(b, tm_field(T, TC_layer, g->i64), ci(g, 40), ""),
 	                               LLVMBuildShl(b, tm_field(T, TC_head, g->i64), ci(g, 24), ""), "");
-	LLVMValueRef sd = LLVMBuildFPToSI(b, seed, g->i64, "");
+	LLVMValueRef fab = intr(g, "llvm.fabs", LLVMTypeOf(seed), &seed, 1);   /* ki_seed */
+	LLVMValueRef ok = LLVMBuildFCmp(b, LLVMRealOLT, fab, LLVMConstReal(LLVMTypeOf(seed), 0x1p63), "");
+	LLVMValueRef sd = LLVMBuildSelect(b, ok, LLVMBuildFPToSI(b, seed, g->i64, ""), ci(g, 0), "");
 	if (w > 1) {
 		LLVMValueRef z[64];
 		for (int k = 0; k < w; k++)
@@ -509,7 +526,7 @@ static void tm_eval(Tm *T, int i, LLVMValueRef *out)
 		return;
 	}
 	case KO_rand:
-		out[0] = tm_rand(T, tm_opnd(T, in->arg[0], 0, 0, 1));
+		out[0] = tm_rand(T, tm_dscalar(T, in->arg[0]));
 		return;
 	case KO_weight:
 		tm_weight(T, in, out);

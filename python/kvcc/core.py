@@ -61,7 +61,26 @@ def version() -> str:
 
 
 # --- policies -----------------------------------------------------------------------------------
-class Policy:
+class _Closable:
+    """A handle closed by close(), at the end of a with-block, or when collected."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass
+
+
+class Policy(_Closable):
     """A compiled policy (an opened ``policy.so``): its name, the specialization it was compiled
     for, params, per-token state, when it runs and what it reads. Use :func:`compile` or
     :func:`open` to get one; :meth:`compress` is the one-call path, :meth:`plan` the
@@ -176,8 +195,8 @@ class Policy:
             if Kv.ndim != 4:
                 raise ValueError("K: shape %s, expected [layers, kv_heads, capacity, head_dim]"
                                  % list(Kv.shape))
-            pos = np.ascontiguousarray(np.broadcast_to(np.arange(Kv.shape[2], dtype=np.int32),
-                                                       Kv.shape[:3]))
+            pos = np.empty(Kv.shape[:3], dtype=np.int32)   # writable, whatever the shape
+            pos[...] = np.arange(Kv.shape[2], dtype=np.int32)
         if state is None and self.nstate:
             Kv = view("K", K)
             state = np.empty((self.nstate,) + tuple(Kv.shape[:3]), dtype=np.float32)
@@ -208,18 +227,6 @@ class Policy:
         if self._h is not None and self._h.value:
             _lib.rt().kvcc_close(self._h)
         self._h = None
-
-    def __enter__(self) -> "Policy":
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        try:
-            self.close()
-        except Exception:
-            pass
 
     def _handle(self) -> c_void_p:
         if self._h is None:
@@ -361,7 +368,7 @@ class Cache:
 
 
 # --- plans --------------------------------------------------------------------------------------------
-class Plan:
+class Plan(_Closable):
     """kvcc_plan_create for one cache layout: compress, append and decode attention, allocation
     free after creation. One call at a time per plan."""
 
@@ -498,15 +505,3 @@ class Plan:
         if self._h is not None:
             _lib.rt().kvcc_plan_destroy(self._h)
             self._h = None
-
-    def __enter__(self) -> "Plan":
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        try:
-            self.close()
-        except Exception:
-            pass

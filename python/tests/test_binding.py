@@ -167,6 +167,16 @@ def prefill_policies(rng):
                 total[2] += L * H
     print("binding vs interpreter: %d of %d (layer, head) kept sets identical, %d near-tie swaps"
           % (total[0], total[2], total[1]))
+    # one (layer, head) and no pos given (the binding makes a writable one), and kv.random's seed
+    # beyond f32's 24 bits and past 2^63 (read in double, then ki_seed's rule, on every backend)
+    pol = kvcc.compile(os.path.join(POLICIES, "random.lua"), head_dim=8, group=1)
+    for seed in (987654321, -5.7, 1e30):
+        params = {"seed": seed}
+        case = make_case(rng, pol, 1, 1, 1, 40, 8, params)
+        z = interp(os.path.join(POLICIES, "random.lua"), case, "f32", budget=13)
+        K, V = case["K"].copy(), case["V"].copy()
+        c = pol.compress(K, V, budget=13, params=params)
+        compare("random L=H=1 seed=%r" % seed, pol, c, K, V, z, "f32", 1, 1)
 
 
 def decode_policy(rng):

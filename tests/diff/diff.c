@@ -971,6 +971,13 @@ int main(int argc, char **argv)
 			unordered = 0;
 		}
 	}
+	/* kv.random's seed at run time (ki_seed): past f32's 24 bits, fractional, negative, and the
+	** values that count as 0 (NaN, infinities, magnitudes >= 2^63) */
+	static const double seeds[] = { 987654321, 1099511627779.0, -5.7, 1e30, -INFINITY, NAN };
+	for (int k = 0; k < 6; k++) {
+		Cfg c = { "random", "policies/random.lua", k % 3, 64, 2, KVCC_TARGET_NATIVE, "seed", seeds[k] };
+		run_case(&c, host);
+	}
 	/* every elementwise op of the generated token_map loops, on every target, vector tails */
 	for (int dt = 0; dt < 3; dt++) {
 		static const int td[] = { 8, 64 }, tg[] = { 1, 4 };

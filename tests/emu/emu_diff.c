@@ -346,6 +346,10 @@ static void run_case(int pi, int dt, int di, int gi, int idx)
 	int ci = ki_findparam(f, "chunk");
 	if (ci >= 0)
 		par[ci] = idx % 2 ? 1 : 3 + idx % 3;
+	int si = ki_findparam(f, "seed");           /* kv.random's seed rule (ki_seed) */
+	static const double seeds[] = { 0, 987654321, -5.7, 1e30, -INFINITY, NAN, 1099511627779.0 };
+	if (si >= 0)
+		par[si] = seeds[idx % 7];
 	int ri = ki_findparam(f, "recent");         /* no window: shorter last chunks compete */
 	if (ci >= 0 && ri >= 0 && idx % 5 < 2)
 		par[ri] = 0;

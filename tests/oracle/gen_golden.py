@@ -126,6 +126,9 @@ CASES = [
     ("random", "d64_g1_n129_r50_gapped", 2, 2, 1, 129, 64, ("ratio", 0.5), {"seed": 7}, "f32", "gapped"),
     ("random", "d128_g2_n61_r25_f16", 2, 2, 2, 61, 128, ("ratio", 0.25), {}, "f16", "default"),
     ("random", "d8_g4_n129_b64_bf16_seed987654321", 2, 2, 4, 129, 8, ("budget", 64), {"seed": 987654321}, "bf16", "default"),
+    # kv.random's seed rule: truncated toward zero; |seed| >= 2^63 counts as 0
+    ("random", "d8_g1_n61_r50_seed-5.7", 2, 2, 1, 61, 8, ("ratio", 0.5), {"seed": -5.7}, "f32", "default"),
+    ("random", "d8_g1_n61_r50_seed1e30", 2, 2, 1, 61, 8, ("ratio", 0.5), {"seed": 1e30}, "f32", "default"),
 ]
 
 # Chunked selection and scopes layer/model (kvref.TOPK_POLICIES: the test policies of

@@ -129,9 +129,17 @@ def _avgpool_include_pad(x, k):
     return out / k
 
 
+def seed_int(seed):
+    """kv.random's seed as an integer (DESIGN: truncated toward zero; 0 when NaN or
+    |seed| >= 2**63, where converting is undefined in C)."""
+    s = float(seed)
+    return int(s) if abs(s) < 2.0 ** 63 else 0
+
+
 def random_u(seed, layer, head, pos):
     """Counter-based uniform in [0,1): splitmix64 finaliser of seed + c*golden, top 24 bits.
-    layer, head, pos broadcast (integers >= 0)."""
+    seed a number (seed_int applies); layer, head, pos broadcast (integers >= 0)."""
+    seed = seed_int(seed)
     l = np.asarray(layer, dtype=np.uint64)
     h = np.asarray(head, dtype=np.uint64)
     p = np.asarray(pos, dtype=np.int64).astype(np.uint64)
@@ -229,7 +237,7 @@ def _scores(policy, K, Q, qpos, pos, p):
     if policy == "random":
         lay = np.arange(L)[:, None, None]
         head = np.arange(H)[None, :, None]
-        return random_u(int(p["seed"]), lay, head, pos[None, None, :]), np.zeros(n, dtype=bool)
+        return random_u(p["seed"], lay, head, pos[None, None, :]), np.zeros(n, dtype=bool)
     raise ValueError("unknown policy %r" % (policy,))
 
 

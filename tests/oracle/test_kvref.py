@@ -84,9 +84,14 @@ def test_rng():
     check(u[2] == 0x6E789E / 2.0 ** 24, "rng u(0,0,0,2) == 0x6E789E/2^24")
     check(u[3] == 0x06C45D / 2.0 ** 24, "rng u(0,0,0,3) == 0x06C45D/2^24")
     for seed, l, h, p in [(0, 1, 0, 0), (12345, 3, 7, 1000), (987654321, 31, 15, 131071),
-                          ((1 << 64) - 1, 2, 1, 5)]:
+                          (-3, 2, 1, 5), (-(1 << 62), 1, 1, 1)]:
         check(kvref.random_u(seed, l, h, p) == bf_splitmix_u(seed, l, h, p),
               "rng vectorised == integer loop for %r" % ((seed, l, h, p),))
+    # the seed rule: a double truncated toward zero; NaN and |seed| >= 2^63 count as 0
+    for seed, want in [(-5.7, -5), (5.99, 5), (float("nan"), 0), (float("-inf"), 0), (1e30, 0),
+                       (2.0 ** 63, 0), (-(2.0 ** 63), 0), (2.0 ** 62, 1 << 62)]:
+        check(kvref.random_u(seed, 1, 2, 3) == bf_splitmix_u(want, 1, 2, 3),
+              "rng seed %r counts as %d" % (seed, want))
     # through compress: the score of (l, h, t) uses pos[t]
     K, V, Q = tiny(1, 2, 3, 1, 9, 4, 0)
     pos = np.array([0, 3, 4, 10, 11, 12, 50, 51, 90])
