@@ -184,6 +184,11 @@ static int prefixsched(const KiFn *f, const KiCase *c, const double *par, const 
 {
 	const KiSelect *sel = &f->sel;
 	double tol = val(f, par, sel->sa, 5), iters = val(f, par, sel->sb, 200);
+	if (!(tol >= 0 && tol <= 1e9) || !(iters >= 0 && iters <= 1e4) || iters != floor(iters)) {
+		ki_error(e, f->src, sel->line, sel->col, "select: the prefix schedule needs a tol in 0..1e9 "
+		         "and iters an integer in 0..1e4 (got %g, %g)", tol, iters);
+		return -1;
+	}
 	int ninst = c->L * c->H;
 	long *len = malloc(((size_t)ninst + 1) * sizeof *len), bad[2];
 	if (!len)

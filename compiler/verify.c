@@ -191,9 +191,11 @@ static int checkscalar(V *v, KiRef r, uint32_t line, uint32_t col, const char *w
 	return 0;
 }
 
-/* A count field (keep_first, keep_recent, chunk, every): a constant, or a param's default, is an
-** integer in lo..1e9 (a value given to a param at run time is checked when the policy runs). */
-static int checkfield(V *v, KiRef r, double lo, uint32_t line, uint32_t col, const char *what)
+/* A ranged field: a constant, or a param's default, is in lo..hi (written hitext in the message),
+** and an integer when `integer` (a value given to a param at run time is checked when the policy
+** runs). */
+static int checkrange(V *v, KiRef r, double lo, double hi, const char *hitext, int integer, uint32_t line,
+                      uint32_t col, const char *what)
 {
 	if (checkscalar(v, r, line, col, what) != 0)
 		return -1;
@@ -202,12 +204,19 @@ static int checkfield(V *v, KiRef r, double lo, uint32_t line, uint32_t col, con
 	const KiFn *f = v->f;
 	int par = KI_RKIND(r) == RK_PAR;
 	double x = par ? f->par[KI_RIDX(r)].def : f->con[KI_RIDX(r)];
-	if (!(x >= lo && x <= 1e9) || x != floor(x)) {
-		ki_error(v->e, f->src, line, col, "%s must be an integer in %g..1e9, got %g%s%s%s", what, lo, x,
-		         par ? " (the default of param " : "", par ? f->par[KI_RIDX(r)].name : "", par ? ")" : "");
+	if (!(x >= lo && x <= hi) || (integer && x != floor(x))) {
+		ki_error(v->e, f->src, line, col, "%s must be %s in %g..%s, got %g%s%s%s", what,
+		         integer ? "an integer" : "a number", lo, hitext, x, par ? " (the default of param " : "",
+		         par ? f->par[KI_RIDX(r)].name : "", par ? ")" : "");
 		return -1;
 	}
 	return 0;
+}
+
+/* A count field (keep_first, keep_recent, chunk, every): an integer in lo..1e9. */
+static int checkfield(V *v, KiRef r, double lo, uint32_t line, uint32_t col, const char *what)
+{
+	return checkrange(v, r, lo, 1e9, "1e9", 1, line, col, what);
 }
 
 /* attn must not reach the score or obs: mark backwards from them. */
@@ -660,6 +669,16 @@ static int selcheck(V *v)
 	    checkscalar(v, s->sb, s->line, s->col, "select sb") != 0)
 		return -1;
 	if (s->keep && checkroot(v, s->keep, 0, s->line, s->col, "select keep") != 0)
+		return -1;
+	/* the schedules' arguments, in the ranges kv.prefix and kv.dynamic allow (select.c checks
+	** run-time param values the same way) */
+	if (s->sched == SCH_prefix &&
+	    (checkrange(v, s->sa, 0, 1e9, "1e9", 0, s->line, s->col, "select prefix tol") != 0 ||
+	     checkrange(v, s->sb, 0, 1e4, "1e4", 1, s->line, s->col, "select prefix iters") != 0))
+		return -1;
+	if (s->sched == SCH_dynamic &&
+	    (checkrange(v, s->sa, 0, 1e6, "1e6", 0, s->line, s->col, "select dynamic ratio_max") != 0 ||
+	     checkrange(v, s->sb, 1, 1e6, "1e6", 1, s->line, s->col, "select dynamic every") != 0))
 		return -1;
 	int chunk1 = !s->chunk || (KI_RKIND(s->chunk) == RK_CON && f->con[KI_RIDX(s->chunk)] == 1);
 	if ((s->kind == SEL_threshold) != (s->tau != KI_NIL))

@@ -67,6 +67,11 @@ CASES = [
      "tests/errors/policies/keep_nan.lua:4:15: error: select: the keep count of (layer 0, head 0) is nan"),
     ("prefix_negative", "tests/errors/policies/prefix_neg.lua", base(), [],
      "tests/errors/policies/prefix_neg.lua:3:82: error: select: the prefix schedule needs finite scores >= 0, (layer 0, head 0) has -1 at token 1"),
+    ("prefix_iters", "tests/errors/policies/prefix_iters_param.lua", base(), ["--param", "it=1e30"],
+     "tests/errors/policies/prefix_iters_param.lua:4:83: error: select: the prefix schedule needs a tol in 0..1e9 and iters an integer in 0..1e4 (got 5, 1e+30)"),
+    ("prefix_tol", "tests/errors/policies/prefix_iters_param.lua", base(), ["--param", "tol=nan"],
+     "tests/errors/policies/prefix_iters_param.lua:4:83: error: select: the prefix schedule needs a tol in 0..1e9 and iters an integer in 0..1e4 (got nan, 200)"),
+    ("prefix_params_ok", "tests/errors/policies/prefix_iters_param.lua", base(), ["--param", "it=3"], None),
     ("segment", "tests/errors/policies/seg_param.lua", base(), ["--param", "c=2.5"],
      "tests/errors/policies/seg_param.lua:4:63: error: the segment size must be an integer in 1..inf, got 2.5"),
 ]
