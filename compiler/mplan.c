@@ -179,6 +179,14 @@ int ki_mkernels(const KiFn *f, KiErr *e)
 		snprintf(what, sizeof what, "a merge similarity outside the tiled-product form (%s)", sf.why);
 		return mrefuse(f, m->line, m->col, what, e);
 	}
+	/* the kernels' product is e.K · k.K (x86 qkt over the cache's keys, CUDA likewise) */
+	const KiIns *eo = &f->ins[sf.eop], *ko = &f->ins[sf.kop];
+	if (eo->op != KO_erow || ko->op != KO_krow || KI_RKIND(eo->arg[0]) != RK_INS || KI_RKIND(ko->arg[0]) != RK_INS ||
+	    f->ins[KI_RIDX(eo->arg[0])].aux != IN_K || f->ins[KI_RIDX(ko->arg[0])].aux != IN_K ||
+	    f->ins[KI_RIDX(eo->arg[0])].op != KO_input || f->ins[KI_RIDX(ko->arg[0])].op != KO_input) {
+		const KiIns *in = &f->ins[sf.dot];
+		return mrefuse(f, in->line, in->col, "a merge similarity whose product of the two rows is not e.K · k.K", e);
+	}
 	uint8_t *ctx = calloc((size_t)f->nins + 1, 1), *side = malloc((size_t)f->nins + 1);
 	char *reach = calloc((size_t)f->nins + 1, 1);
 	int rc = -1;

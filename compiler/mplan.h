@@ -35,8 +35,9 @@ KC_FUNC void ki_msides(const KiFn *f, uint8_t *side);
 KC_FUNC void ki_msimform(const KiFn *f, KiRef r, KiMSim *s);
 
 /*
-** What the compact_merge kernels implement (support.c; codegen/x86/merge.c): drop, and
-** nearest at prefill with a tiled-product similarity, no count bias, a threshold that is
+** What the compact_merge kernels implement (support.c; codegen/x86/merge.c, codegen/ptx/merge.c):
+** drop, and nearest at prefill with a tiled-product similarity whose product is e.K · k.K, no
+** count bias, a threshold that is
 ** none, a value (constant, param or pair expression) or adaptive with beta the constant 0
 ** (tau is then the mean of this call's maximum similarities: nothing carried between
 ** calls), and pair expressions built from erow / krow of the input K or V, elementwise ops,

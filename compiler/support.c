@@ -1,7 +1,7 @@
 /*
 ** What the kernel backends (the planner, x86, CUDA) do not implement yet: the merge rules
-** compiler/mplan.c ki_mkernels does not take (issue 12: the x86 compact_merge kernels cover
-** nearest at prefill; CUDA refuses every merge but drop, codegen/ptx) and the issue-13 language
+** compiler/mplan.c ki_mkernels does not take (issue 12: the compact_merge kernels, x86 and
+** CUDA, cover nearest at prefill) and the issue-13 language
 ** not generated yet (selection rules beyond top-k other than threshold and mass at scope head,
 ** scans, segment ops, shifts, the out axis). ki_plan refuses such a policy with the position of
 ** the first unsupported item,

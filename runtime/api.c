@@ -288,9 +288,6 @@ KVCC_API int kvcc_plan_create_batch(kvcc_policy *p, const kvcc_layout *lay, cons
 	if (max_seqs < 1 || max_seqs > 65536 || (uint64_t)max_seqs * lay->layers * lay->kv_heads * lay->capacity > (1ull << 40))
 		return kr_seterr(KVCC_EINVAL, "bad max_seqs %d (1..65536, and max_seqs*layers*kv_heads*capacity up to 2^40)",
 		                 max_seqs);
-	if (pg && h->merge != KA_MDROP)
-		return kr_seterr(KVCC_EUNSUPPORTED, "%s:%u:%u: error: merge rules on a paged cache are not implemented yet "
-		                 "(a contiguous layout runs them)", p->src, h->mline, h->mcol);
 	if (pg) {
 		int rc = pagingcheck(lay, pg);
 		if (rc || (rc = pagedstrides(lay, pg, esz)) != 0)

@@ -458,7 +458,9 @@ static void compacttask(void *arg, int k, int tid)
 	int nst = I.state ? r->h->nst : 0;
 	size_t cap = (size_t)lay->capacity;
 	int64_t sstride = (int64_t)r->LH * (int64_t)cap;
-	if (I.w.tab)
+	if (I.w.tab && r->h->merge == KA_MNEAREST)
+		kr_pmnearest(r->pl, r->par, &I.w, I.n, r->pl->kidx + k * cap, r->pl->nkept[k], I.pos, I.state, nst, sstride, tid);
+	else if (I.w.tab)
 		kr_pcompact(&I.w, r->pl->esz, r->d, r->pl->kidx + k * cap, r->pl->nkept[k], I.pos, I.state, nst, sstride);
 	else if (r->h->merge == KA_MNEAREST)      /* merges, then the compaction (merge.c) */
 		kr_mnearest(r->pl, r->par, I.w.K, I.w.V, lay->stride_token, I.n, r->pl->kidx + k * cap, r->pl->nkept[k], I.pos,

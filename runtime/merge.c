@@ -12,6 +12,10 @@
 **   5  the evicted rows grouped by target (a counting sort, in evicted order: the segments),
 **      the weights (mpair 1, 2) and the segmented update of each target (mupd)
 **
+** Paged caches (kr_pmnearest): the evicted rows copied through the page table, the paged
+** compaction, then the kept rows gathered into the workspace, steps 2-5 there, the targets
+** written back: the kernels see the rows a contiguous cache would give them (tests/paged).
+**
 ** Simultaneous (every similarity and weight from the pre-merge rows: the targets are updated
 ** only after all of them are known). The workspace is sized at plan time (kr_mbytes): the run
 ** path allocates nothing.
@@ -26,6 +30,7 @@ typedef struct Mws {
 	char *EK, *EV;            /* [N][d] the evicted rows, storage dtype */
 	int32_t *E, *bidx, *off, *seg;
 	float *es, *ks, *bsim, *w, *Ef, *S, *Kp;
+	char *KK, *KV;            /* [N][d] paged caches: the kept rows gathered (kr_pmnearest) */
 } Mws;
 
 static size_t up64(size_t n) { return (n + 63) / 64 * 64; }
@@ -35,18 +40,20 @@ static size_t layout(const kvcc_plan *pl, char *base, Mws *m)
 {
 	const KaHdr *h = pl->p->h;
 	size_t N = (size_t)pl->lay.capacity, d = (size_t)pl->lay.head_dim, at = 0;
-	char *p[13];
-	size_t sz[13] = { N * d * pl->esz, N * d * pl->esz, N * 4, N * 4, (N + 1) * 4, N * 4,
+	char *p[15];
+	size_t sz[15] = { N * d * pl->esz, N * d * pl->esz, N * 4, N * 4, (N + 1) * 4, N * 4,
 	                  ((size_t)h->nes * N + 64) * 4, ((size_t)h->nks * N + 64) * 4, N * 4, N * 4,
-	                  MB * d * 4, MB * TILE * 4, 2 * d * TILE * 4 };
-	for (int k = 0; k < 13; k++) {
+	                  MB * d * 4, MB * TILE * 4, 2 * d * TILE * 4, pl->paged ? N * d * pl->esz : 0,
+	                  pl->paged ? N * d * pl->esz : 0 };
+	for (int k = 0; k < 15; k++) {
 		p[k] = base ? base + at : NULL;
 		at += up64(sz[k]);
 	}
 	if (m)
 		*m = (Mws){ p[0], p[1], (int32_t *)(void *)p[2], (int32_t *)(void *)p[3], (int32_t *)(void *)p[4],
 		            (int32_t *)(void *)p[5], (float *)(void *)p[6], (float *)(void *)p[7], (float *)(void *)p[8],
-		            (float *)(void *)p[9], (float *)(void *)p[10], (float *)(void *)p[11], (float *)(void *)p[12] };
+		            (float *)(void *)p[9], (float *)(void *)p[10], (float *)(void *)p[11], (float *)(void *)p[12],
+		            p[13], p[14] };
 	return at;
 }
 
@@ -96,26 +103,32 @@ static void threshold(const kvcc_artifact *A, const KaHdr *h, const Mws *w, int 
 	}
 }
 
-void kr_mnearest(kvcc_plan *pl, const double *par, char *K, char *V, int64_t ldk, int n, const int32_t *kidx, int m,
-                 int32_t *pos, float *state, int nst, int64_t sstride, int tid)
+/* the evicted rows (the complement of kidx) copied into EK / EV in position order; their count */
+static int evicted(const Mws *w, const KrRows *rw, size_t esz, int d, int n, const int32_t *kidx, int m)
 {
-	const kvcc_artifact *A = pl->p->a;
-	const KaHdr *h = pl->p->h;
-	int d = pl->lay.head_dim;
-	size_t esz = pl->esz, row = (size_t)d * esz;
-	Mws w;
-	layout(pl, pl->mws[tid], &w);
+	size_t row = (size_t)d * esz;
 	int nE = 0;
 	for (int t = 0, j = 0; t < n; t++) {
 		if (j < m && kidx[j] == t)
 			j++;
 		else {
-			memcpy(w.EK + (size_t)nE * row, K + (size_t)t * ldk * esz, row);
-			memcpy(w.EV + (size_t)nE * row, V + (size_t)t * ldk * esz, row);
-			w.E[nE++] = t;
+			size_t o = (size_t)kr_row(rw, t) * esz;
+			memcpy(w->EK + (size_t)nE * row, rw->K + o, row);
+			memcpy(w->EV + (size_t)nE * row, rw->V + o, row);
+			w->E[nE++] = t;
 		}
 	}
-	A->compact(K, V, ldk, kidx, m, pos, state, nst, sstride);
+	return nE;
+}
+
+/* steps 2-5 on the m compacted kept rows of K / V (token stride ldk) */
+static void merge(kvcc_plan *pl, const Mws *wp, const double *par, char *K, char *V, int64_t ldk, int nE, int m)
+{
+	const kvcc_artifact *A = pl->p->a;
+	const KaHdr *h = pl->p->h;
+	int d = pl->lay.head_dim;
+	size_t esz = pl->esz;
+	Mws w = *wp;
 	if (nE == 0 || m == 0)
 		return;
 	A->mscal(w.EK, w.EV, d, nE, 0, par, w.es, nE);
@@ -144,4 +157,43 @@ void kr_mnearest(kvcc_plan *pl, const double *par, char *K, char *V, int64_t ldk
 		float wk = A->mpair(2, w.es, nE, 0, w.ks, m, j, NAN, (float)c, par);
 		A->mupd(K, V, ldk, j, w.EK, w.EV, w.seg + w.off[j], w.w + w.off[j], c, wk);
 	}
+}
+
+void kr_mnearest(kvcc_plan *pl, const double *par, char *K, char *V, int64_t ldk, int n, const int32_t *kidx, int m,
+                 int32_t *pos, float *state, int nst, int64_t sstride, int tid)
+{
+	Mws w;
+	layout(pl, pl->mws[tid], &w);
+	KrRows rw = { K, V, NULL, 1, ldk, 0 };
+	int nE = evicted(&w, &rw, pl->esz, pl->lay.head_dim, n, kidx, m);
+	pl->p->a->compact(K, V, ldk, kidx, m, pos, state, nst, sstride);
+	merge(pl, &w, par, K, V, ldk, nE, m);
+}
+
+/* paged: the same on rows through the page table — the kept rows, once compacted, gathered into
+** KK / KV (token stride d), merged there with the same kernels, the targets written back; the
+** kernels see the same rows as on a contiguous cache, so the result is the same bit for bit */
+void kr_pmnearest(kvcc_plan *pl, const double *par, const KrRows *rw, int n, const int32_t *kidx, int m, int32_t *pos,
+                  float *state, int nst, int64_t sstride, int tid)
+{
+	int d = pl->lay.head_dim;
+	size_t esz = pl->esz, row = (size_t)d * esz;
+	Mws w;
+	layout(pl, pl->mws[tid], &w);
+	int nE = evicted(&w, rw, esz, d, n, kidx, m);
+	kr_pcompact(rw, esz, d, kidx, m, pos, state, nst, sstride);
+	if (nE == 0 || m == 0)
+		return;
+	for (int j = 0; j < m; j++) {
+		size_t o = (size_t)kr_row(rw, j) * esz;
+		memcpy(w.KK + (size_t)j * row, rw->K + o, row);
+		memcpy(w.KV + (size_t)j * row, rw->V + o, row);
+	}
+	merge(pl, &w, par, w.KK, w.KV, d, nE, m);
+	for (int j = 0; j < m; j++)                /* the targets back (the others are unchanged) */
+		if (w.off[j + 1] > w.off[j]) {
+			size_t o = (size_t)kr_row(rw, j) * esz;
+			memcpy(rw->K + o, w.KK + (size_t)j * row, row);
+			memcpy(rw->V + o, w.KV + (size_t)j * row, row);
+		}
 }

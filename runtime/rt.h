@@ -165,6 +165,9 @@ KC_FUNC void kr_freed(kvcc_plan *pl, kvcc_batch *b);
 KC_FUNC size_t kr_mbytes(const kvcc_plan *pl);
 KC_FUNC void kr_mnearest(kvcc_plan *pl, const double *par, char *K, char *V, int64_t ldk, int n, const int32_t *kidx,
                          int m, int32_t *pos, float *state, int nst, int64_t sstride, int tid);
+/* the same on a paged cache (rows through rw's page table; the same result bit for bit) */
+KC_FUNC void kr_pmnearest(kvcc_plan *pl, const double *par, const KrRows *rw, int n, const int32_t *kidx, int m,
+                          int32_t *pos, float *state, int nst, int64_t sstride, int tid);
 KC_FUNC int kr_single(const kvcc_plan *pl, kvcc_cache *c, const kvcc_obs *obs, const char *batchfn,
                       kvcc_seq *s, kvcc_batch *b);
 

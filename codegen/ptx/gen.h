@@ -7,6 +7,7 @@
 **   kernels.c  kp_generate: the program — the fixed CUDA code (*.cuh, embedded
 **              at build time as kp_cuh_* strings: cuh.h), the KvgArgs block,
 **              the score kernels (a phase each), decode, select
+**   merge.c    compact_merge: merge nearest after kv_select's compaction
 **   expr.c     the values inside the kernels: where each instruction lives
 **              (kp_analyse), its expression at given loop indices (kp_val),
 **              the loops that materialize reductions, softmax statistics,
@@ -101,6 +102,13 @@ KC_FUNC int kp_step(Gen *g, int i);
 KC_FUNC void kp_wsreserve(Gen *g, int term, long long k, long long out[4]);
 KC_FUNC void kp_wsmax(Gen *g);
 KC_FUNC void kp_offexpr(const long long o[4], char *buf, size_t n);
+
+/* merge.c: compact_merge (merge nearest) inside kv_select: the workspace and its pointers
+** (after the prologue), the compaction's hook that copies the evicted rows aside, and the
+** merge after the compaction */
+KC_FUNC int kp_merge_decl(Gen *g);
+KC_FUNC void kp_merge_copy(Gen *g);
+KC_FUNC int kp_merge_body(Gen *g);
 
 /* kernels.c */
 KC_FUNC int kp_generate(const KiFn *f, const KpCudaOpts *o, KpCudaOut *out, KiErr *e);

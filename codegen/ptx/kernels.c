@@ -10,7 +10,7 @@
 **   kv_select    radix select over float bits (4 × 8-bit histograms in shared
 **                memory), protections, chunks, per-head budgets (pyramid) —
 **                fused with the stable in-place compaction of K, V, pos, state
-**                (select.cuh)
+**                (select.cuh), then merge nearest into the kept rows (merge.c)
 **   kv_select_grp  select scopes layer / model: one block per scope group ranks the
 **                group's chunks (weighted radix select, greedy shorter chunks) and
 **                leaves each instance a record that kv_select compacts from
@@ -224,8 +224,6 @@ static int gen_select(Gen *g, KpCudaOut *out)
 	int th = s->kind == SEL_threshold, ms = s->kind == SEL_mass;
 	if (s->kind != SEL_topk && !((th || ms) && s->scope == SC_head))
 		return kp_err(g, NULL, "only top-k selection and threshold / mass at scope head are supported");
-	if (f->merge.kind != MG_drop)
-		return kp_err(g, NULL, "only merge drop is supported");
 	char S[200], R[200], C[200], B[200], T[200], M[200];
 	if (kp_dscalar(g, s->keep_first, S, sizeof S, 0) || kp_dscalar(g, s->keep_recent, R, sizeof R, 0) ||
 	    kp_dscalar(g, s->chunk, C, sizeof C, 1) || kp_dscalar(g, s->beta, B, sizeof B, 20) ||
@@ -249,10 +247,15 @@ static int gen_select(Gen *g, KpCudaOut *out)
 	sb(&g->s, "\tif (nk < 0) nk = 0;\n\tif (nk > n) nk = n;\n\treturn nk;\n}\n");
 	if (s->scope != SC_head)
 		gen_selgrp(g, out, S, R, C);
+	else
+		memset(g->cur, 0, sizeof g->cur);      /* the score buffers are dead: the merge's workspace */
+	int mg = f->merge.kind == MG_nearest;
 	KpCudaKernel *k = &out->kern[out->nkern++];
 	snprintf(k->name, sizeof k->name, "kv_select");
 	k->role = KVG_SELECT;
-	prologue(g, "kv_select", 0);
+	prologue(g, "kv_select", mg);
+	if (mg && kp_merge_decl(g) != 0)
+		return -1;
 	sb(&g->s,
 	   "\t__shared__ unsigned hist[256], sv[4];\n"
 	   "\t__shared__ long long s_E;\n"
@@ -340,13 +343,16 @@ static int gen_select(Gen *g, KpCudaOut *out)
 	   "\t\t}\n"
 	   "\t\tint tot;\n"
 	   "\t\tconst int ex = kv_bscan(keep, wsum, &tot);\n"
-	   "\t\tsdst[tid] = keep ? (int)(run + ex) : -1;\n"
-	   "\t\tconst int pv = keep ? Pb[t] : 0;\n");
+	   "\t\tsdst[tid] = keep ? (int)(run + ex) : %s;\n"
+	   "\t\tconst int pv = keep ? Pb[t] : 0;\n", mg ? "t < n ? (int)(-2 - (t - run - ex)) : -1" : "-1");
 	for (int st = 0; st < f->nst; st++)
 		sb(&g->s, "\t\tconst float stv%d = keep ? a.state[((long long)%d * a.L * a.H + inst) * N + t] : 0.f;\n", st, st);
 	sb(&g->s,
 	   "\t\t__syncthreads();\n"
-	   "\t\tconst int cnt = n - t0 < KV_NT ? (int)(n - t0) : KV_NT;\n"
+	   "\t\tconst int cnt = n - t0 < KV_NT ? (int)(n - t0) : KV_NT;\n");
+	if (mg)
+		kp_merge_copy(g);
+	sb(&g->s,
 	   "\t\tif (!(run == t0 && tot == cnt))\n"
 	   "\t\t\tfor (int r0 = 0; r0 < cnt; r0 += KV_TT) {\n"
 	   "\t\t\t\tconst int rows = cnt - r0 < KV_TT ? cnt - r0 : KV_TT;\n"
@@ -376,8 +382,10 @@ static int gen_select(Gen *g, KpCudaOut *out)
 	   "\t\trun += tot;\n"
 	   "\t\t__syncthreads();\n"
 	   "\t}\n"
-	   "\tif (tid == 0) a.len[inst] = (int)run;\n"
-	   "}\n");
+	   "\tif (tid == 0) a.len[inst] = (int)run;\n");
+	if (mg && kp_merge_body(g) != 0)
+		return -1;
+	sb(&g->s, "}\n");
 	return 0;
 }
 
@@ -421,9 +429,6 @@ int kp_generate(const KiFn *f, const KpCudaOpts *o, KpCudaOut *out, KiErr *e)
 		return ki_error(e, f->src, f->line, f->col, "GPU backend: %d params, at most %d", f->npar, KVG_MAXPAR), -1;
 	if (ki_unsupported(f, e) != 0)   /* merge rules, the issue-13 language (compiler/support.c) */
 		return -1;
-	if (f->merge.kind != MG_drop)    /* the x86 compact_merge kernels have no CUDA twin yet */
-		return ki_error(e, f->src, f->merge.line, f->merge.col, "merge %s is not compiled to kernels yet for CUDA "
-		                "(x86 and the reference interpreter, kvcc run, run it)", ki_mergename(f->merge.kind)), -1;
 	/* the same mapping rules as the x86 plan where it applies (state and x.attn are ours) */
 	int ustate = uses(f, f->score, KO_state), uattn = uses(f, f->score, KO_attn);
 	if (ustate < 0 || uattn < 0)

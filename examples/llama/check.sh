@@ -85,6 +85,18 @@ case "$README_TEXT" in
 esac
 [ -n "$got" ] && [ $r -eq 0 ]; check "greedy text is a prefix of the README text" "$got" $?
 
+# at a budget with a merge policy (snapkv_merge: the evicted rows folded into their nearest kept
+# row, x86 merge kernels): the prompt's 21 rows per head compressed to 12, the cache moved to a
+# smaller allocation; greedy text still starts like the README's
+L generate --steps 40 --prompt "Once upon a time, there was a little girl named Lily. She loved to play" \
+    --policy policies/snapkv_merge.lua --budget 12 --param window=4 > "$TMP/gm.out" 2> "$TMP/gm.err"
+rc=$?
+grep -q "snapkv_merge budget 12: the prompt's cache compressed from 21 to 12 rows per head" "$TMP/gm.err" &&
+    grep -q "^Once upon a time, there was a little girl named Lily. She loved to play" "$TMP/gm.out"
+r=$?
+[ $rc -eq 0 ] && [ $r -eq 0 ]
+check "generate --policy snapkv_merge --budget 12 (a merge at prefill, memory at the budget)" "$(head -c 90 "$TMP/gm.err")" $?
+
 L logits > "$TMP/top5" 2>&1
 echo "$README_TOP5" > "$TMP/top5.ref"
 detail=$(awk 'NR==FNR { id[FNR] = $1; v[FNR] = $2; next }
@@ -189,10 +201,10 @@ done
 # (vLLM's default), 7 (pages that are not whole kernel tiles), 256; 3, 4 and 10 slots (10: two
 # decode pool runs per layer, libkvcc runs up to 8 sequences in one); 1 and 2
 # threads; a prefill policy, a decode policy (H2O: observe hook and state through the batch)
-# and no policy.
+# and no policy; a merge policy (snapkv_merge: merges on paged caches, runtime/merge.c).
 KVCC=${KVCC:-$(dirname "$LLAMA")/kvcc}
 if [ -x "$KVCC" ]; then
-    "$KVCC" eval policies/snapkv.lua policies/h2o.lua policies/streaming_llm.lua --model "$MODEL" \
+    "$KVCC" eval policies/snapkv.lua policies/h2o.lua policies/streaming_llm.lua policies/snapkv_merge.lua --model "$MODEL" \
         --tokenizer "$TOKZ" --data "$STORIES" --ratios 0,0.5 --param window=16 --threads 2 \
         --csv "$TMP/eval.csv" > "$TMP/eval.out" 2>&1
     check "kvcc eval (the expected numbers of llama batch)" "$(head -n 1 "$TMP/eval.out" | cut -c1-90)" $?
@@ -200,6 +212,7 @@ if [ -x "$KVCC" ]; then
              "snapkv|0|--param window=16 --page-size 16 --pages 64 --max-seqs 4" \
              "h2o|0.5|--page-size 7 --pages 400 --max-seqs 10 --threads 2" \
              "streaming_llm|0.5|--page-size 256 --pages 6 --max-seqs 3" \
+             "snapkv_merge|0.5|--param window=16 --page-size 7 --pages 400 --max-seqs 5 --threads 2" \
              "-|0|--page-size 16 --pages 48 --max-seqs 4"; do
         pol=${c%%|*}; rest=${c#*|}; r=${rest%%|*}; opts=${rest#*|}
         if [ "$pol" = - ]; then

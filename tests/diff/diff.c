@@ -79,65 +79,6 @@ static double group_margin(const KiFn *f, const double *par, const KiCase *c, co
 	return worst;
 }
 
-/* Merge nearest (the manifest's merge policies: cosine of keys): the smallest gap, over every
-** evicted row of every instance, between its best and second-best kept similarity and between
-** its best and the threshold (a constant / param, or the adaptive mean), in double from the
-** pre-merge keys, so that f32 rounding cannot change a target or a threshold decision. */
-static double merge_margin(const KiFn *f, const double *par, const KiCase *c, const KiResult *r)
-{
-	const KiMerge *mg = &f->merge;
-	if (mg->kind != MG_nearest)
-		return INFINITY;
-	double worst = INFINITY, *best = malloc(((size_t)c->n + 1) * sizeof *best);
-	char *kept = malloc((size_t)c->n + 1);
-	for (int k = 0; k < c->L * c->H; k++) {
-		int n = c->len ? c->len[k] : c->n, nb = 0;
-		memset(kept, 0, (size_t)n);
-		for (int j = 0; j < r->len[k]; j++)
-			kept[r->kept[(size_t)k * c->n + j]] = 1;
-		for (int e = 0; e < n; e++) {
-			if (kept[e])
-				continue;
-			const float *ke = &c->K[((size_t)k * c->n + e) * c->d];
-			double b1 = -INFINITY, b2 = -INFINITY;
-			for (int t = 0; t < n; t++) {
-				if (!kept[t])
-					continue;
-				const float *kt = &c->K[((size_t)k * c->n + t) * c->d];
-				double dot = 0, ne = 0, nt = 0;
-				for (int ch = 0; ch < c->d; ch++)
-					dot += (double)ke[ch] * kt[ch], ne += (double)ke[ch] * ke[ch], nt += (double)kt[ch] * kt[ch];
-				double sim = dot / fmax(sqrt(ne) * sqrt(nt), 1e-8);
-				if (sim > b1)
-					b2 = b1, b1 = sim;
-				else if (sim > b2)
-					b2 = sim;
-			}
-			if (b1 > -INFINITY)
-				best[nb++] = b1;
-			worst = fmin(worst, b1 - b2);
-		}
-		double tau = NAN;
-		if (mg->thr == MT_adaptive && nb) {
-			tau = 0;
-			for (int i = 0; i < nb; i++)
-				tau += best[i] / nb;
-		} else if (mg->thr == MT_value && KI_RKIND(mg->threshold) != RK_INS)
-			tau = pval(f, par, mg->threshold, 0);
-		for (int i = 0; i < nb && !isnan(tau); i++)
-			worst = fmin(worst, fabs(best[i] - tau));
-	}
-	free(best), free(kept);
-	return worst;
-}
-
-/* the stated tolerance of merged rows (f32 accumulation vs the reference's double, then one
-** rounding to the storage dtype each: up to two units in the last place of f16 / bf16) */
-static double merge_tol(int dtype)
-{
-	return dtype == KVCC_F32 ? 1e-4 : dtype == KVCC_F16 ? 2e-3 : 1.6e-2;
-}
-
 static void run_case(const Cfg *cf, const char *host)
 {
 	char name[200];

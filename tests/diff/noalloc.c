@@ -11,7 +11,7 @@
 ** budgets, with and without a given lse, and with unsorted positions (which sends attention
 ** policies through the generic, non-fused attn epilogue); a policy that reads Q refuses more
 ** observation queries than the plan's max_obs. Merge rules (runtime/merge.c) run on contiguous
-** caches; their paged plan must be refused with the rule's position.
+** and paged caches alike.
 */
 #include <stdio.h>
 #include <stdlib.h>
@@ -185,16 +185,8 @@ static void run_policy(const char *path, int dt)
 			}
 		kvcc_plan *pp = NULL;
 		int prc = kvcc_plan_create_batch(p, &lp, &pg, 2, maxobs, 2, &pp);
-		if (prc != 0 && f->merge.kind != MG_drop) {   /* not implemented yet: refused with the rule's position */
-			if (prc == KVCC_EUNSUPPORTED && strstr(kvcc_last_error(), ".lua:") && strstr(kvcc_last_error(), "paged cache"))
-				npass++;
-			else
-				printf("FAIL %s: paged plan of a merge rule: %s\n", name, kvcc_last_error()), nfail++;
-		} else if (prc != 0) {
+		if (prc != 0) {
 			printf("FAIL %s: paged plan: %s\n", name, kvcc_last_error()), nfail++;
-		} else if (f->merge.kind != MG_drop) {
-			printf("FAIL %s: a paged plan of a merge rule was created\n", name), nfail++;
-			kvcc_plan_destroy(pp);
 		} else {
 			kvcc_seq sq[2];
 			for (int b = 0; b < 2; b++)

@@ -332,7 +332,9 @@ static inline void kv_emu_mma(int bf16, float d[4], const unsigned a[4], const u
 	yield(WAIT_WARP);                       /* every lane has read the fragments */
 }
 
-/* IEEE double ops without contraction (x86-64 SSE2, no FMA at the default -march) */
+/* IEEE float and double ops without contraction (x86-64 SSE2, no FMA at the default -march) */
+static inline float __fadd_rn(float a, float b) { volatile float r = a + b; return r; }
+static inline float __fmul_rn(float a, float b) { volatile float r = a * b; return r; }
 static inline double __dadd_rn(double a, double b) { volatile double r = a + b; return r; }
 static inline double __dsub_rn(double a, double b) { volatile double r = a - b; return r; }
 static inline double __dmul_rn(double a, double b) { volatile double r = a * b; return r; }

@@ -31,7 +31,9 @@
 **
 ** Checks per case: device error word 0; scores within
 **   |gpu - ref| <= 1e-4 · max(1, max_t |ref_t|)   (f32 vs double)
-** identical kept sets (lengths, positions), bit-identical compacted K/V rows,
+** identical kept sets (lengths, positions), bit-identical compacted K/V rows (merge rules:
+** merged rows within merge_tol, tests/common/casegen.h; inputs re-drawn while a target or a
+** threshold decision has a margin < 1e-4),
 ** compacted state within the score tolerance. Policies with per-token state
 ** first run 3 decode steps (kv_decode vs ki_observe: outputs and state within
 ** 1e-4 · max(1, |ref|)). Inputs re-drawn while the interpreter's selection
@@ -451,6 +453,7 @@ static void run_case(int pi, int dt, int di, int gi, int idx)
 			goto out;
 		}
 		ok = grpsel ? group_margin(f, par, &c, &r) >= 1e-5 : case_margin(f, par, &c, &r) >= 1e-4;
+		ok = ok && merge_margin(f, par, &c, &r) >= 1e-4;
 	}
 	if (!ok) {
 		printf("SKIP %s: no tie-free input in 20 draws\n", name);
@@ -554,7 +557,17 @@ static void run_case(int pi, int dt, int di, int gi, int idx)
 				       r.scores[(size_t)k * n + tr], v.len[k], len0[k]);
 				goto out;
 			}
-			for (int ch = 0; ch < d; ch++) {
+			for (int ch = 0; ch < d && f->merge.kind != MG_drop; ch++) {   /* merged rows: the tolerance */
+				size_t ri = ((size_t)k * n + m) * d + ch, xi = ((size_t)k * n + m) * st + ch;
+				double xk = decode(v.K + xi * esz, dt), xv = decode(v.V + xi * esz, dt);
+				double rk = r.K[ri], rv = r.V[ri], tol = merge_tol(dt);
+				if (!(fabs(xk - rk) <= tol * fmax(1, fabs(rk))) || !(fabs(xv - rv) <= tol * fmax(1, fabs(rv)))) {
+					printf("FAIL %s: merged row %d of head %d, chan %d: gpu K %.9g V %.9g, reference K %.9g V %.9g\n",
+					       name, m, k, ch, xk, xv, rk, rv);
+					goto out;
+				}
+			}
+			for (int ch = 0; ch < d && f->merge.kind == MG_drop; ch++) {
 				char bk[4], bv[4];
 				encode(r.K[((size_t)k * n + m) * d + ch], dt, bk);
 				encode(r.V[((size_t)k * n + m) * d + ch], dt, bv);

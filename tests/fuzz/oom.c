@@ -251,8 +251,8 @@ static int stages(KiFn *f, Out *o)
 			return seterr(o, "observe", &e);
 		o->digest = mix(o->digest, state, (size_t)f->nst * L * H * N * sizeof *state);
 	}
-	if (!planned || f->merge.kind != MG_drop)   /* the CUDA generator refuses it as the planner did, or */
-		return o->rc = 0;                        /* as a merge (codegen/ptx: no CUDA merges yet) */
+	if (!planned)                /* the CUDA generator refuses it as the planner did */
+		return o->rc = 0;
 	KpCudaOpts co = { .dtype = KVCC_BF16, .head_dim = 64, .group = 2, .gen_only = 1 };
 	KpCudaOut out;
 	if (kp_compile_cuda(f, &co, &out, &e) != 0)

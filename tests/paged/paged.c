@@ -640,11 +640,6 @@ static void run_policy(const MfPolicy *mp, int dt)
 		ki_free(f), free(P);
 		return;
 	}
-	if (f->merge.kind != MG_drop) {      /* runtime/api.c refuses a paged plan of a merge rule */
-		printf("SKIP %s: merge rules on a paged cache are not implemented yet (contiguous only)\n", name);
-		kvcc_close(P->p), ki_free(f), free(P);
-		return;
-	}
 	P->dt = dt, P->esz = dt == KVCC_F32 ? 4 : 2, P->nst = kvcc_state_count(P->p);
 	for (int i = 0; i < f->nins; i++)
 		P->hm |= f->ins[i].op == KO_hmean;

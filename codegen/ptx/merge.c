@@ -1,0 +1,423 @@
+/*
+** compact_merge with merge nearest in CUDA C (DESIGN §3 "Merge semantics", §5): the GPU twin
+** of codegen/x86/merge.c + runtime/merge.c, generated into the kv_select kernel of a policy
+** whose merge rule compiler/mplan.c ki_mkernels takes (nearest at prefill, a tiled-product
+** similarity). One block per (layer, head), in the select kernel after its stable in-place
+** compaction:
+**
+**   copy     during the compaction, every evicted row (keys and values, storage dtype) into the
+**            workspace, in position order, before a kept row can overwrite it (kp_mcopy)
+**   mscal    the row scalars of every evicted and every kept row (a thread per row)
+**   mbest    per evicted row (a thread each): the cross dot e.K · k.K with every kept row in
+**            f32, the policy's epilogue, the arg-max (NaN never, ties → the lower kept index);
+**            never a matrix: one similarity at a time
+**   thresh   the rule's value per row (a pair value), or the mean of the maximum similarities
+**            (double, the block's sum)
+**   segments the evicted rows grouped by target in evicted order (a counting sort, one thread)
+**   update   the weights w_e (a thread per member), the self weight w_k and the total per
+**            target, then every (target, channel): (w_k X_k + sum w_e X_e) / total, rounded
+**            to the storage dtype (kv_tost)
+**
+** Simultaneous: every similarity and weight comes from the pre-merge rows (the evicted rows'
+** copies, the kept rows before any update). f32 as the x86 kernels (the interpreter: double;
+** the emulated matrix states the tolerance). Workspace: kp_mreserve, sized per instance from
+** the capacity N (nothing allocated at run time).
+*/
+#include <math.h>
+#include <string.h>
+#include "codegen/ptx/gen.h"
+#include "compiler/mplan.h"
+
+typedef struct Mc {
+	Gen *g;
+	const KiFn *f;
+	int *slot;               /* [nins] row scalar slots (ki_mslots) */
+	uint8_t *side;           /* [nins] KI_M* (ki_msides) */
+	char *need;              /* [nins] scratch */
+	int dot;                 /* the similarity's cross dot */
+	int nes, nks;
+	int oom;
+} Mc;
+
+/* a float constant as CUDA C */
+static void lit(char *buf, size_t n, double v)
+{
+	if (isnan(v))
+		snprintf(buf, n, "kv_nan()");
+	else if (isinf(v))
+		snprintf(buf, n, "%skv_inf()", v < 0 ? "-" : "");
+	else
+		snprintf(buf, n, "((float)%.17g)", v);
+}
+
+static int fits(Mc *M, int k, size_t n)
+{
+	if (k < 0 || (size_t)k >= n)
+		return kp_err(M->g, NULL, "merge expression too long for the CUDA generator");
+	return 0;
+}
+
+/* --- row scalars -------------------------------------------------------------------------- */
+
+/* a [chan] value of the row at channel c_ (side s: 0 evicted row q_ of the copies, 1 kept row
+** j_ of the cache), scalars r<i> of the same row emitted before */
+static int rowchan(Mc *M, KiRef r, int s, char *out, size_t n)
+{
+	const KiFn *f = M->f;
+	if (KI_RKIND(r) == RK_CON)
+		return lit(out, n, f->con[KI_RIDX(r)]), 0;
+	if (KI_RKIND(r) == RK_PAR)
+		return fits(M, snprintf(out, n, "(float)a.par[%d]", KI_RIDX(r)), n);
+	if (KI_RKIND(r) != RK_INS)
+		return fits(M, snprintf(out, n, "kv_nan()"), n);
+	int i = KI_RIDX(r);
+	const KiIns *in = &f->ins[i];
+	if (!(in->axes & AXM(AX_chan)))
+		return fits(M, snprintf(out, n, "r%d", i), n);
+	if (in->op == KO_erow || in->op == KO_krow) {
+		int v = f->ins[KI_RIDX(in->arg[0])].aux == IN_V;
+		if (s == 0)
+			return fits(M, snprintf(out, n, "kv_f(mE%c_[(long long)q_ * KV_D + c_])", v ? 'V' : 'K'), n);
+		return fits(M, snprintf(out, n, "kv_f(%cb[(long long)j_ * a.sT + c_])", v ? 'V' : 'K'), n);
+	}
+	if (ki_sem(in->op)->kind != SEM_EW)
+		return kp_err(M->g, in, "internal: %s in a merge row value", ki_opname(in->op));
+	char A[1500] = "0.f", B[1500] = "0.f", C[1500] = "0.f";
+	int na = ki_nargs(in->op);
+	if ((na > 0 && rowchan(M, in->arg[0], s, A, sizeof A)) || (na > 1 && rowchan(M, in->arg[1], s, B, sizeof B)) ||
+	    (na > 2 && rowchan(M, in->arg[2], s, C, sizeof C)))
+		return -1;
+	return fits(M, snprintf(out, n, ki_sem(in->op)->cuda, A, B, C), n);
+}
+
+static const char *rowref(Mc *M, KiRef r, char *buf, size_t n)
+{
+	if (KI_RKIND(r) == RK_CON)
+		lit(buf, n, M->f->con[KI_RIDX(r)]);
+	else if (KI_RKIND(r) == RK_PAR)
+		snprintf(buf, n, "(float)a.par[%d]", KI_RIDX(r));
+	else if (KI_RKIND(r) == RK_INS)
+		snprintf(buf, n, "r%d", KI_RIDX(r));
+	else
+		snprintf(buf, n, "kv_nan()");
+	return buf;
+}
+
+/* the body of a loop over the rows of side s (q_ or j_): every slot of the side into its table */
+static int rowscalars(Mc *M, int s)
+{
+	const KiFn *f = M->f;
+	Gen *g = M->g;
+	uint8_t want = s ? KI_MK : KI_ME;
+	memset(M->need, 0, (size_t)f->nins);
+	for (int i = 0; i < f->nins; i++)
+		M->need[i] = M->slot[i] >= 0 && M->side[i] == want;
+	for (int i = f->nins - 1; i >= 0; i--)
+		if (M->need[i] && f->ins[i].op != KO_erow && f->ins[i].op != KO_krow)
+			for (int k = 0; k < 3; k++)
+				if (KI_RKIND(f->ins[i].arg[k]) == RK_INS && KI_RIDX(f->ins[i].arg[k]) < i)
+					M->need[KI_RIDX(f->ins[i].arg[k])] = 1;
+	for (int i = 0; i < f->nins; i++) {
+		const KiIns *in = &f->ins[i];
+		if (!M->need[i] || in->axes)
+			continue;               /* [chan] values: inline in the reductions */
+		const KiSem *sem = ki_sem(in->op);
+		if (sem->kind == SEM_RED) {
+			char A[1500], B[1500] = "0.f", ini[64];
+			if (rowchan(M, in->arg[0], s, A, sizeof A) ||
+			    (sem->map == MAP_MUL && rowchan(M, in->arg[1], s, B, sizeof B)))
+				return -1;
+			if (isinf(sem->init))
+				snprintf(ini, sizeof ini, "%skv_inf()", sem->init < 0 ? "-" : "");
+			else
+				lit(ini, sizeof ini, sem->init);
+			sb(&g->s, "\t\t\tfloat r%d; { float acc_ = %s; for (int c_ = 0; c_ < KV_D; c_++) { const float y_ = %s; ",
+			   i, ini, A);
+			const char *y = sem->map == MAP_SQ ? "y_ * y_" : "y_";
+			if (sem->map == MAP_MUL)
+				sb(&g->s, "const float z_ = y_ * (%s); ", B), y = "z_";
+			if (sem->comb == CMB_ADD)
+				sb(&g->s, "acc_ += %s; }", y);
+			else
+				sb(&g->s, "acc_ = %s(acc_, %s); }", sem->comb == CMB_MAX ? "kv_rmax" : "kv_rmin", y);
+			const char *fin = sem->fin == FIN_MEAN ? "acc_ / (float)KV_D" : sem->fin == FIN_SQRT ? "sqrtf(acc_)"
+			                : sem->fin == FIN_RMS ? "sqrtf(acc_ / (float)KV_D)" : "acc_";
+			sb(&g->s, " r%d = %s; } /* %%%d %s */\n", i, fin, i, ki_opname(in->op));
+		} else if (sem->kind == SEM_EW) {
+			char A[200], B[200], C[200], e[800];
+			int na = ki_nargs(in->op);
+			rowref(M, na > 0 ? in->arg[0] : KI_NIL, A, sizeof A);
+			rowref(M, na > 1 ? in->arg[1] : KI_NIL, B, sizeof B);
+			rowref(M, na > 2 ? in->arg[2] : KI_NIL, C, sizeof C);
+			snprintf(e, sizeof e, sem->cuda, A, B, C);
+			sb(&g->s, "\t\t\tconst float r%d = %s; /* %%%d %s */\n", i, e, i, ki_opname(in->op));
+		} else
+			return kp_err(g, in, "internal: %s in a merge row value", ki_opname(in->op));
+		if (M->slot[i] >= 0 && M->side[i] == want)
+			sb(&g->s, "\t\t\tm%cS_[(long long)%d * N + %s] = r%d;\n", s ? 'K' : 'E', M->slot[i], s ? "j_" : "q_", i);
+	}
+	return 0;
+}
+
+/* --- pair values ---------------------------------------------------------------------------- */
+
+static const char *pairref(Mc *M, KiRef r, char *buf, size_t n)
+{
+	if (KI_RKIND(r) != RK_INS)
+		return rowref(M, r, buf, n);
+	int i = KI_RIDX(r);
+	const KiIns *in = &M->f->ins[i];
+	if (M->slot[i] >= 0)
+		snprintf(buf, n, "m%cS_[(long long)%d * N + %s]", M->side[i] == KI_ME ? 'E' : 'K', M->slot[i],
+		         M->side[i] == KI_ME ? "q_" : "j_");
+	else if (i == M->dot)
+		snprintf(buf, n, "dot_");
+	else if (in->op == KO_pinfo)
+		snprintf(buf, n, "%s", in->aux == PI_sim ? "sim_" : in->aux == PI_absorbed ? "abs_" : "ntg_");
+	else
+		snprintf(buf, n, "p%d", i);
+	return buf;
+}
+
+/* root r at a pair site (q_, j_, dot_, sim_, abs_, ntg_ bound): its instructions as statements
+** at depth ind, the value's expression into out */
+static int pairsite(Mc *M, KiRef r, int ind, char *out, size_t n)
+{
+	const KiFn *f = M->f;
+	Gen *g = M->g;
+	if (KI_RKIND(r) != RK_INS) {
+		pairref(M, r, out, n);
+		return 0;
+	}
+	int top = KI_RIDX(r);
+	memset(M->need, 0, (size_t)f->nins);
+	M->need[top] = 1;
+	for (int i = top; i >= 0; i--) {
+		const KiIns *in = &f->ins[i];
+		if (!M->need[i] || M->slot[i] >= 0 || i == M->dot || in->op == KO_pinfo)
+			continue;
+		for (int k = 0; k < 3; k++)
+			if (KI_RKIND(in->arg[k]) == RK_INS && KI_RIDX(in->arg[k]) < i)
+				M->need[KI_RIDX(in->arg[k])] = 1;
+	}
+	for (int i = 0; i <= top; i++) {
+		const KiIns *in = &f->ins[i];
+		if (!M->need[i] || M->slot[i] >= 0 || i == M->dot || in->op == KO_pinfo)
+			continue;
+		if (ki_sem(in->op)->kind != SEM_EW || in->axes)
+			return kp_err(g, in, "internal: %s in a merge pair value", ki_opname(in->op));
+		char A[200], B[200], C[200], e[800];
+		int na = ki_nargs(in->op);
+		pairref(M, na > 0 ? in->arg[0] : KI_NIL, A, sizeof A);
+		pairref(M, na > 1 ? in->arg[1] : KI_NIL, B, sizeof B);
+		pairref(M, na > 2 ? in->arg[2] : KI_NIL, C, sizeof C);
+		snprintf(e, sizeof e, ki_sem(in->op)->cuda, A, B, C);
+		sb(&g->s, "%.*sconst float p%d = %s; /* %%%d %s */\n", ind, "\t\t\t\t\t\t\t\t", i, e, i, ki_opname(in->op));
+	}
+	pairref(M, r, out, n);
+	return 0;
+}
+
+/* --- the kernel's pieces ---------------------------------------------------------------------- */
+
+static const char *const decl =
+	"\tkv_st *const mEK_ = (kv_st *)(W + (%s)), *const mEV_ = mEK_ + (long long)N * KV_D;\n"
+	"\tfloat *const mES_ = (float *)(mEV_ + (long long)N * KV_D), *const mKS_ = mES_ + (long long)%d * N;\n"
+	"\tfloat *const mBS_ = mKS_ + (long long)%d * N, *const mW_ = mBS_ + N, *const mWK_ = mW_ + N, *const mTOT_ = mWK_ + N;\n"
+	"\tint *const mBI_ = (int *)(mTOT_ + N), *const mSEG_ = mBI_ + N, *const mOFF_ = mSEG_ + N;\n"
+	"\t(void)mES_; (void)mKS_;\n";
+
+/* the compaction's hook: the evicted rows of the tile (sdst <= -2: evicted row -2 - sdst) copied
+** before any row of the tile moves */
+void kp_merge_copy(Gen *g)
+{
+	sb(&g->s,
+	   "\t\tfor (int e_ = tid; e_ < cnt * KV_D; e_ += KV_NT) {   /* merge: the evicted rows aside */\n"
+	   "\t\t\tconst int rr = e_ / KV_D, c = e_ - rr * KV_D, dd = sdst[rr];\n"
+	   "\t\t\tif (dd <= -2) {\n"
+	   "\t\t\t\tmEK_[(long long)(-2 - dd) * KV_D + c] = Kb[(t0 + rr) * a.sT + c];\n"
+	   "\t\t\t\tmEV_[(long long)(-2 - dd) * KV_D + c] = Vb[(t0 + rr) * a.sT + c];\n"
+	   "\t\t\t}\n"
+	   "\t\t}\n"
+	   "\t\t__syncthreads();\n");
+}
+
+static int body(Mc *M)
+{
+	Gen *g = M->g;
+	const KiMerge *m = &M->f->merge;
+	char S[300];
+	sb(&g->s,
+	   "\t/* compact_merge, merge nearest (codegen/ptx/merge.c): m_ kept rows, nE_ evicted rows */\n"
+	   "\t__syncthreads();\n"
+	   "\tconst int m_ = (int)run, nE_ = n - m_;\n"
+	   "\tif (m_ > 0 && nE_ > 0) {\n"
+	   "\t\t/* row scalars */\n"
+	   "\t\tfor (int q_ = tid; q_ < nE_; q_ += KV_NT) {\n");
+	if (rowscalars(M, 0))
+		return -1;
+	sb(&g->s, "\t\t}\n\t\tfor (int j_ = tid; j_ < m_; j_ += KV_NT) {\n");
+	if (rowscalars(M, 1))
+		return -1;
+	sb(&g->s,
+	   "\t\t}\n"
+	   "\t\t__syncthreads();\n"
+	   "\t\t/* the similarity of every (evicted, kept) pair, one at a time, and the arg-max */\n"
+	   "\t\tfor (int q_ = tid; q_ < nE_; q_ += KV_NT) {\n"
+	   "\t\t\tfloat bs_ = -kv_inf();\n"
+	   "\t\t\tint bi_ = -1;\n"
+	   "\t\t\tconst kv_st *const e_ = mEK_ + (long long)q_ * KV_D;\n"
+	   "\t\t\tfor (int j_ = 0; j_ < m_; j_++) {\n"
+	   "\t\t\t\tconst kv_st *const k_ = Kb + (long long)j_ * a.sT;\n"
+	   "\t\t\t\tfloat dot_ = 0.f;\n"
+	   "\t\t\t\tfor (int c_ = 0; c_ < KV_D; c_++) dot_ = fmaf(kv_f(e_[c_]), kv_f(k_[c_]), dot_);\n"
+	   "\t\t\t\tconst float sim_ = kv_nan(), abs_ = kv_nan(), ntg_ = kv_nan();\n"
+	   "\t\t\t\t(void)sim_; (void)abs_; (void)ntg_;\n");
+	if (pairsite(M, m->sim, 4, S, sizeof S))
+		return -1;
+	sb(&g->s,
+	   "\t\t\t\tconst float s_ = %s;\n"
+	   "\t\t\t\tif (s_ == s_ && (bi_ < 0 || s_ > bs_)) { bs_ = s_; bi_ = j_; }\n"
+	   "\t\t\t}\n", S);
+	if (m->thr == MT_value) {
+		sb(&g->s,
+		   "\t\t\tif (bi_ >= 0) {   /* the threshold */\n"
+		   "\t\t\t\tconst int j_ = bi_;\n"
+		   "\t\t\t\tconst float dot_ = kv_nan(), sim_ = bs_, abs_ = kv_nan(), ntg_ = kv_nan();\n"
+		   "\t\t\t\t(void)j_; (void)dot_; (void)sim_; (void)abs_; (void)ntg_;\n");
+		if (pairsite(M, m->threshold, 4, S, sizeof S))
+			return -1;
+		sb(&g->s, "\t\t\t\tif (!(bs_ >= %s)) bi_ = -1;\n\t\t\t}\n", S);
+	}
+	sb(&g->s, "\t\t\tmBS_[q_] = bs_;\n\t\t\tmBI_[q_] = bi_;\n\t\t}\n");
+	if (m->thr == MT_adaptive)      /* beta 0 (ki_mkernels): the mean of this call's maxima */
+		sb(&g->s,
+		   "\t\t{   /* the threshold: the mean of the maximum similarities (double) */\n"
+		   "\t\t\t__shared__ double mred_[KV_NT], mres_;\n"
+		   "\t\t\tdouble ps_ = 0.0, pc_ = 0.0;\n"
+		   "\t\t\tfor (int q_ = tid; q_ < nE_; q_ += KV_NT)\n"
+		   "\t\t\t\tif (mBI_[q_] >= 0) { ps_ += (double)mBS_[q_]; pc_ += 1.0; }\n"
+		   "\t\t\tconst double sum_ = kv_bsumd(ps_, mred_, &mres_), cnt_ = kv_bsumd(pc_, mred_, &mres_);\n"
+		   "\t\t\tconst double tau_ = cnt_ > 0.0 ? sum_ / cnt_ : (double)kv_nan();\n"
+		   "\t\t\tfor (int q_ = tid; q_ < nE_; q_ += KV_NT)\n"
+		   "\t\t\t\tif (mBI_[q_] >= 0 && !((double)mBS_[q_] >= tau_)) mBI_[q_] = -1;\n"
+		   "\t\t}\n");
+	sb(&g->s,
+	   "\t\t__syncthreads();\n"
+	   "\t\tif (tid == 0) {   /* the segments: mOFF_[j] .. mOFF_[j + 1] of mSEG_, target j's rows in evicted order */\n"
+	   "\t\t\tfor (int j = 0; j <= m_; j++) mOFF_[j] = 0;\n"
+	   "\t\t\tfor (int q = 0; q < nE_; q++) if (mBI_[q] >= 0) mOFF_[mBI_[q] + 1]++;\n"
+	   "\t\t\tfor (int j = 0; j < m_; j++) mOFF_[j + 1] += mOFF_[j];\n"
+	   "\t\t\tfor (int q = 0; q < nE_; q++) if (mBI_[q] >= 0) mSEG_[mOFF_[mBI_[q]]++] = q;\n"
+	   "\t\t\tfor (int j = m_; j > 0; j--) mOFF_[j] = mOFF_[j - 1];\n"
+	   "\t\t\tmOFF_[0] = 0;\n"
+	   "\t\t}\n"
+	   "\t\t__syncthreads();\n"
+	   "\t\t/* the weights w_e */\n"
+	   "\t\tfor (int s2_ = tid; s2_ < mOFF_[m_]; s2_ += KV_NT) {\n"
+	   "\t\t\tconst int q_ = mSEG_[s2_], j_ = mBI_[q_];\n"
+	   "\t\t\tconst float dot_ = kv_nan(), sim_ = mBS_[q_], abs_ = (float)(mOFF_[j_ + 1] - mOFF_[j_]), ntg_ = 1.f;\n"
+	   "\t\t\t(void)dot_; (void)sim_; (void)abs_; (void)ntg_;\n");
+	if (pairsite(M, m->weight, 3, S, sizeof S))
+		return -1;
+	sb(&g->s,
+	   "\t\t\tmW_[s2_] = %s;\n"
+	   "\t\t}\n"
+	   "\t\t__syncthreads();\n"
+	   "\t\t/* the self weight w_k and the total of each target */\n"
+	   "\t\tfor (int j_ = tid; j_ < m_; j_ += KV_NT) {\n"
+	   "\t\t\tconst int o0_ = mOFF_[j_], o1_ = mOFF_[j_ + 1];\n"
+	   "\t\t\tif (o0_ == o1_) continue;\n"
+	   "\t\t\tconst int q_ = 0;\n"
+	   "\t\t\tconst float dot_ = kv_nan(), sim_ = kv_nan(), abs_ = (float)(o1_ - o0_), ntg_ = kv_nan();\n"
+	   "\t\t\t(void)q_; (void)dot_; (void)sim_; (void)abs_; (void)ntg_;\n", S);
+	if (pairsite(M, m->self, 3, S, sizeof S))
+		return -1;
+	sb(&g->s,
+	   "\t\t\tconst float wk_ = %s;\n"
+	   "\t\t\tfloat den_ = 0.f;\n"
+	   "\t\t\tfor (int s2_ = o0_; s2_ < o1_; s2_++) den_ += mW_[s2_];\n"
+	   "\t\t\tmWK_[j_] = wk_;\n"
+	   "\t\t\tmTOT_[j_] = wk_ + den_;\n"
+	   "\t\t}\n"
+	   "\t\t__syncthreads();\n"
+	   "\t\t/* the update of every (target, channel) */\n"
+	   "\t\tfor (long long x_ = tid; x_ < (long long)m_ * KV_D; x_ += KV_NT) {\n"
+	   "\t\t\tconst int j_ = (int)(x_ / KV_D), c_ = (int)(x_ - (long long)j_ * KV_D);\n"
+	   "\t\t\tconst int o0_ = mOFF_[j_], o1_ = mOFF_[j_ + 1];\n"
+	   "\t\t\tif (o0_ == o1_) continue;\n"
+	   "\t\t\tconst float tot_ = mTOT_[j_], wk_ = mWK_[j_];\n", S);
+	if (m->update == MU_mean)
+		sb(&g->s, "\t\t\tif (!(fabsf(tot_) < kv_inf() && tot_ != 0.f)) continue;   /* unchanged */\n");
+	else
+		sb(&g->s, "\t\t\t(void)tot_;\n");
+	sb(&g->s,
+	   "\t\t\tfloat ak_ = 0.f, av_ = 0.f;\n"
+	   "\t\t\tfor (int s2_ = o0_; s2_ < o1_; s2_++) {\n"
+	   "\t\t\t\tconst long long r_ = (long long)mSEG_[s2_] * KV_D + c_;\n"
+	   "\t\t\t\tak_ = fmaf(kv_f(mEK_[r_]), mW_[s2_], ak_);\n"
+	   "\t\t\t\tav_ = fmaf(kv_f(mEV_[r_]), mW_[s2_], av_);\n"
+	   "\t\t\t}\n"
+	   "\t\t\t(void)ak_; (void)av_;\n"
+	   "\t\t\tconst long long x2_ = (long long)j_ * a.sT + c_;\n");
+	for (int v = 0; v < 2; v++) {
+		if (!(v ? m->values : m->keys))
+			continue;
+		sb(&g->s, "\t\t\t{ const float y_ = __fadd_rn(__fmul_rn(wk_, kv_f(%cb[x2_])), %s); %cb[x2_] = kv_tost(%s); }\n",
+		   v ? 'V' : 'K', v ? "av_" : "ak_", v ? 'V' : 'K', m->update == MU_mean ? "y_ / tot_" : "y_");
+	}
+	sb(&g->s, "\t\t}\n\t}\n");
+	return 0;
+}
+
+static int mcinit(Mc *M, Gen *g)
+{
+	const KiFn *f = g->f;
+	KiMSim sf;
+	ki_msimform(f, f->merge.sim, &sf);
+	*M = (Mc){ .g = g, .f = f, .dot = sf.dot };
+	M->slot = malloc(((size_t)f->nins + 1) * sizeof *M->slot);
+	M->side = malloc((size_t)f->nins + 1);
+	M->need = malloc((size_t)f->nins + 1);
+	if (!M->slot || !M->side || !M->need || ki_mslots(f, M->slot, &M->nes, &M->nks) != 0)
+		return kp_err(g, NULL, "out of memory");
+	if (!sf.fast && sf.why && !strcmp(sf.why, "out of memory"))
+		return kp_err(g, NULL, "out of memory");
+	if (!sf.fast)
+		return kp_err(g, NULL, "a merge similarity outside the tiled-product form (%s)", sf.why ? sf.why : "");
+	ki_msides(f, M->side);
+	return 0;
+}
+
+static void mcfree(Mc *M)
+{
+	free(M->slot), free(M->side), free(M->need);
+}
+
+int kp_merge_decl(Gen *g)
+{
+	Mc M;
+	int rc = mcinit(&M, g);
+	if (rc == 0) {
+		/* EK, EV [N][D] (storage dtype); es [nes][N], ks [nks][N]; bsim, w, wk, tot, bidx, seg [N]; off [N + 1] */
+		long long off[4], one[4];
+		char o[200];
+		kp_wsreserve(g, 1, (g->dtype == KVCC_F32 ? 2LL : 1LL) * g->D + M.nes + M.nks + 7, off);
+		kp_wsreserve(g, 0, 2, one);
+		kp_wsmax(g);
+		kp_offexpr(off, o, sizeof o);
+		sb(&g->s, decl, o, M.nes, M.nks);
+	}
+	mcfree(&M);
+	return rc;
+}
+
+int kp_merge_body(Gen *g)
+{
+	Mc M;
+	int rc = mcinit(&M, g);
+	if (rc == 0)
+		rc = body(&M);
+	mcfree(&M);
+	return rc;
+}
