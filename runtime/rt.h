@@ -158,8 +158,6 @@ KC_FUNC void kr_pcompact(const KrRows *w, size_t esz, int d, const int32_t *idx,
                          int nst, int64_t sstride);
 /* paged, after compaction: each sequence's freed pages (and CSR last_page_len) */
 KC_FUNC void kr_freed(kvcc_plan *pl, kvcc_batch *b);
-/* a one-sequence batch of a contiguous kvcc_cache, for kvcc_compress, kvcc_append and
-** kvcc_decode_layer; KVCC_EINVAL (message set) for a missing plan or cache or a paged plan */
 /* merge.c: compact_merge with merge nearest (KaHdr.merge); the workspace bytes of one thread,
 ** and one instance's merge and compaction (in place; kidx sorted, m kept of n) */
 KC_FUNC size_t kr_mbytes(const kvcc_plan *pl);
@@ -168,6 +166,8 @@ KC_FUNC void kr_mnearest(kvcc_plan *pl, const double *par, char *K, char *V, int
 /* the same on a paged cache (rows through rw's page table; the same result bit for bit) */
 KC_FUNC void kr_pmnearest(kvcc_plan *pl, const double *par, const KrRows *rw, int n, const int32_t *kidx, int m,
                           int32_t *pos, float *state, int nst, int64_t sstride, int tid);
+/* a one-sequence batch of a contiguous kvcc_cache, for kvcc_compress, kvcc_append and
+** kvcc_decode_layer; KVCC_EINVAL (message set) for a missing plan or cache or a paged plan */
 KC_FUNC int kr_single(const kvcc_plan *pl, kvcc_cache *c, const kvcc_obs *obs, const char *batchfn,
                       kvcc_seq *s, kvcc_batch *b);
 
