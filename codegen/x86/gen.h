@@ -95,6 +95,19 @@ static inline void loop_plain(Gen *g, Loop *lp)
 	LLVMSetMetadata(lp->latch, LLVMGetMDKindIDInContext(g->cx, "llvm.loop", 9), LLVMMetadataAsValue(g->cx, md));
 }
 
+/* Ask the pipeline to unroll a closed loop n times (a remainder loop when the trip count is not a
+** multiple): emit.c's pipeline unrolls nothing partially or at run time unless a loop asks. */
+static inline void loop_unroll(Gen *g, Loop *lp, int n)
+{
+	LLVMMetadataRef tmp = LLVMTemporaryMDNode(g->cx, NULL, 0);
+	LLVMMetadataRef ct[2] = { LLVMMDStringInContext2(g->cx, "llvm.loop.unroll.count", 22),
+	                          LLVMValueAsMetadata(LLVMConstInt(LLVMInt32TypeInContext(g->cx), (unsigned)n, 0)) };
+	LLVMMetadataRef ops[2] = { tmp, LLVMMDNodeInContext2(g->cx, ct, 2) };
+	LLVMMetadataRef md = LLVMMDNodeInContext2(g->cx, ops, 2);
+	LLVMMetadataReplaceAllUsesWith(tmp, md);
+	LLVMSetMetadata(lp->latch, LLVMGetMDKindIDInContext(g->cx, "llvm.loop", 9), LLVMMetadataAsValue(g->cx, md));
+}
+
 static inline LLVMValueRef ci(Gen *g, long v) { return LLVMConstInt(g->i64, (unsigned long long)v, 1); }
 
 /* Load w (W or 1) storage elements at element index `idx` of `base` as f32. */

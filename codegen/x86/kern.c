@@ -204,6 +204,8 @@ void kx_gen_decode(Gen *g, int G)
 			LLVMBuildStore(b, LLVMBuildCall2(b, g->fma_ty, g->fma, args, 3, ""), accv[a]);
 		}
 		loop_end(g, &lj);
+		if (G < 4)                                  /* >= 4 FMA chains per token: enough in flight */
+			loop_unroll(g, &lj, 4 / G);
 		for (int a = 0; a < G; a++)
 			storef(g, LLVMBuildLoad2(b, vt, accv[a], ""), st, ci(g, 2L * G + (long)a * g->d + (long)c * W));
 	}
@@ -837,6 +839,7 @@ void kx_gen_compact(Gen *g)
 		LLVMValueRef x = ld(g, g->i32, state, LLVMBuildAdd(b, row, s, ""), 4);
 		st_(g, g->i32, x, state, LLVMBuildAdd(b, row, i, ""), 4);
 		loop_end(g, &ls);
+		loop_plain(g, &ls);                         /* nst is a few state slots */
 	}
 	LLVMBuildBr(b, cont);
 	LLVMPositionBuilderAtEnd(b, cont);
