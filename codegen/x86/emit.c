@@ -194,12 +194,13 @@ static LLVMValueRef stub(Gen *g, const char *name, LLVMTypeRef ret, LLVMTypeRef 
 }
 
 /* every kernel of the artifact: the fixed ones (kern.c) and the policy's (tmap.c); head_mean and
-** the observe hook only when the plan has them; -1: out of memory */
+** the observe hook only when the plan has them; qk a stub (retired); -1: out of memory */
 static int kernels(Gen *g, const KiFn *f, const KiPlan *kp, LLVMValueRef *fn)
 {
 	LLVMTypeRef hm[4] = { g->ptr, g->i64, g->i64, g->ptr }, ob[1] = { g->ptr };
+	LLVMTypeRef qk[6] = { g->ptr, g->i64, g->i64, g->ptr, g->i64, g->ptr };
 	int rc = 0;
-	kx_gen_qk(g), fn[E_qk] = g->fn;
+	fn[E_qk] = stub(g, "kvcc_qk", NULL, qk, 6);   /* retired (artifact.h): nothing calls it */
 	kx_gen_cvt(g), fn[E_cvt] = g->fn;
 	kx_gen_decode(g, g->G), fn[E_decode] = g->fn;
 	kx_gen_probs(g), fn[E_probs] = g->fn;

@@ -53,32 +53,6 @@ static void qk_block(Gen *g, LLVMValueRef K, LLVMValueRef ldk, LLVMValueRef nt, 
 		}
 }
 
-void kx_gen_qk(Gen *g)
-{
-	LLVMTypeRef ps[6] = { g->ptr, g->i64, g->i64, g->ptr, g->i64, g->ptr };
-	LLVMTypeRef ft = LLVMFunctionType(LLVMVoidTypeInContext(g->cx), ps, 6, 0);
-	g->fn = LLVMAddFunction(g->m, "kvcc_qk", ft);
-	LLVMSetLinkage(g->fn, LLVMInternalLinkage);
-	LLVMValueRef K = LLVMGetParam(g->fn, 0), ldk = LLVMGetParam(g->fn, 1), nt = LLVMGetParam(g->fn, 2);
-	LLVMValueRef Q = LLVMGetParam(g->fn, 3), nq = LLVMGetParam(g->fn, 4), S = LLVMGetParam(g->fn, 5);
-	LLVMPositionBuilderAtEnd(g->b, LLVMAppendBasicBlockInContext(g->cx, g->fn, "entry"));
-	LLVMValueRef qstart = ci(g, 0);
-	for (int QB = 4; QB >= 1; QB -= 3) {
-		Loop lq, lj;
-		LLVMValueRef q = loop_begin(g, qstart, nq, QB, &lq);
-		LLVMValueRef jstart = ci(g, 0);
-		for (int TB = 2; TB >= 1; TB--) {
-			LLVMValueRef j = loop_begin(g, jstart, nt, TB, &lj);
-			qk_block(g, K, ldk, nt, Q, S, q, j, QB, TB);
-			loop_end(g, &lj);
-			jstart = lj.iv;
-		}
-		loop_end(g, &lq);
-		qstart = lq.iv;
-	}
-	LLVMBuildRetVoid(g->b);
-}
-
 void kx_gen_cvt(Gen *g)
 {
 	LLVMTypeRef ps[3] = { g->ptr, g->ptr, g->i64 };
