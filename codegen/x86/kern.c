@@ -178,8 +178,14 @@ void kx_gen_decode(Gen *g, int G)
 			LLVMBuildStore(b, LLVMBuildCall2(b, g->fma_ty, g->fma, args, 3, ""), accv[a]);
 		}
 		loop_end(g, &lj);
-		if (G < 4)                                  /* >= 4 FMA chains per token: enough in flight */
-			loop_unroll(g, &lj, 4 / G);
+		/* the unroll count LLVM's O2 picked for this loop (emit.c's pipeline unrolls only on
+		** request): about 4 FMA chains of 16 lanes (8 of 8) per iteration, half that at G = 1
+		** when each row needs a conversion */
+		int un = W == 1 ? 1 : (W >= 16 ? 4 : 8) / G;
+		if (G == 1 && g->dtype != KVCC_F32)
+			un /= 2;
+		if (un > 1)
+			loop_unroll(g, &lj, un);
 		for (int a = 0; a < G; a++)
 			storef(g, LLVMBuildLoad2(b, vt, accv[a], ""), st, ci(g, 2L * G + (long)a * g->d + (long)c * W));
 	}
