@@ -232,6 +232,8 @@ typedef struct kvcc_artifact {
 	uint64_t desc_hash;        /* FNV-1a of its desc->size bytes (a corrupted artifact is refused) */
 	const char *kir;           /* the canonical KIR text: introspection only, never parsed at load */
 	/* CPU entry points (C ABI) */
+	/* retired: a no-op kept for the layout (the runtime never called it; the score phase
+	** runs qkt, decode its own Q·K block) */
 	void (*qk)(const void *K, int64_t ldk, int64_t nt, const float *Q, int64_t nq, float *S);
 	void (*cvt)(const void *src, float *dst, int64_t n);
 	/* one split-KV chunk of decode attention for the G query heads of a KV head:

@@ -2,7 +2,7 @@
 ** x86 code generation through the LLVM 19 C API (see x86.h): the target machine from the
 ** feature set the artifact records (runtime/cpu.h names, never the host's CPU name; +evex512 and
 ** -prefer-256-bit when 512-bit vectors are wanted), one module with every kernel (kern.c), the
-** policy's expressions (tmap.c) and the descriptor (desc.c), the O2 pipeline with that target
+** policy's expressions (tmap.c) and the descriptor (desc.c), a trimmed O2 pipeline with that target
 ** machine, an object file; then linking objects into policy.so with the system compiler.
 */
 #include <stdio.h>
@@ -194,12 +194,13 @@ static LLVMValueRef stub(Gen *g, const char *name, LLVMTypeRef ret, LLVMTypeRef 
 }
 
 /* every kernel of the artifact: the fixed ones (kern.c) and the policy's (tmap.c); head_mean and
-** the observe hook only when the plan has them; -1: out of memory */
+** the observe hook only when the plan has them; qk a stub (retired); -1: out of memory */
 static int kernels(Gen *g, const KiFn *f, const KiPlan *kp, LLVMValueRef *fn)
 {
 	LLVMTypeRef hm[4] = { g->ptr, g->i64, g->i64, g->ptr }, ob[1] = { g->ptr };
+	LLVMTypeRef qk[6] = { g->ptr, g->i64, g->i64, g->ptr, g->i64, g->ptr };
 	int rc = 0;
-	kx_gen_qk(g), fn[E_qk] = g->fn;
+	fn[E_qk] = stub(g, "kvcc_qk", NULL, qk, 6);   /* retired (artifact.h): nothing calls it */
 	kx_gen_cvt(g), fn[E_cvt] = g->fn;
 	kx_gen_decode(g, g->G), fn[E_decode] = g->fn;
 	kx_gen_probs(g), fn[E_probs] = g->fn;
@@ -268,7 +269,34 @@ static int descriptor(Gen *g, const KiFn *f, const KiPlan *kp, const kvcc_spec *
 	return 0;
 }
 
-/* verify, the O2 pipeline with tm, the object file; phase times into t[0..1] */
+/*
+** The pass pipeline: the part of LLVM's O2 function pipeline the generated kernels need, not
+** all of it (issue 15: cold compile <= 300 ms CPU; O2 spent ~45 % of it here). The kernels
+** arrive vectorized and register-blocked (kern.c, tmap.c), call nothing and are called only
+** through the descriptor, so the inliner and the interprocedural passes have nothing to do;
+** what remains is cleanup (sroa, early-cse, instcombine, simplifycfg, gvn), loop canonical form
+** (licm, loop-rotate, indvars) for the loop vectorizer and SLP (probs, cvt, qround, hmean and
+** the scalar loops of tmap.c), and full unrolling of constant-trip loops. Runtime and partial
+** unrolling are off: on the kernels that matter they only copied cold loops (edge tiles,
+** topk, compact); the decode V loop asks for its unroll count itself (kern.c). Instcombine
+** runs 5 times instead of O2's 8. On the hot kernels (qk, qkt, probs, sstat, sacc, cvt, qround,
+** observe) the machine code equals O2's instruction for instruction count.
+*/
+#define SCFG "simplifycfg<bonus-inst-threshold=1;switch-range-to-icmp;keep-loops;speculate-blocks;simplify-cond-branch>"
+#define ICOMB "instcombine<max-iterations=1;no-verify-fixpoint>"
+#define ROT "loop-rotate<header-duplication;no-prepare-for-lto>"
+static const char kx_pipeline[] =
+	"function("
+	"sroa<modify-cfg>,early-cse<memssa>," SCFG "," ICOMB ","
+	"loop-mssa(licm<no-allowspeculation>," ROT ",licm<allowspeculation>)," SCFG "," ICOMB ","
+	"loop(loop-idiom,indvars,loop-deletion),gvn<>," ICOMB ",adce,dse,loop-mssa(licm<allowspeculation>)," SCFG ","
+	ROT ",loop-vectorize<no-interleave-forced-only;no-vectorize-forced-only;>," ICOMB ","
+	"simplifycfg<bonus-inst-threshold=1;forward-switch-cond;switch-range-to-icmp;switch-to-lookup;no-keep-loops;"
+	"hoist-common-insts;sink-common-insts;speculate-blocks;simplify-cond-branch>,"
+	"slp-vectorizer,vector-combine," ICOMB ",loop-unroll<O2;no-partial;no-runtime>,sroa<preserve-cfg>," ICOMB ","
+	"loop-mssa(licm<allowspeculation>),instsimplify," SCFG ")";
+
+/* verify, the pass pipeline (kx_pipeline) with tm, the object file; phase times into t[0..1] */
 static int object(Gen *g, const KiFn *f, LLVMTargetMachineRef tm, const char *objpath, int verbose, double t[2],
                   KiErr *e)
 {
@@ -282,7 +310,7 @@ static int object(Gen *g, const KiFn *f, LLVMTargetMachineRef tm, const char *ob
 	LLVMDisposeMessage(err), err = NULL;
 	t[0] = now_ms();
 	LLVMPassBuilderOptionsRef po = LLVMCreatePassBuilderOptions();
-	LLVMErrorRef perr = LLVMRunPasses(g->m, "default<O2>", tm, po);
+	LLVMErrorRef perr = LLVMRunPasses(g->m, kx_pipeline, tm, po);
 	LLVMDisposePassBuilderOptions(po);
 	if (perr) {
 		char *m = LLVMGetErrorMessage(perr);

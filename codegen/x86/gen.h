@@ -95,6 +95,19 @@ static inline void loop_plain(Gen *g, Loop *lp)
 	LLVMSetMetadata(lp->latch, LLVMGetMDKindIDInContext(g->cx, "llvm.loop", 9), LLVMMetadataAsValue(g->cx, md));
 }
 
+/* Ask the pipeline to unroll a closed loop n times (a remainder loop when the trip count is not a
+** multiple): emit.c's pipeline unrolls nothing partially or at run time unless a loop asks. */
+static inline void loop_unroll(Gen *g, Loop *lp, int n)
+{
+	LLVMMetadataRef tmp = LLVMTemporaryMDNode(g->cx, NULL, 0);
+	LLVMMetadataRef ct[2] = { LLVMMDStringInContext2(g->cx, "llvm.loop.unroll.count", 22),
+	                          LLVMValueAsMetadata(LLVMConstInt(LLVMInt32TypeInContext(g->cx), (unsigned)n, 0)) };
+	LLVMMetadataRef ops[2] = { tmp, LLVMMDNodeInContext2(g->cx, ct, 2) };
+	LLVMMetadataRef md = LLVMMDNodeInContext2(g->cx, ops, 2);
+	LLVMMetadataReplaceAllUsesWith(tmp, md);
+	LLVMSetMetadata(lp->latch, LLVMGetMDKindIDInContext(g->cx, "llvm.loop", 9), LLVMMetadataAsValue(g->cx, md));
+}
+
 static inline LLVMValueRef ci(Gen *g, long v) { return LLVMConstInt(g->i64, (unsigned long long)v, 1); }
 
 /* Load w (W or 1) storage elements at element index `idx` of `base` as f32. */
@@ -180,25 +193,31 @@ static inline LLVMValueRef splat(Gen *g, LLVMValueRef x, int w)
 	return LLVMBuildShuffleVector(g->b, v, LLVMGetPoison(vt), LLVMConstVector(z, (unsigned)w), "");
 }
 
+/* a*b + c, fused where the target has FMA (llvm.fmuladd) */
+static inline LLVMValueRef fmadd(Gen *g, LLVMValueRef a, LLVMValueRef b, LLVMValueRef c, int w)
+{
+	LLVMValueRef args[3] = { a, b, c };
+	return intr(g, "llvm.fmuladd", fty(g, w), args, 3);
+}
+
 /* exp(x) for w lanes: Cephes expf polynomial, 2^n through the exponent bits;
-** exact 0 below -87.3 (and for -inf), clamped at 88. No libm call. */
+** exact 0 below -87.3 (and for -inf), clamped at 88. No libm call. The multiply-adds are
+** fused where the target has FMA (the softmax epilogues' cost: sstat, sacc, probs, decode). */
 static inline LLVMValueRef vexp(Gen *g, LLVMValueRef x, int w)
 {
 	LLVMBuilderRef b = g->b;
 	LLVMValueRef hi = cfv(g, 88.0, w);
 	x = LLVMBuildSelect(b, LLVMBuildFCmp(b, LLVMRealOGT, x, hi, ""), hi, x, "");
 	LLVMValueRef big = cfv(g, 12582912.0, w);
-	LLVMValueRef nf = LLVMBuildFSub(b, LLVMBuildFAdd(b, LLVMBuildFMul(b, x, cfv(g, 1.44269504088896341, w), ""), big, ""),
-	                                big, "");
-	LLVMValueRef r = LLVMBuildFSub(b, x, LLVMBuildFMul(b, nf, cfv(g, 0.693359375, w), ""), "");
-	r = LLVMBuildFSub(b, r, LLVMBuildFMul(b, nf, cfv(g, -2.12194440e-4, w), ""), "");
+	LLVMValueRef nf = LLVMBuildFSub(b, fmadd(g, x, cfv(g, 1.44269504088896341, w), big, w), big, "");
+	LLVMValueRef r = fmadd(g, nf, cfv(g, -0.693359375, w), x, w);
+	r = fmadd(g, nf, cfv(g, 2.12194440e-4, w), r, w);
 	static const double c[] = { 1.9875691500E-4, 1.3981999507E-3, 8.3334519073E-3, 4.1665795894E-2,
 	                            1.6666665459E-1, 5.0000001201E-1 };
 	LLVMValueRef p = cfv(g, c[0], w);
 	for (int i = 1; i < 6; i++)
-		p = LLVMBuildFAdd(b, LLVMBuildFMul(b, p, r, ""), cfv(g, c[i], w), "");
-	LLVMValueRef y = LLVMBuildFAdd(b, LLVMBuildFAdd(b, LLVMBuildFMul(b, p, LLVMBuildFMul(b, r, r, ""), ""), r, ""),
-	                               cfv(g, 1.0, w), "");
+		p = fmadd(g, p, r, cfv(g, c[i], w), w);
+	LLVMValueRef y = LLVMBuildFAdd(b, fmadd(g, p, LLVMBuildFMul(b, r, r, ""), r, w), cfv(g, 1.0, w), "");
 	LLVMTypeRef it = w == 1 ? g->i32 : LLVMVectorType(g->i32, (unsigned)w);
 	LLVMValueRef ni = LLVMBuildFPToSI(b, nf, it, "");
 	LLVMValueRef e = LLVMBuildShl(b, LLVMBuildAdd(b, ni, civ(g, 127, w), ""), civ(g, 23, w), "");
@@ -267,7 +286,6 @@ static inline LLVMValueRef newfn(Gen *g, const char *name, LLVMTypeRef ret, LLVM
 }
 
 /* kern.c: the fixed kernels (each defines one function and leaves it in g->fn) */
-KC_FUNC void kx_gen_qk(Gen *g);
 KC_FUNC void kx_gen_cvt(Gen *g);
 KC_FUNC void kx_gen_decode(Gen *g, int G);
 KC_FUNC void kx_gen_probs(Gen *g);

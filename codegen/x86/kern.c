@@ -53,32 +53,6 @@ static void qk_block(Gen *g, LLVMValueRef K, LLVMValueRef ldk, LLVMValueRef nt, 
 		}
 }
 
-void kx_gen_qk(Gen *g)
-{
-	LLVMTypeRef ps[6] = { g->ptr, g->i64, g->i64, g->ptr, g->i64, g->ptr };
-	LLVMTypeRef ft = LLVMFunctionType(LLVMVoidTypeInContext(g->cx), ps, 6, 0);
-	g->fn = LLVMAddFunction(g->m, "kvcc_qk", ft);
-	LLVMSetLinkage(g->fn, LLVMInternalLinkage);
-	LLVMValueRef K = LLVMGetParam(g->fn, 0), ldk = LLVMGetParam(g->fn, 1), nt = LLVMGetParam(g->fn, 2);
-	LLVMValueRef Q = LLVMGetParam(g->fn, 3), nq = LLVMGetParam(g->fn, 4), S = LLVMGetParam(g->fn, 5);
-	LLVMPositionBuilderAtEnd(g->b, LLVMAppendBasicBlockInContext(g->cx, g->fn, "entry"));
-	LLVMValueRef qstart = ci(g, 0);
-	for (int QB = 4; QB >= 1; QB -= 3) {
-		Loop lq, lj;
-		LLVMValueRef q = loop_begin(g, qstart, nq, QB, &lq);
-		LLVMValueRef jstart = ci(g, 0);
-		for (int TB = 2; TB >= 1; TB--) {
-			LLVMValueRef j = loop_begin(g, jstart, nt, TB, &lj);
-			qk_block(g, K, ldk, nt, Q, S, q, j, QB, TB);
-			loop_end(g, &lj);
-			jstart = lj.iv;
-		}
-		loop_end(g, &lq);
-		qstart = lq.iv;
-	}
-	LLVMBuildRetVoid(g->b);
-}
-
 void kx_gen_cvt(Gen *g)
 {
 	LLVMTypeRef ps[3] = { g->ptr, g->ptr, g->i64 };
@@ -204,6 +178,14 @@ void kx_gen_decode(Gen *g, int G)
 			LLVMBuildStore(b, LLVMBuildCall2(b, g->fma_ty, g->fma, args, 3, ""), accv[a]);
 		}
 		loop_end(g, &lj);
+		/* the unroll count LLVM's O2 picked for this loop (emit.c's pipeline unrolls only on
+		** request): about 4 FMA chains of 16 lanes (8 of 8) per iteration, half that at G = 1
+		** when each row needs a conversion */
+		int un = W == 1 ? 1 : (W >= 16 ? 4 : 8) / G;
+		if (G == 1 && g->dtype != KVCC_F32)
+			un /= 2;
+		if (un > 1)
+			loop_unroll(g, &lj, un);
 		for (int a = 0; a < G; a++)
 			storef(g, LLVMBuildLoad2(b, vt, accv[a], ""), st, ci(g, 2L * G + (long)a * g->d + (long)c * W));
 	}
@@ -837,6 +819,7 @@ void kx_gen_compact(Gen *g)
 		LLVMValueRef x = ld(g, g->i32, state, LLVMBuildAdd(b, row, s, ""), 4);
 		st_(g, g->i32, x, state, LLVMBuildAdd(b, row, i, ""), 4);
 		loop_end(g, &ls);
+		loop_plain(g, &ls);                         /* nst is a few state slots */
 	}
 	LLVMBuildBr(b, cont);
 	LLVMPositionBuilderAtEnd(b, cont);

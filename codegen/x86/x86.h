@@ -51,7 +51,7 @@ KC_FUNC int kx_emitcfg(const KiFn *f, const struct KiPlan *p, const kvcc_spec *s
 /* Link object files (<= 10) into the shared object `so` ($KVCC_CC, default cc). */
 KC_FUNC int kx_link(const char *const *objs, int nobj, const char *so, KiErr *e);
 /* Codegen options that are part of every cache key (tiles, register blocks, pipeline). */
-#define KX_OPTIONS "O2,qk4x2,dt16,tile64"
+#define KX_OPTIONS "O2kx,qk4x2,dt16,tile64"
 /* The complete cache key (DESIGN §6): every component, so a miss can say which differs. */
 /* The compiler build (key.o's compile time): in the compile cache's key only — a cached artifact
 ** of another build is a miss, since the generated code may differ without a version bump; the
