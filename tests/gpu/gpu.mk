@@ -25,7 +25,7 @@ $(B)/bench_gpu: $(B)/tests/gpu/bench_gpu.o $(LIBOBJ)
 PTX_SAN_ENV = $(if $(SAN),ASAN_OPTIONS=detect_leaks=0)
 
 check-ptx: $(B)/kvcc
-	$(if $(SAN),@echo "check-ptx: ASan + UBSan, leak check off (LSan's tracer crashes after NVRTC)")
+	$(if $(SAN),@echo "check-ptx: ASan and UBSan on; leak check off (the LSan tracer crashes after NVRTC)")
 	$(PTX_SAN_ENV) tests/gpu/check_ptx.sh $(B)
 
 check-ptx-full: $(B)/kvcc
