@@ -71,8 +71,8 @@ __device__ void kv_pgcheck(const KvgArgs &a, int b) {
 		}
 	}
 }
-/* sequence b (block), after kv_select: clears a.pmap for its pages in use (as kv_pgcheck marked
-   them), then writes the pages past the new longest length of each table (shared: over all its
+/* sequence b (block), after kv_select or an append: clears a.pmap for its pages in use (as
+   kv_pgcheck marked them); after kv_select, then writes the pages past the new longest length of each table (shared: over all its
    layers and heads) to a.freed[b * a.fmax ...] in logical order, table by table, their count to
    a.nfreed[b], and the CSR last_page_len; after a failed check only the map is cleared */
 __device__ void kv_pgfree(const KvgArgs &a, int b) {
@@ -83,7 +83,7 @@ __device__ void kv_pgfree(const KvgArgs &a, int b) {
 		const long long np = kv_tabn(a, ti);
 		if (np < 0 || np > a.pmax || (a.ptr && a.ptr[ti] < 0)) continue;
 		const int *const tb = kv_tabp(a, ti);
-		long long u = kv_tabu(a, ti, kv_tabmax(a, a.plen, ti, -1));
+		long long u = kv_tabu(a, ti, kv_tabmax(a, a.plen, ti, a.alayer));   /* as kv_pgcheck marked */
 		u = u < np ? u : np;
 		for (long long j = 0; j < u; j++) {
 			const int id = tb[j];
@@ -91,7 +91,7 @@ __device__ void kv_pgfree(const KvgArgs &a, int b) {
 		}
 	}
 	__syncthreads();
-	if (threadIdx.x != 0) return;
+	if (threadIdx.x != 0 || a.alayer >= 0) return;   /* an append frees nothing */
 	int nf = 0;
 	for (int ti = t0; !bad && ti < t0 + nt; ti++) {
 		const long long maxn = kv_tabmax(a, a.len, ti, -1), need = (maxn + a.P - 1) / a.P;
