@@ -293,6 +293,50 @@ KVCC_API int kvcc_gpu_compress(kvcc_gpu_plan *pl, const kvcc_cache *cache, const
 ** 0, or KVCC_EINVAL with the reason (bad pooling size, bad select arguments, unequal lengths). */
 KVCC_API int kvcc_gpu_plan_check(kvcc_gpu_plan *pl);
 
+/* --- GPU: batched and paged caches (issue 14; doc/gpu.md) ---------------------------------
+** The layouts of the CPU batch API on the device: (sequence, layer, head) blocks in one grid,
+** compaction in place through the page tables, the freed pages written on the device. All
+** pointers are DEVICE pointers; the per-sequence arrays are stacked (sequence-major). A batch
+** is checked on the device (kv_paged, before anything else runs): an id outside the pool, a
+** page twice in one call or a length above its table's capacity makes every kernel of the call
+** return untouched, and kvcc_gpu_plan_check then gives KVCC_EINVAL. No allocation, no
+** synchronization, no decision from device data: capturable in a CUDA graph. */
+typedef struct kvcc_gpu_batch {
+	int nseq;                  /* 1..max_seqs of the plan */
+	void *K, *V;               /* paged: the pools (or NULL with Kl/Vl); contiguous: the caches,
+	                              sequence s at K + s*stride_seq elements */
+	void *const *Kl;           /* paged: device array [layers] of per-layer pool bases, or NULL */
+	void *const *Vl;
+	int64_t stride_seq;        /* batched contiguous: elements between sequences */
+	int32_t *len;              /* [nseq][layers][kv_heads] */
+	int32_t *pos;              /* [nseq][layers][kv_heads][capacity] */
+	float *state;              /* [nseq][nstate][layers][kv_heads][capacity] or NULL */
+	int nobs;                  /* observation queries (one count for the batch) */
+	const void *Q;             /* [nseq][layers][kv_heads][group][nobs][head_dim] */
+	const float *lse;          /* [nseq][layers][kv_heads][group][nobs] or NULL */
+	const int32_t *qpos;       /* [nseq][nobs] or NULL */
+	const int32_t *table;      /* paged, as kvcc_batch: dense [ntab][max_pages] */
+	const int32_t *indptr;     /* or CSR */
+	const int32_t *indices;
+	int32_t *last_page_len;
+	int32_t *freed;            /* paged, out or NULL: [nseq][max_pages] (shared tables) or
+	                              [nseq][layers*kv_heads*max_pages] (per head), as kvcc_seq.freed */
+	int32_t *nfreed;           /* paged, out or NULL: [nseq] */
+} kvcc_gpu_batch;
+
+/* A GPU plan for up to max_seqs sequences; pg NULL: batched contiguous caches, else paged (as
+** kvcc_plan_create_batch). kvcc_gpu_plan_create is this with pg NULL and max_seqs 1. */
+KVCC_API int kvcc_gpu_plan_create_batch(kvcc_policy *p, const kvcc_layout *lay, const kvcc_paging *pg,
+                                        int max_seqs, int max_obs, int device_ordinal, kvcc_gpu_plan **out);
+/* kvcc_gpu_compress on every sequence of the batch (args->scores, when set: [nseq][layers][kv_heads]
+** [capacity] on the device). */
+KVCC_API int kvcc_gpu_compress_batch(kvcc_gpu_plan *pl, const kvcc_gpu_batch *b, const kvcc_args *args,
+                                     void *stream);
+/* Append one row per (sequence, head) of `layer`: k, v [nseq][kv_heads][head_dim] (storage dtype),
+** pos [nseq], all on the device; the state gets its initial values, len grows by one. */
+KVCC_API int kvcc_gpu_append_batch(kvcc_gpu_plan *pl, const kvcc_gpu_batch *b, int layer, const void *k,
+                                   const void *v, const int32_t *pos, void *stream);
+
 #ifdef __cplusplus
 }
 #endif

@@ -264,6 +264,13 @@ static int pagingcheck(const kvcc_layout *lay, const kvcc_paging *pg)
 	return 0;
 }
 
+/* the GPU plan's paging checks (runtime/gpu.c): the same as a CPU plan's */
+KC_FUNC int kr_paging_ok(const kvcc_layout *lay, const kvcc_paging *pg)
+{
+	int rc = pagingcheck(lay, pg);
+	return rc ? rc : pagedstrides(lay, pg, lay->dtype == KVCC_F32 ? 4 : 2);
+}
+
 KVCC_API int kvcc_plan_create(kvcc_policy *p, const kvcc_layout *lay, int max_obs, int threads, kvcc_plan **out)
 {
 	return kvcc_plan_create_batch(p, lay, NULL, 1, max_obs, threads, out);

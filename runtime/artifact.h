@@ -333,7 +333,8 @@ typedef struct kvcc_artifact {
 ** "CUDA driver not found: …". See doc/gpu.md. */
 #define KVCC_GPU_SYMBOL "kvcc_artifact_gpu"
 #define KVCC_GPU_MAGIC 0x4B5643435F475055ull   /* "KVCC_GPU" */
-#define KVCC_GPU_ABI 3                     /* 2: the tuning config; 3: KvgArgs.wts */
+#define KVCC_GPU_ABI 4                     /* 2: the tuning config; 3: KvgArgs.wts; 4: paged and
+                                              batched caches (KvgArgs block, kv_paged) */
 
 typedef struct kvcc_gpu_header {
 	uint64_t magic;            /* KVCC_GPU_MAGIC */
@@ -401,16 +402,47 @@ typedef struct kvcc_gpu_image {
 	X(int, O)                    /* observation queries per query head */ \
 	X(int, step) \
 	X(int, splits)               /* decode: kv_decode blocks per instance (gridDim.y) */ \
-	X(double, par[KVG_MAXPAR])   /* runtime parameter values */
+	X(double, par[KVG_MAXPAR])   /* runtime parameter values */ \
+	/* paged and batched caches (issue 14; DESIGN §7, codegen/ptx/paged.cuh): grid x = B*L*H, \
+	   instance inst = (b*L + l)*H + h; len/pos/scores/ws/Q/lse/q/out stack the sequences, \
+	   state is [B][nst][L][H][N]. pt NULL: contiguous, sequence b at K + b*sB. */ \
+	X(void *const *, Kl)         /* [L] per-layer pool bases (device), or NULL: K + l*sL */ \
+	X(void *const *, Vl) \
+	X(const int *, pt)           /* page ids: dense tables [ntab][pmax] or CSR indices; NULL: contiguous */ \
+	X(const int *, ptr)          /* CSR indptr [ntab+1], or NULL: dense */ \
+	X(int *, lpl)                /* CSR last_page_len [ntab] (in/out) or NULL */ \
+	X(int *, plen)               /* [B][L][H] scratch: the lengths before the call */ \
+	X(int *, pmap)               /* [npool] scratch: page use marks, all zero between calls */ \
+	X(int *, freed)              /* [B][fmax] out: freed page ids, logical order, or NULL */ \
+	X(int *, nfreed)             /* [B] out: their count, or NULL */ \
+	X(const void *, ak)          /* append: [B][H][d] keys and values, storage dtype */ \
+	X(const void *, av) \
+	X(const int *, apos)         /* append: [B] positions */ \
+	X(long long, sP)             /* elements between pages */ \
+	X(long long, sB)             /* batched contiguous: elements between sequences */ \
+	X(int, B)                    /* sequences (0 counts as 1) */ \
+	X(int, P)                    /* page size */ \
+	X(int, pmax)                 /* dense table row length; the most pages of a CSR table */ \
+	X(int, npool)                /* pages in the pool */ \
+	X(int, phead)                /* 1: a table per (sequence, layer, head) */ \
+	X(int, fmax)                 /* room of freed per sequence */ \
+	X(int, pgop)                 /* kv_paged: KVG_PG_CHECK / KVG_PG_FREE / KVG_PG_APPEND */ \
+	X(int, alayer)               /* the appended layer, or -1 */
 
 #define KVG_FIELD(t, n) t n;
 typedef struct KvgArgs { KVG_ARGS_FIELDS(KVG_FIELD) } KvgArgs;
 #undef KVG_FIELD
 
 /* device error codes (the first one set wins) */
-enum { KVG_EOK, KVG_EPOOL = 1, KVG_ESELECT = 2, KVG_EHMEAN = 3, KVG_ECHUNK = 4, KVG_EMASS = 5 };
+enum { KVG_EOK, KVG_EPOOL = 1, KVG_ESELECT = 2, KVG_EHMEAN = 3, KVG_ECHUNK = 4, KVG_EMASS = 5,
+       /* paged and batched caches (issue 14) */
+       KVG_ETABLE = 6 };
 
-enum { KVG_SCORE, KVG_SELECT, KVG_DECODE, KVG_COMBINE, KVG_SELGRP };
+enum { KVG_SCORE, KVG_SELECT, KVG_DECODE, KVG_COMBINE, KVG_SELGRP,
+       /* paged and batched caches (issue 14): kv_paged, grid B (check, free) or B*H (append) */
+       KVG_PAGED };
+/* kv_paged's operations (KvgArgs.pgop; codegen/ptx/paged.cuh) */
+enum { KVG_PG_CHECK = 1, KVG_PG_FREE = 2, KVG_PG_APPEND = 3 };
 
 typedef struct KpCudaKernel {
 	char name[32];

@@ -268,7 +268,9 @@ static int launch(KrCuda *m, int role, const KvgArgs *a, void *stream, char *why
 	for (int k = 0; k < m->art->nkern; k++) {
 		if (m->art->kern[k].role != role)
 			continue;
-		unsigned gx = role == KVG_SELGRP ? (m->art->kern[k].phase ? (unsigned)a->L : 1) : (unsigned)(a->L * a->H);
+		unsigned B = a->B > 0 ? (unsigned)a->B : 1;
+		unsigned gx = role == KVG_SELGRP ? (m->art->kern[k].phase ? (unsigned)a->L : 1) * B :
+		              role == KVG_PAGED ? (a->pgop == KVG_PG_APPEND ? (unsigned)a->H : 1) * B : (unsigned)(a->L * a->H) * B;
 		unsigned gy = role == KVG_DECODE ? (unsigned)a->splits : 1;
 		CUresult r = cu.LaunchKernel(m->fn[k], gx, gy, 1, (unsigned)m->art->nthreads, 1, 1,
 		                             m->dsmem[k], (CUstream)stream, params, NULL);
@@ -280,12 +282,42 @@ static int launch(KrCuda *m, int role, const KvgArgs *a, void *stream, char *why
 	return 0;
 }
 
+/* kv_paged with operation op (one launch) */
+static int paged(KrCuda *m, const KvgArgs *a, int op, void *stream, char *why, size_t whylen)
+{
+	KvgArgs c = *a;
+	c.pgop = op;
+	return launch(m, KVG_PAGED, &c, stream, why, whylen);
+}
+
+int kr_cuda_has_paged(const KrCuda *m)
+{
+	for (int k = 0; k < m->art->nkern; k++)
+		if (m->art->kern[k].role == KVG_PAGED)
+			return 1;
+	return 0;
+}
+
 int kr_cuda_compress(KrCuda *m, const KvgArgs *a, void *stream, char *why, size_t whylen)
 {
 	if (!m->art->has_compress)
 		return snprintf(why, whylen, "this policy has no compress kernels"), -1;
-	return launch(m, KVG_SCORE, a, stream, why, whylen) || launch(m, KVG_SELGRP, a, stream, why, whylen) ||
-	               launch(m, KVG_SELECT, a, stream, why, whylen) ? -1 : 0;
+	if (a->pt && !kr_cuda_has_paged(m))
+		return snprintf(why, whylen, "these GPU kernels predate paged caches: recompile the policy"), -1;
+	if (a->pt && paged(m, a, KVG_PG_CHECK, stream, why, whylen))
+		return -1;
+	if (launch(m, KVG_SCORE, a, stream, why, whylen) || launch(m, KVG_SELGRP, a, stream, why, whylen) ||
+	    launch(m, KVG_SELECT, a, stream, why, whylen))
+		return -1;
+	return a->pt ? paged(m, a, KVG_PG_FREE, stream, why, whylen) : 0;
+}
+
+int kr_cuda_append(KrCuda *m, const KvgArgs *a, void *stream, char *why, size_t whylen)
+{
+	if (!kr_cuda_has_paged(m))
+		return snprintf(why, whylen, "these GPU kernels predate paged caches: recompile the policy"), -1;
+	return paged(m, a, KVG_PG_CHECK, stream, why, whylen) || paged(m, a, KVG_PG_APPEND, stream, why, whylen) ||
+	               paged(m, a, KVG_PG_FREE, stream, why, whylen) ? -1 : 0;
 }
 
 int kr_cuda_decode(KrCuda *m, const KvgArgs *a, void *stream, char *why, size_t whylen)
@@ -333,8 +365,8 @@ int kr_cuda_time_compress(KrCuda *m, const KvgArgs *a, double *ms, char *why, si
 	for (int i = 0; i < n && rc == 0; i++) {
 		int k = order[i];
 		rc = cu.EventRecord(ev[i], NULL) != 0 ||
-		     cu.LaunchKernel(m->fn[k], m->art->kern[k].role != KVG_SELGRP ? (unsigned)(a->L * a->H) :
-		                     m->art->kern[k].phase ? (unsigned)a->L : 1, 1, 1, (unsigned)m->art->nthreads, 1, 1, m->dsmem[k],
+		     cu.LaunchKernel(m->fn[k], (m->art->kern[k].role != KVG_SELGRP ? (unsigned)(a->L * a->H) :
+		                     m->art->kern[k].phase ? (unsigned)a->L : 1) * (a->B > 0 ? (unsigned)a->B : 1), 1, 1, (unsigned)m->art->nthreads, 1, 1, m->dsmem[k],
 		                     NULL, params, NULL) != 0;
 	}
 	if (rc == 0)

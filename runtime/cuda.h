@@ -38,6 +38,12 @@ KC_FUNC size_t kr_cuda_ws_bytes(const KrCuda *m, int L, int H, int N, int O, int
 ** kr_cuda_decode launches kv_decode on grid (L*H, a->splits), then kv_decode_comb. */
 KC_FUNC int kr_cuda_compress(KrCuda *m, const KvgArgs *a, void *stream, char *why, size_t whylen);
 KC_FUNC int kr_cuda_decode(KrCuda *m, const KvgArgs *a, void *stream, char *why, size_t whylen);
+/* paged and batched caches (issue 14): a->pt set makes kr_cuda_compress check the tables first
+** (kv_paged, KVG_PG_CHECK) and write the freed pages last (KVG_PG_FREE); kr_cuda_append checks,
+** appends one row per (sequence, head) of layer a->alayer from a->ak / a->av, and clears the
+** check's marks. kr_cuda_has_paged: the module has kv_paged (kernels of KVCC_GPU_ABI 4 on). */
+KC_FUNC int kr_cuda_append(KrCuda *m, const KvgArgs *a, void *stream, char *why, size_t whylen);
+KC_FUNC int kr_cuda_has_paged(const KrCuda *m);
 
 /* Memory helpers for tests and examples (not used by run). */
 KC_FUNC void *kr_cuda_alloc(size_t bytes);

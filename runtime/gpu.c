@@ -40,6 +40,10 @@ struct kvcc_gpu_plan {
 	int splits;                     /* split-KV decode blocks per instance (kvg_dec_splits) */
 	double par[KVG_MAXPAR];
 	void *ws, *scores, *err;        /* device buffers */
+	/* batched and paged caches (issue 14) */
+	int max_seqs, paged;
+	kvcc_paging pg;
+	void *plen, *pmap;              /* device scratch: [max_seqs][L][H] lengths, [num_pages] marks */
 };
 
 const void *kr_gpu_find(const kvcc_policy *p, void **dlp, char *why, size_t wn)
@@ -79,6 +83,7 @@ KVCC_API void kvcc_gpu_plan_destroy(kvcc_gpu_plan *pl)
 	if (!pl)
 		return;
 	kr_cuda_free(pl->ws), kr_cuda_free(pl->scores), kr_cuda_free(pl->err);
+	kr_cuda_free(pl->plen), kr_cuda_free(pl->pmap);
 	kr_cuda_close(pl->m);
 	if (pl->dl)
 		dlclose(pl->dl);
@@ -89,6 +94,12 @@ KVCC_API const char *kvcc_gpu_plan_image(const kvcc_gpu_plan *pl) { return pl &&
 
 KVCC_API int kvcc_gpu_plan_create(kvcc_policy *p, const kvcc_layout *lay, int max_obs, int device_ordinal,
                                   kvcc_gpu_plan **out)
+{
+	return kvcc_gpu_plan_create_batch(p, lay, NULL, 1, max_obs, device_ordinal, out);
+}
+
+KVCC_API int kvcc_gpu_plan_create_batch(kvcc_policy *p, const kvcc_layout *lay, const kvcc_paging *pg,
+                                        int max_seqs, int max_obs, int device_ordinal, kvcc_gpu_plan **out)
 {
 	if (!out)
 		return fail(KVCC_EINVAL, "null argument");
@@ -105,6 +116,11 @@ KVCC_API int kvcc_gpu_plan_create(kvcc_policy *p, const kvcc_layout *lay, int ma
 		            "max_obs %d or device %d", lay->layers, lay->kv_heads, lay->capacity,
 		            (long long)lay->stride_layer, (long long)lay->stride_head, (long long)lay->stride_token, max_obs,
 		            device_ordinal);
+	if (max_seqs < 1 || max_seqs > 65536 || (uint64_t)max_seqs * lay->layers * lay->kv_heads * lay->capacity > (1ull << 40))
+		return fail(KVCC_EINVAL, "bad max_seqs %d (1..65536, and max_seqs*layers*kv_heads*capacity up to 2^40)",
+		            max_seqs);
+	if (pg && kr_paging_ok(lay, pg) != 0)
+		return KVCC_EINVAL;
 	if (kvcc_weight_count(p) > 0)         /* the kernels read KvgArgs.wts; nothing uploads them yet */
 		return fail(KVCC_EUNSUPPORTED, "policy %s declares weights: the GPU runtime does not take weights yet "
 		            "(the CPU plan does: kvcc_plan_set_weight)", kvcc_policy_name(p));
@@ -146,16 +162,35 @@ KVCC_API int kvcc_gpu_plan_create(kvcc_policy *p, const kvcc_layout *lay, int ma
 		rc = fail(KVCC_EUNSUPPORTED, "%s", why);
 		goto out;
 	}
-	size_t L = (size_t)lay->layers, H = (size_t)lay->kv_heads, N = (size_t)lay->capacity;
+	if (pg && !kr_cuda_has_paged(pl->m)) {
+		rc = fail(KVCC_EARTIFACT, "the GPU kernels of policy '%s' predate paged caches: recompile it",
+		          kvcc_policy_name(p));
+		goto out;
+	}
+	pl->max_seqs = max_seqs, pl->paged = pg != NULL;
+	if (pg)
+		pl->pg = *pg;
+	size_t L = (size_t)lay->layers, H = (size_t)lay->kv_heads, N = (size_t)lay->capacity, B = (size_t)max_seqs;
 	int zero = 0;
-	pl->splits = kvg_dec_splits(lay->capacity, (long long)lay->layers * lay->kv_heads);
-	pl->ws = kr_cuda_alloc(kr_cuda_ws_bytes(pl->m, lay->layers, lay->kv_heads, lay->capacity, max_obs, pl->splits));
-	pl->scores = kr_cuda_alloc(L * H * N * sizeof(float));
+	pl->splits = kvg_dec_splits(lay->capacity, (long long)max_seqs * lay->layers * lay->kv_heads);
+	size_t wsb = kr_cuda_ws_bytes(pl->m, max_seqs * lay->layers, lay->kv_heads, lay->capacity, max_obs, pl->splits);
+	pl->ws = kr_cuda_alloc(wsb);
+	pl->scores = kr_cuda_alloc(B * L * H * N * sizeof(float));
 	pl->err = kr_cuda_alloc(sizeof(int));
 	if (!pl->ws || !pl->scores || !pl->err || kr_cuda_put(pl->err, &zero, sizeof zero) != 0) {
-		rc = fail(KVCC_ENOMEM, "cannot allocate the GPU workspace (%zu bytes) and score buffer",
-		          kr_cuda_ws_bytes(pl->m, lay->layers, lay->kv_heads, lay->capacity, max_obs, pl->splits));
+		rc = fail(KVCC_ENOMEM, "cannot allocate the GPU workspace (%zu bytes) and score buffer", wsb);
 		goto out;
+	}
+	if (pg) {
+		int *z = calloc((size_t)pg->num_pages, sizeof *z);
+		pl->plen = kr_cuda_alloc(B * L * H * sizeof(int));
+		pl->pmap = kr_cuda_alloc((size_t)pg->num_pages * sizeof(int));
+		int bad = !z || !pl->plen || !pl->pmap || kr_cuda_put(pl->pmap, z, (size_t)pg->num_pages * sizeof *z) != 0;
+		free(z);
+		if (bad) {
+			rc = fail(KVCC_ENOMEM, "cannot allocate the GPU page marks (%d pages)", pg->num_pages);
+			goto out;
+		}
 	}
 out:
 	if (rc) {
@@ -170,6 +205,8 @@ int kr_gpu_args(kvcc_gpu_plan *pl, const kvcc_cache *c, const kvcc_obs *obs, con
 {
 	if (!pl || !c || !args)
 		return fail(KVCC_EINVAL, "null argument");
+	if (pl->paged)
+		return fail(KVCC_EINVAL, "a paged GPU plan: call kvcc_gpu_compress_batch with the page tables");
 	if (!c->K || !c->V || !c->len || !c->pos || (pl->nst && !c->state))
 		return fail(KVCC_EINVAL, "the GPU path needs device pointers K, V, len, pos%s", pl->nst ? " and state" : "");
 	int O = obs ? obs->nobs : 0;
@@ -191,7 +228,111 @@ int kr_gpu_args(kvcc_gpu_plan *pl, const kvcc_cache *c, const kvcc_obs *obs, con
 	a.L = pl->lay.layers, a.H = pl->lay.kv_heads, a.N = pl->lay.capacity, a.O = O;
 	for (int i = 0; i < pl->npar; i++)
 		a.par[i] = args->params ? args->params[i] : pl->par[i];
+	a.B = 1, a.alayer = -1;
 	*out = a;
+	return 0;
+}
+
+int kr_gpu_batch_args(const KrGpuShape *sh, const kvcc_gpu_batch *b, const kvcc_args *args, KvgArgs *out)
+{
+	const kvcc_layout *lay = &sh->lay;
+	if (!b || !args)
+		return fail(KVCC_EINVAL, "null argument (batch, args)");
+	if (b->nseq < 1 || b->nseq > sh->max_seqs)
+		return fail(KVCC_EINVAL, "batch of %d sequences, the plan takes 1..%d", b->nseq, sh->max_seqs);
+	if (!b->len || !b->pos || (sh->nst && !b->state))
+		return fail(KVCC_EINVAL, "the GPU batch needs device pointers len, pos%s", sh->nst ? " and state" : "");
+	if (sh->paged ? !(b->K || b->Kl) || !(b->V || b->Vl) : !b->K || !b->V || b->Kl || b->Vl)
+		return fail(KVCC_EINVAL, "%s", sh->paged ? "a paged GPU batch needs pools K, V or per-layer Kl, Vl" :
+		            "a contiguous GPU batch needs K and V (no per-layer Kl, Vl)");
+	if (sh->paged && !b->table && !(b->indptr && b->indices))
+		return fail(KVCC_EINVAL, "a paged GPU batch needs a dense table or CSR indptr and indices");
+	if (!sh->paged && (b->table || b->indptr || b->indices))
+		return fail(KVCC_EINVAL, "page tables given to a contiguous GPU plan (create it with a kvcc_paging)");
+	if (!sh->paged && b->nseq > 1 && b->stride_seq < (int64_t)lay->layers * lay->stride_layer)
+		return fail(KVCC_EINVAL, "stride_seq %lld: sequences overlap (one is %lld elements)", (long long)b->stride_seq,
+		            (long long)lay->layers * lay->stride_layer);
+	int O = b->nobs;
+	if (O < 0 || O > sh->max_obs || (O && !b->Q))
+		return fail(KVCC_EINVAL, "nobs %d (plan max_obs %d)%s", O, sh->max_obs, O && !b->Q ? ", Q is NULL" : "");
+	if (args->budget < 0 && !(args->ratio >= 0 && args->ratio < 1))
+		return fail(KVCC_EINVAL, "ratio %g outside [0, 1)", args->ratio);
+	KvgArgs a;
+	memset(&a, 0, sizeof a);
+	a.K = b->K, a.V = b->V, a.Kl = b->Kl, a.Vl = b->Vl, a.len = b->len, a.pos = b->pos, a.state = b->state;
+	a.Q = O ? b->Q : NULL, a.lse = O ? b->lse : NULL, a.qpos = O ? b->qpos : NULL;
+	a.scores = args->scores ? args->scores : sh->scores;
+	a.ws = sh->ws, a.err = sh->err;
+	a.sL = lay->stride_layer, a.sH = lay->stride_head, a.sT = lay->stride_token;
+	a.ws_inst = kvg_ws_floats(sh->view, lay->capacity, O, sh->splits);
+	a.splits = sh->splits;
+	a.budget = args->budget >= 0 ? args->budget : -1;
+	a.ratio = args->ratio;
+	a.L = lay->layers, a.H = lay->kv_heads, a.N = lay->capacity, a.O = O;
+	for (int i = 0; i < sh->npar; i++)
+		a.par[i] = args->params ? args->params[i] : sh->par[i];
+	a.B = b->nseq, a.alayer = -1;
+	if (sh->paged) {
+		const kvcc_paging *pg = &sh->pg;
+		a.pt = b->table ? b->table : b->indices;
+		a.ptr = b->table ? NULL : b->indptr;
+		a.lpl = b->table ? NULL : b->last_page_len;
+		a.plen = sh->plen, a.pmap = sh->pmap, a.freed = b->freed, a.nfreed = b->nfreed;
+		a.sP = pg->stride_page, a.P = pg->page_size, a.pmax = pg->max_pages, a.npool = pg->num_pages;
+		a.phead = pg->tables == KVCC_TABLE_PER_HEAD;
+		a.fmax = a.phead ? lay->layers * lay->kv_heads * pg->max_pages : pg->max_pages;
+	} else
+		a.sB = b->stride_seq;
+	*out = a;
+	return 0;
+}
+
+static void shape(kvcc_gpu_plan *pl, KrGpuShape *sh)
+{
+	memset(sh, 0, sizeof *sh);
+	sh->view = &pl->view, sh->lay = pl->lay, sh->pg = pl->pg, sh->paged = pl->paged;
+	sh->max_seqs = pl->max_seqs, sh->max_obs = pl->max_obs, sh->splits = pl->splits;
+	sh->npar = pl->npar, sh->nst = pl->nst;
+	memcpy(sh->par, pl->par, sizeof sh->par);
+	sh->ws = pl->ws, sh->scores = pl->scores, sh->err = pl->err, sh->plen = pl->plen, sh->pmap = pl->pmap;
+}
+
+KVCC_API int kvcc_gpu_compress_batch(kvcc_gpu_plan *pl, const kvcc_gpu_batch *b, const kvcc_args *args, void *stream)
+{
+	if (!pl)
+		return fail(KVCC_EINVAL, "null plan");
+	KrGpuShape sh;
+	KvgArgs a;
+	shape(pl, &sh);
+	int rc = kr_gpu_batch_args(&sh, b, args, &a);
+	if (rc)
+		return rc;
+	char why[600];
+	if (kr_cuda_compress(pl->m, &a, stream, why, sizeof why) != 0)
+		return fail(KVCC_EDEVICE, "%s", why);
+	return 0;
+}
+
+KVCC_API int kvcc_gpu_append_batch(kvcc_gpu_plan *pl, const kvcc_gpu_batch *b, int layer, const void *k,
+                                   const void *v, const int32_t *pos, void *stream)
+{
+	if (!pl || !k || !v || !pos)
+		return fail(KVCC_EINVAL, "null argument (plan, k, v, pos)");
+	if (layer < 0 || layer >= pl->lay.layers)
+		return fail(KVCC_EINVAL, "layer %d outside 0..%d", layer, pl->lay.layers - 1);
+	if (!kr_cuda_has_paged(pl->m))
+		return fail(KVCC_EARTIFACT, "the plan's GPU kernels predate paged caches: recompile the policy");
+	KrGpuShape sh;
+	KvgArgs a;
+	kvcc_args args = { 0.5, -1, NULL, 0, NULL };
+	shape(pl, &sh);
+	int rc = kr_gpu_batch_args(&sh, b, &args, &a);
+	if (rc)
+		return rc;
+	a.ak = k, a.av = v, a.apos = pos, a.alayer = layer;
+	char why[600];
+	if (kr_cuda_append(pl->m, &a, stream, why, sizeof why) != 0)
+		return fail(KVCC_EDEVICE, "%s", why);
 	return 0;
 }
 
@@ -222,5 +363,8 @@ KVCC_API int kvcc_gpu_plan_check(kvcc_gpu_plan *pl)
 	            code == KVG_EPOOL ? "bad pooling size" : code == KVG_ESELECT ? "bad select arguments (budget/ratio)" :
 	            code == KVG_EHMEAN ? "hmean needs equal lengths across heads" :
 	            code == KVG_ECHUNK ? "select threshold with chunk > 1 is not compiled to kernels yet" :
-	            code == KVG_EMASS ? "select mass needs scores >= 0" : "unknown");
+	            code == KVG_EMASS ? "select mass needs scores >= 0" :
+	            code == KVG_ETABLE ? "bad page table or lengths (a page id outside the pool, a page used twice in "
+	                                 "one call, a length above its table's capacity or outside 0..capacity); nothing "
+	                                 "was changed" : "unknown");
 }

@@ -21,6 +21,17 @@ KC_FUNC const void *kr_gpu_find(const kvcc_policy *p, void **dl, char *why, size
 /* The by-value kernel arguments kvcc_gpu_compress launches with (checked), for benchmarks. */
 KC_FUNC int kr_gpu_args(kvcc_gpu_plan *pl, const kvcc_cache *c, const kvcc_obs *obs, const kvcc_args *args,
                         KvgArgs *out);
+/* What a GPU batch call needs from its plan (tests fill one with host buffers for the CPU
+** emulation of the kernels): kr_gpu_batch_args checks a batch and fills the launch's KvgArgs. */
+typedef struct KrGpuShape {
+	const KpCudaOut *view;
+	kvcc_layout lay;
+	kvcc_paging pg;
+	int paged, max_seqs, max_obs, splits, npar, nst;
+	double par[KVG_MAXPAR];
+	void *ws, *scores, *err, *plen, *pmap;
+} KrGpuShape;
+KC_FUNC int kr_gpu_batch_args(const KrGpuShape *sh, const kvcc_gpu_batch *b, const kvcc_args *args, KvgArgs *out);
 /* The module a plan runs (tests: decode steps). */
 KC_FUNC KrCuda *kr_gpu_module(kvcc_gpu_plan *pl);
 

@@ -143,6 +143,8 @@ KC_FUNC void kr_leave(kvcc_plan *pl);
 ** get one more token, kvcc_append) and
 ** record its tables in pl->tabp/tabn/tabu; 0 or KVCC_EINVAL with the message, nothing written. */
 KC_FUNC int kr_batch_check(kvcc_plan *pl, const kvcc_batch *b, int xl);
+/* page size, pool and strides of a paged layout as kvcc_plan_create_batch checks them (api.c) */
+KC_FUNC int kr_paging_ok(const kvcc_layout *lay, const kvcc_paging *pg);
 /* the rows of (sequence s, layer l, head h) of a checked batch */
 KC_FUNC void kr_rows(const kvcc_plan *pl, const kvcc_batch *b, int s, int l, int h, KrRows *w);
 /* paged: the element offsets of rows 0..n-1 into ro */

@@ -17,5 +17,6 @@ extern const char kp_cuh_tile_mma[];      /* score tiles: Q·Kᵀ on tensor core
 extern const char kp_cuh_tile_fma[];      /* score tiles: Q·Kᵀ with f32 FMA */
 extern const char kp_cuh_tile[];          /* score tiles: staging */
 extern const char kp_cuh_decode[];        /* split-KV decode attention */
+extern const char kp_cuh_paged[];         /* paged and batched caches: rows, table checks, freed pages */
 
 #endif

@@ -7,7 +7,7 @@
    of p·V per query head, into the warp's record of the partials at the end of W; the
    logits go to Pr [G][N] */
 __device__ __forceinline__ void kv_decode_part(const KvgArgs &a, int inst, int n, int N, const kv_st *Kb,
-                                               const kv_st *Vb, float *W, float *Pr) {
+                                               const kv_st *Vb, const int *Tb, float *W, float *Pr) {
 	const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
 	const kv_st *const qb = (const kv_st *)a.q + (long long)inst * KV_G * KV_D;
 	const int nsp = gridDim.y, per = (n + nsp - 1) / nsp;
@@ -29,10 +29,11 @@ __device__ __forceinline__ void kv_decode_part(const KvgArgs &a, int inst, int n
 		for (int tb = w0; tb < w1; tb += kv_tpw) {
 			const int t = tb + tg, ok = t < w1;
 			float kr[kv_cpl], vr[kv_cpl];
+			const long long ro = ok ? kv_roff(a, Tb, t) : 0;
 			for (int j = 0; j < kv_cpl; j++) {
 				const int c = sub + j * kv_lpt, in = ok && c < KV_D;
-				kr[j] = in ? kv_f(Kb[(long long)t * a.sT + c]) : 0.f;
-				vr[j] = in ? kv_f(Vb[(long long)t * a.sT + c]) : 0.f;
+				kr[j] = in ? kv_f(Kb[ro + c]) : 0.f;
+				vr[j] = in ? kv_f(Vb[ro + c]) : 0.f;
 			}
 			for (int i = 0; i < kv_gb; i++) {
 				float d = 0.f;

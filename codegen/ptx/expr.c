@@ -231,8 +231,8 @@ static int valone(Gen *g, int i, const Idx *ix, int *memo, int d, char *out, siz
 	switch (in->op) {
 	case KO_input:
 		switch (in->aux) {
-		case IN_K: snprintf(e, sizeof e, "kv_f(Kb[(long long)(%s)*a.sT+(%s)])", ix->v[AX_token], ix->v[AX_chan]); break;
-		case IN_V: snprintf(e, sizeof e, "kv_f(Vb[(long long)(%s)*a.sT+(%s)])", ix->v[AX_token], ix->v[AX_chan]); break;
+		case IN_K: snprintf(e, sizeof e, "kv_f(Kb[kv_roff(a,Tb,%s)+(%s)])", ix->v[AX_token], ix->v[AX_chan]); break;
+		case IN_V: snprintf(e, sizeof e, "kv_f(Vb[kv_roff(a,Tb,%s)+(%s)])", ix->v[AX_token], ix->v[AX_chan]); break;
 		case IN_Q:
 			snprintf(e, sizeof e, "kv_f(Qb[((long long)(%s)*O+(%s))*KV_D+(%s)])", ix->v[AX_group], ix->v[AX_obs],
 			         ix->v[AX_chan]);
@@ -246,7 +246,7 @@ static int valone(Gen *g, int i, const Idx *ix, int *memo, int d, char *out, siz
 		}
 		break;
 	case KO_state:
-		snprintf(e, sizeof e, "a.state[((long long)%d*a.L*a.H+inst)*N+(%s)]", in->aux, ix->v[AX_token]);
+		snprintf(e, sizeof e, "a.state[(((long long)b*KV_NST+%d)*a.L*a.H+li)*N+(%s)]", in->aux, ix->v[AX_token]);
 		break;
 	case KO_weight:
 		if (wexpr(g, in, ix, e, sizeof e))
@@ -595,7 +595,7 @@ static int step_hmean(Gen *g, int i, int d)
 	sb(&g->s, "\t/* %%%d = hmean: mean over the heads of layer l */\n", i);
 	if (HAS(in->axes, AX_token)) {
 		indent(g, d), sb(&g->s, "for (int hh = 0; hh < a.H; hh++)\n");
-		indent(g, d + 1), sb(&g->s, "if (a.len[l * a.H + hh] != n) { if (tid == 0) kv_seterr(a.err, KVG_EHMEAN); return; }\n");
+		indent(g, d + 1), sb(&g->s, "if (a.len[inst - h + hh] != n) { if (tid == 0) kv_seterr(a.err, KVG_EHMEAN); return; }\n");
 	}
 	domloop(g, in->axes, "tid", "KV_NT", &ix, nm, d);
 	char b[300];
@@ -606,7 +606,7 @@ static int step_hmean(Gen *g, int i, int d)
 		char bk[300];
 		bufidx(g->f->ins[k].axes, &ix, bk, sizeof bk);
 		indent(g, d + 1), sb(&g->s, "for (int hh = 0; hh < a.H; hh++)\n");
-		indent(g, d + 2), sb(&g->s, "acc_ += (a.ws + (long long)(l * a.H + hh) * a.ws_inst + (B%d - W))[%s];\n", k, bk);
+		indent(g, d + 2), sb(&g->s, "acc_ += (a.ws + (long long)(inst - h + hh) * a.ws_inst + (B%d - W))[%s];\n", k, bk);
 		indent(g, d + 1), sb(&g->s, "B%d[%s] = acc_ / (float)a.H;\n", i, b);
 	} else {
 		char A[400];
@@ -695,7 +695,7 @@ static void tile_open(Gen *g, const char *pre)
 	sb(&g->s,
 	   "\tfor (int t0_ = 0; t0_ < n; t0_ += KV_SK) {\n"
 	   "\t\tconst int nt_ = n - t0_ < KV_SK ? n - t0_ : KV_SK;\n"
-	   "\t\tkv_stage(sK_, KV_SK, Kb + (long long)t0_ * a.sT, a.sT, nt_);\n"
+	   "\t\tkv_stagek(sK_, KV_SK, a, Kb, Tb, t0_, nt_);\n"
 	   "%s"
 	   "\t\tfor (int q0_ = 0; q0_ < KV_G * O; q0_ += KV_SQ) {\n"
 	   "\t\t\tconst int nq_ = KV_G * O - q0_ < KV_SQ ? KV_G * O - q0_ : KV_SQ;\n"

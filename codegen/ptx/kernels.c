@@ -30,16 +30,21 @@ static void prologue(Gen *g, const char *name, int need_ws)
 {
 	sb(&g->s, "\nextern \"C\" __global__ void __launch_bounds__(KV_NT%s) %s(const KvgArgs a)\n{\n",
 	   g->minblk ? ", 1" : "", name);
-	sb(&g->s, "\tconst int inst = blockIdx.x, l = inst / a.H, h = inst - l * a.H;\n");
+	/* instance (sequence b, layer l, head h); li: its index within the sequence; Tb: its page
+	** table (NULL: contiguous); nothing runs after a failed table check (kv_paged) */
+	sb(&g->s, "\tconst int inst = blockIdx.x, b = inst / (a.L * a.H), li = inst - b * a.L * a.H;\n");
+	sb(&g->s, "\tconst int l = li / a.H, h = li - l * a.H;\n");
+	sb(&g->s, "\tif (a.pt && *(volatile int *)a.err == KVG_ETABLE) return;\n");
 	sb(&g->s, "\tconst int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;\n");
 	sb(&g->s, "\tconst int n = a.len[inst], N = a.N, O = a.O;\n");
-	sb(&g->s, "\tkv_st *const Kb = (kv_st *)a.K + l * a.sL + h * a.sH;\n");
-	sb(&g->s, "\tkv_st *const Vb = (kv_st *)a.V + l * a.sL + h * a.sH;\n");
+	sb(&g->s, "\tkv_st *const Kb = kv_ibase(a, a.K, a.Kl, b, l, h);\n");
+	sb(&g->s, "\tkv_st *const Vb = kv_ibase(a, a.V, a.Vl, b, l, h);\n");
+	sb(&g->s, "\tconst int *const Tb = kv_tab(a, b, li);\n");
 	sb(&g->s, "\tconst kv_st *const Qb = a.Q ? (const kv_st *)a.Q + (long long)inst * KV_G * O * KV_D : 0;\n");
 	sb(&g->s, "\tint *const Pb = a.pos + (long long)inst * N;\n");
 	sb(&g->s, "\tfloat *const W = %s;\n", need_ws ? "a.ws + (long long)inst * a.ws_inst" : "0");
 	sb(&g->s, "\t(void)l; (void)h; (void)tid; (void)lane; (void)warp; (void)n; (void)N; (void)O;\n"
-	          "\t(void)Kb; (void)Vb; (void)Qb; (void)Pb; (void)W;\n");
+	          "\t(void)Kb; (void)Vb; (void)Qb; (void)Pb; (void)W; (void)Tb;\n");
 }
 
 static void bufdecls(Gen *g, const char *need)
@@ -67,8 +72,8 @@ static int gen_score(Gen *g, KpCudaOut *out)
 	for (int p = 0; rc == 0 && p <= last; p++) {
 		char name[32];
 		snprintf(name, sizeof name, "kv_score%d", p);
-		if (out->nkern >= KVG_MAXKERN - 2)
-			return free(need), kp_err(g, NULL, "too many cross-head phases (at most %d)", KVG_MAXKERN - 2);
+		if (out->nkern >= KVG_MAXKERN - 3)   /* room for select_grp, select, paged */
+			return free(need), kp_err(g, NULL, "too many cross-head phases (at most %d)", KVG_MAXKERN - 3);
 		KpCudaKernel *k = &out->kern[out->nkern++];
 		snprintf(k->name, sizeof k->name, "%s", name);
 		k->role = KVG_SCORE, k->phase = p;
@@ -155,7 +160,7 @@ static int gen_decode(Gen *g, KpCudaOut *out)
 	k->role = KVG_DECODE;
 	prologue(g, "kv_decode", 1);
 	sb(&g->s, "\tfloat *const Pr = W + (%s);\n", o);
-	sb(&g->s, "\tkv_decode_part(a, inst, n, N, Kb, Vb, W, Pr);\n}\n");
+	sb(&g->s, "\tkv_decode_part(a, inst, n, N, Kb, Vb, Tb, W, Pr);\n}\n");
 	k = &out->kern[out->nkern++];
 	snprintf(k->name, sizeof k->name, "kv_decode_comb");
 	k->role = KVG_COMBINE;
@@ -176,7 +181,7 @@ static int gen_decode(Gen *g, KpCudaOut *out)
 		if (!memo || kp_val(g, f->st[s].update, &ix, memo, 2, A, sizeof A))
 			rc = -1;
 		free(memo);
-		sb(&g->s, "\t\ta.state[((long long)%d * a.L * a.H + inst) * N + it] = %s;\n", s, A);
+		sb(&g->s, "\t\ta.state[(((long long)b * KV_NST + %d) * a.L * a.H + li) * N + it] = %s;\n", s, A);
 	}
 	sb(&g->s, "\t}\n}\n");
 	free(need);
@@ -202,15 +207,16 @@ static void gen_selgrp(Gen *g, KpCudaOut *out, const char *S, const char *R, con
 	kp_wsmax(g);
 	sb(&g->s, "%s", kp_cuh_select_grp);
 	sb(&g->s, "\nextern \"C\" __global__ void __launch_bounds__(KV_NT) kv_select_grp(const KvgArgs a)\n{\n");
-	sb(&g->s, "\tconst int i0 = %s, ni = %s;\n", s->scope == SC_layer ? "(int)blockIdx.x * a.H" : "0",
-	   s->scope == SC_layer ? "a.H" : "a.L * a.H");
+	sb(&g->s, "\tconst int i0 = %s, ni = %s;\n", s->scope == SC_layer ? "(int)blockIdx.x * a.H" :
+	   "(int)blockIdx.x * a.L * a.H", s->scope == SC_layer ? "a.H" : "a.L * a.H");
+	sb(&g->s, "\tif (a.pt && *(volatile int *)a.err == KVG_ETABLE) return;\n");
 	sb(&g->s, "\t__shared__ unsigned long long hist[256], sv[8];\n\t__shared__ int wsum[KV_NW];\n");
 	sb(&g->s, "\tconst long long S = (long long)(%s), R = (long long)(%s), ch = (long long)(%s);\n", S, R, C);
 	sb(&g->s,
 	   "\tif (S < 0 || R < 0 || ch < 1) { if (threadIdx.x == 0) kv_seterr(a.err, KVG_ESELECT); return; }\n"
 	   "\t/* the group's budget: the sum of its instances' n_keep */\n"
 	   "\tlong long want = 0;\n"
-	   "\tfor (int k = i0; k < i0 + ni; k++) want += kv_nkeep(a, k / a.H, a.len[k]);\n"
+	   "\tfor (int k = i0; k < i0 + ni; k++) want += kv_nkeep(a, k / a.H %% a.L, a.len[k]);\n"
 	   "\t/* protected chunks first (sinks, then the newest recent), then the others */\n"
 	   "\tconst long long u1 = kv_gpick(a, i0, ni, ch, S, R, 1, want, hist, sv, wsum);\n"
 	   "\tkv_gpick(a, i0, ni, ch, S, R, 0, want - u1, hist, sv, wsum);\n"
@@ -346,7 +352,8 @@ static int gen_select(Gen *g, KpCudaOut *out)
 	   "\t\tsdst[tid] = keep ? (int)(run + ex) : %s;\n"
 	   "\t\tconst int pv = keep ? Pb[t] : 0;\n", mg ? "t < n ? (int)(-2 - (t - run - ex)) : -1" : "-1");
 	for (int st = 0; st < f->nst; st++)
-		sb(&g->s, "\t\tconst float stv%d = keep ? a.state[((long long)%d * a.L * a.H + inst) * N + t] : 0.f;\n", st, st);
+		sb(&g->s, "\t\tconst float stv%d = keep ? a.state[(((long long)b * KV_NST + %d) * a.L * a.H + li) * N + t] : 0.f;\n",
+		   st, st);
 	sb(&g->s,
 	   "\t\t__syncthreads();\n"
 	   "\t\tconst int cnt = n - t0 < KV_NT ? (int)(n - t0) : KV_NT;\n");
@@ -359,16 +366,18 @@ static int gen_select(Gen *g, KpCudaOut *out)
 	   "\t\t\t\tfor (int e_ = tid; e_ < rows * KV_D; e_ += KV_NT) {\n"
 	   "\t\t\t\t\tconst int rr = e_ / KV_D, c = e_ - rr * KV_D;\n"
 	   "\t\t\t\t\tif (sdst[r0 + rr] >= 0) {\n"
-	   "\t\t\t\t\t\tstK[e_] = Kb[(t0 + r0 + rr) * a.sT + c];\n"
-	   "\t\t\t\t\t\tstV[e_] = Vb[(t0 + r0 + rr) * a.sT + c];\n"
+	   "\t\t\t\t\t\tconst long long o_ = kv_roff(a, Tb, t0 + r0 + rr) + c;\n"
+	   "\t\t\t\t\t\tstK[e_] = Kb[o_];\n"
+	   "\t\t\t\t\t\tstV[e_] = Vb[o_];\n"
 	   "\t\t\t\t\t}\n"
 	   "\t\t\t\t}\n"
 	   "\t\t\t\t__syncthreads();\n"
 	   "\t\t\t\tfor (int e_ = tid; e_ < rows * KV_D; e_ += KV_NT) {\n"
 	   "\t\t\t\t\tconst int rr = e_ / KV_D, c = e_ - rr * KV_D, dd = sdst[r0 + rr];\n"
 	   "\t\t\t\t\tif (dd >= 0) {\n"
-	   "\t\t\t\t\t\tKb[(long long)dd * a.sT + c] = stK[e_];\n"
-	   "\t\t\t\t\t\tVb[(long long)dd * a.sT + c] = stV[e_];\n"
+	   "\t\t\t\t\t\tconst long long o_ = kv_roff(a, Tb, dd) + c;\n"
+	   "\t\t\t\t\t\tKb[o_] = stK[e_];\n"
+	   "\t\t\t\t\t\tVb[o_] = stV[e_];\n"
 	   "\t\t\t\t\t}\n"
 	   "\t\t\t\t}\n"
 	   "\t\t\t\t__syncthreads();\n"
@@ -376,7 +385,7 @@ static int gen_select(Gen *g, KpCudaOut *out)
 	   "\t\tif (keep) {\n"
 	   "\t\t\tPb[run + ex] = pv;\n");
 	for (int st = 0; st < f->nst; st++)
-		sb(&g->s, "\t\t\ta.state[((long long)%d * a.L * a.H + inst) * N + run + ex] = stv%d;\n", st, st);
+		sb(&g->s, "\t\t\ta.state[(((long long)b * KV_NST + %d) * a.L * a.H + li) * N + run + ex] = stv%d;\n", st, st);
 	sb(&g->s,
 	   "\t\t}\n"
 	   "\t\trun += tot;\n"
@@ -387,6 +396,31 @@ static int gen_select(Gen *g, KpCudaOut *out)
 		return -1;
 	sb(&g->s, "}\n");
 	return 0;
+}
+
+/* kv_paged (paged.cuh): the table check before a call, the freed pages after a compression,
+** an append; one block per sequence (per (sequence, head) to append) */
+static void gen_paged(Gen *g, KpCudaOut *out)
+{
+	KpCudaKernel *k = &out->kern[out->nkern++];
+	snprintf(k->name, sizeof k->name, "kv_paged");
+	k->role = KVG_PAGED;
+	sb(&g->s, "\nextern \"C\" __global__ void __launch_bounds__(KV_NT) kv_paged(const KvgArgs a)\n{\n");
+	sb(&g->s, "\tconst float ini[%d] = {", g->f->nst + 1);
+	for (int s = 0; s < g->f->nst; s++) {
+		double v = (double)(float)g->f->st[s].init;
+		if (isnan(v))
+			sb(&g->s, " kv_nan(),");
+		else if (isinf(v))
+			sb(&g->s, " %skv_inf(),", v < 0 ? "-" : "");
+		else
+			sb(&g->s, " %.9ef,", v);
+	}
+	sb(&g->s, " 0.f };\n"
+	          "\tif (a.pgop == KVG_PG_CHECK) kv_pgcheck(a, blockIdx.x);\n"
+	          "\telse if (a.pgop == KVG_PG_FREE) kv_pgfree(a, blockIdx.x);\n"
+	          "\telse if (a.pgop == KVG_PG_APPEND) kv_pgappend(a, blockIdx.x / a.H, blockIdx.x %% a.H, ini, KV_NST);\n"
+	          "}\n");
 }
 
 static void argsdecl(Sb *s)
@@ -452,6 +486,7 @@ int kp_generate(const KiFn *f, const KpCudaOpts *o, KpCudaOut *out, KiErr *e)
 	sb(&g.s, "%s", o->dtype == KVCC_F16 ? kp_cuh_storage_f16 : o->dtype == KVCC_BF16 ? kp_cuh_storage_bf16
 	                                                         : kp_cuh_storage_f32);
 	argsdecl(&g.s);
+	sb(&g.s, "#define KV_NST %d\n%s", f->nst, kp_cuh_paged);
 	/* defined with the select kernel (gen_select); the score kernels read it (x.nkeep) */
 	sb(&g.s, "__device__ long long kv_nkeep(const KvgArgs &a, int l, long long n);\n");
 	sb(&g.s, "%s", kp_cuh_select);
@@ -473,6 +508,8 @@ int kp_generate(const KiFn *f, const KpCudaOpts *o, KpCudaOut *out, KiErr *e)
 		rc = gen_score(&g, out);
 	if (rc == 0)
 		rc = gen_select(&g, out);
+	if (rc == 0)
+		gen_paged(&g, out);
 	out->has_compress = rc == 0;
 	memcpy(out->ws_coef, g.wsmax, sizeof g.wsmax);
 	free(g.home), free(g.phase), free(g.off);

@@ -2,10 +2,11 @@
 //! kv_qpos, a block-wide scan (kv_bscan), the order key of a chunk's mean score
 //! (kv_key), protections (kv_prot), and kv_topk, the radix top-k of one class of
 //! chunks of an instance (kv_select calls it twice: protected chunks, then the others).
-/* default: the positions of the last O held tokens (DESIGN §3), extrapolated when O > n */
+/* a.qpos [B][O], or by default the positions of the last O held tokens (DESIGN §3),
+   extrapolated when O > n */
 __device__ __forceinline__ int kv_qpos(const KvgArgs &a, const int *Pb, int n, int O, int o) {
 	const int t = n - O + o;
-	return a.qpos ? a.qpos[o] : t >= 0 ? Pb[t] : (n ? Pb[0] : 0) + t;
+	return a.qpos ? a.qpos[(long long)(blockIdx.x / (a.L * a.H)) * O + o] : t >= 0 ? Pb[t] : (n ? Pb[0] : 0) + t;
 }
 /* block-wide exclusive scan of a 0/1 flag (warp ballots); *tot = block total */
 __device__ __forceinline__ int kv_bscan(int flag, int *wsum, int *tot) {

@@ -6,9 +6,18 @@
 #   make check-emu        a quarter of the matrix: every 4th spec of each policy, rotating so
 #                         that each spec runs for some policy (make check's time budget)
 #   make check-emu-full   every policy × dtype × head_dim × group (make check-full)
+#   make check-emu-paged  batched and paged caches (tests/emu/emu_paged.c; in make check)
 
 $(B)/emu_diff: $(B)/tests/emu/emu_diff.o $(LIBOBJ)
 	$(CC) -o $@ $^ $(LDLIBS) $(LLVM_LIBS_USED)
+
+# batched and paged caches (issue 14): every emu policy at two specs, batches of 1-8 sequences
+# in contiguous, batched and paged layouts (identity, freed pages, guards, append, bad tables)
+$(B)/emu_paged: $(B)/tests/emu/emu_paged.o $(LIBOBJ)
+	$(CC) -o $@ $^ $(LDLIBS) $(LLVM_LIBS_USED)
+
+check-emu-paged: $(B)/emu_paged
+	$(B)/emu_paged $(B)
 
 # the tensor-core unit test includes generated sources (bf16 and f16, head_dim 32)
 $(B)/mma/%.cu: $(B)/kvcc
@@ -27,8 +36,9 @@ check-emu-full: $(B)/emu_diff $(B)/mma_unit
 	$(B)/mma_unit
 	$(B)/emu_diff $(B)
 
+CHECK_MORE += check-emu-paged
 CHECK_FULL += check-emu-full
 CHECK_FULL_OMIT += check-emu
 
 .PRECIOUS: $(B)/mma/%.cu
-.PHONY: check-emu check-emu-full
+.PHONY: check-emu check-emu-full check-emu-paged

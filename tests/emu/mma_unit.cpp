@@ -14,6 +14,7 @@
 
 #define kv_score0 bf_kv_score0
 #define kv_select bf_kv_select
+#define kv_paged bf_kv_paged
 namespace bf {
 #include "bf16.cu"
 }
@@ -21,13 +22,17 @@ namespace bf {
 #undef KV_D
 #undef kv_score0
 #undef kv_select
+#undef kv_paged
+#undef KV_NST
 #define kv_score0 hf_kv_score0
 #define kv_select hf_kv_select
+#define kv_paged hf_kv_paged
 namespace hf {
 #include "f16.cu"
 }
 #undef kv_score0
 #undef kv_select
+#undef kv_paged
 
 enum { D = 32, DP = D + 8, M = 16, T = 16 };
 
