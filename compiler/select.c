@@ -41,6 +41,8 @@ typedef struct Tok {
 	double s;
 	int t, h;
 	int cls;                 /* 0 sink, 1 recent, 2 other */
+	long age;                /* sinks: t; recent: n - 1 - t (newest first in its own head, as
+	                         ** interp.c's candcmp when the heads' lengths differ) */
 } Tok;
 
 /* DESIGN's order (see the top). */
@@ -49,10 +51,8 @@ static int tokcmp(const void *pa, const void *pb)
 	const Tok *a = pa, *b = pb;
 	if (a->cls != b->cls)
 		return a->cls - b->cls;
-	if (a->cls == 0 && a->t != b->t)
-		return a->t - b->t;
-	if (a->cls == 1 && a->t != b->t)
-		return b->t - a->t;
+	if (a->cls < 2 && a->age != b->age)
+		return a->age < b->age ? -1 : 1;
 	if (a->cls == 2) {
 		int na = isnan(a->s), nb = isnan(b->s);
 		if (na != nb)
@@ -74,6 +74,7 @@ static void fill(Tok *k, double s, int t, int h, long n, long S, long R)
 {
 	k->s = s, k->t = t, k->h = h;
 	k->cls = clsof(t, n, S, R);
+	k->age = k->cls == 1 ? n - 1 - t : t;
 }
 
 static long lenof(const KiCase *c, int l, int h)

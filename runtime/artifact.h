@@ -82,11 +82,13 @@ static inline int ka_trailer_check(const void *buf, size_t len, KaTrailer *t, co
 */
 #define KVCC_DESC_SYMBOL "kvcc_artifact"
 #define KVCC_MAGIC 0x4B5643435F415254ull   /* "KVCC_ART" */
-#define KVCC_ABI 11                        /* kvcc_artifact and the kernels' signatures (10: compact_merge;
-                                              11: tmap ctx ratio, budget, wts; tfilter, mtotal, ksum) */
+#define KVCC_ABI 12                        /* kvcc_artifact and the kernels' signatures (10: compact_merge;
+                                              11: tmap ctx ratio, budget, wts; tfilter, mtotal, ksum;
+                                              12: kfloor) */
 #define KA_MAGIC "KVCCDSC"                 /* the blob's first 8 bytes (with the NUL) */
-#define KA_FORMAT 5                        /* the blob's layout and meaning (2: the tuning config; 3: KA_FLAYER;
-                                              4: the merge rule; 5: the weights, KaWeight; the select rule) */
+#define KA_FORMAT 6                        /* the blob's layout and meaning (2: the tuning config; 3: KA_FLAYER;
+                                              4: the merge rule; 5: the weights, KaWeight; the select rule;
+                                              6: the select floor) */
 #define KA_NBUCKET 4                       /* decode split buckets (longest head < 4K, 16K, 64K, more) */
 
 /* a count or rule operand: a constant, a param, "every position" (obs) or none */
@@ -196,6 +198,8 @@ typedef struct KaHdr {
 	int32_t nocap;             /* threshold / mass with cap = false: the budget does not bound it */
 	KaRef tau;                 /* threshold */
 	KaRef mass;                /* mass: p */
+	/* select floor (issue 13, AdaKV): topk at scope layer, chunk 1 */
+	KaRef floor;               /* alpha, or KA_NONE: no floor */
 } KaHdr;
 
 enum { KA_MDROP, KA_MNEAREST };
@@ -320,6 +324,10 @@ typedef struct kvcc_artifact {
 	int64_t (*mtotal)(const float *score, int64_t n, int64_t keep_first, int64_t keep_recent, double *tot);
 	/* select mass: the sum (double) of score[i] over the unprotected keys (bit 63 clear) >= thr */
 	double (*ksum)(const uint64_t *key, const float *score, int64_t n, uint64_t thr);
+	/* select floor (issue 13, AdaKV): after selkeys of one (layer, head), its keys >= thr (its
+	** own top floor(alpha n_keep)) are lifted above every other key of the layer (distinct:
+	** the id bits stay), so the layer's top-k keeps them and ranks the rest */
+	void (*kfloor)(uint64_t *key, int64_t n, uint64_t thr);
 } kvcc_artifact;
 
 /* --- GPU (CUDA) ------------------------------------------------------------------------------

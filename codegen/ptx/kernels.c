@@ -226,6 +226,8 @@ static int gen_select(Gen *g, KpCudaOut *out)
 		return kp_err(g, NULL, "only top-k selection and threshold / mass at scope head are supported");
 	if (f->merge.kind != MG_drop)
 		return kp_err(g, NULL, "only merge drop is supported");
+	if (s->floor)
+		return kp_err(g, NULL, "select floor is not compiled to CUDA yet");
 	char S[200], R[200], C[200], B[200], T[200], M[200];
 	if (kp_dscalar(g, s->keep_first, S, sizeof S, 0) || kp_dscalar(g, s->keep_recent, R, sizeof R, 0) ||
 	    kp_dscalar(g, s->chunk, C, sizeof C, 1) || kp_dscalar(g, s->beta, B, sizeof B, 20) ||
