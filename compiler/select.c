@@ -15,7 +15,8 @@
 **
 ** The order of tokens everywhere here is DESIGN's: sinks (lower position
 ** first), then the recent window (newest first), then score (higher first,
-** NaN last), ties → lower position, then lower head.
+** NaN last), ties → lower head, then lower position (interp.c's candcmp: the
+** order of a layer's ranking on every backend).
 **
 ** The schedules follow the code of the methods (kv-policies.md, [C]):
 **   prefix   PrefixKV (THU-MIG/PrefixKV prefixkv.py): every instance's
@@ -59,10 +60,10 @@ static int tokcmp(const void *pa, const void *pb)
 			return na - nb;
 		if (!na && a->s != b->s)
 			return a->s > b->s ? -1 : 1;
-		if (a->t != b->t)
-			return a->t - b->t;
 	}
-	return a->h - b->h;
+	if (a->h != b->h)
+		return a->h - b->h;
+	return a->t - b->t;
 }
 
 static int clsof(long t, long n, long S, long R)

@@ -339,7 +339,8 @@ typedef struct kvcc_artifact {
 ** "CUDA driver not found: …". See doc/gpu.md. */
 #define KVCC_GPU_SYMBOL "kvcc_artifact_gpu"
 #define KVCC_GPU_MAGIC 0x4B5643435F475055ull   /* "KVCC_GPU" */
-#define KVCC_GPU_ABI 3                     /* 2: the tuning config; 3: KvgArgs.wts */
+#define KVCC_GPU_ABI 4                     /* 2: the tuning config; 3: KvgArgs.wts; 4: select floor (KVG_EFLOOR,
+                                              kv_select_grp's floor records) */
 
 typedef struct kvcc_gpu_header {
 	uint64_t magic;            /* KVCC_GPU_MAGIC */
@@ -414,7 +415,9 @@ typedef struct KvgArgs { KVG_ARGS_FIELDS(KVG_FIELD) } KvgArgs;
 #undef KVG_FIELD
 
 /* device error codes (the first one set wins) */
-enum { KVG_EOK, KVG_EPOOL = 1, KVG_ESELECT = 2, KVG_EHMEAN = 3, KVG_ECHUNK = 4, KVG_EMASS = 5 };
+enum { KVG_EOK, KVG_EPOOL = 1, KVG_ESELECT = 2, KVG_EHMEAN = 3, KVG_ECHUNK = 4, KVG_EMASS = 5,
+       /* select floor (issue 13, AdaKV) */
+       KVG_EFLOOR = 6 };
 
 enum { KVG_SCORE, KVG_SELECT, KVG_DECODE, KVG_COMBINE, KVG_SELGRP };
 

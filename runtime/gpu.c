@@ -222,5 +222,6 @@ KVCC_API int kvcc_gpu_plan_check(kvcc_gpu_plan *pl)
 	            code == KVG_EPOOL ? "bad pooling size" : code == KVG_ESELECT ? "bad select arguments (budget/ratio)" :
 	            code == KVG_EHMEAN ? "hmean needs equal lengths across heads" :
 	            code == KVG_ECHUNK ? "select threshold with chunk > 1 is not compiled to kernels yet" :
-	            code == KVG_EMASS ? "select mass needs scores >= 0" : "unknown");
+	            code == KVG_EMASS ? "select mass needs scores >= 0" :
+	            code == KVG_EFLOOR ? "select floor must be in [0, 1]" : "unknown");
 }

@@ -112,10 +112,8 @@ static double floor_margin(const KiFn *f, const double *par, const KiCase *c, co
 		qsort(v, (size_t)m, sizeof *v, cmplab);
 		for (int i = 1; i < m; i++) {
 			double a = v[i - 1].s, b = v[i].s, sc = fmax(fabs(a), fabs(b));
-			if (v[i - 1].kept != v[i].kept && isfinite(a) && isfinite(b))
+			if (v[i - 1].kept != v[i].kept && isfinite(a) && isfinite(b))   /* an exact tie: 0 (f32 may split it) */
 				worst = fmin(worst, sc > 0 ? (b - a) / sc : 0);
-			else if (v[i - 1].kept != v[i].kept && a == b)
-				worst = 0;
 		}
 	}
 	free(v), free(kept);

@@ -159,8 +159,8 @@ def floor_select(scores, n_keep, alpha, sinks=0, recent=0, kvpress_min1=False):
             s = float(scores[h, t])
             if prot[t]:
                 key = (0, t, h) if t < sinks else (1, -t, h)
-            else:
-                key = (2, 1, 0.0, t, h) if math.isnan(s) else (2, 0, -s, t, h)
+            else:                                              # ties: lower head, then position
+                key = (2, 1, 0.0, h, t) if math.isnan(s) else (2, 0, -s, h, t)
             cands.append((key, h, t))
     cands.sort()
     for _, h, t in cands[:max(0, rest)]:
