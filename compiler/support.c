@@ -2,8 +2,8 @@
 ** What the kernel backends (the planner, x86, CUDA) do not implement yet: the merge rules
 ** compiler/mplan.c ki_mkernels does not take (issue 12: the x86 compact_merge kernels cover
 ** nearest at prefill; CUDA refuses every merge but drop, codegen/ptx) and the issue-13 language
-** not generated yet (selection rules beyond top-k other than threshold and mass at scope head
-** and AdaKV's floor at scope layer, scans, segment ops, shifts, the out axis). ki_plan refuses such a policy with the position of
+** not generated yet (selection rules beyond top-k other than threshold (chunk 1, any scope), mass
+** at scope head and AdaKV's floor at scope layer, scans, segment ops, shifts, the out axis). ki_plan refuses such a policy with the position of
 ** the first unsupported item,
 ** so that nothing compiles to kernels with another meaning; the reference interpreter
 ** (`kvcc run`) runs them all. Each line goes when its kernels land.
@@ -24,8 +24,6 @@ int ki_unsupported(const KiFn *f, KiErr *e)
 	const KiSelect *s = &f->sel;
 	if (ki_mkernels(f, e) != 0)          /* the merge rules the compact_merge kernels implement */
 		return -1;
-	if (s->kind == SEL_threshold && s->scope != SC_head)
-		return refuse(f, s->line, s->col, "select threshold at scope layer or model", e);
 	if (s->kind == SEL_mass && (s->scope != SC_head || KI_RKIND(s->chunk) != RK_CON || f->con[KI_RIDX(s->chunk)] != 1))
 		return refuse(f, s->line, s->col, "select mass at scope layer or model or with chunks", e);
 	if (s->keep)

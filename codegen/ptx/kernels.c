@@ -188,7 +188,8 @@ static int gen_decode(Gen *g, KpCudaOut *out)
 ** start of its workspace per class (protected, others): the threshold key T, the last
 ** tie chunk kept E, whether its shorter last chunk is kept, whether the class is kept
 ** whole; kv_select then compacts every instance from its record */
-static void gen_selgrp(Gen *g, KpCudaOut *out, const char *S, const char *R, const char *C, const char *F)
+static void gen_selgrp(Gen *g, KpCudaOut *out, const char *S, const char *R, const char *C, const char *F,
+                       const char *T)
 {
 	const KiSelect *s = &g->f->sel;
 	KpCudaKernel *k = &out->kern[out->nkern++];
@@ -230,12 +231,19 @@ static void gen_selgrp(Gen *g, KpCudaOut *out, const char *S, const char *R, con
 		   "\t}\n"
 		   "\t__syncthreads();\n", F);
 	else
-		sb(&g->s, "\tfor (int k = i0; k < i0 + ni; k++) want += kv_nkeep(a, k / a.H, a.len[k]);\n");
+		sb(&g->s, "\tfor (int k = i0; k < i0 + ni; k++) want += %s;\n",
+		   s->nocap ? "a.len[k]" : "kv_nkeep(a, k / a.H, a.len[k])");
+	if (T)        /* threshold: the candidates are the protected tokens and the others >= tau */
+		sb(&g->s, "\tif (ch != 1) { if (threadIdx.x == 0) kv_seterr(a.err, KVG_ECHUNK); return; }\n"
+		          "\tconst double tau = (double)(%s);\n", T);
+	else
+		sb(&g->s, "\tconst double tau = 0.0;\n");
+	int fl = F ? 1 : T ? 2 : 0;
 	sb(&g->s,
 	   "\t/* protected chunks first (sinks, then the newest recent), then the others */\n"
-	   "\tconst long long u1 = kv_gpick(a, i0, ni, ch, S, R, 1, want, hist, sv, wsum, %d);\n"
-	   "\tkv_gpick(a, i0, ni, ch, S, R, 0, want - u1, hist, sv, wsum, %d);\n"
-	   "}\n", F != NULL, F != NULL);
+	   "\tconst long long u1 = kv_gpick(a, i0, ni, ch, S, R, 1, want, hist, sv, wsum, %d, tau);\n"
+	   "\tkv_gpick(a, i0, ni, ch, S, R, 0, want - u1, hist, sv, wsum, %d, tau);\n"
+	   "}\n", fl, fl);
 }
 
 static int gen_select(Gen *g, KpCudaOut *out)
@@ -243,8 +251,8 @@ static int gen_select(Gen *g, KpCudaOut *out)
 	const KiFn *f = g->f;
 	const KiSelect *s = &f->sel;
 	int th = s->kind == SEL_threshold, ms = s->kind == SEL_mass;
-	if (s->kind != SEL_topk && !((th || ms) && s->scope == SC_head))
-		return kp_err(g, NULL, "only top-k selection and threshold / mass at scope head are supported");
+	if (s->kind != SEL_topk && !th && !(ms && s->scope == SC_head))
+		return kp_err(g, NULL, "only top-k selection, threshold and mass at scope head are supported");
 	if (f->merge.kind != MG_drop)
 		return kp_err(g, NULL, "only merge drop is supported");
 	char S[200], R[200], C[200], B[200], T[200], M[200], F[200];
@@ -270,7 +278,7 @@ static int gen_select(Gen *g, KpCudaOut *out)
 	}
 	sb(&g->s, "\tif (nk < 0) nk = 0;\n\tif (nk > n) nk = n;\n\treturn nk;\n}\n");
 	if (s->scope != SC_head)
-		gen_selgrp(g, out, S, R, C, s->floor ? F : NULL);
+		gen_selgrp(g, out, S, R, C, s->floor ? F : NULL, th ? T : NULL);
 	KpCudaKernel *k = &out->kern[out->nkern++];
 	snprintf(k->name, sizeof k->name, "kv_select");
 	k->role = KVG_SELECT;
@@ -349,6 +357,8 @@ static int gen_select(Gen *g, KpCudaOut *out)
 		   "\t/* decided by kv_select_grp for the whole %s */\n"
 		   "\tconst KvSel s1 = kv_ldrec(kv_grec(a, inst, 1)), s0 = kv_ldrec(kv_grec(a, inst, 0));\n"
 		   "\t(void)hist; (void)sv; (void)s_E;\n", ki_scopename(s->scope));
+	if (s->scope != SC_head && th)    /* the records rank the candidates only (kv_gin) */
+		sb(&g->s, "\tconst double tau = (double)(%s);\n", T);
 	if (s->floor)       /* AdaKV: the head's own floor (kv_select_grp's records 2, 3) */
 		sb(&g->s, "\tconst KvSel f1 = kv_ldrec(kv_grec(a, inst, 3)), f0 = kv_ldrec(kv_grec(a, inst, 2));\n");
 	sb(&g->s,
@@ -361,13 +371,14 @@ static int gen_select(Gen *g, KpCudaOut *out)
 	   "\t\tif (t < n) {\n"
 	   "\t\t\tconst long long ci = t / ch;\n"
 	   "\t\t\tkeep = kv_kept(kv_prot(ci, ch, n, S, R) ? s1 : s0, sc, ci, ch, n, S, R);\n"
-	   "%s"
+	   "%s%s"
 	   "\t\t}\n"
 	   "\t\tint tot;\n"
 	   "\t\tconst int ex = kv_bscan(keep, wsum, &tot);\n"
 	   "\t\tsdst[tid] = keep ? (int)(run + ex) : -1;\n"
 	   "\t\tconst int pv = keep ? Pb[t] : 0;\n",
-	   s->floor ? "\t\t\tkeep = keep || kv_kept(kv_prot(ci, ch, n, S, R) ? f1 : f0, sc, ci, ch, n, S, R);\n" : "");
+	   s->floor ? "\t\t\tkeep = keep || kv_kept(kv_prot(ci, ch, n, S, R) ? f1 : f0, sc, ci, ch, n, S, R);\n" : "",
+	   s->scope != SC_head && th ? "\t\t\tkeep = keep && (kv_prot(t, 1, n, S, R) || (double)sc[t] >= tau);\n" : "");
 	for (int st = 0; st < f->nst; st++)
 		sb(&g->s, "\t\tconst float stv%d = keep ? a.state[((long long)%d * a.L * a.H + inst) * N + t] : 0.f;\n", st, st);
 	sb(&g->s,

@@ -82,8 +82,9 @@ static double group_margin(const KiFn *f, const double *par, const KiCase *c, co
 /* AdaKV's floor (scope layer, chunk 1): within a head the kept unprotected tokens are its best
 ** ones, and the layer's ranking of what the floors left keeps the best of those, so a rounding
 ** difference can change the kept sets only between a kept and an evicted token of one layer
-** closer than the margin: the smallest relative gap between neighbours (by score) of a layer's
-** unprotected tokens, one kept and one evicted (the interpreter's sets). */
+** closer than the margin: the smallest relative gap between neighbours (by score) of a scope
+** group's unprotected tokens, one kept and one evicted (the interpreter's sets). The same holds for a
+** threshold at scope layer or model (kept: the best candidates >= tau; NaN scores never). */
 typedef struct Lab { double s; int kept; } Lab;
 static int cmplab(const void *pa, const void *pb)
 {
@@ -95,12 +96,13 @@ static double floor_margin(const KiFn *f, const double *par, const KiCase *c, co
 {
 	long S = (long)pval(f, par, f->sel.keep_first, 0), R = (long)pval(f, par, f->sel.keep_recent, 0);
 	double worst = INFINITY;
-	Lab *v = malloc(((size_t)c->H * c->n + 1) * sizeof *v);
+	int per = f->sel.scope == SC_model ? c->L * c->H : c->H;      /* instances of a scope group */
+	Lab *v = malloc(((size_t)c->L * c->H * c->n + 1) * sizeof *v);
 	char *kept = malloc((size_t)c->n + 1);
-	for (int l = 0; l < c->L; l++) {
+	for (int k0 = 0; k0 < c->L * c->H; k0 += per) {
 		int m = 0;
-		for (int h = 0; h < c->H; h++) {
-			int k = l * c->H + h, n = c->len ? c->len[k] : c->n;
+		for (int k = k0; k < k0 + per; k++) {
+			int n = c->len ? c->len[k] : c->n;
 			memset(kept, 0, (size_t)n);
 			for (int j = 0; j < r->len[k]; j++)
 				kept[r->kept[(size_t)k * c->n + j]] = 1;
@@ -280,7 +282,7 @@ static void run_case(const Cfg *cf, const char *host)
 			printf("FAIL %s: interpreter: %s\n", name, e.msg);
 			goto out;
 		}
-		ok = f->sel.floor ? floor_margin(f, par, &c, &r) >= 1e-5 :
+		ok = f->sel.floor || (grouped && f->sel.kind == SEL_threshold) ? floor_margin(f, par, &c, &r) >= 1e-5 :
 		     grouped ? group_margin(f, par, &c, &r) >= 1e-5 : case_margin(f, par, &c, &r) >= 1e-4;
 		ok = ok && merge_margin(f, par, &c, &r) >= 1e-4;
 	}

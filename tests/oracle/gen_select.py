@@ -403,7 +403,37 @@ def p_floor_layer(c):
     return dict(_per_head(kept, c["Ks"], c["Vs"], L, H), **{"expect.scores": s}), {}, margin
 
 
+def _threshold_group(c, scope, cap):
+    p = dict(dict(tau=0.5, sinks=1, window=2), **c["params"])
+    sk, w, tau = int(p["sinks"]), int(p["window"]), p["tau"]
+    L, H, n = c["L"], c["H"], c["n"]
+    s = c["K"].sum(axis=3)
+    if scope == "layer":
+        s[..., np.arange(n) % 7 == 3] = np.nan
+    nk = _nkeep(n, c["ratio"], c["budget"]) if cap else None
+    kept = S.threshold_group(s, tau, nk, sk, w, scope)
+    fin = s[np.isfinite(s)]
+    margin = min(abs(x - tau) / max(abs(tau), 1e-30, abs(x)) for x in fin)
+    prot = S.protected_mask(n, sk, w)
+    groups = [s[l:l + 1] for l in range(L)] if scope == "layer" else [s]
+    for g in groups:                                           # the cut among the candidates
+        free = g[:, :, ~prot].ravel()
+        free = free[np.isfinite(free) & (free >= tau)]
+        want = g.shape[0] * H * (nk if cap else n) - g.shape[0] * H * int(prot.sum())
+        margin = min(margin, _cut_margin(free, want))
+    return dict(_per_head(kept, c["Ks"], c["Vs"], L, H), **{"expect.scores": s}), {}, margin
+
+
+def p_threshold_layer(c):
+    return _threshold_group(c, "layer", True)
+
+
+def p_threshold_model(c):
+    return _threshold_group(c, "model", False)
+
+
 POLICIES = {
+    "threshold_layer": p_threshold_layer, "threshold_model": p_threshold_model,
     "floor_layer": p_floor_layer,
     "adakv": p_adakv, "chunkkv": p_chunkkv, "criticalkv": p_criticalkv,
     "expected_attention": p_expected_attention, "lagkv": p_lagkv, "prefixkv": p_prefixkv,
@@ -473,6 +503,13 @@ CASES = [
     ("floor_layer", "d8_n40_a100_b6", 2, 3, 1, 40, 8, ("budget", 6), {"alpha": 1.0}, "f32", "default", 0, 0),
     ("floor_layer", "d64_n61_a0_r25", 2, 2, 1, 61, 64, ("ratio", 0.25), {"alpha": 0.0}, "f32", "default", 0, 0),
     ("floor_layer", "d8_n37_a100_b20_bf16", 2, 3, 1, 37, 8, ("budget", 20), {"alpha": 1.0, "window": 0}, "bf16", "default", 0, 0),
+    # threshold at scope layer (the candidates share the layer's budget) and model (no cap)
+    ("threshold_layer", "d8_n37_r75", 2, 2, 1, 37, 8, ("ratio", 0.75), {}, "f32", "default", 0, 0),
+    ("threshold_layer", "d16_n61_tau0_r25", 2, 3, 1, 61, 16, ("ratio", 0.25), {"tau": 0.0}, "f32", "default", 0, 0),
+    ("threshold_layer", "d8_n40_taum1_b2", 2, 3, 1, 40, 8, ("budget", 2), {"tau": -1.0}, "f32", "default", 0, 0),
+    ("threshold_layer", "d64_n61_taum2_b20_bf16", 3, 2, 1, 61, 64, ("budget", 20), {"tau": -2.0}, "bf16", "default", 0, 0),
+    ("threshold_model", "d8_n37_r50", 2, 2, 1, 37, 8, ("ratio", 0.5), {}, "f32", "default", 0, 0),
+    ("threshold_model", "d16_n61_tau1_r0", 3, 2, 1, 61, 16, ("ratio", 0.0), {"tau": 1.0}, "f16", "default", 0, 0),
     ("threshold_head", "d64_n61_b12_taum1", 2, 2, 1, 61, 64, ("budget", 12), {"tau": -1.0}, "f32", "default", 0, 0),
 ]
 
