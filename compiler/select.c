@@ -15,7 +15,8 @@
 **
 ** The order of tokens everywhere here is DESIGN's: sinks (lower position
 ** first), then the recent window (newest first), then score (higher first,
-** NaN last), ties → lower position, then lower head.
+** NaN last), ties → lower head, then lower position (interp.c's candcmp: the
+** order of a layer's ranking on every backend).
 **
 ** The schedules follow the code of the methods (kv-policies.md, [C]):
 **   prefix   PrefixKV (THU-MIG/PrefixKV prefixkv.py): every instance's
@@ -41,6 +42,8 @@ typedef struct Tok {
 	double s;
 	int t, h;
 	int cls;                 /* 0 sink, 1 recent, 2 other */
+	long age;                /* sinks: t; recent: n - 1 - t (newest first in its own head, as
+	                         ** interp.c's candcmp when the heads' lengths differ) */
 } Tok;
 
 /* DESIGN's order (see the top). */
@@ -49,20 +52,18 @@ static int tokcmp(const void *pa, const void *pb)
 	const Tok *a = pa, *b = pb;
 	if (a->cls != b->cls)
 		return a->cls - b->cls;
-	if (a->cls == 0 && a->t != b->t)
-		return a->t - b->t;
-	if (a->cls == 1 && a->t != b->t)
-		return b->t - a->t;
+	if (a->cls < 2 && a->age != b->age)
+		return a->age < b->age ? -1 : 1;
 	if (a->cls == 2) {
 		int na = isnan(a->s), nb = isnan(b->s);
 		if (na != nb)
 			return na - nb;
 		if (!na && a->s != b->s)
 			return a->s > b->s ? -1 : 1;
-		if (a->t != b->t)
-			return a->t - b->t;
 	}
-	return a->h - b->h;
+	if (a->h != b->h)
+		return a->h - b->h;
+	return a->t - b->t;
 }
 
 static int clsof(long t, long n, long S, long R)
@@ -74,6 +75,7 @@ static void fill(Tok *k, double s, int t, int h, long n, long S, long R)
 {
 	k->s = s, k->t = t, k->h = h;
 	k->cls = clsof(t, n, S, R);
+	k->age = k->cls == 1 ? n - 1 - t : t;
 }
 
 static long lenof(const KiCase *c, int l, int h)

@@ -1,9 +1,9 @@
 /*
 ** What the kernel backends (the planner, x86, CUDA) do not implement yet: the merge rules
 ** compiler/mplan.c ki_mkernels does not take (issue 12: the compact_merge kernels, x86 and
-** CUDA, cover nearest at prefill) and the issue-13 language
-** not generated yet (selection rules beyond top-k other than threshold and mass at scope head,
-** scans, segment ops, shifts, the out axis). ki_plan refuses such a policy with the position of
+** CUDA, cover nearest at prefill) and the issue-13 language not generated yet (selection rules
+** beyond top-k other than threshold (chunk 1, any scope), mass at scope head and AdaKV's floor at
+** scope layer, scans, segment ops, shifts, the out axis). ki_plan refuses such a policy with the position of
 ** the first unsupported item,
 ** so that nothing compiles to kernels with another meaning; the reference interpreter
 ** (`kvcc run`) runs them all. Each line goes when its kernels land.
@@ -24,12 +24,8 @@ int ki_unsupported(const KiFn *f, KiErr *e)
 	const KiSelect *s = &f->sel;
 	if (ki_mkernels(f, e) != 0)          /* the merge rules the compact_merge kernels implement */
 		return -1;
-	if (s->kind == SEL_threshold && s->scope != SC_head)
-		return refuse(f, s->line, s->col, "select threshold at scope layer or model", e);
 	if (s->kind == SEL_mass && (s->scope != SC_head || KI_RKIND(s->chunk) != RK_CON || f->con[KI_RIDX(s->chunk)] != 1))
 		return refuse(f, s->line, s->col, "select mass at scope layer or model or with chunks", e);
-	if (s->floor)
-		return refuse(f, s->line, s->col, "select floor", e);
 	if (s->keep)
 		return refuse(f, s->line, s->col, "select keep", e);
 	if (s->sched == SCH_prefix || s->sched == SCH_dynamic)

@@ -82,11 +82,13 @@ static inline int ka_trailer_check(const void *buf, size_t len, KaTrailer *t, co
 */
 #define KVCC_DESC_SYMBOL "kvcc_artifact"
 #define KVCC_MAGIC 0x4B5643435F415254ull   /* "KVCC_ART" */
-#define KVCC_ABI 11                        /* kvcc_artifact and the kernels' signatures (10: compact_merge;
-                                              11: tmap ctx ratio, budget, wts; tfilter, mtotal, ksum) */
+#define KVCC_ABI 12                        /* kvcc_artifact and the kernels' signatures (10: compact_merge;
+                                              11: tmap ctx ratio, budget, wts; tfilter, mtotal, ksum;
+                                              12: kfloor) */
 #define KA_MAGIC "KVCCDSC"                 /* the blob's first 8 bytes (with the NUL) */
-#define KA_FORMAT 5                        /* the blob's layout and meaning (2: the tuning config; 3: KA_FLAYER;
-                                              4: the merge rule; 5: the weights, KaWeight; the select rule) */
+#define KA_FORMAT 6                        /* the blob's layout and meaning (2: the tuning config; 3: KA_FLAYER;
+                                              4: the merge rule; 5: the weights, KaWeight; the select rule;
+                                              6: the select floor) */
 #define KA_NBUCKET 4                       /* decode split buckets (longest head < 4K, 16K, 64K, more) */
 
 /* a count or rule operand: a constant, a param, "every position" (obs) or none */
@@ -196,6 +198,8 @@ typedef struct KaHdr {
 	int32_t nocap;             /* threshold / mass with cap = false: the budget does not bound it */
 	KaRef tau;                 /* threshold */
 	KaRef mass;                /* mass: p */
+	/* select floor (issue 13, AdaKV): topk at scope layer, chunk 1 */
+	KaRef floor;               /* alpha, or KA_NONE: no floor */
 } KaHdr;
 
 enum { KA_MDROP, KA_MNEAREST };
@@ -322,6 +326,10 @@ typedef struct kvcc_artifact {
 	int64_t (*mtotal)(const float *score, int64_t n, int64_t keep_first, int64_t keep_recent, double *tot);
 	/* select mass: the sum (double) of score[i] over the unprotected keys (bit 63 clear) >= thr */
 	double (*ksum)(const uint64_t *key, const float *score, int64_t n, uint64_t thr);
+	/* select floor (issue 13, AdaKV): after selkeys of one (layer, head), its keys >= thr (its
+	** own top floor(alpha n_keep)) are lifted above every other key of the layer (distinct:
+	** the id bits stay), so the layer's top-k keeps them and ranks the rest */
+	void (*kfloor)(uint64_t *key, int64_t n, uint64_t thr);
 } kvcc_artifact;
 
 /* --- GPU (CUDA) ------------------------------------------------------------------------------
@@ -333,8 +341,9 @@ typedef struct kvcc_artifact {
 ** "CUDA driver not found: …". See doc/gpu.md. */
 #define KVCC_GPU_SYMBOL "kvcc_artifact_gpu"
 #define KVCC_GPU_MAGIC 0x4B5643435F475055ull   /* "KVCC_GPU" */
-#define KVCC_GPU_ABI 4                     /* 2: the tuning config; 3: KvgArgs.wts; 4: paged and
-                                              batched caches (KvgArgs block, kv_paged) */
+#define KVCC_GPU_ABI 5                     /* 2: the tuning config; 3: KvgArgs.wts; 4: paged and
+                                              batched caches (KvgArgs block, kv_paged); 5: select floor
+                                              (KVG_EFLOOR, kv_select_grp's floor records) */
 
 typedef struct kvcc_gpu_header {
 	uint64_t magic;            /* KVCC_GPU_MAGIC */
@@ -436,7 +445,9 @@ typedef struct KvgArgs { KVG_ARGS_FIELDS(KVG_FIELD) } KvgArgs;
 /* device error codes (the first one set wins) */
 enum { KVG_EOK, KVG_EPOOL = 1, KVG_ESELECT = 2, KVG_EHMEAN = 3, KVG_ECHUNK = 4, KVG_EMASS = 5,
        /* paged and batched caches (issue 14) */
-       KVG_ETABLE = 6 };
+       KVG_ETABLE = 6,
+       /* select floor (issue 13, AdaKV) */
+       KVG_EFLOOR = 7 };
 
 enum { KVG_SCORE, KVG_SELECT, KVG_DECODE, KVG_COMBINE, KVG_SELGRP,
        /* paged and batched caches (issue 14): kv_paged, grid B (check, free) or B*H (append) */

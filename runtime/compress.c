@@ -388,6 +388,14 @@ static int selectkeep(Run *r, float **score, const kvcc_args *args)
 	long ncand = 0;
 	int msel = hd->selkind == KA_SEL_MASS;         /* scope head, chunk 1 (ki_unsupported) */
 	double mp = kr_ref(&hd->mass, r->par, 0);
+	int fsel = hd->floor.kind != KA_NONE;          /* topk, scope layer, chunk 1 (the verifier) */
+	double alpha = kr_ref(&hd->floor, r->par, 0);
+	if (fsel && !(alpha >= 0 && alpha <= 1))
+		return kr_seterr(KVCC_EINVAL, "%s:%u:%u: error: select: floor must be in [0, 1], got %g", r->pl->p->src,
+		                 hd->sel_line, hd->sel_col, alpha);
+	if (fsel && ch != 1)
+		return kr_seterr(KVCC_EINVAL, "%s:%u:%u: error: select: floor needs chunk 1 (got %ld)", r->pl->p->src,
+		                 hd->sel_line, hd->sel_col, ch);
 	uint64_t *ks = r->pl->selkeys;      /* plan-time: the keys of one scope group */
 	size_t nc = 0, base = 0;
 	long want = 0;
@@ -403,6 +411,9 @@ static int selectkeep(Run *r, float **score, const kvcc_args *args)
 			int rc = msel ? masscount(r, k, score[k], n, S, Rr, mp, ks + nc, &cnt) : 0;
 			if (rc)
 				return rc;
+			long fl = fsel ? (long)floor(alpha * (double)cnt) : 0;   /* the head's own top first */
+			if (fl > 0)
+				A->kfloor(ks + nc, n, threshold(A, ks + nc, (size_t)n, fl < cnt ? fl : cnt));
 			nc += (size_t)n;
 			want += cnt;
 		} else {

@@ -366,5 +366,6 @@ KVCC_API int kvcc_gpu_plan_check(kvcc_gpu_plan *pl)
 	            code == KVG_EMASS ? "select mass needs scores >= 0" :
 	            code == KVG_ETABLE ? "bad page table or lengths (a page id outside the pool, a page used twice in "
 	                                 "one call, a length above its table's capacity or outside 0..capacity); nothing "
-	                                 "was changed" : "unknown");
+	                                 "was changed" :
+	            code == KVG_EFLOOR ? "select floor must be in [0, 1]" : "unknown");
 }

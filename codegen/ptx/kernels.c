@@ -193,17 +193,18 @@ static int gen_decode(Gen *g, KpCudaOut *out)
 ** start of its workspace per class (protected, others): the threshold key T, the last
 ** tie chunk kept E, whether its shorter last chunk is kept, whether the class is kept
 ** whole; kv_select then compacts every instance from its record */
-static void gen_selgrp(Gen *g, KpCudaOut *out, const char *S, const char *R, const char *C)
+static void gen_selgrp(Gen *g, KpCudaOut *out, const char *S, const char *R, const char *C, const char *F,
+                       const char *T)
 {
 	const KiSelect *s = &g->f->sel;
 	KpCudaKernel *k = &out->kern[out->nkern++];
 	snprintf(k->name, sizeof k->name, "kv_select_grp");
 	k->role = KVG_SELGRP;
 	k->phase = s->scope == SC_layer;
-	/* the records: 8 floats at the start of each instance's workspace */
+	/* the records: 8 floats at the start of each instance's workspace (16 with the floor's) */
 	long long ro[4];
 	memset(g->cur, 0, sizeof g->cur);
-	kp_wsreserve(g, 0, 8, ro);
+	kp_wsreserve(g, 0, F ? 16 : 8, ro);
 	kp_wsmax(g);
 	sb(&g->s, "%s", kp_cuh_select_grp);
 	sb(&g->s, "\nextern \"C\" __global__ void __launch_bounds__(KV_NT) kv_select_grp(const KvgArgs a)\n{\n");
@@ -215,12 +216,40 @@ static void gen_selgrp(Gen *g, KpCudaOut *out, const char *S, const char *R, con
 	sb(&g->s,
 	   "\tif (S < 0 || R < 0 || ch < 1) { if (threadIdx.x == 0) kv_seterr(a.err, KVG_ESELECT); return; }\n"
 	   "\t/* the group's budget: the sum of its instances' n_keep */\n"
-	   "\tlong long want = 0;\n"
-	   "\tfor (int k = i0; k < i0 + ni; k++) want += kv_nkeep(a, k / a.H %% a.L, a.len[k]);\n"
+	   "\tlong long want = 0;\n");
+	if (F)        /* AdaKV: each head's own top floor(alpha n_keep) first, out of the layer's ranking */
+		sb(&g->s,
+		   "\tconst double alpha = (double)(%s);\n"
+		   "\tif (!(alpha >= 0.0 && alpha <= 1.0)) { if (threadIdx.x == 0) kv_seterr(a.err, KVG_EFLOOR); return; }\n"
+		   "\tif (ch != 1) { if (threadIdx.x == 0) kv_seterr(a.err, KVG_ESELECT); return; }\n"
+		   "\t__shared__ unsigned fhist[256], fsv[4];\n"
+		   "\t__shared__ long long fE;\n"
+		   "\tfor (int k = i0; k < i0 + ni; k++) {\n"
+		   "\t\tconst long long n = a.len[k], nk = kv_nkeep(a, k / a.H %% a.L, n);\n"
+		   "\t\tlong long fl = (long long)floor(__dmul_rn(alpha, (double)nk));\n"
+		   "\t\tif (fl > nk) fl = nk;\n"
+		   "\t\tconst float *const sc = a.scores + (long long)k * a.N;\n"
+		   "\t\tKvSel f1, f0;\n"
+		   "\t\tkv_topk(sc, n, 1, S, R, 1, fl, f1, fhist, fsv, &fE, wsum);\n"
+		   "\t\tkv_topk(sc, n, 1, S, R, 0, fl - f1.used, f0, fhist, fsv, &fE, wsum);\n"
+		   "\t\tif (threadIdx.x == 0) { kv_strec(kv_grec(a, k, 3), f1); kv_strec(kv_grec(a, k, 2), f0); }\n"
+		   "\t\twant += nk - fl;\n"
+		   "\t}\n"
+		   "\t__syncthreads();\n", F);
+	else
+		sb(&g->s, "\tfor (int k = i0; k < i0 + ni; k++) want += %s;\n",
+		   s->nocap ? "a.len[k]" : "kv_nkeep(a, k / a.H % a.L, a.len[k])");
+	if (T)        /* threshold: the candidates are the protected tokens and the others >= tau */
+		sb(&g->s, "\tif (ch != 1) { if (threadIdx.x == 0) kv_seterr(a.err, KVG_ECHUNK); return; }\n"
+		          "\tconst double tau = (double)(%s);\n", T);
+	else
+		sb(&g->s, "\tconst double tau = 0.0;\n");
+	int fl = F ? 1 : T ? 2 : 0;
+	sb(&g->s,
 	   "\t/* protected chunks first (sinks, then the newest recent), then the others */\n"
-	   "\tconst long long u1 = kv_gpick(a, i0, ni, ch, S, R, 1, want, hist, sv, wsum);\n"
-	   "\tkv_gpick(a, i0, ni, ch, S, R, 0, want - u1, hist, sv, wsum);\n"
-	   "}\n");
+	   "\tconst long long u1 = kv_gpick(a, i0, ni, ch, S, R, 1, want, hist, sv, wsum, %d, tau);\n"
+	   "\tkv_gpick(a, i0, ni, ch, S, R, 0, want - u1, hist, sv, wsum, %d, tau);\n"
+	   "}\n", fl, fl);
 }
 
 static int gen_select(Gen *g, KpCudaOut *out)
@@ -228,12 +257,13 @@ static int gen_select(Gen *g, KpCudaOut *out)
 	const KiFn *f = g->f;
 	const KiSelect *s = &f->sel;
 	int th = s->kind == SEL_threshold, ms = s->kind == SEL_mass;
-	if (s->kind != SEL_topk && !((th || ms) && s->scope == SC_head))
-		return kp_err(g, NULL, "only top-k selection and threshold / mass at scope head are supported");
-	char S[200], R[200], C[200], B[200], T[200], M[200];
+	if (s->kind != SEL_topk && !th && !(ms && s->scope == SC_head))
+		return kp_err(g, NULL, "only top-k selection, threshold and mass at scope head are supported");
+	char S[200], R[200], C[200], B[200], T[200], M[200], F[200];
 	if (kp_dscalar(g, s->keep_first, S, sizeof S, 0) || kp_dscalar(g, s->keep_recent, R, sizeof R, 0) ||
 	    kp_dscalar(g, s->chunk, C, sizeof C, 1) || kp_dscalar(g, s->beta, B, sizeof B, 20) ||
-	    kp_dscalar(g, s->tau, T, sizeof T, 0) || kp_dscalar(g, s->mass, M, sizeof M, 0))
+	    kp_dscalar(g, s->tau, T, sizeof T, 0) || kp_dscalar(g, s->mass, M, sizeof M, 0) ||
+	    kp_dscalar(g, s->floor, F, sizeof F, 0))
 		return kp_err(g, NULL, "select arguments must be constants or params");
 	/* ki_nkeep, in double with explicit rounding (no contraction) */
 	sb(&g->s, "\n/* ki_nkeep (compiler/interp.c) */\n"
@@ -252,7 +282,7 @@ static int gen_select(Gen *g, KpCudaOut *out)
 	}
 	sb(&g->s, "\tif (nk < 0) nk = 0;\n\tif (nk > n) nk = n;\n\treturn nk;\n}\n");
 	if (s->scope != SC_head)
-		gen_selgrp(g, out, S, R, C);
+		gen_selgrp(g, out, S, R, C, s->floor ? F : NULL, th ? T : NULL);
 	else
 		memset(g->cur, 0, sizeof g->cur);      /* the score buffers are dead: the merge's workspace */
 	int mg = f->merge.kind == MG_nearest;
@@ -336,6 +366,10 @@ static int gen_select(Gen *g, KpCudaOut *out)
 		   "\t/* decided by kv_select_grp for the whole %s */\n"
 		   "\tconst KvSel s1 = kv_ldrec(kv_grec(a, inst, 1)), s0 = kv_ldrec(kv_grec(a, inst, 0));\n"
 		   "\t(void)hist; (void)sv; (void)s_E;\n", ki_scopename(s->scope));
+	if (s->scope != SC_head && th)    /* the records rank the candidates only (kv_gin) */
+		sb(&g->s, "\tconst double tau = (double)(%s);\n", T);
+	if (s->floor)       /* AdaKV: the head's own floor (kv_select_grp's records 2, 3) */
+		sb(&g->s, "\tconst KvSel f1 = kv_ldrec(kv_grec(a, inst, 3)), f0 = kv_ldrec(kv_grec(a, inst, 2));\n");
 	sb(&g->s,
 	   "\t/* stable in-place compaction, one tile of KV_NT tokens at a time; rows are\n"
 	   "\t   staged in shared memory KV_TT at a time (destinations never pass sources) */\n"
@@ -346,11 +380,15 @@ static int gen_select(Gen *g, KpCudaOut *out)
 	   "\t\tif (t < n) {\n"
 	   "\t\t\tconst long long ci = t / ch;\n"
 	   "\t\t\tkeep = kv_kept(kv_prot(ci, ch, n, S, R) ? s1 : s0, sc, ci, ch, n, S, R);\n"
+	   "%s%s"
 	   "\t\t}\n"
 	   "\t\tint tot;\n"
 	   "\t\tconst int ex = kv_bscan(keep, wsum, &tot);\n"
 	   "\t\tsdst[tid] = keep ? (int)(run + ex) : %s;\n"
-	   "\t\tconst int pv = keep ? Pb[t] : 0;\n", mg ? "t < n ? (int)(-2 - (t - run - ex)) : -1" : "-1");
+	   "\t\tconst int pv = keep ? Pb[t] : 0;\n",
+	   s->floor ? "\t\t\tkeep = keep || kv_kept(kv_prot(ci, ch, n, S, R) ? f1 : f0, sc, ci, ch, n, S, R);\n" : "",
+	   s->scope != SC_head && th ? "\t\t\tkeep = keep && (kv_prot(t, 1, n, S, R) || (double)sc[t] >= tau);\n" : "",
+	   mg ? "t < n ? (int)(-2 - (t - run - ex)) : -1" : "-1");
 	for (int st = 0; st < f->nst; st++)
 		sb(&g->s, "\t\tconst float stv%d = keep ? a.state[(((long long)b * KV_NST + %d) * a.L * a.H + li) * N + t] : 0.f;\n",
 		   st, st);

@@ -1,7 +1,8 @@
 //! select_grp.cuh: select scopes layer and model (kv_select_grp, pasted only for those
 //! scopes): kv_gpick ranks the chunks of all instances of a scope group and leaves each
 //! instance a record (4 ints per class at the start of its workspace) that kv_select
-//! compacts from.
+//! compacts from; with AdaKV's floor (scope layer, chunk 1) two more records per instance
+//! (its own top floor(alpha n_keep), per class) that the layer's ranking leaves out.
 __device__ __forceinline__ long long kv_clen(long long ci, long long ch, long long n) {
 	return (ci + 1) * ch <= n ? ch : n - ci * ch;
 }
@@ -13,6 +14,21 @@ __device__ __forceinline__ KvSel kv_ldrec(const int *r) {
 	o.T = (unsigned)r[0]; o.E = r[1]; o.takep = r[2]; o.allf = r[3]; o.nonef = 0;
 	return o;
 }
+/* a kv_topk result as a record (none kept: T above every key, E -1) */
+__device__ __forceinline__ void kv_strec(int *r, const KvSel &o) {
+	r[0] = !o.allf && o.nonef ? (int)0xffffffffu : (int)o.T; r[1] = !o.allf && o.nonef ? -1 : (int)o.E;
+	r[2] = o.takep; r[3] = o.allf;
+}
+/* chunk ci of instance k takes part in the ranking of class grp: of that class and, with
+** AdaKV's floor (fl 1), not already kept by its head's own floor (records 2 + grp); with a
+** threshold (fl 2, chunk 1), an unprotected token only when its score is >= tau (double
+** compare; NaN never) */
+__device__ __forceinline__ int kv_gin(const KvgArgs &a, int k, long long ci, long long ch, long long n, long long S,
+                                      long long R, int grp, int fl, double tau) {
+	if (kv_prot(ci, ch, n, S, R) != grp) return 0;
+	if (fl == 2) return grp || (double)a.scores[(long long)k * a.N + ci] >= tau;
+	return !fl || !kv_kept(kv_ldrec(kv_grec(a, k, 2 + grp)), a.scores + (long long)k * a.N, ci, ch, n, S, R);
+}
 /* The interpreter's greedy pass (compiler/interp.c pick) over the chunks of class grp of
 ** instances i0 .. i0+ni-1 under w tokens, candidates ordered by key, then instance, then
 ** position: the prefix that fits is found by a radix select weighted by chunk length
@@ -20,7 +36,8 @@ __device__ __forceinline__ KvSel kv_ldrec(const int *r) {
 ** P only shorter last chunks can fit, and the greedy pass takes, one at a time, the best
 ** of those that still fit. Writes the records; returns the tokens taken. */
 __device__ long long kv_gpick(const KvgArgs &a, int i0, int ni, long long ch, long long S, long long R, int grp,
-                              long long w, unsigned long long *hist, unsigned long long *sv, int *wsum) {
+                              long long w, unsigned long long *hist, unsigned long long *sv, int *wsum, int fl,
+                              double tau) {
 	const int tid = threadIdx.x;
 	if (w < 0) w = 0;
 	if (tid == 0) sv[0] = 0;
@@ -29,7 +46,7 @@ __device__ long long kv_gpick(const KvgArgs &a, int i0, int ni, long long ch, lo
 	for (int k = i0; k < i0 + ni; k++) {
 		const long long n = a.len[k], nch = (n + ch - 1) / ch;
 		for (long long ci = tid; ci < nch; ci += KV_NT)
-			if (kv_prot(ci, ch, n, S, R) == grp) tot += (unsigned long long)kv_clen(ci, ch, n);
+			if (kv_gin(a, k, ci, ch, n, S, R, grp, fl, tau)) tot += (unsigned long long)kv_clen(ci, ch, n);
 	}
 	atomicAdd(&sv[0], tot);
 	__syncthreads();
@@ -48,7 +65,7 @@ __device__ long long kv_gpick(const KvgArgs &a, int i0, int ni, long long ch, lo
 				const long long n = a.len[k], nch = (n + ch - 1) / ch;
 				const float *const sc = a.scores + (long long)k * a.N;
 				for (long long ci = tid; ci < nch; ci += KV_NT) {
-					if (kv_prot(ci, ch, n, S, R) != grp) continue;
+					if (!kv_gin(a, k, ci, ch, n, S, R, grp, fl, tau)) continue;
 					const unsigned k_ = kv_key(sc, ci, ch, n, S, R);
 					if ((k_ & mask) == pref) atomicAdd(&hist[(k_ >> sh) & 255u], (unsigned long long)kv_clen(ci, ch, n));
 				}
@@ -73,13 +90,13 @@ __device__ long long kv_gpick(const KvgArgs &a, int i0, int ni, long long ch, lo
 			const float *const sc = a.scores + (long long)k * a.N;
 			for (long long c0 = 0; c0 < nch; c0 += KV_NT) {
 				const long long ci = c0 + tid;
-				const int eq = ci < nch && kv_prot(ci, ch, n, S, R) == grp && kv_key(sc, ci, ch, n, S, R) == T;
+				const int eq = ci < nch && kv_gin(a, k, ci, ch, n, S, R, grp, fl, tau) && kv_key(sc, ci, ch, n, S, R) == T;
 				int cnt;
 				const int ex = kv_bscan(eq, wsum, &cnt);
 				/* the shorter chunk is the instance's last: only full chunks precede a tie here */
 				const long long before = run + ch * ex;
 				if (eq && before <= remT && before + kv_clen(ci, ch, n) > remT) { sv[3] = (unsigned long long)k; sv[4] = (unsigned long long)ci; sv[5] = (unsigned long long)before; }
-				const int seq = nf < nch && nf >= c0 && nf < c0 + KV_NT && kv_prot(nf, ch, n, S, R) == grp && kv_key(sc, nf, ch, n, S, R) == T;
+				const int seq = nf < nch && nf >= c0 && nf < c0 + KV_NT && kv_gin(a, k, nf, ch, n, S, R, grp, fl, tau) && kv_key(sc, nf, ch, n, S, R) == T;
 				run += ch * cnt - (seq ? ch - (n - nf * ch) : 0);
 				__syncthreads();
 				if (run > remT) { Pk = (long long)sv[3]; Pc = (long long)sv[4]; rem = remT - (long long)sv[5]; break; }

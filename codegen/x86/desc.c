@@ -140,6 +140,7 @@ void *kx_desccfg(const KiFn *f, const KiPlan *p, const kvcc_spec *spec, const Kx
 		return NULL;
 	h.selkind = f->sel.kind, h.nocap = f->sel.nocap, h.tau = ref(f, f->sel.tau);
 	h.mass = ref(f, f->sel.mass);
+	h.floor = ref(f, f->sel.floor);
 	put(&b, NULL, sizeof h, 8);
 	h.par = (uint32_t)put(&b, NULL, (size_t)f->npar * sizeof(KaParam), 8);
 	h.st = (uint32_t)put(&b, NULL, (size_t)f->nst * sizeof(KaState), 8);

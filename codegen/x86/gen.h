@@ -306,6 +306,7 @@ KC_FUNC void kx_gen_qround(Gen *g);
 KC_FUNC void kx_gen_tfilter(Gen *g);
 KC_FUNC void kx_gen_mtotal(Gen *g);
 KC_FUNC void kx_gen_ksum(Gen *g);
+KC_FUNC void kx_gen_kfloor(Gen *g);
 /* tmap.c: the policy's expressions (0, or -1: out of memory) */
 KC_FUNC int kx_gen_tmap(Gen *g, const KiFn *f, const KiPlan *p);
 KC_FUNC int kx_gen_observe(Gen *g, const KiFn *f, const KiPlan *p);

@@ -11,6 +11,10 @@
 **             unprotected scores whose key is >= a threshold. The runtime bisects the count k of
 **             the best unprotected tokens (topk per probe) for the smallest k whose sum reaches
 **             p of the total, then keeps the best min(cap, protected + k) as for top-k.
+**   kfloor    floor α (scope layer, chunk 1): the runtime radix-selects each head's own top
+**             ⌊α·n_keep⌋ keys (its threshold); kfloor lifts them above every key of the layer
+**             (top 33 bits all ones; the id bits keep them distinct), so that the layer's top-k
+**             over Σ n_keep keeps them and gives the rest to one ranking of what is left.
 */
 #include "codegen/x86/gen.h"
 
@@ -88,4 +92,21 @@ void kx_gen_ksum(Gen *g)
 	LLVMBuildStore(b, LLVMBuildSelect(b, in, LLVMBuildFAdd(b, a, v, ""), a, ""), acc);
 	loop_end(g, &lp);
 	LLVMBuildRet(b, LLVMBuildLoad2(b, f64, acc, ""));
+}
+
+/* void kfloor(key, n, thr): key[i] = ~0 << 31 | (key[i] & 0x7fffffff) for every key[i] >= thr
+** (unsigned): above every selkeys key (a protected one's rank never has all 32 bits set) */
+void kx_gen_kfloor(Gen *g)
+{
+	LLVMTypeRef ps[3] = { g->ptr, g->i64, g->i64 };
+	newfn(g, "kvcc_kfloor", LLVMVoidTypeInContext(g->cx), ps, 3);
+	LLVMValueRef key = LLVMGetParam(g->fn, 0), n = LLVMGetParam(g->fn, 1), thr = LLVMGetParam(g->fn, 2);
+	LLVMBuilderRef b = g->b;
+	Loop lp;
+	LLVMValueRef i = loop_begin2(g, ci(g, 0), n, 1, 1, &lp);
+	LLVMValueRef k = ld(g, g->i64, key, i, 8);
+	LLVMValueRef up = LLVMBuildOr(b, LLVMBuildAnd(b, k, ci(g, 0x7fffffff), ""), ci(g, (long)(~0ull << 31)), "");
+	st_(g, g->i64, LLVMBuildSelect(b, LLVMBuildICmp(b, LLVMIntUGE, k, thr, ""), up, k, ""), key, i, 8);
+	loop_end(g, &lp);
+	LLVMBuildRetVoid(b);
 }

@@ -67,7 +67,7 @@ def interp(policy, case, dtype, ratio=None, budget=None, params=None):
 
 CASE_PARAMS = {"snapkv": {"window": 8}, "snapkv_merge": {"window": 8}, "pyramidkv": {"window": 8, "beta": 2}, "tova": {"window": 4},
                "random": {"seed": 7}, "streaming_llm": {"sinks": 3}, "h2o": {"recent": 5},
-               "chunkkv": {"window": 8, "chunk": 4}}
+               "chunkkv": {"window": 8, "chunk": 4}, "adakv": {"window": 8}}
 
 
 # weights of the shipped policies that compile with them (kv.weights), by declared axes:

@@ -79,6 +79,50 @@ static double group_margin(const KiFn *f, const double *par, const KiCase *c, co
 	return worst;
 }
 
+/* AdaKV's floor (scope layer, chunk 1): within a head the kept unprotected tokens are its best
+** ones, and the layer's ranking of what the floors left keeps the best of those, so a rounding
+** difference can change the kept sets only between a kept and an evicted token of one layer
+** closer than the margin: the smallest relative gap between neighbours (by score) of a scope
+** group's unprotected tokens, one kept and one evicted (the interpreter's sets). The same holds for a
+** threshold at scope layer or model (kept: the best candidates >= tau; NaN scores never). */
+typedef struct Lab { double s; int kept; } Lab;
+static int cmplab(const void *pa, const void *pb)
+{
+	const Lab *a = pa, *b = pb;
+	return a->s < b->s ? -1 : a->s > b->s;
+}
+
+static double floor_margin(const KiFn *f, const double *par, const KiCase *c, const KiResult *r)
+{
+	long S = (long)pval(f, par, f->sel.keep_first, 0), R = (long)pval(f, par, f->sel.keep_recent, 0);
+	double worst = INFINITY;
+	int per = f->sel.scope == SC_model ? c->L * c->H : c->H;      /* instances of a scope group */
+	Lab *v = malloc(((size_t)c->L * c->H * c->n + 1) * sizeof *v);
+	char *kept = malloc((size_t)c->n + 1);
+	for (int k0 = 0; k0 < c->L * c->H; k0 += per) {
+		int m = 0;
+		for (int k = k0; k < k0 + per; k++) {
+			int n = c->len ? c->len[k] : c->n;
+			memset(kept, 0, (size_t)n);
+			for (int j = 0; j < r->len[k]; j++)
+				kept[r->kept[(size_t)k * c->n + j]] = 1;
+			for (int t = (int)S; t < n - R; t++) {
+				double s = r->scores[(size_t)k * c->n + t];
+				v[m].s = isnan(s) ? -INFINITY : s, v[m++].kept = kept[t];
+			}
+		}
+		qsort(v, (size_t)m, sizeof *v, cmplab);
+		for (int i = 1; i < m; i++) {
+			double a = v[i - 1].s, b = v[i].s, sc = fmax(fabs(a), fabs(b));
+			if (v[i - 1].kept != v[i].kept && isfinite(a) && isfinite(b))   /* an exact tie: 0 (f32 may split it) */
+				worst = fmin(worst, sc > 0 ? (b - a) / sc : 0);
+		}
+	}
+	free(v), free(kept);
+	return worst;
+}
+
+
 static void run_case(const Cfg *cf, const char *host)
 {
 	char name[200];
@@ -180,7 +224,8 @@ static void run_case(const Cfg *cf, const char *host)
 			printf("FAIL %s: interpreter: %s\n", name, e.msg);
 			goto out;
 		}
-		ok = grouped ? group_margin(f, par, &c, &r) >= 1e-5 : case_margin(f, par, &c, &r) >= 1e-4;
+		ok = f->sel.floor || (grouped && f->sel.kind == SEL_threshold) ? floor_margin(f, par, &c, &r) >= 1e-5 :
+		     grouped ? group_margin(f, par, &c, &r) >= 1e-5 : case_margin(f, par, &c, &r) >= 1e-4;
 		ok = ok && merge_margin(f, par, &c, &r) >= 1e-4;
 	}
 	if (!ok) {

@@ -323,6 +323,50 @@ static double group_margin(const KiFn *f, const double *par, const KiCase *c, co
 	return v ? worst : 0;
 }
 
+/* AdaKV's floor (scope layer, chunk 1): a head keeps its best unprotected tokens and the layer's
+   ranking of what the floors left keeps the best of those, so only a kept and an evicted token
+   of one layer closer than the margin can swap: the smallest relative gap between neighbours
+   (by score) of a layer's unprotected tokens, one kept and one evicted (as tests/diff/diff.c).
+   An exact tie is left to the tie rule when the score reads no observation queries (the same
+   rows through the same token-local operations: a tie in f32 too); with attention it is 0 */
+typedef struct Lab { double s; int kept; } Lab;
+static int cmplab(const void *pa, const void *pb)
+{
+	const Lab *a = pa, *b = pb;
+	return a->s < b->s ? -1 : a->s > b->s;
+}
+
+static double floor_margin(const KiFn *f, const double *par, const KiCase *c, const KiResult *r)
+{
+	long S = (long)pval(f, par, f->sel.keep_first, 0), R = (long)pval(f, par, f->sel.keep_recent, 0);
+	double worst = INFINITY;
+	Lab *v = malloc(((size_t)c->H * c->n + 1) * sizeof *v);
+	char *kept = malloc((size_t)c->n + 1);
+	for (int l = 0; v && kept && l < c->L; l++) {
+		int m = 0;
+		for (int h = 0; h < c->H; h++) {
+			int k = l * c->H + h, n = c->len[k];
+			memset(kept, 0, (size_t)n);
+			for (int j = 0; j < r->len[k]; j++)
+				kept[r->kept[(size_t)k * c->n + j]] = 1;
+			for (int t = (int)S; t < n - R; t++) {
+				double s = r->scores[(size_t)k * c->n + t];
+				v[m].s = isnan(s) ? -INFINITY : s, v[m++].kept = kept[t];
+			}
+		}
+		qsort(v, (size_t)m, sizeof *v, cmplab);
+		for (int i = 1; i < m; i++) {
+			double a = v[i - 1].s, b = v[i].s, sc = fmax(fabs(a), fabs(b));
+			if (v[i - 1].kept != v[i].kept && isfinite(a) && isfinite(b) && (b > a || c->O))
+				worst = fmin(worst, sc > 0 ? (b - a) / sc : 0);
+		}
+	}
+	if (!v || !kept)
+		worst = 0;
+	free(v), free(kept);
+	return worst;
+}
+
 static void run_case(int pi, int dt, int di, int gi, int idx)
 {
 	Spec *sp = &specs[pi][specidx(dt, di, gi)];
@@ -352,6 +396,9 @@ static void run_case(int pi, int dt, int di, int gi, int idx)
 	static const double seeds[] = { 0, 987654321, -5.7, 1e30, -INFINITY, NAN, 1099511627779.0 };
 	if (si >= 0)
 		par[si] = seeds[idx % 7];
+	int ai = ki_findparam(f, "alpha");          /* AdaKV's floor: from 0.5 to every head its own n_keep */
+	if (ai >= 0 && f->sel.floor)
+		par[ai] = idx % 3 == 0 ? 0.5 : idx % 3 == 1 ? 0.8 : 1.0;
 	int ri = ki_findparam(f, "recent");         /* no window: shorter last chunks compete */
 	if (ci >= 0 && ri >= 0 && idx % 5 < 2)
 		par[ri] = 0;
@@ -362,11 +409,15 @@ static void run_case(int pi, int dt, int di, int gi, int idx)
 	int32_t len0[6];
 	for (int k = 0; k < L * H; k++)
 		len0[k] = f->obs_all ? n : hm ? n - 2 * (k / H) : n - 2 * k;
-	if (grpsel && idx % 4 == 2)
-		len0[2] = 0;                  /* an empty head in a scope group */
+	if (grpsel && idx % 4 == 2 && !O)
+		len0[2] = 0;                  /* an empty head in a scope group (none with observation queries) */
+	if (grpsel && ci >= 0)
+		snprintf(name + strlen(name), sizeof name - strlen(name), " chunk=%g", par[ci]);
+	if (grpsel && ri >= 0)
+		snprintf(name + strlen(name), sizeof name - strlen(name), " recent=%g", par[ri]);
 	if (grpsel)
-		snprintf(name + strlen(name), sizeof name - strlen(name), " chunk=%g recent=%g%s%s", par[ci], par[ri],
-		         idx % 3 ? "" : " ties", idx % 4 == 2 ? " empty-head" : "");
+		snprintf(name + strlen(name), sizeof name - strlen(name), "%s%s", idx % 3 ? "" : " ties",
+		         idx % 4 == 2 && !O ? " empty-head" : "");
 	int pad = (d / 8) % 2 ? 8 : 0;
 	long long st = d + pad;
 	int nst = f->nst, steps = nst ? 3 : 0;
@@ -452,7 +503,8 @@ static void run_case(int pi, int dt, int di, int gi, int idx)
 			printf("FAIL %s: interpreter: %s\n", name, e.msg);
 			goto out;
 		}
-		ok = grpsel ? group_margin(f, par, &c, &r) >= 1e-5 : case_margin(f, par, &c, &r) >= 1e-4;
+		ok = f->sel.floor ? floor_margin(f, par, &c, &r) >= 1e-5 :
+		     grpsel ? group_margin(f, par, &c, &r) >= 1e-5 : case_margin(f, par, &c, &r) >= 1e-4;
 		ok = ok && merge_margin(f, par, &c, &r) >= 1e-4;
 	}
 	if (!ok) {

@@ -35,6 +35,11 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import llama_ref  # noqa: E402
 import kvref  # noqa: E402
+import selref  # noqa: E402
+
+# AdaKV over SnapKV (policies/adakv.lua): SnapKV's scores (kvref), then selref.floor_select per
+# layer; heads keep different counts (continue_nll masks the padding)
+ADAKV = {"window": 64, "kernel": 5, "alpha": 0.2}
 
 NO_QUERY = ("streaming_llm", "knorm", "keydiff", "random")
 
@@ -45,7 +50,7 @@ def obs_count(policy, params, C):
         return C
     if policy in NO_QUERY:
         return 0
-    p = dict(kvref.DEFAULTS.get(policy, {}))
+    p = dict(ADAKV if policy == "adakv" else kvref.DEFAULTS.get(policy, {}))
     p.update(params or {})
     if "window" not in p:
         return 0
@@ -71,6 +76,13 @@ def compress_story(model, st, policy, ratio, params=None, dtype="f32"):
                          % (C, O))
     Q = st.pre["q"][:, :, C - O:, :].reshape(L, Hkv, G, O, hd)  # query head h*G+g
     qpos = np.arange(C - O, C)
+    if policy == "adakv":
+        p = dict(ADAKV, **(params or {}))
+        w = int(p["window"])
+        r = kvref.compress("snapkv", st.pre["k"], st.pre["v"], Q, params={"window": w, "kernel": int(p["kernel"])},
+                           ratio=ratio, qpos=qpos, pos=np.arange(C), dtype=dtype)
+        nk = kvref.n_keep_uniform(C, ratio=ratio)
+        return [selref.floor_select(r["scores"][l], nk, p["alpha"], recent=w) for l in range(L)]
     r = kvref.compress(policy, st.pre["k"], st.pre["v"], Q, params=params, ratio=ratio,
                        qpos=qpos, pos=np.arange(C), dtype=dtype)
     return [np.asarray(r["kept"][l]) for l in range(L)]
@@ -88,7 +100,12 @@ def continue_nll(model, st, kept):
     causal = np.triu(np.full((T, T), -np.inf), 1)
     for l in range(model.n_layers):
         q, k, v = model.qkv(l, x, pos)                     # [T,Hq,hd], [T,Hkv,hd]
-        idx = kept[l]                                      # [Hkv, n_l]
+        idx, pad = kept[l], None                           # [Hkv, n_l]
+        if isinstance(idx, list):                          # per-head counts: padded, masked
+            m = max([len(a) for a in idx] + [0])
+            idx, pad = np.zeros((len(kept[l]), m), dtype=np.int64), np.full((len(kept[l]), m), -np.inf)
+            for h, a in enumerate(kept[l]):
+                idx[h, :len(a)], pad[h, :len(a)] = a, 0.0
         rows = np.arange(model.n_kv_heads)[:, None]
         Kc = st.pre["k"][l][rows, idx]                     # [Hkv, n_l, hd]
         Vc = st.pre["v"][l][rows, idx]
@@ -100,6 +117,8 @@ def continue_nll(model, st, kept):
         s = qh @ Kall[:, None].transpose(0, 1, 3, 2)       # [Hkv, G, T, n_l+T]
         s *= 1.0 / np.sqrt(model.hd)
         s += mask
+        if pad is not None:
+            s[..., :n_l] += pad[:, None, None, :]
         s -= s.max(-1, keepdims=True)
         np.exp(s, out=s)
         o = (s @ Vall[:, None]) / s.sum(-1, keepdims=True)  # [Hkv, G, T, hd]

@@ -379,7 +379,62 @@ def p_threshold_head(c):
     return dict(_per_head(kept, c["Ks"], c["Vs"], L, H), **{"expect.scores": s}), {}, margin
 
 
+def p_floor_layer(c):
+    p = dict(dict(alpha=0.5, sinks=2, window=3), **c["params"])
+    sk, w, alpha = int(p["sinks"]), int(p["window"]), p["alpha"]
+    L, H, n = c["L"], c["H"], c["n"]
+    s = c["K"].sum(axis=3)
+    nk = _nkeep(n, c["ratio"], c["budget"])
+    fl = min(int(math.floor(alpha * nk)), nk, n)
+    prot = S.protected_mask(n, sk, w)
+    kept, margin = [], math.inf
+    for l in range(L):
+        kept.append(S.floor_select(s[l], nk, alpha, sk, w))
+        floors = [set(S.topk_order(s[l, h], sk, w)[:fl]) for h in range(H)]
+        rest, prest = [], 0
+        for h in range(H):                                     # each head's own cut
+            margin = min(margin, _cut_margin(s[l, h][~prot], fl - int(prot.sum())))
+            rest += [s[l, h, t] for t in range(n) if not prot[t] and t not in floors[h]]
+            prest += sum(1 for t in range(n) if prot[t] and t not in floors[h])
+        margin = min(margin, _cut_margin(np.array(rest), H * nk - H * fl - prest))   # the layer's
+        # a case where the floor decides something (else it would not test it)
+        if all(np.array_equal(a, b) for a, b in zip(kept[-1], S.floor_select(s[l], nk, 0.0, sk, w))):
+            margin = 0.0 if alpha > 0 else margin
+    return dict(_per_head(kept, c["Ks"], c["Vs"], L, H), **{"expect.scores": s}), {}, margin
+
+
+def _threshold_group(c, scope, cap):
+    p = dict(dict(tau=0.5, sinks=1, window=2), **c["params"])
+    sk, w, tau = int(p["sinks"]), int(p["window"]), p["tau"]
+    L, H, n = c["L"], c["H"], c["n"]
+    s = c["K"].sum(axis=3)
+    if scope == "layer":
+        s[..., np.arange(n) % 7 == 3] = np.nan
+    nk = _nkeep(n, c["ratio"], c["budget"]) if cap else None
+    kept = S.threshold_group(s, tau, nk, sk, w, scope)
+    fin = s[np.isfinite(s)]
+    margin = min(abs(x - tau) / max(abs(tau), 1e-30, abs(x)) for x in fin)
+    prot = S.protected_mask(n, sk, w)
+    groups = [s[l:l + 1] for l in range(L)] if scope == "layer" else [s]
+    for g in groups:                                           # the cut among the candidates
+        free = g[:, :, ~prot].ravel()
+        free = free[np.isfinite(free) & (free >= tau)]
+        want = g.shape[0] * H * (nk if cap else n) - g.shape[0] * H * int(prot.sum())
+        margin = min(margin, _cut_margin(free, want))
+    return dict(_per_head(kept, c["Ks"], c["Vs"], L, H), **{"expect.scores": s}), {}, margin
+
+
+def p_threshold_layer(c):
+    return _threshold_group(c, "layer", True)
+
+
+def p_threshold_model(c):
+    return _threshold_group(c, "model", False)
+
+
 POLICIES = {
+    "threshold_layer": p_threshold_layer, "threshold_model": p_threshold_model,
+    "floor_layer": p_floor_layer,
     "adakv": p_adakv, "chunkkv": p_chunkkv, "criticalkv": p_criticalkv,
     "expected_attention": p_expected_attention, "lagkv": p_lagkv, "prefixkv": p_prefixkv,
     "prefixkv_bisect": p_prefixkv_bisect, "dynamickv": p_dynamickv, "duo": p_duo,
@@ -441,6 +496,20 @@ CASES = [
     ("mass_nocap", "d64_n129_p50_r25_f16", 2, 3, 1, 129, 64, ("ratio", 0.25), {"p": 0.5, "sinks": 0, "window": 0}, "f16", "default", 0, 0),
     ("threshold_head", "d8_n37_r0", 2, 2, 1, 37, 8, ("ratio", 0.0), {}, "f32", "default", 0, 0),
     ("threshold_head", "d8_n61_r50_tau0", 2, 2, 1, 61, 8, ("ratio", 0.5), {"tau": 0.0}, "f32", "default", 0, 0),
+    # floor at scope layer (AdaKV's rule) with sinks and a window: alpha from a param, budgets
+    # below the protected count, 3 heads, alpha 0 (no floor) and 1 (every head its own n_keep)
+    ("floor_layer", "d8_n37_r50", 2, 2, 1, 37, 8, ("ratio", 0.5), {}, "f32", "default", 0, 0),
+    ("floor_layer", "d16_n61_a60_r75", 2, 3, 1, 61, 16, ("ratio", 0.75), {"alpha": 0.6}, "f32", "default", 0, 0),
+    ("floor_layer", "d8_n40_a100_b6", 2, 3, 1, 40, 8, ("budget", 6), {"alpha": 1.0}, "f32", "default", 0, 0),
+    ("floor_layer", "d64_n61_a0_r25", 2, 2, 1, 61, 64, ("ratio", 0.25), {"alpha": 0.0}, "f32", "default", 0, 0),
+    ("floor_layer", "d8_n37_a100_b20_bf16", 2, 3, 1, 37, 8, ("budget", 20), {"alpha": 1.0, "window": 0}, "bf16", "default", 0, 0),
+    # threshold at scope layer (the candidates share the layer's budget) and model (no cap)
+    ("threshold_layer", "d8_n37_r75", 2, 2, 1, 37, 8, ("ratio", 0.75), {}, "f32", "default", 0, 0),
+    ("threshold_layer", "d16_n61_tau0_r25", 2, 3, 1, 61, 16, ("ratio", 0.25), {"tau": 0.0}, "f32", "default", 0, 0),
+    ("threshold_layer", "d8_n40_taum1_b2", 2, 3, 1, 40, 8, ("budget", 2), {"tau": -1.0}, "f32", "default", 0, 0),
+    ("threshold_layer", "d64_n61_taum2_b20_bf16", 3, 2, 1, 61, 64, ("budget", 20), {"tau": -2.0}, "bf16", "default", 0, 0),
+    ("threshold_model", "d8_n37_r50", 2, 2, 1, 37, 8, ("ratio", 0.5), {}, "f32", "default", 0, 0),
+    ("threshold_model", "d16_n61_tau1_r0", 3, 2, 1, 61, 16, ("ratio", 0.0), {"tau": 1.0}, "f16", "default", 0, 0),
     ("threshold_head", "d64_n61_b12_taum1", 2, 2, 1, 61, 64, ("budget", 12), {"tau": -1.0}, "f32", "default", 0, 0),
 ]
 
@@ -459,6 +528,8 @@ def build(case, make_inputs, round_storage):
         Kall, Vall = (round_storage(x, dtype) for x in (Kall, Vall))
         if policy == "adakv":                                  # heads of different temperatures
             Q = Q * (0.05 * 400.0 ** (np.arange(H) / max(H - 1, 1)))[None, :, None, None, None]
+        if policy == "floor_layer":                            # heads of different score ranges
+            K = K * (0.1 * 30.0 ** (np.arange(H) / max(H - 1, 1)))[None, :, None, None]
         K, V, Q = (round_storage(x, dtype) for x in (K, V, Q))
         pos = pos[:n]
         qpos = pos[n - O:] if O else np.zeros(0, dtype=np.int64)

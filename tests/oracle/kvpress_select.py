@@ -134,7 +134,31 @@ def case_adakv(torch, kvcc, work, c, rng):
                    attentions(torch, Q[0], K[0], pos), {})
     exp = masked(mod, H, n)
     got = run_kvcc(kvcc, "adakv", base_arrays(K, V, Q, pos, r, {"window": w, "kernel": k}), work, "adakv%d" % c)[0]
-    return cmp(got, exp), "H=%d G=%d n=%d w=%d k=%d r=%g" % (H, G, n, w, k, r)
+    same = cmp(got, exp)
+    x86 = compiled("policies/adakv.lua", d, G, K, V, Q, pos, r, {"window": w, "kernel": k})
+    if x86 is not None:            # the compiled x86 kernels (the floor's kfloor), as well
+        same = same and cmp(x86, exp)
+    return same, "H=%d G=%d n=%d w=%d k=%d r=%g%s" % (H, G, n, w, k, r, "" if x86 is not None else " (interpreter only)")
+
+
+def compiled(lua, d, G, K, V, Q, pos, ratio, params):
+    """The kept sets of the policy compiled for x86 (the Python binding, libkvcc of the build
+    next to KVCC), or None when the binding does not load."""
+    try:
+        sys.path.insert(0, os.path.join(HERE, "..", "..", "python"))
+        import kvcc as KV
+        pol = KV.compile(lua, dtype="f32", head_dim=d, group=G)
+    except Exception as e:  # noqa: BLE001
+        COMPILED[0] = "%s: %s" % (type(e).__name__, e)
+        return None
+    Kc, Vc = np.ascontiguousarray(K), np.ascontiguousarray(V)
+    P = np.ascontiguousarray(np.broadcast_to(pos.astype(np.int32), K.shape[:3]))
+    cache = pol.compress(Kc, Vc, np.ascontiguousarray(Q), ratio=ratio, pos=P, params=params)
+    COMPILED[1] += 1
+    return [np.asarray(cache.kept(0, h), dtype=np.int64) for h in range(K.shape[1])]
+
+
+COMPILED = [None, 0]           # why the binding did not load; cases run compiled
 
 
 def case_chunkkv(torch, kvcc, work, c, rng):
@@ -267,6 +291,9 @@ def main(argv):
         fails += N - ok
         note = " (every score within 1e-6; kept sets of %d heads not compared: the cut falls in a tie)" \
             % TIES[0] if fn is case_lagkv else ""
+        if fn is case_adakv:
+            note = " (interpreter and the compiled x86 kernels, %d cases)" % COMPILED[1] if COMPILED[1] else \
+                " (interpreter only: the binding did not load: %s)" % COMPILED[0]
         print("kvpress %s vs kvcc: %d/%d cases agree%s" % (name, ok, N, note))
     return 1 if fails else 0
 

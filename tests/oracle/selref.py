@@ -93,6 +93,36 @@ def threshold_select(scores, tau, n_keep=None, sinks=0, recent=0):
     return np.sort(np.array(order, dtype=np.int64))
 
 
+def threshold_group(scores, tau, n_keep=None, sinks=0, recent=0, scope="layer"):
+    """DESIGN 'threshold tau' at scope layer or model: scores [L, H, n].  The candidates of a
+    scope group (its protected tokens and the others with score >= tau; NaN never) share the
+    group's budget (the sum of its heads' n_keep; None: no cap) in one ranking: sinks by
+    position, then the recent window newest first, then score; ties: lower layer, head,
+    position.  Returns kept[l][h]."""
+    L, H, n = scores.shape
+    prot = protected_mask(n, sinks, recent)
+    groups = [[(l, h) for h in range(H)] for l in range(L)] if scope == "layer" else \
+        [[(l, h) for l in range(L) for h in range(H)]]
+    kept = [[[] for _ in range(H)] for _ in range(L)]
+    for grp in groups:
+        cands = []
+        for (l, h) in grp:
+            for t in range(n):
+                v = float(scores[l, h, t])
+                if prot[t]:
+                    key = (0, t, l, h) if t < sinks else (1, n - 1 - t, l, h)
+                elif v >= tau:
+                    key = (2, -v, l, h, t)
+                else:
+                    continue
+                cands.append((key, l, h, t))
+        cands.sort()
+        want = len(cands) if n_keep is None else len(grp) * n_keep
+        for _, l, h, t in cands[:max(0, want)]:
+            kept[l][h].append(t)
+    return [[np.array(sorted(kept[l][h]), dtype=np.int64) for h in range(H)] for l in range(L)]
+
+
 def mass_select(scores, p, sinks=0, recent=0, n_keep=None):
     """DESIGN 'mass p' (S2): unprotected scores normalized to sum 1, sorted descending (ties
     lower position), the shortest prefix whose sum reaches p; protected tokens kept.  Raises
@@ -159,8 +189,8 @@ def floor_select(scores, n_keep, alpha, sinks=0, recent=0, kvpress_min1=False):
             s = float(scores[h, t])
             if prot[t]:
                 key = (0, t, h) if t < sinks else (1, -t, h)
-            else:
-                key = (2, 1, 0.0, t, h) if math.isnan(s) else (2, 0, -s, t, h)
+            else:                                              # ties: lower head, then position
+                key = (2, 1, 0.0, h, t) if math.isnan(s) else (2, 0, -s, h, t)
             cands.append((key, h, t))
     cands.sort()
     for _, h, t in cands[:max(0, rest)]:
