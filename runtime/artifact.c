@@ -27,7 +27,7 @@ int kr_gpu_view(const void *blob, size_t avail, KpCudaOut *v, const kvcc_gpu_hea
 	memcpy(v->ws_coef, h->ws_coef, sizeof v->ws_coef);
 	v->dec_part = h->has_decode ? kvg_dec_part(h->group, h->head_dim, h->nthreads) : 0;
 	for (int i = 0; i < h->nkern; i++) {
-		if (!memchr(k[i].name, 0, sizeof k[i].name) || k[i].role < KVG_SCORE || k[i].role > KVG_SELGRP)
+		if (!memchr(k[i].name, 0, sizeof k[i].name) || k[i].role < KVG_SCORE || k[i].role > KVG_PAGED)
 			return snprintf(why, wn, "corrupted GPU artifact (kernel %d)", i), -1;
 		memcpy(v->kern[i].name, k[i].name, sizeof v->kern[i].name);
 		v->kern[i].role = k[i].role, v->kern[i].phase = k[i].phase;

@@ -457,7 +457,7 @@ enum { KVG_PG_CHECK = 1, KVG_PG_FREE = 2, KVG_PG_APPEND = 3 };
 
 typedef struct KpCudaKernel {
 	char name[32];
-	int role;                /* KVG_SCORE / KVG_SELECT / KVG_DECODE / KVG_COMBINE / KVG_SELGRP */
+	int role;                /* KVG_SCORE / KVG_SELECT / KVG_DECODE / KVG_COMBINE / KVG_SELGRP / KVG_PAGED */
 	int phase;               /* KVG_SCORE: order of launch; KVG_SELGRP: 1 grid L (scope layer), 0 grid 1 */
 	int tiled;               /* KVG_SCORE: stages Q·Kᵀ tiles in dynamic shared memory */
 } KpCudaKernel;

@@ -98,7 +98,7 @@ static void decode_meta(const char *dir)
 		T("h2o kernels do not spill", spills == 0);
 		char *c = malloc(h->size);
 		memcpy(c, blob, h->size);
-		((kvcc_gpu_kernel *)((kvcc_gpu_header *)c + 1))[dec].role = KVG_SELGRP + 1;
+		((kvcc_gpu_kernel *)((kvcc_gpu_header *)c + 1))[dec].role = KVG_PAGED + 1;
 		KpCudaOut v2;
 		T("unknown kernel role refused", kr_gpu_view(c, h->size, &v2, NULL, why, sizeof why) != 0 && strstr(why, "kernel"));
 		free(c);
