@@ -103,6 +103,9 @@ int kr_checkdesc(const kvcc_artifact *a, const char **why)
 			return *why = "bad decode split in the descriptor", -1;
 	if (!memchr(h->config, 0, sizeof h->config))
 		return *why = "bad config string in the descriptor", -1;
+	if (h->merge < KA_MDROP || h->merge > KA_MNEAREST || (h->mflags & ~(KA_MKEYS | KA_MVALUES | KA_MSUM)) ||
+	    h->mthr < KA_TNONE || h->mthr > KA_TMEAN || h->nes < 0 || h->nks < 0 || h->nes > h->nins || h->nks > h->nins)
+		return *why = "bad merge rule in the descriptor", -1;
 	return 0;
 }
 
@@ -123,6 +126,8 @@ static int validate(kvcc_policy *p, const char *path)
 	if (kr_checkdesc(a, &why) != 0)
 		return kr_seterr(KVCC_EARTIFACT, "%s: %s", path, why);
 	const KaHdr *h = a->desc;
+	if (h->merge == KA_MNEAREST && (!a->mscal || !a->mbest || !a->mpair || !a->mupd))
+		return kr_seterr(KVCC_EARTIFACT, "%s: corrupted artifact descriptor (merge entry points)", path);
 	uint64_t miss = h->cpu & ~kr_cpu_host();
 	if (miss) {
 		char names[300];

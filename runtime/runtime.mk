@@ -15,9 +15,10 @@ LLVM_LIBS_USED = $(LLVM_LIBS)
 
 $(addprefix $(B)/codegen/x86/,key.o kern.o tmap.o emit.o merge.o sel.o): CFLAGS += $(LLVM_CFLAGS)
 # key.o's compile time is the compiler build in the cache key (KX_BUILD): rebuilt whenever
-# anything that shapes generated code changes
-$(B)/codegen/x86/key.o: $(wildcard codegen/x86/*.c codegen/x86/*.h codegen/ptx/*.c codegen/ptx/*.h codegen/ptx/*.cuh) \
-  compiler/plan.c compiler/plan.h compiler/mplan.c compiler/ops.h runtime/artifact.h
+# anything on the compile path changes (every generator, the compiler's passes, planners and
+# support checks, the artifact layout): a development tree never reuses a stale cached artifact
+$(B)/codegen/x86/key.o: $(wildcard codegen/x86/*.c codegen/x86/*.h codegen/ptx/*.c codegen/ptx/*.h codegen/ptx/*.cuh \
+  compiler/*.c compiler/*.h compiler/*.re) runtime/artifact.h
 
 # the example links the runtime only
 $(B)/compress: $(B)/examples/compress.o $(B)/libkvcc_rt.so

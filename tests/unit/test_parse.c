@@ -302,7 +302,7 @@ END_TEST
 /* The first error wins: a KiErr already set is left alone. */
 START_TEST(test_parse_keeps_first_error)
 {
-	KiErr e = { 1, "earlier" };
+	KiErr e = { 1, "earlier", 0 };
 	ck_assert_ptr_null(ki_parse("junk", "t.kir", &e));
 	ck_assert_str_eq(e.msg, "earlier");
 }

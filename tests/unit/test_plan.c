@@ -164,6 +164,25 @@ START_TEST(test_plan_descriptor)
 	ck_assert(in[8].what == KA_LOOP && in[8].arg == 8 && in[8].line == 8 && in[8].col == 5);
 	ck_assert(in[0].what == KA_SKIP && !in[0].store && in[5].what == KA_SKIP);
 	ck_assert(in[3].what == KA_LOOP && (in[3].store & KA_SARENA) && in[3].axes == 0);
+	/* the loader's check: this descriptor passes; merge fields out of range (hash recomputed,
+	** as a descriptor written by something else would be) are refused by name */
+	kvcc_artifact a;
+	memset(&a, 0, sizeof a);
+	a.desc = (KaHdr *)b, a.desc_hash = ka_fnv(b, n, 0);
+	const char *why = NULL;
+	ck_assert_int_eq(kr_checkdesc(&a, &why), 0);
+	KaHdr *w = (KaHdr *)b;
+	int32_t *fld[] = { &w->merge, &w->merge, &w->mflags, &w->mthr, &w->nes, &w->nks };
+	int32_t bad[] = { -1, KA_MNEAREST + 1, 8, KA_TMEAN + 1, h->nins + 1, -1 };
+	for (int i = 0; i < 6; i++) {
+		int32_t keep = *fld[i];
+		*fld[i] = bad[i], a.desc_hash = ka_fnv(b, n, 0);
+		ck_assert_int_eq(kr_checkdesc(&a, &why), -1);
+		ck_assert_str_eq(why, "bad merge rule in the descriptor");
+		*fld[i] = keep;
+	}
+	a.desc_hash = ka_fnv(b, n, 0);
+	ck_assert_int_eq(kr_checkdesc(&a, &why), 0);
 	free(b);
 	ki_plan_free(&p);
 	ki_free(f);
