@@ -40,7 +40,7 @@ LDLIBS   = $(SAN) $(LUA_LIBS) -lm -lpthread -ldl
 # libkvcc_rt = RTOBJ (libc, libm, libpthread, libdl only); libkvcc = the compiler
 # (DSLOBJ IROBJ X86OBJ PTXOBJ) on top of it. The kvcc command and the test programs
 # link every object statically.
-DSLOBJ  = dsl/sandbox.o dsl/builder.o dsl/strlib.o
+DSLOBJ  = dsl/sandbox.o dsl/builder.o dsl/rules.o dsl/strlib.o
 IROBJ   = compiler/ir.o compiler/print.o compiler/lex.o compiler/parse.o \
           compiler/verify.o compiler/passes.o compiler/interp.o compiler/select.o compiler/merge.o \
           compiler/mplan.o compiler/diag.o

@@ -11,33 +11,15 @@
 ** Expressions are userdata holding a KiRef into the policy's KiFn, with
 ** arithmetic metamethods and methods for reductions; every builder call
 ** records the caller's position (line from Lua, column by finding the called
-** name on that line) so later errors point into policy.lua.
+** name on that line) so later errors point into policy.lua. This file: positions
+** and errors, expressions, params, weights, scans, inputs, kv.policy and the
+** library table; the rules (select, when, state, merge) are dsl/rules.c.
 */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <math.h>
-#include <lua.h>
-#include <lauxlib.h>
-#include "dsl/dsl.h"
-
-#define EXPR_MT   "kvcc.Expr"
-#define RULE_MT   "kvcc.Rule"       /* select / merge / when / state / all values */
-
-typedef struct Expr { KiRef ref; } Expr;
-
-enum { RULE_topk, RULE_drop, RULE_prefill, RULE_decode, RULE_state, RULE_all, RULE_pyramid, RULE_policy,
-       RULE_merge, RULE_adaptive, RULE_sched };
-typedef struct Rule {
-	int kind;
-	KiSelect sel;                     /* RULE_topk (any select rule), RULE_pyramid (beta),
-	                                  ** RULE_sched (prefix, dynamic: sched, sa, sb) */
-	KiMerge mg;                       /* RULE_merge (its functions: user values), RULE_adaptive (beta) */
-	KiRef every;                      /* RULE_decode */
-	double init;                      /* RULE_state */
-	uint32_t line, col;
-} Rule;
-
+#include "dsl/build.h"
 /* --- positions and errors ---------------------------------------------------- */
 
 /* Line of the Lua function at `level`, and the column where `name` appears
@@ -114,9 +96,9 @@ int kd_raiseat(lua_State *L, uint32_t line, uint32_t col, const char *fmt, ...)
 	return lua_error(L);
 }
 
-/* The builder's state, for a call that changes the policy: refused once the
+/* The kd_builder's state, for a call that changes the policy: refused once the
 ** policy is built (kvcc.policy { ... } returned), whatever calls it. */
-static KdState *builder(lua_State *L)
+KdState *kd_builder(lua_State *L)
 {
 	KdState *S = kd_state(L);
 	if (S->finished)
@@ -149,7 +131,7 @@ static int distance(const char *a, const char *b)
 }
 
 /* " (did you mean 'x'? NOUN: a, b, c)" for an unknown name among `names`. */
-static void suggest(const char *name, const char *const *names, const char *noun, char *buf, size_t cap)
+void kd_suggest(const char *name, const char *const *names, const char *noun, char *buf, size_t cap)
 {
 	const char *best = NULL;
 	int bd = 99, n = name ? (int)strlen(name) : 0;
@@ -217,9 +199,7 @@ static int fieldpos(KdState *S, const char *field, uint32_t *line, uint32_t *col
 }
 
 /* Raise at the position of the policy field `field` (else the caller's). */
-static int raisefield(lua_State *L, const char *field, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-static int raisefield(lua_State *L, const char *field, const char *fmt, ...)
+int kd_raisefield(lua_State *L, const char *field, const char *fmt, ...)
 {
 	KdState *S = kd_state(L);
 	char msg[400];
@@ -237,7 +217,7 @@ static void protect(lua_State *L);
 
 /* --- expressions --------------------------------------------------------------- */
 
-static void pushexpr(lua_State *L, KiRef r)
+void kd_pushexpr(lua_State *L, KiRef r)
 {
 	Expr *x = lua_newuserdatauv(L, sizeof *x, 0);
 	x->ref = r;
@@ -245,7 +225,7 @@ static void pushexpr(lua_State *L, KiRef r)
 }
 
 /* The constant v of the policy; out of memory is an error at the caller. */
-static KiRef kconst(lua_State *L, double v)
+KiRef kd_kconst(lua_State *L, double v)
 {
 	KiRef r = ki_const(kd_state(L)->f, v);
 	if (r == KI_NIL)
@@ -254,11 +234,11 @@ static KiRef kconst(lua_State *L, double v)
 }
 
 /* Coerce a number or an expression at `idx` to a ref. */
-static KiRef toref(lua_State *L, int idx, const char *name)
+KiRef kd_toref(lua_State *L, int idx, const char *name)
 {
-	builder(L);                      /* refuses calls after the policy is built */
+	kd_builder(L);                      /* refuses calls after the policy is built */
 	if (lua_type(L, idx) == LUA_TNUMBER)
-		return kconst(L, lua_tonumber(L, idx));
+		return kd_kconst(L, lua_tonumber(L, idx));
 	Expr *x = luaL_testudata(L, idx, EXPR_MT);
 	if (x)
 		return x->ref;
@@ -285,10 +265,10 @@ static int axisarg(lua_State *L, int idx, const char *name)
 }
 
 /* Emit an instruction at the caller's position; checks the axis rule. */
-static KiRef emit(lua_State *L, const char *name, int op, KiRef a, KiRef b, KiRef c, int axis, int aux,
+KiRef kd_emit(lua_State *L, const char *name, int op, KiRef a, KiRef b, KiRef c, int axis, int aux,
                   uint8_t leafaxes)
 {
-	KdState *S = builder(L);
+	KdState *S = kd_builder(L);
 	KiIns in;
 	memset(&in, 0, sizeof in);
 	in.op = (uint8_t)op;
@@ -310,8 +290,8 @@ static KiRef emit(lua_State *L, const char *name, int op, KiRef a, KiRef b, KiRe
 
 static int binop(lua_State *L, int op, const char *name)
 {
-	KiRef a = toref(L, 1, name), b = toref(L, 2, name);
-	pushexpr(L, emit(L, name, op, a, b, KI_NIL, -1, 0, 0));
+	KiRef a = kd_toref(L, 1, name), b = kd_toref(L, 2, name);
+	kd_pushexpr(L, kd_emit(L, name, op, a, b, KI_NIL, -1, 0, 0));
 	return 1;
 }
 
@@ -331,13 +311,13 @@ static int m_ge(lua_State *L) { lua_insert(L, 1); return binop(L, KO_le, "ge"); 
 
 static int m_unm(lua_State *L)
 {
-	pushexpr(L, emit(L, "-", KO_neg, toref(L, 1, "-"), KI_NIL, KI_NIL, -1, 0, 0));
+	kd_pushexpr(L, kd_emit(L, "-", KO_neg, kd_toref(L, 1, "-"), KI_NIL, KI_NIL, -1, 0, 0));
 	return 1;
 }
 
 static int unop(lua_State *L, int op, const char *name)
 {
-	pushexpr(L, emit(L, name, op, toref(L, 1, name), KI_NIL, KI_NIL, -1, 0, 0));
+	kd_pushexpr(L, kd_emit(L, name, op, kd_toref(L, 1, name), KI_NIL, KI_NIL, -1, 0, 0));
 	return 1;
 }
 static int m_exp(lua_State *L) { return unop(L, KO_exp, "exp"); }
@@ -346,22 +326,21 @@ static int m_sqrt(lua_State *L) { return unop(L, KO_sqrt, "sqrt"); }
 static int m_abs(lua_State *L) { return unop(L, KO_abs, "abs"); }
 
 static int segment(lua_State *L, int op, const char *name, KiRef a, int ax, int t);
-static void checkfields(lua_State *L, int t, const char *what, const char *const *ok);
 
 static int reduce(lua_State *L, int op, const char *name)
 {
-	KiRef a = toref(L, 1, name);
+	KiRef a = kd_toref(L, 1, name);
 	int ax = axisarg(L, 2, name);
 	if (lua_istable(L, 3))          /* a:max("token", { chunk = c, start = s }) */
 		return segment(L, op, name, a, ax, 3);
-	pushexpr(L, emit(L, name, op, a, KI_NIL, KI_NIL, ax, 0, 0));
+	kd_pushexpr(L, kd_emit(L, name, op, a, KI_NIL, KI_NIL, ax, 0, 0));
 	return 1;
 }
 static int m_sum(lua_State *L) { return reduce(L, KO_sum, "sum"); }
 static int m_mean(lua_State *L)
 {
 	if (lua_type(L, 2) == LUA_TSTRING && strcmp(lua_tostring(L, 2), "head") == 0) {
-		pushexpr(L, emit(L, "mean", KO_hmean, toref(L, 1, "mean"), KI_NIL, KI_NIL, -1, 0, 0));
+		kd_pushexpr(L, kd_emit(L, "mean", KO_hmean, kd_toref(L, 1, "mean"), KI_NIL, KI_NIL, -1, 0, 0));
 		return 1;
 	}
 	return reduce(L, KO_mean, "mean");
@@ -381,16 +360,16 @@ static int m_min(lua_State *L)
 
 static int m_dot(lua_State *L)
 {
-	KiRef a = toref(L, 1, "dot"), b = toref(L, 2, "dot");
+	KiRef a = kd_toref(L, 1, "dot"), b = kd_toref(L, 2, "dot");
 	int ax = axisarg(L, 3, "dot");
-	pushexpr(L, emit(L, "dot", KO_dot, a, b, KI_NIL, ax, 0, 0));
+	kd_pushexpr(L, kd_emit(L, "dot", KO_dot, a, b, KI_NIL, ax, 0, 0));
 	return 1;
 }
 
 /* softmax(e, axis [, {causal = false}]) */
 static int m_softmax(lua_State *L)
 {
-	KiRef a = toref(L, 1, "softmax");
+	KiRef a = kd_toref(L, 1, "softmax");
 	int ax = axisarg(L, 2, "softmax");
 	int op = KO_softmax;
 	if (lua_istable(L, 3)) {
@@ -399,20 +378,20 @@ static int m_softmax(lua_State *L)
 			op = KO_softmaxnc;
 		lua_pop(L, 1);
 	}
-	pushexpr(L, emit(L, "softmax", op, a, KI_NIL, KI_NIL, ax, 0, 0));
+	kd_pushexpr(L, kd_emit(L, "softmax", op, a, KI_NIL, KI_NIL, ax, 0, 0));
 	return 1;
 }
 
 static int pool(lua_State *L, int op, const char *name)
 {
-	KiRef a = toref(L, 1, name);
-	KiRef k = toref(L, 2, name);
+	KiRef a = kd_toref(L, 1, name);
+	KiRef k = kd_toref(L, 2, name);
 	if (KI_RKIND(k) == RK_CON) {
 		double v = kd_state(L)->f->con[KI_RIDX(k)];
 		if (!(v >= 1 && v <= 4096 && v == floor(v)))
 			return kd_raise(L, name, "%s kernel size must be an integer in 1..4096, got %g", name, v);
 	}
-	pushexpr(L, emit(L, name, op, a, k, KI_NIL, AX_token, 0, 0));
+	kd_pushexpr(L, kd_emit(L, name, op, a, k, KI_NIL, AX_token, 0, 0));
 	return 1;
 }
 static int m_avgpool(lua_State *L) { return pool(L, KO_avgpool, "avgpool"); }
@@ -421,29 +400,29 @@ static int m_maxpool(lua_State *L) { return pool(L, KO_maxpool, "maxpool"); }
 /* where(cond, a, b) */
 static int m_where(lua_State *L)
 {
-	KiRef c = toref(L, 1, "where"), a = toref(L, 2, "where"), b = toref(L, 3, "where");
-	pushexpr(L, emit(L, "where", KO_where, c, a, b, -1, 0, 0));
+	KiRef c = kd_toref(L, 1, "where"), a = kd_toref(L, 2, "where"), b = kd_toref(L, 3, "where");
+	kd_pushexpr(L, kd_emit(L, "where", KO_where, c, a, b, -1, 0, 0));
 	return 1;
 }
 
 /* cosine(a, b, axis) = dot / max(|a||b|, 1e-8), as torch's cosine_similarity */
 static int m_cosine(lua_State *L)
 {
-	KiRef a = toref(L, 1, "cosine"), b = toref(L, 2, "cosine");
+	KiRef a = kd_toref(L, 1, "cosine"), b = kd_toref(L, 2, "cosine");
 	int ax = axisarg(L, 3, "cosine");
-	KiRef d = emit(L, "cosine", KO_dot, a, b, KI_NIL, ax, 0, 0);
-	KiRef na = emit(L, "cosine", KO_norm, a, KI_NIL, KI_NIL, ax, 0, 0);
-	KiRef nb = emit(L, "cosine", KO_norm, b, KI_NIL, KI_NIL, ax, 0, 0);
-	KiRef p = emit(L, "cosine", KO_mul, na, nb, KI_NIL, -1, 0, 0);
-	KiRef m = emit(L, "cosine", KO_max, p, kconst(L, 1e-8), KI_NIL, -1, 0, 0);
-	pushexpr(L, emit(L, "cosine", KO_div, d, m, KI_NIL, -1, 0, 0));
+	KiRef d = kd_emit(L, "cosine", KO_dot, a, b, KI_NIL, ax, 0, 0);
+	KiRef na = kd_emit(L, "cosine", KO_norm, a, KI_NIL, KI_NIL, ax, 0, 0);
+	KiRef nb = kd_emit(L, "cosine", KO_norm, b, KI_NIL, KI_NIL, ax, 0, 0);
+	KiRef p = kd_emit(L, "cosine", KO_mul, na, nb, KI_NIL, -1, 0, 0);
+	KiRef m = kd_emit(L, "cosine", KO_max, p, kd_kconst(L, 1e-8), KI_NIL, -1, 0, 0);
+	kd_pushexpr(L, kd_emit(L, "cosine", KO_div, d, m, KI_NIL, -1, 0, 0));
 	return 1;
 }
 
 static int m_random(lua_State *L)
 {
-	KiRef seed = lua_isnoneornil(L, 1) ? kconst(L, 0) : toref(L, 1, "random");
-	pushexpr(L, emit(L, "random", KO_rand, seed, KI_NIL, KI_NIL, -1, 0, 0));
+	KiRef seed = lua_isnoneornil(L, 1) ? kd_kconst(L, 0) : kd_toref(L, 1, "random");
+	kd_pushexpr(L, kd_emit(L, "random", KO_rand, seed, KI_NIL, KI_NIL, -1, 0, 0));
 	return 1;
 }
 
@@ -492,7 +471,7 @@ static int m_index(lua_State *L)
 		"lt", "le", "gt", "ge", "eq", "ne", "avgpool", "maxpool", "axes", NULL
 	};
 	char hint[400];
-	suggest(k, methods, "methods", hint, sizeof hint);
+	kd_suggest(k, methods, "methods", hint, sizeof hint);
 	return kd_raise(L, k, "kvcc expressions have no field '%s'%s", k ? k : "?", hint);
 }
 
@@ -506,18 +485,18 @@ static int m_round(lua_State *L) { return unop(L, KO_rint, "round"); }
 /* sigmoid(a) = 1 / (1 + exp(-a)) */
 static int m_sigmoid(lua_State *L)
 {
-	KiRef a = toref(L, 1, "sigmoid");
-	KiRef n = emit(L, "sigmoid", KO_neg, a, KI_NIL, KI_NIL, -1, 0, 0);
-	KiRef e = emit(L, "sigmoid", KO_exp, n, KI_NIL, KI_NIL, -1, 0, 0);
-	KiRef d = emit(L, "sigmoid", KO_add, e, kconst(L, 1), KI_NIL, -1, 0, 0);
-	pushexpr(L, emit(L, "sigmoid", KO_div, kconst(L, 1), d, KI_NIL, -1, 0, 0));
+	KiRef a = kd_toref(L, 1, "sigmoid");
+	KiRef n = kd_emit(L, "sigmoid", KO_neg, a, KI_NIL, KI_NIL, -1, 0, 0);
+	KiRef e = kd_emit(L, "sigmoid", KO_exp, n, KI_NIL, KI_NIL, -1, 0, 0);
+	KiRef d = kd_emit(L, "sigmoid", KO_add, e, kd_kconst(L, 1), KI_NIL, -1, 0, 0);
+	kd_pushexpr(L, kd_emit(L, "sigmoid", KO_div, kd_kconst(L, 1), d, KI_NIL, -1, 0, 0));
 	return 1;
 }
 
 /* A scalar operand: a number, a param or a scalar expression. */
 static KiRef scalararg(lua_State *L, int idx, const char *name, const char *what)
 {
-	KiRef r = toref(L, idx, name);
+	KiRef r = kd_toref(L, idx, name);
 	if (ki_refaxes(kd_state(L)->f, r))
 		return kd_raise(L, name, "%s: %s must be a scalar", name, what);
 	return r;
@@ -526,11 +505,11 @@ static KiRef scalararg(lua_State *L, int idx, const char *name, const char *what
 /* a:shift(axis, k [, fill = 0]): result[i] = a[i + k] along token or chan, fill outside */
 static int m_shift(lua_State *L)
 {
-	KiRef a = toref(L, 1, "shift");
+	KiRef a = kd_toref(L, 1, "shift");
 	int ax = axisarg(L, 2, "shift");
 	KiRef k = scalararg(L, 3, "shift", "the offset");
-	KiRef fill = lua_isnoneornil(L, 4) ? kconst(L, 0) : scalararg(L, 4, "shift", "the fill value");
-	pushexpr(L, emit(L, "shift", KO_shift, a, k, fill, ax, 0, 0));
+	KiRef fill = lua_isnoneornil(L, 4) ? kd_kconst(L, 0) : scalararg(L, 4, "shift", "the fill value");
+	kd_pushexpr(L, kd_emit(L, "shift", KO_shift, a, k, fill, ax, 0, 0));
 	return 1;
 }
 
@@ -550,11 +529,11 @@ static int segment(lua_State *L, int op, const char *name, KiRef a, int ax, int 
 		return kd_raise(L, name, "%s has no chunked form (sum, mean, max, min and rank have)", name);
 	if (ax != AX_token)
 		return kd_raise(L, name, "chunks run along 'token', not '%s'", ki_axisname(ax));
-	checkfields(L, t, name, ok);
+	kd_checkfields(L, t, name, ok);
 	lua_getfield(L, t, "chunk");
 	KiRef size;
 	if (lua_isnil(L, -1))
-		size = kconst(L, INFINITY);
+		size = kd_kconst(L, INFINITY);
 	else if (lua_type(L, -1) == LUA_TNUMBER && !(lua_tonumber(L, -1) >= 1 &&
 	         lua_tonumber(L, -1) == floor(lua_tonumber(L, -1))))
 		return kd_raise(L, "chunk", "chunk must be an integer >= 1, got %g", lua_tonumber(L, -1));
@@ -562,16 +541,16 @@ static int segment(lua_State *L, int op, const char *name, KiRef a, int ax, int 
 		size = scalararg(L, -1, name, "chunk");
 	lua_pop(L, 1);
 	lua_getfield(L, t, "start");
-	KiRef start = lua_isnil(L, -1) ? kconst(L, 0) : scalararg(L, -1, name, "start");
+	KiRef start = lua_isnil(L, -1) ? kd_kconst(L, 0) : scalararg(L, -1, name, "start");
 	lua_pop(L, 1);
-	pushexpr(L, emit(L, name, sop, a, size, start, ax, 0, 0));
+	kd_pushexpr(L, kd_emit(L, name, sop, a, size, start, ax, 0, 0));
 	return 1;
 }
 
 /* a:rank("token" [, { chunk, start }]): 0 = smallest, ties lower position first, NaN last */
 static int m_rank(lua_State *L)
 {
-	KiRef a = toref(L, 1, "rank");
+	KiRef a = kd_toref(L, 1, "rank");
 	int ax = axisarg(L, 2, "rank");
 	if (lua_isnoneornil(L, 3))
 		lua_newtable(L);
@@ -614,7 +593,7 @@ static int params_index(lua_State *L)
 		return kd_raise(L, k, "unknown param '%s' (declared: %s)", k ? k : "?",
 		                S->f->npar ? list : "none");
 	}
-	pushexpr(L, KI_REF(RK_PAR, i));
+	kd_pushexpr(L, KI_REF(RK_PAR, i));
 	return 1;
 }
 
@@ -637,7 +616,7 @@ static int valid_name(const char *s)
 /* kv.params { name = default, ... } */
 static int l_params(lua_State *L)
 {
-	KdState *S = builder(L);
+	KdState *S = kd_builder(L);
 	luaL_checktype(L, 1, LUA_TTABLE);
 	/* sorted names, so the KIR does not depend on Lua's hash order */
 	const char *names[KD_MAX_PARAMS];
@@ -685,260 +664,6 @@ static int l_params(lua_State *L)
 	return 1;
 }
 
-/* --- rules ---------------------------------------------------------------------- */
-
-static Rule *newrule(lua_State *L, int kind, const char *name)
-{
-	builder(L);
-	Rule *r = lua_newuserdatauv(L, sizeof *r, 0);
-	memset(r, 0, sizeof *r);
-	r->kind = kind;
-	kd_where(L, 1, name, &r->line, &r->col);
-	luaL_setmetatable(L, RULE_MT);
-	return r;
-}
-
-/* A select field: a non-negative integer constant or a param. */
-static KiRef countfield(lua_State *L, int t, const char *field, double def, double max)
-{
-	builder(L);
-	lua_getfield(L, t, field);
-	KiRef r;
-	if (lua_isnil(L, -1))
-		r = kconst(L, def);
-	else if (lua_type(L, -1) == LUA_TNUMBER) {
-		double v = lua_tonumber(L, -1);
-		if (!(v >= 0 && v == floor(v)))
-			return kd_raise(L, field, "%s must be a non-negative integer, got %g", field, v);
-		if (v > max)
-			return kd_raise(L, field, "%s = %g is too large (at most %g)", field, v, max);
-		r = kconst(L, v);
-	} else {
-		Expr *x = luaL_testudata(L, -1, EXPR_MT);
-		if (!x || KI_RKIND(x->ref) != RK_PAR)
-			return kd_raise(L, field, "%s must be a number or a param (P.name), got %s", field,
-			                x ? "an expression" : luaL_typename(L, -1));
-		r = x->ref;
-	}
-	lua_pop(L, 1);
-	return r;
-}
-
-static void checkfields(lua_State *L, int t, const char *what, const char *const *ok)
-{
-	lua_pushnil(L);
-	while (lua_next(L, t)) {
-		lua_pop(L, 1);
-		const char *k = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
-		int found = 0;
-		for (int i = 0; k && ok[i]; i++)
-			found |= strcmp(ok[i], k) == 0;
-		if (!found) {
-			char hint[300];
-			suggest(k, ok, "fields", hint, sizeof hint);
-			kd_raise(L, k, "unknown %s field '%s'%s", what, k ? k : "(non-string key)", hint);
-		}
-	}
-}
-
-#define MAX_TOKENS 1e9   /* largest count a select field may name */
-
-/* A select value field (tau, p, floor): a number in lo..hi or a param; nil when absent. */
-static KiRef valfield(lua_State *L, int t, const char *field, double lo, double hi)
-{
-	lua_getfield(L, t, field);
-	KiRef r = KI_NIL;
-	if (lua_type(L, -1) == LUA_TNUMBER) {
-		double v = lua_tonumber(L, -1);
-		if (!(v >= lo && v <= hi))
-			return kd_raise(L, field, "%s must be in %g..%g, got %g", field, lo, hi, v);
-		r = kconst(L, v);
-	} else if (!lua_isnil(L, -1)) {
-		Expr *x = luaL_testudata(L, -1, EXPR_MT);
-		if (!x || KI_RKIND(x->ref) != RK_PAR)
-			return kd_raise(L, field, "%s must be a number or a param (P.name), got %s", field,
-			                x ? "an expression" : luaL_typename(L, -1));
-		r = x->ref;
-	}
-	lua_pop(L, 1);
-	return r;
-}
-
-/*
-** The selection rules share their fields:
-**   kv.topk      { keep_first, keep_recent, scope, chunk, schedule, floor, keep }
-**   kv.threshold { tau, keep_first, keep_recent, scope, chunk, cap }
-**   kv.mass      { p, keep_first, keep_recent, cap }
-** keep = function(x) ... end (a scalar per (layer, head)) is called when the
-** policy is built, after score; the function waits in the rule's user value.
-*/
-static int selrule(lua_State *L, int kind, const char *name, const char *const *ok)
-{
-	KdState *S = kd_state(L);
-	if (lua_isnoneornil(L, 1))
-		lua_newtable(L);
-	if (!lua_istable(L, 1))
-		return kd_raise(L, name, "kvcc.%s expects a table of options, e.g. kv.%s { keep_recent = P.window }",
-		                name, name);
-	checkfields(L, 1, name, ok);
-	KiSelect sel;
-	memset(&sel, 0, sizeof sel);
-	sel.kind = (uint8_t)kind;
-	sel.keep_first = countfield(L, 1, "keep_first", 0, MAX_TOKENS);
-	sel.keep_recent = countfield(L, 1, "keep_recent", 0, MAX_TOKENS);
-	sel.chunk = countfield(L, 1, "chunk", 1, 65536);
-	if (KI_RKIND(sel.chunk) == RK_CON && S->f->con[KI_RIDX(sel.chunk)] < 1)
-		return kd_raise(L, "chunk", "chunk must be at least 1");
-	sel.beta = kconst(L, 20);
-	if (kind == SEL_threshold && !(sel.tau = valfield(L, 1, "tau", -HUGE_VAL, HUGE_VAL)))
-		return kd_raise(L, name, "kvcc.threshold needs tau = <number or param>");
-	if (kind == SEL_mass && !(sel.mass = valfield(L, 1, "p", -HUGE_VAL, HUGE_VAL)))
-		return kd_raise(L, name, "kvcc.mass needs p = <number or param> (the mass to keep, 0..1)");
-	if (kind == SEL_topk)
-		sel.floor = valfield(L, 1, "floor", 0, 1);
-	lua_getfield(L, 1, "cap");
-	if (!lua_isnil(L, -1)) {
-		if (!lua_isboolean(L, -1))
-			return kd_raise(L, "cap", "cap must be true or false");
-		sel.nocap = !lua_toboolean(L, -1);
-	}
-	lua_pop(L, 1);
-	lua_getfield(L, 1, "scope");
-	if (!lua_isnil(L, -1)) {
-		const char *s = lua_tostring(L, -1);
-		if (!s || lua_type(L, -1) != LUA_TSTRING)
-			return kd_raise(L, "scope", "scope must be \"head\", \"layer\" or \"model\"");
-		if (strcmp(s, "head") == 0)
-			sel.scope = SC_head;
-		else if (strcmp(s, "layer") == 0)
-			sel.scope = SC_layer;
-		else if (strcmp(s, "model") == 0)
-			sel.scope = SC_model;
-		else
-			return kd_raise(L, "scope", "unknown scope '%s' (head, layer or model)", s);
-	}
-	lua_pop(L, 1);
-	lua_getfield(L, 1, "schedule");
-	if (!lua_isnil(L, -1)) {
-		Rule *r = luaL_testudata(L, -1, RULE_MT);
-		if (!r || (r->kind != RULE_pyramid && r->kind != RULE_sched))
-			return kd_raise(L, "schedule", "schedule must be kvcc.pyramid { beta = ... }, kvcc.prefix { ... } "
-			                "or kvcc.dynamic { ... }");
-		sel.sched = r->sel.sched ? r->sel.sched : SCH_pyramid;
-		sel.beta = r->sel.beta ? r->sel.beta : sel.beta;
-		sel.sa = r->sel.sa, sel.sb = r->sel.sb;
-	}
-	lua_pop(L, 1);
-	if (sel.floor && sel.scope != SC_layer)
-		return kd_raise(L, "floor", "floor (AdaKV's per-head share) needs scope = \"layer\"");
-	lua_getfield(L, 1, "keep");
-	int haskeep = !lua_isnil(L, -1);
-	if (haskeep && !lua_isfunction(L, -1))
-		return kd_raise(L, "keep", "keep must be a function(x) returning the count this (layer, head) keeps");
-	Rule *r = lua_newuserdatauv(L, sizeof *r, 1);
-	memset(r, 0, sizeof *r);
-	r->kind = RULE_topk;
-	kd_where(L, 1, name, &r->line, &r->col);
-	luaL_setmetatable(L, RULE_MT);
-	lua_rotate(L, -2, 1);          /* the keep function (or nil) into the user value */
-	lua_setiuservalue(L, -2, 1);
-	sel.line = r->line, sel.col = r->col;
-	r->sel = sel;
-	return 1;
-}
-
-/* kv.topk { keep_first = 0, keep_recent = 0, scope = "head", chunk = 1, schedule = nil,
-**           floor = nil, keep = nil } */
-static int l_topk(lua_State *L)
-{
-	static const char *const ok[] = { "keep_first", "keep_recent", "scope", "chunk", "schedule",
-	                                   "floor", "keep", NULL };
-	return selrule(L, SEL_topk, "topk", ok);
-}
-
-/* kv.threshold { tau = ..., keep_first, keep_recent, scope, chunk, cap = true } */
-static int l_threshold(lua_State *L)
-{
-	static const char *const ok[] = { "tau", "keep_first", "keep_recent", "scope", "chunk", "cap", NULL };
-	return selrule(L, SEL_threshold, "threshold", ok);
-}
-
-/* kv.mass { p = ..., keep_first, keep_recent, cap = true } */
-static int l_mass(lua_State *L)
-{
-	static const char *const ok[] = { "p", "keep_first", "keep_recent", "cap", NULL };
-	return selrule(L, SEL_mass, "mass", ok);
-}
-
-/* kv.pyramid { beta = 20 } — PyramidKV's per-layer budget schedule */
-static int l_pyramid(lua_State *L)
-{
-	static const char *const ok[] = { "beta", NULL };
-	if (lua_isnoneornil(L, 1))
-		lua_newtable(L);
-	luaL_checktype(L, 1, LUA_TTABLE);
-	checkfields(L, 1, "pyramid", ok);
-	KiRef beta = countfield(L, 1, "beta", 20, 1e6);
-	Rule *r = newrule(L, RULE_pyramid, "pyramid");
-	r->sel.beta = beta;
-	return 1;
-}
-
-/* kv.prefix { tol = 5, iters = 200 } — PrefixKV's shared prefix-mass bisection */
-static int l_prefix(lua_State *L)
-{
-	static const char *const ok[] = { "tol", "iters", NULL };
-	if (lua_isnoneornil(L, 1))
-		lua_newtable(L);
-	luaL_checktype(L, 1, LUA_TTABLE);
-	checkfields(L, 1, "prefix", ok);
-	KiRef tol = countfield(L, 1, "tol", 5, 1e9), it = countfield(L, 1, "iters", 200, 1e4);
-	Rule *r = newrule(L, RULE_sched, "prefix");
-	r->sel.sched = SCH_prefix, r->sel.sa = tol, r->sel.sb = it;
-	return 1;
-}
-
-/* kv.dynamic { ratio_max = 10, every = 4 } — DynamicKV's per-layer shares */
-static int l_dynamic(lua_State *L)
-{
-	static const char *const ok[] = { "ratio_max", "every", NULL };
-	if (lua_isnoneornil(L, 1))
-		lua_newtable(L);
-	luaL_checktype(L, 1, LUA_TTABLE);
-	checkfields(L, 1, "dynamic", ok);
-	KiRef rm = countfield(L, 1, "ratio_max", 10, 1e6), ev = countfield(L, 1, "every", 4, 1e6);
-	if (KI_RKIND(ev) == RK_CON && kd_state(L)->f->con[KI_RIDX(ev)] < 1)
-		return kd_raise(L, "every", "every must be at least 1");
-	Rule *r = newrule(L, RULE_sched, "dynamic");
-	r->sel.sched = SCH_dynamic, r->sel.sa = rm, r->sel.sb = ev;
-	return 1;
-}
-
-/* kv.decode { every = 1 } */
-static int l_decode(lua_State *L)
-{
-	static const char *const ok[] = { "every", NULL };
-	if (lua_isnoneornil(L, 1))
-		lua_newtable(L);
-	luaL_checktype(L, 1, LUA_TTABLE);
-	checkfields(L, 1, "decode", ok);
-	KiRef every = countfield(L, 1, "every", 1, 1e9);
-	if (KI_RKIND(every) == RK_CON && kd_state(L)->f->con[KI_RIDX(every)] < 1)
-		return kd_raise(L, "every", "every must be at least 1");
-	Rule *r = newrule(L, RULE_decode, "decode");
-	r->every = every;
-	return 1;
-}
-
-/* kv.token_state(init) */
-static int l_token_state(lua_State *L)
-{
-	double init = lua_isnoneornil(L, 1) ? 0 : luaL_checknumber(L, 1);
-	Rule *r = newrule(L, RULE_state, "token_state");
-	r->init = init;
-	return 1;
-}
-
 /* --- issue 13: weights ------------------------------------------------------------------ */
 
 /* W.name → the weight's expression */
@@ -949,7 +674,7 @@ static int weights_index(lua_State *L)
 	int i = k ? ki_findweight(S->f, k) : -1;
 	if (i < 0)
 		return kd_raise(L, k, "unknown weight '%s'", k ? k : "?");
-	pushexpr(L, emit(L, k, KO_weight, KI_NIL, KI_NIL, KI_NIL, -1, i, ki_weightaxes(&S->f->w[i])));
+	kd_pushexpr(L, kd_emit(L, k, KO_weight, KI_NIL, KI_NIL, KI_NIL, -1, i, ki_weightaxes(&S->f->w[i])));
 	return 1;
 }
 
@@ -1060,18 +785,18 @@ static int l_scan(lua_State *L)
 	int s = ki_addstate(f, name, NAN);
 	if (s < 0)
 		return kd_raise(L, "scan", "out of memory");
-	KiRef carry = emit(L, "scan", KO_carry, KI_NIL, KI_NIL, KI_NIL, -1, s, AXM(AX_token));
+	KiRef carry = kd_emit(L, "scan", KO_carry, KI_NIL, KI_NIL, KI_NIL, -1, s, AXM(AX_token));
 	lua_pushvalue(L, 2);
-	pushexpr(L, carry);
+	kd_pushexpr(L, carry);
 	lua_call(L, 1, 1);
 	if (lua_type(L, -1) != LUA_TNUMBER && !luaL_testudata(L, -1, EXPR_MT))
 		return kd_raise(L, "scan", "the scan step must return a number or a kvcc expression, got %s",
 		                luaL_typename(L, -1));
-	KiRef step = toref(L, -1, "scan");
+	KiRef step = kd_toref(L, -1, "scan");
 	lua_pop(L, 1);
-	KiRef r = emit(L, "scan", KO_scan, step, init, KI_NIL, -1, s, 0);
+	KiRef r = kd_emit(L, "scan", KO_scan, step, init, KI_NIL, -1, s, 0);
 	f->st[s].update = r;
-	pushexpr(L, r);
+	kd_pushexpr(L, r);
 	return 1;
 }
 
@@ -1086,7 +811,7 @@ static int x_index(lua_State *L)
 		return kd_raise(L, NULL, "inputs are named by strings (x.K, x.Q, ...)");
 	int in = ki_inputbyname(k, len);
 	if (in >= 0) {
-		pushexpr(L, emit(L, k, KO_input, KI_NIL, KI_NIL, KI_NIL, -1, in, ki_inputaxes(in)));
+		kd_pushexpr(L, kd_emit(L, k, KO_input, KI_NIL, KI_NIL, KI_NIL, -1, in, ki_inputaxes(in)));
 		return 1;
 	}
 	int inf = ki_infobyname(k, len);
@@ -1095,7 +820,7 @@ static int x_index(lua_State *L)
 			return kd_raise(L, k, "x.step is only available in the observe hook");
 		if ((inf == INF_ratio || inf == INF_nkeep) && S->in_observe)
 			return kd_raise(L, k, "x.%s is the compression's (score and select), not the observe hook's", k);
-		pushexpr(L, emit(L, k, KO_info, KI_NIL, KI_NIL, KI_NIL, -1, inf, 0));
+		kd_pushexpr(L, kd_emit(L, k, KO_info, KI_NIL, KI_NIL, KI_NIL, -1, inf, 0));
 		return 1;
 	}
 	static const struct { const char *name; int op, axis; } sizes[] = {
@@ -1107,13 +832,13 @@ static int x_index(lua_State *L)
 	for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++)
 		if (strcmp(k, sizes[i].name) == 0) {
 			uint8_t axes = sizes[i].op == KO_index ? AXM(sizes[i].axis) : 0;
-			pushexpr(L, emit(L, k, sizes[i].op, KI_NIL, KI_NIL, KI_NIL, sizes[i].axis, 0, axes));
+			kd_pushexpr(L, kd_emit(L, k, sizes[i].op, KI_NIL, KI_NIL, KI_NIL, sizes[i].axis, 0, axes));
 			return 1;
 		}
 	if (strcmp(k, "attn") == 0) {
 		if (!S->in_observe)
 			return kd_raise(L, k, "x.attn (decode attention) is only available in the observe hook");
-		pushexpr(L, emit(L, k, KO_attn, KI_NIL, KI_NIL, KI_NIL, -1, 0, AXM(AX_group) | AXM(AX_token)));
+		kd_pushexpr(L, kd_emit(L, k, KO_attn, KI_NIL, KI_NIL, KI_NIL, -1, 0, AXM(AX_group) | AXM(AX_token)));
 		return 1;
 	}
 	return kd_raise(L, k, "unknown input '%s' (inputs: K, V, Q, lse, pos, qpos, t, n, nobs, G, d, "
@@ -1125,7 +850,7 @@ static int x_newindex(lua_State *L)
 	return kd_raise(L, lua_tostring(L, 2), "inputs are read-only");
 }
 
-static void pushinputs(lua_State *L)
+void kd_pushinputs(lua_State *L)
 {
 	lua_newtable(L);
 	lua_newtable(L);
@@ -1145,20 +870,20 @@ static int st_index(lua_State *L)
 	int i = k ? ki_findstate(S->f, k) : -1;
 	if (i < 0)
 		return kd_raise(L, k, "unknown state '%s' (declare it in the policy's state table)", k ? k : "?");
-	pushexpr(L, emit(L, k, KO_state, KI_NIL, KI_NIL, KI_NIL, -1, i, AXM(AX_token)));
+	kd_pushexpr(L, kd_emit(L, k, KO_state, KI_NIL, KI_NIL, KI_NIL, -1, i, AXM(AX_token)));
 	return 1;
 }
 
 static int st_newindex(lua_State *L)
 {
-	KdState *S = builder(L);
+	KdState *S = kd_builder(L);
 	const char *k = lua_tostring(L, 2);
 	int i = k ? ki_findstate(S->f, k) : -1;
 	if (i < 0)
 		return kd_raise(L, k, "unknown state '%s' (declare it in the policy's state table)", k ? k : "?");
 	if (!S->in_observe)
 		return kd_raise(L, k, "state '%s' can only be updated in the observe hook", k);
-	KiRef r = toref(L, 3, k);
+	KiRef r = kd_toref(L, 3, k);
 	uint8_t ax = ki_refaxes(S->f, r);
 	if (ax & ~AXM(AX_token)) {
 		char buf[64];
@@ -1180,435 +905,6 @@ static void pushstate(lua_State *L)
 	lua_setfield(L, -2, "__newindex");
 	protect(L);
 	lua_setmetatable(L, -2);
-}
-
-/* --- merge rules (doc/dsl.md "Merge") ----------------------------------------------------
-**
-**   merge = kv.nearest { sim = function(e, k) ... end, threshold = P.thr,
-**                        weight = function(e, k, m) return m.sim end }
-**
-** A merge rule's functions run when the policy is built, after the score: `e` and `k`
-** are the two rows of a pair (evicted, kept), `m` what the rule knows about it. What
-** they return is a pair expression (KIR erow / krow / tmean / pinfo and ops on them);
-** the verifier checks what each may read. */
-
-/* the rule's functions, as user values of its userdata */
-enum { MFN_sim = 1, MFN_thr, MFN_weight, MFN_self, MFN_NUM = MFN_self };
-
-static Rule *newmerge(lua_State *L, int kind, const char *name)
-{
-	Rule *r = lua_newuserdatauv(L, sizeof *r, MFN_NUM);
-	memset(r, 0, sizeof *r);
-	r->kind = RULE_merge;
-	kd_where(L, 1, name, &r->line, &r->col);
-	r->mg.kind = (uint8_t)kind;
-	r->mg.line = r->line, r->mg.col = r->col;
-	luaL_setmetatable(L, RULE_MT);
-	return r;
-}
-
-/* A boolean field (nil: def). */
-static int boolfield(lua_State *L, int t, const char *field, int def)
-{
-	lua_getfield(L, t, field);
-	int v = def;
-	if (lua_isboolean(L, -1))
-		v = lua_toboolean(L, -1);
-	else if (!lua_isnil(L, -1))
-		return kd_raise(L, field, "%s must be true or false, got %s", field, luaL_typename(L, -1));
-	lua_pop(L, 1);
-	return v;
-}
-
-/* A weight or threshold field: nil (def, or KI_NIL when def is NaN), a number, a param,
-** or a function kept as user value `uv` of the rule at `ur` (the ref is set when the
-** policy is built). Returns 1 when it is a function. */
-static int fnfield(lua_State *L, int t, int ur, const char *field, int uv, double def, KiRef *out)
-{
-	lua_getfield(L, t, field);
-	*out = KI_NIL;
-	if (lua_isnil(L, -1)) {
-		if (!isnan(def))
-			*out = kconst(L, def);
-	} else if (lua_type(L, -1) == LUA_TNUMBER) {
-		*out = kconst(L, lua_tonumber(L, -1));
-	} else if (lua_isfunction(L, -1)) {
-		lua_pushvalue(L, -1);
-		lua_setiuservalue(L, ur, uv);
-		lua_pop(L, 1);
-		return 1;
-	} else {
-		Expr *x = luaL_testudata(L, -1, EXPR_MT);
-		if (!x || KI_RKIND(x->ref) != RK_PAR)
-			return kd_raise(L, field, "%s must be a number, a param (P.name) or a function, got %s",
-			                field, x ? "an expression (build it inside a function)" : luaL_typename(L, -1));
-		*out = x->ref;
-	}
-	lua_pop(L, 1);
-	return 0;
-}
-
-/* The fields every rule with an update shares: weight, self_weight, keys, values,
-** update, count_bias. */
-static void updatefields(lua_State *L, int t, int ur, Rule *r)
-{
-	fnfield(L, t, ur, "weight", MFN_weight, 1, &r->mg.weight);
-	fnfield(L, t, ur, "self_weight", MFN_self, 1, &r->mg.self);
-	r->mg.keys = (uint8_t)boolfield(L, t, "keys", 1);
-	r->mg.values = (uint8_t)boolfield(L, t, "values", 1);
-	r->mg.bias = (uint8_t)boolfield(L, t, "count_bias", 0);
-	lua_getfield(L, t, "update");
-	if (!lua_isnil(L, -1)) {
-		const char *u = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "";
-		if (strcmp(u, "mean") && strcmp(u, "sum"))
-			kd_raise(L, "update", "update must be \"mean\" (the weighted mean) or \"sum\" "
-			         "(X_k' = w_k X_k + sum of w_e X_e)");
-		r->mg.update = strcmp(u, "sum") ? MU_mean : MU_sum;
-	}
-	lua_pop(L, 1);
-}
-
-/* sim and threshold of nearest and runs */
-static void simfields(lua_State *L, int t, int ur, Rule *r)
-{
-	lua_getfield(L, t, "sim");
-	if (!lua_isnil(L, -1) && !lua_isfunction(L, -1))
-		kd_raise(L, "sim", "sim must be a function(e, k) returning the similarity of two rows");
-	lua_setiuservalue(L, ur, MFN_sim);
-	lua_getfield(L, t, "threshold");
-	Rule *a = luaL_testudata(L, -1, RULE_MT);
-	lua_pop(L, 1);
-	if (a && a->kind == RULE_adaptive) {
-		r->mg.thr = MT_adaptive;
-		r->mg.beta = a->mg.beta;
-		return;
-	}
-	int fn = fnfield(L, t, ur, "threshold", MFN_thr, NAN, &r->mg.threshold);
-	r->mg.thr = fn || r->mg.threshold ? MT_value : MT_none;
-}
-
-/* kv.nearest { sim, threshold, weight, self_weight, keys, values, update, count_bias } */
-static int l_nearest(lua_State *L)
-{
-	static const char *const ok[] = { "sim", "threshold", "weight", "self_weight", "keys", "values",
-	                                  "update", "count_bias", NULL };
-	if (lua_isnoneornil(L, 1))
-		lua_settop(L, 0), lua_newtable(L);
-	if (!lua_istable(L, 1))
-		return kd_raise(L, "nearest", "kvcc.nearest expects a table of options, e.g. kv.nearest { weight = 1 }");
-	checkfields(L, 1, "nearest", ok);
-	Rule *r = newmerge(L, MG_nearest, "nearest");
-	int ur = lua_gettop(L);
-	simfields(L, 1, ur, r);
-	updatefields(L, 1, ur, r);
-	lua_settop(L, ur);
-	return 1;
-}
-
-/* kv.runs { sim, threshold, weight, ... }: KVMerger's runs of consecutive similar tokens */
-static int l_runs(lua_State *L)
-{
-	static const char *const ok[] = { "sim", "threshold", "weight", "self_weight", "keys", "values",
-	                                  "update", "count_bias", NULL };
-	if (!lua_istable(L, 1))
-		return kd_raise(L, "runs", "kvcc.runs expects a table of options, e.g. kv.runs { threshold = P.thr }");
-	checkfields(L, 1, "runs", ok);
-	Rule *r = newmerge(L, MG_runs, "runs");
-	int ur = lua_gettop(L);
-	simfields(L, 1, ur, r);
-	if (r->mg.thr != MT_value)
-		return kd_raise(L, "runs", "kvcc.runs needs a threshold (a number, a param or a function(e, k)): "
-		                "tokens i and i+1 form one run when their similarity reaches it");
-	updatefields(L, 1, ur, r);
-	lua_settop(L, ur);
-	return 1;
-}
-
-/* kv.next_kept { m = 32, weight, ... }: CaM's next m kept tokens */
-static int l_next_kept(lua_State *L)
-{
-	static const char *const ok[] = { "m", "weight", "self_weight", "keys", "values", "update",
-	                                  "count_bias", NULL };
-	if (!lua_istable(L, 1))
-		return kd_raise(L, "next_kept", "kvcc.next_kept expects a table of options, e.g. kv.next_kept { m = P.m }");
-	checkfields(L, 1, "next_kept", ok);
-	KiRef m = countfield(L, 1, "m", 1, 1e9);
-	if (KI_RKIND(m) == RK_CON && kd_state(L)->f->con[KI_RIDX(m)] < 1)
-		return kd_raise(L, "m", "m must be at least 1");
-	Rule *r = newmerge(L, MG_next, "next_kept");
-	int ur = lua_gettop(L);
-	r->mg.m = m;
-	updatefields(L, 1, ur, r);
-	lua_settop(L, ur);
-	return 1;
-}
-
-/* kv.summary { rows = 1, iters = 1, count_bias = false }: C summary rows from the evicted
-** tokens (their mean for C = 1, k-means centroids otherwise) */
-static int l_summary(lua_State *L)
-{
-	static const char *const ok[] = { "rows", "iters", "count_bias", NULL };
-	KdState *S = kd_state(L);
-	if (lua_isnoneornil(L, 1))
-		lua_settop(L, 0), lua_newtable(L);
-	if (!lua_istable(L, 1))
-		return kd_raise(L, "summary", "kvcc.summary expects a table of options, e.g. kv.summary { rows = 1 }");
-	checkfields(L, 1, "summary", ok);
-	KiRef rows = countfield(L, 1, "rows", 1, 4096), iters = countfield(L, 1, "iters", 1, 1000);
-	if (KI_RKIND(rows) != RK_CON)
-		return kd_raise(L, "rows", "rows must be a number, not a param (the summary rows are part "
-		                "of the cache layout)");
-	if (S->f->con[KI_RIDX(rows)] < 1)
-		return kd_raise(L, "rows", "rows must be at least 1");
-	if (KI_RKIND(iters) != RK_CON || S->f->con[KI_RIDX(iters)] < 1)
-		return kd_raise(L, "iters", "iters must be a number in 1..1000 (Lloyd iterations), not a param");
-	int bias = boolfield(L, 1, "count_bias", 0);
-	Rule *r = newmerge(L, MG_summary, "summary");
-	r->mg.rows = rows, r->mg.iters = iters, r->mg.bias = (uint8_t)bias;
-	return 1;
-}
-
-/* kv.adaptive { beta = 0 }: the threshold tau = beta tau' + (1 - beta) (mean of this
-** compression's maximum similarities); beta = 0 is the mean itself (LOOK-M), D2O uses an EMA */
-static int l_adaptive(lua_State *L)
-{
-	static const char *const ok[] = { "beta", NULL };
-	if (lua_isnoneornil(L, 1))
-		lua_settop(L, 0), lua_newtable(L);
-	if (!lua_istable(L, 1))
-		return kd_raise(L, "adaptive", "kvcc.adaptive expects a table, e.g. kv.adaptive { beta = 0.9 }");
-	checkfields(L, 1, "adaptive", ok);
-	KiRef beta;
-	lua_getfield(L, 1, "beta");
-	if (lua_isnil(L, -1))
-		beta = kconst(L, 0);
-	else if (lua_type(L, -1) == LUA_TNUMBER) {
-		double b = lua_tonumber(L, -1);
-		if (!(b >= 0 && b <= 1))
-			return kd_raise(L, "beta", "beta must be in [0, 1], got %g", b);
-		beta = kconst(L, b);
-	} else {
-		Expr *x = luaL_testudata(L, -1, EXPR_MT);
-		if (!x || KI_RKIND(x->ref) != RK_PAR)
-			return kd_raise(L, "beta", "beta must be a number or a param (P.name)");
-		beta = x->ref;
-	}
-	lua_pop(L, 1);
-	Rule *r = newrule(L, RULE_adaptive, "adaptive");
-	r->mg.beta = beta;
-	return 1;
-}
-
-/* -- the pair context: e, k (rows) and m (what the rule knows) -- */
-
-/* Emit a pair instruction; `line` 0 keeps the caller's position. */
-static KiRef pairemit(lua_State *L, const char *name, int op, KiRef a, int aux, uint32_t line, uint32_t col)
-{
-	KdState *S = kd_state(L);
-	KiRef r = emit(L, name, op, a, KI_NIL, KI_NIL, -1, aux, 0);
-	if (line)
-		S->f->ins[KI_RIDX(r)].line = line, S->f->ins[KI_RIDX(r)].col = col;
-	return r;
-}
-
-/* e:at(v) / k:at(v): an ordinary [token] value read at the row's token */
-static int row_at(lua_State *L)
-{
-	int side = (int)lua_tointeger(L, lua_upvalueindex(1));
-	int i = lua_istable(L, 1) && lua_gettop(L) >= 2 ? 2 : 1;   /* e:at(v) or e.at(v) */
-	KiRef v = toref(L, i, "at");
-	if (!(ki_refaxes(kd_state(L)->f, v) & AXM(AX_token)))
-		return kd_raise(L, "at", "at reads a value at the row's token, so it needs a value with the "
-		                "token axis");
-	pushexpr(L, pairemit(L, "at", side ? KO_krow : KO_erow, v, 0, 0, 0));
-	return 1;
-}
-
-/* e.K, e.V, e.pos, e.score, e.count, e.<state>, e:at(v) */
-static int row_index(lua_State *L)
-{
-	KdState *S = kd_state(L);
-	int side = (int)lua_tointeger(L, lua_upvalueindex(1));
-	const char *k = lua_tostring(L, 2);
-	int op = side ? KO_krow : KO_erow, in;
-	if (!k)
-		return kd_raise(L, NULL, "rows are indexed by names (e.K, e.V, e.pos, e.score, e.count)");
-	if (!strcmp(k, "at")) {
-		lua_pushinteger(L, side);
-		lua_pushcclosure(L, row_at, 1);
-		return 1;
-	}
-	if (!strcmp(k, "count")) {
-		pushexpr(L, pairemit(L, k, KO_pinfo, KI_NIL, side ? PI_kcount : PI_ecount, 0, 0));
-		return 1;
-	}
-	if (!strcmp(k, "score")) {
-		pushexpr(L, pairemit(L, k, op, S->f->score, 0, 0, 0));
-		return 1;
-	}
-	if ((in = ki_inputbyname(k, strlen(k))) == IN_K || in == IN_V || in == IN_pos) {
-		KiRef x = emit(L, k, KO_input, KI_NIL, KI_NIL, KI_NIL, -1, in, ki_inputaxes(in));
-		pushexpr(L, pairemit(L, k, op, x, 0, 0, 0));
-		return 1;
-	}
-	int st = ki_findstate(S->f, k);
-	if (st >= 0) {
-		KiRef x = emit(L, k, KO_state, KI_NIL, KI_NIL, KI_NIL, -1, st, AXM(AX_token));
-		pushexpr(L, pairemit(L, k, op, x, 0, 0, 0));
-		return 1;
-	}
-	return kd_raise(L, k, "a merge row has no field '%s' (K, V, pos, score, count, a state's name, "
-	                "or :at(value))", k);
-}
-
-/* m:tmean(v): mean of an ordinary [token] value over e's targets (next_kept) */
-static int m_tmean(lua_State *L)
-{
-	int i = lua_istable(L, 1) && lua_gettop(L) >= 2 ? 2 : 1;
-	KiRef v = toref(L, i, "tmean");
-	if (!(ki_refaxes(kd_state(L)->f, v) & AXM(AX_token)))
-		return kd_raise(L, "tmean", "tmean averages a [token] value over the targets of e");
-	pushexpr(L, pairemit(L, "tmean", KO_tmean, v, 0, 0, 0));
-	return 1;
-}
-
-/* m.sim, m.absorbed, m.ntargets, m:tmean(v), m.x (the inputs, for ordinary values) */
-static int minfo_index(lua_State *L)
-{
-	const char *k = lua_tostring(L, 2);
-	int pi = k ? ki_pinfobyname(k, strlen(k)) : -1;
-	if (pi == PI_sim || pi == PI_absorbed || pi == PI_ntargets) {
-		pushexpr(L, pairemit(L, k, KO_pinfo, KI_NIL, pi, 0, 0));
-		return 1;
-	}
-	if (k && !strcmp(k, "tmean")) {
-		lua_pushcfunction(L, m_tmean);
-		return 1;
-	}
-	if (k && !strcmp(k, "x")) {
-		pushinputs(L);
-		return 1;
-	}
-	return kd_raise(L, k, "the merge info has no field '%s' (sim, absorbed, ntargets, tmean, x)",
-	                k ? k : "?");
-}
-
-static int pair_newindex(lua_State *L)
-{
-	return kd_raise(L, lua_tostring(L, 2), "merge rows and info are read-only");
-}
-
-static void pushproxy(lua_State *L, lua_CFunction index, int side)
-{
-	lua_newtable(L);
-	lua_newtable(L);
-	lua_pushinteger(L, side);
-	lua_pushcclosure(L, index, 1);
-	lua_setfield(L, -2, "__index");
-	lua_pushcfunction(L, pair_newindex);
-	lua_setfield(L, -2, "__newindex");
-	lua_setmetatable(L, -2);
-}
-
-/* Call the rule's function uv (at ur) with the proxies named in `args` ("ek", "ekm",
-** "km") and return its result as a ref; what: for messages. */
-static KiRef callpair(lua_State *L, int ur, int uv, const char *args, const char *what, const Rule *r)
-{
-	lua_getiuservalue(L, ur, uv);
-	for (const char *a = args; *a; a++)
-		pushproxy(L, *a == 'm' ? minfo_index : row_index, *a == 'k');
-	lua_call(L, (int)strlen(args), 1);
-	KiRef x;
-	if (lua_type(L, -1) == LUA_TNUMBER)
-		x = kconst(L, lua_tonumber(L, -1));
-	else {
-		Expr *e = luaL_testudata(L, -1, EXPR_MT);
-		if (!e)
-			return kd_raiseat(L, r->line, r->col, "the %s function must return a number or a kvcc "
-			                  "expression, got %s", what, luaL_typename(L, -1));
-		x = e->ref;
-	}
-	lua_pop(L, 1);
-	return x;
-}
-
-/* The default similarity: cosine of the keys of the two rows (kv.cosine's form). */
-static KiRef defaultsim(lua_State *L, const Rule *r)
-{
-	KdState *S = kd_state(L);
-	uint32_t ln = r->line, cl = r->col;
-	KiRef K = pairemit(L, "sim", KO_input, KI_NIL, IN_K, ln, cl);
-	S->f->ins[KI_RIDX(K)].axes = ki_inputaxes(IN_K);
-	KiRef a = pairemit(L, "sim", KO_erow, K, 0, ln, cl), b = pairemit(L, "sim", KO_krow, K, 0, ln, cl);
-	KiRef d = emit(L, "sim", KO_dot, a, b, KI_NIL, AX_chan, 0, 0);
-	KiRef na = emit(L, "sim", KO_norm, a, KI_NIL, KI_NIL, AX_chan, 0, 0);
-	KiRef nb = emit(L, "sim", KO_norm, b, KI_NIL, KI_NIL, AX_chan, 0, 0);
-	KiRef p = emit(L, "sim", KO_mul, na, nb, KI_NIL, -1, 0, 0);
-	KiRef mx = emit(L, "sim", KO_max, p, kconst(L, 1e-8), KI_NIL, -1, 0, 0);
-	KiRef q = emit(L, "sim", KO_div, d, mx, KI_NIL, -1, 0, 0);
-	for (int i = KI_RIDX(d); i <= KI_RIDX(q); i++)
-		S->f->ins[i].line = ln, S->f->ins[i].col = cl;
-	return q;
-}
-
-/* A threshold reading a state that observe never updates is a constant: say so. */
-static void thrstate(lua_State *L, KiRef r)
-{
-	const KiFn *f = kd_state(L)->f;
-	for (int i = KI_RKIND(r) == RK_INS ? KI_RIDX(r) : -1; i >= 0; i--) {
-		const KiIns *in = &f->ins[i];
-		if (in->op == KO_state && in->aux < f->nst && !f->st[in->aux].update)
-			kd_raiseat(L, in->line, in->col, "the merge threshold reads state '%s', which is never "
-			           "updated (assign st.%s = ... in observe, or use a param)", f->st[in->aux].name,
-			           f->st[in->aux].name);
-	}
-}
-
-/* policy { merge = ... } (the value at idx): the rule into f->merge, its functions
-** called now that the score exists. */
-static void buildmerge(lua_State *L, int idx)
-{
-	KdState *S = kd_state(L);
-	KiFn *f = S->f;
-	Rule *r = luaL_testudata(L, idx, RULE_MT);
-	memset(&f->merge, 0, sizeof f->merge);
-	if (lua_isnil(L, idx) || (r && r->kind == RULE_drop)) {
-		f->merge.kind = MG_drop;
-		if (r)
-			f->merge.line = r->line, f->merge.col = r->col;
-		return;
-	}
-	if (!r || r->kind != RULE_merge)
-		raisefield(L, "merge", "merge must be a merge rule (kvcc.drop, kvcc.nearest, kvcc.next_kept, "
-		           "kvcc.runs or kvcc.summary)");
-	KiMerge mg = r->mg;
-	int hassim = mg.kind == MG_nearest || mg.kind == MG_runs;
-	if (hassim) {
-		lua_getiuservalue(L, idx, MFN_sim);
-		int fn = lua_isfunction(L, -1);
-		lua_pop(L, 1);
-		mg.sim = fn ? callpair(L, idx, MFN_sim, "ek", "sim", r) : defaultsim(L, r);
-		lua_getiuservalue(L, idx, MFN_thr);
-		fn = lua_isfunction(L, -1);
-		lua_pop(L, 1);
-		if (fn) {
-			mg.threshold = callpair(L, idx, MFN_thr, "ek", "threshold", r);
-			thrstate(L, mg.threshold);
-		}
-	}
-	if (hassim || mg.kind == MG_next) {
-		lua_getiuservalue(L, idx, MFN_weight);
-		int fn = lua_isfunction(L, -1);
-		lua_pop(L, 1);
-		if (fn)
-			mg.weight = callpair(L, idx, MFN_weight, "ekm", "weight", r);
-		lua_getiuservalue(L, idx, MFN_self);
-		fn = lua_isfunction(L, -1);
-		lua_pop(L, 1);
-		if (fn)
-			mg.self = callpair(L, idx, MFN_self, "km", "self_weight", r);
-	}
-	f->merge = mg;
 }
 
 /* --- kv.policy "name" { ... } ------------------------------------------------------ */
@@ -1635,25 +931,25 @@ static int policy_build(lua_State *L)
 		return kd_raise(L, "policy", "kvcc.policy \"name\" expects a table: kvcc.policy \"name\" { score = ..., select = ... }");
 	if (S->declared)
 		return kd_raise(L, "policy", "a file declares one policy");
-	builder(L);
+	kd_builder(L);
 	S->declared = 1;
-	checkfields(L, 1, "policy", ok);
+	kd_checkfields(L, 1, "policy", ok);
 
 	/* state declarations first: score and observe read them */
 	lua_getfield(L, 1, "state");
 	if (!lua_isnil(L, -1)) {
 		if (!lua_istable(L, -1))
-			return raisefield(L, "state", "state must be a table { name = kvcc.token_state(init) }");
+			return kd_raisefield(L, "state", "state must be a table { name = kvcc.token_state(init) }");
 		lua_pushnil(L);
 		while (lua_next(L, -2)) {
 			Rule *r = luaL_testudata(L, -1, RULE_MT);
 			const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : NULL;
 			if (!valid_name(k) || !r || r->kind != RULE_state)
-				return raisefield(L, "state", "state entries must be name = kvcc.token_state(init)");
+				return kd_raisefield(L, "state", "state entries must be name = kvcc.token_state(init)");
 			if (f->nst >= KD_MAX_STATES)
-				return raisefield(L, "state", "too many states (at most %d)", KD_MAX_STATES);
+				return kd_raisefield(L, "state", "too many states (at most %d)", KD_MAX_STATES);
 			if (ki_addstate(f, k, r->init) < 0)
-				return raisefield(L, "state", "out of memory");
+				return kd_raisefield(L, "state", "out of memory");
 			lua_pop(L, 1);
 		}
 		/* Lua's table order is randomized per state: number the states by name so
@@ -1667,14 +963,14 @@ static int policy_build(lua_State *L)
 	if (!lua_isfunction(L, -1))
 		return kd_raise(L, "policy", lua_isnil(L, -1) ? "policy '%s' has no score function" :
 		                "score must be a function(x, st) returning an expression", f->name);
-	pushinputs(L);
+	kd_pushinputs(L);
 	pushstate(L);
 	lua_call(L, 2, 1);
 	Expr *sx = luaL_testudata(L, -1, EXPR_MT);
 	if (lua_type(L, -1) == LUA_TNUMBER) {
-		f->score = toref(L, -1, "score");
+		f->score = kd_toref(L, -1, "score");
 	} else if (!sx) {
-		return raisefield(L, "score", "score must return a kvcc expression, got %s", luaL_typename(L, -1));
+		return kd_raisefield(L, "score", "score must return a kvcc expression, got %s", luaL_typename(L, -1));
 	} else
 		f->score = sx->ref;
 	uint8_t sax = ki_refaxes(f, f->score);
@@ -1686,20 +982,20 @@ static int policy_build(lua_State *L)
 		                  "the other axes, e.g. :mean(\"obs\"):mean(\"group\"))", buf);
 	}
 	if (!(sax & AXM(AX_token))) {   /* a constant or per-head score: make it a token tensor */
-		KiRef t = emit(L, "score", KO_index, KI_NIL, KI_NIL, KI_NIL, AX_token, 0, AXM(AX_token));
-		KiRef z = emit(L, "score", KO_mul, t, kconst(L, 0), KI_NIL, -1, 0, 0);
-		f->score = emit(L, "score", KO_add, z, f->score, KI_NIL, -1, 0, 0);
+		KiRef t = kd_emit(L, "score", KO_index, KI_NIL, KI_NIL, KI_NIL, AX_token, 0, AXM(AX_token));
+		KiRef z = kd_emit(L, "score", KO_mul, t, kd_kconst(L, 0), KI_NIL, -1, 0, 0);
+		f->score = kd_emit(L, "score", KO_add, z, f->score, KI_NIL, -1, 0, 0);
 	}
 	lua_pop(L, 1);
 
 	lua_getfield(L, 1, "observe");
 	if (!lua_isnil(L, -1)) {
 		if (!lua_isfunction(L, -1))
-			return raisefield(L, "observe", "observe must be a function(x, st) that assigns st.name = ...");
+			return kd_raisefield(L, "observe", "observe must be a function(x, st) that assigns st.name = ...");
 		if (!f->nst)
-			return raisefield(L, "observe", "observe needs a state table to update");
+			return kd_raisefield(L, "observe", "observe needs a state table to update");
 		S->in_observe = 1;
-		pushinputs(L);
+		kd_pushinputs(L);
 		pushstate(L);
 		lua_call(L, 2, 0);
 		S->in_observe = 0;
@@ -1712,15 +1008,15 @@ static int policy_build(lua_State *L)
 		return kd_raise(L, "policy", "policy '%s' has no select rule (e.g. select = kvcc.topk { keep_recent = P.window })",
 		                f->name);
 	if (!r || r->kind != RULE_topk)
-		return raisefield(L, "select", "select must be a selection rule such as kvcc.topk { ... }");
+		return kd_raisefield(L, "select", "select must be a selection rule such as kvcc.topk { ... }");
 	f->sel = r->sel;
 	if (lua_getiuservalue(L, -1, 1) == LUA_TFUNCTION) {   /* keep = function(x) ... end */
-		pushinputs(L);
+		kd_pushinputs(L);
 		lua_call(L, 1, 1);
 		if (lua_type(L, -1) != LUA_TNUMBER && !luaL_testudata(L, -1, EXPR_MT))
 			return kd_raiseat(L, r->line, r->col, "keep must return a number or a kvcc expression, got %s",
 			                  luaL_typename(L, -1));
-		f->sel.keep = toref(L, -1, "keep");
+		f->sel.keep = kd_toref(L, -1, "keep");
 		if (ki_refaxes(f, f->sel.keep)) {
 			char buf[64];
 			ki_axesstr(ki_refaxes(f, f->sel.keep), buf, sizeof buf);
@@ -1732,13 +1028,13 @@ static int policy_build(lua_State *L)
 	lua_pop(L, 2);
 
 	lua_getfield(L, 1, "merge");
-	buildmerge(L, lua_gettop(L));
+	kd_buildmerge(L, lua_gettop(L));
 	lua_pop(L, 1);
 
 	lua_getfield(L, 1, "when");
 	r = luaL_testudata(L, -1, RULE_MT);
 	if (!lua_isnil(L, -1) && (!r || (r->kind != RULE_prefill && r->kind != RULE_decode)))
-		return raisefield(L, "when", "when must be kvcc.prefill or kvcc.decode { every = N }");
+		return kd_raisefield(L, "when", "when must be kvcc.prefill or kvcc.decode { every = N }");
 	f->when.kind = r && r->kind == RULE_decode ? WH_decode : WH_prefill;
 	f->when.every = r && r->kind == RULE_decode ? r->every : KI_NIL;
 	if (r)
@@ -1761,21 +1057,21 @@ static int policy_build(lua_State *L)
 		if (ra && ra->kind == RULE_all)
 			f->obs_all = 1;
 		else
-			f->obs = countfield(L, 1, "obs", 0, MAX_TOKENS);
+			f->obs = kd_countfield(L, 1, "obs", 0, MAX_TOKENS);
 	}
 	lua_pop(L, 1);
 
 	int observed = 0;
 	for (int i = 0; i < f->nst; i++) {
 		if (!f->st[i].update)
-			return raisefield(L, "state", "state '%s' is never updated (assign st.%s = ... in observe)",
+			return kd_raisefield(L, "state", "state '%s' is never updated (assign st.%s = ... in observe)",
 			                f->st[i].name, f->st[i].name);
 		observed |= !ki_isscanstate(f, i);
 	}
 	if (observed && f->when.kind != WH_decode)
-		return raisefield(L, "state", "a policy with state needs when = kvcc.decode { every = N }");
+		return kd_raisefield(L, "state", "a policy with state needs when = kvcc.decode { every = N }");
 
-	newrule(L, RULE_policy, "policy");  /* the value the file returns */
+	kd_newrule(L, RULE_policy, "policy");  /* the value the file returns */
 	S->finished = 1;
 	return 1;
 }
@@ -1793,7 +1089,7 @@ static int l_policy(lua_State *L)
 	KdState *S = kd_state(L);
 	if (S->declared)
 		return kd_raise(L, "policy", "a file declares one policy");
-	builder(L);
+	kd_builder(L);
 	const char *name = luaL_checkstring(L, 1);
 	if (!valid_name(name))
 		return kd_raise(L, "policy", "policy name '%s' must be an identifier of at most 31 characters", name);
@@ -1804,31 +1100,29 @@ static int l_policy(lua_State *L)
 }
 
 static const luaL_Reg kvlib[] = {
-	{ "params", l_params }, { "policy", l_policy }, { "topk", l_topk }, { "pyramid", l_pyramid },
-	{ "decode", l_decode }, { "token_state", l_token_state },
+	{ "params", l_params }, { "policy", l_policy }, { "weights", l_weights }, { "scan", l_scan },
 	{ "softmax", m_softmax }, { "avgpool", m_avgpool }, { "maxpool", m_maxpool },
 	{ "where", m_where }, { "cosine", m_cosine }, { "random", m_random }, { "dot", m_dot },
 	{ "exp", m_exp }, { "log", m_log }, { "sqrt", m_sqrt }, { "abs", m_abs },
 	{ "max", m_max }, { "min", m_min }, { "sum", m_sum }, { "mean", m_mean }, { "norm", m_norm },
-	{ "std", m_std }, { "nearest", l_nearest }, { "runs", l_runs }, { "next_kept", l_next_kept },
-	{ "summary", l_summary }, { "adaptive", l_adaptive }, { "threshold", l_threshold },
-	{ "mass", l_mass }, { "prefix", l_prefix }, { "dynamic", l_dynamic }, { "weights", l_weights },
-	{ "scan", l_scan }, { "sin", m_sin }, { "cos", m_cos }, { "floor", m_floor }, { "round", m_round },
+	{ "std", m_std }, { "sin", m_sin }, { "cos", m_cos }, { "floor", m_floor }, { "round", m_round },
 	{ "shift", m_shift }, { "rank", m_rank }, { "sigmoid", m_sigmoid }, { NULL, NULL }
 };
 
 /* kv.sofmax: an unknown name of the module is an error that names it */
 static int lib_index(lua_State *L)
 {
-	static const char *names[sizeof kvlib / sizeof kvlib[0] + 3];
+	static const char *names[sizeof kvlib / sizeof kvlib[0] + 32];
 	int n = 0;
 	for (const luaL_Reg *r = kvlib; r->name; r++)
+		names[n++] = r->name;
+	for (const luaL_Reg *r = kd_rulefns; r->name && n < (int)(sizeof names / sizeof *names) - 4; r++)
 		names[n++] = r->name;
 	names[n++] = "drop", names[n++] = "prefill", names[n++] = "all";
 	names[n] = NULL;
 	const char *k = lua_type(L, 2) == LUA_TSTRING ? lua_tostring(L, 2) : NULL;
 	char hint[600];
-	suggest(k, names, "kvcc has", hint, sizeof hint);
+	kd_suggest(k, names, "kvcc has", hint, sizeof hint);
 	return kd_raise(L, k, "kvcc has no function or value '%s'%s", k ? k : "?", hint);
 }
 
@@ -1837,7 +1131,7 @@ static int lib_newindex(lua_State *L)
 	return kd_raise(L, lua_tostring(L, 2), "the kvcc module is read-only");
 }
 
-/* getmetatable/setmetatable cannot reach the builder's metatables (a __gc
+/* getmetatable/setmetatable cannot reach the kd_builder's metatables (a __gc
 ** added to one would make finalizers of every later expression). */
 static void protect(lua_State *L)
 {
@@ -1858,11 +1152,12 @@ int kd_openlib(lua_State *L)
 	lua_pop(L, 1);
 
 	luaL_newlib(L, kvlib);
-	newrule(L, RULE_drop, "drop");
+	luaL_setfuncs(L, kd_rulefns, 0);
+	kd_newrule(L, RULE_drop, "drop");
 	lua_setfield(L, -2, "drop");
-	newrule(L, RULE_prefill, "prefill");
+	kd_newrule(L, RULE_prefill, "prefill");
 	lua_setfield(L, -2, "prefill");
-	newrule(L, RULE_all, "all");
+	kd_newrule(L, RULE_all, "all");
 	lua_setfield(L, -2, "all");
 	lua_newtable(L);
 	lua_pushcfunction(L, lib_index);
