@@ -24,6 +24,16 @@ Rule *kd_newrule(lua_State *L, int kind, const char *name)
 	return r;
 }
 
+/* The value at the top of the stack as a param's ref (P.name); anything else is an error at field. */
+static KiRef parfield(lua_State *L, const char *field)
+{
+	Expr *x = luaL_testudata(L, -1, EXPR_MT);
+	if (!x || KI_RKIND(x->ref) != RK_PAR)
+		return kd_raise(L, field, "%s must be a number or a param (P.name), got %s", field,
+		                x ? "an expression" : luaL_typename(L, -1));
+	return x->ref;
+}
+
 /* A select field: a non-negative integer constant or a param. */
 KiRef kd_countfield(lua_State *L, int t, const char *field, double def, double max)
 {
@@ -40,11 +50,7 @@ KiRef kd_countfield(lua_State *L, int t, const char *field, double def, double m
 			return kd_raise(L, field, "%s = %g is too large (at most %g)", field, v, max);
 		r = kd_kconst(L, v);
 	} else {
-		Expr *x = luaL_testudata(L, -1, EXPR_MT);
-		if (!x || KI_RKIND(x->ref) != RK_PAR)
-			return kd_raise(L, field, "%s must be a number or a param (P.name), got %s", field,
-			                x ? "an expression" : luaL_typename(L, -1));
-		r = x->ref;
+		r = parfield(L, field);
 	}
 	lua_pop(L, 1);
 	return r;
@@ -67,6 +73,14 @@ void kd_checkfields(lua_State *L, int t, const char *what, const char *const *ok
 	}
 }
 
+/* The rule's optional table of fields at 1 (none: all defaults), checked against ok. */
+static void optfields(lua_State *L, const char *what, const char *const *ok)
+{
+	if (lua_isnoneornil(L, 1))
+		lua_newtable(L);
+	luaL_checktype(L, 1, LUA_TTABLE);
+	kd_checkfields(L, 1, what, ok);
+}
 
 /* A select value field (tau, p, floor): a number in lo..hi or a param; nil when absent. */
 static KiRef valfield(lua_State *L, int t, const char *field, double lo, double hi)
@@ -79,11 +93,7 @@ static KiRef valfield(lua_State *L, int t, const char *field, double lo, double 
 			return kd_raise(L, field, "%s must be in %g..%g, got %g", field, lo, hi, v);
 		r = kd_kconst(L, v);
 	} else if (!lua_isnil(L, -1)) {
-		Expr *x = luaL_testudata(L, -1, EXPR_MT);
-		if (!x || KI_RKIND(x->ref) != RK_PAR)
-			return kd_raise(L, field, "%s must be a number or a param (P.name), got %s", field,
-			                x ? "an expression" : luaL_typename(L, -1));
-		r = x->ref;
+		r = parfield(L, field);
 	}
 	lua_pop(L, 1);
 	return r;
@@ -199,10 +209,7 @@ static int l_mass(lua_State *L)
 static int l_pyramid(lua_State *L)
 {
 	static const char *const ok[] = { "beta", NULL };
-	if (lua_isnoneornil(L, 1))
-		lua_newtable(L);
-	luaL_checktype(L, 1, LUA_TTABLE);
-	kd_checkfields(L, 1, "pyramid", ok);
+	optfields(L, "pyramid", ok);
 	KiRef beta = kd_countfield(L, 1, "beta", 20, 1e6);
 	Rule *r = kd_newrule(L, RULE_pyramid, "pyramid");
 	r->sel.beta = beta;
@@ -213,10 +220,7 @@ static int l_pyramid(lua_State *L)
 static int l_prefix(lua_State *L)
 {
 	static const char *const ok[] = { "tol", "iters", NULL };
-	if (lua_isnoneornil(L, 1))
-		lua_newtable(L);
-	luaL_checktype(L, 1, LUA_TTABLE);
-	kd_checkfields(L, 1, "prefix", ok);
+	optfields(L, "prefix", ok);
 	KiRef tol = kd_countfield(L, 1, "tol", 5, 1e9), it = kd_countfield(L, 1, "iters", 200, 1e4);
 	Rule *r = kd_newrule(L, RULE_sched, "prefix");
 	r->sel.sched = SCH_prefix, r->sel.sa = tol, r->sel.sb = it;
@@ -227,10 +231,7 @@ static int l_prefix(lua_State *L)
 static int l_dynamic(lua_State *L)
 {
 	static const char *const ok[] = { "ratio_max", "every", NULL };
-	if (lua_isnoneornil(L, 1))
-		lua_newtable(L);
-	luaL_checktype(L, 1, LUA_TTABLE);
-	kd_checkfields(L, 1, "dynamic", ok);
+	optfields(L, "dynamic", ok);
 	KiRef rm = kd_countfield(L, 1, "ratio_max", 10, 1e6), ev = kd_countfield(L, 1, "every", 4, 1e6);
 	if (KI_RKIND(ev) == RK_CON && kd_state(L)->f->con[KI_RIDX(ev)] < 1)
 		return kd_raise(L, "every", "every must be at least 1");
@@ -243,10 +244,7 @@ static int l_dynamic(lua_State *L)
 static int l_decode(lua_State *L)
 {
 	static const char *const ok[] = { "every", NULL };
-	if (lua_isnoneornil(L, 1))
-		lua_newtable(L);
-	luaL_checktype(L, 1, LUA_TTABLE);
-	kd_checkfields(L, 1, "decode", ok);
+	optfields(L, "decode", ok);
 	KiRef every = kd_countfield(L, 1, "every", 1, 1e9);
 	if (KI_RKIND(every) == RK_CON && kd_state(L)->f->con[KI_RIDX(every)] < 1)
 		return kd_raise(L, "every", "every must be at least 1");
