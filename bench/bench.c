@@ -1071,13 +1071,18 @@ int main(int argc, char **argv)
 	printf("peaks: f32 FMA zmm %.1f GFLOP/s (1 thread %.1f), ymm %.1f (1 thread %.1f); bf16 dot zmm %.1f (1 thread %.1f); "
 	       "read %.1f GB/s (1 thread %.1f)\n",
 	       pk.fma512_all, pk.fma512_1, pk.fma256_all, pk.fma256_1, pk.bf16_all, pk.bf16_1, pk.read_all, pk.read_1);
+	if (pk.amx_all > 0)
+		printf("peaks: AMX bf16 (tdpbf16ps) %.1f GFLOP/s (1 thread %.1f)\n", pk.amx_all, pk.amx_1);
 
 	double qa[2] = { qkt_alone(KVCC_BF16), qkt_alone(KVCC_F32) };
 	sleep(1);                                 /* let clocks settle after the all-core AVX-512 loops */
 	printf("generated Q·K tile kernel alone (1 thread, 256 queries × 64 tokens × 128): bf16 %.1f GFLOP/s, f32 %.1f "
 	       "GFLOP/s = %.0f%% / %.0f%% of the 1-thread FMA peak\n",
 	       qa[0], qa[1], 100 * qa[0] / pk.fma512_1, 100 * qa[1] / pk.fma512_1);
-	if (pk.bf16_1 > 0)
+	int amxk = strstr(kvcc_policy_config(pol[0]), "amx1") != NULL;   /* the bf16 Q·K tile is AMX */
+	if (amxk && pk.amx_1 > 0)
+		printf("  bf16 tile kernel (AMX tdpbf16ps) = %.0f%% of the 1-thread AMX bf16 peak\n", 100 * qa[0] / pk.amx_1);
+	else if (pk.bf16_1 > 0)
 		printf("  bf16 tile kernel (vdpbf16ps) = %.0f%% of the 1-thread bf16 dot-product peak\n", 100 * qa[0] / pk.bf16_1);
 	Row rows[4];
 	int nr = 0;
@@ -1095,6 +1100,8 @@ int main(int argc, char **argv)
 			       r->dt, r->n, r->score, r->sel, r->comp, r->total, r->qk_gflops, 100 * r->qk_ratio, 100 * r->dot_ratio,
 			       r->score_gbs, 100 * r->bw_ratio, 100 * r->sel_share, r->kvpress > 0 ? "" : "(skipped) ", r->kvpress * 1e3,
 			       r->speedup, r->agree);
+			if (r->amx_ratio > 0)
+				printf("     Q·K on AMX tiles: %.1f%% of the all-threads AMX bf16 peak\n", 100 * r->amx_ratio);
 			if (r->kvpress <= 0)
 				printf("     kvpress comparison %s\n", r->kvnote);
 			nr++;
@@ -1185,6 +1192,9 @@ int main(int argc, char **argv)
 			        rows[i].kvnote);
 			break;
 		}
+	if (pk.amx_all > 0)
+		fprintf(md, "- AMX bf16 peak (tdpbf16ps, same run): %.1f GFLOP/s (1 thread %.1f); the bf16 Q·K tile %s AMX\n",
+		        pk.amx_all, pk.amx_1, amxk ? "runs on" : "does not run on");
 	fprintf(md, "- generated Q·K tile kernel alone (1 thread, cache-resident): bf16 %.1f GFLOP/s (vdpbf16ps when the CPU has "
 	            "avx512bf16: %.0f%% of the 1-thread bf16 dot peak), f32 %.1f GFLOP/s\n",
 	        qa[0], pk.bf16_1 > 0 ? 100 * qa[0] / pk.bf16_1 : 0, qa[1]);
@@ -1336,9 +1346,21 @@ int main(int argc, char **argv)
 		            "peaks, fractions of peak and ratios above are depressed or inflated by them (an A/A pair of identical "
 		            "builds differs by up to %.0f%% in the table above), so read the targets as this run's measurement, "
 		            "not the code's limit\n", la0[0], la1[0], threads, 100 * aamax);
-	fprintf(md, "- AMX (tdpbf16ps) >= 50%% of the AMX bf16 peak: %s\n",
-	        amx ? "**missed** — this CPU has AMX but kvcc has no AMX kernel yet"
-	            : "not applicable — this CPU has no AMX (no amx_* in /proc/cpuinfo flags); no AMX kernel exists");
+	double minamx = 1e9;
+	for (int i = 0; i < nr; i++)
+		if (rows[i].amx_ratio > 0 && rows[i].amx_ratio < minamx)
+			minamx = rows[i].amx_ratio;
+	if (minamx < 1e9)
+		fprintf(md, "- SnapKV bf16 score (AMX Q·K tile) >= 50%% of the AMX bf16 peak: %s — %.1f%% (lowest row; the score "
+		            "phase at %d threads against the all-threads tdpbf16ps peak %.1f GFLOP/s of this run; the tile kernel "
+		            "alone %.0f%% of the 1-thread AMX peak)\n",
+		        minamx >= 0.5 ? "**met**" : "**missed**", 100 * minamx, threads, pk.amx_all,
+		        pk.amx_1 > 0 ? 100 * qa[0] / pk.amx_1 : 0);
+	else
+		fprintf(md, "- AMX (tdpbf16ps) >= 50%% of the AMX bf16 peak: %s\n",
+		        amx ? "not measured — this CPU lists AMX, but the bf16 artifact does not use it (the OS refused the tile "
+		              "state, or the config says amx0)"
+		            : "not applicable — this CPU has no AMX (no amx_* in /proc/cpuinfo flags)");
 	fprintf(md, "- f16 paths: not measured by this bench (bf16 and f32 only)\n");
 	fprintf(md, "- warm load <= 5 ms: %s — %.2f ms; cold compile <= 300 ms (CPU time: an idle core's wall time): %s — "
 	            "%.0f ms (bf16), %.0f ms (f32) CPU; %.0f / %.0f ms wall in this run\n",

@@ -342,15 +342,40 @@ static void tileio(Gen *g, const char *name, int t, LLVMTypeRef et, LLVMValueRef
 	amx(g, name, a, 3);
 }
 
+/* Q's rows q0 .. q0+15 narrowed to bf16 (the high halves) into Qb [16][d]; rows past nq repeat the
+** last row (their results are never stored) */
+static void packq(Gen *g, LLVMValueRef Q, LLVMValueRef nq, LLVMValueRef q0, LLVMValueRef Qb, int d)
+{
+	LLVMBuilderRef b = g->b;
+	LLVMTypeRef v16f = fty(g, 16), v32s = LLVMVectorType(g->i16, 32);
+	LLVMValueRef odd[32];
+	for (int i = 0; i < 32; i++)
+		odd[i] = LLVMConstInt(g->i32, (unsigned)(2 * i + 1), 0);
+	LLVMValueRef modd = LLVMConstVector(odd, 32), last = LLVMBuildSub(b, nq, ci(g, 1), "");
+	Loop lr;
+	LLVMValueRef r = loop_begin(g, ci(g, 0), ci(g, 16), 1, &lr);
+	LLVMValueRef qr = LLVMBuildAdd(b, q0, r, "");
+	qr = LLVMBuildSelect(b, LLVMBuildICmp(b, LLVMIntSLT, qr, nq, ""), qr, last, "");
+	LLVMValueRef src = gep(g, g->f32, Q, LLVMBuildMul(b, qr, ci(g, d), ""));
+	LLVMValueRef dst = gep(g, g->i16, Qb, LLVMBuildMul(b, r, ci(g, d), ""));
+	for (int c = 0; c < d; c += 32) {   /* vpermt2w: the odd halfwords of two vectors */
+		LLVMValueRef x0 = LLVMBuildBitCast(b, ld(g, v16f, src, ci(g, c / 16), 4), v32s, "");
+		LLVMValueRef x1 = LLVMBuildBitCast(b, ld(g, v16f, src, ci(g, c / 16 + 1), 4), v32s, "");
+		st_(g, v32s, LLVMBuildShuffleVector(b, x0, x1, modd, ""), dst, ci(g, c / 32), 64);
+	}
+	loop_end(g, &lr);
+}
+
 /*
 ** qkt with AMX tiles (bf16 storage, kx_amx: amx-tile + amx-bf16 in the CPU and the OS, head_dim a
 ** multiple of 32, config amx1). The K tile is packed as for vdpbf16ps, Kp[c2*AT + j] = the bf16
 ** pair (K[j][2c2], K[j][2c2+1]) — the VNNI layout a tdpbf16ps B operand wants: 16 rows of pairs ×
 ** 16 tokens per tile, row stride AT*4 bytes. A full tile (nt = AT) is transposed in 16 × 16 blocks
 ** of 32-bit words with four rounds of two-source interleaves (vpermt2d); a partial tile word by
-** word. Per block of 16 query rows, Q's rows are narrowed to bf16 (the high halves: Q is bf16
-** storage converted to f32, so this is exact) into Qb [16][d] (rows past nq repeat the last row;
-** their results are not stored), then C tiles tmm0-3 (16 queries × 16 tokens each, the whole
+** word. Q's rows are narrowed to bf16 (the high halves: Q is bf16 storage converted to f32, so
+** this is exact) 16 at a time into Qb [2][16][d] (rows past nq repeat the last row; their results
+** are not stored), the next block's half while the current block's tiles compute (a tile load
+** right after the stores of its rows stalls: measured, it halved the kernel's rate). C tiles tmm0-3 (16 queries × 16 tokens each, the whole
 ** 64-token tile) accumulate d/32 steps of A = Qb's 32 channels (tmm4) times B = Kp's 16 pair rows
 ** (tmm5-7, tmm5 twice), and are stored into S's rows (through Ct [16][AT] for a block of fewer
 ** than 16 rows). Products of bf16 are exact in f32; tdpbf16ps accumulates in f32 with denormal
@@ -367,7 +392,7 @@ static void gen_qkt_amx(Gen *g, LLVMValueRef K, LLVMValueRef ldk, LLVMValueRef n
 	LLVMTypeRef cfgt = LLVMArrayType(i8, 64);
 	LLVMValueRef cfg = entry_alloca(g, cfgt);
 	LLVMSetAlignment(cfg, 64);
-	LLVMValueRef Qb = entry_alloca(g, LLVMArrayType(g->i16, (unsigned)(16 * d)));
+	LLVMValueRef Qb = entry_alloca(g, LLVMArrayType(g->i16, (unsigned)(32 * d)));
 	LLVMSetAlignment(Qb, 64);
 	LLVMValueRef Ct = entry_alloca(g, LLVMArrayType(g->f32, 16 * AT));
 	LLVMSetAlignment(Ct, 64);
@@ -432,30 +457,22 @@ static void gen_qkt_amx(Gen *g, LLVMValueRef K, LLVMValueRef ldk, LLVMValueRef n
 		LLVMBuildBr(b, bdone);
 	}
 	LLVMPositionBuilderAtEnd(b, bdone);
-	/* query blocks of 16 rows */
-	LLVMTypeRef v16f = fty(g, 16), v32s = LLVMVectorType(g->i16, 32);
-	LLVMValueRef odd[32];
-	for (int i = 0; i < 32; i++)
-		odd[i] = LLVMConstInt(g->i32, (unsigned)(2 * i + 1), 0);
-	LLVMValueRef modd = LLVMConstVector(odd, 32);
+	/* query blocks of 16 rows, their bf16 rows double-buffered in Qb [2][16][d] */
+	LLVMTypeRef v16f = fty(g, 16);
+	{   /* block 0 into Qb[0] (none when nq = 0) */
+		LLVMBasicBlockRef bp = LLVMAppendBasicBlockInContext(g->cx, g->fn, "q0");
+		LLVMBasicBlockRef bn = LLVMAppendBasicBlockInContext(g->cx, g->fn, "q0done");
+		LLVMBuildCondBr(b, LLVMBuildICmp(b, LLVMIntSGT, nq, ci(g, 0), ""), bp, bn);
+		LLVMPositionBuilderAtEnd(b, bp);
+		packq(g, Q, nq, ci(g, 0), Qb, d);
+		LLVMBuildBr(b, bn);
+		LLVMPositionBuilderAtEnd(b, bn);
+	}
 	Loop lq;
 	LLVMValueRef q = loop_begin2(g, ci(g, 0), nq, 16, 1, &lq);
 	LLVMValueRef rem = LLVMBuildSub(b, nq, q, "");
-	LLVMValueRef last = LLVMBuildSub(b, nq, ci(g, 1), "");
-	{
-		Loop lr;
-		LLVMValueRef r = loop_begin(g, ci(g, 0), ci(g, 16), 1, &lr);
-		LLVMValueRef qr = LLVMBuildAdd(b, q, r, "");
-		qr = LLVMBuildSelect(b, LLVMBuildICmp(b, LLVMIntSLT, qr, nq, ""), qr, last, "");
-		LLVMValueRef src = gep(g, g->f32, Q, LLVMBuildMul(b, qr, ci(g, d), ""));
-		LLVMValueRef dst = gep(g, g->i16, Qb, LLVMBuildMul(b, r, ci(g, d), ""));
-		for (int c = 0; c < d; c += 32) {
-			LLVMValueRef x0 = LLVMBuildBitCast(b, ld(g, v16f, src, ci(g, c / 16), 4), v32s, "");
-			LLVMValueRef x1 = LLVMBuildBitCast(b, ld(g, v16f, src, ci(g, c / 16 + 1), 4), v32s, "");
-			st_(g, v32s, LLVMBuildShuffleVector(b, x0, x1, modd, ""), dst, ci(g, c / 32), 64);
-		}
-		loop_end(g, &lr);
-	}
+	LLVMValueRef cur = LLVMBuildMul(b, LLVMBuildAnd(b, LLVMBuildLShr(b, q, ci(g, 4), ""), ci(g, 1), ""), ci(g, 16L * d), "");
+	LLVMValueRef nxt = LLVMBuildSub(b, ci(g, 16L * d), cur, "");
 	LLVMValueRef full = LLVMBuildICmp(b, LLVMIntSGE, rem, ci(g, 16), "");
 	LLVMValueRef C = LLVMBuildSelect(b, full, gep(g, g->f32, S, LLVMBuildMul(b, q, ci(g, AT), "")), Ct, "");
 	for (int t = 0; t < 4; t++) {
@@ -463,13 +480,23 @@ static void gen_qkt_amx(Gen *g, LLVMValueRef K, LLVMValueRef ldk, LLVMValueRef n
 		amx(g, "llvm.x86.tilezero", &a, 1);
 	}
 	for (int k = 0; k < d / 32; k++) {
-		tileio(g, "llvm.x86.tileloadd64", 4, g->i16, Qb, ci(g, (long)k * 32), (long)d * 2);
+		tileio(g, "llvm.x86.tileloadd64", 4, g->i16, Qb, LLVMBuildAdd(b, cur, ci(g, (long)k * 32), ""), (long)d * 2);
 		for (int t = 0; t < 4; t++) {
 			int bt = 5 + t % 3;
 			tileio(g, "llvm.x86.tileloadd64", bt, g->i32, Kp, ci(g, (long)k * 16 * AT + t * 16), AT * 4);
 			LLVMValueRef a[3] = { tmm(g, t), tmm(g, 4), tmm(g, bt) };
 			amx(g, "llvm.x86.tdpbf16ps", a, 3);
 		}
+	}
+	{   /* the next block's rows into the other half while the tiles compute */
+		LLVMBasicBlockRef bp = LLVMAppendBasicBlockInContext(g->cx, g->fn, "qnext");
+		LLVMBasicBlockRef bn = LLVMAppendBasicBlockInContext(g->cx, g->fn, "qdone");
+		LLVMValueRef q2 = LLVMBuildAdd(b, q, ci(g, 16), "");
+		LLVMBuildCondBr(b, LLVMBuildICmp(b, LLVMIntSLT, q2, nq, ""), bp, bn);
+		LLVMPositionBuilderAtEnd(b, bp);
+		packq(g, Q, nq, q2, gep(g, g->i16, Qb, nxt), d);
+		LLVMBuildBr(b, bn);
+		LLVMPositionBuilderAtEnd(b, bn);
 	}
 	for (int t = 0; t < 4; t++)
 		tileio(g, "llvm.x86.tilestored64", t, g->f32, C, ci(g, t * 16), AT * 4);
