@@ -26,6 +26,7 @@
 #include "kvcc.h"
 #include "kvcc_compiler.h"
 #include "runtime/artifact.h"
+#include "runtime/cpu.h"
 
 enum { H = 8, G = 4, D = 128, WIN = 64 };
 
@@ -104,6 +105,48 @@ __attribute__((target("avx512f,avx512bf16"))) static float dpbf16(long it)
 	return _mm512_reduce_add_ps(s);
 }
 
+/* AMX: 12 tdpbf16ps per iteration (3 rounds over 4 accumulator tiles, A and B held in tiles 4-7:
+** no loads), each 16 x 16 x 32 bf16 products = 16384 FLOP. The caller has the tile permission
+** (kr_amx_enable). */
+__attribute__((target("amx-tile,amx-bf16"))) static float amxbf16(long it)
+{
+	unsigned char cfg[64] __attribute__((aligned(64)));
+	unsigned short src[16 * 32] __attribute__((aligned(64)));
+	float out[16 * 16] __attribute__((aligned(64)));
+	memset(cfg, 0, sizeof cfg);
+	cfg[0] = 1;
+	for (int t = 0; t < 8; t++)
+		cfg[16 + 2 * t] = 64, cfg[48 + t] = 16;
+	for (int i = 0; i < 16 * 32; i++)
+		src[i] = 0x3a83;
+	_tile_loadconfig(cfg);
+	_tile_zero(0);
+	_tile_zero(1);
+	_tile_zero(2);
+	_tile_zero(3);
+	_tile_loadd(4, src, 64);
+	_tile_loadd(5, src, 64);
+	_tile_loadd(6, src, 64);
+	_tile_loadd(7, src, 64);
+	for (long k = 0; k < it; k++)
+		for (int r = 0; r < CHAINS / 4; r++) {
+			_tile_dpbf16ps(0, 4, 6);
+			_tile_dpbf16ps(1, 4, 7);
+			_tile_dpbf16ps(2, 5, 6);
+			_tile_dpbf16ps(3, 5, 7);
+		}
+	_tile_stored(0, out, 64);
+	_tile_release();
+	return out[0];
+}
+
+/* AMX bf16 tiles usable here: the CPU and the OS (runtime/cpu.h) and this process's permission */
+static int amx_usable(void)
+{
+	uint64_t m = kr_cpu_host();
+	return (m >> kr_cpu_bit("amx-tile", 8) & 1) && (m >> kr_cpu_bit("amx-bf16", 8) & 1) && kr_amx_enable() == 0;
+}
+
 typedef struct Job {
 	int kind;
 	long it;
@@ -145,6 +188,7 @@ static void *runjob(void *arg)
 	case 0: j->sink = fma512(j->it); break;
 	case 1: j->sink = fma256(j->it); break;
 	case 2: j->sink = dpbf16(j->it); break;
+	case 4: j->sink = amxbf16(j->it / 16); break;   /* fewer iterations: 16384 FLOP per instruction */
 	case 3: j->sink = __builtin_cpu_supports("avx512f") ? readsum512(j->buf, j->n) : readsum256(j->buf, j->n); break;
 	}
 	return NULL;
@@ -169,6 +213,7 @@ static double parallel(int threads, Job *tmpl, const float *buf, size_t n)
 
 typedef struct Peaks {
 	double fma512_1, fma512_all, fma256_1, fma256_all, bf16_all, bf16_1, read_all, read_1;
+	double amx_1, amx_all;     /* AMX tdpbf16ps (0 without AMX) */
 } Peaks;
 
 static double flops_peak(int kind, int threads, double flop_per_instr)
@@ -199,6 +244,10 @@ static void peaks(int threads, Peaks *p)
 	if (__builtin_cpu_supports("avx512bf16")) {
 		p->bf16_1 = flops_peak(2, 1, 64);
 		p->bf16_all = flops_peak(2, threads, 64);
+	}
+	if (amx_usable()) {
+		p->amx_1 = flops_peak(4, 1, 16384 / 16.0);
+		p->amx_all = flops_peak(4, threads, 16384 / 16.0);
 	}
 	size_t n = (size_t)1 << 28;                       /* 1 GiB of f32 */
 	float *buf = aligned_alloc(64, n * sizeof(float));
@@ -253,6 +302,7 @@ static void store(float x, int dt, void *dst, size_t i)
 typedef struct Row {
 	const char *dt;
 	int n;
+	double amx_ratio;          /* bf16 with the AMX Q·K tile: Q·K GFLOP/s over the all-threads AMX peak */
 	double score, sel, comp, total, qk_gflops, qk_ratio, dot_ratio, score_gbs, bw_ratio, sel_share, kvpress, speedup, agree;
 	int passes;
 	char kvnote[800];
@@ -359,6 +409,7 @@ static int bench_case(kvcc_policy *pol, int dt, int n, int threads, int reps, co
 	r->qk_ratio = r->qk_gflops / peak;
 	/* bf16 storage on an avx512bf16 CPU: the Q·K tile runs on vdpbf16ps (kx_bf16dot) */
 	r->dot_ratio = dt == KVCC_BF16 && pk->bf16_all > 0 ? r->qk_gflops / pk->bf16_all : 0;
+	r->amx_ratio = dt == KVCC_BF16 && pk->amx_all > 0 && strstr(kvcc_policy_config(pol), "amx1") ? r->qk_gflops / pk->amx_all : 0;
 	r->score_gbs = (double)nkv * esz * r->passes / (r->score * 1e-3) / 1e9;
 	r->bw_ratio = r->score_gbs / pk->read_all;
 	r->sel_share = (r->sel + r->comp) / r->total;
@@ -526,7 +577,16 @@ static int bench_merge(kvcc_policy *drop, kvcc_policy *mrg, int dt, int n, int t
 	return 0;
 }
 
-/* The generated Q·Kᵀ tile kernel alone, one thread, cache-resident tile: GFLOP/s. */
+static double threadcpu(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+	return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+/* The generated Q·Kᵀ tile kernel alone, one thread, cache-resident tile: GFLOP/s (wall time, or
+** with qkt_cpu set this thread's CPU time). The config: $KVCC_CONFIG or the default. */
+static int qkt_cpu;
 static double qkt_alone(int dt)
 {
 	char so[] = "/tmp/kvcc-bench-qkt-XXXXXX.so";
@@ -547,13 +607,15 @@ static double qkt_alone(int dt)
 			Q[i] = frand();
 		for (int i = 0; i < 64 * D; i++)
 			store(round_to(frand(), dt), dt, K, (size_t)i);
+		if (strstr(((const KaHdr *)a->desc)->config, "amx1") && !amx_usable())   /* the tile permission */
+			a = NULL;
 		if (a && Q && S && Kp && K) {
 			double best = 1e30;
 			for (int r = 0; r < 5; r++) {
-				double t0 = now();
+				double t0 = qkt_cpu ? threadcpu() : now();
 				for (int i = 0; i < 400; i++)
 					a->qkt(K, D, 64, Q, GO, S, Kp);
-				double t = (now() - t0) / 400;
+				double t = ((qkt_cpu ? threadcpu() : now()) - t0) / 400;
 				best = t < best ? t : best;
 			}
 			gf = 2.0 * GO * 64 * D / best / 1e9;
@@ -563,6 +625,120 @@ static double qkt_alone(int dt)
 	}
 	unlink(so);
 	return gf;
+}
+
+/* 1-thread peak in this thread's CPU time (on a shared machine wall time also counts waiting) */
+static double cpu_peak(int kind, double flop_per_instr)
+{
+	Job j = { .kind = kind, .it = 10000000 };
+	runjob(&j);
+	j.it = 50000000;
+	double best = 1e30;
+	for (int r = 0; r < 3; r++) {
+		double t0 = threadcpu();
+		runjob(&j);
+		double t = threadcpu() - t0;
+		best = t < best ? t : best;
+	}
+	return (double)j.it * CHAINS * flop_per_instr / best / 1e9;
+}
+
+/*
+** bench --amx: the bf16 Q·K tile on one thread in CPU time — AMX (tdpbf16ps), vdpbf16ps and f32
+** FMAs (KVCC_CONFIG amx1 / amx0 / amx0,dot0), each against the 1-thread peak of its instruction
+** measured the same way — and the bf16 score phase of SnapKV (kvcc_compress, 1 thread, 8 heads,
+** group 4, window 64) at n = 4096 and 32768: the best of the runs, alternating the configs, as
+** wall ms of the score phase and the process CPU time of the whole compress scaled by the score
+** phase's share of its wall time. For shared machines: CPU time, not wall.
+*/
+static int amxbench(int threads)
+{
+	(void)threads;
+	double pf = cpu_peak(0, 32), pd = __builtin_cpu_supports("avx512bf16") ? cpu_peak(2, 64) : 0;
+	double pa = amx_usable() ? cpu_peak(4, 16384 / 16.0) : 0;
+	printf("1-thread peaks (CPU time): f32 FMA zmm %.1f GFLOP/s, bf16 dot %.1f, AMX bf16 %.1f\n", pf, pd, pa);
+	static const char *cfg[3] = { "amx1", "amx0", "amx0,dot0" };
+	static const char *what[3] = { "AMX tdpbf16ps", "vdpbf16ps", "f32 FMA" };
+	int nc = pa > 0 ? 3 : 2, base = pa > 0 ? 0 : 1;
+	double peak[3] = { pa, pd, pf };
+	qkt_cpu = 1;
+	for (int c = base; c < base + nc && c < 3; c++) {
+		setenv("KVCC_CONFIG", cfg[c], 1);
+		double gf = qkt_alone(KVCC_BF16);
+		printf("Q·K tile alone, %-13s (%s): %7.1f GFLOP/s = %5.1f%% of its 1-thread peak\n", what[c], cfg[c], gf,
+		       peak[c] > 0 ? 100 * gf / peak[c] : 0);
+	}
+	kvcc_policy *pol[3] = { NULL, NULL, NULL };
+	for (int c = base; c < 3; c++) {
+		setenv("KVCC_CONFIG", cfg[c], 1);
+		kvcc_spec s = { KVCC_BF16, D, G, KVCC_TARGET_NATIVE };
+		if (kvcc_compile_file("policies/snapkv.lua", &s, &pol[c]) != 0)
+			return fprintf(stderr, "compile: %s\n", kvcc_last_error()), 1;
+		printf("config %s: %s\n", cfg[c], kvcc_policy_config(pol[c]));
+	}
+	unsetenv("KVCC_CONFIG");
+	int ns[2] = { 4096, 32768 };
+	for (int i = 0; i < 2; i++) {
+		int n = ns[i];
+		size_t nkv = (size_t)H * n * D, nq = (size_t)H * G * WIN * D;
+		uint16_t *K0 = malloc(nkv * 2), *V0 = malloc(nkv * 2), *K = malloc(nkv * 2), *V = malloc(nkv * 2), *Q = malloc(nq * 2);
+		int32_t *pos = malloc((size_t)H * n * 4), len[H];
+		for (size_t k = 0; k < nkv; k++)
+			store(round_to(frand(), KVCC_BF16), KVCC_BF16, K0, k), store(round_to(frand(), KVCC_BF16), KVCC_BF16, V0, k);
+		for (size_t k = 0; k < nq; k++)
+			store(round_to(frand() * 2, KVCC_BF16), KVCC_BF16, Q, k);
+		kvcc_layout lay = { KVCC_BF16, 1, H, D, n, (int64_t)H * n * D, (int64_t)n * D, D };
+		kvcc_plan *pl[3] = { NULL, NULL, NULL };
+		double bs[3] = { 1e30, 1e30, 1e30 }, bc[3] = { 1e30, 1e30, 1e30 };
+		for (int c = base; c < 3; c++)
+			if (kvcc_plan_create(pol[c], &lay, WIN, 1, &pl[c]) != 0)
+				return fprintf(stderr, "plan: %s\n", kvcc_last_error()), 1;
+		double params[8];
+		for (int k = 0; k < kvcc_param_count(pol[base]) && k < 8; k++)
+			kvcc_param_info(pol[base], k, NULL, &params[k]);
+		params[kvcc_param_index(pol[base], "window")] = WIN;
+		int reps = n > 8192 ? 4 : 8;
+		for (int rep = 0; rep < reps; rep++)
+			for (int cc = base; cc < 3; cc++) {
+				int c = rep % 2 ? 2 - (cc - base) : cc;   /* alternate the order */
+				if (c < base)
+					continue;
+				memcpy(K, K0, nkv * 2), memcpy(V, V0, nkv * 2);
+				for (int h = 0; h < H; h++) {
+					len[h] = n;
+					for (int t = 0; t < n; t++)
+						pos[h * n + t] = t;
+				}
+				kvcc_cache kc = { K, V, pos, len, NULL };
+				kvcc_obs obs = { WIN, Q, NULL, NULL };
+				kvcc_args args = { .ratio = 0.5, .budget = -1, .params = params };
+				double c0 = cpunow();
+				if (kvcc_compress(pl[c], &kc, &obs, &args) != 0)
+					return fprintf(stderr, "compress: %s\n", kvcc_last_error()), 1;
+				double cpu = (cpunow() - c0) * 1e3, ms[4];
+				kvcc_plan_timings(pl[c], ms);
+				if (rep == 0)
+					continue;                     /* warm-up */
+				bs[c] = ms[0] < bs[c] ? ms[0] : bs[c];
+				double sc = cpu * ms[0] / ms[3];
+				bc[c] = sc < bc[c] ? sc : bc[c];
+			}
+		double qk = 2.0 * 2 * n * D * G * WIN * H;     /* attn_stats + attn_score */
+		for (int c = base; c < 3; c++) {
+			printf("bf16 n=%-6d %-13s score %8.2f ms wall, %8.2f ms CPU: Q·K %7.1f GFLOP/s (CPU) = %5.1f%% of the "
+			       "1-thread AMX peak, %5.1f%% of the bf16 dot peak, %5.1f%% of the FMA peak\n",
+			       n, what[c], bs[c], bc[c], qk / (bc[c] * 1e-3) / 1e9, pa > 0 ? 100 * qk / (bc[c] * 1e-3) / 1e9 / pa : 0,
+			       pd > 0 ? 100 * qk / (bc[c] * 1e-3) / 1e9 / pd : 0, 100 * qk / (bc[c] * 1e-3) / 1e9 / pf);
+			kvcc_plan_destroy(pl[c]);
+		}
+		free(K0), free(V0), free(K), free(V), free(Q), free(pos);
+	}
+	for (int c = base; c < 3; c++)
+		kvcc_close(pol[c]);
+	double la[3];
+	getloadavg(la, 3);
+	printf("load average %.1f (not measured on a quiet machine when above the core count)\n", la[0]);
+	return 0;
 }
 
 /* --- tuned vs default (kvcc tune; doc/tune.md) ------------------------------------------------ */
@@ -772,6 +948,8 @@ int main(int argc, char **argv)
 			quick = 2;
 		else if (!strcmp(argv[i], "--merge"))
 			quick = 3;
+		else if (!strcmp(argv[i], "--amx"))
+			quick = 4;
 		else if (!strcmp(argv[i], "--venv") && i + 1 < argc)
 			venv = argv[++i];
 		else if (!strcmp(argv[i], "--out") && i + 1 < argc)
@@ -779,7 +957,7 @@ int main(int argc, char **argv)
 		else if (!strcmp(argv[i], "--kvcc") && i + 1 < argc)
 			kvcc = argv[++i];
 		else {
-			fprintf(stderr, "usage: kvcc-bench [--quick] [--peaks] [--merge] [--venv DIR] [--out DIR] [--kvcc PATH]\n");
+			fprintf(stderr, "usage: kvcc-bench [--quick] [--peaks] [--merge] [--amx] [--venv DIR] [--out DIR] [--kvcc PATH]\n");
 			return 2;
 		}
 	}
@@ -808,6 +986,8 @@ int main(int argc, char **argv)
 		       pk.fma512_all, pk.fma512_1, pk.fma256_all, pk.fma256_1, pk.bf16_all, pk.read_all, pk.read_1);
 		return 0;
 	}
+	if (quick == 4)
+		return amxbench(threads);
 	if (quick == 3) {          /* the merge stage (issue 12) */
 		Peaks pk;
 		peaks(threads, &pk);
@@ -891,13 +1071,18 @@ int main(int argc, char **argv)
 	printf("peaks: f32 FMA zmm %.1f GFLOP/s (1 thread %.1f), ymm %.1f (1 thread %.1f); bf16 dot zmm %.1f (1 thread %.1f); "
 	       "read %.1f GB/s (1 thread %.1f)\n",
 	       pk.fma512_all, pk.fma512_1, pk.fma256_all, pk.fma256_1, pk.bf16_all, pk.bf16_1, pk.read_all, pk.read_1);
+	if (pk.amx_all > 0)
+		printf("peaks: AMX bf16 (tdpbf16ps) %.1f GFLOP/s (1 thread %.1f)\n", pk.amx_all, pk.amx_1);
 
 	double qa[2] = { qkt_alone(KVCC_BF16), qkt_alone(KVCC_F32) };
 	sleep(1);                                 /* let clocks settle after the all-core AVX-512 loops */
 	printf("generated Q·K tile kernel alone (1 thread, 256 queries × 64 tokens × 128): bf16 %.1f GFLOP/s, f32 %.1f "
 	       "GFLOP/s = %.0f%% / %.0f%% of the 1-thread FMA peak\n",
 	       qa[0], qa[1], 100 * qa[0] / pk.fma512_1, 100 * qa[1] / pk.fma512_1);
-	if (pk.bf16_1 > 0)
+	int amxk = strstr(kvcc_policy_config(pol[0]), "amx1") != NULL;   /* the bf16 Q·K tile is AMX */
+	if (amxk && pk.amx_1 > 0)
+		printf("  bf16 tile kernel (AMX tdpbf16ps) = %.0f%% of the 1-thread AMX bf16 peak\n", 100 * qa[0] / pk.amx_1);
+	else if (pk.bf16_1 > 0)
 		printf("  bf16 tile kernel (vdpbf16ps) = %.0f%% of the 1-thread bf16 dot-product peak\n", 100 * qa[0] / pk.bf16_1);
 	Row rows[4];
 	int nr = 0;
@@ -915,6 +1100,8 @@ int main(int argc, char **argv)
 			       r->dt, r->n, r->score, r->sel, r->comp, r->total, r->qk_gflops, 100 * r->qk_ratio, 100 * r->dot_ratio,
 			       r->score_gbs, 100 * r->bw_ratio, 100 * r->sel_share, r->kvpress > 0 ? "" : "(skipped) ", r->kvpress * 1e3,
 			       r->speedup, r->agree);
+			if (r->amx_ratio > 0)
+				printf("     Q·K on AMX tiles: %.1f%% of the all-threads AMX bf16 peak\n", 100 * r->amx_ratio);
 			if (r->kvpress <= 0)
 				printf("     kvpress comparison %s\n", r->kvnote);
 			nr++;
@@ -1005,6 +1192,9 @@ int main(int argc, char **argv)
 			        rows[i].kvnote);
 			break;
 		}
+	if (pk.amx_all > 0)
+		fprintf(md, "- AMX bf16 peak (tdpbf16ps, same run): %.1f GFLOP/s (1 thread %.1f); the bf16 Q·K tile %s AMX\n",
+		        pk.amx_all, pk.amx_1, amxk ? "runs on" : "does not run on");
 	fprintf(md, "- generated Q·K tile kernel alone (1 thread, cache-resident): bf16 %.1f GFLOP/s (vdpbf16ps when the CPU has "
 	            "avx512bf16: %.0f%% of the 1-thread bf16 dot peak), f32 %.1f GFLOP/s\n",
 	        qa[0], pk.bf16_1 > 0 ? 100 * qa[0] / pk.bf16_1 : 0, qa[1]);
@@ -1156,9 +1346,21 @@ int main(int argc, char **argv)
 		            "peaks, fractions of peak and ratios above are depressed or inflated by them (an A/A pair of identical "
 		            "builds differs by up to %.0f%% in the table above), so read the targets as this run's measurement, "
 		            "not the code's limit\n", la0[0], la1[0], threads, 100 * aamax);
-	fprintf(md, "- AMX (tdpbf16ps) >= 50%% of the AMX bf16 peak: %s\n",
-	        amx ? "**missed** — this CPU has AMX but kvcc has no AMX kernel yet"
-	            : "not applicable — this CPU has no AMX (no amx_* in /proc/cpuinfo flags); no AMX kernel exists");
+	double minamx = 1e9;
+	for (int i = 0; i < nr; i++)
+		if (rows[i].amx_ratio > 0 && rows[i].amx_ratio < minamx)
+			minamx = rows[i].amx_ratio;
+	if (minamx < 1e9)
+		fprintf(md, "- SnapKV bf16 score (AMX Q·K tile) >= 50%% of the AMX bf16 peak: %s — %.1f%% (lowest row; the score "
+		            "phase at %d threads against the all-threads tdpbf16ps peak %.1f GFLOP/s of this run; the tile kernel "
+		            "alone %.0f%% of the 1-thread AMX peak)\n",
+		        minamx >= 0.5 ? "**met**" : "**missed**", 100 * minamx, threads, pk.amx_all,
+		        pk.amx_1 > 0 ? 100 * qa[0] / pk.amx_1 : 0);
+	else
+		fprintf(md, "- AMX (tdpbf16ps) >= 50%% of the AMX bf16 peak: %s\n",
+		        amx ? "not measured — this CPU lists AMX, but the bf16 artifact does not use it (the OS refused the tile "
+		              "state, or the config says amx0)"
+		            : "not applicable — this CPU has no AMX (no amx_* in /proc/cpuinfo flags)");
 	fprintf(md, "- f16 paths: not measured by this bench (bf16 and f32 only)\n");
 	fprintf(md, "- warm load <= 5 ms: %s — %.2f ms; cold compile <= 300 ms (CPU time: an idle core's wall time): %s — "
 	            "%.0f ms (bf16), %.0f ms (f32) CPU; %.0f / %.0f ms wall in this run\n",

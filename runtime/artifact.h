@@ -86,9 +86,9 @@ static inline int ka_trailer_check(const void *buf, size_t len, KaTrailer *t, co
                                               11: tmap ctx ratio, budget, wts; tfilter, mtotal, ksum;
                                               12: kfloor) */
 #define KA_MAGIC "KVCCDSC"                 /* the blob's first 8 bytes (with the NUL) */
-#define KA_FORMAT 6                        /* the blob's layout and meaning (2: the tuning config; 3: KA_FLAYER;
+#define KA_FORMAT 7                        /* the blob's layout and meaning (2: the tuning config; 3: KA_FLAYER;
                                               4: the merge rule; 5: the weights, KaWeight; the select rule;
-                                              6: the select floor) */
+                                              6: the select floor; 7: KA_FAMX) */
 #define KA_NBUCKET 4                       /* decode split buckets (longest head < 4K, 16K, 64K, more) */
 
 /* a count or rule operand: a constant, a param, "every position" (obs) or none */
@@ -110,6 +110,9 @@ enum {
 	KA_FQPOS = 64,             /* the score reads x.qpos */
 	KA_FLAYER = 128,           /* what a layer keeps depends on its index: x.layer, x.nlayers, rand
 	                              (keyed by layer) or a budget schedule (scope model: KaHdr.scope) */
+	/* KA_FORMAT 7 */
+	KA_FAMX = 256,             /* the kernels use AMX tiles (qkt: tdpbf16ps): the runtime asks Linux for
+	                              the tile state at plan creation (kr_amx_enable) */
 };
 
 /* what the runtime does at an instruction (compress, in instruction order) */

@@ -14,7 +14,7 @@
 #include <cpuid.h>
 
 /* name, cpuid leaf, subleaf, register (0 eax 1 ebx 2 ecx 3 edx), bit, register state the OS
-** must save (0 none, 1 ymm, 2 zmm); leaf 0 marks a feature derived from another (below).
+** must save (0 none, 1 ymm, 2 zmm, 3 AMX tile state: XCR0 bits 17-18); leaf 0 marks a feature derived from another (below).
 ** The row number is the feature's bit in a mask: append only. */
 #define KR_CPU_FEATURES(X) \
 	X("sse3",            1,          0, 2,  0, 0) \
@@ -62,7 +62,9 @@
 	X("xsavec",          0xd,        1, 0,  1, 0) \
 	X("xsaves",          0xd,        1, 0,  3, 0) \
 	X("evex512",         0,          0, 0,  0, 2) /* 512-bit AVX-512: with avx512f */ \
-	X("crc32",           0,          0, 0,  0, 0) /* with sse4.2 */
+	X("crc32",           0,          0, 0,  0, 0) /* with sse4.2 */ \
+	X("amx-tile",        7,          0, 3, 24, 3) /* AMX: the process must also ask Linux for */ \
+	X("amx-bf16",        7,          0, 3, 22, 3) /* the tile data (kr_amx_enable) */
 
 typedef struct KrCpuFeat {
 	const char *name;
@@ -110,7 +112,7 @@ static inline uint64_t kr_cpu_host(void)
 	if (m >> 63)
 		return m & ~(1ull << 63);
 	unsigned max = __get_cpuid_max(0, 0), xmax = __get_cpuid_max(0x80000000u, 0);
-	unsigned ymm = 0, zmm = 0;
+	unsigned ymm = 0, zmm = 0, tile = 0;
 	struct { unsigned leaf, sub, ok, r[4]; } seen[8];
 	int ns = 0;
 	m = 0;
@@ -135,9 +137,10 @@ static inline uint64_t kr_cpu_host(void)
 			__asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
 			ymm = (lo & 6) == 6;
 			zmm = ymm && (lo & 0xe0) == 0xe0;
+			tile = (lo & 0x60000) == 0x60000;     /* XTILECFG, XTILEDATA */
 		}
 	for (int i = 0; i < KR_CPU_NFEAT; i++)
-		if ((kr_cpu_feats[i].os == 1 && !ymm) || (kr_cpu_feats[i].os == 2 && !zmm))
+		if ((kr_cpu_feats[i].os == 1 && !ymm) || (kr_cpu_feats[i].os == 2 && !zmm) || (kr_cpu_feats[i].os == 3 && !tile))
 			m &= ~(1ull << i);
 	if (m >> kr_cpu_bit("avx512f", 7) & 1)
 		m |= 1ull << kr_cpu_bit("evex512", 7);
@@ -165,6 +168,29 @@ static inline const char *kr_cpu_names(uint64_t m, char *buf, size_t n)
 			k += l;
 		}
 	return buf;
+}
+
+/* AMX tiles need the process's permission on Linux (arch_prctl ARCH_REQ_XCOMP_PERM for
+** XFEATURE_XTILEDATA, once per process; every thread may then use them): 0, or -1 when the
+** kernel refuses (or this is not Linux). The runtime asks at plan creation for an artifact whose
+** kernels use AMX (KA_FAMX), the bench before its AMX peak. */
+#if defined(__linux__)
+#include <unistd.h>
+#include <sys/syscall.h>
+#endif
+static inline int kr_amx_enable(void)
+{
+#if defined(__linux__) && defined(SYS_arch_prctl)
+	static int done;                     /* 1 granted, -1 refused */
+	int d = __atomic_load_n(&done, __ATOMIC_ACQUIRE);
+	if (!d) {
+		d = syscall(SYS_arch_prctl, 0x1023 /* ARCH_REQ_XCOMP_PERM */, 18 /* XFEATURE_XTILEDATA */) == 0 ? 1 : -1;
+		__atomic_store_n(&done, d, __ATOMIC_RELEASE);
+	}
+	return d > 0 ? 0 : -1;
+#else
+	return -1;
+#endif
 }
 
 #endif

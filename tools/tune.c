@@ -371,13 +371,15 @@ static int cmpmodel(const void *a, const void *b)
 	return x > y ? -1 : x < y;
 }
 
-/* stage 1's candidates: the default first, then the model's best per (width, dot) */
+/* stage 1's candidates: the default first, then the model's best per (width, dot). Where the
+** default's Q·K is the AMX tile (bf16 on an AMX host: no register block), the register-block
+** points are the candidates against it, written with amx0, the default's own block included. */
 static int score_space(Tuner *T, Cand *c, int per, const KxConfig *def, const char *host)
 {
 	int n = 0;
 	snprintf(c[n].cfg, sizeof c[n].cfg, "default"), c[n++].model = 1e30;
 	int W0 = def->width, regs = strstr(host, "+avx512f") ? 32 : 16;
-	int widths[2] = { W0, W0 == 16 ? 8 : 0 };
+	int widths[2] = { W0, W0 == 16 ? 8 : 0 }, amx = !def->noamx;
 	for (int wi = 0; wi < 2 && widths[wi]; wi++)
 		for (int dot = 1; dot >= 0; dot--) {
 			KxConfig probe = { .width = widths[wi], .nodot = !dot }, r;
@@ -391,9 +393,10 @@ static int score_space(Tuner *T, Cand *c, int per, const KxConfig *def, const ch
 					if (nv * widths[wi] > 64 || (widths[wi] == 1 && nv > 4))
 						continue;
 					double m = model(qb, nv, widths[wi], dot, T->nobs < 0 ? 64 : T->nobs, regs);
-					if (m <= 0 || (widths[wi] == W0 && qb == def->qb && nv == def->nv && dot == !def->nodot))
+					if (m <= 0 || (!amx && widths[wi] == W0 && qb == def->qb && nv == def->nv && dot == !def->nodot))
 						continue;
-					snprintf(g[ng].cfg, sizeof g[ng].cfg, "qb%d,nv%d,w%d,dot%d", qb, nv, widths[wi], dot);
+					snprintf(g[ng].cfg, sizeof g[ng].cfg, "qb%d,nv%d,w%d,dot%d%s", qb, nv, widths[wi], dot,
+					         amx ? ",amx0" : "");
 					g[ng++].model = m;
 				}
 			qsort(g, (size_t)ng, sizeof *g, cmpmodel);
@@ -533,8 +536,10 @@ int kt_tune(int argc, char **argv)
 		        ki_dtypename(T.spec.dtype), T.spec.head_dim, T.spec.group, T.devname, T.threads, T.version, T.db);
 	if (T.verbose) {
 		ki_tdb_lookup(T.db, T.kernel, why, sizeof why, 1);   /* says what of other devices is ignored */
-		fprintf(stderr, "kvcc tune: AMX tiles: %s\n", hasamx() ? "this CPU has amx_bf16, but no AMX kernel exists yet "
-		        "(not in the space)" : "not in the space (this CPU has no amx_bf16)");
+		fprintf(stderr, "kvcc tune: AMX tiles: %s\n", !def.noamx ? "the default's bf16 Q·K (tdpbf16ps); the register "
+		        "blocks are measured against it with amx0" : hasamx() ? "this CPU has amx_bf16, but not for this spec "
+		        "(bf16, native, 16 lanes, head_dim a multiple of 32, the OS's tile state)" :
+		        "not in the space (this CPU has no amx_bf16)");
 	}
 	/* the stages */
 	static Cand S[MAXC], R[4], P[4], X[5];

@@ -3,9 +3,12 @@
 ** config for one spec on this host, and its canonical string. A resolved config has every field
 ** concrete; the all-zero config resolves to the fixed kernels' values (score block 6 queries ×
 ** 4 vectors on 16 lanes, 6 × 2 on 8, 4 × 4 scalar; bf16 dot products where the target has them;
-** no prefetch; 11-bit radix digits; decode split about two tasks per thread, chunks >= 256).
+** no prefetch; 11-bit radix digits; decode split about two tasks per thread, chunks >= 256;
+** AMX tiles for bf16 Q·K where kx_amx allows them, written ",amx1" at the end of the string, which
+** a config without AMX leaves out).
 ** Fields out of range are an error (the driver then builds the default); fields the target
-** cannot honour (512-bit lanes on an AVX2 target, bf16 dot products without avx512bf16) are
+** cannot honour (512-bit lanes on an AVX2 target, bf16 dot products without avx512bf16, AMX
+** without amx-tile/amx-bf16 in the CPU and the OS) are
 ** clamped to what it has, so any config applies to any spec.
 */
 #include <stdio.h>
@@ -39,6 +42,7 @@ int kx_cfgparse(const char *s, KxConfig *c, char *why, size_t wn)
 		{ "w", offsetof(KxConfig, width), 0 },     { "dot", offsetof(KxConfig, nodot), 0 },
 		{ "pf", offsetof(KxConfig, pf), 0 },       { "rb", offsetof(KxConfig, rbits), 0 },
 		{ "dt", offsetof(KxConfig, dtasks), 1 },   { "dm", offsetof(KxConfig, dmin), 1 },
+		{ "amx", offsetof(KxConfig, noamx), 0 },
 	};
 	const char *p = s;
 	while (*p) {
@@ -48,7 +52,7 @@ int kx_cfgparse(const char *s, KxConfig *c, char *why, size_t wn)
 			if (strlen(F[i].name) == n && !strncmp(p, F[i].name, n))
 				k = i;
 		if (k < 0) {
-			snprintf(why, wn, "unknown config field '%.*s' (qb, nv, w, dot, pf, rb, dt, dm)", (int)n, p);
+			snprintf(why, wn, "unknown config field '%.*s' (qb, nv, w, dot, pf, rb, dt, dm, amx)", (int)n, p);
 			return -1;
 		}
 		p += n + (p[n] == '=');
@@ -60,6 +64,8 @@ int kx_cfgparse(const char *s, KxConfig *c, char *why, size_t wn)
 		}
 		if (k == 3)   /* dot1 → use it (nodot 0), dot0 → nodot 1 */
 			c->nodot = *dst == 0 ? 1 : 0;
+		if (k == 8)   /* amx1 → use it where allowed (noamx 0), amx0 → noamx 1 */
+			c->noamx = *dst == 0 ? 1 : 0;
 		p = end;
 		if (*p == ',')
 			p++;
@@ -98,6 +104,7 @@ int kx_cfgresolve(const KxConfig *in, const kvcc_spec *spec, const char *host, K
 	o->width = W0 == 1 || in->width == 1 ? W0 : in->width && in->width < W0 ? in->width : W0;
 	int W = o->width;
 	o->nodot = !kx_bf16dot(spec, host, W) || in->nodot;
+	o->noamx = !kx_amx(spec, host, W) || in->noamx;
 	if (!o->qb)
 		o->qb = !o->nodot ? 6 : W == 1 ? 4 : 6;
 	if (!o->nv)
@@ -118,6 +125,6 @@ void kx_cfgstr(const KxConfig *c, char *buf, size_t n)
 		snprintf(dt + strlen(dt), sizeof dt - strlen(dt), "%s%d", k ? "." : "", c->dtasks[k]);
 		snprintf(dm + strlen(dm), sizeof dm - strlen(dm), "%s%d", k ? "." : "", c->dmin[k]);
 	}
-	snprintf(buf, n, "qb%d,nv%d,w%d,dot%d,pf%d,rb%d,dt%s,dm%s", c->qb, c->nv, c->width, !c->nodot, c->pf, c->rbits,
-	         dt, dm);
+	snprintf(buf, n, "qb%d,nv%d,w%d,dot%d,pf%d,rb%d,dt%s,dm%s%s", c->qb, c->nv, c->width, !c->nodot, c->pf, c->rbits,
+	         dt, dm, c->noamx ? "" : ",amx1");
 }

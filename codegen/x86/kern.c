@@ -324,6 +324,202 @@ static void gen_qkt_bf16(Gen *g, LLVMValueRef K, LLVMValueRef ldk, LLVMValueRef 
 	LLVMBuildRetVoid(b);
 }
 
+/* a call of one of LLVM's AMX intrinsics (the forms with tile register numbers: no x86_amx values,
+** so no tile-shape passes; the kernel configures the tiles itself with ldtilecfg) */
+static void amx(Gen *g, const char *name, LLVMValueRef *args, int n)
+{
+	unsigned id = LLVMLookupIntrinsicID(name, strlen(name));
+	LLVMValueRef f = LLVMGetIntrinsicDeclaration(g->m, id, NULL, 0);
+	LLVMBuildCall2(g->b, LLVMIntrinsicGetType(g->cx, id, NULL, 0), f, args, (unsigned)n, "");
+}
+
+static LLVMValueRef tmm(Gen *g, int t) { return LLVMConstInt(LLVMInt8TypeInContext(g->cx), (unsigned)t, 0); }
+
+/* tileloadd64 / tilestored64 of tile t at base + idx elements of et, row stride `stride` bytes */
+static void tileio(Gen *g, const char *name, int t, LLVMTypeRef et, LLVMValueRef base, LLVMValueRef idx, long stride)
+{
+	LLVMValueRef a[3] = { tmm(g, t), gep(g, et, base, idx), ci(g, stride) };
+	amx(g, name, a, 3);
+}
+
+/* Q's rows q0 .. q0+15 narrowed to bf16 (the high halves) into Qb [16][d]; rows past nq repeat the
+** last row (their results are never stored) */
+static void packq(Gen *g, LLVMValueRef Q, LLVMValueRef nq, LLVMValueRef q0, LLVMValueRef Qb, int d)
+{
+	LLVMBuilderRef b = g->b;
+	LLVMTypeRef v16f = fty(g, 16), v32s = LLVMVectorType(g->i16, 32);
+	LLVMValueRef odd[32];
+	for (int i = 0; i < 32; i++)
+		odd[i] = LLVMConstInt(g->i32, (unsigned)(2 * i + 1), 0);
+	LLVMValueRef modd = LLVMConstVector(odd, 32), last = LLVMBuildSub(b, nq, ci(g, 1), "");
+	Loop lr;
+	LLVMValueRef r = loop_begin(g, ci(g, 0), ci(g, 16), 1, &lr);
+	LLVMValueRef qr = LLVMBuildAdd(b, q0, r, "");
+	qr = LLVMBuildSelect(b, LLVMBuildICmp(b, LLVMIntSLT, qr, nq, ""), qr, last, "");
+	LLVMValueRef src = gep(g, g->f32, Q, LLVMBuildMul(b, qr, ci(g, d), ""));
+	LLVMValueRef dst = gep(g, g->i16, Qb, LLVMBuildMul(b, r, ci(g, d), ""));
+	for (int c = 0; c < d; c += 32) {   /* vpermt2w: the odd halfwords of two vectors */
+		LLVMValueRef x0 = LLVMBuildBitCast(b, ld(g, v16f, src, ci(g, c / 16), 4), v32s, "");
+		LLVMValueRef x1 = LLVMBuildBitCast(b, ld(g, v16f, src, ci(g, c / 16 + 1), 4), v32s, "");
+		st_(g, v32s, LLVMBuildShuffleVector(b, x0, x1, modd, ""), dst, ci(g, c / 32), 64);
+	}
+	loop_end(g, &lr);
+}
+
+/*
+** qkt with AMX tiles (bf16 storage, kx_amx: amx-tile + amx-bf16 in the CPU and the OS, head_dim a
+** multiple of 32, config amx1). The K tile is packed as for vdpbf16ps, Kp[c2*AT + j] = the bf16
+** pair (K[j][2c2], K[j][2c2+1]) — the VNNI layout a tdpbf16ps B operand wants: 16 rows of pairs ×
+** 16 tokens per tile, row stride AT*4 bytes. A full tile (nt = AT) is transposed in 16 × 16 blocks
+** of 32-bit words with four rounds of two-source interleaves (vpermt2d); a partial tile word by
+** word. Q's rows are narrowed to bf16 (the high halves: Q is bf16 storage converted to f32, so
+** this is exact) 16 at a time into Qb [2][16][d] (rows past nq repeat the last row; their results
+** are not stored), the next block's half while the current block's tiles compute (a tile load
+** right after the stores of its rows stalls: measured, it halved the kernel's rate). C tiles tmm0-3 (16 queries × 16 tokens each, the whole
+** 64-token tile) accumulate d/32 steps of A = Qb's 32 channels (tmm4) times B = Kp's 16 pair rows
+** (tmm5-7, tmm5 twice), and are stored into S's rows (through Ct [16][AT] for a block of fewer
+** than 16 rows). Products of bf16 are exact in f32; tdpbf16ps accumulates in f32 with denormal
+** inputs and outputs flushed to zero, as vdpbf16ps. ldtilecfg at entry (every tile 16 rows ×
+** 64 bytes), tilerelease at exit. The runtime asks Linux for the tile state at plan creation
+** (KA_FAMX).
+*/
+static void gen_qkt_amx(Gen *g, LLVMValueRef K, LLVMValueRef ldk, LLVMValueRef nt, LLVMValueRef Q, LLVMValueRef nq,
+                        LLVMValueRef S, LLVMValueRef Kp)
+{
+	LLVMBuilderRef b = g->b;
+	int d = g->d, d2 = d / 2;
+	LLVMTypeRef i8 = LLVMInt8TypeInContext(g->cx), vi = LLVMVectorType(g->i32, 16);
+	LLVMTypeRef cfgt = LLVMArrayType(i8, 64);
+	LLVMValueRef cfg = entry_alloca(g, cfgt);
+	LLVMSetAlignment(cfg, 64);
+	LLVMValueRef Qb = entry_alloca(g, LLVMArrayType(g->i16, (unsigned)(32 * d)));
+	LLVMSetAlignment(Qb, 64);
+	LLVMValueRef Ct = entry_alloca(g, LLVMArrayType(g->f32, 16 * AT));
+	LLVMSetAlignment(Ct, 64);
+	/* the tile config: palette 1, tiles 0-7 of 16 rows × 64 bytes */
+	LLVMBuildMemSet(b, cfg, LLVMConstInt(i8, 0, 0), ci(g, 64), 64);
+	st_(g, i8, LLVMConstInt(i8, 1, 0), cfg, ci(g, 0), 1);
+	for (int t = 0; t < 8; t++) {
+		st_(g, g->i16, LLVMConstInt(g->i16, 64, 0), cfg, ci(g, 8 + t), 2);   /* colsb[t] at byte 16 + 2t */
+		st_(g, i8, LLVMConstInt(i8, 16, 0), cfg, ci(g, 48 + t), 1);          /* rows[t] at byte 48 + t */
+	}
+	amx(g, "llvm.x86.ldtilecfg", &cfg, 1);
+	/* pack */
+	LLVMBasicBlockRef bfull = LLVMAppendBasicBlockInContext(g->cx, g->fn, "kfull");
+	LLVMBasicBlockRef bpart = LLVMAppendBasicBlockInContext(g->cx, g->fn, "kpart");
+	LLVMBasicBlockRef bdone = LLVMAppendBasicBlockInContext(g->cx, g->fn, "kdone");
+	LLVMBuildCondBr(b, LLVMBuildICmp(b, LLVMIntEQ, nt, ci(g, AT), ""), bfull, bpart);
+	LLVMPositionBuilderAtEnd(b, bfull);
+	{
+		LLVMValueRef lo[16], hi[16];
+		for (int i = 0; i < 8; i++) {
+			lo[2 * i] = LLVMConstInt(g->i32, (unsigned)i, 0), lo[2 * i + 1] = LLVMConstInt(g->i32, (unsigned)(16 + i), 0);
+			hi[2 * i] = LLVMConstInt(g->i32, (unsigned)(8 + i), 0), hi[2 * i + 1] = LLVMConstInt(g->i32, (unsigned)(24 + i), 0);
+		}
+		LLVMValueRef mlo = LLVMConstVector(lo, 16), mhi = LLVMConstVector(hi, 16);
+		Loop lc;
+		LLVMValueRef c = loop_begin(g, ci(g, 0), ci(g, d2), 16, &lc);
+		for (int jb = 0; jb < AT / 16; jb++) {
+			LLVMValueRef r[16], n[16];
+			for (int i = 0; i < 16; i++) {
+				LLVMValueRef row = gep(g, g->i16, K, LLVMBuildMul(b, ci(g, jb * 16 + i), ldk, ""));
+				r[i] = ld(g, vi, gep(g, g->i32, row, c), ci(g, 0), 2);
+			}
+			for (int round = 0; round < 4; round++) {
+				for (int i = 0; i < 8; i++) {
+					n[2 * i] = LLVMBuildShuffleVector(b, r[i], r[i + 8], mlo, "");
+					n[2 * i + 1] = LLVMBuildShuffleVector(b, r[i], r[i + 8], mhi, "");
+				}
+				memcpy(r, n, sizeof r);
+			}
+			for (int i = 0; i < 16; i++)
+				st_(g, vi, r[i], gep(g, g->i32, Kp, LLVMBuildAdd(b, LLVMBuildMul(b, LLVMBuildAdd(b, c, ci(g, i), ""), ci(g, AT), ""),
+				                                                   ci(g, jb * 16), "")), ci(g, 0), 4);
+		}
+		loop_end(g, &lc);
+		LLVMBuildBr(b, bdone);
+	}
+	LLVMPositionBuilderAtEnd(b, bpart);
+	{
+		Loop lt, lc;
+		LLVMValueRef j = loop_begin2(g, ci(g, 0), nt, 1, 1, &lt);
+		LLVMValueRef row = gep(g, g->i16, K, LLVMBuildMul(b, j, ldk, ""));
+		LLVMValueRef c = loop_begin(g, ci(g, 0), ci(g, d2), 1, &lc);
+		st_(g, g->i32, ld(g, g->i32, row, c, 2), Kp, LLVMBuildAdd(b, LLVMBuildMul(b, c, ci(g, AT), ""), j, ""), 4);
+		loop_end(g, &lc);
+		loop_end(g, &lt);
+		Loop lz, lz2;
+		LLVMValueRef jz = loop_begin2(g, nt, ci(g, AT), 1, 1, &lz);
+		LLVMValueRef cz = loop_begin(g, ci(g, 0), ci(g, d2), 1, &lz2);
+		st_(g, g->i32, LLVMConstInt(g->i32, 0, 0), Kp, LLVMBuildAdd(b, LLVMBuildMul(b, cz, ci(g, AT), ""), jz, ""), 4);
+		loop_end(g, &lz2);
+		loop_end(g, &lz);
+		LLVMBuildBr(b, bdone);
+	}
+	LLVMPositionBuilderAtEnd(b, bdone);
+	/* query blocks of 16 rows, their bf16 rows double-buffered in Qb [2][16][d] */
+	LLVMTypeRef v16f = fty(g, 16);
+	{   /* block 0 into Qb[0] (none when nq = 0) */
+		LLVMBasicBlockRef bp = LLVMAppendBasicBlockInContext(g->cx, g->fn, "q0");
+		LLVMBasicBlockRef bn = LLVMAppendBasicBlockInContext(g->cx, g->fn, "q0done");
+		LLVMBuildCondBr(b, LLVMBuildICmp(b, LLVMIntSGT, nq, ci(g, 0), ""), bp, bn);
+		LLVMPositionBuilderAtEnd(b, bp);
+		packq(g, Q, nq, ci(g, 0), Qb, d);
+		LLVMBuildBr(b, bn);
+		LLVMPositionBuilderAtEnd(b, bn);
+	}
+	Loop lq;
+	LLVMValueRef q = loop_begin2(g, ci(g, 0), nq, 16, 1, &lq);
+	LLVMValueRef rem = LLVMBuildSub(b, nq, q, "");
+	LLVMValueRef cur = LLVMBuildMul(b, LLVMBuildAnd(b, LLVMBuildLShr(b, q, ci(g, 4), ""), ci(g, 1), ""), ci(g, 16L * d), "");
+	LLVMValueRef nxt = LLVMBuildSub(b, ci(g, 16L * d), cur, "");
+	LLVMValueRef full = LLVMBuildICmp(b, LLVMIntSGE, rem, ci(g, 16), "");
+	LLVMValueRef C = LLVMBuildSelect(b, full, gep(g, g->f32, S, LLVMBuildMul(b, q, ci(g, AT), "")), Ct, "");
+	for (int t = 0; t < 4; t++) {
+		LLVMValueRef a = tmm(g, t);
+		amx(g, "llvm.x86.tilezero", &a, 1);
+	}
+	for (int k = 0; k < d / 32; k++) {
+		tileio(g, "llvm.x86.tileloadd64", 4, g->i16, Qb, LLVMBuildAdd(b, cur, ci(g, (long)k * 32), ""), (long)d * 2);
+		for (int t = 0; t < 4; t++) {
+			int bt = 5 + t % 3;
+			tileio(g, "llvm.x86.tileloadd64", bt, g->i32, Kp, ci(g, (long)k * 16 * AT + t * 16), AT * 4);
+			LLVMValueRef a[3] = { tmm(g, t), tmm(g, 4), tmm(g, bt) };
+			amx(g, "llvm.x86.tdpbf16ps", a, 3);
+		}
+	}
+	{   /* the next block's rows into the other half while the tiles compute */
+		LLVMBasicBlockRef bp = LLVMAppendBasicBlockInContext(g->cx, g->fn, "qnext");
+		LLVMBasicBlockRef bn = LLVMAppendBasicBlockInContext(g->cx, g->fn, "qdone");
+		LLVMValueRef q2 = LLVMBuildAdd(b, q, ci(g, 16), "");
+		LLVMBuildCondBr(b, LLVMBuildICmp(b, LLVMIntSLT, q2, nq, ""), bp, bn);
+		LLVMPositionBuilderAtEnd(b, bp);
+		packq(g, Q, nq, q2, gep(g, g->i16, Qb, nxt), d);
+		LLVMBuildBr(b, bn);
+		LLVMPositionBuilderAtEnd(b, bn);
+	}
+	for (int t = 0; t < 4; t++)
+		tileio(g, "llvm.x86.tilestored64", t, g->f32, C, ci(g, t * 16), AT * 4);
+	{
+		LLVMBasicBlockRef bcp = LLVMAppendBasicBlockInContext(g->cx, g->fn, "ccopy");
+		LLVMBasicBlockRef bnx = LLVMAppendBasicBlockInContext(g->cx, g->fn, "cnext");
+		LLVMBuildCondBr(b, full, bnx, bcp);
+		LLVMPositionBuilderAtEnd(b, bcp);
+		Loop lr;
+		LLVMValueRef r = loop_begin2(g, ci(g, 0), rem, 1, 1, &lr);
+		for (int v = 0; v < AT / 16; v++) {
+			LLVMValueRef x = ld(g, v16f, Ct, LLVMBuildAdd(b, LLVMBuildMul(b, r, ci(g, AT / 16), ""), ci(g, v), ""), 64);
+			storef(g, x, S, LLVMBuildAdd(b, LLVMBuildMul(b, LLVMBuildAdd(b, q, r, ""), ci(g, AT), ""), ci(g, v * 16), ""));
+		}
+		loop_end(g, &lr);
+		LLVMBuildBr(b, bnx);
+		LLVMPositionBuilderAtEnd(b, bnx);
+	}
+	loop_end(g, &lq);
+	amx(g, "llvm.x86.tilerelease", NULL, 0);
+	LLVMBuildRetVoid(b);
+}
+
 /*
 ** qkt(K, ldk, nt, Q, nq, S, Kp): S[q*AT + j] = sum_c Q[q*d + c] * f32(K[j*ldk + c]) for j < AT
 ** (columns nt..AT-1 are 0). K's tile is first packed, converted and transposed, into
@@ -341,6 +537,10 @@ void kx_gen_qkt(Gen *g)
 	LLVMValueRef Kp = LLVMGetParam(g->fn, 6);
 	LLVMBuilderRef b = g->b;
 	LLVMPositionBuilderAtEnd(b, LLVMAppendBasicBlockInContext(g->cx, g->fn, "entry"));
+	if (!g->c.noamx) {
+		gen_qkt_amx(g, K, ldk, nt, Q, nq, S, Kp);
+		return;
+	}
 	if (g->bf16dot) {
 		gen_qkt_bf16(g, K, ldk, nt, Q, nq, S, Kp);
 		return;
@@ -417,8 +617,38 @@ void kx_gen_qkt(Gen *g)
 }
 
 /* x[k] = bit k*16+i of the row's visibility mask vm ? a * S[row + k*16 + i] : -inf, for the AT/16
-** vectors of a row (the runtime's masks: a prefix for positions in order, any set otherwise) */
+** vectors of a row (the runtime's masks: a prefix for positions in order, any set otherwise). A
+** row whose 64 tokens are all visible (most rows of a long context) skips the mask: the same
+** values with a third of the vector instructions. */
+static void rowlogits_mask(Gen *g, LLVMValueRef S, LLVMValueRef q, LLVMValueRef vm, LLVMValueRef a, LLVMValueRef *x);
 static void rowlogits(Gen *g, LLVMValueRef S, LLVMValueRef q, LLVMValueRef vm, LLVMValueRef a, LLVMValueRef *x)
+{
+	LLVMBuilderRef b = g->b;
+	LLVMBasicBlockRef bf = LLVMAppendBasicBlockInContext(g->cx, g->fn, "rfull");
+	LLVMBasicBlockRef bm = LLVMAppendBasicBlockInContext(g->cx, g->fn, "rmask");
+	LLVMBasicBlockRef bj = LLVMAppendBasicBlockInContext(g->cx, g->fn, "rjoin");
+	LLVMBuildCondBr(b, LLVMBuildICmp(b, LLVMIntEQ, vm, LLVMConstInt(g->i64, ~0ull, 0), ""), bf, bm);
+	LLVMPositionBuilderAtEnd(b, bf);
+	LLVMValueRef xf[AT / DT], xm[AT / DT];
+	for (int k = 0; k < AT / DT; k++) {
+		LLVMValueRef s = loadf(g, S, LLVMBuildAdd(b, LLVMBuildMul(b, q, ci(g, AT), ""), ci(g, k * DT), ""), DT);
+		xf[k] = LLVMBuildFMul(b, s, splat(g, a, DT), "");
+	}
+	LLVMBuildBr(b, bj);
+	LLVMPositionBuilderAtEnd(b, bm);
+	rowlogits_mask(g, S, q, vm, a, xm);
+	LLVMBasicBlockRef bme = LLVMGetInsertBlock(b);
+	LLVMBuildBr(b, bj);
+	LLVMPositionBuilderAtEnd(b, bj);
+	for (int k = 0; k < AT / DT; k++) {
+		x[k] = LLVMBuildPhi(b, fty(g, DT), "");
+		LLVMValueRef in[2] = { xf[k], xm[k] };
+		LLVMBasicBlockRef from[2] = { bf, bme };
+		LLVMAddIncoming(x[k], in, from, 2);
+	}
+}
+
+static void rowlogits_mask(Gen *g, LLVMValueRef S, LLVMValueRef q, LLVMValueRef vm, LLVMValueRef a, LLVMValueRef *x)
 {
 	LLVMBuilderRef b = g->b;
 	LLVMTypeRef vi = LLVMVectorType(g->i32, DT);

@@ -69,6 +69,12 @@ int kx_bf16dot(const kvcc_spec *s, const char *fs, int W)
 	       !(e && !strcmp(e, "0"));
 }
 
+int kx_amx(const kvcc_spec *s, const char *fs, int W)
+{
+	return s->dtype == KVCC_BF16 && s->target == KVCC_TARGET_NATIVE && W == 16 && s->head_dim % 32 == 0 &&
+	       hasfeat(fs, "amx-tile") && hasfeat(fs, "amx-bf16");
+}
+
 int kx_vecwidth(const kvcc_spec *s, const char *fs)
 {
 	int v4 = hasfeat(fs, "avx512f") && hasfeat(fs, "avx512bw") && hasfeat(fs, "avx512vl") &&

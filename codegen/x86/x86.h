@@ -29,6 +29,7 @@ typedef struct KxConfig {
 	int rbits;                /* radix select digit bits (8..12) */
 	int dtasks[KX_NBUCKET];   /* decode split: tasks per thread (1..8), per bucket */
 	int dmin[KX_NBUCKET];     /* decode split: smallest chunk in tokens (16..65536, multiple of 16) */
+	int noamx;                /* 1: bf16 Q·K without AMX tiles (where kx_amx allows them) */
 } KxConfig;
 /* Parse "qb4,nv2,w8,dot0,pf64,rb10,dt1.2.2.4,dm256" ("name=value" also; "default" or "" the
 ** default; a single dt/dm value applies to every bucket): 0, or -1 with why. */
@@ -87,6 +88,9 @@ KC_FUNC void *kx_desccfg(const KiFn *f, const struct KiPlan *p, const kvcc_spec 
                          uint64_t cpu, uint64_t kir_hash, size_t *n);
 /* Vector width the kernels use for this spec on this host, or 0 (target not available). */
 KC_FUNC int kx_vecwidth(const kvcc_spec *spec, const char *features);
+/* bf16 storage + native + 16 lanes + head_dim a multiple of 32 on a host whose CPU and OS have
+** amx-tile and amx-bf16: attn_score's Q·K may use AMX tiles (tdpbf16ps) */
+KC_FUNC int kx_amx(const kvcc_spec *spec, const char *features, int vec_width);
 /* bf16 storage + native avx512bf16 + 16 lanes: attn_score's Q·K uses vdpbf16ps */
 KC_FUNC int kx_bf16dot(const kvcc_spec *spec, const char *features, int vec_width);
 KC_FUNC const char *kx_targetname(int target);

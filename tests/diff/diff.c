@@ -897,6 +897,18 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	char *host = kx_hostfeatures();
+	/* AMX (kx_amx): the default config runs the native bf16 cases with head_dim a multiple of 32
+	** through the AMX Q·K tile; a host without it says so and counts a SKIP, never a pass */
+	kvcc_spec amxs = { KVCC_BF16, 128, 4, KVCC_TARGET_NATIVE };
+	const char *ecfg = getenv("KVCC_CONFIG");
+	if (!kx_amx(&amxs, host, kx_vecwidth(&amxs, host))) {
+		printf("SKIP AMX Q·K tile (tdpbf16ps): this CPU or its OS lacks amx-tile / amx-bf16; the native bf16 cases run "
+		       "vdpbf16ps or f32 FMAs\n");
+		nskip++;
+	} else if (ecfg && strstr(ecfg, "amx0"))
+		printf("AMX Q·K tile: off (KVCC_CONFIG=%s)\n", ecfg);
+	else
+		printf("AMX Q·K tile: the native bf16 cases with head_dim 64, 96, 128 run tdpbf16ps\n");
 	/* merge rules (slower: the interpreter's pair-by-pair merge) are sampled 3 times more sparsely
 	** in make check, and their other targets for one dtype per policy */
 	int mrg[MANIFEST_MAX];

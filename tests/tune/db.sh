@@ -90,5 +90,20 @@ EOF
 if comp && grep -q "warning: config 'qb12,nv4' (tuning database): config qb12: query block must be 1..8; using the default config" "$W/err" &&
    grep -q '(default)' "$W/err"; then ok "database pick out of range: the default"; else no "database pick out of range: the default"; fi
 
+# AMX (doc/tune.md "AMX"): the default bf16 config uses it where the CPU has it (",amx1" in the
+# recorded config), amx0 builds without it, f32 never uses it; without AMX amx1 is clamped
+if grep -q ' amx_bf16' /proc/cpuinfo && grep -q ' amx_tile' /proc/cpuinfo; then
+	if KVCC_TUNE=0 comp --dtype bf16 --head-dim 128 && grep -q 'kvcc: config .*,amx1 (default)' "$W/err" && grep -aq ',amx1' "$W/p.so"; then
+		ok "AMX host: the default bf16 config uses AMX, the artifact records it"; else no "AMX host: the default bf16 config uses AMX"; fi
+	if KVCC_CONFIG=amx0 comp --dtype bf16 --head-dim 128 && grep -q 'kvcc: config .*(KVCC_CONFIG)' "$W/err" && ! grep '^kvcc: config ' "$W/err" | grep -q 'amx1'; then
+		ok "KVCC_CONFIG=amx0: built without AMX"; else no "KVCC_CONFIG=amx0: built without AMX"; fi
+	if KVCC_TUNE=0 comp --dtype f32 --head-dim 128 && grep -q 'kvcc: config .*(default)' "$W/err" && ! grep '^kvcc: config ' "$W/err" | grep -q 'amx1'; then
+		ok "f32: no AMX"; else no "f32: no AMX"; fi
+else
+	if KVCC_CONFIG=amx1 comp --dtype bf16 --head-dim 128 && grep -q 'kvcc: config .*(KVCC_CONFIG)' "$W/err" && ! grep '^kvcc: config ' "$W/err" | grep -q 'amx1'; then
+		ok "no AMX: amx1 clamped"; else no "no AMX: amx1 clamped"; fi
+	echo "SKIP AMX default config: this CPU has no amx_bf16 / amx_tile"
+fi
+
 echo "tune-db: $pass passed, $fail failed"
 [ $fail = 0 ]

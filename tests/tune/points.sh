@@ -8,6 +8,8 @@
 #   with `all`:    every score point the tuner can pick (query block 1..8 × token vectors
 #                  1, 2, 4 × 512/256-bit × bf16 dot / f32) and every value of the other
 #                  fields (make check-tune)
+# The bf16 score points run with amx0 (on an AMX host the default's Q·K is AMX, which has no
+# register block); amx1 (the AMX tile, where kx_amx allows it) runs in the sample.
 set -u
 DIFF=$1 DEC=$2 W=$3 ALL=${4:-}
 rm -rf "$W" && mkdir -p "$W"
@@ -29,7 +31,7 @@ run() {   # run CONFIG PROGRAM FILTER
 	fi
 }
 if [ -z "$ALL" ]; then
-	for c in qb4,nv2,pf64,rb8,dt1.4.2.8,dm64 w8,qb3,nv4,dot0,rb12,pf16,dt4,dm1024 qb8,nv1,rb10,pf256,dt8,dm16; do
+	for c in qb4,nv2,pf64,rb8,dt1.4.2.8,dm64,amx0 w8,qb3,nv4,dot0,rb12,pf16,dt4,dm1024 qb8,nv1,rb10,pf256,dt8,dm16,amx1; do
 		run $c "$DIFF" "snapkv bf16 d=128"
 		run $c "$DIFF" "snapkv f32 d=96 G=2"
 		run $c "$DIFF" "tova f16 d=64 G=4 native"
@@ -41,7 +43,7 @@ else
 			[ $w = 8 ] && [ $dot = 1 ] && continue
 			for qb in 1 2 3 4 5 6 7 8; do
 				for nv in 1 2 4; do
-					run w$w,dot$dot,qb$qb,nv$nv "$DIFF" "snapkv bf16 d=128 G=2 native"
+					run w$w,dot$dot,qb$qb,nv$nv,amx0 "$DIFF" "snapkv bf16 d=128 G=2 native"
 					[ $dot = 0 ] && run w$w,qb$qb,nv$nv "$DIFF" "snapkv f32 d=64 G=4 native"
 				done
 			done
