@@ -162,10 +162,6 @@ int ki_mkernels(const KiFn *f, KiErr *e)
 		snprintf(what, sizeof what, "merge %s", ki_mergename(m->kind));
 		return mrefuse(f, m->line, m->col, what, e);
 	}
-	if (f->when.kind == WH_decode)
-		return mrefuse(f, f->when.line, f->when.col, "a merge at decode (when = kv.decode)", e);
-	if (m->bias)
-		return mrefuse(f, m->line, m->col, "the merge count bias", e);
 	if (m->thr == MT_adaptive && !(KI_RKIND(m->beta) == RK_CON && f->con[KI_RIDX(m->beta)] == 0))
 		return mrefuse(f, m->line, m->col, "an adaptive merge threshold with beta other than the constant 0", e);
 	KiMSim sf;
@@ -232,11 +228,7 @@ int ki_mkernels(const KiFn *f, KiErr *e)
 		case KO_tmean:
 			rc = mrefuse(f, in->line, in->col, "tmean", e);
 			goto out;
-		case KO_pinfo:
-			if (in->aux == PI_ecount || in->aux == PI_kcount) {
-				rc = mrefuse(f, in->line, in->col, "a member count (e.count, k.count) in a merge expression", e);
-				goto out;
-			}
+		case KO_pinfo:     /* e.count / k.count: row scalars (the count state row, ki_mcounts) */
 			continue;
 		}
 		if (i == sf.dot)
@@ -275,5 +267,18 @@ int ki_mslots(const KiFn *f, int *slot, int *nes, int *nks)
 			slot[i] = side[i] == KI_ME ? (*nes)++ : (*nks)++;
 	}
 	free(ctx), free(side), free(reach);
+	return 0;
+}
+
+int ki_mcounts(const KiFn *f)
+{
+	const KiMerge *m = &f->merge;
+	if (m->kind == MG_drop)
+		return 0;
+	if (m->bias || m->kind == MG_summary)
+		return 1;
+	for (int i = 0; i < f->nins; i++)
+		if (f->ins[i].op == KO_pinfo && (f->ins[i].aux == PI_ecount || f->ins[i].aux == PI_kcount))
+			return 1;
 	return 0;
 }

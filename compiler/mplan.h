@@ -36,8 +36,8 @@ KC_FUNC void ki_msimform(const KiFn *f, KiRef r, KiMSim *s);
 
 /*
 ** What the compact_merge kernels implement (support.c; codegen/x86/merge.c, codegen/ptx/merge.c):
-** drop, and nearest at prefill with a tiled-product similarity whose product is e.K · k.K, no
-** count bias, a threshold that is
+** drop, and nearest at prefill with a tiled-product similarity whose product is e.K · k.K (count
+** bias or not: the counts are a state row, ki_mcounts), a threshold that is
 ** none, a value (constant, param or pair expression) or adaptive with beta the constant 0
 ** (tau is then the mean of this call's maximum similarities: nothing carried between
 ** calls), and pair expressions built from erow / krow of the input K or V, elementwise ops,
@@ -49,5 +49,12 @@ KC_FUNC int ki_mkernels(const KiFn *f, KiErr *e);
 ** reaches and that reads no pinfo gets slot[i] >= 0 in its side's table (computed once per row by the kernels'
 ** mscal); slot[i] = -1 otherwise. *nes, *nks: the sizes of the two tables. -1: out of memory. */
 KC_FUNC int ki_mslots(const KiFn *f, int *slot, int *nes, int *nks);
+/* 1 when the merge rule keeps member counts (DESIGN §3): a count bias, summary rows, or a merge
+** expression reading e.count / k.count. The compiled policy then carries them as one more
+** per-token state row after the declared ones, named "count", init 1 (the descriptor's KaHdr.cnt;
+** kvcc_state_count includes it); the kernels add what a kept row absorbs, decode attention adds
+** log(count) to each logit with the bias. The reference interpreter keeps them apart (KiCase.count,
+** KiResult.count): the same numbers. */
+KC_FUNC int ki_mcounts(const KiFn *f);
 
 #endif

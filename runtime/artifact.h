@@ -82,13 +82,14 @@ static inline int ka_trailer_check(const void *buf, size_t len, KaTrailer *t, co
 */
 #define KVCC_DESC_SYMBOL "kvcc_artifact"
 #define KVCC_MAGIC 0x4B5643435F415254ull   /* "KVCC_ART" */
-#define KVCC_ABI 12                        /* kvcc_artifact and the kernels' signatures (10: compact_merge;
+#define KVCC_ABI 13                        /* kvcc_artifact and the kernels' signatures (10: compact_merge;
                                               11: tmap ctx ratio, budget, wts; tfilter, mtotal, ksum;
-                                              12: kfloor) */
+                                              12: kfloor; 13: decodeb) */
 #define KA_MAGIC "KVCCDSC"                 /* the blob's first 8 bytes (with the NUL) */
-#define KA_FORMAT 7                        /* the blob's layout and meaning (2: the tuning config; 3: KA_FLAYER;
+#define KA_FORMAT 8                        /* the blob's layout and meaning (2: the tuning config; 3: KA_FLAYER;
                                               4: the merge rule; 5: the weights, KaWeight; the select rule;
-                                              6: the select floor; 7: KA_FAMX) */
+                                              6: the select floor; 7: KA_FAMX; 8: the count state row,
+                                              cnt / cbias) */
 #define KA_NBUCKET 4                       /* decode split buckets (longest head < 4K, 16K, 64K, more) */
 
 /* a count or rule operand: a constant, a param, "every position" (obs) or none */
@@ -203,6 +204,9 @@ typedef struct KaHdr {
 	KaRef mass;                /* mass: p */
 	/* select floor (issue 13, AdaKV): topk at scope layer, chunk 1 */
 	KaRef floor;               /* alpha, or KA_NONE: no floor */
+	/* --- issue 12: member counts (KA_FORMAT 8) --- */
+	int32_t cnt;               /* the "count" state row (the last of nst: compiler/mplan.h ki_mcounts), or -1 */
+	int32_t cbias;             /* decode attention adds log(count) to each logit (decodeb) */
 } KaHdr;
 
 enum { KA_MDROP, KA_MNEAREST };
@@ -333,6 +337,12 @@ typedef struct kvcc_artifact {
 	** own top floor(alpha n_keep)) are lifted above every other key of the layer (distinct:
 	** the id bits stay), so the layer's top-k keeps them and ranks the rest */
 	void (*kfloor)(uint64_t *key, int64_t n, uint64_t thr);
+	/* --- issue 12: member counts (KVCC_ABI 13) ---
+	** decode with the merge count bias (KaHdr.cbias): decode's arguments, then cnt, token j's
+	** member count (the count state row at the chunk's first token); log(cnt[j]) is added to
+	** its logits. A stub for a policy without the bias (the runtime never calls it). */
+	void (*decodeb)(const void *K, const void *V, int64_t ldk, int64_t nt, const float *q, float *S,
+	                int64_t lds, float *st, const float *cnt);
 } kvcc_artifact;
 
 /* --- GPU (CUDA) ------------------------------------------------------------------------------

@@ -97,6 +97,24 @@ typedef struct Wave {
 	pthread_mutex_t mu;
 } Wave;
 
+/* one decode kernel call on tokens t .. t+nt-1 of head h: with the merge count bias
+** (KaHdr.cbias) and the sequence's state given, decodeb with the count row at token t (no
+** state: every count is 1, log 1 = 0, the plain kernel) */
+static void dcall(const Dec *D, int h, int64_t t, const void *K, const void *V, int64_t ldk, int64_t nt,
+                  const float *q, float *S, float *st)
+{
+	const kvcc_plan *pl = D->pl;
+	const KaHdr *hd = pl->p->h;
+	const float *state = D->b->seq[D->s].state;
+	if (hd->cbias && state) {
+		const kvcc_layout *lay = &pl->lay;
+		size_t sstride = (size_t)lay->layers * lay->kv_heads * lay->capacity;
+		const float *cnt = state + (size_t)hd->cnt * sstride + ((size_t)D->layer * D->H + h) * lay->capacity + t;
+		pl->p->a->decodeb(K, V, ldk, nt, q, S, pl->lds, st, cnt);
+	} else
+		pl->p->a->decode(K, V, ldk, nt, q, S, pl->lds, st);
+}
+
 static void dec_chunk(void *arg, int task, int tid)
 {
 	Dec *D = arg;
@@ -115,8 +133,8 @@ static void dec_chunk(void *arg, int task, int tid)
 	kr_rows(pl, D->b, D->s, D->layer, h, &w);
 	if (!w.tab) {
 		size_t off = (size_t)(t0 * lay->stride_token) * pl->esz;
-		pl->p->a->decode(w.K + off, w.V + off, lay->stride_token, nt, D->qs + (size_t)h * G * d,
-		                 D->S + (size_t)h * G * pl->lds + t0, pl->lds, st);
+		dcall(D, h, t0, w.K + off, w.V + off, lay->stride_token, nt, D->qs + (size_t)h * G * d,
+		      D->S + (size_t)h * G * pl->lds + t0, st);
 		return;
 	}
 	/* paged: page by page when pages are whole kernel tiles (runs end on a tile boundary, so the
@@ -132,7 +150,7 @@ static void dec_chunk(void *arg, int task, int tid)
 		if (w.P % DTILE == 0)
 			kr_prefetch(&w, pl->esz, d, t + 2 * w.P, t + 3 * w.P - t % w.P < t0 + nt ? t + 3 * w.P - t % w.P : t0 + nt, 1);
 		const char *K = kr_span(&w, pl->esz, d, t, run, stg, &ldk, &V, stg + (size_t)KR_STAGE * d * pl->esz);
-		pl->p->a->decode(K, V, ldk, run, D->qs + (size_t)h * G * d, D->S + (size_t)h * G * pl->lds + t, pl->lds, st);
+		dcall(D, h, t, K, V, ldk, run, D->qs + (size_t)h * G * d, D->S + (size_t)h * G * pl->lds + t, st);
 		t += run;
 	}
 }
@@ -171,8 +189,8 @@ static void dec_pages(void *arg, int ch, int tid)
 				continue;
 			size_t off = (size_t)kr_row(&w[h], t) * pl->esz;
 			float *st = D->cst + ((size_t)h * pl->maxch + ch) * G * (2 + (size_t)d);
-			pl->p->a->decode(w[h].K + off, w[h].V + off, w[h].ldk, r, D->qs + (size_t)h * G * d,
-			                 D->S + (size_t)h * G * pl->lds + t, pl->lds, st);
+			dcall(D, h, t, w[h].K + off, w[h].V + off, w[h].ldk, r, D->qs + (size_t)h * G * d,
+			      D->S + (size_t)h * G * pl->lds + t, st);
 		}
 		t += run;
 	}

@@ -64,6 +64,8 @@ int kr_checkdesc(const kvcc_artifact *a, const char **why)
 	if (!refok(&h->tau, h->npar) || !refok(&h->mass, h->npar) || !refok(&h->floor, h->npar) ||
 	    (h->floor.kind != KA_NONE && (h->scope != KA_SCOPE_LAYER || h->selkind != KA_SEL_TOPK)))
 		return -1;
+	if (h->cnt < -1 || h->cnt >= h->nst || (h->cbias && h->cnt < 0))
+		return -1;
 	const KaParam *par = (const KaParam *)((const char *)h + h->par);
 	const KaState *st = (const KaState *)((const char *)h + h->st);
 	const KaIns *in = (const KaIns *)((const char *)h + h->ins);
@@ -120,7 +122,7 @@ static int validate(kvcc_policy *p, const char *path)
 	if (!a->qk || !a->cvt || !a->decode || !a->probs || !a->qkt || !a->sstat || !a->sacc || !a->selkeys || !a->topk ||
 	    !a->keepidx || !a->compact || !a->tmap || !a->ckeys || !a->kcount || !a->ckeepidx || !a->nkeep || !a->ascale ||
 	    !a->hmean || !a->observe || !a->qround || !a->tfilter || !a->mtotal || !a->ksum ||
-	    !a->kfloor)
+	    !a->kfloor || !a->decodeb)
 		return kr_seterr(KVCC_EARTIFACT, "%s: corrupted artifact descriptor (entry points)", path);
 	const char *why;
 	if (kr_checkdesc(a, &why) != 0)

@@ -11,6 +11,8 @@
 **   4  the threshold: the rule's value (mpair 0), or the mean of the maximum similarities
 **   5  the evicted rows grouped by target (a counting sort, in evicted order: the segments),
 **      the weights (mpair 1, 2) and the segmented update of each target (mupd)
+**   6  member counts (a policy whose merge keeps them, KaHdr.cnt: a state row): each target's
+**      count grows by its absorbed rows' counts (saved aside before the compaction)
 **
 ** Paged caches (kr_pmnearest): the evicted rows copied through the page table, the paged
 ** compaction, then the kept rows gathered into the workspace, steps 2-5 there, the targets
@@ -31,6 +33,8 @@ typedef struct Mws {
 	int32_t *E, *bidx, *off, *seg;
 	float *es, *ks, *bsim, *w, *Ef, *S, *Kp;
 	char *KK, *KV;            /* [N][d] paged caches: the kept rows gathered (kr_pmnearest) */
+	float *Ec;                /* [N] the evicted rows' member counts (KaHdr.cnt >= 0) */
+	/* es / ks hold one more row after the row scalars: the member counts (1 without) */
 } Mws;
 
 static size_t up64(size_t n) { return (n + 63) / 64 * 64; }
@@ -40,12 +44,12 @@ static size_t layout(const kvcc_plan *pl, char *base, Mws *m)
 {
 	const KaHdr *h = pl->p->h;
 	size_t N = (size_t)pl->lay.capacity, d = (size_t)pl->lay.head_dim, at = 0;
-	char *p[15];
-	size_t sz[15] = { N * d * pl->esz, N * d * pl->esz, N * 4, N * 4, (N + 1) * 4, N * 4,
-	                  ((size_t)h->nes * N + 64) * 4, ((size_t)h->nks * N + 64) * 4, N * 4, N * 4,
+	char *p[16];
+	size_t sz[16] = { N * d * pl->esz, N * d * pl->esz, N * 4, N * 4, (N + 1) * 4, N * 4,
+	                  ((size_t)(h->nes + 1) * N + 64) * 4, ((size_t)(h->nks + 1) * N + 64) * 4, N * 4, N * 4,
 	                  MB * d * 4, MB * TILE * 4, 2 * d * TILE * 4, pl->paged ? N * d * pl->esz : 0,
-	                  pl->paged ? N * d * pl->esz : 0 };
-	for (int k = 0; k < 15; k++) {
+	                  pl->paged ? N * d * pl->esz : 0, N * 4 };
+	for (int k = 0; k < 16; k++) {
 		p[k] = base ? base + at : NULL;
 		at += up64(sz[k]);
 	}
@@ -53,7 +57,7 @@ static size_t layout(const kvcc_plan *pl, char *base, Mws *m)
 		*m = (Mws){ p[0], p[1], (int32_t *)(void *)p[2], (int32_t *)(void *)p[3], (int32_t *)(void *)p[4],
 		            (int32_t *)(void *)p[5], (float *)(void *)p[6], (float *)(void *)p[7], (float *)(void *)p[8],
 		            (float *)(void *)p[9], (float *)(void *)p[10], (float *)(void *)p[11], (float *)(void *)p[12],
-		            p[13], p[14] };
+		            p[13], p[14], (float *)(void *)p[15] };
 	return at;
 }
 
@@ -122,7 +126,8 @@ static int evicted(const Mws *w, const KrRows *rw, size_t esz, int d, int n, con
 }
 
 /* steps 2-5 on the m compacted kept rows of K / V (token stride ldk) */
-static void merge(kvcc_plan *pl, const Mws *wp, const double *par, char *K, char *V, int64_t ldk, int nE, int m)
+static void merge(kvcc_plan *pl, const Mws *wp, const double *par, char *K, char *V, int64_t ldk, int nE, int m,
+                  const float *cnt)
 {
 	const kvcc_artifact *A = pl->p->a;
 	const KaHdr *h = pl->p->h;
@@ -131,6 +136,10 @@ static void merge(kvcc_plan *pl, const Mws *wp, const double *par, char *K, char
 	Mws w = *wp;
 	if (nE == 0 || m == 0)
 		return;
+	for (int i = 0; i < nE; i++)          /* the member counts: row nes / nks of the row tables */
+		w.es[(size_t)h->nes * nE + i] = cnt ? w.Ec[i] : 1;
+	for (int j = 0; j < m; j++)
+		w.ks[(size_t)h->nks * m + j] = cnt ? cnt[j] : 1;
 	A->mscal(w.EK, w.EV, d, nE, 0, par, w.es, nE);
 	A->mscal(K, V, ldk, m, 1, par, w.ks, m);
 	similarity(A, &w, K, ldk, esz, d, nE, m, par);
@@ -159,6 +168,30 @@ static void merge(kvcc_plan *pl, const Mws *wp, const double *par, char *K, char
 	}
 }
 
+/* member counts (KaHdr.cnt: a state row, `cnt` = that row of the instance, or NULL): the
+** evicted rows' counts aside before the compaction overwrites them (cnt[E[i]] -> Ec[i]) */
+static void ecounts(const Mws *w, const float *cnt, int nE)
+{
+	for (int i = 0; cnt && i < nE; i++)
+		w->Ec[i] = cnt[w->E[i]];
+}
+
+/* ... and after the merge: a kept row's count grows by the counts of the rows it absorbed */
+static void kcounts(const Mws *w, float *cnt, int nE, int m)
+{
+	if (!cnt || nE == 0 || m == 0)
+		return;
+	for (int j = 0; j < m; j++)
+		for (int q = w->off[j]; q < w->off[j + 1]; q++)
+			cnt[j] += w->Ec[w->seg[q]];
+}
+
+static float *cntrow(const kvcc_plan *pl, float *state, int nst, int64_t sstride)
+{
+	int c = pl->p->h->cnt;
+	return state && c >= 0 && c < nst ? state + (size_t)c * (size_t)sstride : NULL;
+}
+
 void kr_mnearest(kvcc_plan *pl, const double *par, char *K, char *V, int64_t ldk, int n, const int32_t *kidx, int m,
                  int32_t *pos, float *state, int nst, int64_t sstride, int tid)
 {
@@ -166,8 +199,11 @@ void kr_mnearest(kvcc_plan *pl, const double *par, char *K, char *V, int64_t ldk
 	layout(pl, pl->mws[tid], &w);
 	KrRows rw = { K, V, NULL, 1, ldk, 0 };
 	int nE = evicted(&w, &rw, pl->esz, pl->lay.head_dim, n, kidx, m);
+	float *cnt = cntrow(pl, state, nst, sstride);
+	ecounts(&w, cnt, nE);
 	pl->p->a->compact(K, V, ldk, kidx, m, pos, state, nst, sstride);
-	merge(pl, &w, par, K, V, ldk, nE, m);
+	merge(pl, &w, par, K, V, ldk, nE, m, cnt);
+	kcounts(&w, cnt, nE, m);
 }
 
 /* paged: the same on rows through the page table — the kept rows, once compacted, gathered into
@@ -181,6 +217,8 @@ void kr_pmnearest(kvcc_plan *pl, const double *par, const KrRows *rw, int n, con
 	Mws w;
 	layout(pl, pl->mws[tid], &w);
 	int nE = evicted(&w, rw, esz, d, n, kidx, m);
+	float *cnt = cntrow(pl, state, nst, sstride);
+	ecounts(&w, cnt, nE);
 	kr_pcompact(rw, esz, d, kidx, m, pos, state, nst, sstride);
 	if (nE == 0 || m == 0)
 		return;
@@ -189,7 +227,8 @@ void kr_pmnearest(kvcc_plan *pl, const double *par, const KrRows *rw, int n, con
 		memcpy(w.KK + (size_t)j * row, rw->K + o, row);
 		memcpy(w.KV + (size_t)j * row, rw->V + o, row);
 	}
-	merge(pl, &w, par, w.KK, w.KV, d, nE, m);
+	merge(pl, &w, par, w.KK, w.KV, d, nE, m, cnt);
+	kcounts(&w, cnt, nE, m);
 	for (int j = 0; j < m; j++)                /* the targets back (the others are unchanged) */
 		if (w.off[j + 1] > w.off[j]) {
 			size_t o = (size_t)kr_row(rw, j) * esz;

@@ -40,7 +40,13 @@ __device__ __forceinline__ void kv_decode_part(const KvgArgs &a, int inst, int n
 				for (int j = 0; j < kv_cpl; j++) d += qr[i][j] * kr[j];
 				for (int o = kv_lpt / 2; o > 0; o >>= 1) d += __shfl_xor_sync(0xffffffffu, d, o);
 				if (!ok || g0 + i >= KV_G) continue;
-				const float x = d / sqrtf((float)KV_D), M = x > m[i] ? x : m[i];
+#if KV_CBIAS   /* the merge count bias: log(count) added to the logit (DESIGN §3) */
+				const float x = d / sqrtf((float)KV_D) + logf(a.state[(((long long)(inst / (a.L * a.H)) * KV_NST + KV_CNT) * a.L * a.H +
+				                                                      inst % (a.L * a.H)) * N + t]);
+#else
+				const float x = d / sqrtf((float)KV_D);
+#endif
+				const float M = x > m[i] ? x : m[i];
 				const float sc = expf(m[i] - M), p = expf(x - M);
 				if (sub == 0) Pr[(g0 + i) * N + t] = x;
 				s[i] = s[i] * sc + p, m[i] = M;

@@ -22,6 +22,7 @@
 #include <string.h>
 #include <math.h>
 #include "codegen/ptx/gen.h"
+#include "compiler/mplan.h"
 #include "codegen/ptx/cuh.h"
 #include "compiler/interp.h"
 #include "compiler/plan.h"
@@ -389,7 +390,7 @@ static int gen_select(Gen *g, KpCudaOut *out)
 	   s->floor ? "\t\t\tkeep = keep || kv_kept(kv_prot(ci, ch, n, S, R) ? f1 : f0, sc, ci, ch, n, S, R);\n" : "",
 	   s->scope != SC_head && th ? "\t\t\tkeep = keep && (kv_prot(t, 1, n, S, R) || (double)sc[t] >= tau);\n" : "",
 	   mg ? "t < n ? (int)(-2 - (t - run - ex)) : -1" : "-1");
-	for (int st = 0; st < f->nst; st++)
+	for (int st = 0; st < f->nst + ki_mcounts(f); st++)     /* the state rows, member counts included */
 		sb(&g->s, "\t\tconst float stv%d = keep ? a.state[(((long long)b * KV_NST + %d) * a.L * a.H + li) * N + t] : 0.f;\n",
 		   st, st);
 	sb(&g->s,
@@ -422,7 +423,7 @@ static int gen_select(Gen *g, KpCudaOut *out)
 	   "\t\t\t}\n"
 	   "\t\tif (keep) {\n"
 	   "\t\t\tPb[run + ex] = pv;\n");
-	for (int st = 0; st < f->nst; st++)
+	for (int st = 0; st < f->nst + ki_mcounts(f); st++)
 		sb(&g->s, "\t\t\ta.state[(((long long)b * KV_NST + %d) * a.L * a.H + li) * N + run + ex] = stv%d;\n", st, st);
 	sb(&g->s,
 	   "\t\t}\n"
@@ -444,9 +445,10 @@ static void gen_paged(Gen *g, KpCudaOut *out)
 	snprintf(k->name, sizeof k->name, "kv_paged");
 	k->role = KVG_PAGED;
 	sb(&g->s, "\nextern \"C\" __global__ void __launch_bounds__(KV_NT) kv_paged(const KvgArgs a)\n{\n");
-	sb(&g->s, "\tconst float ini[%d] = {", g->f->nst + 1);
-	for (int s = 0; s < g->f->nst; s++) {
-		double v = (double)(float)g->f->st[s].init;
+	int nst = g->f->nst + ki_mcounts(g->f);     /* the member counts' row: init 1 */
+	sb(&g->s, "\tconst float ini[%d] = {", nst + 1);
+	for (int s = 0; s < nst; s++) {
+		double v = s < g->f->nst ? (double)(float)g->f->st[s].init : 1.0;
 		if (isnan(v))
 			sb(&g->s, " kv_nan(),");
 		else if (isinf(v))
@@ -524,7 +526,10 @@ int kp_generate(const KiFn *f, const KpCudaOpts *o, KpCudaOut *out, KiErr *e)
 	sb(&g.s, "%s", o->dtype == KVCC_F16 ? kp_cuh_storage_f16 : o->dtype == KVCC_BF16 ? kp_cuh_storage_bf16
 	                                                         : kp_cuh_storage_f32);
 	argsdecl(&g.s);
-	sb(&g.s, "#define KV_NST %d\n%s", f->nst, kp_cuh_paged);
+	/* KV_NST: the state rows, the member counts' included (KV_CNT, compiler/mplan.h ki_mcounts);
+	** KV_CBIAS: decode adds log(count) to each logit (decode.cuh) */
+	sb(&g.s, "#define KV_NST %d\n#define KV_CNT %d\n#define KV_CBIAS %d\n%s", f->nst + ki_mcounts(f),
+	   ki_mcounts(f) ? f->nst : -1, f->merge.bias, kp_cuh_paged);
 	/* defined with the select kernel (gen_select); the score kernels read it (x.nkeep) */
 	sb(&g.s, "__device__ long long kv_nkeep(const KvgArgs &a, int l, long long n);\n");
 	sb(&g.s, "%s", kp_cuh_select);
@@ -535,7 +540,7 @@ int kp_generate(const KiFn *f, const KpCudaOpts *o, KpCudaOut *out, KiErr *e)
 		sb(&g.s, "%s", kp_cuh_tile_fma);
 	sb(&g.s, "%s", kp_cuh_tile);
 	int rc = 0;
-	if (f->when.kind == WH_decode || f->nst > 0) {
+	if (f->when.kind == WH_decode || f->nst > 0 || f->merge.bias) {
 		rc = gen_decode(&g, out);
 		out->has_decode = rc == 0;
 		out->dec_part = kvg_dec_part(g.G, g.D, g.NT);

@@ -17,6 +17,8 @@
 **   update   the weights w_e (a thread per member), the self weight w_k and the total per
 **            target, then every (target, channel): (w_k X_k + sum w_e X_e) / total, rounded
 **            to the storage dtype (kv_tost)
+**   counts   member counts (a state row, KV_CNT >= 0: compiler/mplan.h ki_mcounts): copied aside
+**            with the evicted rows, then each target's count grows by its absorbed rows'
 **
 ** Simultaneous: every similarity and weight comes from the pre-merge rows (the evicted rows'
 ** copies, the kept rows before any update). f32 as the x86 kernels (the interpreter: double;
@@ -122,7 +124,11 @@ static int rowscalars(Mc *M, int s)
 		if (!M->need[i] || in->axes)
 			continue;               /* [chan] values: inline in the reductions */
 		const KiSem *sem = ki_sem(in->op);
-		if (sem->kind == SEM_RED) {
+		if (in->op == KO_pinfo)      /* e.count (copied aside with the row), k.count (before the update) */
+			sb(&g->s, "\t\t\tconst float r%d = %s; /* %%%d %s */\n", i,
+			   in->aux == PI_ecount ? "mEC_[q_]" : "a.state[(((long long)b * KV_NST + KV_CNT) * a.L * a.H + li) * N + j_]", i,
+			   in->aux == PI_ecount ? "e.count" : "k.count");
+		else if (sem->kind == SEM_RED) {
 			char A[1500], B[1500] = "0.f", ini[64];
 			if (rowchan(M, in->arg[0], s, A, sizeof A) ||
 			    (sem->map == MAP_MUL && rowchan(M, in->arg[1], s, B, sizeof B)))
@@ -225,7 +231,8 @@ static const char *const decl =
 	"\tfloat *const mES_ = (float *)(mEV_ + (long long)N * KV_D), *const mKS_ = mES_ + (long long)%d * N;\n"
 	"\tfloat *const mBS_ = mKS_ + (long long)%d * N, *const mW_ = mBS_ + N, *const mWK_ = mW_ + N, *const mTOT_ = mWK_ + N;\n"
 	"\tint *const mBI_ = (int *)(mTOT_ + N), *const mSEG_ = mBI_ + N, *const mOFF_ = mSEG_ + N;\n"
-	"\t(void)mES_; (void)mKS_;\n";
+	"\tfloat *const mEC_ = (float *)(mOFF_ + N + 1);   /* [N] evicted counts (KV_CNT >= 0) */\n"
+	"\t(void)mES_; (void)mKS_; (void)mEC_;\n";
 
 /* the compaction's hook: the evicted rows of the tile (sdst <= -2: evicted row -2 - sdst) copied
 ** before any row of the tile moves */
@@ -237,6 +244,8 @@ void kp_merge_copy(Gen *g)
 	   "\t\t\tif (dd <= -2) {\n"
 	   "\t\t\t\tmEK_[(long long)(-2 - dd) * KV_D + c] = Kb[(t0 + rr) * a.sT + c];\n"
 	   "\t\t\t\tmEV_[(long long)(-2 - dd) * KV_D + c] = Vb[(t0 + rr) * a.sT + c];\n"
+	   "\t\t\t\tif (KV_CNT >= 0 && c == 0)   /* its member count */\n"
+	   "\t\t\t\t\tmEC_[-2 - dd] = a.state[(((long long)b * KV_NST + KV_CNT) * a.L * a.H + li) * N + t0 + rr];\n"
 	   "\t\t\t}\n"
 	   "\t\t}\n"
 	   "\t\t__syncthreads();\n");
@@ -366,7 +375,15 @@ static int body(Mc *M)
 		sb(&g->s, "\t\t\t{ const float y_ = __fadd_rn(__fmul_rn(wk_, kv_f(%cb[x2_])), %s); %cb[x2_] = kv_tost(%s); }\n",
 		   v ? 'V' : 'K', v ? "av_" : "ak_", v ? 'V' : 'K', m->update == MU_mean ? "y_ / tot_" : "y_");
 	}
-	sb(&g->s, "\t\t}\n\t}\n");
+	sb(&g->s, "\t\t}\n");
+	if (ki_mcounts(M->f))
+		sb(&g->s,
+		   "\t\t/* member counts: a target's count grows by its absorbed rows' */\n"
+		   "\t\tfor (int j_ = tid; j_ < m_; j_ += KV_NT) {\n"
+		   "\t\t\tfloat *const c_ = &a.state[(((long long)b * KV_NST + KV_CNT) * a.L * a.H + li) * N + j_];\n"
+		   "\t\t\tfor (int s2_ = mOFF_[j_]; s2_ < mOFF_[j_ + 1]; s2_++) *c_ += mEC_[mSEG_[s2_]];\n"
+		   "\t\t}\n");
+	sb(&g->s, "\t}\n");
 	return 0;
 }
 
@@ -399,10 +416,11 @@ int kp_merge_decl(Gen *g)
 	Mc M;
 	int rc = mcinit(&M, g);
 	if (rc == 0) {
-		/* EK, EV [N][D] (storage dtype); es [nes][N], ks [nks][N]; bsim, w, wk, tot, bidx, seg [N]; off [N + 1] */
+		/* EK, EV [N][D] (storage dtype); es [nes][N], ks [nks][N]; bsim, w, wk, tot, bidx, seg [N]; off [N + 1];
+		** ec [N] (the evicted rows' member counts) */
 		long long off[4], one[4];
 		char o[200];
-		kp_wsreserve(g, 1, (g->dtype == KVCC_F32 ? 2LL : 1LL) * g->D + M.nes + M.nks + 7, off);
+		kp_wsreserve(g, 1, (g->dtype == KVCC_F32 ? 2LL : 1LL) * g->D + M.nes + M.nks + 8, off);
 		kp_wsreserve(g, 0, 2, one);
 		kp_wsmax(g);
 		kp_offexpr(off, o, sizeof o);

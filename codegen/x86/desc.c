@@ -120,7 +120,7 @@ void *kx_desccfg(const KiFn *f, const KiPlan *p, const kvcc_spec *spec, const Kx
 	Buf b = { 0 };
 	KaHdr h = { .format = KA_FORMAT, .kir_hash = kir_hash, .cpu = cpu, .dtype = spec->dtype,
 	            .head_dim = spec->head_dim, .group = spec->group, .target = spec->target, .vec_width = W,
-	            .nins = f->nins, .npar = f->npar, .nst = f->nst, .score = KI_RIDX(f->score),
+	            .nins = f->nins, .npar = f->npar, .nst = f->nst + ki_mcounts(f), .score = KI_RIDX(f->score),
 	            .fsoft = p->has_attn ? p->fsoft : -1, .when = f->when.kind == WH_decode,
 	            .scope = f->sel.scope, .sel_line = f->sel.line, .sel_col = f->sel.col };
 	memcpy(h.magic, KA_MAGIC, sizeof h.magic);
@@ -141,9 +141,11 @@ void *kx_desccfg(const KiFn *f, const KiPlan *p, const kvcc_spec *spec, const Kx
 	h.selkind = f->sel.kind, h.nocap = f->sel.nocap, h.tau = ref(f, f->sel.tau);
 	h.mass = ref(f, f->sel.mass);
 	h.floor = ref(f, f->sel.floor);
+	h.cnt = ki_mcounts(f) ? f->nst : -1;     /* the count state row after the declared ones */
+	h.cbias = f->merge.bias;
 	put(&b, NULL, sizeof h, 8);
 	h.par = (uint32_t)put(&b, NULL, (size_t)f->npar * sizeof(KaParam), 8);
-	h.st = (uint32_t)put(&b, NULL, (size_t)f->nst * sizeof(KaState), 8);
+	h.st = (uint32_t)put(&b, NULL, (size_t)h.nst * sizeof(KaState), 8);
 	h.ins = (uint32_t)put(&b, NULL, (size_t)f->nins * sizeof(KaIns), 8);
 	h.nw = f->nw;
 	h.wt = (uint32_t)put(&b, NULL, (size_t)f->nw * sizeof(KaWeight), 8);
@@ -161,6 +163,11 @@ void *kx_desccfg(const KiFn *f, const KiPlan *p, const kvcc_spec *spec, const Kx
 		              .update = f->st[i].update != KI_NIL, .init = f->st[i].init };
 		if (!b.oom)
 			memcpy(b.p + h.st + (size_t)i * sizeof k, &k, sizeof k);
+	}
+	if (h.cnt >= 0 && !b.oom) {                       /* the member counts: init 1 */
+		KaState k = { .name = (uint32_t)(put(&b, "count", 6, 1) - h.str), .update = 0, .init = 1 };
+		if (!b.oom)
+			memcpy(b.p + h.st + (size_t)h.cnt * sizeof k, &k, sizeof k);
 	}
 	for (int i = 0; i < f->nw && !b.oom; i++) {     /* ki_unsupported refused out axes */
 		const KiWeight *w = &f->w[i];

@@ -178,7 +178,7 @@ static void module(Gen *g, const KiFn *f, const kvcc_spec *spec, const KxConfig 
 /* the artifact's entry points, in kvcc_artifact's order */
 enum { E_qk, E_cvt, E_decode, E_probs, E_qkt, E_sstat, E_sacc, E_selkeys, E_topk, E_keepidx, E_compact, E_tmap,
        E_ckeys, E_kcount, E_ckeepidx, E_nkeep, E_ascale, E_hmean, E_observe, E_qround, E_mscal, E_mbest, E_mpair,
-       E_mupd, E_tfilter, E_mtotal, E_ksum, E_kfloor, E_NUM };
+       E_mupd, E_tfilter, E_mtotal, E_ksum, E_kfloor, E_decodeb, E_NUM };
 _Static_assert(sizeof(kvcc_artifact) == 5 * 8 + E_NUM * 8, "kvcc_artifact: 5 header fields, then the entry points");
 
 /* an entry point the runtime never calls for this policy (no such step in its plan): returns at once
@@ -202,7 +202,7 @@ static int kernels(Gen *g, const KiFn *f, const KiPlan *kp, LLVMValueRef *fn)
 	int rc = 0;
 	fn[E_qk] = stub(g, "kvcc_qk", NULL, qk, 6);   /* retired (artifact.h): nothing calls it */
 	kx_gen_cvt(g), fn[E_cvt] = g->fn;
-	kx_gen_decode(g, g->G), fn[E_decode] = g->fn;
+	kx_gen_decode(g, g->G, 0), fn[E_decode] = g->fn;
 	kx_gen_probs(g), fn[E_probs] = g->fn;
 	kx_gen_qkt(g), fn[E_qkt] = g->fn;
 	kx_gen_sstat(g), fn[E_sstat] = g->fn;
@@ -231,6 +231,12 @@ static int kernels(Gen *g, const KiFn *f, const KiPlan *kp, LLVMValueRef *fn)
 	kx_gen_mtotal(g), fn[E_mtotal] = g->fn;
 	kx_gen_ksum(g), fn[E_ksum] = g->fn;
 	kx_gen_kfloor(g), fn[E_kfloor] = g->fn;
+	if (f->merge.bias)       /* decode with the merge count bias (issue 12) */
+		kx_gen_decode(g, g->G, 1), fn[E_decodeb] = g->fn;
+	else {
+		LLVMTypeRef db[9] = { g->ptr, g->ptr, g->i64, g->i64, g->ptr, g->ptr, g->i64, g->ptr, g->ptr };
+		fn[E_decodeb] = stub(g, "kvcc_decodeb", NULL, db, 9);
+	}
 	return rc;
 }
 

@@ -287,7 +287,7 @@ static inline LLVMValueRef newfn(Gen *g, const char *name, LLVMTypeRef ret, LLVM
 
 /* kern.c: the fixed kernels (each defines one function and leaves it in g->fn) */
 KC_FUNC void kx_gen_cvt(Gen *g);
-KC_FUNC void kx_gen_decode(Gen *g, int G);
+KC_FUNC void kx_gen_decode(Gen *g, int G, int bias);
 KC_FUNC void kx_gen_probs(Gen *g);
 KC_FUNC void kx_gen_qkt(Gen *g);
 KC_FUNC void kx_gen_sstat(Gen *g);

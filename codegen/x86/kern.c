@@ -93,12 +93,14 @@ void kx_gen_cvt(Gen *g)
 ** (m = -inf, l = 0, acc = 0) and updated online: per DT-token tile, logits through
 ** the Q·K register block, tile max, rescale, probabilities (vector exp), V
 ** accumulation with the chan chunk outer and the tile's tokens inner.
+** bias (kvcc_decodeb, a merge with count_bias): a 9th argument cnt, token j's member count
+** cnt[j]; log(cnt[j]) is added to its logits before the statistics (DESIGN §3 "Count bias").
 */
-void kx_gen_decode(Gen *g, int G)
+void kx_gen_decode(Gen *g, int G, int bias)
 {
-	LLVMTypeRef ps[8] = { g->ptr, g->ptr, g->i64, g->i64, g->ptr, g->ptr, g->i64, g->ptr };
-	LLVMTypeRef ft = LLVMFunctionType(LLVMVoidTypeInContext(g->cx), ps, 8, 0);
-	g->fn = LLVMAddFunction(g->m, "kvcc_decode", ft);
+	LLVMTypeRef ps[9] = { g->ptr, g->ptr, g->i64, g->i64, g->ptr, g->ptr, g->i64, g->ptr, g->ptr };
+	LLVMTypeRef ft = LLVMFunctionType(LLVMVoidTypeInContext(g->cx), ps, bias ? 9 : 8, 0);
+	g->fn = LLVMAddFunction(g->m, bias ? "kvcc_decodeb" : "kvcc_decode", ft);
 	LLVMSetLinkage(g->fn, LLVMInternalLinkage);
 	LLVMValueRef K = LLVMGetParam(g->fn, 0), V = LLVMGetParam(g->fn, 1), ldk = LLVMGetParam(g->fn, 2);
 	LLVMValueRef nt = LLVMGetParam(g->fn, 3), q = LLVMGetParam(g->fn, 4), S = LLVMGetParam(g->fn, 5);
@@ -133,6 +135,17 @@ void kx_gen_decode(Gen *g, int G)
 		qk_block(g, Kt, ldk, lds, q, St, ci(g, 0), j, G, TB);
 		loop_end(g, &lj);
 		jstart = lj.iv;
+	}
+	if (bias) {     /* decodeb: the merge count bias, log(count[t]) added to token t's logits */
+		Loop lb;
+		LLVMValueRef j = loop_begin2(g, ci(g, 0), nj, 1, 1, &lb);
+		LLVMValueRef c = ldf(g, LLVMGetParam(g->fn, 8), LLVMBuildAdd(b, t0, j, ""));
+		LLVMValueRef lc = intr(g, "llvm.log", g->f32, &c, 1);
+		for (int a = 0; a < G; a++) {
+			LLVMValueRef ix = LLVMBuildAdd(b, LLVMBuildMul(b, ci(g, a), lds, ""), j, "");
+			storef(g, LLVMBuildFAdd(b, ldf(g, St, ix), lc, ""), St, ix);
+		}
+		loop_end(g, &lb);
 	}
 	{
 		Loop lp;

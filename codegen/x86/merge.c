@@ -5,7 +5,9 @@
 ** tile (qkt) and the compaction:
 **
 **   mscal  per row: the [] values of one row (norms, sums over chan of erow / krow of K or V,
-**          elementwise ops of them), each once per evicted and once per kept row
+**          its member count e.count / k.count, elementwise ops of them), each once per evicted
+**          and once per kept row; the counts are row nes / nks of the table, written by the
+**          runtime before mscal
 **   mbest  per tile of the evicted × kept similarity: the epilogue F(e·k, row scalars) over the
 **          qkt tile, W kept tokens at a time, and the running arg-max of each evicted row
 **          (NaN never, ties → the lower kept index)
@@ -35,6 +37,8 @@ typedef struct Mg {
 	LLVMValueRef sim, abs, ntg, dotv, par;
 	/* row sites (mscal) */
 	LLVMValueRef K, V, row;  /* the row's first element */
+	LLVMValueRef out, ld, ri; /* the row's table, its stride, the row's index */
+	int nes, nks;            /* row scalars per side: the member counts are row nes / nks of out */
 } Mg;
 
 static LLVMValueRef splat32(Gen *g, LLVMValueRef x, int w)
@@ -134,7 +138,10 @@ static LLVMValueRef rowscal(Mg *M, int i, int w)
 		return M->val[i];
 	const KiIns *in = &M->f->ins[i];
 	LLVMValueRef v;
-	if (ki_sem(in->op)->kind == SEM_RED)
+	if (in->op == KO_pinfo)   /* e.count / k.count: the runtime's row of the table (runtime/merge.c) */
+		v = ldf(M->g, M->out, LLVMBuildAdd(M->g->b, LLVMBuildMul(M->g->b, ci(M->g, in->aux == PI_ecount ? M->nes : M->nks),
+		                                                         M->ld, ""), M->ri, ""));
+	else if (ki_sem(in->op)->kind == SEM_RED)
 		v = rowred(M, in);
 	else
 		v = kx_ew(M->g, in->op, mref(M, in->arg[0], 1, rowscal), mref(M, in->arg[1], 1, rowscal),
@@ -161,6 +168,7 @@ static void gen_mscal(Mg *M)
 		Loop lr;
 		LLVMValueRef i = loop_begin2(g, ci(g, 0), cnt, 1, 1, &lr);
 		M->row = LLVMBuildMul(b, i, ldk, "");
+		M->out = out, M->ld = ld, M->ri = i;
 		memset(M->val, 0, (size_t)M->f->nins * sizeof *M->val);
 		for (int j = 0; j < M->f->nins; j++)
 			if (M->slot[j] >= 0 && M->side[j] == (s ? KI_MK : KI_ME))
@@ -449,7 +457,7 @@ int kx_gen_merge(Gen *g, const KiFn *f, LLVMValueRef fn[4])
 		return -1;
 	}
 	ki_msides(f, side);
-	M.slot = slot, M.side = side;
+	M.slot = slot, M.side = side, M.nes = nes, M.nks = nks;
 	gen_mscal(&M), fn[0] = g->fn;
 	gen_mbest(&M), fn[1] = g->fn;
 	gen_mpair(&M), fn[2] = g->fn;

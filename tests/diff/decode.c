@@ -24,6 +24,7 @@
 #include "kvcc_compiler.h"
 #include "compiler/ir.h"
 #include "compiler/interp.h"
+#include "compiler/mplan.h"
 #include "codegen/x86/x86.h"
 #include "dsl/dsl.h"
 #define CASEGEN_SEED 0x9e3779b97f4a7c15ull
@@ -45,6 +46,8 @@ typedef struct Ref {
 	float *K, *V;            /* [L][H][cap][d] rounded values */
 	int32_t len[L * H], *pos;
 	double *state;           /* [nst][L][H][cap] */
+	double *count;           /* [L][H][cap] member counts (a merge that keeps them: the compiled
+	                            policy's state row nst), or NULL */
 	int nw;                  /* the policy's weights (casegen.h cg_weights) */
 	const KiWData *w;
 } Ref;
@@ -84,6 +87,8 @@ static int step(const char *name, const KiFn *f, kvcc_plan *pl, kvcc_cache *c, R
 			R->pos[(size_t)k * cap + n] = 100000 + stepno;
 			for (int s = 0; s < R->nst; s++)
 				R->state[((size_t)s * L * H + k) * cap + n] = f->st[s].init;
+			if (R->count)
+				R->count[(size_t)k * cap + n] = 1;
 			R->len[k] = n + 1;
 		}
 		if (kvcc_append(pl, c, l, kb, vb, 100000 + stepno) != 0)
@@ -95,7 +100,7 @@ static int step(const char *name, const KiFn *f, kvcc_plan *pl, kvcc_cache *c, R
 		if (kvcc_decode_layer(pl, c, l, q + (size_t)l * H * G * d, out + (size_t)l * H * G * d) != 0)
 			rc = fails(name, "decode: %s", kvcc_last_error());
 	KiCase kc = { .L = L, .H = H, .G = G, .d = d, .n = cap, .len = R->len, .K = R->K, .V = R->V, .pos = R->pos,
-	              .dtype = dt, .step = stepno, .nw = R->nw, .w = R->w };
+	              .dtype = dt, .step = stepno, .nw = R->nw, .w = R->w, .count = R->count };
 	KiErr e = { 0 };
 	double *sref = R->nst ? R->state : malloc(8);
 	if (!rc && ki_observe(f, &kc, q, sref, ref, &e) != 0)
@@ -180,20 +185,31 @@ static void run_case(const Case *cf, const char *host)
 	}
 	int d = cf->d, G = cf->G, dt = cf->dtype, S = 4, S2 = 2;
 	int n0[L * H] = { 37, 0, 1500 + (int)(urand() * 300), 211 };
+	if (f->merge.kind != MG_drop)      /* the interpreter's pair-by-pair merge: a shorter long head (still 2 chunks) */
+		n0[2] = 300 + n0[2] % 40;
 	int cap = 0;
 	for (int k = 0; k < L * H; k++)
 		cap = n0[k] + S + S2 > cap ? n0[k] + S + S2 : cap;
 	int pad = (d / 8) % 2 ? 8 : 0;
 	int64_t st = d + pad;
 	size_t esz = dt == KVCC_F32 ? 4 : 2, ntok = (size_t)L * H * cap;
-	int nst = kvcc_state_count(p);
+	/* the compiled policy's state rows: the declared ones, then the member counts (ki_mcounts) */
+	int nst = f->nst, cn = ki_mcounts(f), nstx = kvcc_state_count(p);
+	if (nstx != nst + cn) {
+		printf("FAIL %s: kvcc_state_count %d, want %d + %d\n", name, nstx, nst, cn);
+		nfail++;
+		kvcc_close(p);
+		ki_free(f);
+		return;
+	}
 	Ref R = { .cap = cap, .d = d, .G = G, .dtype = dt, .nst = nst };
 	R.K = calloc(ntok * d, sizeof(float)), R.V = calloc(ntok * d, sizeof(float));
 	R.pos = calloc(ntok, sizeof(int32_t));
 	R.state = calloc(ntok * (nst ? nst : 1), sizeof(double));
 	char *Ks = calloc(ntok * st, esz), *Vs = calloc(ntok * st, esz);
 	int32_t *pos = calloc(ntok, sizeof(int32_t)), len[L * H];
-	float *state = nst ? calloc(ntok * nst, sizeof(float)) : NULL;
+	float *state = nstx ? calloc(ntok * nstx, sizeof(float)) : NULL;
+	R.count = cn ? calloc(ntok, sizeof(double)) : NULL;
 	double par[32];
 	for (int i = 0; i < f->npar; i++)
 		par[i] = f->par[i].def;
@@ -220,6 +236,8 @@ static void run_case(const Case *cf, const char *host)
 	for (int s = 0; s < nst; s++)
 		for (size_t i = 0; i < ntok; i++)
 			state[(size_t)s * ntok + i] = (float)f->st[s].init, R.state[(size_t)s * ntok + i] = f->st[s].init;
+	for (size_t i = 0; cn && i < ntok; i++)   /* counts 1..3, as after earlier merges: the bias matters from step 0 */
+		R.count[i] = state[(size_t)nst * ntok + i] = (float)(1 + (int)(urand() * 3));
 	kvcc_layout lay = { dt, L, H, d, cap, (int64_t)H * cap * st, (int64_t)cap * st, st };
 	if (kvcc_plan_create(p, &lay, 0, cf->threads, &pl) != 0 || kvcc_plan_set_params(pl, par) != 0) {
 		printf("FAIL %s: plan: %s\n", name, kvcc_last_error());
@@ -249,12 +267,12 @@ static void run_case(const Case *cf, const char *host)
 	double ratio = 0.5;
 	KiCase kc = { .L = L, .H = H, .G = G, .d = d, .n = cap, .len = R.len, .K = R.K, .V = R.V, .pos = R.pos,
 	              .state = nst ? R.state : NULL, .dtype = dt, .params = par, .ratio = ratio, .budget = -1, .step = S - 1,
-	              .nw = f->nw, .w = wd };
+	              .nw = f->nw, .w = wd, .count = R.count };
 	if (ki_run(f, &kc, &r, &e) != 0) {
 		printf("FAIL %s: ki_run: %s\n", name, e.msg);
 		goto out;
 	}
-	int tied = margin(f, par, &R, &r) < 1e-5;
+	int tied = margin(f, par, &R, &r) < 1e-5 || merge_margin(f, par, &kc, &r) < 1e-5;   /* merge: target ties too (100x the f32 similarity error) */
 	kvcc_args args = { ratio, -1, par, 0, NULL };
 	if (kvcc_compress(pl, &c, NULL, &args) != 0) {
 		printf("FAIL %s: compress: %s\n", name, kvcc_last_error());
@@ -275,14 +293,25 @@ static void run_case(const Case *cf, const char *host)
 					       pos[(size_t)k * cap + m], want);
 					goto out;
 				}
-				for (int s = 0; s < nst; s++) {
-					double a = state[((size_t)s * L * H + k) * cap + m], b = r.state[((size_t)s * L * H + k) * cap + m];
+				for (int s = 0; s < nst + cn; s++) {     /* the member counts: r.count */
+					double a = state[((size_t)s * L * H + k) * cap + m];
+					double b = s < nst ? r.state[((size_t)s * L * H + k) * cap + m] : r.count[(size_t)k * cap + m];
 					if (!(fabs(a - b) <= 1e-4 * fmax(1, fabs(b)))) {
 						printf("FAIL %s: compacted state of head %d row %d: %.9g vs %.9g\n", name, k, m, a, b);
 						goto out;
 					}
 				}
-				for (int ch = 0; ch < d; ch++) {
+				for (int ch = 0; ch < d && f->merge.kind != MG_drop; ch++) {   /* merged rows: the tolerance */
+					size_t ri = ((size_t)k * cap + m) * d + ch, xi = ((size_t)k * cap + m) * st + ch;
+					double xk = decode(Ks + xi * esz, dt), xv = decode(Vs + xi * esz, dt), rk = r.K[ri], rv = r.V[ri];
+					double tol = merge_tol(dt);
+					if (!(fabs(xk - rk) <= tol * fmax(1, fabs(rk))) || !(fabs(xv - rv) <= tol * fmax(1, fabs(rv)))) {
+						printf("FAIL %s: merged row %d of head %d, chan %d: x86 K %.9g V %.9g, reference K %.9g V %.9g\n",
+						       name, m, k, ch, xk, xv, rk, rv);
+						goto out;
+					}
+				}
+				for (int ch = 0; ch < d && f->merge.kind == MG_drop; ch++) {
 					char bk[4], bv[4];
 					encode(r.K[((size_t)k * cap + m) * d + ch], dt, bk);
 					encode(r.V[((size_t)k * cap + m) * d + ch], dt, bv);
@@ -301,6 +330,8 @@ static void run_case(const Case *cf, const char *host)
 		memcpy(R.len, r.len, sizeof R.len);
 		if (nst)
 			memcpy(R.state, r.state, ntok * nst * sizeof(double));
+		if (cn)
+			memcpy(R.count, r.count, ntok * sizeof(double));
 		for (int s = 0; s < S2; s++)
 			if (step(name, f, pl, &c, &R, Ks, Vs, st, S + s) != 0)
 				goto out;
@@ -312,7 +343,7 @@ out:
 done:
 	ki_result_free(&r);
 	kvcc_plan_destroy(pl);
-	free(R.K), free(R.V), free(R.pos), free(R.state), free(Ks), free(Vs), free(pos), free(state);
+	free(R.K), free(R.V), free(R.pos), free(R.state), free(R.count), free(Ks), free(Vs), free(pos), free(state);
 	free(wf), free(wdv);
 	kvcc_close(p);
 	ki_free(f);

@@ -25,6 +25,7 @@
 #include "runtime/artifact.h"
 #include "compiler/ir.h"
 #include "compiler/interp.h"
+#include "compiler/mplan.h"
 #include "compiler/plan.h"
 #include "codegen/x86/x86.h"
 #include "dsl/dsl.h"
@@ -177,6 +178,13 @@ static void run_case(const Cfg *cf, const char *host)
 	int64_t st = d + pad;
 	size_t esz = cf->dtype == KVCC_F32 ? 4 : 2, nkv = (size_t)L * H * n * d, nq = (size_t)L * H * G * O * d;
 	float *K = malloc(nkv * 4 + 4), *V = malloc(nkv * 4 + 4), *Q = malloc(nq * 4 + 4), *sc = malloc((size_t)L * H * n * 4);
+	/* member counts (a merge that keeps them, compiler/mplan.h ki_mcounts: the policy's only state
+	** row at prefill): drawn 1..3, as after earlier merges; the interpreter takes them as KiCase.count */
+	int cn = ki_mcounts(f);
+	double *cref = malloc((size_t)L * H * n * sizeof(double) + 8);
+	float *cst = cn ? malloc((size_t)L * H * n * sizeof(float)) : NULL;
+	for (int i = 0; i < L * H * n; i++)
+		cref[i] = cn ? 1 + (int)(urand() * 3) : 1;
 	char *Ks = malloc((size_t)L * H * n * st * esz), *Vs = malloc((size_t)L * H * n * st * esz), *Qs = malloc(nq * esz + 2);
 	int32_t *pos = malloc((size_t)L * H * n * 4);
 	KiResult r = { 0 };
@@ -218,7 +226,7 @@ static void run_case(const Cfg *cf, const char *host)
 			Q[i] = ki_round((float)(urand() * 4 - 2), cf->dtype);
 		KiCase c = { .L = L, .H = H, .G = G, .d = d, .n = n, .len = len0, .O = O, .K = K, .V = V, .Q = O ? Q : NULL,
 		             .pos = posr, .dtype = cf->dtype, .params = par, .ratio = ratio, .budget = budget,
-		             .nw = f->nw, .w = wd };
+		             .nw = f->nw, .w = wd, .count = cn ? cref : NULL };
 		ki_result_free(&r);
 		if (ki_run(f, &c, &r, &e) != 0) {
 			printf("FAIL %s: interpreter: %s\n", name, e.msg);
@@ -274,7 +282,9 @@ static void run_case(const Cfg *cf, const char *host)
 		printf("FAIL %s: plan: %s\n", name, kvcc_last_error());
 		goto out;
 	}
-	kvcc_cache cache = { Ks, Vs, pos, len, NULL };
+	for (int i = 0; cn && i < L * H * n; i++)
+		cst[i] = (float)cref[i];
+	kvcc_cache cache = { Ks, Vs, pos, len, cst };
 	kvcc_obs obs = { O, Qs, uselse ? lse : NULL, NULL };
 	kvcc_args args = { ratio, budget, par, 0, sc };
 	int rc = 0;
@@ -312,6 +322,11 @@ static void run_case(const Cfg *cf, const char *host)
 			if (pos[(size_t)k * n + m] != r.pos[(size_t)k * n + m]) {
 				printf("FAIL %s: head %d kept[%d] at position %d, reference %d\n", name, k, m,
 				       pos[(size_t)k * n + m], r.pos[(size_t)k * n + m]);
+				goto out;
+			}
+			if (cn && cst[(size_t)k * n + m] != r.count[(size_t)k * n + m]) {   /* integer counts: exact */
+				printf("FAIL %s: head %d row %d member count %g, reference %g\n", name, k, m, cst[(size_t)k * n + m],
+				       r.count[(size_t)k * n + m]);
 				goto out;
 			}
 			for (int ch = 0; ch < d && f->merge.kind != MG_drop; ch++) {   /* merged rows: the tolerance */
@@ -355,7 +370,7 @@ out:
 done:
 	ki_result_free(&r);
 	free(K), free(V), free(Q), free(sc), free(Ks), free(Vs), free(Qs), free(pos), free(posr), free(lse);
-	free(wf), free(wdv);
+	free(wf), free(wdv), free(cref), free(cst);
 	kvcc_close(p);
 	ki_free(f);
 }

@@ -34,7 +34,8 @@
 ** identical kept sets (lengths, positions), bit-identical compacted K/V rows (merge rules:
 ** merged rows within merge_tol, tests/common/casegen.h; inputs re-drawn while a target or a
 ** threshold decision has a margin < 1e-4),
-** compacted state within the score tolerance. Policies with per-token state
+** compacted state within the score tolerance (member counts, a merge that keeps them: their
+** state row vs the interpreter's counts, drawn 1..3 at the start). Policies with per-token state
 ** first run 3 decode steps (kv_decode vs ki_observe: outputs and state within
 ** 1e-4 · max(1, |ref|)). Inputs re-drawn while the interpreter's selection
 ** boundary has a relative margin < 1e-4.
@@ -48,6 +49,7 @@
 #include <sys/stat.h>
 #include "compiler/ir.h"
 #include "compiler/interp.h"
+#include "compiler/mplan.h"
 #include "codegen/ptx/ptx.h"
 #include "kvcc_compiler.h"
 #include "dsl/dsl.h"
@@ -420,7 +422,7 @@ static void run_case(int pi, int dt, int di, int gi, int idx)
 		         idx % 4 == 2 && !O ? " empty-head" : "");
 	int pad = (d / 8) % 2 ? 8 : 0;
 	long long st = d + pad;
-	int nst = f->nst, steps = nst ? 3 : 0;
+	int nst = f->nst, steps = nst ? 3 : 0, cn = ki_mcounts(f);   /* cn: member counts, state row nst (KV_CNT) */
 	/* split-KV decode: 1 split, several, more splits than a head has tokens (empty
 	   ranges); every other decode case has an empty head */
 	static const int nsplits[] = { 1, 2, 3, 7, 16, 64 };
@@ -433,7 +435,9 @@ static void run_case(int pi, int dt, int di, int gi, int idx)
 	size_t ntok = (size_t)L * H * n, ndq = (size_t)L * H * G * d;
 	float *K = malloc(nkv * 4), *V = malloc(nkv * 4), *Q = malloc(nq * 4 + 4), *dq = malloc(ndq * 4 * (steps + 1));
 	float *oref = malloc(ndq * 4), *st32 = malloc(ntok * (nst + 1) * 4);
-	double *stref = malloc(ntok * (nst + 1) * sizeof(double));
+	double *stref = malloc(ntok * (nst + 1) * sizeof(double)), *cref = malloc(ntok * sizeof(double));
+	for (size_t t = 0; t < ntok; t++)     /* counts 1..3, as after earlier merges (1 without counts) */
+		cref[t] = cn ? 1 + (int)(urand() * 3) : 1;
 	Dev v = { 0 };
 	v.K = malloc(ntok * st * esz), v.V = malloc(ntok * st * esz), v.Q = malloc(nq * esz + 4);
 	v.q = malloc(ndq * esz), v.len = malloc(L * H * 4), v.pos = malloc(ntok * 4);
@@ -486,7 +490,7 @@ static void run_case(int pi, int dt, int di, int gi, int idx)
 			dq[i] = ki_round((float)(urand() * 4 - 2), dt);
 		KiCase c0 = { .L = L, .H = H, .G = G, .d = d, .n = n, .len = len0, .O = O, .K = K, .V = V,
 		              .Q = O ? Q : NULL, .pos = posr, .dtype = dt, .params = par, .ratio = ratio, .budget = budget,
-		              .nw = f->nw, .w = wd };
+		              .nw = f->nw, .w = wd, .count = cn ? cref : NULL };
 		c = c0;
 		for (int s = 0; s < nst; s++)
 			for (size_t t = 0; t < ntok; t++)
@@ -528,6 +532,8 @@ static void run_case(int pi, int dt, int di, int gi, int idx)
 	for (int s = 0; s < nst; s++)
 		for (size_t t = 0; t < ntok; t++)
 			v.state[s * ntok + t] = (float)f->st[s].init;
+	for (size_t t = 0; cn && t < ntok; t++)
+		v.state[nst * ntok + t] = (float)cref[t];
 	KvgArgs a;
 	memset(&a, 0, sizeof a);
 	a.K = v.K, a.V = v.V, a.len = v.len, a.pos = v.pos, a.state = v.state, a.Q = O ? v.Q : NULL;
@@ -629,8 +635,9 @@ static void run_case(int pi, int dt, int di, int gi, int idx)
 					goto out;
 				}
 			}
-			for (int s = 0; s < nst; s++) {
-				double x = v.state[s * ntok + (size_t)k * n + m], y = r.state[s * ntok + (size_t)k * n + m];
+			for (int s = 0; s < nst + cn; s++) {       /* the member counts: r.count */
+				double x = v.state[s * ntok + (size_t)k * n + m];
+				double y = s < nst ? r.state[s * ntok + (size_t)k * n + m] : r.count[(size_t)k * n + m];
 				if (!(fabs(x - y) <= 1e-4 * fmax(1, fabs(y)))) {
 					printf("FAIL %s: compacted state row %d of head %d: gpu %.9g ref %.9g\n", name, m, k, x, y);
 					goto out;
@@ -644,7 +651,7 @@ out:
 	nfail++;
 done:
 	ki_result_free(&r);
-	free(K), free(V), free(Q), free(dq), free(oref), free(st32), free(stref);
+	free(K), free(V), free(Q), free(dq), free(oref), free(st32), free(stref), free(cref);
 	free(v.K), free(v.V), free(v.Q), free(v.q), free(v.len), free(v.pos), free(v.state), free(v.scores), free(v.ws);
 	free(posr), free(wf), free(wdv);
 	free(v.out);
