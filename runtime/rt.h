@@ -135,6 +135,14 @@ KC_FUNC int kr_enter(kvcc_plan *pl);
 ** with a message when a declared weight was not given */
 KC_FUNC int kr_weights_init(kvcc_plan *pl);
 KC_FUNC int kr_weights_check(const kvcc_plan *pl);
+/* shared by the CPU and GPU plans (kvcc_plan_set_weight, kvcc_gpu_plan_set_weight): the packed
+** floats of p's weights in layout lay; 0 or KVCC_EINVAL naming the first weight wset[] lacks;
+** kr_weight_arg checks one kvcc_*_set_weight call (name, shape against lay, finite) and gives
+** the weight's index, offset and count in the packed buffer, or KVCC_EINVAL with the message */
+KC_FUNC size_t kr_weights_size(const kvcc_policy *p, const kvcc_layout *lay);
+KC_FUNC int kr_weights_given(const kvcc_policy *p, const unsigned char *wset);
+KC_FUNC int kr_weight_arg(const kvcc_policy *p, const kvcc_layout *lay, const char *name, const float *data,
+                          int ndim, const int64_t *shape, int *idx, size_t *off, size_t *count);
 KC_FUNC void kr_leave(kvcc_plan *pl);
 #define KR_MAXQROWS (1 << 24)   /* group * max_obs: query rows a plan's workspaces are sized for */
 

@@ -9,7 +9,8 @@
 ** each specialization compiled by kvcc_compile_so_gpu (sm_80,sm_90 PTX +
 ** CUBIN embedded in policy.so, through the compile cache), opened with
 ** kvcc_open, planned per case with kvcc_gpu_plan_create (CUBIN or PTX JIT),
-** compressed with kvcc_gpu_compress + kvcc_gpu_plan_check; decode steps use the
+** compressed with kvcc_gpu_compress + kvcc_gpu_plan_check (weights through
+** kvcc_gpu_plan_set_weight); decode steps use the
 ** plan's module (runtime/cuda.c kr_cuda_decode). Prints "SKIP: no GPU (why)" and
 ** exits 0 when the driver cannot be loaded.
 **
@@ -223,6 +224,9 @@ static int every = 1;         /* --every N: only specs s of policy p with (s + p
 static int insample(int p, int s) { return (s + p) % every == 0; }
 static int cur_dt, cur_d;     /* the case's dtype and head_dim (device layout) */
 static size_t devbytes[11];   /* bytes of the arrays below, set per case */
+static int cur_nw;            /* --device: the case's weights (kvcc_gpu_plan_set_weight) */
+static const KiWData *cur_wd;
+static const float *cur_wf;
 
 static int launch_dev(Spec *sp, int role, KvgArgs *a, char *why, size_t whyn)
 {
@@ -243,6 +247,16 @@ static int launch_dev(Spec *sp, int role, KvgArgs *a, char *why, size_t whyn)
 	kvcc_gpu_plan *pl = NULL;
 	if (rc == 0 && kvcc_gpu_plan_create(sp->pol, &lay, a->O, 0, &pl) != 0)
 		rc = -1, snprintf(why, whyn, "kvcc_gpu_plan_create: %s", kvcc_last_error());
+	for (int i = 0, o = 0; rc == 0 && i < cur_nw; i++) {      /* packed as cg_weights packs them */
+		int64_t sh[KI_MAXWDIM];
+		int cnt = 1;
+		for (int j = 0; j < cur_wd[i].ndim; j++)
+			sh[j] = cur_wd[i].shape[j], cnt *= (int)sh[j];
+		if (kvcc_gpu_plan_set_weight(pl, cur_wd[i].name, cur_wf + o, cur_wd[i].ndim, sh) != 0)
+			rc = -1, snprintf(why, whyn, "kvcc_gpu_plan_set_weight: %s", kvcc_last_error());
+		o += cnt;
+	}
+	d.wts = kr_gpu_weights(pl);
 	if (rc == 0 && role == KVG_DECODE)
 		rc = kr_cuda_decode(kr_gpu_module(pl), &d, NULL, why, whyn);
 	else if (rc == 0) {
@@ -461,15 +475,11 @@ static void run_case(int pi, int dt, int di, int gi, int idx)
 	KiWData wd[KI_MAXW];
 	float *wf = NULL;
 	double *wdv = NULL;
-	if (f->nw && device) {
-		printf("SKIP %s: the GPU runtime does not take weights yet (kvcc_gpu_plan_create refuses them)\n", name);
-		nskip++;
-		goto done;
-	}
 	if (f->nw && cg_weights(f, L, H, G, d, wd, &wf, &wdv) != 0) {
 		printf("FAIL %s: weights: out of memory or an out axis\n", name);
 		goto out;
 	}
+	cur_nw = f->nw, cur_wd = wd, cur_wf = wf;
 	int ok = 0;
 	KiCase c = { 0 };
 	for (int attempt = 0; attempt < 20 && !ok; attempt++) {
