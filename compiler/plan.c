@@ -54,6 +54,13 @@ int ki_tokred(const KiIns *in)
 
 static int ispool(const KiIns *in) { return in->op == KO_avgpool || in->op == KO_maxpool; }
 
+/* reads its operand at other tokens (pools, segment ops, shift along token): the operand is
+** stored by an earlier loop */
+static int isstencil(const KiIns *in)
+{
+	return ispool(in) || ki_rule(in->op) == AR_SEG || (in->op == KO_shift && in->axis == AX_token);
+}
+
 /* One set of fused loops: the token_map of compress (cls = the plan's classes, roots = the
 ** score) or the observe hook of decode (cls = KI_CMAT on what the state updates need, roots =
 ** the updates). */
@@ -121,8 +128,10 @@ static int gen_ok(const Seg *g, int i)
 			return 0;
 		break;
 	case AR_KEEP:
-		if (!ispool(in) || in->axis != AX_token || KI_RKIND(in->arg[0]) != RK_INS ||
-		    (ki_refaxes(f, in->arg[0]) & ~TOKAX) || (KI_RKIND(in->arg[1]) == RK_INS && ki_refaxes(f, in->arg[1])))
+	case AR_SEG:
+		if (!isstencil(in) || in->axis != AX_token || KI_RKIND(in->arg[0]) != RK_INS ||
+		    (ki_refaxes(f, in->arg[0]) & ~TOKAX) || (KI_RKIND(in->arg[1]) == RK_INS && ki_refaxes(f, in->arg[1])) ||
+		    (KI_RKIND(in->arg[2]) == RK_INS && ki_refaxes(f, in->arg[2])))
 			return 0;
 		break;
 	default:
@@ -162,7 +171,7 @@ static void segment(Seg *g)
 			KiRef r = in->arg[k];
 			int j = KI_RIDX(r);
 			if (KI_RKIND(r) == RK_INS && j >= seg && g->tgen[j])
-				brk = ki_tokred(&f->ins[j]) || ispool(in);
+				brk = ki_tokred(&f->ins[j]) || isstencil(in);
 		}
 		if (brk)
 			seg = i;
@@ -194,7 +203,7 @@ static int outputs(Seg *g)
 				if (KI_RKIND(r) != RK_INS || KI_RIDX(r) >= k)
 					continue;
 				last[KI_RIDX(r)] = k;
-				if (ispool(&f->ins[k]) || (!g->tgen[k] && g->cls[k] != KI_CDOT))
+				if (isstencil(&f->ins[k]) || (!g->tgen[k] && g->cls[k] != KI_CDOT))
 					creader[KI_RIDX(r)] = 1;
 			}
 	int end = -1;
@@ -222,10 +231,10 @@ static void notgen(const KiFn *f, int i, const char *where, KiErr *e)
 	else if (in->op == KO_softmax || in->op == KO_softmaxnc)
 		ki_error(e, f->src, in->line, in->col,
 		         "%s: softmax of a value that does not derive from x.Q:dot(x.K) is not generated yet", where);
-	else if (ispool(in))
+	else if (isstencil(in) || in->op == KO_shift)
 		ki_error(e, f->src, in->line, in->col,
-		         "%s: %s over %s of a %s value is not generated yet (pools run over token of [token] or "
-		         "[group, token] values, with a scalar kernel size)", where, ki_opname(in->op), an, ax);
+		         "%s: %s over %s of a %s value is not generated yet (pools, segment ops and shifts run over "
+		         "token of [token] or [group, token] values, with scalar sizes)", where, ki_opname(in->op), an, ax);
 	else if (HAS(in->axes, AX_obs) || (in->op == KO_input && (in->aux == IN_lse || in->aux == IN_qpos)))
 		ki_error(e, f->src, in->line, in->col,
 		         "%s: %s with the obs axis (%s) is not generated yet: observation queries are read only "

@@ -414,5 +414,7 @@ KVCC_API int kvcc_gpu_plan_check(kvcc_gpu_plan *pl)
 	            code == KVG_ETABLE ? "bad page table or lengths (a page id outside the pool, a page used twice in "
 	                                 "one call, a length above its table's capacity or outside 0..capacity); nothing "
 	                                 "was changed" :
-	            code == KVG_EFLOOR ? "select floor must be in [0, 1]" : "unknown");
+	            code == KVG_EFLOOR ? "select floor must be in [0, 1]" :
+	            code == KVG_ESEG ? "a segment size (an integer >= 1 or inf), segment start (an integer >= 0 or "
+	                               "inf) or shift offset (an integer in -1e9..1e9) out of range" : "unknown");
 }

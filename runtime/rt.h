@@ -101,6 +101,9 @@ struct kvcc_plan {
 	unsigned char *wset;     /* [nw] given */
 };
 
+/* a generated loop's segment op / shift check failed (the value follows) */
+#define KR_SEGMSG "a segment size must be an integer >= 1 or inf, a segment start an integer >= 0 or inf, a " \
+                  "shift offset an integer in -1e9..1e9"
 #define KR_STAGE 256         /* rows staged at a time (a multiple of TILE and DTILE) */
 #define KR_LANES 8           /* the most sequences of a batch one decode pool run takes */
 

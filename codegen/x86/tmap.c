@@ -89,7 +89,8 @@ typedef struct Tm {
 	LLVMValueRef **pre;       /* [nins] values without a token axis */
 	LLVMValueRef **cur;       /* [nins] the step's values */
 	LLVMValueRef **acc;       /* [nins] token reductions: accumulators (W-lane set, then tail set) */
-	LLVMValueRef *pk;         /* [nins] pools: kernel (i64) */
+	LLVMValueRef *pk;         /* [nins] pools: kernel (i64); segment ops: size; shift: offset */
+	LLVMValueRef *ps;         /* [nins] segment ops: start, clipped to n (i64) */
 	jmp_buf *oom;             /* where a failed allocation goes (tm_loops) */
 } Tm;
 
@@ -493,6 +494,88 @@ static void tm_pool(Tm *T, int i, LLVMValueRef *out)
 	}
 }
 
+static int isseg(int op) { return ki_rule(op) == AR_SEG; }
+
+/* a < b in ascending rank order (interp.c rankless): NaN above every number, ties by position */
+static LLVMValueRef tm_rankless(Gen *g, LLVMValueRef a, LLVMValueRef ta, LLVMValueRef b, LLVMValueRef tb)
+{
+	LLVMBuilderRef bd = g->b;
+	LLVMValueRef na = LLVMBuildFCmp(bd, LLVMRealUNO, a, a, ""), nb = LLVMBuildFCmp(bd, LLVMRealUNO, b, b, "");
+	LLVMValueRef tie = LLVMBuildICmp(bd, LLVMIntSLT, ta, tb, "");
+	LLVMValueRef num = LLVMBuildSelect(bd, LLVMBuildFCmp(bd, LLVMRealOEQ, a, b, ""), tie,
+	                                   LLVMBuildFCmp(bd, LLVMRealOLT, a, b, ""), "");
+	LLVMValueRef same = LLVMBuildSelect(bd, na, tie, num, "");         /* both NaN or both numbers */
+	return LLVMBuildSelect(bd, LLVMBuildICmp(bd, LLVMIntNE, na, nb, ""), nb, same, "");
+}
+
+/* segment op / shift i at token tt (scalar) of the stored [token] row src: the reference's
+** (interp.c evalseg, evalshift) segments [0, start), then size tokens at a time (the last one
+** to n; one segment when size reaches n - start), reduced in position order */
+static LLVMValueRef tm_stencil1(Tm *T, int i, LLVMValueRef src, LLVMValueRef tt)
+{
+	Gen *g = T->g;
+	LLVMBuilderRef b = g->b;
+	const KiIns *in = &T->f->ins[i];
+	if (in->op == KO_shift) {
+		LLVMValueRef s = LLVMBuildAdd(b, tt, T->pk[i], "");
+		LLVMValueRef ok = LLVMBuildAnd(b, LLVMBuildICmp(b, LLVMIntSGE, s, ci(g, 0), ""),
+		                               LLVMBuildICmp(b, LLVMIntSLT, s, T->n, ""), "");
+		LLVMValueRef sc = LLVMBuildSelect(b, ok, s, ci(g, 0), "");
+		LLVMValueRef v = ldf(g, src, sc);   /* row 0 exists whenever tt does */
+		return LLVMBuildSelect(b, ok, v, tm_opnd(T, in->arg[2], 0, 0, 1), "");
+	}
+	LLVMValueRef st = T->ps[i], sz = T->pk[i];
+	LLVMValueRef before = LLVMBuildICmp(b, LLVMIntSLT, tt, st, "");
+	LLVMValueRef one = LLVMBuildICmp(b, LLVMIntSGE, sz, LLVMBuildSub(b, T->n, st, ""), "");
+	LLVMValueRef szs = LLVMBuildSelect(b, one, ci(g, 1), sz, "");    /* no division by a huge size */
+	LLVMValueRef rel = LLVMBuildSub(b, tt, st, "");
+	LLVMValueRef c0 = LLVMBuildAdd(b, st, LLVMBuildMul(b, LLVMBuildSDiv(b, rel, szs, ""), szs, ""), "");
+	LLVMValueRef c1 = LLVMBuildAdd(b, c0, szs, "");
+	c1 = LLVMBuildSelect(b, LLVMBuildICmp(b, LLVMIntSLT, c1, T->n, ""), c1, T->n, "");
+	LLVMValueRef s0 = LLVMBuildSelect(b, before, ci(g, 0), LLVMBuildSelect(b, one, st, c0, ""), "");
+	LLVMValueRef s1 = LLVMBuildSelect(b, before, st, LLVMBuildSelect(b, one, T->n, c1, ""), "");
+	LLVMValueRef a = entry_alloca(g, g->f32);
+	int rank = in->op == KO_srank;
+	LLVMBuildStore(b, rank ? cfv(g, 0, 1) : tm_redinit(g, in->op, 1), a);
+	LLVMValueRef v = rank ? ldf(g, src, tt) : NULL;
+	Loop lj;
+	LLVMValueRef j = loop_begin2(g, s0, s1, 1, 1, &lj);
+	LLVMValueRef x = ldf(g, src, j), acc = LLVMBuildLoad2(b, g->f32, a, "");
+	if (rank)
+		acc = LLVMBuildFAdd(b, acc, LLVMBuildUIToFP(b, tm_rankless(g, x, j, v, tt), g->f32, ""), "");
+	else
+		acc = tm_redstep(g, in->op, acc, x, NULL, 0);
+	LLVMBuildStore(b, acc, a);
+	loop_end(g, &lj);
+	loop_plain(g, &lj);
+	LLVMValueRef r = LLVMBuildLoad2(b, g->f32, a, "");
+	return rank ? r : tm_redfin(g, in->op, r, LLVMBuildSIToFP(b, LLVMBuildSub(b, s1, s0, ""), g->f32, ""), 1);
+}
+
+/* segment ops and shift along token of a stored [group?, token] value: lane by lane */
+static void tm_stencil(Tm *T, int i, LLVMValueRef *out)
+{
+	Gen *g = T->g;
+	LLVMBuilderRef b = g->b;
+	const KiIns *in = &T->f->ins[i];
+	LLVMValueRef src = T->pv[KI_RIDX(in->arg[0])];
+	int w = T->w;
+	for (int gg = 0; gg < tm_ng(T, in->axes); gg++) {
+		LLVMValueRef base = gep(g, g->f32, src, (in->axes & AXM(AX_group)) ? LLVMBuildMul(b, ci(g, gg), T->n, "") : ci(g, 0));
+		if (w == 1) {
+			out[gg] = tm_stencil1(T, i, base, T->t);
+			continue;
+		}
+		LLVMValueRef lanes = entry_alloca(g, fty(g, w));
+		Loop ll;
+		LLVMValueRef l = loop_begin2(g, ci(g, 0), ci(g, w), 1, 1, &ll);
+		LLVMBuildStore(b, tm_stencil1(T, i, base, LLVMBuildAdd(b, T->t, l, "")), gep(g, g->f32, lanes, l));
+		loop_end(g, &ll);
+		loop_plain(g, &ll);
+		out[gg] = LLVMBuildLoad2(b, fty(g, w), lanes, "");
+	}
+}
+
 /* instruction i's elements: leaves, size / info, elementwise ops, reductions over group / chan,
 ** pools (token reductions accumulate in tm_step) */
 static void tm_eval(Tm *T, int i, LLVMValueRef *out)
@@ -557,6 +640,10 @@ static void tm_eval(Tm *T, int i, LLVMValueRef *out)
 	case KO_avgpool:
 	case KO_maxpool:
 		tm_pool(T, i, out);
+		return;
+	case KO_shift:
+	case KO_ssum: case KO_smean: case KO_smax: case KO_smin: case KO_srank:
+		tm_stencil(T, i, out);
 		return;
 	}
 	if (ki_rule(in->op) != AR_EW) {
@@ -657,6 +744,45 @@ static LLVMValueRef tm_poolk(Tm *T, int i)
 	return LLVMBuildFPToSI(b, kv, g->i64, "");
 }
 
+/* a segment op's size (pk) and start (ps, clipped to n), or a shift's offset (pk), checked
+** before the loop as the reference checks them (size an integer >= 1 or inf, start >= 0 or inf,
+** offset an integer in -1e9..1e9), else the function returns -(i + 1) with the value in ctx->err */
+static void tm_stencilargs(Tm *T, int i)
+{
+	Gen *g = T->g;
+	LLVMBuilderRef b = g->b;
+	const KiIns *in = &T->f->ins[i];
+	int nchk = in->op == KO_shift ? 1 : 2;
+	LLVMValueRef res[2];
+	for (int k = 0; k < nchk; k++) {
+		LLVMValueRef v = tm_opnd(T, in->arg[1 + k], 0, 0, 1);
+		LLVMValueRef fl = intr(g, "llvm.floor", g->f32, &v, 1);
+		LLVMValueRef inf = LLVMBuildFCmp(b, LLVMRealOEQ, v, cfv(g, INFINITY, 1), "");
+		double lo = in->op == KO_shift ? -1e9 : k == 0 ? 1 : 0;
+		LLVMValueRef ok = LLVMBuildAnd(b, LLVMBuildFCmp(b, LLVMRealOGE, v, cfv(g, lo, 1), ""),
+		                               LLVMBuildFCmp(b, LLVMRealOEQ, v, fl, ""), "");
+		if (in->op == KO_shift)
+			ok = LLVMBuildAnd(b, ok, LLVMBuildFCmp(b, LLVMRealOLE, v, cfv(g, 1e9, 1), ""), "");
+		else
+			ok = LLVMBuildOr(b, ok, inf, "");
+		LLVMBasicBlockRef bad = LLVMAppendBasicBlockInContext(g->cx, g->fn, "stencil.bad");
+		LLVMBasicBlockRef good = LLVMAppendBasicBlockInContext(g->cx, g->fn, "stencil.ok");
+		LLVMBuildCondBr(b, ok, good, bad);
+		LLVMPositionBuilderAtEnd(b, bad);
+		st_(g, LLVMDoubleTypeInContext(g->cx), LLVMBuildFPExt(b, v, LLVMDoubleTypeInContext(g->cx), ""), T->ctx,
+		    ci(g, TC_err), 8);
+		LLVMBuildRet(b, ci(g, -(long)(i + 1)));
+		LLVMPositionBuilderAtEnd(b, good);
+		/* inf or anything from n up: n (both mean "to the end") */
+		LLVMValueRef big = LLVMBuildOr(b, inf, LLVMBuildFCmp(b, LLVMRealOGE, v, LLVMBuildSIToFP(b, T->n, g->f32, ""), ""), "");
+		LLVMValueRef iv = LLVMBuildFPToSI(b, LLVMBuildSelect(b, big, cfv(g, 0, 1), v, ""), g->i64, "");
+		res[k] = in->op == KO_shift ? LLVMBuildFPToSI(b, v, g->i64, "") : LLVMBuildSelect(b, big, T->n, iv, "");
+	}
+	T->pk[i] = res[0];
+	if (nchk > 1)
+		T->ps[i] = res[1];
+}
+
 /* loop s..e (one switch case) */
 static void tm_loop(Tm *T)
 {
@@ -720,6 +846,8 @@ static void tm_loop(Tm *T)
 			continue;
 		if (in->op == KO_avgpool || in->op == KO_maxpool)
 			T->pk[i] = tm_poolk(T, i);
+		if (in->op == KO_shift || isseg(in->op))
+			tm_stencilargs(T, i);
 		if (!ki_tokred(in))
 			continue;
 		int ne = tm_ng(T, in->axes) * tm_nc(T, in->axes);
@@ -769,8 +897,9 @@ static int tm_open(Tm *T, Gen *g, const KiFn *f, const uint8_t *tgen, const uint
 	*T = (Tm){ .g = g, .f = f, .tgen = tgen, .tout = tout, .w = 1, .ctx = ctx,
 	           .pv = calloc(nv, sizeof(LLVMValueRef)), .sc = calloc(nv, sizeof(LLVMValueRef)),
 	           .pre = calloc(nv, sizeof(LLVMValueRef *)), .cur = calloc(nv, sizeof(LLVMValueRef *)),
-	           .acc = calloc(nv, sizeof(LLVMValueRef *)), .pk = calloc(nv, sizeof(LLVMValueRef)) };
-	return T->pv && T->sc && T->pre && T->cur && T->acc && T->pk ? 0 : -1;
+	           .acc = calloc(nv, sizeof(LLVMValueRef *)), .pk = calloc(nv, sizeof(LLVMValueRef)),
+	           .ps = calloc(nv, sizeof(LLVMValueRef)) };
+	return T->pv && T->sc && T->pre && T->cur && T->acc && T->pk && T->ps ? 0 : -1;
 }
 
 /* forget one loop's values (the next loop loads or recomputes what it reads) */
@@ -779,8 +908,8 @@ static void tm_reset(Tm *T)
 	for (size_t k = 0; T->pre && T->cur && T->acc && k < (size_t)T->f->nins + (size_t)T->f->npar + 1; k++) {
 		free(T->pre[k]), free(T->cur[k]), free(T->acc[k]);
 		T->pre[k] = T->cur[k] = T->acc[k] = NULL;
-		if (T->pv && T->sc && T->pk)
-			T->pv[k] = T->sc[k] = T->pk[k] = NULL;
+		if (T->pv && T->sc && T->pk && T->ps)
+			T->pv[k] = T->sc[k] = T->pk[k] = T->ps[k] = NULL;
 	}
 }
 
@@ -814,11 +943,12 @@ static int tm_loops(Tm *T, int (*end)(const KiPlan *, int), const KiPlan *p, LLV
 static void tm_close(Tm *T)
 {
 	tm_reset(T);
-	free(T->pv), free(T->sc), free(T->pre), free(T->cur), free(T->acc), free(T->pk);
+	free(T->pv), free(T->sc), free(T->pre), free(T->cur), free(T->acc), free(T->pk), free(T->ps);
 }
 
 /* i64 tmap(gid, ctx): one switch case per fused token_map loop of the plan, entered with its first
-** instruction's index; 0, or pool i's index + 1 when its kernel size is bad (ctx->err) */
+** instruction's index; 0, or pool i's index + 1 when its kernel size is bad, -(i + 1) when segment
+** op / shift i has a bad size, start or offset (the value in ctx->err) */
 int kx_gen_tmap(Gen *g, const KiFn *f, const KiPlan *p)
 {
 	LLVMTypeRef ps[2] = { g->i64, g->ptr };
