@@ -124,13 +124,14 @@ static int gen_ok(const Seg *g, int i)
 		break;
 	case AR_RED:
 	case AR_DOT:
-		if (in->op == KO_std || in->axis == AX_obs || in->axis >= AX_NUM)
+		if ((in->op == KO_std && in->axis != AX_chan) || in->axis == AX_obs || in->axis >= AX_NUM)
 			return 0;
 		break;
 	case AR_KEEP:
 	case AR_SEG:
+		/* pools and ranks of [group?, token] values; segment ops and shifts of [group?, token, chan?] */
 		if (!isstencil(in) || in->axis != AX_token || KI_RKIND(in->arg[0]) != RK_INS ||
-		    (ki_refaxes(f, in->arg[0]) & ~TOKAX) || (KI_RKIND(in->arg[1]) == RK_INS && ki_refaxes(f, in->arg[1])) ||
+		    (ki_refaxes(f, in->arg[0]) & ~(ispool(in) || in->op == KO_srank ? TOKAX : TOKAX | AXM(AX_chan))) || (KI_RKIND(in->arg[1]) == RK_INS && ki_refaxes(f, in->arg[1])) ||
 		    (KI_RKIND(in->arg[2]) == RK_INS && ki_refaxes(f, in->arg[2])))
 			return 0;
 		break;
@@ -227,14 +228,15 @@ static void notgen(const KiFn *f, int i, const char *where, KiErr *e)
 	ki_axesstr(in->axes, ax, sizeof ax);
 	const char *an = in->axis < AX_NUM ? ki_axisname(in->axis) : "-";
 	if (in->op == KO_std)
-		ki_error(e, f->src, in->line, in->col, "%s: std over %s is not generated yet", where, an);
+		ki_error(e, f->src, in->line, in->col, "%s: std over %s is not generated yet (over chan it is)", where, an);
 	else if (in->op == KO_softmax || in->op == KO_softmaxnc)
 		ki_error(e, f->src, in->line, in->col,
 		         "%s: softmax of a value that does not derive from x.Q:dot(x.K) is not generated yet", where);
 	else if (isstencil(in) || in->op == KO_shift)
 		ki_error(e, f->src, in->line, in->col,
-		         "%s: %s over %s of a %s value is not generated yet (pools, segment ops and shifts run over "
-		         "token of [token] or [group, token] values, with scalar sizes)", where, ki_opname(in->op), an, ax);
+		         "%s: %s over %s of a %s value is not generated yet (pools and ranks run over token of "
+		         "[group?, token] values, segment ops and shifts of [group?, token, chan?] ones, with scalar "
+		         "sizes)", where, ki_opname(in->op), an, ax);
 	else if (HAS(in->axes, AX_obs) || (in->op == KO_input && (in->aux == IN_lse || in->aux == IN_qpos)))
 		ki_error(e, f->src, in->line, in->col,
 		         "%s: %s with the obs axis (%s) is not generated yet: observation queries are read only "

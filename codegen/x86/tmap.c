@@ -91,6 +91,7 @@ typedef struct Tm {
 	LLVMValueRef **acc;       /* [nins] token reductions: accumulators (W-lane set, then tail set) */
 	LLVMValueRef *pk;         /* [nins] pools: kernel (i64); segment ops: size; shift: offset */
 	LLVMValueRef *ps;         /* [nins] segment ops: start, clipped to n (i64) */
+	LLVMValueRef **ck, **cv;  /* [nins] segment ops: per element, the cached segment's start and value */
 	jmp_buf *oom;             /* where a failed allocation goes (tm_loops) */
 } Tm;
 
@@ -406,6 +407,22 @@ static void tm_red(Tm *T, int i, LLVMValueRef *out)
 		}
 		return;
 	}
+	if (in->op == KO_std) {     /* over chan: the mean, then the mean squared deviation (two passes) */
+		for (int gg = 0; gg < tm_ng(T, ax); gg++) {
+			LLVMValueRef a = tm_redinit(g, KO_sum, g->W);
+			for (int c = 0; c < tm_nc(T, aa); c++)
+				a = tm_redstep(g, KO_sum, a, tm_opnd(T, in->arg[0], gg, c, g->W), NULL, 0);
+			LLVMValueRef df = LLVMConstReal(g->f32, g->d);
+			LLVMValueRef mu = splat(g, LLVMBuildFDiv(g->b, tm_lanes(g, KO_sum, tm_redinit(g, KO_sum, 1), a, g->W), df, ""), g->W);
+			a = tm_redinit(g, KO_sum, g->W);
+			for (int c = 0; c < tm_nc(T, aa); c++) {
+				LLVMValueRef y = LLVMBuildFSub(g->b, tm_opnd(T, in->arg[0], gg, c, g->W), mu, "");
+				a = tm_redstep(g, KO_sum, a, LLVMBuildFMul(g->b, y, y, ""), NULL, 0);
+			}
+			out[gg] = tm_redfin(g, KO_std, tm_lanes(g, KO_sum, tm_redinit(g, KO_sum, 1), a, g->W), df, 1);
+		}
+		return;
+	}
 	/* over chan: W-lane partials over the chunks, then their lanes */
 	uint8_t ab = aa | (b ? ki_refaxes(T->f, b) : 0);
 	for (int gg = 0; gg < tm_ng(T, ax); gg++) {
@@ -508,21 +525,26 @@ static LLVMValueRef tm_rankless(Gen *g, LLVMValueRef a, LLVMValueRef ta, LLVMVal
 	return LLVMBuildSelect(bd, LLVMBuildICmp(bd, LLVMIntNE, na, nb, ""), nb, same, "");
 }
 
-/* segment op / shift i at token tt (scalar) of the stored [token] row src: the reference's
-** (interp.c evalseg, evalshift) segments [0, start), then size tokens at a time (the last one
-** to n; one segment when size reaches n - start), reduced in position order */
-static LLVMValueRef tm_stencil1(Tm *T, int i, LLVMValueRef src, LLVMValueRef tt)
+/* segment op / shift i at token tt (scalar) of the stored value src (its group's rows; row stride
+** rs: 1, or d for [token, chan] values), wc lanes at chan offset coff: the reference's (interp.c
+** evalseg, evalshift) segments [0, start), then size tokens at a time (the last one to n; one
+** segment when size reaches n - start), reduced in position order. A segment's reduction is
+** computed once per segment (cache kp / vp: the segment start it holds and its value; tokens
+** come in order); rank is per token. */
+static LLVMValueRef tm_stencil1(Tm *T, int i, LLVMValueRef src, LLVMValueRef tt, int rs, int wc, int coff,
+                                LLVMValueRef kp, LLVMValueRef vp)
 {
 	Gen *g = T->g;
 	LLVMBuilderRef b = g->b;
 	const KiIns *in = &T->f->ins[i];
+	LLVMTypeRef ft = fty(g, wc);
 	if (in->op == KO_shift) {
 		LLVMValueRef s = LLVMBuildAdd(b, tt, T->pk[i], "");
 		LLVMValueRef ok = LLVMBuildAnd(b, LLVMBuildICmp(b, LLVMIntSGE, s, ci(g, 0), ""),
 		                               LLVMBuildICmp(b, LLVMIntSLT, s, T->n, ""), "");
-		LLVMValueRef sc = LLVMBuildSelect(b, ok, s, ci(g, 0), "");
-		LLVMValueRef v = ldf(g, src, sc);   /* row 0 exists whenever tt does */
-		return LLVMBuildSelect(b, ok, v, tm_opnd(T, in->arg[2], 0, 0, 1), "");
+		LLVMValueRef sc = LLVMBuildSelect(b, ok, s, ci(g, 0), "");   /* row 0 exists whenever tt does */
+		LLVMValueRef v = loadf(g, src, LLVMBuildAdd(b, LLVMBuildMul(b, sc, ci(g, rs), ""), ci(g, coff), ""), wc);
+		return LLVMBuildSelect(b, ok, v, splat(g, tm_opnd(T, in->arg[2], 0, 0, 1), wc), "");
 	}
 	LLVMValueRef st = T->ps[i], sz = T->pk[i];
 	LLVMValueRef before = LLVMBuildICmp(b, LLVMIntSLT, tt, st, "");
@@ -534,13 +556,21 @@ static LLVMValueRef tm_stencil1(Tm *T, int i, LLVMValueRef src, LLVMValueRef tt)
 	c1 = LLVMBuildSelect(b, LLVMBuildICmp(b, LLVMIntSLT, c1, T->n, ""), c1, T->n, "");
 	LLVMValueRef s0 = LLVMBuildSelect(b, before, ci(g, 0), LLVMBuildSelect(b, one, st, c0, ""), "");
 	LLVMValueRef s1 = LLVMBuildSelect(b, before, st, LLVMBuildSelect(b, one, T->n, c1, ""), "");
-	LLVMValueRef a = entry_alloca(g, g->f32);
 	int rank = in->op == KO_srank;
-	LLVMBuildStore(b, rank ? cfv(g, 0, 1) : tm_redinit(g, in->op, 1), a);
+	LLVMBasicBlockRef bj = NULL;
+	if (!rank) {      /* the cached segment? */
+		LLVMBasicBlockRef bc = LLVMAppendBasicBlockInContext(g->cx, g->fn, "seg.new");
+		bj = LLVMAppendBasicBlockInContext(g->cx, g->fn, "seg.join");
+		LLVMBuildCondBr(b, LLVMBuildICmp(b, LLVMIntEQ, LLVMBuildLoad2(b, g->i64, kp, ""), s0, ""), bj, bc);
+		LLVMPositionBuilderAtEnd(b, bc);
+	}
+	LLVMValueRef a = entry_alloca(g, ft);
+	LLVMBuildStore(b, rank ? cfv(g, 0, 1) : tm_redinit(g, in->op, wc), a);
 	LLVMValueRef v = rank ? ldf(g, src, tt) : NULL;
 	Loop lj;
 	LLVMValueRef j = loop_begin2(g, s0, s1, 1, 1, &lj);
-	LLVMValueRef x = ldf(g, src, j), acc = LLVMBuildLoad2(b, g->f32, a, "");
+	LLVMValueRef x = loadf(g, src, LLVMBuildAdd(b, LLVMBuildMul(b, j, ci(g, rs), ""), ci(g, coff), ""), wc);
+	LLVMValueRef acc = LLVMBuildLoad2(b, ft, a, "");
 	if (rank)
 		acc = LLVMBuildFAdd(b, acc, LLVMBuildUIToFP(b, tm_rankless(g, x, j, v, tt), g->f32, ""), "");
 	else
@@ -548,31 +578,46 @@ static LLVMValueRef tm_stencil1(Tm *T, int i, LLVMValueRef src, LLVMValueRef tt)
 	LLVMBuildStore(b, acc, a);
 	loop_end(g, &lj);
 	loop_plain(g, &lj);
-	LLVMValueRef r = LLVMBuildLoad2(b, g->f32, a, "");
-	return rank ? r : tm_redfin(g, in->op, r, LLVMBuildSIToFP(b, LLVMBuildSub(b, s1, s0, ""), g->f32, ""), 1);
+	LLVMValueRef r = LLVMBuildLoad2(b, ft, a, "");
+	if (rank)
+		return r;
+	r = tm_redfin(g, in->op, r, LLVMBuildSIToFP(b, LLVMBuildSub(b, s1, s0, ""), g->f32, ""), wc);
+	LLVMBuildStore(b, r, vp);
+	LLVMBuildStore(b, s0, kp);
+	LLVMBuildBr(b, bj);
+	LLVMPositionBuilderAtEnd(b, bj);
+	return LLVMBuildLoad2(b, ft, vp, "");
 }
 
-/* segment ops and shift along token of a stored [group?, token] value: lane by lane */
+/* segment ops and shift along token of a stored [group?, token, chan?] value: [token] values
+** lane by lane, [token, chan] ones (one token per step) chan chunk by chan chunk */
 static void tm_stencil(Tm *T, int i, LLVMValueRef *out)
 {
 	Gen *g = T->g;
 	LLVMBuilderRef b = g->b;
 	const KiIns *in = &T->f->ins[i];
 	LLVMValueRef src = T->pv[KI_RIDX(in->arg[0])];
-	int w = T->w;
+	int w = T->w, chan = (in->axes & AXM(AX_chan)) != 0, rs = chan ? g->d : 1, nc = tm_nc(T, in->axes);
 	for (int gg = 0; gg < tm_ng(T, in->axes); gg++) {
-		LLVMValueRef base = gep(g, g->f32, src, (in->axes & AXM(AX_group)) ? LLVMBuildMul(b, ci(g, gg), T->n, "") : ci(g, 0));
-		if (w == 1) {
-			out[gg] = tm_stencil1(T, i, base, T->t);
-			continue;
+		LLVMValueRef base = src;
+		if (in->axes & AXM(AX_group))
+			base = gep(g, g->f32, src, LLVMBuildMul(b, ci(g, (long)gg * rs), T->n, ""));
+		for (int c = 0; c < nc; c++) {
+			int e = gg * nc + c;
+			LLVMValueRef kp = T->ck[i] ? T->ck[i][e] : NULL, vp = T->cv[i] ? T->cv[i][e] : NULL;
+			if (chan || w == 1) {
+				out[e] = tm_stencil1(T, i, base, T->t, rs, chan ? g->W : 1, c * g->W, kp, vp);
+				continue;
+			}
+			LLVMValueRef lanes = entry_alloca(g, fty(g, w));
+			Loop ll;
+			LLVMValueRef l = loop_begin2(g, ci(g, 0), ci(g, w), 1, 1, &ll);
+			LLVMBuildStore(b, tm_stencil1(T, i, base, LLVMBuildAdd(b, T->t, l, ""), 1, 1, 0, kp, vp),
+			               gep(g, g->f32, lanes, l));
+			loop_end(g, &ll);
+			loop_plain(g, &ll);
+			out[e] = LLVMBuildLoad2(b, fty(g, w), lanes, "");
 		}
-		LLVMValueRef lanes = entry_alloca(g, fty(g, w));
-		Loop ll;
-		LLVMValueRef l = loop_begin2(g, ci(g, 0), ci(g, w), 1, 1, &ll);
-		LLVMBuildStore(b, tm_stencil1(T, i, base, LLVMBuildAdd(b, T->t, l, "")), gep(g, g->f32, lanes, l));
-		loop_end(g, &ll);
-		loop_plain(g, &ll);
-		out[gg] = LLVMBuildLoad2(b, fty(g, w), lanes, "");
 	}
 }
 
@@ -781,6 +826,16 @@ static void tm_stencilargs(Tm *T, int i)
 	T->pk[i] = res[0];
 	if (nchk > 1)
 		T->ps[i] = res[1];
+	if (in->op == KO_shift || in->op == KO_srank)
+		return;
+	int ne = tm_ng(T, in->axes) * tm_nc(T, in->axes), wc = (in->axes & AXM(AX_chan)) ? g->W : 1;
+	T->ck[i] = tm_calloc(T, (size_t)ne);
+	T->cv[i] = tm_calloc(T, (size_t)ne);
+	for (int k = 0; k < ne; k++) {
+		T->ck[i][k] = entry_alloca(g, g->i64);
+		T->cv[i][k] = entry_alloca(g, fty(g, wc));
+		LLVMBuildStore(b, ci(g, -1), T->ck[i][k]);
+	}
 }
 
 /* loop s..e (one switch case) */
@@ -898,16 +953,17 @@ static int tm_open(Tm *T, Gen *g, const KiFn *f, const uint8_t *tgen, const uint
 	           .pv = calloc(nv, sizeof(LLVMValueRef)), .sc = calloc(nv, sizeof(LLVMValueRef)),
 	           .pre = calloc(nv, sizeof(LLVMValueRef *)), .cur = calloc(nv, sizeof(LLVMValueRef *)),
 	           .acc = calloc(nv, sizeof(LLVMValueRef *)), .pk = calloc(nv, sizeof(LLVMValueRef)),
-	           .ps = calloc(nv, sizeof(LLVMValueRef)) };
-	return T->pv && T->sc && T->pre && T->cur && T->acc && T->pk && T->ps ? 0 : -1;
+	           .ps = calloc(nv, sizeof(LLVMValueRef)), .ck = calloc(nv, sizeof(LLVMValueRef *)),
+	           .cv = calloc(nv, sizeof(LLVMValueRef *)) };
+	return T->pv && T->sc && T->pre && T->cur && T->acc && T->pk && T->ps && T->ck && T->cv ? 0 : -1;
 }
 
 /* forget one loop's values (the next loop loads or recomputes what it reads) */
 static void tm_reset(Tm *T)
 {
-	for (size_t k = 0; T->pre && T->cur && T->acc && k < (size_t)T->f->nins + (size_t)T->f->npar + 1; k++) {
-		free(T->pre[k]), free(T->cur[k]), free(T->acc[k]);
-		T->pre[k] = T->cur[k] = T->acc[k] = NULL;
+	for (size_t k = 0; T->pre && T->cur && T->acc && T->ck && T->cv && k < (size_t)T->f->nins + (size_t)T->f->npar + 1; k++) {
+		free(T->pre[k]), free(T->cur[k]), free(T->acc[k]), free(T->ck[k]), free(T->cv[k]);
+		T->pre[k] = T->cur[k] = T->acc[k] = T->ck[k] = T->cv[k] = NULL;
 		if (T->pv && T->sc && T->pk && T->ps)
 			T->pv[k] = T->sc[k] = T->pk[k] = T->ps[k] = NULL;
 	}
@@ -943,7 +999,7 @@ static int tm_loops(Tm *T, int (*end)(const KiPlan *, int), const KiPlan *p, LLV
 static void tm_close(Tm *T)
 {
 	tm_reset(T);
-	free(T->pv), free(T->sc), free(T->pre), free(T->cur), free(T->acc), free(T->pk), free(T->ps);
+	free(T->pv), free(T->sc), free(T->pre), free(T->cur), free(T->acc), free(T->pk), free(T->ps), free(T->ck), free(T->cv);
 }
 
 /* i64 tmap(gid, ctx): one switch case per fused token_map loop of the plan, entered with its first

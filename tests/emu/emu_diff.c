@@ -406,6 +406,9 @@ static void run_case(int pi, int dt, int di, int gi, int idx)
 	int ci = ki_findparam(f, "chunk");
 	if (ci >= 0)
 		par[ci] = idx % 2 ? 1 : 3 + idx % 3;
+	int li = ki_findparam(f, "lag");            /* LagKV: chunks short enough for n (the long path) */
+	if (li >= 0)
+		par[li] = 3 + idx % 5;
 	int si = ki_findparam(f, "seed");           /* kv.random's seed rule (ki_seed) */
 	static const double seeds[] = { 0, 987654321, -5.7, 1e30, -INFINITY, NAN, 1099511627779.0 };
 	if (si >= 0)
