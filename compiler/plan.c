@@ -113,6 +113,8 @@ static int gen_ok(const Seg *g, int i)
 		return 0;
 	switch (ki_rule(in->op)) {
 	case AR_LEAF:
+		if (in->op == KO_carry)          /* the scan's previous value (same loop: tloops checks) */
+			return 1;
 		if (in->op == KO_size || in->op == KO_info)
 			return in->op == KO_info || in->axis < AX_NUM;
 		return ki_isleaf(in);
@@ -121,6 +123,10 @@ static int gen_ok(const Seg *g, int i)
 			return 0;
 		break;
 	case AR_EW:
+		break;
+	case AR_SCAN:                        /* token by token in its loop (a scalar start value) */
+		if (KI_RKIND(in->arg[1]) == RK_INS && ki_refaxes(f, in->arg[1]))
+			return 0;
 		break;
 	case AR_RED:
 	case AR_DOT:
@@ -251,6 +257,9 @@ static void notgen(const KiFn *f, int i, const char *where, KiErr *e)
 static int classify(const KiFn *f, KiPlan *p, KiErr *e)
 {
 	mark(f, f->score, p->cls);   /* 1 = needed, refined below */
+	for (int s = 0; s < f->nst; s++)  /* a scan runs at every compression (its state is kept) */
+		if (ki_isscanstate(f, s))
+			mark(f, f->st[s].update, p->cls);
 	for (int i = 0; i < f->nins; i++) {
 		if (!p->cls[i])
 			continue;
@@ -424,6 +433,9 @@ static int tloops(const KiFn *f, KiPlan *p, uint8_t *root, KiErr *e)
 {
 	if (KI_RKIND(f->score) == RK_INS)
 		root[KI_RIDX(f->score)] = 1;
+	for (int s = 0; s < f->nst; s++)
+		if (ki_isscanstate(f, s))
+			root[KI_RIDX(f->st[s].update)] = 1;
 	Seg sg = { f, p->cls, root, p->tgen, p->tout, NULL };
 	if (qkall(&sg) != 0)
 		return ki_error(e, f->src, 0, 0, "plan: out of memory"), -1;
@@ -446,6 +458,21 @@ static int tloops(const KiFn *f, KiPlan *p, uint8_t *root, KiErr *e)
 		notgen(f, bad, "token_map", e);
 		return -1;
 	}
+	/* a scan's carry, step and the scan itself in one loop (the carry lives in a register of it) */
+	for (int i = 0; i < f->nins; i++) {
+		const KiIns *in = &f->ins[i];
+		if (in->op != KO_carry || !p->tgen[i] || !ki_isscanstate(f, in->aux))
+			continue;
+		int sc = KI_RIDX(f->st[in->aux].update);
+		for (int j = i + 1; j <= sc; j++)
+			if (p->tgen[j] == KI_GEN_START || !p->tgen[sc]) {
+				const KiIns *si = &f->ins[sc];
+				ki_error(e, f->src, si->line, si->col, "token_map: this scan's step reads a value that needs "
+				         "a pass over the tokens first (a token reduction, pool or segment op of the step's "
+				         "operands): not generated yet; compute it before kv.scan");
+				return -1;
+			}
+	}
 	return 0;
 }
 
@@ -456,7 +483,7 @@ static int oloops(const KiFn *f, KiPlan *p, uint8_t *root, uint8_t *ocls, KiErr 
 	for (int i = 0; i < f->nins; i++)
 		root[i] = 0;
 	for (int s = 0; s < f->nst; s++)
-		if (f->st[s].update) {
+		if (f->st[s].update && !ki_isscanstate(f, s)) {   /* scans run at compression */
 			mark(f, f->st[s].update, p->oneed);
 			if (KI_RKIND(f->st[s].update) == RK_INS)
 				root[KI_RIDX(f->st[s].update)] = 1;

@@ -92,6 +92,7 @@ typedef struct Tm {
 	LLVMValueRef *pk;         /* [nins] pools: kernel (i64); segment ops: size; shift: offset */
 	LLVMValueRef *ps;         /* [nins] segment ops: start, clipped to n (i64) */
 	LLVMValueRef **ck, **cv;  /* [nins] segment ops: per element, the cached segment's start and value */
+	LLVMValueRef *hc, *hu;    /* [nins] scans: the carry (f32 alloca) and the first token to scan (i64) */
 	jmp_buf *oom;             /* where a failed allocation goes (tm_loops) */
 } Tm;
 
@@ -690,6 +691,29 @@ static void tm_eval(Tm *T, int i, LLVMValueRef *out)
 	case KO_ssum: case KO_smean: case KO_smax: case KO_smin: case KO_srank:
 		tm_stencil(T, i, out);
 		return;
+	case KO_carry:
+		out[0] = LLVMBuildLoad2(b, g->f32, T->hc[KI_RIDX(T->f->st[in->aux].update)], "");
+		return;
+	case KO_scan: {      /* interp.c evalscan: held scanned tokens keep their state, then the step */
+		LLVMValueRef sp = gep(g, g->f32, tm_field(T, TC_state, g->ptr), LLVMBuildMul(b, ci(g, in->aux), tm_field(T, TC_sstride, g->i64), ""));
+		LLVMValueRef old = tm_ldnull(g, tm_field(T, TC_state, g->ptr), g->f32,
+		                             LLVMBuildAdd(b, LLVMBuildMul(b, ci(g, in->aux), tm_field(T, TC_sstride, g->i64), ""), T->t, ""),
+		                             1, cfv(g, NAN, 1));
+		LLVMValueRef v = LLVMBuildSelect(b, LLVMBuildICmp(b, LLVMIntSLT, T->t, T->hu[i], ""), old,
+		                                 tm_opnd(T, in->arg[0], 0, 0, 1), "");
+		LLVMBuildStore(b, v, T->hc[i]);
+		/* the state is the scan's value (compaction then moves it with its token) */
+		LLVMValueRef has = LLVMBuildIsNotNull(b, tm_field(T, TC_state, g->ptr), "");
+		LLVMBasicBlockRef bw = LLVMAppendBasicBlockInContext(g->cx, g->fn, "scan.st");
+		LLVMBasicBlockRef bn = LLVMAppendBasicBlockInContext(g->cx, g->fn, "scan.next");
+		LLVMBuildCondBr(b, has, bw, bn);
+		LLVMPositionBuilderAtEnd(b, bw);
+		storef(g, v, sp, T->t);
+		LLVMBuildBr(b, bn);
+		LLVMPositionBuilderAtEnd(b, bn);
+		out[0] = v;
+		return;
+	}
 	}
 	if (ki_rule(in->op) != AR_EW) {
 		tm_red(T, i, out);
@@ -838,6 +862,34 @@ static void tm_stencilargs(Tm *T, int i)
 	}
 }
 
+/* scan i before its loop: the first token to scan (after the last held token whose state is not
+** NaN: a later compression continues from there; no state: 0) and the carry (the start value) */
+static void tm_scaninit(Tm *T, int i)
+{
+	Gen *g = T->g;
+	LLVMBuilderRef b = g->b;
+	const KiIns *in = &T->f->ins[i];
+	T->hc[i] = entry_alloca(g, g->f32);
+	LLVMBuildStore(b, tm_opnd(T, in->arg[1], 0, 0, 1), T->hc[i]);
+	LLVMValueRef u = entry_alloca(g, g->i64);
+	LLVMBuildStore(b, ci(g, 0), u);
+	LLVMValueRef st = tm_field(T, TC_state, g->ptr);
+	LLVMBasicBlockRef bs = LLVMAppendBasicBlockInContext(g->cx, g->fn, "scan.u0");
+	LLVMBasicBlockRef bn = LLVMAppendBasicBlockInContext(g->cx, g->fn, "scan.go");
+	LLVMBuildCondBr(b, LLVMBuildIsNotNull(b, st, ""), bs, bn);
+	LLVMPositionBuilderAtEnd(b, bs);
+	LLVMValueRef sp = gep(g, g->f32, st, LLVMBuildMul(b, ci(g, in->aux), tm_field(T, TC_sstride, g->i64), ""));
+	Loop lp;
+	LLVMValueRef t = loop_begin2(g, ci(g, 0), T->n, 1, 1, &lp);
+	LLVMValueRef x = ldf(g, sp, t);
+	LLVMValueRef num = LLVMBuildFCmp(b, LLVMRealORD, x, x, "");
+	LLVMBuildStore(b, LLVMBuildSelect(b, num, LLVMBuildAdd(b, t, ci(g, 1), ""), LLVMBuildLoad2(b, g->i64, u, ""), ""), u);
+	loop_end(g, &lp);
+	LLVMBuildBr(b, bn);
+	LLVMPositionBuilderAtEnd(b, bn);
+	T->hu[i] = LLVMBuildLoad2(b, g->i64, u, "");
+}
+
 /* loop s..e (one switch case) */
 static void tm_loop(Tm *T)
 {
@@ -876,7 +928,7 @@ static void tm_loop(Tm *T)
 		if (T->tout[i])
 			T->pv[i] = ld(g, g->ptr, vals, ci(g, i), 8);
 		if (tm_inloop(in))
-			inloop = 1, T->row |= (u & AXM(AX_token)) && (u & AXM(AX_chan));
+			inloop = 1, T->row |= ((u & AXM(AX_token)) && (u & AXM(AX_chan))) || in->op == KO_scan;
 	}
 	/* values without a token axis */
 	for (int i = T->s; i <= T->e; i++) {
@@ -903,6 +955,8 @@ static void tm_loop(Tm *T)
 			T->pk[i] = tm_poolk(T, i);
 		if (in->op == KO_shift || isseg(in->op))
 			tm_stencilargs(T, i);
+		if (in->op == KO_scan)
+			tm_scaninit(T, i);
 		if (!ki_tokred(in))
 			continue;
 		int ne = tm_ng(T, in->axes) * tm_nc(T, in->axes);
@@ -954,8 +1008,9 @@ static int tm_open(Tm *T, Gen *g, const KiFn *f, const uint8_t *tgen, const uint
 	           .pre = calloc(nv, sizeof(LLVMValueRef *)), .cur = calloc(nv, sizeof(LLVMValueRef *)),
 	           .acc = calloc(nv, sizeof(LLVMValueRef *)), .pk = calloc(nv, sizeof(LLVMValueRef)),
 	           .ps = calloc(nv, sizeof(LLVMValueRef)), .ck = calloc(nv, sizeof(LLVMValueRef *)),
-	           .cv = calloc(nv, sizeof(LLVMValueRef *)) };
-	return T->pv && T->sc && T->pre && T->cur && T->acc && T->pk && T->ps && T->ck && T->cv ? 0 : -1;
+	           .cv = calloc(nv, sizeof(LLVMValueRef *)), .hc = calloc(nv, sizeof(LLVMValueRef)),
+	           .hu = calloc(nv, sizeof(LLVMValueRef)) };
+	return T->pv && T->sc && T->pre && T->cur && T->acc && T->pk && T->ps && T->ck && T->cv && T->hc && T->hu ? 0 : -1;
 }
 
 /* forget one loop's values (the next loop loads or recomputes what it reads) */
@@ -964,8 +1019,8 @@ static void tm_reset(Tm *T)
 	for (size_t k = 0; T->pre && T->cur && T->acc && T->ck && T->cv && k < (size_t)T->f->nins + (size_t)T->f->npar + 1; k++) {
 		free(T->pre[k]), free(T->cur[k]), free(T->acc[k]), free(T->ck[k]), free(T->cv[k]);
 		T->pre[k] = T->cur[k] = T->acc[k] = T->ck[k] = T->cv[k] = NULL;
-		if (T->pv && T->sc && T->pk && T->ps)
-			T->pv[k] = T->sc[k] = T->pk[k] = T->ps[k] = NULL;
+		if (T->pv && T->sc && T->pk && T->ps && T->hc && T->hu)
+			T->pv[k] = T->sc[k] = T->pk[k] = T->ps[k] = T->hc[k] = T->hu[k] = NULL;
 	}
 }
 
@@ -999,7 +1054,7 @@ static int tm_loops(Tm *T, int (*end)(const KiPlan *, int), const KiPlan *p, LLV
 static void tm_close(Tm *T)
 {
 	tm_reset(T);
-	free(T->pv), free(T->sc), free(T->pre), free(T->cur), free(T->acc), free(T->pk), free(T->ps), free(T->ck), free(T->cv);
+	free(T->pv), free(T->sc), free(T->pre), free(T->cur), free(T->acc), free(T->pk), free(T->ps), free(T->ck), free(T->cv), free(T->hc), free(T->hu);
 }
 
 /* i64 tmap(gid, ctx): one switch case per fused token_map loop of the plan, entered with its first
@@ -1044,7 +1099,7 @@ int kx_gen_observe(Gen *g, const KiFn *f, const KiPlan *p)
 	LLVMValueRef par = ld(g, g->ptr, ctx, ci(g, TC_par), 8);
 	for (int s = 0; s < f->nst; s++) {
 		KiRef u = f->st[s].update;
-		if (!u)
+		if (!u || ki_isscanstate(f, s))    /* scans run at compression (tmap) */
 			continue;
 		LLVMValueRef src = NULL, v = NULL;
 		if (KI_RKIND(u) == RK_INS)

@@ -98,8 +98,13 @@ static inline int cg_weights(const KiFn *f, int L, int H, int G, int d, KiWData 
 		(*fv)[k] = (float)((double)(x >> 40) / 2097152.0 - 4.0);
 		(*dv)[k] = (*fv)[k];
 	}
-	for (int i = 0, o = 0; i < f->nw; o += (int)cnt[i], i++)
+	for (int i = 0, o = 0; i < f->nw; o += (int)cnt[i], i++) {
 		wd[i].data = *dv + o;
+		/* gated_window's gate_w dots a K row: scaled by 1/d so that the gate (a sigmoid) does not
+		** saturate to exactly 0 or 1 (exact ties the selection-margin checks would skip) */
+		for (size_t k = 0; !strcmp(f->w[i].name, "gate_w") && k < cnt[i]; k++)
+			(*fv)[o + k] = (float)((*fv)[o + k] / d), (*dv)[o + k] = (*fv)[o + k];
+	}
 	return 0;
 }
 
