@@ -248,6 +248,9 @@ static int valone(Gen *g, int i, const Idx *ix, int *memo, int d, char *out, siz
 	case KO_state:
 		snprintf(e, sizeof e, "a.state[(((long long)b*KV_NST+%d)*a.L*a.H+li)*N+(%s)]", in->aux, ix->v[AX_token]);
 		break;
+	case KO_carry:           /* inside step_scan's loop: the previous token's value */
+		snprintf(e, sizeof e, "carry_");
+		break;
 	case KO_weight:
 		if (wexpr(g, in, ix, e, sizeof e))
 			return kp_err(g, in, "weight with an out axis");
@@ -670,6 +673,48 @@ static int step_stencil(Gen *g, int i, int d)
 	return 0;
 }
 
+/* BUF step for scan i (interp.c evalscan): one thread per instance walks the tokens in order;
+** held tokens up to the last one whose state is not NaN keep their state, the others get the
+** step at that token with carry_ = the previous value (the start value before token 0); the
+** value is also the scan's state (the compaction then moves it with its token) */
+static int step_scan(Gen *g, int i, int d)
+{
+	const KiIns *in = &g->f->ins[i];
+	Idx none = { { NULL, NULL, NULL, NULL } }, ix = { { NULL, NULL, "it", NULL } };
+	char A[400], h0[400];
+	int *memo = kp_newmemo(g);
+	if (!memo)
+		return kp_err(g, in, "out of memory");
+	sb(&g->s, "\t/* %%%d = scan of state %d, token by token */\n\tif (tid == 0) {\n", i, in->aux);
+	if (kp_val(g, in->arg[1], &none, memo, d + 1, h0, sizeof h0)) {
+		free(memo);
+		return -1;
+	}
+	free(memo);
+	indent(g, d + 1), sb(&g->s, "float *const sp_ = a.state ? a.state + (((long long)b * KV_NST + %d) * a.L * a.H + li) * N : 0;\n", in->aux);
+	indent(g, d + 1), sb(&g->s, "int u0_ = 0;\n");
+	indent(g, d + 1), sb(&g->s, "for (int t_ = 0; sp_ && t_ < n; t_++) if (sp_[t_] == sp_[t_]) u0_ = t_ + 1;\n");
+	indent(g, d + 1), sb(&g->s, "float carry_ = %s;\n", h0);
+	indent(g, d + 1), sb(&g->s, "for (int it = 0; it < n; it++) {\n");
+	indent(g, d + 2), sb(&g->s, "float v_;\n");
+	indent(g, d + 2), sb(&g->s, "if (it < u0_) v_ = sp_[it];\n");
+	indent(g, d + 2), sb(&g->s, "else {\n");
+	memo = kp_newmemo(g);
+	if (!memo || kp_val(g, in->arg[0], &ix, memo, d + 3, A, sizeof A)) {
+		free(memo);
+		return -1;
+	}
+	free(memo);
+	indent(g, d + 3), sb(&g->s, "v_ = %s;\n", A);
+	indent(g, d + 2), sb(&g->s, "}\n");
+	indent(g, d + 2), sb(&g->s, "B%d[it] = v_;\n", i);
+	indent(g, d + 2), sb(&g->s, "if (sp_) sp_[it] = v_;\n");
+	indent(g, d + 2), sb(&g->s, "carry_ = v_;\n");
+	indent(g, d + 1), sb(&g->s, "}\n");
+	indent(g, d), sb(&g->s, "}\n");
+	return 0;
+}
+
 /* BUF step: mean over the heads of the layer (reads other instances' workspace) */
 static int step_hmean(Gen *g, int i, int d)
 {
@@ -883,6 +928,8 @@ int kp_step(Gen *g, int i)
 		rc = step_hmean(g, i, 1);
 	else if (isstencilop(in))
 		rc = step_stencil(g, i, 1);
+	else if (in->op == KO_scan)
+		rc = step_scan(g, i, 1);
 	else if (ki_rule(in->op) == AR_RED || ki_rule(in->op) == AR_DOT)
 		rc = step_reduce(g, i, 1);
 	else
@@ -937,7 +984,7 @@ int kp_analyse(Gen *g, const char *need, int decode)
 			h = HM_BUF;
 		else if (op == KO_softmax || op == KO_softmaxnc)
 			h = HM_STAT;
-		else if (op == KO_avgpool || op == KO_maxpool || op == KO_hmean || isstencilop(in))
+		else if (op == KO_avgpool || op == KO_maxpool || op == KO_hmean || isstencilop(in) || op == KO_scan)
 			h = HM_BUF;
 		else
 			return kp_err(g, in, "op %s is not supported", ki_opname(op));

@@ -64,11 +64,17 @@ static int gen_score(Gen *g, KpCudaOut *out)
 	if (!need)
 		return kp_err(g, NULL, "out of memory");
 	kp_mark(f, f->score, need);
+	for (int s = 0; s < f->nst; s++)   /* a scan runs at every compression (its state is kept) */
+		if (ki_isscanstate(f, s))
+			kp_mark(f, f->st[s].update, need);
 	g->decode = 0;
 	int rc = kp_analyse(g, need, 0);
 	if (rc == 0)
 		kp_wsmax(g);
 	int last = KI_RKIND(f->score) == RK_INS ? g->phase[KI_RIDX(f->score)] : 0;
+	for (int s = 0; rc == 0 && s < f->nst; s++)
+		if (ki_isscanstate(f, s) && g->phase[KI_RIDX(f->st[s].update)] > last)
+			last = g->phase[KI_RIDX(f->st[s].update)];
 	for (int p = 0; rc == 0 && p <= last; p++) {
 		char name[32];
 		snprintf(name, sizeof name, "kv_score%d", p);
@@ -118,14 +124,15 @@ static int gen_decode(Gen *g, KpCudaOut *out)
 	if (!need)
 		return kp_err(g, NULL, "out of memory");
 	for (int s = 0; s < f->nst; s++)
-		kp_mark(f, f->st[s].update, need);
+		if (!ki_isscanstate(f, s))      /* scans run at compression (step_scan) */
+			kp_mark(f, f->st[s].update, need);
 	memset(g->home, 0, (size_t)f->nins);
 	memset(g->phase, 0, (size_t)f->nins * sizeof *g->phase);
 	g->decode = 1;
 	int rc = kp_analyse(g, need, 1);
 	/* every update is materialized before the write-back: all of them read the old state */
 	for (int s = 0; rc == 0 && s < f->nst; s++)
-		if (KI_RKIND(f->st[s].update) == RK_INS)
+		if (KI_RKIND(f->st[s].update) == RK_INS && !ki_isscanstate(f, s))
 			g->home[KI_RIDX(f->st[s].update)] = HM_BUF;
 	if (rc) {
 		free(need);
@@ -175,6 +182,8 @@ static int gen_decode(Gen *g, KpCudaOut *out)
 			rc = kp_step(g, i);
 	sb(&g->s, "\tfor (int it = tid; it < n; it += KV_NT) {\n");
 	for (int s = 0; rc == 0 && s < f->nst; s++) {
+		if (ki_isscanstate(f, s))
+			continue;
 		Idx ix = { { NULL, NULL, "it", NULL } };
 		int *memo = kp_newmemo(g);
 		char A[400];

@@ -302,6 +302,17 @@ static int launch(Spec *sp, int role, unsigned grid, size_t dsm, KvgArgs *a, cha
 	return 0;
 }
 
+/* a state's value before the case: its start value; a scan's state on every other case holds values for
+** the first half of each head's tokens (scanned by an earlier compression: the scan continues
+** from the last of them), NaN after */
+static double scanheld(const KiFn *f, int s, int idx, const int *len, int n, size_t k)
+{
+	int t = (int)(k % (size_t)n), h = (int)(k / (size_t)n);
+	if (!ki_isscanstate(f, s) || (idx / 4 + idx) % 2 == 0 || t >= len[h] / 2)
+		return f->st[s].init;
+	return (float)(0.1 + 0.8 * ((t * 37 + h * 11) % 101) / 101.0);
+}
+
 static int cmpdbl(const void *a, const void *b)
 {
 	double x = *(const double *)a, y = *(const double *)b;
@@ -503,7 +514,7 @@ static void run_case(int pi, int dt, int di, int gi, int idx)
 		c = c0;
 		for (int s = 0; s < nst; s++)
 			for (size_t t = 0; t < ntok; t++)
-				stref[s * ntok + t] = f->st[s].init;
+				stref[s * ntok + t] = scanheld(f, s, idx, len0, n, t);
 		for (int s = 0; s < steps; s++)
 			if (ki_observe(f, &c, dq + ndq * s, stref, oref, &e) != 0) {
 				printf("FAIL %s: interpreter observe: %s\n", name, e.msg);
@@ -540,7 +551,7 @@ static void run_case(int pi, int dt, int di, int gi, int idx)
 	memcpy(v.len, len0, (size_t)L * H * sizeof *len0);
 	for (int s = 0; s < nst; s++)
 		for (size_t t = 0; t < ntok; t++)
-			v.state[s * ntok + t] = (float)f->st[s].init;
+			v.state[s * ntok + t] = (float)scanheld(f, s, idx, len0, n, t);
 	KvgArgs a;
 	memset(&a, 0, sizeof a);
 	a.K = v.K, a.V = v.V, a.len = v.len, a.pos = v.pos, a.state = v.state, a.Q = O ? v.Q : NULL;
@@ -559,7 +570,7 @@ static void run_case(int pi, int dt, int di, int gi, int idx)
 		double *sref = calloc(ntok * nst + 1, sizeof *sref);
 		for (int s = 0; s < nst; s++)
 			for (size_t t = 0; t < ntok; t++)
-				sref[s * ntok + t] = f->st[s].init;
+				sref[s * ntok + t] = scanheld(f, s, idx, len0, n, t);
 		for (int s = 0; s < steps; s++) {
 			for (size_t i = 0; i < ndq; i++)
 				encode(dq[ndq * s + i], dt, v.q + i * esz);
@@ -581,6 +592,8 @@ static void run_case(int pi, int dt, int di, int gi, int idx)
 				for (int t = 0; t < len0[k]; t++)
 					for (int s2 = 0; s2 < nst; s2++) {
 						double x = v.state[s2 * ntok + (size_t)k * n + t], y = sref[s2 * ntok + (size_t)k * n + t];
+						if (isnan(x) && isnan(y))      /* a scan's state: not scanned yet */
+							continue;
 						worst_st = fmax(worst_st, fabs(x - y) / fmax(1, fabs(y)));
 						if (!(fabs(x - y) <= 1e-4 * fmax(1, fabs(y)))) {
 							printf("FAIL %s: decode step %d state (inst %d t %d) gpu %.9g ref %.9g\n", name, s,
