@@ -87,10 +87,11 @@ static int gen_score(Gen *g, KpCudaOut *out)
 			k->tiled |= need[i] && g->phase[i] == p && kp_tiledstep(g, i) != TS_NONE;
 		/* one block per SM: the tiles' shared memory allows no more; without it ptxas
 		** aims at several blocks and spills (NVRTC 13.0). Likewise for the segment ops' loops
-		** over a segment of [token, chan] values (lagkv spilled 12 B at 40 registers) */
+		** over a segment of [token, chan] values (lagkv spilled 12 B at 40 registers) and a scan's walk
+		** (gated_window f32 d8 G4: 4 B at 32) */
 		int seg = 0;
 		for (int i = 0; i < f->nins; i++)
-			seg |= need[i] && g->phase[i] == p && ki_rule(f->ins[i].op) == AR_SEG;
+			seg |= need[i] && g->phase[i] == p && (ki_rule(f->ins[i].op) == AR_SEG || f->ins[i].op == KO_scan);
 		g->minblk = k->tiled || seg;
 		prologue(g, name, 1);
 		g->minblk = 0;
