@@ -298,7 +298,8 @@ KVCC_API int kvcc_gpu_compress(kvcc_gpu_plan *pl, const kvcc_cache *cache, const
 KVCC_API int kvcc_gpu_plan_set_weight(kvcc_gpu_plan *pl, const char *name, const float *data, int ndim,
                                       const int64_t *shape);
 /* Synchronize the context and read the device error word of the plan's launches (and clear it):
-** 0, or KVCC_EINVAL with the reason (bad pooling size, bad select arguments, unequal lengths). */
+** 0, or KVCC_EINVAL with the reason (bad pooling size, bad select arguments, unequal lengths, a
+** bad segment size / start or shift offset). */
 KVCC_API int kvcc_gpu_plan_check(kvcc_gpu_plan *pl);
 
 /* --- GPU: batched and paged caches (issue 14; doc/gpu.md) ---------------------------------
