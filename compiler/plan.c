@@ -54,6 +54,13 @@ int ki_tokred(const KiIns *in)
 
 static int ispool(const KiIns *in) { return in->op == KO_avgpool || in->op == KO_maxpool; }
 
+/* reads its operand at other tokens (pools, segment ops, shift along token): the operand is
+** stored by an earlier loop */
+static int isstencil(const KiIns *in)
+{
+	return ispool(in) || ki_rule(in->op) == AR_SEG || (in->op == KO_shift && in->axis == AX_token);
+}
+
 /* One set of fused loops: the token_map of compress (cls = the plan's classes, roots = the
 ** score) or the observe hook of decode (cls = KI_CMAT on what the state updates need, roots =
 ** the updates). */
@@ -106,6 +113,8 @@ static int gen_ok(const Seg *g, int i)
 		return 0;
 	switch (ki_rule(in->op)) {
 	case AR_LEAF:
+		if (in->op == KO_carry)          /* the scan's previous value (same loop: tloops checks) */
+			return 1;
 		if (in->op == KO_size || in->op == KO_info)
 			return in->op == KO_info || in->axis < AX_NUM;
 		return ki_isleaf(in);
@@ -115,14 +124,21 @@ static int gen_ok(const Seg *g, int i)
 		break;
 	case AR_EW:
 		break;
+	case AR_SCAN:                        /* token by token in its loop (a scalar start value) */
+		if (KI_RKIND(in->arg[1]) == RK_INS && ki_refaxes(f, in->arg[1]))
+			return 0;
+		break;
 	case AR_RED:
 	case AR_DOT:
-		if (in->op == KO_std || in->axis == AX_obs || in->axis >= AX_NUM)
+		if ((in->op == KO_std && in->axis != AX_chan) || in->axis == AX_obs || in->axis >= AX_NUM)
 			return 0;
 		break;
 	case AR_KEEP:
-		if (!ispool(in) || in->axis != AX_token || KI_RKIND(in->arg[0]) != RK_INS ||
-		    (ki_refaxes(f, in->arg[0]) & ~TOKAX) || (KI_RKIND(in->arg[1]) == RK_INS && ki_refaxes(f, in->arg[1])))
+	case AR_SEG:
+		/* pools and ranks of [group?, token] values; segment ops and shifts of [group?, token, chan?] */
+		if (!isstencil(in) || in->axis != AX_token || KI_RKIND(in->arg[0]) != RK_INS ||
+		    (ki_refaxes(f, in->arg[0]) & ~(ispool(in) || in->op == KO_srank ? TOKAX : TOKAX | AXM(AX_chan))) || (KI_RKIND(in->arg[1]) == RK_INS && ki_refaxes(f, in->arg[1])) ||
+		    (KI_RKIND(in->arg[2]) == RK_INS && ki_refaxes(f, in->arg[2])))
 			return 0;
 		break;
 	default:
@@ -162,7 +178,7 @@ static void segment(Seg *g)
 			KiRef r = in->arg[k];
 			int j = KI_RIDX(r);
 			if (KI_RKIND(r) == RK_INS && j >= seg && g->tgen[j])
-				brk = ki_tokred(&f->ins[j]) || ispool(in);
+				brk = ki_tokred(&f->ins[j]) || isstencil(in);
 		}
 		if (brk)
 			seg = i;
@@ -194,7 +210,7 @@ static int outputs(Seg *g)
 				if (KI_RKIND(r) != RK_INS || KI_RIDX(r) >= k)
 					continue;
 				last[KI_RIDX(r)] = k;
-				if (ispool(&f->ins[k]) || (!g->tgen[k] && g->cls[k] != KI_CDOT))
+				if (isstencil(&f->ins[k]) || (!g->tgen[k] && g->cls[k] != KI_CDOT))
 					creader[KI_RIDX(r)] = 1;
 			}
 	int end = -1;
@@ -218,14 +234,15 @@ static void notgen(const KiFn *f, int i, const char *where, KiErr *e)
 	ki_axesstr(in->axes, ax, sizeof ax);
 	const char *an = in->axis < AX_NUM ? ki_axisname(in->axis) : "-";
 	if (in->op == KO_std)
-		ki_error(e, f->src, in->line, in->col, "%s: std over %s is not generated yet", where, an);
+		ki_error(e, f->src, in->line, in->col, "%s: std over %s is not generated yet (over chan it is)", where, an);
 	else if (in->op == KO_softmax || in->op == KO_softmaxnc)
 		ki_error(e, f->src, in->line, in->col,
 		         "%s: softmax of a value that does not derive from x.Q:dot(x.K) is not generated yet", where);
-	else if (ispool(in))
+	else if (isstencil(in) || in->op == KO_shift)
 		ki_error(e, f->src, in->line, in->col,
-		         "%s: %s over %s of a %s value is not generated yet (pools run over token of [token] or "
-		         "[group, token] values, with a scalar kernel size)", where, ki_opname(in->op), an, ax);
+		         "%s: %s over %s of a %s value is not generated yet (pools and ranks run over token of "
+		         "[group?, token] values, segment ops and shifts of [group?, token, chan?] ones, with scalar "
+		         "sizes)", where, ki_opname(in->op), an, ax);
 	else if (HAS(in->axes, AX_obs) || (in->op == KO_input && (in->aux == IN_lse || in->aux == IN_qpos)))
 		ki_error(e, f->src, in->line, in->col,
 		         "%s: %s with the obs axis (%s) is not generated yet: observation queries are read only "
@@ -240,6 +257,9 @@ static void notgen(const KiFn *f, int i, const char *where, KiErr *e)
 static int classify(const KiFn *f, KiPlan *p, KiErr *e)
 {
 	mark(f, f->score, p->cls);   /* 1 = needed, refined below */
+	for (int s = 0; s < f->nst; s++)  /* a scan runs at every compression (its state is kept) */
+		if (ki_isscanstate(f, s))
+			mark(f, f->st[s].update, p->cls);
 	for (int i = 0; i < f->nins; i++) {
 		if (!p->cls[i])
 			continue;
@@ -413,6 +433,9 @@ static int tloops(const KiFn *f, KiPlan *p, uint8_t *root, KiErr *e)
 {
 	if (KI_RKIND(f->score) == RK_INS)
 		root[KI_RIDX(f->score)] = 1;
+	for (int s = 0; s < f->nst; s++)
+		if (ki_isscanstate(f, s))
+			root[KI_RIDX(f->st[s].update)] = 1;
 	Seg sg = { f, p->cls, root, p->tgen, p->tout, NULL };
 	if (qkall(&sg) != 0)
 		return ki_error(e, f->src, 0, 0, "plan: out of memory"), -1;
@@ -435,6 +458,21 @@ static int tloops(const KiFn *f, KiPlan *p, uint8_t *root, KiErr *e)
 		notgen(f, bad, "token_map", e);
 		return -1;
 	}
+	/* a scan's carry, step and the scan itself in one loop (the carry lives in a register of it) */
+	for (int i = 0; i < f->nins; i++) {
+		const KiIns *in = &f->ins[i];
+		if (in->op != KO_carry || !p->tgen[i] || !ki_isscanstate(f, in->aux))
+			continue;
+		int sc = KI_RIDX(f->st[in->aux].update);
+		for (int j = i + 1; j <= sc; j++)
+			if (p->tgen[j] == KI_GEN_START || !p->tgen[sc]) {
+				const KiIns *si = &f->ins[sc];
+				ki_error(e, f->src, si->line, si->col, "token_map: this scan's step reads a value that needs "
+				         "a pass over the tokens first (a token reduction, pool or segment op of the step's "
+				         "operands): not generated yet; compute it before kv.scan");
+				return -1;
+			}
+	}
 	return 0;
 }
 
@@ -445,7 +483,7 @@ static int oloops(const KiFn *f, KiPlan *p, uint8_t *root, uint8_t *ocls, KiErr 
 	for (int i = 0; i < f->nins; i++)
 		root[i] = 0;
 	for (int s = 0; s < f->nst; s++)
-		if (f->st[s].update) {
+		if (f->st[s].update && !ki_isscanstate(f, s)) {   /* scans run at compression */
 			mark(f, f->st[s].update, p->oneed);
 			if (KI_RKIND(f->st[s].update) == RK_INS)
 				root[KI_RIDX(f->st[s].update)] = 1;

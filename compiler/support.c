@@ -3,7 +3,8 @@
 ** compiler/mplan.c ki_mkernels does not take (issue 12: the compact_merge kernels, x86 and
 ** CUDA, cover nearest at prefill) and the issue-13 language not generated yet (selection rules
 ** beyond top-k other than threshold (chunk 1, any scope), mass at scope head and AdaKV's floor at
-** scope layer, scans, segment ops, shifts, the out axis). ki_plan refuses such a policy with the position of
+** scope layer, the out axis; segment ops, shifts and scans are planned like any op: compiler/plan.c
+** gen_ok says which operands they take). ki_plan refuses such a policy with the position of
 ** the first unsupported item,
 ** so that nothing compiles to kernels with another meaning; the reference interpreter
 ** (`kvcc run`) runs them all. Each line goes when its kernels land.
@@ -41,11 +42,6 @@ int ki_unsupported(const KiFn *f, KiErr *e)
 				return refuse(f, f->w[i].line, f->w[i].col, "a weight with an out axis", e);
 	for (int i = 0; i < f->nins; i++) {
 		const KiIns *in = &f->ins[i];
-		switch (in->op) {
-		case KO_shift: case KO_ssum: case KO_smean: case KO_smax: case KO_smin: case KO_srank:
-		case KO_scan: case KO_carry:
-			return refuse(f, in->line, in->col, ki_opname(in->op), e);
-		}
 		if (in->axes & AXM(AX_out))
 			return refuse(f, in->line, in->col, "the out axis", e);
 	}

@@ -289,8 +289,17 @@ KVCC_API const char *kvcc_gpu_plan_image(const kvcc_gpu_plan *pl);
 ** from device data: it can be captured in a CUDA graph. */
 KVCC_API int kvcc_gpu_compress(kvcc_gpu_plan *pl, const kvcc_cache *cache, const kvcc_obs *obs,
                                const kvcc_args *args, void *stream);
+/* The GPU side of kvcc_plan_set_weight: the same checks (name, shape against the plan's layout,
+** finite values; the same messages), then one host-to-device copy into the plan's weight buffer
+** (synchronous, at set time: compress and decode calls upload nothing). Changing a weight never
+** recompiles. kvcc_gpu_compress / kvcc_gpu_compress_batch fail with KVCC_EINVAL naming the
+** declaration while a declared weight was never given. Not thread-safe against a call in flight
+** on the same plan (the copy may race a running kernel's reads: synchronize first). */
+KVCC_API int kvcc_gpu_plan_set_weight(kvcc_gpu_plan *pl, const char *name, const float *data, int ndim,
+                                      const int64_t *shape);
 /* Synchronize the context and read the device error word of the plan's launches (and clear it):
-** 0, or KVCC_EINVAL with the reason (bad pooling size, bad select arguments, unequal lengths). */
+** 0, or KVCC_EINVAL with the reason (bad pooling size, bad select arguments, unequal lengths, a
+** bad segment size / start or shift offset). */
 KVCC_API int kvcc_gpu_plan_check(kvcc_gpu_plan *pl);
 
 /* --- GPU: batched and paged caches (issue 14; doc/gpu.md) ---------------------------------

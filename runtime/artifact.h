@@ -82,9 +82,10 @@ static inline int ka_trailer_check(const void *buf, size_t len, KaTrailer *t, co
 */
 #define KVCC_DESC_SYMBOL "kvcc_artifact"
 #define KVCC_MAGIC 0x4B5643435F415254ull   /* "KVCC_ART" */
-#define KVCC_ABI 13                        /* kvcc_artifact and the kernels' signatures (10: compact_merge;
+#define KVCC_ABI 14                        /* kvcc_artifact and the kernels' signatures (10: compact_merge;
                                               11: tmap ctx ratio, budget, wts; tfilter, mtotal, ksum;
-                                              12: kfloor; 13: decodeb) */
+                                              12: kfloor; 13: decodeb; 14: tmap / observe return a
+                                              negative value for a bad segment or shift argument) */
 #define KA_MAGIC "KVCCDSC"                 /* the blob's first 8 bytes (with the NUL) */
 #define KA_FORMAT 8                        /* the blob's layout and meaning (2: the tuning config; 3: KA_FLAYER;
                                               4: the merge rule; 5: the weights, KaWeight; the select rule;
@@ -354,9 +355,10 @@ typedef struct kvcc_artifact {
 ** "CUDA driver not found: …". See doc/gpu.md. */
 #define KVCC_GPU_SYMBOL "kvcc_artifact_gpu"
 #define KVCC_GPU_MAGIC 0x4B5643435F475055ull   /* "KVCC_GPU" */
-#define KVCC_GPU_ABI 5                     /* 2: the tuning config; 3: KvgArgs.wts; 4: paged and
+#define KVCC_GPU_ABI 6                     /* 2: the tuning config; 3: KvgArgs.wts; 4: paged and
                                               batched caches (KvgArgs block, kv_paged); 5: select floor
-                                              (KVG_EFLOOR, kv_select_grp's floor records) */
+                                              (KVG_EFLOOR, kv_select_grp's floor records); 6: segment
+                                              ops and shift along token (KVG_ESEG) */
 
 typedef struct kvcc_gpu_header {
 	uint64_t magic;            /* KVCC_GPU_MAGIC */
@@ -460,7 +462,9 @@ enum { KVG_EOK, KVG_EPOOL = 1, KVG_ESELECT = 2, KVG_EHMEAN = 3, KVG_ECHUNK = 4, 
        /* paged and batched caches (issue 14) */
        KVG_ETABLE = 6,
        /* select floor (issue 13, AdaKV) */
-       KVG_EFLOOR = 7 };
+       KVG_EFLOOR = 7,
+       /* segment ops and shift along token (issue 13): a bad segment size / start or offset */
+       KVG_ESEG = 8 };
 
 enum { KVG_SCORE, KVG_SELECT, KVG_DECODE, KVG_COMBINE, KVG_SELGRP,
        /* paged and batched caches (issue 14): kv_paged, grid B (check, free) or B*H (append) */

@@ -91,9 +91,12 @@ static void tmapctx(Run *r, const Inst *I, float **vals, kvcc_tmap_ctx *c)
 	};
 }
 
-/* A generated loop's non-zero return: pool rc - 1 had a bad kernel size c->err. */
+/* A generated loop's non-zero return: pool rc - 1 had a bad kernel size c->err; rc < 0: segment
+** op / shift -rc - 1 had a bad size, start or offset c->err. */
 static int loopfail(Run *r, int64_t rc, const kvcc_tmap_ctx *c)
 {
+	if (rc < 0)
+		return fail(r, (int)(-rc) - 1, "%s, got %g", KR_SEGMSG, c->err);
 	return fail(r, (int)rc - 1, "pooling kernel size must be a positive integer, got %g", c->err);
 }
 

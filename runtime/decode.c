@@ -251,11 +251,11 @@ static void dec_head(Dec *D, pthread_mutex_t *mu, int h, int tid)
 	};
 	int64_t lr = A->observe(&c);
 	if (lr) {
-		const KaIns *in = &p->ins[lr - 1];
+		const KaIns *in = &p->ins[(lr < 0 ? -lr : lr) - 1];
 		pthread_mutex_lock(mu);
 		if (!D->err) {
-			snprintf(D->errmsg, sizeof D->errmsg, "%s:%u:%u: error: pooling kernel size must be a positive integer, "
-			         "got %g", p->src, in->line, in->col, c.err);
+			snprintf(D->errmsg, sizeof D->errmsg, "%s:%u:%u: error: %s, got %g", p->src, in->line, in->col,
+			         lr < 0 ? KR_SEGMSG : "pooling kernel size must be a positive integer", c.err);
 			D->err = KVCC_EINVAL;
 		}
 		pthread_mutex_unlock(mu);

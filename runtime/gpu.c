@@ -8,6 +8,7 @@
 ** error buffers. kvcc_gpu_compress only fills the by-value KvgArgs and enqueues the launches.
 */
 #include <dlfcn.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -44,6 +45,11 @@ struct kvcc_gpu_plan {
 	int max_seqs, paged;
 	kvcc_paging pg;
 	void *plen, *pmap;              /* device scratch: [max_seqs][L][H] lengths, [num_pages] marks */
+	/* the policy's weights (kvcc_gpu_plan_set_weight): packed f32 on the device as KaWeight says,
+	** uploaded once per set call; the kernels read KvgArgs.wts */
+	const kvcc_policy *p;
+	float *wts;
+	unsigned char *wset;            /* [nw] given */
 };
 
 const void *kr_gpu_find(const kvcc_policy *p, void **dlp, char *why, size_t wn)
@@ -83,7 +89,8 @@ KVCC_API void kvcc_gpu_plan_destroy(kvcc_gpu_plan *pl)
 	if (!pl)
 		return;
 	kr_cuda_free(pl->ws), kr_cuda_free(pl->scores), kr_cuda_free(pl->err);
-	kr_cuda_free(pl->plen), kr_cuda_free(pl->pmap);
+	kr_cuda_free(pl->plen), kr_cuda_free(pl->pmap), kr_cuda_free(pl->wts);
+	free(pl->wset);
 	kr_cuda_close(pl->m);
 	if (pl->dl)
 		dlclose(pl->dl);
@@ -124,9 +131,6 @@ KVCC_API int kvcc_gpu_plan_create_batch(kvcc_policy *p, const kvcc_layout *lay, 
 	if (pg && p->h->merge != KA_MDROP)    /* the merge's rows are read contiguously (issue 12) */
 		return fail(KVCC_EUNSUPPORTED, "policy %s merges evicted rows: the GPU merge runs on contiguous "
 		            "caches, not on paged ones yet (the CPU plan does)", kvcc_policy_name(p));
-	if (kvcc_weight_count(p) > 0)         /* the kernels read KvgArgs.wts; nothing uploads them yet */
-		return fail(KVCC_EUNSUPPORTED, "policy %s declares weights: the GPU runtime does not take weights yet "
-		            "(the CPU plan does: kvcc_plan_set_weight)", kvcc_policy_name(p));
 	char why[3000];
 	if (kr_cuda_driver_load(why, sizeof why) != 0)
 		return fail(KVCC_EUNSUPPORTED, "%s", why);
@@ -195,6 +199,21 @@ KVCC_API int kvcc_gpu_plan_create_batch(kvcc_policy *p, const kvcc_layout *lay, 
 			goto out;
 		}
 	}
+	pl->p = p;
+	if (p->h->nw > 0) {                   /* NaN until given, like the CPU plan's buffer */
+		size_t nwf = kr_weights_size(p, lay);
+		float *nan = malloc((nwf + 1) * sizeof *nan);
+		pl->wset = calloc((size_t)p->h->nw, 1);
+		pl->wts = kr_cuda_alloc((nwf + 1) * sizeof(float));
+		for (size_t k = 0; nan && k <= nwf; k++)
+			nan[k] = NAN;
+		int bad = !nan || !pl->wset || !pl->wts || kr_cuda_put(pl->wts, nan, (nwf + 1) * sizeof *nan) != 0;
+		free(nan);
+		if (bad) {
+			rc = fail(KVCC_ENOMEM, "cannot allocate the GPU weights (%zu floats)", nwf);
+			goto out;
+		}
+	}
 out:
 	if (rc) {
 		kvcc_gpu_plan_destroy(pl);
@@ -217,8 +236,11 @@ int kr_gpu_args(kvcc_gpu_plan *pl, const kvcc_cache *c, const kvcc_obs *obs, con
 		return fail(KVCC_EINVAL, "nobs %d (plan max_obs %d)%s", O, pl->max_obs, O && !obs->Q ? ", Q is NULL" : "");
 	if (args->budget < 0 && !(args->ratio >= 0 && args->ratio < 1))
 		return fail(KVCC_EINVAL, "ratio %g outside [0, 1)", args->ratio);
+	if (pl->wset && kr_weights_given(pl->p, pl->wset) != 0)
+		return KVCC_EINVAL;
 	KvgArgs a;
 	memset(&a, 0, sizeof a);
+	a.wts = pl->wts;
 	a.K = c->K, a.V = c->V, a.len = c->len, a.pos = c->pos, a.state = c->state;
 	a.Q = O ? obs->Q : NULL, a.lse = O ? obs->lse : NULL, a.qpos = O ? obs->qpos : NULL;
 	a.scores = args->scores ? args->scores : pl->scores;
@@ -275,6 +297,7 @@ int kr_gpu_batch_args(const KrGpuShape *sh, const kvcc_gpu_batch *b, const kvcc_
 	for (int i = 0; i < sh->npar; i++)
 		a.par[i] = args->params ? args->params[i] : sh->par[i];
 	a.B = b->nseq, a.alayer = -1;
+	a.wts = sh->wts;
 	if (sh->paged) {
 		const kvcc_paging *pg = &sh->pg;
 		a.pt = b->table ? b->table : b->indices;
@@ -298,6 +321,25 @@ static void shape(kvcc_gpu_plan *pl, KrGpuShape *sh)
 	sh->npar = pl->npar, sh->nst = pl->nst;
 	memcpy(sh->par, pl->par, sizeof sh->par);
 	sh->ws = pl->ws, sh->scores = pl->scores, sh->err = pl->err, sh->plen = pl->plen, sh->pmap = pl->pmap;
+	sh->wts = pl->wts;
+}
+
+const float *kr_gpu_weights(const kvcc_gpu_plan *pl) { return pl ? pl->wts : NULL; }
+
+KVCC_API int kvcc_gpu_plan_set_weight(kvcc_gpu_plan *pl, const char *name, const float *data, int ndim,
+                                      const int64_t *shape)
+{
+	if (!pl)
+		return fail(KVCC_EINVAL, "null argument (plan, name, data, shape)");
+	int i;
+	size_t off, n;
+	int rc = kr_weight_arg(pl->p, &pl->lay, name, data, ndim, shape, &i, &off, &n);
+	if (rc)
+		return rc;
+	if (kr_cuda_put(pl->wts + off, data, n * sizeof *data) != 0)
+		return fail(KVCC_EDEVICE, "uploading weight '%s' (%zu floats) to the device failed", name, n);
+	pl->wset[i] = 1;
+	return 0;
 }
 
 KVCC_API int kvcc_gpu_compress_batch(kvcc_gpu_plan *pl, const kvcc_gpu_batch *b, const kvcc_args *args, void *stream)
@@ -310,6 +352,8 @@ KVCC_API int kvcc_gpu_compress_batch(kvcc_gpu_plan *pl, const kvcc_gpu_batch *b,
 	int rc = kr_gpu_batch_args(&sh, b, args, &a);
 	if (rc)
 		return rc;
+	if (pl->wset && kr_weights_given(pl->p, pl->wset) != 0)
+		return KVCC_EINVAL;
 	char why[600];
 	if (kr_cuda_compress(pl->m, &a, stream, why, sizeof why) != 0)
 		return fail(KVCC_EDEVICE, "%s", why);
@@ -370,5 +414,7 @@ KVCC_API int kvcc_gpu_plan_check(kvcc_gpu_plan *pl)
 	            code == KVG_ETABLE ? "bad page table or lengths (a page id outside the pool, a page used twice in "
 	                                 "one call, a length above its table's capacity or outside 0..capacity); nothing "
 	                                 "was changed" :
-	            code == KVG_EFLOOR ? "select floor must be in [0, 1]" : "unknown");
+	            code == KVG_EFLOOR ? "select floor must be in [0, 1]" :
+	            code == KVG_ESEG ? "a segment size (an integer >= 1 or inf), segment start (an integer >= 0 or "
+	                               "inf) or shift offset (an integer in -1e9..1e9) out of range" : "unknown");
 }

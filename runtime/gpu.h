@@ -30,8 +30,11 @@ typedef struct KrGpuShape {
 	int paged, max_seqs, max_obs, splits, npar, nst;
 	double par[KVG_MAXPAR];
 	void *ws, *scores, *err, *plen, *pmap;
+	const float *wts;       /* the policy's packed weights (device), or NULL */
 } KrGpuShape;
 KC_FUNC int kr_gpu_batch_args(const KrGpuShape *sh, const kvcc_gpu_batch *b, const kvcc_args *args, KvgArgs *out);
+/* The plan's device weights (kvcc_gpu_plan_set_weight; tests: decode steps), or NULL. */
+KC_FUNC const float *kr_gpu_weights(const kvcc_gpu_plan *pl);
 /* The module a plan runs (tests: decode steps). */
 KC_FUNC KrCuda *kr_gpu_module(kvcc_gpu_plan *pl);
 

@@ -101,6 +101,9 @@ struct kvcc_plan {
 	unsigned char *wset;     /* [nw] given */
 };
 
+/* a generated loop's segment op / shift check failed (the value follows) */
+#define KR_SEGMSG "a segment size must be an integer >= 1 or inf, a segment start an integer >= 0 or inf, a " \
+                  "shift offset an integer in -1e9..1e9"
 #define KR_STAGE 256         /* rows staged at a time (a multiple of TILE and DTILE) */
 #define KR_LANES 8           /* the most sequences of a batch one decode pool run takes */
 
@@ -135,6 +138,14 @@ KC_FUNC int kr_enter(kvcc_plan *pl);
 ** with a message when a declared weight was not given */
 KC_FUNC int kr_weights_init(kvcc_plan *pl);
 KC_FUNC int kr_weights_check(const kvcc_plan *pl);
+/* shared by the CPU and GPU plans (kvcc_plan_set_weight, kvcc_gpu_plan_set_weight): the packed
+** floats of p's weights in layout lay; 0 or KVCC_EINVAL naming the first weight wset[] lacks;
+** kr_weight_arg checks one kvcc_*_set_weight call (name, shape against lay, finite) and gives
+** the weight's index, offset and count in the packed buffer, or KVCC_EINVAL with the message */
+KC_FUNC size_t kr_weights_size(const kvcc_policy *p, const kvcc_layout *lay);
+KC_FUNC int kr_weights_given(const kvcc_policy *p, const unsigned char *wset);
+KC_FUNC int kr_weight_arg(const kvcc_policy *p, const kvcc_layout *lay, const char *name, const float *data,
+                          int ndim, const int64_t *shape, int *idx, size_t *off, size_t *count);
 KC_FUNC void kr_leave(kvcc_plan *pl);
 #define KR_MAXQROWS (1 << 24)   /* group * max_obs: query rows a plan's workspaces are sized for */
 

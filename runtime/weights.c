@@ -12,33 +12,38 @@
 #include <math.h>
 #include "runtime/rt.h"
 
-/* the size of declared axis ax in the plan's layout */
-static int64_t axsize(const kvcc_plan *pl, int ax)
+/* the size of declared axis ax in layout lay (the group from the policy's specialization) */
+static int64_t axsize(const kvcc_policy *p, const kvcc_layout *lay, int ax)
 {
 	switch (ax) {
-	case KA_WLAYER: return pl->lay.layers;
-	case KA_WHEAD: return pl->lay.kv_heads;
-	case KA_WGROUP: return pl->p->h->group;
+	case KA_WLAYER: return lay->layers;
+	case KA_WHEAD: return lay->kv_heads;
+	case KA_WGROUP: return p->h->group;
 	}
-	return pl->lay.head_dim;
+	return lay->head_dim;
 }
 
 /* elements of weight i */
-static size_t wcount(const kvcc_plan *pl, int i)
+static size_t wcount(const kvcc_policy *p, const kvcc_layout *lay, int i)
 {
-	const KaWeight *w = &pl->p->wt[i];
+	const KaWeight *w = &p->wt[i];
 	size_t n = 1;
 	for (int j = 0; j < w->ndim; j++)
-		n *= (size_t)axsize(pl, w->ax[j]);
+		n *= (size_t)axsize(p, lay, w->ax[j]);
 	return n;
 }
 
-static size_t woff(const kvcc_plan *pl, int i)
+static size_t woff(const kvcc_policy *p, const kvcc_layout *lay, int i)
 {
 	size_t o = 0;
 	for (int k = 0; k < i; k++)
-		o += wcount(pl, k);
+		o += wcount(p, lay, k);
 	return o;
+}
+
+size_t kr_weights_size(const kvcc_policy *p, const kvcc_layout *lay)
+{
+	return p->h->nw > 0 ? woff(p, lay, p->h->nw) : 0;
 }
 
 /* plan creation: the packed buffer (NaN until given) and the given marks; -1 out of memory */
@@ -47,7 +52,7 @@ int kr_weights_init(kvcc_plan *pl)
 	int nw = pl->p->h->nw;
 	if (nw <= 0)
 		return 0;
-	size_t n = woff(pl, nw);
+	size_t n = kr_weights_size(pl->p, &pl->lay);
 	pl->wts = malloc((n + 1) * sizeof(float));
 	pl->wset = calloc((size_t)nw, 1);
 	if (!pl->wts || !pl->wset)
@@ -57,16 +62,20 @@ int kr_weights_init(kvcc_plan *pl)
 	return 0;
 }
 
-/* 0 when every declared weight was given, else KVCC_EINVAL naming the first missing one */
-int kr_weights_check(const kvcc_plan *pl)
+int kr_weights_given(const kvcc_policy *p, const unsigned char *wset)
 {
-	const kvcc_policy *p = pl->p;
 	for (int i = 0; i < p->h->nw; i++)
-		if (!pl->wset[i])
+		if (!wset[i])
 			return kr_seterr(KVCC_EINVAL, "%s:%u:%u: error: weight '%s' was not given (kvcc_plan_set_weight; "
 			                 "kvcc run/eval --weights FILE.npz)", p->src, p->wt[i].line, p->wt[i].col,
 			                 p->str + p->wt[i].name);
 	return 0;
+}
+
+/* 0 when every declared weight was given, else KVCC_EINVAL naming the first missing one */
+int kr_weights_check(const kvcc_plan *pl)
+{
+	return kr_weights_given(pl->p, pl->wset);
 }
 
 KVCC_API int kvcc_weight_count(const kvcc_policy *p) { return p ? p->h->nw : 0; }
@@ -88,11 +97,11 @@ static const char *axname(int ax)
 	return ax >= 0 && ax <= KA_WCHAN ? nm[ax] : "?";
 }
 
-KVCC_API int kvcc_plan_set_weight(kvcc_plan *pl, const char *name, const float *data, int ndim, const int64_t *shape)
+int kr_weight_arg(const kvcc_policy *p, const kvcc_layout *lay, const char *name, const float *data, int ndim,
+                  const int64_t *shape, int *idx, size_t *off, size_t *count)
 {
-	if (!pl || !name || !data || (ndim > 0 && !shape))
+	if (!name || !data || (ndim > 0 && !shape))
 		return kr_seterr(KVCC_EINVAL, "null argument (plan, name, data, shape)");
-	const kvcc_policy *p = pl->p;
 	int i = 0;
 	while (i < p->h->nw && strcmp(p->str + p->wt[i].name, name) != 0)
 		i++;
@@ -102,23 +111,36 @@ KVCC_API int kvcc_plan_set_weight(kvcc_plan *pl, const char *name, const float *
 	char want[160] = "", got[160] = "";
 	int ok = ndim == w->ndim;
 	for (int j = 0; j < w->ndim; j++) {
-		ok = ok && shape[j] == axsize(pl, w->ax[j]);
+		ok = ok && shape[j] == axsize(p, lay, w->ax[j]);
 		snprintf(want + strlen(want), sizeof want - strlen(want), "%s%s %lld", j ? ", " : "", axname(w->ax[j]),
-		         (long long)axsize(pl, w->ax[j]));
+		         (long long)axsize(p, lay, w->ax[j]));
 	}
 	for (int j = 0; j < ndim && j < 8; j++)
 		snprintf(got + strlen(got), sizeof got - strlen(got), "%s%lld", j ? ", " : "", (long long)shape[j]);
 	if (!ok)
 		return kr_seterr(KVCC_EINVAL, "%s:%u:%u: error: weight '%s' has shape (%s%s), the policy declares (%s)",
 		                 p->src, w->line, w->col, name, got, ndim > 8 ? ", ..." : "", want);
-	size_t n = wcount(pl, i);
+	size_t n = wcount(p, lay, i);
 	for (size_t k = 0; k < n; k++)
 		if (!isfinite(data[k]))
 			return kr_seterr(KVCC_EINVAL, "%s:%u:%u: error: weight '%s' has a non-finite value (%g at element %zu)",
 			                 p->src, w->line, w->col, name, (double)data[k], k);
+	*idx = i, *off = woff(p, lay, i), *count = n;
+	return 0;
+}
+
+KVCC_API int kvcc_plan_set_weight(kvcc_plan *pl, const char *name, const float *data, int ndim, const int64_t *shape)
+{
+	if (!pl)
+		return kr_seterr(KVCC_EINVAL, "null argument (plan, name, data, shape)");
+	int i;
+	size_t off, n;
+	int rc = kr_weight_arg(pl->p, &pl->lay, name, data, ndim, shape, &i, &off, &n);
+	if (rc)
+		return rc;
 	if (kr_enter(pl))
 		return KVCC_EBUSY;
-	memcpy(pl->wts + woff(pl, i), data, n * sizeof(float));
+	memcpy(pl->wts + off, data, n * sizeof(float));
 	pl->wset[i] = 1;
 	kr_leave(pl);
 	return 0;

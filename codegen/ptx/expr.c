@@ -248,6 +248,9 @@ static int valone(Gen *g, int i, const Idx *ix, int *memo, int d, char *out, siz
 	case KO_state:
 		snprintf(e, sizeof e, "a.state[(((long long)b*KV_NST+%d)*a.L*a.H+li)*N+(%s)]", in->aux, ix->v[AX_token]);
 		break;
+	case KO_carry:           /* inside step_scan's loop: the previous token's value */
+		snprintf(e, sizeof e, "carry_");
+		break;
 	case KO_weight:
 		if (wexpr(g, in, ix, e, sizeof e))
 			return kp_err(g, in, "weight with an out axis");
@@ -585,6 +588,133 @@ static int step_pool(Gen *g, int i, int d)
 	return 0;
 }
 
+static int isstencilop(const KiIns *in);
+
+/* BUF step for the segment ops (ssum smean smax smin srank) and shift along token: thread per
+** output, the operand read at other tokens (interp.c evalseg / evalshift: segments [0, start),
+** then size tokens at a time, the last one to n; one segment when size reaches n - start) */
+static int step_stencil(Gen *g, int i, int d)
+{
+	const KiIns *in = &g->f->ins[i];
+	Idx ix, none = { { NULL, NULL, NULL, NULL } };
+	char nm[AX_NUM][16], zb[400], sb_[400], A[400], b[300], ib[64];
+	int shift = in->op == KO_shift, rank = in->op == KO_srank;
+	int *memo = kp_newmemo(g);
+	if (!memo)
+		return kp_err(g, in, "out of memory");
+	sb(&g->s, "\t/* %%%d = %s along token */\n\t{\n", i, ki_opname(in->op));
+	if (kp_val(g, in->arg[1], &none, memo, d + 1, zb, sizeof zb) || kp_val(g, in->arg[2], &none, memo, d + 1, sb_, sizeof sb_)) {
+		free(memo);
+		return -1;
+	}
+	free(memo);
+	if (shift) {
+		indent(g, d + 1), sb(&g->s, "const float kf_ = %s, fill_ = %s;\n", zb, sb_);
+		indent(g, d + 1), sb(&g->s, "if (!(kf_ >= -1e9f && kf_ <= 1e9f) || kf_ != floorf(kf_)) { if (tid == 0) kv_seterr(a.err, KVG_ESEG); return; }\n");
+		indent(g, d + 1), sb(&g->s, "const int k_ = (int)kf_;\n");
+	} else {
+		indent(g, d + 1), sb(&g->s, "const float zf_ = %s, sf_ = %s;\n", zb, sb_);
+		indent(g, d + 1), sb(&g->s, "if (!((zf_ >= 1.f && zf_ == floorf(zf_)) || zf_ == kv_inf()) || "
+		                            "!((sf_ >= 0.f && sf_ == floorf(sf_)) || sf_ == kv_inf())) "
+		                            "{ if (tid == 0) kv_seterr(a.err, KVG_ESEG); return; }\n");
+		indent(g, d + 1), sb(&g->s, "const int st_ = sf_ >= (float)n ? n : (int)sf_;\n");
+		indent(g, d + 1), sb(&g->s, "const int one_ = zf_ >= (float)(n - st_), sz_ = one_ ? 1 : (int)zf_;\n");
+	}
+	domloop(g, in->axes, "tid", "KV_NT", &ix, nm, d + 1);
+	bufidx(in->axes, &ix, b, sizeof b);
+	Idx j = ix;
+	j.v[AX_token] = "xj";
+	if (shift) {
+		indent(g, d + 2), sb(&g->s, "const int xj = it + k_;\n");
+		indent(g, d + 2), sb(&g->s, "float sv_ = fill_;\n");
+		indent(g, d + 2), sb(&g->s, "if (xj >= 0 && xj < n) {\n");
+		memo = kp_newmemo(g);
+		if (!memo || kp_val(g, in->arg[0], &j, memo, d + 3, A, sizeof A)) {
+			free(memo);
+			return -1;
+		}
+		free(memo);
+		indent(g, d + 3), sb(&g->s, "sv_ = %s;\n", A);
+		indent(g, d + 2), sb(&g->s, "}\n");
+		indent(g, d + 2), sb(&g->s, "B%d[%s] = sv_;\n", i, b);
+	} else {
+		const KiSem *sem = ki_sem(in->op);
+		indent(g, d + 2), sb(&g->s, "int s0_, s1_;\n");
+		indent(g, d + 2), sb(&g->s, "if (it < st_) s0_ = 0, s1_ = st_;\n");
+		indent(g, d + 2), sb(&g->s, "else if (one_) s0_ = st_, s1_ = n;\n");
+		indent(g, d + 2), sb(&g->s, "else s0_ = st_ + (it - st_) / sz_ * sz_, s1_ = s0_ + sz_ < n ? s0_ + sz_ : n;\n");
+		if (rank) {
+			memo = kp_newmemo(g);
+			if (!memo || kp_val(g, in->arg[0], &ix, memo, d + 2, A, sizeof A)) {
+				free(memo);
+				return -1;
+			}
+			free(memo);
+			indent(g, d + 2), sb(&g->s, "const float v_ = %s;\n", A);
+			indent(g, d + 2), sb(&g->s, "float acc_ = 0.f;\n");
+		} else
+			indent(g, d + 2), sb(&g->s, "float acc_ = %s;\n", red_init(sem, ib, sizeof ib));
+		indent(g, d + 2), sb(&g->s, "for (int xj = s0_; xj < s1_; xj++) {\n");
+		memo = kp_newmemo(g);
+		if (!memo || kp_val(g, in->arg[0], &j, memo, d + 3, A, sizeof A)) {
+			free(memo);
+			return -1;
+		}
+		free(memo);
+		if (rank)
+			indent(g, d + 3), sb(&g->s, "acc_ += (float)kv_rankless(%s, xj, v_, it);\n", A);
+		else
+			indent(g, d + 3), red_acc(g, sem, 0, A, NULL);
+		indent(g, d + 2), sb(&g->s, "}\n");
+		indent(g, d + 2), sb(&g->s, "B%d[%s] = %s;\n", i, b, !rank && sem->fin == FIN_MEAN ? "acc_ / (float)(s1_ - s0_)" : "acc_");
+	}
+	indent(g, d + 1), sb(&g->s, "}\n");
+	indent(g, d), sb(&g->s, "}\n");
+	return 0;
+}
+
+/* BUF step for scan i (interp.c evalscan): one thread per instance walks the tokens in order;
+** held tokens up to the last one whose state is not NaN keep their state, the others get the
+** step at that token with carry_ = the previous value (the start value before token 0); the
+** value is also the scan's state (the compaction then moves it with its token) */
+static int step_scan(Gen *g, int i, int d)
+{
+	const KiIns *in = &g->f->ins[i];
+	Idx none = { { NULL, NULL, NULL, NULL } }, ix = { { NULL, NULL, "it", NULL } };
+	char A[400], h0[400];
+	int *memo = kp_newmemo(g);
+	if (!memo)
+		return kp_err(g, in, "out of memory");
+	sb(&g->s, "\t/* %%%d = scan of state %d, token by token */\n\tif (tid == 0) {\n", i, in->aux);
+	if (kp_val(g, in->arg[1], &none, memo, d + 1, h0, sizeof h0)) {
+		free(memo);
+		return -1;
+	}
+	free(memo);
+	indent(g, d + 1), sb(&g->s, "float *const sp_ = a.state ? a.state + (((long long)b * KV_NST + %d) * a.L * a.H + li) * N : 0;\n", in->aux);
+	indent(g, d + 1), sb(&g->s, "int u0_ = 0;\n");
+	indent(g, d + 1), sb(&g->s, "for (int t_ = 0; sp_ && t_ < n; t_++) if (sp_[t_] == sp_[t_]) u0_ = t_ + 1;\n");
+	indent(g, d + 1), sb(&g->s, "float carry_ = %s;\n", h0);
+	indent(g, d + 1), sb(&g->s, "for (int it = 0; it < n; it++) {\n");
+	indent(g, d + 2), sb(&g->s, "float v_;\n");
+	indent(g, d + 2), sb(&g->s, "if (it < u0_) v_ = sp_[it];\n");
+	indent(g, d + 2), sb(&g->s, "else {\n");
+	memo = kp_newmemo(g);
+	if (!memo || kp_val(g, in->arg[0], &ix, memo, d + 3, A, sizeof A)) {
+		free(memo);
+		return -1;
+	}
+	free(memo);
+	indent(g, d + 3), sb(&g->s, "v_ = %s;\n", A);
+	indent(g, d + 2), sb(&g->s, "}\n");
+	indent(g, d + 2), sb(&g->s, "B%d[it] = v_;\n", i);
+	indent(g, d + 2), sb(&g->s, "if (sp_) sp_[it] = v_;\n");
+	indent(g, d + 2), sb(&g->s, "carry_ = v_;\n");
+	indent(g, d + 1), sb(&g->s, "}\n");
+	indent(g, d), sb(&g->s, "}\n");
+	return 0;
+}
+
 /* BUF step: mean over the heads of the layer (reads other instances' workspace) */
 static int step_hmean(Gen *g, int i, int d)
 {
@@ -796,6 +926,10 @@ int kp_step(Gen *g, int i)
 		rc = step_pool(g, i, 1);
 	else if (in->op == KO_hmean)
 		rc = step_hmean(g, i, 1);
+	else if (isstencilop(in))
+		rc = step_stencil(g, i, 1);
+	else if (in->op == KO_scan)
+		rc = step_scan(g, i, 1);
 	else if (ki_rule(in->op) == AR_RED || ki_rule(in->op) == AR_DOT)
 		rc = step_reduce(g, i, 1);
 	else
@@ -817,6 +951,12 @@ void kp_mark(const KiFn *f, KiRef r, char *need)
 		for (int k = 0; need[i] && k < 3; k++)
 			if (KI_RKIND(f->ins[i].arg[k]) == RK_INS && KI_RIDX(f->ins[i].arg[k]) < i)
 				need[KI_RIDX(f->ins[i].arg[k])] = 1;
+}
+
+/* segment ops and shift along token (step_stencil) */
+static int isstencilop(const KiIns *in)
+{
+	return ki_rule(in->op) == AR_SEG || (in->op == KO_shift && in->axis == AX_token);
 }
 
 static int isleaf(int op)
@@ -844,7 +984,7 @@ int kp_analyse(Gen *g, const char *need, int decode)
 			h = HM_BUF;
 		else if (op == KO_softmax || op == KO_softmaxnc)
 			h = HM_STAT;
-		else if (op == KO_avgpool || op == KO_maxpool || op == KO_hmean)
+		else if (op == KO_avgpool || op == KO_maxpool || op == KO_hmean || isstencilop(in) || op == KO_scan)
 			h = HM_BUF;
 		else
 			return kp_err(g, in, "op %s is not supported", ki_opname(op));
@@ -856,7 +996,9 @@ int kp_analyse(Gen *g, const char *need, int decode)
 			return kp_err(g, in, "the observe hook cannot read %s", ki_inputname(in->aux));
 		if ((op == KO_avgpool || op == KO_maxpool) && ki_refaxes(f, in->arg[1]))
 			return kp_err(g, in, "the pooling kernel size must be a scalar");
-		if ((op == KO_avgpool || op == KO_maxpool || op == KO_hmean) && KI_RKIND(in->arg[0]) == RK_INS) {
+		if (isstencilop(in) && (ki_refaxes(f, in->arg[1]) || ki_refaxes(f, in->arg[2])))
+			return kp_err(g, in, "%s: the sizes must be scalars", ki_opname(op));
+		if ((op == KO_avgpool || op == KO_maxpool || op == KO_hmean || isstencilop(in)) && KI_RKIND(in->arg[0]) == RK_INS) {
 			int k = KI_RIDX(in->arg[0]);
 			if (g->home[k] != HM_BUF && f->ins[k].op != KO_input && f->ins[k].op != KO_index)
 				g->home[k] = HM_BUF;

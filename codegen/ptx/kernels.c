@@ -65,11 +65,17 @@ static int gen_score(Gen *g, KpCudaOut *out)
 	if (!need)
 		return kp_err(g, NULL, "out of memory");
 	kp_mark(f, f->score, need);
+	for (int s = 0; s < f->nst; s++)   /* a scan runs at every compression (its state is kept) */
+		if (ki_isscanstate(f, s))
+			kp_mark(f, f->st[s].update, need);
 	g->decode = 0;
 	int rc = kp_analyse(g, need, 0);
 	if (rc == 0)
 		kp_wsmax(g);
 	int last = KI_RKIND(f->score) == RK_INS ? g->phase[KI_RIDX(f->score)] : 0;
+	for (int s = 0; rc == 0 && s < f->nst; s++)
+		if (ki_isscanstate(f, s) && g->phase[KI_RIDX(f->st[s].update)] > last)
+			last = g->phase[KI_RIDX(f->st[s].update)];
 	for (int p = 0; rc == 0 && p <= last; p++) {
 		char name[32];
 		snprintf(name, sizeof name, "kv_score%d", p);
@@ -81,8 +87,13 @@ static int gen_score(Gen *g, KpCudaOut *out)
 		for (int i = 0; i < f->nins; i++)
 			k->tiled |= need[i] && g->phase[i] == p && kp_tiledstep(g, i) != TS_NONE;
 		/* one block per SM: the tiles' shared memory allows no more; without it ptxas
-		** aims at several blocks and spills (NVRTC 13.0) */
-		g->minblk = k->tiled;
+		** aims at several blocks and spills (NVRTC 13.0). Likewise for the segment ops' loops
+		** over a segment of [token, chan] values (lagkv spilled 12 B at 40 registers) and a scan's walk
+		** (gated_window f32 d8 G4: 4 B at 32) */
+		int seg = 0;
+		for (int i = 0; i < f->nins; i++)
+			seg |= need[i] && g->phase[i] == p && (ki_rule(f->ins[i].op) == AR_SEG || f->ins[i].op == KO_scan);
+		g->minblk = k->tiled || seg;
 		prologue(g, name, 1);
 		g->minblk = 0;
 		bufdecls(g, need);
@@ -119,14 +130,15 @@ static int gen_decode(Gen *g, KpCudaOut *out)
 	if (!need)
 		return kp_err(g, NULL, "out of memory");
 	for (int s = 0; s < f->nst; s++)
-		kp_mark(f, f->st[s].update, need);
+		if (!ki_isscanstate(f, s))      /* scans run at compression (step_scan) */
+			kp_mark(f, f->st[s].update, need);
 	memset(g->home, 0, (size_t)f->nins);
 	memset(g->phase, 0, (size_t)f->nins * sizeof *g->phase);
 	g->decode = 1;
 	int rc = kp_analyse(g, need, 1);
 	/* every update is materialized before the write-back: all of them read the old state */
 	for (int s = 0; rc == 0 && s < f->nst; s++)
-		if (KI_RKIND(f->st[s].update) == RK_INS)
+		if (KI_RKIND(f->st[s].update) == RK_INS && !ki_isscanstate(f, s))
 			g->home[KI_RIDX(f->st[s].update)] = HM_BUF;
 	if (rc) {
 		free(need);
@@ -176,6 +188,8 @@ static int gen_decode(Gen *g, KpCudaOut *out)
 			rc = kp_step(g, i);
 	sb(&g->s, "\tfor (int it = tid; it < n; it += KV_NT) {\n");
 	for (int s = 0; rc == 0 && s < f->nst; s++) {
+		if (ki_isscanstate(f, s))
+			continue;
 		Idx ix = { { NULL, NULL, "it", NULL } };
 		int *memo = kp_newmemo(g);
 		char A[400];

@@ -27,12 +27,20 @@
 #define KVG_ECHUNK 4
 #define KVG_EMASS 5
 #define KVG_EFLOOR 7
+#define KVG_ESEG 8
 __device__ __forceinline__ float kv_nan() { return __int_as_float(0x7fffffff); }
 __device__ __forceinline__ float kv_inf() { return __int_as_float(0x7f800000); }
 __device__ __forceinline__ float kv_max(float a, float b) { return (a != a || b != b) ? kv_nan() : a > b ? a : b; }
 __device__ __forceinline__ float kv_min(float a, float b) { return (a != a || b != b) ? kv_nan() : a < b ? a : b; }
 __device__ __forceinline__ float kv_rmax(float acc, float v) { return (v != v || v > acc) ? v : acc; }
 __device__ __forceinline__ float kv_rmin(float acc, float v) { return (v != v || v < acc) ? v : acc; }
+/* srank's order (interp.c rankless): a before b ascending, NaN above every number, ties by position */
+__device__ __forceinline__ int kv_rankless(float a, int ta, float b, int tb) {
+	const int na = a != a, nb = b != b;
+	if (na != nb) return nb;
+	if (!na && a != b) return a < b;
+	return ta < tb;
+}
 __device__ __forceinline__ float kv_wsum(float v) {
 	for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
 	return v;

@@ -89,7 +89,10 @@ typedef struct Tm {
 	LLVMValueRef **pre;       /* [nins] values without a token axis */
 	LLVMValueRef **cur;       /* [nins] the step's values */
 	LLVMValueRef **acc;       /* [nins] token reductions: accumulators (W-lane set, then tail set) */
-	LLVMValueRef *pk;         /* [nins] pools: kernel (i64) */
+	LLVMValueRef *pk;         /* [nins] pools: kernel (i64); segment ops: size; shift: offset */
+	LLVMValueRef *ps;         /* [nins] segment ops: start, clipped to n (i64) */
+	LLVMValueRef **ck, **cv;  /* [nins] segment ops: per element, the cached segment's start and value */
+	LLVMValueRef *hc, *hu;    /* [nins] scans: the carry (f32 alloca) and the first token to scan (i64) */
 	jmp_buf *oom;             /* where a failed allocation goes (tm_loops) */
 } Tm;
 
@@ -405,6 +408,22 @@ static void tm_red(Tm *T, int i, LLVMValueRef *out)
 		}
 		return;
 	}
+	if (in->op == KO_std) {     /* over chan: the mean, then the mean squared deviation (two passes) */
+		for (int gg = 0; gg < tm_ng(T, ax); gg++) {
+			LLVMValueRef a = tm_redinit(g, KO_sum, g->W);
+			for (int c = 0; c < tm_nc(T, aa); c++)
+				a = tm_redstep(g, KO_sum, a, tm_opnd(T, in->arg[0], gg, c, g->W), NULL, 0);
+			LLVMValueRef df = LLVMConstReal(g->f32, g->d);
+			LLVMValueRef mu = splat(g, LLVMBuildFDiv(g->b, tm_lanes(g, KO_sum, tm_redinit(g, KO_sum, 1), a, g->W), df, ""), g->W);
+			a = tm_redinit(g, KO_sum, g->W);
+			for (int c = 0; c < tm_nc(T, aa); c++) {
+				LLVMValueRef y = LLVMBuildFSub(g->b, tm_opnd(T, in->arg[0], gg, c, g->W), mu, "");
+				a = tm_redstep(g, KO_sum, a, LLVMBuildFMul(g->b, y, y, ""), NULL, 0);
+			}
+			out[gg] = tm_redfin(g, KO_std, tm_lanes(g, KO_sum, tm_redinit(g, KO_sum, 1), a, g->W), df, 1);
+		}
+		return;
+	}
 	/* over chan: W-lane partials over the chunks, then their lanes */
 	uint8_t ab = aa | (b ? ki_refaxes(T->f, b) : 0);
 	for (int gg = 0; gg < tm_ng(T, ax); gg++) {
@@ -493,6 +512,116 @@ static void tm_pool(Tm *T, int i, LLVMValueRef *out)
 	}
 }
 
+static int isseg(int op) { return ki_rule(op) == AR_SEG; }
+
+/* a < b in ascending rank order (interp.c rankless): NaN above every number, ties by position */
+static LLVMValueRef tm_rankless(Gen *g, LLVMValueRef a, LLVMValueRef ta, LLVMValueRef b, LLVMValueRef tb)
+{
+	LLVMBuilderRef bd = g->b;
+	LLVMValueRef na = LLVMBuildFCmp(bd, LLVMRealUNO, a, a, ""), nb = LLVMBuildFCmp(bd, LLVMRealUNO, b, b, "");
+	LLVMValueRef tie = LLVMBuildICmp(bd, LLVMIntSLT, ta, tb, "");
+	LLVMValueRef num = LLVMBuildSelect(bd, LLVMBuildFCmp(bd, LLVMRealOEQ, a, b, ""), tie,
+	                                   LLVMBuildFCmp(bd, LLVMRealOLT, a, b, ""), "");
+	LLVMValueRef same = LLVMBuildSelect(bd, na, tie, num, "");         /* both NaN or both numbers */
+	return LLVMBuildSelect(bd, LLVMBuildICmp(bd, LLVMIntNE, na, nb, ""), nb, same, "");
+}
+
+/* segment op / shift i at token tt (scalar) of the stored value src (its group's rows; row stride
+** rs: 1, or d for [token, chan] values), wc lanes at chan offset coff: the reference's (interp.c
+** evalseg, evalshift) segments [0, start), then size tokens at a time (the last one to n; one
+** segment when size reaches n - start), reduced in position order. A segment's reduction is
+** computed once per segment (cache kp / vp: the segment start it holds and its value; tokens
+** come in order); rank is per token. */
+static LLVMValueRef tm_stencil1(Tm *T, int i, LLVMValueRef src, LLVMValueRef tt, int rs, int wc, int coff,
+                                LLVMValueRef kp, LLVMValueRef vp)
+{
+	Gen *g = T->g;
+	LLVMBuilderRef b = g->b;
+	const KiIns *in = &T->f->ins[i];
+	LLVMTypeRef ft = fty(g, wc);
+	if (in->op == KO_shift) {
+		LLVMValueRef s = LLVMBuildAdd(b, tt, T->pk[i], "");
+		LLVMValueRef ok = LLVMBuildAnd(b, LLVMBuildICmp(b, LLVMIntSGE, s, ci(g, 0), ""),
+		                               LLVMBuildICmp(b, LLVMIntSLT, s, T->n, ""), "");
+		LLVMValueRef sc = LLVMBuildSelect(b, ok, s, ci(g, 0), "");   /* row 0 exists whenever tt does */
+		LLVMValueRef v = loadf(g, src, LLVMBuildAdd(b, LLVMBuildMul(b, sc, ci(g, rs), ""), ci(g, coff), ""), wc);
+		return LLVMBuildSelect(b, ok, v, splat(g, tm_opnd(T, in->arg[2], 0, 0, 1), wc), "");
+	}
+	LLVMValueRef st = T->ps[i], sz = T->pk[i];
+	LLVMValueRef before = LLVMBuildICmp(b, LLVMIntSLT, tt, st, "");
+	LLVMValueRef one = LLVMBuildICmp(b, LLVMIntSGE, sz, LLVMBuildSub(b, T->n, st, ""), "");
+	LLVMValueRef szs = LLVMBuildSelect(b, one, ci(g, 1), sz, "");    /* no division by a huge size */
+	LLVMValueRef rel = LLVMBuildSub(b, tt, st, "");
+	LLVMValueRef c0 = LLVMBuildAdd(b, st, LLVMBuildMul(b, LLVMBuildSDiv(b, rel, szs, ""), szs, ""), "");
+	LLVMValueRef c1 = LLVMBuildAdd(b, c0, szs, "");
+	c1 = LLVMBuildSelect(b, LLVMBuildICmp(b, LLVMIntSLT, c1, T->n, ""), c1, T->n, "");
+	LLVMValueRef s0 = LLVMBuildSelect(b, before, ci(g, 0), LLVMBuildSelect(b, one, st, c0, ""), "");
+	LLVMValueRef s1 = LLVMBuildSelect(b, before, st, LLVMBuildSelect(b, one, T->n, c1, ""), "");
+	int rank = in->op == KO_srank;
+	LLVMBasicBlockRef bj = NULL;
+	if (!rank) {      /* the cached segment? */
+		LLVMBasicBlockRef bc = LLVMAppendBasicBlockInContext(g->cx, g->fn, "seg.new");
+		bj = LLVMAppendBasicBlockInContext(g->cx, g->fn, "seg.join");
+		LLVMBuildCondBr(b, LLVMBuildICmp(b, LLVMIntEQ, LLVMBuildLoad2(b, g->i64, kp, ""), s0, ""), bj, bc);
+		LLVMPositionBuilderAtEnd(b, bc);
+	}
+	LLVMValueRef a = entry_alloca(g, ft);
+	LLVMBuildStore(b, rank ? cfv(g, 0, 1) : tm_redinit(g, in->op, wc), a);
+	LLVMValueRef v = rank ? ldf(g, src, tt) : NULL;
+	Loop lj;
+	LLVMValueRef j = loop_begin2(g, s0, s1, 1, 1, &lj);
+	LLVMValueRef x = loadf(g, src, LLVMBuildAdd(b, LLVMBuildMul(b, j, ci(g, rs), ""), ci(g, coff), ""), wc);
+	LLVMValueRef acc = LLVMBuildLoad2(b, ft, a, "");
+	if (rank)
+		acc = LLVMBuildFAdd(b, acc, LLVMBuildUIToFP(b, tm_rankless(g, x, j, v, tt), g->f32, ""), "");
+	else
+		acc = tm_redstep(g, in->op, acc, x, NULL, 0);
+	LLVMBuildStore(b, acc, a);
+	loop_end(g, &lj);
+	loop_plain(g, &lj);
+	LLVMValueRef r = LLVMBuildLoad2(b, ft, a, "");
+	if (rank)
+		return r;
+	r = tm_redfin(g, in->op, r, LLVMBuildSIToFP(b, LLVMBuildSub(b, s1, s0, ""), g->f32, ""), wc);
+	LLVMBuildStore(b, r, vp);
+	LLVMBuildStore(b, s0, kp);
+	LLVMBuildBr(b, bj);
+	LLVMPositionBuilderAtEnd(b, bj);
+	return LLVMBuildLoad2(b, ft, vp, "");
+}
+
+/* segment ops and shift along token of a stored [group?, token, chan?] value: [token] values
+** lane by lane, [token, chan] ones (one token per step) chan chunk by chan chunk */
+static void tm_stencil(Tm *T, int i, LLVMValueRef *out)
+{
+	Gen *g = T->g;
+	LLVMBuilderRef b = g->b;
+	const KiIns *in = &T->f->ins[i];
+	LLVMValueRef src = T->pv[KI_RIDX(in->arg[0])];
+	int w = T->w, chan = (in->axes & AXM(AX_chan)) != 0, rs = chan ? g->d : 1, nc = tm_nc(T, in->axes);
+	for (int gg = 0; gg < tm_ng(T, in->axes); gg++) {
+		LLVMValueRef base = src;
+		if (in->axes & AXM(AX_group))
+			base = gep(g, g->f32, src, LLVMBuildMul(b, ci(g, (long)gg * rs), T->n, ""));
+		for (int c = 0; c < nc; c++) {
+			int e = gg * nc + c;
+			LLVMValueRef kp = T->ck[i] ? T->ck[i][e] : NULL, vp = T->cv[i] ? T->cv[i][e] : NULL;
+			if (chan || w == 1) {
+				out[e] = tm_stencil1(T, i, base, T->t, rs, chan ? g->W : 1, c * g->W, kp, vp);
+				continue;
+			}
+			LLVMValueRef lanes = entry_alloca(g, fty(g, w));
+			Loop ll;
+			LLVMValueRef l = loop_begin2(g, ci(g, 0), ci(g, w), 1, 1, &ll);
+			LLVMBuildStore(b, tm_stencil1(T, i, base, LLVMBuildAdd(b, T->t, l, ""), 1, 1, 0, kp, vp),
+			               gep(g, g->f32, lanes, l));
+			loop_end(g, &ll);
+			loop_plain(g, &ll);
+			out[e] = LLVMBuildLoad2(b, fty(g, w), lanes, "");
+		}
+	}
+}
+
 /* instruction i's elements: leaves, size / info, elementwise ops, reductions over group / chan,
 ** pools (token reductions accumulate in tm_step) */
 static void tm_eval(Tm *T, int i, LLVMValueRef *out)
@@ -558,6 +687,33 @@ static void tm_eval(Tm *T, int i, LLVMValueRef *out)
 	case KO_maxpool:
 		tm_pool(T, i, out);
 		return;
+	case KO_shift:
+	case KO_ssum: case KO_smean: case KO_smax: case KO_smin: case KO_srank:
+		tm_stencil(T, i, out);
+		return;
+	case KO_carry:
+		out[0] = LLVMBuildLoad2(b, g->f32, T->hc[KI_RIDX(T->f->st[in->aux].update)], "");
+		return;
+	case KO_scan: {      /* interp.c evalscan: held scanned tokens keep their state, then the step */
+		LLVMValueRef sp = gep(g, g->f32, tm_field(T, TC_state, g->ptr), LLVMBuildMul(b, ci(g, in->aux), tm_field(T, TC_sstride, g->i64), ""));
+		LLVMValueRef old = tm_ldnull(g, tm_field(T, TC_state, g->ptr), g->f32,
+		                             LLVMBuildAdd(b, LLVMBuildMul(b, ci(g, in->aux), tm_field(T, TC_sstride, g->i64), ""), T->t, ""),
+		                             1, cfv(g, NAN, 1));
+		LLVMValueRef v = LLVMBuildSelect(b, LLVMBuildICmp(b, LLVMIntSLT, T->t, T->hu[i], ""), old,
+		                                 tm_opnd(T, in->arg[0], 0, 0, 1), "");
+		LLVMBuildStore(b, v, T->hc[i]);
+		/* the state is the scan's value (compaction then moves it with its token) */
+		LLVMValueRef has = LLVMBuildIsNotNull(b, tm_field(T, TC_state, g->ptr), "");
+		LLVMBasicBlockRef bw = LLVMAppendBasicBlockInContext(g->cx, g->fn, "scan.st");
+		LLVMBasicBlockRef bn = LLVMAppendBasicBlockInContext(g->cx, g->fn, "scan.next");
+		LLVMBuildCondBr(b, has, bw, bn);
+		LLVMPositionBuilderAtEnd(b, bw);
+		storef(g, v, sp, T->t);
+		LLVMBuildBr(b, bn);
+		LLVMPositionBuilderAtEnd(b, bn);
+		out[0] = v;
+		return;
+	}
 	}
 	if (ki_rule(in->op) != AR_EW) {
 		tm_red(T, i, out);
@@ -657,6 +813,83 @@ static LLVMValueRef tm_poolk(Tm *T, int i)
 	return LLVMBuildFPToSI(b, kv, g->i64, "");
 }
 
+/* a segment op's size (pk) and start (ps, clipped to n), or a shift's offset (pk), checked
+** before the loop as the reference checks them (size an integer >= 1 or inf, start >= 0 or inf,
+** offset an integer in -1e9..1e9), else the function returns -(i + 1) with the value in ctx->err */
+static void tm_stencilargs(Tm *T, int i)
+{
+	Gen *g = T->g;
+	LLVMBuilderRef b = g->b;
+	const KiIns *in = &T->f->ins[i];
+	int nchk = in->op == KO_shift ? 1 : 2;
+	LLVMValueRef res[2];
+	for (int k = 0; k < nchk; k++) {
+		LLVMValueRef v = tm_opnd(T, in->arg[1 + k], 0, 0, 1);
+		LLVMValueRef fl = intr(g, "llvm.floor", g->f32, &v, 1);
+		LLVMValueRef inf = LLVMBuildFCmp(b, LLVMRealOEQ, v, cfv(g, INFINITY, 1), "");
+		double lo = in->op == KO_shift ? -1e9 : k == 0 ? 1 : 0;
+		LLVMValueRef ok = LLVMBuildAnd(b, LLVMBuildFCmp(b, LLVMRealOGE, v, cfv(g, lo, 1), ""),
+		                               LLVMBuildFCmp(b, LLVMRealOEQ, v, fl, ""), "");
+		if (in->op == KO_shift)
+			ok = LLVMBuildAnd(b, ok, LLVMBuildFCmp(b, LLVMRealOLE, v, cfv(g, 1e9, 1), ""), "");
+		else
+			ok = LLVMBuildOr(b, ok, inf, "");
+		LLVMBasicBlockRef bad = LLVMAppendBasicBlockInContext(g->cx, g->fn, "stencil.bad");
+		LLVMBasicBlockRef good = LLVMAppendBasicBlockInContext(g->cx, g->fn, "stencil.ok");
+		LLVMBuildCondBr(b, ok, good, bad);
+		LLVMPositionBuilderAtEnd(b, bad);
+		st_(g, LLVMDoubleTypeInContext(g->cx), LLVMBuildFPExt(b, v, LLVMDoubleTypeInContext(g->cx), ""), T->ctx,
+		    ci(g, TC_err), 8);
+		LLVMBuildRet(b, ci(g, -(long)(i + 1)));
+		LLVMPositionBuilderAtEnd(b, good);
+		/* inf or anything from n up: n (both mean "to the end") */
+		LLVMValueRef big = LLVMBuildOr(b, inf, LLVMBuildFCmp(b, LLVMRealOGE, v, LLVMBuildSIToFP(b, T->n, g->f32, ""), ""), "");
+		LLVMValueRef iv = LLVMBuildFPToSI(b, LLVMBuildSelect(b, big, cfv(g, 0, 1), v, ""), g->i64, "");
+		res[k] = in->op == KO_shift ? LLVMBuildFPToSI(b, v, g->i64, "") : LLVMBuildSelect(b, big, T->n, iv, "");
+	}
+	T->pk[i] = res[0];
+	if (nchk > 1)
+		T->ps[i] = res[1];
+	if (in->op == KO_shift || in->op == KO_srank)
+		return;
+	int ne = tm_ng(T, in->axes) * tm_nc(T, in->axes), wc = (in->axes & AXM(AX_chan)) ? g->W : 1;
+	T->ck[i] = tm_calloc(T, (size_t)ne);
+	T->cv[i] = tm_calloc(T, (size_t)ne);
+	for (int k = 0; k < ne; k++) {
+		T->ck[i][k] = entry_alloca(g, g->i64);
+		T->cv[i][k] = entry_alloca(g, fty(g, wc));
+		LLVMBuildStore(b, ci(g, -1), T->ck[i][k]);
+	}
+}
+
+/* scan i before its loop: the first token to scan (after the last held token whose state is not
+** NaN: a later compression continues from there; no state: 0) and the carry (the start value) */
+static void tm_scaninit(Tm *T, int i)
+{
+	Gen *g = T->g;
+	LLVMBuilderRef b = g->b;
+	const KiIns *in = &T->f->ins[i];
+	T->hc[i] = entry_alloca(g, g->f32);
+	LLVMBuildStore(b, tm_opnd(T, in->arg[1], 0, 0, 1), T->hc[i]);
+	LLVMValueRef u = entry_alloca(g, g->i64);
+	LLVMBuildStore(b, ci(g, 0), u);
+	LLVMValueRef st = tm_field(T, TC_state, g->ptr);
+	LLVMBasicBlockRef bs = LLVMAppendBasicBlockInContext(g->cx, g->fn, "scan.u0");
+	LLVMBasicBlockRef bn = LLVMAppendBasicBlockInContext(g->cx, g->fn, "scan.go");
+	LLVMBuildCondBr(b, LLVMBuildIsNotNull(b, st, ""), bs, bn);
+	LLVMPositionBuilderAtEnd(b, bs);
+	LLVMValueRef sp = gep(g, g->f32, st, LLVMBuildMul(b, ci(g, in->aux), tm_field(T, TC_sstride, g->i64), ""));
+	Loop lp;
+	LLVMValueRef t = loop_begin2(g, ci(g, 0), T->n, 1, 1, &lp);
+	LLVMValueRef x = ldf(g, sp, t);
+	LLVMValueRef num = LLVMBuildFCmp(b, LLVMRealORD, x, x, "");
+	LLVMBuildStore(b, LLVMBuildSelect(b, num, LLVMBuildAdd(b, t, ci(g, 1), ""), LLVMBuildLoad2(b, g->i64, u, ""), ""), u);
+	loop_end(g, &lp);
+	LLVMBuildBr(b, bn);
+	LLVMPositionBuilderAtEnd(b, bn);
+	T->hu[i] = LLVMBuildLoad2(b, g->i64, u, "");
+}
+
 /* loop s..e (one switch case) */
 static void tm_loop(Tm *T)
 {
@@ -695,7 +928,7 @@ static void tm_loop(Tm *T)
 		if (T->tout[i])
 			T->pv[i] = ld(g, g->ptr, vals, ci(g, i), 8);
 		if (tm_inloop(in))
-			inloop = 1, T->row |= (u & AXM(AX_token)) && (u & AXM(AX_chan));
+			inloop = 1, T->row |= ((u & AXM(AX_token)) && (u & AXM(AX_chan))) || in->op == KO_scan;
 	}
 	/* values without a token axis */
 	for (int i = T->s; i <= T->e; i++) {
@@ -720,6 +953,10 @@ static void tm_loop(Tm *T)
 			continue;
 		if (in->op == KO_avgpool || in->op == KO_maxpool)
 			T->pk[i] = tm_poolk(T, i);
+		if (in->op == KO_shift || isseg(in->op))
+			tm_stencilargs(T, i);
+		if (in->op == KO_scan)
+			tm_scaninit(T, i);
 		if (!ki_tokred(in))
 			continue;
 		int ne = tm_ng(T, in->axes) * tm_nc(T, in->axes);
@@ -769,18 +1006,21 @@ static int tm_open(Tm *T, Gen *g, const KiFn *f, const uint8_t *tgen, const uint
 	*T = (Tm){ .g = g, .f = f, .tgen = tgen, .tout = tout, .w = 1, .ctx = ctx,
 	           .pv = calloc(nv, sizeof(LLVMValueRef)), .sc = calloc(nv, sizeof(LLVMValueRef)),
 	           .pre = calloc(nv, sizeof(LLVMValueRef *)), .cur = calloc(nv, sizeof(LLVMValueRef *)),
-	           .acc = calloc(nv, sizeof(LLVMValueRef *)), .pk = calloc(nv, sizeof(LLVMValueRef)) };
-	return T->pv && T->sc && T->pre && T->cur && T->acc && T->pk ? 0 : -1;
+	           .acc = calloc(nv, sizeof(LLVMValueRef *)), .pk = calloc(nv, sizeof(LLVMValueRef)),
+	           .ps = calloc(nv, sizeof(LLVMValueRef)), .ck = calloc(nv, sizeof(LLVMValueRef *)),
+	           .cv = calloc(nv, sizeof(LLVMValueRef *)), .hc = calloc(nv, sizeof(LLVMValueRef)),
+	           .hu = calloc(nv, sizeof(LLVMValueRef)) };
+	return T->pv && T->sc && T->pre && T->cur && T->acc && T->pk && T->ps && T->ck && T->cv && T->hc && T->hu ? 0 : -1;
 }
 
 /* forget one loop's values (the next loop loads or recomputes what it reads) */
 static void tm_reset(Tm *T)
 {
-	for (size_t k = 0; T->pre && T->cur && T->acc && k < (size_t)T->f->nins + (size_t)T->f->npar + 1; k++) {
-		free(T->pre[k]), free(T->cur[k]), free(T->acc[k]);
-		T->pre[k] = T->cur[k] = T->acc[k] = NULL;
-		if (T->pv && T->sc && T->pk)
-			T->pv[k] = T->sc[k] = T->pk[k] = NULL;
+	for (size_t k = 0; T->pre && T->cur && T->acc && T->ck && T->cv && k < (size_t)T->f->nins + (size_t)T->f->npar + 1; k++) {
+		free(T->pre[k]), free(T->cur[k]), free(T->acc[k]), free(T->ck[k]), free(T->cv[k]);
+		T->pre[k] = T->cur[k] = T->acc[k] = T->ck[k] = T->cv[k] = NULL;
+		if (T->pv && T->sc && T->pk && T->ps && T->hc && T->hu)
+			T->pv[k] = T->sc[k] = T->pk[k] = T->ps[k] = T->hc[k] = T->hu[k] = NULL;
 	}
 }
 
@@ -814,11 +1054,12 @@ static int tm_loops(Tm *T, int (*end)(const KiPlan *, int), const KiPlan *p, LLV
 static void tm_close(Tm *T)
 {
 	tm_reset(T);
-	free(T->pv), free(T->sc), free(T->pre), free(T->cur), free(T->acc), free(T->pk);
+	free(T->pv), free(T->sc), free(T->pre), free(T->cur), free(T->acc), free(T->pk), free(T->ps), free(T->ck), free(T->cv), free(T->hc), free(T->hu);
 }
 
 /* i64 tmap(gid, ctx): one switch case per fused token_map loop of the plan, entered with its first
-** instruction's index; 0, or pool i's index + 1 when its kernel size is bad (ctx->err) */
+** instruction's index; 0, or pool i's index + 1 when its kernel size is bad, -(i + 1) when segment
+** op / shift i has a bad size, start or offset (the value in ctx->err) */
 int kx_gen_tmap(Gen *g, const KiFn *f, const KiPlan *p)
 {
 	LLVMTypeRef ps[2] = { g->i64, g->ptr };
@@ -858,7 +1099,7 @@ int kx_gen_observe(Gen *g, const KiFn *f, const KiPlan *p)
 	LLVMValueRef par = ld(g, g->ptr, ctx, ci(g, TC_par), 8);
 	for (int s = 0; s < f->nst; s++) {
 		KiRef u = f->st[s].update;
-		if (!u)
+		if (!u || ki_isscanstate(f, s))    /* scans run at compression (tmap) */
 			continue;
 		LLVMValueRef src = NULL, v = NULL;
 		if (KI_RKIND(u) == RK_INS)

@@ -98,8 +98,13 @@ static inline int cg_weights(const KiFn *f, int L, int H, int G, int d, KiWData 
 		(*fv)[k] = (float)((double)(x >> 40) / 2097152.0 - 4.0);
 		(*dv)[k] = (*fv)[k];
 	}
-	for (int i = 0, o = 0; i < f->nw; o += (int)cnt[i], i++)
+	for (int i = 0, o = 0; i < f->nw; o += (int)cnt[i], i++) {
 		wd[i].data = *dv + o;
+		/* gated_window's gate_w dots a K row: scaled by 1/d so that the gate (a sigmoid) does not
+		** saturate to exactly 0 or 1 (exact ties the selection-margin checks would skip) */
+		for (size_t k = 0; !strcmp(f->w[i].name, "gate_w") && k < cnt[i]; k++)
+			(*fv)[o + k] = (float)((*fv)[o + k] / d), (*dv)[o + k] = (*fv)[o + k];
+	}
 	return 0;
 }
 
@@ -115,6 +120,12 @@ static inline int cmpd(const void *a, const void *b)
 }
 
 /* relative margin at the selection boundary of every head (min over heads) */
+/* policies whose scores tie exactly by construction (LagKV: a token's rank within its chunk /
+** lag, the same few values in every chunk; sinks and the tail all 1): equal values are equal in
+** f32 and double alike and both break them by position, so an exact tie at the boundary is no
+** risk (a rank that differs shows as a score difference, a FAIL, never a hidden one) */
+static inline int cg_exact_ties(const KiFn *f) { return !strcmp(f->name, "lagkv"); }
+
 static inline double case_margin(const KiFn *f, const double *par, const KiCase *c, const KiResult *r)
 {
 	long S = (long)pval(f, par, f->sel.keep_first, 0), R = (long)pval(f, par, f->sel.keep_recent, 0);
@@ -129,7 +140,7 @@ static inline double case_margin(const KiFn *f, const double *par, const KiCase 
 		}
 		qsort(v, (size_t)m, sizeof *v, cmpd);
 		int kk = r->len[k] - (np < r->len[k] ? np : r->len[k]);
-		if (kk > 0 && kk < m) {
+		if (kk > 0 && kk < m && !(cg_exact_ties(f) && v[kk - 1] == v[kk])) {
 			double a = v[kk - 1], b = v[kk], s = fmax(fabs(a), fabs(b));
 			double rel = s > 0 ? (a - b) / s : 0;
 			if (rel < worst)

@@ -124,6 +124,66 @@ static double floor_margin(const KiFn *f, const double *par, const KiCase *c, co
 }
 
 
+/* segment sizes, starts and shift offsets at run time (tests/policies/segops.lua, params window,
+** chunk, start, lag, big): a bad one fails the compression with KVCC_EINVAL at the instruction's
+** position, as the interpreter refuses it; nothing in the cache changes */
+static void segsizes(void)
+{
+	if (only && !strstr("segops run-time sizes", only))
+		return;
+	kvcc_spec s = { KVCC_F32, 64, 2, KVCC_TARGET_NATIVE };
+	kvcc_policy *p = NULL;
+	kvcc_plan *pl = NULL;
+	enum { N = 24, D = 64 };
+	static float K[N * D], V[N * D], Q[2 * 4 * D];
+	int32_t pos[N], len[1] = { N };
+	for (int i = 0; i < N * D; i++)
+		K[i] = (float)((i * 37 % 101) / 50.0 - 1), V[i] = (float)((i * 53 % 97) / 48.0 - 1);
+	for (int i = 0; i < 2 * 4 * D; i++)
+		Q[i] = (float)((i * 29 % 89) / 44.0 - 1);
+	kvcc_layout lay = { KVCC_F32, 1, 1, D, N, (int64_t)N * D, (int64_t)N * D, D };
+	if (kvcc_compile_file("tests/policies/segops.lua", &s, &p) != 0 || kvcc_plan_create(p, &lay, 4, 1, &pl) != 0) {
+		printf("FAIL segops run-time sizes: %s\n", kvcc_last_error());
+		nfail++;
+		kvcc_close(p);
+		return;
+	}
+	/* one bad value per case (params by name: kv.params declares them in name order) */
+	static const struct { const char *name; double v; } bad[] = {
+		{ "chunk", 2.5 }, { "chunk", 0 }, { "start", -1 }, { "start", 0.5 }, { "lag", 1.5 }, { "lag", NAN },
+		{ "big", -INFINITY } };
+	int np = kvcc_param_count(p);
+	for (int k = 0; k < 8; k++) {
+		for (int t = 0; t < N; t++)
+			pos[t] = t;
+		len[0] = N;
+		kvcc_cache c = { K, V, pos, len, NULL };
+		kvcc_obs ob = { 4, Q, NULL, NULL };
+		double par[8];
+		for (int i = 0; i < np && i < 8; i++) {
+			const char *nm = NULL;
+			kvcc_param_info(p, i, &nm, &par[i]);
+			if (k < 7 && nm && !strcmp(nm, bad[k].name))
+				par[i] = bad[k].v;
+		}
+		kvcc_args a = { 0.5, -1, par, 1, NULL };
+		int rc = kvcc_compress(pl, &c, &ob, &a);
+		int ok = k == 7 ? rc == 0 && len[0] == N / 2
+		                : rc == KVCC_EINVAL && strstr(kvcc_last_error(), "segops.lua:") &&
+		                  strstr(kvcc_last_error(), "segment size must be an integer >= 1 or inf") && len[0] == N;
+		if (ok)
+			npass++;
+		else {
+			nfail++;
+			printf("FAIL segops run-time sizes case %d: rc %d len %d: %s\n", k, rc, len[0], kvcc_last_error());
+		}
+		if (k == 0)
+			printf("  %s\n", kvcc_last_error());
+	}
+	kvcc_plan_destroy(pl);
+	kvcc_close(p);
+}
+
 static void run_case(const Cfg *cf, const char *host)
 {
 	char name[200];
@@ -984,6 +1044,7 @@ int main(int argc, char **argv)
 			unordered = 0;
 		}
 	}
+	segsizes();
 	/* kv.random's seed at run time (ki_seed): past f32's 24 bits, fractional, negative, and the
 	** values that count as 0 (NaN, infinities, magnitudes >= 2^63) */
 	static const double seeds[] = { 987654321, 1099511627779.0, -5.7, 1e30, -INFINITY, NAN };

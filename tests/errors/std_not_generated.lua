@@ -1,5 +1,5 @@
 local kv = require "kvcc"
 return kv.policy "x" {
-  score = function(x) return x.K:std("chan") end,
+  score = function(x) local k = x.K:norm("chan"); return k - k:std("token") end,
   select = kv.topk {},
 }

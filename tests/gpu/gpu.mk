@@ -5,7 +5,8 @@
 # otherwise.
 #
 #   make check-ptx      NVRTC + ptxas for sm_80, sm_90 (two specs per policy; check-ptx-full: five)
-#   make check-gpu-api  nodrv.c, api.c (KVCC_LIBCUDA pointed at nothing), cli.sh
+#   make check-gpu-api  nodrv.c, api.c (KVCC_LIBCUDA pointed at nothing), weights.c (on the
+#                       host-memory stand-in driver fakecuda.c), cli.sh
 #   make check-gpu      tests/emu/emu_diff.c --device through the libkvcc GPU API
 #   make bench-gpu      SnapKV n = 32768 / 131072 vs a D2D copy and kvpress
 
@@ -14,6 +15,13 @@ $(B)/gpu_nodrv: $(B)/tests/gpu/nodrv.o $(LIBOBJ)
 
 $(B)/gpu_api: $(B)/tests/gpu/api.o $(LIBOBJ)
 	$(CC) -o $@ $^ $(LDLIBS) $(LLVM_LIBS_USED)
+
+$(B)/gpu_wts: $(B)/tests/gpu/weights.o $(LIBOBJ)
+	$(CC) -o $@ $^ $(LDLIBS) $(LLVM_LIBS_USED)
+
+# a stand-in for libcuda.so.1 on host memory (tests/gpu/fakecuda.c; gpu_wts)
+$(B)/libfakecuda.so: tests/gpu/fakecuda.c runtime/artifact.h
+	$(CC) $(CFLAGS) -shared -o $@ $<
 
 $(B)/bench_gpu: $(B)/tests/gpu/bench_gpu.o $(LIBOBJ)
 	$(CC) -o $@ $^ $(LDLIBS) $(LLVM_LIBS_USED)
@@ -34,9 +42,10 @@ check-ptx-full: $(B)/kvcc
 CHECK_FULL += check-ptx-full
 CHECK_FULL_OMIT += check-ptx
 
-check-gpu-api: $(B)/gpu_nodrv $(B)/gpu_api $(B)/kvcc
+check-gpu-api: $(B)/gpu_nodrv $(B)/gpu_api $(B)/gpu_wts $(B)/libfakecuda.so $(B)/kvcc
 	KVCC_LIBCUDA=/nonexistent/libcuda.so.1 $(B)/gpu_nodrv
 	KVCC_LIBCUDA=/nonexistent/libcuda.so.1 $(B)/gpu_api $(B)
+	KVCC_LIBCUDA=$(abspath $(B))/libfakecuda.so $(B)/gpu_wts $(B)
 	tests/gpu/cli.sh $(B)
 
 check-gpu: $(B)/emu_diff

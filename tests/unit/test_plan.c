@@ -103,8 +103,9 @@ END_TEST
 ** nothing) */
 START_TEST(test_plan_rejects)
 {
-	reject(HDR "%0 = input K [token, chan] @3:5\n%1 = std %0 chan [token] @3:9\nscore %1\n" TAIL "when prefill\n",
-	       "p.kir:3:9: error: token_map: std over chan is not generated yet");
+	reject(HDR "%0 = input K [token, chan] @3:5\n%1 = norm %0 chan [token] @3:7\n%2 = std %1 token [] @3:9\n"
+	           "%3 = sub %1, %2 [token] @3:12\nscore %3\n" TAIL "when prefill\n",
+	       "p.kir:3:9: error: token_map: std over token is not generated yet (over chan it is)");
 	reject(HDR "%0 = input K [token, chan] @3:5\n%1 = norm %0 chan [token] @3:7\n"
 	           "%2 = softmax %1 token [token] @4:2\nscore %2\n" TAIL "when prefill\n",
 	       "p.kir:4:2: error: token_map: softmax of a value that does not derive from x.Q:dot(x.K)");
