@@ -121,9 +121,6 @@ KVCC_API int kvcc_gpu_plan_create_batch(kvcc_policy *p, const kvcc_layout *lay, 
 		            max_seqs);
 	if (pg && kr_paging_ok(lay, pg) != 0)
 		return KVCC_EINVAL;
-	if (pg && p->h->merge != KA_MDROP)    /* the merge's rows are read contiguously (issue 12) */
-		return fail(KVCC_EUNSUPPORTED, "policy %s merges evicted rows: the GPU merge runs on contiguous "
-		            "caches, not on paged ones yet (the CPU plan does)", kvcc_policy_name(p));
 	if (kvcc_weight_count(p) > 0)         /* the kernels read KvgArgs.wts; nothing uploads them yet */
 		return fail(KVCC_EUNSUPPORTED, "policy %s declares weights: the GPU runtime does not take weights yet "
 		            "(the CPU plan does: kvcc_plan_set_weight)", kvcc_policy_name(p));

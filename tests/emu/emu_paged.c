@@ -737,10 +737,6 @@ static void run_case(int pi, int si, int idx)
 			printf("FAIL %s: generate: %s\n", name, sp->why), nfail++;
 		return;
 	}
-	if (f->merge.kind != MG_drop) {       /* kvcc_gpu_plan_create_batch refuses them with paging */
-		printf("SKIP %s: the CUDA merge on batched and paged caches is not done yet (issue 12)\n", name), nskip++;
-		return;
-	}
 	int grpsel = f->sel.scope != SC_head, hm = 0;
 	for (int i = 0; i < f->nins; i++)
 		hm |= f->ins[i].op == KO_hmean;
