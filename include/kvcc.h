@@ -226,6 +226,10 @@ typedef struct kvcc_seq {
 	int32_t *freed;            /* paged, out (or NULL): room for max_pages ids (shared tables) or
 	                              layers*kv_heads*max_pages (per-head tables) */
 	int nfreed;                /* out: ids written to freed */
+	/* per-sequence decode step (issue 14) */
+	int32_t *step;             /* [layers] in/out or NULL: this sequence's x.step per layer; a
+	                              kvcc_decode_batch of layer l reads step[l], then adds one.
+	                              NULL: the plan's counter (kvcc_plan_set_step) */
 } kvcc_seq;
 
 typedef struct kvcc_batch {
