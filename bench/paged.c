@@ -241,7 +241,7 @@ int main(int argc, char **argv)
 		kvcc_seq sq[NB];
 		for (int i = 0; i < NB; i++) {
 			reset(&bs[i], 0);
-			sq[i] = (kvcc_seq){ bs[i].K, bs[i].V, bs[i].pos, bs[i].len, NULL, { WIN, Q, NULL, NULL }, NULL, 0 };
+			sq[i] = (kvcc_seq){ bs[i].K, bs[i].V, bs[i].pos, bs[i].len, NULL, { WIN, Q, NULL, NULL }, NULL, 0, NULL };
 		}
 		kvcc_batch b = { .nseq = NB, .seq = sq };
 		double t2 = now();
@@ -262,7 +262,7 @@ int main(int argc, char **argv)
 	kvcc_seq sq[NB];
 	for (int i = 0; i < NB; i++) {
 		reset(&bs[i], 0);
-		sq[i] = (kvcc_seq){ bs[i].K, bs[i].V, bs[i].pos, bs[i].len, NULL, { 0, NULL, NULL, NULL }, NULL, 0 };
+		sq[i] = (kvcc_seq){ bs[i].K, bs[i].V, bs[i].pos, bs[i].len, NULL, { 0, NULL, NULL, NULL }, NULL, 0, NULL };
 	}
 	double d8[64], d1[64];
 	for (int n8 = BN; n8 >= 256; n8 = n8 == BN ? 256 : 0) {    /* 4096 tokens (memory-bound), then 256 */

@@ -226,6 +226,10 @@ typedef struct kvcc_seq {
 	int32_t *freed;            /* paged, out (or NULL): room for max_pages ids (shared tables) or
 	                              layers*kv_heads*max_pages (per-head tables) */
 	int nfreed;                /* out: ids written to freed */
+	/* per-sequence decode step (issue 14) */
+	int32_t *step;             /* [layers] in/out or NULL: this sequence's x.step per layer; a
+	                              kvcc_decode_batch of layer l reads step[l], then adds one.
+	                              NULL: the plan's counter (kvcc_plan_set_step) */
 } kvcc_seq;
 
 typedef struct kvcc_batch {
@@ -331,6 +335,10 @@ typedef struct kvcc_gpu_batch {
 	int32_t *freed;            /* paged, out or NULL: [nseq][max_pages] (shared tables) or
 	                              [nseq][layers*kv_heads*max_pages] (per head), as kvcc_seq.freed */
 	int32_t *nfreed;           /* paged, out or NULL: [nseq] */
+	/* decode (issue 14) */
+	int32_t *step;             /* [nseq][layers] in/out or NULL: each sequence's x.step per layer, as
+	                              kvcc_seq.step (kvcc_gpu_decode_batch adds one on the device);
+	                              NULL: the plan's counter (kvcc_gpu_plan_set_step) */
 } kvcc_gpu_batch;
 
 /* A GPU plan for up to max_seqs sequences; pg NULL: batched contiguous caches, else paged (as
@@ -345,6 +353,24 @@ KVCC_API int kvcc_gpu_compress_batch(kvcc_gpu_plan *pl, const kvcc_gpu_batch *b,
 ** pos [nseq], all on the device; the state gets its initial values, len grows by one. */
 KVCC_API int kvcc_gpu_append_batch(kvcc_gpu_plan *pl, const kvcc_gpu_batch *b, int layer, const void *k,
                                    const void *v, const int32_t *pos, void *stream);
+
+/* --- GPU: decode attention (issue 14; doc/gpu.md "Decode") ---------------------------------
+** One decode step of one layer on the device, as kvcc_decode_layer / kvcc_decode_batch on the CPU:
+** query heads h*G..h*G+G-1 attend over the tokens (sequence, layer, h) holds (heads of different
+** lengths, every layout of the plan), then the policy's observe hook updates the state. q: DEVICE
+** [nseq][kv_heads][group][head_dim] in the storage dtype (the CPU call rounds its f32 q to it
+** first); out: DEVICE [nseq][kv_heads][group][head_dim] f32. Paged: the tables are checked on the
+** device first (a bad table: nothing runs, kvcc_gpu_plan_check gives KVCC_EINVAL). x.step: the
+** batch's per-sequence step (incremented on the device), else the plan's counter (host; a
+** captured graph replays the value it was captured with). Split-KV over the plan's splits;
+** allocates nothing, never synchronizes: capturable. kvcc_gpu_decode: one sequence on a
+** contiguous plan (cache->* device pointers). */
+KVCC_API int kvcc_gpu_decode_batch(kvcc_gpu_plan *pl, const kvcc_gpu_batch *b, int layer, const void *q, float *out,
+                                   void *stream);
+KVCC_API int kvcc_gpu_decode(kvcc_gpu_plan *pl, const kvcc_cache *cache, int layer, const void *q, float *out,
+                             void *stream);
+/* x.step of the next kvcc_gpu_decode(_batch) of every layer (sequences without kvcc_gpu_batch.step). */
+KVCC_API int kvcc_gpu_plan_set_step(kvcc_gpu_plan *pl, int step);
 
 #ifdef __cplusplus
 }

@@ -355,10 +355,11 @@ typedef struct kvcc_artifact {
 ** "CUDA driver not found: …". See doc/gpu.md. */
 #define KVCC_GPU_SYMBOL "kvcc_artifact_gpu"
 #define KVCC_GPU_MAGIC 0x4B5643435F475055ull   /* "KVCC_GPU" */
-#define KVCC_GPU_ABI 6                     /* 2: the tuning config; 3: KvgArgs.wts; 4: paged and
+#define KVCC_GPU_ABI 7                     /* 2: the tuning config; 3: KvgArgs.wts; 4: paged and
                                               batched caches (KvgArgs block, kv_paged); 5: select floor
                                               (KVG_EFLOOR, kv_select_grp's floor records); 6: segment
-                                              ops and shift along token (KVG_ESEG) */
+                                              ops and shift along token (KVG_ESEG); 7: one-layer decode (KvgArgs.dlay,
+                                              steps; KVG_PG_STEP; kv_decode for every policy) */
 
 typedef struct kvcc_gpu_header {
 	uint64_t magic;            /* KVCC_GPU_MAGIC */
@@ -451,7 +452,12 @@ typedef struct kvcc_gpu_image {
 	X(int, phead)                /* 1: a table per (sequence, layer, head) */ \
 	X(int, fmax)                 /* room of freed per sequence */ \
 	X(int, pgop)                 /* kv_paged: KVG_PG_CHECK / KVG_PG_FREE / KVG_PG_APPEND */ \
-	X(int, alayer)               /* the appended layer, or -1 */
+	X(int, alayer)               /* the appended layer, or -1 */ \
+	/* decode of one layer and per-sequence x.step (issue 14; KVCC_GPU_ABI 6) */ \
+	X(int, dlay)                 /* decode: 1 + the layer of a one-layer step (grid B*H, q/out \
+	                                [B][H][G][d]); 0: every layer (grid B*L*H) */ \
+	X(int *, steps)              /* [B][L] per-sequence x.step (kv_paged KVG_PG_STEP adds one at \
+	                                layer dlay-1), or NULL: a.step */
 
 #define KVG_FIELD(t, n) t n;
 typedef struct KvgArgs { KVG_ARGS_FIELDS(KVG_FIELD) } KvgArgs;
@@ -470,7 +476,9 @@ enum { KVG_SCORE, KVG_SELECT, KVG_DECODE, KVG_COMBINE, KVG_SELGRP,
        /* paged and batched caches (issue 14): kv_paged, grid B (check, free) or B*H (append) */
        KVG_PAGED };
 /* kv_paged's operations (KvgArgs.pgop; codegen/ptx/paged.cuh) */
-enum { KVG_PG_CHECK = 1, KVG_PG_FREE = 2, KVG_PG_APPEND = 3 };
+enum { KVG_PG_CHECK = 1, KVG_PG_FREE = 2, KVG_PG_APPEND = 3,
+       /* decode with per-sequence x.step (issue 14): steps[b][dlay-1] += 1, grid B */
+       KVG_PG_STEP = 4 };
 
 typedef struct KpCudaKernel {
 	char name[32];

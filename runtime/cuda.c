@@ -270,7 +270,8 @@ static int launch(KrCuda *m, int role, const KvgArgs *a, void *stream, char *why
 			continue;
 		unsigned B = a->B > 0 ? (unsigned)a->B : 1;
 		unsigned gx = role == KVG_SELGRP ? (m->art->kern[k].phase ? (unsigned)a->L : 1) * B :
-		              role == KVG_PAGED ? (a->pgop == KVG_PG_APPEND ? (unsigned)a->H : 1) * B : (unsigned)(a->L * a->H) * B;
+		              role == KVG_PAGED ? (a->pgop == KVG_PG_APPEND ? (unsigned)a->H : 1) * B :
+		              (unsigned)((a->dlay ? 1 : a->L) * a->H) * B;   /* a one-layer decode: B*H */
 		unsigned gy = role == KVG_DECODE ? (unsigned)a->splits : 1;
 		CUresult r = cu.LaunchKernel(m->fn[k], gx, gy, 1, (unsigned)m->art->nthreads, 1, 1,
 		                             m->dsmem[k], (CUstream)stream, params, NULL);
@@ -326,7 +327,14 @@ int kr_cuda_decode(KrCuda *m, const KvgArgs *a, void *stream, char *why, size_t 
 		return snprintf(why, whylen, "this policy has no observe hook"), -1;
 	if (a->splits < 1)
 		return snprintf(why, whylen, "split-KV decode needs splits >= 1 (got %d)", a->splits), -1;
-	return launch(m, KVG_DECODE, a, stream, why, whylen) || launch(m, KVG_COMBINE, a, stream, why, whylen) ? -1 : 0;
+	if ((a->pt || a->steps) && !kr_cuda_has_paged(m))
+		return snprintf(why, whylen, "these GPU kernels predate paged caches: recompile the policy"), -1;
+	/* paged: the tables checked first (a failed check: every kernel returns untouched), the
+	   marks cleared after; per-sequence steps: one more after the observe hook read them */
+	return (a->pt && paged(m, a, KVG_PG_CHECK, stream, why, whylen)) ||
+	       launch(m, KVG_DECODE, a, stream, why, whylen) || launch(m, KVG_COMBINE, a, stream, why, whylen) ||
+	       (a->pt && paged(m, a, KVG_PG_FREE, stream, why, whylen)) ||
+	       (a->steps && a->dlay && paged(m, a, KVG_PG_STEP, stream, why, whylen)) ? -1 : 0;
 }
 
 void *kr_cuda_alloc(size_t bytes)

@@ -35,7 +35,8 @@ KC_FUNC const char *kr_cuda_image(const KrCuda *m);
 KC_FUNC size_t kr_cuda_ws_bytes(const KrCuda *m, int L, int H, int N, int O, int splits);
 /* Enqueue on `stream` (CUstream, NULL: the default stream). a->ws_inst must be
 ** kvg_ws_floats(art, N, O, a->splits); all pointers in a are device pointers.
-** kr_cuda_decode launches kv_decode on grid (L*H, a->splits), then kv_decode_comb. */
+** kr_cuda_decode launches kv_decode on grid (B*L*H, or B*H for a one-layer step a->dlay, by
+** a->splits), then kv_decode_comb; paged: kv_paged check before, clear after; a->steps: KVG_PG_STEP. */
 KC_FUNC int kr_cuda_compress(KrCuda *m, const KvgArgs *a, void *stream, char *why, size_t whylen);
 KC_FUNC int kr_cuda_decode(KrCuda *m, const KvgArgs *a, void *stream, char *why, size_t whylen);
 /* paged and batched caches (issue 14): a->pt set makes kr_cuda_compress check the tables first

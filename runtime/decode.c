@@ -302,7 +302,7 @@ static long dec_setup(kvcc_plan *pl, kvcc_batch *b, int s, int lane, int layer, 
 		total += n;
 	}
 	*D = (Dec){ .pl = pl, .b = b, .s = s, .len = len, .out = out, .layer = layer, .G = G, .d = d, .H = H,
-	            .step = pl->step[layer],
+	            .step = b->seq[s].step ? b->seq[s].step[layer] : pl->step[layer],
 	            .S = pl->S + (size_t)lane * H * G * pl->lds, .qs = pl->qs + (size_t)lane * H * G * d,
 	            .cst = pl->cst + (size_t)lane * H * pl->maxch * G * (2 + (size_t)d),
 	            .oval = pl->oval + (size_t)lane * H * hd->nins };
@@ -378,6 +378,9 @@ static int run_decode_batch(kvcc_plan *pl, kvcc_batch *b, int layer, const float
 			return rc;
 	}
 	pl->step[layer]++;
+	for (int s = 0; s < b->nseq; s++)
+		if (b->seq[s].step)
+			b->seq[s].step[layer]++;
 	return 0;
 }
 

@@ -50,6 +50,7 @@ struct kvcc_gpu_plan {
 	const kvcc_policy *p;
 	float *wts;
 	unsigned char *wset;            /* [nw] given */
+	int *step;                      /* [layers] host: x.step of the next decode of each layer */
 };
 
 const void *kr_gpu_find(const kvcc_policy *p, void **dlp, char *why, size_t wn)
@@ -91,6 +92,7 @@ KVCC_API void kvcc_gpu_plan_destroy(kvcc_gpu_plan *pl)
 	kr_cuda_free(pl->ws), kr_cuda_free(pl->scores), kr_cuda_free(pl->err);
 	kr_cuda_free(pl->plen), kr_cuda_free(pl->pmap), kr_cuda_free(pl->wts);
 	free(pl->wset);
+	free(pl->step);
 	kr_cuda_close(pl->m);
 	if (pl->dl)
 		dlclose(pl->dl);
@@ -128,9 +130,6 @@ KVCC_API int kvcc_gpu_plan_create_batch(kvcc_policy *p, const kvcc_layout *lay, 
 		            max_seqs);
 	if (pg && kr_paging_ok(lay, pg) != 0)
 		return KVCC_EINVAL;
-	if (pg && p->h->merge != KA_MDROP)    /* the merge's rows are read contiguously (issue 12) */
-		return fail(KVCC_EUNSUPPORTED, "policy %s merges evicted rows: the GPU merge runs on contiguous "
-		            "caches, not on paged ones yet (the CPU plan does)", kvcc_policy_name(p));
 	char why[3000];
 	if (kr_cuda_driver_load(why, sizeof why) != 0)
 		return fail(KVCC_EUNSUPPORTED, "%s", why);
@@ -175,6 +174,10 @@ KVCC_API int kvcc_gpu_plan_create_batch(kvcc_policy *p, const kvcc_layout *lay, 
 		goto out;
 	}
 	pl->max_seqs = max_seqs, pl->paged = pg != NULL;
+	if (!(pl->step = calloc((size_t)lay->layers, sizeof *pl->step))) {
+		rc = fail(KVCC_ENOMEM, "out of memory");
+		goto out;
+	}
 	if (pg)
 		pl->pg = *pg;
 	size_t L = (size_t)lay->layers, H = (size_t)lay->kv_heads, N = (size_t)lay->capacity, B = (size_t)max_seqs;
@@ -380,6 +383,63 @@ KVCC_API int kvcc_gpu_append_batch(kvcc_gpu_plan *pl, const kvcc_gpu_batch *b, i
 	char why[600];
 	if (kr_cuda_append(pl->m, &a, stream, why, sizeof why) != 0)
 		return fail(KVCC_EDEVICE, "%s", why);
+	return 0;
+}
+
+int kr_gpu_decode_args(const KrGpuShape *sh, const kvcc_gpu_batch *b, int layer, const void *q, float *out, int step,
+                       KvgArgs *a)
+{
+	if (!q || !out)
+		return fail(KVCC_EINVAL, "null argument (q, out)");
+	if (layer < 0 || layer >= sh->lay.layers)
+		return fail(KVCC_EINVAL, "layer %d outside 0..%d", layer, sh->lay.layers - 1);
+	kvcc_args args = { 0.5, -1, NULL, 0, NULL };
+	int rc = kr_gpu_batch_args(sh, b, &args, a);
+	if (rc)
+		return rc;
+	a->Q = NULL, a->lse = NULL, a->qpos = NULL, a->O = 0;     /* decode reads no observation queries */
+	a->q = q, a->out = out, a->dlay = layer + 1, a->steps = b->step, a->step = step;
+	return 0;
+}
+
+KVCC_API int kvcc_gpu_decode_batch(kvcc_gpu_plan *pl, const kvcc_gpu_batch *b, int layer, const void *q, float *out,
+                                   void *stream)
+{
+	if (!pl)
+		return fail(KVCC_EINVAL, "null plan");
+	if (!pl->view.has_decode)
+		return fail(KVCC_EARTIFACT, "the GPU kernels of this policy have no decode kernel: recompile it");
+	KrGpuShape sh;
+	KvgArgs a;
+	shape(pl, &sh);
+	int rc = kr_gpu_decode_args(&sh, b, layer, q, out, layer >= 0 && layer < pl->lay.layers ? pl->step[layer] : 0, &a);
+	if (rc)
+		return rc;
+	char why[600];
+	if (kr_cuda_decode(pl->m, &a, stream, why, sizeof why) != 0)
+		return fail(KVCC_EDEVICE, "%s", why);
+	pl->step[layer]++;
+	return 0;
+}
+
+KVCC_API int kvcc_gpu_decode(kvcc_gpu_plan *pl, const kvcc_cache *c, int layer, const void *q, float *out, void *stream)
+{
+	if (!pl || !c)
+		return fail(KVCC_EINVAL, "null argument (plan, cache)");
+	if (pl->paged)
+		return fail(KVCC_EINVAL, "a paged GPU plan: call kvcc_gpu_decode_batch with the page tables");
+	kvcc_gpu_batch b;
+	memset(&b, 0, sizeof b);
+	b.nseq = 1, b.K = c->K, b.V = c->V, b.len = c->len, b.pos = c->pos, b.state = c->state;
+	return kvcc_gpu_decode_batch(pl, &b, layer, q, out, stream);
+}
+
+KVCC_API int kvcc_gpu_plan_set_step(kvcc_gpu_plan *pl, int step)
+{
+	if (!pl || step < 0)
+		return fail(KVCC_EINVAL, "null plan or negative step");
+	for (int l = 0; l < pl->lay.layers; l++)
+		pl->step[l] = step;
 	return 0;
 }
 

@@ -35,6 +35,11 @@ typedef struct KrGpuShape {
 KC_FUNC int kr_gpu_batch_args(const KrGpuShape *sh, const kvcc_gpu_batch *b, const kvcc_args *args, KvgArgs *out);
 /* The plan's device weights (kvcc_gpu_plan_set_weight; tests: decode steps), or NULL. */
 KC_FUNC const float *kr_gpu_weights(const kvcc_gpu_plan *pl);
+/* The arguments of a one-layer decode step (kvcc_gpu_decode_batch; tests: the emulation):
+** the batch checked as kr_gpu_batch_args does, q / out / layer / step (the plan's counter,
+** used when b->step is NULL). */
+KC_FUNC int kr_gpu_decode_args(const KrGpuShape *sh, const kvcc_gpu_batch *b, int layer, const void *q, float *out,
+                               int step, KvgArgs *a);
 /* The module a plan runs (tests: decode steps). */
 KC_FUNC KrCuda *kr_gpu_module(kvcc_gpu_plan *pl);
 

@@ -164,7 +164,7 @@ KC_FUNC void kr_rowoffs(const KrRows *w, int64_t n, int64_t *ro);
 ** from the cache when they share one, else copied into st / Vst (nt <= KR_STAGE) */
 KC_FUNC const char *kr_span(const KrRows *w, size_t esz, int d, int64_t t0, int64_t nt, char *st, int64_t *ldk,
                             const char **V, char *Vst);
-/* paged: prefetch the K (and with v the V) rows t..end-1 */
+/* paged: prefetch the K (and with v the V) rows t..end-1; v (decode): into L1 (prefetcht0), else L2 */
 KC_FUNC void kr_prefetch(const KrRows *w, size_t esz, int d, int64_t t, int64_t end, int v);
 /* paged compaction of one instance: row i = row idx[i] (K, V), pos and state likewise */
 KC_FUNC void kr_pcompact(const KrRows *w, size_t esz, int d, const int32_t *idx, int64_t m, int32_t *pos, float *state,

@@ -78,6 +78,12 @@ echo
 llama batch --data "$DATA/tinystories_valid_70.txt" --stories 16:19 --policy policies/h2o.lua \
 	--ratio 0.75 --pages 16 --max-seqs 2 --generate 32 | sed 's/^/   /'
 echo
+echo "== the same with a page table per (sequence, layer, head) (--per-head-tables; vllm-kvcompress's"
+echo "   layout): every head takes and frees its own pages, so the pool counts 20 tables per story"
+echo
+llama batch --data "$DATA/tinystories_valid_70.txt" --stories 16:19 --policy policies/h2o.lua \
+	--ratio 0.75 --pages 320 --max-seqs 2 --per-head-tables | sed 's/^/   /'
+echo
 echo "== all 70 stories through a pool of 64 pages, 4 at a time, with kvcc eval's protocol (NLL of"
 echo "   the teacher-forced second half): the snapkv 0.75 row of the single-sequence kvcc eval below"
 echo

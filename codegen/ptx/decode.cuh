@@ -2,6 +2,10 @@
 //! kernels.c after the per-policy sizes kv_lpt (lanes per token), kv_gb (query heads per
 //! register block), kv_tpw, kv_cpl, kv_rec and kv_part. kv_decode calls kv_decode_part;
 //! kv_decode_comb calls kv_decode_merge, then runs the policy's observe hook on x.attn.
+/* the row of instance inst in q / out: [B][L][H] (every layer) or [B][H] (a.dlay: one layer) */
+__device__ __forceinline__ long long kv_qi(const KvgArgs &a, int inst) {
+	return a.dlay ? (long long)(inst / (a.L * a.H)) * a.H + inst % a.H : (long long)inst;
+}
 /* grid (instance, split): block (inst, split) takes an even share of the n tokens (maybe
    none), each warp a contiguous part of it; per warp an online softmax (m, s) and the sum
    of p·V per query head, into the warp's record of the partials at the end of W; the
@@ -9,7 +13,7 @@
 __device__ __forceinline__ void kv_decode_part(const KvgArgs &a, int inst, int n, int N, const kv_st *Kb,
                                                const kv_st *Vb, const int *Tb, float *W, float *Pr) {
 	const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-	const kv_st *const qb = (const kv_st *)a.q + (long long)inst * KV_G * KV_D;
+	const kv_st *const qb = (const kv_st *)a.q + kv_qi(a, inst) * KV_G * KV_D;
 	const int nsp = gridDim.y, per = (n + nsp - 1) / nsp;
 	const int s0 = (int)blockIdx.y * per < n ? (int)blockIdx.y * per : n, s1 = n - s0 < per ? n : s0 + per;
 	const int wper = (s1 - s0 + KV_NW - 1) / KV_NW;
@@ -93,7 +97,7 @@ __device__ __forceinline__ void kv_decode_merge(const KvgArgs &a, int inst, int 
 				const float *const r = part + (long long)p * kv_rec;
 				if (r[KV_G + ig] > 0.f) acc_ += r[2 * KV_G + ig * KV_D + c] * expf(r[ig] - s_m[ig]);
 			}
-			a.out[((long long)inst * KV_G + ig) * KV_D + c] = s_s[ig] > 0.f ? acc_ / s_s[ig] : 0.f;
+			a.out[(kv_qi(a, inst) * KV_G + ig) * KV_D + c] = s_s[ig] > 0.f ? acc_ / s_s[ig] : 0.f;
 		}
 	/* the logits become the probabilities x.attn */
 	for (int e_ = tid; e_ < KV_G * n; e_ += KV_NT) {

@@ -273,7 +273,7 @@ static int valone(Gen *g, int i, const Idx *ix, int *memo, int d, char *out, siz
 		case INF_head: snprintf(e, sizeof e, "(float)h"); break;
 		case INF_nlayers: snprintf(e, sizeof e, "(float)a.L"); break;
 		case INF_nheads: snprintf(e, sizeof e, "(float)a.H"); break;
-		case INF_step: snprintf(e, sizeof e, "(float)a.step"); break;
+		case INF_step: snprintf(e, sizeof e, "(float)(a.steps ? a.steps[b * a.L + l] : a.step)"); break;
 		/* the reference's ratioof and ki_nkeep (interp.c), in double, for this instance's n */
 		case INF_ratio:
 			snprintf(e, sizeof e, "(float)(a.budget < 0 ? a.ratio : n > 0 ? 1.0 - (double)(a.budget < n ? "

@@ -33,7 +33,13 @@ static void prologue(Gen *g, const char *name, int need_ws)
 	   g->minblk ? ", 1" : "", name);
 	/* instance (sequence b, layer l, head h); li: its index within the sequence; Tb: its page
 	** table (NULL: contiguous); nothing runs after a failed table check (kv_paged) */
-	sb(&g->s, "\tconst int inst = blockIdx.x, b = inst / (a.L * a.H), li = inst - b * a.L * a.H;\n");
+	/* the decode kernels of a one-layer step (a.dlay = 1 + layer): block x is (sequence, head)
+	** of that layer (the other kernels keep the plain index: registers, kv_select spills) */
+	if (!strncmp(name, "kv_decode", 9))
+		sb(&g->s, "\tconst int inst = a.dlay ? (int)((blockIdx.x / a.H * a.L + a.dlay - 1) * a.H + blockIdx.x %% a.H) : (int)blockIdx.x;\n");
+	else
+		sb(&g->s, "\tconst int inst = blockIdx.x;\n");
+	sb(&g->s, "\tconst int b = inst / (a.L * a.H), li = inst - b * a.L * a.H;\n");
 	sb(&g->s, "\tconst int l = li / a.H, h = li - l * a.H;\n");
 	sb(&g->s, "\tif (a.pt && *(volatile int *)a.err == KVG_ETABLE) return;\n");
 	sb(&g->s, "\tconst int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;\n");
@@ -474,6 +480,7 @@ static void gen_paged(Gen *g, KpCudaOut *out)
 	          "\tif (a.pgop == KVG_PG_CHECK) kv_pgcheck(a, blockIdx.x);\n"
 	          "\telse if (a.pgop == KVG_PG_FREE) kv_pgfree(a, blockIdx.x);\n"
 	          "\telse if (a.pgop == KVG_PG_APPEND) kv_pgappend(a, blockIdx.x / a.H, blockIdx.x %% a.H, ini, KV_NST);\n"
+	          "\telse if (a.pgop == KVG_PG_STEP && a.steps && a.dlay && threadIdx.x == 0) a.steps[blockIdx.x * a.L + a.dlay - 1]++;\n"
 	          "}\n");
 }
 
@@ -554,7 +561,7 @@ int kp_generate(const KiFn *f, const KpCudaOpts *o, KpCudaOut *out, KiErr *e)
 		sb(&g.s, "%s", kp_cuh_tile_fma);
 	sb(&g.s, "%s", kp_cuh_tile);
 	int rc = 0;
-	if (f->when.kind == WH_decode || f->nst > 0 || f->merge.bias) {
+	{   /* every policy decodes (kvcc_gpu_decode_batch); the observe hook when it has one */
 		rc = gen_decode(&g, out);
 		out->has_decode = rc == 0;
 		out->dec_part = kvg_dec_part(g.G, g.D, g.NT);

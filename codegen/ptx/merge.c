@@ -80,7 +80,7 @@ static int rowchan(Mc *M, KiRef r, int s, char *out, size_t n)
 		int v = f->ins[KI_RIDX(in->arg[0])].aux == IN_V;
 		if (s == 0)
 			return fits(M, snprintf(out, n, "kv_f(mE%c_[(long long)q_ * KV_D + c_])", v ? 'V' : 'K'), n);
-		return fits(M, snprintf(out, n, "kv_f(%cb[(long long)j_ * a.sT + c_])", v ? 'V' : 'K'), n);
+		return fits(M, snprintf(out, n, "kv_f(%cb[kv_roff(a, Tb, j_) + c_])", v ? 'V' : 'K'), n);
 	}
 	if (ki_sem(in->op)->kind != SEM_EW)
 		return kp_err(M->g, in, "internal: %s in a merge row value", ki_opname(in->op));
@@ -242,8 +242,9 @@ void kp_merge_copy(Gen *g)
 	   "\t\tfor (int e_ = tid; e_ < cnt * KV_D; e_ += KV_NT) {   /* merge: the evicted rows aside */\n"
 	   "\t\t\tconst int rr = e_ / KV_D, c = e_ - rr * KV_D, dd = sdst[rr];\n"
 	   "\t\t\tif (dd <= -2) {\n"
-	   "\t\t\t\tmEK_[(long long)(-2 - dd) * KV_D + c] = Kb[(t0 + rr) * a.sT + c];\n"
-	   "\t\t\t\tmEV_[(long long)(-2 - dd) * KV_D + c] = Vb[(t0 + rr) * a.sT + c];\n"
+	   "\t\t\t\tconst long long o_ = kv_roff(a, Tb, t0 + rr) + c;   /* paged: through the table */\n"
+	   "\t\t\t\tmEK_[(long long)(-2 - dd) * KV_D + c] = Kb[o_];\n"
+	   "\t\t\t\tmEV_[(long long)(-2 - dd) * KV_D + c] = Vb[o_];\n"
 	   "\t\t\t\tif (KV_CNT >= 0 && c == 0)   /* its member count */\n"
 	   "\t\t\t\t\tmEC_[-2 - dd] = a.state[(((long long)b * KV_NST + KV_CNT) * a.L * a.H + li) * N + t0 + rr];\n"
 	   "\t\t\t}\n"
@@ -277,7 +278,7 @@ static int body(Mc *M)
 	   "\t\t\tint bi_ = -1;\n"
 	   "\t\t\tconst kv_st *const e_ = mEK_ + (long long)q_ * KV_D;\n"
 	   "\t\t\tfor (int j_ = 0; j_ < m_; j_++) {\n"
-	   "\t\t\t\tconst kv_st *const k_ = Kb + (long long)j_ * a.sT;\n"
+	   "\t\t\t\tconst kv_st *const k_ = Kb + kv_roff(a, Tb, j_);\n"
 	   "\t\t\t\tfloat dot_ = 0.f;\n"
 	   "\t\t\t\tfor (int c_ = 0; c_ < KV_D; c_++) dot_ = fmaf(kv_f(e_[c_]), kv_f(k_[c_]), dot_);\n"
 	   "\t\t\t\tconst float sim_ = kv_nan(), abs_ = kv_nan(), ntg_ = kv_nan();\n"
@@ -368,7 +369,7 @@ static int body(Mc *M)
 	   "\t\t\t\tav_ = fmaf(kv_f(mEV_[r_]), mW_[s2_], av_);\n"
 	   "\t\t\t}\n"
 	   "\t\t\t(void)ak_; (void)av_;\n"
-	   "\t\t\tconst long long x2_ = (long long)j_ * a.sT + c_;\n");
+	   "\t\t\tconst long long x2_ = kv_roff(a, Tb, j_) + c_;\n");
 	for (int v = 0; v < 2; v++) {
 		if (!(v ? m->values : m->keys))
 			continue;

@@ -9,6 +9,7 @@
 #define KVG_PG_CHECK 1
 #define KVG_PG_FREE 2
 #define KVG_PG_APPEND 3
+#define KVG_PG_STEP 4
 /* table index of instance li (within its sequence) of sequence b */
 __device__ __forceinline__ int kv_tabi(const KvgArgs &a, int b, int li) { return a.phead ? b * a.L * a.H + li : b; }
 /* the first page id of table ti (NULL: contiguous) and how many ids it has */
@@ -91,7 +92,7 @@ __device__ void kv_pgfree(const KvgArgs &a, int b) {
 		}
 	}
 	__syncthreads();
-	if (threadIdx.x != 0 || a.alayer >= 0) return;   /* an append frees nothing */
+	if (threadIdx.x != 0 || a.alayer >= 0 || a.dlay) return;   /* an append or a decode frees nothing */
 	int nf = 0;
 	for (int ti = t0; !bad && ti < t0 + nt; ti++) {
 		const long long maxn = kv_tabmax(a, a.len, ti, -1), need = (maxn + a.P - 1) / a.P;

@@ -130,8 +130,8 @@ static long peak_rows(const Run *R, const Seq *s, long rows)
 static int need(const Run *R, const Seq *s)
 {
     long rows = s->st == RUN ? llama_paged_max_len(&R->P, s->slot) : 0;
-    int have = s->st == RUN ? R->P.npages[s->slot] : 0;
-    int want = llama_paged_pages_for(&R->P, peak_rows(R, s, rows));
+    int have = s->st == RUN ? llama_paged_slot_pages(&R->P, s->slot) : 0;
+    int want = R->P.nt * llama_paged_pages_for(&R->P, peak_rows(R, s, rows));   /* per head: each table */
     return want > have ? want - have : 0;
 }
 
@@ -345,7 +345,7 @@ static int setup(Run *R, const LlamaStories *S, int lo, int hi)
     if (!R->g.pol && llama_plain_policy(cfg, &R->plain, err, sizeof err))
         return fail("plain attention policy: %s", err);
     R->pol = R->g.pol ? R->g.pol : R->plain;
-    if (llama_paged_init(&R->P, R->m, a->page_size, a->pages, a->max_seqs, cap, R->g.nstate))
+    if (llama_paged_init(&R->P, R->m, a->page_size, a->pages, a->max_seqs, cap, R->g.nstate, a->per_head))
         return fail("%s", "bad pool sizes or out of memory");
     for (int i = 0; i < R->nsq; i++)
         if (R->sq[i].st == WAIT && need(R, &R->sq[i]) > a->pages) {
@@ -409,8 +409,9 @@ int cmd_batch(const Args *a, const LlamaModel *m, const LlamaTokenizer *tok)
     llama_stories_free(&S);
     if (!rc && !a->quiet)
         printf("batch: %d stories, %s%s%s, %d slots, pool of %d pages x %d tokens (vLLM layout, one "
-               "table per sequence)\n", hi - lo, R.g.pol ? kvcc_policy_name(R.g.pol) : "no compression",
-               R.g.pol ? " " : "", R.g.pol ? R.g.what : "", a->max_seqs, a->pages, a->page_size);
+               "table per %s)\n", hi - lo, R.g.pol ? kvcc_policy_name(R.g.pol) : "no compression",
+               R.g.pol ? " " : "", R.g.pol ? R.g.what : "", a->max_seqs, a->pages, a->page_size,
+               a->per_head ? "(sequence, layer, head)" : "sequence");
     int ndone = 0;
     for (int i = 0; i < R.nsq; i++)
         ndone += R.sq[i].st == SKIP;

@@ -202,6 +202,8 @@ done
 # decode pool runs per layer, libkvcc runs up to 8 sequences in one); 1 and 2
 # threads; a prefill policy, a decode policy (H2O: observe hook and state through the batch)
 # and no policy; a merge policy (snapkv_merge: merges on paged caches, runtime/merge.c).
+# --per-head-tables: a page table per (sequence, layer, head) (issue 14): snapkv and H2O give the
+# same numbers as the shared table (and kvcc eval); each head's freed pages go back on their own.
 KVCC=${KVCC:-$(dirname "$LLAMA")/kvcc}
 if [ -x "$KVCC" ]; then
     "$KVCC" eval policies/snapkv.lua policies/h2o.lua policies/streaming_llm.lua policies/snapkv_merge.lua --model "$MODEL" \
@@ -213,7 +215,9 @@ if [ -x "$KVCC" ]; then
              "h2o|0.5|--page-size 7 --pages 400 --max-seqs 10 --threads 2" \
              "streaming_llm|0.5|--page-size 256 --pages 6 --max-seqs 3" \
              "snapkv_merge|0.5|--param window=16 --page-size 7 --pages 400 --max-seqs 5 --threads 2" \
-             "-|0|--page-size 16 --pages 48 --max-seqs 4"; do
+             "-|0|--page-size 16 --pages 48 --max-seqs 4" \
+             "snapkv|0.5|--param window=16 --page-size 16 --pages 1280 --max-seqs 4 --per-head-tables" \
+             "h2o|0.5|--page-size 7 --pages 8000 --max-seqs 10 --threads 2 --per-head-tables"; do
         pol=${c%%|*}; rest=${c#*|}; r=${rest%%|*}; opts=${rest#*|}
         if [ "$pol" = - ]; then
             want=$(awk -F, '$1 == "snapkv" && $2 == 0 { print $5, $6 }' "$TMP/eval.csv")

@@ -14,6 +14,7 @@ typedef struct {
     const char *params[16];
     int n_params;
     int page_size, pages, max_seqs, threads, generate, quiet; /* batch */
+    int per_head;          /* batch --per-head-tables: a page table per (sequence, layer, head) */
 } Args;
 
 /* The compression of generate --policy: the policy, its params, when it runs, its budget. */

@@ -8,7 +8,8 @@
  *   llama --model M --tokenizer T nll --data FILE [--stories a:b] [--per-story]
  *         [--max-tokens N] [--chunk-chars K] [--from TEXT]
  *   llama --model M --tokenizer T batch --data FILE [--stories a:b] [--policy P --ratio R]
- *         [--pages N] [--page-size P] [--max-seqs S] [--threads T] [--generate N] [--quiet]
+ *         [--pages N] [--page-size P] [--max-seqs S] [--threads T] [--generate N] [--per-head-tables]
+ *         [--quiet]
  *         (continuous batching over one page pool: batch.c, doc/runtime.md)
  *   llama --model M --tokenizer T selftest
  *   global: --attn kvcc|ref   attention through libkvcc (kvcc_append + kvcc_decode_layer,
@@ -61,7 +62,8 @@ static void usage(FILE *f)
           "  nll --data FILE [--stories a:b] [--per-story] [--max-tokens N]\n"
           "      [--chunk-chars K] [--from TEXT]            mean next-token NLL\n"
           "  batch --data FILE [--stories a:b] [--policy P --ratio R [--param name=value]...]\n"
-          "      [--pages N] [--page-size P] [--max-seqs S] [--threads T] [--generate N] [--quiet]\n"
+          "      [--pages N] [--page-size P] [--max-seqs S] [--threads T] [--generate N] [--per-head-tables]\n"
+          "      [--quiet]\n"
           "                                                 many stories over one page pool\n"
           "                                                 (kvcc eval's protocol; batch.c)\n"
           "  selftest                                       cache / attention / hook checks\n"
@@ -809,6 +811,8 @@ int main(int argc, char **argv)
             a.ids = 1;
         else if (strcmp(o, "--per-story") == 0)
             a.per_story = 1;
+        else if (strcmp(o, "--per-head-tables") == 0)
+            a.per_head = 1;
         else if (strcmp(o, "--quiet") == 0)
             a.quiet = 1;
         else if (o[0] != '-' && !a.cmd)

@@ -29,7 +29,7 @@ void llama_paged_free(LlamaPaged *P)
 }
 
 int llama_paged_init(LlamaPaged *P, const LlamaModel *m, int page_size, int num_pages, int max_seqs,
-                     int capacity, int nstate)
+                     int capacity, int nstate, int per_head)
 {
     const LlamaConfig *c = &m->cfg;
     memset(P, 0, sizeof *P);
@@ -39,25 +39,28 @@ int llama_paged_init(LlamaPaged *P, const LlamaModel *m, int page_size, int num_
     const int L = c->n_layers, H = c->n_kv_heads, d = c->head_dim;
     const int mp = (capacity + page_size - 1) / page_size;
     const size_t LH = (size_t)L * H, S = (size_t)max_seqs, page = (size_t)page_size * H * d;
+    const size_t nt = per_head ? LH : 1;
     P->m = m;
+    P->nt = (int)nt;
     P->max_seqs = max_seqs;
     P->nstate = nstate;
     P->lay = (kvcc_layout){KVCC_F32, L, H, d, capacity, (int64_t)(num_pages * page), d, (int64_t)H * d};
-    P->pg = (kvcc_paging){page_size, num_pages, mp, KVCC_TABLE_SHARED, (int64_t)page};
+    P->pg = (kvcc_paging){page_size, num_pages, mp, per_head ? KVCC_TABLE_PER_HEAD : KVCC_TABLE_SHARED,
+                          (int64_t)page};
     P->Kpool = calloc(L * num_pages * page, sizeof(float));
     P->Vpool = calloc(L * num_pages * page, sizeof(float));
     P->Kl = calloc((size_t)L, sizeof *P->Kl);
     P->Vl = calloc((size_t)L, sizeof *P->Vl);
     P->free_pages = calloc((size_t)num_pages, sizeof *P->free_pages);
     P->touched = calloc((size_t)num_pages, 1);
-    P->table = calloc(S * mp, sizeof *P->table);
-    P->npages = calloc(S, sizeof *P->npages);
+    P->table = calloc(S * nt * mp, sizeof *P->table);
+    P->npages = calloc(S * nt, sizeof *P->npages);
     P->pos = calloc(S * LH * capacity, sizeof *P->pos);
     P->len = calloc(S * LH, sizeof *P->len);
     P->state = nstate ? calloc(S * nstate * LH * capacity, sizeof *P->state) : NULL;
-    P->freed = calloc(S * mp, sizeof *P->freed);
+    P->freed = calloc(S * nt * mp, sizeof *P->freed);
     P->seq = calloc(S, sizeof *P->seq);
-    P->ptab = calloc(S * mp, sizeof *P->ptab);
+    P->ptab = calloc(S * nt * mp, sizeof *P->ptab);
     P->x = calloc(S * c->dim, sizeof(float));
     P->xb = calloc(S * c->dim, sizeof(float));
     P->xb2 = calloc(S * c->dim, sizeof(float));
@@ -97,22 +100,39 @@ int llama_paged_max_len(const LlamaPaged *P, int slot)
     return mx;
 }
 
+int llama_paged_slot_pages(const LlamaPaged *P, int slot)
+{
+    int n = 0;
+    for (int i = 0; i < P->nt; i++)
+        n += P->npages[(size_t)slot * P->nt + i];
+    return n;
+}
+
 void llama_paged_release(LlamaPaged *P, int slot)
 {
-    const int LH = P->lay.layers * P->lay.kv_heads;
-    for (int j = P->npages[slot] - 1; j >= 0; j--)
-        P->free_pages[P->nfree++] = P->table[(size_t)slot * P->pg.max_pages + j];
-    P->npages[slot] = 0;
+    const int LH = P->lay.layers * P->lay.kv_heads, mp = P->pg.max_pages;
+    for (int ti = (int)((size_t)slot * P->nt + P->nt - 1); ti >= slot * P->nt; ti--) {
+        for (int j = P->npages[ti] - 1; j >= 0; j--)
+            P->free_pages[P->nfree++] = P->table[(size_t)ti * mp + j];
+        P->npages[ti] = 0;
+    }
     memset(P->len + (size_t)slot * LH, 0, (size_t)LH * sizeof *P->len);
 }
 
-/* The slot's table grown to hold `rows` tokens, pages from the pool. */
-static int grow(LlamaPaged *P, int slot, long rows)
+/* The longest (layer, head) of table i of a slot (shared: the slot's longest) */
+static int tab_len(const LlamaPaged *P, int slot, int i)
 {
-    int need = llama_paged_pages_for(P, rows);
+    return P->nt == 1 ? llama_paged_max_len(P, slot)
+                      : P->len[(size_t)slot * P->lay.layers * P->lay.kv_heads + i];
+}
+
+/* Table i of the slot grown to hold `rows` tokens, pages from the pool. */
+static int grow(LlamaPaged *P, int slot, int i, long rows)
+{
+    int need = llama_paged_pages_for(P, rows), ti = slot * P->nt + i;
     if (need > P->pg.max_pages)
         return perr(P, "slot %d: %ld tokens, above the capacity of %d", slot, rows, P->lay.capacity);
-    while (P->npages[slot] < need) {
+    while (P->npages[ti] < need) {
         if (!P->nfree)
             return perr(P, "the page pool is exhausted (%d pages): slot %d needs a page for token %ld",
                         P->pg.num_pages, slot, rows);
@@ -120,7 +140,7 @@ static int grow(LlamaPaged *P, int slot, long rows)
         P->handed++;
         P->reused += P->touched[id];
         P->touched[id] = 1;
-        P->table[(size_t)slot * P->pg.max_pages + P->npages[slot]++] = id;
+        P->table[(size_t)ti * P->pg.max_pages + P->npages[ti]++] = id;
     }
     return 0;
 }
@@ -139,8 +159,10 @@ static void pack(LlamaPaged *P, const int *slots, int n, const kvcc_obs *obs, kv
         q->state = P->state ? P->state + (size_t)s * P->nstate * LH * cap : NULL;
         if (obs)
             q->obs = obs[i];
-        q->freed = P->freed + (size_t)s * mp;
-        memcpy(P->ptab + (size_t)i * mp, P->table + (size_t)s * mp, (size_t)P->npages[s] * sizeof *P->ptab);
+        q->freed = P->freed + (size_t)s * P->nt * mp;
+        for (int t = 0; t < P->nt; t++)
+            memcpy(P->ptab + ((size_t)i * P->nt + t) * mp, P->table + ((size_t)s * P->nt + t) * mp,
+                   (size_t)P->npages[s * P->nt + t] * sizeof *P->ptab);
     }
     memset(b, 0, sizeof *b);
     b->nseq = n;
@@ -164,8 +186,9 @@ int llama_paged_forward(LlamaPaged *P, kvcc_plan *plan, const int *slots, int n,
             return perr(P, "slot %d outside 0..%d", slots[i], P->max_seqs - 1);
         if (tokens[i] < 0 || tokens[i] >= c->vocab_size)
             return perr(P, "token id %d outside 0..%d", tokens[i], c->vocab_size - 1);
-        if (grow(P, slots[i], (long)llama_paged_max_len(P, slots[i]) + 1))
-            return -1;
+        for (int t = 0; t < P->nt; t++)
+            if (grow(P, slots[i], t, (long)tab_len(P, slots[i], t) + 1))
+                return -1;
     }
     kvcc_batch b;
     pack(P, slots, n, NULL, &b);
@@ -207,16 +230,22 @@ int llama_paged_compress(LlamaPaged *P, kvcc_plan *plan, const int *slots, int n
     if (rc)
         return perr(P, "kvcc_compress_batch: %s (%d)", kvcc_last_error(), rc);
     for (int i = 0; i < n; i++) {
-        int s = slots[i], nf = P->seq[i].nfreed, keep = P->npages[s] - nf;
-        const int32_t *tab = P->table + (size_t)s * mp;
-        /* libkvcc's freed pages must be the table's tail past the longest head, in order */
-        if (nf < 0 || keep != llama_paged_pages_for(P, llama_paged_max_len(P, s)) ||
-            memcmp(P->seq[i].freed, tab + keep, (size_t)nf * sizeof *tab) != 0)
-            return perr(P, "slot %d: kvcc_compress_batch freed %d pages, not the %d past its longest "
-                        "head", s, nf, P->npages[s] - llama_paged_pages_for(P, llama_paged_max_len(P, s)));
-        for (int j = nf - 1; j >= 0; j--)
-            P->free_pages[P->nfree++] = P->seq[i].freed[j];
-        P->npages[s] = keep;
+        int s = slots[i], nf = P->seq[i].nfreed, off = 0;
+        /* libkvcc's freed pages must be each table's tail past its longest head, in order, table
+           by table */
+        for (int t = 0; t < P->nt; t++) {
+            int ti = s * P->nt + t, keep = llama_paged_pages_for(P, tab_len(P, s, t)), k = P->npages[ti] - keep;
+            const int32_t *tab = P->table + (size_t)ti * mp;
+            if (k < 0 || off + k > nf || memcmp(P->seq[i].freed + off, tab + keep, (size_t)k * sizeof *tab) != 0)
+                return perr(P, "slot %d table %d: kvcc_compress_batch's freed pages are not the %d past its "
+                            "longest head", s, t, k);
+            for (int j = k - 1; j >= 0; j--)
+                P->free_pages[P->nfree++] = tab[keep + j];
+            P->npages[ti] = keep;
+            off += k;
+        }
+        if (off != nf)
+            return perr(P, "slot %d: kvcc_compress_batch freed %d pages, the tables %d", s, nf, off);
         total += nf;
     }
     if (freed)

@@ -4,7 +4,9 @@
  * The pool is vLLM's: per layer [num_pages][page_size][kv_heads][head_dim] f32 for K (post-RoPE)
  * and V, one block table per sequence slot shared by the slot's layers and heads
  * (KVCC_TABLE_SHARED), pages handed out from a free list as the slot's longest head grows and
- * given back when libkvcc's compression frees them (kvcc_seq.freed) or the sequence ends.
+ * given back when libkvcc's compression frees them (kvcc_seq.freed) or the sequence ends. With
+ * per_head, a table per (slot, layer, head) (KVCC_TABLE_PER_HEAD, vllm-kvcompress's layout):
+ * each head takes pages as it grows and gives back what its own compression frees.
  * Positions, lengths and per-token policy state stay per slot ([layers][kv_heads][capacity]),
  * as kvcc_seq wants them.
  *
@@ -22,6 +24,7 @@ typedef struct {
     kvcc_layout lay;       /* the pool's strides; capacity = rows per (slot, layer, head) */
     kvcc_paging pg;
     int max_seqs, nstate;
+    int nt;                /* tables per slot: 1 (shared) or layers*kv_heads (per head) */
     float *Kpool, *Vpool;  /* [layers][num_pages][page_size][kv_heads][head_dim] */
     float **Kl, **Vl;      /* [layers] each layer's pool (vLLM's per-layer tensors) */
     int32_t *free_pages;   /* stack of free page ids, nfree of them */
@@ -29,14 +32,14 @@ typedef struct {
     unsigned char *touched; /* [num_pages] 1 once a page was handed out */
     long handed, reused;   /* pages handed out; of them, pages that had been used before */
     /* per slot */
-    int32_t *table;        /* [max_seqs][max_pages] */
-    int *npages;           /* pages the slot's table holds */
+    int32_t *table;        /* [max_seqs][nt][max_pages] */
+    int *npages;           /* [max_seqs][nt] pages each table holds */
     int32_t *pos, *len;    /* [max_seqs][layers][kv_heads][capacity], [max_seqs][layers][kv_heads] */
     float *state;          /* [max_seqs][nstate][layers][kv_heads][capacity], or NULL */
-    int32_t *freed;        /* [max_seqs][max_pages] pages a compression freed */
+    int32_t *freed;        /* [max_seqs][nt * max_pages] pages a compression freed */
     /* the packed batch of a call */
     kvcc_seq *seq;         /* [max_seqs] */
-    int32_t *ptab;         /* [max_seqs][max_pages] */
+    int32_t *ptab;         /* [max_seqs][nt][max_pages] */
     /* scratch per slot */
     float *x, *xb, *xb2, *hb, *hb2, *q, *k, *v, *att, *logits;
     int32_t *ppos;         /* [max_seqs] positions of a step */
@@ -44,14 +47,16 @@ typedef struct {
 } LlamaPaged;
 
 /* A pool of num_pages pages of page_size tokens (1..256) for up to max_seqs slots of at most
- * capacity tokens each; nstate per-token state tensors per slot (the policy's).  Returns 0 or -1
- * (bad sizes, out of memory). */
+ * capacity tokens each; nstate per-token state tensors per slot (the policy's); per_head: a
+ * table per (slot, layer, head), else one per slot.  Returns 0 or -1 (bad sizes, out of memory). */
 int llama_paged_init(LlamaPaged *P, const LlamaModel *m, int page_size, int num_pages, int max_seqs,
-                     int capacity, int nstate);
+                     int capacity, int nstate, int per_head);
+/* Pages slot's tables hold. */
+int llama_paged_slot_pages(const LlamaPaged *P, int slot);
 void llama_paged_free(LlamaPaged *P);
 
 static inline int llama_paged_used(const LlamaPaged *P) { return P->pg.num_pages - P->nfree; }
-/* Pages that `rows` tokens of one slot take. */
+/* Pages that `rows` tokens of one table take (a slot: P->nt times this at most). */
 static inline int llama_paged_pages_for(const LlamaPaged *P, long rows)
 {
     return (int)((rows + P->pg.page_size - 1) / P->pg.page_size);

@@ -192,7 +192,7 @@ static void run_policy(const char *path, int dt)
 			for (int b = 0; b < 2; b++)
 				sq[b] = (kvcc_seq){ NULL, NULL, pos2 + (size_t)b * L * H * CAP, len2[b],
 				                    nst ? st2 + (size_t)b * ((size_t)nst * L * H * CAP + 1) : NULL,
-				                    { f->obs_all ? n2 : maxobs, Q, NULL, NULL }, fr + (size_t)b * L * H * (CAP + 1), 0 };
+				                    { f->obs_all ? n2 : maxobs, Q, NULL, NULL }, fr + (size_t)b * L * H * (CAP + 1), 0, NULL };
 			kvcc_batch bt = { .nseq = 2, .seq = sq, .K = PK, .V = PV, .table = tab };
 			kvcc_args a = { 0.5, -1, par, 2, NULL };
 			char what[96];

@@ -10,7 +10,8 @@
 **               stride or per-layer pools Kl/Vl), physical pages shuffled, page sizes 1, 16,
 **               64, 256, shared or per-(sequence, layer, head) tables, dense or CSR
 **
-**   emu_paged [BUILD_DIR] [--only POLICY] [--reps N]
+**   emu_paged [BUILD_DIR] [--only POLICY] [--reps N] [--case K]   (K: run the cases the policy
+**   would get at manifest index K)
 **
 ** (N cases per policy, the specialization in turn, each with its own batch size, page size and
 ** table kind; make check runs 1.)
@@ -44,6 +45,7 @@
 #include "codegen/ptx/ptx.h"
 #include "dsl/dsl.h"
 #include "runtime/gpu.h"
+#include "kvcc_compiler.h"
 #define CASEGEN_SEED 0x51ed270b27a6f3c1ull
 #include "tests/common/casegen.h"
 #include "tests/common/manifest.h"
@@ -62,7 +64,7 @@ typedef struct Spec {
 static MfPolicy mpols[MANIFEST_MAX];
 static KiFn *fns[MANIFEST_MAX];
 static Spec specs[MANIFEST_MAX][NSP];
-static int NPOL, npass, nfail, nskip, reps = 1;
+static int NPOL, npass, nfail, nskip, reps = 1, case0 = -1;   /* --case K: the cases of policy index K */
 
 static int update(const char *path, const char *text, size_t n)
 {
@@ -194,7 +196,8 @@ static int go(Spec *sp, int role, int op, KvgArgs *a)
 		KvgArgs c = *a;
 		c.pgop = op;
 		unsigned gx = role == KVG_SELGRP ? (kn->phase ? (unsigned)a->L : 1) * B :
-		              role == KVG_PAGED ? (op == KVG_PG_APPEND ? (unsigned)a->H : 1) * B : (unsigned)(a->L * a->H * B);
+		              role == KVG_PAGED ? (op == KVG_PG_APPEND ? (unsigned)a->H : 1) * B :
+		              (unsigned)((a->dlay ? 1 : a->L) * a->H * B);   /* a one-layer decode: B*H */
 		unsigned gy = role == KVG_DECODE ? (unsigned)a->splits : 1;
 		size_t ds = role == KVG_SELECT ? kp_cuda_dsmem(sp->dt, sp->d, EMU_TT) :
 		            kn->tiled ? kp_cuda_score_dsmem(sp->dt, sp->d, sp->G, EMU_SQ, EMU_SK) : 0;
@@ -217,6 +220,13 @@ static int append(Spec *sp, KvgArgs *a)
 }
 
 static int decode_step(Spec *sp, KvgArgs *a) { return go(sp, KVG_DECODE, 0, a) || go(sp, KVG_COMBINE, 0, a) ? -1 : 0; }
+
+/* kvcc_gpu_decode_batch's launches (runtime/cuda.c kr_cuda_decode) */
+static int decode_api(Spec *sp, KvgArgs *a)
+{
+	return (a->pt && go(sp, KVG_PAGED, KVG_PG_CHECK, a)) || go(sp, KVG_DECODE, 0, a) || go(sp, KVG_COMBINE, 0, a) ||
+	       (a->pt && go(sp, KVG_PAGED, KVG_PG_FREE, a)) || (a->steps && a->dlay && go(sp, KVG_PAGED, KVG_PG_STEP, a)) ? -1 : 0;
+}
 
 /* --- one case ----------------------------------------------------------------------------- */
 
@@ -467,6 +477,103 @@ static void snap(Lay *y, const Batch *b, Res *r)
 }
 
 static void res_free(Res *r) { free(r->pos), free(r->state), free(r->scores), free(r->out), free(r->rows), free(r->vrows); }
+
+/* The public GPU decode call (kvcc_gpu_decode_batch: kr_gpu_decode_args + kr_cuda_decode's
+** launches) vs the CPU's kvcc_decode_batch (the x86 kernels of the same policy, plan of the same
+** layout: the same pool, tables and sequences; lengths differ per head): two rounds over the
+** layers, each sequence with its own x.step ([B][L], incremented by both). Outputs and state
+** within 2e-5 of max(1, |cpu|) (f32 sums in another order), steps equal. 0, or -1 with why. */
+static int decode_vs_cpu(Spec *sp, const MfPolicy *mp, const Batch *b, const Cfg *c, const KiFn *f)
+{
+	int B = b->B, L = b->L, H = b->H, G = b->G, d = b->d, LH = L * H, N = b->N;
+	size_t e = b->esz, nq = (size_t)H * G * d, nst = (size_t)b->nst * LH * N;
+	Lay y;
+	kvcc_policy *pol = NULL;
+	kvcc_plan *pl = NULL;
+	kvcc_spec spec = { b->dt, d, G, KVCC_TARGET_NATIVE };
+	int rc = lay_make(&y, b, c, sp, f);
+	int32_t *clen = malloc((size_t)B * LH * 4), cstep[MAXB][8], gstep[MAXB * 8];   /* gstep: [B][L] */
+	float *cst = malloc((nst * B + 1) * 4), *qf = malloc((size_t)B * nq * 4), *oc = malloc((size_t)B * nq * 4);
+	float *og = malloc((size_t)B * nq * 4);
+	char *qs = malloc((size_t)B * nq * e);
+	kvcc_seq sq[MAXB];
+	kvcc_batch bt = { .nseq = B, .seq = sq };
+	if (rc || !clen || !cst || !qf || !oc || !og || !qs)
+		rc = bad("decode vs CPU: out of memory");
+	if (rc == 0 && kvcc_compile_file(mp->file, &spec, &pol) != 0)
+		rc = bad("decode vs CPU: compile for x86: %s", kvcc_last_error());
+	kvcc_layout cl = y.sh.lay;   /* per-layer pools: a layer stride the CPU plan accepts (Kl/Vl are used) */
+	if (y.sh.paged && c->perlayer)
+		cl.stride_layer = (int64_t)y.npool * y.sP;
+	if (rc == 0 && kvcc_plan_create_batch(pol, &cl, y.sh.paged ? &y.sh.pg : NULL, B, 0, 1, &pl) != 0)
+		rc = bad("decode vs CPU: CPU plan: %s", kvcc_last_error());
+	if (rc == 0) {
+		memcpy(clen, y.len, (size_t)B * LH * 4);
+		memcpy(cst, y.state, nst * B * 4);
+		for (int s = 0; s < B; s++) {
+			memset(&sq[s], 0, sizeof sq[s]);
+			if (!y.sh.paged)
+				sq[s].K = (char *)y.gb.K + (size_t)s * y.gb.stride_seq * e, sq[s].V = (char *)y.gb.V + (size_t)s * y.gb.stride_seq * e;
+			sq[s].pos = y.pos + (size_t)s * LH * N, sq[s].len = clen + s * LH;
+			sq[s].state = b->nst ? cst + (size_t)s * nst : NULL;
+			sq[s].step = cstep[s];
+			for (int l = 0; l < L; l++)
+				cstep[s][l] = gstep[s * L + l] = 2 * s + l;
+		}
+		if (y.sh.paged) {
+			bt.K = y.gb.K, bt.V = y.gb.V, bt.Kl = y.gb.Kl, bt.Vl = y.gb.Vl;
+			bt.table = y.gb.table, bt.indptr = y.gb.indptr, bt.indices = y.gb.indices, bt.last_page_len = y.gb.last_page_len;
+		}
+		y.gb.step = gstep;
+	}
+	for (int round = 0; rc == 0 && round < 2; round++)
+		for (int l = 0; rc == 0 && l < L; l++) {
+			for (int s = 0; s < B; s++)   /* layer l's queries [B][H][G][d] */
+				for (int h = 0; h < H; h++) {
+					const char *src = b->q + (((size_t)s * LH + l * H + h) * G * d) * e;
+					memcpy(qs + ((size_t)s * H + h) * G * d * e, src, (size_t)G * d * e);
+					for (int i = 0; i < G * d; i++)
+						qf[((size_t)s * H + h) * G * d + i] = (float)decode(src + (size_t)i * e, b->dt);
+				}
+			if (kvcc_decode_batch(pl, &bt, l, qf, oc) != 0) {
+				rc = bad("decode vs CPU: kvcc_decode_batch: %s", kvcc_last_error());
+				break;
+			}
+			KvgArgs a;
+			if (kr_gpu_decode_args(&y.sh, &y.gb, l, qs, og, 0, &a) != 0) {
+				rc = bad("decode vs CPU: kr_gpu_decode_args: %s", kvcc_last_error());
+				break;
+			}
+			if (decode_api(sp, &a) != 0)
+				break;
+			if (y.err)
+				rc = bad("decode vs CPU: device error %d", y.err);
+			for (size_t i = 0; rc == 0 && i < (size_t)B * nq; i++)
+				if (!(fabs((double)og[i] - oc[i]) <= 2e-5 * fmax(1.0, fabs((double)oc[i]))))
+					rc = bad("decode vs CPU: round %d layer %d: out[%zu] (sequence %zu) %.9g, CPU %.9g", round, l, i,
+					         i / nq, og[i], oc[i]);
+			for (size_t i = 0; rc == 0 && i < nst * B; i++) {
+				size_t s = i / nst, k = i % nst / N % LH, t = i % N;
+				if (t < (size_t)clen[s * LH + k] && !(fabs((double)y.state[i] - cst[i]) <= 2e-5 * fmax(1.0, fabs((double)cst[i]))))
+					rc = bad("decode vs CPU: round %d layer %d: state of sequence %zu instance %zu token %zu: %.9g, CPU %.9g",
+					         round, l, s, k, t, y.state[i], cst[i]);
+			}
+			for (int s = 0; rc == 0 && s < B; s++)
+				if (gstep[s * L + l] != cstep[s][l] || cstep[s][l] != 2 * s + l + round + 1)
+					rc = bad("decode vs CPU: sequence %d layer %d: step %d (CPU %d), want %d", s, l, gstep[s * L + l],
+					         cstep[s][l], 2 * s + l + round + 1);
+		}
+	if (rc == 0 && memcmp(clen, y.len, (size_t)B * LH * 4))
+		rc = bad("decode vs CPU: a decode changed the lengths");
+	for (int i = 0; rc == 0 && y.pmap && i < y.npool; i++)
+		if (y.pmap[i])
+			rc = bad("decode vs CPU: page mark %d left set", i);
+	kvcc_plan_destroy(pl);
+	kvcc_close(pol);
+	free(clen), free(cst), free(qf), free(oc), free(og), free(qs);
+	lay_free(&y);
+	return rc;
+}
 
 /* x == ref (bitwise for rows, positions, state, scores of held tokens; outputs when dec) */
 static int same(const Res *x, const Res *ref, const Batch *b, int scores, int dec, const char *what)
@@ -737,10 +844,6 @@ static void run_case(int pi, int si, int idx)
 			printf("FAIL %s: generate: %s\n", name, sp->why), nfail++;
 		return;
 	}
-	if (f->merge.kind != MG_drop) {       /* kvcc_gpu_plan_create_batch refuses them with paging */
-		printf("SKIP %s: the CUDA merge on batched and paged caches is not done yet (issue 12)\n", name), nskip++;
-		return;
-	}
 	int grpsel = f->sel.scope != SC_head, hm = 0;
 	for (int i = 0; i < f->nins; i++)
 		hm |= f->ins[i].op == KO_hmean;
@@ -872,6 +975,10 @@ static void run_case(int pi, int si, int idx)
 	}
 	pool_free(before, nb);
 	lay_free(&y);
+	/* the public decode call vs the CPU decode, batched contiguous and paged (not with weights:
+	** the GPU runtime takes none yet) */
+	if (rc == 0 && !f->nw)
+		rc = decode_vs_cpu(sp, &mpols[pi], &b, &cc, f) || decode_vs_cpu(sp, &mpols[pi], &b, &c, f);
 	/* bad tables: one kind per case, in turn (the next kind when this one does not apply) */
 	for (int kind = 0, r2 = 1; rc == 0 && r2 > 0 && kind < 4; kind++)
 		if ((r2 = bad_table(sp, f, &b, &c, (idx / 2 + kind) % 4, ratio, budget, wf)) < 0)
@@ -893,6 +1000,8 @@ int main(int argc, char **argv)
 			only = argv[i + 1];
 		else if (!strcmp(argv[i], "--reps") && atoi(argv[i + 1]) >= 1)
 			reps = atoi(argv[i + 1]);
+		else if (!strcmp(argv[i], "--case"))
+			case0 = atoi(argv[i + 1]);
 	char root[1024], w[256];
 	if (!realpath(".", root))
 		return 1;
@@ -904,6 +1013,9 @@ int main(int argc, char **argv)
 	for (int p = 0; p < NPOL; p++)
 		if (!only || !strcmp(mpols[p].name, only))
 			mpols[kept++] = mpols[p];
+	/* a hook that reads x.step (tests/paged/step_hook.lua): the per-sequence steps of the decode call */
+	if ((!only || !strcmp(only, "step_hook")) && kept < MANIFEST_MAX)
+		mpols[kept++] = (MfPolicy){ .name = "step_hook", .file = "tests/paged/step_hook.lua" };
 	NPOL = kept;
 	for (int p = 0; p < NPOL; p++) {
 		KiErr e = { 0 };
@@ -918,7 +1030,7 @@ int main(int argc, char **argv)
 		for (int s = 0; s < NSP; s++) {
 			int v = s == 0 ? 0 : 1 + p % 2, used = 0;
 			for (int r = 0; r < reps; r++)
-				used |= (p + r) % NSP == s;
+				used |= (p + r + (case0 >= 0 ? case0 : 0)) % NSP == s;
 			if (!used)               /* not generated, not compiled */
 				continue;
 			Spec *sp = &specs[p][s];
@@ -937,7 +1049,7 @@ int main(int argc, char **argv)
 	/* case k of policy p: batch size, page size, table kinds, pools from p * 7 + r * 3 */
 	for (int p = 0; p < NPOL; p++)
 		for (int r = 0; r < reps; r++)
-			run_case(p, (p + r) % NSP, p * 7 + r * 3);
+			run_case(p, (p + r + (case0 >= 0 ? case0 : 0)) % NSP, (case0 >= 0 ? case0 : p) * 7 + r * 3);
 	printf("emulated GPU kernels on batched and paged caches (KV_NT=%d, KV_TT=%d); nothing ran on a GPU\n", EMU_NT,
 	       EMU_TT);
 	printf("%d passed, %d failed, %d skipped\n", npass, nfail, nskip);

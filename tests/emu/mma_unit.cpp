@@ -15,6 +15,8 @@
 #define kv_score0 bf_kv_score0
 #define kv_select bf_kv_select
 #define kv_paged bf_kv_paged
+#define kv_decode bf_kv_decode
+#define kv_decode_comb bf_kv_decode_comb
 namespace bf {
 #include "bf16.cu"
 }
@@ -23,16 +25,22 @@ namespace bf {
 #undef kv_score0
 #undef kv_select
 #undef kv_paged
+#undef kv_decode
+#undef kv_decode_comb
 #undef KV_NST
 #define kv_score0 hf_kv_score0
 #define kv_select hf_kv_select
 #define kv_paged hf_kv_paged
+#define kv_decode hf_kv_decode
+#define kv_decode_comb hf_kv_decode_comb
 namespace hf {
 #include "f16.cu"
 }
 #undef kv_score0
 #undef kv_select
 #undef kv_paged
+#undef kv_decode
+#undef kv_decode_comb
 
 enum { D = 32, DP = D + 8, M = 16, T = 16 };
 

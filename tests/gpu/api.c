@@ -168,6 +168,10 @@ int main(int argc, char **argv)
 	}
 	T("gpu_compress NULL plan", kvcc_gpu_compress(NULL, NULL, NULL, NULL, NULL) == KVCC_EINVAL);
 	T("gpu_plan_check NULL plan", kvcc_gpu_plan_check(NULL) == KVCC_EINVAL);
+	/* the decode calls (issue 14): argument errors without a device */
+	T("gpu_decode_batch NULL plan", kvcc_gpu_decode_batch(NULL, NULL, 0, NULL, NULL, NULL) == KVCC_EINVAL);
+	T("gpu_decode NULL plan", kvcc_gpu_decode(NULL, NULL, 0, NULL, NULL, NULL) == KVCC_EINVAL);
+	T("gpu_plan_set_step NULL plan", kvcc_gpu_plan_set_step(NULL, 0) == KVCC_EINVAL);
 	kvcc_gpu_plan_destroy(NULL);
 	T("gpu_plan_image NULL plan", kvcc_gpu_plan_image(NULL) == NULL);
 

@@ -88,7 +88,8 @@ static void mkseqs(Pol *P)
 			for (int t = 0; t < CAP; t++)
 				s->pos[k * CAP + t] = i == 2 ? (t * 7) % (s->len[k] ? s->len[k] : 1) : t;
 		}
-		s->O = P->obsall ? n : P->maxobs;
+		/* per-sequence observation counts (issue 14): up to 2 fewer than max_obs */
+		s->O = P->obsall ? n : P->maxobs > 2 ? P->maxobs - i % 3 : P->maxobs;
 		size_t nq = (size_t)L * H * G * (s->O ? s->O : 1) * D;
 		s->Q = malloc(nq * esz);
 		for (size_t e = 0; e < nq; e++)
@@ -139,6 +140,7 @@ static int reference(Pol *P, int r, int B)
 		rc = kvcc_compress(pl, &c, o.nobs ? &o : NULL, &a);
 		memcpy(s->clen, s->rlen, sizeof s->rlen), memcpy(s->cpos, s->rpos, sizeof s->rpos);
 		memcpy(s->cst, s->rst, ((size_t)P->nst * L * H * CAP + 1) * 4);
+		kvcc_plan_set_step(pl, 3 * i + 1);   /* the batch gives sequence i this x.step (kvcc_seq.step) */
 		for (int l = 0; l < L && !rc; l++) {
 			rc = kvcc_append(pl, &c, l, P->kv1, P->kv1, 5000 + i);
 			if (!rc)
@@ -286,7 +288,7 @@ typedef struct Cfg {
 } Cfg;
 
 typedef struct Work {
-	int32_t pos[NS][L * H * CAP], len[NS][L * H], apos[NS];
+	int32_t pos[NS][L * H * CAP], len[NS][L * H], apos[NS], step[NS][L];
 	float *st[NS], *sc, *q, *out;
 	int32_t freed[NS][L * H * (CAP + 1)];
 	char *K[NS], *V[NS], *kv;    /* batched contiguous caches; the appended tokens [B][H][D] */
@@ -435,7 +437,10 @@ static void runcfg(Pol *P, int r, Cfg c)
 			memcpy(w->K[b], s->K, nkv() * esz), memcpy(w->V[b], s->V, nkv() * esz);
 		}
 		sq[b] = (kvcc_seq){ w->K[b], w->V[b], w->pos[b], w->len[b], P->nst ? w->st[b] : NULL, obsof(s, r),
-		                    w->freed[b], -1 };
+		                    w->freed[b], -1, NULL };
+		for (int l = 0; l < L; l++)
+			w->step[b][l] = 3 * b + 1;
+		sq[b].step = w->step[b];             /* per-sequence x.step, as the reference's plan step */
 		memcpy(w->kv + (size_t)b * H * D * esz, P->kv1, (size_t)H * D * esz);
 		memcpy(w->q + (size_t)b * H * G * D, P->q, sizeof P->q);
 		w->apos[b] = 5000 + b;
@@ -493,6 +498,9 @@ static void runcfg(Pol *P, int r, Cfg c)
 					                 (v ? s->rV : s->rK) + ((size_t)k * CAP + t) * D * esz, D * esz) != 0;
 		}
 		CHECK(!bad && !badrow, "%s: sequence %d: after append, lengths, positions or rows differ", cfg, b);
+		for (int l = 0; l < L; l++)
+			CHECK(w->step[b][l] == 3 * b + 2, "%s: sequence %d layer %d: step %d after one decode, want %d", cfg, b, l,
+			      w->step[b][l], 3 * b + 2);
 		if (P->nst)
 			CHECK(close5(w->st[b], s->rst, (int)((size_t)P->nst * LHC)), "%s: sequence %d: state after decode differs", cfg, b);
 	}
@@ -569,7 +577,7 @@ static void badtables(Pol *P)
 	for (int b = 0; b < B; b++) {
 		memcpy(w->pos[b], P->s[b].pos, sizeof w->pos[b]), memcpy(w->len[b], P->s[b].len, sizeof w->len[b]);
 		w->st[b] = malloc(((size_t)P->nst * L * H * CAP + 1) * 4);
-		sq[b] = (kvcc_seq){ NULL, NULL, w->pos[b], w->len[b], P->nst ? w->st[b] : NULL, obsof(&P->s[b], 0), w->freed[b], 0 };
+		sq[b] = (kvcc_seq){ NULL, NULL, w->pos[b], w->len[b], P->nst ? w->st[b] : NULL, obsof(&P->s[b], 0), w->freed[b], 0, NULL };
 	}
 	int32_t *t = q.table, keep;
 	keep = t[1], t[1] = q.np, badcall(P, pl, &bt, &q, w, "id past the pool", "outside the pool", B), t[1] = keep;
@@ -682,7 +690,11 @@ int main(void)
 		run_policy(&pols[i], KVCC_F32);
 		run_policy(&pols[i], KVCC_BF16);
 	}
-	printf("paged: %d policies (the manifest's noalloc matrix) x f32, bf16; batched contiguous and paged (pages "
+	/* per-sequence x.step (kvcc_seq.step): a hook that reads it */
+	MfPolicy sh = { .name = "step_hook", .file = "tests/paged/step_hook.lua" };
+	run_policy(&sh, KVCC_F32);
+	run_policy(&sh, KVCC_BF16);
+	printf("paged: %d policies (the manifest's noalloc matrix, and tests/paged/step_hook.lua) x f32, bf16; batched contiguous and paged (pages "
 	       "1/16/64/256, shared/per-head, dense/CSR) vs the contiguous path\n", npol);
 	printf("%d passed, %d failed\n", npass, nfail);
 	return nfail ? 1 : 0;
