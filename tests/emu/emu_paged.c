@@ -157,7 +157,7 @@ static int build(const char *bdir, const char *root)
 		return -1;
 	}
 	for (int p = 0; p < NPOL; p++) {
-		snprintf(path, sizeof path, "%s/%s.so", dir, mpols[p].name);
+		snprintf(path, sizeof path, "%s/%.100s.so", dir, mpols[p].name);
 		void *h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
 		if (!h) {
 			fprintf(stderr, "emu_paged: %s\n", dlerror());
