@@ -45,10 +45,11 @@ int kx_link(const char *const *objs, int nobj, const char *so, KiErr *e)
 	const char *cc = getenv("KVCC_CC");
 	if (!cc || !*cc)
 		cc = "cc";
-	char *argv[16] = { (char *)cc, "-shared", "-o", (char *)so };
+	char *argv[17] = { (char *)cc, "-shared", "-o", (char *)so };
 	int na = 4;
 	for (int i = 0; i < nobj && na < 14; i++)
 		argv[na++] = (char *)objs[i];
+	argv[na++] = "-lm";      /* a scalar exp / log the vectorizer left is a libm call: say so in NEEDED */
 	argv[na++] = "-lgcc";
 	argv[na] = NULL;
 	/* the linker's messages go into the error (its last line), not onto our stderr */
