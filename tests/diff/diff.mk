@@ -18,7 +18,7 @@ $(B)/noalloc_tests: $(B)/tests/diff/noalloc.o $(LIBOBJ)
 check-diff: $(B)/diff_tests $(B)/decode_tests $(B)/noalloc_tests
 	rm -rf $(B)/test-cache
 	KVCC_CACHE_DIR=$(abspath $(B))/test-cache $(B)/diff_tests --every 2
-	KVCC_CACHE_DIR=$(abspath $(B))/test-cache $(B)/decode_tests
+	KVCC_CACHE_DIR=$(abspath $(B))/test-cache $(B)/decode_tests --every 2
 	$(if $(SAN),@echo "SKIP noalloc_tests: a sanitizer owns the allocator",KVCC_CACHE_DIR=$(abspath $(B))/test-cache $(B)/noalloc_tests)
 
 # every case of the policy matrix (make check-full)
