@@ -478,9 +478,13 @@ int main(int argc, char **argv)
 			const char *pn = pols[pi].name, *pf = pols[pi].file;
 			Case v3 = { pn, pf, dt, 96, 2, KVCC_TARGET_V3, 0 }, v4 = { pn, pf, dt, 128, 4, KVCC_TARGET_V4, 0 };
 			Case sc = { pn, pf, dt, 64, 4, KVCC_TARGET_SCALAR, 0 };
-			run_case(&v3, host);
-			run_case(&v4, host);
-			run_case(&sc, host);
+			/* sampled (--every K > 1): each target once per policy, its dtype rotating */
+			if (every == 1 || (pi + dt) % 3 == 0)
+				run_case(&v3, host);
+			if (every == 1 || (pi + dt + 1) % 3 == 0)
+				run_case(&v4, host);
+			if (every == 1 || (pi + dt + 2) % 3 == 0)
+				run_case(&sc, host);
 		}
 	}
 	api();

@@ -950,6 +950,9 @@ static void robustness(const char *host)
 		printf("FAIL robustness: %s\n", kvcc_last_error()), nfail++;
 }
 
+/* make check's sample (--every N): a case runs when the sum of its indices is a multiple of N */
+static int sampled(int sum, int n) { return n <= 1 || sum % n == 0; }
+
 int main(int argc, char **argv)
 {
 	/* [--every N] [NAME]: N > 1 samples the policy matrix (make check's time budget: case
@@ -1003,18 +1006,18 @@ int main(int argc, char **argv)
 						run_case(&c, host);
 				}
 	if (every > 1)
-		printf("the policy matrix sampled: 1 case in %d, of merge rules 1 in %d (check-diff-full runs all)\n", every,
-		       3 * every);
+		printf("the policy matrix sampled: 1 case in %d, of merge rules 1 in %d; the targets and chunk values one dtype "
+		       "each (check-diff-full runs all)\n", every, 3 * every);
+	/* the v3 / scalar / v4 targets: every dtype of each; sampled (make check), each target runs
+	** once per policy, its dtype rotating with the policy and the target */
 	for (int pi = 0; pi < npol; pi++)
 		for (int dt = 0; dt < 3; dt++) {
-			if (every > 1 && mrg[pi] && (pi + dt) % 3)
-				continue;
 			const char *pn = pols[pi].name, *pf = pols[pi].file;
-			Cfg v3 = { pn, pf, dt, 96, 2, KVCC_TARGET_V3, NULL, 0 }, sc = { pn, pf, dt, 64, 4, KVCC_TARGET_SCALAR, NULL, 0 };
-			Cfg v4 = { pn, pf, dt, 128, 4, KVCC_TARGET_V4, NULL, 0 };
-			run_case(&v3, host);
-			run_case(&sc, host);
-			run_case(&v4, host);
+			Cfg tc[] = { { pn, pf, dt, 96, 2, KVCC_TARGET_V3, NULL, 0 }, { pn, pf, dt, 64, 4, KVCC_TARGET_SCALAR, NULL, 0 },
+			             { pn, pf, dt, 128, 4, KVCC_TARGET_V4, NULL, 0 } };
+			for (int k = 0; k < 3; k++)
+				if (every == 1 || (pi + dt + k) % 3 == 0)
+					run_case(&tc[k], host);
 		}
 	/* chunked selection: chunk 2, 3, 8 on odd and even lengths (partial last chunks), scopes
 	** head / layer / model, sinks and recent protected (the manifest's chunk policies) */
@@ -1028,7 +1031,8 @@ int main(int argc, char **argv)
 				            { m->name, m->file, dt, 128, 4, KVCC_TARGET_V4, pp, m->val[ci] },
 				            { m->name, m->file, dt, 64, 4, KVCC_TARGET_SCALAR, pp, m->val[ci] } };
 				for (int k = 0; k < 4; k++)
-					run_case(&c[k], host);
+					if (every == 1 || (pi + ci + dt + k) % 3 == 0)  /* sampled: each target once per value */
+						run_case(&c[k], host);
 			}
 	}
 	/* causal attention over positions that are not in order (the masked attn_stats / attn_score
@@ -1058,14 +1062,15 @@ int main(int argc, char **argv)
 		for (int di = 0; di < 2; di++)
 			for (int gi = 0; gi < 2; gi++) {
 				Cfg c = { "tmap_ops", "tests/diff/tmap_ops.lua", dt, td[di], tg[gi], KVCC_TARGET_NATIVE, NULL, 0 };
-				run_case(&c, host);
+				if (sampled(dt + di + gi, every))
+					run_case(&c, host);
 			}
 		const char *on = "tmap_ops", *of = "tests/diff/tmap_ops.lua";
-		Cfg v3 = { on, of, dt, 96, 2, KVCC_TARGET_V3, NULL, 0 }, sc = { on, of, dt, 64, 4, KVCC_TARGET_SCALAR, NULL, 0 };
-		Cfg v4 = { on, of, dt, 128, 4, KVCC_TARGET_V4, NULL, 0 };
-		run_case(&v3, host);
-		run_case(&sc, host);
-		run_case(&v4, host);
+		Cfg tc[] = { { on, of, dt, 96, 2, KVCC_TARGET_V3, NULL, 0 }, { on, of, dt, 64, 4, KVCC_TARGET_SCALAR, NULL, 0 },
+		             { on, of, dt, 128, 4, KVCC_TARGET_V4, NULL, 0 } };
+		for (int k = 0; k < 3; k++)
+			if (sampled(dt + k, every > 1 ? 3 : 1))
+				run_case(&tc[k], host);
 	}
 	/* reductions over group / chan / token, pools, leaves and scalars in generated loops; loops
 	** on both sides of the cross-head barrier */
@@ -1073,8 +1078,9 @@ int main(int argc, char **argv)
 		for (int di = 0; di < 4; di++)
 			for (int gi = 0; gi < 3; gi++) {
 				Cfg c = { "tmap_red", "tests/diff/tmap_red.lua", dt, dims[di], groups[gi], KVCC_TARGET_NATIVE, NULL, 0 };
-				run_case(&c, host);
-				if (gi != 1 && di % 2 == 0) {
+				if (sampled(dt + di + gi, every))
+					run_case(&c, host);
+				if (gi != 1 && di % 2 == 0 && sampled(dt + di / 2 + gi / 2, every > 1 ? 2 : 1)) {
 					Cfg h = { "tmap_hmean", "tests/diff/tmap_hmean.lua", dt, dims[di], groups[gi], KVCC_TARGET_NATIVE,
 					          NULL, 0 };
 					run_case(&h, host);
@@ -1083,11 +1089,11 @@ int main(int argc, char **argv)
 		for (int pi = 0; pi < 2; pi++) {
 			const char *tn = pi ? "tmap_hmean" : "tmap_red";
 			const char *tp = pi ? "tests/diff/tmap_hmean.lua" : "tests/diff/tmap_red.lua";
-			Cfg v3 = { tn, tp, dt, 96, 2, KVCC_TARGET_V3, NULL, 0 }, sc = { tn, tp, dt, 64, 4, KVCC_TARGET_SCALAR, NULL, 0 };
-			Cfg v4 = { tn, tp, dt, 128, 4, KVCC_TARGET_V4, NULL, 0 };
-			run_case(&v3, host);
-			run_case(&sc, host);
-			run_case(&v4, host);
+			Cfg tc[] = { { tn, tp, dt, 96, 2, KVCC_TARGET_V3, NULL, 0 }, { tn, tp, dt, 64, 4, KVCC_TARGET_SCALAR, NULL, 0 },
+			             { tn, tp, dt, 128, 4, KVCC_TARGET_V4, NULL, 0 } };
+			for (int k = 0; k < 3; k++)
+				if (sampled(pi + dt + k, every > 1 ? 3 : 1))
+					run_case(&tc[k], host);
 		}
 	}
 	for (int dt = 0; dt < 3 && !only; dt++) {
@@ -1101,16 +1107,16 @@ int main(int argc, char **argv)
 	}
 	for (int k = 0; k < 12; k++)
 		qread_case(k, host);
-	for (int op = 0; op < 17; op++) {
-		tmap_case(op, KVCC_TARGET_NATIVE, host);
-		tmap_case(op, KVCC_TARGET_V3, host);
-		tmap_case(op, KVCC_TARGET_SCALAR, host);
-	}
-	for (int ei = 0; ei < 8; ei++) {
-		tmap_edge_case(ei, KVCC_TARGET_NATIVE, host);
-		tmap_edge_case(ei, KVCC_TARGET_V3, host);
-		tmap_edge_case(ei, KVCC_TARGET_SCALAR, host);
-	}
+	/* each op and edge case on the three targets; sampled (make check): on one, rotating */
+	static const int t3[] = { KVCC_TARGET_NATIVE, KVCC_TARGET_V3, KVCC_TARGET_SCALAR };
+	for (int op = 0; op < 17; op++)
+		for (int k = 0; k < 3; k++)
+			if (sampled(op + k, every > 1 ? 3 : 1))
+				tmap_case(op, t3[k], host);
+	for (int ei = 0; ei < 8; ei++)
+		for (int k = 0; k < 3; k++)
+			if (sampled(ei + k, every > 1 ? 3 : 1))
+				tmap_edge_case(ei, t3[k], host);
 	if (!only || !strcmp(only, "robustness"))
 		robustness(host);
 	free(host);

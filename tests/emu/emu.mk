@@ -3,10 +3,11 @@
 # fibers, warp intrinsics emulated) and run against the reference interpreter — and
 # the tensor-core helpers alone (mma_unit.cpp, on generated snapkv sources).
 #
-#   make check-emu        a quarter of the matrix: every 4th spec of each policy, rotating so
+#   make check-emu        a sixth of the matrix: every 6th spec of each policy, rotating so
 #                         that each spec runs for some policy (make check's time budget)
 #   make check-emu-full   every policy × dtype × head_dim × group (make check-full)
-#   make check-emu-paged  batched and paged caches (tests/emu/emu_paged.c; in make check)
+#   make check-emu-paged  batched and paged caches (tests/emu/emu_paged.c; in make check: every
+#                         2nd policy of the manifest; check-emu-paged-full: every policy)
 
 $(B)/emu_diff: $(B)/tests/emu/emu_diff.o $(LIBOBJ)
 	$(CC) -o $@ $^ $(LDLIBS) $(LLVM_LIBS_USED)
@@ -17,6 +18,9 @@ $(B)/emu_paged: $(B)/tests/emu/emu_paged.o $(LIBOBJ)
 	$(CC) -o $@ $^ $(LDLIBS) $(LLVM_LIBS_USED)
 
 check-emu-paged: $(B)/emu_paged
+	$(B)/emu_paged $(B) --every 2
+
+check-emu-paged-full: $(B)/emu_paged
 	$(B)/emu_paged $(B)
 
 # the tensor-core unit test includes generated sources (bf16 and f16, head_dim 32)
@@ -30,15 +34,15 @@ $(B)/mma_unit: tests/emu/mma_unit.cpp tests/emu/cuda_emu.h $(B)/mma/bf16.cu $(B)
 
 check-emu: $(B)/emu_diff $(B)/mma_unit
 	$(B)/mma_unit
-	$(B)/emu_diff $(B) --every 4
+	$(B)/emu_diff $(B) --every 6
 
 check-emu-full: $(B)/emu_diff $(B)/mma_unit
 	$(B)/mma_unit
 	$(B)/emu_diff $(B)
 
 CHECK_MORE += check-emu-paged
-CHECK_FULL += check-emu-full
-CHECK_FULL_OMIT += check-emu
+CHECK_FULL += check-emu-full check-emu-paged-full
+CHECK_FULL_OMIT += check-emu check-emu-paged
 
 .PRECIOUS: $(B)/mma/%.cu
-.PHONY: check-emu check-emu-full check-emu-paged
+.PHONY: check-emu check-emu-full check-emu-paged check-emu-paged-full

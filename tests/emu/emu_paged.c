@@ -10,11 +10,11 @@
 **               stride or per-layer pools Kl/Vl), physical pages shuffled, page sizes 1, 16,
 **               64, 256, shared or per-(sequence, layer, head) tables, dense or CSR
 **
-**   emu_paged [BUILD_DIR] [--only POLICY] [--reps N] [--case K]   (K: run the cases the policy
-**   would get at manifest index K)
+**   emu_paged [BUILD_DIR] [--only POLICY] [--reps N] [--case K] [--every M]   (K: run the cases
+**   the policy would get at manifest index K; M: every M-th policy of the manifest)
 **
 ** (N cases per policy, the specialization in turn, each with its own batch size, page size and
-** table kind; make check runs 1.)
+** table kind; make check runs 1 case of every 2nd policy, check-emu-paged-full 1 of each.)
 ** The launch arguments come from the runtime's own builder (runtime/gpu.c kr_gpu_batch_args)
 ** and the launches follow runtime/cuda.c (kv_paged check, score phases, select groups, select,
 ** kv_paged free). Checks per case (batches of 1-8 sequences of different lengths):
@@ -65,7 +65,7 @@ typedef struct Spec {
 static MfPolicy mpols[MANIFEST_MAX];
 static KiFn *fns[MANIFEST_MAX];
 static Spec specs[MANIFEST_MAX][NSP];
-static int NPOL, npass, nfail, nskip, reps = 1, case0 = -1;   /* --case K: the cases of policy index K */
+static int NPOL, npass, nfail, nskip, reps = 1, case0 = -1, every = 1;   /* --case K: the cases of policy index K */
 
 static int update(const char *path, const char *text, size_t n)
 {
@@ -1004,6 +1004,8 @@ int main(int argc, char **argv)
 			reps = atoi(argv[i + 1]);
 		else if (!strcmp(argv[i], "--case"))
 			case0 = atoi(argv[i + 1]);
+		else if (!strcmp(argv[i], "--every") && atoi(argv[i + 1]) >= 1)
+			every = atoi(argv[i + 1]);
 	char root[1024], w[256];
 	if (!realpath(".", root))
 		return 1;
@@ -1011,9 +1013,10 @@ int main(int argc, char **argv)
 		printf("FAIL manifest: %s\n0 passed, 1 failed, 0 skipped\n", w);
 		return 1;
 	}
+	/* --every N (make check: 2): the policies at manifest index p with p % N == 0 (and step_hook) */
 	int kept = 0;
 	for (int p = 0; p < NPOL; p++)
-		if (!only || !strcmp(mpols[p].name, only))
+		if (only ? !strcmp(mpols[p].name, only) : p % every == 0)
 			mpols[kept++] = mpols[p];
 	/* a hook that reads x.step (tests/paged/step_hook.lua): the per-sequence steps of the decode call */
 	if ((!only || !strcmp(only, "step_hook")) && kept < MANIFEST_MAX)
