@@ -741,6 +741,87 @@ static int amxbench(int threads)
 	return 0;
 }
 
+/*
+** bench --decode (issue 15): decode attention on one thread in CPU time (process rusage: the
+** plan's pool thread included) against the 1-thread streaming-read peak measured the same way in
+** the same run (readsum512 over 1 GiB, best of 3): kvcc_decode_layer of SnapKV (no hook) and H2O
+** (observe hook), bf16 and f32, n = 32768, 8 KV heads, group 4, head_dim 128 (K+V: 128 / 256
+** MiB), the plain and H2O plans alternating; best and median of the repetitions.
+*/
+static int decbench(void)
+{
+	size_t nb = (size_t)1 << 28;
+	float *buf = aligned_alloc(64, nb * sizeof(float));
+	if (!buf)
+		return 1;
+	for (size_t i = 0; i < nb; i++)
+		buf[i] = 1.0f;
+	double rbest = 1e30;
+	volatile float sink = 0;
+	for (int r = 0; r < 3; r++) {
+		double t0 = threadcpu();
+		sink += __builtin_cpu_supports("avx512f") ? readsum512(buf, nb) : readsum256(buf, nb);
+		double t = threadcpu() - t0;
+		rbest = t < rbest ? t : rbest;
+	}
+	(void)sink;
+	free(buf);
+	double rd = nb * sizeof(float) / rbest / 1e9;
+	printf("1-thread streaming read (CPU time): %.1f GB/s\n", rd);
+	int dts[2] = { KVCC_BF16, KVCC_F32 }, n = 32768, reps = 15;
+	for (int k = 0; k < 2; k++) {
+		int dt = dts[k];
+		kvcc_spec s = { dt, D, G, KVCC_TARGET_NATIVE };
+		kvcc_policy *p[2];
+		kvcc_plan *pl[2];
+		if (kvcc_compile_file("policies/snapkv.lua", &s, &p[0]) != 0 || kvcc_compile_file("policies/h2o.lua", &s, &p[1]) != 0)
+			return fprintf(stderr, "compile: %s\n", kvcc_last_error()), 1;
+		size_t esz = dt == KVCC_F32 ? 4 : 2, nkv = (size_t)H * n * D;
+		char *K = malloc(nkv * esz), *V = malloc(nkv * esz);
+		float *st = calloc((size_t)H * n, sizeof(float)), *q = malloc(H * G * D * 4), *o = malloc(H * G * D * 4);
+		int32_t len[H];
+		for (size_t i = 0; i < nkv; i++)
+			store(round_to(frand(), dt), dt, K, i), store(round_to(frand(), dt), dt, V, i);
+		for (int i = 0; i < H * G * D; i++)
+			q[i] = frand();
+		for (int h = 0; h < H; h++)
+			len[h] = n;
+		kvcc_layout lay = { dt, 1, H, D, n, (int64_t)H * n * D, (int64_t)n * D, D };
+		for (int pi = 0; pi < 2; pi++)
+			if (kvcc_plan_create(p[pi], &lay, 0, 1, &pl[pi]) != 0)
+				return fprintf(stderr, "plan: %s\n", kvcc_last_error()), 1;
+		double v[2][64];
+		for (int r = 0; r < reps + 1; r++)
+			for (int pp = 0; pp < 2; pp++) {
+				int pi = r % 2 ? 1 - pp : pp;
+				kvcc_cache c = { K, V, NULL, len, pi ? st : NULL };
+				double c0 = cpunow();
+				if (kvcc_decode_layer(pl[pi], &c, 0, q, o) != 0)
+					return fprintf(stderr, "decode: %s\n", kvcc_last_error()), 1;
+				if (r)
+					v[pi][r - 1] = (cpunow() - c0) * 1e3;
+			}
+		double best[2];
+		for (int pi = 0; pi < 2; pi++) {
+			best[pi] = 1e30;
+			for (int r = 0; r < reps; r++)
+				best[pi] = v[pi][r] < best[pi] ? v[pi][r] : best[pi];
+			double med = median(v[pi], reps), gb = 2.0 * nkv * esz / 1e9;
+			printf("decode %-13s %-4s n=%d: best %.2f ms CPU (%.1f GB/s = %.0f%% of the 1-thread read peak), "
+			       "median %.2f ms (%.0f%%)\n", pi ? "h2o (observe)" : "plain", k ? "f32" : "bf16", n, best[pi],
+			       gb / (best[pi] * 1e-3), 100 * gb / (best[pi] * 1e-3) / rd, med, 100 * gb / (med * 1e-3) / rd);
+			kvcc_plan_destroy(pl[pi]);
+			kvcc_close(p[pi]);
+		}
+		printf("decode %s: h2o / plain %.2fx (best)\n", k ? "f32" : "bf16", best[1] / best[0]);
+		free(K), free(V), free(st), free(q), free(o);
+	}
+	double la[3];
+	getloadavg(la, 3);
+	printf("load average %.1f (not measured on a quiet machine when above the core count)\n", la[0]);
+	return 0;
+}
+
 /* --- tuned vs default (kvcc tune; doc/tune.md) ------------------------------------------------ */
 /* SnapKV on TH KV heads (group G, head_dim D, window WIN) per bucket: kvcc_compress and
 ** kvcc_decode_layer with the default config and with `kvcc tune`'s pick, interleaved run by run
@@ -950,6 +1031,8 @@ int main(int argc, char **argv)
 			quick = 3;
 		else if (!strcmp(argv[i], "--amx"))
 			quick = 4;
+		else if (!strcmp(argv[i], "--decode"))
+			quick = 5;
 		else if (!strcmp(argv[i], "--venv") && i + 1 < argc)
 			venv = argv[++i];
 		else if (!strcmp(argv[i], "--out") && i + 1 < argc)
@@ -957,7 +1040,7 @@ int main(int argc, char **argv)
 		else if (!strcmp(argv[i], "--kvcc") && i + 1 < argc)
 			kvcc = argv[++i];
 		else {
-			fprintf(stderr, "usage: kvcc-bench [--quick] [--peaks] [--merge] [--amx] [--venv DIR] [--out DIR] [--kvcc PATH]\n");
+			fprintf(stderr, "usage: kvcc-bench [--quick] [--peaks] [--merge] [--amx] [--decode] [--venv DIR] [--out DIR] [--kvcc PATH]\n");
 			return 2;
 		}
 	}
@@ -988,6 +1071,8 @@ int main(int argc, char **argv)
 	}
 	if (quick == 4)
 		return amxbench(threads);
+	if (quick == 5)
+		return decbench();
 	if (quick == 3) {          /* the merge stage (issue 12) */
 		Peaks pk;
 		peaks(threads, &pk);
