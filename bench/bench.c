@@ -657,7 +657,12 @@ static int amxbench(int threads)
 	double pf = cpu_peak(0, 32), pd = __builtin_cpu_supports("avx512bf16") ? cpu_peak(2, 64) : 0;
 	double pa = amx_usable() ? cpu_peak(4, 16384 / 16.0) : 0;
 	printf("1-thread peaks (CPU time): f32 FMA zmm %.1f GFLOP/s, bf16 dot %.1f, AMX bf16 %.1f\n", pf, pd, pa);
-	static const char *cfg[3] = { "amx1", "amx0", "amx0,dot0" };
+	/* KVCC_BENCH_CFG: appended to each config (e.g. pf0, to compare with the prefetch default) */
+	static char cfg[3][120];
+	const char *xc = getenv("KVCC_BENCH_CFG");
+	static const char *cfg0[3] = { "amx1", "amx0,dot1", "amx0,dot0" };
+	for (int c = 0; c < 3; c++)
+		snprintf(cfg[c], sizeof cfg[c], "%s%s%.80s", cfg0[c], xc && *xc ? "," : "", xc ? xc : "");
 	static const char *what[3] = { "AMX tdpbf16ps", "vdpbf16ps", "f32 FMA" };
 	int nc = pa > 0 ? 3 : 2, base = pa > 0 ? 0 : 1;
 	double peak[3] = { pa, pd, pf };
