@@ -183,13 +183,26 @@ static size_t wsfloats(int go, int d)
 	return (size_t)go * TILE + (size_t)d * TILE + 4 * (size_t)go + TILE + (size_t)go * d + 2 * (size_t)go + 64;
 }
 
-/* The attn_score workspaces of every pool thread for go query rows. */
+/* The attn_score workspaces of every pool thread for go query rows, and the exponential
+** workspaces (rt.h ews) when they fit KVCC_EXPWS MiB per thread (default 64; 0: never). */
 static int make_ws(kvcc_plan *pl, int go)
 {
 	for (int t = 0; t < pl->threads; t++)
 		if (!(pl->ws[t] = aligned_alloc(64, (wsfloats(go, pl->lay.head_dim) * sizeof(float) + 63) / 64 * 64)))
 			return -1;
 	pl->ws_go = go;
+	const char *ev = getenv("KVCC_EXPWS");
+	double mib = ev && *ev ? strtod(ev, NULL) : 64;
+	size_t nt = ((size_t)pl->lay.capacity + TILE - 1) / TILE;
+	size_t eb = nt * (size_t)go * (TILE + 1) * sizeof(float);
+	if (!(mib > 0) || (double)eb > mib * 1048576.0 || nt == 0)
+		return 0;
+	if (!(pl->ews = calloc((size_t)pl->threads, sizeof *pl->ews)))
+		return -1;
+	for (int t = 0; t < pl->threads; t++)
+		if (!(pl->ews[t] = aligned_alloc(64, (eb + 63) / 64 * 64)))
+			return -1;
+	pl->ews_n = (int64_t)(nt * TILE);
 	return 0;
 }
 
@@ -423,6 +436,9 @@ KVCC_API void kvcc_plan_destroy(kvcc_plan *pl)
 	for (int t = 0; pl->ws && t < pl->threads; t++)
 		free(pl->ws[t]);
 	free(pl->ws), free(pl->hsrc), free(pl->hdst);
+	for (int t = 0; pl->ews && t < pl->threads; t++)
+		free(pl->ews[t]);
+	free(pl->ews);
 	free(pl->selkeys), free(pl->part), free(pl->kidx), free(pl->nkept);
 	for (int t = 0; t < pl->narena; t++) {
 		if (pl->arena)

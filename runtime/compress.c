@@ -129,6 +129,32 @@ static void tilevis(Run *r, const Inst *I, int t0, int nt, int causal, int mono,
 	}
 }
 
+static int attnscore1(Run *r, Inst *I, float **vals, int lo, int hi, int tid, float a, int mono);
+
+/* the first attn_score output (sum / mean over obs) of the stage [lo, hi) */
+static int firstout(Run *r, int lo, int hi)
+{
+	for (int i = lo; i < hi; i++)
+		if (r->ins[i].what == KA_ATTN_SUM || r->ins[i].what == KA_ATTN_MEAN)
+			return i;
+	return -1;
+}
+
+/* every attn_score output of the stage from the sum over obs in vals[fr] (cnt values): copied,
+** a mean divided by the O queries */
+static void attnfin(Run *r, float **vals, int lo, int hi, int fr, size_t cnt, int O)
+{
+	for (int i = lo; i < hi; i++) {
+		if (r->ins[i].what != KA_ATTN_SUM && r->ins[i].what != KA_ATTN_MEAN)
+			continue;
+		if (i != fr)
+			memcpy(vals[i], vals[fr], cnt * sizeof(float));
+		if (r->ins[i].what == KA_ATTN_MEAN)
+			for (size_t k = 0; k < cnt; k++)
+				vals[i][k] /= (float)O;
+	}
+}
+
 /* attn_score of one instance: the generated packed Q·K tile, then per softmax pass the generated
 ** online statistics (attn_stats; skipped when lse is given and the logits are the attention's,
 ** x.scale) and the accumulation over obs, for every attn_score output of the stage [lo, hi)
@@ -136,7 +162,6 @@ static void tilevis(Run *r, const Inst *I, int t0, int nt, int causal, int mono,
 ** over obs). */
 static int attnscore(Run *r, Inst *I, float **vals, int lo, int hi, int tid)
 {
-	const KaIns *ins = r->ins;
 	const kvcc_artifact *A = r->pl->p->a;
 	int G = r->G, O = I->O, GO = G * O, n = I->n, d = r->d, causal = (r->h->flags & KA_FCAUSAL) != 0;
 	if (O < 1)
@@ -164,6 +189,8 @@ static int attnscore(Run *r, Inst *I, float **vals, int lo, int hi, int tid)
 	} else {
 		for (int q = 0; q < GO; q++)
 			m[q] = -INFINITY, l[q] = 0;
+		if (r->pl->ews && n <= r->pl->ews_n)
+			return attnscore1(r, I, vals, lo, hi, tid, a, mono);
 		for (int t0 = 0; t0 < n; t0 += TILE) {
 			int nt = n - t0 < TILE ? n - t0 : TILE;
 			if (stg && t0 + TILE < n)  /* paged: the next tile's rows (the kernel prefetches in its stride) */
@@ -176,10 +203,7 @@ static int attnscore(Run *r, Inst *I, float **vals, int lo, int hi, int tid)
 		for (int q = 0; q < GO; q++)
 			mp[q] = l[q] > 0 ? m[q] + logf(l[q]) : INFINITY;
 	}
-	int fr = -1;
-	for (int i = lo; i < hi; i++)
-		if ((ins[i].what == KA_ATTN_SUM || ins[i].what == KA_ATTN_MEAN) && fr < 0)
-			fr = i;
+	int fr = firstout(r, lo, hi);
 	float *out = vals[fr];
 	for (int t0 = 0; t0 < n; t0 += TILE) {
 		int nt = n - t0 < TILE ? n - t0 : TILE;
@@ -194,15 +218,51 @@ static int attnscore(Run *r, Inst *I, float **vals, int lo, int hi, int tid)
 			memcpy(out + (size_t)g * n + t0, acc, (size_t)nt * sizeof(float));
 		}
 	}
-	for (int i = lo; i < hi; i++) {
-		if (ins[i].what != KA_ATTN_SUM && ins[i].what != KA_ATTN_MEAN)
-			continue;
-		if (i != fr)
-			memcpy(vals[i], out, (size_t)G * n * sizeof(float));
-		if (ins[i].what == KA_ATTN_MEAN)
-			for (size_t k = 0; k < (size_t)G * n; k++)
-				vals[i][k] /= (float)O;
+	attnfin(r, vals, lo, hi, fr, (size_t)G * n, O);
+	return 0;
+}
+
+/* attn_score with one exp per logit (issue 15): one pass of the Q·K tile and sstate over the
+** tiles keeps every exponential of the instance (exp(a*S - m) with the row's max after its
+** tile) in the thread's exponential workspace, then per tile sacce sums them over obs with one
+** exp per (row, tile): exp(a*S - mp) = exp(a*S - m_tile) * exp(m_tile - mp). No second Q·K tile
+** and no second exp per logit; the same values as the two passes up to f32 rounding. */
+static int attnscore1(Run *r, Inst *I, float **vals, int lo, int hi, int tid, float a, int mono)
+{
+	const kvcc_artifact *A = r->pl->p->a;
+	int G = r->G, O = I->O, GO = G * O, n = I->n, d = r->d, causal = (r->h->flags & KA_FCAUSAL) != 0;
+	float *w = r->pl->ws[tid];
+	float *S = w, *Kp = S + (size_t)GO * TILE, *m = Kp + (size_t)d * TILE, *l = m + GO, *mp = l + GO;
+	float *acc = mp + GO;
+	uint64_t *vm = (uint64_t *)(void *)(I->Qf + (size_t)GO * d);
+	float *E = r->pl->ews[tid], *MT = E + (size_t)(r->pl->ews_n / TILE) * r->pl->ws_go * TILE;
+	int64_t ldk;
+	size_t esz = r->pl->esz;
+	char *stg = r->pl->paged ? r->pl->stage[tid] : NULL;
+	for (int t0 = 0; t0 < n; t0 += TILE) {
+		int nt = n - t0 < TILE ? n - t0 : TILE;
+		size_t k = (size_t)(t0 / TILE);
+		if (stg && t0 + TILE < n)
+			kr_prefetch(&I->w, esz, d, t0 + TILE, t0 + 2 * TILE < n ? t0 + 2 * TILE : n, 0);
+		const char *Kt = kr_span(&I->w, esz, d, t0, nt, stg, &ldk, NULL, NULL);
+		A->qkt(Kt, ldk, nt, I->Qf, GO, S, Kp);
+		tilevis(r, I, t0, nt, causal, mono, vm);
+		A->sstate(S, GO, vm, a, m, l, E + k * GO * TILE, MT + k * GO);
 	}
+	for (int q = 0; q < GO; q++)
+		mp[q] = l[q] > 0 ? m[q] + logf(l[q]) : INFINITY;
+	int fr = firstout(r, lo, hi);
+	float *out = vals[fr];
+	for (int t0 = 0; t0 < n; t0 += TILE) {
+		int nt = n - t0 < TILE ? n - t0 : TILE;
+		size_t k = (size_t)(t0 / TILE);
+		for (int g = 0; g < G; g++) {
+			memset(acc, 0, TILE * sizeof(float));
+			A->sacce(E + (k * GO + (size_t)g * O) * TILE, O, MT + k * GO + (size_t)g * O, mp + g * O, acc);
+			memcpy(out + (size_t)g * n + t0, acc, (size_t)nt * sizeof(float));
+		}
+	}
+	attnfin(r, vals, lo, hi, fr, (size_t)G * n, O);
 	return 0;
 }
 

@@ -69,6 +69,12 @@ struct kvcc_plan {
 	** kernels' tiles and Q rows */
 	int ws_go;
 	float **ws;
+	/* issue 15, one exp per logit: per pool thread, the stats pass's exponentials of one instance
+	** ([ceil(ews_n/64)][ws_go][64] floats, then its rows' max per tile [ceil(ews_n/64)][ws_go]) for
+	** heads of up to ews_n tokens; NULL (ews_n 0) when that exceeds KVCC_EXPWS MiB (default 64)
+	** per thread: the score pass recomputes Q·K and exp (runtime/compress.c attnscore) */
+	float **ews;
+	int64_t ews_n;
 	int obs_sized;           /* the workspaces depend on nobs: a compress may pass up to max_obs */
 	uint64_t *selkeys;       /* select: candidate keys of one scope group */
 	KrPart *part;            /* [layers*kv_heads] select, chunk > 1: partial last chunks of a group */

@@ -382,7 +382,7 @@ static int score_space(Tuner *T, Cand *c, int per, const KxConfig *def, const ch
 	int widths[2] = { W0, W0 == 16 ? 8 : 0 }, amx = !def->noamx;
 	for (int wi = 0; wi < 2 && widths[wi]; wi++)
 		for (int dot = 1; dot >= 0; dot--) {
-			KxConfig probe = { .width = widths[wi], .nodot = !dot }, r;
+			KxConfig probe = { .width = widths[wi], .nodot = dot ? -1 : 1 }, r;
 			char why[200];
 			if (kx_cfgresolve(&probe, &T->spec, host, &r, why, sizeof why) != 0 || r.nodot == dot)
 				continue;   /* no bf16 dot products at this width / dtype */
@@ -571,7 +571,11 @@ int kt_tune(int argc, char **argv)
 	for (int b = 0; b < T.nb; b++)     /* the baseline: stage 1's winner, its select times */
 		R[0].ms[b] = S[s1].sms[b];
 	R[0].p = S[s1].p;                  /* shared: closed with S */
-	static const int rbs[] = { 8, 10, 12 }, pfs[] = { 16, 64, 256 };
+	static const int rbs[] = { 8, 10, 12 }, pfall[] = { 0, 16, 64, 256 };
+	int pfs[3], npf = 0;       /* the prefetch distances other than the default's (0, or 64 with AMX) */
+	for (int k = 0; k < 4 && npf < 3; k++)
+		if (pfall[k] != def.pf)
+			pfs[npf++] = pfall[k];
 	for (int k = 0; k < 2; k++)
 		snprintf(R[k + 1].cfg, sizeof R[k + 1].cfg, "%.200s%srb%d", base, *base ? "," : "", rbs[k == 0 ? 0 : 2]);
 	T.done += T.nb;
@@ -581,7 +585,7 @@ int kt_tune(int argc, char **argv)
 		fprintf(stderr, "kvcc tune: time budget spent: select stage skipped\n");
 	char base2[240];
 	snprintf(base2, sizeof base2, "%.200s", R[s2].cfg);
-	snprintf(P[0].cfg, sizeof P[0].cfg, "%.200s,pf0", base2);
+	snprintf(P[0].cfg, sizeof P[0].cfg, "%.200s,pf%d", base2, def.pf);
 	for (int k = 0; k < 3; k++)
 		snprintf(P[k + 1].cfg, sizeof P[k + 1].cfg, "%.200s,pf%d", base2, pfs[k]);
 	/* the baseline: the pick so far, its decode times from stage 1 when select kept it */
@@ -687,7 +691,7 @@ int kt_tune(int argc, char **argv)
 				char lab[48];
 				snprintf(lab, sizeof lab, "%s: %s", PHASE[k],
 				         k == 0 ? (s1 ? S[s1].cfg : "default") : k == 1 ? (s2 ? strrchr(R[s2].cfg, 'r') : "rb11")
-				         : k == 2 ? (s3 ? strrchr(P[s3].cfg, ',') + 1 : "pf0") : splits[sx[b]]);
+				         : k == 2 ? strrchr(P[s3].cfg, ',') + 1 : splits[sx[b]]);
 				printf("%-8d %-32s %11.3f %11.3f %7.2fx\n", T.buckets[b], lab, d0[k]->ms[b], st[k]->ms[b],
 				       d0[k]->ms[b] / st[k]->ms[b]);
 			}

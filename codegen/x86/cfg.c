@@ -2,8 +2,9 @@
 ** The tuning config of the x86 kernels (x86.h KxConfig; doc/tune.md): parsing, resolving a
 ** config for one spec on this host, and its canonical string. A resolved config has every field
 ** concrete; the all-zero config resolves to the fixed kernels' values (score block 6 queries ×
-** 4 vectors on 16 lanes, 6 × 2 on 8, 4 × 4 scalar; bf16 dot products where the target has them;
-** no prefetch; 11-bit radix digits; decode split about two tasks per thread, chunks >= 256;
+** 4 vectors on 16 lanes, 6 × 2 on 8, 4 × 4 scalar; bf16 dot products where the target has them
+** (not on a host with AMX: there a Q·K without the AMX tile defaults to converted f32 FMAs);
+** no prefetch (64 tokens on a host with AMX); 11-bit radix digits; decode split about two tasks per thread, chunks >= 256;
 ** AMX tiles for bf16 Q·K where kx_amx allows them, written ",amx1" at the end of the string, which
 ** a config without AMX leaves out).
 ** Fields out of range are an error (the driver then builds the default); fields the target
@@ -62,8 +63,10 @@ int kx_cfgparse(const char *s, KxConfig *c, char *why, size_t wn)
 			snprintf(why, wn, "config field '%s' needs a number", F[k].name);
 			return -1;
 		}
-		if (k == 3)   /* dot1 → use it (nodot 0), dot0 → nodot 1 */
-			c->nodot = *dst == 0 ? 1 : 0;
+		if (k == 3)   /* dot1 → use it (nodot -1: said so), dot0 → nodot 1; 0: the host's default */
+			c->nodot = *dst == 0 ? 1 : -1;
+		if (k == 4)   /* pf0 → none (-1: said so; 0 is the host's default), a negative distance → out of range */
+			c->pf = *dst == 0 ? -1 : *dst < 0 ? -2 : *dst;
 		if (k == 8)   /* amx1 → use it where allowed (noamx 0), amx0 → noamx 1 */
 			c->noamx = *dst == 0 ? 1 : 0;
 		p = end;
@@ -92,7 +95,7 @@ int kx_cfgresolve(const KxConfig *in, const kvcc_spec *spec, const char *host, K
 	RANGE(in->nv == 0 || in->nv == 1 || in->nv == 2 || in->nv == 4, "config nv%d: token vectors must be 1, 2 or 4", in->nv);
 	RANGE(in->width == 0 || in->width == 1 || in->width == 8 || in->width == 16,
 	      "config w%d: vector width must be 8 or 16 lanes (1: scalar)", in->width);
-	RANGE(in->pf >= 0 && in->pf <= 1024, "config pf%d: prefetch distance must be 0..1024 tokens", in->pf);
+	RANGE(in->pf >= -1 && in->pf <= 1024, "config pf%d: prefetch distance must be 0..1024 tokens", in->pf);
 	RANGE(in->rbits == 0 || (in->rbits >= 8 && in->rbits <= 12), "config rb%d: radix digit must be 8..12 bits", in->rbits);
 	for (int k = 0; k < KX_NBUCKET; k++) {
 		RANGE(in->dtasks[k] >= 0 && in->dtasks[k] <= 8, "config dt%d: decode tasks per thread must be 1..8", in->dtasks[k]);
@@ -103,8 +106,17 @@ int kx_cfgresolve(const KxConfig *in, const kvcc_spec *spec, const char *host, K
 	*o = *in;
 	o->width = W0 == 1 || in->width == 1 ? W0 : in->width && in->width < W0 ? in->width : W0;
 	int W = o->width;
-	o->nodot = !kx_bf16dot(spec, host, W) || in->nodot;
 	o->noamx = !kx_amx(spec, host, W) || in->noamx;
+	/* issue 15, measured on an Intel Xeon with AMX (doc/tune.md "Defaults per host"): there
+	** vdpbf16ps runs at half the FMA rate, so a bf16 Q·K that does not use the AMX tile defaults
+	** to converted f32 FMAs (1.6-1.8x faster), and software prefetch 64 tokens ahead takes decode
+	** attention from 43 / 53 % to 57-61 / 69-75 % of the read bandwidth (bf16 / f32) */
+	kvcc_spec hs = { KVCC_BF16, 128, 1, KVCC_TARGET_NATIVE };
+	int amxhost = kx_amx(&hs, host, 16);
+	int host_dflt = amxhost && !in->resolved;   /* resolving a resolved config changes nothing */
+	o->nodot = !kx_bf16dot(spec, host, W) || in->nodot > 0 || (in->nodot == 0 && host_dflt && o->noamx);
+	o->pf = in->pf < 0 ? 0 : in->pf ? in->pf : host_dflt ? 64 : 0;
+	o->resolved = 1;
 	if (!o->qb)
 		o->qb = !o->nodot ? 6 : W == 1 ? 4 : 6;
 	if (!o->nv)

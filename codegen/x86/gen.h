@@ -292,6 +292,8 @@ KC_FUNC void kx_gen_probs(Gen *g);
 KC_FUNC void kx_gen_qkt(Gen *g);
 KC_FUNC void kx_gen_sstat(Gen *g);
 KC_FUNC void kx_gen_sacc(Gen *g);
+KC_FUNC void kx_gen_sstate(Gen *g);   /* issue 15: one exp per logit */
+KC_FUNC void kx_gen_sacce(Gen *g);
 KC_FUNC void kx_gen_selkeys(Gen *g);
 KC_FUNC void kx_gen_topk(Gen *g);
 KC_FUNC void kx_gen_keepidx(Gen *g);

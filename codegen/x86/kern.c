@@ -680,15 +680,18 @@ static void rowlogits_mask(Gen *g, LLVMValueRef S, LLVMValueRef q, LLVMValueRef 
 }
 
 /* sstat(S, nq, vm, a, m, l): online max / sum of exp over each row's visible logits a*S (the bits
-** of vm[q]) */
-void kx_gen_sstat(Gen *g)
+** of vm[q]). With store (sstate, issue 15: one exp per logit) also E[q*64 + j] = exp(a*S[q][j] -
+** m[q]) with this tile's updated max (0 for an invisible j) and mt[q] = that max: the same
+** exponentials the sum adds, kept for sacce. */
+static void gen_sstat(Gen *g, int store)
 {
-	LLVMTypeRef ps[6] = { g->ptr, g->i64, g->ptr, g->f32, g->ptr, g->ptr };
-	LLVMTypeRef ft = LLVMFunctionType(LLVMVoidTypeInContext(g->cx), ps, 6, 0);
-	g->fn = LLVMAddFunction(g->m, "kvcc_sstat", ft);
+	LLVMTypeRef ps[8] = { g->ptr, g->i64, g->ptr, g->f32, g->ptr, g->ptr, g->ptr, g->ptr };
+	LLVMTypeRef ft = LLVMFunctionType(LLVMVoidTypeInContext(g->cx), ps, store ? 8 : 6, 0);
+	g->fn = LLVMAddFunction(g->m, store ? "kvcc_sstate" : "kvcc_sstat", ft);
 	LLVMSetLinkage(g->fn, LLVMInternalLinkage);
 	LLVMValueRef S = LLVMGetParam(g->fn, 0), nq = LLVMGetParam(g->fn, 1), vjp = LLVMGetParam(g->fn, 2);
 	LLVMValueRef a = LLVMGetParam(g->fn, 3), M = LLVMGetParam(g->fn, 4), Lp = LLVMGetParam(g->fn, 5);
+	LLVMValueRef E = store ? LLVMGetParam(g->fn, 6) : NULL, MT = store ? LLVMGetParam(g->fn, 7) : NULL;
 	LLVMBuilderRef b = g->b;
 	LLVMPositionBuilderAtEnd(b, LLVMAppendBasicBlockInContext(g->cx, g->fn, "entry"));
 	LLVMTypeRef tv = fty(g, DT);
@@ -706,8 +709,13 @@ void kx_gen_sstat(Gen *g)
 	LLVMValueRef mm[2] = { mo, tm };
 	LLVMValueRef mn = intr(g, "llvm.maxnum", g->f32, mm, 2);
 	LLVMValueRef sum = cfv(g, 0, DT);
-	for (int k = 0; k < AT / DT; k++)
-		sum = LLVMBuildFAdd(b, sum, vexp(g, LLVMBuildFSub(b, x[k], splat(g, mn, DT), ""), DT), "");
+	for (int k = 0; k < AT / DT; k++) {
+		/* an invisible logit is -inf: exp(-inf - mn) = 0, and vexp(NaN) = 0 when mn is -inf too */
+		LLVMValueRef e = vexp(g, LLVMBuildFSub(b, x[k], splat(g, mn, DT), ""), DT);
+		if (store)
+			storef(g, e, E, LLVMBuildAdd(b, LLVMBuildMul(b, q, ci(g, AT), ""), ci(g, k * DT), ""));
+		sum = LLVMBuildFAdd(b, sum, e, "");
+	}
 	LLVMValueRef ra[2] = { LLVMConstReal(g->f32, -0.0), sum };
 	LLVMValueRef ts = intr(g, "llvm.vector.reduce.fadd", tv, ra, 2);
 	LLVMSetFastMathFlags(ts, LLVMFastMathAllowReassoc);
@@ -715,7 +723,48 @@ void kx_gen_sstat(Gen *g)
 	LLVMValueRef l = LLVMBuildFAdd(b, LLVMBuildFMul(b, ldf(g, Lp, q), sc, ""), ts, "");
 	storef(g, l, Lp, q);
 	storef(g, mn, M, q);
+	if (store)
+		storef(g, mn, MT, q);
 	loop_end(g, &lq);
+	LLVMBuildRetVoid(b);
+}
+
+void kx_gen_sstat(Gen *g) { gen_sstat(g, 0); }
+void kx_gen_sstate(Gen *g) { gen_sstat(g, 1); }
+
+/* sacce(E, nq, mt, mp, acc) (issue 15: one exp per logit): acc[j] += sum_q E[q*64 + j] *
+** exp(mt[q] - mp[q]) for the 64 columns of a tile whose exponentials sstate kept: the same sum as
+** sacc's exp(a*S[q][j] - mp[q]) = exp(a*S[q][j] - mt[q]) * exp(mt[q] - mp[q]), one scalar exp per
+** row and tile instead of one per logit (E is 0 at the invisible j). */
+void kx_gen_sacce(Gen *g)
+{
+	LLVMTypeRef ps[5] = { g->ptr, g->i64, g->ptr, g->ptr, g->ptr };
+	LLVMTypeRef ft = LLVMFunctionType(LLVMVoidTypeInContext(g->cx), ps, 5, 0);
+	g->fn = LLVMAddFunction(g->m, "kvcc_sacce", ft);
+	LLVMSetLinkage(g->fn, LLVMInternalLinkage);
+	LLVMValueRef E = LLVMGetParam(g->fn, 0), nq = LLVMGetParam(g->fn, 1), MT = LLVMGetParam(g->fn, 2);
+	LLVMValueRef MP = LLVMGetParam(g->fn, 3), acc = LLVMGetParam(g->fn, 4);
+	LLVMBuilderRef b = g->b;
+	LLVMPositionBuilderAtEnd(b, LLVMAppendBasicBlockInContext(g->cx, g->fn, "entry"));
+	LLVMTypeRef tv = fty(g, DT);
+	LLVMValueRef av[AT / DT];
+	for (int k = 0; k < AT / DT; k++) {
+		av[k] = entry_alloca(g, tv);
+		LLVMBuildStore(b, cfv(g, 0, DT), av[k]);
+	}
+	Loop lq;
+	LLVMValueRef q = loop_begin2(g, ci(g, 0), nq, 1, 1, &lq);
+	/* mt <= m <= mp: the factor is at most 1; a row with nothing visible (mt -inf) adds 0 */
+	LLVMValueRef f = splat(g, vexp(g, LLVMBuildFSub(b, ldf(g, MT, q), ldf(g, MP, q), ""), 1), DT);
+	for (int k = 0; k < AT / DT; k++) {
+		LLVMValueRef e = loadf(g, E, LLVMBuildAdd(b, LLVMBuildMul(b, q, ci(g, AT), ""), ci(g, k * DT), ""), DT);
+		LLVMBuildStore(b, fmadd(g, e, f, LLVMBuildLoad2(b, tv, av[k], ""), DT), av[k]);
+	}
+	loop_end(g, &lq);
+	for (int k = 0; k < AT / DT; k++) {
+		LLVMValueRef o = loadf(g, acc, ci(g, k * DT), DT);
+		storef(g, LLVMBuildFAdd(b, o, LLVMBuildLoad2(b, tv, av[k], ""), ""), acc, ci(g, k * DT));
+	}
 	LLVMBuildRetVoid(b);
 }
 

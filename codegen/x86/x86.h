@@ -24,12 +24,15 @@ typedef struct KxConfig {
 	int qb;                   /* score micro-kernel: query rows per register block (1..8) */
 	int nv;                   /* score micro-kernel: token vectors per block (1, 2, 4; nv*W <= 64) */
 	int width;                /* f32 lanes: 16 (512-bit) or 8 (256-bit); at most the target's */
-	int nodot;                /* 1: bf16 Q·K by converted f32 FMAs, not vdpbf16ps */
-	int pf;                   /* software prefetch distance in tokens (decode K/V, qkt pack); 0 none */
+	int nodot;                /* 1: bf16 Q·K by converted f32 FMAs, not vdpbf16ps (parsed: -1 dot1, 0 the
+	                             host's default; resolved: 0 or 1) */
+	int pf;                   /* software prefetch distance in tokens (decode K/V, qkt pack); 0 none
+	                             (parsed: -1 pf0, 0 the host's default; resolved: >= 0) */
 	int rbits;                /* radix select digit bits (8..12) */
 	int dtasks[KX_NBUCKET];   /* decode split: tasks per thread (1..8), per bucket */
 	int dmin[KX_NBUCKET];     /* decode split: smallest chunk in tokens (16..65536, multiple of 16) */
 	int noamx;                /* 1: bf16 Q·K without AMX tiles (where kx_amx allows them) */
+	int resolved;             /* set by kx_cfgresolve: nodot / pf 0 mean dot1 / pf0, not the host's default */
 } KxConfig;
 /* Parse "qb4,nv2,w8,dot0,pf64,rb10,dt1.2.2.4,dm256" ("name=value" also; "default" or "" the
 ** default; a single dt/dm value applies to every bucket): 0, or -1 with why. */

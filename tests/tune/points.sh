@@ -11,12 +11,13 @@
 # The bf16 score points run with amx0 (on an AMX host the default's Q·K is AMX, which has no
 # register block); amx1 (the AMX tile, where kx_amx allows it) runs in the sample.
 set -u
+EXPWS=
 DIFF=$1 DEC=$2 W=$3 ALL=${4:-}
 rm -rf "$W" && mkdir -p "$W"
 export KVCC_CACHE_DIR="$W/cache"
 pass=0 fail=0
 run() {   # run CONFIG PROGRAM FILTER
-	out=$(KVCC_CONFIG=$1 "$2" "$3" 2>"$W/err")
+	out=$(KVCC_EXPWS=${EXPWS:-} KVCC_CONFIG=$1 "$2" "$3" 2>"$W/err")
 	sum=$(printf '%s\n' "$out" | tail -1)
 	if grep -q 'warning' "$W/err" || printf '%s\n' "$out" | grep -q '^FAIL' || ! printf '%s\n' "$sum" | grep -q ' 0 failed'; then
 		fail=$((fail + 1))
@@ -37,6 +38,14 @@ if [ -z "$ALL" ]; then
 		run $c "$DIFF" "tova f16 d=64 G=4 native"
 		run $c "$DEC" "bf16 d=128 G=4"
 	done
+	# the score phase's two-pass path (Q·K and exp recomputed; no exponential workspace: doc/tune.md
+	# "One exp per logit"), with and without AMX
+	EXPWS=0
+	for c in amx1 amx0,dot0; do
+		run $c "$DIFF" "snapkv bf16 d=128"
+		run $c "$DIFF" "tova f16 d=64 G=4 native"
+	done
+	EXPWS=
 else
 	for w in 16 8; do
 		for dot in 1 0; do
