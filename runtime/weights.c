@@ -134,7 +134,7 @@ int kr_weight_arg(const kvcc_policy *p, const kvcc_layout *lay, int64_t *nout, c
 		if (w->ax[j] == KA_WOUT && shape[j] >= 1 && shape[j] <= (1 << 20))
 			no = shape[j];
 	for (int j = 0; j < w->ndim; j++) {
-		ok = ok && shape[j] == axsize(p, lay, no, w->ax[j]);
+		ok = ok && shape[j] == axsize(p, lay, no, w->ax[j]) && (w->ax[j] != KA_WOUT || no >= 1);
 		if (w->ax[j] == KA_WOUT && !no)
 			snprintf(want + strlen(want), sizeof want - strlen(want), "%sout 1..1048576", j ? ", " : "");
 		else
