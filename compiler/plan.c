@@ -39,7 +39,7 @@ int ki_isleaf(const KiIns *in)
 {
 	switch (in->op) {
 	case KO_input: return in->aux == IN_K || in->aux == IN_V || in->aux == IN_pos;
-	case KO_index: return in->axis == AX_token;
+	case KO_index: return in->axis == AX_token || in->axis == AX_chan;
 	case KO_state: case KO_rand: case KO_attn: case KO_weight: return 1;
 	}
 	return 0;
@@ -54,11 +54,18 @@ int ki_tokred(const KiIns *in)
 
 static int ispool(const KiIns *in) { return in->op == KO_avgpool || in->op == KO_maxpool; }
 
+/* softmax over token of a [group?, token] value (no obs: not the attention's): its slice's max and
+** sum from the stored operand before the loop, then per token */
+static int istsoft(const KiIns *in)
+{
+	return in->op == KO_softmax && in->axis == AX_token && !HAS(in->axes, AX_obs);
+}
+
 /* reads its operand at other tokens (pools, segment ops, shift along token): the operand is
 ** stored by an earlier loop */
 static int isstencil(const KiIns *in)
 {
-	return ispool(in) || ki_rule(in->op) == AR_SEG || (in->op == KO_shift && in->axis == AX_token);
+	return ispool(in) || ki_rule(in->op) == AR_SEG || (in->op == KO_shift && in->axis == AX_token) || istsoft(in);
 }
 
 /* One set of fused loops: the token_map of compress (cls = the plan's classes, roots = the
@@ -111,6 +118,22 @@ static int gen_ok(const Seg *g, int i)
 	const KiIns *in = &f->ins[i];
 	if (g->cls[i] != KI_CMAT || HAS(in->axes, AX_obs) || g->qk[i])
 		return 0;
+	/* an out-axis value (weights with an out axis, issue 13) lives only inside the loop over out
+	** of the reduction over out that reads it: leaves, elementwise ops, reductions over group /
+	** chan (tloops checks that none is stored) */
+	if (HAS(in->axes, AX_out) && !(ki_rule(in->op) == AR_EW || in->op == KO_weight ||
+	                               ((ki_rule(in->op) == AR_RED || ki_rule(in->op) == AR_DOT) &&
+	                                (in->axis == AX_group || in->axis == AX_chan) && in->op != KO_std) ||
+	                               (in->op == KO_shift && in->axis == AX_chan)))
+		return 0;
+	if (in->op == KO_shift && in->axis == AX_chan) {
+		/* shift along chan of a value with token and chan, by a scalar offset with a scalar fill */
+		if (!HAS(in->axes, AX_token) || KI_RKIND(in->arg[0]) != RK_INS ||
+		    (KI_RKIND(in->arg[1]) == RK_INS && ki_refaxes(f, in->arg[1])) ||
+		    (KI_RKIND(in->arg[2]) == RK_INS && ki_refaxes(f, in->arg[2])))
+			return 0;
+		goto args;
+	}
 	switch (ki_rule(in->op)) {
 	case AR_LEAF:
 		if (in->op == KO_carry)          /* the scan's previous value (same loop: tloops checks) */
@@ -137,13 +160,14 @@ static int gen_ok(const Seg *g, int i)
 	case AR_SEG:
 		/* pools and ranks of [group?, token] values; segment ops and shifts of [group?, token, chan?] */
 		if (!isstencil(in) || in->axis != AX_token || KI_RKIND(in->arg[0]) != RK_INS ||
-		    (ki_refaxes(f, in->arg[0]) & ~(ispool(in) || in->op == KO_srank ? TOKAX : TOKAX | AXM(AX_chan))) || (KI_RKIND(in->arg[1]) == RK_INS && ki_refaxes(f, in->arg[1])) ||
+		    (ki_refaxes(f, in->arg[0]) & ~(ispool(in) || in->op == KO_srank || istsoft(in) ? TOKAX : TOKAX | AXM(AX_chan))) || (KI_RKIND(in->arg[1]) == RK_INS && ki_refaxes(f, in->arg[1])) ||
 		    (KI_RKIND(in->arg[2]) == RK_INS && ki_refaxes(f, in->arg[2])))
 			return 0;
 		break;
 	default:
 		return 0;
 	}
+args:
 	for (int k = 0; k < ki_nargs(in->op); k++) {
 		KiRef r = in->arg[k];
 		if (KI_RKIND(r) == RK_CON || KI_RKIND(r) == RK_PAR)
@@ -458,6 +482,14 @@ static int tloops(const KiFn *f, KiPlan *p, uint8_t *root, KiErr *e)
 		notgen(f, bad, "token_map", e);
 		return -1;
 	}
+	/* an out-axis value is computed inside its reduction over out: never stored for another loop */
+	for (int i = 0; i < f->nins; i++)
+		if (p->tgen[i] && p->tout[i] && HAS(f->ins[i].axes, AX_out)) {
+			const KiIns *in = &f->ins[i];
+			ki_error(e, f->src, in->line, in->col, "token_map: a value with the out axis must be reduced over "
+			         "out in the loop that computes it (here it is read by another loop or is the score)");
+			return -1;
+		}
 	/* a scan's carry, step and the scan itself in one loop (the carry lives in a register of it) */
 	for (int i = 0; i < f->nins; i++) {
 		const KiIns *in = &f->ins[i];

@@ -3,7 +3,7 @@
 ** compiler/mplan.c ki_mkernels does not take (issue 12: the compact_merge kernels, x86 and
 ** CUDA, cover nearest at prefill) and the issue-13 language not generated yet (selection rules
 ** beyond top-k other than threshold (chunk 1, any scope), mass at scope head and AdaKV's floor at
-** scope layer, the out axis; segment ops, shifts and scans are planned like any op: compiler/plan.c
+** scope layer; out-axis values (compiler/plan.c gen_ok: inside their reduction over out), segment ops, shifts and scans are planned like any op: compiler/plan.c
 ** gen_ok says which operands they take). ki_plan refuses such a policy with the position of
 ** the first unsupported item,
 ** so that nothing compiles to kernels with another meaning; the reference interpreter
@@ -35,15 +35,6 @@ int ki_unsupported(const KiFn *f, KiErr *e)
 		uint32_t l = KI_RKIND(f->score) == RK_INS ? f->ins[KI_RIDX(f->score)].line : s->line;
 		uint32_t c = KI_RKIND(f->score) == RK_INS ? f->ins[KI_RIDX(f->score)].col : s->col;
 		return refuse(f, l, c, "a score without the token axis (one value per head)", e);
-	}
-	for (int i = 0; i < f->nw; i++)
-		for (int j = 0; j < f->w[i].ndim; j++)
-			if (f->w[i].ax[j] == WA_out)
-				return refuse(f, f->w[i].line, f->w[i].col, "a weight with an out axis", e);
-	for (int i = 0; i < f->nins; i++) {
-		const KiIns *in = &f->ins[i];
-		if (in->axes & AXM(AX_out))
-			return refuse(f, in->line, in->col, "the out axis", e);
 	}
 	return 0;
 }

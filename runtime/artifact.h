@@ -86,12 +86,12 @@ static inline int ka_trailer_check(const void *buf, size_t len, KaTrailer *t, co
                                               11: tmap ctx ratio, budget, wts; tfilter, mtotal, ksum;
                                               12: kfloor; 13: decodeb; 14: tmap / observe return a
                                               negative value for a bad segment or shift argument;
-                                              15: sstate, sacce) */
+                                              15: sstate, sacce; kvcc_tmap_ctx.nout) */
 #define KA_MAGIC "KVCCDSC"                 /* the blob's first 8 bytes (with the NUL) */
-#define KA_FORMAT 8                        /* the blob's layout and meaning (2: the tuning config; 3: KA_FLAYER;
+#define KA_FORMAT 9                        /* the blob's layout and meaning (2: the tuning config; 3: KA_FLAYER;
                                               4: the merge rule; 5: the weights, KaWeight; the select rule;
                                               6: the select floor; 7: KA_FAMX; 8: the count state row,
-                                              cnt / cbias) */
+                                              cnt / cbias; 9: KA_WOUT, KaHdr.wout) */
 #define KA_NBUCKET 4                       /* decode split buckets (longest head < 4K, 16K, 64K, more) */
 
 /* a count or rule operand: a constant, a param, "every position" (obs) or none */
@@ -129,7 +129,7 @@ enum {
 enum { KA_SARENA = 1, KA_SOBSERVE = 2 };   /* KaIns.store bits */
 
 typedef struct KaIns {
-	uint8_t axes;              /* AXM bits (compiler/ir.h): 1 group, 2 obs, 4 token, 8 chan */
+	uint8_t axes;              /* AXM bits (compiler/ir.h): 1 group, 2 obs, 4 token, 8 chan, 16 out (never stored) */
 	uint8_t store;             /* KA_S*: the compress arena / the observe hook holds its value */
 	uint8_t what;              /* KA_SKIP ... KA_HMEAN */
 	uint8_t pad;
@@ -147,7 +147,7 @@ typedef struct KaParam {
 ** (KA_W*: layer = layers, head = kv_heads, group = G, chan = head_dim); the generated code reads
 ** weight k at offset sum_{j<k} (elements of weight j) of the packed buffer (kvcc_tmap_ctx.wts,
 ** KvgArgs.wts) */
-enum { KA_WLAYER, KA_WHEAD, KA_WGROUP, KA_WCHAN };
+enum { KA_WLAYER, KA_WHEAD, KA_WGROUP, KA_WCHAN, KA_WOUT /* KA_FORMAT 9: size KaHdr.wout or the data's */ };
 typedef struct KaWeight {
 	uint32_t name;             /* string offset */
 	int32_t ndim;              /* 1 .. 6 */
@@ -209,6 +209,10 @@ typedef struct KaHdr {
 	/* --- issue 12: member counts (KA_FORMAT 8) --- */
 	int32_t cnt;               /* the "count" state row (the last of nst: compiler/mplan.h ki_mcounts), or -1 */
 	int32_t cbias;             /* decode attention adds log(count) to each logit (decodeb) */
+	/* --- issue 13: weights with an out axis (KA_FORMAT 9) --- */
+	int32_t wout;              /* the out axis' fixed size (every out axis of a policy has one), 0: the
+	                              size of the first data given with one (kvcc_plan_set_weight) */
+	int32_t wpad;
 } KaHdr;
 
 enum { KA_MDROP, KA_MNEAREST };
@@ -235,6 +239,8 @@ typedef struct kvcc_tmap_ctx {
 	double ratio;              /* the call's kvcc_args ratio and budget (x.ratio, x.nkeep) */
 	int64_t budget;
 	const float *wts;          /* the policy's weights, packed (KaWeight), or NULL: none */
+	/* KVCC_ABI 15 */
+	int64_t nout;              /* the weights' out axis size (KA_WOUT), 0: none */
 } kvcc_tmap_ctx;
 
 typedef struct kvcc_artifact {
@@ -364,11 +370,11 @@ typedef struct kvcc_artifact {
 ** "CUDA driver not found: …". See doc/gpu.md. */
 #define KVCC_GPU_SYMBOL "kvcc_artifact_gpu"
 #define KVCC_GPU_MAGIC 0x4B5643435F475055ull   /* "KVCC_GPU" */
-#define KVCC_GPU_ABI 7                     /* 2: the tuning config; 3: KvgArgs.wts; 4: paged and
+#define KVCC_GPU_ABI 8                     /* 2: the tuning config; 3: KvgArgs.wts; 4: paged and
                                               batched caches (KvgArgs block, kv_paged); 5: select floor
                                               (KVG_EFLOOR, kv_select_grp's floor records); 6: segment
                                               ops and shift along token (KVG_ESEG); 7: one-layer decode (KvgArgs.dlay,
-                                              steps; KVG_PG_STEP; kv_decode for every policy) */
+                                              steps; KVG_PG_STEP; kv_decode for every policy); 8: KvgArgs.nout */
 
 typedef struct kvcc_gpu_header {
 	uint64_t magic;            /* KVCC_GPU_MAGIC */
@@ -466,7 +472,9 @@ typedef struct kvcc_gpu_image {
 	X(int, dlay)                 /* decode: 1 + the layer of a one-layer step (grid B*H, q/out \
 	                                [B][H][G][d]); 0: every layer (grid B*L*H) */ \
 	X(int *, steps)              /* [B][L] per-sequence x.step (kv_paged KVG_PG_STEP adds one at \
-	                                layer dlay-1), or NULL: a.step */
+	                                layer dlay-1), or NULL: a.step */ \
+	/* weights with an out axis (issue 13; KVCC_GPU_ABI 8) */ \
+	X(int, nout)                 /* the weights' out axis size (KA_WOUT), 0: none */
 
 #define KVG_FIELD(t, n) t n;
 typedef struct KvgArgs { KVG_ARGS_FIELDS(KVG_FIELD) } KvgArgs;

@@ -87,7 +87,7 @@ static void tmapctx(Run *r, const Inst *I, float **vals, kvcc_tmap_ctx *c)
 		.n = I->n, .ldk = lay->stride_token, .sstride = (int64_t)lay->layers * lay->kv_heads * lay->capacity,
 		.layer = I->l, .head = I->h, .layers = lay->layers, .heads = lay->kv_heads, .step = r->step, .obs = I->O,
 		.roff = I->roff, .ratio = r->args->ratio, .budget = r->args->budget,
-		.wts = r->pl->wts,
+		.wts = r->pl->wts, .nout = r->pl->nout,
 	};
 }
 

@@ -247,7 +247,7 @@ static void dec_head(Dec *D, pthread_mutex_t *mu, int h, int tid)
 		.state = q->state ? q->state + (size_t)k * lay->capacity : NULL, .n = n, .ldk = lay->stride_token,
 		.sstride = (int64_t)lay->layers * lay->kv_heads * lay->capacity, .layer = D->layer, .head = h,
 		.layers = lay->layers, .heads = lay->kv_heads, .step = D->step, .attn = S, .lda = pl->lds,
-		.wts = pl->wts,
+		.wts = pl->wts, .nout = pl->nout,
 	};
 	int64_t lr = A->observe(&c);
 	if (lr) {

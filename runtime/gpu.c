@@ -50,6 +50,8 @@ struct kvcc_gpu_plan {
 	const kvcc_policy *p;
 	float *wts;
 	unsigned char *wset;            /* [nw] given */
+	float *hwts;                    /* host copy of wts (an out axis' size given later lays it out again) */
+	int64_t nout;                   /* the out axis' size (KaHdr.wout or the first data with one), 0: unknown */
 	int *step;                      /* [layers] host: x.step of the next decode of each layer */
 };
 
@@ -91,7 +93,7 @@ KVCC_API void kvcc_gpu_plan_destroy(kvcc_gpu_plan *pl)
 		return;
 	kr_cuda_free(pl->ws), kr_cuda_free(pl->scores), kr_cuda_free(pl->err);
 	kr_cuda_free(pl->plen), kr_cuda_free(pl->pmap), kr_cuda_free(pl->wts);
-	free(pl->wset);
+	free(pl->wset), free(pl->hwts);
 	free(pl->step);
 	kr_cuda_close(pl->m);
 	if (pl->dl)
@@ -204,14 +206,13 @@ KVCC_API int kvcc_gpu_plan_create_batch(kvcc_policy *p, const kvcc_layout *lay, 
 	}
 	pl->p = p;
 	if (p->h->nw > 0) {                   /* NaN until given, like the CPU plan's buffer */
-		size_t nwf = kr_weights_size(p, lay);
-		float *nan = malloc((nwf + 1) * sizeof *nan);
+		pl->nout = p->h->wout;
+		size_t nwf = kr_weights_size(p, lay, pl->nout);
+		float *nan = kr_weights_relayout(p, lay, NULL, 0, pl->nout, NULL);
 		pl->wset = calloc((size_t)p->h->nw, 1);
 		pl->wts = kr_cuda_alloc((nwf + 1) * sizeof(float));
-		for (size_t k = 0; nan && k <= nwf; k++)
-			nan[k] = NAN;
+		pl->hwts = nan;
 		int bad = !nan || !pl->wset || !pl->wts || kr_cuda_put(pl->wts, nan, (nwf + 1) * sizeof *nan) != 0;
-		free(nan);
 		if (bad) {
 			rc = fail(KVCC_ENOMEM, "cannot allocate the GPU weights (%zu floats)", nwf);
 			goto out;
@@ -243,7 +244,7 @@ int kr_gpu_args(kvcc_gpu_plan *pl, const kvcc_cache *c, const kvcc_obs *obs, con
 		return KVCC_EINVAL;
 	KvgArgs a;
 	memset(&a, 0, sizeof a);
-	a.wts = pl->wts;
+	a.wts = pl->wts, a.nout = (int)pl->nout;
 	a.K = c->K, a.V = c->V, a.len = c->len, a.pos = c->pos, a.state = c->state;
 	a.Q = O ? obs->Q : NULL, a.lse = O ? obs->lse : NULL, a.qpos = O ? obs->qpos : NULL;
 	a.scores = args->scores ? args->scores : pl->scores;
@@ -300,7 +301,7 @@ int kr_gpu_batch_args(const KrGpuShape *sh, const kvcc_gpu_batch *b, const kvcc_
 	for (int i = 0; i < sh->npar; i++)
 		a.par[i] = args->params ? args->params[i] : sh->par[i];
 	a.B = b->nseq, a.alayer = -1;
-	a.wts = sh->wts;
+	a.wts = sh->wts, a.nout = sh->nout;
 	if (sh->paged) {
 		const kvcc_paging *pg = &sh->pg;
 		a.pt = b->table ? b->table : b->indices;
@@ -324,7 +325,7 @@ static void shape(kvcc_gpu_plan *pl, KrGpuShape *sh)
 	sh->npar = pl->npar, sh->nst = pl->nst;
 	memcpy(sh->par, pl->par, sizeof sh->par);
 	sh->ws = pl->ws, sh->scores = pl->scores, sh->err = pl->err, sh->plen = pl->plen, sh->pmap = pl->pmap;
-	sh->wts = pl->wts;
+	sh->wts = pl->wts, sh->nout = (int)pl->nout;
 }
 
 const float *kr_gpu_weights(const kvcc_gpu_plan *pl) { return pl ? pl->wts : NULL; }
@@ -336,11 +337,28 @@ KVCC_API int kvcc_gpu_plan_set_weight(kvcc_gpu_plan *pl, const char *name, const
 		return fail(KVCC_EINVAL, "null argument (plan, name, data, shape)");
 	int i;
 	size_t off, n;
-	int rc = kr_weight_arg(pl->p, &pl->lay, name, data, ndim, shape, &i, &off, &n);
+	int64_t no = pl->nout;
+	int rc = kr_weight_arg(pl->p, &pl->lay, &no, name, data, ndim, shape, &i, &off, &n);
 	if (rc)
 		return rc;
-	if (kr_cuda_put(pl->wts + off, data, n * sizeof *data) != 0)
+	if (no != pl->nout) {       /* the out axis' size is known now: the buffer laid out again, uploaded whole */
+		size_t nwf = kr_weights_size(pl->p, &pl->lay, no);
+		float *h = kr_weights_relayout(pl->p, &pl->lay, pl->hwts, pl->nout, no, pl->wset);
+		float *d = kr_cuda_alloc((nwf + 1) * sizeof(float));
+		if (!h || !d) {
+			free(h), kr_cuda_free(d);
+			return fail(KVCC_ENOMEM, "cannot allocate the GPU weights (%zu floats)", nwf);
+		}
+		memcpy(h + off, data, n * sizeof *data);
+		if (kr_cuda_put(d, h, (nwf + 1) * sizeof *h) != 0) {
+			free(h), kr_cuda_free(d);
+			return fail(KVCC_EDEVICE, "uploading weight '%s' (%zu floats) to the device failed", name, nwf);
+		}
+		kr_cuda_free(pl->wts), free(pl->hwts);
+		pl->wts = d, pl->hwts = h, pl->nout = no;
+	} else if (kr_cuda_put(pl->wts + off, data, n * sizeof *data) != 0)
 		return fail(KVCC_EDEVICE, "uploading weight '%s' (%zu floats) to the device failed", name, n);
+	memcpy(pl->hwts + off, data, n * sizeof *data);
 	pl->wset[i] = 1;
 	return 0;
 }

@@ -31,6 +31,7 @@ typedef struct KrGpuShape {
 	double par[KVG_MAXPAR];
 	void *ws, *scores, *err, *plen, *pmap;
 	const float *wts;       /* the policy's packed weights (device), or NULL */
+	int nout;               /* their out axis' size (KvgArgs.nout), 0: none */
 } KrGpuShape;
 KC_FUNC int kr_gpu_batch_args(const KrGpuShape *sh, const kvcc_gpu_batch *b, const kvcc_args *args, KvgArgs *out);
 /* The plan's device weights (kvcc_gpu_plan_set_weight; tests: decode steps), or NULL. */

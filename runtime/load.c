@@ -77,14 +77,14 @@ int kr_checkdesc(const kvcc_artifact *a, const char **why)
 			return -1;
 	for (int i = 0; i < h->nins; i++) {
 		int w = in[i].what;
-		if (in[i].axes > 15 || w > KA_HMEAN || (w == KA_LOOP && (in[i].arg < i || in[i].arg >= h->nins)) ||
+		if (in[i].axes > 31 || ((in[i].axes & 16) && in[i].store) || w > KA_HMEAN || (w == KA_LOOP && (in[i].arg < i || in[i].arg >= h->nins)) ||
 		    (w == KA_HMEAN && (in[i].arg < 0 || in[i].arg >= i || !(in[in[i].arg].store & KA_SARENA))) ||
 		    ((w == KA_ATTN_SUM || w == KA_ATTN_MEAN || w == KA_HMEAN) && !(in[i].store & KA_SARENA)))
 			return -1;
 	}
 	if (!(in[h->score].store & KA_SARENA) || in[h->score].axes != 4)
 		return -1;
-	if (h->nw < 0 || h->nw > 32 || !secok(h, h->wt, (size_t)h->nw, sizeof(KaWeight)) || h->selkind < KA_SEL_TOPK ||
+	if (h->nw < 0 || h->nw > 32 || h->wout < 0 || !secok(h, h->wt, (size_t)h->nw, sizeof(KaWeight)) || h->selkind < KA_SEL_TOPK ||
 	    h->selkind > KA_SEL_MASS || !refok(&h->tau, h->npar) ||
 	    !refok(&h->mass, h->npar))
 		return -1;
@@ -93,7 +93,7 @@ int kr_checkdesc(const kvcc_artifact *a, const char **why)
 		if (!strok(h, wt[i].name) || wt[i].ndim < 1 || wt[i].ndim > 6)
 			return -1;
 		for (int j = 0; j < wt[i].ndim; j++)
-			if (wt[i].ax[j] > KA_WCHAN)
+			if (wt[i].ax[j] > KA_WOUT)
 				return -1;
 	}
 	if (h->dtype < KVCC_F32 || h->dtype > KVCC_BF16 || h->head_dim < 8 || h->head_dim > 256 || h->head_dim % 8 ||

@@ -105,6 +105,7 @@ struct kvcc_plan {
 	/* the policy's weights (kvcc_plan_set_weight; weights.c): packed f32 as KaWeight says */
 	float *wts;
 	unsigned char *wset;     /* [nw] given */
+	int64_t nout;            /* the out axis' size (KaHdr.wout, or the first data given with one), 0: unknown */
 };
 
 /* a generated loop's segment op / shift check failed (the value follows) */
@@ -148,10 +149,14 @@ KC_FUNC int kr_weights_check(const kvcc_plan *pl);
 ** floats of p's weights in layout lay; 0 or KVCC_EINVAL naming the first weight wset[] lacks;
 ** kr_weight_arg checks one kvcc_*_set_weight call (name, shape against lay, finite) and gives
 ** the weight's index, offset and count in the packed buffer, or KVCC_EINVAL with the message */
-KC_FUNC size_t kr_weights_size(const kvcc_policy *p, const kvcc_layout *lay);
+KC_FUNC size_t kr_weights_size(const kvcc_policy *p, const kvcc_layout *lay, int64_t nout);
+/* the packed buffer for out axis size nout from old (laid out for oldn; the given weights, wset,
+** moved, the rest NaN): malloc'd, NULL out of memory */
+KC_FUNC float *kr_weights_relayout(const kvcc_policy *p, const kvcc_layout *lay, const float *old, int64_t oldn,
+                                   int64_t nout, const unsigned char *wset);
 KC_FUNC int kr_weights_given(const kvcc_policy *p, const unsigned char *wset);
-KC_FUNC int kr_weight_arg(const kvcc_policy *p, const kvcc_layout *lay, const char *name, const float *data,
-                          int ndim, const int64_t *shape, int *idx, size_t *off, size_t *count);
+KC_FUNC int kr_weight_arg(const kvcc_policy *p, const kvcc_layout *lay, int64_t *nout, const char *name,
+                          const float *data, int ndim, const int64_t *shape, int *idx, size_t *off, size_t *count);
 KC_FUNC void kr_leave(kvcc_plan *pl);
 #define KR_MAXQROWS (1 << 24)   /* group * max_obs: query rows a plan's workspaces are sized for */
 

@@ -59,14 +59,14 @@ int kp_dscalar(const Gen *g, KiRef r, char *buf, size_t n, double def)
 
 static const char *axsize(int ax)
 {
-	static const char *s[AX_NUM] = { "KV_G", "O", "n", "KV_D" };
+	static const char *s[AX_NUM] = { "KV_G", "O", "n", "KV_D", "a.nout" };
 	return s[ax];
 }
 
 /* buffer index of a value with axes m (token stride N) */
 static void bufidx(uint8_t m, const Idx *ix, char *buf, size_t n)
 {
-	static const char *st[AX_NUM] = { "KV_G", "O", "N", "KV_D" };
+	static const char *st[AX_NUM] = { "KV_G", "O", "N", "KV_D", "a.nout" };
 	char t[256] = "0";
 	for (int ax = 0; ax < AX_NUM; ax++)
 		if (HAS(m, ax)) {
@@ -107,8 +107,8 @@ static int isqk(const KiFn *f, const KiIns *in)
 /* Weight in->aux at this instance and index ix (group, chan) in the packed buffer a.wts
 ** (runtime/artifact.h KaWeight: declaration order, each row-major over its declared axes,
 ** layer = a.L, head = a.H, group = KV_G, chan = KV_D; int arithmetic: kvcc_plan_set_weight's
-** buffers are far below 2^31 elements, and 64-bit index math spills score kernels); -1 for an out
-** axis */
+** buffers are far below 2^31 elements, and 64-bit index math spills score kernels); the out axis:
+** a.nout, indexed by the reduction over out that reads it */
 static int wexpr(Gen *g, const KiIns *in, const Idx *ix, char *e, size_t en)
 {
 	const KiFn *f = g->f;
@@ -118,14 +118,16 @@ static int wexpr(Gen *g, const KiIns *in, const Idx *ix, char *e, size_t en)
 		char ex[600] = "";
 		for (int j = 0; j < w->ndim; j++) {
 			const char *sz = w->ax[j] == WA_layer ? "a.L" : w->ax[j] == WA_head ? "a.H"
-			               : w->ax[j] == WA_group ? "KV_G" : w->ax[j] == WA_chan ? "KV_D" : NULL;
+			               : w->ax[j] == WA_group ? "KV_G" : w->ax[j] == WA_chan ? "KV_D"
+			               : w->ax[j] == WA_out ? "a.nout" : NULL;
 			if (!sz)
 				return -1;
 			if (k < (int)in->aux)        /* the weights before it: their element counts */
 				snprintf(ex + strlen(ex), sizeof ex - strlen(ex), "*%s", sz);
 			else {                       /* its own: row-major index */
 				const char *iv = w->ax[j] == WA_layer ? "l" : w->ax[j] == WA_head ? "h"
-				               : w->ax[j] == WA_group ? ix->v[AX_group] : ix->v[AX_chan];
+				               : w->ax[j] == WA_group ? ix->v[AX_group] : w->ax[j] == WA_out ? ix->v[AX_out]
+				               : ix->v[AX_chan];
 				char t[600];
 				snprintf(t, sizeof t, "(%s)*%s+(int)(%s)", ex[0] ? ex : "0", sz, iv ? iv : "0");
 				snprintf(ex, sizeof ex, "%s", t);
@@ -141,6 +143,8 @@ static int wexpr(Gen *g, const KiIns *in, const Idx *ix, char *e, size_t en)
 	snprintf(e, en, "a.wts[%s]", off);
 	return 0;
 }
+
+static const char *red_init(const KiSem *s, char *buf, size_t n);
 
 /* Instruction i alone: its operands are in variables already when valins ordered them
 ** first (operands evaluated here through kp_val are then found in memo). */
@@ -194,6 +198,83 @@ static int valone(Gen *g, int i, const Idx *ix, int *memo, int d, char *out, siz
 			return -1;
 		indent(g, d + 1), sb(&g->s, "x%d += (%s) * (%s);\n", v, A, B);
 		indent(g, d), sb(&g->s, "}\n");
+		memo[i] = v;
+		snprintf(out, outn, "x%d", v);
+		return 0;
+	}
+	if ((ki_rule(in->op) == AR_RED || ki_rule(in->op) == AR_DOT) && g->home[i] == HM_INL) {
+		/* a reduction over group / chan of out-axis values (never stored: kp_analyse), inline:
+		** a loop over the axis, its operands evaluated inside */
+		const KiSem *sem = ki_sem(in->op);
+		if (sem->map == MAP_DEV)
+			return kp_err(g, in, "std of a value with the out axis");
+		int v = g->tmp++;
+		char cv[16], ib[64];
+		snprintf(cv, sizeof cv, "r%d", v);
+		indent(g, d), sb(&g->s, "float x%d = %s; /* %%%d %s over %s, inline */\n", v, red_init(sem, ib, sizeof ib), i,
+		                 ki_opname(in->op), ki_axisname(in->axis));
+		indent(g, d), sb(&g->s, "for (int %s = 0; %s < %s; %s++) {\n", cv, cv, axsize(in->axis), cv);
+		int *m2 = malloc((size_t)f->nins * sizeof *m2);
+		if (!m2)
+			return kp_err(g, in, "out of memory");
+		for (int k = 0; k < f->nins; k++)
+			m2[k] = (memo[k] >= 0 && !HAS(f->ins[k].axes, in->axis)) ? memo[k] : -1;
+		Idx j = *ix;
+		j.v[in->axis] = cv;
+		int rc = kp_val(g, in->arg[0], &j, m2, d + 1, A, sizeof A);
+		if (!rc && sem->map == MAP_MUL)
+			rc = kp_val(g, in->arg[1], &j, m2, d + 1, B, sizeof B);
+		free(m2);
+		if (rc)
+			return -1;
+		char y[900];
+		if (sem->map == MAP_SQ)
+			snprintf(y, sizeof y, "(%s) * (%s)", A, A);
+		else if (sem->map == MAP_MUL)
+			snprintf(y, sizeof y, "(%s) * (%s)", A, B);
+		else
+			snprintf(y, sizeof y, "%s", A);
+		indent(g, d + 1);
+		if (sem->comb == CMB_ADD)
+			sb(&g->s, "x%d += %s;\n", v, y);
+		else
+			sb(&g->s, "x%d = %s(x%d, %s);\n", v, sem->comb == CMB_MAX ? "kv_rmax" : "kv_rmin", v, y);
+		indent(g, d), sb(&g->s, "}\n");
+		if (sem->fin == FIN_MEAN || sem->fin == FIN_DIVK)
+			indent(g, d), sb(&g->s, "x%d = x%d / (float)%s;\n", v, v, axsize(in->axis));
+		else if (sem->fin == FIN_SQRT)
+			indent(g, d), sb(&g->s, "x%d = sqrtf(x%d);\n", v, v);
+		else if (sem->fin == FIN_RMS)
+			indent(g, d), sb(&g->s, "x%d = sqrtf(x%d / (float)%s);\n", v, v, axsize(in->axis));
+		memo[i] = v;
+		snprintf(out, outn, "x%d", v);
+		return 0;
+	}
+	if (in->op == KO_shift && in->axis == AX_chan) {
+		/* along chan: the operand at chan + offset, the fill outside [0, d) */
+		Idx none = { { NULL, NULL, NULL, NULL, NULL } };
+		if (kp_val(g, in->arg[1], &none, memo, d, B, sizeof B) || kp_val(g, in->arg[2], &none, memo, d, C, sizeof C))
+			return -1;
+		int v = g->tmp++;
+		indent(g, d), sb(&g->s, "float x%d = %s; /* %%%d shift along chan */\n", v, C, i);
+		indent(g, d), sb(&g->s, "{ const float k_ = %s; const int s%d = (int)(%s) + (fabsf(k_) < 1e9f ? (int)k_ : 0x40000000);\n",
+		                 B, v, ix->v[AX_chan]);
+		indent(g, d), sb(&g->s, "if (s%d >= 0 && s%d < KV_D) {\n", v, v);
+		int *m2 = malloc((size_t)f->nins * sizeof *m2);
+		if (!m2)
+			return kp_err(g, in, "out of memory");
+		for (int k = 0; k < f->nins; k++)
+			m2[k] = (memo[k] >= 0 && !HAS(f->ins[k].axes, AX_chan)) ? memo[k] : -1;
+		Idx j = *ix;
+		char sv[16];
+		snprintf(sv, sizeof sv, "s%d", v);
+		j.v[AX_chan] = sv;
+		int rc = kp_val(g, in->arg[0], &j, m2, d + 1, A, sizeof A);
+		free(m2);
+		if (rc)
+			return -1;
+		indent(g, d + 1), sb(&g->s, "x%d = %s;\n", v, A);
+		indent(g, d), sb(&g->s, "} }\n");
 		memo[i] = v;
 		snprintf(out, outn, "x%d", v);
 		return 0;
@@ -317,6 +398,9 @@ static int samectx(const Gen *g, int i, int k, const int *memo)
 		return 0;
 	if ((g->tctx && isqk(g->f, in)) || (in->op == KO_dot && HAS(in->axes, AX_obs) && HAS(in->axes, AX_token)))
 		return 0;
+	if (((ki_rule(in->op) == AR_RED || ki_rule(in->op) == AR_DOT) && g->home[i] == HM_INL) ||
+	    (in->op == KO_shift && in->axis == AX_chan))
+		return 0;           /* operands inside their loop / at another chan */
 	return g->home[i] != HM_STAT || k == 0;
 }
 
@@ -396,7 +480,7 @@ static void domloop(Gen *g, uint8_t m, const char *start, const char *stride, Id
 		}
 	indent(g, d), sb(&g->s, "for (int e_ = %s; e_ < %s; e_ += %s) {\n", start, dom, stride);
 	indent(g, d + 1), sb(&g->s, "int r_ = e_; (void)r_;\n");
-	static const char *nm[AX_NUM] = { "ig", "io", "it", "ic" };
+	static const char *nm[AX_NUM] = { "ig", "io", "it", "ic", "iu" };
 	for (int ax = AX_NUM - 1; ax >= 0; ax--) {
 		ix->v[ax] = NULL;
 		if (!HAS(m, ax))
@@ -472,7 +556,7 @@ static int step_reduce(Gen *g, int i, int d)
 		if (p == 1)
 			indent(g, d + 1), sb(&g->s, "mu_ = acc_ / (float)%s; acc_ = 0.f;\n", axsize(X));
 		char xv[16];
-		snprintf(xv, sizeof xv, "x%s", X == AX_token ? "t" : X == AX_chan ? "c" : X == AX_obs ? "o" : "g");
+		snprintf(xv, sizeof xv, "x%s", X == AX_token ? "t" : X == AX_chan ? "c" : X == AX_obs ? "o" : X == AX_out ? "u" : "g");
 		indent(g, d + 1);
 		sb(&g->s, "for (int %s = %s; %s < %s; %s += %s) {\n", xv, warp ? "lane" : "0", xv, axsize(X), xv,
 		   warp ? "32" : "1");
@@ -980,8 +1064,12 @@ int kp_analyse(Gen *g, const char *need, int decode)
 			h = HM_INL;
 		else if (op == KO_dot && HAS(in->axes, AX_obs) && HAS(in->axes, AX_token))
 			h = HM_INL;
+		else if ((ki_rule(op) == AR_RED || ki_rule(op) == AR_DOT) && HAS(in->axes, AX_out))
+			h = HM_INL;      /* over group / chan of out values: inline in the reduction over out */
 		else if (ki_rule(op) == AR_RED || ki_rule(op) == AR_DOT)
 			h = HM_BUF;
+		else if (op == KO_shift && in->axis == AX_chan)
+			h = HM_INL;
 		else if (op == KO_softmax || op == KO_softmaxnc)
 			h = HM_STAT;
 		else if (op == KO_avgpool || op == KO_maxpool || op == KO_hmean || isstencilop(in) || op == KO_scan)
@@ -996,7 +1084,11 @@ int kp_analyse(Gen *g, const char *need, int decode)
 			return kp_err(g, in, "the observe hook cannot read %s", ki_inputname(in->aux));
 		if ((op == KO_avgpool || op == KO_maxpool) && ki_refaxes(f, in->arg[1]))
 			return kp_err(g, in, "the pooling kernel size must be a scalar");
-		if (isstencilop(in) && (ki_refaxes(f, in->arg[1]) || ki_refaxes(f, in->arg[2])))
+		if (h != HM_INL && HAS(in->axes, AX_out))
+			return kp_err(g, in, "a value with the out axis must be computed inside its reduction over out");
+		if (op == KO_shift && in->axis == AX_chan && (ki_refaxes(f, in->arg[1]) || ki_refaxes(f, in->arg[2])))
+			return kp_err(g, in, "shift along chan: the offset and the fill must be scalars");
+				if (isstencilop(in) && (ki_refaxes(f, in->arg[1]) || ki_refaxes(f, in->arg[2])))
 			return kp_err(g, in, "%s: the sizes must be scalars", ki_opname(op));
 		if ((op == KO_avgpool || op == KO_maxpool || op == KO_hmean || isstencilop(in)) && KI_RKIND(in->arg[0]) == RK_INS) {
 			int k = KI_RIDX(in->arg[0]);

@@ -95,10 +95,14 @@ static int gen_score(Gen *g, KpCudaOut *out)
 		/* one block per SM: the tiles' shared memory allows no more; without it ptxas
 		** aims at several blocks and spills (NVRTC 13.0). Likewise for the segment ops' loops
 		** over a segment of [token, chan] values (lagkv spilled 12 B at 40 registers) and a scan's walk
-		** (gated_window f32 d8 G4: 4 B at 32) */
+		** (gated_window f32 d8 G4: 4 B at 32), and the loops over out / the shifts along chan */
 		int seg = 0;
 		for (int i = 0; i < f->nins; i++)
-			seg |= need[i] && g->phase[i] == p && (ki_rule(f->ins[i].op) == AR_SEG || f->ins[i].op == KO_scan);
+			seg |= need[i] && g->phase[i] == p && (ki_rule(f->ins[i].op) == AR_SEG || f->ins[i].op == KO_scan ||
+			                                       /* out-axis loops, shifts along chan (expected_attention
+			                                       ** f16 d64 G1: 32 B at 48 registers) */
+			                                       (f->ins[i].axes & AXM(AX_out)) ||
+			                                       (f->ins[i].op == KO_shift && f->ins[i].axis == AX_chan));
 		g->minblk = k->tiled || seg;
 		prologue(g, name, 1);
 		g->minblk = 0;

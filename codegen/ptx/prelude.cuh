@@ -55,7 +55,9 @@ __device__ __forceinline__ float kv_wmin(float v) {
 }
 /* online softmax: add one logit to (m, s); combine two partial states */
 __device__ __forceinline__ void kv_smx_add(float &m, float &s, float v) {
-	if (v > m) { s = s * expf(m - v) + 1.f; m = v; } else s += expf(v - m);
+	/* -inf adds exp(-inf - m) = 0 (also while m is -inf: the reference's sum of an all -inf slice
+	** is NaN and this one 0, both give probabilities 0) */
+	if (v > m) { s = s * expf(m - v) + 1.f; m = v; } else if (v != -kv_inf()) s += expf(v - m);
 }
 __device__ __forceinline__ void kv_smx_comb(float &m, float &s, float m2, float s2) {
 	const float M = m > m2 ? m : m2;

@@ -19,7 +19,7 @@ _Static_assert(AX_group == 0 && AX_obs == 1 && AX_token == 2 && AX_chan == 3, "K
 _Static_assert((int)SEL_topk == (int)KA_SEL_TOPK && (int)SEL_threshold == (int)KA_SEL_THRESHOLD &&
                (int)SEL_mass == (int)KA_SEL_MASS, "select kinds");
 _Static_assert((int)WA_layer == (int)KA_WLAYER && (int)WA_head == (int)KA_WHEAD && (int)WA_group == (int)KA_WGROUP &&
-               (int)WA_chan == (int)KA_WCHAN && KI_MAXWDIM <= 8, "KaWeight axes");
+               (int)WA_chan == (int)KA_WCHAN && (int)WA_out == (int)KA_WOUT && KI_MAXWDIM <= 8, "KaWeight axes");
 
 /* a growing byte buffer */
 typedef struct Buf {
@@ -143,6 +143,9 @@ void *kx_desccfg(const KiFn *f, const KiPlan *p, const kvcc_spec *spec, const Kx
 	h.floor = ref(f, f->sel.floor);
 	h.cnt = ki_mcounts(f) ? f->nst : -1;     /* the count state row after the declared ones */
 	h.cbias = f->merge.bias;
+	for (int i = 0; i < f->nw; i++)        /* every out axis has one size (ir.h) */
+		if (f->w[i].size > 0)
+			h.wout = f->w[i].size;
 	put(&b, NULL, sizeof h, 8);
 	h.par = (uint32_t)put(&b, NULL, (size_t)f->npar * sizeof(KaParam), 8);
 	h.st = (uint32_t)put(&b, NULL, (size_t)h.nst * sizeof(KaState), 8);
@@ -169,7 +172,7 @@ void *kx_desccfg(const KiFn *f, const KiPlan *p, const kvcc_spec *spec, const Kx
 		if (!b.oom)
 			memcpy(b.p + h.st + (size_t)h.cnt * sizeof k, &k, sizeof k);
 	}
-	for (int i = 0; i < f->nw && !b.oom; i++) {     /* ki_unsupported refused out axes */
+	for (int i = 0; i < f->nw && !b.oom; i++) {     /* KA_WOUT: the out axis */
 		const KiWeight *w = &f->w[i];
 		KaWeight k = { .name = (uint32_t)(put(&b, w->name, strlen(w->name) + 1, 1) - h.str), .ndim = w->ndim,
 		               .line = w->line, .col = w->col };

@@ -74,7 +74,7 @@ static LLVMValueRef tm_bin(Gen *g, int op, LLVMValueRef a, LLVMValueRef b, LLVMV
 
 /* context fields (kvcc_tmap_ctx: 8 bytes each) */
 enum { TC_vals, TC_par, TC_K, TC_V, TC_pos, TC_state, TC_n, TC_ldk, TC_sstride, TC_layer, TC_head, TC_layers,
-       TC_heads, TC_step, TC_obs, TC_attn, TC_lda, TC_err, TC_roff, TC_ratio, TC_budget, TC_wts };
+       TC_heads, TC_step, TC_obs, TC_attn, TC_lda, TC_err, TC_roff, TC_ratio, TC_budget, TC_wts, TC_nout };
 
 typedef struct Tm {
 	Gen *g;
@@ -93,6 +93,8 @@ typedef struct Tm {
 	LLVMValueRef *ps;         /* [nins] segment ops: start, clipped to n (i64) */
 	LLVMValueRef **ck, **cv;  /* [nins] segment ops: per element, the cached segment's start and value */
 	LLVMValueRef *hc, *hu;    /* [nins] scans: the carry (f32 alloca) and the first token to scan (i64) */
+	LLVMValueRef o;           /* inside a reduction over out: the out index (i64), else NULL */
+	LLVMValueRef **oc;        /* [nins] out-axis values at index o (computed in the loop over out) */
 	jmp_buf *oom;             /* where a failed allocation goes (tm_loops) */
 } Tm;
 
@@ -224,12 +226,13 @@ static void tm_weight(Tm *T, const KiIns *in, LLVMValueRef *out)
 	LLVMBuilderRef b = g->b;
 	const KiFn *f = T->f;
 	LLVMValueRef L = tm_field(T, TC_layers, g->i64), H = tm_field(T, TC_heads, g->i64);
+	LLVMValueRef NO = tm_field(T, TC_nout, g->i64);
 	LLVMValueRef off = ci(g, 0);
 	for (int k = 0; k <= (int)in->aux; k++) {        /* the weights before it, then its own size */
 		const KiWeight *w = &f->w[k];
 		LLVMValueRef cnt = ci(g, 1);
 		for (int j = 0; j < w->ndim && k < (int)in->aux; j++)
-			cnt = LLVMBuildMul(b, cnt, w->ax[j] == WA_layer ? L : w->ax[j] == WA_head ? H
+			cnt = LLVMBuildMul(b, cnt, w->ax[j] == WA_layer ? L : w->ax[j] == WA_head ? H : w->ax[j] == WA_out ? NO
 			                                     : ci(g, w->ax[j] == WA_group ? g->G : g->d), "");
 		if (k < (int)in->aux)
 			off = LLVMBuildAdd(b, off, cnt, "");
@@ -238,9 +241,13 @@ static void tm_weight(Tm *T, const KiIns *in, LLVMValueRef *out)
 	const KiWeight *w = &f->w[in->aux];
 	LLVMValueRef st[KI_MAXWDIM], s = ci(g, 1), sg = ci(g, 0), sc = ci(g, 0);
 	int cstride1 = w->ax[w->ndim - 1] == WA_chan;
+	if (T->o == NULL)
+		for (int j = 0; j < w->ndim; j++)
+			if (w->ax[j] == WA_out)
+				longjmp(*T->oom, 2);            /* the plan keeps out values inside their reduction */
 	for (int j = w->ndim - 1; j >= 0; j--) {
 		st[j] = s;
-		s = LLVMBuildMul(b, s, w->ax[j] == WA_layer ? L : w->ax[j] == WA_head ? H
+		s = LLVMBuildMul(b, s, w->ax[j] == WA_layer ? L : w->ax[j] == WA_head ? H : w->ax[j] == WA_out ? NO
 		                       : ci(g, w->ax[j] == WA_group ? g->G : g->d), "");
 	}
 	for (int j = 0; j < w->ndim; j++) {
@@ -250,6 +257,8 @@ static void tm_weight(Tm *T, const KiIns *in, LLVMValueRef *out)
 			off = LLVMBuildAdd(b, off, LLVMBuildMul(b, tm_field(T, TC_head, g->i64), st[j], ""), "");
 		else if (w->ax[j] == WA_group)
 			sg = st[j];
+		else if (w->ax[j] == WA_out)        /* inside the reduction over out (plan.c gen_ok) */
+			off = LLVMBuildAdd(b, off, LLVMBuildMul(b, T->o ? T->o : ci(g, 0), st[j], ""), "");
 		else
 			sc = st[j];
 	}
@@ -391,6 +400,77 @@ static LLVMValueRef tm_lanes(Gen *g, int op, LLVMValueRef acc, LLVMValueRef v, i
 	return acc;
 }
 
+/* reduction over out (weights with an out axis): a loop over o = 0 .. nout-1 that computes the
+** out-axis values it reads at o (tm_val: T->oc) and accumulates them, element by element. The
+** values first computed inside the loop are forgotten after it (they live in its body). */
+static void tm_redout(Tm *T, int i, LLVMValueRef *out)
+{
+	Gen *g = T->g;
+	LLVMBuilderRef b = g->b;
+	const KiFn *f = T->f;
+	const KiIns *in = &f->ins[i];
+	uint8_t ax = in->axes;
+	KiRef bb = ki_nargs(in->op) > 1 ? in->arg[1] : KI_NIL;
+	int w = tm_wid(T, ax), ne = tm_ng(T, ax) * tm_nc(T, ax);
+	uint8_t *had = malloc((size_t)f->nins + 1);
+	LLVMValueRef *acc = tm_calloc(T, (size_t)ne);
+	if (!had)
+		free(acc), longjmp(*T->oom, 1);
+	for (int j = 0; j < f->nins; j++)
+		had[j] = T->cur[j] != NULL;
+	for (int k = 0; k < ne; k++) {
+		acc[k] = entry_alloca(g, fty(g, w));
+		LLVMBuildStore(b, tm_redinit(g, in->op, w), acc[k]);
+	}
+	LLVMValueRef no = tm_field(T, TC_nout, g->i64), so = T->o;
+	Loop lo;
+	T->o = loop_begin2(g, ci(g, 0), no, 1, 1, &lo);
+	for (int gg = 0; gg < tm_ng(T, ax); gg++)
+		for (int c = 0; c < tm_nc(T, ax); c++) {
+			LLVMValueRef p = acc[gg * tm_nc(T, ax) + c];
+			LLVMValueRef x = tm_redstep(g, in->op, LLVMBuildLoad2(b, fty(g, w), p, ""), tm_opnd(T, in->arg[0], gg, c, w),
+			                            bb ? tm_opnd(T, bb, gg, c, w) : NULL, 0);
+			LLVMBuildStore(b, x, p);
+		}
+	loop_end(g, &lo);
+	T->o = so;
+	for (int j = 0; j < f->nins; j++) {
+		if (!had[j] && T->cur[j])
+			free(T->cur[j]), T->cur[j] = NULL;
+		if (!so && T->oc[j])
+			free(T->oc[j]), T->oc[j] = NULL;
+	}
+	free(had);
+	LLVMValueRef nf = LLVMBuildSIToFP(b, no, g->f32, "");
+	for (int k = 0; k < ne; k++)
+		out[k] = tm_redfin(g, in->op, LLVMBuildLoad2(b, fty(g, w), acc[k], ""), nf, w);
+	free(acc);
+}
+
+/* shift along chan of a [group?, token, chan] value (one token per step): each group's row in a
+** stack buffer between two rows of the fill, read back at the offset (clipped to +-d: all fill) */
+static void tm_shiftchan(Tm *T, int i, LLVMValueRef *out)
+{
+	Gen *g = T->g;
+	LLVMBuilderRef b = g->b;
+	const KiIns *in = &T->f->ins[i];
+	int d = g->d, W = g->W, nc = d / W;
+	LLVMValueRef k = T->pk[i];
+	k = LLVMBuildSelect(b, LLVMBuildICmp(b, LLVMIntSLT, k, ci(g, -d), ""), ci(g, -d), k, "");
+	k = LLVMBuildSelect(b, LLVMBuildICmp(b, LLVMIntSGT, k, ci(g, d), ""), ci(g, d), k, "");
+	LLVMValueRef fill = tm_opnd(T, in->arg[2], 0, 0, W);
+	for (int gg = 0; gg < tm_ng(T, in->axes); gg++) {
+		LLVMValueRef buf = entry_alloca(g, LLVMArrayType(g->f32, (unsigned)(3 * d)));
+		for (int c = 0; c < nc; c++) {
+			storef(g, fill, buf, ci(g, (long)c * W));
+			storef(g, fill, buf, ci(g, 2L * d + (long)c * W));
+			storef(g, tm_opnd(T, in->arg[0], gg, c, W), buf, ci(g, (long)d + (long)c * W));
+		}
+		for (int c = 0; c < nc; c++)
+			out[gg * nc + c] = loadf(g, buf, LLVMBuildAdd(b, k, ci(g, (long)d + (long)c * W), ""), W);
+	}
+}
+
 /* reduction over group or chan (in one step) */
 static void tm_red(Tm *T, int i, LLVMValueRef *out)
 {
@@ -398,6 +478,10 @@ static void tm_red(Tm *T, int i, LLVMValueRef *out)
 	const KiIns *in = &T->f->ins[i];
 	uint8_t ax = in->axes, aa = ki_refaxes(T->f, in->arg[0]);
 	KiRef b = ki_nargs(in->op) > 1 ? in->arg[1] : KI_NIL;
+	if (in->axis == AX_out) {
+		tm_redout(T, i, out);
+		return;
+	}
 	if (in->axis == AX_group) {
 		int w = tm_wid(T, ax);
 		for (int c = 0; c < tm_nc(T, ax); c++) {
@@ -590,6 +674,58 @@ static LLVMValueRef tm_stencil1(Tm *T, int i, LLVMValueRef src, LLVMValueRef tt,
 	return LLVMBuildLoad2(b, ft, vp, "");
 }
 
+/* softmax over token of a stored [group?, token] value (interp.c evalsoftmax): before the loop, each
+** group's max (NaN skipped) and sum of exp(z - max) (T->ck, T->cv: values); per token
+** exp(z - max) / sum, 0 unless sum > 0 */
+static void tm_softargs(Tm *T, int i)
+{
+	Gen *g = T->g;
+	LLVMBuilderRef b = g->b;
+	const KiIns *in = &T->f->ins[i];
+	LLVMValueRef src = T->pv[KI_RIDX(in->arg[0])];
+	int ng = tm_ng(T, in->axes);
+	T->ck[i] = tm_calloc(T, (size_t)ng);
+	T->cv[i] = tm_calloc(T, (size_t)ng);
+	for (int gg = 0; gg < ng; gg++) {
+		LLVMValueRef base = gep(g, g->f32, src, (in->axes & AXM(AX_group)) ? LLVMBuildMul(b, ci(g, gg), T->n, "") : ci(g, 0));
+		LLVMValueRef m = entry_alloca(g, g->f32), sm = entry_alloca(g, g->f32);
+		LLVMBuildStore(b, cfv(g, -INFINITY, 1), m);
+		LLVMBuildStore(b, cfv(g, 0, 1), sm);
+		Loop l1, l2;
+		LLVMValueRef t = loop_begin2(g, ci(g, 0), T->n, 1, 1, &l1);
+		LLVMValueRef v = ldf(g, base, t), mo = LLVMBuildLoad2(b, g->f32, m, "");
+		LLVMBuildStore(b, LLVMBuildSelect(b, LLVMBuildFCmp(b, LLVMRealOGT, v, mo, ""), v, mo, ""), m);
+		loop_end(g, &l1);
+		LLVMValueRef mx = LLVMBuildLoad2(b, g->f32, m, "");
+		t = loop_begin2(g, ci(g, 0), T->n, 1, 1, &l2);
+		LLVMValueRef e = LLVMBuildFSub(b, ldf(g, base, t), mx, "");
+		e = intr(g, "llvm.exp", g->f32, &e, 1);
+		LLVMBuildStore(b, LLVMBuildFAdd(b, LLVMBuildLoad2(b, g->f32, sm, ""), e, ""), sm);
+		loop_end(g, &l2);
+		T->ck[i][gg] = mx;
+		T->cv[i][gg] = LLVMBuildLoad2(b, g->f32, sm, "");
+	}
+}
+
+static void tm_soft(Tm *T, int i, LLVMValueRef *out)
+{
+	Gen *g = T->g;
+	LLVMBuilderRef b = g->b;
+	const KiIns *in = &T->f->ins[i];
+	LLVMValueRef src = T->pv[KI_RIDX(in->arg[0])];
+	int w = T->w;
+	for (int gg = 0; gg < tm_ng(T, in->axes); gg++) {
+		LLVMValueRef idx = LLVMBuildAdd(b, (in->axes & AXM(AX_group)) ? LLVMBuildMul(b, ci(g, gg), T->n, "") : ci(g, 0), T->t, "");
+		LLVMValueRef z = loadf(g, src, idx, w);
+		LLVMValueRef e = LLVMBuildFSub(b, z, splat(g, T->ck[i][gg], w), "");
+		e = intr(g, "llvm.exp", fty(g, w), &e, 1);
+		LLVMValueRef sm = T->cv[i][gg];
+		LLVMValueRef p = LLVMBuildFDiv(b, e, splat(g, sm, w), "");
+		LLVMValueRef pos = LLVMBuildFCmp(b, LLVMRealOGT, sm, cfv(g, 0, 1), "");
+		out[gg] = LLVMBuildSelect(b, pos, p, cfv(g, 0, w), "");
+	}
+}
+
 /* segment ops and shift along token of a stored [group?, token, chan?] value: [token] values
 ** lane by lane, [token, chan] ones (one token per step) chan chunk by chan chunk */
 static void tm_stencil(Tm *T, int i, LLVMValueRef *out)
@@ -633,6 +769,11 @@ static void tm_eval(Tm *T, int i, LLVMValueRef *out)
 	int w = tm_wid(T, ax);
 	switch (in->op) {
 	case KO_index:
+		if (in->axis == AX_chan) {          /* x.c: chan chunk by chan chunk */
+			for (int c = 0; c < tm_nc(T, ax); c++)
+				out[c] = LLVMBuildSIToFP(b, tm_iota(g, ci(g, (long)c * g->W), g->W, g->i32), fty(g, g->W), "");
+			return;
+		}
 		out[0] = LLVMBuildSIToFP(b, tm_iota(g, T->t, w, g->i32), fty(g, w), "");
 		return;
 	case KO_input:
@@ -687,7 +828,15 @@ static void tm_eval(Tm *T, int i, LLVMValueRef *out)
 	case KO_maxpool:
 		tm_pool(T, i, out);
 		return;
+	case KO_softmax:             /* over token, no obs (plan.c istsoft) */
+		tm_soft(T, i, out);
+		return;
 	case KO_shift:
+		if (in->axis == AX_chan) {
+			tm_shiftchan(T, i, out);
+			return;
+		}
+		/* fall through */
 	case KO_ssum: case KO_smean: case KO_smax: case KO_smin: case KO_srank:
 		tm_stencil(T, i, out);
 		return;
@@ -736,6 +885,15 @@ static LLVMValueRef *tm_val(Tm *T, int j)
 {
 	const KiIns *in = &T->f->ins[j];
 	int here = j >= T->s && j <= T->e;
+	if (in->axes & AXM(AX_out)) {       /* inside the reduction over out: at T->o */
+		if (!T->o)
+			longjmp(*T->oom, 2);
+		if (!T->oc[j]) {
+			tm_new(T, j, T->oc);
+			tm_eval(T, j, T->oc[j]);
+		}
+		return T->oc[j];
+	}
 	if (!(in->axes & AXM(AX_token)))
 		return T->pre[j];
 	if (T->cur[j])
@@ -768,7 +926,7 @@ static void tm_step(Tm *T, int w)
 		free(T->cur[j]), T->cur[j] = NULL;
 	for (int i = T->s; i <= T->e; i++) {
 		const KiIns *in = &f->ins[i];
-		if (!T->tgen[i] || !tm_inloop(in))
+		if (!T->tgen[i] || !tm_inloop(in) || (in->axes & AXM(AX_out)))   /* out values: in their reduction */
 			continue;
 		if (!ki_tokred(in)) {
 			LLVMValueRef *v = tm_val(T, i);
@@ -917,7 +1075,11 @@ static void tm_loop(Tm *T)
 			u |= f->ins[j].axes;
 			if ((j < T->s || j > T->e) && !T->pv[j])
 				T->pv[j] = ld(g, g->ptr, vals, ci(g, j), 8);
-			if (j < T->s && !(f->ins[j].axes & AXM(AX_token)) && !T->pre[j]) {   /* earlier values, once */
+			if (j < T->s && !(f->ins[j].axes & (AXM(AX_token) | AXM(AX_out))) && !T->pre[j] && ki_isleaf(&f->ins[j])
+			    && !T->tout[j]) {         /* an earlier loop's leaf: computed here */
+				tm_new(T, j, T->pre);
+				tm_eval(T, j, T->pre[j]);
+			} else if (j < T->s && !(f->ins[j].axes & (AXM(AX_token) | AXM(AX_out))) && !T->pre[j]) {   /* earlier values, once */
 				tm_new(T, j, T->pre);
 				for (int gg = 0; gg < tm_ng(T, f->ins[j].axes); gg++)
 					for (int c = 0; c < tm_nc(T, f->ins[j].axes); c++)
@@ -933,7 +1095,7 @@ static void tm_loop(Tm *T)
 	/* values without a token axis */
 	for (int i = T->s; i <= T->e; i++) {
 		const KiIns *in = &f->ins[i];
-		if (!T->tgen[i] || tm_inloop(in))
+		if (!T->tgen[i] || tm_inloop(in) || (in->axes & AXM(AX_out)))
 			continue;
 		tm_new(T, i, T->pre);
 		tm_eval(T, i, T->pre[i]);
@@ -955,6 +1117,8 @@ static void tm_loop(Tm *T)
 			T->pk[i] = tm_poolk(T, i);
 		if (in->op == KO_shift || isseg(in->op))
 			tm_stencilargs(T, i);
+		if (in->op == KO_softmax)
+			tm_softargs(T, i);
 		if (in->op == KO_scan)
 			tm_scaninit(T, i);
 		if (!ki_tokred(in))
@@ -1009,16 +1173,16 @@ static int tm_open(Tm *T, Gen *g, const KiFn *f, const uint8_t *tgen, const uint
 	           .acc = calloc(nv, sizeof(LLVMValueRef *)), .pk = calloc(nv, sizeof(LLVMValueRef)),
 	           .ps = calloc(nv, sizeof(LLVMValueRef)), .ck = calloc(nv, sizeof(LLVMValueRef *)),
 	           .cv = calloc(nv, sizeof(LLVMValueRef *)), .hc = calloc(nv, sizeof(LLVMValueRef)),
-	           .hu = calloc(nv, sizeof(LLVMValueRef)) };
-	return T->pv && T->sc && T->pre && T->cur && T->acc && T->pk && T->ps && T->ck && T->cv && T->hc && T->hu ? 0 : -1;
+	           .hu = calloc(nv, sizeof(LLVMValueRef)), .oc = calloc(nv, sizeof(LLVMValueRef *)) };
+	return T->pv && T->sc && T->pre && T->cur && T->acc && T->pk && T->ps && T->ck && T->cv && T->hc && T->hu && T->oc ? 0 : -1;
 }
 
 /* forget one loop's values (the next loop loads or recomputes what it reads) */
 static void tm_reset(Tm *T)
 {
-	for (size_t k = 0; T->pre && T->cur && T->acc && T->ck && T->cv && k < (size_t)T->f->nins + (size_t)T->f->npar + 1; k++) {
-		free(T->pre[k]), free(T->cur[k]), free(T->acc[k]), free(T->ck[k]), free(T->cv[k]);
-		T->pre[k] = T->cur[k] = T->acc[k] = T->ck[k] = T->cv[k] = NULL;
+	for (size_t k = 0; T->pre && T->cur && T->acc && T->ck && T->cv && T->oc && k < (size_t)T->f->nins + (size_t)T->f->npar + 1; k++) {
+		free(T->pre[k]), free(T->cur[k]), free(T->acc[k]), free(T->ck[k]), free(T->cv[k]), free(T->oc[k]);
+		T->pre[k] = T->cur[k] = T->acc[k] = T->ck[k] = T->cv[k] = T->oc[k] = NULL;
 		if (T->pv && T->sc && T->pk && T->ps && T->hc && T->hu)
 			T->pv[k] = T->sc[k] = T->pk[k] = T->ps[k] = T->hc[k] = T->hu[k] = NULL;
 	}
@@ -1031,7 +1195,7 @@ static int tm_loops(Tm *T, int (*end)(const KiPlan *, int), const KiPlan *p, LLV
 {
 	jmp_buf jb;
 	T->oom = &jb;
-	if (setjmp(jb))
+	if (setjmp(jb))          /* out of memory (1), or an out value outside its reduction (2: internal) */
 		return -1;
 	Gen *g = T->g;
 	for (int s = 0; s < T->f->nins; s++) {
@@ -1054,7 +1218,7 @@ static int tm_loops(Tm *T, int (*end)(const KiPlan *, int), const KiPlan *p, LLV
 static void tm_close(Tm *T)
 {
 	tm_reset(T);
-	free(T->pv), free(T->sc), free(T->pre), free(T->cur), free(T->acc), free(T->pk), free(T->ps), free(T->ck), free(T->cv), free(T->hc), free(T->hu);
+	free(T->pv), free(T->sc), free(T->pre), free(T->cur), free(T->acc), free(T->pk), free(T->ps), free(T->ck), free(T->cv), free(T->hc), free(T->hu), free(T->oc);
 }
 
 /* i64 tmap(gid, ctx): one switch case per fused token_map loop of the plan, entered with its first

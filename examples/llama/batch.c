@@ -357,6 +357,8 @@ static int setup(Run *R, const LlamaStories *S, int lo, int hi)
     if (kvcc_plan_create_batch(R->pol, &R->P.lay, &R->P.pg, a->max_seqs, max_obs, a->threads, &R->plan) ||
         (R->g.pol && kvcc_plan_set_params(R->plan, R->g.params)))
         return fail("kvcc_plan_create_batch: %s", kvcc_last_error());
+    if (R->g.pol && gen_weights(&R->g, R->plan))
+        return 1;
     R->slot_seq = malloc((size_t)a->max_seqs * sizeof *R->slot_seq);
     R->all = calloc((size_t)a->max_seqs, sizeof *R->all);
     R->cur = calloc((size_t)a->max_seqs, sizeof *R->cur);

@@ -246,6 +246,39 @@ if [ -x "$KVCC" ]; then
     rc=$?
     [ $rc -eq 1 ] && grep -q "error: story 1 needs [0-9]* pages of 16 tokens at its peak, the pool has 8" "$TMP/err"
     check "batch: a pool too small for a story is a clean error" "rc $rc, $(head -n 1 "$TMP/err")" $?
+    # weighted policies (issue 13): --weights W.npz from `kvcc calibrate` on the shipped model
+    # (Alice in Wonderland, not the evaluation stories): criticalkv (W_o from the checkpoint)
+    # and expected_attention (query mean / covariance) on a paged pool == kvcc eval with the
+    # same file (its x86 kernels: the loops over the out axis); without the file, an error
+    ALICE=$(dirname "$STORIES")/alice_in_wonderland_pg11.txt
+    "$KVCC" calibrate --model "$MODEL" --tokenizer "$TOKZ" --data "$ALICE" --chunk-chars 2000 --from "CHAPTER I." \
+        --stories 0:20 --out "$TMP/calib.npz" > "$TMP/calib.out" 2>&1
+    check "kvcc calibrate (weights of criticalkv, expected_attention)" "$(tail -n 1 "$TMP/calib.out" | cut -c1-80)" $?
+    "$KVCC" eval policies/criticalkv.lua policies/expected_attention.lua --model "$MODEL" --tokenizer "$TOKZ" \
+        --data "$STORIES" --ratios 0.5 --param criticalkv.window=16 --param expected_attention.adjacent=1 \
+        --weights "$TMP/calib.npz" --threads 2 --csv "$TMP/evalw.csv" > "$TMP/evalw.out" 2>&1
+    check "kvcc eval --weights (the expected numbers)" "$(head -n 1 "$TMP/evalw.out" | cut -c1-90)" $?
+    for c in "criticalkv|--param window=16 --page-size 16 --pages 400 --max-seqs 4 --threads 2" \
+             "expected_attention|--param adjacent=1 --page-size 7 --pages 400 --max-seqs 4"; do
+        pol=${c%%|*}; opts=${c#*|}
+        want=$(awk -F, -v p="$pol" '$1 == p && $2 == 0.5 { print $5, $6 }' "$TMP/evalw.csv")
+        L batch --data "$STORIES" --quiet --policy "policies/$pol.lua" --ratio 0.5 --weights "$TMP/calib.npz" $opts \
+            > "$TMP/batch.out" 2>&1
+        got=$(awk '$1 == "batch:" { for (i = 1; i < NF; i++) { if ($i == "predictions") p = $(i + 1);
+                                                          if ($i == "nll") n = $(i + 1) } print p, n }' \
+                  "$TMP/batch.out")
+        [ -n "$want" ] && [ "$got" = "$want" ]
+        check "batch $pol ratio 0.5 --weights == kvcc eval" "predictions nll: batch $got, eval $want" $?
+    done
+    L generate --steps 8 --prompt "Once upon a time, there was a little girl named Lily. She loved to play." \
+        --policy policies/criticalkv.lua --ratio 0.5 --param window=8 --weights "$TMP/calib.npz" > "$TMP/out" 2> "$TMP/err"
+    rc=$?
+    [ $rc -eq 0 ] && grep -q "criticalkv ratio 0.5: the prompt's cache compressed from" "$TMP/err"
+    check "generate criticalkv --weights (the prompt compressed)" "$(head -n 1 "$TMP/err" | cut -c1-90)" $?
+    L generate --steps 8 --policy policies/criticalkv.lua --ratio 0.5 > "$TMP/out" 2> "$TMP/err"
+    rc=$?
+    [ $rc -eq 1 ] && grep -q "error: policy criticalkv declares weight 'wo': give it with --weights" "$TMP/err"
+    check "generate: a missing weight is a clean error" "rc $rc, $(head -n 1 "$TMP/err")" $?
 else
     ko "llama batch == kvcc eval" "KVCC=$KVCC is not an executable (make $KVCC)"
 fi

@@ -3,6 +3,7 @@
 #define KVCC_EXAMPLES_LLAMA_H
 
 #include "kvcc.h"
+#include "tools/npz.h"
 #include "lib/llama/model.h"
 #include "lib/llama/tokenizer.h"
 
@@ -15,6 +16,8 @@ typedef struct {
     int n_params;
     int page_size, pages, max_seqs, threads, generate, quiet; /* batch */
     int per_head;          /* batch --per-head-tables: a page table per (sequence, layer, head) */
+    const char *weights[8]; /* --weights W.npz: the policy's weights (kvcc calibrate writes them) */
+    int n_weights;
 } Args;
 
 /* The compression of generate --policy: the policy, its params, when it runs, its budget. */
@@ -25,6 +28,8 @@ typedef struct {
     long budget;                       /* decode policies: rows per head */
     long fixed;                        /* --budget, or -1 */
     char what[64];                     /* "ratio R" or "budget B", for the reports */
+    KtNpz wz[8];                       /* --weights files (every declared weight among them) */
+    int nwz;
 } Gen;
 
 /* "llama: error: " + the message, on stderr; returns 1. */
@@ -33,6 +38,9 @@ int fail(const char *fmt, const char *a);
  * Returns 0, or 1 after reporting; gen_free in either case. */
 int gen_setup(const Args *a, const LlamaConfig *cfg, Gen *g);
 void gen_free(Gen *g);
+/* The policy's weights (from --weights) into a plan of it: kvcc_plan_set_weight for each (f32
+ * copies; the plan checks shape and values). Returns 0, or 1 after reporting. */
+int gen_weights(const Gen *g, kvcc_plan *pl);
 /* [BOS] + encode(text), truncated to max_tokens; *full receives the untruncated count. */
 int *encode_story(const LlamaTokenizer *tok, const char *text, size_t len, int max_tokens, int *n,
                   int *full);

@@ -12,6 +12,8 @@
  *         [--quiet]
  *         (continuous batching over one page pool: batch.c, doc/runtime.md)
  *   llama --model M --tokenizer T selftest
+ *   --weights W.npz (generate, batch; repeatable): the weights a policy declares (kv.weights),
+ *         by name from the files' arrays (`kvcc calibrate` writes them), set in each plan
  *   global: --attn kvcc|ref   attention through libkvcc (kvcc_append + kvcc_decode_layer,
  *           the default when this libkvcc has them) or the example's reference attend
  *
@@ -55,7 +57,7 @@ static void usage(FILE *f)
     fputs("usage: llama --model M --tokenizer T [--attn kvcc|ref] COMMAND [options]\n"
           "commands:\n"
           "  generate [--steps N] [--prompt TEXT] [--ids]   greedy generation (ids with --ids)\n"
-          "       [--policy P.lua|P.so --ratio R|--budget B] [--param name=value]...\n"
+          "       [--policy P.lua|P.so --ratio R|--budget B] [--param name=value]... [--weights W.npz]...\n"
           "                                                 ... with a compressed KV cache\n"
           "  logits [--prompt TEXT]                         top-5 logits after BOS (+prompt)\n"
           "  encode --prompt TEXT | --data FILE             token ids\n"
@@ -110,6 +112,7 @@ typedef struct {
     int use_kvcc;
     kvcc_policy *plain; /* a keep-everything policy planned for plain attention */
     kvcc_plan *plan;
+    const Gen *gen;     /* the policy's weights (generate --weights), or NULL */
 } Attn;
 
 static void attn_free(Attn *at)
@@ -137,6 +140,8 @@ static int attn_bind(Attn *at, LlamaState *st, kvcc_policy *pol, int max_obs)
     }
     if (kvcc_plan_create(pol, &st->cache.lay, max_obs, 1, &at->plan))
         return fail("kvcc_plan_create: %s", kvcc_last_error());
+    if (at->gen && pol == at->gen->pol && gen_weights(at->gen, at->plan))
+        return 1;
     if (at->use_kvcc) {
         st->layer = llama_kvcc_layer;
         st->layer_user = at->plan;
@@ -205,8 +210,8 @@ int gen_setup(const Args *a, const LlamaConfig *cfg, Gen *g)
     g->window = -1;
     g->fixed = -1;
     if (!a->policy) {
-        if (a->ratio || a->budget || a->n_params)
-            return fail("%s", "--ratio, --budget and --param need --policy");
+        if (a->ratio || a->budget || a->n_params || a->n_weights)
+            return fail("%s", "--ratio, --budget, --param and --weights need --policy");
         return 0;
     }
     char *e;
@@ -251,6 +256,52 @@ int gen_setup(const Args *a, const LlamaConfig *cfg, Gen *g)
         return fail("%s", kvcc_last_error());
     g->decode = llama_policy_is_decode(g->pol, &g->every);
     g->nstate = llama_policy_nstate(g->pol);
+    for (int i = 0; i < a->n_weights; i++) {
+        KiErr ke = { 0 };
+        if (kt_npz_read(a->weights[i], &g->wz[g->nwz], &ke) != 0)
+            return fail("%s", ke.msg);
+        g->nwz++;
+    }
+    for (int k = 0; k < kvcc_weight_count(g->pol); k++) {
+        const char *nm = NULL;
+        kvcc_weight_info(g->pol, k, &nm, NULL);
+        int found = 0;
+        for (int i = 0; i < g->nwz && !found; i++)
+            found = kt_npz_get(&g->wz[i], nm) != NULL;
+        if (!found) {
+            snprintf(err, sizeof err, "policy %s declares weight '%s': give it with --weights FILE.npz "
+                     "(kvcc calibrate writes them)", kvcc_policy_name(g->pol), nm);
+            return fail("%s", err);
+        }
+    }
+    return 0;
+}
+
+int gen_weights(const Gen *g, kvcc_plan *pl)
+{
+    for (int k = 0; g->pol && k < kvcc_weight_count(g->pol); k++) {
+        const char *nm = NULL;
+        kvcc_weight_info(g->pol, k, &nm, NULL);
+        const KtArray *w = NULL;
+        for (int i = 0; i < g->nwz && !w; i++)
+            w = kt_npz_get(&g->wz[i], nm);
+        if (!w)
+            return fail("weight '%s' was not given (--weights FILE.npz)", nm);
+        if (w->kind != 'f' && w->kind != 'i' && w->kind != 'u' && w->kind != 'b')
+            return fail("weight '%s' is not a numeric array", nm);
+        int64_t shape[8];
+        for (int j = 0; j < w->ndim && j < 8; j++)
+            shape[j] = w->shape[j];
+        float *f = malloc((w->count + 1) * sizeof *f);
+        if (!f)
+            return fail("%s", "out of memory");
+        for (size_t j = 0; j < w->count; j++)
+            f[j] = (float)kt_array_get(w, j);
+        int rc = kvcc_plan_set_weight(pl, nm, f, w->ndim, shape);
+        free(f);
+        if (rc)
+            return fail("%s", kvcc_last_error());
+    }
     return 0;
 }
 
@@ -258,6 +309,8 @@ void gen_free(Gen *g)
 {
     kvcc_close(g->pol);
     free(g->params);
+    for (int i = 0; i < g->nwz; i++)
+        kt_npz_free(&g->wz[i]);
     memset(g, 0, sizeof *g);
 }
 
@@ -307,6 +360,7 @@ static int cmd_generate(const Args *a, const LlamaModel *m, const LlamaTokenizer
         fail("%s", "out of memory");
         goto out;
     }
+    at->gen = &g;
     if (attn_bind(at, &st, g.pol, g.decode ? 1 : n))
         goto out;
     if (llama_prefill(&st, ids, n, 0, g.pol && !g.decode ? &obs : NULL, NULL)) {
@@ -421,6 +475,7 @@ out:
     llama_state_free(&st);
     kvcc_plan_destroy(at->plan);
     at->plan = NULL;
+    at->gen = NULL;
     gen_free(&g);
     free(ids);
     return rc;
@@ -807,6 +862,10 @@ int main(int argc, char **argv)
             if (a.n_params == 16)
                 return fail("%s", "too many --param");
             a.params[a.n_params++] = val;
+        } else if (OPT("--weights")) {
+            if (a.n_weights == 8)
+                return fail("%s", "too many --weights");
+            a.weights[a.n_weights++] = val;
         } else if (strcmp(o, "--ids") == 0)
             a.ids = 1;
         else if (strcmp(o, "--per-story") == 0)

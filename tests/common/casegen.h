@@ -81,9 +81,9 @@ static inline int cg_weights(const KiFn *f, int L, int H, int G, int d, KiWData 
 		wd[i].name = f->w[i].name, wd[i].ndim = f->w[i].ndim;
 		for (int j = 0; j < f->w[i].ndim; j++) {
 			int a = f->w[i].ax[j];
-			if (a == WA_out)
-				return -1;
-			wd[i].shape[j] = a == WA_layer ? L : a == WA_head ? H : a == WA_group ? G : d;
+			/* the out axis: its fixed size, else 5 (not a multiple of a vector) */
+			wd[i].shape[j] = a == WA_layer ? L : a == WA_head ? H : a == WA_group ? G : a == WA_out
+			               ? (f->w[i].size > 0 ? f->w[i].size : 5) : d;
 			cnt[i] *= (size_t)wd[i].shape[j];
 		}
 		tot += cnt[i];

@@ -70,6 +70,29 @@ static void check(const char *name, const char *what, int rc, long calls)
 		npass++;
 }
 
+/* the policy's weights (casegen's values), set before anything is counted */
+static int setweights(const KiFn *f, kvcc_plan *pl, int L, int H, int G, int d)
+{
+	KiWData wd[KI_MAXW];
+	float *wf = NULL;
+	double *wdv = NULL;
+	int rc = 0;
+	if (!f->nw)
+		return 0;
+	if (cg_weights(f, L, H, G, d, wd, &wf, &wdv) != 0)
+		rc = -1;
+	for (int i = 0, o = 0; rc == 0 && i < f->nw; i++) {
+		int64_t shp[KI_MAXWDIM];
+		int cnt = 1;
+		for (int j = 0; j < wd[i].ndim; j++)
+			shp[j] = wd[i].shape[j], cnt *= (int)shp[j];
+		rc = kvcc_plan_set_weight(pl, wd[i].name, wf + o, wd[i].ndim, shp);
+		o += cnt;
+	}
+	free(wf), free(wdv);
+	return rc;
+}
+
 static void run_policy(const char *path, int dt)
 {
 	enum { L = 2, H = 2, G = 2, D = 64, CAP = 97 };
@@ -113,7 +136,7 @@ static void run_policy(const char *path, int dt)
 		encode((float)(urand() * 2 - 1), dt, kv1 + i * esz);
 	kvcc_layout lay = { dt, L, H, D, CAP, (int64_t)H * CAP * D, (int64_t)CAP * D, D };
 	kvcc_plan *pl = NULL;
-	if (kvcc_plan_create(p, &lay, maxobs, 2, &pl) != 0) {
+	if (kvcc_plan_create(p, &lay, maxobs, 2, &pl) != 0 || setweights(f, pl, L, H, G, D) != 0) {
 		printf("FAIL %s: plan: %s\n", name, kvcc_last_error()), nfail++;
 		goto out;
 	}
@@ -185,6 +208,8 @@ static void run_policy(const char *path, int dt)
 			}
 		kvcc_plan *pp = NULL;
 		int prc = kvcc_plan_create_batch(p, &lp, &pg, 2, maxobs, 2, &pp);
+		if (prc == 0 && setweights(f, pp, L, H, G, D) != 0)
+			prc = -1, kvcc_plan_destroy(pp), pp = NULL;
 		if (prc != 0) {
 			printf("FAIL %s: paged plan: %s\n", name, kvcc_last_error()), nfail++;
 		} else {

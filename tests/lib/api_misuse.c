@@ -413,6 +413,51 @@ static void weights(void)
 	kvcc_plan_destroy(pl);
 	kvcc_close(p);
 	remove(so);
+	/* weights with an out axis (tests/policies/wout.lua: c [chan], a [layer, head, chan, out], b [out, chan]):
+	** the first one given fixes the out size, the packed buffer is laid out again keeping what was
+	** given; both orders keep the same tokens */
+	if (kvcc_compile_so("tests/policies/wout.lua", &s, so, 0) != 0 || kvcc_open(so, &p) != 0) {
+		check("out axis: compile and open tests/policies/wout.lua", 0);
+		return;
+	}
+	{
+		enum { NO = 3 };
+		static float wa[L * H * D * 4], wb2[4 * D];
+		for (int i = 0; i < L * H * D * 4; i++)
+			wa[i] = (float)((i * 37) % 11) / 11 - 0.5f;
+		for (int i = 0; i < 4 * D; i++)
+			wb2[i] = (float)((i * 53) % 13) / 13 - 0.5f;
+		int64_t sa[4] = { L, H, D, NO }, sb[2] = { NO, D }, sa4[4] = { L, H, D, 4 }, sb0[2] = { 0, D };
+		kvcc_plan *p1 = NULL, *p2 = NULL;
+		Cache c1, c2;
+		cache_init(&c1, 0, 17), cache_init(&c2, 0, 17);
+		int ok = kvcc_plan_create(p, &lay, 0, 1, &p1) == 0 && kvcc_plan_create(p, &lay, 0, 1, &p2) == 0;
+		check("out axis: plans", ok);
+		if (ok) {
+			check("out axis: an out size of 0", is(kvcc_plan_set_weight(p1, "b", wb2, 2, sb0), KVCC_EINVAL) &&
+			      strstr(kvcc_last_error(), "has shape"));
+			int64_t sc[1] = { D };
+			check("out axis: c (no out axis) first", kvcc_plan_set_weight(p1, "c", wb2 + 7, 1, sc) == 0);
+			check("out axis: b sets it (3)", kvcc_plan_set_weight(p1, "b", wb2, 2, sb) == 0);
+			check("out axis: a with another out size", is(kvcc_plan_set_weight(p1, "a", wa, 4, sa4), KVCC_EINVAL) &&
+			      strstr(kvcc_last_error(), "out 3"));
+			check("out axis: compress with a missing", is(compress(p1, &c1), KVCC_EINVAL));
+			check("out axis: a given", kvcc_plan_set_weight(p1, "a", wa, 4, sa) == 0);
+			check("out axis: the other order", kvcc_plan_set_weight(p2, "a", wa, 4, sa) == 0 &&
+			      kvcc_plan_set_weight(p2, "b", wb2, 2, sb) == 0 && kvcc_plan_set_weight(p2, "c", wb2 + 7, 1, sc) == 0);
+			int same = compress(p1, &c1) == 0 && compress(p2, &c2) == 0;
+			for (int k = 0; same && k < L * H; k++) {
+				same = c1.len[k] == c2.len[k] && c1.len[k] == CAP / 2;
+				for (int t = 0; same && t < c1.len[k]; t++)
+					same = c1.pos[k * CAP + t] == c2.pos[k * CAP + t];
+			}
+			check("out axis: both orders keep the same tokens", same);
+		}
+		kvcc_plan_destroy(p1), kvcc_plan_destroy(p2);
+		cache_free(&c1), cache_free(&c2);
+		kvcc_close(p);
+		remove(so);
+	}
 	/* select mass over a negative score: a message with the place, never a crash */
 	p = NULL, pl = NULL;
 	if (kvcc_compile_so("tests/policies/mass_signed.lua", &s, so, 0) != 0 || kvcc_open(so, &p) != 0) {

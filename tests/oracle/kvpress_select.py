@@ -141,9 +141,9 @@ def case_adakv(torch, kvcc, work, c, rng):
     return same, "H=%d G=%d n=%d w=%d k=%d r=%g%s" % (H, G, n, w, k, r, "" if x86 is not None else " (interpreter only)")
 
 
-def compiled(lua, d, G, K, V, Q, pos, ratio, params):
+def compiled(lua, d, G, K, V, Q, pos, ratio, params, weights=None):
     """The kept sets of the policy compiled for x86 (the Python binding, libkvcc of the build
-    next to KVCC), or None when the binding does not load."""
+    next to KVCC; weights: {name: array}), or None when the binding does not load."""
     try:
         sys.path.insert(0, os.path.join(HERE, "..", "..", "python"))
         import kvcc as KV
@@ -152,13 +152,16 @@ def compiled(lua, d, G, K, V, Q, pos, ratio, params):
         COMPILED[0] = "%s: %s" % (type(e).__name__, e)
         return None
     Kc, Vc = np.ascontiguousarray(K), np.ascontiguousarray(V)
-    P = np.ascontiguousarray(np.broadcast_to(pos.astype(np.int32), K.shape[:3]))
-    cache = pol.compress(Kc, Vc, np.ascontiguousarray(Q), ratio=ratio, pos=P, params=params)
+    P = np.array(np.broadcast_to(pos.astype(np.int32), K.shape[:3]), order="C")   # writable
+    W = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in (weights or {}).items()}
+    cache = pol.compress(Kc, Vc, None if Q is None else np.ascontiguousarray(Q), ratio=ratio, pos=P, params=params,
+                         weights=W or None)
     COMPILED[1] += 1
+    COMPILED[2] += 1
     return [np.asarray(cache.kept(0, h), dtype=np.int64) for h in range(K.shape[1])]
 
 
-COMPILED = [None, 0]           # why the binding did not load; cases run compiled
+COMPILED = [None, 0, 0]        # why the binding did not load; cases run compiled (all, this press)
 
 
 def case_chunkkv(torch, kvcc, work, c, rng):
@@ -195,7 +198,11 @@ def case_criticalkv(torch, kvcc, work, c, rng):
     a = base_arrays(K, V, Q, pos, r, {"window": w})
     a["weight.wo"] = Wo.reshape(1, hid, H, G, d).astype(np.float64)
     got = run_kvcc(kvcc, "criticalkv", a, work, "criticalkv%d" % c)[0]
-    return cmp(got, exp), "H=%d G=%d n=%d w=%d r=%g" % (H, G, n, w, r)
+    same = cmp(got, exp)
+    x86 = compiled("policies/criticalkv.lua", d, G, K, V, Q, pos, r, {"window": w}, {"wo": a["weight.wo"]})
+    if x86 is not None:            # the compiled x86 kernels (the loop over out), as well
+        same = same and cmp(x86, exp)
+    return same, "H=%d G=%d n=%d w=%d r=%g%s" % (H, G, n, w, r, "" if x86 is not None else " (interpreter only)")
 
 
 TIES = [0]
@@ -262,7 +269,13 @@ def case_ea(torch, kvcc, work, c, rng):
          "param.future": np.array(float(fut)), "param.cov": np.array(float(cov)), "param.eps": np.array(eps),
          "weight.mu": mu.reshape(1, H, G, d), "weight.cf": np.linalg.cholesky(cv + 1e-12 * np.eye(d)).reshape(1, H, G, d, d)}
     got = run_kvcc(kvcc, "expected_attention", a, work, "ea%d" % c)[0]
-    return cmp(got, exp), "H=%d G=%d n=%d cov=%s future=%d" % (H, G, n, cov, fut)
+    same = cmp(got, exp)
+    x86 = compiled("policies/expected_attention.lua", d, G, Kx[None].astype(np.float32), V[None].astype(np.float32),
+                   None, np.arange(n), r, {"future": float(fut), "cov": float(cov), "eps": eps},
+                   {"mu": a["weight.mu"], "cf": a["weight.cf"]})
+    if x86 is not None:            # the compiled x86 kernels (the loop over out, shifts along chan)
+        same = same and cmp(x86, exp)
+    return same, "H=%d G=%d n=%d cov=%s future=%d%s" % (H, G, n, cov, fut, "" if x86 is not None else " (interpreter only)")
 
 
 def main(argv):
@@ -281,7 +294,7 @@ def main(argv):
     for name, fn, N in (("AdaKVPress(SnapKV)", case_adakv, 20), ("ChunkKVPress(SnapKV)", case_chunkkv, 20),
                         ("CriticalKVPress(SnapKV)", case_criticalkv, 20), ("LagKVPress", case_lagkv, 20),
                         ("ExpectedAttentionPress", case_ea, 12)):
-        ok = 0
+        ok, COMPILED[2] = 0, 0
         rng = np.random.default_rng(zlib.crc32(name.encode()))
         for c in range(N):
             same, what = fn(torch, kvcc, work, c, rng)
@@ -291,8 +304,8 @@ def main(argv):
         fails += N - ok
         note = " (every score within 1e-6; kept sets of %d heads not compared: the cut falls in a tie)" \
             % TIES[0] if fn is case_lagkv else ""
-        if fn is case_adakv:
-            note = " (interpreter and the compiled x86 kernels, %d cases)" % COMPILED[1] if COMPILED[1] else \
+        if fn in (case_adakv, case_criticalkv, case_ea):
+            note = " (interpreter and the compiled x86 kernels, %d cases)" % COMPILED[2] if COMPILED[2] else \
                 " (interpreter only: the binding did not load: %s)" % COMPILED[0]
         print("kvpress %s vs kvcc: %d/%d cases agree%s" % (name, ok, N, note))
     return 1 if fails else 0

@@ -106,9 +106,23 @@ START_TEST(test_plan_rejects)
 	reject(HDR "%0 = input K [token, chan] @3:5\n%1 = norm %0 chan [token] @3:7\n%2 = std %1 token [] @3:9\n"
 	           "%3 = sub %1, %2 [token] @3:12\nscore %3\n" TAIL "when prefill\n",
 	       "p.kir:3:9: error: token_map: std over token is not generated yet (over chan it is)");
-	reject(HDR "%0 = input K [token, chan] @3:5\n%1 = norm %0 chan [token] @3:7\n"
-	           "%2 = softmax %1 token [token] @4:2\nscore %2\n" TAIL "when prefill\n",
+	/* softmax over token of a [token] value is generated (issue 13, expected_attention); over chan not */
+	reject(HDR "%0 = input K [token, chan] @3:5\n%1 = softmax %0 chan [token, chan] @4:2\n"
+	           "%2 = norm %1 chan [token] @3:7\nscore %2\n" TAIL "when prefill\n",
 	       "p.kir:4:2: error: token_map: softmax of a value that does not derive from x.Q:dot(x.K)");
+	{
+		KiPlan p;
+		KiFn *f = plan(HDR "%0 = input K [token, chan] @3:5\n%1 = norm %0 chan [token] @3:7\n"
+		               "%2 = softmax %1 token [token] @4:2\nscore %2\n" TAIL "when prefill\n", &p);
+		ck_assert(p.tgen[2] == KI_GEN_START && p.tout[1]);     /* a loop of its own; its operand stored */
+		ki_plan_free(&p);
+		ki_free(f);
+	}
+	/* an out-axis value read by another loop (here: the score) is refused with its position */
+	reject(HDR "weight w [out, chan] @2:3\n%0 = input K [token, chan] @3:5\n%1 = weight w [chan, out] @3:6\n"
+	           "%2 = dot %0, %1 chan [token, out] @3:7\n%3 = sum %2 out [token] @3:8\n%4 = softmax %3 token [token] @3:9\n"
+	           "%5 = mul %4, %2 [token, out] @4:2\n%6 = sum %5 out [token] @4:4\nscore %6\n" TAIL "when prefill\n",
+	       "p.kir:3:7: error: token_map: a value with the out axis must be reduced over out in the loop");
 	reject(HDR "%0 = input Q [group, obs, chan] @2:1\n%1 = input V [token, chan] @2:2\n"
 	           "%2 = dot %0, %1 chan [group, obs, token] @2:3\n%3 = mean %2 obs [group, token] @2:4\n"
 	           "%4 = mean %3 group [token] @2:5\nscore %4\nobs 4\n" TAIL "when prefill\n",
