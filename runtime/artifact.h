@@ -82,15 +82,16 @@ static inline int ka_trailer_check(const void *buf, size_t len, KaTrailer *t, co
 */
 #define KVCC_DESC_SYMBOL "kvcc_artifact"
 #define KVCC_MAGIC 0x4B5643435F415254ull   /* "KVCC_ART" */
-#define KVCC_ABI 14                        /* kvcc_artifact and the kernels' signatures (10: compact_merge;
+#define KVCC_ABI 15                        /* kvcc_artifact and the kernels' signatures (10: compact_merge;
                                               11: tmap ctx ratio, budget, wts; tfilter, mtotal, ksum;
                                               12: kfloor; 13: decodeb; 14: tmap / observe return a
-                                              negative value for a bad segment or shift argument) */
+                                              negative value for a bad segment or shift argument;
+                                              15: mstore) */
 #define KA_MAGIC "KVCCDSC"                 /* the blob's first 8 bytes (with the NUL) */
-#define KA_FORMAT 8                        /* the blob's layout and meaning (2: the tuning config; 3: KA_FLAYER;
+#define KA_FORMAT 9                        /* the blob's layout and meaning (2: the tuning config; 3: KA_FLAYER;
                                               4: the merge rule; 5: the weights, KaWeight; the select rule;
                                               6: the select floor; 7: KA_FAMX; 8: the count state row,
-                                              cnt / cbias) */
+                                              cnt / cbias; 9: summary rows, srows / siters / sflag) */
 #define KA_NBUCKET 4                       /* decode split buckets (longest head < 4K, 16K, 64K, more) */
 
 /* a count or rule operand: a constant, a param, "every position" (obs) or none */
@@ -208,9 +209,14 @@ typedef struct KaHdr {
 	/* --- issue 12: member counts (KA_FORMAT 8) --- */
 	int32_t cnt;               /* the "count" state row (the last of nst: compiler/mplan.h ki_mcounts), or -1 */
 	int32_t cbias;             /* decode attention adds log(count) to each logit (decodeb) */
+	/* --- issue 12: summary rows (KA_FORMAT 9; merge KA_MSUMMARY) --- */
+	int32_t srows;             /* C summary rows per (layer, head), 0: none */
+	int32_t siters;            /* Lloyd iterations when a block is built */
+	int32_t sflag;             /* the "summary" state row (1 on the summary block, the last of nst), or -1 */
+	int32_t spad;
 } KaHdr;
 
-enum { KA_MDROP, KA_MNEAREST };
+enum { KA_MDROP, KA_MNEAREST, KA_MSUMMARY };
 enum { KA_MKEYS = 1, KA_MVALUES = 2, KA_MSUM = 4 };
 enum { KA_TNONE, KA_TVALUE, KA_TMEAN };
 
@@ -344,6 +350,10 @@ typedef struct kvcc_artifact {
 	** its logits. A stub for a policy without the bias (the runtime never calls it). */
 	void (*decodeb)(const void *K, const void *V, int64_t ldk, int64_t nt, const float *q, float *S,
 	                int64_t lds, float *st, const float *cnt);
+	/* --- issue 12: summary rows (KVCC_ABI 15) ---
+	** n f32 values rounded to the storage dtype (nearest even; NaN stays NaN) at dst: the
+	** summary rows the runtime's k-means writes (runtime/merge.c kr_msummary) */
+	void (*mstore)(const float *src, void *dst, int64_t n);
 } kvcc_artifact;
 
 /* --- GPU (CUDA) ------------------------------------------------------------------------------

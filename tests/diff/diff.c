@@ -242,7 +242,8 @@ static void run_case(const Cfg *cf, const char *host)
 	** row at prefill): drawn 1..3, as after earlier merges; the interpreter takes them as KiCase.count */
 	int cn = ki_mcounts(f);
 	double *cref = malloc((size_t)L * H * n * sizeof(double) + 8);
-	float *cst = cn ? malloc((size_t)L * H * n * sizeof(float)) : NULL;
+	/* merge summary (cn 2): the flag row "summary" after the counts, 0 at prefill (no block yet) */
+	float *cst = cn ? malloc((size_t)cn * L * H * n * sizeof(float)) : NULL;
 	for (int i = 0; i < L * H * n; i++)
 		cref[i] = cn ? 1 + (int)(urand() * 3) : 1;
 	char *Ks = malloc((size_t)L * H * n * st * esz), *Vs = malloc((size_t)L * H * n * st * esz), *Qs = malloc(nq * esz + 2);
@@ -344,6 +345,8 @@ static void run_case(const Cfg *cf, const char *host)
 	}
 	for (int i = 0; cn && i < L * H * n; i++)
 		cst[i] = (float)cref[i];
+	for (int i = 0; cn > 1 && i < L * H * n; i++)
+		cst[(size_t)L * H * n + i] = 0;
 	kvcc_cache cache = { Ks, Vs, pos, len, cst };
 	kvcc_obs obs = { O, Qs, uselse ? lse : NULL, NULL };
 	kvcc_args args = { ratio, budget, par, 0, sc };
@@ -382,6 +385,11 @@ static void run_case(const Cfg *cf, const char *host)
 			if (pos[(size_t)k * n + m] != r.pos[(size_t)k * n + m]) {
 				printf("FAIL %s: head %d kept[%d] at position %d, reference %d\n", name, k, m,
 				       pos[(size_t)k * n + m], r.pos[(size_t)k * n + m]);
+				goto out;
+			}
+			if (cn > 1 && cst[(size_t)(L * H + k) * n + m] != (r.sumat[k] >= 0 && m >= r.sumat[k])) {
+				printf("FAIL %s: head %d row %d summary flag %g, reference summary rows from %d\n", name, k, m,
+				       cst[(size_t)(L * H + k) * n + m], r.sumat[k]);
 				goto out;
 			}
 			if (cn && cst[(size_t)k * n + m] != r.count[(size_t)k * n + m]) {   /* integer counts: exact */
