@@ -365,11 +365,12 @@ typedef struct kvcc_artifact {
 ** "CUDA driver not found: …". See doc/gpu.md. */
 #define KVCC_GPU_SYMBOL "kvcc_artifact_gpu"
 #define KVCC_GPU_MAGIC 0x4B5643435F475055ull   /* "KVCC_GPU" */
-#define KVCC_GPU_ABI 7                     /* 2: the tuning config; 3: KvgArgs.wts; 4: paged and
+#define KVCC_GPU_ABI 8                     /* 2: the tuning config; 3: KvgArgs.wts; 4: paged and
                                               batched caches (KvgArgs block, kv_paged); 5: select floor
                                               (KVG_EFLOOR, kv_select_grp's floor records); 6: segment
                                               ops and shift along token (KVG_ESEG); 7: one-layer decode (KvgArgs.dlay,
-                                              steps; KVG_PG_STEP; kv_decode for every policy) */
+                                              steps; KVG_PG_STEP; kv_decode for every policy); 8: merge
+                                              summary rows in kv_select (KVG_ESUM, the flag state row) */
 
 typedef struct kvcc_gpu_header {
 	uint64_t magic;            /* KVCC_GPU_MAGIC */
