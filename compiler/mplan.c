@@ -158,6 +158,16 @@ int ki_mkernels(const KiFn *f, KiErr *e)
 	char what[256];
 	if (m->kind == MG_drop)
 		return 0;
+	if (m->kind == MG_summary) {          /* runtime/merge.c kr_msummary (x86); CUDA: codegen/ptx refuses */
+		const KiSelect *s = &f->sel;
+		if (s->kind != SEL_topk)
+			return mrefuse(f, m->line, m->col, "merge summary with select threshold", e);
+		if (KI_RKIND(s->chunk) != RK_NIL && !(KI_RKIND(s->chunk) == RK_CON && f->con[KI_RIDX(s->chunk)] == 1))
+			return mrefuse(f, m->line, m->col, "merge summary with chunks", e);
+		if (KI_RKIND(m->rows) != RK_CON || KI_RKIND(m->iters) == RK_PAR || KI_RKIND(m->iters) == RK_INS)
+			return mrefuse(f, m->line, m->col, "merge summary with rows or iters not constants", e);
+		return 0;
+	}
 	if (m->kind != MG_nearest) {
 		snprintf(what, sizeof what, "merge %s", ki_mergename(m->kind));
 		return mrefuse(f, m->line, m->col, what, e);
@@ -275,10 +285,17 @@ int ki_mcounts(const KiFn *f)
 	const KiMerge *m = &f->merge;
 	if (m->kind == MG_drop)
 		return 0;
-	if (m->bias || m->kind == MG_summary)
+	if (m->kind == MG_summary)
+		return 2;            /* the count row, then the summary flag row (ki_msumrow) */
+	if (m->bias)
 		return 1;
 	for (int i = 0; i < f->nins; i++)
 		if (f->ins[i].op == KO_pinfo && (f->ins[i].aux == PI_ecount || f->ins[i].aux == PI_kcount))
 			return 1;
 	return 0;
+}
+
+int ki_msumrow(const KiFn *f)
+{
+	return f->merge.kind == MG_summary ? f->nst + 1 : -1;
 }

@@ -49,12 +49,17 @@ KC_FUNC int ki_mkernels(const KiFn *f, KiErr *e);
 ** reaches and that reads no pinfo gets slot[i] >= 0 in its side's table (computed once per row by the kernels'
 ** mscal); slot[i] = -1 otherwise. *nes, *nks: the sizes of the two tables. -1: out of memory. */
 KC_FUNC int ki_mslots(const KiFn *f, int *slot, int *nes, int *nks);
-/* 1 when the merge rule keeps member counts (DESIGN §3): a count bias, summary rows, or a merge
+/* non-zero when the merge rule keeps member counts (DESIGN §3): a count bias, summary rows, or a merge
 ** expression reading e.count / k.count. The compiled policy then carries them as one more
 ** per-token state row after the declared ones, named "count", init 1 (the descriptor's KaHdr.cnt;
 ** kvcc_state_count includes it); the kernels add what a kept row absorbs, decode attention adds
 ** log(count) to each logit with the bias. The reference interpreter keeps them apart (KiCase.count,
 ** KiResult.count): the same numbers. */
 KC_FUNC int ki_mcounts(const KiFn *f);
+/* The hidden state rows: ki_mcounts(f) is how many there are after the declared ones (0, 1:
+** "count"; 2 for merge summary: "count", then "summary", init 0, 1 on the summary rows: the
+** compiled cache marks its summary block there, the interpreter's KiCase.sumat). ki_msumrow: that
+** flag row's index (f->nst + 1), or -1 without summary rows. */
+KC_FUNC int ki_msumrow(const KiFn *f);
 
 #endif

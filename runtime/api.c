@@ -364,6 +364,7 @@ KVCC_API int kvcc_plan_create_batch(kvcc_policy *p, const kvcc_layout *lay, cons
 	pl->part = malloc((LH + 1) * sizeof *pl->part);
 	pl->kidx = malloc((ninst * lay->capacity + 1) * sizeof(int32_t));
 	pl->nkept = malloc((ninst + 1) * sizeof(int32_t));
+	pl->sblk = malloc((ninst + 1) * sizeof(int32_t));
 	pl->hsrc = calloc((size_t)H, sizeof *pl->hsrc);
 	pl->hdst = calloc((size_t)H, sizeof *pl->hdst);
 	pl->narena = h->flags & KA_FHMEAN ? (int)ninst : pl->threads;
@@ -373,7 +374,7 @@ KVCC_API int kvcc_plan_create_batch(kvcc_policy *p, const kvcc_layout *lay, cons
 	pl->score = calloc(ninst, sizeof *pl->score);
 	pl->cpar = malloc(((size_t)h->npar + 1) * sizeof *pl->cpar);
 	int bad = !pl->par || !pl->step || !pl->S || !pl->qs || !pl->cst || !pl->oval || !pl->ws || !pl->selkeys ||
-	          !pl->part || !pl->kidx || !pl->nkept || !pl->hsrc || !pl->hdst || !pl->arena || !pl->tvals ||
+	          !pl->part || !pl->kidx || !pl->nkept || !pl->sblk || !pl->hsrc || !pl->hdst || !pl->arena || !pl->tvals ||
 	          !pl->scorebuf || !pl->score || !pl->cpar;
 	if (!bad && pg) {         /* tables of a call, page marks, row offsets and staging per thread */
 		size_t ntab = pg->tables == KVCC_TABLE_PER_HEAD ? ninst : (size_t)max_seqs;
@@ -398,8 +399,8 @@ KVCC_API int kvcc_plan_create_batch(kvcc_policy *p, const kvcc_layout *lay, cons
 		bad = kr_weights_init(pl) != 0;
 	if (!bad && (h->flags & KA_FATTN) && max_obs > 0)
 		bad = make_ws(pl, G * max_obs) != 0;
-	if (!bad && h->merge == KA_MNEAREST) {      /* compact_merge workspaces (merge.c) */
-		size_t mb = kr_mbytes(pl);
+	if (!bad && (h->merge == KA_MNEAREST || h->merge == KA_MSUMMARY)) {   /* compact_merge workspaces */
+		size_t mb = h->merge == KA_MNEAREST ? kr_mbytes(pl) : kr_sbytes(pl);   /* merge.c, summary.c */
 		bad = !(pl->mws = calloc((size_t)pl->threads, sizeof *pl->mws));
 		for (int t = 0; t < pl->threads && !bad; t++)
 			bad = !(pl->mws[t] = aligned_alloc(64, mb));
@@ -439,7 +440,7 @@ KVCC_API void kvcc_plan_destroy(kvcc_plan *pl)
 	for (int t = 0; pl->ews && t < pl->threads; t++)
 		free(pl->ews[t]);
 	free(pl->ews);
-	free(pl->selkeys), free(pl->part), free(pl->kidx), free(pl->nkept);
+	free(pl->selkeys), free(pl->part), free(pl->kidx), free(pl->nkept), free(pl->sblk);
 	for (int t = 0; t < pl->narena; t++) {
 		if (pl->arena)
 			free(pl->arena[t]);

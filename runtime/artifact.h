@@ -86,12 +86,13 @@ static inline int ka_trailer_check(const void *buf, size_t len, KaTrailer *t, co
                                               11: tmap ctx ratio, budget, wts; tfilter, mtotal, ksum;
                                               12: kfloor; 13: decodeb; 14: tmap / observe return a
                                               negative value for a bad segment or shift argument;
-                                              15: sstate, sacce; kvcc_tmap_ctx.nout) */
+                                              15: sstate, sacce; kvcc_tmap_ctx.nout; mstore) */
 #define KA_MAGIC "KVCCDSC"                 /* the blob's first 8 bytes (with the NUL) */
 #define KA_FORMAT 9                        /* the blob's layout and meaning (2: the tuning config; 3: KA_FLAYER;
                                               4: the merge rule; 5: the weights, KaWeight; the select rule;
                                               6: the select floor; 7: KA_FAMX; 8: the count state row,
-                                              cnt / cbias; 9: KA_WOUT, KaHdr.wout) */
+                                              cnt / cbias; 9: KA_WOUT, KaHdr.wout; summary rows,
+                                              srows / siters / sflag) */
 #define KA_NBUCKET 4                       /* decode split buckets (longest head < 4K, 16K, 64K, more) */
 
 /* a count or rule operand: a constant, a param, "every position" (obs) or none */
@@ -213,9 +214,14 @@ typedef struct KaHdr {
 	int32_t wout;              /* the out axis' fixed size (every out axis of a policy has one), 0: the
 	                              size of the first data given with one (kvcc_plan_set_weight) */
 	int32_t wpad;
+	/* --- issue 12: summary rows (KA_FORMAT 9; merge KA_MSUMMARY) --- */
+	int32_t srows;             /* C summary rows per (layer, head), 0: none */
+	int32_t siters;            /* Lloyd iterations when a block is built */
+	int32_t sflag;             /* the "summary" state row (1 on the summary block, the last of nst), or -1 */
+	int32_t spad;
 } KaHdr;
 
-enum { KA_MDROP, KA_MNEAREST };
+enum { KA_MDROP, KA_MNEAREST, KA_MSUMMARY };
 enum { KA_MKEYS = 1, KA_MVALUES = 2, KA_MSUM = 4 };
 enum { KA_TNONE, KA_TVALUE, KA_TMEAN };
 
@@ -359,6 +365,10 @@ typedef struct kvcc_artifact {
 	** workspace holds the head) */
 	void (*sstate)(const float *S, int64_t nq, const uint64_t *vm, float a, float *m, float *l, float *E, float *mt);
 	void (*sacce)(const float *E, int64_t nq, const float *mt, const float *mp, float *acc);
+	/* --- issue 12: summary rows (KVCC_ABI 15) ---
+	** n f32 values rounded to the storage dtype (nearest even; NaN stays NaN) at dst: the
+	** summary rows the runtime's k-means writes (runtime/merge.c kr_msummary) */
+	void (*mstore)(const float *src, void *dst, int64_t n);
 } kvcc_artifact;
 
 /* --- GPU (CUDA) ------------------------------------------------------------------------------
@@ -374,7 +384,8 @@ typedef struct kvcc_artifact {
                                               batched caches (KvgArgs block, kv_paged); 5: select floor
                                               (KVG_EFLOOR, kv_select_grp's floor records); 6: segment
                                               ops and shift along token (KVG_ESEG); 7: one-layer decode (KvgArgs.dlay,
-                                              steps; KVG_PG_STEP; kv_decode for every policy); 8: KvgArgs.nout */
+                                              steps; KVG_PG_STEP; kv_decode for every policy); 8: KvgArgs.nout;
+                                              merge summary rows in kv_select (KVG_ESUM, the flag state row) */
 
 typedef struct kvcc_gpu_header {
 	uint64_t magic;            /* KVCC_GPU_MAGIC */
@@ -487,7 +498,9 @@ enum { KVG_EOK, KVG_EPOOL = 1, KVG_ESELECT = 2, KVG_EHMEAN = 3, KVG_ECHUNK = 4, 
        /* select floor (issue 13, AdaKV) */
        KVG_EFLOOR = 7,
        /* segment ops and shift along token (issue 13): a bad segment size / start or offset */
-       KVG_ESEG = 8 };
+       KVG_ESEG = 8,
+       /* merge summary (issue 12): a summary block outside the held rows, or a budget below the rows */
+       KVG_ESUM = 9 };
 
 enum { KVG_SCORE, KVG_SELECT, KVG_DECODE, KVG_COMBINE, KVG_SELGRP,
        /* paged and batched caches (issue 14): kv_paged, grid B (check, free) or B*H (append) */

@@ -426,6 +426,34 @@ static long chunkgreedy(const kvcc_artifact *A, const uint64_t *ks, size_t nc, l
 ** threshold, ckeepidx expands kept chunks to each instance's sorted kept list. */
 #define LEN(r, k) ((r)->b->seq[(k) / (r)->LH].len[(k) % (r)->LH])
 
+/* merge summary (summary.c): instance k's summary block (its first row into pl->sblk, or -1),
+** its scores shifted over the block so that select ranks the ordinary rows only, *n their
+** number; *cnt: n_keep - C of them when the instance holds more than n_keep rows, else all */
+static int sumrows(Run *r, int k, float *sc, long *n, long *cnt)
+{
+	const KaHdr *hd = r->h;
+	const kvcc_layout *lay = &r->pl->lay;
+	int kk = k % r->LH, C = hd->srows;
+	const kvcc_seq *q = &r->b->seq[k / r->LH];
+	int64_t sstride = (int64_t)r->LH * lay->capacity;
+	int s0 = kr_sblock(r->pl, q->state ? q->state + (size_t)kk * lay->capacity : NULL, sstride, (int)*n);
+	r->pl->sblk[k] = s0;
+	if (s0 >= 0 && s0 + C > *n)
+		return kr_seterr(KVCC_EINVAL, "%s:%u:%u: error: merge summary: the summary rows of (layer %d, head %d) "
+		                 "start at row %d, but it holds %ld (the summary state row marks %d rows)", r->pl->p->src,
+		                 hd->mline, hd->mcol, kk / lay->kv_heads, kk % lay->kv_heads, s0, *n, C);
+	if (*n > *cnt && *cnt < C)
+		return kr_seterr(KVCC_EINVAL, "%s:%u:%u: error: merge summary: the budget keeps %ld rows of (layer %d, "
+		                 "head %d), fewer than its %d summary rows", r->pl->p->src, hd->mline, hd->mcol, *cnt,
+		                 kk / lay->kv_heads, kk % lay->kv_heads, C);
+	long no = *n - (s0 >= 0 ? C : 0);
+	*cnt = *n > *cnt ? *cnt - C : no;
+	if (s0 >= 0)
+		memmove(sc + s0, sc + s0 + C, (size_t)(*n - s0 - C) * sizeof *sc);
+	*n = no;
+	return 0;
+}
+
 static int selectkeep(Run *r, float **score, const kvcc_args *args)
 {
 	const kvcc_artifact *A = r->pl->p->a;
@@ -467,6 +495,11 @@ static int selectkeep(Run *r, float **score, const kvcc_args *args)
 		int kk = k % r->LH, l = kk / lay->kv_heads, h = kk % lay->kv_heads;
 		long n = LEN(r, k);
 		long cnt = hd->nocap ? n : (long)A->nkeep(r->par, l, lay->layers, n, args->ratio, args->budget);
+		if (hd->merge == KA_MSUMMARY) {    /* the ordinary rows only (summary.c); n_keep - C of them */
+			int rc = sumrows(r, k, score[k], &n, &cnt);
+			if (rc)
+				return rc;
+		}
 		if (ch == 1) {
 			A->selkeys(score[k], n, S, Rr, (uint32_t)((size_t)kk * cap), ks + nc);
 			if (thsel)
@@ -499,8 +532,11 @@ static int selectkeep(Run *r, float **score, const kvcc_args *args)
 		if (ch == 1) {
 			uint64_t thr = thsel ? tthreshold(A, ks, nc, want, ncand) : threshold(A, ks, nc, want);
 			for (int kj = (int)base; kj <= k; kj++) {
-				long nn = LEN(r, kj);
+				long nn = LEN(r, kj), s0 = hd->merge == KA_MSUMMARY ? r->pl->sblk[kj] : -1;
+				nn -= s0 >= 0 ? hd->srows : 0;
 				nkept[kj] = want <= 0 ? 0 : (int32_t)A->keepidx(ks + c, nn, thr, kidx + (size_t)kj * cap);
+				for (int32_t j = 0; s0 >= 0 && j < nkept[kj]; j++)   /* ordinary index -> row */
+					kidx[(size_t)kj * cap + j] += kidx[(size_t)kj * cap + j] >= s0 ? hd->srows : 0;
 				c += (size_t)nn;
 			}
 		} else {
@@ -532,6 +568,14 @@ static void compacttask(void *arg, int k, int tid)
 	int nst = I.state ? r->h->nst : 0;
 	size_t cap = (size_t)lay->capacity;
 	int64_t sstride = (int64_t)r->LH * (int64_t)cap;
+	if (r->h->merge == KA_MSUMMARY) {         /* summary rows, then the compaction (summary.c) */
+		KrRows rw = I.w;
+		if (!rw.tab)
+			rw = (KrRows){ I.w.K, I.w.V, NULL, 1, lay->stride_token, 0 };
+		LEN(r, k) = kr_msummary(r->pl, &rw, I.w.tab != NULL, I.n, r->pl->kidx + k * cap, r->pl->nkept[k],
+		                        r->pl->sblk[k], I.pos, I.state, nst, sstride, tid);
+		return;
+	}
 	if (I.w.tab && r->h->merge == KA_MNEAREST)
 		kr_pmnearest(r->pl, r->par, &I.w, I.n, r->pl->kidx + k * cap, r->pl->nkept[k], I.pos, I.state, nst, sstride, tid);
 	else if (I.w.tab)

@@ -80,6 +80,7 @@ struct kvcc_plan {
 	KrPart *part;            /* [layers*kv_heads] select, chunk > 1: partial last chunks of a group */
 	int32_t *kidx;           /* [layers][kv_heads][capacity] sorted kept positions per instance */
 	int32_t *nkept;          /* [layers][kv_heads] */
+	int32_t *sblk;           /* [instances] merge summary: the summary block's first row at selection, or -1 */
 	/* compress values, in arenas sized here for capacity tokens and max_obs queries: without a
 	** head_mean barrier every instance is scored by one thread in one go, so its values live in
 	** that thread's arena and only the score is kept per instance; with one (values cross the
@@ -190,6 +191,15 @@ KC_FUNC void kr_mnearest(kvcc_plan *pl, const double *par, char *K, char *V, int
 /* the same on a paged cache (rows through rw's page table; the same result bit for bit) */
 KC_FUNC void kr_pmnearest(kvcc_plan *pl, const double *par, const KrRows *rw, int n, const int32_t *kidx, int m,
                           int32_t *pos, float *state, int nst, int64_t sstride, int tid);
+/* summary.c: compact_merge with merge summary (KaHdr.srows rows); the workspace bytes of one
+** thread (pl->mws); kr_sblock: the first row of an instance's summary block (the flag state
+** row KaHdr.sflag), or -1; kr_msummary: the evicted ordinary rows summarized, the compaction
+** (kidx sorted physical rows, m of them, none in the block at s0), the block written after the
+** kept rows; returns the instance's new length */
+KC_FUNC size_t kr_sbytes(const kvcc_plan *pl);
+KC_FUNC int kr_sblock(const kvcc_plan *pl, const float *state, int64_t sstride, int n);
+KC_FUNC int kr_msummary(kvcc_plan *pl, const KrRows *rw, int paged, int n, const int32_t *kidx, int m, int s0,
+                        int32_t *pos, float *state, int nst, int64_t sstride, int tid);
 /* a one-sequence batch of a contiguous kvcc_cache, for kvcc_compress, kvcc_append and
 ** kvcc_decode_layer; KVCC_EINVAL (message set) for a missing plan or cache or a paged plan */
 KC_FUNC int kr_single(const kvcc_plan *pl, kvcc_cache *c, const kvcc_obs *obs, const char *batchfn,

@@ -9,7 +9,7 @@
 IROBJ  += compiler/plan.o compiler/support.o compiler/driver.o compiler/cache.o
 X86OBJ += codegen/x86/key.o codegen/x86/kern.o codegen/x86/tmap.o codegen/x86/desc.o codegen/x86/emit.o codegen/x86/merge.o \
           codegen/x86/sel.o
-RTOBJ  += runtime/api.o runtime/load.o runtime/compress.o runtime/merge.o runtime/paged.o runtime/decode.o runtime/pool.o \
+RTOBJ  += runtime/api.o runtime/load.o runtime/compress.o runtime/merge.o runtime/summary.o runtime/paged.o runtime/decode.o runtime/pool.o \
           runtime/artifact.o runtime/weights.o
 LLVM_LIBS_USED = $(LLVM_LIBS)
 

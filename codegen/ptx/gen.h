@@ -110,6 +110,13 @@ KC_FUNC int kp_merge_decl(Gen *g);
 KC_FUNC void kp_merge_copy(Gen *g);
 KC_FUNC int kp_merge_body(Gen *g);
 
+/* summary.c: compact_merge (merge summary) inside kv_select: the workspace, the block and the
+** ordinary scores before the selection, the compaction's hook, the k-means after it */
+KC_FUNC int kp_sum_decl(Gen *g);
+KC_FUNC void kp_sum_pre(Gen *g);
+KC_FUNC void kp_sum_copy(Gen *g);
+KC_FUNC int kp_sum_body(Gen *g);
+
 /* kernels.c */
 KC_FUNC int kp_generate(const KiFn *f, const KpCudaOpts *o, KpCudaOut *out, KiErr *e);
 

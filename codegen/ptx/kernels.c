@@ -310,12 +310,14 @@ static int gen_select(Gen *g, KpCudaOut *out)
 		gen_selgrp(g, out, S, R, C, s->floor ? F : NULL, th ? T : NULL);
 	else
 		memset(g->cur, 0, sizeof g->cur);      /* the score buffers are dead: the merge's workspace */
-	int mg = f->merge.kind == MG_nearest;
+	int mg = f->merge.kind == MG_nearest, su = f->merge.kind == MG_summary;
+	if (su && (s->scope != SC_head || s->kind != SEL_topk))
+		return kp_err(g, NULL, "merge summary with select scope layer or model is not compiled to CUDA yet");
 	KpCudaKernel *k = &out->kern[out->nkern++];
 	snprintf(k->name, sizeof k->name, "kv_select");
 	k->role = KVG_SELECT;
-	prologue(g, "kv_select", mg);
-	if (mg && kp_merge_decl(g) != 0)
+	prologue(g, "kv_select", mg || su);
+	if ((mg && kp_merge_decl(g) != 0) || (su && kp_sum_decl(g) != 0))
 		return -1;
 	sb(&g->s,
 	   "\t__shared__ unsigned hist[256], sv[4];\n"
@@ -328,9 +330,15 @@ static int gen_select(Gen *g, KpCudaOut *out)
 	sb(&g->s, "\tconst long long S = (long long)(%s), R = (long long)(%s), ch = (long long)(%s);\n", S, R, C);
 	sb(&g->s,
 	   "\tif (S < 0 || R < 0 || ch < 1) { if (tid == 0) kv_seterr(a.err, KVG_ESELECT); return; }\n");
-	if (th || ms)
+	if (th || ms || su)
 		sb(&g->s, "\tif (ch != 1) { if (tid == 0) kv_seterr(a.err, KVG_ECHUNK); return; }\n");
-	if (s->scope == SC_head && th)     /* threshold: the best of the candidates >= tau */
+	if (su) {      /* the ordinary rows only (summary.c); n_keep - C of them */
+		kp_sum_pre(g);
+		sb(&g->s,
+		   "\tKvSel s1, s0;\n"
+		   "\tkv_topk(mOS_, no_, ch, S, R, 1, want, s1, hist, sv, &s_E, wsum);\n"
+		   "\tkv_topk(mOS_, no_, ch, S, R, 0, want - s1.used, s0, hist, sv, &s_E, wsum);\n");
+	} else if (s->scope == SC_head && th)     /* threshold: the best of the candidates >= tau */
 		sb(&g->s,
 		   "\tconst long long want = %s;\n"
 		   "\t/* protected tokens first (sinks, then the newest recent), then the others */\n"
@@ -401,19 +409,33 @@ static int gen_select(Gen *g, KpCudaOut *out)
 	   "\tlong long run = 0;\n"
 	   "\tfor (long long t0 = 0; t0 < n; t0 += KV_NT) {\n"
 	   "\t\tconst long long t = t0 + tid;\n"
-	   "\t\tint keep = 0;\n"
-	   "\t\tif (t < n) {\n"
-	   "\t\t\tconst long long ci = t / ch;\n"
-	   "\t\t\tkeep = kv_kept(kv_prot(ci, ch, n, S, R) ? s1 : s0, sc, ci, ch, n, S, R);\n"
-	   "%s%s"
-	   "\t\t}\n"
-	   "\t\tint tot;\n"
-	   "\t\tconst int ex = kv_bscan(keep, wsum, &tot);\n"
-	   "\t\tsdst[tid] = keep ? (int)(run + ex) : %s;\n"
-	   "\t\tconst int pv = keep ? Pb[t] : 0;\n",
-	   s->floor ? "\t\t\tkeep = keep || kv_kept(kv_prot(ci, ch, n, S, R) ? f1 : f0, sc, ci, ch, n, S, R);\n" : "",
-	   s->scope != SC_head && th ? "\t\t\tkeep = keep && (kv_prot(t, 1, n, S, R) || (double)sc[t] >= tau);\n" : "",
-	   mg ? "t < n ? (int)(-2 - (t - run - ex)) : -1" : "-1");
+	   "\t\tint keep = 0;\n");
+	if (su)      /* the block's rows stay out (set aside); an ordinary row: its ordinary index */
+		sb(&g->s,
+		   "\t\tconst int blk_ = s0_ >= 0 && t >= s0_ && t < s0_ + C_;\n"
+		   "\t\tconst long long nb_ = s0_ < 0 || t < s0_ ? 0 : t - s0_ < C_ ? t - s0_ : C_;   /* block rows before t */\n"
+		   "\t\tif (t < n && !blk_) {\n"
+		   "\t\t\tconst long long ci = t - nb_;\n"
+		   "\t\t\tkeep = kv_kept(kv_prot(ci, 1, no_, S, R) ? s1 : s0, mOS_, ci, 1, no_, S, R);\n"
+		   "\t\t}\n"
+		   "\t\tint tot;\n"
+		   "\t\tconst int ex = kv_bscan(keep, wsum, &tot);\n"
+		   "\t\tsdst[tid] = keep ? (int)(run + ex) : t < n && !blk_ ? (int)(-2 - (t - run - ex - nb_)) : -1;\n"
+		   "\t\tconst int pv = keep ? Pb[t] : 0;\n");
+	else
+		sb(&g->s,
+		   "\t\tif (t < n) {\n"
+		   "\t\t\tconst long long ci = t / ch;\n"
+		   "\t\t\tkeep = kv_kept(kv_prot(ci, ch, n, S, R) ? s1 : s0, sc, ci, ch, n, S, R);\n"
+		   "%s%s"
+		   "\t\t}\n"
+		   "\t\tint tot;\n"
+		   "\t\tconst int ex = kv_bscan(keep, wsum, &tot);\n"
+		   "\t\tsdst[tid] = keep ? (int)(run + ex) : %s;\n"
+		   "\t\tconst int pv = keep ? Pb[t] : 0;\n",
+		   s->floor ? "\t\t\tkeep = keep || kv_kept(kv_prot(ci, ch, n, S, R) ? f1 : f0, sc, ci, ch, n, S, R);\n" : "",
+		   s->scope != SC_head && th ? "\t\t\tkeep = keep && (kv_prot(t, 1, n, S, R) || (double)sc[t] >= tau);\n" : "",
+		   mg ? "t < n ? (int)(-2 - (t - run - ex)) : -1" : "-1");
 	for (int st = 0; st < f->nst + ki_mcounts(f); st++)     /* the state rows, member counts included */
 		sb(&g->s, "\t\tconst float stv%d = keep ? a.state[(((long long)b * KV_NST + %d) * a.L * a.H + li) * N + t] : 0.f;\n",
 		   st, st);
@@ -422,6 +444,8 @@ static int gen_select(Gen *g, KpCudaOut *out)
 	   "\t\tconst int cnt = n - t0 < KV_NT ? (int)(n - t0) : KV_NT;\n");
 	if (mg)
 		kp_merge_copy(g);
+	if (su)
+		kp_sum_copy(g);
 	sb(&g->s,
 	   "\t\tif (!(run == t0 && tot == cnt))\n"
 	   "\t\t\tfor (int r0 = 0; r0 < cnt; r0 += KV_TT) {\n"
@@ -455,7 +479,7 @@ static int gen_select(Gen *g, KpCudaOut *out)
 	   "\t\t__syncthreads();\n"
 	   "\t}\n"
 	   "\tif (tid == 0) a.len[inst] = (int)run;\n");
-	if (mg && kp_merge_body(g) != 0)
+	if ((mg && kp_merge_body(g) != 0) || (su && kp_sum_body(g) != 0))
 		return -1;
 	sb(&g->s, "}\n");
 	return 0;
@@ -472,7 +496,7 @@ static void gen_paged(Gen *g, KpCudaOut *out)
 	int nst = g->f->nst + ki_mcounts(g->f);     /* the member counts' row: init 1 */
 	sb(&g->s, "\tconst float ini[%d] = {", nst + 1);
 	for (int s = 0; s < nst; s++) {
-		double v = s < g->f->nst ? (double)(float)g->f->st[s].init : 1.0;
+		double v = s < g->f->nst ? (double)(float)g->f->st[s].init : s == ki_msumrow(g->f) ? 0.0 : 1.0;   /* summary flag: 0 */
 		if (isnan(v))
 			sb(&g->s, " kv_nan(),");
 		else if (isinf(v))
@@ -553,8 +577,13 @@ int kp_generate(const KiFn *f, const KpCudaOpts *o, KpCudaOut *out, KiErr *e)
 	argsdecl(&g.s);
 	/* KV_NST: the state rows, the member counts' included (KV_CNT, compiler/mplan.h ki_mcounts);
 	** KV_CBIAS: decode adds log(count) to each logit (decode.cuh) */
-	sb(&g.s, "#define KV_NST %d\n#define KV_CNT %d\n#define KV_CBIAS %d\n%s", f->nst + ki_mcounts(f),
-	   ki_mcounts(f) ? f->nst : -1, f->merge.bias, kp_cuh_paged);
+	sb(&g.s, "#define KV_NST %d\n#define KV_CNT %d\n#define KV_CBIAS %d\n", f->nst + ki_mcounts(f),
+	   ki_mcounts(f) ? f->nst : -1, f->merge.bias);
+	/* merge summary: KV_SROWS rows, KV_SITERS Lloyd iterations, the flag state row KV_SFLAG (summary.c) */
+	sb(&g.s, "#define KV_SROWS %d\n#define KV_SITERS %d\n#define KV_SFLAG %d\n%s",
+	   f->merge.kind == MG_summary ? (int)f->con[KI_RIDX(f->merge.rows)] : 0,
+	   f->merge.kind == MG_summary && KI_RKIND(f->merge.iters) == RK_CON ? (int)f->con[KI_RIDX(f->merge.iters)] : 1,
+	   ki_msumrow(f), kp_cuh_paged);
 	/* defined with the select kernel (gen_select); the score kernels read it (x.nkeep) */
 	sb(&g.s, "__device__ long long kv_nkeep(const KvgArgs &a, int l, long long n);\n");
 	sb(&g.s, "%s", kp_cuh_select);

@@ -94,6 +94,13 @@ static int mergedesc(const KiFn *f, KaHdr *h)
 {
 	const KiMerge *m = &f->merge;
 	h->mline = m->line, h->mcol = m->col;
+	h->sflag = ki_msumrow(f);
+	if (m->kind == MG_summary) {     /* runtime/merge.c kr_msummary; ki_mkernels: rows constant, iters not a param */
+		h->merge = KA_MSUMMARY;
+		h->srows = (int32_t)f->con[KI_RIDX(m->rows)];
+		h->siters = KI_RKIND(m->iters) == RK_CON ? (int32_t)f->con[KI_RIDX(m->iters)] : 1;
+		return 0;
+	}
 	if (m->kind != MG_nearest)
 		return 0;
 	int *slot = malloc(((size_t)f->nins + 1) * sizeof *slot);
@@ -171,6 +178,11 @@ void *kx_desccfg(const KiFn *f, const KiPlan *p, const kvcc_spec *spec, const Kx
 		KaState k = { .name = (uint32_t)(put(&b, "count", 6, 1) - h.str), .update = 0, .init = 1 };
 		if (!b.oom)
 			memcpy(b.p + h.st + (size_t)h.cnt * sizeof k, &k, sizeof k);
+	}
+	if (h.sflag >= 0 && !b.oom) {                     /* the summary block's flag: init 0 */
+		KaState k = { .name = (uint32_t)(put(&b, "summary", 8, 1) - h.str), .update = 0, .init = 0 };
+		if (!b.oom)
+			memcpy(b.p + h.st + (size_t)h.sflag * sizeof k, &k, sizeof k);
 	}
 	for (int i = 0; i < f->nw && !b.oom; i++) {     /* KA_WOUT: the out axis */
 		const KiWeight *w = &f->w[i];

@@ -418,6 +418,22 @@ static void gen_mupd(Mg *M)
 	LLVMBuildRetVoid(b);
 }
 
+/* --- summary rows (mstore) --------------------------------------------------------------------- */
+
+/* mstore(src, dst, n): n f32 values rounded to the storage dtype at dst (merge summary: the
+** centroids runtime/merge.c computes, written as the cache's rows; storeconv's rounding, as mupd) */
+void kx_gen_mstore(Gen *g)
+{
+	LLVMTypeRef ps[3] = { g->ptr, g->ptr, g->i64 };
+	newfn(g, "kvcc_mstore", LLVMVoidTypeInContext(g->cx), ps, 3);
+	LLVMValueRef src = LLVMGetParam(g->fn, 0), dst = LLVMGetParam(g->fn, 1), n = LLVMGetParam(g->fn, 2);
+	Loop li;
+	LLVMValueRef i = loop_begin2(g, ci(g, 0), n, 1, 1, &li);
+	storeconv(g, ldf(g, src, i), dst, i, 1);
+	loop_end(g, &li);
+	LLVMBuildRetVoid(g->b);
+}
+
 /* --- entry ------------------------------------------------------------------------------------ */
 
 static void stubs(Gen *g, LLVMValueRef fn[4])

@@ -126,8 +126,46 @@ static inline int cmpd(const void *a, const void *b)
 ** risk (a rank that differs shows as a score difference, a FAIL, never a hidden one) */
 static inline int cg_exact_ties(const KiFn *f) { return !strcmp(f->name, "lagkv"); }
 
+/* merge summary: the selection ranks the ordinary rows (not the block at c->sumat) and keeps n_keep - C
+** of them: the relative gap between the worst kept and the best evicted unprotected ordinary row */
+static inline double summary_margin(const KiFn *f, const double *par, const KiCase *c, const KiResult *r)
+{
+	long S = (long)pval(f, par, f->sel.keep_first, 0), R = (long)pval(f, par, f->sel.keep_recent, 0);
+	int C = ki_summaryrows(f);
+	double worst = INFINITY;
+	char *kept = calloc((size_t)c->n + 1, 1);
+	for (int k = 0; k < c->L * c->H; k++) {
+		int n = c->len ? c->len[k] : c->n, s0 = c->sumat ? c->sumat[k] : -1, no = n - (s0 >= 0 ? C : 0);
+		memset(kept, 0, (size_t)n + 1);
+		for (int j = 0; j < r->len[k]; j++)
+			if (r->kept[(size_t)k * c->n + j] >= 0)
+				kept[r->kept[(size_t)k * c->n + j]] = 1;
+		double lo = INFINITY, hi = -INFINITY;
+		for (int t = 0, j = 0; t < n; t++) {
+			if (s0 >= 0 && t >= s0 && t < s0 + C)
+				continue;
+			double v = r->scores[(size_t)k * c->n + t];
+			if (j >= S && j < no - R && !isnan(v)) {
+				if (kept[t])
+					lo = fmin(lo, v);
+				else
+					hi = fmax(hi, v);
+			}
+			j++;
+		}
+		if (lo < INFINITY && hi > -INFINITY) {
+			double sc = fmax(fabs(lo), fabs(hi));
+			worst = fmin(worst, sc > 0 ? (lo - hi) / sc : 0);
+		}
+	}
+	free(kept);
+	return worst;
+}
+
 static inline double case_margin(const KiFn *f, const double *par, const KiCase *c, const KiResult *r)
 {
+	if (f->merge.kind == MG_summary)
+		return summary_margin(f, par, c, r);
 	long S = (long)pval(f, par, f->sel.keep_first, 0), R = (long)pval(f, par, f->sel.keep_recent, 0);
 	double worst = INFINITY, *v = malloc((size_t)c->n * sizeof *v + 8);
 	for (int k = 0; k < c->L * c->H; k++) {

@@ -32,7 +32,7 @@
 #include "tests/common/casegen.h"
 #include "tests/common/manifest.h"
 
-static int npass, nfail, nskip, ntie;
+static int npass, nfail, nskip, ntie, nsround;   /* nsround: summary rounds compared */
 static const char *only;     /* argv[1]: run only the cases whose name contains it (tests/tune) */
 static double worst_out, worst_state;
 typedef struct Case {
@@ -51,6 +51,7 @@ typedef struct Ref {
 	                            policy's state row nst), or NULL */
 	int nw;                  /* the policy's weights (casegen.h cg_weights) */
 	const KiWData *w;
+	int32_t sumat[L * H];    /* merge summary: the interpreter's summary block (KiCase.sumat), -1: none */
 } Ref;
 
 static int fails(const char *name, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -155,6 +156,94 @@ static double margin(const KiFn *f, const double *par, const Ref *R, const KiRes
 	return worst;
 }
 
+/* merge summary: the selection ranks the ordinary rows (not the block at R->sumat); the relative
+** gap between the worst kept and the best evicted unprotected ordinary row (inf: no such pair) */
+static double smargin(const KiFn *f, const double *par, const Ref *R, const KiResult *r, int C)
+{
+	long S = (long)pval(f, par, f->sel.keep_first, 0), Rr = (long)pval(f, par, f->sel.keep_recent, 0);
+	double worst = INFINITY;
+	char *kept = calloc((size_t)R->cap + 1, 1);
+	for (int k = 0; k < L * H; k++) {
+		int n = R->len[k], s0 = R->sumat[k], no = n - (s0 >= 0 ? C : 0);
+		memset(kept, 0, (size_t)n + 1);
+		for (int j = 0; j < r->len[k]; j++)
+			if (r->kept[(size_t)k * R->cap + j] >= 0)
+				kept[r->kept[(size_t)k * R->cap + j]] = 1;
+		double lo = INFINITY, hi = -INFINITY;
+		for (int t = 0, j = 0; t < n; t++) {
+			if (s0 >= 0 && t >= s0 && t < s0 + C)
+				continue;
+			double v = r->scores[(size_t)k * R->cap + t];
+			if (j >= S && j < no - Rr && !isnan(v)) {
+				if (kept[t])
+					lo = fmin(lo, v);
+				else
+					hi = fmax(hi, v);
+			}
+			j++;
+		}
+		if (lo < INFINITY && hi > -INFINITY) {
+			double sc = fmax(fabs(lo), fabs(hi));
+			worst = fmin(worst, sc > 0 ? (lo - hi) / sc : 0);
+		}
+	}
+	free(kept);
+	return worst;
+}
+
+/* the compiled compression (K / V rows, pos, len, state) vs the interpreter's result r */
+static int cmpres(const char *name, const KiFn *f, const Ref *R, const KiResult *r, const char *Ks, const char *Vs,
+                  int64_t st, const int32_t *pos, const int32_t *len, const float *state, int cn)
+{
+	int cap = R->cap, d = R->d, dt = R->dtype, nst = f->nst;
+	size_t esz = dt == KVCC_F32 ? 4 : 2;
+	for (int k = 0; k < L * H; k++) {
+		if (len[k] != r->len[k]) {
+			printf("FAIL %s: head %d keeps %d tokens, reference %d\n", name, k, len[k], r->len[k]);
+			return -1;
+		}
+		for (int m = 0; m < len[k]; m++) {
+			int kept = r->kept[(size_t)k * cap + m], srow = r->sumat[k] >= 0 && m >= r->sumat[k];
+			int want = !srow ? R->pos[(size_t)k * cap + kept] : r->pos[(size_t)k * cap + m];   /* summary: its members' */
+			if (pos[(size_t)k * cap + m] != want || r->pos[(size_t)k * cap + m] != want) {
+				printf("FAIL %s: head %d kept[%d] at position %d, reference %d\n", name, k, m,
+				       pos[(size_t)k * cap + m], want);
+				return -1;
+			}
+			for (int s = 0; s < nst + cn; s++) {     /* the member counts: r->count */
+				double a = state[((size_t)s * L * H + k) * cap + m];
+				double b = s < nst ? r->state[((size_t)s * L * H + k) * cap + m] : s == nst ? r->count[(size_t)k * cap + m]
+				           : r->sumat[k] >= 0 && m >= r->sumat[k];      /* the summary flag row (ki_msumrow) */
+				if (!(fabs(a - b) <= 1e-4 * fmax(1, fabs(b)))) {
+					printf("FAIL %s: compacted state of head %d row %d: %.9g vs %.9g\n", name, k, m, a, b);
+					return -1;
+				}
+			}
+			for (int ch = 0; ch < d && f->merge.kind != MG_drop; ch++) {   /* merged rows: the tolerance */
+				size_t ri = ((size_t)k * cap + m) * d + ch, xi = ((size_t)k * cap + m) * st + ch;
+				double xk = decode(Ks + xi * esz, dt), xv = decode(Vs + xi * esz, dt), rk = r->K[ri], rv = r->V[ri];
+				double tol = merge_tol(dt);
+				if (!(fabs(xk - rk) <= tol * fmax(1, fabs(rk))) || !(fabs(xv - rv) <= tol * fmax(1, fabs(rv)))) {
+					printf("FAIL %s: merged row %d of head %d, chan %d: x86 K %.9g V %.9g, reference K %.9g V %.9g\n",
+					       name, m, k, ch, xk, xv, rk, rv);
+					return -1;
+				}
+			}
+			for (int ch = 0; ch < d && f->merge.kind == MG_drop; ch++) {
+				char bk[4], bv[4];
+				encode(r->K[((size_t)k * cap + m) * d + ch], dt, bk);
+				encode(r->V[((size_t)k * cap + m) * d + ch], dt, bv);
+				if (memcmp(bk, Ks + (((size_t)k * cap + m) * st + ch) * esz, esz) ||
+				    memcmp(bv, Vs + (((size_t)k * cap + m) * st + ch) * esz, esz)) {
+					printf("FAIL %s: compacted K/V row %d of head %d differs\n", name, m, k);
+					return -1;
+				}
+			}
+		}
+	}
+	return 0;
+}
+
 static void run_case(const Case *cf, const char *host)
 {
 	char name[200];
@@ -188,6 +277,8 @@ static void run_case(const Case *cf, const char *host)
 	int n0[L * H] = { 37, 0, 1500 + (int)(urand() * 300), 211 };
 	if (f->merge.kind != MG_drop)      /* the interpreter's pair-by-pair merge: a shorter long head (still 2 chunks) */
 		n0[2] = 300 + n0[2] % 40;
+	if (f->merge.kind == MG_summary)   /* n_keep at ratio 0.5 must hold the summary rows */
+		n0[1] = 16;
 	int cap = 0;
 	for (int k = 0; k < L * H; k++)
 		cap = n0[k] + S + S2 > cap ? n0[k] + S + S2 : cap;
@@ -273,7 +364,12 @@ static void run_case(const Case *cf, const char *host)
 		printf("FAIL %s: ki_run: %s\n", name, e.msg);
 		goto out;
 	}
-	int tied = margin(f, par, &R, &r) < 1e-5 || merge_margin(f, par, &kc, &r) < 1e-5;   /* merge: target ties too (100x the f32 similarity error) */
+	int C = ki_summaryrows(f);
+	for (int k = 0; k < L * H; k++)
+		R.sumat[k] = -1;
+	kc.sumat = R.sumat;
+	int tied = (C ? smargin(f, par, &R, &r, C) : margin(f, par, &R, &r)) < 1e-5 ||
+	           merge_margin(f, par, &kc, &r) < 1e-5;   /* merge: target ties too (100x the f32 similarity error) */
 	kvcc_args args = { ratio, -1, par, 0, NULL };
 	if (kvcc_compress(pl, &c, NULL, &args) != 0) {
 		printf("FAIL %s: compress: %s\n", name, kvcc_last_error());
@@ -282,48 +378,8 @@ static void run_case(const Case *cf, const char *host)
 	if (tied) {
 		ntie++;
 	} else {
-		for (int k = 0; k < L * H; k++) {
-			if (len[k] != r.len[k]) {
-				printf("FAIL %s: head %d keeps %d tokens, reference %d\n", name, k, len[k], r.len[k]);
-				goto out;
-			}
-			for (int m = 0; m < len[k]; m++) {
-				int want = R.pos[(size_t)k * cap + r.kept[(size_t)k * cap + m]];
-				if (pos[(size_t)k * cap + m] != want || r.pos[(size_t)k * cap + m] != want) {
-					printf("FAIL %s: head %d kept[%d] at position %d, reference %d\n", name, k, m,
-					       pos[(size_t)k * cap + m], want);
-					goto out;
-				}
-				for (int s = 0; s < nst + cn; s++) {     /* the member counts: r.count */
-					double a = state[((size_t)s * L * H + k) * cap + m];
-					double b = s < nst ? r.state[((size_t)s * L * H + k) * cap + m] : r.count[(size_t)k * cap + m];
-					if (!(fabs(a - b) <= 1e-4 * fmax(1, fabs(b)))) {
-						printf("FAIL %s: compacted state of head %d row %d: %.9g vs %.9g\n", name, k, m, a, b);
-						goto out;
-					}
-				}
-				for (int ch = 0; ch < d && f->merge.kind != MG_drop; ch++) {   /* merged rows: the tolerance */
-					size_t ri = ((size_t)k * cap + m) * d + ch, xi = ((size_t)k * cap + m) * st + ch;
-					double xk = decode(Ks + xi * esz, dt), xv = decode(Vs + xi * esz, dt), rk = r.K[ri], rv = r.V[ri];
-					double tol = merge_tol(dt);
-					if (!(fabs(xk - rk) <= tol * fmax(1, fabs(rk))) || !(fabs(xv - rv) <= tol * fmax(1, fabs(rv)))) {
-						printf("FAIL %s: merged row %d of head %d, chan %d: x86 K %.9g V %.9g, reference K %.9g V %.9g\n",
-						       name, m, k, ch, xk, xv, rk, rv);
-						goto out;
-					}
-				}
-				for (int ch = 0; ch < d && f->merge.kind == MG_drop; ch++) {
-					char bk[4], bv[4];
-					encode(r.K[((size_t)k * cap + m) * d + ch], dt, bk);
-					encode(r.V[((size_t)k * cap + m) * d + ch], dt, bv);
-					if (memcmp(bk, Ks + (((size_t)k * cap + m) * st + ch) * esz, esz) ||
-					    memcmp(bv, Vs + (((size_t)k * cap + m) * st + ch) * esz, esz)) {
-						printf("FAIL %s: compacted K/V row %d of head %d differs\n", name, m, k);
-						goto out;
-					}
-				}
-			}
-		}
+		if (cmpres(name, f, &R, &r, Ks, Vs, st, pos, len, state, cn) != 0)
+			goto out;
 		/* continue decoding on the compacted cache */
 		memcpy(R.K, r.K, ntok * d * sizeof(float));
 		memcpy(R.V, r.V, ntok * d * sizeof(float));
@@ -333,9 +389,53 @@ static void run_case(const Case *cf, const char *host)
 			memcpy(R.state, r.state, ntok * nst * sizeof(double));
 		if (cn)
 			memcpy(R.count, r.count, ntok * sizeof(double));
+		memcpy(R.sumat, r.sumat, sizeof R.sumat);
 		for (int s = 0; s < S2; s++)
 			if (step(name, f, pl, &c, &R, Ks, Vs, st, S + s) != 0)
 				goto out;
+		/* merge summary: SR more rounds of a compression at budget 24 (new blocks where none was
+		** built yet: Lloyd; the others: the online running means) and S2 decode steps, each
+		** compression vs the interpreter's (its case carries the block: KiCase.sumat) */
+		enum { SR = 24 };
+		for (int rd = 0; C && rd < SR; rd++) {
+			KiResult r2 = { 0 };
+			KiCase k2 = kc;
+			k2.step = S + S2 * (rd + 1) - 1, k2.budget = 24;
+			int bad = ki_run(f, &k2, &r2, &e) != 0;
+			if (bad)
+				printf("FAIL %s: ki_run (round %d): %s\n", name, rd, e.msg);
+			int tied2 = !bad && smargin(f, par, &R, &r2, C) < 1e-5;
+			kvcc_args a2 = { 0, 24, par, 0, NULL };
+			if (!bad && kvcc_compress(pl, &c, NULL, &a2) != 0) {
+				printf("FAIL %s: compress (round %d): %s\n", name, rd, kvcc_last_error());
+				bad = 1;
+			}
+			if (!bad && !tied2) {
+				char nm[240];
+				snprintf(nm, sizeof nm, "%s round %d", name, rd);
+				bad = cmpres(nm, f, &R, &r2, Ks, Vs, st, pos, len, state, cn) != 0;
+			}
+			if (!bad && !tied2) {
+				memcpy(R.K, r2.K, ntok * d * sizeof(float));
+				memcpy(R.V, r2.V, ntok * d * sizeof(float));
+				memcpy(R.pos, r2.pos, ntok * sizeof(int32_t));
+				memcpy(R.len, r2.len, sizeof R.len);
+				memcpy(R.sumat, r2.sumat, sizeof R.sumat);
+				if (nst)
+					memcpy(R.state, r2.state, ntok * nst * sizeof(double));
+				memcpy(R.count, r2.count, ntok * sizeof(double));
+				nsround++;
+			}
+			ntie += tied2;
+			ki_result_free(&r2);
+			if (bad)
+				goto out;
+			if (tied2)
+				break;
+			for (int s = 0; s < S2; s++)
+				if (step(name, f, pl, &c, &R, Ks, Vs, st, S + S2 * (rd + 1) + s) != 0)
+					goto out;
+		}
 		/* a policy with a scan: compress again, the scan continued from the last scanned token's
 		** state over the tokens appended since (their state NaN) vs the interpreter's */
 		for (int s = 0; s < nst; s++) {
@@ -492,5 +592,7 @@ int main(int argc, char **argv)
 	printf("decode: %d passed, %d failed, %d skipped (%d with a near-tie selection boundary: outputs and state "
 	       "checked, kept set not); worst output error %.2e, worst state error %.2e (relative)\n",
 	       npass, nfail, nskip, ntie, worst_out, worst_state);
+	if (nsround)
+		printf("decode: %d merge-summary compressions after the first compared (online running means)\n", nsround);
 	return nfail ? 1 : 0;
 }

@@ -184,6 +184,56 @@ static void segsizes(void)
 	kvcc_close(p);
 }
 
+/* merge summary's run-time errors (tests/policies/kmeans_prefill.lua: 4 rows, the merge at 12:14):
+** a budget below the rows, and a flagged block that runs past the held rows, are KVCC_EINVAL at the
+** merge's position, with the cache unchanged; a good call then compresses */
+static void sumerrors(void)
+{
+	if (only && !strstr("merge summary run-time errors", only))
+		return;
+	kvcc_spec s = { KVCC_F32, 64, 2, KVCC_TARGET_NATIVE };
+	kvcc_policy *p = NULL;
+	kvcc_plan *pl = NULL;
+	enum { N = 40, D = 64 };
+	static float K[N * D], V[N * D], Q[2 * 8 * D], st[2 * N];
+	int32_t pos[N], len[1] = { N };
+	for (int i = 0; i < N * D; i++)
+		K[i] = (float)((i * 37 % 101) / 50.0 - 1), V[i] = (float)((i * 53 % 97) / 48.0 - 1);
+	for (int i = 0; i < 2 * 8 * D; i++)
+		Q[i] = (float)((i * 29 % 89) / 44.0 - 1);
+	kvcc_layout lay = { KVCC_F32, 1, 1, D, N, (int64_t)N * D, (int64_t)N * D, D };
+	if (kvcc_compile_file("tests/policies/kmeans_prefill.lua", &s, &p) != 0 || kvcc_plan_create(p, &lay, 8, 1, &pl) != 0 ||
+	    kvcc_state_count(p) != 2) {
+		printf("FAIL merge summary run-time errors: %s\n", kvcc_last_error());
+		nfail++;
+		kvcc_close(p);
+		return;
+	}
+	for (int k = 0; k < 3; k++) {
+		for (int t = 0; t < N; t++)
+			pos[t] = t, st[t] = 1, st[N + t] = k == 1 && t >= N - 2;    /* k 1: a block of 2 of its 4 rows */
+		len[0] = N;
+		kvcc_cache c = { K, V, pos, len, st };
+		kvcc_obs ob = { 8, Q, NULL, NULL };
+		kvcc_args a = { 0.5, k == 0 ? 3 : -1, NULL, 1, NULL };
+		int rc = kvcc_compress(pl, &c, &ob, &a);
+		const char *want = k == 0 ? "fewer than its 4 summary rows" : "start at row 38, but it holds 40";
+		int ok = k == 2 ? rc == 0 && len[0] == N / 2 && st[N + N / 2 - 1] == 1 && st[N + N / 2 - 5] == 0
+		                : rc == KVCC_EINVAL && strstr(kvcc_last_error(), "kmeans_prefill.lua:12:14: error: merge summary") &&
+		                  strstr(kvcc_last_error(), want) && len[0] == N && pos[N - 1] == N - 1;
+		if (ok)
+			npass++;
+		else {
+			nfail++;
+			printf("FAIL merge summary run-time errors case %d: rc %d len %d: %s\n", k, rc, len[0], kvcc_last_error());
+		}
+		if (k < 2)
+			printf("  %s\n", kvcc_last_error());
+	}
+	kvcc_plan_destroy(pl);
+	kvcc_close(p);
+}
+
 static void run_case(const Cfg *cf, const char *host)
 {
 	char name[200];
@@ -242,7 +292,8 @@ static void run_case(const Cfg *cf, const char *host)
 	** row at prefill): drawn 1..3, as after earlier merges; the interpreter takes them as KiCase.count */
 	int cn = ki_mcounts(f);
 	double *cref = malloc((size_t)L * H * n * sizeof(double) + 8);
-	float *cst = cn ? malloc((size_t)L * H * n * sizeof(float)) : NULL;
+	/* merge summary (cn 2): the flag row "summary" after the counts, 0 at prefill (no block yet) */
+	float *cst = cn ? malloc((size_t)cn * L * H * n * sizeof(float)) : NULL;
 	for (int i = 0; i < L * H * n; i++)
 		cref[i] = cn ? 1 + (int)(urand() * 3) : 1;
 	char *Ks = malloc((size_t)L * H * n * st * esz), *Vs = malloc((size_t)L * H * n * st * esz), *Qs = malloc(nq * esz + 2);
@@ -344,6 +395,8 @@ static void run_case(const Cfg *cf, const char *host)
 	}
 	for (int i = 0; cn && i < L * H * n; i++)
 		cst[i] = (float)cref[i];
+	for (int i = 0; cn > 1 && i < L * H * n; i++)
+		cst[(size_t)L * H * n + i] = 0;
 	kvcc_cache cache = { Ks, Vs, pos, len, cst };
 	kvcc_obs obs = { O, Qs, uselse ? lse : NULL, NULL };
 	kvcc_args args = { ratio, budget, par, 0, sc };
@@ -383,6 +436,11 @@ static void run_case(const Cfg *cf, const char *host)
 			if (pos[(size_t)k * n + m] != r.pos[(size_t)k * n + m]) {
 				printf("FAIL %s: head %d kept[%d] at position %d, reference %d\n", name, k, m,
 				       pos[(size_t)k * n + m], r.pos[(size_t)k * n + m]);
+				goto out;
+			}
+			if (cn > 1 && cst[(size_t)(L * H + k) * n + m] != (r.sumat[k] >= 0 && m >= r.sumat[k])) {
+				printf("FAIL %s: head %d row %d summary flag %g, reference summary rows from %d\n", name, k, m,
+				       cst[(size_t)(L * H + k) * n + m], r.sumat[k]);
 				goto out;
 			}
 			if (cn && cst[(size_t)k * n + m] != r.count[(size_t)k * n + m]) {   /* integer counts: exact */
@@ -1050,6 +1108,7 @@ int main(int argc, char **argv)
 		}
 	}
 	segsizes();
+	sumerrors();
 	/* kv.random's seed at run time (ki_seed): past f32's 24 bits, fractional, negative, and the
 	** values that count as 0 (NaN, infinities, magnitudes >= 2^63) */
 	static const double seeds[] = { 987654321, 1099511627779.0, -5.7, 1e30, -INFINITY, NAN };

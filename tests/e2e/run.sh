@@ -118,13 +118,14 @@ for p in $POLS; do
     done
 done
 # ---- merge rules on the x86 kernels: kvcc eval == eval_merge.py (numpy, mergeref.py) ----------
-# snapkv_merge (nearest, cosine, mean) and mergingpress (values only, weights of each row's norm)
-MPOLS="snapkv_merge mergingpress"
-EV "$ROOT/policies/snapkv_merge.lua" "$ROOT/policies/mergingpress.lua" --data "$STORIES" --stories 0:4 \
+# snapkv_merge (nearest, cosine, mean), mergingpress (values only, weights of each row's norm) and
+# kmeans (decode: H2O's selection, 4 k-means summary rows updated online at every step)
+MPOLS="snapkv_merge mergingpress kmeans"
+EV "$ROOT/policies/snapkv_merge.lua" "$ROOT/policies/mergingpress.lua" "$ROOT/policies/kmeans.lua" --data "$STORIES" --stories 0:4 \
     --ratios 0.5 --param window=16 --csv "$TMP/evm.csv" > "$TMP/evm.out" 2> "$TMP/evm.err"
 rc=$?
-check "kvcc eval of 2 merge policies runs" "rc $rc $(head -c 300 "$TMP/evm.err")" $rc
-"$PY" "$ORACLE/eval_merge.py" --data "$STORIES" --policies snapkv_merge,mergingpress --ratios 0.5 --stories 0:4 \
+check "kvcc eval of 3 merge policies runs" "rc $rc $(head -c 300 "$TMP/evm.err")" $rc
+"$PY" "$ORACLE/eval_merge.py" --data "$STORIES" --policies snapkv_merge,mergingpress,kmeans --ratios 0.5 --stories 0:4 \
     --param window=16 > "$TMP/refm" 2>&1
 for p in $MPOLS; do
     detail=$(awk -F'[ ,]' -v p=$p '

@@ -462,14 +462,23 @@ static void run_case(int pi, int dt, int di, int gi, int idx)
 	size_t esz = dt == KVCC_F32 ? 4 : 2, nkv = (size_t)L * H * n * d, nq = (size_t)L * H * G * O * d;
 	size_t ntok = (size_t)L * H * n, ndq = (size_t)L * H * G * d;
 	float *K = malloc(nkv * 4), *V = malloc(nkv * 4), *Q = malloc(nq * 4 + 4), *dq = malloc(ndq * 4 * (steps + 1));
-	float *oref = malloc(ndq * 4), *st32 = malloc(ntok * (nst + 1) * 4);
-	double *stref = malloc(ntok * (nst + 1) * sizeof(double)), *cref = malloc(ntok * sizeof(double));
+	float *oref = malloc(ndq * 4), *st32 = malloc(ntok * (nst + cn + 1) * 4);
+	double *stref = malloc(ntok * (nst + cn + 1) * sizeof(double)), *cref = malloc(ntok * sizeof(double));
 	for (size_t t = 0; t < ntok; t++)     /* counts 1..3, as after earlier merges (1 without counts) */
 		cref[t] = cn ? 1 + (int)(urand() * 3) : 1;
+	/* merge summary: every other instance holds a block of C rows already (KiCase.sumat; the compiled
+	** cache flags them in its state row nst + 1): the online running means, else Lloyd */
+	int C = ki_summaryrows(f);
+	int32_t sumat[6];
+	for (int k = 0; k < L * H; k++) {
+		sumat[k] = -1;
+		if (C && (k + idx) % 2 && len0[k] >= C + 2)
+			sumat[k] = (int)(urand() * (len0[k] - C + 1));
+	}
 	Dev v = { 0 };
 	v.K = malloc(ntok * st * esz), v.V = malloc(ntok * st * esz), v.Q = malloc(nq * esz + 4);
 	v.q = malloc(ndq * esz), v.len = malloc(L * H * 4), v.pos = malloc(ntok * 4);
-	v.state = malloc(ntok * (nst + 1) * 4), v.scores = malloc(ntok * 4), v.out = malloc(ndq * 4);
+	v.state = malloc(ntok * (nst + cn + 1) * 4), v.scores = malloc(ntok * 4), v.out = malloc(ndq * 4);
 	long long wsi = kvg_ws_floats(&sp->out, n, O, nsp);
 	v.ws = malloc(((size_t)L * H * wsi + 1) * 4);
 	KiResult r = { 0 };
@@ -514,7 +523,7 @@ static void run_case(int pi, int dt, int di, int gi, int idx)
 			dq[i] = ki_round((float)(urand() * 4 - 2), dt);
 		KiCase c0 = { .L = L, .H = H, .G = G, .d = d, .n = n, .len = len0, .O = O, .K = K, .V = V,
 		              .Q = O ? Q : NULL, .pos = posr, .dtype = dt, .params = par, .ratio = ratio, .budget = budget,
-		              .nw = f->nw, .w = wd, .count = cn ? cref : NULL };
+		              .nw = f->nw, .w = wd, .count = cn ? cref : NULL, .sumat = C ? sumat : NULL };
 		c = c0;
 		for (int s = 0; s < nst; s++)
 			for (size_t t = 0; t < ntok; t++)
@@ -558,6 +567,10 @@ static void run_case(int pi, int dt, int di, int gi, int idx)
 			v.state[s * ntok + t] = (float)scanheld(f, s, idx, len0, n, t);
 	for (size_t t = 0; cn && t < ntok; t++)
 		v.state[nst * ntok + t] = (float)cref[t];
+	for (size_t t = 0; C && t < ntok; t++) {     /* the summary flag row (compiler/mplan.h ki_msumrow) */
+		int k = (int)(t / (size_t)n), tt = (int)(t % (size_t)n);
+		v.state[(nst + 1) * ntok + t] = sumat[k] >= 0 && tt >= sumat[k] && tt < sumat[k] + C;
+	}
 	KvgArgs a;
 	memset(&a, 0, sizeof a);
 	a.K = v.K, a.V = v.V, a.len = v.len, a.pos = v.pos, a.state = v.state, a.Q = O ? v.Q : NULL;
@@ -572,7 +585,7 @@ static void run_case(int pi, int dt, int di, int gi, int idx)
 				a.nout = f->w[i].size > 0 ? f->w[i].size : 5;
 	for (int i = 0; i < f->npar; i++)
 		a.par[i] = par[i];
-	size_t szs[11] = { ntok * st * esz, ntok * st * esz, (size_t)L * H * 4, ntok * 4, ntok * (nst + 1) * 4,
+	size_t szs[11] = { ntok * st * esz, ntok * st * esz, (size_t)L * H * 4, ntok * 4, ntok * (nst + cn + 1) * 4,
 	                   nq * esz + 4, ntok * 4, ((size_t)L * H * wsi + 1) * 4, ndq * esz, ndq * 4, sizeof(int) };
 	memcpy(devbytes, szs, sizeof szs);
 	/* decode steps: attention output and the observe hook */
@@ -668,7 +681,8 @@ static void run_case(int pi, int dt, int di, int gi, int idx)
 			}
 			for (int s = 0; s < nst + cn; s++) {       /* the member counts: r.count */
 				double x = v.state[s * ntok + (size_t)k * n + m];
-				double y = s < nst ? r.state[s * ntok + (size_t)k * n + m] : r.count[(size_t)k * n + m];
+				double y = s < nst ? r.state[s * ntok + (size_t)k * n + m] : s == nst ? r.count[(size_t)k * n + m]
+				           : r.sumat[k] >= 0 && m >= r.sumat[k];      /* the summary flag row */
 				if (!(fabs(x - y) <= 1e-4 * fmax(1, fabs(y)))) {
 					printf("FAIL %s: compacted state row %d of head %d: gpu %.9g ref %.9g\n", name, m, k, x, y);
 					goto out;

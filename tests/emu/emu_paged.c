@@ -322,7 +322,7 @@ static int lay_make(Lay *y, const Batch *b, const Cfg *c, Spec *sp, const KiFn *
 	size_t e = b->esz;
 	y->st = b->d + ((b->d / 8) % 2 ? 8 : 0);
 	KrGpuShape *sh = &y->sh;
-	sh->view = &sp->out, sh->max_seqs = B, sh->max_obs = b->O, sh->splits = 3, sh->npar = f->npar, sh->nst = f->nst + (ki_mcounts(f) ? 1 : 0);
+	sh->view = &sp->out, sh->max_seqs = B, sh->max_obs = b->O, sh->splits = 3, sh->npar = f->npar, sh->nst = f->nst + ki_mcounts(f);
 	for (int i = 0; i < f->npar; i++)
 		sh->par[i] = f->par[i].def;
 	sh->lay = (kvcc_layout){ b->dt, L, H, b->d, N, 0, 0, 0 };
@@ -850,8 +850,9 @@ static void run_case(int pi, int si, int idx)
 		hm |= f->ins[i].op == KO_hmean;
 	Batch b = { 0 };
 	b.B = 1 + idx % MAXB, b.L = grpsel ? 3 : 2, b.H = 2, b.N = 72, b.d = sp->d, b.G = sp->G, b.dt = sp->dt;
-	/* the compiled policy's state rows: the declared ones, then the member counts (ki_mcounts) */
-	b.nst = f->nst + (ki_mcounts(f) ? 1 : 0), b.esz = sp->dt == KVCC_F32 ? 4 : 2;
+	/* the compiled policy's state rows: the declared ones, then the member counts and the summary flag
+	** (ki_mcounts) */
+	b.nst = f->nst + ki_mcounts(f), b.esz = sp->dt == KVCC_F32 ? 4 : 2;
 	static const int Ps[] = { 1, 16, 64, 256 };
 	Cfg c = { 1, Ps[idx % 4], (idx / 4) % 2, (idx / 2) % 2, idx % 3 == 0, (idx / 8) % 2, idx % 5 != 0 };
 	double par[KVG_MAXPAR];
@@ -887,7 +888,8 @@ static void run_case(int pi, int si, int idx)
 	for (size_t i = 0; i < nr; i++)
 		b.pos[i] = (int32_t)(i % b.N) * (1 + (int)(idx % 3 == 2));
 	for (size_t i = 0; i < nr * b.nst; i++)     /* a count row: member counts 1..3 */
-		b.state[i] = (int)(i / ((size_t)LH * b.N) % b.nst) == f->nst ? (float)(1 + (int)(urand() * 3)) : (float)urand();
+		b.state[i] = (int)(i / ((size_t)LH * b.N) % b.nst) == f->nst ? (float)(1 + (int)(urand() * 3)) :
+		             (int)(i / ((size_t)LH * b.N) % b.nst) == ki_msumrow(f) ? 0.f : (float)urand();   /* no summary block */
 	for (size_t i = 0; i < (size_t)b.B * LH * b.G * O * b.d; i++)
 		encode((float)(urand() * 4 - 2), b.dt, b.Q + i * e);
 	for (size_t i = 0; i < (size_t)b.B * LH * b.G * b.d; i++)

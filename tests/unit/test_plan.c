@@ -188,13 +188,24 @@ START_TEST(test_plan_descriptor)
 	ck_assert_int_eq(kr_checkdesc(&a, &why), 0);
 	KaHdr *w = (KaHdr *)b;
 	int32_t *fld[] = { &w->merge, &w->merge, &w->mflags, &w->mthr, &w->nes, &w->nks };
-	int32_t bad[] = { -1, KA_MNEAREST + 1, 8, KA_TMEAN + 1, h->nins + 1, -1 };
+	int32_t bad[] = { -1, KA_MSUMMARY + 1, 8, KA_TMEAN + 1, h->nins + 1, -1 };
 	for (int i = 0; i < 6; i++) {
 		int32_t keep = *fld[i];
 		*fld[i] = bad[i], a.desc_hash = ka_fnv(b, n, 0);
 		ck_assert_int_eq(kr_checkdesc(&a, &why), -1);
 		ck_assert_str_eq(why, "bad merge rule in the descriptor");
 		*fld[i] = keep;
+	}
+	/* summary rows (KA_FORMAT 9): a drop / nearest rule with rows, a summary rule without them
+	** or without its count and flag state rows */
+	int32_t *sf[] = { &w->srows, &w->sflag, &w->merge };
+	int32_t sb[] = { 2, 0, KA_MSUMMARY };
+	for (int i = 0; i < 3; i++) {
+		int32_t keep = *sf[i];
+		*sf[i] = sb[i], a.desc_hash = ka_fnv(b, n, 0);
+		ck_assert_int_eq(kr_checkdesc(&a, &why), -1);
+		ck_assert_str_eq(why, "bad summary rows in the descriptor");
+		*sf[i] = keep;
 	}
 	a.desc_hash = ka_fnv(b, n, 0);
 	ck_assert_int_eq(kr_checkdesc(&a, &why), 0);

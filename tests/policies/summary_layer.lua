@@ -1,0 +1,11 @@
+-- Test policy (issue 12): summary rows under a layer-wide budget on x86 (CUDA refuses summary at
+-- scope layer): the heads of a layer share it, each head's ordinary rows ranked by key sum, what a
+-- head evicts summarized by 2 k-means rows (2 Lloyd iterations) counted in its own budget.
+local kv = require "kvcc"
+local P = kv.params { recent = 4 }
+
+return kv.policy "summary_layer" {
+  score = function(x) return -x.K:sum("chan") end,
+  select = kv.topk { keep_first = 2, keep_recent = P.recent, scope = "layer" },
+  merge = kv.summary { rows = 2, iters = 2 },
+}
