@@ -152,12 +152,16 @@ static int mrefuse(const KiFn *f, uint32_t line, uint32_t col, const char *what,
 	return -1;
 }
 
+static int mposkernels(const KiFn *f, KiErr *e);
+
 int ki_mkernels(const KiFn *f, KiErr *e)
 {
 	const KiMerge *m = &f->merge;
 	char what[256];
 	if (m->kind == MG_drop)
 		return 0;
+	if (m->kind == MG_runs)          /* issue 12: the pair evaluator (mrow), x86 */
+		return mposkernels(f, e);
 	if (m->kind != MG_nearest) {
 		snprintf(what, sizeof what, "merge %s", ki_mergename(m->kind));
 		return mrefuse(f, m->line, m->col, what, e);
@@ -280,5 +284,92 @@ int ki_mcounts(const KiFn *f)
 	for (int i = 0; i < f->nins; i++)
 		if (f->ins[i].op == KO_pinfo && (f->ins[i].aux == PI_ecount || f->ins[i].aux == PI_kcount))
 			return 1;
+	return 0;
+}
+
+/* --- runs (KVMerger): every pair value through the pair evaluator (codegen/x86/mpos.c mrow) ---- */
+
+/* an ordinary [] value made of constants and params by the elementwise ops (2 * sigma^2) */
+static int parval(const KiFn *f, int i, int depth)
+{
+	const KiIns *in = &f->ins[i];
+	if (depth > 64 || in->axes || ki_sem(in->op)->kind != SEM_EW || !mewok(in->op))
+		return 0;
+	for (int k = 0; k < 3; k++)
+		if (KI_RKIND(in->arg[k]) == RK_INS && !parval(f, KI_RIDX(in->arg[k]), depth + 1))
+			return 0;
+	return 1;
+}
+
+/* merge runs: a threshold that is none or a value, pair expressions built from erow / krow of the
+** input K or V, the elementwise ops, reductions over chan (not std / var) of one row or of both,
+** pinfo; no ordinary value, no tmean, no group or obs axes */
+static int mposkernels(const KiFn *f, KiErr *e)
+{
+	const KiMerge *m = &f->merge;
+	char what[256];
+	if (m->thr == MT_adaptive)
+		return mrefuse(f, m->line, m->col, "merge runs with an adaptive threshold", e);
+	uint8_t *ctx = calloc((size_t)f->nins + 1, 1);
+	char *reach = calloc((size_t)f->nins + 1, 1);
+	int rc = -1;
+	if (!ctx || !reach) {
+		ki_error(e, f->src, 0, 0, "out of memory");
+		e->nomem = 1;
+		goto out;
+	}
+	ki_pairctx(f, ctx);
+	mreachall(f, ctx, reach);
+	for (int i = 0; i < f->nins; i++) {
+		const KiIns *in = &f->ins[i];
+		if (!reach[i])
+			continue;
+		if (!ctx[i] && parval(f, i, 0))
+			continue;
+		if (!ctx[i]) {
+			rc = mrefuse(f, in->line, in->col, "an ordinary value in a merge expression", e);
+			goto out;
+		}
+		if (in->axes & ~AXM(AX_chan)) {
+			rc = mrefuse(f, in->line, in->col, "a merge expression value with group or obs axes", e);
+			goto out;
+		}
+		switch (in->op) {
+		case KO_erow:
+		case KO_krow: {
+			KiRef a = in->arg[0];
+			if (KI_RKIND(a) != RK_INS || f->ins[KI_RIDX(a)].op != KO_input ||
+			    (f->ins[KI_RIDX(a)].aux != IN_K && f->ins[KI_RIDX(a)].aux != IN_V)) {
+				rc = mrefuse(f, in->line, in->col, "a merge row value other than the row's K or V", e);
+				goto out;
+			}
+			continue;
+		}
+		case KO_tmean:
+			rc = mrefuse(f, in->line, in->col, "tmean", e);
+			goto out;
+		case KO_pinfo:
+			continue;
+		}
+		const KiSem *sem = ki_sem(in->op);
+		if (sem->kind == SEM_EW && mewok(in->op))
+			continue;
+		if (sem->kind == SEM_RED && in->axis == AX_chan && sem->map != MAP_DEV && !in->axes)
+			continue;
+		snprintf(what, sizeof what, "%s in a merge expression", ki_opname(in->op));
+		rc = mrefuse(f, in->line, in->col, what, e);
+		goto out;
+	}
+	rc = 0;
+out:
+	free(ctx), free(reach);
+	return rc;
+}
+
+int ki_mkernels_gpu(const KiFn *f, KiErr *e)
+{
+	const KiMerge *m = &f->merge;
+	if (m->kind == MG_runs)
+		return mrefuse(f, m->line, m->col, "merge runs on the GPU (CUDA; x86 compiles it)", e);
 	return 0;
 }

@@ -45,6 +45,9 @@ KC_FUNC void ki_msimform(const KiFn *f, KiRef r, KiMSim *s);
 ** the first item outside that.
 */
 KC_FUNC int ki_mkernels(const KiFn *f, KiErr *e);
+/* What the CUDA generator lacks beyond ki_mkernels (issue 12: merge runs is x86 only): 0, or
+** -1 with the merge rule's position. */
+KC_FUNC int ki_mkernels_gpu(const KiFn *f, KiErr *e);
 /* The row scalars of the kernels: every [] instruction of side KI_ME / KI_MK a merge root
 ** reaches and that reads no pinfo gets slot[i] >= 0 in its side's table (computed once per row by the kernels'
 ** mscal); slot[i] = -1 otherwise. *nes, *nks: the sizes of the two tables. -1: out of memory. */

@@ -82,15 +82,16 @@ static inline int ka_trailer_check(const void *buf, size_t len, KaTrailer *t, co
 */
 #define KVCC_DESC_SYMBOL "kvcc_artifact"
 #define KVCC_MAGIC 0x4B5643435F415254ull   /* "KVCC_ART" */
-#define KVCC_ABI 14                        /* kvcc_artifact and the kernels' signatures (10: compact_merge;
+#define KVCC_ABI 15                        /* kvcc_artifact and the kernels' signatures (10: compact_merge;
                                               11: tmap ctx ratio, budget, wts; tfilter, mtotal, ksum;
                                               12: kfloor; 13: decodeb; 14: tmap / observe return a
-                                              negative value for a bad segment or shift argument) */
+                                              negative value for a bad segment or shift argument;
+                                              15: mrow, merge runs) */
 #define KA_MAGIC "KVCCDSC"                 /* the blob's first 8 bytes (with the NUL) */
-#define KA_FORMAT 8                        /* the blob's layout and meaning (2: the tuning config; 3: KA_FLAYER;
+#define KA_FORMAT 9                        /* the blob's layout and meaning (2: the tuning config; 3: KA_FLAYER;
                                               4: the merge rule; 5: the weights, KaWeight; the select rule;
                                               6: the select floor; 7: KA_FAMX; 8: the count state row,
-                                              cnt / cbias) */
+                                              cnt / cbias; 9: merge KA_MRUNS) */
 #define KA_NBUCKET 4                       /* decode split buckets (longest head < 4K, 16K, 64K, more) */
 
 /* a count or rule operand: a constant, a param, "every position" (obs) or none */
@@ -191,7 +192,7 @@ typedef struct KaHdr {
 	int32_t dtasks[KA_NBUCKET], dmin[KA_NBUCKET];
 	char config[96];
 	/* the merge rule the compact_merge kernels run (compiler/mplan.h ki_mkernels) */
-	int32_t merge;             /* KA_MDROP, KA_MNEAREST */
+	int32_t merge;             /* KA_MDROP, KA_MNEAREST, KA_MRUNS */
 	int32_t mflags;            /* KA_MKEYS | KA_MVALUES | KA_MSUM */
 	int32_t mthr;              /* KA_TNONE, KA_TVALUE (mpair 0), KA_TMEAN (the mean maximum similarity) */
 	int32_t nes, nks;          /* row scalars per evicted / kept row (mscal) */
@@ -210,7 +211,7 @@ typedef struct KaHdr {
 	int32_t cbias;             /* decode attention adds log(count) to each logit (decodeb) */
 } KaHdr;
 
-enum { KA_MDROP, KA_MNEAREST };
+enum { KA_MDROP, KA_MNEAREST, KA_MRUNS };   /* KA_MRUNS: issue 12 (KA_FORMAT 9; runtime/mpos.c) */
 enum { KA_MKEYS = 1, KA_MVALUES = 2, KA_MSUM = 4 };
 enum { KA_TNONE, KA_TVALUE, KA_TMEAN };
 
@@ -344,6 +345,14 @@ typedef struct kvcc_artifact {
 	** its logits. A stub for a policy without the bias (the runtime never calls it). */
 	void (*decodeb)(const void *K, const void *V, int64_t ldk, int64_t nt, const float *q, float *S,
 	                int64_t lds, float *st, const float *cnt);
+	/* --- issue 12: positional and run merges (KVCC_ABI 15) ---
+	** merge runs (codegen/x86/mpos.c; runtime/mpos.c drives it): one root of the merge rule at
+	** one pair of rows given by pointers (storage dtype, head_dim elements): which 0 the
+	** threshold, 1 the weight w_e, 2 the self weight w_k, 3 the similarity; erow reads EK / EV,
+	** krow KK / KV, pinfo sim / absorbed / ntargets / e.count / k.count the scalars given. NaN
+	** for a policy without merge runs (the runtime never calls it). */
+	float (*mrow)(int64_t which, const void *EK, const void *EV, const void *KK, const void *KV, float sim,
+	              float absorbed, float ntargets, float ecount, float kcount, const double *par);
 } kvcc_artifact;
 
 /* --- GPU (CUDA) ------------------------------------------------------------------------------

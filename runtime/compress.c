@@ -472,7 +472,10 @@ static void compacttask(void *arg, int k, int tid)
 	int nst = I.state ? r->h->nst : 0;
 	size_t cap = (size_t)lay->capacity;
 	int64_t sstride = (int64_t)r->LH * (int64_t)cap;
-	if (I.w.tab && r->h->merge == KA_MNEAREST)
+	if (r->h->merge == KA_MRUNS)              /* issue 12: merge runs, contiguous or paged (mpos.c) */
+		kr_mruns(r->pl, r->par, &I.w, I.n, r->pl->kidx + k * cap, r->pl->nkept[k], I.pos, I.state, nst, sstride,
+		         r->pl->scorebuf + k * cap, tid);
+	else if (I.w.tab && r->h->merge == KA_MNEAREST)
 		kr_pmnearest(r->pl, r->par, &I.w, I.n, r->pl->kidx + k * cap, r->pl->nkept[k], I.pos, I.state, nst, sstride, tid);
 	else if (I.w.tab)
 		kr_pcompact(&I.w, r->pl->esz, r->d, r->pl->kidx + k * cap, r->pl->nkept[k], I.pos, I.state, nst, sstride);

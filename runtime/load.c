@@ -105,7 +105,7 @@ int kr_checkdesc(const kvcc_artifact *a, const char **why)
 			return *why = "bad decode split in the descriptor", -1;
 	if (!memchr(h->config, 0, sizeof h->config))
 		return *why = "bad config string in the descriptor", -1;
-	if (h->merge < KA_MDROP || h->merge > KA_MNEAREST || (h->mflags & ~(KA_MKEYS | KA_MVALUES | KA_MSUM)) ||
+	if (h->merge < KA_MDROP || h->merge > KA_MRUNS || (h->mflags & ~(KA_MKEYS | KA_MVALUES | KA_MSUM)) ||
 	    h->mthr < KA_TNONE || h->mthr > KA_TMEAN || h->nes < 0 || h->nks < 0 || h->nes > h->nins || h->nks > h->nins)
 		return *why = "bad merge rule in the descriptor", -1;
 	return 0;
@@ -122,7 +122,7 @@ static int validate(kvcc_policy *p, const char *path)
 	if (!a->qk || !a->cvt || !a->decode || !a->probs || !a->qkt || !a->sstat || !a->sacc || !a->selkeys || !a->topk ||
 	    !a->keepidx || !a->compact || !a->tmap || !a->ckeys || !a->kcount || !a->ckeepidx || !a->nkeep || !a->ascale ||
 	    !a->hmean || !a->observe || !a->qround || !a->tfilter || !a->mtotal || !a->ksum ||
-	    !a->kfloor || !a->decodeb)
+	    !a->kfloor || !a->decodeb || !a->mrow)
 		return kr_seterr(KVCC_EARTIFACT, "%s: corrupted artifact descriptor (entry points)", path);
 	const char *why;
 	if (kr_checkdesc(a, &why) != 0)

@@ -524,6 +524,8 @@ int kp_generate(const KiFn *f, const KpCudaOpts *o, KpCudaOut *out, KiErr *e)
 		return ki_error(e, f->src, f->line, f->col, "GPU backend: %d params, at most %d", f->npar, KVG_MAXPAR), -1;
 	if (ki_unsupported(f, e) != 0)   /* merge rules, the issue-13 language (compiler/support.c) */
 		return -1;
+	if (ki_mkernels_gpu(f, e) != 0)  /* merge rules x86 has and CUDA not yet (compiler/mplan.c) */
+		return -1;
 	/* the same mapping rules as the x86 plan where it applies (state and x.attn are ours) */
 	int ustate = uses(f, f->score, KO_state), uattn = uses(f, f->score, KO_attn);
 	if (ustate < 0 || uattn < 0)

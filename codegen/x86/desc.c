@@ -94,6 +94,12 @@ static int mergedesc(const KiFn *f, KaHdr *h)
 {
 	const KiMerge *m = &f->merge;
 	h->mline = m->line, h->mcol = m->col;
+	if (m->kind == MG_runs) {          /* issue 12: the pair evaluator (mpos.c, runtime/mpos.c) */
+		h->merge = KA_MRUNS;
+		h->mflags = (m->keys ? KA_MKEYS : 0) | (m->values ? KA_MVALUES : 0) | (m->update == MU_sum ? KA_MSUM : 0);
+		h->mthr = m->thr == MT_value ? KA_TVALUE : KA_TNONE;
+		return 0;
+	}
 	if (m->kind != MG_nearest)
 		return 0;
 	int *slot = malloc(((size_t)f->nins + 1) * sizeof *slot);

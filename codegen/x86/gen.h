@@ -315,5 +315,7 @@ KC_FUNC LLVMValueRef kx_ew(Gen *g, int op, LLVMValueRef a, LLVMValueRef b, LLVMV
 /* merge.c: the compact_merge kernels of merge nearest (mscal, mbest, mpair, mupd; stubs for
 ** drop), into fn[0..3]; 0, or -1: out of memory */
 KC_FUNC int kx_gen_merge(Gen *g, const KiFn *f, LLVMValueRef fn[4]);
+/* mpos.c: merge runs' pair evaluator (mrow; a NaN stub for other policies) */
+KC_FUNC int kx_gen_mrow(Gen *g, const KiFn *f, LLVMValueRef *fn);
 
 #endif
