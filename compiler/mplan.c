@@ -166,8 +166,7 @@ int ki_mkernels(const KiFn *f, KiErr *e)
 		snprintf(what, sizeof what, "merge %s", ki_mergename(m->kind));
 		return mrefuse(f, m->line, m->col, what, e);
 	}
-	if (m->thr == MT_adaptive && !(KI_RKIND(m->beta) == RK_CON && f->con[KI_RIDX(m->beta)] == 0))
-		return mrefuse(f, m->line, m->col, "an adaptive merge threshold with beta other than the constant 0", e);
+	/* beta other than the constant 0 (D2O): tau carried between calls in a state row (ki_mtau) */
 	KiMSim sf;
 	ki_msimform(f, m->sim, &sf);
 	if (!sf.fast && sf.why && !strcmp(sf.why, "out of memory")) {
@@ -371,5 +370,15 @@ int ki_mkernels_gpu(const KiFn *f, KiErr *e)
 	const KiMerge *m = &f->merge;
 	if (m->kind == MG_runs)
 		return mrefuse(f, m->line, m->col, "merge runs on the GPU (CUDA; x86 compiles it)", e);
+	if (ki_mtau(f))
+		return mrefuse(f, m->line, m->col, "an adaptive merge threshold with beta other than the constant 0 on the "
+		                "GPU (CUDA; x86 compiles it)", e);
 	return 0;
+}
+
+int ki_mtau(const KiFn *f)
+{
+	const KiMerge *m = &f->merge;
+	return m->kind == MG_nearest && m->thr == MT_adaptive &&
+	       !(KI_RKIND(m->beta) == RK_CON && f->con[KI_RIDX(m->beta)] == 0);
 }

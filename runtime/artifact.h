@@ -91,7 +91,8 @@ static inline int ka_trailer_check(const void *buf, size_t len, KaTrailer *t, co
 #define KA_FORMAT 9                        /* the blob's layout and meaning (2: the tuning config; 3: KA_FLAYER;
                                               4: the merge rule; 5: the weights, KaWeight; the select rule;
                                               6: the select floor; 7: KA_FAMX; 8: the count state row,
-                                              cnt / cbias; 9: merge KA_MRUNS) */
+                                              cnt / cbias; 9: merge KA_MRUNS, KA_TEMA: mtau,
+                                              mbeta) */
 #define KA_NBUCKET 4                       /* decode split buckets (longest head < 4K, 16K, 64K, more) */
 
 /* a count or rule operand: a constant, a param, "every position" (obs) or none */
@@ -209,11 +210,15 @@ typedef struct KaHdr {
 	/* --- issue 12: member counts (KA_FORMAT 8) --- */
 	int32_t cnt;               /* the "count" state row (the last of nst: compiler/mplan.h ki_mcounts), or -1 */
 	int32_t cbias;             /* decode attention adds log(count) to each logit (decodeb) */
+	/* --- issue 12: D2O's EMA merge threshold (KA_FORMAT 9) --- */
+	int32_t mtau;              /* the "tau" state row (compiler/mplan.h ki_mtau), or -1; with KA_TEMA */
+	int32_t mtpad;
+	KaRef mbeta;               /* KA_TEMA: tau = beta tau' + (1 - beta) mean max-sim */
 } KaHdr;
 
 enum { KA_MDROP, KA_MNEAREST, KA_MRUNS };   /* KA_MRUNS: issue 12 (KA_FORMAT 9; runtime/mpos.c) */
 enum { KA_MKEYS = 1, KA_MVALUES = 2, KA_MSUM = 4 };
-enum { KA_TNONE, KA_TVALUE, KA_TMEAN };
+enum { KA_TNONE, KA_TVALUE, KA_TMEAN, KA_TEMA };   /* KA_TEMA: issue 12, D2O (KaHdr.mtau, mbeta) */
 
 /* One instance's inputs to the generated token_map loops (every field 8 bytes: the generated
 ** code reads field k at byte 8k). vals[i] = instruction i's f32 values, row-major over
