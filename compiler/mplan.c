@@ -160,7 +160,7 @@ int ki_mkernels(const KiFn *f, KiErr *e)
 	char what[256];
 	if (m->kind == MG_drop)
 		return 0;
-	if (m->kind == MG_runs)          /* issue 12: the pair evaluator (mrow), x86 */
+	if (m->kind == MG_runs || m->kind == MG_next)   /* issue 12: the pair evaluator (mrow), x86 */
 		return mposkernels(f, e);
 	if (m->kind != MG_nearest) {
 		snprintf(what, sizeof what, "merge %s", ki_mergename(m->kind));
@@ -300,9 +300,49 @@ static int parval(const KiFn *f, int i, int depth)
 	return 1;
 }
 
-/* merge runs: a threshold that is none or a value, pair expressions built from erow / krow of the
-** input K or V, the elementwise ops, reductions over chan (not std / var) of one row or of both,
-** pinfo; no ordinary value, no tmean, no group or obs axes */
+/* an ordinary [token] value the merge reads at a row (erow / krow) or over the targets (tmean) */
+static int tokval(const KiFn *f, KiRef a)
+{
+	return KI_RKIND(a) == RK_INS && f->ins[KI_RIDX(a)].op != KO_input && f->ins[KI_RIDX(a)].axes == AXM(AX_token);
+}
+
+static int hashmean(const KiFn *f)
+{
+	for (int i = 0; i < f->nins; i++)
+		if (f->ins[i].op == KO_hmean)
+			return 1;
+	return 0;
+}
+
+int ki_mvals(const KiFn *f, uint8_t *mv)
+{
+	const KiMerge *m = &f->merge;
+	memset(mv, 0, (size_t)f->nins);
+	if (m->kind != MG_runs && m->kind != MG_next)
+		return 0;
+	uint8_t *ctx = calloc((size_t)f->nins + 1, 1);
+	char *reach = calloc((size_t)f->nins + 1, 1);
+	if (!ctx || !reach) {
+		free(ctx), free(reach);
+		return -1;
+	}
+	ki_pairctx(f, ctx);
+	mreachall(f, ctx, reach);
+	for (int i = 0; i < f->nins; i++) {
+		const KiIns *in = &f->ins[i];
+		if (reach[i] && ctx[i] && (in->op == KO_erow || in->op == KO_krow || in->op == KO_tmean) &&
+		    tokval(f, in->arg[0]))
+			mv[KI_RIDX(in->arg[0])] = 1;
+	}
+	free(ctx), free(reach);
+	return 0;
+}
+
+/* merge runs / next: a threshold that is none or a value, pair expressions built from erow / krow
+** of the input K or V, erow / krow / tmean of an ordinary [token] value (a policy with a mean over
+** heads: its values are kept per instance until the compaction), the elementwise ops, reductions
+** over chan (not std / var) of one row or of both, pinfo; no other ordinary value, no group or
+** obs axes */
 static int mposkernels(const KiFn *f, KiErr *e)
 {
 	const KiMerge *m = &f->merge;
@@ -335,8 +375,20 @@ static int mposkernels(const KiFn *f, KiErr *e)
 		}
 		switch (in->op) {
 		case KO_erow:
-		case KO_krow: {
+		case KO_krow:
+		case KO_tmean: {
 			KiRef a = in->arg[0];
+			if (tokval(f, a) && !hashmean(f)) {
+				rc = mrefuse(f, in->line, in->col, "an ordinary [token] value in a merge expression of a policy "
+				             "without a mean over heads", e);
+				goto out;
+			}
+			if (tokval(f, a))
+				continue;
+			if (in->op == KO_tmean) {
+				rc = mrefuse(f, in->line, in->col, "tmean of a value other than an ordinary [token] value", e);
+				goto out;
+			}
 			if (KI_RKIND(a) != RK_INS || f->ins[KI_RIDX(a)].op != KO_input ||
 			    (f->ins[KI_RIDX(a)].aux != IN_K && f->ins[KI_RIDX(a)].aux != IN_V)) {
 				rc = mrefuse(f, in->line, in->col, "a merge row value other than the row's K or V", e);
@@ -344,9 +396,6 @@ static int mposkernels(const KiFn *f, KiErr *e)
 			}
 			continue;
 		}
-		case KO_tmean:
-			rc = mrefuse(f, in->line, in->col, "tmean", e);
-			goto out;
 		case KO_pinfo:
 			continue;
 		}
@@ -368,8 +417,9 @@ out:
 int ki_mkernels_gpu(const KiFn *f, KiErr *e)
 {
 	const KiMerge *m = &f->merge;
-	if (m->kind == MG_runs)
-		return mrefuse(f, m->line, m->col, "merge runs on the GPU (CUDA; x86 compiles it)", e);
+	if (m->kind == MG_runs || m->kind == MG_next)
+		return mrefuse(f, m->line, m->col, m->kind == MG_runs ? "merge runs on the GPU (CUDA; x86 compiles it)" :
+		               "merge next on the GPU (CUDA; x86 compiles it)", e);
 	if (ki_mtau(f))
 		return mrefuse(f, m->line, m->col, "an adaptive merge threshold with beta other than the constant 0 on the "
 		                "GPU (CUDA; x86 compiles it)", e);

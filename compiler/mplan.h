@@ -54,6 +54,11 @@ KC_FUNC int ki_mkernels_gpu(const KiFn *f, KiErr *e);
 ** NaN (KaHdr.mtau): every kept row holds the (layer, head)'s tau after a compression, rows
 ** appended since hold NaN; the kernels read the first non-NaN value of the held rows. */
 KC_FUNC int ki_mtau(const KiFn *f);
+/* mv[i] = 1 for every ordinary [token] value (not an input) the merge rule of kind runs or next
+** reads through erow / krow / tmean (CaM's attention and draws): the plan computes and stores
+** them (per instance: ki_mkernels asks for a mean over heads), the merge reads them by token.
+** mv has nins entries. -1: out of memory. */
+KC_FUNC int ki_mvals(const KiFn *f, uint8_t *mv);
 /* The row scalars of the kernels: every [] instruction of side KI_ME / KI_MK a merge root
 ** reaches and that reads no pinfo gets slot[i] >= 0 in its side's table (computed once per row by the kernels'
 ** mscal); slot[i] = -1 otherwise. *nes, *nks: the sizes of the two tables. -1: out of memory. */

@@ -385,8 +385,8 @@ KVCC_API int kvcc_plan_create_batch(kvcc_policy *p, const kvcc_layout *lay, cons
 		bad = kr_weights_init(pl) != 0;
 	if (!bad && (h->flags & KA_FATTN) && max_obs > 0)
 		bad = make_ws(pl, G * max_obs) != 0;
-	if (!bad && (h->merge == KA_MNEAREST || h->merge == KA_MRUNS)) {  /* compact_merge workspaces (merge.c, mpos.c) */
-		size_t mb = h->merge == KA_MRUNS ? kr_mposbytes(pl) : kr_mbytes(pl);
+	if (!bad && h->merge != KA_MDROP) {  /* compact_merge workspaces (merge.c, mpos.c) */
+		size_t mb = h->merge == KA_MNEAREST ? kr_mbytes(pl) : kr_mposbytes(pl);
 		bad = !(pl->mws = calloc((size_t)pl->threads, sizeof *pl->mws));
 		for (int t = 0; t < pl->threads && !bad; t++)
 			bad = !(pl->mws[t] = aligned_alloc(64, mb));

@@ -193,7 +193,7 @@ typedef struct KaHdr {
 	int32_t dtasks[KA_NBUCKET], dmin[KA_NBUCKET];
 	char config[96];
 	/* the merge rule the compact_merge kernels run (compiler/mplan.h ki_mkernels) */
-	int32_t merge;             /* KA_MDROP, KA_MNEAREST, KA_MRUNS */
+	int32_t merge;             /* KA_MDROP, KA_MNEAREST, KA_MRUNS, KA_MNEXT */
 	int32_t mflags;            /* KA_MKEYS | KA_MVALUES | KA_MSUM */
 	int32_t mthr;              /* KA_TNONE, KA_TVALUE (mpair 0), KA_TMEAN (the mean maximum similarity) */
 	int32_t nes, nks;          /* row scalars per evicted / kept row (mscal) */
@@ -214,9 +214,10 @@ typedef struct KaHdr {
 	int32_t mtau;              /* the "tau" state row (compiler/mplan.h ki_mtau), or -1; with KA_TEMA */
 	int32_t mtpad;
 	KaRef mbeta;               /* KA_TEMA: tau = beta tau' + (1 - beta) mean max-sim */
+	KaRef mnext;               /* KA_MNEXT: m, the kept tokens after an evicted one that absorb it */
 } KaHdr;
 
-enum { KA_MDROP, KA_MNEAREST, KA_MRUNS };   /* KA_MRUNS: issue 12 (KA_FORMAT 9; runtime/mpos.c) */
+enum { KA_MDROP, KA_MNEAREST, KA_MRUNS, KA_MNEXT };   /* KA_MRUNS, KA_MNEXT: issue 12 (KA_FORMAT 9; runtime/mpos.c) */
 enum { KA_MKEYS = 1, KA_MVALUES = 2, KA_MSUM = 4 };
 enum { KA_TNONE, KA_TVALUE, KA_TMEAN, KA_TEMA };   /* KA_TEMA: issue 12, D2O (KaHdr.mtau, mbeta) */
 
@@ -354,10 +355,13 @@ typedef struct kvcc_artifact {
 	** merge runs (codegen/x86/mpos.c; runtime/mpos.c drives it): one root of the merge rule at
 	** one pair of rows given by pointers (storage dtype, head_dim elements): which 0 the
 	** threshold, 1 the weight w_e, 2 the self weight w_k, 3 the similarity; erow reads EK / EV,
-	** krow KK / KV, pinfo sim / absorbed / ntargets / e.count / k.count the scalars given. NaN
-	** for a policy without merge runs (the runtime never calls it). */
+	** krow KK / KV, pinfo sim / absorbed / ntargets / e.count / k.count the scalars given; an
+	** ordinary [token] value (merge next, CaM) vals[i][et] / vals[i][kt] (erow / krow; held
+	** indices), tmean its mean over the targets' held indices tg[0 .. ntg). NaN for a policy
+	** without merge runs / next (the runtime never calls it). */
 	float (*mrow)(int64_t which, const void *EK, const void *EV, const void *KK, const void *KV, float sim,
-	              float absorbed, float ntargets, float ecount, float kcount, const double *par);
+	              float absorbed, float ntargets, float ecount, float kcount, const double *par,
+	              float *const *vals, int64_t et, int64_t kt, const int32_t *tg, int64_t ntg);
 } kvcc_artifact;
 
 /* --- GPU (CUDA) ------------------------------------------------------------------------------

@@ -67,7 +67,8 @@ int kr_checkdesc(const kvcc_artifact *a, const char **why)
 	if (h->cnt < -1 || h->cnt >= h->nst || (h->cbias && h->cnt < 0))
 		return -1;
 	if (h->mtau < -1 || h->mtau >= h->nst || (h->mthr == KA_TEMA) != (h->mtau >= 0) ||
-	    (h->mtau >= 0 && (h->merge != KA_MNEAREST || !refok(&h->mbeta, h->npar))))
+	    (h->mtau >= 0 && (h->merge != KA_MNEAREST || !refok(&h->mbeta, h->npar))) ||
+	    (h->merge == KA_MNEXT && !refok(&h->mnext, h->npar)))
 		return -1;
 	const KaParam *par = (const KaParam *)((const char *)h + h->par);
 	const KaState *st = (const KaState *)((const char *)h + h->st);
@@ -108,7 +109,7 @@ int kr_checkdesc(const kvcc_artifact *a, const char **why)
 			return *why = "bad decode split in the descriptor", -1;
 	if (!memchr(h->config, 0, sizeof h->config))
 		return *why = "bad config string in the descriptor", -1;
-	if (h->merge < KA_MDROP || h->merge > KA_MRUNS || (h->mflags & ~(KA_MKEYS | KA_MVALUES | KA_MSUM)) ||
+	if (h->merge < KA_MDROP || h->merge > KA_MNEXT || (h->mflags & ~(KA_MKEYS | KA_MVALUES | KA_MSUM)) ||
 	    h->mthr < KA_TNONE || h->mthr > KA_TEMA || h->nes < 0 || h->nks < 0 || h->nes > h->nins || h->nks > h->nins)
 		return *why = "bad merge rule in the descriptor", -1;
 	return 0;

@@ -1,8 +1,10 @@
 /*
-** compact_merge with merge runs (KVMerger; DESIGN §3 "Merge semantics", issue 12) for one
-** (sequence, layer, head), on the artifact's generated kernels (codegen/x86/mpos.c mrow, the
-** merge's mupd):
+** compact_merge with merge runs (KVMerger) and merge next (CaM) (DESIGN §3 "Merge semantics",
+** issue 12) for one (sequence, layer, head), on the artifact's generated kernels
+** (codegen/x86/mpos.c mrow, the merge's mupd). Ordinary [token] values the rule reads (CaM's
+** attention, its draws) are the instance's stored values `vals` (by held index, pre-compaction).
 **
+** runs:
 **   1  the evicted rows E copied aside (position order); their member counts aside
 **   2  runs: held rows t-1, t share a run when sim(t-1, t) >= threshold (mrow 3 and 0 on the
 **      two rows, t-1 as the e side); each run's pivot is its kept row that ranks first in the
@@ -12,6 +14,12 @@
 **      and the self weights w_k (mrow 3, 1, 2): all from the pre-merge rows (simultaneous)
 **   4  the compaction (generated, or through the page table), then each pivot's segmented
 **      update (mupd on the pivot's row), member counts grown by the absorbed rows' counts
+**
+** next: an evicted row e absorbs into the first m kept rows after it (fewer near the end: nt(e));
+**   the evicted rows a kept row j absorbs are a contiguous range of E (E in position order), so
+**   the compaction comes first, then per kept row: its range, the weights w_e (mrow 1: the
+**   pre-merge rows; ntargets = nt(e), tmean over e's targets), w_k (mrow 2), mupd, counts
+**   (+ count_e / nt(e)).
 **
 ** The workspace is sized at plan time (kr_mposbytes): the run path allocates nothing.
 */
@@ -78,9 +86,25 @@ static int before(const float *score, int a, int b, int n, long S, long R)
 	return a < b;
 }
 
-void kr_mruns(kvcc_plan *pl, const double *par, const KrRows *rw, int n, const int32_t *kidx, int m, int32_t *pos,
-              float *state, int nst, int64_t sstride, const float *score, int tid)
+static void compact(const kvcc_artifact *A, const KrRows *rw, size_t esz, int d, const int32_t *kidx, int m,
+                    int32_t *pos, float *state, int nst, int64_t sstride)
 {
+	if (rw->tab)
+		kr_pcompact(rw, esz, d, kidx, m, pos, state, nst, sstride);
+	else
+		A->compact(rw->K, rw->V, rw->ldk, kidx, m, pos, state, nst, sstride);
+}
+
+static void next(kvcc_plan *pl, const double *par, const KrRows *rw, int n, const int32_t *kidx, int m, int32_t *pos,
+                 float *state, int nst, int64_t sstride, float *const *vals, int tid);
+
+void kr_mpos(kvcc_plan *pl, const double *par, const KrRows *rw, int n, const int32_t *kidx, int m, int32_t *pos,
+             float *state, int nst, int64_t sstride, const float *score, float *const *vals, int tid)
+{
+	if (pl->p->h->merge == KA_MNEXT) {
+		next(pl, par, rw, n, kidx, m, pos, state, nst, sstride, vals, tid);
+		return;
+	}
 	const kvcc_artifact *A = pl->p->a;
 	const KaHdr *h = pl->p->h;
 	int d = pl->lay.head_dim;
@@ -104,10 +128,7 @@ void kr_mruns(kvcc_plan *pl, const double *par, const KrRows *rw, int n, const i
 		w.E[nE++] = t;
 	}
 	if (nE == 0 || m == 0) {
-		if (rw->tab)
-			kr_pcompact(rw, esz, d, kidx, m, pos, state, nst, sstride);
-		else
-			A->compact(rw->K, rw->V, rw->ldk, kidx, m, pos, state, nst, sstride);
+		compact(A, rw, esz, d, kidx, m, pos, state, nst, sstride);
 		return;
 	}
 #define RK(t) (rw->K + (size_t)kr_row(rw, t) * esz)
@@ -117,9 +138,11 @@ void kr_mruns(kvcc_plan *pl, const double *par, const KrRows *rw, int n, const i
 	int nr = 0;
 	for (int t = 0; t < n; t++) {
 		if (t > 0) {
-			float s = A->mrow(3, RK(t - 1), RV(t - 1), RK(t), RV(t), NAN, NAN, NAN, CNT(t - 1), CNT(t), par);
+			float s = A->mrow(3, RK(t - 1), RV(t - 1), RK(t), RV(t), NAN, NAN, NAN, CNT(t - 1), CNT(t), par, vals,
+			                  t - 1, t, NULL, 0);
 			int same = h->mthr == KA_TVALUE ?
-			           s >= A->mrow(0, RK(t - 1), RV(t - 1), RK(t), RV(t), s, NAN, NAN, CNT(t - 1), CNT(t), par) : 1;
+			           s >= A->mrow(0, RK(t - 1), RV(t - 1), RK(t), RV(t), s, NAN, NAN, CNT(t - 1), CNT(t), par, vals, t - 1,
+			                   t, NULL, 0) : 1;
 			if (!same)
 				nr++;
 		}
@@ -138,7 +161,7 @@ void kr_mruns(kvcc_plan *pl, const double *par, const KrRows *rw, int n, const i
 		if (p < 0)
 			continue;
 		const char *ek = w.EK + (size_t)i * row, *ev = w.EV + (size_t)i * row;
-		w.bsim[i] = A->mrow(3, ek, ev, RK(p), RV(p), NAN, NAN, NAN, w.Ec[i], CNT(p), par);
+		w.bsim[i] = A->mrow(3, ek, ev, RK(p), RV(p), NAN, NAN, NAN, w.Ec[i], CNT(p), par, vals, w.E[i], p, NULL, 0);
 		w.abs[w.tgt[i]] += 1;
 	}
 	for (int i = 0; i < nE; i++) {
@@ -147,12 +170,13 @@ void kr_mruns(kvcc_plan *pl, const double *par, const KrRows *rw, int n, const i
 			continue;
 		int p = kidx[j];
 		const char *ek = w.EK + (size_t)i * row, *ev = w.EV + (size_t)i * row;
-		w.w[i] = A->mrow(1, ek, ev, RK(p), RV(p), w.bsim[i], w.abs[j], 1, w.Ec[i], CNT(p), par);
+		w.w[i] = A->mrow(1, ek, ev, RK(p), RV(p), w.bsim[i], w.abs[j], 1, w.Ec[i], CNT(p), par, vals, w.E[i], p,
+		                 &kidx[j], 1);
 	}
 	for (int j = 0; j < m; j++)
 		if (w.abs[j] > 0) {
 			int p = kidx[j];
-			w.wk[j] = A->mrow(2, RK(p), RV(p), RK(p), RV(p), NAN, w.abs[j], NAN, NAN, CNT(p), par);
+			w.wk[j] = A->mrow(2, RK(p), RV(p), RK(p), RV(p), NAN, w.abs[j], NAN, NAN, CNT(p), par, vals, p, p, NULL, 0);
 		}
 	/* the segments: off[j] .. off[j+1] of seg, the evicted rows of kept row j in evicted order */
 	memset(w.off, 0, ((size_t)m + 1) * sizeof *w.off);
@@ -170,10 +194,7 @@ void kr_mruns(kvcc_plan *pl, const double *par, const KrRows *rw, int n, const i
 		w.off[j] = w.off[j - 1];
 	w.off[0] = 0;
 	/* 4: compaction, then the updates on the compacted rows; counts */
-	if (rw->tab)
-		kr_pcompact(rw, esz, d, kidx, m, pos, state, nst, sstride);
-	else
-		A->compact(rw->K, rw->V, rw->ldk, kidx, m, pos, state, nst, sstride);
+	compact(A, rw, esz, d, kidx, m, pos, state, nst, sstride);
 	for (int j = 0; j < m; j++) {
 		int c = w.off[j + 1] - w.off[j];
 		if (!c)
@@ -186,4 +207,60 @@ void kr_mruns(kvcc_plan *pl, const double *par, const KrRows *rw, int n, const i
 #undef RK
 #undef RV
 #undef CNT
+}
+
+/* merge next (CaM): see the top */
+static void next(kvcc_plan *pl, const double *par, const KrRows *rw, int n, const int32_t *kidx, int m, int32_t *pos,
+                 float *state, int nst, int64_t sstride, float *const *vals, int tid)
+{
+	const kvcc_artifact *A = pl->p->a;
+	const KaHdr *h = pl->p->h;
+	int d = pl->lay.head_dim;
+	size_t esz = pl->esz, row = (size_t)d * esz;
+	Pws w;
+	layout(pl, pl->mws[tid], &w);
+	float *cnt = state && h->cnt >= 0 && h->cnt < nst ? state + (size_t)h->cnt * (size_t)sstride : NULL;
+	long mm = (long)kr_ref(&h->mnext, par, 1);    /* checked before the call (kr_mnextcheck) */
+	/* E aside; j0[i] (in tgt) = the kept rows before E[i]: its targets are j0 .. j0 + nt - 1 */
+	int nE = 0;
+	for (int t = 0, j = 0; t < n; t++) {
+		if (j < m && kidx[j] == t) {
+			j++;
+			continue;
+		}
+		size_t o = (size_t)kr_row(rw, t) * esz;
+		memcpy(w.EK + (size_t)nE * row, rw->K + o, row);
+		memcpy(w.EV + (size_t)nE * row, rw->V + o, row);
+		w.Ec[nE] = cnt ? cnt[t] : 1;
+		w.tgt[nE] = j;
+		w.seg[nE] = nE;
+		w.E[nE++] = t;
+	}
+	compact(A, rw, esz, d, kidx, m, pos, state, nst, sstride);
+	if (nE == 0 || m == 0)
+		return;
+	/* kept row j absorbs E[lo .. hi): j0 <= j < j0 + mm, j0 nondecreasing along E */
+	for (int j = 0, lo = 0, hi = 0; j < m; j++) {
+		while (lo < nE && (long)w.tgt[lo] + mm <= j)
+			lo++;
+		while (hi < nE && w.tgt[hi] <= j)
+			hi++;
+		int c = hi - lo;
+		if (c <= 0)
+			continue;
+		char *Kj = rw->K + (size_t)kr_row(rw, j) * esz, *Vj = rw->V + (size_t)kr_row(rw, j) * esz;
+		float kc = cnt ? cnt[j] : 1;
+		for (int i = lo; i < hi; i++) {
+			long nt = m - w.tgt[i] < mm ? m - w.tgt[i] : mm;
+			w.wseg[i] = A->mrow(1, w.EK + (size_t)i * row, w.EV + (size_t)i * row, Kj, Vj, NAN, (float)c, (float)nt,
+			                    w.Ec[i], kc, par, vals, w.E[i], kidx[j], kidx + w.tgt[i], nt);
+		}
+		float wk = A->mrow(2, Kj, Vj, Kj, Vj, NAN, (float)c, NAN, NAN, kc, par, vals, kidx[j], kidx[j], NULL, 0);
+		A->mupd(Kj, Vj, 0, 0, w.EK, w.EV, w.seg + lo, w.wseg + lo, c, wk);
+		if (cnt)
+			for (int i = lo; i < hi; i++) {
+				long nt = m - w.tgt[i] < mm ? m - w.tgt[i] : mm;
+				cnt[j] += w.Ec[i] / (float)nt;
+			}
+	}
 }

@@ -95,8 +95,9 @@ static int mergedesc(const KiFn *f, KaHdr *h)
 {
 	const KiMerge *m = &f->merge;
 	h->mline = m->line, h->mcol = m->col;
-	if (m->kind == MG_runs) {          /* issue 12: the pair evaluator (mpos.c, runtime/mpos.c) */
-		h->merge = KA_MRUNS;
+	if (m->kind == MG_runs || m->kind == MG_next) {   /* issue 12: the pair evaluator (mpos.c, runtime/mpos.c) */
+		h->merge = m->kind == MG_runs ? KA_MRUNS : KA_MNEXT;
+		h->mnext = m->kind == MG_next ? ref(f, m->m) : (KaRef){ KA_NONE, 0, 0 };
 		h->mflags = (m->keys ? KA_MKEYS : 0) | (m->values ? KA_MVALUES : 0) | (m->update == MU_sum ? KA_MSUM : 0);
 		h->mthr = m->thr == MT_value ? KA_TVALUE : KA_TNONE;
 		return 0;

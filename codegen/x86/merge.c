@@ -441,7 +441,7 @@ static void stubs(Gen *g, LLVMValueRef fn[4], int nstub)
 
 int kx_gen_merge(Gen *g, const KiFn *f, LLVMValueRef fn[4])
 {
-	if (f->merge.kind == MG_runs) {        /* issue 12: runs needs mupd only (runtime/mpos.c) */
+	if (f->merge.kind == MG_runs || f->merge.kind == MG_next) {   /* issue 12: mupd only (runtime/mpos.c) */
 		Mg M = { .g = g, .f = f };
 		stubs(g, fn, 3);
 		gen_mupd(&M), fn[3] = g->fn;

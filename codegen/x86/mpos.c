@@ -25,10 +25,36 @@ typedef struct Mp {
 	LLVMValueRef *val;       /* [nins] scalar values at the current root (NULL: not yet) */
 	char *need;
 	LLVMValueRef EK, EV, KK, KV, par;
+	LLVMValueRef vals, et, kt, tg, ntg;   /* ordinary [token] values (next, CaM): vals[i][t] */
 	LLVMValueRef pi[PI_NUM]; /* sim, absorbed, ntargets, ecount, kcount */
 } Mp;
 
 static LLVMValueRef scal(Mp *M, KiRef r);
+
+/* instruction a's stored [token] values of the instance (vals[a]) */
+static LLVMValueRef tokarr(Mp *M, int a)
+{
+	Gen *g = M->g;
+	return LLVMBuildLoad2(g->b, g->ptr, gep(g, g->ptr, M->vals, ci(g, a)), "");
+}
+
+/* the mean of vals[a] over e's targets tg[0 .. ntg) (NaN without targets) */
+static LLVMValueRef tmeanv(Mp *M, int a)
+{
+	Gen *g = M->g;
+	LLVMBuilderRef b = g->b;
+	LLVMValueRef arr = tokarr(M, a), acc = entry_alloca(g, g->f32);
+	LLVMBuildStore(b, cfv(g, 0, 1), acc);
+	Loop lu;
+	LLVMValueRef u = loop_begin2(g, ci(g, 0), M->ntg, 1, 1, &lu);
+	LLVMValueRef t = LLVMBuildSExt(b, ld(g, g->i32, M->tg, u, 4), g->i64, "");
+	LLVMBuildStore(b, LLVMBuildFAdd(b, LLVMBuildLoad2(b, g->f32, acc, ""), ldf(g, arr, t), ""), acc);
+	loop_end(g, &lu);
+	LLVMValueRef s = LLVMBuildLoad2(b, g->f32, acc, "");
+	LLVMValueRef n = LLVMBuildSIToFP(b, M->ntg, g->f32, "");
+	LLVMValueRef none = LLVMBuildICmp(b, LLVMIntSLE, M->ntg, ci(g, 0), "");
+	return LLVMBuildSelect(b, none, cfv(g, NAN, 1), LLVMBuildFDiv(b, s, n, ""), "");
+}
 
 static LLVMValueRef mppar(Mp *M, int p)
 {
@@ -105,6 +131,10 @@ static LLVMValueRef scal(Mp *M, KiRef r)
 		LLVMValueRef v;
 		if (in->op == KO_pinfo)
 			v = M->pi[in->aux < PI_NUM ? in->aux : 0];
+		else if (in->op == KO_erow || in->op == KO_krow)   /* an ordinary [token] value at e / k */
+			v = ldf(M->g, tokarr(M, KI_RIDX(in->arg[0])), in->op == KO_erow ? M->et : M->kt);
+		else if (in->op == KO_tmean)
+			v = tmeanv(M, KI_RIDX(in->arg[0]));
 		else if (ki_sem(in->op)->kind == SEM_RED)
 			v = chanred(M, in);
 		else
@@ -127,7 +157,7 @@ static LLVMValueRef scalroot(Mp *M, KiRef r)
 	M->need[top] = 1;
 	for (int i = top; i >= 0; i--) {
 		const KiIns *in = &f->ins[i];
-		if (!M->need[i] || in->op == KO_pinfo || in->op == KO_erow || in->op == KO_krow)
+		if (!M->need[i] || in->op == KO_pinfo || in->op == KO_erow || in->op == KO_krow || in->op == KO_tmean)
 			continue;
 		for (int k = 0; k < 3; k++)
 			if (KI_RKIND(in->arg[k]) == RK_INS && KI_RIDX(in->arg[k]) < i)
@@ -142,10 +172,11 @@ static LLVMValueRef scalroot(Mp *M, KiRef r)
 int kx_gen_mrow(Gen *g, const KiFn *f, LLVMValueRef *fn)
 {
 	LLVMBuilderRef b = g->b;
-	LLVMTypeRef ps[11] = { g->i64, g->ptr, g->ptr, g->ptr, g->ptr, g->f32, g->f32, g->f32, g->f32, g->f32, g->ptr };
-	newfn(g, "kvcc_mrow", g->f32, ps, 11);
+	LLVMTypeRef ps[16] = { g->i64, g->ptr, g->ptr, g->ptr, g->ptr, g->f32, g->f32, g->f32, g->f32, g->f32, g->ptr,
+	                       g->ptr, g->i64, g->i64, g->ptr, g->i64 };
+	newfn(g, "kvcc_mrow", g->f32, ps, 16);
 	*fn = g->fn;
-	if (f->merge.kind != MG_runs) {        /* the runtime never calls it */
+	if (f->merge.kind != MG_runs && f->merge.kind != MG_next) {        /* the runtime never calls it */
 		LLVMBuildRet(b, cfv(g, NAN, 1));
 		return 0;
 	}
@@ -162,6 +193,8 @@ int kx_gen_mrow(Gen *g, const KiFn *f, LLVMValueRef *fn)
 	for (int k = 0; k < PI_NUM; k++)
 		M.pi[k] = LLVMGetParam(g->fn, 5 + (unsigned)k);
 	M.par = LLVMGetParam(g->fn, 10);
+	M.vals = LLVMGetParam(g->fn, 11), M.et = LLVMGetParam(g->fn, 12), M.kt = LLVMGetParam(g->fn, 13);
+	M.tg = LLVMGetParam(g->fn, 14), M.ntg = LLVMGetParam(g->fn, 15);
 	const KiMerge *m = &f->merge;
 	KiRef roots[4] = { m->thr == MT_value ? m->threshold : KI_NIL, m->weight, m->self, m->sim };
 	LLVMBasicBlockRef bb[4], bad = LLVMAppendBasicBlockInContext(g->cx, g->fn, "none");
