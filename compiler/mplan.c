@@ -420,9 +420,6 @@ int ki_mkernels_gpu(const KiFn *f, KiErr *e)
 	if (m->kind == MG_runs || m->kind == MG_next)
 		return mrefuse(f, m->line, m->col, m->kind == MG_runs ? "merge runs on the GPU (CUDA; x86 compiles it)" :
 		               "merge next on the GPU (CUDA; x86 compiles it)", e);
-	if (ki_mtau(f))
-		return mrefuse(f, m->line, m->col, "an adaptive merge threshold with beta other than the constant 0 on the "
-		                "GPU (CUDA; x86 compiles it)", e);
 	return 0;
 }
 

@@ -410,7 +410,7 @@ static int gen_select(Gen *g, KpCudaOut *out)
 	   s->floor ? "\t\t\tkeep = keep || kv_kept(kv_prot(ci, ch, n, S, R) ? f1 : f0, sc, ci, ch, n, S, R);\n" : "",
 	   s->scope != SC_head && th ? "\t\t\tkeep = keep && (kv_prot(t, 1, n, S, R) || (double)sc[t] >= tau);\n" : "",
 	   mg ? "t < n ? (int)(-2 - (t - run - ex)) : -1" : "-1");
-	for (int st = 0; st < f->nst + ki_mcounts(f); st++)     /* the state rows, member counts included */
+	for (int st = 0; st < f->nst + ki_mcounts(f) + ki_mtau(f); st++)     /* the state rows, member counts included */
 		sb(&g->s, "\t\tconst float stv%d = keep ? a.state[(((long long)b * KV_NST + %d) * a.L * a.H + li) * N + t] : 0.f;\n",
 		   st, st);
 	sb(&g->s,
@@ -443,7 +443,7 @@ static int gen_select(Gen *g, KpCudaOut *out)
 	   "\t\t\t}\n"
 	   "\t\tif (keep) {\n"
 	   "\t\t\tPb[run + ex] = pv;\n");
-	for (int st = 0; st < f->nst + ki_mcounts(f); st++)
+	for (int st = 0; st < f->nst + ki_mcounts(f) + ki_mtau(f); st++)
 		sb(&g->s, "\t\t\ta.state[(((long long)b * KV_NST + %d) * a.L * a.H + li) * N + run + ex] = stv%d;\n", st, st);
 	sb(&g->s,
 	   "\t\t}\n"
@@ -465,10 +465,10 @@ static void gen_paged(Gen *g, KpCudaOut *out)
 	snprintf(k->name, sizeof k->name, "kv_paged");
 	k->role = KVG_PAGED;
 	sb(&g->s, "\nextern \"C\" __global__ void __launch_bounds__(KV_NT) kv_paged(const KvgArgs a)\n{\n");
-	int nst = g->f->nst + ki_mcounts(g->f);     /* the member counts' row: init 1 */
+	int nst = g->f->nst + ki_mcounts(g->f) + ki_mtau(g->f);     /* the member counts' row: init 1 */
 	sb(&g->s, "\tconst float ini[%d] = {", nst + 1);
 	for (int s = 0; s < nst; s++) {
-		double v = s < g->f->nst ? (double)(float)g->f->st[s].init : 1.0;
+		double v = s < g->f->nst ? (double)(float)g->f->st[s].init : s == g->f->nst + ki_mcounts(g->f) ? NAN : 1.0;
 		if (isnan(v))
 			sb(&g->s, " kv_nan(),");
 		else if (isinf(v))
@@ -551,8 +551,9 @@ int kp_generate(const KiFn *f, const KpCudaOpts *o, KpCudaOut *out, KiErr *e)
 	argsdecl(&g.s);
 	/* KV_NST: the state rows, the member counts' included (KV_CNT, compiler/mplan.h ki_mcounts);
 	** KV_CBIAS: decode adds log(count) to each logit (decode.cuh) */
-	sb(&g.s, "#define KV_NST %d\n#define KV_CNT %d\n#define KV_CBIAS %d\n%s", f->nst + ki_mcounts(f),
-	   ki_mcounts(f) ? f->nst : -1, f->merge.bias, kp_cuh_paged);
+	sb(&g.s, "#define KV_NST %d\n#define KV_CNT %d\n#define KV_CBIAS %d\n#define KV_TAU %d\n%s",
+	   f->nst + ki_mcounts(f) + ki_mtau(f), ki_mcounts(f) ? f->nst : -1, f->merge.bias,
+	   ki_mtau(f) ? f->nst + ki_mcounts(f) : -1, kp_cuh_paged);
 	/* defined with the select kernel (gen_select); the score kernels read it (x.nkeep) */
 	sb(&g.s, "__device__ long long kv_nkeep(const KvgArgs &a, int l, long long n);\n");
 	sb(&g.s, "%s", kp_cuh_select);

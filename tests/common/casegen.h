@@ -242,6 +242,10 @@ static inline double merge_margin(const KiFn *f, const double *par, const KiCase
 			tau = 0;
 			for (int i = 0; i < nb; i++)
 				tau += best[i] / nb;
+			if (c->tau && !isnan(c->tau[k])) {     /* D2O: the EMA of a carried tau (issue 12) */
+				double beta = pval(f, par, mg->beta, 0);
+				tau = beta * c->tau[k] + (1 - beta) * tau;
+			}
 		} else if (mg->thr == MT_value && KI_RKIND(mg->threshold) != RK_INS)
 			tau = pval(f, par, mg->threshold, 0);
 		for (int i = 0; i < nb && !isnan(tau); i++)
