@@ -373,7 +373,10 @@ static int runs(Mg *M, Inst *I)
 		rid[j] = 0;
 		if (j > 0) {
 			setpair(M, I->ord[j - 1], I->ord[j]);
-			double s = evalroot(M, &M->sim), thr = evalroot(M, &M->thr);
+			M->psim = M->pabs = M->pntg = NAN;   /* the pair leaves: m.sim is the neighbours' own in thr */
+			double s = evalroot(M, &M->sim);
+			M->psim = s;
+			double thr = evalroot(M, &M->thr);
 			rid[j] = s >= thr ? rid[j - 1] : rid[j - 1] + 1;
 		}
 		piv[j] = -1;
@@ -392,6 +395,7 @@ static int runs(Mg *M, Inst *I)
 		if (p >= 0) {
 			I->tg[k++] = kj[p];
 			setpair(M, I->E[i], I->ord[p]);
+			M->psim = M->pabs = M->pntg = NAN;
 			I->msim[i] = evalroot(M, &M->sim);
 		} else
 			I->msim[i] = NAN;

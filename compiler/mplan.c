@@ -152,6 +152,8 @@ static int mrefuse(const KiFn *f, uint32_t line, uint32_t col, const char *what,
 	return -1;
 }
 
+static int mposkernels(const KiFn *f, KiErr *e);
+
 int ki_mkernels(const KiFn *f, KiErr *e)
 {
 	const KiMerge *m = &f->merge;
@@ -168,12 +170,13 @@ int ki_mkernels(const KiFn *f, KiErr *e)
 			return mrefuse(f, m->line, m->col, "merge summary with rows or iters not constants", e);
 		return 0;
 	}
+	if (m->kind == MG_runs || m->kind == MG_next)   /* issue 12: the pair evaluator (mrow), x86 */
+		return mposkernels(f, e);
 	if (m->kind != MG_nearest) {
 		snprintf(what, sizeof what, "merge %s", ki_mergename(m->kind));
 		return mrefuse(f, m->line, m->col, what, e);
 	}
-	if (m->thr == MT_adaptive && !(KI_RKIND(m->beta) == RK_CON && f->con[KI_RIDX(m->beta)] == 0))
-		return mrefuse(f, m->line, m->col, "an adaptive merge threshold with beta other than the constant 0", e);
+	/* beta other than the constant 0 (D2O): tau carried between calls in a state row (ki_mtau) */
 	KiMSim sf;
 	ki_msimform(f, m->sim, &sf);
 	if (!sf.fast && sf.why && !strcmp(sf.why, "out of memory")) {
@@ -298,4 +301,148 @@ int ki_mcounts(const KiFn *f)
 int ki_msumrow(const KiFn *f)
 {
 	return f->merge.kind == MG_summary ? f->nst + 1 : -1;
+}
+
+/* --- runs (KVMerger): every pair value through the pair evaluator (codegen/x86/mpos.c mrow) ---- */
+
+/* an ordinary [] value made of constants and params by the elementwise ops (2 * sigma^2) */
+static int parval(const KiFn *f, int i, int depth)
+{
+	const KiIns *in = &f->ins[i];
+	if (depth > 64 || in->axes || ki_sem(in->op)->kind != SEM_EW || !mewok(in->op))
+		return 0;
+	for (int k = 0; k < 3; k++)
+		if (KI_RKIND(in->arg[k]) == RK_INS && !parval(f, KI_RIDX(in->arg[k]), depth + 1))
+			return 0;
+	return 1;
+}
+
+/* an ordinary [token] value the merge reads at a row (erow / krow) or over the targets (tmean) */
+static int tokval(const KiFn *f, KiRef a)
+{
+	return KI_RKIND(a) == RK_INS && f->ins[KI_RIDX(a)].op != KO_input && f->ins[KI_RIDX(a)].axes == AXM(AX_token);
+}
+
+static int hashmean(const KiFn *f)
+{
+	for (int i = 0; i < f->nins; i++)
+		if (f->ins[i].op == KO_hmean)
+			return 1;
+	return 0;
+}
+
+int ki_mvals(const KiFn *f, uint8_t *mv)
+{
+	const KiMerge *m = &f->merge;
+	memset(mv, 0, (size_t)f->nins);
+	if (m->kind != MG_runs && m->kind != MG_next)
+		return 0;
+	uint8_t *ctx = calloc((size_t)f->nins + 1, 1);
+	char *reach = calloc((size_t)f->nins + 1, 1);
+	if (!ctx || !reach) {
+		free(ctx), free(reach);
+		return -1;
+	}
+	ki_pairctx(f, ctx);
+	mreachall(f, ctx, reach);
+	for (int i = 0; i < f->nins; i++) {
+		const KiIns *in = &f->ins[i];
+		if (reach[i] && ctx[i] && (in->op == KO_erow || in->op == KO_krow || in->op == KO_tmean) &&
+		    tokval(f, in->arg[0]))
+			mv[KI_RIDX(in->arg[0])] = 1;
+	}
+	free(ctx), free(reach);
+	return 0;
+}
+
+/* merge runs / next: a threshold that is none or a value, pair expressions built from erow / krow
+** of the input K or V, erow / krow / tmean of an ordinary [token] value (a policy with a mean over
+** heads: its values are kept per instance until the compaction), the elementwise ops, reductions
+** over chan (not std / var) of one row or of both, pinfo; no other ordinary value, no group or
+** obs axes */
+static int mposkernels(const KiFn *f, KiErr *e)
+{
+	const KiMerge *m = &f->merge;
+	char what[256];
+	if (m->thr == MT_adaptive)
+		return mrefuse(f, m->line, m->col, "merge runs with an adaptive threshold", e);
+	uint8_t *ctx = calloc((size_t)f->nins + 1, 1);
+	char *reach = calloc((size_t)f->nins + 1, 1);
+	int rc = -1;
+	if (!ctx || !reach) {
+		ki_error(e, f->src, 0, 0, "out of memory");
+		e->nomem = 1;
+		goto out;
+	}
+	ki_pairctx(f, ctx);
+	mreachall(f, ctx, reach);
+	for (int i = 0; i < f->nins; i++) {
+		const KiIns *in = &f->ins[i];
+		if (!reach[i])
+			continue;
+		if (!ctx[i] && parval(f, i, 0))
+			continue;
+		if (!ctx[i]) {
+			rc = mrefuse(f, in->line, in->col, "an ordinary value in a merge expression", e);
+			goto out;
+		}
+		if (in->axes & ~AXM(AX_chan)) {
+			rc = mrefuse(f, in->line, in->col, "a merge expression value with group or obs axes", e);
+			goto out;
+		}
+		switch (in->op) {
+		case KO_erow:
+		case KO_krow:
+		case KO_tmean: {
+			KiRef a = in->arg[0];
+			if (tokval(f, a) && !hashmean(f)) {
+				rc = mrefuse(f, in->line, in->col, "an ordinary [token] value in a merge expression of a policy "
+				             "without a mean over heads", e);
+				goto out;
+			}
+			if (tokval(f, a))
+				continue;
+			if (in->op == KO_tmean) {
+				rc = mrefuse(f, in->line, in->col, "tmean of a value other than an ordinary [token] value", e);
+				goto out;
+			}
+			if (KI_RKIND(a) != RK_INS || f->ins[KI_RIDX(a)].op != KO_input ||
+			    (f->ins[KI_RIDX(a)].aux != IN_K && f->ins[KI_RIDX(a)].aux != IN_V)) {
+				rc = mrefuse(f, in->line, in->col, "a merge row value other than the row's K or V", e);
+				goto out;
+			}
+			continue;
+		}
+		case KO_pinfo:
+			continue;
+		}
+		const KiSem *sem = ki_sem(in->op);
+		if (sem->kind == SEM_EW && mewok(in->op))
+			continue;
+		if (sem->kind == SEM_RED && in->axis == AX_chan && sem->map != MAP_DEV && !in->axes)
+			continue;
+		snprintf(what, sizeof what, "%s in a merge expression", ki_opname(in->op));
+		rc = mrefuse(f, in->line, in->col, what, e);
+		goto out;
+	}
+	rc = 0;
+out:
+	free(ctx), free(reach);
+	return rc;
+}
+
+int ki_mkernels_gpu(const KiFn *f, KiErr *e)
+{
+	const KiMerge *m = &f->merge;
+	if (m->kind == MG_runs || m->kind == MG_next)
+		return mrefuse(f, m->line, m->col, m->kind == MG_runs ? "merge runs on the GPU (CUDA; x86 compiles it)" :
+		               "merge next on the GPU (CUDA; x86 compiles it)", e);
+	return 0;
+}
+
+int ki_mtau(const KiFn *f)
+{
+	const KiMerge *m = &f->merge;
+	return m->kind == MG_nearest && m->thr == MT_adaptive &&
+	       !(KI_RKIND(m->beta) == RK_CON && f->con[KI_RIDX(m->beta)] == 0);
 }

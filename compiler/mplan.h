@@ -45,6 +45,20 @@ KC_FUNC void ki_msimform(const KiFn *f, KiRef r, KiMSim *s);
 ** the first item outside that.
 */
 KC_FUNC int ki_mkernels(const KiFn *f, KiErr *e);
+/* What the CUDA generator lacks beyond ki_mkernels (issue 12: merge runs is x86 only): 0, or
+** -1 with the merge rule's position. */
+KC_FUNC int ki_mkernels_gpu(const KiFn *f, KiErr *e);
+/* 1 when merge nearest has an adaptive threshold whose beta is not the constant 0 (D2O's EMA,
+** issue 12): tau = beta tau' + (1 - beta) mean max-sim is carried between calls as one more
+** per-token state row after the declared ones and the counts (ki_mcounts), named "tau", init
+** NaN (KaHdr.mtau): every kept row holds the (layer, head)'s tau after a compression, rows
+** appended since hold NaN; the kernels read the first non-NaN value of the held rows. */
+KC_FUNC int ki_mtau(const KiFn *f);
+/* mv[i] = 1 for every ordinary [token] value (not an input) the merge rule of kind runs or next
+** reads through erow / krow / tmean (CaM's attention and draws): the plan computes and stores
+** them (per instance: ki_mkernels asks for a mean over heads), the merge reads them by token.
+** mv has nins entries. -1: out of memory. */
+KC_FUNC int ki_mvals(const KiFn *f, uint8_t *mv);
 /* The row scalars of the kernels: every [] instruction of side KI_ME / KI_MK a merge root
 ** reaches and that reads no pinfo gets slot[i] >= 0 in its side's table (computed once per row by the kernels'
 ** mscal); slot[i] = -1 otherwise. *nes, *nks: the sizes of the two tables. -1: out of memory. */

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "compiler/plan.h"
+#include "compiler/mplan.h"
 
 #define HAS(m, ax) (((m) & AXM(ax)) != 0)
 
@@ -281,6 +282,15 @@ static void notgen(const KiFn *f, int i, const char *where, KiErr *e)
 static int classify(const KiFn *f, KiPlan *p, KiErr *e)
 {
 	mark(f, f->score, p->cls);   /* 1 = needed, refined below */
+	uint8_t *mv = calloc((size_t)f->nins + 1, 1);   /* the merge's ordinary [token] values (issue 12) */
+	if (!mv || ki_mvals(f, mv) != 0) {
+		free(mv);
+		return ki_error(e, f->src, 0, 0, "plan: out of memory"), -1;
+	}
+	for (int i = 0; i < f->nins; i++)
+		if (mv[i])
+			mark(f, KI_REF(RK_INS, i), p->cls);
+	free(mv);
 	for (int s = 0; s < f->nst; s++)  /* a scan runs at every compression (its state is kept) */
 		if (ki_isscanstate(f, s))
 			mark(f, f->st[s].update, p->cls);
@@ -455,6 +465,10 @@ static int fused(const KiFn *f, KiPlan *p, KiErr *e)
 ** that the Q·K tile does not read and that is no head_mean barrier is a positioned error. */
 static int tloops(const KiFn *f, KiPlan *p, uint8_t *root, KiErr *e)
 {
+	if (KI_RKIND(f->score) == RK_INS)
+		root[KI_RIDX(f->score)] = 1;
+	if (ki_mvals(f, root) != 0)      /* the merge's ordinary [token] values: stored (issue 12) */
+		return ki_error(e, f->src, 0, 0, "plan: out of memory"), -1;
 	if (KI_RKIND(f->score) == RK_INS)
 		root[KI_RIDX(f->score)] = 1;
 	for (int s = 0; s < f->nst; s++)

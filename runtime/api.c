@@ -399,8 +399,8 @@ KVCC_API int kvcc_plan_create_batch(kvcc_policy *p, const kvcc_layout *lay, cons
 		bad = kr_weights_init(pl) != 0;
 	if (!bad && (h->flags & KA_FATTN) && max_obs > 0)
 		bad = make_ws(pl, G * max_obs) != 0;
-	if (!bad && (h->merge == KA_MNEAREST || h->merge == KA_MSUMMARY)) {   /* compact_merge workspaces */
-		size_t mb = h->merge == KA_MNEAREST ? kr_mbytes(pl) : kr_sbytes(pl);   /* merge.c, summary.c */
+	if (!bad && h->merge != KA_MDROP) {  /* compact_merge workspaces (merge.c, summary.c, mpos.c) */
+		size_t mb = h->merge == KA_MNEAREST ? kr_mbytes(pl) : h->merge == KA_MSUMMARY ? kr_sbytes(pl) : kr_mposbytes(pl);
 		bad = !(pl->mws = calloc((size_t)pl->threads, sizeof *pl->mws));
 		for (int t = 0; t < pl->threads && !bad; t++)
 			bad = !(pl->mws[t] = aligned_alloc(64, mb));

@@ -86,13 +86,14 @@ static inline int ka_trailer_check(const void *buf, size_t len, KaTrailer *t, co
                                               11: tmap ctx ratio, budget, wts; tfilter, mtotal, ksum;
                                               12: kfloor; 13: decodeb; 14: tmap / observe return a
                                               negative value for a bad segment or shift argument;
-                                              15: sstate, sacce; kvcc_tmap_ctx.nout; mstore) */
+                                              15: sstate, sacce; kvcc_tmap_ctx.nout; mstore; mrow, merge runs) */
 #define KA_MAGIC "KVCCDSC"                 /* the blob's first 8 bytes (with the NUL) */
 #define KA_FORMAT 9                        /* the blob's layout and meaning (2: the tuning config; 3: KA_FLAYER;
                                               4: the merge rule; 5: the weights, KaWeight; the select rule;
                                               6: the select floor; 7: KA_FAMX; 8: the count state row,
                                               cnt / cbias; 9: KA_WOUT, KaHdr.wout; summary rows,
-                                              srows / siters / sflag) */
+                                              srows / siters / sflag; merge KA_MRUNS, KA_MNEXT,
+                                              KA_TEMA: mtau, mbeta) */
 #define KA_NBUCKET 4                       /* decode split buckets (longest head < 4K, 16K, 64K, more) */
 
 /* a count or rule operand: a constant, a param, "every position" (obs) or none */
@@ -193,7 +194,7 @@ typedef struct KaHdr {
 	int32_t dtasks[KA_NBUCKET], dmin[KA_NBUCKET];
 	char config[96];
 	/* the merge rule the compact_merge kernels run (compiler/mplan.h ki_mkernels) */
-	int32_t merge;             /* KA_MDROP, KA_MNEAREST */
+	int32_t merge;             /* KA_MDROP, KA_MNEAREST, KA_MSUMMARY, KA_MRUNS, KA_MNEXT */
 	int32_t mflags;            /* KA_MKEYS | KA_MVALUES | KA_MSUM */
 	int32_t mthr;              /* KA_TNONE, KA_TVALUE (mpair 0), KA_TMEAN (the mean maximum similarity) */
 	int32_t nes, nks;          /* row scalars per evicted / kept row (mscal) */
@@ -219,11 +220,17 @@ typedef struct KaHdr {
 	int32_t siters;            /* Lloyd iterations when a block is built */
 	int32_t sflag;             /* the "summary" state row (1 on the summary block, the last of nst), or -1 */
 	int32_t spad;
+	/* --- issue 12: D2O's EMA merge threshold (KA_FORMAT 9) --- */
+	int32_t mtau;              /* the "tau" state row (compiler/mplan.h ki_mtau), or -1; with KA_TEMA */
+	int32_t mtpad;
+	KaRef mbeta;               /* KA_TEMA: tau = beta tau' + (1 - beta) mean max-sim */
+	KaRef mnext;               /* KA_MNEXT: m, the kept tokens after an evicted one that absorb it */
 } KaHdr;
 
-enum { KA_MDROP, KA_MNEAREST, KA_MSUMMARY };
+enum { KA_MDROP, KA_MNEAREST, KA_MSUMMARY, KA_MRUNS, KA_MNEXT };   /* issue 12, KA_FORMAT 9: KA_MSUMMARY (runtime/summary.c),
+                                                                    KA_MRUNS, KA_MNEXT (runtime/mpos.c) */
 enum { KA_MKEYS = 1, KA_MVALUES = 2, KA_MSUM = 4 };
-enum { KA_TNONE, KA_TVALUE, KA_TMEAN };
+enum { KA_TNONE, KA_TVALUE, KA_TMEAN, KA_TEMA };   /* KA_TEMA: issue 12, D2O (KaHdr.mtau, mbeta) */
 
 /* One instance's inputs to the generated token_map loops (every field 8 bytes: the generated
 ** code reads field k at byte 8k). vals[i] = instruction i's f32 values, row-major over
@@ -369,6 +376,17 @@ typedef struct kvcc_artifact {
 	** n f32 values rounded to the storage dtype (nearest even; NaN stays NaN) at dst: the
 	** summary rows the runtime's k-means writes (runtime/merge.c kr_msummary) */
 	void (*mstore)(const float *src, void *dst, int64_t n);
+	/* --- issue 12: positional and run merges (KVCC_ABI 15) ---
+	** merge runs (codegen/x86/mpos.c; runtime/mpos.c drives it): one root of the merge rule at
+	** one pair of rows given by pointers (storage dtype, head_dim elements): which 0 the
+	** threshold, 1 the weight w_e, 2 the self weight w_k, 3 the similarity; erow reads EK / EV,
+	** krow KK / KV, pinfo sim / absorbed / ntargets / e.count / k.count the scalars given; an
+	** ordinary [token] value (merge next, CaM) vals[i][et] / vals[i][kt] (erow / krow; held
+	** indices), tmean its mean over the targets' held indices tg[0 .. ntg). NaN for a policy
+	** without merge runs / next (the runtime never calls it). */
+	float (*mrow)(int64_t which, const void *EK, const void *EV, const void *KK, const void *KV, float sim,
+	              float absorbed, float ntargets, float ecount, float kcount, const double *par,
+	              float *const *vals, int64_t et, int64_t kt, const int32_t *tg, int64_t ntg);
 } kvcc_artifact;
 
 /* --- GPU (CUDA) ------------------------------------------------------------------------------

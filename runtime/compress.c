@@ -576,7 +576,10 @@ static void compacttask(void *arg, int k, int tid)
 		                        r->pl->sblk[k], I.pos, I.state, nst, sstride, tid);
 		return;
 	}
-	if (I.w.tab && r->h->merge == KA_MNEAREST)
+	if (r->h->merge == KA_MRUNS || r->h->merge == KA_MNEXT)   /* issue 12: runs / next, contiguous or paged (mpos.c) */
+		kr_mpos(r->pl, r->par, &I.w, I.n, r->pl->kidx + k * cap, r->pl->nkept[k], I.pos, I.state, nst, sstride,
+		        r->pl->scorebuf + k * cap, r->val ? r->val[k] : NULL, tid);
+	else if (I.w.tab && r->h->merge == KA_MNEAREST)
 		kr_pmnearest(r->pl, r->par, &I.w, I.n, r->pl->kidx + k * cap, r->pl->nkept[k], I.pos, I.state, nst, sstride, tid);
 	else if (I.w.tab)
 		kr_pcompact(&I.w, r->pl->esz, r->d, r->pl->kidx + k * cap, r->pl->nkept[k], I.pos, I.state, nst, sstride);
@@ -683,6 +686,14 @@ static int run_compress_batch(kvcc_plan *pl, kvcc_batch *b, const kvcc_args *arg
 	if ((rc = selectkeep(&r, score, args)) != 0)
 		goto done;
 	t2 = kr_now_ms();
+	if (h->merge == KA_MNEXT) {      /* issue 12: m of merge next_kept (the interpreter's check and words) */
+		double mv = kr_ref(&h->mnext, par, 1);
+		if (!(mv >= 1 && mv <= 1000000) || mv != floor(mv)) {
+			rc = kr_seterr(KVCC_EINVAL, "%s:%u:%u: error: merge next_kept: m must be an integer in 1..1e6, got %g",
+			               pl->p->src, h->mline, h->mcol, mv);
+			goto done;
+		}
+	}
 	compact(&r);
 	if (pl->paged)
 		kr_freed(pl, b);

@@ -66,6 +66,10 @@ int kr_checkdesc(const kvcc_artifact *a, const char **why)
 		return -1;
 	if (h->cnt < -1 || h->cnt >= h->nst || (h->cbias && h->cnt < 0))
 		return -1;
+	if (h->mtau < -1 || h->mtau >= h->nst || (h->mthr == KA_TEMA) != (h->mtau >= 0) ||
+	    (h->mtau >= 0 && (h->merge != KA_MNEAREST || !refok(&h->mbeta, h->npar))) ||
+	    (h->merge == KA_MNEXT && !refok(&h->mnext, h->npar)))
+		return -1;
 	const KaParam *par = (const KaParam *)((const char *)h + h->par);
 	const KaState *st = (const KaState *)((const char *)h + h->st);
 	const KaIns *in = (const KaIns *)((const char *)h + h->ins);
@@ -110,8 +114,8 @@ int kr_checkdesc(const kvcc_artifact *a, const char **why)
 		return *why = "bad summary rows in the descriptor", -1;
 	if (h->merge != KA_MSUMMARY && (h->srows || h->sflag != -1))
 		return *why = "bad summary rows in the descriptor", -1;
-	if (h->merge < KA_MDROP || h->merge > KA_MSUMMARY || (h->mflags & ~(KA_MKEYS | KA_MVALUES | KA_MSUM)) ||
-	    h->mthr < KA_TNONE || h->mthr > KA_TMEAN || h->nes < 0 || h->nks < 0 || h->nes > h->nins || h->nks > h->nins)
+	if (h->merge < KA_MDROP || h->merge > KA_MNEXT || (h->mflags & ~(KA_MKEYS | KA_MVALUES | KA_MSUM)) ||
+	    h->mthr < KA_TNONE || h->mthr > KA_TEMA || h->nes < 0 || h->nks < 0 || h->nes > h->nins || h->nks > h->nins)
 		return *why = "bad merge rule in the descriptor", -1;
 	return 0;
 }
@@ -127,7 +131,7 @@ static int validate(kvcc_policy *p, const char *path)
 	if (!a->qk || !a->cvt || !a->decode || !a->probs || !a->qkt || !a->sstat || !a->sacc || !a->selkeys || !a->topk ||
 	    !a->keepidx || !a->compact || !a->tmap || !a->ckeys || !a->kcount || !a->ckeepidx || !a->nkeep || !a->ascale ||
 	    !a->hmean || !a->observe || !a->qround || !a->tfilter || !a->mtotal || !a->ksum ||
-	    !a->kfloor || !a->decodeb || !a->sstate || !a->sacce || !a->mstore)
+	    !a->kfloor || !a->decodeb || !a->sstate || !a->sacce || !a->mstore || !a->mrow)
 		return kr_seterr(KVCC_EARTIFACT, "%s: corrupted artifact descriptor (entry points)", path);
 	const char *why;
 	if (kr_checkdesc(a, &why) != 0)

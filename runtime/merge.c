@@ -83,13 +83,16 @@ static void similarity(const kvcc_artifact *A, const Mws *w, const char *K, int6
 	}
 }
 
-/* step 4: bidx[i] = -1 where the threshold is not reached */
-static void threshold(const kvcc_artifact *A, const KaHdr *h, const Mws *w, int nE, int m, const double *par)
+/* step 4: bidx[i] = -1 where the threshold is not reached; KA_TEMA (D2O, issue 12): *ema is the
+** carried tau in (NaN: unset) and out */
+static void threshold(const kvcc_artifact *A, const KaHdr *h, const Mws *w, int nE, int m, const double *par,
+                      double *ema)
 {
 	if (h->mthr == KA_TNONE)
 		return;
 	double tau = NAN;
-	if (h->mthr == KA_TMEAN) {       /* beta 0: the mean of this call's maximum similarities */
+	int mean = h->mthr == KA_TMEAN || h->mthr == KA_TEMA;
+	if (mean) {                      /* the mean of this call's maximum similarities */
 		double sum = 0;
 		int cnt = 0;
 		for (int i = 0; i < nE; i++)
@@ -97,11 +100,15 @@ static void threshold(const kvcc_artifact *A, const KaHdr *h, const Mws *w, int 
 				sum += w->bsim[i], cnt++;
 		tau = cnt ? sum / cnt : NAN;
 	}
+	if (h->mthr == KA_TEMA) {        /* tau = beta tau' + (1 - beta) mean (the first: the mean) */
+		double beta = kr_ref(&h->mbeta, par, 0);
+		tau = *ema = isnan(*ema) ? tau : beta * *ema + (1 - beta) * tau;
+	}
 	for (int i = 0; i < nE; i++) {
 		if (w->bidx[i] < 0)
 			continue;
-		float thr = h->mthr == KA_TMEAN ? (float)tau : A->mpair(0, w->es, nE, i, w->ks, m, w->bidx[i], w->bsim[i], NAN, par);
-		int ok = h->mthr == KA_TMEAN ? (double)w->bsim[i] >= tau : w->bsim[i] >= thr;
+		float thr = mean ? (float)tau : A->mpair(0, w->es, nE, i, w->ks, m, w->bidx[i], w->bsim[i], NAN, par);
+		int ok = mean ? (double)w->bsim[i] >= tau : w->bsim[i] >= thr;
 		if (!ok)
 			w->bidx[i] = -1;
 	}
@@ -127,7 +134,7 @@ static int evicted(const Mws *w, const KrRows *rw, size_t esz, int d, int n, con
 
 /* steps 2-5 on the m compacted kept rows of K / V (token stride ldk) */
 static void merge(kvcc_plan *pl, const Mws *wp, const double *par, char *K, char *V, int64_t ldk, int nE, int m,
-                  const float *cnt)
+                  const float *cnt, double *ema)
 {
 	const kvcc_artifact *A = pl->p->a;
 	const KaHdr *h = pl->p->h;
@@ -143,7 +150,7 @@ static void merge(kvcc_plan *pl, const Mws *wp, const double *par, char *K, char
 	A->mscal(w.EK, w.EV, d, nE, 0, par, w.es, nE);
 	A->mscal(K, V, ldk, m, 1, par, w.ks, m);
 	similarity(A, &w, K, ldk, esz, d, nE, m, par);
-	threshold(A, h, &w, nE, m, par);
+	threshold(A, h, &w, nE, m, par, ema);
 	/* the segments: off[j] .. off[j+1] of seg, the evicted rows of target j in evicted order */
 	memset(w.off, 0, ((size_t)m + 1) * sizeof *w.off);
 	for (int i = 0; i < nE; i++)
@@ -186,6 +193,29 @@ static void kcounts(const Mws *w, float *cnt, int nE, int m)
 			cnt[j] += w->Ec[w->seg[q]];
 }
 
+/* D2O's EMA threshold (KaHdr.mtau, issue 12): the tau row of the instance, or NULL; the carried
+** tau = its first non-NaN value over the n held rows (read before the compaction; rows appended
+** since the last compression hold NaN), written into every kept row after the merge */
+static float *taurow(const kvcc_plan *pl, float *state, int nst, int64_t sstride)
+{
+	int c = pl->p->h->mtau;
+	return state && c >= 0 && c < nst ? state + (size_t)c * (size_t)sstride : NULL;
+}
+
+static double tauin(const float *tr, int n)
+{
+	for (int t = 0; tr && t < n; t++)
+		if (!isnan(tr[t]))
+			return tr[t];
+	return NAN;
+}
+
+static void tauout(float *tr, int nE, int m, double tau)
+{
+	for (int j = 0; tr && nE > 0 && j < m; j++)
+		tr[j] = (float)tau;
+}
+
 static float *cntrow(const kvcc_plan *pl, float *state, int nst, int64_t sstride)
 {
 	int c = pl->p->h->cnt;
@@ -199,11 +229,13 @@ void kr_mnearest(kvcc_plan *pl, const double *par, char *K, char *V, int64_t ldk
 	layout(pl, pl->mws[tid], &w);
 	KrRows rw = { K, V, NULL, 1, ldk, 0 };
 	int nE = evicted(&w, &rw, pl->esz, pl->lay.head_dim, n, kidx, m);
-	float *cnt = cntrow(pl, state, nst, sstride);
+	float *cnt = cntrow(pl, state, nst, sstride), *tr = taurow(pl, state, nst, sstride);
+	double ema = tauin(tr, n);
 	ecounts(&w, cnt, nE);
 	pl->p->a->compact(K, V, ldk, kidx, m, pos, state, nst, sstride);
-	merge(pl, &w, par, K, V, ldk, nE, m, cnt);
+	merge(pl, &w, par, K, V, ldk, nE, m, cnt, &ema);
 	kcounts(&w, cnt, nE, m);
+	tauout(tr, nE, m, ema);
 }
 
 /* paged: the same on rows through the page table — the kept rows, once compacted, gathered into
@@ -217,7 +249,8 @@ void kr_pmnearest(kvcc_plan *pl, const double *par, const KrRows *rw, int n, con
 	Mws w;
 	layout(pl, pl->mws[tid], &w);
 	int nE = evicted(&w, rw, esz, d, n, kidx, m);
-	float *cnt = cntrow(pl, state, nst, sstride);
+	float *cnt = cntrow(pl, state, nst, sstride), *tr = taurow(pl, state, nst, sstride);
+	double ema = tauin(tr, n);
 	ecounts(&w, cnt, nE);
 	kr_pcompact(rw, esz, d, kidx, m, pos, state, nst, sstride);
 	if (nE == 0 || m == 0)
@@ -227,8 +260,9 @@ void kr_pmnearest(kvcc_plan *pl, const double *par, const KrRows *rw, int n, con
 		memcpy(w.KK + (size_t)j * row, rw->K + o, row);
 		memcpy(w.KV + (size_t)j * row, rw->V + o, row);
 	}
-	merge(pl, &w, par, w.KK, w.KV, d, nE, m, cnt);
+	merge(pl, &w, par, w.KK, w.KV, d, nE, m, cnt, &ema);
 	kcounts(&w, cnt, nE, m);
+	tauout(tr, nE, m, ema);
 	for (int j = 0; j < m; j++)                /* the targets back (the others are unchanged) */
 		if (w.off[j + 1] > w.off[j]) {
 			size_t o = (size_t)kr_row(rw, j) * esz;

@@ -186,6 +186,12 @@ KC_FUNC void kr_freed(kvcc_plan *pl, kvcc_batch *b);
 /* merge.c: compact_merge with merge nearest (KaHdr.merge); the workspace bytes of one thread,
 ** and one instance's merge and compaction (in place; kidx sorted, m kept of n) */
 KC_FUNC size_t kr_mbytes(const kvcc_plan *pl);
+/* mpos.c (issue 12): merge runs / next of one instance, contiguous or paged (rw), then the compaction;
+** score = the instance's scores (the pivots' selection order); kr_mposbytes its workspace */
+KC_FUNC size_t kr_mposbytes(const kvcc_plan *pl);
+KC_FUNC void kr_mpos(kvcc_plan *pl, const double *par, const KrRows *rw, int n, const int32_t *kidx, int m,
+                     int32_t *pos, float *state, int nst, int64_t sstride, const float *score, float *const *vals,
+                     int tid);
 KC_FUNC void kr_mnearest(kvcc_plan *pl, const double *par, char *K, char *V, int64_t ldk, int n, const int32_t *kidx,
                          int m, int32_t *pos, float *state, int nst, int64_t sstride, int tid);
 /* the same on a paged cache (rows through rw's page table; the same result bit for bit) */

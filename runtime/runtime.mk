@@ -11,6 +11,10 @@ X86OBJ += codegen/x86/key.o codegen/x86/kern.o codegen/x86/tmap.o codegen/x86/de
           codegen/x86/sel.o
 RTOBJ  += runtime/api.o runtime/load.o runtime/compress.o runtime/merge.o runtime/summary.o runtime/paged.o runtime/decode.o runtime/pool.o \
           runtime/artifact.o runtime/weights.o
+# issue 12, positional and run merges (merge runs: the pair evaluator mrow)
+X86OBJ += codegen/x86/mpos.o
+RTOBJ  += runtime/mpos.o
+$(B)/codegen/x86/mpos.o: CFLAGS += $(LLVM_CFLAGS)
 LLVM_LIBS_USED = $(LLVM_LIBS)
 
 $(addprefix $(B)/codegen/x86/,key.o kern.o tmap.o emit.o merge.o sel.o): CFLAGS += $(LLVM_CFLAGS)

@@ -436,7 +436,7 @@ static int gen_select(Gen *g, KpCudaOut *out)
 		   s->floor ? "\t\t\tkeep = keep || kv_kept(kv_prot(ci, ch, n, S, R) ? f1 : f0, sc, ci, ch, n, S, R);\n" : "",
 		   s->scope != SC_head && th ? "\t\t\tkeep = keep && (kv_prot(t, 1, n, S, R) || (double)sc[t] >= tau);\n" : "",
 		   mg ? "t < n ? (int)(-2 - (t - run - ex)) : -1" : "-1");
-	for (int st = 0; st < f->nst + ki_mcounts(f); st++)     /* the state rows, member counts included */
+	for (int st = 0; st < f->nst + ki_mcounts(f) + ki_mtau(f); st++)     /* the state rows, member counts included */
 		sb(&g->s, "\t\tconst float stv%d = keep ? a.state[(((long long)b * KV_NST + %d) * a.L * a.H + li) * N + t] : 0.f;\n",
 		   st, st);
 	sb(&g->s,
@@ -471,7 +471,7 @@ static int gen_select(Gen *g, KpCudaOut *out)
 	   "\t\t\t}\n"
 	   "\t\tif (keep) {\n"
 	   "\t\t\tPb[run + ex] = pv;\n");
-	for (int st = 0; st < f->nst + ki_mcounts(f); st++)
+	for (int st = 0; st < f->nst + ki_mcounts(f) + ki_mtau(f); st++)
 		sb(&g->s, "\t\t\ta.state[(((long long)b * KV_NST + %d) * a.L * a.H + li) * N + run + ex] = stv%d;\n", st, st);
 	sb(&g->s,
 	   "\t\t}\n"
@@ -493,10 +493,11 @@ static void gen_paged(Gen *g, KpCudaOut *out)
 	snprintf(k->name, sizeof k->name, "kv_paged");
 	k->role = KVG_PAGED;
 	sb(&g->s, "\nextern \"C\" __global__ void __launch_bounds__(KV_NT) kv_paged(const KvgArgs a)\n{\n");
-	int nst = g->f->nst + ki_mcounts(g->f);     /* the member counts' row: init 1 */
+	int nst = g->f->nst + ki_mcounts(g->f) + ki_mtau(g->f);     /* the member counts' row: init 1 */
 	sb(&g->s, "\tconst float ini[%d] = {", nst + 1);
 	for (int s = 0; s < nst; s++) {
-		double v = s < g->f->nst ? (double)(float)g->f->st[s].init : s == ki_msumrow(g->f) ? 0.0 : 1.0;   /* summary flag: 0 */
+		double v = s < g->f->nst ? (double)(float)g->f->st[s].init : s == ki_msumrow(g->f) ? 0.0   /* summary flag: 0 */
+		         : ki_mtau(g->f) && s == g->f->nst + ki_mcounts(g->f) ? NAN : 1.0;         /* D2O's tau: unset */
 		if (isnan(v))
 			sb(&g->s, " kv_nan(),");
 		else if (isinf(v))
@@ -552,6 +553,8 @@ int kp_generate(const KiFn *f, const KpCudaOpts *o, KpCudaOut *out, KiErr *e)
 		return ki_error(e, f->src, f->line, f->col, "GPU backend: %d params, at most %d", f->npar, KVG_MAXPAR), -1;
 	if (ki_unsupported(f, e) != 0)   /* merge rules, the issue-13 language (compiler/support.c) */
 		return -1;
+	if (ki_mkernels_gpu(f, e) != 0)  /* merge rules x86 has and CUDA not yet (compiler/mplan.c) */
+		return -1;
 	/* the same mapping rules as the x86 plan where it applies (state and x.attn are ours) */
 	int ustate = uses(f, f->score, KO_state), uattn = uses(f, f->score, KO_attn);
 	if (ustate < 0 || uattn < 0)
@@ -577,8 +580,9 @@ int kp_generate(const KiFn *f, const KpCudaOpts *o, KpCudaOut *out, KiErr *e)
 	argsdecl(&g.s);
 	/* KV_NST: the state rows, the member counts' included (KV_CNT, compiler/mplan.h ki_mcounts);
 	** KV_CBIAS: decode adds log(count) to each logit (decode.cuh) */
-	sb(&g.s, "#define KV_NST %d\n#define KV_CNT %d\n#define KV_CBIAS %d\n", f->nst + ki_mcounts(f),
-	   ki_mcounts(f) ? f->nst : -1, f->merge.bias);
+	sb(&g.s, "#define KV_NST %d\n#define KV_CNT %d\n#define KV_CBIAS %d\n#define KV_TAU %d\n",
+	   f->nst + ki_mcounts(f) + ki_mtau(f), ki_mcounts(f) ? f->nst : -1, f->merge.bias,
+	   ki_mtau(f) ? f->nst + ki_mcounts(f) : -1);
 	/* merge summary: KV_SROWS rows, KV_SITERS Lloyd iterations, the flag state row KV_SFLAG (summary.c) */
 	sb(&g.s, "#define KV_SROWS %d\n#define KV_SITERS %d\n#define KV_SFLAG %d\n%s",
 	   f->merge.kind == MG_summary ? (int)f->con[KI_RIDX(f->merge.rows)] : 0,

@@ -300,7 +300,16 @@ static int body(Mc *M)
 		sb(&g->s, "\t\t\t\tif (!(bs_ >= %s)) bi_ = -1;\n\t\t\t}\n", S);
 	}
 	sb(&g->s, "\t\t\tmBS_[q_] = bs_;\n\t\t\tmBI_[q_] = bi_;\n\t\t}\n");
-	if (m->thr == MT_adaptive)      /* beta 0 (ki_mkernels): the mean of this call's maxima */
+	char ema[400] = "", B[64];
+	if (ki_mtau(M->f)) {            /* D2O (issue 12): tau = beta tau' + (1 - beta) mean, carried */
+		if (kp_dscalar(g, m->beta, B, sizeof B, 0) != 0)
+			return kp_err(g, NULL, "merge: a beta that is no constant or param");
+		snprintf(ema, sizeof ema,
+		         "\t\t\tif (mTAU_ == mTAU_) tau_ = (double)(%s) * mTAU_ + (1.0 - (double)(%s)) * tau_;\n"
+		         "\t\t\t__syncthreads();\n"
+		         "\t\t\tif (tid == 0) mTAU_ = tau_;\n", B, B);
+	}
+	if (m->thr == MT_adaptive)      /* beta 0: the mean of this call's maxima; D2O: its EMA */
 		sb(&g->s,
 		   "\t\t{   /* the threshold: the mean of the maximum similarities (double) */\n"
 		   "\t\t\t__shared__ double mred_[KV_NT], mres_;\n"
@@ -308,10 +317,11 @@ static int body(Mc *M)
 		   "\t\t\tfor (int q_ = tid; q_ < nE_; q_ += KV_NT)\n"
 		   "\t\t\t\tif (mBI_[q_] >= 0) { ps_ += (double)mBS_[q_]; pc_ += 1.0; }\n"
 		   "\t\t\tconst double sum_ = kv_bsumd(ps_, mred_, &mres_), cnt_ = kv_bsumd(pc_, mred_, &mres_);\n"
-		   "\t\t\tconst double tau_ = cnt_ > 0.0 ? sum_ / cnt_ : (double)kv_nan();\n"
+		   "\t\t\tdouble tau_ = cnt_ > 0.0 ? sum_ / cnt_ : (double)kv_nan();\n"
+		   "%s"
 		   "\t\t\tfor (int q_ = tid; q_ < nE_; q_ += KV_NT)\n"
 		   "\t\t\t\tif (mBI_[q_] >= 0 && !((double)mBS_[q_] >= tau_)) mBI_[q_] = -1;\n"
-		   "\t\t}\n");
+		   "\t\t}\n", ema);
 	sb(&g->s,
 	   "\t\t__syncthreads();\n"
 	   "\t\tif (tid == 0) {   /* the segments: mOFF_[j] .. mOFF_[j + 1] of mSEG_, target j's rows in evicted order */\n"
@@ -384,6 +394,11 @@ static int body(Mc *M)
 		   "\t\t\tfloat *const c_ = &a.state[(((long long)b * KV_NST + KV_CNT) * a.L * a.H + li) * N + j_];\n"
 		   "\t\t\tfor (int s2_ = mOFF_[j_]; s2_ < mOFF_[j_ + 1]; s2_++) *c_ += mEC_[mSEG_[s2_]];\n"
 		   "\t\t}\n");
+	if (ki_mtau(M->f))
+		sb(&g->s,
+		   "\t\t__syncthreads();\n"
+		   "\t\tfor (int j_ = tid; j_ < m_; j_ += KV_NT)   /* D2O: every kept row holds this call's tau */\n"
+		   "\t\t\ta.state[(((long long)b * KV_NST + KV_TAU) * a.L * a.H + li) * N + j_] = (float)mTAU_;\n");
 	sb(&g->s, "\t}\n");
 	return 0;
 }
@@ -426,6 +441,18 @@ int kp_merge_decl(Gen *g)
 		kp_wsmax(g);
 		kp_offexpr(off, o, sizeof o);
 		sb(&g->s, decl, o, M.nes, M.nks);
+		if (ki_mtau(g->f))     /* D2O's carried tau (issue 12): the first held row's value not NaN */
+			sb(&g->s,
+			   "\t__shared__ double mTAU_;   /* the carried tau in, this call's out (KV_TAU, compiler/mplan.h ki_mtau) */\n"
+			   "\tif (tid == 0) {\n"
+			   "\t\tfloat v_ = kv_nan();\n"
+			   "\t\tfor (int t_ = 0; t_ < n; t_++) {\n"
+			   "\t\t\tconst float x_ = a.state[(((long long)b * KV_NST + KV_TAU) * a.L * a.H + li) * N + t_];\n"
+			   "\t\t\tif (x_ == x_) { v_ = x_; break; }\n"
+			   "\t\t}\n"
+			   "\t\tmTAU_ = (double)v_;\n"
+			   "\t}\n"
+			   "\t__syncthreads();\n");
 	}
 	mcfree(&M);
 	return rc;

@@ -5,6 +5,7 @@
 ** rule, and per instruction the run plan (its value's axes, where it is stored, what the runtime
 ** does there: call a generated loop, run attn_score, run the head_mean barrier).
 */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -101,6 +102,13 @@ static int mergedesc(const KiFn *f, KaHdr *h)
 		h->siters = KI_RKIND(m->iters) == RK_CON ? (int32_t)f->con[KI_RIDX(m->iters)] : 1;
 		return 0;
 	}
+	if (m->kind == MG_runs || m->kind == MG_next) {   /* issue 12: the pair evaluator (mpos.c, runtime/mpos.c) */
+		h->merge = m->kind == MG_runs ? KA_MRUNS : KA_MNEXT;
+		h->mnext = m->kind == MG_next ? ref(f, m->m) : (KaRef){ KA_NONE, 0, 0 };
+		h->mflags = (m->keys ? KA_MKEYS : 0) | (m->values ? KA_MVALUES : 0) | (m->update == MU_sum ? KA_MSUM : 0);
+		h->mthr = m->thr == MT_value ? KA_TVALUE : KA_TNONE;
+		return 0;
+	}
 	if (m->kind != MG_nearest)
 		return 0;
 	int *slot = malloc(((size_t)f->nins + 1) * sizeof *slot);
@@ -127,7 +135,7 @@ void *kx_desccfg(const KiFn *f, const KiPlan *p, const kvcc_spec *spec, const Kx
 	Buf b = { 0 };
 	KaHdr h = { .format = KA_FORMAT, .kir_hash = kir_hash, .cpu = cpu, .dtype = spec->dtype,
 	            .head_dim = spec->head_dim, .group = spec->group, .target = spec->target, .vec_width = W,
-	            .nins = f->nins, .npar = f->npar, .nst = f->nst + ki_mcounts(f), .score = KI_RIDX(f->score),
+	            .nins = f->nins, .npar = f->npar, .nst = f->nst + ki_mcounts(f) + ki_mtau(f), .score = KI_RIDX(f->score),
 	            .fsoft = p->has_attn ? p->fsoft : -1, .when = f->when.kind == WH_decode,
 	            .scope = f->sel.scope, .sel_line = f->sel.line, .sel_col = f->sel.col };
 	memcpy(h.magic, KA_MAGIC, sizeof h.magic);
@@ -153,6 +161,10 @@ void *kx_desccfg(const KiFn *f, const KiPlan *p, const kvcc_spec *spec, const Kx
 	for (int i = 0; i < f->nw; i++)        /* every out axis has one size (ir.h) */
 		if (f->w[i].size > 0)
 			h.wout = f->w[i].size;
+	h.mtau = ki_mtau(f) ? f->nst + ki_mcounts(f) : -1;   /* D2O's EMA threshold row (issue 12) */
+	h.mbeta = h.mtau >= 0 ? ref(f, f->merge.beta) : (KaRef){ KA_NONE, 0, 0 };
+	if (h.mtau >= 0)
+		h.mthr = KA_TEMA;
 	put(&b, NULL, sizeof h, 8);
 	h.par = (uint32_t)put(&b, NULL, (size_t)f->npar * sizeof(KaParam), 8);
 	h.st = (uint32_t)put(&b, NULL, (size_t)h.nst * sizeof(KaState), 8);
@@ -178,6 +190,11 @@ void *kx_desccfg(const KiFn *f, const KiPlan *p, const kvcc_spec *spec, const Kx
 		KaState k = { .name = (uint32_t)(put(&b, "count", 6, 1) - h.str), .update = 0, .init = 1 };
 		if (!b.oom)
 			memcpy(b.p + h.st + (size_t)h.cnt * sizeof k, &k, sizeof k);
+	}
+	if (h.mtau >= 0 && !b.oom) {                      /* D2O's tau: init NaN (unset) */
+		KaState k = { .name = (uint32_t)(put(&b, "tau", 4, 1) - h.str), .update = 0, .init = NAN };
+		if (!b.oom)
+			memcpy(b.p + h.st + (size_t)h.mtau * sizeof k, &k, sizeof k);
 	}
 	if (h.sflag >= 0 && !b.oom) {                     /* the summary block's flag: init 0 */
 		KaState k = { .name = (uint32_t)(put(&b, "summary", 8, 1) - h.str), .update = 0, .init = 0 };

@@ -318,5 +318,7 @@ KC_FUNC LLVMValueRef kx_ew(Gen *g, int op, LLVMValueRef a, LLVMValueRef b, LLVMV
 ** drop), into fn[0..3]; 0, or -1: out of memory */
 KC_FUNC int kx_gen_merge(Gen *g, const KiFn *f, LLVMValueRef fn[4]);
 KC_FUNC void kx_gen_mstore(Gen *g);
+/* mpos.c: merge runs' pair evaluator (mrow; a NaN stub for other policies) */
+KC_FUNC int kx_gen_mrow(Gen *g, const KiFn *f, LLVMValueRef *fn);
 
 #endif

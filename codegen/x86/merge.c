@@ -436,7 +436,7 @@ void kx_gen_mstore(Gen *g)
 
 /* --- entry ------------------------------------------------------------------------------------ */
 
-static void stubs(Gen *g, LLVMValueRef fn[4])
+static void stubs(Gen *g, LLVMValueRef fn[4], int nstub)
 {
 	LLVMTypeRef p8[8] = { g->ptr, g->ptr, g->i64, g->i64, g->i64, g->ptr, g->ptr, g->i64 };
 	LLVMTypeRef p11[11] = { g->ptr, g->i64, g->i64, g->i64, g->ptr, g->i64, g->ptr, g->i64, g->ptr, g->ptr, g->ptr };
@@ -445,7 +445,7 @@ static void stubs(Gen *g, LLVMValueRef fn[4])
 	const char *nm[4] = { "kvcc_mscal", "kvcc_mbest", "kvcc_mpair", "kvcc_mupd" };
 	LLVMTypeRef *ps[4] = { p8, p11, p10, pu };
 	int np[4] = { 8, 11, 10, 10 };
-	for (int k = 0; k < 4; k++) {
+	for (int k = 0; k < nstub; k++) {
 		newfn(g, nm[k], k == 2 ? g->f32 : LLVMVoidTypeInContext(g->cx), ps[k], np[k]);
 		if (k == 2)
 			LLVMBuildRet(g->b, cfv(g, NAN, 1));
@@ -457,8 +457,14 @@ static void stubs(Gen *g, LLVMValueRef fn[4])
 
 int kx_gen_merge(Gen *g, const KiFn *f, LLVMValueRef fn[4])
 {
+	if (f->merge.kind == MG_runs || f->merge.kind == MG_next) {   /* issue 12: mupd only (runtime/mpos.c) */
+		Mg M = { .g = g, .f = f };
+		stubs(g, fn, 3);
+		gen_mupd(&M), fn[3] = g->fn;
+		return 0;
+	}
 	if (f->merge.kind != MG_nearest) {     /* drop: the runtime never calls them */
-		stubs(g, fn);
+		stubs(g, fn, 4);
 		return 0;
 	}
 	KiMSim sf;

@@ -218,9 +218,32 @@ static inline double case_margin(const KiFn *f, const double *par, const KiCase 
 ** evicted row of every instance, between its best and second-best kept similarity and between
 ** its best and the threshold (a constant / param, or the adaptive mean), in double from the
 ** pre-merge keys, so that f32 rounding cannot change a target or a threshold decision. */
+/* Merge runs (KVMerger: cosine of neighbouring keys against a constant / param threshold): the
+** smallest gap between a neighbouring pair's cosine and the threshold, in double (issue 12). */
+static inline double runs_margin(const KiFn *f, const double *par, const KiCase *c)
+{
+	const KiMerge *mg = &f->merge;
+	if (mg->thr != MT_value || KI_RKIND(mg->threshold) == RK_INS)
+		return INFINITY;
+	double tau = pval(f, par, mg->threshold, 0), worst = INFINITY;
+	for (int k = 0; k < c->L * c->H; k++) {
+		int n = c->len ? c->len[k] : c->n;
+		for (int t = 1; t < n; t++) {
+			const float *a = &c->K[((size_t)k * c->n + t - 1) * c->d], *b = &c->K[((size_t)k * c->n + t) * c->d];
+			double dot = 0, na = 0, nb = 0;
+			for (int ch = 0; ch < c->d; ch++)
+				dot += (double)a[ch] * b[ch], na += (double)a[ch] * a[ch], nb += (double)b[ch] * b[ch];
+			worst = fmin(worst, fabs(dot / fmax(sqrt(na) * sqrt(nb), 1e-8) - tau));
+		}
+	}
+	return worst;
+}
+
 static inline double merge_margin(const KiFn *f, const double *par, const KiCase *c, const KiResult *r)
 {
 	const KiMerge *mg = &f->merge;
+	if (mg->kind == MG_runs)
+		return runs_margin(f, par, c);
 	if (mg->kind != MG_nearest)
 		return INFINITY;
 	double worst = INFINITY, *best = malloc(((size_t)c->n + 1) * sizeof *best);
@@ -257,6 +280,10 @@ static inline double merge_margin(const KiFn *f, const double *par, const KiCase
 			tau = 0;
 			for (int i = 0; i < nb; i++)
 				tau += best[i] / nb;
+			if (c->tau && !isnan(c->tau[k])) {     /* D2O: the EMA of a carried tau (issue 12) */
+				double beta = pval(f, par, mg->beta, 0);
+				tau = beta * c->tau[k] + (1 - beta) * tau;
+			}
 		} else if (mg->thr == MT_value && KI_RKIND(mg->threshold) != RK_INS)
 			tau = pval(f, par, mg->threshold, 0);
 		for (int i = 0; i < nb && !isnan(tau); i++)

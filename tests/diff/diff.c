@@ -335,6 +335,11 @@ static void run_case(const Cfg *cf, const char *host)
 		}
 		for (size_t i = 0; i < nq; i++)
 			Q[i] = ki_round((float)(urand() * 4 - 2), cf->dtype);
+		/* merge runs (issue 12): about half the neighbouring keys close (runs of several tokens) */
+		for (size_t i = d; f->merge.kind == MG_runs && i < nkv; i += d)
+			if (i % ((size_t)n * d) && urand() < 0.6)
+				for (int ch = 0; ch < d; ch++)
+					K[i + ch] = ki_round(0.9f * K[i - d + ch] + 0.3f * K[i + ch], cf->dtype);
 		KiCase c = { .L = L, .H = H, .G = G, .d = d, .n = n, .len = len0, .O = O, .K = K, .V = V, .Q = O ? Q : NULL,
 		             .pos = posr, .dtype = cf->dtype, .params = par, .ratio = ratio, .budget = budget,
 		             .nw = f->nw, .w = wd, .count = cn ? cref : NULL };

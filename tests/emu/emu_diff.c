@@ -451,6 +451,7 @@ static void run_case(int pi, int dt, int di, int gi, int idx)
 	int pad = (d / 8) % 2 ? 8 : 0;
 	long long st = d + pad;
 	int nst = f->nst, steps = nst ? 3 : 0, cn = ki_mcounts(f);   /* cn: member counts, state row nst (KV_CNT) */
+	int tn = ki_mtau(f);        /* D2O's carried tau: state row nst + cn (KV_TAU), issue 12 */
 	/* split-KV decode: 1 split, several, more splits than a head has tokens (empty
 	   ranges); every other decode case has an empty head */
 	static const int nsplits[] = { 1, 2, 3, 7, 16, 64 };
@@ -462,8 +463,11 @@ static void run_case(int pi, int dt, int di, int gi, int idx)
 	size_t esz = dt == KVCC_F32 ? 4 : 2, nkv = (size_t)L * H * n * d, nq = (size_t)L * H * G * O * d;
 	size_t ntok = (size_t)L * H * n, ndq = (size_t)L * H * G * d;
 	float *K = malloc(nkv * 4), *V = malloc(nkv * 4), *Q = malloc(nq * 4 + 4), *dq = malloc(ndq * 4 * (steps + 1));
-	float *oref = malloc(ndq * 4), *st32 = malloc(ntok * (nst + cn + 1) * 4);
-	double *stref = malloc(ntok * (nst + cn + 1) * sizeof(double)), *cref = malloc(ntok * sizeof(double));
+	float *oref = malloc(ndq * 4), *st32 = malloc(ntok * (nst + cn + 2) * 4);
+	double *stref = malloc(ntok * (nst + cn + 2) * sizeof(double)), *cref = malloc(ntok * sizeof(double));
+	double tau0[L * H];         /* the carried tau per head (NaN: unset) */
+	for (int k = 0; k < L * H; k++)
+		tau0[k] = tn && urand() < 0.7 ? urand() * 0.4 : NAN;
 	for (size_t t = 0; t < ntok; t++)     /* counts 1..3, as after earlier merges (1 without counts) */
 		cref[t] = cn ? 1 + (int)(urand() * 3) : 1;
 	/* merge summary: every other instance holds a block of C rows already (KiCase.sumat; the compiled
@@ -478,7 +482,7 @@ static void run_case(int pi, int dt, int di, int gi, int idx)
 	Dev v = { 0 };
 	v.K = malloc(ntok * st * esz), v.V = malloc(ntok * st * esz), v.Q = malloc(nq * esz + 4);
 	v.q = malloc(ndq * esz), v.len = malloc(L * H * 4), v.pos = malloc(ntok * 4);
-	v.state = malloc(ntok * (nst + cn + 1) * 4), v.scores = malloc(ntok * 4), v.out = malloc(ndq * 4);
+	v.state = malloc(ntok * (nst + cn + 2) * 4), v.scores = malloc(ntok * 4), v.out = malloc(ndq * 4);
 	long long wsi = kvg_ws_floats(&sp->out, n, O, nsp);
 	v.ws = malloc(((size_t)L * H * wsi + 1) * 4);
 	KiResult r = { 0 };
@@ -523,7 +527,8 @@ static void run_case(int pi, int dt, int di, int gi, int idx)
 			dq[i] = ki_round((float)(urand() * 4 - 2), dt);
 		KiCase c0 = { .L = L, .H = H, .G = G, .d = d, .n = n, .len = len0, .O = O, .K = K, .V = V,
 		              .Q = O ? Q : NULL, .pos = posr, .dtype = dt, .params = par, .ratio = ratio, .budget = budget,
-		              .nw = f->nw, .w = wd, .count = cn ? cref : NULL, .sumat = C ? sumat : NULL };
+		              .nw = f->nw, .w = wd, .count = cn ? cref : NULL, .sumat = C ? sumat : NULL,
+		              .tau = tn ? tau0 : NULL };
 		c = c0;
 		for (int s = 0; s < nst; s++)
 			for (size_t t = 0; t < ntok; t++)
@@ -571,6 +576,8 @@ static void run_case(int pi, int dt, int di, int gi, int idx)
 		int k = (int)(t / (size_t)n), tt = (int)(t % (size_t)n);
 		v.state[(nst + 1) * ntok + t] = sumat[k] >= 0 && tt >= sumat[k] && tt < sumat[k] + C;
 	}
+	for (size_t t = 0; tn && t < ntok; t++)     /* the carried tau in every held row, NaN past them */
+		v.state[(nst + cn) * ntok + t] = (int)(t % n) < len0[t / n] ? (float)tau0[t / n] : NAN;
 	KvgArgs a;
 	memset(&a, 0, sizeof a);
 	a.K = v.K, a.V = v.V, a.len = v.len, a.pos = v.pos, a.state = v.state, a.Q = O ? v.Q : NULL;
@@ -585,7 +592,7 @@ static void run_case(int pi, int dt, int di, int gi, int idx)
 				a.nout = f->w[i].size > 0 ? f->w[i].size : 5;
 	for (int i = 0; i < f->npar; i++)
 		a.par[i] = par[i];
-	size_t szs[11] = { ntok * st * esz, ntok * st * esz, (size_t)L * H * 4, ntok * 4, ntok * (nst + cn + 1) * 4,
+	size_t szs[11] = { ntok * st * esz, ntok * st * esz, (size_t)L * H * 4, ntok * 4, ntok * (nst + cn + 2) * 4,
 	                   nq * esz + 4, ntok * 4, ((size_t)L * H * wsi + 1) * 4, ndq * esz, ndq * 4, sizeof(int) };
 	memcpy(devbytes, szs, sizeof szs);
 	/* decode steps: attention output and the observe hook */
@@ -676,6 +683,13 @@ static void run_case(int pi, int dt, int di, int gi, int idx)
 				if (memcmp(bk, v.K + (((size_t)k * n + m) * st + ch) * esz, esz) ||
 				    memcmp(bv, v.V + (((size_t)k * n + m) * st + ch) * esz, esz)) {
 					printf("FAIL %s: compacted K/V row %d of head %d differs\n", name, m, k);
+					goto out;
+				}
+			}
+			if (tn) {         /* D2O: the tau row of every kept row vs the interpreter's tau */
+				double x = v.state[(nst + cn) * ntok + (size_t)k * n + m], y = r.tau[k];
+				if (!(isnan(x) && isnan(y)) && !(fabs(x - y) <= 1e-5 * fmax(1, fabs(y)))) {
+					printf("FAIL %s: tau row %d of head %d: gpu %.9g ref %.9g\n", name, m, k, x, y);
 					goto out;
 				}
 			}

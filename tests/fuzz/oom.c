@@ -42,6 +42,7 @@
 #include "kvcc_compiler.h"
 #include "compiler/ir.h"
 #include "compiler/interp.h"
+#include "compiler/mplan.h"
 #include "tools/npz.h"
 #include "compiler/plan.h"
 #include "codegen/ptx/ptx.h"
@@ -251,8 +252,9 @@ static int stages(KiFn *f, Out *o)
 			return seterr(o, "observe", &e);
 		o->digest = mix(o->digest, state, (size_t)f->nst * L * H * N * sizeof *state);
 	}
-	if (!planned)                /* the CUDA generator refuses it as the planner did */
-		return o->rc = 0;
+	KiErr ge = { 0 };
+	if (!planned || ki_mkernels_gpu(f, &ge) != 0)   /* the CUDA generator refuses it as the planner did, or */
+		return o->rc = 0;                        /* a merge rule only x86 has (compiler/mplan.h) */
 	KpCudaOpts co = { .dtype = KVCC_BF16, .head_dim = 64, .group = 2, .gen_only = 1 };
 	KpCudaOut out;
 	if (kp_compile_cuda(f, &co, &out, &e) != 0)

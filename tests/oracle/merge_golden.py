@@ -55,6 +55,9 @@ PREFILL = {
     "razor": {"sinks": 4, "S0": 16},
     "kmeans_prefill": {"window": 8},
     "mergingpress": {"threshold": 0.1},
+    # tests/policies/merge_count.lua: SnapKV's selection, a count-weighted nearest merge (every
+    # count 1 at prefill: the plain mean) and the counts it leaves (1 + absorbed)
+    "merge_count": {"window": 8, "kernel": 5},
 }
 # the manifest name of each case family (lookm_pivot is lookm with pivot = 1)
 POLICY = {"lookm_pivot": "lookm"}
@@ -69,6 +72,10 @@ DECODE = [
     ("kmeans", "decode_d16_g4_n20_s50_b16_bf16", 1, 2, 4, 20, 16, 50, ("budget", 16), {"recent": 4}, "bf16"),
     ("razor", "decode_d8_g2_n40_s60_r50", 2, 2, 2, 40, 8, 60, ("ratio", 0.5), {"sinks": 4, "S0": 4}, "f32"),
     ("razor", "decode_d64_g4_n61_s50_r75_f16", 1, 2, 4, 61, 64, 50, ("ratio", 0.75), {"sinks": 2, "S0": 8}, "f16"),
+    # tests/policies/nearest_bias.lua: H2O's accumulated attention, a count-weighted nearest merge,
+    # log(count) added to the logits
+    ("nearest_bias", "decode_d8_g2_n24_s60_b20", 2, 2, 2, 24, 8, 60, ("budget", 20), {"recent": 4}, "f32"),
+    ("nearest_bias", "decode_d16_g4_n20_s50_b16_bf16", 1, 2, 4, 20, 16, 50, ("budget", 16), {"recent": 4}, "bf16"),
 ]
 
 
@@ -126,7 +133,7 @@ def _prefill(fam, K, V, Q, pos, qpos, rt, p, retr=None):
         R = M.lookm(K, V, Q, variant=variant, recent=p["recent"], sinks=p["sinks"], qpos=qpos,
                     pos=pos, **rt)
         prot = (p["sinks"], p["recent"])
-    elif fam == "snapkv_merge":
+    elif fam in ("snapkv_merge", "merge_count"):
         R = M.snapkv_merge(K, V, Q, window=p["window"], kernel=p["kernel"], qpos=qpos, pos=pos, **rt)
         prot = (0, p["window"])
     elif fam == "kvmerger":
@@ -152,7 +159,7 @@ def _prefill(fam, K, V, Q, pos, qpos, rt, p, retr=None):
                 if keep_n < prot[0] + prot[1]:
                     raise RuntimeError("%s: the budget is below the protected set" % fam)
                 marg = min(marg, sel_margin(R["scores"][l, h], kept, *prot))
-            if fam in ("lookm", "lookm_pivot", "lookm_weighted", "snapkv_merge"):
+            if fam in ("lookm", "lookm_pivot", "lookm_weighted", "snapkv_merge", "merge_count"):
                 marg = min(marg, nearest_margin(K[l, h], kept, ev))
             if fam == "lookm_weighted" and ev.size:
                 _, ms = M.nearest_targets(K[l, h], kept, ev)
@@ -308,6 +315,10 @@ def _caches(policy, K, V, pos, Q, rt, p, dtype, retr=None):
                 c = M.DecodeCache(K[l, h], V[l, h], pos, np.zeros(n0), budget=rt["budget"],
                                   recent=p["recent"], rule="nearest", weight="d2o",
                                   ema_beta=p["beta"], dtype=dtype)
+            elif policy == "nearest_bias":
+                c = M.DecodeCache(K[l, h], V[l, h], pos, np.zeros(n0), budget=rt["budget"],
+                                  recent=p["recent"], rule="nearest", weight="count", bias=True,
+                                  dtype=dtype)
             elif policy == "kmeans":
                 c = M.DecodeCache(K[l, h], V[l, h], pos, np.zeros(n0), budget=rt["budget"],
                                   recent=p["recent"], rule="summary", C=4, iters=3, dtype=dtype)

@@ -607,7 +607,8 @@ class DecodeCache:
     `recent` protected and hand the evicted rows to the merge rule:
       'drop'     nothing;
       'nearest'  merged into their nearest kept row (cosine of keys), weights by `weight`
-                 ('average', 'd2o', ...), keys and values; D2O's EMA threshold when
+                 ('average', 'd2o', ..., or 'count': w = the rows' member counts, ToMe's
+                 size-weighted mean), keys and values; D2O's EMA threshold when
                  ema_beta is set: tau_t = beta tau_{t-1} + (1 - beta) mean max-sim, merged iff
                  max-sim >= tau_t;
       'summary'  the online running mean into the C summary rows (C = 1: RazorAttention's
@@ -707,7 +708,10 @@ class DecodeCache:
                 for x in ms:
                     self._note(x - self.tau, self.tau)
                 tgt = np.where(ms >= self.tau, tgt, -1)
-            wk, we = weights(self.weight, self.K, self.V, kept, ev, tgt, ms, self.state)
+            if self.weight == "count":     # ToMe's size-weighted mean: w = the member counts
+                wk, we = self.count[kept], self.count[ev]
+            else:
+                wk, we = weights(self.weight, self.K, self.V, kept, ev, tgt, ms, self.state)
             Kk, Vk, ck = merge(self.K, self.V, kept, ev, tgt, wk, we, counts=self.count)
         else:
             Kk, Vk, ck = self.K[kept], self.V[kept], self.count[kept]

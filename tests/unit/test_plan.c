@@ -188,7 +188,7 @@ START_TEST(test_plan_descriptor)
 	ck_assert_int_eq(kr_checkdesc(&a, &why), 0);
 	KaHdr *w = (KaHdr *)b;
 	int32_t *fld[] = { &w->merge, &w->merge, &w->mflags, &w->mthr, &w->nes, &w->nks };
-	int32_t bad[] = { -1, KA_MSUMMARY + 1, 8, KA_TMEAN + 1, h->nins + 1, -1 };
+	int32_t bad[] = { -1, KA_MNEXT + 1, 8, KA_TEMA + 1, h->nins + 1, -1 };
 	for (int i = 0; i < 6; i++) {
 		int32_t keep = *fld[i];
 		*fld[i] = bad[i], a.desc_hash = ka_fnv(b, n, 0);

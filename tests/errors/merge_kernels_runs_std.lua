@@ -2,5 +2,5 @@ local kv = require "kvcc"
 return kv.policy "x" {
   score = function(x) return x.K:norm("chan") end,
   select = kv.topk {},
-  merge = kv.nearest { threshold = kv.adaptive { beta = 0.5 } },
+  merge = kv.runs { threshold = 0.5, weight = function(e, k) return e.K:std("chan") end },
 }
