@@ -87,10 +87,10 @@ static inline int ka_trailer_check(const void *buf, size_t len, KaTrailer *t, co
                                               12: kfloor; 13: decodeb; 14: tmap / observe return a
                                               negative value for a bad segment or shift argument) */
 #define KA_MAGIC "KVCCDSC"                 /* the blob's first 8 bytes (with the NUL) */
-#define KA_FORMAT 8                        /* the blob's layout and meaning (2: the tuning config; 3: KA_FLAYER;
+#define KA_FORMAT 9                        /* the blob's layout and meaning (2: the tuning config; 3: KA_FLAYER;
                                               4: the merge rule; 5: the weights, KaWeight; the select rule;
                                               6: the select floor; 7: KA_FAMX; 8: the count state row,
-                                              cnt / cbias) */
+                                              cnt / cbias; 9: the model schedules, sched / sa / sb) */
 #define KA_NBUCKET 4                       /* decode split buckets (longest head < 4K, 16K, 64K, more) */
 
 /* a count or rule operand: a constant, a param, "every position" (obs) or none */
@@ -208,7 +208,14 @@ typedef struct KaHdr {
 	/* --- issue 12: member counts (KA_FORMAT 8) --- */
 	int32_t cnt;               /* the "count" state row (the last of nst: compiler/mplan.h ki_mcounts), or -1 */
 	int32_t cbias;             /* decode attention adds log(count) to each logit (decodeb) */
+	/* --- issue 13: budget schedules (KA_FORMAT 9) --- */
+	int32_t sched;             /* KA_SCH_*: pyramid is nkeep's; prefix and dynamic: the runtime's
+	                              select (compress.c schedcounts) sets every instance's count from
+	                              all the sequence's scores before the per-group top-k */
+	int32_t spad;
+	KaRef sa, sb;              /* the schedule's arguments: prefix tol, iters; dynamic ratio_max, every */
 } KaHdr;
+enum { KA_SCH_NONE, KA_SCH_PYRAMID, KA_SCH_PREFIX, KA_SCH_DYNAMIC };   /* = compiler/ir.h SCH_* */
 
 enum { KA_MDROP, KA_MNEAREST };
 enum { KA_MKEYS = 1, KA_MVALUES = 2, KA_MSUM = 4 };

@@ -66,6 +66,9 @@ int kr_checkdesc(const kvcc_artifact *a, const char **why)
 		return -1;
 	if (h->cnt < -1 || h->cnt >= h->nst || (h->cbias && h->cnt < 0))
 		return -1;
+	if (h->sched < KA_SCH_NONE || h->sched > KA_SCH_DYNAMIC || !refok(&h->sa, h->npar) || !refok(&h->sb, h->npar) ||
+	    (h->sched >= KA_SCH_PREFIX && (h->selkind != KA_SEL_TOPK || h->floor.kind != KA_NONE)))
+		return -1;
 	const KaParam *par = (const KaParam *)((const char *)h + h->par);
 	const KaState *st = (const KaState *)((const char *)h + h->st);
 	const KaIns *in = (const KaIns *)((const char *)h + h->ins);

@@ -74,6 +74,11 @@ struct kvcc_plan {
 	KrPart *part;            /* [layers*kv_heads] select, chunk > 1: partial last chunks of a group */
 	int32_t *kidx;           /* [layers][kv_heads][capacity] sorted kept positions per instance */
 	int32_t *nkept;          /* [layers][kv_heads] */
+	/* select with the prefix / dynamic schedule (KaHdr.sched; compress.c schedcounts), else NULL:
+	** one sequence's keys of every instance, its counts, lengths, totals and per-layer rows */
+	uint64_t *schkeys;       /* [layers*kv_heads][capacity] */
+	int64_t *schnk;          /* [layers*kv_heads] the counts; then lengths [layers*kv_heads], 3 x [layers] */
+	double *schtot;          /* [layers*kv_heads] */
 	/* compress values, in arenas sized here for capacity tokens and max_obs queries: without a
 	** head_mean barrier every instance is scored by one thread in one go, so its values live in
 	** that thread's arena and only the score is kept per instance; with one (values cross the
