@@ -353,7 +353,7 @@ KVCC_API int kvcc_plan_create_batch(kvcc_policy *p, const kvcc_layout *lay, cons
 	pl->nkept = malloc((ninst + 1) * sizeof(int32_t));
 	if (h->sched >= KA_SCH_PREFIX) {       /* the model schedules: one sequence at a time */
 		pl->schkeys = malloc((LH * lay->capacity + 1) * sizeof(uint64_t));
-		pl->schnk = malloc((2 * LH + 3 * (size_t)lay->layers + 1) * sizeof(int64_t));
+		pl->schnk = malloc((5 * LH + 3 * (size_t)lay->layers + 1) * sizeof(int64_t));
 		pl->schtot = malloc((LH + 1) * sizeof(double));
 	}
 	pl->hsrc = calloc((size_t)H, sizeof *pl->hsrc);

@@ -381,23 +381,28 @@ static long chunkgreedy(const kvcc_artifact *A, const uint64_t *ks, size_t nc, l
 **            per layer: the per-layer counts of the global top; then the code's arithmetic.
 */
 
-/* PrefixKV's evictions of instance kk at mass p (keys kk·cap.., total tot, n tokens) */
-static long pfxcount(const kvcc_artifact *A, const uint64_t *ks, const float *sc, long n, double tot, double p,
-                     long prot)
+/* PrefixKV at mass p for one instance (keys ks, n tokens, total tot): the smallest count m of its
+** best tokens whose mass reaches p (cdf[m - 1] >= p; n + 1: none does), by bisection over the
+** count in [mlo, mhi] (m is monotone in p: the p bisection's bounds bracket it; pred(mhi) holds) */
+static long pfxm(const kvcc_artifact *A, const uint64_t *ks, const float *sc, long n, double tot, double p, long mlo,
+                 long mhi)
 {
-	long i = n;                     /* none reaches p */
-	if (tot > 0 && n > 0 && A->ksum(ks, sc, n, 0) / tot >= p) {
-		long lo = 1, hi = n;        /* the smallest count whose mass reaches p */
-		while (lo < hi) {
-			long mid = lo + (hi - lo) / 2;
-			if (A->ksum(ks, sc, n, A->topk(ks, n, mid)) / tot >= p)
-				hi = mid;
-			else
-				lo = mid + 1;
-		}
-		i = lo - 1;
+	long lo = mlo, hi = mhi;
+	while (lo < hi) {
+		long mid = lo + (hi - lo) / 2;
+		double mass = tot > 0 ? A->ksum(ks, sc, n, A->topk(ks, n, mid)) / tot : 0;
+		if (mid <= n && mass >= p)
+			hi = mid;
+		else
+			lo = mid + 1;
 	}
-	long k = n - (i + 1) - prot;
+	return lo;
+}
+
+/* the evictions n - (first index with cdf >= p) - 1 - protected at that m */
+static long pfxevict(long n, long m, long prot)
+{
+	long k = n - m - prot;
 	return k > 0 ? k : 0;
 }
 
@@ -449,22 +454,26 @@ static int schedcounts(Run *r, float **score, int s, long S, long R, const kvcc_
 		if (args->budget < 0)
 			target = ntot * args->ratio;     /* the code's sum(n) * ratio */
 		long prot = S + R;
-		double lo = 0, hi = 1, mid = 0;
+		int64_t *mlo = len + LH + 3 * L, *mhi = mlo + LH, *mm = mhi + LH;
+		for (int kk = 0; kk < LH; kk++)
+			mlo[kk] = 1, mhi[kk] = len[kk] + 1, mm[kk] = 1;      /* p = 0: the first token reaches it */
+		double lo = 0, hi = 1;
 		for (long it = 0; it < (long)iters && lo < hi; it++) {
-			mid = (lo + hi) / 2;
-			double count = 0;
-			for (int kk = 0; kk < LH; kk++)
-				count += (double)pfxcount(A, ks + (size_t)kk * cap, sc[kk], (long)len[kk], tot[kk], mid, prot);
+			double mid = (lo + hi) / 2, count = 0;
+			for (int kk = 0; kk < LH; kk++) {
+				mm[kk] = pfxm(A, ks + (size_t)kk * cap, sc[kk], (long)len[kk], tot[kk], mid, (long)mlo[kk], (long)mhi[kk]);
+				count += (double)pfxevict((long)len[kk], (long)mm[kk], prot);
+			}
 			if (fabs(count - target) < tol)
 				break;
 			if (count < target)
-				hi = mid;
+				hi = mid, memcpy(mhi, mm, (size_t)LH * sizeof *mm);
 			else
-				lo = mid;
+				lo = mid, memcpy(mlo, mm, (size_t)LH * sizeof *mm);
 		}
 		double sum = 0;
 		for (int kk = 0; kk < LH; kk++)
-			sum += (double)(nk[kk] = pfxcount(A, ks + (size_t)kk * cap, sc[kk], (long)len[kk], tot[kk], mid, prot));
+			sum += (double)(nk[kk] = pfxevict((long)len[kk], (long)mm[kk], prot));
 		for (int kk = 0; kk < LH; kk++) {
 			if (sum != 0)
 				nk[kk] = (int64_t)((double)nk[kk] * target / sum);
