@@ -84,6 +84,7 @@ KC_FUNC int ki_osegend(const KiPlan *p, int s);
 /* support.c: -1 with a positioned error when the policy uses what the kernels do not
 ** implement yet (ki_plan calls it first). */
 KC_FUNC int ki_unsupported(const KiFn *f, KiErr *e);
+KC_FUNC int ki_unsupported_gpu(const KiFn *f, KiErr *e);   /* and what CUDA lacks (the model schedules) */
 
 /* Build the plan; -1 with a positioned error when the policy cannot be mapped. */
 KC_FUNC int ki_plan(const KiFn *f, KiPlan *p, KiErr *e);

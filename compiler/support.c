@@ -2,8 +2,9 @@
 ** What the kernel backends (the planner, x86, CUDA) do not implement yet: the merge rules
 ** compiler/mplan.c ki_mkernels does not take (issue 12: the compact_merge kernels, x86 and
 ** CUDA, cover nearest at prefill) and the issue-13 language not generated yet (selection rules
-** beyond top-k other than threshold (chunk 1, any scope), mass at scope head and AdaKV's floor at
-** scope layer; out-axis values (compiler/plan.c gen_ok: inside their reduction over out), segment ops, shifts and scans are planned like any op: compiler/plan.c
+** beyond top-k other than threshold (chunk 1, any scope), mass at scope head, AdaKV's floor at
+** scope layer and the prefix / dynamic schedules (x86 only: ki_unsupported_gpu); out-axis values
+** (compiler/plan.c gen_ok: inside their reduction over out), segment ops, shifts and scans are planned like any op: compiler/plan.c
 ** gen_ok says which operands they take). ki_plan refuses such a policy with the position of
 ** the first unsupported item,
 ** so that nothing compiles to kernels with another meaning; the reference interpreter
@@ -29,12 +30,25 @@ int ki_unsupported(const KiFn *f, KiErr *e)
 		return refuse(f, s->line, s->col, "select mass at scope layer or model or with chunks", e);
 	if (s->keep)
 		return refuse(f, s->line, s->col, "select keep", e);
-	if (s->sched == SCH_prefix || s->sched == SCH_dynamic)
-		return refuse(f, s->line, s->col, s->sched == SCH_prefix ? "the prefix schedule" : "the dynamic schedule", e);
 	if (KI_RKIND(f->score) != RK_INS || !(f->ins[KI_RIDX(f->score)].axes & AXM(AX_token))) {
 		uint32_t l = KI_RKIND(f->score) == RK_INS ? f->ins[KI_RIDX(f->score)].line : s->line;
 		uint32_t c = KI_RKIND(f->score) == RK_INS ? f->ins[KI_RIDX(f->score)].col : s->col;
 		return refuse(f, l, c, "a score without the token axis (one value per head)", e);
+	}
+	return 0;
+}
+
+/* The CUDA generator's: ki_unsupported, and the prefix / dynamic schedules (x86 runs them:
+** runtime/compress.c schedcounts). */
+int ki_unsupported_gpu(const KiFn *f, KiErr *e)
+{
+	const KiSelect *s = &f->sel;
+	if (ki_unsupported(f, e) != 0)
+		return -1;
+	if (s->sched == SCH_prefix || s->sched == SCH_dynamic) {
+		ki_error(e, f->src, s->line, s->col, "%s is not compiled to CUDA yet (the x86 kernels and the reference "
+		         "interpreter run it)", s->sched == SCH_prefix ? "the prefix schedule" : "the dynamic schedule");
+		return -1;
 	}
 	return 0;
 }

@@ -365,6 +365,11 @@ KVCC_API int kvcc_plan_create_batch(kvcc_policy *p, const kvcc_layout *lay, cons
 	pl->kidx = malloc((ninst * lay->capacity + 1) * sizeof(int32_t));
 	pl->nkept = malloc((ninst + 1) * sizeof(int32_t));
 	pl->sblk = malloc((ninst + 1) * sizeof(int32_t));
+	if (h->sched >= KA_SCH_PREFIX) {       /* the model schedules: one sequence at a time */
+		pl->schkeys = malloc((LH * lay->capacity + 1) * sizeof(uint64_t));
+		pl->schnk = malloc((5 * LH + 3 * (size_t)lay->layers + 1) * sizeof(int64_t));
+		pl->schtot = malloc((LH + 1) * sizeof(double));
+	}
 	pl->hsrc = calloc((size_t)H, sizeof *pl->hsrc);
 	pl->hdst = calloc((size_t)H, sizeof *pl->hdst);
 	pl->narena = h->flags & KA_FHMEAN ? (int)ninst : pl->threads;
@@ -375,7 +380,8 @@ KVCC_API int kvcc_plan_create_batch(kvcc_policy *p, const kvcc_layout *lay, cons
 	pl->cpar = malloc(((size_t)h->npar + 1) * sizeof *pl->cpar);
 	int bad = !pl->par || !pl->step || !pl->S || !pl->qs || !pl->cst || !pl->oval || !pl->ws || !pl->selkeys ||
 	          !pl->part || !pl->kidx || !pl->nkept || !pl->sblk || !pl->hsrc || !pl->hdst || !pl->arena || !pl->tvals ||
-	          !pl->scorebuf || !pl->score || !pl->cpar;
+	          !pl->scorebuf || !pl->score || !pl->cpar ||
+	          (h->sched >= KA_SCH_PREFIX && (!pl->schkeys || !pl->schnk || !pl->schtot));
 	if (!bad && pg) {         /* tables of a call, page marks, row offsets and staging per thread */
 		size_t ntab = pg->tables == KVCC_TABLE_PER_HEAD ? ninst : (size_t)max_seqs;
 		pl->tabp = calloc(ntab, sizeof *pl->tabp);
@@ -441,6 +447,7 @@ KVCC_API void kvcc_plan_destroy(kvcc_plan *pl)
 		free(pl->ews[t]);
 	free(pl->ews);
 	free(pl->selkeys), free(pl->part), free(pl->kidx), free(pl->nkept), free(pl->sblk);
+	free(pl->schkeys), free(pl->schnk), free(pl->schtot);
 	for (int t = 0; t < pl->narena; t++) {
 		if (pl->arena)
 			free(pl->arena[t]);

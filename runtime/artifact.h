@@ -93,7 +93,8 @@ static inline int ka_trailer_check(const void *buf, size_t len, KaTrailer *t, co
                                               6: the select floor; 7: KA_FAMX; 8: the count state row,
                                               cnt / cbias; 9: KA_WOUT, KaHdr.wout; summary rows,
                                               srows / siters / sflag; merge KA_MRUNS, KA_MNEXT,
-                                              KA_TEMA: mtau, mbeta) */
+                                              KA_TEMA: mtau, mbeta; the model schedules,
+                                              sched / sa / sb) */
 #define KA_NBUCKET 4                       /* decode split buckets (longest head < 4K, 16K, 64K, more) */
 
 /* a count or rule operand: a constant, a param, "every position" (obs) or none */
@@ -225,7 +226,14 @@ typedef struct KaHdr {
 	int32_t mtpad;
 	KaRef mbeta;               /* KA_TEMA: tau = beta tau' + (1 - beta) mean max-sim */
 	KaRef mnext;               /* KA_MNEXT: m, the kept tokens after an evicted one that absorb it */
+	/* --- issue 13: budget schedules (KA_FORMAT 9) --- */
+	int32_t sched;             /* KA_SCH_*: pyramid is nkeep's; prefix and dynamic: the runtime's
+	                              select (compress.c schedcounts) sets every instance's count from
+	                              all the sequence's scores before the per-group top-k */
+	int32_t schpad;
+	KaRef sa, sb;              /* the schedule's arguments: prefix tol, iters; dynamic ratio_max, every */
 } KaHdr;
+enum { KA_SCH_NONE, KA_SCH_PYRAMID, KA_SCH_PREFIX, KA_SCH_DYNAMIC };   /* = compiler/ir.h SCH_* */
 
 enum { KA_MDROP, KA_MNEAREST, KA_MSUMMARY, KA_MRUNS, KA_MNEXT };   /* issue 12, KA_FORMAT 9: KA_MSUMMARY (runtime/summary.c),
                                                                     KA_MRUNS, KA_MNEXT (runtime/mpos.c) */

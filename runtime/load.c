@@ -70,6 +70,9 @@ int kr_checkdesc(const kvcc_artifact *a, const char **why)
 	    (h->mtau >= 0 && (h->merge != KA_MNEAREST || !refok(&h->mbeta, h->npar))) ||
 	    (h->merge == KA_MNEXT && !refok(&h->mnext, h->npar)))
 		return -1;
+	if (h->sched < KA_SCH_NONE || h->sched > KA_SCH_DYNAMIC || !refok(&h->sa, h->npar) || !refok(&h->sb, h->npar) ||
+	    (h->sched >= KA_SCH_PREFIX && (h->selkind != KA_SEL_TOPK || h->floor.kind != KA_NONE)))
+		return -1;
 	const KaParam *par = (const KaParam *)((const char *)h + h->par);
 	const KaState *st = (const KaState *)((const char *)h + h->st);
 	const KaIns *in = (const KaIns *)((const char *)h + h->ins);

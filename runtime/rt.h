@@ -81,6 +81,12 @@ struct kvcc_plan {
 	int32_t *kidx;           /* [layers][kv_heads][capacity] sorted kept positions per instance */
 	int32_t *nkept;          /* [layers][kv_heads] */
 	int32_t *sblk;           /* [instances] merge summary: the summary block's first row at selection, or -1 */
+	/* select with the prefix / dynamic schedule (KaHdr.sched; compress.c schedcounts), else NULL:
+	** one sequence's keys of every instance, its counts, lengths, totals and per-layer rows */
+	uint64_t *schkeys;       /* [layers*kv_heads][capacity] */
+	int64_t *schnk;          /* [layers*kv_heads] the counts; then lengths [layers*kv_heads], 3 x [layers],
+	                            prefix brackets 3 x [layers*kv_heads] */
+	double *schtot;          /* [layers*kv_heads] */
 	/* compress values, in arenas sized here for capacity tokens and max_obs queries: without a
 	** head_mean barrier every instance is scored by one thread in one go, so its values live in
 	** that thread's arena and only the score is kept per instance; with one (values cross the

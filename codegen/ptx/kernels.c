@@ -551,7 +551,7 @@ int kp_generate(const KiFn *f, const KpCudaOpts *o, KpCudaOut *out, KiErr *e)
 		return ki_error(e, f->src, f->line, f->col, "GPU backend: head_dim %d / group %d out of range", g.D, g.G), -1;
 	if (f->npar > KVG_MAXPAR)
 		return ki_error(e, f->src, f->line, f->col, "GPU backend: %d params, at most %d", f->npar, KVG_MAXPAR), -1;
-	if (ki_unsupported(f, e) != 0)   /* merge rules, the issue-13 language (compiler/support.c) */
+	if (ki_unsupported_gpu(f, e) != 0)   /* merge rules, the issue-13 language (compiler/support.c) */
 		return -1;
 	if (ki_mkernels_gpu(f, e) != 0)  /* merge rules x86 has and CUDA not yet (compiler/mplan.c) */
 		return -1;

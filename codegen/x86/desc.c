@@ -19,6 +19,8 @@ _Static_assert((int)SC_head == (int)KA_SCOPE_HEAD && (int)SC_layer == (int)KA_SC
 _Static_assert(AX_group == 0 && AX_obs == 1 && AX_token == 2 && AX_chan == 3, "KaIns.axes bits");
 _Static_assert((int)SEL_topk == (int)KA_SEL_TOPK && (int)SEL_threshold == (int)KA_SEL_THRESHOLD &&
                (int)SEL_mass == (int)KA_SEL_MASS, "select kinds");
+_Static_assert((int)SCH_none == (int)KA_SCH_NONE && (int)SCH_pyramid == (int)KA_SCH_PYRAMID &&
+               (int)SCH_prefix == (int)KA_SCH_PREFIX && (int)SCH_dynamic == (int)KA_SCH_DYNAMIC, "schedules");
 _Static_assert((int)WA_layer == (int)KA_WLAYER && (int)WA_head == (int)KA_WHEAD && (int)WA_group == (int)KA_WGROUP &&
                (int)WA_chan == (int)KA_WCHAN && (int)WA_out == (int)KA_WOUT && KI_MAXWDIM <= 8, "KaWeight axes");
 
@@ -165,6 +167,7 @@ void *kx_desccfg(const KiFn *f, const KiPlan *p, const kvcc_spec *spec, const Kx
 	h.mbeta = h.mtau >= 0 ? ref(f, f->merge.beta) : (KaRef){ KA_NONE, 0, 0 };
 	if (h.mtau >= 0)
 		h.mthr = KA_TEMA;
+	h.sched = f->sel.sched, h.sa = ref(f, f->sel.sa), h.sb = ref(f, f->sel.sb);
 	put(&b, NULL, sizeof h, 8);
 	h.par = (uint32_t)put(&b, NULL, (size_t)f->npar * sizeof(KaParam), 8);
 	h.st = (uint32_t)put(&b, NULL, (size_t)h.nst * sizeof(KaState), 8);

@@ -65,8 +65,9 @@ static double group_margin(const KiFn *f, const double *par, const KiCase *c, co
 			int prot = t0 < S || e > n - R;
 			v[prot][m[prot]++] = s / (double)(e - t0);
 		}
-		int last = f->sel.scope == SC_head || (f->sel.scope == SC_layer && k % c->H == c->H - 1) ||
-		           k == c->L * c->H - 1;
+		/* the model schedules rank every instance's scores together (compress.c schedcounts) */
+		int gs = f->sel.sched >= SCH_prefix ? SC_model : f->sel.scope;
+		int last = gs == SC_head || (gs == SC_layer && k % c->H == c->H - 1) || k == c->L * c->H - 1;
 		for (int p = 0; last && p < 2; p++) {
 			qsort(v[p], (size_t)m[p], sizeof(double), cmpd);
 			for (int i = 1; i < m[p]; i++) {
@@ -123,6 +124,83 @@ static double floor_margin(const KiFn *f, const double *par, const KiCase *c, co
 	return worst;
 }
 
+
+/* The model schedules (compress.c schedcounts; compiler/select.c): every count follows from all
+** the scores, so a rounding difference (x86 scores are f32, the interpreter's double) changes
+** them only where the schedule compares close values. prefix: every instance's cumulative
+** normalized mass (sorted descending) against every p the bisection probes (the smallest
+** |cdf - p|, absolute); dynamic: each round's global top-k cut (the relative gap between the
+** kept and the first evicted score of the layers so far). The per-head cut at the resulting
+** counts is floor_margin's. */
+static int cmpdesc(const void *pa, const void *pb)
+{
+	double a = *(const double *)pa, b = *(const double *)pb;
+	return a > b ? -1 : a < b;
+}
+
+static double sched_margin(const KiFn *f, const double *par, const KiCase *c, const KiResult *r)
+{
+	long S = (long)pval(f, par, f->sel.keep_first, 0), R = (long)pval(f, par, f->sel.keep_recent, 0);
+	int LH = c->L * c->H;
+	double worst = INFINITY, *v = malloc(((size_t)LH * c->n + 1) * sizeof *v);
+	if (f->sel.sched == SCH_prefix) {
+		double target = 0, ntot = 0, tol = pval(f, par, f->sel.sa, 5), iters = pval(f, par, f->sel.sb, 200);
+		for (int k = 0; k < LH; k++) {
+			int n = c->len ? c->len[k] : c->n;
+			double *d = v + (size_t)k * c->n, tot = 0, acc = 0;
+			memcpy(d, r->scores + (size_t)k * c->n, (size_t)n * sizeof *d);
+			qsort(d, (size_t)n, sizeof *d, cmpdesc);
+			for (int t = 0; t < n; t++)
+				tot += d[t];
+			for (int t = 0; t < n; t++)
+				d[t] = acc += d[t] / tot;
+			ntot += n;
+			target += (double)n - (double)(c->budget < n ? c->budget : n);
+		}
+		if (c->budget < 0)
+			target = ntot * c->ratio;
+		double lo = 0, hi = 1;
+		for (long it = 0; it < (long)iters && lo < hi; it++) {
+			double mid = (lo + hi) / 2, count = 0;
+			for (int k = 0; k < LH; k++) {
+				int n = c->len ? c->len[k] : c->n, i = 0;
+				const double *d = v + (size_t)k * c->n;
+				for (int t = 0; t < n; t++)
+					worst = fmin(worst, fabs(d[t] - mid));
+				while (i < n && !(d[i] >= mid))
+					i++;
+				long e = n - (i + 1) - S - R;
+				count += e > 0 ? (double)e : 0;
+			}
+			if (fabs(count - target) < tol)
+				break;
+			if (count < target)
+				hi = mid;
+			else
+				lo = mid;
+		}
+	} else if (f->sel.sched == SCH_dynamic) {
+		long n = c->n, w = R < n ? R : n, m = n - w;
+		long B = c->budget >= 0 ? (c->budget < n ? c->budget : n) : (long)floor((double)n * (1.0 - c->ratio));
+		long base = B - w, ev = (long)pval(f, par, f->sel.sb, 4);
+		for (int l = 0; base > 0 && m > 0 && l < c->L; l++) {
+			if (l % ev != ev - 1)
+				continue;
+			long nf = 0;
+			for (int k = 0; k < (l + 1) * c->H; k++)
+				for (long t = 0; t < m; t++)
+					v[nf++] = r->scores[(size_t)k * c->n + t];
+			qsort(v, (size_t)nf, sizeof *v, cmpdesc);
+			long tk = base * c->H * (l + 1);
+			if (tk > 0 && tk < nf) {
+				double a = v[tk - 1], b = v[tk], sc = fmax(fabs(a), fabs(b));
+				worst = fmin(worst, sc > 0 ? (a - b) / sc : 0);
+			}
+		}
+	}
+	free(v);
+	return worst;
+}
 
 /* segment sizes, starts and shift offsets at run time (tests/policies/segops.lua, params window,
 ** chunk, start, lag, big): a bad one fails the compression with KVCC_EINVAL at the instruction's
@@ -266,7 +344,7 @@ static void run_case(const Cfg *cf, const char *host)
 		ki_free(f);
 		return;
 	}
-	int L = 2, H = 2, G = cf->G, d = cf->d;
+	int L = f->sel.sched >= SCH_prefix ? 5 : 2, H = 2, G = cf->G, d = cf->d;   /* schedules: rounds over layers */
 	int n = 37 + 2 * (int)(urand() * 40);              /* odd capacity */
 	double par[32];
 	for (int i = 0; i < f->npar; i++)
@@ -276,14 +354,14 @@ static void run_case(const Cfg *cf, const char *host)
 		par[wi] = 8;
 	if (cf->param && ki_findparam(f, cf->param) >= 0)
 		par[ki_findparam(f, cf->param)] = cf->pval;
-	int grouped = pval(f, par, f->sel.chunk, 1) > 1 || f->sel.scope != SC_head;
+	int grouped = pval(f, par, f->sel.chunk, 1) > 1 || f->sel.scope != SC_head || f->sel.sched >= SCH_prefix;
 	int O = f->obs_all ? n : KI_RKIND(f->obs) ? (int)pval(f, par, f->obs, 0) : 0;
 	int hm = 0;
 	for (int i = 0; i < f->nins; i++)
 		hm |= f->ins[i].op == KO_hmean;
-	int32_t len[4], len0[4];
+	int32_t len[10], len0[10];
 	for (int k = 0; k < L * H; k++)
-		len0[k] = f->obs_all ? n : hm ? n - 2 * (k / H) : n - 2 * k;
+		len0[k] = f->obs_all || f->sel.sched == SCH_dynamic ? n : hm ? n - 2 * (k / H) : n - 2 * k;
 	int pad = (cf->d / 8) % 2 ? 8 : 0;               /* padded token stride on some cases */
 	int64_t st = d + pad;
 	size_t esz = cf->dtype == KVCC_F32 ? 4 : 2, nkv = (size_t)L * H * n * d, nq = (size_t)L * H * G * O * d;
@@ -348,7 +426,8 @@ static void run_case(const Cfg *cf, const char *host)
 			printf("FAIL %s: interpreter: %s\n", name, e.msg);
 			goto out;
 		}
-		ok = f->sel.floor || (grouped && f->sel.kind == SEL_threshold) ? floor_margin(f, par, &c, &r) >= 1e-5 :
+		ok = f->sel.sched >= SCH_prefix ? floor_margin(f, par, &c, &r) >= 1e-5 && sched_margin(f, par, &c, &r) >= 1e-5 :
+		     f->sel.floor || (grouped && f->sel.kind == SEL_threshold) ? floor_margin(f, par, &c, &r) >= 1e-5 :
 		     grouped ? group_margin(f, par, &c, &r) >= 1e-5 : case_margin(f, par, &c, &r) >= 1e-4;
 		ok = ok && merge_margin(f, par, &c, &r) >= 1e-4;
 	}
@@ -1051,13 +1130,14 @@ int main(int argc, char **argv)
 		printf("AMX Q·K tile: off (KVCC_CONFIG=%s)\n", ecfg);
 	else
 		printf("AMX Q·K tile: the native bf16 cases with head_dim 64, 96, 128 run tdpbf16ps\n");
-	/* merge rules (slower: the interpreter's pair-by-pair merge) are sampled 3 times more sparsely
-	** in make check, and their other targets for one dtype per policy */
+	/* merge rules (slower: the interpreter's pair-by-pair merge) and the model schedules (5 layers;
+	** prefixkv_bisect observes every position) are sampled 3 times more sparsely in make check,
+	** and their other targets for one dtype per policy */
 	int mrg[MANIFEST_MAX];
 	for (int pi = 0; pi < npol; pi++) {
 		KiErr me = { 0 };
 		KiFn *mf = kd_loadfile(pols[pi].file, NULL, &me);
-		mrg[pi] = mf && mf->merge.kind != MG_drop;
+		mrg[pi] = mf && (mf->merge.kind != MG_drop || mf->sel.sched >= SCH_prefix);
 		ki_free(mf);
 	}
 	for (int pi = 0; pi < npol; pi++)
@@ -1070,8 +1150,8 @@ int main(int argc, char **argv)
 						run_case(&c, host);
 				}
 	if (every > 1)
-		printf("the policy matrix sampled: 1 case in %d, of merge rules 1 in %d; the targets and chunk values one dtype "
-		       "each (check-diff-full runs all)\n", every, 3 * every);
+		printf("the policy matrix sampled: 1 case in %d, of merge rules and model schedules 1 in %d; the targets and "
+		       "chunk values one dtype each (check-diff-full runs all)\n", every, 3 * every);
 	/* the v3 / scalar / v4 targets: every dtype of each; sampled (make check), each target runs
 	** once per policy, its dtype rotating with the policy and the target */
 	for (int pi = 0; pi < npol; pi++)

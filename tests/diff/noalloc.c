@@ -107,7 +107,7 @@ static void run_policy(const char *path, int dt)
 		ki_free(f);
 		return;
 	}
-	int hm = 0, readsq = 0;
+	int hm = 0, readsq = 0, dyn = f && f->sel.sched == SCH_dynamic;   /* one length per sequence */
 	for (int i = 0; i < f->nins; i++) {
 		hm |= f->ins[i].op == KO_hmean;
 		readsq |= f->ins[i].op == KO_input && f->ins[i].aux == IN_Q;
@@ -141,14 +141,16 @@ static void run_policy(const char *path, int dt)
 		goto out;
 	}
 	for (int round = 0; round < 6; round++) {
-		int n = round % 3 == 0 ? CAP : round % 3 == 1 ? CAP - 8 : 41;
+		/* dynamic: with fewer layers than its rounds need a layer keeps every token (the code's
+		** candidates), so a full cache would leave no room for the append below */
+		int n = round % 3 == 0 ? CAP - dyn : round % 3 == 1 ? CAP - 8 : 41;
 		int O = f->obs_all ? n : maxobs;
 		for (size_t i = 0; i < nkv; i++) {
 			encode((float)(urand() * 2 - 1), dt, K + i * esz);
 			encode((float)(urand() * 2 - 1), dt, V + i * esz);
 		}
 		for (int k = 0; k < L * H; k++) {
-			len[k] = hm || f->obs_all ? n : n - 3 * (k % H);
+			len[k] = hm || f->obs_all || dyn ? n : n - 3 * (k % H);
 			for (int t = 0; t < CAP; t++)      /* round 2, 5: unsorted positions */
 				pos[(size_t)k * CAP + t] = round % 3 == 2 ? (t * 7) % len[k] : t;
 		}
@@ -205,7 +207,7 @@ static void run_policy(const char *path, int dt)
 			st2[i] = 0;
 		for (int b = 0; b < 2; b++)
 			for (int k = 0; k < L * H; k++) {
-				len2[b][k] = hm || f->obs_all ? n2 : n2 - 3 * (k % H) - b;
+				len2[b][k] = hm || f->obs_all ? n2 : dyn ? n2 - b : n2 - 3 * (k % H) - b;
 				for (int t = 0; t < CAP; t++)
 					pos2[((size_t)b * L * H + k) * CAP + t] = t;
 			}

@@ -91,7 +91,8 @@ rc=$?
 check "kvcc eval with a weight of the wrong shape: an error at the declaration" "rc $rc $(head -c 300 "$TMP/duo.err")" $?
 
 # ---- kvcc eval == eval_ref.py (numpy) on stories 0-5, ratios 0 / 0.25 / 0.5 -----------------
-POLS="streaming_llm knorm snapkv tova observed_attention adakv"   # adakv: the floor at scope layer
+# adakv: the floor at scope layer; prefixkv_bisect, dynamickv: the model schedules
+POLS="streaming_llm knorm snapkv tova observed_attention adakv prefixkv_bisect dynamickv"
 RANGE=0:6
 RATIOS=0,0.25,0.5
 args=""
@@ -100,9 +101,9 @@ for p in $POLS; do args="$args $ROOT/policies/$p.lua"; done
 EV $args --data "$STORIES" --stories $RANGE --ratios $RATIOS --param window=16 \
     --csv "$TMP/ev.csv" > "$TMP/ev.out" 2> "$TMP/ev.err"
 rc=$?
-check "kvcc eval of 6 policies runs" "rc $rc $(head -c 300 "$TMP/ev.err")" $rc
+check "kvcc eval of 8 policies runs" "rc $rc $(head -c 300 "$TMP/ev.err")" $rc
 for p in $POLS; do
-    case $p in snapkv|tova|adakv) par="--param window=16" ;; *) par="" ;; esac
+    case $p in snapkv|tova|adakv|dynamickv) par="--param window=16" ;; *) par="" ;; esac
     # shellcheck disable=SC2086
     "$PY" "$ORACLE/eval_ref.py" --data "$STORIES" --policy $p --ratios $RATIOS --stories $RANGE $par \
         > "$TMP/ref.$p" 2>&1
@@ -139,7 +140,7 @@ for p in $MPOLS; do
 done
 # ratio 0 keeps everything: every policy gives the same number (the uncompressed model)
 detail=$(awk -F, '$2 == "0" { v[$6] = 1; n++ } END { k = 0; for (x in v) k++;
-         printf "%d policies, %d distinct values%s", n, k, (n != 6 || k != 1) ? " BAD" : "" }' "$TMP/ev.csv")
+         printf "%d policies, %d distinct values%s", n, k, (n != 8 || k != 1) ? " BAD" : "" }' "$TMP/ev.csv")
 bad "$detail"; check "ratio 0 is the same uncompressed NLL for every policy" "$detail" $?
 head -n 1 "$TMP/ev.csv" > "$TMP/hdr"
 [ "$(cat "$TMP/hdr")" = "policy,ratio,window,stories,predictions,nll" ]

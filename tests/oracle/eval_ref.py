@@ -43,11 +43,20 @@ ADAKV = {"window": 64, "kernel": 5, "alpha": 0.2}
 
 NO_QUERY = ("streaming_llm", "knorm", "keydiff", "random")
 
+# The model-wide schedules (selref, from the methods' code): PrefixKV's in-prompt bisection
+# (policies/prefixkv_bisect.lua: every context query observes, the layer's heads share the
+# score, one prefix mass over all (layer, head) rows) and DynamicKV's per-layer shares
+# (policies/dynamickv.lua: the window's pooled attention, a global top-k every 4 layers)
+PREFIX = {"start": 4, "protect": 1}
+DYNAMIC = {"window": 8, "kernel": 7, "ratio_max": 10}
+
 
 def obs_count(policy, params, C):
     """Number of observation queries the policy reads (the last ones of the context)."""
-    if policy == "observed_attention":
+    if policy in ("observed_attention", "prefixkv_bisect"):
         return C
+    if policy == "dynamickv":
+        return int(dict(DYNAMIC, **(params or {}))["window"])
     if policy in NO_QUERY:
         return 0
     p = dict(ADAKV if policy == "adakv" else kvref.DEFAULTS.get(policy, {}))
@@ -83,9 +92,32 @@ def compress_story(model, st, policy, ratio, params=None, dtype="f32"):
                            ratio=ratio, qpos=qpos, pos=np.arange(C), dtype=dtype)
         nk = kvref.n_keep_uniform(C, ratio=ratio)
         return [selref.floor_select(r["scores"][l], nk, p["alpha"], recent=w) for l in range(L)]
+    if policy in ("prefixkv_bisect", "dynamickv"):
+        return schedule_select(st, policy, Q, qpos, ratio, params)
     r = kvref.compress(policy, st.pre["k"], st.pre["v"], Q, params=params, ratio=ratio,
                        qpos=qpos, pos=np.arange(C), dtype=dtype)
     return [np.asarray(r["kept"][l]) for l in range(L)]
+
+
+def schedule_select(st, policy, Q, qpos, ratio, params):
+    """prefixkv_bisect / dynamickv: kept rows per layer, a list of per-head arrays."""
+    K, C = st.pre["k"], st.C
+    L, H, G, O = Q.shape[:4]
+    A = kvref.causal_softmax(Q, K, qpos, np.arange(C))             # [L, H, G, O, C]
+    if policy == "prefixkv_bisect":
+        p = dict(PREFIX, **(params or {}))
+        s0, pr = int(p["start"]), int(p["protect"])
+        Sc = selref.prefixkv_scores(A.reshape(L, H * G, O, C))      # [L, C]
+        rows = np.repeat(Sc[:, None, :], H, axis=1).reshape(L * H, C)
+        forget = selref.prefixkv_forget(rows, ratio, s0, pr)
+        return [[selref.prefixkv_select(rows[l * H + h], int(forget[l * H + h]), s0, pr) for h in range(H)]
+                for l in range(L)]
+    p = dict(DYNAMIC, **(params or {}))
+    w, k = int(p["window"]), int(p["kernel"])
+    a = kvref._avgpool_include_pad(A[..., :C - w].sum(axis=3), k)  # [L, H, G, C - w]
+    kept, _ = selref.dynamickv(a.mean(axis=2), kvref.n_keep_uniform(C, ratio=ratio), w,
+                               radio_max=p["ratio_max"])
+    return kept
 
 
 def continue_nll(model, st, kept):
@@ -165,7 +197,7 @@ def evaluate(policy, ratios, lo, hi, params=None, dtype="f32", model=None, tok=N
 
 
 def window_label(policy, params):
-    if policy == "observed_attention":
+    if policy in ("observed_attention", "prefixkv_bisect"):
         return "all"
     O = obs_count(policy, params, 1 << 30)
     return str(O) if O else "-"

@@ -240,19 +240,19 @@ def p_prefixkv_bisect(c):
     return dict(_per_head(kept, c["Ks"], c["Vs"], L, H), **{"expect.scores": sc}), {}, margin
 
 
-def p_dynamickv(c):
-    p = dict(dict(window=8, kernel=7, ratio_max=10), **c["params"])
+def _dynamic(c, defaults, every):
+    p = dict(defaults, **c["params"])
     w, k = int(p["window"]), int(p["kernel"])
     L, H, n = c["L"], c["H"], c["n"]
     A = kvref.causal_softmax(c["Q"], c["K"], c["qpos"], c["pos"])   # [L,H,G,w,n]
     a = kvref._avgpool_include_pad(A[..., :n - w].sum(axis=3), k)   # sum over the window
     sc = a.mean(axis=2)                                             # [L,H,n-w]
     B = c["budget"] if c["budget"] is not None else _nkeep(n, c["ratio"], None)
-    kept, b = S.dynamickv(sc, B, w, radio_max=p["ratio_max"])
+    kept, b = S.dynamickv(sc, B, w, radio_max=p["ratio_max"], every=every)
     margin = math.inf
     base = B - w
     for l in range(L):
-        if l % 4 == 3:
+        if l % every == every - 1:
             flat = np.sort(sc[:l + 1].reshape(-1))[::-1]
             tk = min(base * H * (l + 1), flat.size)
             if tk < flat.size:
@@ -262,6 +262,15 @@ def p_dynamickv(c):
     s = np.full((L, H, n), np.nan)
     s[..., :n - w] = sc
     return dict(_per_head(kept, c["Ks"], c["Vs"], L, H), **{"expect.scores": s}), {}, margin
+
+
+def p_dynamickv(c):
+    return _dynamic(c, dict(window=8, kernel=7, ratio_max=10), 4)
+
+
+def p_dynamic_every(c):
+    """tests/policies/dynamic_every.lua: DynamicKV's schedule with a round after every layer"""
+    return _dynamic(c, dict(window=4, kernel=3, ratio_max=2), 1)
 
 
 def p_duo(c):
@@ -437,7 +446,7 @@ POLICIES = {
     "floor_layer": p_floor_layer,
     "adakv": p_adakv, "chunkkv": p_chunkkv, "criticalkv": p_criticalkv,
     "expected_attention": p_expected_attention, "lagkv": p_lagkv, "prefixkv": p_prefixkv,
-    "prefixkv_bisect": p_prefixkv_bisect, "dynamickv": p_dynamickv, "duo": p_duo,
+    "prefixkv_bisect": p_prefixkv_bisect, "dynamickv": p_dynamickv, "dynamic_every": p_dynamic_every, "duo": p_duo,
     "gated_window": p_gated_window, "threshold": p_threshold,
     "mass_head": p_mass_head, "mass_nocap": p_mass_nocap, "threshold_head": p_threshold_head,
 }
@@ -476,6 +485,8 @@ CASES = [
     ("dynamickv", "d8_g1_n80_b24", 8, 2, 1, 80, 8, ("budget", 24), {}, "f32", "default", 8, 0),
     ("dynamickv", "d16_g2_n61_r50", 4, 2, 2, 61, 16, ("ratio", 0.5), {}, "f32", "default", 8, 0),
     ("dynamickv", "d64_g2_n129_b40_rm2", 6, 2, 2, 129, 64, ("budget", 40), {"ratio_max": 2}, "f32", "default", 8, 0),
+    ("dynamic_every", "d8_g1_n40_b12", 3, 2, 1, 40, 8, ("budget", 12), {}, "f32", "default", 4, 0),
+    ("dynamic_every", "d16_g2_n61_r50_rm1", 4, 2, 2, 61, 16, ("ratio", 0.5), {"ratio_max": 1}, "f32", "default", 4, 0),
     ("duo", "d8_g1_n61_r50", 3, 4, 1, 61, 8, ("ratio", 0.5), {"recent": 16}, "f32", "default", 0, 0),
     ("duo", "d64_g2_n129_r25", 2, 4, 2, 129, 64, ("ratio", 0.25), {}, "f32", "default", 0, 0),
     ("duo", "d8_g1_n37_h75", 2, 3, 1, 37, 8, ("ratio", 0.0), {"head_ratio": 0.75, "sink": 2, "recent": 8}, "f32", "default", 0, 0),
