@@ -66,7 +66,7 @@ fuzz-merge-run: $(foreach h,$(FUZZERS),$(B)/fuzz/fuzz-$(h))
 	@for h in $(FUZZERS); do tests/fuzz/merge.sh $(B)/fuzz $$h || exit 1; done
 
 # seeds of fz_artifact's descriptor mode: the CPU descriptors of a few shipped policies
-DESCSEED_POLICIES = snapkv h2o tova keydiff pyramidkv streaming_llm snapkv_merge lagkv
+DESCSEED_POLICIES = snapkv h2o tova keydiff pyramidkv streaming_llm snapkv_merge lagkv kmeans d2o kvmerger prefixkv_bisect criticalkv
 
 $(B)/fuzz/descseed: $(B)/tests/fuzz/descseed.o
 	@mkdir -p $(dir $@)
