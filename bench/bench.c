@@ -268,16 +268,17 @@ static void peaks(int threads, Peaks *p)
 	free(buf);
 }
 
-/* The Q·K passes of the score phase (no lse given) at n tokens with G·WIN query rows: one where
-** the plan keeps the stats pass's exponentials (runtime/api.c make_ws: ceil(n/64)·G·WIN·65 floats
-** within KVCC_EXPWS MiB per thread, default 64), else two (attn_stats and attn_score each run the
-** Q·K tile). Until session 7 it was always two, and the bench counted both. */
-static int score_passes(int n)
+/* The Q·K passes of the score phase (no lse given) at n tokens with G·WIN query rows: one on the
+** tiles whose exponentials the plan keeps (runtime/api.c make_ws: 65 floats per row and tile,
+** at most KVCC_EXPWS MiB per thread, default 32 (runtime/rt.h KR_EXPWS_MIB), in whole tiles), two on the rest (attn_stats and
+** attn_score each run the Q·K tile): 1 + the share of the tiles past the workspace. Until
+** session 7 it was always two, and the bench counted both. */
+static double score_passes(int n)
 {
 	const char *ev = getenv("KVCC_EXPWS");
-	double mib = ev && *ev ? strtod(ev, NULL) : 64;
-	double b = (double)((n + 63) / 64) * G * WIN * 65 * 4;
-	return mib > 0 && b <= mib * 1048576.0 ? 1 : 2;
+	double mib = ev && *ev ? strtod(ev, NULL) : 32;
+	double nt = (n + 63) / 64, kt = mib > 0 ? floor(mib * 1048576.0 / ((double)G * WIN * 65 * 4)) : 0;
+	return 2 - (kt < nt ? kt : nt) / nt;
 }
 
 /* --- inputs ---------------------------------------------------------------------------------- */
@@ -316,7 +317,7 @@ typedef struct Row {
 	int n;
 	double amx_ratio;          /* bf16 with the AMX Q·K tile: Q·K GFLOP/s over the all-threads AMX peak */
 	double score, sel, comp, total, qk_gflops, qk_ratio, dot_ratio, score_gbs, bw_ratio, sel_share, kvpress, speedup, agree;
-	int passes;
+	double passes;
 	char kvnote[800];
 } Row;
 
@@ -1332,7 +1333,7 @@ int main(int argc, char **argv)
 		        r->n, r->score, r->sel, r->comp, r->total, r->qk_gflops, 100 * r->qk_ratio, dp, r->score_gbs, 100 * r->bw_ratio,
 		        100 * r->sel_share, kp, sp, ag);
 		fprintf(js, "  {\"dtype\": \"%s\", \"n\": %d, \"score_ms\": %.3f, \"select_ms\": %.3f, \"compact_ms\": %.3f, "
-		            "\"total_ms\": %.3f, \"qk_passes\": %d, \"qk_gflops\": %.2f, \"fma_peak_ratio\": %.4f, \"bf16dot_peak_ratio\": %.4f, \"score_gbs\": %.2f, "
+		            "\"total_ms\": %.3f, \"qk_passes\": %.3f, \"qk_gflops\": %.2f, \"fma_peak_ratio\": %.4f, \"bf16dot_peak_ratio\": %.4f, \"score_gbs\": %.2f, "
 		            "\"read_bw_ratio\": %.4f, \"select_compact_share\": %.4f, \"kvpress_ms\": %.3f, \"speedup\": %.3f, "
 		            "\"kept_agreement\": %.5f, \"kvpress_note\": \"%s\"}%s\n",
 		        r->dt, r->n, r->score, r->sel, r->comp, r->total, r->passes, r->qk_gflops, r->qk_ratio, r->dot_ratio, r->score_gbs,
@@ -1468,7 +1469,7 @@ int main(int argc, char **argv)
 	            "%.0f ms (bf16), %.0f ms (f32) CPU; %.0f / %.0f ms wall in this run\n",
 	        warm[0] <= 5 && warm[1] <= 5 ? "**met**" : "**missed**", warm[0] > warm[1] ? warm[0] : warm[1],
 	        coldcpu[0] <= 300 && coldcpu[1] <= 300 ? "**met**" : "**missed**", coldcpu[0], coldcpu[1], cold[0], cold[1]);
-	fprintf(md, "\nQ·K GFLOP/s counts the executed Q·Kᵀ multiply-adds (2·n·d·G·window·heads per pass, %d passes: "
+	fprintf(md, "\nQ·K GFLOP/s counts the executed Q·Kᵀ multiply-adds (2·n·d·G·window·heads per pass, %.2f passes: "
 	            "attn_stats + attn_score, no lse given) over the score time; K GB/s the K bytes those passes read. The score is compute-bound "
 	            "(256 queries per key: ~256 FLOP per K byte in bf16), so its %% of read bandwidth is low by design. "
 	            "Timings are medians (after 3 warm-up runs). %s With lse given (an engine's "

@@ -184,7 +184,9 @@ static size_t wsfloats(int go, int d)
 }
 
 /* The attn_score workspaces of every pool thread for go query rows, and the exponential
-** workspaces (rt.h ews) when they fit KVCC_EXPWS MiB per thread (default 64; 0: never). */
+** workspaces (rt.h ews): what the plan's shapes need (ceil(capacity/64) tiles of go rows, 65
+** floats per row and tile), capped at KVCC_EXPWS MiB per thread (default KR_EXPWS_MIB, 32; 0: none)
+** in whole tiles; a head longer than the workspace holds runs its tail in two passes. */
 static int make_ws(kvcc_plan *pl, int go)
 {
 	for (int t = 0; t < pl->threads; t++)
@@ -192,17 +194,21 @@ static int make_ws(kvcc_plan *pl, int go)
 			return -1;
 	pl->ws_go = go;
 	const char *ev = getenv("KVCC_EXPWS");
-	double mib = ev && *ev ? strtod(ev, NULL) : 64;
-	size_t nt = ((size_t)pl->lay.capacity + TILE - 1) / TILE;
-	size_t eb = nt * (size_t)go * (TILE + 1) * sizeof(float);
-	if (!(mib > 0) || (double)eb > mib * 1048576.0 || nt == 0)
+	double mib = ev && *ev ? strtod(ev, NULL) : KR_EXPWS_MIB;
+	size_t nt = ((size_t)pl->lay.capacity + TILE - 1) / TILE, tb = (size_t)go * (TILE + 1) * sizeof(float);
+	if (!(mib > 0) || nt == 0 || go < 1)
 		return 0;
+	if ((double)(nt * tb) > mib * 1048576.0)
+		nt = (size_t)(mib * 1048576.0 / (double)tb);   /* whole tiles under the cap */
+	if (nt == 0)
+		return 0;
+	size_t eb = nt * tb;
 	if (!(pl->ews = calloc((size_t)pl->threads, sizeof *pl->ews)))
 		return -1;
 	for (int t = 0; t < pl->threads; t++)
 		if (!(pl->ews[t] = aligned_alloc(64, (eb + 63) / 64 * 64)))
 			return -1;
-	pl->ews_n = (int64_t)(nt * TILE);
+	pl->ews_fl = (int64_t)(eb / sizeof(float));
 	return 0;
 }
 

@@ -189,7 +189,7 @@ static int attnscore(Run *r, Inst *I, float **vals, int lo, int hi, int tid)
 	} else {
 		for (int q = 0; q < GO; q++)
 			m[q] = -INFINITY, l[q] = 0;
-		if (r->pl->ews && n <= r->pl->ews_n)
+		if (r->pl->ews && r->pl->ews_fl >= (int64_t)GO * (TILE + 1))
 			return attnscore1(r, I, vals, lo, hi, tid, a, mono);
 		for (int t0 = 0; t0 < n; t0 += TILE) {
 			int nt = n - t0 < TILE ? n - t0 : TILE;
@@ -226,7 +226,11 @@ static int attnscore(Run *r, Inst *I, float **vals, int lo, int hi, int tid)
 ** tiles keeps every exponential of the instance (exp(a*S - m) with the row's max after its
 ** tile) in the thread's exponential workspace, then per tile sacce sums them over obs with one
 ** exp per (row, tile): exp(a*S - mp) = exp(a*S - m_tile) * exp(m_tile - mp). No second Q·K tile
-** and no second exp per logit; the same values as the two passes up to f32 rounding. */
+** and no second exp per logit; the same values as the two passes up to f32 rounding.
+** The workspace holds kt = ews_fl / (GO*(TILE+1)) tiles of this instance's GO rows: the tiles
+** after the first kt run sstat in the first pass and the Q·K tile and sacc again in the second
+** (the two-pass path on the head's tail), so a workspace smaller than the head still saves its
+** share of the second pass. */
 static int attnscore1(Run *r, Inst *I, float **vals, int lo, int hi, int tid, float a, int mono)
 {
 	const kvcc_artifact *A = r->pl->p->a;
@@ -235,7 +239,11 @@ static int attnscore1(Run *r, Inst *I, float **vals, int lo, int hi, int tid, fl
 	float *S = w, *Kp = S + (size_t)GO * TILE, *m = Kp + (size_t)d * TILE, *l = m + GO, *mp = l + GO;
 	float *acc = mp + GO;
 	uint64_t *vm = (uint64_t *)(void *)(I->Qf + (size_t)GO * d);
-	float *E = r->pl->ews[tid], *MT = E + (size_t)(r->pl->ews_n / TILE) * r->pl->ws_go * TILE;
+	int64_t kt = r->pl->ews_fl / ((int64_t)GO * (TILE + 1)), ntile = (n + TILE - 1) / TILE;
+	if (kt > ntile)
+		kt = ntile;
+	int ne = (int)(kt * TILE);            /* tokens [0, ne) keep their exponentials */
+	float *E = r->pl->ews[tid], *MT = E + (size_t)kt * GO * TILE;
 	int64_t ldk;
 	size_t esz = r->pl->esz;
 	char *stg = r->pl->paged ? r->pl->stage[tid] : NULL;
@@ -247,7 +255,10 @@ static int attnscore1(Run *r, Inst *I, float **vals, int lo, int hi, int tid, fl
 		const char *Kt = kr_span(&I->w, esz, d, t0, nt, stg, &ldk, NULL, NULL);
 		A->qkt(Kt, ldk, nt, I->Qf, GO, S, Kp);
 		tilevis(r, I, t0, nt, causal, mono, vm);
-		A->sstate(S, GO, vm, a, m, l, E + k * GO * TILE, MT + k * GO);
+		if (t0 < ne)
+			A->sstate(S, GO, vm, a, m, l, E + k * GO * TILE, MT + k * GO);
+		else
+			A->sstat(S, GO, vm, a, m, l);
 	}
 	for (int q = 0; q < GO; q++)
 		mp[q] = l[q] > 0 ? m[q] + logf(l[q]) : INFINITY;
@@ -256,9 +267,19 @@ static int attnscore1(Run *r, Inst *I, float **vals, int lo, int hi, int tid, fl
 	for (int t0 = 0; t0 < n; t0 += TILE) {
 		int nt = n - t0 < TILE ? n - t0 : TILE;
 		size_t k = (size_t)(t0 / TILE);
+		if (t0 >= ne) {                   /* the tail: Q·K again */
+			if (stg && t0 + TILE < n)
+				kr_prefetch(&I->w, esz, d, t0 + TILE, t0 + 2 * TILE < n ? t0 + 2 * TILE : n, 0);
+			const char *Kt = kr_span(&I->w, esz, d, t0, nt, stg, &ldk, NULL, NULL);
+			A->qkt(Kt, ldk, nt, I->Qf, GO, S, Kp);
+			tilevis(r, I, t0, nt, causal, mono, vm);
+		}
 		for (int g = 0; g < G; g++) {
 			memset(acc, 0, TILE * sizeof(float));
-			A->sacce(E + (k * GO + (size_t)g * O) * TILE, O, MT + k * GO + (size_t)g * O, mp + g * O, acc);
+			if (t0 < ne)
+				A->sacce(E + (k * GO + (size_t)g * O) * TILE, O, MT + k * GO + (size_t)g * O, mp + g * O, acc);
+			else
+				A->sacc(S + (size_t)g * O * TILE, O, vm + g * O, a, mp + g * O, acc);
 			memcpy(out + (size_t)g * n + t0, acc, (size_t)nt * sizeof(float));
 		}
 	}

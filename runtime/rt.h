@@ -21,6 +21,7 @@
 #include "runtime/pool.h"
 
 #define TILE 64      /* attn_score token tile of the generated qkt/sstat/sacc (codegen/x86 AT) */
+#define KR_EXPWS_MIB 32  /* default cap of the per-thread exponential workspace, MiB (KVCC_EXPWS; doc/runtime.md) */
 #define DTILE 16     /* decode token tile of the generated kernel (codegen/x86 DT) */
 
 /* axis numbers of KaIns.axes (the compiler's AX_*) */
@@ -70,11 +71,13 @@ struct kvcc_plan {
 	int ws_go;
 	float **ws;
 	/* issue 15, one exp per logit: per pool thread, the stats pass's exponentials of one instance
-	** ([ceil(ews_n/64)][ws_go][64] floats, then its rows' max per tile [ceil(ews_n/64)][ws_go]) for
-	** heads of up to ews_n tokens; NULL (ews_n 0) when that exceeds KVCC_EXPWS MiB (default 64)
-	** per thread: the score pass recomputes Q·K and exp (runtime/compress.c attnscore) */
+	** of GO query rows: the first kt = ews_fl / (GO*65) tiles' exponentials ([kt][GO][64] floats),
+	** then their rows' max per tile ([kt][GO]). ews_fl floats: what the plan's shapes need
+	** (ceil(capacity/64) tiles of ws_go rows), capped at KVCC_EXPWS MiB (default 32), in whole
+	** tiles of ws_go rows; NULL (ews_fl 0) when not one tile fits or KVCC_EXPWS=0. The tiles past
+	** kt run the two passes (runtime/compress.c attnscore1) */
 	float **ews;
-	int64_t ews_n;
+	int64_t ews_fl;
 	int obs_sized;           /* the workspaces depend on nobs: a compress may pass up to max_obs */
 	uint64_t *selkeys;       /* select: candidate keys of one scope group */
 	KrPart *part;            /* [layers*kv_heads] select, chunk > 1: partial last chunks of a group */

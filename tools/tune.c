@@ -50,6 +50,8 @@ typedef struct Tuner {
 	KtRec *rec;              /* timings to record */
 	int nrec, caprec;
 	int nobs;                /* observation queries per bucket (-1: every position) */
+	char *cold;              /* the decode measurements' K/V: larger than the last-level cache */
+	size_t coldsz;
 } Tuner;
 
 /* one bucket's data: pristine K/V and the working copies compress compacts */
@@ -57,8 +59,13 @@ typedef struct Data {
 	int n, nobs;
 	size_t esz, nkv;
 	void *K0, *V0, *K, *V, *Q;
-	int32_t len[1];
+	int32_t len[8];
 	float *state, *q;
+	/* decode: `hd` KV heads per call (a layer), K then V, in slot `slot` of the tuner's cold
+	** buffer (nslot slots, round robin): each call reads data no earlier call left in the cache */
+	int hd, nslot, slot;
+	size_t slotsz;
+	float *out;
 } Data;
 
 static double now_s(void)
@@ -102,19 +109,50 @@ static int mkdata(Tuner *T, Data *D, int n)
 	D->K0 = malloc(D->nkv * D->esz), D->V0 = malloc(D->nkv * D->esz);
 	D->K = malloc(D->nkv * D->esz), D->V = malloc(D->nkv * D->esz);
 	D->Q = malloc((nq ? nq : 1) * D->esz);
-	D->state = calloc((size_t)8 * n, sizeof(float));
-	D->q = malloc((size_t)s->group * s->head_dim * sizeof(float));
-	if (!D->K0 || !D->V0 || !D->K || !D->V || !D->Q || !D->state || !D->q)
+	size_t head = 2 * D->nkv * D->esz;   /* one head's K and V */
+	D->hd = (int)(T->coldsz / (4 * head));
+	D->hd = D->hd < 1 ? 1 : D->hd > 8 ? 8 : D->hd;
+	D->slotsz = (size_t)D->hd * head;
+	D->nslot = (int)(T->coldsz / D->slotsz);
+	D->state = calloc((size_t)8 * D->hd * n, sizeof(float));
+	D->q = malloc((size_t)D->hd * s->group * s->head_dim * sizeof(float));
+	D->out = malloc((size_t)D->hd * s->group * s->head_dim * sizeof(float));
+	if (!D->K0 || !D->V0 || !D->K || !D->V || !D->Q || !D->state || !D->q || !D->out || D->nslot < 1)
 		return -1;
 	fill(D->K0, D->nkv, s->dtype), fill(D->V0, D->nkv, s->dtype), fill(D->Q, nq, s->dtype);
-	for (int i = 0; i < s->group * s->head_dim; i++)
+	for (int i = 0; i < D->hd * s->group * s->head_dim; i++)
 		D->q[i] = ((float)(rnd() % 65536) / 16384.0f) - 2.0f;
+	return 0;
+}
+
+/* the decode measurements' buffer: twice the last-level cache (at least 64 MiB, at most 1 GiB;
+** KVCC_TUNE_COLD_MB overrides), random storage elements (16 MiB of them, repeated). A decode on
+** one head that stays in the cache measures the prefetches as pure overhead, while a decode at
+** long context streams from memory, where they pay (doc/tune.md "decode"). At least one head's
+** K and V of the largest bucket. */
+static int mkcold(Tuner *T, int nmax)
+{
+	const kvcc_spec *s = &T->spec;
+	size_t esz = s->dtype == KVCC_F32 ? 4 : 2, chunk = (size_t)16 << 20;
+	long l3 = sysconf(_SC_LEVEL3_CACHE_SIZE);
+	double mb = (l3 > 0 ? 2.0 * (double)l3 : 64.0 * 1048576) / 1048576;
+	const char *e = getenv("KVCC_TUNE_COLD_MB");
+	if (e && *e)
+		mb = atof(e);
+	mb = mb < 64 ? 64 : mb > 1024 ? 1024 : mb;
+	size_t need = 2 * (size_t)nmax * s->head_dim * esz;
+	T->coldsz = (size_t)(mb * 1048576) > need ? (size_t)(mb * 1048576) : need;
+	if (!(T->cold = malloc(T->coldsz)))
+		return -1;
+	fill(T->cold, chunk / esz, s->dtype);
+	for (size_t o = chunk; o < T->coldsz; o += chunk)
+		memcpy(T->cold + o, T->cold, T->coldsz - o < chunk ? T->coldsz - o : chunk);
 	return 0;
 }
 
 static void freedata(Data *D)
 {
-	free(D->K0), free(D->V0), free(D->K), free(D->V), free(D->Q), free(D->state), free(D->q);
+	free(D->K0), free(D->V0), free(D->K), free(D->V), free(D->Q), free(D->state), free(D->q), free(D->out);
 	memset(D, 0, sizeof *D);
 }
 
@@ -159,18 +197,27 @@ static int measure(Tuner *T, kvcc_policy *p, Data *D, int threads, int what, dou
 	}
 	if (!rc && (what < 0 || what < 2))
 		ms[0] = best(sc, reps), ms[1] = best(se, reps);
+	kvcc_plan_destroy(pl);
+	/* decode: a layer of D->hd heads, each call on a slot of the cold buffer no recent call read */
 	int dreps = 2 * reps + 1;
-	for (int r = -1; r < dreps && (what < 0 || what == 2) && !rc; r++) {
-		D->len[0] = D->n;
-		kvcc_cache c = { D->K0, D->V0, NULL, D->len, D->state };
-		float out[8 * 256];
+	kvcc_layout dl = { s->dtype, 1, D->hd, s->head_dim, D->n, (int64_t)D->hd * D->n * s->head_dim,
+	                   (int64_t)D->n * s->head_dim, s->head_dim };
+	pl = NULL;
+	if (!rc && (what < 0 || what == 2) && kvcc_plan_create(p, &dl, 0, threads, &pl) != 0)
+		return -1;
+	for (int r = -1; r < dreps && pl && !rc; r++) {
+		for (int h = 0; h < D->hd; h++)
+			D->len[h] = D->n;
+		char *k = T->cold + (size_t)D->slot * D->slotsz;
+		D->slot = (D->slot + 1) % D->nslot;
+		kvcc_cache c = { k, k + D->slotsz / 2, NULL, D->len, D->state };
 		double t0 = now_s();
-		if (kvcc_decode_layer(pl, &c, 0, D->q, out) != 0)
+		if (kvcc_decode_layer(pl, &c, 0, D->q, D->out) != 0)
 			rc = -1;
 		if (r >= 0)
 			de[r] = (now_s() - t0) * 1e3;
 	}
-	if (!rc && (what < 0 || what == 2))
+	if (pl && !rc)
 		ms[2] = best(de, dreps);
 	kvcc_plan_destroy(pl);
 	return rc;
@@ -526,6 +573,10 @@ int kt_tune(int argc, char **argv)
 			T.buckets[T.nb++] = 1024;
 	}
 	static Data D[MAXB];
+	if (mkcold(&T, T.buckets[T.nb - 1]) != 0) {
+		fprintf(stderr, "kvcc tune: out of memory for the decode buffer (%zu MiB)\n", T.coldsz >> 20);
+		return 1;
+	}
 	for (int b = 0; b < T.nb; b++)
 		if (mkdata(&T, &D[b], T.buckets[b]) != 0) {
 			fprintf(stderr, "kvcc tune: out of memory for bucket %d\n", T.buckets[b]);
@@ -717,7 +768,7 @@ int kt_tune(int argc, char **argv)
 	}
 	for (int b = 0; b < T.nb; b++)
 		freedata(&D[b]);
-	free(T.rec), free(host);
+	free(T.rec), free(host), free(T.cold);
 	ki_job_free(&T.j);
 	return rc;
 }

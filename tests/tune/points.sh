@@ -45,6 +45,13 @@ if [ -z "$ALL" ]; then
 		run $c "$DIFF" "snapkv bf16 d=128"
 		run $c "$DIFF" "tova f16 d=64 G=4 native"
 	done
+	# a workspace smaller than the head (10 KiB: the first tiles one pass, the tail two passes;
+	# runtime/compress.c attnscore1)
+	EXPWS=0.01
+	for c in amx1 amx0,dot0; do
+		run $c "$DIFF" "snapkv bf16 d=128"
+		run $c "$DIFF" "snapkv f32"
+	done
 	EXPWS=
 else
 	for w in 16 8; do
