@@ -417,8 +417,6 @@ out:
 int ki_mkernels_gpu(const KiFn *f, KiErr *e)
 {
 	const KiMerge *m = &f->merge;
-	if (m->kind == MG_next)
-		return mrefuse(f, m->line, m->col, "merge next on the GPU (CUDA; x86 compiles it)", e);
 	if (m->kind != MG_runs)
 		return 0;
 	/* merge runs on CUDA (codegen/ptx/mpos.c): pair values of the rows only, no ordinary [token]

@@ -488,7 +488,9 @@ enum { KVG_EOK, KVG_EPOOL = 1, KVG_ESELECT = 2, KVG_EHMEAN = 3, KVG_ECHUNK = 4, 
        /* select floor (issue 13, AdaKV) */
        KVG_EFLOOR = 7,
        /* segment ops and shift along token (issue 13): a bad segment size / start or offset */
-       KVG_ESEG = 8 };
+       KVG_ESEG = 8,
+       /* merge next_kept (issue 12, CaM): m not an integer in 1..1e6 */
+       KVG_EMNEXT = 9 };
 
 enum { KVG_SCORE, KVG_SELECT, KVG_DECODE, KVG_COMBINE, KVG_SELGRP,
        /* paged and batched caches (issue 14): kv_paged, grid B (check, free) or B*H (append) */

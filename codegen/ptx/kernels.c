@@ -304,10 +304,10 @@ static int gen_select(Gen *g, KpCudaOut *out)
 	sb(&g->s, "\tif (nk < 0) nk = 0;\n\tif (nk > n) nk = n;\n\treturn nk;\n}\n");
 	if (s->scope != SC_head)
 		gen_selgrp(g, out, S, R, C, s->floor ? F : NULL, th ? T : NULL);
-	else
+	else if (f->merge.kind != MG_next)       /* next (CaM) reads the score kernels' buffers of its [token] values */
 		memset(g->cur, 0, sizeof g->cur);      /* the score buffers are dead: the merge's workspace */
 	int mg = f->merge.kind == MG_nearest;
-	int mp = f->merge.kind == MG_runs;      /* issue 12: merge runs (codegen/ptx/mpos.c) */
+	int mp = f->merge.kind == MG_runs || f->merge.kind == MG_next;   /* issue 12 (codegen/ptx/mpos.c) */
 	KpCudaKernel *k = &out->kern[out->nkern++];
 	snprintf(k->name, sizeof k->name, "kv_select");
 	k->role = KVG_SELECT;

@@ -32,6 +32,7 @@ typedef struct Mp {
 	Gen *g;
 	const KiFn *f;
 	char *need;
+	int next;                /* merge next: ordinary [token] values (et_, kt_, j0_, ntgi_ in scope) */
 } Mp;
 
 static void lit(char *buf, size_t n, double v)
@@ -85,6 +86,34 @@ static int chanx(Mp *M, KiRef r, char *out, size_t n)
 	return fits(M, snprintf(out, n, ki_sem(in->op)->cuda, A, B, C), n);
 }
 
+/* merge next (CaM): an ordinary [token] value a read at held row T (pre-compaction index):
+** kv.random inline at the row's position (mPIV_: the positions before the compaction), others
+** from the score kernels' buffer B<a> (kept alive: gen_select reserves the merge after them) */
+static int tokat(Mp *M, int a, const char *T, char *out, size_t n)
+{
+	Gen *g = M->g;
+	const KiIns *ia = &M->f->ins[a];
+	if (ia->op == KO_rand) {
+		char sd[400];
+		if (kp_dscalar(g, ia->arg[0], sd, sizeof sd, 0) != 0)
+			return kp_err(g, ia, "merge next: a kv.random seed that is no constant or param on the GPU");
+		return fits(M, snprintf(out, n, "kv_rand(%s, l, h, mPIV_[%s])", sd, T), n);
+	}
+	if (g->home[a] != HM_BUF || ia->axes != AXM(AX_token))
+		return kp_err(g, ia, "merge next: a [token] value the score kernels do not keep in a buffer (GPU)");
+	return fits(M, snprintf(out, n, "B%d[%s]", a, T), n);
+}
+
+static int tokv(Mp *M, const KiIns *in, char *out, size_t n)
+{
+	if (KI_RKIND(in->arg[0]) != RK_INS)
+		return kp_err(M->g, in, "internal: %s of a non-instruction", ki_opname(in->op));
+	int a = KI_RIDX(in->arg[0]);
+	if (in->op != KO_tmean)
+		return tokat(M, a, in->op == KO_erow ? "et_" : "kt_", out, n);
+	return tokat(M, a, "mKJ_[j0_ + u_]", out, n);    /* the loop: psite */
+}
+
 /* root r at a pair site (eK_, eV_, kK_, kV_, sim_, abs_, ntg_, ecn_, kcn_ in scope): a block
 ** at depth ind that assigns its value to res */
 static int psite(Mp *M, KiRef r, const char *res, int ind)
@@ -103,7 +132,7 @@ static int psite(Mp *M, KiRef r, const char *res, int ind)
 	M->need[top] = 1;
 	for (int i = top; i >= 0; i--) {
 		const KiIns *in = &f->ins[i];
-		if (!M->need[i] || in->op == KO_erow || in->op == KO_krow || in->op == KO_pinfo)
+		if (!M->need[i] || in->op == KO_erow || in->op == KO_krow || in->op == KO_tmean || in->op == KO_pinfo)
 			continue;
 		for (int k = 0; k < ki_nargs(in->op) && k < 3; k++)
 			if (KI_RKIND(in->arg[k]) == RK_INS && KI_RIDX(in->arg[k]) < i)
@@ -120,8 +149,16 @@ static int psite(Mp *M, KiRef r, const char *res, int ind)
 		if (in->op == KO_pinfo) {
 			static const char *const pn[PI_NUM] = { "sim_", "abs_", "ntg_", "ecn_", "kcn_" };
 			sb(&g->s, "%.*s\tconst float q%d = %s;\n", ind, tabs, i, in->aux < PI_NUM ? pn[in->aux] : "kv_nan()");
-		} else if (in->op == KO_erow || in->op == KO_krow || in->op == KO_tmean)
-			return kp_err(g, in, "an ordinary [token] value in a merge pair value on the GPU");
+		} else if (in->op == KO_erow || in->op == KO_krow || in->op == KO_tmean) {
+			char v[600];
+			if (!M->next || tokv(M, in, v, sizeof v))
+				return M->next ? -1 : kp_err(g, in, "an ordinary [token] value in a merge pair value on the GPU");
+			if (in->op == KO_tmean)      /* the mean over e's targets j0_ .. j0_ + ntgi_ - 1 (NaN: none) */
+				sb(&g->s, "%.*s\tfloat q%d; { float s_ = 0.f; for (int u_ = 0; u_ < ntgi_; u_++) s_ += %s; "
+				   "q%d = ntgi_ > 0 ? s_ / (float)ntgi_ : kv_nan(); } /* %%%d tmean */\n", ind, tabs, i, v, i, i);
+			else
+				sb(&g->s, "%.*s\tconst float q%d = %s; /* %%%d %s */\n", ind, tabs, i, v, i, ki_opname(in->op));
+		}
 		else if (sem->kind == SEM_RED) {
 			char A[1500], B[1500] = "0.f", ini[64];
 			if (chanx(M, in->arg[0], A, sizeof A) || (sem->map == MAP_MUL && chanx(M, in->arg[1], B, sizeof B)))
@@ -204,14 +241,41 @@ static const char *const decl =
 
 int kp_mpos_decl(Gen *g)
 {
+	const KiFn *f = g->f;
+	int nx = f->merge.kind == MG_next;
 	long long off[4], one[4];
 	char o[200];
-	/* EK, EV [N][D] (storage dtype); w, wk, tot, ec; kj, rid, piv, bi, seg [N]; off [N + 1] */
-	kp_wsreserve(g, 1, (g->dtype == KVCC_F32 ? 2LL : 1LL) * g->D + 10, off);
+	/* EK, EV [N][D] (storage dtype); w, wk, tot, ec; kj, rid, piv, bi, seg [N]; off [N + 1];
+	** next: the f32 accumulators of every kept row's update, [N][D] for K and V */
+	kp_wsreserve(g, 1, (g->dtype == KVCC_F32 ? 2LL : 1LL) * g->D + 10 + (nx ? 2LL * g->D : 0), off);
 	kp_wsreserve(g, 0, 2, one);
 	kp_wsmax(g);
 	kp_offexpr(off, o, sizeof o);
 	sb(&g->s, decl, o);
+	if (!nx)
+		return 0;
+	sb(&g->s, "\tfloat *const mAK_ = (float *)(mOFF_ + N + 1), *const mAV_ = mAK_ + (long long)N * KV_D;\n");
+	/* the score kernels' buffers of the ordinary [token] values the rule reads (CaM's attention) */
+	uint8_t *mv = calloc((size_t)f->nins + 1, 1);
+	if (!mv || ki_mvals(f, mv) != 0)
+		return free(mv), kp_err(g, NULL, "out of memory");
+	for (int i = 0; i < f->nins; i++)
+		if (mv[i] && f->ins[i].op != KO_rand) {
+			if (g->home[i] != HM_BUF || f->ins[i].axes != AXM(AX_token)) {
+				free(mv);
+				return kp_err(g, &f->ins[i], "merge next: a [token] value the score kernels do not keep in a buffer (GPU)");
+			}
+			kp_offexpr(g->off[i], o, sizeof o);
+			sb(&g->s, "\tconst float *const B%d = W + (%s);   /* %%%d, the score kernels' */\n", i, o, i);
+		}
+	free(mv);
+	char mx[300];
+	if (kp_dscalar(g, f->merge.m, mx, sizeof mx, 1) != 0)
+		return kp_err(g, NULL, "merge next: an m that is no constant or param");
+	sb(&g->s,
+	   "\tconst double mmd_ = (double)(%s);   /* m of next_kept: the interpreter's check */\n"
+	   "\tif (!(mmd_ >= 1.0 && mmd_ <= 1e6 && mmd_ == floor(mmd_))) { if (tid == 0) kv_seterr(a.err, KVG_EMNEXT); return; }\n"
+	   "\tconst int mm_ = (int)mmd_;\n", mx);
 	return 0;
 }
 
@@ -219,6 +283,8 @@ int kp_mpos_decl(Gen *g)
 ** threshold) */
 int kp_mpos_pre(Gen *g)
 {
+	if (g->f->merge.kind == MG_next)
+		return 0;
 	Mp M;
 	if (mpinit(&M, g))
 		return -1;
@@ -259,7 +325,91 @@ int kp_mpos_pre(Gen *g)
 /* in the compaction's tile loop: t's kept index or -1 */
 void kp_mpos_mark(Gen *g)
 {
-	sb(&g->s, "\t\tif (t < n) mKJ_[t] = keep ? (int)(run + ex) : -1;\n");
+	if (g->f->merge.kind == MG_next)    /* next: kept j's held index, evicted q's first target and held index; positions */
+		sb(&g->s,
+		   "\t\tif (t < n) {\n"
+		   "\t\t\tmPIV_[t] = Pb[t];\n"
+		   "\t\t\tif (keep) mKJ_[run + ex] = (int)t;\n"
+		   "\t\t\telse { const int q_ = (int)(t - run - ex); mBI_[q_] = (int)(run + ex); mRID_[q_] = (int)t; }\n"
+		   "\t\t}\n");
+	else
+		sb(&g->s, "\t\tif (t < n) mKJ_[t] = keep ? (int)(run + ex) : -1;\n");
+}
+
+static int nextbody(Mp *M)
+{
+	Gen *g = M->g;
+	const KiFn *f = M->f;
+	const KiMerge *m = &f->merge;
+	char ck[200];
+	cntx(f, "j_", ck, sizeof ck);
+	M->next = 1;
+	sb(&g->s,
+	   "\t/* compact_merge, merge next (codegen/ptx/mpos.c): m_ kept rows, nE_ evicted rows; evicted q's\n"
+	   "\t   targets are the kept rows mBI_[q] .. mBI_[q] + nt - 1, nt = min(m, m_ - mBI_[q]) */\n"
+	   "\t__syncthreads();\n"
+	   "\tconst int m_ = (int)run, nE_ = n - m_;\n"
+	   "\tif (m_ > 0 && nE_ > 0) {\n"
+	   "\t\tfor (int j_ = tid; j_ < m_; j_ += KV_NT) {\n"
+	   "\t\t\t/* the evicted rows j_ absorbs: lo_ .. hi_ (mBI_ nondecreasing) */\n"
+	   "\t\t\tint lo_, hi_;\n"
+	   "\t\t\t{ int a_ = 0, b_ = nE_; while (a_ < b_) { const int c_ = (a_ + b_) >> 1; if ((long long)mBI_[c_] + mm_ <= j_) a_ = c_ + 1; else b_ = c_; } lo_ = a_; }\n"
+	   "\t\t\t{ int a_ = lo_, b_ = nE_; while (a_ < b_) { const int c_ = (a_ + b_) >> 1; if (mBI_[c_] <= j_) a_ = c_ + 1; else b_ = c_; } hi_ = a_; }\n"
+	   "\t\t\tconst int cnt_ = hi_ - lo_;\n"
+	   "\t\t\tif (cnt_ <= 0) continue;\n"
+	   "\t\t\tconst kv_st *const kK_ = Kb + kv_roff(a, Tb, j_), *const kV_ = Vb + kv_roff(a, Tb, j_);\n"
+	   "\t\t\tconst int kt_ = mKJ_[j_];\n"
+	   "\t\t\tconst float kcn_ = %s;\n"
+	   "\t\t\tfloat *const aK_ = mAK_ + (long long)j_ * KV_D, *const aV_ = mAV_ + (long long)j_ * KV_D;\n"
+	   "\t\t\tfor (int c_ = 0; c_ < KV_D; c_++) aK_[c_] = 0.f, aV_[c_] = 0.f;\n"
+	   "\t\t\tfloat den_ = 0.f;\n"
+	   "\t\t\tfor (int q_ = lo_; q_ < hi_; q_++) {   /* w_e from the pre-merge rows */\n"
+	   "\t\t\t\tconst int j0_ = mBI_[q_], ntgi_ = m_ - j0_ < mm_ ? m_ - j0_ : mm_, et_ = mRID_[q_];\n"
+	   "\t\t\t\tconst kv_st *const eK_ = mEK_ + (long long)q_ * KV_D, *const eV_ = mEV_ + (long long)q_ * KV_D;\n"
+	   "\t\t\t\tconst float ecn_ = %s, sim_ = kv_nan(), abs_ = (float)cnt_, ntg_ = (float)ntgi_;\n"
+	   "\t\t\t\tfloat w_;\n"
+	   "\t\t\t\t(void)j0_; (void)et_; (void)kt_; (void)eK_; (void)eV_; (void)kK_; (void)kV_; (void)ecn_; (void)kcn_; (void)sim_; (void)abs_; (void)ntg_;\n",
+	   ck, ki_mcounts(f) ? "mEC_[q_]" : "1.f");
+	if (psite(M, m->weight, "w_", 4))
+		return -1;
+	sb(&g->s,
+	   "\t\t\t\tfor (int c_ = 0; c_ < KV_D; c_++) {\n"
+	   "\t\t\t\t\taK_[c_] = fmaf(kv_f(eK_[c_]), w_, aK_[c_]);\n"
+	   "\t\t\t\t\taV_[c_] = fmaf(kv_f(eV_[c_]), w_, aV_[c_]);\n"
+	   "\t\t\t\t}\n"
+	   "\t\t\t\tden_ += w_;\n"
+	   "\t\t\t}\n"
+	   "\t\t\tfloat wk_;\n"
+	   "\t\t\t{   /* w_k */\n"
+	   "\t\t\t\tconst kv_st *const eK_ = kK_, *const eV_ = kV_;\n"
+	   "\t\t\t\tconst int et_ = kt_, j0_ = 0, ntgi_ = 0;\n"
+	   "\t\t\t\tconst float ecn_ = kv_nan(), sim_ = kv_nan(), abs_ = (float)cnt_, ntg_ = kv_nan();\n"
+	   "\t\t\t\t(void)j0_; (void)ntgi_; (void)et_; (void)eK_; (void)eV_; (void)ecn_; (void)sim_; (void)abs_; (void)ntg_;\n");
+	if (psite(M, m->self, "wk_", 4))
+		return -1;
+	sb(&g->s,
+	   "\t\t\t}\n"
+	   "\t\t\tconst float tot_ = wk_ + den_;\n");
+	if (m->update == MU_mean)
+		sb(&g->s, "\t\t\tconst int upd_ = fabsf(tot_) < kv_inf() && tot_ != 0.f;   /* else unchanged */\n");
+	else
+		sb(&g->s, "\t\t\tconst int upd_ = 1;\n");
+	sb(&g->s, "\t\t\tfor (int c_ = 0; upd_ && c_ < KV_D; c_++) {\n\t\t\t\tconst long long x2_ = kv_roff(a, Tb, j_) + c_;\n");
+	for (int v = 0; v < 2; v++) {
+		if (!(v ? m->values : m->keys))
+			continue;
+		sb(&g->s, "\t\t\t\t{ const float y_ = __fadd_rn(__fmul_rn(wk_, kv_f(%cb[x2_])), a%c_[c_]); %cb[x2_] = kv_tost(%s); }\n",
+		   v ? 'V' : 'K', v ? 'V' : 'K', v ? 'V' : 'K', m->update == MU_mean ? "y_ / tot_" : "y_");
+	}
+	sb(&g->s, "\t\t\t\t(void)x2_; (void)tot_;\n\t\t\t}\n");
+	if (ki_mcounts(f))
+		sb(&g->s,
+		   "\t\t\tfor (int q_ = lo_; q_ < hi_; q_++) {   /* member counts: + count_e / nt(e) */\n"
+		   "\t\t\t\tconst int ntgi_ = m_ - mBI_[q_] < mm_ ? m_ - mBI_[q_] : mm_;\n"
+		   "\t\t\t\ta.state[(((long long)b * KV_NST + KV_CNT) * a.L * a.H + li) * N + j_] += mEC_[q_] / (float)ntgi_;\n"
+		   "\t\t\t}\n");
+	sb(&g->s, "\t\t}\n\t}\n");
+	return 0;
 }
 
 int kp_mpos_body(Gen *g)
@@ -269,6 +419,11 @@ int kp_mpos_body(Gen *g)
 		return -1;
 	const KiFn *f = g->f;
 	const KiMerge *m = &f->merge;
+	if (m->kind == MG_next) {
+		int rc = nextbody(&M);
+		free(M.need);
+		return rc;
+	}
 	char ck[200];
 	cntx(f, "j_", ck, sizeof ck);
 	sb(&g->s,
