@@ -434,9 +434,22 @@ out:
 int ki_mkernels_gpu(const KiFn *f, KiErr *e)
 {
 	const KiMerge *m = &f->merge;
-	if (m->kind == MG_runs || m->kind == MG_next)
-		return mrefuse(f, m->line, m->col, m->kind == MG_runs ? "merge runs on the GPU (CUDA; x86 compiles it)" :
-		               "merge next on the GPU (CUDA; x86 compiles it)", e);
+	if (m->kind != MG_runs)
+		return 0;
+	/* merge runs on CUDA (codegen/ptx/mpos.c): pair values of the rows only, no ordinary [token]
+	** value (CaM-like attention in the rule: x86 stores them, the CUDA generator not yet) */
+	uint8_t *mv = calloc((size_t)f->nins + 1, 1);
+	if (!mv || ki_mvals(f, mv) != 0) {
+		free(mv);
+		ki_error(e, f->src, m->line, m->col, "out of memory");
+		return -1;
+	}
+	int tv = 0;
+	for (int i = 0; i < f->nins; i++)
+		tv |= mv[i];
+	free(mv);
+	if (tv)
+		return mrefuse(f, m->line, m->col, "merge runs reading an ordinary [token] value on the GPU (CUDA; x86 compiles it)", e);
 	return 0;
 }
 

@@ -45,8 +45,8 @@ KC_FUNC void ki_msimform(const KiFn *f, KiRef r, KiMSim *s);
 ** the first item outside that.
 */
 KC_FUNC int ki_mkernels(const KiFn *f, KiErr *e);
-/* What the CUDA generator lacks beyond ki_mkernels (issue 12: merge runs is x86 only): 0, or
-** -1 with the merge rule's position. */
+/* What the CUDA generator lacks beyond ki_mkernels (issue 12: merge next, and merge runs whose
+** rule reads an ordinary [token] value, are x86 only): 0, or -1 with the merge rule's position. */
 KC_FUNC int ki_mkernels_gpu(const KiFn *f, KiErr *e);
 /* 1 when merge nearest has an adaptive threshold whose beta is not the constant 0 (D2O's EMA,
 ** issue 12): tau = beta tau' + (1 - beta) mean max-sim is carried between calls as one more

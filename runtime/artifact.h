@@ -411,7 +411,8 @@ typedef struct kvcc_artifact {
                                               (KVG_EFLOOR, kv_select_grp's floor records); 6: segment
                                               ops and shift along token (KVG_ESEG); 7: one-layer decode (KvgArgs.dlay,
                                               steps; KVG_PG_STEP; kv_decode for every policy); 8: KvgArgs.nout;
-                                              merge summary rows in kv_select (KVG_ESUM, the flag state row) */
+                                              merge summary rows in kv_select (KVG_ESUM, the flag state row); merge runs / next
+                                              in kv_select (KVG_EMNEXT) */
 
 typedef struct kvcc_gpu_header {
 	uint64_t magic;            /* KVCC_GPU_MAGIC */
@@ -526,7 +527,10 @@ enum { KVG_EOK, KVG_EPOOL = 1, KVG_ESELECT = 2, KVG_EHMEAN = 3, KVG_ECHUNK = 4, 
        /* segment ops and shift along token (issue 13): a bad segment size / start or offset */
        KVG_ESEG = 8,
        /* merge summary (issue 12): a summary block outside the held rows, or a budget below the rows */
-       KVG_ESUM = 9 };
+       KVG_ESUM = 9,
+
+       /* merge next_kept (issue 12, CaM): m not an integer in 1..1e6 */
+       KVG_EMNEXT = 10 };
 
 enum { KVG_SCORE, KVG_SELECT, KVG_DECODE, KVG_COMBINE, KVG_SELGRP,
        /* paged and batched caches (issue 14): kv_paged, grid B (check, free) or B*H (append) */

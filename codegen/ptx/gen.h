@@ -109,6 +109,14 @@ KC_FUNC void kp_offexpr(const long long o[4], char *buf, size_t n);
 KC_FUNC int kp_merge_decl(Gen *g);
 KC_FUNC void kp_merge_copy(Gen *g);
 KC_FUNC int kp_merge_body(Gen *g);
+/* merge runs (KVMerger, issue 12; codegen/ptx/mpos.c): the selection-order helper before the
+** select kernel, the workspace, the neighbour breaks before the compaction, the kept index of
+** every held row in the compaction's loop, the runs and the update after it */
+KC_FUNC void kp_mpos_funcs(Gen *g);
+KC_FUNC int kp_mpos_decl(Gen *g);
+KC_FUNC int kp_mpos_pre(Gen *g);
+KC_FUNC void kp_mpos_mark(Gen *g);
+KC_FUNC int kp_mpos_body(Gen *g);
 
 /* summary.c: compact_merge (merge summary) inside kv_select: the workspace, the block and the
 ** ordinary scores before the selection, the compaction's hook, the k-means after it */

@@ -308,16 +308,21 @@ static int gen_select(Gen *g, KpCudaOut *out)
 	sb(&g->s, "\tif (nk < 0) nk = 0;\n\tif (nk > n) nk = n;\n\treturn nk;\n}\n");
 	if (s->scope != SC_head)
 		gen_selgrp(g, out, S, R, C, s->floor ? F : NULL, th ? T : NULL);
-	else
+	else if (f->merge.kind != MG_next)       /* next (CaM) reads the score kernels' buffers of its [token] values */
 		memset(g->cur, 0, sizeof g->cur);      /* the score buffers are dead: the merge's workspace */
 	int mg = f->merge.kind == MG_nearest, su = f->merge.kind == MG_summary;
+	int mp = f->merge.kind == MG_runs || f->merge.kind == MG_next;   /* issue 12 (codegen/ptx/mpos.c) */
 	if (su && (s->scope != SC_head || s->kind != SEL_topk))
 		return kp_err(g, NULL, "merge summary with select scope layer or model is not compiled to CUDA yet");
 	KpCudaKernel *k = &out->kern[out->nkern++];
 	snprintf(k->name, sizeof k->name, "kv_select");
 	k->role = KVG_SELECT;
-	prologue(g, "kv_select", mg || su);
+	if (mp)
+		kp_mpos_funcs(g);
+	prologue(g, "kv_select", mg || su || mp);
 	if ((mg && kp_merge_decl(g) != 0) || (su && kp_sum_decl(g) != 0))
+		return -1;
+	if (mp && kp_mpos_decl(g) != 0)
 		return -1;
 	sb(&g->s,
 	   "\t__shared__ unsigned hist[256], sv[4];\n"
@@ -403,6 +408,8 @@ static int gen_select(Gen *g, KpCudaOut *out)
 		sb(&g->s, "\tconst double tau = (double)(%s);\n", T);
 	if (s->floor)       /* AdaKV: the head's own floor (kv_select_grp's records 2, 3) */
 		sb(&g->s, "\tconst KvSel f1 = kv_ldrec(kv_grec(a, inst, 3)), f0 = kv_ldrec(kv_grec(a, inst, 2));\n");
+	if (mp && kp_mpos_pre(g) != 0)
+		return -1;
 	sb(&g->s,
 	   "\t/* stable in-place compaction, one tile of KV_NT tokens at a time; rows are\n"
 	   "\t   staged in shared memory KV_TT at a time (destinations never pass sources) */\n"
@@ -435,14 +442,16 @@ static int gen_select(Gen *g, KpCudaOut *out)
 		   "\t\tconst int pv = keep ? Pb[t] : 0;\n",
 		   s->floor ? "\t\t\tkeep = keep || kv_kept(kv_prot(ci, ch, n, S, R) ? f1 : f0, sc, ci, ch, n, S, R);\n" : "",
 		   s->scope != SC_head && th ? "\t\t\tkeep = keep && (kv_prot(t, 1, n, S, R) || (double)sc[t] >= tau);\n" : "",
-		   mg ? "t < n ? (int)(-2 - (t - run - ex)) : -1" : "-1");
+		   mg || mp ? "t < n ? (int)(-2 - (t - run - ex)) : -1" : "-1");
+	if (mp)
+		kp_mpos_mark(g);
 	for (int st = 0; st < f->nst + ki_mcounts(f) + ki_mtau(f); st++)     /* the state rows, member counts included */
 		sb(&g->s, "\t\tconst float stv%d = keep ? a.state[(((long long)b * KV_NST + %d) * a.L * a.H + li) * N + t] : 0.f;\n",
 		   st, st);
 	sb(&g->s,
 	   "\t\t__syncthreads();\n"
 	   "\t\tconst int cnt = n - t0 < KV_NT ? (int)(n - t0) : KV_NT;\n");
-	if (mg)
+	if (mg || mp)
 		kp_merge_copy(g);
 	if (su)
 		kp_sum_copy(g);
@@ -480,6 +489,8 @@ static int gen_select(Gen *g, KpCudaOut *out)
 	   "\t}\n"
 	   "\tif (tid == 0) a.len[inst] = (int)run;\n");
 	if ((mg && kp_merge_body(g) != 0) || (su && kp_sum_body(g) != 0))
+		return -1;
+	if (mp && kp_mpos_body(g) != 0)
 		return -1;
 	sb(&g->s, "}\n");
 	return 0;

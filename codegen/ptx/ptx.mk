@@ -6,7 +6,7 @@
 # C strings into $(B)/codegen/ptx/cuh.c (declared in codegen/ptx/cuh.h).
 
 PTXOBJ += codegen/ptx/expr.o codegen/ptx/kernels.o codegen/ptx/compile.o codegen/ptx/nvrtc.o \
-          codegen/ptx/cuh.o codegen/ptx/blob.o codegen/ptx/merge.o codegen/ptx/summary.o
+          codegen/ptx/cuh.o codegen/ptx/blob.o codegen/ptx/merge.o codegen/ptx/summary.o codegen/ptx/mpos.o
 RTOBJ  += runtime/cuda.o runtime/gpu.o
 $(B)/codegen/ptx/blob.o: CFLAGS += $(LLVM_CFLAGS)
 

@@ -80,8 +80,11 @@ static int step(const char *name, const KiFn *f, kvcc_plan *pl, kvcc_cache *c, R
 	for (int l = 0; l < L && !rc; l++) {
 		for (int h = 0; h < H; h++) {
 			int k = l * H + h, n = R->len[k];
+			int near = f->merge.kind == MG_runs && n > 0 && urand() < 0.6;   /* runs form (issue 12) */
 			for (int ch = 0; ch < d; ch++) {
 				float kv = ki_round((float)(urand() * 2 - 1), dt), vv = ki_round((float)(urand() * 2 - 1), dt);
+				if (near)
+					kv = ki_round(0.9f * R->K[((size_t)k * cap + n - 1) * d + ch] + 0.3f * kv, dt);
 				R->K[((size_t)k * cap + n) * d + ch] = kv, R->V[((size_t)k * cap + n) * d + ch] = vv;
 				encode(kv, dt, kb + ((size_t)h * d + ch) * esz);
 				encode(vv, dt, vb + ((size_t)h * d + ch) * esz);
@@ -368,8 +371,12 @@ static void run_case(const Case *cf, const char *host)
 		len[k] = R.len[k] = n0[k];
 		for (int t = 0; t < n0[k]; t++) {
 			R.pos[(size_t)k * cap + t] = pos[(size_t)k * cap + t] = t;
+			/* merge runs (issue 12): about half the neighbouring keys close, so that runs form */
+			int near = f->merge.kind == MG_runs && t > 0 && urand() < 0.6;
 			for (int ch = 0; ch < d; ch++) {
 				float kv = ki_round((float)(urand() * 2 - 1), dt), vv = ki_round((float)(urand() * 2 - 1), dt);
+				if (near)
+					kv = ki_round(0.9f * R.K[((size_t)k * cap + t - 1) * d + ch] + 0.3f * kv, dt);
 				R.K[((size_t)k * cap + t) * d + ch] = kv, R.V[((size_t)k * cap + t) * d + ch] = vv;
 				encode(kv, dt, Ks + (((size_t)k * cap + t) * st + ch) * esz);
 				encode(vv, dt, Vs + (((size_t)k * cap + t) * st + ch) * esz);

@@ -518,6 +518,11 @@ static void run_case(int pi, int dt, int di, int gi, int idx)
 			K[i] = ki_round((float)(urand() * 2 - 1), dt);
 			V[i] = ki_round((float)(urand() * 2 - 1), dt);
 		}
+		/* merge runs (issue 12): about half the neighbouring keys close (runs of several tokens) */
+		for (size_t i = d; f->merge.kind == MG_runs && i < nkv; i += d)
+			if (i % ((size_t)n * d) && urand() < 0.6)
+				for (int ch = 0; ch < d; ch++)
+					K[i + ch] = ki_round(0.9f * K[i - d + ch] + 0.3f * K[i + ch], dt);
 		/* exact ties: every head repeats the first head's first 5 keys */
 		for (size_t i = 0; grpsel && idx % 3 == 0 && i < nkv; i++)
 			K[i] = K[(i / d % n) % 5 * d + i % d];

@@ -884,8 +884,19 @@ static void run_case(int pi, int si, int idx)
 	b.Q = malloc((size_t)b.B * LH * b.G * (O + 1) * b.d * e);
 	b.q = malloc((size_t)b.B * LH * b.G * b.d * e);
 	b.ak = malloc((size_t)b.B * b.H * b.d * e), b.av = malloc((size_t)b.B * b.H * b.d * e);
-	for (size_t i = 0; i < nr * b.d * 2; i++)
-		encode((float)(urand() * 2 - 1), b.dt, b.rows + i * e);
+	{
+		float *rv = malloc(nr * b.d * 2 * sizeof *rv);
+		for (size_t i = 0; i < nr * b.d * 2; i++)
+			rv[i] = (float)(urand() * 2 - 1);
+		/* merge runs (issue 12): about half the neighbouring keys close, so that runs form */
+		for (size_t r = 1; f->merge.kind == MG_runs && r < nr; r++)
+			if (r % (size_t)b.N && urand() < 0.6)
+				for (int ch = 0; ch < b.d; ch++)
+					rv[r * b.d * 2 + ch] = 0.9f * rv[(r - 1) * b.d * 2 + ch] + 0.3f * rv[r * b.d * 2 + ch];
+		for (size_t i = 0; i < nr * b.d * 2; i++)
+			encode(rv[i], b.dt, b.rows + i * e);
+		free(rv);
+	}
 	for (size_t i = 0; i < nr; i++)
 		b.pos[i] = (int32_t)(i % b.N) * (1 + (int)(idx % 3 == 2));
 	for (size_t i = 0; i < nr * b.nst; i++)     /* a count row: member counts 1..3 */

@@ -253,7 +253,10 @@ static int stages(KiFn *f, Out *o)
 		o->digest = mix(o->digest, state, (size_t)f->nst * L * H * N * sizeof *state);
 	}
 	KiErr ge = { 0 };
-	if (!planned || ki_mkernels_gpu(f, &ge) != 0)   /* the CUDA generator refuses it as the planner did, or */
+	int gr = planned ? ki_mkernels_gpu(f, &ge) : -1;
+	if (gr != 0 && planned && strstr(ge.msg, "out of memory"))
+		return seterr(o, "CUDA C", &ge);         /* its check allocates (ki_mvals) */
+	if (gr != 0)                                 /* the CUDA generator refuses it as the planner did, or */
 		return o->rc = 0;                        /* a merge rule only x86 has (compiler/mplan.h) */
 	KpCudaOpts co = { .dtype = KVCC_BF16, .head_dim = 64, .group = 2, .gen_only = 1 };
 	KpCudaOut out;
