@@ -477,7 +477,9 @@ enum { KVG_EOK, KVG_EPOOL = 1, KVG_ESELECT = 2, KVG_EHMEAN = 3, KVG_ECHUNK = 4, 
        /* select floor (issue 13, AdaKV) */
        KVG_EFLOOR = 7,
        /* segment ops and shift along token (issue 13): a bad segment size / start or offset */
-       KVG_ESEG = 8 };
+       KVG_ESEG = 8,
+       /* the prefix / dynamic schedules (issue 13): bad scores, lengths or schedule arguments */
+       KVG_ESCHED = 9 };
 
 enum { KVG_SCORE, KVG_SELECT, KVG_DECODE, KVG_COMBINE, KVG_SELGRP,
        /* paged and batched caches (issue 14): kv_paged, grid B (check, free) or B*H (append) */

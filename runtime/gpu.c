@@ -476,5 +476,8 @@ KVCC_API int kvcc_gpu_plan_check(kvcc_gpu_plan *pl)
 	                                 "was changed" :
 	            code == KVG_EFLOOR ? "select floor must be in [0, 1]" :
 	            code == KVG_ESEG ? "a segment size (an integer >= 1 or inf), segment start (an integer >= 0 or "
-	                               "inf) or shift offset (an integer in -1e9..1e9) out of range" : "unknown");
+	                               "inf) or shift offset (an integer in -1e9..1e9) out of range" :
+	            code == KVG_ESCHED ? "the prefix schedule needs finite scores >= 0, a tol in 0..1e9 and iters an "
+	                                 "integer in 0..1e4; the dynamic schedule the same length in every (layer, head), "
+	                                 "a ratio_max in 0..1e6 and every an integer in 1..1e6" : "unknown");
 }

@@ -28,6 +28,7 @@
 #define KVG_EMASS 5
 #define KVG_EFLOOR 7
 #define KVG_ESEG 8
+#define KVG_ESCHED 9
 __device__ __forceinline__ float kv_nan() { return __int_as_float(0x7fffffff); }
 __device__ __forceinline__ float kv_inf() { return __int_as_float(0x7f800000); }
 __device__ __forceinline__ float kv_max(float a, float b) { return (a != a || b != b) ? kv_nan() : a > b ? a : b; }
