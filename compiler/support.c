@@ -3,7 +3,7 @@
 ** compiler/mplan.c ki_mkernels does not take (issue 12: the compact_merge kernels, x86 and
 ** CUDA, cover nearest at prefill) and the issue-13 language not generated yet (selection rules
 ** beyond top-k other than threshold (chunk 1, any scope), mass at scope head, AdaKV's floor at
-** scope layer and the prefix / dynamic schedules (x86 only: ki_unsupported_gpu); out-axis values
+** scope layer and the prefix / dynamic schedules (CUDA: top-k at scope head only, ki_unsupported_gpu); out-axis values
 ** (compiler/plan.c gen_ok: inside their reduction over out), segment ops, shifts and scans are planned like any op: compiler/plan.c
 ** gen_ok says which operands they take). ki_plan refuses such a policy with the position of
 ** the first unsupported item,
@@ -38,16 +38,18 @@ int ki_unsupported(const KiFn *f, KiErr *e)
 	return 0;
 }
 
-/* The CUDA generator's: ki_unsupported, and the prefix / dynamic schedules (x86 runs them:
-** runtime/compress.c schedcounts). */
+/* The CUDA generator's: ki_unsupported, and the prefix / dynamic schedules with a rule other
+** than top-k at scope head (x86 runs them: runtime/compress.c schedcounts). */
 int ki_unsupported_gpu(const KiFn *f, KiErr *e)
 {
 	const KiSelect *s = &f->sel;
 	if (ki_unsupported(f, e) != 0)
 		return -1;
-	if (s->sched == SCH_prefix || s->sched == SCH_dynamic) {
-		ki_error(e, f->src, s->line, s->col, "%s is not compiled to CUDA yet (the x86 kernels and the reference "
-		         "interpreter run it)", s->sched == SCH_prefix ? "the prefix schedule" : "the dynamic schedule");
+	/* CUDA runs them with top-k at scope head (codegen/ptx/sched.cuh kv_sched) */
+	if ((s->sched == SCH_prefix || s->sched == SCH_dynamic) && (s->kind != SEL_topk || s->scope != SC_head)) {
+		ki_error(e, f->src, s->line, s->col, "%s with a rule other than top-k at scope head is not compiled to CUDA "
+		         "yet (the x86 kernels and the reference interpreter run it)",
+		         s->sched == SCH_prefix ? "the prefix schedule" : "the dynamic schedule");
 		return -1;
 	}
 	return 0;

@@ -412,7 +412,7 @@ typedef struct kvcc_artifact {
                                               ops and shift along token (KVG_ESEG); 7: one-layer decode (KvgArgs.dlay,
                                               steps; KVG_PG_STEP; kv_decode for every policy); 8: KvgArgs.nout;
                                               merge summary rows in kv_select (KVG_ESUM, the flag state row); merge runs / next
-                                              in kv_select (KVG_EMNEXT) */
+                                              in kv_select (KVG_EMNEXT); the model schedules' kv_sched (KVG_ESCHED) */
 
 typedef struct kvcc_gpu_header {
 	uint64_t magic;            /* KVCC_GPU_MAGIC */
@@ -530,7 +530,10 @@ enum { KVG_EOK, KVG_EPOOL = 1, KVG_ESELECT = 2, KVG_EHMEAN = 3, KVG_ECHUNK = 4, 
        KVG_ESUM = 9,
 
        /* merge next_kept (issue 12, CaM): m not an integer in 1..1e6 */
-       KVG_EMNEXT = 10 };
+       KVG_EMNEXT = 10,
+
+       /* the prefix / dynamic schedules (issue 13): bad scores, lengths or schedule arguments */
+       KVG_ESCHED = 11 };
 
 enum { KVG_SCORE, KVG_SELECT, KVG_DECODE, KVG_COMBINE, KVG_SELGRP,
        /* paged and batched caches (issue 14): kv_paged, grid B (check, free) or B*H (append) */

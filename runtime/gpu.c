@@ -497,5 +497,9 @@ KVCC_API int kvcc_gpu_plan_check(kvcc_gpu_plan *pl)
 	                               "inf) or shift offset (an integer in -1e9..1e9) out of range" :
 	            code == KVG_ESUM ? "merge summary: the budget keeps fewer rows than the summary rows, or the summary "
 	                               "state row marks a block outside the held rows" :
-	            code == KVG_EMNEXT ? "merge next_kept: m must be an integer in 1..1e6" : "unknown");
+	            code == KVG_EMNEXT ? "merge next_kept: m must be an integer in 1..1e6" :
+
+	            code == KVG_ESCHED ? "the prefix schedule needs finite scores >= 0, a tol in 0..1e9 and iters an "
+	                                 "integer in 0..1e4; the dynamic schedule the same length in every (layer, head), "
+	                                 "a ratio_max in 0..1e6 and every an integer in 1..1e6" : "unknown");
 }

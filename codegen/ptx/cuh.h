@@ -13,6 +13,7 @@ extern const char kp_cuh_storage_f16[];
 extern const char kp_cuh_storage_bf16[];
 extern const char kp_cuh_select[];        /* kv_qpos, block scan, chunk keys, kv_topk */
 extern const char kp_cuh_select_grp[];    /* select scopes layer / model */
+extern const char kp_cuh_sched[];         /* the prefix / dynamic budget schedules (kv_sched) */
 extern const char kp_cuh_tile_mma[];      /* score tiles: Q·Kᵀ on tensor cores */
 extern const char kp_cuh_tile_fma[];      /* score tiles: Q·Kᵀ with f32 FMA */
 extern const char kp_cuh_tile[];          /* score tiles: staging */

@@ -15,6 +15,8 @@
 **                group's chunks (weighted radix select, greedy shorter chunks) and
 **                leaves each instance a record that kv_select compacts from
 **                (select_grp.cuh)
+**   kv_sched     the prefix / dynamic schedules: one block per sequence sets every
+**                instance's count (sched.cuh) for kv_select's per-head top-k
 **   kv_decode    one decode step, split-KV: grid (instance, split), each warp an
 **                online-softmax partial (m, s, sum p·V) of its token range (decode.cuh)
 **   kv_decode_comb  merges the partials: attention output, x.attn, the observe hook
@@ -277,6 +279,38 @@ static void gen_selgrp(Gen *g, KpCudaOut *out, const char *S, const char *R, con
 	   "}\n", fl, fl);
 }
 
+/* the prefix / dynamic schedules (scope head): kv_sched, one block per sequence, leaves each
+** instance's count in its record (sched.cuh kv_srec, 16 floats at the start of its workspace:
+** kv_gpick's records, then the schedule's) for kv_select's per-head top-k */
+static int gen_sched(Gen *g, KpCudaOut *out, const char *S, const char *R)
+{
+	const KiSelect *s = &g->f->sel;
+	char A[200], B[200];
+	int pf = s->sched == SCH_prefix;
+	if (kp_dscalar(g, s->sa, A, sizeof A, pf ? 5 : 10) || kp_dscalar(g, s->sb, B, sizeof B, pf ? 200 : 4))
+		return kp_err(g, NULL, "schedule arguments must be constants or params");
+	KpCudaKernel *k = &out->kern[out->nkern++];
+	snprintf(k->name, sizeof k->name, "kv_sched");
+	k->role = KVG_SELGRP;
+	k->phase = 0;                   /* grid: one block per sequence */
+	long long ro[4];
+	memset(g->cur, 0, sizeof g->cur);
+	kp_wsreserve(g, 0, 16, ro);
+	kp_wsmax(g);
+	sb(&g->s, "%s%s", kp_cuh_select_grp, kp_cuh_sched);
+	sb(&g->s, "\nextern \"C\" __global__ void __launch_bounds__(KV_NT) kv_sched(const KvgArgs a)\n{\n"
+	          "\tconst int i0 = (int)blockIdx.x * a.L * a.H;\n"
+	          "\tif (a.pt && *(volatile int *)a.err == KVG_ETABLE) return;\n"
+	          "\tconst long long S = (long long)(%s), R = (long long)(%s);\n"
+	          "\tif (S < 0 || R < 0) return;   /* kv_select reports it */\n", S, R);
+	if (pf)
+		sb(&g->s, "\tkv_sched_prefix(a, i0, a.L * a.H, S, R, (double)(%s), (double)(%s));\n}\n", A, B);
+	else
+		sb(&g->s, "\t__shared__ unsigned long long hist[256], sv[8];\n\t__shared__ int wsum[KV_NW];\n"
+		          "\tkv_sched_dynamic(a, i0, a.L, a.H, R, (double)(%s), (double)(%s), hist, sv, wsum);\n}\n", A, B);
+	return 0;
+}
+
 static int gen_select(Gen *g, KpCudaOut *out)
 {
 	const KiFn *f = g->f;
@@ -306,9 +340,13 @@ static int gen_select(Gen *g, KpCudaOut *out)
 		          "\t}\n", R, B);
 	}
 	sb(&g->s, "\tif (nk < 0) nk = 0;\n\tif (nk > n) nk = n;\n\treturn nk;\n}\n");
+	int sch = s->sched == SCH_prefix || s->sched == SCH_dynamic;
 	if (s->scope != SC_head)
 		gen_selgrp(g, out, S, R, C, s->floor ? F : NULL, th ? T : NULL);
-	else if (f->merge.kind != MG_next)       /* next (CaM) reads the score kernels' buffers of its [token] values */
+	else if (sch) {
+		if (gen_sched(g, out, S, R) != 0)
+			return -1;
+	} else if (f->merge.kind != MG_next)       /* next (CaM) reads the score kernels' buffers of its [token] values */
 		memset(g->cur, 0, sizeof g->cur);      /* the score buffers are dead: the merge's workspace */
 	int mg = f->merge.kind == MG_nearest, su = f->merge.kind == MG_summary;
 	int mp = f->merge.kind == MG_runs || f->merge.kind == MG_next;   /* issue 12 (codegen/ptx/mpos.c) */
@@ -394,11 +432,12 @@ static int gen_select(Gen *g, KpCudaOut *out)
 		   s->nocap ? "(long long)n" : "kv_nkeep(a, l, n)");
 	else if (s->scope == SC_head)
 		sb(&g->s,
-		   "\tconst long long want = kv_nkeep(a, l, n);\n"
+		   "\tconst long long want = %s;\n"
 		   "\t/* protected chunks first (sinks, then the newest recent), then the others */\n"
 		   "\tKvSel s1, s0;\n"
 		   "\tkv_topk(sc, n, ch, S, R, 1, want, s1, hist, sv, &s_E, wsum);\n"
-		   "\tkv_topk(sc, n, ch, S, R, 0, want - s1.used, s0, hist, sv, &s_E, wsum);\n");
+		   "\tkv_topk(sc, n, ch, S, R, 0, want - s1.used, s0, hist, sv, &s_E, wsum);\n",
+		   sch ? "kv_schcnt(a, inst)   /* kv_sched's count */" : "kv_nkeep(a, l, n)");
 	else
 		sb(&g->s,
 		   "\t/* decided by kv_select_grp for the whole %s */\n"

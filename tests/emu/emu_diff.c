@@ -223,7 +223,13 @@ typedef struct Dev {          /* the "device" arrays of one case */
 static int device;            /* --device: run on the GPU through the libkvcc GPU API */
 static int every = 1;         /* --every N: only specs s of policy p with (s + p) % N == 0 (make check's
                               ** sample; each spec still runs for some policy; check-emu-full runs all) */
-static int insample(int p, int s) { return (s + p) % every == 0; }
+/* the model schedules (5 layers, the interpreter's bisection and rounds) 1 in 3 x every, like the
+   merge rules of tests/diff: 4 of 48 cases each in make check */
+static int insample(int p, int s)
+{
+	int ev = every > 1 && fns[p] && fns[p]->sel.sched >= SCH_prefix ? 3 * every : every;
+	return (s + p) % ev == 0;
+}
 static int cur_dt, cur_d;     /* the case's dtype and head_dim (device layout) */
 static size_t devbytes[11];   /* bytes of the arrays below, set per case */
 static int cur_nw;            /* --device: the case's weights (kvcc_gpu_plan_set_weight) */
@@ -394,12 +400,88 @@ static double floor_margin(const KiFn *f, const double *par, const KiCase *c, co
 	return worst;
 }
 
+/* the model schedules (prefix, dynamic): every probed mass p at least the margin from every
+   cumulative mass of an instance's sorted scores, and each dynamic round's global cut a relative
+   gap (as tests/diff/diff.c sched_margin, from the interpreter's scores) */
+static int cmpdesc(const void *pa, const void *pb)
+{
+	double a = *(const double *)pa, b = *(const double *)pb;
+	return a > b ? -1 : a < b;
+}
+
+static double sched_margin(const KiFn *f, const double *par, const KiCase *c, const KiResult *r)
+{
+	long S = (long)pval(f, par, f->sel.keep_first, 0), R = (long)pval(f, par, f->sel.keep_recent, 0);
+	int LH = c->L * c->H;
+	double worst = INFINITY, *v = malloc(((size_t)LH * c->n + 1) * sizeof *v);
+	if (!v)
+		return 0;
+	if (f->sel.sched == SCH_prefix) {
+		double target = 0, ntot = 0, tol = pval(f, par, f->sel.sa, 5), iters = pval(f, par, f->sel.sb, 200);
+		for (int k = 0; k < LH; k++) {
+			int n = c->len[k];
+			double *d = v + (size_t)k * c->n, tot = 0, acc = 0;
+			memcpy(d, r->scores + (size_t)k * c->n, (size_t)n * sizeof *d);
+			qsort(d, (size_t)n, sizeof *d, cmpdesc);
+			for (int t = 0; t < n; t++)
+				tot += d[t];
+			for (int t = 0; t < n; t++)
+				d[t] = acc += d[t] / tot;
+			ntot += n;
+			target += (double)n - (double)(c->budget < n ? c->budget : n);
+		}
+		if (c->budget < 0)
+			target = ntot * c->ratio;
+		double lo = 0, hi = 1;
+		for (long it = 0; it < (long)iters && lo < hi; it++) {
+			double mid = (lo + hi) / 2, count = 0;
+			for (int k = 0; k < LH; k++) {
+				int n = c->len[k], i = 0;
+				const double *d = v + (size_t)k * c->n;
+				for (int t = 0; t < n; t++)
+					worst = fmin(worst, fabs(d[t] - mid));
+				while (i < n && !(d[i] >= mid))
+					i++;
+				long e = n - (i + 1) - S - R;
+				count += e > 0 ? (double)e : 0;
+			}
+			if (fabs(count - target) < tol)
+				break;
+			if (count < target)
+				hi = mid;
+			else
+				lo = mid;
+		}
+	} else if (f->sel.sched == SCH_dynamic) {
+		long n = c->n, w = R < n ? R : n, m = n - w;
+		long B = c->budget >= 0 ? (c->budget < n ? c->budget : n) : (long)floor((double)n * (1.0 - c->ratio));
+		long base = B - w, ev = (long)pval(f, par, f->sel.sb, 4);
+		for (int l = 0; base > 0 && m > 0 && l < c->L; l++) {
+			if (l % ev != ev - 1)
+				continue;
+			long nf = 0;
+			for (int k = 0; k < (l + 1) * c->H; k++)
+				for (long t = 0; t < m; t++)
+					v[nf++] = r->scores[(size_t)k * c->n + t];
+			qsort(v, (size_t)nf, sizeof *v, cmpdesc);
+			long tk = base * c->H * (l + 1);
+			if (tk > 0 && tk < nf) {
+				double a = v[tk - 1], b = v[tk], sc = fmax(fabs(a), fabs(b));
+				worst = fmin(worst, sc > 0 ? (a - b) / sc : 0);
+			}
+		}
+	}
+	free(v);
+	return worst;
+}
+
 static void run_case(int pi, int dt, int di, int gi, int idx)
 {
 	Spec *sp = &specs[pi][specidx(dt, di, gi)];
 	const KiFn *f = fns[pi];
 	int grpsel = f->sel.scope != SC_head;
-	int d = dims[di], G = groups[gi], L = grpsel ? 3 : 2, H = 2;
+	int sch = f->sel.sched >= SCH_prefix;     /* the model schedules: rounds over 5 layers */
+	int d = dims[di], G = groups[gi], L = sch ? 5 : grpsel ? 3 : 2, H = 2;
 	cur_dt = dt, cur_d = d;
 	char name[200];
 	snprintf(name, sizeof name, "%s %s d=%d G=%d", pols[pi], ki_dtypename(dt), d, G);
@@ -436,9 +518,9 @@ static void run_case(int pi, int dt, int di, int gi, int idx)
 	int hm = 0;
 	for (int i = 0; i < f->nins; i++)
 		hm |= f->ins[i].op == KO_hmean;
-	int32_t len0[6];
+	int32_t len0[10];
 	for (int k = 0; k < L * H; k++)
-		len0[k] = f->obs_all ? n : hm ? n - 2 * (k / H) : n - 2 * k;
+		len0[k] = f->obs_all || f->sel.sched == SCH_dynamic ? n : hm ? n - 2 * (k / H) : n - 2 * k;
 	if (grpsel && idx % 4 == 2 && !O)
 		len0[2] = 0;                  /* an empty head in a scope group (none with observation queries) */
 	if (grpsel && ci >= 0)
@@ -550,7 +632,8 @@ static void run_case(int pi, int dt, int di, int gi, int idx)
 			printf("FAIL %s: interpreter: %s\n", name, e.msg);
 			goto out;
 		}
-		ok = f->sel.floor ? floor_margin(f, par, &c, &r) >= 1e-5 :
+		ok = sch ? floor_margin(f, par, &c, &r) >= 1e-5 && sched_margin(f, par, &c, &r) >= 1e-5 :
+		     f->sel.floor ? floor_margin(f, par, &c, &r) >= 1e-5 :
 		     grpsel ? group_margin(f, par, &c, &r) >= 1e-5 : case_margin(f, par, &c, &r) >= 1e-4;
 		ok = ok && merge_margin(f, par, &c, &r) >= 1e-4;
 	}

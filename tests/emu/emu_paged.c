@@ -870,7 +870,7 @@ static void run_case(int pi, int si, int idx)
 	for (int s = 0; s < b.B; s++) {
 		int n = f->obs_all ? nsame : 14 + (int)(urand() * 58);
 		for (int k = 0; k < LH; k++)
-			b.len[s * LH + k] = f->obs_all ? n : hm ? n - 2 * (k / b.H) : n - 2 * k;
+			b.len[s * LH + k] = f->obs_all || f->sel.sched == SCH_dynamic ? n : hm ? n - 2 * (k / b.H) : n - 2 * k;
 		if (grpsel && s % 3 == 1)
 			b.len[s * LH + 2] = 0;
 	}
