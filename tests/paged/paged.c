@@ -65,7 +65,26 @@ typedef struct Pol {
 	Seq s[NS];
 	char *kv1;                   /* appended token [H][D] */
 	float q[H * G * D];
+	int nw;                      /* the policy's weights (casegen's values), given to every plan */
+	KiWData wd[KI_MAXW];
+	float *wf;
+	double *wdv;
 } Pol;
+
+/* the policy's weights into a new plan (criticalkv's W_o, expected_attention's statistics) */
+static int pweights(const Pol *P, kvcc_plan *pl)
+{
+	for (int i = 0, o = 0; i < P->nw; i++) {
+		int64_t shp[KI_MAXWDIM];
+		int cnt = 1;
+		for (int j = 0; j < P->wd[i].ndim; j++)
+			shp[j] = P->wd[i].shape[j], cnt *= (int)shp[j];
+		if (kvcc_plan_set_weight(pl, P->wd[i].name, P->wf + o, P->wd[i].ndim, shp) != 0)
+			return -1;
+		o += cnt;
+	}
+	return 0;
+}
 
 static size_t nkv(void) { return (size_t)L * H * CAP * D; }
 
@@ -123,9 +142,10 @@ static kvcc_obs obsof(Seq *s, int r) { return (kvcc_obs){ s->O, s->O ? s->Q : NU
 static int reference(Pol *P, int r, int B)
 {
 	kvcc_layout lay = { P->dt, L, H, D, CAP, (int64_t)H * CAP * D, (int64_t)CAP * D, D };
-	kvcc_plan *pl;
-	if (kvcc_plan_create(P->p, &lay, P->maxobs, 2, &pl) != 0) {
+	kvcc_plan *pl = NULL;
+	if (kvcc_plan_create(P->p, &lay, P->maxobs, 2, &pl) != 0 || pweights(P, pl) != 0) {
 		printf("FAIL %s: reference plan: %s\n", name, kvcc_last_error()), nfail++;
+		kvcc_plan_destroy(pl);
 		return -1;
 	}
 	int rc = 0;
@@ -413,7 +433,7 @@ static void runcfg(Pol *P, int r, Cfg c)
 		mkpool(&q, P, B, c.Psz, c.per, c.csr);
 		lay = paylay(P, &q, &pg);
 	}
-	if (kvcc_plan_create_batch(P->p, &lay, paged ? &pg : NULL, NS, P->maxobs, 2, &pl) != 0) {
+	if (kvcc_plan_create_batch(P->p, &lay, paged ? &pg : NULL, NS, P->maxobs, 2, &pl) != 0 || pweights(P, pl) != 0) {
 		CHECK(0, "%s: plan: %s", cfg, kvcc_last_error());
 		goto out;
 	}
@@ -650,6 +670,12 @@ static void run_policy(const MfPolicy *mp, int dt)
 		return;
 	}
 	P->dt = dt, P->esz = dt == KVCC_F32 ? 4 : 2, P->nst = kvcc_state_count(P->p);
+	if (f->nw && cg_weights(f, L, H, G, D, P->wd, &P->wf, &P->wdv) != 0) {
+		printf("FAIL %s: weights: out of memory\n", name), nfail++;
+		kvcc_close(P->p), ki_free(f), free(P);
+		return;
+	}
+	P->nw = f->nw;
 	for (int i = 0; i < f->nins; i++)
 		P->hm |= f->ins[i].op == KO_hmean;
 	P->dyn = f->sel.sched == SCH_dynamic;
@@ -674,7 +700,7 @@ static void run_policy(const MfPolicy *mp, int dt)
 		free(s->K), free(s->V), free(s->rK), free(s->rV), free(s->Q), free(s->lse), free(s->st), free(s->rst);
 		free(s->cst), free(s->rsc);
 	}
-	free(P->kv1);
+	free(P->kv1), free(P->wf), free(P->wdv);
 	kvcc_close(P->p);
 	free(P);
 	ki_free(f);
