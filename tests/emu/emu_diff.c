@@ -555,7 +555,7 @@ static void run_case(int pi, int dt, int di, int gi, int idx)
 	/* merge summary: every other instance holds a block of C rows already (KiCase.sumat; the compiled
 	** cache flags them in its state row nst + 1): the online running means, else Lloyd */
 	int C = ki_summaryrows(f);
-	int32_t sumat[6];
+	int32_t sumat[L * H];      /* merge summary: the block's first row per (layer, head), or -1 */
 	for (int k = 0; k < L * H; k++) {
 		sumat[k] = -1;
 		if (C && (k + idx) % 2 && len0[k] >= C + 2)
