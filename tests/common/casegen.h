@@ -162,6 +162,85 @@ static inline double summary_margin(const KiFn *f, const double *par, const KiCa
 	return worst;
 }
 
+/* The model schedules (compress.c schedcounts; compiler/select.c): every count follows from all
+** the scores, so a rounding difference (x86 scores are f32, the interpreter's double) changes
+** them only where the schedule compares close values. prefix: every instance's cumulative
+** normalized mass (sorted descending) against every p the bisection probes (the smallest
+** |cdf - p|, absolute); dynamic: each round's global top-k cut (the relative gap between the
+** kept and the first evicted score of the layers so far). The per-head cut at the resulting
+** counts is floor_margin's. */
+static inline int cg_cmpdesc(const void *pa, const void *pb)
+{
+	double a = *(const double *)pa, b = *(const double *)pb;
+	return a > b ? -1 : a < b;
+}
+
+static inline double sched_margin(const KiFn *f, const double *par, const KiCase *c, const KiResult *r)
+{
+	long S = (long)pval(f, par, f->sel.keep_first, 0), R = (long)pval(f, par, f->sel.keep_recent, 0);
+	int LH = c->L * c->H;
+	double worst = INFINITY, *v = malloc(((size_t)LH * c->n + 1) * sizeof *v);
+	if (!v)
+		return 0;
+	if (f->sel.sched == SCH_prefix) {
+		double target = 0, ntot = 0, tol = pval(f, par, f->sel.sa, 5), iters = pval(f, par, f->sel.sb, 200);
+		for (int k = 0; k < LH; k++) {
+			int n = c->len ? c->len[k] : c->n;
+			double *d = v + (size_t)k * c->n, tot = 0, acc = 0;
+			memcpy(d, r->scores + (size_t)k * c->n, (size_t)n * sizeof *d);
+			qsort(d, (size_t)n, sizeof *d, cg_cmpdesc);
+			for (int t = 0; t < n; t++)
+				tot += d[t];
+			for (int t = 0; t < n; t++)
+				d[t] = acc += d[t] / tot;
+			ntot += n;
+			target += (double)n - (double)(c->budget < n ? c->budget : n);
+		}
+		if (c->budget < 0)
+			target = ntot * c->ratio;
+		double lo = 0, hi = 1;
+		for (long it = 0; it < (long)iters && lo < hi; it++) {
+			double mid = (lo + hi) / 2, count = 0;
+			for (int k = 0; k < LH; k++) {
+				int n = c->len ? c->len[k] : c->n, i = 0;
+				const double *d = v + (size_t)k * c->n;
+				for (int t = 0; t < n; t++)
+					worst = fmin(worst, fabs(d[t] - mid));
+				while (i < n && !(d[i] >= mid))
+					i++;
+				long e = n - (i + 1) - S - R;
+				count += e > 0 ? (double)e : 0;
+			}
+			if (fabs(count - target) < tol)
+				break;
+			if (count < target)
+				hi = mid;
+			else
+				lo = mid;
+		}
+	} else if (f->sel.sched == SCH_dynamic) {
+		long n = c->n, w = R < n ? R : n, m = n - w;
+		long B = c->budget >= 0 ? (c->budget < n ? c->budget : n) : (long)floor((double)n * (1.0 - c->ratio));
+		long base = B - w, ev = (long)pval(f, par, f->sel.sb, 4);
+		for (int l = 0; base > 0 && m > 0 && l < c->L; l++) {
+			if (l % ev != ev - 1)
+				continue;
+			long nf = 0;
+			for (int k = 0; k < (l + 1) * c->H; k++)
+				for (long t = 0; t < m; t++)
+					v[nf++] = r->scores[(size_t)k * c->n + t];
+			qsort(v, (size_t)nf, sizeof *v, cg_cmpdesc);
+			long tk = base * c->H * (l + 1);
+			if (tk > 0 && tk < nf) {
+				double a = v[tk - 1], b = v[tk], sc = fmax(fabs(a), fabs(b));
+				worst = fmin(worst, sc > 0 ? (a - b) / sc : 0);
+			}
+		}
+	}
+	free(v);
+	return worst;
+}
+
 static inline double case_margin(const KiFn *f, const double *par, const KiCase *c, const KiResult *r)
 {
 	if (f->merge.kind == MG_summary)

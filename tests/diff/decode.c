@@ -159,41 +159,6 @@ static double margin(const KiFn *f, const double *par, const Ref *R, const KiRes
 	return worst;
 }
 
-/* merge summary: the selection ranks the ordinary rows (not the block at R->sumat); the relative
-** gap between the worst kept and the best evicted unprotected ordinary row (inf: no such pair) */
-static double smargin(const KiFn *f, const double *par, const Ref *R, const KiResult *r, int C)
-{
-	long S = (long)pval(f, par, f->sel.keep_first, 0), Rr = (long)pval(f, par, f->sel.keep_recent, 0);
-	double worst = INFINITY;
-	char *kept = calloc((size_t)R->cap + 1, 1);
-	for (int k = 0; k < L * H; k++) {
-		int n = R->len[k], s0 = R->sumat[k], no = n - (s0 >= 0 ? C : 0);
-		memset(kept, 0, (size_t)n + 1);
-		for (int j = 0; j < r->len[k]; j++)
-			if (r->kept[(size_t)k * R->cap + j] >= 0)
-				kept[r->kept[(size_t)k * R->cap + j]] = 1;
-		double lo = INFINITY, hi = -INFINITY;
-		for (int t = 0, j = 0; t < n; t++) {
-			if (s0 >= 0 && t >= s0 && t < s0 + C)
-				continue;
-			double v = r->scores[(size_t)k * R->cap + t];
-			if (j >= S && j < no - Rr && !isnan(v)) {
-				if (kept[t])
-					lo = fmin(lo, v);
-				else
-					hi = fmax(hi, v);
-			}
-			j++;
-		}
-		if (lo < INFINITY && hi > -INFINITY) {
-			double sc = fmax(fabs(lo), fabs(hi));
-			worst = fmin(worst, sc > 0 ? (lo - hi) / sc : 0);
-		}
-	}
-	free(kept);
-	return worst;
-}
-
 /* the compiled compression (K / V rows, pos, len, state) vs the interpreter's result r */
 static int cmpres(const char *name, const KiFn *f, const Ref *R, const KiResult *r, const char *Ks, const char *Vs,
                   int64_t st, const int32_t *pos, const int32_t *len, const float *state, int cn)
@@ -429,7 +394,7 @@ static void run_case(const Case *cf, const char *host)
 	for (int k = 0; k < L * H; k++)
 		R.sumat[k] = -1;
 	kc.sumat = R.sumat;
-	int tied = (C ? smargin(f, par, &R, &r, C) : margin(f, par, &R, &r)) < 1e-5 ||
+	int tied = (C ? summary_margin(f, par, &kc, &r) : margin(f, par, &R, &r)) < 1e-5 ||
 	           merge_margin(f, par, &kc, &r) < 1e-5 ||   /* merge: target ties too (100x the f32 similarity error) */
 	           (tn && ema_margin(&kc, &r) < 1e-5);
 	kvcc_args args = { ratio, -1, par, 0, NULL };
@@ -513,7 +478,7 @@ static void run_case(const Case *cf, const char *host)
 			int bad = ki_run(f, &k2, &r2, &e) != 0;
 			if (bad)
 				printf("FAIL %s: ki_run (round %d): %s\n", name, rd, e.msg);
-			int tied2 = !bad && smargin(f, par, &R, &r2, C) < 1e-5;
+			int tied2 = !bad && summary_margin(f, par, &k2, &r2) < 1e-5;
 			kvcc_args a2 = { 0, 24, par, 0, NULL };
 			if (!bad && kvcc_compress(pl, &c, NULL, &a2) != 0) {
 				printf("FAIL %s: compress (round %d): %s\n", name, rd, kvcc_last_error());
