@@ -156,9 +156,13 @@ int main(void)
 	fp = fopen(tmp, "w");
 	fprintf(fp, "%ld\n", (long)dead);
 	fclose(fp);
+	/* A lock wait long enough to tell "recovered at once" from "waited the lock out" whatever the
+	** machine's load: a compile takes seconds at most, a missed stale lock waits 120 s. */
+	setenv("KVCC_CACHE_LOCK_TIMEOUT", "120", 1);
 	double t0 = now();
-	T("stale lock (dead pid) recovered", compile(pol, KVCC_BF16, 64, 2, KVCC_TARGET_NATIVE) == 0 && now() - t0 < 5 &&
-	                                         access(tmp, F_OK) != 0 && access(art, F_OK) == 0);
+	T("stale lock (dead pid) recovered without waiting the lock out",
+	  compile(pol, KVCC_BF16, 64, 2, KVCC_TARGET_NATIVE) == 0 && now() - t0 < 100 && access(tmp, F_OK) != 0 &&
+	  access(art, F_OK) == 0);
 	/* a live holder that never finishes: time out, build anyway */
 	unlink(art);
 	fp = fopen(tmp, "w");
@@ -168,7 +172,7 @@ int main(void)
 	t0 = now();
 	int rc = compile(pol, KVCC_BF16, 64, 2, KVCC_TARGET_NATIVE);
 	double dt = now() - t0;
-	T("live lock times out, build succeeds", rc == 0 && dt >= 0.3 && dt < 10 && access(art, F_OK) == 0);
+	T("live lock times out, build succeeds", rc == 0 && dt >= 0.3 && dt < 100 && access(art, F_OK) == 0);
 	unlink(tmp);
 	unsetenv("KVCC_CACHE_LOCK_TIMEOUT");
 	/* concurrent compiles of one policy into an empty cache */
