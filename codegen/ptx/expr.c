@@ -63,21 +63,31 @@ static const char *axsize(int ax)
 	return s[ax];
 }
 
-/* buffer index of a value with axes m (token stride N) */
+/* snprintf that says whether the text fit: 0, or -1 when it was truncated */
+static int fits(int r, size_t n)
+{
+	return r >= 0 && (size_t)r < n ? 0 : -1;
+}
+
+/* buffer index of a value with axes m (token stride N). An index that does not fit the buffers
+** becomes text NVRTC rejects, so a truncated index can never compile into a wrong address. */
 static void bufidx(uint8_t m, const Idx *ix, char *buf, size_t n)
 {
 	static const char *st[AX_NUM] = { "KV_G", "O", "N", "KV_D", "a.nout" };
-	char t[256] = "0";
+	char t[512] = "0";
+	int bad = 0;
 	for (int ax = 0; ax < AX_NUM; ax++)
 		if (HAS(m, ax)) {
-			char u[256];
+			char u[512];
 			if (!strcmp(t, "0"))
-				snprintf(u, sizeof u, "(%s)", ix->v[ax]);
+				bad |= fits(snprintf(u, sizeof u, "(%s)", ix->v[ax]), sizeof u);
 			else
-				snprintf(u, sizeof u, "(%s)*%s+(%s)", t, st[ax], ix->v[ax]);
+				bad |= fits(snprintf(u, sizeof u, "(%s)*%s+(%s)", t, st[ax], ix->v[ax]), sizeof u);
 			snprintf(t, sizeof t, "%s", u);
 		}
-	snprintf(buf, n, "%s", t);
+	bad |= fits(snprintf(buf, n, "%s", t), n);
+	if (bad)
+		snprintf(buf, n, "#error kvcc: a buffer index longer than the generator's text buffers#");
 }
 
 static void indent(Gen *g, int d)
@@ -113,6 +123,7 @@ static int wexpr(Gen *g, const KiIns *in, const Idx *ix, char *e, size_t en)
 {
 	const KiFn *f = g->f;
 	char off[1200] = "0";
+	int bad = 0;
 	for (int k = 0; k <= (int)in->aux; k++) {
 		const KiWeight *w = &f->w[k];
 		char ex[600] = "";
@@ -122,26 +133,27 @@ static int wexpr(Gen *g, const KiIns *in, const Idx *ix, char *e, size_t en)
 			               : w->ax[j] == WA_out ? "a.nout" : NULL;
 			if (!sz)
 				return -1;
-			if (k < (int)in->aux)        /* the weights before it: their element counts */
-				snprintf(ex + strlen(ex), sizeof ex - strlen(ex), "*%s", sz);
-			else {                       /* its own: row-major index */
+			if (k < (int)in->aux) {      /* the weights before it: their element counts */
+				size_t used = strlen(ex);
+				bad |= fits(snprintf(ex + used, sizeof ex - used, "*%s", sz), sizeof ex - used);
+			} else {                       /* its own: row-major index */
 				const char *iv = w->ax[j] == WA_layer ? "l" : w->ax[j] == WA_head ? "h"
 				               : w->ax[j] == WA_group ? ix->v[AX_group] : w->ax[j] == WA_out ? ix->v[AX_out]
 				               : ix->v[AX_chan];
 				char t[600];
-				snprintf(t, sizeof t, "(%s)*%s+(int)(%s)", ex[0] ? ex : "0", sz, iv ? iv : "0");
-				snprintf(ex, sizeof ex, "%s", t);
+				bad |= fits(snprintf(t, sizeof t, "(%s)*%s+(int)(%s)", ex[0] ? ex : "0", sz, iv ? iv : "0"), sizeof t);
+				bad |= fits(snprintf(ex, sizeof ex, "%s", t), sizeof ex);
 			}
 		}
 		char t[1200];
 		if (k < (int)in->aux)
-			snprintf(t, sizeof t, "%s+1%s", off, ex);
+			bad |= fits(snprintf(t, sizeof t, "%s+1%s", off, ex), sizeof t);
 		else
-			snprintf(t, sizeof t, "%s+%s", off, ex);
-		snprintf(off, sizeof off, "%s", t);
+			bad |= fits(snprintf(t, sizeof t, "%s+%s", off, ex), sizeof t);
+		bad |= fits(snprintf(off, sizeof off, "%s", t), sizeof off);
 	}
-	snprintf(e, en, "a.wts[%s]", off);
-	return 0;
+	bad |= fits(snprintf(e, en, "a.wts[%s]", off), en);
+	return bad ? -1 : 0;
 }
 
 static const char *red_init(const KiSem *s, char *buf, size_t n);
@@ -334,7 +346,8 @@ static int valone(Gen *g, int i, const Idx *ix, int *memo, int d, char *out, siz
 		break;
 	case KO_weight:
 		if (wexpr(g, in, ix, e, sizeof e))
-			return kp_err(g, in, "weight with an out axis");
+			return kp_err(g, in, "a weight whose index does not fit the generator's text buffers "
+			              "(or an axis the GPU backend does not index)");
 		break;
 	case KO_attn:
 		if (!g->decode)
