@@ -18,6 +18,7 @@ if [ "$MODE" != torch ]; then
 	[ -n "$PY" ] || { echo "check-python: FAILED: no python3 with numpy (scripts/install-deps installs python3-numpy)"; exit 1; }
 	"$PY" python/tests/test_binding.py || fail=1
 	"$PY" python/tests/test_cli.py || fail=1
+	"$PY" python/tests/test_gpu.py || fail=1
 	if [ "$MODE" = numpy ]; then
 		[ $fail = 0 ] && echo "check-python: passed (numpy half; the torch half is check-python-torch)" ||
 			{ echo "check-python: FAILED"; exit 1; }
