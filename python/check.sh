@@ -1,7 +1,7 @@
 #!/bin/sh
 # python/check.sh MODE B PYTHON VENV DATA — the Python tiers (see python/python.mk).
-#   MODE numpy (`make check-python`, in `make check`): the binding vs the interpreter and
-#      `python -m kvcc`, with PYTHON (numpy, nothing else);
+#   MODE numpy (`make check-python`, in `make check`): the binding vs the interpreter,
+#      `python -m kvcc` and kvcc.GpuPlan on the fake CUDA driver, with PYTHON (numpy, nothing else);
 #   MODE torch (`make check-python-torch`, the last tier of `make check`): python/setup-venv
 #      VENV (torch, transformers, kvpress from PyPI; `make check` started it in the background
 #      before its C tiers, so this mostly waits for it; a SKIP that says why when it cannot be
