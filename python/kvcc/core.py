@@ -295,6 +295,24 @@ def compile(path: str, *, dtype: str = "f32", head_dim: int = 128, group: int = 
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _check_amount(ratio: Optional[float], budget: Optional[int]) -> None:
+    """compress's ratio or budget: exactly one, in range (ValueError otherwise)."""
+    if (ratio is None) == (budget is None):
+        raise ValueError("give ratio or budget (exactly one)")
+    if ratio is not None and not (0 <= float(ratio) < 1):
+        raise ValueError("ratio must be in [0, 1), got %r" % ratio)
+    if budget is not None and int(budget) < 0:
+        raise ValueError("budget must be >= 0, got %r" % budget)
+
+
+def _set_weight(fn: str, handle: c_void_p, name: str, array: Any) -> None:
+    """kvcc_plan_set_weight / kvcc_gpu_plan_set_weight: a C-contiguous float32 copy of array, its
+    shape, the C side's checks (name, shape against the plan's layout, finite values)."""
+    a = np.ascontiguousarray(np.asarray(array, dtype=np.float32))
+    shape = np.ascontiguousarray(a.shape or (1,), dtype=np.int64)
+    _call(_lib.rt(), fn, handle, str(name).encode(), a.ctypes.data, a.ndim, shape.ctypes.data)
+
+
 # --- caches ----------------------------------------------------------------------------------------
 class Cache:
     """A KV cache in kvcc's contiguous layout over caller-owned arrays (never copied).
@@ -396,7 +414,7 @@ class Plan(_Closable):
 
     def _handle(self) -> c_void_p:
         if self._h is None:
-            raise ValueError("plan is closed")
+            raise ValueError("%s is closed" % ("GPU plan" if isinstance(self, GpuPlan) else "plan"))
         return self._h
 
     def _same(self, cache: Cache) -> None:
@@ -419,12 +437,7 @@ class Plan(_Closable):
         ``qpos`` int32 ``[nobs]``; ``scores`` an optional float32 ``[layers, kv_heads,
         capacity]`` out array. Returns ``cache.lengths``."""
         self._same(cache)
-        if (ratio is None) == (budget is None):
-            raise ValueError("give ratio or budget (exactly one)")
-        if ratio is not None and not (0 <= float(ratio) < 1):
-            raise ValueError("ratio must be in [0, 1), got %r" % ratio)
-        if budget is not None and int(budget) < 0:
-            raise ValueError("budget must be >= 0, got %r" % budget)
+        _check_amount(ratio, budget)
         L, H, C, d = cache.shape
         G = self.policy.group
         keep = []
@@ -496,10 +509,7 @@ class Plan(_Closable):
         fn = _lib.weight_function()
         if fn is None:
             raise NotImplementedError("policy weights: this libkvcc_rt has no %s()" % _lib.WEIGHT_FUNCTION)
-        a = np.ascontiguousarray(np.asarray(array, dtype=np.float32))
-        shape = np.ascontiguousarray(a.shape or (1,), dtype=np.int64)
-        _call(_lib.rt(), _lib.WEIGHT_FUNCTION, self._handle(), str(name).encode(), a.ctypes.data, a.ndim,
-              shape.ctypes.data)
+        _set_weight(_lib.WEIGHT_FUNCTION, self._handle(), name, array)
 
     def timings(self) -> dict:
         """Wall times (ms) of the last compress: score, select, compact, total."""
@@ -546,10 +556,7 @@ class GpuPlan(_Closable):
         self._h: Optional[c_void_p] = h
         policy._plans.add(self)
 
-    def _handle(self) -> c_void_p:
-        if self._h is None:
-            raise ValueError("GPU plan is closed")
-        return self._h
+    _handle = Plan._handle
 
     @property
     def image(self) -> str:
@@ -561,10 +568,7 @@ class GpuPlan(_Closable):
         becomes the policy's weight ``name`` on the device, with the checks and messages of
         :meth:`Plan.set_weight` (declared name, shape against the plan's layout, finite values);
         one synchronous copy, never a recompile."""
-        a = np.ascontiguousarray(np.asarray(array, dtype=np.float32))
-        shape = np.ascontiguousarray(a.shape or (1,), dtype=np.int64)
-        _call(_lib.rt(), "kvcc_gpu_plan_set_weight", self._handle(), str(name).encode(), a.ctypes.data, a.ndim,
-              shape.ctypes.data)
+        _set_weight("kvcc_gpu_plan_set_weight", self._handle(), name, array)
 
     def compress(self, K: int, V: int, lengths: int, *, pos: int = 0, state: int = 0, Q: int = 0,
                  nobs: int = 0, lse: int = 0, qpos: int = 0, ratio: Optional[float] = None,
@@ -574,12 +578,7 @@ class GpuPlan(_Closable):
         ``state``, ``Q`` ([layers, kv_heads, group, nobs, head_dim]), ``lse``, ``qpos``,
         ``scores`` are DEVICE addresses (0: none); params are host values (copied into the
         launch). Enqueued on ``stream`` (0: the legacy default stream); nothing synchronizes."""
-        if (ratio is None) == (budget is None):
-            raise ValueError("give ratio or budget (exactly one)")
-        if ratio is not None and not (0 <= float(ratio) < 1):
-            raise ValueError("ratio must be in [0, 1), got %r" % ratio)
-        if budget is not None and int(budget) < 0:
-            raise ValueError("budget must be >= 0, got %r" % budget)
+        _check_amount(ratio, budget)
         if not K or not V or not lengths:
             raise ValueError("K, V and lengths are required (device addresses)")
         if Q and not 0 < int(nobs) <= max(self.max_obs, 0):
