@@ -170,8 +170,6 @@ static int tmpobj(KiJob *j, int k, KiErr *e)
 
 static int codegen_x86(KiJob *j, KiErr *e)
 {
-	if (tmpobj(j, 0, e) != 0)
-		return -1;
 	if (kx_emitcfg(j->f, &j->plan, &j->spec, &j->cfg, j->obj[0], j->verbose, NULL, e) == 0)
 		return 0;
 	if (!strcmp(j->cfgfrom, "default"))
@@ -186,15 +184,6 @@ static int codegen_x86(KiJob *j, KiErr *e)
 	return kx_emitcfg(j->f, &j->plan, &j->spec, &j->cfg, j->obj[0], j->verbose, NULL, e);
 }
 
-static int codegen_ptx(KiJob *j, KiErr *e)
-{
-	if (!j->gpu)
-		return 0;
-	return tmpobj(j, 1, e) ||
-	               kp_gpu_emit_cfg(j->f, &j->plan, &j->spec, &j->targets, &j->gcfg, j->obj[1], j->verbose, NULL, e)
-	           ? -1
-	           : 0;
-}
 
 static int linkso(KiJob *j, const char *out, KiErr *e)
 {
@@ -215,7 +204,21 @@ static int build(void *ud, const char *out, double *ms, KiErr *e)
 {
 	KiJob *j = ud;
 	double t0 = now_ms();
-	int rc = codegen_x86(j, e) || codegen_ptx(j, e) ? -1 : linkso(j, out, e) ? -2 : 0;   /* -2: out not written */
+	/* NVRTC (codegen ptx) runs on its worker threads while LLVM generates the x86 kernels here
+	** (issue 13, compile time); an x86 error is said first, as when they ran one after the other */
+	KpGpuJob *gj = NULL;
+	KiErr ge = { 0 };
+	int rc = tmpobj(j, 0, e) || (j->gpu && tmpobj(j, 1, e)) ? -1 : 0;
+	if (!rc && j->gpu && kp_gpu_start(j->f, &j->plan, &j->spec, &j->targets, &j->gcfg, &gj, &ge) != 0)
+		rc = -3;
+	if (!rc && codegen_x86(j, e) != 0)
+		rc = -1;
+	if (gj && kp_gpu_finish(gj, rc ? NULL : j->obj[1], j->verbose, NULL, &ge) != 0 && !rc)
+		rc = -3;
+	if (rc == -3)
+		*e = ge, rc = -1;
+	if (!rc)
+		rc = linkso(j, out, e) ? -2 : 0;   /* -2: out not written */
 	rmobjs(j);
 	j->ms = now_ms() - t0;
 	if (ms)

@@ -1,7 +1,7 @@
 #!/bin/sh
 # python/check.sh MODE B PYTHON VENV DATA — the Python tiers (see python/python.mk).
-#   MODE numpy (`make check-python`, in `make check`): the binding vs the interpreter and
-#      `python -m kvcc`, with PYTHON (numpy, nothing else);
+#   MODE numpy (`make check-python`, in `make check`): the binding vs the interpreter,
+#      `python -m kvcc` and kvcc.GpuPlan on the fake CUDA driver, with PYTHON (numpy, nothing else);
 #   MODE torch (`make check-python-torch`, the last tier of `make check`): python/setup-venv
 #      VENV (torch, transformers, kvpress from PyPI; `make check` started it in the background
 #      before its C tiers, so this mostly waits for it; a SKIP that says why when it cannot be
@@ -18,6 +18,7 @@ if [ "$MODE" != torch ]; then
 	[ -n "$PY" ] || { echo "check-python: FAILED: no python3 with numpy (scripts/install-deps installs python3-numpy)"; exit 1; }
 	"$PY" python/tests/test_binding.py || fail=1
 	"$PY" python/tests/test_cli.py || fail=1
+	"$PY" python/tests/test_gpu.py || fail=1
 	if [ "$MODE" = numpy ]; then
 		[ $fail = 0 ] && echo "check-python: passed (numpy half; the torch half is check-python-torch)" ||
 			{ echo "check-python: FAILED"; exit 1; }

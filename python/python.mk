@@ -19,13 +19,13 @@ PY_VENV ?= $(B)/py-venv
 # itself: the tiers are skipped there, saying so.
 PY_SAN_SKIP = @echo "SKIP $@: libkvcc is built with $(SAN); python cannot load it without preloading the sanitizer runtime"
 
-check-python: $(B)/kvcc $(B)/libkvcc.so
+check-python: $(B)/kvcc $(B)/libkvcc.so $(B)/libfakecuda.so
 	$(if $(SAN),$(PY_SAN_SKIP),python/check.sh numpy $(B) "$(PYTHON)" $(PY_VENV) $(SHARED)/data)
 
 check-python-torch: $(B)/kvcc $(B)/libkvcc.so
 	$(if $(SAN),$(PY_SAN_SKIP),python/check.sh torch $(B) "$(PYTHON)" $(PY_VENV) $(SHARED)/data)
 
-check-python-full: $(B)/kvcc $(B)/libkvcc.so
+check-python-full: $(B)/kvcc $(B)/libkvcc.so $(B)/libfakecuda.so
 	$(if $(SAN),$(PY_SAN_SKIP),python/check.sh full $(B) "$(PYTHON)" $(PY_VENV) $(SHARED)/data)
 
 py-venv:

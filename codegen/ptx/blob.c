@@ -215,37 +215,94 @@ int kp_gpu_emit(const KiFn *f, const KiPlan *p, const kvcc_spec *spec, const KpG
 	return kp_gpu_emit_cfg(f, p, spec, g, NULL, obj, verbose, ms, e);
 }
 
-int kp_gpu_emit_cfg(const KiFn *f, const KiPlan *p, const kvcc_spec *spec, const KpGpu *g, const KpGpuCfg *c,
-                    const char *obj, int verbose, double *ms, KiErr *e)
-{
-	double t0 = now_ms();
-	KpCudaOpts o = { .dtype = spec->dtype, .head_dim = spec->head_dim, .group = spec->group, .archs = g->archs,
-	                 .plan = p, .cfg = c };
+/* kp_gpu_emit_cfg in two halves: NVRTC runs on worker threads between them (compile.c) */
+struct KpGpuJob {
+	const KiFn *f;
+	kvcc_spec spec;
+	const KpGpu *g;
+	KpGpuCfg cfg;
+	int hascfg;
+	KpCudaOpts o;
 	KpCudaOut out;
-	if (kp_compile_cuda(f, &o, &out, e) != 0)
+	KpCudaJob *cj;
+	double t0;
+};
+
+int kp_gpu_start(const KiFn *f, const KiPlan *p, const kvcc_spec *spec, const KpGpu *g, const KpGpuCfg *c,
+                 KpGpuJob **job, KiErr *e)
+{
+	KpGpuJob *J = calloc(1, sizeof *J);
+	*job = NULL;
+	if (!J)
+		return ki_error(e, f->src, 0, 0, "out of memory (GPU artifact)"), -1;
+	J->t0 = now_ms();
+	J->f = f, J->spec = *spec, J->g = g, J->hascfg = c != NULL;
+	if (c)
+		J->cfg = *c;
+	J->o = (KpCudaOpts){ .dtype = spec->dtype, .head_dim = spec->head_dim, .group = spec->group, .archs = g->archs,
+	                     .plan = p, .cfg = c ? &J->cfg : NULL };
+	if (kp_cuda_start(f, &J->o, &J->out, &J->cj, e) != 0) {
+		free(J);
 		return -1;
+	}
+	*job = J;
+	return 0;
+}
+
+int kp_gpu_finish(KpGpuJob *J, const char *obj, int verbose, double *ms, KiErr *e)
+{
+	if (!J)
+		return -1;
+	double cpu[KVG_MAXARCH] = { 0 };
+	int rc = kp_cuda_finish(J->cj, cpu, e);
+	const KiFn *f = J->f;
+	const kvcc_spec *spec = &J->spec;
+	const KpGpuCfg *c = J->hascfg ? &J->cfg : NULL;
+	if (rc != 0 || !obj) {   /* failed, or the caller failed meanwhile and only waits for the threads */
+		if (rc == 0)
+			kp_cuda_free(&J->out);
+		free(J);
+		return -1;
+	}
+	KpCudaOut *out = &J->out;
 	char *kir = ki_print(f);
 	size_t n = 0;
 	char cs[64];
 	kp_gcfgstr(c, spec->head_dim, spec->group, cs, sizeof cs);
-	void *blob = kir ? kp_gpu_blob(&out, spec, ki_fnv(kir, strlen(kir), 0), g->archs, cs, &n) : NULL;
+	void *blob = kir ? kp_gpu_blob(out, spec, ki_fnv(kir, strlen(kir), 0), J->g->archs, cs, &n) : NULL;
 	free(kir);
 	if (blob && verbose) {
 		kvcc_gpu_header h = { .dtype = spec->dtype, .head_dim = spec->head_dim, .group = spec->group,
-		                      .nvrtc_major = out.nvrtc_major, .nvrtc_minor = out.nvrtc_minor };
-		snprintf(h.archs, sizeof h.archs, "%s", g->archs);
+		                      .nvrtc_major = out->nvrtc_major, .nvrtc_minor = out->nvrtc_minor };
+		snprintf(h.archs, sizeof h.archs, "%s", J->g->archs);
 		kp_gcfgstr(c, spec->head_dim, spec->group, h.config, sizeof h.config);
-		out.dec_part = out.has_decode ? kvg_dec_part(spec->group, spec->head_dim, out.nthreads) : 0;
-		kp_gpu_print(&out, &h, stderr);
+		out->dec_part = out->has_decode ? kvg_dec_part(spec->group, spec->head_dim, out->nthreads) : 0;
+		kp_gpu_print(out, &h, stderr);
 	}
-	kp_cuda_free(&out);
-	if (!blob)
+	char per[256] = "";
+	for (int i = 0; i < out->nimg; i++)
+		snprintf(per + strlen(per), sizeof per - strlen(per), "%s%s %.0f ms", i ? ", " : "", out->img[i].arch, cpu[i]);
+	kp_cuda_free(out);
+	if (!blob) {
+		free(J);
 		return ki_error(e, f->src, 0, 0, "out of memory (GPU artifact)"), -1;
-	int rc = emit_object(blob, n, obj, e, f);
+	}
+	rc = emit_object(blob, n, obj, e, f);
 	if (rc == 0 && verbose)
-		fprintf(stderr, "kvcc: GPU: NVRTC %.1f ms (%s), artifact %zu bytes\n", now_ms() - t0, g->archs, n);
+		fprintf(stderr, "kvcc: GPU: NVRTC %.1f ms (%s; CPU per arch: %s), artifact %zu bytes\n", now_ms() - J->t0,
+		        J->g->archs, per, n);
 	free(blob);
 	if (ms)
-		*ms = now_ms() - t0;
+		*ms = now_ms() - J->t0;
+	free(J);
 	return rc;
+}
+
+int kp_gpu_emit_cfg(const KiFn *f, const KiPlan *p, const kvcc_spec *spec, const KpGpu *g, const KpGpuCfg *c,
+                    const char *obj, int verbose, double *ms, KiErr *e)
+{
+	KpGpuJob *J;
+	if (kp_gpu_start(f, p, spec, g, c, &J, e) != 0)
+		return -1;
+	return kp_gpu_finish(J, obj, verbose, ms, e);
 }

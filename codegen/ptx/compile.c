@@ -9,6 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <pthread.h>
+#include <unistd.h>
 #include "codegen/ptx/gen.h"
 #include "compiler/interp.h"
 
@@ -205,8 +207,83 @@ static int parsearchs(const char *s, int *sm, int max, const int *have, int nhav
 	return n;
 }
 
-int kp_compile_cuda(const KiFn *f, const KpCudaOpts *o, KpCudaOut *out, KiErr *e)
+/*
+** NVRTC per arch, concurrently (issue 13: compile time). Each arch is one NVRTC program of the
+** same source with its own launch sizes (KV_TT, KV_SQ, KV_SK); NVRTC compiles different programs
+** on different threads at once (its front end, NVVM and ptxas all run in the calling thread), so
+** the archs go to a pool of worker threads and the results are put together in arch order after
+** they all finish: the artifact is byte for byte what the serial loop built. Workers:
+** $KVCC_NVRTC_THREADS (0: no thread, the archs one after another in the calling thread, as
+** before; default: one per arch up to the online CPUs, at most 8). kp_cuda_start returns while
+** they run, so the driver generates the x86 kernels meanwhile (driver.c build).
+*/
+struct KpCudaJob {
+	const KiFn *f;
+	KpCudaOut *out;
+	int dtype, head_dim, group;
+	int narch, sm[KVG_MAXARCH];
+	char defs[KVG_MAXARCH][4][32];
+	char name[96];
+	KpNvrtcRes r[KVG_MAXARCH];
+	int rc[KVG_MAXARCH];
+	char why[KVG_MAXARCH][512];
+	double wall[KVG_MAXARCH], cpu[KVG_MAXARCH];
+	pthread_t th[8];
+	int nth;
+	pthread_mutex_t mu;
+	int next;
+};
+
+static double cpu_ms(void)
 {
+	struct timespec ts;
+	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+	return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+static void arch1(KpCudaJob *J, int a)
+{
+	const char *extra[] = { J->defs[a][0], J->defs[a][1], J->defs[a][2], J->defs[a][3] };
+	double t1 = now_ms(), c1 = cpu_ms();
+	J->rc[a] = kp_nvrtc_compile(J->out->src, J->name, J->sm[a], extra, 4, &J->r[a], J->why[a], sizeof J->why[a]);
+	J->wall[a] = now_ms() - t1, J->cpu[a] = cpu_ms() - c1;
+}
+
+static void *worker(void *p)
+{
+	KpCudaJob *J = p;
+	for (;;) {
+		pthread_mutex_lock(&J->mu);
+		int a = J->next++;
+		pthread_mutex_unlock(&J->mu);
+		if (a >= J->narch)
+			return NULL;
+		arch1(J, a);
+	}
+}
+
+static int nworkers(int narch)
+{
+	const char *s = getenv("KVCC_NVRTC_THREADS");
+	long n;
+	if (s && *s) {
+		char *end;
+		n = strtol(s, &end, 10);
+		if (*end || n < 0)
+			n = 1;
+	} else {
+		n = sysconf(_SC_NPROCESSORS_ONLN);
+		if (n < 1)
+			n = 1;
+	}
+	if (n > narch)
+		n = narch;
+	return n > 8 ? 8 : (int)n;
+}
+
+int kp_cuda_start(const KiFn *f, const KpCudaOpts *o, KpCudaOut *out, KpCudaJob **job, KiErr *e)
+{
+	*job = NULL;
 	memset(out, 0, sizeof *out);
 	const KpGpuCfg *gc = o->cfg;
 	out->nthreads = gc && gc->nt ? gc->nt : o->nthreads > 0 ? o->nthreads : 256;
@@ -230,41 +307,80 @@ int kp_compile_cuda(const KiFn *f, const KpCudaOpts *o, KpCudaOut *out, KiErr *e
 		kp_cuda_free(out);
 		return -1;
 	}
+	KpCudaJob *J = calloc(1, sizeof *J);
+	if (!J) {
+		kp_cuda_free(out);
+		return ki_error(e, f->src, 0, 0, "out of memory (GPU backend)"), -1;
+	}
+	J->f = f, J->out = out, J->dtype = o->dtype, J->head_dim = o->head_dim, J->group = o->group, J->narch = narch;
+	snprintf(J->name, sizeof J->name, "%s.cu", f->name);
 	for (int a = 0; a < narch; a++) {
 		KpCudaImage *im = &out->img[out->nimg++];
 		snprintf(im->arch, sizeof im->arch, "sm_%d", sm[a]);
-		im->sm = sm[a];
+		J->sm[a] = im->sm = sm[a];
 		im->tile = kp_cuda_tile(sm[a], o->dtype, o->head_dim, out->nthreads);
 		if (gc && gc->tt && gc->tt < im->tile)
 			im->tile = gc->tt;
 		kp_cuda_score_tile_from(sm[a], o->dtype, o->head_dim, o->group, gc ? gc->sq : 0, gc ? gc->sk : 0, &im->sq,
 		                        &im->sk);
-		char dnt[32], dtt[32], dsq[32], dsk[32];
-		snprintf(dnt, sizeof dnt, "-DKV_NT=%d", out->nthreads);
-		snprintf(dtt, sizeof dtt, "-DKV_TT=%d", im->tile);
-		snprintf(dsq, sizeof dsq, "-DKV_SQ=%d", im->sq);
-		snprintf(dsk, sizeof dsk, "-DKV_SK=%d", im->sk);
-		const char *extra[] = { dnt, dtt, dsq, dsk };
-		KpNvrtcRes r;
-		double t1 = now_ms();
-		char name[96];
-		snprintf(name, sizeof name, "%s.cu", f->name);
-		if (kp_nvrtc_compile(out->src, name, sm[a], extra, 4, &r, why, sizeof why) != 0) {
-			ki_error(e, f->src, 0, 0, "GPU backend: %s", why);
-			kp_nvrtc_free(&r);
-			kp_cuda_free(out);
-			return -1;
+		snprintf(J->defs[a][0], sizeof J->defs[a][0], "-DKV_NT=%d", out->nthreads);
+		snprintf(J->defs[a][1], sizeof J->defs[a][1], "-DKV_TT=%d", im->tile);
+		snprintf(J->defs[a][2], sizeof J->defs[a][2], "-DKV_SQ=%d", im->sq);
+		snprintf(J->defs[a][3], sizeof J->defs[a][3], "-DKV_SK=%d", im->sk);
+	}
+	pthread_mutex_init(&J->mu, NULL);
+	int nw = nworkers(narch);
+	for (int t = 0; t < nw; t++)
+		if (pthread_create(&J->th[J->nth], NULL, worker, J) == 0)
+			J->nth++;
+	if (!J->nth)   /* KVCC_NVRTC_THREADS=0, or no thread could start: here, one arch after another */
+		worker(J);
+	*job = J;
+	return 0;
+}
+
+int kp_cuda_finish(KpCudaJob *J, double *cpu, KiErr *e)
+{
+	if (!J)
+		return 0;
+	for (int t = 0; t < J->nth; t++)
+		pthread_join(J->th[t], NULL);
+	pthread_mutex_destroy(&J->mu);
+	KpCudaOut *out = J->out;
+	int rc = 0;
+	for (int a = 0; a < J->narch; a++) {
+		if (!rc && J->rc[a] != 0) {   /* the first failing arch in the order asked for */
+			ki_error(e, J->f->src, 0, 0, "GPU backend: %s", J->why[a]);
+			rc = -1;
 		}
-		im->ms = now_ms() - t1;
-		im->ptx = r.ptx, im->nptx = r.nptx, im->cubin = r.cubin, im->ncubin = r.ncubin;
-		parselog(r.log, out, im);
-		free(r.log);
+		if (rc) {
+			kp_nvrtc_free(&J->r[a]);
+			continue;
+		}
+		KpCudaImage *im = &out->img[a];
+		im->ms = J->wall[a];
+		if (cpu)
+			cpu[a] = J->cpu[a];
+		im->ptx = J->r[a].ptx, im->nptx = J->r[a].nptx, im->cubin = J->r[a].cubin, im->ncubin = J->r[a].ncubin;
+		parselog(J->r[a].log, out, im);
+		free(J->r[a].log);
 		for (int k = 0; k < out->nkern; k++)
-			im->dsmem[k] = out->kern[k].role == KVG_SELECT ? kp_cuda_dsmem(o->dtype, o->head_dim, im->tile)
-			               : out->kern[k].tiled ? kp_cuda_score_dsmem(o->dtype, o->head_dim, o->group, im->sq, im->sk)
+			im->dsmem[k] = out->kern[k].role == KVG_SELECT ? kp_cuda_dsmem(J->dtype, J->head_dim, im->tile)
+			               : out->kern[k].tiled ? kp_cuda_score_dsmem(J->dtype, J->head_dim, J->group, im->sq, im->sk)
 			                                    : 0;
 	}
-	return 0;
+	if (rc)   /* the images before the failing arch own their PTX / CUBIN; the rest were freed above */
+		kp_cuda_free(out);
+	free(J);
+	return rc;
+}
+
+int kp_compile_cuda(const KiFn *f, const KpCudaOpts *o, KpCudaOut *out, KiErr *e)
+{
+	KpCudaJob *J;
+	if (kp_cuda_start(f, o, out, &J, e) != 0)
+		return -1;
+	return kp_cuda_finish(J, NULL, e);
 }
 
 void kp_cuda_free(KpCudaOut *out)

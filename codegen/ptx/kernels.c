@@ -373,7 +373,7 @@ static int gen_select(Gen *g, KpCudaOut *out)
 	sb(&g->s, "\tconst long long S = (long long)(%s), R = (long long)(%s), ch = (long long)(%s);\n", S, R, C);
 	sb(&g->s,
 	   "\tif (S < 0 || R < 0 || ch < 1) { if (tid == 0) kv_seterr(a.err, KVG_ESELECT); return; }\n");
-	if (th || ms || su)
+	if ((th && s->scope != SC_head) || ms || su)    /* threshold at scope head takes chunks (issue 13) */
 		sb(&g->s, "\tif (ch != 1) { if (tid == 0) kv_seterr(a.err, KVG_ECHUNK); return; }\n");
 	if (su) {      /* the ordinary rows only (summary.c); n_keep - C of them */
 		kp_sum_pre(g);
@@ -387,18 +387,25 @@ static int gen_select(Gen *g, KpCudaOut *out)
 		   "\t/* protected tokens first (sinks, then the newest recent), then the others */\n"
 		   "\tKvSel s1, s0;\n"
 		   "\tkv_topk(sc, n, ch, S, R, 1, want, s1, hist, sv, &s_E, wsum);\n"
-		   "\t/* the unprotected candidates: score >= tau in double (the reference's compare; NaN never) */\n"
+		   "\t/* the unprotected candidates: chunks whose mean score, in double as the reference's,\n"
+		   "\t** is >= tau (NaN never); candidates outrank the rest, so the best w0 unprotected\n"
+		   "\t** tokens, w0 = min(what is left, the candidates' tokens), are the reference's pick */\n"
 		   "\tconst double tau = (double)(%s);\n"
+		   "\tconst long long nfull = n / ch, rem = n - nfull * ch;\n"
 		   "\tlong long ncand = 0;\n"
 		   "\t__syncthreads();\n"
-		   "\tfor (long long t0 = 0; t0 < n; t0 += KV_NT) {\n"
-		   "\t\tconst long long t = t0 + tid;\n"
+		   "\tfor (long long c0 = 0; c0 < nfull; c0 += KV_NT) {\n"
+		   "\t\tconst long long ci = c0 + tid;\n"
 		   "\t\tint tot;\n"
-		   "\t\tkv_bscan(t < n && !kv_prot(t, 1, n, S, R) && (double)sc[t] >= tau, wsum, &tot);\n"
-		   "\t\tncand += tot;\n"
+		   "\t\tkv_bscan(ci < nfull && !kv_prot(ci, ch, n, S, R) && kv_cmean(sc, ci, ch, n) >= tau, wsum, &tot);\n"
+		   "\t\tncand += tot * ch;\n"
 		   "\t}\n"
+		   "\t/* the shorter last chunk, unprotected (no recent window): a candidate, or left out of the\n"
+		   "\t** ranking (n - rem tokens rank the full chunks alike when R is 0) */\n"
+		   "\tconst int lastc = rem > 0 && !kv_prot(nfull, ch, n, S, R), pc = lastc && kv_cmean(sc, nfull, ch, n) >= tau;\n"
+		   "\tif (pc) ncand += rem;\n"
 		   "\tconst long long w0 = want - s1.used < ncand ? want - s1.used : ncand;\n"
-		   "\tkv_topk(sc, n, ch, S, R, 0, w0, s0, hist, sv, &s_E, wsum);\n", s->nocap ? "(long long)n" : "kv_nkeep(a, l, n)", T);
+		   "\tkv_topk(sc, lastc && !pc ? n - rem : n, ch, S, R, 0, w0, s0, hist, sv, &s_E, wsum);\n", s->nocap ? "(long long)n" : "kv_nkeep(a, l, n)", T);
 	else if (s->scope == SC_head && ms)     /* mass: a count as the reference's, then top-k */
 		sb(&g->s,
 		   "\t/* the unprotected total (double) and a score that is not >= 0 (an error) */\n"

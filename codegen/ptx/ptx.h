@@ -60,6 +60,13 @@ typedef struct KpCudaOpts {
 ** is then freed. */
 KC_FUNC int kp_compile_cuda(const KiFn *f, const KpCudaOpts *o, KpCudaOut *out, KiErr *e);
 KC_FUNC void kp_cuda_free(KpCudaOut *out);
+/* kp_compile_cuda in two halves (issue 13, compile time): start generates the CUDA C and starts
+** NVRTC for every arch on worker threads ($KVCC_NVRTC_THREADS; *job NULL with o->gen_only);
+** finish waits for them and fills `out` as kp_compile_cuda does (cpu: each arch's NVRTC CPU ms,
+** or NULL). Every started job must be finished, also when the caller fails meanwhile. */
+typedef struct KpCudaJob KpCudaJob;
+KC_FUNC int kp_cuda_start(const KiFn *f, const KpCudaOpts *o, KpCudaOut *out, KpCudaJob **job, KiErr *e);
+KC_FUNC int kp_cuda_finish(KpCudaJob *job, double *cpu, KiErr *e);
 /* Dynamic shared bytes of the select kernel for `tile` staging rows. */
 KC_FUNC unsigned kp_cuda_dsmem(int dtype, int head_dim, int tile);
 /* Staging rows for an sm: per-target shared-memory budget. */
@@ -89,6 +96,14 @@ KC_FUNC int kp_gpu_emit(const KiFn *f, const KiPlan *p, const kvcc_spec *spec, c
 ** blob's header (kvcc_gpu_header.config) */
 KC_FUNC int kp_gpu_emit_cfg(const KiFn *f, const KiPlan *p, const kvcc_spec *spec, const KpGpu *g, const KpGpuCfg *c,
                             const char *obj, int verbose, double *ms, KiErr *e);
+/* kp_gpu_emit_cfg in two halves (issue 13, compile time): start generates the CUDA C and starts
+** NVRTC on worker threads; finish waits for them and writes obj (obj NULL: only waits and frees,
+** for a caller that failed meanwhile; returns -1). Between them the caller may run other work
+** (the driver: the x86 kernels); f, p, spec's policy and g must stay alive until finish. */
+typedef struct KpGpuJob KpGpuJob;
+KC_FUNC int kp_gpu_start(const KiFn *f, const KiPlan *p, const kvcc_spec *spec, const KpGpu *g, const KpGpuCfg *c,
+                         KpGpuJob **job, KiErr *e);
+KC_FUNC int kp_gpu_finish(KpGpuJob *job, const char *obj, int verbose, double *ms, KiErr *e);
 /* Serialize the blob (malloc'd, *n bytes) / print what it holds. */
 KC_FUNC void *kp_gpu_blob(const KpCudaOut *o, const kvcc_spec *spec, uint64_t kir_hash, const char *archs, const char *cfg,
                           size_t *n);

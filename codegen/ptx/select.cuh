@@ -46,6 +46,13 @@ __device__ __forceinline__ unsigned kv_key(const float *sc, long long ci, long l
 	const unsigned u = __float_as_uint(m);
 	return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
 }
+/* a chunk's mean score in double, as the reference computes it (threshold's compare with tau) */
+__device__ __forceinline__ double kv_cmean(const float *sc, long long ci, long long ch, long long n) {
+	const long long t0 = ci * ch, t1 = t0 + ch < n ? t0 + ch : n;
+	double s = 0.0;
+	for (long long t = t0; t < t1; t++) s += (double)sc[t];
+	return ch == 1 ? s : s / (double)(t1 - t0);
+}
 __device__ __forceinline__ int kv_prot(long long ci, long long ch, long long n, long long S, long long R) {
 	const long long t0 = ci * ch, t1 = t0 + ch < n ? t0 + ch : n;
 	return t0 < S || t1 - 1 >= n - R;

@@ -17,8 +17,9 @@ numpy is the only dependency; torch, transformers and kvpress only for :mod:`kvc
 :mod:`kvcc.models`. See doc/python.md.
 """
 from ._lib import LibraryNotFound, search_dirs
-from .core import Cache, CompileError, KvccError, Plan, Policy, compile, find_policy, open, version
+from .core import (Cache, CompileError, GpuPlan, KvccError, Plan, Policy, compile, find_policy, open,
+                   version)
 
-__all__ = ["compile", "open", "Policy", "Plan", "Cache", "KvccError", "CompileError",
+__all__ = ["compile", "open", "Policy", "Plan", "GpuPlan", "Cache", "KvccError", "CompileError",
            "LibraryNotFound", "version", "search_dirs", "find_policy"]
 __version__ = "0.1.0"

@@ -97,12 +97,20 @@ _RT_PROTOS = {
     "kvcc_decode_layer": (c_int, [P, POINTER(CCache), c_int, P, P]),
     "kvcc_plan_set_params": (c_int, [P, P]),
     "kvcc_plan_set_step": (c_int, [P, c_int]),
+    # GPU (kvcc.GpuPlan): the plan, its image, compress on device pointers, weights, the error word
+    "kvcc_gpu_plan_create": (c_int, [P, POINTER(Layout), c_int, c_int, POINTER(c_void_p)]),
+    "kvcc_gpu_plan_destroy": (None, [P]),
+    "kvcc_gpu_plan_image": (c_char_p, [P]),
+    "kvcc_gpu_compress": (c_int, [P, POINTER(CCache), POINTER(Obs), POINTER(Args), P]),
+    "kvcc_gpu_plan_set_weight": (c_int, [P, c_char_p, P, c_int, P]),
+    "kvcc_gpu_plan_check": (c_int, [P]),
 }
 _COMPILER_PROTOS = {
     "kvcc_last_error": (c_char_p, []),
     "kvcc_version": (c_char_p, []),
     "kvcc_compile_so": (c_int, [c_char_p, POINTER(Spec), c_char_p, c_int]),
     "kvcc_compile_file": (c_int, [c_char_p, POINTER(Spec), POINTER(c_void_p)]),
+    "kvcc_compile_so_gpu": (c_int, [c_char_p, POINTER(Spec), c_char_p, c_char_p, c_int]),
 }
 # kvcc_policy_info's flags and scopes (kvcc.h)
 POLICY_QUERIES, POLICY_LSE, POLICY_QPOS, POLICY_LAYER, POLICY_HEADS, POLICY_OBSERVE = 1, 2, 4, 8, 16, 32

@@ -256,13 +256,15 @@ def open(path: str) -> Policy:  # noqa: A001 (mirrors kvcc_open)
 
 
 def compile(path: str, *, dtype: str = "f32", head_dim: int = 128, group: int = 1,  # noqa: A001
-            target: str = "native", out: Optional[str] = None, verbose: bool = False) -> Policy:
+            target: str = "native", out: Optional[str] = None, verbose: bool = False,
+            gpu_archs: Optional[str] = None) -> Policy:
     """Compiles a ``policy.lua`` (or ``.kir``) for a KV cache of ``dtype`` (f32, f16, bf16),
     ``head_dim`` and GQA ``group`` through the compiler library (libkvcc.so,
     include/kvcc_compiler.h: kvcc_compile_file, or kvcc_compile_so then kvcc_open when ``out``
     names a ``policy.so`` to keep) and its compile cache ($KVCC_CACHE_DIR). A policy that does not
     compile raises :class:`CompileError` with kvcc's ``file:line:col: error: …`` line. A bare
-    name ("snapkv") is a shipped policy (:func:`find_policy`)."""
+    name ("snapkv") is a shipped policy (:func:`find_policy`). ``gpu_archs`` ("sm_80,sm_90"):
+    also the CUDA kernels for those targets (kvcc_compile_so_gpu; NVRTC), for :class:`GpuPlan`."""
     path = find_policy(os.fspath(path))
     if dtype not in _lib.DTYPES:
         raise ValueError("dtype must be one of %s, got %r" % (", ".join(_lib.DTYPES), dtype))
@@ -271,7 +273,7 @@ def compile(path: str, *, dtype: str = "f32", head_dim: int = 128, group: int = 
     spec = _lib.Spec(_lib.DTYPES[dtype], int(head_dim), int(group), _lib.TARGETS[target])
     comp = _lib.compiler()
     h = c_void_p()
-    if out is None and not verbose:
+    if out is None and not verbose and gpu_archs is None:
         _call(comp, "kvcc_compile_file", os.fsencode(path), byref(spec), byref(h))
         return Policy(h.value, path)
     tmp = None
@@ -281,12 +283,34 @@ def compile(path: str, *, dtype: str = "f32", head_dim: int = 128, group: int = 
             so = os.path.join(tmp, "policy.so")
         else:
             so = out
-        _call(comp, "kvcc_compile_so", os.fsencode(path), byref(spec), os.fsencode(so), int(verbose))
+        if gpu_archs is None:
+            _call(comp, "kvcc_compile_so", os.fsencode(path), byref(spec), os.fsencode(so), int(verbose))
+        else:
+            _call(comp, "kvcc_compile_so_gpu", os.fsencode(path), byref(spec), str(gpu_archs).encode(),
+                  os.fsencode(so), int(verbose))
         _call(_lib.rt(), "kvcc_open", os.fsencode(so), byref(h))
         return Policy(h.value, path)
     finally:
         if tmp:
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _check_amount(ratio: Optional[float], budget: Optional[int]) -> None:
+    """compress's ratio or budget: exactly one, in range (ValueError otherwise)."""
+    if (ratio is None) == (budget is None):
+        raise ValueError("give ratio or budget (exactly one)")
+    if ratio is not None and not (0 <= float(ratio) < 1):
+        raise ValueError("ratio must be in [0, 1), got %r" % ratio)
+    if budget is not None and int(budget) < 0:
+        raise ValueError("budget must be >= 0, got %r" % budget)
+
+
+def _set_weight(fn: str, handle: c_void_p, name: str, array: Any) -> None:
+    """kvcc_plan_set_weight / kvcc_gpu_plan_set_weight: a C-contiguous float32 copy of array, its
+    shape, the C side's checks (name, shape against the plan's layout, finite values)."""
+    a = np.ascontiguousarray(np.asarray(array, dtype=np.float32))
+    shape = np.ascontiguousarray(a.shape or (1,), dtype=np.int64)
+    _call(_lib.rt(), fn, handle, str(name).encode(), a.ctypes.data, a.ndim, shape.ctypes.data)
 
 
 # --- caches ----------------------------------------------------------------------------------------
@@ -390,7 +414,7 @@ class Plan(_Closable):
 
     def _handle(self) -> c_void_p:
         if self._h is None:
-            raise ValueError("plan is closed")
+            raise ValueError("%s is closed" % ("GPU plan" if isinstance(self, GpuPlan) else "plan"))
         return self._h
 
     def _same(self, cache: Cache) -> None:
@@ -413,12 +437,7 @@ class Plan(_Closable):
         ``qpos`` int32 ``[nobs]``; ``scores`` an optional float32 ``[layers, kv_heads,
         capacity]`` out array. Returns ``cache.lengths``."""
         self._same(cache)
-        if (ratio is None) == (budget is None):
-            raise ValueError("give ratio or budget (exactly one)")
-        if ratio is not None and not (0 <= float(ratio) < 1):
-            raise ValueError("ratio must be in [0, 1), got %r" % ratio)
-        if budget is not None and int(budget) < 0:
-            raise ValueError("budget must be >= 0, got %r" % budget)
+        _check_amount(ratio, budget)
         L, H, C, d = cache.shape
         G = self.policy.group
         keep = []
@@ -490,10 +509,7 @@ class Plan(_Closable):
         fn = _lib.weight_function()
         if fn is None:
             raise NotImplementedError("policy weights: this libkvcc_rt has no %s()" % _lib.WEIGHT_FUNCTION)
-        a = np.ascontiguousarray(np.asarray(array, dtype=np.float32))
-        shape = np.ascontiguousarray(a.shape or (1,), dtype=np.int64)
-        _call(_lib.rt(), _lib.WEIGHT_FUNCTION, self._handle(), str(name).encode(), a.ctypes.data, a.ndim,
-              shape.ctypes.data)
+        _set_weight(_lib.WEIGHT_FUNCTION, self._handle(), name, array)
 
     def timings(self) -> dict:
         """Wall times (ms) of the last compress: score, select, compact, total."""
@@ -504,4 +520,85 @@ class Plan(_Closable):
     def close(self) -> None:
         if self._h is not None:
             _lib.rt().kvcc_plan_destroy(self._h)
+            self._h = None
+
+
+# --- GPU plans -------------------------------------------------------------------------------
+class GpuPlan(_Closable):
+    """kvcc_gpu_plan_create: a policy's CUDA kernels (compiled with ``gpu_archs``) planned for one
+    cache layout on a device (doc/gpu.md). The runtime loads the CUDA driver with dlopen
+    (``libcuda.so.1``, or ``$KVCC_LIBCUDA`` read when the first plan is made); without a driver,
+    a device or GPU kernels in the policy.so, creating the plan raises :class:`KvccError`
+    (EUNSUPPORTED) with the reason.
+
+    The layout is given by shape (``layers``, ``kv_heads``, ``capacity``; head_dim and dtype
+    are the policy's), contiguous unless ``strides`` (elements: layer, head, token) says
+    otherwise. :meth:`compress` takes DEVICE addresses as ints (a torch CUDA tensor's
+    ``data_ptr()``, a CuPy array's ``data.ptr``): it enqueues score, select and compaction on
+    ``stream`` and returns without synchronizing; :meth:`check` synchronizes and raises the
+    device-side error, if any."""
+
+    def __init__(self, policy: Policy, *, layers: int, kv_heads: int, capacity: int, max_obs: int = 0,
+                 device: int = 0, strides: Optional[tuple] = None):
+        d = policy.head_dim
+        if strides is None:
+            strides = (kv_heads * capacity * d, capacity * d, d)
+        if len(strides) != 3:
+            raise ValueError("strides: (layer, head, token) in elements, got %r" % (strides,))
+        self.policy = policy
+        self.shape = (int(layers), int(kv_heads), int(capacity), d)
+        self._lay = _lib.Layout(_lib.DTYPES[policy.dtype], int(layers), int(kv_heads), d, int(capacity),
+                                *(int(x) for x in strides))
+        self.max_obs = int(max_obs)
+        h = c_void_p()
+        _call(_lib.rt(), "kvcc_gpu_plan_create", policy._handle(), byref(self._lay), self.max_obs, int(device),
+              byref(h))
+        self._h: Optional[c_void_p] = h
+        policy._plans.add(self)
+
+    _handle = Plan._handle
+
+    @property
+    def image(self) -> str:
+        """The image the plan runs: "cubin sm_90" or "ptx sm_80 (JIT)"."""
+        return _lib.rt().kvcc_gpu_plan_image(self._handle()).decode()
+
+    def set_weight(self, name: str, array: Any) -> None:
+        """kvcc_gpu_plan_set_weight: ``array`` (host; converted to a C-contiguous float32 copy)
+        becomes the policy's weight ``name`` on the device, with the checks and messages of
+        :meth:`Plan.set_weight` (declared name, shape against the plan's layout, finite values);
+        one synchronous copy, never a recompile."""
+        _set_weight("kvcc_gpu_plan_set_weight", self._handle(), name, array)
+
+    def compress(self, K: int, V: int, lengths: int, *, pos: int = 0, state: int = 0, Q: int = 0,
+                 nobs: int = 0, lse: int = 0, qpos: int = 0, ratio: Optional[float] = None,
+                 budget: Optional[int] = None, params: Optional[Mapping[str, float]] = None,
+                 scores: int = 0, stream: int = 0, **kw_params: float) -> None:
+        """kvcc_gpu_compress: ``K``, ``V``, ``lengths`` (int32 [layers, kv_heads]), ``pos``,
+        ``state``, ``Q`` ([layers, kv_heads, group, nobs, head_dim]), ``lse``, ``qpos``,
+        ``scores`` are DEVICE addresses (0: none); params are host values (copied into the
+        launch). Enqueued on ``stream`` (0: the legacy default stream); nothing synchronizes."""
+        _check_amount(ratio, budget)
+        if not K or not V or not lengths:
+            raise ValueError("K, V and lengths are required (device addresses)")
+        if Q and not 0 < int(nobs) <= max(self.max_obs, 0):
+            raise ValueError("nobs must be in 1..max_obs (%d) with Q, got %r" % (self.max_obs, nobs))
+        p = dict(params or {})
+        p.update(kw_params)
+        par = self.policy.param_vector(p)
+        c = _lib.CCache(int(K), int(V), int(pos) or None, int(lengths), int(state) or None)
+        obs = _lib.Obs(int(nobs) if Q else 0, int(Q) or None, int(lse) or None, int(qpos) or None)
+        args = _lib.Args(float(ratio) if ratio is not None else 0.0, int(budget) if budget is not None else -1,
+                         par.ctypes.data, 0, int(scores) or None)
+        _call(_lib.rt(), "kvcc_gpu_compress", self._handle(), byref(c), byref(obs), byref(args),
+              c_void_p(int(stream) or None))
+
+    def check(self) -> None:
+        """kvcc_gpu_plan_check: synchronizes and raises KvccError with the device error of the
+        plan's launches since the last check (bad pooling size, select arguments, …)."""
+        _call(_lib.rt(), "kvcc_gpu_plan_check", self._handle())
+
+    def close(self) -> None:
+        if self._h is not None:
+            _lib.rt().kvcc_gpu_plan_destroy(self._h)
             self._h = None

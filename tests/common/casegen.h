@@ -241,10 +241,47 @@ static inline double sched_margin(const KiFn *f, const double *par, const KiCase
 	return worst;
 }
 
+/* threshold over chunks (scope head; issue 13): every unprotected chunk's mean (double, as the
+** reference) away from tau, and the smallest relative gap between two such means (the f32
+** kernels rank chunks by a float mean; a near tie could order them differently) */
+static inline double thrchunk_margin(const KiFn *f, const double *par, const KiCase *c, const KiResult *r, long ch)
+{
+	long S = (long)pval(f, par, f->sel.keep_first, 0), R = (long)pval(f, par, f->sel.keep_recent, 0);
+	double tau = pval(f, par, f->sel.tau, 0), worst = INFINITY, *v = malloc(((size_t)c->n + 1) * sizeof *v);
+	for (int k = 0; v && k < c->L * c->H; k++) {
+		long n = c->len ? c->len[k] : c->n;
+		int m = 0;
+		for (long t0 = 0; t0 < n; t0 += ch) {
+			long t1 = t0 + ch < n ? t0 + ch : n;
+			if (t0 < S || t1 - 1 >= n - R)
+				continue;
+			double s = 0;
+			for (long t = t0; t < t1; t++)
+				s += r->scores[(size_t)k * c->n + t];
+			s /= (double)(t1 - t0);
+			if (!isfinite(s))
+				continue;
+			worst = fmin(worst, fabs(s - tau) / fmax(1, fmax(fabs(s), fabs(tau))));
+			v[m++] = s;
+		}
+		qsort(v, (size_t)m, sizeof *v, cmpd);
+		for (int i = 1; i < m; i++) {
+			double sc = fmax(fabs(v[i]), fabs(v[i - 1])), dl = fabs(v[i] - v[i - 1]);
+			if (sc > 0 && dl > 0)
+				worst = fmin(worst, dl / sc);
+		}
+	}
+	free(v);
+	return v ? worst : 0;
+}
+
 static inline double case_margin(const KiFn *f, const double *par, const KiCase *c, const KiResult *r)
 {
 	if (f->merge.kind == MG_summary)
 		return summary_margin(f, par, c, r);
+	long chk = (long)pval(f, par, f->sel.chunk, 1);
+	if (f->sel.kind == SEL_threshold && f->sel.scope == SC_head && chk > 1)
+		return thrchunk_margin(f, par, c, r, chk);
 	long S = (long)pval(f, par, f->sel.keep_first, 0), R = (long)pval(f, par, f->sel.keep_recent, 0);
 	double worst = INFINITY, *v = malloc((size_t)c->n * sizeof *v + 8);
 	for (int k = 0; k < c->L * c->H; k++) {
