@@ -52,7 +52,7 @@ check-emu-stage: $(B)/emu_diff
 	$(B)/emu_diff $(B) --only snapkv --every 8 --gpu-config st3,sk64
 
 check-emu-stage-full: $(B)/emu_diff
-	set -e; for p in snapkv observed_attention adakv tova; do for c in $(STAGE_POINTS); do \
+	set -e; for p in snapkv observed_attention pyramidkv tova; do for c in $(STAGE_POINTS); do \
 	  $(B)/emu_diff $(B) --only $$p --gpu-config $$c; done; done
 
 CHECK_MORE += check-emu-paged check-emu-stage
