@@ -22,14 +22,21 @@ __device__ __forceinline__ void kv_stagek(kv_qk *dst, int rows, const KvgArgs &a
 ** cp.async (sm_80+): 16-byte copies of a row that needs no conversion and is 16-byte aligned
 ** (cp.async.cg), else 4-byte ones of 4-byte elements (cp.async.ca: f32 rows, odd KV_DP);
 ** commit_group after each tile, wait_group KV_ST-1 before a tile is used (this thread's copies
-** of it landed; the barrier before kv_logits publishes every thread's). Under KV_EMU (no async
-** engine), below sm_80, at KV_ST 1 and for rows that need a conversion (f16 / bf16 on the FMA
-** path) the copy is kv_stagek's synchronous one: the same buffers, the same indexing. */
+** of it landed; the barrier before kv_logits publishes every thread's). Below sm_80, at KV_ST 1
+** and for rows that need a conversion (f16 / bf16 on the FMA path) the copy is kv_stagek's
+** synchronous one: the same buffers, the same indexing. Under
+** KV_EMU at KV_ST > 1 the emulator's kv_emu_cp stands for cp.async: the bytes land at the thread's
+** wait_group (tests/emu/cuda_emu.h), so the emulated matrix checks the waits too. */
+#define KV_CPN (KV_ST - 1)   /* a wait leaves the newest KV_ST-1 groups in flight (PTX and emulator) */
 #if KV_ST > 1 && !defined(KV_EMU) && defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
 #define KV_ASYNC 1
 __device__ __forceinline__ unsigned kv_sa(const void *p) { return (unsigned)__cvta_generic_to_shared(p); }
 __device__ __forceinline__ void kv_cpcommit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
-__device__ __forceinline__ void kv_cpwait() { asm volatile("cp.async.wait_group %0;" ::"n"(KV_ST - 1) : "memory"); }
+__device__ __forceinline__ void kv_cpwait() { asm volatile("cp.async.wait_group %0;" ::"n"(KV_CPN) : "memory"); }
+#elif KV_ST > 1 && defined(KV_EMU)
+#define KV_ASYNC 1
+__device__ __forceinline__ void kv_cpcommit() { kv_emu_cp_commit(); }
+__device__ __forceinline__ void kv_cpwait() { kv_emu_cp_wait(KV_CPN); }
 #else
 __device__ __forceinline__ void kv_cpcommit() {}
 __device__ __forceinline__ void kv_cpwait() {}
@@ -46,6 +53,10 @@ __device__ __forceinline__ void kv_stagek_async(kv_qk *dst, int rows, const KvgA
 				continue;
 			}
 			const kv_st *const s = Kb + kv_roff(a, Tb, t0 + r);
+#ifdef KV_EMU
+			for (int c = threadIdx.x & 31; c < KV_D; c += 32) kv_emu_cp(d + c, s + c, (int)sizeof(kv_st));
+			(void)V;
+#else
 			if (KV_D % V == 0 && KV_DP % V == 0 && ((unsigned long long)s & 15) == 0 && (kv_sa(d) & 15) == 0)
 				for (int c = (threadIdx.x & 31) * V; c < KV_D; c += 32 * V)
 					asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(kv_sa(d + c)), "l"(s + c) : "memory");
@@ -54,6 +65,7 @@ __device__ __forceinline__ void kv_stagek_async(kv_qk *dst, int rows, const KvgA
 					asm volatile("cp.async.ca.shared.global [%0], [%1], 4;" ::"r"(kv_sa(d + c)), "l"(s + c) : "memory");
 			else
 				for (int c = threadIdx.x & 31; c < KV_D; c += 32) d[c] = kv_qkcvt(s[c]);
+#endif
 		}
 		return;
 	}
