@@ -562,6 +562,8 @@ typedef struct KpCudaImage {
 	int tile;                /* compaction rows per staging tile (KV_TT) */
 	int sq, sk;              /* score tiles: query rows per chunk (KV_SQ), tokens per tile (KV_SK) */
 	double ms;               /* NVRTC time */
+	/* session 8 (wt-stage8) */
+	int st;                  /* score tiles: K tile buffers, cp.async pipeline stages (KV_ST) */
 } KpCudaImage;
 
 typedef struct KpCudaOut {

@@ -4,13 +4,14 @@
 ** `kvcc compile` and the library offer; options may change.
 **
 **   kvcc dev cuda POLICY [--gpu-arch sm_80,sm_90|all] [--dtype f32|f16|bf16]
-**            [--head-dim N] [--group G] [--threads T] [-v]
+**            [--head-dim N] [--group G] [--threads T] [--gpu-config STR] [-v]
 **            [--emit-cuda FILE.cu] [--emit-dir DIR] [--gen-only]
 **
 ** dev cuda runs the GPU backend alone (codegen/ptx: KIR after the default passes →
 ** CUDA C → NVRTC, PTX and CUBIN per arch) and prints one summary line, a line per arch
 ** and, with -v, one per (arch, kernel): registers, static and dynamic shared memory,
-** spills. --gen-only stops after the CUDA C (no NVRTC needed); --emit-cuda writes it;
+** spills. --gpu-config takes a GPU config point (doc/tune.md: "nt256,sk64,st2", ...).
+** --gen-only stops after the CUDA C (no NVRTC needed); --emit-cuda writes it;
 ** --emit-dir writes DIR/<policy>.<sm>.<dtype>.d<D>.g<G>.ptx and .cubin (for ptxas).
 ** tests/gpu/check_ptx.sh and tests/emu (mma_unit's sources) use it.
 **
@@ -50,8 +51,9 @@ static int report(const KiFn *f, const KpCudaOpts *o, const KpCudaOut *out, cons
 	for (int i = 0; i < out->nimg; i++) {
 		const KpCudaImage *im = &out->img[i];
 		printf("  %s: PTX %zu bytes, CUBIN %zu bytes, %.0f ms, compaction tile %d rows, score tiles %d queries x %d "
-		       "tokens (%s)\n", im->arch, im->nptx, im->ncubin, im->ms, im->tile, im->sq, im->sk,
-		       kp_cuda_mma(o->dtype, o->head_dim) ? "mma.m16n8k16" : "f32 FMA");
+		       "tokens (%s%s)\n", im->arch, im->nptx, im->ncubin, im->ms, im->tile, im->sq, im->sk,
+		       kp_cuda_mma(o->dtype, o->head_dim) ? "mma.m16n8k16" : "f32 FMA",
+		       im->st > 1 ? im->st == 2 ? ", K in 2 buffers" : ", K in 3 buffers" : "");
 		if (o->verbose)
 			for (int k = 0; k < out->nkern; k++)
 				printf("    %-10s %3d registers, %5d B static smem, %6u B dynamic smem%s, %d B spills\n",
@@ -78,6 +80,7 @@ static int cuda(int argc, char **argv)
 {
 	const char *path = NULL, *src = NULL, *dir = NULL;
 	KpCudaOpts o = { .dtype = KVCC_F32, .head_dim = 128, .group = 1, .archs = "sm_80,sm_90" };
+	KpGpuCfg gc;
 	for (int i = 0; i < argc; i++) {
 		const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
 		if (!strcmp(a, "-v"))
@@ -96,7 +99,12 @@ static int cuda(int argc, char **argv)
 			o.group = atoi(v), i++;
 		else if (!strcmp(a, "--threads") && v)
 			o.nthreads = atoi(v), i++;
-		else if (!strcmp(a, "--emit-cuda") && v)
+		else if (!strcmp(a, "--gpu-config") && v) {
+			char why[200];
+			if (kp_gcfgparse(v, &gc, why, sizeof why) != 0)
+				return usage("dev cuda", "%s", why);
+			o.cfg = &gc, i++;
+		} else if (!strcmp(a, "--emit-cuda") && v)
 			src = v, i++;
 		else if (!strcmp(a, "--emit-dir") && v)
 			dir = v, i++;

@@ -64,7 +64,7 @@ static const char usage[] =
 	"\n"
 	"developer commands (stages on their own, for tests; options may change):\n"
 	"  dev cuda POLICY.lua [--gpu-arch sm_80,sm_90|all] [--dtype D] [--head-dim N] [--group G]\n"
-	"      [--threads T] [-v] [--emit-cuda FILE.cu] [--emit-dir DIR] [--gen-only]\n"
+	"      [--threads T] [--gpu-config STR] [-v] [--emit-cuda FILE.cu] [--emit-dir DIR] [--gen-only]\n"
 	"                                   the GPU backend alone: the CUDA C, NVRTC per arch,\n"
 	"                                   registers / shared memory / spills per kernel (-v)\n"
 	"\n"

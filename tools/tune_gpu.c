@@ -13,14 +13,27 @@
 ** launch costs more than any occupancy it buys; ranked after every point without spills).
 ** Survivors are ranked by a modeled throughput, the geometric mean over kernels and archs of
 **   score tile kernels   min(1, occupancy / 0.25) x (sq·sk / (sq + sk)) / the default tile's
-**                        (tensor-core / FMA tiles: a quarter of the warps hides latency; bigger
-**                        tiles re-use each staged row more)
+**                        x hide / the default's hide (tensor-core / FMA tiles: a quarter of the
+**                        warps hides latency; bigger tiles re-use each staged row more; hide: the
+**                        K tile pipeline, st buffers, below)
 **   decode               min(1, occupancy / 0.5) x min(1, lpt · element bytes / 32) (memory bound:
 **                        half the warps to cover HBM latency; 32-byte sectors filled)
 **   the others           min(1, occupancy / 0.5)
-** and a point replaces the default only when the model says more than MODEL_MARGIN better. The
+** The K tile pipeline (KV_ST = st buffers; cp.async copies tile t+st-1 while tile t is used), a
+** MODEL with assumed constants, never measured: per K tile, the work w = sq·sk·head_dim·2 / F
+** cycles (F: the SM's peak FLOP per cycle, tensor-core or FP32 FMA) and the copy c = LAT +
+** sk·head_dim·element bytes / BW cycles; the copy issued st-1 tiles ahead leaves a stall of
+** max(0, c - (st-1)·w) per tile and the other resident blocks (b per SM) fill stalls:
+**   hide = min(1, b · w / (w + max(0, c - (st-1)·w)))
+** taken relative to the default tile's with one buffer at the same b (occupancy is counted once).
+** LAT = 600 cycles (global-memory latency), F and BW the datasheet peaks per SM and cycle:
+** sm_80 (A100: 312 TFLOP/s bf16, 19.5 f32, 1.55 TB/s, 108 SMs at 1.41 GHz) 2048 / 128 FLOP,
+** 10 B; sm_90 and later (H100 SXM: 989 / 67 TFLOP/s, 3.35 TB/s, 132 SMs at 1.83 GHz) 4096 / 256
+** FLOP, 14 B (gpipe below). The softmax / reduction work on each tile is left out (it only adds
+** to w, so the model overstates the stall of st1).
+** A point replaces the default only when the model says more than MODEL_MARGIN better. The
 ** search is coordinate-wise (threads, then lanes per token, then the score tile, then staging
-** rows), each coordinate from the best point so far, so NVRTC runs about a dozen times.
+** rows, then the K tile buffers st2 / st3), each coordinate from the best point so far, so NVRTC runs about a dozen times.
 */
 #include <math.h>
 #include <stdio.h>
@@ -45,6 +58,16 @@ static const GArch GA[] = {
 	{ 100, 64, 32, 228 << 10 }, { 103, 64, 32, 228 << 10 }, { 110, 64, 32, 228 << 10 }, { 120, 48, 32, 100 << 10 },
 	{ 121, 48, 32, 100 << 10 },
 };
+
+/* the pipeline model's constants (the comment at the top): assumed, not measured */
+#define PIPE_LAT 600.0
+static double gpipe(int sm, int mma, int sq, int sk, int st, int head_dim, int esz, int b)
+{
+	double F = sm >= 90 ? (mma ? 4096 : 256) : (mma ? 2048 : 128), BW = sm >= 90 ? 14 : 10;
+	double w = (double)sq * sk * head_dim * 2 / F, c = PIPE_LAT + (double)sk * head_dim * esz / BW;
+	double stall = c - (st - 1) * w;
+	return fmin(1, b * w / (w + (stall > 0 ? stall : 0)));
+}
 
 static const GArch *garch(int sm)
 {
@@ -114,9 +137,14 @@ static void evaluate(const KiJob *j, GPoint *p)
 				continue;
 			}
 			int role = p->out.kern[k].role;
-			if (role == KVG_SCORE && p->out.kern[k].tiled)
+			if (role == KVG_SCORE && p->out.kern[k].tiled) {
+				int mma = kp_cuda_mma(j->spec.dtype, j->spec.head_dim), hd = j->spec.head_dim;
+				/* relative to the default tile with one buffer at the same blocks per SM (the
+				** occupancy term already counts the blocks) */
 				v = fmin(1, occ / 0.25) * ((double)im->sq * im->sk / (im->sq + im->sk)) /
-				    ((double)dsq * dsk / (dsq + dsk));
+				    ((double)dsq * dsk / (dsq + dsk)) * gpipe(im->sm, mma, im->sq, im->sk, im->st, hd, esz, b) /
+				    gpipe(im->sm, mma, dsq, dsk, 1, hd, esz, b);
+			}
 			else if (role == KVG_DECODE) {
 				int lpt = p->c.lpt ? p->c.lpt : kp_cuda_lpt(j->spec.head_dim);
 				v = fmin(1, occ / 0.5) * fmin(1, lpt * esz / 32.0);
@@ -158,7 +186,8 @@ static void show(const KiJob *j, const GPoint *p, const char *verdict)
 			printf(" %s %dr %uB%s %db/%.0f%%", p->out.kern[k].name, im->regs[k], (unsigned)im->smem[k] + im->dsmem[k],
 			       im->spill[k] ? " SPILL" : "", b, 100.0 * b * (p->out.nthreads / 32) / A->maxw);
 		}
-		printf("  (tile %dx%d, staging %d)\n", im->sq, im->sk, im->tile);
+		printf("  (tile %dx%d%s, staging %d)\n", im->sq, im->sk, im->st == 3 ? ", K in 3 buffers" : im->st == 2 ?
+		       ", K in 2 buffers" : "", im->tile);
 	}
 	(void)j;
 }
@@ -186,7 +215,7 @@ int kt_tune_gpu(KiJob *j, const char *db, int verbose, double *wall)
 	for (int k = 0; k < P[0].out.nkern; k++)
 		tiled |= P[0].out.kern[k].tiled;
 	int lpt0 = kp_cuda_lpt(j->spec.head_dim), sq0 = j->spec.group < 4 ? 64 * j->spec.group : 256;
-	for (int coord = 0; coord < 4; coord++) {
+	for (int coord = 0; coord < 5; coord++) {
 		KpGpuCfg v[4];
 		int nv = 0;
 		KpGpuCfg b = P[best].c;
@@ -205,6 +234,9 @@ int kt_tune_gpu(KiJob *j, const char *db, int verbose, double *wall)
 		} else if (coord == 3 && P[0].out.has_compress)
 			for (int tt = 32; tt >= 8; tt /= 4)
 				v[nv] = b, v[nv++].tt = tt;
+		else if (coord == 4 && tiled)   /* the K tile pipeline: by the model only */
+			for (int st = 2; st <= 3; st++)
+				v[nv] = b, v[nv++].st = st;
 		for (int i = 0; i < nv && np < MAXPT; i++) {
 			char s[64], t[64];
 			kp_gcfgstr(&v[i], j->spec.head_dim, j->spec.group, s, sizeof s);
@@ -242,6 +274,9 @@ int kt_tune_gpu(KiJob *j, const char *db, int verbose, double *wall)
 		printf("\n");
 	}
 	printf("  NOT MEASURED: the pick is the static model's; on a GPU `kvcc tune` would have to time it.\n");
+	if (w->c.st > 1)
+		printf("  K tile buffers st%d: picked by the pipeline model alone (assumed latency %.0f cycles and datasheet "
+		       "peaks, doc/tune.md); no cp.async pipeline has run on a GPU here\n", w->c.st, PIPE_LAT);
 	/* the record: the static pick, keyed by the targets and NVRTC (not by this CPU) */
 	KtRec r;
 	memset(&r, 0, sizeof r);

@@ -40,9 +40,16 @@ int kp_cuda_mma(int dtype, int head_dim)
 
 unsigned kp_cuda_score_dsmem(int dtype, int head_dim, int group, int sq, int sk)
 {
+	return kp_cuda_score_dsmem_st(dtype, head_dim, group, sq, sk, 1);
+}
+
+/* the layout of kernels.c gen_score: Q rows, st K tiles (kv_qk, row stride KV_DP), the logit
+** tile and the obs accumulators (f32) */
+unsigned kp_cuda_score_dsmem_st(int dtype, int head_dim, int group, int sq, int sk, int st)
+{
 	int mma = kp_cuda_mma(dtype, head_dim);
 	unsigned dp = (unsigned)head_dim + (mma ? 8u : 1u), esz = mma ? 2u : 4u;
-	return (unsigned)(sq + sk) * dp * esz + (unsigned)(sq * sk + group * sk) * 4u;
+	return (unsigned)(sq + (st > 1 ? st : 1) * sk) * dp * esz + (unsigned)(sq * sk + group * sk) * 4u;
 }
 
 void kp_cuda_score_tile(int sm, int dtype, int head_dim, int group, int *sq, int *sk)
@@ -52,17 +59,29 @@ void kp_cuda_score_tile(int sm, int dtype, int head_dim, int group, int *sq, int
 
 void kp_cuda_score_tile_from(int sm, int dtype, int head_dim, int group, int q0, int k0, int *sq, int *sk)
 {
+	int st;
+	kp_cuda_score_tile_st(sm, dtype, head_dim, group, q0, k0, 1, sq, sk, &st);
+}
+
+void kp_cuda_score_tile_st(int sm, int dtype, int head_dim, int group, int q0, int k0, int st0, int *sq, int *sk,
+                           int *st)
+{
 	/* below the opt-in maximum of each part: A100/A30 (sm_80/87) 163 KB, H100/B200
 	** (sm_90, sm_100) 227 KB, the others (sm_86, sm_89, sm_120) 99 KB. Tokens per tile:
 	** 64; query rows per chunk: as many as fit up to 64·G, at most 256 (G·O of a 64-query
 	** window: Q staged once), in steps of 16 (the mma row block) */
 	unsigned budget = sm == 80 || sm == 87 ? 160u << 10 : sm >= 90 && sm < 120 ? 220u << 10 : 96u << 10;
-	int k = k0 > 0 ? k0 : 64, q = q0 > 0 ? q0 : group < 4 ? 64 * group : 256;
-	while (q > 16 && kp_cuda_score_dsmem(dtype, head_dim, group, q, k) > budget)
+	int k = k0 > 0 ? k0 : 64, q = q0 > 0 ? q0 : group < 4 ? 64 * group : 256, b = st0 > 1 ? st0 : 1;
+	/* with several K buffers: the query rows down to 64 first, then fewer buffers */
+	while (b > 1 && q > 64 && kp_cuda_score_dsmem_st(dtype, head_dim, group, q, k, b) > budget)
 		q -= 16;
-	while (k > 8 && kp_cuda_score_dsmem(dtype, head_dim, group, q, k) > budget)
+	while (b > 1 && kp_cuda_score_dsmem_st(dtype, head_dim, group, q, k, b) > budget)
+		b--;
+	while (q > 16 && kp_cuda_score_dsmem_st(dtype, head_dim, group, q, k, b) > budget)
+		q -= 16;
+	while (k > 8 && kp_cuda_score_dsmem_st(dtype, head_dim, group, q, k, b) > budget)
 		k -= 8;
-	*sq = q, *sk = k;
+	*sq = q, *sk = k, *st = b;
 }
 
 int kp_cuda_lpt(int head_dim)
@@ -81,7 +100,7 @@ int kp_gcfgparse(const char *s, KpGpuCfg *c, char *why, size_t wn)
 	static const struct { const char *name; size_t off; int lo, hi, step; } F[] = {
 		{ "nt", offsetof(KpGpuCfg, nt), 32, 1024, 32 }, { "lpt", offsetof(KpGpuCfg, lpt), 1, 32, 0 },
 		{ "sq", offsetof(KpGpuCfg, sq), 16, 1024, 16 }, { "sk", offsetof(KpGpuCfg, sk), 8, 256, 8 },
-		{ "tt", offsetof(KpGpuCfg, tt), 1, 1024, 1 },
+		{ "tt", offsetof(KpGpuCfg, tt), 1, 1024, 1 }, { "st", offsetof(KpGpuCfg, st), 1, 3, 1 },
 	};
 	for (const char *p = s; *p;) {
 		size_t n = strcspn(p, "=0123456789");
@@ -90,7 +109,7 @@ int kp_gcfgparse(const char *s, KpGpuCfg *c, char *why, size_t wn)
 			if (strlen(F[i].name) == n && !strncmp(p, F[i].name, n))
 				k = i;
 		if (k < 0)
-			return snprintf(why, wn, "unknown GPU config field '%.*s' (nt, lpt, sq, sk, tt)", (int)n, p), -1;
+			return snprintf(why, wn, "unknown GPU config field '%.*s' (nt, lpt, sq, sk, tt, st)", (int)n, p), -1;
 		p += n + (p[n] == '=');
 		char *end;
 		long v = strtol(p, &end, 10);
@@ -119,7 +138,9 @@ void kp_gcfgstr(const KpGpuCfg *c, int head_dim, int group, char *buf, size_t n)
 	int k = snprintf(buf, n, "nt%d,lpt%d,sq%d,sk%d", c->nt ? c->nt : 256, c->lpt ? c->lpt : kp_cuda_lpt(head_dim),
 	                 c->sq ? c->sq : group < 4 ? 64 * group : 256, c->sk ? c->sk : 64);
 	if (c->tt && k > 0 && (size_t)k < n)
-		snprintf(buf + k, n - (size_t)k, ",tt%d", c->tt);
+		k += snprintf(buf + k, n - (size_t)k, ",tt%d", c->tt);
+	if (c->st > 1 && k > 0 && (size_t)k < n)
+		snprintf(buf + k, n - (size_t)k, ",st%d", c->st);
 }
 
 static double now_ms(void)
@@ -222,7 +243,7 @@ struct KpCudaJob {
 	KpCudaOut *out;
 	int dtype, head_dim, group;
 	int narch, sm[KVG_MAXARCH];
-	char defs[KVG_MAXARCH][4][32];
+	char defs[KVG_MAXARCH][5][32];
 	char name[96];
 	KpNvrtcRes r[KVG_MAXARCH];
 	int rc[KVG_MAXARCH];
@@ -243,9 +264,9 @@ static double cpu_ms(void)
 
 static void arch1(KpCudaJob *J, int a)
 {
-	const char *extra[] = { J->defs[a][0], J->defs[a][1], J->defs[a][2], J->defs[a][3] };
+	const char *extra[] = { J->defs[a][0], J->defs[a][1], J->defs[a][2], J->defs[a][3], J->defs[a][4] };
 	double t1 = now_ms(), c1 = cpu_ms();
-	J->rc[a] = kp_nvrtc_compile(J->out->src, J->name, J->sm[a], extra, 4, &J->r[a], J->why[a], sizeof J->why[a]);
+	J->rc[a] = kp_nvrtc_compile(J->out->src, J->name, J->sm[a], extra, 5, &J->r[a], J->why[a], sizeof J->why[a]);
 	J->wall[a] = now_ms() - t1, J->cpu[a] = cpu_ms() - c1;
 }
 
@@ -321,12 +342,13 @@ int kp_cuda_start(const KiFn *f, const KpCudaOpts *o, KpCudaOut *out, KpCudaJob 
 		im->tile = kp_cuda_tile(sm[a], o->dtype, o->head_dim, out->nthreads);
 		if (gc && gc->tt && gc->tt < im->tile)
 			im->tile = gc->tt;
-		kp_cuda_score_tile_from(sm[a], o->dtype, o->head_dim, o->group, gc ? gc->sq : 0, gc ? gc->sk : 0, &im->sq,
-		                        &im->sk);
+		kp_cuda_score_tile_st(sm[a], o->dtype, o->head_dim, o->group, gc ? gc->sq : 0, gc ? gc->sk : 0,
+		                      gc ? gc->st : 0, &im->sq, &im->sk, &im->st);
 		snprintf(J->defs[a][0], sizeof J->defs[a][0], "-DKV_NT=%d", out->nthreads);
 		snprintf(J->defs[a][1], sizeof J->defs[a][1], "-DKV_TT=%d", im->tile);
 		snprintf(J->defs[a][2], sizeof J->defs[a][2], "-DKV_SQ=%d", im->sq);
 		snprintf(J->defs[a][3], sizeof J->defs[a][3], "-DKV_SK=%d", im->sk);
+		snprintf(J->defs[a][4], sizeof J->defs[a][4], "-DKV_ST=%d", im->st);
 	}
 	pthread_mutex_init(&J->mu, NULL);
 	int nw = nworkers(narch);
@@ -366,7 +388,7 @@ int kp_cuda_finish(KpCudaJob *J, double *cpu, KiErr *e)
 		free(J->r[a].log);
 		for (int k = 0; k < out->nkern; k++)
 			im->dsmem[k] = out->kern[k].role == KVG_SELECT ? kp_cuda_dsmem(J->dtype, J->head_dim, im->tile)
-			               : out->kern[k].tiled ? kp_cuda_score_dsmem(J->dtype, J->head_dim, J->group, im->sq, im->sk)
+			               : out->kern[k].tiled ? kp_cuda_score_dsmem_st(J->dtype, J->head_dim, J->group, im->sq, im->sk, im->st)
 			                                    : 0;
 	}
 	if (rc)   /* the images before the failing arch own their PTX / CUBIN; the rest were freed above */

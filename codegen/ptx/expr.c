@@ -916,20 +916,34 @@ int kp_tiledstep(Gen *g, int i)
 	return r ? kind : TS_NONE;
 }
 
-/* token tiles of K (outer), chunks of KV_SQ query rows (inner), the logit tile of both */
+/* token tiles of K (outer), chunks of KV_SQ query rows (inner), the logit tile of both.
+** K tiles: KV_ST buffers (tile.cuh kv_stagek_async): the first KV_ST-1 tiles are copied before
+** the loop; iteration ti_ copies tile ti_+KV_ST-1 into the buffer tile ti_-1 used (every read of
+** it ended at the barrier after kv_logits), waits for its own copies of tile ti_ and reads
+** buffer ti_ % KV_ST after the barrier of the query chunk; KV_ST 1: one buffer, synchronous */
 static void tile_open(Gen *g, const char *pre)
 {
 	sb(&g->s,
-	   "\tfor (int t0_ = 0; t0_ < n; t0_ += KV_SK) {\n"
+	   "\tfor (int s_ = 0; s_ < KV_ST - 1; s_++) {   /* the pipeline's first tiles */\n"
+	   "\t\tif (s_ * KV_SK < n)\n"
+	   "\t\t\tkv_stagek_async(sK_ + s_ * KV_SK * KV_DP, KV_SK, a, Kb, Tb, s_ * KV_SK, n - s_ * KV_SK < KV_SK ? n - s_ * KV_SK : KV_SK);\n"
+	   "\t\tkv_cpcommit();\n"
+	   "\t}\n"
+	   "\tfor (int t0_ = 0, ti_ = 0; t0_ < n; t0_ += KV_SK, ti_++) {\n"
 	   "\t\tconst int nt_ = n - t0_ < KV_SK ? n - t0_ : KV_SK;\n"
-	   "\t\tkv_stagek(sK_, KV_SK, a, Kb, Tb, t0_, nt_);\n"
+	   "\t\tconst int tn_ = t0_ + (KV_ST - 1) * KV_SK;   /* the tile KV_ST - 1 ahead */\n"
+	   "\t\tif (tn_ < n)\n"
+	   "\t\t\tkv_stagek_async(sK_ + (ti_ + KV_ST - 1) %% KV_ST * KV_SK * KV_DP, KV_SK, a, Kb, Tb, tn_, n - tn_ < KV_SK ? n - tn_ : KV_SK);\n"
+	   "\t\tkv_cpcommit();\n"
+	   "\t\tkv_cpwait();\n"
+	   "\t\tconst kv_qk *const sKt_ = sK_ + ti_ %% KV_ST * KV_SK * KV_DP;\n"
 	   "%s"
 	   "\t\tfor (int q0_ = 0; q0_ < KV_G * O; q0_ += KV_SQ) {\n"
 	   "\t\t\tconst int nq_ = KV_G * O - q0_ < KV_SQ ? KV_G * O - q0_ : KV_SQ;\n"
 	   "\t\t\tif (t0_ == 0 || KV_G * O > KV_SQ)   /* one chunk: staged once */\n"
 	   "\t\t\t\tkv_stage(sQ_, KV_SQ, Qb + (long long)q0_ * KV_D, KV_D, nq_);\n"
 	   "\t\t\t__syncthreads();\n"
-	   "\t\t\tkv_logits(sS_, sQ_, sK_, nq_, nt_);\n"
+	   "\t\t\tkv_logits(sS_, sQ_, sKt_, nq_, nt_);\n"
 	   "\t\t\t__syncthreads();\n", pre);
 }
 

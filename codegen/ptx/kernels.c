@@ -111,8 +111,8 @@ static int gen_score(Gen *g, KpCudaOut *out)
 		bufdecls(g, need);
 		if (k->tiled)
 			sb(&g->s, "\tKV_DYNSMEM(kv_dsm);   /* score tiles: kp_cuda_score_dsmem */\n"
-			          "\tkv_qk *const sQ_ = (kv_qk *)kv_dsm, *const sK_ = sQ_ + KV_SQ * KV_DP;\n"
-			          "\tfloat *const sS_ = (float *)(sK_ + KV_SK * KV_DP), *const sA_ = sS_ + KV_SQ * KV_SK;\n"
+			          "\tkv_qk *const sQ_ = (kv_qk *)kv_dsm, *const sK_ = sQ_ + KV_SQ * KV_DP;   /* K: KV_ST tile buffers */\n"
+			          "\tfloat *const sS_ = (float *)(sK_ + KV_ST * KV_SK * KV_DP), *const sA_ = sS_ + KV_SQ * KV_SK;\n"
 			          "\t(void)sA_;\n");
 		for (int i = 0; rc == 0 && i < f->nins; i++)
 			if (need[i] && g->phase[i] == p && (g->home[i] == HM_BUF || g->home[i] == HM_STAT))

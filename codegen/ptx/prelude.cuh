@@ -17,6 +17,9 @@
 #ifndef KV_SK
 #define KV_SK 64
 #endif
+#ifndef KV_ST
+#define KV_ST 1   /* K tile buffers of the score kernels (pipeline stages; tile.cuh) */
+#endif
 #define KV_NW (KV_NT / 32)
 #ifndef KV_DYNSMEM
 #define KV_DYNSMEM(nm) extern __shared__ __align__(16) unsigned char nm[]

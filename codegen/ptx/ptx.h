@@ -32,14 +32,19 @@
 ** decode lanes per token (tokens per warp = 32 / lpt), the score tile's starting query rows and
 ** tokens (KV_SQ, KV_SK: each arch then shrinks them to its shared-memory budget) and the
 ** compaction staging rows (KV_TT: at most the arch's budget). 0 = the default of the field. The
-** string form: "nt256,lpt8,sq64,sk64,tt16" (any subset; "" or "default": all defaults). */
+** string form: "nt256,lpt8,sq64,sk64,tt16" (any subset; "" or "default": all defaults).
+** st: the score kernels' K tile buffers (KV_ST, pipeline stages of cp.async copies; 1 = one
+** buffer, synchronous staging; an arch lowers it before the tile when the budget is short). */
 typedef struct KpGpuCfg {
 	int nt, lpt, sq, sk, tt;
+	/* session 8 (wt-stage8) */
+	int st;
 } KpGpuCfg;
 KC_FUNC int kp_gcfgparse(const char *s, KpGpuCfg *c, char *why, size_t wn);
 /* the canonical string of c with its defaults resolved for (head_dim, group): "nt256,lpt32,sq256,sk64"
 ** (",tt16" when the staging rows are capped; the default takes the arch's budget) */
 KC_FUNC void kp_gcfgstr(const KpGpuCfg *c, int head_dim, int group, char *buf, size_t n);
+/* (",st2" / ",st3" at the end when the K tile buffers are more than one) */
 /* decode lanes per token by default: about 4 channels per lane (kernels.c) */
 KC_FUNC int kp_cuda_lpt(int head_dim);
 
@@ -78,6 +83,11 @@ KC_FUNC unsigned kp_cuda_score_dsmem(int dtype, int head_dim, int group, int sq,
 KC_FUNC void kp_cuda_score_tile(int sm, int dtype, int head_dim, int group, int *sq, int *sk);
 /* the same from starting sizes q0 x k0 (0: the default's) */
 KC_FUNC void kp_cuda_score_tile_from(int sm, int dtype, int head_dim, int group, int q0, int k0, int *sq, int *sk);
+/* with st0 K tile buffers (0: 1): the bytes, and each arch's sizes; the query rows shrink first
+** (down to 64 or q0), then the buffers (down to 1), then the rows (to 16), then the tokens (to 8) */
+KC_FUNC unsigned kp_cuda_score_dsmem_st(int dtype, int head_dim, int group, int sq, int sk, int st);
+KC_FUNC void kp_cuda_score_tile_st(int sm, int dtype, int head_dim, int group, int q0, int k0, int st0, int *sq, int *sk,
+                                   int *st);
 
 /* blob.c: the GPU part of an artifact. The targets of a compile: "sm_80,sm_90" normalized
 ** (sorted, no duplicates) and the NVRTC that compiles them (both part of the cache key). */

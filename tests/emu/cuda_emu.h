@@ -25,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <vector>
 
 #define __global__
 #define __device__
@@ -60,6 +61,10 @@ static void (*body)(void);
 static union Slot { unsigned u; float f; int i; } *xch;
 static struct MmaSlot { unsigned a[4], b[2]; float c[4]; } *mmx;
 static const size_t STACK = 256 * 1024;
+/* cp.async (kv_emu_cp below): each thread's copies not landed yet, and its committed groups */
+struct CpPend { unsigned char *dst; unsigned char v[16]; int n; long grp; };
+static std::vector<CpPend> cpq[1024];
+static long cpgrp[1024];
 
 } // namespace kv_emu
 
@@ -136,6 +141,8 @@ template <class A> const A *Call<A>::args;
 /* run one block to completion; -1 on misuse */
 static int runblock(void)
 {
+	for (int i = 0; i < nth; i++)     /* a block starts with no copy in flight */
+		cpq[i].clear(), cpgrp[i] = 0;
 	for (int i = 0; i < nth; i++) {
 		getcontext(&fib[i].ctx);
 		fib[i].ctx.uc_stack.ss_sp = fib[i].stack;
@@ -344,5 +351,30 @@ static inline double __dadd_rn(double a, double b) { volatile double r = a + b; 
 static inline double __dsub_rn(double a, double b) { volatile double r = a - b; return r; }
 static inline double __dmul_rn(double a, double b) { volatile double r = a * b; return r; }
 static inline double __ddiv_rn(double a, double b) { volatile double r = a / b; return r; }
+
+/* cp.async (tile.cuh kv_stagek_async at KV_ST > 1): the source is read at the call, the bytes
+** land in shared memory at the thread's cp.async.wait_group that covers the group, as late as the
+** hardware may let them (a read of the buffer before that wait sees the old bytes: a missing or
+** too weak wait fails the matrix); commit_group closes the thread's open group */
+static inline void kv_emu_cp(void *dst, const void *src, int n)
+{
+	kv_emu::CpPend p;
+	p.dst = (unsigned char *)dst, p.n = n > 16 ? 16 : n, p.grp = kv_emu::cpgrp[kv_emu::cur];
+	memcpy(p.v, src, (size_t)p.n);
+	kv_emu::cpq[kv_emu::cur].push_back(p);
+}
+static inline void kv_emu_cp_commit(void) { kv_emu::cpgrp[kv_emu::cur]++; }
+static inline void kv_emu_cp_wait(int pending)
+{
+	std::vector<kv_emu::CpPend> &q = kv_emu::cpq[kv_emu::cur];
+	const long upto = kv_emu::cpgrp[kv_emu::cur] - pending;   /* groups below this one complete */
+	size_t k = 0;
+	for (size_t i = 0; i < q.size(); i++)
+		if (q[i].grp < upto)
+			memcpy(q[i].dst, q[i].v, (size_t)q[i].n);
+		else
+			q[k++] = q[i];
+	q.resize(k);
+}
 
 #endif

@@ -6,6 +6,8 @@
 #   make check-emu        a sixth of the matrix: every 6th spec of each policy, rotating so
 #                         that each spec runs for some policy (make check's time budget)
 #   make check-emu-full   every policy × dtype × head_dim × group (make check-full)
+#   make check-emu-stage  the score kernels' K tile pipeline (GPU config st2 / st3, doc/gpu.md) on
+#                         tiled policies (check-emu-stage-full: more policies, every spec)
 #   make check-emu-paged  batched and paged caches (tests/emu/emu_paged.c; in make check: every
 #                         2nd policy of the manifest; check-emu-paged-full: every policy)
 
@@ -40,9 +42,22 @@ check-emu-full: $(B)/emu_diff $(B)/mma_unit
 	$(B)/mma_unit
 	$(B)/emu_diff $(B)
 
-CHECK_MORE += check-emu-paged
-CHECK_FULL += check-emu-full check-emu-paged-full
-CHECK_FULL_OMIT += check-emu check-emu-paged
+# K tiles in 2 / 3 shared buffers (KV_ST; under KV_EMU the copy is synchronous, the buffer
+# indexing the same): 16-token tiles (n = 37, 61, 129: 3, 4, 9 tiles, the last partial) and
+# 64-token tiles (37, 61: less than one tile; 129: 3 tiles, the last one token); every 4th / 8th
+# spec covers the f32 FMA path and the f16 / bf16 mma path (bf16 d96: mma, f32 d96: FMA)
+STAGE_POINTS = st2 st3 st3,sk64 st2,sq32,sk24
+check-emu-stage: $(B)/emu_diff
+	$(B)/emu_diff $(B) --only snapkv --every 4 --gpu-config st2
+	$(B)/emu_diff $(B) --only snapkv --every 8 --gpu-config st3,sk64
+
+check-emu-stage-full: $(B)/emu_diff
+	set -e; for p in snapkv observed_attention pyramidkv tova; do for c in $(STAGE_POINTS); do \
+	  $(B)/emu_diff $(B) --only $$p --gpu-config $$c; done; done
+
+CHECK_MORE += check-emu-paged check-emu-stage
+CHECK_FULL += check-emu-full check-emu-paged-full check-emu-stage-full
+CHECK_FULL_OMIT += check-emu check-emu-paged check-emu-stage
 
 .PRECIOUS: $(B)/mma/%.cu
-.PHONY: check-emu check-emu-full check-emu-paged check-emu-paged-full
+.PHONY: check-emu check-emu-full check-emu-paged check-emu-paged-full check-emu-stage check-emu-stage-full

@@ -63,7 +63,7 @@
 /* the emulated launch sizes; --gpu-config CFG (a point of the GPU config space, doc/tune.md)
 ** replaces them with the point's threads per block, staging rows, score tile and decode lanes
 ** per token, and builds in BUILD_DIR/emu-CFG */
-static int EMU_NT = 64, EMU_TT = 5, EMU_SQ = 16, EMU_SK = 16;
+static int EMU_NT = 64, EMU_TT = 5, EMU_SQ = 16, EMU_SK = 16, EMU_ST = 1;
 static KpGpuCfg gcfg;
 static const char *gcfgs;
 
@@ -135,7 +135,8 @@ static int build(const char *bdir, const char *root)
 	if (!mk)
 		return -1;
 	fprintf(mk, "CXX ?= g++\nEMUFLAGS = -std=c++17 -O1 -fPIC -shared -Wall -Wextra -Werror -Wno-unused-function "
-	            "-DKV_NT=%d -DKV_TT=%d -DKV_SQ=%d -DKV_SK=%d -I%s\nall:", EMU_NT, EMU_TT, EMU_SQ, EMU_SK, root);
+	            "-DKV_NT=%d -DKV_TT=%d -DKV_SQ=%d -DKV_SK=%d -DKV_ST=%d -I%s\nall:", EMU_NT, EMU_TT, EMU_SQ, EMU_SK,
+	            EMU_ST, root);
 	for (int p = 0; p < NPOL; p++)
 		fprintf(mk, " %s.so", pols[p]);
 	fprintf(mk, "\n%%.so: %%.cpp %s/tests/emu/cuda_emu.h\n\t$(CXX) $(EMUFLAGS) -o $@.tmp $< && mv $@.tmp $@\n", root);
@@ -650,7 +651,7 @@ static void run_case(int pi, int dt, int di, int gi, int idx)
 	}
 	/* compress */
 	size_t dsm = kp_cuda_dsmem(dt, d, EMU_TT);
-	if (launch(sp, KVG_SCORE, (unsigned)(L * H), kp_cuda_score_dsmem(dt, d, G, EMU_SQ, EMU_SK), &a, why, sizeof why) != 0 ||
+	if (launch(sp, KVG_SCORE, (unsigned)(L * H), kp_cuda_score_dsmem_st(dt, d, G, EMU_SQ, EMU_SK, EMU_ST), &a, why, sizeof why) != 0 ||
 	    launch(sp, KVG_SELECT, (unsigned)(L * H), dsm, &a, why, sizeof why) != 0) {
 		printf("FAIL %s: %s\n", name, why);
 		goto out;
@@ -756,6 +757,7 @@ int main(int argc, char **argv)
 			gcfgs = argv[i + 1];
 			EMU_NT = gcfg.nt ? gcfg.nt : EMU_NT, EMU_TT = gcfg.tt ? gcfg.tt : EMU_TT;
 			EMU_SQ = gcfg.sq ? gcfg.sq : EMU_SQ, EMU_SK = gcfg.sk ? gcfg.sk : EMU_SK;
+			EMU_ST = gcfg.st ? gcfg.st : EMU_ST;
 		}
 	char root[1024];
 	if (!realpath(".", root))
@@ -838,8 +840,9 @@ int main(int argc, char **argv)
 	if (device)
 		printf("GPU kernels on the device: NVRTC + load %.1f s, run %.1f s\n", t1 - t0, t2 - t1);
 	else
-		printf("emulated GPU kernels: generate + g++ %.1f s, run %.1f s (KV_NT=%d, KV_TT=%d, KV_SQ=%d, KV_SK=%d%s%s)\n",
-		       t1 - t0, t2 - t1, EMU_NT, EMU_TT, EMU_SQ, EMU_SK, gcfgs ? ", GPU config " : "", gcfgs ? gcfgs : "");
+		printf("emulated GPU kernels: generate + g++ %.1f s, run %.1f s (KV_NT=%d, KV_TT=%d, KV_SQ=%d, KV_SK=%d, "
+		       "KV_ST=%d%s%s)\n", t1 - t0, t2 - t1, EMU_NT, EMU_TT, EMU_SQ, EMU_SK, EMU_ST, gcfgs ? ", GPU config " : "",
+		       gcfgs ? gcfgs : "");
 	printf("decode: worst output error %.3g, worst state error %.3g (relative to max(1, |ref|))\n", worst_out,
 	       worst_st);
 	if (every > 1)

@@ -55,6 +55,34 @@ for p in policies/*.lua tests/policies/scope_*.lua tests/policies/ewmath.lua tes
 		fi
 	done
 done
+# the score kernels' K tile pipeline (GPU config st2 / st3, doc/gpu.md): NVRTC for sm_80 and sm_90,
+# no score-kernel spill, and the PTX holds the cp.async copies (16-byte .cg on the mma path, 4-byte
+# .ca on the f32 FMA path) with commit / wait groups. make check: two points; `all`: eight
+mkdir -p "$out/st"
+for pt in "snapkv bf16 128 4 st2" "snapkv f32 128 1 st3" "snapkv bf16 128 4 st3" "snapkv f32 128 1 st2" \
+	  "observed_attention bf16 128 4 st2" "observed_attention f32 128 1 st3" "snapkv bf16 96 2 st3" \
+	  "observed_attention f16 64 2 st3"; do
+	set -- $pt
+	if [ -z "$ALL" ] && [ "$1 $2 $5" != "snapkv bf16 st2" ] && [ "$1 $2 $5" != "snapkv f32 st3" ]; then continue; fi
+	rm -f "$out/st"/*
+	if "$B/kvcc" dev cuda "policies/$1.lua" --gpu-arch sm_80,sm_90 --dtype $2 --head-dim $3 --group $4 \
+		--gpu-config $5 -v --emit-dir "$out/st" >"$out/log" 2>&1; then
+		cat "$out/log"
+		cp=.cg; [ $2 = f32 ] && cp=.ca
+		if grep 'kv_score' "$out/log" | grep -v ' 0 B spills' >"$out/spill"; then
+			echo "FAIL spills $pt:"; cat "$out/spill"; fail=$((fail + 1))
+		elif ! grep -q "K in ${5#st} buffers" "$out/log"; then
+			echo "FAIL $pt: not ${5#st} K buffers"; fail=$((fail + 1))
+		elif for f in "$out/st"/*.ptx; do grep -q "cp.async$cp.shared.global" "$f" &&
+			grep -q 'cp.async.commit_group' "$f" && grep -q "cp.async.wait_group $(( ${5#st} - 1 ))" "$f" || exit 1; done; then
+			pass=$((pass + 1))
+		else
+			echo "FAIL $pt: the PTX has no cp.async$cp / commit_group / wait_group $(( ${5#st} - 1 ))"; fail=$((fail + 1))
+		fi
+	else
+		echo "FAIL NVRTC $pt:"; cat "$out/log"; fail=$((fail + 1))
+	fi
+done
 if [ -x "$PTXAS" ]; then
 	nf=0
 	for f in "$out"/*.ptx; do

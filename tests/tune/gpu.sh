@@ -4,8 +4,8 @@
 #      point's CUDA C compiled by g++ against cuda_emu.h, run against the reference interpreter).
 #      Without `all` (make check): a point that moves every field off its default, on h2o
 #      (decode, observe hook) and snapkv (tiled score), every 8th spec. With `all`
-#      (make check-tune): every value of every field the tuner's search can set, one field off the
-#      default at a time, plus two combined points, on h2o, snapkv and scope_layer, every 4th spec
+#      (make check-tune): every value of every field the tuner's search can set (st2 / st3 included),
+#      one field off the default at a time, plus combined points, on h2o, snapkv and scope_layer, every 4th spec
 #      (every 16th at 512 threads).
 #   2. `kvcc tune --gpu-arch sm_80 --gpu-only` (the static model; NVRTC): says that nothing was
 #      measured on a GPU and which config it picks; the pick passes the emulation; `kvcc compile
@@ -35,7 +35,7 @@ emu() {   # emu CONFIG POLICY EVERY
 if [ "$ALL" = all ]; then
 	for p in h2o snapkv scope_layer; do
 		for c in nt128 lpt1 lpt2 lpt4 lpt8 lpt16 lpt32 sq16,sk32 sq32,sk128 sq128,sk64 sq256,sk32 tt8 tt32 \
-		         nt128,lpt8,sq32,sk32,tt8; do
+		         nt128,lpt8,sq32,sk32,tt8 st2 st3 sq32,sk32,st3; do
 			emu "$c" $p 4
 		done
 		# 512 threads as fibers: every 16th spec (the emulation's time grows with the block)
@@ -85,7 +85,8 @@ else
 	[ -n "$pick" ] && emu "$pick" h2o 16
 	if [ "$ALL" = all ]; then
 		for p in h2o snapkv; do
-			for c in nt128 nt512 lpt1 lpt8 lpt16 sq16,sk32 sq32,sk128 sq256,sk32 tt8 tt32 nt96,lpt16,sq48,sk24,tt3; do
+			for c in nt128 nt512 lpt1 lpt8 lpt16 sq16,sk32 sq32,sk128 sq256,sk32 tt8 tt32 nt96,lpt16,sq48,sk24,tt3 \
+			         st2 st3 nt512,sk128,st2; do
 				nvrtc "$c" $p
 			done
 		done
