@@ -346,8 +346,8 @@ static int gen_select(Gen *g, KpCudaOut *out)
 	else if (sch) {
 		if (gen_sched(g, out, S, R) != 0)
 			return -1;
-	} else if (f->merge.kind != MG_next)       /* next (CaM) reads the score kernels' buffers of its [token] values */
-		memset(g->cur, 0, sizeof g->cur);      /* the score buffers are dead: the merge's workspace */
+	} else if (f->merge.kind != MG_next && kp_mpos_tokvals(f) == 0)   /* next (CaM), runs reading [token] values: */
+		memset(g->cur, 0, sizeof g->cur);      /* the score kernels' buffers stay; else dead: the merge's workspace */
 	int mg = f->merge.kind == MG_nearest, su = f->merge.kind == MG_summary;
 	int mp = f->merge.kind == MG_runs || f->merge.kind == MG_next;   /* issue 12 (codegen/ptx/mpos.c) */
 	if (su && (s->scope != SC_head || s->kind != SEL_topk))

@@ -20,8 +20,10 @@
 **
 ** Every pair value is evaluated at its pair of rows from pointers (psite: any [chan] value of
 ** one row or both, reductions over chan, params, pinfo), f32 as the x86 pair evaluator.
-** Ordinary [token] values in the rule (CaM's attention) are not here: compiler/mplan.c
-** ki_mkernels_gpu refuses them. Workspace: kp_wsreserve, sized per instance from N.
+** Ordinary [token] values in the rule (CaM's attention, a KVMerger variant's weights) are read
+** by held index from the score kernels' buffers (kept alive: gen_select reserves the merge's
+** workspace after them), kv.random inline at the row's pre-compaction position (runs: Pb before
+** the compaction, mPS_ after it; next: mPIV_). Workspace: kp_wsreserve, sized per instance from N.
 */
 #include <math.h>
 #include <string.h>
@@ -32,7 +34,8 @@ typedef struct Mp {
 	Gen *g;
 	const KiFn *f;
 	char *need;
-	int next;                /* merge next: ordinary [token] values (et_, kt_, j0_, ntgi_ in scope) */
+	int next;                /* ordinary [token] values allowed (et_, kt_ in scope; next: j0_, ntgi_) */
+	const char *pos;         /* the pre-compaction positions by held index: Pb, mPS_ (runs), mPIV_ (next) */
 } Mp;
 
 static void lit(char *buf, size_t n, double v)
@@ -86,9 +89,9 @@ static int chanx(Mp *M, KiRef r, char *out, size_t n)
 	return fits(M, snprintf(out, n, ki_sem(in->op)->cuda, A, B, C), n);
 }
 
-/* merge next (CaM): an ordinary [token] value a read at held row T (pre-compaction index):
-** kv.random inline at the row's position (mPIV_: the positions before the compaction), others
-** from the score kernels' buffer B<a> (kept alive: gen_select reserves the merge after them) */
+/* an ordinary [token] value a read at held row T (pre-compaction index): kv.random inline at
+** the row's position (M->pos: the positions before the compaction), others from the score
+** kernels' buffer B<a> (kept alive: gen_select reserves the merge after them) */
 static int tokat(Mp *M, int a, const char *T, char *out, size_t n)
 {
 	Gen *g = M->g;
@@ -96,11 +99,11 @@ static int tokat(Mp *M, int a, const char *T, char *out, size_t n)
 	if (ia->op == KO_rand) {
 		char sd[400];
 		if (kp_dscalar(g, ia->arg[0], sd, sizeof sd, 0) != 0)
-			return kp_err(g, ia, "merge next: a kv.random seed that is no constant or param on the GPU");
-		return fits(M, snprintf(out, n, "kv_rand(%s, l, h, mPIV_[%s])", sd, T), n);
+			return kp_err(g, ia, "merge: a kv.random seed that is no constant or param on the GPU");
+		return fits(M, snprintf(out, n, "kv_rand(%s, l, h, %s[%s])", sd, M->pos ? M->pos : "mPIV_", T), n);
 	}
 	if (g->home[a] != HM_BUF || ia->axes != AXM(AX_token))
-		return kp_err(g, ia, "merge next: a [token] value the score kernels do not keep in a buffer (GPU)");
+		return kp_err(g, ia, "merge %s: a [token] value the score kernels do not keep in a buffer (GPU)", M->next == 2 ? "runs" : "next");
 	return fits(M, snprintf(out, n, "B%d[%s]", a, T), n);
 }
 
@@ -239,22 +242,48 @@ static const char *const decl =
 	"\tint *const mSEG_ = mBI_ + N, *const mOFF_ = mSEG_ + N;   /* mOFF_: [N + 1] */\n"
 	"\t(void)mEC_;\n";
 
+/* merge runs reading ordinary [token] values: held index of each kept / evicted row, the
+** pre-compaction positions by held index (kv.random) */
+static const char *const rdecl =
+	"\tint *const mKH_ = mOFF_ + N + 1, *const mEH_ = mKH_ + N, *const mPS_ = mEH_ + N;\n";
+
+/* does the rule read an ordinary [token] value (CaM's attention, kv.random): -1 out of memory */
+int kp_mpos_tokvals(const KiFn *f)
+{
+	if (f->merge.kind != MG_runs && f->merge.kind != MG_next)
+		return 0;
+	uint8_t *mv = calloc((size_t)f->nins + 1, 1);
+	if (!mv || ki_mvals(f, mv) != 0)
+		return free(mv), -1;
+	int tv = 0;
+	for (int i = 0; i < f->nins; i++)
+		tv |= mv[i];
+	free(mv);
+	return tv;
+}
+
 int kp_mpos_decl(Gen *g)
 {
 	const KiFn *f = g->f;
-	int nx = f->merge.kind == MG_next;
+	int nx = f->merge.kind == MG_next, tv = kp_mpos_tokvals(f);
+	if (tv < 0)
+		return kp_err(g, NULL, "out of memory");
+	int rt = !nx && tv;      /* runs reading [token] values: kh, eh, ps [N] */
 	long long off[4], one[4];
 	char o[200];
 	/* EK, EV [N][D] (storage dtype); w, wk, tot, ec; kj, rid, piv, bi, seg [N]; off [N + 1];
 	** next: the f32 accumulators of every kept row's update, [N][D] for K and V */
-	kp_wsreserve(g, 1, (g->dtype == KVCC_F32 ? 2LL : 1LL) * g->D + 10 + (nx ? 2LL * g->D : 0), off);
+	kp_wsreserve(g, 1, (g->dtype == KVCC_F32 ? 2LL : 1LL) * g->D + 10 + (nx ? 2LL * g->D : 0) + (rt ? 3 : 0), off);
 	kp_wsreserve(g, 0, 2, one);
 	kp_wsmax(g);
 	kp_offexpr(off, o, sizeof o);
 	sb(&g->s, decl, o);
-	if (!nx)
+	if (rt)
+		sb(&g->s, "%s", rdecl);
+	if (!tv && !nx)
 		return 0;
-	sb(&g->s, "\tfloat *const mAK_ = (float *)(mOFF_ + N + 1), *const mAV_ = mAK_ + (long long)N * KV_D;\n");
+	if (nx)
+		sb(&g->s, "\tfloat *const mAK_ = (float *)(mOFF_ + N + 1), *const mAV_ = mAK_ + (long long)N * KV_D;\n");
 	/* the score kernels' buffers of the ordinary [token] values the rule reads (CaM's attention) */
 	uint8_t *mv = calloc((size_t)f->nins + 1, 1);
 	if (!mv || ki_mvals(f, mv) != 0)
@@ -263,12 +292,15 @@ int kp_mpos_decl(Gen *g)
 		if (mv[i] && f->ins[i].op != KO_rand) {
 			if (g->home[i] != HM_BUF || f->ins[i].axes != AXM(AX_token)) {
 				free(mv);
-				return kp_err(g, &f->ins[i], "merge next: a [token] value the score kernels do not keep in a buffer (GPU)");
+				return kp_err(g, &f->ins[i], "merge %s: a [token] value the score kernels do not keep in a buffer (GPU)",
+				              nx ? "next" : "runs");
 			}
 			kp_offexpr(g->off[i], o, sizeof o);
 			sb(&g->s, "\tconst float *const B%d = W + (%s);   /* %%%d, the score kernels' */\n", i, o, i);
 		}
 	free(mv);
+	if (!nx)
+		return 0;
 	char mx[300];
 	if (kp_dscalar(g, f->merge.m, mx, sizeof mx, 1) != 0)
 		return kp_err(g, NULL, "merge next: an m that is no constant or param");
@@ -292,6 +324,7 @@ int kp_mpos_pre(Gen *g)
 	char ce[200], ck[200];
 	cntx(g->f, "t_ - 1", ce, sizeof ce);
 	cntx(g->f, "t_", ck, sizeof ck);
+	M.next = 2, M.pos = "Pb";       /* [token] values by held index, positions before the compaction */
 	sb(&g->s,
 	   "\t/* merge runs (codegen/ptx/mpos.c): the neighbours' similarity on the pre-compaction rows */\n"
 	   "\tfor (long long t_ = tid; t_ < n; t_ += KV_NT) {\n"
@@ -301,8 +334,9 @@ int kp_mpos_pre(Gen *g)
 	   "\t\t\tconst kv_st *const kK_ = Kb + kv_roff(a, Tb, t_), *const kV_ = Vb + kv_roff(a, Tb, t_);\n"
 	   "\t\t\tconst float ecn_ = %s, kcn_ = %s;\n"
 	   "\t\t\tconst float sim_ = kv_nan(), abs_ = kv_nan(), ntg_ = kv_nan();\n"
+	   "\t\t\tconst long long et_ = t_ - 1, kt_ = t_;\n"
 	   "\t\t\tfloat s_;\n"
-	   "\t\t\t(void)eK_; (void)eV_; (void)kK_; (void)kV_; (void)ecn_; (void)kcn_; (void)sim_; (void)abs_; (void)ntg_;\n",
+	   "\t\t\t(void)eK_; (void)eV_; (void)kK_; (void)kV_; (void)ecn_; (void)kcn_; (void)sim_; (void)abs_; (void)ntg_; (void)et_; (void)kt_;\n",
 	   ce, ck);
 	int rc = psite(&M, m->sim, "s_", 3);
 	if (rc == 0 && m->thr == MT_value) {
@@ -331,6 +365,13 @@ void kp_mpos_mark(Gen *g)
 		   "\t\t\tmPIV_[t] = Pb[t];\n"
 		   "\t\t\tif (keep) mKJ_[run + ex] = (int)t;\n"
 		   "\t\t\telse { const int q_ = (int)(t - run - ex); mBI_[q_] = (int)(run + ex); mRID_[q_] = (int)t; }\n"
+		   "\t\t}\n");
+	else if (kp_mpos_tokvals(g->f) > 0)    /* runs reading [token] values: held indices, positions */
+		sb(&g->s,
+		   "\t\tif (t < n) {\n"
+		   "\t\t\tmKJ_[t] = keep ? (int)(run + ex) : -1;\n"
+		   "\t\t\tmPS_[t] = Pb[t];\n"
+		   "\t\t\tif (keep) mKH_[run + ex] = (int)t; else mEH_[t - run - ex] = (int)t;\n"
 		   "\t\t}\n");
 	else
 		sb(&g->s, "\t\tif (t < n) mKJ_[t] = keep ? (int)(run + ex) : -1;\n");
@@ -426,6 +467,8 @@ int kp_mpos_body(Gen *g)
 	}
 	char ck[200];
 	cntx(f, "j_", ck, sizeof ck);
+	int tv = kp_mpos_tokvals(f) > 0;
+	M.next = 2, M.pos = "mPS_";     /* [token] values by held index, positions before the compaction */
 	sb(&g->s,
 	   "\t/* compact_merge, merge runs (codegen/ptx/mpos.c): m_ kept rows, nE_ evicted rows */\n"
 	   "\t__syncthreads();\n"
@@ -457,8 +500,9 @@ int kp_mpos_body(Gen *g)
 	   "\t\t\tconst float ecn_ = %s, kcn_ = %s;\n"
 	   "\t\t\tconst float sim_ = kv_nan(), abs_ = kv_nan(), ntg_ = kv_nan();\n"
 	   "\t\t\tfloat s_, w_;\n"
-	   "\t\t\t(void)eK_; (void)eV_; (void)kK_; (void)kV_; (void)ecn_; (void)kcn_; (void)sim_; (void)abs_; (void)ntg_;\n",
-	   ki_mcounts(f) ? "mEC_[q_]" : "1.f", ck);
+	   "\t\t\tconst long long et_ = %s, kt_ = %s;   /* held indices: [token] values */\n"
+	   "\t\t\t(void)eK_; (void)eV_; (void)kK_; (void)kV_; (void)ecn_; (void)kcn_; (void)sim_; (void)abs_; (void)ntg_; (void)et_; (void)kt_;\n",
+	   ki_mcounts(f) ? "mEC_[q_]" : "1.f", ck, tv ? "mEH_[q_]" : "-1", tv ? "mKH_[j_]" : "-1");
 	int rc = psite(&M, m->sim, "s_", 3);
 	sb(&g->s, "\t\t\t{\n\t\t\t\tconst float sim_ = s_, abs_ = (float)(mOFF_[j_ + 1] - mOFF_[j_]), ntg_ = 1.f;\n"
 	          "\t\t\t\t(void)sim_; (void)abs_; (void)ntg_;\n");
@@ -477,8 +521,9 @@ int kp_mpos_body(Gen *g)
 	   "\t\t\tconst float ecn_ = kv_nan(), kcn_ = %s;\n"
 	   "\t\t\tconst float sim_ = kv_nan(), abs_ = (float)(o1_ - o0_), ntg_ = kv_nan();\n"
 	   "\t\t\tfloat wk_;\n"
-	   "\t\t\t(void)eK_; (void)eV_; (void)kK_; (void)kV_; (void)ecn_; (void)kcn_; (void)sim_; (void)abs_; (void)ntg_;\n",
-	   ck);
+	   "\t\t\tconst long long et_ = %s, kt_ = et_;   /* held index: [token] values */\n"
+	   "\t\t\t(void)eK_; (void)eV_; (void)kK_; (void)kV_; (void)ecn_; (void)kcn_; (void)sim_; (void)abs_; (void)ntg_; (void)et_; (void)kt_;\n",
+	   ck, tv ? "mKH_[j_]" : "-1");
 	if (rc == 0)
 		rc = psite(&M, m->self, "wk_", 3);
 	sb(&g->s,
