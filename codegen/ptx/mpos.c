@@ -8,10 +8,14 @@
 **            the threshold (a value; none: one run); mRID_[t] = 1 where a new run starts
 **   compact  the select kernel's stable compaction; every evicted row is copied aside (the
 **            nearest merge's copy, kp_merge_copy), mKJ_[t] = t's kept index or -1
-**   runs     one thread: run ids, each run's pivot = its kept row first in the selection
-**            order (sinks, lower position first; the recent window, newest first; higher
-**            score, NaN last; ties: lower position), every evicted row's target (its run's
-**            pivot's kept index, -1: dropped), the segments (a counting sort, evicted order)
+**   runs     run ids by block scans of the break flags (tile by tile); a thread per run: its
+**            pivot = its kept row first in the selection order (sinks, lower position first;
+**            the recent window, newest first; higher score, NaN last; ties: lower position);
+**            a thread per evicted row: its target (its run's pivot's kept index, -1: dropped);
+**            the segments by a block-scan compaction of the targeted rows (a run is a
+**            contiguous held range, so each pivot's rows are contiguous in evicted order and
+**            the targets nondecreasing), each kept row's offset by binary search (session 8:
+**            was one thread for all of it)
 **   weights  a thread per member: the similarity to its pivot, then w_e (sim, absorbed,
 **            ntargets 1); a thread per pivot: w_k; every value from the pre-merge rows (the
 **            evicted rows' copies, the kept rows before any update)
@@ -268,7 +272,7 @@ int kp_mpos_decl(Gen *g)
 	int nx = f->merge.kind == MG_next, tv = kp_mpos_tokvals(f);
 	if (tv < 0)
 		return kp_err(g, NULL, "out of memory");
-	int rt = !nx && tv;      /* runs reading [token] values: kh, eh, ps [N] */
+	int rt = !nx;            /* runs: kh, eh, ps [N] (held indices: the parallel runs, [token] values) */
 	long long off[4], one[4];
 	char o[200];
 	/* EK, EV [N][D] (storage dtype); w, wk, tot, ec; kj, rid, piv, bi, seg [N]; off [N + 1];
@@ -366,15 +370,13 @@ void kp_mpos_mark(Gen *g)
 		   "\t\t\tif (keep) mKJ_[run + ex] = (int)t;\n"
 		   "\t\t\telse { const int q_ = (int)(t - run - ex); mBI_[q_] = (int)(run + ex); mRID_[q_] = (int)t; }\n"
 		   "\t\t}\n");
-	else if (kp_mpos_tokvals(g->f) > 0)    /* runs reading [token] values: held indices, positions */
+	else                                   /* runs: held indices (targets; [token] values), positions */
 		sb(&g->s,
 		   "\t\tif (t < n) {\n"
 		   "\t\t\tmKJ_[t] = keep ? (int)(run + ex) : -1;\n"
 		   "\t\t\tmPS_[t] = Pb[t];\n"
 		   "\t\t\tif (keep) mKH_[run + ex] = (int)t; else mEH_[t - run - ex] = (int)t;\n"
 		   "\t\t}\n");
-	else
-		sb(&g->s, "\t\tif (t < n) mKJ_[t] = keep ? (int)(run + ex) : -1;\n");
 }
 
 static int nextbody(Mp *M)
@@ -474,22 +476,48 @@ int kp_mpos_body(Gen *g)
 	   "\t__syncthreads();\n"
 	   "\tconst int m_ = (int)run, nE_ = n - m_;\n"
 	   "\tif (m_ > 0 && nE_ > 0) {\n"
-	   "\t\tif (tid == 0) {   /* runs, pivots, targets, segments */\n"
-	   "\t\t\tint r_ = 0;\n"
-	   "\t\t\tfor (int t_ = 0; t_ < n; t_++) {\n"
-	   "\t\t\t\tif (t_ > 0 && mRID_[t_]) r_++;\n"
-	   "\t\t\t\tif (t_ == 0 || mRID_[t_]) mPIV_[r_] = -1;\n"
-	   "\t\t\t\tmRID_[t_] = r_;\n"
-	   "\t\t\t\tif (mKJ_[t_] >= 0 && (mPIV_[r_] < 0 || kv_mpbefore(sc, t_, mPIV_[r_], n, S, R))) mPIV_[r_] = t_;\n"
-	   "\t\t\t}\n"
-	   "\t\t\tfor (int t_ = 0, q_ = 0; t_ < n; t_++)\n"
-	   "\t\t\t\tif (mKJ_[t_] < 0) { const int p_ = mPIV_[mRID_[t_]]; mBI_[q_++] = p_ >= 0 ? mKJ_[p_] : -1; }\n"
-	   "\t\t\tfor (int j = 0; j <= m_; j++) mOFF_[j] = 0;\n"
-	   "\t\t\tfor (int q = 0; q < nE_; q++) if (mBI_[q] >= 0) mOFF_[mBI_[q] + 1]++;\n"
-	   "\t\t\tfor (int j = 0; j < m_; j++) mOFF_[j + 1] += mOFF_[j];\n"
-	   "\t\t\tfor (int q = 0; q < nE_; q++) if (mBI_[q] >= 0) mSEG_[mOFF_[mBI_[q]]++] = q;\n"
-	   "\t\t\tfor (int j = m_; j > 0; j--) mOFF_[j] = mOFF_[j - 1];\n"
-	   "\t\t\tmOFF_[0] = 0;\n"
+	   "\t\t/* run ids: an inclusive scan of the break flags (block scans, tile by tile); mSEG_[r]:\n"
+	   "\t\t   run r's first held row */\n"
+	   "\t\tint nr_ = 0;\n"
+	   "\t\tfor (long long t0_ = 0; t0_ < n; t0_ += KV_NT) {\n"
+	   "\t\t\tconst long long t_ = t0_ + tid;\n"
+	   "\t\t\tconst int f_ = t_ < n && mRID_[t_] ? 1 : 0;\n"
+	   "\t\t\tint tot_;\n"
+	   "\t\t\tconst int r_ = nr_ + kv_bscan(f_, wsum, &tot_) + f_ - 1;\n"
+	   "\t\t\tif (t_ < n) { mRID_[t_] = r_; if (f_) mSEG_[r_] = (int)t_; }\n"
+	   "\t\t\tnr_ += tot_;\n"
+	   "\t\t}\n"
+	   "\t\t__syncthreads();\n"
+	   "\t\t/* a thread per run: its pivot = its kept row first in the selection order (-1: none) */\n"
+	   "\t\tfor (int r_ = tid; r_ < nr_; r_ += KV_NT) {\n"
+	   "\t\t\tconst int t1_ = r_ + 1 < nr_ ? mSEG_[r_ + 1] : (int)n;\n"
+	   "\t\t\tint p_ = -1;\n"
+	   "\t\t\tfor (int t_ = mSEG_[r_]; t_ < t1_; t_++)\n"
+	   "\t\t\t\tif (mKJ_[t_] >= 0 && (p_ < 0 || kv_mpbefore(sc, t_, p_, n, S, R))) p_ = t_;\n"
+	   "\t\t\tmPIV_[r_] = p_;\n"
+	   "\t\t}\n"
+	   "\t\t__syncthreads();\n"
+	   "\t\t/* every evicted row's target: its run's pivot's kept index (-1: dropped) */\n"
+	   "\t\tfor (int q_ = tid; q_ < nE_; q_ += KV_NT) {\n"
+	   "\t\t\tconst int p_ = mPIV_[mRID_[mEH_[q_]]];\n"
+	   "\t\t\tmBI_[q_] = p_ >= 0 ? mKJ_[p_] : -1;\n"
+	   "\t\t}\n"
+	   "\t\t__syncthreads();\n"
+	   "\t\t/* the segments: the targeted rows in evicted order (a pivot's rows are contiguous and the\n"
+	   "\t\t   targets nondecreasing in it: runs are contiguous held ranges), mOFF_ by binary search */\n"
+	   "\t\tint ns_ = 0;\n"
+	   "\t\tfor (int q0_ = 0; q0_ < nE_; q0_ += KV_NT) {\n"
+	   "\t\t\tconst int q_ = q0_ + tid, f_ = q_ < nE_ && mBI_[q_] >= 0 ? 1 : 0;\n"
+	   "\t\t\tint tot_;\n"
+	   "\t\t\tconst int s_ = ns_ + kv_bscan(f_, wsum, &tot_);\n"
+	   "\t\t\tif (f_) mSEG_[s_] = q_;\n"
+	   "\t\t\tns_ += tot_;\n"
+	   "\t\t}\n"
+	   "\t\t__syncthreads();\n"
+	   "\t\tfor (int j_ = tid; j_ <= m_; j_ += KV_NT) {   /* the first segment entry with target >= j_ */\n"
+	   "\t\t\tint a_ = 0, b_ = ns_;\n"
+	   "\t\t\twhile (a_ < b_) { const int c_ = (a_ + b_) >> 1; if (mBI_[mSEG_[c_]] < j_) a_ = c_ + 1; else b_ = c_; }\n"
+	   "\t\t\tmOFF_[j_] = a_;\n"
 	   "\t\t}\n"
 	   "\t\t__syncthreads();\n"
 	   "\t\t/* the weights w_e: the similarity to the pivot, then the weight (pre-merge rows) */\n"
