@@ -1114,6 +1114,7 @@ static int bindweights(Ctx *x)
 int ki_run(const KiFn *f, const KiCase *c, KiResult *r, KiErr *e)
 {
 	memset(r, 0, sizeof *r);
+	r->mgap = INFINITY;
 	if (checkcase(f, c, e) != 0)
 		return -1;
 	Ctx x = { .f = f, .c = c, .e = e };

@@ -64,6 +64,11 @@ typedef struct KiResult {
 	double *count;            /* [L][H][n] compacted member counts */
 	int32_t *sumat;           /* [L][H] first summary row (after the kept rows), -1: none */
 	double *tau;              /* [L][H] adaptive merge threshold after this compression */
+	/* issue 12, session 8: the smallest gap of a comparison (lt, le, gt, ge) the merge rule
+	** evaluated, |a - b| / max(1, |a|, |b|), over comparisons with an operand that is not exact
+	** in f32 (not a constant, param or kvcc.random draw): a kernel's f32 could decide it the
+	** other way when it is small (CaM's Bernoulli draw against p). INFINITY: none. */
+	double mgap;
 } KiResult;
 
 /* Compress: score, select, merge. Returns 0, or -1 with e set (bad case).

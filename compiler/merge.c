@@ -92,6 +92,7 @@ typedef struct Mg {
 	const int *tg;           /* e's targets (physical rows), for tmean */
 	int ntg;
 	double *count;           /* [n] member counts of this instance */
+	double gap;              /* KiResult.mgap */
 } Mg;
 
 static size_t strides(uint8_t m, const int size[AX_NUM], size_t st[AX_NUM])
@@ -133,6 +134,31 @@ static double rowv(const Mg *M, KiRef r, int t, int g, int o, int ch)
 	                              ch * st[AX_chan]];
 }
 
+/* An operand a kernel holds exactly as the interpreter: a constant, a param, a kvcc.random draw
+** read at a row (the constant's f32 rounding cannot move a draw across it: the draws lie on the
+** f32 grid) */
+static int exactop(const KiFn *f, KiRef r)
+{
+	if (KI_RKIND(r) == RK_CON || KI_RKIND(r) == RK_PAR)
+		return 1;
+	if (KI_RKIND(r) != RK_INS)
+		return 0;
+	const KiIns *in = &f->ins[KI_RIDX(r)];
+	return (in->op == KO_erow || in->op == KO_krow) && KI_RKIND(in->arg[0]) == RK_INS &&
+	       f->ins[KI_RIDX(in->arg[0])].op == KO_rand;
+}
+
+/* the gap of a comparison (KiResult.mgap) */
+static void cmpgap(Mg *M, const KiIns *in, double a, double b)
+{
+	if ((in->op != KO_lt && in->op != KO_le) ||    /* gt, ge: lt, le with the operands swapped */
+	    (exactop(M->f, in->arg[0]) && exactop(M->f, in->arg[1])) || isnan(a) || isnan(b))
+		return;
+	double g = fabs(a - b) / fmax(1.0, fmax(fabs(a), fabs(b)));
+	if (g < M->gap)
+		M->gap = g;
+}
+
 /* One pair instruction at the current pair. */
 static void evalpair(Mg *M, int i)
 {
@@ -164,8 +190,9 @@ static void evalpair(Mg *M, int i)
 					break;
 				default:
 					if (sem->kind == SEM_EW) {
-						v = ki_evalew(in->op, opv(M, in->arg[0], g, o, ch), opv(M, in->arg[1], g, o, ch),
-						              opv(M, in->arg[2], g, o, ch));
+						const double a0 = opv(M, in->arg[0], g, o, ch), a1 = opv(M, in->arg[1], g, o, ch);
+						v = ki_evalew(in->op, a0, a1, opv(M, in->arg[2], g, o, ch));
+						cmpgap(M, in, a0, a1);
 						break;
 					}
 					/* a reduction over group, obs or chan (the verifier allows no other) */
@@ -705,6 +732,7 @@ int ki_merge(const KiMergeIn *in, KiResult *r)
 	Mg M;
 	memset(&M, 0, sizeof M);
 	M.in = in, M.f = f, M.c = c;
+	M.gap = INFINITY;
 	size_t maxv = (size_t)c->G * (c->O > 0 ? c->O : 1) * c->d + 1;
 	M.ctx = calloc((size_t)f->nins + 1, 1);
 	M.pv = calloc((size_t)f->nins + 1, sizeof *M.pv);
@@ -728,6 +756,7 @@ int ki_merge(const KiMergeIn *in, KiResult *r)
 			if (instance(&M, l, h, r) != 0)
 				goto out;
 		}
+	r->mgap = M.gap;
 	rc = 0;
 	goto out;
 oom:

@@ -114,6 +114,7 @@ KC_FUNC int kp_merge_body(Gen *g);
 ** every held row in the compaction's loop, the runs and the update after it */
 KC_FUNC void kp_mpos_funcs(Gen *g);
 KC_FUNC int kp_mpos_decl(Gen *g);
+KC_FUNC int kp_mpos_tokvals(const KiFn *f);   /* the merge reads ordinary [token] values: 1 (-1: out of memory) */
 KC_FUNC int kp_mpos_pre(Gen *g);
 KC_FUNC void kp_mpos_mark(Gen *g);
 KC_FUNC int kp_mpos_body(Gen *g);

@@ -31,8 +31,12 @@
 
 static void prologue(Gen *g, const char *name, int need_ws)
 {
+	/* kv_select: at most 128 registers a thread (512 / KV_NT blocks an SM; one block with 512
+	** threads): left alone, ptxas chose 48-80 registers and spilled up to 84 B on merge
+	** policies (issue 12, session 8: runtime/STATUS.md) */
+	int sel = !strcmp(name, "kv_select") && !g->minblk;
 	sb(&g->s, "\nextern \"C\" __global__ void __launch_bounds__(KV_NT%s) %s(const KvgArgs a)\n{\n",
-	   g->minblk ? ", 1" : "", name);
+	   g->minblk ? ", 1" : sel ? ", (512 / KV_NT > 1 ? 512 / KV_NT : 1)" : "", name);
 	/* instance (sequence b, layer l, head h); li: its index within the sequence; Tb: its page
 	** table (NULL: contiguous); nothing runs after a failed table check (kv_paged) */
 	/* the decode kernels of a one-layer step (a.dlay = 1 + layer): block x is (sequence, head)
@@ -346,8 +350,8 @@ static int gen_select(Gen *g, KpCudaOut *out)
 	else if (sch) {
 		if (gen_sched(g, out, S, R) != 0)
 			return -1;
-	} else if (f->merge.kind != MG_next)       /* next (CaM) reads the score kernels' buffers of its [token] values */
-		memset(g->cur, 0, sizeof g->cur);      /* the score buffers are dead: the merge's workspace */
+	} else if (f->merge.kind != MG_next && kp_mpos_tokvals(f) == 0)   /* next (CaM), runs reading [token] values: */
+		memset(g->cur, 0, sizeof g->cur);      /* the score kernels' buffers stay; else dead: the merge's workspace */
 	int mg = f->merge.kind == MG_nearest, su = f->merge.kind == MG_summary;
 	int mp = f->merge.kind == MG_runs || f->merge.kind == MG_next;   /* issue 12 (codegen/ptx/mpos.c) */
 	if (su && (s->scope != SC_head || s->kind != SEL_topk))

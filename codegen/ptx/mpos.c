@@ -8,10 +8,14 @@
 **            the threshold (a value; none: one run); mRID_[t] = 1 where a new run starts
 **   compact  the select kernel's stable compaction; every evicted row is copied aside (the
 **            nearest merge's copy, kp_merge_copy), mKJ_[t] = t's kept index or -1
-**   runs     one thread: run ids, each run's pivot = its kept row first in the selection
-**            order (sinks, lower position first; the recent window, newest first; higher
-**            score, NaN last; ties: lower position), every evicted row's target (its run's
-**            pivot's kept index, -1: dropped), the segments (a counting sort, evicted order)
+**   runs     run ids by block scans of the break flags (tile by tile); a thread per run: its
+**            pivot = its kept row first in the selection order (sinks, lower position first;
+**            the recent window, newest first; higher score, NaN last; ties: lower position);
+**            a thread per evicted row: its target (its run's pivot's kept index, -1: dropped);
+**            the segments by a block-scan compaction of the targeted rows (a run is a
+**            contiguous held range, so each pivot's rows are contiguous in evicted order and
+**            the targets nondecreasing), each kept row's offset by binary search (session 8:
+**            was one thread for all of it)
 **   weights  a thread per member: the similarity to its pivot, then w_e (sim, absorbed,
 **            ntargets 1); a thread per pivot: w_k; every value from the pre-merge rows (the
 **            evicted rows' copies, the kept rows before any update)
@@ -20,8 +24,10 @@
 **
 ** Every pair value is evaluated at its pair of rows from pointers (psite: any [chan] value of
 ** one row or both, reductions over chan, params, pinfo), f32 as the x86 pair evaluator.
-** Ordinary [token] values in the rule (CaM's attention) are not here: compiler/mplan.c
-** ki_mkernels_gpu refuses them. Workspace: kp_wsreserve, sized per instance from N.
+** Ordinary [token] values in the rule (CaM's attention, a KVMerger variant's weights) are read
+** by held index from the score kernels' buffers (kept alive: gen_select reserves the merge's
+** workspace after them), kv.random inline at the row's pre-compaction position (runs: Pb before
+** the compaction, mPS_ after it; next: mPIV_). Workspace: kp_wsreserve, sized per instance from N.
 */
 #include <math.h>
 #include <string.h>
@@ -32,7 +38,8 @@ typedef struct Mp {
 	Gen *g;
 	const KiFn *f;
 	char *need;
-	int next;                /* merge next: ordinary [token] values (et_, kt_, j0_, ntgi_ in scope) */
+	int next;                /* ordinary [token] values allowed (et_, kt_ in scope; next: j0_, ntgi_) */
+	const char *pos;         /* the pre-compaction positions by held index: Pb, mPS_ (runs), mPIV_ (next) */
 } Mp;
 
 static void lit(char *buf, size_t n, double v)
@@ -86,9 +93,9 @@ static int chanx(Mp *M, KiRef r, char *out, size_t n)
 	return fits(M, snprintf(out, n, ki_sem(in->op)->cuda, A, B, C), n);
 }
 
-/* merge next (CaM): an ordinary [token] value a read at held row T (pre-compaction index):
-** kv.random inline at the row's position (mPIV_: the positions before the compaction), others
-** from the score kernels' buffer B<a> (kept alive: gen_select reserves the merge after them) */
+/* an ordinary [token] value a read at held row T (pre-compaction index): kv.random inline at
+** the row's position (M->pos: the positions before the compaction), others from the score
+** kernels' buffer B<a> (kept alive: gen_select reserves the merge after them) */
 static int tokat(Mp *M, int a, const char *T, char *out, size_t n)
 {
 	Gen *g = M->g;
@@ -96,11 +103,11 @@ static int tokat(Mp *M, int a, const char *T, char *out, size_t n)
 	if (ia->op == KO_rand) {
 		char sd[400];
 		if (kp_dscalar(g, ia->arg[0], sd, sizeof sd, 0) != 0)
-			return kp_err(g, ia, "merge next: a kv.random seed that is no constant or param on the GPU");
-		return fits(M, snprintf(out, n, "kv_rand(%s, l, h, mPIV_[%s])", sd, T), n);
+			return kp_err(g, ia, "merge: a kv.random seed that is no constant or param on the GPU");
+		return fits(M, snprintf(out, n, "kv_rand(%s, l, h, %s[%s])", sd, M->pos ? M->pos : "mPIV_", T), n);
 	}
 	if (g->home[a] != HM_BUF || ia->axes != AXM(AX_token))
-		return kp_err(g, ia, "merge next: a [token] value the score kernels do not keep in a buffer (GPU)");
+		return kp_err(g, ia, "merge %s: a [token] value the score kernels do not keep in a buffer (GPU)", M->next == 2 ? "runs" : "next");
 	return fits(M, snprintf(out, n, "B%d[%s]", a, T), n);
 }
 
@@ -239,22 +246,48 @@ static const char *const decl =
 	"\tint *const mSEG_ = mBI_ + N, *const mOFF_ = mSEG_ + N;   /* mOFF_: [N + 1] */\n"
 	"\t(void)mEC_;\n";
 
+/* merge runs reading ordinary [token] values: held index of each kept / evicted row, the
+** pre-compaction positions by held index (kv.random) */
+static const char *const rdecl =
+	"\tint *const mKH_ = mOFF_ + N + 1, *const mEH_ = mKH_ + N, *const mPS_ = mEH_ + N;\n";
+
+/* does the rule read an ordinary [token] value (CaM's attention, kv.random): -1 out of memory */
+int kp_mpos_tokvals(const KiFn *f)
+{
+	if (f->merge.kind != MG_runs && f->merge.kind != MG_next)
+		return 0;
+	uint8_t *mv = calloc((size_t)f->nins + 1, 1);
+	if (!mv || ki_mvals(f, mv) != 0)
+		return free(mv), -1;
+	int tv = 0;
+	for (int i = 0; i < f->nins; i++)
+		tv |= mv[i];
+	free(mv);
+	return tv;
+}
+
 int kp_mpos_decl(Gen *g)
 {
 	const KiFn *f = g->f;
-	int nx = f->merge.kind == MG_next;
+	int nx = f->merge.kind == MG_next, tv = kp_mpos_tokvals(f);
+	if (tv < 0)
+		return kp_err(g, NULL, "out of memory");
+	int rt = !nx;            /* runs: kh, eh, ps [N] (held indices: the parallel runs, [token] values) */
 	long long off[4], one[4];
 	char o[200];
 	/* EK, EV [N][D] (storage dtype); w, wk, tot, ec; kj, rid, piv, bi, seg [N]; off [N + 1];
 	** next: the f32 accumulators of every kept row's update, [N][D] for K and V */
-	kp_wsreserve(g, 1, (g->dtype == KVCC_F32 ? 2LL : 1LL) * g->D + 10 + (nx ? 2LL * g->D : 0), off);
+	kp_wsreserve(g, 1, (g->dtype == KVCC_F32 ? 2LL : 1LL) * g->D + 10 + (nx ? 2LL * g->D : 0) + (rt ? 3 : 0), off);
 	kp_wsreserve(g, 0, 2, one);
 	kp_wsmax(g);
 	kp_offexpr(off, o, sizeof o);
 	sb(&g->s, decl, o);
-	if (!nx)
+	if (rt)
+		sb(&g->s, "%s", rdecl);
+	if (!tv && !nx)
 		return 0;
-	sb(&g->s, "\tfloat *const mAK_ = (float *)(mOFF_ + N + 1), *const mAV_ = mAK_ + (long long)N * KV_D;\n");
+	if (nx)
+		sb(&g->s, "\tfloat *const mAK_ = (float *)(mOFF_ + N + 1), *const mAV_ = mAK_ + (long long)N * KV_D;\n");
 	/* the score kernels' buffers of the ordinary [token] values the rule reads (CaM's attention) */
 	uint8_t *mv = calloc((size_t)f->nins + 1, 1);
 	if (!mv || ki_mvals(f, mv) != 0)
@@ -263,12 +296,15 @@ int kp_mpos_decl(Gen *g)
 		if (mv[i] && f->ins[i].op != KO_rand) {
 			if (g->home[i] != HM_BUF || f->ins[i].axes != AXM(AX_token)) {
 				free(mv);
-				return kp_err(g, &f->ins[i], "merge next: a [token] value the score kernels do not keep in a buffer (GPU)");
+				return kp_err(g, &f->ins[i], "merge %s: a [token] value the score kernels do not keep in a buffer (GPU)",
+				              nx ? "next" : "runs");
 			}
 			kp_offexpr(g->off[i], o, sizeof o);
 			sb(&g->s, "\tconst float *const B%d = W + (%s);   /* %%%d, the score kernels' */\n", i, o, i);
 		}
 	free(mv);
+	if (!nx)
+		return 0;
 	char mx[300];
 	if (kp_dscalar(g, f->merge.m, mx, sizeof mx, 1) != 0)
 		return kp_err(g, NULL, "merge next: an m that is no constant or param");
@@ -292,6 +328,7 @@ int kp_mpos_pre(Gen *g)
 	char ce[200], ck[200];
 	cntx(g->f, "t_ - 1", ce, sizeof ce);
 	cntx(g->f, "t_", ck, sizeof ck);
+	M.next = 2, M.pos = "Pb";       /* [token] values by held index, positions before the compaction */
 	sb(&g->s,
 	   "\t/* merge runs (codegen/ptx/mpos.c): the neighbours' similarity on the pre-compaction rows */\n"
 	   "\tfor (long long t_ = tid; t_ < n; t_ += KV_NT) {\n"
@@ -301,8 +338,9 @@ int kp_mpos_pre(Gen *g)
 	   "\t\t\tconst kv_st *const kK_ = Kb + kv_roff(a, Tb, t_), *const kV_ = Vb + kv_roff(a, Tb, t_);\n"
 	   "\t\t\tconst float ecn_ = %s, kcn_ = %s;\n"
 	   "\t\t\tconst float sim_ = kv_nan(), abs_ = kv_nan(), ntg_ = kv_nan();\n"
+	   "\t\t\tconst long long et_ = t_ - 1, kt_ = t_;\n"
 	   "\t\t\tfloat s_;\n"
-	   "\t\t\t(void)eK_; (void)eV_; (void)kK_; (void)kV_; (void)ecn_; (void)kcn_; (void)sim_; (void)abs_; (void)ntg_;\n",
+	   "\t\t\t(void)eK_; (void)eV_; (void)kK_; (void)kV_; (void)ecn_; (void)kcn_; (void)sim_; (void)abs_; (void)ntg_; (void)et_; (void)kt_;\n",
 	   ce, ck);
 	int rc = psite(&M, m->sim, "s_", 3);
 	if (rc == 0 && m->thr == MT_value) {
@@ -332,8 +370,13 @@ void kp_mpos_mark(Gen *g)
 		   "\t\t\tif (keep) mKJ_[run + ex] = (int)t;\n"
 		   "\t\t\telse { const int q_ = (int)(t - run - ex); mBI_[q_] = (int)(run + ex); mRID_[q_] = (int)t; }\n"
 		   "\t\t}\n");
-	else
-		sb(&g->s, "\t\tif (t < n) mKJ_[t] = keep ? (int)(run + ex) : -1;\n");
+	else                                   /* runs: held indices (targets; [token] values), positions */
+		sb(&g->s,
+		   "\t\tif (t < n) {\n"
+		   "\t\t\tmKJ_[t] = keep ? (int)(run + ex) : -1;\n"
+		   "\t\t\tmPS_[t] = Pb[t];\n"
+		   "\t\t\tif (keep) mKH_[run + ex] = (int)t; else mEH_[t - run - ex] = (int)t;\n"
+		   "\t\t}\n");
 }
 
 static int nextbody(Mp *M)
@@ -426,27 +469,55 @@ int kp_mpos_body(Gen *g)
 	}
 	char ck[200];
 	cntx(f, "j_", ck, sizeof ck);
+	int tv = kp_mpos_tokvals(f) > 0;
+	M.next = 2, M.pos = "mPS_";     /* [token] values by held index, positions before the compaction */
 	sb(&g->s,
 	   "\t/* compact_merge, merge runs (codegen/ptx/mpos.c): m_ kept rows, nE_ evicted rows */\n"
 	   "\t__syncthreads();\n"
 	   "\tconst int m_ = (int)run, nE_ = n - m_;\n"
 	   "\tif (m_ > 0 && nE_ > 0) {\n"
-	   "\t\tif (tid == 0) {   /* runs, pivots, targets, segments */\n"
-	   "\t\t\tint r_ = 0;\n"
-	   "\t\t\tfor (int t_ = 0; t_ < n; t_++) {\n"
-	   "\t\t\t\tif (t_ > 0 && mRID_[t_]) r_++;\n"
-	   "\t\t\t\tif (t_ == 0 || mRID_[t_]) mPIV_[r_] = -1;\n"
-	   "\t\t\t\tmRID_[t_] = r_;\n"
-	   "\t\t\t\tif (mKJ_[t_] >= 0 && (mPIV_[r_] < 0 || kv_mpbefore(sc, t_, mPIV_[r_], n, S, R))) mPIV_[r_] = t_;\n"
-	   "\t\t\t}\n"
-	   "\t\t\tfor (int t_ = 0, q_ = 0; t_ < n; t_++)\n"
-	   "\t\t\t\tif (mKJ_[t_] < 0) { const int p_ = mPIV_[mRID_[t_]]; mBI_[q_++] = p_ >= 0 ? mKJ_[p_] : -1; }\n"
-	   "\t\t\tfor (int j = 0; j <= m_; j++) mOFF_[j] = 0;\n"
-	   "\t\t\tfor (int q = 0; q < nE_; q++) if (mBI_[q] >= 0) mOFF_[mBI_[q] + 1]++;\n"
-	   "\t\t\tfor (int j = 0; j < m_; j++) mOFF_[j + 1] += mOFF_[j];\n"
-	   "\t\t\tfor (int q = 0; q < nE_; q++) if (mBI_[q] >= 0) mSEG_[mOFF_[mBI_[q]]++] = q;\n"
-	   "\t\t\tfor (int j = m_; j > 0; j--) mOFF_[j] = mOFF_[j - 1];\n"
-	   "\t\t\tmOFF_[0] = 0;\n"
+	   "\t\t/* run ids: an inclusive scan of the break flags (block scans, tile by tile); mSEG_[r]:\n"
+	   "\t\t   run r's first held row */\n"
+	   "\t\tint nr_ = 0;\n"
+	   "\t\tfor (long long t0_ = 0; t0_ < n; t0_ += KV_NT) {\n"
+	   "\t\t\tconst long long t_ = t0_ + tid;\n"
+	   "\t\t\tconst int f_ = t_ < n && mRID_[t_] ? 1 : 0;\n"
+	   "\t\t\tint tot_;\n"
+	   "\t\t\tconst int r_ = nr_ + kv_bscan(f_, wsum, &tot_) + f_ - 1;\n"
+	   "\t\t\tif (t_ < n) { mRID_[t_] = r_; if (f_) mSEG_[r_] = (int)t_; }\n"
+	   "\t\t\tnr_ += tot_;\n"
+	   "\t\t}\n"
+	   "\t\t__syncthreads();\n"
+	   "\t\t/* a thread per run: its pivot = its kept row first in the selection order (-1: none) */\n"
+	   "\t\tfor (int r_ = tid; r_ < nr_; r_ += KV_NT) {\n"
+	   "\t\t\tconst int t1_ = r_ + 1 < nr_ ? mSEG_[r_ + 1] : (int)n;\n"
+	   "\t\t\tint p_ = -1;\n"
+	   "\t\t\tfor (int t_ = mSEG_[r_]; t_ < t1_; t_++)\n"
+	   "\t\t\t\tif (mKJ_[t_] >= 0 && (p_ < 0 || kv_mpbefore(sc, t_, p_, n, S, R))) p_ = t_;\n"
+	   "\t\t\tmPIV_[r_] = p_;\n"
+	   "\t\t}\n"
+	   "\t\t__syncthreads();\n"
+	   "\t\t/* every evicted row's target: its run's pivot's kept index (-1: dropped) */\n"
+	   "\t\tfor (int q_ = tid; q_ < nE_; q_ += KV_NT) {\n"
+	   "\t\t\tconst int p_ = mPIV_[mRID_[mEH_[q_]]];\n"
+	   "\t\t\tmBI_[q_] = p_ >= 0 ? mKJ_[p_] : -1;\n"
+	   "\t\t}\n"
+	   "\t\t__syncthreads();\n"
+	   "\t\t/* the segments: the targeted rows in evicted order (a pivot's rows are contiguous and the\n"
+	   "\t\t   targets nondecreasing in it: runs are contiguous held ranges), mOFF_ by binary search */\n"
+	   "\t\tint ns_ = 0;\n"
+	   "\t\tfor (int q0_ = 0; q0_ < nE_; q0_ += KV_NT) {\n"
+	   "\t\t\tconst int q_ = q0_ + tid, f_ = q_ < nE_ && mBI_[q_] >= 0 ? 1 : 0;\n"
+	   "\t\t\tint tot_;\n"
+	   "\t\t\tconst int s_ = ns_ + kv_bscan(f_, wsum, &tot_);\n"
+	   "\t\t\tif (f_) mSEG_[s_] = q_;\n"
+	   "\t\t\tns_ += tot_;\n"
+	   "\t\t}\n"
+	   "\t\t__syncthreads();\n"
+	   "\t\tfor (int j_ = tid; j_ <= m_; j_ += KV_NT) {   /* the first segment entry with target >= j_ */\n"
+	   "\t\t\tint a_ = 0, b_ = ns_;\n"
+	   "\t\t\twhile (a_ < b_) { const int c_ = (a_ + b_) >> 1; if (mBI_[mSEG_[c_]] < j_) a_ = c_ + 1; else b_ = c_; }\n"
+	   "\t\t\tmOFF_[j_] = a_;\n"
 	   "\t\t}\n"
 	   "\t\t__syncthreads();\n"
 	   "\t\t/* the weights w_e: the similarity to the pivot, then the weight (pre-merge rows) */\n"
@@ -457,8 +528,9 @@ int kp_mpos_body(Gen *g)
 	   "\t\t\tconst float ecn_ = %s, kcn_ = %s;\n"
 	   "\t\t\tconst float sim_ = kv_nan(), abs_ = kv_nan(), ntg_ = kv_nan();\n"
 	   "\t\t\tfloat s_, w_;\n"
-	   "\t\t\t(void)eK_; (void)eV_; (void)kK_; (void)kV_; (void)ecn_; (void)kcn_; (void)sim_; (void)abs_; (void)ntg_;\n",
-	   ki_mcounts(f) ? "mEC_[q_]" : "1.f", ck);
+	   "\t\t\tconst long long et_ = %s, kt_ = %s;   /* held indices: [token] values */\n"
+	   "\t\t\t(void)eK_; (void)eV_; (void)kK_; (void)kV_; (void)ecn_; (void)kcn_; (void)sim_; (void)abs_; (void)ntg_; (void)et_; (void)kt_;\n",
+	   ki_mcounts(f) ? "mEC_[q_]" : "1.f", ck, tv ? "mEH_[q_]" : "-1", tv ? "mKH_[j_]" : "-1");
 	int rc = psite(&M, m->sim, "s_", 3);
 	sb(&g->s, "\t\t\t{\n\t\t\t\tconst float sim_ = s_, abs_ = (float)(mOFF_[j_ + 1] - mOFF_[j_]), ntg_ = 1.f;\n"
 	          "\t\t\t\t(void)sim_; (void)abs_; (void)ntg_;\n");
@@ -477,8 +549,9 @@ int kp_mpos_body(Gen *g)
 	   "\t\t\tconst float ecn_ = kv_nan(), kcn_ = %s;\n"
 	   "\t\t\tconst float sim_ = kv_nan(), abs_ = (float)(o1_ - o0_), ntg_ = kv_nan();\n"
 	   "\t\t\tfloat wk_;\n"
-	   "\t\t\t(void)eK_; (void)eV_; (void)kK_; (void)kV_; (void)ecn_; (void)kcn_; (void)sim_; (void)abs_; (void)ntg_;\n",
-	   ck);
+	   "\t\t\tconst long long et_ = %s, kt_ = et_;   /* held index: [token] values */\n"
+	   "\t\t\t(void)eK_; (void)eV_; (void)kK_; (void)kV_; (void)ecn_; (void)kcn_; (void)sim_; (void)abs_; (void)ntg_; (void)et_; (void)kt_;\n",
+	   ck, tv ? "mKH_[j_]" : "-1");
 	if (rc == 0)
 		rc = psite(&M, m->self, "wk_", 3);
 	sb(&g->s,

@@ -97,6 +97,22 @@ r=$?
 [ $rc -eq 0 ] && [ $r -eq 0 ]
 check "generate --policy snapkv_merge --budget 12 (a merge at prefill, memory at the budget)" "$(head -c 90 "$TMP/gm.err")" $?
 
+# decode-time merges (issue 12): d2o (nearest, the EMA threshold) and nearest_bias (member
+# counts, count-biased decode attention) over 150 generated tokens at ratio 0.75: the budget is
+# floor(S * (1 - 0.75)) rows per head (doc/eval.md, S = prompt + steps), no compression leaves
+# more than it and the cache's capacity stays at budget + 1 (every = 1) from the second on
+for pol in policies/d2o.lua tests/policies/nearest_bias.lua; do
+    L generate --steps 150 --ratio 0.75 --policy "$ROOT/$pol" \
+        --prompt "Once upon a time, there was a little girl named Lily. She loved to play outside." \
+        > "$TMP/gd.out" 2> "$TMP/gd.err"
+    rc=$?
+    detail=$(sed -n 's/.*budget \([0-9]*\) rows per head (of \([0-9]*\)), \([0-9]*\) compressions.*after every compression at most \([0-9]*\) rows per head, capacity at most \([0-9]*\) rows.*/\1 \2 \3 \4 \5/p' "$TMP/gd.err" |
+             awk '{ b = int($2 * 0.25); printf "budget %d (S %d: %d), %d compressions, at most %d rows, capacity %d%s",
+                    $1, $2, b, $3, $4, $5, ($1 == b && $3 >= 100 && $4 <= b && $5 == b + 1) ? "" : " BAD" }')
+    case "$detail" in ""|*BAD*) r=1 ;; *) r=$rc ;; esac
+    check "generate $(basename "$pol" .lua) --ratio 0.75, 150 steps: memory at the budget while decoding" "$detail" $r
+done
+
 L logits > "$TMP/top5" 2>&1
 echo "$README_TOP5" > "$TMP/top5.ref"
 detail=$(awk 'NR==FNR { id[FNR] = $1; v[FNR] = $2; next }

@@ -412,6 +412,7 @@ static int cmd_generate(const Args *a, const LlamaModel *m, const LlamaTokenizer
     }
     const int V = cfg->vocab_size;
     int prev = ids[n - 1], pos = n, step = 0, compressions = 0;
+    int maxheld = 0, maxcap = 0;     /* decode: the most rows per head after any compression, capacity */
     const float *lg = st.logits;
     for (step = 0; step < a->steps; step++) {
         int next = 0;
@@ -457,6 +458,10 @@ static int cmd_generate(const Args *a, const LlamaModel *m, const LlamaTokenizer
                     goto out;
                 }
             }
+            if (llama_cache_max_len(&st.cache) > maxheld)
+                maxheld = llama_cache_max_len(&st.cache);
+            if (compressions > 1 && st.cache.capacity > maxcap)
+                maxcap = st.cache.capacity;
         }
     }
     putchar('\n');
@@ -464,10 +469,12 @@ static int cmd_generate(const Args *a, const LlamaModel *m, const LlamaTokenizer
         fprintf(stderr,
                 "llama: %s %s: budget %ld rows per head (of %d), %d compressions while "
                 "generating; the cache was allocated for %d rows per head (%zu bytes), then moved to "
-                "%d rows (%zu bytes); holds %d rows now (uncompressed generation: %zu bytes)\n",
+                "%d rows (%zu bytes); holds %d rows now (uncompressed generation: %zu bytes); "
+                "after every compression at most %d rows per head, capacity at most %d rows from the "
+                "second on\n",
                 kvcc_policy_name(g.pol), g.what, g.budget, S, compressions, cap0, bytes0,
                 st.cache.capacity, llama_cache_bytes(&st.cache), llama_cache_max_len(&st.cache),
-                cache_bytes_for(cfg, S));
+                cache_bytes_for(cfg, S), maxheld, maxcap);
     rc = 0;
 out:
     llama_obs_free(&obs);

@@ -355,13 +355,15 @@ static inline double runs_margin(const KiFn *f, const double *par, const KiCase 
 	return worst;
 }
 
+/* ... and every comparison the merge rule evaluated whose operand is not exact in f32, e.g. CaM's
+** Bernoulli draw u < p (the interpreter's KiResult.mgap, issue 12 session 8): the smaller */
 static inline double merge_margin(const KiFn *f, const double *par, const KiCase *c, const KiResult *r)
 {
 	const KiMerge *mg = &f->merge;
 	if (mg->kind == MG_runs)
-		return runs_margin(f, par, c);
+		return fmin(r->mgap, runs_margin(f, par, c));
 	if (mg->kind != MG_nearest)
-		return INFINITY;
+		return r->mgap;
 	double worst = INFINITY, *best = malloc(((size_t)c->n + 1) * sizeof *best);
 	char *kept = malloc((size_t)c->n + 1);
 	for (int k = 0; k < c->L * c->H; k++) {
@@ -406,7 +408,7 @@ static inline double merge_margin(const KiFn *f, const double *par, const KiCase
 			worst = fmin(worst, fabs(best[i] - tau));
 	}
 	free(best), free(kept);
-	return worst;
+	return fmin(r->mgap, worst);
 }
 
 /* the stated tolerance of merged rows (f32 accumulation vs the reference's double, then one
