@@ -681,21 +681,29 @@ static void rowlogits_mask(Gen *g, LLVMValueRef S, LLVMValueRef q, LLVMValueRef 
 
 /* sstat(S, nq, vm, a, m, l): online max / sum of exp over each row's visible logits a*S (the bits
 ** of vm[q]) */
-static void gen_sstat(Gen *g)
+/* the statistics kernels' shared start: fn(S, nq, vm, a, m, l[, E, mt]) (np parameters), the
+** loop over the nq rows begun, row q's logits in x; returns q */
+static LLVMValueRef stat_begin(Gen *g, const char *name, int np, Loop *lq, LLVMValueRef *x)
 {
-	LLVMTypeRef ps[6] = { g->ptr, g->i64, g->ptr, g->f32, g->ptr, g->ptr };
-	LLVMTypeRef ft = LLVMFunctionType(LLVMVoidTypeInContext(g->cx), ps, 6, 0);
-	g->fn = LLVMAddFunction(g->m, "kvcc_sstat", ft);
+	LLVMTypeRef ps[8] = { g->ptr, g->i64, g->ptr, g->f32, g->ptr, g->ptr, g->ptr, g->ptr };
+	LLVMTypeRef ft = LLVMFunctionType(LLVMVoidTypeInContext(g->cx), ps, (unsigned)np, 0);
+	g->fn = LLVMAddFunction(g->m, name, ft);
 	LLVMSetLinkage(g->fn, LLVMInternalLinkage);
 	LLVMValueRef S = LLVMGetParam(g->fn, 0), nq = LLVMGetParam(g->fn, 1), vjp = LLVMGetParam(g->fn, 2);
-	LLVMValueRef a = LLVMGetParam(g->fn, 3), M = LLVMGetParam(g->fn, 4), Lp = LLVMGetParam(g->fn, 5);
-	LLVMBuilderRef b = g->b;
-	LLVMPositionBuilderAtEnd(b, LLVMAppendBasicBlockInContext(g->cx, g->fn, "entry"));
-	LLVMTypeRef tv = fty(g, DT);
+	LLVMPositionBuilderAtEnd(g->b, LLVMAppendBasicBlockInContext(g->cx, g->fn, "entry"));
+	LLVMValueRef q = loop_begin2(g, ci(g, 0), nq, 1, 1, lq);
+	rowlogits(g, S, q, LLVMBuildLoad2(g->b, g->i64, gep(g, g->i64, vjp, q), ""), LLVMGetParam(g->fn, 3), x);
+	return q;
+}
+
+static void gen_sstat(Gen *g)
+{
 	Loop lq;
-	LLVMValueRef q = loop_begin2(g, ci(g, 0), nq, 1, 1, &lq);
 	LLVMValueRef x[AT / DT];
-	rowlogits(g, S, q, LLVMBuildLoad2(b, g->i64, gep(g, g->i64, vjp, q), ""), a, x);
+	LLVMValueRef q = stat_begin(g, "kvcc_sstat", 6, &lq, x);
+	LLVMValueRef M = LLVMGetParam(g->fn, 4), Lp = LLVMGetParam(g->fn, 5);
+	LLVMBuilderRef b = g->b;
+	LLVMTypeRef tv = fty(g, DT);
 	LLVMValueRef mx = x[0];
 	for (int k = 1; k < AT / DT; k++) {
 		mx = LLVMBuildSelect(b, LLVMBuildFCmp(b, LLVMRealOGT, mx, x[k], ""), mx, x[k], "");
@@ -736,20 +744,13 @@ void kx_gen_sstat(Gen *g) { gen_sstat(g); }
 ** and mt[q] = that max, for sacce. */
 static void gen_sstate_lanes(Gen *g)
 {
-	LLVMTypeRef ps[8] = { g->ptr, g->i64, g->ptr, g->f32, g->ptr, g->ptr, g->ptr, g->ptr };
-	LLVMTypeRef ft = LLVMFunctionType(LLVMVoidTypeInContext(g->cx), ps, 8, 0);
-	g->fn = LLVMAddFunction(g->m, "kvcc_sstate", ft);
-	LLVMSetLinkage(g->fn, LLVMInternalLinkage);
-	LLVMValueRef S = LLVMGetParam(g->fn, 0), nq = LLVMGetParam(g->fn, 1), vjp = LLVMGetParam(g->fn, 2);
-	LLVMValueRef a = LLVMGetParam(g->fn, 3), M = LLVMGetParam(g->fn, 4), Lp = LLVMGetParam(g->fn, 5);
+	Loop lq;
+	LLVMValueRef x[AT / DT];
+	LLVMValueRef q = stat_begin(g, "kvcc_sstate", 8, &lq, x);
+	LLVMValueRef M = LLVMGetParam(g->fn, 4), Lp = LLVMGetParam(g->fn, 5);
 	LLVMValueRef E = LLVMGetParam(g->fn, 6), MT = LLVMGetParam(g->fn, 7);
 	LLVMBuilderRef b = g->b;
-	LLVMPositionBuilderAtEnd(b, LLVMAppendBasicBlockInContext(g->cx, g->fn, "entry"));
 	LLVMTypeRef tv = fty(g, DT);
-	Loop lq;
-	LLVMValueRef q = loop_begin2(g, ci(g, 0), nq, 1, 1, &lq);
-	LLVMValueRef x[AT / DT];
-	rowlogits(g, S, q, LLVMBuildLoad2(b, g->i64, gep(g, g->i64, vjp, q), ""), a, x);
 	LLVMValueRef lo = LLVMBuildMul(b, q, ci(g, DT), "");
 	LLVMValueRef mv = x[0];
 	for (int k = 1; k < AT / DT; k++) {   /* lane-wise; -inf (invisible) never wins over a number */
