@@ -105,6 +105,42 @@ __attribute__((target("avx512f,avx512bf16"))) static float dpbf16(long it)
 	return _mm512_reduce_add_ps(s);
 }
 
+/* The score epilogue's bound (issue 15): 16-lane exp throughput, the generated code's polynomial
+** (codegen/x86/gen.h vexp: clamp, 2^n split, Cephes degree-5 polynomial, 2^n by vscalefps, the
+** underflow select) on CHAINS independent vectors, each fed back as 0.5 - exp(x) (stays in
+** [-1.2, 0.5]): one subtract and one exp per lane, as the epilogue's x - max then exp. */
+__attribute__((target("avx512f"))) static float vexp512(long it)
+{
+	__m512 a[CHAINS];
+#pragma GCC unroll 16
+	for (int i = 0; i < CHAINS; i++)
+		a[i] = _mm512_set1_ps(-0.01f * (float)i);
+	const __m512 hi = _mm512_set1_ps(88.0f), big = _mm512_set1_ps(12582912.0f), l2e = _mm512_set1_ps(1.44269504088896341f);
+	const __m512 c1 = _mm512_set1_ps(-0.693359375f), c2 = _mm512_set1_ps(2.12194440e-4f), half = _mm512_set1_ps(0.5f);
+	const __m512 lo = _mm512_set1_ps(-87.3f), one = _mm512_set1_ps(1.0f);
+	static const float c[] = { 1.9875691500E-4f, 1.3981999507E-3f, 8.3334519073E-3f, 4.1665795894E-2f,
+	                           1.6666665459E-1f, 5.0000001201E-1f };
+	for (long k = 0; k < it; k++)
+#pragma GCC unroll 16
+		for (int i = 0; i < CHAINS; i++) {
+			__m512 x = _mm512_min_ps(a[i], hi);
+			__m512 nf = _mm512_sub_ps(_mm512_fmadd_ps(x, l2e, big), big);
+			__m512 r = _mm512_fmadd_ps(nf, c2, _mm512_fmadd_ps(nf, c1, x));
+			__m512 p = _mm512_set1_ps(c[0]);
+			for (int j = 1; j < 6; j++)
+				p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(c[j]));
+			__m512 y = _mm512_add_ps(_mm512_fmadd_ps(p, _mm512_mul_ps(r, r), r), one);
+			y = _mm512_scalef_ps(y, nf);
+			y = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, lo, _CMP_NGE_UQ), y, _mm512_setzero_ps());
+			a[i] = _mm512_sub_ps(half, y);
+		}
+	__m512 s = a[0];
+#pragma GCC unroll 16
+	for (int i = 1; i < CHAINS; i++)
+		s = _mm512_add_ps(s, a[i]);
+	return _mm512_reduce_add_ps(s);
+}
+
 /* AMX: 12 tdpbf16ps per iteration (3 rounds over 4 accumulator tiles, A and B held in tiles 4-7:
 ** no loads), each 16 x 16 x 32 bf16 products = 16384 FLOP. The caller has the tile permission
 ** (kr_amx_enable). */
@@ -189,6 +225,7 @@ static void *runjob(void *arg)
 	case 1: j->sink = fma256(j->it); break;
 	case 2: j->sink = dpbf16(j->it); break;
 	case 4: j->sink = amxbf16(j->it / 16); break;   /* fewer iterations: 16384 FLOP per instruction */
+	case 5: j->sink = vexp512(j->it / 8); break;    /* fewer iterations: ~20 instructions per exp */
 	case 3: j->sink = __builtin_cpu_supports("avx512f") ? readsum512(j->buf, j->n) : readsum256(j->buf, j->n); break;
 	}
 	return NULL;
@@ -269,7 +306,7 @@ static void peaks(int threads, Peaks *p)
 }
 
 /* The Q·K passes of the score phase (no lse given) at n tokens with G·WIN query rows: one on the
-** tiles whose exponentials the plan keeps (runtime/api.c make_ws: 65 floats per row and tile,
+** tiles whose exponentials the plan keeps (runtime/api.c make_ws: 65 floats per row and tile and 16 per row,
 ** at most KVCC_EXPWS MiB per thread, default 32 (runtime/rt.h KR_EXPWS_MIB), in whole tiles), two on the rest (attn_stats and
 ** attn_score each run the Q·K tile): 1 + the share of the tiles past the workspace. Until
 ** session 7 it was always two, and the bench counted both. */
@@ -277,7 +314,8 @@ static double score_passes(int n)
 {
 	const char *ev = getenv("KVCC_EXPWS");
 	double mib = ev && *ev ? strtod(ev, NULL) : 32;
-	double nt = (n + 63) / 64, kt = mib > 0 ? floor(mib * 1048576.0 / ((double)G * WIN * 65 * 4)) : 0;
+	double nt = (n + 63) / 64, kt = mib > 0 ? floor((mib * 1048576.0 - (double)G * WIN * 16 * 4) / ((double)G * WIN * 65 * 4)) : 0;
+	kt = kt > 0 ? kt : 0;
 	return 2 - (kt < nt ? kt : nt) / nt;
 }
 
@@ -669,7 +707,9 @@ static int amxbench(int threads)
 	(void)threads;
 	double pf = cpu_peak(0, 32), pd = __builtin_cpu_supports("avx512bf16") ? cpu_peak(2, 64) : 0;
 	double pa = amx_usable() ? cpu_peak(4, 16384 / 16.0) : 0;
-	printf("1-thread peaks (CPU time): f32 FMA zmm %.1f GFLOP/s, bf16 dot %.1f, AMX bf16 %.1f\n", pf, pd, pa);
+	double pe = __builtin_cpu_supports("avx512f") ? cpu_peak(5, 16 / 8.0) : 0;   /* G exp/s, 16 lanes */
+	printf("1-thread peaks (CPU time): f32 FMA zmm %.1f GFLOP/s, bf16 dot %.1f, AMX bf16 %.1f, exp (16 lanes, the "
+	       "generated polynomial) %.2f G/s\n", pf, pd, pa, pe);
 	/* KVCC_BENCH_CFG: appended to each config (e.g. pf0, to compare with the prefetch default) */
 	static char cfg[3][120];
 	const char *xc = getenv("KVCC_BENCH_CFG");
@@ -747,6 +787,14 @@ static int amxbench(int threads)
 			       "1-thread AMX peak, %5.1f%% of the bf16 dot peak, %5.1f%% of the FMA peak\n",
 			       n, what[c], bs[c], bc[c], qk / (bc[c] * 1e-3) / 1e9, pa > 0 ? 100 * qk / (bc[c] * 1e-3) / 1e9 / pa : 0,
 			       pd > 0 ? 100 * qk / (bc[c] * 1e-3) / 1e9 / pd : 0, 100 * qk / (bc[c] * 1e-3) / 1e9 / pf);
+			/* the roofline (issue 15): the phase's time against the time of its Q·K (one product per
+			** logit) at the 1-thread peak of the config's instruction and against its epilogue's bound,
+			** one 16-lane exp per logit at the measured exp rate (the max and sum not counted) */
+			double lg = (double)n * G * WIN * H, tq = 2.0 * lg * D / (peak[c] * 1e9) * 1e3, te = pe > 0 ? lg / (pe * 1e9) * 1e3 : 0;
+			if (peak[c] > 0 && te > 0)
+				printf("    roofline: %.0fM logits; Q·K at its peak %.2f ms, one exp per logit %.2f ms: the phase is %.1f%% of "
+				       "the Q·K bound, %.1f%% of the exp bound, %.1f%% of both in sequence\n", lg / 1e6, tq, te,
+				       100 * tq / bc[c], 100 * te / bc[c], 100 * (tq + te) / bc[c]);
 			kvcc_plan_destroy(pl[c]);
 		}
 		free(K0), free(V0), free(K), free(V), free(Q), free(pos);

@@ -185,7 +185,7 @@ static size_t wsfloats(int go, int d)
 
 /* The attn_score workspaces of every pool thread for go query rows, and the exponential
 ** workspaces (rt.h ews): what the plan's shapes need (ceil(capacity/64) tiles of go rows, 65
-** floats per row and tile), capped at KVCC_EXPWS MiB per thread (default KR_EXPWS_MIB, 32; 0: none)
+** floats per row and tile, and 16 per row for the sums per lane), capped at KVCC_EXPWS MiB per thread (default KR_EXPWS_MIB, 32; 0: none)
 ** in whole tiles; a head longer than the workspace holds runs its tail in two passes. */
 static int make_ws(kvcc_plan *pl, int go)
 {
@@ -196,13 +196,14 @@ static int make_ws(kvcc_plan *pl, int go)
 	const char *ev = getenv("KVCC_EXPWS");
 	double mib = ev && *ev ? strtod(ev, NULL) : KR_EXPWS_MIB;
 	size_t nt = ((size_t)pl->lay.capacity + TILE - 1) / TILE, tb = (size_t)go * (TILE + 1) * sizeof(float);
+	size_t fb = (size_t)go * LANES * sizeof(float);           /* the rows' sums per lane */
 	if (!(mib > 0) || nt == 0 || go < 1)
 		return 0;
-	if ((double)(nt * tb) > mib * 1048576.0)
-		nt = (size_t)(mib * 1048576.0 / (double)tb);   /* whole tiles under the cap */
+	if ((double)(nt * tb + fb) > mib * 1048576.0)
+		nt = mib * 1048576.0 > (double)fb ? (size_t)((mib * 1048576.0 - (double)fb) / (double)tb) : 0;   /* whole tiles under the cap */
 	if (nt == 0)
 		return 0;
-	size_t eb = nt * tb;
+	size_t eb = nt * tb + fb;
 	if (!(pl->ews = calloc((size_t)pl->threads, sizeof *pl->ews)))
 		return -1;
 	for (int t = 0; t < pl->threads; t++)

@@ -82,11 +82,12 @@ static inline int ka_trailer_check(const void *buf, size_t len, KaTrailer *t, co
 */
 #define KVCC_DESC_SYMBOL "kvcc_artifact"
 #define KVCC_MAGIC 0x4B5643435F415254ull   /* "KVCC_ART" */
-#define KVCC_ABI 15                        /* kvcc_artifact and the kernels' signatures (10: compact_merge;
+#define KVCC_ABI 16                        /* kvcc_artifact and the kernels' signatures (10: compact_merge;
                                               11: tmap ctx ratio, budget, wts; tfilter, mtotal, ksum;
                                               12: kfloor; 13: decodeb; 14: tmap / observe return a
                                               negative value for a bad segment or shift argument;
-                                              15: sstate, sacce; kvcc_tmap_ctx.nout; mstore; mrow, merge runs) */
+                                              15: sstate, sacce; kvcc_tmap_ctx.nout; mstore; mrow, merge runs;
+                                              16: sstate's l per (row, lane)) */
 #define KA_MAGIC "KVCCDSC"                 /* the blob's first 8 bytes (with the NUL) */
 #define KA_FORMAT 9                        /* the blob's layout and meaning (2: the tuning config; 3: KA_FLAYER;
                                               4: the merge rule; 5: the weights, KaWeight; the select rule;
@@ -373,8 +374,10 @@ typedef struct kvcc_artifact {
 	void (*decodeb)(const void *K, const void *V, int64_t ldk, int64_t nt, const float *q, float *S,
 	                int64_t lds, float *st, const float *cnt);
 	/* --- issue 15: one exp per logit in attn_score (KVCC_ABI 15) ---
-	** sstate: sstat, and E[q*64 + j] = exp(a*S[q][j] - m[q]) with the row's max m[q] after this
-	** tile (0 for an invisible j), mt[q] = that max; sacce: acc[j] += sum_q E[q*64 + j] *
+	** sstate: sstat with the sum kept per (row, lane) (KVCC_ABI 16: l holds 16 floats per row,
+	** lane i summing the columns j = i mod 16 relative to the row's max m[q]; the runtime adds the
+	** lanes once per head), and E[q*64 + j] = exp(a*S[q][j] - m[q]) with the row's max m[q] after
+	** this tile (0 for an invisible j), mt[q] = that max; sacce: acc[j] += sum_q E[q*64 + j] *
 	** exp(mt[q] - mp[q]) (64 columns): sacc's sum from the kept exponentials of the stats pass,
 	** without a second Q·K tile or exp per logit (runtime/compress.c, when the plan's exponential
 	** workspace holds the head) */

@@ -189,7 +189,7 @@ static int attnscore(Run *r, Inst *I, float **vals, int lo, int hi, int tid)
 	} else {
 		for (int q = 0; q < GO; q++)
 			m[q] = -INFINITY, l[q] = 0;
-		if (r->pl->ews && r->pl->ews_fl >= (int64_t)GO * (TILE + 1))
+		if (r->pl->ews && r->pl->ews_fl >= (int64_t)GO * (TILE + 1 + LANES))
 			return attnscore1(r, I, vals, lo, hi, tid, a, mono);
 		for (int t0 = 0; t0 < n; t0 += TILE) {
 			int nt = n - t0 < TILE ? n - t0 : TILE;
@@ -222,15 +222,29 @@ static int attnscore(Run *r, Inst *I, float **vals, int lo, int hi, int tid)
 	return 0;
 }
 
+/* The rows' sums of exp kept per lane by sstate (all relative to the row's max m[q]) added once
+** per head into the row's l[q] (issue 15, KVCC_ABI 16) */
+static void lanemerge(int GO, const float *L, float *l)
+{
+	for (int q = 0; q < GO; q++) {
+		float s = 0;
+		for (int i = 0; i < LANES; i++)
+			s += L[(size_t)q * LANES + i];
+		l[q] = s;
+	}
+}
+
 /* attn_score with one exp per logit (issue 15): one pass of the Q·K tile and sstate over the
 ** tiles keeps every exponential of the instance (exp(a*S - m) with the row's max after its
 ** tile) in the thread's exponential workspace, then per tile sacce sums them over obs with one
 ** exp per (row, tile): exp(a*S - mp) = exp(a*S - m_tile) * exp(m_tile - mp). No second Q·K tile
 ** and no second exp per logit; the same values as the two passes up to f32 rounding.
-** The workspace holds kt = ews_fl / (GO*(TILE+1)) tiles of this instance's GO rows: the tiles
-** after the first kt run sstat in the first pass and the Q·K tile and sacc again in the second
-** (the two-pass path on the head's tail), so a workspace smaller than the head still saves its
-** share of the second pass. */
+** sstate keeps the rows' sums per lane (no horizontal sum per row and tile, and a horizontal max
+** only where a row's max grows); lanemerge adds the lanes once, after the kept tiles.
+** The workspace holds kt = (ews_fl - GO*16) / (GO*(TILE+1)) tiles of this instance's GO rows
+** (rt.h ews): the tiles after the first kt run sstat on the merged sums in the first pass and
+** the Q·K tile and sacc again in the second (the two-pass path on the head's tail), so a
+** workspace smaller than the head still saves its share of the second pass. */
 static int attnscore1(Run *r, Inst *I, float **vals, int lo, int hi, int tid, float a, int mono)
 {
 	const kvcc_artifact *A = r->pl->p->a;
@@ -239,11 +253,15 @@ static int attnscore1(Run *r, Inst *I, float **vals, int lo, int hi, int tid, fl
 	float *S = w, *Kp = S + (size_t)GO * TILE, *m = Kp + (size_t)d * TILE, *l = m + GO, *mp = l + GO;
 	float *acc = mp + GO;
 	uint64_t *vm = (uint64_t *)(void *)(I->Qf + (size_t)GO * d);
-	int64_t kt = r->pl->ews_fl / ((int64_t)GO * (TILE + 1)), ntile = (n + TILE - 1) / TILE;
+	int64_t kt = (r->pl->ews_fl - (int64_t)GO * LANES) / ((int64_t)GO * (TILE + 1));
+	int64_t ntile = (n + TILE - 1) / TILE;
 	if (kt > ntile)
 		kt = ntile;
 	int ne = (int)(kt * TILE);            /* tokens [0, ne) keep their exponentials */
 	float *E = r->pl->ews[tid], *MT = E + (size_t)kt * GO * TILE;
+	float *LL = MT + (size_t)kt * GO;      /* the rows' sums per lane */
+	for (size_t i = 0; i < (size_t)GO * LANES; i++)
+		LL[i] = 0;
 	int64_t ldk;
 	size_t esz = r->pl->esz;
 	char *stg = r->pl->paged ? r->pl->stage[tid] : NULL;
@@ -255,11 +273,15 @@ static int attnscore1(Run *r, Inst *I, float **vals, int lo, int hi, int tid, fl
 		const char *Kt = kr_span(&I->w, esz, d, t0, nt, stg, &ldk, NULL, NULL);
 		A->qkt(Kt, ldk, nt, I->Qf, GO, S, Kp);
 		tilevis(r, I, t0, nt, causal, mono, vm);
+		if (t0 == ne)                     /* the tail continues on the rows' statistics */
+			lanemerge(GO, LL, l);
 		if (t0 < ne)
-			A->sstate(S, GO, vm, a, m, l, E + k * GO * TILE, MT + k * GO);
+			A->sstate(S, GO, vm, a, m, LL, E + k * GO * TILE, MT + k * GO);
 		else
 			A->sstat(S, GO, vm, a, m, l);
 	}
+	if (ne >= n)
+		lanemerge(GO, LL, l);
 	for (int q = 0; q < GO; q++)
 		mp[q] = l[q] > 0 ? m[q] + logf(l[q]) : INFINITY;
 	int fr = firstout(r, lo, hi);

@@ -21,6 +21,7 @@
 #include "runtime/pool.h"
 
 #define TILE 64      /* attn_score token tile of the generated qkt/sstat/sacc (codegen/x86 AT) */
+#define LANES 16     /* sstate's sums per (row, lane): the generated 16-lane vectors (codegen/x86 DT) */
 #define KR_EXPWS_MIB 32  /* default cap of the per-thread exponential workspace, MiB (KVCC_EXPWS; doc/runtime.md) */
 #define DTILE 16     /* decode token tile of the generated kernel (codegen/x86 DT) */
 
@@ -71,11 +72,12 @@ struct kvcc_plan {
 	int ws_go;
 	float **ws;
 	/* issue 15, one exp per logit: per pool thread, the stats pass's exponentials of one instance
-	** of GO query rows: the first kt = ews_fl / (GO*65) tiles' exponentials ([kt][GO][64] floats),
-	** then their rows' max per tile ([kt][GO]). ews_fl floats: what the plan's shapes need
-	** (ceil(capacity/64) tiles of ws_go rows), capped at KVCC_EXPWS MiB (default 32), in whole
-	** tiles of ws_go rows; NULL (ews_fl 0) when not one tile fits or KVCC_EXPWS=0. The tiles past
-	** kt run the two passes (runtime/compress.c attnscore1) */
+	** of GO query rows: the first kt = (ews_fl - GO*16) / (GO*65) tiles' exponentials ([kt][GO][64]
+	** floats), then their rows' max per tile ([kt][GO]), then the rows' sums per lane ([GO][16];
+	** KVCC_ABI 16). ews_fl floats: what the plan's shapes need (ceil(capacity/64) tiles of ws_go
+	** rows), capped at KVCC_EXPWS MiB (default 32), in whole tiles of ws_go rows; NULL (ews_fl 0)
+	** when not one tile fits or KVCC_EXPWS=0. The tiles past kt run the two passes
+	** (runtime/compress.c attnscore1) */
 	float **ews;
 	int64_t ews_fl;
 	int obs_sized;           /* the workspaces depend on nobs: a compress may pass up to max_obs */

@@ -200,7 +200,8 @@ static inline LLVMValueRef fmadd(Gen *g, LLVMValueRef a, LLVMValueRef b, LLVMVal
 	return intr(g, "llvm.fmuladd", fty(g, w), args, 3);
 }
 
-/* exp(x) for w lanes: Cephes expf polynomial, 2^n through the exponent bits;
+/* exp(x) for w lanes: Cephes expf polynomial, 2^n through the exponent bits (vscalefps for 16 lanes
+** on AVX-512);
 ** exact 0 below -87.3 (and for -inf), clamped at 88. No libm call. The multiply-adds are
 ** fused where the target has FMA (the softmax epilogues' cost: sstat, sacc, probs, decode). */
 static inline LLVMValueRef vexp(Gen *g, LLVMValueRef x, int w)
@@ -218,10 +219,21 @@ static inline LLVMValueRef vexp(Gen *g, LLVMValueRef x, int w)
 	for (int i = 1; i < 6; i++)
 		p = fmadd(g, p, r, cfv(g, c[i], w), w);
 	LLVMValueRef y = LLVMBuildFAdd(b, fmadd(g, p, LLVMBuildFMul(b, r, r, ""), r, w), cfv(g, 1.0, w), "");
-	LLVMTypeRef it = w == 1 ? g->i32 : LLVMVectorType(g->i32, (unsigned)w);
-	LLVMValueRef ni = LLVMBuildFPToSI(b, nf, it, "");
-	LLVMValueRef e = LLVMBuildShl(b, LLVMBuildAdd(b, ni, civ(g, 127, w), ""), civ(g, 23, w), "");
-	LLVMValueRef res = LLVMBuildFMul(b, y, LLVMBuildBitCast(b, e, fty(g, w), ""), "");
+	LLVMValueRef res;
+	if (w == 16 && g->W == 16) {
+		/* AVX-512 (issue 15): y * 2^n in one vscalefps; n is integral and >= -126 wherever the
+		** select below keeps the result, so the same value as the exponent-bit construction */
+		unsigned id = LLVMLookupIntrinsicID("llvm.x86.avx512.mask.scalef.ps.512", 34);
+		LLVMValueRef fn = LLVMGetIntrinsicDeclaration(g->m, id, NULL, 0);
+		LLVMTypeRef ft = LLVMIntrinsicGetType(g->cx, id, NULL, 0);
+		LLVMValueRef a[5] = { y, nf, cfv(g, 0.0, w), LLVMConstInt(g->i16, 0xffff, 0), LLVMConstInt(g->i32, 4, 0) };
+		res = LLVMBuildCall2(b, ft, fn, a, 5, "");
+	} else {
+		LLVMTypeRef it = w == 1 ? g->i32 : LLVMVectorType(g->i32, (unsigned)w);
+		LLVMValueRef ni = LLVMBuildFPToSI(b, nf, it, "");
+		LLVMValueRef e = LLVMBuildShl(b, LLVMBuildAdd(b, ni, civ(g, 127, w), ""), civ(g, 23, w), "");
+		res = LLVMBuildFMul(b, y, LLVMBuildBitCast(b, e, fty(g, w), ""), "");
+	}
 	return LLVMBuildSelect(b, LLVMBuildFCmp(b, LLVMRealULT, x, cfv(g, -87.3, w), ""), cfv(g, 0.0, w), res, "");
 }
 

@@ -680,25 +680,30 @@ static void rowlogits_mask(Gen *g, LLVMValueRef S, LLVMValueRef q, LLVMValueRef 
 }
 
 /* sstat(S, nq, vm, a, m, l): online max / sum of exp over each row's visible logits a*S (the bits
-** of vm[q]). With store (sstate, issue 15: one exp per logit) also E[q*64 + j] = exp(a*S[q][j] -
-** m[q]) with this tile's updated max (0 for an invisible j) and mt[q] = that max: the same
-** exponentials the sum adds, kept for sacce. */
-static void gen_sstat(Gen *g, int store)
+** of vm[q]) */
+/* the statistics kernels' shared start: fn(S, nq, vm, a, m, l[, E, mt]) (np parameters), the
+** loop over the nq rows begun, row q's logits in x; returns q */
+static LLVMValueRef stat_begin(Gen *g, const char *name, int np, Loop *lq, LLVMValueRef *x)
 {
 	LLVMTypeRef ps[8] = { g->ptr, g->i64, g->ptr, g->f32, g->ptr, g->ptr, g->ptr, g->ptr };
-	LLVMTypeRef ft = LLVMFunctionType(LLVMVoidTypeInContext(g->cx), ps, store ? 8 : 6, 0);
-	g->fn = LLVMAddFunction(g->m, store ? "kvcc_sstate" : "kvcc_sstat", ft);
+	LLVMTypeRef ft = LLVMFunctionType(LLVMVoidTypeInContext(g->cx), ps, (unsigned)np, 0);
+	g->fn = LLVMAddFunction(g->m, name, ft);
 	LLVMSetLinkage(g->fn, LLVMInternalLinkage);
 	LLVMValueRef S = LLVMGetParam(g->fn, 0), nq = LLVMGetParam(g->fn, 1), vjp = LLVMGetParam(g->fn, 2);
-	LLVMValueRef a = LLVMGetParam(g->fn, 3), M = LLVMGetParam(g->fn, 4), Lp = LLVMGetParam(g->fn, 5);
-	LLVMValueRef E = store ? LLVMGetParam(g->fn, 6) : NULL, MT = store ? LLVMGetParam(g->fn, 7) : NULL;
-	LLVMBuilderRef b = g->b;
-	LLVMPositionBuilderAtEnd(b, LLVMAppendBasicBlockInContext(g->cx, g->fn, "entry"));
-	LLVMTypeRef tv = fty(g, DT);
+	LLVMPositionBuilderAtEnd(g->b, LLVMAppendBasicBlockInContext(g->cx, g->fn, "entry"));
+	LLVMValueRef q = loop_begin2(g, ci(g, 0), nq, 1, 1, lq);
+	rowlogits(g, S, q, LLVMBuildLoad2(g->b, g->i64, gep(g, g->i64, vjp, q), ""), LLVMGetParam(g->fn, 3), x);
+	return q;
+}
+
+static void gen_sstat(Gen *g)
+{
 	Loop lq;
-	LLVMValueRef q = loop_begin2(g, ci(g, 0), nq, 1, 1, &lq);
 	LLVMValueRef x[AT / DT];
-	rowlogits(g, S, q, LLVMBuildLoad2(b, g->i64, gep(g, g->i64, vjp, q), ""), a, x);
+	LLVMValueRef q = stat_begin(g, "kvcc_sstat", 6, &lq, x);
+	LLVMValueRef M = LLVMGetParam(g->fn, 4), Lp = LLVMGetParam(g->fn, 5);
+	LLVMBuilderRef b = g->b;
+	LLVMTypeRef tv = fty(g, DT);
 	LLVMValueRef mx = x[0];
 	for (int k = 1; k < AT / DT; k++) {
 		mx = LLVMBuildSelect(b, LLVMBuildFCmp(b, LLVMRealOGT, mx, x[k], ""), mx, x[k], "");
@@ -712,8 +717,6 @@ static void gen_sstat(Gen *g, int store)
 	for (int k = 0; k < AT / DT; k++) {
 		/* an invisible logit is -inf: exp(-inf - mn) = 0, and vexp(NaN) = 0 when mn is -inf too */
 		LLVMValueRef e = vexp(g, LLVMBuildFSub(b, x[k], splat(g, mn, DT), ""), DT);
-		if (store)
-			storef(g, e, E, LLVMBuildAdd(b, LLVMBuildMul(b, q, ci(g, AT), ""), ci(g, k * DT), ""));
 		sum = LLVMBuildFAdd(b, sum, e, "");
 	}
 	LLVMValueRef ra[2] = { LLVMConstReal(g->f32, -0.0), sum };
@@ -723,14 +726,73 @@ static void gen_sstat(Gen *g, int store)
 	LLVMValueRef l = LLVMBuildFAdd(b, LLVMBuildFMul(b, ldf(g, Lp, q), sc, ""), ts, "");
 	storef(g, l, Lp, q);
 	storef(g, mn, M, q);
-	if (store)
-		storef(g, mn, MT, q);
 	loop_end(g, &lq);
 	LLVMBuildRetVoid(b);
 }
 
-void kx_gen_sstat(Gen *g) { gen_sstat(g, 0); }
-void kx_gen_sstate(Gen *g) { gen_sstat(g, 1); }
+void kx_gen_sstat(Gen *g) { gen_sstat(g); }
+
+/* sstate(S, nq, vm, a, m, L, E, mt) (issue 15: one exp per logit; KVCC_ABI 16: the sum per
+** lane, the max only where it grows): the online max m[q] and sum of exp over each row's visible
+** logits a*S (the bits of vm[q]), with the sum kept per (row, lane): L[q*16 + i] over the columns
+** j = i (mod 16), all relative to the row's max m[q] (the runtime adds the 16 lanes once per
+** head). A row whose tile has no logit above m[q] (every tile after the first few: the running
+** max of a row grows a handful of times over a long context) takes no horizontal reduction and
+** no rescale: a lane-wise max, one vector compare, then the exponentials. Only where a logit
+** exceeds m[q] the tile's max is reduced across the lanes and L rescaled by exp(m_old - m_new).
+** E[q*64 + j] = exp(a*S[q][j] - m[q]) with the row's max after this tile (0 for an invisible j)
+** and mt[q] = that max, for sacce. */
+static void gen_sstate_lanes(Gen *g)
+{
+	Loop lq;
+	LLVMValueRef x[AT / DT];
+	LLVMValueRef q = stat_begin(g, "kvcc_sstate", 8, &lq, x);
+	LLVMValueRef M = LLVMGetParam(g->fn, 4), Lp = LLVMGetParam(g->fn, 5);
+	LLVMValueRef E = LLVMGetParam(g->fn, 6), MT = LLVMGetParam(g->fn, 7);
+	LLVMBuilderRef b = g->b;
+	LLVMTypeRef tv = fty(g, DT);
+	LLVMValueRef lo = LLVMBuildMul(b, q, ci(g, DT), "");
+	LLVMValueRef mv = x[0];
+	for (int k = 1; k < AT / DT; k++) {   /* lane-wise; -inf (invisible) never wins over a number */
+		LLVMValueRef mm[2] = { mv, x[k] };
+		mv = intr(g, "llvm.maxnum", tv, mm, 2);
+	}
+	LLVMValueRef mo = ldf(g, M, q);
+	LLVMValueRef up = LLVMBuildFCmp(b, LLVMRealOGT, mv, splat(g, mo, DT), "");
+	LLVMValueRef any = LLVMBuildICmp(b, LLVMIntNE, LLVMBuildBitCast(b, up, LLVMIntTypeInContext(g->cx, DT), ""),
+	                                 LLVMConstInt(LLVMIntTypeInContext(g->cx, DT), 0, 0), "");
+	LLVMBasicBlockRef bfast = LLVMGetInsertBlock(b);
+	LLVMBasicBlockRef bup = LLVMAppendBasicBlockInContext(g->cx, g->fn, "mgrow");
+	LLVMBasicBlockRef bj = LLVMAppendBasicBlockInContext(g->cx, g->fn, "mjoin");
+	LLVMBuildCondBr(b, any, bup, bj);
+	LLVMPositionBuilderAtEnd(b, bup);   /* the row's max grows: reduce it, rescale the lanes' sums */
+	LLVMValueRef tm = intr(g, "llvm.vector.reduce.fmax", tv, &mv, 1);
+	LLVMSetFastMathFlags(tm, LLVMFastMathNoNaNs);
+	LLVMValueRef mm[2] = { mo, tm };
+	LLVMValueRef mn = intr(g, "llvm.maxnum", g->f32, mm, 2);
+	LLVMValueRef sc = splat(g, vexp(g, LLVMBuildFSub(b, mo, mn, ""), 1), DT);   /* 0 while mo is -inf */
+	storef(g, LLVMBuildFMul(b, loadf(g, Lp, lo, DT), sc, ""), Lp, lo);
+	storef(g, mn, M, q);
+	LLVMBuildBr(b, bj);
+	LLVMPositionBuilderAtEnd(b, bj);
+	LLVMValueRef m = LLVMBuildPhi(b, g->f32, "m");
+	LLVMValueRef in[2] = { mo, mn };
+	LLVMBasicBlockRef from[2] = { bfast, bup };
+	LLVMAddIncoming(m, in, from, 2);
+	LLVMValueRef sum = NULL;
+	for (int k = 0; k < AT / DT; k++) {
+		/* an invisible logit is -inf: exp(-inf - m) = 0, and vexp(NaN) = 0 when m is -inf too */
+		LLVMValueRef e = vexp(g, LLVMBuildFSub(b, x[k], splat(g, m, DT), ""), DT);
+		storef(g, e, E, LLVMBuildAdd(b, LLVMBuildMul(b, q, ci(g, AT), ""), ci(g, k * DT), ""));
+		sum = sum ? LLVMBuildFAdd(b, sum, e, "") : e;
+	}
+	storef(g, LLVMBuildFAdd(b, loadf(g, Lp, lo, DT), sum, ""), Lp, lo);
+	storef(g, m, MT, q);
+	loop_end(g, &lq);
+	LLVMBuildRetVoid(b);
+}
+
+void kx_gen_sstate(Gen *g) { gen_sstate_lanes(g); }
 
 /* sacce(E, nq, mt, mp, acc) (issue 15: one exp per logit): acc[j] += sum_q E[q*64 + j] *
 ** exp(mt[q] - mp[q]) for the 64 columns of a tile whose exponentials sstate kept: the same sum as
