@@ -413,13 +413,14 @@ typedef struct kvcc_artifact {
 ** "CUDA driver not found: …". See doc/gpu.md. */
 #define KVCC_GPU_SYMBOL "kvcc_artifact_gpu"
 #define KVCC_GPU_MAGIC 0x4B5643435F475055ull   /* "KVCC_GPU" */
-#define KVCC_GPU_ABI 8                     /* 2: the tuning config; 3: KvgArgs.wts; 4: paged and
+#define KVCC_GPU_ABI 9                     /* 2: the tuning config; 3: KvgArgs.wts; 4: paged and
                                               batched caches (KvgArgs block, kv_paged); 5: select floor
                                               (KVG_EFLOOR, kv_select_grp's floor records); 6: segment
                                               ops and shift along token (KVG_ESEG); 7: one-layer decode (KvgArgs.dlay,
                                               steps; KVG_PG_STEP; kv_decode for every policy); 8: KvgArgs.nout;
                                               merge summary rows in kv_select (KVG_ESUM, the flag state row); merge runs / next
-                                              in kv_select (KVG_EMNEXT); the model schedules' kv_sched (KVG_ESCHED) */
+                                              in kv_select (KVG_EMNEXT); the model schedules' kv_sched (KVG_ESCHED);
+                                              9: select keep's kv_count (KVG_EKEEP) */
 
 typedef struct kvcc_gpu_header {
 	uint64_t magic;            /* KVCC_GPU_MAGIC */
@@ -540,7 +541,10 @@ enum { KVG_EOK, KVG_EPOOL = 1, KVG_ESELECT = 2, KVG_EHMEAN = 3, KVG_ECHUNK = 4, 
        KVG_EMNEXT = 10,
 
        /* the prefix / dynamic schedules (issue 13): bad scores, lengths or schedule arguments */
-       KVG_ESCHED = 11 };
+       KVG_ESCHED = 11,
+
+       /* select keep (issue 13): a keep count that is not finite */
+       KVG_EKEEP = 12 };
 
 enum { KVG_SCORE, KVG_SELECT, KVG_DECODE, KVG_COMBINE, KVG_SELGRP,
        /* paged and batched caches (issue 14): kv_paged, grid B (check, free) or B*H (append) */
