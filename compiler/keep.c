@@ -8,6 +8,7 @@
 ** count that reads the cache (a token reduction of the score, say) is refused here with its
 ** position: the counts are computed before the scores, per (layer, head).
 */
+#include <stdio.h>
 #include <stdlib.h>
 #include "compiler/keep.h"
 
@@ -65,15 +66,18 @@ int ki_keepcheck(const KiFn *f, KiErr *e)
 	}
 	ki_keepneed(f, need);
 	int rc = 0;
-	for (int i = 0; i < f->nins && rc == 0; i++) {
+	for (int i = f->nins - 1; i >= 0 && rc == 0; i--) {   /* the one nearest the count first */
 		const KiIns *in = &f->ins[i];
 		if (!need[i] || keepop(f, in))
 			continue;
-		char ax[64];
+		char ax[64], what[100];
 		ki_axesstr(in->axes, ax, sizeof ax);
-		ki_error(e, f->src, in->line, in->col, "select keep: %s over [%s] is not compiled to kernels yet (a keep "
-		         "count reads sizes, infos, params, weights over layer / head / out and reductions over out; the "
-		         "reference interpreter, kvcc run, runs it)", ki_opname(in->op), ax);
+		int red = ki_rule(in->op) == AR_RED || ki_rule(in->op) == AR_DOT;
+		snprintf(what, sizeof what, red ? "%s over %s" : "%s %s", ki_opname(in->op),
+		         red ? (in->axis < AX_NUM ? ki_axisname(in->axis) : "-") : ax);
+		ki_error(e, f->src, in->line, in->col, "select keep: %s is not compiled to kernels yet (a keep count "
+		         "reads sizes, infos, params, weights over layer / head / out and reductions over out; the "
+		         "reference interpreter, kvcc run, runs it)", what);
 		rc = -1;
 	}
 	free(need);
