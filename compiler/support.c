@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include "compiler/plan.h"
 #include "compiler/mplan.h"
+#include "compiler/keep.h"
 
 static int refuse(const KiFn *f, uint32_t line, uint32_t col, const char *what, KiErr *e)
 {
@@ -28,8 +29,8 @@ int ki_unsupported(const KiFn *f, KiErr *e)
 		return -1;
 	if (s->kind == SEL_mass && (s->scope != SC_head || KI_RKIND(s->chunk) != RK_CON || f->con[KI_RIDX(s->chunk)] != 1))
 		return refuse(f, s->line, s->col, "select mass at scope layer or model or with chunks", e);
-	if (s->keep)
-		return refuse(f, s->line, s->col, "select keep", e);
+	if (ki_keepcheck(f, e) != 0)          /* select keep: the generated count (keep.c) */
+		return -1;
 	if (KI_RKIND(f->score) != RK_INS || !(f->ins[KI_RIDX(f->score)].axes & AXM(AX_token))) {
 		uint32_t l = KI_RKIND(f->score) == RK_INS ? f->ins[KI_RIDX(f->score)].line : s->line;
 		uint32_t c = KI_RKIND(f->score) == RK_INS ? f->ins[KI_RIDX(f->score)].col : s->col;

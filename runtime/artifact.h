@@ -87,7 +87,7 @@ static inline int ka_trailer_check(const void *buf, size_t len, KaTrailer *t, co
                                               12: kfloor; 13: decodeb; 14: tmap / observe return a
                                               negative value for a bad segment or shift argument;
                                               15: sstate, sacce; kvcc_tmap_ctx.nout; mstore; mrow, merge runs;
-                                              16: sstate's l per (row, lane)) */
+                                              16: sstate's l per (row, lane); keepn, select keep) */
 #define KA_MAGIC "KVCCDSC"                 /* the blob's first 8 bytes (with the NUL) */
 #define KA_FORMAT 9                        /* the blob's layout and meaning (2: the tuning config; 3: KA_FLAYER;
                                               4: the merge rule; 5: the weights, KaWeight; the select rule;
@@ -398,6 +398,12 @@ typedef struct kvcc_artifact {
 	float (*mrow)(int64_t which, const void *EK, const void *EV, const void *KK, const void *KV, float sim,
 	              float absorbed, float ntargets, float ecount, float kcount, const double *par,
 	              float *const *vals, int64_t et, int64_t kt, const int32_t *tg, int64_t ntg);
+	/* --- issue 13: select keep (KVCC_ABI 16) ---
+	** the tokens instance (c->layer, c->head) with c->n tokens keeps before selection (the
+	** runtime fills c's par, n, layer, head, layers, heads, step, obs, ratio, budget, wts, nout):
+	** the policy's keep expression in double, floored and clamped to 0..n (compiler/select.c
+	** ki_counts), or -1 / -2 / -3 when it is NaN / +inf / -inf; without one, nkeep's count */
+	int64_t (*keepn)(const struct kvcc_tmap_ctx *c);
 } kvcc_artifact;
 
 /* --- GPU (CUDA) ------------------------------------------------------------------------------
@@ -409,13 +415,14 @@ typedef struct kvcc_artifact {
 ** "CUDA driver not found: …". See doc/gpu.md. */
 #define KVCC_GPU_SYMBOL "kvcc_artifact_gpu"
 #define KVCC_GPU_MAGIC 0x4B5643435F475055ull   /* "KVCC_GPU" */
-#define KVCC_GPU_ABI 8                     /* 2: the tuning config; 3: KvgArgs.wts; 4: paged and
+#define KVCC_GPU_ABI 9                     /* 2: the tuning config; 3: KvgArgs.wts; 4: paged and
                                               batched caches (KvgArgs block, kv_paged); 5: select floor
                                               (KVG_EFLOOR, kv_select_grp's floor records); 6: segment
                                               ops and shift along token (KVG_ESEG); 7: one-layer decode (KvgArgs.dlay,
                                               steps; KVG_PG_STEP; kv_decode for every policy); 8: KvgArgs.nout;
                                               merge summary rows in kv_select (KVG_ESUM, the flag state row); merge runs / next
-                                              in kv_select (KVG_EMNEXT); the model schedules' kv_sched (KVG_ESCHED) */
+                                              in kv_select (KVG_EMNEXT); the model schedules' kv_sched (KVG_ESCHED);
+                                              9: select keep's kv_count (KVG_EKEEP) */
 
 typedef struct kvcc_gpu_header {
 	uint64_t magic;            /* KVCC_GPU_MAGIC */
@@ -536,7 +543,10 @@ enum { KVG_EOK, KVG_EPOOL = 1, KVG_ESELECT = 2, KVG_EHMEAN = 3, KVG_ECHUNK = 4, 
        KVG_EMNEXT = 10,
 
        /* the prefix / dynamic schedules (issue 13): bad scores, lengths or schedule arguments */
-       KVG_ESCHED = 11 };
+       KVG_ESCHED = 11,
+
+       /* select keep (issue 13): a keep count that is not finite */
+       KVG_EKEEP = 12 };
 
 enum { KVG_SCORE, KVG_SELECT, KVG_DECODE, KVG_COMBINE, KVG_SELGRP,
        /* paged and batched caches (issue 14): kv_paged, grid B (check, free) or B*H (append) */

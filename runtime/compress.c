@@ -676,6 +676,23 @@ static int schedcounts(Run *r, float **score, int s, long S, long R, const kvcc_
 	return 0;
 }
 
+/* instance k's count before selection (n tokens): the generated keepn (the policy's keep expression,
+** else the budget's n_keep), or the reference's error for a keep count that is not finite */
+static int keepcount(Run *r, int k, long n, long *cnt)
+{
+	Inst I;
+	instof(r, k, &I);
+	kvcc_tmap_ctx c;
+	tmapctx(r, &I, NULL, &c);
+	c.n = n;
+	int64_t v = r->pl->p->a->keepn(&c);
+	if (v < 0)
+		return kr_seterr(KVCC_EINVAL, "%s:%u:%u: error: select: the keep count of (layer %d, head %d) is %s",
+		                 r->pl->p->src, r->h->sel_line, r->h->sel_col, I.l, I.h, v == -1 ? "nan" : v == -2 ? "inf" : "-inf");
+	*cnt = (long)v;
+	return 0;
+}
+
 static int selectkeep(Run *r, float **score, const kvcc_args *args)
 {
 	const kvcc_artifact *A = r->pl->p->a;
@@ -714,15 +731,19 @@ static int selectkeep(Run *r, float **score, const kvcc_args *args)
 	long want = 0;
 	int np = 0;
 	for (int k = 0; k < r->ninst; k++) {     /* groups never span sequences; keys as for one sequence */
-		int kk = k % r->LH, l = kk / lay->kv_heads, h = kk % lay->kv_heads;
+		int kk = k % r->LH, h = kk % lay->kv_heads;
 		long n = LEN(r, k);
 		if (hd->sched >= KA_SCH_PREFIX && kk == 0) {
 			int rc = schedcounts(r, score, k / r->LH, S, Rr, args);
 			if (rc)
 				return rc;
 		}
-		long cnt = hd->sched >= KA_SCH_PREFIX ? (long)r->pl->schnk[kk] :
-		           hd->nocap ? n : (long)A->nkeep(r->par, l, lay->layers, n, args->ratio, args->budget);
+		long cnt = hd->sched >= KA_SCH_PREFIX ? (long)r->pl->schnk[kk] : hd->nocap ? n : 0;
+		if (hd->sched < KA_SCH_PREFIX && !hd->nocap) {
+			int rc = keepcount(r, k, n, &cnt);
+			if (rc)
+				return rc;
+		}
 		if (hd->merge == KA_MSUMMARY) {    /* the ordinary rows only (summary.c); n_keep - C of them */
 			int rc = sumrows(r, k, score[k], &n, &cnt);
 			if (rc)

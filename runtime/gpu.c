@@ -502,5 +502,6 @@ KVCC_API int kvcc_gpu_plan_check(kvcc_gpu_plan *pl)
 
 	            code == KVG_ESCHED ? "the prefix schedule needs finite scores >= 0, a tol in 0..1e9 and iters an "
 	                                 "integer in 0..1e4; the dynamic schedule the same length in every (layer, head), "
-	                                 "a ratio_max in 0..1e6 and every an integer in 1..1e6" : "unknown");
+	                                 "a ratio_max in 0..1e6 and every an integer in 1..1e6" :
+	            code == KVG_EKEEP ? "select: a keep count is not a finite number" : "unknown");
 }

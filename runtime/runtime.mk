@@ -15,6 +15,11 @@ RTOBJ  += runtime/api.o runtime/load.o runtime/compress.o runtime/merge.o runtim
 X86OBJ += codegen/x86/mpos.o
 RTOBJ  += runtime/mpos.o
 $(B)/codegen/x86/mpos.o: CFLAGS += $(LLVM_CFLAGS)
+# issue 13, select keep: the kept count of a (layer, head) generated in double (compiler/keep.c checks
+# what the generators take; codegen/x86/keep.c kvcc_keepn, codegen/ptx/keep.c kv_count)
+IROBJ  += compiler/keep.o
+X86OBJ += codegen/x86/keep.o
+$(B)/codegen/x86/keep.o: CFLAGS += $(LLVM_CFLAGS)
 LLVM_LIBS_USED = $(LLVM_LIBS)
 
 $(addprefix $(B)/codegen/x86/,key.o kern.o tmap.o emit.o merge.o sel.o): CFLAGS += $(LLVM_CFLAGS)

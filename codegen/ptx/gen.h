@@ -125,6 +125,8 @@ KC_FUNC int kp_sum_decl(Gen *g);
 KC_FUNC void kp_sum_pre(Gen *g);
 KC_FUNC void kp_sum_copy(Gen *g);
 KC_FUNC int kp_sum_body(Gen *g);
+/* keep.c (issue 13): kv_count, the select keep count (after kv_nkeep) */
+KC_FUNC int kp_gen_count(Gen *g);
 
 /* kernels.c */
 KC_FUNC int kp_generate(const KiFn *f, const KpCudaOpts *o, KpCudaOut *out, KiErr *e);

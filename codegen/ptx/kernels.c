@@ -256,7 +256,7 @@ static void gen_selgrp(Gen *g, KpCudaOut *out, const char *S, const char *R, con
 		   "\t__shared__ unsigned fhist[256], fsv[4];\n"
 		   "\t__shared__ long long fE;\n"
 		   "\tfor (int k = i0; k < i0 + ni; k++) {\n"
-		   "\t\tconst long long n = a.len[k], nk = kv_nkeep(a, k / a.H %% a.L, n);\n"
+		   "\t\tconst long long n = a.len[k], nk = kv_count(a, k / (a.L * a.H), k / a.H %% a.L, k %% a.H, n);\n"
 		   "\t\tlong long fl = (long long)floor(__dmul_rn(alpha, (double)nk));\n"
 		   "\t\tif (fl > nk) fl = nk;\n"
 		   "\t\tconst float *const sc = a.scores + (long long)k * a.N;\n"
@@ -269,7 +269,7 @@ static void gen_selgrp(Gen *g, KpCudaOut *out, const char *S, const char *R, con
 		   "\t__syncthreads();\n", F);
 	else
 		sb(&g->s, "\tfor (int k = i0; k < i0 + ni; k++) want += %s;\n",
-		   s->nocap ? "a.len[k]" : "kv_nkeep(a, k / a.H % a.L, a.len[k])");
+		   s->nocap ? "a.len[k]" : "kv_count(a, k / (a.L * a.H), k / a.H % a.L, k % a.H, a.len[k])");
 	if (T)        /* threshold: the candidates are the protected tokens and the others >= tau */
 		sb(&g->s, "\tif (ch != 1) { if (threadIdx.x == 0) kv_seterr(a.err, KVG_ECHUNK); return; }\n"
 		          "\tconst double tau = (double)(%s);\n", T);
@@ -344,6 +344,8 @@ static int gen_select(Gen *g, KpCudaOut *out)
 		          "\t}\n", R, B);
 	}
 	sb(&g->s, "\tif (nk < 0) nk = 0;\n\tif (nk > n) nk = n;\n\treturn nk;\n}\n");
+	if (kp_gen_count(g) != 0)       /* kv_count: select keep's count, else kv_nkeep's (keep.c) */
+		return -1;
 	int sch = s->sched == SCH_prefix || s->sched == SCH_dynamic;
 	if (s->scope != SC_head)
 		gen_selgrp(g, out, S, R, C, s->floor ? F : NULL, th ? T : NULL);
@@ -409,7 +411,7 @@ static int gen_select(Gen *g, KpCudaOut *out)
 		   "\tconst int lastc = rem > 0 && !kv_prot(nfull, ch, n, S, R), pc = lastc && kv_cmean(sc, nfull, ch, n) >= tau;\n"
 		   "\tif (pc) ncand += rem;\n"
 		   "\tconst long long w0 = want - s1.used < ncand ? want - s1.used : ncand;\n"
-		   "\tkv_topk(sc, lastc && !pc ? n - rem : n, ch, S, R, 0, w0, s0, hist, sv, &s_E, wsum);\n", s->nocap ? "(long long)n" : "kv_nkeep(a, l, n)", T);
+		   "\tkv_topk(sc, lastc && !pc ? n - rem : n, ch, S, R, 0, w0, s0, hist, sv, &s_E, wsum);\n", s->nocap ? "(long long)n" : "kv_count(a, b, l, h, n)", T);
 	else if (s->scope == SC_head && ms)     /* mass: a count as the reference's, then top-k */
 		sb(&g->s,
 		   "\t/* the unprotected total (double) and a score that is not >= 0 (an error) */\n"
@@ -440,7 +442,7 @@ static int gen_select(Gen *g, KpCudaOut *out)
 		   "\tconst long long cap = %s, want = n - m + lo < cap ? n - m + lo : cap;\n"
 		   "\tkv_topk(sc, n, 1, S, R, 1, want, s1, hist, sv, &s_E, wsum);\n"
 		   "\tkv_topk(sc, n, 1, S, R, 0, want - s1.used, s0, hist, sv, &s_E, wsum);\n", M,
-		   s->nocap ? "(long long)n" : "kv_nkeep(a, l, n)");
+		   s->nocap ? "(long long)n" : "kv_count(a, b, l, h, n)");
 	else if (s->scope == SC_head)
 		sb(&g->s,
 		   "\tconst long long want = %s;\n"
@@ -448,7 +450,7 @@ static int gen_select(Gen *g, KpCudaOut *out)
 		   "\tKvSel s1, s0;\n"
 		   "\tkv_topk(sc, n, ch, S, R, 1, want, s1, hist, sv, &s_E, wsum);\n"
 		   "\tkv_topk(sc, n, ch, S, R, 0, want - s1.used, s0, hist, sv, &s_E, wsum);\n",
-		   sch ? "kv_schcnt(a, inst)   /* kv_sched's count */" : "kv_nkeep(a, l, n)");
+		   sch ? "kv_schcnt(a, inst)   /* kv_sched's count */" : "kv_count(a, b, l, h, n)");
 	else
 		sb(&g->s,
 		   "\t/* decided by kv_select_grp for the whole %s */\n"

@@ -34,6 +34,7 @@
 #define KVG_ESUM 9
 #define KVG_EMNEXT 10
 #define KVG_ESCHED 11
+#define KVG_EKEEP 12
 __device__ __forceinline__ float kv_nan() { return __int_as_float(0x7fffffff); }
 __device__ __forceinline__ float kv_inf() { return __int_as_float(0x7f800000); }
 __device__ __forceinline__ float kv_max(float a, float b) { return (a != a || b != b) ? kv_nan() : a > b ? a : b; }

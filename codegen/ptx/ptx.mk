@@ -8,6 +8,8 @@
 PTXOBJ += codegen/ptx/expr.o codegen/ptx/kernels.o codegen/ptx/compile.o codegen/ptx/nvrtc.o \
           codegen/ptx/cuh.o codegen/ptx/blob.o codegen/ptx/merge.o codegen/ptx/summary.o codegen/ptx/mpos.o
 RTOBJ  += runtime/cuda.o runtime/gpu.o
+# issue 13: select keep's count (kv_count)
+PTXOBJ += codegen/ptx/keep.o
 $(B)/codegen/ptx/blob.o: CFLAGS += $(LLVM_CFLAGS)
 
 PTXCUH = $(sort $(wildcard codegen/ptx/*.cuh))

@@ -75,7 +75,7 @@ void kp_sum_pre(Gen *g)
 	   "\t\t}\n"
 	   "\t}\n"
 	   "\tconst int s0_ = smin_[0] == 0x7fffffff ? -1 : smin_[0];\n"
-	   "\tconst long long nk0_ = kv_nkeep(a, l, n);\n"
+	   "\tconst long long nk0_ = kv_count(a, b, l, h, n);\n"
 	   "\tif ((s0_ >= 0 && s0_ + C_ > n) || (n > nk0_ && nk0_ < C_)) { if (tid == 0) kv_seterr(a.err, KVG_ESUM); return; }\n"
 	   "\tconst long long no_ = n - (s0_ >= 0 ? C_ : 0);   /* the ordinary rows */\n"
 	   "\tconst long long want = n > nk0_ ? nk0_ - C_ : no_;\n"

@@ -314,6 +314,8 @@ KC_FUNC void kx_gen_kcount(Gen *g);
 KC_FUNC void kx_gen_ckeepidx(Gen *g);
 KC_FUNC void kx_gen_compact(Gen *g);
 KC_FUNC void kx_gen_nkeep(Gen *g, const KiFn *f);
+/* keep.c (issue 13): kvcc_keepn, the select keep count (after kx_gen_nkeep, which it calls) */
+KC_FUNC int kx_gen_keepn(Gen *g, const KiFn *f, KiErr *e);
 KC_FUNC void kx_gen_hmean(Gen *g);
 KC_FUNC void kx_gen_qround(Gen *g);
 /* sel.c: selection rules beyond top-k */

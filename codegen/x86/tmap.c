@@ -23,10 +23,25 @@
 ** (interp.c evalins): exp/log/pow are the libm calls, max/min propagate NaN, comparisons give 1/0,
 ** rand is ki_rand; sums over chan / token lanes are reassociated (within the f32 tolerance).
 */
+/* a constant of type t (f32 or f64, scalar or vector) */
+static LLVMValueRef tm_cst(LLVMTypeRef t, double v)
+{
+	if (LLVMGetTypeKind(t) != LLVMVectorTypeKind)
+		return LLVMConstReal(t, v);
+	LLVMValueRef es[64];
+	unsigned w = LLVMGetVectorSize(t);
+	for (unsigned i = 0; i < w && i < 64; i++)
+		es[i] = LLVMConstReal(LLVMGetElementType(t), v);
+	return LLVMConstVector(es, w < 64 ? w : 64);
+}
+
+/* one elementwise op in the type of its first operand: the loops' f32 lanes, or the f64 scalars
+** of the select keep count (keep.c) */
 static LLVMValueRef tm_bin(Gen *g, int op, LLVMValueRef a, LLVMValueRef b, LLVMValueRef c, int w)
 {
 	LLVMBuilderRef bd = g->b;
-	LLVMTypeRef t = fty(g, w);
+	LLVMTypeRef t = LLVMTypeOf(a);
+	int dbl = LLVMGetTypeKind(w == 1 ? t : LLVMGetElementType(t)) == LLVMDoubleTypeKind;
 	LLVMRealPredicate pr = LLVMRealOLT;
 	switch (op) {
 	case KO_neg: return LLVMBuildFNeg(bd, a, "");
@@ -53,21 +68,21 @@ static LLVMValueRef tm_bin(Gen *g, int op, LLVMValueRef a, LLVMValueRef b, LLVMV
 		int mx = op == KO_max;
 		LLVMValueRef gt = LLVMBuildFCmp(bd, mx ? LLVMRealOGT : LLVMRealOLT, a, b, "");
 		LLVMValueRef lt = LLVMBuildFCmp(bd, mx ? LLVMRealOLT : LLVMRealOGT, a, b, "");
-		LLVMTypeRef it = w == 1 ? g->i32 : LLVMVectorType(g->i32, (unsigned)w);
-		LLVMValueRef neg = LLVMBuildICmp(bd, LLVMIntSLT, LLVMBuildBitCast(bd, a, it, ""), civ(g, 0, w), "");
+		LLVMTypeRef et = dbl ? g->i64 : g->i32, it = w == 1 ? et : LLVMVectorType(et, (unsigned)w);
+		LLVMValueRef neg = LLVMBuildICmp(bd, LLVMIntSLT, LLVMBuildBitCast(bd, a, it, ""), LLVMConstNull(it), "");
 		LLVMValueRef r = LLVMBuildSelect(bd, neg, mx ? b : a, mx ? a : b, "");
 		r = LLVMBuildSelect(bd, lt, b, r, "");
 		r = LLVMBuildSelect(bd, gt, a, r, "");
 		LLVMValueRef un = LLVMBuildFCmp(bd, LLVMRealUNO, a, b, "");
-		return LLVMBuildSelect(bd, un, cfv(g, NAN, w), r, "");
+		return LLVMBuildSelect(bd, un, tm_cst(t, NAN), r, "");
 	}
 	case KO_lt: pr = LLVMRealOLT; break;
 	case KO_le: pr = LLVMRealOLE; break;
 	case KO_eq: pr = LLVMRealOEQ; break;
 	case KO_ne: pr = LLVMRealUNE; break;
 	case KO_where:
-		return LLVMBuildSelect(bd, LLVMBuildFCmp(bd, LLVMRealUNE, a, cfv(g, 0.0, w), ""), b, c, "");
-	default: return cfv(g, NAN, w);
+		return LLVMBuildSelect(bd, LLVMBuildFCmp(bd, LLVMRealUNE, a, tm_cst(t, 0.0), ""), b, c, "");
+	default: return tm_cst(t, NAN);
 	}
 	return LLVMBuildUIToFP(bd, LLVMBuildFCmp(bd, pr, a, b, ""), t, "");
 }

@@ -104,6 +104,10 @@ static inline int cg_weights(const KiFn *f, int L, int H, int G, int d, KiWData 
 		** saturate to exactly 0 or 1 (exact ties the selection-margin checks would skip) */
 		for (size_t k = 0; !strcmp(f->w[i].name, "gate_w") && k < cnt[i]; k++)
 			(*fv)[o + k] = (float)((*fv)[o + k] / d), (*dv)[o + k] = (*fv)[o + k];
+		/* prefixkv's frac (the fraction of a layer's tokens it evicts at each ratio): in [0, 1), so
+		** that the keep count n - round(f n) is rarely clamped */
+		for (size_t k = 0; !strcmp(f->w[i].name, "frac") && k < cnt[i]; k++)
+			(*fv)[o + k] = ((*fv)[o + k] + 4.0f) / 8.0f, (*dv)[o + k] = (*fv)[o + k];
 	}
 	return 0;
 }

@@ -1,0 +1,18 @@
+/*
+** select keep on the kernel backends (issue 13): the per-(layer, head) kept count that
+** `kv.topk { keep = function(x) ... end }` states, evaluated in double by generated code
+** (codegen/x86/keep.c kvcc_keepn, codegen/ptx/keep.c kv_count) with the reference's clamp
+** (compiler/select.c ki_counts).
+*/
+#ifndef KVCC_KEEP_H
+#define KVCC_KEEP_H
+
+#include "compiler/ir.h"
+
+/* 0 when the kernel generators take f's keep expression (or f has none), else a positioned
+** error at the first instruction they do not */
+KC_FUNC int ki_keepcheck(const KiFn *f, KiErr *e);
+/* need[i] = 1 for every instruction the keep expression reads (need: nins bytes, zeroed) */
+KC_FUNC void ki_keepneed(const KiFn *f, uint8_t *need);
+
+#endif
