@@ -295,6 +295,11 @@ static int descriptor(Gen *g, const KiFn *f, const KiPlan *kp, const kvcc_spec *
 ** topk, compact); the decode V loop asks for its unroll count itself (kern.c). Instcombine
 ** runs 5 times instead of O2's 8. On the hot kernels (qk, qkt, probs, sstat, sacc, cvt, qround,
 ** observe) the machine code equals O2's instruction for instruction count.
+** Tried in session 8 and not used (runtime/STATUS.md, wt-ctime8 round 2): LLVMCodeGenLevelDefault
+** for the machine code (the same instructions, no measurable CPU saved); -disable-lsr (about 23 %
+** of the compile CPU, but qkt's dot0 inner loop then spills 40 zmm to the stack and the f32-FMA
+** score phase is 1.3-1.45x slower); dropping any one of the instcombine / sroa / licm / simplifycfg
+** steps below (each within the compile time's noise, and most change a kernel's code).
 */
 #define SCFG "simplifycfg<bonus-inst-threshold=1;switch-range-to-icmp;keep-loops;speculate-blocks;simplify-cond-branch>"
 #define ICOMB "instcombine<max-iterations=1;no-verify-fixpoint>"
