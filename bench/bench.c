@@ -153,7 +153,10 @@ typedef struct Job {
 	const float *buf;
 	size_t n;
 	volatile float sink;
+	double cpu;               /* the thread's CPU seconds in runjob */
 } Job;
+
+static double threadcpu(void);
 
 __attribute__((target("avx512f"))) static float readsum512(const float *p, size_t n)
 {
@@ -184,6 +187,7 @@ __attribute__((target("avx2"))) static float readsum256(const float *p, size_t n
 static void *runjob(void *arg)
 {
 	Job *j = arg;
+	double c0 = threadcpu();
 	switch (j->kind) {
 	case 0: j->sink = fma512(j->it); break;
 	case 1: j->sink = fma256(j->it); break;
@@ -191,6 +195,7 @@ static void *runjob(void *arg)
 	case 4: j->sink = amxbf16(j->it / 16); break;   /* fewer iterations: 16384 FLOP per instruction */
 	case 3: j->sink = __builtin_cpu_supports("avx512f") ? readsum512(j->buf, j->n) : readsum256(j->buf, j->n); break;
 	}
+	j->cpu = threadcpu() - c0;
 	return NULL;
 }
 
@@ -206,14 +211,34 @@ static double parallel(int threads, Job *tmpl, const float *buf, size_t n)
 		jobs[i].n = n / threads;
 		pthread_create(&th[i], NULL, runjob, &jobs[i]);
 	}
-	for (int i = 0; i < threads; i++)
+	tmpl->cpu = 0;
+	for (int i = 0; i < threads; i++) {
 		pthread_join(th[i], NULL);
+		tmpl->cpu += jobs[i].cpu;
+	}
 	return now() - t0;
+}
+
+/* GFLOP per second of one thread's CPU time (independent of the load: a shared machine's other
+** processes take wall time, not this thread's CPU time) */
+static double flops_cpu(int kind, double flop_per_instr)
+{
+	long it = 100000000;
+	Job j = { .kind = kind, .it = it / 10 };
+	parallel(1, &j, NULL, 0);
+	j.it = it;
+	double best = 1e30;
+	for (int r = 0; r < 2; r++) {
+		parallel(1, &j, NULL, 0);
+		best = j.cpu < best ? j.cpu : best;
+	}
+	return (double)it * CHAINS * flop_per_instr / best / 1e9;
 }
 
 typedef struct Peaks {
 	double fma512_1, fma512_all, fma256_1, fma256_all, bf16_all, bf16_1, read_all, read_1;
 	double amx_1, amx_all;     /* AMX tdpbf16ps (0 without AMX) */
+	double fma512_cpu, bf16_cpu, amx_cpu;   /* --merge: GFLOP per CPU second of one thread (flops_cpu) */
 } Peaks;
 
 static double flops_peak(int kind, int threads, double flop_per_instr)
@@ -532,11 +557,11 @@ static int bench_merge(kvcc_policy *drop, kvcc_policy *mrg, int dt, int n, int t
 	/* the instruction the similarity's Q·K tile ran on (codegen/x86/kern.c qkt): AMX tdpbf16ps
 	** (config amx1), vdpbf16ps (bf16 storage on an avx512bf16 CPU, config dot1), else f32 FMA */
 	const char *cfg = kvcc_policy_config(mrg), *ins = "f32 FMA";
-	double ipk = peak;
+	double ipk = peak, cpk = pk->fma512_cpu;
 	if (dt == KVCC_BF16 && strstr(cfg, "amx1") && pk->amx_all > 0)
-		ins = "AMX tdpbf16ps", ipk = pk->amx_all;
+		ins = "AMX tdpbf16ps", ipk = pk->amx_all, cpk = pk->amx_cpu;
 	else if (dt == KVCC_BF16 && !strstr(cfg, "dot0") && pk->bf16_all > 0)
-		ins = "vdpbf16ps", ipk = pk->bf16_all;
+		ins = "vdpbf16ps", ipk = pk->bf16_all, cpk = pk->bf16_cpu;
 	printf("merge %s n=%d, %d threads: snapkv_merge total %.1f ms (score %.1f, select %.1f, compact+merge %.1f) vs drop "
 	       "compact %.1f ms: merge %.1f ms = %.0f%% of the compression; similarity %.1f GFLOP/s = %.1f%% of the "
 	       "f32 FMA peak (%.0f)%s",
@@ -544,8 +569,12 @@ static int bench_merge(kvcc_policy *drop, kvcc_policy *mrg, int dt, int n, int t
 	       100 * gf / peak, peak, "");
 	if (ipk != peak)
 		printf(", %.1f%% of the %s peak (%.0f) it ran on", 100 * gf / ipk, ins, ipk);
-	printf(" [config %s]\n  CPU time of the whole compress (all threads): merge %.1f ms, drop %.1f ms\n", cfg, mm[4],
-	       md[4]);
+	double mcpu = mm[4] - md[4], gc = flop / (mcpu * 1e-3) / 1e9;
+	printf(" [config %s]\n  CPU time of the whole compress (all threads): snapkv_merge %.1f ms, drop %.1f ms: merge %.1f "
+	       "ms CPU = %.0f%% of the compression's; similarity %.1f GFLOP per CPU second = %.1f%% of the %s peak per "
+	       "CPU second (%.0f), %.1f%% of the f32 FMA's (%.0f)\n",
+	       cfg, mm[4], md[4], mcpu, 100 * mcpu / mm[4], gc, 100 * gc / cpk, ins, cpk, 100 * gc / pk->fma512_cpu,
+	       pk->fma512_cpu);
 	char dir[] = "/tmp/kvcc-bench-merge-XXXXXX", py[600];
 	snprintf(py, sizeof py, "%s/bin/python", venv);
 	if (access(py, X_OK) != 0)
@@ -1125,10 +1154,17 @@ int main(int argc, char **argv)
 	if (quick == 3) {          /* the merge stage (issue 12) */
 		Peaks pk;
 		peaks(threads, &pk);
+		if (pk.fma512_all > 0)
+			pk.fma512_cpu = flops_cpu(0, 32);
+		if (pk.bf16_all > 0)
+			pk.bf16_cpu = flops_cpu(2, 64);
+		if (pk.amx_all > 0)
+			pk.amx_cpu = flops_cpu(4, 16384 / 16.0);
 		double la[3] = { 0 };
 		getloadavg(la, 3);
 		printf("peaks (%d threads, load average %.2f %.2f %.2f): f32 FMA zmm %.1f GFLOP/s, ymm %.1f; bf16 dot zmm %.1f; "
-		       "AMX tdpbf16ps %.1f\n", threads, la[0], la[1], la[2], pk.fma512_all, pk.fma256_all, pk.bf16_all, pk.amx_all);
+		       "AMX tdpbf16ps %.1f\n  per CPU second of one thread: f32 FMA zmm %.1f, bf16 dot %.1f, AMX %.1f\n", threads, la[0],
+		       la[1], la[2], pk.fma512_all, pk.fma256_all, pk.bf16_all, pk.amx_all, pk.fma512_cpu, pk.bf16_cpu, pk.amx_cpu);
 		int dts[2] = { KVCC_BF16, KVCC_F32 }, ns[2] = { 4096, 32768 };
 		for (int k = 0; k < 2; k++) {
 			if (mdt >= 0 && dts[k] != mdt)

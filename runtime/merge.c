@@ -91,8 +91,13 @@ static void lanes(const Mws *w, int e0, int ne, int W)
 static void similarity(const kvcc_artifact *A, const Mws *w, const char *K, int64_t ldk, size_t esz, int d, int nE,
                        int m, const double *par, int W)
 {
-	for (int e0 = 0; e0 < nE; e0 += MB) {
-		int ne = nE - e0 < MB ? nE - e0 : MB;
+	/* blocks of MB rows; a head of fewer than 2 MB evicted rows in two blocks of about half of them
+	** (16 rows at least), so that every head of 32 or more runs the blocked path (the differential
+	** matrix's heads of 37..115 tokens too) */
+	int mb = (nE + 1) / 2;
+	mb = mb < 16 ? 16 : mb > MB ? MB : (mb + 15) / 16 * 16;
+	for (int e0 = 0; e0 < nE; e0 += mb) {
+		int ne = nE - e0 < mb ? nE - e0 : mb;
 		for (int i = 0; i < ne * W; i++)
 			w->lv[i] = -INFINITY, w->li[i] = -1;
 		A->cvt(w->EK + (size_t)e0 * d * esz, w->Ef, (int64_t)ne * d);

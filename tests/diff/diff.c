@@ -43,7 +43,6 @@ typedef struct Cfg {
 	double pval;             /* its value */
 } Cfg;
 static int unordered;        /* run_case: positions not in order (neighbours swapped): the masked causal kernels */
-static int longn;            /* run_case: capacity about this (0: 37..115): merges past one block of evicted rows */
 
 /* Chunked or shared-budget selection (chunk > 1, scope layer/model): the reference's greedy
 ** order over a whole scope group decides, so the relative margin is the smallest gap between
@@ -245,8 +244,6 @@ static void run_case(const Cfg *cf, const char *host)
 		snprintf(name + strlen(name), sizeof name - strlen(name), " %s=%g", cf->param, cf->pval);
 	if (unordered)
 		snprintf(name + strlen(name), sizeof name - strlen(name), " unordered-pos");
-	if (longn)
-		snprintf(name + strlen(name), sizeof name - strlen(name), " n~%d", longn);
 	kvcc_spec spec = { cf->dtype, cf->d, cf->G, cf->target };
 	if (only && !strstr(name, only))
 		return;
@@ -271,7 +268,7 @@ static void run_case(const Cfg *cf, const char *host)
 		return;
 	}
 	int L = f->sel.sched >= SCH_prefix ? 5 : 2, H = 2, G = cf->G, d = cf->d;   /* schedules: rounds over layers */
-	int n = (longn ? longn : 37) + 2 * (int)(urand() * 40);    /* odd capacity */
+	int n = 37 + 2 * (int)(urand() * 40);              /* odd capacity */
 	double par[32];
 	for (int i = 0; i < f->npar; i++)
 		par[i] = f->par[i].def;
@@ -1117,15 +1114,6 @@ int main(int argc, char **argv)
 			run_case(&c, host);
 			unordered = 0;
 		}
-	}
-	/* merge nearest on long heads (runtime/merge.c: 512 evicted rows per block, the lanes of the
-	** running arg-max reduced per block): more than 512 evicted rows, on 16 and 1 lanes (n about 1,100, ratio 0.5 or 0.3) */
-	for (int k = 0; k < 2; k++) {
-		Cfg c = { "snapkv_merge", "policies/snapkv_merge.lua", k ? KVCC_BF16 : KVCC_F32, 64, 2,
-		          k ? KVCC_TARGET_SCALAR : KVCC_TARGET_NATIVE, NULL, 0 };
-		longn = 1101;
-		run_case(&c, host);
-		longn = 0;
 	}
 	segsizes();
 	sumerrors();
