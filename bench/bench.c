@@ -189,7 +189,10 @@ typedef struct Job {
 	const float *buf;
 	size_t n;
 	volatile float sink;
+	double cpu;               /* the thread's CPU seconds in runjob */
 } Job;
+
+static double threadcpu(void);
 
 __attribute__((target("avx512f"))) static float readsum512(const float *p, size_t n)
 {
@@ -220,6 +223,7 @@ __attribute__((target("avx2"))) static float readsum256(const float *p, size_t n
 static void *runjob(void *arg)
 {
 	Job *j = arg;
+	double c0 = threadcpu();
 	switch (j->kind) {
 	case 0: j->sink = fma512(j->it); break;
 	case 1: j->sink = fma256(j->it); break;
@@ -228,6 +232,7 @@ static void *runjob(void *arg)
 	case 5: j->sink = vexp512(j->it / 8); break;    /* fewer iterations: ~20 instructions per exp */
 	case 3: j->sink = __builtin_cpu_supports("avx512f") ? readsum512(j->buf, j->n) : readsum256(j->buf, j->n); break;
 	}
+	j->cpu = threadcpu() - c0;
 	return NULL;
 }
 
@@ -243,14 +248,34 @@ static double parallel(int threads, Job *tmpl, const float *buf, size_t n)
 		jobs[i].n = n / threads;
 		pthread_create(&th[i], NULL, runjob, &jobs[i]);
 	}
-	for (int i = 0; i < threads; i++)
+	tmpl->cpu = 0;
+	for (int i = 0; i < threads; i++) {
 		pthread_join(th[i], NULL);
+		tmpl->cpu += jobs[i].cpu;
+	}
 	return now() - t0;
+}
+
+/* GFLOP per second of one thread's CPU time (independent of the load: a shared machine's other
+** processes take wall time, not this thread's CPU time) */
+static double flops_cpu(int kind, double flop_per_instr)
+{
+	long it = 100000000;
+	Job j = { .kind = kind, .it = it / 10 };
+	parallel(1, &j, NULL, 0);
+	j.it = it;
+	double best = 1e30;
+	for (int r = 0; r < 2; r++) {
+		parallel(1, &j, NULL, 0);
+		best = j.cpu < best ? j.cpu : best;
+	}
+	return (double)it * CHAINS * flop_per_instr / best / 1e9;
 }
 
 typedef struct Peaks {
 	double fma512_1, fma512_all, fma256_1, fma256_all, bf16_all, bf16_1, read_all, read_1;
 	double amx_1, amx_all;     /* AMX tdpbf16ps (0 without AMX) */
+	double fma512_cpu, bf16_cpu, amx_cpu;   /* --merge: GFLOP per CPU second of one thread (flops_cpu) */
 } Peaks;
 
 static double flops_peak(int kind, int threads, double flop_per_instr)
@@ -495,16 +520,17 @@ static int bench_case(kvcc_policy *pol, int dt, int n, int threads, int reps, co
 
 /* --- the merge stage (issue 12): nearest-kept merge after SnapKV ----------------------------- */
 
-/* one compress of pol on fresh copies of K0 / V0: the median of reps timings (ms[4]) */
+/* one compress of pol on fresh copies of K0 / V0: the median of reps timings (ms[4]: score, select,
+** compact(+merge), total, wall) and med[4]: the process's CPU time of the compress (ms, all threads) */
 static int merge_run(kvcc_policy *pol, int dt, int n, int threads, int reps, const char *K0, const char *V0,
-                     const char *Q, char *K, char *V, int32_t *pos, int32_t *len, double med[4])
+                     const char *Q, char *K, char *V, int32_t *pos, int32_t *len, double med[5])
 {
 	size_t esz = dt == KVCC_F32 ? 4 : 2, nkv = (size_t)H * n * D;
 	kvcc_layout lay = { dt, 1, H, D, n, (int64_t)H * n * D, (int64_t)n * D, D };
 	kvcc_plan *pl;
 	if (kvcc_plan_create(pol, &lay, WIN, threads, &pl) != 0)
 		return fprintf(stderr, "plan: %s\n", kvcc_last_error()), -1;
-	double params[8], ts[4][32];
+	double params[8], ts[5][32];
 	for (int i = 0; i < kvcc_param_count(pol) && i < 8; i++)
 		kvcc_param_info(pol, i, NULL, &params[i]);
 	params[kvcc_param_index(pol, "window")] = WIN;
@@ -518,15 +544,20 @@ static int merge_run(kvcc_policy *pol, int dt, int n, int threads, int reps, con
 		kvcc_cache c = { K, V, pos, len, NULL };
 		kvcc_obs obs = { WIN, Q, NULL, NULL };
 		kvcc_args args = { .ratio = 0.5, .budget = -1, .params = params };
+		struct timespec c0, c1;
+		clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &c0);
 		if (kvcc_compress(pl, &c, &obs, &args) != 0)
 			return fprintf(stderr, "compress: %s\n", kvcc_last_error()), kvcc_plan_destroy(pl), -1;
+		clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &c1);
+		if (rep > 0)
+			ts[4][rep - 1] = (c1.tv_sec - c0.tv_sec) * 1e3 + (c1.tv_nsec - c0.tv_nsec) / 1e6;
 		double ms[4];
 		kvcc_plan_timings(pl, ms);
 		for (int k = 0; k < 4 && rep > 0; k++)
 			ts[k][rep - 1] = ms[k];
 	}
 	kvcc_plan_destroy(pl);
-	for (int k = 0; k < 4; k++)
+	for (int k = 0; k < 5; k++)
 		med[k] = median(ts[k], reps);
 	return 0;
 }
@@ -552,7 +583,7 @@ static int bench_merge(kvcc_policy *drop, kvcc_policy *mrg, int dt, int n, int t
 	}
 	for (size_t i = 0; i < nq; i++)
 		store(round_to(frand() * 2, dt), dt, Q, i);
-	double md[4], mm[4];
+	double md[5], mm[5];
 	if (merge_run(drop, dt, n, threads, reps, K0, V0, Q, K, V, pos, len, md) != 0 ||
 	    merge_run(mrg, dt, n, threads, reps, K0, V0, Q, K, V, pos, len, mm) != 0)
 		return -1;
@@ -561,10 +592,27 @@ static int bench_merge(kvcc_policy *drop, kvcc_policy *mrg, int dt, int n, int t
 		flop += 2.0 * len[h] * (double)(n - len[h]) * D;
 	double merge = mm[2] - md[2], gf = flop / (merge * 1e-3) / 1e9;
 	double peak = pk->fma512_all > 0 ? pk->fma512_all : pk->fma256_all;
-	printf("merge %s n=%d: snapkv_merge total %.1f ms (score %.1f, select %.1f, compact+merge %.1f) vs drop compact "
-	       "%.1f ms: merge %.1f ms = %.0f%% of the compression; similarity %.1f GFLOP/s = %.1f%% of the FMA peak\n",
-	       dt == KVCC_F32 ? "f32" : "bf16", n, mm[3], mm[0], mm[1], mm[2], md[2], merge, 100 * merge / mm[3], gf,
-	       100 * gf / peak);
+	/* the instruction the similarity's Q·K tile ran on (codegen/x86/kern.c qkt): AMX tdpbf16ps
+	** (config amx1), vdpbf16ps (bf16 storage on an avx512bf16 CPU, config dot1), else f32 FMA */
+	const char *cfg = kvcc_policy_config(mrg), *ins = "f32 FMA";
+	double ipk = peak, cpk = pk->fma512_cpu;
+	if (dt == KVCC_BF16 && strstr(cfg, "amx1") && pk->amx_all > 0)
+		ins = "AMX tdpbf16ps", ipk = pk->amx_all, cpk = pk->amx_cpu;
+	else if (dt == KVCC_BF16 && !strstr(cfg, "dot0") && pk->bf16_all > 0)
+		ins = "vdpbf16ps", ipk = pk->bf16_all, cpk = pk->bf16_cpu;
+	printf("merge %s n=%d, %d threads: snapkv_merge total %.1f ms (score %.1f, select %.1f, compact+merge %.1f) vs drop "
+	       "compact %.1f ms: merge %.1f ms = %.0f%% of the compression; similarity %.1f GFLOP/s = %.1f%% of the "
+	       "f32 FMA peak (%.0f)%s",
+	       dt == KVCC_F32 ? "f32" : "bf16", n, threads, mm[3], mm[0], mm[1], mm[2], md[2], merge, 100 * merge / mm[3], gf,
+	       100 * gf / peak, peak, "");
+	if (ipk != peak)
+		printf(", %.1f%% of the %s peak (%.0f) it ran on", 100 * gf / ipk, ins, ipk);
+	double mcpu = mm[4] - md[4], gc = flop / (mcpu * 1e-3) / 1e9;
+	printf(" [config %s]\n  CPU time of the whole compress (all threads): snapkv_merge %.1f ms, drop %.1f ms: merge %.1f "
+	       "ms CPU = %.0f%% of the compression's; similarity %.1f GFLOP per CPU second = %.1f%% of the %s peak per "
+	       "CPU second (%.0f), %.1f%% of the f32 FMA's (%.0f)\n",
+	       cfg, mm[4], md[4], mcpu, 100 * mcpu / mm[4], gc, 100 * gc / cpk, ins, cpk, 100 * gc / pk->fma512_cpu,
+	       pk->fma512_cpu);
 	char dir[] = "/tmp/kvcc-bench-merge-XXXXXX", py[600];
 	snprintf(py, sizeof py, "%s/bin/python", venv);
 	if (access(py, X_OK) != 0)
@@ -593,6 +641,8 @@ static int bench_merge(kvcc_policy *drop, kvcc_policy *mrg, int dt, int n, int t
 			printf("  torch: failed (status %d): %.200s", st, last);
 		else {
 			double tt = atof(m + 10) * 1e3, worst = 0;
+			char *mc = strstr(last, "\"cpu_median\": ");
+			double tc = mc ? atof(mc + 14) * 1e3 : NAN;
 			float *Ko = malloc((size_t)H * (n / 2 + 1) * D * 4);
 			snprintf(p, sizeof p, "%s/Kout.f32", dir);
 			size_t got = 0, want = 0;
@@ -615,9 +665,11 @@ static int bench_merge(kvcc_policy *drop, kvcc_policy *mrg, int dt, int n, int t
 					}
 					worst = fmax(worst, fabs(x - Ko[o]) / fmax(1, fabs(Ko[o])));
 				}
-			printf("  torch (bench/merge_torch.py, %d threads): %.1f ms: kvcc's merge %.1fx faster (its whole "
-			       "compression %.1fx); merged keys vs torch's: largest relative difference %.2g%s\n",
-			       threads, tt, tt / merge, tt / mm[3], worst, got == want ? "" : " (Kout.f32 unreadable)");
+			printf("  torch (bench/merge_torch.py, %d threads): %.1f ms (CPU %.1f ms): kvcc's merge %.1fx faster (its "
+			       "whole compression %.1fx; CPU time: merge %.1fx, compression %.1fx); merged keys vs torch's: "
+			       "largest relative difference %.2g%s\n",
+			       threads, tt, tc, tt / merge, tt / mm[3], tc / (mm[4] - md[4]), tc / mm[4], worst,
+			       got == want ? "" : " (Kout.f32 unreadable)");
 			free(Ko);
 		}
 		snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
@@ -1087,7 +1139,7 @@ static void sh(const char *cmd, char *out, size_t n)
 int main(int argc, char **argv)
 {
 	const char *venv = "build/bench-venv", *outdir = "bench/results", *kvcc = "build/kvcc";
-	int quick = 0;
+	int quick = 0, nthreads = 0, mn = 0, mdt = -1;
 	for (int i = 1; i < argc; i++) {
 		if (!strcmp(argv[i], "--quick"))
 			quick = 1;
@@ -1105,12 +1157,20 @@ int main(int argc, char **argv)
 			outdir = argv[++i];
 		else if (!strcmp(argv[i], "--kvcc") && i + 1 < argc)
 			kvcc = argv[++i];
+		else if (!strcmp(argv[i], "--threads") && i + 1 < argc)   /* the merge stage: one point, N threads */
+			nthreads = atoi(argv[++i]);
+		else if (!strcmp(argv[i], "--n") && i + 1 < argc)
+			mn = atoi(argv[++i]);
+		else if (!strcmp(argv[i], "--dtype") && i + 1 < argc)
+			mdt = !strcmp(argv[++i], "f32") ? KVCC_F32 : KVCC_BF16;
 		else {
-			fprintf(stderr, "usage: kvcc-bench [--quick] [--peaks] [--merge] [--amx] [--decode] [--venv DIR] [--out DIR] [--kvcc PATH]\n");
+			fprintf(stderr, "usage: kvcc-bench [--quick] [--peaks] [--merge] [--amx] [--decode] [--venv DIR] [--out DIR] [--kvcc PATH]\n"
+			                "       [--threads N] [--n N] [--dtype f32|bf16] (with --merge: one point, N threads)\n");
 			return 2;
 		}
 	}
-	int threads = (int)sysconf(_SC_NPROCESSORS_ONLN);
+	int threads = nthreads > 0 ? nthreads : (int)sysconf(_SC_NPROCESSORS_ONLN);
+	setvbuf(stdout, NULL, _IOLBF, 0);
 	char cpu[200] = "", commit[100] = "", flags[4096] = "", date[64];
 	sh("grep -m1 'model name' /proc/cpuinfo | sed 's/.*: //'", cpu, sizeof cpu);
 	sh("git rev-parse --short HEAD 2>/dev/null && true", commit, sizeof commit);
@@ -1142,17 +1202,28 @@ int main(int argc, char **argv)
 	if (quick == 3) {          /* the merge stage (issue 12) */
 		Peaks pk;
 		peaks(threads, &pk);
-		printf("peaks: f32 FMA zmm %.1f GFLOP/s, ymm %.1f; bf16 dot zmm %.1f\n", pk.fma512_all, pk.fma256_all,
-		       pk.bf16_all);
+		if (pk.fma512_all > 0)
+			pk.fma512_cpu = flops_cpu(0, 32);
+		if (pk.bf16_all > 0)
+			pk.bf16_cpu = flops_cpu(2, 64);
+		if (pk.amx_all > 0)
+			pk.amx_cpu = flops_cpu(4, 16384 / 16.0);
+		double la[3] = { 0 };
+		getloadavg(la, 3);
+		printf("peaks (%d threads, load average %.2f %.2f %.2f): f32 FMA zmm %.1f GFLOP/s, ymm %.1f; bf16 dot zmm %.1f; "
+		       "AMX tdpbf16ps %.1f\n  per CPU second of one thread: f32 FMA zmm %.1f, bf16 dot %.1f, AMX %.1f\n", threads, la[0],
+		       la[1], la[2], pk.fma512_all, pk.fma256_all, pk.bf16_all, pk.amx_all, pk.fma512_cpu, pk.bf16_cpu, pk.amx_cpu);
 		int dts[2] = { KVCC_BF16, KVCC_F32 }, ns[2] = { 4096, 32768 };
 		for (int k = 0; k < 2; k++) {
+			if (mdt >= 0 && dts[k] != mdt)
+				continue;
 			kvcc_spec s = { dts[k], D, G, KVCC_TARGET_NATIVE };
 			kvcc_policy *drop, *mrg;
 			if (kvcc_compile_file("policies/snapkv.lua", &s, &drop) != 0 ||
 			    kvcc_compile_file("policies/snapkv_merge.lua", &s, &mrg) != 0)
 				return fprintf(stderr, "compile: %s\n", kvcc_last_error()), 1;
 			for (int i = 0; i < 2; i++)
-				if (bench_merge(drop, mrg, dts[k], ns[i], threads, ns[i] > 8192 ? 3 : 5, venv, &pk) != 0)
+				if ((!mn || ns[i] == mn) && bench_merge(drop, mrg, dts[k], ns[i], threads, ns[i] > 8192 ? 3 : 5, venv, &pk) != 0)
 					return 1;
 			kvcc_close(drop), kvcc_close(mrg);
 		}

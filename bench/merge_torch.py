@@ -12,7 +12,7 @@ argmax over the kept tokens, scatter_reduce(mean, include_self) of the evicted k
 values into their targets, then the kept rows gathered (compaction). One head at a time,
 so the matrix is 1 GiB at n = 32768 in f32 (all heads at once, as MergingPress batches them,
 would be 8 GiB). Prints one JSON line: median / min seconds of the whole merge (similarity,
-argmax, scatter, gather) over REPS runs. With --out, writes Kout.f32, Vout.f32 [H][n_keep][d]
+argmax, scatter, gather) over REPS runs, and the median CPU seconds (process time, all threads). With --out, writes Kout.f32, Vout.f32 [H][n_keep][d]
 (f32) into DIR so that bench.c can compare the rows with kvcc's.
 """
 import json
@@ -52,17 +52,20 @@ def main():
         mask = torch.ones(n, dtype=torch.bool)
         mask[kept[h]] = False
         evicted.append(torch.nonzero(mask).squeeze(1))
-    times, out = [], None
+    times, cpu, out = [], [], None
     with torch.no_grad():
         for _ in range(reps):
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             out = [merge_head(K[h], V[h], kept[h], evicted[h]) for h in range(H)]
             times.append(time.perf_counter() - t0)
+            cpu.append(time.process_time() - c0)
     if write:
         np.stack([o[0].float().numpy() for o in out]).astype(np.float32).tofile(os.path.join(d, "Kout.f32"))
         np.stack([o[1].float().numpy() for o in out]).astype(np.float32).tofile(os.path.join(d, "Vout.f32"))
     times.sort()
-    print(json.dumps({"median": times[len(times) // 2], "min": times[0], "threads": th,
+    cpu.sort()
+    print(json.dumps({"median": times[len(times) // 2], "min": times[0], "cpu_median": cpu[len(cpu) // 2],
+                      "threads": th,
                       "torch": torch.__version__}))
 
 

@@ -87,7 +87,8 @@ static inline int ka_trailer_check(const void *buf, size_t len, KaTrailer *t, co
                                               12: kfloor; 13: decodeb; 14: tmap / observe return a
                                               negative value for a bad segment or shift argument;
                                               15: sstate, sacce; kvcc_tmap_ctx.nout; mstore; mrow, merge runs;
-                                              16: sstate's l per (row, lane); keepn, select keep) */
+                                              16: sstate's l per (row, lane); keepn, select keep; mbest's
+                                              running arg-max per lane, bsim / bidx [ne][W]) */
 #define KA_MAGIC "KVCCDSC"                 /* the blob's first 8 bytes (with the NUL) */
 #define KA_FORMAT 9                        /* the blob's layout and meaning (2: the tuning config; 3: KA_FLAYER;
                                               4: the merge rule; 5: the weights, KaWeight; the select rule;
@@ -340,8 +341,10 @@ typedef struct kvcc_artifact {
 	              int64_t ld);
 	/* the similarity of one tile and the running arg-max: S[q*64 + j] = e_q · k_{j0+j} (qkt) for
 	** q < ne, j < nk; sim = the policy's epilogue of it and the row scalars es[s*lde + q],
-	** ks[s*ldks + j0 + j] (ks readable 64 floats past its last slot); bsim[q] / bidx[q] updated
-	** (NaN never taken, ties → the lower kept index; bidx -1: none yet) */
+	** ks[s*ldks + j0 + j] (ks readable 64 floats past its last slot); the running best per lane
+	** (KVCC_ABI 16): bsim[q*W + l] / bidx[q*W + l] (W = KaHdr.vec_width) of the kept tokens
+	** j0 + j with j ≡ l mod W, updated (NaN never taken, a strictly greater value only: ties →
+	** the lower kept index; bidx -1: none yet); the caller reduces the W lanes of a row */
 	void (*mbest)(const float *S, int64_t ne, int64_t nk, int64_t j0, const float *es, int64_t lde, const float *ks,
 	              int64_t ldks, const double *par, float *bsim, int32_t *bidx);
 	/* one pair value: which 0 the threshold, 1 the weight w_e, 2 the self weight w_k, of evicted

@@ -5,9 +5,11 @@
 **   1  the evicted rows E (the complement of the sorted kept list) copied aside, then the
 **      generated in-place compaction: the kept rows S are rows 0 .. m-1
 **   2  mscal: the row scalars of every evicted and every kept row
-**   3  the evicted × kept similarity, tile by tile (64 evicted rows × 64 kept tokens, never
-**      more): cvt of the evicted rows, the generated Q·K tile qkt over the kept rows in place,
-**      mbest: the policy's epilogue and the running arg-max (ties → the lower kept index)
+**   3  the evicted × kept similarity, tile by tile (MB evicted rows × 64 kept tokens, never
+**      more): cvt of a block of MB evicted rows, then for each 64-token tile of the kept rows the
+**      generated Q·K tile qkt in place (its packing of the kept tile amortized over the MB rows)
+**      and mbest: the policy's epilogue and the running arg-max per lane (W lanes per evicted
+**      row, ties → the lower kept index), the lanes reduced once per row after the last tile
 **   4  the threshold: the rule's value (mpair 0), or the mean of the maximum similarities
 **   5  the evicted rows grouped by target (a counting sort, in evicted order: the segments),
 **      the weights (mpair 1, 2) and the segmented update of each target (mupd)
@@ -26,7 +28,8 @@
 #include <string.h>
 #include "runtime/rt.h"
 
-#define MB 64                 /* evicted rows per similarity tile */
+#define MB 512                /* evicted rows per similarity block (Ef: MB*d f32, S: MB*64 f32) */
+#define LW 16                 /* the most lanes of mbest's running arg-max (KaHdr.vec_width) */
 
 typedef struct Mws {
 	char *EK, *EV;            /* [N][d] the evicted rows, storage dtype */
@@ -34,6 +37,8 @@ typedef struct Mws {
 	float *es, *ks, *bsim, *w, *Ef, *S, *Kp;
 	char *KK, *KV;            /* [N][d] paged caches: the kept rows gathered (kr_pmnearest) */
 	float *Ec;                /* [N] the evicted rows' member counts (KaHdr.cnt >= 0) */
+	float *lv;                /* [MB][W] mbest's running best per lane, and its kept index li */
+	int32_t *li;
 	/* es / ks hold one more row after the row scalars: the member counts (1 without) */
 } Mws;
 
@@ -44,12 +49,12 @@ static size_t layout(const kvcc_plan *pl, char *base, Mws *m)
 {
 	const KaHdr *h = pl->p->h;
 	size_t N = (size_t)pl->lay.capacity, d = (size_t)pl->lay.head_dim, at = 0;
-	char *p[16];
-	size_t sz[16] = { N * d * pl->esz, N * d * pl->esz, N * 4, N * 4, (N + 1) * 4, N * 4,
+	char *p[18];
+	size_t sz[18] = { N * d * pl->esz, N * d * pl->esz, N * 4, N * 4, (N + 1) * 4, N * 4,
 	                  ((size_t)(h->nes + 1) * N + 64) * 4, ((size_t)(h->nks + 1) * N + 64) * 4, N * 4, N * 4,
 	                  MB * d * 4, MB * TILE * 4, 2 * d * TILE * 4, pl->paged ? N * d * pl->esz : 0,
-	                  pl->paged ? N * d * pl->esz : 0, N * 4 };
-	for (int k = 0; k < 16; k++) {
+	                  pl->paged ? N * d * pl->esz : 0, N * 4, MB * LW * 4, MB * LW * 4 };
+	for (int k = 0; k < 18; k++) {
 		p[k] = base ? base + at : NULL;
 		at += up64(sz[k]);
 	}
@@ -57,7 +62,7 @@ static size_t layout(const kvcc_plan *pl, char *base, Mws *m)
 		*m = (Mws){ p[0], p[1], (int32_t *)(void *)p[2], (int32_t *)(void *)p[3], (int32_t *)(void *)p[4],
 		            (int32_t *)(void *)p[5], (float *)(void *)p[6], (float *)(void *)p[7], (float *)(void *)p[8],
 		            (float *)(void *)p[9], (float *)(void *)p[10], (float *)(void *)p[11], (float *)(void *)p[12],
-		            p[13], p[14], (float *)(void *)p[15] };
+		            p[13], p[14], (float *)(void *)p[15], (float *)(void *)p[16], (int32_t *)(void *)p[17] };
 	return at;
 }
 
@@ -66,20 +71,42 @@ size_t kr_mbytes(const kvcc_plan *pl)
 	return layout(pl, NULL, NULL);
 }
 
+/* the W lanes of evicted row i's running arg-max (mbest) into bsim[i] / bidx[i]: the greatest,
+** ties → the lower kept index (each lane's is the lowest of its own ties) */
+static void lanes(const Mws *w, int e0, int ne, int W)
+{
+	for (int q = 0; q < ne; q++) {
+		const float *v = w->lv + (size_t)q * W;
+		const int32_t *x = w->li + (size_t)q * W;
+		float bv = -INFINITY;
+		int32_t bi = -1;
+		for (int l = 0; l < W; l++)
+			if (x[l] >= 0 && (bi < 0 || v[l] > bv || (v[l] == bv && x[l] < bi)))
+				bv = v[l], bi = x[l];
+		w->bsim[e0 + q] = bv, w->bidx[e0 + q] = bi;
+	}
+}
+
 /* step 3: bsim / bidx of every evicted row */
 static void similarity(const kvcc_artifact *A, const Mws *w, const char *K, int64_t ldk, size_t esz, int d, int nE,
-                       int m, const double *par)
+                       int m, const double *par, int W)
 {
-	for (int i = 0; i < nE; i++)
-		w->bsim[i] = -INFINITY, w->bidx[i] = -1;
-	for (int e0 = 0; e0 < nE; e0 += MB) {
-		int ne = nE - e0 < MB ? nE - e0 : MB;
+	/* blocks of MB rows; a head of fewer than 2 MB evicted rows in two blocks of about half of them
+	** (16 rows at least), so that every head of 32 or more runs the blocked path (the differential
+	** matrix's heads of 37..115 tokens too) */
+	int mb = (nE + 1) / 2;
+	mb = mb < 16 ? 16 : mb > MB ? MB : (mb + 15) / 16 * 16;
+	for (int e0 = 0; e0 < nE; e0 += mb) {
+		int ne = nE - e0 < mb ? nE - e0 : mb;
+		for (int i = 0; i < ne * W; i++)
+			w->lv[i] = -INFINITY, w->li[i] = -1;
 		A->cvt(w->EK + (size_t)e0 * d * esz, w->Ef, (int64_t)ne * d);
 		for (int j0 = 0; j0 < m; j0 += TILE) {
 			int nt = m - j0 < TILE ? m - j0 : TILE;
 			A->qkt(K + (size_t)j0 * ldk * esz, ldk, nt, w->Ef, ne, w->S, w->Kp);
-			A->mbest(w->S, ne, nt, j0, w->es + e0, nE, w->ks, m, par, w->bsim + e0, w->bidx + e0);
+			A->mbest(w->S, ne, nt, j0, w->es + e0, nE, w->ks, m, par, w->lv, w->li);
 		}
+		lanes(w, e0, ne, W);
 	}
 }
 
@@ -149,7 +176,7 @@ static void merge(kvcc_plan *pl, const Mws *wp, const double *par, char *K, char
 		w.ks[(size_t)h->nks * m + j] = cnt ? cnt[j] : 1;
 	A->mscal(w.EK, w.EV, d, nE, 0, par, w.es, nE);
 	A->mscal(K, V, ldk, m, 1, par, w.ks, m);
-	similarity(A, &w, K, ldk, esz, d, nE, m, par);
+	similarity(A, &w, K, ldk, esz, d, nE, m, par, h->vec_width > 1 && h->vec_width <= LW ? h->vec_width : 1);
 	threshold(A, h, &w, nE, m, par, ema);
 	/* the segments: off[j] .. off[j+1] of seg, the evicted rows of target j in evicted order */
 	memset(w.off, 0, ((size_t)m + 1) * sizeof *w.off);

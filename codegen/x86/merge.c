@@ -9,8 +9,8 @@
 **          and once per kept row; the counts are row nes / nks of the table, written by the
 **          runtime before mscal
 **   mbest  per tile of the evicted × kept similarity: the epilogue F(e·k, row scalars) over the
-**          qkt tile, W kept tokens at a time, and the running arg-max of each evicted row
-**          (NaN never, ties → the lower kept index)
+**          qkt tile, W kept tokens at a time, and the running arg-max of each evicted row per
+**          lane (NaN never, ties → the lower kept index; the runtime reduces the lanes once)
 **   mpair  one pair value: the threshold, the weight w_e, the self weight w_k
 **   mupd   one kept row's weighted update from its evicted rows, rounded to the storage dtype
 **
@@ -227,7 +227,12 @@ static LLVMValueRef pairroot(Mg *M, KiRef r, int w)
 	return M->val[top];
 }
 
-/* mbest(S, ne, nk, j0, es, lde, ks, ldks, par, bsim, bidx) */
+/* mbest(S, ne, nk, j0, es, lde, ks, ldks, par, bsim, bidx): the running arg-max per lane, bsim /
+** bidx [ne][W] (W = the kernel's lanes: lane l holds the best of the kept tokens j ≡ l mod W seen so
+** far). Each lane sees its kept tokens in increasing order, so a strictly greater value is the
+** only one that replaces its best (ties → the lower kept index per lane); the runtime reduces the
+** W lanes of a row once after the last tile (runtime/merge.c lanes: the maximum, ties → the lower
+** kept index). No horizontal reduction per tile: per evicted row and tile, AT/W vector steps. */
 static void gen_mbest(Mg *M)
 {
 	Gen *g = M->g;
@@ -246,10 +251,13 @@ static void gen_mbest(Mg *M)
 	for (int l = 0; l < W; l++)
 		iota[l] = LLVMConstInt(g->i32, (unsigned)l, 0);
 	LLVMValueRef io = W == 1 ? iota[0] : LLVMConstVector(iota, (unsigned)W);
+	LLVMValueRef nk32 = splat32(g, LLVMBuildTrunc(b, nk, g->i32, ""), W);
+	LLVMValueRef j032 = splat32(g, LLVMBuildTrunc(b, j0, g->i32, ""), W);
 	Loop lq, lj;
 	LLVMValueRef q = loop_begin2(g, ci(g, 0), ne, 1, 1, &lq);
-	LLVMBuildStore(b, cfv(g, -INFINITY, W), bv);
-	LLVMBuildStore(b, civ(g, -1, W), bi);
+	LLVMValueRef lo = LLVMBuildMul(b, q, ci(g, W), "");
+	LLVMBuildStore(b, loadf(g, bsim, lo, W), bv);
+	LLVMBuildStore(b, W == 1 ? ld(g, g->i32, bidx, lo, 4) : ld(g, it, gep(g, g->i32, bidx, lo), ci(g, 0), 4), bi);
 	LLVMValueRef jc = loop_begin(g, ci(g, 0), ci(g, AT), W, &lj);
 	memset(M->val, 0, (size_t)M->f->nins * sizeof *M->val);
 	M->e = q, M->k = LLVMBuildAdd(b, j0, jc, "");
@@ -257,46 +265,21 @@ static void gen_mbest(Mg *M)
 	M->sim = M->abs = M->ntg = cfv(g, NAN, 1);
 	LLVMValueRef sim = pairroot(M, M->f->merge.sim, W);
 	LLVMValueRef j = LLVMBuildAdd(b, splat32(g, LLVMBuildTrunc(b, jc, g->i32, ""), W), io, "");
-	LLVMValueRef valid = LLVMBuildICmp(b, LLVMIntSLT, j, splat32(g, LLVMBuildTrunc(b, nk, g->i32, ""), W), "");
+	LLVMValueRef valid = LLVMBuildICmp(b, LLVMIntSLT, j, nk32, "");
 	valid = LLVMBuildAnd(b, valid, LLVMBuildFCmp(b, LLVMRealORD, sim, sim, ""), "");
 	LLVMValueRef cv = LLVMBuildLoad2(b, vt, bv, ""), cix = LLVMBuildLoad2(b, it, bi, "");
 	LLVMValueRef better = LLVMBuildOr(b, LLVMBuildICmp(b, LLVMIntSLT, cix, civ(g, 0, W), ""),
 	                                  LLVMBuildFCmp(b, LLVMRealOGT, sim, cv, ""), "");
 	better = LLVMBuildAnd(b, valid, better, "");
-	LLVMValueRef kj = LLVMBuildAdd(b, j, splat32(g, LLVMBuildTrunc(b, j0, g->i32, ""), W), "");
+	LLVMValueRef kj = LLVMBuildAdd(b, j, j032, "");
 	LLVMBuildStore(b, LLVMBuildSelect(b, better, sim, cv, ""), bv);
 	LLVMBuildStore(b, LLVMBuildSelect(b, better, kj, cix, ""), bi);
 	loop_end(g, &lj);
-	/* the lanes into the running best: higher, or equal with a lower index; only when the tile's
-	** maximum beats it (or none yet): the lanes' indices are above the running best's, so an
-	** equal value never wins */
-	LLVMValueRef fv = LLVMBuildLoad2(b, vt, bv, ""), fi = LLVMBuildLoad2(b, it, bi, "");
-	LLVMValueRef rv0 = ldf(g, bsim, q), ri0 = ld(g, g->i32, bidx, q, 4);
-	LLVMValueRef hm = W == 1 ? fv : intr(g, "llvm.vector.reduce.fmax", vt, &fv, 1);
-	LLVMValueRef go = LLVMBuildOr(b, LLVMBuildICmp(b, LLVMIntSLT, ri0, LLVMConstInt(g->i32, 0, 0), ""),
-	                              LLVMBuildFCmp(b, LLVMRealOGT, hm, rv0, ""), "");
-	LLVMBasicBlockRef red = LLVMAppendBasicBlockInContext(g->cx, g->fn, "lanes");
-	LLVMBasicBlockRef nxt = LLVMAppendBasicBlockInContext(g->cx, g->fn, "next");
-	LLVMBuildCondBr(b, go, red, nxt);
-	LLVMPositionBuilderAtEnd(b, red);
-	LLVMValueRef rv = rv0, ri = ri0;
-	for (int l = 0; l < W; l++) {
-		LLVMValueRef lx = LLVMConstInt(g->i32, (unsigned)l, 0);
-		LLVMValueRef v = W == 1 ? fv : LLVMBuildExtractElement(b, fv, lx, "");
-		LLVMValueRef x = W == 1 ? fi : LLVMBuildExtractElement(b, fi, lx, "");
-		LLVMValueRef has = LLVMBuildICmp(b, LLVMIntSGE, x, LLVMConstInt(g->i32, 0, 0), "");
-		LLVMValueRef none = LLVMBuildICmp(b, LLVMIntSLT, ri, LLVMConstInt(g->i32, 0, 0), "");
-		LLVMValueRef gt = LLVMBuildFCmp(b, LLVMRealOGT, v, rv, "");
-		LLVMValueRef eq = LLVMBuildAnd(b, LLVMBuildFCmp(b, LLVMRealOEQ, v, rv, ""),
-		                               LLVMBuildICmp(b, LLVMIntSLT, x, ri, ""), "");
-		LLVMValueRef take = LLVMBuildAnd(b, has, LLVMBuildOr(b, none, LLVMBuildOr(b, gt, eq, ""), ""), "");
-		rv = LLVMBuildSelect(b, take, v, rv, "");
-		ri = LLVMBuildSelect(b, take, x, ri, "");
-	}
-	storef(g, rv, bsim, q);
-	st_(g, g->i32, ri, bidx, q, 4);
-	LLVMBuildBr(b, nxt);
-	LLVMPositionBuilderAtEnd(b, nxt);
+	storef(g, LLVMBuildLoad2(b, vt, bv, ""), bsim, lo);
+	if (W == 1)
+		st_(g, g->i32, LLVMBuildLoad2(b, it, bi, ""), bidx, lo, 4);
+	else
+		st_(g, it, LLVMBuildLoad2(b, it, bi, ""), gep(g, g->i32, bidx, lo), ci(g, 0), 4);
 	loop_end(g, &lq);
 	LLVMBuildRetVoid(b);
 }
