@@ -718,6 +718,17 @@ static void run_case(int pi, int dt, int di, int gi, int idx)
 			}
 		}
 	}
+	/* a keep count that is not a number (keep_edge's param off = NaN reaches its count): kv_count
+	** sets KVG_EKEEP, the host's "select: a keep count is not a finite number" (runtime/gpu.c) */
+	int po = f->sel.keep ? ki_findparam(f, "off") : -1;
+	if (po >= 0 && !device) {
+		a.par[po] = NAN;
+		v.err = 0;
+		if (launch(sp, KVG_SELECT, (unsigned)(L * H), dsm, &a, why, sizeof why) == 0 || v.err != KVG_EKEEP) {
+			printf("FAIL %s: a NaN keep count: device error %d, expected KVG_EKEEP (%d)\n", name, v.err, KVG_EKEEP);
+			goto out;
+		}
+	}
 	npass++;
 	goto done;
 out:
