@@ -1056,14 +1056,16 @@ int main(int argc, char **argv)
 		printf("AMX Q·K tile: off (KVCC_CONFIG=%s)\n", ecfg);
 	else
 		printf("AMX Q·K tile: the native bf16 cases with head_dim 64, 96, 128 run tdpbf16ps\n");
-	/* merge rules (slower: the interpreter's pair-by-pair merge) and the model schedules (5 layers;
-	** prefixkv_bisect observes every position) are sampled 3 times more sparsely in make check,
+	/* merge rules (slower: the interpreter's pair-by-pair merge), the model schedules (5 layers;
+	** prefixkv_bisect observes every position) and keep counts (select keep: one generated
+	** function, the same on every spec) are sampled 3 times more sparsely in make check,
 	** and their other targets for one dtype per policy */
-	int mrg[MANIFEST_MAX];
+	int mrg[MANIFEST_MAX], keepc[MANIFEST_MAX];
 	for (int pi = 0; pi < npol; pi++) {
 		KiErr me = { 0 };
 		KiFn *mf = kd_loadfile(pols[pi].file, NULL, &me);
-		mrg[pi] = mf && (mf->merge.kind != MG_drop || mf->sel.sched >= SCH_prefix);
+		mrg[pi] = mf && (mf->merge.kind != MG_drop || mf->sel.sched >= SCH_prefix || mf->sel.keep);
+		keepc[pi] = mf && mf->sel.keep;
 		ki_free(mf);
 	}
 	for (int pi = 0; pi < npol; pi++)
@@ -1076,17 +1078,18 @@ int main(int argc, char **argv)
 						run_case(&c, host);
 				}
 	if (every > 1)
-		printf("the policy matrix sampled: 1 case in %d, of merge rules and model schedules 1 in %d; the targets and "
+		printf("the policy matrix sampled: 1 case in %d, of merge rules, model schedules and keep counts 1 in %d; the targets and "
 		       "chunk values one dtype each (check-diff-full runs all)\n", every, 3 * every);
 	/* the v3 / scalar / v4 targets: every dtype of each; sampled (make check), each target runs
-	** once per policy, its dtype rotating with the policy and the target */
+	** once per policy, its dtype rotating with the policy and the target (a keep count's policy:
+	** one target, rotating with the policy) */
 	for (int pi = 0; pi < npol; pi++)
 		for (int dt = 0; dt < 3; dt++) {
 			const char *pn = pols[pi].name, *pf = pols[pi].file;
 			Cfg tc[] = { { pn, pf, dt, 96, 2, KVCC_TARGET_V3, NULL, 0 }, { pn, pf, dt, 64, 4, KVCC_TARGET_SCALAR, NULL, 0 },
 			             { pn, pf, dt, 128, 4, KVCC_TARGET_V4, NULL, 0 } };
 			for (int k = 0; k < 3; k++)
-				if (every == 1 || (pi + dt + k) % 3 == 0)
+				if (every == 1 || (keepc[pi] ? dt == pi % 3 && k == (pi + 1) % 3 : (pi + dt + k) % 3 == 0))
 					run_case(&tc[k], host);
 		}
 	/* chunked selection: chunk 2, 3, 8 on odd and even lengths (partial last chunks), scopes

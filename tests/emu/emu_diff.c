@@ -225,11 +225,12 @@ typedef struct Dev {          /* the "device" arrays of one case */
 static int device;            /* --device: run on the GPU through the libkvcc GPU API */
 static int every = 1;         /* --every N: only specs s of policy p with (s + p) % N == 0 (make check's
                               ** sample; each spec still runs for some policy; check-emu-full runs all) */
-/* the model schedules (5 layers, the interpreter's bisection and rounds) 1 in 3 x every, like the
-   merge rules of tests/diff: 4 of 48 cases each in make check */
+/* the model schedules (5 layers, the interpreter's bisection and rounds) and keep counts (select
+   keep: one generated kv_count, the same on every spec) 1 in 3 x every, like the merge rules of
+   tests/diff: 2-3 of 48 cases each in make check */
 static int insample(int p, int s)
 {
-	int ev = every > 1 && fns[p] && fns[p]->sel.sched >= SCH_prefix ? 3 * every : every;
+	int ev = every > 1 && fns[p] && (fns[p]->sel.sched >= SCH_prefix || fns[p]->sel.keep) ? 3 * every : every;
 	return (s + p) % ev == 0;
 }
 static int cur_dt, cur_d;     /* the case's dtype and head_dim (device layout) */
@@ -719,6 +720,17 @@ static void run_case(int pi, int dt, int di, int gi, int idx)
 					goto out;
 				}
 			}
+		}
+	}
+	/* a keep count that is not a number (keep_edge's param off = NaN reaches its count): kv_count
+	** sets KVG_EKEEP, the host's "select: a keep count is not a finite number" (runtime/gpu.c) */
+	int po = f->sel.keep ? ki_findparam(f, "off") : -1;
+	if (po >= 0 && !device) {
+		a.par[po] = NAN;
+		v.err = 0;
+		if (launch(sp, KVG_SELECT, (unsigned)(L * H), dsm, &a, why, sizeof why) == 0 || v.err != KVG_EKEEP) {
+			printf("FAIL %s: a NaN keep count: device error %d, expected KVG_EKEEP (%d)\n", name, v.err, KVG_EKEEP);
+			goto out;
 		}
 	}
 	npass++;

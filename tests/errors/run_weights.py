@@ -3,7 +3,8 @@
 selection rules' run-time checks (issue 13): each case is a policy, a case file (weights as
 weight.NAME, or a --weights file) and the exact one-line message kvcc must print with exit
 status 1; then the good case must pass.  A wrong shape, a missing weight, a non-finite value,
-two out sizes, a bad weights file, mass over negative scores, a NaN keep count, the prefix
+two out sizes, a bad weights file, mass over negative scores, a NaN / ±inf keep count (tests/lib/api_misuse.c
+checks the compiled path's words are the same), the prefix
 schedule over negative scores, a bad segment size."""
 
 import os
@@ -65,6 +66,10 @@ CASES = [
      "tests/errors/policies/mass_neg.lua:3:19: error: select: mass needs scores >= 0, (layer 0, head 0) has -1 at token 1"),
     ("keep_nan", "tests/errors/policies/keep_nan.lua", base(), [],
      "tests/errors/policies/keep_nan.lua:4:15: error: select: the keep count of (layer 0, head 0) is nan"),
+    ("keep_inf", "tests/errors/policies/keep_inf.lua", base(), [],
+     "tests/errors/policies/keep_inf.lua:5:15: error: select: the keep count of (layer 0, head 1) is inf"),
+    ("keep_neginf", "tests/errors/policies/keep_inf.lua", base(), ["--param", "s=-1"],
+     "tests/errors/policies/keep_inf.lua:5:15: error: select: the keep count of (layer 0, head 1) is -inf"),
     ("prefix_negative", "tests/errors/policies/prefix_neg.lua", base(), [],
      "tests/errors/policies/prefix_neg.lua:3:82: error: select: the prefix schedule needs finite scores >= 0, (layer 0, head 0) has -1 at token 1"),
     ("prefix_iters", "tests/errors/policies/prefix_iters_param.lua", base(), ["--param", "it=1e30"],

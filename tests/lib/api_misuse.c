@@ -475,6 +475,55 @@ static void weights(void)
 	remove(so);
 }
 
+/* select keep: a count that is NaN or ±inf is the interpreter's error, word for word (the same
+** words tests/errors/run_weights.py expects of kvcc run), from the generated count (kvcc_keepn) */
+static void keepcounts(void)
+{
+	static const struct { const char *pol; double s; const char *want; } kc[] = {
+		{ "tests/errors/policies/keep_nan.lua", 0,
+		  "tests/errors/policies/keep_nan.lua:4:15: error: select: the keep count of (layer 0, head 0) is nan" },
+		{ "tests/errors/policies/keep_inf.lua", -1,
+		  "tests/errors/policies/keep_inf.lua:5:15: error: select: the keep count of (layer 0, head 1) is -inf" },
+		{ "tests/errors/policies/keep_inf.lua", 1,
+		  "tests/errors/policies/keep_inf.lua:5:15: error: select: the keep count of (layer 0, head 1) is inf" },
+	};
+	kvcc_spec s = { KVCC_F32, D, G, KVCC_TARGET_NATIVE };
+	kvcc_layout lay = layout();
+	for (int i = 0; i < 3; i++) {
+		char so[1000], nm[40];  /* one file per case, removed at the end: a new file in a removed
+		                         ** one's inode would be taken for the library still mapped */
+		snprintf(nm, sizeof nm, "keepcount%d.so", i);
+		path(so, sizeof so, nm);
+		kvcc_policy *p = NULL;
+		kvcc_plan *pl = NULL;
+		char what[200];
+		snprintf(what, sizeof what, "keep count: %s (s = %g) is the interpreter's error", kc[i].pol, kc[i].s);
+		if (kvcc_compile_so(kc[i].pol, &s, so, 0) != 0 || kvcc_open(so, &p) != 0 ||
+		    kvcc_plan_create(p, &lay, 0, 1, &pl) != 0) {
+			check(what, 0);
+			printf("  %s\n", kvcc_last_error());
+		} else {
+			Cache c;
+			cache_init(&c, 0, 17);
+			cache_reset(&c);
+			kvcc_args a = { 0, CAP / 2, kc[i].s != 0 ? &kc[i].s : NULL, 0, NULL };  /* compress's params */
+			int rc = kvcc_compress(pl, &c.c, &c.o, &a), ok = is(rc, KVCC_EINVAL) && !strcmp(kvcc_last_error(), kc[i].want);
+			check(what, ok);
+			if (!ok)
+				printf("  want: %s\n  got:  status %d, %s\n", kc[i].want, rc, kvcc_last_error());
+			cache_free(&c);
+		}
+		kvcc_plan_destroy(pl);
+		kvcc_close(p);
+	}
+	for (int i = 0; i < 3; i++) {
+		char so[1000], nm[40];
+		snprintf(nm, sizeof nm, "keepcount%d.so", i);
+		path(so, sizeof so, nm);
+		remove(so);
+	}
+}
+
 int main(int argc, char **argv)
 {
 	if (argc == 2 && !strcmp(argv[1], "--bare"))
@@ -504,6 +553,7 @@ int main(int argc, char **argv)
 	artifacts(so);
 	bare(so, self);
 	weights();
+	keepcounts();
 	printf("api_misuse: %d of %d cases passed\n", ncase - nfail, ncase);
 	return nfail ? 1 : 0;
 }
