@@ -82,11 +82,12 @@ static inline int ka_trailer_check(const void *buf, size_t len, KaTrailer *t, co
 */
 #define KVCC_DESC_SYMBOL "kvcc_artifact"
 #define KVCC_MAGIC 0x4B5643435F415254ull   /* "KVCC_ART" */
-#define KVCC_ABI 15                        /* kvcc_artifact and the kernels' signatures (10: compact_merge;
+#define KVCC_ABI 16                        /* kvcc_artifact and the kernels' signatures (10: compact_merge;
                                               11: tmap ctx ratio, budget, wts; tfilter, mtotal, ksum;
                                               12: kfloor; 13: decodeb; 14: tmap / observe return a
                                               negative value for a bad segment or shift argument;
-                                              15: sstate, sacce; kvcc_tmap_ctx.nout; mstore; mrow, merge runs) */
+                                              15: sstate, sacce; kvcc_tmap_ctx.nout; mstore; mrow, merge runs;
+                                              16: ctfilter) */
 #define KA_MAGIC "KVCCDSC"                 /* the blob's first 8 bytes (with the NUL) */
 #define KA_FORMAT 9                        /* the blob's layout and meaning (2: the tuning config; 3: KA_FLAYER;
                                               4: the merge rule; 5: the weights, KaWeight; the select rule;
@@ -395,6 +396,12 @@ typedef struct kvcc_artifact {
 	float (*mrow)(int64_t which, const void *EK, const void *EV, const void *KK, const void *KV, float sim,
 	              float absorbed, float ntargets, float ecount, float kcount, const double *par,
 	              float *const *vals, int64_t et, int64_t kt, const int32_t *tg, int64_t ntg);
+	/* --- issue 13: threshold over chunks (KVCC_ABI 16) ---
+	** select threshold with chunk > 1, after ckeys: key[j] = 0 for every unprotected chunk j
+	** whose mean score (double sum in token order / its length; NaN never) is not >= tau;
+	** returns the tokens of the chunks left. A stub (0) for a policy without threshold. */
+	int64_t (*ctfilter)(const float *score, int64_t n, int64_t keep_first, int64_t keep_recent, int64_t chunk,
+	                    double tau, uint64_t *key);
 } kvcc_artifact;
 
 /* --- GPU (CUDA) ------------------------------------------------------------------------------
