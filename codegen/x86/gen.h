@@ -298,6 +298,8 @@ KC_FUNC void kx_gen_selkeys(Gen *g);
 KC_FUNC void kx_gen_topk(Gen *g);
 KC_FUNC void kx_gen_keepidx(Gen *g);
 KC_FUNC void kx_gen_ckeys(Gen *g);
+KC_FUNC LLVMValueRef kx_chunkmean(Gen *g, LLVMValueRef sc, LLVMValueRef n, LLVMValueRef ch, LLVMValueRef j,
+                                  LLVMValueRef sp, LLVMValueRef *t0p, LLVMValueRef *ep);
 KC_FUNC void kx_gen_kcount(Gen *g);
 KC_FUNC void kx_gen_ckeepidx(Gen *g);
 KC_FUNC void kx_gen_compact(Gen *g);

@@ -61,18 +61,9 @@ void kx_gen_ctfilter(Gen *g)
 	LLVMBuildStore(b, ci(g, 0), mp);
 	LLVMValueRef nr = LLVMBuildSub(b, n, R, "");
 	LLVMValueRef nc = LLVMBuildSDiv(b, LLVMBuildSub(b, LLVMBuildAdd(b, n, ch, ""), ci(g, 1), ""), ch, "");
-	Loop lp, lt;
-	LLVMValueRef j = loop_begin2(g, ci(g, 0), nc, 1, 1, &lp);
-	LLVMValueRef t0 = LLVMBuildMul(b, j, ch, "");
-	LLVMValueRef e = LLVMBuildAdd(b, t0, ch, "");
-	e = LLVMBuildSelect(b, LLVMBuildICmp(b, LLVMIntSLT, e, n, ""), e, n, "");
-	LLVMBuildStore(b, LLVMConstReal(f64, 0), sp);
-	LLVMValueRef t = loop_begin2(g, t0, e, 1, 1, &lt);
-	LLVMValueRef v = LLVMBuildFPExt(b, ld(g, g->f32, sc, t, 4), f64, "");
-	LLVMBuildStore(b, LLVMBuildFAdd(b, LLVMBuildLoad2(b, f64, sp, ""), v, ""), sp);
-	loop_end(g, &lt);
-	LLVMValueRef len = LLVMBuildSub(b, e, t0, "");
-	LLVMValueRef mean = LLVMBuildFDiv(b, LLVMBuildLoad2(b, f64, sp, ""), LLVMBuildSIToFP(b, len, f64, ""), "");
+	Loop lp;
+	LLVMValueRef j = loop_begin2(g, ci(g, 0), nc, 1, 1, &lp), t0, e;
+	LLVMValueRef mean = kx_chunkmean(g, sc, n, ch, j, sp, &t0, &e), len = LLVMBuildSub(b, e, t0, "");
 	LLVMValueRef prot = LLVMBuildOr(b, LLVMBuildICmp(b, LLVMIntSLT, t0, S, ""),
 	                                LLVMBuildICmp(b, LLVMIntSGT, e, nr, ""), "");
 	LLVMValueRef in = LLVMBuildOr(b, prot, LLVMBuildFCmp(b, LLVMRealOGE, mean, tau, ""), "");
