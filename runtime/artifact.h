@@ -88,7 +88,7 @@ static inline int ka_trailer_check(const void *buf, size_t len, KaTrailer *t, co
                                               negative value for a bad segment or shift argument;
                                               15: sstate, sacce; kvcc_tmap_ctx.nout; mstore; mrow, merge runs;
                                               16: sstate's l per (row, lane); keepn, select keep; mbest's
-                                              running arg-max per lane, bsim / bidx [ne][W]) */
+                                              running arg-max per lane, bsim / bidx [ne][W]; ctfilter) */
 #define KA_MAGIC "KVCCDSC"                 /* the blob's first 8 bytes (with the NUL) */
 #define KA_FORMAT 9                        /* the blob's layout and meaning (2: the tuning config; 3: KA_FLAYER;
                                               4: the merge rule; 5: the weights, KaWeight; the select rule;
@@ -407,6 +407,12 @@ typedef struct kvcc_artifact {
 	** the policy's keep expression in double, floored and clamped to 0..n (compiler/select.c
 	** ki_counts), or -1 / -2 / -3 when it is NaN / +inf / -inf; without one, nkeep's count */
 	int64_t (*keepn)(const struct kvcc_tmap_ctx *c);
+	/* --- issue 13: threshold over chunks (KVCC_ABI 16) ---
+	** select threshold with chunk > 1, after ckeys: key[j] = 0 for every unprotected chunk j
+	** whose mean score (double sum in token order / its length; NaN never) is not >= tau;
+	** returns the tokens of the chunks left. A stub (0) for a policy without threshold. */
+	int64_t (*ctfilter)(const float *score, int64_t n, int64_t keep_first, int64_t keep_recent, int64_t chunk,
+	                    double tau, uint64_t *key);
 } kvcc_artifact;
 
 /* --- GPU (CUDA) ------------------------------------------------------------------------------

@@ -466,7 +466,10 @@ static long chunkgreedy(const kvcc_artifact *A, const uint64_t *ks, size_t nc, l
 ** first), topk radix-selects the group's threshold key, keepidx writes each instance's sorted kept
 ** list. chunk > 1: ckeys builds the chunk keys (full chunks contiguous, each instance's partial
 ** last chunk set aside in pl->part), chunkgreedy finds how many full chunks are kept, topk their
-** threshold, ckeepidx expands kept chunks to each instance's sorted kept list. */
+** threshold, ckeepidx expands kept chunks to each instance's sorted kept list. Threshold with
+** chunk > 1: ctfilter zeroes the keys of the chunks below tau; a zeroed partial chunk is not set
+** aside, and the group's budget is capped at the candidates' tokens: then a full chunk of key 0
+** never fits (it ranks below every candidate, which the greedy takes or closes on first). */
 #define LEN(r, k) ((r)->b->seq[(k) / (r)->LH].len[(k) % (r)->LH])
 
 /* merge summary (summary.c): instance k's summary block (its first row into pl->sblk, or -1),
@@ -711,10 +714,6 @@ static int selectkeep(Run *r, float **score, const kvcc_args *args)
 	long S = (long)vs, Rr = (long)vr, ch = (long)vc;
 	int thsel = hd->selkind == KA_SEL_THRESHOLD;   /* candidates: tfilter's keys */
 	double tau = kr_ref(&hd->tau, r->par, 0);
-	if (thsel && ch != 1)
-		return kr_seterr(KVCC_EINVAL, "%s:%u:%u: error: select threshold with chunk %ld is not compiled to kernels "
-		                 "yet (chunk 1 is; the reference interpreter, kvcc run, runs it)", r->pl->p->src,
-		                 hd->sel_line, hd->sel_col, ch);
 	long ncand = 0;
 	int msel = hd->selkind == KA_SEL_MASS;         /* scope head, chunk 1 (ki_unsupported) */
 	double mp = kr_ref(&hd->mass, r->par, 0);
@@ -764,7 +763,9 @@ static int selectkeep(Run *r, float **score, const kvcc_args *args)
 		} else {
 			want += cnt;
 			A->ckeys(score[k], n, S, Rr, (uint32_t)((size_t)kk * cap), ch, ks + nc);
-			if (n % ch) {           /* insertion into pt, highest key first */
+			if (thsel)              /* chunks below tau: key 0 (ctfilter), a short one left out */
+				ncand += (long)A->ctfilter(score[k], n, S, Rr, ch, tau, ks + nc);
+			if (n % ch && (!thsel || ks[nc + (size_t)(n / ch)])) {   /* insertion into pt, highest key first */
 				KrPart p = { ks[nc + (size_t)(n / ch)], k, (int)(n % ch), 0 };
 				int j = np++;
 				for (; j > 0 && pt[j - 1].key < p.key; j--)
@@ -789,7 +790,9 @@ static int selectkeep(Run *r, float **score, const kvcc_args *args)
 				c += (size_t)nn;
 			}
 		} else {
-			uint64_t thr = threshold(A, ks, nc, chunkgreedy(A, ks, nc, ch, pt, np, want));
+			/* threshold: the budget capped at the candidates' tokens, so no key-0 chunk fits */
+			long w = thsel && ncand < want ? ncand : want;
+			uint64_t thr = threshold(A, ks, nc, chunkgreedy(A, ks, nc, ch, pt, np, w));
 			for (int kj = (int)base; kj <= k; kj++)
 				nkept[kj] = 0;          /* here: whether the partial last chunk is kept */
 			for (int j = 0; j < np; j++)

@@ -9,7 +9,7 @@
 **   tmap.c   the policy's expressions: fused token_map loops, the observe hook, the attn_score
 **            multipliers
 **   merge.c  compact_merge: the merge rule's row scalars, similarity tiles, pair values, updates
-**   sel.c    selection rules beyond top-k: the threshold filter (tfilter), mass (mtotal, ksum)
+**   sel.c    selection rules beyond top-k: the threshold filter (tfilter, ctfilter), mass (mtotal, ksum)
 **   desc.c   the artifact's descriptor blob
 **   emit.c   target machine, module, descriptor, passes, object; linking
 */
@@ -310,6 +310,8 @@ KC_FUNC void kx_gen_selkeys(Gen *g);
 KC_FUNC void kx_gen_topk(Gen *g);
 KC_FUNC void kx_gen_keepidx(Gen *g);
 KC_FUNC void kx_gen_ckeys(Gen *g);
+KC_FUNC LLVMValueRef kx_chunkmean(Gen *g, LLVMValueRef sc, LLVMValueRef n, LLVMValueRef ch, LLVMValueRef j,
+                                  LLVMValueRef sp, LLVMValueRef *t0p, LLVMValueRef *ep);
 KC_FUNC void kx_gen_kcount(Gen *g);
 KC_FUNC void kx_gen_ckeepidx(Gen *g);
 KC_FUNC void kx_gen_compact(Gen *g);
@@ -320,6 +322,7 @@ KC_FUNC void kx_gen_hmean(Gen *g);
 KC_FUNC void kx_gen_qround(Gen *g);
 /* sel.c: selection rules beyond top-k */
 KC_FUNC void kx_gen_tfilter(Gen *g);
+KC_FUNC void kx_gen_ctfilter(Gen *g);
 KC_FUNC void kx_gen_mtotal(Gen *g);
 KC_FUNC void kx_gen_ksum(Gen *g);
 KC_FUNC void kx_gen_kfloor(Gen *g);

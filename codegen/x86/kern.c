@@ -951,6 +951,26 @@ void kx_gen_selkeys(Gen *g)
 	LLVMBuildRetVoid(b);
 }
 
+/* in a loop over the chunks j of n tokens (chunk ch): *t0 = j·ch, *e = min(*t0 + ch, n) and the
+** reference's chunk mean, a double sum (the slot sp) in token order over e - t0 (NaN if a token is) */
+LLVMValueRef kx_chunkmean(Gen *g, LLVMValueRef sc, LLVMValueRef n, LLVMValueRef ch, LLVMValueRef j, LLVMValueRef sp,
+                          LLVMValueRef *t0p, LLVMValueRef *ep)
+{
+	LLVMBuilderRef b = g->b;
+	LLVMTypeRef f64 = LLVMDoubleTypeInContext(g->cx);
+	LLVMValueRef t0 = LLVMBuildMul(b, j, ch, "");
+	LLVMValueRef e = LLVMBuildAdd(b, t0, ch, "");
+	e = LLVMBuildSelect(b, LLVMBuildICmp(b, LLVMIntSLT, e, n, ""), e, n, "");
+	LLVMBuildStore(b, LLVMConstReal(f64, 0), sp);
+	Loop lt;
+	LLVMValueRef t = loop_begin2(g, t0, e, 1, 1, &lt);
+	LLVMValueRef v = LLVMBuildFPExt(b, ld(g, g->f32, sc, t, 4), f64, "");
+	LLVMBuildStore(b, LLVMBuildFAdd(b, LLVMBuildLoad2(b, f64, sp, ""), v, ""), sp);
+	loop_end(g, &lt);
+	*t0p = t0, *ep = e;
+	return LLVMBuildFDiv(b, LLVMBuildLoad2(b, f64, sp, ""), LLVMBuildSIToFP(b, LLVMBuildSub(b, e, t0, ""), f64, ""), "");
+}
+
 /*
 ** ckeys(score, n, S, R, base, chunk, key): chunk candidates of one (layer, head): key[j] for the
 ** tokens t0 = j·chunk .. min(t0 + chunk, n) - 1 (the last chunk may be partial), j < ceil(n/chunk).
@@ -969,18 +989,9 @@ void kx_gen_ckeys(Gen *g)
 	LLVMValueRef sp = entry_alloca(g, f64);
 	LLVMValueRef nr = LLVMBuildSub(b, n, R, "");
 	LLVMValueRef nc = LLVMBuildSDiv(b, LLVMBuildSub(b, LLVMBuildAdd(b, n, ch, ""), ci(g, 1), ""), ch, "");
-	Loop lp, lt;
-	LLVMValueRef j = loop_begin2(g, ci(g, 0), nc, 1, 1, &lp);
-	LLVMValueRef t0 = LLVMBuildMul(b, j, ch, "");
-	LLVMValueRef e = LLVMBuildAdd(b, t0, ch, "");
-	e = LLVMBuildSelect(b, LLVMBuildICmp(b, LLVMIntSLT, e, n, ""), e, n, "");
-	LLVMBuildStore(b, LLVMConstReal(f64, 0), sp);
-	LLVMValueRef t = loop_begin2(g, t0, e, 1, 1, &lt);
-	LLVMValueRef v = LLVMBuildFPExt(b, ld(g, g->f32, sc, t, 4), f64, "");
-	LLVMBuildStore(b, LLVMBuildFAdd(b, LLVMBuildLoad2(b, f64, sp, ""), v, ""), sp);
-	loop_end(g, &lt);
-	LLVMValueRef mean = LLVMBuildFDiv(b, LLVMBuildLoad2(b, f64, sp, ""),
-	                                  LLVMBuildSIToFP(b, LLVMBuildSub(b, e, t0, ""), f64, ""), "");
+	Loop lp;
+	LLVMValueRef j = loop_begin2(g, ci(g, 0), nc, 1, 1, &lp), t0, e;
+	LLVMValueRef mean = kx_chunkmean(g, sc, n, ch, j, sp, &t0, &e);
 	LLVMValueRef prot = LLVMBuildOr(b, LLVMBuildICmp(b, LLVMIntSLT, t0, S, ""),
 	                                LLVMBuildICmp(b, LLVMIntSGT, e, nr, ""), "");
 	LLVMValueRef id = LLVMBuildAdd(b, base, LLVMBuildTrunc(b, t0, g->i32, ""), "");

@@ -6,6 +6,9 @@
 **             keep their selkeys key, the rest get key 0, below every candidate. The runtime
 **             then takes the top min(count, candidates) keys of the scope group with the
 **             radix select (topk), as for top-k.
+**   ctfilter  threshold τ with chunk > 1: the same over ckeys' chunk keys, a chunk's mean (double)
+**             against τ; returns the tokens of the chunks left. The runtime leaves a filtered
+**             shorter last chunk out and caps the group's budget at those tokens (chunkgreedy).
 **   mtotal    mass p: the sum of the unprotected scores of one (layer, head) (double, token
 **   ksum      order) and the first one that is not >= 0 (a run-time error); ksum, the sum of the
 **             unprotected scores whose key is >= a threshold. The runtime bisects the count k of
@@ -37,6 +40,36 @@ void kx_gen_tfilter(Gen *g)
 	LLVMValueRef in = LLVMBuildOr(b, prot, ge, "");
 	st_(g, g->i64, LLVMBuildSelect(b, in, ld(g, g->i64, key, i, 8), ci(g, 0), ""), key, i, 8);
 	LLVMBuildStore(b, LLVMBuildAdd(b, LLVMBuildLoad2(b, g->i64, mp, ""), LLVMBuildZExt(b, in, g->i64, ""), ""), mp);
+	loop_end(g, &lp);
+	LLVMBuildRet(b, LLVMBuildLoad2(b, g->i64, mp, ""));
+}
+
+/* i64 ctfilter(score, n, S, R, chunk, tau, key), after ckeys: key[j] = 0 for every unprotected
+** chunk j (tokens t0 = j·chunk .. min(t0 + chunk, n) - 1, the last one may be shorter) whose mean
+** (a double sum in token order over its length, the reference's; NaN if a token is) is not >= tau;
+** returns the tokens of the chunks left (protected or candidates) */
+void kx_gen_ctfilter(Gen *g)
+{
+	LLVMTypeRef f64 = LLVMDoubleTypeInContext(g->cx);
+	LLVMTypeRef ps[7] = { g->ptr, g->i64, g->i64, g->i64, g->i64, f64, g->ptr };
+	newfn(g, "kvcc_ctfilter", g->i64, ps, 7);
+	LLVMValueRef sc = LLVMGetParam(g->fn, 0), n = LLVMGetParam(g->fn, 1), S = LLVMGetParam(g->fn, 2);
+	LLVMValueRef R = LLVMGetParam(g->fn, 3), ch = LLVMGetParam(g->fn, 4), tau = LLVMGetParam(g->fn, 5);
+	LLVMValueRef key = LLVMGetParam(g->fn, 6);
+	LLVMBuilderRef b = g->b;
+	LLVMValueRef sp = entry_alloca(g, f64), mp = entry_alloca(g, g->i64);
+	LLVMBuildStore(b, ci(g, 0), mp);
+	LLVMValueRef nr = LLVMBuildSub(b, n, R, "");
+	LLVMValueRef nc = LLVMBuildSDiv(b, LLVMBuildSub(b, LLVMBuildAdd(b, n, ch, ""), ci(g, 1), ""), ch, "");
+	Loop lp;
+	LLVMValueRef j = loop_begin2(g, ci(g, 0), nc, 1, 1, &lp), t0, e;
+	LLVMValueRef mean = kx_chunkmean(g, sc, n, ch, j, sp, &t0, &e), len = LLVMBuildSub(b, e, t0, "");
+	LLVMValueRef prot = LLVMBuildOr(b, LLVMBuildICmp(b, LLVMIntSLT, t0, S, ""),
+	                                LLVMBuildICmp(b, LLVMIntSGT, e, nr, ""), "");
+	LLVMValueRef in = LLVMBuildOr(b, prot, LLVMBuildFCmp(b, LLVMRealOGE, mean, tau, ""), "");
+	st_(g, g->i64, LLVMBuildSelect(b, in, ld(g, g->i64, key, j, 8), ci(g, 0), ""), key, j, 8);
+	LLVMBuildStore(b, LLVMBuildAdd(b, LLVMBuildLoad2(b, g->i64, mp, ""), LLVMBuildSelect(b, in, len, ci(g, 0), ""), ""),
+	               mp);
 	loop_end(g, &lp);
 	LLVMBuildRet(b, LLVMBuildLoad2(b, g->i64, mp, ""));
 }
