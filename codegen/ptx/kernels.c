@@ -287,17 +287,7 @@ static void gen_selgrp(Gen *g, KpCudaOut *out, const char *S, const char *R, con
 		   "\tconst int tid = threadIdx.x;\n"
 		   "\tfor (int k = i0; k < i0 + ni; k++) {\n"
 		   "\t\tconst int b = k / (a.L * a.H), li = k - b * a.L * a.H, n = a.len[k];\n"
-		   "\t\tconst float *const fl_ = a.state + (((long long)b * KV_NST + KV_SFLAG) * a.L * a.H + li) * a.N;\n"
-		   "\t\tint mn_ = 0x7fffffff;\n"
-		   "\t\tfor (int t = tid; t < n; t += KV_NT) if (fl_[t] != 0.f && t < mn_) mn_ = t;\n"
-		   "\t\tsmin_[tid] = mn_;\n"
-		   "\t\t__syncthreads();\n"
-		   "\t\tfor (int s_ = KV_NT / 2; s_ > 0; s_ >>= 1) {\n"
-		   "\t\t\tif (tid < s_ && smin_[tid + s_] < smin_[tid]) smin_[tid] = smin_[tid + s_];\n"
-		   "\t\t\t__syncthreads();\n"
-		   "\t\t}\n"
-		   "\t\tconst int s0_ = smin_[0] == 0x7fffffff ? -1 : smin_[0];\n"
-		   "\t\t__syncthreads();\n"
+		   "\t\tconst int s0_ = kv_sfirst(a.state + (((long long)b * KV_NST + KV_SFLAG) * a.L * a.H + li) * a.N, n, smin_);\n"
 		   "\t\tconst long long nk = kv_nkeep(a, li / a.H, n), no_ = n - (s0_ >= 0 ? KV_SROWS : 0);\n"
 		   "\t\tif ((s0_ >= 0 && s0_ + KV_SROWS > n) || (n > nk && nk < KV_SROWS)) { bad_ = 1; continue; }   /* kv_select: KVG_ESUM */\n"
 		   "\t\twant += n > nk ? nk - KV_SROWS : no_;\n"
@@ -689,6 +679,8 @@ int kp_generate(const KiFn *f, const KpCudaOpts *o, KpCudaOut *out, KiErr *e)
 	   f->merge.kind == MG_summary ? (int)f->con[KI_RIDX(f->merge.rows)] : 0,
 	   f->merge.kind == MG_summary && KI_RKIND(f->merge.iters) == RK_CON ? (int)f->con[KI_RIDX(f->merge.iters)] : 1,
 	   ki_msumrow(f), kp_cuh_paged);
+	if (f->merge.kind == MG_summary)
+		kp_sum_first(&g.s);
 	/* defined with the select kernel (gen_select); the score kernels read it (x.nkeep) */
 	sb(&g.s, "__device__ long long kv_nkeep(const KvgArgs &a, int l, long long n);\n");
 	sb(&g.s, "%s", kp_cuh_select);
