@@ -123,6 +123,7 @@ KC_FUNC int kp_mpos_body(Gen *g);
 ** ordinary scores before the selection, the compaction's hook, the k-means after it */
 KC_FUNC int kp_sum_decl(Gen *g);
 KC_FUNC void kp_sum_pre(Gen *g);
+KC_FUNC void kp_sum_first(Sb *s);   /* the device function kv_sfirst (the summary block's row) */
 KC_FUNC void kp_sum_copy(Gen *g);
 KC_FUNC int kp_sum_body(Gen *g);
 /* keep.c (issue 13): kv_count, the select keep count (after kv_nkeep) */

@@ -236,6 +236,18 @@ static void gen_selgrp(Gen *g, KpCudaOut *out, const char *S, const char *R, con
 	long long ro[4];
 	memset(g->cur, 0, sizeof g->cur);
 	kp_wsreserve(g, 0, F ? 16 : 8, ro);
+	int su = g->f->merge.kind == MG_summary;
+	if (su) {     /* merge summary: the ordinary rows' count, then their scores (kv_select reads its own) */
+		long long lo[4], so[4];
+		char o[200];
+		kp_wsreserve(g, 0, 2, lo);
+		kp_wsreserve(g, 1, 1, so);
+		sb(&g->s, "#define KV_GLEN(a, k) ((long long)((const int *)((a).ws + (long long)(k) * (a).ws_inst))[%lld])\n",
+		   lo[0]);
+		kp_offexpr(so, o, sizeof o);
+		sb(&g->s, "#define KV_GSC(a, k) ((a).ws + (long long)(k) * (a).ws_inst + kv_gsco((a).N))\n"
+		          "__device__ __forceinline__ long long kv_gsco(const int N) { const int O = 0; (void)O; return %s; }\n", o);
+	}
 	kp_wsmax(g);
 	sb(&g->s, "%s", kp_cuh_select_grp);
 	sb(&g->s, "\nextern \"C\" __global__ void __launch_bounds__(KV_NT) kv_select_grp(const KvgArgs a)\n{\n");
@@ -267,6 +279,25 @@ static void gen_selgrp(Gen *g, KpCudaOut *out, const char *S, const char *R, con
 		   "\t\twant += nk - fl;\n"
 		   "\t}\n"
 		   "\t__syncthreads();\n", F);
+	else if (su)  /* merge summary (summary.c kp_sum_pre, per instance): the ordinary rows ranked, the
+	              ** block left out; an instance over its n_keep keeps n_keep - C of them, else all */
+		sb(&g->s,
+		   "\t__shared__ int smin_[KV_NT];\n"
+		   "\tint bad_ = 0;\n"
+		   "\tconst int tid = threadIdx.x;\n"
+		   "\tfor (int k = i0; k < i0 + ni; k++) {\n"
+		   "\t\tconst int b = k / (a.L * a.H), li = k - b * a.L * a.H, n = a.len[k];\n"
+		   "\t\tconst int s0_ = kv_sfirst(a.state + (((long long)b * KV_NST + KV_SFLAG) * a.L * a.H + li) * a.N, n, smin_);\n"
+		   "\t\tconst long long nk = kv_count(a, b, li / a.H, li %% a.H, n), no_ = n - (s0_ >= 0 ? KV_SROWS : 0);\n"
+		   "\t\tif ((s0_ >= 0 && s0_ + KV_SROWS > n) || (n > nk && nk < KV_SROWS)) { bad_ = 1; continue; }   /* kv_select: KVG_ESUM */\n"
+		   "\t\twant += n > nk ? nk - KV_SROWS : no_;\n"
+		   "\t\tfloat *const os_ = (float *)KV_GSC(a, k);\n"
+		   "\t\tfor (long long t = tid; t < n; t += KV_NT)\n"
+		   "\t\t\tif (s0_ < 0 || t < s0_ || t >= s0_ + KV_SROWS) os_[s0_ >= 0 && t >= s0_ + KV_SROWS ? t - KV_SROWS : t] = a.scores[(long long)k * a.N + t];\n"
+		   "\t\tif (tid == 0) ((int *)(a.ws + (long long)k * a.ws_inst))[%lld] = (int)no_;\n"
+		   "\t}\n"
+		   "\t__syncthreads();\n"
+		   "\tif (bad_) return;\n", 8LL);
 	else
 		sb(&g->s, "\tfor (int k = i0; k < i0 + ni; k++) want += %s;\n",
 		   s->nocap ? "a.len[k]" : "kv_count(a, k / (a.L * a.H), k / a.H % a.L, k % a.H, a.len[k])");
@@ -356,8 +387,8 @@ static int gen_select(Gen *g, KpCudaOut *out)
 		memset(g->cur, 0, sizeof g->cur);      /* the score kernels' buffers stay; else dead: the merge's workspace */
 	int mg = f->merge.kind == MG_nearest, su = f->merge.kind == MG_summary;
 	int mp = f->merge.kind == MG_runs || f->merge.kind == MG_next;   /* issue 12 (codegen/ptx/mpos.c) */
-	if (su && (s->scope != SC_head || s->kind != SEL_topk))
-		return kp_err(g, NULL, "merge summary with select scope layer or model is not compiled to CUDA yet");
+	if (su && (s->kind != SEL_topk || s->floor || sch))
+		return kp_err(g, NULL, "merge summary with select threshold, a floor or a schedule is not compiled to CUDA yet");
 	KpCudaKernel *k = &out->kern[out->nkern++];
 	snprintf(k->name, sizeof k->name, "kv_select");
 	k->role = KVG_SELECT;
@@ -381,7 +412,13 @@ static int gen_select(Gen *g, KpCudaOut *out)
 	   "\tif (S < 0 || R < 0 || ch < 1) { if (tid == 0) kv_seterr(a.err, KVG_ESELECT); return; }\n");
 	if ((th && s->scope != SC_head) || ms || su)    /* threshold at scope head takes chunks (issue 13) */
 		sb(&g->s, "\tif (ch != 1) { if (tid == 0) kv_seterr(a.err, KVG_ECHUNK); return; }\n");
-	if (su) {      /* the ordinary rows only (summary.c); n_keep - C of them */
+	if (su && s->scope != SC_head) {   /* kv_select_grp ranked the group's ordinary rows */
+		kp_sum_pre(g);
+		sb(&g->s,
+		   "\t/* decided by kv_select_grp for the whole %s (the ordinary rows, mOS_ as it ranked them) */\n"
+		   "\tconst KvSel s1 = kv_ldrec(kv_grec(a, inst, 1)), s0 = kv_ldrec(kv_grec(a, inst, 0));\n"
+		   "\t(void)hist; (void)sv; (void)s_E; (void)want;\n", ki_scopename(s->scope));
+	} else if (su) {      /* the ordinary rows only (summary.c); n_keep - C of them */
 		kp_sum_pre(g);
 		sb(&g->s,
 		   "\tKvSel s1, s0;\n"
@@ -651,6 +688,8 @@ int kp_generate(const KiFn *f, const KpCudaOpts *o, KpCudaOut *out, KiErr *e)
 	   f->merge.kind == MG_summary ? (int)f->con[KI_RIDX(f->merge.rows)] : 0,
 	   f->merge.kind == MG_summary && KI_RKIND(f->merge.iters) == RK_CON ? (int)f->con[KI_RIDX(f->merge.iters)] : 1,
 	   ki_msumrow(f), kp_cuh_paged);
+	if (f->merge.kind == MG_summary)
+		kp_sum_first(&g.s);
 	/* defined with the select kernel (gen_select); the score kernels read it (x.nkeep) */
 	sb(&g.s, "__device__ long long kv_nkeep(const KvgArgs &a, int l, long long n);\n");
 	sb(&g.s, "%s", kp_cuh_select);

@@ -3,6 +3,12 @@
 //! instance a record (4 ints per class at the start of its workspace) that kv_select
 //! compacts from; with AdaKV's floor (scope layer, chunk 1) two more records per instance
 //! (its own top floor(alpha n_keep), per class) that the layer's ranking leaves out.
+/* an instance's rows and scores as the ranking sees them: with merge summary (kernels.c
+** gen_selgrp) the ordinary rows only, from kv_select_grp's copy in the workspace */
+#ifndef KV_GLEN
+#define KV_GLEN(a, k) ((long long)(a).len[k])
+#define KV_GSC(a, k) ((a).scores + (long long)(k) * (a).N)
+#endif
 __device__ __forceinline__ long long kv_clen(long long ci, long long ch, long long n) {
 	return (ci + 1) * ch <= n ? ch : n - ci * ch;
 }
@@ -26,8 +32,8 @@ __device__ __forceinline__ void kv_strec(int *r, const KvSel &o) {
 __device__ __forceinline__ int kv_gin(const KvgArgs &a, int k, long long ci, long long ch, long long n, long long S,
                                       long long R, int grp, int fl, double tau) {
 	if (kv_prot(ci, ch, n, S, R) != grp) return 0;
-	if (fl == 2) return grp || (double)a.scores[(long long)k * a.N + ci] >= tau;
-	return !fl || !kv_kept(kv_ldrec(kv_grec(a, k, 2 + grp)), a.scores + (long long)k * a.N, ci, ch, n, S, R);
+	if (fl == 2) return grp || (double)KV_GSC(a, k)[ci] >= tau;
+	return !fl || !kv_kept(kv_ldrec(kv_grec(a, k, 2 + grp)), KV_GSC(a, k), ci, ch, n, S, R);
 }
 /* The interpreter's greedy pass (compiler/interp.c pick) over the chunks of class grp of
 ** instances i0 .. i0+ni-1 under w tokens, candidates ordered by key, then instance, then
@@ -44,7 +50,7 @@ __device__ long long kv_gpick(const KvgArgs &a, int i0, int ni, long long ch, lo
 	__syncthreads();
 	unsigned long long tot = 0;
 	for (int k = i0; k < i0 + ni; k++) {
-		const long long n = a.len[k], nch = (n + ch - 1) / ch;
+		const long long n = KV_GLEN(a, k), nch = (n + ch - 1) / ch;
 		for (long long ci = tid; ci < nch; ci += KV_NT)
 			if (kv_gin(a, k, ci, ch, n, S, R, grp, fl, tau)) tot += (unsigned long long)kv_clen(ci, ch, n);
 	}
@@ -62,8 +68,8 @@ __device__ long long kv_gpick(const KvgArgs &a, int i0, int ni, long long ch, lo
 			__syncthreads();
 			const unsigned pref = (unsigned)sv[0], mask = (unsigned)sv[1];
 			for (int k = i0; k < i0 + ni; k++) {
-				const long long n = a.len[k], nch = (n + ch - 1) / ch;
-				const float *const sc = a.scores + (long long)k * a.N;
+				const long long n = KV_GLEN(a, k), nch = (n + ch - 1) / ch;
+				const float *const sc = KV_GSC(a, k);
 				for (long long ci = tid; ci < nch; ci += KV_NT) {
 					if (!kv_gin(a, k, ci, ch, n, S, R, grp, fl, tau)) continue;
 					const unsigned k_ = kv_key(sc, ci, ch, n, S, R);
@@ -86,8 +92,8 @@ __device__ long long kv_gpick(const KvgArgs &a, int i0, int ni, long long ch, lo
 		/* ties at T in order: P is the one whose weight crosses remT */
 		long long run = 0;
 		for (int k = i0; k < i0 + ni && Pk < 0; k++) {
-			const long long n = a.len[k], nch = (n + ch - 1) / ch, nf = n / ch;
-			const float *const sc = a.scores + (long long)k * a.N;
+			const long long n = KV_GLEN(a, k), nch = (n + ch - 1) / ch, nf = n / ch;
+			const float *const sc = KV_GSC(a, k);
 			for (long long c0 = 0; c0 < nch; c0 += KV_NT) {
 				const long long ci = c0 + tid;
 				const int eq = ci < nch && kv_gin(a, k, ci, ch, n, S, R, grp, fl, tau) && kv_key(sc, ci, ch, n, S, R) == T;
@@ -105,10 +111,10 @@ __device__ long long kv_gpick(const KvgArgs &a, int i0, int ni, long long ch, lo
 	}
 	/* records; a shorter last chunk in the prefix is kept */
 	for (int k = i0 + tid; k < i0 + ni; k += KV_NT) {
-		const long long n = a.len[k], nf = n / ch;
+		const long long n = KV_GLEN(a, k), nf = n / ch;
 		int *const r = kv_grec(a, k, grp);
 		const int hasp = nf * ch < n && kv_prot(nf, ch, n, S, R) == grp;
-		const unsigned kp = hasp ? kv_key(a.scores + (long long)k * a.N, nf, ch, n, S, R) : 0u;
+		const unsigned kp = hasp ? kv_key(KV_GSC(a, k), nf, ch, n, S, R) : 0u;
 		r[0] = (int)T; r[1] = k < Pk ? 0x7fffffff : k == Pk ? (int)(Pc - 1) : -1; r[3] = allf;
 		r[2] = hasp && (allf || kp > T || (kp == T && (k < Pk || (k == Pk && nf < Pc))));
 	}
@@ -120,9 +126,9 @@ __device__ long long kv_gpick(const KvgArgs &a, int i0, int ni, long long ch, lo
 		__syncthreads();
 		unsigned long long best = 0;
 		for (int k = i0 + tid; k < i0 + ni; k += KV_NT) {
-			const long long n = a.len[k], nf = n / ch;
+			const long long n = KV_GLEN(a, k), nf = n / ch;
 			if (nf * ch == n || n - nf * ch > rem || kv_prot(nf, ch, n, S, R) != grp || kv_grec(a, k, grp)[2]) continue;
-			const unsigned long long v = (unsigned long long)kv_key(a.scores + (long long)k * a.N, nf, ch, n, S, R) << 32 | (0xffffffffu - (unsigned)(k - i0));
+			const unsigned long long v = (unsigned long long)kv_key(KV_GSC(a, k), nf, ch, n, S, R) << 32 | (0xffffffffu - (unsigned)(k - i0));
 			best = v > best ? v : best;
 		}
 		atomicMax(&sv[6], best);
@@ -130,7 +136,7 @@ __device__ long long kv_gpick(const KvgArgs &a, int i0, int ni, long long ch, lo
 		const unsigned long long b = sv[6];
 		if (b == 0) break;
 		const int k = i0 + (int)(0xffffffffu - (unsigned)(b & 0xffffffffu));
-		rem -= a.len[k] - a.len[k] / ch * ch;
+		rem -= KV_GLEN(a, k) - KV_GLEN(a, k) / ch * ch;
 		if (tid == 0) kv_grec(a, k, grp)[2] = 1;
 		__syncthreads();
 	}

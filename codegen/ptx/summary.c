@@ -57,24 +57,34 @@ int kp_sum_decl(Gen *g)
 	return 0;
 }
 
+/* the first row of n whose flag is set (-1: none), a tree reduction of the minimum over the
+** block's threads (kv_select's kp_sum_pre, kv_select_grp's pass at scope layer / model) */
+void kp_sum_first(Sb *s)
+{
+	sb(s,
+	   "__device__ int kv_sfirst(const float *fl_, int n, int *smin_) {\n"
+	   "\tconst int tid = threadIdx.x;\n"
+	   "\tint mn_ = 0x7fffffff;\n"
+	   "\tfor (int t = tid; t < n; t += KV_NT) if (fl_[t] != 0.f && t < mn_) mn_ = t;\n"
+	   "\tsmin_[tid] = mn_;\n"
+	   "\t__syncthreads();\n"
+	   "\tfor (int s_ = KV_NT / 2; s_ > 0; s_ >>= 1) {\n"
+	   "\t\tif (tid < s_ && smin_[tid + s_] < smin_[tid]) smin_[tid] = smin_[tid + s_];\n"
+	   "\t\t__syncthreads();\n"
+	   "\t}\n"
+	   "\tconst int r_ = smin_[0] == 0x7fffffff ? -1 : smin_[0];\n"
+	   "\t__syncthreads();\n"
+	   "\treturn r_;\n"
+	   "}\n");
+}
+
 /* before the selection: the block, its rows aside, the ordinary scores; defines s0_, no_, want */
 void kp_sum_pre(Gen *g)
 {
 	sb(&g->s,
-	   "\t/* the summary block: the first flagged row (a tree reduction of the minimum) */\n"
+	   "\t/* the summary block: the first flagged row */\n"
 	   "\t__shared__ int smin_[KV_NT];\n"
-	   "\t{\n"
-	   "\t\tint mn_ = 0x7fffffff;\n"
-	   "\t\tconst float *const fl_ = a.state + (((long long)b * KV_NST + KV_SFLAG) * a.L * a.H + li) * N;\n"
-	   "\t\tfor (int t = tid; t < n; t += KV_NT) if (fl_[t] != 0.f && t < mn_) mn_ = t;\n"
-	   "\t\tsmin_[tid] = mn_;\n"
-	   "\t\t__syncthreads();\n"
-	   "\t\tfor (int s_ = KV_NT / 2; s_ > 0; s_ >>= 1) {\n"
-	   "\t\t\tif (tid < s_ && smin_[tid + s_] < smin_[tid]) smin_[tid] = smin_[tid + s_];\n"
-	   "\t\t\t__syncthreads();\n"
-	   "\t\t}\n"
-	   "\t}\n"
-	   "\tconst int s0_ = smin_[0] == 0x7fffffff ? -1 : smin_[0];\n"
+	   "\tconst int s0_ = kv_sfirst(a.state + (((long long)b * KV_NST + KV_SFLAG) * a.L * a.H + li) * N, n, smin_);\n"
 	   "\tconst long long nk0_ = kv_count(a, b, l, h, n);\n"
 	   "\tif ((s0_ >= 0 && s0_ + C_ > n) || (n > nk0_ && nk0_ < C_)) { if (tid == 0) kv_seterr(a.err, KVG_ESUM); return; }\n"
 	   "\tconst long long no_ = n - (s0_ >= 0 ? C_ : 0);   /* the ordinary rows */\n"

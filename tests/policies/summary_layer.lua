@@ -1,5 +1,5 @@
--- Test policy (issue 12): summary rows under a layer-wide budget on x86 (CUDA refuses summary at
--- scope layer): the heads of a layer share it, each head's ordinary rows ranked by key sum, what a
+-- Test policy (issue 12): summary rows under a layer-wide budget (x86; CUDA: kv_select_grp ranks
+-- the ordinary rows of the layer, the summary block left out): the heads of a layer share it, each head's ordinary rows ranked by key sum, what a
 -- head evicts summarized by 2 k-means rows (2 Lloyd iterations) counted in its own budget.
 local kv = require "kvcc"
 local P = kv.params { recent = 4 }
