@@ -395,6 +395,10 @@ static void packq(Gen *g, LLVMValueRef Q, LLVMValueRef nq, LLVMValueRef q0, LLVM
 ** inputs and outputs flushed to zero, as vdpbf16ps. ldtilecfg at entry (every tile 16 rows ×
 ** 64 bytes), tilerelease at exit. The runtime asks Linux for the tile state at plan creation
 ** (KA_FAMX).
+** nq < 0 (issue 15, session 8; the runtime passes it for a KA_FAMX artifact): Q is the query rows'
+** bf16 storage itself, [-nq][d] contiguous, so the A tiles of full 16-row blocks load straight
+** from it and no row is narrowed per tile (packq read 256 f32 rows for every 64-token tile); a
+** last block of fewer than 16 rows is copied into Qb (its rows past -nq repeat the last row).
 */
 static void gen_qkt_amx(Gen *g, LLVMValueRef K, LLVMValueRef ldk, LLVMValueRef nt, LLVMValueRef Q, LLVMValueRef nq,
                         LLVMValueRef S, LLVMValueRef Kp)
@@ -470,12 +474,16 @@ static void gen_qkt_amx(Gen *g, LLVMValueRef K, LLVMValueRef ldk, LLVMValueRef n
 		LLVMBuildBr(b, bdone);
 	}
 	LLVMPositionBuilderAtEnd(b, bdone);
-	/* query blocks of 16 rows, their bf16 rows double-buffered in Qb [2][16][d] */
+	/* query blocks of 16 rows, their bf16 rows double-buffered in Qb [2][16][d] (nq > 0), or read
+	** from the bf16 rows Q (nq < 0) */
 	LLVMTypeRef v16f = fty(g, 16);
-	{   /* block 0 into Qb[0] (none when nq = 0) */
+	LLVMValueRef raw = LLVMBuildICmp(b, LLVMIntSLT, nq, ci(g, 0), "");
+	LLVMValueRef Qr = Q;
+	nq = LLVMBuildSelect(b, raw, LLVMBuildNeg(b, nq, ""), nq, "");
+	{   /* block 0 into Qb[0] (none when nq = 0 or the rows are bf16) */
 		LLVMBasicBlockRef bp = LLVMAppendBasicBlockInContext(g->cx, g->fn, "q0");
 		LLVMBasicBlockRef bn = LLVMAppendBasicBlockInContext(g->cx, g->fn, "q0done");
-		LLVMBuildCondBr(b, LLVMBuildICmp(b, LLVMIntSGT, nq, ci(g, 0), ""), bp, bn);
+		LLVMBuildCondBr(b, LLVMBuildAnd(b, LLVMBuildNot(b, raw, ""), LLVMBuildICmp(b, LLVMIntSGT, nq, ci(g, 0), ""), ""), bp, bn);
 		LLVMPositionBuilderAtEnd(b, bp);
 		packq(g, Q, nq, ci(g, 0), Qb, d);
 		LLVMBuildBr(b, bn);
@@ -488,12 +496,34 @@ static void gen_qkt_amx(Gen *g, LLVMValueRef K, LLVMValueRef ldk, LLVMValueRef n
 	LLVMValueRef nxt = LLVMBuildSub(b, ci(g, 16L * d), cur, "");
 	LLVMValueRef full = LLVMBuildICmp(b, LLVMIntSGE, rem, ci(g, 16), "");
 	LLVMValueRef C = LLVMBuildSelect(b, full, gep(g, g->f32, S, LLVMBuildMul(b, q, ci(g, AT), "")), Ct, "");
+	{   /* bf16 rows: a partial block copied into Qb[0] */
+		LLVMBasicBlockRef bp = LLVMAppendBasicBlockInContext(g->cx, g->fn, "qraw");
+		LLVMBasicBlockRef bn = LLVMAppendBasicBlockInContext(g->cx, g->fn, "qrawdone");
+		LLVMBuildCondBr(b, LLVMBuildAnd(b, raw, LLVMBuildNot(b, full, ""), ""), bp, bn);
+		LLVMPositionBuilderAtEnd(b, bp);
+		LLVMTypeRef v32s = LLVMVectorType(g->i16, 32);
+		LLVMValueRef last = LLVMBuildSub(b, nq, ci(g, 1), "");
+		Loop lr;
+		LLVMValueRef r = loop_begin(g, ci(g, 0), ci(g, 16), 1, &lr);
+		LLVMValueRef qr = LLVMBuildAdd(b, q, r, "");
+		qr = LLVMBuildSelect(b, LLVMBuildICmp(b, LLVMIntSLT, qr, nq, ""), qr, last, "");
+		LLVMValueRef src = gep(g, g->i16, Qr, LLVMBuildMul(b, qr, ci(g, d), ""));
+		LLVMValueRef dst = gep(g, g->i16, Qb, LLVMBuildMul(b, r, ci(g, d), ""));
+		for (int c = 0; c < d; c += 32)
+			st_(g, v32s, ld(g, v32s, src, ci(g, c / 32), 2), dst, ci(g, c / 32), 64);
+		loop_end(g, &lr);
+		LLVMBuildBr(b, bn);
+		LLVMPositionBuilderAtEnd(b, bn);
+	}
+	/* the A rows: Qb's current half, or Q's rows q.. (a full block of bf16 rows), or Qb[0] */
+	LLVMValueRef Ab = LLVMBuildSelect(b, raw, LLVMBuildSelect(b, full, gep(g, g->i16, Qr, LLVMBuildMul(b, q, ci(g, d), "")), Qb, ""),
+	                                  gep(g, g->i16, Qb, cur), "");
 	for (int t = 0; t < 4; t++) {
 		LLVMValueRef a = tmm(g, t);
 		amx(g, "llvm.x86.tilezero", &a, 1);
 	}
 	for (int k = 0; k < d / 32; k++) {
-		tileio(g, "llvm.x86.tileloadd64", 4, g->i16, Qb, LLVMBuildAdd(b, cur, ci(g, (long)k * 32), ""), (long)d * 2);
+		tileio(g, "llvm.x86.tileloadd64", 4, g->i16, Ab, ci(g, (long)k * 32), (long)d * 2);
 		for (int t = 0; t < 4; t++) {
 			int bt = 5 + t % 3;
 			tileio(g, "llvm.x86.tileloadd64", bt, g->i32, Kp, ci(g, (long)k * 16 * AT + t * 16), AT * 4);
@@ -505,7 +535,7 @@ static void gen_qkt_amx(Gen *g, LLVMValueRef K, LLVMValueRef ldk, LLVMValueRef n
 		LLVMBasicBlockRef bp = LLVMAppendBasicBlockInContext(g->cx, g->fn, "qnext");
 		LLVMBasicBlockRef bn = LLVMAppendBasicBlockInContext(g->cx, g->fn, "qdone");
 		LLVMValueRef q2 = LLVMBuildAdd(b, q, ci(g, 16), "");
-		LLVMBuildCondBr(b, LLVMBuildICmp(b, LLVMIntSLT, q2, nq, ""), bp, bn);
+		LLVMBuildCondBr(b, LLVMBuildAnd(b, LLVMBuildNot(b, raw, ""), LLVMBuildICmp(b, LLVMIntSLT, q2, nq, ""), ""), bp, bn);
 		LLVMPositionBuilderAtEnd(b, bp);
 		packq(g, Q, nq, q2, gep(g, g->i16, Qb, nxt), d);
 		LLVMBuildBr(b, bn);
