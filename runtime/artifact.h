@@ -286,7 +286,8 @@ typedef struct kvcc_artifact {
 	/* S[i] = exp(S[i] - m) * il for i < n */
 	void (*probs)(float *S, int64_t n, float m, float il);
 	/* attn_score, 64-token tiles: S[q*64 + j] = Q[q]·K[j] (j >= nt: 0) through a packed,
-	** transposed f32 copy Kp[d][64] of the tile */
+	** transposed f32 copy Kp[d][64] of the tile. An artifact with KA_FAMX also takes nq < 0: Q is
+	** then the -nq query rows' bf16 storage [-nq][d] (not f32; KVCC_ABI 16, session 8) */
 	void (*qkt)(const void *K, int64_t ldk, int64_t nt, const float *Q, int64_t nq, float *S, float *Kp);
 	/* online max m[q] and sum l[q] of exp(a*S[q][j]) over the visible j: the bits of vm[q]
 	** (causal attention: pos <= qpos; a prefix when positions are in order) */

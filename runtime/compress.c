@@ -50,6 +50,8 @@ typedef struct Inst {
 	float *state;            /* state 0 of the instance (stride sstride), or NULL */
 	const int64_t *roff;     /* paged: the row offsets (generated loops), or NULL */
 	float *Qf;               /* [G][O][d] f32 */
+	const void *Qa;          /* qkt's Q argument: Qf, or for a KA_FAMX artifact the bf16 rows */
+	int64_t nqa;             /* with it: G*O, or -G*O for the bf16 rows (codegen/x86 gen_qkt_amx) */
 } Inst;
 
 static int posof(const Inst *I, int t) { return I->pos ? I->pos[t] : t; }
@@ -196,7 +198,7 @@ static int attnscore(Run *r, Inst *I, float **vals, int lo, int hi, int tid)
 			if (stg && t0 + TILE < n)  /* paged: the next tile's rows (the kernel prefetches in its stride) */
 				kr_prefetch(&I->w, esz, d, t0 + TILE, t0 + 2 * TILE < n ? t0 + 2 * TILE : n, 0);
 			const char *Kt = kr_span(&I->w, esz, d, t0, nt, stg, &ldk, NULL, NULL);
-			A->qkt(Kt, ldk, nt, I->Qf, GO, S, Kp);
+			A->qkt(Kt, ldk, nt, I->Qa, I->nqa, S, Kp);
 			tilevis(r, I, t0, nt, causal, mono, vm);
 			A->sstat(S, GO, vm, a, m, l);
 		}
@@ -210,7 +212,7 @@ static int attnscore(Run *r, Inst *I, float **vals, int lo, int hi, int tid)
 		if (stg && t0 + TILE < n)
 			kr_prefetch(&I->w, esz, d, t0 + TILE, t0 + 2 * TILE < n ? t0 + 2 * TILE : n, 0);
 		const char *Kt = kr_span(&I->w, esz, d, t0, nt, stg, &ldk, NULL, NULL);
-		A->qkt(Kt, ldk, nt, I->Qf, GO, S, Kp);
+		A->qkt(Kt, ldk, nt, I->Qa, I->nqa, S, Kp);
 		tilevis(r, I, t0, nt, causal, mono, vm);
 		for (int g = 0; g < G; g++) {
 			memset(acc, 0, TILE * sizeof(float));
@@ -271,7 +273,7 @@ static int attnscore1(Run *r, Inst *I, float **vals, int lo, int hi, int tid, fl
 		if (stg && t0 + TILE < n)
 			kr_prefetch(&I->w, esz, d, t0 + TILE, t0 + 2 * TILE < n ? t0 + 2 * TILE : n, 0);
 		const char *Kt = kr_span(&I->w, esz, d, t0, nt, stg, &ldk, NULL, NULL);
-		A->qkt(Kt, ldk, nt, I->Qf, GO, S, Kp);
+		A->qkt(Kt, ldk, nt, I->Qa, I->nqa, S, Kp);
 		tilevis(r, I, t0, nt, causal, mono, vm);
 		if (t0 == ne)                     /* the tail continues on the rows' statistics */
 			lanemerge(GO, LL, l);
@@ -293,7 +295,7 @@ static int attnscore1(Run *r, Inst *I, float **vals, int lo, int hi, int tid, fl
 			if (stg && t0 + TILE < n)
 				kr_prefetch(&I->w, esz, d, t0 + TILE, t0 + 2 * TILE < n ? t0 + 2 * TILE : n, 0);
 			const char *Kt = kr_span(&I->w, esz, d, t0, nt, stg, &ldk, NULL, NULL);
-			A->qkt(Kt, ldk, nt, I->Qf, GO, S, Kp);
+			A->qkt(Kt, ldk, nt, I->Qa, I->nqa, S, Kp);
 			tilevis(r, I, t0, nt, causal, mono, vm);
 		}
 		for (int g = 0; g < G; g++) {
@@ -337,7 +339,11 @@ static int runinst(Run *r, int k, int tid)
 		size_t nq = (size_t)r->G * I.O * r->d;
 		int GO = r->G * I.O;
 		I.Qf = r->pl->ws[tid] + (size_t)GO * TILE + (size_t)r->d * TILE + 4 * (size_t)GO + TILE;
-		r->pl->p->a->cvt((const char *)I.obs->Q + (size_t)(k % r->LH) * nq * r->pl->esz, I.Qf, (int64_t)nq);
+		const char *Qs = (const char *)I.obs->Q + (size_t)(k % r->LH) * nq * r->pl->esz;
+		r->pl->p->a->cvt(Qs, I.Qf, (int64_t)nq);
+		int raw = (r->h->flags & KA_FAMX) != 0;   /* the AMX Q·K reads the bf16 rows (issue 15) */
+		I.Qa = raw ? (const void *)Qs : (const void *)I.Qf;
+		I.nqa = raw ? -(int64_t)GO : GO;
 	}
 	int rc = 0, attn = 0;
 	for (int i = r->lo; i < r->hi && rc == 0; i++) {

@@ -355,9 +355,9 @@ static void tileio(Gen *g, const char *name, int t, LLVMTypeRef et, LLVMValueRef
 	amx(g, name, a, 3);
 }
 
-/* Q's rows q0 .. q0+15 narrowed to bf16 (the high halves) into Qb [16][d]; rows past nq repeat the
-** last row (their results are never stored) */
-static void packq(Gen *g, LLVMValueRef Q, LLVMValueRef nq, LLVMValueRef q0, LLVMValueRef Qb, int d)
+/* Q's rows q0 .. q0+15 narrowed to bf16 (the high halves) into Qb [16][d], or with bf copied from
+** Q's bf16 rows; rows past nq repeat the last row (their results are never stored) */
+static void packq(Gen *g, LLVMValueRef Q, LLVMValueRef nq, LLVMValueRef q0, LLVMValueRef Qb, int d, int bf)
 {
 	LLVMBuilderRef b = g->b;
 	LLVMTypeRef v16f = fty(g, 16), v32s = LLVMVectorType(g->i16, 32);
@@ -369,9 +369,11 @@ static void packq(Gen *g, LLVMValueRef Q, LLVMValueRef nq, LLVMValueRef q0, LLVM
 	LLVMValueRef r = loop_begin(g, ci(g, 0), ci(g, 16), 1, &lr);
 	LLVMValueRef qr = LLVMBuildAdd(b, q0, r, "");
 	qr = LLVMBuildSelect(b, LLVMBuildICmp(b, LLVMIntSLT, qr, nq, ""), qr, last, "");
-	LLVMValueRef src = gep(g, g->f32, Q, LLVMBuildMul(b, qr, ci(g, d), ""));
+	LLVMValueRef src = gep(g, bf ? g->i16 : g->f32, Q, LLVMBuildMul(b, qr, ci(g, d), ""));
 	LLVMValueRef dst = gep(g, g->i16, Qb, LLVMBuildMul(b, r, ci(g, d), ""));
-	for (int c = 0; c < d; c += 32) {   /* vpermt2w: the odd halfwords of two vectors */
+	for (int c = 0; c < d && bf; c += 32)
+		st_(g, v32s, ld(g, v32s, src, ci(g, c / 32), 2), dst, ci(g, c / 32), 64);
+	for (int c = 0; c < d && !bf; c += 32) {   /* vpermt2w: the odd halfwords of two vectors */
 		LLVMValueRef x0 = LLVMBuildBitCast(b, ld(g, v16f, src, ci(g, c / 16), 4), v32s, "");
 		LLVMValueRef x1 = LLVMBuildBitCast(b, ld(g, v16f, src, ci(g, c / 16 + 1), 4), v32s, "");
 		st_(g, v32s, LLVMBuildShuffleVector(b, x0, x1, modd, ""), dst, ci(g, c / 32), 64);
@@ -395,6 +397,10 @@ static void packq(Gen *g, LLVMValueRef Q, LLVMValueRef nq, LLVMValueRef q0, LLVM
 ** inputs and outputs flushed to zero, as vdpbf16ps. ldtilecfg at entry (every tile 16 rows ×
 ** 64 bytes), tilerelease at exit. The runtime asks Linux for the tile state at plan creation
 ** (KA_FAMX).
+** nq < 0 (issue 15, session 8; the runtime passes it for a KA_FAMX artifact): Q is the query rows'
+** bf16 storage itself, [-nq][d] contiguous, so the A tiles of full 16-row blocks load straight
+** from it and no row is narrowed per tile (packq read 256 f32 rows for every 64-token tile); a
+** last block of fewer than 16 rows is copied into Qb (its rows past -nq repeat the last row).
 */
 static void gen_qkt_amx(Gen *g, LLVMValueRef K, LLVMValueRef ldk, LLVMValueRef nt, LLVMValueRef Q, LLVMValueRef nq,
                         LLVMValueRef S, LLVMValueRef Kp)
@@ -470,14 +476,17 @@ static void gen_qkt_amx(Gen *g, LLVMValueRef K, LLVMValueRef ldk, LLVMValueRef n
 		LLVMBuildBr(b, bdone);
 	}
 	LLVMPositionBuilderAtEnd(b, bdone);
-	/* query blocks of 16 rows, their bf16 rows double-buffered in Qb [2][16][d] */
+	/* query blocks of 16 rows, their bf16 rows double-buffered in Qb [2][16][d] (nq > 0), or read
+	** from the bf16 rows Q (nq < 0) */
 	LLVMTypeRef v16f = fty(g, 16);
-	{   /* block 0 into Qb[0] (none when nq = 0) */
+	LLVMValueRef raw = LLVMBuildICmp(b, LLVMIntSLT, nq, ci(g, 0), "");
+	nq = LLVMBuildSelect(b, raw, LLVMBuildNeg(b, nq, ""), nq, "");
+	{   /* block 0 into Qb[0] (none when nq = 0 or the rows are bf16) */
 		LLVMBasicBlockRef bp = LLVMAppendBasicBlockInContext(g->cx, g->fn, "q0");
 		LLVMBasicBlockRef bn = LLVMAppendBasicBlockInContext(g->cx, g->fn, "q0done");
-		LLVMBuildCondBr(b, LLVMBuildICmp(b, LLVMIntSGT, nq, ci(g, 0), ""), bp, bn);
+		LLVMBuildCondBr(b, LLVMBuildAnd(b, LLVMBuildNot(b, raw, ""), LLVMBuildICmp(b, LLVMIntSGT, nq, ci(g, 0), ""), ""), bp, bn);
 		LLVMPositionBuilderAtEnd(b, bp);
-		packq(g, Q, nq, ci(g, 0), Qb, d);
+		packq(g, Q, nq, ci(g, 0), Qb, d, 0);
 		LLVMBuildBr(b, bn);
 		LLVMPositionBuilderAtEnd(b, bn);
 	}
@@ -488,12 +497,24 @@ static void gen_qkt_amx(Gen *g, LLVMValueRef K, LLVMValueRef ldk, LLVMValueRef n
 	LLVMValueRef nxt = LLVMBuildSub(b, ci(g, 16L * d), cur, "");
 	LLVMValueRef full = LLVMBuildICmp(b, LLVMIntSGE, rem, ci(g, 16), "");
 	LLVMValueRef C = LLVMBuildSelect(b, full, gep(g, g->f32, S, LLVMBuildMul(b, q, ci(g, AT), "")), Ct, "");
+	{   /* bf16 rows: a partial block copied into Qb[0] */
+		LLVMBasicBlockRef bp = LLVMAppendBasicBlockInContext(g->cx, g->fn, "qraw");
+		LLVMBasicBlockRef bn = LLVMAppendBasicBlockInContext(g->cx, g->fn, "qrawdone");
+		LLVMBuildCondBr(b, LLVMBuildAnd(b, raw, LLVMBuildNot(b, full, ""), ""), bp, bn);
+		LLVMPositionBuilderAtEnd(b, bp);
+		packq(g, Q, nq, q, Qb, d, 1);
+		LLVMBuildBr(b, bn);
+		LLVMPositionBuilderAtEnd(b, bn);
+	}
+	/* the A rows: Qb's current half, or Q's rows q.. (a full block of bf16 rows), or Qb[0] */
+	LLVMValueRef Ab = LLVMBuildSelect(b, raw, LLVMBuildSelect(b, full, gep(g, g->i16, Q, LLVMBuildMul(b, q, ci(g, d), "")), Qb, ""),
+	                                  gep(g, g->i16, Qb, cur), "");
 	for (int t = 0; t < 4; t++) {
 		LLVMValueRef a = tmm(g, t);
 		amx(g, "llvm.x86.tilezero", &a, 1);
 	}
 	for (int k = 0; k < d / 32; k++) {
-		tileio(g, "llvm.x86.tileloadd64", 4, g->i16, Qb, LLVMBuildAdd(b, cur, ci(g, (long)k * 32), ""), (long)d * 2);
+		tileio(g, "llvm.x86.tileloadd64", 4, g->i16, Ab, ci(g, (long)k * 32), (long)d * 2);
 		for (int t = 0; t < 4; t++) {
 			int bt = 5 + t % 3;
 			tileio(g, "llvm.x86.tileloadd64", bt, g->i32, Kp, ci(g, (long)k * 16 * AT + t * 16), AT * 4);
@@ -505,9 +526,9 @@ static void gen_qkt_amx(Gen *g, LLVMValueRef K, LLVMValueRef ldk, LLVMValueRef n
 		LLVMBasicBlockRef bp = LLVMAppendBasicBlockInContext(g->cx, g->fn, "qnext");
 		LLVMBasicBlockRef bn = LLVMAppendBasicBlockInContext(g->cx, g->fn, "qdone");
 		LLVMValueRef q2 = LLVMBuildAdd(b, q, ci(g, 16), "");
-		LLVMBuildCondBr(b, LLVMBuildICmp(b, LLVMIntSLT, q2, nq, ""), bp, bn);
+		LLVMBuildCondBr(b, LLVMBuildAnd(b, LLVMBuildNot(b, raw, ""), LLVMBuildICmp(b, LLVMIntSLT, q2, nq, ""), ""), bp, bn);
 		LLVMPositionBuilderAtEnd(b, bp);
-		packq(g, Q, nq, q2, gep(g, g->i16, Qb, nxt), d);
+		packq(g, Q, nq, q2, gep(g, g->i16, Qb, nxt), d, 0);
 		LLVMBuildBr(b, bn);
 		LLVMPositionBuilderAtEnd(b, bn);
 	}
