@@ -8,7 +8,8 @@
 ** a streaming-read loop), compile time cold and warm, and kvpress's SnapKVPress on
 ** torch CPU on identical inputs when bench/setup's venv is there (else it says why).
 **
-**   bench [--quick] [--venv DIR] [--out DIR]     results: DIR/<cpu>.md and .json
+**   bench [--quick] [--venv DIR] [--out DIR]     results: DIR/<cpu>.md and .json (with the merge
+**                                                section: the four merge points at one thread)
 **   bench --merge [--venv DIR]                   the merge stage (issue 12): snapkv_merge vs
 **                                                snapkv, and bench/merge_torch.py (make bench-merge)
 */
