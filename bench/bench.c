@@ -746,7 +746,7 @@ static void merge_results(FILE *md, FILE *js, const MRow *r, int nm, const doubl
 		        r[i].dt, r[i].n, r[i].merge_cpu, r[i].total_cpu, r[i].share, r[i].gfc, r[i].ins, r[i].frac, r[i].fmafrac,
 		        tc, tr, i == nm - 1 ? "" : ",");
 	}
-	fprintf(js, " ]}\n");
+	fprintf(js, " ]}}\n");   /* the rows, "merge", the file's object */
 }
 
 static double threadcpu(void)
