@@ -699,20 +699,22 @@ static void merge_results(FILE *md, FILE *js, const MRow *r, int nm, const doubl
 	            "snapkv_merge compress; similarity = 2|E||S|d per head over the merge's CPU time (a lower bound: the "
 	            "time has the whole merge), against the per-CPU-second peak of one thread of the instruction the Q·K "
 	            "tile ran on (this run: f32 FMA zmm %.1f, vdpbf16ps %.1f, AMX tdpbf16ps %.1f GFLOP/s); torch = "
-	            "bench/merge_torch.py on the same rows (CPU time, 1 thread). Few repetitions (2 at n = 4096, 1 at "
+	            "bench/merge_torch.py on the same rows (CPU time, 1 thread); merged keys vs torch: the largest "
+	            "relative difference of the merged keys (an evicted row whose top two kept similarities tie within "
+	            "the f32 rounding may go to the other one). Few repetitions (2 at n = 4096, 1 at "
 	            "32768): `make bench-merge` repeats more.\n\n",
 	        H, G, D, WIN, la[0], la[1], pk->fma512_cpu, pk->bf16_cpu, pk->amx_cpu);
 	fprintf(md, "| dtype | n | merge CPU ms | share | similarity GFLOP/s-cpu | instruction | %% of its peak | %% of f32 FMA "
-	            "peak | torch CPU ms | kvcc faster |\n|---|---|---|---|---|---|---|---|---|---|\n");
+	            "peak | torch CPU ms | kvcc faster | merged keys vs torch |\n|---|---|---|---|---|---|---|---|---|---|---|\n");
 	double minf = 1e9, mins = 1e9;
 	int tok = 1;
 	for (int i = 0; i < nm; i++) {
 		fprintf(md, "| %s | %d | %.1f | %.0f%% | %.1f | %s | %.1f%% | %.1f%% | ", r[i].dt, r[i].n, r[i].merge_cpu,
 		        100 * r[i].share, r[i].gfc, r[i].ins, 100 * r[i].frac, 100 * r[i].fmafrac);
 		if (r[i].torch_cpu > 0)
-			fprintf(md, "%.1f | %.2fx |\n", r[i].torch_cpu, r[i].ratio);
+			fprintf(md, "%.1f | %.2fx | %.2g |\n", r[i].torch_cpu, r[i].ratio, r[i].worst);
 		else
-			fprintf(md, "not run | - |\n"), tok = 0;
+			fprintf(md, "not run | - | - |\n"), tok = 0;
 		minf = r[i].frac < minf ? r[i].frac : minf;
 		if (r[i].torch_cpu > 0 && r[i].ratio < mins)
 			mins = r[i].ratio;
