@@ -8,7 +8,8 @@
 ** a streaming-read loop), compile time cold and warm, and kvpress's SnapKVPress on
 ** torch CPU on identical inputs when bench/setup's venv is there (else it says why).
 **
-**   bench [--quick] [--venv DIR] [--out DIR]     results: DIR/<cpu>.md and .json
+**   bench [--quick] [--venv DIR] [--out DIR]     results: DIR/<cpu>.md and .json (with the merge
+**                                                section: the four merge points at one thread)
 **   bench --merge [--venv DIR]                   the merge stage (issue 12): snapkv_merge vs
 **                                                snapkv, and bench/merge_torch.py (make bench-merge)
 */
@@ -567,8 +568,16 @@ static int merge_run(kvcc_policy *pol, int dt, int n, int threads, int reps, con
 ** GFLOP/s (2 |E| |S| d per head over that time: a lower bound, the time has the whole merge);
 ** bench/merge_torch.py (LOOK-M / MergingPress the PyTorch way) on the same rows, and the largest
 ** difference of its merged rows from kvcc's. */
+/* one merge point for the results file (make bench): CPU ms, share, GFLOP per CPU second against the
+** per-CPU-second peak of the instruction the similarity ran on, torch's CPU ms at the same threads */
+typedef struct MRow {
+	const char *dt, *ins;
+	int n, threads;
+	double merge_cpu, total_cpu, share, gfc, ipk, frac, fmafrac, torch_cpu, ratio, worst;
+} MRow;
+
 static int bench_merge(kvcc_policy *drop, kvcc_policy *mrg, int dt, int n, int threads, int reps, const char *venv,
-                       const Peaks *pk)
+                       const Peaks *pk, int treps, MRow *out)
 {
 	size_t esz = dt == KVCC_F32 ? 4 : 2, nkv = (size_t)H * n * D, nq = (size_t)H * G * WIN * D;
 	float *Kf = malloc(nkv * 4), *Vf = malloc(nkv * 4);
@@ -613,6 +622,9 @@ static int bench_merge(kvcc_policy *drop, kvcc_policy *mrg, int dt, int n, int t
 	       "CPU second (%.0f), %.1f%% of the f32 FMA's (%.0f)\n",
 	       cfg, mm[4], md[4], mcpu, 100 * mcpu / mm[4], gc, 100 * gc / cpk, ins, cpk, 100 * gc / pk->fma512_cpu,
 	       pk->fma512_cpu);
+	if (out)
+		*out = (MRow){ dt == KVCC_F32 ? "f32" : "bf16", ins, n, threads, mcpu, mm[4], mcpu / mm[4], gc, cpk,
+		               gc / cpk, gc / pk->fma512_cpu, NAN, NAN, NAN };
 	char dir[] = "/tmp/kvcc-bench-merge-XXXXXX", py[600];
 	snprintf(py, sizeof py, "%s/bin/python", venv);
 	if (access(py, X_OK) != 0)
@@ -631,7 +643,7 @@ static int bench_merge(kvcc_policy *drop, kvcc_policy *mrg, int dt, int n, int t
 			fclose(fp);
 		}
 		snprintf(cmd, sizeof cmd, "%s bench/merge_torch.py %s %d %s %d %d %d %d --out 2>&1", py, dir, n,
-		         dt == KVCC_F32 ? "f32" : "bf16", H, D, threads, n > 8192 ? 3 : 5);
+		         dt == KVCC_F32 ? "f32" : "bf16", H, D, threads, treps);
 		fp = popen(cmd, "r");
 		while (fp && fgets(line, sizeof line, fp))
 			snprintf(last, sizeof last, "%s", line);
@@ -670,6 +682,8 @@ static int bench_merge(kvcc_policy *drop, kvcc_policy *mrg, int dt, int n, int t
 			       "largest relative difference %.2g%s\n",
 			       threads, tt, tc, tt / merge, tt / mm[3], tc / (mm[4] - md[4]), tc / mm[4], worst,
 			       got == want ? "" : " (Kout.f32 unreadable)");
+			if (out)
+				out->torch_cpu = tc, out->ratio = tc / mcpu, out->worst = got == want ? worst : NAN;
 			free(Ko);
 		}
 		snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
@@ -678,6 +692,101 @@ static int bench_merge(kvcc_policy *drop, kvcc_policy *mrg, int dt, int n, int t
 	}
 	free(Kf), free(Vf), free(K), free(V), free(K0), free(V0), free(Q), free(pos);
 	return 0;
+}
+
+/* make bench's merge section (issue 12): the four points (bf16 / f32 x n = 4096 / 32768) at one thread,
+** kvcc and torch alike (torch at 2 threads spins under load: its CPU time is then not comparable), with
+** few repetitions (--quick-ish: 2 at 4096, 1 at 32768, after a warm-up each) so it stays within a few
+** minutes; the load average before and after goes into the results. Returns the rows written. */
+static int merge_section(const char *venv, Peaks *pk, MRow *rows, double la[2])
+{
+	if (pk->fma512_all > 0 && !(pk->fma512_cpu > 0))
+		pk->fma512_cpu = flops_cpu(0, 32);
+	if (pk->bf16_all > 0 && !(pk->bf16_cpu > 0))
+		pk->bf16_cpu = flops_cpu(2, 64);
+	if (pk->amx_all > 0 && !(pk->amx_cpu > 0))
+		pk->amx_cpu = flops_cpu(4, 16384 / 16.0);
+	if (!(pk->fma512_cpu > 0))
+		return printf("merge: skipped (no AVX-512 FMA peak on this CPU)\n"), 0;
+	getloadavg(&la[0], 1);
+	int dts[2] = { KVCC_BF16, KVCC_F32 }, ns[2] = { 4096, 32768 }, nm = 0;
+	for (int k = 0; k < 2; k++) {
+		kvcc_spec s = { dts[k], D, G, KVCC_TARGET_NATIVE };
+		kvcc_policy *drop, *mrg;
+		if (kvcc_compile_file("policies/snapkv.lua", &s, &drop) != 0 ||
+		    kvcc_compile_file("policies/snapkv_merge.lua", &s, &mrg) != 0) {
+			printf("merge: skipped (compile: %s)\n", kvcc_last_error());
+			return nm;
+		}
+		for (int i = 0; i < 2; i++)
+			if (bench_merge(drop, mrg, dts[k], ns[i], 1, ns[i] > 8192 ? 1 : 2, venv, pk, ns[i] > 8192 ? 1 : 2,
+			                &rows[nm]) == 0)
+				nm++;
+		kvcc_close(drop), kvcc_close(mrg);
+	}
+	getloadavg(&la[1], 1);
+	return nm;
+}
+
+/* the merge rows and issue 12's two targets into the results .md; the "merge" array into the .json */
+static void merge_results(FILE *md, FILE *js, const MRow *r, int nm, const double la[2], const Peaks *pk)
+{
+	fprintf(md, "\n## Merge (issue 12: nearest-kept merge after SnapKV, policies/snapkv_merge.lua)\n\n%d KV heads, group "
+	            "%d, head_dim %d, window %d, ratio 0.5, **1 thread** (kvcc and torch), load average %.1f..%.1f. CPU time "
+	            "(process, all threads): merge = CPU(snapkv_merge compress) - CPU(snapkv compress); share = merge / "
+	            "snapkv_merge compress; similarity = 2|E||S|d per head over the merge's CPU time (a lower bound: the "
+	            "time has the whole merge), against the per-CPU-second peak of one thread of the instruction the Q·K "
+	            "tile ran on (this run: f32 FMA zmm %.1f, vdpbf16ps %.1f, AMX tdpbf16ps %.1f GFLOP/s); torch = "
+	            "bench/merge_torch.py on the same rows (CPU time, 1 thread); merged keys vs torch: the largest "
+	            "relative difference of the merged keys (an evicted row whose top two kept similarities tie within "
+	            "the f32 rounding may go to the other one). Few repetitions (2 at n = 4096, 1 at "
+	            "32768): `make bench-merge` repeats more.\n\n",
+	        H, G, D, WIN, la[0], la[1], pk->fma512_cpu, pk->bf16_cpu, pk->amx_cpu);
+	fprintf(md, "| dtype | n | merge CPU ms | share | similarity GFLOP/s-cpu | instruction | %% of its peak | %% of f32 FMA "
+	            "peak | torch CPU ms | kvcc faster | merged keys vs torch |\n|---|---|---|---|---|---|---|---|---|---|---|\n");
+	double minf = 1e9, mins = 1e9;
+	int tok = 1;
+	for (int i = 0; i < nm; i++) {
+		fprintf(md, "| %s | %d | %.1f | %.0f%% | %.1f | %s | %.1f%% | %.1f%% | ", r[i].dt, r[i].n, r[i].merge_cpu,
+		        100 * r[i].share, r[i].gfc, r[i].ins, 100 * r[i].frac, 100 * r[i].fmafrac);
+		if (r[i].torch_cpu > 0)
+			fprintf(md, "%.1f | %.2fx | %.2g |\n", r[i].torch_cpu, r[i].ratio, r[i].worst);
+		else
+			fprintf(md, "not run | - | - |\n"), tok = 0;
+		minf = r[i].frac < minf ? r[i].frac : minf;
+		if (r[i].torch_cpu > 0 && r[i].ratio < mins)
+			mins = r[i].ratio;
+	}
+	if (nm == 0)
+		fprintf(md, "\nnot measured (no AVX-512 FMA or the policies did not compile)\n");
+	else {
+		fprintf(md, "\n- similarity >= 50%% of the peak of the instruction used: %s — lowest %.1f%% (",
+		        minf >= 0.5 ? "**met**" : "**missed**", 100 * minf);
+		for (int i = 0; i < nm; i++)
+			fprintf(md, "%s%s %d %.1f%% of %s", i ? ", " : "", r[i].dt, r[i].n, 100 * r[i].frac, r[i].ins);
+		fprintf(md, ")\n- merge >= 5x faster than torch (CPU time, 1 thread): ");
+		if (mins < 1e9) {
+			fprintf(md, "%s — lowest %.2fx (", mins >= 5 && tok ? "**met**" : "**missed**", mins);
+			for (int i = 0, c = 0; i < nm; i++)
+				if (r[i].torch_cpu > 0)
+					fprintf(md, "%s%s %d %.2fx", c++ ? ", " : "", r[i].dt, r[i].n, r[i].ratio);
+			fprintf(md, ")%s\n", tok ? "" : "; some points not run");
+		} else
+			fprintf(md, "not measured (no torch venv: bench/setup or --venv)\n");
+	}
+	fprintf(js, " \"merge\": {\"threads\": 1, \"load\": [%.2f, %.2f], \"peak_cpu\": {\"fma512\": %.2f, \"bf16dot\": %.2f, "
+	            "\"amx\": %.2f}, \"rows\": [\n", la[0], la[1], pk->fma512_cpu, pk->bf16_cpu, pk->amx_cpu);
+	for (int i = 0; i < nm; i++) {
+		char tc[40] = "null", tr[40] = "null";   /* torch not run: null */
+		if (r[i].torch_cpu > 0)
+			snprintf(tc, sizeof tc, "%.3f", r[i].torch_cpu), snprintf(tr, sizeof tr, "%.3f", r[i].ratio);
+		fprintf(js, "  {\"dtype\": \"%s\", \"n\": %d, \"merge_cpu_ms\": %.3f, \"compress_cpu_ms\": %.3f, \"share\": %.4f, "
+		            "\"similarity_gflops_cpu\": %.2f, \"instruction\": \"%s\", \"peak_ratio\": %.4f, \"fma_peak_ratio\": %.4f, "
+		            "\"torch_cpu_ms\": %s, \"torch_ratio\": %s}%s\n",
+		        r[i].dt, r[i].n, r[i].merge_cpu, r[i].total_cpu, r[i].share, r[i].gfc, r[i].ins, r[i].frac, r[i].fmafrac,
+		        tc, tr, i == nm - 1 ? "" : ",");
+	}
+	fprintf(js, " ]}}\n");   /* the rows, "merge", the file's object */
 }
 
 static double threadcpu(void)
@@ -1232,7 +1341,8 @@ int main(int argc, char **argv)
 			    kvcc_compile_file("policies/snapkv_merge.lua", &s, &mrg) != 0)
 				return fprintf(stderr, "compile: %s\n", kvcc_last_error()), 1;
 			for (int i = 0; i < 2; i++)
-				if ((!mn || ns[i] == mn) && bench_merge(drop, mrg, dts[k], ns[i], threads, ns[i] > 8192 ? 3 : 5, venv, &pk) != 0)
+				if ((!mn || ns[i] == mn) && bench_merge(drop, mrg, dts[k], ns[i], threads, ns[i] > 8192 ? 3 : 5, venv, &pk,
+				                                      ns[i] > 8192 ? 3 : 5, NULL) != 0)
 					return 1;
 			kvcc_close(drop), kvcc_close(mrg);
 		}
@@ -1387,6 +1497,10 @@ int main(int argc, char **argv)
 	for (int k = 0; k < 2; k++)
 		if (tuned_vs_default(kvcc, dts[k], threads, trows[k], &tune_s[k], tpick[k], sizeof tpick[k]) != 0)
 			return 1;
+	/* the merge section (issue 12) */
+	MRow mrows[4];
+	double mla[2] = { 0, 0 };
+	int nm = merge_section(venv, &pk, mrows, mla);
 	getloadavg(la1, 3);
 	char cmd[300];
 	snprintf(cmd, sizeof cmd, "rm -rf %s", cdir);
@@ -1520,7 +1634,8 @@ int main(int argc, char **argv)
 		}
 		fprintf(md, "\n");
 	}
-	fprintf(js, " ]}\n");
+	fprintf(js, " ],\n");
+	merge_results(md, js, mrows, nm, mla, &pk);
 	/* targets */
 	double minq = 1e9, maxq = 0, maxsel = 0, minsp = 1e9;
 	int kvok = 1;

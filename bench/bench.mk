@@ -1,5 +1,5 @@
 # bench/: `make bench` (a program, not a test; not part of make check).
-#   make bench         build/kvcc-bench → bench/results/<cpu>.md and .json
+#   make bench         build/kvcc-bench → bench/results/<cpu>.md and .json (the merge section included)
 #   make bench-merge   the merge stage: snapkv_merge vs snapkv and vs PyTorch (BENCH_VENV=/work/venv)
 #   make bench-paged   build/kvcc-bench-paged: paged / batched vs contiguous ratios (issue 14)
 #   bench/setup        the optional kvpress/torch comparison venv (build/bench-venv)
