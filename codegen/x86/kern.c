@@ -74,62 +74,6 @@ void kx_gen_cvt(Gen *g)
 	LLVMBuildRetVoid(g->b);
 }
 
-/*
-** The decode logits of TB tokens x QB queries (TB * QB = 16, 16 lanes) without a horizontal
-** reduction per (token, query): the 16 accumulators (r = a*TB + t) are folded by a transpose-
-** reduce (4 levels: each pair of vectors gives one, half its lanes' partial sums from each, by
-** two shuffles and one add: 15 adds and 30 shuffles instead of 16 reductions of 4 steps each),
-** and query a's TB logits are lanes a*TB .. a*TB+TB-1 of the result, stored at S[a*nt + j].
-*/
-static void qk_block_tr(Gen *g, LLVMValueRef K, LLVMValueRef ldk, LLVMValueRef nt, LLVMValueRef Q,
-                        LLVMValueRef S, LLVMValueRef j, int QB, int TB)
-{
-	LLVMBuilderRef b = g->b;
-	int W = 16, nc = g->d / W, n = QB * TB;
-	LLVMValueRef acc[16], krow[16];
-	for (int r = 0; r < n; r++)
-		acc[r] = LLVMConstNull(g->vf);
-	for (int t = 0; t < TB; t++)
-		krow[t] = LLVMBuildMul(b, LLVMBuildAdd(b, j, ci(g, t), ""), ldk, "");
-	for (int c = 0; c < nc; c++) {
-		LLVMValueRef kv[16], qv[16];
-		for (int t = 0; t < TB; t++)
-			kv[t] = loadconv(g, K, LLVMBuildAdd(b, krow[t], ci(g, (long)c * W), ""), W);
-		for (int a = 0; a < QB; a++)
-			qv[a] = loadf(g, Q, ci(g, (long)a * g->d + (long)c * W), W);
-		for (int a = 0; a < QB; a++)
-			for (int t = 0; t < TB; t++) {
-				LLVMValueRef args[3] = { qv[a], kv[t], acc[a * TB + t] };
-				acc[a * TB + t] = LLVMBuildCall2(b, g->fma_ty, g->fma, args, 3, "");
-			}
-	}
-	for (int B = 16; B > 1; B /= 2) {          /* B: partial lanes per source before this level */
-		int ns = 16 / B, h = B / 2;
-		LLVMValueRef lo[16], hi[16];
-		for (int s = 0; s < 2 * ns; s++)
-			for (int k = 0; k < h; k++) {
-				int base = s < ns ? s * B : 16 + (s - ns) * B;
-				lo[s * h + k] = LLVMConstInt(g->i32, (unsigned)(base + k), 0);
-				hi[s * h + k] = LLVMConstInt(g->i32, (unsigned)(base + h + k), 0);
-			}
-		LLVMValueRef ml = LLVMConstVector(lo, 16), mh = LLVMConstVector(hi, 16);
-		for (int p = 0; p < n / 2; p++) {
-			LLVMValueRef x = LLVMBuildShuffleVector(b, acc[2 * p], acc[2 * p + 1], ml, "");
-			LLVMValueRef y = LLVMBuildShuffleVector(b, acc[2 * p], acc[2 * p + 1], mh, "");
-			acc[p] = LLVMBuildFAdd(b, x, y, "");
-		}
-		n /= 2;
-	}
-	for (int a = 0; a < QB; a++) {
-		LLVMValueRef m[16];
-		for (int t = 0; t < TB; t++)
-			m[t] = LLVMConstInt(g->i32, (unsigned)(a * TB + t), 0);
-		LLVMValueRef v = TB == 16 ? acc[0] : LLVMBuildShuffleVector(b, acc[0], LLVMGetPoison(g->vf), LLVMConstVector(m, (unsigned)TB), "");
-		LLVMValueRef p = gep(g, g->f32, S, LLVMBuildAdd(b, LLVMBuildMul(b, ci(g, a), nt, ""), j, ""));
-		LLVMSetAlignment(LLVMBuildStore(b, v, p), 4);
-	}
-}
-
 /* --- decode attention ------------------------------------------------------------------------ */
 
 
@@ -182,17 +126,6 @@ void kx_gen_decode(Gen *g, int G, int bias)
 	LLVMValueRef St = gep(g, g->f32, S, t0);
 	/* logits */
 	LLVMValueRef jstart = ci(g, 0);
-	if (W == 16 && 16 % G == 0 && G <= 8) {   /* 16/G tokens x G queries, transpose-reduce */
-		int TB = 16 / G;
-		Loop lj;
-		LLVMValueRef j = loop_begin(g, jstart, nj, TB, &lj);
-		for (int t = 0; t < TB && g->c.pf; t++)
-			prefetch(g, Kt, LLVMBuildMul(b, LLVMBuildAdd(b, j, ci(g, g->c.pf + t), ""), LLVMBuildMul(b, ldk, ci(g, esz), ""), ""),
-			         g->d * esz);
-		qk_block_tr(g, Kt, ldk, lds, q, St, j, G, TB);
-		loop_end(g, &lj);
-		jstart = lj.iv;
-	}
 	for (int TB = 2; TB >= 1; TB--) {
 		Loop lj;
 		LLVMValueRef j = loop_begin(g, jstart, nj, TB, &lj);
