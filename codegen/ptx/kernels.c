@@ -483,10 +483,15 @@ static int gen_select(Gen *g, KpCudaOut *out)
 	else if (s->scope == SC_head)
 		sb(&g->s,
 		   "\tconst long long want = %s;\n"
-		   "\t/* protected chunks first (sinks, then the newest recent), then the others */\n"
+		   "\t/* protected chunks first (sinks, then the newest recent), then the others; one\n"
+		   "\t** inlined kv_topk in a loop of two (NVVM and ptxas compile it once, not twice) */\n"
 		   "\tKvSel s1, s0;\n"
-		   "\tkv_topk(sc, n, ch, S, R, 1, want, s1, hist, sv, &s_E, wsum);\n"
-		   "\tkv_topk(sc, n, ch, S, R, 0, want - s1.used, s0, hist, sv, &s_E, wsum);\n",
+		   "\tKV_ROLLED\n"
+		   "\tfor (int g_ = 1; g_ >= 0; g_--) {\n"
+		   "\t\tKvSel o_;\n"
+		   "\t\tkv_topk(sc, n, ch, S, R, g_, g_ ? want : want - s1.used, o_, hist, sv, &s_E, wsum);\n"
+		   "\t\tif (g_) s1 = o_; else s0 = o_;\n"
+		   "\t}\n",
 		   sch ? "kv_schcnt(a, inst)   /* kv_sched's count */" : "kv_count(a, b, l, h, n)");
 	else
 		sb(&g->s,

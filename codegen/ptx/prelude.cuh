@@ -21,6 +21,11 @@
 #define KV_ST 1   /* K tile buffers of the score kernels (pipeline stages; tile.cuh) */
 #endif
 #define KV_NW (KV_NT / 32)
+/* before a loop NVVM must keep rolled (one copy of its body: compile time, issue 13);
+** the emulator (tests/emu/cuda_emu.h) defines it empty */
+#ifndef KV_ROLLED
+#define KV_ROLLED _Pragma("unroll 1")
+#endif
 #ifndef KV_DYNSMEM
 #define KV_DYNSMEM(nm) extern __shared__ __align__(16) unsigned char nm[]
 #endif

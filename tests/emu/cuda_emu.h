@@ -37,6 +37,7 @@
 #define __align__(n) __attribute__((aligned(n)))
 #define KV_DYNSMEM(nm) unsigned char *const nm = kv_emu::dsmem
 #define KV_EMU 1
+#define KV_ROLLED                 /* _Pragma("unroll 1") for NVRTC (prelude.cuh) */
 
 struct uint3 { unsigned x, y, z; };
 struct dim3 { unsigned x, y, z; };
