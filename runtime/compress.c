@@ -131,6 +131,22 @@ static void tilevis(Run *r, const Inst *I, int t0, int nt, int causal, int mono,
 	}
 }
 
+/* One Q·K tile of instance I, tokens [t0, t0 + nt): S = Q·Kᵀ (the generated packed tile) and the
+** visibility bits vm. A paged cache stages a tile that spans pages (and prefetches the next one). */
+static void qktile(Run *r, Inst *I, int t0, int nt, int tid, int causal, int mono, float *S, float *Kp,
+                   uint64_t *vm)
+{
+	int n = I->n, d = r->d;
+	size_t esz = r->pl->esz;
+	char *stg = r->pl->paged ? r->pl->stage[tid] : NULL;
+	int64_t ldk;
+	if (stg && t0 + TILE < n)  /* paged: the next tile's rows (the kernel prefetches in its stride) */
+		kr_prefetch(&I->w, esz, d, t0 + TILE, t0 + 2 * TILE < n ? t0 + 2 * TILE : n, 0);
+	const char *Kt = kr_span(&I->w, esz, d, t0, nt, stg, &ldk, NULL, NULL);
+	r->pl->p->a->qkt(Kt, ldk, nt, I->Qa, I->nqa, S, Kp);
+	tilevis(r, I, t0, nt, causal, mono, vm);
+}
+
 static int attnscore1(Run *r, Inst *I, float **vals, int lo, int hi, int tid, float a, int mono);
 
 /* the first attn_score output (sum / mean over obs) of the stage [lo, hi) */
@@ -181,9 +197,6 @@ static int attnscore(Run *r, Inst *I, float **vals, int lo, int hi, int tid)
 	float *S = w, *Kp = S + (size_t)GO * TILE, *m = Kp + (size_t)d * TILE, *l = m + GO, *mp = l + GO;
 	float *acc = mp + GO;
 	uint64_t *vm = (uint64_t *)(void *)(I->Qf + (size_t)GO * d);
-	int64_t ldk;
-	size_t esz = r->pl->esz;
-	char *stg = r->pl->paged ? r->pl->stage[tid] : NULL;      /* a tile that spans pages */
 	if ((r->h->flags & KA_FSCALE) && I->obs->lse) {
 		const float *ls = I->obs->lse + ((size_t)I->l * r->pl->lay.kv_heads + I->h) * GO;
 		for (int q = 0; q < GO; q++)
@@ -195,11 +208,7 @@ static int attnscore(Run *r, Inst *I, float **vals, int lo, int hi, int tid)
 			return attnscore1(r, I, vals, lo, hi, tid, a, mono);
 		for (int t0 = 0; t0 < n; t0 += TILE) {
 			int nt = n - t0 < TILE ? n - t0 : TILE;
-			if (stg && t0 + TILE < n)  /* paged: the next tile's rows (the kernel prefetches in its stride) */
-				kr_prefetch(&I->w, esz, d, t0 + TILE, t0 + 2 * TILE < n ? t0 + 2 * TILE : n, 0);
-			const char *Kt = kr_span(&I->w, esz, d, t0, nt, stg, &ldk, NULL, NULL);
-			A->qkt(Kt, ldk, nt, I->Qa, I->nqa, S, Kp);
-			tilevis(r, I, t0, nt, causal, mono, vm);
+			qktile(r, I, t0, nt, tid, causal, mono, S, Kp, vm);
 			A->sstat(S, GO, vm, a, m, l);
 		}
 		for (int q = 0; q < GO; q++)
@@ -209,11 +218,7 @@ static int attnscore(Run *r, Inst *I, float **vals, int lo, int hi, int tid)
 	float *out = vals[fr];
 	for (int t0 = 0; t0 < n; t0 += TILE) {
 		int nt = n - t0 < TILE ? n - t0 : TILE;
-		if (stg && t0 + TILE < n)
-			kr_prefetch(&I->w, esz, d, t0 + TILE, t0 + 2 * TILE < n ? t0 + 2 * TILE : n, 0);
-		const char *Kt = kr_span(&I->w, esz, d, t0, nt, stg, &ldk, NULL, NULL);
-		A->qkt(Kt, ldk, nt, I->Qa, I->nqa, S, Kp);
-		tilevis(r, I, t0, nt, causal, mono, vm);
+		qktile(r, I, t0, nt, tid, causal, mono, S, Kp, vm);
 		for (int g = 0; g < G; g++) {
 			memset(acc, 0, TILE * sizeof(float));
 			A->sacc(S + (size_t)g * O * TILE, O, vm + g * O, a, mp + g * O, acc);
@@ -264,17 +269,10 @@ static int attnscore1(Run *r, Inst *I, float **vals, int lo, int hi, int tid, fl
 	float *LL = MT + (size_t)kt * GO;      /* the rows' sums per lane */
 	for (size_t i = 0; i < (size_t)GO * LANES; i++)
 		LL[i] = 0;
-	int64_t ldk;
-	size_t esz = r->pl->esz;
-	char *stg = r->pl->paged ? r->pl->stage[tid] : NULL;
 	for (int t0 = 0; t0 < n; t0 += TILE) {
 		int nt = n - t0 < TILE ? n - t0 : TILE;
 		size_t k = (size_t)(t0 / TILE);
-		if (stg && t0 + TILE < n)
-			kr_prefetch(&I->w, esz, d, t0 + TILE, t0 + 2 * TILE < n ? t0 + 2 * TILE : n, 0);
-		const char *Kt = kr_span(&I->w, esz, d, t0, nt, stg, &ldk, NULL, NULL);
-		A->qkt(Kt, ldk, nt, I->Qa, I->nqa, S, Kp);
-		tilevis(r, I, t0, nt, causal, mono, vm);
+		qktile(r, I, t0, nt, tid, causal, mono, S, Kp, vm);
 		if (t0 == ne)                     /* the tail continues on the rows' statistics */
 			lanemerge(GO, LL, l);
 		if (t0 < ne)
@@ -292,11 +290,7 @@ static int attnscore1(Run *r, Inst *I, float **vals, int lo, int hi, int tid, fl
 		int nt = n - t0 < TILE ? n - t0 : TILE;
 		size_t k = (size_t)(t0 / TILE);
 		if (t0 >= ne) {                   /* the tail: Q·K again */
-			if (stg && t0 + TILE < n)
-				kr_prefetch(&I->w, esz, d, t0 + TILE, t0 + 2 * TILE < n ? t0 + 2 * TILE : n, 0);
-			const char *Kt = kr_span(&I->w, esz, d, t0, nt, stg, &ldk, NULL, NULL);
-			A->qkt(Kt, ldk, nt, I->Qa, I->nqa, S, Kp);
-			tilevis(r, I, t0, nt, causal, mono, vm);
+			qktile(r, I, t0, nt, tid, causal, mono, S, Kp, vm);
 		}
 		for (int g = 0; g < G; g++) {
 			memset(acc, 0, TILE * sizeof(float));

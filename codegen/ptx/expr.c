@@ -156,6 +156,17 @@ static int wexpr(Gen *g, const KiIns *in, const Idx *ix, char *e, size_t en)
 	return bad ? -1 : 0;
 }
 
+/* The memo for a loop over `axis`: the variables of values that do not vary along it stay
+** usable inside, the others are recomputed per iteration. NULL when out of memory. */
+static int *memo_outside(const KiFn *f, const int *memo, int axis)
+{
+	int *m2 = malloc((size_t)f->nins * sizeof *m2);
+	if (m2)
+		for (int k = 0; k < f->nins; k++)
+			m2[k] = (memo[k] >= 0 && !HAS(f->ins[k].axes, axis)) ? memo[k] : -1;
+	return m2;
+}
+
 static const char *red_init(const KiSem *s, char *buf, size_t n);
 
 /* Instruction i alone: its operands are in variables already when valins ordered them
@@ -196,11 +207,9 @@ static int valone(Gen *g, int i, const Idx *ix, int *memo, int d, char *out, siz
 		snprintf(cv, sizeof cv, "c%d", v);
 		indent(g, d), sb(&g->s, "float x%d = 0.f;\n", v);
 		indent(g, d), sb(&g->s, "for (int %s = 0; %s < KV_D; %s++) {\n", cv, cv, cv);
-		int *m2 = malloc((size_t)f->nins * sizeof *m2);
+		int *m2 = memo_outside(f, memo, in->axis);
 		if (!m2)
 			return kp_err(g, in, "out of memory");
-		for (int k = 0; k < f->nins; k++)
-			m2[k] = (memo[k] >= 0 && !HAS(f->ins[k].axes, in->axis)) ? memo[k] : -1;
 		Idx j = *ix;
 		j.v[in->axis] = cv;
 		int rc = kp_val(g, in->arg[0], &j, m2, d + 1, A, sizeof A);
@@ -226,11 +235,9 @@ static int valone(Gen *g, int i, const Idx *ix, int *memo, int d, char *out, siz
 		indent(g, d), sb(&g->s, "float x%d = %s; /* %%%d %s over %s, inline */\n", v, red_init(sem, ib, sizeof ib), i,
 		                 ki_opname(in->op), ki_axisname(in->axis));
 		indent(g, d), sb(&g->s, "for (int %s = 0; %s < %s; %s++) {\n", cv, cv, axsize(in->axis), cv);
-		int *m2 = malloc((size_t)f->nins * sizeof *m2);
+		int *m2 = memo_outside(f, memo, in->axis);
 		if (!m2)
 			return kp_err(g, in, "out of memory");
-		for (int k = 0; k < f->nins; k++)
-			m2[k] = (memo[k] >= 0 && !HAS(f->ins[k].axes, in->axis)) ? memo[k] : -1;
 		Idx j = *ix;
 		j.v[in->axis] = cv;
 		int rc = kp_val(g, in->arg[0], &j, m2, d + 1, A, sizeof A);

@@ -815,6 +815,24 @@ static void gen_sstate_lanes(Gen *g)
 
 void kx_gen_sstate(Gen *g) { gen_sstate_lanes(g); }
 
+/* The AT-token accumulators of sacc / sacce: AT/DT vectors on the stack, zeroed at entry ... */
+static void tileacc_zero(Gen *g, LLVMValueRef *av)
+{
+	for (int k = 0; k < AT / DT; k++) {
+		av[k] = entry_alloca(g, fty(g, DT));
+		LLVMBuildStore(g->b, cfv(g, 0, DT), av[k]);
+	}
+}
+
+/* ... and added into acc[0..AT) at the end */
+static void tileacc_flush(Gen *g, LLVMValueRef *av, LLVMValueRef acc)
+{
+	for (int k = 0; k < AT / DT; k++) {
+		LLVMValueRef o = loadf(g, acc, ci(g, k * DT), DT);
+		storef(g, LLVMBuildFAdd(g->b, o, LLVMBuildLoad2(g->b, fty(g, DT), av[k], ""), ""), acc, ci(g, k * DT));
+	}
+}
+
 /* sacce(E, nq, mt, mp, acc) (issue 15: one exp per logit): acc[j] += sum_q E[q*64 + j] *
 ** exp(mt[q] - mp[q]) for the 64 columns of a tile whose exponentials sstate kept: the same sum as
 ** sacc's exp(a*S[q][j] - mp[q]) = exp(a*S[q][j] - mt[q]) * exp(mt[q] - mp[q]), one scalar exp per
@@ -831,10 +849,7 @@ void kx_gen_sacce(Gen *g)
 	LLVMPositionBuilderAtEnd(b, LLVMAppendBasicBlockInContext(g->cx, g->fn, "entry"));
 	LLVMTypeRef tv = fty(g, DT);
 	LLVMValueRef av[AT / DT];
-	for (int k = 0; k < AT / DT; k++) {
-		av[k] = entry_alloca(g, tv);
-		LLVMBuildStore(b, cfv(g, 0, DT), av[k]);
-	}
+	tileacc_zero(g, av);
 	Loop lq;
 	LLVMValueRef q = loop_begin2(g, ci(g, 0), nq, 1, 1, &lq);
 	/* mt <= m <= mp: the factor is at most 1; a row with nothing visible (mt -inf) adds 0 */
@@ -844,10 +859,7 @@ void kx_gen_sacce(Gen *g)
 		LLVMBuildStore(b, fmadd(g, e, f, LLVMBuildLoad2(b, tv, av[k], ""), DT), av[k]);
 	}
 	loop_end(g, &lq);
-	for (int k = 0; k < AT / DT; k++) {
-		LLVMValueRef o = loadf(g, acc, ci(g, k * DT), DT);
-		storef(g, LLVMBuildFAdd(b, o, LLVMBuildLoad2(b, tv, av[k], ""), ""), acc, ci(g, k * DT));
-	}
+	tileacc_flush(g, av, acc);
 	LLVMBuildRetVoid(b);
 }
 
@@ -865,10 +877,7 @@ void kx_gen_sacc(Gen *g)
 	LLVMPositionBuilderAtEnd(b, LLVMAppendBasicBlockInContext(g->cx, g->fn, "entry"));
 	LLVMTypeRef tv = fty(g, DT);
 	LLVMValueRef av[AT / DT];
-	for (int k = 0; k < AT / DT; k++) {
-		av[k] = entry_alloca(g, tv);
-		LLVMBuildStore(b, cfv(g, 0, DT), av[k]);
-	}
+	tileacc_zero(g, av);
 	Loop lq;
 	LLVMValueRef q = loop_begin2(g, ci(g, 0), nq, 1, 1, &lq);
 	LLVMValueRef x[AT / DT];
@@ -879,10 +888,7 @@ void kx_gen_sacc(Gen *g)
 		LLVMBuildStore(b, LLVMBuildFAdd(b, LLVMBuildLoad2(b, tv, av[k], ""), p, ""), av[k]);
 	}
 	loop_end(g, &lq);
-	for (int k = 0; k < AT / DT; k++) {
-		LLVMValueRef o = loadf(g, acc, ci(g, k * DT), DT);
-		storef(g, LLVMBuildFAdd(b, o, LLVMBuildLoad2(b, tv, av[k], ""), ""), acc, ci(g, k * DT));
-	}
+	tileacc_flush(g, av, acc);
 	LLVMBuildRetVoid(b);
 }
 
