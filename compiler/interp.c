@@ -904,10 +904,32 @@ static int selectkeep(Ctx *x, const double *scores, const long *nk, char *keep)
 	return 0;
 }
 
+/* Threshold under summary rows: whether an instance's ordinary rows (scores osc, n of them)
+** hold an unprotected candidate (a token or a chunk; chunk mean, NaN never) below tau: then
+** it evicts although under its budget, and keeps at most n - C ordinary rows so that the C
+** summary rows take the place of evicted ones (they come out of what the head held). */
+static int threvicts(Ctx *x, const double *osc, long n)
+{
+	long S, Rr, ch;
+	if (ki_selfields(x->f, x->par, &S, &Rr, &ch, x->e) != 0)
+		return 0;        /* selectkeep reports it */
+	double tau = refval(x->f, x->par, x->f->sel.tau, 0);
+	for (long t0 = 0; t0 < n; t0 += ch) {
+		long len = t0 + ch <= n ? ch : n - t0;
+		double s = 0;
+		for (long t = t0; t < t0 + len; t++)
+			s += osc[t];
+		if (!(t0 < S || t0 + len > n - Rr) && !(s / (double)len >= tau))
+			return 1;
+	}
+	return 0;
+}
+
 /* Selection under a merge rule with summary rows (merge.c): over the ordinary rows
 ** only (an existing summary block is always kept), a (layer, head) holding more rows
 ** than its count nk keeps nk - C ordinary ones (topk or threshold; the verifier
-** refuses the other rules here); keep[] gets the physical rows. */
+** refuses the other rules here); threshold at scope head: one under its count without a
+** block that evicts keeps at most n - C (threvicts); keep[] gets the physical rows. */
 static int selectsummary(Ctx *x, const double *scores, const long *nks, char *keep)
 {
 	const KiCase *c = x->c;
@@ -938,6 +960,14 @@ static int selectsummary(Ctx *x, const double *scores, const long *nks, char *ke
 			olen[lh] = no;
 			for (int j = 0; j < no; j++)
 				osc[lh * c->n + j] = scores[lh * c->n + ord[j]];
+			if (f->sel.kind == SEL_threshold && !cex && n <= nk && threvicts(x, &osc[lh * c->n], no)) {
+				if (no < C) {        /* the summary rows would not fit in what it held */
+					ki_error(x->e, f->src, f->merge.line, f->merge.col, "merge summary: (layer %d, head %d) "
+					         "evicts below tau but holds %d rows, fewer than its %d summary rows", l, h, no, C);
+					goto out;
+				}
+				want[lh] = no - C;
+			}
 		}
 	KiCase oc = *c;
 	oc.len = olen;

@@ -160,10 +160,8 @@ int ki_mkernels(const KiFn *f, KiErr *e)
 	char what[256];
 	if (m->kind == MG_drop)
 		return 0;
-	if (m->kind == MG_summary) {          /* runtime/merge.c kr_msummary (x86); CUDA: codegen/ptx refuses */
-		const KiSelect *s = &f->sel;
-		if (s->kind != SEL_topk)
-			return mrefuse(f, m->line, m->col, "merge summary with select threshold", e);
+	if (m->kind == MG_summary) {          /* runtime/summary.c kr_msummary (x86); codegen/ptx/summary.c */
+		const KiSelect *s = &f->sel;      /* topk, or threshold at scope head (the verifier) */
 		if (KI_RKIND(s->chunk) != RK_NIL && !(KI_RKIND(s->chunk) == RK_CON && f->con[KI_RIDX(s->chunk)] == 1))
 			return mrefuse(f, m->line, m->col, "merge summary with chunks", e);
 		if (KI_RKIND(m->rows) != RK_CON || KI_RKIND(m->iters) == RK_PAR || KI_RKIND(m->iters) == RK_INS)

@@ -457,6 +457,14 @@ static int checkmerge(V *v)
 		         "dynamic schedule)");
 		goto out;
 	}
+	/* threshold: an instance under its budget that evicts keeps at most n - C ordinary rows
+	** (interp.c selectsummary); a group's selection could evict from an instance that no
+	** count reserved the C rows in, so threshold with summary rows is a per-head rule */
+	if (k == MG_summary && f->sel.kind == SEL_threshold && (f->sel.scope != SC_head || f->sel.nocap)) {
+		ki_error(e, f->src, m->line, m->col, "merge summary with select threshold needs scope "
+		         "\"head\" and a cap (the summary rows come out of each head's own budget)");
+		goto out;
+	}
 	for (int s = 0; k == MG_summary && s < f->nst; s++)
 		if (ki_isscanstate(f, s)) {
 			ki_error(e, f->src, m->line, m->col, "merge summary: state '%s' is a scan, which has "

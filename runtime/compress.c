@@ -500,6 +500,22 @@ static int sumrows(Run *r, int k, float *sc, long *n, long *cnt)
 	return 0;
 }
 
+/* merge summary with select threshold (scope head): instance k without a block, under its
+** budget (all n ordinary rows counted), whose candidates ci (tfilter's) leave some out keeps at
+** most n - C of them: the C summary rows take the place of evicted ones (interp.c threvicts) */
+static int sumthr(Run *r, int k, long n, long ci, long *cnt)
+{
+	int C = r->h->srows, kk = k % r->LH;
+	if (r->pl->sblk[k] >= 0 || *cnt != n || ci >= n)
+		return 0;
+	if (n < C)
+		return kr_seterr(KVCC_EINVAL, "%s:%u:%u: error: merge summary: (layer %d, head %d) evicts below tau but "
+		                 "holds %ld rows, fewer than its %d summary rows", r->pl->p->src, r->h->mline, r->h->mcol,
+		                 kk / r->pl->lay.kv_heads, kk % r->pl->lay.kv_heads, n, C);
+	*cnt = n - C;
+	return 0;
+}
+
 /*
 ** The model schedules (KaHdr.sched, DESIGN §3 "Global rules"; compiler/select.c's prefixsched and
 ** dynsched define them, tests/oracle/selref.py checks both): every instance's count of one
@@ -750,8 +766,13 @@ static int selectkeep(Run *r, float **score, const kvcc_args *args)
 		}
 		if (ch == 1) {
 			A->selkeys(score[k], n, S, Rr, (uint32_t)((size_t)kk * cap), ks + nc);
-			if (thsel)
-				ncand += (long)A->tfilter(score[k], n, S, Rr, tau, ks + nc);
+			if (thsel) {
+				long ci = (long)A->tfilter(score[k], n, S, Rr, tau, ks + nc);
+				ncand += ci;
+				int rc = hd->merge == KA_MSUMMARY ? sumthr(r, k, n, ci, &cnt) : 0;
+				if (rc)
+					return rc;
+			}
 			int rc = msel ? masscount(r, k, score[k], n, S, Rr, mp, ks + nc, &cnt) : 0;
 			if (rc)
 				return rc;

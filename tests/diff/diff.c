@@ -327,6 +327,16 @@ static void run_case(const Cfg *cf, const char *host)
 			int32_t x = posr[(size_t)k * n + t];
 			posr[(size_t)k * n + t] = posr[(size_t)k * n + t + 1], posr[(size_t)k * n + t + 1] = x;
 		}
+	/* summary rows under threshold (issue 12): every head under its budget in half the cases (by
+	** n, no draw), where a head that evicts below tau keeps at most n - C rows; in half of those a
+	** tau below every score, so that only the NaN tokens go (often fewer than C) */
+	int ti = ki_findparam(f, "tau");
+	if (f->merge.kind == MG_summary && f->sel.kind == SEL_threshold && n % 4 == 3) {
+		budget = n;
+		if (ti >= 0 && n % 8 == 7)
+			par[ti] = -1e30;
+		snprintf(name + strlen(name), sizeof name - strlen(name), " budget=n%s", n % 8 == 7 ? " tau=-1e30" : "");
+	}
 	snprintf(name + strlen(name), sizeof name - strlen(name), "%s%s", poskind == 1 ? " pos+1000" :
 	         poskind == 2 ? " gapped" : "", budget >= 0 && budget < nprot ? " budget<protected" : "");
 	KiWData wd[KI_MAXW];
