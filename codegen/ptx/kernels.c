@@ -387,8 +387,8 @@ static int gen_select(Gen *g, KpCudaOut *out)
 		memset(g->cur, 0, sizeof g->cur);      /* the score kernels' buffers stay; else dead: the merge's workspace */
 	int mg = f->merge.kind == MG_nearest, su = f->merge.kind == MG_summary;
 	int mp = f->merge.kind == MG_runs || f->merge.kind == MG_next;   /* issue 12 (codegen/ptx/mpos.c) */
-	if (su && (s->kind != SEL_topk || s->floor || sch))
-		return kp_err(g, NULL, "merge summary with select threshold, a floor or a schedule is not compiled to CUDA yet");
+	if (su && ((th && s->scope != SC_head) || s->floor || sch))
+		return kp_err(g, NULL, "merge summary with select threshold at scope layer or model, a floor or a schedule is not compiled to CUDA yet");
 	KpCudaKernel *k = &out->kern[out->nkern++];
 	snprintf(k->name, sizeof k->name, "kv_select");
 	k->role = KVG_SELECT;
@@ -418,6 +418,9 @@ static int gen_select(Gen *g, KpCudaOut *out)
 		   "\t/* decided by kv_select_grp for the whole %s (the ordinary rows, mOS_ as it ranked them) */\n"
 		   "\tconst KvSel s1 = kv_ldrec(kv_grec(a, inst, 1)), s0 = kv_ldrec(kv_grec(a, inst, 0));\n"
 		   "\t(void)hist; (void)sv; (void)s_E; (void)want;\n", ki_scopename(s->scope));
+	} else if (su && th) {      /* threshold: the ordinary candidates (summary.c) */
+		kp_sum_pre(g);
+		kp_sum_thr(g, T);
 	} else if (su) {      /* the ordinary rows only (summary.c); n_keep - C of them */
 		kp_sum_pre(g);
 		sb(&g->s,

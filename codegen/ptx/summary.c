@@ -105,6 +105,33 @@ void kp_sum_pre(Gen *g)
 	   "\t__syncthreads();\n");
 }
 
+/* merge summary with select threshold (scope head, chunk 1; after kp_sum_pre): the candidates
+** are the protected ordinary rows and the others >= tau (NaN never); an instance without a
+** block, under its count, that evicts keeps at most no_ - C_ ordinary rows (the interpreter's
+** threvicts); then the protected rows first and the best w0 candidates, as the threshold path */
+void kp_sum_thr(Gen *g, const char *T)
+{
+	sb(&g->s,
+	   "\tconst double tau = (double)(%s);\n"
+	   "\tlong long ncand = 0, nbel_ = 0;   /* unprotected ordinary rows: candidates, below tau */\n"
+	   "\tfor (long long c0 = 0; c0 < no_; c0 += KV_NT) {\n"
+	   "\t\tconst long long ci = c0 + tid;\n"
+	   "\t\tconst int up_ = ci < no_ && !kv_prot(ci, 1, no_, S, R), ok_ = up_ && (double)mOS_[ci] >= tau;\n"
+	   "\t\tint tot;\n"
+	   "\t\tkv_bscan(ok_, wsum, &tot);\n"
+	   "\t\tncand += tot;\n"
+	   "\t\tkv_bscan(up_ && !ok_, wsum, &tot);\n"
+	   "\t\tnbel_ += tot;\n"
+	   "\t}\n"
+	   "\tconst int ev_ = s0_ < 0 && n <= nk0_ && nbel_ > 0;   /* evicts under its count */\n"
+	   "\tif (ev_ && no_ < C_) { if (tid == 0) kv_seterr(a.err, KVG_ESUM); return; }\n"
+	   "\tconst long long wt_ = ev_ ? no_ - C_ : want;\n"
+	   "\tKvSel s1, s0;\n"
+	   "\tkv_topk(mOS_, no_, 1, S, R, 1, wt_, s1, hist, sv, &s_E, wsum);\n"
+	   "\tconst long long w0 = wt_ - s1.used < ncand ? wt_ - s1.used : ncand;\n"
+	   "\tkv_topk(mOS_, no_, 1, S, R, 0, w0, s0, hist, sv, &s_E, wsum);\n", T);
+}
+
 /* the compaction's hook: the evicted ordinary rows of the tile (sdst <= -2: evicted row -2 - sdst)
 ** with their counts and positions, before any row of the tile moves */
 void kp_sum_copy(Gen *g)

@@ -504,6 +504,15 @@ static void run_case(int pi, int dt, int di, int gi, int idx)
 	long nprot = (long)pval(f, par, f->sel.keep_first, 0) + (long)pval(f, par, f->sel.keep_recent, 0);
 	if (nprot > 1 && idx % 4 == 1)
 		budget = nprot / 2;
+	/* summary rows under threshold (as tests/diff/diff.c, no draw): every head under its budget
+	** in a quarter of the cases, a tau below every score in half of those (only the NaN tokens go) */
+	int ti = ki_findparam(f, "tau");
+	if (f->merge.kind == MG_summary && f->sel.kind == SEL_threshold && idx % 4 == 3) {
+		budget = n;
+		if (ti >= 0 && idx % 8 == 7)
+			par[ti] = -1e30;
+		snprintf(name + strlen(name), sizeof name - strlen(name), " budget=n%s", idx % 8 == 7 ? " tau=-1e30" : "");
+	}
 	/* positions: the index, 1000 + index (a cache compressed before) or gapped; no qpos:
 	** the observation queries are at the last held tokens' positions */
 	int poskind = (idx / 3) % 3;
