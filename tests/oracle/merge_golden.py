@@ -58,9 +58,15 @@ PREFILL = {
     # tests/policies/merge_count.lua: SnapKV's selection, a count-weighted nearest merge (every
     # count 1 at prefill: the plain mean) and the counts it leaves (1 + absorbed)
     "merge_count": {"window": 8, "kernel": 5},
+    # tests/policies/summary_threshold.lua (M11): threshold on the key sum (NaN at every token
+    # index 29 m + 5), 2 k-means rows; the _under family runs with budget n (every head under
+    # it) and a tau below every score: only the NaN tokens go (one of them at n = 37, fewer
+    # than the 2 rows)
+    "summary_threshold": {"tau": 0.5, "sinks": 1, "window": 3},
+    "summary_threshold_under": {"tau": -1e30, "sinks": 1, "window": 3},
 }
 # the manifest name of each case family (lookm_pivot is lookm with pivot = 1)
-POLICY = {"lookm_pivot": "lookm"}
+POLICY = {"lookm_pivot": "lookm", "summary_threshold_under": "summary_threshold"}
 
 # decode cases: (policy, case, L, H, G, n0, d, S, budget or ratio, params, dtype)
 DECODE = [
@@ -147,6 +153,8 @@ def _prefill(fam, K, V, Q, pos, qpos, rt, p, retr=None):
         R = M.razor(K, V, sinks=p["sinks"], S0=p["S0"], retrieval=retr, pos=pos, **rt)
         R["scores"] = np.full((L, H, n), np.nan)
         prot = None
+    elif fam in ("summary_threshold", "summary_threshold_under"):
+        return _summary_threshold(K, V, pos, nk, p)
     elif fam == "cam":
         return _cam(K, V, Q, pos, qpos, rt, p)
     elif fam == "mergingpress":
@@ -176,6 +184,35 @@ def _prefill(fam, K, V, Q, pos, qpos, rt, p, retr=None):
                         marg = min(marg, _rel(ks[-1], ks[-2]))
             if fam == "kmeans_prefill" and ev.size:
                 marg = min(marg, lloyd_margin(K[l, h], ev, 4, 3))
+    return R, marg
+
+
+def _summary_threshold(K, V, pos, nk, p):
+    """mergeref.summary_threshold on the policy's score (the key sum, NaN at every token index
+    29 m + 5); margins: every finite score against tau, the candidates' selection boundary,
+    Lloyd's assignments."""
+    L, H, n, d = K.shape
+    s = K.sum(axis=3)
+    s[..., np.arange(n) % 29 == 5] = np.nan
+    sk, w, tau = int(p["sinks"]), int(p["window"]), p["tau"]
+    R = M.summary_threshold(K, V, s, tau, 2, 2, nk, sk, w, pos)
+    fin = s[np.isfinite(s)]
+    marg = min(_rel(x, tau) for x in fin)
+    prot = np.zeros(n, dtype=bool)
+    prot[:sk] = True
+    prot[n - w:] = True
+    for l in range(L):
+        for h in range(H):
+            kept, ev = R["kept"][l][h], R["evicted"][l][h]
+            with np.errstate(invalid="ignore"):
+                cand = ~prot & (s[l, h] >= tau)
+            km = np.zeros(n, dtype=bool)
+            km[kept] = True
+            a, b = s[l, h][km & cand], s[l, h][~km & cand]
+            if a.size and b.size:
+                marg = min(marg, _rel(a.min(), b.max()))
+            if ev.size:
+                marg = min(marg, lloyd_margin(K[l, h], ev, 2, 2))
     return R, marg
 
 
@@ -251,6 +288,8 @@ def prefill_case(fam, shape, manifest, make_inputs):
         p["thr"] = {8: 0.35, 64: 0.2, 128: 0.3}[d]
     obs = manifest[policy]["obs"]
     O = n if obs == "all" else 0 if obs == "0" else int(p[obs])
+    if fam == "summary_threshold_under":      # every head under its budget
+        kind, amount = "budget", n
     rt = _rt(kind, amount)
     cname = "%s__%s" % (fam, name)
     base = _seed(cname)

@@ -48,6 +48,12 @@ Semantic choices the DESIGN text leaves open, made here (each also in tests/orac
   M9 online summary update (decode): newly evicted tokens are assigned to the pre-step
      centroids, then each centroid becomes the count-weighted running mean
      (count_c*c + sum count_x*x) / (count_c + sum count_x), keys and values; position = max.
+  M11 summary rows under the threshold rule (scope head): the candidates are the protected
+     tokens and the others with score >= tau (NaN never); a head over its budget keeps at most
+     n_keep - C of them (as top-k, M7); a head under its budget that has a token below tau
+     evicts it and keeps at most n - C candidates, so that the C summary rows take the place
+     of evicted ones (the summary rows come out of what the head held; fewer than C rows
+     held is an error); one with every token a candidate keeps all (no summary rows).
 """
 
 import math
@@ -528,6 +534,44 @@ def kmeans_prefill(K, V, Q, C=4, iters=3, ratio=None, budget=None, recent=8, qpo
             R["pos"][l][h], R["count"][l][h] = pos[kept], np.ones(kept.size)
             R["summary"][l][h] = (kmeans_summary(K[l, h], V[l, h], pos, ev, C, iters)
                                   if ev.size else None)
+    return R
+
+
+def summary_threshold(K, V, scores, tau, C, iters, n_keep, sinks=0, recent=0, pos=None):
+    """Threshold selection (selref.threshold_select, DESIGN 'threshold tau') with C summary rows
+    from k-means of the evicted tokens (M6), their count in the budget as M11 says.  K, V
+    [L,H,n,d], scores [L,H,n]; every head holds no summary row yet (prefill)."""
+    import selref
+    L, H, n, d = K.shape
+    pos = np.arange(n) if pos is None else np.asarray(pos)
+    R = _result(L, H)
+    prot = np.zeros(n, dtype=bool)
+    prot[:sinks] = True
+    if recent:
+        prot[max(n - recent, 0):] = True
+    for l in range(L):
+        for h in range(H):
+            s = np.asarray(scores[l, h], dtype=np.float64)
+            with np.errstate(invalid="ignore"):
+                below = ~prot & ~(s >= tau)
+            if n > n_keep:
+                if n_keep < C:
+                    raise ValueError("the budget keeps fewer rows than the summary rows")
+                want = n_keep - C
+            elif below.any():
+                if n < C:
+                    raise ValueError("a head evicts below tau but holds fewer rows than C")
+                want = n - C
+            else:
+                want = n
+            kept = selref.threshold_select(s, tau, want, sinks, recent)
+            ev = np.setdiff1d(np.arange(n), kept)
+            R["kept"][l][h], R["evicted"][l][h] = kept, ev
+            R["target"][l][h] = np.full(ev.size, -1)
+            R["K"][l][h], R["V"][l][h] = K[l, h, kept].astype(np.float64), V[l, h, kept].astype(np.float64)
+            R["pos"][l][h], R["count"][l][h] = pos[kept], np.ones(kept.size)
+            R["summary"][l][h] = kmeans_summary(K[l, h], V[l, h], pos, ev, C, iters) if ev.size else None
+    R["scores"] = np.asarray(scores, dtype=np.float64)
     return R
 
 

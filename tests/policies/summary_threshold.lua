@@ -1,5 +1,5 @@
 -- Test policy (issue 12): summary rows under the threshold rule (scope head): the sum of the
--- key as the score with NaN at every position 29 m + 5 (never kept unless protected), sinks 1,
+-- key as the score with NaN at every token index 29 m + 5 (never kept unless protected), sinks 1,
 -- window 3, tau from a param; what a head evicts (below tau, or over its budget) is summarized
 -- by 2 k-means rows (2 Lloyd iterations). The rows come out of the head's budget: over it,
 -- n_keep - 2 ordinary rows at most; under it, a head that evicts keeps at most n - 2 of them
