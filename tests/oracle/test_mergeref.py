@@ -197,6 +197,31 @@ def test_kmeans():
           and pc2[1] == pos[ev[5]], "empty cluster keeps centroid, init position, count 0")
 
 
+def test_summary_threshold():
+    """M11 by hand: one head, n = 8, sinks 1, recent 1, tau 0, C = 2 (scores chosen so that the
+    candidate set and the caps are known)."""
+    rng = np.random.default_rng(7)
+    K = rng.normal(size=(1, 1, 8, 4))
+    V = rng.normal(size=(1, 1, 8, 4))
+    s = np.array([[[-5.0, 3.0, -1.0, 2.0, 1.0, 4.0, np.nan, -2.0]]])
+    # under the budget (n_keep 8), tokens 2 and 6 below tau: at most n - 2 = 6 of the 6 candidates
+    R = M.summary_threshold(K, V, s, 0.0, 2, 1, 8, 1, 1)
+    check(R["kept"][0][0].tolist() == [0, 1, 3, 4, 5, 7], "M11 under the budget, two below tau")
+    check(R["summary"][0][0] is not None and R["summary"][0][0][3].sum() == 2, "M11 two rows from two")
+    # one below tau only (token 6 NaN; token 2 raised): n - 2 = 6 of the 7 candidates, the lowest goes
+    s2 = s.copy()
+    s2[0, 0, 2] = 0.5
+    R = M.summary_threshold(K, V, s2, 0.0, 2, 1, 8, 1, 1)
+    check(R["kept"][0][0].tolist() == [0, 1, 3, 4, 5, 7], "M11 under the budget, one below tau: room for 2 rows")
+    # every token a candidate under the budget: all kept, no summary rows
+    s3 = np.where(np.isnan(s), 9.0, np.abs(s))
+    R = M.summary_threshold(K, V, s3, 0.0, 2, 1, 8, 1, 1)
+    check(R["kept"][0][0].size == 8 and R["summary"][0][0] is None, "M11 nothing below tau: no rows")
+    # over the budget (n_keep 5): at most 3 candidates, protected first
+    R = M.summary_threshold(K, V, s, 0.0, 2, 1, 5, 1, 1)
+    check(R["kept"][0][0].tolist() == [0, 5, 7], "M11 over the budget: n_keep - C")
+
+
 def test_count_bias():
     """ToMe property: a row standing for c identical tokens, with bias log c, attends exactly as
     the c copies would."""
@@ -396,7 +421,7 @@ def test_kvpress_campress():
 
 def main():
     tests = [test_lookm_literal, test_factory_weighted_literal, test_simultaneous_and_ties,
-             test_next_and_pivot_targets, test_protected_order, test_kmeans, test_count_bias,
+             test_next_and_pivot_targets, test_protected_order, test_kmeans, test_summary_threshold, test_count_bias,
              test_decode_runs, test_online_kmeans_step, test_policies_smoke]
     if kvpress_available():
         tests += [test_kvpress_mergingpress, test_kvpress_campress]
