@@ -82,13 +82,14 @@ static inline int ka_trailer_check(const void *buf, size_t len, KaTrailer *t, co
 */
 #define KVCC_DESC_SYMBOL "kvcc_artifact"
 #define KVCC_MAGIC 0x4B5643435F415254ull   /* "KVCC_ART" */
-#define KVCC_ABI 16                        /* kvcc_artifact and the kernels' signatures (10: compact_merge;
+#define KVCC_ABI 17                        /* kvcc_artifact and the kernels' signatures (10: compact_merge;
                                               11: tmap ctx ratio, budget, wts; tfilter, mtotal, ksum;
                                               12: kfloor; 13: decodeb; 14: tmap / observe return a
                                               negative value for a bad segment or shift argument;
                                               15: sstate, sacce; kvcc_tmap_ctx.nout; mstore; mrow, merge runs;
                                               16: sstate's l per (row, lane); keepn, select keep; mbest's
-                                              running arg-max per lane, bsim / bidx [ne][W]; ctfilter) */
+                                              running arg-max per lane, bsim / bidx [ne][W]; ctfilter;
+                                              17: schedcnt) */
 #define KA_MAGIC "KVCCDSC"                 /* the blob's first 8 bytes (with the NUL) */
 #define KA_FORMAT 9                        /* the blob's layout and meaning (2: the tuning config; 3: KA_FLAYER;
                                               4: the merge rule; 5: the weights, KaWeight; the select rule;
@@ -266,6 +267,19 @@ typedef struct kvcc_tmap_ctx {
 	int64_t nout;              /* the weights' out axis size (KA_WOUT), 0: none */
 } kvcc_tmap_ctx;
 
+/* schedcnt's arguments (every field 8 bytes: the generated code reads them by offset / 8) */
+typedef struct kvcc_sched_ctx {
+	float *const *sc;           /* [L·H] the instances' scores, (layer, head) order */
+	const int64_t *len;         /* [L·H] their tokens */
+	int64_t *nk;                /* [L·H] out: the counts */
+	uint64_t *ks;               /* [L·H·cap] keys */
+	double *tot;                /* [L·H] prefix: the totals */
+	int64_t *ws;                /* [3·L·H + 3·L] scratch */
+	int64_t L, H, cap, S, R, budget;
+	double ratio, sa, sb;       /* sa, sb: prefix tol, iters; dynamic ratio_max, every (params resolved) */
+	int64_t bad, badt;          /* out (-2): the instance and the token */
+} kvcc_sched_ctx;
+
 typedef struct kvcc_artifact {
 	uint64_t magic;            /* KVCC_MAGIC */
 	uint32_t abi;              /* KVCC_ABI */
@@ -414,6 +428,13 @@ typedef struct kvcc_artifact {
 	** returns the tokens of the chunks left. A stub (0) for a policy without threshold. */
 	int64_t (*ctfilter)(const float *score, int64_t n, int64_t keep_first, int64_t keep_recent, int64_t chunk,
 	                    double tau, uint64_t *key);
+	/* --- issue 12 / the runtime evaluates nothing (KVCC_ABI 17) ---
+	** the prefix / dynamic schedules (KaHdr.sched; codegen/x86/sched.c): every instance's count
+	** of one sequence into c->nk from all its scores, the bisections and the schedules'
+	** arithmetic generated; 0, or -1 (prefix tol / iters out of range), -2 (a score not finite
+	** and >= 0: c->bad, c->badt), -3 (dynamic: lengths differ), -4 (dynamic ratio_max / every
+	** out of range). A stub (0) for the other policies. */
+	int64_t (*schedcnt)(struct kvcc_sched_ctx *c);
 } kvcc_artifact;
 
 /* --- GPU (CUDA) ------------------------------------------------------------------------------

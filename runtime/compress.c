@@ -519,179 +519,37 @@ static int sumthr(Run *r, int k, long n, long ci, long *cnt)
 /*
 ** The model schedules (KaHdr.sched, DESIGN §3 "Global rules"; compiler/select.c's prefixsched and
 ** dynsched define them, tests/oracle/selref.py checks both): every instance's count of one
-** sequence s from all its scores, into pl->schnk, before the per-group top-k. The order of keys
-** and every count come from the generated select kernels (selkeys, topk, kcount, mtotal, ksum);
-** the runtime only bisects and does the schedules' integer arithmetic, as for mass.
-**   prefix   PrefixKV: per instance its scores' keys without protection and their total; for a
-**            mass p the evictions n - (first i whose top-(i+1) mass reaches p) - 1 - protected,
-**            that i by bisection over the count with topk + ksum (radix, no sort); p bisected
-**            as the interpreter until the evictions are within tol of the target.
-**   dynamic  DynamicKV: the keys of every instance's first n - w tokens (unprotected, ids in
-**            (layer, head, token) order), one topk over the layers so far per round, kcount
-**            per layer: the per-layer counts of the global top; then the code's arithmetic.
+** sequence s from all its scores, into pl->schnk, before the per-group top-k. The generated
+** schedcnt (codegen/x86/sched.c) does the bisections and the arithmetic with the select kernels;
+** the runtime resolves the params and reports its errors at the select rule.
 */
-
-/* PrefixKV at mass p for one instance (keys ks, n tokens, total tot): the smallest count m of its
-** best tokens whose mass reaches p (cdf[m - 1] >= p; n + 1: none does), by bisection over the
-** count in [mlo, mhi] (m is monotone in p: the p bisection's bounds bracket it; pred(mhi) holds) */
-static long pfxm(const kvcc_artifact *A, const uint64_t *ks, const float *sc, long n, double tot, double p, long mlo,
-                 long mhi)
-{
-	long lo = mlo, hi = mhi;
-	while (lo < hi) {
-		long mid = lo + (hi - lo) / 2;
-		double mass = tot > 0 ? A->ksum(ks, sc, n, A->topk(ks, n, mid)) / tot : 0;
-		if (mid <= n && mass >= p)
-			hi = mid;
-		else
-			lo = mid + 1;
-	}
-	return lo;
-}
-
-/* the evictions n - (first index with cdf >= p) - 1 - protected at that m */
-static long pfxevict(long n, long m, long prot)
-{
-	long k = n - m - prot;
-	return k > 0 ? k : 0;
-}
-
-/* Python's float floor division a // b (b > 0), as the DynamicKV code (compiler/select.c) */
-static double pyfloordiv(double a, double b)
-{
-	double mod = fmod(a, b), div = (a - mod) / b;
-	if (mod && ((b < 0) != (mod < 0)))
-		div -= 1.0;
-	if (!div)
-		return copysign(0.0, a / b);
-	double fd = floor(div);
-	return div - fd > 0.5 ? fd + 1.0 : fd;
-}
-
 static int schedcounts(Run *r, float **score, int s, long S, long R, const kvcc_args *args)
 {
-	const kvcc_artifact *A = r->pl->p->a;
 	const KaHdr *hd = r->h;
 	const kvcc_layout *lay = &r->pl->lay;
-	int L = lay->layers, H = lay->kv_heads, LH = r->LH, cap = lay->capacity;
+	int H = lay->kv_heads, LH = r->LH, pf = hd->sched == KA_SCH_PREFIX;
 	int64_t *nk = r->pl->schnk, *len = nk + LH;
-	uint64_t *ks = r->pl->schkeys;
-	double *tot = r->pl->schtot;
 	const char *src = r->pl->p->src;
 	float **sc = score + (size_t)s * LH;
 	for (int kk = 0; kk < LH; kk++)
 		len[kk] = LEN(r, (size_t)s * LH + kk);
-	if (hd->sched == KA_SCH_PREFIX) {
-		double tol = kr_ref(&hd->sa, r->par, 5), iters = kr_ref(&hd->sb, r->par, 200);
-		if (!(tol >= 0 && tol <= 1e9) || !(iters >= 0 && iters <= 1e4) || iters != floor(iters))
-			return kr_seterr(KVCC_EINVAL, "%s:%u:%u: error: select: the prefix schedule needs a tol in 0..1e9 "
-			                 "and iters an integer in 0..1e4 (got %g, %g)", src, hd->sel_line, hd->sel_col, tol, iters);
-		double target = 0, ntot = 0;
-		for (int kk = 0; kk < LH; kk++) {
-			long n = (long)len[kk];
-			int64_t bad = A->mtotal(sc[kk], n, 0, 0, &tot[kk]);
-			if (bad >= 0 || !isfinite(tot[kk])) {      /* the first token not finite and >= 0 */
-				for (bad = 0; bad < n && sc[kk][bad] >= 0 && !isinf(sc[kk][bad]); bad++)
-					;
-				return kr_seterr(KVCC_EINVAL, "%s:%u:%u: error: select: the prefix schedule needs finite scores "
-				                 ">= 0, (layer %d, head %d) has %g at token %lld", src, hd->sel_line, hd->sel_col,
-				                 kk / H, kk % H, (double)sc[kk][bad], (long long)bad);
-			}
-			A->selkeys(sc[kk], n, 0, 0, (uint32_t)((size_t)kk * cap), ks + (size_t)kk * cap);
-			ntot += (double)n;
-			target += (double)n - (double)(args->budget < n ? args->budget : n);
-		}
-		if (args->budget < 0)
-			target = ntot * args->ratio;     /* the code's sum(n) * ratio */
-		long prot = S + R;
-		int64_t *mlo = len + LH + 3 * L, *mhi = mlo + LH, *mm = mhi + LH;
-		for (int kk = 0; kk < LH; kk++)
-			mlo[kk] = 1, mhi[kk] = len[kk] + 1, mm[kk] = 1;      /* p = 0: the first token reaches it */
-		double lo = 0, hi = 1;
-		for (long it = 0; it < (long)iters && lo < hi; it++) {
-			double mid = (lo + hi) / 2, count = 0;
-			for (int kk = 0; kk < LH; kk++) {
-				mm[kk] = pfxm(A, ks + (size_t)kk * cap, sc[kk], (long)len[kk], tot[kk], mid, (long)mlo[kk], (long)mhi[kk]);
-				count += (double)pfxevict((long)len[kk], (long)mm[kk], prot);
-			}
-			if (fabs(count - target) < tol)
-				break;
-			if (count < target)
-				hi = mid, memcpy(mhi, mm, (size_t)LH * sizeof *mm);
-			else
-				lo = mid, memcpy(mlo, mm, (size_t)LH * sizeof *mm);
-		}
-		double sum = 0;
-		for (int kk = 0; kk < LH; kk++)
-			sum += (double)(nk[kk] = pfxevict((long)len[kk], (long)mm[kk], prot));
-		for (int kk = 0; kk < LH; kk++) {
-			if (sum != 0)
-				nk[kk] = (int64_t)((double)nk[kk] * target / sum);
-			nk[kk] = nk[kk] < len[kk] ? len[kk] - nk[kk] : 0;
-		}
-		return 0;
-	}
-	/* dynamic */
-	long n = (long)len[0];
-	for (int kk = 1; kk < LH; kk++)
-		if (len[kk] != n)
-			return kr_seterr(KVCC_EINVAL, "%s:%u:%u: error: select: the dynamic schedule needs the same length in "
-			                 "every (layer, head)", src, hd->sel_line, hd->sel_col);
-	double rmax = kr_ref(&hd->sa, r->par, 10), every = kr_ref(&hd->sb, r->par, 4);
-	if (!(rmax >= 0 && rmax <= 1e6) || !(every >= 1 && every <= 1e6) || every != floor(every))
+	kvcc_sched_ctx c = { sc, len, nk, r->pl->schkeys, r->pl->schtot, len + LH, lay->layers, H, lay->capacity, S, R,
+	                     args->budget, args->ratio, kr_ref(&hd->sa, r->par, pf ? 5 : 10),
+	                     kr_ref(&hd->sb, r->par, pf ? 200 : 4), 0, 0 };
+	int64_t rc = r->pl->p->a->schedcnt(&c);
+	if (rc == -1)
+		return kr_seterr(KVCC_EINVAL, "%s:%u:%u: error: select: the prefix schedule needs a tol in 0..1e9 "
+		                 "and iters an integer in 0..1e4 (got %g, %g)", src, hd->sel_line, hd->sel_col, c.sa, c.sb);
+	if (rc == -2)
+		return kr_seterr(KVCC_EINVAL, "%s:%u:%u: error: select: the prefix schedule needs finite scores "
+		                 ">= 0, (layer %d, head %d) has %g at token %lld", src, hd->sel_line, hd->sel_col,
+		                 (int)c.bad / H, (int)c.bad % H, (double)sc[c.bad][c.badt], (long long)c.badt);
+	if (rc == -3)
+		return kr_seterr(KVCC_EINVAL, "%s:%u:%u: error: select: the dynamic schedule needs the same length in "
+		                 "every (layer, head)", src, hd->sel_line, hd->sel_col);
+	if (rc == -4)
 		return kr_seterr(KVCC_EINVAL, "%s:%u:%u: error: select: the dynamic schedule needs a ratio_max >= 0 and "
-		                 "every >= 1 (got %g, %g)", src, hd->sel_line, hd->sel_col, rmax, every);
-	long B = args->budget >= 0 ? (args->budget < n ? (long)args->budget : n) : (long)floor((double)n * (1.0 - args->ratio));
-	long w = R < n ? R : n, m = n - w, base = B - w;
-	if (base <= 0 || m <= 0) {          /* nothing to share: the window (or the budget) alone */
-		for (int kk = 0; kk < LH; kk++)
-			nk[kk] = B;
-		return 0;
-	}
-	long cand = (long)floor(rmax * (double)base);
-	cand = cand < m ? cand : m;
-	int64_t *cur = len + LH, *counts = cur + L, *fix = counts + L;
-	for (int kk = 0; kk < LH; kk++)      /* the first m tokens, (layer, head, token) order */
-		A->selkeys(sc[kk], m, 0, 0, (uint32_t)((size_t)kk * cap), ks + (size_t)kk * m);
-	for (int l = 0; l < L; l++)
-		cur[l] = cand;
-	long ev = (long)every;
-	for (int l = 0; l < L; l++) {
-		if (l % ev != ev - 1)
-			continue;
-		long seen = l + 1, nf = seen * H * m;
-		long tk = base * H * seen < nf ? base * H * seen : nf;
-		uint64_t thr = threshold(A, ks, (size_t)nf, tk);
-		for (int j = 0; j < L; j++)
-			counts[j] = 0;
-		for (int j = 0; tk > 0 && j < seen; j++)
-			for (int h = 0; h < H; h++)
-				counts[j] += A->kcount(ks + ((size_t)j * H + h) * m, m, thr);
-		long tt = 0;
-		for (int j = 0; j < seen; j++)
-			tt += counts[j] /= seen;
-		if (l == L - 1 && tt != H * m) {
-			counts[seen - 1] += (base * H * seen) / L - tt;
-			tt = (base * H * seen) / L;
-		}
-		long sfix = 0, need = base * L;
-		for (int j = 0; j < seen; j++) {
-			float norm = (float)counts[j] / (float)tt;
-			sfix += fix[j] = (int64_t)((float)cand * norm);
-		}
-		double ss = (double)sfix / (double)need;
-		sfix = 0;
-		for (int j = 0; j < seen; j++)
-			sfix += fix[j] = ss > 0 ? (int64_t)pyfloordiv((double)fix[j], ss) : 0;
-		if (sfix != need)
-			fix[seen - 1] += need - sfix;
-		for (int j = 0; j < seen; j++) {
-			long b = fix[j] < m ? (long)fix[j] : m;
-			cur[j] = cur[j] < b ? cur[j] : b;
-		}
-	}
-	for (int kk = 0; kk < LH; kk++)
-		nk[kk] = (cur[kk / H] > 0 ? cur[kk / H] : 0) + w;
+		                 "every >= 1 (got %g, %g)", src, hd->sel_line, hd->sel_col, c.sa, c.sb);
 	return 0;
 }
 

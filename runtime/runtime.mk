@@ -39,3 +39,6 @@ check-example: $(B)/compress $(B)/kvcc
 
 CHECK_MORE += check-example
 .PHONY: check-example
+# the prefix / dynamic schedules' counts generated (codegen/x86/sched.c kvcc_schedcnt; KVCC_ABI 17)
+X86OBJ += codegen/x86/sched.o
+$(B)/codegen/x86/sched.o: CFLAGS += $(LLVM_CFLAGS)

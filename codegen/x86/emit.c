@@ -180,7 +180,8 @@ static void module(Gen *g, const KiFn *f, const kvcc_spec *spec, const KxConfig 
 enum { E_qk, E_cvt, E_decode, E_probs, E_qkt, E_sstat, E_sacc, E_selkeys, E_topk, E_keepidx, E_compact, E_tmap,
        E_ckeys, E_kcount, E_ckeepidx, E_nkeep, E_ascale, E_hmean, E_observe, E_qround, E_mscal, E_mbest, E_mpair,
        E_mupd, E_tfilter, E_mtotal, E_ksum, E_kfloor, E_decodeb, E_sstate, E_sacce, E_mstore, E_mrow,
-       E_keepn /* issue 13, KVCC_ABI 16 */, E_ctfilter /* issue 13, KVCC_ABI 16 */, E_NUM };
+       E_keepn /* issue 13, KVCC_ABI 16 */, E_ctfilter /* issue 13, KVCC_ABI 16 */,
+       E_schedcnt /* the schedules' counts, KVCC_ABI 17 */, E_NUM };
 _Static_assert(sizeof(kvcc_artifact) == 5 * 8 + E_NUM * 8, "kvcc_artifact: 5 header fields, then the entry points");
 
 /* an entry point the runtime never calls for this policy (no such step in its plan): returns at once
@@ -250,6 +251,8 @@ static int kernels(Gen *g, const KiFn *f, const KiPlan *kp, LLVMValueRef *fn)
 		LLVMTypeRef ct[7] = { g->ptr, g->i64, g->i64, g->i64, g->i64, LLVMDoubleTypeInContext(g->cx), g->ptr };
 		fn[E_ctfilter] = stub(g, "kvcc_ctfilter", g->i64, ct, 7);
 	}
+	LLVMValueRef sel[5] = { fn[E_selkeys], fn[E_topk], fn[E_kcount], fn[E_mtotal], fn[E_ksum] };
+	kx_gen_schedcnt(g, f, sel), fn[E_schedcnt] = g->fn;     /* prefix / dynamic schedules (sched.c) */
 	return rc;
 }
 

@@ -326,6 +326,8 @@ KC_FUNC void kx_gen_ctfilter(Gen *g);
 KC_FUNC void kx_gen_mtotal(Gen *g);
 KC_FUNC void kx_gen_ksum(Gen *g);
 KC_FUNC void kx_gen_kfloor(Gen *g);
+/* sched.c: the prefix / dynamic schedules' counts (sel: selkeys, topk, kcount, mtotal, ksum) */
+KC_FUNC void kx_gen_schedcnt(Gen *g, const KiFn *f, const LLVMValueRef *sel);
 /* tmap.c: the policy's expressions (0, or -1: out of memory) */
 KC_FUNC int kx_gen_tmap(Gen *g, const KiFn *f, const KiPlan *p);
 KC_FUNC int kx_gen_observe(Gen *g, const KiFn *f, const KiPlan *p);

@@ -476,7 +476,8 @@ static void weights(void)
 }
 
 /* select keep: a count that is NaN or ±inf is the interpreter's error, word for word (the same
-** words tests/errors/run_weights.py expects of kvcc run), from the generated count (kvcc_keepn) */
+** words tests/errors/run_weights.py expects of kvcc run), from the generated count (kvcc_keepn);
+** so is the prefix schedule over negative scores (kvcc_schedcnt) */
 static void keepcounts(void)
 {
 	static const struct { const char *pol; double s; const char *want; } kc[] = {
@@ -486,10 +487,15 @@ static void keepcounts(void)
 		  "tests/errors/policies/keep_inf.lua:5:15: error: select: the keep count of (layer 0, head 1) is -inf" },
 		{ "tests/errors/policies/keep_inf.lua", 1,
 		  "tests/errors/policies/keep_inf.lua:5:15: error: select: the keep count of (layer 0, head 1) is inf" },
+		/* the prefix schedule over negative scores (the generated kvcc_schedcnt's -2) */
+		{ "tests/errors/policies/prefix_neg.lua", 0,
+		  "tests/errors/policies/prefix_neg.lua:3:82: error: select: the prefix schedule needs finite scores >= 0, "
+		  "(layer 0, head 0) has -1 at token 1" },
 	};
+	enum { NKC = sizeof kc / sizeof kc[0] };
 	kvcc_spec s = { KVCC_F32, D, G, KVCC_TARGET_NATIVE };
 	kvcc_layout lay = layout();
-	for (int i = 0; i < 3; i++) {
+	for (int i = 0; i < NKC; i++) {
 		char so[1000], nm[40];  /* one file per case, removed at the end: a new file in a removed
 		                         ** one's inode would be taken for the library still mapped */
 		snprintf(nm, sizeof nm, "keepcount%d.so", i);
@@ -516,7 +522,7 @@ static void keepcounts(void)
 		kvcc_plan_destroy(pl);
 		kvcc_close(p);
 	}
-	for (int i = 0; i < 3; i++) {
+	for (int i = 0; i < NKC; i++) {
 		char so[1000], nm[40];
 		snprintf(nm, sizeof nm, "keepcount%d.so", i);
 		path(so, sizeof so, nm);
