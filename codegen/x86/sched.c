@@ -18,6 +18,7 @@
 ** range; the runtime reports them at the select rule. A stub (0) for the other policies.
 */
 #include <stddef.h>
+#include <string.h>
 #include "codegen/x86/gen.h"
 #include "runtime/artifact.h"
 
@@ -401,6 +402,12 @@ void kx_gen_schedcnt(Gen *g, const KiFn *f, const LLVMValueRef *sel)
 		LLVMBuildRet(g->b, ci(g, 0));
 		return;
 	}
+	/* scalar control code once per sequence (the work is in the kernels it calls): the pass
+	** pipeline leaves it as built (optnone needs noinline), which keeps the compile time */
+	const char *at[2] = { "optnone", "noinline" };
+	for (int k = 0; k < 2; k++)
+		LLVMAddAttributeAtIndex(g->fn, LLVMAttributeFunctionIndex,
+		                           LLVMCreateEnumAttribute(g->cx, LLVMGetEnumAttributeKindForName(at[k], strlen(at[k])), 0));
 	Sx X = { g, LLVMDoubleTypeInContext(g->cx), g->f32, g->i32, LLVMInt1TypeInContext(g->cx), LLVMGetParam(g->fn, 0),
 	         sel[0], sel[1], sel[2], sel[3], sel[4] };
 	if (f->sel.sched == SCH_prefix)
