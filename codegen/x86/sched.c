@@ -112,6 +112,21 @@ static void whend(Sx *X, While *w)
 	LLVMPositionBuilderAtEnd(X->g->b, w->exit);
 }
 
+/* return code unless alo <= a <= ahi and blo <= bv <= bhi, bv an integer (the schedule's two
+** arguments; NaN fails) */
+static void argcheck(Sx *X, LLVMValueRef a, double alo, double ahi, LLVMValueRef bv, double blo, double bhi, long code)
+{
+	LLVMBuilderRef b = X->g->b;
+	LLVMValueRef oka = LLVMBuildAnd(b, fcmp(X, LLVMRealOGE, a, cd(X, alo)), fcmp(X, LLVMRealOLE, a, cd(X, ahi)), "");
+	LLVMValueRef okb = LLVMBuildAnd(b, LLVMBuildAnd(b, fcmp(X, LLVMRealOGE, bv, cd(X, blo)),
+	                                                fcmp(X, LLVMRealOLE, bv, cd(X, bhi)), ""),
+	                                fcmp(X, LLVMRealOEQ, bv, fintr(X, "llvm.floor.f64", bv)), "");
+	If f;
+	ifbeg(X, LLVMBuildNot(b, LLVMBuildAnd(b, oka, okb, ""), ""), &f);
+	ret(X, ci(X->g, code));
+	ifend(X, &f);
+}
+
 /* the evictions n - m - protected at count m, at least 0 */
 static LLVMValueRef pfxevict(Sx *X, LLVMValueRef n, LLVMValueRef m, LLVMValueRef prot)
 {
@@ -130,13 +145,7 @@ static void prefix(Sx *X)
 	LLVMValueRef ks = CF(X, ks, g->ptr), tot = CF(X, tot, g->ptr), ws = CF(X, ws, g->ptr);
 	LLVMValueRef tol = CF(X, sa, X->f64), iters = CF(X, sb, X->f64);
 	If f;
-	LLVMValueRef okt = LLVMBuildAnd(b, fcmp(X, LLVMRealOGE, tol, cd(X, 0)), fcmp(X, LLVMRealOLE, tol, cd(X, 1e9)), "");
-	LLVMValueRef oki = LLVMBuildAnd(b, LLVMBuildAnd(b, fcmp(X, LLVMRealOGE, iters, cd(X, 0)),
-	                                                fcmp(X, LLVMRealOLE, iters, cd(X, 1e4)), ""),
-	                                fcmp(X, LLVMRealOEQ, iters, fintr(X, "llvm.floor.f64", iters)), "");
-	ifbeg(X, LLVMBuildNot(b, LLVMBuildAnd(b, okt, oki, ""), ""), &f);
-	ret(X, ci(g, -1));
-	ifend(X, &f);
+	argcheck(X, tol, 0, 1e9, iters, 0, 1e4, -1);
 	LLVMValueRef target = var(X, X->f64, cd(X, 0)), ntot = var(X, X->f64, cd(X, 0));
 	Loop lp;
 	LLVMValueRef kk = loop_begin2(g, ci(g, 0), LH, 1, 1, &lp);
@@ -279,13 +288,7 @@ static void dynamic(Sx *X)
 	ret(X, ci(g, -3));
 	ifend(X, &f);
 	loop_end(g, &lp);
-	LLVMValueRef okr = LLVMBuildAnd(b, fcmp(X, LLVMRealOGE, rmax, cd(X, 0)), fcmp(X, LLVMRealOLE, rmax, cd(X, 1e6)), "");
-	LLVMValueRef oke = LLVMBuildAnd(b, LLVMBuildAnd(b, fcmp(X, LLVMRealOGE, every, cd(X, 1)),
-	                                                fcmp(X, LLVMRealOLE, every, cd(X, 1e6)), ""),
-	                                fcmp(X, LLVMRealOEQ, every, fintr(X, "llvm.floor.f64", every)), "");
-	ifbeg(X, LLVMBuildNot(b, LLVMBuildAnd(b, okr, oke, ""), ""), &f);
-	ret(X, ci(g, -4));
-	ifend(X, &f);
+	argcheck(X, rmax, 0, 1e6, every, 1, 1e6, -4);
 	LLVMValueRef keep = fintr(X, "llvm.floor.f64", LLVMBuildFMul(b, tod(X, n),
 	                          LLVMBuildFSub(b, cd(X, 1), CF(X, ratio, X->f64), ""), ""));
 	LLVMValueRef B = LLVMBuildSelect(b, icmp(X, LLVMIntSGE, budget, ci(g, 0)), smin(X, budget, n),
