@@ -249,7 +249,7 @@ static const char *const decl =
 	"\tfloat *const mEC_ = mTOT_ + N;   /* [N] evicted counts (KV_CNT >= 0) */\n"
 	"\tint *const mKJ_ = (int *)(mEC_ + N), *const mRID_ = mKJ_ + N, *const mPIV_ = mRID_ + N, *const mBI_ = mPIV_ + N;\n"
 	"\tint *const mSEG_ = mBI_ + N, *const mOFF_ = mSEG_ + N;   /* mOFF_: [N + 1] */\n"
-	"\t(void)mEC_;\n";
+	"\t(void)mEC_; (void)mOFF_;\n";
 
 /* merge runs reading ordinary [token] values: held index of each kept / evicted row, the
 ** pre-compaction positions by held index (kv.random) */
