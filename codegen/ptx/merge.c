@@ -8,9 +8,11 @@
 **   copy     during the compaction, every evicted row (keys and values, storage dtype) into the
 **            workspace, in position order, before a kept row can overwrite it (kp_mcopy)
 **   mscal    the row scalars of every evicted and every kept row (a thread per row)
-**   mbest    per evicted row (a thread each): the cross dot e.K · k.K with every kept row in
-**            f32, the policy's epilogue, the arg-max (NaN never, ties → the lower kept index);
-**            never a matrix: one similarity at a time
+**   mbest    the cross dots e.K · k.K as a tiled product (tiled, session 9): tiles of evicted
+**            copies and kept key rows in the staging buffer, a few dots per thread in f32
+**            registers, the policy's epilogue per pair, a running arg-max per evicted row and
+**            a warp combine (NaN never, ties → the lower kept index); never a matrix beyond a
+**            tile
 **   thresh   the rule's value per row (a pair value), or the mean of the maximum similarities
 **            (double, the block's sum)
 **   segments the evicted rows grouped by target in evicted order (a counting sort, one thread)
