@@ -8,9 +8,11 @@
 **   copy     during the compaction, every evicted row (keys and values, storage dtype) into the
 **            workspace, in position order, before a kept row can overwrite it (kp_mcopy)
 **   mscal    the row scalars of every evicted and every kept row (a thread per row)
-**   mbest    per evicted row (a thread each): the cross dot e.K · k.K with every kept row in
-**            f32, the policy's epilogue, the arg-max (NaN never, ties → the lower kept index);
-**            never a matrix: one similarity at a time
+**   mbest    the cross dots e.K · k.K as a tiled product (tiled, session 9): tiles of evicted
+**            copies and kept key rows in the staging buffer, a few dots per thread in f32
+**            registers, the policy's epilogue per pair, a running arg-max per evicted row and
+**            a warp combine (NaN never, ties → the lower kept index); never a matrix beyond a
+**            tile
 **   thresh   the rule's value per row (a pair value), or the mean of the maximum similarities
 **            (double, the block's sum)
 **   segments the evicted rows grouped by target in evicted order (a counting sort, one thread)
@@ -252,6 +254,101 @@ void kp_merge_copy(Gen *g)
 	   "\t\t__syncthreads();\n");
 }
 
+/* the evicted x kept similarity as a tiled product (issue 12 Kernels: never an |E| x |S| matrix
+** beyond a tile) and the arg-max per evicted row. The select kernel's staging buffer (kv_dsm,
+** 2 KV_TT rows of KV_D, free after the compaction) holds a tile of KV_MTE evicted rows (the
+** copies) and one of KV_MTK kept rows, channel-major (a pitch of one more row when the buffer
+** has room: conflict-free shared loads). Warp w, lane x: evicted rows w + KV_NW r (r < KV_MRE),
+** kept rows x + 32 c (c < KV_MRK) of the tiles, the dots in registers, each dot a sequential
+** fmaf over the channels (the x86 kernels' and the untiled loop's order); every pair's epilogue
+** from its dot and the row scalars; a running arg-max per (thread, evicted row) over kept
+** indices ascending (ties: the lower, NaN never), then the warp's 32 lanes combined by
+** shuffles (larger similarity, ties: the lower kept index): interp.c's rule. */
+static int tiled(Mc *M)
+{
+	const KiMerge *m = &M->f->merge;
+	Gen *g = M->g;
+	char S[300];
+	sb(&g->s,
+	   "\t\t/* the similarity: a tiled product in shared memory, the arg-max per evicted row (codegen/ptx/merge.c tiled) */\n"
+	   "#define KV_MAV (2 * KV_TT)   /* staging rows */\n"
+	   "#if KV_MAV >= 4 * KV_NW + 64 + 2\n"
+	   "#define KV_MTE (4 * KV_NW)\n#define KV_MTK 64\n#define KV_MPD 1\n"
+	   "#else\n"
+	   "#define KV_MTK (KV_MAV / 2)\n#define KV_MTE (KV_MAV - KV_MTK < 4 * KV_NW ? KV_MAV - KV_MTK : 4 * KV_NW)\n#define KV_MPD 0\n"
+	   "#endif\n"
+	   "#define KV_MRE ((KV_MTE + KV_NW - 1) / KV_NW)\n"
+	   "#define KV_MRK ((KV_MTK + 31) / 32)\n"
+	   "\t\tkv_st *const tE_ = (kv_st *)kv_dsm, *const tK_ = tE_ + (KV_MTE + KV_MPD) * KV_D;\n"
+	   "\t\tfor (int q0_ = 0; q0_ < nE_; q0_ += KV_MTE) {\n"
+	   "\t\t\t__syncthreads();   /* the last tile's readers are done */\n"
+	   "\t\t\tfor (int x_ = tid; x_ < KV_MTE * KV_D; x_ += KV_NT) {\n"
+	   "\t\t\t\tconst int r_ = x_ / KV_D, c_ = x_ - r_ * KV_D;\n"
+	   "\t\t\t\tif (q0_ + r_ < nE_) tE_[c_ * (KV_MTE + KV_MPD) + r_] = mEK_[(long long)(q0_ + r_) * KV_D + c_];\n"
+	   "\t\t\t}\n"
+	   "\t\t\tfloat bs_[KV_MRE];\n"
+	   "\t\t\tint bi_[KV_MRE];\n"
+	   "\t\t\tfor (int re_ = 0; re_ < KV_MRE; re_++) bs_[re_] = -kv_inf(), bi_[re_] = -1;\n"
+	   "\t\t\tfor (int j0_ = 0; j0_ < m_; j0_ += KV_MTK) {\n"
+	   "\t\t\t\tif (j0_ > 0) __syncthreads();\n"
+	   "\t\t\t\tfor (int x_ = tid; x_ < KV_MTK * KV_D; x_ += KV_NT) {\n"
+	   "\t\t\t\t\tconst int r_ = x_ / KV_D, c_ = x_ - r_ * KV_D;\n"
+	   "\t\t\t\t\tif (j0_ + r_ < m_) tK_[c_ * (KV_MTK + KV_MPD) + r_] = Kb[kv_roff(a, Tb, j0_ + r_) + c_];\n"
+	   "\t\t\t\t}\n"
+	   "\t\t\t\t__syncthreads();\n"
+	   "\t\t\t\tfloat acc_[KV_MRE][KV_MRK];\n"
+	   "\t\t\t\tfor (int re_ = 0; re_ < KV_MRE; re_++) for (int rk_ = 0; rk_ < KV_MRK; rk_++) acc_[re_][rk_] = 0.f;\n"
+	   "\t\t\t\tfor (int c_ = 0; c_ < KV_D; c_++) {\n"
+	   "\t\t\t\t\tfloat ev_[KV_MRE], kw_[KV_MRK];\n"
+	   "\t\t\t\t\tfor (int re_ = 0; re_ < KV_MRE; re_++) { const int r_ = warp + KV_NW * re_; ev_[re_] = r_ < KV_MTE ? kv_f(tE_[c_ * (KV_MTE + KV_MPD) + r_]) : 0.f; }\n"
+	   "\t\t\t\t\tfor (int rk_ = 0; rk_ < KV_MRK; rk_++) { const int r_ = lane + 32 * rk_; kw_[rk_] = r_ < KV_MTK ? kv_f(tK_[c_ * (KV_MTK + KV_MPD) + r_]) : 0.f; }\n"
+	   "\t\t\t\t\tfor (int re_ = 0; re_ < KV_MRE; re_++) for (int rk_ = 0; rk_ < KV_MRK; rk_++) acc_[re_][rk_] = fmaf(ev_[re_], kw_[rk_], acc_[re_][rk_]);\n"
+	   "\t\t\t\t}\n"
+	   "\t\t\t\tfor (int re_ = 0; re_ < KV_MRE; re_++)\n"
+	   "\t\t\t\t\tfor (int rk_ = 0; rk_ < KV_MRK; rk_++) {\n"
+	   "\t\t\t\t\t\tconst int q_ = q0_ + warp + KV_NW * re_, j_ = j0_ + lane + 32 * rk_;\n"
+	   "\t\t\t\t\t\tif (warp + KV_NW * re_ >= KV_MTE || lane + 32 * rk_ >= KV_MTK || q_ >= nE_ || j_ >= m_) continue;\n"
+	   "\t\t\t\t\t\tconst float dot_ = acc_[re_][rk_], sim_ = kv_nan(), abs_ = kv_nan(), ntg_ = kv_nan();\n"
+	   "\t\t\t\t\t\t(void)sim_; (void)abs_; (void)ntg_;\n");
+	if (pairsite(M, m->sim, 6, S, sizeof S))
+		return -1;
+	sb(&g->s,
+	   "\t\t\t\t\t\tconst float s_ = %s;\n"
+	   "\t\t\t\t\t\tif (s_ == s_ && (bi_[re_] < 0 || s_ > bs_[re_])) { bs_[re_] = s_; bi_[re_] = j_; }\n"
+	   "\t\t\t\t\t}\n"
+	   "\t\t\t}\n"
+	   "\t\t\tfor (int re_ = 0; re_ < KV_MRE; re_++) {   /* the warp's lanes combined (every lane takes part) */\n"
+	   "\t\t\t\tfloat bs2_ = bs_[re_];\n"
+	   "\t\t\t\tint bi2_ = bi_[re_];\n"
+	   "\t\t\t\tfor (int o_ = 16; o_ > 0; o_ >>= 1) {\n"
+	   "\t\t\t\t\tconst float s2_ = __shfl_xor_sync(0xffffffffu, bs2_, o_);\n"
+	   "\t\t\t\t\tconst int i2_ = __shfl_xor_sync(0xffffffffu, bi2_, o_);\n"
+	   "\t\t\t\t\tif (i2_ >= 0 && (bi2_ < 0 || s2_ > bs2_ || (s2_ == bs2_ && i2_ < bi2_))) bs2_ = s2_, bi2_ = i2_;\n"
+	   "\t\t\t\t}\n"
+	   "\t\t\t\tconst int q_ = q0_ + warp + KV_NW * re_;\n"
+	   "\t\t\t\tif (lane != 0 || warp + KV_NW * re_ >= KV_MTE || q_ >= nE_) continue;\n"
+	   "\t\t\t\tfloat bs_ = bs2_;\n"
+	   "\t\t\t\tint bi_ = bi2_;\n", S);
+	if (m->thr == MT_value) {
+		sb(&g->s,
+		   "\t\t\t\tif (bi_ >= 0) {   /* the threshold */\n"
+		   "\t\t\t\t\tconst int j_ = bi_;\n"
+		   "\t\t\t\t\tconst float dot_ = kv_nan(), sim_ = bs_, abs_ = kv_nan(), ntg_ = kv_nan();\n"
+		   "\t\t\t\t\t(void)j_; (void)dot_; (void)sim_; (void)abs_; (void)ntg_;\n");
+		if (pairsite(M, m->threshold, 5, S, sizeof S))
+			return -1;
+		sb(&g->s, "\t\t\t\t\tif (!(bs_ >= %s)) bi_ = -1;\n\t\t\t\t}\n", S);
+	}
+	sb(&g->s,
+	   "\t\t\t\tmBS_[q_] = bs_;\n"
+	   "\t\t\t\tmBI_[q_] = bi_;\n"
+	   "\t\t\t}\n"
+	   "\t\t}\n"
+	   "#undef KV_MAV\n#undef KV_MTE\n#undef KV_MTK\n#undef KV_MPD\n#undef KV_MRE\n#undef KV_MRK\n"
+	   "\t\t__syncthreads();\n");
+	return 0;
+}
+
 static int body(Mc *M)
 {
 	Gen *g = M->g;
@@ -270,36 +367,9 @@ static int body(Mc *M)
 	if (rowscalars(M, 1))
 		return -1;
 	sb(&g->s,
-	   "\t\t}\n"
-	   "\t\t__syncthreads();\n"
-	   "\t\t/* the similarity of every (evicted, kept) pair, one at a time, and the arg-max */\n"
-	   "\t\tfor (int q_ = tid; q_ < nE_; q_ += KV_NT) {\n"
-	   "\t\t\tfloat bs_ = -kv_inf();\n"
-	   "\t\t\tint bi_ = -1;\n"
-	   "\t\t\tconst kv_st *const e_ = mEK_ + (long long)q_ * KV_D;\n"
-	   "\t\t\tfor (int j_ = 0; j_ < m_; j_++) {\n"
-	   "\t\t\t\tconst kv_st *const k_ = Kb + kv_roff(a, Tb, j_);\n"
-	   "\t\t\t\tfloat dot_ = 0.f;\n"
-	   "\t\t\t\tfor (int c_ = 0; c_ < KV_D; c_++) dot_ = fmaf(kv_f(e_[c_]), kv_f(k_[c_]), dot_);\n"
-	   "\t\t\t\tconst float sim_ = kv_nan(), abs_ = kv_nan(), ntg_ = kv_nan();\n"
-	   "\t\t\t\t(void)sim_; (void)abs_; (void)ntg_;\n");
-	if (pairsite(M, m->sim, 4, S, sizeof S))
+	   "\t\t}\n");
+	if (tiled(M))
 		return -1;
-	sb(&g->s,
-	   "\t\t\t\tconst float s_ = %s;\n"
-	   "\t\t\t\tif (s_ == s_ && (bi_ < 0 || s_ > bs_)) { bs_ = s_; bi_ = j_; }\n"
-	   "\t\t\t}\n", S);
-	if (m->thr == MT_value) {
-		sb(&g->s,
-		   "\t\t\tif (bi_ >= 0) {   /* the threshold */\n"
-		   "\t\t\t\tconst int j_ = bi_;\n"
-		   "\t\t\t\tconst float dot_ = kv_nan(), sim_ = bs_, abs_ = kv_nan(), ntg_ = kv_nan();\n"
-		   "\t\t\t\t(void)j_; (void)dot_; (void)sim_; (void)abs_; (void)ntg_;\n");
-		if (pairsite(M, m->threshold, 4, S, sizeof S))
-			return -1;
-		sb(&g->s, "\t\t\t\tif (!(bs_ >= %s)) bi_ = -1;\n\t\t\t}\n", S);
-	}
-	sb(&g->s, "\t\t\tmBS_[q_] = bs_;\n\t\t\tmBI_[q_] = bi_;\n\t\t}\n");
 	char ema[400] = "", B[64];
 	if (ki_mtau(M->f)) {            /* D2O (issue 12): tau = beta tau' + (1 - beta) mean, carried */
 		if (kp_dscalar(g, m->beta, B, sizeof B, 0) != 0)

@@ -8,19 +8,24 @@
 **            the threshold (a value; none: one run); mRID_[t] = 1 where a new run starts
 **   compact  the select kernel's stable compaction; every evicted row is copied aside (the
 **            nearest merge's copy, kp_merge_copy), mKJ_[t] = t's kept index or -1
-**   runs     run ids by block scans of the break flags (tile by tile); a thread per run: its
+**   runs     run ids by block scans of the break flags (tile by tile); each run's
 **            pivot = its kept row first in the selection order (sinks, lower position first;
 **            the recent window, newest first; higher score, NaN last; ties: lower position);
 **            a thread per evicted row: its target (its run's pivot's kept index, -1: dropped);
 **            the segments by a block-scan compaction of the targeted rows (a run is a
 **            contiguous held range, so each pivot's rows are contiguous in evicted order and
 **            the targets nondecreasing), each kept row's offset by binary search (session 8:
-**            was one thread for all of it)
+**            was one thread for all of it); the pivots by a segmented scan per tile of held
+**            rows (session 9: was a thread per run, one long run on one thread)
 **   weights  a thread per member: the similarity to its pivot, then w_e (sim, absorbed,
 **            ntargets 1); a thread per pivot: w_k; every value from the pre-merge rows (the
 **            evicted rows' copies, the kept rows before any update)
 **   update   every (pivot, channel): (w_k X_k + sum w_e X_e) / total (mean) or the sum,
 **            rounded to the storage dtype; member counts grow by the absorbed rows' counts
+**   next     (CaM) a warp per kept row over its contiguous range of absorbed evicted rows: the
+**            lanes' weights 32 rows at a time, broadcast by shuffles, each lane's channels
+**            accumulated in registers in member order (session 9: was a thread per kept row,
+**            its accumulators [N][D] in the workspace)
 **
 ** Every pair value is evaluated at its pair of rows from pointers (psite: any [chan] value of
 ** one row or both, reductions over chan, params, pinfo), f32 as the x86 pair evaluator.
@@ -244,7 +249,7 @@ static const char *const decl =
 	"\tfloat *const mEC_ = mTOT_ + N;   /* [N] evicted counts (KV_CNT >= 0) */\n"
 	"\tint *const mKJ_ = (int *)(mEC_ + N), *const mRID_ = mKJ_ + N, *const mPIV_ = mRID_ + N, *const mBI_ = mPIV_ + N;\n"
 	"\tint *const mSEG_ = mBI_ + N, *const mOFF_ = mSEG_ + N;   /* mOFF_: [N + 1] */\n"
-	"\t(void)mEC_;\n";
+	"\t(void)mEC_; (void)mOFF_;\n";
 
 /* merge runs reading ordinary [token] values: held index of each kept / evicted row, the
 ** pre-compaction positions by held index (kv.random) */
@@ -275,9 +280,9 @@ int kp_mpos_decl(Gen *g)
 	int rt = !nx;            /* runs: kh, eh, ps [N] (held indices: the parallel runs, [token] values) */
 	long long off[4], one[4];
 	char o[200];
-	/* EK, EV [N][D] (storage dtype); w, wk, tot, ec; kj, rid, piv, bi, seg [N]; off [N + 1];
-	** next: the f32 accumulators of every kept row's update, [N][D] for K and V */
-	kp_wsreserve(g, 1, (g->dtype == KVCC_F32 ? 2LL : 1LL) * g->D + 10 + (nx ? 2LL * g->D : 0) + (rt ? 3 : 0), off);
+	/* EK, EV [N][D] (storage dtype); w, wk, tot, ec; kj, rid, piv, bi, seg [N]; off [N + 1]
+	** (next: the update's accumulators in registers, session 9; were [N][D] f32 for K and V) */
+	kp_wsreserve(g, 1, (g->dtype == KVCC_F32 ? 2LL : 1LL) * g->D + 10 + (rt ? 3 : 0), off);
 	kp_wsreserve(g, 0, 2, one);
 	kp_wsmax(g);
 	kp_offexpr(off, o, sizeof o);
@@ -286,8 +291,6 @@ int kp_mpos_decl(Gen *g)
 		sb(&g->s, "%s", rdecl);
 	if (!tv && !nx)
 		return 0;
-	if (nx)
-		sb(&g->s, "\tfloat *const mAK_ = (float *)(mOFF_ + N + 1), *const mAV_ = mAK_ + (long long)N * KV_D;\n");
 	/* the score kernels' buffers of the ordinary [token] values the rule reads (CaM's attention) */
 	uint8_t *mv = calloc((size_t)f->nins + 1, 1);
 	if (!mv || ki_mvals(f, mv) != 0)
@@ -393,34 +396,47 @@ static int nextbody(Mp *M)
 	   "\t__syncthreads();\n"
 	   "\tconst int m_ = (int)run, nE_ = n - m_;\n"
 	   "\tif (m_ > 0 && nE_ > 0) {\n"
-	   "\t\tfor (int j_ = tid; j_ < m_; j_ += KV_NT) {\n"
+	   "#define KV_MRC ((KV_D + 31) / 32)   /* channels per lane */\n"
+	   "\t\t/* a warp per kept row j_: its lanes evaluate the absorbed rows' weights (a row each, 32 at\n"
+	   "\t\t   a time), broadcast them (shuffles), and accumulate channels lane, lane + 32, ... in\n"
+	   "\t\t   registers; every sum in member order (a long run of evicted rows before j_: 32 lanes) */\n"
+	   "\t\tfor (int j_ = warp; j_ < m_; j_ += KV_NW) {\n"
 	   "\t\t\t/* the evicted rows j_ absorbs: lo_ .. hi_ (mBI_ nondecreasing) */\n"
 	   "\t\t\tint lo_, hi_;\n"
 	   "\t\t\t{ int a_ = 0, b_ = nE_; while (a_ < b_) { const int c_ = (a_ + b_) >> 1; if ((long long)mBI_[c_] + mm_ <= j_) a_ = c_ + 1; else b_ = c_; } lo_ = a_; }\n"
 	   "\t\t\t{ int a_ = lo_, b_ = nE_; while (a_ < b_) { const int c_ = (a_ + b_) >> 1; if (mBI_[c_] <= j_) a_ = c_ + 1; else b_ = c_; } hi_ = a_; }\n"
 	   "\t\t\tconst int cnt_ = hi_ - lo_;\n"
-	   "\t\t\tif (cnt_ <= 0) continue;\n"
+	   "\t\t\tif (cnt_ <= 0) continue;   /* the warp's rows alike */\n"
 	   "\t\t\tconst kv_st *const kK_ = Kb + kv_roff(a, Tb, j_), *const kV_ = Vb + kv_roff(a, Tb, j_);\n"
 	   "\t\t\tconst int kt_ = mKJ_[j_];\n"
 	   "\t\t\tconst float kcn_ = %s;\n"
-	   "\t\t\tfloat *const aK_ = mAK_ + (long long)j_ * KV_D, *const aV_ = mAV_ + (long long)j_ * KV_D;\n"
-	   "\t\t\tfor (int c_ = 0; c_ < KV_D; c_++) aK_[c_] = 0.f, aV_[c_] = 0.f;\n"
-	   "\t\t\tfloat den_ = 0.f;\n"
-	   "\t\t\tfor (int q_ = lo_; q_ < hi_; q_++) {   /* w_e from the pre-merge rows */\n"
-	   "\t\t\t\tconst int j0_ = mBI_[q_], ntgi_ = m_ - j0_ < mm_ ? m_ - j0_ : mm_, et_ = mRID_[q_];\n"
-	   "\t\t\t\tconst kv_st *const eK_ = mEK_ + (long long)q_ * KV_D, *const eV_ = mEV_ + (long long)q_ * KV_D;\n"
-	   "\t\t\t\tconst float ecn_ = %s, sim_ = kv_nan(), abs_ = (float)cnt_, ntg_ = (float)ntgi_;\n"
-	   "\t\t\t\tfloat w_;\n"
-	   "\t\t\t\t(void)j0_; (void)et_; (void)kt_; (void)eK_; (void)eV_; (void)kK_; (void)kV_; (void)ecn_; (void)kcn_; (void)sim_; (void)abs_; (void)ntg_;\n",
+	   "\t\t\tfloat aK_[KV_MRC], aV_[KV_MRC], den_ = 0.f;\n"
+	   "\t\t\tfor (int cc_ = 0; cc_ < KV_MRC; cc_++) aK_[cc_] = 0.f, aV_[cc_] = 0.f;\n"
+	   "\t\t\tfor (int b0_ = lo_; b0_ < hi_; b0_ += 32) {\n"
+	   "\t\t\t\tfloat wl_ = 0.f;\n"
+	   "\t\t\t\tif (b0_ + lane < hi_) {   /* w_e of row q_ from the pre-merge rows */\n"
+	   "\t\t\t\t\tconst int q_ = b0_ + lane;\n"
+	   "\t\t\t\t\tconst int j0_ = mBI_[q_], ntgi_ = m_ - j0_ < mm_ ? m_ - j0_ : mm_, et_ = mRID_[q_];\n"
+	   "\t\t\t\t\tconst kv_st *const eK_ = mEK_ + (long long)q_ * KV_D, *const eV_ = mEV_ + (long long)q_ * KV_D;\n"
+	   "\t\t\t\t\tconst float ecn_ = %s, sim_ = kv_nan(), abs_ = (float)cnt_, ntg_ = (float)ntgi_;\n"
+	   "\t\t\t\t\tfloat w_;\n"
+	   "\t\t\t\t\t(void)j0_; (void)et_; (void)kt_; (void)eK_; (void)eV_; (void)kK_; (void)kV_; (void)ecn_; (void)kcn_; (void)sim_; (void)abs_; (void)ntg_;\n",
 	   ck, ki_mcounts(f) ? "mEC_[q_]" : "1.f");
-	if (psite(M, m->weight, "w_", 4))
+	if (psite(M, m->weight, "w_", 5))
 		return -1;
 	sb(&g->s,
-	   "\t\t\t\tfor (int c_ = 0; c_ < KV_D; c_++) {\n"
-	   "\t\t\t\t\taK_[c_] = fmaf(kv_f(eK_[c_]), w_, aK_[c_]);\n"
-	   "\t\t\t\t\taV_[c_] = fmaf(kv_f(eV_[c_]), w_, aV_[c_]);\n"
+	   "\t\t\t\t\twl_ = w_;\n"
 	   "\t\t\t\t}\n"
-	   "\t\t\t\tden_ += w_;\n"
+	   "\t\t\t\tconst int nb_ = hi_ - b0_ < 32 ? hi_ - b0_ : 32;\n"
+	   "\t\t\t\tfor (int i_ = 0; i_ < nb_; i_++) {\n"
+	   "\t\t\t\t\tconst float w_ = __shfl_sync(0xffffffffu, wl_, i_);\n"
+	   "\t\t\t\t\tconst long long r_ = (long long)(b0_ + i_) * KV_D;\n"
+	   "\t\t\t\t\tden_ += w_;\n"
+	   "\t\t\t\t\tfor (int cc_ = 0; cc_ < KV_MRC; cc_++) {\n"
+	   "\t\t\t\t\t\tconst int c_ = lane + 32 * cc_;\n"
+	   "\t\t\t\t\t\tif (c_ < KV_D) aK_[cc_] = fmaf(kv_f(mEK_[r_ + c_]), w_, aK_[cc_]), aV_[cc_] = fmaf(kv_f(mEV_[r_ + c_]), w_, aV_[cc_]);\n"
+	   "\t\t\t\t\t}\n"
+	   "\t\t\t\t}\n"
 	   "\t\t\t}\n"
 	   "\t\t\tfloat wk_;\n"
 	   "\t\t\t{   /* w_k */\n"
@@ -437,21 +453,25 @@ static int nextbody(Mp *M)
 		sb(&g->s, "\t\t\tconst int upd_ = fabsf(tot_) < kv_inf() && tot_ != 0.f;   /* else unchanged */\n");
 	else
 		sb(&g->s, "\t\t\tconst int upd_ = 1;\n");
-	sb(&g->s, "\t\t\tfor (int c_ = 0; upd_ && c_ < KV_D; c_++) {\n\t\t\t\tconst long long x2_ = kv_roff(a, Tb, j_) + c_;\n");
+	sb(&g->s,
+	   "\t\t\tfor (int cc_ = 0; cc_ < KV_MRC; cc_++) {\n"
+	   "\t\t\t\tconst int c_ = lane + 32 * cc_;\n"
+	   "\t\t\t\tif (!upd_ || c_ >= KV_D) continue;\n"
+	   "\t\t\t\tconst long long x2_ = kv_roff(a, Tb, j_) + c_;\n");
 	for (int v = 0; v < 2; v++) {
 		if (!(v ? m->values : m->keys))
 			continue;
-		sb(&g->s, "\t\t\t\t{ const float y_ = __fadd_rn(__fmul_rn(wk_, kv_f(%cb[x2_])), a%c_[c_]); %cb[x2_] = kv_tost(%s); }\n",
+		sb(&g->s, "\t\t\t\t{ const float y_ = __fadd_rn(__fmul_rn(wk_, kv_f(%cb[x2_])), a%c_[cc_]); %cb[x2_] = kv_tost(%s); }\n",
 		   v ? 'V' : 'K', v ? 'V' : 'K', v ? 'V' : 'K', m->update == MU_mean ? "y_ / tot_" : "y_");
 	}
 	sb(&g->s, "\t\t\t\t(void)x2_; (void)tot_;\n\t\t\t}\n");
 	if (ki_mcounts(f))
 		sb(&g->s,
-		   "\t\t\tfor (int q_ = lo_; q_ < hi_; q_++) {   /* member counts: + count_e / nt(e) */\n"
+		   "\t\t\tfor (int q_ = lo_; lane == 0 && q_ < hi_; q_++) {   /* member counts: + count_e / nt(e) */\n"
 		   "\t\t\t\tconst int ntgi_ = m_ - mBI_[q_] < mm_ ? m_ - mBI_[q_] : mm_;\n"
 		   "\t\t\t\ta.state[(((long long)b * KV_NST + KV_CNT) * a.L * a.H + li) * N + j_] += mEC_[q_] / (float)ntgi_;\n"
 		   "\t\t\t}\n");
-	sb(&g->s, "\t\t}\n\t}\n");
+	sb(&g->s, "\t\t}\n#undef KV_MRC\n\t}\n");
 	return 0;
 }
 
@@ -488,15 +508,35 @@ int kp_mpos_body(Gen *g)
 	   "\t\t\tnr_ += tot_;\n"
 	   "\t\t}\n"
 	   "\t\t__syncthreads();\n"
-	   "\t\t/* a thread per run: its pivot = its kept row first in the selection order (-1: none) */\n"
-	   "\t\tfor (int r_ = tid; r_ < nr_; r_ += KV_NT) {\n"
-	   "\t\t\tconst int t1_ = r_ + 1 < nr_ ? mSEG_[r_ + 1] : (int)n;\n"
-	   "\t\t\tint p_ = -1;\n"
-	   "\t\t\tfor (int t_ = mSEG_[r_]; t_ < t1_; t_++)\n"
-	   "\t\t\t\tif (mKJ_[t_] >= 0 && (p_ < 0 || kv_mpbefore(sc, t_, p_, n, S, R))) p_ = t_;\n"
-	   "\t\t\tmPIV_[r_] = p_;\n"
+	   "\t\t/* each run's pivot = its kept row first in the selection order (-1: none): a segmented\n"
+	   "\t\t   scan (Hillis-Steele, the runs' ids as segments) of \"first in the order\" per tile of\n"
+	   "\t\t   held rows; a run's last row in the tile folds the tile's part into mPIV_ (a run that\n"
+	   "\t\t   began in an earlier tile: with that tile's part). Depth O(n / KV_NT * log KV_NT),\n"
+	   "\t\t   however long a run */\n"
+	   "\t\t__shared__ int mpv_[KV_NT], mpr_[KV_NT];\n"
+	   "\t\tfor (long long t0_ = 0; t0_ < n; t0_ += KV_NT) {\n"
+	   "\t\t\tconst long long t_ = t0_ + tid;\n"
+	   "\t\t\tint p_ = t_ < n && mKJ_[t_] >= 0 ? (int)t_ : -1;\n"
+	   "\t\t\tconst int r_ = t_ < n ? mRID_[t_] : -1;\n"
+	   "\t\t\tmpr_[tid] = r_;\n"
+	   "\t\t\tfor (int d_ = 1; d_ < KV_NT; d_ <<= 1) {\n"
+	   "\t\t\t\tmpv_[tid] = p_;\n"
+	   "\t\t\t\t__syncthreads();\n"
+	   "\t\t\t\tif (tid >= d_ && mpr_[tid - d_] == r_) {\n"
+	   "\t\t\t\t\tconst int o_ = mpv_[tid - d_];\n"
+	   "\t\t\t\t\tif (o_ >= 0 && (p_ < 0 || kv_mpbefore(sc, o_, p_, n, S, R))) p_ = o_;\n"
+	   "\t\t\t\t}\n"
+	   "\t\t\t\t__syncthreads();\n"
+	   "\t\t\t}\n"
+	   "\t\t\tif (t_ < n && (tid == KV_NT - 1 || t_ + 1 >= n || mpr_[tid + 1] != r_)) {   /* the run's last row here */\n"
+	   "\t\t\t\tif (mSEG_[r_] < t0_) {   /* began in an earlier tile */\n"
+	   "\t\t\t\t\tconst int o_ = mPIV_[r_];\n"
+	   "\t\t\t\t\tif (o_ >= 0 && (p_ < 0 || kv_mpbefore(sc, o_, p_, n, S, R))) p_ = o_;\n"
+	   "\t\t\t\t}\n"
+	   "\t\t\t\tmPIV_[r_] = p_;\n"
+	   "\t\t\t}\n"
+	   "\t\t\t__syncthreads();\n"
 	   "\t\t}\n"
-	   "\t\t__syncthreads();\n"
 	   "\t\t/* every evicted row's target: its run's pivot's kept index (-1: dropped) */\n"
 	   "\t\tfor (int q_ = tid; q_ < nE_; q_ += KV_NT) {\n"
 	   "\t\t\tconst int p_ = mPIV_[mRID_[mEH_[q_]]];\n"
