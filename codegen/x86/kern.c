@@ -85,45 +85,6 @@ void kx_gen_cvt(Gen *g)
 
 
 
-/* The logits of one decode tile (tokens t0 .. t0+nj-1, nj = min(nt - t0, DT)): the Q·K register
-** blocks into S's columns t0.., decodeb's count bias, the tile's columns past nj set to -inf. */
-static void dec_logits(Gen *g, LLVMValueRef K, LLVMValueRef ldk, LLVMValueRef nt, LLVMValueRef q, LLVMValueRef S,
-                       LLVMValueRef lds, LLVMValueRef t0, int G, int bias, LLVMTypeRef et, int esz)
-{
-	LLVMBuilderRef b = g->b;
-	LLVMValueRef rem = LLVMBuildSub(b, nt, t0, "");
-	LLVMValueRef nj = LLVMBuildSelect(b, LLVMBuildICmp(b, LLVMIntSLT, rem, ci(g, DT), ""), rem, ci(g, DT), "nj");
-	LLVMValueRef Kt = gep(g, et, K, LLVMBuildMul(b, t0, ldk, ""));
-	LLVMValueRef St = gep(g, g->f32, S, t0);
-	LLVMValueRef jstart = ci(g, 0);
-	for (int TB = 2; TB >= 1; TB--) {
-		Loop lj;
-		LLVMValueRef j = loop_begin(g, jstart, nj, TB, &lj);
-		for (int t = 0; t < TB && g->c.pf; t++)    /* K rows pf tokens ahead */
-			prefetch(g, Kt, LLVMBuildMul(b, LLVMBuildAdd(b, j, ci(g, g->c.pf + t), ""), LLVMBuildMul(b, ldk, ci(g, esz), ""), ""),
-			         g->d * esz);
-		qk_block(g, Kt, ldk, lds, q, St, ci(g, 0), j, G, TB);
-		loop_end(g, &lj);
-		jstart = lj.iv;
-	}
-	if (bias) {     /* decodeb: the merge count bias, log(count[t]) added to token t's logits */
-		Loop lb;
-		LLVMValueRef j = loop_begin2(g, ci(g, 0), nj, 1, 1, &lb);
-		LLVMValueRef c = ldf(g, LLVMGetParam(g->fn, 8), LLVMBuildAdd(b, t0, j, ""));
-		LLVMValueRef lc = intr(g, "llvm.log", g->f32, &c, 1);
-		for (int a = 0; a < G; a++) {
-			LLVMValueRef ix = LLVMBuildAdd(b, LLVMBuildMul(b, ci(g, a), lds, ""), j, "");
-			storef(g, LLVMBuildFAdd(b, ldf(g, St, ix), lc, ""), St, ix);
-		}
-		loop_end(g, &lb);
-	}
-	Loop lp;
-	LLVMValueRef j = loop_begin2(g, nj, ci(g, DT), 1, 1, &lp);
-	for (int a = 0; a < G; a++)
-		storef(g, LLVMConstReal(g->f32, -INFINITY), St, LLVMBuildAdd(b, LLVMBuildMul(b, ci(g, a), lds, ""), j, ""));
-	loop_end(g, &lp);
-}
-
 /*
 ** decode(K, V, ldk, nt, q, S, lds, st): one chunk of single-query attention for the
 ** G query heads of one KV head. q [G][d] f32, already scaled by 1/sqrt(d).
@@ -132,10 +93,6 @@ static void dec_logits(Gen *g, LLVMValueRef K, LLVMValueRef ldk, LLVMValueRef nt
 ** (m = -inf, l = 0, acc = 0) and updated online: per DT-token tile, logits through
 ** the Q·K register block, tile max, rescale, probabilities (vector exp), V
 ** accumulation with the chan chunk outer and the tile's tokens inner.
-** Software-pipelined: the logits of tile t+1 are computed between tile t's statistics and its
-** V accumulation (tile 0's before the loop), so the statistics' exp / reduction latency and the
-** V pass overlap the next tile's independent K loads and FMAs; every value is computed as
-** before, in the same order per accumulator.
 ** bias (kvcc_decodeb, a merge with count_bias): a 9th argument cnt, token j's member count
 ** cnt[j]; log(cnt[j]) is added to its logits before the statistics (DESIGN §3 "Count bias").
 */
@@ -160,19 +117,43 @@ void kx_gen_decode(Gen *g, int G, int bias)
 		scl[a] = LLVMBuildAlloca(b, g->f32, "scl");
 		accv[a] = LLVMBuildAlloca(b, vt, "acc");
 	}
-	/* tile 0's logits (none when nt <= 0: the tile loop does not run either) */
-	LLVMBasicBlockRef pro = LLVMAppendBasicBlockInContext(g->cx, g->fn, "pro"), go = LLVMAppendBasicBlockInContext(g->cx, g->fn, "go");
-	LLVMBuildCondBr(b, LLVMBuildICmp(b, LLVMIntSGT, nt, ci(g, 0), ""), pro, go);
-	LLVMPositionBuilderAtEnd(b, pro);
-	dec_logits(g, K, ldk, nt, q, S, lds, ci(g, 0), G, bias, et, esz);
-	LLVMBuildBr(b, go);
-	LLVMPositionBuilderAtEnd(b, go);
 	Loop lt;
 	LLVMValueRef t0 = loop_begin2(g, ci(g, 0), nt, DT, 1, &lt);
 	LLVMValueRef rem = LLVMBuildSub(b, nt, t0, "");
 	LLVMValueRef nj = LLVMBuildSelect(b, LLVMBuildICmp(b, LLVMIntSLT, rem, ci(g, DT), ""), rem, ci(g, DT), "nj");
+	LLVMValueRef Kt = gep(g, et, K, LLVMBuildMul(b, t0, ldk, ""));
 	LLVMValueRef Vt = gep(g, et, V, LLVMBuildMul(b, t0, ldk, ""));
 	LLVMValueRef St = gep(g, g->f32, S, t0);
+	/* logits */
+	LLVMValueRef jstart = ci(g, 0);
+	for (int TB = 2; TB >= 1; TB--) {
+		Loop lj;
+		LLVMValueRef j = loop_begin(g, jstart, nj, TB, &lj);
+		for (int t = 0; t < TB && g->c.pf; t++)    /* K rows pf tokens ahead */
+			prefetch(g, Kt, LLVMBuildMul(b, LLVMBuildAdd(b, j, ci(g, g->c.pf + t), ""), LLVMBuildMul(b, ldk, ci(g, esz), ""), ""),
+			         g->d * esz);
+		qk_block(g, Kt, ldk, lds, q, St, ci(g, 0), j, G, TB);
+		loop_end(g, &lj);
+		jstart = lj.iv;
+	}
+	if (bias) {     /* decodeb: the merge count bias, log(count[t]) added to token t's logits */
+		Loop lb;
+		LLVMValueRef j = loop_begin2(g, ci(g, 0), nj, 1, 1, &lb);
+		LLVMValueRef c = ldf(g, LLVMGetParam(g->fn, 8), LLVMBuildAdd(b, t0, j, ""));
+		LLVMValueRef lc = intr(g, "llvm.log", g->f32, &c, 1);
+		for (int a = 0; a < G; a++) {
+			LLVMValueRef ix = LLVMBuildAdd(b, LLVMBuildMul(b, ci(g, a), lds, ""), j, "");
+			storef(g, LLVMBuildFAdd(b, ldf(g, St, ix), lc, ""), St, ix);
+		}
+		loop_end(g, &lb);
+	}
+	{
+		Loop lp;
+		LLVMValueRef j = loop_begin2(g, nj, ci(g, DT), 1, 1, &lp);
+		for (int a = 0; a < G; a++)
+			storef(g, LLVMConstReal(g->f32, -INFINITY), St, LLVMBuildAdd(b, LLVMBuildMul(b, ci(g, a), lds, ""), j, ""));
+		loop_end(g, &lp);
+	}
 	/* online softmax statistics and this tile's probabilities */
 	for (int a = 0; a < G; a++) {
 		LLVMValueRef sv = loadf(g, St, LLVMBuildMul(b, ci(g, a), lds, ""), DT);
@@ -190,16 +171,6 @@ void kx_gen_decode(Gen *g, int G, int bias)
 		storef(g, LLVMBuildFAdd(b, LLVMBuildFMul(b, l, sc, ""), ps_, ""), st, ci(g, G + a));
 		storef(g, mn, st, ci(g, a));
 		LLVMBuildStore(b, sc, scl[a]);
-	}
-	/* the next tile's logits (they write S's columns t0+DT.., which this tile no longer reads) */
-	{
-		LLVMValueRef t1 = LLVMBuildAdd(b, t0, ci(g, DT), "");
-		LLVMBasicBlockRef nx = LLVMAppendBasicBlockInContext(g->cx, g->fn, "next"), vb = LLVMAppendBasicBlockInContext(g->cx, g->fn, "vacc");
-		LLVMBuildCondBr(b, LLVMBuildICmp(b, LLVMIntSLT, t1, nt, ""), nx, vb);
-		LLVMPositionBuilderAtEnd(b, nx);
-		dec_logits(g, K, ldk, nt, q, S, lds, t1, G, bias, et, esz);
-		LLVMBuildBr(b, vb);
-		LLVMPositionBuilderAtEnd(b, vb);
 	}
 	/* V accumulation: chan chunk outer (unrolled), tokens inner */
 	for (int c = 0; c < nc; c++) {
