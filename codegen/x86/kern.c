@@ -85,6 +85,33 @@ void kx_gen_cvt(Gen *g)
 
 
 
+/* The running max of one query after a decode tile: maxnum(mo, max of the tile's logits sv),
+** the max tested, not reduced: one vector compare of the DT logits against mo, and only a tile
+** with a logit above mo (the first tiles, then rarely) takes the horizontal max. A tile without
+** one gives mo, which is what maxnum gives there too (NaN logits compare false and maxnum
+** ignores them), so the result is the same value either way. */
+static LLVMValueRef dec_tilemax(Gen *g, LLVMValueRef sv, LLVMValueRef mo)
+{
+	LLVMBuilderRef b = g->b;
+	LLVMValueRef gt = LLVMBuildFCmp(b, LLVMRealOGT, sv, splat(g, mo, DT), "");
+	LLVMValueRef any = LLVMBuildICmp(b, LLVMIntNE, LLVMBuildBitCast(b, gt, LLVMIntTypeInContext(g->cx, DT), ""),
+	                                 LLVMConstInt(LLVMIntTypeInContext(g->cx, DT), 0, 0), "");
+	LLVMBasicBlockRef cur = LLVMGetInsertBlock(b);
+	LLVMBasicBlockRef grow = LLVMAppendBasicBlockInContext(g->cx, g->fn, "grow"), join = LLVMAppendBasicBlockInContext(g->cx, g->fn, "join");
+	LLVMBuildCondBr(b, any, grow, join);
+	LLVMPositionBuilderAtEnd(b, grow);
+	LLVMValueRef tm = intr(g, "llvm.vector.reduce.fmax", fty(g, DT), &sv, 1);
+	LLVMValueRef mm[2] = { mo, tm };
+	LLVMValueRef mg = intr(g, "llvm.maxnum", g->f32, mm, 2);
+	LLVMBuildBr(b, join);
+	LLVMPositionBuilderAtEnd(b, join);
+	LLVMValueRef mn = LLVMBuildPhi(b, g->f32, "mn");
+	LLVMValueRef vs[2] = { mo, mg };
+	LLVMBasicBlockRef bs[2] = { cur, grow };
+	LLVMAddIncoming(mn, vs, bs, 2);
+	return mn;
+}
+
 /*
 ** decode(K, V, ldk, nt, q, S, lds, st): one chunk of single-query attention for the
 ** G query heads of one KV head. q [G][d] f32, already scaled by 1/sqrt(d).
@@ -157,10 +184,8 @@ void kx_gen_decode(Gen *g, int G, int bias)
 	/* online softmax statistics and this tile's probabilities */
 	for (int a = 0; a < G; a++) {
 		LLVMValueRef sv = loadf(g, St, LLVMBuildMul(b, ci(g, a), lds, ""), DT);
-		LLVMValueRef tm = intr(g, "llvm.vector.reduce.fmax", tv, &sv, 1);
 		LLVMValueRef mo = ldf(g, st, ci(g, a));
-		LLVMValueRef mm[2] = { mo, tm };
-		LLVMValueRef mn = intr(g, "llvm.maxnum", g->f32, mm, 2);
+		LLVMValueRef mn = dec_tilemax(g, sv, mo);
 		LLVMValueRef sc = vexp(g, LLVMBuildFSub(b, mo, mn, ""), 1);
 		LLVMValueRef pv = vexp(g, LLVMBuildFSub(b, sv, splat(g, mn, DT), ""), DT);
 		storef(g, pv, P, ci(g, (long)a * DT));
