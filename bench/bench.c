@@ -977,6 +977,59 @@ static int amxbench(int threads)
 	return 0;
 }
 
+/* The decode benchmarks' inputs: K, V [H][n][D] of random values in dtype dt, an H2O state row
+** (zeros), random queries, the output and the lengths (n for every head). */
+typedef struct DecData {
+	char *K, *V;
+	float *st, *q, *o;
+	int32_t len[H];
+	kvcc_layout lay;
+} DecData;
+
+static int decdata(int dt, int n, DecData *d)
+{
+	size_t esz = dt == KVCC_F32 ? 4 : 2, nkv = (size_t)H * n * D;
+	d->K = malloc(nkv * esz), d->V = malloc(nkv * esz);
+	d->st = calloc((size_t)H * n, sizeof(float)), d->q = malloc(H * G * D * 4), d->o = malloc(H * G * D * 4);
+	if (!d->K || !d->V || !d->st || !d->q || !d->o)
+		return fprintf(stderr, "decode: out of memory\n"), -1;
+	for (size_t i = 0; i < nkv; i++)
+		store(round_to(frand(), dt), dt, d->K, i), store(round_to(frand(), dt), dt, d->V, i);
+	for (int i = 0; i < H * G * D; i++)
+		d->q[i] = frand();
+	for (int h = 0; h < H; h++)
+		d->len[h] = n;
+	d->lay = (kvcc_layout){ dt, 1, H, D, n, (int64_t)H * n * D, (int64_t)n * D, D };
+	return 0;
+}
+
+static void decfree(DecData *d)
+{
+	free(d->K), free(d->V), free(d->st), free(d->q), free(d->o);
+}
+
+/* Plans of p[0] (plain) and p[1] (H2O) on d's layout with `threads`, then reps + 1 rounds of one
+** kvcc_decode_layer each, the two alternating which goes first; round 0 warms up, v[i][r] is
+** round r + 1's time of plan i in ms by clk. */
+static int decruns(kvcc_policy *p[2], DecData *d, int threads, int reps, double (*clk)(void), kvcc_plan *pl[2],
+                   double v[2][64])
+{
+	for (int pi = 0; pi < 2; pi++)
+		if (kvcc_plan_create(p[pi], &d->lay, 0, threads, &pl[pi]) != 0)
+			return fprintf(stderr, "plan: %s\n", kvcc_last_error()), -1;
+	for (int r = 0; r < reps + 1 && r <= 64; r++)
+		for (int pp = 0; pp < 2; pp++) {
+			int pi = r % 2 ? 1 - pp : pp;
+			kvcc_cache c = { d->K, d->V, NULL, d->len, pi ? d->st : NULL };
+			double c0 = clk();
+			if (kvcc_decode_layer(pl[pi], &c, 0, d->q, d->o) != 0)
+				return fprintf(stderr, "decode: %s\n", kvcc_last_error()), -1;
+			if (r)
+				v[pi][r - 1] = (clk() - c0) * 1e3;
+		}
+	return 0;
+}
+
 /*
 ** bench --decode (issue 15): decode attention on one thread in CPU time (process rusage: the
 ** plan's pool thread included) against the 1-thread streaming-read peak measured the same way in
@@ -1013,30 +1066,10 @@ static int decbench(void)
 		if (kvcc_compile_file("policies/snapkv.lua", &s, &p[0]) != 0 || kvcc_compile_file("policies/h2o.lua", &s, &p[1]) != 0)
 			return fprintf(stderr, "compile: %s\n", kvcc_last_error()), 1;
 		size_t esz = dt == KVCC_F32 ? 4 : 2, nkv = (size_t)H * n * D;
-		char *K = malloc(nkv * esz), *V = malloc(nkv * esz);
-		float *st = calloc((size_t)H * n, sizeof(float)), *q = malloc(H * G * D * 4), *o = malloc(H * G * D * 4);
-		int32_t len[H];
-		for (size_t i = 0; i < nkv; i++)
-			store(round_to(frand(), dt), dt, K, i), store(round_to(frand(), dt), dt, V, i);
-		for (int i = 0; i < H * G * D; i++)
-			q[i] = frand();
-		for (int h = 0; h < H; h++)
-			len[h] = n;
-		kvcc_layout lay = { dt, 1, H, D, n, (int64_t)H * n * D, (int64_t)n * D, D };
-		for (int pi = 0; pi < 2; pi++)
-			if (kvcc_plan_create(p[pi], &lay, 0, 1, &pl[pi]) != 0)
-				return fprintf(stderr, "plan: %s\n", kvcc_last_error()), 1;
+		DecData dd;
 		double v[2][64];
-		for (int r = 0; r < reps + 1; r++)
-			for (int pp = 0; pp < 2; pp++) {
-				int pi = r % 2 ? 1 - pp : pp;
-				kvcc_cache c = { K, V, NULL, len, pi ? st : NULL };
-				double c0 = cpunow();
-				if (kvcc_decode_layer(pl[pi], &c, 0, q, o) != 0)
-					return fprintf(stderr, "decode: %s\n", kvcc_last_error()), 1;
-				if (r)
-					v[pi][r - 1] = (cpunow() - c0) * 1e3;
-			}
+		if (decdata(dt, n, &dd) != 0 || decruns(p, &dd, 1, reps, cpunow, pl, v) != 0)
+			return 1;
 		double best[2];
 		for (int pi = 0; pi < 2; pi++) {
 			best[pi] = 1e30;
@@ -1050,7 +1083,7 @@ static int decbench(void)
 			kvcc_close(p[pi]);
 		}
 		printf("decode %s: h2o / plain %.2fx (best)\n", k ? "f32" : "bf16", best[1] / best[0]);
-		free(K), free(V), free(st), free(q), free(o);
+		decfree(&dd);
 	}
 	double la[3];
 	getloadavg(la, 3);
@@ -1448,46 +1481,32 @@ int main(int argc, char **argv)
 			nr++;
 		}
 	/* decode attention (kvcc_decode_layer), n = 32768: plain (snapkv has no observe hook) and
-	** with H2O's observe hook (state += attention summed over the group) */
+	** with H2O's observe hook (state += attention summed over the group), the two plans on the
+	** same K/V and their runs interleaved (alternating which goes first), so that the H2O / plain
+	** ratio compares runs of the same minutes; median of 15 each */
 	double dec[2][2];
-	for (int pi = 0; pi < 2; pi++)
-		for (int k = 0; k < 2; k++) {
-			int n = 32768, dt = dts[k];
-			kvcc_spec s = { dt, D, G, KVCC_TARGET_NATIVE };
-			kvcc_policy *p = pol[k];
-			if (pi && kvcc_compile_file("policies/h2o.lua", &s, &p) != 0)
-				return fprintf(stderr, "compile h2o: %s\n", kvcc_last_error()), 1;
-			size_t esz = dt == KVCC_F32 ? 4 : 2, nkv = (size_t)H * n * D;
-			char *K = malloc(nkv * esz), *V = malloc(nkv * esz);
-			float *st = calloc((size_t)H * n, sizeof(float)), *q = malloc(H * G * D * 4), *o = malloc(H * G * D * 4);
-			int32_t len[H];
-			for (size_t i = 0; i < nkv; i++)
-				store(round_to(frand(), dt), dt, K, i), store(round_to(frand(), dt), dt, V, i);
-			for (int i = 0; i < H * G * D; i++)
-				q[i] = frand();
-			for (int h = 0; h < H; h++)
-				len[h] = n;
-			kvcc_layout lay = { dt, 1, H, D, n, (int64_t)H * n * D, (int64_t)n * D, D };
-			kvcc_plan *pl;
-			if (kvcc_plan_create(p, &lay, 0, threads, &pl) != 0)
-				return fprintf(stderr, "plan: %s\n", kvcc_last_error()), 1;
-			kvcc_cache c = { K, V, NULL, len, st };
-			double v[15];
-			for (int r = 0; r < 15; r++) {
-				double t0 = now();
-				if (kvcc_decode_layer(pl, &c, 0, q, o) != 0)
-					return fprintf(stderr, "decode: %s\n", kvcc_last_error()), 1;
-				v[r] = (now() - t0) * 1e3;
-			}
-			dec[pi][k] = median(v, 15);
+	for (int k = 0; k < 2; k++) {
+		int n = 32768, dt = dts[k];
+		kvcc_spec s = { dt, D, G, KVCC_TARGET_NATIVE };
+		kvcc_policy *p[2] = { pol[k], NULL };
+		if (kvcc_compile_file("policies/h2o.lua", &s, &p[1]) != 0)
+			return fprintf(stderr, "compile h2o: %s\n", kvcc_last_error()), 1;
+		size_t esz = dt == KVCC_F32 ? 4 : 2, nkv = (size_t)H * n * D;
+		DecData dd;
+		kvcc_plan *pl[2];
+		double v[2][64];
+		if (decdata(dt, n, &dd) != 0 || decruns(p, &dd, threads, 15, now, pl, v) != 0)
+			return 1;
+		for (int pi = 0; pi < 2; pi++) {
+			dec[pi][k] = median(v[pi], 15);
 			printf("decode %s %s n=%d: %.2f ms, K+V %.1f GB/s (%.0f%% of read BW)\n", pi ? "h2o (observe)" : "plain",
 			       k ? "f32" : "bf16", n, dec[pi][k], 2.0 * nkv * esz / (dec[pi][k] * 1e-3) / 1e9,
 			       100 * 2.0 * nkv * esz / (dec[pi][k] * 1e-3) / 1e9 / pk.read_all);
-			kvcc_plan_destroy(pl);
-			if (pi)
-				kvcc_close(p);
-			free(K), free(V), free(st), free(q), free(o);
+			kvcc_plan_destroy(pl[pi]);
 		}
+		kvcc_close(p[1]);
+		decfree(&dd);
+	}
 	for (int k = 0; k < 2; k++)
 		kvcc_close(pol[k]);
 	/* tuned vs default: kvcc tune into this run's private cache (its tuning database) */

@@ -272,19 +272,31 @@ static Dec *wave_dec(Wave *W, int *t)
 	return &W->d[i];
 }
 
+/* a sequence whose heads are one chunk each: its chunk task merges the head and runs the
+** observe hook right after the kernel (S still in the cache, no second pool run for it) */
+static int dec_fused(const Dec *D)
+{
+	return !D->pages && D->chper == 1;
+}
+
 static void wave_chunk(void *arg, int t, int tid)
 {
-	Dec *D = wave_dec(arg, &t);
+	Wave *W = arg;
+	Dec *D = wave_dec(W, &t);
 	if (D->pages)
 		dec_pages(D, t, tid);
 	else
 		dec_chunk(D, t, tid);
+	if (dec_fused(D))
+		dec_head(D, &W->mu, t, tid);
 }
 
 static void wave_head(void *arg, int t, int tid)
 {
 	Wave *W = arg;
-	dec_head(&W->d[t / W->H], &W->mu, t % W->H, tid);
+	Dec *D = &W->d[t / W->H];
+	if (!dec_fused(D))
+		dec_head(D, &W->mu, t % W->H, tid);
 }
 
 /* Sequence s of b as lane `lane` of a wave (checked): its rounded queries, its split of the
@@ -342,11 +354,14 @@ static int dec_wave(kvcc_plan *pl, kvcc_batch *b, int s0, int n, int layer, cons
 		total += dec_setup(pl, b, s0 + i, i, layer, q + (s0 + i) * nq, out + (s0 + i) * nq, &W.d[i]);
 		W.first[i + 1] = W.first[i] + W.d[i].ntask;
 	}
-	kr_pool_run(&pl->pool, wave_chunk, &W, W.first[n]);
+	int split = 0;
+	for (int i = 0; i < n; i++)
+		split |= !dec_fused(&W.d[i]);
 	pthread_mutex_init(&W.mu, NULL);
-	if (total >= 1024 || (hd->flags & KA_FOBSERVE))
+	kr_pool_run(&pl->pool, wave_chunk, &W, W.first[n]);
+	if (split && (total >= 1024 || (hd->flags & KA_FOBSERVE)))
 		kr_pool_run(&pl->pool, wave_head, &W, n * H);
-	else
+	else if (split)
 		for (int t = 0; t < n * H; t++)
 			wave_head(&W, t, 0);
 	pthread_mutex_destroy(&W.mu);

@@ -85,6 +85,35 @@ void kx_gen_cvt(Gen *g)
 
 
 
+#define VCHAINS 16   /* most accumulators of the decode V pass (of 32 vector registers) */
+
+/* The running max of one query after a decode tile: maxnum(mo, max of the tile's logits sv),
+** the max tested, not reduced: one vector compare of the DT logits against mo, and only a tile
+** with a logit above mo (the first tiles, then rarely) takes the horizontal max. A tile without
+** one gives mo, which is what maxnum gives there too (NaN logits compare false and maxnum
+** ignores them), so the result is the same value either way. */
+static LLVMValueRef dec_tilemax(Gen *g, LLVMValueRef sv, LLVMValueRef mo)
+{
+	LLVMBuilderRef b = g->b;
+	LLVMValueRef gt = LLVMBuildFCmp(b, LLVMRealOGT, sv, splat(g, mo, DT), "");
+	LLVMValueRef any = LLVMBuildICmp(b, LLVMIntNE, LLVMBuildBitCast(b, gt, LLVMIntTypeInContext(g->cx, DT), ""),
+	                                 LLVMConstInt(LLVMIntTypeInContext(g->cx, DT), 0, 0), "");
+	LLVMBasicBlockRef cur = LLVMGetInsertBlock(b);
+	LLVMBasicBlockRef grow = LLVMAppendBasicBlockInContext(g->cx, g->fn, "grow"), join = LLVMAppendBasicBlockInContext(g->cx, g->fn, "join");
+	LLVMBuildCondBr(b, any, grow, join);
+	LLVMPositionBuilderAtEnd(b, grow);
+	LLVMValueRef tm = intr(g, "llvm.vector.reduce.fmax", fty(g, DT), &sv, 1);
+	LLVMValueRef mm[2] = { mo, tm };
+	LLVMValueRef mg = intr(g, "llvm.maxnum", g->f32, mm, 2);
+	LLVMBuildBr(b, join);
+	LLVMPositionBuilderAtEnd(b, join);
+	LLVMValueRef mn = LLVMBuildPhi(b, g->f32, "mn");
+	LLVMValueRef vs[2] = { mo, mg };
+	LLVMBasicBlockRef bs[2] = { cur, grow };
+	LLVMAddIncoming(mn, vs, bs, 2);
+	return mn;
+}
+
 /*
 ** decode(K, V, ldk, nt, q, S, lds, st): one chunk of single-query attention for the
 ** G query heads of one KV head. q [G][d] f32, already scaled by 1/sqrt(d).
@@ -157,10 +186,8 @@ void kx_gen_decode(Gen *g, int G, int bias)
 	/* online softmax statistics and this tile's probabilities */
 	for (int a = 0; a < G; a++) {
 		LLVMValueRef sv = loadf(g, St, LLVMBuildMul(b, ci(g, a), lds, ""), DT);
-		LLVMValueRef tm = intr(g, "llvm.vector.reduce.fmax", tv, &sv, 1);
 		LLVMValueRef mo = ldf(g, st, ci(g, a));
-		LLVMValueRef mm[2] = { mo, tm };
-		LLVMValueRef mn = intr(g, "llvm.maxnum", g->f32, mm, 2);
+		LLVMValueRef mn = dec_tilemax(g, sv, mo);
 		LLVMValueRef sc = vexp(g, LLVMBuildFSub(b, mo, mn, ""), 1);
 		LLVMValueRef pv = vexp(g, LLVMBuildFSub(b, sv, splat(g, mn, DT), ""), DT);
 		storef(g, pv, P, ci(g, (long)a * DT));
@@ -172,35 +199,51 @@ void kx_gen_decode(Gen *g, int G, int bias)
 		storef(g, mn, st, ci(g, a));
 		LLVMBuildStore(b, sc, scl[a]);
 	}
-	/* V accumulation: chan chunk outer (unrolled), tokens inner */
-	for (int c = 0; c < nc; c++) {
-		for (int a = 0; a < G; a++) {
-			LLVMValueRef av = loadf(g, st, ci(g, 2L * G + (long)a * g->d + (long)c * W), W);
-			LLVMValueRef sc = LLVMBuildLoad2(b, g->f32, scl[a], "");
-			LLVMBuildStore(b, LLVMBuildFMul(b, av, splat(g, sc, W), ""), accv[a]);
-		}
+	/* V accumulation: chan chunks outer (unrolled), tokens inner; CB chunks per token loop, so
+	** that one broadcast of a token's probability serves CB chunks and G*CB accumulators
+	** (independent FMA chains) are in flight; each accumulator's order of additions is the
+	** tokens' order as before */
+	int CB = 1;
+	while (CB * 2 * G <= VCHAINS && nc % (CB * 2) == 0)
+		CB *= 2;
+	LLVMValueRef accs[16];
+	for (int k = 0; k < CB * G; k++)
+		accs[k] = k < G ? accv[k] : entry_alloca(g, vt);
+	for (int c0 = 0; c0 < nc; c0 += CB) {
+		for (int cc = 0; cc < CB; cc++)
+			for (int a = 0; a < G; a++) {
+				int c = c0 + cc;
+				LLVMValueRef av = loadf(g, st, ci(g, 2L * G + (long)a * g->d + (long)c * W), W);
+				LLVMValueRef sc = LLVMBuildLoad2(b, g->f32, scl[a], "");
+				LLVMBuildStore(b, LLVMBuildFMul(b, av, splat(g, sc, W), ""), accs[cc * G + a]);
+			}
 		Loop lj;
 		LLVMValueRef j = loop_begin2(g, ci(g, 0), nj, 1, 1, &lj);
-		if (c == 0 && g->c.pf)                      /* V rows pf tokens ahead */
+		if (c0 == 0 && g->c.pf)                      /* V rows pf tokens ahead */
 			prefetch(g, Vt, LLVMBuildMul(b, LLVMBuildAdd(b, j, ci(g, g->c.pf), ""), LLVMBuildMul(b, ldk, ci(g, esz), ""), ""),
 			         g->d * esz);
-		LLVMValueRef v = loadconv(g, Vt, LLVMBuildAdd(b, LLVMBuildMul(b, j, ldk, ""), ci(g, (long)c * W), ""), W);
-		for (int a = 0; a < G; a++) {
-			LLVMValueRef pj = ldf(g, P, LLVMBuildAdd(b, ci(g, (long)a * DT), j, ""));
-			LLVMValueRef args[3] = { splat(g, pj, W), v, LLVMBuildLoad2(b, vt, accv[a], "") };
-			LLVMBuildStore(b, LLVMBuildCall2(b, g->fma_ty, g->fma, args, 3, ""), accv[a]);
+		LLVMValueRef pj[8];
+		for (int a = 0; a < G; a++)
+			pj[a] = splat(g, ldf(g, P, LLVMBuildAdd(b, ci(g, (long)a * DT), j, "")), W);
+		for (int cc = 0; cc < CB; cc++) {
+			LLVMValueRef v = loadconv(g, Vt, LLVMBuildAdd(b, LLVMBuildMul(b, j, ldk, ""), ci(g, (long)(c0 + cc) * W), ""), W);
+			for (int a = 0; a < G; a++) {
+				LLVMValueRef args[3] = { pj[a], v, LLVMBuildLoad2(b, vt, accs[cc * G + a], "") };
+				LLVMBuildStore(b, LLVMBuildCall2(b, g->fma_ty, g->fma, args, 3, ""), accs[cc * G + a]);
+			}
 		}
 		loop_end(g, &lj);
 		/* the unroll count LLVM's O2 picked for this loop (emit.c's pipeline unrolls only on
 		** request): about 4 FMA chains of 16 lanes (8 of 8) per iteration, half that at G = 1
 		** when each row needs a conversion */
-		int un = W == 1 ? 1 : (W >= 16 ? 4 : 8) / G;
-		if (G == 1 && g->dtype != KVCC_F32)
+		int un = W == 1 ? 1 : (W >= 16 ? 4 : 8) / (G * CB);
+		if (G * CB == 1 && g->dtype != KVCC_F32)
 			un /= 2;
 		if (un > 1)
 			loop_unroll(g, &lj, un);
-		for (int a = 0; a < G; a++)
-			storef(g, LLVMBuildLoad2(b, vt, accv[a], ""), st, ci(g, 2L * G + (long)a * g->d + (long)c * W));
+		for (int cc = 0; cc < CB; cc++)
+			for (int a = 0; a < G; a++)
+				storef(g, LLVMBuildLoad2(b, vt, accs[cc * G + a], ""), st, ci(g, 2L * G + (long)a * g->d + (long)(c0 + cc) * W));
 	}
 	loop_end(g, &lt);
 	LLVMBuildRetVoid(b);
