@@ -912,6 +912,106 @@ static double qkt_alone(int dt, int raw)
 	return gf;
 }
 
+/* The score phase by kernel (issue 15: what bounds it): one head of n tokens with G·WIN query
+** rows, all visible, through the artifact's own kernels as runtime/compress.c attnscore1 calls
+** them when the exponential workspace holds the head — pass 1 qkt + sstate per 64-token tile
+** (E kept), pass 2 sacce per tile and group — timed in this thread's CPU time as three loops:
+** qkt alone, qkt + sstate (sstate = the difference), sacce. Best of 3. ms[0..2] = qkt, sstate,
+** sacce. The compile uses the KVCC_CONFIG in effect. */
+static int phase_split(int dt, int n, double ms[5])
+{
+	char so[] = "/tmp/kvcc-bench-split-XXXXXX.so";
+	int fd = mkstemps(so, 3);
+	if (fd < 0)
+		return -1;
+	close(fd);
+	kvcc_spec s = { dt, D, G, KVCC_TARGET_NATIVE };
+	void *dl = NULL;
+	int rc = -1;
+	if (kvcc_compile_so("policies/snapkv.lua", &s, so, 0) == 0 && (dl = dlopen(so, RTLD_NOW | RTLD_LOCAL))) {
+		const kvcc_artifact *a = dlsym(dl, KVCC_DESC_SYMBOL);
+		int GO = G * WIN, nt = (n + 63) / 64, amx = strstr(((const KaHdr *)a->desc)->config, "amx1") != NULL;
+		size_t esz = dt == KVCC_F32 ? 4 : 2;
+		float *Q = aligned_alloc(64, (size_t)GO * D * 4), *S = aligned_alloc(64, (size_t)GO * 64 * 4);
+		float *Kp = aligned_alloc(64, (size_t)D * 64 * 4), *E = aligned_alloc(64, (size_t)nt * GO * 64 * 4);
+		float *MT = malloc((size_t)nt * GO * 4), *m = malloc((size_t)GO * 4), *L = malloc((size_t)GO * 16 * 4);
+		float *mp = malloc((size_t)GO * 4), *acc = aligned_alloc(64, 64 * 4);
+		uint64_t *vm = malloc((size_t)GO * 8);
+		char *K = aligned_alloc(64, (size_t)n * D * esz);
+		if (amx && !amx_usable())
+			a = NULL;
+		if (a && a->sstate && a->sacce && Q && S && Kp && E && MT && m && L && mp && acc && vm && K) {
+			for (int i = 0; i < GO * D; i++)     /* AMX: Q's bf16 rows (the runtime's argument) */
+				store(round_to(frand() * 2, amx ? KVCC_BF16 : KVCC_F32), amx ? KVCC_BF16 : KVCC_F32, Q, (size_t)i);
+			for (size_t i = 0; i < (size_t)n * D; i++)
+				store(round_to(frand(), dt), dt, K, i);
+			for (int q = 0; q < GO; q++)
+				vm[q] = ~0ull;
+			float sc = 1.0f / sqrtf((float)D);
+			/* the runtime's rule (runtime/api.c make_ws): E non-temporal past twice the L2 or KVCC_EXPNT MiB */
+			const char *nv = getenv("KVCC_EXPNT");
+			long l2 = sysconf(_SC_LEVEL2_CACHE_SIZE);
+			double ntb = nv && *nv ? strtod(nv, NULL) * 1048576.0 : 2.0 * (l2 > 0 ? (double)l2 : 2097152.0);
+			int64_t sgo = (double)nt * GO * 64 * 4 > ntb ? -GO : GO;
+			for (int w = 0; w < 5; w++)
+				ms[w] = 1e30;
+			for (int r = 0; r < 3; r++) {
+				double t0 = threadcpu();
+				for (int k = 0; k < nt; k++)
+					a->qkt(K + (size_t)k * 64 * D * esz, D, n - k * 64 < 64 ? n - k * 64 : 64, Q, amx ? -GO : GO, S, Kp);
+				double t1 = threadcpu();
+				for (int q = 0; q < GO; q++)
+					m[q] = -INFINITY;
+				memset(L, 0, (size_t)GO * 16 * 4);
+				for (int k = 0; k < nt; k++) {
+					a->qkt(K + (size_t)k * 64 * D * esz, D, n - k * 64 < 64 ? n - k * 64 : 64, Q, amx ? -GO : GO, S, Kp);
+					a->sstate(S, sgo, vm, sc, m, L, E + (size_t)k * GO * 64, MT + (size_t)k * GO);
+				}
+				double t2 = threadcpu();
+				for (int q = 0; q < GO; q++) {
+					double l = 0;
+					for (int i = 0; i < 16; i++)
+						l += L[q * 16 + i];
+					mp[q] = m[q] + (float)log(l);
+				}
+				double t3 = threadcpu();
+				for (int k = 0; k < nt; k++)
+					for (int g = 0; g < G; g++) {
+						memset(acc, 0, 64 * 4);
+						a->sacce(E + ((size_t)k * GO + (size_t)g * WIN) * 64, WIN, MT + (size_t)k * GO + g * WIN, mp + g * WIN, acc);
+					}
+				double t4 = threadcpu();
+				/* the two-pass alternative without the workspace traffic: sstate into one tile's E
+				** (overwritten per tile: stays in L2), then qkt + sacc (a second exp per logit) */
+				for (int q = 0; q < GO; q++)
+					m[q] = -INFINITY;
+				memset(L, 0, (size_t)GO * 16 * 4);
+				for (int k = 0; k < nt; k++) {
+					a->qkt(K + (size_t)k * 64 * D * esz, D, n - k * 64 < 64 ? n - k * 64 : 64, Q, amx ? -GO : GO, S, Kp);
+					a->sstate(S, GO, vm, sc, m, L, E, MT);
+				}
+				double t5 = threadcpu();
+				for (int k = 0; k < nt; k++) {
+					a->qkt(K + (size_t)k * 64 * D * esz, D, n - k * 64 < 64 ? n - k * 64 : 64, Q, amx ? -GO : GO, S, Kp);
+					for (int g = 0; g < G; g++) {
+						memset(acc, 0, 64 * 4);
+						a->sacc(S + (size_t)g * WIN * 64, WIN, vm + g * WIN, sc, mp + g * WIN, acc);
+					}
+				}
+				double t6 = threadcpu();
+				double v[5] = { t1 - t0, (t2 - t1) - (t1 - t0), t4 - t3, (t5 - t4) - (t1 - t0), (t6 - t5) - (t1 - t0) };
+				for (int w = 0; w < 5; w++)
+					ms[w] = v[w] * 1e3 < ms[w] ? v[w] * 1e3 : ms[w];
+			}
+			rc = 0;
+		}
+		free(Q), free(S), free(Kp), free(E), free(MT), free(m), free(L), free(mp), free(acc), free(vm), free(K);
+		dlclose(dl);
+	}
+	unlink(so);
+	return rc;
+}
+
 /* 1-thread peak in this thread's CPU time (on a shared machine wall time also counts waiting) */
 static double cpu_peak(int kind, double flop_per_instr)
 {
@@ -993,6 +1093,52 @@ static int amxbench(int threads)
 		printf("config %s: %s\n", what[c], kvcc_policy_config(pol[c]));
 	}
 	unsetenv("KVCC_CONFIG");
+	/* where the one-pass score phase's time goes (issue 15), against each kernel's bound: Q·K at
+	** the instruction's 1-thread peak, one exp per logit, the exponential workspace (E: 4 bytes
+	** per logit, written by sstate, read by sacce) at the 1-thread streaming-read rate */
+	{
+		size_t nb = (size_t)1 << 26;                /* 256 MiB */
+		float *buf = aligned_alloc(64, nb * 4);
+		double rd = 0, best = 1e30;
+		volatile float sink = 0;
+		if (buf && __builtin_cpu_supports("avx512f")) {
+			for (size_t i = 0; i < nb; i++)
+				buf[i] = 1.0f;
+			for (int r = 0; r < 3; r++) {
+				double t0 = threadcpu();
+				sink += readsum512(buf, nb);
+				double t = threadcpu() - t0;
+				best = t < best ? t : best;
+			}
+			rd = nb * 4 / best / 1e9;
+		}
+		(void)sink;
+		free(buf);
+		for (int ni = 0; ni < 2; ni++)
+		for (int c = base; c < NV; c += c == 0 ? 4 : NV) {   /* AMX (where usable) and f32 storage */
+			int n = ni ? 32768 : 4096;
+			if (getenv("KVCC_BENCH_SPLITN"))   /* the split at N and 2N tokens instead */
+				n = atoi(getenv("KVCC_BENCH_SPLITN")) * (ni + 1);
+			double lg = (double)n * G * WIN;
+			if (c < 3)
+				setenv("KVCC_CONFIG", cfg[c], 1);
+			double ms[5];
+			if (phase_split(vdt[c], n, ms) != 0)
+				continue;
+			unsetenv("KVCC_CONFIG");
+			double tq = 2.0 * lg * D / (peak[c] * 1e9) * 1e3, te = pe > 0 ? lg / (pe * 1e9) * 1e3 : 0;
+			double tm = rd > 0 ? lg * 4 / (rd * 1e9) * 1e3 : 0;
+			printf("score phase by kernel, %s, 1 head, n=%d, %d rows (thread CPU, best of 3): qkt %.2f ms (%.0f%% of its "
+			       "Q·K bound %.2f), sstate %.2f ms (exp bound %.2f + E written %.2f at the read rate: %.0f%%), sacce %.2f ms "
+			       "(E read %.2f at %.1f GB/s: %.0f%%); sum %.2f ms = %.1f%% of the Q·K bound\n",
+			       what[c], n, G * WIN, ms[0], 100 * tq / ms[0], tq, ms[1], te, tm, 100 * (te + tm) / ms[1], ms[2], tm, rd,
+			       100 * tm / ms[2], ms[0] + ms[1] + ms[2], 100 * tq / (ms[0] + ms[1] + ms[2]));
+			printf("    two passes without the workspace (2 x qkt, sstate into one tile's E, sacc): %.2f + %.2f + %.2f = %.2f ms "
+			       "(sstate %.0f%%, sacc %.0f%% of the exp bound)\n", 2 * ms[0], ms[3], ms[4], 2 * ms[0] + ms[3] + ms[4],
+			       100 * te / ms[3], 100 * te / ms[4]);
+		}
+		unsetenv("KVCC_CONFIG");
+	}
 	int ns[2] = { 4096, 32768 };
 	static const int dtl[3] = { KVCC_BF16, KVCC_F16, KVCC_F32 };
 	for (int i = 0; i < 2; i++) {
