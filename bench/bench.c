@@ -2,7 +2,7 @@
 ** make bench — SnapKV compression on the CPU (a program, not a test).
 **
 ** One layer, 8 KV heads, group 4, head_dim 128, window 64 observation queries,
-** n ∈ {4096, 32768}, bf16 and f32, ratio 0.5: time of score, select, compact
+** n ∈ {4096, 32768}, bf16, f32 and f16 (issue 15: the f16 paths), ratio 0.5: time of score, select, compact
 ** (kvcc_plan_timings), achieved GFLOP/s and GB/s and their ratio to this machine's
 ** peaks measured in the same run (an intrinsics FMA loop per vector width / dtype,
 ** a streaming-read loop), compile time cold and warm, and kvpress's SnapKVPress on
