@@ -125,11 +125,10 @@ __attribute__((target("avx512f,f16c"))) static float cvtfma(long it)
 			__asm__ volatile("" : "+x"(h[i]));      /* a fresh conversion each time */
 			a[i] = _mm512_fmadd_ps(_mm512_cvtph_ps(h[i]), b, a[i]);
 		}
-	__m512 s = a[0];
-#pragma GCC unroll 16
-	for (int i = 1; i < CHAINS; i++)
-		s = _mm512_add_ps(s, a[i]);
-	return _mm512_reduce_add_ps(s);
+	float s = 0;
+	for (int i = 0; i < CHAINS; i++)
+		s += _mm512_reduce_add_ps(a[i]);
+	return s;
 }
 
 __attribute__((target("avx512f,avx512fp16"))) static float fmaph(long it)
@@ -142,11 +141,10 @@ __attribute__((target("avx512f,avx512fp16"))) static float fmaph(long it)
 #pragma GCC unroll 16
 		for (int i = 0; i < CHAINS; i++)
 			a[i] = _mm512_fmadd_ph(a[i], b, c);
-	__m512h s = a[0];
-#pragma GCC unroll 16
-	for (int i = 1; i < CHAINS; i++)
-		s = _mm512_add_ph(s, a[i]);
-	return (float)_mm512_reduce_add_ph(s);
+	float s = 0;
+	for (int i = 0; i < CHAINS; i++)
+		s += (float)_mm512_reduce_add_ph(a[i]);
+	return s;
 }
 
 /* The score epilogue's bound (issue 15): 16-lane exp throughput, the generated code's polynomial
@@ -340,33 +338,23 @@ static double flops_peak(int kind, int threads, double flop_per_instr)
 	return (double)it * CHAINS * flop_per_instr * threads / best / 1e9;
 }
 
+/* one instruction's peak on one thread and on all (0 where the CPU lacks it) */
+static void peak_pair(int ok, int kind, int threads, double flop_per_instr, double *one, double *all)
+{
+	if (ok)
+		*one = flops_peak(kind, 1, flop_per_instr), *all = flops_peak(kind, threads, flop_per_instr);
+}
+
 static void peaks(int threads, Peaks *p)
 {
 	memset(p, 0, sizeof *p);
-	if (__builtin_cpu_supports("avx512f")) {
-		p->fma512_1 = flops_peak(0, 1, 32);
-		p->fma512_all = flops_peak(0, threads, 32);
-	}
-	if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
-		p->fma256_1 = flops_peak(1, 1, 16);
-		p->fma256_all = flops_peak(1, threads, 16);
-	}
-	if (__builtin_cpu_supports("avx512bf16")) {
-		p->bf16_1 = flops_peak(2, 1, 64);
-		p->bf16_all = flops_peak(2, threads, 64);
-	}
-	if (amx_usable()) {
-		p->amx_1 = flops_peak(4, 1, 16384 / 16.0);
-		p->amx_all = flops_peak(4, threads, 16384 / 16.0);
-	}
-	if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("f16c")) {
-		p->f16cvt_1 = flops_peak(6, 1, 32);
-		p->f16cvt_all = flops_peak(6, threads, 32);
-	}
-	if (__builtin_cpu_supports("avx512fp16")) {
-		p->fp16_1 = flops_peak(7, 1, 64);
-		p->fp16_all = flops_peak(7, threads, 64);
-	}
+	int f512 = __builtin_cpu_supports("avx512f");
+	peak_pair(f512, 0, threads, 32, &p->fma512_1, &p->fma512_all);
+	peak_pair(__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"), 1, threads, 16, &p->fma256_1, &p->fma256_all);
+	peak_pair(__builtin_cpu_supports("avx512bf16"), 2, threads, 64, &p->bf16_1, &p->bf16_all);
+	peak_pair(amx_usable(), 4, threads, 16384 / 16.0, &p->amx_1, &p->amx_all);
+	peak_pair(f512 && __builtin_cpu_supports("f16c"), 6, threads, 32, &p->f16cvt_1, &p->f16cvt_all);
+	peak_pair(__builtin_cpu_supports("avx512fp16"), 7, threads, 64, &p->fp16_1, &p->fp16_all);
 	size_t n = (size_t)1 << 28;                       /* 1 GiB of f32 */
 	float *buf = aligned_alloc(64, n * sizeof(float));
 	if (!buf)
@@ -918,6 +906,29 @@ static double qkt_alone(int dt, int raw)
 ** (E kept), pass 2 sacce per tile and group — timed in this thread's CPU time as three loops:
 ** qkt alone, qkt + sstate (sstate = the difference), sacce. Best of 3. ms[0..2] = qkt, sstate,
 ** sacce. The compile uses the KVCC_CONFIG in effect. */
+/* phase_split's Q·K of tile k (its K rows of esz bytes; Q: bf16 rows for AMX) */
+static void split_qkt(const kvcc_artifact *a, const char *K, size_t esz, int n, int k, const float *Q, int amx, float *S,
+                      float *Kp)
+{
+	a->qkt(K + (size_t)k * 64 * D * esz, D, n - k * 64 < 64 ? n - k * 64 : 64, Q, amx ? -G * WIN : G * WIN, S, Kp);
+}
+
+/* phase_split's first pass: every tile's qkt + sstate from fresh statistics m, L; keep: each
+** tile's exponentials at its place in E (with sstate's row count sgo), else all into E's first
+** tile (cached stores) */
+static void split_stats(const kvcc_artifact *a, const char *K, size_t esz, int n, const float *Q, int amx, int64_t sgo,
+                        const uint64_t *vm, float sc, float *m, float *L, float *S, float *Kp, float *E, float *MT, int keep)
+{
+	int GO = G * WIN;
+	for (int q = 0; q < GO; q++)
+		m[q] = -INFINITY;
+	memset(L, 0, (size_t)GO * 16 * 4);
+	for (int k = 0; k < (n + 63) / 64; k++) {
+		split_qkt(a, K, esz, n, k, Q, amx, S, Kp);
+		a->sstate(S, keep ? sgo : GO, vm, sc, m, L, E + (keep ? (size_t)k * GO * 64 : 0), MT + (keep ? (size_t)k * GO : 0));
+	}
+}
+
 static int phase_split(int dt, int n, double ms[5])
 {
 	char so[] = "/tmp/kvcc-bench-split-XXXXXX.so";
@@ -958,15 +969,9 @@ static int phase_split(int dt, int n, double ms[5])
 			for (int r = 0; r < 3; r++) {
 				double t0 = threadcpu();
 				for (int k = 0; k < nt; k++)
-					a->qkt(K + (size_t)k * 64 * D * esz, D, n - k * 64 < 64 ? n - k * 64 : 64, Q, amx ? -GO : GO, S, Kp);
+					split_qkt(a, K, esz, n, k, Q, amx, S, Kp);
 				double t1 = threadcpu();
-				for (int q = 0; q < GO; q++)
-					m[q] = -INFINITY;
-				memset(L, 0, (size_t)GO * 16 * 4);
-				for (int k = 0; k < nt; k++) {
-					a->qkt(K + (size_t)k * 64 * D * esz, D, n - k * 64 < 64 ? n - k * 64 : 64, Q, amx ? -GO : GO, S, Kp);
-					a->sstate(S, sgo, vm, sc, m, L, E + (size_t)k * GO * 64, MT + (size_t)k * GO);
-				}
+				split_stats(a, K, esz, n, Q, amx, sgo, vm, sc, m, L, S, Kp, E, MT, 1);
 				double t2 = threadcpu();
 				for (int q = 0; q < GO; q++) {
 					double l = 0;
@@ -983,16 +988,10 @@ static int phase_split(int dt, int n, double ms[5])
 				double t4 = threadcpu();
 				/* the two-pass alternative without the workspace traffic: sstate into one tile's E
 				** (overwritten per tile: stays in L2), then qkt + sacc (a second exp per logit) */
-				for (int q = 0; q < GO; q++)
-					m[q] = -INFINITY;
-				memset(L, 0, (size_t)GO * 16 * 4);
-				for (int k = 0; k < nt; k++) {
-					a->qkt(K + (size_t)k * 64 * D * esz, D, n - k * 64 < 64 ? n - k * 64 : 64, Q, amx ? -GO : GO, S, Kp);
-					a->sstate(S, GO, vm, sc, m, L, E, MT);
-				}
+				split_stats(a, K, esz, n, Q, amx, sgo, vm, sc, m, L, S, Kp, E, MT, 0);
 				double t5 = threadcpu();
 				for (int k = 0; k < nt; k++) {
-					a->qkt(K + (size_t)k * 64 * D * esz, D, n - k * 64 < 64 ? n - k * 64 : 64, Q, amx ? -GO : GO, S, Kp);
+					split_qkt(a, K, esz, n, k, Q, amx, S, Kp);
 					for (int g = 0; g < G; g++) {
 						memset(acc, 0, 64 * 4);
 						a->sacc(S + (size_t)g * WIN * 64, WIN, vm + g * WIN, sc, mp + g * WIN, acc);

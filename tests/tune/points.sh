@@ -46,21 +46,16 @@ if [ -z "$ALL" ]; then
 		run $c "$DIFF" "tova f16 d=64 G=4 native"
 	done
 	# a workspace smaller than the head (10 KiB: the first tiles one pass, the tail two passes;
-	# runtime/compress.c attnscore1)
-	EXPWS=0.01
-	for c in amx1 amx0,dot0; do
-		run $c "$DIFF" "snapkv bf16 d=128"
-		run $c "$DIFF" "snapkv f32"
+	# runtime/compress.c attnscore1); then the kept exponentials written non-temporally (sstate's
+	# nq < 0, KVCC_ABI 17), which the matrix's short heads never reach at the default threshold
+	for ws in "0.01 " " 0"; do
+		EXPWS=${ws% *} EXPNT=${ws#* }
+		for c in amx1 amx0,dot0; do
+			run $c "$DIFF" "snapkv bf16 d=128"
+			run $c "$DIFF" "snapkv f32"
+		done
 	done
-	EXPWS=
-	# the kept exponentials written non-temporally (sstate's nq < 0, KVCC_ABI 17), which the
-	# matrix's short heads never reach at the default threshold (twice the L2)
-	EXPNT=0
-	for c in amx1 amx0,dot0; do
-		run $c "$DIFF" "snapkv bf16 d=128"
-		run $c "$DIFF" "snapkv f32"
-	done
-	EXPNT=
+	EXPWS= EXPNT=
 else
 	for w in 16 8; do
 		for dot in 1 0; do
