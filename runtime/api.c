@@ -210,6 +210,10 @@ static int make_ws(kvcc_plan *pl, int go)
 		if (!(pl->ews[t] = aligned_alloc(64, (eb + 63) / 64 * 64)))
 			return -1;
 	pl->ews_fl = (int64_t)(eb / sizeof(float));
+	const char *nv = getenv("KVCC_EXPNT");
+	long l2 = sysconf(_SC_LEVEL2_CACHE_SIZE);
+	double ntb = nv && *nv ? strtod(nv, NULL) * 1048576.0 : 2.0 * (l2 > 0 ? (double)l2 : 2097152.0);
+	pl->ews_ntb = ntb > 0 ? (ntb < 9e18 ? (int64_t)ntb : INT64_MAX) : 0;
 	return 0;
 }
 

@@ -89,7 +89,7 @@ static inline int ka_trailer_check(const void *buf, size_t len, KaTrailer *t, co
                                               15: sstate, sacce; kvcc_tmap_ctx.nout; mstore; mrow, merge runs;
                                               16: sstate's l per (row, lane); keepn, select keep; mbest's
                                               running arg-max per lane, bsim / bidx [ne][W]; ctfilter;
-                                              17: schedcnt) */
+                                              17: schedcnt; sstate's nq < 0: -nq rows, E stored non-temporal) */
 #define KA_MAGIC "KVCCDSC"                 /* the blob's first 8 bytes (with the NUL) */
 #define KA_FORMAT 9                        /* the blob's layout and meaning (2: the tuning config; 3: KA_FLAYER;
                                               4: the merge rule; 5: the weights, KaWeight; the select rule;
@@ -398,7 +398,8 @@ typedef struct kvcc_artifact {
 	** this tile (0 for an invisible j), mt[q] = that max; sacce: acc[j] += sum_q E[q*64 + j] *
 	** exp(mt[q] - mp[q]) (64 columns): sacc's sum from the kept exponentials of the stats pass,
 	** without a second Q·K tile or exp per logit (runtime/compress.c, when the plan's exponential
-	** workspace holds the head) */
+	** workspace holds the head). sstate with nq < 0 (KVCC_ABI 17): -nq rows, E written with
+	** non-temporal stores (a head whose exponentials exceed the cache; E 64-byte aligned) */
 	void (*sstate)(const float *S, int64_t nq, const uint64_t *vm, float a, float *m, float *l, float *E, float *mt);
 	void (*sacce)(const float *E, int64_t nq, const float *mt, const float *mp, float *acc);
 	/* --- issue 12: summary rows (KVCC_ABI 15) ---

@@ -267,6 +267,8 @@ static int attnscore1(Run *r, Inst *I, float **vals, int lo, int hi, int tid, fl
 	int ne = (int)(kt * TILE);            /* tokens [0, ne) keep their exponentials */
 	float *E = r->pl->ews[tid], *MT = E + (size_t)kt * GO * TILE;
 	float *LL = MT + (size_t)kt * GO;      /* the rows' sums per lane */
+	/* exponentials beyond the cache are written non-temporally (sstate's nq < 0, KVCC_ABI 17) */
+	int64_t sgo = (int64_t)kt * GO * TILE * (int64_t)sizeof(float) > r->pl->ews_ntb ? -(int64_t)GO : GO;
 	for (size_t i = 0; i < (size_t)GO * LANES; i++)
 		LL[i] = 0;
 	for (int t0 = 0; t0 < n; t0 += TILE) {
@@ -276,7 +278,7 @@ static int attnscore1(Run *r, Inst *I, float **vals, int lo, int hi, int tid, fl
 		if (t0 == ne)                     /* the tail continues on the rows' statistics */
 			lanemerge(GO, LL, l);
 		if (t0 < ne)
-			A->sstate(S, GO, vm, a, m, LL, E + k * GO * TILE, MT + k * GO);
+			A->sstate(S, sgo, vm, a, m, LL, E + k * GO * TILE, MT + k * GO);
 		else
 			A->sstat(S, GO, vm, a, m, l);
 	}

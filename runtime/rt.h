@@ -80,6 +80,10 @@ struct kvcc_plan {
 	** (runtime/compress.c attnscore1) */
 	float **ews;
 	int64_t ews_fl;
+	/* issue 15, session 9: a head whose kept exponentials take more bytes than this has sstate
+	** write them non-temporally (KVCC_ABI 17: nq < 0): twice the L2 (sysconf; 2 MiB if unknown),
+	** or KVCC_EXPNT MiB */
+	int64_t ews_ntb;
 	int obs_sized;           /* the workspaces depend on nobs: a compress may pass up to max_obs */
 	uint64_t *selkeys;       /* select: candidate keys of one scope group */
 	KrPart *part;            /* [layers*kv_heads] select, chunk > 1: partial last chunks of a group */

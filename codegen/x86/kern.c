@@ -747,7 +747,7 @@ static void rowlogits_mask(Gen *g, LLVMValueRef S, LLVMValueRef q, LLVMValueRef 
 ** of vm[q]) */
 /* the statistics kernels' shared start: fn(S, nq, vm, a, m, l[, E, mt]) (np parameters), the
 ** loop over the nq rows begun, row q's logits in x; returns q */
-static LLVMValueRef stat_begin(Gen *g, const char *name, int np, Loop *lq, LLVMValueRef *x)
+static LLVMValueRef stat_begin(Gen *g, const char *name, int np, Loop *lq, LLVMValueRef *x, LLVMValueRef *neg)
 {
 	LLVMTypeRef ps[8] = { g->ptr, g->i64, g->ptr, g->f32, g->ptr, g->ptr, g->ptr, g->ptr };
 	LLVMTypeRef ft = LLVMFunctionType(LLVMVoidTypeInContext(g->cx), ps, (unsigned)np, 0);
@@ -755,6 +755,10 @@ static LLVMValueRef stat_begin(Gen *g, const char *name, int np, Loop *lq, LLVMV
 	LLVMSetLinkage(g->fn, LLVMInternalLinkage);
 	LLVMValueRef S = LLVMGetParam(g->fn, 0), nq = LLVMGetParam(g->fn, 1), vjp = LLVMGetParam(g->fn, 2);
 	LLVMPositionBuilderAtEnd(g->b, LLVMAppendBasicBlockInContext(g->cx, g->fn, "entry"));
+	if (neg) {   /* nq < 0: -nq rows, and the flag (sstate: E's stores non-temporal) */
+		*neg = LLVMBuildICmp(g->b, LLVMIntSLT, nq, ci(g, 0), "");
+		nq = LLVMBuildSelect(g->b, *neg, LLVMBuildNeg(g->b, nq, ""), nq, "");
+	}
 	LLVMValueRef q = loop_begin2(g, ci(g, 0), nq, 1, 1, lq);
 	rowlogits(g, S, q, LLVMBuildLoad2(g->b, g->i64, gep(g, g->i64, vjp, q), ""), LLVMGetParam(g->fn, 3), x);
 	return q;
@@ -764,7 +768,7 @@ static void gen_sstat(Gen *g)
 {
 	Loop lq;
 	LLVMValueRef x[AT / DT];
-	LLVMValueRef q = stat_begin(g, "kvcc_sstat", 6, &lq, x);
+	LLVMValueRef q = stat_begin(g, "kvcc_sstat", 6, &lq, x, NULL);
 	LLVMValueRef M = LLVMGetParam(g->fn, 4), Lp = LLVMGetParam(g->fn, 5);
 	LLVMBuilderRef b = g->b;
 	LLVMTypeRef tv = fty(g, DT);
@@ -806,11 +810,30 @@ void kx_gen_sstat(Gen *g) { gen_sstat(g); }
 ** exceeds m[q] the tile's max is reduced across the lanes and L rescaled by exp(m_old - m_new).
 ** E[q*64 + j] = exp(a*S[q][j] - m[q]) with the row's max after this tile (0 for an invisible j)
 ** and mt[q] = that max, for sacce. */
+/* sstate's non-temporal stores of E (issue 15, session 9; the caller asks with nq < 0: a head
+** whose exponentials exceed the cache, runtime/compress.c attnscore1): they are read back only
+** after the head's last tile, by sacce, so caching them on the way out costs a read-for-ownership
+** of every line and evicts K. Measured (kvcc-bench --amx, "score phase by kernel", one head,
+** 1 thread CPU): sstate 3.3-3.7 → 2.4-2.5 ms at n = 32768 (32 MiB of E), sacce unchanged; at
+** n = 4096 (4 MiB) sacce then reads E from memory instead of the cache (+0.1 ms per head), so
+** a head that small keeps cached stores. The workspace is 64-byte aligned (runtime/api.c make_ws)
+** and every row is 64 floats: each 16-float store is one aligned line (vmovntps). Same values. */
+static void storent(Gen *g, LLVMValueRef v, LLVMValueRef base, LLVMValueRef idx)
+{
+	LLVMValueRef p = LLVMBuildGEP2(g->b, g->f32, base, &idx, 1, "");
+	LLVMValueRef s = LLVMBuildStore(g->b, v, p);
+	LLVMSetAlignment(s, 64);
+	LLVMMetadataRef one = LLVMValueAsMetadata(LLVMConstInt(g->i32, 1, 0));
+	LLVMSetMetadata(s, LLVMGetMDKindIDInContext(g->cx, "nontemporal", 11),
+	                LLVMMetadataAsValue(g->cx, LLVMMDNodeInContext2(g->cx, &one, 1)));
+}
+
 static void gen_sstate_lanes(Gen *g)
 {
 	Loop lq;
 	LLVMValueRef x[AT / DT];
-	LLVMValueRef q = stat_begin(g, "kvcc_sstate", 8, &lq, x);
+	LLVMValueRef ntf;
+	LLVMValueRef q = stat_begin(g, "kvcc_sstate", 8, &lq, x, &ntf);
 	LLVMValueRef M = LLVMGetParam(g->fn, 4), Lp = LLVMGetParam(g->fn, 5);
 	LLVMValueRef E = LLVMGetParam(g->fn, 6), MT = LLVMGetParam(g->fn, 7);
 	LLVMBuilderRef b = g->b;
@@ -843,12 +866,29 @@ static void gen_sstate_lanes(Gen *g)
 	LLVMValueRef in[2] = { mo, mn };
 	LLVMBasicBlockRef from[2] = { bfast, bup };
 	LLVMAddIncoming(m, in, from, 2);
-	LLVMValueRef sum = NULL;
+	LLVMValueRef sum = NULL, ev[AT / DT];
 	for (int k = 0; k < AT / DT; k++) {
 		/* an invisible logit is -inf: exp(-inf - m) = 0, and vexp(NaN) = 0 when m is -inf too */
-		LLVMValueRef e = vexp(g, LLVMBuildFSub(b, x[k], splat(g, m, DT), ""), DT);
-		storef(g, e, E, LLVMBuildAdd(b, LLVMBuildMul(b, q, ci(g, AT), ""), ci(g, k * DT), ""));
-		sum = sum ? LLVMBuildFAdd(b, sum, e, "") : e;
+		ev[k] = vexp(g, LLVMBuildFSub(b, x[k], splat(g, m, DT), ""), DT);
+		sum = sum ? LLVMBuildFAdd(b, sum, ev[k], "") : ev[k];
+	}
+	{   /* E's row: non-temporal stores when the caller says so (nq < 0), else cached */
+		LLVMBasicBlockRef bn = LLVMAppendBasicBlockInContext(g->cx, g->fn, "ent");
+		LLVMBasicBlockRef bc = LLVMAppendBasicBlockInContext(g->cx, g->fn, "ecached");
+		LLVMBasicBlockRef be = LLVMAppendBasicBlockInContext(g->cx, g->fn, "estored");
+		LLVMBuildCondBr(b, ntf, bn, bc);
+		for (int nt = 1; nt >= 0; nt--) {
+			LLVMPositionBuilderAtEnd(b, nt ? bn : bc);
+			for (int k = 0; k < AT / DT; k++) {
+				LLVMValueRef ix = LLVMBuildAdd(b, LLVMBuildMul(b, q, ci(g, AT), ""), ci(g, k * DT), "");
+				if (nt)
+					storent(g, ev[k], E, ix);
+				else
+					storef(g, ev[k], E, ix);
+			}
+			LLVMBuildBr(b, be);
+		}
+		LLVMPositionBuilderAtEnd(b, be);
 	}
 	storef(g, LLVMBuildFAdd(b, loadf(g, Lp, lo, DT), sum, ""), Lp, lo);
 	storef(g, m, MT, q);
