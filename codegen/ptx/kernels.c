@@ -301,9 +301,8 @@ static void gen_selgrp(Gen *g, KpCudaOut *out, const char *S, const char *R, con
 	else
 		sb(&g->s, "\tfor (int k = i0; k < i0 + ni; k++) want += %s;\n",
 		   s->nocap ? "a.len[k]" : "kv_count(a, k / (a.L * a.H), k / a.H % a.L, k % a.H, a.len[k])");
-	if (T)        /* threshold: the candidates are the protected tokens and the others >= tau */
-		sb(&g->s, "\tif (ch != 1) { if (threadIdx.x == 0) kv_seterr(a.err, KVG_ECHUNK); return; }\n"
-		          "\tconst double tau = (double)(%s);\n", T);
+	if (T)        /* threshold: the candidates are the protected chunks and the others whose mean is >= tau */
+		sb(&g->s, "\tconst double tau = (double)(%s);\n", T);
 	else
 		sb(&g->s, "\tconst double tau = 0.0;\n");
 	int fl = F ? 1 : T ? 2 : 0;
@@ -410,7 +409,7 @@ static int gen_select(Gen *g, KpCudaOut *out)
 	sb(&g->s, "\tconst long long S = (long long)(%s), R = (long long)(%s), ch = (long long)(%s);\n", S, R, C);
 	sb(&g->s,
 	   "\tif (S < 0 || R < 0 || ch < 1) { if (tid == 0) kv_seterr(a.err, KVG_ESELECT); return; }\n");
-	if ((th && s->scope != SC_head) || ms || su)    /* threshold at scope head takes chunks (issue 13) */
+	if (ms || su)    /* threshold takes chunks at every scope (issue 13) */
 		sb(&g->s, "\tif (ch != 1) { if (tid == 0) kv_seterr(a.err, KVG_ECHUNK); return; }\n");
 	if (su && s->scope != SC_head) {   /* kv_select_grp ranked the group's ordinary rows */
 		kp_sum_pre(g);
@@ -535,7 +534,7 @@ static int gen_select(Gen *g, KpCudaOut *out)
 		   "\t\tsdst[tid] = keep ? (int)(run + ex) : %s;\n"
 		   "\t\tconst int pv = keep ? Pb[t] : 0;\n",
 		   s->floor ? "\t\t\tkeep = keep || kv_kept(kv_prot(ci, ch, n, S, R) ? f1 : f0, sc, ci, ch, n, S, R);\n" : "",
-		   s->scope != SC_head && th ? "\t\t\tkeep = keep && (kv_prot(t, 1, n, S, R) || (double)sc[t] >= tau);\n" : "",
+		   s->scope != SC_head && th ? "\t\t\tkeep = keep && (kv_prot(ci, ch, n, S, R) || kv_cmean(sc, ci, ch, n) >= tau);\n" : "",
 		   mg || mp ? "t < n ? (int)(-2 - (t - run - ex)) : -1" : "-1");
 	if (mp)
 		kp_mpos_mark(g);
