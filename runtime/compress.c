@@ -391,35 +391,55 @@ static uint64_t threshold(const kvcc_artifact *A, const uint64_t *ks, size_t nc,
 	return want <= 0 ? ~0ull : (size_t)want >= nc ? 0 : A->topk(ks, (int64_t)nc, want);
 }
 
-/* mass p for instance k (keys ks from selkeys): the shortest run of its best unprotected tokens
-** whose scores reach p of their total — the smallest count whose ksum reaches it, by bisection
-** over the count with the radix select — then *cnt = min(*cnt, protected + that count). 0, or
-** KVCC_EINVAL with the error set (a negative or NaN unprotected score). */
-static int masscount(Run *r, int k, const float *sc, long n, long S, long R, double p, const uint64_t *ks, long *cnt)
+/* instance k's length */
+#define LEN(r, k) ((r)->b->seq[(k) / (r)->LH].len[(k) % (r)->LH])
+
+/* mass p, instance k's part (scores sc, n tokens): the sum of its unprotected scores added to
+** *tot (mtotal: double, token order). 0, or KVCC_EINVAL with the error set (a negative or NaN
+** unprotected score). */
+static int masstotal(Run *r, int k, const float *sc, long n, long S, long R, double *tot)
 {
-	const kvcc_artifact *A = r->pl->p->a;
-	double tot = 0;
-	int64_t bad = A->mtotal(sc, n, S, R, &tot);
+	double t = 0;
+	int64_t bad = r->pl->p->a->mtotal(sc, n, S, R, &t);
 	if (bad >= 0) {
 		int kk = k % r->LH;
 		return kr_seterr(KVCC_EINVAL, "%s:%u:%u: error: select: mass needs scores >= 0, (layer %d, head %d) has %g "
 		                 "at token %lld", r->pl->p->src, r->h->sel_line, r->h->sel_col, kk / r->pl->lay.kv_heads,
 		                 kk % r->pl->lay.kv_heads, (double)sc[bad], (long long)bad);
 	}
-	long np = (long)A->kcount(ks, n, 1ull << 63), m = n - np, lo = 0;
+	*tot += t;
+	return 0;
+}
+
+/* mass p over a scope group (instances base..k, their nc keys ks from selkeys, total tot): the
+** shortest run of the group's best unprotected tokens whose scores reach p of the total — the
+** smallest count whose ksum (summed over the instances) reaches it, by bisection over the count
+** with the radix select — then the group's count want = min(want, protected + that count). */
+static long masscount(Run *r, float **score, int base, int k, const uint64_t *ks, size_t nc, double p, double tot,
+                      long want)
+{
+	const kvcc_artifact *A = r->pl->p->a;
+	long np = (long)A->kcount(ks, (int64_t)nc, 1ull << 63), m = (long)nc - np, lo = 0;
 	if (p > 0 && tot > 0 && m > 0) {
 		long hi = m;
 		lo = 1;
 		while (lo < hi) {
 			long mid = lo + (hi - lo) / 2;
-			if (A->ksum(ks, sc, n, A->topk(ks, n, np + mid)) / tot >= p)
+			uint64_t thr = A->topk(ks, (int64_t)nc, np + mid);
+			double sum = 0;
+			size_t c = 0;
+			for (int kj = base; kj <= k; kj++) {
+				long nn = LEN(r, kj);
+				sum += A->ksum(ks + c, score[kj], nn, thr);
+				c += (size_t)nn;
+			}
+			if (sum / tot >= p)
 				hi = mid;
 			else
 				lo = mid + 1;
 		}
 	}
-	*cnt = np + lo < *cnt ? np + lo : *cnt;
-	return 0;
+	return np + lo < want ? np + lo : want;
 }
 
 /* threshold: the smallest kept key when the `want` best of the group's ncand candidates (keys
@@ -470,7 +490,6 @@ static long chunkgreedy(const kvcc_artifact *A, const uint64_t *ks, size_t nc, l
 ** chunk > 1: ctfilter zeroes the keys of the chunks below tau; a zeroed partial chunk is not set
 ** aside, and the group's budget is capped at the candidates' tokens: then a full chunk of key 0
 ** never fits (it ranks below every candidate, which the greedy takes or closes on first). */
-#define LEN(r, k) ((r)->b->seq[(k) / (r)->LH].len[(k) % (r)->LH])
 
 /* merge summary (summary.c): instance k's summary block (its first row into pl->sblk, or -1),
 ** its scores shifted over the block so that select ranks the ordinary rows only, *n their
@@ -715,8 +734,8 @@ static int selectkeep(Run *r, float **score, const kvcc_args *args)
 	int thsel = hd->selkind == KA_SEL_THRESHOLD;   /* candidates: tfilter's keys */
 	double tau = kr_ref(&hd->tau, r->par, 0);
 	long ncand = 0;
-	int msel = hd->selkind == KA_SEL_MASS;         /* scope head, chunk 1 (ki_unsupported) */
-	double mp = kr_ref(&hd->mass, r->par, 0);
+	int msel = hd->selkind == KA_SEL_MASS;         /* chunk 1 (ki_unsupported), any scope */
+	double mp = kr_ref(&hd->mass, r->par, 0), mtot = 0;
 	int fsel = hd->floor.kind != KA_NONE;          /* topk, scope layer, chunk 1 (the verifier) */
 	double alpha = kr_ref(&hd->floor, r->par, 0);
 	if (fsel && !(alpha >= 0 && alpha <= 1))
@@ -752,7 +771,7 @@ static int selectkeep(Run *r, float **score, const kvcc_args *args)
 			A->selkeys(score[k], n, S, Rr, (uint32_t)((size_t)kk * cap), ks + nc);
 			if (thsel)
 				ncand += (long)A->tfilter(score[k], n, S, Rr, tau, ks + nc);
-			int rc = msel ? masscount(r, k, score[k], n, S, Rr, mp, ks + nc, &cnt) : 0;
+			int rc = msel ? masstotal(r, k, score[k], n, S, Rr, &mtot) : 0;
 			if (rc)
 				return rc;
 			long fl = fsel ? (long)floor(alpha * (double)cnt) : 0;   /* the head's own top first */
@@ -779,6 +798,8 @@ static int selectkeep(Run *r, float **score, const kvcc_args *args)
 		if (!lastk)
 			continue;
 		size_t c = 0;
+		if (msel)           /* chunk 1 (ki_unsupported): the group's count */
+			want = masscount(r, score, (int)base, k, ks, nc, mp, mtot, want);
 		if (ch == 1) {
 			uint64_t thr = thsel ? tthreshold(A, ks, nc, want, ncand) : threshold(A, ks, nc, want);
 			for (int kj = (int)base; kj <= k; kj++) {
@@ -803,7 +824,7 @@ static int selectkeep(Run *r, float **score, const kvcc_args *args)
 				c += (size_t)(nn / ch);
 			}
 		}
-		nc = 0, want = 0, np = 0, ncand = 0, base = (size_t)k + 1;
+		nc = 0, want = 0, np = 0, ncand = 0, mtot = 0, base = (size_t)k + 1;
 	}
 	return 0;
 }
