@@ -224,8 +224,53 @@ static int gen_decode(Gen *g, KpCudaOut *out)
 ** start of its workspace per class (protected, others): the threshold key T, the last
 ** tie chunk kept E, whether its shorter last chunk is kept, whether the class is kept
 ** whole; kv_select then compacts every instance from its record */
+/* mass p at scope layer / model (chunk 1, ki_unsupported), in kv_select_grp after the group's
+** budget `want`: the group's unprotected total (double; a score that is not >= 0 is KVG_EMASS),
+** the smallest count of its best unprotected tokens whose sum reaches p of it by bisection over
+** the count (kv_gpick's records of class 0, their scores summed), want = min(want, protected +
+** that count): the reference's prefix, then its cap */
+static void gen_grpmass(Gen *g, const char *M)
+{
+	sb(&g->s,
+	   "\tif (ch != 1) { if (threadIdx.x == 0) kv_seterr(a.err, KVG_ECHUNK); return; }\n"
+	   "\t__shared__ double dred[KV_NT], dres;\n"
+	   "\tdouble part = 0.0;\n"
+	   "\tint bad = 0;\n"
+	   "\tlong long m = 0, ntok = 0;   /* the group's unprotected tokens, all its tokens */\n"
+	   "\tfor (int k = i0; k < i0 + ni; k++) {\n"
+	   "\t\tconst long long n = KV_GLEN(a, k);\n"
+	   "\t\tconst float *const sc = KV_GSC(a, k);\n"
+	   "\t\tfor (long long t = threadIdx.x; t < n; t += KV_NT)\n"
+	   "\t\t\tif (!kv_prot(t, 1, n, S, R)) { const float v = sc[t]; bad |= !(v >= 0.f); part += (double)v; }\n"
+	   "\t\tm += n - R - S > 0 ? n - R - S : 0;\n"
+	   "\t\tntok += n;\n"
+	   "\t}\n"
+	   "\tconst double tot = kv_bsumd(part, dred, &dres);\n"
+	   "\tif (kv_bsumd((double)bad, dred, &dres) > 0.0) { if (threadIdx.x == 0) kv_seterr(a.err, KVG_EMASS); return; }\n"
+	   "\tconst double p = (double)(%s);\n"
+	   "\tlong long lo = 0;\n"
+	   "\tif (p > 0.0 && tot > 0.0 && m > 0) {\n"
+	   "\t\tlong long hi = m;\n"
+	   "\t\tlo = 1;\n"
+	   "\t\twhile (lo < hi) {\n"
+	   "\t\t\tconst long long mid = lo + (hi - lo) / 2;\n"
+	   "\t\t\tkv_gpick(a, i0, ni, 1, S, R, 0, mid, hist, sv, wsum, 0, 0.0);\n"
+	   "\t\t\tdouble ps = 0.0;\n"
+	   "\t\t\tfor (int k = i0; k < i0 + ni; k++) {\n"
+	   "\t\t\t\tconst long long n = KV_GLEN(a, k);\n"
+	   "\t\t\t\tconst float *const sc = KV_GSC(a, k);\n"
+	   "\t\t\t\tconst KvSel o = kv_ldrec(kv_grec(a, k, 0));\n"
+	   "\t\t\t\tfor (long long t = threadIdx.x; t < n; t += KV_NT)\n"
+	   "\t\t\t\t\tif (!kv_prot(t, 1, n, S, R) && kv_kept(o, sc, t, 1, n, S, R)) ps += (double)sc[t];\n"
+	   "\t\t\t}\n"
+	   "\t\t\tif (kv_bsumd(ps, dred, &dres) / tot >= p) hi = mid; else lo = mid + 1;\n"
+	   "\t\t}\n"
+	   "\t}\n"
+	   "\tif (ntok - m + lo < want) want = ntok - m + lo;\n", M);
+}
+
 static void gen_selgrp(Gen *g, KpCudaOut *out, const char *S, const char *R, const char *C, const char *F,
-                       const char *T)
+                       const char *T, const char *M)
 {
 	const KiSelect *s = &g->f->sel;
 	KpCudaKernel *k = &out->kern[out->nkern++];
@@ -305,6 +350,8 @@ static void gen_selgrp(Gen *g, KpCudaOut *out, const char *S, const char *R, con
 		sb(&g->s, "\tconst double tau = (double)(%s);\n", T);
 	else
 		sb(&g->s, "\tconst double tau = 0.0;\n");
+	if (M)
+		gen_grpmass(g, M);
 	int fl = F ? 1 : T ? 2 : 0;
 	sb(&g->s,
 	   "\t/* protected chunks first (sinks, then the newest recent), then the others */\n"
@@ -350,8 +397,8 @@ static int gen_select(Gen *g, KpCudaOut *out)
 	const KiFn *f = g->f;
 	const KiSelect *s = &f->sel;
 	int th = s->kind == SEL_threshold, ms = s->kind == SEL_mass;
-	if (s->kind != SEL_topk && !th && !(ms && s->scope == SC_head))
-		return kp_err(g, NULL, "only top-k selection, threshold and mass at scope head are supported");
+	if (s->kind != SEL_topk && !th && !ms)
+		return kp_err(g, NULL, "only top-k selection, threshold and mass are supported");
 	char S[200], R[200], C[200], B[200], T[200], M[200], F[200];
 	if (kp_dscalar(g, s->keep_first, S, sizeof S, 0) || kp_dscalar(g, s->keep_recent, R, sizeof R, 0) ||
 	    kp_dscalar(g, s->chunk, C, sizeof C, 1) || kp_dscalar(g, s->beta, B, sizeof B, 20) ||
@@ -378,7 +425,7 @@ static int gen_select(Gen *g, KpCudaOut *out)
 		return -1;
 	int sch = s->sched == SCH_prefix || s->sched == SCH_dynamic;
 	if (s->scope != SC_head)
-		gen_selgrp(g, out, S, R, C, s->floor ? F : NULL, th ? T : NULL);
+		gen_selgrp(g, out, S, R, C, s->floor ? F : NULL, th ? T : NULL, ms ? M : NULL);
 	else if (sch) {
 		if (gen_sched(g, out, S, R) != 0)
 			return -1;
@@ -497,6 +544,8 @@ static int gen_select(Gen *g, KpCudaOut *out)
 		   "\t/* decided by kv_select_grp for the whole %s */\n"
 		   "\tconst KvSel s1 = kv_ldrec(kv_grec(a, inst, 1)), s0 = kv_ldrec(kv_grec(a, inst, 0));\n"
 		   "\t(void)hist; (void)sv; (void)s_E;\n", ki_scopename(s->scope));
+	if (s->scope != SC_head && ms)    /* kv_select_grp found a score that is not >= 0: no records */
+		sb(&g->s, "\tif (*(volatile int *)a.err == KVG_EMASS) return;\n");
 	if (s->scope != SC_head && th)    /* the records rank the candidates only (kv_gin) */
 		sb(&g->s, "\tconst double tau = (double)(%s);\n", T);
 	if (s->floor)       /* AdaKV: the head's own floor (kv_select_grp's records 2, 3) */
