@@ -82,13 +82,14 @@ static inline int ka_trailer_check(const void *buf, size_t len, KaTrailer *t, co
 */
 #define KVCC_DESC_SYMBOL "kvcc_artifact"
 #define KVCC_MAGIC 0x4B5643435F415254ull   /* "KVCC_ART" */
-#define KVCC_ABI 16                        /* kvcc_artifact and the kernels' signatures (10: compact_merge;
+#define KVCC_ABI 17                        /* kvcc_artifact and the kernels' signatures (10: compact_merge;
                                               11: tmap ctx ratio, budget, wts; tfilter, mtotal, ksum;
                                               12: kfloor; 13: decodeb; 14: tmap / observe return a
                                               negative value for a bad segment or shift argument;
                                               15: sstate, sacce; kvcc_tmap_ctx.nout; mstore; mrow, merge runs;
                                               16: sstate's l per (row, lane); keepn, select keep; mbest's
-                                              running arg-max per lane, bsim / bidx [ne][W]; ctfilter) */
+                                              running arg-max per lane, bsim / bidx [ne][W]; ctfilter;
+                                              17 (wt-sel9): cmass, select mass over chunks) */
 #define KA_MAGIC "KVCCDSC"                 /* the blob's first 8 bytes (with the NUL) */
 #define KA_FORMAT 9                        /* the blob's layout and meaning (2: the tuning config; 3: KA_FLAYER;
                                               4: the merge rule; 5: the weights, KaWeight; the select rule;
@@ -414,6 +415,12 @@ typedef struct kvcc_artifact {
 	** returns the tokens of the chunks left. A stub (0) for a policy without threshold. */
 	int64_t (*ctfilter)(const float *score, int64_t n, int64_t keep_first, int64_t keep_recent, int64_t chunk,
 	                    double tau, uint64_t *key);
+	/* --- issue 13: mass over chunks (KVCC_ABI 17) ---
+	** select mass with chunk > 1: the sum (double, token order) of the scores of the chunks j <
+	** ceil(n / chunk) (the last may be shorter) whose key (ckeys') is unprotected (bit 63 clear)
+	** and >= thr (unsigned); *bad = the first of their tokens whose score is not >= 0, else -1.
+	** A stub (0) for a policy without mass. */
+	double (*cmass)(const float *score, const uint64_t *key, int64_t n, int64_t chunk, uint64_t thr, int64_t *bad);
 } kvcc_artifact;
 
 /* --- GPU (CUDA) ------------------------------------------------------------------------------

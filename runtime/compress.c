@@ -480,6 +480,60 @@ static long chunkgreedy(const kvcc_artifact *A, const uint64_t *ks, size_t nc, l
 	return taken;
 }
 
+/* mass p with chunk > 1 over a scope group (instances base..k; ks: their nc full-chunk keys from
+** ckeys, then room for the np shorter last chunks of pt; tot: the unprotected chunks' total): the
+** sum of the unprotected chunks whose key is >= thr (cmass over each instance's full chunks and
+** each shorter one) */
+static double cmassat(Run *r, float **score, int base, int k, const uint64_t *ks, long ch, const KrPart *pt, int np,
+                      uint64_t thr)
+{
+	const kvcc_artifact *A = r->pl->p->a;
+	double sum = 0;
+	int64_t bad;
+	size_t c = 0;
+	for (int kj = base; kj <= k; kj++) {
+		long nf = LEN(r, kj) / ch;
+		sum += A->cmass(score[kj], ks + c, nf * ch, ch, thr, &bad);
+		c += (size_t)nf;
+	}
+	for (int j = 0; j < np; j++)
+		sum += A->cmass(score[pt[j].k] + LEN(r, pt[j].k) / ch * ch, &pt[j].key, pt[j].len, ch, thr, &bad);
+	return sum;
+}
+
+/* ... its prefix: the group's best unprotected chunks (full and shorter ones in one key array:
+** pt's keys copied after the full ones) whose sums reach p of tot, the smallest count by bisection
+** with topk; returns the smallest key kept (protected chunks and that prefix), drops the shorter
+** chunks below it from pt (*np) and sets *ncand to the kept candidates' tokens */
+static uint64_t cmassprefix(Run *r, float **score, int base, int k, uint64_t *ks, size_t nc, long ch, KrPart *pt,
+                            int *np, double p, double tot, long *ncand)
+{
+	const kvcc_artifact *A = r->pl->p->a;
+	for (int j = 0; j < *np; j++)
+		ks[nc + (size_t)j] = pt[j].key;
+	size_t na = nc + (size_t)*np;
+	long npr = (long)A->kcount(ks, (int64_t)na, 1ull << 63), m = (long)na - npr, lo = 0;
+	if (p > 0 && tot > 0 && m > 0) {
+		long hi = m;
+		lo = 1;
+		while (lo < hi) {
+			long mid = lo + (hi - lo) / 2;
+			if (cmassat(r, score, base, k, ks, ch, pt, *np, A->topk(ks, (int64_t)na, npr + mid)) / tot >= p)
+				hi = mid;
+			else
+				lo = mid + 1;
+		}
+	}
+	uint64_t thr = threshold(A, ks, na, npr + lo);
+	*ncand = (long)A->kcount(ks, (int64_t)nc, thr) * ch;
+	int q = 0;
+	for (int j = 0; j < *np; j++)
+		if (pt[j].key >= thr)
+			*ncand += pt[j].len, pt[q++] = pt[j];
+	*np = q;
+	return thr;
+}
+
 /* Select: the kept positions of every instance, sorted, into pl->kidx / pl->nkept, on generated
 ** kernels per scope group (head, layer or model; budgets via ki_nkeep). chunk 1: selkeys builds
 ** the 64-bit keys (protected, score with NaN lowest and -0 = +0, lower instance and position
@@ -489,7 +543,9 @@ static long chunkgreedy(const kvcc_artifact *A, const uint64_t *ks, size_t nc, l
 ** threshold, ckeepidx expands kept chunks to each instance's sorted kept list. Threshold with
 ** chunk > 1: ctfilter zeroes the keys of the chunks below tau; a zeroed partial chunk is not set
 ** aside, and the group's budget is capped at the candidates' tokens: then a full chunk of key 0
-** never fits (it ranks below every candidate, which the greedy takes or closes on first). */
+** never fits (it ranks below every candidate, which the greedy takes or closes on first). Mass
+** with chunk > 1 the same with the candidates its prefix leaves (cmassprefix): a full chunk below
+** them never fits either, a shorter one below them is dropped from pl->part. */
 
 /* merge summary (summary.c): instance k's summary block (its first row into pl->sblk, or -1),
 ** its scores shifted over the block so that select ranks the ordinary rows only, *n their
@@ -734,7 +790,7 @@ static int selectkeep(Run *r, float **score, const kvcc_args *args)
 	int thsel = hd->selkind == KA_SEL_THRESHOLD;   /* candidates: tfilter's keys */
 	double tau = kr_ref(&hd->tau, r->par, 0);
 	long ncand = 0;
-	int msel = hd->selkind == KA_SEL_MASS;         /* chunk 1 (ki_unsupported), any scope */
+	int msel = hd->selkind == KA_SEL_MASS;         /* any chunk, any scope */
 	double mp = kr_ref(&hd->mass, r->par, 0), mtot = 0;
 	int fsel = hd->floor.kind != KA_NONE;          /* topk, scope layer, chunk 1 (the verifier) */
 	double alpha = kr_ref(&hd->floor, r->par, 0);
@@ -784,6 +840,14 @@ static int selectkeep(Run *r, float **score, const kvcc_args *args)
 			A->ckeys(score[k], n, S, Rr, (uint32_t)((size_t)kk * cap), ch, ks + nc);
 			if (thsel)              /* chunks below tau: key 0 (ctfilter), a short one left out */
 				ncand += (long)A->ctfilter(score[k], n, S, Rr, ch, tau, ks + nc);
+			if (msel) {             /* the unprotected chunks' total (cmass at threshold 0) */
+				int64_t bad;
+				mtot += A->cmass(score[k], ks + nc, n, ch, 0, &bad);
+				if (bad >= 0)
+					return kr_seterr(KVCC_EINVAL, "%s:%u:%u: error: select: mass needs scores >= 0, (layer %d, head %d) "
+					                 "has %g at token %lld", r->pl->p->src, hd->sel_line, hd->sel_col, kk / lay->kv_heads,
+					                 h, (double)score[k][bad], (long long)bad);
+			}
 			if (n % ch && (!thsel || ks[nc + (size_t)(n / ch)])) {   /* insertion into pt, highest key first */
 				KrPart p = { ks[nc + (size_t)(n / ch)], k, (int)(n % ch), 0 };
 				int j = np++;
@@ -798,8 +862,10 @@ static int selectkeep(Run *r, float **score, const kvcc_args *args)
 		if (!lastk)
 			continue;
 		size_t c = 0;
-		if (msel)           /* chunk 1 (ki_unsupported): the group's count */
+		if (msel && ch == 1)      /* the group's count */
 			want = masscount(r, score, (int)base, k, ks, nc, mp, mtot, want);
+		if (msel && ch > 1)       /* the candidates: the protected chunks and the prefix */
+			cmassprefix(r, score, (int)base, k, ks, nc, ch, pt, &np, mp, mtot, &ncand);
 		if (ch == 1) {
 			uint64_t thr = thsel ? tthreshold(A, ks, nc, want, ncand) : threshold(A, ks, nc, want);
 			for (int kj = (int)base; kj <= k; kj++) {
@@ -812,7 +878,7 @@ static int selectkeep(Run *r, float **score, const kvcc_args *args)
 			}
 		} else {
 			/* threshold: the budget capped at the candidates' tokens, so no key-0 chunk fits */
-			long w = thsel && ncand < want ? ncand : want;
+			long w = (thsel || msel) && ncand < want ? ncand : want;
 			uint64_t thr = threshold(A, ks, nc, chunkgreedy(A, ks, nc, ch, pt, np, w));
 			for (int kj = (int)base; kj <= k; kj++)
 				nkept[kj] = 0;          /* here: whether the partial last chunk is kept */

@@ -279,10 +279,10 @@ static void run_case(const Cfg *cf, const char *host)
 		par[wi] = 8;
 	if (cf->param && ki_findparam(f, cf->param) >= 0)
 		par[ki_findparam(f, cf->param)] = cf->pval;
-	/* threshold over chunks (issue 13): no recent window in half the cases (by n, no draw), so the
-	** shorter last chunk competes against tau or is left out */
+	/* threshold or mass over chunks (issue 13): no recent window in half the cases (by n, no draw),
+	** so the shorter last chunk competes against tau or the prefix, or is left out */
 	int ri = ki_findparam(f, "recent");
-	if (f->sel.kind == SEL_threshold && pval(f, par, f->sel.chunk, 1) > 1 && ri >= 0 && n % 4 == 1) {
+	if (f->sel.kind != SEL_topk && pval(f, par, f->sel.chunk, 1) > 1 && ri >= 0 && n % 4 == 1) {
 		par[ri] = 0;
 		snprintf(name + strlen(name), sizeof name - strlen(name), " recent=0");
 	}

@@ -363,9 +363,9 @@ def _mass(c, cap):
     return dict(_per_head(kept, c["Ks"], c["Vs"], L, H), **{"expect.scores": s}), {}, margin
 
 
-def _mass_group(c, scope, chunk_default):
-    p = dict(dict(p=0.6, sinks=2, window=3, chunk=chunk_default), **c["params"])
-    sk, w, ch = int(p["sinks"]), int(p["window"]), int(p["chunk"])
+def _mass_group(c, scope, chunk_default, wname="window"):
+    p = dict({"p": 0.6, "sinks": 2, wname: 3, "chunk": chunk_default}, **c["params"])
+    sk, w, ch = int(p["sinks"]), int(p[wname]), int(p["chunk"])
     s = np.sqrt((c["K"] ** 2).sum(axis=3))
     nk = _nkeep(c["n"], c["ratio"], c["budget"])
     kept = S.mass_group(s, p["p"], nk, sk, w, scope, ch)
@@ -382,7 +382,7 @@ def p_mass_model(c):
 
 
 def p_mass_chunk(c):
-    return _mass_group(c, "layer", 4)
+    return _mass_group(c, "layer", 4, "recent")
 
 
 def p_mass_head(c):
@@ -556,7 +556,7 @@ CASES = [
     ("mass_model", "d8_n30_p0_b8", 2, 2, 1, 30, 8, ("budget", 8), {"p": 0.0, "sinks": 0}, "f16", "default", 0, 0),
     ("mass_chunk", "d8_n37_c4_r0", 2, 2, 1, 37, 8, ("ratio", 0.0), {}, "f32", "default", 0, 0),
     ("mass_chunk", "d16_n61_c3_p80_r50", 2, 3, 1, 61, 16, ("ratio", 0.5), {"p": 0.8, "chunk": 3}, "f32", "default", 0, 0),
-    ("mass_chunk", "d8_n40_c5_p40_b7", 2, 2, 1, 40, 8, ("budget", 7), {"p": 0.4, "chunk": 5, "window": 0}, "f32", "default", 0, 0),
+    ("mass_chunk", "d8_n40_c5_p40_b7", 2, 2, 1, 40, 8, ("budget", 7), {"p": 0.4, "chunk": 5, "recent": 0}, "f32", "default", 0, 0),
 ]
 
 
