@@ -411,34 +411,62 @@ static int masstotal(Run *r, int k, const float *sc, long n, long S, long R, dou
 	return 0;
 }
 
-/* mass p over a scope group (instances base..k, their nc keys ks from selkeys, total tot): the
-** shortest run of the group's best unprotected tokens whose scores reach p of the total — the
-** smallest count whose ksum (summed over the instances) reaches it, by bisection over the count
-** with the radix select — then the group's count want = min(want, protected + that count). */
-static long masscount(Run *r, float **score, int base, int k, const uint64_t *ks, size_t nc, double p, double tot,
-                      long want)
+/* mass p: the smallest count c of the nk keys' best unprotected ones (after the *npr protected
+** ones) whose sum(ctx, the threshold key of the best npr + c) reaches p of tot, by bisection over
+** the count with the radix select (0 when p <= 0, tot is 0 or no key is unprotected) */
+static long massbisect(const kvcc_artifact *A, const uint64_t *ks, size_t nk, double p, double tot,
+                       double (*sum)(void *, uint64_t), void *ctx, long *npr)
 {
-	const kvcc_artifact *A = r->pl->p->a;
-	long np = (long)A->kcount(ks, (int64_t)nc, 1ull << 63), m = (long)nc - np, lo = 0;
+	long np = (long)A->kcount(ks, (int64_t)nk, 1ull << 63), m = (long)nk - np, lo = 0;
 	if (p > 0 && tot > 0 && m > 0) {
 		long hi = m;
 		lo = 1;
 		while (lo < hi) {
 			long mid = lo + (hi - lo) / 2;
-			uint64_t thr = A->topk(ks, (int64_t)nc, np + mid);
-			double sum = 0;
-			size_t c = 0;
-			for (int kj = base; kj <= k; kj++) {
-				long nn = LEN(r, kj);
-				sum += A->ksum(ks + c, score[kj], nn, thr);
-				c += (size_t)nn;
-			}
-			if (sum / tot >= p)
+			if (sum(ctx, A->topk(ks, (int64_t)nk, np + mid)) / tot >= p)
 				hi = mid;
 			else
 				lo = mid + 1;
 		}
 	}
+	*npr = np;
+	return lo;
+}
+
+/* a scope group's instances base..k, their scores and keys, for massbisect's sums */
+typedef struct MassGrp {
+	Run *r;
+	float **score;
+	int base, k;
+	const uint64_t *ks;
+	long ch;
+	const KrPart *pt;
+	int np;
+} MassGrp;
+
+/* chunk 1: the sum of the group's unprotected scores whose key is >= thr (ksum per instance) */
+static double ksumat(void *ctx, uint64_t thr)
+{
+	const MassGrp *g = ctx;
+	double sum = 0;
+	size_t c = 0;
+	for (int kj = g->base; kj <= g->k; kj++) {
+		long nn = LEN(g->r, kj);
+		sum += g->r->pl->p->a->ksum(g->ks + c, g->score[kj], nn, thr);
+		c += (size_t)nn;
+	}
+	return sum;
+}
+
+/* mass p over a scope group (instances base..k, their nc keys ks from selkeys, total tot): the
+** shortest run of the group's best unprotected tokens whose scores reach p of the total (the
+** smallest count whose ksum, summed over the instances, reaches it), then the group's count
+** want = min(want, protected + that count). */
+static long masscount(Run *r, float **score, int base, int k, const uint64_t *ks, size_t nc, double p, double tot,
+                      long want)
+{
+	MassGrp g = { r, score, base, k, ks, 1, NULL, 0 };
+	long np, lo = massbisect(r->pl->p->a, ks, nc, p, tot, ksumat, &g, &np);
 	return np + lo < want ? np + lo : want;
 }
 
@@ -480,31 +508,32 @@ static long chunkgreedy(const kvcc_artifact *A, const uint64_t *ks, size_t nc, l
 	return taken;
 }
 
-/* mass p with chunk > 1 over a scope group (instances base..k; ks: their nc full-chunk keys from
-** ckeys, then room for the np shorter last chunks of pt; tot: the unprotected chunks' total): the
-** sum of the unprotected chunks whose key is >= thr (cmass over each instance's full chunks and
-** each shorter one) */
-static double cmassat(Run *r, float **score, int base, int k, const uint64_t *ks, long ch, const KrPart *pt, int np,
-                      uint64_t thr)
+/* mass p with chunk > 1 over a scope group (instances base..k; ks: their full-chunk keys from
+** ckeys, pt their shorter last chunks): the sum of the unprotected chunks whose key is >= thr
+** (cmass over each instance's full chunks and each shorter one) */
+static double cmassat(void *ctx, uint64_t thr)
 {
-	const kvcc_artifact *A = r->pl->p->a;
+	const MassGrp *g = ctx;
+	const kvcc_artifact *A = g->r->pl->p->a;
 	double sum = 0;
 	int64_t bad;
 	size_t c = 0;
-	for (int kj = base; kj <= k; kj++) {
-		long nf = LEN(r, kj) / ch;
-		sum += A->cmass(score[kj], ks + c, nf * ch, ch, thr, &bad);
+	for (int kj = g->base; kj <= g->k; kj++) {
+		long nf = LEN(g->r, kj) / g->ch;
+		sum += A->cmass(g->score[kj], g->ks + c, nf * g->ch, g->ch, thr, &bad);
 		c += (size_t)nf;
 	}
-	for (int j = 0; j < np; j++)
-		sum += A->cmass(score[pt[j].k] + LEN(r, pt[j].k) / ch * ch, &pt[j].key, pt[j].len, ch, thr, &bad);
+	for (int j = 0; j < g->np; j++) {
+		const KrPart *q = &g->pt[j];
+		sum += A->cmass(g->score[q->k] + LEN(g->r, q->k) / g->ch * g->ch, &q->key, q->len, g->ch, thr, &bad);
+	}
 	return sum;
 }
 
-/* ... its prefix: the group's best unprotected chunks (full and shorter ones in one key array:
-** pt's keys copied after the full ones) whose sums reach p of tot, the smallest count by bisection
-** with topk; returns the smallest key kept (protected chunks and that prefix), drops the shorter
-** chunks below it from pt (*np) and sets *ncand to the kept candidates' tokens */
+/* ... its prefix (tot: the unprotected chunks' total): the group's best unprotected chunks, full
+** and shorter ones in one key array (pt's keys copied after the nc full ones), whose sums reach p
+** of tot (massbisect); returns the smallest key kept (protected chunks and that prefix), drops
+** the shorter chunks below it from pt (*np) and sets *ncand to the kept candidates' tokens */
 static uint64_t cmassprefix(Run *r, float **score, int base, int k, uint64_t *ks, size_t nc, long ch, KrPart *pt,
                             int *np, double p, double tot, long *ncand)
 {
@@ -512,18 +541,8 @@ static uint64_t cmassprefix(Run *r, float **score, int base, int k, uint64_t *ks
 	for (int j = 0; j < *np; j++)
 		ks[nc + (size_t)j] = pt[j].key;
 	size_t na = nc + (size_t)*np;
-	long npr = (long)A->kcount(ks, (int64_t)na, 1ull << 63), m = (long)na - npr, lo = 0;
-	if (p > 0 && tot > 0 && m > 0) {
-		long hi = m;
-		lo = 1;
-		while (lo < hi) {
-			long mid = lo + (hi - lo) / 2;
-			if (cmassat(r, score, base, k, ks, ch, pt, *np, A->topk(ks, (int64_t)na, npr + mid)) / tot >= p)
-				hi = mid;
-			else
-				lo = mid + 1;
-		}
-	}
+	MassGrp g = { r, score, base, k, ks, ch, pt, *np };
+	long npr, lo = massbisect(A, ks, na, p, tot, cmassat, &g, &npr);
 	uint64_t thr = threshold(A, ks, na, npr + lo);
 	*ncand = (long)A->kcount(ks, (int64_t)nc, thr) * ch;
 	int q = 0;

@@ -219,11 +219,27 @@ static int gen_decode(Gen *g, KpCudaOut *out)
 	return rc;
 }
 
-/* select scopes layer and model: one block per scope group (kv_select_grp) decides the
-** kept chunks of the group's instances and leaves each instance a record, 4 ints at the
-** start of its workspace per class (protected, others): the threshold key T, the last
-** tie chunk kept E, whether its shorter last chunk is kept, whether the class is kept
-** whole; kv_select then compacts every instance from its record */
+/* mass p (after the total tot, the unprotected count m and p): the smallest count lo of the best
+** unprotected tokens whose sum reaches p of tot, by bisection over the count; `probe` selects the
+** best mid and sums their scores into ps (kv_select: kv_topk per instance; kv_select_grp: kv_gpick
+** over the group) */
+static void gen_massbisect(Gen *g, const char *probe)
+{
+	sb(&g->s,
+	   "\t/* the smallest count of the best unprotected tokens whose sum reaches p of the total */\n"
+	   "\tlong long lo = 0;\n"
+	   "\tif (p > 0.0 && tot > 0.0 && m > 0) {\n"
+	   "\t\tlong long hi = m;\n"
+	   "\t\tlo = 1;\n"
+	   "\t\twhile (lo < hi) {\n"
+	   "\t\t\tconst long long mid = lo + (hi - lo) / 2;\n"
+	   "\t\t\tdouble ps = 0.0;\n"
+	   "%s"
+	   "\t\t\tif (kv_bsumd(ps, dred, &dres) / tot >= p) hi = mid; else lo = mid + 1;\n"
+	   "\t\t}\n"
+	   "\t}\n", probe);
+}
+
 /* mass p at scope layer / model (chunk 1, ki_unsupported), in kv_select_grp after the group's
 ** budget `want`: the group's unprotected total (double; a score that is not >= 0 is KVG_EMASS),
 ** the smallest count of its best unprotected tokens whose sum reaches p of it by bisection over
@@ -247,28 +263,24 @@ static void gen_grpmass(Gen *g, const char *M)
 	   "\t}\n"
 	   "\tconst double tot = kv_bsumd(part, dred, &dres);\n"
 	   "\tif (kv_bsumd((double)bad, dred, &dres) > 0.0) { if (threadIdx.x == 0) kv_seterr(a.err, KVG_EMASS); return; }\n"
-	   "\tconst double p = (double)(%s);\n"
-	   "\tlong long lo = 0;\n"
-	   "\tif (p > 0.0 && tot > 0.0 && m > 0) {\n"
-	   "\t\tlong long hi = m;\n"
-	   "\t\tlo = 1;\n"
-	   "\t\twhile (lo < hi) {\n"
-	   "\t\t\tconst long long mid = lo + (hi - lo) / 2;\n"
+	   "\tconst double p = (double)(%s);\n", M);
+	gen_massbisect(g,
 	   "\t\t\tkv_gpick(a, i0, ni, 1, S, R, 0, mid, hist, sv, wsum, 0, 0.0);\n"
-	   "\t\t\tdouble ps = 0.0;\n"
 	   "\t\t\tfor (int k = i0; k < i0 + ni; k++) {\n"
 	   "\t\t\t\tconst long long n = KV_GLEN(a, k);\n"
 	   "\t\t\t\tconst float *const sc = KV_GSC(a, k);\n"
 	   "\t\t\t\tconst KvSel o = kv_ldrec(kv_grec(a, k, 0));\n"
 	   "\t\t\t\tfor (long long t = threadIdx.x; t < n; t += KV_NT)\n"
 	   "\t\t\t\t\tif (!kv_prot(t, 1, n, S, R) && kv_kept(o, sc, t, 1, n, S, R)) ps += (double)sc[t];\n"
-	   "\t\t\t}\n"
-	   "\t\t\tif (kv_bsumd(ps, dred, &dres) / tot >= p) hi = mid; else lo = mid + 1;\n"
-	   "\t\t}\n"
-	   "\t}\n"
-	   "\tif (ntok - m + lo < want) want = ntok - m + lo;\n", M);
+	   "\t\t\t}\n");
+	sb(&g->s, "\tif (ntok - m + lo < want) want = ntok - m + lo;\n");
 }
 
+/* select scopes layer and model: one block per scope group (kv_select_grp) decides the
+** kept chunks of the group's instances and leaves each instance a record, 4 ints at the
+** start of its workspace per class (protected, others): the threshold key T, the last
+** tie chunk kept E, whether its shorter last chunk is kept, whether the class is kept
+** whole; kv_select then compacts every instance from its record */
 static void gen_selgrp(Gen *g, KpCudaOut *out, const char *S, const char *R, const char *C, const char *F,
                        const char *T, const char *M)
 {
@@ -495,7 +507,7 @@ static int gen_select(Gen *g, KpCudaOut *out)
 		   "\tif (pc) ncand += rem;\n"
 		   "\tconst long long w0 = want - s1.used < ncand ? want - s1.used : ncand;\n"
 		   "\tkv_topk(sc, lastc && !pc ? n - rem : n, ch, S, R, 0, w0, s0, hist, sv, &s_E, wsum);\n", s->nocap ? "(long long)n" : "kv_count(a, b, l, h, n)", T);
-	else if (s->scope == SC_head && ms)     /* mass: a count as the reference's, then top-k */
+	else if (s->scope == SC_head && ms) {   /* mass: a count as the reference's, then top-k */
 		sb(&g->s,
 		   "\t/* the unprotected total (double) and a score that is not >= 0 (an error) */\n"
 		   "\t__shared__ double dred[KV_NT], dres;\n"
@@ -507,26 +519,17 @@ static int gen_select(Gen *g, KpCudaOut *out)
 		   "\tif (kv_bsumd((double)bad, dred, &dres) > 0.0) { if (tid == 0) kv_seterr(a.err, KVG_EMASS); return; }\n"
 		   "\tconst long long m = n - R - S > 0 ? n - R - S : 0;   /* unprotected tokens */\n"
 		   "\tconst double p = (double)(%s);\n"
-		   "\tKvSel s1, s0;\n"
-		   "\t/* the smallest count of the best unprotected tokens whose sum reaches p of the total */\n"
-		   "\tlong long lo = 0;\n"
-		   "\tif (p > 0.0 && tot > 0.0 && m > 0) {\n"
-		   "\t\tlong long hi = m;\n"
-		   "\t\tlo = 1;\n"
-		   "\t\twhile (lo < hi) {\n"
-		   "\t\t\tconst long long mid = lo + (hi - lo) / 2;\n"
+		   "\tKvSel s1, s0;\n", M);
+		gen_massbisect(g,
 		   "\t\t\tkv_topk(sc, n, 1, S, R, 0, mid, s0, hist, sv, &s_E, wsum);\n"
-		   "\t\t\tdouble ps = 0.0;\n"
 		   "\t\t\tfor (long long t = tid; t < n; t += KV_NT)\n"
-		   "\t\t\t\tif (!kv_prot(t, 1, n, S, R) && kv_kept(s0, sc, t, 1, n, S, R)) ps += (double)sc[t];\n"
-		   "\t\t\tif (kv_bsumd(ps, dred, &dres) / tot >= p) hi = mid; else lo = mid + 1;\n"
-		   "\t\t}\n"
-		   "\t}\n"
+		   "\t\t\t\tif (!kv_prot(t, 1, n, S, R) && kv_kept(s0, sc, t, 1, n, S, R)) ps += (double)sc[t];\n");
+		sb(&g->s,
 		   "\tconst long long cap = %s, want = n - m + lo < cap ? n - m + lo : cap;\n"
 		   "\tkv_topk(sc, n, 1, S, R, 1, want, s1, hist, sv, &s_E, wsum);\n"
-		   "\tkv_topk(sc, n, 1, S, R, 0, want - s1.used, s0, hist, sv, &s_E, wsum);\n", M,
+		   "\tkv_topk(sc, n, 1, S, R, 0, want - s1.used, s0, hist, sv, &s_E, wsum);\n",
 		   s->nocap ? "(long long)n" : "kv_count(a, b, l, h, n)");
-	else if (s->scope == SC_head)
+	} else if (s->scope == SC_head)
 		sb(&g->s,
 		   "\tconst long long want = %s;\n"
 		   "\t/* protected chunks first (sinks, then the newest recent), then the others; one\n"
