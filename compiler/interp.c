@@ -806,6 +806,7 @@ typedef struct Cand {
 	                         ** (tokens after the candidate) */
 	int l, h, t;             /* t: first token (chunk start) */
 	int len;                 /* tokens in the candidate (chunk) */
+	double sum;              /* its scores' sum (token order): mass */
 } Cand;
 
 /* Order: sinks (lower position first), then the recent window (newest
@@ -849,10 +850,32 @@ static void pick(Cand *cs, int ncand, long want, const KiCase *c, char *keep)
 	}
 }
 
-/* topk and threshold: the candidates (tokens, or chunks) of each group (a
-** head, a layer, the model) ranked by candcmp, kept while they fit in the
+/* mass p over a group's candidates (DESIGN §3): the unprotected ones in candcmp order, the
+** shortest prefix whose sums reach p of the group's total tot (each sum / tot added in that
+** order; p <= 0 or a zero total: none; never reached: all); the protected ones all. Leaves the
+** protected and the prefix at the front of cs; returns their number. */
+static int massprefix(Cand *cs, int ncand, double tot, double p)
+{
+	qsort(cs, (size_t)ncand, sizeof *cs, candcmp);
+	int k = 0;
+	while (k < ncand && cs[k].prot != PR_none)
+		k++;
+	double acc = 0;
+	if (!(tot > 0 && p > 0))
+		return k;
+	while (k < ncand)
+		if ((acc += cs[k++].sum / tot) >= p)
+			break;
+	return k;
+}
+
+/* topk, threshold and mass: the candidates (tokens, or chunks) of each group
+** (a head, a layer, the model) ranked by candcmp, kept while they fit in the
 ** group's count (nk summed); threshold drops unprotected candidates below tau
-** first, and with cap=0 the count does not bound it. */
+** first, mass the unprotected ones past its prefix (massprefix; the total:
+** each instance's unprotected scores summed in token order, then the group's
+** instances in order; a score that is not >= 0 is an error), and with cap=0
+** the count does not bound it. */
 static int selectkeep(Ctx *x, const double *scores, const long *nk, char *keep)
 {
 	const KiFn *f = x->f;
@@ -860,7 +883,8 @@ static int selectkeep(Ctx *x, const double *scores, const long *nk, char *keep)
 	long S, Rr, ch;
 	if (ki_selfields(f, x->par, &S, &Rr, &ch, x->e) != 0)
 		return -1;
-	double tau = refval(f, x->par, f->sel.tau, 0);
+	double tau = refval(f, x->par, f->sel.tau, 0), p = refval(f, x->par, f->sel.mass, 0), gtot = 0;
+	int ms = f->sel.kind == SEL_mass;
 	size_t maxc = (size_t)c->L * c->H * (size_t)c->n + 1;
 	Cand *cs = malloc(maxc * sizeof *cs);
 	if (!cs) {
@@ -872,6 +896,7 @@ static int selectkeep(Ctx *x, const double *scores, const long *nk, char *keep)
 	for (int l = 0; l < c->L; l++)
 		for (int h = 0; h < c->H; h++) {
 			long n = tokens(c, l, h);
+			double itot = 0;
 			want += f->sel.nocap ? n : nk[l * c->H + h];
 			for (long t0 = 0; t0 < n; t0 += ch) {
 				long len = t0 + ch <= n ? ch : n - t0;
@@ -889,15 +914,29 @@ static int selectkeep(Ctx *x, const double *scores, const long *nk, char *keep)
 				cd->prot = sink ? PR_sink : recent ? PR_recent : PR_none;
 				cd->age = sink ? t0 : n - (t0 + len);
 				cd->l = l, cd->h = h, cd->t = (int)t0, cd->len = (int)len;
+				cd->sum = s;
 				if (f->sel.kind == SEL_threshold && cd->prot == PR_none && !(cd->key >= tau))
 					ncand--;      /* below tau (or NaN): never kept */
+				for (long t = t0; ms && cd->prot == PR_none && t < t0 + len; t++) {
+					double v = scores[((size_t)l * c->H + h) * c->n + t];
+					if (!(v >= 0)) {
+						ki_error(x->e, f->src, f->sel.line, f->sel.col, "select: mass needs scores >= 0, "
+						         "(layer %d, head %d) has %g at token %ld", l, h, v, t);
+						free(cs);
+						return -1;
+					}
+					itot += v;
+				}
 			}
+			gtot += itot;
 			int last = f->sel.scope == SC_head ||
 			           (f->sel.scope == SC_layer && h == c->H - 1) ||
 			           (l == c->L - 1 && h == c->H - 1);
 			if (last) {
+				if (ms)
+					ncand = massprefix(cs, ncand, gtot, p);
 				pick(cs, ncand, want, c, keep);
-				ncand = 0, want = 0;
+				ncand = 0, want = 0, gtot = 0;
 			}
 		}
 	free(cs);
@@ -1220,7 +1259,6 @@ int ki_run(const KiFn *f, const KiCase *c, KiResult *r, KiErr *e)
 	if (ki_counts(f, c, x.par, r->scores, f->sel.keep ? keepv : NULL, nk, e) != 0)
 		goto done;
 	if (f->merge.kind == MG_summary ? selectsummary(&x, r->scores, nk, keep) :
-	    f->sel.kind == SEL_mass ? ki_selmass(f, c, x.par, r->scores, nk, keep, e) :
 	    f->sel.floor ? ki_selfloor(f, c, x.par, r->scores, nk, keep, e) :
 	    selectkeep(&x, r->scores, nk, keep))
 		goto done;

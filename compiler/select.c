@@ -5,12 +5,12 @@
 **   counts   how many tokens each (layer, head) keeps: the policy's keep
 **            expression, the prefix or dynamic schedule (data dependent,
 **            over every instance), or ki_nkeep (ratio / budget, pyramid)
-**   mass p   per head: the shortest prefix of the unprotected tokens, best
-**            first, whose normalized scores sum to p; protected tokens kept
 **   floor α  scope layer: each head first keeps its own top ⌊α·n_keep⌋, the
 **            rest of the layer budget goes to one ranking of what is left
 **
-** topk and threshold (a filter on top-k's candidates) stay in interp.c's
+** topk, threshold (a filter on top-k's candidates) and mass p (the shortest
+** prefix of a group's unprotected candidates, best first, whose normalized
+** sums reach p; at every scope, over chunks too) stay in interp.c's
 ** selectkeep, which takes its counts from here.
 **
 ** The order of tokens everywhere here is DESIGN's: sinks (lower position
@@ -370,60 +370,6 @@ int ki_counts(const KiFn *f, const KiCase *c, const double *par, const double *s
 			v = floor(v);
 			*k = v < 0 ? 0 : v > (double)n ? n : (long)v;
 		}
-	return 0;
-}
-
-/* --- mass -------------------------------------------------------------------------- */
-
-int ki_selmass(const KiFn *f, const KiCase *c, const double *par, const double *scores, const long *nk,
-               char *keep, KiErr *e)
-{
-	const KiSelect *sel = &f->sel;
-	long S, R;
-	if (ki_selfields(f, par, &S, &R, NULL, e) != 0)
-		return -1;
-	double p = val(f, par, sel->mass, 0);
-	Tok *tk = malloc(((size_t)c->n + 1) * sizeof *tk);
-	if (!tk)
-		return oom(f, e);
-	for (int l = 0; l < c->L; l++)
-		for (int h = 0; h < c->H; h++) {
-			long n = lenof(c, l, h), m = 0;
-			const double *s = row(c, scores, l, h);
-			char *kp = keeprow(c, keep, l, h);
-			double tot = 0;
-			for (long t = 0; t < n; t++) {
-				if (clsof(t, n, S, R) != 2)
-					continue;
-				if (!(s[t] >= 0)) {
-					ki_error(e, f->src, sel->line, sel->col, "select: mass needs scores >= 0, "
-					         "(layer %d, head %d) has %g at token %ld", l, h, s[t], t);
-					free(tk);
-					return -1;
-				}
-				tot += s[t];
-				fill(&tk[m++], s[t], (int)t, h, n, S, R);
-			}
-			qsort(tk, (size_t)m, sizeof *tk, tokcmp);
-			double acc = 0;
-			for (long k = 0; tot > 0 && p > 0 && k < m; k++) {
-				kp[tk[k].t] = 1;
-				if ((acc += tk[k].s / tot) >= p)
-					break;
-			}
-			/* protected tokens, then the cap: the first n_keep kept in the top-k order */
-			m = 0;
-			for (long t = 0; t < n; t++)
-				if (kp[t] || clsof(t, n, S, R) != 2)
-					fill(&tk[m++], s[t], (int)t, h, n, S, R);
-			qsort(tk, (size_t)m, sizeof *tk, tokcmp);
-			for (long t = 0; t < n; t++)
-				kp[t] = 0;
-			long cap = sel->nocap ? m : nk[l * c->H + h];
-			for (long k = 0; k < m && k < cap; k++)
-				kp[tk[k].t] = 1;
-		}
-	free(tk);
 	return 0;
 }
 

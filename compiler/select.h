@@ -1,7 +1,7 @@
 /*
 ** Selection rules beyond per-head top-k in the reference interpreter
 ** (select.c): per-(layer, head) kept counts (keep expression, prefix and
-** dynamic schedules, ratio / budget), the mass rule and AdaKV's floor.
+** dynamic schedules, ratio / budget) and AdaKV's floor (mass: interp.c).
 ** Arrays: scores [L][H][n] and keep [L][H][n] as in interp.c; nk [L][H].
 */
 #ifndef KVCC_SELECT_H
@@ -13,8 +13,6 @@
 KC_FUNC int ki_selfields(const KiFn *f, const double *par, long *S, long *R, long *chunk, KiErr *e);
 KC_FUNC int ki_counts(const KiFn *f, const KiCase *c, const double *par, const double *scores,
                       const double *keepv, long *nk, KiErr *e);
-KC_FUNC int ki_selmass(const KiFn *f, const KiCase *c, const double *par, const double *scores,
-                       const long *nk, char *keep, KiErr *e);
 KC_FUNC int ki_selfloor(const KiFn *f, const KiCase *c, const double *par, const double *scores,
                         const long *nk, char *keep, KiErr *e);
 

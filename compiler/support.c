@@ -2,8 +2,9 @@
 ** What the kernel backends (the planner, x86, CUDA) do not implement yet: the merge rules
 ** compiler/mplan.c ki_mkernels does not take (issue 12: the compact_merge kernels, x86 and
 ** CUDA, cover nearest at prefill) and the issue-13 language not generated yet (selection rules
-** beyond top-k other than threshold (chunk 1, any scope), mass at scope head, AdaKV's floor at
-** scope layer and the prefix / dynamic schedules (CUDA: top-k at scope head only, ki_unsupported_gpu); out-axis values
+** beyond top-k other than threshold and mass (any chunk, any scope; CUDA: mass at chunk 1),
+** AdaKV's floor at scope layer and the prefix / dynamic schedules (CUDA: top-k at scope head
+** only, ki_unsupported_gpu); out-axis values
 ** (compiler/plan.c gen_ok: inside their reduction over out), segment ops, shifts and scans are planned like any op: compiler/plan.c
 ** gen_ok says which operands they take). ki_plan refuses such a policy with the position of
 ** the first unsupported item,
@@ -27,8 +28,6 @@ int ki_unsupported(const KiFn *f, KiErr *e)
 	const KiSelect *s = &f->sel;
 	if (ki_mkernels(f, e) != 0)          /* the merge rules the compact_merge kernels implement */
 		return -1;
-	if (s->kind == SEL_mass && (s->scope != SC_head || KI_RKIND(s->chunk) != RK_CON || f->con[KI_RIDX(s->chunk)] != 1))
-		return refuse(f, s->line, s->col, "select mass at scope layer or model or with chunks", e);
 	if (ki_keepcheck(f, e) != 0)          /* select keep: the generated count (keep.c) */
 		return -1;
 	if (KI_RKIND(f->score) != RK_INS || !(f->ins[KI_RIDX(f->score)].axes & AXM(AX_token))) {
@@ -46,6 +45,11 @@ int ki_unsupported_gpu(const KiFn *f, KiErr *e)
 	const KiSelect *s = &f->sel;
 	if (ki_unsupported(f, e) != 0)
 		return -1;
+	if (s->kind == SEL_mass && (KI_RKIND(s->chunk) != RK_CON || f->con[KI_RIDX(s->chunk)] != 1)) {
+		ki_error(e, f->src, s->line, s->col, "select mass with chunks is not compiled to CUDA yet (the x86 kernels "
+		         "and the reference interpreter run it)");
+		return -1;
+	}
 	/* CUDA runs them with top-k at scope head (codegen/ptx/sched.cuh kv_sched) */
 	if ((s->sched == SCH_prefix || s->sched == SCH_dynamic) && (s->kind != SEL_topk || s->scope != SC_head)) {
 		ki_error(e, f->src, s->line, s->col, "%s with a rule other than top-k at scope head is not compiled to CUDA "

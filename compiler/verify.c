@@ -695,8 +695,6 @@ static int selcheck(V *v)
 		why = "p belongs to the mass rule, which needs it";
 	else if (s->floor && (s->kind != SEL_topk || s->scope != SC_layer || !chunk1))
 		why = "floor needs topk at scope layer with chunk 1";
-	else if (s->kind == SEL_mass && (s->scope != SC_head || !chunk1))
-		why = "mass works per head, token by token (scope head, chunk 1)";
 	else if (s->nocap && s->kind == SEL_topk)
 		why = "cap=0 is for threshold and mass";
 	else if (s->sched >= SCH_prefix && (s->kind != SEL_topk || s->floor || !chunk1))

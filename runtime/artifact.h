@@ -89,7 +89,8 @@ static inline int ka_trailer_check(const void *buf, size_t len, KaTrailer *t, co
                                               15: sstate, sacce; kvcc_tmap_ctx.nout; mstore; mrow, merge runs;
                                               16: sstate's l per (row, lane); keepn, select keep; mbest's
                                               running arg-max per lane, bsim / bidx [ne][W]; ctfilter;
-                                              17: schedcnt; sstate's nq < 0: -nq rows, E stored non-temporal) */
+                                              17: schedcnt; sstate's nq < 0: -nq rows, E stored non-temporal;
+                                              cmass, select mass over chunks) */
 #define KA_MAGIC "KVCCDSC"                 /* the blob's first 8 bytes (with the NUL) */
 #define KA_FORMAT 9                        /* the blob's layout and meaning (2: the tuning config; 3: KA_FLAYER;
                                               4: the merge rule; 5: the weights, KaWeight; the select rule;
@@ -436,6 +437,12 @@ typedef struct kvcc_artifact {
 	** and >= 0: c->bad, c->badt), -3 (dynamic: lengths differ), -4 (dynamic ratio_max / every
 	** out of range). A stub (0) for the other policies. */
 	int64_t (*schedcnt)(struct kvcc_sched_ctx *c);
+	/* --- issue 13: mass over chunks (KVCC_ABI 17) ---
+	** select mass with chunk > 1: the sum (double, token order) of the scores of the chunks j <
+	** ceil(n / chunk) (the last may be shorter) whose key (ckeys') is unprotected (bit 63 clear)
+	** and >= thr (unsigned); *bad = the first of their tokens whose score is not >= 0, else -1.
+	** A stub (0) for a policy without mass. */
+	double (*cmass)(const float *score, const uint64_t *key, int64_t n, int64_t chunk, uint64_t thr, int64_t *bad);
 } kvcc_artifact;
 
 /* --- GPU (CUDA) ------------------------------------------------------------------------------

@@ -393,35 +393,83 @@ static uint64_t threshold(const kvcc_artifact *A, const uint64_t *ks, size_t nc,
 	return want <= 0 ? ~0ull : (size_t)want >= nc ? 0 : A->topk(ks, (int64_t)nc, want);
 }
 
-/* mass p for instance k (keys ks from selkeys): the shortest run of its best unprotected tokens
-** whose scores reach p of their total — the smallest count whose ksum reaches it, by bisection
-** over the count with the radix select — then *cnt = min(*cnt, protected + that count). 0, or
-** KVCC_EINVAL with the error set (a negative or NaN unprotected score). */
-static int masscount(Run *r, int k, const float *sc, long n, long S, long R, double p, const uint64_t *ks, long *cnt)
+/* instance k's length */
+#define LEN(r, k) ((r)->b->seq[(k) / (r)->LH].len[(k) % (r)->LH])
+
+/* mass p, instance k's part (scores sc, n tokens): the sum of its unprotected scores added to
+** *tot (mtotal: double, token order). 0, or KVCC_EINVAL with the error set (a negative or NaN
+** unprotected score). */
+static int masstotal(Run *r, int k, const float *sc, long n, long S, long R, double *tot)
 {
-	const kvcc_artifact *A = r->pl->p->a;
-	double tot = 0;
-	int64_t bad = A->mtotal(sc, n, S, R, &tot);
+	double t = 0;
+	int64_t bad = r->pl->p->a->mtotal(sc, n, S, R, &t);
 	if (bad >= 0) {
 		int kk = k % r->LH;
 		return kr_seterr(KVCC_EINVAL, "%s:%u:%u: error: select: mass needs scores >= 0, (layer %d, head %d) has %g "
 		                 "at token %lld", r->pl->p->src, r->h->sel_line, r->h->sel_col, kk / r->pl->lay.kv_heads,
 		                 kk % r->pl->lay.kv_heads, (double)sc[bad], (long long)bad);
 	}
-	long np = (long)A->kcount(ks, n, 1ull << 63), m = n - np, lo = 0;
+	*tot += t;
+	return 0;
+}
+
+/* mass p: the smallest count c of the nk keys' best unprotected ones (after the *npr protected
+** ones) whose sum(ctx, the threshold key of the best npr + c) reaches p of tot, by bisection over
+** the count with the radix select (0 when p <= 0, tot is 0 or no key is unprotected) */
+static long massbisect(const kvcc_artifact *A, const uint64_t *ks, size_t nk, double p, double tot,
+                       double (*sum)(void *, uint64_t), void *ctx, long *npr)
+{
+	long np = (long)A->kcount(ks, (int64_t)nk, 1ull << 63), m = (long)nk - np, lo = 0;
 	if (p > 0 && tot > 0 && m > 0) {
 		long hi = m;
 		lo = 1;
 		while (lo < hi) {
 			long mid = lo + (hi - lo) / 2;
-			if (A->ksum(ks, sc, n, A->topk(ks, n, np + mid)) / tot >= p)
+			if (sum(ctx, A->topk(ks, (int64_t)nk, np + mid)) / tot >= p)
 				hi = mid;
 			else
 				lo = mid + 1;
 		}
 	}
-	*cnt = np + lo < *cnt ? np + lo : *cnt;
-	return 0;
+	*npr = np;
+	return lo;
+}
+
+/* a scope group's instances base..k, their scores and keys, for massbisect's sums */
+typedef struct MassGrp {
+	Run *r;
+	float **score;
+	int base, k;
+	const uint64_t *ks;
+	long ch;
+	const KrPart *pt;
+	int np;
+} MassGrp;
+
+/* chunk 1: the sum of the group's unprotected scores whose key is >= thr (ksum per instance) */
+static double ksumat(void *ctx, uint64_t thr)
+{
+	const MassGrp *g = ctx;
+	double sum = 0;
+	size_t c = 0;
+	for (int kj = g->base; kj <= g->k; kj++) {
+		long nn = LEN(g->r, kj);
+		sum += g->r->pl->p->a->ksum(g->ks + c, g->score[kj], nn, thr);
+		c += (size_t)nn;
+	}
+	return sum;
+}
+
+/* mass p over a scope group (instances base..k, their nc keys ks from selkeys, total tot): the
+** shortest run of the group's best unprotected tokens whose scores reach p of the total (the
+** smallest count whose ksum, summed over the instances, reaches it), then the group's count
+** want = min(want, protected + that count). */
+static long masscount(Run *r, float **score, int base, int k, const uint64_t *ks, size_t nc, double p, double tot,
+                      long want)
+{
+	MassGrp g = { r, score, base, k, ks, 1, NULL, 0 };
+	long np, lo = massbisect(r->pl->p->a, ks, nc, p, tot, ksumat, &g, &np);
+	return np + lo < want ? np + lo : want;
 }
 
 /* threshold: the smallest kept key when the `want` best of the group's ncand candidates (keys
@@ -462,6 +510,51 @@ static long chunkgreedy(const kvcc_artifact *A, const uint64_t *ks, size_t nc, l
 	return taken;
 }
 
+/* mass p with chunk > 1 over a scope group (instances base..k; ks: their full-chunk keys from
+** ckeys, pt their shorter last chunks): the sum of the unprotected chunks whose key is >= thr
+** (cmass over each instance's full chunks and each shorter one) */
+static double cmassat(void *ctx, uint64_t thr)
+{
+	const MassGrp *g = ctx;
+	const kvcc_artifact *A = g->r->pl->p->a;
+	double sum = 0;
+	int64_t bad;
+	size_t c = 0;
+	for (int kj = g->base; kj <= g->k; kj++) {
+		long nf = LEN(g->r, kj) / g->ch;
+		sum += A->cmass(g->score[kj], g->ks + c, nf * g->ch, g->ch, thr, &bad);
+		c += (size_t)nf;
+	}
+	for (int j = 0; j < g->np; j++) {
+		const KrPart *q = &g->pt[j];
+		sum += A->cmass(g->score[q->k] + LEN(g->r, q->k) / g->ch * g->ch, &q->key, q->len, g->ch, thr, &bad);
+	}
+	return sum;
+}
+
+/* ... its prefix (tot: the unprotected chunks' total): the group's best unprotected chunks, full
+** and shorter ones in one key array (pt's keys copied after the nc full ones), whose sums reach p
+** of tot (massbisect); returns the smallest key kept (protected chunks and that prefix), drops
+** the shorter chunks below it from pt (*np) and sets *ncand to the kept candidates' tokens */
+static uint64_t cmassprefix(Run *r, float **score, int base, int k, uint64_t *ks, size_t nc, long ch, KrPart *pt,
+                            int *np, double p, double tot, long *ncand)
+{
+	const kvcc_artifact *A = r->pl->p->a;
+	for (int j = 0; j < *np; j++)
+		ks[nc + (size_t)j] = pt[j].key;
+	size_t na = nc + (size_t)*np;
+	MassGrp g = { r, score, base, k, ks, ch, pt, *np };
+	long npr, lo = massbisect(A, ks, na, p, tot, cmassat, &g, &npr);
+	uint64_t thr = threshold(A, ks, na, npr + lo);
+	*ncand = (long)A->kcount(ks, (int64_t)nc, thr) * ch;
+	int q = 0;
+	for (int j = 0; j < *np; j++)
+		if (pt[j].key >= thr)
+			*ncand += pt[j].len, pt[q++] = pt[j];
+	*np = q;
+	return thr;
+}
+
 /* Select: the kept positions of every instance, sorted, into pl->kidx / pl->nkept, on generated
 ** kernels per scope group (head, layer or model; budgets via ki_nkeep). chunk 1: selkeys builds
 ** the 64-bit keys (protected, score with NaN lowest and -0 = +0, lower instance and position
@@ -471,8 +564,9 @@ static long chunkgreedy(const kvcc_artifact *A, const uint64_t *ks, size_t nc, l
 ** threshold, ckeepidx expands kept chunks to each instance's sorted kept list. Threshold with
 ** chunk > 1: ctfilter zeroes the keys of the chunks below tau; a zeroed partial chunk is not set
 ** aside, and the group's budget is capped at the candidates' tokens: then a full chunk of key 0
-** never fits (it ranks below every candidate, which the greedy takes or closes on first). */
-#define LEN(r, k) ((r)->b->seq[(k) / (r)->LH].len[(k) % (r)->LH])
+** never fits (it ranks below every candidate, which the greedy takes or closes on first). Mass
+** with chunk > 1 the same with the candidates its prefix leaves (cmassprefix): a full chunk below
+** them never fits either, a shorter one below them is dropped from pl->part. */
 
 /* merge summary (summary.c): instance k's summary block (its first row into pl->sblk, or -1),
 ** its scores shifted over the block so that select ranks the ordinary rows only, *n their
@@ -591,8 +685,8 @@ static int selectkeep(Run *r, float **score, const kvcc_args *args)
 	int thsel = hd->selkind == KA_SEL_THRESHOLD;   /* candidates: tfilter's keys */
 	double tau = kr_ref(&hd->tau, r->par, 0);
 	long ncand = 0;
-	int msel = hd->selkind == KA_SEL_MASS;         /* scope head, chunk 1 (ki_unsupported) */
-	double mp = kr_ref(&hd->mass, r->par, 0);
+	int msel = hd->selkind == KA_SEL_MASS;         /* any chunk, any scope */
+	double mp = kr_ref(&hd->mass, r->par, 0), mtot = 0;
 	int fsel = hd->floor.kind != KA_NONE;          /* topk, scope layer, chunk 1 (the verifier) */
 	double alpha = kr_ref(&hd->floor, r->par, 0);
 	if (fsel && !(alpha >= 0 && alpha <= 1))
@@ -633,7 +727,7 @@ static int selectkeep(Run *r, float **score, const kvcc_args *args)
 				if (rc)
 					return rc;
 			}
-			int rc = msel ? masscount(r, k, score[k], n, S, Rr, mp, ks + nc, &cnt) : 0;
+			int rc = msel ? masstotal(r, k, score[k], n, S, Rr, &mtot) : 0;
 			if (rc)
 				return rc;
 			long fl = fsel ? (long)floor(alpha * (double)cnt) : 0;   /* the head's own top first */
@@ -646,6 +740,14 @@ static int selectkeep(Run *r, float **score, const kvcc_args *args)
 			A->ckeys(score[k], n, S, Rr, (uint32_t)((size_t)kk * cap), ch, ks + nc);
 			if (thsel)              /* chunks below tau: key 0 (ctfilter), a short one left out */
 				ncand += (long)A->ctfilter(score[k], n, S, Rr, ch, tau, ks + nc);
+			if (msel) {             /* the unprotected chunks' total (cmass at threshold 0) */
+				int64_t bad;
+				mtot += A->cmass(score[k], ks + nc, n, ch, 0, &bad);
+				if (bad >= 0)
+					return kr_seterr(KVCC_EINVAL, "%s:%u:%u: error: select: mass needs scores >= 0, (layer %d, head %d) "
+					                 "has %g at token %lld", r->pl->p->src, hd->sel_line, hd->sel_col, kk / lay->kv_heads,
+					                 h, (double)score[k][bad], (long long)bad);
+			}
 			if (n % ch && (!thsel || ks[nc + (size_t)(n / ch)])) {   /* insertion into pt, highest key first */
 				KrPart p = { ks[nc + (size_t)(n / ch)], k, (int)(n % ch), 0 };
 				int j = np++;
@@ -660,6 +762,10 @@ static int selectkeep(Run *r, float **score, const kvcc_args *args)
 		if (!lastk)
 			continue;
 		size_t c = 0;
+		if (msel && ch == 1)      /* the group's count */
+			want = masscount(r, score, (int)base, k, ks, nc, mp, mtot, want);
+		if (msel && ch > 1)       /* the candidates: the protected chunks and the prefix */
+			cmassprefix(r, score, (int)base, k, ks, nc, ch, pt, &np, mp, mtot, &ncand);
 		if (ch == 1) {
 			uint64_t thr = thsel ? tthreshold(A, ks, nc, want, ncand) : threshold(A, ks, nc, want);
 			for (int kj = (int)base; kj <= k; kj++) {
@@ -672,7 +778,7 @@ static int selectkeep(Run *r, float **score, const kvcc_args *args)
 			}
 		} else {
 			/* threshold: the budget capped at the candidates' tokens, so no key-0 chunk fits */
-			long w = thsel && ncand < want ? ncand : want;
+			long w = (thsel || msel) && ncand < want ? ncand : want;
 			uint64_t thr = threshold(A, ks, nc, chunkgreedy(A, ks, nc, ch, pt, np, w));
 			for (int kj = (int)base; kj <= k; kj++)
 				nkept[kj] = 0;          /* here: whether the partial last chunk is kept */
@@ -684,7 +790,7 @@ static int selectkeep(Run *r, float **score, const kvcc_args *args)
 				c += (size_t)(nn / ch);
 			}
 		}
-		nc = 0, want = 0, np = 0, ncand = 0, base = (size_t)k + 1;
+		nc = 0, want = 0, np = 0, ncand = 0, mtot = 0, base = (size_t)k + 1;
 	}
 	return 0;
 }

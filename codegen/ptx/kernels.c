@@ -219,13 +219,70 @@ static int gen_decode(Gen *g, KpCudaOut *out)
 	return rc;
 }
 
+/* mass p (after the total tot, the unprotected count m and p): the smallest count lo of the best
+** unprotected tokens whose sum reaches p of tot, by bisection over the count; `probe` selects the
+** best mid and sums their scores into ps (kv_select: kv_topk per instance; kv_select_grp: kv_gpick
+** over the group) */
+static void gen_massbisect(Gen *g, const char *probe)
+{
+	sb(&g->s,
+	   "\t/* the smallest count of the best unprotected tokens whose sum reaches p of the total */\n"
+	   "\tlong long lo = 0;\n"
+	   "\tif (p > 0.0 && tot > 0.0 && m > 0) {\n"
+	   "\t\tlong long hi = m;\n"
+	   "\t\tlo = 1;\n"
+	   "\t\twhile (lo < hi) {\n"
+	   "\t\t\tconst long long mid = lo + (hi - lo) / 2;\n"
+	   "\t\t\tdouble ps = 0.0;\n"
+	   "%s"
+	   "\t\t\tif (kv_bsumd(ps, dred, &dres) / tot >= p) hi = mid; else lo = mid + 1;\n"
+	   "\t\t}\n"
+	   "\t}\n", probe);
+}
+
+/* mass p at scope layer / model (chunk 1, ki_unsupported), in kv_select_grp after the group's
+** budget `want`: the group's unprotected total (double; a score that is not >= 0 is KVG_EMASS),
+** the smallest count of its best unprotected tokens whose sum reaches p of it by bisection over
+** the count (kv_gpick's records of class 0, their scores summed), want = min(want, protected +
+** that count): the reference's prefix, then its cap */
+static void gen_grpmass(Gen *g, const char *M)
+{
+	sb(&g->s,
+	   "\tif (ch != 1) { if (threadIdx.x == 0) kv_seterr(a.err, KVG_ECHUNK); return; }\n"
+	   "\t__shared__ double dred[KV_NT], dres;\n"
+	   "\tdouble part = 0.0;\n"
+	   "\tint bad = 0;\n"
+	   "\tlong long m = 0, ntok = 0;   /* the group's unprotected tokens, all its tokens */\n"
+	   "\tfor (int k = i0; k < i0 + ni; k++) {\n"
+	   "\t\tconst long long n = KV_GLEN(a, k);\n"
+	   "\t\tconst float *const sc = KV_GSC(a, k);\n"
+	   "\t\tfor (long long t = threadIdx.x; t < n; t += KV_NT)\n"
+	   "\t\t\tif (!kv_prot(t, 1, n, S, R)) { const float v = sc[t]; bad |= !(v >= 0.f); part += (double)v; }\n"
+	   "\t\tm += n - R - S > 0 ? n - R - S : 0;\n"
+	   "\t\tntok += n;\n"
+	   "\t}\n"
+	   "\tconst double tot = kv_bsumd(part, dred, &dres);\n"
+	   "\tif (kv_bsumd((double)bad, dred, &dres) > 0.0) { if (threadIdx.x == 0) kv_seterr(a.err, KVG_EMASS); return; }\n"
+	   "\tconst double p = (double)(%s);\n", M);
+	gen_massbisect(g,
+	   "\t\t\tkv_gpick(a, i0, ni, 1, S, R, 0, mid, hist, sv, wsum, 0, 0.0);\n"
+	   "\t\t\tfor (int k = i0; k < i0 + ni; k++) {\n"
+	   "\t\t\t\tconst long long n = KV_GLEN(a, k);\n"
+	   "\t\t\t\tconst float *const sc = KV_GSC(a, k);\n"
+	   "\t\t\t\tconst KvSel o = kv_ldrec(kv_grec(a, k, 0));\n"
+	   "\t\t\t\tfor (long long t = threadIdx.x; t < n; t += KV_NT)\n"
+	   "\t\t\t\t\tif (!kv_prot(t, 1, n, S, R) && kv_kept(o, sc, t, 1, n, S, R)) ps += (double)sc[t];\n"
+	   "\t\t\t}\n");
+	sb(&g->s, "\tif (ntok - m + lo < want) want = ntok - m + lo;\n");
+}
+
 /* select scopes layer and model: one block per scope group (kv_select_grp) decides the
 ** kept chunks of the group's instances and leaves each instance a record, 4 ints at the
 ** start of its workspace per class (protected, others): the threshold key T, the last
 ** tie chunk kept E, whether its shorter last chunk is kept, whether the class is kept
 ** whole; kv_select then compacts every instance from its record */
 static void gen_selgrp(Gen *g, KpCudaOut *out, const char *S, const char *R, const char *C, const char *F,
-                       const char *T)
+                       const char *T, const char *M)
 {
 	const KiSelect *s = &g->f->sel;
 	KpCudaKernel *k = &out->kern[out->nkern++];
@@ -301,11 +358,12 @@ static void gen_selgrp(Gen *g, KpCudaOut *out, const char *S, const char *R, con
 	else
 		sb(&g->s, "\tfor (int k = i0; k < i0 + ni; k++) want += %s;\n",
 		   s->nocap ? "a.len[k]" : "kv_count(a, k / (a.L * a.H), k / a.H % a.L, k % a.H, a.len[k])");
-	if (T)        /* threshold: the candidates are the protected tokens and the others >= tau */
-		sb(&g->s, "\tif (ch != 1) { if (threadIdx.x == 0) kv_seterr(a.err, KVG_ECHUNK); return; }\n"
-		          "\tconst double tau = (double)(%s);\n", T);
+	if (T)        /* threshold: the candidates are the protected chunks and the others whose mean is >= tau */
+		sb(&g->s, "\tconst double tau = (double)(%s);\n", T);
 	else
 		sb(&g->s, "\tconst double tau = 0.0;\n");
+	if (M)
+		gen_grpmass(g, M);
 	int fl = F ? 1 : T ? 2 : 0;
 	sb(&g->s,
 	   "\t/* protected chunks first (sinks, then the newest recent), then the others */\n"
@@ -351,8 +409,8 @@ static int gen_select(Gen *g, KpCudaOut *out)
 	const KiFn *f = g->f;
 	const KiSelect *s = &f->sel;
 	int th = s->kind == SEL_threshold, ms = s->kind == SEL_mass;
-	if (s->kind != SEL_topk && !th && !(ms && s->scope == SC_head))
-		return kp_err(g, NULL, "only top-k selection, threshold and mass at scope head are supported");
+	if (s->kind != SEL_topk && !th && !ms)
+		return kp_err(g, NULL, "only top-k selection, threshold and mass are supported");
 	char S[200], R[200], C[200], B[200], T[200], M[200], F[200];
 	if (kp_dscalar(g, s->keep_first, S, sizeof S, 0) || kp_dscalar(g, s->keep_recent, R, sizeof R, 0) ||
 	    kp_dscalar(g, s->chunk, C, sizeof C, 1) || kp_dscalar(g, s->beta, B, sizeof B, 20) ||
@@ -379,7 +437,7 @@ static int gen_select(Gen *g, KpCudaOut *out)
 		return -1;
 	int sch = s->sched == SCH_prefix || s->sched == SCH_dynamic;
 	if (s->scope != SC_head)
-		gen_selgrp(g, out, S, R, C, s->floor ? F : NULL, th ? T : NULL);
+		gen_selgrp(g, out, S, R, C, s->floor ? F : NULL, th ? T : NULL, ms ? M : NULL);
 	else if (sch) {
 		if (gen_sched(g, out, S, R) != 0)
 			return -1;
@@ -410,7 +468,7 @@ static int gen_select(Gen *g, KpCudaOut *out)
 	sb(&g->s, "\tconst long long S = (long long)(%s), R = (long long)(%s), ch = (long long)(%s);\n", S, R, C);
 	sb(&g->s,
 	   "\tif (S < 0 || R < 0 || ch < 1) { if (tid == 0) kv_seterr(a.err, KVG_ESELECT); return; }\n");
-	if ((th && s->scope != SC_head) || ms || su)    /* threshold at scope head takes chunks (issue 13) */
+	if (ms || su)    /* threshold takes chunks at every scope (issue 13) */
 		sb(&g->s, "\tif (ch != 1) { if (tid == 0) kv_seterr(a.err, KVG_ECHUNK); return; }\n");
 	if (su && s->scope != SC_head) {   /* kv_select_grp ranked the group's ordinary rows */
 		kp_sum_pre(g);
@@ -452,7 +510,7 @@ static int gen_select(Gen *g, KpCudaOut *out)
 		   "\tif (pc) ncand += rem;\n"
 		   "\tconst long long w0 = want - s1.used < ncand ? want - s1.used : ncand;\n"
 		   "\tkv_topk(sc, lastc && !pc ? n - rem : n, ch, S, R, 0, w0, s0, hist, sv, &s_E, wsum);\n", s->nocap ? "(long long)n" : "kv_count(a, b, l, h, n)", T);
-	else if (s->scope == SC_head && ms)     /* mass: a count as the reference's, then top-k */
+	else if (s->scope == SC_head && ms) {   /* mass: a count as the reference's, then top-k */
 		sb(&g->s,
 		   "\t/* the unprotected total (double) and a score that is not >= 0 (an error) */\n"
 		   "\t__shared__ double dred[KV_NT], dres;\n"
@@ -464,26 +522,17 @@ static int gen_select(Gen *g, KpCudaOut *out)
 		   "\tif (kv_bsumd((double)bad, dred, &dres) > 0.0) { if (tid == 0) kv_seterr(a.err, KVG_EMASS); return; }\n"
 		   "\tconst long long m = n - R - S > 0 ? n - R - S : 0;   /* unprotected tokens */\n"
 		   "\tconst double p = (double)(%s);\n"
-		   "\tKvSel s1, s0;\n"
-		   "\t/* the smallest count of the best unprotected tokens whose sum reaches p of the total */\n"
-		   "\tlong long lo = 0;\n"
-		   "\tif (p > 0.0 && tot > 0.0 && m > 0) {\n"
-		   "\t\tlong long hi = m;\n"
-		   "\t\tlo = 1;\n"
-		   "\t\twhile (lo < hi) {\n"
-		   "\t\t\tconst long long mid = lo + (hi - lo) / 2;\n"
+		   "\tKvSel s1, s0;\n", M);
+		gen_massbisect(g,
 		   "\t\t\tkv_topk(sc, n, 1, S, R, 0, mid, s0, hist, sv, &s_E, wsum);\n"
-		   "\t\t\tdouble ps = 0.0;\n"
 		   "\t\t\tfor (long long t = tid; t < n; t += KV_NT)\n"
-		   "\t\t\t\tif (!kv_prot(t, 1, n, S, R) && kv_kept(s0, sc, t, 1, n, S, R)) ps += (double)sc[t];\n"
-		   "\t\t\tif (kv_bsumd(ps, dred, &dres) / tot >= p) hi = mid; else lo = mid + 1;\n"
-		   "\t\t}\n"
-		   "\t}\n"
+		   "\t\t\t\tif (!kv_prot(t, 1, n, S, R) && kv_kept(s0, sc, t, 1, n, S, R)) ps += (double)sc[t];\n");
+		sb(&g->s,
 		   "\tconst long long cap = %s, want = n - m + lo < cap ? n - m + lo : cap;\n"
 		   "\tkv_topk(sc, n, 1, S, R, 1, want, s1, hist, sv, &s_E, wsum);\n"
-		   "\tkv_topk(sc, n, 1, S, R, 0, want - s1.used, s0, hist, sv, &s_E, wsum);\n", M,
+		   "\tkv_topk(sc, n, 1, S, R, 0, want - s1.used, s0, hist, sv, &s_E, wsum);\n",
 		   s->nocap ? "(long long)n" : "kv_count(a, b, l, h, n)");
-	else if (s->scope == SC_head)
+	} else if (s->scope == SC_head)
 		sb(&g->s,
 		   "\tconst long long want = %s;\n"
 		   "\t/* protected chunks first (sinks, then the newest recent), then the others; one\n"
@@ -501,6 +550,8 @@ static int gen_select(Gen *g, KpCudaOut *out)
 		   "\t/* decided by kv_select_grp for the whole %s */\n"
 		   "\tconst KvSel s1 = kv_ldrec(kv_grec(a, inst, 1)), s0 = kv_ldrec(kv_grec(a, inst, 0));\n"
 		   "\t(void)hist; (void)sv; (void)s_E;\n", ki_scopename(s->scope));
+	if (s->scope != SC_head && ms)    /* kv_select_grp found a score that is not >= 0: no records */
+		sb(&g->s, "\tif (*(volatile int *)a.err == KVG_EMASS) return;\n");
 	if (s->scope != SC_head && th)    /* the records rank the candidates only (kv_gin) */
 		sb(&g->s, "\tconst double tau = (double)(%s);\n", T);
 	if (s->floor)       /* AdaKV: the head's own floor (kv_select_grp's records 2, 3) */
@@ -538,7 +589,7 @@ static int gen_select(Gen *g, KpCudaOut *out)
 		   "\t\tsdst[tid] = keep ? (int)(run + ex) : %s;\n"
 		   "\t\tconst int pv = keep ? Pb[t] : 0;\n",
 		   s->floor ? "\t\t\tkeep = keep || kv_kept(kv_prot(ci, ch, n, S, R) ? f1 : f0, sc, ci, ch, n, S, R);\n" : "",
-		   s->scope != SC_head && th ? "\t\t\tkeep = keep && (kv_prot(t, 1, n, S, R) || (double)sc[t] >= tau);\n" : "",
+		   s->scope != SC_head && th ? "\t\t\tkeep = keep && (kv_prot(ci, ch, n, S, R) || kv_cmean(sc, ci, ch, n) >= tau);\n" : "",
 		   mg || mp ? "t < n ? (int)(-2 - (t - run - ex)) : -1" : "-1");
 	if (mp)
 		kp_mpos_mark(g);

@@ -27,12 +27,12 @@ __device__ __forceinline__ void kv_strec(int *r, const KvSel &o) {
 }
 /* chunk ci of instance k takes part in the ranking of class grp: of that class and, with
 ** AdaKV's floor (fl 1), not already kept by its head's own floor (records 2 + grp); with a
-** threshold (fl 2, chunk 1), an unprotected token only when its score is >= tau (double
-** compare; NaN never) */
+** threshold (fl 2), an unprotected chunk only when its mean score (double, as the reference's)
+** is >= tau (NaN never) */
 __device__ __forceinline__ int kv_gin(const KvgArgs &a, int k, long long ci, long long ch, long long n, long long S,
                                       long long R, int grp, int fl, double tau) {
 	if (kv_prot(ci, ch, n, S, R) != grp) return 0;
-	if (fl == 2) return grp || (double)KV_GSC(a, k)[ci] >= tau;
+	if (fl == 2) return grp || kv_cmean(KV_GSC(a, k), ci, ch, n) >= tau;
 	return !fl || !kv_kept(kv_ldrec(kv_grec(a, k, 2 + grp)), KV_GSC(a, k), ci, ch, n, S, R);
 }
 /* The interpreter's greedy pass (compiler/interp.c pick) over the chunks of class grp of
@@ -113,7 +113,7 @@ __device__ long long kv_gpick(const KvgArgs &a, int i0, int ni, long long ch, lo
 	for (int k = i0 + tid; k < i0 + ni; k += KV_NT) {
 		const long long n = KV_GLEN(a, k), nf = n / ch;
 		int *const r = kv_grec(a, k, grp);
-		const int hasp = nf * ch < n && kv_prot(nf, ch, n, S, R) == grp;
+		const int hasp = nf * ch < n && kv_gin(a, k, nf, ch, n, S, R, grp, fl, tau);
 		const unsigned kp = hasp ? kv_key(KV_GSC(a, k), nf, ch, n, S, R) : 0u;
 		r[0] = (int)T; r[1] = k < Pk ? 0x7fffffff : k == Pk ? (int)(Pc - 1) : -1; r[3] = allf;
 		r[2] = hasp && (allf || kp > T || (kp == T && (k < Pk || (k == Pk && nf < Pc))));
@@ -127,7 +127,7 @@ __device__ long long kv_gpick(const KvgArgs &a, int i0, int ni, long long ch, lo
 		unsigned long long best = 0;
 		for (int k = i0 + tid; k < i0 + ni; k += KV_NT) {
 			const long long n = KV_GLEN(a, k), nf = n / ch;
-			if (nf * ch == n || n - nf * ch > rem || kv_prot(nf, ch, n, S, R) != grp || kv_grec(a, k, grp)[2]) continue;
+			if (nf * ch == n || n - nf * ch > rem || !kv_gin(a, k, nf, ch, n, S, R, grp, fl, tau) || kv_grec(a, k, grp)[2]) continue;
 			const unsigned long long v = (unsigned long long)kv_key(KV_GSC(a, k), nf, ch, n, S, R) << 32 | (0xffffffffu - (unsigned)(k - i0));
 			best = v > best ? v : best;
 		}

@@ -181,7 +181,7 @@ enum { E_qk, E_cvt, E_decode, E_probs, E_qkt, E_sstat, E_sacc, E_selkeys, E_topk
        E_ckeys, E_kcount, E_ckeepidx, E_nkeep, E_ascale, E_hmean, E_observe, E_qround, E_mscal, E_mbest, E_mpair,
        E_mupd, E_tfilter, E_mtotal, E_ksum, E_kfloor, E_decodeb, E_sstate, E_sacce, E_mstore, E_mrow,
        E_keepn /* issue 13, KVCC_ABI 16 */, E_ctfilter /* issue 13, KVCC_ABI 16 */,
-       E_schedcnt /* the schedules' counts, KVCC_ABI 17 */, E_NUM };
+       E_schedcnt /* the schedules' counts, KVCC_ABI 17 */, E_cmass /* issue 13, KVCC_ABI 17 */, E_NUM };
 _Static_assert(sizeof(kvcc_artifact) == 5 * 8 + E_NUM * 8, "kvcc_artifact: 5 header fields, then the entry points");
 
 /* an entry point the runtime never calls for this policy (no such step in its plan): returns at once
@@ -190,7 +190,7 @@ static LLVMValueRef stub(Gen *g, const char *name, LLVMTypeRef ret, LLVMTypeRef 
 {
 	newfn(g, name, ret ? ret : LLVMVoidTypeInContext(g->cx), ps, np);
 	if (ret)
-		LLVMBuildRet(g->b, LLVMConstInt(ret, 0, 0));
+		LLVMBuildRet(g->b, LLVMGetTypeKind(ret) == LLVMDoubleTypeKind ? LLVMConstReal(ret, 0) : LLVMConstInt(ret, 0, 0));
 	else
 		LLVMBuildRetVoid(g->b);
 	return g->fn;
@@ -253,6 +253,12 @@ static int kernels(Gen *g, const KiFn *f, const KiPlan *kp, LLVMValueRef *fn)
 	}
 	LLVMValueRef sel[5] = { fn[E_selkeys], fn[E_topk], fn[E_kcount], fn[E_mtotal], fn[E_ksum] };
 	kx_gen_schedcnt(g, f, sel), fn[E_schedcnt] = g->fn;     /* prefix / dynamic schedules (sched.c) */
+	if (f->sel.kind == SEL_mass)             /* mass over chunks (issue 13) */
+		kx_gen_cmass(g), fn[E_cmass] = g->fn;
+	else {
+		LLVMTypeRef cm[6] = { g->ptr, g->ptr, g->i64, g->i64, g->i64, g->ptr };
+		fn[E_cmass] = stub(g, "kvcc_cmass", LLVMDoubleTypeInContext(g->cx), cm, 6);
+	}
 	return rc;
 }
 

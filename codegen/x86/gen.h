@@ -9,7 +9,7 @@
 **   tmap.c   the policy's expressions: fused token_map loops, the observe hook, the attn_score
 **            multipliers
 **   merge.c  compact_merge: the merge rule's row scalars, similarity tiles, pair values, updates
-**   sel.c    selection rules beyond top-k: the threshold filter (tfilter, ctfilter), mass (mtotal, ksum)
+**   sel.c    selection rules beyond top-k: the threshold filter (tfilter, ctfilter), mass (mtotal, ksum, cmass)
 **   desc.c   the artifact's descriptor blob
 **   emit.c   target machine, module, descriptor, passes, object; linking
 */
@@ -323,6 +323,7 @@ KC_FUNC void kx_gen_qround(Gen *g);
 /* sel.c: selection rules beyond top-k */
 KC_FUNC void kx_gen_tfilter(Gen *g);
 KC_FUNC void kx_gen_ctfilter(Gen *g);
+KC_FUNC void kx_gen_cmass(Gen *g);
 KC_FUNC void kx_gen_mtotal(Gen *g);
 KC_FUNC void kx_gen_ksum(Gen *g);
 KC_FUNC void kx_gen_kfloor(Gen *g);

@@ -14,6 +14,12 @@
 **             unprotected scores whose key is >= a threshold. The runtime bisects the count k of
 **             the best unprotected tokens (topk per probe) for the smallest k whose sum reaches
 **             p of the total, then keeps the best min(cap, protected + k) as for top-k.
+**   cmass     mass p with chunk > 1: over ckeys' chunk keys, the sum of the scores of the
+**             unprotected chunks whose key is >= a threshold and the first one that is not
+**             >= 0; the runtime bisects the count of the group's best unprotected chunks (the
+**             instances' full chunks and their shorter last ones, topk) for the smallest one
+**             whose sum reaches p of the total (cmass at threshold 0), then keeps the protected
+**             chunks and those, whole chunks while they fit (the chunk greedy of topk).
 **   kfloor    floor α (scope layer, chunk 1): the runtime radix-selects each head's own top
 **             ⌊α·n_keep⌋ keys (its threshold); kfloor lifts them above every key of the layer
 **             (top 33 bits all ones; the id bits keep them distinct), so that the layer's top-k
@@ -124,6 +130,38 @@ void kx_gen_ksum(Gen *g)
 	LLVMValueRef v = LLVMBuildFPExt(b, ld(g, g->f32, sc, i, 4), f64, "");
 	LLVMBuildStore(b, LLVMBuildSelect(b, in, LLVMBuildFAdd(b, a, v, ""), a, ""), acc);
 	loop_end(g, &lp);
+	LLVMBuildRet(b, LLVMBuildLoad2(b, f64, acc, ""));
+}
+
+/* double cmass(score, key, n, chunk, thr, bad), after ckeys: the sum (double, token order) of the
+** scores of every chunk j < ceil(n / chunk) (tokens j·chunk .. min(j·chunk + chunk, n) - 1) whose
+** key is unprotected (bit 63 clear) and >= thr (unsigned); *bad = the first of those tokens whose
+** score is not >= 0, else -1 */
+void kx_gen_cmass(Gen *g)
+{
+	LLVMTypeRef f64 = LLVMDoubleTypeInContext(g->cx);
+	LLVMTypeRef ps[6] = { g->ptr, g->ptr, g->i64, g->i64, g->i64, g->ptr };
+	newfn(g, "kvcc_cmass", f64, ps, 6);
+	LLVMValueRef sc = LLVMGetParam(g->fn, 0), key = LLVMGetParam(g->fn, 1), n = LLVMGetParam(g->fn, 2);
+	LLVMValueRef ch = LLVMGetParam(g->fn, 3), thr = LLVMGetParam(g->fn, 4), badp = LLVMGetParam(g->fn, 5);
+	LLVMBuilderRef b = g->b;
+	LLVMValueRef acc = entry_alloca(g, f64), bad = entry_alloca(g, g->i64);
+	LLVMBuildStore(b, LLVMConstReal(f64, 0), acc);
+	LLVMBuildStore(b, ci(g, -1), bad);
+	Loop lp;
+	LLVMValueRef t = loop_begin2(g, ci(g, 0), n, 1, 1, &lp);
+	LLVMValueRef k = ld(g, g->i64, key, LLVMBuildSDiv(b, t, ch, ""), 8);
+	LLVMValueRef in = LLVMBuildAnd(b, LLVMBuildICmp(b, LLVMIntUGE, k, thr, ""),
+	                               LLVMBuildICmp(b, LLVMIntSGE, k, ci(g, 0), ""), "");
+	LLVMValueRef v = LLVMBuildFPExt(b, ld(g, g->f32, sc, t, 4), f64, "");
+	LLVMValueRef a = LLVMBuildLoad2(b, f64, acc, "");
+	LLVMBuildStore(b, LLVMBuildSelect(b, in, LLVMBuildFAdd(b, a, v, ""), a, ""), acc);
+	LLVMValueRef neg = LLVMBuildAnd(b, in, LLVMBuildNot(b, LLVMBuildFCmp(b, LLVMRealOGE, v, LLVMConstReal(f64, 0), ""), ""), "");
+	LLVMValueRef bv = LLVMBuildLoad2(b, g->i64, bad, "");
+	LLVMValueRef first = LLVMBuildAnd(b, neg, LLVMBuildICmp(b, LLVMIntSLT, bv, ci(g, 0), ""), "");
+	LLVMBuildStore(b, LLVMBuildSelect(b, first, t, bv, ""), bad);
+	loop_end(g, &lp);
+	st_(g, g->i64, LLVMBuildLoad2(b, g->i64, bad, ""), badp, ci(g, 0), 8);
 	LLVMBuildRet(b, LLVMBuildLoad2(b, f64, acc, ""));
 }
 

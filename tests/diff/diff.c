@@ -87,7 +87,8 @@ static double group_margin(const KiFn *f, const double *par, const KiCase *c, co
 ** difference can change the kept sets only between a kept and an evicted token of one layer
 ** closer than the margin: the smallest relative gap between neighbours (by score) of a scope
 ** group's unprotected tokens, one kept and one evicted (the interpreter's sets). The same holds for a
-** threshold at scope layer or model (kept: the best candidates >= tau; NaN scores never). */
+** threshold at scope layer or model (kept: the best candidates >= tau; NaN scores never) and for
+** mass at scope layer or model, chunk 1 (kept: the group's best min(count, protected + prefix)). */
 typedef struct Lab { double s; int kept; } Lab;
 static int cmplab(const void *pa, const void *pb)
 {
@@ -278,10 +279,10 @@ static void run_case(const Cfg *cf, const char *host)
 		par[wi] = 8;
 	if (cf->param && ki_findparam(f, cf->param) >= 0)
 		par[ki_findparam(f, cf->param)] = cf->pval;
-	/* threshold over chunks (issue 13): no recent window in half the cases (by n, no draw), so the
-	** shorter last chunk competes against tau or is left out */
+	/* threshold or mass over chunks (issue 13): no recent window in half the cases (by n, no draw),
+	** so the shorter last chunk competes against tau or the prefix, or is left out */
 	int ri = ki_findparam(f, "recent");
-	if (f->sel.kind == SEL_threshold && pval(f, par, f->sel.chunk, 1) > 1 && ri >= 0 && n % 4 == 1) {
+	if (f->sel.kind != SEL_topk && pval(f, par, f->sel.chunk, 1) > 1 && ri >= 0 && n % 4 == 1) {
 		par[ri] = 0;
 		snprintf(name + strlen(name), sizeof name - strlen(name), " recent=0");
 	}
@@ -368,7 +369,9 @@ static void run_case(const Cfg *cf, const char *host)
 			goto out;
 		}
 		ok = f->sel.sched >= SCH_prefix ? floor_margin(f, par, &c, &r) >= 1e-5 && sched_margin(f, par, &c, &r) >= 1e-5 :
-		     f->sel.floor || (grouped && f->sel.kind == SEL_threshold) ? floor_margin(f, par, &c, &r) >= 1e-5 :
+		     f->sel.floor || (grouped && (f->sel.kind == SEL_threshold ||
+		                                  (f->sel.kind == SEL_mass && pval(f, par, f->sel.chunk, 1) == 1))) ?
+		     floor_margin(f, par, &c, &r) >= 1e-5 :
 		     grouped ? group_margin(f, par, &c, &r) >= 1e-5 : case_margin(f, par, &c, &r) >= 1e-4;
 		const int oks = ok;
 		ok = ok && merge_margin(f, par, &c, &r) >= 1e-4;

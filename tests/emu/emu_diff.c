@@ -362,7 +362,8 @@ static double group_margin(const KiFn *f, const double *par, const KiCase *c, co
 /* AdaKV's floor (scope layer, chunk 1): a head keeps its best unprotected tokens and the layer's
    ranking of what the floors left keeps the best of those, so only a kept and an evicted token
    of one layer closer than the margin can swap: the smallest relative gap between neighbours
-   (by score) of a layer's unprotected tokens, one kept and one evicted (as tests/diff/diff.c).
+   (by score) of a layer's unprotected tokens, one kept and one evicted (as tests/diff/diff.c);
+   the same for mass at scope layer or model (the group's best min(count, protected + prefix)).
    An exact tie is left to the tie rule when the score reads no observation queries (the same
    rows through the same token-local operations: a tie in f32 too); with attention it is 0 */
 typedef struct Lab { double s; int kept; } Lab;
@@ -376,12 +377,13 @@ static double floor_margin(const KiFn *f, const double *par, const KiCase *c, co
 {
 	long S = (long)pval(f, par, f->sel.keep_first, 0), R = (long)pval(f, par, f->sel.keep_recent, 0);
 	double worst = INFINITY;
-	Lab *v = malloc(((size_t)c->H * c->n + 1) * sizeof *v);
+	int per = f->sel.scope == SC_model ? c->L : 1;      /* layers of a scope group */
+	Lab *v = malloc(((size_t)per * c->H * c->n + 1) * sizeof *v);
 	char *kept = malloc((size_t)c->n + 1);
-	for (int l = 0; v && kept && l < c->L; l++) {
+	for (int l0 = 0; v && kept && l0 < c->L; l0 += per) {
 		int m = 0;
-		for (int h = 0; h < c->H; h++) {
-			int k = l * c->H + h, n = c->len[k];
+		for (int k = l0 * c->H; k < (l0 + per) * c->H; k++) {
+			int n = c->len[k];
 			memset(kept, 0, (size_t)n);
 			for (int j = 0; j < r->len[k]; j++)
 				kept[r->kept[(size_t)k * c->n + j]] = 1;
@@ -570,7 +572,7 @@ static void run_case(int pi, int dt, int di, int gi, int idx)
 			goto out;
 		}
 		ok = sch ? floor_margin(f, par, &c, &r) >= 1e-5 && sched_margin(f, par, &c, &r) >= 1e-5 :
-		     f->sel.floor ? floor_margin(f, par, &c, &r) >= 1e-5 :
+		     f->sel.floor || (grpsel && f->sel.kind == SEL_mass) ? floor_margin(f, par, &c, &r) >= 1e-5 :
 		     grpsel ? group_margin(f, par, &c, &r) >= 1e-5 : case_margin(f, par, &c, &r) >= 1e-4;
 		const int oks = ok;
 		ok = ok && merge_margin(f, par, &c, &r) >= 1e-4;

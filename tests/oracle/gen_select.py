@@ -363,6 +363,28 @@ def _mass(c, cap):
     return dict(_per_head(kept, c["Ks"], c["Vs"], L, H), **{"expect.scores": s}), {}, margin
 
 
+def _mass_group(c, scope, chunk_default, wname="window"):
+    p = dict({"p": 0.6, "sinks": 2, wname: 3, "chunk": chunk_default}, **c["params"])
+    sk, w, ch = int(p["sinks"]), int(p[wname]), int(p["chunk"])
+    s = np.sqrt((c["K"] ** 2).sum(axis=3))
+    nk = _nkeep(c["n"], c["ratio"], c["budget"])
+    kept = S.mass_group(s, p["p"], nk, sk, w, scope, ch)
+    margin = S.mass_group_margin(s, p["p"], nk, sk, w, scope, ch)
+    return dict(_per_head(kept, c["Ks"], c["Vs"], c["L"], c["H"]), **{"expect.scores": s}), {}, margin
+
+
+def p_mass_layer(c):
+    return _mass_group(c, "layer", 1)
+
+
+def p_mass_model(c):
+    return _mass_group(c, "model", 1)
+
+
+def p_mass_chunk(c):
+    return _mass_group(c, "layer", 4, "recent")
+
+
 def p_mass_head(c):
     return _mass(c, True)
 
@@ -449,6 +471,7 @@ POLICIES = {
     "prefixkv_bisect": p_prefixkv_bisect, "dynamickv": p_dynamickv, "dynamic_every": p_dynamic_every, "duo": p_duo,
     "gated_window": p_gated_window, "threshold": p_threshold,
     "mass_head": p_mass_head, "mass_nocap": p_mass_nocap, "threshold_head": p_threshold_head,
+    "mass_layer": p_mass_layer, "mass_model": p_mass_model, "mass_chunk": p_mass_chunk,
 }
 
 # (policy, case, L, H, G, n, d, ("ratio", r) | ("budget", B), params, dtype, pos kind, O, steps)
@@ -522,6 +545,18 @@ CASES = [
     ("threshold_model", "d8_n37_r50", 2, 2, 1, 37, 8, ("ratio", 0.5), {}, "f32", "default", 0, 0),
     ("threshold_model", "d16_n61_tau1_r0", 3, 2, 1, 61, 16, ("ratio", 0.0), {"tau": 1.0}, "f16", "default", 0, 0),
     ("threshold_head", "d64_n61_b12_taum1", 2, 2, 1, 61, 64, ("budget", 12), {"tau": -1.0}, "f32", "default", 0, 0),
+    # mass at scope layer / model (one total and one prefix per group, the group's budget) and
+    # over chunks (chunk 4 / 3 / 5: a shorter last chunk, protected chunks around the sinks and
+    # the window; the budget filled greedily), p at the edges
+    ("mass_layer", "d8_n37_r0", 2, 2, 1, 37, 8, ("ratio", 0.0), {}, "f32", "default", 0, 0),
+    ("mass_layer", "d16_n61_p90_r50", 2, 3, 1, 61, 16, ("ratio", 0.5), {"p": 0.9}, "f32", "default", 0, 0),
+    ("mass_layer", "d8_n40_p30_b6", 2, 3, 1, 40, 8, ("budget", 6), {"p": 0.3}, "bf16", "default", 0, 0),
+    ("mass_model", "d8_n37_r25", 2, 2, 1, 37, 8, ("ratio", 0.25), {}, "f32", "default", 0, 0),
+    ("mass_model", "d16_n40_p150_r50", 3, 2, 1, 40, 16, ("ratio", 0.5), {"p": 1.5}, "f32", "default", 0, 0),
+    ("mass_model", "d8_n30_p0_b8", 2, 2, 1, 30, 8, ("budget", 8), {"p": 0.0, "sinks": 0}, "f16", "default", 0, 0),
+    ("mass_chunk", "d8_n37_c4_r0", 2, 2, 1, 37, 8, ("ratio", 0.0), {}, "f32", "default", 0, 0),
+    ("mass_chunk", "d16_n61_c3_p80_r50", 2, 3, 1, 61, 16, ("ratio", 0.5), {"p": 0.8, "chunk": 3}, "f32", "default", 0, 0),
+    ("mass_chunk", "d8_n40_c5_p40_b7", 2, 2, 1, 40, 8, ("budget", 7), {"p": 0.4, "chunk": 5, "recent": 0}, "f32", "default", 0, 0),
 ]
 
 

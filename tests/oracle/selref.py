@@ -25,6 +25,10 @@ Semantic choices the DESIGN text leaves open, made here (also in tests/oracle/RE
      order; the kept prefix is the shortest whose running sum is >= p (p <= 0: none; never
      reached: all).  A zero sum keeps no unprotected token.  Protected tokens are always kept
      (with n_keep as well: S1's cap).
+  S2' mass at scope layer / model and over chunks (mass_group): the candidates are chunks (a chunk
+     with a protected token is protected; key: the mean), the total and the prefix are the scope
+     group's (ties: lower layer, head, position), the cap the group's budget filled greedily
+     (a chunk that does not fit is skipped, a shorter one after it may fit), as top-k's chunks.
   S3 floor (AdaKV) within layer scope: floor_h = floor(alpha * n_keep) (kvpress: max(1, .) when
      alpha > 0 and n_keep > 0 -- the `kvpress_min1` switch), chosen per head in the top-k order;
      the rest of the layer budget from one ranking of the remaining (head, token) pairs:
@@ -149,6 +153,110 @@ def mass_select(scores, p, sinks=0, recent=0, n_keep=None):
     if n_keep is not None:
         order = order[:max(0, n_keep)]
     return np.sort(np.array(order, dtype=np.int64))
+
+
+def mass_group(scores, p, n_keep=None, sinks=0, recent=0, scope="layer", chunk=1):
+    """DESIGN 'mass p' at any scope and over chunks (S2'): scores [L, H, n].  A candidate is a
+    chunk of `chunk` tokens of one head (the last one may be shorter), protected when one of its
+    tokens is; its key is its mean score.  In each scope group (a head, a layer, the model) the
+    unprotected candidates' scores must be >= 0 (ValueError otherwise); their total is the sum of
+    those scores; the unprotected candidates in descending key order (ties: lower layer, head,
+    position) form the shortest prefix whose sums, each divided by the total, reach p (p <= 0 or a
+    zero total: none; never reached: all).  The protected candidates and the prefix are then
+    taken greedily in the top-k order (sinks by position, then the recent window newest first,
+    then key), each one only when it still fits in the group's budget (the sum of its heads'
+    n_keep; None: no cap).  Returns kept[l][h]."""
+    L, H, n = scores.shape
+    s = np.asarray(scores, dtype=np.float64)
+    if scope == "head":
+        groups = [[(l, h)] for l in range(L) for h in range(H)]
+    elif scope == "layer":
+        groups = [[(l, h) for h in range(H)] for l in range(L)]
+    else:
+        groups = [[(l, h) for l in range(L) for h in range(H)]]
+    kept = [[[] for _ in range(H)] for _ in range(L)]
+    for grp in groups:
+        prot, free = [], []
+        for (l, h) in grp:
+            for t0 in range(0, n, chunk):
+                t1 = min(t0 + chunk, n)
+                vals = s[l, h, t0:t1]
+                if t0 < sinks:
+                    prot.append(((0, t0, l, h), l, h, t0, t1))
+                elif t1 - 1 >= n - recent:
+                    prot.append(((1, n - t1, l, h), l, h, t0, t1))
+                else:
+                    if any(math.isnan(v) or v < 0 for v in vals):
+                        raise ValueError("mass: negative or NaN score")
+                    free.append(((2, -float(vals.mean()), l, h, t0), l, h, t0, t1, float(vals.sum())))
+        total = sum(c[5] for c in free)
+        free.sort()
+        chosen = []
+        if total > 0 and p > 0:
+            acc = 0.0
+            for c in free:
+                chosen.append(c[:5])
+                acc += c[5] / total
+                if acc >= p:
+                    break
+        order = sorted(prot + chosen)
+        want = math.inf if n_keep is None else len(grp) * n_keep
+        got = 0
+        for _, l, h, t0, t1 in order:
+            if got + (t1 - t0) <= want:
+                kept[l][h].extend(range(t0, t1))
+                got += t1 - t0
+    return [[np.array(sorted(kept[l][h]), dtype=np.int64) for h in range(H)] for l in range(L)]
+
+
+def mass_group_margin(scores, p, n_keep=None, sinks=0, recent=0, scope="layer", chunk=1):
+    """mass_group's decisions that rounding could flip (relative, inf if none): |running sum - p|
+    / p at the last two prefixes (before and at the cut), the key gap between the last chosen
+    candidate and the next one, and, when the budget binds, between neighbours of the chosen
+    ones (chunk 1: the cap's cut; chunks: every neighbour, the greedy fill takes them in order)."""
+    L, H, n = scores.shape
+    s = np.asarray(scores, dtype=np.float64)
+    groups = [[(l, h)] for l in range(L) for h in range(H)] if scope == "head" else \
+        [[(l, h) for h in range(H)] for l in range(L)] if scope == "layer" else \
+        [[(l, h) for l in range(L) for h in range(H)]]
+
+    def gap(a, b):
+        return abs(a - b) / max(abs(a), abs(b), 1e-30)
+    best = math.inf
+    for grp in groups:
+        free, nprot = [], 0
+        for (l, h) in grp:
+            for t0 in range(0, n, chunk):
+                t1 = min(t0 + chunk, n)
+                if t0 >= sinks and t1 - 1 < n - recent:
+                    free.append((float(s[l, h, t0:t1].mean()), float(s[l, h, t0:t1].sum()), t1 - t0))
+                else:
+                    nprot += t1 - t0
+        free.sort(key=lambda c: -c[0])
+        total = sum(c[1] for c in free)
+        if not (total > 0 and p > 0):
+            continue
+        acc, prev, cut = 0.0, None, len(free)
+        for i, c in enumerate(free):
+            acc += c[1] / total
+            if acc >= p:
+                cut = i + 1
+                best = min(best, (acc - p) / p)
+                if prev is not None:
+                    best = min(best, (p - prev) / p)
+                break
+            prev = acc
+        if cut < len(free):
+            best = min(best, gap(free[cut - 1][0], free[cut][0]))
+        tokens = nprot + sum(c[2] for c in free[:cut])
+        want = None if n_keep is None else len(grp) * n_keep
+        if want is not None and tokens > want and chunk == 1 and 0 < want - nprot < cut:
+            k = want - nprot                        # one token each: the cap's cut only
+            best = min(best, gap(free[k - 1][0], free[k][0]))
+        elif want is not None and tokens > want and chunk > 1:
+            for i in range(min(cut, len(free) - 1)):
+                best = min(best, gap(free[i][0], free[i + 1][0]))
+    return best
 
 
 def mass_margin(scores, p, sinks=0, recent=0):

@@ -61,6 +61,30 @@ def test_mass():
     check(S.mass_select(s3, 0.5, sinks=1, recent=1).tolist() == [0, 1, 3, 7], "protected negative ok")
 
 
+def test_mass_group():
+    """mass at scope layer / model and over chunks (S2'), by hand: total 15 over the layer"""
+    s = np.array([[[4.0, 3.0, 2.0, 1.0], [5.0, 0.0, 0.0, 0.0]]])
+    kept = lambda k: [a.tolist() for a in k[0]]
+    check(kept(S.mass_group(s, 0.5, scope="layer")) == [[0], [0]], "layer: 5 + 4 >= 7.5 of 15")
+    check(kept(S.mass_group(s, 0.5, scope="head")) == [[0, 1], [0]], "head: 4 + 3 >= 5, 5 >= 2.5")
+    check(kept(S.mass_group(s, 0.5, scope="model")) == [[0], [0]], "model = layer with one layer")
+    check(kept(S.mass_group(s, 0.5, scope="layer", chunk=2)) == [[0, 1], [0, 1]],
+          "chunks: (4,3) mean 3.5 then (5,0) mean 2.5: 7 + 5 >= 7.5")
+    check(kept(S.mass_group(s, 0.5, n_keep=1, scope="layer", chunk=2)) == [[0, 1], []],
+          "chunks under a layer budget of 2: the second chunk does not fit")
+    check(kept(S.mass_group(s, 0.5, scope="layer", chunk=2, sinks=1)) == [[0, 1, 2, 3], [0, 1]],
+          "a chunk with a sink is protected; the rest: (2,1) 3 of 3 >= 0.5, (0,0) not needed")
+    check(kept(S.mass_group(s, 0.5, scope="layer", chunk=3, sinks=1)) == [[0, 1, 2, 3], [0, 1, 2]],
+          "chunk 3: the protected first chunks; the shorter last ones (1) and (0) total 1: 1 >= 0.5")
+    s4 = s.copy()
+    s4[0, 1, 2] = -1.0
+    try:
+        S.mass_group(s4, 0.5, scope="layer")
+        check(False, "mass_group: a negative score must raise")
+    except ValueError:
+        pass
+
+
 def test_floor_bruteforce():
     rng = np.random.default_rng(1)
     for case in range(30):
@@ -432,7 +456,7 @@ def test_kvpress_expected_attention():
 
 
 def main():
-    tests = [test_threshold, test_mass, test_floor_bruteforce, test_prefixkv, test_dynamickv,
+    tests = [test_threshold, test_mass, test_mass_group, test_floor_bruteforce, test_prefixkv, test_dynamickv,
              test_criticalkv_stage, test_gated_window, test_lagkv_short_and_chunkkv_fill,
              test_head_classes, test_select_topk_scopes]
     if kvpress_available():

@@ -1,2 +1,0 @@
-local kv = require "kvcc"
-return kv.policy "p" { score = function(x) return x.t end, select = kv.mass { p = 0.9, chunk = 4 } }
