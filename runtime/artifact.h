@@ -288,7 +288,9 @@ typedef struct kvcc_artifact {
 	const KaHdr *desc;         /* the descriptor blob */
 	uint64_t desc_hash;        /* FNV-1a of its desc->size bytes (a corrupted artifact is refused) */
 	const char *kir;           /* the canonical KIR text: introspection only, never parsed at load */
-	/* CPU entry points (C ABI) */
+	/* CPU entry points (C ABI). An entry point this policy's runtime never calls (the chunk, mass,
+	** threshold, floor and summary kernels, the attn_score kernels of a policy without attn_score)
+	** is a stub that returns 0 / nothing: codegen/x86/emit.c uses() says which (issue 13, session 9) */
 	/* retired: a no-op kept for the layout (the runtime never called it; the score phase
 	** runs qkt, decode its own Q·K block) */
 	void (*qk)(const void *K, int64_t ldk, int64_t nt, const float *Q, int64_t nq, float *S);

@@ -185,21 +185,73 @@ enum { E_qk, E_cvt, E_decode, E_probs, E_qkt, E_sstat, E_sacc, E_selkeys, E_topk
 _Static_assert(sizeof(kvcc_artifact) == 5 * 8 + E_NUM * 8, "kvcc_artifact: 5 header fields, then the entry points");
 
 /* an entry point the runtime never calls for this policy (no such step in its plan): returns at once
-** (ret NULL: void; else 0 of that integer type) */
+** (ret NULL: void; else 0 of that type) */
 static LLVMValueRef stub(Gen *g, const char *name, LLVMTypeRef ret, LLVMTypeRef *ps, int np)
 {
 	newfn(g, name, ret ? ret : LLVMVoidTypeInContext(g->cx), ps, np);
 	if (ret)
-		LLVMBuildRet(g->b, LLVMGetTypeKind(ret) == LLVMDoubleTypeKind ? LLVMConstReal(ret, 0) : LLVMConstInt(ret, 0, 0));
+		LLVMBuildRet(g->b, LLVMConstNull(ret));
 	else
 		LLVMBuildRetVoid(g->b);
 	return g->fn;
 }
 
+/* g->fn, just generated, becomes a stub of its type when `used` is 0 (the generated body deleted
+** before any pass or codegen sees it); returns g->fn */
+static LLVMValueRef usedor(Gen *g, int used)
+{
+	if (used)
+		return g->fn;
+	LLVMValueRef old = g->fn;
+	LLVMTypeRef ft = LLVMGlobalGetValueType(old), ret = LLVMGetReturnType(ft), ps[16];
+	unsigned np = LLVMCountParamTypes(ft);
+	if (np > 16)            /* no fixed kernel has that many: keep the body */
+		return old;
+	LLVMGetParamTypes(ft, ps);
+	size_t len = 0;
+	char name[64];
+	snprintf(name, sizeof name, "%s", LLVMGetValueName2(old, &len));
+	LLVMDeleteFunction(old);
+	return stub(g, name, LLVMGetTypeKind(ret) == LLVMVoidTypeKind ? NULL : ret, ps, (int)np);
+}
+
+/* constant 1 (or absent: the default 1) */
+static int isone(const KiFn *f, KiRef r)
+{
+	return r == KI_NIL || (KI_RKIND(r) == RK_CON && f->con[KI_RIDX(r)] == 1);
+}
+
+/*
+** Which fixed select / score kernels the runtime can call for this policy (issue 13: the x86
+** compile-time target; the others become stubs, their IR never optimized or compiled). The
+** runtime's callers (runtime/compress.c, summary.c) and their conditions on the descriptor:
+**   ckeys, ckeepidx      selectkeep with chunk > 1 (chunk a param or a constant other than 1)
+**   kcount               chunk > 1 (chunkgreedy), mass (masscount), the dynamic schedule
+**   mtotal, ksum         mass (masscount), the prefix schedule (schedcounts, pfxm)
+**   tfilter              select threshold (chunk 1)
+**   kfloor               a floor (scope layer)
+**   mstore               merge summary (summary.c)
+**   sstat, sacc, sstate, sacce, ascale   attn_score (attnscore, KA_FATTN)
+** A new runtime call of one of these for another kind of policy must widen its condition here
+** (a stub returns 0 / nothing: the diff matrix fails, it does not crash).
+*/
+enum { U_CHUNK = 1, U_KCOUNT = 2, U_MASS = 4, U_TFILTER = 8, U_FLOOR = 16, U_SUMMARY = 32, U_ATTN = 64 };
+static unsigned uses(const KiFn *f, const KiPlan *kp)
+{
+	const KiSelect *s = &f->sel;
+	int chunk = !isone(f, s->chunk), mass = s->kind == SEL_mass;
+	return (chunk ? U_CHUNK : 0) | (chunk || mass || s->sched == SCH_dynamic ? U_KCOUNT : 0) |
+	       (mass || s->sched == SCH_prefix ? U_MASS : 0) | (s->kind == SEL_threshold ? U_TFILTER : 0) |
+	       (s->floor != KI_NIL ? U_FLOOR : 0) | (f->merge.kind == MG_summary ? U_SUMMARY : 0) |
+	       (kp->has_attn ? U_ATTN : 0);
+}
+
 /* every kernel of the artifact: the fixed ones (kern.c) and the policy's (tmap.c); head_mean and
-** the observe hook only when the plan has them; qk a stub (retired); -1: out of memory */
+** the observe hook only when the plan has them; qk a stub (retired), and stubs for the fixed
+** kernels this policy's runtime never calls (uses); -1: out of memory */
 static int kernels(Gen *g, const KiFn *f, const KiPlan *kp, LLVMValueRef *fn)
 {
+	unsigned u = uses(f, kp);
 	LLVMTypeRef hm[4] = { g->ptr, g->i64, g->i64, g->ptr }, ob[1] = { g->ptr };
 	LLVMTypeRef qk[6] = { g->ptr, g->i64, g->i64, g->ptr, g->i64, g->ptr };
 	int rc = 0;
@@ -208,14 +260,14 @@ static int kernels(Gen *g, const KiFn *f, const KiPlan *kp, LLVMValueRef *fn)
 	kx_gen_decode(g, g->G, 0), fn[E_decode] = g->fn;
 	kx_gen_probs(g), fn[E_probs] = g->fn;
 	kx_gen_qkt(g), fn[E_qkt] = g->fn;
-	kx_gen_sstat(g), fn[E_sstat] = g->fn;
-	kx_gen_sacc(g), fn[E_sacc] = g->fn;
+	kx_gen_sstat(g), fn[E_sstat] = usedor(g, u & U_ATTN);
+	kx_gen_sacc(g), fn[E_sacc] = usedor(g, u & U_ATTN);
 	kx_gen_selkeys(g), fn[E_selkeys] = g->fn;
 	kx_gen_topk(g), fn[E_topk] = g->fn;
 	kx_gen_keepidx(g), fn[E_keepidx] = g->fn;
-	kx_gen_ckeys(g), fn[E_ckeys] = g->fn;
-	kx_gen_kcount(g), fn[E_kcount] = g->fn;
-	kx_gen_ckeepidx(g), fn[E_ckeepidx] = g->fn;
+	kx_gen_ckeys(g), fn[E_ckeys] = usedor(g, u & U_CHUNK);
+	kx_gen_kcount(g), fn[E_kcount] = usedor(g, u & U_KCOUNT);
+	kx_gen_ckeepidx(g), fn[E_ckeepidx] = usedor(g, u & U_CHUNK);
 	kx_gen_compact(g), fn[E_compact] = g->fn;
 	kx_gen_nkeep(g, f), fn[E_nkeep] = g->fn;   /* before tmap, which calls it (x.nkeep) */
 	rc |= kx_gen_tmap(g, f, kp), fn[E_tmap] = g->fn;
@@ -223,26 +275,26 @@ static int kernels(Gen *g, const KiFn *f, const KiPlan *kp, LLVMValueRef *fn)
 		rc |= kx_gen_observe(g, f, kp), fn[E_observe] = g->fn;
 	else
 		fn[E_observe] = stub(g, "kvcc_observe", g->i64, ob, 1);
-	kx_gen_ascale(g, f, kp), fn[E_ascale] = g->fn;
+	kx_gen_ascale(g, f, kp), fn[E_ascale] = usedor(g, u & U_ATTN);
 	if (kp->uses_hmean)
 		kx_gen_hmean(g), fn[E_hmean] = g->fn;
 	else
 		fn[E_hmean] = stub(g, "kvcc_hmean", NULL, hm, 4);
 	kx_gen_qround(g), fn[E_qround] = g->fn;
 	rc |= kx_gen_merge(g, f, fn + E_mscal);
-	kx_gen_tfilter(g), fn[E_tfilter] = g->fn;
-	kx_gen_mtotal(g), fn[E_mtotal] = g->fn;
-	kx_gen_ksum(g), fn[E_ksum] = g->fn;
-	kx_gen_kfloor(g), fn[E_kfloor] = g->fn;
+	kx_gen_tfilter(g), fn[E_tfilter] = usedor(g, u & U_TFILTER);
+	kx_gen_mtotal(g), fn[E_mtotal] = usedor(g, u & U_MASS);
+	kx_gen_ksum(g), fn[E_ksum] = usedor(g, u & U_MASS);
+	kx_gen_kfloor(g), fn[E_kfloor] = usedor(g, u & U_FLOOR);
 	if (f->merge.bias)       /* decode with the merge count bias (issue 12) */
 		kx_gen_decode(g, g->G, 1), fn[E_decodeb] = g->fn;
 	else {
 		LLVMTypeRef db[9] = { g->ptr, g->ptr, g->i64, g->i64, g->ptr, g->ptr, g->i64, g->ptr, g->ptr };
 		fn[E_decodeb] = stub(g, "kvcc_decodeb", NULL, db, 9);
 	}
-	kx_gen_sstate(g), fn[E_sstate] = g->fn;   /* issue 15: the score phase's one exp per logit */
-	kx_gen_sacce(g), fn[E_sacce] = g->fn;
-	kx_gen_mstore(g), fn[E_mstore] = g->fn;     /* merge summary's rows (issue 12) */
+	kx_gen_sstate(g), fn[E_sstate] = usedor(g, u & U_ATTN);   /* issue 15: the score phase's one exp per logit */
+	kx_gen_sacce(g), fn[E_sacce] = usedor(g, u & U_ATTN);
+	kx_gen_mstore(g), fn[E_mstore] = usedor(g, u & U_SUMMARY);     /* merge summary's rows (issue 12) */
 	rc |= kx_gen_mrow(g, f, &fn[E_mrow]);    /* merge runs' pair evaluator (mpos.c) */
 	rc |= kx_gen_keepn(g, f, NULL), fn[E_keepn] = g->fn;   /* the select keep count (keep.c) */
 	if (f->sel.kind == SEL_threshold)        /* threshold over chunks (issue 13) */

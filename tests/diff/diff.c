@@ -567,7 +567,9 @@ static void selcompact_case(int dtype, int d, int target, const char *host)
 	snprintf(so, sizeof so, "/tmp/kvcc-diff-sel-%d-%d-%d-%d.so", (int)getpid(), dtype, d, target);
 	void *dl = NULL;
 	const kvcc_artifact *A = NULL;
-	if (kvcc_compile_so("policies/knorm.lua", &spec, so, 0) != 0 || !(dl = dlopen(so, RTLD_NOW | RTLD_LOCAL)) ||
+	/* chunkkv: its chunk is a param, so the chunk kernels (ckeys, kcount, ckeepidx) are generated;
+	** a policy with chunk 1 gets stubs for them (codegen/x86/emit.c uses) */
+	if (kvcc_compile_so("policies/chunkkv.lua", &spec, so, 0) != 0 || !(dl = dlopen(so, RTLD_NOW | RTLD_LOCAL)) ||
 	    !(A = dlsym(dl, KVCC_DESC_SYMBOL)) || !A->selkeys || !A->topk || !A->keepidx || !A->compact ||
 	    !A->ckeys || !A->kcount || !A->ckeepidx) {
 		printf("FAIL %s: compile/load: %s\n", name, kvcc_last_error());
