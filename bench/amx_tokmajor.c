@@ -11,6 +11,8 @@
 ** without E (Q·K and the exps again in pass 2). 1 thread, thread CPU time, best of R.
 **   cc -O2 -march=sapphirerapids -o /tmp/tokmajor bench/amx_tokmajor.c -lm && /tmp/tokmajor 32768 5
 ** CH (-DCH=16): the token chunk of one running-max step in the token-major pass 1 (default 64).
+** LAZY (-DLAZY=1): the token-major pass 1 reads S^T once, exps against the previous running max,
+**   redoing a half tile exactly when a lane's max grew by more than 16 ("lazy redo" counts them).
 */
 #define _GNU_SOURCE
 #include <immintrin.h>
@@ -93,7 +95,10 @@ static inline __m512 vexp(__m512 x) {   /* 2^(x log2e): scalef of a degree-6 pol
 	p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.f));
 	return _mm512_scalef_ps(p, nn);
 }
-static float *E, *MT, *acc; static int NT, twopass;
+static float *E, *MT, *acc; static int NT, twopass; static long lazyredo;
+#ifndef LAZY
+#define LAZY 0
+#endif
 static inline void est(float *p, __m512 v) { if (NT) _mm512_stream_ps(p, v); else _mm512_store_ps(p, v); }
 static double phase_q(int n, float a) {   /* query-major: per query row a horizontal max per tile, lane sums */
 	float m[NQ]; __m512 L[NQ]; float mp[NQ];
@@ -144,6 +149,24 @@ static double phase_t(int n, float a) {
 			__m512 x[8], s[8], mn[8];
 			for (int j = 0; j < 8; j++) s[j] = _mm512_setzero_ps();
 			float *Eh = Ek + h * AT * 128;
+			if (LAZY && t0 > 0) {   /* one read of S^T: exps against the running max; redone exactly if a lane's max grew by > 16 */
+				for (int j = 0; j < 8; j++) mn[j] = m[h*8+j], x[j] = _mm512_set1_ps(-INFINITY);
+				for (int t = 0; t < AT; t++) for (int j = 0; j < 8; j++) {
+					__m512 v = _mm512_load_ps(ST + t*NQ + h*128 + j*16);
+					x[j] = _mm512_max_ps(x[j], v);
+					__m512 e = vexp(_mm512_fmsub_ps(v, av, mn[j]));
+					est(Eh + t*128 + j*16, e); s[j] = _mm512_add_ps(s[j], e);
+				}
+				__mmask16 big = 0;
+				for (int j = 0; j < 8; j++) big |= _mm512_cmp_ps_mask(_mm512_fmsub_ps(x[j], av, mn[j]), _mm512_set1_ps(16.f), _CMP_GT_OQ);
+				if (!big) {
+					for (int j = 0; j < 8; j++) _mm512_store_ps(MT + (k*(AT/CH))*NQ + h*128 + j*16, mn[j]), L[h*8+j] = _mm512_add_ps(L[h*8+j], s[j]);
+					if (AT/CH > 1) for (int c = 1; c < AT/CH; c++) for (int j = 0; j < 8; j++) _mm512_store_ps(MT + (k*(AT/CH) + c)*NQ + h*128 + j*16, mn[j]);
+					continue;
+				}
+				for (int j = 0; j < 8; j++) s[j] = _mm512_setzero_ps();
+				lazyredo++;
+			}
 			for (int c0 = 0; c0 < AT; c0 += CH) {   /* chunks of CH tokens: their rows stay in L1 between the max and the exps */
 				for (int j = 0; j < 8; j++) x[j] = _mm512_load_ps(ST + c0*NQ + h*128 + j*16);
 				for (int t = c0 + 1; t < c0 + CH; t++) for (int j = 0; j < 8; j++) x[j] = _mm512_max_ps(x[j], _mm512_load_ps(ST + t*NQ + h*128 + j*16));
@@ -225,6 +248,7 @@ int main(int argc, char **argv) {
 	printf("  qkt token-major (Q packed once)       %7.3f ms %7.1f GFLOP/s\n", b[1]*1e3, fl/b[1]*1e-9);
 	printf("  phase query-major                     %7.3f ms (pass 1 %.3f)\n", b[2]*1e3, b[4]*1e3);
 	printf("  phase token-major                     %7.3f ms (pass 1 %.3f)\n", b[3]*1e3, b[5]*1e3);
+	printf("  lazy redo %ld\n", lazyredo);
 	printf("  phase token-major two-pass (no E)     %7.3f ms\n", b[6]*1e3);
 	_tile_release();
 	return 0;
