@@ -21,55 +21,27 @@
 #define CASEGEN_SEED 0x7e2ead5ull
 #include "tests/common/casegen.h"
 #include "tests/common/manifest.h"
+#include "tests/common/policycase.h"
 
 enum { L = 3, H = 2, G = 2, D = 32, CAP = 83, NS = 3, NT = 3 };
 static const int thr[NT] = { 1, 2, 4 };
 static int npass, nfail;
 
-static int setweights(const KiFn *f, kvcc_plan *pl)
-{
-	KiWData wd[KI_MAXW];
-	float *wf = NULL;
-	double *wdv = NULL;
-	int rc = 0;
-	if (!f->nw)
-		return 0;
-	if (cg_weights(f, L, H, G, D, wd, &wf, &wdv) != 0)
-		rc = -1;
-	for (int i = 0, o = 0; rc == 0 && i < f->nw; i++) {
-		int64_t shp[KI_MAXWDIM];
-		int cnt = 1;
-		for (int j = 0; j < wd[i].ndim; j++)
-			shp[j] = wd[i].shape[j], cnt *= (int)shp[j];
-		rc = kvcc_plan_set_weight(pl, wd[i].name, wf + o, wd[i].ndim, shp);
-		o += cnt;
-	}
-	free(wf), free(wdv);
-	return rc;
-}
-
 static void run_policy(const char *path)
 {
-	KiErr e = { 0 };
-	KiFn *f = kd_loadfile(path, NULL, &e);
 	kvcc_spec spec = { KVCC_F32, D, G, KVCC_TARGET_NATIVE };
-	kvcc_policy *p = NULL;
-	if (!f || kvcc_compile_file(path, &spec, &p) != 0) {
-		printf("FAIL %s: load/compile: %s %s\n", path, e.msg, kvcc_last_error()), nfail++;
-		ki_free(f);
+	KiFn *f;
+	kvcc_policy *p;
+	if (cg_open(path, path, &spec, &f, &p) != 0) {
+		nfail++;
 		return;
 	}
 	int hm = 0, eq = f->obs_all || f->sel.sched == SCH_dynamic;
 	for (int i = 0; i < f->nins; i++)
 		hm |= f->ins[i].op == KO_hmean;
-	int npar = kvcc_param_count(p), nst = kvcc_state_count(p);
+	int nst = kvcc_state_count(p);
 	double par[32];
-	for (int i = 0; i < npar && i < 32; i++)
-		kvcc_param_info(p, i, NULL, &par[i]);
-	int wi = kvcc_param_index(p, "window");
-	if (wi >= 0 && par[wi] > 8)
-		par[wi] = 8;
-	int maxobs = f->obs_all ? CAP : KI_RKIND(f->obs) ? (int)pval(f, par, f->obs, 0) : 0;
+	int maxobs = cg_params(f, p, par, CAP);
 	size_t LHC = (size_t)L * H * CAP, nkv = LHC * D, nq = (size_t)L * H * G * CAP * D, nstf = (size_t)nst * LHC + 1;
 	float *K0 = malloc(NS * nkv * 4), *V0 = malloc(NS * nkv * 4), *Q = malloc(nq * 4), *st0 = malloc(NS * nstf * 4);
 	float *K[NT], *V[NT], *st[NT];
@@ -83,7 +55,8 @@ static void run_policy(const char *path)
 	}
 	kvcc_layout lay = { KVCC_F32, L, H, D, CAP, (int64_t)H * CAP * D, (int64_t)CAP * D, D };
 	for (int t = 0; t < NT; t++)
-		if (kvcc_plan_create_batch(p, &lay, NULL, NS, maxobs, thr[t], &pl[t]) != 0 || setweights(f, pl[t]) != 0) {
+		if (kvcc_plan_create_batch(p, &lay, NULL, NS, maxobs, thr[t], &pl[t]) != 0 ||
+		    cg_setweights(f, pl[t], L, H, G, D) != 0) {
 			printf("FAIL %s: plan (%d threads): %s\n", path, thr[t], kvcc_last_error()), nfail++;
 			goto out;
 		}
@@ -161,12 +134,10 @@ int main(void)
 	MfPolicy pols[MANIFEST_MAX];
 	char why[256];
 	int npol = mf_read("noalloc", pols, MANIFEST_MAX, why, sizeof why);
-	if (npol <= 0) {
-		printf("FAIL manifest: %s\n0 passed, 1 failed\n", npol < 0 ? why : "no noalloc policy");
-		return 1;
-	}
 	for (int i = 0; i < npol; i++)
 		run_policy(pols[i].file);
+	if (npol <= 0)
+		return printf("FAIL manifest: %s\n0 passed, 1 failed\n", npol < 0 ? why : "no noalloc policy"), 1;
 	for (size_t i = 0; i < sizeof extra / sizeof *extra; i++)
 		run_policy(extra[i]);
 	printf("1, 2, 4 threads: %d policies (the noalloc matrix + %zu), f32, %d sequences\n", npol,
