@@ -831,7 +831,7 @@ static void selecttask(void *arg, int g, int tid)
 		return;
 	pthread_mutex_lock(&r->mu);
 	if (g < s->gerr) {
-		s->gerr = g, r->err = rc;
+		__atomic_store_n(&s->gerr, g, __ATOMIC_RELAXED), r->err = rc;
 		snprintf(r->errmsg, sizeof r->errmsg, "%s", kvcc_last_error());
 	}
 	pthread_mutex_unlock(&r->mu);
