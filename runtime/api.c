@@ -371,8 +371,13 @@ KVCC_API int kvcc_plan_create_batch(kvcc_policy *p, const kvcc_layout *lay, cons
 	pl->ws = calloc((size_t)pl->threads, sizeof *pl->ws);
 	size_t LH = (size_t)lay->layers * H, ninst = LH * (size_t)max_seqs;
 	size_t sg = h->scope == KA_SCOPE_HEAD ? 1 : h->scope == KA_SCOPE_LAYER ? (size_t)H : LH;
-	pl->selkeys = malloc((sg * lay->capacity + 1) * sizeof(uint64_t));
-	pl->part = malloc((LH + 1) * sizeof *pl->part);
+	/* select: one scope group per pool task, keys and partial chunks per thread, as many copies as
+	** groups can run at once (the model schedules: one thread; compress.c selectrun) */
+	size_t ngmax = ninst / sg;
+	pl->nsel = h->sched >= KA_SCH_PREFIX ? 1 : (size_t)pl->threads < ngmax ? pl->threads : (int)ngmax;
+	pl->selstride = sg * (size_t)lay->capacity + 1;
+	pl->selkeys = malloc((size_t)pl->nsel * pl->selstride * sizeof(uint64_t));
+	pl->part = malloc((size_t)pl->nsel * (LH + 1) * sizeof *pl->part);
 	pl->kidx = malloc((ninst * lay->capacity + 1) * sizeof(int32_t));
 	pl->nkept = malloc((ninst + 1) * sizeof(int32_t));
 	pl->sblk = malloc((ninst + 1) * sizeof(int32_t));

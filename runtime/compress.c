@@ -666,11 +666,12 @@ static int keepcount(Run *r, int k, long n, long *cnt)
 	return 0;
 }
 
-static int selectkeep(Run *r, float **score, const kvcc_args *args)
+/* instances [k0, k1) (whole scope groups), with the keys buffer ks and the partial chunks pt of
+** the thread that runs them (selectrun) */
+static int selectkeep(Run *r, float **score, const kvcc_args *args, int k0, int k1, uint64_t *ks, KrPart *pt)
 {
 	const kvcc_artifact *A = r->pl->p->a;
 	int32_t *kidx = r->pl->kidx, *nkept = r->pl->nkept;
-	KrPart *pt = r->pl->part;
 	const KaHdr *hd = r->h;
 	const kvcc_layout *lay = &r->pl->lay;
 	int cap = lay->capacity;
@@ -695,11 +696,10 @@ static int selectkeep(Run *r, float **score, const kvcc_args *args)
 	if (fsel && ch != 1)
 		return kr_seterr(KVCC_EINVAL, "%s:%u:%u: error: select: floor needs chunk 1 (got %ld)", r->pl->p->src,
 		                 hd->sel_line, hd->sel_col, ch);
-	uint64_t *ks = r->pl->selkeys;      /* plan-time: the keys of one scope group */
-	size_t nc = 0, base = 0;
+	size_t nc = 0, base = (size_t)k0;
 	long want = 0;
 	int np = 0;
-	for (int k = 0; k < r->ninst; k++) {     /* groups never span sequences; keys as for one sequence */
+	for (int k = k0; k < k1; k++) {         /* groups never span sequences; keys as for one sequence */
 		int kk = k % r->LH, h = kk % lay->kv_heads;
 		long n = LEN(r, k);
 		if (hd->sched >= KA_SCH_PREFIX && kk == 0) {
@@ -793,6 +793,49 @@ static int selectkeep(Run *r, float **score, const kvcc_args *args)
 		nc = 0, want = 0, np = 0, ncand = 0, mtot = 0, base = (size_t)k + 1;
 	}
 	return 0;
+}
+
+/*
+** Select on the pool: one task per scope group (head: one instance, layer: its kv_heads, model: a
+** sequence's layers*kv_heads), each with its thread's keys and partial chunks (api.c: pl->nsel
+** copies of pl->selstride keys). Groups are independent and each writes only its instances'
+** kidx / nkept / sblk, so the result is the one of one thread; of failing groups the lowest one's
+** error is reported (kr_seterr's message is per thread: copied into r->errmsg), as one thread in
+** group order would. The model schedules share one sequence's buffers: one thread, in order.
+*/
+typedef struct SelRun { Run *r; float **score; const kvcc_args *args; int gs, gerr; } SelRun;
+
+static void selecttask(void *arg, int g, int tid)
+{
+	SelRun *s = arg;
+	Run *r = s->r;
+	if (__atomic_load_n(&s->gerr, __ATOMIC_RELAXED) < g)     /* a lower group failed: its error wins */
+		return;
+	kvcc_plan *pl = r->pl;
+	int rc = selectkeep(r, s->score, s->args, g * s->gs, (g + 1) * s->gs, pl->selkeys + (size_t)tid * pl->selstride,
+	                    pl->part + (size_t)tid * (r->LH + 1));
+	if (!rc)
+		return;
+	pthread_mutex_lock(&r->mu);
+	if (g < s->gerr) {
+		__atomic_store_n(&s->gerr, g, __ATOMIC_RELAXED), r->err = rc;
+		snprintf(r->errmsg, sizeof r->errmsg, "%s", kvcc_last_error());
+	}
+	pthread_mutex_unlock(&r->mu);
+}
+
+static int selectrun(Run *r, float **score, const kvcc_args *args)
+{
+	const KaHdr *hd = r->h;
+	kvcc_plan *pl = r->pl;
+	int gs = hd->scope == KA_SCOPE_HEAD ? 1 : hd->scope == KA_SCOPE_LAYER ? pl->lay.kv_heads : r->LH;
+	int ng = r->ninst / gs;
+	if (hd->sched >= KA_SCH_PREFIX || ng < 2 || pl->pool.n == 0 || pl->pool.n + 1 > pl->nsel)
+		return selectkeep(r, score, args, 0, r->ninst, pl->selkeys, pl->part);
+	SelRun s = { r, score, args, gs, ng };
+	r->err = 0;
+	kr_pool_run(&pl->pool, selecttask, &s, ng);
+	return r->err ? kr_seterr(r->err, "%s", r->errmsg) : 0;
 }
 
 /* compact_merge: the generated in-place stable gather of one instance's kept rows of K, V, pos
@@ -922,7 +965,7 @@ static int run_compress_batch(kvcc_plan *pl, kvcc_batch *b, const kvcc_args *arg
 				args->scores[(size_t)k * lay->capacity + t] = t < LEN(&r, k) ? score[k][t] : NAN;
 	}
 	t1 = kr_now_ms();
-	if ((rc = selectkeep(&r, score, args)) != 0)
+	if ((rc = selectrun(&r, score, args)) != 0)
 		goto done;
 	t2 = kr_now_ms();
 	if (h->merge == KA_MNEXT) {      /* issue 12: m of merge next_kept (the interpreter's check and words) */

@@ -85,8 +85,10 @@ struct kvcc_plan {
 	** or KVCC_EXPNT MiB */
 	int64_t ews_ntb;
 	int obs_sized;           /* the workspaces depend on nobs: a compress may pass up to max_obs */
-	uint64_t *selkeys;       /* select: candidate keys of one scope group */
-	KrPart *part;            /* [layers*kv_heads] select, chunk > 1: partial last chunks of a group */
+	uint64_t *selkeys;       /* select: candidate keys of one scope group, [nsel][selstride] */
+	KrPart *part;            /* [nsel][layers*kv_heads + 1] select, chunk > 1: partial last chunks of a group */
+	int nsel;                /* select's per-thread copies (compress.c selectrun; 1: one thread selects) */
+	size_t selstride;
 	int32_t *kidx;           /* [layers][kv_heads][capacity] sorted kept positions per instance */
 	int32_t *nkept;          /* [layers][kv_heads] */
 	int32_t *sblk;           /* [instances] merge summary: the summary block's first row at selection, or -1 */

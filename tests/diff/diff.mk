@@ -15,19 +15,25 @@ $(B)/decode_tests: $(B)/tests/diff/decode.o $(LIBOBJ)
 $(B)/noalloc_tests: $(B)/tests/diff/noalloc.o $(LIBOBJ)
 	$(CC) -o $@ $^ $(LDLIBS) $(LLVM_LIBS_USED)
 
+# 1, 2 and 4 threads give identical results (threads.c)
+$(B)/threads_tests: $(B)/tests/diff/threads.o $(LIBOBJ)
+	$(CC) -o $@ $^ $(LDLIBS) $(LLVM_LIBS_USED)
+
 # the tests compile into a private, emptied cache (cold builds every run)
-check-diff: $(B)/diff_tests $(B)/decode_tests $(B)/noalloc_tests
+check-diff: $(B)/diff_tests $(B)/decode_tests $(B)/noalloc_tests $(B)/threads_tests
 	rm -rf $(B)/test-cache
 	KVCC_CACHE_DIR=$(abspath $(B))/test-cache $(B)/diff_tests --every 3
 	KVCC_CACHE_DIR=$(abspath $(B))/test-cache $(B)/decode_tests --every 4
 	$(if $(SAN),@echo "SKIP noalloc_tests: a sanitizer owns the allocator",KVCC_CACHE_DIR=$(abspath $(B))/test-cache $(B)/noalloc_tests)
+	KVCC_CACHE_DIR=$(abspath $(B))/test-cache $(B)/threads_tests
 
 # every case of the policy matrix (make check-full)
-check-diff-full: $(B)/diff_tests $(B)/decode_tests $(B)/noalloc_tests
+check-diff-full: $(B)/diff_tests $(B)/decode_tests $(B)/noalloc_tests $(B)/threads_tests
 	rm -rf $(B)/test-cache
 	KVCC_CACHE_DIR=$(abspath $(B))/test-cache $(B)/diff_tests
 	KVCC_CACHE_DIR=$(abspath $(B))/test-cache $(B)/decode_tests
 	$(if $(SAN),@echo "SKIP noalloc_tests: a sanitizer owns the allocator",KVCC_CACHE_DIR=$(abspath $(B))/test-cache $(B)/noalloc_tests)
+	KVCC_CACHE_DIR=$(abspath $(B))/test-cache $(B)/threads_tests
 
 CHECK_FULL += check-diff-full
 CHECK_FULL_OMIT += check-diff

@@ -24,6 +24,7 @@
 #define CASEGEN_SEED 0x5eed0a110cull
 #include "tests/common/casegen.h"
 #include "tests/common/manifest.h"
+#include "tests/common/policycase.h"
 
 /* --- counting allocator ------------------------------------------------------------------- */
 
@@ -70,41 +71,16 @@ static void check(const char *name, const char *what, int rc, long calls)
 		npass++;
 }
 
-/* the policy's weights (casegen's values), set before anything is counted */
-static int setweights(const KiFn *f, kvcc_plan *pl, int L, int H, int G, int d)
-{
-	KiWData wd[KI_MAXW];
-	float *wf = NULL;
-	double *wdv = NULL;
-	int rc = 0;
-	if (!f->nw)
-		return 0;
-	if (cg_weights(f, L, H, G, d, wd, &wf, &wdv) != 0)
-		rc = -1;
-	for (int i = 0, o = 0; rc == 0 && i < f->nw; i++) {
-		int64_t shp[KI_MAXWDIM];
-		int cnt = 1;
-		for (int j = 0; j < wd[i].ndim; j++)
-			shp[j] = wd[i].shape[j], cnt *= (int)shp[j];
-		rc = kvcc_plan_set_weight(pl, wd[i].name, wf + o, wd[i].ndim, shp);
-		o += cnt;
-	}
-	free(wf), free(wdv);
-	return rc;
-}
-
 static void run_policy(const char *path, int dt)
 {
 	enum { L = 2, H = 2, G = 2, D = 64, CAP = 97 };
 	char name[300];
 	snprintf(name, sizeof name, "%s %s", path, ki_dtypename(dt));
-	KiErr e = { 0 };
-	KiFn *f = kd_loadfile(path, NULL, &e);
 	kvcc_spec spec = { dt, D, G, KVCC_TARGET_NATIVE };
-	kvcc_policy *p = NULL;
-	if (!f || kvcc_compile_file(path, &spec, &p) != 0) {
-		printf("FAIL %s: load/compile: %s %s\n", name, e.msg, kvcc_last_error()), nfail++;
-		ki_free(f);
+	KiFn *f;
+	kvcc_policy *p;
+	if (cg_open(path, name, &spec, &f, &p) != 0) {
+		nfail++;
 		return;
 	}
 	int hm = 0, readsq = 0, dyn = f && f->sel.sched == SCH_dynamic;   /* one length per sequence */
@@ -112,14 +88,9 @@ static void run_policy(const char *path, int dt)
 		hm |= f->ins[i].op == KO_hmean;
 		readsq |= f->ins[i].op == KO_input && f->ins[i].aux == IN_Q;
 	}
-	int npar = kvcc_param_count(p), nst = kvcc_state_count(p);
+	int nst = kvcc_state_count(p);
 	double par[32];
-	for (int i = 0; i < npar && i < 32; i++)
-		kvcc_param_info(p, i, NULL, &par[i]);
-	int wi = kvcc_param_index(p, "window");
-	if (wi >= 0 && par[wi] > 8)
-		par[wi] = 8;
-	int maxobs = f->obs_all ? CAP : KI_RKIND(f->obs) ? (int)pval(f, par, f->obs, 0) : 0;
+	int maxobs = cg_params(f, p, par, CAP);
 	size_t esz = dt == KVCC_F32 ? 4 : 2, nkv = (size_t)L * H * CAP * D;
 	char *K = malloc(nkv * esz), *V = malloc(nkv * esz), *Q = malloc((size_t)L * H * G * CAP * D * esz + 4);
 	float *lse = malloc((size_t)L * H * G * CAP * sizeof(float) + 4), *st = malloc(((size_t)nst * L * H * CAP + 1) * 4);
@@ -136,7 +107,7 @@ static void run_policy(const char *path, int dt)
 		encode((float)(urand() * 2 - 1), dt, kv1 + i * esz);
 	kvcc_layout lay = { dt, L, H, D, CAP, (int64_t)H * CAP * D, (int64_t)CAP * D, D };
 	kvcc_plan *pl = NULL;
-	if (kvcc_plan_create(p, &lay, maxobs, 2, &pl) != 0 || setweights(f, pl, L, H, G, D) != 0) {
+	if (kvcc_plan_create(p, &lay, maxobs, 2, &pl) != 0 || cg_setweights(f, pl, L, H, G, D) != 0) {
 		printf("FAIL %s: plan: %s\n", name, kvcc_last_error()), nfail++;
 		goto out;
 	}
@@ -213,7 +184,7 @@ static void run_policy(const char *path, int dt)
 			}
 		kvcc_plan *pp = NULL;
 		int prc = kvcc_plan_create_batch(p, &lp, &pg, 2, maxobs, 2, &pp);
-		if (prc == 0 && setweights(f, pp, L, H, G, D) != 0)
+		if (prc == 0 && cg_setweights(f, pp, L, H, G, D) != 0)
 			prc = -1, kvcc_plan_destroy(pp), pp = NULL;
 		if (prc != 0) {
 			printf("FAIL %s: paged plan: %s\n", name, kvcc_last_error()), nfail++;
