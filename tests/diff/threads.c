@@ -130,7 +130,9 @@ int main(void)
 	static const char *extra[] = { "tests/policies/scope_layer.lua", "tests/policies/scope_model.lua",
 	                               "tests/policies/floor_layer.lua", "tests/policies/threshold_layer.lua",
 	                               "tests/policies/threshold_model.lua", "tests/policies/summary_layer.lua",
-	                               "tests/policies/mass_head.lua", "tests/policies/mass_signed.lua" };
+	                               "tests/policies/mass_head.lua", "tests/policies/mass_signed.lua",
+	                               "tests/policies/mass_model.lua", "tests/policies/threshold_chunk_layer.lua",
+	                               "tests/policies/threshold_chunk_model.lua" };
 	MfPolicy pols[MANIFEST_MAX];
 	char why[256];
 	int npol = mf_read("noalloc", pols, MANIFEST_MAX, why, sizeof why);
