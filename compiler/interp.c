@@ -970,13 +970,13 @@ static int selectsummary(Ctx *x, const double *scores, const long *nks, char *ke
 			int cex = c->sumat && c->sumat[lh] >= 0 ? C : 0, n = tokens(c, l, h);
 			int no = ki_ordrows(c, cex, l, h, ord);
 			long nk = nks[lh];
-			if (gev[lh] && nk < C) {
+			if (gev[lh] && n > 0 && nk < C) {        /* an empty head takes no part */
 				ki_error(x->e, f->src, f->merge.line, f->merge.col, "merge summary: the budget keeps "
 				         "%ld rows of (layer %d, head %d), fewer than its %d summary rows", nk, l, h, C);
 				goto out;
 			}
-			want[lh] = gev[lh] ? (nk < n ? nk : n) - C : no;
-			cap[lh] = gev[lh] && !cex ? no - C : no;
+			want[lh] = gev[lh] && n > 0 ? (nk < n ? nk : n) - C : no;
+			cap[lh] = gev[lh] && n > 0 && !cex ? no - C : no;
 			olen[lh] = no;
 			for (int j = 0; j < no; j++)
 				osc[lh * c->n + j] = scores[lh * c->n + ord[j]];

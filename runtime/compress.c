@@ -533,7 +533,7 @@ static int sumgroup(Run *r, int base, int k, uint64_t *ks, long *want)
 	for (int kj = base; kj <= k; kj++) {
 		int blk = fl[kj] >> 1 & 1, kk = kj % r->LH;
 		long no = LEN(r, kj) - (blk ? C : 0);
-		if (ev && !blk) {
+		if (ev && !blk && no > 0) {      /* an empty instance takes no part */
 			if (!(fl[kj] & 1) && no < C)
 				return kr_seterr(KVCC_EINVAL, "%s:%u:%u: error: merge summary: the budget keeps %ld rows of (layer %d, "
 				                 "head %d), fewer than its %d summary rows", r->pl->p->src, hd->mline, hd->mcol, no,
