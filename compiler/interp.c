@@ -24,6 +24,7 @@ typedef struct Ctx {
 	int *body;               /* [nins] 1 + the scan state whose step instruction i is, or 0 */
 	const KiWData **wd;      /* [nw] the case's array for each declared weight */
 	int nout;                /* size of the out axis (the weights'), 1 without one */
+	const long *cap;         /* merge summary: [L*H] the most rows each instance keeps, or NULL */
 } Ctx;
 
 /* --- numbers -------------------------------------------------------------------- */
@@ -837,16 +838,19 @@ static int candcmp(const void *pa, const void *pb)
 
 /* Select within a group of candidates (one head, one layer, or the model),
 ** marking kept tokens in keep[] ([L][H][n]). `want` counts tokens. */
-static void pick(Cand *cs, int ncand, long want, const KiCase *c, char *keep)
+static void pick(Cand *cs, int ncand, long want, const KiCase *c, const long *cap, long *hgot, char *keep)
 {
 	qsort(cs, (size_t)ncand, sizeof *cs, candcmp);
 	long got = 0;
 	for (int k = 0; k < ncand && got < want; k++) {
-		if (got + cs[k].len > want)
-			continue;        /* a chunk that does not fit; a smaller one may */
+		size_t lh = (size_t)cs[k].l * c->H + cs[k].h;
+		if (got + cs[k].len > want || (cap && hgot[lh] + cs[k].len > cap[lh]))
+			continue;        /* a chunk that does not fit (in the group, or in its head's cap); a smaller one may */
 		for (int j = 0; j < cs[k].len; j++)
-			keep[((size_t)cs[k].l * c->H + cs[k].h) * c->n + cs[k].t + j] = 1;
+			keep[lh * c->n + cs[k].t + j] = 1;
 		got += cs[k].len;
+		if (cap)
+			hgot[lh] += cs[k].len;
 	}
 }
 
@@ -887,7 +891,9 @@ static int selectkeep(Ctx *x, const double *scores, const long *nk, char *keep)
 	int ms = f->sel.kind == SEL_mass;
 	size_t maxc = (size_t)c->L * c->H * (size_t)c->n + 1;
 	Cand *cs = malloc(maxc * sizeof *cs);
-	if (!cs) {
+	long *hgot = x->cap ? calloc((size_t)c->L * c->H, sizeof *hgot) : NULL;
+	if (!cs || (x->cap && !hgot)) {
+		free(cs), free(hgot);
 		ki_error(x->e, f->src, 0, 0, "interpreter: out of memory");
 		return -1;
 	}
@@ -935,11 +941,11 @@ static int selectkeep(Ctx *x, const double *scores, const long *nk, char *keep)
 			if (last) {
 				if (ms)
 					ncand = massprefix(cs, ncand, gtot, p);
-				pick(cs, ncand, want, c, keep);
+				pick(cs, ncand, want, c, x->cap, hgot, keep);
 				ncand = 0, want = 0, gtot = 0;
 			}
 		}
-	free(cs);
+	free(cs), free(hgot);
 	return 0;
 }
 
@@ -965,9 +971,13 @@ static int threvicts(Ctx *x, const double *osc, long n)
 }
 
 /* Selection under a merge rule with summary rows (merge.c): over the ordinary rows
-** only (an existing summary block is always kept), a (layer, head) holding more rows
-** than its count nk keeps nk - C ordinary ones (topk or threshold; the verifier
-** refuses the other rules here); threshold at scope head: one under its count without a
+** only (an existing summary block is always kept). A group (the select scope's: a head,
+** a layer, the model) that evicts (one of its heads holds more rows than its count nk)
+** keeps sum (nk - C) ordinary rows, and each of its heads at most n - C (without a block:
+** the C rows it builds come out of what it held; with one: all its ordinary rows), so no
+** head ends holding more than it held nor the group more than its budget (doc/dsl.md;
+** topk or threshold, the verifier refuses the other rules here); a group that evicts
+** nothing keeps everything. Threshold at scope head: one under its count without a
 ** block that evicts keeps at most n - C (threvicts); keep[] gets the physical rows. */
 static int selectsummary(Ctx *x, const double *scores, const long *nks, char *keep)
 {
@@ -976,26 +986,36 @@ static int selectsummary(Ctx *x, const double *scores, const long *nks, char *ke
 	int C = ki_summaryrows(f), rc = -1;
 	size_t nlh = (size_t)c->L * c->H, ntok = nlh * c->n;
 	int32_t *olen = calloc(nlh, sizeof *olen);
-	long *want = calloc(nlh, sizeof *want);
+	long *want = calloc(nlh, sizeof *want), *cap = calloc(nlh, sizeof *cap);
+	char *gev = calloc(nlh, 1);          /* whether the instance's group evicts */
 	double *osc = calloc(ntok + 1, sizeof *osc);
 	char *okeep = calloc(ntok + 1, 1);
 	int *ord = calloc((size_t)c->n + 1, sizeof *ord);
-	if (!olen || !want || !osc || !okeep || !ord) {
+	if (!olen || !want || !cap || !gev || !osc || !okeep || !ord) {
 		ki_error(x->e, f->src, 0, 0, "interpreter: out of memory");
 		goto out;
 	}
+	for (int pass = 0; pass < 2; pass++)          /* gev: any head of the group over its count */
+		for (size_t lh = 0; lh < nlh; lh++) {
+			size_t g = f->sel.scope == SC_head ? lh : f->sel.scope == SC_layer ? lh - lh % c->H : 0;
+			if (pass == 0)
+				gev[g] |= tokens(c, (int)(lh / c->H), (int)(lh % c->H)) > nks[lh];
+			else
+				gev[lh] = gev[g];
+		}
 	for (int l = 0; l < c->L; l++)
 		for (int h = 0; h < c->H; h++) {
 			size_t lh = (size_t)l * c->H + h;
 			int cex = c->sumat && c->sumat[lh] >= 0 ? C : 0, n = tokens(c, l, h);
 			int no = ki_ordrows(c, cex, l, h, ord);
 			long nk = nks[lh];
-			if (n > nk && nk < C) {
+			if (gev[lh] && n > 0 && nk < C) {        /* an empty head takes no part */
 				ki_error(x->e, f->src, f->merge.line, f->merge.col, "merge summary: the budget keeps "
 				         "%ld rows of (layer %d, head %d), fewer than its %d summary rows", nk, l, h, C);
 				goto out;
 			}
-			want[lh] = n > nk ? nk - C : no;
+			want[lh] = gev[lh] && n > 0 ? (nk < n ? nk : n) - C : no;
+			cap[lh] = gev[lh] && n > 0 && !cex ? no - C : no;
 			olen[lh] = no;
 			for (int j = 0; j < no; j++)
 				osc[lh * c->n + j] = scores[lh * c->n + ord[j]];
@@ -1012,6 +1032,7 @@ static int selectsummary(Ctx *x, const double *scores, const long *nks, char *ke
 	oc.len = olen;
 	Ctx y = *x;
 	y.c = &oc;
+	y.cap = cap;
 	if (selectkeep(&y, osc, want, okeep) != 0)
 		goto out;
 	for (int l = 0; l < c->L; l++)
@@ -1024,7 +1045,7 @@ static int selectsummary(Ctx *x, const double *scores, const long *nks, char *ke
 		}
 	rc = 0;
 out:
-	free(olen), free(want), free(osc), free(okeep), free(ord);
+	free(olen), free(want), free(cap), free(gev), free(osc), free(okeep), free(ord);
 	return rc;
 }
 

@@ -612,6 +612,38 @@ static int sumthr(Run *r, int k, long n, long ci, long *cnt)
 	return 0;
 }
 
+/* merge summary at scope layer / model (interp.c selectsummary): instances base..k are one group,
+** nkept[] holds each one's flags from selectkeep (1: over its count, 2: it has a block). A group
+** with an instance over its count evicts: every instance's C rows count in the group's budget (an
+** instance under its count without a block gives C of it up, *want) and one without a block keeps
+** at most its n - C best rows (keys below them zeroed: never kept), so the C rows it builds come
+** out of what it held and no instance ends holding more than it held. */
+static int sumgroup(Run *r, int base, int k, uint64_t *ks, long *want)
+{
+	const KaHdr *hd = r->h;
+	int32_t *fl = r->pl->nkept;
+	int C = hd->srows, ev = 0;
+	for (int kj = base; kj <= k; kj++)
+		ev |= fl[kj] & 1;
+	size_t c = 0;
+	for (int kj = base; kj <= k; kj++) {
+		int blk = fl[kj] >> 1 & 1, kk = kj % r->LH;
+		long no = LEN(r, kj) - (blk ? C : 0);
+		if (ev && !blk && no > 0) {      /* an empty instance takes no part */
+			if (!(fl[kj] & 1) && no < C)
+				return kr_seterr(KVCC_EINVAL, "%s:%u:%u: error: merge summary: the budget keeps %ld rows of (layer %d, "
+				                 "head %d), fewer than its %d summary rows", r->pl->p->src, hd->mline, hd->mcol, no,
+				                 kk / r->pl->lay.kv_heads, kk % r->pl->lay.kv_heads, C);
+			*want -= fl[kj] & 1 ? 0 : C;
+			uint64_t t = threshold(r->pl->p->a, ks + c, (size_t)no, no - C);
+			for (long j = 0; j < no; j++)
+				ks[c + (size_t)j] = ks[c + (size_t)j] < t ? 0 : ks[c + (size_t)j];
+		}
+		c += (size_t)no;
+	}
+	return 0;
+}
+
 /*
 ** The model schedules (KaHdr.sched, DESIGN §3 "Global rules"; compiler/select.c's prefixsched and
 ** dynsched define them, tests/oracle/selref.py checks both): every instance's count of one
@@ -714,9 +746,11 @@ static int selectkeep(Run *r, float **score, const kvcc_args *args, int k0, int 
 				return rc;
 		}
 		if (hd->merge == KA_MSUMMARY) {    /* the ordinary rows only (summary.c); n_keep - C of them */
+			long n0 = n, c0 = cnt;
 			int rc = sumrows(r, k, score[k], &n, &cnt);
 			if (rc)
 				return rc;
+			nkept[k] = (n0 > c0) | (r->pl->sblk[k] >= 0) << 1;   /* sumgroup's flags until the group's end */
 		}
 		if (ch == 1) {
 			A->selkeys(score[k], n, S, Rr, (uint32_t)((size_t)kk * cap), ks + nc);
@@ -766,6 +800,11 @@ static int selectkeep(Run *r, float **score, const kvcc_args *args, int k0, int 
 			want = masscount(r, score, (int)base, k, ks, nc, mp, mtot, want);
 		if (msel && ch > 1)       /* the candidates: the protected chunks and the prefix */
 			cmassprefix(r, score, (int)base, k, ks, nc, ch, pt, &np, mp, mtot, &ncand);
+		if (hd->merge == KA_MSUMMARY && hd->scope != KA_SCOPE_HEAD) {
+			int rc = sumgroup(r, (int)base, k, ks, &want);
+			if (rc)
+				return rc;
+		}
 		if (ch == 1) {
 			uint64_t thr = thsel ? tthreshold(A, ks, nc, want, ncand) : threshold(A, ks, nc, want);
 			for (int kj = (int)base; kj <= k; kj++) {

@@ -292,10 +292,12 @@ static void gen_selgrp(Gen *g, KpCudaOut *out, const char *S, const char *R, con
 	/* the records: 8 floats at the start of each instance's workspace (16 with the floor's) */
 	long long ro[4];
 	memset(g->cur, 0, sizeof g->cur);
-	kp_wsreserve(g, 0, F ? 16 : 8, ro);
 	int su = g->f->merge.kind == MG_summary;
-	if (su) {     /* merge summary: the ordinary rows' count, then their scores (kv_select reads its own) */
-		long long lo[4], so[4];
+	kp_wsreserve(g, 0, F || su ? 16 : 8, ro);
+	long long lo[4] = { 0 };
+	if (su) {     /* merge summary: the ordinary rows' count and whether the instance has a block, then
+	              ** their scores (kv_select reads its own) */
+		long long so[4];
 		char o[200];
 		kp_wsreserve(g, 0, 2, lo);
 		kp_wsreserve(g, 1, 1, so);
@@ -336,25 +338,43 @@ static void gen_selgrp(Gen *g, KpCudaOut *out, const char *S, const char *R, con
 		   "\t\twant += nk - fl;\n"
 		   "\t}\n"
 		   "\t__syncthreads();\n", F);
-	else if (su)  /* merge summary (summary.c kp_sum_pre, per instance): the ordinary rows ranked, the
-	              ** block left out; an instance over its n_keep keeps n_keep - C of them, else all */
+	else if (su)  /* merge summary (summary.c kp_sum_pre, per instance; interp.c selectsummary): the
+	              ** ordinary rows ranked, the block left out; a group with an instance over its n_keep
+	              ** keeps the sum of n_keep - C, each instance without a block at most no - C of them
+	              ** (its own top, records 2 and 3: kv_gin's fl 3), so none holds more than it held;
+	              ** a group with none over keeps all */
 		sb(&g->s,
 		   "\t__shared__ int smin_[KV_NT];\n"
-		   "\tint bad_ = 0;\n"
+		   "\t__shared__ unsigned chist_[256], csv_[4];\n"
+		   "\t__shared__ long long cE_;\n"
+		   "\tint bad_ = 0, gev_ = 0;\n"
+		   "\tlong long mnk_ = 0x7fffffffffffffffLL, wno_ = 0;\n"
 		   "\tconst int tid = threadIdx.x;\n"
 		   "\tfor (int k = i0; k < i0 + ni; k++) {\n"
 		   "\t\tconst int b = k / (a.L * a.H), li = k - b * a.L * a.H, n = a.len[k];\n"
 		   "\t\tconst int s0_ = kv_sfirst(a.state + (((long long)b * KV_NST + KV_SFLAG) * a.L * a.H + li) * a.N, n, smin_);\n"
 		   "\t\tconst long long nk = kv_count(a, b, li / a.H, li %% a.H, n), no_ = n - (s0_ >= 0 ? KV_SROWS : 0);\n"
-		   "\t\tif ((s0_ >= 0 && s0_ + KV_SROWS > n) || (n > nk && nk < KV_SROWS)) { bad_ = 1; continue; }   /* kv_select: KVG_ESUM */\n"
-		   "\t\twant += n > nk ? nk - KV_SROWS : no_;\n"
+		   "\t\tif (s0_ >= 0 && s0_ + KV_SROWS > n) { bad_ = 1; continue; }\n"
+		   "\t\tgev_ |= n > nk;\n"
+		   "\t\tif (n > 0) { mnk_ = nk < mnk_ ? nk : mnk_; want += (nk < n ? nk : n) - KV_SROWS; }   /* an empty one takes no part */\n"
+		   "\t\twno_ += no_;\n"
 		   "\t\tfloat *const os_ = (float *)KV_GSC(a, k);\n"
 		   "\t\tfor (long long t = tid; t < n; t += KV_NT)\n"
 		   "\t\t\tif (s0_ < 0 || t < s0_ || t >= s0_ + KV_SROWS) os_[s0_ >= 0 && t >= s0_ + KV_SROWS ? t - KV_SROWS : t] = a.scores[(long long)k * a.N + t];\n"
-		   "\t\tif (tid == 0) ((int *)(a.ws + (long long)k * a.ws_inst))[%lld] = (int)no_;\n"
+		   "\t\tif (tid == 0) { int *const w_ = (int *)(a.ws + (long long)k * a.ws_inst); w_[%lld] = (int)no_; w_[%lld] = s0_ >= 0; }\n"
 		   "\t}\n"
+		   "\tif (bad_ || (gev_ && mnk_ < KV_SROWS)) { if (tid == 0) kv_seterr(a.err, KVG_ESUM); return; }   /* kv_select stops */\n"
+		   "\tif (!gev_) want = wno_;\n"
 		   "\t__syncthreads();\n"
-		   "\tif (bad_) return;\n", 8LL);
+		   "\tif (ch != 1) { if (tid == 0) kv_seterr(a.err, KVG_ECHUNK); return; }\n"
+		   "\tfor (int k = i0; k < i0 + ni; k++) {   /* each instance's cap: records 3 and 2 */\n"
+		   "\t\tconst long long no_ = KV_GLEN(a, k), cap_ = gev_ && no_ > 0 && !((const int *)(a.ws + (long long)k * a.ws_inst))[%lld] ? no_ - KV_SROWS : no_;\n"
+		   "\t\tKvSel c1_, c0_;\n"
+		   "\t\tkv_topk(KV_GSC(a, k), no_, 1, S, R, 1, cap_, c1_, chist_, csv_, &cE_, wsum);\n"
+		   "\t\tkv_topk(KV_GSC(a, k), no_, 1, S, R, 0, cap_ - c1_.used, c0_, chist_, csv_, &cE_, wsum);\n"
+		   "\t\tif (tid == 0) { kv_strec(kv_grec(a, k, 3), c1_); kv_strec(kv_grec(a, k, 2), c0_); }\n"
+		   "\t\t__syncthreads();\n"
+		   "\t}\n", lo[0], lo[0] + 1, lo[0] + 1);
 	else
 		sb(&g->s, "\tfor (int k = i0; k < i0 + ni; k++) want += %s;\n",
 		   s->nocap ? "a.len[k]" : "kv_count(a, k / (a.L * a.H), k / a.H % a.L, k % a.H, a.len[k])");
@@ -364,7 +384,7 @@ static void gen_selgrp(Gen *g, KpCudaOut *out, const char *S, const char *R, con
 		sb(&g->s, "\tconst double tau = 0.0;\n");
 	if (M)
 		gen_grpmass(g, M);
-	int fl = F ? 1 : T ? 2 : 0;
+	int fl = F ? 1 : T ? 2 : su ? 3 : 0;
 	if (!fl) {    /* plain top-k: two inlined calls (rolled, ptxas spills 20 B on sm_80 for scope layer) */
 		sb(&g->s,
 		   "\t/* protected chunks first (sinks, then the newest recent), then the others */\n"
@@ -373,10 +393,10 @@ static void gen_selgrp(Gen *g, KpCudaOut *out, const char *S, const char *R, con
 		   "}\n");
 		return;
 	}
-	/* floor, threshold: one inlined kv_gpick in a loop of two (issue 13, compile time: NVVM and ptxas
-	** compile it once; adakv's kv_select_grp 0.62 -> 0.44 s NVRTC CPU on sm_80, registers 64 -> 73
-	** / 59 -> 64 on sm_90; threshold_layer's 8 B spill on sm_80 gone; no spills; one block per
-	** scope group, so occupancy does not matter) */
+	/* floor, threshold, merge summary: one inlined kv_gpick in a loop of two (issue 13, compile
+	** time: NVVM and ptxas compile it once; adakv's kv_select_grp 0.62 -> 0.44 s NVRTC CPU on sm_80,
+	** registers 64 -> 73 / 59 -> 64 on sm_90; threshold_layer's 8 B spill on sm_80 gone; no spills;
+	** one block per scope group, so occupancy does not matter) */
 	sb(&g->s,
 	   "\t/* protected chunks first (sinks, then the newest recent), then the others */\n"
 	   "\tlong long u1 = 0;\n"
@@ -489,8 +509,11 @@ static int gen_select(Gen *g, KpCudaOut *out)
 	if (su && s->scope != SC_head) {   /* kv_select_grp ranked the group's ordinary rows */
 		kp_sum_pre(g);
 		sb(&g->s,
-		   "\t/* decided by kv_select_grp for the whole %s (the ordinary rows, mOS_ as it ranked them) */\n"
+		   "\t/* decided by kv_select_grp for the whole %s (the ordinary rows, mOS_ as it ranked them;\n"
+		   "\t** its KVG_ESUM stops here); within the instance's cap (records 3, 2) */\n"
+		   "\tif (*(volatile int *)a.err == KVG_ESUM) return;\n"
 		   "\tconst KvSel s1 = kv_ldrec(kv_grec(a, inst, 1)), s0 = kv_ldrec(kv_grec(a, inst, 0));\n"
+		   "\tconst KvSel c1_ = kv_ldrec(kv_grec(a, inst, 3)), c0_ = kv_ldrec(kv_grec(a, inst, 2));\n"
 		   "\t(void)hist; (void)sv; (void)s_E; (void)want;\n", ki_scopename(s->scope));
 	} else if (su && th) {      /* threshold: the ordinary candidates (summary.c) */
 		kp_sum_pre(g);
@@ -588,11 +611,13 @@ static int gen_select(Gen *g, KpCudaOut *out)
 		   "\t\tif (t < n && !blk_) {\n"
 		   "\t\t\tconst long long ci = t - nb_;\n"
 		   "\t\t\tkeep = kv_kept(kv_prot(ci, 1, no_, S, R) ? s1 : s0, mOS_, ci, 1, no_, S, R);\n"
+		   "%s"
 		   "\t\t}\n"
 		   "\t\tint tot;\n"
 		   "\t\tconst int ex = kv_bscan(keep, wsum, &tot);\n"
 		   "\t\tsdst[tid] = keep ? (int)(run + ex) : t < n && !blk_ ? (int)(-2 - (t - run - ex - nb_)) : -1;\n"
-		   "\t\tconst int pv = keep ? Pb[t] : 0;\n");
+		   "\t\tconst int pv = keep ? Pb[t] : 0;\n", su && s->scope != SC_head ?
+		   "\t\t\tkeep = keep && kv_kept(kv_prot(ci, 1, no_, S, R) ? c1_ : c0_, mOS_, ci, 1, no_, S, R);\n" : "");
 	else
 		sb(&g->s,
 		   "\t\tif (t < n) {\n"

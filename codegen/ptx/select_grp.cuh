@@ -28,11 +28,13 @@ __device__ __forceinline__ void kv_strec(int *r, const KvSel &o) {
 /* chunk ci of instance k takes part in the ranking of class grp: of that class and, with
 ** AdaKV's floor (fl 1), not already kept by its head's own floor (records 2 + grp); with a
 ** threshold (fl 2), an unprotected chunk only when its mean score (double, as the reference's)
-** is >= tau (NaN never) */
+** is >= tau (NaN never); with merge summary (fl 3, chunk 1), only within its head's cap
+** (records 2 + grp: its own top no - C when the group evicts and it has no block) */
 __device__ __forceinline__ int kv_gin(const KvgArgs &a, int k, long long ci, long long ch, long long n, long long S,
                                       long long R, int grp, int fl, double tau) {
 	if (kv_prot(ci, ch, n, S, R) != grp) return 0;
 	if (fl == 2) return grp || kv_cmean(KV_GSC(a, k), ci, ch, n) >= tau;
+	if (fl == 3) return kv_kept(kv_ldrec(kv_grec(a, k, 2 + grp)), KV_GSC(a, k), ci, ch, n, S, R);
 	return !fl || !kv_kept(kv_ldrec(kv_grec(a, k, 2 + grp)), KV_GSC(a, k), ci, ch, n, S, R);
 }
 /* The interpreter's greedy pass (compiler/interp.c pick) over the chunks of class grp of

@@ -515,6 +515,14 @@ static void run_case(int pi, int dt, int di, int gi, int idx)
 			par[ti] = -1e30;
 		snprintf(name + strlen(name), sizeof name - strlen(name), " budget=n%s", idx % 8 == 7 ? " tau=-1e30" : "");
 	}
+	/* summary rows under a group budget (topk, scope layer / model; as tests/diff/diff.c, no draw):
+	** heads of n - 2k rows and a budget of n - 1 in a third of the cases, so the group's ranking
+	** takes rows from heads under their count; no head may end holding more than it held */
+	int sumgrp = f->merge.kind == MG_summary && f->sel.kind == SEL_topk && f->sel.scope != SC_head;
+	if (sumgrp && idx % 3 == 1) {
+		budget = n - 1;
+		snprintf(name + strlen(name), sizeof name - strlen(name), " budget=n-1");
+	}
 	/* positions: the index, 1000 + index (a cache compressed before) or gapped; no qpos:
 	** the observation queries are at the last held tokens' positions */
 	int poskind = (idx / 3) % 3;
@@ -682,6 +690,11 @@ static void run_case(int pi, int dt, int di, int gi, int idx)
 				printf("FAIL %s: score (l%d h%d t%d) gpu %.9g ref %.9g\n", name, k / H, k % H, t, x, y);
 				goto out;
 			}
+		}
+		if (sumgrp && (v.len[k] > len0[k] || r.len[k] > len0[k])) {
+			printf("FAIL %s: head %d holds %d rows after the compression (reference %d), %d before\n", name, k,
+			       v.len[k], r.len[k], len0[k]);
+			goto out;
 		}
 		if (v.len[k] != r.len[k]) {
 			printf("FAIL %s: head %d keeps %d tokens, reference %d\n", name, k, v.len[k], r.len[k]);

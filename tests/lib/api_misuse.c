@@ -477,20 +477,32 @@ static void weights(void)
 
 /* select keep: a count that is NaN or ±inf is the interpreter's error, word for word (the same
 ** words tests/errors/run_weights.py expects of kvcc run), from the generated count (kvcc_keepn);
-** so is the prefix schedule over negative scores (kvcc_schedcnt) */
+** so are the prefix schedule over negative scores, the schedules' bad arguments and DynamicKV over
+** unequal lengths (kvcc_schedcnt's -2, -1, -4, -3) */
 static void keepcounts(void)
 {
-	static const struct { const char *pol; double s; const char *want; } kc[] = {
+	static const struct { const char *pol; double s; const char *want; int uneq; } kc[] = {
 		{ "tests/errors/policies/keep_nan.lua", 0,
-		  "tests/errors/policies/keep_nan.lua:4:15: error: select: the keep count of (layer 0, head 0) is nan" },
+		  "tests/errors/policies/keep_nan.lua:4:15: error: select: the keep count of (layer 0, head 0) is nan", 0 },
 		{ "tests/errors/policies/keep_inf.lua", -1,
-		  "tests/errors/policies/keep_inf.lua:5:15: error: select: the keep count of (layer 0, head 1) is -inf" },
+		  "tests/errors/policies/keep_inf.lua:5:15: error: select: the keep count of (layer 0, head 1) is -inf", 0 },
 		{ "tests/errors/policies/keep_inf.lua", 1,
-		  "tests/errors/policies/keep_inf.lua:5:15: error: select: the keep count of (layer 0, head 1) is inf" },
+		  "tests/errors/policies/keep_inf.lua:5:15: error: select: the keep count of (layer 0, head 1) is inf", 0 },
 		/* the prefix schedule over negative scores (the generated kvcc_schedcnt's -2) */
 		{ "tests/errors/policies/prefix_neg.lua", 0,
 		  "tests/errors/policies/prefix_neg.lua:3:82: error: select: the prefix schedule needs finite scores >= 0, "
-		  "(layer 0, head 0) has -1 at token 1" },
+		  "(layer 0, head 0) has -1 at token 1", 0 },
+		/* the schedules' bad arguments from a param (schedcnt's -1 and -4) and DynamicKV over
+		** unequal lengths (-3: head 1 holds one row fewer) */
+		{ "tests/errors/policies/prefix_tol.lua", -1,
+		  "tests/errors/policies/prefix_tol.lua:4:81: error: select: the prefix schedule needs a tol in 0..1e9 "
+		  "and iters an integer in 0..1e4 (got -1, 200)", 0 },
+		{ "tests/errors/policies/dynamic_rmax.lua", -1,
+		  "tests/errors/policies/dynamic_rmax.lua:5:83: error: select: the dynamic schedule needs a ratio_max >= 0 "
+		  "and every >= 1 (got -1, 4)", 0 },
+		{ "tests/errors/policies/dynamic_rmax.lua", 0,
+		  "tests/errors/policies/dynamic_rmax.lua:5:83: error: select: the dynamic schedule needs the same length in "
+		  "every (layer, head)", 1 },
 	};
 	enum { NKC = sizeof kc / sizeof kc[0] };
 	kvcc_spec s = { KVCC_F32, D, G, KVCC_TARGET_NATIVE };
@@ -512,6 +524,8 @@ static void keepcounts(void)
 			Cache c;
 			cache_init(&c, 0, 17);
 			cache_reset(&c);
+			if (kc[i].uneq)
+				c.len[1] = CAP - 1;
 			kvcc_args a = { 0, CAP / 2, kc[i].s != 0 ? &kc[i].s : NULL, 0, NULL };  /* compress's params */
 			int rc = kvcc_compress(pl, &c.c, &c.o, &a), ok = is(rc, KVCC_EINVAL) && !strcmp(kvcc_last_error(), kc[i].want);
 			check(what, ok);

@@ -54,6 +54,14 @@ Semantic choices the DESIGN text leaves open, made here (each also in tests/orac
      evicts it and keeps at most n - C candidates, so that the C summary rows take the place
      of evicted ones (the summary rows come out of what the head held; fewer than C rows
      held is an error); one with every token a candidate keeps all (no summary rows).
+  M12 summary rows under a group budget (topk, scope layer / model; heads of unequal lengths n_h
+     and counts n_keep_h <= n_h, no block yet): a group with a head over its count evicts; it
+     keeps sum over its non-empty heads of (n_keep_h - C) tokens by one ranking of the group
+     (protected first, then by score, ties: head order, then position), each head at most
+     n_h - C of them (a candidate over its head's cap is passed over, the next one may fit), so
+     every head that evicts builds its C rows out of what it held and none ends holding more
+     than it held, nor the group more than its budget; a non-empty head with n_keep_h < C is an
+     error, an empty head takes no part; a group with no head over its count keeps everything.
 """
 
 import math
@@ -573,6 +581,53 @@ def summary_threshold(K, V, scores, tau, C, iters, n_keep, sinks=0, recent=0, po
             R["summary"][l][h] = kmeans_summary(K[l, h], V[l, h], pos, ev, C, iters) if ev.size else None
     R["scores"] = np.asarray(scores, dtype=np.float64)
     return R
+
+
+def summary_group(K, V, scores, lens, n_keeps, C, iters, sinks=0, recent=0, pos=None):
+    """M12: one scope group of heads (a layer, or the model), head j holding lens[j] tokens of
+    K[j], V[j] [n, d], scores[j] [n], count n_keeps[j] (<= lens[j]); top-k with protected sinks
+    and recent window (DESIGN section 3), C k-means rows (M6) from each head's evicted tokens.
+    Returns per head (kept indices, evicted indices, summary or None)."""
+    Hn = len(lens)
+    ev_group = any(lens[j] > n_keeps[j] for j in range(Hn))
+    if not ev_group:
+        return [(np.arange(lens[j]), np.zeros(0, dtype=np.int64), None) for j in range(Hn)]
+    want, cap, cands = 0, [], []
+    for j in range(Hn):
+        n = lens[j]
+        if n > 0 and n_keeps[j] < C:
+            raise ValueError("the budget keeps fewer rows than the summary rows")
+        want += n_keeps[j] - C if n > 0 else 0
+        cap.append(n - C if n > 0 else 0)
+        for t in range(n):
+            v = float(scores[j][t])
+            if t < sinks:                    # sinks first (lower position first)
+                key = (0, t, 0, 0.0, j, t)
+            elif t >= n - recent:            # then the newest of the recent window
+                key = (1, n - 1 - t, 0, 0.0, j, t)
+            else:                            # then by score (NaN last), head order, position
+                key = (2, 0, int(math.isnan(v)), 0.0 if math.isnan(v) else -v, j, t)
+            cands.append(key)
+    cands.sort()
+    got, hgot = 0, [0] * Hn
+    keep = [[] for _ in range(Hn)]
+    for key in cands:
+        if got >= want:
+            break
+        j, t = key[4], key[5]
+        if hgot[j] + 1 > cap[j]:
+            continue
+        keep[j].append(t)
+        hgot[j] += 1
+        got += 1
+    out = []
+    for j in range(Hn):
+        kept = np.array(sorted(keep[j]), dtype=np.int64)
+        ev = np.setdiff1d(np.arange(lens[j]), kept)
+        p = np.arange(lens[j]) if pos is None else np.asarray(pos[j])
+        sm = kmeans_summary(K[j], V[j], p, ev, C, iters) if ev.size else None
+        out.append((kept, ev, sm))
+    return out
 
 
 # --------------------------------------------------------------------------- CaM (kvpress form)

@@ -197,6 +197,33 @@ def test_kmeans():
           and pc2[1] == pos[ev[5]], "empty cluster keeps centroid, init position, count 0")
 
 
+def test_summary_group():
+    """M12 by hand: a group of two heads, C = 2, no protected tokens.  Head 0 holds 6 tokens with
+    count 5 (over it), head 1 holds 4 with count 4 (under it; its third token the worst of the
+    group): the group keeps (5-2) + (4-2) = 5 tokens, head 0 at most 6-2, head 1 at most 4-2.
+    Counting head 1 whole and without the caps (the rule before M12) the group kept 7: head 1's
+    three best and head 0's four best, and head 1 held 3 + 2 summary rows > its 4.  With M12 head
+    1 keeps its best 2 (its third best passed over) and head 0 its best 3: they hold 4 and 5."""
+    rng = np.random.default_rng(3)
+    K = [rng.normal(size=(6, 4)), rng.normal(size=(4, 4))]
+    V = [rng.normal(size=(6, 4)), rng.normal(size=(4, 4))]
+    s = [np.array([0.1, 0.6, 0.2, 0.5, 0.3, 0.4]), np.array([0.9, 0.8, 0.05, 0.7])]
+    R = M.summary_group(K, V, s, [6, 4], [5, 4], 2, 1)
+    check(R[1][0].tolist() == [0, 1], "M12 head under its count: its best n - C (the cap)")
+    check(R[0][0].tolist() == [1, 3, 5], "M12 head over its count: the rest of the group's budget")
+    held = [R[j][0].size + (2 if R[j][2] is not None else 0) for j in range(2)]
+    check(held == [5, 4], "M12 no head holds more than it held, the group its budget (9)")
+    R = M.summary_group(K, V, s, [6, 4], [6, 4], 2, 1)
+    check(all(R[j][0].size == n and R[j][2] is None for j, n in enumerate([6, 4])), "M12 none over: all kept")
+    R = M.summary_group(K, V, s, [6, 0], [5, 0], 2, 1)
+    check(R[0][0].tolist() == [1, 3, 5] and R[1][0].size == 0, "M12 an empty head takes no part")
+    try:
+        M.summary_group(K, V, s, [6, 1], [5, 1], 2, 1)
+        check(False, "M12 a head under its count holding fewer than C rows is an error")
+    except ValueError:
+        pass
+
+
 def test_summary_threshold():
     """M11 by hand: one head, n = 8, sinks 1, recent 1, tau 0, C = 2 (scores chosen so that the
     candidate set and the caps are known)."""
@@ -421,7 +448,8 @@ def test_kvpress_campress():
 
 def main():
     tests = [test_lookm_literal, test_factory_weighted_literal, test_simultaneous_and_ties,
-             test_next_and_pivot_targets, test_protected_order, test_kmeans, test_summary_threshold, test_count_bias,
+             test_next_and_pivot_targets, test_protected_order, test_kmeans, test_summary_threshold, test_summary_group,
+             test_count_bias,
              test_decode_runs, test_online_kmeans_step, test_policies_smoke]
     if kvpress_available():
         tests += [test_kvpress_mergingpress, test_kvpress_campress]
