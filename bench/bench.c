@@ -772,7 +772,8 @@ static void merge_results(FILE *md, FILE *js, const MRow *r, int nm, const doubl
 	            "tile ran on (this run: f32 FMA zmm %.1f, vdpbf16ps %.1f, AMX tdpbf16ps %.1f GFLOP/s); torch = "
 	            "bench/merge_torch.py on the same rows (CPU time, 1 thread); merged keys vs torch: the largest "
 	            "relative difference of the merged keys (an evicted row whose top two kept similarities tie within "
-	            "the f32 rounding may go to the other one). Few repetitions (2 at n = 4096, 1 at "
+	            "the f32 rounding may go to the other one: bench/merge_ties.py on a folder kept with "
+	            "KVCC_BENCH_KEEP=1 names it; the 0.55 of bf16 n = 32768 was one row 1.7e-8 apart). Few repetitions (2 at n = 4096, 1 at "
 	            "32768): `make bench-merge` repeats more.\n\n",
 	        H, G, D, WIN, la[0], la[1], pk->fma512_cpu, pk->bf16_cpu, pk->amx_cpu);
 	fprintf(md, "| dtype | n | merge CPU ms | share | similarity GFLOP/s-cpu | instruction | %% of its peak | %% of f32 FMA "
