@@ -12,6 +12,8 @@
 **                                                section: the four merge points at one thread)
 **   bench --merge [--venv DIR]                   the merge stage (issue 12): snapkv_merge vs
 **                                                snapkv, and bench/merge_torch.py (make bench-merge)
+**   KVCC_BENCH_KEEP=1                            keep each merge point's folder (inputs, torch's and
+**                                                kvcc's merged rows) for bench/merge_ties.py
 */
 #include <stdio.h>
 #include <stdlib.h>
