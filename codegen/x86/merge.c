@@ -227,36 +227,6 @@ static LLVMValueRef pairroot(Mg *M, KiRef r, int w)
 	return M->val[top];
 }
 
-/* the similarity x / max(z, c) with a constant c >= 1e-9 (the default cosine, doc/dsl.md "Merge"):
-** *x, *y its numerator and denominator (y is c or more, or NaN); 0 for any other similarity */
-static int divsim(const Mg *M, KiRef *x, KiRef *y)
-{
-	const KiFn *f = M->f;
-	KiRef r = f->merge.sim;
-	if (KI_RKIND(r) != RK_INS || M->slot[KI_RIDX(r)] >= 0 || KI_RIDX(r) == M->dot)
-		return 0;
-	const KiIns *dv = &f->ins[KI_RIDX(r)];
-	if (dv->op != KO_div || KI_RKIND(dv->arg[1]) != RK_INS || KI_RIDX(dv->arg[1]) == M->dot)
-		return 0;
-	const KiIns *mx = &f->ins[KI_RIDX(dv->arg[1])];
-	if (mx->op != KO_max || KI_RKIND(mx->arg[1]) != RK_CON)
-		return 0;
-	double c = f->con[KI_RIDX(mx->arg[1])];
-	if (!(c >= 1e-9 && c <= 1e9))
-		return 0;
-	*x = dv->arg[0], *y = dv->arg[1];
-	return 1;
-}
-
-/* any lane of the i1 vector m (w lanes) set */
-static LLVMValueRef anyset(Gen *g, LLVMValueRef m, int w)
-{
-	if (w == 1)
-		return m;
-	LLVMValueRef v = LLVMBuildBitCast(g->b, m, LLVMIntTypeInContext(g->cx, (unsigned)w), "");
-	return LLVMBuildICmp(g->b, LLVMIntNE, v, LLVMConstInt(LLVMIntTypeInContext(g->cx, (unsigned)w), 0, 0), "");
-}
-
 /* mbest(S, ne, nk, j0, es, lde, ks, ldks, par, bsim, bidx): the running arg-max per lane, bsim /
 ** bidx [ne][W] (W = the kernel's lanes: lane l holds the best of the kept tokens j ≡ l mod W seen so
 ** far). Each lane sees its kept tokens in increasing order, so a strictly greater value is the
@@ -276,9 +246,7 @@ static void gen_mbest(Mg *M)
 	int W = g->W > 1 ? g->W : 1;
 	M->w = W;
 	LLVMTypeRef vt = fty(g, W), it = W == 1 ? g->i32 : LLVMVectorType(g->i32, (unsigned)W);
-	LLVMValueRef bv = entry_alloca(g, vt), bi = entry_alloca(g, it), bd = entry_alloca(g, vt);
-	KiRef rx = KI_NIL, ry = KI_NIL;
-	int dv = divsim(M, &rx, &ry);
+	LLVMValueRef bv = entry_alloca(g, vt), bi = entry_alloca(g, it);
 	LLVMValueRef iota[64];
 	for (int l = 0; l < W; l++)
 		iota[l] = LLVMConstInt(g->i32, (unsigned)l, 0);
@@ -289,61 +257,25 @@ static void gen_mbest(Mg *M)
 	LLVMValueRef q = loop_begin2(g, ci(g, 0), ne, 1, 1, &lq);
 	LLVMValueRef lo = LLVMBuildMul(b, q, ci(g, W), "");
 	LLVMBuildStore(b, loadf(g, bsim, lo, W), bv);
-	LLVMBuildStore(b, cfv(g, 1, W), bd);
 	LLVMBuildStore(b, W == 1 ? ld(g, g->i32, bidx, lo, 4) : ld(g, it, gep(g, g->i32, bidx, lo), ci(g, 0), 4), bi);
 	LLVMValueRef jc = loop_begin(g, ci(g, 0), ci(g, AT), W, &lj);
 	memset(M->val, 0, (size_t)M->f->nins * sizeof *M->val);
 	M->e = q, M->k = LLVMBuildAdd(b, j0, jc, "");
 	M->dotv = loadf(g, S, LLVMBuildAdd(b, LLVMBuildMul(b, q, ci(g, AT), ""), jc, ""), W);
 	M->sim = M->abs = M->ntg = cfv(g, NAN, 1);
+	LLVMValueRef sim = pairroot(M, M->f->merge.sim, W);
 	LLVMValueRef j = LLVMBuildAdd(b, splat32(g, LLVMBuildTrunc(b, jc, g->i32, ""), W), io, "");
 	LLVMValueRef valid = LLVMBuildICmp(b, LLVMIntSLT, j, nk32, "");
-	LLVMValueRef cv = LLVMBuildLoad2(b, vt, bv, ""), cix = LLVMBuildLoad2(b, it, bi, "");
-	LLVMValueRef none = LLVMBuildICmp(b, LLVMIntSLT, cix, civ(g, 0, W), "");
-	LLVMValueRef kj = LLVMBuildAdd(b, j, j032, "");
-	LLVMValueRef cd = LLVMBuildLoad2(b, vt, bd, "");
-	LLVMBasicBlockRef slow = NULL, join = NULL;
-	if (dv) {
-		/* x / y (y >= c > 0 or NaN): the running best per lane kept as the pair (bv, bd), whose
-		** quotient is its similarity; x / y beats it where x bd > bv y, no division per kept
-		** token (one per row and tile, below). Where x or y is NaN, infinite or too large or
-		** small for the two products to stay normal f32 (|x|, |y| < 2^60, |x| >= 2^-60 or 0;
-		** y >= 1e-9), the vector takes the general compare of the quotients */
-		LLVMValueRef x = pairroot(M, rx, W), y = pairroot(M, ry, W);
-		LLVMValueRef ax = intr(g, "llvm.fabs", vt, &x, 1), ay = intr(g, "llvm.fabs", vt, &y, 1);
-		LLVMValueRef big = cfv(g, 0x1p60, W);
-		LLVMValueRef fin = LLVMBuildAnd(b, LLVMBuildFCmp(b, LLVMRealOLT, ay, big, ""),
-		                                LLVMBuildFCmp(b, LLVMRealOLT, ax, big, ""), "");
-		fin = LLVMBuildAnd(b, fin, LLVMBuildOr(b, LLVMBuildFCmp(b, LLVMRealOGE, ax, cfv(g, 0x1p-60, W), ""),
-		                                       LLVMBuildFCmp(b, LLVMRealOEQ, x, cfv(g, 0, W), ""), ""), "");
-		LLVMValueRef odd = anyset(g, LLVMBuildAnd(b, valid, LLVMBuildNot(b, fin, ""), ""), W);
-		LLVMBasicBlockRef fast = LLVMAppendBasicBlockInContext(g->cx, g->fn, "cross");
-		slow = LLVMAppendBasicBlockInContext(g->cx, g->fn, "quot");
-		join = LLVMAppendBasicBlockInContext(g->cx, g->fn, "best");
-		LLVMBuildCondBr(b, odd, slow, fast);
-		LLVMPositionBuilderAtEnd(b, fast);
-		LLVMValueRef gt = LLVMBuildFCmp(b, LLVMRealOGT, LLVMBuildFMul(b, x, cd, ""), LLVMBuildFMul(b, cv, y, ""), "");
-		LLVMValueRef better = LLVMBuildAnd(b, valid, LLVMBuildOr(b, none, gt, ""), "");
-		LLVMBuildStore(b, LLVMBuildSelect(b, better, x, cv, ""), bv);
-		LLVMBuildStore(b, LLVMBuildSelect(b, better, y, cd, ""), bd);
-		LLVMBuildStore(b, LLVMBuildSelect(b, better, kj, cix, ""), bi);
-		LLVMBuildBr(b, join);
-		LLVMPositionBuilderAtEnd(b, slow);
-		cv = LLVMBuildFDiv(b, cv, cd, "");     /* the best's quotient (bd = 1: itself) */
-		LLVMBuildStore(b, cfv(g, 1, W), bd);
-	}
-	LLVMValueRef sim = pairroot(M, M->f->merge.sim, W);
 	valid = LLVMBuildAnd(b, valid, LLVMBuildFCmp(b, LLVMRealORD, sim, sim, ""), "");
-	LLVMValueRef better = LLVMBuildOr(b, none, LLVMBuildFCmp(b, LLVMRealOGT, sim, cv, ""), "");
+	LLVMValueRef cv = LLVMBuildLoad2(b, vt, bv, ""), cix = LLVMBuildLoad2(b, it, bi, "");
+	LLVMValueRef better = LLVMBuildOr(b, LLVMBuildICmp(b, LLVMIntSLT, cix, civ(g, 0, W), ""),
+	                                  LLVMBuildFCmp(b, LLVMRealOGT, sim, cv, ""), "");
 	better = LLVMBuildAnd(b, valid, better, "");
+	LLVMValueRef kj = LLVMBuildAdd(b, j, j032, "");
 	LLVMBuildStore(b, LLVMBuildSelect(b, better, sim, cv, ""), bv);
 	LLVMBuildStore(b, LLVMBuildSelect(b, better, kj, cix, ""), bi);
-	if (dv) {
-		LLVMBuildBr(b, join);
-		LLVMPositionBuilderAtEnd(b, join);
-	}
 	loop_end(g, &lj);
-	storef(g, LLVMBuildFDiv(b, LLVMBuildLoad2(b, vt, bv, ""), LLVMBuildLoad2(b, vt, bd, ""), ""), bsim, lo);
+	storef(g, LLVMBuildLoad2(b, vt, bv, ""), bsim, lo);
 	if (W == 1)
 		st_(g, g->i32, LLVMBuildLoad2(b, it, bi, ""), bidx, lo, 4);
 	else
