@@ -12,6 +12,8 @@
 **                                                section: the four merge points at one thread)
 **   bench --merge [--venv DIR]                   the merge stage (issue 12): snapkv_merge vs
 **                                                snapkv, and bench/merge_torch.py (make bench-merge)
+**   KVCC_BENCH_KEEP=1                            keep each merge point's folder (inputs, torch's and
+**                                                kvcc's merged rows) for bench/merge_ties.py
 */
 #include <stdio.h>
 #include <stdlib.h>
@@ -631,6 +633,35 @@ typedef struct MRow {
 	double merge_cpu, total_cpu, share, gfc, ipk, frac, fmafrac, torch_cpu, ratio, worst;
 } MRow;
 
+/* KVCC_BENCH_KEEP set: kvcc's merged kept rows (K, V of the last compress, the storage dtype) as
+** Kkvcc.f32 / Vkvcc.f32 [H][len[h]][D] f32 into the torch folder, which is kept, for
+** bench/merge_ties.py (issue 12: kvcc's and torch's targets on near-tied similarities) */
+static void keep_merged(const char *dir, const char *K, const char *V, int dt, int n, const int32_t *len)
+{
+	const char *src[2] = { K, V }, *nm[2] = { "Kkvcc.f32", "Vkvcc.f32" };
+	for (int s = 0; s < 2; s++) {
+		char p[400];
+		snprintf(p, sizeof p, "%s/%s", dir, nm[s]);
+		FILE *fp = fopen(p, "wb");
+		for (size_t h = 0; fp && h < H; h++)
+			for (size_t i = 0; i < (size_t)len[h] * D; i++) {
+				float x;
+				if (dt == KVCC_F32)
+					memcpy(&x, src[s] + (h * n * D + i) * 4, 4);
+				else {
+					uint16_t b16;
+					memcpy(&b16, src[s] + (h * n * D + i) * 2, 2);
+					uint32_t u = (uint32_t)b16 << 16;
+					memcpy(&x, &u, 4);
+				}
+				fwrite(&x, 4, 1, fp);
+			}
+		if (fp)
+			fclose(fp);
+	}
+	printf("  kept for bench/merge_ties.py: %s\n", dir);
+}
+
 static int bench_merge(kvcc_policy *drop, kvcc_policy *mrg, int dt, int n, int threads, int reps, const char *venv,
                        const Peaks *pk, int treps, MRow *out)
 {
@@ -741,9 +772,13 @@ static int bench_merge(kvcc_policy *drop, kvcc_policy *mrg, int dt, int n, int t
 				out->torch_cpu = tc, out->ratio = tc / mcpu, out->worst = got == want ? worst : NAN;
 			free(Ko);
 		}
-		snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-		if (system(cmd) != 0)
-			fprintf(stderr, "cannot remove %s\n", dir);
+		if (getenv("KVCC_BENCH_KEEP"))   /* kvcc's merged rows beside torch's (bench/merge_ties.py) */
+			keep_merged(dir, K, V, dt, n, len);
+		else {
+			snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+			if (system(cmd) != 0)
+				fprintf(stderr, "cannot remove %s\n", dir);
+		}
 	}
 	free(Kf), free(Vf), free(K), free(V), free(K0), free(V0), free(Q), free(pos);
 	return 0;
@@ -794,7 +829,8 @@ static void merge_results(FILE *md, FILE *js, const MRow *r, int nm, const doubl
 	            "tile ran on (this run: f32 FMA zmm %.1f, vdpbf16ps %.1f, AMX tdpbf16ps %.1f GFLOP/s); torch = "
 	            "bench/merge_torch.py on the same rows (CPU time, 1 thread); merged keys vs torch: the largest "
 	            "relative difference of the merged keys (an evicted row whose top two kept similarities tie within "
-	            "the f32 rounding may go to the other one). Few repetitions (2 at n = 4096, 1 at "
+	            "the f32 rounding may go to the other one: bench/merge_ties.py on a folder kept with "
+	            "KVCC_BENCH_KEEP=1 names it; the 0.55 of bf16 n = 32768 was one row 1.7e-8 apart). Few repetitions (2 at n = 4096, 1 at "
 	            "32768): `make bench-merge` repeats more.\n\n",
 	        H, G, D, WIN, la[0], la[1], pk->fma512_cpu, pk->bf16_cpu, pk->amx_cpu);
 	fprintf(md, "| dtype | n | merge CPU ms | share | similarity GFLOP/s-cpu | instruction | %% of its peak | %% of f32 FMA "

@@ -6,8 +6,9 @@
 **      generated in-place compaction: the kept rows S are rows 0 .. m-1
 **   2  mscal: the row scalars of every evicted and every kept row
 **   3  the evicted × kept similarity, tile by tile (MB evicted rows × 64 kept tokens, never
-**      more): cvt of a block of MB evicted rows, then for each 64-token tile of the kept rows the
-**      generated Q·K tile qkt in place (its packing of the kept tile amortized over the MB rows)
+**      more): cvt of a block of MB evicted rows (not on the AMX path: its qkt reads their bf16
+**      rows, nq < 0), then for each 64-token tile of the kept rows the generated Q·K tile qkt in
+**      place (its packing of the kept tile amortized over the MB rows)
 **      and mbest: the policy's epilogue and the running arg-max per lane (W lanes per evicted
 **      row, ties → the lower kept index), the lanes reduced once per row after the last tile
 **   4  the threshold: the rule's value (mpair 0), or the mean of the maximum similarities
@@ -89,7 +90,7 @@ static void lanes(const Mws *w, int e0, int ne, int W)
 
 /* step 3: bsim / bidx of every evicted row */
 static void similarity(const kvcc_artifact *A, const Mws *w, const char *K, int64_t ldk, size_t esz, int d, int nE,
-                       int m, const double *par, int W)
+                       int m, const double *par, int W, int raw)
 {
 	/* blocks of MB rows; a head of fewer than 2 MB evicted rows in two blocks of about half of them
 	** (16 rows at least), so that every head of 32 or more runs the blocked path (the differential
@@ -100,10 +101,15 @@ static void similarity(const kvcc_artifact *A, const Mws *w, const char *K, int6
 		int ne = nE - e0 < mb ? nE - e0 : mb;
 		for (int i = 0; i < ne * W; i++)
 			w->lv[i] = -INFINITY, w->li[i] = -1;
-		A->cvt(w->EK + (size_t)e0 * d * esz, w->Ef, (int64_t)ne * d);
+		/* the AMX Q·K (KA_FAMX) reads the block's bf16 rows themselves (nq < 0: its A tiles load
+		** straight from EK); the other paths their f32 conversion, once per block */
+		const char *eb = w->EK + (size_t)e0 * d * esz;
+		if (!raw)
+			A->cvt(eb, w->Ef, (int64_t)ne * d);
 		for (int j0 = 0; j0 < m; j0 += TILE) {
 			int nt = m - j0 < TILE ? m - j0 : TILE;
-			A->qkt(K + (size_t)j0 * ldk * esz, ldk, nt, w->Ef, ne, w->S, w->Kp);
+			A->qkt(K + (size_t)j0 * ldk * esz, ldk, nt, raw ? (const void *)eb : (const void *)w->Ef, raw ? -ne : ne,
+			       w->S, w->Kp);
 			A->mbest(w->S, ne, nt, j0, w->es + e0, nE, w->ks, m, par, w->lv, w->li);
 		}
 		lanes(w, e0, ne, W);
@@ -176,7 +182,8 @@ static void merge(kvcc_plan *pl, const Mws *wp, const double *par, char *K, char
 		w.ks[(size_t)h->nks * m + j] = cnt ? cnt[j] : 1;
 	A->mscal(w.EK, w.EV, d, nE, 0, par, w.es, nE);
 	A->mscal(K, V, ldk, m, 1, par, w.ks, m);
-	similarity(A, &w, K, ldk, esz, d, nE, m, par, h->vec_width > 1 && h->vec_width <= LW ? h->vec_width : 1);
+	similarity(A, &w, K, ldk, esz, d, nE, m, par, h->vec_width > 1 && h->vec_width <= LW ? h->vec_width : 1,
+	           (h->flags & KA_FAMX) != 0);
 	threshold(A, h, &w, nE, m, par, ema);
 	/* the segments: off[j] .. off[j+1] of seg, the evicted rows of target j in evicted order */
 	memset(w.off, 0, ((size_t)m + 1) * sizeof *w.off);

@@ -746,6 +746,92 @@ static const char *tmap_artifact(const char *lua, const char *so, const char *sr
 	return NULL;
 }
 
+/* mbest of the default cosine (kv.nearest {}: sim = e·k / max(|e||k|, 1e-8)) against the formula
+** written here in f32, on dots and norms that hold NaN, ±inf, ±0, 1e±30 and ordinary values (rows
+** 0-19 ordinary only, 20-29 large, the rest any): per evicted row the kept token of the greatest similarity
+** (NaN never, ties → the lower index) and its value, bit for bit; two tiles (64 + 36 kept) */
+static void mbest_edge_case(int target, const char *host)
+{
+	static const float dv[] = { 1, -1, 2, 0.5f, 3, -3.25f, 7, 0.0f, -0.0f, NAN, INFINITY, -INFINITY, 1e30f, 1e-30f, -1e-30f, 3e30f, 2e29f };
+	static const float nv[] = { 1, 2, 4, 0.5f, 3, 0.0f, NAN, INFINITY, 1e30f, 1e-30f, 1e20f, 3e20f, 7e19f };
+	enum { NE = 40, NK = 100, NO = 7, NOD = 9 };
+	char name[96], lua[96], so[96];
+	snprintf(name, sizeof name, "mbest edge %s", kx_targetname(target));
+	kvcc_spec spec = { KVCC_F32, 64, 1, target };
+	if (!tmap_wanted(name, &spec, host))
+		return;
+	snprintf(lua, sizeof lua, "/tmp/kvcc-diff-mbest-%d.lua", (int)getpid());
+	snprintf(so, sizeof so, "/tmp/kvcc-diff-mbest-%d-%d.so", (int)getpid(), target);
+	const char *src = "local kv = require \"kvcc\"\nreturn kv.policy \"mbest_edge\" {\n"
+	                  "  score = function(x) return x.K:sum(\"chan\") end,\n"
+	                  "  select = kv.topk {},\n  merge = kv.nearest {},\n}\n";
+	FILE *fp = fopen(lua, "w");
+	void *dl = NULL;
+	const kvcc_artifact *A = NULL;
+	const char *why = NULL;
+	char whyb[200];
+	if (!fp)
+		why = "cannot write the policy";
+	else
+		fputs(src, fp), fclose(fp);
+	if (!why && (kvcc_compile_so(lua, &spec, so, 0) != 0 || !(dl = dlopen(so, RTLD_NOW | RTLD_LOCAL)) ||
+	             !(A = dlsym(dl, KVCC_DESC_SYMBOL)) || !A->mbest))
+		why = "compile/load";
+	if (!why && (A->desc->nes != 1 || A->desc->nks != 1))
+		why = "the cosine's row scalars are not one norm per side";
+	static float S[NE * 64 * 2], es[NE], ks[NK + 64], lv[NE * 16];
+	static int32_t li[NE * 16];
+	int W = why ? 1 : A->desc->vec_width;
+	uint32_t r = 12345;
+	for (int q = 0; !why && q < NE; q++) {
+		/* rows 20-29: dots 3e30, 2e29 against kept norms 7e19-3e20 from token 64 on (products past
+		** the f32 range; their first tile NaN) */
+		int big = q >= 20 && q < 30, od = q < 20 ? NOD - 2 : NOD + 8, on = q < 20 ? NO - 2 : NO + 6;
+		for (int j = 0; j < 2 * 64; j++)
+			r = r * 1103515245u + 12345u,
+			S[q * 128 + j] = !big ? dv[(r >> 16) % (unsigned)od] : j < 64 ? NAN : dv[NOD + 6 + (r >> 16) % 2u];
+		r = r * 1103515245u + 12345u, es[q] = nv[(r >> 16) % (unsigned)(big ? NO - 2 : on)];
+	}
+	for (int k = 0; k < NK + 64; k++)
+		r = r * 1103515245u + 12345u, ks[k] = nv[k < 50 ? (r >> 16) % (NO - 2u) : k < 64 ? (r >> 16) % (NO + 6u)
+		                                                       : NO + 3 + (r >> 16) % 3u];
+	if (!why) {
+		for (int i = 0; i < NE * W; i++)
+			lv[i] = -INFINITY, li[i] = -1;
+		static float T[NE * 64];
+		for (int t = 0; t < 2; t++) {
+			for (int q = 0; q < NE; q++)
+				memcpy(T + q * 64, S + q * 128 + t * 64, 64 * sizeof(float));
+			A->mbest(T, NE, t ? NK - 64 : 64, t * 64, es, NE, ks, NK, NULL, lv, li);
+		}
+	}
+	for (int q = 0; !why && q < NE; q++) {
+		float bv = -INFINITY, gv = -INFINITY;
+		int bi = -1, gi = -1;
+		for (int k = 0; k < NK; k++) {
+			float p = es[q] * ks[k], den = p > 1e-8f ? p : isnan(p) ? p : 1e-8f;
+			float sim = S[q * 128 + k] / den;
+			if (!isnan(sim) && (bi < 0 || sim > bv))
+				bv = sim, bi = k;
+		}
+		for (int l = 0; l < W; l++)   /* the runtime's reduction of the lanes */
+			if (li[q * W + l] >= 0 && (gi < 0 || lv[q * W + l] > gv || (lv[q * W + l] == gv && li[q * W + l] < gi)))
+				gv = lv[q * W + l], gi = li[q * W + l];
+		if (gi != bi || (bi >= 0 && memcmp(&gv, &bv, 4))) {
+			snprintf(whyb, sizeof whyb, "evicted row %d: kept %d sim %g, the formula's kept %d sim %g", q, gi,
+			         (double)gv, bi, (double)bv);
+			why = whyb;
+		}
+	}
+	if (why)
+		printf("FAIL %s: %s\n", name, why), nfail++;
+	else
+		npass++;
+	if (dl)
+		dlclose(dl);
+	remove(lua), remove(so);
+}
+
 /* one policy per op over per-token states a, b, c (leaves the loop reads through its context);
 ** the test hands the generated loop its own state arrays: NaN, ±inf, ±0, ordinary values, every
 ** pair */
@@ -1239,6 +1325,8 @@ int main(int argc, char **argv)
 		for (int k = 0; k < 3; k++)
 			if (sampled(ei + k, every > 1 ? 3 : 1))
 				tmap_edge_case(ei, t3[k], host);
+	for (int k = 0; k < 3; k++)
+		mbest_edge_case(t3[k], host);
 	if (!only || !strcmp(only, "robustness"))
 		robustness(host);
 	free(host);
