@@ -279,6 +279,48 @@ static inline double thrchunk_margin(const KiFn *f, const double *par, const KiC
 	return v ? worst : 0;
 }
 
+/* mass over chunks at scope head (ch > 1): every two unprotected chunks' means apart (their order:
+** relative gaps >= 1e-5 suffice, an f32 mean of a few scores against the double one, so the gap is
+** scaled by 10 for case_margin's 1e-4 — 1e-4 itself skips most cases of 25 chunks a head), and
+** every cumulative share of the best chunks' sums (by mean, highest first) away from p */
+typedef struct CgChunk { double mean, sum; } CgChunk;
+static int cmpchunk(const void *pa, const void *pb)
+{
+	const CgChunk *a = pa, *b = pb;
+	return a->mean > b->mean ? -1 : a->mean < b->mean;
+}
+static inline double masschunk_margin(const KiFn *f, const double *par, const KiCase *c, const KiResult *r, long ch)
+{
+	long S = (long)pval(f, par, f->sel.keep_first, 0), R = (long)pval(f, par, f->sel.keep_recent, 0);
+	double mp = pval(f, par, f->sel.mass, 0), worst = INFINITY;
+	CgChunk *v = malloc(((size_t)c->n + 1) * sizeof *v);
+	for (int k = 0; v && k < c->L * c->H; k++) {
+		long n = c->len ? c->len[k] : c->n;
+		int m = 0;
+		double tot = 0, acc = 0;
+		for (long t0 = 0; t0 < n; t0 += ch) {
+			long t1 = t0 + ch < n ? t0 + ch : n;
+			if (t0 < S || t1 - 1 >= n - R)
+				continue;
+			double sum = 0;
+			for (long t = t0; t < t1; t++)
+				sum += r->scores[(size_t)k * c->n + t];
+			v[m].sum = sum, v[m++].mean = sum / (double)(t1 - t0);
+			tot += sum;
+		}
+		qsort(v, (size_t)m, sizeof *v, cmpchunk);
+		for (int i = 0; i < m; i++) {
+			double sc = fmax(fabs(v[i].mean), i ? fabs(v[i - 1].mean) : 0);
+			if (i && sc > 0)
+				worst = fmin(worst, 10 * (v[i - 1].mean - v[i].mean) / sc);
+			if (tot > 0)
+				worst = fmin(worst, fabs((acc += v[i].sum / tot) - mp));
+		}
+	}
+	free(v);
+	return v ? worst : 0;
+}
+
 static inline double case_margin(const KiFn *f, const double *par, const KiCase *c, const KiResult *r)
 {
 	if (f->merge.kind == MG_summary)
@@ -286,6 +328,8 @@ static inline double case_margin(const KiFn *f, const double *par, const KiCase 
 	long chk = (long)pval(f, par, f->sel.chunk, 1);
 	if (f->sel.kind == SEL_threshold && f->sel.scope == SC_head && chk > 1)
 		return thrchunk_margin(f, par, c, r, chk);
+	if (f->sel.kind == SEL_mass && f->sel.scope == SC_head && chk > 1)
+		return masschunk_margin(f, par, c, r, chk);
 	long S = (long)pval(f, par, f->sel.keep_first, 0), R = (long)pval(f, par, f->sel.keep_recent, 0);
 	double worst = INFINITY, *v = malloc((size_t)c->n * sizeof *v + 8);
 	for (int k = 0; k < c->L * c->H; k++) {
