@@ -699,6 +699,8 @@ static int selcheck(V *v)
 		why = "cap=0 is for threshold and mass";
 	else if (s->sched >= SCH_prefix && (s->kind != SEL_topk || s->floor || !chunk1))
 		why = "the prefix and dynamic schedules need topk with chunk 1 and no floor";
+	else if (s->keep && s->nocap)
+		why = "a keep count is the cap, and cap = false has none";
 	else if (s->keep && s->sched != SCH_none)
 		why = "a keep count and a schedule exclude each other";
 	else if ((s->sa || s->sb) && s->sched < SCH_prefix)

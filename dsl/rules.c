@@ -102,8 +102,8 @@ static KiRef valfield(lua_State *L, int t, const char *field, double lo, double 
 /*
 ** The selection rules share their fields:
 **   kv.topk      { keep_first, keep_recent, scope, chunk, schedule, floor, keep }
-**   kv.threshold { tau, keep_first, keep_recent, scope, chunk, cap }
-**   kv.mass      { p, keep_first, keep_recent, scope, chunk, cap }
+**   kv.threshold { tau, keep_first, keep_recent, scope, chunk, cap, keep }
+**   kv.mass      { p, keep_first, keep_recent, scope, chunk, cap, keep }
 ** keep = function(x) ... end (a scalar per (layer, head)) is called when the
 ** policy is built, after score; the function waits in the rule's user value.
 */
@@ -191,17 +191,17 @@ static int l_topk(lua_State *L)
 	return selrule(L, SEL_topk, "topk", ok);
 }
 
-/* kv.threshold { tau = ..., keep_first, keep_recent, scope, chunk, cap = true } */
+/* kv.threshold { tau = ..., keep_first, keep_recent, scope, chunk, cap = true, keep = nil } */
 static int l_threshold(lua_State *L)
 {
-	static const char *const ok[] = { "tau", "keep_first", "keep_recent", "scope", "chunk", "cap", NULL };
+	static const char *const ok[] = { "tau", "keep_first", "keep_recent", "scope", "chunk", "cap", "keep", NULL };
 	return selrule(L, SEL_threshold, "threshold", ok);
 }
 
-/* kv.mass { p = ..., keep_first, keep_recent, scope, chunk, cap = true } */
+/* kv.mass { p = ..., keep_first, keep_recent, scope, chunk, cap = true, keep = nil } */
 static int l_mass(lua_State *L)
 {
-	static const char *const ok[] = { "p", "keep_first", "keep_recent", "scope", "chunk", "cap", NULL };
+	static const char *const ok[] = { "p", "keep_first", "keep_recent", "scope", "chunk", "cap", "keep", NULL };
 	return selrule(L, SEL_mass, "mass", ok);
 }
 

@@ -15,7 +15,7 @@ while read -r name file oracle obs matrices params extra; do
 	[ -f "$file" ] || bad "$name: no file $file"
 	case $oracle in kvref|kvref.topk|decode_ref|mergeref|selref|-) ;; *) bad "$name: unknown oracle '$oracle'" ;; esac
 	for x in $(echo "$matrices" | tr ',' ' '); do
-		case $x in golden|diff|chunk|decode|noalloc|emu) ;; *) bad "$name: unknown matrix '$x'" ;; esac
+		case $x in golden|diff|chunk|decode|noalloc|emu|emufull|difffull) ;; *) bad "$name: unknown matrix '$x'" ;; esac
 	done
 	case ",$matrices," in *,golden,*) [ "$oracle" != - ] || bad "$name: golden without an oracle" ;; esac
 done <"${TMPDIR:-/tmp}/kvcc-manifest.$$"

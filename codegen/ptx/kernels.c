@@ -504,7 +504,7 @@ static int gen_select(Gen *g, KpCudaOut *out)
 	sb(&g->s, "\tconst long long S = (long long)(%s), R = (long long)(%s), ch = (long long)(%s);\n", S, R, C);
 	sb(&g->s,
 	   "\tif (S < 0 || R < 0 || ch < 1) { if (tid == 0) kv_seterr(a.err, KVG_ESELECT); return; }\n");
-	if (ms || su)    /* threshold takes chunks at every scope (issue 13) */
+	if ((ms && s->scope != SC_head) || su)    /* threshold at every scope, mass at scope head take chunks (issue 13) */
 		sb(&g->s, "\tif (ch != 1) { if (tid == 0) kv_seterr(a.err, KVG_ECHUNK); return; }\n");
 	if (su && s->scope != SC_head) {   /* kv_select_grp ranked the group's ordinary rows */
 		kp_sum_pre(g);
@@ -549,27 +549,47 @@ static int gen_select(Gen *g, KpCudaOut *out)
 		   "\tif (pc) ncand += rem;\n"
 		   "\tconst long long w0 = want - s1.used < ncand ? want - s1.used : ncand;\n"
 		   "\tkv_topk(sc, lastc && !pc ? n - rem : n, ch, S, R, 0, w0, s0, hist, sv, &s_E, wsum);\n", s->nocap ? "(long long)n" : "kv_count(a, b, l, h, n)", T);
-	else if (s->scope == SC_head && ms) {   /* mass: a count as the reference's, then top-k */
+	else if (s->scope == SC_head && ms) {   /* mass: a count of chunks as the reference's, then top-k */
 		sb(&g->s,
-		   "\t/* the unprotected total (double) and a score that is not >= 0 (an error) */\n"
+		   "\t/* the unprotected chunks' total (double), their number m and tokens mt, and a score in\n"
+		   "\t** them that is not >= 0 (an error); a chunk with a protected token is protected */\n"
 		   "\t__shared__ double dred[KV_NT], dres;\n"
+		   "\tconst long long nch = (n + ch - 1) / ch;\n"
 		   "\tdouble part = 0.0;\n"
 		   "\tint bad = 0;\n"
-		   "\tfor (long long t = tid; t < n; t += KV_NT)\n"
-		   "\t\tif (!kv_prot(t, 1, n, S, R)) { const float v = sc[t]; bad |= !(v >= 0.f); part += (double)v; }\n"
+		   "\tlong long mc = 0, mtc = 0;\n"
+		   "\tfor (long long ci = tid; ci < nch; ci += KV_NT)\n"
+		   "\t\tif (!kv_prot(ci, ch, n, S, R)) {\n"
+		   "\t\t\tconst long long t1 = ci * ch + ch < n ? ci * ch + ch : n;\n"
+		   "\t\t\tfor (long long t = ci * ch; t < t1; t++) { const float v = sc[t]; bad |= !(v >= 0.f); part += (double)v; }\n"
+		   "\t\t\tmc++, mtc += t1 - ci * ch;\n"
+		   "\t\t}\n"
 		   "\tconst double tot = kv_bsumd(part, dred, &dres);\n"
 		   "\tif (kv_bsumd((double)bad, dred, &dres) > 0.0) { if (tid == 0) kv_seterr(a.err, KVG_EMASS); return; }\n"
-		   "\tconst long long m = n - R - S > 0 ? n - R - S : 0;   /* unprotected tokens */\n"
+		   "\tconst long long m = (long long)kv_bsumd((double)mc, dred, &dres), mt = (long long)kv_bsumd((double)mtc, dred, &dres);\n"
 		   "\tconst double p = (double)(%s);\n"
 		   "\tKvSel s1, s0;\n", M);
 		gen_massbisect(g,
-		   "\t\t\tkv_topk(sc, n, 1, S, R, 0, mid, s0, hist, sv, &s_E, wsum);\n"
-		   "\t\t\tfor (long long t = tid; t < n; t += KV_NT)\n"
-		   "\t\t\t\tif (!kv_prot(t, 1, n, S, R) && kv_kept(s0, sc, t, 1, n, S, R)) ps += (double)sc[t];\n");
+		   "\t\t\tkv_topk(sc, n, ch, S, R, 0, mid * ch, s0, hist, sv, &s_E, wsum);   /* the best mid chunks */\n"
+		   "\t\t\tfor (long long ci = tid; ci < nch; ci += KV_NT)\n"
+		   "\t\t\t\tif (!kv_prot(ci, ch, n, S, R) && kv_kept(s0, sc, ci, ch, n, S, R)) {\n"
+		   "\t\t\t\t\tconst long long t1 = ci * ch + ch < n ? ci * ch + ch : n;\n"
+		   "\t\t\t\t\tfor (long long t = ci * ch; t < t1; t++) ps += (double)sc[t];\n"
+		   "\t\t\t\t}\n");
 		sb(&g->s,
-		   "\tconst long long cap = %s, want = n - m + lo < cap ? n - m + lo : cap;\n"
-		   "\tkv_topk(sc, n, 1, S, R, 1, want, s1, hist, sv, &s_E, wsum);\n"
-		   "\tkv_topk(sc, n, 1, S, R, 0, want - s1.used, s0, hist, sv, &s_E, wsum);\n",
+		   "\t/* the candidates: the protected chunks and that prefix (its tokens pu; the shorter last\n"
+		   "\t** chunk, unprotected, in it or left out of the ranking: n - rem tokens rank the full chunks\n"
+		   "\t** alike when R is 0); the budget, capped at their tokens, takes whole chunks best first */\n"
+		   "\tlong long pu = lo, nr = n;\n"
+		   "\tif (ch > 1) {\n"
+		   "\t\tkv_topk(sc, n, ch, S, R, 0, lo * ch, s0, hist, sv, &s_E, wsum);\n"
+		   "\t\tconst long long rem = n %% ch;\n"
+		   "\t\tpu = s0.used;\n"
+		   "\t\tif (rem > 0 && !kv_prot(n / ch, ch, n, S, R) && !s0.takep) nr = n - rem;\n"
+		   "\t}\n"
+		   "\tconst long long cap = %s, want = n - mt + pu < cap ? n - mt + pu : cap;\n"
+		   "\tkv_topk(sc, n, ch, S, R, 1, want, s1, hist, sv, &s_E, wsum);\n"
+		   "\tkv_topk(sc, nr, ch, S, R, 0, want - s1.used, s0, hist, sv, &s_E, wsum);\n",
 		   s->nocap ? "(long long)n" : "kv_count(a, b, l, h, n)");
 	} else if (s->scope == SC_head)
 		sb(&g->s,

@@ -245,6 +245,25 @@ static inline double sched_margin(const KiFn *f, const double *par, const KiCase
 	return worst;
 }
 
+typedef struct CgChunk { double mean, sum; } CgChunk;
+/* head k's unprotected chunks of ch tokens (no protected token in them), their sums and means, into
+** v (room for c->n); returns their number */
+static inline int cg_uchunks(const KiCase *c, const KiResult *r, int k, long ch, long S, long R, CgChunk *v)
+{
+	long n = c->len ? c->len[k] : c->n;
+	int m = 0;
+	for (long t0 = 0; t0 < n; t0 += ch) {
+		long t1 = t0 + ch < n ? t0 + ch : n;
+		if (t0 < S || t1 - 1 >= n - R)
+			continue;
+		double sum = 0;
+		for (long t = t0; t < t1; t++)
+			sum += r->scores[(size_t)k * c->n + t];
+		v[m].sum = sum, v[m++].mean = sum / (double)(t1 - t0);
+	}
+	return m;
+}
+
 /* threshold over chunks (scope head; issue 13): every unprotected chunk's mean (double, as the
 ** reference) away from tau, and the smallest relative gap between two such means (the f32
 ** kernels rank chunks by a float mean; a near tie could order them differently) */
@@ -252,17 +271,11 @@ static inline double thrchunk_margin(const KiFn *f, const double *par, const KiC
 {
 	long S = (long)pval(f, par, f->sel.keep_first, 0), R = (long)pval(f, par, f->sel.keep_recent, 0);
 	double tau = pval(f, par, f->sel.tau, 0), worst = INFINITY, *v = malloc(((size_t)c->n + 1) * sizeof *v);
-	for (int k = 0; v && k < c->L * c->H; k++) {
-		long n = c->len ? c->len[k] : c->n;
-		int m = 0;
-		for (long t0 = 0; t0 < n; t0 += ch) {
-			long t1 = t0 + ch < n ? t0 + ch : n;
-			if (t0 < S || t1 - 1 >= n - R)
-				continue;
-			double s = 0;
-			for (long t = t0; t < t1; t++)
-				s += r->scores[(size_t)k * c->n + t];
-			s /= (double)(t1 - t0);
+	CgChunk *u = malloc(((size_t)c->n + 1) * sizeof *u);
+	for (int k = 0; v && u && k < c->L * c->H; k++) {
+		int m = 0, nu = cg_uchunks(c, r, k, ch, S, R, u);
+		for (int i = 0; i < nu; i++) {
+			double s = u[i].mean;
 			if (!isfinite(s))
 				continue;
 			worst = fmin(worst, fabs(s - tau) / fmax(1, fmax(fabs(s), fabs(tau))));
@@ -273,6 +286,39 @@ static inline double thrchunk_margin(const KiFn *f, const double *par, const KiC
 			double sc = fmax(fabs(v[i]), fabs(v[i - 1])), dl = fabs(v[i] - v[i - 1]);
 			if (sc > 0 && dl > 0)
 				worst = fmin(worst, dl / sc);
+		}
+	}
+	int ok = v && u;
+	free(v), free(u);
+	return ok ? worst : 0;
+}
+
+/* mass over chunks at scope head (ch > 1): every two unprotected chunks' means apart (their order:
+** relative gaps >= 1e-5 suffice, an f32 mean of a few scores against the double one, so the gap is
+** scaled by 10 for case_margin's 1e-4 — 1e-4 itself skips most cases of 25 chunks a head), and
+** every cumulative share of the best chunks' sums (by mean, highest first) away from p */
+static int cmpchunk(const void *pa, const void *pb)
+{
+	const CgChunk *a = pa, *b = pb;
+	return a->mean > b->mean ? -1 : a->mean < b->mean;
+}
+static inline double masschunk_margin(const KiFn *f, const double *par, const KiCase *c, const KiResult *r, long ch)
+{
+	long S = (long)pval(f, par, f->sel.keep_first, 0), R = (long)pval(f, par, f->sel.keep_recent, 0);
+	double mp = pval(f, par, f->sel.mass, 0), worst = INFINITY;
+	CgChunk *v = malloc(((size_t)c->n + 1) * sizeof *v);
+	for (int k = 0; v && k < c->L * c->H; k++) {
+		int m = cg_uchunks(c, r, k, ch, S, R, v);
+		double tot = 0, acc = 0;
+		for (int i = 0; i < m; i++)
+			tot += v[i].sum;
+		qsort(v, (size_t)m, sizeof *v, cmpchunk);
+		for (int i = 0; i < m; i++) {
+			double sc = fmax(fabs(v[i].mean), i ? fabs(v[i - 1].mean) : 0);
+			if (i && sc > 0)
+				worst = fmin(worst, 10 * (v[i - 1].mean - v[i].mean) / sc);
+			if (tot > 0)
+				worst = fmin(worst, fabs((acc += v[i].sum / tot) - mp));
 		}
 	}
 	free(v);
@@ -286,6 +332,8 @@ static inline double case_margin(const KiFn *f, const double *par, const KiCase 
 	long chk = (long)pval(f, par, f->sel.chunk, 1);
 	if (f->sel.kind == SEL_threshold && f->sel.scope == SC_head && chk > 1)
 		return thrchunk_margin(f, par, c, r, chk);
+	if (f->sel.kind == SEL_mass && f->sel.scope == SC_head && chk > 1)
+		return masschunk_margin(f, par, c, r, chk);
 	long S = (long)pval(f, par, f->sel.keep_first, 0), R = (long)pval(f, par, f->sel.keep_recent, 0);
 	double worst = INFINITY, *v = malloc((size_t)c->n * sizeof *v + 8);
 	for (int k = 0; k < c->L * c->H; k++) {

@@ -1177,6 +1177,13 @@ int main(int argc, char **argv)
 		printf("FAIL manifest: %s\n0 passed, 1 failed, 0 skipped\n", why);
 		return 1;
 	}
+	/* difffull: the policies only the full matrix (no --every) or a named policy runs (make check's time) */
+	if (every == 1 || only) {
+		MfPolicy extra[MANIFEST_MAX];
+		int ne = mf_read("difffull", extra, MANIFEST_MAX, why, sizeof why);
+		for (int e = 0; e < ne && npol < MANIFEST_MAX; e++)
+			pols[npol++] = extra[e];
+	}
 	char *host = kx_hostfeatures();
 	/* AMX (kx_amx): the default config runs the native bf16 cases with head_dim a multiple of 32
 	** through the AMX Q·K tile; a host without it says so and counts a SKIP, never a pass */

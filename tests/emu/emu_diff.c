@@ -806,6 +806,13 @@ int main(int argc, char **argv)
 		printf("FAIL manifest: %s\n0 passed, 1 failed, 0 skipped\n", why);
 		return 1;
 	}
+	/* emufull: the policies only the full matrix (no --every) or --only runs (make check's time) */
+	if (every == 1 || only) {
+		MfPolicy extra[MANIFEST_MAX];
+		int ne = mf_read("emufull", extra, MANIFEST_MAX, why, sizeof why);
+		for (int e = 0; e < ne && NPOL < MANIFEST_MAX; e++)
+			mpols[NPOL++] = extra[e];
+	}
 	int kept = 0;
 	for (int p = 0; p < NPOL; p++)
 		if (!only || !strcmp(mpols[p].name, only))
