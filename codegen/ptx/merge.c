@@ -15,7 +15,8 @@
 **            tile
 **   thresh   the rule's value per row (a pair value), or the mean of the maximum similarities
 **            (double, the block's sum)
-**   segments the evicted rows grouped by target in evicted order (a counting sort, one thread)
+**   segments the evicted rows grouped by target in evicted order (session 9: parallel counts,
+**            a block scan, a stable scatter by rank of bitonic-sorted tiles; was one thread)
 **   update   the weights w_e (a thread per member), the self weight w_k and the total per
 **            target, then every (target, channel): (w_k X_k + sum w_e X_e) / total, rounded
 **            to the storage dtype (kv_tost)
@@ -254,6 +255,82 @@ void kp_merge_copy(Gen *g)
 	   "\t\t__syncthreads();\n");
 }
 
+/* the segments: mOFF_[j] .. mOFF_[j + 1] of mSEG_, target j's evicted rows in evicted order
+** (session 9, was a counting sort on one thread): the counts by atomics (their sum does not
+** depend on the order), an inclusive scan of them in tiles of KV_NT (Hillis-Steele in shared
+** memory), then a stable scatter by rank in tiles of KV_MSP evicted rows: the tile's keys
+** (target << 32 | index in the tile) sorted by a bitonic network in shared memory, a row's rank
+** among its target's rows of the tile = its sorted place minus its target's first place (a
+** binary search), plus the target's cursor (mCUR_, in mW_'s space: the weights come after),
+** which the target's last row of the tile then advances. The same mSEG_ as the serial sort, bit
+** for bit. Depth O(|E| / KV_MSP · log² KV_MSP + m / KV_NT · log KV_NT). */
+static void segments(Gen *g)
+{
+	sb(&g->s,
+	   "#ifndef KV_MSP   /* the scatter's tile: KV_NT rounded up to a power of two */\n"
+	   "#define KV_MSP (KV_NT <= 32 ? 32 : KV_NT <= 64 ? 64 : KV_NT <= 128 ? 128 : KV_NT <= 256 ? 256 : KV_NT <= 512 ? 512 : 1024)\n"
+	   "#endif\n"
+	   "\t\t{   /* the segments: mOFF_[j] .. mOFF_[j + 1] of mSEG_, target j's rows in evicted order */\n"
+	   "\t\t\t__shared__ unsigned long long msk_[KV_MSP];\n"
+	   "\t\t\t__shared__ int mcar_;\n"
+	   "\t\t\tint *const mCUR_ = (int *)mW_, *const msc_ = (int *)msk_;\n"
+	   "\t\t\tfor (int j = tid; j <= m_; j += KV_NT) mOFF_[j] = 0;\n"
+	   "\t\t\tif (tid == 0) mcar_ = 0;\n"
+	   "\t\t\t__syncthreads();\n"
+	   "\t\t\tfor (int q = tid; q < nE_; q += KV_NT) if (mBI_[q] >= 0) atomicAdd(&mOFF_[mBI_[q] + 1], 1);\n"
+	   "\t\t\tfor (int j0 = 1; j0 <= m_; j0 += KV_NT) {   /* mOFF_[1 .. m_]: the inclusive scan */\n"
+	   "\t\t\t\t__syncthreads();\n"
+	   "\t\t\t\tint v_ = j0 + tid <= m_ ? mOFF_[j0 + tid] : 0;\n"
+	   "\t\t\t\tmsc_[tid] = v_;\n"
+	   "\t\t\t\t__syncthreads();\n"
+	   "\t\t\t\tfor (int d_ = 1; d_ < KV_NT; d_ <<= 1) {\n"
+	   "\t\t\t\t\tconst int u_ = tid >= d_ ? msc_[tid - d_] : 0;\n"
+	   "\t\t\t\t\t__syncthreads();\n"
+	   "\t\t\t\t\tv_ += u_;\n"
+	   "\t\t\t\t\tmsc_[tid] = v_;\n"
+	   "\t\t\t\t\t__syncthreads();\n"
+	   "\t\t\t\t}\n"
+	   "\t\t\t\tif (j0 + tid <= m_) mOFF_[j0 + tid] = mcar_ + v_;\n"
+	   "\t\t\t\t__syncthreads();\n"
+	   "\t\t\t\tif (tid == KV_NT - 1) mcar_ += v_;\n"
+	   "\t\t\t}\n"
+	   "\t\t\t__syncthreads();\n"
+	   "\t\t\tfor (int j = tid; j < m_; j += KV_NT) mCUR_[j] = mOFF_[j];\n"
+	   "\t\t\tfor (int q0_ = 0; q0_ < nE_; q0_ += KV_MSP) {   /* the stable scatter, a tile of evicted rows at a time */\n"
+	   "\t\t\t\t__syncthreads();\n"
+	   "\t\t\t\tfor (int i_ = tid; i_ < KV_MSP; i_ += KV_NT) {\n"
+	   "\t\t\t\t\tconst int j = q0_ + i_ < nE_ ? mBI_[q0_ + i_] : -1;\n"
+	   "\t\t\t\t\tmsk_[i_] = j >= 0 ? (unsigned long long)j << 32 | (unsigned)i_ : ~0ull;\n"
+	   "\t\t\t\t}\n"
+	   "\t\t\t\t__syncthreads();\n"
+	   "\t\t\t\tfor (int k_ = 2; k_ <= KV_MSP; k_ <<= 1)   /* bitonic sort, ascending */\n"
+	   "\t\t\t\t\tfor (int h_ = k_ >> 1; h_ > 0; h_ >>= 1) {\n"
+	   "\t\t\t\t\t\tfor (int i_ = tid; i_ < KV_MSP; i_ += KV_NT) {\n"
+	   "\t\t\t\t\t\t\tconst int p_ = i_ ^ h_;\n"
+	   "\t\t\t\t\t\t\tif (p_ <= i_) continue;\n"
+	   "\t\t\t\t\t\t\tconst unsigned long long x_ = msk_[i_], y_ = msk_[p_];\n"
+	   "\t\t\t\t\t\t\tif (((i_ & k_) == 0) == (x_ > y_)) { msk_[i_] = y_; msk_[p_] = x_; }\n"
+	   "\t\t\t\t\t\t}\n"
+	   "\t\t\t\t\t\t__syncthreads();\n"
+	   "\t\t\t\t\t}\n"
+	   "\t\t\t\tfor (int r_ = 0; r_ < 2; r_++) {   /* 0: the scatter; 1: each target's last row advances its cursor */\n"
+	   "\t\t\t\t\tfor (int i_ = tid; i_ < KV_MSP; i_ += KV_NT) {\n"
+	   "\t\t\t\t\t\tconst unsigned long long x_ = msk_[i_], b_ = x_ & ~0xffffffffull;\n"
+	   "\t\t\t\t\t\tif (x_ == ~0ull) continue;\n"
+	   "\t\t\t\t\t\tconst int j = (int)(x_ >> 32);\n"
+	   "\t\t\t\t\t\tif (r_ && i_ + 1 < KV_MSP && (msk_[i_ + 1] & ~0xffffffffull) == b_) continue;\n"
+	   "\t\t\t\t\t\tint lo_ = 0, hi_ = i_;   /* the target's first place in the sorted tile */\n"
+	   "\t\t\t\t\t\twhile (lo_ < hi_) { const int md_ = (lo_ + hi_) >> 1; if (msk_[md_] < b_) lo_ = md_ + 1; else hi_ = md_; }\n"
+	   "\t\t\t\t\t\tif (r_) mCUR_[j] += i_ + 1 - lo_;\n"
+	   "\t\t\t\t\t\telse mSEG_[mCUR_[j] + i_ - lo_] = q0_ + (int)(x_ & 0xffffffffull);\n"
+	   "\t\t\t\t\t}\n"
+	   "\t\t\t\t\t__syncthreads();\n"
+	   "\t\t\t\t}\n"
+	   "\t\t\t}\n"
+	   "\t\t\t__syncthreads();\n"
+	   "\t\t}\n");
+}
+
 /* the evicted x kept similarity as a tiled product (issue 12 Kernels: never an |E| x |S| matrix
 ** beyond a tile) and the arg-max per evicted row. The select kernel's staging buffer (kv_dsm,
 ** 2 KV_TT rows of KV_D, free after the compaction) holds a tile of KV_MTE evicted rows (the
@@ -393,16 +470,9 @@ static int body(Mc *M)
 		   "\t\t\t\tif (mBI_[q_] >= 0 && !((double)mBS_[q_] >= tau_)) mBI_[q_] = -1;\n"
 		   "\t\t}\n", ema);
 	sb(&g->s,
-	   "\t\t__syncthreads();\n"
-	   "\t\tif (tid == 0) {   /* the segments: mOFF_[j] .. mOFF_[j + 1] of mSEG_, target j's rows in evicted order */\n"
-	   "\t\t\tfor (int j = 0; j <= m_; j++) mOFF_[j] = 0;\n"
-	   "\t\t\tfor (int q = 0; q < nE_; q++) if (mBI_[q] >= 0) mOFF_[mBI_[q] + 1]++;\n"
-	   "\t\t\tfor (int j = 0; j < m_; j++) mOFF_[j + 1] += mOFF_[j];\n"
-	   "\t\t\tfor (int q = 0; q < nE_; q++) if (mBI_[q] >= 0) mSEG_[mOFF_[mBI_[q]]++] = q;\n"
-	   "\t\t\tfor (int j = m_; j > 0; j--) mOFF_[j] = mOFF_[j - 1];\n"
-	   "\t\t\tmOFF_[0] = 0;\n"
-	   "\t\t}\n"
-	   "\t\t__syncthreads();\n"
+	   "\t\t__syncthreads();\n");
+	segments(g);
+	sb(&g->s,
 	   "\t\t/* the weights w_e */\n"
 	   "\t\tfor (int s2_ = tid; s2_ < mOFF_[m_]; s2_ += KV_NT) {\n"
 	   "\t\t\tconst int q_ = mSEG_[s2_], j_ = mBI_[q_];\n"
