@@ -511,7 +511,7 @@ static int gen_select(Gen *g, KpCudaOut *out)
 		sb(&g->s,
 		   "\t/* decided by kv_select_grp for the whole %s (the ordinary rows, mOS_ as it ranked them;\n"
 		   "\t** its KVG_ESUM stops here); within the instance's cap (records 3, 2) */\n"
-		   "\tif (*(volatile int *)a.err == KVG_ESUM) return;\n"
+		   "\tif (*(volatile int *)a.err) return;   /* KVG_ESUM, or an earlier kernel's error: no records */\n"
 		   "\tconst KvSel s1 = kv_ldrec(kv_grec(a, inst, 1)), s0 = kv_ldrec(kv_grec(a, inst, 0));\n"
 		   "\tconst KvSel c1_ = kv_ldrec(kv_grec(a, inst, 3)), c0_ = kv_ldrec(kv_grec(a, inst, 2));\n"
 		   "\t(void)hist; (void)sv; (void)s_E; (void)want;\n", ki_scopename(s->scope));
@@ -610,7 +610,7 @@ static int gen_select(Gen *g, KpCudaOut *out)
 		   "\tconst KvSel s1 = kv_ldrec(kv_grec(a, inst, 1)), s0 = kv_ldrec(kv_grec(a, inst, 0));\n"
 		   "\t(void)hist; (void)sv; (void)s_E;\n", ki_scopename(s->scope));
 	if (s->scope != SC_head && ms)    /* kv_select_grp found a score that is not >= 0: no records */
-		sb(&g->s, "\tif (*(volatile int *)a.err == KVG_EMASS) return;\n");
+		sb(&g->s, "\tif (*(volatile int *)a.err) return;   /* KVG_EMASS, or an earlier kernel's error */\n");
 	if (s->scope != SC_head && th)    /* the records rank the candidates only (kv_gin) */
 		sb(&g->s, "\tconst double tau = (double)(%s);\n", T);
 	if (s->floor)       /* AdaKV: the head's own floor (kv_select_grp's records 2, 3) */

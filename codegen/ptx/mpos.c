@@ -448,7 +448,8 @@ static int nextbody(Mp *M)
 		return -1;
 	sb(&g->s,
 	   "\t\t\t}\n"
-	   "\t\t\tconst float tot_ = wk_ + den_;\n");
+	   "\t\t\tconst float tot_ = wk_ + den_;\n"
+	   "\t\t\t__syncwarp();   /* every lane's w_k read row j_ (self_weight may read k.K / k.V) before any lane writes it */\n");
 	if (m->update == MU_mean)
 		sb(&g->s, "\t\t\tconst int upd_ = fabsf(tot_) < kv_inf() && tot_ != 0.f;   /* else unchanged */\n");
 	else

@@ -240,6 +240,13 @@ static inline unsigned kv_emu_xchg(unsigned v, int src)
 	return r;
 }
 
+/* a warp barrier: every lane of the warp reaches it (memory: fibers share it at once) */
+static inline void __syncwarp(unsigned m = 0xffffffffu)
+{
+	kv_emu_fullmask(m);
+	kv_emu::yield(kv_emu::WAIT_WARP);
+}
+
 static inline float __uint_as_float(unsigned u) { float f; memcpy(&f, &u, 4); return f; }
 static inline unsigned __float_as_uint(float f) { unsigned u; memcpy(&u, &f, 4); return u; }
 static inline float __int_as_float(int u) { float f; memcpy(&f, &u, 4); return f; }

@@ -12,5 +12,7 @@ return kv.policy "next_long" {
   merge = kv.next_kept {
     m = P.m,
     weight = function(e, k, m) return (e.V:dot(k.V, "chan") / 64):exp() / m.ntargets end,
+    -- reads the kept row that the update then writes (CUDA: a warp barrier between the two)
+    self_weight = function(k, m) return 1 + k.V:dot(k.V, "chan") / 128 end,
   },
 }
