@@ -240,40 +240,51 @@ static void gen_massbisect(Gen *g, const char *probe)
 	   "\t}\n", probe);
 }
 
-/* mass p at scope layer / model (chunk 1, ki_unsupported), in kv_select_grp after the group's
-** budget `want`: the group's unprotected total (double; a score that is not >= 0 is KVG_EMASS),
-** the smallest count of its best unprotected tokens whose sum reaches p of it by bisection over
-** the count (kv_gpick's records of class 0, their scores summed), want = min(want, protected +
-** that count): the reference's prefix, then its cap */
+/* mass p at scope layer / model, in kv_select_grp after the group's budget `want`: the group's
+** unprotected chunks' total (double; a score that is not >= 0 is KVG_EMASS) and their number m,
+** the smallest count lo of its best unprotected chunks (key, then instance, then position: the
+** reference's order) whose sums reach p of it by bisection over the count (kv_gpick weighing
+** each chunk 1, its records of class 0, their sums), that prefix's records copied to records 2:
+** the candidates of the final ranking (kv_gin fl 4; kv_select checks them too) */
 static void gen_grpmass(Gen *g, const char *M)
 {
 	sb(&g->s,
-	   "\tif (ch != 1) { if (threadIdx.x == 0) kv_seterr(a.err, KVG_ECHUNK); return; }\n"
 	   "\t__shared__ double dred[KV_NT], dres;\n"
 	   "\tdouble part = 0.0;\n"
 	   "\tint bad = 0;\n"
-	   "\tlong long m = 0, ntok = 0;   /* the group's unprotected tokens, all its tokens */\n"
+	   "\tlong long mc = 0;   /* the group's unprotected chunks */\n"
 	   "\tfor (int k = i0; k < i0 + ni; k++) {\n"
-	   "\t\tconst long long n = KV_GLEN(a, k);\n"
+	   "\t\tconst long long n = KV_GLEN(a, k), nch = (n + ch - 1) / ch;\n"
 	   "\t\tconst float *const sc = KV_GSC(a, k);\n"
-	   "\t\tfor (long long t = threadIdx.x; t < n; t += KV_NT)\n"
-	   "\t\t\tif (!kv_prot(t, 1, n, S, R)) { const float v = sc[t]; bad |= !(v >= 0.f); part += (double)v; }\n"
-	   "\t\tm += n - R - S > 0 ? n - R - S : 0;\n"
-	   "\t\tntok += n;\n"
+	   "\t\tfor (long long ci = threadIdx.x; ci < nch; ci += KV_NT)\n"
+	   "\t\t\tif (!kv_prot(ci, ch, n, S, R)) {\n"
+	   "\t\t\t\tconst long long t1 = ci * ch + kv_clen(ci, ch, n);\n"
+	   "\t\t\t\tfor (long long t = ci * ch; t < t1; t++) { const float v = sc[t]; bad |= !(v >= 0.f); part += (double)v; }\n"
+	   "\t\t\t\tmc++;\n"
+	   "\t\t\t}\n"
 	   "\t}\n"
 	   "\tconst double tot = kv_bsumd(part, dred, &dres);\n"
 	   "\tif (kv_bsumd((double)bad, dred, &dres) > 0.0) { if (threadIdx.x == 0) kv_seterr(a.err, KVG_EMASS); return; }\n"
+	   "\tconst long long m = (long long)kv_bsumd((double)mc, dred, &dres);\n"
 	   "\tconst double p = (double)(%s);\n", M);
 	gen_massbisect(g,
-	   "\t\t\tkv_gpick(a, i0, ni, 1, S, R, 0, mid, hist, sv, wsum, 0, 0.0);\n"
+	   "\t\t\tkv_gpick(a, i0, ni, ch, S, R, 0, mid, hist, sv, wsum, 0, 0.0, 1);   /* the best mid chunks */\n"
 	   "\t\t\tfor (int k = i0; k < i0 + ni; k++) {\n"
-	   "\t\t\t\tconst long long n = KV_GLEN(a, k);\n"
+	   "\t\t\t\tconst long long n = KV_GLEN(a, k), nch = (n + ch - 1) / ch;\n"
 	   "\t\t\t\tconst float *const sc = KV_GSC(a, k);\n"
 	   "\t\t\t\tconst KvSel o = kv_ldrec(kv_grec(a, k, 0));\n"
-	   "\t\t\t\tfor (long long t = threadIdx.x; t < n; t += KV_NT)\n"
-	   "\t\t\t\t\tif (!kv_prot(t, 1, n, S, R) && kv_kept(o, sc, t, 1, n, S, R)) ps += (double)sc[t];\n"
+	   "\t\t\t\tfor (long long ci = threadIdx.x; ci < nch; ci += KV_NT)\n"
+	   "\t\t\t\t\tif (!kv_prot(ci, ch, n, S, R) && kv_kept(o, sc, ci, ch, n, S, R)) {\n"
+	   "\t\t\t\t\t\tconst long long t1 = ci * ch + kv_clen(ci, ch, n);\n"
+	   "\t\t\t\t\t\tfor (long long t = ci * ch; t < t1; t++) ps += (double)sc[t];\n"
+	   "\t\t\t\t\t}\n"
 	   "\t\t\t}\n");
-	sb(&g->s, "\tif (ntok - m + lo < want) want = ntok - m + lo;\n");
+	sb(&g->s,
+	   "\t/* the prefix: records 2 */\n"
+	   "\tkv_gpick(a, i0, ni, ch, S, R, 0, lo, hist, sv, wsum, 0, 0.0, 1);\n"
+	   "\tfor (int k = i0 + threadIdx.x; k < i0 + ni; k += KV_NT)\n"
+	   "\t\tfor (int j = 0; j < 4; j++) kv_grec(a, k, 2)[j] = kv_grec(a, k, 0)[j];\n"
+	   "\t__syncthreads();\n");
 }
 
 /* select scopes layer and model: one block per scope group (kv_select_grp) decides the
@@ -289,10 +300,11 @@ static void gen_selgrp(Gen *g, KpCudaOut *out, const char *S, const char *R, con
 	snprintf(k->name, sizeof k->name, "kv_select_grp");
 	k->role = KVG_SELGRP;
 	k->phase = s->scope == SC_layer;
-	/* the records: 8 floats at the start of each instance's workspace (16 with the floor's) */
+	/* the records: 8 floats at the start of each instance's workspace (16 with the floor's or
+	** mass's prefix) */
 	long long ro[4];
 	memset(g->cur, 0, sizeof g->cur);
-	kp_wsreserve(g, 0, F ? 16 : 8, ro);
+	kp_wsreserve(g, 0, F || M ? 16 : 8, ro);
 	int su = g->f->merge.kind == MG_summary;
 	if (su) {     /* merge summary: the ordinary rows' count, then their scores (kv_select reads its own) */
 		long long lo[4], so[4];
@@ -364,7 +376,7 @@ static void gen_selgrp(Gen *g, KpCudaOut *out, const char *S, const char *R, con
 		sb(&g->s, "\tconst double tau = 0.0;\n");
 	if (M)
 		gen_grpmass(g, M);
-	int fl = F ? 1 : T ? 2 : 0;
+	int fl = F ? 1 : T ? 2 : M ? 4 : 0;
 	sb(&g->s,
 	   "\t/* protected chunks first (sinks, then the newest recent), then the others */\n"
 	   "\tconst long long u1 = kv_gpick(a, i0, ni, ch, S, R, 1, want, hist, sv, wsum, %d, tau);\n"
@@ -468,7 +480,7 @@ static int gen_select(Gen *g, KpCudaOut *out)
 	sb(&g->s, "\tconst long long S = (long long)(%s), R = (long long)(%s), ch = (long long)(%s);\n", S, R, C);
 	sb(&g->s,
 	   "\tif (S < 0 || R < 0 || ch < 1) { if (tid == 0) kv_seterr(a.err, KVG_ESELECT); return; }\n");
-	if ((ms && s->scope != SC_head) || su)    /* threshold at every scope, mass at scope head take chunks (issue 13) */
+	if (su)    /* threshold and mass at every scope take chunks (issue 13) */
 		sb(&g->s, "\tif (ch != 1) { if (tid == 0) kv_seterr(a.err, KVG_ECHUNK); return; }\n");
 	if (su && s->scope != SC_head) {   /* kv_select_grp ranked the group's ordinary rows */
 		kp_sum_pre(g);
@@ -568,7 +580,8 @@ static int gen_select(Gen *g, KpCudaOut *out)
 		   "\tconst KvSel s1 = kv_ldrec(kv_grec(a, inst, 1)), s0 = kv_ldrec(kv_grec(a, inst, 0));\n"
 		   "\t(void)hist; (void)sv; (void)s_E;\n", ki_scopename(s->scope));
 	if (s->scope != SC_head && ms)    /* kv_select_grp found a score that is not >= 0: no records */
-		sb(&g->s, "\tif (*(volatile int *)a.err == KVG_EMASS) return;\n");
+		sb(&g->s, "\tif (*(volatile int *)a.err == KVG_EMASS) return;\n"
+		          "\tconst KvSel p0 = kv_ldrec(kv_grec(a, inst, 2));   /* the mass prefix (kv_gin fl 4) */\n");
 	if (s->scope != SC_head && th)    /* the records rank the candidates only (kv_gin) */
 		sb(&g->s, "\tconst double tau = (double)(%s);\n", T);
 	if (s->floor)       /* AdaKV: the head's own floor (kv_select_grp's records 2, 3) */
@@ -606,7 +619,8 @@ static int gen_select(Gen *g, KpCudaOut *out)
 		   "\t\tsdst[tid] = keep ? (int)(run + ex) : %s;\n"
 		   "\t\tconst int pv = keep ? Pb[t] : 0;\n",
 		   s->floor ? "\t\t\tkeep = keep || kv_kept(kv_prot(ci, ch, n, S, R) ? f1 : f0, sc, ci, ch, n, S, R);\n" : "",
-		   s->scope != SC_head && th ? "\t\t\tkeep = keep && (kv_prot(ci, ch, n, S, R) || kv_cmean(sc, ci, ch, n) >= tau);\n" : "",
+		   s->scope != SC_head && th ? "\t\t\tkeep = keep && (kv_prot(ci, ch, n, S, R) || kv_cmean(sc, ci, ch, n) >= tau);\n" :
+		   s->scope != SC_head && ms ? "\t\t\tkeep = keep && (kv_prot(ci, ch, n, S, R) || kv_kept(p0, sc, ci, ch, n, S, R));\n" : "",
 		   mg || mp ? "t < n ? (int)(-2 - (t - run - ex)) : -1" : "-1");
 	if (mp)
 		kp_mpos_mark(g);
