@@ -221,8 +221,8 @@ static int gen_decode(Gen *g, KpCudaOut *out)
 
 /* mass p (after the total tot, the unprotected count m and p): the smallest count lo of the best
 ** unprotected tokens whose sum reaches p of tot, by bisection over the count; `probe` selects the
-** best mid and sums their scores into ps (kv_select: kv_topk per instance; kv_select_grp: kv_gpick
-** over the group) */
+** best mid and sums their scores into ps (kv_select: kv_topk per instance; kv_select_grp has its
+** own loop, gen_grpmass) */
 static void gen_massbisect(Gen *g, const char *probe)
 {
 	sb(&g->s,
