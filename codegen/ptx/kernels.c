@@ -220,24 +220,25 @@ static int gen_decode(Gen *g, KpCudaOut *out)
 }
 
 /* mass p (after the total tot, the unprotected count m and p): the smallest count lo of the best
-** unprotected tokens whose sum reaches p of tot, by bisection over the count; `probe` selects the
-** best mid and sums their scores into ps (kv_select: kv_topk per instance; kv_select_grp has its
-** own loop, gen_grpmass) */
-static void gen_massbisect(Gen *g, const char *probe)
+** unprotected tokens (chunks) whose sum reaches p of tot, by bisection over the count; `pick`
+** selects the best mid (one call in the loop, inlined once: the probes, then lo, which it leaves
+** selected), `sum` sums their scores into ps (kv_select: kv_topk per instance; kv_select_grp:
+** kv_gpick over the group weighing each chunk 1) */
+static void gen_massbisect(Gen *g, const char *pick, const char *sum)
 {
 	sb(&g->s,
-	   "\t/* the smallest count of the best unprotected tokens whose sum reaches p of the total */\n"
-	   "\tlong long lo = 0;\n"
-	   "\tif (p > 0.0 && tot > 0.0 && m > 0) {\n"
-	   "\t\tlong long hi = m;\n"
-	   "\t\tlo = 1;\n"
-	   "\t\twhile (lo < hi) {\n"
-	   "\t\t\tconst long long mid = lo + (hi - lo) / 2;\n"
-	   "\t\t\tdouble ps = 0.0;\n"
+	   "\t/* the smallest count lo of the best unprotected chunks whose sums reach p of the total */\n"
+	   "\tconst int srch = p > 0.0 && tot > 0.0 && m > 0;\n"
+	   "\tlong long lo = srch, hi = m;\n"
+	   "\tfor (;;) {\n"
+	   "\t\tconst int fin = !srch || lo >= hi;\n"
+	   "\t\tconst long long mid = fin ? lo : lo + (hi - lo) / 2;\n"
 	   "%s"
-	   "\t\t\tif (kv_bsumd(ps, dred, &dres) / tot >= p) hi = mid; else lo = mid + 1;\n"
-	   "\t\t}\n"
-	   "\t}\n", probe);
+	   "\t\tif (fin) break;\n"
+	   "\t\tdouble ps = 0.0;\n"
+	   "%s"
+	   "\t\tif (kv_bsumd(ps, dred, &dres) / tot >= p) hi = mid; else lo = mid + 1;\n"
+	   "\t}\n", pick, sum);
 }
 
 /* mass p at scope layer / model, in kv_select_grp after the group's budget `want`: the group's
@@ -267,17 +268,8 @@ static void gen_grpmass(Gen *g, const char *M)
 	   "\tif (kv_bsumd((double)bad, dred, &dres) > 0.0) { if (threadIdx.x == 0) kv_seterr(a.err, KVG_EMASS); return; }\n"
 	   "\tconst long long m = (long long)kv_bsumd((double)mc, dred, &dres);\n"
 	   "\tconst double p = (double)(%s);\n", M);
-	/* one kv_gpick in the loop (inlined once: no spills on sm_80): bisection probes, then lo */
-	sb(&g->s,
-	   "\t/* the smallest count lo of the best unprotected chunks whose sums reach p of the total */\n"
-	   "\tint srch = p > 0.0 && tot > 0.0 && m > 0;\n"
-	   "\tlong long lo = srch, hi = m;\n"
-	   "\tfor (;;) {\n"
-	   "\t\tconst int fin = !srch || lo >= hi;\n"
-	   "\t\tconst long long mid = fin ? lo : lo + (hi - lo) / 2;\n"
-	   "\t\tkv_gpick(a, i0, ni, ch, S, R, 0, mid, hist, sv, wsum, 0, 0.0, 1);   /* the best mid chunks */\n"
-	   "\t\tif (fin) break;\n"
-	   "\t\tdouble ps = 0.0;\n"
+	gen_massbisect(g,
+	   "\t\tkv_gpick(a, i0, ni, ch, S, R, 0, mid, hist, sv, wsum, 0, 0.0, 1);   /* the best mid chunks */\n",
 	   "\t\tfor (int k = i0; k < i0 + ni; k++) {\n"
 	   "\t\t\tconst long long n = KV_GLEN(a, k), nch = (n + ch - 1) / ch;\n"
 	   "\t\t\tconst float *const sc = KV_GSC(a, k);\n"
@@ -287,9 +279,8 @@ static void gen_grpmass(Gen *g, const char *M)
 	   "\t\t\t\t\tconst long long t1 = ci * ch + kv_clen(ci, ch, n);\n"
 	   "\t\t\t\t\tfor (long long t = ci * ch; t < t1; t++) ps += (double)sc[t];\n"
 	   "\t\t\t\t}\n"
-	   "\t\t}\n"
-	   "\t\tif (kv_bsumd(ps, dred, &dres) / tot >= p) hi = mid; else lo = mid + 1;\n"
-	   "\t}\n"
+	   "\t\t}\n");
+	sb(&g->s,
 	   "\t/* the prefix (lo chunks): records 2 */\n"
 	   "\tfor (int k = i0 + threadIdx.x; k < i0 + ni; k += KV_NT)\n"
 	   "\t\tfor (int j = 0; j < 4; j++) kv_grec(a, k, 2)[j] = kv_grec(a, k, 0)[j];\n"
@@ -549,19 +540,18 @@ static int gen_select(Gen *g, KpCudaOut *out)
 		   "\tconst double p = (double)(%s);\n"
 		   "\tKvSel s1, s0;\n", M);
 		gen_massbisect(g,
-		   "\t\t\tkv_topk(sc, n, ch, S, R, 0, mid * ch, s0, hist, sv, &s_E, wsum);   /* the best mid chunks */\n"
-		   "\t\t\tfor (long long ci = tid; ci < nch; ci += KV_NT)\n"
-		   "\t\t\t\tif (!kv_prot(ci, ch, n, S, R) && kv_kept(s0, sc, ci, ch, n, S, R)) {\n"
-		   "\t\t\t\t\tconst long long t1 = ci * ch + ch < n ? ci * ch + ch : n;\n"
-		   "\t\t\t\t\tfor (long long t = ci * ch; t < t1; t++) ps += (double)sc[t];\n"
-		   "\t\t\t\t}\n");
+		   "\t\tkv_topk(sc, n, ch, S, R, 0, mid * ch, s0, hist, sv, &s_E, wsum);   /* the best mid chunks */\n",
+		   "\t\tfor (long long ci = tid; ci < nch; ci += KV_NT)\n"
+		   "\t\t\tif (!kv_prot(ci, ch, n, S, R) && kv_kept(s0, sc, ci, ch, n, S, R)) {\n"
+		   "\t\t\t\tconst long long t1 = ci * ch + ch < n ? ci * ch + ch : n;\n"
+		   "\t\t\t\tfor (long long t = ci * ch; t < t1; t++) ps += (double)sc[t];\n"
+		   "\t\t\t}\n");
 		sb(&g->s,
 		   "\t/* the candidates: the protected chunks and that prefix (its tokens pu; the shorter last\n"
 		   "\t** chunk, unprotected, in it or left out of the ranking: n - rem tokens rank the full chunks\n"
 		   "\t** alike when R is 0); the budget, capped at their tokens, takes whole chunks best first */\n"
 		   "\tlong long pu = lo, nr = n;\n"
-		   "\tif (ch > 1) {\n"
-		   "\t\tkv_topk(sc, n, ch, S, R, 0, lo * ch, s0, hist, sv, &s_E, wsum);\n"
+		   "\tif (ch > 1) {   /* s0: the best lo chunks (gen_massbisect's last pick) */\n"
 		   "\t\tconst long long rem = n %% ch;\n"
 		   "\t\tpu = s0.used;\n"
 		   "\t\tif (rem > 0 && !kv_prot(n / ch, ch, n, S, R) && !s0.takep) nr = n - rem;\n"
