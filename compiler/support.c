@@ -45,12 +45,6 @@ int ki_unsupported_gpu(const KiFn *f, KiErr *e)
 	const KiSelect *s = &f->sel;
 	if (ki_unsupported(f, e) != 0)
 		return -1;
-	/* mass over chunks: scope head (kv_select); a group's count in chunks is not there yet */
-	if (s->kind == SEL_mass && s->scope != SC_head && (KI_RKIND(s->chunk) != RK_CON || f->con[KI_RIDX(s->chunk)] != 1)) {
-		ki_error(e, f->src, s->line, s->col, "select mass with chunks at scope %s is not compiled to CUDA yet (scope "
-		         "head is; the x86 kernels and the reference interpreter run every scope)", ki_scopename(s->scope));
-		return -1;
-	}
 	/* CUDA runs them with top-k at scope head (codegen/ptx/sched.cuh kv_sched) */
 	if ((s->sched == SCH_prefix || s->sched == SCH_dynamic) && (s->kind != SEL_topk || s->scope != SC_head)) {
 		ki_error(e, f->src, s->line, s->col, "%s with a rule other than top-k at scope head is not compiled to CUDA "

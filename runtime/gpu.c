@@ -487,7 +487,7 @@ KVCC_API int kvcc_gpu_plan_check(kvcc_gpu_plan *pl)
 	return fail(KVCC_EINVAL, "GPU kernels reported error %d: %s", code,
 	            code == KVG_EPOOL ? "bad pooling size" : code == KVG_ESELECT ? "bad select arguments (budget/ratio)" :
 	            code == KVG_EHMEAN ? "hmean needs equal lengths across heads" :
-	            code == KVG_ECHUNK ? "chunk > 1 with select mass at scope layer / model or a merge summary is not compiled to CUDA yet" :
+	            code == KVG_ECHUNK ? "chunk > 1 with a merge summary is not compiled to CUDA yet" :
 	            code == KVG_EMASS ? "select mass needs scores >= 0" :
 	            code == KVG_ETABLE ? "bad page table or lengths (a page id outside the pool, a page used twice in "
 	                                 "one call, a length above its table's capacity or outside 0..capacity); nothing "

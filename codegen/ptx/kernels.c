@@ -220,60 +220,71 @@ static int gen_decode(Gen *g, KpCudaOut *out)
 }
 
 /* mass p (after the total tot, the unprotected count m and p): the smallest count lo of the best
-** unprotected tokens whose sum reaches p of tot, by bisection over the count; `probe` selects the
-** best mid and sums their scores into ps (kv_select: kv_topk per instance; kv_select_grp: kv_gpick
-** over the group) */
-static void gen_massbisect(Gen *g, const char *probe)
+** unprotected tokens (chunks) whose sum reaches p of tot, by bisection over the count; `pick`
+** selects the best mid (one call in the loop, inlined once: the probes, then lo, which it leaves
+** selected), `sum` sums their scores into ps (kv_select: kv_topk per instance; kv_select_grp:
+** kv_gpick over the group weighing each chunk 1) */
+static void gen_massbisect(Gen *g, const char *pick, const char *sum)
 {
 	sb(&g->s,
-	   "\t/* the smallest count of the best unprotected tokens whose sum reaches p of the total */\n"
-	   "\tlong long lo = 0;\n"
-	   "\tif (p > 0.0 && tot > 0.0 && m > 0) {\n"
-	   "\t\tlong long hi = m;\n"
-	   "\t\tlo = 1;\n"
-	   "\t\twhile (lo < hi) {\n"
-	   "\t\t\tconst long long mid = lo + (hi - lo) / 2;\n"
-	   "\t\t\tdouble ps = 0.0;\n"
+	   "\t/* the smallest count lo of the best unprotected chunks whose sums reach p of the total */\n"
+	   "\tconst int srch = p > 0.0 && tot > 0.0 && m > 0;\n"
+	   "\tlong long lo = srch, hi = m;\n"
+	   "\tfor (;;) {\n"
+	   "\t\tconst int fin = !srch || lo >= hi;\n"
+	   "\t\tconst long long mid = fin ? lo : lo + (hi - lo) / 2;\n"
 	   "%s"
-	   "\t\t\tif (kv_bsumd(ps, dred, &dres) / tot >= p) hi = mid; else lo = mid + 1;\n"
-	   "\t\t}\n"
-	   "\t}\n", probe);
+	   "\t\tif (fin) break;\n"
+	   "\t\tdouble ps = 0.0;\n"
+	   "%s"
+	   "\t\tif (kv_bsumd(ps, dred, &dres) / tot >= p) hi = mid; else lo = mid + 1;\n"
+	   "\t}\n", pick, sum);
 }
 
-/* mass p at scope layer / model (chunk 1, ki_unsupported), in kv_select_grp after the group's
-** budget `want`: the group's unprotected total (double; a score that is not >= 0 is KVG_EMASS),
-** the smallest count of its best unprotected tokens whose sum reaches p of it by bisection over
-** the count (kv_gpick's records of class 0, their scores summed), want = min(want, protected +
-** that count): the reference's prefix, then its cap */
+/* mass p at scope layer / model, in kv_select_grp after the group's budget `want`: the group's
+** unprotected chunks' total (double; a score that is not >= 0 is KVG_EMASS) and their number m,
+** the smallest count lo of its best unprotected chunks (key, then instance, then position: the
+** reference's order) whose sums reach p of it by bisection over the count (kv_gpick weighing
+** each chunk 1, its records of class 0, their sums), that prefix's records copied to records 2:
+** the candidates of the final ranking (kv_gin fl 4; kv_select checks them too) */
 static void gen_grpmass(Gen *g, const char *M)
 {
 	sb(&g->s,
-	   "\tif (ch != 1) { if (threadIdx.x == 0) kv_seterr(a.err, KVG_ECHUNK); return; }\n"
 	   "\t__shared__ double dred[KV_NT], dres;\n"
 	   "\tdouble part = 0.0;\n"
 	   "\tint bad = 0;\n"
-	   "\tlong long m = 0, ntok = 0;   /* the group's unprotected tokens, all its tokens */\n"
+	   "\tlong long mc = 0;   /* the group's unprotected chunks */\n"
 	   "\tfor (int k = i0; k < i0 + ni; k++) {\n"
-	   "\t\tconst long long n = KV_GLEN(a, k);\n"
+	   "\t\tconst long long n = KV_GLEN(a, k), nch = (n + ch - 1) / ch;\n"
 	   "\t\tconst float *const sc = KV_GSC(a, k);\n"
-	   "\t\tfor (long long t = threadIdx.x; t < n; t += KV_NT)\n"
-	   "\t\t\tif (!kv_prot(t, 1, n, S, R)) { const float v = sc[t]; bad |= !(v >= 0.f); part += (double)v; }\n"
-	   "\t\tm += n - R - S > 0 ? n - R - S : 0;\n"
-	   "\t\tntok += n;\n"
+	   "\t\tfor (long long ci = threadIdx.x; ci < nch; ci += KV_NT)\n"
+	   "\t\t\tif (!kv_prot(ci, ch, n, S, R)) {\n"
+	   "\t\t\t\tconst long long t1 = ci * ch + kv_clen(ci, ch, n);\n"
+	   "\t\t\t\tfor (long long t = ci * ch; t < t1; t++) { const float v = sc[t]; bad |= !(v >= 0.f); part += (double)v; }\n"
+	   "\t\t\t\tmc++;\n"
+	   "\t\t\t}\n"
 	   "\t}\n"
 	   "\tconst double tot = kv_bsumd(part, dred, &dres);\n"
 	   "\tif (kv_bsumd((double)bad, dred, &dres) > 0.0) { if (threadIdx.x == 0) kv_seterr(a.err, KVG_EMASS); return; }\n"
+	   "\tconst long long m = (long long)kv_bsumd((double)mc, dred, &dres);\n"
 	   "\tconst double p = (double)(%s);\n", M);
 	gen_massbisect(g,
-	   "\t\t\tkv_gpick(a, i0, ni, 1, S, R, 0, mid, hist, sv, wsum, 0, 0.0);\n"
-	   "\t\t\tfor (int k = i0; k < i0 + ni; k++) {\n"
-	   "\t\t\t\tconst long long n = KV_GLEN(a, k);\n"
-	   "\t\t\t\tconst float *const sc = KV_GSC(a, k);\n"
-	   "\t\t\t\tconst KvSel o = kv_ldrec(kv_grec(a, k, 0));\n"
-	   "\t\t\t\tfor (long long t = threadIdx.x; t < n; t += KV_NT)\n"
-	   "\t\t\t\t\tif (!kv_prot(t, 1, n, S, R) && kv_kept(o, sc, t, 1, n, S, R)) ps += (double)sc[t];\n"
-	   "\t\t\t}\n");
-	sb(&g->s, "\tif (ntok - m + lo < want) want = ntok - m + lo;\n");
+	   "\t\tkv_gpick(a, i0, ni, ch, S, R, 0, mid, hist, sv, wsum, 0, 0.0, 1);   /* the best mid chunks */\n",
+	   "\t\tfor (int k = i0; k < i0 + ni; k++) {\n"
+	   "\t\t\tconst long long n = KV_GLEN(a, k), nch = (n + ch - 1) / ch;\n"
+	   "\t\t\tconst float *const sc = KV_GSC(a, k);\n"
+	   "\t\t\tconst KvSel o = kv_ldrec(kv_grec(a, k, 0));\n"
+	   "\t\t\tfor (long long ci = threadIdx.x; ci < nch; ci += KV_NT)\n"
+	   "\t\t\t\tif (!kv_prot(ci, ch, n, S, R) && kv_kept(o, sc, ci, ch, n, S, R)) {\n"
+	   "\t\t\t\t\tconst long long t1 = ci * ch + kv_clen(ci, ch, n);\n"
+	   "\t\t\t\t\tfor (long long t = ci * ch; t < t1; t++) ps += (double)sc[t];\n"
+	   "\t\t\t\t}\n"
+	   "\t\t}\n");
+	sb(&g->s,
+	   "\t/* the prefix (lo chunks): records 2 */\n"
+	   "\tfor (int k = i0 + threadIdx.x; k < i0 + ni; k += KV_NT)\n"
+	   "\t\tfor (int j = 0; j < 4; j++) kv_grec(a, k, 2)[j] = kv_grec(a, k, 0)[j];\n"
+	   "\t__syncthreads();\n");
 }
 
 /* select scopes layer and model: one block per scope group (kv_select_grp) decides the
@@ -289,11 +300,12 @@ static void gen_selgrp(Gen *g, KpCudaOut *out, const char *S, const char *R, con
 	snprintf(k->name, sizeof k->name, "kv_select_grp");
 	k->role = KVG_SELGRP;
 	k->phase = s->scope == SC_layer;
-	/* the records: 8 floats at the start of each instance's workspace (16 with the floor's) */
+	/* the records: 8 floats at the start of each instance's workspace (16 with the floor's or
+	** mass's prefix) */
 	long long ro[4];
 	memset(g->cur, 0, sizeof g->cur);
 	int su = g->f->merge.kind == MG_summary;
-	kp_wsreserve(g, 0, F || su ? 16 : 8, ro);
+	kp_wsreserve(g, 0, F || M || su ? 16 : 8, ro);
 	long long lo[4] = { 0 };
 	if (su) {     /* merge summary: the ordinary rows' count and whether the instance has a block, then
 	              ** their scores (kv_select reads its own) */
@@ -384,19 +396,20 @@ static void gen_selgrp(Gen *g, KpCudaOut *out, const char *S, const char *R, con
 		sb(&g->s, "\tconst double tau = 0.0;\n");
 	if (M)
 		gen_grpmass(g, M);
-	int fl = F ? 1 : T ? 2 : su ? 3 : 0;
-	if (!fl) {    /* plain top-k: two inlined calls (rolled, ptxas spills 20 B on sm_80 for scope layer) */
+	int fl = F ? 1 : T ? 2 : su ? 3 : M ? 4 : 0;
+	if (fl == 0 || fl >= 3) {   /* plain top-k, summary caps, mass prefix: two inlined calls (rolled, ptxas
+	                            ** spills 20 B on sm_80 for scope layer; these two were measured inlined) */
 		sb(&g->s,
 		   "\t/* protected chunks first (sinks, then the newest recent), then the others */\n"
-		   "\tconst long long u1 = kv_gpick(a, i0, ni, ch, S, R, 1, want, hist, sv, wsum, 0, tau);\n"
-		   "\tkv_gpick(a, i0, ni, ch, S, R, 0, want - u1, hist, sv, wsum, 0, tau);\n"
-		   "}\n");
+		   "\tconst long long u1 = kv_gpick(a, i0, ni, ch, S, R, 1, want, hist, sv, wsum, %d, tau);\n"
+		   "\tkv_gpick(a, i0, ni, ch, S, R, 0, want - u1, hist, sv, wsum, %d, tau);\n"
+		   "}\n", fl, fl);
 		return;
 	}
-	/* floor, threshold, merge summary: one inlined kv_gpick in a loop of two (issue 13, compile
-	** time: NVVM and ptxas compile it once; adakv's kv_select_grp 0.62 -> 0.44 s NVRTC CPU on sm_80,
-	** registers 64 -> 73 / 59 -> 64 on sm_90; threshold_layer's 8 B spill on sm_80 gone; no spills;
-	** one block per scope group, so occupancy does not matter) */
+	/* floor, threshold: one inlined kv_gpick in a loop of two (issue 13, compile time: NVVM and ptxas
+	** compile it once; adakv's kv_select_grp 0.62 -> 0.44 s NVRTC CPU on sm_80, registers 64 -> 73
+	** / 59 -> 64 on sm_90; threshold_layer's 8 B spill on sm_80 gone; no spills; one block per
+	** scope group, so occupancy does not matter) */
 	sb(&g->s,
 	   "\t/* protected chunks first (sinks, then the newest recent), then the others */\n"
 	   "\tlong long u1 = 0;\n"
@@ -504,7 +517,7 @@ static int gen_select(Gen *g, KpCudaOut *out)
 	sb(&g->s, "\tconst long long S = (long long)(%s), R = (long long)(%s), ch = (long long)(%s);\n", S, R, C);
 	sb(&g->s,
 	   "\tif (S < 0 || R < 0 || ch < 1) { if (tid == 0) kv_seterr(a.err, KVG_ESELECT); return; }\n");
-	if ((ms && s->scope != SC_head) || su)    /* threshold at every scope, mass at scope head take chunks (issue 13) */
+	if (su)    /* threshold and mass at every scope take chunks (issue 13) */
 		sb(&g->s, "\tif (ch != 1) { if (tid == 0) kv_seterr(a.err, KVG_ECHUNK); return; }\n");
 	if (su && s->scope != SC_head) {   /* kv_select_grp ranked the group's ordinary rows */
 		kp_sum_pre(g);
@@ -570,19 +583,18 @@ static int gen_select(Gen *g, KpCudaOut *out)
 		   "\tconst double p = (double)(%s);\n"
 		   "\tKvSel s1, s0;\n", M);
 		gen_massbisect(g,
-		   "\t\t\tkv_topk(sc, n, ch, S, R, 0, mid * ch, s0, hist, sv, &s_E, wsum);   /* the best mid chunks */\n"
-		   "\t\t\tfor (long long ci = tid; ci < nch; ci += KV_NT)\n"
-		   "\t\t\t\tif (!kv_prot(ci, ch, n, S, R) && kv_kept(s0, sc, ci, ch, n, S, R)) {\n"
-		   "\t\t\t\t\tconst long long t1 = ci * ch + ch < n ? ci * ch + ch : n;\n"
-		   "\t\t\t\t\tfor (long long t = ci * ch; t < t1; t++) ps += (double)sc[t];\n"
-		   "\t\t\t\t}\n");
+		   "\t\tkv_topk(sc, n, ch, S, R, 0, mid * ch, s0, hist, sv, &s_E, wsum);   /* the best mid chunks */\n",
+		   "\t\tfor (long long ci = tid; ci < nch; ci += KV_NT)\n"
+		   "\t\t\tif (!kv_prot(ci, ch, n, S, R) && kv_kept(s0, sc, ci, ch, n, S, R)) {\n"
+		   "\t\t\t\tconst long long t1 = ci * ch + ch < n ? ci * ch + ch : n;\n"
+		   "\t\t\t\tfor (long long t = ci * ch; t < t1; t++) ps += (double)sc[t];\n"
+		   "\t\t\t}\n");
 		sb(&g->s,
 		   "\t/* the candidates: the protected chunks and that prefix (its tokens pu; the shorter last\n"
 		   "\t** chunk, unprotected, in it or left out of the ranking: n - rem tokens rank the full chunks\n"
 		   "\t** alike when R is 0); the budget, capped at their tokens, takes whole chunks best first */\n"
 		   "\tlong long pu = lo, nr = n;\n"
-		   "\tif (ch > 1) {\n"
-		   "\t\tkv_topk(sc, n, ch, S, R, 0, lo * ch, s0, hist, sv, &s_E, wsum);\n"
+		   "\tif (ch > 1) {   /* s0: the best lo chunks (gen_massbisect's last pick) */\n"
 		   "\t\tconst long long rem = n %% ch;\n"
 		   "\t\tpu = s0.used;\n"
 		   "\t\tif (rem > 0 && !kv_prot(n / ch, ch, n, S, R) && !s0.takep) nr = n - rem;\n"
@@ -610,7 +622,8 @@ static int gen_select(Gen *g, KpCudaOut *out)
 		   "\tconst KvSel s1 = kv_ldrec(kv_grec(a, inst, 1)), s0 = kv_ldrec(kv_grec(a, inst, 0));\n"
 		   "\t(void)hist; (void)sv; (void)s_E;\n", ki_scopename(s->scope));
 	if (s->scope != SC_head && ms)    /* kv_select_grp found a score that is not >= 0: no records */
-		sb(&g->s, "\tif (*(volatile int *)a.err) return;   /* KVG_EMASS, or an earlier kernel's error */\n");
+		sb(&g->s, "\tif (*(volatile int *)a.err) return;   /* KVG_EMASS, or an earlier kernel's error */\n"
+		          "\tconst KvSel p0 = kv_ldrec(kv_grec(a, inst, 2));   /* the mass prefix (kv_gin fl 4) */\n");
 	if (s->scope != SC_head && th)    /* the records rank the candidates only (kv_gin) */
 		sb(&g->s, "\tconst double tau = (double)(%s);\n", T);
 	if (s->floor)       /* AdaKV: the head's own floor (kv_select_grp's records 2, 3) */
@@ -650,7 +663,8 @@ static int gen_select(Gen *g, KpCudaOut *out)
 		   "\t\tsdst[tid] = keep ? (int)(run + ex) : %s;\n"
 		   "\t\tconst int pv = keep ? Pb[t] : 0;\n",
 		   s->floor ? "\t\t\tkeep = keep || kv_kept(kv_prot(ci, ch, n, S, R) ? f1 : f0, sc, ci, ch, n, S, R);\n" : "",
-		   s->scope != SC_head && th ? "\t\t\tkeep = keep && (kv_prot(ci, ch, n, S, R) || kv_cmean(sc, ci, ch, n) >= tau);\n" : "",
+		   s->scope != SC_head && th ? "\t\t\tkeep = keep && (kv_prot(ci, ch, n, S, R) || kv_cmean(sc, ci, ch, n) >= tau);\n" :
+		   s->scope != SC_head && ms ? "\t\t\tkeep = keep && (kv_prot(ci, ch, n, S, R) || kv_kept(p0, sc, ci, ch, n, S, R));\n" : "",
 		   mg || mp ? "t < n ? (int)(-2 - (t - run - ex)) : -1" : "-1");
 	if (mp)
 		kp_mpos_mark(g);

@@ -29,12 +29,15 @@ __device__ __forceinline__ void kv_strec(int *r, const KvSel &o) {
 ** AdaKV's floor (fl 1), not already kept by its head's own floor (records 2 + grp); with a
 ** threshold (fl 2), an unprotected chunk only when its mean score (double, as the reference's)
 ** is >= tau (NaN never); with merge summary (fl 3, chunk 1), only within its head's cap
-** (records 2 + grp: its own top no - C when the group evicts and it has no block) */
+** (records 2 + grp: its own top no - C when the group evicts and it has no block); with mass
+** over chunks (fl 4), an unprotected chunk only when it is in the group's mass prefix (records
+** 2, kernels.c gen_grpmass) */
 __device__ __forceinline__ int kv_gin(const KvgArgs &a, int k, long long ci, long long ch, long long n, long long S,
                                       long long R, int grp, int fl, double tau) {
 	if (kv_prot(ci, ch, n, S, R) != grp) return 0;
 	if (fl == 2) return grp || kv_cmean(KV_GSC(a, k), ci, ch, n) >= tau;
 	if (fl == 3) return kv_kept(kv_ldrec(kv_grec(a, k, 2 + grp)), KV_GSC(a, k), ci, ch, n, S, R);
+	if (fl == 4) return grp || kv_kept(kv_ldrec(kv_grec(a, k, 2)), KV_GSC(a, k), ci, ch, n, S, R);
 	return !fl || !kv_kept(kv_ldrec(kv_grec(a, k, 2 + grp)), KV_GSC(a, k), ci, ch, n, S, R);
 }
 /* The interpreter's greedy pass (compiler/interp.c pick) over the chunks of class grp of
@@ -42,10 +45,11 @@ __device__ __forceinline__ int kv_gin(const KvgArgs &a, int k, long long ci, lon
 ** position: the prefix that fits is found by a radix select weighted by chunk length
 ** (threshold key T; ties in order up to the first candidate P that does not fit); after
 ** P only shorter last chunks can fit, and the greedy pass takes, one at a time, the best
-** of those that still fit. Writes the records; returns the tokens taken. */
+** of those that still fit. Writes the records; returns the tokens taken. With cw, w counts
+** chunks (each weighs 1): the best w candidates, no greedy pass (mass's prefix, gen_grpmass). */
 __device__ long long kv_gpick(const KvgArgs &a, int i0, int ni, long long ch, long long S, long long R, int grp,
                               long long w, unsigned long long *hist, unsigned long long *sv, int *wsum, int fl,
-                              double tau) {
+                              double tau, int cw = 0) {
 	const int tid = threadIdx.x;
 	if (w < 0) w = 0;
 	if (tid == 0) sv[0] = 0;
@@ -54,7 +58,7 @@ __device__ long long kv_gpick(const KvgArgs &a, int i0, int ni, long long ch, lo
 	for (int k = i0; k < i0 + ni; k++) {
 		const long long n = KV_GLEN(a, k), nch = (n + ch - 1) / ch;
 		for (long long ci = tid; ci < nch; ci += KV_NT)
-			if (kv_gin(a, k, ci, ch, n, S, R, grp, fl, tau)) tot += (unsigned long long)kv_clen(ci, ch, n);
+			if (kv_gin(a, k, ci, ch, n, S, R, grp, fl, tau)) tot += cw ? 1ull : (unsigned long long)kv_clen(ci, ch, n);
 	}
 	atomicAdd(&sv[0], tot);
 	__syncthreads();
@@ -75,7 +79,7 @@ __device__ long long kv_gpick(const KvgArgs &a, int i0, int ni, long long ch, lo
 				for (long long ci = tid; ci < nch; ci += KV_NT) {
 					if (!kv_gin(a, k, ci, ch, n, S, R, grp, fl, tau)) continue;
 					const unsigned k_ = kv_key(sc, ci, ch, n, S, R);
-					if ((k_ & mask) == pref) atomicAdd(&hist[(k_ >> sh) & 255u], (unsigned long long)kv_clen(ci, ch, n));
+					if ((k_ & mask) == pref) atomicAdd(&hist[(k_ >> sh) & 255u], cw ? 1ull : (unsigned long long)kv_clen(ci, ch, n));
 				}
 			}
 			__syncthreads();
@@ -102,10 +106,10 @@ __device__ long long kv_gpick(const KvgArgs &a, int i0, int ni, long long ch, lo
 				int cnt;
 				const int ex = kv_bscan(eq, wsum, &cnt);
 				/* the shorter chunk is the instance's last: only full chunks precede a tie here */
-				const long long before = run + ch * ex;
-				if (eq && before <= remT && before + kv_clen(ci, ch, n) > remT) { sv[3] = (unsigned long long)k; sv[4] = (unsigned long long)ci; sv[5] = (unsigned long long)before; }
+				const long long before = run + (cw ? 1 : ch) * ex;
+				if (eq && before <= remT && before + (cw ? 1 : kv_clen(ci, ch, n)) > remT) { sv[3] = (unsigned long long)k; sv[4] = (unsigned long long)ci; sv[5] = (unsigned long long)before; }
 				const int seq = nf < nch && nf >= c0 && nf < c0 + KV_NT && kv_gin(a, k, nf, ch, n, S, R, grp, fl, tau) && kv_key(sc, nf, ch, n, S, R) == T;
-				run += ch * cnt - (seq ? ch - (n - nf * ch) : 0);
+				run += cw ? cnt : ch * cnt - (seq ? ch - (n - nf * ch) : 0);
 				__syncthreads();
 				if (run > remT) { Pk = (long long)sv[3]; Pc = (long long)sv[4]; rem = remT - (long long)sv[5]; break; }
 			}
@@ -122,6 +126,7 @@ __device__ long long kv_gpick(const KvgArgs &a, int i0, int ni, long long ch, lo
 	}
 	__syncthreads();
 	if (allf) return (long long)total;
+	if (cw) return w;
 	/* after P: the best shorter chunk that still fits, until none does */
 	for (int round = 0; round < ni; round++) {
 		if (tid == 0) sv[6] = 0;

@@ -293,8 +293,8 @@ static inline double thrchunk_margin(const KiFn *f, const double *par, const KiC
 	return ok ? worst : 0;
 }
 
-/* mass over chunks at scope head (ch > 1): every two unprotected chunks' means apart (their order:
-** relative gaps >= 1e-5 suffice, an f32 mean of a few scores against the double one, so the gap is
+/* mass over chunks (ch > 1), per scope group (a head, a layer, the model): every two unprotected
+** chunks' means apart (their order: relative gaps >= 1e-5 suffice, an f32 mean of a few scores against the double one, so the gap is
 ** scaled by 10 for case_margin's 1e-4 — 1e-4 itself skips most cases of 25 chunks a head), and
 ** every cumulative share of the best chunks' sums (by mean, highest first) away from p */
 static int cmpchunk(const void *pa, const void *pb)
@@ -306,16 +306,19 @@ static inline double masschunk_margin(const KiFn *f, const double *par, const Ki
 {
 	long S = (long)pval(f, par, f->sel.keep_first, 0), R = (long)pval(f, par, f->sel.keep_recent, 0);
 	double mp = pval(f, par, f->sel.mass, 0), worst = INFINITY;
-	CgChunk *v = malloc(((size_t)c->n + 1) * sizeof *v);
-	for (int k = 0; v && k < c->L * c->H; k++) {
-		int m = cg_uchunks(c, r, k, ch, S, R, v);
+	int gs = f->sel.scope == SC_head ? 1 : f->sel.scope == SC_layer ? c->H : c->L * c->H;
+	CgChunk *v = malloc(((size_t)c->n * gs + 1) * sizeof *v);
+	for (int k0 = 0; v && k0 < c->L * c->H; k0 += gs) {
+		int m = 0;
+		for (int k = k0; k < k0 + gs; k++)
+			m += cg_uchunks(c, r, k, ch, S, R, v + m);
 		double tot = 0, acc = 0;
 		for (int i = 0; i < m; i++)
 			tot += v[i].sum;
 		qsort(v, (size_t)m, sizeof *v, cmpchunk);
 		for (int i = 0; i < m; i++) {
 			double sc = fmax(fabs(v[i].mean), i ? fabs(v[i - 1].mean) : 0);
-			if (i && sc > 0)
+			if (i && sc > 0 && v[i - 1].mean != v[i].mean)   /* exact ties: the order by position, alike */
 				worst = fmin(worst, 10 * (v[i - 1].mean - v[i].mean) / sc);
 			if (tot > 0)
 				worst = fmin(worst, fabs((acc += v[i].sum / tot) - mp));
@@ -332,7 +335,7 @@ static inline double case_margin(const KiFn *f, const double *par, const KiCase 
 	long chk = (long)pval(f, par, f->sel.chunk, 1);
 	if (f->sel.kind == SEL_threshold && f->sel.scope == SC_head && chk > 1)
 		return thrchunk_margin(f, par, c, r, chk);
-	if (f->sel.kind == SEL_mass && f->sel.scope == SC_head && chk > 1)
+	if (f->sel.kind == SEL_mass && chk > 1)
 		return masschunk_margin(f, par, c, r, chk);
 	long S = (long)pval(f, par, f->sel.keep_first, 0), R = (long)pval(f, par, f->sel.keep_recent, 0);
 	double worst = INFINITY, *v = malloc((size_t)c->n * sizeof *v + 8);

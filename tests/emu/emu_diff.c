@@ -580,7 +580,9 @@ static void run_case(int pi, int dt, int di, int gi, int idx)
 			goto out;
 		}
 		ok = sch ? floor_margin(f, par, &c, &r) >= 1e-5 && sched_margin(f, par, &c, &r) >= 1e-5 :
-		     f->sel.floor || (grpsel && f->sel.kind == SEL_mass) ? floor_margin(f, par, &c, &r) >= 1e-5 :
+		     f->sel.floor || (grpsel && f->sel.kind == SEL_mass && pval(f, par, f->sel.chunk, 1) == 1) ?
+		     floor_margin(f, par, &c, &r) >= 1e-5 :
+		     grpsel && f->sel.kind == SEL_mass ? case_margin(f, par, &c, &r) >= 1e-4 :   /* masschunk_margin */
 		     grpsel ? group_margin(f, par, &c, &r) >= 1e-5 : case_margin(f, par, &c, &r) >= 1e-4;
 		const int oks = ok;
 		ok = ok && merge_margin(f, par, &c, &r) >= 1e-4;
