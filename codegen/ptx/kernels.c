@@ -397,8 +397,9 @@ static void gen_selgrp(Gen *g, KpCudaOut *out, const char *S, const char *R, con
 	if (M)
 		gen_grpmass(g, M);
 	int fl = F ? 1 : T ? 2 : su ? 3 : M ? 4 : 0;
-	if (fl == 0 || fl >= 3) {   /* plain top-k, summary caps, mass prefix: two inlined calls (rolled, ptxas
-	                            ** spills 20 B on sm_80 for scope layer; these two were measured inlined) */
+	if (fl == 0 || fl >= 3) {   /* plain top-k, summary caps, mass prefix: two inlined calls (sm_80 rolled:
+	                            ** 20 B spill for scope layer's top-k, 24 B for summary_layer's caps, 0 B
+	                            ** inlined; summary_model: 8 B inlined, 0 B rolled; the mass prefix 0 B) */
 		sb(&g->s,
 		   "\t/* protected chunks first (sinks, then the newest recent), then the others */\n"
 		   "\tconst long long u1 = kv_gpick(a, i0, ni, ch, S, R, 1, want, hist, sv, wsum, %d, tau);\n"
