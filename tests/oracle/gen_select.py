@@ -393,6 +393,79 @@ def p_mass_nocap(c):
     return _mass(c, False)
 
 
+# ---- the keep counts (S7) and mass over chunks at scope head: tests/policies/keep_edge.lua,
+# threshold_keep.lua, mass_keep.lua, mass_chunk_head.lua (the interpreter was their only
+# reference before session 10)
+
+def _count_margin(v):
+    """how far a keep value is from the floor's next decision (0 apart from an exact integer,
+    which every evaluation order gives exactly for these policies' integer arithmetic)"""
+    dist = abs(v - round(v))
+    return math.inf if dist == 0 else dist / max(1.0, abs(v))
+
+
+def p_keep_edge(c):
+    p = dict(dict(off=0.5), **c["params"])
+    L, H, n = c["L"], c["H"], c["n"]
+    sk = 2
+    s = -np.sqrt((c["K"] ** 2).sum(axis=3))
+    nk = _nkeep(n, c["ratio"], c["budget"])
+    ratio = S.keep_ratio(n, c["ratio"], c["budget"])
+    kw = c["rng"].uniform(-8.0, 10.0, size=(L, H))          # counts below 0 and above n too
+    ko = c["rng"].standard_normal((H, 6)) * 3.0
+    kept, margin = [], math.inf
+    for l in range(L):
+        row = []
+        for h in range(H):
+            m = sum(ko[h, o] for o in range(4)) / 6.0          # where(out < 4, ko, 0):mean("out")
+            v = nk * (kw[l, h] / 4 + 1) + m * l - h * ratio + p["off"]
+            cnt = S.keep_count(v, n)
+            margin = min(margin, _count_margin(v))
+            margin = min(margin, _cut_margin(s[l, h, sk:], cnt - sk))
+            row.append(S.topk(s[l, h], cnt, sinks=sk))
+        kept.append(row)
+    return dict(_per_head(kept, c["Ks"], c["Vs"], L, H), **{"expect.scores": s}), \
+        {"kw": kw, "ko": ko}, margin
+
+
+def p_threshold_keep(c):
+    p = dict(dict(tau=0.0, sinks=1, window=2), **c["params"])
+    sk, w, tau = int(p["sinks"]), int(p["window"]), p["tau"]
+    L, H, n = c["L"], c["H"], c["n"]
+    s = c["K"].sum(axis=3)
+    nk = _nkeep(n, c["ratio"], c["budget"])
+    kept, margin = [], min(abs(x - tau) / max(abs(tau), 1e-30, abs(x)) for x in s.ravel())
+    for l in range(L):
+        row = []
+        for h in range(H):
+            v = nk * (h + 1) / 3 + l
+            cnt = S.keep_count(v, n)
+            margin = min(margin, _count_margin(v))
+            free = s[l, h, sk:n - w]
+            margin = min(margin, _cut_margin(np.where(free >= tau, free, np.nan), cnt - sk - w))
+            row.append(S.threshold_select(s[l, h], tau, cnt, sk, w))
+        kept.append(row)
+    return dict(_per_head(kept, c["Ks"], c["Vs"], L, H), **{"expect.scores": s}), {}, margin
+
+
+def p_mass_keep(c):
+    p = dict(dict(p=0.8, sinks=2, window=3), **c["params"])
+    sk, w = int(p["sinks"]), int(p["window"])
+    L, H, n = c["L"], c["H"], c["n"]
+    s = np.sqrt((c["K"] ** 2).sum(axis=3))
+    nk = _nkeep(n, c["ratio"], c["budget"])
+    vals = np.array([[nk / (h + 1) + 2 for h in range(H)] for _ in range(L)])
+    cnt = np.array([[S.keep_count(v, n) for v in row] for row in vals])
+    kept = S.mass_group(s, p["p"], cnt, sk, w, "layer", 1)
+    margin = min(S.mass_group_margin(s, p["p"], cnt, sk, w, "layer", 1),
+                 min(_count_margin(v) for v in vals.ravel()))
+    return dict(_per_head(kept, c["Ks"], c["Vs"], L, H), **{"expect.scores": s}), {}, margin
+
+
+def p_mass_chunk_head(c):
+    return _mass_group(c, "head", 4, "recent")
+
+
 def p_threshold_head(c):
     p = dict(dict(tau=0.5, sinks=1, window=2), **c["params"])
     sk, w, tau = int(p["sinks"]), int(p["window"]), p["tau"]
@@ -472,6 +545,8 @@ POLICIES = {
     "gated_window": p_gated_window, "threshold": p_threshold,
     "mass_head": p_mass_head, "mass_nocap": p_mass_nocap, "threshold_head": p_threshold_head,
     "mass_layer": p_mass_layer, "mass_model": p_mass_model, "mass_chunk": p_mass_chunk,
+    "keep_edge": p_keep_edge, "threshold_keep": p_threshold_keep, "mass_keep": p_mass_keep,
+    "mass_chunk_head": p_mass_chunk_head,
 }
 
 # (policy, case, L, H, G, n, d, ("ratio", r) | ("budget", B), params, dtype, pos kind, O, steps)
@@ -557,6 +632,21 @@ CASES = [
     ("mass_chunk", "d8_n37_c4_r0", 2, 2, 1, 37, 8, ("ratio", 0.0), {}, "f32", "default", 0, 0),
     ("mass_chunk", "d16_n61_c3_p80_r50", 2, 3, 1, 61, 16, ("ratio", 0.5), {"p": 0.8, "chunk": 3}, "f32", "default", 0, 0),
     ("mass_chunk", "d8_n40_c5_p40_b7", 2, 2, 1, 40, 8, ("budget", 7), {"p": 0.4, "chunk": 5, "recent": 0}, "f32", "default", 0, 0),
+    # the keep counts (S7): a [layer, head] weight and a mean over an out axis, counts floored,
+    # lifted to 0 and cut to n, x.ratio under a budget; the count as threshold's cap per head and
+    # as mass's cap summed over a layer; mass over chunks at scope head
+    ("keep_edge", "d8_n37_r50", 2, 3, 1, 37, 8, ("ratio", 0.5), {}, "f32", "default", 0, 0),
+    ("keep_edge", "d16_n61_b20_off", 3, 2, 1, 61, 16, ("budget", 20), {"off": -3.25}, "f32", "default", 0, 0),
+    ("keep_edge", "d64_n40_r25_bf16", 2, 3, 2, 40, 64, ("ratio", 0.25), {}, "bf16", "default", 0, 0),
+    ("threshold_keep", "d8_n37_r50", 2, 3, 1, 37, 8, ("ratio", 0.5), {}, "f32", "default", 0, 0),
+    ("threshold_keep", "d16_n61_b30_tau1", 3, 3, 1, 61, 16, ("budget", 30), {"tau": -1.0}, "f32", "default", 0, 0),
+    ("threshold_keep", "d8_n40_r25_f16", 2, 2, 1, 40, 8, ("ratio", 0.25), {"sinks": 2, "window": 0}, "f16", "default", 0, 0),
+    ("mass_keep", "d8_n37_r50", 2, 3, 1, 37, 8, ("ratio", 0.5), {}, "f32", "default", 0, 0),
+    ("mass_keep", "d16_n61_p95_b30", 2, 2, 1, 61, 16, ("budget", 30), {"p": 0.95}, "f32", "default", 0, 0),
+    ("mass_keep", "d8_n40_p50_r25_bf16", 3, 3, 1, 40, 8, ("ratio", 0.25), {"p": 0.5}, "bf16", "default", 0, 0),
+    ("mass_chunk_head", "d8_n37_c4_r0", 2, 2, 1, 37, 8, ("ratio", 0.0), {}, "f32", "default", 0, 0),
+    ("mass_chunk_head", "d16_n61_c3_p80_r50", 2, 3, 1, 61, 16, ("ratio", 0.5), {"p": 0.8, "chunk": 3}, "f32", "default", 0, 0),
+    ("mass_chunk_head", "d8_n40_c5_p40_b7", 2, 2, 1, 40, 8, ("budget", 7), {"p": 0.4, "chunk": 5, "recent": 0}, "f32", "default", 0, 0),
 ]
 
 

@@ -45,6 +45,11 @@ Semantic choices the DESIGN text leaves open, made here (also in tests/oracle/RE
      is evicted once it is outside the last `window` tokens and its gate < tau (decided when it
      arrives, executed when it leaves the window: DMS's delayed eviction); decoding continues the
      recurrence from the last token's h, evicted or not.
+  S7 keep count (`keep = function(x) ... end`, doc/dsl.md): a number per (layer, head) evaluated
+     in double; not a number (NaN, +-inf) is an error; floored, then clamped to 0..n; it replaces
+     that head's n_keep wherever n_keep is the cap (top-k's count, threshold's / mass's cap); a
+     scope group's budget is the sum of its heads' counts.  x.ratio is the run-time ratio, with a
+     budget B: 1 - min(B, n) / n; x.nkeep is the head's n_keep under the ratio / budget.
 """
 
 import math
@@ -77,6 +82,29 @@ def protected_mask(n, sinks=0, recent=0):
     return (t < sinks) | (t >= n - recent)
 
 
+def keep_count(v, n):
+    """S7: the count a keep value gives a head of n tokens (ValueError when not a number)."""
+    v = float(v)
+    if not math.isfinite(v):
+        raise ValueError("keep count: not a number (%r)" % v)
+    return int(min(max(math.floor(v), 0), n))
+
+
+def keep_ratio(n, ratio=None, budget=None):
+    """S7's x.ratio: the run-time ratio, or 1 - min(B, n) / n under a budget B."""
+    return float(ratio) if budget is None else 1.0 - min(int(budget), n) / n
+
+
+def group_budget(n_keep, grp):
+    """A scope group's budget: the sum of its heads' counts (n_keep a number per head, or an
+    [L, H] array of S7 counts); None: no cap."""
+    if n_keep is None:
+        return None
+    if np.ndim(n_keep) == 0:
+        return len(grp) * int(n_keep)
+    return int(sum(int(n_keep[l][h]) for (l, h) in grp))
+
+
 def topk(scores, n_keep, sinks=0, recent=0):
     return np.sort(np.array(topk_order(scores, sinks, recent)[:max(0, n_keep)], dtype=np.int64))
 
@@ -100,7 +128,7 @@ def threshold_select(scores, tau, n_keep=None, sinks=0, recent=0):
 def threshold_group(scores, tau, n_keep=None, sinks=0, recent=0, scope="layer"):
     """DESIGN 'threshold tau' at scope layer or model: scores [L, H, n].  The candidates of a
     scope group (its protected tokens and the others with score >= tau; NaN never) share the
-    group's budget (the sum of its heads' n_keep; None: no cap) in one ranking: sinks by
+    group's budget (the sum of its heads' n_keep, or of their S7 counts given as an [L, H] array; None: no cap) in one ranking: sinks by
     position, then the recent window newest first, then score; ties: lower layer, head,
     position.  Returns kept[l][h]."""
     L, H, n = scores.shape
@@ -121,7 +149,7 @@ def threshold_group(scores, tau, n_keep=None, sinks=0, recent=0, scope="layer"):
                     continue
                 cands.append((key, l, h, t))
         cands.sort()
-        want = len(cands) if n_keep is None else len(grp) * n_keep
+        want = len(cands) if n_keep is None else group_budget(n_keep, grp)
         for _, l, h, t in cands[:max(0, want)]:
             kept[l][h].append(t)
     return [[np.array(sorted(kept[l][h]), dtype=np.int64) for h in range(H)] for l in range(L)]
@@ -165,7 +193,7 @@ def mass_group(scores, p, n_keep=None, sinks=0, recent=0, scope="layer", chunk=1
     zero total: none; never reached: all).  The protected candidates and the prefix are then
     taken greedily in the top-k order (sinks by position, then the recent window newest first,
     then key), each one only when it still fits in the group's budget (the sum of its heads'
-    n_keep; None: no cap).  Returns kept[l][h]."""
+    n_keep, or of their S7 counts given as an [L, H] array; None: no cap).  Returns kept[l][h]."""
     L, H, n = scores.shape
     s = np.asarray(scores, dtype=np.float64)
     if scope == "head":
@@ -200,7 +228,8 @@ def mass_group(scores, p, n_keep=None, sinks=0, recent=0, scope="layer", chunk=1
                 if acc >= p:
                     break
         order = sorted(prot + chosen)
-        want = math.inf if n_keep is None else len(grp) * n_keep
+        want = group_budget(n_keep, grp)
+        want = math.inf if want is None else want
         got = 0
         for _, l, h, t0, t1 in order:
             if got + (t1 - t0) <= want:
@@ -249,7 +278,7 @@ def mass_group_margin(scores, p, n_keep=None, sinks=0, recent=0, scope="layer", 
         if cut < len(free):
             best = min(best, gap(free[cut - 1][0], free[cut][0]))
         tokens = nprot + sum(c[2] for c in free[:cut])
-        want = None if n_keep is None else len(grp) * n_keep
+        want = group_budget(n_keep, grp)
         if want is not None and tokens > want and chunk == 1 and 0 < want - nprot < cut:
             k = want - nprot                        # one token each: the cap's cut only
             best = min(best, gap(free[k - 1][0], free[k][0]))

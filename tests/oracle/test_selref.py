@@ -85,6 +85,29 @@ def test_mass_group():
         pass
 
 
+def test_keep_count():
+    """S7 keep counts, by hand: floored, clamped to 0..n, not a number raises; a group's budget is
+    the sum of its heads' counts"""
+    check(S.keep_count(2.7, 5) == 2 and S.keep_count(-0.5, 5) == 0 and S.keep_count(9, 5) == 5,
+          "keep_count: floor 2.7 -> 2, -0.5 -> 0, 9 -> n = 5")
+    for v in (math.nan, math.inf, -math.inf):
+        try:
+            S.keep_count(v, 5)
+            check(False, "keep_count(%r) must raise" % v)
+        except ValueError:
+            pass
+    check(S.keep_ratio(40, budget=10) == 0.75 and S.keep_ratio(40, budget=90) == 0.0 and
+          S.keep_ratio(40, ratio=0.5) == 0.5, "keep_ratio: 1 - min(B, n) / n")
+    s = np.array([[[4.0, 3.0, 2.0, 1.0], [5.0, 0.5, 0.25, 0.0]]])
+    kept = lambda k: [a.tolist() for a in k[0]]
+    check(kept(S.mass_group(s, 1.0, n_keep=np.array([[1, 2]]), scope="layer")) == [[0, 1], [0]],
+          "mass at scope layer under counts 1 + 2: the layer's best three")
+    check(kept(S.mass_group(s, 1.0, n_keep=np.array([[1, 2]]), scope="head")) == [[0], [0, 1]],
+          "mass at scope head: each head its own count")
+    check([k.tolist() for k in S.threshold_group(s, 0.4, np.array([[0, 3]]), scope="layer")[0]] ==
+          [[0, 1], [0]], "threshold at scope layer under counts 0 + 3: 5, 4, 3 of the layer")
+
+
 def test_floor_bruteforce():
     rng = np.random.default_rng(1)
     for case in range(30):
@@ -456,7 +479,7 @@ def test_kvpress_expected_attention():
 
 
 def main():
-    tests = [test_threshold, test_mass, test_mass_group, test_floor_bruteforce, test_prefixkv, test_dynamickv,
+    tests = [test_threshold, test_mass, test_mass_group, test_keep_count, test_floor_bruteforce, test_prefixkv, test_dynamickv,
              test_criticalkv_stage, test_gated_window, test_lagkv_short_and_chunkkv_fill,
              test_head_classes, test_select_topk_scopes]
     if kvpress_available():
