@@ -4,13 +4,25 @@
 ** interpreter does, from: constants and params; x.n and the other sizes, x.layer, x.head,
 ** x.nlayers, x.nheads, x.step, x.ratio, x.nkeep, x.scale (KO_size, KO_info); weights whose
 ** axes are layer, head and out, the out index, and reductions over out (sum, mean, max, min,
-** norm, dot: the op table's KS_RED kinds other than std's); every elementwise op. A keep
-** count that reads the cache (a token reduction of the score, say) is refused here with its
-** position: the counts are computed before the scores, per (layer, head).
+** norm, dot: the op table's KS_RED kinds other than std's); every elementwise op; and
+** reductions over token of the score itself (the same instruction as the policy's score after
+** cse: sum, mean, max, min, norm, ...; std's excepted) — the count reads the cache through the
+** score, which the kernels hold before selection (x86: the score row in kvcc_tmap_ctx.vals[0];
+** CUDA: a.scores), in f32 where the interpreter has it in double (session 10). Any other read
+** of the cache (a token reduction of another value, say) is refused here with its position,
+** and so is a token reduction of the score with merge summary (its rows are part of the score
+** row there).
 */
 #include <stdio.h>
 #include <stdlib.h>
 #include "compiler/keep.h"
+
+int ki_keeptok(const KiFn *f, const KiIns *in)
+{
+	return ki_rule(in->op) == AR_RED && in->axis == AX_token && ki_sem(in->op)->kind == SEM_RED &&
+	       ki_sem(in->op)->map != MAP_DEV && KI_RKIND(f->score) == RK_INS && in->arg[0] == f->score &&
+	       f->ins[KI_RIDX(f->score)].axes == AXM(AX_token);
+}
 
 void ki_keepneed(const KiFn *f, uint8_t *need)
 {
@@ -18,7 +30,7 @@ void ki_keepneed(const KiFn *f, uint8_t *need)
 		return;
 	need[KI_RIDX(f->sel.keep)] = 1;
 	for (int i = KI_RIDX(f->sel.keep); i >= 0; i--)
-		for (int k = 0; need[i] && k < 3; k++)
+		for (int k = 0; need[i] && !ki_keeptok(f, &f->ins[i]) && k < 3; k++)
 			if (KI_RKIND(f->ins[i].arg[k]) == RK_INS && KI_RIDX(f->ins[i].arg[k]) < i)
 				need[KI_RIDX(f->ins[i].arg[k])] = 1;
 }
@@ -26,6 +38,8 @@ void ki_keepneed(const KiFn *f, uint8_t *need)
 /* can the generators evaluate instruction in as a scalar (or inside a loop over out)? */
 static int keepop(const KiFn *f, const KiIns *in)
 {
+	if (ki_keeptok(f, in))
+		return f->merge.kind != MG_summary;
 	if (in->axes & ~AXM(AX_out))
 		return 0;
 	switch (ki_rule(in->op)) {
@@ -75,9 +89,14 @@ int ki_keepcheck(const KiFn *f, KiErr *e)
 		int red = ki_rule(in->op) == AR_RED || ki_rule(in->op) == AR_DOT;
 		snprintf(what, sizeof what, red ? "%s over %s" : "%s %s", ki_opname(in->op),
 		         red ? (in->axis < AX_NUM ? ki_axisname(in->axis) : "-") : ax);
-		ki_error(e, f->src, in->line, in->col, "select keep: %s is not compiled to kernels yet (a keep count "
-		         "reads sizes, infos, params, weights over layer / head / out and reductions over out; the "
-		         "reference interpreter, kvcc run, runs it)", what);
+		if (ki_keeptok(f, in))
+			ki_error(e, f->src, in->line, in->col, "select keep: %s of the score with merge summary is not "
+			         "compiled to kernels yet (the reference interpreter, kvcc run, runs it)", what);
+		else
+			ki_error(e, f->src, in->line, in->col, "select keep: %s is not compiled to kernels yet (a keep "
+			         "count reads sizes, infos, params, weights over layer / head / out, reductions over out "
+			         "and reductions over token of the score; the reference interpreter, kvcc run, runs it)",
+			         what);
 		rc = -1;
 	}
 	free(need);

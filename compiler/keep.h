@@ -12,7 +12,11 @@
 /* 0 when the kernel generators take f's keep expression (or f has none), else a positioned
 ** error at the first instruction they do not */
 KC_FUNC int ki_keepcheck(const KiFn *f, KiErr *e);
-/* need[i] = 1 for every instruction the keep expression reads (need: nins bytes, zeroed) */
+/* 1 when in is a reduction over token of f's score (a [token] instruction) that a keep count may
+** read: the kernels hold the score row before selection */
+KC_FUNC int ki_keeptok(const KiFn *f, const KiIns *in);
+/* need[i] = 1 for every instruction the keep expression reads (need: nins bytes, zeroed); a
+** reduction over token of the score (ki_keeptok) is needed, its operand (the score) is not */
 KC_FUNC void ki_keepneed(const KiFn *f, uint8_t *need);
 
 #endif

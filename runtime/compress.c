@@ -682,13 +682,14 @@ static int schedcounts(Run *r, float **score, int s, long S, long R, const kvcc_
 }
 
 /* instance k's count before selection (n tokens): the generated keepn (the policy's keep expression,
-** else the budget's n_keep), or the reference's error for a keep count that is not finite */
-static int keepcount(Run *r, int k, long n, long *cnt)
+** else the budget's n_keep; a keep count may reduce the score row over token, vals[0]), or the
+** reference's error for a keep count that is not finite */
+static int keepcount(Run *r, float **score, int k, long n, long *cnt)
 {
 	Inst I;
 	instof(r, k, &I);
 	kvcc_tmap_ctx c;
-	tmapctx(r, &I, NULL, &c);
+	tmapctx(r, &I, score + k, &c);
 	c.n = n;
 	int64_t v = r->pl->p->a->keepn(&c);
 	if (v < 0)
@@ -741,7 +742,7 @@ static int selectkeep(Run *r, float **score, const kvcc_args *args, int k0, int 
 		}
 		long cnt = hd->sched >= KA_SCH_PREFIX ? (long)r->pl->schnk[kk] : hd->nocap ? n : 0;
 		if (hd->sched < KA_SCH_PREFIX && !hd->nocap) {
-			int rc = keepcount(r, k, n, &cnt);
+			int rc = keepcount(r, score, k, n, &cnt);
 			if (rc)
 				return rc;
 		}

@@ -6,8 +6,9 @@
 ** come here): elementwise ops from the op table's value column (the interpreter's own C
 ** expression of the double operands a, b, c), +, -, *, / as __dadd_rn & co. (no contraction
 ** into an FMA), reductions over out as loops over a.nout (1 when no weight has an out axis, as
-** the interpreter's size); then compiler/select.c ki_counts' clamp (floor, 0..n). A value that
-** is not finite sets KVG_EKEEP (the host reports it; the kernels go on with 0).
+** the interpreter's size), reductions over token of the score as loops over the instance's n
+** scores in a.scores (f32, as kv_select ranks them; session 10); then compiler/select.c
+** ki_counts' clamp (floor, 0..n). A value that is not finite sets KVG_EKEEP (the host reports it; the kernels go on with 0).
 */
 #include <math.h>
 #include <stdio.h>
@@ -135,7 +136,11 @@ static int emit(Gen *g, int i, int d)
 	return 0;
 }
 
-/* a reduction over out: the loop over o_ with the out-axis values it reads, in order */
+static int redfin(Gen *g, int i, const KiSem *sem, const char *cnt);
+
+/* a reduction over out: the loop over o_ with the out-axis values it reads, in order; a reduction
+** over token of the score (compiler/keep.c ki_keeptok): the loop over t_ < n of the instance's
+** scores */
 static int emitred(Gen *g, int i, const uint8_t *need)
 {
 	const KiFn *f = g->f;
@@ -143,6 +148,15 @@ static int emitred(Gen *g, int i, const uint8_t *need)
 	const KiSem *sem = ki_sem(in->op);
 	char init[64];
 	dlit(init, sizeof init, sem->init);
+	if (ki_keeptok(f, in)) {       /* over token of the score: this instance's row of a.scores (f32) */
+		sb(&g->s, "\tdouble x%d = %s;\n\tfor (long long t_ = 0; t_ < n; t_++) {\n"
+		          "\t\tconst double s_ = (double)a.scores[(((long long)b * a.L + l) * a.H + h) * a.N + t_];\n", i, init);
+		if (sem->map == MAP_SQ)
+			sb(&g->s, "\t\tconst double v_ = __dmul_rn(s_, s_);\n");
+		else
+			sb(&g->s, "\t\tconst double v_ = s_;\n");
+		return redfin(g, i, sem, "n");
+	}
 	sb(&g->s, "\tdouble x%d = %s;\n\tfor (long long o_ = 0; o_ < nout_; o_++) {\n", i, init);
 	uint8_t *reach = calloc((size_t)f->nins + 1, 1);
 	if (!reach)
@@ -170,15 +184,21 @@ static int emitred(Gen *g, int i, const uint8_t *need)
 		sb(&g->s, "\t\tconst double v_ = __dmul_rn(%s, %s);\n", A, B);
 	else
 		sb(&g->s, "\t\tconst double v_ = %s;\n", A);
+	return redfin(g, i, sem, "nout_");
+}
+
+/* the end of a reduction's loop (its value v_ in x<i>) and its finish over cnt elements */
+static int redfin(Gen *g, int i, const KiSem *sem, const char *cnt)
+{
 	if (sem->comb == CMB_ADD)      /* ki_combine */
 		sb(&g->s, "\t\tx%d = __dadd_rn(x%d, v_);\n\t}\n", i, i);
 	else
 		sb(&g->s, "\t\tif (isnan(v_) || v_ %s x%d) x%d = v_;\n\t}\n", sem->comb == CMB_MAX ? ">" : "<", i, i);
-	switch (sem->fin) {            /* ki_finish, count = nout_ */
-	case FIN_MEAN: sb(&g->s, "\tx%d = nout_ ? __ddiv_rn(x%d, (double)nout_) : __longlong_as_double(0x7ff8000000000000LL);\n", i, i); break;
+	switch (sem->fin) {            /* ki_finish over cnt elements */
+	case FIN_MEAN: sb(&g->s, "\tx%d = %s ? __ddiv_rn(x%d, (double)%s) : __longlong_as_double(0x7ff8000000000000LL);\n", i, cnt, i, cnt); break;
 	case FIN_SQRT: sb(&g->s, "\tx%d = sqrt(x%d);\n", i, i); break;
-	case FIN_RMS: sb(&g->s, "\tx%d = nout_ ? sqrt(__ddiv_rn(x%d, (double)nout_)) : __longlong_as_double(0x7ff8000000000000LL);\n", i, i); break;
-	case FIN_DIVK: sb(&g->s, "\tx%d = __ddiv_rn(x%d, (double)nout_);\n", i, i); break;
+	case FIN_RMS: sb(&g->s, "\tx%d = %s ? sqrt(__ddiv_rn(x%d, (double)%s)) : __longlong_as_double(0x7ff8000000000000LL);\n", i, cnt, i, cnt); break;
+	case FIN_DIVK: sb(&g->s, "\tx%d = __ddiv_rn(x%d, (double)%s);\n", i, i, cnt); break;
 	}
 	return 0;
 }

@@ -6,7 +6,9 @@
 ** compiler/select.c ki_counts' clamp: floor, then 0..n; a value that is not finite returns
 ** -1 (NaN), -2 (+inf) or -3 (-inf) and the runtime reports it at the select rule.
 ** Elementwise ops are the loops' (kx_ew, in f64); reductions over out loop over c->nout
-** (1 when no weight has an out axis, as the interpreter's size).
+** (1 when no weight has an out axis, as the interpreter's size); reductions over token of the
+** score loop over the c->n scores of c->vals[0] (runtime/compress.c keepcount passes the
+** instance's score row; session 10).
 */
 #include <math.h>
 #include <stddef.h>
@@ -109,13 +111,17 @@ static LLVMValueRef kleaf(Kx *K, const KiIns *in)
 	return LLVMConstReal(dt, NAN);
 }
 
-/* a reduction over out: a loop over o < nout of its operand(s) (computed in the loop) */
+/* a reduction over out: a loop over o < nout of its operand(s) (computed in the loop); a reduction
+** over token of the score (compiler/keep.c ki_keeptok): a loop over t < n of the score row the
+** runtime passes in vals[0] (f32, widened) */
 static LLVMValueRef kred(Kx *K, int i)
 {
 	Gen *g = K->g;
 	LLVMBuilderRef b = g->b;
 	const KiIns *in = &K->f->ins[i];
 	const KiSem *sem = ki_sem(in->op);
+	int tok = ki_keeptok(K->f, in);
+	LLVMValueRef cnt = tok ? K->n : K->nout;
 	LLVMValueRef acc = entry_alloca(g, K->dt);
 	LLVMBuildStore(b, LLVMConstReal(K->dt, sem->init), acc);
 	LLVMValueRef *saved = K->ov, o0 = K->o;
@@ -125,8 +131,11 @@ static LLVMValueRef kred(Kx *K, int i)
 		return LLVMConstReal(K->dt, NAN);       /* kx_gen_keepn reports it */
 	}
 	Loop lp;
-	K->o = loop_begin2(g, ci(g, 0), K->nout, 1, 1, &lp);
-	LLVMValueRef v = kval(K, in->arg[0]);
+	LLVMValueRef row = tok ? ld(g, g->ptr, FLD(K, vals, g->ptr), ci(g, 0), 8) : NULL;
+	LLVMValueRef t = loop_begin2(g, ci(g, 0), cnt, 1, 1, &lp);
+	if (!tok)
+		K->o = t;
+	LLVMValueRef v = tok ? LLVMBuildFPExt(b, ldf(g, row, t), K->dt, "") : kval(K, in->arg[0]);
 	if (sem->map == MAP_SQ)
 		v = LLVMBuildFMul(b, v, v, "");
 	else if (sem->map == MAP_MUL)
@@ -145,7 +154,7 @@ static LLVMValueRef kred(Kx *K, int i)
 	free(K->ov);
 	K->ov = saved, K->o = o0;
 	a = LLVMBuildLoad2(b, K->dt, acc, "");
-	LLVMValueRef m = LLVMBuildSIToFP(b, K->nout, K->dt, ""), nz = LLVMBuildFCmp(b, LLVMRealONE, m, LLVMConstReal(K->dt, 0), "");
+	LLVMValueRef m = LLVMBuildSIToFP(b, cnt, K->dt, ""), nz = LLVMBuildFCmp(b, LLVMRealONE, m, LLVMConstReal(K->dt, 0), "");
 	switch (sem->fin) {      /* ki_finish */
 	case FIN_MEAN: return LLVMBuildSelect(b, nz, LLVMBuildFDiv(b, a, m, ""), LLVMConstReal(K->dt, NAN), "");
 	case FIN_SQRT: return intr(g, "llvm.sqrt", K->dt, &a, 1);

@@ -462,6 +462,26 @@ def p_mass_keep(c):
     return dict(_per_head(kept, c["Ks"], c["Vs"], L, H), **{"expect.scores": s}), {}, margin
 
 
+def p_keep_score(c):
+    """tests/policies/keep_score.lua: a keep count read from the score (S7 over token
+    reductions of the score: sum / max * frac + (mean - min) * spread), then top-k with sinks"""
+    p = dict(dict(frac=0.6, spread=4, sinks=2), **c["params"])
+    sk = int(p["sinks"])
+    L, H, n = c["L"], c["H"], c["n"]
+    s = np.sqrt((c["K"] ** 2).sum(axis=3))
+    kept, margin = [], math.inf
+    for l in range(L):
+        row = []
+        for h in range(H):
+            r = s[l, h]
+            v = r.sum() / r.max() * p["frac"] + (r.mean() - r.min()) * p["spread"]
+            cnt = S.keep_count(v, n)
+            margin = min(margin, _count_margin(v), _cut_margin(r[sk:], cnt - sk))
+            row.append(S.topk(r, cnt, sinks=sk))
+        kept.append(row)
+    return dict(_per_head(kept, c["Ks"], c["Vs"], L, H), **{"expect.scores": s}), {}, margin
+
+
 def p_mass_chunk_head(c):
     return _mass_group(c, "head", 4, "recent")
 
@@ -546,7 +566,7 @@ POLICIES = {
     "mass_head": p_mass_head, "mass_nocap": p_mass_nocap, "threshold_head": p_threshold_head,
     "mass_layer": p_mass_layer, "mass_model": p_mass_model, "mass_chunk": p_mass_chunk,
     "keep_edge": p_keep_edge, "threshold_keep": p_threshold_keep, "mass_keep": p_mass_keep,
-    "mass_chunk_head": p_mass_chunk_head,
+    "mass_chunk_head": p_mass_chunk_head, "keep_score": p_keep_score,
 }
 
 # (policy, case, L, H, G, n, d, ("ratio", r) | ("budget", B), params, dtype, pos kind, O, steps)
@@ -647,6 +667,10 @@ CASES = [
     ("mass_chunk_head", "d8_n37_c4_r0", 2, 2, 1, 37, 8, ("ratio", 0.0), {}, "f32", "default", 0, 0),
     ("mass_chunk_head", "d16_n61_c3_p80_r50", 2, 3, 1, 61, 16, ("ratio", 0.5), {"p": 0.8, "chunk": 3}, "f32", "default", 0, 0),
     ("mass_chunk_head", "d8_n40_c5_p40_b7", 2, 2, 1, 40, 8, ("budget", 7), {"p": 0.4, "chunk": 5, "recent": 0}, "f32", "default", 0, 0),
+    # a keep count read from the score (the budget's n_keep is not used: ratio and budget alike)
+    ("keep_score", "d8_n37_r50", 2, 3, 1, 37, 8, ("ratio", 0.5), {}, "f32", "default", 0, 0),
+    ("keep_score", "d64_n61_b20_f2", 2, 2, 1, 61, 64, ("budget", 20), {"frac": 0.2, "spread": 1.5}, "f32", "default", 0, 0),
+    ("keep_score", "d16_n129_r25_bf16", 3, 2, 2, 129, 16, ("ratio", 0.25), {"frac": 1.5}, "bf16", "default", 0, 0),
 ]
 
 
