@@ -1181,7 +1181,12 @@ int main(int argc, char **argv)
 	if (every == 1 || only) {
 		MfPolicy extra[MANIFEST_MAX];
 		int ne = mf_read("difffull", extra, MANIFEST_MAX, why, sizeof why);
-		for (int e = 0; e < ne && npol < MANIFEST_MAX; e++)
+		if (ne > MANIFEST_MAX - npol) {      /* never drop a policy silently */
+			printf("FAIL manifest: more than %d policies with the -full ones\n0 passed, 1 failed, 0 skipped\n",
+			       MANIFEST_MAX);
+			return 1;
+		}
+		for (int e = 0; e < ne; e++)
 			pols[npol++] = extra[e];
 	}
 	char *host = kx_hostfeatures();

@@ -812,7 +812,12 @@ int main(int argc, char **argv)
 	if (every == 1 || only) {
 		MfPolicy extra[MANIFEST_MAX];
 		int ne = mf_read("emufull", extra, MANIFEST_MAX, why, sizeof why);
-		for (int e = 0; e < ne && NPOL < MANIFEST_MAX; e++)
+		if (ne > MANIFEST_MAX - NPOL) {      /* never drop a policy silently */
+			printf("FAIL manifest: more than %d policies with the -full ones\n0 passed, 1 failed, 0 skipped\n",
+			       MANIFEST_MAX);
+			return 1;
+		}
+		for (int e = 0; e < ne; e++)
 			mpols[NPOL++] = extra[e];
 	}
 	int kept = 0;
