@@ -429,23 +429,7 @@ def p_keep_edge(c):
 
 
 def p_threshold_keep(c):
-    p = dict(dict(tau=0.0, sinks=1, window=2), **c["params"])
-    sk, w, tau = int(p["sinks"]), int(p["window"]), p["tau"]
-    L, H, n = c["L"], c["H"], c["n"]
-    s = c["K"].sum(axis=3)
-    nk = _nkeep(n, c["ratio"], c["budget"])
-    kept, margin = [], min(abs(x - tau) / max(abs(tau), 1e-30, abs(x)) for x in s.ravel())
-    for l in range(L):
-        row = []
-        for h in range(H):
-            v = nk * (h + 1) / 3 + l
-            cnt = S.keep_count(v, n)
-            margin = min(margin, _count_margin(v))
-            free = s[l, h, sk:n - w]
-            margin = min(margin, _cut_margin(np.where(free >= tau, free, np.nan), cnt - sk - w))
-            row.append(S.threshold_select(s[l, h], tau, cnt, sk, w))
-        kept.append(row)
-    return dict(_per_head(kept, c["Ks"], c["Vs"], L, H), **{"expect.scores": s}), {}, margin
+    return _threshold_heads(c, dict(tau=0.0, sinks=1, window=2), False, lambda nk, l, h: nk * (h + 1) / 3 + l)
 
 
 def p_mass_keep(c):
@@ -486,21 +470,32 @@ def p_mass_chunk_head(c):
     return _mass_group(c, "head", 4, "recent")
 
 
-def p_threshold_head(c):
-    p = dict(dict(tau=0.5, sinks=1, window=2), **c["params"])
+def _threshold_heads(c, defaults, nan, count):
+    """threshold at scope head, the score K's sum over chan (NaN at every 7th token when nan),
+    each head capped at count(n_keep, l, h) through S7 (n_keep itself: the plain cap)"""
+    p = dict(defaults, **c["params"])
     sk, w, tau = int(p["sinks"]), int(p["window"]), p["tau"]
     L, H, n = c["L"], c["H"], c["n"]
     s = c["K"].sum(axis=3)
-    s[..., np.arange(n) % 7 == 3] = np.nan
+    if nan:
+        s[..., np.arange(n) % 7 == 3] = np.nan
     nk = _nkeep(n, c["ratio"], c["budget"])
-    kept = [[S.threshold_select(s[l, h], tau, nk, sk, w) for h in range(H)] for l in range(L)]
-    fin = s[np.isfinite(s)]
-    margin = min(abs(x - tau) / max(abs(tau), 1e-30, abs(x)) for x in fin)
+    kept, margin = [], min(abs(x - tau) / max(abs(tau), 1e-30, abs(x)) for x in s[np.isfinite(s)])
     for l in range(L):
+        row = []
         for h in range(H):
+            v = count(nk, l, h)
+            cnt = S.keep_count(v, n)
+            margin = min(margin, _count_margin(v))
             free = s[l, h, sk:n - w]
-            margin = min(margin, _cut_margin(np.where(free >= tau, free, np.nan), nk - sk - w))
+            margin = min(margin, _cut_margin(np.where(free >= tau, free, np.nan), cnt - sk - w))
+            row.append(S.threshold_select(s[l, h], tau, cnt, sk, w))
+        kept.append(row)
     return dict(_per_head(kept, c["Ks"], c["Vs"], L, H), **{"expect.scores": s}), {}, margin
+
+
+def p_threshold_head(c):
+    return _threshold_heads(c, dict(tau=0.5, sinks=1, window=2), True, lambda nk, l, h: nk)
 
 
 def p_floor_layer(c):
