@@ -78,60 +78,63 @@ static void gen_msplit(Gen *g, double c)
 	LLVMValueRef nrm = LLVMGetParam(g->fn, 6), kmin = LLVMGetParam(g->fn, 7), kmax = LLVMGetParam(g->fn, 8);
 	int d = g->d;
 	LLVMTypeRef v16 = fty(g, 16), v8i = LLVMVectorType(g->i32, 8), v16s = LLVMVectorType(g->i16, 16);
-	LLVMBasicBlockRef sk = LLVMAppendBasicBlockInContext(g->cx, g->fn, "kept");
-	LLVMBasicBlockRef se = LLVMAppendBasicBlockInContext(g->cx, g->fn, "evicted");
-	LLVMBuildCondBr(b, LLVMBuildICmp(b, LLVMIntEQ, side, ci(g, 0), ""), se, sk);
-	for (int s = 0; s < 2; s++) {
-		LLVMPositionBuilderAtEnd(b, s ? sk : se);
-		Loop lr;
-		LLVMValueRef i = loop_begin2(g, ci(g, 0), cnt, 1, 1, &lr);
-		LLVMValueRef row = gep(g, g->f32, K, LLVMBuildMul(b, i, ldk, ""));
-		LLVMValueRef acc = cfv(g, 0, 16);
-		for (int ch = 0; ch < d; ch += 16) {
-			LLVMValueRef x = loadf(g, row, ci(g, ch), 16);
-			acc = fmadd(g, x, x, acc, 16);
-		}
-		LLVMValueRef sum = cfv(g, 0, 1);
-		for (int l = 0; l < 16; l++)
-			sum = LLVMBuildFAdd(b, sum, LLVMBuildExtractElement(b, acc, LLVMConstInt(g->i32, (unsigned)l, 0), ""), "");
-		LLVMValueRef n = intr(g, "llvm.sqrt", g->f32, &sum, 1), ok;
-		if (s == 0) {      /* finite, the clamp inactive for every kept row, no overflow */
-			ok = LLVMBuildAnd(b, LLVMBuildFCmp(b, LLVMRealOGE, LLVMBuildFMul(b, n, kmin, ""), cfv(g, 2 * c, 1), ""),
-			                  LLVMBuildFCmp(b, LLVMRealOLE, LLVMBuildFMul(b, n, kmax, ""), cfv(g, 1e37, 1), ""), "");
-			storef(g, LLVMBuildSelect(b, ok, n, cfv(g, NAN, 1), ""), nrm, i);
-		} else {
-			ok = LLVMBuildAnd(b, LLVMBuildFCmp(b, LLVMRealOGT, n, cfv(g, 0, 1), ""),
-			                  LLVMBuildFCmp(b, LLVMRealOLT, n, cfv(g, INFINITY, 1), ""), "");
-			storef(g, n, nrm, i);
-		}
-		LLVMValueRef r = splat(g, LLVMBuildSelect(b, ok, LLVMBuildFDiv(b, cfv(g, 1, 1), n, ""), cfv(g, 0, 1), ""), 16);
-		LLVMValueRef okv = splat(g, LLVMBuildSelect(b, ok, cfv(g, 1, 1), cfv(g, 0, 1), ""), 16);
-		okv = LLVMBuildFCmp(b, LLVMRealONE, okv, cfv(g, 0, 16), "");
-		LLVMValueRef t = LLVMBuildUDiv(b, i, ci(g, 64), ""), jj = LLVMBuildURem(b, i, ci(g, 64), "");
-		LLVMValueRef kb = LLVMBuildAdd(b, LLVMBuildMul(b, t, ci(g, (long)d / 2 * 64), ""), jj, "");
-		for (int ch = 0; ch < d; ch += 16) {
-			LLVMValueRef y = LLVMBuildSelect(b, okv, LLVMBuildFMul(b, loadf(g, row, ci(g, ch), 16), r, ""), cfv(g, 0, 16), "");
-			LLVMValueRef h = rne16(g, y);
-			LLVMValueRef hf = LLVMBuildBitCast(b, LLVMBuildShl(b, LLVMBuildZExt(b, h, LLVMVectorType(g->i32, 16), ""),
-			                                                   civ(g, 16, 16), ""), v16, "");
-			LLVMValueRef lo = rne16(g, LLVMBuildFSub(b, y, hf, ""));
-			if (s == 0) {
-				LLVMValueRef o = LLVMBuildAdd(b, LLVMBuildMul(b, i, ci(g, d), ""), ci(g, ch), "");
-				st_(g, v16s, h, gep(g, g->i16, H, o), ci(g, 0), 2);
-				st_(g, v16s, lo, gep(g, g->i16, L, o), ci(g, 0), 2);
-				continue;
-			}
-			LLVMValueRef hp = LLVMBuildBitCast(b, h, v8i, ""), lp = LLVMBuildBitCast(b, lo, v8i, "");
-			for (int p = 0; p < 8; p++) {
-				LLVMValueRef o = LLVMBuildAdd(b, kb, ci(g, (long)(ch / 2 + p) * 64), "");
-				LLVMValueRef pi = LLVMConstInt(g->i32, (unsigned)p, 0);
-				st_(g, g->i32, LLVMBuildExtractElement(b, hp, pi, ""), H, o, 4);
-				st_(g, g->i32, LLVMBuildExtractElement(b, lp, pi, ""), L, o, 4);
-			}
-		}
-		loop_end(g, &lr);
-		LLVMBuildRetVoid(b);
+	LLVMValueRef ev = LLVMBuildICmp(b, LLVMIntEQ, side, ci(g, 0), ""), hs[16], ls[16];
+	Loop lr;
+	LLVMValueRef i = loop_begin2(g, ci(g, 0), cnt, 1, 1, &lr);
+	LLVMValueRef row = gep(g, g->f32, K, LLVMBuildMul(b, i, ldk, ""));
+	LLVMValueRef acc = cfv(g, 0, 16);
+	for (int ch = 0; ch < d; ch += 16) {
+		LLVMValueRef x = loadf(g, row, ci(g, ch), 16);
+		acc = fmadd(g, x, x, acc, 16);
 	}
+	LLVMValueRef sum = cfv(g, 0, 1);
+	for (int l = 0; l < 16; l++)
+		sum = LLVMBuildFAdd(b, sum, LLVMBuildExtractElement(b, acc, LLVMConstInt(g->i32, (unsigned)l, 0), ""), "");
+	LLVMValueRef n = intr(g, "llvm.sqrt", g->f32, &sum, 1);
+	/* evicted: finite, the clamp inactive for every kept row, no overflow; kept: finite and > 0 */
+	LLVMValueRef oke = LLVMBuildAnd(b, LLVMBuildFCmp(b, LLVMRealOGE, LLVMBuildFMul(b, n, kmin, ""), cfv(g, 2 * c, 1), ""),
+	                                LLVMBuildFCmp(b, LLVMRealOLE, LLVMBuildFMul(b, n, kmax, ""), cfv(g, 1e37, 1), ""), "");
+	LLVMValueRef okk = LLVMBuildAnd(b, LLVMBuildFCmp(b, LLVMRealOGT, n, cfv(g, 0, 1), ""),
+	                                LLVMBuildFCmp(b, LLVMRealOLT, n, cfv(g, INFINITY, 1), ""), "");
+	LLVMValueRef ok = LLVMBuildSelect(b, ev, oke, okk, "");
+	storef(g, LLVMBuildSelect(b, LLVMBuildAnd(b, ev, LLVMBuildNot(b, oke, ""), ""), cfv(g, NAN, 1), n, ""), nrm, i);
+	LLVMValueRef r = splat(g, LLVMBuildSelect(b, ok, LLVMBuildFDiv(b, cfv(g, 1, 1), n, ""), cfv(g, 0, 1), ""), 16);
+	LLVMValueRef okv = splat(g, LLVMBuildSelect(b, ok, cfv(g, 1, 1), cfv(g, 0, 1), ""), 16);
+	okv = LLVMBuildFCmp(b, LLVMRealONE, okv, cfv(g, 0, 16), "");
+	for (int ch = 0; ch < d; ch += 16) {   /* hi = bf16(y), lo = bf16(y - hi) */
+		LLVMValueRef y = LLVMBuildSelect(b, okv, LLVMBuildFMul(b, loadf(g, row, ci(g, ch), 16), r, ""), cfv(g, 0, 16), "");
+		LLVMValueRef h = rne16(g, y);
+		LLVMValueRef hf = LLVMBuildBitCast(b, LLVMBuildShl(b, LLVMBuildZExt(b, h, LLVMVectorType(g->i32, 16), ""),
+		                                                   civ(g, 16, 16), ""), v16, "");
+		hs[ch / 16] = h, ls[ch / 16] = rne16(g, LLVMBuildFSub(b, y, hf, ""));
+	}
+	LLVMBasicBlockRef bm = LLVMAppendBasicBlockInContext(g->cx, g->fn, "rowmajor");
+	LLVMBasicBlockRef bv = LLVMAppendBasicBlockInContext(g->cx, g->fn, "vnni");
+	LLVMBasicBlockRef bj = LLVMAppendBasicBlockInContext(g->cx, g->fn, "stored");
+	LLVMBuildCondBr(b, ev, bm, bv);
+	LLVMPositionBuilderAtEnd(b, bm);         /* evicted: [cnt][d] */
+	for (int ch = 0; ch < d; ch += 16) {
+		LLVMValueRef o = LLVMBuildAdd(b, LLVMBuildMul(b, i, ci(g, d), ""), ci(g, ch), "");
+		st_(g, v16s, hs[ch / 16], gep(g, g->i16, H, o), ci(g, 0), 2);
+		st_(g, v16s, ls[ch / 16], gep(g, g->i16, L, o), ci(g, 0), 2);
+	}
+	LLVMBuildBr(b, bj);
+	LLVMPositionBuilderAtEnd(b, bv);         /* kept: the pairs of token i at ((i/64)(d/2) + c/2)*64 + i%64 */
+	LLVMValueRef t = LLVMBuildUDiv(b, i, ci(g, 64), ""), jj = LLVMBuildURem(b, i, ci(g, 64), "");
+	LLVMValueRef kb = LLVMBuildAdd(b, LLVMBuildMul(b, t, ci(g, (long)d / 2 * 64), ""), jj, "");
+	for (int ch = 0; ch < d; ch += 16) {
+		LLVMValueRef hp = LLVMBuildBitCast(b, hs[ch / 16], v8i, ""), lp = LLVMBuildBitCast(b, ls[ch / 16], v8i, "");
+		for (int p = 0; p < 8; p++) {
+			LLVMValueRef o = LLVMBuildAdd(b, kb, ci(g, (long)(ch / 2 + p) * 64), "");
+			LLVMValueRef pi = LLVMConstInt(g->i32, (unsigned)p, 0);
+			st_(g, g->i32, LLVMBuildExtractElement(b, hp, pi, ""), H, o, 4);
+			st_(g, g->i32, LLVMBuildExtractElement(b, lp, pi, ""), L, o, 4);
+		}
+	}
+	LLVMBuildBr(b, bj);
+	LLVMPositionBuilderAtEnd(b, bj);
+	loop_end(g, &lr);
+	LLVMBuildRetVoid(b);
 }
 
 /* mtop2(EH, EL, ne, KH, KL, nt, j0, v1, v2, i1) */
