@@ -16,13 +16,20 @@
 **     rows: the exact path's result bit for bit).
 ** The bound B (doc/merge-f32-amx.md derives it; u = 2^-24, D = head_dim): for rows with finite
 ** elements and |e| |k| >= 2e-8 (so that the exact path's clamp max(., 1e-8) is not active),
-**   |amx3 cosine - exact path's sim| <= B = 2 * (3.1 * 2^8 + 6 D + 32) u   (D = 128: 3,184 u = 1.9e-4)
+**   |amx3 cosine - exact path's sim| <= B = (800 + 7 D) u   (D = 128: 1,696 u = 1.0e-4)
 ** so a gap best - second > 2B means the exact path has the same unique arg-max.
 ** Prints, per distribution, the exact path's CPU time, amx3's (split + pack, products + top-2,
 ** re-check separately), the re-checked rows, and checks every row's arg-max against the exact
 ** path's (the exact path runs over every row: it is the baseline). 1 thread, thread CPU time,
 ** best of R.
 **   cc -O2 -march=sapphirerapids -o /tmp/mf32 bench/mf32_amx3.c -lm && /tmp/mf32 32768 3
+** -DKVCC: the exact path is kvcc's own f32 kernels of policies/snapkv_merge.lua (mscal, qkt, mbest of
+** the compiled artifact, runtime/merge.c's lane reduction; run from the repository root):
+**   cc -DKVCC -O2 -march=sapphirerapids -I. -Iinclude -o /tmp/mf32k bench/mf32_amx3.c -Lbuild -lkvcc \
+**      -lkvcc_rt -Wl,-rpath,$PWD/build -lm -lpthread && /tmp/mf32k 4096 3
+** (the in-tree version: codegen/x86/mamx3.c, runtime/merge.c similarity3, doc/merge-f32-amx.md; the
+** bound there, B = (800 + 7D) u, is the one used here)
+** NOEPI=1 in the environment: the products only, no top-2 epilogue (timing only: the targets are wrong).
 ** dist 0: Gaussian keys; 1: a common direction + noise (cosines concentrated: more near ties);
 ** 2: adversarial: kept rows duplicated and nudged by one ulp, evicted rows copies of kept rows
 **    (exact and near ties everywhere), a NaN and an inf row, a zero row.
