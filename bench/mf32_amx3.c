@@ -70,9 +70,6 @@ static int32_t *rk, *rkout;                /* rows to re-check */
 static uint8_t *ebad;              /* evicted row not finite / tiny norm: exact path */
 
 static float normf(const float *x) { float s = 0; for (int c = 0; c < D; c++) s = fmaf(x[c], x[c], s); return sqrtf(s); }
-/* bf16 round to nearest even of a finite f32 */
-static uint16_t bf(float x) { uint32_t u; memcpy(&u, &x, 4); u += 0x7fff + ((u >> 16) & 1); return (uint16_t)(u >> 16); }
-static float fbf(uint16_t h) { uint32_t u = (uint32_t)h << 16; float x; memcpy(&x, &u, 4); return x; }
 
 
 #ifdef KVCC
