@@ -1,10 +1,11 @@
 /*
 ** Issue 12 (session 10): the f32 merge similarity on AMX (bf16x3 products, the exact re-check of
 ** near ties; codegen/x86/mamx3.c, runtime/merge.c similarity3, doc/merge-f32-amx.md) leaves the
-** cache exactly as the f32 FMA path does. Each policy compiled twice, f32 head_dim 64, from the
+** cache exactly as the f32 FMA path does. Each policy compiled twice, f32, from the
 ** same source: as the host gives it (on a CPU with amx-tile + amx-bf16 the similarity runs on
 ** AMX) and with KVCC_MERGE_AMX=0 (the FMA path, today's kernels); the same inputs through both,
-** then K, V, positions, lengths and state compared byte for byte. Inputs (1 layer, 2 KV heads,
+** then K, V, positions, lengths and state compared byte for byte (snapkv_merge at head_dim 64 and 128,
+** lookm at 64). Inputs (1 layer, 2 KV heads,
 ** 1,500 tokens at ratio 0.5 and 0.8: two blocks of evicted rows, a partial last kept tile):
 **   random      keys uniform in [-1, 1] (few re-checks)
 **   mean        a common direction + noise (cosines concentrated near each other)
@@ -25,7 +26,8 @@
 #include "kvcc.h"
 #include "kvcc_compiler.h"
 
-enum { L = 1, H = 2, G = 2, D = 64, CAP = 1500 };
+enum { L = 1, H = 2, G = 2, DMAX = 128, CAP = 1500 };
+static int D;                 /* head_dim of this round: 64, then 128 (the bound depends on it) */
 static int npass, nfail, nskip;
 static uint64_t rs = 0x6d663332ull;
 static double urand(void)
@@ -37,7 +39,7 @@ static double urand(void)
 static void inputs(int kind, float *K, float *V, float *Q, int nobs)
 {
 	size_t nkv = (size_t)L * H * CAP * D;
-	float mu[D], base[11][D];
+	float mu[DMAX], base[11][DMAX];
 	for (int c = 0; c < D; c++)
 		mu[c] = (float)(urand() * 4 - 2);
 	for (int b = 0; b < 11; b++)
@@ -52,7 +54,7 @@ static void inputs(int kind, float *K, float *V, float *Q, int nobs)
 	if (kind == 2)
 		for (size_t t = 0; t < (size_t)L * H * CAP; t++) {
 			float *k = K + t * D;
-			memcpy(k, base[(t * 7) % 11], sizeof base[0]);
+			memcpy(k, base[(t * 7) % 11], (size_t)D * sizeof *k);
 			if (t % 3 == 1)
 				k[t % D] = nextafterf(k[t % D], INFINITY);
 			else if (t % 3 == 2)
@@ -175,8 +177,8 @@ static void policy(const char *path, int nobs, int amxhost)
 				       want1 ? ", re-checked > 0" : "", want2 ? ", whole heads > 0" : ""), nfail++;
 				continue;
 			}
-			printf("ok %s %s ratio %.1f: identical; AMX rows %lld, re-checked %lld (%.2f %%), whole heads %lld\n", path,
-			       kname[kind], ratio, (long long)oa->ms[0], (long long)oa->ms[1], 100.0 * oa->ms[1] / oa->ms[0],
+			printf("ok %s d=%d %s ratio %.1f: identical; AMX rows %lld, re-checked %lld (%.2f %%), whole heads %lld\n", path,
+			       D, kname[kind], ratio, (long long)oa->ms[0], (long long)oa->ms[1], oa->ms[0] ? 100.0 * oa->ms[1] / oa->ms[0] : 0.0,
 			       (long long)oa->ms[2]);
 			npass++;
 		}
@@ -201,8 +203,11 @@ int main(void)
 		fclose(ci);
 	amx = amx && !(env && !strcmp(env, "0"));
 	/* the cosine-of-keys policies whose merge reads no similarity (the AMX path's scope) */
-	policy("policies/snapkv_merge.lua", 64, amx);   /* its window */
-	policy("policies/lookm.lua", CAP, amx);         /* obs = kv.all */
+	for (D = 64; D <= DMAX; D *= 2) {
+		policy("policies/snapkv_merge.lua", 64, amx);   /* its window */
+		if (D == 64)                                     /* (its scores cost CAP^2 per head) */
+			policy("policies/lookm.lua", CAP, amx);      /* obs = kv.all */
+	}
 	printf("%d passed, %d failed, %d skipped\n", npass, nfail, nskip);
 	return nfail ? 1 : 0;
 }
