@@ -459,7 +459,7 @@ static int keyrow(const KiFn *f, KiRef r, int op)
 	return x->op == KO_input && x->aux == IN_K;
 }
 
-/* r is op(a, b) over chan (dot, mul, norm: b KI_NIL) with a, b matched by ma, mb in either order */
+/* the instruction at r when it is op, else NULL */
 static const KiIns *insof(const KiFn *f, KiRef r, int op)
 {
 	if (KI_RKIND(r) != RK_INS)
@@ -468,6 +468,7 @@ static const KiIns *insof(const KiFn *f, KiRef r, int op)
 	return in->op == op ? in : NULL;
 }
 
+/* r is norm over chan of erow / krow (op) of the input K */
 static int keynorm(const KiFn *f, KiRef r, int op)
 {
 	const KiIns *n = insof(f, r, KO_norm);
