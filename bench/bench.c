@@ -578,6 +578,10 @@ static int bench_case(kvcc_policy *pol, int dt, int n, int threads, int reps, co
 
 /* --- the merge stage (issue 12): nearest-kept merge after SnapKV ----------------------------- */
 
+/* issue 12 (session 10): the last merge_run's kvcc_plan_mstats (the f32 similarity on AMX: rows,
+** re-checked rows, whole heads on the exact path), over its runs */
+static int64_t mrun_st[3];
+
 /* one compress of pol on fresh copies of K0 / V0: the median of reps timings (ms[4]: score, select,
 ** compact(+merge), total, wall) and med[4]: the process's CPU time of the compress (ms, all threads) */
 static int merge_run(kvcc_policy *pol, int dt, int n, int threads, int reps, const char *K0, const char *V0,
@@ -614,6 +618,7 @@ static int merge_run(kvcc_policy *pol, int dt, int n, int threads, int reps, con
 		for (int k = 0; k < 4 && rep > 0; k++)
 			ts[k][rep - 1] = ms[k];
 	}
+	kvcc_plan_mstats(pl, mrun_st);
 	kvcc_plan_destroy(pl);
 	for (int k = 0; k < 5; k++)
 		med[k] = median(ts[k], reps);
@@ -688,10 +693,19 @@ static int bench_merge(kvcc_policy *drop, kvcc_policy *mrg, int dt, int n, int t
 	double merge = mm[2] - md[2], gf = flop / (merge * 1e-3) / 1e9;
 	double peak = pk->fma512_all > 0 ? pk->fma512_all : pk->fma256_all;
 	/* the instruction the similarity's Q·K tile ran on (codegen/x86/kern.c qkt): AMX tdpbf16ps
-	** (config amx1), vdpbf16ps (bf16 storage on an avx512bf16 CPU, config dot1), else f32 FMA */
+	** (config amx1), vdpbf16ps (bf16 storage on an avx512bf16 CPU, config dot1), else f32 FMA; f32 on
+	** AMX (codegen/x86/mamx3.c, kvcc_plan_mstats of the run): bf16x3, against a third of the AMX peak */
 	const char *cfg = kvcc_policy_config(mrg), *ins = "f32 FMA";
 	double ipk = peak, cpk = pk->fma512_cpu;
-	if (dt == KVCC_BF16 && strstr(cfg, "amx1") && pk->amx_all > 0)
+	int64_t ast[3] = { mrun_st[0], mrun_st[1], mrun_st[2] };   /* snapkv_merge's run (the last) */
+	static char insb[4][120];
+	static int insk;
+	if (dt == KVCC_F32 && ast[0] > 0) {   /* issue 12: bf16x3 on AMX, 3 products per f32 one (mamx3.c) */
+		char *s = insb[insk++ % 4];
+		snprintf(s, sizeof insb[0], "AMX bf16x3 (3 tdpbf16ps; %.2f%% of the rows re-checked in f32 FMA%s)",
+		         100.0 * ast[1] / ast[0], ast[2] ? ", some heads whole" : "");
+		ins = s, ipk = pk->amx_all / 3, cpk = pk->amx_cpu / 3;
+	} else if (dt == KVCC_BF16 && strstr(cfg, "amx1") && pk->amx_all > 0)
 		ins = "AMX tdpbf16ps", ipk = pk->amx_all, cpk = pk->amx_cpu;
 	else if (dt == KVCC_BF16 && !strstr(cfg, "dot0") && pk->bf16_all > 0)
 		ins = "vdpbf16ps", ipk = pk->bf16_all, cpk = pk->bf16_cpu;
@@ -826,7 +840,9 @@ static void merge_results(FILE *md, FILE *js, const MRow *r, int nm, const doubl
 	            "(process, all threads): merge = CPU(snapkv_merge compress) - CPU(snapkv compress); share = merge / "
 	            "snapkv_merge compress; similarity = 2|E||S|d per head over the merge's CPU time (a lower bound: the "
 	            "time has the whole merge), against the per-CPU-second peak of one thread of the instruction the Q·K "
-	            "tile ran on (this run: f32 FMA zmm %.1f, vdpbf16ps %.1f, AMX tdpbf16ps %.1f GFLOP/s); torch = "
+	            "tile ran on (this run: f32 FMA zmm %.1f, vdpbf16ps %.1f, AMX tdpbf16ps %.1f GFLOP/s; f32 on AMX, issue 12: "
+	            "bf16x3, three tdpbf16ps per f32 product, against a third of the AMX peak, the rows whose two best "
+	            "kept tokens are within the bound re-checked by the f32 FMA path, KVCC_MERGE_AMX=0 turns it off); torch = "
 	            "bench/merge_torch.py on the same rows (CPU time, 1 thread); merged keys vs torch: the largest "
 	            "relative difference of the merged keys (an evicted row whose top two kept similarities tie within "
 	            "the f32 rounding may go to the other one: bench/merge_ties.py on a folder kept with "

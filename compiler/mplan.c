@@ -444,3 +444,52 @@ int ki_mtau(const KiFn *f)
 	return m->kind == MG_nearest && m->thr == MT_adaptive &&
 	       !(KI_RKIND(m->beta) == RK_CON && f->con[KI_RIDX(m->beta)] == 0);
 }
+
+/* --- issue 12, session 10: the cosine of the keys (the f32 similarity on AMX) ------------------ */
+
+/* r is erow / krow (op) of the input K */
+static int keyrow(const KiFn *f, KiRef r, int op)
+{
+	if (KI_RKIND(r) != RK_INS)
+		return 0;
+	const KiIns *in = &f->ins[KI_RIDX(r)];
+	if (in->op != op || KI_RKIND(in->arg[0]) != RK_INS)
+		return 0;
+	const KiIns *x = &f->ins[KI_RIDX(in->arg[0])];
+	return x->op == KO_input && x->aux == IN_K;
+}
+
+/* the instruction at r when it is op, else NULL */
+static const KiIns *insof(const KiFn *f, KiRef r, int op)
+{
+	if (KI_RKIND(r) != RK_INS)
+		return NULL;
+	const KiIns *in = &f->ins[KI_RIDX(r)];
+	return in->op == op ? in : NULL;
+}
+
+/* r is norm over chan of erow / krow (op) of the input K */
+static int keynorm(const KiFn *f, KiRef r, int op)
+{
+	const KiIns *n = insof(f, r, KO_norm);
+	return n && n->axis == AX_chan && !n->axes && keyrow(f, n->arg[0], op);
+}
+
+int ki_mcosine(const KiFn *f, KiRef r, double *c)
+{
+	const KiIns *dv = insof(f, r, KO_div), *dt, *mx, *ml;
+	if (!dv || !(dt = insof(f, dv->arg[0], KO_dot)) || dt->axis != AX_chan || dt->axes ||
+	    !((keyrow(f, dt->arg[0], KO_erow) && keyrow(f, dt->arg[1], KO_krow)) ||
+	      (keyrow(f, dt->arg[0], KO_krow) && keyrow(f, dt->arg[1], KO_erow))) ||
+	    !(mx = insof(f, dv->arg[1], KO_max)))
+		return 0;
+	int ci = KI_RKIND(mx->arg[1]) == RK_CON ? 1 : KI_RKIND(mx->arg[0]) == RK_CON ? 0 : -1;
+	if (ci < 0 || !(ml = insof(f, mx->arg[1 - ci], KO_mul)))
+		return 0;
+	double v = f->con[KI_RIDX(mx->arg[ci])];
+	if (!(v > 0 && v < 1e30) || !((keynorm(f, ml->arg[0], KO_erow) && keynorm(f, ml->arg[1], KO_krow)) ||
+	                              (keynorm(f, ml->arg[0], KO_krow) && keynorm(f, ml->arg[1], KO_erow))))
+		return 0;
+	*c = v;
+	return 1;
+}

@@ -76,4 +76,10 @@ KC_FUNC int ki_mcounts(const KiFn *f);
 ** flag row's index (f->nst + 1), or -1 without summary rows. */
 KC_FUNC int ki_msumrow(const KiFn *f);
 
+/* Issue 12 (session 10): 1 when the similarity root r is the cosine of the keys as kv.nearest
+** writes it, dot(e.K, k.K) / max(norm(e.K) * norm(k.K), c) over chan with a constant c > 0
+** (*c = c); the x86 f32 kernels may then find its arg-max with bf16x3 products on AMX tiles and an
+** exact re-check of the near ties (codegen/x86/mamx3.c, doc/merge-f32-amx.md). 0 otherwise. */
+KC_FUNC int ki_mcosine(const KiFn *f, KiRef r, double *c);
+
 #endif

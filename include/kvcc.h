@@ -372,6 +372,13 @@ KVCC_API int kvcc_gpu_decode(kvcc_gpu_plan *pl, const kvcc_cache *cache, int lay
 /* x.step of the next kvcc_gpu_decode(_batch) of every layer (sequences without kvcc_gpu_batch.step). */
 KVCC_API int kvcc_gpu_plan_set_step(kvcc_gpu_plan *pl, int step);
 
+/* Issue 12 (session 10): merge nearest's f32 similarity on AMX (bf16x3 products, doc/merge-f32-amx.md)
+** since the plan was created, summed over its threads: st[0] the evicted rows whose target it found,
+** st[1] those of them re-checked by the exact f32 path (a near tie, or a row not finite or of tiny
+** norm), st[2] the heads that took the exact path whole (a kept row not finite or of norm 0). All 0
+** for a policy without it (KVCC_MERGE_AMX=0, not f32, no AMX, not the cosine of the keys). */
+KVCC_API int kvcc_plan_mstats(const kvcc_plan *pl, int64_t st[3]);
+
 #ifdef __cplusplus
 }
 #endif

@@ -82,7 +82,7 @@ static inline int ka_trailer_check(const void *buf, size_t len, KaTrailer *t, co
 */
 #define KVCC_DESC_SYMBOL "kvcc_artifact"
 #define KVCC_MAGIC 0x4B5643435F415254ull   /* "KVCC_ART" */
-#define KVCC_ABI 17                        /* kvcc_artifact and the kernels' signatures (10: compact_merge;
+#define KVCC_ABI 18                        /* kvcc_artifact and the kernels' signatures (10: compact_merge;
                                               11: tmap ctx ratio, budget, wts; tfilter, mtotal, ksum;
                                               12: kfloor; 13: decodeb; 14: tmap / observe return a
                                               negative value for a bad segment or shift argument;
@@ -90,7 +90,8 @@ static inline int ka_trailer_check(const void *buf, size_t len, KaTrailer *t, co
                                               16: sstate's l per (row, lane); keepn, select keep; mbest's
                                               running arg-max per lane, bsim / bidx [ne][W]; ctfilter;
                                               17: schedcnt; sstate's nq < 0: -nq rows, E stored non-temporal;
-                                              cmass, select mass over chunks) */
+                                              cmass, select mass over chunks; 18: msplit, mtop2,
+                                              the f32 merge similarity on AMX) */
 #define KA_MAGIC "KVCCDSC"                 /* the blob's first 8 bytes (with the NUL) */
 #define KA_FORMAT 9                        /* the blob's layout and meaning (2: the tuning config; 3: KA_FLAYER;
                                               4: the merge rule; 5: the weights, KaWeight; the select rule;
@@ -123,6 +124,10 @@ enum {
 	/* KA_FORMAT 7 */
 	KA_FAMX = 256,             /* the kernels use AMX tiles (qkt: tdpbf16ps): the runtime asks Linux for
 	                              the tile state at plan creation (kr_amx_enable) */
+	/* issue 12, session 10 (an added bit: KA_FORMAT unchanged, an older runtime never sees it with
+	** KVCC_ABI 18's kernels) */
+	KA_FAMX3 = 512,            /* f32 merge nearest: msplit / mtop2 are real (bf16x3 products on AMX
+	                              tiles, codegen/x86/mamx3.c); the runtime asks for the tile state too */
 };
 
 /* what the runtime does at an instruction (compress, in instruction order) */
@@ -445,6 +450,16 @@ typedef struct kvcc_artifact {
 	** and >= thr (unsigned); *bad = the first of their tokens whose score is not >= 0, else -1.
 	** A stub (0) for a policy without mass. */
 	double (*cmass)(const float *score, const uint64_t *key, int64_t n, int64_t chunk, uint64_t thr, int64_t *bad);
+	/* --- issue 12, session 10: the f32 merge similarity on AMX (KVCC_ABI 18) ---
+	** KA_FAMX3 only (else stubs): codegen/x86/mamx3.c (its header comment is the contract),
+	** runtime/merge.c similarity3, doc/merge-f32-amx.md. msplit: rows normalized and split into
+	** bf16 hi / lo (side 0 evicted, row-major; side 1 kept, the VNNI pairs per 64-token tile),
+	** their norms (side 0: NaN for a row the exact path must take); mtop2: one kept tile's
+	** approximate cosines by three tdpbf16ps and the running best, index and runner-up per lane */
+	void (*msplit)(const float *K, int64_t ldk, int64_t cnt, int64_t side, void *hi, void *lo, float *nrm, float kmin,
+	               float kmax);
+	void (*mtop2)(const void *eh, const void *el, int64_t ne, const void *kh, const void *kl, int64_t nt, int64_t j0,
+	              float *v1, float *v2, int32_t *i1);
 } kvcc_artifact;
 
 /* --- GPU (CUDA) ------------------------------------------------------------------------------

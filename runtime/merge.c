@@ -41,6 +41,15 @@ typedef struct Mws {
 	float *lv;                /* [MB][W] mbest's running best per lane, and its kept index li */
 	int32_t *li;
 	/* es / ks hold one more row after the row scalars: the member counts (1 without) */
+	/* issue 12 (session 10), KA_FAMX3 only (else empty): similarity3's bf16 hi / lo rows (evicted
+	** row-major [N+16][d], kept VNNI pairs per 64-token tile), their norms, the running best /
+	** runner-up / index per row and lane [MB+16][16], the rows to re-check, their gathered row
+	** scalars [nes+1][MB], and the counters (kvcc_plan_mstats) */
+	void *EH, *EL, *KH, *KL;
+	float *enrm, *knrm, *v1, *v2;
+	int32_t *i1, *rk;
+	float *esr;
+	int64_t *st;
 } Mws;
 
 static size_t up64(size_t n) { return (n + 63) / 64 * 64; }
@@ -50,12 +59,16 @@ static size_t layout(const kvcc_plan *pl, char *base, Mws *m)
 {
 	const KaHdr *h = pl->p->h;
 	size_t N = (size_t)pl->lay.capacity, d = (size_t)pl->lay.head_dim, at = 0;
-	char *p[18];
-	size_t sz[18] = { N * d * pl->esz, N * d * pl->esz, N * 4, N * 4, (N + 1) * 4, N * 4,
+	size_t a3 = (h->flags & KA_FAMX3) != 0;   /* issue 12: similarity3's parts */
+	char *p[30];
+	size_t sz[30] = { N * d * pl->esz, N * d * pl->esz, N * 4, N * 4, (N + 1) * 4, N * 4,
 	                  ((size_t)(h->nes + 1) * N + 64) * 4, ((size_t)(h->nks + 1) * N + 64) * 4, N * 4, N * 4,
 	                  MB * d * 4, MB * TILE * 4, 2 * d * TILE * 4, pl->paged ? N * d * pl->esz : 0,
-	                  pl->paged ? N * d * pl->esz : 0, N * 4, MB * LW * 4, MB * LW * 4 };
-	for (int k = 0; k < 18; k++) {
+	                  pl->paged ? N * d * pl->esz : 0, N * 4, MB * LW * 4, MB * LW * 4,
+	                  a3 * (N + 16) * d * 2, a3 * (N + 16) * d * 2, a3 * (N + 64) * d * 2, a3 * (N + 64) * d * 2,
+	                  a3 * N * 4, a3 * N * 4, a3 * (MB + 16) * 64, a3 * (MB + 16) * 64, a3 * (MB + 16) * 64, a3 * N * 4,
+	                  a3 * (((size_t)h->nes + 1) * MB + 64) * 4, 4 * 8 };
+	for (int k = 0; k < 30; k++) {
 		p[k] = base ? base + at : NULL;
 		at += up64(sz[k]);
 	}
@@ -63,7 +76,10 @@ static size_t layout(const kvcc_plan *pl, char *base, Mws *m)
 		*m = (Mws){ p[0], p[1], (int32_t *)(void *)p[2], (int32_t *)(void *)p[3], (int32_t *)(void *)p[4],
 		            (int32_t *)(void *)p[5], (float *)(void *)p[6], (float *)(void *)p[7], (float *)(void *)p[8],
 		            (float *)(void *)p[9], (float *)(void *)p[10], (float *)(void *)p[11], (float *)(void *)p[12],
-		            p[13], p[14], (float *)(void *)p[15], (float *)(void *)p[16], (int32_t *)(void *)p[17] };
+		            p[13], p[14], (float *)(void *)p[15], (float *)(void *)p[16], (int32_t *)(void *)p[17],
+		            p[18], p[19], p[20], p[21], (float *)(void *)p[22], (float *)(void *)p[23], (float *)(void *)p[24],
+		            (float *)(void *)p[25], (int32_t *)(void *)p[26], (int32_t *)(void *)p[27], (float *)(void *)p[28],
+		            (int64_t *)(void *)p[29] };
 	return at;
 }
 
@@ -73,8 +89,9 @@ size_t kr_mbytes(const kvcc_plan *pl)
 }
 
 /* the W lanes of evicted row i's running arg-max (mbest) into bsim[i] / bidx[i]: the greatest,
-** ties → the lower kept index (each lane's is the lowest of its own ties) */
-static void lanes(const Mws *w, int e0, int ne, int W)
+** ties → the lower kept index (each lane's is the lowest of its own ties); i = e0 + q, or with
+** rows (similarity3's re-check) rows[e0 + q] */
+static void lanes(const Mws *w, int e0, int ne, int W, const int32_t *rows)
 {
 	for (int q = 0; q < ne; q++) {
 		const float *v = w->lv + (size_t)q * W;
@@ -84,7 +101,8 @@ static void lanes(const Mws *w, int e0, int ne, int W)
 		for (int l = 0; l < W; l++)
 			if (x[l] >= 0 && (bi < 0 || v[l] > bv || (v[l] == bv && x[l] < bi)))
 				bv = v[l], bi = x[l];
-		w->bsim[e0 + q] = bv, w->bidx[e0 + q] = bi;
+		int i = rows ? rows[e0 + q] : e0 + q;
+		w->bsim[i] = bv, w->bidx[i] = bi;
 	}
 }
 
@@ -112,8 +130,84 @@ static void similarity(const kvcc_artifact *A, const Mws *w, const char *K, int6
 			       w->S, w->Kp);
 			A->mbest(w->S, ne, nt, j0, w->es + e0, nE, w->ks, m, par, w->lv, w->li);
 		}
-		lanes(w, e0, ne, W);
+		lanes(w, e0, ne, W, NULL);
 	}
+}
+
+/*
+** Issue 12 (session 10): the similarity of a KA_FAMX3 artifact (f32, the cosine of the keys,
+** the arg-max only: codegen/x86/mamx3.c, doc/merge-f32-amx.md). Every row normalized and split
+** into bf16 hi + lo once (msplit), the approximate cosines hi.hi + hi.lo + lo.hi of each 64-token
+** kept tile by three tdpbf16ps (mtop2: per row and lane the best, its index and the runner-up),
+** the lanes reduced per row; a row whose best does not beat every other candidate by more than
+** 2B, B = (800 + 7d) 2^-24 (the bound on |approximate - exact cosine|, derived in the doc), or
+** whose norm msplit marks (not finite, the clamp max(|e||k|, c) could be active, overflow), is
+** re-checked: its arg-max over all kept rows by the exact f32 path (cvt, qkt, mbest on the
+** gathered rows: the same kernels and per-pair operations as similarity(), so the same target
+** bit for bit). bsim is NaN (the policy reads no similarity: kx_mamx3). Returns 0, or -1 (nothing
+** written) when a kept row is not finite or of norm 0: the head takes similarity() whole.
+*/
+#define B3(d) ((800.0 + 7.0 * (d)) / 16777216.0)
+static int similarity3(const kvcc_artifact *A, const Mws *w, const char *K, int64_t ldk, int d, int nE, int m,
+                       const double *par, int W, int nes)
+{
+	float kmin = INFINITY, kmax = 0;
+	A->msplit((const float *)(const void *)K, ldk, m, 1, w->KH, w->KL, w->knrm, 0, 0);
+	for (int j = 0; j < m; j++) {
+		float v = w->knrm[j];
+		if (!(v > 0 && v < INFINITY)) {
+			w->st[2]++;
+			return -1;
+		}
+		kmin = v < kmin ? v : kmin, kmax = v > kmax ? v : kmax;
+	}
+	A->msplit((const float *)(const void *)w->EK, d, nE, 0, w->EH, w->EL, w->enrm, kmin, kmax);
+	size_t tile = (size_t)d / 2 * TILE;   /* 32-bit pairs per kept tile */
+	int nr = 0;
+	for (int e0 = 0; e0 < nE; e0 += MB) {
+		int ne = nE - e0 < MB ? nE - e0 : MB, n16 = (ne + 15) / 16 * 16;
+		for (int i = 0; i < n16 * LW; i++)
+			w->v1[i] = w->v2[i] = -INFINITY, w->i1[i] = -1;
+		for (int j0 = 0; j0 < m; j0 += TILE)
+			A->mtop2((const uint16_t *)w->EH + (size_t)e0 * d, (const uint16_t *)w->EL + (size_t)e0 * d, n16,
+			         (const uint32_t *)w->KH + (size_t)(j0 / TILE) * tile, (const uint32_t *)w->KL + (size_t)(j0 / TILE) * tile,
+			         m - j0 < TILE ? m - j0 : TILE, j0, w->v1, w->v2, w->i1);
+		for (int q = 0; q < ne; q++) {   /* the best (ties → the lower index) and the runner-up */
+			const float *a = w->v1 + (size_t)q * LW, *b = w->v2 + (size_t)q * LW;
+			const int32_t *x = w->i1 + (size_t)q * LW;
+			int bl = -1, i = e0 + q;
+			for (int l = 0; l < LW; l++)
+				if (x[l] >= 0 && (bl < 0 || a[l] > a[bl] || (a[l] == a[bl] && x[l] < x[bl])))
+					bl = l;
+			float sec = bl >= 0 ? b[bl] : -INFINITY;
+			for (int l = 0; l < LW; l++)
+				if (l != bl && a[l] > sec)
+					sec = a[l];
+			w->bsim[i] = NAN, w->bidx[i] = bl >= 0 ? x[bl] : -1;
+			if (isnan(w->enrm[i]) || bl < 0 || !((double)a[bl] - sec > 2 * B3(d)))
+				w->rk[nr++] = i;
+		}
+	}
+	/* the re-check: blocks of MB listed rows, gathered (f32 rows: cvt copies) with their row scalars */
+	for (int e0 = 0; e0 < nr; e0 += MB) {
+		int ne = nr - e0 < MB ? nr - e0 : MB;
+		for (int q = 0; q < ne; q++) {
+			int i = w->rk[e0 + q];
+			A->cvt(w->EK + (size_t)i * d * 4, w->Ef + (size_t)q * d, d);
+			for (int s = 0; s <= nes; s++)
+				w->esr[(size_t)s * ne + q] = w->es[(size_t)s * nE + i];
+		}
+		for (int i = 0; i < ne * W; i++)
+			w->lv[i] = -INFINITY, w->li[i] = -1;
+		for (int j0 = 0; j0 < m; j0 += TILE) {
+			int nt = m - j0 < TILE ? m - j0 : TILE;
+			A->qkt(K + (size_t)j0 * ldk * 4, ldk, nt, w->Ef, ne, w->S, w->Kp);
+			A->mbest(w->S, ne, nt, j0, w->esr, ne, w->ks, m, par, w->lv, w->li);
+		}
+		lanes(w, e0, ne, W, w->rk);
+	}
+	w->st[0] += nE, w->st[1] += nr;
+	return 0;
 }
 
 /* step 4: bidx[i] = -1 where the threshold is not reached; KA_TEMA (D2O, issue 12): *ema is the
@@ -182,8 +276,9 @@ static void merge(kvcc_plan *pl, const Mws *wp, const double *par, char *K, char
 		w.ks[(size_t)h->nks * m + j] = cnt ? cnt[j] : 1;
 	A->mscal(w.EK, w.EV, d, nE, 0, par, w.es, nE);
 	A->mscal(K, V, ldk, m, 1, par, w.ks, m);
-	similarity(A, &w, K, ldk, esz, d, nE, m, par, h->vec_width > 1 && h->vec_width <= LW ? h->vec_width : 1,
-	           (h->flags & KA_FAMX) != 0);
+	int W = h->vec_width > 1 && h->vec_width <= LW ? h->vec_width : 1;
+	if (!((h->flags & KA_FAMX3) && similarity3(A, &w, K, ldk, d, nE, m, par, W, h->nes) == 0))
+		similarity(A, &w, K, ldk, esz, d, nE, m, par, W, (h->flags & KA_FAMX) != 0);
 	threshold(A, h, &w, nE, m, par, ema);
 	/* the segments: off[j] .. off[j+1] of seg, the evicted rows of target j in evicted order */
 	memset(w.off, 0, ((size_t)m + 1) * sizeof *w.off);
@@ -303,4 +398,27 @@ void kr_pmnearest(kvcc_plan *pl, const double *par, const KrRows *rw, int n, con
 			memcpy(rw->K + o, w.KK + (size_t)j * row, row);
 			memcpy(rw->V + o, w.KV + (size_t)j * row, row);
 		}
+}
+
+/* issue 12 (session 10): the f32 merge similarity on AMX's counters of thread t's workspace zeroed
+** (plan creation), and summed over the threads (kvcc_plan_mstats) */
+void kr_mstat0(kvcc_plan *pl, int t)
+{
+	Mws w;
+	layout(pl, pl->mws[t], &w);
+	memset(w.st, 0, 4 * sizeof *w.st);
+}
+
+int kvcc_plan_mstats(const kvcc_plan *pl, int64_t st[3])
+{
+	if (!pl || !st)
+		return kr_seterr(KVCC_EINVAL, "kvcc_plan_mstats: NULL argument");
+	st[0] = st[1] = st[2] = 0;
+	for (int t = 0; pl->mws && pl->p->h->merge == KA_MNEAREST && t < pl->threads; t++) {
+		Mws w;
+		layout(pl, pl->mws[t], &w);
+		for (int k = 0; k < 3; k++)
+			st[k] += w.st[k];
+	}
+	return 0;
 }

@@ -203,6 +203,7 @@ KC_FUNC void kr_freed(kvcc_plan *pl, kvcc_batch *b);
 /* merge.c: compact_merge with merge nearest (KaHdr.merge); the workspace bytes of one thread,
 ** and one instance's merge and compaction (in place; kidx sorted, m kept of n) */
 KC_FUNC size_t kr_mbytes(const kvcc_plan *pl);
+KC_FUNC void kr_mstat0(kvcc_plan *pl, int t);   /* issue 12: merge.c's counters (kvcc_plan_mstats) zeroed */
 /* mpos.c (issue 12): merge runs / next of one instance, contiguous or paged (rw), then the compaction;
 ** score = the instance's scores (the pivots' selection order); kr_mposbytes its workspace */
 KC_FUNC size_t kr_mposbytes(const kvcc_plan *pl);

@@ -41,4 +41,7 @@ CHECK_MORE += check-example
 .PHONY: check-example
 # the prefix / dynamic schedules' counts generated (codegen/x86/sched.c kvcc_schedcnt; KVCC_ABI 17)
 X86OBJ += codegen/x86/sched.o
+# issue 12 (session 10): the f32 merge similarity on AMX (bf16x3 products, exact re-check)
+X86OBJ += codegen/x86/mamx3.o
+$(B)/codegen/x86/mamx3.o: CFLAGS += $(LLVM_CFLAGS)
 $(B)/codegen/x86/sched.o: CFLAGS += $(LLVM_CFLAGS)

@@ -79,7 +79,7 @@ static const char usage[] =
 	"exit status: 0 success; 1 an error in the policy or an input (one line on stderr,\n"
 	"file:line:col: error: ...); 2 a usage error.\n"
 	"environment: KVCC_CACHE_DIR, KVCC_CACHE_LOCK_TIMEOUT, KVCC_CC, KVCC_NVRTC, KVCC_LIBCUDA,\n"
-	"KVCC_BF16DOT.\n"
+	"KVCC_BF16DOT, KVCC_MERGE_AMX.\n"
 	"Every command, option, array, exit status and variable, with examples: doc/cli.md.\n";
 
 static void die_usage(const char *fmt, const char *arg)

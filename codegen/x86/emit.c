@@ -181,7 +181,8 @@ enum { E_qk, E_cvt, E_decode, E_probs, E_qkt, E_sstat, E_sacc, E_selkeys, E_topk
        E_ckeys, E_kcount, E_ckeepidx, E_nkeep, E_ascale, E_hmean, E_observe, E_qround, E_mscal, E_mbest, E_mpair,
        E_mupd, E_tfilter, E_mtotal, E_ksum, E_kfloor, E_decodeb, E_sstate, E_sacce, E_mstore, E_mrow,
        E_keepn /* issue 13, KVCC_ABI 16 */, E_ctfilter /* issue 13, KVCC_ABI 16 */,
-       E_schedcnt /* the schedules' counts, KVCC_ABI 17 */, E_cmass /* issue 13, KVCC_ABI 17 */, E_NUM };
+       E_schedcnt /* the schedules' counts, KVCC_ABI 17 */, E_cmass /* issue 13, KVCC_ABI 17 */,
+       E_msplit, E_mtop2 /* issue 12: the f32 merge similarity on AMX, KVCC_ABI 18 */, E_NUM };
 _Static_assert(sizeof(kvcc_artifact) == 5 * 8 + E_NUM * 8, "kvcc_artifact: 5 header fields, then the entry points");
 
 /* an entry point the runtime never calls for this policy (no such step in its plan): returns at once
@@ -311,6 +312,7 @@ static int kernels(Gen *g, const KiFn *f, const KiPlan *kp, LLVMValueRef *fn)
 		LLVMTypeRef cm[6] = { g->ptr, g->ptr, g->i64, g->i64, g->i64, g->ptr };
 		fn[E_cmass] = stub(g, "kvcc_cmass", LLVMDoubleTypeInContext(g->cx), cm, 6);
 	}
+	kx_gen_mamx3(g, f, g->amx3, fn + E_msplit);   /* issue 12: f32 merge similarity on AMX (mamx3.c) */
 	return rc;
 }
 
@@ -322,6 +324,8 @@ static int descriptor(Gen *g, const KiFn *f, const KiPlan *kp, const kvcc_spec *
 	char *kir = ki_print(f);
 	size_t nblob = 0;
 	void *blob = kir ? kx_desccfg(f, kp, spec, &g->c, W, cpu, ki_fnv(kir, strlen(kir), 0), &nblob) : NULL;
+	if (blob && g->amx3)      /* issue 12: msplit / mtop2 are real (codegen/x86/mamx3.c) */
+		((KaHdr *)blob)->flags |= KA_FAMX3;
 	if (!blob) {
 		free(kir);
 		ki_error(e, f->src, 0, 0, "out of memory (descriptor)");
@@ -467,6 +471,7 @@ int kx_emitcfg(const KiFn *f, const KiPlan *kp, const kvcc_spec *spec, const KxC
 		Gen g = { 0 };
 		LLVMValueRef fn[E_NUM];
 		module(&g, f, spec, &c, triple, td);
+		g.amx3 = kx_mamx3(f, spec, host, W, NULL);
 		if (kernels(&g, f, kp, fn) != 0)
 			ki_error(e, f->src, 0, 0, "out of memory (kernels)");
 		else if (descriptor(&g, f, kp, spec, W, kx_cpumask(spec, host), fn, e) == 0)

@@ -35,6 +35,7 @@ typedef struct Gen {
 	int G;                 /* query heads per KV head */
 	int bf16dot;           /* bf16 storage on a CPU with avx512bf16: qkt uses vdpbf16ps */
 	KxConfig c;            /* the resolved tuning config (codegen/x86/cfg.c) */
+	int amx3;              /* issue 12: the f32 merge similarity on AMX (kx_mamx3) */
 	LLVMValueRef fn;
 } Gen;
 
@@ -338,6 +339,12 @@ KC_FUNC LLVMValueRef kx_ew(Gen *g, int op, LLVMValueRef a, LLVMValueRef b, LLVMV
 ** drop), into fn[0..3]; 0, or -1: out of memory */
 KC_FUNC int kx_gen_merge(Gen *g, const KiFn *f, LLVMValueRef fn[4]);
 KC_FUNC void kx_gen_mstore(Gen *g);
+/* issue 12 (session 10): AMX intrinsic calls (kern.c) and the f32 merge similarity on AMX (mamx3.c):
+** msplit and mtop2 into fn[0], fn[1], generated when `on` (kx_mamx3), else stubs */
+KC_FUNC void amx(Gen *g, const char *name, LLVMValueRef *args, int n);
+KC_FUNC LLVMValueRef tmm(Gen *g, int t);
+KC_FUNC void tileio(Gen *g, const char *name, int t, LLVMTypeRef et, LLVMValueRef base, LLVMValueRef idx, long stride);
+KC_FUNC void kx_gen_mamx3(Gen *g, const KiFn *f, int on, LLVMValueRef fn[2]);
 /* mpos.c: merge runs' pair evaluator (mrow; a NaN stub for other policies) */
 KC_FUNC int kx_gen_mrow(Gen *g, const KiFn *f, LLVMValueRef *fn);
 

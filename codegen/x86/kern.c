@@ -382,17 +382,17 @@ static void gen_qkt_bf16(Gen *g, LLVMValueRef K, LLVMValueRef ldk, LLVMValueRef 
 
 /* a call of one of LLVM's AMX intrinsics (the forms with tile register numbers: no x86_amx values,
 ** so no tile-shape passes; the kernel configures the tiles itself with ldtilecfg) */
-static void amx(Gen *g, const char *name, LLVMValueRef *args, int n)
+void amx(Gen *g, const char *name, LLVMValueRef *args, int n)
 {
 	unsigned id = LLVMLookupIntrinsicID(name, strlen(name));
 	LLVMValueRef f = LLVMGetIntrinsicDeclaration(g->m, id, NULL, 0);
 	LLVMBuildCall2(g->b, LLVMIntrinsicGetType(g->cx, id, NULL, 0), f, args, (unsigned)n, "");
 }
 
-static LLVMValueRef tmm(Gen *g, int t) { return LLVMConstInt(LLVMInt8TypeInContext(g->cx), (unsigned)t, 0); }
+LLVMValueRef tmm(Gen *g, int t) { return LLVMConstInt(LLVMInt8TypeInContext(g->cx), (unsigned)t, 0); }
 
 /* tileloadd64 / tilestored64 of tile t at base + idx elements of et, row stride `stride` bytes */
-static void tileio(Gen *g, const char *name, int t, LLVMTypeRef et, LLVMValueRef base, LLVMValueRef idx, long stride)
+void tileio(Gen *g, const char *name, int t, LLVMTypeRef et, LLVMValueRef base, LLVMValueRef idx, long stride)
 {
 	LLVMValueRef a[3] = { tmm(g, t), gep(g, et, base, idx), ci(g, stride) };
 	amx(g, name, a, 3);

@@ -75,6 +75,12 @@ int kx_amx(const kvcc_spec *s, const char *fs, int W)
 	       hasfeat(fs, "amx-tile") && hasfeat(fs, "amx-bf16");
 }
 
+int kx_amx3(const kvcc_spec *s, const char *fs, int W)
+{
+	return s->dtype == KVCC_F32 && s->target == KVCC_TARGET_NATIVE && W == 16 && s->head_dim % 32 == 0 &&
+	       hasfeat(fs, "amx-tile") && hasfeat(fs, "amx-bf16");
+}
+
 int kx_vecwidth(const kvcc_spec *s, const char *fs)
 {
 	int v4 = hasfeat(fs, "avx512f") && hasfeat(fs, "avx512bw") && hasfeat(fs, "avx512vl") &&
@@ -97,7 +103,12 @@ void kx_keyfill(KxKey *k, const char *kir, const char *version, const char *feat
 	char *tri = LLVMGetDefaultTargetTriple();
 	snprintf(k->triple, sizeof k->triple, "%s", tri);
 	LLVMDisposeMessage(tri);
-	k->kir = kir, k->version = version, k->features = features, k->options = getenv("KVCC_BF16DOT") && !strcmp(getenv("KVCC_BF16DOT"), "0") ? KX_OPTIONS ",nobf16dot" : KX_OPTIONS, k->build = KX_BUILD;
+	/* KVCC_BF16DOT=0 and KVCC_MERGE_AMX=0 (issue 12: no f32 merge similarity on AMX) change the code */
+	static const char *opts[4] = { KX_OPTIONS, KX_OPTIONS ",nobf16dot", KX_OPTIONS ",nomamx3",
+	                               KX_OPTIONS ",nobf16dot,nomamx3" };
+	const char *e1 = getenv("KVCC_BF16DOT"), *e2 = getenv("KVCC_MERGE_AMX");
+	k->kir = kir, k->version = version, k->features = features, k->build = KX_BUILD;
+	k->options = opts[(e1 && !strcmp(e1, "0")) + 2 * (e2 && !strcmp(e2, "0"))];
 	k->dtype = dtype, k->head_dim = head_dim, k->group = group, k->target = target, k->vec_width = vec_width;
 	k->abi = KVCC_ABI;
 }

@@ -94,6 +94,12 @@ KC_FUNC int kx_vecwidth(const kvcc_spec *spec, const char *features);
 /* bf16 storage + native + 16 lanes + head_dim a multiple of 32 on a host whose CPU and OS have
 ** amx-tile and amx-bf16: attn_score's Q·K may use AMX tiles (tdpbf16ps) */
 KC_FUNC int kx_amx(const kvcc_spec *spec, const char *features, int vec_width);
+/* issue 12 (session 10): f32 storage, native, 16 lanes, head_dim a multiple of 32, amx-tile and
+** amx-bf16: the f32 merge similarity may use bf16x3 products on AMX tiles (codegen/x86/mamx3.c) */
+KC_FUNC int kx_amx3(const kvcc_spec *spec, const char *features, int vec_width);
+/* ... and this policy's merge rule allows it (mamx3.c: the cosine of the keys, the arg-max only;
+** KVCC_MERGE_AMX=0 turns it off): 1 with *c the cosine's clamp constant, else 0 */
+KC_FUNC int kx_mamx3(const KiFn *f, const kvcc_spec *spec, const char *host, int vec_width, double *c);
 /* bf16 storage + native avx512bf16 + 16 lanes: attn_score's Q·K uses vdpbf16ps */
 KC_FUNC int kx_bf16dot(const kvcc_spec *spec, const char *features, int vec_width);
 KC_FUNC const char *kx_targetname(int target);

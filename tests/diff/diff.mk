@@ -19,21 +19,27 @@ $(B)/noalloc_tests: $(B)/tests/diff/noalloc.o $(LIBOBJ)
 $(B)/threads_tests: $(B)/tests/diff/threads.o $(LIBOBJ)
 	$(CC) -o $@ $^ $(LDLIBS) $(LLVM_LIBS_USED)
 
+# issue 12 (session 10): the f32 merge similarity on AMX leaves the cache as the FMA path does (mamx3.c)
+$(B)/mamx3_tests: $(B)/tests/diff/mamx3.o $(LIBOBJ)
+	$(CC) -o $@ $^ $(LDLIBS) $(LLVM_LIBS_USED)
+
 # the tests compile into a private, emptied cache (cold builds every run)
-check-diff: $(B)/diff_tests $(B)/decode_tests $(B)/noalloc_tests $(B)/threads_tests
+check-diff: $(B)/diff_tests $(B)/decode_tests $(B)/noalloc_tests $(B)/threads_tests $(B)/mamx3_tests
 	rm -rf $(B)/test-cache
 	KVCC_CACHE_DIR=$(abspath $(B))/test-cache $(B)/diff_tests --every 3
 	KVCC_CACHE_DIR=$(abspath $(B))/test-cache $(B)/decode_tests --every 4
 	$(if $(SAN),@echo "SKIP noalloc_tests: a sanitizer owns the allocator",KVCC_CACHE_DIR=$(abspath $(B))/test-cache $(B)/noalloc_tests)
 	KVCC_CACHE_DIR=$(abspath $(B))/test-cache $(B)/threads_tests
+	KVCC_CACHE_DIR=$(abspath $(B))/test-cache $(B)/mamx3_tests
 
 # every case of the policy matrix (make check-full)
-check-diff-full: $(B)/diff_tests $(B)/decode_tests $(B)/noalloc_tests $(B)/threads_tests
+check-diff-full: $(B)/diff_tests $(B)/decode_tests $(B)/noalloc_tests $(B)/threads_tests $(B)/mamx3_tests
 	rm -rf $(B)/test-cache
 	KVCC_CACHE_DIR=$(abspath $(B))/test-cache $(B)/diff_tests
 	KVCC_CACHE_DIR=$(abspath $(B))/test-cache $(B)/decode_tests
 	$(if $(SAN),@echo "SKIP noalloc_tests: a sanitizer owns the allocator",KVCC_CACHE_DIR=$(abspath $(B))/test-cache $(B)/noalloc_tests)
 	KVCC_CACHE_DIR=$(abspath $(B))/test-cache $(B)/threads_tests
+	KVCC_CACHE_DIR=$(abspath $(B))/test-cache $(B)/mamx3_tests
 
 CHECK_FULL += check-diff-full
 CHECK_FULL_OMIT += check-diff
