@@ -156,6 +156,7 @@ static int validate(kvcc_policy *p, const char *path)
 	p->wt = (const KaWeight *)((const char *)h + h->wt);
 	p->str = (const char *)h + h->str;
 	p->name = p->str + h->name, p->src = p->str + h->src;
+	p->kern = ka_kernels(h);     /* the run's kernels: the others are stubs (compress.c needk) */
 	return 0;
 }
 
