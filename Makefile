@@ -57,6 +57,12 @@ all: $(B)/kvcc $(B)/libkvcc_rt.so $(B)/libkvcc_rt.a $(B)/libkvcc.so
 
 -include $(wildcard */*.mk */*/*.mk)
 
+# The tiers' programs (tests, benchmarks) already built in $(B): `make all` relinks each one that
+# is out of date (an object or library it links changed), so one run by hand after `make all`
+# never runs old code. It builds none that is absent (the tiers build those).
+BUILT_PROGS := $(shell find $(B) -maxdepth 2 -type f -perm -u+x ! -name '*.so' ! -name '*.a' 2>/dev/null)
+all: $(BUILT_PROGS)
+
 $(B)/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LUA_CFLAGS) -MMD -MP -c $< -o $@
