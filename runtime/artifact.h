@@ -82,7 +82,7 @@ static inline int ka_trailer_check(const void *buf, size_t len, KaTrailer *t, co
 */
 #define KVCC_DESC_SYMBOL "kvcc_artifact"
 #define KVCC_MAGIC 0x4B5643435F415254ull   /* "KVCC_ART" */
-#define KVCC_ABI 17                        /* kvcc_artifact and the kernels' signatures (10: compact_merge;
+#define KVCC_ABI 18                        /* kvcc_artifact and the kernels' signatures (10: compact_merge;
                                               11: tmap ctx ratio, budget, wts; tfilter, mtotal, ksum;
                                               12: kfloor; 13: decodeb; 14: tmap / observe return a
                                               negative value for a bad segment or shift argument;
@@ -90,7 +90,8 @@ static inline int ka_trailer_check(const void *buf, size_t len, KaTrailer *t, co
                                               16: sstate's l per (row, lane); keepn, select keep; mbest's
                                               running arg-max per lane, bsim / bidx [ne][W]; ctfilter;
                                               17: schedcnt; sstate's nq < 0: -nq rows, E stored non-temporal;
-                                              cmass, select mass over chunks) */
+                                              cmass, select mass over chunks; 18: kcut, merge
+                                              summary's cap at scope layer / model) */
 #define KA_MAGIC "KVCCDSC"                 /* the blob's first 8 bytes (with the NUL) */
 #define KA_FORMAT 9                        /* the blob's layout and meaning (2: the tuning config; 3: KA_FLAYER;
                                               4: the merge rule; 5: the weights, KaWeight; the select rule;
@@ -262,11 +263,13 @@ enum { KA_TNONE, KA_TVALUE, KA_TMEAN, KA_TEMA };   /* KA_TEMA: issue 12, D2O (Ka
 **   KA_KDECODEB  decodeb           decode with the merge count bias (cbias)
 **   KA_KOBSERVE  observe           the observe hook (KA_FOBSERVE)
 **   KA_KHMEAN    hmean             a head_mean barrier (KA_FHMEAN)
+**   KA_KSUMCAP   kcut              merge summary at scope layer / model (sumgroup)
 ** The generated schedcnt calls kcount, mtotal and ksum itself (codegen/x86/sched.c).
 */
 enum {
 	KA_KCHUNK = 1, KA_KCOUNT = 2, KA_KMASS = 4, KA_KTFILTER = 8, KA_KFLOOR = 16, KA_KSUMMARY = 32, KA_KATTN = 64,
-	KA_KCTFILTER = 128, KA_KCMASS = 256, KA_KDECODEB = 512, KA_KOBSERVE = 1024, KA_KHMEAN = 2048
+	KA_KCTFILTER = 128, KA_KCMASS = 256, KA_KDECODEB = 512, KA_KOBSERVE = 1024, KA_KHMEAN = 2048,
+	KA_KSUMCAP = 4096
 };
 static inline unsigned ka_kernels(const KaHdr *h)
 {
@@ -276,7 +279,8 @@ static inline unsigned ka_kernels(const KaHdr *h)
 	       (mass || h->sched == KA_SCH_PREFIX ? KA_KMASS : 0) | (thr ? KA_KTFILTER | KA_KCTFILTER : 0) |
 	       (h->floor.kind != KA_NONE ? KA_KFLOOR : 0) | (h->merge == KA_MSUMMARY ? KA_KSUMMARY : 0) |
 	       (h->flags & KA_FATTN ? KA_KATTN : 0) | (mass ? KA_KCMASS : 0) | (h->cbias ? KA_KDECODEB : 0) |
-	       (h->flags & KA_FOBSERVE ? KA_KOBSERVE : 0) | (h->flags & KA_FHMEAN ? KA_KHMEAN : 0);
+	       (h->flags & KA_FOBSERVE ? KA_KOBSERVE : 0) | (h->flags & KA_FHMEAN ? KA_KHMEAN : 0) |
+	       (h->merge == KA_MSUMMARY && h->scope != KA_SCOPE_HEAD ? KA_KSUMCAP : 0);
 }
 
 /* One instance's inputs to the generated token_map loops (every field 8 bytes: the generated
@@ -480,6 +484,11 @@ typedef struct kvcc_artifact {
 	** and >= thr (unsigned); *bad = the first of their tokens whose score is not >= 0, else -1.
 	** A stub (0) for a policy without mass. */
 	double (*cmass)(const float *score, const uint64_t *key, int64_t n, int64_t chunk, uint64_t thr, int64_t *bad);
+	/* --- session 10: merge summary's cap in generated code (KVCC_ABI 18) ---
+	** key[i] = 0 for every key[i] < thr (unsigned): at scope layer / model, the keys of an
+	** instance without a summary block below its own n - C best (runtime/compress.c sumgroup).
+	** A stub for a policy without merge summary at those scopes. */
+	void (*kcut)(uint64_t *key, int64_t n, uint64_t thr);
 } kvcc_artifact;
 
 /* --- GPU (CUDA) ------------------------------------------------------------------------------

@@ -619,7 +619,9 @@ static int sumthr(Run *r, int k, long n, long ci, long *cnt)
 ** with an instance over its count evicts: every instance's C rows count in the group's budget (an
 ** instance under its count without a block gives C of it up, *want) and one without a block keeps
 ** at most its n - C best rows (keys below them zeroed: never kept), so the C rows it builds come
-** out of what it held and no instance ends holding more than it held. */
+** out of what it held and no instance ends holding more than it held: topk finds the threshold of
+** its n - C best keys, the generated kcut zeroes the keys below it (the rule's semantics stay in
+** generated code; the runtime only walks the group). */
 static int sumgroup(Run *r, int base, int k, uint64_t *ks, long *want)
 {
 	const KaHdr *hd = r->h;
@@ -637,9 +639,7 @@ static int sumgroup(Run *r, int base, int k, uint64_t *ks, long *want)
 				                 "head %d), fewer than its %d summary rows", r->pl->p->src, hd->mline, hd->mcol, no,
 				                 kk / r->pl->lay.kv_heads, kk % r->pl->lay.kv_heads, C);
 			*want -= fl[kj] & 1 ? 0 : C;
-			uint64_t t = threshold(r->pl->p->a, ks + c, (size_t)no, no - C);
-			for (long j = 0; j < no; j++)
-				ks[c + (size_t)j] = ks[c + (size_t)j] < t ? 0 : ks[c + (size_t)j];
+			r->pl->p->a->kcut(ks + c, no, threshold(r->pl->p->a, ks + c, (size_t)no, no - C));
 		}
 		c += (size_t)no;
 	}
@@ -753,7 +753,7 @@ static int selectkeep(Run *r, float **score, const kvcc_args *args, int k0, int 
 	if (fsel)
 		NEEDK(KA_KFLOOR, "kfloor (floor)");
 	if (hd->merge == KA_MSUMMARY)
-		NEEDK(KA_KSUMMARY, "mstore (merge summary)");
+		NEEDK(hd->scope != KA_SCOPE_HEAD ? KA_KSUMMARY | KA_KSUMCAP : KA_KSUMMARY, "mstore, kcut (merge summary)");
 	if (hd->sched >= KA_SCH_PREFIX)    /* the generated schedcnt calls them */
 		NEEDK(hd->sched == KA_SCH_PREFIX ? KA_KMASS : KA_KCOUNT, hd->sched == KA_SCH_PREFIX ? "mtotal, ksum (prefix)" : "kcount (dynamic)");
 	size_t nc = 0, base = (size_t)k0;

@@ -24,6 +24,10 @@
 **             ⌊α·n_keep⌋ keys (its threshold); kfloor lifts them above every key of the layer
 **             (top 33 bits all ones; the id bits keep them distinct), so that the layer's top-k
 **             over Σ n_keep keeps them and gives the rest to one ranking of what is left.
+**   kcut      merge summary at scope layer / model (session 10): an instance without a summary
+**             block in an evicting group keeps at most its n - C best rows; the runtime
+**             radix-selects that count's threshold (topk), kcut gives the keys below it key 0,
+**             below every key the group's top-k takes (compress.c sumgroup).
 */
 #include "codegen/x86/gen.h"
 
@@ -178,6 +182,21 @@ void kx_gen_kfloor(Gen *g)
 	LLVMValueRef k = ld(g, g->i64, key, i, 8);
 	LLVMValueRef up = LLVMBuildOr(b, LLVMBuildAnd(b, k, ci(g, 0x7fffffff), ""), ci(g, (long)(~0ull << 31)), "");
 	st_(g, g->i64, LLVMBuildSelect(b, LLVMBuildICmp(b, LLVMIntUGE, k, thr, ""), up, k, ""), key, i, 8);
+	loop_end(g, &lp);
+	LLVMBuildRetVoid(b);
+}
+
+/* void kcut(key, n, thr): key[i] = 0 for every key[i] < thr (unsigned), the others unchanged */
+void kx_gen_kcut(Gen *g)
+{
+	LLVMTypeRef ps[3] = { g->ptr, g->i64, g->i64 };
+	newfn(g, "kvcc_kcut", LLVMVoidTypeInContext(g->cx), ps, 3);
+	LLVMValueRef key = LLVMGetParam(g->fn, 0), n = LLVMGetParam(g->fn, 1), thr = LLVMGetParam(g->fn, 2);
+	LLVMBuilderRef b = g->b;
+	Loop lp;
+	LLVMValueRef i = loop_begin2(g, ci(g, 0), n, 1, 1, &lp);
+	LLVMValueRef k = ld(g, g->i64, key, i, 8);
+	st_(g, g->i64, LLVMBuildSelect(b, LLVMBuildICmp(b, LLVMIntULT, k, thr, ""), ci(g, 0), k, ""), key, i, 8);
 	loop_end(g, &lp);
 	LLVMBuildRetVoid(b);
 }
