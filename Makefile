@@ -1,7 +1,8 @@
 # kvcc — build, test and install.
 #
 #   make            the kvcc command, libkvcc_rt (the runtime: include/kvcc.h; shared and
-#                   static) and libkvcc (the compiler library: include/kvcc_compiler.h)
+#                   static) and libkvcc (the compiler library: include/kvcc_compiler.h);
+#                   relinks the test and bench programs already built in $(B) when out of date
 #   make check      every test tier (installs missing Debian packages first; tests/README.md)
 #   make check-full make check plus the slow tiers (CHECK_FULL: check-python-full)
 #   make demo       the end-to-end demonstration on the shipped checkpoint
