@@ -1,7 +1,8 @@
 # kvcc — build, test and install.
 #
 #   make            the kvcc command, libkvcc_rt (the runtime: include/kvcc.h; shared and
-#                   static) and libkvcc (the compiler library: include/kvcc_compiler.h)
+#                   static) and libkvcc (the compiler library: include/kvcc_compiler.h);
+#                   relinks the test and bench programs already built in $(B) when out of date
 #   make check      every test tier (installs missing Debian packages first; tests/README.md)
 #   make check-full make check plus the slow tiers (CHECK_FULL: check-python-full)
 #   make demo       the end-to-end demonstration on the shipped checkpoint
@@ -56,6 +57,12 @@ LIBOBJ  = $(COMPOBJ) $(RTLIBOBJ)
 all: $(B)/kvcc $(B)/libkvcc_rt.so $(B)/libkvcc_rt.a $(B)/libkvcc.so
 
 -include $(wildcard */*.mk */*/*.mk)
+
+# The tiers' programs (tests, benchmarks) already built in $(B): `make all` relinks each one that
+# is out of date (an object or library it links changed), so one run by hand after `make all`
+# never runs old code. It builds none that is absent (the tiers build those).
+BUILT_PROGS := $(shell find $(B) -maxdepth 2 -type f -perm -u+x ! -name '*.so' ! -name '*.a' 2>/dev/null)
+all: $(BUILT_PROGS)
 
 $(B)/%.o: %.c
 	@mkdir -p $(dir $@)

@@ -1,7 +1,7 @@
 /*
 ** bench/amx_tokmajor.c — a standalone prototype (issue 15, session 9 round 2, wt-amx9), not built by
-** make and not part of kvcc: one head's AMX score phase (bf16 K [n][128], 256 query rows, tiles of
-** 64 tokens, SnapKV's softmax-and-sum), written twice by hand with the same exp polynomial:
+** make all (`make bench-proto` builds it, bench/bench.mk) and not part of kvcc: one head's AMX score
+** phase (bf16 K [n][128], 256 query rows, tiles of 64 tokens, SnapKV's softmax-and-sum), written twice by hand with the same exp polynomial:
 **   query-major (what codegen/x86 gen_qkt_amx + sstate + sacce do): K's tile packed into the VNNI
 **     B layout by 16 x 16 transposes, C = 16 queries x 16 tokens, S [256][64] per tile;
 **   token-major: K's 16 rows loaded straight as the A tile, Q packed once per head into the VNNI B

@@ -8,6 +8,10 @@
 ** negative KVCC_E* code and kvcc_last_error() (thread-local) says why. The
 ** library never exits or aborts on user input and never writes outside the
 ** buffers the caller describes.
+** kvcc_last_error() is the message of the calling thread's most recent failed
+** call, like errno: a call that returns a negative code sets it, one that
+** succeeds leaves it as it was (it is not cleared), so read it only after a
+** negative return (tests/lib/api_misuse.c checks this contract).
 */
 #ifndef KVCC_H
 #define KVCC_H

@@ -91,7 +91,8 @@ static inline int ka_trailer_check(const void *buf, size_t len, KaTrailer *t, co
                                               running arg-max per lane, bsim / bidx [ne][W]; ctfilter;
                                               17: schedcnt; sstate's nq < 0: -nq rows, E stored non-temporal;
                                               cmass, select mass over chunks; 18: msplit, mtop2,
-                                              the f32 merge similarity on AMX) */
+                                              the f32 merge similarity on AMX; kcut, merge
+                                              summary's cap at scope layer / model) */
 #define KA_MAGIC "KVCCDSC"                 /* the blob's first 8 bytes (with the NUL) */
 #define KA_FORMAT 9                        /* the blob's layout and meaning (2: the tuning config; 3: KA_FLAYER;
                                               4: the merge rule; 5: the weights, KaWeight; the select rule;
@@ -249,6 +250,44 @@ enum { KA_MDROP, KA_MNEAREST, KA_MSUMMARY, KA_MRUNS, KA_MNEXT };   /* issue 12, 
 enum { KA_MKEYS = 1, KA_MVALUES = 2, KA_MSUM = 4 };
 enum { KA_TNONE, KA_TVALUE, KA_TMEAN, KA_TEMA };   /* KA_TEMA: issue 12, D2O (KaHdr.mtau, mbeta) */
 
+/*
+** The fixed kernels a policy's run calls, from its descriptor alone (session 10: the one record).
+** The compiler makes every other one a stub that returns 0 / nothing (codegen/x86/emit.c, its IR
+** never optimized or compiled: issue 13's compile time), and the runtime checks the record before
+** each step that calls one (compress.c kr_needk): a step missing here is a positioned internal
+** error, never a silent stub. The steps and their kernels (runtime/compress.c, summary.c, decode.c):
+**   KA_KCHUNK    ckeys, ckeepidx   select with chunk > 1 (chunk a param, or a constant other than 1)
+**   KA_KCOUNT    kcount            chunk > 1 (chunkgreedy), mass (massbisect), the dynamic schedule
+**   KA_KMASS     mtotal, ksum      mass (masstotal, masscount), the prefix schedule (schedcnt)
+**   KA_KTFILTER  tfilter           select threshold (chunk 1)
+**   KA_KFLOOR    kfloor            a select floor
+**   KA_KSUMMARY  mstore            merge summary (kr_msummary)
+**   KA_KATTN     sstat, sacc, sstate, sacce, ascale   attn_score (KA_FATTN)
+**   KA_KCTFILTER ctfilter          select threshold over chunks
+**   KA_KCMASS    cmass             select mass over chunks
+**   KA_KDECODEB  decodeb           decode with the merge count bias (cbias)
+**   KA_KOBSERVE  observe           the observe hook (KA_FOBSERVE)
+**   KA_KHMEAN    hmean             a head_mean barrier (KA_FHMEAN)
+**   KA_KSUMCAP   kcut              merge summary at scope layer / model (sumgroup)
+** The generated schedcnt calls kcount, mtotal and ksum itself (codegen/x86/sched.c).
+*/
+enum {
+	KA_KCHUNK = 1, KA_KCOUNT = 2, KA_KMASS = 4, KA_KTFILTER = 8, KA_KFLOOR = 16, KA_KSUMMARY = 32, KA_KATTN = 64,
+	KA_KCTFILTER = 128, KA_KCMASS = 256, KA_KDECODEB = 512, KA_KOBSERVE = 1024, KA_KHMEAN = 2048,
+	KA_KSUMCAP = 4096
+};
+static inline unsigned ka_kernels(const KaHdr *h)
+{
+	int chunk = !(h->chunk.kind == KA_NONE || (h->chunk.kind == KA_CON && h->chunk.val == 1));
+	int mass = h->selkind == KA_SEL_MASS, thr = h->selkind == KA_SEL_THRESHOLD;
+	return (chunk ? KA_KCHUNK : 0) | (chunk || mass || h->sched == KA_SCH_DYNAMIC ? KA_KCOUNT : 0) |
+	       (mass || h->sched == KA_SCH_PREFIX ? KA_KMASS : 0) | (thr ? KA_KTFILTER | KA_KCTFILTER : 0) |
+	       (h->floor.kind != KA_NONE ? KA_KFLOOR : 0) | (h->merge == KA_MSUMMARY ? KA_KSUMMARY : 0) |
+	       (h->flags & KA_FATTN ? KA_KATTN : 0) | (mass ? KA_KCMASS : 0) | (h->cbias ? KA_KDECODEB : 0) |
+	       (h->flags & KA_FOBSERVE ? KA_KOBSERVE : 0) | (h->flags & KA_FHMEAN ? KA_KHMEAN : 0) |
+	       (h->merge == KA_MSUMMARY && h->scope != KA_SCOPE_HEAD ? KA_KSUMCAP : 0);
+}
+
 /* One instance's inputs to the generated token_map loops (every field 8 bytes: the generated
 ** code reads field k at byte 8k). vals[i] = instruction i's f32 values, row-major over
 ** (group, token, chan) ([token]: t, [group, token]: g*n + t, [token, chan]: t*d + c,
@@ -293,9 +332,9 @@ typedef struct kvcc_artifact {
 	const KaHdr *desc;         /* the descriptor blob */
 	uint64_t desc_hash;        /* FNV-1a of its desc->size bytes (a corrupted artifact is refused) */
 	const char *kir;           /* the canonical KIR text: introspection only, never parsed at load */
-	/* CPU entry points (C ABI). An entry point this policy's runtime never calls (the chunk, mass,
+	/* CPU entry points (C ABI). An entry point this policy's run never calls (the chunk, mass,
 	** threshold, floor and summary kernels, the attn_score kernels of a policy without attn_score)
-	** is a stub that returns 0 / nothing: codegen/x86/emit.c uses() says which (issue 13, session 9) */
+	** is a stub that returns 0 / nothing: ka_kernels (above) says which (issue 13, session 10) */
 	/* retired: a no-op kept for the layout (the runtime never called it; the score phase
 	** runs qkt, decode its own Q·K block) */
 	void (*qk)(const void *K, int64_t ldk, int64_t nt, const float *Q, int64_t nq, float *S);
@@ -460,6 +499,11 @@ typedef struct kvcc_artifact {
 	               float kmax);
 	void (*mtop2)(const void *eh, const void *el, int64_t ne, const void *kh, const void *kl, int64_t nt, int64_t j0,
 	              float *v1, float *v2, int32_t *i1);
+	/* --- session 10: merge summary's cap in generated code (KVCC_ABI 18) ---
+	** key[i] = 0 for every key[i] < thr (unsigned): at scope layer / model, the keys of an
+	** instance without a summary block below its own n - C best (runtime/compress.c sumgroup).
+	** A stub for a policy without merge summary at those scopes. */
+	void (*kcut)(uint64_t *key, int64_t n, uint64_t thr);
 } kvcc_artifact;
 
 /* --- GPU (CUDA) ------------------------------------------------------------------------------

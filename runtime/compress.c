@@ -184,6 +184,8 @@ static int attnscore(Run *r, Inst *I, float **vals, int lo, int hi, int tid)
 	int G = r->G, O = I->O, GO = G * O, n = I->n, d = r->d, causal = (r->h->flags & KA_FCAUSAL) != 0;
 	if (O < 1)
 		return fail(r, lo, "the policy reads Q but no observation queries were given");
+	if (!(r->pl->p->kern & KA_KATTN))   /* the artifact's record (ka_kernels): its attn kernels are stubs */
+		return fail(r, lo, "internal error: attn_score, but the artifact's kernel record has no attn_score kernels");
 	if (GO > r->pl->ws_go)
 		return fail(r, -1, "internal error: %d query rows, the plan's workspace has %d", GO, r->pl->ws_go);
 	int mono = 1;            /* positions non-decreasing: each row's visible tokens are a prefix */
@@ -617,7 +619,9 @@ static int sumthr(Run *r, int k, long n, long ci, long *cnt)
 ** with an instance over its count evicts: every instance's C rows count in the group's budget (an
 ** instance under its count without a block gives C of it up, *want) and one without a block keeps
 ** at most its n - C best rows (keys below them zeroed: never kept), so the C rows it builds come
-** out of what it held and no instance ends holding more than it held. */
+** out of what it held and no instance ends holding more than it held: topk finds the threshold of
+** its n - C best keys, the generated kcut zeroes the keys below it (the rule's semantics stay in
+** generated code; the runtime only walks the group). */
 static int sumgroup(Run *r, int base, int k, uint64_t *ks, long *want)
 {
 	const KaHdr *hd = r->h;
@@ -635,9 +639,7 @@ static int sumgroup(Run *r, int base, int k, uint64_t *ks, long *want)
 				                 "head %d), fewer than its %d summary rows", r->pl->p->src, hd->mline, hd->mcol, no,
 				                 kk / r->pl->lay.kv_heads, kk % r->pl->lay.kv_heads, C);
 			*want -= fl[kj] & 1 ? 0 : C;
-			uint64_t t = threshold(r->pl->p->a, ks + c, (size_t)no, no - C);
-			for (long j = 0; j < no; j++)
-				ks[c + (size_t)j] = ks[c + (size_t)j] < t ? 0 : ks[c + (size_t)j];
+			r->pl->p->a->kcut(ks + c, no, threshold(r->pl->p->a, ks + c, (size_t)no, no - C));
 		}
 		c += (size_t)no;
 	}
@@ -699,6 +701,19 @@ static int keepcount(Run *r, float **score, int k, long n, long *cnt)
 	return 0;
 }
 
+/* a select step about to call the kernels `k` (KA_K*): 0 when the artifact's record of the run's
+** kernels (artifact.h ka_kernels, the one the compiler stubbed the others by) lists them, else
+** KVCC_EARTIFACT with an internal error at the select rule (never a silent stub's 0) */
+static int needk(const Run *r, unsigned k, const char *what)
+{
+	if ((r->pl->p->kern & k) == k)
+		return 0;
+	return kr_seterr(KVCC_EARTIFACT, "%s:%u:%u: internal error: select calls %s, which the artifact's kernel record "
+	                 "(ka_kernels %#x) does not list: a stub", r->pl->p->src, r->h->sel_line, r->h->sel_col, what,
+	                 r->pl->p->kern);
+}
+#define NEEDK(k, what) do { int e_ = needk(r, (k), (what)); if (e_) return e_; } while (0)
+
 /* instances [k0, k1) (whole scope groups), with the keys buffer ks and the partial chunks pt of
 ** the thread that runs them (selectrun) */
 static int selectkeep(Run *r, float **score, const kvcc_args *args, int k0, int k1, uint64_t *ks, KrPart *pt)
@@ -729,6 +744,19 @@ static int selectkeep(Run *r, float **score, const kvcc_args *args, int k0, int 
 	if (fsel && ch != 1)
 		return kr_seterr(KVCC_EINVAL, "%s:%u:%u: error: select: floor needs chunk 1 (got %ld)", r->pl->p->src,
 		                 hd->sel_line, hd->sel_col, ch);
+	/* the kernels the steps below call (a stub for a policy whose record lacks them) */
+	if (ch > 1)
+		NEEDK(KA_KCHUNK | KA_KCOUNT, "ckeys, kcount, ckeepidx (chunk > 1)");
+	if (thsel)
+		NEEDK(ch > 1 ? KA_KCTFILTER : KA_KTFILTER, ch > 1 ? "ctfilter (threshold)" : "tfilter (threshold)");
+	if (msel)
+		NEEDK(ch > 1 ? KA_KCMASS | KA_KCOUNT : KA_KMASS | KA_KCOUNT, ch > 1 ? "cmass, kcount (mass)" : "mtotal, ksum, kcount (mass)");
+	if (fsel)
+		NEEDK(KA_KFLOOR, "kfloor (floor)");
+	if (hd->merge == KA_MSUMMARY)
+		NEEDK(hd->scope != KA_SCOPE_HEAD ? KA_KSUMMARY | KA_KSUMCAP : KA_KSUMMARY, "mstore, kcut (merge summary)");
+	if (hd->sched >= KA_SCH_PREFIX)    /* the generated schedcnt calls them */
+		NEEDK(hd->sched == KA_SCH_PREFIX ? KA_KMASS : KA_KCOUNT, hd->sched == KA_SCH_PREFIX ? "mtotal, ksum (prefix)" : "kcount (dynamic)");
 	size_t nc = 0, base = (size_t)k0;
 	long want = 0;
 	int np = 0;

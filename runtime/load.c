@@ -135,7 +135,7 @@ static int validate(kvcc_policy *p, const char *path)
 	    !a->keepidx || !a->compact || !a->tmap || !a->ckeys || !a->kcount || !a->ckeepidx || !a->nkeep || !a->ascale ||
 	    !a->hmean || !a->observe || !a->qround || !a->tfilter || !a->mtotal || !a->ksum ||
 	    !a->kfloor || !a->decodeb || !a->sstate || !a->sacce || !a->mstore || !a->mrow || !a->keepn || !a->ctfilter ||
-	    !a->schedcnt || !a->cmass)
+	    !a->schedcnt || !a->cmass || !a->kcut)
 		return kr_seterr(KVCC_EARTIFACT, "%s: corrupted artifact descriptor (entry points)", path);
 	const char *why;
 	if (kr_checkdesc(a, &why) != 0)
@@ -156,6 +156,7 @@ static int validate(kvcc_policy *p, const char *path)
 	p->wt = (const KaWeight *)((const char *)h + h->wt);
 	p->str = (const char *)h + h->str;
 	p->name = p->str + h->name, p->src = p->str + h->src;
+	p->kern = ka_kernels(h);     /* the run's kernels: the others are stubs (compress.c needk) */
 	return 0;
 }
 

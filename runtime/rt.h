@@ -40,6 +40,7 @@ struct kvcc_policy {
 	const KaWeight *wt;
 	const char *str;
 	const char *name, *src;
+	unsigned kern;             /* KA_K*: the kernels the run may call, ka_kernels (artifact.h) */
 };
 
 /* select, chunk > 1: a partial last chunk (instance k, len tokens) of a scope group */

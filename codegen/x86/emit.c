@@ -182,7 +182,8 @@ enum { E_qk, E_cvt, E_decode, E_probs, E_qkt, E_sstat, E_sacc, E_selkeys, E_topk
        E_mupd, E_tfilter, E_mtotal, E_ksum, E_kfloor, E_decodeb, E_sstate, E_sacce, E_mstore, E_mrow,
        E_keepn /* issue 13, KVCC_ABI 16 */, E_ctfilter /* issue 13, KVCC_ABI 16 */,
        E_schedcnt /* the schedules' counts, KVCC_ABI 17 */, E_cmass /* issue 13, KVCC_ABI 17 */,
-       E_msplit, E_mtop2 /* issue 12: the f32 merge similarity on AMX, KVCC_ABI 18 */, E_NUM };
+       E_msplit, E_mtop2 /* issue 12: the f32 merge similarity on AMX, KVCC_ABI 18 */,
+       E_kcut /* merge summary's cap, KVCC_ABI 18 */, E_NUM };
 _Static_assert(sizeof(kvcc_artifact) == 5 * 8 + E_NUM * 8, "kvcc_artifact: 5 header fields, then the entry points");
 
 /* an entry point the runtime never calls for this policy (no such step in its plan): returns at once
@@ -216,43 +217,11 @@ static LLVMValueRef usedor(Gen *g, int used)
 	return stub(g, name, LLVMGetTypeKind(ret) == LLVMVoidTypeKind ? NULL : ret, ps, (int)np);
 }
 
-/* constant 1 (or absent: the default 1) */
-static int isone(const KiFn *f, KiRef r)
+/* every kernel of the artifact: the fixed ones (kern.c) and the policy's (tmap.c); a stub (qk, retired)
+** for each one the descriptor's record of the run's kernels (u, runtime/artifact.h ka_kernels)
+** does not list; 0, or -1: out of memory */
+static int kernels(Gen *g, const KiFn *f, const KiPlan *kp, unsigned u, LLVMValueRef *fn)
 {
-	return r == KI_NIL || (KI_RKIND(r) == RK_CON && f->con[KI_RIDX(r)] == 1);
-}
-
-/*
-** Which fixed select / score kernels the runtime can call for this policy (issue 13: the x86
-** compile-time target; the others become stubs, their IR never optimized or compiled). The
-** runtime's callers (runtime/compress.c, summary.c) and their conditions on the descriptor:
-**   ckeys, ckeepidx      selectkeep with chunk > 1 (chunk a param or a constant other than 1)
-**   kcount               chunk > 1 (chunkgreedy), mass (masscount), the dynamic schedule
-**   mtotal, ksum         mass (masscount), the prefix schedule (schedcounts, pfxm)
-**   tfilter              select threshold (chunk 1)
-**   kfloor               a floor (scope layer)
-**   mstore               merge summary (summary.c)
-**   sstat, sacc, sstate, sacce, ascale   attn_score (attnscore, KA_FATTN)
-** A new runtime call of one of these for another kind of policy must widen its condition here
-** (a stub returns 0 / nothing: the diff matrix fails, it does not crash).
-*/
-enum { U_CHUNK = 1, U_KCOUNT = 2, U_MASS = 4, U_TFILTER = 8, U_FLOOR = 16, U_SUMMARY = 32, U_ATTN = 64 };
-static unsigned uses(const KiFn *f, const KiPlan *kp)
-{
-	const KiSelect *s = &f->sel;
-	int chunk = !isone(f, s->chunk), mass = s->kind == SEL_mass;
-	return (chunk ? U_CHUNK : 0) | (chunk || mass || s->sched == SCH_dynamic ? U_KCOUNT : 0) |
-	       (mass || s->sched == SCH_prefix ? U_MASS : 0) | (s->kind == SEL_threshold ? U_TFILTER : 0) |
-	       (s->floor != KI_NIL ? U_FLOOR : 0) | (f->merge.kind == MG_summary ? U_SUMMARY : 0) |
-	       (kp->has_attn ? U_ATTN : 0);
-}
-
-/* every kernel of the artifact: the fixed ones (kern.c) and the policy's (tmap.c); head_mean and
-** the observe hook only when the plan has them; qk a stub (retired), and stubs for the fixed
-** kernels this policy's runtime never calls (uses); -1: out of memory */
-static int kernels(Gen *g, const KiFn *f, const KiPlan *kp, LLVMValueRef *fn)
-{
-	unsigned u = uses(f, kp);
 	LLVMTypeRef hm[4] = { g->ptr, g->i64, g->i64, g->ptr }, ob[1] = { g->ptr };
 	LLVMTypeRef qk[6] = { g->ptr, g->i64, g->i64, g->ptr, g->i64, g->ptr };
 	int rc = 0;
@@ -261,44 +230,44 @@ static int kernels(Gen *g, const KiFn *f, const KiPlan *kp, LLVMValueRef *fn)
 	kx_gen_decode(g, g->G, 0), fn[E_decode] = g->fn;
 	kx_gen_probs(g), fn[E_probs] = g->fn;
 	kx_gen_qkt(g), fn[E_qkt] = g->fn;
-	kx_gen_sstat(g), fn[E_sstat] = usedor(g, u & U_ATTN);
-	kx_gen_sacc(g), fn[E_sacc] = usedor(g, u & U_ATTN);
+	kx_gen_sstat(g), fn[E_sstat] = usedor(g, u & KA_KATTN);
+	kx_gen_sacc(g), fn[E_sacc] = usedor(g, u & KA_KATTN);
 	kx_gen_selkeys(g), fn[E_selkeys] = g->fn;
 	kx_gen_topk(g), fn[E_topk] = g->fn;
 	kx_gen_keepidx(g), fn[E_keepidx] = g->fn;
-	kx_gen_ckeys(g), fn[E_ckeys] = usedor(g, u & U_CHUNK);
-	kx_gen_kcount(g), fn[E_kcount] = usedor(g, u & U_KCOUNT);
-	kx_gen_ckeepidx(g), fn[E_ckeepidx] = usedor(g, u & U_CHUNK);
+	kx_gen_ckeys(g), fn[E_ckeys] = usedor(g, u & KA_KCHUNK);
+	kx_gen_kcount(g), fn[E_kcount] = usedor(g, u & KA_KCOUNT);
+	kx_gen_ckeepidx(g), fn[E_ckeepidx] = usedor(g, u & KA_KCHUNK);
 	kx_gen_compact(g), fn[E_compact] = g->fn;
 	kx_gen_nkeep(g, f), fn[E_nkeep] = g->fn;   /* before tmap, which calls it (x.nkeep) */
 	rc |= kx_gen_tmap(g, f, kp), fn[E_tmap] = g->fn;
-	if (kp->has_observe)
+	if (u & KA_KOBSERVE)
 		rc |= kx_gen_observe(g, f, kp), fn[E_observe] = g->fn;
 	else
 		fn[E_observe] = stub(g, "kvcc_observe", g->i64, ob, 1);
-	kx_gen_ascale(g, f, kp), fn[E_ascale] = usedor(g, u & U_ATTN);
-	if (kp->uses_hmean)
+	kx_gen_ascale(g, f, kp), fn[E_ascale] = usedor(g, u & KA_KATTN);
+	if (u & KA_KHMEAN)
 		kx_gen_hmean(g), fn[E_hmean] = g->fn;
 	else
 		fn[E_hmean] = stub(g, "kvcc_hmean", NULL, hm, 4);
 	kx_gen_qround(g), fn[E_qround] = g->fn;
 	rc |= kx_gen_merge(g, f, fn + E_mscal);
-	kx_gen_tfilter(g), fn[E_tfilter] = usedor(g, u & U_TFILTER);
-	kx_gen_mtotal(g), fn[E_mtotal] = usedor(g, u & U_MASS);
-	kx_gen_ksum(g), fn[E_ksum] = usedor(g, u & U_MASS);
-	kx_gen_kfloor(g), fn[E_kfloor] = usedor(g, u & U_FLOOR);
-	if (f->merge.bias)       /* decode with the merge count bias (issue 12) */
+	kx_gen_tfilter(g), fn[E_tfilter] = usedor(g, u & KA_KTFILTER);
+	kx_gen_mtotal(g), fn[E_mtotal] = usedor(g, u & KA_KMASS);
+	kx_gen_ksum(g), fn[E_ksum] = usedor(g, u & KA_KMASS);
+	kx_gen_kfloor(g), fn[E_kfloor] = usedor(g, u & KA_KFLOOR);
+	if (u & KA_KDECODEB)      /* decode with the merge count bias (issue 12) */
 		kx_gen_decode(g, g->G, 1), fn[E_decodeb] = g->fn;
 	else {
 		LLVMTypeRef db[9] = { g->ptr, g->ptr, g->i64, g->i64, g->ptr, g->ptr, g->i64, g->ptr, g->ptr };
 		fn[E_decodeb] = stub(g, "kvcc_decodeb", NULL, db, 9);
 	}
-	kx_gen_sstate(g), fn[E_sstate] = usedor(g, u & U_ATTN);   /* issue 15: the score phase's one exp per logit */
-	kx_gen_sacce(g), fn[E_sacce] = usedor(g, u & U_ATTN);
-	kx_gen_mstore(g), fn[E_mstore] = usedor(g, u & U_SUMMARY);     /* merge summary's rows (issue 12) */
+	kx_gen_sstate(g), fn[E_sstate] = usedor(g, u & KA_KATTN);   /* issue 15: the score phase's one exp per logit */
+	kx_gen_sacce(g), fn[E_sacce] = usedor(g, u & KA_KATTN);
+	kx_gen_mstore(g), fn[E_mstore] = usedor(g, u & KA_KSUMMARY);     /* merge summary's rows (issue 12) */
 	rc |= kx_gen_mrow(g, f, &fn[E_mrow]);    /* merge runs' pair evaluator (mpos.c) */
 	rc |= kx_gen_keepn(g, f, NULL), fn[E_keepn] = g->fn;   /* the select keep count (keep.c) */
-	if (f->sel.kind == SEL_threshold)        /* threshold over chunks (issue 13) */
+	if (u & KA_KCTFILTER)                    /* threshold over chunks (issue 13) */
 		kx_gen_ctfilter(g), fn[E_ctfilter] = g->fn;
 	else {
 		LLVMTypeRef ct[7] = { g->ptr, g->i64, g->i64, g->i64, g->i64, LLVMDoubleTypeInContext(g->cx), g->ptr };
@@ -306,31 +275,22 @@ static int kernels(Gen *g, const KiFn *f, const KiPlan *kp, LLVMValueRef *fn)
 	}
 	LLVMValueRef sel[5] = { fn[E_selkeys], fn[E_topk], fn[E_kcount], fn[E_mtotal], fn[E_ksum] };
 	kx_gen_schedcnt(g, f, sel), fn[E_schedcnt] = g->fn;     /* prefix / dynamic schedules (sched.c) */
-	if (f->sel.kind == SEL_mass)             /* mass over chunks (issue 13) */
+	if (u & KA_KCMASS)                       /* mass over chunks (issue 13) */
 		kx_gen_cmass(g), fn[E_cmass] = g->fn;
 	else {
 		LLVMTypeRef cm[6] = { g->ptr, g->ptr, g->i64, g->i64, g->i64, g->ptr };
 		fn[E_cmass] = stub(g, "kvcc_cmass", LLVMDoubleTypeInContext(g->cx), cm, 6);
 	}
 	kx_gen_mamx3(g, f, g->amx3, fn + E_msplit);   /* issue 12: f32 merge similarity on AMX (mamx3.c) */
+	kx_gen_kcut(g), fn[E_kcut] = usedor(g, u & KA_KSUMCAP);   /* merge summary's cap (compress.c sumgroup) */
 	return rc;
 }
 
-/* the exported kvcc_artifact: magic, ABI, size, the descriptor blob and its hash, the KIR text
-** (for dump), the entry points */
-static int descriptor(Gen *g, const KiFn *f, const KiPlan *kp, const kvcc_spec *spec, int W, uint64_t cpu,
-                      LLVMValueRef *fn, KiErr *e)
+/* the exported kvcc_artifact: magic, ABI, size, the descriptor blob (kx_desccfg's, made first:
+** its record of the run's kernels decides the stubs) and its hash, the KIR text (for dump), the
+** entry points */
+static void descriptor(Gen *g, const char *kir, const void *blob, size_t nblob, LLVMValueRef *fn)
 {
-	char *kir = ki_print(f);
-	size_t nblob = 0;
-	void *blob = kir ? kx_desccfg(f, kp, spec, &g->c, W, cpu, ki_fnv(kir, strlen(kir), 0), &nblob) : NULL;
-	if (blob && g->amx3)      /* issue 12: msplit / mtop2 are real (codegen/x86/mamx3.c) */
-		((KaHdr *)blob)->flags |= KA_FAMX3;
-	if (!blob) {
-		free(kir);
-		ki_error(e, f->src, 0, 0, "out of memory (descriptor)");
-		return -1;
-	}
 	LLVMValueRef binit = LLVMConstStringInContext(g->cx, blob, (unsigned)nblob, 1);
 	LLVMValueRef bgv = LLVMAddGlobal(g->m, LLVMTypeOf(binit), "kv.desc");
 	LLVMSetInitializer(bgv, binit);
@@ -350,8 +310,6 @@ static int descriptor(Gen *g, const KiFn *f, const KiPlan *kp, const kvcc_spec *
 	LLVMSetInitializer(desc, LLVMConstNamedStruct(dt, vals, 6 + E_NUM));
 	LLVMSetGlobalConstant(desc, 1);
 	LLVMSetVisibility(desc, LLVMDefaultVisibility);
-	free(kir), free(blob);
-	return 0;
 }
 
 /*
@@ -472,10 +430,21 @@ int kx_emitcfg(const KiFn *f, const KiPlan *kp, const kvcc_spec *spec, const KxC
 		LLVMValueRef fn[E_NUM];
 		module(&g, f, spec, &c, triple, td);
 		g.amx3 = kx_mamx3(f, spec, host, W, NULL);
-		if (kernels(&g, f, kp, fn) != 0)
+		char *kir = ki_print(f);
+		size_t nblob = 0;
+		void *blob = kir ? kx_desccfg(f, kp, spec, &g.c, W, kx_cpumask(spec, host), ki_fnv(kir, strlen(kir), 0),
+		                              &nblob) : NULL;
+		if (blob && g.amx3)      /* issue 12: msplit / mtop2 are real (codegen/x86/mamx3.c) */
+			((KaHdr *)blob)->flags |= KA_FAMX3;
+		if (!blob)
+			ki_error(e, f->src, 0, 0, "out of memory (descriptor)");
+		else if (kernels(&g, f, kp, ka_kernels(blob), fn) != 0)
 			ki_error(e, f->src, 0, 0, "out of memory (kernels)");
-		else if (descriptor(&g, f, kp, spec, W, kx_cpumask(spec, host), fn, e) == 0)
+		else {
+			descriptor(&g, kir, blob, nblob, fn);
 			rc = object(&g, f, tm, objpath, verbose, t, e);
+		}
+		free(kir), free(blob);
 		LLVMDisposeBuilder(g.b);
 		LLVMDisposeModule(g.m);
 		LLVMDisposeTargetData(td);

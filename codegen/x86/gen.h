@@ -328,6 +328,7 @@ KC_FUNC void kx_gen_cmass(Gen *g);
 KC_FUNC void kx_gen_mtotal(Gen *g);
 KC_FUNC void kx_gen_ksum(Gen *g);
 KC_FUNC void kx_gen_kfloor(Gen *g);
+KC_FUNC void kx_gen_kcut(Gen *g);   /* merge summary's cap at scope layer / model (session 10) */
 /* sched.c: the prefix / dynamic schedules' counts (sel: selkeys, topk, kcount, mtotal, ksum) */
 KC_FUNC void kx_gen_schedcnt(Gen *g, const KiFn *f, const LLVMValueRef *sel);
 /* tmap.c: the policy's expressions (0, or -1: out of memory) */

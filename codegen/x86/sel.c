@@ -24,6 +24,10 @@
 **             ⌊α·n_keep⌋ keys (its threshold); kfloor lifts them above every key of the layer
 **             (top 33 bits all ones; the id bits keep them distinct), so that the layer's top-k
 **             over Σ n_keep keeps them and gives the rest to one ranking of what is left.
+**   kcut      merge summary at scope layer / model (session 10): an instance without a summary
+**             block in an evicting group keeps at most its n - C best rows; the runtime
+**             radix-selects that count's threshold (topk), kcut gives the keys below it key 0,
+**             below every key the group's top-k takes (compress.c sumgroup).
 */
 #include "codegen/x86/gen.h"
 
@@ -165,19 +169,32 @@ void kx_gen_cmass(Gen *g)
 	LLVMBuildRet(b, LLVMBuildLoad2(b, f64, acc, ""));
 }
 
-/* void kfloor(key, n, thr): key[i] = ~0 << 31 | (key[i] & 0x7fffffff) for every key[i] >= thr
-** (unsigned): above every selkeys key (a protected one's rank never has all 32 bits set) */
-void kx_gen_kfloor(Gen *g)
+/* the keys of one (layer, head) against a threshold thr (unsigned), in place: name's
+** void fn(key, n, thr) with key[i] = lift ? (key[i] >= thr ? lifted : key[i]) : (key[i] >= thr ? key[i] : 0) */
+static void thrkeys(Gen *g, const char *name, int lift)
 {
 	LLVMTypeRef ps[3] = { g->ptr, g->i64, g->i64 };
-	newfn(g, "kvcc_kfloor", LLVMVoidTypeInContext(g->cx), ps, 3);
+	newfn(g, name, LLVMVoidTypeInContext(g->cx), ps, 3);
 	LLVMValueRef key = LLVMGetParam(g->fn, 0), n = LLVMGetParam(g->fn, 1), thr = LLVMGetParam(g->fn, 2);
 	LLVMBuilderRef b = g->b;
 	Loop lp;
 	LLVMValueRef i = loop_begin2(g, ci(g, 0), n, 1, 1, &lp);
-	LLVMValueRef k = ld(g, g->i64, key, i, 8);
-	LLVMValueRef up = LLVMBuildOr(b, LLVMBuildAnd(b, k, ci(g, 0x7fffffff), ""), ci(g, (long)(~0ull << 31)), "");
-	st_(g, g->i64, LLVMBuildSelect(b, LLVMBuildICmp(b, LLVMIntUGE, k, thr, ""), up, k, ""), key, i, 8);
+	LLVMValueRef k = ld(g, g->i64, key, i, 8), ge = LLVMBuildICmp(b, LLVMIntUGE, k, thr, "");
+	LLVMValueRef up = lift ? LLVMBuildOr(b, LLVMBuildAnd(b, k, ci(g, 0x7fffffff), ""), ci(g, (long)(~0ull << 31)), "") : k;
+	st_(g, g->i64, LLVMBuildSelect(b, ge, up, lift ? k : ci(g, 0), ""), key, i, 8);
 	loop_end(g, &lp);
 	LLVMBuildRetVoid(b);
+}
+
+/* void kfloor(key, n, thr): key[i] = ~0 << 31 | (key[i] & 0x7fffffff) for every key[i] >= thr
+** (unsigned): above every selkeys key (a protected one's rank never has all 32 bits set) */
+void kx_gen_kfloor(Gen *g)
+{
+	thrkeys(g, "kvcc_kfloor", 1);
+}
+
+/* void kcut(key, n, thr): key[i] = 0 for every key[i] < thr (unsigned), the others unchanged */
+void kx_gen_kcut(Gen *g)
+{
+	thrkeys(g, "kvcc_kcut", 0);
 }

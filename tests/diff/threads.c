@@ -8,7 +8,7 @@
 ** summary / mass ones, f32, a contiguous batch of 3 sequences (unequal lengths per head where
 ** the policy allows), two rounds of ratio / budget. mass_signed fails on its negative scores in
 ** several (layer, head)s: the first one in (sequence, layer, head) order is the one reported,
-** as one thread reports it.
+** as one thread reports it; errorder: also when a higher group fails first in time.
 */
 #include <stdio.h>
 #include <stdlib.h>
@@ -125,6 +125,66 @@ out:
 	ki_free(f);
 }
 
+/*
+** The threaded select's error order (runtime/compress.c selecttask): of failing groups the lowest
+** one's error is reported, as one thread reports it, also when a higher group fails first in
+** time. mass_signed (scope head: a group per (layer, head)) with head 0 long (2^20 tokens, its
+** negative score at the last unprotected token: it fails after a full scan) and head 1 short (16
+** tokens, negative at token 0: it fails at once, while the other thread is still in head 0).
+** Expected: head 0's error (token 2^20 - 3) at 1 and 2 threads, every repetition.
+*/
+static void errorder(void)
+{
+	enum { EN = 1 << 20, ED = 8, EH = 2, REP = 6 };
+	kvcc_spec spec = { KVCC_F32, ED, 1, KVCC_TARGET_NATIVE };
+	KiFn *f;
+	kvcc_policy *p;
+	if (cg_open("tests/policies/mass_signed.lua", "mass_signed (error order)", &spec, &f, &p) != 0) {
+		nfail++;
+		return;
+	}
+	size_t nkv = (size_t)EH * EN * ED;
+	float *K = malloc(nkv * 4), *V = malloc(nkv * 4);
+	int32_t *pos = malloc((size_t)EH * EN * 4), len[EH];
+	kvcc_layout lay = { KVCC_F32, 1, EH, ED, EN, (int64_t)EH * EN * ED, (int64_t)EN * ED, ED };
+	for (int t = 1; t <= 2 && K && V && pos; t++) {
+		kvcc_plan *pl = NULL;
+		if (kvcc_plan_create(p, &lay, 0, t, &pl) != 0) {
+			printf("FAIL error order: plan (%d threads): %s\n", t, kvcc_last_error()), nfail++;
+			continue;
+		}
+		int ok = 0;
+		for (int r = 0; r < REP; r++) {
+			len[0] = EN, len[1] = 16;
+			for (size_t i = 0; i < nkv; i++)
+				K[i] = 1, V[i] = 0;
+			for (int c = 0; c < ED; c++)          /* head 0: token EN - 3; head 1: token 0 */
+				K[(size_t)(EN - 3) * ED + c] = -1, K[(size_t)EN * ED + c] = -1;
+			for (size_t i = 0; i < (size_t)EH * EN; i++)
+				pos[i] = (int32_t)(i % EN);
+			kvcc_cache c = { K, V, pos, len, NULL };
+			kvcc_obs o = { 0, NULL, NULL, NULL };
+			kvcc_args a = { 0.5, -1, NULL, t, NULL };
+			int rc = kvcc_compress(pl, &c, &o, &a);
+			char want[80];
+			snprintf(want, sizeof want, "(layer 0, head 0) has -8 at token %d", EN - 3);
+			if (rc == KVCC_EINVAL && strstr(kvcc_last_error(), want))
+				ok++;
+			else
+				printf("FAIL error order, %d threads, repetition %d: rc %d: %s (expected %s)\n", t, r, rc,
+				       kvcc_last_error(), want);
+		}
+		if (ok == REP)
+			npass++;
+		else
+			nfail++;
+		kvcc_plan_destroy(pl);
+	}
+	free(K), free(V), free(pos);
+	kvcc_close(p);
+	ki_free(f);
+}
+
 int main(void)
 {
 	static const char *extra[] = { "tests/policies/scope_layer.lua", "tests/policies/scope_model.lua",
@@ -142,6 +202,7 @@ int main(void)
 		return printf("FAIL manifest: %s\n0 passed, 1 failed\n", npol < 0 ? why : "no noalloc policy"), 1;
 	for (size_t i = 0; i < sizeof extra / sizeof *extra; i++)
 		run_policy(extra[i]);
+	errorder();
 	printf("1, 2, 4 threads: %d policies (the noalloc matrix + %zu), f32, %d sequences\n", npol,
 	       sizeof extra / sizeof *extra, NS);
 	printf("%d passed, %d failed\n", npass, nfail);

@@ -3,7 +3,9 @@
 ** the generated CUDA C, compiled with g++ against tests/emu/cuda_emu.h
 ** (threads as fibers), vs the reference interpreter ki_run / ki_observe.
 **
-**   emu_diff [BUILD_DIR] [--device] [--every N] [--only POLICY]
+**   emu_diff [BUILD_DIR] [--device] [--every N] [--only POLICY] [--spec S]
+**
+** --spec S runs spec S (0..47: dtype S / 16, head_dim S / 4 % 4, group S % 4) of each policy only.
 **
 ** --device runs the same matrix on a real GPU through the libkvcc GPU API:
 ** each specialization compiled by kvcc_compile_so_gpu (sm_80,sm_90 PTX +
@@ -228,8 +230,11 @@ static int every = 1;         /* --every N: only specs s of policy p with (s + p
 /* the model schedules (5 layers, the interpreter's bisection and rounds) and keep counts (select
    keep: one generated kv_count, the same on every spec) 1 in 3 x every, like the merge rules of
    tests/diff: 2-3 of 48 cases each in make check */
+static int onespec = -1;      /* --spec S: only spec S */
 static int insample(int p, int s)
 {
+	if (onespec >= 0)
+		return s == onespec;
 	int ev = every > 1 && fns[p] && (fns[p]->sel.sched >= SCH_prefix || fns[p]->sel.keep) ? 3 * every : every;
 	return (s + p) % ev == 0;
 }
@@ -789,6 +794,8 @@ int main(int argc, char **argv)
 			every = atoi(argv[i + 1]);
 		else if (!strcmp(argv[i], "--policy") || !strcmp(argv[i], "--only"))
 			only = argv[i + 1];
+		else if (!strcmp(argv[i], "--spec") && atoi(argv[i + 1]) >= 0 && atoi(argv[i + 1]) < NSPEC)
+			onespec = atoi(argv[i + 1]);
 		else if (!strcmp(argv[i], "--gpu-config")) {
 			char gw[200];
 			if (kp_gcfgparse(argv[i + 1], &gcfg, gw, sizeof gw) != 0) {

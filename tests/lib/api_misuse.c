@@ -5,7 +5,8 @@
 ** data, a FIFO, a directory, a bare name with LD_LIBRARY_PATH elsewhere). Every case must be
 ** a clean error code with a message, never a crash, a hang or a use-after-free (check-san runs
 ** this under ASan + UBSan); weights given wrongly (an unknown name, a wrong shape, NaN, a
-** missing one at compress). Usage: api_misuse WORKDIR (policies/ from the repository root).
+** missing one at compress); kvcc_last_error's contract (set by a failure, left by a success,
+** per thread). Usage: api_misuse WORKDIR (policies/ from the repository root).
 */
 #include <stdio.h>
 #include <stdlib.h>
@@ -167,6 +168,53 @@ static void threads(kvcc_policy *p, int nobs)
 	check("the plan works after the race", compress(pl, &a.c) == 0);
 	cache_free(&a.c), cache_free(&b.c);
 	kvcc_plan_destroy(pl);
+}
+
+/* --- kvcc_last_error's contract (include/kvcc.h): like errno ------------------------------------- */
+typedef struct Other { char msg[600]; int rc; } Other;
+
+static void *otherfail(void *arg)
+{
+	Other *o = arg;
+	kvcc_policy *p = NULL;
+	o->rc = kvcc_open("/nonexistent-kvcc-other/b.so", &p);
+	snprintf(o->msg, sizeof o->msg, "%s", kvcc_last_error());
+	return NULL;
+}
+
+static void lasterror(const char *so)
+{
+	kvcc_policy *p = NULL;
+	char m1[600];
+	int rc = kvcc_open("/nonexistent-kvcc-dir/a.so", &p);
+	snprintf(m1, sizeof m1, "%s", kvcc_last_error());
+	check("last_error: a failed call sets it", rc < 0 && strstr(m1, "nonexistent-kvcc-dir"));
+	rc = kvcc_open(so, &p);
+	check("last_error: a successful kvcc_open leaves it", rc == 0 && !strcmp(kvcc_last_error(), m1));
+	if (rc)
+		return;
+	int nobs = 0;
+	kvcc_policy_obs(p, NULL, &nobs);
+	kvcc_layout lay = layout();
+	kvcc_plan *pl = NULL;
+	rc = kvcc_plan_create(p, &lay, nobs, 2, &pl);
+	check("last_error: a successful kvcc_plan_create leaves it", rc == 0 && !strcmp(kvcc_last_error(), m1));
+	Cache c;
+	cache_init(&c, nobs, 3);
+	rc = pl ? compress(pl, &c) : -1;
+	check("last_error: a successful kvcc_compress (2 threads) leaves it", rc == 0 && !strcmp(kvcc_last_error(), m1));
+	Other o = { "", 0 };
+	pthread_t t;
+	pthread_create(&t, NULL, otherfail, &o);
+	pthread_join(t, NULL);
+	check("last_error: another thread's failure is its own", o.rc < 0 && strstr(o.msg, "nonexistent-kvcc-other") &&
+	                                                           !strcmp(kvcc_last_error(), m1));
+	kvcc_plan *pl2 = NULL;
+	rc = kvcc_plan_create(p, NULL, nobs, 1, &pl2);
+	check("last_error: the next failure replaces it", rc < 0 && kvcc_last_error()[0] && strcmp(kvcc_last_error(), m1));
+	cache_free(&c);
+	kvcc_plan_destroy(pl);
+	kvcc_close(p);
 }
 
 /* --- the API's arguments ----------------------------------------------------------------------- */
@@ -562,6 +610,7 @@ int main(int argc, char **argv)
 	if (build("policies/snapkv.lua", so) != 0)
 		return 1;
 	arguments(so);
+	lasterror(so);
 	kvcc_policy *p = NULL;
 	if (kvcc_open(so, &p) == 0) {
 		int nobs = 0;
