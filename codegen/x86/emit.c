@@ -317,7 +317,7 @@ static int kernels(Gen *g, const KiFn *f, const KiPlan *kp, LLVMValueRef *fn)
 /* the exported kvcc_artifact: magic, ABI, size, the descriptor blob and its hash, the KIR text
 ** (for dump), the entry points */
 static int descriptor(Gen *g, const KiFn *f, const KiPlan *kp, const kvcc_spec *spec, int W, uint64_t cpu,
-                      LLVMValueRef *fn, KiErr *e)
+                      LLVMValueRef *fn, const KxVarTab *vt, KiErr *e)
 {
 	char *kir = ki_print(f);
 	size_t nblob = 0;
@@ -326,6 +326,15 @@ static int descriptor(Gen *g, const KiFn *f, const KiPlan *kp, const kvcc_spec *
 		free(kir);
 		ki_error(e, f->src, 0, 0, "out of memory (descriptor)");
 		return -1;
+	}
+	char sym[40] = KVCC_DESC_SYMBOL;
+	if (vt && vt->self > 0)        /* a per-bucket variant (issue 15): its own symbol, no table */
+		snprintf(sym, sizeof sym, KVCC_VAR_SYMBOL, vt->self);
+	else if (vt) {                 /* the main artifact: the bucket -> variant table */
+		KaHdr *hb = blob;
+		hb->nvar = vt->nvar;
+		for (int k = 0; k < KA_NBUCKET; k++)
+			hb->cvar[k] = vt->cvar[k];
 	}
 	LLVMValueRef binit = LLVMConstStringInContext(g->cx, blob, (unsigned)nblob, 1);
 	LLVMValueRef bgv = LLVMAddGlobal(g->m, LLVMTypeOf(binit), "kv.desc");
@@ -342,7 +351,7 @@ static int descriptor(Gen *g, const KiFn *f, const KiPlan *kp, const kvcc_spec *
 	for (int k = 0; k < E_NUM; k++)
 		fields[6 + k] = g->ptr, vals[6 + k] = fn[k];
 	LLVMTypeRef dt = LLVMStructTypeInContext(g->cx, fields, 6 + E_NUM, 0);
-	LLVMValueRef desc = LLVMAddGlobal(g->m, dt, KVCC_DESC_SYMBOL);
+	LLVMValueRef desc = LLVMAddGlobal(g->m, dt, sym);
 	LLVMSetInitializer(desc, LLVMConstNamedStruct(dt, vals, 6 + E_NUM));
 	LLVMSetGlobalConstant(desc, 1);
 	LLVMSetVisibility(desc, LLVMDefaultVisibility);
@@ -442,6 +451,12 @@ int kx_emit(const KiFn *f, const KiPlan *kp, const kvcc_spec *spec, const char *
 int kx_emitcfg(const KiFn *f, const KiPlan *kp, const kvcc_spec *spec, const KxConfig *cfg, const char *objpath,
                int verbose, double *ms, KiErr *e)
 {
+	return kx_emitvar(f, kp, spec, cfg, NULL, objpath, verbose, ms, e);
+}
+
+int kx_emitvar(const KiFn *f, const KiPlan *kp, const kvcc_spec *spec, const KxConfig *cfg, const KxVarTab *vt,
+               const char *objpath, int verbose, double *ms, KiErr *e)
+{
 	double t0 = now_ms(), t[2] = { t0, t0 };
 	if (kx_checkspec(f, spec, e) != 0)
 		return -1;
@@ -469,7 +484,7 @@ int kx_emitcfg(const KiFn *f, const KiPlan *kp, const kvcc_spec *spec, const KxC
 		module(&g, f, spec, &c, triple, td);
 		if (kernels(&g, f, kp, fn) != 0)
 			ki_error(e, f->src, 0, 0, "out of memory (kernels)");
-		else if (descriptor(&g, f, kp, spec, W, kx_cpumask(spec, host), fn, e) == 0)
+		else if (descriptor(&g, f, kp, spec, W, kx_cpumask(spec, host), fn, vt, e) == 0)
 			rc = object(&g, f, tm, objpath, verbose, t, e);
 		LLVMDisposeBuilder(g.b);
 		LLVMDisposeModule(g.m);
