@@ -315,7 +315,7 @@ int ki_tdb_lookup_buckets(const char *path, uint64_t kernel, char cfg[][128], in
 		const KtRec *r = &db.r[i];
 		int b = ka_bucket(r->bucket);
 		if (r->kernel == kernel && r->kind == 'p' && !strcmp(r->phase, "bpick") && r->dev == dev &&
-		    !strcmp(r->version, ver) && b < nb) {
+		    !strcmp(r->version, ver) && b < nb && strcmp(r->cfg, "main") != 0) {   /* "main": the pick's own */
 			found += !cfg[b][0];
 			snprintf(cfg[b], 128, "%s", r->cfg);
 		}
