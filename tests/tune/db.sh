@@ -25,10 +25,10 @@ if comp && grep -q "kvcc: config $pick (tuning database)" "$W/err" && grep -aq "
 if KVCC_TUNE=0 comp && grep -q '(default)' "$W/err"; then ok "KVCC_TUNE=0: the default"; else no "KVCC_TUNE=0: the default"; fi
 
 # 1b. per-bucket picks (issue 15, doc/tune.md "Per-bucket picks"): the tune wrote one "bpick"
-# record per runtime bucket ("main": the pick's own score kernels); edited to two configs and two
-# "main" (the tune itself may have picked some: the header
-# rehashed: a valid database): bucket 1 gets a variant in the artifact, bucket 2's pick is out of
-# range, so it falls back to the main config with a message (and no second variant is built)
+# record per runtime bucket ("main": the pick's own score kernels; the tune itself may pick some).
+# Edited (header rehashed: a valid database) to two configs and two "main": bucket 1 gets a variant
+# in the artifact; bucket 2's pick is out of range, so it runs the main config, with a message, and
+# no second variant is built
 mkdir -p "$W/c5" && cp "$W/c1/tune.db" "$W/c5/tune.db"
 if [ "$(grep -c '	bpick	' "$W/c5/tune.db")" = 4 ] && grep -q '^pick n < 4096: ' "$W/out"; then
 	ok "tune records and reports its per-bucket picks"; else no "tune records and reports its per-bucket picks"; fi
