@@ -15,6 +15,27 @@ ok() { pass=$((pass + 1)); echo "PASS $1"; }
 no() { fail=$((fail + 1)); echo "FAIL $1"; [ -f "$W/err" ] && sed 's/^/  | /' "$W/err" | head -20; }
 tune() { "$KVCC" tune "$@" --buckets 1024 --quick >"$W/out" 2>"$W/err"; }
 comp() { "$KVCC" compile policies/snapkv.lua -o "$W/p.so" -v "$@" 2>"$W/err" >/dev/null; }
+# editdb DB PHASE BUCKET=CONFIG...: the 'p' records of PHASE whose bucket field is BUCKET ('*': any
+# other) get CONFIG, and the header is rehashed (a valid database, only the records edited)
+editdb() {
+python3 - "$@" <<'EOF'
+import sys
+p, phase = sys.argv[1], sys.argv[2].encode()
+sets = dict(a.encode().split(b'=', 1) for a in sys.argv[3:])
+lines = open(p, 'rb').read().split(b'\n', 1)[1].split(b'\n')
+out = []
+for l in lines:
+    f = l.split(b'\t')
+    if f[0] == b'p' and f[2] == phase:
+        f[7] = sets.get(f[3], sets.get(b'*', f[7]))
+    out.append(b'\t'.join(f))
+body = b'\n'.join(out)
+h = 0xcbf29ce484222325
+for c in body:
+    h = ((h ^ c) * 0x100000001b3) & 0xffffffffffffffff
+open(p, 'wb').write(b'kvcc-tune-db 1 %d %016x\n' % (len(body), h) + body)
+EOF
+}
 P=policies/snapkv.lua
 
 # 1. a tune's pick is what compile uses, and the artifact records it
@@ -32,22 +53,7 @@ if KVCC_TUNE=0 comp && grep -q '(default)' "$W/err"; then ok "KVCC_TUNE=0: the d
 mkdir -p "$W/c5" && cp "$W/c1/tune.db" "$W/c5/tune.db"
 if [ "$(grep -c '	bpick	' "$W/c5/tune.db")" = 4 ] && grep -q '^pick n < 4096: ' "$W/out"; then
 	ok "tune records and reports its per-bucket picks"; else no "tune records and reports its per-bucket picks"; fi
-python3 - "$W/c5/tune.db" qb4,nv2,w8,dot0 qb12,nv4 <<'EOF'
-import sys
-p, a, b = sys.argv[1], sys.argv[2].encode(), sys.argv[3].encode()
-lines = open(p, 'rb').read().split(b'\n', 1)[1].split(b'\n')
-out = []
-for l in lines:
-    f = l.split(b'\t')
-    if f[0] == b'p' and f[2] == b'bpick':
-        f[7] = a if f[3] == b'4096' else b if f[3] == b'16384' else b'main'
-    out.append(b'\t'.join(f))
-body = b'\n'.join(out)
-h = 0xcbf29ce484222325
-for c in body:
-    h = ((h ^ c) * 0x100000001b3) & 0xffffffffffffffff
-open(p, 'wb').write(b'kvcc-tune-db 1 %d %016x\n' % (len(body), h) + body)
-EOF
+editdb "$W/c5/tune.db" bpick 4096=qb4,nv2,w8,dot0 16384=qb12,nv4 '*=main'
 export KVCC_CACHE_DIR="$W/c5"
 if comp && grep -q 'kvcc: config .*(tuning database)' "$W/err" &&
    grep -q 'kvcc: bucket 1 (4096..16383 tokens): compress config qb4,nv2,w8,dot0,.* (tuning database)' "$W/err" &&
@@ -109,22 +115,7 @@ if KVCC_CONFIG=qb9,nv2 comp && grep -q "warning: config 'qb9,nv2' (KVCC_CONFIG):
 if KVCC_CONFIG=zz4 comp && grep -q "unknown config field 'zz'" "$W/err"; then ok "KVCC_CONFIG unknown field: the default";
 else no "KVCC_CONFIG unknown field: the default"; fi
 # the database's pick edited to a config out of range (header rehashed: a valid database)
-python3 - "$W/c4/tune.db" <<'EOF'
-import sys
-p = sys.argv[1]
-lines = open(p, 'rb').read().split(b'\n', 1)[1].split(b'\n')
-out = []
-for l in lines:
-    f = l.split(b'\t')
-    if f[0] == b'p' and f[2] == b'pick':
-        f[7] = b'qb12,nv4'
-    out.append(b'\t'.join(f))
-body = b'\n'.join(out)
-h = 0xcbf29ce484222325
-for c in body:
-    h = ((h ^ c) * 0x100000001b3) & 0xffffffffffffffff
-open(p, 'wb').write(b'kvcc-tune-db 1 %d %016x\n' % (len(body), h) + body)
-EOF
+editdb "$W/c4/tune.db" pick '*=qb12,nv4'
 if comp && grep -q "warning: config 'qb12,nv4' (tuning database): config qb12: query block must be 1..8; using the default config" "$W/err" &&
    grep -q '(default)' "$W/err"; then ok "database pick out of range: the default"; else no "database pick out of range: the default"; fi
 
