@@ -219,17 +219,25 @@ void ki_config(KiJob *j)
 		gpuconfig(j);
 }
 
-/* a temporary object file name in j->obj[k] */
-static int tmpobj(KiJob *j, int k, KiErr *e)
+/* a temporary object file /tmp/kvcc-KIND-XXXXXX.o created, its name in buf[64]; 0 or -1 with e set */
+static int tmpname(KiJob *j, char *buf, const char *kind, KiErr *e)
 {
-	snprintf(j->obj[k], sizeof j->obj[k], "/tmp/kvcc-%s-XXXXXX.o", k ? "gpu" : "x86");
-	int fd = mkstemps(j->obj[k], 2);
+	snprintf(buf, 64, "/tmp/kvcc-%s-XXXXXX.o", kind);
+	int fd = mkstemps(buf, 2);
 	if (fd < 0) {
-		j->obj[k][0] = 0;
+		buf[0] = 0;
 		ki_error(e, j->f->src, 0, 0, "cannot create a temporary object file: %s", strerror(errno));
 		return -1;
 	}
 	close(fd);
+	return 0;
+}
+
+/* a temporary object file name in j->obj[k] */
+static int tmpobj(KiJob *j, int k, KiErr *e)
+{
+	if (tmpname(j, j->obj[k], k ? "gpu" : "x86", e) != 0)
+		return -1;
 	j->nobj = k + 1;
 	return 0;
 }
@@ -241,14 +249,8 @@ static int codegen_variants(KiJob *j, KxVarTab *vt, KiErr *e)
 	int keep[KX_NBUCKET] = { 0 }, nv = 0;
 	memset(vt, 0, sizeof *vt);
 	for (int v = 0; v < j->nvar; v++) {
-		snprintf(j->vobj[nv], sizeof j->vobj[nv], "/tmp/kvcc-var-XXXXXX.o");
-		int fd = mkstemps(j->vobj[nv], 2);
-		if (fd < 0) {
-			j->vobj[nv][0] = 0;
-			ki_error(e, j->f->src, 0, 0, "cannot create a temporary object file: %s", strerror(errno));
+		if (tmpname(j, j->vobj[nv], "var", e) != 0)
 			return -1;
-		}
-		close(fd);
 		KxVarTab self = { .self = nv + 1 };
 		KiErr ve = { 0 };
 		if (kx_emitvar(j->f, &j->plan, &j->spec, &j->vcfg[v], &self, j->vobj[nv], j->verbose, NULL, &ve) == 0) {
