@@ -61,10 +61,12 @@ if [ -z "$ALL" ]; then
 		done
 	done
 	EXPWS= EXPNT=
-	# per-bucket variants: bucket 1 runs another score point than the main config (the AMX tile
-	# against the f32 block; 256-bit against 512-bit), one case each
+	# per-bucket variants: bucket 1 runs another score point than the main config (the f32 block
+	# beside the AMX tile and the other way round: the plan asks for the tile state, the variant
+	# gets the bf16 query rows; 256-bit beside 512-bit), one case each
 	DIFFN=4097
 	BUCKETS="1=amx0,dot0,qb4,nv2" run default "$DIFF" "snapkv bf16 d=128 G=4 native"
+	BUCKETS="1=amx1" run amx0,dot0 "$DIFF" "snapkv bf16 d=128 G=4 native"   # AMX in the variant only
 	BUCKETS="1=w8,qb3,nv4,pf0" run qb5,nv2 "$DIFF" "snapkv f32 d=96 G=2 native"
 	DIFFN=
 else
