@@ -1513,6 +1513,7 @@ static int tuned_bucket(kvcc_policy *pol[3], int dt, int n, int threads, TRow *r
 /* `kvcc tune` for snapkv at dtype dt into the current $KVCC_CACHE_DIR, then both builds:
 ** rows[TNB]; *tune_s its wall time, pick its pick */
 static char defcfg[2][160];   /* the default config per dtype (bf16, f32) */
+static int tvar[2][KA_NBUCKET]; /* the tuned artifact has per-bucket score kernels there (kvcc tune's "pick bucket K") */
 
 static int tuned_vs_default(const char *kvcc, int dt, int threads, TRow *rows, double *tune_s, char *pick, size_t pn)
 {
@@ -1524,8 +1525,11 @@ static int tuned_vs_default(const char *kvcc, int dt, int threads, TRow *rows, d
 	pick[0] = 0;
 	while (fp && fgets(line, sizeof line, fp)) {
 		fputs(line, stdout);
+		int bk;
 		if (!strncmp(line, "pick: ", 6))
 			snprintf(pick, pn, "%.*s", (int)strcspn(line + 6, "\n"), line + 6);
+		else if (sscanf(line, "pick bucket %d", &bk) == 1 && bk >= 0 && bk < KA_NBUCKET)   /* per-bucket kernels */
+			tvar[dt == KVCC_F32][bk] = !strstr(line, "the pick's score kernels");
 	}
 	if (!fp || pclose(fp) != 0 || !pick[0])
 		return fprintf(stderr, "kvcc tune failed: %s\n", cmd), -1;
@@ -2016,16 +2020,20 @@ int main(int argc, char **argv)
 		}
 	for (int k = 0; k < 2; k++) {
 		double pk1 = dts[k] == KVCC_BF16 && pk.bf16_all > 0 ? pk.bf16_all : pk.fma512_all > 0 ? pk.fma512_all : pk.fma256_all;
-		int same = samekern(defcfg[k], tpick[k]);
+		int samek = samekern(defcfg[k], tpick[k]), nvar = 0;
+		for (int b = 0; b < KA_NBUCKET; b++)
+			nvar += tvar[dts[k] == KVCC_F32][b];
 		fprintf(md, "- %s: `kvcc tune` %.1f s, pick `%s` (default `%s`%s)\n\n| n | compress default ms | tuned ms | "
 		            "speedup | A/A | verdict | score %% of peak default / tuned | decode default ms | tuned ms | speedup | "
 		            "A/A | verdict |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n",
-		        trows[k][0].dt, tune_s[k], tpick[k], defcfg[k], same ? "; same compress kernels" : "");
+		        trows[k][0].dt, tune_s[k], tpick[k], defcfg[k],
+		        samek && !nvar ? "; same compress kernels" : nvar ? "; per-bucket score kernels at some buckets" : "");
 		for (int b = 0; b < TNB; b++) {
 			TRow *r = &trows[k][b];
 			double sc = r->c[0] / r->c[1], ac = r->c[0] / r->c[2], sd = r->d[0] / r->d[1], ad = r->d[0] / r->d[2];
 			/* identical code (the same kernels; for decode the same config): a gap is this run's noise */
 			int okc = sc >= 1 - noise(ac), okd = sd >= 1 - noise(ad), ident = !strcmp(defcfg[k], tpick[k]);
+			int same = samek && !tvar[dts[k] == KVCC_F32][ka_bucket(r->n)];   /* no per-bucket variant at n */
 			tslow += (!okc && !same) + (!okd && !ident);
 			fprintf(md, "| %d | %.2f | %.2f | %.2fx | %.2fx | %s | %.0f%% / %.0f%% | %.3f | %.3f | %.2fx | %.2fx | %s |\n", r->n,
 			        r->c[0], r->c[1], sc, ac, same ? "= default (same kernels: noise)" : okc ? ">= default" : "**slower**",

@@ -855,7 +855,7 @@ int kt_tune(int argc, char **argv)
 			m += ka_bucket(T.buckets[b]) == k;
 		if (!m)
 			continue;
-		printf("pick %s: %s", RBUCKET[k], vb[k] >= 0 ? S[vb[k]].res : "the pick's score kernels");
+		printf("pick bucket %d (%s): %s", k, RBUCKET[k], vb[k] >= 0 ? S[vb[k]].res : "the pick's score kernels");
 		for (int b = 0; b < T.nb && vb[k] >= 0; b++)
 			if (ka_bucket(T.buckets[b]) == k)
 				printf(" (score phase at n=%d: %.3f ms, the pick's %.3f ms)", T.buckets[b], S[vb[k]].ms[b], S[s1].ms[b]);

@@ -51,7 +51,7 @@ if KVCC_TUNE=0 comp && grep -q '(default)' "$W/err"; then ok "KVCC_TUNE=0: the d
 # in the artifact; bucket 2's pick is out of range, so it runs the main config, with a message, and
 # no second variant is built
 mkdir -p "$W/c5" && cp "$W/c1/tune.db" "$W/c5/tune.db"
-if [ "$(grep -c '	bpick	' "$W/c5/tune.db")" = 4 ] && grep -q '^pick n < 4096: ' "$W/out"; then
+if [ "$(grep -c '	bpick	' "$W/c5/tune.db")" = 4 ] && grep -q '^pick bucket 0 (n < 4096): ' "$W/out"; then
 	ok "tune records and reports its per-bucket picks"; else no "tune records and reports its per-bucket picks"; fi
 editdb "$W/c5/tune.db" bpick 4096=qb4,nv2,w8,dot0 16384=qb12,nv4 '*=main'
 export KVCC_CACHE_DIR="$W/c5"
