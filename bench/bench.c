@@ -576,6 +576,40 @@ static int bench_case(kvcc_policy *pol, int dt, int n, int threads, int reps, co
 	return 0;
 }
 
+/* --- the bf16 score phase with AMX masked off (issue 15) ----------------------------------------
+** On a CPU with AMX the default bf16 Q·K is the AMX tile, so make bench's bf16 rows say nothing of
+** the AVX-512 path that a CPU without AMX runs. These rows compile snapkv with the config that a
+** CPU with this one's features less amx-tile / amx-bf16 gets by default (doc/tune.md "Defaults per
+** host": the Q·K on vdpbf16ps where the CPU has avx512bf16, prefetch 0): KVCC_CONFIG=NOAMX_CFG.
+** They are this CPU (its clocks, caches, memory) with AMX not used, not a measurement of another
+** CPU. kvpress is not run again for them. Returns the rows written (0: no AMX here), -1 on error. */
+#define NOAMX_CFG "amx0,dot1,pf0"
+static int noamx_rows(int threads, int quick, const Peaks *pk, Row *rows)
+{
+	if (!(pk->amx_all > 0) || !(pk->bf16_all > 0))
+		return 0;
+	kvcc_spec s = { KVCC_BF16, D, G, KVCC_TARGET_NATIVE };
+	kvcc_policy *pol = NULL;
+	setenv("KVCC_CONFIG", NOAMX_CFG, 1);
+	int rc = kvcc_compile_file("policies/snapkv.lua", &s, &pol);
+	unsetenv("KVCC_CONFIG");
+	if (rc != 0)
+		return fprintf(stderr, "compile snapkv bf16 %s: %s\n", NOAMX_CFG, kvcc_last_error()), -1;
+	int ns[2] = { 4096, 32768 };
+	for (int i = 0; i < 2; i++) {
+		Row *r = &rows[i];
+		memset(r, 0, sizeof *r);
+		r->dt = "bf16", r->n = ns[i];
+		if (bench_case(pol, KVCC_BF16, ns[i], threads, quick ? 2 : ns[i] > 8192 ? 5 : 10, "/nonexistent", r, pk) != 0)
+			return kvcc_close(pol), -1;
+		printf("bf16 n=%-6d this CPU with AMX disabled (config %s): score %8.2f ms  total %8.2f ms | Q·K %6.1f GFLOP/s "
+		       "= %4.1f%% of the bf16 dot (vdpbf16ps) peak, %4.1f%% of the FMA peak\n", r->n, kvcc_policy_config(pol),
+		       r->score, r->total, r->qk_gflops, 100 * r->dot_ratio, 100 * r->qk_ratio);
+	}
+	kvcc_close(pol);
+	return 2;
+}
+
 /* --- the merge stage (issue 12): nearest-kept merge after SnapKV ----------------------------- */
 
 /* issue 12 (session 10): the last merge_run's kvcc_plan_mstats (the f32 similarity on AMX: rows,
@@ -1495,6 +1529,7 @@ static int tuned_bucket(kvcc_policy *pol[3], int dt, int n, int threads, TRow *r
 /* `kvcc tune` for snapkv at dtype dt into the current $KVCC_CACHE_DIR, then both builds:
 ** rows[TNB]; *tune_s its wall time, pick its pick */
 static char defcfg[2][160];   /* the default config per dtype (bf16, f32) */
+static int tvar[2][KA_NBUCKET]; /* the tuned artifact has per-bucket score kernels there (kvcc tune's "pick bucket K") */
 
 static int tuned_vs_default(const char *kvcc, int dt, int threads, TRow *rows, double *tune_s, char *pick, size_t pn)
 {
@@ -1506,8 +1541,11 @@ static int tuned_vs_default(const char *kvcc, int dt, int threads, TRow *rows, d
 	pick[0] = 0;
 	while (fp && fgets(line, sizeof line, fp)) {
 		fputs(line, stdout);
+		int bk;
 		if (!strncmp(line, "pick: ", 6))
 			snprintf(pick, pn, "%.*s", (int)strcspn(line + 6, "\n"), line + 6);
+		else if (sscanf(line, "pick bucket %d", &bk) == 1 && bk >= 0 && bk < KA_NBUCKET)   /* per-bucket kernels */
+			tvar[dt == KVCC_F32][bk] = !strstr(line, "the pick's score kernels");
 	}
 	if (!fp || pclose(fp) != 0 || !pick[0])
 		return fprintf(stderr, "kvcc tune failed: %s\n", cmd), -1;
@@ -1614,6 +1652,8 @@ int main(int argc, char **argv)
 			quick = 4;
 		else if (!strcmp(argv[i], "--decode"))
 			quick = 5;
+		else if (!strcmp(argv[i], "--noamx"))     /* only the bf16 score phase with AMX disabled (issue 15) */
+			quick = 6;
 		else if (!strcmp(argv[i], "--venv") && i + 1 < argc)
 			venv = argv[++i];
 		else if (!strcmp(argv[i], "--out") && i + 1 < argc)
@@ -1627,7 +1667,7 @@ int main(int argc, char **argv)
 		else if (!strcmp(argv[i], "--dtype") && i + 1 < argc)
 			mdt = !strcmp(argv[++i], "f32") ? KVCC_F32 : KVCC_BF16;
 		else {
-			fprintf(stderr, "usage: kvcc-bench [--quick] [--peaks] [--merge] [--amx] [--decode] [--venv DIR] [--out DIR] [--kvcc PATH]\n"
+			fprintf(stderr, "usage: kvcc-bench [--quick] [--peaks] [--merge] [--amx] [--decode] [--noamx] [--venv DIR] [--out DIR] [--kvcc PATH]\n"
 			                "       [--threads N] [--n N] [--dtype f32|bf16] (with --merge: one point, N threads)\n");
 			return 2;
 		}
@@ -1657,6 +1697,17 @@ int main(int argc, char **argv)
 		       "read %.1f GB/s (1 thread %.1f)\n",
 		       pk.fma512_all, pk.fma512_1, pk.fma256_all, pk.fma256_1, pk.bf16_all, pk.read_all, pk.read_1);
 		return 0;
+	}
+	if (quick == 6) {          /* the bf16 score phase on this CPU with AMX disabled (issue 15) */
+		Peaks pk;
+		Row nrw[2];
+		peaks(threads, &pk);
+		printf("peaks: f32 FMA zmm %.1f GFLOP/s; bf16 dot (vdpbf16ps) %.1f; AMX bf16 %.1f (0: none)\n", pk.fma512_all,
+		       pk.bf16_all, pk.amx_all);
+		int k = noamx_rows(threads, 0, &pk, nrw);
+		if (k == 0)
+			printf("no AMX on this CPU: the bf16 rows of make bench are already its AVX-512 path\n");
+		return k < 0;
 	}
 	if (quick == 4)
 		return amxbench(threads);
@@ -1804,6 +1855,10 @@ int main(int argc, char **argv)
 				printf("     kvpress comparison %s\n", r->kvnote);
 			nr++;
 		}
+	Row nrows[2];                             /* bf16 with AMX disabled (an AMX host only) */
+	int nna = amxk ? noamx_rows(threads, quick, &pk, nrows) : 0;
+	if (nna < 0)
+		return 1;
 	/* decode attention (kvcc_decode_layer), n = 32768: plain (snapkv has no observe hook) and
 	** with H2O's observe hook (state += attention summed over the group), the two plans on the
 	** same K/V and their runs interleaved (alternating which goes first), so that the H2O / plain
@@ -1933,7 +1988,22 @@ int main(int argc, char **argv)
 		        r->fp16_ratio, r->score_gbs,
 		        r->bw_ratio, r->sel_share, r->kvpress * 1e3, r->speedup, r->agree, r->kvnote, i + 1 < nr ? "," : "");
 	}
+	fprintf(js, " ],\n \"noamx_rows\": [\n");      /* issue 15: bf16 with AMX disabled (this CPU) */
+	for (int i = 0; i < nna; i++)
+		fprintf(js, "  {\"config\": \"%s\", \"n\": %d, \"score_ms\": %.3f, \"total_ms\": %.3f, \"qk_gflops\": %.2f, "
+		            "\"bf16dot_peak_ratio\": %.4f, \"fma_peak_ratio\": %.4f}%s\n", NOAMX_CFG, nrows[i].n, nrows[i].score,
+		        nrows[i].total, nrows[i].qk_gflops, nrows[i].dot_ratio, nrows[i].qk_ratio, i + 1 < nna ? "," : "");
 	fprintf(js, " ]\n");
+	if (nna > 0) {
+		fprintf(md, "\n## bf16 score phase on this CPU with AMX disabled\n\nThe rows above run the bf16 Q·K on AMX tiles. "
+		            "These compile snapkv with `KVCC_CONFIG=%s`, the config a CPU with this one's features less amx-tile / "
+		            "amx-bf16 gets by default (vdpbf16ps, prefetch 0; doc/tune.md): **this CPU with AMX disabled, not a "
+		            "different CPU** (same clocks, caches and memory). kvpress is not run again for them.\n\n"
+		            "| n | score ms | total ms | Q·K GFLOP/s | %% bf16 dot peak | %% FMA peak |\n|---|---|---|---|---|---|\n", NOAMX_CFG);
+		for (int i = 0; i < nna; i++)
+			fprintf(md, "| %d | %.2f | %.2f | %.1f | %.1f | %.1f |\n", nrows[i].n, nrows[i].score, nrows[i].total,
+			        nrows[i].qk_gflops, 100 * nrows[i].dot_ratio, 100 * nrows[i].qk_ratio);
+	}
 	fprintf(md, "\n## Decode attention (kvcc_decode_layer, one layer, n = 32768)\n\n| | bf16 ms | bf16 GB/s | f32 ms | "
 	            "f32 GB/s | f16 ms | f16 GB/s |\n|---|---|---|---|---|---|---|\n");
 	for (int pi = 0; pi < 2; pi++)
@@ -1966,16 +2036,20 @@ int main(int argc, char **argv)
 		}
 	for (int k = 0; k < 2; k++) {
 		double pk1 = dts[k] == KVCC_BF16 && pk.bf16_all > 0 ? pk.bf16_all : pk.fma512_all > 0 ? pk.fma512_all : pk.fma256_all;
-		int same = samekern(defcfg[k], tpick[k]);
+		int samek = samekern(defcfg[k], tpick[k]), nvar = 0;
+		for (int b = 0; b < KA_NBUCKET; b++)
+			nvar += tvar[dts[k] == KVCC_F32][b];
 		fprintf(md, "- %s: `kvcc tune` %.1f s, pick `%s` (default `%s`%s)\n\n| n | compress default ms | tuned ms | "
 		            "speedup | A/A | verdict | score %% of peak default / tuned | decode default ms | tuned ms | speedup | "
 		            "A/A | verdict |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n",
-		        trows[k][0].dt, tune_s[k], tpick[k], defcfg[k], same ? "; same compress kernels" : "");
+		        trows[k][0].dt, tune_s[k], tpick[k], defcfg[k],
+		        samek && !nvar ? "; same compress kernels" : nvar ? "; per-bucket score kernels at some buckets" : "");
 		for (int b = 0; b < TNB; b++) {
 			TRow *r = &trows[k][b];
 			double sc = r->c[0] / r->c[1], ac = r->c[0] / r->c[2], sd = r->d[0] / r->d[1], ad = r->d[0] / r->d[2];
 			/* identical code (the same kernels; for decode the same config): a gap is this run's noise */
 			int okc = sc >= 1 - noise(ac), okd = sd >= 1 - noise(ad), ident = !strcmp(defcfg[k], tpick[k]);
+			int same = samek && !tvar[dts[k] == KVCC_F32][ka_bucket(r->n)];   /* no per-bucket variant at n */
 			tslow += (!okc && !same) + (!okd && !ident);
 			fprintf(md, "| %d | %.2f | %.2f | %.2fx | %.2fx | %s | %.0f%% / %.0f%% | %.3f | %.3f | %.2fx | %.2fx | %s |\n", r->n,
 			        r->c[0], r->c[1], sc, ac, same ? "= default (same kernels: noise)" : okc ? ">= default" : "**slower**",

@@ -311,10 +311,10 @@ int ki_cache_get(const KiFn *f, const kvcc_spec *spec, const char *extra, int ve
 		return 1;                      /* the build reports it (target unavailable) */
 	}
 	uint64_t key = kx_keyhash(&K);
-	char desc[1024], prefix[128];
+	char desc[2048], prefix[128];
 	kx_keydesc(&K, desc, sizeof desc);
 	if (extra && *extra) {             /* e.g. the GPU targets and the NVRTC that compiles them */
-		char gd[200];
+		char gd[1000];          /* the whole of extra: its bytes are hashed (per-bucket configs, issue 15) */
 		int gl = snprintf(gd, sizeof gd, " %s", extra);
 		size_t dl = strlen(desc);
 		snprintf(desc + dl, sizeof desc - dl, "%s", gd);

@@ -127,6 +127,71 @@ static void gpuconfig(KiJob *j)
 		fprintf(stderr, "kvcc: GPU config %s (%s)\n", j->gcfgstr, j->gcfgfrom);
 }
 
+/*
+** issue 15, per-bucket compress kernels: the variants of this build (KiJob.bconfig / nvar / cvar).
+** Bucket b's config: j->bconfig[b] when the config is explicit (the tuner), else
+** $KVCC_CONFIG_BUCKETS ("B=CONFIG;B=CONFIG", B = 0..3: n < 4K, < 16K, < 64K, more), else the
+** tuning database's per-bucket picks when the main config is its pick (dbpath). A config that
+** does not parse or resolve is said on stderr and its bucket runs the main config; one equal to
+** the main config (after the main's decode split, which variants never use) adds no variant;
+** equal ones share a variant.
+*/
+static void bucketconfigs(KiJob *j, const char *host, const char *dbpath)
+{
+	char b[KX_NBUCKET][128], why[200];
+	const char *from = "tuner", *env = getenv("KVCC_CONFIG_BUCKETS");
+	j->nvar = 0;
+	memset(j->cvar, 0, sizeof j->cvar);
+	for (int k = 0; k < KX_NBUCKET; k++)
+		b[k][0] = 0;
+	if (j->config) {
+		for (int k = 0; k < KX_NBUCKET; k++)
+			snprintf(b[k], sizeof b[k], "%s", j->bconfig[k] ? j->bconfig[k] : "");
+	} else if (env && *env) {
+		from = "KVCC_CONFIG_BUCKETS";
+		for (const char *p = env; *p;) {
+			const char *semi = strchr(p, ';'), *end = semi ? semi : p + strlen(p);
+			int k = p[0] - '0';
+			if (end - p < 3 || p[1] != '=' || k < 0 || k >= KX_NBUCKET || end - p - 2 >= 128)
+				fprintf(stderr, "kvcc: warning: KVCC_CONFIG_BUCKETS '%.*s': not BUCKET=CONFIG with a bucket 0..%d; "
+				        "ignored\n", (int)(end - p), p, KX_NBUCKET - 1);
+			else
+				snprintf(b[k], sizeof b[k], "%.*s", (int)(end - p - 2), p + 2);
+			p = semi ? semi + 1 : end;
+		}
+	} else if (dbpath) {
+		from = "tuning database";
+		ki_tdb_lookup_buckets(dbpath, ki_tdb_kernel(j->f, &j->spec), b, KX_NBUCKET);
+	}
+	for (int k = 0; k < KX_NBUCKET; k++) {
+		if (!b[k][0] || !host)
+			continue;
+		KxConfig c, r;
+		char cs[128];
+		if (kx_cfgparse(b[k], &c, why, sizeof why) != 0 || kx_cfgresolve(&c, &j->spec, host, &r, why, sizeof why) != 0) {
+			fprintf(stderr, "kvcc: warning: bucket %d config '%s' (%s): %s; the bucket uses the main config %s\n", k,
+			        b[k], from, why, j->cfgstr);
+			continue;
+		}
+		memcpy(r.dtasks, j->cfg.dtasks, sizeof r.dtasks), memcpy(r.dmin, j->cfg.dmin, sizeof r.dmin);
+		kx_cfgstr(&r, cs, sizeof cs);
+		if (!strcmp(cs, j->cfgstr))
+			continue;
+		int v = 0;
+		while (v < j->nvar && strcmp(j->vcfgstr[v], cs))
+			v++;
+		if (v == j->nvar)
+			j->vcfg[v] = r, snprintf(j->vcfgstr[v], sizeof j->vcfgstr[v], "%s", cs), j->nvar++;
+		j->cvar[k] = v + 1;
+	}
+	if (j->verbose)
+		for (int k = 0; k < KX_NBUCKET; k++)
+			if (j->cvar[k])
+				fprintf(stderr, "kvcc: bucket %d (%s tokens): compress config %s (%s)\n", k,
+				        k == 0 ? "< 4096" : k == 1 ? "4096..16383" : k == 2 ? "16384..65535" : ">= 65536",
+				        j->vcfgstr[j->cvar[k] - 1], from);
+}
+
 void ki_config(KiJob *j)
 {
 	char *host = kx_hostfeatures(), why[200], db[1200], tuned[160];
@@ -148,29 +213,66 @@ void ki_config(KiJob *j)
 	}
 	if (j->verbose)
 		fprintf(stderr, "kvcc: config %s (%s)\n", j->cfgstr, j->cfgfrom);
+	bucketconfigs(j, host, !strcmp(j->cfgfrom, "tuning database") ? db : NULL);
 	free(host);
 	if (j->gpu)
 		gpuconfig(j);
 }
 
-/* a temporary object file name in j->obj[k] */
-static int tmpobj(KiJob *j, int k, KiErr *e)
+/* a temporary object file /tmp/kvcc-KIND-XXXXXX.o created, its name in buf[64]; 0 or -1 with e set */
+static int tmpname(KiJob *j, char *buf, const char *kind, KiErr *e)
 {
-	snprintf(j->obj[k], sizeof j->obj[k], "/tmp/kvcc-%s-XXXXXX.o", k ? "gpu" : "x86");
-	int fd = mkstemps(j->obj[k], 2);
+	snprintf(buf, 64, "/tmp/kvcc-%s-XXXXXX.o", kind);
+	int fd = mkstemps(buf, 2);
 	if (fd < 0) {
-		j->obj[k][0] = 0;
+		buf[0] = 0;
 		ki_error(e, j->f->src, 0, 0, "cannot create a temporary object file: %s", strerror(errno));
 		return -1;
 	}
 	close(fd);
+	return 0;
+}
+
+/* a temporary object file name in j->obj[k] */
+static int tmpobj(KiJob *j, int k, KiErr *e)
+{
+	if (tmpname(j, j->obj[k], k ? "gpu" : "x86", e) != 0)
+		return -1;
 	j->nobj = k + 1;
+	return 0;
+}
+
+/* the per-bucket variants' objects (issue 15): one that does not compile is said on stderr and its
+** buckets run the main config (the table in vt); 0, or -1 (no temporary file) */
+static int codegen_variants(KiJob *j, KxVarTab *vt, KiErr *e)
+{
+	int keep[KX_NBUCKET] = { 0 }, nv = 0;
+	memset(vt, 0, sizeof *vt);
+	for (int v = 0; v < j->nvar; v++) {
+		if (tmpname(j, j->vobj[nv], "var", e) != 0)
+			return -1;
+		KxVarTab self = { .self = nv + 1 };
+		KiErr ve = { 0 };
+		if (kx_emitvar(j->f, &j->plan, &j->spec, &j->vcfg[v], &self, j->vobj[nv], j->verbose, NULL, &ve) == 0) {
+			keep[v] = ++nv;
+			continue;
+		}
+		fprintf(stderr, "kvcc: warning: bucket config %s failed to compile: %s; its buckets use the main config %s\n",
+		        j->vcfgstr[v], ve.msg, j->cfgstr);
+		unlink(j->vobj[nv]), j->vobj[nv][0] = 0;
+	}
+	vt->nvar = nv;
+	for (int k = 0; k < KX_NBUCKET; k++)
+		vt->cvar[k] = j->cvar[k] ? keep[j->cvar[k] - 1] : 0;
 	return 0;
 }
 
 static int codegen_x86(KiJob *j, KiErr *e)
 {
-	if (kx_emitcfg(j->f, &j->plan, &j->spec, &j->cfg, j->obj[0], j->verbose, NULL, e) == 0)
+	KxVarTab vt;
+	if (codegen_variants(j, &vt, e) != 0)
+		return -1;
+	if (kx_emitvar(j->f, &j->plan, &j->spec, &j->cfg, &vt, j->obj[0], j->verbose, NULL, e) == 0)
 		return 0;
 	if (!strcmp(j->cfgfrom, "default"))
 		return -1;
@@ -181,14 +283,18 @@ static int codegen_x86(KiJob *j, KiErr *e)
 	defconfig(j, host ? host : "");
 	free(host);
 	e->set = 0;
-	return kx_emitcfg(j->f, &j->plan, &j->spec, &j->cfg, j->obj[0], j->verbose, NULL, e);
+	return kx_emitvar(j->f, &j->plan, &j->spec, &j->cfg, &vt, j->obj[0], j->verbose, NULL, e);
 }
 
 
 static int linkso(KiJob *j, const char *out, KiErr *e)
 {
-	const char *objs[2] = { j->obj[0], j->obj[1] };
-	return kx_link(objs, j->nobj, out, e);
+	const char *objs[2 + KX_NBUCKET] = { j->obj[0], j->obj[1] };
+	int n = j->nobj;
+	for (int v = 0; v < KX_NBUCKET; v++)       /* the per-bucket variants (issue 15) */
+		if (j->vobj[v][0])
+			objs[n++] = j->vobj[v];
+	return kx_link(objs, n, out, e);
 }
 
 static void rmobjs(KiJob *j)
@@ -196,6 +302,9 @@ static void rmobjs(KiJob *j)
 	for (int k = 0; k < 2; k++)
 		if (j->obj[k][0])
 			unlink(j->obj[k]), j->obj[k][0] = 0;
+	for (int v = 0; v < KX_NBUCKET; v++)
+		if (j->vobj[v][0])
+			unlink(j->vobj[v]), j->vobj[v][0] = 0;
 	j->nobj = 0;
 }
 
@@ -229,10 +338,13 @@ static int build(void *ud, const char *out, double *ms, KiErr *e)
 /* the artifact in the cache (hit, or built there), or built into `out` when the cache is off */
 int ki_cached(KiJob *j, const char *out, char *path, size_t n, KiErr *e)
 {
-	char extra[320] = "";
+	char extra[900] = "";
 	if (!j->cfgfrom)
 		ki_config(j);
 	snprintf(extra, sizeof extra, "config=%s", j->cfgstr);   /* the tuning config */
+	for (int k = 0; k < KX_NBUCKET; k++)     /* the per-bucket compress configs (issue 15) */
+		if (j->cvar[k])
+			snprintf(extra + strlen(extra), sizeof extra - strlen(extra), " b%d=%s", k, j->vcfgstr[j->cvar[k] - 1]);
 	if (j->gpu)              /* the GPU targets and the NVRTC that compiles them */
 		snprintf(extra + strlen(extra), sizeof extra - strlen(extra), " gpu=%s nvrtc=%d.%d gcfg=%s", j->targets.archs,
 		         j->targets.nvrtc_major, j->targets.nvrtc_minor, j->gcfgstr);

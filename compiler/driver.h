@@ -25,6 +25,7 @@ typedef struct KiJob {
 	int planned;
 	KpGpu targets;             /* the normalized GPU targets and NVRTC (gpu != NULL) */
 	char obj[2][64];           /* codegen: the x86 object, the GPU blob's object */
+	char vobj[KX_NBUCKET][64]; /* codegen: the per-bucket variants' objects (issue 15) */
 	int nobj;
 	double ms;                 /* codegen + link time of the last build */
 	/* the x86 tuning config (ki_config): $KVCC_CONFIG, else the tuning database's pick for this
@@ -34,6 +35,16 @@ typedef struct KiJob {
 	KxConfig cfg;
 	char cfgstr[128];
 	const char *cfgfrom;       /* "default", "KVCC_CONFIG", "tuning database", "tuner" */
+	/* issue 15, per-bucket compress kernels (ki_config; doc/tune.md "Per-bucket picks"): bucket
+	** b's config from bconfig[b] (with an explicit config: the tuner; NULL or "": none), else
+	** $KVCC_CONFIG_BUCKETS ("B=CONFIG;..." with B a bucket 0..3), else the tuning database's
+	** per-bucket picks (when the main config is its pick). A bucket whose config equals the
+	** main one, or does not parse / resolve / compile (said on stderr), runs the main config. */
+	const char *bconfig[KX_NBUCKET];
+	int nvar;                  /* distinct variants (0..KX_NBUCKET) */
+	int cvar[KX_NBUCKET];      /* bucket -> variant (1..nvar), 0: the main config */
+	KxConfig vcfg[KX_NBUCKET]; /* variant k+1's resolved config */
+	char vcfgstr[KX_NBUCKET][128];
 	/* the GPU config point (with gpu): gconfig, else $KVCC_GPU_CONFIG, else the tuning database's
 	** static-model pick for these targets, else the default (kp_gcfgstr) */
 	const char *gconfig;       /* in: an explicit GPU config (the tuner), or NULL */

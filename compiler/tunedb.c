@@ -19,6 +19,7 @@
 #include "compiler/cache.h"
 #include "compiler/interp.h"
 #include "codegen/x86/x86.h"
+#include "runtime/artifact.h"
 
 #define MAGIC "kvcc-tune-db 1"
 
@@ -295,6 +296,30 @@ int ki_tdb_lookup(const char *path, uint64_t kernel, char *cfg, size_t n, int ve
 	if (verbose && over)
 		fprintf(stderr, "kvcc: tuning database: %d record%s of this policy from another kvcc version ignored\n", over,
 		        over > 1 ? "s" : "");
+	ki_tdb_free(&db);
+	return found;
+}
+
+int ki_tdb_lookup_buckets(const char *path, uint64_t kernel, char cfg[][128], int nb)
+{
+	KtDb db;
+	for (int b = 0; b < nb; b++)
+		cfg[b][0] = 0;
+	if (access(path, F_OK) != 0)
+		return 0;
+	ki_tdb_load(path, &db);
+	uint64_t dev = ki_tdb_device(NULL, 0);
+	const char *ver = ki_tdb_version();
+	int found = 0;
+	for (int i = 0; i < db.n; i++) {
+		const KtRec *r = &db.r[i];
+		int b = ka_bucket(r->bucket);
+		if (r->kernel == kernel && r->kind == 'p' && !strcmp(r->phase, "bpick") && r->dev == dev &&
+		    !strcmp(r->version, ver) && b < nb && strcmp(r->cfg, "main") != 0) {   /* "main": the pick's own */
+			found += !cfg[b][0];
+			snprintf(cfg[b], 128, "%s", r->cfg);
+		}
+	}
 	ki_tdb_free(&db);
 	return found;
 }

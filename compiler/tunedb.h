@@ -54,6 +54,11 @@ KC_FUNC uint64_t ki_tdb_kernel(const KiFn *f, const kvcc_spec *spec);
 /* The pick for (kernel, this device, this version): its config in cfg, 1; 0 when none. With
 ** verbose, says on stderr how many records of other devices / versions were ignored. */
 KC_FUNC int ki_tdb_lookup(const char *path, uint64_t kernel, char *cfg, size_t n, int verbose);
+/* issue 15: the tuner's per-bucket compress picks for (kernel, this device, this version): 'p'
+** records of phase "bpick", bucket = the tuner's tokens (runtime/artifact.h ka_bucket maps them),
+** cfg = the score config measured best there, or "main" (none: the pick's own kernels). cfg[b] =
+** bucket b's ("" none); returns how many. */
+KC_FUNC int ki_tdb_lookup_buckets(const char *path, uint64_t kernel, char cfg[][128], int nb);
 /* The GPU static-model pick for (kernel, GPU targets "sm_80,sm_90", this version): a 'p' record of
 ** phase "gpu" whose cfg is "ARCHS|CONFIG"; CONFIG in cfg, 1; 0 when none. Not a measurement and
 ** not tied to this CPU: its device field is ki_tdb_gpudev(archs, NVRTC version). */

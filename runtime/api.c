@@ -331,10 +331,10 @@ KVCC_API int kvcc_plan_create_batch(kvcc_policy *p, const kvcc_layout *lay, cons
 	if (max_obs < 0 || threads < 0 || (int64_t)max_obs * h->group > KR_MAXQROWS)
 		return kr_seterr(KVCC_EINVAL, "bad max_obs %d (0..%d for group %d) or threads %d", max_obs,
 		                 KR_MAXQROWS / h->group, h->group, threads);
-	if ((h->flags & (KA_FAMX | KA_FAMX3)) && kr_amx_enable() != 0)   /* the CPU and the OS have AMX (load.c's mask) */
+	if ((p->famx || (h->flags & KA_FAMX3)) && kr_amx_enable() != 0)   /* the CPU and the OS have AMX (load.c's mask) */
 		return kr_seterr(KVCC_EUNSUPPORTED, "%s: the kernels use AMX tiles and the operating system refused this "
 		                 "process the tile state (arch_prctl ARCH_REQ_XCOMP_PERM); recompile with %s",
-		                 p->name, (h->flags & KA_FAMX) ? "KVCC_CONFIG=amx0" : "KVCC_MERGE_AMX=0");
+		                 p->name, p->famx ? "KVCC_CONFIG=amx0" : "KVCC_MERGE_AMX=0");
 	kvcc_plan *pl = calloc(1, sizeof *pl);
 	if (!pl)
 		return kr_seterr(KVCC_ENOMEM, "out of memory");

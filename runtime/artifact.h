@@ -94,13 +94,14 @@ static inline int ka_trailer_check(const void *buf, size_t len, KaTrailer *t, co
                                               the f32 merge similarity on AMX; kcut, merge
                                               summary's cap at scope layer / model) */
 #define KA_MAGIC "KVCCDSC"                 /* the blob's first 8 bytes (with the NUL) */
-#define KA_FORMAT 9                        /* the blob's layout and meaning (2: the tuning config; 3: KA_FLAYER;
+#define KA_FORMAT 10                       /* the blob's layout and meaning (2: the tuning config; 3: KA_FLAYER;
                                               4: the merge rule; 5: the weights, KaWeight; the select rule;
                                               6: the select floor; 7: KA_FAMX; 8: the count state row,
                                               cnt / cbias; 9: KA_WOUT, KaHdr.wout; summary rows,
                                               srows / siters / sflag; merge KA_MRUNS, KA_MNEXT,
                                               KA_TEMA: mtau, mbeta; the model schedules,
-                                              sched / sa / sb) */
+                                              sched / sa / sb; 10: per-bucket compress kernels,
+                                              KaHdr.nvar / cvar, KVCC_VAR_SYMBOL) */
 #define KA_NBUCKET 4                       /* decode split buckets (longest head < 4K, 16K, 64K, more) */
 
 /* a count or rule operand: a constant, a param, "every position" (obs) or none */
@@ -242,7 +243,20 @@ typedef struct KaHdr {
 	                              all the sequence's scores before the per-group top-k */
 	int32_t schpad;
 	KaRef sa, sb;              /* the schedule's arguments: prefix tol, iters; dynamic ratio_max, every */
+	/* --- issue 15: per-bucket compress kernels (KA_FORMAT 10; doc/tune.md "Per-bucket picks") ---
+	** the tuner's per-bucket picks: nvar (0..KA_NBUCKET) more kvcc_artifacts in the same policy.so,
+	** exported as KVCC_VAR_SYMBOL 1..nvar, each the same policy built with another config; cvar[b]
+	** the one whose score-phase kernels (qkt, sstat, sacc, sstate, sacce, ascale) an instance of
+	** bucket b (ka_bucket of its tokens) runs, 0 = this artifact (the main config). A table lookup:
+	** the runtime evaluates nothing. Everything else (select, compaction, merge, decode) runs the
+	** main artifact's kernels. */
+	int32_t nvar;
+	int32_t cvar[KA_NBUCKET];
+	int32_t vpad;
 } KaHdr;
+#define KVCC_VAR_SYMBOL "kvcc_artifact_v%d"   /* variant k (1..nvar): snprintf with k */
+/* the bucket of n tokens (the decode split's and the variants' table: < 4K, < 16K, < 64K, more) */
+static inline int ka_bucket(int64_t n) { return n < 4096 ? 0 : n < 16384 ? 1 : n < 65536 ? 2 : 3; }
 enum { KA_SCH_NONE, KA_SCH_PYRAMID, KA_SCH_PREFIX, KA_SCH_DYNAMIC };   /* = compiler/ir.h SCH_* */
 
 enum { KA_MDROP, KA_MNEAREST, KA_MSUMMARY, KA_MRUNS, KA_MNEXT };   /* issue 12, KA_FORMAT 9: KA_MSUMMARY (runtime/summary.c),

@@ -52,6 +52,7 @@ typedef struct Inst {
 	float *Qf;               /* [G][O][d] f32 */
 	const void *Qa;          /* qkt's Q argument: Qf, or for a KA_FAMX artifact the bf16 rows */
 	int64_t nqa;             /* with it: G*O, or -G*O for the bf16 rows (codegen/x86 gen_qkt_amx) */
+	const kvcc_artifact *A;  /* its score-phase kernels: the variant of its bucket (issue 15, kvcc_policy.bart) */
 } Inst;
 
 static int posof(const Inst *I, int t) { return I->pos ? I->pos[t] : t; }
@@ -143,7 +144,7 @@ static void qktile(Run *r, Inst *I, int t0, int nt, int tid, int causal, int mon
 	if (stg && t0 + TILE < n)  /* paged: the next tile's rows (the kernel prefetches in its stride) */
 		kr_prefetch(&I->w, esz, d, t0 + TILE, t0 + 2 * TILE < n ? t0 + 2 * TILE : n, 0);
 	const char *Kt = kr_span(&I->w, esz, d, t0, nt, stg, &ldk, NULL, NULL);
-	r->pl->p->a->qkt(Kt, ldk, nt, I->Qa, I->nqa, S, Kp);
+	I->A->qkt(Kt, ldk, nt, I->Qa, I->nqa, S, Kp);
 	tilevis(r, I, t0, nt, causal, mono, vm);
 }
 
@@ -180,7 +181,7 @@ static void attnfin(Run *r, float **vals, int lo, int hi, int fr, size_t cnt, in
 ** over obs). */
 static int attnscore(Run *r, Inst *I, float **vals, int lo, int hi, int tid)
 {
-	const kvcc_artifact *A = r->pl->p->a;
+	const kvcc_artifact *A = I->A;          /* the bucket's score kernels (issue 15) */
 	int G = r->G, O = I->O, GO = G * O, n = I->n, d = r->d, causal = (r->h->flags & KA_FCAUSAL) != 0;
 	if (O < 1)
 		return fail(r, lo, "the policy reads Q but no observation queries were given");
@@ -256,7 +257,7 @@ static void lanemerge(int GO, const float *L, float *l)
 ** workspace smaller than the head still saves its share of the second pass. */
 static int attnscore1(Run *r, Inst *I, float **vals, int lo, int hi, int tid, float a, int mono)
 {
-	const kvcc_artifact *A = r->pl->p->a;
+	const kvcc_artifact *A = I->A;          /* the bucket's score kernels (issue 15) */
 	int G = r->G, O = I->O, GO = G * O, n = I->n, d = r->d, causal = (r->h->flags & KA_FCAUSAL) != 0;
 	float *w = r->pl->ws[tid];
 	float *S = w, *Kp = S + (size_t)GO * TILE, *m = Kp + (size_t)d * TILE, *l = m + GO, *mp = l + GO;
@@ -318,6 +319,7 @@ static void instof(Run *r, int k, Inst *I)
 	I->s = k / r->LH, I->l = kk / lay->kv_heads, I->h = kk % lay->kv_heads;
 	kvcc_seq *q = &r->b->seq[I->s];
 	I->n = q->len[kk];
+	I->A = r->pl->p->bart[ka_bucket(I->n)];   /* per-bucket compress kernels: a table lookup */
 	I->obs = &q->obs, I->O = q->obs.nobs;
 	kr_rows(r->pl, r->b, I->s, I->l, I->h, &I->w);
 	I->pos = q->pos ? q->pos + (size_t)kk * lay->capacity : NULL;
@@ -339,7 +341,7 @@ static int runinst(Run *r, int k, int tid)
 		I.Qf = r->pl->ws[tid] + (size_t)GO * TILE + (size_t)r->d * TILE + 4 * (size_t)GO + TILE;
 		const char *Qs = (const char *)I.obs->Q + (size_t)(k % r->LH) * nq * r->pl->esz;
 		r->pl->p->a->cvt(Qs, I.Qf, (int64_t)nq);
-		int raw = (r->h->flags & KA_FAMX) != 0;   /* the AMX Q·K reads the bf16 rows (issue 15) */
+		int raw = (I.A->desc->flags & KA_FAMX) != 0;   /* the AMX Q·K reads the bf16 rows (issue 15) */
 		I.Qa = raw ? (const void *)Qs : (const void *)I.Qf;
 		I.nqa = raw ? -(int64_t)GO : GO;
 	}

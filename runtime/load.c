@@ -117,15 +117,21 @@ int kr_checkdesc(const kvcc_artifact *a, const char **why)
 		return *why = "bad summary rows in the descriptor", -1;
 	if (h->merge != KA_MSUMMARY && (h->srows || h->sflag != -1))
 		return *why = "bad summary rows in the descriptor", -1;
+	if (h->nvar < 0 || h->nvar > KA_NBUCKET)
+		return *why = "bad per-bucket variants in the descriptor", -1;
+	for (int k = 0; k < KA_NBUCKET; k++)
+		if (h->cvar[k] < 0 || h->cvar[k] > h->nvar)
+			return *why = "bad per-bucket variants in the descriptor", -1;
 	if (h->merge < KA_MDROP || h->merge > KA_MNEXT || (h->mflags & ~(KA_MKEYS | KA_MVALUES | KA_MSUM)) ||
 	    h->mthr < KA_TNONE || h->mthr > KA_TEMA || h->nes < 0 || h->nks < 0 || h->nes > h->nins || h->nks > h->nins)
 		return *why = "bad merge rule in the descriptor", -1;
 	return 0;
 }
 
-static int validate(kvcc_policy *p, const char *path)
+/* one kvcc_artifact (the main one or a per-bucket variant): magic, ABI, entry points, descriptor,
+** CPU features; 0 or the error set */
+static int checkart(const kvcc_artifact *a, const char *path)
 {
-	const kvcc_artifact *a = p->a;
 	if (a->magic != KVCC_MAGIC)
 		return kr_seterr(KVCC_EARTIFACT, "%s: not a kvcc artifact (bad magic)", path);
 	if (a->abi != KVCC_ABI || a->size != sizeof(kvcc_artifact))
@@ -149,6 +155,45 @@ static int validate(kvcc_policy *p, const char *path)
 		return kr_seterr(KVCC_ESPEC, "%s: compiled for CPU features this host lacks: %s", path,
 		                 kr_cpu_names(miss, names, sizeof names));
 	}
+	return 0;
+}
+
+/* the per-bucket variants of p->a (issue 15, KaHdr.nvar / cvar): each exported, valid, the same
+** policy and specialization (kir_hash, dtype, head_dim, group, target), without a table itself */
+static int variants(kvcc_policy *p, const char *path)
+{
+	const KaHdr *h = p->a->desc;
+	const kvcc_artifact *v[KA_NBUCKET + 1] = { p->a };
+	p->famx = (h->flags & KA_FAMX) != 0;
+	for (int k = 1; k <= h->nvar; k++) {
+		char sym[40];
+		snprintf(sym, sizeof sym, KVCC_VAR_SYMBOL, k);
+		v[k] = dlsym(p->dl, sym);
+		if (!v[k])
+			return kr_seterr(KVCC_EARTIFACT, "%s: no %s symbol (per-bucket variant %d of %d)", path, sym, k, h->nvar);
+		int rc = checkart(v[k], path);
+		if (rc)
+			return rc;
+		const KaHdr *x = v[k]->desc;
+		if (x->kir_hash != h->kir_hash || x->dtype != h->dtype || x->head_dim != h->head_dim || x->group != h->group ||
+		    x->target != h->target || x->nvar != 0 || x->nins != h->nins || ((x->flags ^ h->flags) & ~KA_FAMX))
+			return kr_seterr(KVCC_EARTIFACT, "%s: per-bucket variant %d is not the same policy", path, k);
+		p->famx |= (x->flags & KA_FAMX) != 0;
+	}
+	for (int b = 0; b < KA_NBUCKET; b++)
+		p->bart[b] = v[h->cvar[b]];
+	return 0;
+}
+
+static int validate(kvcc_policy *p, const char *path)
+{
+	const kvcc_artifact *a = p->a;
+	int rc = checkart(a, path);
+	if (rc)
+		return rc;
+	const KaHdr *h = a->desc;
+	if ((rc = variants(p, path)) != 0)
+		return rc;
 	p->h = h;
 	p->par = (const KaParam *)((const char *)h + h->par);
 	p->st = (const KaState *)((const char *)h + h->st);

@@ -41,6 +41,10 @@ struct kvcc_policy {
 	const char *str;
 	const char *name, *src;
 	unsigned kern;             /* KA_K*: the kernels the run may call, ka_kernels (artifact.h) */
+	/* issue 15, per-bucket compress kernels: the artifact whose score-phase kernels an instance of
+	** bucket b (ka_bucket of its tokens) runs: a variant (KaHdr.cvar) or `a` */
+	const kvcc_artifact *bart[KA_NBUCKET];
+	int famx;                  /* KA_FAMX of `a` or of any variant: plans ask for the tile state */
 };
 
 /* select, chunk > 1: a partial last chunk (instance k, len tokens) of a scope group */

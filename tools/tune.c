@@ -31,6 +31,7 @@
 #include "compiler/interp.h"
 #include "compiler/tunedb.h"
 #include "codegen/x86/x86.h"
+#include "runtime/artifact.h"
 #include "tools/tools.h"
 
 #define MARGIN 0.03          /* noise margin: 3 % */
@@ -515,6 +516,32 @@ static void usage_exit(const char *m, const char *a)
 	exit(2);
 }
 
+/* the runtime buckets (runtime/artifact.h ka_bucket) in words */
+static const char *const RBUCKET[KX_NBUCKET] = { "n < 4096", "4096 <= n < 16384", "16384 <= n < 65536", "n >= 65536" };
+
+/*
+** Per-bucket score picks (issue 15, doc/tune.md "Per-bucket picks"): at each measured bucket, the
+** score stage's best candidate against the default there (pick's per-bucket rule, confirmed on
+** that bucket). A runtime bucket (ka_bucket) gets that candidate as a variant of the artifact's
+** score kernels when every measured bucket in it names the same one, it is not stage 1's pick s1,
+** and it is faster there than s1 by more than the margin; vb[k] = its index into S, else -1.
+*/
+static void bucketpicks(Tuner *T, Data *D, Cand *S, int ns, int s1, int *vb)
+{
+	int seen[KX_NBUCKET] = { 0 };
+	for (int k = 0; k < KX_NBUCKET; k++)
+		vb[k] = -1;
+	for (int b = 0; b < T->nb; b++) {
+		double g;
+		int w = ns > 1 ? pick(T, S, ns, b, &g) : 0;
+		if (w && w != s1)
+			w = confirm(T, D, S, ns, w, 0, b, &g);
+		int v = w != s1 && S[w].ms[b] > 0 && S[s1].ms[b] > 0 && S[w].ms[b] < S[s1].ms[b] * (1 - T->margin) ? w : -1;
+		int rb = ka_bucket(T->buckets[b]);
+		vb[rb] = !seen[rb]++ || vb[rb] == v ? v : -1;
+	}
+}
+
 int kt_tune(int argc, char **argv)
 {
 	static Tuner T;
@@ -648,6 +675,8 @@ int kt_tune(int argc, char **argv)
 	ns = run_stage(&T, D, S, 0, ns, 0, T.t0 + 0.45 * B);
 	double g1, g2 = 1, g3 = 1, gx[MAXB];
 	int s1 = confirm(&T, D, S, ns, pick(&T, S, ns, -1, &g1), 0, -1, &g1);
+	int vb[KX_NBUCKET];        /* per-bucket score picks (issue 15): index into S per runtime bucket, -1: none */
+	bucketpicks(&T, D, S, ns, s1, vb);
 	char base[240];
 	snprintf(base, sizeof base, "%s", s1 ? S[s1].cfg : "");
 	int s2 = 0, s3 = 0, sx[MAXB] = { 0 };
@@ -701,8 +730,7 @@ int kt_tune(int argc, char **argv)
 	/* the pick: the stages' winners, the split per runtime bucket */
 	int dt[KX_NBUCKET] = { 2, 2, 2, 2 }, dm[KX_NBUCKET] = { 256, 256, 256, 256 };
 	for (int b = 0; b < T.nb && nx; b++) {
-		int n = T.buckets[b], rb = n < 4096 ? 0 : n < 16384 ? 1 : n < 65536 ? 2 : 3;
-		sscanf(splits[sx[b]], "dt%d,dm%d", &dt[rb], &dm[rb]);
+		sscanf(splits[sx[b]], "dt%d,dm%d", &dt[ka_bucket(T.buckets[b])], &dm[ka_bucket(T.buckets[b])]);
 	}
 	char want[320], fin[128] = "";
 	snprintf(want, sizeof want, "%s,dt%d.%d.%d.%d,dm%d.%d.%d.%d", base3, dt[0], dt[1], dt[2], dt[3], dm[0], dm[1], dm[2],
@@ -714,7 +742,11 @@ int kt_tune(int argc, char **argv)
 		fprintf(stderr, "\r\033[K");
 	/* the pick against the default, on every core as an engine runs them, interleaved */
 	char fres[128];
+	int nvb = 0;
+	for (int k = 0; k < KX_NBUCKET; k++)      /* the final artifact carries the per-bucket variants */
+		T.j.bconfig[k] = vb[k] >= 0 ? S[vb[k]].res : NULL, nvb += vb[k] >= 0;
 	kvcc_policy *pf = *fin ? build(&T, fin, fres, sizeof fres) : NULL;
+	memset(T.j.bconfig, 0, sizeof T.j.bconfig);
 	double fm[2][MAXB][2], gmg[MAXB];
 	for (int b = 0; b < T.nb && pf && S[0].p; b++) {
 		double v[2][2][ROUNDS];
@@ -740,7 +772,8 @@ int kt_tune(int argc, char **argv)
 	char defres[128] = "";
 	kx_cfgstr(&def, defres, sizeof defres);
 	const char *dsp = strstr(defres, ",dt"), *fsp = strstr(fin, ",dt");
-	int reverted = 0, samek = dsp && fsp && dsp - defres == fsp - fin && !strncmp(defres, fin, (size_t)(dsp - defres));
+	int reverted = 0, samek = !nvb && dsp && fsp && dsp - defres == fsp - fin &&
+	                          !strncmp(defres, fin, (size_t)(dsp - defres));
 	for (int b = 0; b < T.nb && pf && S[0].p && !samek; b++) {
 		if (fm[0][b][0] >= fm[1][b][0] * (1 - gmg[b]))
 			continue;
@@ -758,8 +791,23 @@ int kt_tune(int argc, char **argv)
 		snprintf(keep, sizeof keep, "%.*s%s", (int)(dsp - defres), defres, fsp);
 		snprintf(fin, sizeof fin, "%s", keep);
 		samek = 1, g1 = 1;
+		if (nvb)
+			fprintf(stderr, "kvcc tune: the per-bucket compress kernels are dropped with it\n");
+		for (int k = 0; k < KX_NBUCKET; k++)
+			vb[k] = -1;
+		nvb = 0;
 	}
-	/* the record */
+	/* the record: the pick, and per runtime bucket its score kernels ("main": the pick's own; every
+	** bucket written, so an earlier tune's per-bucket picks never outlive this one) */
+	static const int rlo[KX_NBUCKET] = { 0, 4096, 16384, 65536 };
+	for (int k = 0; k < KX_NBUCKET; k++) {
+		double r = 1;
+		for (int b = 0; b < T.nb && vb[k] >= 0; b++)
+			if (ka_bucket(T.buckets[b]) == k)
+				r = S[vb[k]].ms[b] / S[s1].ms[b];
+		record(&T, "bpick", rlo[k], vb[k] >= 0 ? S[vb[k]].res : "main", r);
+		T.rec[T.nrec - 1].kind = 'p';
+	}
 	record(&T, "pick", 0, fin, g1);
 	T.rec[T.nrec - 1].kind = 'p';
 	int rc = 0;
@@ -800,6 +848,19 @@ int kt_tune(int argc, char **argv)
 		kvcc_close(pf);
 	closeall(S, ns), closeall(R + 1, nr - 1), closeall(P + pfrom, np - pfrom), closeall(X, nx);
 	printf("pick: %s\n", fin);
+	/* the per-bucket compress kernels (issue 15): the score kernels each runtime bucket runs */
+	for (int k = 0; k < KX_NBUCKET; k++) {
+		int m = 0;
+		for (int b = 0; b < T.nb; b++)
+			m += ka_bucket(T.buckets[b]) == k;
+		if (!m)
+			continue;
+		printf("pick bucket %d (%s): %s", k, RBUCKET[k], vb[k] >= 0 ? S[vb[k]].res : "the pick's score kernels");
+		for (int b = 0; b < T.nb && vb[k] >= 0; b++)
+			if (ka_bucket(T.buckets[b]) == k)
+				printf(" (score phase at n=%d: %.3f ms, the pick's %.3f ms)", T.buckets[b], S[vb[k]].ms[b], S[s1].ms[b]);
+		printf("\n");
+	}
 	if (gpu) {             /* after the CPU: T.j builds CPU-only artifacts until here */
 		double gw = 0;
 		T.j.gpu = gpu;

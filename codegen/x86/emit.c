@@ -288,9 +288,18 @@ static int kernels(Gen *g, const KiFn *f, const KiPlan *kp, unsigned u, LLVMValu
 
 /* the exported kvcc_artifact: magic, ABI, size, the descriptor blob (kx_desccfg's, made first:
 ** its record of the run's kernels decides the stubs) and its hash, the KIR text (for dump), the
-** entry points */
-static void descriptor(Gen *g, const char *kir, const void *blob, size_t nblob, LLVMValueRef *fn)
+** entry points; vt: a per-bucket variant's own symbol, or the main artifact's bucket table */
+static void descriptor(Gen *g, const char *kir, void *blob, size_t nblob, LLVMValueRef *fn, const KxVarTab *vt)
 {
+	char sym[40] = KVCC_DESC_SYMBOL;
+	if (vt && vt->self > 0)        /* a per-bucket variant (issue 15): its own symbol, no table */
+		snprintf(sym, sizeof sym, KVCC_VAR_SYMBOL, vt->self);
+	else if (vt) {                 /* the main artifact: the bucket -> variant table */
+		KaHdr *hb = blob;
+		hb->nvar = vt->nvar;
+		for (int k = 0; k < KA_NBUCKET; k++)
+			hb->cvar[k] = vt->cvar[k];
+	}
 	LLVMValueRef binit = LLVMConstStringInContext(g->cx, blob, (unsigned)nblob, 1);
 	LLVMValueRef bgv = LLVMAddGlobal(g->m, LLVMTypeOf(binit), "kv.desc");
 	LLVMSetInitializer(bgv, binit);
@@ -306,7 +315,7 @@ static void descriptor(Gen *g, const char *kir, const void *blob, size_t nblob, 
 	for (int k = 0; k < E_NUM; k++)
 		fields[6 + k] = g->ptr, vals[6 + k] = fn[k];
 	LLVMTypeRef dt = LLVMStructTypeInContext(g->cx, fields, 6 + E_NUM, 0);
-	LLVMValueRef desc = LLVMAddGlobal(g->m, dt, KVCC_DESC_SYMBOL);
+	LLVMValueRef desc = LLVMAddGlobal(g->m, dt, sym);
 	LLVMSetInitializer(desc, LLVMConstNamedStruct(dt, vals, 6 + E_NUM));
 	LLVMSetGlobalConstant(desc, 1);
 	LLVMSetVisibility(desc, LLVMDefaultVisibility);
@@ -404,6 +413,12 @@ int kx_emit(const KiFn *f, const KiPlan *kp, const kvcc_spec *spec, const char *
 int kx_emitcfg(const KiFn *f, const KiPlan *kp, const kvcc_spec *spec, const KxConfig *cfg, const char *objpath,
                int verbose, double *ms, KiErr *e)
 {
+	return kx_emitvar(f, kp, spec, cfg, NULL, objpath, verbose, ms, e);
+}
+
+int kx_emitvar(const KiFn *f, const KiPlan *kp, const kvcc_spec *spec, const KxConfig *cfg, const KxVarTab *vt,
+               const char *objpath, int verbose, double *ms, KiErr *e)
+{
 	double t0 = now_ms(), t[2] = { t0, t0 };
 	if (kx_checkspec(f, spec, e) != 0)
 		return -1;
@@ -441,7 +456,7 @@ int kx_emitcfg(const KiFn *f, const KiPlan *kp, const kvcc_spec *spec, const KxC
 		else if (kernels(&g, f, kp, ka_kernels(blob), fn) != 0)
 			ki_error(e, f->src, 0, 0, "out of memory (kernels)");
 		else {
-			descriptor(&g, kir, blob, nblob, fn);
+			descriptor(&g, kir, blob, nblob, fn, vt);
 			rc = object(&g, f, tm, objpath, verbose, t, e);
 		}
 		free(kir), free(blob);

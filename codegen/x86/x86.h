@@ -52,6 +52,16 @@ KC_FUNC int kx_emit(const KiFn *f, const struct KiPlan *p, const kvcc_spec *spec
 /* kx_emit with a config (NULL: the default); -1 with e set when the config is out of range. */
 KC_FUNC int kx_emitcfg(const KiFn *f, const struct KiPlan *p, const kvcc_spec *spec, const KxConfig *cfg,
                        const char *obj, int verbose, double *ms, KiErr *e);
+/* issue 15, per-bucket compress kernels (runtime/artifact.h KaHdr.nvar / cvar): which artifact an
+** object exports. self 0: the main one (KVCC_DESC_SYMBOL) with the table nvar / cvar (variant k of
+** bucket b: cvar[b] = k, 0 the main); self k > 0: variant k (KVCC_VAR_SYMBOL), no table. */
+typedef struct KxVarTab {
+	int self, nvar;
+	int cvar[KX_NBUCKET];
+} KxVarTab;
+/* kx_emitcfg exporting the artifact vt says (NULL: the main one without variants). */
+KC_FUNC int kx_emitvar(const KiFn *f, const struct KiPlan *p, const kvcc_spec *spec, const KxConfig *cfg,
+                       const KxVarTab *vt, const char *obj, int verbose, double *ms, KiErr *e);
 /* Link object files (<= 10) into the shared object `so` ($KVCC_CC, default cc). */
 KC_FUNC int kx_link(const char *const *objs, int nobj, const char *so, KiErr *e);
 /* Codegen options that are part of every cache key (tiles, register blocks, pipeline). */

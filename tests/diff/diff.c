@@ -271,6 +271,10 @@ static void run_case(const Cfg *cf, const char *host)
 	}
 	int L = f->sel.sched >= SCH_prefix ? 5 : 2, H = 2, G = cf->G, d = cf->d;   /* schedules: rounds over layers */
 	int n = 37 + 2 * (int)(urand() * 40);              /* odd capacity */
+	/* KVCC_DIFF_N: this capacity instead (tests/tune/variants.sh: heads of n - 2k tokens on both sides
+	** of a per-bucket boundary, issue 15) */
+	if (getenv("KVCC_DIFF_N") && atoi(getenv("KVCC_DIFF_N")) > 8)
+		n = atoi(getenv("KVCC_DIFF_N"));
 	double par[32];
 	for (int i = 0; i < f->npar; i++)
 		par[i] = f->par[i].def;

@@ -2,7 +2,8 @@
 # tests/tune/db.sh KVCC WORKDIR — the tuning database (compiler/tunedb.c) through the CLI:
 # a pick is used by compile; another device's and another version's records are ignored (and
 # said with -v); a truncated or corrupted database is not used and is rebuilt by the next tune;
-# two concurrent tunes both succeed and both picks land; a config out of range (from
+# two concurrent tunes both succeed and both picks land; per-bucket picks build variants (one out
+# of range falls back to the main config); a config out of range (from
 # $KVCC_CONFIG or from the database) falls back to the default with a message. Each tune is
 # --quick on one 1024-token bucket (a few seconds). Times are never asserted.
 set -u
@@ -14,6 +15,27 @@ ok() { pass=$((pass + 1)); echo "PASS $1"; }
 no() { fail=$((fail + 1)); echo "FAIL $1"; [ -f "$W/err" ] && sed 's/^/  | /' "$W/err" | head -20; }
 tune() { "$KVCC" tune "$@" --buckets 1024 --quick >"$W/out" 2>"$W/err"; }
 comp() { "$KVCC" compile policies/snapkv.lua -o "$W/p.so" -v "$@" 2>"$W/err" >/dev/null; }
+# editdb DB PHASE BUCKET=CONFIG...: the 'p' records of PHASE whose bucket field is BUCKET ('*': any
+# other) get CONFIG, and the header is rehashed (a valid database, only the records edited)
+editdb() {
+python3 - "$@" <<'EOF'
+import sys
+p, phase = sys.argv[1], sys.argv[2].encode()
+sets = dict(a.encode().split(b'=', 1) for a in sys.argv[3:])
+lines = open(p, 'rb').read().split(b'\n', 1)[1].split(b'\n')
+out = []
+for l in lines:
+    f = l.split(b'\t')
+    if f[0] == b'p' and f[2] == phase:
+        f[7] = sets.get(f[3], sets.get(b'*', f[7]))
+    out.append(b'\t'.join(f))
+body = b'\n'.join(out)
+h = 0xcbf29ce484222325
+for c in body:
+    h = ((h ^ c) * 0x100000001b3) & 0xffffffffffffffff
+open(p, 'wb').write(b'kvcc-tune-db 1 %d %016x\n' % (len(body), h) + body)
+EOF
+}
 P=policies/snapkv.lua
 
 # 1. a tune's pick is what compile uses, and the artifact records it
@@ -22,6 +44,28 @@ if tune $P && grep -q '^pick: ' "$W/out" && [ -f "$W/c1/tune.db" ]; then ok "tun
 pick=$(sed -n 's/^pick: //p' "$W/out")
 if comp && grep -q "kvcc: config $pick (tuning database)" "$W/err" && grep -aq "$pick" "$W/p.so"; then ok "compile uses the pick, the artifact records it"; else no "compile uses the pick ($pick)"; fi
 if KVCC_TUNE=0 comp && grep -q '(default)' "$W/err"; then ok "KVCC_TUNE=0: the default"; else no "KVCC_TUNE=0: the default"; fi
+
+# 1b. per-bucket picks (issue 15, doc/tune.md "Per-bucket picks"): the tune wrote one "bpick"
+# record per runtime bucket ("main": the pick's own score kernels; the tune itself may pick some).
+# Edited (header rehashed: a valid database) to two configs and two "main": bucket 1 gets a variant
+# in the artifact; bucket 2's pick is out of range, so it runs the main config, with a message, and
+# no second variant is built
+mkdir -p "$W/c5" && cp "$W/c1/tune.db" "$W/c5/tune.db"
+if [ "$(grep -c '	bpick	' "$W/c5/tune.db")" = 4 ] && grep -q '^pick bucket 0 (n < 4096): ' "$W/out"; then
+	ok "tune records and reports its per-bucket picks"; else no "tune records and reports its per-bucket picks"; fi
+editdb "$W/c5/tune.db" bpick 4096=qb4,nv2,w8,dot0 16384=qb12,nv4 '*=main'
+export KVCC_CACHE_DIR="$W/c5"
+if comp && grep -q 'kvcc: config .*(tuning database)' "$W/err" &&
+   grep -q 'kvcc: bucket 1 (4096..16383 tokens): compress config qb4,nv2,w8,dot0,.* (tuning database)' "$W/err" &&
+   grep -q "warning: bucket 2 config 'qb12,nv4' (tuning database): config qb12: query block must be 1..8; the bucket uses the main config" "$W/err" &&
+   grep -aq 'kvcc_artifact_v1' "$W/p.so" && ! grep -aq 'kvcc_artifact_v2' "$W/p.so"; then
+	ok "per-bucket picks: a variant built, one out of range falls back to the main config"
+else no "per-bucket picks: a variant built, one out of range falls back to the main config"; fi
+if KVCC_CONFIG_BUCKETS='1=qb4,nv2,w8,dot0;7=qb2' comp && grep -q 'kvcc: config .*(tuning database)' "$W/err" &&
+   grep -q "KVCC_CONFIG_BUCKETS '7=qb2': not BUCKET=CONFIG" "$W/err" &&
+   grep -q 'compress config qb4,nv2,w8,dot0,.*(KVCC_CONFIG_BUCKETS)' "$W/err"; then
+	ok "KVCC_CONFIG_BUCKETS replaces the database's, a bad entry is said"
+else no "KVCC_CONFIG_BUCKETS replaces the database's, a bad entry is said"; fi
 
 # 2. another device's records: ignored, said with -v
 export KVCC_CACHE_DIR="$W/c2"
@@ -59,7 +103,7 @@ export KVCC_CACHE_DIR="$W/c4"
 wait $p1; r1=$?
 wait $p2; r2=$?
 if [ $r1 = 0 ] && [ $r2 = 0 ] && comp && grep -q '(tuning database)' "$W/err" && comp --dtype bf16 &&
-   grep -q '(tuning database)' "$W/err" && [ "$(grep -c '^p' "$W/c4/tune.db")" = 2 ]; then
+   grep -q '(tuning database)' "$W/err" && [ "$(grep -c '	pick	' "$W/c4/tune.db")" = 2 ]; then
 	ok "concurrent tunes both succeed, both picks recorded"
 else
 	cat "$W/e1" "$W/e2" >"$W/err"; no "concurrent tunes (exit $r1, $r2)"
@@ -71,22 +115,7 @@ if KVCC_CONFIG=qb9,nv2 comp && grep -q "warning: config 'qb9,nv2' (KVCC_CONFIG):
 if KVCC_CONFIG=zz4 comp && grep -q "unknown config field 'zz'" "$W/err"; then ok "KVCC_CONFIG unknown field: the default";
 else no "KVCC_CONFIG unknown field: the default"; fi
 # the database's pick edited to a config out of range (header rehashed: a valid database)
-python3 - "$W/c4/tune.db" <<'EOF'
-import sys
-p = sys.argv[1]
-lines = open(p, 'rb').read().split(b'\n', 1)[1].split(b'\n')
-out = []
-for l in lines:
-    f = l.split(b'\t')
-    if f[0] == b'p':
-        f[7] = b'qb12,nv4'
-    out.append(b'\t'.join(f))
-body = b'\n'.join(out)
-h = 0xcbf29ce484222325
-for c in body:
-    h = ((h ^ c) * 0x100000001b3) & 0xffffffffffffffff
-open(p, 'wb').write(b'kvcc-tune-db 1 %d %016x\n' % (len(body), h) + body)
-EOF
+editdb "$W/c4/tune.db" pick '*=qb12,nv4'
 if comp && grep -q "warning: config 'qb12,nv4' (tuning database): config qb12: query block must be 1..8; using the default config" "$W/err" &&
    grep -q '(default)' "$W/err"; then ok "database pick out of range: the default"; else no "database pick out of range: the default"; fi
 
