@@ -255,7 +255,10 @@ void kx_gen_decode(Gen *g, int G, int bias)
 	LLVMValueRef St = gep(g, g->f32, S, t0);
 	/* logits */
 	LLVMValueRef jstart = ci(g, 0);
-	if (W == 16 && 16 % G == 0 && G <= 8) {   /* 16/G tokens x G queries, transpose-reduce */
+	/* 16/G tokens x G queries, transpose-reduce: bf16 only (with the pairs: in L2 17-23 % faster,
+	** at n = 32768 0-8 %); f16 and f32 were faster in L2 too but 2-15 % slower at n = 32768
+	** (sessions 8 and 10, one thread, load 11-12), so they keep the 2-token blocks */
+	if (W == 16 && 16 % G == 0 && G <= 8 && g->dtype == KVCC_BF16) {
 		int TB = 16 / G;
 		Loop lj;
 		LLVMValueRef j = loop_begin(g, jstart, nj, TB, &lj);
