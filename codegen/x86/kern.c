@@ -74,6 +74,96 @@ void kx_gen_cvt(Gen *g)
 	LLVMBuildRetVoid(g->b);
 }
 
+/* Decode's bf16 rows as 32-bit pairs (`pr`: bf16 storage, 16 lanes, d a multiple of 32): the
+** row's "pair chunk" c holds channels 32*(c/2) + 2i + c%2 (i < 16) — one load of 16 words, the
+** even channels by a shift (x << 16), the odd ones by a mask (x & 0xffff0000): one ALU op per 16
+** values instead of a widening shuffle and a shift. The queries and the accumulators are kept in
+** the same order (pairperm), so every dot product and every output channel is the same sum. */
+static LLVMValueRef ldpair(Gen *g, LLVMValueRef base, LLVMValueRef row, int c)
+{
+	LLVMBuilderRef b = g->b;
+	LLVMValueRef x = ld(g, LLVMVectorType(g->i32, 16), gep(g, g->i16, base, LLVMBuildAdd(b, row, ci(g, 32L * (c / 2)), "")),
+	                    ci(g, 0), 2);
+	x = c % 2 ? LLVMBuildAnd(b, x, civ(g, (long)0xffff0000u, 16), "") : LLVMBuildShl(b, x, civ(g, 16, 16), "");
+	return LLVMBuildBitCast(b, x, g->vf, "");
+}
+
+/* rows of d floats from src + off to dst + off, between the channel order and the pair order
+** (to: channel order -> pair chunks; else back) */
+static void pairperm(Gen *g, LLVMValueRef src, LLVMValueRef dst, long off, int rows, int to)
+{
+	LLVMBuilderRef b = g->b;
+	LLVMValueRef m0[16], m1[16];
+	for (int i = 0; i < 16; i++) {
+		m0[i] = LLVMConstInt(g->i32, (unsigned)(to ? 2 * i : i / 2 + (i % 2) * 16), 0);
+		m1[i] = LLVMConstInt(g->i32, (unsigned)(to ? 2 * i + 1 : 8 + i / 2 + (i % 2) * 16), 0);
+	}
+	LLVMValueRef k0 = LLVMConstVector(m0, 16), k1 = LLVMConstVector(m1, 16);
+	for (int a = 0; a < rows; a++)
+		for (int c = 0; c < g->d; c += 32) {
+			long o = off + (long)a * g->d + c;
+			LLVMValueRef x = loadf(g, src, ci(g, o), 16), y = loadf(g, src, ci(g, o + 16), 16);
+			storef(g, LLVMBuildShuffleVector(b, x, y, k0, ""), dst, ci(g, o));
+			storef(g, LLVMBuildShuffleVector(b, x, y, k1, ""), dst, ci(g, o + 16));
+		}
+}
+
+/*
+** The decode logits of TB tokens x QB queries (TB * QB = 16, 16 lanes) without a horizontal
+** reduction per (token, query): the 16 accumulators (r = a*TB + t) are folded by a transpose-
+** reduce (4 levels: each pair of vectors gives one, half its lanes' partial sums from each, by
+** two shuffles and one add: 15 adds and 30 shuffles instead of 16 reductions of 4 steps each),
+** and query a's TB logits are lanes a*TB .. a*TB+TB-1 of the result, stored at S[a*nt + j].
+*/
+static void qk_block_tr(Gen *g, LLVMValueRef K, LLVMValueRef ldk, LLVMValueRef nt, LLVMValueRef Q,
+                        LLVMValueRef S, LLVMValueRef j, int QB, int TB, int pr)
+{
+	LLVMBuilderRef b = g->b;
+	int W = 16, nc = g->d / W, n = QB * TB;
+	LLVMValueRef acc[16], krow[16];
+	for (int r = 0; r < n; r++)
+		acc[r] = LLVMConstNull(g->vf);
+	for (int t = 0; t < TB; t++)
+		krow[t] = LLVMBuildMul(b, LLVMBuildAdd(b, j, ci(g, t), ""), ldk, "");
+	for (int c = 0; c < nc; c++) {
+		LLVMValueRef kv[16], qv[16];
+		for (int t = 0; t < TB; t++)
+			kv[t] = pr ? ldpair(g, K, krow[t], c) : loadconv(g, K, LLVMBuildAdd(b, krow[t], ci(g, (long)c * W), ""), W);
+		for (int a = 0; a < QB; a++)
+			qv[a] = loadf(g, Q, ci(g, (long)a * g->d + (long)c * W), W);
+		for (int a = 0; a < QB; a++)
+			for (int t = 0; t < TB; t++) {
+				LLVMValueRef args[3] = { qv[a], kv[t], acc[a * TB + t] };
+				acc[a * TB + t] = LLVMBuildCall2(b, g->fma_ty, g->fma, args, 3, "");
+			}
+	}
+	for (int B = 16; B > 1; B /= 2) {          /* B: partial lanes per source before this level */
+		int ns = 16 / B, h = B / 2;
+		LLVMValueRef lo[16], hi[16];
+		for (int s = 0; s < 2 * ns; s++)
+			for (int k = 0; k < h; k++) {
+				int base = s < ns ? s * B : 16 + (s - ns) * B;
+				lo[s * h + k] = LLVMConstInt(g->i32, (unsigned)(base + k), 0);
+				hi[s * h + k] = LLVMConstInt(g->i32, (unsigned)(base + h + k), 0);
+			}
+		LLVMValueRef ml = LLVMConstVector(lo, 16), mh = LLVMConstVector(hi, 16);
+		for (int p = 0; p < n / 2; p++) {
+			LLVMValueRef x = LLVMBuildShuffleVector(b, acc[2 * p], acc[2 * p + 1], ml, "");
+			LLVMValueRef y = LLVMBuildShuffleVector(b, acc[2 * p], acc[2 * p + 1], mh, "");
+			acc[p] = LLVMBuildFAdd(b, x, y, "");
+		}
+		n /= 2;
+	}
+	for (int a = 0; a < QB; a++) {
+		LLVMValueRef m[16];
+		for (int t = 0; t < TB; t++)
+			m[t] = LLVMConstInt(g->i32, (unsigned)(a * TB + t), 0);
+		LLVMValueRef v = TB == 16 ? acc[0] : LLVMBuildShuffleVector(b, acc[0], LLVMGetPoison(g->vf), LLVMConstVector(m, (unsigned)TB), "");
+		LLVMValueRef p = gep(g, g->f32, S, LLVMBuildAdd(b, LLVMBuildMul(b, ci(g, a), nt, ""), j, ""));
+		LLVMSetAlignment(LLVMBuildStore(b, v, p), 4);
+	}
+}
+
 /* --- decode attention ------------------------------------------------------------------------ */
 
 
@@ -146,6 +236,16 @@ void kx_gen_decode(Gen *g, int G, int bias)
 		scl[a] = LLVMBuildAlloca(b, g->f32, "scl");
 		accv[a] = LLVMBuildAlloca(b, vt, "acc");
 	}
+	/* bf16 rows read as pairs: q in pair order (a copy: other chunks read q), the accumulators
+	** in st put in pair order for the call and back at its end */
+	int pr = g->dtype == KVCC_BF16 && W == 16 && g->d % 32 == 0;
+	LLVMValueRef Qp = NULL;
+	if (pr) {
+		Qp = LLVMBuildArrayAlloca(b, g->f32, LLVMConstInt(g->i32, (unsigned)(G * g->d), 0), "Qp");
+		LLVMSetAlignment(Qp, 64);
+		pairperm(g, q, Qp, 0, G, 1);
+		pairperm(g, st, st, 2L * G, G, 1);
+	}
 	Loop lt;
 	LLVMValueRef t0 = loop_begin2(g, ci(g, 0), nt, DT, 1, &lt);
 	LLVMValueRef rem = LLVMBuildSub(b, nt, t0, "");
@@ -155,6 +255,20 @@ void kx_gen_decode(Gen *g, int G, int bias)
 	LLVMValueRef St = gep(g, g->f32, S, t0);
 	/* logits */
 	LLVMValueRef jstart = ci(g, 0);
+	/* 16/G tokens x G queries, transpose-reduce: bf16 only (with the pairs: in L2 17-23 % faster,
+	** at n = 32768 0-8 %); f16 and f32 were faster in L2 too but 2-15 % slower at n = 32768
+	** (sessions 8 and 10, one thread, load 11-12), so they keep the 2-token blocks */
+	if (W == 16 && 16 % G == 0 && G <= 8 && g->dtype == KVCC_BF16) {
+		int TB = 16 / G;
+		Loop lj;
+		LLVMValueRef j = loop_begin(g, jstart, nj, TB, &lj);
+		for (int t = 0; t < TB && g->c.pf; t++)
+			prefetch(g, Kt, LLVMBuildMul(b, LLVMBuildAdd(b, j, ci(g, g->c.pf + t), ""), LLVMBuildMul(b, ldk, ci(g, esz), ""), ""),
+			         g->d * esz);
+		qk_block_tr(g, Kt, ldk, lds, pr ? Qp : q, St, j, G, TB, pr);
+		loop_end(g, &lj);
+		jstart = lj.iv;
+	}
 	for (int TB = 2; TB >= 1; TB--) {
 		Loop lj;
 		LLVMValueRef j = loop_begin(g, jstart, nj, TB, &lj);
@@ -226,7 +340,8 @@ void kx_gen_decode(Gen *g, int G, int bias)
 		for (int a = 0; a < G; a++)
 			pj[a] = splat(g, ldf(g, P, LLVMBuildAdd(b, ci(g, (long)a * DT), j, "")), W);
 		for (int cc = 0; cc < CB; cc++) {
-			LLVMValueRef v = loadconv(g, Vt, LLVMBuildAdd(b, LLVMBuildMul(b, j, ldk, ""), ci(g, (long)(c0 + cc) * W), ""), W);
+			LLVMValueRef v = pr ? ldpair(g, Vt, LLVMBuildMul(b, j, ldk, ""), c0 + cc)
+			                    : loadconv(g, Vt, LLVMBuildAdd(b, LLVMBuildMul(b, j, ldk, ""), ci(g, (long)(c0 + cc) * W), ""), W);
 			for (int a = 0; a < G; a++) {
 				LLVMValueRef args[3] = { pj[a], v, LLVMBuildLoad2(b, vt, accs[cc * G + a], "") };
 				LLVMBuildStore(b, LLVMBuildCall2(b, g->fma_ty, g->fma, args, 3, ""), accs[cc * G + a]);
@@ -246,6 +361,8 @@ void kx_gen_decode(Gen *g, int G, int bias)
 				storef(g, LLVMBuildLoad2(b, vt, accs[cc * G + a], ""), st, ci(g, 2L * G + (long)a * g->d + (long)(c0 + cc) * W));
 	}
 	loop_end(g, &lt);
+	if (pr)
+		pairperm(g, st, st, 2L * G, G, 0);
 	LLVMBuildRetVoid(b);
 }
 
