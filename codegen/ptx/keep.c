@@ -6,8 +6,9 @@
 ** come here): elementwise ops from the op table's value column (the interpreter's own C
 ** expression of the double operands a, b, c), +, -, *, / as __dadd_rn & co. (no contraction
 ** into an FMA), reductions over out as loops over a.nout (1 when no weight has an out axis, as
-** the interpreter's size), reductions over token of the score as loops over the instance's n
-** scores in a.scores (f32, as kv_select ranks them; session 10); then compiler/select.c
+** the interpreter's size), reductions over token of the score as one block reduction over the
+** instance's n scores in a.scores (f32, as kv_select ranks them; every thread of the block calls
+** kv_count then: emitred; session 10); then compiler/select.c
 ** ki_counts' clamp (floor, 0..n). A value that is not finite sets KVG_EKEEP (the host reports it; the kernels go on with 0).
 */
 #include <math.h>
