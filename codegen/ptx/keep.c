@@ -6,8 +6,9 @@
 ** come here): elementwise ops from the op table's value column (the interpreter's own C
 ** expression of the double operands a, b, c), +, -, *, / as __dadd_rn & co. (no contraction
 ** into an FMA), reductions over out as loops over a.nout (1 when no weight has an out axis, as
-** the interpreter's size), reductions over token of the score as loops over the instance's n
-** scores in a.scores (f32, as kv_select ranks them; session 10); then compiler/select.c
+** the interpreter's size), reductions over token of the score as one block reduction over the
+** instance's n scores in a.scores (f32, as kv_select ranks them; every thread of the block calls
+** kv_count then: emitred; session 10); then compiler/select.c
 ** ki_counts' clamp (floor, 0..n). A value that is not finite sets KVG_EKEEP (the host reports it; the kernels go on with 0).
 */
 #include <math.h>
@@ -137,6 +138,8 @@ static int emit(Gen *g, int i, int d)
 }
 
 static int redfin(Gen *g, int i, const KiSem *sem, const char *cnt);
+static void combine(Gen *g, const KiSem *sem, const char *acc, const char *ind);
+static void finish(Gen *g, int i, const KiSem *sem, const char *cnt);
 
 /* a reduction over out: the loop over o_ with the out-axis values it reads, in order; a reduction
 ** over token of the score (compiler/keep.c ki_keeptok): the loop over t_ < n of the instance's
@@ -149,13 +152,35 @@ static int emitred(Gen *g, int i, const uint8_t *need)
 	char init[64];
 	dlit(init, sizeof init, sem->init);
 	if (ki_keeptok(f, in)) {       /* over token of the score: this instance's row of a.scores (f32) */
-		sb(&g->s, "\tdouble x%d = %s;\n\tfor (long long t_ = 0; t_ < n; t_++) {\n"
-		          "\t\tconst double s_ = (double)a.scores[(((long long)b * a.L + l) * a.H + h) * a.N + t_];\n", i, init);
+		/* a block reduction (every thread calls kv_count): thread j combines its contiguous run
+		** of ceil(n / KV_NT) tokens in position order, then every thread combines the KV_NT
+		** partials in thread order from kv_kr (shared). max / min are the interpreter's serial
+		** result bit for bit (the first of equal values, the last NaN); a sum is its serial sum
+		** when n <= KV_NT, else the runs' sums added in order (rounding within the f32-score
+		** tolerance doc/dsl.md states) */
+		sb(&g->s, "\tdouble x%d = %s;\n\t{\n"
+		          "\t\tconst long long c_ = (n + KV_NT - 1) / KV_NT, t0_ = (long long)threadIdx.x * c_, t1_ = t0_ + c_ < n ? t0_ + c_ : n;\n"
+		          "\t\tconst float *const r_ = a.scores + (((long long)b * a.L + l) * a.H + h) * a.N;\n"
+		          "\t\tdouble p_ = %s;\n"
+		          "\t\tfor (long long t_ = t0_; t_ < t1_; t_++) {\n"
+		          "\t\t\tconst double s_ = (double)r_[t_];\n", i, init, init);
 		if (sem->map == MAP_SQ)
-			sb(&g->s, "\t\tconst double v_ = __dmul_rn(s_, s_);\n");
+			sb(&g->s, "\t\t\tconst double v_ = __dmul_rn(s_, s_);\n");
 		else
-			sb(&g->s, "\t\tconst double v_ = s_;\n");
-		return redfin(g, i, sem, "n");
+			sb(&g->s, "\t\t\tconst double v_ = s_;\n");
+		combine(g, sem, "p_", "\t\t\t");
+		sb(&g->s, "\t\t}\n"
+		          "\t\t__syncthreads();   /* the previous reduction's readers are done */\n"
+		          "\t\tkv_kr[threadIdx.x] = p_;\n"
+		          "\t\t__syncthreads();\n"
+		          "\t\tfor (int j_ = 0; j_ < KV_NT; j_++) {\n"
+		          "\t\t\tconst double v_ = kv_kr[j_];\n");
+		char acc[16];
+		snprintf(acc, sizeof acc, "x%d", i);
+		combine(g, sem, acc, "\t\t\t");
+		sb(&g->s, "\t\t}\n\t}\n");
+		finish(g, i, sem, "n");
+		return 0;
 	}
 	sb(&g->s, "\tdouble x%d = %s;\n\tfor (long long o_ = 0; o_ < nout_; o_++) {\n", i, init);
 	uint8_t *reach = calloc((size_t)f->nins + 1, 1);
@@ -187,19 +212,34 @@ static int emitred(Gen *g, int i, const uint8_t *need)
 	return redfin(g, i, sem, "nout_");
 }
 
-/* the end of a reduction's loop (its value v_ in x<i>) and its finish over cnt elements */
-static int redfin(Gen *g, int i, const KiSem *sem, const char *cnt)
+/* acc = ki_combine(acc, v_) */
+static void combine(Gen *g, const KiSem *sem, const char *acc, const char *ind)
 {
-	if (sem->comb == CMB_ADD)      /* ki_combine */
-		sb(&g->s, "\t\tx%d = __dadd_rn(x%d, v_);\n\t}\n", i, i);
+	if (sem->comb == CMB_ADD)
+		sb(&g->s, "%s%s = __dadd_rn(%s, v_);\n", ind, acc, acc);
 	else
-		sb(&g->s, "\t\tif (isnan(v_) || v_ %s x%d) x%d = v_;\n\t}\n", sem->comb == CMB_MAX ? ">" : "<", i, i);
-	switch (sem->fin) {            /* ki_finish over cnt elements */
+		sb(&g->s, "%sif (isnan(v_) || v_ %s %s) %s = v_;\n", ind, sem->comb == CMB_MAX ? ">" : "<", acc, acc);
+}
+
+/* ki_finish of x<i> over cnt elements */
+static void finish(Gen *g, int i, const KiSem *sem, const char *cnt)
+{
+	switch (sem->fin) {
 	case FIN_MEAN: sb(&g->s, "\tx%d = %s ? __ddiv_rn(x%d, (double)%s) : __longlong_as_double(0x7ff8000000000000LL);\n", i, cnt, i, cnt); break;
 	case FIN_SQRT: sb(&g->s, "\tx%d = sqrt(x%d);\n", i, i); break;
 	case FIN_RMS: sb(&g->s, "\tx%d = %s ? sqrt(__ddiv_rn(x%d, (double)%s)) : __longlong_as_double(0x7ff8000000000000LL);\n", i, cnt, i, cnt); break;
 	case FIN_DIVK: sb(&g->s, "\tx%d = __ddiv_rn(x%d, (double)%s);\n", i, i, cnt); break;
 	}
+}
+
+/* the end of a reduction's loop (its value v_ in x<i>) and its finish over cnt elements */
+static int redfin(Gen *g, int i, const KiSem *sem, const char *cnt)
+{
+	char acc[16];
+	snprintf(acc, sizeof acc, "x%d", i);
+	combine(g, sem, acc, "\t\t");
+	sb(&g->s, "\t}\n");
+	finish(g, i, sem, cnt);
 	return 0;
 }
 
@@ -233,6 +273,11 @@ int kp_gen_count(Gen *g)
 	sb(&g->s, "__device__ long long kv_count(const KvgArgs &a, int b, int l, int h, long long n) {\n"
 	          "\tconst long long nout_ = a.nout > 0 ? a.nout : 1;\n"
 	          "\t(void)b; (void)l; (void)h; (void)nout_;\n");
+	for (int i = 0; i < f->nins; i++)
+		if (need[i] && ki_rule(f->ins[i].op) == AR_RED && ki_keeptok(f, &f->ins[i])) {
+			sb(&g->s, "\t__shared__ double kv_kr[KV_NT];   /* the score reductions' partials: every thread calls kv_count */\n");
+			break;
+		}
 	int rc = 0;
 	for (int i = 0; i < f->nins && rc == 0; i++) {
 		if (!need[i] || (f->ins[i].axes & AXM(AX_out)))
