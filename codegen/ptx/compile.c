@@ -291,13 +291,25 @@ static int shared1(KpCudaJob *J, int a)
 	double pc;
 	if (J->gdone[l] < 0 || kp_ptxas(J->g[l].ptx, J->g[l].nptx, J->sm[a], &J->r[a], &pc, J->why[a], sizeof J->why[a]) != 0)
 		return -1;
-	J->r[a].ptx = malloc(J->g[l].nptx + 1);
+	/* the arch's image holds the lead's PTX with its own `.target` line (what NVRTC would have
+	** made for it but an unused global) */
+	const char *src = J->g[l].ptx, *t = strstr(src, "\n.target sm_");
+	char lt[16];
+	snprintf(lt, sizeof lt, "sm_%d", J->sm[l]);
+	size_t at = t ? (size_t)(t - src) + 9 : 0, ol = t && !strncmp(t + 9, lt, strlen(lt)) ? strlen(lt) : 0;
+	char nt[16];
+	int nl = snprintf(nt, sizeof nt, "sm_%d", J->sm[a]);
+	size_t n = ol ? J->g[l].nptx - ol + (size_t)nl : J->g[l].nptx;
+	J->r[a].ptx = malloc(n + 1);
 	if (!J->r[a].ptx) {
 		kp_nvrtc_free(&J->r[a]);
 		return -1;
 	}
-	memcpy(J->r[a].ptx, J->g[l].ptx, J->g[l].nptx + 1);
-	J->r[a].nptx = J->g[l].nptx;
+	if (ol)
+		snprintf(J->r[a].ptx, n + 1, "%.*s%s%s", (int)at, src, nt, src + at + ol);
+	else
+		memcpy(J->r[a].ptx, src, n + 1);
+	J->r[a].nptx = n;
 	J->rc[a] = 0;
 	J->wall[a] = now_ms() - t1, J->cpu[a] = (l == a ? J->gcpu[a] : 0) + pc;
 	return 0;
