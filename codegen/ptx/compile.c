@@ -364,8 +364,7 @@ static int nworkers(int narch)
 ** archs is the five defines. Archs with the same defines form a group: its first arch (the lead)
 ** is compiled by NVRTC to PTX once, and ptxas (nvrtc.c kp_ptxas, NVRTC's own release) makes each
 ** arch's CUBIN from that PTX: the machine code NVRTC would have made per arch, for one NVVM run
-** instead of one per arch. Each image holds the lead's PTX (.target of the lead: a lower arch, which
-** the driver's JIT still takes). No usable ptxas or a lone arch: NVRTC per arch, as before.
+** instead of one per arch. Each image holds the lead's PTX with its own `.target` line. No usable ptxas or a lone arch: NVRTC per arch, as before.
 */
 static void share_archs(KpCudaJob *J)
 {
