@@ -42,6 +42,8 @@ static int section(const Buf *b, int i, const char **nm, size_t *off, size_t *si
 	size_t h = shoff + (size_t)i * es, hs = shoff + strx * es;
 	size_t name = rd(b, h, 4), stroff = rd(b, hs + 0x18, 8);
 	*off = rd(b, h + 0x18, 8), *size = rd(b, h + 0x20, 8);
+	if (rd(b, h + 4, 4) == 8)   /* SHT_NOBITS (.nv.shared.*): no bytes in the file */
+		*size = 0;
 	*nm = stroff + name < b->n && memchr(b->d + stroff + name, 0, b->n - stroff - name) ? (const char *)b->d + stroff + name : NULL;
 	return *nm && *off + *size <= b->n ? 0 : -1;
 }

@@ -6,6 +6,7 @@
 # without NVRTC or without ptxas.
 #   tests/gpu/ptxas_same.sh BUILD_DIR [all]   (all: more policies and specs)
 B=${1:-build}
+ALL=${2:-}
 out=$B/ptxas-same
 rm -rf "$out"; mkdir -p "$out/a" "$out/b"
 if ! "$B/kvcc" dev cuda policies/knorm.lua --head-dim 8 --gpu-arch sm_80 >/dev/null 2>"$out/probe.err"; then
@@ -13,7 +14,7 @@ if ! "$B/kvcc" dev cuda policies/knorm.lua --head-dim 8 --gpu-arch sm_80 >/dev/n
 fi
 pass=0; fail=0; skip=0
 set -- "snapkv f32 128 1"
-[ "${2:-}" = all ] && set -- "snapkv f32 128 1" "kvmerger bf16 128 4" "adakv f16 64 2" "lagkv bf16 96 2" "h2o f32 8 4"
+[ "$ALL" = all ] && set -- "snapkv f32 128 1" "kvmerger bf16 128 4" "adakv f16 64 2" "lagkv bf16 96 2" "h2o f32 8 4"
 for spec in "$@"; do
 	set -- $spec
 	rm -f "$out"/a/* "$out"/b/*
