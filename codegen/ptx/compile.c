@@ -253,6 +253,11 @@ struct KpCudaJob {
 	int nth;
 	pthread_mutex_t mu;
 	int next;
+	/* one NVVM run for the archs of equal defines (see share_archs) */
+	int lead[KVG_MAXARCH], share[KVG_MAXARCH], gdone[KVG_MAXARCH];
+	KpNvrtcRes g[KVG_MAXARCH];   /* the lead's PTX */
+	double gcpu[KVG_MAXARCH];
+	pthread_cond_t cv;
 };
 
 static double cpu_ms(void)
@@ -262,8 +267,58 @@ static double cpu_ms(void)
 	return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
 }
 
+/* an arch that shares its lead's PTX: the lead compiles it (NVRTC to compute_XY, no ptxas), each
+** arch of the group assembles it with ptxas; 0, or -1 when the arch is to be compiled alone */
+static int shared1(KpCudaJob *J, int a)
+{
+	int l = J->lead[a];
+	double t1 = now_ms();
+	if (l == a) {
+		const char *extra[] = { J->defs[a][0], J->defs[a][1], J->defs[a][2], J->defs[a][3], J->defs[a][4] };
+		double c1 = cpu_ms();
+		int rc = kp_nvrtc_compile_to(J->out->src, J->name, J->sm[a], 1, extra, 5, &J->g[a], J->why[a], sizeof J->why[a]);
+		J->gcpu[a] = cpu_ms() - c1;
+		pthread_mutex_lock(&J->mu);
+		J->gdone[a] = rc == 0 ? 1 : -1;
+		pthread_cond_broadcast(&J->cv);
+		pthread_mutex_unlock(&J->mu);
+	} else {   /* the lead's job was taken before this one (jobs go in arch order): it ends */
+		pthread_mutex_lock(&J->mu);
+		while (!J->gdone[l])
+			pthread_cond_wait(&J->cv, &J->mu);
+		pthread_mutex_unlock(&J->mu);
+	}
+	double pc;
+	if (J->gdone[l] < 0 || kp_ptxas(J->g[l].ptx, J->g[l].nptx, J->sm[a], &J->r[a], &pc, J->why[a], sizeof J->why[a]) != 0)
+		return -1;
+	/* the arch's image holds the lead's PTX with its own `.target` line (what NVRTC would have
+	** made for it but an unused global) */
+	const char *src = J->g[l].ptx, *t = strstr(src, "\n.target sm_");
+	char lt[16];
+	snprintf(lt, sizeof lt, "sm_%d", J->sm[l]);
+	size_t at = t ? (size_t)(t - src) + 9 : 0, ol = t && !strncmp(t + 9, lt, strlen(lt)) ? strlen(lt) : 0;
+	char nt[16];
+	int nl = snprintf(nt, sizeof nt, "sm_%d", J->sm[a]);
+	size_t n = ol ? J->g[l].nptx - ol + (size_t)nl : J->g[l].nptx;
+	J->r[a].ptx = malloc(n + 1);
+	if (!J->r[a].ptx) {
+		kp_nvrtc_free(&J->r[a]);
+		return -1;
+	}
+	if (ol)
+		snprintf(J->r[a].ptx, n + 1, "%.*s%s%s", (int)at, src, nt, src + at + ol);
+	else
+		memcpy(J->r[a].ptx, src, n + 1);
+	J->r[a].nptx = n;
+	J->rc[a] = 0;
+	J->wall[a] = now_ms() - t1, J->cpu[a] = (l == a ? J->gcpu[a] : 0) + pc;
+	return 0;
+}
+
 static void arch1(KpCudaJob *J, int a)
 {
+	if (J->share[a] && shared1(J, a) == 0)
+		return;
 	const char *extra[] = { J->defs[a][0], J->defs[a][1], J->defs[a][2], J->defs[a][3], J->defs[a][4] };
 	double t1 = now_ms(), c1 = cpu_ms();
 	J->rc[a] = kp_nvrtc_compile(J->out->src, J->name, J->sm[a], extra, 5, &J->r[a], J->why[a], sizeof J->why[a]);
@@ -300,6 +355,36 @@ static int nworkers(int narch)
 	if (n > narch)
 		n = narch;
 	return n > 8 ? 8 : (int)n;
+}
+
+/*
+** One NVVM run per set of equal launch sizes (issue 13: compile time). The CUDA C is the same for
+** every arch (no __CUDA_ARCH__ test that tells sm_80 from sm_90 apart) and NVVM's PTX for
+** compute_80 and compute_90 differs only in `.target` and an unused global; what differs between
+** archs is the five defines. Archs with the same defines form a group: its first arch (the lead)
+** is compiled by NVRTC to PTX once, and ptxas (nvrtc.c kp_ptxas, NVRTC's own release) makes each
+** arch's CUBIN from that PTX: the machine code NVRTC would have made per arch, for one NVVM run
+** instead of one per arch. Each image holds the lead's PTX with its own `.target` line. No usable ptxas or a lone arch: NVRTC per arch, as before.
+*/
+static void share_archs(KpCudaJob *J)
+{
+	int any = 0;
+	for (int a = 0; a < J->narch; a++) {
+		J->lead[a] = a;
+		for (int b = 0; b < a && J->lead[a] == a; b++) {
+			int same = 1;
+			for (int d = 0; d < 5; d++)
+				same &= !strcmp(J->defs[a][d], J->defs[b][d]);
+			if (same)
+				J->lead[a] = J->lead[b], any = 1;
+		}
+	}
+	if (!any || !kp_ptxas_available())
+		return;
+	for (int a = 0; a < J->narch; a++)
+		for (int b = 0; b < J->narch; b++)
+			if (b != a && J->lead[b] == J->lead[a])
+				J->share[a] = 1;
 }
 
 int kp_cuda_start(const KiFn *f, const KpCudaOpts *o, KpCudaOut *out, KpCudaJob **job, KiErr *e)
@@ -345,12 +430,21 @@ int kp_cuda_start(const KiFn *f, const KpCudaOpts *o, KpCudaOut *out, KpCudaJob 
 		kp_cuda_score_tile_st(sm[a], o->dtype, o->head_dim, o->group, gc ? gc->sq : 0, gc ? gc->sk : 0,
 		                      gc ? gc->st : 0, &im->sq, &im->sk, &im->st);
 		snprintf(J->defs[a][0], sizeof J->defs[a][0], "-DKV_NT=%d", out->nthreads);
-		snprintf(J->defs[a][1], sizeof J->defs[a][1], "-DKV_TT=%d", im->tile);
 		snprintf(J->defs[a][2], sizeof J->defs[a][2], "-DKV_SQ=%d", im->sq);
 		snprintf(J->defs[a][3], sizeof J->defs[a][3], "-DKV_SK=%d", im->sk);
 		snprintf(J->defs[a][4], sizeof J->defs[a][4], "-DKV_ST=%d", im->st);
 	}
+	/* KV_TT: the smallest tile of the archs, for the merge's similarity tiles (merge.c tiled: they
+	** fit every arch's staging buffer); the compaction's staging rows come from the launch's
+	** dynamic shared memory (kernels.c), so KV_TT is the same define for every arch */
+	int tmin = out->img[0].tile;
+	for (int a = 1; a < narch; a++)
+		tmin = out->img[a].tile < tmin ? out->img[a].tile : tmin;
+	for (int a = 0; a < narch; a++)
+		snprintf(J->defs[a][1], sizeof J->defs[a][1], "-DKV_TT=%d", tmin);
+	share_archs(J);
 	pthread_mutex_init(&J->mu, NULL);
+	pthread_cond_init(&J->cv, NULL);
 	int nw = nworkers(narch);
 	for (int t = 0; t < nw; t++)
 		if (pthread_create(&J->th[J->nth], NULL, worker, J) == 0)
@@ -368,6 +462,9 @@ int kp_cuda_finish(KpCudaJob *J, double *cpu, KiErr *e)
 	for (int t = 0; t < J->nth; t++)
 		pthread_join(J->th[t], NULL);
 	pthread_mutex_destroy(&J->mu);
+	pthread_cond_destroy(&J->cv);
+	for (int a = 0; a < J->narch; a++)
+		kp_nvrtc_free(&J->g[a]);
 	KpCudaOut *out = J->out;
 	int rc = 0;
 	for (int a = 0; a < J->narch; a++) {

@@ -513,7 +513,10 @@ static int gen_select(Gen *g, KpCudaOut *out)
 	   "\t__shared__ int wsum[KV_NW];\n"
 	   "\t__shared__ int sdst[KV_NT];\n"
 	   "\tKV_DYNSMEM(kv_dsm);\n"
-	   "\tkv_st *const stK = (kv_st *)kv_dsm, *const stV = stK + KV_TT * KV_D;\n"
+	   "\t/* staging rows: as many as the launch's dynamic shared memory holds (the arch's tile) */\n"
+	   "\tconst unsigned ttn_ = KV_DSMEM_BYTES() / (2u * KV_D * (unsigned)sizeof(kv_st));\n"
+	   "\tconst int tt_ = ttn_ > 0 ? (int)ttn_ : 1;\n"
+	   "\tkv_st *const stK = (kv_st *)kv_dsm, *const stV = stK + tt_ * KV_D;\n"
 	   "\tconst float *const sc = a.scores + (long long)inst * N;\n");
 	sb(&g->s, "\tconst long long S = (long long)(%s), R = (long long)(%s), ch = (long long)(%s);\n", S, R, C);
 	sb(&g->s,
@@ -633,7 +636,7 @@ static int gen_select(Gen *g, KpCudaOut *out)
 		return -1;
 	sb(&g->s,
 	   "\t/* stable in-place compaction, one tile of KV_NT tokens at a time; rows are\n"
-	   "\t   staged in shared memory KV_TT at a time (destinations never pass sources) */\n"
+	   "\t   staged in shared memory tt_ at a time (destinations never pass sources) */\n"
 	   "\tlong long run = 0;\n"
 	   "\tfor (long long t0 = 0; t0 < n; t0 += KV_NT) {\n"
 	   "\t\tconst long long t = t0 + tid;\n"
@@ -681,8 +684,8 @@ static int gen_select(Gen *g, KpCudaOut *out)
 		kp_sum_copy(g);
 	sb(&g->s,
 	   "\t\tif (!(run == t0 && tot == cnt))\n"
-	   "\t\t\tfor (int r0 = 0; r0 < cnt; r0 += KV_TT) {\n"
-	   "\t\t\t\tconst int rows = cnt - r0 < KV_TT ? cnt - r0 : KV_TT;\n"
+	   "\t\t\tfor (int r0 = 0; r0 < cnt; r0 += tt_) {\n"
+	   "\t\t\t\tconst int rows = cnt - r0 < tt_ ? cnt - r0 : tt_;\n"
 	   "\t\t\t\tfor (int e_ = tid; e_ < rows * KV_D; e_ += KV_NT) {\n"
 	   "\t\t\t\t\tconst int rr = e_ / KV_D, c = e_ - rr * KV_D;\n"
 	   "\t\t\t\t\tif (sdst[r0 + rr] >= 0) {\n"

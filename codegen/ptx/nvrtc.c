@@ -5,11 +5,21 @@
 ** /usr/local/cuda/lib64/libnvrtc.so.
 */
 #include <dlfcn.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <pthread.h>
+#include <spawn.h>
+#include <fcntl.h>
+#include <unistd.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/time.h>
+#include <sys/wait.h>
 #include "codegen/ptx/ptx.h"
+
+extern char **environ;
 
 typedef int nvrtcResult;
 typedef struct _nvrtcProgram *nvrtcProgram;
@@ -118,6 +128,13 @@ int kp_nvrtc_archs(int *sm, int max)
 int kp_nvrtc_compile(const char *src, const char *name, int sm, const char **extra, int nextra,
                      KpNvrtcRes *r, char *why, size_t whylen)
 {
+	return kp_nvrtc_compile_to(src, name, sm, 0, extra, nextra, r, why, whylen);
+}
+
+/* ptx_only: --gpu-architecture=compute_SM, PTX alone (NVRTC's front end and NVVM, no ptxas) */
+int kp_nvrtc_compile_to(const char *src, const char *name, int sm, int ptx_only, const char **extra, int nextra,
+                        KpNvrtcRes *r, char *why, size_t whylen)
+{
 	memset(r, 0, sizeof *r);
 	if (kp_nvrtc_available(NULL, NULL, why, whylen) != 0)
 		return -1;
@@ -128,11 +145,12 @@ int kp_nvrtc_compile(const char *src, const char *name, int sm, const char **ext
 		return -1;
 	}
 	char arch[48];
-	snprintf(arch, sizeof arch, "--gpu-architecture=sm_%d", sm);
+	snprintf(arch, sizeof arch, "--gpu-architecture=%s_%d", ptx_only ? "compute" : "sm", sm);
 	const char *opts[24];
 	int no = 0;
 	opts[no++] = arch;
-	opts[no++] = "-Xptxas=-v";
+	if (!ptx_only)
+		opts[no++] = "-Xptxas=-v";
 	opts[no++] = "--std=c++17";
 	for (int i = 0; i < nextra && no < 24; i++)
 		opts[no++] = extra[i];
@@ -156,7 +174,7 @@ int kp_nvrtc_compile(const char *src, const char *name, int sm, const char **ext
 		}
 	}
 	n = 0;
-	if (nv.GetCUBINSize(p, &n) == 0 && n) {
+	if (!ptx_only && nv.GetCUBINSize(p, &n) == 0 && n) {
 		r->cubin = malloc(n);
 		if (r->cubin && nv.GetCUBIN(p, r->cubin) == 0)
 			r->ncubin = n;
@@ -174,4 +192,158 @@ void kp_nvrtc_free(KpNvrtcRes *r)
 	free(r->cubin);
 	free(r->log);
 	memset(r, 0, sizeof *r);
+}
+
+/*
+** ptxas, the toolkit's standalone assembler (issue 13: compile time): one NVVM run for several
+** targets — NVRTC's PTX for the lowest arch (compute_XY), then ptxas once per arch (compile.c).
+** Used only when its release is NVRTC's own: then each kernel's machine code is what NVRTC's
+** built-in ptxas makes (checked section by section, runtime/STATUS.md wt-ctime10). Looked up:
+** $KVCC_PTXAS ("off": never; then every arch is one NVRTC program as before), bin/ptxas beside
+** the folder NVRTC was loaded from, /usr/local/cuda/bin/ptxas. Not found, another release or a
+** failing run: the caller compiles that arch with NVRTC alone.
+*/
+static struct {
+	int tried, ok;
+	char path[1024];
+} px;
+
+static int slurp(const char *path, char **buf, size_t *n)
+{
+	*buf = NULL, *n = 0;
+	FILE *fp = fopen(path, "rb");
+	if (!fp)
+		return -1;
+	size_t cap = 1 << 16, len = 0;
+	char *b = malloc(cap + 1);
+	for (size_t k; b && (k = fread(b + len, 1, cap - len, fp)) > 0;) {
+		len += k;
+		if (len == cap) {
+			char *nb = realloc(b, 2 * cap + 1);
+			if (!nb)
+				free(b);
+			b = nb, cap *= 2;
+		}
+	}
+	fclose(fp);
+	if (!b)
+		return -1;
+	b[len] = 0;
+	*buf = b, *n = len;
+	return 0;
+}
+
+/* argv[0] with stdout and stderr to outpath; its exit status (-1: not run), its CPU in *ru */
+static int spawn(char *const argv[], const char *outpath, struct rusage *ru)
+{
+	posix_spawn_file_actions_t fa;
+	if (posix_spawn_file_actions_init(&fa) != 0)
+		return -1;
+	posix_spawn_file_actions_addopen(&fa, 1, outpath, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+	posix_spawn_file_actions_adddup2(&fa, 1, 2);
+	pid_t pid;
+	int rc = posix_spawn(&pid, argv[0], &fa, NULL, argv, environ);
+	posix_spawn_file_actions_destroy(&fa);
+	if (rc != 0)
+		return -1;
+	int st;
+	while (wait4(pid, &st, 0, ru) < 0)
+		if (errno != EINTR)
+			return -1;
+	return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static int tmpdir(char *dir, size_t n)
+{
+	const char *t = getenv("TMPDIR");
+	snprintf(dir, n, "%s/kvcc-ptxas-XXXXXX", t && *t ? t : "/tmp");
+	return mkdtemp(dir) ? 0 : -1;
+}
+
+static int release_ok(const char *path)
+{
+	char dir[512], out[600], *txt;
+	size_t n;
+	if (access(path, X_OK) != 0 || tmpdir(dir, sizeof dir) != 0)
+		return 0;
+	snprintf(out, sizeof out, "%s/version", dir);
+	char *argv[] = { (char *)path, "--version", NULL };
+	struct rusage ru;
+	int ok = spawn(argv, out, &ru) == 0 && slurp(out, &txt, &n) == 0;
+	int a = -1, b = -1, ma = 0, mi = 0;
+	if (ok) {
+		const char *r = strstr(txt, "release ");
+		ok = r && sscanf(r, "release %d.%d", &a, &b) == 2;
+		free(txt);
+	}
+	remove(out);
+	rmdir(dir);
+	nv.Version(&ma, &mi);
+	return ok && a == ma && b == mi;
+}
+
+int kp_ptxas_available(void)
+{
+	pthread_mutex_lock(&nvlock);
+	if (!px.tried) {
+		px.tried = 1;
+		const char *env = getenv("KVCC_PTXAS");
+		Dl_info di;
+		if (env && !strcmp(env, "off"))
+			;
+		else if (env && *env)
+			snprintf(px.path, sizeof px.path, "%s", env), px.ok = nv.ok && release_ok(px.path);
+		else if (nv.ok) {
+			if (dladdr(*(void **)&nv.CompileProgram, &di) && di.dli_fname && strchr(di.dli_fname, '/')) {
+				snprintf(px.path, sizeof px.path, "%s", di.dli_fname);
+				*strrchr(px.path, '/') = 0;
+				size_t l = strlen(px.path);
+				snprintf(px.path + l, sizeof px.path - l, "/../bin/ptxas");
+				px.ok = release_ok(px.path);
+			}
+			if (!px.ok)
+				snprintf(px.path, sizeof px.path, "/usr/local/cuda/bin/ptxas"), px.ok = release_ok(px.path);
+		}
+	}
+	int ok = px.ok;
+	pthread_mutex_unlock(&nvlock);
+	return ok;
+}
+
+int kp_ptxas(const char *ptx, size_t nptx, int sm, KpNvrtcRes *r, double *cpu_ms, char *why, size_t whylen)
+{
+	memset(r, 0, sizeof *r);
+	*cpu_ms = 0;
+	if (!kp_ptxas_available())
+		return snprintf(why, whylen, "ptxas not used"), -1;
+	char dir[512], in[600], cub[600], log[600], arch[32];
+	if (tmpdir(dir, sizeof dir) != 0)
+		return snprintf(why, whylen, "ptxas: no temporary folder"), -1;
+	snprintf(in, sizeof in, "%s/in.ptx", dir);
+	snprintf(cub, sizeof cub, "%s/out.cubin", dir);
+	snprintf(log, sizeof log, "%s/log", dir);
+	snprintf(arch, sizeof arch, "-arch=sm_%d", sm);
+	int rc = -1;
+	FILE *fp = fopen(in, "wb");
+	if (fp) {
+		int wok = fwrite(ptx, 1, nptx, fp) == nptx;
+		if (fclose(fp) == 0 && wok) {
+			char *argv[] = { px.path, arch, "-v", in, "-o", cub, NULL };
+			struct rusage ru;
+			memset(&ru, 0, sizeof ru);
+			rc = spawn(argv, log, &ru);
+			*cpu_ms = ru.ru_utime.tv_sec * 1e3 + ru.ru_utime.tv_usec / 1e3 + ru.ru_stime.tv_sec * 1e3 +
+			          ru.ru_stime.tv_usec / 1e3;
+		}
+	}
+	size_t n;
+	if (rc == 0 && slurp(log, &r->log, &n) == 0 && slurp(cub, (char **)&r->cubin, &r->ncubin) == 0 && r->ncubin)
+		r->ok = 1;
+	else {
+		snprintf(why, whylen, "ptxas (sm_%d) failed (exit %d)", sm, rc);
+		kp_nvrtc_free(r);
+	}
+	remove(in), remove(cub), remove(log);
+	rmdir(dir);
+	return r->ok ? 0 : -1;
 }

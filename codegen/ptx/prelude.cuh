@@ -29,6 +29,18 @@
 #ifndef KV_DYNSMEM
 #define KV_DYNSMEM(nm) extern __shared__ __align__(16) unsigned char nm[]
 #endif
+/* the launch's dynamic shared memory in bytes: the select kernel's staging rows follow from it,
+** so its CUDA C is the same for every arch (one NVVM run for sm_80 and sm_90, issue 13);
+** the emulator defines its own */
+#ifndef KV_DSMEM_BYTES
+static __device__ __forceinline__ unsigned kv_dsmem_bytes(void)
+{
+	unsigned r;
+	asm("mov.u32 %0, %%dynamic_smem_size;" : "=r"(r));
+	return r;
+}
+#define KV_DSMEM_BYTES() kv_dsmem_bytes()
+#endif
 #define KVG_EPOOL 1
 #define KVG_ESELECT 2
 #define KVG_EHMEAN 3

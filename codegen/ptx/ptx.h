@@ -133,5 +133,12 @@ KC_FUNC int kp_nvrtc_archs(int *sm, int max);
 KC_FUNC int kp_nvrtc_compile(const char *src, const char *name, int sm, const char **extra, int nextra,
                              KpNvrtcRes *r, char *why, size_t whylen);
 KC_FUNC void kp_nvrtc_free(KpNvrtcRes *r);
+/* ptx_only: NVRTC to PTX for compute_SM (no CUBIN, no ptxas run) */
+KC_FUNC int kp_nvrtc_compile_to(const char *src, const char *name, int sm, int ptx_only, const char **extra,
+                                int nextra, KpNvrtcRes *r, char *why, size_t whylen);
+/* the toolkit's ptxas of NVRTC's own release (nvrtc.c): found once; KVCC_PTXAS=off: never */
+KC_FUNC int kp_ptxas_available(void);
+/* PTX -> CUBIN for sm_SM with -v (r->cubin, r->log); *cpu_ms: the child's CPU time */
+KC_FUNC int kp_ptxas(const char *ptx, size_t nptx, int sm, KpNvrtcRes *r, double *cpu_ms, char *why, size_t whylen);
 
 #endif

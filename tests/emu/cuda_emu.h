@@ -36,6 +36,7 @@
 #define __shared__ static
 #define __align__(n) __attribute__((aligned(n)))
 #define KV_DYNSMEM(nm) unsigned char *const nm = kv_emu::dsmem
+#define KV_DSMEM_BYTES() ((unsigned)kv_emu::dsmem_n)
 #define KV_EMU 1
 #define KV_ROLLED                 /* _Pragma("unroll 1") for NVRTC (prelude.cuh) */
 
@@ -56,6 +57,7 @@ static ucontext_t sched;
 static Fiber *fib;
 static int nth, cur;
 static unsigned char *dsmem;
+static size_t dsmem_n;   /* the launch's dynamic shared memory (KV_DSMEM_BYTES) */
 static char errmsg[256];
 static int failed;
 static void (*body)(void);
@@ -198,6 +200,7 @@ static int kv_emu_launch(void (*fn)(A), unsigned grid, unsigned block, size_t ds
 	xch = (Slot *)calloc((size_t)nth, sizeof *xch);
 	mmx = (MmaSlot *)calloc((size_t)nth, sizeof *mmx);
 	dsmem = (unsigned char *)calloc(dsm + 16, 1);
+	dsmem_n = dsm;
 	int rc = fib && xch && mmx && dsmem ? 0 : -1;
 	for (int i = 0; rc == 0 && i < nth; i++)
 		if (!(fib[i].stack = malloc(STACK)))

@@ -23,6 +23,10 @@ $(B)/gpu_wts: $(B)/tests/gpu/weights.o $(LIBOBJ)
 $(B)/libfakecuda.so: tests/gpu/fakecuda.c runtime/artifact.h
 	$(CC) $(CFLAGS) -shared -o $@ $<
 
+# the machine code of two CUBINs, section by section (tests/gpu/ptxas_same.sh)
+$(B)/cubin_cmp: tests/gpu/cubin_cmp.c
+	$(CC) $(CFLAGS) -o $@ $<
+
 $(B)/bench_gpu: $(B)/tests/gpu/bench_gpu.o $(LIBOBJ)
 	$(CC) -o $@ $^ $(LDLIBS) $(LLVM_LIBS_USED)
 
@@ -36,17 +40,19 @@ check-ptx: $(B)/kvcc
 	$(if $(SAN),@echo "check-ptx: ASan and UBSan on; leak check off (the LSan tracer crashes after NVRTC)")
 	$(PTX_SAN_ENV) tests/gpu/check_ptx.sh $(B)
 
-check-ptx-full: $(B)/kvcc
+check-ptx-full: $(B)/kvcc $(B)/cubin_cmp
 	$(PTX_SAN_ENV) tests/gpu/check_ptx.sh $(B) all
+	$(PTX_SAN_ENV) tests/gpu/ptxas_same.sh $(B) all
 
 CHECK_FULL += check-ptx-full
 CHECK_FULL_OMIT += check-ptx
 
-check-gpu-api: $(B)/gpu_nodrv $(B)/gpu_api $(B)/gpu_wts $(B)/libfakecuda.so $(B)/kvcc
+check-gpu-api: $(B)/gpu_nodrv $(B)/gpu_api $(B)/gpu_wts $(B)/libfakecuda.so $(B)/kvcc $(B)/cubin_cmp
 	KVCC_LIBCUDA=/nonexistent/libcuda.so.1 $(B)/gpu_nodrv
 	KVCC_LIBCUDA=/nonexistent/libcuda.so.1 $(B)/gpu_api $(B)
 	KVCC_LIBCUDA=$(abspath $(B))/libfakecuda.so $(B)/gpu_wts $(B)
 	tests/gpu/cli.sh $(B)
+	tests/gpu/ptxas_same.sh $(B)
 
 check-gpu: $(B)/emu_diff
 	@if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then \
