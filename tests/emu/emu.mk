@@ -3,7 +3,7 @@
 # fibers, warp intrinsics emulated) and run against the reference interpreter — and
 # the tensor-core helpers alone (mma_unit.cpp, on generated snapkv sources).
 #
-#   make check-emu        a sixth of the matrix: every 6th spec of each policy, rotating so
+#   make check-emu        a ninth of the matrix: every 9th spec of each policy, rotating so
 #                         that each spec runs for some policy (make check's time budget)
 #   make check-emu-full   every policy × dtype × head_dim × group (make check-full)
 #   make check-emu-stage  the score kernels' K tile pipeline (GPU config st2 / st3, doc/gpu.md) on
@@ -38,7 +38,7 @@ $(B)/mma_unit: tests/emu/mma_unit.cpp tests/emu/cuda_emu.h $(B)/mma/bf16.cu $(B)
 # one target, so a cursor that does not advance fails it; ~1.5 s CPU; session 10)
 check-emu: $(B)/emu_diff $(B)/mma_unit
 	$(B)/mma_unit
-	$(B)/emu_diff $(B) --every 6
+	$(B)/emu_diff $(B) --every 9
 	$(B)/emu_diff $(B) --only nearest_long --spec 2 --gpu-config nt32
 
 check-emu-full: $(B)/emu_diff $(B)/mma_unit
