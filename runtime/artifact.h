@@ -82,7 +82,7 @@ static inline int ka_trailer_check(const void *buf, size_t len, KaTrailer *t, co
 */
 #define KVCC_DESC_SYMBOL "kvcc_artifact"
 #define KVCC_MAGIC 0x4B5643435F415254ull   /* "KVCC_ART" */
-#define KVCC_ABI 17                        /* kvcc_artifact and the kernels' signatures (10: compact_merge;
+#define KVCC_ABI 18                        /* kvcc_artifact and the kernels' signatures (10: compact_merge;
                                               11: tmap ctx ratio, budget, wts; tfilter, mtotal, ksum;
                                               12: kfloor; 13: decodeb; 14: tmap / observe return a
                                               negative value for a bad segment or shift argument;
@@ -90,7 +90,8 @@ static inline int ka_trailer_check(const void *buf, size_t len, KaTrailer *t, co
                                               16: sstate's l per (row, lane); keepn, select keep; mbest's
                                               running arg-max per lane, bsim / bidx [ne][W]; ctfilter;
                                               17: schedcnt; sstate's nq < 0: -nq rows, E stored non-temporal;
-                                              cmass, select mass over chunks) */
+                                              cmass, select mass over chunks;
+                                              18: msimx, merge nearest's AMX similarity; mpair 3) */
 #define KA_MAGIC "KVCCDSC"                 /* the blob's first 8 bytes (with the NUL) */
 #define KA_FORMAT 9                        /* the blob's layout and meaning (2: the tuning config; 3: KA_FLAYER;
                                               4: the merge rule; 5: the weights, KaWeight; the select rule;
@@ -366,7 +367,8 @@ typedef struct kvcc_artifact {
 	void (*mbest)(const float *S, int64_t ne, int64_t nk, int64_t j0, const float *es, int64_t lde, const float *ks,
 	              int64_t ldks, const double *par, float *bsim, int32_t *bidx);
 	/* one pair value: which 0 the threshold, 1 the weight w_e, 2 the self weight w_k, of evicted
-	** row e and kept row k (their scalars in es / ks), with m.sim = sim, m.absorbed = absorbed */
+	** row e and kept row k (their scalars in es / ks), with m.sim = sim, m.absorbed = absorbed;
+	** (KVCC_ABI 18) which 3 the similarity with the dot e·k = sim (msimx's winners) */
 	float (*mpair)(int64_t which, const float *es, int64_t lde, int64_t e, const float *ks, int64_t ldks, int64_t k,
 	               float sim, float absorbed, const double *par);
 	/* kept row k's update from the cnt evicted rows rows[i] (of EK / EV, d elements each):
@@ -445,6 +447,17 @@ typedef struct kvcc_artifact {
 	** and >= thr (unsigned); *bad = the first of their tokens whose score is not >= 0, else -1.
 	** A stub (0) for a policy without mass. */
 	double (*cmass)(const float *score, const uint64_t *key, int64_t n, int64_t chunk, uint64_t thr, int64_t *bad);
+	/* --- issue 12: merge nearest's similarity on AMX (KVCC_ABI 18; codegen/x86/msimx.c) ---
+	** the evicted × kept similarity and its arg-max in one kernel, kept tokens on the tiles' rows,
+	** for a cosine (checked: no pair reaches the clamp) or plain-dot similarity of the keys on a
+	** KA_FAMX artifact: bdot[e] / bidx[e] = the dot e·k and the kept index k of evicted row e's
+	** nearest (ties → the lower index); the caller gets the similarity from mpair 3. K the m kept
+	** rows (token stride ldk), EK the nE evicted rows [nE][d], es / ks the row-scalar tables (lde
+	** nE, ldks m); workspace Ep (round64(nE) * d bf16), kinv (round16(m) floats), bkey, bdot,
+	** bidx (round64(nE) each). Returns 0, or 1 when it does not apply (a stub for every other
+	** policy: the caller runs qkt + mbest) */
+	int64_t (*msimx)(const void *K, int64_t ldk, int64_t m, const void *EK, int64_t nE, const float *es,
+	                 const float *ks, void *Ep, float *kinv, float *bkey, float *bdot, int32_t *bidx);
 } kvcc_artifact;
 
 /* --- GPU (CUDA) ------------------------------------------------------------------------------

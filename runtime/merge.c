@@ -26,6 +26,7 @@
 ** path allocates nothing.
 */
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 #include "runtime/rt.h"
 
@@ -41,6 +42,11 @@ typedef struct Mws {
 	float *lv;                /* [MB][W] mbest's running best per lane, and its kept index li */
 	int32_t *li;
 	/* es / ks hold one more row after the row scalars: the member counts (1 without) */
+	/* msimx (KA_FAMX; else empty): the packed evicted rows, the keys' kept factors, the
+	** running best key / dot / kept index per evicted row */
+	char *Ep;
+	float *kinv, *bkey, *bdot;
+	int32_t *bix;
 } Mws;
 
 static size_t up64(size_t n) { return (n + 63) / 64 * 64; }
@@ -50,12 +56,14 @@ static size_t layout(const kvcc_plan *pl, char *base, Mws *m)
 {
 	const KaHdr *h = pl->p->h;
 	size_t N = (size_t)pl->lay.capacity, d = (size_t)pl->lay.head_dim, at = 0;
-	char *p[18];
-	size_t sz[18] = { N * d * pl->esz, N * d * pl->esz, N * 4, N * 4, (N + 1) * 4, N * 4,
+	size_t x = (h->flags & KA_FAMX) ? 1 : 0;
+	char *p[23];
+	size_t sz[23] = { N * d * pl->esz, N * d * pl->esz, N * 4, N * 4, (N + 1) * 4, N * 4,
 	                  ((size_t)(h->nes + 1) * N + 64) * 4, ((size_t)(h->nks + 1) * N + 64) * 4, N * 4, N * 4,
 	                  MB * d * 4, MB * TILE * 4, 2 * d * TILE * 4, pl->paged ? N * d * pl->esz : 0,
-	                  pl->paged ? N * d * pl->esz : 0, N * 4, MB * LW * 4, MB * LW * 4 };
-	for (int k = 0; k < 18; k++) {
+	                  pl->paged ? N * d * pl->esz : 0, N * 4, MB * LW * 4, MB * LW * 4,
+	                  x * (N + 64) * d * 2, x * (N + 16) * 4, x * (N + 64) * 4, x * (N + 64) * 4, x * (N + 64) * 4 };
+	for (int k = 0; k < 23; k++) {
 		p[k] = base ? base + at : NULL;
 		at += up64(sz[k]);
 	}
@@ -63,7 +71,9 @@ static size_t layout(const kvcc_plan *pl, char *base, Mws *m)
 		*m = (Mws){ p[0], p[1], (int32_t *)(void *)p[2], (int32_t *)(void *)p[3], (int32_t *)(void *)p[4],
 		            (int32_t *)(void *)p[5], (float *)(void *)p[6], (float *)(void *)p[7], (float *)(void *)p[8],
 		            (float *)(void *)p[9], (float *)(void *)p[10], (float *)(void *)p[11], (float *)(void *)p[12],
-		            p[13], p[14], (float *)(void *)p[15], (float *)(void *)p[16], (int32_t *)(void *)p[17] };
+		            p[13], p[14], (float *)(void *)p[15], (float *)(void *)p[16], (int32_t *)(void *)p[17],
+		            p[18], (float *)(void *)p[19], (float *)(void *)p[20], (float *)(void *)p[21],
+		            (int32_t *)(void *)p[22] };
 	return at;
 }
 
@@ -88,10 +98,26 @@ static void lanes(const Mws *w, int e0, int ne, int W)
 	}
 }
 
+/* KVCC_MSIMX=0: merge nearest without msimx (the measurements' and the tests' switch) */
+static int msimx_off(void)
+{
+	const char *v = getenv("KVCC_MSIMX");
+	return v && !strcmp(v, "0");
+}
+
 /* step 3: bsim / bidx of every evicted row */
 static void similarity(const kvcc_artifact *A, const Mws *w, const char *K, int64_t ldk, size_t esz, int d, int nE,
                        int m, const double *par, int W, int raw)
 {
+	/* AMX (KA_FAMX): msimx, the similarity and its arg-max in one kernel, the similarity of each
+	** winner from mpair 3; where it does not apply (it returns 1), the tiles below */
+	if (raw && !msimx_off() && A->msimx(K, ldk, m, w->EK, nE, w->es, w->ks, w->Ep, w->kinv, w->bkey, w->bdot, w->bix) == 0) {
+		for (int i = 0; i < nE; i++) {
+			w->bidx[i] = w->bix[i];
+			w->bsim[i] = A->mpair(3, w->es, nE, i, w->ks, m, w->bix[i], w->bdot[i], NAN, par);
+		}
+		return;
+	}
 	/* blocks of MB rows; a head of fewer than 2 MB evicted rows in two blocks of about half of them
 	** (16 rows at least), so that every head of 32 or more runs the blocked path (the differential
 	** matrix's heads of 37..115 tokens too) */

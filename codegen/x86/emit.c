@@ -181,7 +181,8 @@ enum { E_qk, E_cvt, E_decode, E_probs, E_qkt, E_sstat, E_sacc, E_selkeys, E_topk
        E_ckeys, E_kcount, E_ckeepidx, E_nkeep, E_ascale, E_hmean, E_observe, E_qround, E_mscal, E_mbest, E_mpair,
        E_mupd, E_tfilter, E_mtotal, E_ksum, E_kfloor, E_decodeb, E_sstate, E_sacce, E_mstore, E_mrow,
        E_keepn /* issue 13, KVCC_ABI 16 */, E_ctfilter /* issue 13, KVCC_ABI 16 */,
-       E_schedcnt /* the schedules' counts, KVCC_ABI 17 */, E_cmass /* issue 13, KVCC_ABI 17 */, E_NUM };
+       E_schedcnt /* the schedules' counts, KVCC_ABI 17 */, E_cmass /* issue 13, KVCC_ABI 17 */,
+       E_msimx /* issue 12, KVCC_ABI 18 */, E_NUM };
 _Static_assert(sizeof(kvcc_artifact) == 5 * 8 + E_NUM * 8, "kvcc_artifact: 5 header fields, then the entry points");
 
 /* an entry point the runtime never calls for this policy (no such step in its plan): returns at once
@@ -311,6 +312,7 @@ static int kernels(Gen *g, const KiFn *f, const KiPlan *kp, LLVMValueRef *fn)
 		LLVMTypeRef cm[6] = { g->ptr, g->ptr, g->i64, g->i64, g->i64, g->ptr };
 		fn[E_cmass] = stub(g, "kvcc_cmass", LLVMDoubleTypeInContext(g->cx), cm, 6);
 	}
+	kx_gen_msimx(g, f), fn[E_msimx] = g->fn;   /* merge nearest's AMX similarity (msimx.c) */
 	return rc;
 }
 

@@ -389,6 +389,12 @@ static void amx(Gen *g, const char *name, LLVMValueRef *args, int n)
 	LLVMBuildCall2(g->b, LLVMIntrinsicGetType(g->cx, id, NULL, 0), f, args, (unsigned)n, "");
 }
 
+/* amx for the other generators (msimx.c) */
+void kx_amxcall(Gen *g, const char *name, LLVMValueRef *args, int n)
+{
+	amx(g, name, args, n);
+}
+
 static LLVMValueRef tmm(Gen *g, int t) { return LLVMConstInt(LLVMInt8TypeInContext(g->cx), (unsigned)t, 0); }
 
 /* tileloadd64 / tilestored64 of tile t at base + idx elements of et, row stride `stride` bytes */

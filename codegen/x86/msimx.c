@@ -1,0 +1,288 @@
+/*
+** msimx (issue 12, session 10): the evicted × kept similarity of merge nearest and its arg-max
+** in one AMX kernel, for the similarities whose ranking over the kept tokens of one evicted row
+** needs no pair epilogue per element:
+**
+**   cosine  sim = e·k / max(|e| |k|, c) (c > 0 a constant; kv.nearest's default, kv.cosine): when
+**           |e| |k| >= c for every pair (checked: min over e of fl(|e| min_k |k|) >= c), sim is
+**           e·k / |k| times the positive 1/|e| of the row, so the kept token of the greatest
+**           key(e, k) = fl(e·k * fl(1/|k|)) is the arg-max (up to the rounding of the two forms: a
+**           pair whose similarities tie within about 2 ulp may go to the other one, as between
+**           the f32 kernels and the reference's double)
+**   dot     sim = e·k: key = e·k
+**
+** The kept tokens are the tile rows (M, straight from the cache's bf16 rows: no packing), the
+** evicted rows the columns (N, packed once per head into the VNNI pairs a tdpbf16ps B operand
+** wants), so after tilestored each 16-float row of a C tile is one kept token against 16 evicted
+** rows: the running arg-max over the kept tokens is elementwise (a compare, three selects) with
+** the state of 64 evicted rows (4 C tiles) in 12 vectors and no horizontal step. Kept tokens in
+** increasing order with a strictly greater key replacing the best: ties → the lower kept index.
+** The kept rows are visited in chunks of KC tokens (their rows stay in L2 while every evicted
+** block passes over them). The kernel returns the best key's dot e·k and kept index per evicted
+** row; the runtime evaluates the policy's similarity of that pair once (mpair 3: the same f32
+** operations mbest applies to the same dot). It returns 1 (nothing written that the caller
+** reads) when it does not apply: a stub for every other policy or config, the cosine check
+** failing, an evicted row without a winner (NaN keys): the caller then runs qkt + mbest.
+**
+** msimx(K, ldk, m, EK, nE, es, ks, Ep, kinv, bkey, bdot, bidx): K the m kept rows (token stride
+** ldk elements), EK the nE evicted rows [nE][d], es / ks the row-scalar tables (lde = nE, ldks =
+** m), workspace Ep (round64(nE) * d bf16), kinv (round16(m) floats), bkey / bdot / bidx
+** (round64(nE) each).
+*/
+#include <math.h>
+#include <stdlib.h>
+#include "codegen/x86/gen.h"
+#include "compiler/mplan.h"
+
+#define KC 1024   /* kept tokens per chunk (d = 128: 256 KiB of bf16 rows, L2) */
+
+/* the ranking form: 0 none, 1 cosine (the slots of |e|, |k| and the clamp c), 2 plain dot */
+static int simform(const KiFn *f, int *sa, int *sb, double *c)
+{
+	KiMSim sf;
+	ki_msimform(f, f->merge.sim, &sf);
+	if (!sf.fast || KI_RKIND(f->merge.sim) != RK_INS)
+		return 0;
+	int r = KI_RIDX(f->merge.sim);
+	if (r == sf.dot)
+		return 2;
+	const KiIns *dv = &f->ins[r];
+	if (dv->op != KO_div || KI_RKIND(dv->arg[0]) != RK_INS || KI_RIDX(dv->arg[0]) != sf.dot ||
+	    KI_RKIND(dv->arg[1]) != RK_INS)
+		return 0;
+	const KiIns *mx = &f->ins[KI_RIDX(dv->arg[1])];
+	if (mx->op != KO_max)
+		return 0;
+	int ci0 = KI_RKIND(mx->arg[1]) == RK_CON ? 1 : KI_RKIND(mx->arg[0]) == RK_CON ? 0 : -1;
+	if (ci0 < 0 || KI_RKIND(mx->arg[1 - ci0]) != RK_INS)
+		return 0;
+	*c = f->con[KI_RIDX(mx->arg[ci0])];
+	const KiIns *mu = &f->ins[KI_RIDX(mx->arg[1 - ci0])];
+	if (!(*c > 0) || mu->op != KO_mul || KI_RKIND(mu->arg[0]) != RK_INS || KI_RKIND(mu->arg[1]) != RK_INS)
+		return 0;
+	int *slot = malloc(((size_t)f->nins + 1) * sizeof *slot), nes, nks, ok = 0;
+	uint8_t *side = malloc((size_t)f->nins + 1);
+	if (slot && side && ki_mslots(f, slot, &nes, &nks) == 0) {
+		ki_msides(f, side);
+		int a = KI_RIDX(mu->arg[0]), bq = KI_RIDX(mu->arg[1]);
+		if (side[a] == KI_MK)
+			a = KI_RIDX(mu->arg[1]), bq = KI_RIDX(mu->arg[0]);
+		/* |e| and |k| of the two rows of the dot's operands (the norms: never negative) */
+		const KiIns *ne = &f->ins[a], *nk = &f->ins[bq];
+		ok = side[a] == KI_ME && side[bq] == KI_MK && slot[a] >= 0 && slot[bq] >= 0 && ne->op == KO_norm &&
+		     nk->op == KO_norm && KI_RKIND(ne->arg[0]) == RK_INS && KI_RIDX(ne->arg[0]) == sf.eop &&
+		     KI_RKIND(nk->arg[0]) == RK_INS && KI_RIDX(nk->arg[0]) == sf.kop;
+		*sa = slot[a], *sb = slot[bq];
+	}
+	free(slot), free(side);
+	return ok ? 1 : 0;
+}
+
+/* x (i32) in 16 lanes */
+static LLVMValueRef isplat(Gen *g, LLVMValueRef x)
+{
+	LLVMTypeRef vt = LLVMVectorType(g->i32, 16);
+	LLVMValueRef v = LLVMBuildInsertElement(g->b, LLVMGetPoison(vt), x, LLVMConstInt(g->i32, 0, 0), "");
+	return LLVMBuildShuffleVector(g->b, v, LLVMGetPoison(vt), LLVMConstNull(vt), "");
+}
+
+static LLVMValueRef tsz(Gen *g, int t) { return LLVMConstInt(LLVMInt8TypeInContext(g->cx), (unsigned)t, 0); }
+
+static void tcall(Gen *g, const char *name, LLVMValueRef *args, int n)
+{
+	kx_amxcall(g, name, args, n);
+}
+
+/* tileloadd64 / tilestored64 of tile t at ptr p, row stride st bytes (a value) */
+static void tio(Gen *g, const char *name, int t, LLVMValueRef p, LLVMValueRef st)
+{
+	LLVMValueRef a[3] = { tsz(g, t), p, st };
+	tcall(g, name, a, 3);
+}
+
+void kx_gen_msimx(Gen *g, const KiFn *f)
+{
+	LLVMTypeRef ps[12] = { g->ptr, g->i64, g->i64, g->ptr, g->i64, g->ptr, g->ptr, g->ptr, g->ptr, g->ptr, g->ptr, g->ptr };
+	newfn(g, "kvcc_msimx", g->i64, ps, 12);
+	int sa = -1, sb = -1, form = 0;
+	double cl = 0;
+	if (f->merge.kind == MG_nearest && !g->c.noamx && g->dtype == KVCC_BF16 && g->d % 32 == 0 && g->d <= 512)
+		form = simform(f, &sa, &sb, &cl);
+	LLVMBuilderRef b = g->b;
+	if (!form) {
+		LLVMBuildRet(b, ci(g, 1));
+		return;
+	}
+	LLVMValueRef K = LLVMGetParam(g->fn, 0), ldk = LLVMGetParam(g->fn, 1), m = LLVMGetParam(g->fn, 2);
+	LLVMValueRef EK = LLVMGetParam(g->fn, 3), nE = LLVMGetParam(g->fn, 4), es = LLVMGetParam(g->fn, 5);
+	LLVMValueRef ks = LLVMGetParam(g->fn, 6), Ep = LLVMGetParam(g->fn, 7), kinv = LLVMGetParam(g->fn, 8);
+	LLVMValueRef bkey = LLVMGetParam(g->fn, 9), bdot = LLVMGetParam(g->fn, 10), bidx = LLVMGetParam(g->fn, 11);
+	int d = g->d, d2 = d / 2;
+	LLVMTypeRef i8 = LLVMInt8TypeInContext(g->cx), v16f = fty(g, 16), v16i = LLVMVectorType(g->i32, 16);
+	LLVMBasicBlockRef bfail = LLVMAppendBasicBlockInContext(g->cx, g->fn, "fail");
+	LLVMValueRef nE64 = LLVMBuildAnd(b, LLVMBuildAdd(b, nE, ci(g, 63), ""), ci(g, -64), "");
+	LLVMValueRef m16 = LLVMBuildAnd(b, LLVMBuildAdd(b, m, ci(g, 15), ""), ci(g, -16), "");
+	/* 1. the keys' kept factors: kinv[k] = 1/|k| (cosine, after its check) or 1; NaN past m */
+	if (form == 1) {
+		LLVMValueRef mn = entry_alloca(g, g->f32);
+		LLVMBuildStore(b, cfv(g, INFINITY, 1), mn);
+		Loop lk;
+		LLVMValueRef k = loop_begin2(g, ci(g, 0), m, 1, 1, &lk);
+		LLVMValueRef x = ldf(g, ks, LLVMBuildAdd(b, LLVMBuildMul(b, ci(g, sb), m, ""), k, ""));
+		/* llvm.minimum: a NaN stays, and the check below fails */
+		LLVMValueRef mm[2] = { x, LLVMBuildLoad2(b, g->f32, mn, "") };
+		LLVMBuildStore(b, intr(g, "llvm.minimum", g->f32, mm, 2), mn);
+		storef(g, LLVMBuildFDiv(b, cfv(g, 1, 1), x, ""), kinv, k);
+		loop_end(g, &lk);
+		LLVMValueRef mb = LLVMBuildLoad2(b, g->f32, mn, ""), cc = cfv(g, (float)cl, 1);
+		Loop le;
+		LLVMValueRef e = loop_begin2(g, ci(g, 0), nE, 1, 1, &le);
+		LLVMValueRef a = ldf(g, es, LLVMBuildAdd(b, LLVMBuildMul(b, ci(g, sa), nE, ""), e, ""));
+		LLVMValueRef ok = LLVMBuildFCmp(b, LLVMRealOGE, LLVMBuildFMul(b, a, mb, ""), cc, "");
+		LLVMBasicBlockRef bn = LLVMAppendBasicBlockInContext(g->cx, g->fn, "cosok");
+		LLVMBuildCondBr(b, ok, bn, bfail);
+		LLVMPositionBuilderAtEnd(b, bn);
+		loop_end(g, &le);
+	} else {
+		Loop lk;
+		LLVMValueRef k = loop_begin2(g, ci(g, 0), m, 1, 1, &lk);
+		storef(g, cfv(g, 1, 1), kinv, k);
+		loop_end(g, &lk);
+	}
+	{
+		Loop lk;
+		LLVMValueRef k = loop_begin2(g, m, m16, 1, 1, &lk);
+		storef(g, cfv(g, NAN, 1), kinv, k);
+		loop_end(g, &lk);
+	}
+	/* 2. the evicted rows packed: Ep[(e/16 * d2 + c2) * 16 + e%16] = the bf16 pair (2c2, 2c2+1) of
+	** row e (0 past nE); the state: key -inf, index -1 */
+	{
+		Loop le, lc;
+		LLVMValueRef e = loop_begin2(g, ci(g, 0), nE64, 1, 1, &le);
+		LLVMValueRef in = LLVMBuildICmp(b, LLVMIntSLT, e, nE, "");
+		LLVMValueRef base = LLVMBuildAdd(b, LLVMBuildMul(b, LLVMBuildLShr(b, e, ci(g, 4), ""), ci(g, 16L * d2), ""),
+		                                 LLVMBuildAnd(b, e, ci(g, 15), ""), "");
+		LLVMValueRef row = gep(g, g->i32, EK, LLVMBuildMul(b, LLVMBuildSelect(b, in, e, ci(g, 0), ""), ci(g, d2), ""));
+		LLVMValueRef c2 = loop_begin(g, ci(g, 0), ci(g, d2), 1, &lc);
+		LLVMValueRef w = LLVMBuildSelect(b, in, ld(g, g->i32, row, c2, 2), LLVMConstInt(g->i32, 0, 0), "");
+		st_(g, g->i32, w, Ep, LLVMBuildAdd(b, base, LLVMBuildMul(b, c2, ci(g, 16), ""), ""), 4);
+		loop_end(g, &lc);
+		storef(g, cfv(g, -INFINITY, 1), bkey, e);
+		storef(g, cfv(g, 0, 1), bdot, e);
+		st_(g, g->i32, LLVMConstInt(g->i32, (unsigned long long)-1, 1), bidx, e, 4);
+		loop_end(g, &le);
+	}
+	/* the tile config (palette 1, tiles 0-7 of 16 rows × 64 bytes), a last partial kept tile's
+	** rows copied into Kt (zero past m: their keys are NaN) */
+	LLVMTypeRef cfgt = LLVMArrayType(i8, 64);
+	LLVMValueRef cfg = entry_alloca(g, cfgt);
+	LLVMSetAlignment(cfg, 64);
+	LLVMValueRef Kt = entry_alloca(g, LLVMArrayType(g->i16, (unsigned)(16 * d)));
+	LLVMSetAlignment(Kt, 64);
+	LLVMValueRef Ct = entry_alloca(g, LLVMArrayType(g->f32, 16 * 64));
+	LLVMSetAlignment(Ct, 64);
+	LLVMValueRef mfull = LLVMBuildAnd(b, m, ci(g, -16), "");
+	{
+		Loop lr, lc;
+		LLVMValueRef r = loop_begin2(g, ci(g, 0), LLVMBuildSub(b, m16, mfull, ""), 1, 1, &lr);
+		LLVMValueRef in = LLVMBuildICmp(b, LLVMIntSLT, LLVMBuildAdd(b, mfull, r, ""), m, "");
+		LLVMValueRef src = gep(g, g->i16, K, LLVMBuildMul(b, LLVMBuildSelect(b, in, LLVMBuildAdd(b, mfull, r, ""), ci(g, 0), ""), ldk, ""));
+		LLVMValueRef c = loop_begin2(g, ci(g, 0), ci(g, d), 1, 1, &lc);
+		LLVMValueRef x = LLVMBuildSelect(b, in, ld(g, g->i16, src, c, 2), LLVMConstInt(g->i16, 0, 0), "");
+		st_(g, g->i16, x, Kt, LLVMBuildAdd(b, LLVMBuildMul(b, r, ci(g, d), ""), c, ""), 2);
+		loop_end(g, &lc);
+		loop_end(g, &lr);
+	}
+	LLVMBuildMemSet(b, cfg, LLVMConstInt(i8, 0, 0), ci(g, 64), 64);
+	st_(g, i8, LLVMConstInt(i8, 1, 0), cfg, ci(g, 0), 1);
+	for (int t = 0; t < 8; t++) {
+		st_(g, g->i16, LLVMConstInt(g->i16, 64, 0), cfg, ci(g, 8 + t), 2);
+		st_(g, i8, LLVMConstInt(i8, 16, 0), cfg, ci(g, 48 + t), 1);
+	}
+	tcall(g, "llvm.x86.ldtilecfg", &cfg, 1);
+	/* 3. kept chunks × evicted blocks of 64 × kept tiles of 16 */
+	LLVMValueRef ldkb = LLVMBuildMul(b, ldk, ci(g, 2), "");
+	Loop lkc, leb, lkt;
+	LLVMValueRef kc = loop_begin2(g, ci(g, 0), m16, KC, 1, &lkc);
+	LLVMValueRef kce = LLVMBuildAdd(b, kc, ci(g, KC), "");
+	kce = LLVMBuildSelect(b, LLVMBuildICmp(b, LLVMIntSLT, kce, m16, ""), kce, m16, "");
+	LLVMValueRef eb = loop_begin2(g, ci(g, 0), nE64, 64, 1, &leb);
+	LLVMValueRef sk = entry_alloca(g, LLVMArrayType(v16f, 4)), sd = entry_alloca(g, LLVMArrayType(v16f, 4));
+	LLVMValueRef si = entry_alloca(g, LLVMArrayType(v16i, 4));
+	for (int t = 0; t < 4; t++) {
+		LLVMValueRef o = LLVMBuildAdd(b, eb, ci(g, 16 * t), "");
+		st_(g, v16f, ld(g, v16f, gep(g, g->f32, bkey, o), ci(g, 0), 4), sk, ci(g, t), 64);
+		st_(g, v16f, ld(g, v16f, gep(g, g->f32, bdot, o), ci(g, 0), 4), sd, ci(g, t), 64);
+		st_(g, v16i, ld(g, v16i, gep(g, g->i32, bidx, o), ci(g, 0), 4), si, ci(g, t), 64);
+	}
+	LLVMValueRef Eb = gep(g, g->i32, Ep, LLVMBuildMul(b, eb, ci(g, d2), ""));   /* block eb/16, 4 of them */
+	LLVMValueRef kt = loop_begin2(g, kc, kce, 16, 1, &lkt);
+	LLVMValueRef part = LLVMBuildICmp(b, LLVMIntEQ, kt, mfull, "");   /* only the last tile can be */
+	LLVMValueRef Ab = LLVMBuildSelect(b, part, Kt, gep(g, g->i16, K, LLVMBuildMul(b, kt, ldk, "")), "");
+	LLVMValueRef As = LLVMBuildSelect(b, part, ci(g, 2L * d), ldkb, "");
+	for (int t = 0; t < 4; t++) {
+		LLVMValueRef a = tsz(g, t);
+		tcall(g, "llvm.x86.tilezero", &a, 1);
+	}
+	for (int k = 0; k < d / 32; k++) {
+		tio(g, "llvm.x86.tileloadd64", 4, gep(g, g->i16, Ab, ci(g, 32L * k)), As);
+		for (int t = 0; t < 4; t++) {
+			int bt = 5 + t % 3;
+			tio(g, "llvm.x86.tileloadd64", bt, gep(g, g->i32, Eb, ci(g, (long)t * 16 * d2 + (long)k * 256)), ci(g, 64));
+			LLVMValueRef a[3] = { tsz(g, t), tsz(g, 4), tsz(g, bt) };
+			tcall(g, "llvm.x86.tdpbf16ps", a, 3);
+		}
+	}
+	for (int t = 0; t < 4; t++)
+		tio(g, "llvm.x86.tilestored64", t, gep(g, g->f32, Ct, ci(g, 16L * t)), ci(g, 256));
+	{
+		LLVMValueRef vk[4], vd[4], vi[4];
+		for (int t = 0; t < 4; t++) {
+			vk[t] = ld(g, v16f, sk, ci(g, t), 64);
+			vd[t] = ld(g, v16f, sd, ci(g, t), 64);
+			vi[t] = ld(g, v16i, si, ci(g, t), 64);
+		}
+		for (int r = 0; r < 16; r++) {
+			LLVMValueRef kr = LLVMBuildAdd(b, kt, ci(g, r), "");
+			LLVMValueRef f = splat(g, ldf(g, kinv, kr), 16);
+			LLVMValueRef ix = isplat(g, LLVMBuildTrunc(b, kr, g->i32, ""));
+			for (int t = 0; t < 4; t++) {
+				LLVMValueRef c = ld(g, v16f, Ct, ci(g, (long)r * 4 + t), 64);
+				LLVMValueRef key = LLVMBuildFMul(b, c, f, "");
+				LLVMValueRef gt = LLVMBuildFCmp(b, LLVMRealOGT, key, vk[t], "");
+				vk[t] = LLVMBuildSelect(b, gt, key, vk[t], "");
+				vd[t] = LLVMBuildSelect(b, gt, c, vd[t], "");
+				vi[t] = LLVMBuildSelect(b, gt, ix, vi[t], "");
+			}
+		}
+		for (int t = 0; t < 4; t++) {
+			st_(g, v16f, vk[t], sk, ci(g, t), 64);
+			st_(g, v16f, vd[t], sd, ci(g, t), 64);
+			st_(g, v16i, vi[t], si, ci(g, t), 64);
+		}
+	}
+	loop_end(g, &lkt);
+	for (int t = 0; t < 4; t++) {
+		LLVMValueRef o = LLVMBuildAdd(b, eb, ci(g, 16 * t), "");
+		st_(g, v16f, ld(g, v16f, sk, ci(g, t), 64), gep(g, g->f32, bkey, o), ci(g, 0), 4);
+		st_(g, v16f, ld(g, v16f, sd, ci(g, t), 64), gep(g, g->f32, bdot, o), ci(g, 0), 4);
+		st_(g, v16i, ld(g, v16i, si, ci(g, t), 64), gep(g, g->i32, bidx, o), ci(g, 0), 4);
+	}
+	loop_end(g, &leb);
+	loop_end(g, &lkc);
+	tcall(g, "llvm.x86.tilerelease", NULL, 0);
+	/* 4. every evicted row has a winner (else: NaN keys, the caller's generic path) */
+	{
+		Loop le;
+		LLVMValueRef e = loop_begin2(g, ci(g, 0), nE, 1, 1, &le);
+		LLVMValueRef ok = LLVMBuildICmp(b, LLVMIntSGE, ld(g, g->i32, bidx, e, 4), LLVMConstInt(g->i32, 0, 0), "");
+		LLVMBasicBlockRef bn = LLVMAppendBasicBlockInContext(g->cx, g->fn, "won");
+		LLVMBuildCondBr(b, ok, bn, bfail);
+		LLVMPositionBuilderAtEnd(b, bn);
+		loop_end(g, &le);
+	}
+	LLVMBuildRet(b, ci(g, 0));
+	LLVMPositionBuilderAtEnd(b, bfail);
+	LLVMBuildRet(b, ci(g, 1));
+}
