@@ -62,7 +62,7 @@ static size_t layout(const kvcc_plan *pl, char *base, Mws *m)
 	                  ((size_t)(h->nes + 1) * N + 64) * 4, ((size_t)(h->nks + 1) * N + 64) * 4, N * 4, N * 4,
 	                  MB * d * 4, MB * TILE * 4, 2 * d * TILE * 4, pl->paged ? N * d * pl->esz : 0,
 	                  pl->paged ? N * d * pl->esz : 0, N * 4, MB * LW * 4, MB * LW * 4,
-	                  x * (N + 64) * d * 2, x * (N + 16) * 4, x * (N + 64) * 4, x * (N + 64) * 4, x * (N + 64) * 4 };
+	                  x * (N + 64) * d * 2, x * (N + 64) * 4, x * (N + 64) * 4, x * (N + 64) * 4, x * (N + 64) * 4 };
 	for (int k = 0; k < 23; k++) {
 		p[k] = base ? base + at : NULL;
 		at += up64(sz[k]);
