@@ -341,6 +341,7 @@ KC_FUNC int kx_gen_merge(Gen *g, const KiFn *f, LLVMValueRef fn[4]);
 ** where it does not apply); kern.c: a call of one of LLVM's AMX intrinsics by tile number */
 KC_FUNC void kx_gen_msimx(Gen *g, const KiFn *f);
 KC_FUNC void kx_amxcall(Gen *g, const char *name, LLVMValueRef *args, int n);
+KC_FUNC void kx_tr16(Gen *g, LLVMValueRef *r);
 KC_FUNC void kx_gen_mstore(Gen *g);
 /* mpos.c: merge runs' pair evaluator (mrow; a NaN stub for other policies) */
 KC_FUNC int kx_gen_mrow(Gen *g, const KiFn *f, LLVMValueRef *fn);

@@ -246,22 +246,28 @@ void kx_gen_msimx(Gen *g, const KiFn *f)
 		loop_end(g, &lk);
 	}
 	/* 2. the evicted rows packed: Ep[(e/16 * d2 + c2) * 16 + e%16] = the bf16 pair (2c2, 2c2+1) of
-	** row e (0 past nE); the state: key -inf, index -1 */
+	** row e (0 past nE), 16 rows × 16 pairs transposed at a time; the state: key -inf, index -1 */
 	{
-		Loop le, lc;
-		LLVMValueRef e = loop_begin2(g, ci(g, 0), nE32, 1, 1, &le);
-		LLVMValueRef in = LLVMBuildICmp(b, LLVMIntSLT, e, nE, "");
-		LLVMValueRef base = LLVMBuildAdd(b, LLVMBuildMul(b, LLVMBuildLShr(b, e, ci(g, 4), ""), ci(g, 16L * d2), ""),
-		                                 LLVMBuildAnd(b, e, ci(g, 15), ""), "");
-		LLVMValueRef row = gep(g, g->i32, EK, LLVMBuildMul(b, LLVMBuildSelect(b, in, e, ci(g, 0), ""), ci(g, d2), ""));
-		LLVMValueRef c2 = loop_begin(g, ci(g, 0), ci(g, d2), 1, &lc);
-		LLVMValueRef w = LLVMBuildSelect(b, in, ld(g, g->i32, row, c2, 2), LLVMConstInt(g->i32, 0, 0), "");
-		st_(g, g->i32, w, Ep, LLVMBuildAdd(b, base, LLVMBuildMul(b, c2, ci(g, 16), ""), ""), 4);
+		Loop le, lc, ls;
+		LLVMValueRef e0 = loop_begin2(g, ci(g, 0), nE32, 16, 1, &le);
+		LLVMValueRef c2 = loop_begin(g, ci(g, 0), ci(g, d2), 16, &lc);
+		LLVMValueRef r[16];
+		for (int i = 0; i < 16; i++) {
+			LLVMValueRef e = LLVMBuildAdd(b, e0, ci(g, i), ""), in = LLVMBuildICmp(b, LLVMIntSLT, e, nE, "");
+			LLVMValueRef row = gep(g, g->i32, EK, LLVMBuildMul(b, LLVMBuildSelect(b, in, e, ci(g, 0), ""), ci(g, d2), ""));
+			r[i] = LLVMBuildSelect(b, in, ld(g, v16i, gep(g, g->i32, row, c2), ci(g, 0), 2), LLVMConstNull(v16i), "");
+		}
+		kx_tr16(g, r);
+		LLVMValueRef o = LLVMBuildMul(b, LLVMBuildAdd(b, LLVMBuildMul(b, e0, ci(g, d2 / 16), ""), c2, ""), ci(g, 16), "");
+		for (int i = 0; i < 16; i++)
+			st_(g, v16i, r[i], gep(g, g->i32, Ep, o), ci(g, i), 4);
 		loop_end(g, &lc);
+		loop_end(g, &le);
+		LLVMValueRef e = loop_begin2(g, ci(g, 0), nE32, 1, 1, &ls);
 		storef(g, cfv(g, -INFINITY, 1), bkey, e);
 		storef(g, cfv(g, 0, 1), bdot, e);
 		st_(g, g->i32, LLVMConstInt(g->i32, (unsigned long long)-1, 1), bidx, e, 4);
-		loop_end(g, &le);
+		loop_end(g, &ls);
 	}
 	/* the kept rows packed tile by tile: Kp[((j/16 * d/32 + k) * 16 + j%16) * 32 + c] = channel 32k + c
 	** of kept row j (0 past m: their keys are NaN), so that each A tile is 1 KiB contiguous */
