@@ -4,7 +4,8 @@
 ** needs no pair epilogue per element:
 **
 **   cosine  sim = e·k / max(|e| |k|, c) (c > 0 a constant; kv.nearest's default, kv.cosine): when
-**           |e| |k| >= c for every pair (checked: min over e of fl(|e| min_k |k|) >= c), sim is
+**           |e| |k| >= c for every pair (checked: min over e of fl(|e| min_k |k|) >= c, the norms
+**           finite), sim is
 **           e·k / |k| times the positive 1/|e| of the row, so the kept token of the greatest
 **           key(e, k) = fl(e·k * fl(1/|k|)) is the arg-max (up to the rounding of the two forms: a
 **           pair whose similarities tie within about 2 ulp may go to the other one, as between
@@ -214,21 +215,28 @@ void kx_gen_msimx(Gen *g, const KiFn *f)
 	LLVMValueRef m32 = LLVMBuildAnd(b, LLVMBuildAdd(b, m, ci(g, 31), ""), ci(g, -32), "");
 	/* 1. the keys' kept factors: kinv[k] = 1/|k| (cosine, after its check) or 1; NaN past m */
 	if (form == 1) {
-		LLVMValueRef mn = entry_alloca(g, g->f32);
+		/* min and max of |k| (llvm.minimum / maximum: a NaN stays, and the checks fail); every
+		** |k| and |e| finite (an infinite norm makes the similarities 0 or NaN, not dot / |k|) */
+		LLVMValueRef mn = entry_alloca(g, g->f32), mx = entry_alloca(g, g->f32);
 		LLVMBuildStore(b, cfv(g, INFINITY, 1), mn);
+		LLVMBuildStore(b, cfv(g, 0, 1), mx);
 		Loop lk;
 		LLVMValueRef k = loop_begin2(g, ci(g, 0), m, 1, 1, &lk);
 		LLVMValueRef x = ldf(g, ks, LLVMBuildAdd(b, LLVMBuildMul(b, ci(g, sb), m, ""), k, ""));
-		/* llvm.minimum: a NaN stays, and the check below fails */
-		LLVMValueRef mm[2] = { x, LLVMBuildLoad2(b, g->f32, mn, "") };
+		LLVMValueRef mm[2] = { x, LLVMBuildLoad2(b, g->f32, mn, "") }, mM[2] = { x, LLVMBuildLoad2(b, g->f32, mx, "") };
 		LLVMBuildStore(b, intr(g, "llvm.minimum", g->f32, mm, 2), mn);
+		LLVMBuildStore(b, intr(g, "llvm.maximum", g->f32, mM, 2), mx);
 		storef(g, LLVMBuildFDiv(b, cfv(g, 1, 1), x, ""), kinv, k);
 		loop_end(g, &lk);
-		LLVMValueRef mb = LLVMBuildLoad2(b, g->f32, mn, ""), cc = cfv(g, (float)cl, 1);
+		LLVMValueRef mb = LLVMBuildLoad2(b, g->f32, mn, ""), cc = cfv(g, (float)cl, 1), inf = cfv(g, INFINITY, 1);
+		LLVMBasicBlockRef bfin = LLVMAppendBasicBlockInContext(g->cx, g->fn, "kfinite");
+		LLVMBuildCondBr(b, LLVMBuildFCmp(b, LLVMRealOLT, LLVMBuildLoad2(b, g->f32, mx, ""), inf, ""), bfin, bfail);
+		LLVMPositionBuilderAtEnd(b, bfin);
 		Loop le;
 		LLVMValueRef e = loop_begin2(g, ci(g, 0), nE, 1, 1, &le);
 		LLVMValueRef a = ldf(g, es, LLVMBuildAdd(b, LLVMBuildMul(b, ci(g, sa), nE, ""), e, ""));
-		LLVMValueRef ok = LLVMBuildFCmp(b, LLVMRealOGE, LLVMBuildFMul(b, a, mb, ""), cc, "");
+		LLVMValueRef ok = LLVMBuildAnd(b, LLVMBuildFCmp(b, LLVMRealOGE, LLVMBuildFMul(b, a, mb, ""), cc, ""),
+		                               LLVMBuildFCmp(b, LLVMRealOLT, a, inf, ""), "");
 		LLVMBasicBlockRef bn = LLVMAppendBasicBlockInContext(g->cx, g->fn, "cosok");
 		LLVMBuildCondBr(b, ok, bn, bfail);
 		LLVMPositionBuilderAtEnd(b, bn);
