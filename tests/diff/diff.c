@@ -747,6 +747,36 @@ static const char *tmap_artifact(const char *lua, const char *so, const char *sr
 	return NULL;
 }
 
+/* a policy with the default cosine merge (kv.nearest {}) written to lua and compiled for spec into
+** so, then opened (*dl, *A): NULL, or what failed */
+static const char *cosine_artifact(const char *lua, const char *so, const kvcc_spec *spec, void **dl,
+                                   const kvcc_artifact **A)
+{
+	const char *src = "local kv = require \"kvcc\"\nreturn kv.policy \"mbest_edge\" {\n"
+	                  "  score = function(x) return x.K:sum(\"chan\") end,\n"
+	                  "  select = kv.topk {},\n  merge = kv.nearest {},\n}\n";
+	FILE *fp = fopen(lua, "w");
+	if (!fp)
+		return "cannot write the policy";
+	fputs(src, fp), fclose(fp);
+	if (kvcc_compile_so(lua, spec, so, 0) != 0 || !(*dl = dlopen(so, RTLD_NOW | RTLD_LOCAL)) ||
+	    !(*A = dlsym(*dl, KVCC_DESC_SYMBOL)) || !(*A)->mbest || !(*A)->msimx || !(*A)->mscal)
+		return "compile/load";
+	return NULL;
+}
+
+/* a direct kernel case's verdict, its artifact closed and removed */
+static void kcase_end(const char *name, const char *why, void *dl, const char *lua, const char *so)
+{
+	if (why)
+		printf("FAIL %s: %s\n", name, why), nfail++;
+	else
+		npass++;
+	if (dl)
+		dlclose(dl);
+	remove(lua), remove(so);
+}
+
 /* mbest of the default cosine (kv.nearest {}: sim = e·k / max(|e||k|, 1e-8)) against the formula
 ** written here in f32, on dots and norms that hold NaN, ±inf, ±0, 1e±30 and ordinary values (rows
 ** 0-19 ordinary only, 20-29 large, the rest any): per evicted row the kept token of the greatest similarity
@@ -763,21 +793,10 @@ static void mbest_edge_case(int target, const char *host)
 		return;
 	snprintf(lua, sizeof lua, "/tmp/kvcc-diff-mbest-%d.lua", (int)getpid());
 	snprintf(so, sizeof so, "/tmp/kvcc-diff-mbest-%d-%d.so", (int)getpid(), target);
-	const char *src = "local kv = require \"kvcc\"\nreturn kv.policy \"mbest_edge\" {\n"
-	                  "  score = function(x) return x.K:sum(\"chan\") end,\n"
-	                  "  select = kv.topk {},\n  merge = kv.nearest {},\n}\n";
-	FILE *fp = fopen(lua, "w");
 	void *dl = NULL;
 	const kvcc_artifact *A = NULL;
-	const char *why = NULL;
 	char whyb[200];
-	if (!fp)
-		why = "cannot write the policy";
-	else
-		fputs(src, fp), fclose(fp);
-	if (!why && (kvcc_compile_so(lua, &spec, so, 0) != 0 || !(dl = dlopen(so, RTLD_NOW | RTLD_LOCAL)) ||
-	             !(A = dlsym(dl, KVCC_DESC_SYMBOL)) || !A->mbest))
-		why = "compile/load";
+	const char *why = cosine_artifact(lua, so, &spec, &dl, &A);
 	if (!why && (A->desc->nes != 1 || A->desc->nks != 1))
 		why = "the cosine's row scalars are not one norm per side";
 	static float S[NE * 64 * 2], es[NE], ks[NK + 64], lv[NE * 16];
@@ -824,13 +843,7 @@ static void mbest_edge_case(int target, const char *host)
 			why = whyb;
 		}
 	}
-	if (why)
-		printf("FAIL %s: %s\n", name, why), nfail++;
-	else
-		npass++;
-	if (dl)
-		dlclose(dl);
-	remove(lua), remove(so);
+	kcase_end(name, why, dl, lua, so);
 }
 
 /* msimx (codegen/x86/msimx.c: merge nearest's AMX similarity + arg-max, issue 12) of the default
@@ -864,20 +877,9 @@ static void msimx_case(const char *host)
 		return;
 	snprintf(lua, sizeof lua, "/tmp/kvcc-diff-msimx-%d.lua", (int)getpid());
 	snprintf(so, sizeof so, "/tmp/kvcc-diff-msimx-%d.so", (int)getpid());
-	const char *src = "local kv = require \"kvcc\"\nreturn kv.policy \"msimx_case\" {\n"
-	                  "  score = function(x) return x.K:sum(\"chan\") end,\n"
-	                  "  select = kv.topk {},\n  merge = kv.nearest {},\n}\n";
-	FILE *fp = fopen(lua, "w");
 	void *dl = NULL;
 	const kvcc_artifact *A = NULL;
-	const char *why = NULL;
-	if (!fp)
-		why = "cannot write the policy";
-	else
-		fputs(src, fp), fclose(fp);
-	if (!why && (kvcc_compile_so(lua, &spec, so, 0) != 0 || !(dl = dlopen(so, RTLD_NOW | RTLD_LOCAL)) ||
-	             !(A = dlsym(dl, KVCC_DESC_SYMBOL)) || !A->msimx || !A->mscal))
-		why = "compile/load";
+	const char *why = cosine_artifact(lua, so, &spec, &dl, &A);
 	if (!why && (!(A->desc->flags & KA_FAMX) || kr_amx_enable() != 0)) {
 		printf("SKIP %s: no AMX (kx_amx, or the OS refuses the tile state): msimx is a stub\n", name);
 		nskip++;
@@ -929,13 +931,7 @@ static void msimx_case(const char *host)
 			}
 		}
 	}
-	if (why)
-		printf("FAIL %s: %s\n", name, why), nfail++;
-	else
-		npass++;
-	if (dl)
-		dlclose(dl);
-	remove(lua), remove(so);
+	kcase_end(name, why, dl, lua, so);
 }
 
 /* one policy per op over per-token states a, b, c (leaves the loop reads through its context);
