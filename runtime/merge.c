@@ -11,6 +11,9 @@
 **      place (its packing of the kept tile amortized over the MB rows)
 **      and mbest: the policy's epilogue and the running arg-max per lane (W lanes per evicted
 **      row, ties → the lower kept index), the lanes reduced once per row after the last tile
+**      (a KA_FAMX artifact whose similarity is the keys' cosine or dot: msimx instead, the
+**      similarity and its arg-max in one AMX kernel, each winner's similarity from mpair 3;
+**      KVCC_MSIMX=0 turns it off)
 **   4  the threshold: the rule's value (mpair 0), or the mean of the maximum similarities
 **   5  the evicted rows grouped by target (a counting sort, in evicted order: the segments),
 **      the weights (mpair 1, 2) and the segmented update of each target (mupd)
