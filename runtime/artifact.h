@@ -449,8 +449,8 @@ typedef struct kvcc_artifact {
 	double (*cmass)(const float *score, const uint64_t *key, int64_t n, int64_t chunk, uint64_t thr, int64_t *bad);
 	/* --- issue 12: merge nearest's similarity on AMX (KVCC_ABI 18; codegen/x86/msimx.c) ---
 	** the evicted × kept similarity and its arg-max in one kernel, kept tokens on the tiles' rows,
-	** for a cosine (checked: no pair reaches the clamp) or plain-dot similarity of the keys on a
-	** KA_FAMX artifact: bdot[e] / bidx[e] = the dot e·k and the kept index k of evicted row e's
+	** for a similarity e·k / (A B) or e·k / max(A B, c) of the keys (checked: every A B normal,
+	** finite, >= c) or their plain dot, on a KA_FAMX artifact: bdot[e] / bidx[e] = the dot e·k and the kept index k of evicted row e's
 	** nearest (ties → the lower index); the caller gets the similarity from mpair 3. K the m kept
 	** rows (token stride ldk), EK the nE evicted rows [nE][d], es / ks the row-scalar tables (lde
 	** nE, ldks m); workspace Ep ((round32(nE) + round32(m)) * d bf16), kinv (round32(m) floats),

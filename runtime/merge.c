@@ -11,7 +11,8 @@
 **      place (its packing of the kept tile amortized over the MB rows)
 **      and mbest: the policy's epilogue and the running arg-max per lane (W lanes per evicted
 **      row, ties → the lower kept index), the lanes reduced once per row after the last tile
-**      (a KA_FAMX artifact whose similarity is the keys' cosine or dot: msimx instead, the
+**      (a KA_FAMX artifact whose similarity is e·k / (A B) of the keys, clamped or not, or
+**      their dot: msimx instead, the
 **      similarity and its arg-max in one AMX kernel, each winner's similarity from mpair 3;
 **      KVCC_MSIMX=0 turns it off)
 **   4  the threshold: the rule's value (mpair 0), or the mean of the maximum similarities

@@ -3,13 +3,14 @@
 ** in one AMX kernel, for the similarities whose ranking over the kept tokens of one evicted row
 ** needs no pair epilogue per element:
 **
-**   cosine  sim = e·k / max(|e| |k|, c) (c > 0 a constant; kv.nearest's default, kv.cosine): when
-**           |e| |k| >= c for every pair (checked: min over e of fl(|e| min_k |k|) >= c, the norms
-**           finite), sim is
-**           e·k / |k| times the positive 1/|e| of the row, so the kept token of the greatest
-**           key(e, k) = fl(e·k * fl(1/|k|)) is the arg-max (up to the rounding of the two forms: a
-**           pair whose similarities tie within about 2 ulp may go to the other one, as between
-**           the f32 kernels and the reference's double)
+**   cosine  sim = e·k / max(A B, c) or e·k / (A B), A a scalar of the evicted row and B one of
+**           the kept row (kv.nearest's default: A = |e|, B = |k|, c = 1e-8; MergingPress's
+**           max(|e|, 1e-6) max(|k|, 1e-6)): when every A B is normal, finite and >= c (checked:
+**           B normal positive finite, fl(A min B) >= c and fl(A max B) finite for every evicted
+**           row), sim is e·k / B times the positive 1/A of the row, so the kept token of the
+**           greatest key(e, k) = fl(e·k * fl(1/B)) is the arg-max (up to the rounding of the two
+**           forms: a pair whose similarities tie within about 2 ulp may go to the other one, as
+**           between the f32 kernels and the reference's double)
 **   dot     sim = e·k: key = e·k
 **
 ** The kept tokens are the tile rows (M) and the evicted rows the columns (N), both packed once per
@@ -35,6 +36,7 @@
 ** m), workspace Ep ((round32(nE) + round32(m)) * d bf16: the packed evicted, then kept, rows),
 ** kinv (round32(m) floats), bkey / bdot / bidx (round32(nE) each).
 */
+#include <float.h>
 #include <math.h>
 #include <stdlib.h>
 #include "codegen/x86/gen.h"
@@ -57,15 +59,18 @@ static int simform(const KiFn *f, int *sa, int *sb, double *c)
 	if (dv->op != KO_div || KI_RKIND(dv->arg[0]) != RK_INS || KI_RIDX(dv->arg[0]) != sf.dot ||
 	    KI_RKIND(dv->arg[1]) != RK_INS)
 		return 0;
-	const KiIns *mx = &f->ins[KI_RIDX(dv->arg[1])];
-	if (mx->op != KO_max)
-		return 0;
-	int ci0 = KI_RKIND(mx->arg[1]) == RK_CON ? 1 : KI_RKIND(mx->arg[0]) == RK_CON ? 0 : -1;
-	if (ci0 < 0 || KI_RKIND(mx->arg[1 - ci0]) != RK_INS)
-		return 0;
-	*c = f->con[KI_RIDX(mx->arg[ci0])];
-	const KiIns *mu = &f->ins[KI_RIDX(mx->arg[1 - ci0])];
-	if (!(*c > 0) || mu->op != KO_mul || KI_RKIND(mu->arg[0]) != RK_INS || KI_RKIND(mu->arg[1]) != RK_INS)
+	/* the denominator: max(A B, c) (c > 0; the cosine) or A B (no clamp: then every product must
+	** be a normal f32, c = FLT_MIN in the check) */
+	const KiIns *mu = &f->ins[KI_RIDX(dv->arg[1])];
+	*c = FLT_MIN;
+	if (mu->op == KO_max) {
+		int ci0 = KI_RKIND(mu->arg[1]) == RK_CON ? 1 : KI_RKIND(mu->arg[0]) == RK_CON ? 0 : -1;
+		if (ci0 < 0 || KI_RKIND(mu->arg[1 - ci0]) != RK_INS || !(f->con[KI_RIDX(mu->arg[ci0])] >= FLT_MIN))
+			return 0;
+		*c = f->con[KI_RIDX(mu->arg[ci0])];
+		mu = &f->ins[KI_RIDX(mu->arg[1 - ci0])];
+	}
+	if (mu->op != KO_mul || KI_RKIND(mu->arg[0]) != RK_INS || KI_RKIND(mu->arg[1]) != RK_INS)
 		return 0;
 	int *slot = malloc(((size_t)f->nins + 1) * sizeof *slot), nes, nks, ok = 0;
 	uint8_t *side = malloc((size_t)f->nins + 1);
@@ -74,11 +79,8 @@ static int simform(const KiFn *f, int *sa, int *sb, double *c)
 		int a = KI_RIDX(mu->arg[0]), bq = KI_RIDX(mu->arg[1]);
 		if (side[a] == KI_MK)
 			a = KI_RIDX(mu->arg[1]), bq = KI_RIDX(mu->arg[0]);
-		/* |e| and |k| of the two rows of the dot's operands (the norms: never negative) */
-		const KiIns *ne = &f->ins[a], *nk = &f->ins[bq];
-		ok = side[a] == KI_ME && side[bq] == KI_MK && slot[a] >= 0 && slot[bq] >= 0 && ne->op == KO_norm &&
-		     nk->op == KO_norm && KI_RKIND(ne->arg[0]) == RK_INS && KI_RIDX(ne->arg[0]) == sf.eop &&
-		     KI_RKIND(nk->arg[0]) == RK_INS && KI_RIDX(nk->arg[0]) == sf.kop;
+		/* a scalar of the evicted row and one of the kept row (their signs checked at run time) */
+		ok = side[a] == KI_ME && side[bq] == KI_MK && slot[a] >= 0 && slot[bq] >= 0;
 		*sa = slot[a], *sb = slot[bq];
 	}
 	free(slot), free(side);
@@ -213,10 +215,12 @@ void kx_gen_msimx(Gen *g, const KiFn *f)
 	LLVMBasicBlockRef bfail = LLVMAppendBasicBlockInContext(g->cx, g->fn, "fail");
 	LLVMValueRef nE32 = LLVMBuildAnd(b, LLVMBuildAdd(b, nE, ci(g, 31), ""), ci(g, -32), "");
 	LLVMValueRef m32 = LLVMBuildAnd(b, LLVMBuildAdd(b, m, ci(g, 31), ""), ci(g, -32), "");
-	/* 1. the keys' kept factors: kinv[k] = 1/|k| (cosine, after its check) or 1; NaN past m */
+	/* 1. the keys' kept factors: kinv[k] = 1/B_k (dot / (A B), after its check) or 1; NaN past m */
 	if (form == 1) {
-		/* min and max of |k| (llvm.minimum / maximum: a NaN stays, and the checks fail); every
-		** |k| and |e| finite (an infinite norm makes the similarities 0 or NaN, not dot / |k|) */
+		/* min and max of B (llvm.minimum / maximum: a NaN stays, and the checks fail): B normal
+		** positive and finite, and for every evicted row fl(A min B) >= c and fl(A max B) finite —
+		** then every pair's denominator is A B (or c: never reached), normal and finite, A > 0, so
+		** that the ranking of dot / den over k is the ranking of dot * fl(1/B) (up to rounding) */
 		LLVMValueRef mn = entry_alloca(g, g->f32), mx = entry_alloca(g, g->f32);
 		LLVMBuildStore(b, cfv(g, INFINITY, 1), mn);
 		LLVMBuildStore(b, cfv(g, 0, 1), mx);
@@ -230,13 +234,15 @@ void kx_gen_msimx(Gen *g, const KiFn *f)
 		loop_end(g, &lk);
 		LLVMValueRef mb = LLVMBuildLoad2(b, g->f32, mn, ""), cc = cfv(g, (float)cl, 1), inf = cfv(g, INFINITY, 1);
 		LLVMBasicBlockRef bfin = LLVMAppendBasicBlockInContext(g->cx, g->fn, "kfinite");
-		LLVMBuildCondBr(b, LLVMBuildFCmp(b, LLVMRealOLT, LLVMBuildLoad2(b, g->f32, mx, ""), inf, ""), bfin, bfail);
+		LLVMValueRef mB = LLVMBuildLoad2(b, g->f32, mx, "");
+		LLVMBuildCondBr(b, LLVMBuildAnd(b, LLVMBuildFCmp(b, LLVMRealOLT, mB, inf, ""),
+		                                LLVMBuildFCmp(b, LLVMRealOGE, mb, cfv(g, FLT_MIN, 1), ""), ""), bfin, bfail);
 		LLVMPositionBuilderAtEnd(b, bfin);
 		Loop le;
 		LLVMValueRef e = loop_begin2(g, ci(g, 0), nE, 1, 1, &le);
 		LLVMValueRef a = ldf(g, es, LLVMBuildAdd(b, LLVMBuildMul(b, ci(g, sa), nE, ""), e, ""));
 		LLVMValueRef ok = LLVMBuildAnd(b, LLVMBuildFCmp(b, LLVMRealOGE, LLVMBuildFMul(b, a, mb, ""), cc, ""),
-		                               LLVMBuildFCmp(b, LLVMRealOLT, a, inf, ""), "");
+		                               LLVMBuildFCmp(b, LLVMRealOLT, LLVMBuildFMul(b, a, mB, ""), inf, ""), "");
 		LLVMBasicBlockRef bn = LLVMAppendBasicBlockInContext(g->cx, g->fn, "cosok");
 		LLVMBuildCondBr(b, ok, bn, bfail);
 		LLVMPositionBuilderAtEnd(b, bn);
