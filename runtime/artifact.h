@@ -92,7 +92,8 @@ static inline int ka_trailer_check(const void *buf, size_t len, KaTrailer *t, co
                                               17: schedcnt; sstate's nq < 0: -nq rows, E stored non-temporal;
                                               cmass, select mass over chunks; 18: msplit, mtop2,
                                               the f32 merge similarity on AMX; kcut, merge
-                                              summary's cap at scope layer / model) */
+                                              summary's cap at scope layer / model; msimx, merge
+                                              nearest's AMX similarity; mpair 3) */
 #define KA_MAGIC "KVCCDSC"                 /* the blob's first 8 bytes (with the NUL) */
 #define KA_FORMAT 10                       /* the blob's layout and meaning (2: the tuning config; 3: KA_FLAYER;
                                               4: the merge rule; 5: the weights, KaWeight; the select rule;
@@ -424,7 +425,8 @@ typedef struct kvcc_artifact {
 	void (*mbest)(const float *S, int64_t ne, int64_t nk, int64_t j0, const float *es, int64_t lde, const float *ks,
 	              int64_t ldks, const double *par, float *bsim, int32_t *bidx);
 	/* one pair value: which 0 the threshold, 1 the weight w_e, 2 the self weight w_k, of evicted
-	** row e and kept row k (their scalars in es / ks), with m.sim = sim, m.absorbed = absorbed */
+	** row e and kept row k (their scalars in es / ks), with m.sim = sim, m.absorbed = absorbed;
+	** (KVCC_ABI 18) which 3 the similarity with the dot e·k = sim (msimx's winners) */
 	float (*mpair)(int64_t which, const float *es, int64_t lde, int64_t e, const float *ks, int64_t ldks, int64_t k,
 	               float sim, float absorbed, const double *par);
 	/* kept row k's update from the cnt evicted rows rows[i] (of EK / EV, d elements each):
@@ -518,6 +520,17 @@ typedef struct kvcc_artifact {
 	** instance without a summary block below its own n - C best (runtime/compress.c sumgroup).
 	** A stub for a policy without merge summary at those scopes. */
 	void (*kcut)(uint64_t *key, int64_t n, uint64_t thr);
+	/* --- issue 12: merge nearest's similarity on AMX (KVCC_ABI 18; codegen/x86/msimx.c) ---
+	** the evicted × kept similarity and its arg-max in one kernel, kept tokens on the tiles' rows,
+	** for a similarity e·k / (A B) or e·k / max(A B, c) of the keys (checked: every A B normal,
+	** finite, >= c) or their plain dot, on a KA_FAMX artifact: bdot[e] / bidx[e] = the dot e·k and the kept index k of evicted row e's
+	** nearest (ties → the lower index); the caller gets the similarity from mpair 3. K the m kept
+	** rows (token stride ldk), EK the nE evicted rows [nE][d], es / ks the row-scalar tables (lde
+	** nE, ldks m); workspace Ep ((round32(nE) + round32(m)) * d bf16), kinv (round32(m) floats),
+	** bkey, bdot, bidx (round32(nE) each). Returns 0, or 1 when it does not apply (a stub for every other
+	** policy: the caller runs qkt + mbest) */
+	int64_t (*msimx)(const void *K, int64_t ldk, int64_t m, const void *EK, int64_t nE, const float *es,
+	                 const float *ks, void *Ep, float *kinv, float *bkey, float *bdot, int32_t *bidx);
 } kvcc_artifact;
 
 /* --- GPU (CUDA) ------------------------------------------------------------------------------

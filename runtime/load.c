@@ -141,7 +141,7 @@ static int checkart(const kvcc_artifact *a, const char *path)
 	    !a->keepidx || !a->compact || !a->tmap || !a->ckeys || !a->kcount || !a->ckeepidx || !a->nkeep || !a->ascale ||
 	    !a->hmean || !a->observe || !a->qround || !a->tfilter || !a->mtotal || !a->ksum ||
 	    !a->kfloor || !a->decodeb || !a->sstate || !a->sacce || !a->mstore || !a->mrow || !a->keepn || !a->ctfilter ||
-	    !a->schedcnt || !a->cmass || !a->kcut)
+	    !a->schedcnt || !a->cmass || !a->kcut || !a->msimx)
 		return kr_seterr(KVCC_EARTIFACT, "%s: corrupted artifact descriptor (entry points)", path);
 	const char *why;
 	if (kr_checkdesc(a, &why) != 0)

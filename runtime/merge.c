@@ -11,6 +11,10 @@
 **      place (its packing of the kept tile amortized over the MB rows)
 **      and mbest: the policy's epilogue and the running arg-max per lane (W lanes per evicted
 **      row, ties → the lower kept index), the lanes reduced once per row after the last tile
+**      (a KA_FAMX artifact whose similarity is e·k / (A B) of the keys, clamped or not, or
+**      their dot: msimx instead, the
+**      similarity and its arg-max in one AMX kernel, each winner's similarity from mpair 3;
+**      KVCC_MSIMX=0 turns it off)
 **   4  the threshold: the rule's value (mpair 0), or the mean of the maximum similarities
 **   5  the evicted rows grouped by target (a counting sort, in evicted order: the segments),
 **      the weights (mpair 1, 2) and the segmented update of each target (mupd)
@@ -26,6 +30,7 @@
 ** path allocates nothing.
 */
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 #include "runtime/rt.h"
 
@@ -50,6 +55,11 @@ typedef struct Mws {
 	int32_t *i1, *rk;
 	float *esr;
 	int64_t *st;
+	/* msimx (KA_FAMX; else empty): the packed evicted rows, the keys' kept factors, the
+	** running best key / dot / kept index per evicted row */
+	char *Ep;
+	float *kinv, *bkey, *bdot;
+	int32_t *bix;
 } Mws;
 
 static size_t up64(size_t n) { return (n + 63) / 64 * 64; }
@@ -60,15 +70,17 @@ static size_t layout(const kvcc_plan *pl, char *base, Mws *m)
 	const KaHdr *h = pl->p->h;
 	size_t N = (size_t)pl->lay.capacity, d = (size_t)pl->lay.head_dim, at = 0;
 	size_t a3 = (h->flags & KA_FAMX3) != 0;   /* issue 12: similarity3's parts */
-	char *p[30];
-	size_t sz[30] = { N * d * pl->esz, N * d * pl->esz, N * 4, N * 4, (N + 1) * 4, N * 4,
+	size_t x = (h->flags & KA_FAMX) ? 1 : 0;   /* msimx's parts */
+	char *p[35];
+	size_t sz[35] = { N * d * pl->esz, N * d * pl->esz, N * 4, N * 4, (N + 1) * 4, N * 4,
 	                  ((size_t)(h->nes + 1) * N + 64) * 4, ((size_t)(h->nks + 1) * N + 64) * 4, N * 4, N * 4,
 	                  MB * d * 4, MB * TILE * 4, 2 * d * TILE * 4, pl->paged ? N * d * pl->esz : 0,
 	                  pl->paged ? N * d * pl->esz : 0, N * 4, MB * LW * 4, MB * LW * 4,
 	                  a3 * (N + 16) * d * 2, a3 * (N + 16) * d * 2, a3 * (N + 64) * d * 2, a3 * (N + 64) * d * 2,
 	                  a3 * N * 4, a3 * N * 4, a3 * (MB + 16) * 64, a3 * (MB + 16) * 64, a3 * (MB + 16) * 64, a3 * N * 4,
-	                  a3 * (((size_t)h->nes + 1) * MB + 64) * 4, 4 * 8 };
-	for (int k = 0; k < 30; k++) {
+	                  a3 * (((size_t)h->nes + 1) * MB + 64) * 4, 4 * 8,
+	                  x * (N + 64) * d * 2, x * (N + 64) * 4, x * (N + 64) * 4, x * (N + 64) * 4, x * (N + 64) * 4 };
+	for (int k = 0; k < 35; k++) {
 		p[k] = base ? base + at : NULL;
 		at += up64(sz[k]);
 	}
@@ -79,7 +91,9 @@ static size_t layout(const kvcc_plan *pl, char *base, Mws *m)
 		            p[13], p[14], (float *)(void *)p[15], (float *)(void *)p[16], (int32_t *)(void *)p[17],
 		            p[18], p[19], p[20], p[21], (float *)(void *)p[22], (float *)(void *)p[23], (float *)(void *)p[24],
 		            (float *)(void *)p[25], (int32_t *)(void *)p[26], (int32_t *)(void *)p[27], (float *)(void *)p[28],
-		            (int64_t *)(void *)p[29] };
+		            (int64_t *)(void *)p[29],
+		            p[30], (float *)(void *)p[31], (float *)(void *)p[32], (float *)(void *)p[33],
+		            (int32_t *)(void *)p[34] };
 	return at;
 }
 
@@ -106,10 +120,26 @@ static void lanes(const Mws *w, int e0, int ne, int W, const int32_t *rows)
 	}
 }
 
+/* KVCC_MSIMX=0: merge nearest without msimx (the measurements' and the tests' switch) */
+static int msimx_off(void)
+{
+	const char *v = getenv("KVCC_MSIMX");
+	return v && !strcmp(v, "0");
+}
+
 /* step 3: bsim / bidx of every evicted row */
 static void similarity(const kvcc_artifact *A, const Mws *w, const char *K, int64_t ldk, size_t esz, int d, int nE,
                        int m, const double *par, int W, int raw)
 {
+	/* AMX (KA_FAMX): msimx, the similarity and its arg-max in one kernel, the similarity of each
+	** winner from mpair 3; where it does not apply (it returns 1), the tiles below */
+	if (raw && !msimx_off() && A->msimx(K, ldk, m, w->EK, nE, w->es, w->ks, w->Ep, w->kinv, w->bkey, w->bdot, w->bix) == 0) {
+		for (int i = 0; i < nE; i++) {
+			w->bidx[i] = w->bix[i];
+			w->bsim[i] = A->mpair(3, w->es, nE, i, w->ks, m, w->bix[i], w->bdot[i], NAN, par);
+		}
+		return;
+	}
 	/* blocks of MB rows; a head of fewer than 2 MB evicted rows in two blocks of about half of them
 	** (16 rows at least), so that every head of 32 or more runs the blocked path (the differential
 	** matrix's heads of 37..115 tokens too) */

@@ -12,9 +12,9 @@ X86OBJ += codegen/x86/key.o codegen/x86/kern.o codegen/x86/tmap.o codegen/x86/de
 RTOBJ  += runtime/api.o runtime/load.o runtime/compress.o runtime/merge.o runtime/summary.o runtime/paged.o runtime/decode.o runtime/pool.o \
           runtime/artifact.o runtime/weights.o
 # issue 12, positional and run merges (merge runs: the pair evaluator mrow)
-X86OBJ += codegen/x86/mpos.o
+X86OBJ += codegen/x86/mpos.o codegen/x86/msimx.o
 RTOBJ  += runtime/mpos.o
-$(B)/codegen/x86/mpos.o: CFLAGS += $(LLVM_CFLAGS)
+$(B)/codegen/x86/mpos.o $(B)/codegen/x86/msimx.o: CFLAGS += $(LLVM_CFLAGS)
 # issue 13, select keep: the kept count of a (layer, head) generated in double (compiler/keep.c checks
 # what the generators take; codegen/x86/keep.c kvcc_keepn, codegen/ptx/keep.c kv_count)
 IROBJ  += compiler/keep.o

@@ -183,7 +183,8 @@ enum { E_qk, E_cvt, E_decode, E_probs, E_qkt, E_sstat, E_sacc, E_selkeys, E_topk
        E_keepn /* issue 13, KVCC_ABI 16 */, E_ctfilter /* issue 13, KVCC_ABI 16 */,
        E_schedcnt /* the schedules' counts, KVCC_ABI 17 */, E_cmass /* issue 13, KVCC_ABI 17 */,
        E_msplit, E_mtop2 /* issue 12: the f32 merge similarity on AMX, KVCC_ABI 18 */,
-       E_kcut /* merge summary's cap, KVCC_ABI 18 */, E_NUM };
+       E_kcut /* merge summary's cap, KVCC_ABI 18 */,
+       E_msimx /* issue 12, KVCC_ABI 18 */, E_NUM };
 _Static_assert(sizeof(kvcc_artifact) == 5 * 8 + E_NUM * 8, "kvcc_artifact: 5 header fields, then the entry points");
 
 /* an entry point the runtime never calls for this policy (no such step in its plan): returns at once
@@ -283,6 +284,7 @@ static int kernels(Gen *g, const KiFn *f, const KiPlan *kp, unsigned u, LLVMValu
 	}
 	kx_gen_mamx3(g, f, g->amx3, fn + E_msplit);   /* issue 12: f32 merge similarity on AMX (mamx3.c) */
 	kx_gen_kcut(g), fn[E_kcut] = usedor(g, u & KA_KSUMCAP);   /* merge summary's cap (compress.c sumgroup) */
+	kx_gen_msimx(g, f), fn[E_msimx] = g->fn;   /* merge nearest's AMX similarity (msimx.c) */
 	return rc;
 }
 

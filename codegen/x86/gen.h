@@ -339,6 +339,11 @@ KC_FUNC LLVMValueRef kx_ew(Gen *g, int op, LLVMValueRef a, LLVMValueRef b, LLVMV
 /* merge.c: the compact_merge kernels of merge nearest (mscal, mbest, mpair, mupd; stubs for
 ** drop), into fn[0..3]; 0, or -1: out of memory */
 KC_FUNC int kx_gen_merge(Gen *g, const KiFn *f, LLVMValueRef fn[4]);
+/* msimx.c (issue 12, session 10): the AMX similarity + arg-max of merge nearest (a stub returning 1
+** where it does not apply); kern.c: a call of one of LLVM's AMX intrinsics by tile number */
+KC_FUNC void kx_gen_msimx(Gen *g, const KiFn *f);
+KC_FUNC void kx_amxcall(Gen *g, const char *name, LLVMValueRef *args, int n);
+KC_FUNC void kx_tr16(Gen *g, LLVMValueRef *r);
 KC_FUNC void kx_gen_mstore(Gen *g);
 /* issue 12 (session 10): AMX intrinsic calls (kern.c) and the f32 merge similarity on AMX (mamx3.c):
 ** msplit and mtop2 into fn[0], fn[1], generated when `on` (kx_mamx3), else stubs */

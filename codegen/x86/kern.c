@@ -506,6 +506,31 @@ void amx(Gen *g, const char *name, LLVMValueRef *args, int n)
 	LLVMBuildCall2(g->b, LLVMIntrinsicGetType(g->cx, id, NULL, 0), f, args, (unsigned)n, "");
 }
 
+/* r[0..15], 16 vectors of 16 i32, transposed (r[i][j] ← r[j][i]) with four rounds of two-source
+** interleaves (vpermt2d) */
+void kx_tr16(Gen *g, LLVMValueRef *r)
+{
+	LLVMValueRef lo[16], hi[16], n[16];
+	for (int i = 0; i < 8; i++) {
+		lo[2 * i] = LLVMConstInt(g->i32, (unsigned)i, 0), lo[2 * i + 1] = LLVMConstInt(g->i32, (unsigned)(16 + i), 0);
+		hi[2 * i] = LLVMConstInt(g->i32, (unsigned)(8 + i), 0), hi[2 * i + 1] = LLVMConstInt(g->i32, (unsigned)(24 + i), 0);
+	}
+	LLVMValueRef mlo = LLVMConstVector(lo, 16), mhi = LLVMConstVector(hi, 16);
+	for (int round = 0; round < 4; round++) {
+		for (int i = 0; i < 8; i++) {
+			n[2 * i] = LLVMBuildShuffleVector(g->b, r[i], r[i + 8], mlo, "");
+			n[2 * i + 1] = LLVMBuildShuffleVector(g->b, r[i], r[i + 8], mhi, "");
+		}
+		memcpy(r, n, sizeof n);
+	}
+}
+
+/* amx for the other generators (msimx.c) */
+void kx_amxcall(Gen *g, const char *name, LLVMValueRef *args, int n)
+{
+	amx(g, name, args, n);
+}
+
 LLVMValueRef tmm(Gen *g, int t) { return LLVMConstInt(LLVMInt8TypeInContext(g->cx), (unsigned)t, 0); }
 
 /* tileloadd64 / tilestored64 of tile t at base + idx elements of et, row stride `stride` bytes */
@@ -590,27 +615,15 @@ static void gen_qkt_amx(Gen *g, LLVMValueRef K, LLVMValueRef ldk, LLVMValueRef n
 	LLVMBuildCondBr(b, LLVMBuildICmp(b, LLVMIntEQ, nt, ci(g, AT), ""), bfull, bpart);
 	LLVMPositionBuilderAtEnd(b, bfull);
 	{
-		LLVMValueRef lo[16], hi[16];
-		for (int i = 0; i < 8; i++) {
-			lo[2 * i] = LLVMConstInt(g->i32, (unsigned)i, 0), lo[2 * i + 1] = LLVMConstInt(g->i32, (unsigned)(16 + i), 0);
-			hi[2 * i] = LLVMConstInt(g->i32, (unsigned)(8 + i), 0), hi[2 * i + 1] = LLVMConstInt(g->i32, (unsigned)(24 + i), 0);
-		}
-		LLVMValueRef mlo = LLVMConstVector(lo, 16), mhi = LLVMConstVector(hi, 16);
 		Loop lc;
 		LLVMValueRef c = loop_begin(g, ci(g, 0), ci(g, d2), 16, &lc);
 		for (int jb = 0; jb < AT / 16; jb++) {
-			LLVMValueRef r[16], n[16];
+			LLVMValueRef r[16];
 			for (int i = 0; i < 16; i++) {
 				LLVMValueRef row = gep(g, g->i16, K, LLVMBuildMul(b, ci(g, jb * 16 + i), ldk, ""));
 				r[i] = ld(g, vi, gep(g, g->i32, row, c), ci(g, 0), 2);
 			}
-			for (int round = 0; round < 4; round++) {
-				for (int i = 0; i < 8; i++) {
-					n[2 * i] = LLVMBuildShuffleVector(b, r[i], r[i + 8], mlo, "");
-					n[2 * i + 1] = LLVMBuildShuffleVector(b, r[i], r[i + 8], mhi, "");
-				}
-				memcpy(r, n, sizeof r);
-			}
+			kx_tr16(g, r);
 			for (int i = 0; i < 16; i++)
 				st_(g, vi, r[i], gep(g, g->i32, Kp, LLVMBuildAdd(b, LLVMBuildMul(b, LLVMBuildAdd(b, c, ci(g, i), ""), ci(g, AT), ""),
 				                                                   ci(g, jb * 16), "")), ci(g, 0), 4);

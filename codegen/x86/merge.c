@@ -297,15 +297,17 @@ static void gen_mpair(Mg *M)
 	M->sim = LLVMGetParam(g->fn, 7), M->abs = LLVMGetParam(g->fn, 8), M->par = LLVMGetParam(g->fn, 9);
 	M->w = 1, M->dotv = cfv(g, NAN, 1);
 	const KiMerge *m = &M->f->merge;
-	KiRef roots[3] = { m->thr == MT_value ? m->threshold : KI_NIL, m->weight, m->self };
-	LLVMBasicBlockRef bb[3], bad = LLVMAppendBasicBlockInContext(g->cx, g->fn, "none");
-	for (int r = 0; r < 3; r++)
+	/* 3: the similarity of the pair whose dot e·k is the argument sim (msimx's winners) */
+	KiRef roots[4] = { m->thr == MT_value ? m->threshold : KI_NIL, m->weight, m->self, m->sim };
+	LLVMBasicBlockRef bb[4], bad = LLVMAppendBasicBlockInContext(g->cx, g->fn, "none");
+	for (int r = 0; r < 4; r++)
 		bb[r] = LLVMAppendBasicBlockInContext(g->cx, g->fn, "root");
-	LLVMValueRef sw = LLVMBuildSwitch(b, which, bad, 3);
-	for (int r = 0; r < 3; r++) {
+	LLVMValueRef sw = LLVMBuildSwitch(b, which, bad, 4), sim = M->sim;
+	for (int r = 0; r < 4; r++) {
 		LLVMAddCase(sw, ci(g, r), bb[r]);
 		LLVMPositionBuilderAtEnd(b, bb[r]);
 		memset(M->val, 0, (size_t)M->f->nins * sizeof *M->val);
+		M->dotv = r == 3 ? sim : cfv(g, NAN, 1), M->sim = r == 3 ? cfv(g, NAN, 1) : sim;
 		/* the reference's ntargets: 1 for the weight (one target), NaN for the self weight */
 		M->ntg = cfv(g, r == 1 ? 1.0 : NAN, 1);
 		LLVMBuildRet(b, roots[r] == KI_NIL ? cfv(g, NAN, 1) : pairroot(M, roots[r], 1));

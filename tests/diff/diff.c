@@ -23,6 +23,7 @@
 #include "kvcc.h"
 #include "kvcc_compiler.h"
 #include "runtime/artifact.h"
+#include "runtime/cpu.h"
 #include "compiler/ir.h"
 #include "compiler/interp.h"
 #include "compiler/mplan.h"
@@ -750,6 +751,36 @@ static const char *tmap_artifact(const char *lua, const char *so, const char *sr
 	return NULL;
 }
 
+/* a policy with the default cosine merge (kv.nearest {}) written to lua and compiled for spec into
+** so, then opened (*dl, *A): NULL, or what failed */
+static const char *cosine_artifact(const char *lua, const char *so, const kvcc_spec *spec, void **dl,
+                                   const kvcc_artifact **A)
+{
+	const char *src = "local kv = require \"kvcc\"\nreturn kv.policy \"mbest_edge\" {\n"
+	                  "  score = function(x) return x.K:sum(\"chan\") end,\n"
+	                  "  select = kv.topk {},\n  merge = kv.nearest {},\n}\n";
+	FILE *fp = fopen(lua, "w");
+	if (!fp)
+		return "cannot write the policy";
+	fputs(src, fp), fclose(fp);
+	if (kvcc_compile_so(lua, spec, so, 0) != 0 || !(*dl = dlopen(so, RTLD_NOW | RTLD_LOCAL)) ||
+	    !(*A = dlsym(*dl, KVCC_DESC_SYMBOL)) || !(*A)->mbest || !(*A)->msimx || !(*A)->mscal)
+		return "compile/load";
+	return NULL;
+}
+
+/* a direct kernel case's verdict, its artifact closed and removed */
+static void kcase_end(const char *name, const char *why, void *dl, const char *lua, const char *so)
+{
+	if (why)
+		printf("FAIL %s: %s\n", name, why), nfail++;
+	else
+		npass++;
+	if (dl)
+		dlclose(dl);
+	remove(lua), remove(so);
+}
+
 /* mbest of the default cosine (kv.nearest {}: sim = e·k / max(|e||k|, 1e-8)) against the formula
 ** written here in f32, on dots and norms that hold NaN, ±inf, ±0, 1e±30 and ordinary values (rows
 ** 0-19 ordinary only, 20-29 large, the rest any): per evicted row the kept token of the greatest similarity
@@ -766,21 +797,10 @@ static void mbest_edge_case(int target, const char *host)
 		return;
 	snprintf(lua, sizeof lua, "/tmp/kvcc-diff-mbest-%d.lua", (int)getpid());
 	snprintf(so, sizeof so, "/tmp/kvcc-diff-mbest-%d-%d.so", (int)getpid(), target);
-	const char *src = "local kv = require \"kvcc\"\nreturn kv.policy \"mbest_edge\" {\n"
-	                  "  score = function(x) return x.K:sum(\"chan\") end,\n"
-	                  "  select = kv.topk {},\n  merge = kv.nearest {},\n}\n";
-	FILE *fp = fopen(lua, "w");
 	void *dl = NULL;
 	const kvcc_artifact *A = NULL;
-	const char *why = NULL;
 	char whyb[200];
-	if (!fp)
-		why = "cannot write the policy";
-	else
-		fputs(src, fp), fclose(fp);
-	if (!why && (kvcc_compile_so(lua, &spec, so, 0) != 0 || !(dl = dlopen(so, RTLD_NOW | RTLD_LOCAL)) ||
-	             !(A = dlsym(dl, KVCC_DESC_SYMBOL)) || !A->mbest))
-		why = "compile/load";
+	const char *why = cosine_artifact(lua, so, &spec, &dl, &A);
 	if (!why && (A->desc->nes != 1 || A->desc->nks != 1))
 		why = "the cosine's row scalars are not one norm per side";
 	static float S[NE * 64 * 2], es[NE], ks[NK + 64], lv[NE * 16];
@@ -827,13 +847,95 @@ static void mbest_edge_case(int target, const char *host)
 			why = whyb;
 		}
 	}
-	if (why)
-		printf("FAIL %s: %s\n", name, why), nfail++;
-	else
-		npass++;
-	if (dl)
-		dlclose(dl);
-	remove(lua), remove(so);
+	kcase_end(name, why, dl, lua, so);
+}
+
+/* msimx (codegen/x86/msimx.c: merge nearest's AMX similarity + arg-max, issue 12) of the default
+** cosine on bf16 rows, head_dim 64, 70 evicted × 100 kept (partial tiles on both sides), against
+** the formula in double here: per evicted row the kept token of the greatest e·k / max(|e||k|,
+** 1e-8) where its top two differ by more than 1e-5 (relative), and its dot e·k (to 1e-5); kept
+** rows 7 and 41 equal and evicted row 5 equal to them: an exact tie → 7; then a zero evicted row
+** and a NaN kept row: msimx declines (1: the caller's qkt + mbest) */
+static uint16_t bfh(float x)
+{
+	uint32_t u;
+	memcpy(&u, &x, 4);
+	return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+
+static float bff(uint16_t h)
+{
+	uint32_t u = (uint32_t)h << 16;
+	float f;
+	memcpy(&f, &u, 4);
+	return f;
+}
+
+static void msimx_case(const char *host)
+{
+	enum { NE = 70, NK = 100, D = 64 };
+	const char *name = "msimx cosine bf16 d=64 native";
+	char lua[96], so[96], whyb[200];
+	kvcc_spec spec = { KVCC_BF16, D, 1, KVCC_TARGET_NATIVE };
+	if (!tmap_wanted(name, &spec, host))
+		return;
+	snprintf(lua, sizeof lua, "/tmp/kvcc-diff-msimx-%d.lua", (int)getpid());
+	snprintf(so, sizeof so, "/tmp/kvcc-diff-msimx-%d.so", (int)getpid());
+	void *dl = NULL;
+	const kvcc_artifact *A = NULL;
+	const char *why = cosine_artifact(lua, so, &spec, &dl, &A);
+	if (!why && (!(A->desc->flags & KA_FAMX) || kr_amx_enable() != 0)) {
+		printf("SKIP %s: no AMX (kx_amx, or the OS refuses the tile state): msimx is a stub\n", name);
+		nskip++;
+		dlclose(dl), remove(lua), remove(so);
+		return;
+	}
+	static uint16_t K[NK * D], E[NE * D], V[(NK + NE) * D];
+	static float es[2 * NE + 64], ks[2 * NK + 64], kinv[NK + 64], bkey[NE + 64], bdot[NE + 64];
+	static int32_t bidx[NE + 64];
+	static uint16_t Ep[(NE + NK + 64) * D];
+	uint32_t r = 777;
+	for (int i = 0; i < NK * D; i++)
+		r = r * 1103515245u + 12345u, K[i] = bfh((float)((int)(r >> 16) % 2001 - 1000) / 500.0f);
+	for (int i = 0; i < NE * D; i++)
+		r = r * 1103515245u + 12345u, E[i] = bfh((float)((int)(r >> 16) % 2001 - 1000) / 500.0f);
+	memcpy(K + 41 * D, K + 7 * D, D * 2), memcpy(E + 5 * D, K + 7 * D, D * 2);
+	for (int pass = 0; !why && pass < 3; pass++) {
+		if (pass == 1)
+			memset(E + 9 * D, 0, D * 2);                           /* |e| = 0: the clamp */
+		if (pass == 2)
+			memcpy(E + 9 * D, E + 10 * D, D * 2), K[60 * D + 3] = 0x7fc0;   /* NaN */
+		A->mscal(E, V, D, NE, 0, NULL, es, NE);
+		A->mscal(K, V, D, NK, 1, NULL, ks, NK);
+		int64_t rc = A->msimx(K, D, NK, E, NE, es, ks, Ep, kinv, bkey, bdot, bidx);
+		if (rc != (pass ? 1 : 0)) {
+			snprintf(whyb, sizeof whyb, "pass %d: msimx returned %lld", pass, (long long)rc);
+			why = whyb;
+		}
+		for (int e = 0; !why && !pass && e < NE; e++) {
+			double best = -INFINITY, second = -INFINITY, bd = 0;
+			int bi = -1;
+			for (int k = 0; k < NK; k++) {
+				double dot = 0, ne = 0, nk = 0;
+				for (int c = 0; c < D; c++) {
+					double x = bff(E[e * D + c]), y = bff(K[k * D + c]);
+					dot += x * y, ne += x * x, nk += y * y;
+				}
+				double den = sqrt(ne) * sqrt(nk), sim = dot / (den > 1e-8 ? den : 1e-8);
+				if (sim > best)
+					second = best, best = sim, bi = k, bd = dot;
+				else if (sim > second)
+					second = sim;
+			}
+			int tie = e == 5;
+			if ((tie || best - second > 1e-5 * fabs(best)) && (bidx[e] != bi || fabs(bdot[e] - bd) > 1e-5 * fabs(bd) + 1e-6)) {
+				snprintf(whyb, sizeof whyb, "evicted row %d: kept %d dot %g, the formula's kept %d dot %g", e,
+				         (int)bidx[e], (double)bdot[e], bi, bd);
+				why = whyb;
+			}
+		}
+	}
+	kcase_end(name, why, dl, lua, so);
 }
 
 /* one policy per op over per-token states a, b, c (leaves the loop reads through its context);
@@ -1343,6 +1445,7 @@ int main(int argc, char **argv)
 				tmap_edge_case(ei, t3[k], host);
 	for (int k = 0; k < 3; k++)
 		mbest_edge_case(t3[k], host);
+	msimx_case(host);
 	if (!only || !strcmp(only, "robustness"))
 		robustness(host);
 	free(host);
