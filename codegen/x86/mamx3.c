@@ -67,6 +67,38 @@ static LLVMValueRef rne16(Gen *g, LLVMValueRef y)
 	return LLVMBuildTrunc(b, LLVMBuildLShr(b, r, civ(g, 16, 16), ""), LLVMVectorType(g->i16, 16), "");
 }
 
+/* the f32 value of bf16 lanes h (h << 16) */
+static LLVMValueRef hi32(Gen *g, LLVMValueRef h)
+{
+	LLVMBuilderRef b = g->b;
+	LLVMValueRef z = LLVMBuildZExt(b, h, LLVMVectorType(g->i32, 16), "");
+	return LLVMBuildBitCast(b, LLVMBuildShl(b, z, civ(g, 16, 16), ""), fty(g, 16), "");
+}
+
+/* 16 lanes of the integer x */
+static LLVMValueRef splati(Gen *g, LLVMValueRef x)
+{
+	LLVMTypeRef vt = LLVMVectorType(LLVMTypeOf(x), 16);
+	LLVMValueRef v = LLVMBuildInsertElement(g->b, LLVMGetPoison(vt), x, LLVMConstInt(g->i32, 0, 0), "");
+	return LLVMBuildShuffleVector(g->b, v, LLVMGetPoison(vt), LLVMConstNull(LLVMVectorType(g->i32, 16)), "");
+}
+
+/* 16 elements of type et at base[ix] (ix: 16 x i64, every one in bounds) */
+static LLVMValueRef gather(Gen *g, LLVMTypeRef et, LLVMValueRef base, LLVMValueRef ix)
+{
+	LLVMBuilderRef b = g->b;
+	LLVMTypeRef vt = LLVMVectorType(et, 16), tys[2] = { vt, LLVMVectorType(g->ptr, 16) };
+	LLVMValueRef p = LLVMBuildGEP2(b, et, base, &ix, 1, "");
+	unsigned id = LLVMLookupIntrinsicID("llvm.masked.gather", 18);
+	LLVMValueRef fn = LLVMGetIntrinsicDeclaration(g->m, id, tys, 2);
+	LLVMTypeRef ft = LLVMIntrinsicGetType(g->cx, id, tys, 2);
+	LLVMValueRef on[16];
+	for (int l = 0; l < 16; l++)
+		on[l] = LLVMConstInt(LLVMInt1TypeInContext(g->cx), 1, 0);
+	LLVMValueRef args[4] = { p, LLVMConstInt(g->i32, 4, 0), LLVMConstVector(on, 16), LLVMGetPoison(vt) };
+	return LLVMBuildCall2(b, ft, fn, args, 4, "");
+}
+
 /* msplit(K, ldk, cnt, side, H, L, nrm, kmin, kmax) */
 static void gen_msplit(Gen *g, double c)
 {
@@ -77,8 +109,8 @@ static void gen_msplit(Gen *g, double c)
 	LLVMValueRef side = LLVMGetParam(g->fn, 3), H = LLVMGetParam(g->fn, 4), L = LLVMGetParam(g->fn, 5);
 	LLVMValueRef nrm = LLVMGetParam(g->fn, 6), kmin = LLVMGetParam(g->fn, 7), kmax = LLVMGetParam(g->fn, 8);
 	int d = g->d;
-	LLVMTypeRef v16 = fty(g, 16), v8i = LLVMVectorType(g->i32, 8), v16s = LLVMVectorType(g->i16, 16);
-	LLVMValueRef ev = LLVMBuildICmp(b, LLVMIntEQ, side, ci(g, 0), ""), hs[16], ls[16];
+	LLVMTypeRef v16s = LLVMVectorType(g->i16, 16);
+	LLVMValueRef ev = LLVMBuildICmp(b, LLVMIntEQ, side, ci(g, 0), "");
 	Loop lr;
 	LLVMValueRef i = loop_begin2(g, ci(g, 0), cnt, 1, 1, &lr);
 	LLVMValueRef row = gep(g, g->f32, K, LLVMBuildMul(b, i, ldk, ""));
@@ -98,42 +130,63 @@ static void gen_msplit(Gen *g, double c)
 	                                LLVMBuildFCmp(b, LLVMRealOLT, n, cfv(g, INFINITY, 1), ""), "");
 	LLVMValueRef ok = LLVMBuildSelect(b, ev, oke, okk, "");
 	storef(g, LLVMBuildSelect(b, LLVMBuildAnd(b, ev, LLVMBuildNot(b, oke, ""), ""), cfv(g, NAN, 1), n, ""), nrm, i);
+	LLVMBasicBlockRef bm = LLVMAppendBasicBlockInContext(g->cx, g->fn, "rowmajor");
+	LLVMBasicBlockRef bj = LLVMAppendBasicBlockInContext(g->cx, g->fn, "stored");
+	LLVMBuildCondBr(b, ev, bm, bj);
+	LLVMPositionBuilderAtEnd(b, bm);         /* evicted: [cnt][d] */
 	LLVMValueRef r = splat(g, LLVMBuildSelect(b, ok, LLVMBuildFDiv(b, cfv(g, 1, 1), n, ""), cfv(g, 0, 1), ""), 16);
 	LLVMValueRef okv = splat(g, LLVMBuildSelect(b, ok, cfv(g, 1, 1), cfv(g, 0, 1), ""), 16);
 	okv = LLVMBuildFCmp(b, LLVMRealONE, okv, cfv(g, 0, 16), "");
 	for (int ch = 0; ch < d; ch += 16) {   /* hi = bf16(y), lo = bf16(y - hi) */
 		LLVMValueRef y = LLVMBuildSelect(b, okv, LLVMBuildFMul(b, loadf(g, row, ci(g, ch), 16), r, ""), cfv(g, 0, 16), "");
-		LLVMValueRef h = rne16(g, y);
-		LLVMValueRef hf = LLVMBuildBitCast(b, LLVMBuildShl(b, LLVMBuildZExt(b, h, LLVMVectorType(g->i32, 16), ""),
-		                                                   civ(g, 16, 16), ""), v16, "");
-		hs[ch / 16] = h, ls[ch / 16] = rne16(g, LLVMBuildFSub(b, y, hf, ""));
-	}
-	LLVMBasicBlockRef bm = LLVMAppendBasicBlockInContext(g->cx, g->fn, "rowmajor");
-	LLVMBasicBlockRef bv = LLVMAppendBasicBlockInContext(g->cx, g->fn, "vnni");
-	LLVMBasicBlockRef bj = LLVMAppendBasicBlockInContext(g->cx, g->fn, "stored");
-	LLVMBuildCondBr(b, ev, bm, bv);
-	LLVMPositionBuilderAtEnd(b, bm);         /* evicted: [cnt][d] */
-	for (int ch = 0; ch < d; ch += 16) {
+		LLVMValueRef h = rne16(g, y), l = rne16(g, LLVMBuildFSub(b, y, hi32(g, h), ""));
 		LLVMValueRef o = LLVMBuildAdd(b, LLVMBuildMul(b, i, ci(g, d), ""), ci(g, ch), "");
-		st_(g, v16s, hs[ch / 16], gep(g, g->i16, H, o), ci(g, 0), 2);
-		st_(g, v16s, ls[ch / 16], gep(g, g->i16, L, o), ci(g, 0), 2);
-	}
-	LLVMBuildBr(b, bj);
-	LLVMPositionBuilderAtEnd(b, bv);         /* kept: the pairs of token i at ((i/64)(d/2) + c/2)*64 + i%64 */
-	LLVMValueRef t = LLVMBuildUDiv(b, i, ci(g, 64), ""), jj = LLVMBuildURem(b, i, ci(g, 64), "");
-	LLVMValueRef kb = LLVMBuildAdd(b, LLVMBuildMul(b, t, ci(g, (long)d / 2 * 64), ""), jj, "");
-	for (int ch = 0; ch < d; ch += 16) {
-		LLVMValueRef hp = LLVMBuildBitCast(b, hs[ch / 16], v8i, ""), lp = LLVMBuildBitCast(b, ls[ch / 16], v8i, "");
-		for (int p = 0; p < 8; p++) {
-			LLVMValueRef o = LLVMBuildAdd(b, kb, ci(g, (long)(ch / 2 + p) * 64), "");
-			LLVMValueRef pi = LLVMConstInt(g->i32, (unsigned)p, 0);
-			st_(g, g->i32, LLVMBuildExtractElement(b, hp, pi, ""), H, o, 4);
-			st_(g, g->i32, LLVMBuildExtractElement(b, lp, pi, ""), L, o, 4);
-		}
+		st_(g, v16s, h, gep(g, g->i16, H, o), ci(g, 0), 2);
+		st_(g, v16s, l, gep(g, g->i16, L, o), ci(g, 0), 2);
 	}
 	LLVMBuildBr(b, bj);
 	LLVMPositionBuilderAtEnd(b, bj);
 	loop_end(g, &lr);
+	/* kept: 16 tokens at a time, a channel pair per step (the VNNI layout's 16 consecutive 32-bit
+	** slots of the tokens i0 .. i0+15: ((i0/64)(d/2) + c/2)*64 + i0%64), the channels gathered
+	** across the tokens (token stride ldk); lanes past cnt repeat token cnt-1 (their slots are past
+	** the tile's nt tokens: mtop2 masks them). The same operations per element as the rows above */
+	LLVMBasicBlockRef bk = LLVMAppendBasicBlockInContext(g->cx, g->fn, "vnni");
+	LLVMBasicBlockRef bx = LLVMAppendBasicBlockInContext(g->cx, g->fn, "done");
+	LLVMBuildCondBr(b, ev, bx, bk);
+	LLVMPositionBuilderAtEnd(b, bk);
+	LLVMTypeRef v16i = LLVMVectorType(g->i32, 16);
+	LLVMValueRef io[16];
+	for (int l = 0; l < 16; l++)
+		io[l] = LLVMConstInt(g->i64, (unsigned)l, 0);
+	LLVMValueRef iota = LLVMConstVector(io, 16), last = splati(g, LLVMBuildSub(b, cnt, ci(g, 1), ""));
+	Loop lk;
+	LLVMValueRef i0 = loop_begin2(g, ci(g, 0), cnt, 16, 1, &lk);
+	LLVMValueRef tk = LLVMBuildAdd(b, splati(g, i0), iota, "");
+	tk = LLVMBuildSelect(b, LLVMBuildICmp(b, LLVMIntSGT, tk, last, ""), last, tk, "");
+	LLVMValueRef nv = gather(g, g->f32, nrm, tk);
+	LLVMValueRef okk2 = LLVMBuildAnd(b, LLVMBuildFCmp(b, LLVMRealOGT, nv, cfv(g, 0, 16), ""),
+	                                 LLVMBuildFCmp(b, LLVMRealOLT, nv, cfv(g, INFINITY, 16), ""), "");
+	LLVMValueRef rv = LLVMBuildSelect(b, okk2, LLVMBuildFDiv(b, cfv(g, 1, 16), nv, ""), cfv(g, 0, 16), "");
+	LLVMValueRef rb = LLVMBuildMul(b, tk, splati(g, ldk), "");
+	LLVMValueRef kb = LLVMBuildAdd(b, LLVMBuildMul(b, LLVMBuildUDiv(b, i0, ci(g, 64), ""), ci(g, (long)d / 2 * 64), ""),
+	                               LLVMBuildURem(b, i0, ci(g, 64), ""), "");
+	for (int ch = 0; ch < d; ch += 2) {
+		LLVMValueRef hp[2], lp[2];
+		for (int k = 0; k < 2; k++) {
+			LLVMValueRef x = gather(g, g->f32, K, LLVMBuildAdd(b, rb, splati(g, ci(g, ch + k)), ""));
+			LLVMValueRef y = LLVMBuildSelect(b, okk2, LLVMBuildFMul(b, x, rv, ""), cfv(g, 0, 16), "");
+			LLVMValueRef h = rne16(g, y);
+			hp[k] = LLVMBuildZExt(b, h, v16i, "");
+			lp[k] = LLVMBuildZExt(b, rne16(g, LLVMBuildFSub(b, y, hi32(g, h), "")), v16i, "");
+		}
+		LLVMValueRef o = LLVMBuildAdd(b, kb, ci(g, (long)ch / 2 * 64), "");
+		st_(g, v16i, LLVMBuildOr(b, hp[0], LLVMBuildShl(b, hp[1], civ(g, 16, 16), ""), ""), gep(g, g->i32, H, o), ci(g, 0), 4);
+		st_(g, v16i, LLVMBuildOr(b, lp[0], LLVMBuildShl(b, lp[1], civ(g, 16, 16), ""), ""), gep(g, g->i32, L, o), ci(g, 0), 4);
+	}
+	loop_end(g, &lk);
+	LLVMBuildBr(b, bx);
+	LLVMPositionBuilderAtEnd(b, bx);
 	LLVMBuildRetVoid(b);
 }
 
