@@ -190,6 +190,39 @@ static void gen_msplit(Gen *g, double c)
 	LLVMBuildRetVoid(b);
 }
 
+/* c under the lane mask vm[s] (vm NULL: every lane valid) */
+static LLVMValueRef lanes(Gen *g, const LLVMValueRef *vm, int s, LLVMValueRef c)
+{
+	return vm ? LLVMBuildAnd(g->b, vm[s], c, "") : c;
+}
+
+/* mtop2's per row and lane best / index / runner-up over the stored C tiles Cb of rows r0 .. r0+15 */
+static void top2rows(Gen *g, LLVMValueRef r0, LLVMValueRef Cb, LLVMValueRef V1, LLVMValueRef V2, LLVMValueRef I1,
+                     const LLVMValueRef *vm, const LLVMValueRef *jv)
+{
+	LLVMBuilderRef b = g->b;
+	LLVMTypeRef v16 = fty(g, 16), v16i = LLVMVectorType(g->i32, 16);
+	Loop lr;
+	LLVMValueRef r = loop_begin(g, ci(g, 0), ci(g, 16), 1, &lr);
+	LLVMValueRef o = LLVMBuildMul(b, LLVMBuildAdd(b, r0, r, ""), ci(g, 16), "");
+	LLVMValueRef a = loadf(g, V1, o, 16), c2 = loadf(g, V2, o, 16);
+	LLVMValueRef ix = ld(g, v16i, gep(g, g->i32, I1, o), ci(g, 0), 4);
+	for (int s = 0; s < 4; s++) {
+		LLVMValueRef x = ld(g, v16, gep(g, g->f32, Cb, LLVMBuildAdd(b, LLVMBuildMul(b, r, ci(g, 64), ""), ci(g, 16L * s), "")),
+		                    ci(g, 0), 64);
+		LLVMValueRef mn = LLVMBuildSelect(b, LLVMBuildFCmp(b, LLVMRealOLT, x, a, ""), x, a, "");
+		LLVMValueRef up = lanes(g, vm, s, LLVMBuildFCmp(b, LLVMRealOGT, mn, c2, ""));
+		c2 = LLVMBuildSelect(b, up, mn, c2, "");
+		LLVMValueRef gt = lanes(g, vm, s, LLVMBuildFCmp(b, LLVMRealOGT, x, a, ""));
+		a = LLVMBuildSelect(b, gt, x, a, "");
+		ix = LLVMBuildSelect(b, gt, jv[s], ix, "");
+	}
+	storef(g, a, V1, o);
+	storef(g, c2, V2, o);
+	st_(g, v16i, ix, gep(g, g->i32, I1, o), ci(g, 0), 4);
+	loop_end(g, &lr);
+}
+
 /* mtop2(EH, EL, ne, KH, KL, nt, j0, v1, v2, i1) */
 static void gen_mtop2(Gen *g)
 {
@@ -201,7 +234,7 @@ static void gen_mtop2(Gen *g)
 	LLVMValueRef j0 = LLVMGetParam(g->fn, 6), V1 = LLVMGetParam(g->fn, 7), V2 = LLVMGetParam(g->fn, 8);
 	LLVMValueRef I1 = LLVMGetParam(g->fn, 9);
 	int d = g->d;
-	LLVMTypeRef i8 = LLVMInt8TypeInContext(g->cx), v16 = fty(g, 16), v16i = LLVMVectorType(g->i32, 16);
+	LLVMTypeRef i8 = LLVMInt8TypeInContext(g->cx), v16i = LLVMVectorType(g->i32, 16);
 	LLVMValueRef cfg = entry_alloca(g, LLVMArrayType(i8, 64));
 	LLVMSetAlignment(cfg, 64);
 	LLVMValueRef Cb = entry_alloca(g, LLVMArrayType(g->f32, 16 * 64));
@@ -227,7 +260,7 @@ static void gen_mtop2(Gen *g)
 		jv[s] = LLVMBuildAdd(b, iota, LLVMBuildShuffleVector(b, LLVMBuildInsertElement(b, LLVMGetPoison(v16i), js, io[0], ""),
 		                                                     LLVMGetPoison(v16i), LLVMConstNull(v16i), ""), "");
 	}
-	Loop lq, lr;
+	Loop lq;
 	LLVMValueRef r0 = loop_begin(g, ci(g, 0), ne, 16, &lq);
 	for (int t = 0; t < 4; t++) {
 		LLVMValueRef a = tmm(g, t);
@@ -248,24 +281,18 @@ static void gen_mtop2(Gen *g)
 	}
 	for (int t = 0; t < 4; t++)
 		tileio(g, "llvm.x86.tilestored64", t, g->f32, Cb, ci(g, t * 16), 64 * 4);
-	LLVMValueRef r = loop_begin(g, ci(g, 0), ci(g, 16), 1, &lr);
-	LLVMValueRef o = LLVMBuildMul(b, LLVMBuildAdd(b, r0, r, ""), ci(g, 16), "");
-	LLVMValueRef a = loadf(g, V1, o, 16), c2 = loadf(g, V2, o, 16);
-	LLVMValueRef ix = ld(g, v16i, gep(g, g->i32, I1, o), ci(g, 0), 4);
-	for (int s = 0; s < 4; s++) {
-		LLVMValueRef x = ld(g, v16, gep(g, g->f32, Cb, LLVMBuildAdd(b, LLVMBuildMul(b, r, ci(g, 64), ""), ci(g, 16L * s), "")),
-		                    ci(g, 0), 64);
-		LLVMValueRef mn = LLVMBuildSelect(b, LLVMBuildFCmp(b, LLVMRealOLT, x, a, ""), x, a, "");
-		LLVMValueRef up = LLVMBuildAnd(b, vm[s], LLVMBuildFCmp(b, LLVMRealOGT, mn, c2, ""), "");
-		c2 = LLVMBuildSelect(b, up, mn, c2, "");
-		LLVMValueRef gt = LLVMBuildAnd(b, vm[s], LLVMBuildFCmp(b, LLVMRealOGT, x, a, ""), "");
-		a = LLVMBuildSelect(b, gt, x, a, "");
-		ix = LLVMBuildSelect(b, gt, jv[s], ix, "");
-	}
-	storef(g, a, V1, o);
-	storef(g, c2, V2, o);
-	st_(g, v16i, ix, gep(g, g->i32, I1, o), ci(g, 0), 4);
-	loop_end(g, &lr);
+	/* a full tile (nt = 64) without the lane masks; the last, partial one with them */
+	LLVMBasicBlockRef bf = LLVMAppendBasicBlockInContext(g->cx, g->fn, "full");
+	LLVMBasicBlockRef bp = LLVMAppendBasicBlockInContext(g->cx, g->fn, "partial");
+	LLVMBasicBlockRef bj = LLVMAppendBasicBlockInContext(g->cx, g->fn, "rows");
+	LLVMBuildCondBr(b, LLVMBuildICmp(b, LLVMIntEQ, nt, ci(g, 64), ""), bf, bp);
+	LLVMPositionBuilderAtEnd(b, bf);
+	top2rows(g, r0, Cb, V1, V2, I1, NULL, jv);
+	LLVMBuildBr(b, bj);
+	LLVMPositionBuilderAtEnd(b, bp);
+	top2rows(g, r0, Cb, V1, V2, I1, vm, jv);
+	LLVMBuildBr(b, bj);
+	LLVMPositionBuilderAtEnd(b, bj);
 	loop_end(g, &lq);
 	amx(g, "llvm.x86.tilerelease", NULL, 0);
 	LLVMBuildRetVoid(b);
