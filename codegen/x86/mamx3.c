@@ -14,13 +14,16 @@
 **     n kmax <= 1e37: finite, and the exact cosine's clamp max(|e| |k|, c) not active for any kept
 **     row), else NaN and H = L = 0. side 1 (kept rows): H, L as 32-bit pairs in the VNNI layout of
 **     a tdpbf16ps B operand per 64-token tile, [i/64][d/2][64] (the pair (c, c+1) of token i at
-**     ((i/64)*(d/2) + c/2)*64 + i%64), nrm[i] = n (the runtime checks them: kmin, kmax).
+**     ((i/64)*(d/2) + c/2)*64 + i%64), nrm[i] = n (the runtime checks them: kmin, kmax); written
+**     16 tokens at a time (a channel pair gathered across them, one 16-slot store; lanes past cnt
+**     repeat token cnt-1, past the tile's nt tokens).
 **   mtop2(EH, EL, ne, KH, KL, nt, j0, v1, v2, i1)  one 64-token tile of the kept rows (KH, KL its
 **     VNNI pairs, nt <= 64 valid tokens, the first kept index j0) against ne evicted rows (a
 **     multiple of 16; EH, EL row-major): C = EH.KH + EH.KL + EL.KH, three tdpbf16ps accumulating
 **     in f32 per 16 x 16 tile (4 C tiles: 16 rows x 64 tokens), stored to a stack buffer, then per
 **     row and lane l (tokens j = j0 + 16s + l) the running best v1, its index i1 and the runner-up
-**     v2 = max(v2, min(x, v1)) (v1 = max(v1, x), a strictly greater x takes the index): [ne][16].
+**     v2 = max(v2, min(x, v1)) (v1 = max(v1, x), a strictly greater x takes the index): [ne][16];
+**     the lanes past nt masked (only on a partial tile, nt < 64).
 ** The runtime reduces the lanes once per row and re-checks with the exact f32 path (qkt, mbest)
 ** every row whose best does not beat every other candidate by more than 2B (the bound: doc).
 */
