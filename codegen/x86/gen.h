@@ -342,7 +342,7 @@ KC_FUNC int kx_gen_merge(Gen *g, const KiFn *f, LLVMValueRef fn[4]);
 /* msimx.c (issue 12, session 10): the AMX similarity + arg-max of merge nearest (a stub returning 1
 ** where it does not apply); kern.c: a call of one of LLVM's AMX intrinsics by tile number */
 KC_FUNC void kx_gen_msimx(Gen *g, const KiFn *f);
-KC_FUNC void kx_amxcall(Gen *g, const char *name, LLVMValueRef *args, int n);
+KC_FUNC void kx_amxcfg(Gen *g);
 KC_FUNC void kx_tr16(Gen *g, LLVMValueRef *r);
 KC_FUNC void kx_gen_mstore(Gen *g);
 /* issue 12 (session 10): AMX intrinsic calls (kern.c) and the f32 merge similarity on AMX (mamx3.c):

@@ -525,10 +525,20 @@ void kx_tr16(Gen *g, LLVMValueRef *r)
 	}
 }
 
-/* amx for the other generators (msimx.c) */
-void kx_amxcall(Gen *g, const char *name, LLVMValueRef *args, int n)
+/* the tile config of every AMX kernel (qkt, msimx, mtop2): palette 1, tiles 0-7 of 16 rows × 64
+** bytes, in an entry-block buffer, loaded with ldtilecfg where the builder stands */
+void kx_amxcfg(Gen *g)
 {
-	amx(g, name, args, n);
+	LLVMTypeRef i8 = LLVMInt8TypeInContext(g->cx);
+	LLVMValueRef cfg = entry_alloca(g, LLVMArrayType(i8, 64));
+	LLVMSetAlignment(cfg, 64);
+	LLVMBuildMemSet(g->b, cfg, LLVMConstInt(i8, 0, 0), ci(g, 64), 64);
+	st_(g, i8, LLVMConstInt(i8, 1, 0), cfg, ci(g, 0), 1);
+	for (int t = 0; t < 8; t++) {
+		st_(g, g->i16, LLVMConstInt(g->i16, 64, 0), cfg, ci(g, 8 + t), 2);   /* colsb[t] at byte 16 + 2t */
+		st_(g, i8, LLVMConstInt(i8, 16, 0), cfg, ci(g, 48 + t), 1);          /* rows[t] at byte 48 + t */
+	}
+	amx(g, "llvm.x86.ldtilecfg", &cfg, 1);
 }
 
 LLVMValueRef tmm(Gen *g, int t) { return LLVMConstInt(LLVMInt8TypeInContext(g->cx), (unsigned)t, 0); }
@@ -592,22 +602,12 @@ static void gen_qkt_amx(Gen *g, LLVMValueRef K, LLVMValueRef ldk, LLVMValueRef n
 {
 	LLVMBuilderRef b = g->b;
 	int d = g->d, d2 = d / 2;
-	LLVMTypeRef i8 = LLVMInt8TypeInContext(g->cx), vi = LLVMVectorType(g->i32, 16);
-	LLVMTypeRef cfgt = LLVMArrayType(i8, 64);
-	LLVMValueRef cfg = entry_alloca(g, cfgt);
-	LLVMSetAlignment(cfg, 64);
+	LLVMTypeRef vi = LLVMVectorType(g->i32, 16);
 	LLVMValueRef Qb = entry_alloca(g, LLVMArrayType(g->i16, (unsigned)(32 * d)));
 	LLVMSetAlignment(Qb, 64);
 	LLVMValueRef Ct = entry_alloca(g, LLVMArrayType(g->f32, 16 * AT));
 	LLVMSetAlignment(Ct, 64);
-	/* the tile config: palette 1, tiles 0-7 of 16 rows × 64 bytes */
-	LLVMBuildMemSet(b, cfg, LLVMConstInt(i8, 0, 0), ci(g, 64), 64);
-	st_(g, i8, LLVMConstInt(i8, 1, 0), cfg, ci(g, 0), 1);
-	for (int t = 0; t < 8; t++) {
-		st_(g, g->i16, LLVMConstInt(g->i16, 64, 0), cfg, ci(g, 8 + t), 2);   /* colsb[t] at byte 16 + 2t */
-		st_(g, i8, LLVMConstInt(i8, 16, 0), cfg, ci(g, 48 + t), 1);          /* rows[t] at byte 48 + t */
-	}
-	amx(g, "llvm.x86.ldtilecfg", &cfg, 1);
+	kx_amxcfg(g);
 	/* pack */
 	LLVMBasicBlockRef bfull = LLVMAppendBasicBlockInContext(g->cx, g->fn, "kfull");
 	LLVMBasicBlockRef bpart = LLVMAppendBasicBlockInContext(g->cx, g->fn, "kpart");

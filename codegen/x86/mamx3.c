@@ -237,19 +237,10 @@ static void gen_mtop2(Gen *g)
 	LLVMValueRef j0 = LLVMGetParam(g->fn, 6), V1 = LLVMGetParam(g->fn, 7), V2 = LLVMGetParam(g->fn, 8);
 	LLVMValueRef I1 = LLVMGetParam(g->fn, 9);
 	int d = g->d;
-	LLVMTypeRef i8 = LLVMInt8TypeInContext(g->cx), v16i = LLVMVectorType(g->i32, 16);
-	LLVMValueRef cfg = entry_alloca(g, LLVMArrayType(i8, 64));
-	LLVMSetAlignment(cfg, 64);
+	LLVMTypeRef v16i = LLVMVectorType(g->i32, 16);
 	LLVMValueRef Cb = entry_alloca(g, LLVMArrayType(g->f32, 16 * 64));
 	LLVMSetAlignment(Cb, 64);
-	/* the tile config: palette 1, tiles 0-7 of 16 rows x 64 bytes (as codegen/x86/kern.c qkt) */
-	LLVMBuildMemSet(b, cfg, LLVMConstInt(i8, 0, 0), ci(g, 64), 64);
-	st_(g, i8, LLVMConstInt(i8, 1, 0), cfg, ci(g, 0), 1);
-	for (int t = 0; t < 8; t++) {
-		st_(g, g->i16, LLVMConstInt(g->i16, 64, 0), cfg, ci(g, 8 + t), 2);
-		st_(g, i8, LLVMConstInt(i8, 16, 0), cfg, ci(g, 48 + t), 1);
-	}
-	amx(g, "llvm.x86.ldtilecfg", &cfg, 1);
+	kx_amxcfg(g);   /* palette 1, tiles 0-7 of 16 rows x 64 bytes (as qkt) */
 	LLVMValueRef io[16];
 	for (int l = 0; l < 16; l++)
 		io[l] = LLVMConstInt(g->i32, (unsigned)l, 0);

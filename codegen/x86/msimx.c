@@ -99,7 +99,7 @@ static LLVMValueRef tsz(Gen *g, int t) { return LLVMConstInt(LLVMInt8TypeInConte
 
 static void tcall(Gen *g, const char *name, LLVMValueRef *args, int n)
 {
-	kx_amxcall(g, name, args, n);
+	amx(g, name, args, n);
 }
 
 /* tileloadd64 / tilestored64 of tile t at ptr p, row stride st bytes (a value) */
@@ -211,7 +211,7 @@ void kx_gen_msimx(Gen *g, const KiFn *f)
 	LLVMValueRef ks = LLVMGetParam(g->fn, 6), Ep = LLVMGetParam(g->fn, 7), kinv = LLVMGetParam(g->fn, 8);
 	LLVMValueRef bkey = LLVMGetParam(g->fn, 9), bdot = LLVMGetParam(g->fn, 10), bidx = LLVMGetParam(g->fn, 11);
 	int d = g->d, d2 = d / 2;
-	LLVMTypeRef i8 = LLVMInt8TypeInContext(g->cx), v16f = fty(g, 16), v16i = LLVMVectorType(g->i32, 16);
+	LLVMTypeRef v16f = fty(g, 16), v16i = LLVMVectorType(g->i32, 16);
 	LLVMBasicBlockRef bfail = LLVMAppendBasicBlockInContext(g->cx, g->fn, "fail");
 	LLVMValueRef nE32 = LLVMBuildAnd(b, LLVMBuildAdd(b, nE, ci(g, 31), ""), ci(g, -32), "");
 	LLVMValueRef m32 = LLVMBuildAnd(b, LLVMBuildAdd(b, m, ci(g, 31), ""), ci(g, -32), "");
@@ -301,19 +301,9 @@ void kx_gen_msimx(Gen *g, const KiFn *f)
 		}
 		loop_end(g, &lr);
 	}
-	/* the tile config: palette 1, tiles 0-7 of 16 rows × 64 bytes */
-	LLVMTypeRef cfgt = LLVMArrayType(i8, 64);
-	LLVMValueRef cfg = entry_alloca(g, cfgt);
-	LLVMSetAlignment(cfg, 64);
 	LLVMValueRef Ct = entry_alloca(g, LLVMArrayType(g->f32, 2 * 32 * 32));
 	LLVMSetAlignment(Ct, 64);
-	LLVMBuildMemSet(b, cfg, LLVMConstInt(i8, 0, 0), ci(g, 64), 64);
-	st_(g, i8, LLVMConstInt(i8, 1, 0), cfg, ci(g, 0), 1);
-	for (int t = 0; t < 8; t++) {
-		st_(g, g->i16, LLVMConstInt(g->i16, 64, 0), cfg, ci(g, 8 + t), 2);
-		st_(g, i8, LLVMConstInt(i8, 16, 0), cfg, ci(g, 48 + t), 1);
-	}
-	tcall(g, "llvm.x86.ldtilecfg", &cfg, 1);
+	kx_amxcfg(g);   /* palette 1, tiles 0-7 of 16 rows × 64 bytes */
 	/* 3. kept chunks × evicted blocks of 32 × kept tiles of 32: C tiles 0-3 (2 × 2 blocks of 16 kept
 	** × 16 evicted), A tiles 4-5 (the two 16-row kept halves), B tiles 6-7 (the two evicted
 	** halves); each pair of tiles stored into Ct[b] is reduced one step later, after the next
