@@ -192,6 +192,10 @@ static int similarity3(const kvcc_artifact *A, const Mws *w, const char *K, int6
 		kmin = v < kmin ? v : kmin, kmax = v > kmax ? v : kmax;
 	}
 	A->msplit((const float *)(const void *)w->EK, d, nE, 0, w->EH, w->EL, w->enrm, kmin, kmax);
+	{	/* mtop2 reads whole 16-row blocks: the last block's pad rows zeroed (their outputs are never read) */
+		size_t pad = ((size_t)(nE + 15) / 16 * 16 - (size_t)nE) * (size_t)d * 2;
+		memset((char *)w->EH + (size_t)nE * d * 2, 0, pad), memset((char *)w->EL + (size_t)nE * d * 2, 0, pad);
+	}
 	size_t tile = (size_t)d / 2 * TILE;   /* 32-bit pairs per kept tile */
 	int nr = 0;
 	for (int e0 = 0; e0 < nE; e0 += MB) {
