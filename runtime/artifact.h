@@ -526,7 +526,7 @@ typedef struct kvcc_artifact {
 	** finite, >= c) or their plain dot, on a KA_FAMX artifact: bdot[e] / bidx[e] = the dot e·k and the kept index k of evicted row e's
 	** nearest (ties → the lower index); the caller gets the similarity from mpair 3. K the m kept
 	** rows (token stride ldk), EK the nE evicted rows [nE][d], es / ks the row-scalar tables (lde
-	** nE, ldks m); workspace Ep ((round32(nE) + round32(m)) * d bf16), kinv (round32(m) floats),
+	** nE, ldks m); workspace (each part 64-byte aligned) Ep ((round32(nE) + round32(m)) * d bf16), kinv (round32(m) floats),
 	** bkey, bdot, bidx (round32(nE) each). Returns 0, or 1 when it does not apply (a stub for every other
 	** policy: the caller runs qkt + mbest) */
 	int64_t (*msimx)(const void *K, int64_t ldk, int64_t m, const void *EK, int64_t nE, const float *es,

@@ -890,10 +890,12 @@ static void msimx_case(const char *host)
 		dlclose(dl), remove(lua), remove(so);
 		return;
 	}
-	static uint16_t K[NK * D], E[NE * D], V[(NK + NE) * D];
-	static float es[2 * NE + 64], ks[2 * NK + 64], kinv[NK + 64], bkey[NE + 64], bdot[NE + 64];
-	static int32_t bidx[NE + 64];
-	static uint16_t Ep[(NE + NK + 64) * D];
+	/* the workspace parts 64-byte aligned, as runtime/merge.c's layout gives them (msimx stores
+	** the packed rows with aligned vector stores) */
+	static _Alignas(64) uint16_t K[NK * D], E[NE * D], V[(NK + NE) * D];
+	static _Alignas(64) float es[2 * NE + 64], ks[2 * NK + 64], kinv[NK + 64], bkey[NE + 64], bdot[NE + 64];
+	static _Alignas(64) int32_t bidx[NE + 64];
+	static _Alignas(64) uint16_t Ep[(NE + NK + 64) * D];
 	uint32_t r = 777;
 	for (int i = 0; i < NK * D; i++)
 		r = r * 1103515245u + 12345u, K[i] = bfh((float)((int)(r >> 16) % 2001 - 1000) / 500.0f);
