@@ -3,13 +3,13 @@
 # fibers, warp intrinsics emulated) and run against the reference interpreter — and
 # the tensor-core helpers alone (mma_unit.cpp, on generated snapkv sources).
 #
-#   make check-emu        a ninth of the matrix: every 9th spec of each policy, rotating so
+#   make check-emu        a twelfth of the matrix: every 12th spec of each policy, rotating so
 #                         that each spec runs for some policy (make check's time budget)
 #   make check-emu-full   every policy × dtype × head_dim × group (make check-full)
 #   make check-emu-stage  the score kernels' K tile pipeline (GPU config st2 / st3, doc/gpu.md) on
 #                         tiled policies (check-emu-stage-full: more policies, every spec)
 #   make check-emu-paged  batched and paged caches (tests/emu/emu_paged.c; in make check: every
-#                         2nd policy of the manifest; check-emu-paged-full: every policy)
+#                         3rd policy of the manifest; check-emu-paged-full: every policy)
 
 $(B)/emu_diff: $(B)/tests/emu/emu_diff.o $(LIBOBJ)
 	$(CC) -o $@ $^ $(LDLIBS) $(LLVM_LIBS_USED)
@@ -20,7 +20,7 @@ $(B)/emu_paged: $(B)/tests/emu/emu_paged.o $(LIBOBJ)
 	$(CC) -o $@ $^ $(LDLIBS) $(LLVM_LIBS_USED)
 
 check-emu-paged: $(B)/emu_paged
-	$(B)/emu_paged $(B) --every 2
+	$(B)/emu_paged $(B) --every 3
 
 check-emu-paged-full: $(B)/emu_paged
 	$(B)/emu_paged $(B)
@@ -38,7 +38,7 @@ $(B)/mma_unit: tests/emu/mma_unit.cpp tests/emu/cuda_emu.h $(B)/mma/bf16.cu $(B)
 # one target, so a cursor that does not advance fails it; ~1.5 s CPU; session 10)
 check-emu: $(B)/emu_diff $(B)/mma_unit
 	$(B)/mma_unit
-	$(B)/emu_diff $(B) --every 9
+	$(B)/emu_diff $(B) --every 12
 	$(B)/emu_diff $(B) --only nearest_long --spec 2 --gpu-config nt32
 
 check-emu-full: $(B)/emu_diff $(B)/mma_unit
