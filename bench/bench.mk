@@ -2,7 +2,8 @@
 #   make bench         build/kvcc-bench → bench/results/<cpu>.md and .json (the merge section included)
 #   make bench-merge   the merge stage: snapkv_merge vs snapkv and vs PyTorch (BENCH_VENV=/work/venv)
 #   make bench-paged   build/kvcc-bench-paged: paged / batched vs contiguous ratios (issue 14)
-#   make bench-proto   builds bench/amx_tokmajor.c (session 9's AMX prototype; not run: it needs AMX)
+#   make bench-proto   builds bench/amx_tokmajor.c and bench/mf32_amx3.c (sessions 9 / 10's AMX
+#                      prototypes; not run: they need AMX)
 # The bench programs find libkvcc / libkvcc_rt next to themselves (rpath $ORIGIN): they run from
 # the build folder, or a copy of it, without LD_LIBRARY_PATH.
 #   bench/setup        the optional kvpress/torch comparison venv (build/bench-venv)
@@ -42,6 +43,12 @@ $(B)/amx_tokmajor: bench/amx_tokmajor.c
 	@mkdir -p $(dir $@)
 	$(CC) -std=gnu11 -Wall -Wextra -Werror -O2 -march=sapphirerapids -o $@ $< -lm
 
-bench-proto: $(B)/amx_tokmajor
+# bench/mf32_amx3.c: session 10's standalone f32-merge similarity on AMX by bf16x3 products
+# (runtime/STATUS.md "wt-mf3210", doc/merge-f32-amx.md); built the same way, not run
+$(B)/mf32_amx3: bench/mf32_amx3.c
+	@mkdir -p $(dir $@)
+	$(CC) -std=gnu11 -Wall -Wextra -Werror -O2 -march=sapphirerapids -o $@ $< -lm
+
+bench-proto: $(B)/amx_tokmajor $(B)/mf32_amx3
 
 .PHONY: bench-proto

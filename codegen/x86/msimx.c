@@ -97,16 +97,12 @@ static LLVMValueRef isplat(Gen *g, LLVMValueRef x)
 
 static LLVMValueRef tsz(Gen *g, int t) { return LLVMConstInt(LLVMInt8TypeInContext(g->cx), (unsigned)t, 0); }
 
-static void tcall(Gen *g, const char *name, LLVMValueRef *args, int n)
-{
-	amx(g, name, args, n);
-}
 
 /* tileloadd64 / tilestored64 of tile t at ptr p, row stride st bytes (a value) */
 static void tio(Gen *g, const char *name, int t, LLVMValueRef p, LLVMValueRef st)
 {
 	LLVMValueRef a[3] = { tsz(g, t), p, st };
-	tcall(g, name, a, 3);
+	amx(g, name, a, 3);
 }
 
 /* the kernel's loop state */
@@ -161,7 +157,7 @@ static void step(Gen *g, Mx *X, LLVMValueRef kt, LLVMValueRef p, LLVMValueRef rk
 		LLVMValueRef A1 = gep(g, g->i16, Ab, ci(g, 16L * d)), As = ci(g, 64);
 		for (int t = 0; t < 4; t++) {
 			LLVMValueRef a = tsz(g, t);
-			tcall(g, "llvm.x86.tilezero", &a, 1);
+			amx(g, "llvm.x86.tilezero", &a, 1);
 		}
 		for (int k = 0, r = 0; k < d / 32; k++) {
 			/* A tiles 4, 5: kept rows 0-15, 16-31; B tiles 6, 7: evicted 0-15, 16-31 */
@@ -175,7 +171,7 @@ static void step(Gen *g, Mx *X, LLVMValueRef kt, LLVMValueRef p, LLVMValueRef rk
 				if (t == 2)
 					tio(g, "llvm.x86.tileloadd64", 5, gep(g, g->i16, A1, ci(g, 512L * k)), As);
 				LLVMValueRef a[3] = { tsz(g, t), tsz(g, ta[t]), tsz(g, tb[t]) };
-				tcall(g, "llvm.x86.tdpbf16ps", a, 3);
+				amx(g, "llvm.x86.tdpbf16ps", a, 3);
 				rrows(g, X, r, r + rs);
 				r += rs;
 			}
@@ -344,7 +340,7 @@ void kx_gen_msimx(Gen *g, const KiFn *f)
 	loop_end(g, &leb);
 	loop_end(g, &lkc);
 	loop_end(g, &leg);
-	tcall(g, "llvm.x86.tilerelease", NULL, 0);
+	amx(g, "llvm.x86.tilerelease", NULL, 0);
 	/* 4. every evicted row has a winner (else: NaN keys, the caller's generic path) */
 	{
 		Loop le;
