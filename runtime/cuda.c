@@ -22,6 +22,7 @@ enum {
 	CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR = 75,
 	CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR = 76,
 	CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN = 97,
+	CU_FUNC_ATTRIBUTE_SHARED_SIZE_BYTES = 1,
 	CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES = 8,
 	CU_JIT_INFO_LOG_BUFFER = 3,
 	CU_JIT_INFO_LOG_BUFFER_SIZE_BYTES = 4,
@@ -45,6 +46,7 @@ static struct {
 	CUresult (*ModuleUnload)(CUmodule);
 	CUresult (*ModuleGetFunction)(CUfunction *, CUmodule, const char *);
 	CUresult (*FuncSetAttribute)(CUfunction, int, int);
+	CUresult (*FuncGetAttribute)(int *, int, CUfunction);
 	CUresult (*LaunchKernel)(CUfunction, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned,
 	                         CUstream, void **, void **);
 	CUresult (*MemAlloc)(CUdeviceptr *, size_t);
@@ -124,6 +126,7 @@ static void load(void)
 	S(ModuleUnload, "cuModuleUnload");
 	S(ModuleGetFunction, "cuModuleGetFunction");
 	S(FuncSetAttribute, "cuFuncSetAttribute");
+	S(FuncGetAttribute, "cuFuncGetAttribute");
 	S(LaunchKernel, "cuLaunchKernel");
 	S(MemAlloc, "cuMemAlloc");
 	S(MemFree, "cuMemFree");
@@ -223,10 +226,17 @@ int kr_cuda_open(const KpCudaOut *art, int dev, KrCuda **out, char *why, size_t 
 			snprintf(why, whylen, "kernel %s: %s", art->kern[k].name, errstr(r));
 			goto fail;
 		}
+		/* the block's shared memory is the kernel's static arrays plus the launch's dynamic size: both
+		** count against the per-block opt-in limit (the dynamic opt-in below may be at most the rest) */
 		unsigned ds = im->dsmem[k];
-		if (ds > (unsigned)optin) {
-			snprintf(why, whylen, "kernel %s needs %u B of shared memory, sm_%d allows %d", art->kern[k].name, ds, sm,
-			         optin);
+		int st = 0;
+		if ((r = cu.FuncGetAttribute(&st, CU_FUNC_ATTRIBUTE_SHARED_SIZE_BYTES, m->fn[k])) != 0) {
+			snprintf(why, whylen, "kernel %s: static shared memory size: %s", art->kern[k].name, errstr(r));
+			goto fail;
+		}
+		if (st < 0 || (unsigned long long)ds + (unsigned)st > (unsigned long long)(unsigned)optin) {
+			snprintf(why, whylen, "kernel %s needs %u B of shared memory (%d B static + %u B dynamic), sm_%d allows %d",
+			         art->kern[k].name, ds + (unsigned)(st > 0 ? st : 0), st, ds, sm, optin);
 			goto fail;
 		}
 		if (ds > 48u * 1024 &&

@@ -12,6 +12,9 @@
 **     declaration order (by name), each row-major over its axes (computed here);
 **   - compress uploads nothing and every launch reads KvgArgs.wts = that buffer; setting a
 **     weight again changes the buffer, nothing else.
+**   - a kernel whose static shared memory plus its launch's dynamic size passes the device's
+**     per-block opt-in limit is refused at plan creation with both sizes named (the fake
+**     driver's cuFuncGetAttribute answers fake_static_smem).
 **   gpu_wts BUILD_DIR   (KVCC_LIBCUDA must name the fake driver)
 */
 #include <dlfcn.h>
@@ -181,6 +184,35 @@ out:
 	kvcc_close(p);
 }
 
+/* static + dynamic shared memory against the opt-in limit (163 KiB in the fake driver) */
+static void smem(const char *bdir, void *fk)
+{
+	int *st = dlsym(fk, "fake_static_smem");
+	char so[700];
+	snprintf(so, sizeof so, "%s/gpu-wts-test/duo.so", bdir);
+	kvcc_policy *p = NULL;
+	if (!st || kvcc_open(so, &p) != 0) {
+		printf("FAIL smem: fake_static_smem / open: %s\n", kvcc_last_error());
+		nfail++;
+		return;
+	}
+	kvcc_layout lay = { KVCC_BF16, 2, 3, 64, 32, 3 * 32 * 64, 32 * 64, 64 };
+	kvcc_gpu_plan *g = NULL;
+	*st = 163 * 1024;   /* the whole limit static: a kernel with any dynamic size no longer fits */
+	int rc = kvcc_gpu_plan_create_batch(p, &lay, NULL, 2, 4, 0, &g);
+	T("static + dynamic shared memory above the opt-in limit: refused, both sizes named",
+	  rc != 0 && !g && strstr(kvcc_last_error(), "B static + ") && strstr(kvcc_last_error(), "allows 166912"));
+	printf("  %s\n", kvcc_last_error());
+	kvcc_gpu_plan_destroy(g);
+	g = NULL;
+	*st = 1024;         /* small static arrays: fits */
+	T("static + dynamic shared memory within the limit: plan created",
+	  kvcc_gpu_plan_create_batch(p, &lay, NULL, 2, 4, 0, &g) == 0 && g);
+	kvcc_gpu_plan_destroy(g);
+	*st = 0;
+	kvcc_close(p);
+}
+
 int main(int argc, char **argv)
 {
 	const char *b = argc > 1 ? argv[1] : "build";
@@ -215,6 +247,7 @@ int main(int argc, char **argv)
 	kvcc_spec s2 = { KVCC_BF16, 64, 4, KVCC_TARGET_NATIVE };
 	W wd[] = { { "duo_rank", 2, { 2, 3 } } };
 	one(b, "policies/duo.lua", "duo", &s2, wd, 1);
+	smem(b, fk);
 	printf("gpu_wts: %d passed, %d failed, %d skipped\n", npass, nfail, nskip);
 	return nfail != 0;
 }
