@@ -149,28 +149,23 @@ __attribute__((target("avx512f,avx512fp16"))) static float fmaph(long it)
 	return s;
 }
 
-/* The score epilogue's bound (issue 15): 16-lane exp throughput, the generated code's polynomial
-** (codegen/x86/gen.h vexp: clamp, 2^n split, Cephes degree-5 polynomial, 2^n by vscalefps, the
-** underflow select) on CHAINS independent vectors, each fed back as 0.5 - exp(x) (stays in
-** [-1.2, 0.5]): one subtract and one exp per lane, as the epilogue's x - max then exp. */
-/* the generated code's exp on 16 lanes (codegen/x86/gen.h vexp): clamp at 88, 2^n split, Cephes
-** degree-5 polynomial, 2^n by vscalefps, 0 below -87.3 */
-__attribute__((target("avx512f"))) static inline __m512 gexp512(__m512 x)
+/* The score epilogue's bound (issue 15): 16-lane exp throughput, the score kernels' exp
+** (codegen/x86/gen.h vexpn, session 11: base-2 reduction with log2e in two parts, degree-6
+** polynomial of 2^r, 2^n and the underflow by one masked vscalefps) on CHAINS independent vectors,
+** each fed back as 0.5 - exp(x) (stays in [-1.2, 0.5]): one subtract and one exp per lane, as the
+** epilogue's x - max then exp. */
+__attribute__((target("avx512f"))) static inline __m512 nexp512(__m512 x)
 {
-	const __m512 hi = _mm512_set1_ps(88.0f), big = _mm512_set1_ps(12582912.0f), l2e = _mm512_set1_ps(1.44269504088896341f);
-	const __m512 c1 = _mm512_set1_ps(-0.693359375f), c2 = _mm512_set1_ps(2.12194440e-4f);
-	const __m512 lo = _mm512_set1_ps(-87.3f), one = _mm512_set1_ps(1.0f);
-	static const float c[] = { 1.9875691500E-4f, 1.3981999507E-3f, 8.3334519073E-3f, 4.1665795894E-2f,
-	                           1.6666665459E-1f, 5.0000001201E-1f };
-	x = _mm512_min_ps(x, hi);
-	__m512 nf = _mm512_sub_ps(_mm512_fmadd_ps(x, l2e, big), big);
-	__m512 r = _mm512_fmadd_ps(nf, c2, _mm512_fmadd_ps(nf, c1, x));
+	const __m512 big = _mm512_set1_ps(12582912.0f), l2e = _mm512_set1_ps(1.44269504088896341f);
+	const __m512 l2l = _mm512_set1_ps((float)(1.44269504088896341 - (double)1.44269504088896341f));
+	static const float c[] = { 1.5345812426e-04f, 1.3399930904e-03f, 9.6184890717e-03f, 5.5503286421e-02f,
+	                           2.4022646248e-01f, 6.9314718246e-01f, 1.0f };
+	__m512 n = _mm512_sub_ps(_mm512_fmadd_ps(x, l2e, big), big);
+	__m512 r = _mm512_fmadd_ps(x, l2l, _mm512_fmsub_ps(x, l2e, n));
 	__m512 p = _mm512_set1_ps(c[0]);
-	for (int j = 1; j < 6; j++)
+	for (int j = 1; j < 7; j++)
 		p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(c[j]));
-	__m512 y = _mm512_add_ps(_mm512_fmadd_ps(p, _mm512_mul_ps(r, r), r), one);
-	y = _mm512_scalef_ps(y, nf);
-	return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, lo, _CMP_NGE_UQ), y, _mm512_setzero_ps());
+	return _mm512_maskz_scalef_ps(_mm512_cmp_ps_mask(x, _mm512_set1_ps(-87.3f), _CMP_GE_OQ), p, n);
 }
 
 __attribute__((target("avx512f"))) static float vexp512(long it)
@@ -183,7 +178,7 @@ __attribute__((target("avx512f"))) static float vexp512(long it)
 	for (long k = 0; k < it; k++)
 #pragma GCC unroll 16
 		for (int i = 0; i < CHAINS; i++)
-			a[i] = _mm512_sub_ps(half, gexp512(a[i]));
+			a[i] = _mm512_sub_ps(half, nexp512(a[i]));
 	__m512 s = a[0];
 #pragma GCC unroll 16
 	for (int i = 1; i < CHAINS; i++)
@@ -1122,7 +1117,7 @@ static double cpu_peak(int kind, double flop_per_instr)
 /*
 ** The AMX score's ceiling (issue 15, session 11), measured: the non-matmul work the SnapKV score
 ** must do per logit at the bench's shapes (one head: G·WIN = 256 query rows, n tokens in 64-token
-** tiles), with the generator's exp (gexp512), and nothing else. Per row and tile: the logits
+** tiles), with the score kernels' exp (nexp512), and nothing else. Per row and tile: the logits
 ** x = a·s of the row's 64 tokens, their lane-wise max against the row's running max m (reduced
 ** across the lanes, and the row's sum rescaled, only where it grows: sstate's rule), e = exp(x - m),
 ** the row's lane-wise sum of e, and the accumulation f·e into the tile's 64 per-token scores of the
@@ -1160,12 +1155,12 @@ __attribute__((target("avx512f"))) static double score_floor_ms(int n)
 					__m512 mv = _mm512_max_ps(_mm512_max_ps(x[0], x[1]), _mm512_max_ps(x[2], x[3]));
 					if (_mm512_cmp_ps_mask(mv, _mm512_set1_ps(m[q]), _CMP_GT_OQ)) {   /* the row's max grows */
 						float mn = _mm512_reduce_max_ps(mv);
-						L[q] = _mm512_mul_ps(L[q], gexp512(_mm512_set1_ps(m[q] - mn)));
+						L[q] = _mm512_mul_ps(L[q], nexp512(_mm512_set1_ps(m[q] - mn)));
 						m[q] = mn;
 					}
 					__m512 mm = _mm512_set1_ps(m[q]), fq = _mm512_set1_ps(f[q]), sum = L[q];
 					for (int k = 0; k < 4; k++) {
-						__m512 e = gexp512(_mm512_sub_ps(x[k], mm));
+						__m512 e = nexp512(_mm512_sub_ps(x[k], mm));
 						sum = _mm512_add_ps(sum, e);
 						acc[k] = _mm512_fmadd_ps(e, fq, acc[k]);
 					}
