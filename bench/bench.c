@@ -149,35 +149,36 @@ __attribute__((target("avx512f,avx512fp16"))) static float fmaph(long it)
 	return s;
 }
 
-/* The score epilogue's bound (issue 15): 16-lane exp throughput, the generated code's polynomial
-** (codegen/x86/gen.h vexp: clamp, 2^n split, Cephes degree-5 polynomial, 2^n by vscalefps, the
-** underflow select) on CHAINS independent vectors, each fed back as 0.5 - exp(x) (stays in
-** [-1.2, 0.5]): one subtract and one exp per lane, as the epilogue's x - max then exp. */
+/* The score epilogue's bound (issue 15): 16-lane exp throughput, the score kernels' exp
+** (codegen/x86/gen.h vexpn, session 11: base-2 reduction with log2e in two parts, degree-6
+** polynomial of 2^r, 2^n and the underflow by one masked vscalefps) on CHAINS independent vectors,
+** each fed back as 0.5 - exp(x) (stays in [-1.2, 0.5]): one subtract and one exp per lane, as the
+** epilogue's x - max then exp. */
+__attribute__((target("avx512f"))) static inline __m512 nexp512(__m512 x)
+{
+	const __m512 big = _mm512_set1_ps(12582912.0f), l2e = _mm512_set1_ps(1.44269504088896341f);
+	const __m512 l2l = _mm512_set1_ps((float)(1.44269504088896341 - (double)1.44269504088896341f));
+	static const float c[] = { 1.5345812426e-04f, 1.3399930904e-03f, 9.6184890717e-03f, 5.5503286421e-02f,
+	                           2.4022646248e-01f, 6.9314718246e-01f, 1.0f };
+	__m512 n = _mm512_sub_ps(_mm512_fmadd_ps(x, l2e, big), big);
+	__m512 r = _mm512_fmadd_ps(x, l2l, _mm512_fmsub_ps(x, l2e, n));
+	__m512 p = _mm512_set1_ps(c[0]);
+	for (int j = 1; j < 7; j++)
+		p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(c[j]));
+	return _mm512_maskz_scalef_ps(_mm512_cmp_ps_mask(x, _mm512_set1_ps(-87.3f), _CMP_GE_OQ), p, n);
+}
+
 __attribute__((target("avx512f"))) static float vexp512(long it)
 {
 	__m512 a[CHAINS];
 #pragma GCC unroll 16
 	for (int i = 0; i < CHAINS; i++)
 		a[i] = _mm512_set1_ps(-0.01f * (float)i);
-	const __m512 hi = _mm512_set1_ps(88.0f), big = _mm512_set1_ps(12582912.0f), l2e = _mm512_set1_ps(1.44269504088896341f);
-	const __m512 c1 = _mm512_set1_ps(-0.693359375f), c2 = _mm512_set1_ps(2.12194440e-4f), half = _mm512_set1_ps(0.5f);
-	const __m512 lo = _mm512_set1_ps(-87.3f), one = _mm512_set1_ps(1.0f);
-	static const float c[] = { 1.9875691500E-4f, 1.3981999507E-3f, 8.3334519073E-3f, 4.1665795894E-2f,
-	                           1.6666665459E-1f, 5.0000001201E-1f };
+	const __m512 half = _mm512_set1_ps(0.5f);
 	for (long k = 0; k < it; k++)
 #pragma GCC unroll 16
-		for (int i = 0; i < CHAINS; i++) {
-			__m512 x = _mm512_min_ps(a[i], hi);
-			__m512 nf = _mm512_sub_ps(_mm512_fmadd_ps(x, l2e, big), big);
-			__m512 r = _mm512_fmadd_ps(nf, c2, _mm512_fmadd_ps(nf, c1, x));
-			__m512 p = _mm512_set1_ps(c[0]);
-			for (int j = 1; j < 6; j++)
-				p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(c[j]));
-			__m512 y = _mm512_add_ps(_mm512_fmadd_ps(p, _mm512_mul_ps(r, r), r), one);
-			y = _mm512_scalef_ps(y, nf);
-			y = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, lo, _CMP_NGE_UQ), y, _mm512_setzero_ps());
-			a[i] = _mm512_sub_ps(half, y);
-		}
+		for (int i = 0; i < CHAINS; i++)
+			a[i] = _mm512_sub_ps(half, nexp512(a[i]));
 	__m512 s = a[0];
 #pragma GCC unroll 16
 	for (int i = 1; i < CHAINS; i++)
@@ -1114,6 +1115,103 @@ static double cpu_peak(int kind, double flop_per_instr)
 }
 
 /*
+** The AMX score's ceiling (issue 15, session 11), measured: the non-matmul work the SnapKV score
+** must do per logit at the bench's shapes (one head: G·WIN = 256 query rows, n tokens in 64-token
+** tiles), with the score kernels' exp (nexp512), and nothing else. Per row and tile: the logits
+** x = a·s of the row's 64 tokens, their lane-wise max against the row's running max m (reduced
+** across the lanes, and the row's sum rescaled, only where it grows: sstate's rule), e = exp(x - m),
+** the row's lane-wise sum of e, and the accumulation f·e into the tile's 64 per-token scores of the
+** row's group (f: the row's final factor, taken as given). The logits come from a 16-row tile that
+** stays in L1 (what the Q·K tile stores; not recomputed, not read from memory); no exponential is
+** written (no memory traffic beyond the G·n scores). This thread's CPU ms per head, best of 3.
+*/
+__attribute__((target("avx512f"))) static double score_floor_ms(int n)
+{
+	enum { RB = 16, GO = G * WIN };
+	static float S[RB * 64] __attribute__((aligned(64)));
+	static float m[GO], f[GO];
+	static __m512 L[GO];
+	float *out = aligned_alloc(64, (size_t)G * n * sizeof(float));
+	if (!out)
+		return 0;
+	for (int i = 0; i < RB * 64; i++)
+		S[i] = frand() * 8 - 4;
+	const __m512 a = _mm512_set1_ps(0.08838834764831845f);
+	double best = 1e30;
+	volatile float sink = 0;
+	for (int r = 0; r < 3; r++) {
+		for (int q = 0; q < GO; q++)
+			m[q] = -INFINITY, f[q] = 1.0f / (float)(q + 1), L[q] = _mm512_setzero_ps();
+		double c0 = threadcpu();
+		for (int t0 = 0; t0 + 64 <= n; t0 += 64)
+			for (int g = 0; g < G; g++) {
+				__m512 acc[4] = { _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps() };
+				for (int o = 0; o < WIN; o++) {
+					int q = g * WIN + o;
+					const float *row = S + (q % RB) * 64;
+					__m512 x[4];
+					for (int k = 0; k < 4; k++)
+						x[k] = _mm512_mul_ps(_mm512_load_ps(row + 16 * k), a);
+					__m512 mv = _mm512_max_ps(_mm512_max_ps(x[0], x[1]), _mm512_max_ps(x[2], x[3]));
+					if (_mm512_cmp_ps_mask(mv, _mm512_set1_ps(m[q]), _CMP_GT_OQ)) {   /* the row's max grows */
+						float mn = _mm512_reduce_max_ps(mv);
+						L[q] = _mm512_mul_ps(L[q], nexp512(_mm512_set1_ps(m[q] - mn)));
+						m[q] = mn;
+					}
+					__m512 mm = _mm512_set1_ps(m[q]), fq = _mm512_set1_ps(f[q]), sum = L[q];
+					for (int k = 0; k < 4; k++) {
+						__m512 e = nexp512(_mm512_sub_ps(x[k], mm));
+						sum = _mm512_add_ps(sum, e);
+						acc[k] = _mm512_fmadd_ps(e, fq, acc[k]);
+					}
+					L[q] = sum;
+				}
+				for (int k = 0; k < 4; k++)
+					_mm512_store_ps(out + (size_t)g * n + t0 + 16 * k, acc[k]);
+			}
+		double t = threadcpu() - c0;
+		best = t < best ? t : best;
+		sink += out[n / 2] + _mm512_reduce_add_ps(L[GO - 1]);
+	}
+	(void)sink;
+	free(out);
+	return best * 1e3;
+}
+
+/* The ceiling beside the measured fraction: ceiling = Q·K of one head at the 1-thread AMX peak
+** (CPU time, measured here) / (that + score_floor_ms), the best fraction of the AMX peak the score
+** phase can reach with the tile at the peak and the minimal non-matmul work after it on the same
+** core. tq, tf: the two times (ms per head of n tokens); 0 without AMX or AVX-512. */
+static double score_ceiling(int n, double *tq, double *tf, double *peak)
+{
+	*tq = *tf = *peak = 0;
+	if (!amx_usable() || !__builtin_cpu_supports("avx512f"))
+		return 0;
+	*peak = cpu_peak(4, 16384 / 16.0);
+	*tf = score_floor_ms(n);
+	*tq = 2.0 * G * WIN * (double)n * D / (*peak * 1e9) * 1e3;
+	return *tq > 0 && *tf > 0 ? *tq / (*tq + *tf) : 0;
+}
+
+/* make bench's ceiling line (issue 15): the measured ceiling at n = 32768 beside the measured
+** fraction `got` (the lowest AMX row), to stdout and the results file */
+static void ceiling_line(FILE *md, double got)
+{
+	double tq, tf, pc, ce = score_ceiling(32768, &tq, &tf, &pc);
+	if (ce <= 0)
+		return;
+	char line[900];
+	snprintf(line, sizeof line, "- AMX score ceiling (measured in this run): **%.1f%%** = Q·K at the 1-thread AMX peak %.2f ms "
+	         "/ (that + the minimal non-matmul work %.2f ms), per head of n = 32768 (256 query rows; thread CPU time, "
+	         "AMX peak %.1f GFLOP/s per CPU second; the minimal work: bench.c score_floor_ms, one exp per logit with "
+	         "the generator's polynomial, the row max and sum, the accumulation into the per-token score, logits in "
+	         "L1, no exponential written); the score phase's %.1f%% above is %.0f%% of it\n",
+	         100 * ce, tq, tf, pc, 100 * got, 100 * got / ce);
+	fputs(line, stdout);
+	fputs(line, md);
+}
+
+/*
 ** bench --amx: the bf16 Q·K tile on one thread in CPU time — AMX (tdpbf16ps), vdpbf16ps and f32
 ** FMAs (KVCC_CONFIG amx1 / amx0 / amx0,dot0), each against the 1-thread peak of its instruction
 ** measured the same way — and the bf16 score phase of SnapKV (kvcc_compress, 1 thread, 8 heads,
@@ -1223,6 +1321,14 @@ static int amxbench(int threads)
 			       100 * te / ms[3], 100 * te / ms[4]);
 		}
 		unsetenv("KVCC_CONFIG");
+		for (int ni = 0; ni < 2 && pa > 0; ni++) {   /* the AMX score's measured ceiling (issue 15, session 11) */
+			int n = ni ? 32768 : 4096;
+			double tq, tf, pc, ce = score_ceiling(n, &tq, &tf, &pc);
+			if (ce > 0)
+				printf("AMX score ceiling, 1 head, n=%d: %.1f%% = Q·K at the 1-thread AMX peak %.2f ms (%.1f GFLOP/s) / (that + "
+				       "the minimal non-matmul work %.2f ms: one exp per logit, row max and sum, per-token accumulation, no "
+				       "memory traffic)\n", n, 100 * ce, tq, pc, tf);
+		}
 	}
 	int ns[2] = { 4096, 32768 };
 	static const int dtl[3] = { KVCC_BF16, KVCC_F16, KVCC_F32 };
@@ -2130,6 +2236,8 @@ int main(int argc, char **argv)
 		            "alone %.0f%% of the 1-thread AMX peak)\n",
 		        minamx >= 0.5 ? "**met**" : "**missed**", 100 * minamx, threads, pk.amx_all,
 		        pk.amx_1 > 0 ? 100 * qa[0] / pk.amx_1 : 0);
+	if (minamx < 1e9)
+		ceiling_line(md, minamx);
 	else
 		fprintf(md, "- AMX (tdpbf16ps) >= 50%% of the AMX bf16 peak: %s\n",
 		        amx ? "not measured — this CPU lists AMX, but the bf16 artifact does not use it (the OS refused the tile "

@@ -914,7 +914,7 @@ static void gen_sstat(Gen *g)
 	LLVMValueRef sum = cfv(g, 0, DT);
 	for (int k = 0; k < AT / DT; k++) {
 		/* an invisible logit is -inf: exp(-inf - mn) = 0, and vexp(NaN) = 0 when mn is -inf too */
-		LLVMValueRef e = vexp(g, LLVMBuildFSub(b, x[k], splat(g, mn, DT), ""), DT);
+		LLVMValueRef e = vexpn(g, LLVMBuildFSub(b, x[k], splat(g, mn, DT), ""), DT, 0);
 		sum = LLVMBuildFAdd(b, sum, e, "");
 	}
 	LLVMValueRef ra[2] = { LLVMConstReal(g->f32, -0.0), sum };
@@ -999,7 +999,7 @@ static void gen_sstate_lanes(Gen *g)
 	LLVMValueRef sum = NULL, ev[AT / DT];
 	for (int k = 0; k < AT / DT; k++) {
 		/* an invisible logit is -inf: exp(-inf - m) = 0, and vexp(NaN) = 0 when m is -inf too */
-		ev[k] = vexp(g, LLVMBuildFSub(b, x[k], splat(g, m, DT), ""), DT);
+		ev[k] = vexpn(g, LLVMBuildFSub(b, x[k], splat(g, m, DT), ""), DT, 0);
 		sum = sum ? LLVMBuildFAdd(b, sum, ev[k], "") : ev[k];
 	}
 	{   /* E's row: non-temporal stores when the caller says so (nq < 0), else cached */
@@ -1097,7 +1097,7 @@ void kx_gen_sacc(Gen *g)
 	rowlogits(g, S, q, LLVMBuildLoad2(b, g->i64, gep(g, g->i64, vjp, q), ""), a, x);
 	LLVMValueRef mp = splat(g, ldf(g, MP, q), DT);
 	for (int k = 0; k < AT / DT; k++) {
-		LLVMValueRef p = vexp(g, LLVMBuildFSub(b, x[k], mp, ""), DT);
+		LLVMValueRef p = vexpn(g, LLVMBuildFSub(b, x[k], mp, ""), DT, 1);   /* mp: a given lse may be below a logit */
 		LLVMBuildStore(b, LLVMBuildFAdd(b, LLVMBuildLoad2(b, tv, av[k], ""), p, ""), av[k]);
 	}
 	loop_end(g, &lq);
