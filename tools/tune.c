@@ -56,6 +56,7 @@ typedef struct Tuner {
 	size_t coldsz;
 	double margin;           /* the noise margin pick applies: MARGIN, or the noise confirm measured */
 	double maxmargin;        /* the largest margin applied (the summary line states it) */
+	int fewer;               /* fewer runs per measurement (the final confirmation's rounds) */
 } Tuner;
 
 /* one bucket's data: pristine K/V and the working copies compress compacts */
@@ -185,6 +186,8 @@ static int measure(Tuner *T, kvcc_policy *p, Data *D, int threads, int what, dou
 	if (kvcc_plan_create(p, &lay, D->nobs, threads, &pl) != 0)
 		return -1;
 	int reps = D->n >= 65536 ? 2 : D->n >= 16384 ? 4 : 9, rc = 0, r0 = D->n >= 65536 ? 0 : -1;
+	if (T->fewer)              /* the confirmation's rounds: they repeat the measurement themselves */
+		reps = D->n >= 16384 ? 2 : 5;
 	double sc[16], se[16], de[32];
 	ms[0] = ms[1] = ms[2] = 0;
 	for (int r = r0; r < reps && (what < 0 || what < 2) && !rc; r++) {    /* r = -1: warm-up */
@@ -566,29 +569,31 @@ static double range(const double *v, int n)
 	return lo > 0 && lo < 1e300 ? hi / lo - 1 : 0;
 }
 
-static int finalconfirm(Tuner *T, Data *D, kvcc_policy *a, kvcc_policy *b, int what, Conf *C)
+static int finalconfirm(Tuner *T, Data *D, kvcc_policy *a, kvcc_policy *b, int what, int rounds, Conf *C)
 {
 	memset(C, 0, sizeof *C);
+	T->fewer = 1;
 	for (int bk = 0; bk < T->nb; bk++) {
 		double v[2][2][FROUNDS];
-		for (int r = 0; r < FROUNDS; r++)
+		for (int r = 0; r < rounds; r++)
 			for (int kk = 0; kk < 2; kk++) {
 				int k = r & 1 ? 1 - kk : kk;
 				double ms[3] = { 0, 0, 0 };
 				if (measure(T, k ? b : a, &D[bk], T->threads, what, ms) != 0)
-					return -1;
+					return T->fewer = 0, -1;
 				v[k][0][r] = ms[0] + ms[1], v[k][1][r] = ms[2];
 			}
 		for (int ph = 0; ph < 2; ph++) {
 			for (int k = 0; k < 2; k++)
-				C->t[k][bk][ph] = best(v[k][ph], FROUNDS);
-			C->aa[bk][ph] = fmax(range(v[0][ph], FROUNDS), range(v[1][ph], FROUNDS));
+				C->t[k][bk][ph] = best(v[k][ph], rounds);
+			C->aa[bk][ph] = fmax(range(v[0][ph], rounds), range(v[1][ph], rounds));
 			C->m[bk][ph] = fmax(MARGIN, C->aa[bk][ph]);
 			if (what < 0 || ph == 1)
 				T->maxmargin = fmax(T->maxmargin, C->m[bk][ph]);
 		}
 		T->done++;
 	}
+	T->fewer = 0;
 	return 0;
 }
 
@@ -735,9 +740,9 @@ int kt_tune(int argc, char **argv)
 	if (T.verbose)
 		fprintf(stderr, "kvcc tune: score space: %d candidates after the model (of %d points)\n", ns,
 		        (def.width == 16 ? 2 : 1) * 8 * 3 * (T.spec.dtype == KVCC_BF16 && !def.nodot ? 2 : 1));
-	/* budget: stage 1 until 45 %, select 55 %, decode 65 %, split 75 %; the rest the final check */
+	/* budget: stage 1 until 40 %, select 48 %, decode 56 %, split 64 %; the rest the confirmation */
 	double B = T.budget;
-	ns = run_stage(&T, D, S, 0, ns, 0, T.t0 + 0.45 * B);
+	ns = run_stage(&T, D, S, 0, ns, 0, T.t0 + 0.40 * B);
 	double g1, g2 = 1, g3 = 1, gx[MAXB];
 	int s1 = confirm(&T, D, S, ns, pick(&T, S, ns, -1, &g1), 0, -1, &g1);
 	int vb[KX_NBUCKET];        /* per-bucket score picks (issue 15): index into S per runtime bucket, -1: none */
@@ -759,7 +764,7 @@ int kt_tune(int argc, char **argv)
 	for (int k = 0; k < 2; k++)
 		snprintf(R[k + 1].cfg, sizeof R[k + 1].cfg, "%.200s%srb%d", base, *base ? "," : "", rbs[k == 0 ? 0 : 2]);
 	T.done += T.nb;
-	if ((nr = run_stage(&T, D, R, 1, nr, 1, T.t0 + 0.55 * B)) > 1)
+	if ((nr = run_stage(&T, D, R, 1, nr, 1, T.t0 + 0.48 * B)) > 1)
 		s2 = confirm(&T, D, R, nr, pick(&T, R, nr, -1, &g2), 1, -1, &g2);
 	else
 		fprintf(stderr, "kvcc tune: time budget spent: select stage skipped\n");
@@ -776,7 +781,7 @@ int kt_tune(int argc, char **argv)
 			P[0].ms[b] = S[s1].dms[b];
 		P[0].p = R[0].p, pfrom = 1, T.done += T.nb;   /* shared: closed with S */
 	}
-	if ((np = run_stage(&T, D, P, pfrom, np, 2, T.t0 + 0.65 * B)) > 1)
+	if ((np = run_stage(&T, D, P, pfrom, np, 2, T.t0 + 0.56 * B)) > 1)
 		s3 = confirm(&T, D, P, np, pick(&T, P, np, -1, &g3), 2, -1, &g3);
 	else
 		fprintf(stderr, "kvcc tune: time budget spent: decode stage skipped\n");
@@ -785,7 +790,7 @@ int kt_tune(int argc, char **argv)
 	static const char *const splits[] = { "dt2,dm256", "dt1,dm256", "dt4,dm256", "dt2,dm64", "dt2,dm1024" };
 	for (int k = 0; k < nx; k++)
 		snprintf(X[k].cfg, sizeof X[k].cfg, "%.200s,%s", base3, splits[k]);
-	if (nx && (nx = run_stage(&T, D, X, 0, nx, 3, T.t0 + 0.75 * B)) > 1) {
+	if (nx && (nx = run_stage(&T, D, X, 0, nx, 3, T.t0 + 0.64 * B)) > 1) {
 		for (int b = 0; b < T.nb; b++)
 			sx[b] = confirm(&T, D, X, nx, pick(&T, X, nx, b, &gx[b]), 3, b, &gx[b]);
 	} else if (nx)
@@ -847,8 +852,9 @@ int kt_tune(int argc, char **argv)
 	memset(T.j.bconfig, 0, sizeof T.j.bconfig);
 	kvcc_policy *cand = samek && samesplit ? S[0].p : pf;   /* the pick = the default: an A/A run */
 	static Conf C1, C2;
+	double tc0 = now_s();
 	T.total += T.nb * (samesplit ? 1 : 2);
-	if (cand && S[0].p && finalconfirm(&T, D, S[0].p, cand, -1, &C1) == 0) {
+	if (cand && S[0].p && finalconfirm(&T, D, S[0].p, cand, -1, samek && samesplit ? 2 : FROUNDS, &C1) == 0) {
 		confirmed = 1;
 		if (!samek) {
 			int win = 0, lose = 0;
@@ -872,7 +878,7 @@ int kt_tune(int argc, char **argv)
 			memcpy(sp.dtasks, pr.dtasks, sizeof pr.dtasks), memcpy(sp.dmin, pr.dmin, sizeof pr.dmin);
 			kx_cfgstr(&sp, s2str, sizeof s2str);
 			kvcc_policy *p2 = build(&T, s2str, fres, sizeof fres);
-			cs = p2 && finalconfirm(&T, D, S[0].p, p2, 2, &C2) == 0 ? &C2 : NULL;
+			cs = p2 && finalconfirm(&T, D, S[0].p, p2, 2, FROUNDS, &C2) == 0 ? &C2 : NULL;
 			have2 = cs != NULL;
 			if (p2)
 				kvcc_close(p2);
@@ -899,6 +905,7 @@ int kt_tune(int argc, char **argv)
 			vb[k] = -1;
 		nvb = 0, g1 = 1;
 	}
+	double tconf = now_s() - tc0;
 	char cand_s[128];
 	snprintf(cand_s, sizeof cand_s, "%s", fin);
 	kx_cfgstr(&out, fin, sizeof fin);
@@ -954,8 +961,9 @@ int kt_tune(int argc, char **argv)
 		}
 	}
 	if (confirmed) {
-		printf("confirmation (%d threads, %d interleaved rounds; A/A: the spread of identical runs, the noise margin "
-		       "is the larger of it and %.0f%%): the default against %s\n", T.threads, FROUNDS, 100 * MARGIN,
+		printf("confirmation in %.1f s (%d threads, %d interleaved rounds; A/A: the spread of identical runs, the noise "
+		       "margin is the larger of it and %.0f%%): the default against %s\n", tconf, T.threads,
+		       samek && samesplit ? 2 : FROUNDS, 100 * MARGIN,
 		       samek && samesplit ? "itself (the search kept the default)" : cand_s);
 		printf("%-8s %13s %10s %8s %6s %13s %10s %8s %6s\n", "bucket", "compress: def", "cand ms", "speedup", "A/A",
 		       "decode: def", "cand ms", "speedup", "A/A");
