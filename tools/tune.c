@@ -18,6 +18,10 @@
 ** (default-first) candidate, so two runs pick the same config unless timings moved by more than
 ** the margin. The margin is MARGIN (3 %), or, where the confirming rounds moved more, twice
 ** their spread (noisemargin): under load the margin grows and the default is kept. A config that fails to compile is skipped with a message.
+** After the search, the confirmation (finalconfirm, issue 15) runs the pick and the default
+** interleaved on every core and measures the noise margin there (the A/A spread of the rounds):
+** each non-default part of the pick stays only when it is faster beyond it, else the default's
+** part is kept; the reasons go to stderr and to 'confirm' records of the database.
 */
 #include <math.h>
 #include <stdio.h>
@@ -548,8 +552,9 @@ static void bucketpicks(Tuner *T, Data *D, Cand *S, int ns, int s1, int *vb)
 /*
 ** The final confirmation (issue 15; doc/tune.md "Confirmation"): after the search, the default A
 ** and a candidate B run interleaved on every core (as an engine runs them), on the same inputs,
-** FROUNDS rounds per bucket in the order A B, B A, A B, B A (neither always first); a round is
-** measure()'s best of its runs. Per bucket and phase (compress = score + select, decode) the times
+** `rounds` (FROUNDS; 2 for the A/A run when the search kept the default) rounds per bucket in the
+** order A B, B A, A B, B A (neither always first); a round is measure()'s best of its runs (fewer
+** than a stage's: the rounds repeat it). Per bucket and phase (compress = score + select, decode) the times
 ** are the best of the rounds, and the noise margin is measured: the A/A spread, the range of one
 ** config's rounds (largest / smallest − 1, the larger of A's and B's), at least MARGIN. what: -1
 ** both phases, 2 decode only. 0, or -1 when a measurement failed.
