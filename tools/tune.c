@@ -416,9 +416,10 @@ static int confirm(Tuner *T, Data *D, Cand *c, int nc, int w, int stage, int buc
 		double v[2][ROUNDS + 1], dv[2][ROUNDS + 1];
 		v[0][0] = c[0].ms[b], v[1][0] = c[w].ms[b], dv[0][0] = c[0].dms[b], dv[1][0] = c[w].dms[b];
 		for (int r = 1; r <= ROUNDS; r++)
-			for (int kk = 0; kk < 2; kk++) {   /* ABBA */
+			for (int kk = 0, s0 = D[b].slot; kk < 2; kk++) {   /* ABBA, both on the same cold slots */
 				int k = r & 1 ? 1 - kk : kk;
 				double ms[3] = { -1, -1, -1 };
+				D[b].slot = s0;
 				if (measure(T, c[k ? w : 0].p, &D[b], thr, what, ms) != 0)
 					ms[0] = ms[1] = ms[2] = -1;
 				v[k][r] = ms[x], dv[k][r] = ms[2];
@@ -581,9 +582,10 @@ static int finalconfirm(Tuner *T, Data *D, kvcc_policy *a, kvcc_policy *b, int w
 	for (int bk = 0; bk < T->nb; bk++) {
 		double v[2][2][FROUNDS];
 		for (int r = 0; r < rounds; r++)
-			for (int kk = 0; kk < 2; kk++) {
+			for (int kk = 0, s0 = D[bk].slot; kk < 2; kk++) {
 				int k = r & 1 ? 1 - kk : kk;
 				double ms[3] = { 0, 0, 0 };
+				D[bk].slot = s0;   /* the same inputs: A and B decode the same slots of the cold buffer */
 				if (measure(T, k ? b : a, &D[bk], T->threads, what, ms) != 0)
 					return T->fewer = 0, -1;
 				v[k][0][r] = ms[0] + ms[1], v[k][1][r] = ms[2];
