@@ -858,6 +858,10 @@ int kt_tune(int argc, char **argv)
 	kvcc_policy *pf = samek && samesplit ? NULL : build(&T, fin, fres, sizeof fres);
 	memset(T.j.bconfig, 0, sizeof T.j.bconfig);
 	kvcc_policy *cand = samek && samesplit ? S[0].p : pf;   /* the pick = the default: an A/A run */
+	if (samek && samesplit && now_s() > T.t0 + T.budget) {
+		cand = NULL;                      /* nothing to confirm and the budget spent: no A/A run */
+		fprintf(stderr, "kvcc tune: the search kept the default; the time budget is spent, so no A/A confirmation run\n");
+	}
 	static Conf C1, C2;
 	double tc0 = now_s();
 	T.total += T.nb * (samesplit ? 1 : 2);
