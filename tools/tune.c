@@ -551,28 +551,29 @@ static void bucketpicks(Tuner *T, Data *D, Cand *S, int ns, int s1, int *vb)
 }
 
 /*
-** The final confirmation (issue 15; doc/tune.md "Confirmation"): after the search, the default A
-** and a candidate B run interleaved on every core (as an engine runs them), on the same inputs,
-** `rounds` (FROUNDS; 2 for the A/A run when the search kept the default) rounds per bucket in the
-** order A B, B A, A B, B A (neither always first); a round is measure()'s best of its runs (fewer
-** than a stage's: the rounds repeat it). Per bucket and phase (compress = score + select, decode) the times
-** are the best of the rounds, and the noise margin is measured: the A/A spread, the range of one
-** config's rounds (largest / smallest − 1, the larger of A's and B's), at least MARGIN. what: -1
-** both phases, 2 decode only. 0, or -1 when a measurement failed.
+** The final confirmation (issue 15; doc/tune.md "Confirmation"): after the search, the default A,
+** a candidate B and the default again A' (the A/A control) run interleaved on every core (as an
+** engine runs them), on the same inputs (the same slots of the cold buffer in a round), `rounds`
+** rounds per bucket in rotated order (A B A', B A' A, A' A B: none always first, and a burst of
+** other work hits no config alone); a round is measure()'s best of its runs (fewer than a stage's:
+** the rounds repeat it). Per bucket and phase (compress = score + select, decode) the default's
+** time is the best of A's and A''s rounds and B's the best of its own, and the noise margin is
+** measured: the A/A spread, the largest |1 - A/A'| of the rounds and of the bests; the margin is
+** twice that, at least MARGIN
+** (session 11: the range of one config's rounds missed a 2.5x gap between identical configs whose
+** rounds were adjacent in time). what: -1 both phases, 2 decode only. 0, or -1 when a measurement
+** failed.
 */
-#define FROUNDS 4
+#define FROUNDS 3
 typedef struct Conf {
-	double t[2][MAXB][2];    /* [A, B][bucket][compress, decode]: the best of the rounds (ms) */
+	double t[2][MAXB][2];    /* [default, B][bucket][compress, decode]: the best of the rounds (ms) */
 	double aa[MAXB][2];      /* the A/A spread per bucket and phase */
-	double m[MAXB][2];       /* the margin: max(MARGIN, aa) */
+	double m[MAXB][2];       /* the margin: max(MARGIN, 2 aa) */
 } Conf;
 
-static double range(const double *v, int n)
+static double gap(double x, double y)
 {
-	double lo = 1e300, hi = 0;
-	for (int i = 0; i < n; i++)
-		lo = fmin(lo, v[i]), hi = fmax(hi, v[i]);
-	return lo > 0 && lo < 1e300 ? hi / lo - 1 : 0;
+	return x > 0 && y > 0 ? fabs(1 - x / y) : 0;
 }
 
 static int finalconfirm(Tuner *T, Data *D, kvcc_policy *a, kvcc_policy *b, int what, int rounds, Conf *C)
@@ -580,21 +581,23 @@ static int finalconfirm(Tuner *T, Data *D, kvcc_policy *a, kvcc_policy *b, int w
 	memset(C, 0, sizeof *C);
 	T->fewer = 1;
 	for (int bk = 0; bk < T->nb; bk++) {
-		double v[2][2][FROUNDS];
+		double v[3][2][FROUNDS];   /* A, B, A' */
 		for (int r = 0; r < rounds; r++)
-			for (int kk = 0, s0 = D[bk].slot; kk < 2; kk++) {
-				int k = r & 1 ? 1 - kk : kk;
+			for (int kk = 0, s0 = D[bk].slot; kk < 3; kk++) {
+				int k = (kk + r) % 3;
 				double ms[3] = { 0, 0, 0 };
-				D[bk].slot = s0;   /* the same inputs: A and B decode the same slots of the cold buffer */
-				if (measure(T, k ? b : a, &D[bk], T->threads, what, ms) != 0)
+				D[bk].slot = s0;   /* the same inputs: every config decodes the same slots of the cold buffer */
+				if (measure(T, k == 1 ? b : a, &D[bk], T->threads, what, ms) != 0)
 					return T->fewer = 0, -1;
 				v[k][0][r] = ms[0] + ms[1], v[k][1][r] = ms[2];
 			}
 		for (int ph = 0; ph < 2; ph++) {
-			for (int k = 0; k < 2; k++)
-				C->t[k][bk][ph] = best(v[k][ph], rounds);
-			C->aa[bk][ph] = fmax(range(v[0][ph], rounds), range(v[1][ph], rounds));
-			C->m[bk][ph] = fmax(MARGIN, C->aa[bk][ph]);
+			double a0 = best(v[0][ph], rounds), a2 = best(v[2][ph], rounds), g = gap(a0, a2);
+			for (int r = 0; r < rounds; r++)
+				g = fmax(g, gap(v[0][ph][r], v[2][ph][r]));
+			C->t[0][bk][ph] = fmin(a0, a2), C->t[1][bk][ph] = best(v[1][ph], rounds);
+			C->aa[bk][ph] = g;
+			C->m[bk][ph] = fmax(MARGIN, 2 * g);   /* twice: B must lead both defaults by more than they differ */
 			if (what < 0 || ph == 1)
 				T->maxmargin = fmax(T->maxmargin, C->m[bk][ph]);
 		}
@@ -972,8 +975,9 @@ int kt_tune(int argc, char **argv)
 		}
 	}
 	if (confirmed) {
-		printf("confirmation in %.1f s (%d threads, %d interleaved rounds; A/A: the spread of identical runs, the noise "
-		       "margin is the larger of it and %.0f%%): the default against %s\n", tconf, T.threads,
+		printf("confirmation in %.1f s (%d threads, %d rounds of the default, the candidate and the default again, "
+		       "rotated; A/A: the largest gap between the two defaults, the noise margin the larger of twice it and %.0f%%): "
+		       "the default against %s\n", tconf, T.threads,
 		       samek && samesplit ? 2 : FROUNDS, 100 * MARGIN,
 		       samek && samesplit ? "itself (the search kept the default)" : cand_s);
 		printf("%-8s %13s %10s %8s %6s %13s %10s %8s %6s\n", "bucket", "compress: def", "cand ms", "speedup", "A/A",
