@@ -1642,7 +1642,7 @@ static int samekern(const char *a, const char *b)
 
 /* the tuned-vs-default table (markdown to md, rows to js when not NULL): the number of bucket x phase
 ** comparisons of different code where tuned is slower than the default beyond the noise margin;
-** *aamax the largest A/A spread. pk1[k]: the score's peak (0: not measured) */
+** *aamax the largest noise (A/A', B/B'). pk1[k]: the score's peak (0: not measured) */
 static int tuned_md(FILE *md, FILE *js, TRow trows[2][TNB], const int dts[2], const double tune_s[2], char tpick[2][160],
                     const double pk1[2], int threads, double *aamax)
 {
@@ -1728,8 +1728,8 @@ static int tuned_only(const char *kvcc, int threads)
 	int slow = tuned_md(stdout, NULL, trows, dts, tune_s, tpick, pk1, threads, &aamax);
 	getloadavg(la, 3);
 	printf("tuned >= default on every bucket (within the noise margin): %s — %d of %d comparisons of different code "
-	       "slower beyond the margin; largest A/A spread %.1f%%; load average %.1f %.1f %.1f\n", slow ? "missed" : "met",
-	       slow, 2 * 2 * TNB, 100 * aamax, la[0], la[1], la[2]);
+	       "slower beyond the margin; largest gap between two columns of one build %.1f%%; load average %.1f %.1f %.1f\n",
+	       slow ? "missed" : "met", slow, 2 * 2 * TNB, 100 * aamax, la[0], la[1], la[2]);
 	return slow ? 3 : 0;
 }
 
