@@ -18,6 +18,10 @@
 ** (default-first) candidate, so two runs pick the same config unless timings moved by more than
 ** the margin. The margin is MARGIN (3 %), or, where the confirming rounds moved more, twice
 ** their spread (noisemargin): under load the margin grows and the default is kept. A config that fails to compile is skipped with a message.
+** After the search, the confirmation (finalconfirm, issue 15) runs the pick and the default
+** interleaved on every core and measures the noise margin there (the A/A spread of the rounds):
+** each non-default part of the pick stays only when it is faster beyond it, else the default's
+** part is kept; the reasons go to stderr and to 'confirm' records of the database.
 */
 #include <math.h>
 #include <stdio.h>
@@ -56,6 +60,7 @@ typedef struct Tuner {
 	size_t coldsz;
 	double margin;           /* the noise margin pick applies: MARGIN, or the noise confirm measured */
 	double maxmargin;        /* the largest margin applied (the summary line states it) */
+	int fewer;               /* fewer runs per measurement (the final confirmation's rounds) */
 } Tuner;
 
 /* one bucket's data: pristine K/V and the working copies compress compacts */
@@ -185,6 +190,8 @@ static int measure(Tuner *T, kvcc_policy *p, Data *D, int threads, int what, dou
 	if (kvcc_plan_create(p, &lay, D->nobs, threads, &pl) != 0)
 		return -1;
 	int reps = D->n >= 65536 ? 2 : D->n >= 16384 ? 4 : 9, rc = 0, r0 = D->n >= 65536 ? 0 : -1;
+	if (T->fewer)              /* the confirmation's rounds: they repeat the measurement themselves */
+		reps = D->n >= 16384 ? 2 : 5;
 	double sc[16], se[16], de[32];
 	ms[0] = ms[1] = ms[2] = 0;
 	for (int r = r0; r < reps && (what < 0 || what < 2) && !rc; r++) {    /* r = -1: warm-up */
@@ -409,9 +416,10 @@ static int confirm(Tuner *T, Data *D, Cand *c, int nc, int w, int stage, int buc
 		double v[2][ROUNDS + 1], dv[2][ROUNDS + 1];
 		v[0][0] = c[0].ms[b], v[1][0] = c[w].ms[b], dv[0][0] = c[0].dms[b], dv[1][0] = c[w].dms[b];
 		for (int r = 1; r <= ROUNDS; r++)
-			for (int kk = 0; kk < 2; kk++) {   /* ABBA */
+			for (int kk = 0, s0 = D[b].slot; kk < 2; kk++) {   /* ABBA, both on the same cold slots */
 				int k = r & 1 ? 1 - kk : kk;
 				double ms[3] = { -1, -1, -1 };
+				D[b].slot = s0;
 				if (measure(T, c[k ? w : 0].p, &D[b], thr, what, ms) != 0)
 					ms[0] = ms[1] = ms[2] = -1;
 				v[k][r] = ms[x], dv[k][r] = ms[2];
@@ -542,6 +550,78 @@ static void bucketpicks(Tuner *T, Data *D, Cand *S, int ns, int s1, int *vb)
 	}
 }
 
+/*
+** The final confirmation (issue 15; doc/tune.md "Confirmation"): after the search, the default A,
+** a candidate B and the default again A' (the A/A control) run interleaved on every core (as an
+** engine runs them), on the same inputs (the same slots of the cold buffer in a round), `rounds`
+** rounds per bucket in rotated order (A B A', B A' A, A' A B: none always first, and a burst of
+** other work hits no config alone); a round is measure()'s best of its runs (fewer than a stage's:
+** the rounds repeat it). Per bucket and phase (compress = score + select, decode) the default's
+** time is the best of A's and A''s rounds and B's the best of its own, and the noise margin is
+** measured: the A/A spread, the largest |1 - A/A'| of the rounds and of the bests; the margin is
+** twice that, at least MARGIN
+** (session 11: the range of one config's rounds missed a 2.5x gap between identical configs whose
+** rounds were adjacent in time). what: -1 both phases, 2 decode only. 0, or -1 when a measurement
+** failed.
+*/
+#define FROUNDS 3
+typedef struct Conf {
+	double t[2][MAXB][2];    /* [default, B][bucket][compress, decode]: the best of the rounds (ms) */
+	double aa[MAXB][2];      /* the A/A spread per bucket and phase */
+	double m[MAXB][2];       /* the margin: max(MARGIN, 2 aa) */
+} Conf;
+
+static double gap(double x, double y)
+{
+	return x > 0 && y > 0 ? fabs(1 - x / y) : 0;
+}
+
+static int finalconfirm(Tuner *T, Data *D, kvcc_policy *a, kvcc_policy *b, int what, int rounds, Conf *C)
+{
+	memset(C, 0, sizeof *C);
+	T->fewer = 1;
+	for (int bk = 0; bk < T->nb; bk++) {
+		double v[3][2][FROUNDS];   /* A, B, A' */
+		for (int r = 0; r < rounds; r++)
+			for (int kk = 0, s0 = D[bk].slot; kk < 3; kk++) {
+				int k = (kk + r) % 3;
+				double ms[3] = { 0, 0, 0 };
+				D[bk].slot = s0;   /* the same inputs: every config decodes the same slots of the cold buffer */
+				if (measure(T, k == 1 ? b : a, &D[bk], T->threads, what, ms) != 0)
+					return T->fewer = 0, -1;
+				v[k][0][r] = ms[0] + ms[1], v[k][1][r] = ms[2];
+			}
+		for (int ph = 0; ph < 2; ph++) {
+			double a0 = best(v[0][ph], rounds), a2 = best(v[2][ph], rounds), g = gap(a0, a2);
+			for (int r = 0; r < rounds; r++)
+				g = fmax(g, gap(v[0][ph][r], v[2][ph][r]));
+			C->t[0][bk][ph] = fmin(a0, a2), C->t[1][bk][ph] = best(v[1][ph], rounds);
+			C->aa[bk][ph] = g;
+			C->m[bk][ph] = fmax(MARGIN, 2 * g);   /* twice: B must lead both defaults by more than they differ */
+			if (what < 0 || ph == 1)
+				T->maxmargin = fmax(T->maxmargin, C->m[bk][ph]);
+		}
+		T->done++;
+	}
+	T->fewer = 0;
+	return 0;
+}
+
+/* B's time over A's at bucket b, phase ph: -1 slower beyond the margin, 1 faster beyond it, 0 within */
+static int verdict(const Conf *C, int b, int ph)
+{
+	double a = C->t[0][b][ph], x = C->t[1][b][ph];
+	if (a <= 0 || x <= 0)
+		return 0;
+	return x > a * (1 + C->m[b][ph]) ? -1 : x < a * (1 - C->m[b][ph]) ? 1 : 0;
+}
+
+/* the split of runtime bucket k differs between two resolved configs */
+static int splitdiff(const KxConfig *x, const KxConfig *y, int k)
+{
+	return x->dtasks[k] != y->dtasks[k] || x->dmin[k] != y->dmin[k];
+}
+
 int kt_tune(int argc, char **argv)
 {
 	static Tuner T;
@@ -670,9 +750,9 @@ int kt_tune(int argc, char **argv)
 	if (T.verbose)
 		fprintf(stderr, "kvcc tune: score space: %d candidates after the model (of %d points)\n", ns,
 		        (def.width == 16 ? 2 : 1) * 8 * 3 * (T.spec.dtype == KVCC_BF16 && !def.nodot ? 2 : 1));
-	/* budget: stage 1 until 45 %, select 55 %, decode 65 %, split 75 %; the rest the final check */
+	/* budget: stage 1 until 40 %, select 48 %, decode 56 %, split 64 %; the rest the confirmation */
 	double B = T.budget;
-	ns = run_stage(&T, D, S, 0, ns, 0, T.t0 + 0.45 * B);
+	ns = run_stage(&T, D, S, 0, ns, 0, T.t0 + 0.40 * B);
 	double g1, g2 = 1, g3 = 1, gx[MAXB];
 	int s1 = confirm(&T, D, S, ns, pick(&T, S, ns, -1, &g1), 0, -1, &g1);
 	int vb[KX_NBUCKET];        /* per-bucket score picks (issue 15): index into S per runtime bucket, -1: none */
@@ -694,7 +774,7 @@ int kt_tune(int argc, char **argv)
 	for (int k = 0; k < 2; k++)
 		snprintf(R[k + 1].cfg, sizeof R[k + 1].cfg, "%.200s%srb%d", base, *base ? "," : "", rbs[k == 0 ? 0 : 2]);
 	T.done += T.nb;
-	if ((nr = run_stage(&T, D, R, 1, nr, 1, T.t0 + 0.55 * B)) > 1)
+	if ((nr = run_stage(&T, D, R, 1, nr, 1, T.t0 + 0.48 * B)) > 1)
 		s2 = confirm(&T, D, R, nr, pick(&T, R, nr, -1, &g2), 1, -1, &g2);
 	else
 		fprintf(stderr, "kvcc tune: time budget spent: select stage skipped\n");
@@ -711,7 +791,7 @@ int kt_tune(int argc, char **argv)
 			P[0].ms[b] = S[s1].dms[b];
 		P[0].p = R[0].p, pfrom = 1, T.done += T.nb;   /* shared: closed with S */
 	}
-	if ((np = run_stage(&T, D, P, pfrom, np, 2, T.t0 + 0.65 * B)) > 1)
+	if ((np = run_stage(&T, D, P, pfrom, np, 2, T.t0 + 0.56 * B)) > 1)
 		s3 = confirm(&T, D, P, np, pick(&T, P, np, -1, &g3), 2, -1, &g3);
 	else
 		fprintf(stderr, "kvcc tune: time budget spent: decode stage skipped\n");
@@ -720,7 +800,7 @@ int kt_tune(int argc, char **argv)
 	static const char *const splits[] = { "dt2,dm256", "dt1,dm256", "dt4,dm256", "dt2,dm64", "dt2,dm1024" };
 	for (int k = 0; k < nx; k++)
 		snprintf(X[k].cfg, sizeof X[k].cfg, "%.200s,%s", base3, splits[k]);
-	if (nx && (nx = run_stage(&T, D, X, 0, nx, 3, T.t0 + 0.75 * B)) > 1) {
+	if (nx && (nx = run_stage(&T, D, X, 0, nx, 3, T.t0 + 0.64 * B)) > 1) {
 		for (int b = 0; b < T.nb; b++)
 			sx[b] = confirm(&T, D, X, nx, pick(&T, X, nx, b, &gx[b]), 3, b, &gx[b]);
 	} else if (nx)
@@ -740,62 +820,120 @@ int kt_tune(int argc, char **argv)
 		kx_cfgstr(&pr, fin, sizeof fin);
 	if (T.tty)
 		fprintf(stderr, "\r\033[K");
-	/* the pick against the default, on every core as an engine runs them, interleaved */
-	char fres[128];
-	int nvb = 0;
-	for (int k = 0; k < KX_NBUCKET; k++)      /* the final artifact carries the per-bucket variants */
-		T.j.bconfig[k] = vb[k] >= 0 ? S[vb[k]].res : NULL, nvb += vb[k] >= 0;
-	kvcc_policy *pf = *fin ? build(&T, fin, fres, sizeof fres) : NULL;
-	memset(T.j.bconfig, 0, sizeof T.j.bconfig);
-	double fm[2][MAXB][2], gmg[MAXB];
-	for (int b = 0; b < T.nb && pf && S[0].p; b++) {
-		double v[2][2][ROUNDS];
-		for (int r = 0; r < ROUNDS; r++)
-			for (int kk = 0; kk < 2; kk++) {   /* ABBA */
-				int k = r & 1 ? 1 - kk : kk;
-				double ms[3] = { 0, 0, 0 };
-				measure(&T, k ? pf : S[0].p, &D[b], T.threads, -1, ms);
-				v[k][0][r] = ms[0] + ms[1], v[k][1][r] = ms[2];
-			}
-		for (int k = 0; k < 2; k++)
-			fm[k][b][0] = best(v[k][0], ROUNDS), fm[k][b][1] = best(v[k][1], ROUNDS);
-		gmg[b] = noisemargin(v[0][0], v[1][0], ROUNDS);   /* the compress times' own noise, at least MARGIN */
-		T.maxmargin = fmax(T.maxmargin, gmg[b]);
+	/* a test hook (tests/tune/db.sh): KVCC_TUNE_FORCE=CONFIG replaces the search's pick (and its
+	** per-bucket kernels), so that the confirmation below can be shown to reject a slow one */
+	const char *force = getenv("KVCC_TUNE_FORCE");
+	if (force && *force) {
+		if (kx_cfgparse(force, &pc, why, sizeof why) == 0 && kx_cfgresolve(&pc, &T.spec, host, &pr, why, sizeof why) == 0) {
+			kx_cfgstr(&pr, fin, sizeof fin);
+			for (int k = 0; k < KX_NBUCKET; k++)
+				vb[k] = -1;
+			fprintf(stderr, "kvcc tune: KVCC_TUNE_FORCE: the search's pick replaced by %s (a test hook)\n", fin);
+		} else
+			fprintf(stderr, "kvcc tune: KVCC_TUNE_FORCE: %s; ignored\n", why);
 	}
-	/* the guard: a pick whose kernels differ from the default's and that is slower than the default
-	** on some bucket beyond the margin in this final check is measured once more; still slower, the
-	** default's kernels are kept (with the decode split picked per bucket), so tuned >= default
-	** holds on every bucket up to the margin. The margin is the bucket's noise in this check
-	** (noisemargin: twice the spread of the repeated runs, at least MARGIN): on a loaded machine
-	** the 2-thread compress moves by more than 3 % between identical runs, and a fixed 3 % flipped
-	** the pick between two tuner runs (session 7) */
+	/*
+	** The confirmation (issue 15, doc/tune.md "Confirmation"): the pick against the default,
+	** interleaved on every core (finalconfirm), with the noise margin measured there (the A/A
+	** spread). The pick's kernels (every field but the decode split, and its per-bucket score
+	** kernels) stay only when they are faster than the default's beyond the margin on some bucket
+	** (compress, or decode where the split is the default's) and slower beyond it on none; a
+	** runtime bucket's decode split stays only when the decode there is faster beyond the margin
+	** (measured with the kept kernels: after a revert, the default's kernels with the pick's split
+	** run a second, decode-only confirmation). Everything else is the default's.
+	*/
 	char defres[128] = "";
 	kx_cfgstr(&def, defres, sizeof defres);
-	const char *dsp = strstr(defres, ",dt"), *fsp = strstr(fin, ",dt");
-	int reverted = 0, samek = !nvb && dsp && fsp && dsp - defres == fsp - fin &&
-	                          !strncmp(defres, fin, (size_t)(dsp - defres));
-	for (int b = 0; b < T.nb && pf && S[0].p && !samek; b++) {
-		if (fm[0][b][0] >= fm[1][b][0] * (1 - gmg[b]))
-			continue;
-		double ms[2][3];
-		for (int k = 1; k >= 0; k--)
-			measure(&T, k ? pf : S[0].p, &D[b], T.threads, -1, ms[k]);
-		fm[0][b][0] = fmin(fm[0][b][0], ms[0][0] + ms[0][1]), fm[1][b][0] = fmin(fm[1][b][0], ms[1][0] + ms[1][1]);
-		if (fm[0][b][0] >= fm[1][b][0] * (1 - gmg[b]))
-			continue;
-		fprintf(stderr, "kvcc tune: the pick's compress is %.0f%% slower than the default's at n=%d in the final check "
-		        "(noise margin %.0f%%): the default kernels are kept\n", 100 * (fm[1][b][0] / fm[0][b][0] - 1), T.buckets[b],
-		        gmg[b] * 100);
-		reverted = 1;
-		char keep[128];
-		snprintf(keep, sizeof keep, "%.*s%s", (int)(dsp - defres), defres, fsp);
-		snprintf(fin, sizeof fin, "%s", keep);
-		samek = 1, g1 = 1;
+	if (!*fin)
+		pr = def, snprintf(fin, sizeof fin, "%s", defres);
+	int nvb = 0;
+	for (int k = 0; k < KX_NBUCKET; k++)
+		nvb += vb[k] >= 0;
+	KxConfig pkern = pr, out = def;     /* the pick's kernels with the default's split; the result */
+	memcpy(pkern.dtasks, def.dtasks, sizeof def.dtasks), memcpy(pkern.dmin, def.dmin, sizeof def.dmin);
+	char pks[128], fres[128], s2str[128];
+	kx_cfgstr(&pkern, pks, sizeof pks);
+	int samek = !nvb && !strcmp(pks, defres), samesplit = 1, keepk = samek, confirmed = 0, have2 = 0;
+	for (int k = 0; k < KX_NBUCKET; k++)
+		samesplit &= !splitdiff(&pr, &def, k);
+	for (int k = 0; k < KX_NBUCKET; k++)      /* the candidate carries the per-bucket variants */
+		T.j.bconfig[k] = vb[k] >= 0 ? S[vb[k]].res : NULL;
+	kvcc_policy *pf = samek && samesplit ? NULL : build(&T, fin, fres, sizeof fres);
+	memset(T.j.bconfig, 0, sizeof T.j.bconfig);
+	kvcc_policy *cand = samek && samesplit ? S[0].p : pf;   /* the pick = the default: an A/A run */
+	if (samek && samesplit && now_s() > T.t0 + T.budget) {
+		cand = NULL;                      /* nothing to confirm and the budget spent: no A/A run */
+		fprintf(stderr, "kvcc tune: the search kept the default; the time budget is spent, so no A/A confirmation run\n");
+	}
+	static Conf C1, C2;
+	double tc0 = now_s();
+	T.total += T.nb * (samesplit ? 1 : 2);
+	if (cand && S[0].p && finalconfirm(&T, D, S[0].p, cand, -1, samek && samesplit ? 2 : FROUNDS, &C1) == 0) {
+		confirmed = 1;
+		if (!samek) {
+			int win = 0, lose = 0;
+			for (int b = 0; b < T.nb; b++)
+				for (int ph = 0; ph < 2; ph++) {
+					if (ph == 1 && splitdiff(&pr, &def, ka_bucket(T.buckets[b])))
+						continue;  /* the split moved this decode too: judged below */
+					int v = verdict(&C1, b, ph);
+					win += v > 0, lose += v < 0;
+				}
+			keepk = win && !lose;
+			if (!keepk)
+				fprintf(stderr, "kvcc tune: confirmation: the pick's kernels are %s the default's beyond the noise margin "
+				        "(%s): the default's kernels are kept\n", lose ? "slower than" : "not faster than",
+				        lose ? "on some bucket" : "on every bucket");
+		}
+		out = keepk ? pkern : def;
+		const Conf *cs = &C1;
+		if (!samesplit && !keepk) {      /* the split alone, with the default's kernels */
+			KxConfig sp = def;
+			memcpy(sp.dtasks, pr.dtasks, sizeof pr.dtasks), memcpy(sp.dmin, pr.dmin, sizeof pr.dmin);
+			kx_cfgstr(&sp, s2str, sizeof s2str);
+			kvcc_policy *p2 = build(&T, s2str, fres, sizeof fres);
+			cs = p2 && finalconfirm(&T, D, S[0].p, p2, 2, FROUNDS, &C2) == 0 ? &C2 : NULL;
+			have2 = cs != NULL;
+			if (p2)
+				kvcc_close(p2);
+		}
+		for (int k = 0; k < KX_NBUCKET && cs; k++) {
+			int m = 0, faster = 1;
+			for (int b = 0; b < T.nb; b++)
+				if (ka_bucket(T.buckets[b]) == k)
+					m++, faster &= verdict(cs, b, 1) > 0;
+			if (splitdiff(&pr, &def, k) && m && faster)
+				out.dtasks[k] = pr.dtasks[k], out.dmin[k] = pr.dmin[k];
+			else if (splitdiff(&pr, &def, k) && m)
+				fprintf(stderr, "kvcc tune: confirmation: the decode split dt%d,dm%d of bucket %d (%s) is not faster than "
+				        "the default's beyond the noise margin: the default's split is kept\n", pr.dtasks[k], pr.dmin[k], k,
+				        RBUCKET[k]);
+		}
+	} else if (!samek || !samesplit)
+		fprintf(stderr, "kvcc tune: the pick %s could not be confirmed (%s): the default is kept\n", fin,
+		        cand ? "a measurement failed" : "it did not build");
+	if (!keepk) {
 		if (nvb)
 			fprintf(stderr, "kvcc tune: the per-bucket compress kernels are dropped with it\n");
 		for (int k = 0; k < KX_NBUCKET; k++)
 			vb[k] = -1;
-		nvb = 0;
+		nvb = 0, g1 = 1;
+	}
+	double tconf = now_s() - tc0;
+	char cand_s[128];
+	snprintf(cand_s, sizeof cand_s, "%s", fin);
+	kx_cfgstr(&out, fin, sizeof fin);
+	/* why, per measured bucket, in the database ('p' records of phase "confirm"; ms = the margin) */
+	for (int b = 0; b < T.nb && confirmed; b++) {
+		int k = ka_bucket(T.buckets[b]);
+		const Conf *cs = have2 ? &C2 : &C1;
+		char w[100];
+		snprintf(w, sizeof w, "c %.2fx aa %.1f%%, d %.2fx aa %.1f%%: kernels %s, split %s",
+		         C1.t[0][b][0] / C1.t[1][b][0], 100 * C1.aa[b][0], cs->t[0][b][1] / cs->t[1][b][1], 100 * cs->aa[b][1],
+		         samek ? "default" : keepk ? "pick" : "default (not confirmed)",
+		         !splitdiff(&pr, &def, k) ? "default" : splitdiff(&out, &def, k) ? "pick" : "default (not confirmed)");
+		record(&T, "confirm", T.buckets[b], w, fmax(C1.m[b][0], cs->m[b][1]));
+		T.rec[T.nrec - 1].kind = 'p';
 	}
 	/* the record: the pick, and per runtime bucket its score kernels ("main": the pick's own; every
 	** bucket written, so an earlier tune's per-bucket picks never outlive this one) */
@@ -836,13 +974,24 @@ int kt_tune(int argc, char **argv)
 			}
 		}
 	}
-	if (pf && S[0].p) {
-		printf("%-8s %14s %14s %8s %14s %14s %8s   (%d threads%s)\n", "bucket", "compress: def", "picked ms",
-		       "speedup", "decode: def", "picked ms", "speedup", T.threads,
-		       reverted ? "; the candidate that was rejected for the default kernels" : "");
+	if (confirmed) {
+		printf("confirmation in %.1f s (%d threads, %d rounds of the default, the candidate and the default again, "
+		       "rotated; A/A: the largest gap between the two defaults, the noise margin the larger of twice it and %.0f%%): "
+		       "the default against %s\n", tconf, T.threads,
+		       samek && samesplit ? 2 : FROUNDS, 100 * MARGIN,
+		       samek && samesplit ? "itself (the search kept the default)" : cand_s);
+		printf("%-8s %13s %10s %8s %6s %13s %10s %8s %6s\n", "bucket", "compress: def", "cand ms", "speedup", "A/A",
+		       "decode: def", "cand ms", "speedup", "A/A");
 		for (int b = 0; b < T.nb; b++)
-			printf("%-8d %14.3f %14.3f %7.2fx %14.3f %14.3f %7.2fx\n", T.buckets[b], fm[0][b][0], fm[1][b][0],
-			       fm[0][b][0] / fm[1][b][0], fm[0][b][1], fm[1][b][1], fm[0][b][1] / fm[1][b][1]);
+			printf("%-8d %13.3f %10.3f %7.2fx %5.1f%% %13.3f %10.3f %7.2fx %5.1f%%\n", T.buckets[b], C1.t[0][b][0],
+			       C1.t[1][b][0], C1.t[0][b][0] / C1.t[1][b][0], 100 * C1.aa[b][0], C1.t[0][b][1], C1.t[1][b][1],
+			       C1.t[0][b][1] / C1.t[1][b][1], 100 * C1.aa[b][1]);
+		if (have2) {
+			printf("the default's kernels with the pick's split %s, decode only:\n", s2str);
+			for (int b = 0; b < T.nb; b++)
+				printf("%-8d %13s %10s %8s %6s %13.3f %10.3f %7.2fx %5.1f%%\n", T.buckets[b], "", "", "", "", C2.t[0][b][1],
+				       C2.t[1][b][1], C2.t[0][b][1] / C2.t[1][b][1], 100 * C2.aa[b][1]);
+		}
 	}
 	if (pf)
 		kvcc_close(pf);

@@ -67,6 +67,19 @@ if KVCC_CONFIG_BUCKETS='1=qb4,nv2,w8,dot0;7=qb2' comp && grep -q 'kvcc: config .
 	ok "KVCC_CONFIG_BUCKETS replaces the database's, a bad entry is said"
 else no "KVCC_CONFIG_BUCKETS replaces the database's, a bad entry is said"; fi
 
+# 1a. the confirmation (issue 15, doc/tune.md "Confirmation"): a pick that is not faster than the
+# default beyond the measured noise margin is not kept. KVCC_TUNE_FORCE (a test hook) replaces the
+# search's pick by one scalar query row at 256 bits (several times slower in compress): the default
+# stays, the output says why and states the margin, and the database has the reason per bucket
+export KVCC_CACHE_DIR="$W/c1"
+def=$(KVCC_TUNE=0 "$KVCC" compile $P -o "$W/p.so" -v 2>&1 >/dev/null | sed -n 's/^kvcc: config \(.*\) (default)$/\1/p')
+if KVCC_TUNE_FORCE=qb1,nv1,w8,dot0 tune $P && grep -q "^pick: $def\$" "$W/out" && [ -n "$def" ] &&
+   grep -q "the pick's kernels are slower than the default's beyond the noise margin" "$W/err" &&
+   grep -q '^confirmation in .* the default against qb1,nv1,w8,dot0,' "$W/out" &&
+   grep -q '	confirm	1024	.*kernels default (not confirmed)' "$W/c1/tune.db"; then
+	ok "confirmation: a slower pick is not kept (the default, the reason recorded)"
+else cat "$W/out" >>"$W/err"; no "confirmation: a slower pick is not kept (default '$def')"; fi
+
 # 2. another device's records: ignored, said with -v
 export KVCC_CACHE_DIR="$W/c2"
 if KVCC_TUNE_DEVICE="Some Other CPU 9000" tune $P && comp && grep -q '(default)' "$W/err" &&
