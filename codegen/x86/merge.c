@@ -39,6 +39,10 @@ typedef struct Mg {
 	LLVMValueRef K, V, row;  /* the row's first element */
 	LLVMValueRef out, ld, ri; /* the row's table, its stride, the row's index */
 	int nes, nks;            /* row scalars per side: the member counts are row nes / nks of out */
+	/* issue 12 (session 11): mscal's 16-row blocks — the block's first row, its row stride, and
+	** the K / V channels cb .. cb+15 of its 16 rows transposed (tr[v][c]: lane r = row r), NULL
+	** until a reduction reads them */
+	LLVMValueRef ldk, *tr[2], trb[2][16];
 } Mg;
 
 static LLVMValueRef splat32(Gen *g, LLVMValueRef x, int w)
@@ -149,6 +153,139 @@ static LLVMValueRef rowscal(Mg *M, int i, int w)
 	return M->val[i] = v;
 }
 
+/* --- mscal over 16 rows at once (issue 12, session 11) ------------------------------------
+** The lanes are 16 rows: each lane does the same f32 operations in the same order as the scalar
+** row loop below (a reduction over chan stays one chain per row, channel 0 first), so the row
+** scalars are the scalar loop's bit for bit; the channels of 16 rows come from 16 row loads
+** transposed in registers (kx_tr16). Rows past the last whole block of 16: the scalar loop. */
+
+static LLVMValueRef rowscalv(Mg *M, int i, int w);
+
+/* channel c (0..15) of the current block of a [chan] value, 16 rows in the lanes */
+static LLVMValueRef rowchanv(Mg *M, KiRef r, LLVMValueRef cb, int c)
+{
+	Gen *g = M->g;
+	if (KI_RKIND(r) != RK_INS || !(M->f->ins[KI_RIDX(r)].axes & AXM(AX_chan)))
+		return mref(M, r, 16, rowscalv);
+	const KiIns *in = &M->f->ins[KI_RIDX(r)];
+	if (in->op == KO_erow || in->op == KO_krow) {
+		int v = M->f->ins[KI_RIDX(in->arg[0])].aux == IN_V;
+		if (!M->tr[v]) {
+			for (int q = 0; q < 16; q++)
+				M->trb[v][q] = loadconv(g, v ? M->V : M->K, LLVMBuildAdd(g->b, LLVMBuildAdd(g->b, M->row,
+				                        LLVMBuildMul(g->b, ci(g, q), M->ldk, ""), ""), cb, ""), 16);
+			kx_tr16(g, M->trb[v]);
+			M->tr[v] = M->trb[v];
+		}
+		return M->tr[v][c];
+	}
+	return kx_ew(g, in->op, rowchanv(M, in->arg[0], cb, c), rowchanv(M, in->arg[1], cb, c),
+	             rowchanv(M, in->arg[2], cb, c), 16);
+}
+
+/* the [] operands of a [chan] value made before the channel loop (they are used after it) */
+static void rowpre(Mg *M, KiRef r)
+{
+	if (KI_RKIND(r) != RK_INS)
+		return;
+	const KiIns *in = &M->f->ins[KI_RIDX(r)];
+	if (!(in->axes & AXM(AX_chan))) {
+		mref(M, r, 16, rowscalv);
+		return;
+	}
+	if (in->op == KO_erow || in->op == KO_krow)
+		return;
+	for (int k = 0; k < 3; k++)
+		rowpre(M, in->arg[k]);
+}
+
+/* a reduction over chan of 16 rows: per lane rowred's chain */
+static LLVMValueRef rowredv(Mg *M, const KiIns *in)
+{
+	Gen *g = M->g;
+	LLVMBuilderRef b = g->b;
+	const KiSem *sem = ki_sem(in->op);
+	LLVMTypeRef vt = fty(g, 16);
+	rowpre(M, in->arg[0]);
+	if (sem->map == MAP_MUL)
+		rowpre(M, in->arg[1]);
+	LLVMValueRef acc = entry_alloca(g, vt);
+	LLVMSetAlignment(acc, 64);
+	LLVMBuildStore(b, cfv(g, sem->init, 16), acc);
+	Loop lc;
+	LLVMValueRef cb = loop_begin(g, ci(g, 0), ci(g, g->d), 16, &lc);
+	M->tr[0] = M->tr[1] = NULL;
+	LLVMValueRef a = LLVMBuildLoad2(b, vt, acc, "");
+	for (int c = 0; c < 16; c++) {
+		LLVMValueRef x = rowchanv(M, in->arg[0], cb, c);
+		if (sem->map == MAP_SQ)
+			x = LLVMBuildFMul(b, x, x, "");
+		else if (sem->map == MAP_MUL)
+			x = LLVMBuildFMul(b, x, rowchanv(M, in->arg[1], cb, c), "");
+		if (sem->comb == CMB_ADD)
+			a = LLVMBuildFAdd(b, a, x, "");
+		else {
+			LLVMValueRef better = LLVMBuildFCmp(b, sem->comb == CMB_MAX ? LLVMRealUGT : LLVMRealULT, x, a, "");
+			LLVMValueRef anan = LLVMBuildFCmp(b, LLVMRealUNO, a, a, "");
+			a = LLVMBuildSelect(b, LLVMBuildAnd(b, better, LLVMBuildNot(b, anan, ""), ""), x, a, "");
+		}
+	}
+	LLVMBuildStore(b, a, acc);
+	loop_end(g, &lc);
+	M->tr[0] = M->tr[1] = NULL;
+	LLVMValueRef v = LLVMBuildLoad2(b, vt, acc, "");
+	LLVMValueRef n = cfv(g, g->d, 16);
+	switch (sem->fin) {
+	case FIN_MEAN: return LLVMBuildFDiv(b, v, n, "");
+	case FIN_SQRT: return intr(g, "llvm.sqrt", vt, &v, 1);
+	case FIN_RMS: {
+		LLVMValueRef q = LLVMBuildFDiv(b, v, n, "");
+		return intr(g, "llvm.sqrt", vt, &q, 1);
+	}
+	}
+	return v;
+}
+
+/* a [] value of 16 rows (rowscal's, lane by lane) */
+static LLVMValueRef rowscalv(Mg *M, int i, int w)
+{
+	(void)w;
+	if (M->val[i])
+		return M->val[i];
+	Gen *g = M->g;
+	const KiIns *in = &M->f->ins[i];
+	LLVMValueRef v;
+	if (in->op == KO_pinfo)
+		v = loadf(g, M->out, LLVMBuildAdd(g->b, LLVMBuildMul(g->b, ci(g, in->aux == PI_ecount ? M->nes : M->nks), M->ld, ""),
+		                                  M->ri, ""), 16);
+	else if (ki_sem(in->op)->kind == SEM_RED)
+		v = rowredv(M, in);
+	else
+		v = kx_ew(g, in->op, mref(M, in->arg[0], 16, rowscalv), mref(M, in->arg[1], 16, rowscalv),
+		          mref(M, in->arg[2], 16, rowscalv), 16);
+	return M->val[i] = v;
+}
+
+/* rows i .. i+15 of side s (every head_dim a multiple of 16); returns the next row for the scalar
+** loop */
+static LLVMValueRef mscal16(Mg *M, int s, LLVMValueRef ldk, LLVMValueRef cnt)
+{
+	Gen *g = M->g;
+	LLVMBuilderRef b = g->b;
+	if (g->d % 16)
+		return ci(g, 0);
+	Loop lr;
+	LLVMValueRef i = loop_begin(g, ci(g, 0), cnt, 16, &lr);
+	M->row = LLVMBuildMul(b, i, ldk, ""), M->ldk = ldk, M->ri = i, M->w = 16;
+	memset(M->val, 0, (size_t)M->f->nins * sizeof *M->val);
+	for (int j = 0; j < M->f->nins; j++)
+		if (M->slot[j] >= 0 && M->side[j] == (s ? KI_MK : KI_ME))
+			storef(g, rowscalv(M, j, 16), M->out, LLVMBuildAdd(b, LLVMBuildMul(b, ci(g, M->slot[j]), M->ld, ""), i, ""));
+	loop_end(g, &lr);
+	M->w = 1;
+	return lr.iv;
+}
+
 /* mscal(K, V, ldk, cnt, side, par, out, ld) */
 static void gen_mscal(Mg *M)
 {
@@ -165,10 +302,12 @@ static void gen_mscal(Mg *M)
 	LLVMBuildCondBr(b, LLVMBuildICmp(b, LLVMIntEQ, side, ci(g, 0), ""), se, sk);
 	for (int s = 0; s < 2; s++) {
 		LLVMPositionBuilderAtEnd(b, s ? sk : se);
+		M->out = out, M->ld = ld;
+		LLVMValueRef i0 = mscal16(M, s, ldk, cnt);   /* whole blocks of 16 rows, then the rest */
 		Loop lr;
-		LLVMValueRef i = loop_begin2(g, ci(g, 0), cnt, 1, 1, &lr);
+		LLVMValueRef i = loop_begin2(g, i0, cnt, 1, 1, &lr);
 		M->row = LLVMBuildMul(b, i, ldk, "");
-		M->out = out, M->ld = ld, M->ri = i;
+		M->ri = i;
 		memset(M->val, 0, (size_t)M->f->nins * sizeof *M->val);
 		for (int j = 0; j < M->f->nins; j++)
 			if (M->slot[j] >= 0 && M->side[j] == (s ? KI_MK : KI_ME))
