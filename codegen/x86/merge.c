@@ -39,10 +39,10 @@ typedef struct Mg {
 	LLVMValueRef K, V, row;  /* the row's first element */
 	LLVMValueRef out, ld, ri; /* the row's table, its stride, the row's index */
 	int nes, nks;            /* row scalars per side: the member counts are row nes / nks of out */
-	/* issue 12 (session 11): mscal's 16-row blocks — the block's first row, its row stride, and
-	** the K / V channels cb .. cb+15 of its 16 rows transposed (tr[v][c]: lane r = row r), NULL
-	** until a reduction reads them */
-	LLVMValueRef ldk, *tr[2], trb[2][16];
+	/* issue 12 (session 11): mscal's 16-row blocks — the row stride, the K / V channels cb ..
+	** cb+15 of the 16 rows as f32 in a stack buffer, transposed (buf[v]: [16 channels][16 rows]),
+	** and the channel c of the inner loop */
+	LLVMValueRef ldk, buf[2], cv;
 } Mg;
 
 static LLVMValueRef splat32(Gen *g, LLVMValueRef x, int w)
@@ -156,13 +156,15 @@ static LLVMValueRef rowscal(Mg *M, int i, int w)
 /* --- mscal over 16 rows at once (issue 12, session 11) ------------------------------------
 ** The lanes are 16 rows: each lane does the same f32 operations in the same order as the scalar
 ** row loop below (a reduction over chan stays one chain per row, channel 0 first), so the row
-** scalars are the scalar loop's bit for bit; the channels of 16 rows come from 16 row loads
-** transposed in registers (kx_tr16). Rows past the last whole block of 16: the scalar loop. */
+** scalars are the scalar loop's bit for bit. Per 16 channels, the 16 rows' K (V) channels are
+** converted to f32 into a stack buffer and transposed there, then a loop over the 16 channels
+** reads channel c of the 16 rows with one load (loops, not unrolled: the compile time matters,
+** issue 13). Rows past the last whole block of 16: the scalar loop. */
 
 static LLVMValueRef rowscalv(Mg *M, int i, int w);
 
-/* channel c (0..15) of the current block of a [chan] value, 16 rows in the lanes */
-static LLVMValueRef rowchanv(Mg *M, KiRef r, LLVMValueRef cb, int c)
+/* channel cb + c (c = M->cv) of a [chan] value, 16 rows in the lanes */
+static LLVMValueRef rowchanv(Mg *M, KiRef r)
 {
 	Gen *g = M->g;
 	if (KI_RKIND(r) != RK_INS || !(M->f->ins[KI_RIDX(r)].axes & AXM(AX_chan)))
@@ -170,21 +172,14 @@ static LLVMValueRef rowchanv(Mg *M, KiRef r, LLVMValueRef cb, int c)
 	const KiIns *in = &M->f->ins[KI_RIDX(r)];
 	if (in->op == KO_erow || in->op == KO_krow) {
 		int v = M->f->ins[KI_RIDX(in->arg[0])].aux == IN_V;
-		if (!M->tr[v]) {
-			for (int q = 0; q < 16; q++)
-				M->trb[v][q] = loadconv(g, v ? M->V : M->K, LLVMBuildAdd(g->b, LLVMBuildAdd(g->b, M->row,
-				                        LLVMBuildMul(g->b, ci(g, q), M->ldk, ""), ""), cb, ""), 16);
-			kx_tr16(g, M->trb[v]);
-			M->tr[v] = M->trb[v];
-		}
-		return M->tr[v][c];
+		return loadf(g, M->buf[v], LLVMBuildMul(g->b, M->cv, ci(g, 16), ""), 16);
 	}
-	return kx_ew(g, in->op, rowchanv(M, in->arg[0], cb, c), rowchanv(M, in->arg[1], cb, c),
-	             rowchanv(M, in->arg[2], cb, c), 16);
+	return kx_ew(g, in->op, rowchanv(M, in->arg[0]), rowchanv(M, in->arg[1]), rowchanv(M, in->arg[2]), 16);
 }
 
-/* the [] operands of a [chan] value made before the channel loop (they are used after it) */
-static void rowpre(Mg *M, KiRef r)
+/* the [] operands of a [chan] value made before the channel loops (they are used after them);
+** src[v] set where the value reads K (v = 0) or V (1) */
+static void rowpre(Mg *M, KiRef r, int src[2])
 {
 	if (KI_RKIND(r) != RK_INS)
 		return;
@@ -193,10 +188,12 @@ static void rowpre(Mg *M, KiRef r)
 		mref(M, r, 16, rowscalv);
 		return;
 	}
-	if (in->op == KO_erow || in->op == KO_krow)
+	if (in->op == KO_erow || in->op == KO_krow) {
+		src[M->f->ins[KI_RIDX(in->arg[0])].aux == IN_V] = 1;
 		return;
+	}
 	for (int k = 0; k < 3; k++)
-		rowpre(M, in->arg[k]);
+		rowpre(M, in->arg[k], src);
 }
 
 /* a reduction over chan of 16 rows: per lane rowred's chain */
@@ -206,33 +203,52 @@ static LLVMValueRef rowredv(Mg *M, const KiIns *in)
 	LLVMBuilderRef b = g->b;
 	const KiSem *sem = ki_sem(in->op);
 	LLVMTypeRef vt = fty(g, 16);
-	rowpre(M, in->arg[0]);
+	int src[2] = { 0, 0 };
+	rowpre(M, in->arg[0], src);
 	if (sem->map == MAP_MUL)
-		rowpre(M, in->arg[1]);
+		rowpre(M, in->arg[1], src);
 	LLVMValueRef acc = entry_alloca(g, vt);
-	LLVMSetAlignment(acc, 64);
 	LLVMBuildStore(b, cfv(g, sem->init, 16), acc);
-	Loop lc;
-	LLVMValueRef cb = loop_begin(g, ci(g, 0), ci(g, g->d), 16, &lc);
-	M->tr[0] = M->tr[1] = NULL;
-	LLVMValueRef a = LLVMBuildLoad2(b, vt, acc, "");
-	for (int c = 0; c < 16; c++) {
-		LLVMValueRef x = rowchanv(M, in->arg[0], cb, c);
-		if (sem->map == MAP_SQ)
-			x = LLVMBuildFMul(b, x, x, "");
-		else if (sem->map == MAP_MUL)
-			x = LLVMBuildFMul(b, x, rowchanv(M, in->arg[1], cb, c), "");
-		if (sem->comb == CMB_ADD)
-			a = LLVMBuildFAdd(b, a, x, "");
-		else {
-			LLVMValueRef better = LLVMBuildFCmp(b, sem->comb == CMB_MAX ? LLVMRealUGT : LLVMRealULT, x, a, "");
-			LLVMValueRef anan = LLVMBuildFCmp(b, LLVMRealUNO, a, a, "");
-			a = LLVMBuildSelect(b, LLVMBuildAnd(b, better, LLVMBuildNot(b, anan, ""), ""), x, a, "");
+	Loop lb, lc;
+	LLVMValueRef cb = loop_begin(g, ci(g, 0), ci(g, g->d), 16, &lb);
+	for (int v = 0; v < 2; v++)
+		if (src[v]) {
+			LLVMValueRef t[16];
+			for (int q = 0; q < 16; q++)
+				t[q] = loadconv(g, v ? M->V : M->K, LLVMBuildAdd(b, LLVMBuildAdd(b, M->row,
+				                LLVMBuildMul(b, ci(g, q), M->ldk, ""), ""), cb, ""), 16);
+			for (int q = 0; q < 16; q++)
+				storef(g, t[q], M->buf[v], ci(g, 16 * q));
+			/* transposed in place: kx_tr16's four rounds as a loop (one round's shuffles in the
+			** code: four unrolled cost the compile ~0.1 s for a policy of several reductions) */
+			Loop lt;
+			loop_begin(g, ci(g, 0), ci(g, 4), 1, &lt);
+			for (int q = 0; q < 16; q++)
+				t[q] = loadf(g, M->buf[v], ci(g, 16 * q), 16);
+			kx_tr16round(g, t);
+			for (int q = 0; q < 16; q++)
+				storef(g, t[q], M->buf[v], ci(g, 16 * q));
+			loop_end(g, &lt);
+			loop_plain(g, &lt);
 		}
+	M->cv = loop_begin(g, ci(g, 0), ci(g, 16), 1, &lc);
+	LLVMValueRef a = LLVMBuildLoad2(b, vt, acc, "");
+	LLVMValueRef x = rowchanv(M, in->arg[0]);
+	if (sem->map == MAP_SQ)
+		x = LLVMBuildFMul(b, x, x, "");
+	else if (sem->map == MAP_MUL)
+		x = LLVMBuildFMul(b, x, rowchanv(M, in->arg[1]), "");
+	if (sem->comb == CMB_ADD)
+		a = LLVMBuildFAdd(b, a, x, "");
+	else {
+		LLVMValueRef better = LLVMBuildFCmp(b, sem->comb == CMB_MAX ? LLVMRealUGT : LLVMRealULT, x, a, "");
+		LLVMValueRef anan = LLVMBuildFCmp(b, LLVMRealUNO, a, a, "");
+		a = LLVMBuildSelect(b, LLVMBuildAnd(b, better, LLVMBuildNot(b, anan, ""), ""), x, a, "");
 	}
 	LLVMBuildStore(b, a, acc);
 	loop_end(g, &lc);
-	M->tr[0] = M->tr[1] = NULL;
+	loop_plain(g, &lc);
+	loop_end(g, &lb);
 	LLVMValueRef v = LLVMBuildLoad2(b, vt, acc, "");
 	LLVMValueRef n = cfv(g, g->d, 16);
 	switch (sem->fin) {
@@ -274,6 +290,11 @@ static LLVMValueRef mscal16(Mg *M, int s, LLVMValueRef ldk, LLVMValueRef cnt)
 	LLVMBuilderRef b = g->b;
 	if (g->d % 16)
 		return ci(g, 0);
+	LLVMTypeRef bt = LLVMArrayType(g->f32, 256);
+	for (int v = 0; v < 2; v++) {
+		M->buf[v] = entry_alloca(g, bt);
+		LLVMSetAlignment(M->buf[v], 64);
+	}
 	Loop lr;
 	LLVMValueRef i = loop_begin(g, ci(g, 0), cnt, 16, &lr);
 	M->row = LLVMBuildMul(b, i, ldk, ""), M->ldk = ldk, M->ri = i, M->w = 16;
