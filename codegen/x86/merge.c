@@ -213,12 +213,14 @@ static LLVMValueRef rowredv(Mg *M, const KiIns *in)
 	LLVMValueRef cb = loop_begin(g, ci(g, 0), ci(g, g->d), 16, &lb);
 	for (int v = 0; v < 2; v++)
 		if (src[v]) {
+			Loop lq;
+			LLVMValueRef q = loop_begin(g, ci(g, 0), ci(g, 16), 1, &lq);
+			storef(g, loadconv(g, v ? M->V : M->K, LLVMBuildAdd(b, LLVMBuildAdd(b, M->row, LLVMBuildMul(b, q, M->ldk, ""), ""),
+			                                                   cb, ""), 16),
+			       M->buf[v], LLVMBuildMul(b, q, ci(g, 16), ""));
+			loop_end(g, &lq);
+			loop_plain(g, &lq);
 			LLVMValueRef t[16];
-			for (int q = 0; q < 16; q++)
-				t[q] = loadconv(g, v ? M->V : M->K, LLVMBuildAdd(b, LLVMBuildAdd(b, M->row,
-				                LLVMBuildMul(b, ci(g, q), M->ldk, ""), ""), cb, ""), 16);
-			for (int q = 0; q < 16; q++)
-				storef(g, t[q], M->buf[v], ci(g, 16 * q));
 			/* transposed in place: kx_tr16's four rounds as a loop (one round's shuffles in the
 			** code: four unrolled cost the compile ~0.1 s for a policy of several reductions) */
 			Loop lt;
