@@ -41,7 +41,7 @@ typedef struct Mg {
 	int nes, nks;            /* row scalars per side: the member counts are row nes / nks of out */
 	/* issue 12 (session 11): mscal's 16-row blocks — the row stride, the K / V channels cb ..
 	** cb+15 of the 16 rows as f32 in a stack buffer, transposed (buf[v]: [16 channels][16 rows]),
-	** and the channel c of the inner loop */
+	** and the channel c of the inner loop (rowchan's ch) */
 	LLVMValueRef ldk, buf[2], cv;
 } Mg;
 
@@ -82,18 +82,52 @@ static LLVMValueRef mref(Mg *M, KiRef r, int w, LLVMValueRef (*ins)(Mg *, int, i
 
 static LLVMValueRef rowscal(Mg *M, int i, int w);
 
-/* a [chan] value of the row at channel ch (scalars broadcast) */
+static LLVMValueRef rowscalv(Mg *M, int i, int w);
+
+/* a [chan] value of the row at channel ch (scalars broadcast); M->w = 16 (mscal16): of the 16 rows
+** of the block, channel cb + ch of its stack buffer */
 static LLVMValueRef rowchan(Mg *M, KiRef r, LLVMValueRef ch)
 {
 	Gen *g = M->g;
+	int w = M->w;
 	if (KI_RKIND(r) != RK_INS || !(M->f->ins[KI_RIDX(r)].axes & AXM(AX_chan)))
-		return mref(M, r, 1, rowscal);
+		return mref(M, r, w, w > 1 ? rowscalv : rowscal);
 	const KiIns *in = &M->f->ins[KI_RIDX(r)];
 	if (in->op == KO_erow || in->op == KO_krow) {
 		int v = M->f->ins[KI_RIDX(in->arg[0])].aux == IN_V;
+		if (w > 1)
+			return loadf(g, M->buf[v], LLVMBuildMul(g->b, ch, ci(g, 16), ""), 16);
 		return loadconv(g, v ? M->V : M->K, LLVMBuildAdd(g->b, M->row, ch, ""), 1);
 	}
-	return kx_ew(g, in->op, rowchan(M, in->arg[0], ch), rowchan(M, in->arg[1], ch), rowchan(M, in->arg[2], ch), 1);
+	return kx_ew(g, in->op, rowchan(M, in->arg[0], ch), rowchan(M, in->arg[1], ch), rowchan(M, in->arg[2], ch), w);
+}
+
+/* a reduction's step acc ⊕ x (w lanes: the same per lane) */
+static LLVMValueRef redcomb(Gen *g, const KiSem *sem, LLVMValueRef a, LLVMValueRef x)
+{
+	LLVMBuilderRef b = g->b;
+	if (sem->comb == CMB_ADD)
+		return LLVMBuildFAdd(b, a, x, "");
+	/* x if x beats acc or x is NaN (a NaN stays) */
+	LLVMValueRef better = LLVMBuildFCmp(b, sem->comb == CMB_MAX ? LLVMRealUGT : LLVMRealULT, x, a, "");
+	LLVMValueRef anan = LLVMBuildFCmp(b, LLVMRealUNO, a, a, "");
+	return LLVMBuildSelect(b, LLVMBuildAnd(b, better, LLVMBuildNot(b, anan, ""), ""), x, a, "");
+}
+
+/* a reduction's final step over d channels (w lanes) */
+static LLVMValueRef redfin(Gen *g, const KiSem *sem, LLVMValueRef v, int w)
+{
+	LLVMBuilderRef b = g->b;
+	LLVMValueRef n = cfv(g, g->d, w);
+	switch (sem->fin) {
+	case FIN_MEAN: return LLVMBuildFDiv(b, v, n, "");
+	case FIN_SQRT: return intr(g, "llvm.sqrt", fty(g, w), &v, 1);
+	case FIN_RMS: {
+		LLVMValueRef q = LLVMBuildFDiv(b, v, n, "");
+		return intr(g, "llvm.sqrt", fty(g, w), &q, 1);
+	}
+	}
+	return v;
 }
 
 /* a reduction over chan of the row */
@@ -111,27 +145,9 @@ static LLVMValueRef rowred(Mg *M, const KiIns *in)
 		x = LLVMBuildFMul(b, x, x, "");
 	else if (sem->map == MAP_MUL)
 		x = LLVMBuildFMul(b, x, rowchan(M, in->arg[1], ch), "");
-	LLVMValueRef a = LLVMBuildLoad2(b, g->f32, acc, ""), r;
-	if (sem->comb == CMB_ADD)
-		r = LLVMBuildFAdd(b, a, x, "");
-	else {      /* v if v beats acc or v is NaN (a NaN stays) */
-		LLVMValueRef better = LLVMBuildFCmp(b, sem->comb == CMB_MAX ? LLVMRealUGT : LLVMRealULT, x, a, "");
-		LLVMValueRef anan = LLVMBuildFCmp(b, LLVMRealUNO, a, a, "");
-		r = LLVMBuildSelect(b, LLVMBuildAnd(b, better, LLVMBuildNot(b, anan, ""), ""), x, a, "");
-	}
-	LLVMBuildStore(b, r, acc);
+	LLVMBuildStore(b, redcomb(g, sem, LLVMBuildLoad2(b, g->f32, acc, ""), x), acc);
 	loop_end(g, &lc);
-	LLVMValueRef v = LLVMBuildLoad2(b, g->f32, acc, "");
-	LLVMValueRef n = cfv(g, g->d, 1);
-	switch (sem->fin) {
-	case FIN_MEAN: return LLVMBuildFDiv(b, v, n, "");
-	case FIN_SQRT: return intr(g, "llvm.sqrt", g->f32, &v, 1);
-	case FIN_RMS: {
-		LLVMValueRef q = LLVMBuildFDiv(b, v, n, "");
-		return intr(g, "llvm.sqrt", g->f32, &q, 1);
-	}
-	}
-	return v;
+	return redfin(g, sem, LLVMBuildLoad2(b, g->f32, acc, ""), 1);
 }
 
 /* a [] value of the row (computed once per row, in instruction order) */
@@ -160,22 +176,6 @@ static LLVMValueRef rowscal(Mg *M, int i, int w)
 ** converted to f32 into a stack buffer and transposed there, then a loop over the 16 channels
 ** reads channel c of the 16 rows with one load (loops, not unrolled: the compile time matters,
 ** issue 13). Rows past the last whole block of 16: the scalar loop. */
-
-static LLVMValueRef rowscalv(Mg *M, int i, int w);
-
-/* channel cb + c (c = M->cv) of a [chan] value, 16 rows in the lanes */
-static LLVMValueRef rowchanv(Mg *M, KiRef r)
-{
-	Gen *g = M->g;
-	if (KI_RKIND(r) != RK_INS || !(M->f->ins[KI_RIDX(r)].axes & AXM(AX_chan)))
-		return mref(M, r, 16, rowscalv);
-	const KiIns *in = &M->f->ins[KI_RIDX(r)];
-	if (in->op == KO_erow || in->op == KO_krow) {
-		int v = M->f->ins[KI_RIDX(in->arg[0])].aux == IN_V;
-		return loadf(g, M->buf[v], LLVMBuildMul(g->b, M->cv, ci(g, 16), ""), 16);
-	}
-	return kx_ew(g, in->op, rowchanv(M, in->arg[0]), rowchanv(M, in->arg[1]), rowchanv(M, in->arg[2]), 16);
-}
 
 /* the [] operands of a [chan] value made before the channel loops (they are used after them);
 ** src[v] set where the value reads K (v = 0) or V (1) */
@@ -234,34 +234,16 @@ static LLVMValueRef rowredv(Mg *M, const KiIns *in)
 			loop_plain(g, &lt);
 		}
 	M->cv = loop_begin(g, ci(g, 0), ci(g, 16), 1, &lc);
-	LLVMValueRef a = LLVMBuildLoad2(b, vt, acc, "");
-	LLVMValueRef x = rowchanv(M, in->arg[0]);
+	LLVMValueRef x = rowchan(M, in->arg[0], M->cv);
 	if (sem->map == MAP_SQ)
 		x = LLVMBuildFMul(b, x, x, "");
 	else if (sem->map == MAP_MUL)
-		x = LLVMBuildFMul(b, x, rowchanv(M, in->arg[1]), "");
-	if (sem->comb == CMB_ADD)
-		a = LLVMBuildFAdd(b, a, x, "");
-	else {
-		LLVMValueRef better = LLVMBuildFCmp(b, sem->comb == CMB_MAX ? LLVMRealUGT : LLVMRealULT, x, a, "");
-		LLVMValueRef anan = LLVMBuildFCmp(b, LLVMRealUNO, a, a, "");
-		a = LLVMBuildSelect(b, LLVMBuildAnd(b, better, LLVMBuildNot(b, anan, ""), ""), x, a, "");
-	}
-	LLVMBuildStore(b, a, acc);
+		x = LLVMBuildFMul(b, x, rowchan(M, in->arg[1], M->cv), "");
+	LLVMBuildStore(b, redcomb(g, sem, LLVMBuildLoad2(b, vt, acc, ""), x), acc);
 	loop_end(g, &lc);
 	loop_plain(g, &lc);
 	loop_end(g, &lb);
-	LLVMValueRef v = LLVMBuildLoad2(b, vt, acc, "");
-	LLVMValueRef n = cfv(g, g->d, 16);
-	switch (sem->fin) {
-	case FIN_MEAN: return LLVMBuildFDiv(b, v, n, "");
-	case FIN_SQRT: return intr(g, "llvm.sqrt", vt, &v, 1);
-	case FIN_RMS: {
-		LLVMValueRef q = LLVMBuildFDiv(b, v, n, "");
-		return intr(g, "llvm.sqrt", vt, &q, 1);
-	}
-	}
-	return v;
+	return redfin(g, sem, LLVMBuildLoad2(b, vt, acc, ""), 16);
 }
 
 /* a [] value of 16 rows (rowscal's, lane by lane) */
