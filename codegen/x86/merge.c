@@ -490,6 +490,26 @@ static void storeconv(Gen *g, LLVMValueRef x, LLVMValueRef base, LLVMValueRef id
 	LLVMSetAlignment(s, 2);
 }
 
+/* mupd's output: each kept / value channel block wk · row + acc, times s (div: divided by s; s
+** NULL: as is), rounded and stored over the target row */
+static void mupdout(Gen *g, const KiMerge *m, LLVMValueRef K, LLVMValueRef V, LLVMValueRef row, LLVMValueRef wks,
+                    LLVMValueRef acc, int cw, LLVMValueRef s, int div)
+{
+	LLVMBuilderRef b = g->b;
+	int d = g->d;
+	for (int c = 0; c < 2 * d; c += cw) {
+		int isk = c < d;
+		if ((isk && !m->keys) || (!isk && !m->values))
+			continue;
+		LLVMValueRef idx = LLVMBuildAdd(b, row, ci(g, c % d), "");
+		LLVMValueRef x = LLVMBuildFAdd(b, LLVMBuildFMul(b, wks, loadconv(g, isk ? K : V, idx, cw), ""),
+		                               loadf(g, acc, ci(g, c), cw), "");
+		if (s)
+			x = div ? LLVMBuildFDiv(b, x, s, "") : LLVMBuildFMul(b, x, s, "");
+		storeconv(g, x, isk ? K : V, idx, cw);
+	}
+}
+
 /* mupd(K, V, ldk, k, EK, EV, rows, w, cnt, wk) */
 static void gen_mupd(Mg *M)
 {
@@ -532,18 +552,28 @@ static void gen_mupd(Mg *M)
 		LLVMBuildRetVoid(b);
 		LLVMPositionBuilderAtEnd(b, go);
 	}
-	LLVMValueRef row = LLVMBuildMul(b, k, ldk, ""), wks = splat(g, wk, cw), ts = splat(g, tot, cw);
-	for (int c = 0; c < 2 * d; c += cw) {
-		int isk = c < d;
-		if ((isk && !m->keys) || (!isk && !m->values))
-			continue;
-		LLVMValueRef idx = LLVMBuildAdd(b, row, ci(g, c % d), "");
-		LLVMValueRef x = LLVMBuildFAdd(b, LLVMBuildFMul(b, wks, loadconv(g, isk ? K : V, idx, cw), ""),
-		                               loadf(g, acc, ci(g, c), cw), "");
-		if (m->update == MU_mean)
-			x = LLVMBuildFDiv(b, x, ts, "");
-		storeconv(g, x, isk ? K : V, idx, cw);
+	LLVMValueRef row = LLVMBuildMul(b, k, ldk, ""), wks = splat(g, wk, cw);
+	if (m->update != MU_mean) {
+		mupdout(g, m, K, V, row, wks, acc, cw, NULL, 0);
+		LLVMBuildRetVoid(b);
+		return;
 	}
+	/* issue 12 (session 11): a total that is a power of two (a target and one member, counts 1:
+	** 2) takes x · (1/tot), which is x / tot exactly (1/tot exact and normal: both round the same
+	** real value), multiplications instead of 2d/16 vdivps; any other total divides */
+	LLVMValueRef u = LLVMBuildAnd(b, LLVMBuildBitCast(b, tot, g->i32, ""), LLVMConstInt(g->i32, 0x7fffffff, 0), "");
+	LLVMValueRef p2 = LLVMBuildICmp(b, LLVMIntEQ, LLVMBuildAnd(b, u, LLVMConstInt(g->i32, 0x7fffff, 0), ""),
+	                                LLVMConstInt(g->i32, 0, 0), "");
+	p2 = LLVMBuildAnd(b, p2, LLVMBuildICmp(b, LLVMIntUGE, u, LLVMConstInt(g->i32, 0x00800000, 0), ""), "");
+	p2 = LLVMBuildAnd(b, p2, LLVMBuildICmp(b, LLVMIntULE, u, LLVMConstInt(g->i32, 0x7e800000, 0), ""), "");
+	LLVMBasicBlockRef bm = LLVMAppendBasicBlockInContext(g->cx, g->fn, "pow2");
+	LLVMBasicBlockRef bd = LLVMAppendBasicBlockInContext(g->cx, g->fn, "div");
+	LLVMBuildCondBr(b, p2, bm, bd);
+	LLVMPositionBuilderAtEnd(b, bm);
+	mupdout(g, m, K, V, row, wks, acc, cw, splat(g, LLVMBuildFDiv(b, cfv(g, 1, 1), tot, ""), cw), 0);
+	LLVMBuildRetVoid(b);
+	LLVMPositionBuilderAtEnd(b, bd);
+	mupdout(g, m, K, V, row, wks, acc, cw, splat(g, tot, cw), 1);
 	LLVMBuildRetVoid(b);
 }
 
