@@ -378,6 +378,7 @@ KC_FUNC int kx_gen_merge(Gen *g, const KiFn *f, LLVMValueRef fn[4]);
 KC_FUNC void kx_gen_msimx(Gen *g, const KiFn *f);
 KC_FUNC void kx_amxcfg(Gen *g);
 KC_FUNC void kx_tr16(Gen *g, LLVMValueRef *r);
+KC_FUNC void kx_tr16round(Gen *g, LLVMValueRef *r);
 KC_FUNC void kx_gen_mstore(Gen *g);
 /* issue 12 (session 10): AMX intrinsic calls (kern.c) and the f32 merge similarity on AMX (mamx3.c):
 ** msplit and mtop2 into fn[0], fn[1], generated when `on` (kx_mamx3), else stubs */

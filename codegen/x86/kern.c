@@ -510,19 +510,25 @@ void amx(Gen *g, const char *name, LLVMValueRef *args, int n)
 ** interleaves (vpermt2d) */
 void kx_tr16(Gen *g, LLVMValueRef *r)
 {
+	for (int round = 0; round < 4; round++)
+		kx_tr16round(g, r);
+}
+
+/* one of kx_tr16's four rounds (the same every round: four of them transpose; issue 12, session
+** 11: mscal runs them in a loop) */
+void kx_tr16round(Gen *g, LLVMValueRef *r)
+{
 	LLVMValueRef lo[16], hi[16], n[16];
 	for (int i = 0; i < 8; i++) {
 		lo[2 * i] = LLVMConstInt(g->i32, (unsigned)i, 0), lo[2 * i + 1] = LLVMConstInt(g->i32, (unsigned)(16 + i), 0);
 		hi[2 * i] = LLVMConstInt(g->i32, (unsigned)(8 + i), 0), hi[2 * i + 1] = LLVMConstInt(g->i32, (unsigned)(24 + i), 0);
 	}
 	LLVMValueRef mlo = LLVMConstVector(lo, 16), mhi = LLVMConstVector(hi, 16);
-	for (int round = 0; round < 4; round++) {
-		for (int i = 0; i < 8; i++) {
-			n[2 * i] = LLVMBuildShuffleVector(g->b, r[i], r[i + 8], mlo, "");
-			n[2 * i + 1] = LLVMBuildShuffleVector(g->b, r[i], r[i + 8], mhi, "");
-		}
-		memcpy(r, n, sizeof n);
+	for (int i = 0; i < 8; i++) {
+		n[2 * i] = LLVMBuildShuffleVector(g->b, r[i], r[i + 8], mlo, "");
+		n[2 * i + 1] = LLVMBuildShuffleVector(g->b, r[i], r[i + 8], mhi, "");
 	}
+	memcpy(r, n, sizeof n);
 }
 
 /* the tile config of every AMX kernel (qkt, msimx, mtop2): palette 1, tiles 0-7 of 16 rows × 64

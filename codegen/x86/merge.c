@@ -39,6 +39,10 @@ typedef struct Mg {
 	LLVMValueRef K, V, row;  /* the row's first element */
 	LLVMValueRef out, ld, ri; /* the row's table, its stride, the row's index */
 	int nes, nks;            /* row scalars per side: the member counts are row nes / nks of out */
+	/* issue 12 (session 11): mscal's 16-row blocks — the row stride, the K / V channels cb ..
+	** cb+15 of the 16 rows as f32 in a stack buffer, transposed (buf[v]: [16 channels][16 rows]),
+	** and the channel c of the inner loop (rowchan's ch) */
+	LLVMValueRef ldk, buf[2], cv;
 } Mg;
 
 static LLVMValueRef splat32(Gen *g, LLVMValueRef x, int w)
@@ -78,18 +82,52 @@ static LLVMValueRef mref(Mg *M, KiRef r, int w, LLVMValueRef (*ins)(Mg *, int, i
 
 static LLVMValueRef rowscal(Mg *M, int i, int w);
 
-/* a [chan] value of the row at channel ch (scalars broadcast) */
+static LLVMValueRef rowscalv(Mg *M, int i, int w);
+
+/* a [chan] value of the row at channel ch (scalars broadcast); M->w = 16 (mscal16): of the 16 rows
+** of the block, channel cb + ch of its stack buffer */
 static LLVMValueRef rowchan(Mg *M, KiRef r, LLVMValueRef ch)
 {
 	Gen *g = M->g;
+	int w = M->w;
 	if (KI_RKIND(r) != RK_INS || !(M->f->ins[KI_RIDX(r)].axes & AXM(AX_chan)))
-		return mref(M, r, 1, rowscal);
+		return mref(M, r, w, w > 1 ? rowscalv : rowscal);
 	const KiIns *in = &M->f->ins[KI_RIDX(r)];
 	if (in->op == KO_erow || in->op == KO_krow) {
 		int v = M->f->ins[KI_RIDX(in->arg[0])].aux == IN_V;
+		if (w > 1)
+			return loadf(g, M->buf[v], LLVMBuildMul(g->b, ch, ci(g, 16), ""), 16);
 		return loadconv(g, v ? M->V : M->K, LLVMBuildAdd(g->b, M->row, ch, ""), 1);
 	}
-	return kx_ew(g, in->op, rowchan(M, in->arg[0], ch), rowchan(M, in->arg[1], ch), rowchan(M, in->arg[2], ch), 1);
+	return kx_ew(g, in->op, rowchan(M, in->arg[0], ch), rowchan(M, in->arg[1], ch), rowchan(M, in->arg[2], ch), w);
+}
+
+/* a reduction's step acc ⊕ x (w lanes: the same per lane) */
+static LLVMValueRef redcomb(Gen *g, const KiSem *sem, LLVMValueRef a, LLVMValueRef x)
+{
+	LLVMBuilderRef b = g->b;
+	if (sem->comb == CMB_ADD)
+		return LLVMBuildFAdd(b, a, x, "");
+	/* x if x beats acc or x is NaN (a NaN stays) */
+	LLVMValueRef better = LLVMBuildFCmp(b, sem->comb == CMB_MAX ? LLVMRealUGT : LLVMRealULT, x, a, "");
+	LLVMValueRef anan = LLVMBuildFCmp(b, LLVMRealUNO, a, a, "");
+	return LLVMBuildSelect(b, LLVMBuildAnd(b, better, LLVMBuildNot(b, anan, ""), ""), x, a, "");
+}
+
+/* a reduction's final step over d channels (w lanes) */
+static LLVMValueRef redfin(Gen *g, const KiSem *sem, LLVMValueRef v, int w)
+{
+	LLVMBuilderRef b = g->b;
+	LLVMValueRef n = cfv(g, g->d, w);
+	switch (sem->fin) {
+	case FIN_MEAN: return LLVMBuildFDiv(b, v, n, "");
+	case FIN_SQRT: return intr(g, "llvm.sqrt", fty(g, w), &v, 1);
+	case FIN_RMS: {
+		LLVMValueRef q = LLVMBuildFDiv(b, v, n, "");
+		return intr(g, "llvm.sqrt", fty(g, w), &q, 1);
+	}
+	}
+	return v;
 }
 
 /* a reduction over chan of the row */
@@ -107,27 +145,9 @@ static LLVMValueRef rowred(Mg *M, const KiIns *in)
 		x = LLVMBuildFMul(b, x, x, "");
 	else if (sem->map == MAP_MUL)
 		x = LLVMBuildFMul(b, x, rowchan(M, in->arg[1], ch), "");
-	LLVMValueRef a = LLVMBuildLoad2(b, g->f32, acc, ""), r;
-	if (sem->comb == CMB_ADD)
-		r = LLVMBuildFAdd(b, a, x, "");
-	else {      /* v if v beats acc or v is NaN (a NaN stays) */
-		LLVMValueRef better = LLVMBuildFCmp(b, sem->comb == CMB_MAX ? LLVMRealUGT : LLVMRealULT, x, a, "");
-		LLVMValueRef anan = LLVMBuildFCmp(b, LLVMRealUNO, a, a, "");
-		r = LLVMBuildSelect(b, LLVMBuildAnd(b, better, LLVMBuildNot(b, anan, ""), ""), x, a, "");
-	}
-	LLVMBuildStore(b, r, acc);
+	LLVMBuildStore(b, redcomb(g, sem, LLVMBuildLoad2(b, g->f32, acc, ""), x), acc);
 	loop_end(g, &lc);
-	LLVMValueRef v = LLVMBuildLoad2(b, g->f32, acc, "");
-	LLVMValueRef n = cfv(g, g->d, 1);
-	switch (sem->fin) {
-	case FIN_MEAN: return LLVMBuildFDiv(b, v, n, "");
-	case FIN_SQRT: return intr(g, "llvm.sqrt", g->f32, &v, 1);
-	case FIN_RMS: {
-		LLVMValueRef q = LLVMBuildFDiv(b, v, n, "");
-		return intr(g, "llvm.sqrt", g->f32, &q, 1);
-	}
-	}
-	return v;
+	return redfin(g, sem, LLVMBuildLoad2(b, g->f32, acc, ""), 1);
 }
 
 /* a [] value of the row (computed once per row, in instruction order) */
@@ -149,6 +169,128 @@ static LLVMValueRef rowscal(Mg *M, int i, int w)
 	return M->val[i] = v;
 }
 
+/* --- mscal over 16 rows at once (issue 12, session 11) ------------------------------------
+** The lanes are 16 rows: each lane does the same f32 operations in the same order as the scalar
+** row loop below (a reduction over chan stays one chain per row, channel 0 first), so the row
+** scalars are the scalar loop's bit for bit. Per 16 channels, the 16 rows' K (V) channels are
+** converted to f32 into a stack buffer and transposed there, then a loop over the 16 channels
+** reads channel c of the 16 rows with one load (loops, not unrolled: the compile time matters,
+** issue 13). Rows past the last whole block of 16: the scalar loop. */
+
+/* the [] operands of a [chan] value made before the channel loops (they are used after them);
+** src[v] set where the value reads K (v = 0) or V (1) */
+static void rowpre(Mg *M, KiRef r, int src[2])
+{
+	if (KI_RKIND(r) != RK_INS)
+		return;
+	const KiIns *in = &M->f->ins[KI_RIDX(r)];
+	if (!(in->axes & AXM(AX_chan))) {
+		mref(M, r, 16, rowscalv);
+		return;
+	}
+	if (in->op == KO_erow || in->op == KO_krow) {
+		src[M->f->ins[KI_RIDX(in->arg[0])].aux == IN_V] = 1;
+		return;
+	}
+	for (int k = 0; k < 3; k++)
+		rowpre(M, in->arg[k], src);
+}
+
+/* a reduction over chan of 16 rows: per lane rowred's chain */
+static LLVMValueRef rowredv(Mg *M, const KiIns *in)
+{
+	Gen *g = M->g;
+	LLVMBuilderRef b = g->b;
+	const KiSem *sem = ki_sem(in->op);
+	LLVMTypeRef vt = fty(g, 16);
+	int src[2] = { 0, 0 };
+	rowpre(M, in->arg[0], src);
+	if (sem->map == MAP_MUL)
+		rowpre(M, in->arg[1], src);
+	LLVMValueRef acc = entry_alloca(g, vt);
+	LLVMBuildStore(b, cfv(g, sem->init, 16), acc);
+	Loop lb, lc;
+	LLVMValueRef cb = loop_begin(g, ci(g, 0), ci(g, g->d), 16, &lb);
+	for (int v = 0; v < 2; v++)
+		if (src[v]) {
+			Loop lq;
+			LLVMValueRef q = loop_begin(g, ci(g, 0), ci(g, 16), 1, &lq);
+			storef(g, loadconv(g, v ? M->V : M->K, LLVMBuildAdd(b, LLVMBuildAdd(b, M->row, LLVMBuildMul(b, q, M->ldk, ""), ""),
+			                                                   cb, ""), 16),
+			       M->buf[v], LLVMBuildMul(b, q, ci(g, 16), ""));
+			loop_end(g, &lq);
+			loop_plain(g, &lq);
+			LLVMValueRef t[16];
+			/* transposed in place: kx_tr16's four rounds as a loop (one round's shuffles in the
+			** code: four unrolled cost the compile ~0.1 s for a policy of several reductions) */
+			Loop lt;
+			loop_begin(g, ci(g, 0), ci(g, 4), 1, &lt);
+			for (int q = 0; q < 16; q++)
+				t[q] = loadf(g, M->buf[v], ci(g, 16 * q), 16);
+			kx_tr16round(g, t);
+			for (int q = 0; q < 16; q++)
+				storef(g, t[q], M->buf[v], ci(g, 16 * q));
+			loop_end(g, &lt);
+			loop_plain(g, &lt);
+		}
+	M->cv = loop_begin(g, ci(g, 0), ci(g, 16), 1, &lc);
+	LLVMValueRef x = rowchan(M, in->arg[0], M->cv);
+	if (sem->map == MAP_SQ)
+		x = LLVMBuildFMul(b, x, x, "");
+	else if (sem->map == MAP_MUL)
+		x = LLVMBuildFMul(b, x, rowchan(M, in->arg[1], M->cv), "");
+	LLVMBuildStore(b, redcomb(g, sem, LLVMBuildLoad2(b, vt, acc, ""), x), acc);
+	loop_end(g, &lc);
+	loop_plain(g, &lc);
+	loop_end(g, &lb);
+	return redfin(g, sem, LLVMBuildLoad2(b, vt, acc, ""), 16);
+}
+
+/* a [] value of 16 rows (rowscal's, lane by lane) */
+static LLVMValueRef rowscalv(Mg *M, int i, int w)
+{
+	(void)w;
+	if (M->val[i])
+		return M->val[i];
+	Gen *g = M->g;
+	const KiIns *in = &M->f->ins[i];
+	LLVMValueRef v;
+	if (in->op == KO_pinfo)
+		v = loadf(g, M->out, LLVMBuildAdd(g->b, LLVMBuildMul(g->b, ci(g, in->aux == PI_ecount ? M->nes : M->nks), M->ld, ""),
+		                                  M->ri, ""), 16);
+	else if (ki_sem(in->op)->kind == SEM_RED)
+		v = rowredv(M, in);
+	else
+		v = kx_ew(g, in->op, mref(M, in->arg[0], 16, rowscalv), mref(M, in->arg[1], 16, rowscalv),
+		          mref(M, in->arg[2], 16, rowscalv), 16);
+	return M->val[i] = v;
+}
+
+/* rows i .. i+15 of side s (every head_dim a multiple of 16); returns the next row for the scalar
+** loop */
+static LLVMValueRef mscal16(Mg *M, int s, LLVMValueRef ldk, LLVMValueRef cnt)
+{
+	Gen *g = M->g;
+	LLVMBuilderRef b = g->b;
+	if (g->d % 16)
+		return ci(g, 0);
+	LLVMTypeRef bt = LLVMArrayType(g->f32, 256);
+	for (int v = 0; v < 2; v++) {
+		M->buf[v] = entry_alloca(g, bt);
+		LLVMSetAlignment(M->buf[v], 64);
+	}
+	Loop lr;
+	LLVMValueRef i = loop_begin(g, ci(g, 0), cnt, 16, &lr);
+	M->row = LLVMBuildMul(b, i, ldk, ""), M->ldk = ldk, M->ri = i, M->w = 16;
+	memset(M->val, 0, (size_t)M->f->nins * sizeof *M->val);
+	for (int j = 0; j < M->f->nins; j++)
+		if (M->slot[j] >= 0 && M->side[j] == (s ? KI_MK : KI_ME))
+			storef(g, rowscalv(M, j, 16), M->out, LLVMBuildAdd(b, LLVMBuildMul(b, ci(g, M->slot[j]), M->ld, ""), i, ""));
+	loop_end(g, &lr);
+	M->w = 1;
+	return lr.iv;
+}
+
 /* mscal(K, V, ldk, cnt, side, par, out, ld) */
 static void gen_mscal(Mg *M)
 {
@@ -165,10 +307,12 @@ static void gen_mscal(Mg *M)
 	LLVMBuildCondBr(b, LLVMBuildICmp(b, LLVMIntEQ, side, ci(g, 0), ""), se, sk);
 	for (int s = 0; s < 2; s++) {
 		LLVMPositionBuilderAtEnd(b, s ? sk : se);
+		M->out = out, M->ld = ld;
+		LLVMValueRef i0 = mscal16(M, s, ldk, cnt);   /* whole blocks of 16 rows, then the rest */
 		Loop lr;
-		LLVMValueRef i = loop_begin2(g, ci(g, 0), cnt, 1, 1, &lr);
+		LLVMValueRef i = loop_begin2(g, i0, cnt, 1, 1, &lr);
 		M->row = LLVMBuildMul(b, i, ldk, "");
-		M->out = out, M->ld = ld, M->ri = i;
+		M->ri = i;
 		memset(M->val, 0, (size_t)M->f->nins * sizeof *M->val);
 		for (int j = 0; j < M->f->nins; j++)
 			if (M->slot[j] >= 0 && M->side[j] == (s ? KI_MK : KI_ME))
@@ -346,6 +490,26 @@ static void storeconv(Gen *g, LLVMValueRef x, LLVMValueRef base, LLVMValueRef id
 	LLVMSetAlignment(s, 2);
 }
 
+/* mupd's output: each kept / value channel block wk · row + acc, times s (div: divided by s; s
+** NULL: as is), rounded and stored over the target row */
+static void mupdout(Gen *g, const KiMerge *m, LLVMValueRef K, LLVMValueRef V, LLVMValueRef row, LLVMValueRef wks,
+                    LLVMValueRef acc, int cw, LLVMValueRef s, int div)
+{
+	LLVMBuilderRef b = g->b;
+	int d = g->d;
+	for (int c = 0; c < 2 * d; c += cw) {
+		int isk = c < d;
+		if ((isk && !m->keys) || (!isk && !m->values))
+			continue;
+		LLVMValueRef idx = LLVMBuildAdd(b, row, ci(g, c % d), "");
+		LLVMValueRef x = LLVMBuildFAdd(b, LLVMBuildFMul(b, wks, loadconv(g, isk ? K : V, idx, cw), ""),
+		                               loadf(g, acc, ci(g, c), cw), "");
+		if (s)
+			x = div ? LLVMBuildFDiv(b, x, s, "") : LLVMBuildFMul(b, x, s, "");
+		storeconv(g, x, isk ? K : V, idx, cw);
+	}
+}
+
 /* mupd(K, V, ldk, k, EK, EV, rows, w, cnt, wk) */
 static void gen_mupd(Mg *M)
 {
@@ -388,18 +552,28 @@ static void gen_mupd(Mg *M)
 		LLVMBuildRetVoid(b);
 		LLVMPositionBuilderAtEnd(b, go);
 	}
-	LLVMValueRef row = LLVMBuildMul(b, k, ldk, ""), wks = splat(g, wk, cw), ts = splat(g, tot, cw);
-	for (int c = 0; c < 2 * d; c += cw) {
-		int isk = c < d;
-		if ((isk && !m->keys) || (!isk && !m->values))
-			continue;
-		LLVMValueRef idx = LLVMBuildAdd(b, row, ci(g, c % d), "");
-		LLVMValueRef x = LLVMBuildFAdd(b, LLVMBuildFMul(b, wks, loadconv(g, isk ? K : V, idx, cw), ""),
-		                               loadf(g, acc, ci(g, c), cw), "");
-		if (m->update == MU_mean)
-			x = LLVMBuildFDiv(b, x, ts, "");
-		storeconv(g, x, isk ? K : V, idx, cw);
+	LLVMValueRef row = LLVMBuildMul(b, k, ldk, ""), wks = splat(g, wk, cw);
+	if (m->update != MU_mean) {
+		mupdout(g, m, K, V, row, wks, acc, cw, NULL, 0);
+		LLVMBuildRetVoid(b);
+		return;
 	}
+	/* issue 12 (session 11): a total that is a power of two (a target and one member, counts 1:
+	** 2) takes x · (1/tot), which is x / tot exactly (1/tot exact and normal: both round the same
+	** real value), multiplications instead of 2d/16 vdivps; any other total divides */
+	LLVMValueRef u = LLVMBuildAnd(b, LLVMBuildBitCast(b, tot, g->i32, ""), LLVMConstInt(g->i32, 0x7fffffff, 0), "");
+	LLVMValueRef p2 = LLVMBuildICmp(b, LLVMIntEQ, LLVMBuildAnd(b, u, LLVMConstInt(g->i32, 0x7fffff, 0), ""),
+	                                LLVMConstInt(g->i32, 0, 0), "");
+	p2 = LLVMBuildAnd(b, p2, LLVMBuildICmp(b, LLVMIntUGE, u, LLVMConstInt(g->i32, 0x00800000, 0), ""), "");
+	p2 = LLVMBuildAnd(b, p2, LLVMBuildICmp(b, LLVMIntULE, u, LLVMConstInt(g->i32, 0x7e800000, 0), ""), "");
+	LLVMBasicBlockRef bm = LLVMAppendBasicBlockInContext(g->cx, g->fn, "pow2");
+	LLVMBasicBlockRef bd = LLVMAppendBasicBlockInContext(g->cx, g->fn, "div");
+	LLVMBuildCondBr(b, p2, bm, bd);
+	LLVMPositionBuilderAtEnd(b, bm);
+	mupdout(g, m, K, V, row, wks, acc, cw, splat(g, LLVMBuildFDiv(b, cfv(g, 1, 1), tot, ""), cw), 0);
+	LLVMBuildRetVoid(b);
+	LLVMPositionBuilderAtEnd(b, bd);
+	mupdout(g, m, K, V, row, wks, acc, cw, splat(g, tot, cw), 1);
 	LLVMBuildRetVoid(b);
 }
 

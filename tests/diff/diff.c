@@ -940,6 +940,68 @@ static void msimx_case(const char *host)
 	kcase_end(name, why, dl, lua, so);
 }
 
+/* mscal (codegen/x86/merge.c, issue 12 session 11: whole blocks of 16 rows in the lanes, the
+** rest one row at a time) of the default cosine's row norm, both sides, 37 rows at token stride
+** 2 d (the gaps hold NaN: a stride error shows): rows 32-36 (the scalar loop's) copy rows 3, 17,
+** 23 (a NaN), 21 (overflows to inf) and 0 (the first block's), so each pair must come out the same
+** bit for bit; every ordinary row against sqrt(sum x^2) in double (relative 1e-5), row 22 (zero)
+** 0, row 23 NaN, row 21 inf */
+static void mscal16_case(int dt, int D, const char *host)
+{
+	enum { N = 37 };
+	char name[96], lua[96], so[96], whyb[200];
+	snprintf(name, sizeof name, "mscal16 cosine %s d=%d native", dt == KVCC_F32 ? "f32" : "bf16", D);
+	kvcc_spec spec = { dt, D, 1, KVCC_TARGET_NATIVE };
+	if (!tmap_wanted(name, &spec, host))
+		return;
+	snprintf(lua, sizeof lua, "/tmp/kvcc-diff-mscal16-%d.lua", (int)getpid());
+	snprintf(so, sizeof so, "/tmp/kvcc-diff-mscal16-%d.so", (int)getpid());
+	void *dl = NULL;
+	const kvcc_artifact *A = NULL;
+	const char *why = cosine_artifact(lua, so, &spec, &dl, &A);
+	static float X[N * 2 * 128], out[3 * N];
+	static uint16_t Xh[N * 2 * 128];
+	static const int cp[5][2] = { { 32, 3 }, { 33, 17 }, { 34, 23 }, { 35, 21 }, { 36, 0 } };
+	uint32_t r = 4242;
+	for (int i = 0; i < N * 2 * D; i++) {
+		r = r * 1103515245u + 12345u;
+		int t = i / (2 * D), c = i % (2 * D);
+		X[i] = c >= D ? NAN : t == 21 ? 1e20f : t == 22 ? 0.0f : (float)((int)(r >> 16) % 2001 - 1000) / 500.0f;
+	}
+	X[23 * 2 * D + 5] = NAN;
+	for (int k = 0; k < 5; k++)
+		memcpy(X + cp[k][0] * 2 * D, X + cp[k][1] * 2 * D, (size_t)D * sizeof *X);
+	for (int i = 0; i < N * 2 * D; i++)
+		Xh[i] = bfh(X[i]);
+	const void *K = dt == KVCC_F32 ? (const void *)X : (const void *)Xh;
+	for (int side = 0; !why && side < 2; side++) {
+		for (int i = 0; i < 3 * N; i++)
+			out[i] = -7;
+		A->mscal(K, K, 2 * D, N, side, NULL, out, N);
+		for (int k = 0; !why && k < 5; k++)
+			if (memcmp(&out[cp[k][0]], &out[cp[k][1]], 4)) {
+				snprintf(whyb, sizeof whyb, "side %d: row %d (scalar loop) %a, row %d (block) %a", side, cp[k][0],
+				         (double)out[cp[k][0]], cp[k][1], (double)out[cp[k][1]]);
+				why = whyb;
+			}
+		for (int i = 0; !why && i < N; i++) {
+			double s = 0;
+			for (int c = 0; c < D; c++) {
+				double x = dt == KVCC_F32 ? X[i * 2 * D + c] : bff(Xh[i * 2 * D + c]);
+				s += x * x;
+			}
+			double want = sqrt(s), got = out[i];
+			int ok = i == 21 || i == 35 ? isinf(got) && got > 0 : i == 23 || i == 34 ? isnan(got)
+			         : fabs(got - want) <= 1e-5 * want;
+			if (!ok) {
+				snprintf(whyb, sizeof whyb, "side %d: row %d norm %g, the formula's %g", side, i, got, want);
+				why = whyb;
+			}
+		}
+	}
+	kcase_end(name, why, dl, lua, so);
+}
+
 /* one policy per op over per-token states a, b, c (leaves the loop reads through its context);
 ** the test hands the generated loop its own state arrays: NaN, ±inf, ±0, ordinary values, every
 ** pair */
@@ -1448,6 +1510,8 @@ int main(int argc, char **argv)
 	for (int k = 0; k < 3; k++)
 		mbest_edge_case(t3[k], host);
 	msimx_case(host);
+	mscal16_case(KVCC_BF16, 64, host);
+	mscal16_case(KVCC_F32, 32, host);
 	if (!only || !strcmp(only, "robustness"))
 		robustness(host);
 	free(host);
