@@ -207,16 +207,20 @@ static LLVMValueRef dec_tilemax(Gen *g, LLVMValueRef sv, LLVMValueRef mo)
 /* The K and V rows of tokens j+pf .. j+pf+TB-1 (pf: the config's distance) prefetched together in
 ** the logits loop, so that the requests of both streams are spread evenly over the tile's time
 ** (V's in the V pass instead came in bursts, none during the logits, the statistics or the V pass's
-** second chunk group): 1 thread, n = 32768, bf16 60-65 % -> 67-71 %, f32 71-75 % -> 73-80 % of the
-** 1-thread read peak (session 11, interleaved, load 4-8). */
+** second chunk group), into L2 (prefetcht1), and the rows 4·pf ahead too (prefetcht2): one core's
+** read rate is bounded by the misses it keeps in flight; L2 prefetches free the L1 fill buffers
+** sooner and the far ones start the DRAM reads earlier. Session 11 (1 thread, n = 32768, 8 KV
+** heads, G 4, d 128, interleaved runs, load 4-13): bf16 60-65 % -> 67-71 % (K+V together) ->
+** 68-80 % (L2, far), f32 71-75 % -> 73-80 % -> 77-84 % of the 1-thread read peak. */
 static void dec_prefetch(Gen *g, LLVMValueRef Kt, LLVMValueRef Vt, LLVMValueRef ldk, LLVMValueRef j, int TB, int esz)
 {
 	LLVMBuilderRef b = g->b;
-	for (int t = 0; t < TB && g->c.pf; t++) {
-		LLVMValueRef o = LLVMBuildMul(b, LLVMBuildAdd(b, j, ci(g, g->c.pf + t), ""), LLVMBuildMul(b, ldk, ci(g, esz), ""), "");
-		prefetch(g, Kt, o, g->d * esz);
-		prefetch(g, Vt, o, g->d * esz);
-	}
+	for (int t = 0; t < TB && g->c.pf; t++)
+		for (int f = 1; f <= 4; f += 3) {
+			LLVMValueRef o = LLVMBuildMul(b, LLVMBuildAdd(b, j, ci(g, (long)g->c.pf * f + t), ""), LLVMBuildMul(b, ldk, ci(g, esz), ""), "");
+			prefetchl(g, Kt, o, g->d * esz, f == 1 ? 2 : 1);
+			prefetchl(g, Vt, o, g->d * esz, f == 1 ? 2 : 1);
+		}
 }
 
 /*
