@@ -212,15 +212,25 @@ static LLVMValueRef dec_tilemax(Gen *g, LLVMValueRef sv, LLVMValueRef mo)
 ** sooner and the far ones start the DRAM reads earlier. Session 11 (1 thread, n = 32768, 8 KV
 ** heads, G 4, d 128, interleaved runs, load 4-13): bf16 60-65 % -> 67-71 % (K+V together) ->
 ** 68-80 % (L2, far), f32 71-75 % -> 73-80 % -> 77-84 % of the 1-thread read peak. */
-static void dec_prefetch(Gen *g, LLVMValueRef Kt, LLVMValueRef Vt, LLVMValueRef ldk, LLVMValueRef j, int TB, int esz)
+static void dec_prefetch(Gen *g, LLVMValueRef Kt, LLVMValueRef Vt, LLVMValueRef ldk, LLVMValueRef j, int TB, int esz,
+                         LLVMValueRef left)
 {
 	LLVMBuilderRef b = g->b;
-	for (int t = 0; t < TB && g->c.pf; t++)
-		for (int f = 1; f <= 4; f += 3) {
+	for (int f = 1; f <= 4 && g->c.pf; f += 3) {
+		/* only rows of this call (left: its tokens from the tile's start on): a paged run's next
+		** rows are another page's, and prefetching them cost paged decode 13-20 % */
+		LLVMValueRef in = LLVMBuildICmp(b, LLVMIntSLT, LLVMBuildAdd(b, j, ci(g, (long)g->c.pf * f + TB - 1), ""), left, "");
+		LLVMBasicBlockRef pb = LLVMAppendBasicBlockInContext(g->cx, g->fn, "pf"), jb = LLVMAppendBasicBlockInContext(g->cx, g->fn, "pfj");
+		LLVMBuildCondBr(b, in, pb, jb);
+		LLVMPositionBuilderAtEnd(b, pb);
+		for (int t = 0; t < TB; t++) {
 			LLVMValueRef o = LLVMBuildMul(b, LLVMBuildAdd(b, j, ci(g, (long)g->c.pf * f + t), ""), LLVMBuildMul(b, ldk, ci(g, esz), ""), "");
 			prefetchl(g, Kt, o, g->d * esz, f == 1 ? 2 : 1);
 			prefetchl(g, Vt, o, g->d * esz, f == 1 ? 2 : 1);
 		}
+		LLVMBuildBr(b, jb);
+		LLVMPositionBuilderAtEnd(b, jb);
+	}
 }
 
 /*
@@ -281,7 +291,7 @@ void kx_gen_decode(Gen *g, int G, int bias)
 		int TB = 16 / G;
 		Loop lj;
 		LLVMValueRef j = loop_begin(g, jstart, nj, TB, &lj);
-		dec_prefetch(g, Kt, Vt, ldk, j, TB, esz);
+		dec_prefetch(g, Kt, Vt, ldk, j, TB, esz, rem);
 		qk_block_tr(g, Kt, ldk, lds, pr ? Qp : q, St, j, G, TB, pr);
 		loop_end(g, &lj);
 		jstart = lj.iv;
@@ -289,7 +299,7 @@ void kx_gen_decode(Gen *g, int G, int bias)
 	for (int TB = 2; TB >= 1; TB--) {
 		Loop lj;
 		LLVMValueRef j = loop_begin(g, jstart, nj, TB, &lj);
-		dec_prefetch(g, Kt, Vt, ldk, j, TB, esz);
+		dec_prefetch(g, Kt, Vt, ldk, j, TB, esz, rem);
 		qk_block(g, Kt, ldk, lds, q, St, ci(g, 0), j, G, TB);
 		loop_end(g, &lj);
 		jstart = lj.iv;
