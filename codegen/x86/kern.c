@@ -284,10 +284,11 @@ void kx_gen_decode(Gen *g, int G, int bias)
 	LLVMValueRef St = gep(g, g->f32, S, t0);
 	/* logits */
 	LLVMValueRef jstart = ci(g, 0);
-	/* 16/G tokens x G queries, transpose-reduce: bf16 only (with the pairs: in L2 17-23 % faster,
-	** at n = 32768 0-8 %); f16 and f32 were faster in L2 too but 2-15 % slower at n = 32768
-	** (sessions 8 and 10, one thread, load 11-12), so they keep the 2-token blocks */
-	if (W == 16 && 16 % G == 0 && G <= 8 && g->dtype == KVCC_BF16) {
+	/* 16/G tokens x G queries, transpose-reduce: bf16 (with the pairs: in L2 17-23 % faster,
+	** at n = 32768 0-8 %) and f16 (session 11: with dec_prefetch's pattern 12.0-13.8 -> 10.1-12.1
+	** ms at n = 32768, one thread; sessions 8 and 10 had found it 2-15 % slower there with the
+	** old prefetches); f32 keeps the 2-token blocks (with it: within the noise) */
+	if (W == 16 && 16 % G == 0 && G <= 8 && g->dtype != KVCC_F32) {
 		int TB = 16 / G;
 		Loop lj;
 		LLVMValueRef j = loop_begin(g, jstart, nj, TB, &lj);
