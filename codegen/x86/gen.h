@@ -272,9 +272,10 @@ static inline LLVMValueRef vexpn(Gen *g, LLVMValueRef x, int w, int clamp)
 	return LLVMBuildCall2(b, ft, fn, a, 5, "");
 }
 
-/* prefetch (read, keep in all levels) the `bytes` bytes at byte offset `off` of `base`, one per
-** 64-byte line; no-op addresses past the end are harmless (prefetches never fault) */
-static inline void prefetch(Gen *g, LLVMValueRef base, LLVMValueRef off, int bytes)
+/* prefetch (read) the `bytes` bytes at byte offset `off` of `base`, one per 64-byte line, with
+** llvm.prefetch's locality loc (3: prefetcht0, into L1; 2: t1 and 1: t2, into L2 on x86); no-op
+** addresses past the end are harmless (prefetches never fault) */
+static inline void prefetchl(Gen *g, LLVMValueRef base, LLVMValueRef off, int bytes, int loc)
 {
 	LLVMTypeRef i8 = LLVMInt8TypeInContext(g->cx);
 	unsigned id = LLVMLookupIntrinsicID("llvm.prefetch", 13);
@@ -284,9 +285,15 @@ static inline void prefetch(Gen *g, LLVMValueRef base, LLVMValueRef off, int byt
 	for (int l = 0; l < bytes; l += 64) {
 		LLVMValueRef o = LLVMBuildAdd(g->b, off, LLVMConstInt(g->i64, (unsigned)l, 0), "");
 		LLVMValueRef a[4] = { LLVMBuildGEP2(g->b, i8, base, &o, 1, ""), LLVMConstInt(g->i32, 0, 0),
-		                      LLVMConstInt(g->i32, 3, 0), LLVMConstInt(g->i32, 1, 0) };
+		                      LLVMConstInt(g->i32, (unsigned)loc, 0), LLVMConstInt(g->i32, 1, 0) };
 		LLVMBuildCall2(g->b, ft, fn, a, 4, "");
 	}
+}
+
+/* prefetch into all levels (prefetcht0) */
+static inline void prefetch(Gen *g, LLVMValueRef base, LLVMValueRef off, int bytes)
+{
+	prefetchl(g, base, off, bytes, 3);
 }
 
 static inline LLVMValueRef gep(Gen *g, LLVMTypeRef et, LLVMValueRef base, LLVMValueRef idx)

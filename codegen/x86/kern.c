@@ -204,6 +204,35 @@ static LLVMValueRef dec_tilemax(Gen *g, LLVMValueRef sv, LLVMValueRef mo)
 	return mn;
 }
 
+/* The K and V rows of tokens j+pf .. j+pf+TB-1 (pf: the config's distance) prefetched together in
+** the logits loop, so that the requests of both streams are spread evenly over the tile's time
+** (V's in the V pass instead came in bursts, none during the logits, the statistics or the V pass's
+** second chunk group), into L2 (prefetcht1), and the rows 4·pf ahead too (prefetcht2): one core's
+** read rate is bounded by the misses it keeps in flight; L2 prefetches free the L1 fill buffers
+** sooner and the far ones start the DRAM reads earlier. Session 11 (1 thread, n = 32768, 8 KV
+** heads, G 4, d 128, interleaved runs, load 4-13): bf16 60-65 % -> 67-71 % (K+V together) ->
+** 68-80 % (L2, far), f32 71-75 % -> 73-80 % -> 77-84 % of the 1-thread read peak. */
+static void dec_prefetch(Gen *g, LLVMValueRef Kt, LLVMValueRef Vt, LLVMValueRef ldk, LLVMValueRef j, int TB, int esz,
+                         LLVMValueRef left)
+{
+	LLVMBuilderRef b = g->b;
+	for (int f = 1; f <= 4 && g->c.pf; f += 3) {
+		/* only rows of this call (left: its tokens from the tile's start on): a paged run's next
+		** rows are another page's, and prefetching them cost paged decode 13-20 % */
+		LLVMValueRef in = LLVMBuildICmp(b, LLVMIntSLT, LLVMBuildAdd(b, j, ci(g, (long)g->c.pf * f + TB - 1), ""), left, "");
+		LLVMBasicBlockRef pb = LLVMAppendBasicBlockInContext(g->cx, g->fn, "pf"), jb = LLVMAppendBasicBlockInContext(g->cx, g->fn, "pfj");
+		LLVMBuildCondBr(b, in, pb, jb);
+		LLVMPositionBuilderAtEnd(b, pb);
+		for (int t = 0; t < TB; t++) {
+			LLVMValueRef o = LLVMBuildMul(b, LLVMBuildAdd(b, j, ci(g, (long)g->c.pf * f + t), ""), LLVMBuildMul(b, ldk, ci(g, esz), ""), "");
+			prefetchl(g, Kt, o, g->d * esz, f == 1 ? 2 : 1);
+			prefetchl(g, Vt, o, g->d * esz, f == 1 ? 2 : 1);
+		}
+		LLVMBuildBr(b, jb);
+		LLVMPositionBuilderAtEnd(b, jb);
+	}
+}
+
 /*
 ** decode(K, V, ldk, nt, q, S, lds, st): one chunk of single-query attention for the
 ** G query heads of one KV head. q [G][d] f32, already scaled by 1/sqrt(d).
@@ -255,16 +284,15 @@ void kx_gen_decode(Gen *g, int G, int bias)
 	LLVMValueRef St = gep(g, g->f32, S, t0);
 	/* logits */
 	LLVMValueRef jstart = ci(g, 0);
-	/* 16/G tokens x G queries, transpose-reduce: bf16 only (with the pairs: in L2 17-23 % faster,
-	** at n = 32768 0-8 %); f16 and f32 were faster in L2 too but 2-15 % slower at n = 32768
-	** (sessions 8 and 10, one thread, load 11-12), so they keep the 2-token blocks */
-	if (W == 16 && 16 % G == 0 && G <= 8 && g->dtype == KVCC_BF16) {
+	/* 16/G tokens x G queries, transpose-reduce: bf16 (with the pairs: in L2 17-23 % faster,
+	** at n = 32768 0-8 %) and f16 (session 11: with dec_prefetch's pattern 12.0-13.8 -> 10.1-12.1
+	** ms at n = 32768, one thread; sessions 8 and 10 had found it 2-15 % slower there with the
+	** old prefetches); f32 keeps the 2-token blocks (with it: within the noise) */
+	if (W == 16 && 16 % G == 0 && G <= 8 && g->dtype != KVCC_F32) {
 		int TB = 16 / G;
 		Loop lj;
 		LLVMValueRef j = loop_begin(g, jstart, nj, TB, &lj);
-		for (int t = 0; t < TB && g->c.pf; t++)
-			prefetch(g, Kt, LLVMBuildMul(b, LLVMBuildAdd(b, j, ci(g, g->c.pf + t), ""), LLVMBuildMul(b, ldk, ci(g, esz), ""), ""),
-			         g->d * esz);
+		dec_prefetch(g, Kt, Vt, ldk, j, TB, esz, rem);
 		qk_block_tr(g, Kt, ldk, lds, pr ? Qp : q, St, j, G, TB, pr);
 		loop_end(g, &lj);
 		jstart = lj.iv;
@@ -272,9 +300,7 @@ void kx_gen_decode(Gen *g, int G, int bias)
 	for (int TB = 2; TB >= 1; TB--) {
 		Loop lj;
 		LLVMValueRef j = loop_begin(g, jstart, nj, TB, &lj);
-		for (int t = 0; t < TB && g->c.pf; t++)    /* K rows pf tokens ahead */
-			prefetch(g, Kt, LLVMBuildMul(b, LLVMBuildAdd(b, j, ci(g, g->c.pf + t), ""), LLVMBuildMul(b, ldk, ci(g, esz), ""), ""),
-			         g->d * esz);
+		dec_prefetch(g, Kt, Vt, ldk, j, TB, esz, rem);
 		qk_block(g, Kt, ldk, lds, q, St, ci(g, 0), j, G, TB);
 		loop_end(g, &lj);
 		jstart = lj.iv;
@@ -333,9 +359,6 @@ void kx_gen_decode(Gen *g, int G, int bias)
 			}
 		Loop lj;
 		LLVMValueRef j = loop_begin2(g, ci(g, 0), nj, 1, 1, &lj);
-		if (c0 == 0 && g->c.pf)                      /* V rows pf tokens ahead */
-			prefetch(g, Vt, LLVMBuildMul(b, LLVMBuildAdd(b, j, ci(g, g->c.pf), ""), LLVMBuildMul(b, ldk, ci(g, esz), ""), ""),
-			         g->d * esz);
 		LLVMValueRef pj[8];
 		for (int a = 0; a < G; a++)
 			pj[a] = splat(g, ldf(g, P, LLVMBuildAdd(b, ci(g, (long)a * DT), j, "")), W);
