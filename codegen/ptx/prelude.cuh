@@ -21,6 +21,12 @@
 #define KV_ST 1   /* K tile buffers of the score kernels (pipeline stages; tile.cuh) */
 #endif
 #define KV_NW (KV_NT / 32)
+/* which kernels this program holds (issue 13: compile time): 0 all; 1 the decode kernels and
+** kv_paged; 2 the score and select kernels. codegen/ptx/compile.c compiles parts 1 and 2 as two
+** NVRTC programs on two threads and joins their PTX (kp_ptx_join) */
+#ifndef KV_PART
+#define KV_PART 0
+#endif
 /* before a loop NVVM must keep rolled (one copy of its body: compile time, issue 13);
 ** the emulator (tests/emu/cuda_emu.h) defines it empty */
 #ifndef KV_ROLLED
