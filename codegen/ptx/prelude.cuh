@@ -32,6 +32,10 @@
 #ifndef KV_ROLLED
 #define KV_ROLLED _Pragma("unroll 1")
 #endif
+/* at most two copies of the loop's body (kv_tabmax in paged.cuh: rolled, ptxas spills on sm_80) */
+#ifndef KV_UNROLL2
+#define KV_UNROLL2 _Pragma("unroll 2")
+#endif
 #ifndef KV_DYNSMEM
 #define KV_DYNSMEM(nm) extern __shared__ __align__(16) unsigned char nm[]
 #endif
