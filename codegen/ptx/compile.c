@@ -382,12 +382,26 @@ static void *worker(void *p)
 		int a = J->next++;
 		pthread_mutex_unlock(&J->mu);
 		if (a >= J->narch)
-			return NULL;
+			break;
 		arch1(J, a);
 	}
+	/* no arch left: an unclaimed NVRTC part of a group (a lone arch's second part) */
+	for (int l = 0; l < J->narch; l++) {
+		if (!J->share[l] || J->lead[l] != l)
+			continue;
+		pthread_mutex_lock(&J->mu);
+		int p = J->gdone[l] ? 0 : !J->pclaim[l][1] ? 2 : !J->pclaim[l][0] ? 1 : 0;
+		if (p)
+			J->pclaim[l][p - 1] = 1;
+		pthread_mutex_unlock(&J->mu);
+		if (p)
+			part1(J, l, p);
+	}
+	return NULL;
 }
 
-static int nworkers(int narch)
+/* jobs: the archs, plus one per group of shared PTX (its second NVRTC part, group_ptx) */
+static int nworkers(int njob)
 {
 	const char *s = getenv("KVCC_NVRTC_THREADS");
 	long n;
@@ -401,8 +415,8 @@ static int nworkers(int narch)
 		if (n < 1)
 			n = 1;
 	}
-	if (n > narch)
-		n = narch;
+	if (n > njob)
+		n = njob;
 	return n > 8 ? 8 : (int)n;
 }
 
@@ -413,11 +427,12 @@ static int nworkers(int narch)
 ** archs is the five defines. Archs with the same defines form a group: its first arch (the lead)
 ** is compiled by NVRTC to PTX once, and ptxas (nvrtc.c kp_ptxas, NVRTC's own release) makes each
 ** arch's CUBIN from that PTX: the machine code NVRTC would have made per arch, for one NVVM run
-** instead of one per arch. Each image holds the lead's PTX with its own `.target` line. No usable ptxas or a lone arch: NVRTC per arch, as before.
+** instead of one per arch. Each image holds the lead's PTX with its own `.target` line. A lone arch
+** is a group of one (its NVRTC work still splits in two parts, group_ptx). No usable ptxas:
+** NVRTC per arch, as before.
 */
 static void share_archs(KpCudaJob *J)
 {
-	int any = 0;
 	for (int a = 0; a < J->narch; a++) {
 		J->lead[a] = a;
 		for (int b = 0; b < a && J->lead[a] == a; b++) {
@@ -425,15 +440,14 @@ static void share_archs(KpCudaJob *J)
 			for (int d = 0; d < 5; d++)
 				same &= !strcmp(J->defs[a][d], J->defs[b][d]);
 			if (same)
-				J->lead[a] = J->lead[b], any = 1;
+				J->lead[a] = J->lead[b];
 		}
 	}
-	if (!any || !kp_ptxas_available())
+	/* a lone arch too (session 11): its PTX from two NVRTC programs at once (group_ptx) */
+	if (!kp_ptxas_available())
 		return;
 	for (int a = 0; a < J->narch; a++)
-		for (int b = 0; b < J->narch; b++)
-			if (b != a && J->lead[b] == J->lead[a])
-				J->share[a] = 1;
+		J->share[a] = 1;
 }
 
 int kp_cuda_start(const KiFn *f, const KpCudaOpts *o, KpCudaOut *out, KpCudaJob **job, KiErr *e)
@@ -494,7 +508,10 @@ int kp_cuda_start(const KiFn *f, const KpCudaOpts *o, KpCudaOut *out, KpCudaJob 
 	share_archs(J);
 	pthread_mutex_init(&J->mu, NULL);
 	pthread_cond_init(&J->cv, NULL);
-	int nw = nworkers(narch);
+	int ngrp = 0;
+	for (int a = 0; a < narch; a++)
+		ngrp += J->share[a] && J->lead[a] == a;
+	int nw = nworkers(narch + ngrp);
 	for (int t = 0; t < nw; t++)
 		if (pthread_create(&J->th[J->nth], NULL, worker, J) == 0)
 			J->nth++;
