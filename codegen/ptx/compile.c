@@ -235,7 +235,8 @@ static int parsearchs(const char *s, int *sm, int max, const int *have, int nhav
 ** the archs go to a pool of worker threads and the results are put together in arch order after
 ** they all finish: the artifact is byte for byte what the serial loop built. Workers:
 ** $KVCC_NVRTC_THREADS (0: no thread, the archs one after another in the calling thread, as
-** before; default: one per arch up to the online CPUs, at most 8). kp_cuda_start returns while
+** before; default: one per arch, plus one per group of shared PTX for its second NVRTC part
+** (group_ptx), up to the online CPUs, at most 8). kp_cuda_start returns while
 ** they run, so the driver generates the x86 kernels meanwhile (driver.c build).
 */
 struct KpCudaJob {
