@@ -235,7 +235,8 @@ static int parsearchs(const char *s, int *sm, int max, const int *have, int nhav
 ** the archs go to a pool of worker threads and the results are put together in arch order after
 ** they all finish: the artifact is byte for byte what the serial loop built. Workers:
 ** $KVCC_NVRTC_THREADS (0: no thread, the archs one after another in the calling thread, as
-** before; default: one per arch up to the online CPUs, at most 8). kp_cuda_start returns while
+** before; default: one per arch, plus one per group of shared PTX for its second NVRTC part
+** (group_ptx), up to the online CPUs, at most 8). kp_cuda_start returns while
 ** they run, so the driver generates the x86 kernels meanwhile (driver.c build).
 */
 struct KpCudaJob {
@@ -258,6 +259,10 @@ struct KpCudaJob {
 	KpNvrtcRes g[KVG_MAXARCH];   /* the lead's PTX */
 	double gcpu[KVG_MAXARCH];
 	pthread_cond_t cv;
+	/* the lead's PTX from two NVRTC programs, KV_PART 1 and 2 (group_ptx): claimed, 1 done / -1 failed */
+	int pclaim[KVG_MAXARCH][2], pst[KVG_MAXARCH][2], joining[KVG_MAXARCH];
+	KpNvrtcRes gp[KVG_MAXARCH][2];
+	char pwhy[KVG_MAXARCH][2][512];
 };
 
 static double cpu_ms(void)
@@ -267,27 +272,72 @@ static double cpu_ms(void)
 	return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
 }
 
-/* an arch that shares its lead's PTX: the lead compiles it (NVRTC to compute_XY, no ptxas), each
-** arch of the group assembles it with ptxas; 0, or -1 when the arch is to be compiled alone */
+/* NVRTC part p (KV_PART, prelude.cuh) of group l's source to PTX */
+static void part1(KpCudaJob *J, int l, int p)
+{
+	char def[16];
+	snprintf(def, sizeof def, "-DKV_PART=%d", p);
+	const char *extra[] = { J->defs[l][0], J->defs[l][1], J->defs[l][2], J->defs[l][3], J->defs[l][4], def };
+	double c1 = cpu_ms();
+	int rc = kp_nvrtc_compile_to(J->out->src, J->name, J->sm[l], 1, extra, 6, &J->gp[l][p - 1], J->pwhy[l][p - 1],
+	                             sizeof J->pwhy[l][p - 1]);
+	double c = cpu_ms() - c1;
+	pthread_mutex_lock(&J->mu);
+	J->gcpu[l] += c;
+	J->pst[l][p - 1] = rc == 0 ? 1 : -1;
+	pthread_cond_broadcast(&J->cv);
+	pthread_mutex_unlock(&J->mu);
+}
+
+/*
+** Group l's PTX (issue 13: compile time): NVRTC compiles the source's two parts (KV_PART 2, the
+** score and select kernels, then 1, the decode kernels and kv_paged) as two programs, each taken
+** by the first thread of the group that finds it unclaimed, so two workers run NVVM at once (a
+** thread waits only when both are taken: no deadlock at any KVCC_NVRTC_THREADS); the last one
+** joins the two PTX modules (nvrtc.c kp_ptx_join: each kernel's PTX is the same as from one
+** program but for its local names). A failed part or join: gdone -1, every arch of the group is
+** compiled alone (arch1), as without ptxas.
+*/
+static void group_ptx(KpCudaJob *J, int l)
+{
+	pthread_mutex_lock(&J->mu);
+	for (;;) {
+		if (J->gdone[l])
+			break;
+		int p = !J->pclaim[l][1] ? 2 : !J->pclaim[l][0] ? 1 : 0;
+		if (p) {
+			J->pclaim[l][p - 1] = 1;
+			pthread_mutex_unlock(&J->mu);
+			part1(J, l, p);
+			pthread_mutex_lock(&J->mu);
+			continue;
+		}
+		if (!J->pst[l][0] || !J->pst[l][1] || J->joining[l]) {
+			pthread_cond_wait(&J->cv, &J->mu);
+			continue;
+		}
+		J->joining[l] = 1;
+		pthread_mutex_unlock(&J->mu);
+		int rc = -1;
+		if (J->pst[l][0] > 0 && J->pst[l][1] > 0 &&
+		    kp_ptx_join(J->gp[l][0].ptx, J->gp[l][1].ptx, &J->g[l].ptx, &J->g[l].nptx) == 0)
+			rc = 0, J->g[l].ok = 1;
+		kp_nvrtc_free(&J->gp[l][0]);
+		kp_nvrtc_free(&J->gp[l][1]);
+		pthread_mutex_lock(&J->mu);
+		J->gdone[l] = rc == 0 ? 1 : -1;
+		pthread_cond_broadcast(&J->cv);
+	}
+	pthread_mutex_unlock(&J->mu);
+}
+
+/* an arch that shares its lead's PTX: the group's PTX (group_ptx), then ptxas for this arch; 0,
+** or -1 when the arch is to be compiled alone */
 static int shared1(KpCudaJob *J, int a)
 {
 	int l = J->lead[a];
 	double t1 = now_ms();
-	if (l == a) {
-		const char *extra[] = { J->defs[a][0], J->defs[a][1], J->defs[a][2], J->defs[a][3], J->defs[a][4] };
-		double c1 = cpu_ms();
-		int rc = kp_nvrtc_compile_to(J->out->src, J->name, J->sm[a], 1, extra, 5, &J->g[a], J->why[a], sizeof J->why[a]);
-		J->gcpu[a] = cpu_ms() - c1;
-		pthread_mutex_lock(&J->mu);
-		J->gdone[a] = rc == 0 ? 1 : -1;
-		pthread_cond_broadcast(&J->cv);
-		pthread_mutex_unlock(&J->mu);
-	} else {   /* the lead's job was taken before this one (jobs go in arch order): it ends */
-		pthread_mutex_lock(&J->mu);
-		while (!J->gdone[l])
-			pthread_cond_wait(&J->cv, &J->mu);
-		pthread_mutex_unlock(&J->mu);
-	}
+	group_ptx(J, l);
 	double pc;
 	if (J->gdone[l] < 0 || kp_ptxas(J->g[l].ptx, J->g[l].nptx, J->sm[a], &J->r[a], &pc, J->why[a], sizeof J->why[a]) != 0)
 		return -1;
@@ -333,12 +383,26 @@ static void *worker(void *p)
 		int a = J->next++;
 		pthread_mutex_unlock(&J->mu);
 		if (a >= J->narch)
-			return NULL;
+			break;
 		arch1(J, a);
 	}
+	/* no arch left: an unclaimed NVRTC part of a group (a lone arch's second part) */
+	for (int l = 0; l < J->narch; l++) {
+		if (!J->share[l] || J->lead[l] != l)
+			continue;
+		pthread_mutex_lock(&J->mu);
+		int p = J->gdone[l] ? 0 : !J->pclaim[l][1] ? 2 : !J->pclaim[l][0] ? 1 : 0;
+		if (p)
+			J->pclaim[l][p - 1] = 1;
+		pthread_mutex_unlock(&J->mu);
+		if (p)
+			part1(J, l, p);
+	}
+	return NULL;
 }
 
-static int nworkers(int narch)
+/* jobs: the archs, plus one per group of shared PTX (its second NVRTC part, group_ptx) */
+static int nworkers(int njob)
 {
 	const char *s = getenv("KVCC_NVRTC_THREADS");
 	long n;
@@ -352,8 +416,8 @@ static int nworkers(int narch)
 		if (n < 1)
 			n = 1;
 	}
-	if (n > narch)
-		n = narch;
+	if (n > njob)
+		n = njob;
 	return n > 8 ? 8 : (int)n;
 }
 
@@ -364,11 +428,12 @@ static int nworkers(int narch)
 ** archs is the five defines. Archs with the same defines form a group: its first arch (the lead)
 ** is compiled by NVRTC to PTX once, and ptxas (nvrtc.c kp_ptxas, NVRTC's own release) makes each
 ** arch's CUBIN from that PTX: the machine code NVRTC would have made per arch, for one NVVM run
-** instead of one per arch. Each image holds the lead's PTX with its own `.target` line. No usable ptxas or a lone arch: NVRTC per arch, as before.
+** instead of one per arch. Each image holds the lead's PTX with its own `.target` line. A lone arch
+** is a group of one (its NVRTC work still splits in two parts, group_ptx). No usable ptxas:
+** NVRTC per arch, as before.
 */
 static void share_archs(KpCudaJob *J)
 {
-	int any = 0;
 	for (int a = 0; a < J->narch; a++) {
 		J->lead[a] = a;
 		for (int b = 0; b < a && J->lead[a] == a; b++) {
@@ -376,15 +441,14 @@ static void share_archs(KpCudaJob *J)
 			for (int d = 0; d < 5; d++)
 				same &= !strcmp(J->defs[a][d], J->defs[b][d]);
 			if (same)
-				J->lead[a] = J->lead[b], any = 1;
+				J->lead[a] = J->lead[b];
 		}
 	}
-	if (!any || !kp_ptxas_available())
+	/* a lone arch too (session 11): its PTX from two NVRTC programs at once (group_ptx) */
+	if (!kp_ptxas_available())
 		return;
 	for (int a = 0; a < J->narch; a++)
-		for (int b = 0; b < J->narch; b++)
-			if (b != a && J->lead[b] == J->lead[a])
-				J->share[a] = 1;
+		J->share[a] = 1;
 }
 
 int kp_cuda_start(const KiFn *f, const KpCudaOpts *o, KpCudaOut *out, KpCudaJob **job, KiErr *e)
@@ -445,7 +509,10 @@ int kp_cuda_start(const KiFn *f, const KpCudaOpts *o, KpCudaOut *out, KpCudaJob 
 	share_archs(J);
 	pthread_mutex_init(&J->mu, NULL);
 	pthread_cond_init(&J->cv, NULL);
-	int nw = nworkers(narch);
+	int ngrp = 0;
+	for (int a = 0; a < narch; a++)
+		ngrp += J->share[a] && J->lead[a] == a;
+	int nw = nworkers(narch + ngrp);
 	for (int t = 0; t < nw; t++)
 		if (pthread_create(&J->th[J->nth], NULL, worker, J) == 0)
 			J->nth++;

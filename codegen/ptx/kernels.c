@@ -839,18 +839,23 @@ int kp_generate(const KiFn *f, const KpCudaOpts *o, KpCudaOut *out, KiErr *e)
 	sb(&g.s, "%s", kp_cuh_tile);
 	int rc = 0;
 	{   /* every policy decodes (kvcc_gpu_decode_batch); the observe hook when it has one */
+		sb(&g.s, "#if KV_PART != 2   /* part 1: decode (compile.c, two NVRTC programs) */\n");
 		rc = gen_decode(&g, out);
+		sb(&g.s, "#endif\n");
 		out->has_decode = rc == 0;
 		out->dec_part = kvg_dec_part(g.G, g.D, g.NT);
 		memset(g.home, 0, (size_t)f->nins);
 		memset(g.phase, 0, (size_t)f->nins * sizeof *g.phase);
 	}
+	sb(&g.s, "#if KV_PART != 1   /* part 2: score and select */\n");
 	if (rc == 0)
 		rc = gen_score(&g, out);
 	if (rc == 0)
 		rc = gen_select(&g, out);
+	sb(&g.s, "#endif\n#if KV_PART != 2   /* part 1: the paged-cache kernel */\n");
 	if (rc == 0)
 		gen_paged(&g, out);
+	sb(&g.s, "#endif\n");
 	out->has_compress = rc == 0;
 	memcpy(out->ws_coef, g.wsmax, sizeof g.wsmax);
 	free(g.home), free(g.phase), free(g.off);

@@ -347,3 +347,121 @@ int kp_ptxas(const char *ptx, size_t nptx, int sm, KpNvrtcRes *r, double *cpu_ms
 	rmdir(dir);
 	return r->ok ? 0 : -1;
 }
+
+/*
+** Two NVRTC programs' PTX as one module (issue 13: compile time; compile.c compiles the parts
+** KV_PART 1 and 2 of one source on two threads). NVVM compiles each kernel alone (every device
+** function is inlined into it), so a kernel's PTX is the same in either program but for the
+** names NVVM numbers per module function (labels $L__BB<k>_, __local_depot<k>), which are local
+** to the kernel: ptxas makes the same machine code (tests/gpu/ptxas_same.sh compares it). The
+** result is A, then B without its header (.version / .target / .address_size, which must equal
+** A's) and without the module-scope declarations that A holds verbatim. -1 (the caller compiles
+** the whole source instead) when the headers differ or B declares a name of A's otherwise.
+*/
+static int ptx_decl(const char *l, size_t n)
+{
+	static const char *const kw[] = { ".extern", ".global", ".shared", ".const", ".visible", ".weak",
+	                                  ".entry", ".func", ".common" };
+	for (size_t i = 0; i < sizeof kw / sizeof *kw; i++) {
+		size_t k = strlen(kw[i]);
+		if (n > k && !strncmp(l, kw[i], k) && (l[k] == ' ' || l[k] == '\t'))
+			return 1;
+	}
+	return 0;
+}
+
+/* the name a module-scope declaration line declares: the first identifier (not a .directive)
+** followed by '(', '[', ';', '=' or the line's end; its length, 0 when none */
+static size_t ptx_declname(const char *l, size_t n, const char **nm)
+{
+	for (size_t i = 0; i < n;) {
+		int dot = l[i] == '.';
+		size_t s = i + (size_t)dot, j = s;
+		while (j < n && (l[j] == '_' || l[j] == '$' || (l[j] >= 'a' && l[j] <= 'z') || (l[j] >= 'A' && l[j] <= 'Z') ||
+		                 (j > s && l[j] >= '0' && l[j] <= '9')))
+			j++;
+		if (j == s) {
+			i = j + 1;
+			continue;
+		}
+		size_t k = j;
+		while (k < n && (l[k] == ' ' || l[k] == '\t'))
+			k++;
+		if (!dot && (k == n || l[k] == '(' || l[k] == '[' || l[k] == ';' || l[k] == '='))
+			return *nm = l + s, j - s;
+		i = j;
+	}
+	return 0;
+}
+
+/* the end of the header (after the .address_size line), or NULL */
+static const char *ptx_hdrend(const char *p)
+{
+	const char *a = strstr(p, "\n.address_size");
+	if (!a)
+		return NULL;
+	const char *e = strchr(a + 1, '\n');
+	return e ? e + 1 : a + strlen(a);
+}
+
+/* does module-scope text [p, e) hold the line l (n bytes) verbatim / a declaration of name nm? */
+static int ptx_has(const char *p, const char *e, const char *l, size_t n, const char *nm, size_t nn)
+{
+	while (p < e) {
+		const char *q = memchr(p, '\n', (size_t)(e - p));
+		size_t m = q ? (size_t)(q - p) : (size_t)(e - p);
+		if (!l && ptx_decl(p, m)) {
+			const char *x;
+			size_t xn = ptx_declname(p, m, &x);
+			if (xn == nn && !memcmp(x, nm, nn))
+				return 1;
+		} else if (l && m == n && !memcmp(p, l, n))
+			return 1;
+		p = q ? q + 1 : e;
+	}
+	return 0;
+}
+
+int kp_ptx_join(const char *a, const char *b, char **out, size_t *nout)
+{
+	*out = NULL, *nout = 0;
+	const char *ha = ptx_hdrend(a), *hb = ptx_hdrend(b);
+	if (!ha || !hb)
+		return -1;
+	/* the header lines from .version on must be the same (the NVVM banner comments may not) */
+	const char *va = strstr(a, "\n.version"), *vb = strstr(b, "\n.version");
+	if (!va || !vb || va > ha || vb > hb || ha - va != hb - vb || memcmp(va, vb, (size_t)(ha - va)))
+		return -1;
+	size_t na = strlen(a), nb = strlen(b);
+	char *r = malloc(na + nb + 2), *w = r;
+	if (!r)
+		return -1;
+	memcpy(w, a, na), w += na;
+	if (na && a[na - 1] != '\n')
+		*w++ = '\n';
+	const char *ae = a + na;
+	for (const char *p = hb; *p;) {
+		const char *q = strchr(p, '\n');
+		size_t m = q ? (size_t)(q - p) : strlen(p);
+		if (ptx_decl(p, m)) {
+			const char *nm;
+			size_t nn = ptx_declname(p, m, &nm);
+			int dup = p[m ? m - 1 : 0] == ';' && ptx_has(a, ae, p, m, NULL, 0);
+			if (!dup && (!nn || ptx_has(a, ae, NULL, 0, nm, nn))) {
+				free(r);
+				return -1;
+			}
+			if (dup) {
+				p = q ? q + 1 : p + m;
+				continue;
+			}
+		}
+		memcpy(w, p, m), w += m;
+		if (q)
+			*w++ = '\n';
+		p = q ? q + 1 : p + m;
+	}
+	*w = 0;
+	*out = r, *nout = (size_t)(w - r);
+	return 0;
+}

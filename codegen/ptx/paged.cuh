@@ -28,11 +28,16 @@ __device__ __forceinline__ long long kv_roff(const KvgArgs &a, const int *tb, lo
 __device__ __forceinline__ kv_st *kv_ibase(const KvgArgs &a, void *K, void *const *Kl, int b, int l, int h) {
 	return Kl ? (kv_st *)Kl[l] + h * a.sH : (kv_st *)K + l * a.sL + b * a.sB + h * a.sH;
 }
+/* the table loops below are bookkeeping, not attention work (one thread walks a table): kept
+   rolled (KV_ROLLED; kv_tabmax's unrolled twice: rolled, ptxas spilled 4 B on sm_80), kv_paged
+   compiles in two thirds of the NVVM + ptxas time, registers 40 / 40 -> 40 / 32 (sm_80 / sm_90,
+   issue 13) */
 /* the longest length over the instances table ti maps (lengths from len), plus one for the
    instances of layer xl (an append) */
 __device__ __forceinline__ long long kv_tabmax(const KvgArgs &a, const int *len, int ti, int xl) {
 	const int LH = a.L * a.H, k0 = a.phead ? ti : ti * LH, k1 = a.phead ? ti + 1 : k0 + LH;
 	long long m = 0;
+	KV_UNROLL2
 	for (int k = k0; k < k1; k++) {
 		const long long v = len[k] + ((k % LH) / a.H == xl);
 		m = v > m ? v : m;
@@ -49,12 +54,14 @@ __device__ __forceinline__ long long kv_tabu(const KvgArgs &a, int ti, long long
    kernels of the call return without touching anything. */
 __device__ void kv_pgcheck(const KvgArgs &a, int b) {
 	const int LH = a.L * a.H, nt = a.phead ? LH : 1, t0 = a.phead ? b * LH : b;
+	KV_ROLLED
 	for (int k = threadIdx.x; k < LH; k += KV_NT) {
 		const int n = a.len[b * LH + k];
 		if (a.plen) a.plen[b * LH + k] = n;
 		if (n < 0 || n + (k / a.H == a.alayer) > a.N) kv_seterr(a.err, KVG_ETABLE);
 	}
 	if (!a.pt) return;                          /* contiguous: lengths only */
+	KV_ROLLED
 	for (int ti = t0 + threadIdx.x; ti < t0 + nt; ti += KV_NT) {
 		const long long np = kv_tabn(a, ti), maxn = kv_tabmax(a, a.len, ti, a.alayer);
 		long long cap = np * a.P;
@@ -66,6 +73,7 @@ __device__ void kv_pgcheck(const KvgArgs &a, int b) {
 		if (maxn > cap) { kv_seterr(a.err, KVG_ETABLE); continue; }
 		const int *const tb = kv_tabp(a, ti);
 		const long long u = kv_tabu(a, ti, maxn);
+		KV_ROLLED
 		for (long long j = 0; j < u; j++) {
 			const int id = tb[j];
 			if (id < 0 || id >= a.npool || atomicCAS(&a.pmap[id], 0, 1) != 0) { kv_seterr(a.err, KVG_ETABLE); break; }
@@ -80,12 +88,14 @@ __device__ void kv_pgfree(const KvgArgs &a, int b) {
 	const int LH = a.L * a.H, nt = a.phead ? LH : 1, t0 = a.phead ? b * LH : b;
 	const int bad = *(volatile int *)a.err == KVG_ETABLE;
 	if (!a.pt) return;
+	KV_ROLLED
 	for (int ti = t0 + threadIdx.x; ti < t0 + nt; ti += KV_NT) {
 		const long long np = kv_tabn(a, ti);
 		if (np < 0 || np > a.pmax || (a.ptr && a.ptr[ti] < 0)) continue;
 		const int *const tb = kv_tabp(a, ti);
 		long long u = kv_tabu(a, ti, kv_tabmax(a, a.plen, ti, a.alayer));   /* as kv_pgcheck marked */
 		u = u < np ? u : np;
+		KV_ROLLED
 		for (long long j = 0; j < u; j++) {
 			const int id = tb[j];
 			if (id >= 0 && id < a.npool) a.pmap[id] = 0;
@@ -94,10 +104,12 @@ __device__ void kv_pgfree(const KvgArgs &a, int b) {
 	__syncthreads();
 	if (threadIdx.x != 0 || a.alayer >= 0 || a.dlay) return;   /* an append or a decode frees nothing */
 	int nf = 0;
+	KV_ROLLED
 	for (int ti = t0; !bad && ti < t0 + nt; ti++) {
 		const long long maxn = kv_tabmax(a, a.len, ti, -1), need = (maxn + a.P - 1) / a.P;
 		const long long u = kv_tabu(a, ti, kv_tabmax(a, a.plen, ti, -1));
 		const int *const tb = kv_tabp(a, ti);
+		KV_ROLLED
 		for (long long j = need; j < u; j++, nf++)
 			if (a.freed) a.freed[(long long)b * a.fmax + nf] = tb[j];
 		if (a.ptr && a.lpl) a.lpl[ti] = need ? (int)(maxn - (need - 1) * a.P) : 0;

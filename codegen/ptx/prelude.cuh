@@ -21,10 +21,20 @@
 #define KV_ST 1   /* K tile buffers of the score kernels (pipeline stages; tile.cuh) */
 #endif
 #define KV_NW (KV_NT / 32)
+/* which kernels this program holds (issue 13: compile time): 0 all; 1 the decode kernels and
+** kv_paged; 2 the score and select kernels. codegen/ptx/compile.c compiles parts 1 and 2 as two
+** NVRTC programs on two threads and joins their PTX (kp_ptx_join) */
+#ifndef KV_PART
+#define KV_PART 0
+#endif
 /* before a loop NVVM must keep rolled (one copy of its body: compile time, issue 13);
 ** the emulator (tests/emu/cuda_emu.h) defines it empty */
 #ifndef KV_ROLLED
 #define KV_ROLLED _Pragma("unroll 1")
+#endif
+/* at most two copies of the loop's body (kv_tabmax in paged.cuh: rolled, ptxas spills on sm_80) */
+#ifndef KV_UNROLL2
+#define KV_UNROLL2 _Pragma("unroll 2")
 #endif
 #ifndef KV_DYNSMEM
 #define KV_DYNSMEM(nm) extern __shared__ __align__(16) unsigned char nm[]

@@ -140,5 +140,8 @@ KC_FUNC int kp_nvrtc_compile_to(const char *src, const char *name, int sm, int p
 KC_FUNC int kp_ptxas_available(void);
 /* PTX -> CUBIN for sm_SM with -v (r->cubin, r->log); *cpu_ms: the child's CPU time */
 KC_FUNC int kp_ptxas(const char *ptx, size_t nptx, int sm, KpNvrtcRes *r, double *cpu_ms, char *why, size_t whylen);
+/* PTX modules a and b (NUL-terminated) as one (*out, malloc'd; the kernels of a, then b's):
+** 0, or -1 when their headers differ or b declares a name of a's otherwise (nvrtc.c) */
+KC_FUNC int kp_ptx_join(const char *a, const char *b, char **out, size_t *nout);
 
 #endif

@@ -39,6 +39,7 @@
 #define KV_DSMEM_BYTES() ((unsigned)kv_emu::dsmem_n)
 #define KV_EMU 1
 #define KV_ROLLED                 /* _Pragma("unroll 1") for NVRTC (prelude.cuh) */
+#define KV_UNROLL2                /* _Pragma("unroll 2") for NVRTC (prelude.cuh) */
 
 struct uint3 { unsigned x, y, z; };
 struct dim3 { unsigned x, y, z; };

@@ -24,7 +24,8 @@
 	X(plan) \
 	X(sandbox) \
 	X(merge) \
-	X(chains)
+	X(chains) \
+	X(ptxjoin)
 
 #define DECLARE(area) Suite *area##_suite(void);
 SUITES(DECLARE)
