@@ -1929,8 +1929,13 @@ int main(int argc, char **argv)
 			outdir = argv[++i];
 		else if (!strcmp(argv[i], "--kvcc") && i + 1 < argc)
 			kvcc = argv[++i];
-		else if (!strcmp(argv[i], "--threads") && i + 1 < argc)   /* the merge stage: one point, N threads */
+		else if (!strcmp(argv[i], "--threads") && i + 1 < argc) { /* the merge stage / decode: N threads */
 			nthreads = atoi(argv[++i]);
+			if (nthreads < 1 || nthreads > 64) {
+				fprintf(stderr, "kvcc-bench: --threads must be 1 to 64, got '%s'\n", argv[i]);
+				return 2;
+			}
+		}
 		else if (!strcmp(argv[i], "--n") && i + 1 < argc)
 			mn = atoi(argv[++i]);
 		else if (!strcmp(argv[i], "--dtype") && i + 1 < argc)

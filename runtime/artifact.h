@@ -704,6 +704,8 @@ typedef struct KpCudaImage {
 	double ms;               /* NVRTC time */
 	/* session 8 (wt-stage8) */
 	int st;                  /* score tiles: K tile buffers, cp.async pipeline stages (KV_ST) */
+	/* session 11: how the compiler made this image (kvcc dev cuda -v; empty in a loaded artifact) */
+	char how[320];
 } KpCudaImage;
 
 typedef struct KpCudaOut {

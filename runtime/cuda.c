@@ -239,7 +239,9 @@ int kr_cuda_open(const KpCudaOut *art, int dev, KrCuda **out, char *why, size_t 
 			         art->kern[k].name, ds + (unsigned)(st > 0 ? st : 0), st, ds, sm, optin);
 			goto fail;
 		}
-		if (ds > 48u * 1024 &&
+		/* past 48 KiB in all (static + dynamic) the launch's dynamic size needs the opt-in: the
+		** default dynamic limit is 48 KiB less the static arrays */
+		if ((unsigned long long)ds + (unsigned)st > 48u * 1024 &&
 		    (r = cu.FuncSetAttribute(m->fn[k], CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, (int)ds)) != 0) {
 			snprintf(why, whylen, "kernel %s: shared memory opt-in to %u B: %s", art->kern[k].name, ds, errstr(r));
 			goto fail;

@@ -54,11 +54,15 @@ static int report(const KiFn *f, const KpCudaOpts *o, const KpCudaOut *out, cons
 		       "tokens (%s%s)\n", im->arch, im->nptx, im->ncubin, im->ms, im->tile, im->sq, im->sk,
 		       kp_cuda_mma(o->dtype, o->head_dim) ? "mma.m16n8k16" : "f32 FMA",
 		       im->st > 1 ? im->st == 2 ? ", K in 2 buffers" : ", K in 3 buffers" : "");
-		if (o->verbose)
+		if (o->verbose) {
 			for (int k = 0; k < out->nkern; k++)
 				printf("    %-10s %3d registers, %5d B static smem, %6u B dynamic smem%s, %d B spills\n",
 				       out->kern[k].name, im->regs[k], im->smem[k], im->dsmem[k],
-				       im->dsmem[k] > 48u * 1024 ? " (opt-in)" : "", im->spill[k]);
+				       (unsigned long long)im->dsmem[k] + (unsigned)im->smem[k] > 48u * 1024 ? " (opt-in)" : "",
+				       im->spill[k]);
+			if (im->how[0])
+				printf("    how: %s\n", im->how);
+		}
 		if (!dir)
 			continue;
 		char p[1024];

@@ -161,7 +161,7 @@ void kp_gpu_print(const KpCudaOut *v, const kvcc_gpu_header *h, FILE *fp)
 		for (int k = 0; k < v->nkern; k++)
 			fprintf(fp, "kvcc:     %-10s %3d registers, %5d B static smem, %6u B dynamic smem%s, %d B spills\n",
 			        v->kern[k].name, im->regs[k], im->smem[k], im->dsmem[k],
-			        im->dsmem[k] > 48u * 1024 ? " (opt-in)" : "", im->spill[k]);
+			        (unsigned long long)im->dsmem[k] + (unsigned)im->smem[k] > 48u * 1024 ? " (opt-in)" : "", im->spill[k]);
 	}
 }
 

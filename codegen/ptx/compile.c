@@ -367,8 +367,21 @@ static int shared1(KpCudaJob *J, int a)
 
 static void arch1(KpCudaJob *J, int a)
 {
-	if (J->share[a] && shared1(J, a) == 0)
+	char *how = J->out->img[a].how;
+	size_t hn = sizeof J->out->img[a].how;
+	if (J->share[a] && shared1(J, a) == 0) {
+		snprintf(how, hn, "sm_%d: the PTX of one NVVM run (two NVRTC parts joined, lead sm_%d), ptxas for this target",
+		         J->sm[a], J->sm[J->lead[a]]);
 		return;
+	}
+	int l = J->lead[a];
+	if (!J->share[a])
+		snprintf(how, hn, "sm_%d: NVRTC alone (no ptxas of NVRTC's release, or KVCC_PTXAS=off)", J->sm[a]);
+	else if (J->gdone[l] < 0)
+		snprintf(how, hn, "sm_%d: NVRTC alone: the two NVRTC parts were not joined (%.200s)", J->sm[a],
+		         J->pst[l][0] < 0 ? J->pwhy[l][0] : J->pst[l][1] < 0 ? J->pwhy[l][1] : "kp_ptx_join refused the modules");
+	else
+		snprintf(how, hn, "sm_%d: NVRTC alone: ptxas failed: %.200s", J->sm[a], J->why[a]);
 	const char *extra[] = { J->defs[a][0], J->defs[a][1], J->defs[a][2], J->defs[a][3], J->defs[a][4] };
 	double t1 = now_ms(), c1 = cpu_ms();
 	J->rc[a] = kp_nvrtc_compile(J->out->src, J->name, J->sm[a], extra, 5, &J->r[a], J->why[a], sizeof J->why[a]);

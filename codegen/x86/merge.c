@@ -266,13 +266,14 @@ static LLVMValueRef rowscalv(Mg *M, int i, int w)
 	return M->val[i] = v;
 }
 
-/* rows i .. i+15 of side s (every head_dim a multiple of 16); returns the next row for the scalar
-** loop */
+/* rows i .. i+15 of side s (every head_dim a multiple of 16, 16-lane AVX-512 targets: elsewhere the
+** 16-wide transposes would be split into narrower ones and the scalar loop does every row);
+** returns the next row for the scalar loop */
 static LLVMValueRef mscal16(Mg *M, int s, LLVMValueRef ldk, LLVMValueRef cnt)
 {
 	Gen *g = M->g;
 	LLVMBuilderRef b = g->b;
-	if (g->d % 16)
+	if (g->d % 16 || g->W != 16)
 		return ci(g, 0);
 	LLVMTypeRef bt = LLVMArrayType(g->f32, 256);
 	for (int v = 0; v < 2; v++) {

@@ -38,7 +38,13 @@ FX CUresult cuModuleLoadDataEx(void **m, const void *img, unsigned n, int *o, vo
 }
 FX CUresult cuModuleUnload(void *m) { (void)m; return 0; }
 FX CUresult cuModuleGetFunction(void **f, void *m, const char *name) { (void)m; *f = (void *)name; return 0; }
-FX CUresult cuFuncSetAttribute(void *f, int a, int v) { (void)f, (void)a, (void)v; return 0; }
+FX int fake_nsetattr;       /* cuFuncSetAttribute(MAX_DYNAMIC_SHARED_SIZE_BYTES) calls */
+FX CUresult cuFuncSetAttribute(void *f, int a, int v)
+{
+	(void)f, (void)v;
+	fake_nsetattr += a == 8;
+	return 0;
+}
 FX int fake_static_smem;    /* what cuFuncGetAttribute(CU_FUNC_ATTRIBUTE_SHARED_SIZE_BYTES) answers */
 FX CUresult cuFuncGetAttribute(int *v, int a, void *f)
 {

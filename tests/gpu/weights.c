@@ -184,20 +184,36 @@ out:
 	kvcc_close(p);
 }
 
-/* static + dynamic shared memory against the opt-in limit (163 KiB in the fake driver) */
+/* static + dynamic shared memory against the opt-in limit (163 KiB in the fake driver), on snapkv
+** f32 head_dim 8 (kv_score0 and kv_select with dynamic sizes under 48 KiB) */
 static void smem(const char *bdir, void *fk)
 {
-	int *st = dlsym(fk, "fake_static_smem");
+	int *st = dlsym(fk, "fake_static_smem"), *nset = dlsym(fk, "fake_nsetattr");
 	char so[700];
-	snprintf(so, sizeof so, "%s/gpu-wts-test/duo.so", bdir);
+	snprintf(so, sizeof so, "%s/gpu-wts-test/snapkv8.so", bdir);
+	kvcc_spec s = { KVCC_F32, 8, 1, KVCC_TARGET_NATIVE };
 	kvcc_policy *p = NULL;
-	if (!st || kvcc_open(so, &p) != 0) {
-		printf("FAIL smem: fake_static_smem / open: %s\n", kvcc_last_error());
+	if (!st || !nset || kvcc_compile_so_gpu("policies/snapkv.lua", &s, "sm_80", so, 0) != 0 || kvcc_open(so, &p) != 0) {
+		printf("FAIL smem: fake_static_smem / compile / open: %s\n", kvcc_last_error());
 		nfail++;
 		return;
 	}
-	kvcc_layout lay = { KVCC_BF16, 2, 3, 64, 32, 3 * 32 * 64, 32 * 64, 64 };
+	kvcc_layout lay = { KVCC_F32, 2, 3, 8, 32, 3 * 32 * 8, 32 * 8, 8 };
 	kvcc_gpu_plan *g = NULL;
+	/* the kernels' dynamic sizes (the artifact's launch metadata) */
+	void *hd = NULL;
+	char why[300];
+	const void *blob = kr_gpu_find(p, &hd, why, sizeof why);
+	KpCudaOut v;
+	int ndyn = -1, small = 0;
+	if (blob && kr_gpu_view(blob, (size_t)-1, &v, NULL, why, sizeof why) == 0) {
+		ndyn = 0;
+		for (int k = 0; k < v.nkern; k++)
+			ndyn += v.img[0].dsmem[k] > 0, small += v.img[0].dsmem[k] > 0 && v.img[0].dsmem[k] <= 48 * 1024;
+	}
+	if (hd)
+		dlclose(hd);
+	T("smem: snapkv f32 d8 has kernels with dynamic shared memory under 48 KiB", ndyn > 0 && small > 0);
 	*st = 163 * 1024;   /* the whole limit static: a kernel with any dynamic size no longer fits */
 	int rc = kvcc_gpu_plan_create_batch(p, &lay, NULL, 2, 4, 0, &g);
 	T("static + dynamic shared memory above the opt-in limit: refused, both sizes named",
@@ -205,9 +221,18 @@ static void smem(const char *bdir, void *fk)
 	printf("  %s\n", kvcc_last_error());
 	kvcc_gpu_plan_destroy(g);
 	g = NULL;
-	*st = 1024;         /* small static arrays: fits */
-	T("static + dynamic shared memory within the limit: plan created",
-	  kvcc_gpu_plan_create_batch(p, &lay, NULL, 2, 4, 0, &g) == 0 && g);
+	*st = 1024;         /* small static arrays: fits, no opt-in below 48 KiB in all */
+	int n0 = *nset;
+	T("static + dynamic shared memory within the limit: plan created, no opt-in under 48 KiB",
+	  kvcc_gpu_plan_create_batch(p, &lay, NULL, 2, 4, 0, &g) == 0 && g && *nset == n0);
+	kvcc_gpu_plan_destroy(g);
+	g = NULL;
+	/* the dynamic opt-in: needed once static + dynamic passes 48 KiB, whatever the dynamic size
+	** alone (the default dynamic limit is 48 KiB less the static arrays) */
+	*st = 48 * 1024;
+	n0 = *nset;
+	T("static 48 KiB: every kernel with dynamic shared memory opted in",
+	  kvcc_gpu_plan_create_batch(p, &lay, NULL, 2, 4, 0, &g) == 0 && *nset - n0 == ndyn);
 	kvcc_gpu_plan_destroy(g);
 	*st = 0;
 	kvcc_close(p);

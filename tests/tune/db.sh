@@ -71,10 +71,11 @@ else no "KVCC_CONFIG_BUCKETS replaces the database's, a bad entry is said"; fi
 # default beyond the measured noise margin is not kept. KVCC_TUNE_FORCE (a test hook) replaces the
 # search's pick by one scalar query row at 256 bits (several times slower in compress): the default
 # stays, the output says why and states the margin, and the database has the reason per bucket
+# (under heavy load the measured margin may exceed the slowdown: "not faster than" is the same verdict)
 export KVCC_CACHE_DIR="$W/c1"
 def=$(KVCC_TUNE=0 "$KVCC" compile $P -o "$W/p.so" -v 2>&1 >/dev/null | sed -n 's/^kvcc: config \(.*\) (default)$/\1/p')
 if KVCC_TUNE_FORCE=qb1,nv1,w8,dot0 tune $P && grep -q "^pick: $def\$" "$W/out" && [ -n "$def" ] &&
-   grep -q "the pick's kernels are slower than the default's beyond the noise margin" "$W/err" &&
+   grep -Eq "the pick's kernels are (slower|not faster) than the default's beyond the noise margin" "$W/err" &&
    grep -q '^confirmation in .* the default against qb1,nv1,w8,dot0,' "$W/out" &&
    grep -q '	confirm	1024	.*kernels default (not confirmed)' "$W/c1/tune.db"; then
 	ok "confirmation: a slower pick is not kept (the default, the reason recorded)"
