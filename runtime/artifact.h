@@ -281,7 +281,7 @@ enum { KA_TNONE, KA_TVALUE, KA_TMEAN, KA_TEMA };   /* KA_TEMA: issue 12, D2O (Ka
 **   KA_KCTFILTER ctfilter          select threshold over chunks
 **   KA_KCMASS    cmass             select mass over chunks
 **   KA_KDECODEB  decodeb           decode with the merge count bias (cbias)
-**   KA_KOBSERVE  observe           the observe hook (KA_FOBSERVE)
+**   KA_KOBSERVE  observe, probs    the observe hook (KA_FOBSERVE) and the decode step's probabilities it reads
 **   KA_KHMEAN    hmean             a head_mean barrier (KA_FHMEAN)
 **   KA_KSUMCAP   kcut              merge summary at scope layer / model (sumgroup)
 ** The generated schedcnt calls kcount, mtotal and ksum itself (codegen/x86/sched.c).

@@ -230,7 +230,7 @@ static int kernels(Gen *g, const KiFn *f, const KiPlan *kp, unsigned u, LLVMValu
 	fn[E_qk] = stub(g, "kvcc_qk", NULL, qk, 6);   /* retired (artifact.h): nothing calls it */
 	kx_gen_cvt(g), fn[E_cvt] = g->fn;
 	kx_gen_decode(g, g->G, 0), fn[E_decode] = g->fn;
-	kx_gen_probs(g), fn[E_probs] = g->fn;
+	kx_gen_probs(g), fn[E_probs] = usedor(g, u & KA_KOBSERVE);   /* decode.c: only before the observe hook */
 	kx_gen_qkt(g), fn[E_qkt] = g->fn;
 	kx_gen_sstat(g), fn[E_sstat] = usedor(g, u & KA_KATTN);
 	kx_gen_sacc(g), fn[E_sacc] = usedor(g, u & KA_KATTN);
@@ -641,7 +641,14 @@ int kx_emitsplit(const KiFn *f, const KiPlan *kp, const kvcc_spec *spec, const K
 				Part2 p2 = { .f = f, .kp = kp, .spec = spec, .c = &c, .host = host, .triple = triple, .obj = obj2,
 				             .W = W, .amx3 = g.amx3, .verbose = verbose, .kern = ka_kernels(blob), .sp = &sp };
 				pthread_t th;
-				int started = pthread_create(&th, NULL, part2run, &p2) == 0;
+				pthread_attr_t at;      /* LLVM's recursion (SCEV, ISel) wants the main thread's 8 MiB, not
+				                        ** glibc's 2 MiB default under an unlimited stack rlimit */
+				int started = pthread_attr_init(&at) == 0;
+				if (started) {
+					pthread_attr_setstacksize(&at, 16u << 20);
+					started = pthread_create(&th, &at, part2run, &p2) == 0;
+					pthread_attr_destroy(&at);
+				}
 				double c0 = cpu_ms();
 				keeppart(g.m, &sp, 0);
 				rc = object(&g, f, tm, objpath, verbose, t, e);
