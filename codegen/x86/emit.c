@@ -231,7 +231,7 @@ static int kernels(Gen *g, const KiFn *f, const KiPlan *kp, unsigned u, LLVMValu
 	kx_gen_cvt(g), fn[E_cvt] = g->fn;
 	kx_gen_decode(g, g->G, 0), fn[E_decode] = g->fn;
 	kx_gen_probs(g), fn[E_probs] = usedor(g, u & KA_KOBSERVE);   /* decode.c: only before the observe hook */
-	kx_gen_qkt(g), fn[E_qkt] = g->fn;
+	kx_gen_qkt(g), fn[E_qkt] = usedor(g, u & KA_KQKT);   /* attention scores, merge nearest */
 	kx_gen_sstat(g), fn[E_sstat] = usedor(g, u & KA_KATTN);
 	kx_gen_sacc(g), fn[E_sacc] = usedor(g, u & KA_KATTN);
 	kx_gen_selkeys(g), fn[E_selkeys] = g->fn;
