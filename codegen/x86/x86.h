@@ -63,7 +63,7 @@ typedef struct KxVarTab {
 KC_FUNC int kx_emitvar(const KiFn *f, const struct KiPlan *p, const kvcc_spec *spec, const KxConfig *cfg,
                        const KxVarTab *vt, const char *obj, int verbose, double *ms, KiErr *e);
 /* issue 13 (session 11): kx_emitvar on two threads when obj2 is not NULL: the kernels split
-** between `obj` (with the descriptor) and `obj2` (emit.c splitmod); 1 (obj alone: obj2 not written,
+** between `obj` (with the descriptor) and `obj2` (emit.c partition, keeppart); 1 (obj alone: obj2 not written,
 ** e.g. with -v -v's IR dump), 2 (both; link both), or -1 with e set. */
 KC_FUNC int kx_emitsplit(const KiFn *f, const struct KiPlan *p, const kvcc_spec *spec, const KxConfig *cfg,
                          const KxVarTab *vt, const char *obj, const char *obj2, int verbose, double *ms, KiErr *e);
