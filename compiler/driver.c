@@ -267,12 +267,25 @@ static int codegen_variants(KiJob *j, KxVarTab *vt, KiErr *e)
 	return 0;
 }
 
+/* the main artifact's kernels, on two threads where kx_threads says (issue 13, session 11): a
+** second object in j->xobj2; 0, or -1 with e set */
+static int emitmain(KiJob *j, KxVarTab *vt, KiErr *e)
+{
+	if (!j->xobj2[0] && kx_threads(j->gpu != NULL) > 1 && tmpname(j, j->xobj2, "x86b", e) != 0)
+		return -1;
+	int n = kx_emitsplit(j->f, &j->plan, &j->spec, &j->cfg, vt, j->obj[0], j->xobj2[0] ? j->xobj2 : NULL,
+	                     j->verbose, NULL, e);
+	if (n != 2 && j->xobj2[0])
+		unlink(j->xobj2), j->xobj2[0] = 0;
+	return n < 0 ? -1 : 0;
+}
+
 static int codegen_x86(KiJob *j, KiErr *e)
 {
 	KxVarTab vt;
 	if (codegen_variants(j, &vt, e) != 0)
 		return -1;
-	if (kx_emitvar(j->f, &j->plan, &j->spec, &j->cfg, &vt, j->obj[0], j->verbose, NULL, e) == 0)
+	if (emitmain(j, &vt, e) == 0)
 		return 0;
 	if (!strcmp(j->cfgfrom, "default"))
 		return -1;
@@ -283,14 +296,16 @@ static int codegen_x86(KiJob *j, KiErr *e)
 	defconfig(j, host ? host : "");
 	free(host);
 	e->set = 0;
-	return kx_emitvar(j->f, &j->plan, &j->spec, &j->cfg, &vt, j->obj[0], j->verbose, NULL, e);
+	return emitmain(j, &vt, e);
 }
 
 
 static int linkso(KiJob *j, const char *out, KiErr *e)
 {
-	const char *objs[2 + KX_NBUCKET] = { j->obj[0], j->obj[1] };
+	const char *objs[3 + KX_NBUCKET] = { j->obj[0], j->obj[1] };
 	int n = j->nobj;
+	if (j->xobj2[0])                           /* the x86 kernels' second part (kx_emitsplit) */
+		objs[n++] = j->xobj2;
 	for (int v = 0; v < KX_NBUCKET; v++)       /* the per-bucket variants (issue 15) */
 		if (j->vobj[v][0])
 			objs[n++] = j->vobj[v];
@@ -305,6 +320,8 @@ static void rmobjs(KiJob *j)
 	for (int v = 0; v < KX_NBUCKET; v++)
 		if (j->vobj[v][0])
 			unlink(j->vobj[v]), j->vobj[v][0] = 0;
+	if (j->xobj2[0])
+		unlink(j->xobj2), j->xobj2[0] = 0;
 	j->nobj = 0;
 }
 

@@ -27,6 +27,7 @@ typedef struct KiJob {
 	char obj[2][64];           /* codegen: the x86 object, the GPU blob's object */
 	char vobj[KX_NBUCKET][64]; /* codegen: the per-bucket variants' objects (issue 15) */
 	int nobj;
+	char xobj2[64];            /* codegen: the x86 kernels' second part (issue 13, kx_emitsplit) */
 	double ms;                 /* codegen + link time of the last build */
 	/* the x86 tuning config (ki_config): $KVCC_CONFIG, else the tuning database's pick for this
 	** device (unless notune or $KVCC_TUNE=0), else the default; resolved for the spec */

@@ -281,15 +281,17 @@ enum { KA_TNONE, KA_TVALUE, KA_TMEAN, KA_TEMA };   /* KA_TEMA: issue 12, D2O (Ka
 **   KA_KCTFILTER ctfilter          select threshold over chunks
 **   KA_KCMASS    cmass             select mass over chunks
 **   KA_KDECODEB  decodeb           decode with the merge count bias (cbias)
-**   KA_KOBSERVE  observe           the observe hook (KA_FOBSERVE)
+**   KA_KOBSERVE  observe, probs    the observe hook (KA_FOBSERVE) and the decode step's probabilities it reads
 **   KA_KHMEAN    hmean             a head_mean barrier (KA_FHMEAN)
 **   KA_KSUMCAP   kcut              merge summary at scope layer / model (sumgroup)
+**   KA_KQKT      qkt               attn_score (KA_FATTN), merge nearest's similarity (session 11)
 ** The generated schedcnt calls kcount, mtotal and ksum itself (codegen/x86/sched.c).
 */
 enum {
 	KA_KCHUNK = 1, KA_KCOUNT = 2, KA_KMASS = 4, KA_KTFILTER = 8, KA_KFLOOR = 16, KA_KSUMMARY = 32, KA_KATTN = 64,
 	KA_KCTFILTER = 128, KA_KCMASS = 256, KA_KDECODEB = 512, KA_KOBSERVE = 1024, KA_KHMEAN = 2048,
-	KA_KSUMCAP = 4096
+	KA_KSUMCAP = 4096,
+	KA_KQKT = 8192               /* session 11 (issue 13, compile time) */
 };
 static inline unsigned ka_kernels(const KaHdr *h)
 {
@@ -300,7 +302,8 @@ static inline unsigned ka_kernels(const KaHdr *h)
 	       (h->floor.kind != KA_NONE ? KA_KFLOOR : 0) | (h->merge == KA_MSUMMARY ? KA_KSUMMARY : 0) |
 	       (h->flags & KA_FATTN ? KA_KATTN : 0) | (mass ? KA_KCMASS : 0) | (h->cbias ? KA_KDECODEB : 0) |
 	       (h->flags & KA_FOBSERVE ? KA_KOBSERVE : 0) | (h->flags & KA_FHMEAN ? KA_KHMEAN : 0) |
-	       (h->merge == KA_MSUMMARY && h->scope != KA_SCOPE_HEAD ? KA_KSUMCAP : 0);
+	       (h->merge == KA_MSUMMARY && h->scope != KA_SCOPE_HEAD ? KA_KSUMCAP : 0) |
+	       ((h->flags & KA_FATTN) || h->merge == KA_MNEAREST ? KA_KQKT : 0);
 }
 
 /* One instance's inputs to the generated token_map loops (every field 8 bytes: the generated

@@ -757,6 +757,8 @@ static int selectkeep(Run *r, float **score, const kvcc_args *args, int k0, int 
 		NEEDK(KA_KFLOOR, "kfloor (floor)");
 	if (hd->merge == KA_MSUMMARY)
 		NEEDK(hd->scope != KA_SCOPE_HEAD ? KA_KSUMMARY | KA_KSUMCAP : KA_KSUMMARY, "mstore, kcut (merge summary)");
+	if (hd->merge == KA_MNEAREST)
+		NEEDK(KA_KQKT, "qkt (merge nearest)");
 	if (hd->sched >= KA_SCH_PREFIX)    /* the generated schedcnt calls them */
 		NEEDK(hd->sched == KA_SCH_PREFIX ? KA_KMASS : KA_KCOUNT, hd->sched == KA_SCH_PREFIX ? "mtotal, ksum (prefix)" : "kcount (dynamic)");
 	size_t nc = 0, base = (size_t)k0;

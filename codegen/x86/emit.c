@@ -13,6 +13,7 @@
 #include <spawn.h>
 #include <sys/wait.h>
 #include <time.h>
+#include <pthread.h>
 #include <llvm-c/Analysis.h>
 #include <llvm-c/Target.h>
 #include <llvm-c/TargetMachine.h>
@@ -229,8 +230,8 @@ static int kernels(Gen *g, const KiFn *f, const KiPlan *kp, unsigned u, LLVMValu
 	fn[E_qk] = stub(g, "kvcc_qk", NULL, qk, 6);   /* retired (artifact.h): nothing calls it */
 	kx_gen_cvt(g), fn[E_cvt] = g->fn;
 	kx_gen_decode(g, g->G, 0), fn[E_decode] = g->fn;
-	kx_gen_probs(g), fn[E_probs] = g->fn;
-	kx_gen_qkt(g), fn[E_qkt] = g->fn;
+	kx_gen_probs(g), fn[E_probs] = usedor(g, u & KA_KOBSERVE);   /* decode.c: only before the observe hook */
+	kx_gen_qkt(g), fn[E_qkt] = usedor(g, u & KA_KQKT);   /* attention scores, merge nearest */
 	kx_gen_sstat(g), fn[E_sstat] = usedor(g, u & KA_KATTN);
 	kx_gen_sacc(g), fn[E_sacc] = usedor(g, u & KA_KATTN);
 	kx_gen_selkeys(g), fn[E_selkeys] = g->fn;
@@ -406,6 +407,174 @@ out:
 	return rc;
 }
 
+/*
+** Issue 13 (session 11): the module's passes and machine code on two threads. The kernels are
+** independent functions (the passes are function passes; a kernel calls another at most
+** directly), so a second thread generates the same module again in its own LLVM context (IR
+** generation is ~1 % of the compile: cheaper than copying the module as bitcode), each copy keeps
+** the bodies of about half the kernels by instruction count (the other half become declarations;
+** the descriptor stays in the first), and both go through object() at once, each with its own
+** target machine, into two object files that kx_link puts into one policy.so. Every kernel is
+** the same machine code as in one module (external hidden instead of internal linkage: hidden, so
+** policy.so exports the descriptor alone as before).
+*/
+#define KX_MAXFN 128
+
+typedef struct Split {
+	int nf;
+	char name[KX_MAXFN][64];
+	char part[KX_MAXFN];       /* the part that keeps the body of kernel k (0: the descriptor's) */
+	long nfn[2], weight[2];    /* per part: its kernels and their instructions before the passes */
+	double cpu[2];             /* per part: the thread's CPU ms (IR of the second part included) */
+} Split;
+
+/* the second part's thread: its own target machine, module and kernels */
+typedef struct Part2 {
+	const KiFn *f;
+	const KiPlan *kp;
+	const kvcc_spec *spec;
+	const KxConfig *c;
+	const char *host, *triple, *obj;
+	int W, amx3, verbose, rc;
+	unsigned kern;               /* ka_kernels of the descriptor */
+	Split *sp;
+	KiErr e;
+} Part2;
+
+static double cpu_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+	return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+static long fnweight(LLVMValueRef fn)
+{
+	long n = 0;
+	for (LLVMBasicBlockRef bb = LLVMGetFirstBasicBlock(fn); bb; bb = LLVMGetNextBasicBlock(bb))
+		for (LLVMValueRef in = LLVMGetFirstInstruction(bb); in; in = LLVMGetNextInstruction(in))
+			n++;
+	return n;
+}
+
+/* fn's definition in m replaced by a declaration of the same name and type */
+static void declonly(LLVMModuleRef m, LLVMValueRef fn)
+{
+	size_t len = 0;
+	char name[64];
+	snprintf(name, sizeof name, "%s", LLVMGetValueName2(fn, &len));
+	LLVMSetValueName2(fn, "", 0);
+	LLVMValueRef d = LLVMAddFunction(m, name, LLVMGlobalGetValueType(fn));
+	LLVMSetVisibility(d, LLVMHiddenVisibility);
+	LLVMReplaceAllUsesWith(fn, d);
+	LLVMDeleteFunction(fn);
+}
+
+/* the kernels of g's module into two parts by instruction count (largest first to the lighter
+** part, deterministic): 0, or -1 (too many / too few: compile one module) */
+static int partition(Gen *g, Split *sp)
+{
+	long w[KX_MAXFN];
+	int nf = 0;
+	for (LLVMValueRef fn = LLVMGetFirstFunction(g->m); fn; fn = LLVMGetNextFunction(fn))
+		if (LLVMCountBasicBlocks(fn)) {
+			if (nf == KX_MAXFN)
+				return -1;
+			size_t len = 0;
+			snprintf(sp->name[nf], sizeof sp->name[nf], "%s", LLVMGetValueName2(fn, &len));
+			w[nf++] = fnweight(fn);
+		}
+	if (nf < 2)
+		return -1;
+	char done[KX_MAXFN] = { 0 };
+	for (int k = 0; k < nf; k++) {
+		int best = -1;
+		for (int i = 0; i < nf; i++)
+			if (!done[i] && (best < 0 || w[i] > w[best]))
+				best = i;
+		done[best] = 1;
+		int p = sp->weight[1] < sp->weight[0];
+		sp->part[best] = (char)p;
+		sp->nfn[p]++, sp->weight[p] += w[best];
+	}
+	sp->nf = nf;
+	return 0;
+}
+
+/* m keeps the bodies of part `which` (external hidden), declarations of the others; the private
+** globals nothing uses any more removed */
+static void keeppart(LLVMModuleRef m, const Split *sp, int which)
+{
+	for (LLVMValueRef fn = LLVMGetFirstFunction(m), nx; fn; fn = nx) {
+		nx = LLVMGetNextFunction(fn);
+		if (!LLVMCountBasicBlocks(fn))
+			continue;
+		size_t len = 0;
+		const char *nm = LLVMGetValueName2(fn, &len);
+		int p = 0;
+		for (int i = 0; i < sp->nf; i++)
+			if (!strcmp(sp->name[i], nm))
+				p = sp->part[i];
+		if (p != which)
+			declonly(m, fn);
+		else {
+			LLVMSetLinkage(fn, LLVMExternalLinkage);
+			LLVMSetVisibility(fn, LLVMHiddenVisibility);
+		}
+	}
+	for (int again = 1; again;) {
+		again = 0;
+		for (LLVMValueRef gv = LLVMGetFirstGlobal(m), nx; gv; gv = nx) {
+			nx = LLVMGetNextGlobal(gv);
+			LLVMLinkage l = LLVMGetLinkage(gv);
+			if ((l == LLVMPrivateLinkage || l == LLVMInternalLinkage) && !LLVMGetFirstUse(gv)) {
+				LLVMDeleteGlobal(gv);
+				again = 1;
+			}
+		}
+	}
+}
+
+static void *part2run(void *arg)
+{
+	Part2 *p = arg;
+	double c0 = cpu_ms(), t[2];
+	const char *cpu;
+	p->rc = -1;
+	LLVMTargetMachineRef tm = machine(p->f, p->spec, p->host, p->W, &cpu, (char *)p->triple, &p->e);
+	if (!tm)
+		return NULL;
+	LLVMTargetDataRef td = LLVMCreateTargetDataLayout(tm);
+	Gen g = { 0 };
+	LLVMValueRef fn[E_NUM];
+	module(&g, p->f, p->spec, p->c, p->triple, td);
+	g.amx3 = p->amx3;
+	if (kernels(&g, p->f, p->kp, p->kern, fn) != 0)     /* no descriptor: the first part has it */
+		ki_error(&p->e, p->f->src, 0, 0, "out of memory (kernels)");
+	else {
+		keeppart(g.m, p->sp, 1);
+		p->rc = object(&g, p->f, tm, p->obj, p->verbose, t, &p->e);
+	}
+	LLVMDisposeBuilder(g.b);
+	LLVMDisposeModule(g.m);
+	LLVMDisposeTargetData(td);
+	LLVMContextDispose(g.cx);
+	LLVMDisposeTargetMachine(tm);
+	p->sp->cpu[1] = cpu_ms() - c0;
+	return NULL;
+}
+
+/* the x86 threads (KVCC_X86_THREADS: 1 one module, 2 two parts; default 2 when the host has 2
+** online CPUs, 3 with GPU targets, whose NVRTC threads run at the same time) */
+int kx_threads(int gpu)
+{
+	const char *s = getenv("KVCC_X86_THREADS");
+	if (s && *s)
+		return atoi(s) >= 2 ? 2 : 1;
+	long n = sysconf(_SC_NPROCESSORS_ONLN);
+	return n >= (gpu ? 3 : 2) ? 2 : 1;
+}
+
 int kx_emit(const KiFn *f, const KiPlan *kp, const kvcc_spec *spec, const char *objpath, int verbose, double *ms,
             KiErr *e)
 {
@@ -421,6 +590,13 @@ int kx_emitcfg(const KiFn *f, const KiPlan *kp, const kvcc_spec *spec, const KxC
 int kx_emitvar(const KiFn *f, const KiPlan *kp, const kvcc_spec *spec, const KxConfig *cfg, const KxVarTab *vt,
                const char *objpath, int verbose, double *ms, KiErr *e)
 {
+	return kx_emitsplit(f, kp, spec, cfg, vt, objpath, NULL, verbose, ms, e) < 0 ? -1 : 0;
+}
+
+int kx_emitsplit(const KiFn *f, const KiPlan *kp, const kvcc_spec *spec, const KxConfig *cfg, const KxVarTab *vt,
+                 const char *objpath, const char *obj2, int verbose, double *ms, KiErr *e)
+{
+	int nobj = 1;
 	double t0 = now_ms(), t[2] = { t0, t0 };
 	if (kx_checkspec(f, spec, e) != 0)
 		return -1;
@@ -459,7 +635,40 @@ int kx_emitvar(const KiFn *f, const KiPlan *kp, const kvcc_spec *spec, const KxC
 			ki_error(e, f->src, 0, 0, "out of memory (kernels)");
 		else {
 			descriptor(&g, kir, blob, nblob, fn, vt);
-			rc = object(&g, f, tm, objpath, verbose, t, e);
+			Split sp = { 0 };
+			/* two parts on two threads (above); the IR dump (-v -v) from one module */
+			if (obj2 && verbose < 2 && partition(&g, &sp) == 0) {
+				Part2 p2 = { .f = f, .kp = kp, .spec = spec, .c = &c, .host = host, .triple = triple, .obj = obj2,
+				             .W = W, .amx3 = g.amx3, .verbose = verbose, .kern = ka_kernels(blob), .sp = &sp };
+				pthread_t th;
+				pthread_attr_t at;      /* LLVM's recursion (SCEV, ISel) wants the main thread's 8 MiB, not
+				                        ** glibc's 2 MiB default under an unlimited stack rlimit */
+				int started = pthread_attr_init(&at) == 0;
+				if (started) {
+					pthread_attr_setstacksize(&at, 16u << 20);
+					started = pthread_create(&th, &at, part2run, &p2) == 0;
+					pthread_attr_destroy(&at);
+				}
+				double c0 = cpu_ms();
+				keeppart(g.m, &sp, 0);
+				rc = object(&g, f, tm, objpath, verbose, t, e);
+				sp.cpu[0] = cpu_ms() - c0;
+				if (started)
+					pthread_join(th, NULL);
+				else
+					part2run(&p2);
+				if (rc == 0 && p2.rc != 0)
+					*e = p2.e, rc = -1;
+				if (rc == 0)
+					nobj = 2;
+				else
+					unlink(obj2);
+				if (rc == 0 && verbose)
+					fprintf(stderr, "kvcc: x86: two threads: %ld kernels (%ld instructions) in %.1f ms CPU, "
+					        "%ld (%ld) in %.1f ms CPU\n", sp.nfn[0], sp.weight[0], sp.cpu[0], sp.nfn[1],
+					        sp.weight[1], sp.cpu[1]);
+			} else
+				rc = object(&g, f, tm, objpath, verbose, t, e);
 		}
 		free(kir), free(blob);
 		LLVMDisposeBuilder(g.b);
@@ -481,5 +690,5 @@ int kx_emitvar(const KiFn *f, const KiPlan *kp, const kvcc_spec *spec, const KxC
 	free(host);
 	if (ms)
 		*ms = now_ms() - t0;
-	return rc;
+	return rc ? -1 : nobj;
 }

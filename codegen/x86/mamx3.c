@@ -202,6 +202,7 @@ static void gen_msplit(Gen *g, double c)
 		st_(g, v16i, LLVMBuildOr(b, lp[0], LLVMBuildShl(b, lp[1], civ(g, 16, 16), ""), ""), gep(g, g->i32, L, o), ci(g, 0), 4);
 	}
 	loop_end(g, &lc);
+	loop_plain(g, &lc);
 	loop_end(g, &lk);
 	LLVMBuildBr(b, bx);
 	LLVMPositionBuilderAtEnd(b, bx);

@@ -62,6 +62,14 @@ typedef struct KxVarTab {
 /* kx_emitcfg exporting the artifact vt says (NULL: the main one without variants). */
 KC_FUNC int kx_emitvar(const KiFn *f, const struct KiPlan *p, const kvcc_spec *spec, const KxConfig *cfg,
                        const KxVarTab *vt, const char *obj, int verbose, double *ms, KiErr *e);
+/* issue 13 (session 11): kx_emitvar on two threads when obj2 is not NULL: the kernels split
+** between `obj` (with the descriptor) and `obj2` (emit.c partition, keeppart); 1 (obj alone: obj2 not written,
+** e.g. with -v -v's IR dump), 2 (both; link both), or -1 with e set. */
+KC_FUNC int kx_emitsplit(const KiFn *f, const struct KiPlan *p, const kvcc_spec *spec, const KxConfig *cfg,
+                         const KxVarTab *vt, const char *obj, const char *obj2, int verbose, double *ms, KiErr *e);
+/* The x86 threads a compile uses (1 or 2; $KVCC_X86_THREADS, else 2 on a host with 2 online
+** CPUs, 3 when GPU targets compile at the same time). */
+KC_FUNC int kx_threads(int gpu);
 /* Link object files (<= 10) into the shared object `so` ($KVCC_CC, default cc). */
 KC_FUNC int kx_link(const char *const *objs, int nobj, const char *so, KiErr *e);
 /* Codegen options that are part of every cache key (tiles, register blocks, pipeline). */
