@@ -15,8 +15,8 @@
 **     row), else NaN and H = L = 0. side 1 (kept rows): H, L as 32-bit pairs in the VNNI layout of
 **     a tdpbf16ps B operand per 64-token tile, [i/64][d/2][64] (the pair (c, c+1) of token i at
 **     ((i/64)*(d/2) + c/2)*64 + i%64), nrm[i] = n (the runtime checks them: kmin, kmax); written
-**     16 tokens at a time (16 channels of the 16 tokens transposed in registers, then a channel
-**     pair per 16-slot store; lanes past cnt repeat token cnt-1, past the tile's nt tokens).
+**     16 tokens at a time (a channel pair gathered across them, one 16-slot store; lanes past cnt
+**     repeat token cnt-1, past the tile's nt tokens).
 **   mtop2(EH, EL, ne, KH, KL, nt, j0, v1, v2, i1)  one 64-token tile of the kept rows (KH, KL its
 **     VNNI pairs, nt <= 64 valid tokens, the first kept index j0) against ne evicted rows (a
 **     multiple of 16; EH, EL row-major): C = EH.KH + EH.KL + EL.KH, three tdpbf16ps accumulating
@@ -151,8 +151,8 @@ static void gen_msplit(Gen *g, double c)
 	LLVMPositionBuilderAtEnd(b, bj);
 	loop_end(g, &lr);
 	/* kept: 16 tokens at a time, a channel pair per step (the VNNI layout's 16 consecutive 32-bit
-	** slots of the tokens i0 .. i0+15: ((i0/64)(d/2) + c/2)*64 + i0%64), the channels of the
-	** tokens (token stride ldk) transposed 16 x 16 in registers; lanes past cnt repeat token cnt-1 (their slots are past
+	** slots of the tokens i0 .. i0+15: ((i0/64)(d/2) + c/2)*64 + i0%64), the channels gathered
+	** across the tokens (token stride ldk); lanes past cnt repeat token cnt-1 (their slots are past
 	** the tile's nt tokens: mtop2 masks them). The same operations per element as the rows above */
 	LLVMBasicBlockRef bk = LLVMAppendBasicBlockInContext(g->cx, g->fn, "vnni");
 	LLVMBasicBlockRef bx = LLVMAppendBasicBlockInContext(g->cx, g->fn, "done");
@@ -171,33 +171,23 @@ static void gen_msplit(Gen *g, double c)
 	LLVMValueRef okk2 = LLVMBuildAnd(b, LLVMBuildFCmp(b, LLVMRealOGT, nv, cfv(g, 0, 16), ""),
 	                                 LLVMBuildFCmp(b, LLVMRealOLT, nv, cfv(g, INFINITY, 16), ""), "");
 	LLVMValueRef rv = LLVMBuildSelect(b, okk2, LLVMBuildFDiv(b, cfv(g, 1, 16), nv, ""), cfv(g, 0, 16), "");
+	LLVMValueRef rb = LLVMBuildMul(b, tk, splati(g, ldk), "");
 	LLVMValueRef kb = LLVMBuildAdd(b, LLVMBuildMul(b, LLVMBuildUDiv(b, i0, ci(g, 64), ""), ci(g, (long)d / 2 * 64), ""),
 	                               LLVMBuildURem(b, i0, ci(g, 64), ""), "");
-	/* issue 12 (session 11): the channels of the 16 tokens by 16 row loads per 16 channels and a
-	** register transpose (kx_tr16) instead of one gather per channel; a loop over the channel
-	** blocks (the same values, the same operations per element) */
-	LLVMValueRef rp[16], lastt = LLVMBuildSub(b, cnt, ci(g, 1), "");
-	for (int q = 0; q < 16; q++) {
-		LLVMValueRef t = LLVMBuildAdd(b, i0, ci(g, q), "");
-		t = LLVMBuildSelect(b, LLVMBuildICmp(b, LLVMIntSGT, t, lastt, ""), lastt, t, "");
-		rp[q] = gep(g, g->f32, K, LLVMBuildMul(b, t, ldk, ""));
-	}
+	/* the channel pairs as a loop, not d / 2 copies (issue 13, session 11: unrolled, d = 128 gave
+	** 128 gathers that took ~150 ms of instruction selection, half of the policy's compile) */
 	Loop lc;
-	LLVMValueRef cb = loop_begin(g, ci(g, 0), ci(g, d), 16, &lc);
-	LLVMValueRef T[16];
-	for (int q = 0; q < 16; q++)
-		T[q] = loadf(g, rp[q], cb, 16);
-	kx_tr16(g, T);                            /* T[c]: channel cb + c of the 16 tokens */
-	LLVMValueRef ob = LLVMBuildAdd(b, kb, LLVMBuildMul(b, cb, ci(g, 32), ""), "");
-	for (int c = 0; c < 16; c += 2) {
+	LLVMValueRef ch = loop_begin(g, ci(g, 0), ci(g, d), 2, &lc);
+	{
 		LLVMValueRef hp[2], lp[2];
 		for (int k = 0; k < 2; k++) {
-			LLVMValueRef y = LLVMBuildSelect(b, okk2, LLVMBuildFMul(b, T[c + k], rv, ""), cfv(g, 0, 16), "");
+			LLVMValueRef x = gather(g, g->f32, K, LLVMBuildAdd(b, rb, splati(g, LLVMBuildAdd(b, ch, ci(g, k), "")), ""));
+			LLVMValueRef y = LLVMBuildSelect(b, okk2, LLVMBuildFMul(b, x, rv, ""), cfv(g, 0, 16), "");
 			LLVMValueRef h = rne16(g, y);
 			hp[k] = LLVMBuildZExt(b, h, v16i, "");
 			lp[k] = LLVMBuildZExt(b, rne16(g, LLVMBuildFSub(b, y, hi32(g, h), "")), v16i, "");
 		}
-		LLVMValueRef o = LLVMBuildAdd(b, ob, ci(g, (long)c / 2 * 64), "");
+		LLVMValueRef o = LLVMBuildAdd(b, kb, LLVMBuildMul(b, ch, ci(g, 32), ""), "");
 		st_(g, v16i, LLVMBuildOr(b, hp[0], LLVMBuildShl(b, hp[1], civ(g, 16, 16), ""), ""), gep(g, g->i32, H, o), ci(g, 0), 4);
 		st_(g, v16i, LLVMBuildOr(b, lp[0], LLVMBuildShl(b, lp[1], civ(g, 16, 16), ""), ""), gep(g, g->i32, L, o), ci(g, 0), 4);
 	}
