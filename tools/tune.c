@@ -273,22 +273,36 @@ static kvcc_policy *build(Tuner *T, const char *cfg, char *resolved, size_t rn)
 	return p;
 }
 
-static void record(Tuner *T, const char *phase, int bucket, const char *cfg, double ms)
+/* a timing record ('t'), or with kind 'p' a pick record; out of memory: said once, the record lost
+** (never another record overwritten) */
+static KtRec *recordk(Tuner *T, char kind, const char *phase, int bucket, const char *cfg, double ms)
 {
+	static int said;
 	if (T->nrec == T->caprec) {
 		int nc = T->caprec ? 2 * T->caprec : 128;
 		KtRec *r = realloc(T->rec, (size_t)nc * sizeof *r);
-		if (!r)
-			return;
+		if (!r) {
+			if (!said)
+				fprintf(stderr, "kvcc tune: out of memory: timing records are being lost\n");
+			said = 1;
+			return NULL;
+		}
 		T->rec = r, T->caprec = nc;
 	}
 	KtRec *r = &T->rec[T->nrec++];
 	memset(r, 0, sizeof *r);
-	r->kind = 't', r->kernel = T->kernel, r->bucket = bucket, r->dev = T->dev, r->ms = ms;
+	r->kernel = T->kernel, r->bucket = bucket, r->dev = T->dev, r->ms = ms;
 	snprintf(r->phase, sizeof r->phase, "%s", phase);
 	snprintf(r->devname, sizeof r->devname, "%s", T->devname);
 	snprintf(r->version, sizeof r->version, "%s", T->version);
 	snprintf(r->cfg, sizeof r->cfg, "%s", cfg);
+	r->kind = kind;
+	return r;
+}
+
+static void record(Tuner *T, const char *phase, int bucket, const char *cfg, double ms)
+{
+	recordk(T, 't', phase, bucket, cfg, ms);
 }
 
 typedef struct Cand {
@@ -932,8 +946,7 @@ int kt_tune(int argc, char **argv)
 		         C1.t[0][b][0] / C1.t[1][b][0], 100 * C1.aa[b][0], cs->t[0][b][1] / cs->t[1][b][1], 100 * cs->aa[b][1],
 		         samek ? "default" : keepk ? "pick" : "default (not confirmed)",
 		         !splitdiff(&pr, &def, k) ? "default" : splitdiff(&out, &def, k) ? "pick" : "default (not confirmed)");
-		record(&T, "confirm", T.buckets[b], w, fmax(C1.m[b][0], cs->m[b][1]));
-		T.rec[T.nrec - 1].kind = 'p';
+		recordk(&T, 'p', "confirm", T.buckets[b], w, fmax(C1.m[b][0], cs->m[b][1]));
 	}
 	/* the record: the pick, and per runtime bucket its score kernels ("main": the pick's own; every
 	** bucket written, so an earlier tune's per-bucket picks never outlive this one) */
@@ -943,11 +956,9 @@ int kt_tune(int argc, char **argv)
 		for (int b = 0; b < T.nb && vb[k] >= 0; b++)
 			if (ka_bucket(T.buckets[b]) == k)
 				r = S[vb[k]].ms[b] / S[s1].ms[b];
-		record(&T, "bpick", rlo[k], vb[k] >= 0 ? S[vb[k]].res : "main", r);
-		T.rec[T.nrec - 1].kind = 'p';
+		recordk(&T, 'p', "bpick", rlo[k], vb[k] >= 0 ? S[vb[k]].res : "main", r);
 	}
-	record(&T, "pick", 0, fin, g1);
-	T.rec[T.nrec - 1].kind = 'p';
+	recordk(&T, 'p', "pick", 0, fin, g1);
 	int rc = 0;
 	if (ki_tdb_update(T.db, T.rec, T.nrec, why, sizeof why) != 0) {
 		fprintf(stderr, "kvcc tune: %s\n", why);
