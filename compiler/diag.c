@@ -4,6 +4,7 @@
 ** into a KiErr and returns -1; nothing here exits or aborts, on user input
 ** or when memory runs out.
 */
+#include <time.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -113,4 +114,11 @@ char *ki_readfilemax(const char *path, size_t max, size_t *len, KiErr *e)
 char *ki_readfile(const char *path, size_t *len, KiErr *e)
 {
 	return ki_readfilemax(path, SIZE_MAX - 1, len, e);
+}
+
+double ki_thread_cpu_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+	return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
 }

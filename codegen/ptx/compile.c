@@ -265,23 +265,16 @@ struct KpCudaJob {
 	char pwhy[KVG_MAXARCH][2][512];
 };
 
-static double cpu_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-	return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
-}
-
 /* NVRTC part p (KV_PART, prelude.cuh) of group l's source to PTX */
 static void part1(KpCudaJob *J, int l, int p)
 {
 	char def[16];
 	snprintf(def, sizeof def, "-DKV_PART=%d", p);
 	const char *extra[] = { J->defs[l][0], J->defs[l][1], J->defs[l][2], J->defs[l][3], J->defs[l][4], def };
-	double c1 = cpu_ms();
+	double c1 = ki_thread_cpu_ms();
 	int rc = kp_nvrtc_compile_to(J->out->src, J->name, J->sm[l], 1, extra, 6, &J->gp[l][p - 1], J->pwhy[l][p - 1],
 	                             sizeof J->pwhy[l][p - 1]);
-	double c = cpu_ms() - c1;
+	double c = ki_thread_cpu_ms() - c1;
 	pthread_mutex_lock(&J->mu);
 	J->gcpu[l] += c;
 	J->pst[l][p - 1] = rc == 0 ? 1 : -1;
@@ -383,9 +376,9 @@ static void arch1(KpCudaJob *J, int a)
 	else
 		snprintf(how, hn, "sm_%d: NVRTC alone: ptxas failed: %.200s", J->sm[a], J->why[a]);
 	const char *extra[] = { J->defs[a][0], J->defs[a][1], J->defs[a][2], J->defs[a][3], J->defs[a][4] };
-	double t1 = now_ms(), c1 = cpu_ms();
+	double t1 = now_ms(), c1 = ki_thread_cpu_ms();
 	J->rc[a] = kp_nvrtc_compile(J->out->src, J->name, J->sm[a], extra, 5, &J->r[a], J->why[a], sizeof J->why[a]);
-	J->wall[a] = now_ms() - t1, J->cpu[a] = cpu_ms() - c1;
+	J->wall[a] = now_ms() - t1, J->cpu[a] = ki_thread_cpu_ms() - c1;
 }
 
 static void *worker(void *p)

@@ -441,13 +441,6 @@ typedef struct Part2 {
 	KiErr e;
 } Part2;
 
-static double cpu_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-	return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
-}
-
 static long fnweight(LLVMValueRef fn)
 {
 	long n = 0;
@@ -538,7 +531,7 @@ static void keeppart(LLVMModuleRef m, const Split *sp, int which)
 static void *part2run(void *arg)
 {
 	Part2 *p = arg;
-	double c0 = cpu_ms(), t[2];
+	double c0 = ki_thread_cpu_ms(), t[2];
 	const char *cpu;
 	p->rc = -1;
 	LLVMTargetMachineRef tm = machine(p->f, p->spec, p->host, p->W, &cpu, (char *)p->triple, &p->e);
@@ -560,7 +553,7 @@ static void *part2run(void *arg)
 	LLVMDisposeTargetData(td);
 	LLVMContextDispose(g.cx);
 	LLVMDisposeTargetMachine(tm);
-	p->sp->cpu[1] = cpu_ms() - c0;
+	p->sp->cpu[1] = ki_thread_cpu_ms() - c0;
 	return NULL;
 }
 
@@ -649,10 +642,10 @@ int kx_emitsplit(const KiFn *f, const KiPlan *kp, const kvcc_spec *spec, const K
 					started = pthread_create(&th, &at, part2run, &p2) == 0;
 					pthread_attr_destroy(&at);
 				}
-				double c0 = cpu_ms();
+				double c0 = ki_thread_cpu_ms();
 				keeppart(g.m, &sp, 0);
 				rc = object(&g, f, tm, objpath, verbose, t, e);
-				sp.cpu[0] = cpu_ms() - c0;
+				sp.cpu[0] = ki_thread_cpu_ms() - c0;
 				if (started)
 					pthread_join(th, NULL);
 				else
