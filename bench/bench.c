@@ -30,6 +30,7 @@
 #include "kvcc_compiler.h"
 #include "runtime/artifact.h"
 #include "runtime/cpu.h"
+#include "codegen/x86/exppoly.h"
 
 enum { H = 8, G = 4, D = 128, WIN = 64 };
 
@@ -158,14 +159,12 @@ __attribute__((target("avx512f"))) static inline __m512 nexp512(__m512 x)
 {
 	const __m512 big = _mm512_set1_ps(12582912.0f), l2e = _mm512_set1_ps(1.44269504088896341f);
 	const __m512 l2l = _mm512_set1_ps((float)(1.44269504088896341 - (double)1.44269504088896341f));
-	static const float c[] = { 1.5345812426e-04f, 1.3399930904e-03f, 9.6184890717e-03f, 5.5503286421e-02f,
-	                           2.4022646248e-01f, 6.9314718246e-01f, 1.0f };
 	__m512 n = _mm512_sub_ps(_mm512_fmadd_ps(x, l2e, big), big);
 	__m512 r = _mm512_fmadd_ps(x, l2l, _mm512_fmsub_ps(x, l2e, n));
-	__m512 p = _mm512_set1_ps(c[0]);
+	__m512 p = _mm512_set1_ps((float)kx_expn_poly[0]);
 	for (int j = 1; j < 7; j++)
-		p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(c[j]));
-	return _mm512_maskz_scalef_ps(_mm512_cmp_ps_mask(x, _mm512_set1_ps(-87.3f), _CMP_GE_OQ), p, n);
+		p = _mm512_fmadd_ps(p, r, _mm512_set1_ps((float)kx_expn_poly[j]));
+	return _mm512_maskz_scalef_ps(_mm512_cmp_ps_mask(x, _mm512_set1_ps((float)KX_EXPN_LO), _CMP_GE_OQ), p, n);
 }
 
 __attribute__((target("avx512f"))) static float vexp512(long it)

@@ -19,6 +19,7 @@
 #include <math.h>
 #include <llvm-c/Core.h>
 #include <llvm-c/DebugInfo.h>   /* temporary metadata nodes: self-referential llvm.loop */
+#include "codegen/x86/exppoly.h"
 #include "codegen/x86/x86.h"
 #include "compiler/plan.h"
 
@@ -259,12 +260,10 @@ static inline LLVMValueRef vexpn(Gen *g, LLVMValueRef x, int w, int clamp)
 	LLVMValueRef nf = LLVMBuildFSub(b, fmadd(g, x, cfv(g, l2e, w), big, w), big, "");
 	LLVMValueRef r = fmadd(g, x, cfv(g, l2e, w), LLVMBuildFNeg(b, nf, ""), w);
 	r = fmadd(g, x, cfv(g, l2e - (double)(float)l2e, w), r, w);
-	static const double c[] = { 1.5345812426e-04, 1.3399930904e-03, 9.6184890717e-03, 5.5503286421e-02,
-	                            2.4022646248e-01, 6.9314718246e-01, 1.0 };
-	LLVMValueRef p = cfv(g, c[0], w);
+	LLVMValueRef p = cfv(g, kx_expn_poly[0], w);
 	for (int i = 1; i < 7; i++)
-		p = fmadd(g, p, r, cfv(g, c[i], w), w);
-	LLVMValueRef keep = LLVMBuildBitCast(b, LLVMBuildFCmp(b, LLVMRealOGE, x, cfv(g, -87.3, w), ""), g->i16, "");
+		p = fmadd(g, p, r, cfv(g, kx_expn_poly[i], w), w);
+	LLVMValueRef keep = LLVMBuildBitCast(b, LLVMBuildFCmp(b, LLVMRealOGE, x, cfv(g, KX_EXPN_LO, w), ""), g->i16, "");
 	unsigned id = LLVMLookupIntrinsicID("llvm.x86.avx512.mask.scalef.ps.512", 34);
 	LLVMValueRef fn = LLVMGetIntrinsicDeclaration(g->m, id, NULL, 0);
 	LLVMTypeRef ft = LLVMIntrinsicGetType(g->cx, id, NULL, 0);
