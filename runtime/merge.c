@@ -13,7 +13,8 @@
 **      row, ties → the lower kept index), the lanes reduced once per row after the last tile
 **      (a KA_FAMX artifact whose similarity is e·k / (A B) of the keys, clamped or not, or
 **      their dot: msimx instead, the
-**      similarity and its arg-max in one AMX kernel, each winner's similarity from mpair 3;
+**      similarity and its arg-max in one AMX kernel, each winner's similarity from mpair 3, the
+**      rows it marks as near ties re-checked by the tiles: KVCC_MSIMX=0's targets bit for bit;
 **      KVCC_MSIMX=0 turns it off)
 **   4  the threshold: the rule's value (mpair 0), or the mean of the maximum similarities
 **   5  the evicted rows grouped by target (a counting sort, in evicted order: the segments),
@@ -49,14 +50,15 @@ typedef struct Mws {
 	/* issue 12 (session 10), KA_FAMX3 only (else empty): similarity3's bf16 hi / lo rows (evicted
 	** row-major [N+16][d], kept VNNI pairs per 64-token tile), their norms, the running best /
 	** runner-up / index per row and lane [MB+16][16], the rows to re-check, their gathered row
-	** scalars [nes+1][MB], and the counters (kvcc_plan_mstats) */
+	** scalars [nes+1][MB] (these two also with msimx: its near ties, session 12), and the counters
+	** (kvcc_plan_mstats) */
 	void *EH, *EL, *KH, *KL;
 	float *enrm, *knrm, *v1, *v2;
 	int32_t *i1, *rk;
 	float *esr;
 	int64_t *st;
 	/* msimx (KA_FAMX; else empty): the packed evicted rows, the keys' kept factors, the
-	** running best key / dot / kept index per evicted row */
+	** best key (NaN: a near tie to re-check) / the winner's dot / kept index per evicted row */
 	char *Ep;
 	float *kinv, *bkey, *bdot;
 	int32_t *bix;
@@ -77,8 +79,8 @@ static size_t layout(const kvcc_plan *pl, char *base, Mws *m)
 	                  MB * d * 4, MB * TILE * 4, 2 * d * TILE * 4, pl->paged ? N * d * pl->esz : 0,
 	                  pl->paged ? N * d * pl->esz : 0, N * 4, MB * LW * 4, MB * LW * 4,
 	                  a3 * (N + 16) * d * 2, a3 * (N + 16) * d * 2, a3 * (N + 64) * d * 2, a3 * (N + 64) * d * 2,
-	                  a3 * N * 4, a3 * N * 4, a3 * (MB + 16) * 64, a3 * (MB + 16) * 64, a3 * (MB + 16) * 64, a3 * N * 4,
-	                  a3 * (((size_t)h->nes + 1) * MB + 64) * 4, 4 * 8,
+	                  a3 * N * 4, a3 * N * 4, a3 * (MB + 16) * 64, a3 * (MB + 16) * 64, a3 * (MB + 16) * 64, (a3 | x) * N * 4,
+	                  (a3 | x) * (((size_t)h->nes + 1) * MB + 64) * 4, 4 * 8,
 	                  x * (N + 64) * d * 2, x * (N + 64) * 4, x * (N + 64) * 4, x * (N + 64) * 4, x * (N + 64) * 4 };
 	for (int k = 0; k < 35; k++) {
 		p[k] = base ? base + at : NULL;
@@ -127,17 +129,56 @@ static int msimx_off(void)
 	return v && !strcmp(v, "0");
 }
 
+/* the exact path for the nr evicted rows listed in w->rk (similarity3's near ties and marked rows,
+** msimx's near ties): blocks of MB listed rows gathered (f32 rows: cvt copies; raw bf16 rows, the
+** AMX Q·K's A tiles: the rows themselves) with their row scalars, then the same qkt, mbest and
+** lane reduction as similarity()'s tiles: the same per-pair operations, so the same target (and
+** similarity) as that path gives the row */
+static void recheck(const kvcc_artifact *A, const Mws *w, const char *K, int64_t ldk, size_t esz, int d, int nE,
+                    int m, const double *par, int W, int nes, int nr, int raw)
+{
+	for (int e0 = 0; e0 < nr; e0 += MB) {
+		int ne = nr - e0 < MB ? nr - e0 : MB;
+		for (int q = 0; q < ne; q++) {
+			int i = w->rk[e0 + q];
+			if (raw)
+				memcpy((char *)w->Ef + (size_t)q * d * esz, w->EK + (size_t)i * d * esz, (size_t)d * esz);
+			else
+				A->cvt(w->EK + (size_t)i * d * esz, w->Ef + (size_t)q * d, d);
+			for (int s = 0; s <= nes; s++)
+				w->esr[(size_t)s * ne + q] = w->es[(size_t)s * nE + i];
+		}
+		for (int i = 0; i < ne * W; i++)
+			w->lv[i] = -INFINITY, w->li[i] = -1;
+		for (int j0 = 0; j0 < m; j0 += TILE) {
+			int nt = m - j0 < TILE ? m - j0 : TILE;
+			A->qkt(K + (size_t)j0 * ldk * esz, ldk, nt, w->Ef, raw ? -ne : ne, w->S, w->Kp);
+			A->mbest(w->S, ne, nt, j0, w->esr, ne, w->ks, m, par, w->lv, w->li);
+		}
+		lanes(w, e0, ne, W, w->rk);
+	}
+}
+
 /* step 3: bsim / bidx of every evicted row */
 static void similarity(const kvcc_artifact *A, const Mws *w, const char *K, int64_t ldk, size_t esz, int d, int nE,
-                       int m, const double *par, int W, int raw)
+                       int m, const double *par, int W, int raw, int nes)
 {
 	/* AMX (KA_FAMX): msimx, the similarity and its arg-max in one kernel, the similarity of each
-	** winner from mpair 3; where it does not apply (it returns 1), the tiles below */
+	** winner from mpair 3; the rows it marks as near ties (bkey NaN: its ranking key and the
+	** similarity could order the top two differently) re-checked by the tiles below, so every
+	** target is the tiles' (KVCC_MSIMX=0's) bit for bit; where it does not apply (it returns 1),
+	** the tiles below for every row */
 	if (raw && !msimx_off() && A->msimx(K, ldk, m, w->EK, nE, w->es, w->ks, w->Ep, w->kinv, w->bkey, w->bdot, w->bix) == 0) {
+		int nr = 0;
 		for (int i = 0; i < nE; i++) {
+			if (isnan(w->bkey[i])) {
+				w->rk[nr++] = i;
+				continue;
+			}
 			w->bidx[i] = w->bix[i];
 			w->bsim[i] = A->mpair(3, w->es, nE, i, w->ks, m, w->bix[i], w->bdot[i], NAN, par);
 		}
+		recheck(A, w, K, ldk, esz, d, nE, m, par, W, nes, nr, 1);
 		return;
 	}
 	/* blocks of MB rows; a head of fewer than 2 MB evicted rows in two blocks of about half of them
@@ -222,24 +263,7 @@ static int similarity3(const kvcc_artifact *A, const Mws *w, const char *K, int6
 				w->rk[nr++] = i;
 		}
 	}
-	/* the re-check: blocks of MB listed rows, gathered (f32 rows: cvt copies) with their row scalars */
-	for (int e0 = 0; e0 < nr; e0 += MB) {
-		int ne = nr - e0 < MB ? nr - e0 : MB;
-		for (int q = 0; q < ne; q++) {
-			int i = w->rk[e0 + q];
-			A->cvt(w->EK + (size_t)i * d * 4, w->Ef + (size_t)q * d, d);
-			for (int s = 0; s <= nes; s++)
-				w->esr[(size_t)s * ne + q] = w->es[(size_t)s * nE + i];
-		}
-		for (int i = 0; i < ne * W; i++)
-			w->lv[i] = -INFINITY, w->li[i] = -1;
-		for (int j0 = 0; j0 < m; j0 += TILE) {
-			int nt = m - j0 < TILE ? m - j0 : TILE;
-			A->qkt(K + (size_t)j0 * ldk * 4, ldk, nt, w->Ef, ne, w->S, w->Kp);
-			A->mbest(w->S, ne, nt, j0, w->esr, ne, w->ks, m, par, w->lv, w->li);
-		}
-		lanes(w, e0, ne, W, w->rk);
-	}
+	recheck(A, w, K, ldk, 4, d, nE, m, par, W, nes, nr, 0);
 	w->st[0] += nE, w->st[1] += nr;
 	return 0;
 }
@@ -312,7 +336,7 @@ static void merge(kvcc_plan *pl, const Mws *wp, const double *par, char *K, char
 	A->mscal(K, V, ldk, m, 1, par, w.ks, m);
 	int W = h->vec_width > 1 && h->vec_width <= LW ? h->vec_width : 1;
 	if (!((h->flags & KA_FAMX3) && similarity3(A, &w, K, ldk, d, nE, m, par, W, h->nes) == 0))
-		similarity(A, &w, K, ldk, esz, d, nE, m, par, W, (h->flags & KA_FAMX) != 0);
+		similarity(A, &w, K, ldk, esz, d, nE, m, par, W, (h->flags & KA_FAMX) != 0, h->nes);
 	threshold(A, h, &w, nE, m, par, ema);
 	/* the segments: off[j] .. off[j+1] of seg, the evicted rows of target j in evicted order */
 	memset(w.off, 0, ((size_t)m + 1) * sizeof *w.off);

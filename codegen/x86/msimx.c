@@ -8,24 +8,26 @@
 **           max(|e|, 1e-6) max(|k|, 1e-6)): when every A B is normal, finite and >= c (checked:
 **           B normal positive finite, fl(A min B) >= c and fl(A max B) finite for every evicted
 **           row), sim is e·k / B times the positive 1/A of the row, so the kept token of the
-**           greatest key(e, k) = fl(e·k * fl(1/B)) is the arg-max (up to the rounding of the two
-**           forms: a pair whose similarities tie within about 2 ulp may go to the other one, as
-**           between the f32 kernels and the reference's double)
+**           greatest key(e, k) = fl(e·k * fl(1/B)) is the arg-max up to the rounding of the two
+**           forms: a row whose best two keys lie within 2^-20 (relative, 4x the bound; see
+**           neartie) is marked (bkey NaN) and the caller re-checks it by the qkt + mbest path
+**           (session 12), so every target is that path's bit for bit
 **   dot     sim = e·k: key = e·k
 **
 ** The kept tokens are the tile rows (M) and the evicted rows the columns (N), both packed once per
 ** head (the kept rows tile by tile, 1 KiB per A tile; the evicted rows into the VNNI pairs a
 ** tdpbf16ps B operand wants), so after tilestored each 16-float row of a C tile is one kept
 ** token against 16 evicted rows: the running arg-max over the kept tokens is elementwise (a
-** multiply, a compare, three selects) with the state of 32 evicted rows in 6 vectors and no
-** horizontal step. Kept tokens in increasing order with a strictly greater key replacing the
+** multiply, a compare, two selects, and the runner-up key's min and max) with the state of 32
+** evicted rows in 6 vectors and no horizontal step. Kept tokens in increasing order with a strictly greater key replacing the
 ** best: ties → the lower kept index. Blocking: groups of EGB bytes of packed evicted rows (L2) ×
 ** chunks of KC kept tokens (L1) × evicted blocks of 32 × kept tiles of 32 (2 × 2 C tiles, 4 tile
 ** loads per 4 tdpbf16ps); the arg-max of a pair of C tiles runs one step later, its rows
 ** interleaved with the next pair's tdpbf16ps. Measured (session 10, 1 thread, n = 4096, one
 ** head): 0.70 ms of tiles alone, 0.88 ms with the arg-max (0.99 with the arg-max after the
 ** tiles instead of interleaved, 1.25 with the kept rows read from the cache in place).
-** The kernel returns the best key's dot e·k and kept index per evicted row; the runtime
+** The kernel returns the best key (NaN: a near tie), its dot e·k (recomputed after the pass for the
+** winner alone by the same tdpbf16ps sequence: windots) and kept index per evicted row; the runtime
 ** evaluates the policy's similarity of that pair once (mpair 3: the same f32 operations mbest
 ** applies to the same dot). It returns 1 (nothing written that the caller reads) when it does
 ** not apply: a stub for every other policy or config, the cosine check failing, an evicted row
@@ -109,13 +111,15 @@ static void tio(Gen *g, const char *name, int t, LLVMValueRef p, LLVMValueRef st
 typedef struct Mx {
 	LLVMValueRef kinv, Kp, Ct, Eb, sk, sd, si;
 	int d;
-	/* reduce: the running best key / dot / kept index of the two evicted halves, Ct[p]'s rows */
+	/* reduce: the running best key / runner-up key / kept index of the two evicted halves, Ct[p]'s rows */
 	LLVMValueRef vk[2], vd[2], vi[2], C, kt;
 } Mx;
 
 /* the running arg-max over kept rows r0 .. r1-1 of the reduced pair of tiles (X->C, kept tokens
 ** X->kt..): per kept row and evicted half, key = dot * kinv[k]; a strictly greater key takes
-** the best key, its dot and k */
+** the best key and k; the runner-up key (vd) = max(runner-up, min(key, best before)): the
+** second greatest key (the best's own value again when two keys tie). A NaN key (kept rows
+** past m) changes nothing. */
 static void rrows(Gen *g, Mx *X, int r0, int r1)
 {
 	LLVMBuilderRef b = g->b;
@@ -123,13 +127,20 @@ static void rrows(Gen *g, Mx *X, int r0, int r1)
 	for (int r = r0; r < r1 && X->C; r++) {
 		LLVMValueRef kr = LLVMBuildAdd(b, X->kt, ci(g, r), "");
 		LLVMValueRef f = splat(g, ldf(g, X->kinv, kr), 16);
+		/* the row's index in 16 lanes once for both halves (then a masked move each) */
 		LLVMValueRef ix = isplat(g, LLVMBuildTrunc(b, kr, g->i32, ""));
+		{   /* opaque to the optimizer: else it folds the broadcast back into each masked move */
+			LLVMTypeRef vi = LLVMVectorType(g->i32, 16), ft = LLVMFunctionType(vi, &vi, 1, 0);
+			LLVMValueRef asmv = LLVMGetInlineAsm(ft, "", 0, "=v,0", 4, 0, 0, LLVMInlineAsmDialectATT, 0);
+			ix = LLVMBuildCall2(b, ft, asmv, &ix, 1, "");
+		}
 		for (int t = 0; t < 2; t++) {
 			LLVMValueRef c = ld(g, v16f, X->C, ci(g, (long)r * 2 + t), 64);
 			LLVMValueRef key = LLVMBuildFMul(b, c, f, "");
 			LLVMValueRef gt = LLVMBuildFCmp(b, LLVMRealOGT, key, X->vk[t], "");
+			LLVMValueRef lo = LLVMBuildSelect(b, LLVMBuildFCmp(b, LLVMRealOLT, key, X->vk[t], ""), key, X->vk[t], "");
+			X->vd[t] = LLVMBuildSelect(b, LLVMBuildFCmp(b, LLVMRealOGT, lo, X->vd[t], ""), lo, X->vd[t], "");
 			X->vk[t] = LLVMBuildSelect(b, gt, key, X->vk[t], "");
-			X->vd[t] = LLVMBuildSelect(b, gt, c, X->vd[t], "");
 			X->vi[t] = LLVMBuildSelect(b, gt, ix, X->vi[t], "");
 		}
 	}
@@ -187,6 +198,73 @@ static void step(Gen *g, Mx *X, LLVMValueRef kt, LLVMValueRef p, LLVMValueRef rk
 		st_(g, v16f, X->vd[t], X->sd, ci(g, t), 64);
 		st_(g, v16i, X->vi[t], X->si, ci(g, t), 64);
 	}
+}
+
+/* near ties (the cosine form): the pass ranks by key = fl(e·k * fl(1/B)); the policy's
+** similarity, the qkt + mbest path's, is fl(e·k / fl(A B)) (A B >= c checked), so A·sim = key
+** (1 + θ) with |θ| <= 4u (u = 2^-24: two roundings each side). The best key k1 is also the best
+** similarity, strictly, when k1 - k2 > 4u (|k1| + |k2|) for the runner-up key k2 (then for every
+** other key too). Marked (bkey[e] NaN: the caller re-checks the row by the exact path) unless
+** gap = k1 - k2 > 2^-20 (2 |k1| + gap) + A 2^-110 + 2^-140, computed as gap (1 - 2^-20) >
+** 2^-19 |k1| + ...: four times that bound (|k2| <= |k1| + gap), plus the absolute error a
+** subnormal similarity or key may add. Exact ties (gap 0) and NaN gaps are marked; the rows
+** of one kept token (k2 = -inf: gap inf) are not. */
+static void neartie(Gen *g, LLVMValueRef e, LLVMValueRef a, LLVMValueRef bkey, LLVMValueRef bsec)
+{
+	LLVMBuilderRef b = g->b;
+	LLVMValueRef k1 = ldf(g, bkey, e), gap = LLVMBuildFSub(b, k1, ldf(g, bsec, e), "");
+	LLVMValueRef ak = intr(g, "llvm.fabs", g->f32, &k1, 1);
+	LLVMValueRef mg = LLVMBuildFMul(b, cfv(g, 0x1p-19, 1), ak, "");
+	mg = LLVMBuildFAdd(b, mg, LLVMBuildFAdd(b, LLVMBuildFMul(b, a, cfv(g, 0x1p-110, 1), ""), cfv(g, 0x1p-140, 1), ""), "");
+	LLVMValueRef far = LLVMBuildFCmp(b, LLVMRealOGT, LLVMBuildFMul(b, gap, cfv(g, 1 - 0x1p-20, 1), ""), mg, "");
+	storef(g, LLVMBuildSelect(b, far, k1, cfv(g, NAN, 1), ""), bkey, e);
+}
+
+/* bdot[e] = the dot of evicted row e with its winner bidx[e] (every row has one), 16 rows at a
+** time: A tile k = channels 32k.. of the 16 winners' packed kept rows (Kp, 64 bytes each),
+** B = the evicted block's packed pairs (Ep, as the pass reads them), C tile 0 from zero over
+** k = 0 .. d/32 - 1 as in the pass; the diagonal is the winners' dots */
+static void windots(Gen *g, LLVMValueRef Kp, LLVMValueRef Ep, LLVMValueRef bidx, LLVMValueRef bdot, LLVMValueRef nE)
+{
+	LLVMBuilderRef b = g->b;
+	int d = g->d, d2 = d / 2;
+	LLVMTypeRef v32s = LLVMVectorType(g->i16, 32), v16f = fty(g, 16);
+	LLVMValueRef Ab = entry_alloca(g, LLVMArrayType(g->i16, (unsigned)(16 * d)));
+	LLVMValueRef Cd = entry_alloca(g, LLVMArrayType(g->f32, 16 * 16));
+	LLVMSetAlignment(Ab, 64), LLVMSetAlignment(Cd, 64);
+	Loop le;
+	LLVMValueRef e0 = loop_begin2(g, ci(g, 0), nE, 16, 1, &le);
+	for (int i = 0; i < 16; i++) {
+		/* rows past nE: bidx -1 (the state's initial value over round32(nE)): kept row 0 */
+		LLVMValueRef j = LLVMBuildSExt(b, ld(g, g->i32, bidx, LLVMBuildAdd(b, e0, ci(g, i), ""), 4), g->i64, "");
+		j = LLVMBuildSelect(b, LLVMBuildICmp(b, LLVMIntSLT, j, ci(g, 0), ""), ci(g, 0), j, "");
+		LLVMValueRef src = LLVMBuildAdd(b, LLVMBuildMul(b, LLVMBuildLShr(b, j, ci(g, 4), ""), ci(g, 16L * d), ""),
+		                                LLVMBuildMul(b, LLVMBuildAnd(b, j, ci(g, 15), ""), ci(g, 32), ""), "");
+		for (int k = 0; k < d / 32; k++)
+			st_(g, v32s, ld(g, v32s, gep(g, g->i16, Kp, LLVMBuildAdd(b, src, ci(g, 512L * k), "")), ci(g, 0), 64),
+			    Ab, ci(g, 16L * k + i), 64);
+	}
+	LLVMValueRef z = tsz(g, 0);
+	amx(g, "llvm.x86.tilezero", &z, 1);
+	LLVMValueRef Eb = gep(g, g->i32, Ep, LLVMBuildMul(b, e0, ci(g, d2), ""));
+	for (int k = 0; k < d / 32; k++) {
+		tio(g, "llvm.x86.tileloadd64", 4, gep(g, g->i16, Ab, ci(g, 512L * k)), ci(g, 64));
+		tio(g, "llvm.x86.tileloadd64", 6, gep(g, g->i32, Eb, ci(g, (long)k * 256)), ci(g, 64));
+		LLVMValueRef a[3] = { tsz(g, 0), tsz(g, 4), tsz(g, 6) };
+		amx(g, "llvm.x86.tdpbf16ps", a, 3);
+	}
+	tio(g, "llvm.x86.tilestored64", 0, Cd, ci(g, 64));
+	/* the diagonal: lane i of row i, gathered by one masked blend per row */
+	LLVMValueRef dg = LLVMConstNull(v16f);
+	for (int i = 0; i < 16; i++) {
+		LLVMValueRef row = ld(g, v16f, Cd, ci(g, i), 64);
+		LLVMValueRef m[16];
+		for (int l = 0; l < 16; l++)
+			m[l] = LLVMConstInt(LLVMInt1TypeInContext(g->cx), l == i, 0);
+		dg = LLVMBuildSelect(b, LLVMConstVector(m, 16), row, dg, "");
+	}
+	st_(g, v16f, dg, gep(g, g->f32, bdot, e0), ci(g, 0), 4);
+	loop_end(g, &le);
 }
 
 void kx_gen_msimx(Gen *g, const KiFn *f)
@@ -275,7 +353,7 @@ void kx_gen_msimx(Gen *g, const KiFn *f)
 		loop_end(g, &le);
 		LLVMValueRef e = loop_begin2(g, ci(g, 0), nE32, 1, 1, &ls);
 		storef(g, cfv(g, -INFINITY, 1), bkey, e);
-		storef(g, cfv(g, 0, 1), bdot, e);
+		storef(g, cfv(g, -INFINITY, 1), bdot, e);
 		st_(g, g->i32, LLVMConstInt(g->i32, (unsigned long long)-1, 1), bidx, e, 4);
 		loop_end(g, &ls);
 	}
@@ -340,8 +418,8 @@ void kx_gen_msimx(Gen *g, const KiFn *f)
 	loop_end(g, &leb);
 	loop_end(g, &lkc);
 	loop_end(g, &leg);
-	amx(g, "llvm.x86.tilerelease", NULL, 0);
-	/* 4. every evicted row has a winner (else: NaN keys, the caller's generic path) */
+	/* 4. every evicted row has a winner (else: NaN keys, the caller's generic path); a near tie
+	** (the cosine form) marked for the caller's exact re-check: bkey NaN */
 	{
 		Loop le;
 		LLVMValueRef e = loop_begin2(g, ci(g, 0), nE, 1, 1, &le);
@@ -349,8 +427,15 @@ void kx_gen_msimx(Gen *g, const KiFn *f)
 		LLVMBasicBlockRef bn = LLVMAppendBasicBlockInContext(g->cx, g->fn, "won");
 		LLVMBuildCondBr(b, ok, bn, bfail);
 		LLVMPositionBuilderAtEnd(b, bn);
+		if (form == 1)
+			neartie(g, e, ldf(g, es, LLVMBuildAdd(b, LLVMBuildMul(b, ci(g, sa), nE, ""), e, "")), bkey, bdot);
 		loop_end(g, &le);
 	}
+	/* 5. the winners' dots: per 16 evicted rows, the winners' kept rows gathered into A tiles
+	** against the same packed evicted rows (the same tdpbf16ps sequence as the pass: the
+	** same f32 value, element (i, i) of the product) */
+	windots(g, Kp, Ep, bidx, bdot, nE);
+	amx(g, "llvm.x86.tilerelease", NULL, 0);
 	LLVMBuildRet(b, ci(g, 0));
 	LLVMPositionBuilderAtEnd(b, bfail);
 	LLVMBuildRet(b, ci(g, 1));

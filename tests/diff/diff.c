@@ -940,6 +940,133 @@ static void msimx_case(const char *host)
 	kcase_end(name, why, dl, lua, so);
 }
 
+/* msimx's near ties (issue 12, session 12): kept rows in pairs k, 3k (small integers / 4: exact in
+** bf16, every dot exact in f32 whatever the order), evicted rows 4k + {-1, 0, 1} per channel, so that
+** the top two of a row are often the pair, mathematically tied, and the f32 rounding alone orders
+** them: msimx's ranking key fl(e·k · fl(1/B)) and the policy's similarity fl(e·k / fl(max(A B, c)))
+** (the qkt + mbest path, written here in f32 from the kernels' row norms es / ks) then pick
+** different kept tokens for some rows. Checked: msimx applies (0); every row it does not mark (bkey
+** NaN: re-checked by the caller) has the similarity's arg-max (ties → the lower index) and its exact
+** dot; the data has such flips (else the case proves nothing) and each is marked. Then the whole
+** merge through the runtime (score x.t: the newer half kept): the merged cache bit for bit the same
+** with and without msimx (KVCC_MSIMX=0). */
+static void msimx_ties_case(const char *host)
+{
+	enum { P = 64, NK = 2 * P, NE = 256, D = 64 };
+	const char *name = "msimx near ties bf16 d=64 native";
+	char lua[96], so[96], whyb[240];
+	kvcc_spec spec = { KVCC_BF16, D, 1, KVCC_TARGET_NATIVE };
+	if (!tmap_wanted(name, &spec, host))
+		return;
+	snprintf(lua, sizeof lua, "/tmp/kvcc-diff-msimxt-%d.lua", (int)getpid());
+	snprintf(so, sizeof so, "/tmp/kvcc-diff-msimxt-%d.so", (int)getpid());
+	void *dl = NULL;
+	const kvcc_artifact *A = NULL;
+	const char *why = cosine_artifact(lua, so, &spec, &dl, &A);
+	if (!why && (!(A->desc->flags & KA_FAMX) || kr_amx_enable() != 0)) {
+		printf("SKIP %s: no AMX (kx_amx, or the OS refuses the tile state): msimx is a stub\n", name);
+		nskip++;
+		dlclose(dl), remove(lua), remove(so);
+		return;
+	}
+	/* the cache: evicted rows 0 .. NE-1, kept pairs after them (the runtime part keeps the newer half) */
+	static _Alignas(64) uint16_t C[(NE + NK) * D], V[(NE + NK) * D], C2[(NE + NK) * D], V2[(NE + NK) * D];
+	static _Alignas(64) float es[2 * NE + 64], ks[2 * NK + 64], kinv[NK + 64], bkey[NE + 64], bdot[NE + 64];
+	static _Alignas(64) int32_t bidx[NE + 64];
+	static _Alignas(64) uint16_t Ep[(NE + NK + 64) * D];
+	uint16_t *K = C + NE * D, *E = C;
+	uint32_t r = 4242;
+	for (int i = 0; i < P; i++)
+		for (int c = 0; c < D; c++) {
+			r = r * 1103515245u + 12345u;
+			int x = (int)((r >> 16) % 7) - 3;
+			K[(2 * i) * D + c] = bfh((float)x / 4), K[(2 * i + 1) * D + c] = bfh(3.0f * (float)x / 4);
+		}
+	for (int e = 0; e < NE; e++)
+		for (int c = 0; c < D; c++) {
+			r = r * 1103515245u + 12345u;
+			E[e * D + c] = bfh(bff(K[(2 * (e % P)) * D + c]) * 4 + (float)((int)((r >> 16) % 3) - 1));
+		}
+	for (int i = 0; i < (NE + NK) * D; i++)
+		r = r * 1103515245u + 12345u, V[i] = bfh((float)((int)((r >> 16) % 2001) - 1000) / 500.0f);
+	int flips = 0, marked = 0;
+	if (!why) {
+		A->mscal(E, V, D, NE, 0, NULL, es, NE);
+		A->mscal(K, V, D, NK, 1, NULL, ks, NK);
+		int64_t rc = A->msimx(K, D, NK, E, NE, es, ks, Ep, kinv, bkey, bdot, bidx);
+		if (rc != 0)
+			snprintf(whyb, sizeof whyb, "msimx returned %lld", (long long)rc), why = whyb;
+	}
+	for (int e = 0; !why && e < NE; e++) {
+		int bs = -1, bk = -1;
+		float vs = 0, vk = 0, dots[NK];
+		for (int k = 0; k < NK; k++) {
+			double dot = 0;
+			for (int c = 0; c < D; c++)
+				dot += (double)bff(E[e * D + c]) * bff(K[k * D + c]);
+			dots[k] = (float)dot;                    /* exact: integers / 4 */
+			float den = es[e] * ks[k], sim = dots[k] / (den > 1e-8f ? den : 1e-8f), key = dots[k] * (1.0f / ks[k]);
+			if (bs < 0 || sim > vs)
+				bs = k, vs = sim;
+			if (bk < 0 || key > vk)
+				bk = k, vk = key;
+		}
+		int mk = isnan(bkey[e]);
+		marked += mk, flips += bs != bk;
+		if (bs != bk && !mk)
+			snprintf(whyb, sizeof whyb, "evicted row %d: key form picks %d, the similarity %d, not marked (kernel: %d)", e,
+			         bk, bs, (int)bidx[e]), why = whyb;
+		else if (!mk && (bidx[e] != bs || bdot[e] != dots[bs]))
+			snprintf(whyb, sizeof whyb, "evicted row %d: kept %d dot %a, the similarity's kept %d dot %a", e, (int)bidx[e],
+			         (double)bdot[e], bs, (double)dots[bs]), why = whyb;
+	}
+	if (!why && !flips)
+		why = "no row whose key form and similarity disagree: the data proves nothing";
+	if (!why) {   /* the runtime's merge: msimx + re-check vs the tiles alone */
+		FILE *fp = fopen(lua, "w");
+		kvcc_policy *pol = NULL;
+		kvcc_plan *pl = NULL;
+		if (fp)
+			fputs("local kv = require \"kvcc\"\nreturn kv.policy \"ties\" {\n  score = function(x) return x.t end,\n"
+			      "  select = kv.topk {},\n  merge = kv.nearest {},\n}\n", fp), fclose(fp);
+		kvcc_layout lay = { KVCC_BF16, 1, 1, D, NE + NK, (int64_t)(NE + NK) * D, (int64_t)(NE + NK) * D, D };
+		if (!fp || kvcc_compile_file(lua, &spec, &pol) != 0 || kvcc_plan_create(pol, &lay, 0, 1, &pl) != 0)
+			why = "compile / plan of the x.t policy";
+		const char *old = getenv("KVCC_MSIMX");
+		char oldc[64];
+		int had = old != NULL;
+		snprintf(oldc, sizeof oldc, "%s", old ? old : "");
+		memcpy(C2, C, sizeof C), memcpy(V2, V, sizeof V);
+		for (int mode = 0; !why && mode < 2; mode++) {
+			uint16_t *k = mode ? C2 : C, *v = mode ? V2 : V;
+			setenv("KVCC_MSIMX", mode ? "0" : "1", 1);
+			int32_t pos[NE + NK], len = NE + NK;
+			for (int t = 0; t < NE + NK; t++)
+				pos[t] = t;
+			kvcc_cache c = { k, v, pos, &len, NULL };
+			kvcc_obs o = { 0, NULL, NULL, NULL };
+			kvcc_args a = { .ratio = 0, .budget = NK };
+			if (kvcc_compress(pl, &c, &o, &a) != 0 || len != NK)
+				why = "compress";
+		}
+		if (had)
+			setenv("KVCC_MSIMX", oldc, 1);
+		else
+			unsetenv("KVCC_MSIMX");
+		/* the runs above compacted and merged C, V in place (the first) and C2, V2 (the second) */
+		for (int i = 0; !why && i < NK * D; i++)
+			if (C[i] != C2[i] || V[i] != V2[i])
+				snprintf(whyb, sizeof whyb, "merged row %d channel %d: msimx 0x%04x / 0x%04x, KVCC_MSIMX=0 0x%04x / 0x%04x",
+				         i / D, i % D, C[i], V[i], C2[i], V2[i]), why = whyb;
+		kvcc_plan_destroy(pl);
+		kvcc_close(pol);
+	}
+	if (!why)
+		printf("  (%s: %d of %d rows flipped between the key form and the similarity, %d marked)\n", name, flips, NE,
+		       marked);
+	kcase_end(name, why, dl, lua, so);
+}
+
 /* mscal (codegen/x86/merge.c, issue 12 session 11: whole blocks of 16 rows in the lanes, the
 ** rest one row at a time) of the default cosine's row norm, both sides, 37 rows at token stride
 ** 2 d (the gaps hold NaN: a stride error shows): rows 32-36 (the scalar loop's) copy rows 3, 17,
@@ -1510,6 +1637,7 @@ int main(int argc, char **argv)
 	for (int k = 0; k < 3; k++)
 		mbest_edge_case(t3[k], host);
 	msimx_case(host);
+	msimx_ties_case(host);
 	mscal16_case(KVCC_BF16, 64, host);
 	mscal16_case(KVCC_F32, 32, host);
 	if (!only || !strcmp(only, "robustness"))
