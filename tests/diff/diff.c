@@ -871,25 +871,35 @@ static float bff(uint16_t h)
 	return f;
 }
 
+/* an msimx case's artifact (cosine_artifact at /tmp/kvcc-diff-TAG-PID.{lua,so}): 1 when the case
+** does not run (filtered out, or SKIP: no AMX), else 0 with *why the compile's failure or NULL */
+static int msimx_open(const char *name, const char *tag, const kvcc_spec *spec, const char *host, char lua[96],
+                      char so[96], void **dl, const kvcc_artifact **A, const char **why)
+{
+	if (!tmap_wanted(name, spec, host))
+		return 1;
+	snprintf(lua, 96, "/tmp/kvcc-diff-%s-%d.lua", tag, (int)getpid());
+	snprintf(so, 96, "/tmp/kvcc-diff-%s-%d.so", tag, (int)getpid());
+	*why = cosine_artifact(lua, so, spec, dl, A);
+	if (!*why && (!((*A)->desc->flags & KA_FAMX) || kr_amx_enable() != 0)) {
+		printf("SKIP %s: no AMX (kx_amx, or the OS refuses the tile state): msimx is a stub\n", name);
+		nskip++;
+		dlclose(*dl), remove(lua), remove(so);
+		return 1;
+	}
+	return 0;
+}
+
 static void msimx_case(const char *host)
 {
 	enum { NE = 70, NK = 100, D = 64 };
-	const char *name = "msimx cosine bf16 d=64 native";
+	const char *name = "msimx cosine bf16 d=64 native", *why = NULL;
 	char lua[96], so[96], whyb[200];
 	kvcc_spec spec = { KVCC_BF16, D, 1, KVCC_TARGET_NATIVE };
-	if (!tmap_wanted(name, &spec, host))
-		return;
-	snprintf(lua, sizeof lua, "/tmp/kvcc-diff-msimx-%d.lua", (int)getpid());
-	snprintf(so, sizeof so, "/tmp/kvcc-diff-msimx-%d.so", (int)getpid());
 	void *dl = NULL;
 	const kvcc_artifact *A = NULL;
-	const char *why = cosine_artifact(lua, so, &spec, &dl, &A);
-	if (!why && (!(A->desc->flags & KA_FAMX) || kr_amx_enable() != 0)) {
-		printf("SKIP %s: no AMX (kx_amx, or the OS refuses the tile state): msimx is a stub\n", name);
-		nskip++;
-		dlclose(dl), remove(lua), remove(so);
+	if (msimx_open(name, "msimx", &spec, host, lua, so, &dl, &A, &why))
 		return;
-	}
 	/* the workspace parts 64-byte aligned, as runtime/merge.c's layout gives them (msimx stores
 	** the packed rows with aligned vector stores) */
 	static _Alignas(64) uint16_t K[NK * D], E[NE * D], V[(NK + NE) * D];
@@ -953,22 +963,13 @@ static void msimx_case(const char *host)
 static void msimx_ties_case(const char *host)
 {
 	enum { P = 64, NK = 2 * P, NE = 256, D = 64 };
-	const char *name = "msimx near ties bf16 d=64 native";
+	const char *name = "msimx near ties bf16 d=64 native", *why = NULL;
 	char lua[96], so[96], whyb[240];
 	kvcc_spec spec = { KVCC_BF16, D, 1, KVCC_TARGET_NATIVE };
-	if (!tmap_wanted(name, &spec, host))
-		return;
-	snprintf(lua, sizeof lua, "/tmp/kvcc-diff-msimxt-%d.lua", (int)getpid());
-	snprintf(so, sizeof so, "/tmp/kvcc-diff-msimxt-%d.so", (int)getpid());
 	void *dl = NULL;
 	const kvcc_artifact *A = NULL;
-	const char *why = cosine_artifact(lua, so, &spec, &dl, &A);
-	if (!why && (!(A->desc->flags & KA_FAMX) || kr_amx_enable() != 0)) {
-		printf("SKIP %s: no AMX (kx_amx, or the OS refuses the tile state): msimx is a stub\n", name);
-		nskip++;
-		dlclose(dl), remove(lua), remove(so);
+	if (msimx_open(name, "msimxt", &spec, host, lua, so, &dl, &A, &why))
 		return;
-	}
 	/* the cache: evicted rows 0 .. NE-1, kept pairs after them (the runtime part keeps the newer half) */
 	static _Alignas(64) uint16_t C[(NE + NK) * D], V[(NE + NK) * D], C2[(NE + NK) * D], V2[(NE + NK) * D];
 	static _Alignas(64) float es[2 * NE + 64], ks[2 * NK + 64], kinv[NK + 64], bkey[NE + 64], bdot[NE + 64];
