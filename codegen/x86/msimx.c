@@ -19,10 +19,10 @@
 ** tdpbf16ps B operand wants), so after tilestored each 16-float row of a C tile is one kept
 ** token against 16 evicted rows: the running arg-max over the kept tokens is elementwise (a
 ** multiply, a compare, two selects, and the runner-up key's min and max) with the state of 32
-** evicted rows in 6 vectors and no horizontal step. Kept tokens in increasing order with a strictly greater key replacing the
-** best: ties → the lower kept index. Blocking: groups of EGB bytes of packed evicted rows (L2) ×
-** chunks of KC kept tokens (L1) × evicted blocks of 32 × kept tiles of 32 (2 × 2 C tiles, 4 tile
-** loads per 4 tdpbf16ps); the arg-max of a pair of C tiles runs one step later, its rows
+** evicted rows in 6 vectors and no horizontal step. Kept tokens in increasing order with a
+** strictly greater key replacing the best: ties → the lower kept index. Blocking: groups of EGB
+** bytes of packed evicted rows (L2) × chunks of KCB bytes of kept rows (L2) × evicted blocks of
+** 32 × kept tiles of 32 (2 × 2 C tiles, 4 tile loads per 4 tdpbf16ps); the arg-max of a pair of C tiles runs one step later, its rows
 ** interleaved with the next pair's tdpbf16ps. Measured (session 10, 1 thread, n = 4096, one
 ** head): 0.70 ms of tiles alone, 0.88 ms with the arg-max (0.99 with the arg-max after the
 ** tiles instead of interleaved, 1.25 with the kept rows read from the cache in place).
@@ -44,7 +44,12 @@
 #include "codegen/x86/gen.h"
 #include "compiler/mplan.h"
 
-#define KC 128           /* kept tokens per chunk (d = 128: 32 KiB of packed rows, L1) */
+/* bytes of packed kept rows per chunk (L2, beside an evicted group): 1024 kept tokens at d = 128.
+** Session 12 (one head, the kernel alone, interleaved, load ~10): chunks of 128 tokens (32 KiB, L1)
+** -> 256 / 512 / 1024 ran 2.5-6.5 % / 2.5-5 % / 3-6 % faster each step (n = 4096 and 32768), 2048 as
+** 1024 within noise: each chunk costs a step of arg-max alone and the state's loads and stores per
+** evicted block, and the A tiles load as fast from L2 */
+#define KCB (256L * 1024)
 #define EGB (512L * 1024)  /* bytes of packed evicted rows per group (in L2 while the kept chunks pass) */
 
 /* the ranking form: 0 none, 1 cosine (the slots of |e|, |k| and the clamp c), 2 plain dot */
@@ -389,6 +394,7 @@ void kx_gen_msimx(Gen *g, const KiFn *f)
 	LLVMValueRef eg = loop_begin2(g, ci(g, 0), nE32, (int)EG, 1, &leg);
 	LLVMValueRef ege = LLVMBuildAdd(b, eg, ci(g, EG), "");
 	ege = LLVMBuildSelect(b, LLVMBuildICmp(b, LLVMIntSLT, ege, nE32, ""), ege, nE32, "");
+	int KC = (int)(KCB / (2L * d)) / 32 * 32;
 	LLVMValueRef kc = loop_begin2(g, ci(g, 0), m32, KC, 1, &lkc);
 	LLVMValueRef kce = LLVMBuildAdd(b, kc, ci(g, KC), "");
 	kce = LLVMBuildSelect(b, LLVMBuildICmp(b, LLVMIntSLT, kce, m32, ""), kce, m32, "");
