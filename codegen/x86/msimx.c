@@ -233,22 +233,25 @@ static void windots(Gen *g, LLVMValueRef Kp, LLVMValueRef Ep, LLVMValueRef bidx,
 {
 	LLVMBuilderRef b = g->b;
 	int d = g->d, d2 = d / 2;
-	LLVMTypeRef v32s = LLVMVectorType(g->i16, 32), v16f = fty(g, 16);
+	LLVMTypeRef v32s = LLVMVectorType(g->i16, 32);
 	LLVMValueRef Ab = entry_alloca(g, LLVMArrayType(g->i16, (unsigned)(16 * d)));
 	LLVMValueRef Cd = entry_alloca(g, LLVMArrayType(g->f32, 16 * 16));
 	LLVMSetAlignment(Ab, 64), LLVMSetAlignment(Cd, 64);
-	Loop le;
+	Loop le, li;
 	LLVMValueRef e0 = loop_begin2(g, ci(g, 0), nE, 16, 1, &le);
-	for (int i = 0; i < 16; i++) {
+	LLVMValueRef i = loop_begin(g, ci(g, 0), ci(g, 16), 1, &li);   /* rolled: cold compile time */
+	{
 		/* rows past nE: bidx -1 (the state's initial value over round32(nE)): kept row 0 */
-		LLVMValueRef j = LLVMBuildSExt(b, ld(g, g->i32, bidx, LLVMBuildAdd(b, e0, ci(g, i), ""), 4), g->i64, "");
+		LLVMValueRef j = LLVMBuildSExt(b, ld(g, g->i32, bidx, LLVMBuildAdd(b, e0, i, ""), 4), g->i64, "");
 		j = LLVMBuildSelect(b, LLVMBuildICmp(b, LLVMIntSLT, j, ci(g, 0), ""), ci(g, 0), j, "");
 		LLVMValueRef src = LLVMBuildAdd(b, LLVMBuildMul(b, LLVMBuildLShr(b, j, ci(g, 4), ""), ci(g, 16L * d), ""),
 		                                LLVMBuildMul(b, LLVMBuildAnd(b, j, ci(g, 15), ""), ci(g, 32), ""), "");
 		for (int k = 0; k < d / 32; k++)
 			st_(g, v32s, ld(g, v32s, gep(g, g->i16, Kp, LLVMBuildAdd(b, src, ci(g, 512L * k), "")), ci(g, 0), 64),
-			    Ab, ci(g, 16L * k + i), 64);
+			    Ab, LLVMBuildAdd(b, i, ci(g, 16L * k), ""), 64);
 	}
+	loop_end(g, &li);
+	loop_plain(g, &li);
 	LLVMValueRef z = tsz(g, 0);
 	amx(g, "llvm.x86.tilezero", &z, 1);
 	LLVMValueRef Eb = gep(g, g->i32, Ep, LLVMBuildMul(b, e0, ci(g, d2), ""));
@@ -259,16 +262,12 @@ static void windots(Gen *g, LLVMValueRef Kp, LLVMValueRef Ep, LLVMValueRef bidx,
 		amx(g, "llvm.x86.tdpbf16ps", a, 3);
 	}
 	tio(g, "llvm.x86.tilestored64", 0, Cd, ci(g, 64));
-	/* the diagonal: lane i of row i, gathered by one masked blend per row */
-	LLVMValueRef dg = LLVMConstNull(v16f);
-	for (int i = 0; i < 16; i++) {
-		LLVMValueRef row = ld(g, v16f, Cd, ci(g, i), 64);
-		LLVMValueRef m[16];
-		for (int l = 0; l < 16; l++)
-			m[l] = LLVMConstInt(LLVMInt1TypeInContext(g->cx), l == i, 0);
-		dg = LLVMBuildSelect(b, LLVMConstVector(m, 16), row, dg, "");
-	}
-	st_(g, v16f, dg, gep(g, g->f32, bdot, e0), ci(g, 0), 4);
+	/* the diagonal: element (i, i) of each row */
+	Loop ld_;
+	LLVMValueRef q = loop_begin(g, ci(g, 0), ci(g, 16), 1, &ld_);
+	storef(g, ldf(g, Cd, LLVMBuildMul(b, q, ci(g, 17), "")), bdot, LLVMBuildAdd(b, e0, q, ""));
+	loop_end(g, &ld_);
+	loop_plain(g, &ld_);
 	loop_end(g, &le);
 }
 
