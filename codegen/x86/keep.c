@@ -6,9 +6,11 @@
 ** compiler/select.c ki_counts' clamp: floor, then 0..n; a value that is not finite returns
 ** -1 (NaN), -2 (+inf) or -3 (-inf) and the runtime reports it at the select rule.
 ** Elementwise ops are the loops' (kx_ew, in f64); reductions over out loop over c->nout
-** (1 when no weight has an out axis, as the interpreter's size); reductions over token of the
-** score loop over the c->n scores of c->vals[0] (runtime/compress.c keepcount passes the
-** instance's score row; session 10).
+** (1 when no weight has an out axis, as the interpreter's size); reductions over token of a
+** [token] row loop over its c->n values in c->vals[its instruction] (the instance's values as
+** the token_map loops left them: runtime/compress.c runinst calls keepn after the instance's
+** last stage and keeps the count; the score row since session 10, any computed [token] row the
+** plan stores for it since session 12, KVCC_ABI 19), in position order as the interpreter.
 */
 #include <math.h>
 #include <stddef.h>
@@ -112,8 +114,8 @@ static LLVMValueRef kleaf(Kx *K, const KiIns *in)
 }
 
 /* a reduction over out: a loop over o < nout of its operand(s) (computed in the loop); a reduction
-** over token of the score (compiler/keep.c ki_keeptok): a loop over t < n of the score row the
-** runtime passes in vals[0] (f32, widened) */
+** over token of a [token] row (compiler/keep.c ki_keeptok: the score or another value the plan
+** stores, ki_keepvals): a loop over t < n of that row, vals[its instruction] (f32, widened) */
 static LLVMValueRef kred(Kx *K, int i)
 {
 	Gen *g = K->g;
@@ -131,7 +133,7 @@ static LLVMValueRef kred(Kx *K, int i)
 		return LLVMConstReal(K->dt, NAN);       /* kx_gen_keepn reports it */
 	}
 	Loop lp;
-	LLVMValueRef row = tok ? ld(g, g->ptr, FLD(K, vals, g->ptr), ci(g, 0), 8) : NULL;
+	LLVMValueRef row = tok ? ld(g, g->ptr, FLD(K, vals, g->ptr), ci(g, KI_RIDX(in->arg[0])), 8) : NULL;
 	LLVMValueRef t = loop_begin2(g, ci(g, 0), cnt, 1, 1, &lp);
 	if (!tok)
 		K->o = t;
