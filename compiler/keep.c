@@ -5,31 +5,25 @@
 ** x.nlayers, x.nheads, x.step, x.ratio, x.nkeep, x.scale (KO_size, KO_info); weights whose
 ** axes are layer, head and out, the out index, and reductions over out (sum, mean, max, min,
 ** norm, dot: the op table's KS_RED kinds other than std's); every elementwise op; and
-** reductions over token (sum, mean, max, min, norm, ...; std's excepted) of any computed
-** [token] value of the policy: the score itself (session 10) or another one (session 12: the
-** key norms, a count of tokens over a value, ...). The kernels compute such a value where they
-** compute the score's token values (ki_keepvals: the x86 plan stores it in the instance's
-** arena and kvcc_keepn reduces it there, runtime/compress.c runinst; CUDA materializes it in
-** the instance's workspace in the score kernels and kv_count reduces it), in f32 where the
-** interpreter has it in double. Refused here with its position: a reduction over token of an
-** input read directly (x.pos: no computed row holds it; write it through an op) and any token
-** reduction with merge summary (the summary rows are part of the rows there; wt-msum12's lane).
+** reductions over token (sum, mean, max, min, norm, std, ...) of any [token] value of the
+** policy: the score itself (session 10), x.pos, or any other one (session 12: the key norms, a
+** count of tokens over a value, ...). The kernels compute such a value where they compute the
+** score's token values (ki_keepvals: the x86 plan stores it in the instance's arena and
+** kvcc_keepn reduces it there, runtime/compress.c runinst; CUDA materializes it in the
+** instance's workspace in the score kernels and kv_count reduces it), in f32 where the
+** interpreter has it in double; x.pos is read from the positions (exact). Refused here with its
+** position: any token reduction with merge summary (the summary rows are part of the rows there;
+** wt-msum12's lane) and what is not listed above (std over out, a reduction over token of a
+** value with more axes, ...: not generated yet).
 */
 #include <stdio.h>
 #include <stdlib.h>
 #include "compiler/keep.h"
 
-/* a reduction over token of a [token] instruction (any operand; keepop refuses inputs) */
-static int tokred(const KiFn *f, const KiIns *in)
-{
-	return ki_rule(in->op) == AR_RED && in->axis == AX_token && ki_sem(in->op)->kind == SEM_RED &&
-	       ki_sem(in->op)->map != MAP_DEV && KI_RKIND(in->arg[0]) == RK_INS &&
-	       f->ins[KI_RIDX(in->arg[0])].axes == AXM(AX_token);
-}
-
 int ki_keeptok(const KiFn *f, const KiIns *in)
 {
-	return tokred(f, in) && f->ins[KI_RIDX(in->arg[0])].op != KO_input;
+	return ki_rule(in->op) == AR_RED && in->axis == AX_token && ki_sem(in->op)->kind == SEM_RED &&
+	       KI_RKIND(in->arg[0]) == RK_INS && f->ins[KI_RIDX(in->arg[0])].axes == AXM(AX_token);
 }
 
 void ki_keepneed(const KiFn *f, uint8_t *need)
@@ -52,8 +46,8 @@ int ki_keepvals(const KiFn *f, uint8_t *mv)
 		return -1;
 	ki_keepneed(f, need);
 	for (int i = 0; i < f->nins; i++)
-		if (need[i] && ki_keeptok(f, &f->ins[i]))
-			mv[KI_RIDX(f->ins[i].arg[0])] = 1;
+		if (need[i] && ki_keeptok(f, &f->ins[i]) && f->ins[KI_RIDX(f->ins[i].arg[0])].op != KO_input)
+			mv[KI_RIDX(f->ins[i].arg[0])] = 1;   /* x.pos: the generators read the positions */
 	free(need);
 	return 0;
 }
@@ -116,10 +110,6 @@ int ki_keepcheck(const KiFn *f, KiErr *e)
 			ki_error(e, f->src, in->line, in->col, "select keep: %s with merge summary is not compiled to "
 			         "kernels yet (the summary rows are part of the rows there; the reference interpreter, "
 			         "kvcc run, runs it)", what);
-		else if (tokred(f, in))
-			ki_error(e, f->src, in->line, in->col, "select keep: %s of the input %s is not compiled to kernels "
-			         "(the kernels reduce computed [token] values only: write it through an op; the reference "
-			         "interpreter, kvcc run, runs it)", what, ki_inputname(f->ins[KI_RIDX(in->arg[0])].aux));
 		else
 			ki_error(e, f->src, in->line, in->col, "select keep: %s is not compiled to kernels yet (a keep "
 			         "count reads sizes, infos, params, weights over layer / head / out, reductions over out "
