@@ -5,13 +5,16 @@
 ** x.nlayers, x.nheads, x.step, x.ratio, x.nkeep, x.scale (KO_size, KO_info); weights whose
 ** axes are layer, head and out, the out index, and reductions over out (sum, mean, max, min,
 ** norm, dot: the op table's KS_RED kinds other than std's); every elementwise op; and
-** reductions over token of the score itself (the same instruction as the policy's score after
-** cse: sum, mean, max, min, norm, ...; std's excepted) — the count reads the cache through the
-** score, which the kernels hold before selection (x86: the score row in kvcc_tmap_ctx.vals[0];
-** CUDA: a.scores), in f32 where the interpreter has it in double (session 10). Any other read
-** of the cache (a token reduction of another value, say) is refused here with its position,
-** and so is a token reduction of the score with merge summary (its rows are part of the score
-** row there).
+** reductions over token (sum, mean, max, min, norm, std, ...) of any [token] value of the
+** policy: the score itself (session 10), x.pos, or any other one (session 12: the key norms, a
+** count of tokens over a value, ...). The kernels compute such a value where they compute the
+** score's token values (ki_keepvals: the x86 plan stores it in the instance's arena and
+** kvcc_keepn reduces it there, runtime/compress.c runinst; CUDA materializes it in the
+** instance's workspace in the score kernels and kv_count reduces it), in f32 where the
+** interpreter has it in double; x.pos is read from the positions (exact). Refused here with its
+** position: any token reduction with merge summary (the summary rows are part of the rows there;
+** wt-msum12's lane) and what is not listed above (std over out, a reduction over token of a
+** value with more axes, ...: not generated yet).
 */
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,8 +23,7 @@
 int ki_keeptok(const KiFn *f, const KiIns *in)
 {
 	return ki_rule(in->op) == AR_RED && in->axis == AX_token && ki_sem(in->op)->kind == SEM_RED &&
-	       ki_sem(in->op)->map != MAP_DEV && KI_RKIND(f->score) == RK_INS && in->arg[0] == f->score &&
-	       f->ins[KI_RIDX(f->score)].axes == AXM(AX_token);
+	       KI_RKIND(in->arg[0]) == RK_INS && f->ins[KI_RIDX(in->arg[0])].axes == AXM(AX_token);
 }
 
 void ki_keepneed(const KiFn *f, uint8_t *need)
@@ -33,6 +35,21 @@ void ki_keepneed(const KiFn *f, uint8_t *need)
 		for (int k = 0; need[i] && !ki_keeptok(f, &f->ins[i]) && k < 3; k++)
 			if (KI_RKIND(f->ins[i].arg[k]) == RK_INS && KI_RIDX(f->ins[i].arg[k]) < i)
 				need[KI_RIDX(f->ins[i].arg[k])] = 1;
+}
+
+int ki_keepvals(const KiFn *f, uint8_t *mv)
+{
+	if (KI_RKIND(f->sel.keep) != RK_INS)
+		return 0;
+	uint8_t *need = calloc((size_t)f->nins + 1, 1);
+	if (!need)
+		return -1;
+	ki_keepneed(f, need);
+	for (int i = 0; i < f->nins; i++)
+		if (need[i] && ki_keeptok(f, &f->ins[i]) && f->ins[KI_RIDX(f->ins[i].arg[0])].op != KO_input)
+			mv[KI_RIDX(f->ins[i].arg[0])] = 1;   /* x.pos: the generators read the positions */
+	free(need);
+	return 0;
 }
 
 /* can the generators evaluate instruction in as a scalar (or inside a loop over out)? */
@@ -90,12 +107,13 @@ int ki_keepcheck(const KiFn *f, KiErr *e)
 		snprintf(what, sizeof what, red ? "%s over %s" : "%s %s", ki_opname(in->op),
 		         red ? (in->axis < AX_NUM ? ki_axisname(in->axis) : "-") : ax);
 		if (ki_keeptok(f, in))
-			ki_error(e, f->src, in->line, in->col, "select keep: %s of the score with merge summary is not "
-			         "compiled to kernels yet (the reference interpreter, kvcc run, runs it)", what);
+			ki_error(e, f->src, in->line, in->col, "select keep: %s with merge summary is not compiled to "
+			         "kernels yet (the summary rows are part of the rows there; the reference interpreter, "
+			         "kvcc run, runs it)", what);
 		else
 			ki_error(e, f->src, in->line, in->col, "select keep: %s is not compiled to kernels yet (a keep "
 			         "count reads sizes, infos, params, weights over layer / head / out, reductions over out "
-			         "and reductions over token of the score; the reference interpreter, kvcc run, runs it)",
+			         "and reductions over token of [token] values; the reference interpreter, kvcc run, runs it)",
 			         what);
 		rc = -1;
 	}

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "compiler/plan.h"
+#include "compiler/keep.h"
 #include "compiler/mplan.h"
 
 #define HAS(m, ax) (((m) & AXM(ax)) != 0)
@@ -287,6 +288,10 @@ static int classify(const KiFn *f, KiPlan *p, KiErr *e)
 		free(mv);
 		return ki_error(e, f->src, 0, 0, "plan: out of memory"), -1;
 	}
+	if (ki_keepvals(f, mv) != 0) {   /* the [token] rows a keep count reduces (keep.c) */
+		free(mv);
+		return ki_error(e, f->src, 0, 0, "plan: out of memory"), -1;
+	}
 	for (int i = 0; i < f->nins; i++)
 		if (mv[i])
 			mark(f, KI_REF(RK_INS, i), p->cls);
@@ -467,7 +472,8 @@ static int tloops(const KiFn *f, KiPlan *p, uint8_t *root, KiErr *e)
 {
 	if (KI_RKIND(f->score) == RK_INS)
 		root[KI_RIDX(f->score)] = 1;
-	if (ki_mvals(f, root) != 0)      /* the merge's ordinary [token] values: stored (issue 12) */
+	if (ki_mvals(f, root) != 0 ||    /* the merge's ordinary [token] values: stored (issue 12) */
+	    ki_keepvals(f, root) != 0)   /* the [token] rows a keep count reduces: stored (keep.c) */
 		return ki_error(e, f->src, 0, 0, "plan: out of memory"), -1;
 	if (KI_RKIND(f->score) == RK_INS)
 		root[KI_RIDX(f->score)] = 1;

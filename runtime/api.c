@@ -380,6 +380,7 @@ KVCC_API int kvcc_plan_create_batch(kvcc_policy *p, const kvcc_layout *lay, cons
 	pl->part = malloc((size_t)pl->nsel * (LH + 1) * sizeof *pl->part);
 	pl->kidx = malloc((ninst * lay->capacity + 1) * sizeof(int32_t));
 	pl->nkept = malloc((ninst + 1) * sizeof(int32_t));
+	pl->keepv = malloc((ninst + 1) * sizeof(int64_t));
 	pl->sblk = malloc((ninst + 1) * sizeof(int32_t));
 	if (h->sched >= KA_SCH_PREFIX) {       /* the model schedules: one sequence at a time */
 		pl->schkeys = malloc((LH * lay->capacity + 1) * sizeof(uint64_t));
@@ -395,7 +396,7 @@ KVCC_API int kvcc_plan_create_batch(kvcc_policy *p, const kvcc_layout *lay, cons
 	pl->score = calloc(ninst, sizeof *pl->score);
 	pl->cpar = malloc(((size_t)h->npar + 1) * sizeof *pl->cpar);
 	int bad = !pl->par || !pl->step || !pl->S || !pl->qs || !pl->cst || !pl->oval || !pl->ws || !pl->selkeys ||
-	          !pl->part || !pl->kidx || !pl->nkept || !pl->sblk || !pl->hsrc || !pl->hdst || !pl->arena || !pl->tvals ||
+	          !pl->part || !pl->kidx || !pl->nkept || !pl->keepv || !pl->sblk || !pl->hsrc || !pl->hdst || !pl->arena || !pl->tvals ||
 	          !pl->scorebuf || !pl->score || !pl->cpar ||
 	          (h->sched >= KA_SCH_PREFIX && (!pl->schkeys || !pl->schnk || !pl->schtot));
 	if (!bad && pg) {         /* tables of a call, page marks, row offsets and staging per thread */
@@ -464,7 +465,7 @@ KVCC_API void kvcc_plan_destroy(kvcc_plan *pl)
 	for (int t = 0; pl->ews && t < pl->threads; t++)
 		free(pl->ews[t]);
 	free(pl->ews);
-	free(pl->selkeys), free(pl->part), free(pl->kidx), free(pl->nkept), free(pl->sblk);
+	free(pl->selkeys), free(pl->part), free(pl->kidx), free(pl->nkept), free(pl->keepv), free(pl->sblk);
 	free(pl->schkeys), free(pl->schnk), free(pl->schtot);
 	for (int t = 0; t < pl->narena; t++) {
 		if (pl->arena)

@@ -82,7 +82,7 @@ static inline int ka_trailer_check(const void *buf, size_t len, KaTrailer *t, co
 */
 #define KVCC_DESC_SYMBOL "kvcc_artifact"
 #define KVCC_MAGIC 0x4B5643435F415254ull   /* "KVCC_ART" */
-#define KVCC_ABI 18                        /* kvcc_artifact and the kernels' signatures (10: compact_merge;
+#define KVCC_ABI 19                        /* kvcc_artifact and the kernels' signatures (10: compact_merge;
                                               11: tmap ctx ratio, budget, wts; tfilter, mtotal, ksum;
                                               12: kfloor; 13: decodeb; 14: tmap / observe return a
                                               negative value for a bad segment or shift argument;
@@ -93,7 +93,9 @@ static inline int ka_trailer_check(const void *buf, size_t len, KaTrailer *t, co
                                               cmass, select mass over chunks; 18: msplit, mtop2,
                                               the f32 merge similarity on AMX; kcut, merge
                                               summary's cap at scope layer / model; msimx, merge
-                                              nearest's AMX similarity; mpair 3) */
+                                              nearest's AMX similarity; mpair 3; 19: keepn reads
+                                              c->vals[i], the instance's values, for a keep count's
+                                              token reductions, not the score row in vals[0]) */
 #define KA_MAGIC "KVCCDSC"                 /* the blob's first 8 bytes (with the NUL) */
 #define KA_FORMAT 10                       /* the blob's layout and meaning (2: the tuning config; 3: KA_FLAYER;
                                               4: the merge rule; 5: the weights, KaWeight; the select rule;

@@ -371,6 +371,11 @@ static int runinst(Run *r, int k, int tid)
 				rc = attnscore(r, &I, vals, r->lo, r->hi, tid);
 		}
 	}
+	if (rc == 0 && r->hi == r->h->nins) {   /* select keep: the count while the values are here (keepcount) */
+		kvcc_tmap_ctx c;
+		tmapctx(r, &I, vals, &c);
+		r->pl->keepv[k] = r->pl->p->a->keepn(&c);
+	}
 	if (arena && rc == 0)             /* keep the score; the arena is reused by the next instance */
 		memcpy(r->pl->scorebuf + (size_t)k * r->pl->lay.capacity, vals[r->h->score], (size_t)I.n * sizeof(float));
 	return rc;
@@ -685,17 +690,15 @@ static int schedcounts(Run *r, float **score, int s, long S, long R, const kvcc_
 	return 0;
 }
 
-/* instance k's count before selection (n tokens): the generated keepn (the policy's keep expression,
-** else the budget's n_keep; a keep count may reduce the score row over token, vals[0]), or the
+/* instance k's count before selection: the generated keepn's (the policy's keep expression, else
+** the budget's n_keep), which runinst computed after the instance's last stage (a keep count may
+** reduce the instance's [token] values over token: the arena holds them only then), or the
 ** reference's error for a keep count that is not finite */
-static int keepcount(Run *r, float **score, int k, long n, long *cnt)
+static int keepcount(Run *r, int k, long *cnt)
 {
 	Inst I;
 	instof(r, k, &I);
-	kvcc_tmap_ctx c;
-	tmapctx(r, &I, score + k, &c);
-	c.n = n;
-	int64_t v = r->pl->p->a->keepn(&c);
+	int64_t v = r->pl->keepv[k];
 	if (v < 0)
 		return kr_seterr(KVCC_EINVAL, "%s:%u:%u: error: select: the keep count of (layer %d, head %d) is %s",
 		                 r->pl->p->src, r->h->sel_line, r->h->sel_col, I.l, I.h, v == -1 ? "nan" : v == -2 ? "inf" : "-inf");
@@ -774,7 +777,7 @@ static int selectkeep(Run *r, float **score, const kvcc_args *args, int k0, int 
 		}
 		long cnt = hd->sched >= KA_SCH_PREFIX ? (long)r->pl->schnk[kk] : hd->nocap ? n : 0;
 		if (hd->sched < KA_SCH_PREFIX && !hd->nocap) {
-			int rc = keepcount(r, score, k, n, &cnt);
+			int rc = keepcount(r, k, &cnt);
 			if (rc)
 				return rc;
 		}

@@ -97,6 +97,8 @@ struct kvcc_plan {
 	int32_t *kidx;           /* [layers][kv_heads][capacity] sorted kept positions per instance */
 	int32_t *nkept;          /* [layers][kv_heads] */
 	int32_t *sblk;           /* [instances] merge summary: the summary block's first row at selection, or -1 */
+	int64_t *keepv;          /* [instances] select keep: keepn's result, computed after the instance's
+	                            last stage while its values are in the arena (compress.c runinst) */
 	/* select with the prefix / dynamic schedule (KaHdr.sched; compress.c schedcounts), else NULL:
 	** one sequence's keys of every instance, its counts, lengths, totals and per-layer rows */
 	uint64_t *schkeys;       /* [layers*kv_heads][capacity] */

@@ -129,6 +129,10 @@ KC_FUNC void kp_sum_thr(Gen *g, const char *T);   /* select threshold at scope h
 KC_FUNC int kp_sum_body(Gen *g);
 /* keep.c (issue 13): kv_count, the select keep count (after kv_nkeep) */
 KC_FUNC int kp_gen_count(Gen *g);
+/* keep.c (session 12): the [token] rows kv (kv[i] = 1) a keep count reduces, materialized by the
+** score kernels in the instance's workspace past every other use before the count (after
+** kp_analyse; the score itself stays in a.scores) */
+KC_FUNC int kp_keepbufs(Gen *g, const uint8_t *kv);
 
 /* kernels.c */
 KC_FUNC int kp_generate(const KiFn *f, const KpCudaOpts *o, KpCudaOut *out, KiErr *e);

@@ -6,9 +6,10 @@
 ** come here): elementwise ops from the op table's value column (the interpreter's own C
 ** expression of the double operands a, b, c), +, -, *, / as __dadd_rn & co. (no contraction
 ** into an FMA), reductions over out as loops over a.nout (1 when no weight has an out axis, as
-** the interpreter's size), reductions over token of the score as one block reduction over the
-** instance's n scores in a.scores (f32, as kv_select ranks them; every thread of the block calls
-** kv_count then: emitred; session 10); then compiler/select.c
+** the interpreter's size), reductions over token of a [token] row as one block reduction over
+** the instance's n values (f32; every thread of the block calls kv_count then: emitred): the
+** score's in a.scores (as kv_select ranks them; session 10), another row in the instance's
+** workspace where the score kernels materialized it (kp_keepbufs; session 12); then compiler/select.c
 ** ki_counts' clamp (floor, 0..n). A value that is not finite sets KVG_EKEEP (the host reports it; the kernels go on with 0).
 */
 #include <math.h>
@@ -142,8 +143,8 @@ static void combine(Gen *g, const KiSem *sem, const char *acc, const char *ind);
 static void finish(Gen *g, int i, const KiSem *sem, const char *cnt);
 
 /* a reduction over out: the loop over o_ with the out-axis values it reads, in order; a reduction
-** over token of the score (compiler/keep.c ki_keeptok): the loop over t_ < n of the instance's
-** scores */
+** over token of a [token] row (compiler/keep.c ki_keeptok): a block reduction over the instance's
+** t_ < n values of the row */
 static int emitred(Gen *g, int i, const uint8_t *need)
 {
 	const KiFn *f = g->f;
@@ -151,34 +152,59 @@ static int emitred(Gen *g, int i, const uint8_t *need)
 	const KiSem *sem = ki_sem(in->op);
 	char init[64];
 	dlit(init, sizeof init, sem->init);
-	if (ki_keeptok(f, in)) {       /* over token of the score: this instance's row of a.scores (f32) */
+	if (ki_keeptok(f, in)) {       /* over token of a [token] row: the score's (f32) in a.scores, x.pos's in a.pos,
+	                               ** another (f32) in the instance's workspace where the score kernels left it
+	                               ** (kp_keepbufs) */
+		char row[400], acc[16], mu[16];
+		const KiIns *src = &f->ins[KI_RIDX(in->arg[0])];
+		if (src->op == KO_input)
+			snprintf(row, sizeof row, "const int *const r_ = a.pos + (((long long)b * a.L + l) * a.H + h) * a.N");
+		else if (in->arg[0] == f->score)
+			snprintf(row, sizeof row, "const float *const r_ = a.scores + (((long long)b * a.L + l) * a.H + h) * a.N");
+		else {
+			char o[200];
+			kp_offexpr(g->off[KI_RIDX(in->arg[0])], o, sizeof o);
+			snprintf(row, sizeof row, "const float *const r_ = a.ws + (((long long)b * a.L + l) * a.H + h) * a.ws_inst + (%s)", o);
+		}
+		snprintf(acc, sizeof acc, "x%d", i);
+		snprintf(mu, sizeof mu, "m%d", i);
 		/* a block reduction (every thread calls kv_count): thread j combines its contiguous run
 		** of ceil(n / KV_NT) tokens in position order, then every thread combines the KV_NT
 		** partials in thread order from kv_kr (shared). max / min are the interpreter's serial
 		** result bit for bit (the first of equal values, the last NaN); a sum is its serial sum
 		** when n <= KV_NT, else the runs' sums added in order (rounding within the f32-score
-		** tolerance doc/dsl.md states) */
-		sb(&g->s, "\tdouble x%d = %s;\n\t{\n"
-		          "\t\tconst long long c_ = (n + KV_NT - 1) / KV_NT, t0_ = (long long)threadIdx.x * c_, t1_ = t0_ + c_ < n ? t0_ + c_ : n;\n"
-		          "\t\tconst float *const r_ = a.scores + (((long long)b * a.L + l) * a.H + h) * a.N;\n"
-		          "\t\tdouble p_ = %s;\n"
-		          "\t\tfor (long long t_ = t0_; t_ < t1_; t_++) {\n"
-		          "\t\t\tconst double s_ = (double)r_[t_];\n", i, init, init);
-		if (sem->map == MAP_SQ)
-			sb(&g->s, "\t\t\tconst double v_ = __dmul_rn(s_, s_);\n");
-		else
-			sb(&g->s, "\t\t\tconst double v_ = s_;\n");
-		combine(g, sem, "p_", "\t\t\t");
-		sb(&g->s, "\t\t}\n"
-		          "\t\t__syncthreads();   /* the previous reduction's readers are done */\n"
-		          "\t\tkv_kr[threadIdx.x] = p_;\n"
-		          "\t\t__syncthreads();\n"
-		          "\t\tfor (int j_ = 0; j_ < KV_NT; j_++) {\n"
-		          "\t\t\tconst double v_ = kv_kr[j_];\n");
-		char acc[16];
-		snprintf(acc, sizeof acc, "x%d", i);
-		combine(g, sem, acc, "\t\t\t");
-		sb(&g->s, "\t\t}\n\t}\n");
+		** tolerance doc/dsl.md states). std: first its mean, the sum of v / n (interp.c's first
+		** pass), the same way */
+		for (int pass = sem->map == MAP_DEV ? 0 : 1; pass < 2; pass++) {
+			KiSem add = *sem;
+			add.comb = CMB_ADD;
+			const KiSem *ps = pass ? sem : &add;
+			sb(&g->s, "\tdouble %s = %s;\n\t{\n"
+			          "\t\tconst long long c_ = (n + KV_NT - 1) / KV_NT, t0_ = (long long)threadIdx.x * c_, t1_ = t0_ + c_ < n ? t0_ + c_ : n;\n"
+			          "\t\tconst int N = a.N, O = a.O; (void)N; (void)O;\n"
+			          "\t\t%s;   /* %%%d */\n"
+			          "\t\tdouble p_ = %s;\n"
+			          "\t\tfor (long long t_ = t0_; t_ < t1_; t_++) {\n"
+			          "\t\t\tconst double s_ = (double)r_[t_];\n", pass ? acc : mu, pass ? init : "0.0", row,
+			   KI_RIDX(in->arg[0]), pass ? init : "0.0");
+			if (!pass)
+				sb(&g->s, "\t\t\tconst double v_ = __ddiv_rn(s_, (double)n);\n");
+			else if (sem->map == MAP_SQ)
+				sb(&g->s, "\t\t\tconst double v_ = __dmul_rn(s_, s_);\n");
+			else if (sem->map == MAP_DEV)
+				sb(&g->s, "\t\t\tconst double v_ = __dmul_rn(__dsub_rn(s_, %s), __dsub_rn(s_, %s));\n", mu, mu);
+			else
+				sb(&g->s, "\t\t\tconst double v_ = s_;\n");
+			combine(g, ps, "p_", "\t\t\t");
+			sb(&g->s, "\t\t}\n"
+			          "\t\t__syncthreads();   /* the previous reduction's readers are done */\n"
+			          "\t\tkv_kr[threadIdx.x] = p_;\n"
+			          "\t\t__syncthreads();\n"
+			          "\t\tfor (int j_ = 0; j_ < KV_NT; j_++) {\n"
+			          "\t\t\tconst double v_ = kv_kr[j_];\n");
+			combine(g, ps, pass ? acc : mu, "\t\t\t");
+			sb(&g->s, "\t\t}\n\t}\n");
+		}
 		finish(g, i, sem, "n");
 		return 0;
 	}
@@ -240,6 +266,30 @@ static int redfin(Gen *g, int i, const KiSem *sem, const char *cnt)
 	combine(g, sem, acc, "\t\t");
 	sb(&g->s, "\t}\n");
 	finish(g, i, sem, cnt);
+	return 0;
+}
+
+int kp_keepbufs(Gen *g, const uint8_t *kv)
+{
+	const KiFn *f = g->f;
+	long long at[4];
+	memcpy(at, g->cur, sizeof at);
+	/* past every other use before kv_count reads them: the score kernels' buffers (g->cur) and
+	** the records kv_select_grp / kv_sched write at the start of each instance's workspace (at most
+	** 16 floats, with merge summary 2 more and the N ordinary scores): 32 + N floats on */
+	at[0] += 32, at[1] += 1;
+	for (int i = 0; i < f->nins; i++) {
+		if (!kv[i] || KI_REF(RK_INS, i) == f->score)
+			continue;
+		if (g->home[i] == HM_STAT)
+			return kp_err(g, &f->ins[i], "select keep: a reduction over token of %s over token is not compiled to "
+			              "CUDA (the kernels keep its statistics, never its row; the reference interpreter and "
+			              "x86 run it)", ki_opname(f->ins[i].op));
+		g->home[i] = HM_BUF;
+		memcpy(g->off[i], at, sizeof at);
+		at[1] += 1, at[0] += 1;   /* n <= N floats, one of slack */
+	}
+	memcpy(g->cur, at, sizeof at);
 	return 0;
 }
 

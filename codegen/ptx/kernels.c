@@ -24,6 +24,7 @@
 #include <string.h>
 #include <math.h>
 #include "codegen/ptx/gen.h"
+#include "compiler/keep.h"
 #include "compiler/mplan.h"
 #include "codegen/ptx/cuh.h"
 #include "compiler/interp.h"
@@ -80,11 +81,25 @@ static int gen_score(Gen *g, KpCudaOut *out)
 	for (int s = 0; s < f->nst; s++)   /* a scan runs at every compression (its state is kept) */
 		if (ki_isscanstate(f, s))
 			kp_mark(f, f->st[s].update, need);
+	uint8_t *kv = calloc((size_t)f->nins + 1, 1);   /* the [token] rows a keep count reduces (keep.c) */
+	if (!kv || ki_keepvals(f, kv) != 0) {
+		free(kv), free(need);
+		return kp_err(g, NULL, "out of memory");
+	}
+	for (int i = 0; i < f->nins; i++)
+		if (kv[i])
+			kp_mark(f, KI_REF(RK_INS, i), need);
 	g->decode = 0;
 	int rc = kp_analyse(g, need, 0);
 	if (rc == 0)
+		rc = kp_keepbufs(g, kv);
+	if (rc == 0)
 		kp_wsmax(g);
 	int last = KI_RKIND(f->score) == RK_INS ? g->phase[KI_RIDX(f->score)] : 0;
+	for (int i = 0; rc == 0 && i < f->nins; i++)
+		if (kv[i] && g->phase[i] > last)
+			last = g->phase[i];
+	free(kv);
 	for (int s = 0; rc == 0 && s < f->nst; s++)
 		if (ki_isscanstate(f, s) && g->phase[KI_RIDX(f->st[s].update)] > last)
 			last = g->phase[KI_RIDX(f->st[s].update)];

@@ -6,9 +6,11 @@
 ** compiler/select.c ki_counts' clamp: floor, then 0..n; a value that is not finite returns
 ** -1 (NaN), -2 (+inf) or -3 (-inf) and the runtime reports it at the select rule.
 ** Elementwise ops are the loops' (kx_ew, in f64); reductions over out loop over c->nout
-** (1 when no weight has an out axis, as the interpreter's size); reductions over token of the
-** score loop over the c->n scores of c->vals[0] (runtime/compress.c keepcount passes the
-** instance's score row; session 10).
+** (1 when no weight has an out axis, as the interpreter's size); reductions over token of a
+** [token] row loop over its c->n values in c->vals[its instruction] (the instance's values as
+** the token_map loops left them: runtime/compress.c runinst calls keepn after the instance's
+** last stage and keeps the count; the score row since session 10, any computed [token] row the
+** plan stores for it since session 12, KVCC_ABI 19), in position order as the interpreter.
 */
 #include <math.h>
 #include <stddef.h>
@@ -111,9 +113,31 @@ static LLVMValueRef kleaf(Kx *K, const KiIns *in)
 	return LLVMConstReal(dt, NAN);
 }
 
+/* token t of a keep count's [token] row: the f32 row's value widened, or x.pos's position (the
+** plan's positions, NULL: t), as double */
+static LLVMValueRef ktokv(Kx *K, const KiIns *src, LLVMValueRef row, LLVMValueRef t)
+{
+	Gen *g = K->g;
+	LLVMBuilderRef b = g->b;
+	if (src->op != KO_input)
+		return LLVMBuildFPExt(b, ldf(g, row, t), K->dt, "");
+	LLVMBasicBlockRef bn = LLVMGetInsertBlock(b);
+	LLVMBasicBlockRef bl = LLVMAppendBasicBlockInContext(g->cx, g->fn, "pos"), bj = LLVMAppendBasicBlockInContext(g->cx, g->fn, "posj");
+	LLVMBuildCondBr(b, LLVMBuildIsNull(b, row, ""), bj, bl);
+	LLVMPositionBuilderAtEnd(b, bl);
+	LLVMValueRef v = LLVMBuildSExt(b, ld(g, g->i32, row, t, 4), g->i64, "");
+	LLVMBuildBr(b, bj);
+	LLVMPositionBuilderAtEnd(b, bj);
+	LLVMValueRef ph = LLVMBuildPhi(b, g->i64, ""), in[2] = { t, v };
+	LLVMBasicBlockRef from[2] = { bn, bl };
+	LLVMAddIncoming(ph, in, from, 2);
+	return LLVMBuildSIToFP(b, ph, K->dt, "");
+}
+
 /* a reduction over out: a loop over o < nout of its operand(s) (computed in the loop); a reduction
-** over token of the score (compiler/keep.c ki_keeptok): a loop over t < n of the score row the
-** runtime passes in vals[0] (f32, widened) */
+** over token of a [token] row (compiler/keep.c ki_keeptok: the score or another value the plan
+** stores, ki_keepvals): a loop over t < n of that row, vals[its instruction] (f32, widened), or of
+** x.pos's positions; std first a loop for the mean, sum of v / n in order (interp.c's first pass) */
 static LLVMValueRef kred(Kx *K, int i)
 {
 	Gen *g = K->g;
@@ -121,7 +145,9 @@ static LLVMValueRef kred(Kx *K, int i)
 	const KiIns *in = &K->f->ins[i];
 	const KiSem *sem = ki_sem(in->op);
 	int tok = ki_keeptok(K->f, in);
+	const KiIns *src = tok ? &K->f->ins[KI_RIDX(in->arg[0])] : NULL;
 	LLVMValueRef cnt = tok ? K->n : K->nout;
+	LLVMValueRef m = LLVMBuildSIToFP(b, cnt, K->dt, ""), nz = LLVMBuildFCmp(b, LLVMRealONE, m, LLVMConstReal(K->dt, 0), "");
 	LLVMValueRef acc = entry_alloca(g, K->dt);
 	LLVMBuildStore(b, LLVMConstReal(K->dt, sem->init), acc);
 	LLVMValueRef *saved = K->ov, o0 = K->o;
@@ -131,15 +157,31 @@ static LLVMValueRef kred(Kx *K, int i)
 		return LLVMConstReal(K->dt, NAN);       /* kx_gen_keepn reports it */
 	}
 	Loop lp;
-	LLVMValueRef row = tok ? ld(g, g->ptr, FLD(K, vals, g->ptr), ci(g, 0), 8) : NULL;
+	LLVMValueRef row = !tok ? NULL : src->op == KO_input ? FLD(K, pos, g->ptr)
+	                 : ld(g, g->ptr, FLD(K, vals, g->ptr), ci(g, KI_RIDX(in->arg[0])), 8);
+	LLVMValueRef mu = NULL;
+	if (tok && sem->map == MAP_DEV) {       /* std's mean: the interpreter's first pass */
+		LLVMValueRef ma = entry_alloca(g, K->dt);
+		LLVMBuildStore(b, LLVMConstReal(K->dt, 0), ma);
+		LLVMValueRef t = loop_begin2(g, ci(g, 0), cnt, 1, 1, &lp);
+		LLVMValueRef q = LLVMBuildFDiv(b, ktokv(K, src, row, t), m, "");
+		LLVMBuildStore(b, LLVMBuildFAdd(b, LLVMBuildLoad2(b, K->dt, ma, ""), q, ""), ma);
+		loop_end(g, &lp);
+		loop_plain(g, &lp);
+		mu = LLVMBuildLoad2(b, K->dt, ma, "");
+	}
 	LLVMValueRef t = loop_begin2(g, ci(g, 0), cnt, 1, 1, &lp);
 	if (!tok)
 		K->o = t;
-	LLVMValueRef v = tok ? LLVMBuildFPExt(b, ldf(g, row, t), K->dt, "") : kval(K, in->arg[0]);
+	LLVMValueRef v = tok ? ktokv(K, src, row, t) : kval(K, in->arg[0]);
 	if (sem->map == MAP_SQ)
 		v = LLVMBuildFMul(b, v, v, "");
 	else if (sem->map == MAP_MUL)
 		v = LLVMBuildFMul(b, v, kval(K, in->arg[1]), "");
+	else if (sem->map == MAP_DEV) {
+		LLVMValueRef dv = LLVMBuildFSub(b, v, mu, "");
+		v = LLVMBuildFMul(b, dv, dv, "");
+	}
 	LLVMValueRef a = LLVMBuildLoad2(b, K->dt, acc, "");
 	if (sem->comb == CMB_ADD)
 		a = LLVMBuildFAdd(b, a, v, "");
@@ -154,7 +196,6 @@ static LLVMValueRef kred(Kx *K, int i)
 	free(K->ov);
 	K->ov = saved, K->o = o0;
 	a = LLVMBuildLoad2(b, K->dt, acc, "");
-	LLVMValueRef m = LLVMBuildSIToFP(b, cnt, K->dt, ""), nz = LLVMBuildFCmp(b, LLVMRealONE, m, LLVMConstReal(K->dt, 0), "");
 	switch (sem->fin) {      /* ki_finish */
 	case FIN_MEAN: return LLVMBuildSelect(b, nz, LLVMBuildFDiv(b, a, m, ""), LLVMConstReal(K->dt, NAN), "");
 	case FIN_SQRT: return intr(g, "llvm.sqrt", K->dt, &a, 1);

@@ -466,6 +466,33 @@ def p_keep_score(c):
     return dict(_per_head(kept, c["Ks"], c["Vs"], L, H), **{"expect.scores": s}), {}, margin
 
 
+def p_keep_value(c):
+    """tests/policies/keep_value.lua: a keep count read from [token] values other than the score
+    (S7 over token reductions of the value norms and of a count of tokens): frac * n * mean / max of
+    the value norms + above * #(key norm > the head's mean key norm) + spread * the key norms'
+    population standard deviation + span * (max - min of the positions), then top-k with sinks"""
+    p = dict(dict(frac=0.5, above=0.25, spread=2, span=0.05, sinks=2), **c["params"])
+    sk = int(p["sinks"])
+    L, H, n = c["L"], c["H"], c["n"]
+    span = (int(np.max(c["pos"])) - int(np.min(c["pos"]))) * p["span"]
+    s = np.sqrt((c["K"] ** 2).sum(axis=3))
+    vn = np.sqrt((c["V"] ** 2).sum(axis=3))
+    kept, margin = [], math.inf
+    for l in range(L):
+        row = []
+        for h in range(H):
+            r, v = s[l, h], vn[l, h]
+            mu = r.mean()
+            x = (p["frac"] * n * v.mean() / v.max() + np.count_nonzero(r > mu) * p["above"] +
+                 np.sqrt(np.mean((r - mu) ** 2)) * p["spread"] + span)
+            cnt = S.keep_count(x, n)
+            # the count of tokens over the mean decides the count: no key norm near the mean
+            margin = min(margin, _count_margin(x), _cut_margin(r[sk:], cnt - sk), min(_gap(t, mu) for t in r))
+            row.append(S.topk(r, cnt, sinks=sk))
+        kept.append(row)
+    return dict(_per_head(kept, c["Ks"], c["Vs"], L, H), **{"expect.scores": s}), {}, margin
+
+
 def p_mass_chunk_head(c):
     return _mass_group(c, "head", 4, "recent")
 
@@ -562,6 +589,7 @@ POLICIES = {
     "mass_layer": p_mass_layer, "mass_model": p_mass_model, "mass_chunk": p_mass_chunk,
     "keep_edge": p_keep_edge, "threshold_keep": p_threshold_keep, "mass_keep": p_mass_keep,
     "mass_chunk_head": p_mass_chunk_head, "keep_score": p_keep_score,
+    "keep_value": p_keep_value,
 }
 
 # (policy, case, L, H, G, n, d, ("ratio", r) | ("budget", B), params, dtype, pos kind, O, steps)
@@ -666,6 +694,10 @@ CASES = [
     ("keep_score", "d8_n37_r50", 2, 3, 1, 37, 8, ("ratio", 0.5), {}, "f32", "default", 0, 0),
     ("keep_score", "d64_n61_b20_f2", 2, 2, 1, 61, 64, ("budget", 20), {"frac": 0.2, "spread": 1.5}, "f32", "default", 0, 0),
     ("keep_score", "d16_n129_r25_bf16", 3, 2, 2, 129, 16, ("ratio", 0.25), {"frac": 1.5}, "bf16", "default", 0, 0),
+    # a keep count read from other [token] values: the value norms and a count of tokens over a mean
+    ("keep_value", "d8_n37_r50", 2, 3, 1, 37, 8, ("ratio", 0.5), {}, "f32", "default", 0, 0),
+    ("keep_value", "d64_n61_b20_a1", 2, 2, 1, 61, 64, ("budget", 20), {"frac": 0.3, "above": 1.0}, "f32", "default", 0, 0),
+    ("keep_value", "d16_n129_r25_bf16", 3, 2, 2, 129, 16, ("ratio", 0.25), {"frac": 0.8, "sinks": 0}, "bf16", "gapped", 0, 0),
 ]
 
 
