@@ -465,15 +465,35 @@ static void gen_qkt_bf16(Gen *g, LLVMValueRef K, LLVMValueRef ldk, LLVMValueRef 
 	for (int a = 0; a < QB; a++)
 		for (int v = 0; v < NV; v++)
 			acc[a][v] = entry_alloca(g, vt);
-	LLVMTypeRef v2f = LLVMVectorType(g->f32, 2), v2i = LLVMVectorType(g->i32, 2), v2s = LLVMVectorType(g->i16, 2);
-	LLVMValueRef sh16 = civ(g, 16, 2), zi[16];
+	LLVMValueRef zi[16];
 	for (int i = 0; i < 16; i++)
 		zi[i] = LLVMConstInt(g->i32, 0, 0);
 	LLVMValueRef zmask = LLVMConstVector(zi, 16);
+	/* the query block's rows as bf16 pairs, Qp[a*d2 + c2] = (Q[q+a][2c2], Q[q+a][2c2+1]) (the
+	** high halves of Q's f32 values: exact), packed once per block and tile, so that the
+	** micro-kernel's Q operand is a 32-bit broadcast load that vdpbf16ps takes as its memory
+	** operand ({1to16}: no shuffle per pair and query; issue 15, session 12) */
+	LLVMValueRef Qp = entry_alloca(g, LLVMArrayType(g->i32, (unsigned)(QB * d2)));
+	LLVMSetAlignment(Qp, 64);
+	int pw = d2 % 16 == 0 ? 16 : d2 % 8 == 0 ? 8 : 4;
+	LLVMTypeRef pwf = LLVMVectorType(g->f32, (unsigned)(2 * pw)), pwi = LLVMVectorType(g->i32, (unsigned)(2 * pw));
+	LLVMTypeRef pws = LLVMVectorType(g->i16, (unsigned)(2 * pw)), pwp = LLVMVectorType(g->i32, (unsigned)pw);
 	LLVMValueRef qstart = ci(g, 0);
 	for (int qb = QB; qb >= 1; qb = qb > 1 ? 1 : 0) {
 		Loop lq;
 		LLVMValueRef q = loop_begin(g, qstart, nq, qb, &lq);
+		for (int a = 0; a < qb; a++) {
+			Loop lp;
+			LLVMValueRef c2 = loop_begin(g, ci(g, 0), ci(g, d2), pw, &lp);
+			LLVMValueRef qi = LLVMBuildAdd(b, LLVMBuildMul(b, LLVMBuildAdd(b, q, ci(g, a), ""), ci(g, d), ""),
+			                               LLVMBuildMul(b, c2, ci(g, 2), ""), "");
+			LLVMValueRef x = LLVMBuildLoad2(b, pwf, gep(g, g->f32, Q, qi), "");
+			LLVMSetAlignment(x, 4);
+			x = LLVMBuildTrunc(b, LLVMBuildLShr(b, LLVMBuildBitCast(b, x, pwi, ""), civ(g, 16, 2 * pw), ""), pws, "");
+			st_(g, pwp, LLVMBuildBitCast(b, x, pwp, ""), Qp, LLVMBuildUDiv(b, LLVMBuildAdd(b, c2, ci(g, (long)a * d2), ""),
+			                                                              ci(g, pw), ""), 4);
+			loop_end(g, &lp);
+		}
 		for (int tb = 0; tb < AT / TB; tb++) {
 			for (int a = 0; a < qb; a++)
 				for (int v = 0; v < NV; v++)
@@ -495,17 +515,12 @@ static void gen_qkt_bf16(Gen *g, LLVMValueRef K, LLVMValueRef ldk, LLVMValueRef 
 					kv[v] = LLVMBuildBitCast(b, x, bt, "");
 				}
 				for (int a = 0; a < qb; a++) {
-					LLVMValueRef qi = LLVMBuildAdd(b, LLVMBuildMul(b, LLVMBuildAdd(b, q, ci(g, a), ""), ci(g, d), ""),
-					                               LLVMBuildMul(b, cu, ci(g, 2), ""), "");
-					LLVMValueRef qp = LLVMBuildLoad2(b, v2f, gep(g, g->f32, Q, qi), "");
-					LLVMSetAlignment(qp, 4);
-					LLVMValueRef hi = LLVMBuildTrunc(b, LLVMBuildLShr(b, LLVMBuildBitCast(b, qp, v2i, ""), sh16, ""), v2s, "");
-					LLVMValueRef pr = LLVMBuildBitCast(b, hi, g->i32, "");
+					LLVMValueRef pr = ld(g, g->i32, Qp, LLVMBuildAdd(b, cu, ci(g, (long)a * d2), ""), 4);
 					LLVMValueRef bc = LLVMBuildInsertElement(b, LLVMGetPoison(vi), pr, LLVMConstInt(g->i32, 0, 0), "");
 					bc = LLVMBuildShuffleVector(b, bc, LLVMGetPoison(vi), zmask, "");
 					LLVMValueRef qbv = LLVMBuildBitCast(b, bc, bt, "");
-					for (int v = 0; v < NV; v++) {
-						LLVMValueRef args[3] = { av[a][v], qbv, kv[v] };
+					for (int v = 0; v < NV; v++) {   /* Q third: the operand that may be a broadcast load */
+						LLVMValueRef args[3] = { av[a][v], kv[v], qbv };
 						av[a][v] = LLVMBuildCall2(b, dpt, dp, args, 3, "");
 					}
 				}
