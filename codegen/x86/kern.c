@@ -435,7 +435,39 @@ static void gen_qkt_bf16(Gen *g, LLVMValueRef K, LLVMValueRef ldk, LLVMValueRef 
 	LLVMTypeRef pts[3];
 	LLVMGetParamTypes(dpt, pts);
 	LLVMTypeRef bt = pts[1];   /* <32 x bfloat> in LLVM 19 (<16 x i32> before) */
-	/* pack */
+	/* pack: a full tile with d/2 a multiple of 16 by 16 x 16 transposes of 32-bit pairs (issue 15,
+	** session 12: 64 two-source shuffles and 16 vector stores per block, where the scalar path
+	** below takes 256 extracts and 256 scalar stores), anything else pair by pair */
+	LLVMBasicBlockRef bjoin = NULL;
+	if (d2 % 16 == 0) {
+		LLVMBasicBlockRef bfull = LLVMAppendBasicBlockInContext(g->cx, g->fn, "kpfull");
+		LLVMBasicBlockRef bpart = LLVMAppendBasicBlockInContext(g->cx, g->fn, "kppart");
+		bjoin = LLVMAppendBasicBlockInContext(g->cx, g->fn, "kpjoin");
+		LLVMBuildCondBr(b, LLVMBuildICmp(b, LLVMIntEQ, nt, ci(g, AT), ""), bfull, bpart);
+		LLVMPositionBuilderAtEnd(b, bfull);
+		Loop lj, lc;
+		LLVMValueRef j0 = loop_begin(g, ci(g, 0), ci(g, AT), 16, &lj);
+		LLVMValueRef c0 = loop_begin(g, ci(g, 0), ci(g, d2), 16, &lc);
+		LLVMValueRef r[16];
+		for (int i = 0; i < 16; i++) {
+			LLVMValueRef ji = LLVMBuildAdd(b, j0, ci(g, i), "");
+			if (g->c.pf)   /* the row pf tokens ahead (the next tiles'), once per row */
+				prefetch(g, K, LLVMBuildAdd(b, LLVMBuildMul(b, LLVMBuildAdd(b, ji, ci(g, g->c.pf), ""),
+				                                            LLVMBuildMul(b, ldk, ci(g, 2), ""), ""),
+				                            LLVMBuildMul(b, c0, ci(g, 4), ""), ""), 64);
+			LLVMValueRef row = gep(g, g->i16, K, LLVMBuildMul(b, ji, ldk, ""));
+			r[i] = LLVMBuildLoad2(b, vi, gep(g, g->i32, row, c0), "");
+			LLVMSetAlignment(r[i], 2);
+		}
+		kx_tr16(g, r);
+		for (int k = 0; k < 16; k++)
+			st_(g, vi, r[k], Kp, LLVMBuildUDiv(b, LLVMBuildAdd(b, LLVMBuildMul(b, LLVMBuildAdd(b, c0, ci(g, k), ""), ci(g, AT), ""), j0, ""),
+			                                  ci(g, 16), ""), 4);
+		loop_end(g, &lc);
+		loop_end(g, &lj);
+		LLVMBuildBr(b, bjoin);
+		LLVMPositionBuilderAtEnd(b, bpart);
+	}
 	{
 		Loop lt, lc;
 		int w = d2 % 16 == 0 ? 16 : d2 % 8 == 0 ? 8 : 4;
@@ -460,6 +492,10 @@ static void gen_qkt_bf16(Gen *g, LLVMValueRef K, LLVMValueRef ldk, LLVMValueRef 
 		st_(g, g->i32, LLVMConstInt(g->i32, 0, 0), Kp, LLVMBuildAdd(b, LLVMBuildMul(b, cz, ci(g, AT), ""), jz, ""), 4);
 		loop_end(g, &lz2);
 		loop_end(g, &lz);
+	}
+	if (bjoin) {
+		LLVMBuildBr(b, bjoin);
+		LLVMPositionBuilderAtEnd(b, bjoin);
 	}
 	LLVMValueRef acc[8][4];
 	for (int a = 0; a < QB; a++)
