@@ -974,6 +974,28 @@ static LLVMValueRef stat_begin(Gen *g, const char *name, int np, Loop *lq, LLVMV
 	return q;
 }
 
+/* NaN logits in the statistics (issue 15, session 12; gen.h KX_EXPNAN): the tile's lane-wise max
+** reduced across the lanes with its NaN lanes taken as -inf (a lane is NaN only where its logits
+** were; the reduction's nnan flag then holds) ... */
+static LLVMValueRef rowmax(Gen *g, LLVMValueRef mv)
+{
+	LLVMTypeRef tv = fty(g, DT);
+	LLVMValueRef ok = LLVMBuildFCmp(g->b, LLVMRealORD, mv, mv, "");
+	mv = LLVMBuildSelect(g->b, ok, mv, cfv(g, -INFINITY, DT), "");
+	LLVMValueRef tm = intr(g, "llvm.vector.reduce.fmax", tv, &mv, 1);
+	LLVMSetFastMathFlags(tm, LLVMFastMathNoNaNs);
+	return tm;
+}
+
+/* ... and the max that the exponentials subtract, at least the lowest finite f32: a row with no
+** visible number yet (max -inf) then gets exp(-inf - m) = 0 for its invisible logits, not the
+** NaN of -inf - (-inf), while a NaN logit stays NaN (and +inf - +inf is NaN, as the interpreter's) */
+static LLVMValueRef submax(Gen *g, LLVMValueRef m)
+{
+	LLVMValueRef a[2] = { m, LLVMConstReal(g->f32, -3.4028234663852886e38) };
+	return splat(g, intr(g, "llvm.maxnum", g->f32, a, 2), DT);
+}
+
 static void gen_sstat(Gen *g)
 {
 	Loop lq;
@@ -986,15 +1008,14 @@ static void gen_sstat(Gen *g)
 	for (int k = 1; k < AT / DT; k++) {
 		mx = LLVMBuildSelect(b, LLVMBuildFCmp(b, LLVMRealOGT, mx, x[k], ""), mx, x[k], "");
 	}
-	LLVMValueRef tm = intr(g, "llvm.vector.reduce.fmax", tv, &mx, 1);
-	LLVMSetFastMathFlags(tm, LLVMFastMathNoNaNs);
+	LLVMValueRef tm = rowmax(g, mx);
 	LLVMValueRef mo = ldf(g, M, q);
 	LLVMValueRef mm[2] = { mo, tm };
 	LLVMValueRef mn = intr(g, "llvm.maxnum", g->f32, mm, 2);
-	LLVMValueRef sum = cfv(g, 0, DT);
+	LLVMValueRef sum = cfv(g, 0, DT), ms = submax(g, mn);
 	for (int k = 0; k < AT / DT; k++) {
-		/* an invisible logit is -inf: exp(-inf - mn) = 0, and vexp(NaN) = 0 when mn is -inf too */
-		LLVMValueRef e = vexpn(g, LLVMBuildFSub(b, x[k], splat(g, mn, DT), ""), DT, 0);
+		/* an invisible logit is -inf: exp(-inf - ms) = 0; a NaN logit makes the sum NaN */
+		LLVMValueRef e = vexpn(g, LLVMBuildFSub(b, x[k], ms, ""), DT, KX_EXPNAN);
 		sum = LLVMBuildFAdd(b, sum, e, "");
 	}
 	LLVMValueRef ra[2] = { LLVMConstReal(g->f32, -0.0), sum };
@@ -1063,8 +1084,7 @@ static void gen_sstate_lanes(Gen *g)
 	LLVMBasicBlockRef bj = LLVMAppendBasicBlockInContext(g->cx, g->fn, "mjoin");
 	LLVMBuildCondBr(b, any, bup, bj);
 	LLVMPositionBuilderAtEnd(b, bup);   /* the row's max grows: reduce it, rescale the lanes' sums */
-	LLVMValueRef tm = intr(g, "llvm.vector.reduce.fmax", tv, &mv, 1);
-	LLVMSetFastMathFlags(tm, LLVMFastMathNoNaNs);
+	LLVMValueRef tm = rowmax(g, mv);
 	LLVMValueRef mm[2] = { mo, tm };
 	LLVMValueRef mn = intr(g, "llvm.maxnum", g->f32, mm, 2);
 	LLVMValueRef sc = splat(g, vexp(g, LLVMBuildFSub(b, mo, mn, ""), 1), DT);   /* 0 while mo is -inf */
@@ -1076,10 +1096,11 @@ static void gen_sstate_lanes(Gen *g)
 	LLVMValueRef in[2] = { mo, mn };
 	LLVMBasicBlockRef from[2] = { bfast, bup };
 	LLVMAddIncoming(m, in, from, 2);
-	LLVMValueRef sum = NULL, ev[AT / DT];
+	LLVMValueRef sum = NULL, ev[AT / DT], ms = submax(g, m);
 	for (int k = 0; k < AT / DT; k++) {
-		/* an invisible logit is -inf: exp(-inf - m) = 0, and vexp(NaN) = 0 when m is -inf too */
-		ev[k] = vexpn(g, LLVMBuildFSub(b, x[k], splat(g, m, DT), ""), DT, 0);
+		/* an invisible logit is -inf: exp(-inf - ms) = 0; a NaN logit makes E and the sum NaN
+		** (the row's mp is then +inf: sacce skips it) */
+		ev[k] = vexpn(g, LLVMBuildFSub(b, x[k], ms, ""), DT, KX_EXPNAN);
 		sum = sum ? LLVMBuildFAdd(b, sum, ev[k], "") : ev[k];
 	}
 	{   /* E's row: non-temporal stores when the caller says so (nq < 0), else cached */
@@ -1145,12 +1166,21 @@ void kx_gen_sacce(Gen *g)
 	tileacc_zero(g, av);
 	Loop lq;
 	LLVMValueRef q = loop_begin2(g, ci(g, 0), nq, 1, 1, &lq);
-	/* mt <= m <= mp: the factor is at most 1; a row with nothing visible (mt -inf) adds 0 */
-	LLVMValueRef f = splat(g, vexp(g, LLVMBuildFSub(b, ldf(g, MT, q), ldf(g, MP, q), ""), 1), DT);
+	/* mt <= m <= mp: the factor is at most 1; a row with nothing visible (mt -inf) adds 0, and a
+	** row whose factor is 0 is skipped: mp = +inf (a row sum that is not > 0: nothing visible, or
+	** NaN from a NaN logit, whose E holds NaN) adds nothing, as the interpreter's row */
+	LLVMValueRef fs = vexp(g, LLVMBuildFSub(b, ldf(g, MT, q), ldf(g, MP, q), ""), 1);
+	LLVMBasicBlockRef brow = LLVMAppendBasicBlockInContext(g->cx, g->fn, "erow");
+	LLVMBasicBlockRef bnext = LLVMAppendBasicBlockInContext(g->cx, g->fn, "enext");
+	LLVMBuildCondBr(b, LLVMBuildFCmp(b, LLVMRealOEQ, fs, LLVMConstReal(g->f32, 0), ""), bnext, brow);
+	LLVMPositionBuilderAtEnd(b, brow);
+	LLVMValueRef f = splat(g, fs, DT);
 	for (int k = 0; k < AT / DT; k++) {
 		LLVMValueRef e = loadf(g, E, LLVMBuildAdd(b, LLVMBuildMul(b, q, ci(g, AT), ""), ci(g, k * DT), ""), DT);
 		LLVMBuildStore(b, fmadd(g, e, f, LLVMBuildLoad2(b, tv, av[k], ""), DT), av[k]);
 	}
+	LLVMBuildBr(b, bnext);
+	LLVMPositionBuilderAtEnd(b, bnext);
 	loop_end(g, &lq);
 	tileacc_flush(g, av, acc);
 	LLVMBuildRetVoid(b);
