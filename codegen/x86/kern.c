@@ -514,10 +514,20 @@ static void gen_qkt_bf16(Gen *g, LLVMValueRef K, LLVMValueRef ldk, LLVMValueRef 
 	int pw = d2 % 16 == 0 ? 16 : d2 % 8 == 0 ? 8 : 4;
 	LLVMTypeRef pwf = LLVMVectorType(g->f32, (unsigned)(2 * pw)), pwi = LLVMVectorType(g->i32, (unsigned)(2 * pw));
 	LLVMTypeRef pws = LLVMVectorType(g->i16, (unsigned)(2 * pw)), pwp = LLVMVectorType(g->i32, (unsigned)pw);
+	/* nq < 0 (KA_FQBF16, issue 15 session 12; the runtime passes it as for AMX): Q is the -nq rows'
+	** bf16 storage, whose pairs the micro-kernel reads in place (no pack) */
+	LLVMValueRef raw = LLVMBuildICmp(b, LLVMIntSLT, nq, ci(g, 0), "");
+	nq = LLVMBuildSelect(b, raw, LLVMBuildNeg(b, nq, ""), nq, "");
 	LLVMValueRef qstart = ci(g, 0);
 	for (int qb = QB; qb >= 1; qb = qb > 1 ? 1 : 0) {
 		Loop lq;
 		LLVMValueRef q = loop_begin(g, qstart, nq, qb, &lq);
+		LLVMBasicBlockRef bpk = LLVMAppendBasicBlockInContext(g->cx, g->fn, "qpack");
+		LLVMBasicBlockRef bqj = LLVMAppendBasicBlockInContext(g->cx, g->fn, "qjoin");
+		LLVMBasicBlockRef braw = LLVMGetInsertBlock(b);
+		LLVMValueRef Qr = gep(g, g->i32, Q, LLVMBuildMul(b, q, ci(g, d2), ""));   /* row q's pairs in place */
+		LLVMBuildCondBr(b, raw, bqj, bpk);
+		LLVMPositionBuilderAtEnd(b, bpk);
 		for (int a = 0; a < qb; a++) {
 			Loop lp;
 			LLVMValueRef c2 = loop_begin(g, ci(g, 0), ci(g, d2), pw, &lp);
@@ -530,6 +540,13 @@ static void gen_qkt_bf16(Gen *g, LLVMValueRef K, LLVMValueRef ldk, LLVMValueRef 
 			                                                              ci(g, pw), ""), 4);
 			loop_end(g, &lp);
 		}
+		LLVMBasicBlockRef bpe = LLVMGetInsertBlock(b);
+		LLVMBuildBr(b, bqj);
+		LLVMPositionBuilderAtEnd(b, bqj);
+		LLVMValueRef Qb = LLVMBuildPhi(b, g->ptr, "qrows");
+		LLVMValueRef qin[2] = { Qr, Qp };
+		LLVMBasicBlockRef qfrom[2] = { braw, bpe };
+		LLVMAddIncoming(Qb, qin, qfrom, 2);
 		for (int tb = 0; tb < AT / TB; tb++) {
 			for (int a = 0; a < qb; a++)
 				for (int v = 0; v < NV; v++)
@@ -551,7 +568,7 @@ static void gen_qkt_bf16(Gen *g, LLVMValueRef K, LLVMValueRef ldk, LLVMValueRef 
 					kv[v] = LLVMBuildBitCast(b, x, bt, "");
 				}
 				for (int a = 0; a < qb; a++) {
-					LLVMValueRef pr = ld(g, g->i32, Qp, LLVMBuildAdd(b, cu, ci(g, (long)a * d2), ""), 4);
+					LLVMValueRef pr = ld(g, g->i32, Qb, LLVMBuildAdd(b, cu, ci(g, (long)a * d2), ""), 2);
 					LLVMValueRef bc = LLVMBuildInsertElement(b, LLVMGetPoison(vi), pr, LLVMConstInt(g->i32, 0, 0), "");
 					bc = LLVMBuildShuffleVector(b, bc, LLVMGetPoison(vi), zmask, "");
 					LLVMValueRef qbv = LLVMBuildBitCast(b, bc, bt, "");
