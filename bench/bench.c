@@ -1184,12 +1184,20 @@ __attribute__((target("avx512f"))) static double score_floor_ms(int n)
 ** (CPU time, measured here) / (that + score_floor_ms), the best fraction of the AMX peak the score
 ** phase can reach with the tile at the peak and the minimal non-matmul work after it on the same
 ** core. tq, tf: the two times (ms per head of n tokens); 0 without AMX or AVX-512. */
+static double dot_ceiling(int n, int kind, double flop_per_instr, double *tq, double *tf, double *peak);
 static double score_ceiling(int n, double *tq, double *tf, double *peak)
 {
 	*tq = *tf = *peak = 0;
 	if (!amx_usable() || !__builtin_cpu_supports("avx512f"))
 		return 0;
-	*peak = cpu_peak(4, 16384 / 16.0);
+	return dot_ceiling(n, 4, 16384 / 16.0, tq, tf, peak);
+}
+
+/* the ceilings' arithmetic: the 1-thread peak of cpu_peak's kind, the floor, Q·K of one head at
+** the peak, and tq / (tq + tf) */
+static double dot_ceiling(int n, int kind, double flop_per_instr, double *tq, double *tf, double *peak)
+{
+	*peak = cpu_peak(kind, flop_per_instr);
 	*tf = score_floor_ms(n);
 	*tq = 2.0 * G * WIN * (double)n * D / (*peak * 1e9) * 1e3;
 	return *tq > 0 && *tf > 0 ? *tq / (*tq + *tf) : 0;
@@ -1223,29 +1231,23 @@ static double noamx_ceiling(int n, double *tq, double *tf, double *peak)
 	*tq = *tf = *peak = 0;
 	if (!__builtin_cpu_supports("avx512bf16"))
 		return 0;
-	*peak = cpu_peak(2, 64);
-	*tf = score_floor_ms(n);
-	*tq = 2.0 * G * WIN * (double)n * D / (*peak * 1e9) * 1e3;
-	return *tq > 0 && *tf > 0 ? *tq / (*tq + *tf) : 0;
+	return dot_ceiling(n, 2, 64, tq, tf, peak);
 }
 
 /* its line (stdout and, when md, the results file) at n = 4096 and 32768 */
 static void noamx_ceiling_lines(FILE *md)
 {
-	for (int ni = 0; ni < 2; ni++) {
-		int n = ni ? 32768 : 4096;
-		double tq, tf, pc, ce = noamx_ceiling(n, &tq, &tf, &pc);
-		if (ce <= 0)
+	double tq[2], tf[2], pc[2], ce[2];
+	for (int ni = 0; ni < 2; ni++)
+		if ((ce[ni] = noamx_ceiling(ni ? 32768 : 4096, &tq[ni], &tf[ni], &pc[ni])) <= 0)
 			return;
-		char line[700];
-		snprintf(line, sizeof line, "- vdpbf16ps score ceiling, n = %d (measured in this run): **%.1f%%** = Q·K at the 1-thread "
-		         "vdpbf16ps peak %.2f ms (%.1f GFLOP/s per CPU second) / (that + the minimal non-matmul work %.2f ms: one "
-		         "exp per logit, row max and sum, per-token accumulation, no memory traffic; bench.c score_floor_ms), per "
-		         "head of 256 query rows\n", n, 100 * ce, tq, pc, tf);
-		fputs(line, stdout);
-		if (md)
-			fputs(line, md);
-	}
+	FILE *to[2] = { stdout, md };
+	for (int o = 0; o < 2 && to[o]; o++)
+		for (int ni = 0; ni < 2; ni++)
+			fprintf(to[o], "- vdpbf16ps score ceiling, n = %d (measured in this run): **%.1f%%** = Q·K at the 1-thread "
+			        "vdpbf16ps peak %.2f ms (%.1f GFLOP/s per CPU second) / (that + the minimal non-matmul work %.2f ms: "
+			        "one exp per logit, row max and sum, per-token accumulation, no memory traffic; bench.c "
+			        "score_floor_ms), per head of 256 query rows\n", ni ? 32768 : 4096, 100 * ce[ni], tq[ni], pc[ni], tf[ni]);
 }
 
 /*

@@ -317,6 +317,16 @@ static inline LLVMValueRef gep(Gen *g, LLVMTypeRef et, LLVMValueRef base, LLVMVa
 
 static inline LLVMValueRef ldf(Gen *g, LLVMValueRef base, LLVMValueRef idx) { return loadf(g, base, idx, 1); }
 
+/* a phi of t at the builder's block: v0 from block b0, v1 from b1 */
+static inline LLVMValueRef phi2(Gen *g, LLVMTypeRef t, LLVMValueRef v0, LLVMBasicBlockRef b0, LLVMValueRef v1,
+                                LLVMBasicBlockRef b1, const char *name)
+{
+	LLVMValueRef p = LLVMBuildPhi(g->b, t, name), v[2] = { v0, v1 };
+	LLVMBasicBlockRef bb[2] = { b0, b1 };
+	LLVMAddIncoming(p, v, bb, 2);
+	return p;
+}
+
 static inline LLVMValueRef entry_alloca(Gen *g, LLVMTypeRef t)
 {
 	LLVMBasicBlockRef entry = LLVMGetEntryBasicBlock(g->fn);

@@ -543,10 +543,7 @@ static void gen_qkt_bf16(Gen *g, LLVMValueRef K, LLVMValueRef ldk, LLVMValueRef 
 		LLVMBasicBlockRef bpe = LLVMGetInsertBlock(b);
 		LLVMBuildBr(b, bqj);
 		LLVMPositionBuilderAtEnd(b, bqj);
-		LLVMValueRef Qb = LLVMBuildPhi(b, g->ptr, "qrows");
-		LLVMValueRef qin[2] = { Qr, Qp };
-		LLVMBasicBlockRef qfrom[2] = { braw, bpe };
-		LLVMAddIncoming(Qb, qin, qfrom, 2);
+		LLVMValueRef Qb = phi2(g, g->ptr, Qr, braw, Qp, bpe, "qrows");
 		for (int tb = 0; tb < AT / TB; tb++) {
 			for (int a = 0; a < qb; a++)
 				for (int v = 0; v < NV; v++)
