@@ -1335,20 +1335,21 @@ static int sampled(int sum, int n) { return n <= 1 || sum % n == 0; }
 ** as usual. Head 2: +inf in token 70's key (a 64-token tile boundary behind): +inf logits where
 ** the query's value is positive (inf - inf: the row adds nothing), -inf (a 0) where negative.
 ** Through the one-pass score (sstate, sacce) and the two-pass one (KVCC_EXPWS=0: sstat, sacc),
-** with each Q·K kind of bf16 (the default, AMX where the CPU has it; vdpbf16ps; f32 FMAs) and f32
-** storage: the scores within the matrix's tolerance, the same kept sets. Session 11's kernels
+** with each Q·K kind of bf16 (the default, AMX where the CPU has it; vdpbf16ps; f32 FMAs), f32
+** storage and f16 on the AVX2 target (vexp's 8 lanes): the scores within the matrix's tolerance,
+** the same kept sets. Session 11's kernels
 ** took exp(NaN) as 0, kept the rest of such a row and failed here; the max's reduction assumed
 ** no NaN (nnan) and could drop a lane. */
-static void nankey_case(int dtype, const char *cfg, int expws0, const char *host)
+static void nankey_case(int dtype, int target, const char *cfg, int expws0, const char *host)
 {
 	char name[160];
-	snprintf(name, sizeof name, "nan-key snapkv %s d=64 G=2 native%s%s%s", ki_dtypename(dtype), cfg ? " config " : "",
-	         cfg ? cfg : "", expws0 ? " KVCC_EXPWS=0" : "");
+	snprintf(name, sizeof name, "nan-key snapkv %s d=64 G=2 %s%s%s%s", ki_dtypename(dtype), kx_targetname(target),
+	         cfg ? " config " : "", cfg ? cfg : "", expws0 ? " KVCC_EXPWS=0" : "");
 	if (only && !strstr(name, only))
 		return;
-	kvcc_spec spec = { dtype, 64, 2, KVCC_TARGET_NATIVE };
+	kvcc_spec spec = { dtype, 64, 2, target };
 	if (!kx_vecwidth(&spec, host)) {
-		printf("SKIP %s: this CPU lacks the native target's features\n", name);
+		printf("SKIP %s: this CPU lacks the target's features\n", name);
 		nskip++;
 		return;
 	}
@@ -1635,8 +1636,9 @@ int main(int argc, char **argv)
 	for (int x = 0; x < 2; x++) {   /* issue 15, session 12: NaN / inf logits, every score path */
 		static const char *nc[3] = { NULL, "amx0,dot1", "amx0,dot0" };
 		for (int k = 0; k < 3; k++)
-			nankey_case(KVCC_BF16, nc[k], x, host);
-		nankey_case(KVCC_F32, NULL, x, host);
+			nankey_case(KVCC_BF16, KVCC_TARGET_NATIVE, nc[k], x, host);
+		nankey_case(KVCC_F32, KVCC_TARGET_NATIVE, NULL, x, host);
+		nankey_case(KVCC_F16, KVCC_TARGET_V3, NULL, x, host);   /* 8 lanes: vexp, not vexpn */
 	}
 	if (!only || !strcmp(only, "robustness"))
 		robustness(host);
