@@ -415,8 +415,9 @@ static void blockend(Gen *g, LLVMValueRef av[8][4], LLVMValueRef acc[8][4], int 
 /*
 ** qkt with bf16 dot products (bf16 storage, avx512bf16, 16 lanes): the tile is packed as 32-bit
 ** words, Kp[c2*AT + j] = (K[j][2c2], K[j][2c2+1]) — a transpose of the raw bf16 pairs, no
-** conversion; the micro-kernel broadcasts Q's pair (Q[q][2c2], Q[q][2c2+1]) as bf16 (Q is
-** bf16 storage converted to f32, so taking its high halves is exact) and accumulates
+** conversion; the micro-kernel broadcasts Q's pair (Q[q][2c2], Q[q][2c2+1]) as bf16 — a 32-bit
+** broadcast load from Q's bf16 rows (nq < 0) or from the block's pairs narrowed from the f32 rows
+** (Q is bf16 storage converted to f32, so taking its high halves is exact) — and accumulates
 ** QB queries × NV vectors of 16 tokens (the config's qb × nv; 6 × 4 = the whole 64-token tile
 ** by default) with llvm.x86.avx512bf16.dpbf16ps.512 (f32 accumulate; products of
 ** bf16 are exact in f32; denormal inputs/outputs flush to zero). Each Q element is read once
