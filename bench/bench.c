@@ -939,7 +939,8 @@ static double threadcpu(void)
 
 /* The generated Q·Kᵀ tile kernel alone, one thread, cache-resident tile: GFLOP/s (wall time, or
 ** with qkt_cpu set this thread's CPU time). The config: $KVCC_CONFIG or the default. raw (an AMX
-** artifact only): Q as the runtime passes it there, its bf16 rows with nq = -GO (no per-tile pack) */
+** artifact, or a vdpbf16ps one with KA_FQBF16): Q as the runtime passes it there, its bf16 rows with
+** nq = -GO (no per-tile pack) */
 static int qkt_cpu;
 static double qkt_alone(int dt, int raw)
 {
@@ -964,7 +965,7 @@ static double qkt_alone(int dt, int raw)
 		int isamx = strstr(((const KaHdr *)a->desc)->config, "amx1") != NULL;
 		if (isamx && !amx_usable())   /* the tile permission */
 			a = NULL;
-		raw = raw && isamx;
+		raw = raw && (isamx || (((const KaHdr *)a->desc)->flags & KA_FQBF16));   /* vdpbf16ps too (session 12) */
 		if (raw && Q)                 /* Q's bf16 rows in place of its first half */
 			for (int i = 0; i < GO * D; i++)
 				store(round_to(Q[i], KVCC_BF16), KVCC_BF16, Q, (size_t)i);
@@ -1027,7 +1028,9 @@ static int phase_split(int dt, int n, double ms[5])
 	int rc = -1;
 	if (kvcc_compile_so("policies/snapkv.lua", &s, so, 0) == 0 && (dl = dlopen(so, RTLD_NOW | RTLD_LOCAL))) {
 		const kvcc_artifact *a = dlsym(dl, KVCC_DESC_SYMBOL);
-		int GO = G * WIN, nt = (n + 63) / 64, amx = strstr(((const KaHdr *)a->desc)->config, "amx1") != NULL;
+		/* amx: Q as the bf16 rows, nq < 0 (the AMX tile, and the vdpbf16ps Q·K with KA_FQBF16: the runtime's argument) */
+		int GO = G * WIN, nt = (n + 63) / 64, amx = strstr(((const KaHdr *)a->desc)->config, "amx1") != NULL ||
+		                                            (((const KaHdr *)a->desc)->flags & KA_FQBF16);
 		size_t esz = dt == KVCC_F32 ? 4 : 2;
 		float *Q = aligned_alloc(64, (size_t)GO * D * 4), *S = aligned_alloc(64, (size_t)GO * 64 * 4);
 		float *Kp = aligned_alloc(64, (size_t)D * 64 * 4), *E = aligned_alloc(64, (size_t)nt * GO * 64 * 4);
@@ -1035,7 +1038,7 @@ static int phase_split(int dt, int n, double ms[5])
 		float *mp = malloc((size_t)GO * 4), *acc = aligned_alloc(64, 64 * 4);
 		uint64_t *vm = malloc((size_t)GO * 8);
 		char *K = aligned_alloc(64, (size_t)n * D * esz);
-		if (amx && !amx_usable())
+		if (strstr(((const KaHdr *)a->desc)->config, "amx1") && !amx_usable())
 			a = NULL;
 		if (a && a->sstate && a->sacce && Q && S && Kp && E && MT && m && L && mp && acc && vm && K) {
 			for (int i = 0; i < GO * D; i++)     /* AMX: Q's bf16 rows (the runtime's argument) */
@@ -1181,12 +1184,20 @@ __attribute__((target("avx512f"))) static double score_floor_ms(int n)
 ** (CPU time, measured here) / (that + score_floor_ms), the best fraction of the AMX peak the score
 ** phase can reach with the tile at the peak and the minimal non-matmul work after it on the same
 ** core. tq, tf: the two times (ms per head of n tokens); 0 without AMX or AVX-512. */
+static double dot_ceiling(int n, int kind, double flop_per_instr, double *tq, double *tf, double *peak);
 static double score_ceiling(int n, double *tq, double *tf, double *peak)
 {
 	*tq = *tf = *peak = 0;
 	if (!amx_usable() || !__builtin_cpu_supports("avx512f"))
 		return 0;
-	*peak = cpu_peak(4, 16384 / 16.0);
+	return dot_ceiling(n, 4, 16384 / 16.0, tq, tf, peak);
+}
+
+/* the ceilings' arithmetic: the 1-thread peak of cpu_peak's kind, the floor, Q·K of one head at
+** the peak, and tq / (tq + tf) */
+static double dot_ceiling(int n, int kind, double flop_per_instr, double *tq, double *tf, double *peak)
+{
+	*peak = cpu_peak(kind, flop_per_instr);
 	*tf = score_floor_ms(n);
 	*tq = 2.0 * G * WIN * (double)n * D / (*peak * 1e9) * 1e3;
 	return *tq > 0 && *tf > 0 ? *tq / (*tq + *tf) : 0;
@@ -1208,6 +1219,35 @@ static void ceiling_line(FILE *md, double got)
 	         100 * ce, tq, tf, pc, 100 * got, 100 * got / ce);
 	fputs(line, stdout);
 	fputs(line, md);
+}
+
+/* The vdpbf16ps score's ceiling (issue 15, session 12; the avx512_bf16 path without AMX, AMD Zen
+** 5's): Q·K of one head at the 1-thread vdpbf16ps peak (CPU time, this run) / (that + score_floor_ms,
+** the same minimal non-matmul work as the AMX ceiling's: one exp per logit, the row max and sum,
+** the per-token accumulation, no memory traffic). On this Xeon vdpbf16ps issues at half the FMA
+** rate and shares its ports with the exp, so the two times add. 0 without avx512_bf16. */
+static double noamx_ceiling(int n, double *tq, double *tf, double *peak)
+{
+	*tq = *tf = *peak = 0;
+	if (!__builtin_cpu_supports("avx512bf16"))
+		return 0;
+	return dot_ceiling(n, 2, 64, tq, tf, peak);
+}
+
+/* its line (stdout and, when md, the results file) at n = 4096 and 32768 */
+static void noamx_ceiling_lines(FILE *md)
+{
+	double tq[2], tf[2], pc[2], ce[2];
+	for (int ni = 0; ni < 2; ni++)
+		if ((ce[ni] = noamx_ceiling(ni ? 32768 : 4096, &tq[ni], &tf[ni], &pc[ni])) <= 0)
+			return;
+	FILE *to[2] = { stdout, md };
+	for (int o = 0; o < 2 && to[o]; o++)
+		for (int ni = 0; ni < 2; ni++)
+			fprintf(to[o], "- vdpbf16ps score ceiling, n = %d (measured in this run): **%.1f%%** = Q·K at the 1-thread "
+			        "vdpbf16ps peak %.2f ms (%.1f GFLOP/s per CPU second) / (that + the minimal non-matmul work %.2f ms: "
+			        "one exp per logit, row max and sum, per-token accumulation, no memory traffic; bench.c "
+			        "score_floor_ms), per head of 256 query rows\n", ni ? 32768 : 4096, 100 * ce[ni], tq[ni], pc[ni], tf[ni]);
 }
 
 /*
@@ -1251,7 +1291,7 @@ static int amxbench(int threads)
 		double gf = qkt_alone(KVCC_BF16, 0);
 		printf("Q·K tile alone, %-13s (%s): %7.1f GFLOP/s = %5.1f%% of its 1-thread peak\n", what[c], cfg[c], gf,
 		       peak[c] > 0 ? 100 * gf / peak[c] : 0);
-		if (c == 0 && (gf = qkt_alone(KVCC_BF16, 1)) > 0)
+		if (c <= 1 && (gf = qkt_alone(KVCC_BF16, 1)) > 0)
 			printf("Q·K tile alone, %-13s (%s), Q's bf16 rows (the runtime's argument): %7.1f GFLOP/s = %5.1f%%\n",
 			       what[c], cfg[c], gf, peak[c] > 0 ? 100 * gf / peak[c] : 0);
 	}
@@ -1297,7 +1337,7 @@ static int amxbench(int threads)
 		(void)sink;
 		free(buf);
 		for (int ni = 0; ni < 2; ni++)
-		for (int c = base; c < NV; c += c == 0 ? 4 : NV) {   /* AMX (where usable) and f32 storage */
+		for (int c = base; c < NV; c += c == 0 ? 1 : c == 1 ? 3 : NV) {   /* AMX (where usable), vdpbf16ps, f32 storage */
 			int n = ni ? 32768 : 4096;
 			if (getenv("KVCC_BENCH_SPLITN"))   /* the split at N and 2N tokens instead */
 				n = atoi(getenv("KVCC_BENCH_SPLITN")) * (ni + 1);
@@ -1328,6 +1368,7 @@ static int amxbench(int threads)
 				       "the minimal non-matmul work %.2f ms: one exp per logit, row max and sum, per-token accumulation, no "
 				       "memory traffic)\n", n, 100 * ce, tq, pc, tf);
 		}
+		noamx_ceiling_lines(NULL);   /* the vdpbf16ps score's (issue 15, session 12) */
 	}
 	int ns[2] = { 4096, 32768 };
 	static const int dtl[3] = { KVCC_BF16, KVCC_F16, KVCC_F32 };
@@ -1998,6 +2039,8 @@ int main(int argc, char **argv)
 		printf("peaks: f32 FMA zmm %.1f GFLOP/s; bf16 dot (vdpbf16ps) %.1f; AMX bf16 %.1f (0: none)\n", pk.fma512_all,
 		       pk.bf16_all, pk.amx_all);
 		int k = noamx_rows(threads, 0, &pk, nrw);
+		if (k > 0)
+			noamx_ceiling_lines(NULL);
 		if (k == 0)
 			printf("no AMX on this CPU: the bf16 rows of make bench are already its AVX-512 path\n");
 		return k < 0;
@@ -2300,6 +2343,8 @@ int main(int argc, char **argv)
 		for (int i = 0; i < nna; i++)
 			fprintf(md, "| %d | %.2f | %.2f | %.1f | %.1f | %.1f |\n", nrows[i].n, nrows[i].score, nrows[i].total,
 			        nrows[i].qk_gflops, 100 * nrows[i].dot_ratio, 100 * nrows[i].qk_ratio);
+		fprintf(md, "\n");
+		noamx_ceiling_lines(md);
 	}
 	fprintf(md, "\n## Decode attention (kvcc_decode_layer, one layer, n = 32768)\n\nEach call reads the next of several "
 	            "identical copies of K and V, together more than twice the last-level cache (L3 %zu MiB here), so "

@@ -133,6 +133,9 @@ enum {
 	** KVCC_ABI 18's kernels) */
 	KA_FAMX3 = 512,            /* f32 merge nearest: msplit / mtop2 are real (bf16x3 products on AMX
 	                              tiles, codegen/x86/mamx3.c); the runtime asks for the tile state too */
+	/* issue 15, session 12 (an added bit, KA_FORMAT unchanged: an older runtime passes the f32 rows
+	** with nq > 0, which the kernel still takes; an older artifact lacks the bit) */
+	KA_FQBF16 = 1024,          /* qkt is the vdpbf16ps Q·K and also takes nq < 0 with the bf16 rows of Q */
 };
 
 /* what the runtime does at an instruction (compress, in instruction order) */
@@ -367,7 +370,7 @@ typedef struct kvcc_artifact {
 	/* S[i] = exp(S[i] - m) * il for i < n */
 	void (*probs)(float *S, int64_t n, float m, float il);
 	/* attn_score, 64-token tiles: S[q*64 + j] = Q[q]·K[j] (j >= nt: 0) through a packed,
-	** transposed f32 copy Kp[d][64] of the tile. An artifact with KA_FAMX also takes nq < 0: Q is
+	** transposed f32 copy Kp[d][64] of the tile. An artifact with KA_FAMX (or KA_FQBF16) also takes nq < 0: Q is
 	** then the -nq query rows' bf16 storage [-nq][d] (not f32; KVCC_ABI 16, session 8) */
 	void (*qkt)(const void *K, int64_t ldk, int64_t nt, const float *Q, int64_t nq, float *S, float *Kp);
 	/* online max m[q] and sum l[q] of exp(a*S[q][j]) over the visible j: the bits of vm[q]

@@ -341,7 +341,7 @@ static int runinst(Run *r, int k, int tid)
 		I.Qf = r->pl->ws[tid] + (size_t)GO * TILE + (size_t)r->d * TILE + 4 * (size_t)GO + TILE;
 		const char *Qs = (const char *)I.obs->Q + (size_t)(k % r->LH) * nq * r->pl->esz;
 		r->pl->p->a->cvt(Qs, I.Qf, (int64_t)nq);
-		int raw = (I.A->desc->flags & KA_FAMX) != 0;   /* the AMX Q·K reads the bf16 rows (issue 15) */
+		int raw = (I.A->desc->flags & (KA_FAMX | KA_FQBF16)) != 0;   /* the AMX / vdpbf16ps Q·K reads the bf16 rows (issue 15) */
 		I.Qa = raw ? (const void *)Qs : (const void *)I.Qf;
 		I.nqa = raw ? -(int64_t)GO : GO;
 	}

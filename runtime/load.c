@@ -176,7 +176,7 @@ static int variants(kvcc_policy *p, const char *path)
 			return rc;
 		const KaHdr *x = v[k]->desc;
 		if (x->kir_hash != h->kir_hash || x->dtype != h->dtype || x->head_dim != h->head_dim || x->group != h->group ||
-		    x->target != h->target || x->nvar != 0 || x->nins != h->nins || ((x->flags ^ h->flags) & ~KA_FAMX))
+		    x->target != h->target || x->nvar != 0 || x->nins != h->nins || ((x->flags ^ h->flags) & ~(KA_FAMX | KA_FQBF16)))
 			return kr_seterr(KVCC_EARTIFACT, "%s: per-bucket variant %d is not the same policy", path, k);
 		p->famx |= (x->flags & KA_FAMX) != 0;
 	}

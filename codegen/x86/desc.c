@@ -148,7 +148,8 @@ void *kx_desccfg(const KiFn *f, const KiPlan *p, const kvcc_spec *spec, const Kx
 		kx_cfgstr(cfg, h.config, sizeof h.config);
 	h.flags = (p->has_attn ? KA_FATTN : 0) | (p->fcausal ? KA_FCAUSAL : 0) | (p->fscale ? KA_FSCALE : 0) |
 	          (p->uses_hmean ? KA_FHMEAN : 0) | (p->has_observe ? KA_FOBSERVE : 0) | (p->uses_lse ? KA_FLSE : 0) |
-	          (p->uses_qpos ? KA_FQPOS : 0) | (layerdep(f) ? KA_FLAYER : 0) | (cfg && !cfg->noamx ? KA_FAMX : 0);
+	          (p->uses_qpos ? KA_FQPOS : 0) | (layerdep(f) ? KA_FLAYER : 0) | (cfg && !cfg->noamx ? KA_FAMX : 0) |
+	          (cfg && cfg->noamx && !cfg->nodot ? KA_FQBF16 : 0);
 	h.every = f->when.kind == WH_decode ? ref(f, f->when.every) : (KaRef){ KA_NONE, 0, 0 };
 	h.obs = f->obs_all ? (KaRef){ KA_ALL, 0, 0 } : ref(f, f->obs);
 	h.keep_first = ref(f, f->sel.keep_first), h.keep_recent = ref(f, f->sel.keep_recent);

@@ -206,7 +206,12 @@ static inline LLVMValueRef fmadd(Gen *g, LLVMValueRef a, LLVMValueRef b, LLVMVal
 ** on AVX-512);
 ** exact 0 below -87.3 (and for -inf), clamped at 88. No libm call. The multiply-adds are
 ** fused where the target has FMA (the softmax epilogues' cost: sstat, sacc, probs, decode). */
-static inline LLVMValueRef vexp(Gen *g, LLVMValueRef x, int w)
+static inline LLVMValueRef vexpk(Gen *g, LLVMValueRef x, int w, int nanp);
+static inline LLVMValueRef vexp(Gen *g, LLVMValueRef x, int w) { return vexpk(g, x, w, 0); }
+
+/* vexp, and with nanp a NaN x gives NaN instead of 0 (issue 15, session 12: the softmax
+** statistics' sums, KX_EXPNAN below) */
+static inline LLVMValueRef vexpk(Gen *g, LLVMValueRef x, int w, int nanp)
 {
 	LLVMBuilderRef b = g->b;
 	LLVMValueRef hi = cfv(g, 88.0, w);
@@ -236,8 +241,17 @@ static inline LLVMValueRef vexp(Gen *g, LLVMValueRef x, int w)
 		LLVMValueRef e = LLVMBuildShl(b, LLVMBuildAdd(b, ni, civ(g, 127, w), ""), civ(g, 23, w), "");
 		res = LLVMBuildFMul(b, y, LLVMBuildBitCast(b, e, fty(g, w), ""), "");
 	}
-	return LLVMBuildSelect(b, LLVMBuildFCmp(b, LLVMRealULT, x, cfv(g, -87.3, w), ""), cfv(g, 0.0, w), res, "");
+	return LLVMBuildSelect(b, LLVMBuildFCmp(b, nanp ? LLVMRealOLT : LLVMRealULT, x, cfv(g, -87.3, w), ""), cfv(g, 0.0, w),
+	                       res, "");
 }
+
+/* vexpn's third argument: KX_EXPNAN (no clamp, a NaN x gives NaN; -inf still 0): the sums of the
+** softmax statistics (sstat, sstate), so that a row with a visible NaN logit (a NaN key or query
+** value, or inf - inf) gets a NaN sum, as the interpreter's (compiler/interp.c evalsoftmax: the
+** max skips NaN, the sum is NaN, and `sum > 0` fails: every probability of the row is 0). The
+** runtime turns a row sum that is not > 0 into mp = +inf, and sacce / sacc then add nothing of the
+** row. (Session 11 and before: NaN gave 0, so the row's other tokens kept their probabilities.) */
+#define KX_EXPNAN 2
 
 /* exp(x) of the softmax epilogues' x - max (issue 15, session 11): x <= 0, or -inf / NaN (-> 0);
 ** clamp: x also clamped at 88 (a caller whose x may be positive: an engine's lse). 16 lanes on
@@ -249,9 +263,9 @@ static inline LLVMValueRef vexp(Gen *g, LLVMValueRef x, int w)
 static inline LLVMValueRef vexpn(Gen *g, LLVMValueRef x, int w, int clamp)
 {
 	if (!(w == 16 && g->W == 16))
-		return vexp(g, x, w);
+		return vexpk(g, x, w, clamp == KX_EXPNAN);
 	LLVMBuilderRef b = g->b;
-	if (clamp) {
+	if (clamp == 1) {
 		LLVMValueRef hi = cfv(g, 88.0, w);
 		x = LLVMBuildSelect(b, LLVMBuildFCmp(b, LLVMRealOGT, x, hi, ""), hi, x, "");
 	}
@@ -263,7 +277,8 @@ static inline LLVMValueRef vexpn(Gen *g, LLVMValueRef x, int w, int clamp)
 	LLVMValueRef p = cfv(g, kx_expn_poly[0], w);
 	for (int i = 1; i < 7; i++)
 		p = fmadd(g, p, r, cfv(g, kx_expn_poly[i], w), w);
-	LLVMValueRef keep = LLVMBuildBitCast(b, LLVMBuildFCmp(b, LLVMRealOGE, x, cfv(g, KX_EXPN_LO, w), ""), g->i16, "");
+	LLVMValueRef keep = LLVMBuildBitCast(b, LLVMBuildFCmp(b, clamp == KX_EXPNAN ? LLVMRealUGE : LLVMRealOGE, x,
+	                                                     cfv(g, KX_EXPN_LO, w), ""), g->i16, "");   /* UGE: NaN kept */
 	unsigned id = LLVMLookupIntrinsicID("llvm.x86.avx512.mask.scalef.ps.512", 34);
 	LLVMValueRef fn = LLVMGetIntrinsicDeclaration(g->m, id, NULL, 0);
 	LLVMTypeRef ft = LLVMIntrinsicGetType(g->cx, id, NULL, 0);
@@ -301,6 +316,16 @@ static inline LLVMValueRef gep(Gen *g, LLVMTypeRef et, LLVMValueRef base, LLVMVa
 }
 
 static inline LLVMValueRef ldf(Gen *g, LLVMValueRef base, LLVMValueRef idx) { return loadf(g, base, idx, 1); }
+
+/* a phi of t at the builder's block: v0 from block b0, v1 from b1 */
+static inline LLVMValueRef phi2(Gen *g, LLVMTypeRef t, LLVMValueRef v0, LLVMBasicBlockRef b0, LLVMValueRef v1,
+                                LLVMBasicBlockRef b1, const char *name)
+{
+	LLVMValueRef p = LLVMBuildPhi(g->b, t, name), v[2] = { v0, v1 };
+	LLVMBasicBlockRef bb[2] = { b0, b1 };
+	LLVMAddIncoming(p, v, bb, 2);
+	return p;
+}
 
 static inline LLVMValueRef entry_alloca(Gen *g, LLVMTypeRef t)
 {

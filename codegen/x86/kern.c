@@ -415,8 +415,9 @@ static void blockend(Gen *g, LLVMValueRef av[8][4], LLVMValueRef acc[8][4], int 
 /*
 ** qkt with bf16 dot products (bf16 storage, avx512bf16, 16 lanes): the tile is packed as 32-bit
 ** words, Kp[c2*AT + j] = (K[j][2c2], K[j][2c2+1]) — a transpose of the raw bf16 pairs, no
-** conversion; the micro-kernel broadcasts Q's pair (Q[q][2c2], Q[q][2c2+1]) as bf16 (Q is
-** bf16 storage converted to f32, so taking its high halves is exact) and accumulates
+** conversion; the micro-kernel broadcasts Q's pair (Q[q][2c2], Q[q][2c2+1]) as bf16 — a 32-bit
+** broadcast load from Q's bf16 rows (nq < 0) or from the block's pairs narrowed from the f32 rows
+** (Q is bf16 storage converted to f32, so taking its high halves is exact) — and accumulates
 ** QB queries × NV vectors of 16 tokens (the config's qb × nv; 6 × 4 = the whole 64-token tile
 ** by default) with llvm.x86.avx512bf16.dpbf16ps.512 (f32 accumulate; products of
 ** bf16 are exact in f32; denormal inputs/outputs flush to zero). Each Q element is read once
@@ -435,7 +436,39 @@ static void gen_qkt_bf16(Gen *g, LLVMValueRef K, LLVMValueRef ldk, LLVMValueRef 
 	LLVMTypeRef pts[3];
 	LLVMGetParamTypes(dpt, pts);
 	LLVMTypeRef bt = pts[1];   /* <32 x bfloat> in LLVM 19 (<16 x i32> before) */
-	/* pack */
+	/* pack: a full tile with d/2 a multiple of 16 by 16 x 16 transposes of 32-bit pairs (issue 15,
+	** session 12: 64 two-source shuffles and 16 vector stores per block, where the scalar path
+	** below takes 256 extracts and 256 scalar stores), anything else pair by pair */
+	LLVMBasicBlockRef bjoin = NULL;
+	if (d2 % 16 == 0) {
+		LLVMBasicBlockRef bfull = LLVMAppendBasicBlockInContext(g->cx, g->fn, "kpfull");
+		LLVMBasicBlockRef bpart = LLVMAppendBasicBlockInContext(g->cx, g->fn, "kppart");
+		bjoin = LLVMAppendBasicBlockInContext(g->cx, g->fn, "kpjoin");
+		LLVMBuildCondBr(b, LLVMBuildICmp(b, LLVMIntEQ, nt, ci(g, AT), ""), bfull, bpart);
+		LLVMPositionBuilderAtEnd(b, bfull);
+		Loop lj, lc;
+		LLVMValueRef j0 = loop_begin(g, ci(g, 0), ci(g, AT), 16, &lj);
+		LLVMValueRef c0 = loop_begin(g, ci(g, 0), ci(g, d2), 16, &lc);
+		LLVMValueRef r[16];
+		for (int i = 0; i < 16; i++) {
+			LLVMValueRef ji = LLVMBuildAdd(b, j0, ci(g, i), "");
+			if (g->c.pf)   /* the row pf tokens ahead (the next tiles'), once per row */
+				prefetch(g, K, LLVMBuildAdd(b, LLVMBuildMul(b, LLVMBuildAdd(b, ji, ci(g, g->c.pf), ""),
+				                                            LLVMBuildMul(b, ldk, ci(g, 2), ""), ""),
+				                            LLVMBuildMul(b, c0, ci(g, 4), ""), ""), 64);
+			LLVMValueRef row = gep(g, g->i16, K, LLVMBuildMul(b, ji, ldk, ""));
+			r[i] = LLVMBuildLoad2(b, vi, gep(g, g->i32, row, c0), "");
+			LLVMSetAlignment(r[i], 2);
+		}
+		kx_tr16(g, r);
+		for (int k = 0; k < 16; k++)
+			st_(g, vi, r[k], Kp, LLVMBuildUDiv(b, LLVMBuildAdd(b, LLVMBuildMul(b, LLVMBuildAdd(b, c0, ci(g, k), ""), ci(g, AT), ""), j0, ""),
+			                                  ci(g, 16), ""), 4);
+		loop_end(g, &lc);
+		loop_end(g, &lj);
+		LLVMBuildBr(b, bjoin);
+		LLVMPositionBuilderAtEnd(b, bpart);
+	}
 	{
 		Loop lt, lc;
 		int w = d2 % 16 == 0 ? 16 : d2 % 8 == 0 ? 8 : 4;
@@ -461,19 +494,57 @@ static void gen_qkt_bf16(Gen *g, LLVMValueRef K, LLVMValueRef ldk, LLVMValueRef 
 		loop_end(g, &lz2);
 		loop_end(g, &lz);
 	}
+	if (bjoin) {
+		LLVMBuildBr(b, bjoin);
+		LLVMPositionBuilderAtEnd(b, bjoin);
+	}
 	LLVMValueRef acc[8][4];
 	for (int a = 0; a < QB; a++)
 		for (int v = 0; v < NV; v++)
 			acc[a][v] = entry_alloca(g, vt);
-	LLVMTypeRef v2f = LLVMVectorType(g->f32, 2), v2i = LLVMVectorType(g->i32, 2), v2s = LLVMVectorType(g->i16, 2);
-	LLVMValueRef sh16 = civ(g, 16, 2), zi[16];
+	LLVMValueRef zi[16];
 	for (int i = 0; i < 16; i++)
 		zi[i] = LLVMConstInt(g->i32, 0, 0);
 	LLVMValueRef zmask = LLVMConstVector(zi, 16);
+	/* the query block's rows as bf16 pairs, Qp[a*d2 + c2] = (Q[q+a][2c2], Q[q+a][2c2+1]) (the
+	** high halves of Q's f32 values: exact), packed once per block and tile, so that the
+	** micro-kernel's Q operand is a 32-bit broadcast load that vdpbf16ps takes as its memory
+	** operand ({1to16}: no shuffle per pair and query; issue 15, session 12) */
+	LLVMValueRef Qp = entry_alloca(g, LLVMArrayType(g->i32, (unsigned)(QB * d2)));
+	LLVMSetAlignment(Qp, 64);
+	int pw = d2 % 16 == 0 ? 16 : d2 % 8 == 0 ? 8 : 4;
+	LLVMTypeRef pwf = LLVMVectorType(g->f32, (unsigned)(2 * pw)), pwi = LLVMVectorType(g->i32, (unsigned)(2 * pw));
+	LLVMTypeRef pws = LLVMVectorType(g->i16, (unsigned)(2 * pw)), pwp = LLVMVectorType(g->i32, (unsigned)pw);
+	/* nq < 0 (KA_FQBF16, issue 15 session 12; the runtime passes it as for AMX): Q is the -nq rows'
+	** bf16 storage, whose pairs the micro-kernel reads in place (no pack) */
+	LLVMValueRef raw = LLVMBuildICmp(b, LLVMIntSLT, nq, ci(g, 0), "");
+	nq = LLVMBuildSelect(b, raw, LLVMBuildNeg(b, nq, ""), nq, "");
 	LLVMValueRef qstart = ci(g, 0);
 	for (int qb = QB; qb >= 1; qb = qb > 1 ? 1 : 0) {
 		Loop lq;
 		LLVMValueRef q = loop_begin(g, qstart, nq, qb, &lq);
+		LLVMBasicBlockRef bpk = LLVMAppendBasicBlockInContext(g->cx, g->fn, "qpack");
+		LLVMBasicBlockRef bqj = LLVMAppendBasicBlockInContext(g->cx, g->fn, "qjoin");
+		LLVMBasicBlockRef braw = LLVMGetInsertBlock(b);
+		LLVMValueRef Qr = gep(g, g->i32, Q, LLVMBuildMul(b, q, ci(g, d2), ""));   /* row q's pairs in place */
+		LLVMBuildCondBr(b, raw, bqj, bpk);
+		LLVMPositionBuilderAtEnd(b, bpk);
+		for (int a = 0; a < qb; a++) {
+			Loop lp;
+			LLVMValueRef c2 = loop_begin(g, ci(g, 0), ci(g, d2), pw, &lp);
+			LLVMValueRef qi = LLVMBuildAdd(b, LLVMBuildMul(b, LLVMBuildAdd(b, q, ci(g, a), ""), ci(g, d), ""),
+			                               LLVMBuildMul(b, c2, ci(g, 2), ""), "");
+			LLVMValueRef x = LLVMBuildLoad2(b, pwf, gep(g, g->f32, Q, qi), "");
+			LLVMSetAlignment(x, 4);
+			x = LLVMBuildTrunc(b, LLVMBuildLShr(b, LLVMBuildBitCast(b, x, pwi, ""), civ(g, 16, 2 * pw), ""), pws, "");
+			st_(g, pwp, LLVMBuildBitCast(b, x, pwp, ""), Qp, LLVMBuildUDiv(b, LLVMBuildAdd(b, c2, ci(g, (long)a * d2), ""),
+			                                                              ci(g, pw), ""), 4);
+			loop_end(g, &lp);
+		}
+		LLVMBasicBlockRef bpe = LLVMGetInsertBlock(b);
+		LLVMBuildBr(b, bqj);
+		LLVMPositionBuilderAtEnd(b, bqj);
+		LLVMValueRef Qb = phi2(g, g->ptr, Qr, braw, Qp, bpe, "qrows");
 		for (int tb = 0; tb < AT / TB; tb++) {
 			for (int a = 0; a < qb; a++)
 				for (int v = 0; v < NV; v++)
@@ -495,17 +566,12 @@ static void gen_qkt_bf16(Gen *g, LLVMValueRef K, LLVMValueRef ldk, LLVMValueRef 
 					kv[v] = LLVMBuildBitCast(b, x, bt, "");
 				}
 				for (int a = 0; a < qb; a++) {
-					LLVMValueRef qi = LLVMBuildAdd(b, LLVMBuildMul(b, LLVMBuildAdd(b, q, ci(g, a), ""), ci(g, d), ""),
-					                               LLVMBuildMul(b, cu, ci(g, 2), ""), "");
-					LLVMValueRef qp = LLVMBuildLoad2(b, v2f, gep(g, g->f32, Q, qi), "");
-					LLVMSetAlignment(qp, 4);
-					LLVMValueRef hi = LLVMBuildTrunc(b, LLVMBuildLShr(b, LLVMBuildBitCast(b, qp, v2i, ""), sh16, ""), v2s, "");
-					LLVMValueRef pr = LLVMBuildBitCast(b, hi, g->i32, "");
+					LLVMValueRef pr = ld(g, g->i32, Qb, LLVMBuildAdd(b, cu, ci(g, (long)a * d2), ""), 2);
 					LLVMValueRef bc = LLVMBuildInsertElement(b, LLVMGetPoison(vi), pr, LLVMConstInt(g->i32, 0, 0), "");
 					bc = LLVMBuildShuffleVector(b, bc, LLVMGetPoison(vi), zmask, "");
 					LLVMValueRef qbv = LLVMBuildBitCast(b, bc, bt, "");
-					for (int v = 0; v < NV; v++) {
-						LLVMValueRef args[3] = { av[a][v], qbv, kv[v] };
+					for (int v = 0; v < NV; v++) {   /* Q third: the operand that may be a broadcast load */
+						LLVMValueRef args[3] = { av[a][v], kv[v], qbv };
 						av[a][v] = LLVMBuildCall2(b, dpt, dp, args, 3, "");
 					}
 				}
@@ -923,6 +989,28 @@ static LLVMValueRef stat_begin(Gen *g, const char *name, int np, Loop *lq, LLVMV
 	return q;
 }
 
+/* NaN logits in the statistics (issue 15, session 12; gen.h KX_EXPNAN): the tile's lane-wise max
+** reduced across the lanes with its NaN lanes taken as -inf (a lane is NaN only where its logits
+** were; the reduction's nnan flag then holds) ... */
+static LLVMValueRef rowmax(Gen *g, LLVMValueRef mv)
+{
+	LLVMTypeRef tv = fty(g, DT);
+	LLVMValueRef ok = LLVMBuildFCmp(g->b, LLVMRealORD, mv, mv, "");
+	mv = LLVMBuildSelect(g->b, ok, mv, cfv(g, -INFINITY, DT), "");
+	LLVMValueRef tm = intr(g, "llvm.vector.reduce.fmax", tv, &mv, 1);
+	LLVMSetFastMathFlags(tm, LLVMFastMathNoNaNs);
+	return tm;
+}
+
+/* ... and the max that the exponentials subtract, at least the lowest finite f32: a row with no
+** visible number yet (max -inf) then gets exp(-inf - m) = 0 for its invisible logits, not the
+** NaN of -inf - (-inf), while a NaN logit stays NaN (and +inf - +inf is NaN, as the interpreter's) */
+static LLVMValueRef submax(Gen *g, LLVMValueRef m)
+{
+	LLVMValueRef a[2] = { m, LLVMConstReal(g->f32, -3.4028234663852886e38) };
+	return splat(g, intr(g, "llvm.maxnum", g->f32, a, 2), DT);
+}
+
 static void gen_sstat(Gen *g)
 {
 	Loop lq;
@@ -935,15 +1023,14 @@ static void gen_sstat(Gen *g)
 	for (int k = 1; k < AT / DT; k++) {
 		mx = LLVMBuildSelect(b, LLVMBuildFCmp(b, LLVMRealOGT, mx, x[k], ""), mx, x[k], "");
 	}
-	LLVMValueRef tm = intr(g, "llvm.vector.reduce.fmax", tv, &mx, 1);
-	LLVMSetFastMathFlags(tm, LLVMFastMathNoNaNs);
+	LLVMValueRef tm = rowmax(g, mx);
 	LLVMValueRef mo = ldf(g, M, q);
 	LLVMValueRef mm[2] = { mo, tm };
 	LLVMValueRef mn = intr(g, "llvm.maxnum", g->f32, mm, 2);
-	LLVMValueRef sum = cfv(g, 0, DT);
+	LLVMValueRef sum = cfv(g, 0, DT), ms = submax(g, mn);
 	for (int k = 0; k < AT / DT; k++) {
-		/* an invisible logit is -inf: exp(-inf - mn) = 0, and vexp(NaN) = 0 when mn is -inf too */
-		LLVMValueRef e = vexpn(g, LLVMBuildFSub(b, x[k], splat(g, mn, DT), ""), DT, 0);
+		/* an invisible logit is -inf: exp(-inf - ms) = 0; a NaN logit makes the sum NaN */
+		LLVMValueRef e = vexpn(g, LLVMBuildFSub(b, x[k], ms, ""), DT, KX_EXPNAN);
 		sum = LLVMBuildFAdd(b, sum, e, "");
 	}
 	LLVMValueRef ra[2] = { LLVMConstReal(g->f32, -0.0), sum };
@@ -1012,8 +1099,7 @@ static void gen_sstate_lanes(Gen *g)
 	LLVMBasicBlockRef bj = LLVMAppendBasicBlockInContext(g->cx, g->fn, "mjoin");
 	LLVMBuildCondBr(b, any, bup, bj);
 	LLVMPositionBuilderAtEnd(b, bup);   /* the row's max grows: reduce it, rescale the lanes' sums */
-	LLVMValueRef tm = intr(g, "llvm.vector.reduce.fmax", tv, &mv, 1);
-	LLVMSetFastMathFlags(tm, LLVMFastMathNoNaNs);
+	LLVMValueRef tm = rowmax(g, mv);
 	LLVMValueRef mm[2] = { mo, tm };
 	LLVMValueRef mn = intr(g, "llvm.maxnum", g->f32, mm, 2);
 	LLVMValueRef sc = splat(g, vexp(g, LLVMBuildFSub(b, mo, mn, ""), 1), DT);   /* 0 while mo is -inf */
@@ -1025,10 +1111,11 @@ static void gen_sstate_lanes(Gen *g)
 	LLVMValueRef in[2] = { mo, mn };
 	LLVMBasicBlockRef from[2] = { bfast, bup };
 	LLVMAddIncoming(m, in, from, 2);
-	LLVMValueRef sum = NULL, ev[AT / DT];
+	LLVMValueRef sum = NULL, ev[AT / DT], ms = submax(g, m);
 	for (int k = 0; k < AT / DT; k++) {
-		/* an invisible logit is -inf: exp(-inf - m) = 0, and vexp(NaN) = 0 when m is -inf too */
-		ev[k] = vexpn(g, LLVMBuildFSub(b, x[k], splat(g, m, DT), ""), DT, 0);
+		/* an invisible logit is -inf: exp(-inf - ms) = 0; a NaN logit makes E and the sum NaN
+		** (the row's mp is then +inf: sacce skips it) */
+		ev[k] = vexpn(g, LLVMBuildFSub(b, x[k], ms, ""), DT, KX_EXPNAN);
 		sum = sum ? LLVMBuildFAdd(b, sum, ev[k], "") : ev[k];
 	}
 	{   /* E's row: non-temporal stores when the caller says so (nq < 0), else cached */
@@ -1094,12 +1181,21 @@ void kx_gen_sacce(Gen *g)
 	tileacc_zero(g, av);
 	Loop lq;
 	LLVMValueRef q = loop_begin2(g, ci(g, 0), nq, 1, 1, &lq);
-	/* mt <= m <= mp: the factor is at most 1; a row with nothing visible (mt -inf) adds 0 */
-	LLVMValueRef f = splat(g, vexp(g, LLVMBuildFSub(b, ldf(g, MT, q), ldf(g, MP, q), ""), 1), DT);
+	/* mt <= m <= mp: the factor is at most 1; a row with nothing visible (mt -inf) adds 0, and a
+	** row whose factor is 0 is skipped: mp = +inf (a row sum that is not > 0: nothing visible, or
+	** NaN from a NaN logit, whose E holds NaN) adds nothing, as the interpreter's row */
+	LLVMValueRef fs = vexp(g, LLVMBuildFSub(b, ldf(g, MT, q), ldf(g, MP, q), ""), 1);
+	LLVMBasicBlockRef brow = LLVMAppendBasicBlockInContext(g->cx, g->fn, "erow");
+	LLVMBasicBlockRef bnext = LLVMAppendBasicBlockInContext(g->cx, g->fn, "enext");
+	LLVMBuildCondBr(b, LLVMBuildFCmp(b, LLVMRealOEQ, fs, LLVMConstReal(g->f32, 0), ""), bnext, brow);
+	LLVMPositionBuilderAtEnd(b, brow);
+	LLVMValueRef f = splat(g, fs, DT);
 	for (int k = 0; k < AT / DT; k++) {
 		LLVMValueRef e = loadf(g, E, LLVMBuildAdd(b, LLVMBuildMul(b, q, ci(g, AT), ""), ci(g, k * DT), ""), DT);
 		LLVMBuildStore(b, fmadd(g, e, f, LLVMBuildLoad2(b, tv, av[k], ""), DT), av[k]);
 	}
+	LLVMBuildBr(b, bnext);
+	LLVMPositionBuilderAtEnd(b, bnext);
 	loop_end(g, &lq);
 	tileacc_flush(g, av, acc);
 	LLVMBuildRetVoid(b);

@@ -1454,6 +1454,127 @@ static void robustness(const char *host)
 /* make check's sample (--every N): a case runs when the sum of its indices is a multiple of N */
 static int sampled(int sum, int n) { return n <= 1 || sum % n == 0; }
 
+/* NaN and inf logits in attn_score (issue 15, session 12; codegen/x86/gen.h KX_EXPNAN): SnapKV
+** (policies/snapkv.lua, window 8) on keys with a NaN or an inf value against the interpreter. Head
+** 0: a NaN in token 5's key, which every observation query sees: each softmax row's sum is NaN
+** in the interpreter (compiler/interp.c evalsoftmax: the max skips NaN, `sum > 0` fails), so every
+** probability of the row is 0 and all of the head's scores are 0. Head 1: a NaN in the last
+** token's key, which only the last query sees (causal): that row adds nothing, the others are
+** as usual. Head 2: +inf in token 70's key (a 64-token tile boundary behind): +inf logits where
+** the query's value is positive (inf - inf: the row adds nothing), -inf (a 0) where negative.
+** Through the one-pass score (sstate, sacce) and the two-pass one (KVCC_EXPWS=0: sstat, sacc),
+** with each Q·K kind of bf16 (the default, AMX where the CPU has it; vdpbf16ps; f32 FMAs), f32
+** storage and f16 on the AVX2 target (vexp's 8 lanes): the scores within the matrix's tolerance,
+** the same kept sets. Session 11's kernels
+** took exp(NaN) as 0, kept the rest of such a row and failed here; the max's reduction assumed
+** no NaN (nnan) and could drop a lane. */
+static void nankey_case(int dtype, int target, const char *cfg, int expws0, const char *host)
+{
+	char name[160];
+	snprintf(name, sizeof name, "nan-key snapkv %s d=64 G=2 %s%s%s%s", ki_dtypename(dtype), kx_targetname(target),
+	         cfg ? " config " : "", cfg ? cfg : "", expws0 ? " KVCC_EXPWS=0" : "");
+	if (only && !strstr(name, only))
+		return;
+	kvcc_spec spec = { dtype, 64, 2, target };
+	if (!kx_vecwidth(&spec, host)) {
+		printf("SKIP %s: this CPU lacks the target's features\n", name);
+		nskip++;
+		return;
+	}
+	enum { L = 1, H = 3, G = 2, D = 64, N = 150, O = 8 };
+	KiErr e = { 0 };
+	KiFn *f = kd_loadfile("policies/snapkv.lua", NULL, &e);
+	kvcc_policy *p = NULL;
+	const char *oc = getenv("KVCC_CONFIG"), *ow = getenv("KVCC_EXPWS");
+	char *ocs = oc ? strdup(oc) : NULL, *ows = ow ? strdup(ow) : NULL;
+	if (cfg)
+		setenv("KVCC_CONFIG", cfg, 1);
+	int crc = f ? kvcc_compile_file("policies/snapkv.lua", &spec, &p) : -1;
+	if (!f || ki_runpasses(f, KI_DEFAULT_PASSES, 0, &e, NULL, NULL) != 0 || crc != 0 || ki_findparam(f, "window") < 0) {
+		printf("FAIL %s: load / compile: %s\n", name, f ? kvcc_last_error() : e.msg);
+		nfail++;
+		goto restore;
+	}
+	size_t nkv = (size_t)L * H * N * D, nq = (size_t)L * H * G * O * D, esz = dtype == KVCC_F32 ? 4 : 2;
+	float *K = malloc(nkv * 4), *V = malloc(nkv * 4), *Q = malloc(nq * 4), *sc = malloc((size_t)L * H * N * 4);
+	char *Ks = malloc(nkv * esz), *Vs = malloc(nkv * esz), *Qs = malloc(nq * esz);
+	int32_t len[H], len0[H], pos[H * N];
+	double par[32];
+	for (int i = 0; i < f->npar && i < 32; i++)
+		par[i] = f->par[i].def;
+	par[ki_findparam(f, "window")] = O;
+	for (size_t i = 0; i < nkv; i++)
+		K[i] = ki_round((float)(urand() * 2 - 1), dtype), V[i] = ki_round((float)(urand() * 2 - 1), dtype);
+	for (size_t i = 0; i < nq; i++)
+		Q[i] = ki_round((float)(urand() * 4 - 2), dtype);
+	K[((size_t)0 * N + 5) * D + 3] = NAN;
+	K[((size_t)1 * N + N - 1) * D] = NAN;
+	K[((size_t)2 * N + 70) * D + 1] = INFINITY;
+	for (int k = 0; k < H; k++) {
+		len0[k] = len[k] = N;
+		for (int t = 0; t < N; t++)
+			pos[k * N + t] = t;
+	}
+	for (size_t i = 0; i < nkv; i++)
+		encode(K[i], dtype, Ks + i * esz), encode(V[i], dtype, Vs + i * esz);
+	for (size_t i = 0; i < nq; i++)
+		encode(Q[i], dtype, Qs + i * esz);
+	KiCase c = { .L = L, .H = H, .G = G, .d = D, .n = N, .len = len0, .O = O, .K = K, .V = V, .Q = Q, .dtype = dtype,
+	             .params = par, .ratio = 0.5, .budget = -1 };
+	KiResult r = { 0 };
+	kvcc_layout lay = { dtype, L, H, D, N, (int64_t)H * N * D, (int64_t)N * D, D };
+	kvcc_plan *pl = NULL;
+	if (expws0)
+		setenv("KVCC_EXPWS", "0", 1);
+	int rc = ki_run(f, &c, &r, &e);
+	if (rc != 0)
+		printf("FAIL %s: interpreter: %s\n", name, e.msg);
+	else if (kvcc_plan_create(p, &lay, O, 1, &pl) != 0)
+		printf("FAIL %s: plan: %s\n", name, kvcc_last_error()), rc = -1;
+	else {
+		kvcc_cache cache = { Ks, Vs, pos, len, NULL };
+		kvcc_obs obs = { O, Qs, NULL, NULL };
+		kvcc_args args = { 0.5, -1, par, 0, sc };
+		if ((rc = kvcc_compress(pl, &cache, &obs, &args)) != 0)
+			printf("FAIL %s: compress: %s\n", name, kvcc_last_error());
+		kvcc_plan_destroy(pl);
+	}
+	int zeros = 0;
+	for (int k = 0; k < H && rc == 0; k++) {
+		double mx = 1;
+		for (int t = 0; t < N; t++)
+			if (isfinite(r.scores[(size_t)k * N + t]))
+				mx = fmax(mx, fabs(r.scores[(size_t)k * N + t]));
+		for (int t = 0; t < N && rc == 0; t++) {
+			double a = sc[(size_t)k * N + t], b = r.scores[(size_t)k * N + t];
+			zeros += k == 0 && b == 0;
+			if (!(a == b || fabs(a - b) <= 1e-4 * mx) && !(isnan(a) && isnan(b)))
+				printf("FAIL %s: score (head %d, token %d) x86 %.9g, interpreter %.9g\n", name, k, t, a, b), rc = -1;
+		}
+		for (int m = 0; m < len[k] && rc == 0; m++)
+			if (len[k] != r.len[k] || pos[(size_t)k * N + m] != r.pos[(size_t)k * N + m])
+				printf("FAIL %s: head %d keeps %d tokens (kept[%d] at %d), interpreter %d (%d)\n", name, k, len[k], m,
+				       pos[(size_t)k * N + m], r.len[k], r.pos[(size_t)k * N + m]), rc = -1;
+	}
+	if (rc == 0 && zeros != N)   /* the interpreter's rule as this test reads it (not the code under test) */
+		printf("FAIL %s: the interpreter's head 0 has %d of %d scores 0, expected all\n", name, zeros, N), rc = -1;
+	rc == 0 ? npass++ : nfail++;
+	ki_result_free(&r);
+	free(K), free(V), free(Q), free(sc), free(Ks), free(Vs), free(Qs);
+restore:
+	if (ocs)
+		setenv("KVCC_CONFIG", ocs, 1);
+	else
+		unsetenv("KVCC_CONFIG");
+	if (ows)
+		setenv("KVCC_EXPWS", ows, 1);
+	else
+		unsetenv("KVCC_EXPWS");
+	free(ocs), free(ows);
+	kvcc_close(p);
+	ki_free(f);
+}
+
 int main(int argc, char **argv)
 {
 	/* [--every N] [NAME]: N > 1 samples the policy matrix (make check's time budget: case
@@ -1641,6 +1762,13 @@ int main(int argc, char **argv)
 	msimx_ties_case(host);
 	mscal16_case(KVCC_BF16, 64, host);
 	mscal16_case(KVCC_F32, 32, host);
+	for (int x = 0; x < 2; x++) {   /* issue 15, session 12: NaN / inf logits, every score path */
+		static const char *nc[3] = { NULL, "amx0,dot1", "amx0,dot0" };
+		for (int k = 0; k < 3; k++)
+			nankey_case(KVCC_BF16, KVCC_TARGET_NATIVE, nc[k], x, host);
+		nankey_case(KVCC_F32, KVCC_TARGET_NATIVE, NULL, x, host);
+		nankey_case(KVCC_F16, KVCC_TARGET_V3, NULL, x, host);   /* 8 lanes: vexp, not vexpn */
+	}
 	if (!only || !strcmp(only, "robustness"))
 		robustness(host);
 	free(host);
