@@ -1511,6 +1511,8 @@ static int decruns(kvcc_policy *p[2], DecData *d, int threads, int reps, double 
 ** MiB), the plain and H2O plans alternating; best and median of the repetitions.
 ** --decode --threads N (N > 1): the plans on N threads in wall time against the N-thread
 ** streaming-read peak (make bench's measure; meaningful only on a quiet machine).
+** Diagnostics (session 12, doc/tune.md): KVCC_BENCH_DECODE_COPIES=N reads N copies of K/V in turn
+** (1: warm in the L3, the kernel's own time), KVCC_BENCH_DECODE_N another n (>= 16).
 */
 static int decbench(int threads, int only)
 {
