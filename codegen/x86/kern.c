@@ -233,9 +233,11 @@ static void dec_prefetch(Gen *g, LLVMValueRef Kt, LLVMValueRef Vt, LLVMValueRef 
 	LLVMBuilderRef b = g->b;
 	if (!g->c.pf)
 		return;
-	/* pf tokens of 2-byte rows, pf/2 of f32 rows: the same bytes ahead (session 12, f32, 1 thread:
-	** 16-32 tokens 17.5-17.9 ms, 48 18.3-18.6, 64 18.4-19.0, 96 / 128 slower; bf16 32 = 64) */
-	long pf = (long)g->c.pf * 2 / esz > 0 ? (long)g->c.pf * 2 / esz : 1;
+	/* the distance in bytes: pf·128 bytes of each stream ahead (pf 64: 8 KiB; d = 128: 32 tokens of
+	** bf16 / f16, 16 of f32). Session 12, 1 thread, n = 32768, d 128, best of 15, interleaved: f32
+	** 16 / 24 / 32 tokens 17.5-17.9 ms, 48 18.3-18.6, 64 18.4-19.0, 96 / 128 19.1-20.5; bf16 16 / 32
+	** tokens 9.35-9.39 ms, 64 9.36-9.59, 96 / 128 9.6-9.8 (until then pf tokens whatever the row) */
+	long rb = (long)g->d * esz, pf = (long)g->c.pf * 128 / rb > 0 ? (long)g->c.pf * 128 / rb : 1;
 	/* only rows of this call (left: its tokens from the tile's start on): a paged run's next
 	** rows are another page's, and prefetching them cost paged decode 13-20 % */
 	LLVMValueRef in = LLVMBuildICmp(b, LLVMIntSLT, LLVMBuildAdd(b, j, ci(g, pf * f + TB - 1), ""), left, "");
