@@ -216,7 +216,7 @@ static LLVMValueRef dec_tilemax(Gen *g, LLVMValueRef sv, LLVMValueRef mo)
 	return mn;
 }
 
-/* The K and V rows of tokens j+f·pf .. j+f·pf+TB-1 (pf: the config's distance) prefetched together,
+/* The K and V rows of tokens j+f·p .. j+f·p+TB-1 (p: the config's pf as bytes, below) prefetched together,
 ** so that the requests of both streams are spread evenly over the tile's time (V's in the V pass
 ** instead came in bursts, none during the logits, the statistics or the V pass's second chunk
 ** group), into L2: the near ones (f = 1, prefetcht1) in the logits loop, the far ones (f = 4,
