@@ -1497,6 +1497,9 @@ static int decdata(int dt, int n, DecData *d)
 	d->ncopy = (int)((2 * llc_bytes() + 2 * d->copy - 1) / (2 * d->copy)) + 1;
 	if (d->ncopy > 16)
 		d->ncopy = 16;
+	const char *cp = getenv("KVCC_BENCH_DECODE_COPIES");   /* diagnostic: 1 = K/V warm in the L3 (the kernel's own time) */
+	if (cp && atoi(cp) >= 1 && atoi(cp) <= 16)
+		d->ncopy = atoi(cp);
 	d->K = malloc(d->copy * d->ncopy), d->V = malloc(d->copy * d->ncopy);
 	d->st = calloc((size_t)H * n, sizeof(float)), d->q = malloc(H * G * D * 4), d->o = malloc(H * G * D * 4);
 	if (!d->K || !d->V || !d->st || !d->q || !d->o)
@@ -1549,6 +1552,8 @@ static int decruns(kvcc_policy *p[2], DecData *d, int threads, int reps, double 
 ** MiB), the plain and H2O plans alternating; best and median of the repetitions.
 ** --decode --threads N (N > 1): the plans on N threads in wall time against the N-thread
 ** streaming-read peak (make bench's measure; meaningful only on a quiet machine).
+** Diagnostics (session 12, doc/tune.md): KVCC_BENCH_DECODE_COPIES=N reads N copies of K/V in turn
+** (1: warm in the L3, the kernel's own time), KVCC_BENCH_DECODE_N another n (>= 16).
 */
 static int decbench(int threads, int only)
 {
@@ -1580,6 +1585,8 @@ static int decbench(int threads, int only)
 		printf("1-thread streaming read (CPU time): %.1f GB/s\n", rd);
 	const char *pkname = threads > 1 ? "the N-thread read peak, wall" : "the 1-thread read peak";
 	int dts[3] = { KVCC_BF16, KVCC_F32, KVCC_F16 }, n = 32768, reps = 15;
+	if (getenv("KVCC_BENCH_DECODE_N") && atoi(getenv("KVCC_BENCH_DECODE_N")) >= 16)   /* diagnostic: another n */
+		n = atoi(getenv("KVCC_BENCH_DECODE_N"));
 	for (int k = 0; k < 3; k++) {
 		int dt = dts[k];
 		if (only >= 0 && dt != only)

@@ -75,17 +75,29 @@ void kx_gen_cvt(Gen *g)
 }
 
 /* Decode's bf16 rows as 32-bit pairs (`pr`: bf16 storage, 16 lanes, d a multiple of 32): the
-** row's "pair chunk" c holds channels 32*(c/2) + 2i + c%2 (i < 16) — one load of 16 words, the
-** even channels by a shift (x << 16), the odd ones by a mask (x & 0xffff0000): one ALU op per 16
-** values instead of a widening shuffle and a shift. The queries and the accumulators are kept in
-** the same order (pairperm), so every dot product and every output channel is the same sum. */
+** row's "pair chunk" c holds channels 32*(c/2) + 2i + c%2 (i < 16). The queries and the
+** accumulators are kept in the same order (pairperm), so every dot product and every output
+** channel is the same sum. Each chunk by the load ports alone (16 lanes: avx512bw): a zero-masked
+** load of the odd 16-bit positions — the odd channels land in the 32-bit words' high halves, the
+** low halves zero, which is each channel's f32 value — and for the even channels the same load 2
+** bytes earlier (word i's high half is then channel 2i). Until session 12 one load of 16 words
+** and a shift (x << 16, even) or a mask (x & 0xffff0000, odd): one vector ALU op per 16 values on
+** the ports the FMAs use, which bound decode when K/V are in cache (session 12: -5 % there, the
+** same f32 values). The lane masked off 2 bytes before the row is not read (AVX-512 masked loads
+** suppress it, faults included). */
 static LLVMValueRef ldpair(Gen *g, LLVMValueRef base, LLVMValueRef row, int c)
 {
 	LLVMBuilderRef b = g->b;
-	LLVMValueRef x = ld(g, LLVMVectorType(g->i32, 16), gep(g, g->i16, base, LLVMBuildAdd(b, row, ci(g, 32L * (c / 2)), "")),
-	                    ci(g, 0), 2);
-	x = c % 2 ? LLVMBuildAnd(b, x, civ(g, (long)0xffff0000u, 16), "") : LLVMBuildShl(b, x, civ(g, 16, 16), "");
-	return LLVMBuildBitCast(b, x, g->vf, "");
+	LLVMTypeRef vt = LLVMVectorType(g->i16, 32), tys[2] = { vt, g->ptr };
+	LLVMValueRef p = gep(g, g->i16, base, LLVMBuildAdd(b, row, ci(g, 32L * (c / 2) - (c % 2 ? 0 : 1)), ""));
+	unsigned id = LLVMLookupIntrinsicID("llvm.masked.load", 16);
+	LLVMValueRef fn = LLVMGetIntrinsicDeclaration(g->m, id, tys, 2);
+	LLVMTypeRef ft = LLVMIntrinsicGetType(g->cx, id, tys, 2);
+	LLVMValueRef on[32];
+	for (int l = 0; l < 32; l++)
+		on[l] = LLVMConstInt(LLVMInt1TypeInContext(g->cx), (unsigned)(l % 2), 0);
+	LLVMValueRef args[4] = { p, LLVMConstInt(g->i32, 2, 0), LLVMConstVector(on, 32), LLVMConstNull(vt) };
+	return LLVMBuildBitCast(b, LLVMBuildCall2(b, ft, fn, args, 4, ""), g->vf, "");
 }
 
 /* rows of d floats from src + off to dst + off, between the channel order and the pair order
@@ -204,33 +216,41 @@ static LLVMValueRef dec_tilemax(Gen *g, LLVMValueRef sv, LLVMValueRef mo)
 	return mn;
 }
 
-/* The K and V rows of tokens j+pf .. j+pf+TB-1 (pf: the config's distance) prefetched together in
-** the logits loop, so that the requests of both streams are spread evenly over the tile's time
-** (V's in the V pass instead came in bursts, none during the logits, the statistics or the V pass's
-** second chunk group), into L2 (prefetcht1), and the rows 4·pf ahead too (prefetcht2): one core's
-** read rate is bounded by the misses it keeps in flight; L2 prefetches free the L1 fill buffers
-** sooner and the far ones start the DRAM reads earlier. Session 11 (1 thread, n = 32768, 8 KV
-** heads, G 4, d 128, interleaved runs, load 4-13): bf16 60-65 % -> 67-71 % (K+V together) ->
-** 68-80 % (L2, far), f32 71-75 % -> 73-80 % -> 77-84 % of the 1-thread read peak. */
+/* The K and V rows of tokens j+f·p .. j+f·p+TB-1 (p: the config's pf as bytes, below) prefetched together,
+** so that the requests of both streams are spread evenly over the tile's time (V's in the V pass
+** instead came in bursts, none during the logits, the statistics or the V pass's second chunk
+** group), into L2: the near ones (f = 1, prefetcht1) in the logits loop, the far ones (f = 4,
+** prefetcht2) in the V pass's first chunk group, one token per iteration (session 12: they were in
+** the logits loop too, a burst of 2·TB rows per block; in the V pass they come between its FMAs).
+** One core's read rate is bounded by the misses it keeps in flight; L2 prefetches free the L1
+** fill buffers sooner and the far ones start the DRAM reads earlier. Session 11 (1 thread, n =
+** 32768, 8 KV heads, G 4, d 128, interleaved runs, load 4-13): bf16 60-65 % -> 67-71 % (K+V
+** together) -> 68-80 % (L2, far), f32 71-75 % -> 73-80 % -> 77-84 % of the 1-thread read peak;
+** session 12 (far in the V pass, load 8-10): f32 best 24.2 -> 23.0 ms, bf16 -4 % (runtime/STATUS.md). */
 static void dec_prefetch(Gen *g, LLVMValueRef Kt, LLVMValueRef Vt, LLVMValueRef ldk, LLVMValueRef j, int TB, int esz,
-                         LLVMValueRef left)
+                         LLVMValueRef left, int f)
 {
 	LLVMBuilderRef b = g->b;
-	for (int f = 1; f <= 4 && g->c.pf; f += 3) {
-		/* only rows of this call (left: its tokens from the tile's start on): a paged run's next
-		** rows are another page's, and prefetching them cost paged decode 13-20 % */
-		LLVMValueRef in = LLVMBuildICmp(b, LLVMIntSLT, LLVMBuildAdd(b, j, ci(g, (long)g->c.pf * f + TB - 1), ""), left, "");
-		LLVMBasicBlockRef pb = LLVMAppendBasicBlockInContext(g->cx, g->fn, "pf"), jb = LLVMAppendBasicBlockInContext(g->cx, g->fn, "pfj");
-		LLVMBuildCondBr(b, in, pb, jb);
-		LLVMPositionBuilderAtEnd(b, pb);
-		for (int t = 0; t < TB; t++) {
-			LLVMValueRef o = LLVMBuildMul(b, LLVMBuildAdd(b, j, ci(g, (long)g->c.pf * f + t), ""), LLVMBuildMul(b, ldk, ci(g, esz), ""), "");
-			prefetchl(g, Kt, o, g->d * esz, f == 1 ? 2 : 1);
-			prefetchl(g, Vt, o, g->d * esz, f == 1 ? 2 : 1);
-		}
-		LLVMBuildBr(b, jb);
-		LLVMPositionBuilderAtEnd(b, jb);
+	if (!g->c.pf)
+		return;
+	/* the distance in bytes: pf·128 bytes of each stream ahead (pf 64: 8 KiB; d = 128: 32 tokens of
+	** bf16 / f16, 16 of f32). Session 12, 1 thread, n = 32768, d 128, best of 15, interleaved: f32
+	** 16 / 24 / 32 tokens 17.5-17.9 ms, 48 18.3-18.6, 64 18.4-19.0, 96 / 128 19.1-20.5; bf16 16 / 32
+	** tokens 9.35-9.39 ms, 64 9.36-9.59, 96 / 128 9.6-9.8 (until then pf tokens whatever the row) */
+	long rb = (long)g->d * esz, pf = (long)g->c.pf * 128 / rb > 0 ? (long)g->c.pf * 128 / rb : 1;
+	/* only rows of this call (left: its tokens from the tile's start on): a paged run's next
+	** rows are another page's, and prefetching them cost paged decode 13-20 % */
+	LLVMValueRef in = LLVMBuildICmp(b, LLVMIntSLT, LLVMBuildAdd(b, j, ci(g, pf * f + TB - 1), ""), left, "");
+	LLVMBasicBlockRef pb = LLVMAppendBasicBlockInContext(g->cx, g->fn, "pf"), jb = LLVMAppendBasicBlockInContext(g->cx, g->fn, "pfj");
+	LLVMBuildCondBr(b, in, pb, jb);
+	LLVMPositionBuilderAtEnd(b, pb);
+	for (int t = 0; t < TB; t++) {
+		LLVMValueRef o = LLVMBuildMul(b, LLVMBuildAdd(b, j, ci(g, pf * f + t), ""), LLVMBuildMul(b, ldk, ci(g, esz), ""), "");
+		prefetchl(g, Kt, o, g->d * esz, f == 1 ? 2 : 1);
+		prefetchl(g, Vt, o, g->d * esz, f == 1 ? 2 : 1);
 	}
+	LLVMBuildBr(b, jb);
+	LLVMPositionBuilderAtEnd(b, jb);
 }
 
 /*
@@ -292,7 +312,7 @@ void kx_gen_decode(Gen *g, int G, int bias)
 		int TB = 16 / G;
 		Loop lj;
 		LLVMValueRef j = loop_begin(g, jstart, nj, TB, &lj);
-		dec_prefetch(g, Kt, Vt, ldk, j, TB, esz, rem);
+		dec_prefetch(g, Kt, Vt, ldk, j, TB, esz, rem, 1);
 		qk_block_tr(g, Kt, ldk, lds, pr ? Qp : q, St, j, G, TB, pr);
 		loop_end(g, &lj);
 		jstart = lj.iv;
@@ -300,7 +320,7 @@ void kx_gen_decode(Gen *g, int G, int bias)
 	for (int TB = 2; TB >= 1; TB--) {
 		Loop lj;
 		LLVMValueRef j = loop_begin(g, jstart, nj, TB, &lj);
-		dec_prefetch(g, Kt, Vt, ldk, j, TB, esz, rem);
+		dec_prefetch(g, Kt, Vt, ldk, j, TB, esz, rem, 1);
 		qk_block(g, Kt, ldk, lds, q, St, ci(g, 0), j, G, TB);
 		loop_end(g, &lj);
 		jstart = lj.iv;
@@ -359,6 +379,8 @@ void kx_gen_decode(Gen *g, int G, int bias)
 			}
 		Loop lj;
 		LLVMValueRef j = loop_begin2(g, ci(g, 0), nj, 1, 1, &lj);
+		if (c0 == 0)    /* the far rows, one token per iteration (dec_prefetch) */
+			dec_prefetch(g, Kt, Vt, ldk, j, 1, esz, rem, 4);
 		LLVMValueRef pj[8];
 		for (int a = 0; a < G; a++)
 			pj[a] = splat(g, ldf(g, P, LLVMBuildAdd(b, ci(g, (long)a * DT), j, "")), W);
