@@ -240,6 +240,10 @@ static inline LLVMValueRef vexpk(Gen *g, LLVMValueRef x, int w, int nanp)
 		LLVMValueRef ni = LLVMBuildFPToSI(b, nf, it, "");
 		LLVMValueRef e = LLVMBuildShl(b, LLVMBuildAdd(b, ni, civ(g, 127, w), ""), civ(g, 23, w), "");
 		res = LLVMBuildFMul(b, y, LLVMBuildBitCast(b, e, fty(g, w), ""), "");
+		/* fptosi of a NaN is poison in LLVM IR: with nanp, the NaN is chosen here, not left to
+		** what the conversion happens to give (vscalefps above is defined on NaN) */
+		if (nanp)
+			res = LLVMBuildSelect(b, LLVMBuildFCmp(b, LLVMRealUNO, x, x, ""), x, res, "");
 	}
 	return LLVMBuildSelect(b, LLVMBuildFCmp(b, nanp ? LLVMRealOLT : LLVMRealULT, x, cfv(g, -87.3, w), ""), cfv(g, 0.0, w),
 	                       res, "");

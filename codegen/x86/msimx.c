@@ -143,7 +143,9 @@ static void rrows(Gen *g, Mx *X, int r0, int r1)
 			LLVMValueRef c = ld(g, v16f, X->C, ci(g, (long)r * 2 + t), 64);
 			LLVMValueRef key = LLVMBuildFMul(b, c, f, "");
 			LLVMValueRef gt = LLVMBuildFCmp(b, LLVMRealOGT, key, X->vk[t], "");
-			LLVMValueRef lo = LLVMBuildSelect(b, LLVMBuildFCmp(b, LLVMRealOLT, key, X->vk[t], ""), key, X->vk[t], "");
+			/* key >= best: the best before; else the key (a NaN key, a kept row past m, gives NaN,
+			** which the OGT below never takes: the runner-up stays) */
+			LLVMValueRef lo = LLVMBuildSelect(b, LLVMBuildFCmp(b, LLVMRealOGE, key, X->vk[t], ""), X->vk[t], key, "");
 			X->vd[t] = LLVMBuildSelect(b, LLVMBuildFCmp(b, LLVMRealOGT, lo, X->vd[t], ""), lo, X->vd[t], "");
 			X->vk[t] = LLVMBuildSelect(b, gt, key, X->vk[t], "");
 			X->vi[t] = LLVMBuildSelect(b, gt, ix, X->vi[t], "");
@@ -291,6 +293,7 @@ void kx_gen_msimx(Gen *g, const KiFn *f)
 	int d = g->d, d2 = d / 2;
 	LLVMTypeRef v16f = fty(g, 16), v16i = LLVMVectorType(g->i32, 16);
 	LLVMBasicBlockRef bfail = LLVMAppendBasicBlockInContext(g->cx, g->fn, "fail");
+	LLVMBasicBlockRef brel = LLVMAppendBasicBlockInContext(g->cx, g->fn, "failrel");
 	LLVMValueRef nE32 = LLVMBuildAnd(b, LLVMBuildAdd(b, nE, ci(g, 31), ""), ci(g, -32), "");
 	LLVMValueRef m32 = LLVMBuildAnd(b, LLVMBuildAdd(b, m, ci(g, 31), ""), ci(g, -32), "");
 	/* 1. the keys' kept factors: kinv[k] = 1/B_k (dot / (A B), after its check) or 1; NaN past m */
@@ -430,7 +433,7 @@ void kx_gen_msimx(Gen *g, const KiFn *f)
 		LLVMValueRef e = loop_begin2(g, ci(g, 0), nE, 1, 1, &le);
 		LLVMValueRef ok = LLVMBuildICmp(b, LLVMIntSGE, ld(g, g->i32, bidx, e, 4), LLVMConstInt(g->i32, 0, 0), "");
 		LLVMBasicBlockRef bn = LLVMAppendBasicBlockInContext(g->cx, g->fn, "won");
-		LLVMBuildCondBr(b, ok, bn, bfail);
+		LLVMBuildCondBr(b, ok, bn, brel);
 		LLVMPositionBuilderAtEnd(b, bn);
 		if (form == 1)
 			neartie(g, e, ldf(g, es, LLVMBuildAdd(b, LLVMBuildMul(b, ci(g, sa), nE, ""), e, "")), bkey, bdot);
@@ -442,6 +445,9 @@ void kx_gen_msimx(Gen *g, const KiFn *f)
 	windots(g, Kp, Ep, bidx, bdot, nE);
 	amx(g, "llvm.x86.tilerelease", NULL, 0);
 	LLVMBuildRet(b, ci(g, 0));
+	LLVMPositionBuilderAtEnd(b, brel);   /* a row with no winner: after kx_amxcfg, so release the tiles */
+	amx(g, "llvm.x86.tilerelease", NULL, 0);
+	LLVMBuildBr(b, bfail);
 	LLVMPositionBuilderAtEnd(b, bfail);
 	LLVMBuildRet(b, ci(g, 1));
 }

@@ -940,7 +940,15 @@ static void msimx_case(const char *host)
 					second = sim;
 			}
 			int tie = e == 5;
-			if ((tie || best - second > 1e-5 * fabs(best)) && (bidx[e] != bi || fabs(bdot[e] - bd) > 1e-5 * fabs(bd) + 1e-6)) {
+			/* a mark (bkey NaN: the caller re-checks the row on the exact path) only at a near tie
+			** of the formula (NK = 100: the kept rows past m in the last 32-row block must not
+			** count as runners-up) */
+			if (isnan(bkey[e]) && best - second > 1e-4 * fabs(best)) {
+				snprintf(whyb, sizeof whyb, "evicted row %d marked as a near tie, its best two %.9g %.9g", e, best,
+				         second);
+				why = whyb;
+			}
+			if (!why && (tie || best - second > 1e-5 * fabs(best)) && (bidx[e] != bi || fabs(bdot[e] - bd) > 1e-5 * fabs(bd) + 1e-6)) {
 				snprintf(whyb, sizeof whyb, "evicted row %d: kept %d dot %g, the formula's kept %d dot %g", e,
 				         (int)bidx[e], (double)bdot[e], bi, bd);
 				why = whyb;
