@@ -500,6 +500,9 @@ static int gen_select(Gen *g, KpCudaOut *out)
 	KpCudaKernel *k = &out->kern[out->nkern++];
 	snprintf(k->name, sizeof k->name, "kv_select");
 	k->role = KVG_SELECT;
+	/* kv_select's row offsets (its own, the merge's, mpos's and summary's code): kv_rofs, the
+	** 32-bit division (paged.cuh; issue 13, compile time) */
+	sb(&g->s, "\n#define kv_roff(a_, tb_, t_) kv_rofs(a_, tb_, t_)   /* kv_select: 32-bit row offsets (paged.cuh) */\n");
 	if (mp)
 		kp_mpos_funcs(g);
 	prologue(g, "kv_select", mg || su || mp);
@@ -719,7 +722,7 @@ static int gen_select(Gen *g, KpCudaOut *out)
 		return -1;
 	if (mp && kp_mpos_body(g) != 0)
 		return -1;
-	sb(&g->s, "}\n");
+	sb(&g->s, "}\n#undef kv_roff\n");
 	return 0;
 }
 

@@ -39,6 +39,7 @@ __device__ __forceinline__ unsigned kv_key(const float *sc, long long ci, long l
 	if (t0 < S) return 0x80000000u | (0x7ffffffeu - (unsigned)t0);
 	if (t1 - 1 >= n - R) return 0x7fffffffu - (unsigned)(n - t1);
 	float s = 0.f; int nan = 0;
+	KV_ROLLED   /* one add after another (no reassociation): unrolled, only more code (issue 13) */
 	for (long long t = t0; t < t1; t++) { const float v = sc[t]; nan |= v != v; s += v; }
 	if (nan) return 0u;
 	float m = ch == 1 ? s : s / (float)(t1 - t0);
