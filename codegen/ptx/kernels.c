@@ -515,6 +515,14 @@ static int gen_select(Gen *g, KpCudaOut *out)
 	KpCudaKernel *k = &out->kern[out->nkern++];
 	snprintf(k->name, sizeof k->name, "kv_select");
 	k->role = KVG_SELECT;
+	/* kv_select's code (its own, the merge's, mpos's and summary's; issue 13, compile time): row
+	** offsets by kv_rofs, the 32-bit division (paged.cuh), and kv_topk's / kv_kept's kv_key with
+	** its chunk loop rolled (their last argument, roll, select.cuh); a macro's own name is not
+	** expanded again, so kv_topk(...) calls the function with one more argument */
+	sb(&g->s, "\n/* kv_select: 32-bit row offsets (paged.cuh), kv_key's chunk loop rolled (select.cuh) */\n"
+	          "#define kv_roff(a_, tb_, t_) kv_rofs(a_, tb_, t_)\n"
+	          "#define kv_topk(...) kv_topk(__VA_ARGS__, 1)\n"
+	          "#define kv_kept(...) kv_kept(__VA_ARGS__, 1)\n");
 	if (mp)
 		kp_mpos_funcs(g);
 	prologue(g, "kv_select", mg || su || mp);
@@ -734,7 +742,7 @@ static int gen_select(Gen *g, KpCudaOut *out)
 		return -1;
 	if (mp && kp_mpos_body(g) != 0)
 		return -1;
-	sb(&g->s, "}\n");
+	sb(&g->s, "}\n#undef kv_roff\n#undef kv_topk\n#undef kv_kept\n");
 	return 0;
 }
 

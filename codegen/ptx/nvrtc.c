@@ -233,23 +233,27 @@ static int slurp(const char *path, char **buf, size_t *n)
 	return 0;
 }
 
-/* argv[0] with stdout and stderr to outpath; its exit status (-1: not run), its CPU in *ru */
-static int spawn(char *const argv[], const char *outpath, struct rusage *ru)
+/* argv[0] with stdout and stderr to outpath; its exit status (-1: not run, and why says why:
+** a failing file action or spawn, each checked), its CPU in *ru */
+static int spawn(char *const argv[], const char *outpath, struct rusage *ru, char *why, size_t whylen)
 {
 	posix_spawn_file_actions_t fa;
-	if (posix_spawn_file_actions_init(&fa) != 0)
-		return -1;
-	posix_spawn_file_actions_addopen(&fa, 1, outpath, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-	posix_spawn_file_actions_adddup2(&fa, 1, 2);
+	int e = posix_spawn_file_actions_init(&fa);
+	if (e != 0)
+		return snprintf(why, whylen, "posix_spawn_file_actions_init: %s", strerror(e)), -1;
+	const char *what = "posix_spawn_file_actions_addopen";
+	if ((e = posix_spawn_file_actions_addopen(&fa, 1, outpath, O_WRONLY | O_CREAT | O_TRUNC, 0600)) == 0)
+		what = "posix_spawn_file_actions_adddup2", e = posix_spawn_file_actions_adddup2(&fa, 1, 2);
 	pid_t pid;
-	int rc = posix_spawn(&pid, argv[0], &fa, NULL, argv, environ);
+	if (e == 0)
+		what = "posix_spawn", e = posix_spawn(&pid, argv[0], &fa, NULL, argv, environ);
 	posix_spawn_file_actions_destroy(&fa);
-	if (rc != 0)
-		return -1;
+	if (e != 0)
+		return snprintf(why, whylen, "%s (%s): %s", what, argv[0], strerror(e)), -1;
 	int st;
 	while (wait4(pid, &st, 0, ru) < 0)
 		if (errno != EINTR)
-			return -1;
+			return snprintf(why, whylen, "wait4 (%s): %s", argv[0], strerror(errno)), -1;
 	return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
 
@@ -269,7 +273,8 @@ static int release_ok(const char *path)
 	snprintf(out, sizeof out, "%s/version", dir);
 	char *argv[] = { (char *)path, "--version", NULL };
 	struct rusage ru;
-	int ok = spawn(argv, out, &ru) == 0 && slurp(out, &txt, &n) == 0;
+	char why[300];
+	int ok = spawn(argv, out, &ru, why, sizeof why) == 0 && slurp(out, &txt, &n) == 0;
 	int a = -1, b = -1, ma = 0, mi = 0;
 	if (ok) {
 		const char *r = strstr(txt, "release ");
@@ -316,7 +321,7 @@ int kp_ptxas(const char *ptx, size_t nptx, int sm, KpNvrtcRes *r, double *cpu_ms
 	*cpu_ms = 0;
 	if (!kp_ptxas_available())
 		return snprintf(why, whylen, "ptxas not used"), -1;
-	char dir[512], in[600], cub[600], log[600], arch[32];
+	char dir[512], in[600], cub[600], log[600], arch[32], swhy[300] = "";
 	if (tmpdir(dir, sizeof dir) != 0)
 		return snprintf(why, whylen, "ptxas: no temporary folder"), -1;
 	snprintf(in, sizeof in, "%s/in.ptx", dir);
@@ -331,7 +336,7 @@ int kp_ptxas(const char *ptx, size_t nptx, int sm, KpNvrtcRes *r, double *cpu_ms
 			char *argv[] = { px.path, arch, "-v", in, "-o", cub, NULL };
 			struct rusage ru;
 			memset(&ru, 0, sizeof ru);
-			rc = spawn(argv, log, &ru);
+			rc = spawn(argv, log, &ru, swhy, sizeof swhy);
 			*cpu_ms = ru.ru_utime.tv_sec * 1e3 + ru.ru_utime.tv_usec / 1e3 + ru.ru_stime.tv_sec * 1e3 +
 			          ru.ru_stime.tv_usec / 1e3;
 		}
@@ -340,7 +345,10 @@ int kp_ptxas(const char *ptx, size_t nptx, int sm, KpNvrtcRes *r, double *cpu_ms
 	if (rc == 0 && slurp(log, &r->log, &n) == 0 && slurp(cub, (char **)&r->cubin, &r->ncubin) == 0 && r->ncubin)
 		r->ok = 1;
 	else {
-		snprintf(why, whylen, "ptxas (sm_%d) failed (exit %d)", sm, rc);
+		if (*swhy)   /* not run: a file action, the spawn or the wait failed */
+			snprintf(why, whylen, "ptxas (sm_%d) not run: %s", sm, swhy);
+		else
+			snprintf(why, whylen, "ptxas (sm_%d) failed (exit %d)", sm, rc);
 		kp_nvrtc_free(r);
 	}
 	remove(in), remove(cub), remove(log);

@@ -24,6 +24,17 @@ __device__ __forceinline__ const int *kv_tab(const KvgArgs &a, int b, int li) { 
 __device__ __forceinline__ long long kv_roff(const KvgArgs &a, const int *tb, long long t) {
 	return tb ? (long long)tb[t / a.P] * a.sP + (t % a.P) * a.sT : t * a.sT;
 }
+/* kv_roff for a row index t in [0, 2^32) (every row index is: t < N, an int; the page size a.P
+   > 0, an int): the page and the row within it by one 32-bit division, the same numbers. A
+   64-bit division is a long instruction sequence for ptxas (and NVVM adds a 32-bit bypass to
+   each): kv_select's code, ~15-45 of them, uses this one (kernels.c gen_select; issue 13,
+   compile time) — the score and decode kernels keep kv_roff, whose registers it would change */
+__device__ __forceinline__ long long kv_rofs(const KvgArgs &a, const int *tb, long long t) {
+	if (!tb)
+		return t * a.sT;
+	const unsigned u = (unsigned)t, p = (unsigned)a.P, q = u / p;
+	return (long long)tb[q] * a.sP + (long long)(u - q * p) * a.sT;
+}
 /* the base of instance (b, l, h) in K or V: per-layer pools (Kl) or one pool / cache */
 __device__ __forceinline__ kv_st *kv_ibase(const KvgArgs &a, void *K, void *const *Kl, int b, int l, int h) {
 	return Kl ? (kv_st *)Kl[l] + h * a.sH : (kv_st *)K + l * a.sL + b * a.sB + h * a.sH;

@@ -32,14 +32,22 @@ __device__ __forceinline__ double kv_bsumd(double v, double *sh, double *res) {
 }
 /* order key of a chunk: protected (sinks t0 < S, the recent window t1 > n - R) by rank,
 ** sinks first by position, then the newest of the window (DESIGN §3); the others by
-** mean score: numbers by value > NaN; -0 == +0 */
+** mean score: numbers by value > NaN; -0 == +0. roll (a constant at every call; kv_topk's and
+** kv_kept's pass theirs): the loop over the chunk's scores kept rolled (KV_ROLLED; its adds are
+** serial anyway, unrolled it is only more code). kv_select's code rolls it (kernels.c gen_select,
+** issue 13 compile time); kv_select_grp and kv_sched keep it unrolled (rolled, ptxas spilled 48 B
+** in adakv's kv_select_grp on sm_80) */
 __device__ __forceinline__ unsigned kv_key(const float *sc, long long ci, long long ch, long long n,
-                                           long long S, long long R) {
+                                           long long S, long long R, int roll = 0) {
 	const long long t0 = ci * ch, t1 = t0 + ch < n ? t0 + ch : n;
 	if (t0 < S) return 0x80000000u | (0x7ffffffeu - (unsigned)t0);
 	if (t1 - 1 >= n - R) return 0x7fffffffu - (unsigned)(n - t1);
 	float s = 0.f; int nan = 0;
-	for (long long t = t0; t < t1; t++) { const float v = sc[t]; nan |= v != v; s += v; }
+	if (roll) {
+		KV_ROLLED
+		for (long long t = t0; t < t1; t++) { const float v = sc[t]; nan |= v != v; s += v; }
+	} else
+		for (long long t = t0; t < t1; t++) { const float v = sc[t]; nan |= v != v; s += v; }
 	if (nan) return 0u;
 	float m = ch == 1 ? s : s / (float)(t1 - t0);
 	if (m == 0.f) m = 0.f;
@@ -64,16 +72,17 @@ __device__ __forceinline__ int kv_prot(long long ci, long long ch, long long n, 
 ** taken when it fits at its rank. Block-uniform result. */
 struct KvSel { long long kfull, used, E, nf; unsigned T; int takep, allf, nonef; };
 __device__ void kv_topk(const float *sc, long long n, long long ch, long long S, long long R, int grp,
-                        long long want, KvSel &o, unsigned *hist, unsigned *sv, long long *sE, int *wsum) {
+                        long long want, KvSel &o, unsigned *hist, unsigned *sv, long long *sE, int *wsum,
+                        int roll = 0) {
 	const int tid = threadIdx.x;
 	const long long nfull = n / ch, rem = n - nfull * ch;
 	const int pin = rem > 0 && kv_prot(nfull, ch, n, S, R) == grp;
-	const unsigned kp = pin ? kv_key(sc, nfull, ch, n, S, R) : 0u;
+	const unsigned kp = pin ? kv_key(sc, nfull, ch, n, S, R, roll) : 0u;
 	if (tid == 0) { sv[0] = 0; sv[1] = 0; }
 	__syncthreads();
 	unsigned c0_ = 0, c1_ = 0;
 	for (long long ci = tid; ci < nfull; ci += KV_NT)
-		if (kv_prot(ci, ch, n, S, R) == grp) { c0_++; c1_ += pin && kv_key(sc, ci, ch, n, S, R) >= kp; }
+		if (kv_prot(ci, ch, n, S, R) == grp) { c0_++; c1_ += pin && kv_key(sc, ci, ch, n, S, R, roll) >= kp; }
 	atomicAdd(&sv[0], c0_);
 	atomicAdd(&sv[1], c1_);
 	__syncthreads();
@@ -97,7 +106,7 @@ __device__ void kv_topk(const float *sc, long long n, long long ch, long long S,
 		const unsigned pref = sv[0], mask = sv[1];
 		for (long long ci = tid; ci < nfull; ci += KV_NT) {
 			if (kv_prot(ci, ch, n, S, R) != grp) continue;
-			const unsigned k_ = kv_key(sc, ci, ch, n, S, R);
+			const unsigned k_ = kv_key(sc, ci, ch, n, S, R, roll);
 			if ((k_ & mask) == pref) atomicAdd(&hist[(k_ >> sh) & 255u], 1u);
 		}
 		__syncthreads();
@@ -116,7 +125,7 @@ __device__ void kv_topk(const float *sc, long long n, long long ch, long long S,
 	long long run = 0;
 	for (long long c0 = 0; c0 < nfull; c0 += KV_NT) {
 		const long long ci = c0 + tid;
-		const int eq = ci < nfull && kv_prot(ci, ch, n, S, R) == grp && kv_key(sc, ci, ch, n, S, R) == T;
+		const int eq = ci < nfull && kv_prot(ci, ch, n, S, R) == grp && kv_key(sc, ci, ch, n, S, R, roll) == T;
 		int tot;
 		const int ex = kv_bscan(eq, wsum, &tot);
 		if (eq && run + ex + 1 == need) *sE = ci;
@@ -128,10 +137,10 @@ __device__ void kv_topk(const float *sc, long long n, long long ch, long long S,
 	__syncthreads();
 }
 __device__ __forceinline__ int kv_kept(const KvSel &o, const float *sc, long long ci, long long ch, long long n,
-                                       long long S, long long R) {
+                                       long long S, long long R, int roll = 0) {
 	if (ci >= n / ch) return o.takep;
 	if (o.allf) return 1;
 	if (o.nonef) return 0;
-	const unsigned k_ = kv_key(sc, ci, ch, n, S, R);
+	const unsigned k_ = kv_key(sc, ci, ch, n, S, R, roll);
 	return k_ > o.T || (k_ == o.T && ci <= o.E);
 }
