@@ -970,15 +970,56 @@ static int threvicts(Ctx *x, const double *osc, long n)
 	return 0;
 }
 
+/* Mass under summary rows: whether the mass prefix of an instance's ordinary rows (scores osc,
+** n of them; its own total: the rule is per head) leaves an unprotected candidate out: then it
+** evicts although under its budget, and keeps at most n - C ordinary rows, as threvicts says.
+** A score that is not >= 0: 0 here, selectkeep reports it. -1: out of memory. */
+static int massevicts(Ctx *x, const double *osc, long n)
+{
+	long S, Rr, ch;
+	if (ki_selfields(x->f, x->par, &S, &Rr, &ch, x->e) != 0)
+		return 0;        /* selectkeep reports it */
+	Cand *cs = malloc(((size_t)n + 1) * sizeof *cs);
+	if (!cs) {
+		ki_error(x->e, x->f->src, 0, 0, "interpreter: out of memory");
+		return -1;
+	}
+	int ncand = 0;
+	double tot = 0;
+	for (long t0 = 0; t0 < n; t0 += ch) {
+		long len = t0 + ch <= n ? ch : n - t0;
+		Cand *cd = &cs[ncand++];
+		double sm = 0;
+		int nan = 0, sink = t0 < S, recent = t0 + len > n - Rr;
+		for (long t = t0; t < t0 + len; t++) {
+			nan |= isnan(osc[t]);
+			sm += osc[t];
+			if (!sink && !recent && !(osc[t] >= 0)) {
+				free(cs);
+				return 0;
+			}
+			tot += sink || recent ? 0 : osc[t];
+		}
+		cd->key = nan ? NAN : sm / (double)len;
+		cd->prot = sink ? PR_sink : recent ? PR_recent : PR_none;
+		cd->age = sink ? t0 : n - (t0 + len);
+		cd->l = 0, cd->h = 0, cd->t = (int)t0, cd->len = (int)len;
+		cd->sum = sm;
+	}
+	int ev = massprefix(cs, ncand, tot, refval(x->f, x->par, x->f->sel.mass, 0)) < ncand;
+	free(cs);
+	return ev;
+}
+
 /* Selection under a merge rule with summary rows (merge.c): over the ordinary rows
 ** only (an existing summary block is always kept). A group (the select scope's: a head,
 ** a layer, the model) that evicts (one of its heads holds more rows than its count nk)
 ** keeps sum (nk - C) ordinary rows, and each of its heads at most n - C (without a block:
 ** the C rows it builds come out of what it held; with one: all its ordinary rows), so no
 ** head ends holding more than it held nor the group more than its budget (doc/dsl.md;
-** topk or threshold, the verifier refuses the other rules here); a group that evicts
-** nothing keeps everything. Threshold at scope head: one under its count without a
-** block that evicts keeps at most n - C (threvicts); keep[] gets the physical rows. */
+** topk, threshold or mass, the verifier refuses the other rules here); a group that evicts
+** nothing keeps everything. Threshold and mass at scope head: one under its count without a
+** block that evicts keeps at most n - C (threvicts, massevicts); keep[] gets the physical rows. */
 static int selectsummary(Ctx *x, const double *scores, const long *nks, char *keep)
 {
 	const KiCase *c = x->c;
@@ -1019,10 +1060,15 @@ static int selectsummary(Ctx *x, const double *scores, const long *nks, char *ke
 			olen[lh] = no;
 			for (int j = 0; j < no; j++)
 				osc[lh * c->n + j] = scores[lh * c->n + ord[j]];
-			if (f->sel.kind == SEL_threshold && !cex && n <= nk && threvicts(x, &osc[lh * c->n], no)) {
+			int uev = f->sel.kind == SEL_threshold && !cex && n <= nk ? threvicts(x, &osc[lh * c->n], no) :
+			          f->sel.kind == SEL_mass && !cex && n <= nk ? massevicts(x, &osc[lh * c->n], no) : 0;
+			if (uev < 0)
+				goto out;
+			if (uev) {
 				if (no < C) {        /* the summary rows would not fit in what it held */
 					ki_error(x->e, f->src, f->merge.line, f->merge.col, "merge summary: (layer %d, head %d) "
-					         "evicts below tau but holds %d rows, fewer than its %d summary rows", l, h, no, C);
+					         "evicts %s but holds %d rows, fewer than its %d summary rows", l, h,
+					         f->sel.kind == SEL_mass ? "past its mass prefix" : "below tau", no, C);
 					goto out;
 				}
 				want[lh] = no - C;

@@ -450,11 +450,18 @@ static int checkmerge(V *v)
 		ki_error(e, f->src, m->line, m->col, "merge next m must be at least 1");
 		goto out;
 	}
-	if (k == MG_summary && (f->sel.kind == SEL_mass || f->sel.floor || f->sel.sched == SCH_prefix ||
-	                        f->sel.sched == SCH_dynamic)) {
+	if (k == MG_summary && (f->sel.floor || f->sel.sched == SCH_prefix || f->sel.sched == SCH_dynamic)) {
 		ki_error(e, f->src, m->line, m->col, "merge summary takes its rows from the budget of "
-		         "each head: it works with select topk or threshold (no mass, floor, prefix or "
+		         "each head: it works with select topk, threshold or mass (no floor, prefix or "
 		         "dynamic schedule)");
+		goto out;
+	}
+	/* mass: like threshold, a head under its budget may evict (its prefix leaves rows out) and
+	** then keeps at most n - C (interp.c massevicts); a group's prefix could evict from a head
+	** that reserved no room, so mass with summary rows is a per-head rule too */
+	if (k == MG_summary && f->sel.kind == SEL_mass && (f->sel.scope != SC_head || f->sel.nocap)) {
+		ki_error(e, f->src, m->line, m->col, "merge summary with select mass needs scope "
+		         "\"head\" and a cap (the summary rows come out of each head's own budget)");
 		goto out;
 	}
 	/* threshold: an instance under its budget that evicts keeps at most n - C ordinary rows

@@ -22,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <stdarg.h>
+#include <limits.h>
 #include <math.h>
 #include <pthread.h>
 #include "runtime/rt.h"
@@ -616,6 +617,22 @@ static int sumthr(Run *r, int k, long n, long ci, long *cnt)
 	return 0;
 }
 
+/* merge summary with select mass (scope head, chunk 1): instance k (flags fl: sumgroup's) without
+** a block, under its budget, whose mass prefix (pre rows: the protected ones and the prefix) leaves
+** some of its n ordinary rows out keeps at most n - C of them (interp.c massevicts) */
+static int summass(Run *r, int k, long n, long pre, long *want)
+{
+	int C = r->h->srows, kk = k % r->LH;
+	if (r->pl->nkept[k] & 3 || pre >= n)
+		return 0;
+	if (n < C)
+		return kr_seterr(KVCC_EINVAL, "%s:%u:%u: error: merge summary: (layer %d, head %d) evicts past its mass "
+		                 "prefix but holds %ld rows, fewer than its %d summary rows", r->pl->p->src, r->h->mline,
+		                 r->h->mcol, kk / r->pl->lay.kv_heads, kk % r->pl->lay.kv_heads, n, C);
+	*want = n - C < *want ? n - C : *want;
+	return 0;
+}
+
 /* merge summary at scope layer / model (interp.c selectsummary): instances base..k are one group,
 ** nkept[] holds each one's flags from selectkeep (1: over its count, 2: it has a block). A group
 ** with an instance over its count evicts: every instance's C rows count in the group's budget (an
@@ -829,8 +846,13 @@ static int selectkeep(Run *r, float **score, const kvcc_args *args, int k0, int 
 		if (!lastk)
 			continue;
 		size_t c = 0;
-		if (msel && ch == 1)      /* the group's count */
-			want = masscount(r, score, (int)base, k, ks, nc, mp, mtot, want);
+		if (msel && ch == 1) {    /* the group's count; summary: the rows under it (scope head) */
+			long pre = masscount(r, score, (int)base, k, ks, nc, mp, mtot, LONG_MAX);
+			int rc = hd->merge == KA_MSUMMARY ? summass(r, k, (long)nc, pre, &want) : 0;
+			if (rc)
+				return rc;
+			want = pre < want ? pre : want;
+		}
 		if (msel && ch > 1)       /* the candidates: the protected chunks and the prefix */
 			cmassprefix(r, score, (int)base, k, ks, nc, ch, pt, &np, mp, mtot, &ncand);
 		if (hd->merge == KA_MSUMMARY && hd->scope != KA_SCOPE_HEAD) {

@@ -343,6 +343,16 @@ static void run_case(const Cfg *cf, const char *host)
 			par[ti] = -1e30;
 		snprintf(name + strlen(name), sizeof name - strlen(name), " budget=n%s", n % 8 == 7 ? " tau=-1e30" : "");
 	}
+	/* summary rows under mass (issue 12, scope head): every head under its budget in half the
+	** cases (by n, no draw), where a head whose prefix leaves rows out keeps at most n - C; in
+	** half of those a p near 1, so that few rows go (often fewer than C) */
+	int pi = ki_findparam(f, "p");
+	if (f->merge.kind == MG_summary && f->sel.kind == SEL_mass && n % 4 == 3) {
+		budget = n;
+		if (pi >= 0 && n % 8 == 7)
+			par[pi] = 0.98;
+		snprintf(name + strlen(name), sizeof name - strlen(name), " budget=n%s", n % 8 == 7 ? " p=0.98" : "");
+	}
 	/* summary rows under a group budget (topk, scope layer / model; the heads hold n - 2k rows): a
 	** budget of n - 1 in a third of the cases (by n, no draw) leaves head 0 over it by one row and
 	** every other head under it, so the group's ranking takes rows from heads under their count;
