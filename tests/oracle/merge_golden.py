@@ -64,9 +64,15 @@ PREFILL = {
     # than the 2 rows)
     "summary_threshold": {"tau": 0.5, "sinks": 1, "window": 3},
     "summary_threshold_under": {"tau": -1e30, "sinks": 1, "window": 3},
+    # tests/policies/summary_mass.lua (M13): mass p of the key norm, 2 k-means rows; the _under
+    # family runs with budget n (every head under it) and p = 0.98: the prefix leaves a few low
+    # tokens out (often fewer than the 2 rows: the rows then take more)
+    "summary_mass": {"p": 0.6, "sinks": 1, "window": 3},
+    "summary_mass_under": {"p": 0.98, "sinks": 1, "window": 3},
 }
 # the manifest name of each case family (lookm_pivot is lookm with pivot = 1)
-POLICY = {"lookm_pivot": "lookm", "summary_threshold_under": "summary_threshold"}
+POLICY = {"lookm_pivot": "lookm", "summary_threshold_under": "summary_threshold",
+          "summary_mass_under": "summary_mass"}
 
 # decode cases: (policy, case, L, H, G, n0, d, S, budget or ratio, params, dtype)
 DECODE = [
@@ -155,6 +161,8 @@ def _prefill(fam, K, V, Q, pos, qpos, rt, p, retr=None):
         prot = None
     elif fam in ("summary_threshold", "summary_threshold_under"):
         return _summary_threshold(K, V, pos, nk, p)
+    elif fam in ("summary_mass", "summary_mass_under"):
+        return _summary_mass(K, V, pos, nk, p)
     elif fam == "cam":
         return _cam(K, V, Q, pos, qpos, rt, p)
     elif fam == "mergingpress":
@@ -211,6 +219,25 @@ def _summary_threshold(K, V, pos, nk, p):
             a, b = s[l, h][km & cand], s[l, h][~km & cand]
             if a.size and b.size:
                 marg = min(marg, _rel(a.min(), b.max()))
+            if ev.size:
+                marg = min(marg, lloyd_margin(K[l, h], ev, 2, 2))
+    return R, marg
+
+
+def _summary_mass(K, V, pos, nk, p):
+    """mergeref.summary_mass on the policy's score (the key norm); margins: the prefix's running
+    sum against p (selref.mass_margin), the kept / evicted boundary, Lloyd's assignments."""
+    import selref
+    L, H, n, d = K.shape
+    s = np.sqrt((K * K).sum(axis=3))
+    sk, w, pm = int(p["sinks"]), int(p["window"]), p["p"]
+    R = M.summary_mass(K, V, s, pm, 2, 2, nk, sk, w, pos)
+    marg = math.inf
+    for l in range(L):
+        for h in range(H):
+            kept, ev = R["kept"][l][h], R["evicted"][l][h]
+            marg = min(marg, selref.mass_margin(s[l, h], pm, sk, w))
+            marg = min(marg, sel_margin(s[l, h], kept, sk, w))
             if ev.size:
                 marg = min(marg, lloyd_margin(K[l, h], ev, 2, 2))
     return R, marg
@@ -288,7 +315,7 @@ def prefill_case(fam, shape, manifest, make_inputs):
         p["thr"] = {8: 0.35, 64: 0.2, 128: 0.3}[d]
     obs = manifest[policy]["obs"]
     O = n if obs == "all" else 0 if obs == "0" else int(p[obs])
-    if fam == "summary_threshold_under":      # every head under its budget
+    if fam in ("summary_threshold_under", "summary_mass_under"):      # every head under its budget
         kind, amount = "budget", n
     rt = _rt(kind, amount)
     cname = "%s__%s" % (fam, name)

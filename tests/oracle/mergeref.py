@@ -62,6 +62,13 @@ Semantic choices the DESIGN text leaves open, made here (each also in tests/orac
      every head that evicts builds its C rows out of what it held and none ends holding more
      than it held, nor the group more than its budget; a non-empty head with n_keep_h < C is an
      error, an empty head takes no part; a group with no head over its count keeps everything.
+  M13 summary rows under the mass rule (scope head, DESIGN 'mass p' with the head's count as its
+     cap): the candidates are the protected tokens and the shortest prefix of the others (by
+     score, ties: lower position) whose scores reach p of their total; a head over its budget
+     keeps at most n_keep - C of them (best first, as M7); a head under its budget whose prefix
+     leaves a token out evicts and keeps at most n - C candidates (the C summary rows come out
+     of what it held, as M11; fewer than C rows held is an error); a head whose prefix takes
+     every token keeps all (no summary rows).
 """
 
 import math
@@ -573,6 +580,40 @@ def summary_threshold(K, V, scores, tau, C, iters, n_keep, sinks=0, recent=0, po
             else:
                 want = n
             kept = selref.threshold_select(s, tau, want, sinks, recent)
+            ev = np.setdiff1d(np.arange(n), kept)
+            R["kept"][l][h], R["evicted"][l][h] = kept, ev
+            R["target"][l][h] = np.full(ev.size, -1)
+            R["K"][l][h], R["V"][l][h] = K[l, h, kept].astype(np.float64), V[l, h, kept].astype(np.float64)
+            R["pos"][l][h], R["count"][l][h] = pos[kept], np.ones(kept.size)
+            R["summary"][l][h] = kmeans_summary(K[l, h], V[l, h], pos, ev, C, iters) if ev.size else None
+    R["scores"] = np.asarray(scores, dtype=np.float64)
+    return R
+
+
+def summary_mass(K, V, scores, p, C, iters, n_keep, sinks=0, recent=0, pos=None):
+    """Mass selection (selref.mass_select, DESIGN 'mass p') with C summary rows from k-means of
+    the evicted tokens (M6), their count in the budget as M13 says.  K, V [L,H,n,d], scores
+    [L,H,n] (>= 0 where unprotected); every head holds no summary row yet (prefill)."""
+    import selref
+    L, H, n, d = K.shape
+    pos = np.arange(n) if pos is None else np.asarray(pos)
+    R = _result(L, H)
+    prot = selref.protected_mask(n, sinks, recent)
+    for l in range(L):
+        for h in range(H):
+            s = np.asarray(scores[l, h], dtype=np.float64)
+            cand = selref.mass_select(s, p, sinks, recent)        # protected + prefix, no cap
+            if n > n_keep:
+                if n_keep < C:
+                    raise ValueError("the budget keeps fewer rows than the summary rows")
+                want = n_keep - C
+            elif cand.size < n:
+                if n < C:
+                    raise ValueError("a head evicts past its mass prefix but holds fewer rows than C")
+                want = n - C
+            else:
+                want = n
+            kept = selref.mass_select(s, p, sinks, recent, want)
             ev = np.setdiff1d(np.arange(n), kept)
             R["kept"][l][h], R["evicted"][l][h] = kept, ev
             R["target"][l][h] = np.full(ev.size, -1)

@@ -249,6 +249,34 @@ def test_summary_threshold():
     check(R["kept"][0][0].tolist() == [0, 5, 7], "M11 over the budget: n_keep - C")
 
 
+def test_summary_mass():
+    """M13 by hand: one head, n = 8, sinks 1, recent 1, C = 2; the unprotected scores 1..6 sum
+    to 21 (tokens 1..6 hold 3, 6, 1, 5, 2, 4)."""
+    rng = np.random.default_rng(8)
+    K = rng.normal(size=(1, 1, 8, 4))
+    V = rng.normal(size=(1, 1, 8, 4))
+    s = np.array([[[9.0, 3.0, 6.0, 1.0, 5.0, 2.0, 4.0, 9.0]]])
+    # p = 0.9: 6 + 5 + 4 + 3 = 18 < 18.9, + 2 = 20 >= 18.9: token 3 (score 1) left out; under the
+    # budget (n_keep 8): at most n - 2 = 6, so token 5 (score 2) goes too
+    R = M.summary_mass(K, V, s, 0.9, 2, 1, 8, 1, 1)
+    check(R["kept"][0][0].tolist() == [0, 1, 2, 4, 6, 7], "M13 under the budget, one past the prefix")
+    check(R["summary"][0][0] is not None and R["summary"][0][0][3].sum() == 2, "M13 two rows from two")
+    # p = 0.5: 6 + 5 = 11 >= 10.5: the prefix is tokens 2, 4; n - 2 does not bind
+    R = M.summary_mass(K, V, s, 0.5, 2, 1, 8, 1, 1)
+    check(R["kept"][0][0].tolist() == [0, 2, 4, 7], "M13 under the budget, the prefix binds")
+    # p = 1: every token in the prefix: all kept, no summary rows
+    R = M.summary_mass(K, V, s, 1.0, 2, 1, 8, 1, 1)
+    check(R["kept"][0][0].size == 8 and R["summary"][0][0] is None, "M13 the whole prefix: no rows")
+    # over the budget (n_keep 5): at most 3 of the candidates, protected first
+    R = M.summary_mass(K, V, s, 0.9, 2, 1, 5, 1, 1)
+    check(R["kept"][0][0].tolist() == [0, 2, 7], "M13 over the budget: n_keep - C")
+    try:
+        M.summary_mass(K[:, :, :1], V[:, :, :1], s[:, :, :1], 0.0, 2, 1, 8, 0, 0)   # p = 0: no prefix
+        check(False, "M13 a head that evicts holding fewer than C rows is an error")
+    except ValueError:
+        pass
+
+
 def test_count_bias():
     """ToMe property: a row standing for c identical tokens, with bias log c, attends exactly as
     the c copies would."""
@@ -448,7 +476,7 @@ def test_kvpress_campress():
 
 def main():
     tests = [test_lookm_literal, test_factory_weighted_literal, test_simultaneous_and_ties,
-             test_next_and_pivot_targets, test_protected_order, test_kmeans, test_summary_threshold, test_summary_group,
+             test_next_and_pivot_targets, test_protected_order, test_kmeans, test_summary_threshold, test_summary_mass, test_summary_group,
              test_count_bias,
              test_decode_runs, test_online_kmeans_step, test_policies_smoke]
     if kvpress_available():
