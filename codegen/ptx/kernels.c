@@ -535,6 +535,9 @@ static int gen_select(Gen *g, KpCudaOut *out)
 	} else if (su && th) {      /* threshold: the ordinary candidates (summary.c) */
 		kp_sum_pre(g);
 		kp_sum_thr(g, T);
+	} else if (su && ms) {      /* mass: the ordinary rows' prefix (summary.c) */
+		kp_sum_pre(g);
+		kp_sum_mass(g, M);
 	} else if (su) {      /* the ordinary rows only (summary.c); n_keep - C of them */
 		kp_sum_pre(g);
 		sb(&g->s,

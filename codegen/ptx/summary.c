@@ -132,6 +132,44 @@ void kp_sum_thr(Gen *g, const char *T)
 	   "\tkv_topk(mOS_, no_, 1, S, R, 0, w0, s0, hist, sv, &s_E, wsum);\n", T);
 }
 
+/* merge summary with select mass (scope head, chunk 1; after kp_sum_pre): the unprotected
+** ordinary rows' total (double; one that is not >= 0: KVG_EMASS), the smallest count lo of the
+** best of them whose scores reach p of it (bisection over the count, as kernels.c's mass path);
+** an instance without a block, under its count, whose prefix leaves rows out keeps at most
+** no_ - C_ (the interpreter's massevicts); then the protected rows and the prefix, best first,
+** within that count */
+void kp_sum_mass(Gen *g, const char *M)
+{
+	sb(&g->s,
+	   "\t__shared__ double dred[KV_NT], dres;\n"
+	   "\tdouble part = 0.0;\n"
+	   "\tint bad = 0;\n"
+	   "\tlong long mc = 0;   /* the unprotected ordinary rows */\n"
+	   "\tfor (long long ci = tid; ci < no_; ci += KV_NT)\n"
+	   "\t\tif (!kv_prot(ci, 1, no_, S, R)) { const float v = mOS_[ci]; bad |= !(v >= 0.f); part += (double)v; mc++; }\n"
+	   "\tconst double tot = kv_bsumd(part, dred, &dres);\n"
+	   "\tif (kv_bsumd((double)bad, dred, &dres) > 0.0) { if (tid == 0) kv_seterr(a.err, KVG_EMASS); return; }\n"
+	   "\tconst long long m = (long long)kv_bsumd((double)mc, dred, &dres);\n"
+	   "\tconst double p = (double)(%s);\n"
+	   "\tKvSel s1, s0;\n"
+	   "\t/* the smallest count lo of the best unprotected rows whose sums reach p of the total */\n"
+	   "\tconst int srch = p > 0.0 && tot > 0.0 && m > 0;\n"
+	   "\tlong long lo = srch, hi = m;\n"
+	   "\twhile (srch && lo < hi) {\n"
+	   "\t\tconst long long mid = lo + (hi - lo) / 2;\n"
+	   "\t\tkv_topk(mOS_, no_, 1, S, R, 0, mid, s0, hist, sv, &s_E, wsum);   /* the best mid rows */\n"
+	   "\t\tdouble ps = 0.0;\n"
+	   "\t\tfor (long long ci = tid; ci < no_; ci += KV_NT)\n"
+	   "\t\t\tif (!kv_prot(ci, 1, no_, S, R) && kv_kept(s0, mOS_, ci, 1, no_, S, R)) ps += (double)mOS_[ci];\n"
+	   "\t\tif (kv_bsumd(ps, dred, &dres) / tot >= p) hi = mid; else lo = mid + 1;\n"
+	   "\t}\n"
+	   "\tconst int ev_ = s0_ < 0 && n <= nk0_ && lo < m;   /* evicts under its count */\n"
+	   "\tif (ev_ && no_ < C_) { if (tid == 0) kv_seterr(a.err, KVG_ESUM); return; }\n"
+	   "\tconst long long wt_ = ev_ ? no_ - C_ : want, wm_ = no_ - m + lo < wt_ ? no_ - m + lo : wt_;\n"
+	   "\tkv_topk(mOS_, no_, 1, S, R, 1, wm_, s1, hist, sv, &s_E, wsum);\n"
+	   "\tkv_topk(mOS_, no_, 1, S, R, 0, wm_ - s1.used, s0, hist, sv, &s_E, wsum);\n", M);
+}
+
 /* the compaction's hook: the evicted ordinary rows of the tile (sdst <= -2: evicted row -2 - sdst)
 ** with their counts and positions, before any row of the tile moves */
 void kp_sum_copy(Gen *g)

@@ -520,6 +520,17 @@ static void run_case(int pi, int dt, int di, int gi, int idx)
 			par[ti] = -1e30;
 		snprintf(name + strlen(name), sizeof name - strlen(name), " budget=n%s", idx % 8 == 7 ? " tau=-1e30" : "");
 	}
+	/* summary rows under mass (scope head; as tests/diff/diff.c, no draw): every head under its
+	** budget in a third of the cases, a p near 1 in half of those (few rows go, often fewer than C: a
+	** head without a block then keeps n - C) */
+	int pmi = ki_findparam(f, "p");
+	if (f->merge.kind == MG_summary && f->sel.kind == SEL_mass && idx % 3 == 2) {
+		budget = n;
+		if (pmi >= 0 && idx % 6 == 5)
+			par[pmi] = idx % 12 == 5 ? 0.99 : 0.995;
+		snprintf(name + strlen(name), sizeof name - strlen(name), " budget=n%s", idx % 6 != 5 ? "" :
+		         idx % 12 == 5 ? " p=0.99" : " p=0.995");
+	}
 	/* summary rows under a group budget (topk, scope layer / model; as tests/diff/diff.c, no draw):
 	** heads of n - 2k rows and a budget of n - 1 in a third of the cases, so the group's ranking
 	** takes rows from heads under their count; no head may end holding more than it held */
