@@ -450,10 +450,10 @@ static int checkmerge(V *v)
 		ki_error(e, f->src, m->line, m->col, "merge next m must be at least 1");
 		goto out;
 	}
-	if (k == MG_summary && (f->sel.floor || f->sel.sched == SCH_prefix || f->sel.sched == SCH_dynamic)) {
+	if (k == MG_summary && (f->sel.sched == SCH_prefix || f->sel.sched == SCH_dynamic)) {
 		ki_error(e, f->src, m->line, m->col, "merge summary takes its rows from the budget of "
-		         "each head: it works with select topk, threshold or mass (no floor, prefix or "
-		         "dynamic schedule)");
+		         "each head: it works with select topk (a floor too), threshold or mass, not a "
+		         "prefix or dynamic schedule");
 		goto out;
 	}
 	/* mass: like threshold, a head under its budget may evict (its prefix leaves rows out) and
