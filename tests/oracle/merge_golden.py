@@ -69,6 +69,9 @@ PREFILL = {
     # tokens out (often fewer than the 2 rows: the rows then take more)
     "summary_mass": {"p": 0.6, "sinks": 1, "window": 3},
     "summary_mass_under": {"p": 0.98, "sinks": 1, "window": 3},
+    # tests/policies/adakv_summary.lua (M14): AdaKV's floor at scope layer on the key sum over its
+    # norm less the head index, 2 k-means rows counted in each head's floor
+    "adakv_summary": {"alpha": 0.5, "sinks": 2, "window": 3},
 }
 # the manifest name of each case family (lookm_pivot is lookm with pivot = 1)
 POLICY = {"lookm_pivot": "lookm", "summary_threshold_under": "summary_threshold",
@@ -163,6 +166,8 @@ def _prefill(fam, K, V, Q, pos, qpos, rt, p, retr=None):
         return _summary_threshold(K, V, pos, nk, p)
     elif fam in ("summary_mass", "summary_mass_under"):
         return _summary_mass(K, V, pos, nk, p)
+    elif fam == "adakv_summary":
+        return _adakv_summary(K, V, pos, nk, p)
     elif fam == "cam":
         return _cam(K, V, Q, pos, qpos, rt, p)
     elif fam == "mergingpress":
@@ -240,6 +245,38 @@ def _summary_mass(K, V, pos, nk, p):
             marg = min(marg, sel_margin(s[l, h], kept, sk, w))
             if ev.size:
                 marg = min(marg, lloyd_margin(K[l, h], ev, 2, 2))
+    return R, marg
+
+
+def _adakv_summary(K, V, pos, nk, p):
+    """mergeref.summary_floor per layer on the policy's score (the key sum over its norm, less the
+    head index); margins: the kept / evicted boundary of each head and of each layer (any two
+    unprotected scores of a layer, one kept and one not, adjacent by score), Lloyd's assignments."""
+    L, H, n, d = K.shape
+    s = K.sum(axis=3) / np.sqrt((K * K).sum(axis=3)) - np.arange(H)[None, :, None]
+    sk, w, alpha = int(p["sinks"]), int(p["window"]), p["alpha"]
+    R = M._result(L, H)
+    marg = math.inf
+    for l in range(L):
+        out = M.summary_floor(K[l], V[l], s[l], [n] * H, [nk] * H, alpha, 2, 2, sk, w, [pos] * H)
+        lab = []
+        for h, (kept, ev, sm) in enumerate(out):
+            R["kept"][l][h], R["evicted"][l][h] = kept, ev
+            R["target"][l][h] = np.full(ev.size, -1)
+            R["K"][l][h], R["V"][l][h] = K[l, h, kept], V[l, h, kept]
+            R["pos"][l][h], R["count"][l][h] = pos[kept], np.ones(kept.size)
+            R["summary"][l][h] = sm
+            marg = min(marg, sel_margin(s[l, h], kept, sk, w))
+            km = np.zeros(n, dtype=bool)
+            km[kept] = True
+            lab += [(s[l, h, t], km[t]) for t in range(sk, n - w)]
+            if ev.size:
+                marg = min(marg, lloyd_margin(K[l, h], ev, 2, 2))
+        lab.sort()
+        for (a, ka), (b, kb) in zip(lab[:-1], lab[1:]):
+            if ka != kb:
+                marg = min(marg, _rel(a, b))
+    R["scores"] = s
     return R, marg
 
 

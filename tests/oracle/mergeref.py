@@ -69,6 +69,14 @@ Semantic choices the DESIGN text leaves open, made here (each also in tests/orac
      leaves a token out evicts and keeps at most n - C candidates (the C summary rows come out
      of what it held, as M11; fewer than C rows held is an error); a head whose prefix takes
      every token keeps all (no summary rows).
+  M14 summary rows under AdaKV's floor (topk, scope layer, floor alpha; DESIGN 'floor alpha':
+     each head first keeps its own top floor(alpha n_keep), the rest of the layer's budget goes
+     to one ranking): in a layer that evicts (a head over its count, M12), each non-empty head's
+     floor fl = min(floor(alpha n_keep_h), n_keep_h, n_h) includes its C summary rows (fl < C is
+     an error): it first keeps its best fl - C tokens (protected first, then by score); the rest
+     of the layer's count, sum over its non-empty heads of (n_keep_h - C) less those, goes to one
+     ranking of the other tokens of the layer (M12's order and per-head cap n_h - C); a layer
+     with no head over its count keeps everything.
 """
 
 import math
@@ -660,6 +668,58 @@ def summary_group(K, V, scores, lens, n_keeps, C, iters, sinks=0, recent=0, pos=
             continue
         keep[j].append(t)
         hgot[j] += 1
+        got += 1
+    out = []
+    for j in range(Hn):
+        kept = np.array(sorted(keep[j]), dtype=np.int64)
+        ev = np.setdiff1d(np.arange(lens[j]), kept)
+        p = np.arange(lens[j]) if pos is None else np.asarray(pos[j])
+        sm = kmeans_summary(K[j], V[j], p, ev, C, iters) if ev.size else None
+        out.append((kept, ev, sm))
+    return out
+
+
+def summary_floor(K, V, scores, lens, n_keeps, alpha, C, iters, sinks=0, recent=0, pos=None):
+    """M14: one layer of heads, head j holding lens[j] tokens of K[j], V[j] [n, d], scores[j]
+    [n], count n_keeps[j] (<= lens[j]); AdaKV's floor alpha, top-k order with protected sinks and
+    recent window (DESIGN section 3), C k-means rows (M6) from each head's evicted tokens.
+    Returns per head (kept indices, evicted indices, summary or None)."""
+    Hn = len(lens)
+    if not any(lens[j] > n_keeps[j] for j in range(Hn)):
+        return [(np.arange(lens[j]), np.zeros(0, dtype=np.int64), None) for j in range(Hn)]
+
+    def key(j, t, n):
+        v = float(scores[j][t])
+        if t < sinks:                    # sinks first (lower position first)
+            return (0, t, 0, 0.0, j, t)
+        if t >= n - recent:              # then the newest of the recent window
+            return (1, n - 1 - t, 0, 0.0, j, t)
+        return (2, 0, int(math.isnan(v)), 0.0 if math.isnan(v) else -v, j, t)
+
+    keep = [set() for _ in range(Hn)]
+    rest, cap = 0, []
+    for j in range(Hn):
+        n, nk = lens[j], n_keeps[j]
+        cap.append(n - C if n > 0 else 0)
+        if n == 0:                       # an empty head takes no part
+            continue
+        if nk < C:
+            raise ValueError("the budget keeps fewer rows than the summary rows")
+        fl = min(math.floor(alpha * nk), nk, n)
+        if fl < C:
+            raise ValueError("the floor keeps fewer rows than the summary rows")
+        own = sorted(key(j, t, n) for t in range(n))[:fl - C]
+        keep[j] = {k[5] for k in own}
+        rest += (nk - C) - len(keep[j])
+    cands = sorted(key(j, t, lens[j]) for j in range(Hn) for t in range(lens[j]) if t not in keep[j])
+    got = 0
+    for k in cands:
+        if got >= rest:
+            break
+        j, t = k[4], k[5]
+        if len(keep[j]) + 1 > cap[j]:
+            continue
+        keep[j].add(t)
         got += 1
     out = []
     for j in range(Hn):

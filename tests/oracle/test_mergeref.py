@@ -277,6 +277,33 @@ def test_summary_mass():
         pass
 
 
+def test_summary_floor():
+    """M14 by hand: a layer of two heads, n = 8, no protected tokens, C = 2, alpha = 0.5; head 0
+    scores 10..17 (all above head 1's 0..7)."""
+    rng = np.random.default_rng(9)
+    K = rng.normal(size=(2, 8, 4))
+    V = rng.normal(size=(2, 8, 4))
+    s = np.array([np.arange(10.0, 18.0), np.arange(8.0)])
+    # n_keep 6 each: floors 3 (1 ordinary each: head 0 token 7, head 1 token 7); the rest
+    # 2 * (6 - 2) - 2 = 6 goes to head 0's best (tokens 6 .. 2, 5 of them up to its cap n - 2 = 6
+    # with token 7) and then head 1's next (token 6)
+    out = M.summary_floor(K, V, s, [8, 8], [6, 6], 0.5, 2, 1)
+    check(out[0][0].tolist() == [2, 3, 4, 5, 6, 7], "M14 head 0: floor + the ranking up to its cap")
+    check(out[1][0].tolist() == [6, 7], "M14 head 1: its floor, then what the cap of head 0 left")
+    # alpha 0: no floor below C allowed
+    try:
+        M.summary_floor(K, V, s, [8, 8], [6, 6], 0.0, 2, 1)
+        check(False, "M14 a floor below C is an error")
+    except ValueError:
+        pass
+    # no head over its count: everything kept, no rows
+    out = M.summary_floor(K, V, s, [8, 8], [8, 8], 0.5, 2, 1)
+    check(all(o[0].size == 8 and o[2] is None for o in out), "M14 nothing over the count: all kept")
+    # alpha 1: each head keeps its own best n_keep - 2 (the layer's ranking gets nothing)
+    out = M.summary_floor(K, V, s, [8, 8], [6, 6], 1.0, 2, 1)
+    check(out[0][0].tolist() == [4, 5, 6, 7] and out[1][0].tolist() == [4, 5, 6, 7], "M14 alpha 1: per head")
+
+
 def test_count_bias():
     """ToMe property: a row standing for c identical tokens, with bias log c, attends exactly as
     the c copies would."""
@@ -477,6 +504,7 @@ def test_kvpress_campress():
 def main():
     tests = [test_lookm_literal, test_factory_weighted_literal, test_simultaneous_and_ties,
              test_next_and_pivot_targets, test_protected_order, test_kmeans, test_summary_threshold, test_summary_mass, test_summary_group,
+             test_summary_floor,
              test_count_bias,
              test_decode_runs, test_online_kmeans_step, test_policies_smoke]
     if kvpress_available():
