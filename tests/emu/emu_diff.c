@@ -390,8 +390,9 @@ static double floor_margin(const KiFn *f, const double *par, const KiCase *c, co
 		for (int k = l0 * c->H; k < (l0 + per) * c->H; k++) {
 			int n = c->len[k];
 			memset(kept, 0, (size_t)n);
-			for (int j = 0; j < r->len[k]; j++)
-				kept[r->kept[(size_t)k * c->n + j]] = 1;
+			for (int j = 0; j < r->len[k]; j++)       /* a summary row's index is -1 */
+				if (r->kept[(size_t)k * c->n + j] >= 0)
+					kept[r->kept[(size_t)k * c->n + j]] = 1;
 			for (int t = (int)S; t < n - R; t++) {
 				double s = r->scores[(size_t)k * c->n + t];
 				v[m].s = isnan(s) ? -INFINITY : s, v[m++].kept = kept[t];
@@ -511,6 +512,9 @@ static void run_case(int pi, int dt, int di, int gi, int idx)
 	long nprot = (long)pval(f, par, f->sel.keep_first, 0) + (long)pval(f, par, f->sel.keep_recent, 0);
 	if (nprot > 1 && idx % 4 == 1)
 		budget = nprot / 2;
+	/* AdaKV's floor with summary rows (as tests/diff/diff.c): a budget of C / alpha at least */
+	if (f->sel.floor && f->merge.kind == MG_summary && budget >= 0 && budget < ki_summaryrows(f) / pval(f, par, f->sel.floor, 1))
+		budget = (long)ceil(ki_summaryrows(f) / pval(f, par, f->sel.floor, 1));
 	/* summary rows under threshold (as tests/diff/diff.c, no draw): every head under its budget
 	** in a quarter of the cases, a tau below every score in half of those (only the NaN tokens go) */
 	int ti = ki_findparam(f, "tau");
