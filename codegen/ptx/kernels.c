@@ -224,7 +224,7 @@ static int gen_decode(Gen *g, KpCudaOut *out)
 ** selects the best mid (one call in the loop, inlined once: the probes, then lo, which it leaves
 ** selected), `sum` sums their scores into ps (kv_select: kv_topk per instance; kv_select_grp:
 ** kv_gpick over the group weighing each chunk 1) */
-static void gen_massbisect(Gen *g, const char *pick, const char *sum)
+void gen_massbisect(Gen *g, const char *pick, const char *sum)
 {
 	sb(&g->s,
 	   "\t/* the smallest count lo of the best unprotected chunks whose sums reach p of the total */\n"

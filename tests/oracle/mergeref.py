@@ -560,34 +560,27 @@ def kmeans_prefill(K, V, Q, C=4, iters=3, ratio=None, budget=None, recent=8, qpo
     return R
 
 
-def summary_threshold(K, V, scores, tau, C, iters, n_keep, sinks=0, recent=0, pos=None):
-    """Threshold selection (selref.threshold_select, DESIGN 'threshold tau') with C summary rows
-    from k-means of the evicted tokens (M6), their count in the budget as M11 says.  K, V
-    [L,H,n,d], scores [L,H,n]; every head holds no summary row yet (prefill)."""
-    import selref
+def _summary_heads(K, V, scores, C, iters, n_keep, pos, evicts, select, why):
+    """Per head (M11, M13): a head over its budget keeps at most n_keep - C of the rule's
+    candidates; one under it that evicts (evicts(s): a candidate left out) at most n - C (fewer
+    than C rows held: ValueError(why)); else all.  select(s, want) is the rule's kept set."""
     L, H, n, d = K.shape
     pos = np.arange(n) if pos is None else np.asarray(pos)
     R = _result(L, H)
-    prot = np.zeros(n, dtype=bool)
-    prot[:sinks] = True
-    if recent:
-        prot[max(n - recent, 0):] = True
     for l in range(L):
         for h in range(H):
             s = np.asarray(scores[l, h], dtype=np.float64)
-            with np.errstate(invalid="ignore"):
-                below = ~prot & ~(s >= tau)
             if n > n_keep:
                 if n_keep < C:
                     raise ValueError("the budget keeps fewer rows than the summary rows")
                 want = n_keep - C
-            elif below.any():
+            elif evicts(s):
                 if n < C:
-                    raise ValueError("a head evicts below tau but holds fewer rows than C")
+                    raise ValueError(why)
                 want = n - C
             else:
                 want = n
-            kept = selref.threshold_select(s, tau, want, sinks, recent)
+            kept = select(s, want)
             ev = np.setdiff1d(np.arange(n), kept)
             R["kept"][l][h], R["evicted"][l][h] = kept, ev
             R["target"][l][h] = np.full(ev.size, -1)
@@ -596,6 +589,21 @@ def summary_threshold(K, V, scores, tau, C, iters, n_keep, sinks=0, recent=0, po
             R["summary"][l][h] = kmeans_summary(K[l, h], V[l, h], pos, ev, C, iters) if ev.size else None
     R["scores"] = np.asarray(scores, dtype=np.float64)
     return R
+
+
+def summary_threshold(K, V, scores, tau, C, iters, n_keep, sinks=0, recent=0, pos=None):
+    """Threshold selection (selref.threshold_select, DESIGN 'threshold tau') with C summary rows
+    from k-means of the evicted tokens (M6), their count in the budget as M11 says.  K, V
+    [L,H,n,d], scores [L,H,n]; every head holds no summary row yet (prefill)."""
+    import selref
+    prot = selref.protected_mask(K.shape[2], sinks, recent)
+
+    def below(s):
+        with np.errstate(invalid="ignore"):
+            return (~prot & ~(s >= tau)).any()
+    return _summary_heads(K, V, scores, C, iters, n_keep, pos, below,
+                          lambda s, want: selref.threshold_select(s, tau, want, sinks, recent),
+                          "a head evicts below tau but holds fewer rows than C")
 
 
 def summary_mass(K, V, scores, p, C, iters, n_keep, sinks=0, recent=0, pos=None):
@@ -603,33 +611,10 @@ def summary_mass(K, V, scores, p, C, iters, n_keep, sinks=0, recent=0, pos=None)
     the evicted tokens (M6), their count in the budget as M13 says.  K, V [L,H,n,d], scores
     [L,H,n] (>= 0 where unprotected); every head holds no summary row yet (prefill)."""
     import selref
-    L, H, n, d = K.shape
-    pos = np.arange(n) if pos is None else np.asarray(pos)
-    R = _result(L, H)
-    prot = selref.protected_mask(n, sinks, recent)
-    for l in range(L):
-        for h in range(H):
-            s = np.asarray(scores[l, h], dtype=np.float64)
-            cand = selref.mass_select(s, p, sinks, recent)        # protected + prefix, no cap
-            if n > n_keep:
-                if n_keep < C:
-                    raise ValueError("the budget keeps fewer rows than the summary rows")
-                want = n_keep - C
-            elif cand.size < n:
-                if n < C:
-                    raise ValueError("a head evicts past its mass prefix but holds fewer rows than C")
-                want = n - C
-            else:
-                want = n
-            kept = selref.mass_select(s, p, sinks, recent, want)
-            ev = np.setdiff1d(np.arange(n), kept)
-            R["kept"][l][h], R["evicted"][l][h] = kept, ev
-            R["target"][l][h] = np.full(ev.size, -1)
-            R["K"][l][h], R["V"][l][h] = K[l, h, kept].astype(np.float64), V[l, h, kept].astype(np.float64)
-            R["pos"][l][h], R["count"][l][h] = pos[kept], np.ones(kept.size)
-            R["summary"][l][h] = kmeans_summary(K[l, h], V[l, h], pos, ev, C, iters) if ev.size else None
-    R["scores"] = np.asarray(scores, dtype=np.float64)
-    return R
+    return _summary_heads(K, V, scores, C, iters, n_keep, pos,
+                          lambda s: selref.mass_select(s, p, sinks, recent).size < s.size,   # prefix + protected, no cap
+                          lambda s, want: selref.mass_select(s, p, sinks, recent, want),
+                          "a head evicts past its mass prefix but holds fewer rows than C")
 
 
 def summary_group(K, V, scores, lens, n_keeps, C, iters, sinks=0, recent=0, pos=None):
@@ -657,20 +642,29 @@ def summary_group(K, V, scores, lens, n_keeps, C, iters, sinks=0, recent=0, pos=
             else:                            # then by score (NaN last), head order, position
                 key = (2, 0, int(math.isnan(v)), 0.0 if math.isnan(v) else -v, j, t)
             cands.append(key)
-    cands.sort()
-    got, hgot = 0, [0] * Hn
-    keep = [[] for _ in range(Hn)]
+    keep = [set() for _ in range(Hn)]
+    _group_pick(sorted(cands), want, keep, cap)
+    return _group_rows(K, V, lens, keep, C, iters, pos)
+
+
+def _group_pick(cands, want, keep, cap):
+    """M12's greedy pass: candidates in order (key[4] the head, key[5] the token), each taken
+    while fewer than `want` are and its head holds fewer than its cap (keep: sets per head)."""
+    got = 0
     for key in cands:
         if got >= want:
             break
         j, t = key[4], key[5]
-        if hgot[j] + 1 > cap[j]:
+        if len(keep[j]) + 1 > cap[j]:
             continue
-        keep[j].append(t)
-        hgot[j] += 1
+        keep[j].add(t)
         got += 1
+
+
+def _group_rows(K, V, lens, keep, C, iters, pos):
+    """Per head of a group: (kept indices, evicted indices, k-means summary of the evicted or None)."""
     out = []
-    for j in range(Hn):
+    for j in range(len(lens)):
         kept = np.array(sorted(keep[j]), dtype=np.int64)
         ev = np.setdiff1d(np.arange(lens[j]), kept)
         p = np.arange(lens[j]) if pos is None else np.asarray(pos[j])
@@ -712,23 +706,8 @@ def summary_floor(K, V, scores, lens, n_keeps, alpha, C, iters, sinks=0, recent=
         keep[j] = {k[5] for k in own}
         rest += (nk - C) - len(keep[j])
     cands = sorted(key(j, t, lens[j]) for j in range(Hn) for t in range(lens[j]) if t not in keep[j])
-    got = 0
-    for k in cands:
-        if got >= rest:
-            break
-        j, t = k[4], k[5]
-        if len(keep[j]) + 1 > cap[j]:
-            continue
-        keep[j].add(t)
-        got += 1
-    out = []
-    for j in range(Hn):
-        kept = np.array(sorted(keep[j]), dtype=np.int64)
-        ev = np.setdiff1d(np.arange(lens[j]), kept)
-        p = np.arange(lens[j]) if pos is None else np.asarray(pos[j])
-        sm = kmeans_summary(K[j], V[j], p, ev, C, iters) if ev.size else None
-        out.append((kept, ev, sm))
-    return out
+    _group_pick(cands, rest, keep, cap)
+    return _group_rows(K, V, lens, keep, C, iters, pos)
 
 
 # --------------------------------------------------------------------------- CaM (kvpress form)
