@@ -459,6 +459,7 @@ static double ksumat(void *ctx, uint64_t thr)
 	size_t c = 0;
 	for (int kj = g->base; kj <= g->k; kj++) {
 		long nn = LEN(g->r, kj);
+		nn -= g->r->h->merge == KA_MSUMMARY && g->r->pl->sblk[kj] >= 0 ? g->r->h->srows : 0;   /* the ordinary rows (sumrows) */
 		sum += g->r->pl->p->a->ksum(g->ks + c, g->score[kj], nn, thr);
 		c += (size_t)nn;
 	}
