@@ -1126,11 +1126,21 @@ static int selectsummary(Ctx *x, const double *scores, const long *nks, char *ke
 		ki_error(x->e, f->src, f->sel.line, f->sel.col, "select: floor must be in [0, 1], got %g", alpha);
 		goto out;
 	}
-	for (int pass = 0; pass < 2; pass++)          /* gev: any head of the group over its count */
+	/* gev: any head of the group over its count; threshold at scope layer / model: or any head
+	** with an unprotected ordinary row below tau (the group's selection drops it) */
+	int thg = f->sel.kind == SEL_threshold && f->sel.scope != SC_head;
+	for (int pass = 0; pass < 2; pass++)
 		for (size_t lh = 0; lh < nlh; lh++) {
 			size_t g = f->sel.scope == SC_head ? lh : f->sel.scope == SC_layer ? lh - lh % c->H : 0;
+			int l = (int)(lh / c->H), h = (int)(lh % c->H);
+			if (pass == 0 && thg) {
+				int no = ki_ordrows(c, c->sumat && c->sumat[lh] >= 0 ? C : 0, l, h, ord);
+				for (int j = 0; j < no; j++)
+					osc[lh * c->n + j] = scores[lh * c->n + ord[j]];
+				gev[g] |= threvicts(x, &osc[lh * c->n], no);
+			}
 			if (pass == 0)
-				gev[g] |= tokens(c, (int)(lh / c->H), (int)(lh % c->H)) > nks[lh];
+				gev[g] |= tokens(c, l, h) > nks[lh];
 			else
 				gev[lh] = gev[g];
 		}
@@ -1152,7 +1162,7 @@ static int selectsummary(Ctx *x, const double *scores, const long *nks, char *ke
 			olen[lh] = no;
 			for (int j = 0; j < no; j++)
 				osc[lh * c->n + j] = scores[lh * c->n + ord[j]];
-			int uev = f->sel.kind == SEL_threshold && !cex && n <= nk ? threvicts(x, &osc[lh * c->n], no) :
+			int uev = !thg && f->sel.kind == SEL_threshold && !cex && n <= nk ? threvicts(x, &osc[lh * c->n], no) :
 			          f->sel.kind == SEL_mass && !cex && n <= nk ? massevicts(x, &osc[lh * c->n], no) : 0;
 			if (uev < 0)
 				goto out;

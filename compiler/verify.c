@@ -465,11 +465,11 @@ static int checkmerge(V *v)
 		goto out;
 	}
 	/* threshold: an instance under its budget that evicts keeps at most n - C ordinary rows
-	** (interp.c selectsummary); a group's selection could evict from an instance that no
-	** count reserved the C rows in, so threshold with summary rows is a per-head rule */
-	if (k == MG_summary && f->sel.kind == SEL_threshold && (f->sel.scope != SC_head || f->sel.nocap)) {
-		ki_error(e, f->src, m->line, m->col, "merge summary with select threshold needs scope "
-		         "\"head\" and a cap (the summary rows come out of each head's own budget)");
+	** (interp.c selectsummary); at scope layer / model every head's C rows come out of the
+	** group's count (M12); without a cap there is no count to take them from */
+	if (k == MG_summary && f->sel.kind == SEL_threshold && f->sel.nocap) {
+		ki_error(e, f->src, m->line, m->col, "merge summary with select threshold needs a cap "
+		         "(the summary rows come out of each head's budget)");
 		goto out;
 	}
 	for (int s = 0; k == MG_summary && s < f->nst; s++)

@@ -637,7 +637,7 @@ static int summass(Run *r, int k, long n, long pre, long *want)
 /* merge summary with AdaKV's floor (topk, scope layer, chunk 1; interp.c floorsum): instance k's
 ** floor fl = min(floor(alpha c0), c0, n0) (c0 its count, n0 its rows) includes its C summary rows:
 ** the ordinary rows it keeps first, fl - C. A floor below C is noted in nkept[k] (fl + 1 from bit
-** 2 up) for sumgroup, which reports it when the layer evicts. */
+** 2 up, below bit 30) for sumgroup, which reports it when the layer evicts. */
 static long sumfloor(Run *r, int k, double alpha, long c0, long n0)
 {
 	long fl = (long)floor(alpha * (double)c0), C = r->h->srows;
@@ -649,8 +649,8 @@ static long sumfloor(Run *r, int k, double alpha, long c0, long n0)
 }
 
 /* merge summary at scope layer / model (interp.c selectsummary): instances base..k are one group,
-** nkept[] holds each one's flags from selectkeep (1: over its count, 2: it has a block). A group
-** with an instance over its count evicts: every instance's C rows count in the group's budget (an
+** nkept[] holds each one's flags from selectkeep (1: over its count, 2: it has a block, bit 30:
+** threshold, a row below tau). A group with an instance over its count or below tau evicts: every instance's C rows count in the group's budget (an
 ** instance under its count without a block gives C of it up, *want) and one without a block keeps
 ** at most its n - C best rows (keys below them zeroed: never kept), so the C rows it builds come
 ** out of what it held and no instance ends holding more than it held: topk finds the threshold of
@@ -662,7 +662,7 @@ static int sumgroup(Run *r, int base, int k, uint64_t *ks, long *want)
 	int32_t *fl = r->pl->nkept;
 	int C = hd->srows, ev = 0;
 	for (int kj = base; kj <= k; kj++)
-		ev |= fl[kj] & 1;
+		ev |= (fl[kj] & 1) | (fl[kj] >> 30 & 1);     /* over its count, or a row below tau */
 	size_t c = 0;
 	for (int kj = base; kj <= k; kj++) {
 		int blk = fl[kj] >> 1 & 1, kk = kj % r->LH;
@@ -671,10 +671,11 @@ static int sumgroup(Run *r, int base, int k, uint64_t *ks, long *want)
 			return kr_seterr(KVCC_EINVAL, "%s:%u:%u: error: merge summary: the budget keeps %ld rows of (layer %d, "
 			                 "head %d), fewer than its %d summary rows", r->pl->p->src, hd->mline, hd->mcol, no,
 			                 kk / r->pl->lay.kv_heads, kk % r->pl->lay.kv_heads, C);
-		if (ev && LEN(r, kj) > 0 && fl[kj] >> 2)      /* AdaKV's floor below C (sumfloor) */
+		int lowf = fl[kj] >> 2 & 0xfffffff;          /* AdaKV's floor below C (sumfloor): its fl + 1 */
+		if (ev && LEN(r, kj) > 0 && lowf)
 			return kr_seterr(KVCC_EINVAL, "%s:%u:%u: error: merge summary: the floor keeps %d rows of (layer %d, "
 			                 "head %d), fewer than its %d summary rows", r->pl->p->src, hd->mline, hd->mcol,
-			                 (fl[kj] >> 2) - 1, kk / r->pl->lay.kv_heads, kk % r->pl->lay.kv_heads, C);
+			                 lowf - 1, kk / r->pl->lay.kv_heads, kk % r->pl->lay.kv_heads, C);
 		if (ev && !blk && no > 0) {      /* an empty instance takes no part */
 			*want -= fl[kj] & 1 ? 0 : C;
 			r->pl->p->a->kcut(ks + c, no, threshold(r->pl->p->a, ks + c, (size_t)no, no - C));
@@ -792,7 +793,8 @@ static int selectkeep(Run *r, float **score, const kvcc_args *args, int k0, int 
 	if (fsel)
 		NEEDK(KA_KFLOOR, "kfloor (floor)");
 	if (hd->merge == KA_MSUMMARY)
-		NEEDK(hd->scope != KA_SCOPE_HEAD ? KA_KSUMMARY | KA_KSUMCAP : KA_KSUMMARY, "mstore, kcut (merge summary)");
+		NEEDK(hd->scope != KA_SCOPE_HEAD ? KA_KSUMMARY | KA_KSUMCAP | (thsel ? KA_KCOUNT : 0) : KA_KSUMMARY,
+		      "mstore, kcut (merge summary), kcount (with threshold)");
 	if (hd->merge == KA_MNEAREST)
 		NEEDK(KA_KQKT, "qkt (merge nearest)");
 	if (hd->sched >= KA_SCH_PREFIX)    /* the generated schedcnt calls them */
@@ -826,7 +828,9 @@ static int selectkeep(Run *r, float **score, const kvcc_args *args, int k0, int 
 			if (thsel) {
 				long ci = (long)A->tfilter(score[k], n, S, Rr, tau, ks + nc);
 				ncand += ci;
-				int rc = hd->merge == KA_MSUMMARY ? sumthr(r, k, n, ci, &cnt) : 0;
+				if (hd->merge == KA_MSUMMARY && hd->scope != KA_SCOPE_HEAD && ci < n)
+					nkept[k] |= 1 << 30;     /* a row below tau: the group evicts (sumgroup) */
+				int rc = hd->merge == KA_MSUMMARY && hd->scope == KA_SCOPE_HEAD ? sumthr(r, k, n, ci, &cnt) : 0;
 				if (rc)
 					return rc;
 			}
@@ -879,6 +883,8 @@ static int selectkeep(Run *r, float **score, const kvcc_args *args, int k0, int 
 			int rc = sumgroup(r, (int)base, k, ks, &want);
 			if (rc)
 				return rc;
+			if (thsel)       /* the candidates kcut left (keys != 0) */
+				ncand = (long)A->kcount(ks, (int64_t)nc, 1);
 		}
 		if (ch == 1) {
 			uint64_t thr = thsel ? tthreshold(A, ks, nc, want, ncand) : threshold(A, ks, nc, want);

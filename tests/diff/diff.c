@@ -436,7 +436,8 @@ static void run_case(const Cfg *cf, const char *host)
 	** budget of n - 1 in a third of the cases (by n, no draw) leaves head 0 over it by one row and
 	** every other head under it, so the group's ranking takes rows from heads under their count;
 	** each head must end holding no more than it held, the group no more than its budget */
-	int sumgrp = f->merge.kind == MG_summary && f->sel.kind == SEL_topk && f->sel.scope != SC_head;
+	int sumgrp = f->merge.kind == MG_summary && (f->sel.kind == SEL_topk || f->sel.kind == SEL_threshold) &&
+	             f->sel.scope != SC_head;
 	if (sumgrp && n % 3 == 1) {
 		budget = n - 1;
 		snprintf(name + strlen(name), sizeof name - strlen(name), " budget=n-1");

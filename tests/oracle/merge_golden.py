@@ -72,10 +72,16 @@ PREFILL = {
     # tests/policies/adakv_summary.lua (M14): AdaKV's floor at scope layer on the key sum over its
     # norm less the head index, 2 k-means rows counted in each head's floor
     "adakv_summary": {"alpha": 0.5, "sinks": 2, "window": 3},
+    # tests/policies/summary_threshold_layer.lua (M15): threshold at scope layer on the key sum
+    # (NaN at every token index 29 m + 5), 2 k-means rows out of the layer's budget
+    "summary_threshold_layer": {"tau": 0.0, "sinks": 1, "window": 3},
+    # ... under the budget (n) with a tau below every score: only the NaN tokens make the layer
+    # evict, and each head then keeps at most n - 2 (one NaN token at n = 37: the cap binds)
+    "summary_threshold_layer_under": {"tau": -1e30, "sinks": 1, "window": 3},
 }
 # the manifest name of each case family (lookm_pivot is lookm with pivot = 1)
 POLICY = {"lookm_pivot": "lookm", "summary_threshold_under": "summary_threshold",
-          "summary_mass_under": "summary_mass"}
+          "summary_mass_under": "summary_mass", "summary_threshold_layer_under": "summary_threshold_layer"}
 
 # decode cases: (policy, case, L, H, G, n0, d, S, budget or ratio, params, dtype)
 DECODE = [
@@ -168,6 +174,8 @@ def _prefill(fam, K, V, Q, pos, qpos, rt, p, retr=None):
         return _summary_mass(K, V, pos, nk, p)
     elif fam == "adakv_summary":
         return _adakv_summary(K, V, pos, nk, p)
+    elif fam in ("summary_threshold_layer", "summary_threshold_layer_under"):
+        return _summary_threshold_layer(K, V, pos, nk, p)
     elif fam == "cam":
         return _cam(K, V, Q, pos, qpos, rt, p)
     elif fam == "mergingpress":
@@ -280,6 +288,39 @@ def _adakv_summary(K, V, pos, nk, p):
     return R, marg
 
 
+def _summary_threshold_layer(K, V, pos, nk, p):
+    """mergeref.summary_threshold_group per layer on the policy's score (the key sum, NaN at every
+    token index 29 m + 5); margins: every finite score against tau, the layer's kept / evicted
+    boundary among its candidates, Lloyd's assignments."""
+    L, H, n, d = K.shape
+    s = K.sum(axis=3)
+    s[..., np.arange(n) % 29 == 5] = np.nan
+    sk, w, tau = int(p["sinks"]), int(p["window"]), p["tau"]
+    R = M._result(L, H)
+    fin = s[np.isfinite(s)]
+    marg = min(_rel(x, tau) for x in fin)
+    for l in range(L):
+        out = M.summary_threshold_group(K[l], V[l], s[l], [n] * H, [nk] * H, tau, 2, 2, sk, w, [pos] * H)
+        lab = []
+        for h, (kept, ev, sm) in enumerate(out):
+            R["kept"][l][h], R["evicted"][l][h] = kept, ev
+            R["target"][l][h] = np.full(ev.size, -1)
+            R["K"][l][h], R["V"][l][h] = K[l, h, kept], V[l, h, kept]
+            R["pos"][l][h], R["count"][l][h] = pos[kept], np.ones(kept.size)
+            R["summary"][l][h] = sm
+            km = np.zeros(n, dtype=bool)
+            km[kept] = True
+            lab += [(s[l, h, t], km[t]) for t in range(sk, n - w) if s[l, h, t] >= tau]
+            if ev.size:
+                marg = min(marg, lloyd_margin(K[l, h], ev, 2, 2))
+        lab.sort()
+        for (a, ka), (b, kb) in zip(lab[:-1], lab[1:]):
+            if ka != kb:
+                marg = min(marg, _rel(a, b))
+    R["scores"] = s
+    return R, marg
+
+
 def _mergingpress(K, V, pos, rt, p):
     """kvpress MergingPress (mergeref.mergingpress, checked against kvpress itself by
     test_mergeref.py) around KnormPress's score -|k|."""
@@ -352,7 +393,7 @@ def prefill_case(fam, shape, manifest, make_inputs):
         p["thr"] = {8: 0.35, 64: 0.2, 128: 0.3}[d]
     obs = manifest[policy]["obs"]
     O = n if obs == "all" else 0 if obs == "0" else int(p[obs])
-    if fam in ("summary_threshold_under", "summary_mass_under"):      # every head under its budget
+    if fam in ("summary_threshold_under", "summary_mass_under", "summary_threshold_layer_under"):   # every head under its budget
         kind, amount = "budget", n
     rt = _rt(kind, amount)
     cname = "%s__%s" % (fam, name)

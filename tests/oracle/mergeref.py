@@ -77,6 +77,10 @@ Semantic choices the DESIGN text leaves open, made here (each also in tests/orac
      of the layer's count, sum over its non-empty heads of (n_keep_h - C) less those, goes to one
      ranking of the other tokens of the layer (M12's order and per-head cap n_h - C); a layer
      with no head over its count keeps everything.
+  M15 summary rows under threshold at scope layer / model (tau, the group's count): a group
+     evicts when a head is over its count or holds an unprotected token below tau (NaN too);
+     then M12: it keeps at most sum over its non-empty heads of (n_keep_h - C) of its candidates
+     (protected, or score >= tau) by one ranking, each head at most n_h - C; else everything.
 """
 
 import math
@@ -642,6 +646,39 @@ def summary_group(K, V, scores, lens, n_keeps, C, iters, sinks=0, recent=0, pos=
             else:                            # then by score (NaN last), head order, position
                 key = (2, 0, int(math.isnan(v)), 0.0 if math.isnan(v) else -v, j, t)
             cands.append(key)
+    keep = [set() for _ in range(Hn)]
+    _group_pick(sorted(cands), want, keep, cap)
+    return _group_rows(K, V, lens, keep, C, iters, pos)
+
+
+def summary_threshold_group(K, V, scores, lens, n_keeps, tau, C, iters, sinks=0, recent=0, pos=None):
+    """M15: summary_group's heads (M12) under threshold tau: only the protected tokens and those
+    with score >= tau (NaN never) are candidates; a token below tau also makes the group evict."""
+    Hn = len(lens)
+
+    def key(j, t, n):
+        v = float(scores[j][t])
+        if t < sinks:
+            return (0, t, 0, 0.0, j, t)
+        if t >= n - recent:
+            return (1, n - 1 - t, 0, 0.0, j, t)
+        return (2, 0, int(math.isnan(v)), 0.0 if math.isnan(v) else -v, j, t)
+    cands, below = [], False
+    for j in range(Hn):
+        for t in range(lens[j]):
+            k = key(j, t, lens[j])
+            if k[0] < 2 or float(scores[j][t]) >= tau:
+                cands.append(k)
+            else:
+                below = True
+    if not below and not any(lens[j] > n_keeps[j] for j in range(Hn)):
+        return [(np.arange(lens[j]), np.zeros(0, dtype=np.int64), None) for j in range(Hn)]
+    want, cap = 0, []
+    for j in range(Hn):
+        if lens[j] > 0 and n_keeps[j] < C:
+            raise ValueError("the budget keeps fewer rows than the summary rows")
+        want += n_keeps[j] - C if lens[j] > 0 else 0
+        cap.append(lens[j] - C if lens[j] > 0 else 0)
     keep = [set() for _ in range(Hn)]
     _group_pick(sorted(cands), want, keep, cap)
     return _group_rows(K, V, lens, keep, C, iters, pos)

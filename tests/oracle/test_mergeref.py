@@ -304,6 +304,23 @@ def test_summary_floor():
     check(out[0][0].tolist() == [4, 5, 6, 7] and out[1][0].tolist() == [4, 5, 6, 7], "M14 alpha 1: per head")
 
 
+def test_summary_threshold_group():
+    """M15 by hand: two heads of 6 tokens, no protected ones, C = 2, tau 0, counts 6 (no head
+    over its count)."""
+    rng = np.random.default_rng(10)
+    K = rng.normal(size=(2, 6, 4))
+    V = rng.normal(size=(2, 6, 4))
+    s = np.array([[5.0, 4.0, 3.0, 2.0, 1.0, 0.5], [9.0, 8.0, 7.0, 6.0, -1.0, 6.5]])
+    # head 1's token 4 is below tau: the group evicts; 2 * (6 - 2) = 8 kept, each head at most 4:
+    # head 1 takes 9, 8, 7, 6.5 (its cap), head 0 its best 4
+    out = M.summary_threshold_group(K, V, s, [6, 6], [6, 6], 0.0, 2, 1)
+    check(out[0][0].tolist() == [0, 1, 2, 3] and out[1][0].tolist() == [0, 1, 2, 5], "M15 caps n - C")
+    check(all(o[2] is not None for o in out), "M15 every head of an evicting group builds its rows")
+    # nothing below tau, no head over: all kept
+    out = M.summary_threshold_group(K, V, np.abs(s), [6, 6], [6, 6], 0.0, 2, 1)
+    check(all(o[0].size == 6 and o[2] is None for o in out), "M15 nothing evicted: all kept")
+
+
 def test_count_bias():
     """ToMe property: a row standing for c identical tokens, with bias log c, attends exactly as
     the c copies would."""
@@ -504,7 +521,7 @@ def test_kvpress_campress():
 def main():
     tests = [test_lookm_literal, test_factory_weighted_literal, test_simultaneous_and_ties,
              test_next_and_pivot_targets, test_protected_order, test_kmeans, test_summary_threshold, test_summary_mass, test_summary_group,
-             test_summary_floor,
+             test_summary_floor, test_summary_threshold_group,
              test_count_bias,
              test_decode_runs, test_online_kmeans_step, test_policies_smoke]
     if kvpress_available():
