@@ -256,28 +256,27 @@ def _summary_mass(K, V, pos, nk, p):
     return R, marg
 
 
-def _adakv_summary(K, V, pos, nk, p):
-    """mergeref.summary_floor per layer on the policy's score (the key sum over its norm, less the
-    head index); margins: the kept / evicted boundary of each head and of each layer (any two
-    unprotected scores of a layer, one kept and one not, adjacent by score), Lloyd's assignments."""
+def _layer_groups(K, V, pos, s, group, sk, w, tau=None):
+    """A layer-scope summary family's result R and margin: group(l) is the oracle's per-head
+    (kept, evicted, summary) for layer l; margins: each head's kept / evicted boundary (without
+    tau), the layer's (any two of its unprotected tokens, candidates only with tau: one kept and
+    one not, adjacent by score), Lloyd's assignments."""
     L, H, n, d = K.shape
-    s = K.sum(axis=3) / np.sqrt((K * K).sum(axis=3)) - np.arange(H)[None, :, None]
-    sk, w, alpha = int(p["sinks"]), int(p["window"]), p["alpha"]
     R = M._result(L, H)
     marg = math.inf
     for l in range(L):
-        out = M.summary_floor(K[l], V[l], s[l], [n] * H, [nk] * H, alpha, 2, 2, sk, w, [pos] * H)
         lab = []
-        for h, (kept, ev, sm) in enumerate(out):
+        for h, (kept, ev, sm) in enumerate(group(l)):
             R["kept"][l][h], R["evicted"][l][h] = kept, ev
             R["target"][l][h] = np.full(ev.size, -1)
             R["K"][l][h], R["V"][l][h] = K[l, h, kept], V[l, h, kept]
             R["pos"][l][h], R["count"][l][h] = pos[kept], np.ones(kept.size)
             R["summary"][l][h] = sm
-            marg = min(marg, sel_margin(s[l, h], kept, sk, w))
+            if tau is None:
+                marg = min(marg, sel_margin(s[l, h], kept, sk, w))
             km = np.zeros(n, dtype=bool)
             km[kept] = True
-            lab += [(s[l, h, t], km[t]) for t in range(sk, n - w)]
+            lab += [(s[l, h, t], km[t]) for t in range(sk, n - w) if tau is None or s[l, h, t] >= tau]
             if ev.size:
                 marg = min(marg, lloyd_margin(K[l, h], ev, 2, 2))
         lab.sort()
@@ -286,39 +285,28 @@ def _adakv_summary(K, V, pos, nk, p):
                 marg = min(marg, _rel(a, b))
     R["scores"] = s
     return R, marg
+
+
+def _adakv_summary(K, V, pos, nk, p):
+    """mergeref.summary_floor per layer on the policy's score (the key sum over its norm, less the
+    head index)."""
+    L, H, n, d = K.shape
+    s = K.sum(axis=3) / np.sqrt((K * K).sum(axis=3)) - np.arange(H)[None, :, None]
+    sk, w = int(p["sinks"]), int(p["window"])
+    return _layer_groups(K, V, pos, s, lambda l: M.summary_floor(K[l], V[l], s[l], [n] * H, [nk] * H, p["alpha"],
+                                                                 2, 2, sk, w, [pos] * H), sk, w)
 
 
 def _summary_threshold_layer(K, V, pos, nk, p):
     """mergeref.summary_threshold_group per layer on the policy's score (the key sum, NaN at every
-    token index 29 m + 5); margins: every finite score against tau, the layer's kept / evicted
-    boundary among its candidates, Lloyd's assignments."""
+    token index 29 m + 5); margins: every finite score against tau too."""
     L, H, n, d = K.shape
     s = K.sum(axis=3)
     s[..., np.arange(n) % 29 == 5] = np.nan
     sk, w, tau = int(p["sinks"]), int(p["window"]), p["tau"]
-    R = M._result(L, H)
-    fin = s[np.isfinite(s)]
-    marg = min(_rel(x, tau) for x in fin)
-    for l in range(L):
-        out = M.summary_threshold_group(K[l], V[l], s[l], [n] * H, [nk] * H, tau, 2, 2, sk, w, [pos] * H)
-        lab = []
-        for h, (kept, ev, sm) in enumerate(out):
-            R["kept"][l][h], R["evicted"][l][h] = kept, ev
-            R["target"][l][h] = np.full(ev.size, -1)
-            R["K"][l][h], R["V"][l][h] = K[l, h, kept], V[l, h, kept]
-            R["pos"][l][h], R["count"][l][h] = pos[kept], np.ones(kept.size)
-            R["summary"][l][h] = sm
-            km = np.zeros(n, dtype=bool)
-            km[kept] = True
-            lab += [(s[l, h, t], km[t]) for t in range(sk, n - w) if s[l, h, t] >= tau]
-            if ev.size:
-                marg = min(marg, lloyd_margin(K[l, h], ev, 2, 2))
-        lab.sort()
-        for (a, ka), (b, kb) in zip(lab[:-1], lab[1:]):
-            if ka != kb:
-                marg = min(marg, _rel(a, b))
-    R["scores"] = s
-    return R, marg
+    R, marg = _layer_groups(K, V, pos, s, lambda l: M.summary_threshold_group(K[l], V[l], s[l], [n] * H, [nk] * H,
+                                                                           tau, 2, 2, sk, w, [pos] * H), sk, w, tau)
+    return R, min([marg] + [_rel(x, tau) for x in s[np.isfinite(s)]])
 
 
 def _mergingpress(K, V, pos, rt, p):
