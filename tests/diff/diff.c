@@ -313,6 +313,78 @@ static void sumerrors2(void)
 	}
 }
 
+/* threshold with summary rows at scope layer (M15): a layer of two heads of 8 rows under a budget of 8
+** (sinks 1, window 3: rows 0, 5, 6, 7 protected), head 0 every row above tau, head 1 rows 1-3
+** below it: the layer evicts, each head keeps at most 6; head 0's 8 candidates are cut to 6, head 1
+** holds 5, so the layer keeps 11 of its count 12 (x86 must recount the candidates after the cut,
+** else the twelfth pick is a cut row); x86 against the interpreter, positions and lengths */
+static void sumthrgrp(void)
+{
+	if (only && !strstr("merge summary threshold layer: the cut candidates", only))
+		return;
+	kvcc_spec s = { KVCC_F32, 8, 1, KVCC_TARGET_NATIVE };
+	enum { N = 8, D = 8, H = 2 };
+	static float K[H * N * D], V[H * N * D], st[2 * H * N];
+	for (int h = 0; h < H; h++)
+		for (int t = 0; t < N; t++)
+			for (int c = 0; c < D; c++) {
+				int neg = h == 1 && t >= 1 && t <= 3;
+				K[(h * N + t) * D + c] = (float)((neg ? -0.1 : 0.1) * (t + 1) + 0.01 * c);
+				V[(h * N + t) * D + c] = (float)(0.05 * (t - c));
+			}
+	KiErr e = { 0 };
+	const char *lua = "tests/policies/summary_threshold_layer.lua";
+	KiFn *f = kd_loadfile(lua, NULL, &e);
+	kvcc_policy *p = NULL;
+	kvcc_plan *pl = NULL;
+	kvcc_layout lay = { KVCC_F32, 1, H, D, N, (int64_t)H * N * D, (int64_t)N * D, D };
+	if (!f || ki_runpasses(f, KI_DEFAULT_PASSES, 0, &e, NULL, NULL) != 0 || kvcc_compile_file(lua, &s, &p) != 0 ||
+	    kvcc_plan_create(p, &lay, 1, 1, &pl) != 0) {
+		printf("FAIL merge summary threshold layer: the cut candidates: %s %s\n", e.msg, kvcc_last_error());
+		nfail++;
+		kvcc_close(p);
+		ki_free(f);
+		return;
+	}
+	double par[8];
+	int np = kvcc_param_count(p);
+	for (int i = 0; i < np && i < 8; i++) {
+		const char *nm = NULL;
+		kvcc_param_info(p, i, &nm, &par[i]);
+		if (nm && !strcmp(nm, "tau"))
+			par[i] = 0;
+	}
+	int32_t pos[H * N], len[H] = { N, N }, len0[H] = { N, N };
+	for (int t = 0; t < H * N; t++)
+		pos[t] = t % N;
+	for (int t = 0; t < 2 * H * N; t++)
+		st[t] = t < H * N ? 1 : 0;          /* counts 1, no summary block */
+	KiCase kc = { .L = 1, .H = H, .G = 1, .d = D, .n = N, .len = len0, .O = 0, .K = K, .V = V, .pos = pos,
+	              .dtype = KVCC_F32, .params = par, .ratio = 0.5, .budget = N };
+	KiResult r = { 0 };
+	int irc = ki_run(f, &kc, &r, &e);
+	kvcc_cache c = { K, V, pos, len, st };
+	kvcc_args a = { 0.5, N, par, 1, NULL };
+	int rc = irc ? -1 : kvcc_compress(pl, &c, NULL, &a);
+	int ok = irc == 0 && rc == 0 && r.len[0] == 8 && r.len[1] == 7;     /* 6 + 2 rows, 5 + 2 rows */
+	for (int k = 0; ok && k < H; k++) {
+		ok = len[k] == r.len[k];
+		for (int m = 0; ok && m < len[k]; m++)
+			ok = pos[k * N + m] == r.pos[k * N + m];
+	}
+	if (ok)
+		npass++;
+	else {
+		nfail++;
+		printf("FAIL merge summary threshold layer: the cut candidates: rc %d %d, lengths %d %d, reference %d %d: %s %s\n",
+		       irc, rc, len[0], len[1], r.len ? r.len[0] : -1, r.len ? r.len[1] : -1, e.msg, kvcc_last_error());
+	}
+	ki_result_free(&r);
+	ki_free(f);
+	kvcc_plan_destroy(pl);
+	kvcc_close(p);
+}
+
 static void run_case(const Cfg *cf, const char *host)
 {
 	char name[200];
@@ -1530,6 +1602,7 @@ int main(int argc, char **argv)
 	segsizes();
 	sumerrors();
 	sumerrors2();
+	sumthrgrp();
 	/* kv.random's seed at run time (ki_seed): past f32's 24 bits, fractional, negative, and the
 	** values that count as 0 (NaN, infinities, magnitudes >= 2^63) */
 	static const double seeds[] = { 987654321, 1099511627779.0, -5.7, 1e30, -INFINITY, NAN };
