@@ -331,6 +331,8 @@ static void gen_selgrp(Gen *g, KpCudaOut *out, const char *S, const char *R, con
 	   "\tif (S < 0 || R < 0 || ch < 1) { if (threadIdx.x == 0) kv_seterr(a.err, KVG_ESELECT); return; }\n"
 	   "\t/* the group's budget: the sum of its instances' n_keep */\n"
 	   "\tlong long want = 0;\n");
+	if (T && su)  /* threshold with summary rows: a row below tau makes the group evict (M15) */
+		sb(&g->s, "\tconst double tau = (double)(%s);\n", T);
 	if (F && su)  /* the floor's value first, as the interpreter and x86 check it before the counts */
 		sb(&g->s,
 		   "\tconst double alpha = (double)(%s);\n"
@@ -378,6 +380,7 @@ static void gen_selgrp(Gen *g, KpCudaOut *out, const char *S, const char *R, con
 		   "\t\tfor (long long t = tid; t < n; t += KV_NT)\n"
 		   "\t\t\tif (s0_ < 0 || t < s0_ || t >= s0_ + KV_SROWS) os_[s0_ >= 0 && t >= s0_ + KV_SROWS ? t - KV_SROWS : t] = a.scores[(long long)k * a.N + t];\n"
 		   "\t\tif (tid == 0) { int *const w_ = (int *)(a.ws + (long long)k * a.ws_inst); w_[%lld] = (int)no_; w_[%lld] = s0_ >= 0; }\n"
+		   "%s"
 		   "\t}\n"
 		   "\tif (bad_ || (gev_ && mnk_ < KV_SROWS)) { if (tid == 0) kv_seterr(a.err, KVG_ESUM); return; }   /* kv_select stops */\n"
 		   "\tif (!gev_) want = wno_;\n"
@@ -390,7 +393,14 @@ static void gen_selgrp(Gen *g, KpCudaOut *out, const char *S, const char *R, con
 		   "\t\tkv_topk(KV_GSC(a, k), no_, 1, S, R, 0, cap_ - c1_.used, c0_, chist_, csv_, &cE_, wsum);\n"
 		   "\t\tif (tid == 0) { kv_strec(kv_grec(a, k, 3), c1_); kv_strec(kv_grec(a, k, 2), c0_); }\n"
 		   "\t\t__syncthreads();\n"
-		   "\t}\n", lo[0], lo[0] + 1, lo[0] + 1);
+		   "\t}\n", lo[0], lo[0] + 1, T ?
+		   "\t\t__syncthreads();\n"
+		   "\t\tfor (long long c0 = 0; c0 < no_; c0 += KV_NT) {   /* an unprotected row below tau (NaN too) */\n"
+		   "\t\t\tconst long long ci = c0 + tid;\n"
+		   "\t\t\tint nb_;\n"
+		   "\t\t\tkv_bscan(ci < no_ && !kv_prot(ci, 1, no_, S, R) && !((double)os_[ci] >= tau), wsum, &nb_);\n"
+		   "\t\t\tgev_ |= nb_ > 0;\n"
+		   "\t\t}\n" : "", lo[0] + 1);
 	else
 		sb(&g->s, "\tfor (int k = i0; k < i0 + ni; k++) want += %s;\n",
 		   s->nocap ? "a.len[k]" : "kv_count(a, k / (a.L * a.H), k / a.H % a.L, k % a.H, a.len[k])");
@@ -413,13 +423,15 @@ static void gen_selgrp(Gen *g, KpCudaOut *out, const char *S, const char *R, con
 		   "\t\twant -= f1_.used + f0_.used;\n"
 		   "\t\t__syncthreads();\n"
 		   "\t}\n");
-	if (T)        /* threshold: the candidates are the protected chunks and the others whose mean is >= tau */
+	if (T && su)
+		;             /* declared before the summary rows' block */
+	else if (T)   /* threshold: the candidates are the protected chunks and the others whose mean is >= tau */
 		sb(&g->s, "\tconst double tau = (double)(%s);\n", T);
 	else
 		sb(&g->s, "\tconst double tau = 0.0;\n");
 	if (M)
 		gen_grpmass(g, M);
-	int fl = F && su ? 5 : F ? 1 : T ? 2 : su ? 3 : M ? 4 : 0;
+	int fl = F && su ? 5 : T && su ? 6 : F ? 1 : T ? 2 : su ? 3 : M ? 4 : 0;
 	if (fl == 0 || (fl >= 3 && fl != 5)) {   /* plain top-k, summary caps, mass prefix: two inlined calls (sm_80 rolled:
 	                            ** 20 B spill for scope layer's top-k, 24 B for summary_layer's caps, 0 B
 	                            ** inlined; summary_model: 8 B inlined, 0 B rolled; the mass prefix 0 B) */
@@ -519,8 +531,8 @@ static int gen_select(Gen *g, KpCudaOut *out)
 		memset(g->cur, 0, sizeof g->cur);      /* the score kernels' buffers stay; else dead: the merge's workspace */
 	int mg = f->merge.kind == MG_nearest, su = f->merge.kind == MG_summary;
 	int mp = f->merge.kind == MG_runs || f->merge.kind == MG_next;   /* issue 12 (codegen/ptx/mpos.c) */
-	if (su && ((th && s->scope != SC_head) || sch))
-		return kp_err(g, NULL, "merge summary with select threshold at scope layer or model or a schedule is not compiled to CUDA yet");
+	if (su && sch)
+		return kp_err(g, NULL, "merge summary with a schedule is not compiled to CUDA yet");
 	KpCudaKernel *k = &out->kern[out->nkern++];
 	snprintf(k->name, sizeof k->name, "kv_select");
 	k->role = KVG_SELECT;
@@ -685,6 +697,9 @@ static int gen_select(Gen *g, KpCudaOut *out)
 		   "\t\tconst int pv = keep ? Pb[t] : 0;\n", su && s->floor ?
 		   "\t\t\tkeep = keep && kv_kept(kv_prot(ci, 1, no_, S, R) ? c1_ : c0_, mOS_, ci, 1, no_, S, R);\n"
 		   "\t\t\tkeep = keep || kv_kept(kv_prot(ci, 1, no_, S, R) ? f1 : f0, mOS_, ci, 1, no_, S, R);\n" :
+		   su && s->scope != SC_head && th ?
+		   "\t\t\tkeep = keep && kv_kept(kv_prot(ci, 1, no_, S, R) ? c1_ : c0_, mOS_, ci, 1, no_, S, R);\n"
+		   "\t\t\tkeep = keep && (kv_prot(ci, 1, no_, S, R) || (double)mOS_[ci] >= tau);   /* a candidate */\n" :
 		   su && s->scope != SC_head ?
 		   "\t\t\tkeep = keep && kv_kept(kv_prot(ci, 1, no_, S, R) ? c1_ : c0_, mOS_, ci, 1, no_, S, R);\n" : "");
 	else

@@ -538,7 +538,8 @@ static void run_case(int pi, int dt, int di, int gi, int idx)
 	/* summary rows under a group budget (topk, scope layer / model; as tests/diff/diff.c, no draw):
 	** heads of n - 2k rows and a budget of n - 1 in a third of the cases, so the group's ranking
 	** takes rows from heads under their count; no head may end holding more than it held */
-	int sumgrp = f->merge.kind == MG_summary && f->sel.kind == SEL_topk && f->sel.scope != SC_head;
+	int sumgrp = f->merge.kind == MG_summary && (f->sel.kind == SEL_topk || f->sel.kind == SEL_threshold) &&
+	             f->sel.scope != SC_head;
 	if (sumgrp && idx % 3 == 1) {
 		budget = n - 1;
 		snprintf(name + strlen(name), sizeof name - strlen(name), " budget=n-1");
