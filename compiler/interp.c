@@ -970,15 +970,141 @@ static int threvicts(Ctx *x, const double *osc, long n)
 	return 0;
 }
 
+/* Mass under summary rows: whether the mass prefix of an instance's ordinary rows (scores osc,
+** n of them; its own total: the rule is per head) leaves an unprotected candidate out: then it
+** evicts although under its budget, and keeps at most n - C ordinary rows, as threvicts says.
+** A score that is not >= 0: 0 here, selectkeep reports it. -1: out of memory. */
+static int massevicts(Ctx *x, const double *osc, long n)
+{
+	long S, Rr, ch;
+	if (ki_selfields(x->f, x->par, &S, &Rr, &ch, x->e) != 0)
+		return 0;        /* selectkeep reports it */
+	Cand *cs = malloc(((size_t)n + 1) * sizeof *cs);
+	if (!cs) {
+		ki_error(x->e, x->f->src, 0, 0, "interpreter: out of memory");
+		return -1;
+	}
+	int ncand = 0;
+	double tot = 0;
+	for (long t0 = 0; t0 < n; t0 += ch) {
+		long len = t0 + ch <= n ? ch : n - t0;
+		Cand *cd = &cs[ncand++];
+		double sm = 0;
+		int nan = 0, sink = t0 < S, recent = t0 + len > n - Rr;
+		for (long t = t0; t < t0 + len; t++) {
+			nan |= isnan(osc[t]);
+			sm += osc[t];
+			if (!sink && !recent && !(osc[t] >= 0)) {
+				free(cs);
+				return 0;
+			}
+			tot += sink || recent ? 0 : osc[t];
+		}
+		cd->key = nan ? NAN : sm / (double)len;
+		cd->prot = sink ? PR_sink : recent ? PR_recent : PR_none;
+		cd->age = sink ? t0 : n - (t0 + len);
+		cd->l = 0, cd->h = 0, cd->t = (int)t0, cd->len = (int)len;
+		cd->sum = sm;
+	}
+	int ev = massprefix(cs, ncand, tot, refval(x->f, x->par, x->f->sel.mass, 0)) < ncand;
+	free(cs);
+	return ev;
+}
+
+/* AdaKV's floor under summary rows: a non-empty head of a layer that evicts needs a floor
+** min(floor(alpha nk), nk, n) of at least its C rows (they are part of it); 0, or -1 with the error */
+static int sumfloorok(Ctx *x, long nk, long n, int l, int h)
+{
+	const KiFn *f = x->f;
+	int C = ki_summaryrows(f);
+	double alpha = refval(f, x->par, f->sel.floor, 0);   /* in [0, 1]: selectsummary checked it */
+	long fl = (long)floor(alpha * (double)nk);
+	fl = fl < nk ? fl : nk;
+	fl = fl < n ? fl : n;
+	if (fl >= C)
+		return 0;
+	ki_error(x->e, f->src, f->merge.line, f->merge.col, "merge summary: the floor keeps %ld rows of (layer %d, "
+	         "head %d), fewer than its %d summary rows", fl, l, h, C);
+	return -1;
+}
+
+/* AdaKV's floor under summary rows (topk, scope layer, chunk 1; selectsummary's ordinary rows:
+** oc, osc, its caps and counts want): a layer that evicts (gev) gives each non-empty head its
+** floor fl = min(floor(alpha nk), nk, n) first, the C summary rows included (fl < C: sumfloorok):
+** the head keeps its best fl - C ordinary rows, then the rest of the layer's count (sum of want
+** less those) goes to one ranking over the layer, each head within its cap (M12); a layer that
+** evicts nothing keeps everything. okeep gets the ordinary rows kept. */
+static int floorsum(Ctx *x, const KiCase *oc, const double *osc, const long *nks, const long *want,
+                    const long *cap, const char *gev, char *okeep)
+{
+	const KiFn *f = x->f;
+	const KiCase *c = x->c;
+	int C = ki_summaryrows(f);
+	long S, Rr, ch;
+	if (ki_selfields(f, x->par, &S, &Rr, &ch, x->e) != 0)
+		return -1;
+	double alpha = refval(f, x->par, f->sel.floor, 0);   /* in [0, 1]: selectsummary checked it */
+	Cand *cs = malloc(((size_t)c->H * c->n + 1) * sizeof *cs);
+	long *hgot = calloc((size_t)c->L * c->H + 1, sizeof *hgot);
+	if (!cs || !hgot) {
+		free(cs), free(hgot);
+		ki_error(x->e, f->src, 0, 0, "interpreter: out of memory");
+		return -1;
+	}
+	for (int l = 0; l < c->L; l++) {
+		long rest = 0;
+		for (int pass = 0; pass < 2; pass++) {   /* 0: each head's floor; 1: the layer's ranking */
+			int m = 0;
+			for (int h = 0; h < c->H; h++) {
+				size_t lh = (size_t)l * c->H + h;
+				long no = tokens(oc, l, h), n = tokens(c, l, h), nk = nks[lh];
+				if (pass == 0 && !gev[lh]) {      /* nothing evicted: every row stays */
+					memset(&okeep[lh * c->n], 1, (size_t)no);
+					continue;
+				}
+				if (pass == 0 && n == 0)
+					continue;
+				long fl = (long)floor(alpha * (double)nk);
+				fl = fl < nk ? fl : nk;
+				fl = fl < n ? fl : n;
+				int m0 = pass ? m : 0;
+				for (long t = 0; t < no && gev[lh]; t++) {
+					if (pass && okeep[lh * c->n + t])
+						continue;
+					double v = osc[lh * c->n + t];
+					Cand *cd = &cs[m0++];
+					cd->key = v, cd->sum = v;
+					cd->prot = t < S ? PR_sink : t >= no - Rr ? PR_recent : PR_none;
+					cd->age = t < S ? t : no - (t + 1);
+					cd->l = l, cd->h = h, cd->t = (int)t, cd->len = 1;
+				}
+				if (pass) {
+					m = m0;
+					continue;
+				}
+				qsort(cs, (size_t)m0, sizeof *cs, candcmp);
+				for (long j = 0; j < fl - C && j < m0; j++)
+					okeep[lh * c->n + cs[j].t] = 1;
+				hgot[lh] = fl - C < m0 ? fl - C : m0;
+				rest += want[lh] - hgot[lh];
+			}
+			if (pass)
+				pick(cs, m, rest, oc, cap, hgot, okeep);
+		}
+	}
+	free(cs), free(hgot);
+	return 0;
+}
+
 /* Selection under a merge rule with summary rows (merge.c): over the ordinary rows
 ** only (an existing summary block is always kept). A group (the select scope's: a head,
 ** a layer, the model) that evicts (one of its heads holds more rows than its count nk)
 ** keeps sum (nk - C) ordinary rows, and each of its heads at most n - C (without a block:
 ** the C rows it builds come out of what it held; with one: all its ordinary rows), so no
 ** head ends holding more than it held nor the group more than its budget (doc/dsl.md;
-** topk or threshold, the verifier refuses the other rules here); a group that evicts
-** nothing keeps everything. Threshold at scope head: one under its count without a
-** block that evicts keeps at most n - C (threvicts); keep[] gets the physical rows. */
+** topk, threshold or mass, the verifier refuses the other rules here); a group that evicts
+** nothing keeps everything. Threshold and mass at scope head: one under its count without a
+** block that evicts keeps at most n - C (threvicts, massevicts); keep[] gets the physical rows. */
 static int selectsummary(Ctx *x, const double *scores, const long *nks, char *keep)
 {
 	const KiCase *c = x->c;
@@ -995,11 +1121,26 @@ static int selectsummary(Ctx *x, const double *scores, const long *nks, char *ke
 		ki_error(x->e, f->src, 0, 0, "interpreter: out of memory");
 		goto out;
 	}
-	for (int pass = 0; pass < 2; pass++)          /* gev: any head of the group over its count */
+	double alpha = f->sel.floor ? refval(f, x->par, f->sel.floor, 0) : 0;
+	if (!(alpha >= 0 && alpha <= 1)) {       /* as compress.c, before the counts' errors */
+		ki_error(x->e, f->src, f->sel.line, f->sel.col, "select: floor must be in [0, 1], got %g", alpha);
+		goto out;
+	}
+	/* gev: any head of the group over its count; threshold at scope layer / model: or any head
+	** with an unprotected ordinary row below tau (the group's selection drops it) */
+	int thg = f->sel.kind == SEL_threshold && f->sel.scope != SC_head;
+	for (int pass = 0; pass < 2; pass++)
 		for (size_t lh = 0; lh < nlh; lh++) {
 			size_t g = f->sel.scope == SC_head ? lh : f->sel.scope == SC_layer ? lh - lh % c->H : 0;
+			int l = (int)(lh / c->H), h = (int)(lh % c->H);
+			if (pass == 0 && thg) {
+				int no = ki_ordrows(c, c->sumat && c->sumat[lh] >= 0 ? C : 0, l, h, ord);
+				for (int j = 0; j < no; j++)
+					osc[lh * c->n + j] = scores[lh * c->n + ord[j]];
+				gev[g] |= threvicts(x, &osc[lh * c->n], no);
+			}
 			if (pass == 0)
-				gev[g] |= tokens(c, (int)(lh / c->H), (int)(lh % c->H)) > nks[lh];
+				gev[g] |= tokens(c, l, h) > nks[lh];
 			else
 				gev[lh] = gev[g];
 		}
@@ -1014,15 +1155,22 @@ static int selectsummary(Ctx *x, const double *scores, const long *nks, char *ke
 				         "%ld rows of (layer %d, head %d), fewer than its %d summary rows", nk, l, h, C);
 				goto out;
 			}
+			if (f->sel.floor && gev[lh] && n > 0 && sumfloorok(x, nk, n, l, h) != 0)
+				goto out;
 			want[lh] = gev[lh] && n > 0 ? (nk < n ? nk : n) - C : no;
 			cap[lh] = gev[lh] && n > 0 && !cex ? no - C : no;
 			olen[lh] = no;
 			for (int j = 0; j < no; j++)
 				osc[lh * c->n + j] = scores[lh * c->n + ord[j]];
-			if (f->sel.kind == SEL_threshold && !cex && n <= nk && threvicts(x, &osc[lh * c->n], no)) {
+			int uev = !thg && f->sel.kind == SEL_threshold && !cex && n <= nk ? threvicts(x, &osc[lh * c->n], no) :
+			          f->sel.kind == SEL_mass && !cex && n <= nk ? massevicts(x, &osc[lh * c->n], no) : 0;
+			if (uev < 0)
+				goto out;
+			if (uev) {
 				if (no < C) {        /* the summary rows would not fit in what it held */
 					ki_error(x->e, f->src, f->merge.line, f->merge.col, "merge summary: (layer %d, head %d) "
-					         "evicts below tau but holds %d rows, fewer than its %d summary rows", l, h, no, C);
+					         "evicts %s but holds %d rows, fewer than its %d summary rows", l, h,
+					         f->sel.kind == SEL_mass ? "past its mass prefix" : "below tau", no, C);
 					goto out;
 				}
 				want[lh] = no - C;
@@ -1033,7 +1181,7 @@ static int selectsummary(Ctx *x, const double *scores, const long *nks, char *ke
 	Ctx y = *x;
 	y.c = &oc;
 	y.cap = cap;
-	if (selectkeep(&y, osc, want, okeep) != 0)
+	if (f->sel.floor ? floorsum(x, &oc, osc, nks, want, cap, gev, okeep) != 0 : selectkeep(&y, osc, want, okeep) != 0)
 		goto out;
 	for (int l = 0; l < c->L; l++)
 		for (int h = 0; h < c->H; h++) {

@@ -450,19 +450,26 @@ static int checkmerge(V *v)
 		ki_error(e, f->src, m->line, m->col, "merge next m must be at least 1");
 		goto out;
 	}
-	if (k == MG_summary && (f->sel.kind == SEL_mass || f->sel.floor || f->sel.sched == SCH_prefix ||
-	                        f->sel.sched == SCH_dynamic)) {
+	if (k == MG_summary && (f->sel.sched == SCH_prefix || f->sel.sched == SCH_dynamic)) {
 		ki_error(e, f->src, m->line, m->col, "merge summary takes its rows from the budget of "
-		         "each head: it works with select topk or threshold (no mass, floor, prefix or "
-		         "dynamic schedule)");
+		         "each head: it works with select topk (a floor too), threshold or mass, not a "
+		         "prefix or dynamic schedule");
+		goto out;
+	}
+	/* mass: like threshold, a head under its budget may evict (its prefix leaves rows out) and
+	** then keeps at most n - C (interp.c massevicts); a group's prefix could evict from a head
+	** that reserved no room, so mass with summary rows is a per-head rule too */
+	if (k == MG_summary && f->sel.kind == SEL_mass && (f->sel.scope != SC_head || f->sel.nocap)) {
+		ki_error(e, f->src, m->line, m->col, "merge summary with select mass needs scope "
+		         "\"head\" and a cap (the summary rows come out of each head's own budget)");
 		goto out;
 	}
 	/* threshold: an instance under its budget that evicts keeps at most n - C ordinary rows
-	** (interp.c selectsummary); a group's selection could evict from an instance that no
-	** count reserved the C rows in, so threshold with summary rows is a per-head rule */
-	if (k == MG_summary && f->sel.kind == SEL_threshold && (f->sel.scope != SC_head || f->sel.nocap)) {
-		ki_error(e, f->src, m->line, m->col, "merge summary with select threshold needs scope "
-		         "\"head\" and a cap (the summary rows come out of each head's own budget)");
+	** (interp.c selectsummary); at scope layer / model every head's C rows come out of the
+	** group's count (M12); without a cap there is no count to take them from */
+	if (k == MG_summary && f->sel.kind == SEL_threshold && f->sel.nocap) {
+		ki_error(e, f->src, m->line, m->col, "merge summary with select threshold needs a cap "
+		         "(the summary rows come out of each head's budget)");
 		goto out;
 	}
 	for (int s = 0; k == MG_summary && s < f->nst; s++)

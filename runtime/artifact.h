@@ -277,7 +277,8 @@ enum { KA_TNONE, KA_TVALUE, KA_TMEAN, KA_TEMA };   /* KA_TEMA: issue 12, D2O (Ka
 ** each step that calls one (compress.c kr_needk): a step missing here is a positioned internal
 ** error, never a silent stub. The steps and their kernels (runtime/compress.c, summary.c, decode.c):
 **   KA_KCHUNK    ckeys, ckeepidx   select with chunk > 1 (chunk a param, or a constant other than 1)
-**   KA_KCOUNT    kcount            chunk > 1 (chunkgreedy), mass (massbisect), the dynamic schedule
+**   KA_KCOUNT    kcount            chunk > 1 (chunkgreedy), mass (massbisect), the dynamic schedule,
+**                                  threshold with summary rows at scope layer / model
 **   KA_KMASS     mtotal, ksum      mass (masstotal, masscount), the prefix schedule (schedcnt)
 **   KA_KTFILTER  tfilter           select threshold (chunk 1)
 **   KA_KFLOOR    kfloor            a select floor
@@ -302,7 +303,8 @@ static inline unsigned ka_kernels(const KaHdr *h)
 {
 	int chunk = !(h->chunk.kind == KA_NONE || (h->chunk.kind == KA_CON && h->chunk.val == 1));
 	int mass = h->selkind == KA_SEL_MASS, thr = h->selkind == KA_SEL_THRESHOLD;
-	return (chunk ? KA_KCHUNK : 0) | (chunk || mass || h->sched == KA_SCH_DYNAMIC ? KA_KCOUNT : 0) |
+	int thrgrp = thr && h->merge == KA_MSUMMARY && h->scope != KA_SCOPE_HEAD;   /* sumgroup's candidates */
+	return (chunk ? KA_KCHUNK : 0) | (chunk || mass || thrgrp || h->sched == KA_SCH_DYNAMIC ? KA_KCOUNT : 0) |
 	       (mass || h->sched == KA_SCH_PREFIX ? KA_KMASS : 0) | (thr ? KA_KTFILTER | KA_KCTFILTER : 0) |
 	       (h->floor.kind != KA_NONE ? KA_KFLOOR : 0) | (h->merge == KA_MSUMMARY ? KA_KSUMMARY : 0) |
 	       (h->flags & KA_FATTN ? KA_KATTN : 0) | (mass ? KA_KCMASS : 0) | (h->cbias ? KA_KDECODEB : 0) |

@@ -22,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <stdarg.h>
+#include <limits.h>
 #include <math.h>
 #include <pthread.h>
 #include "runtime/rt.h"
@@ -463,6 +464,7 @@ static double ksumat(void *ctx, uint64_t thr)
 	size_t c = 0;
 	for (int kj = g->base; kj <= g->k; kj++) {
 		long nn = LEN(g->r, kj);
+		nn -= g->r->h->merge == KA_MSUMMARY && g->r->pl->sblk[kj] >= 0 ? g->r->h->srows : 0;   /* the ordinary rows (sumrows) */
 		sum += g->r->pl->p->a->ksum(g->ks + c, g->score[kj], nn, thr);
 		c += (size_t)nn;
 	}
@@ -621,9 +623,39 @@ static int sumthr(Run *r, int k, long n, long ci, long *cnt)
 	return 0;
 }
 
+/* merge summary with select mass (scope head, chunk 1): instance k (flags fl: sumgroup's) without
+** a block, under its budget, whose mass prefix (pre rows: the protected ones and the prefix) leaves
+** some of its n ordinary rows out keeps at most n - C of them (interp.c massevicts) */
+static int summass(Run *r, int k, long n, long pre, long *want)
+{
+	int C = r->h->srows, kk = k % r->LH;
+	if (r->pl->nkept[k] & 3 || pre >= n)
+		return 0;
+	if (n < C)
+		return kr_seterr(KVCC_EINVAL, "%s:%u:%u: error: merge summary: (layer %d, head %d) evicts past its mass "
+		                 "prefix but holds %ld rows, fewer than its %d summary rows", r->pl->p->src, r->h->mline,
+		                 r->h->mcol, kk / r->pl->lay.kv_heads, kk % r->pl->lay.kv_heads, n, C);
+	*want = n - C < *want ? n - C : *want;
+	return 0;
+}
+
+/* merge summary with AdaKV's floor (topk, scope layer, chunk 1; interp.c floorsum): instance k's
+** floor fl = min(floor(alpha c0), c0, n0) (c0 its count, n0 its rows) includes its C summary rows:
+** the ordinary rows it keeps first, fl - C. A floor below C is noted in nkept[k] (fl + 1 from bit
+** 2 up, below bit 30) for sumgroup, which reports it when the layer evicts. */
+static long sumfloor(Run *r, int k, double alpha, long c0, long n0)
+{
+	long fl = (long)floor(alpha * (double)c0), C = r->h->srows;
+	fl = fl < c0 ? fl : c0;
+	fl = fl < n0 ? fl : n0;
+	if (fl < C)
+		r->pl->nkept[k] |= (int32_t)(fl + 1) << 2;
+	return fl - C;
+}
+
 /* merge summary at scope layer / model (interp.c selectsummary): instances base..k are one group,
-** nkept[] holds each one's flags from selectkeep (1: over its count, 2: it has a block). A group
-** with an instance over its count evicts: every instance's C rows count in the group's budget (an
+** nkept[] holds each one's flags from selectkeep (1: over its count, 2: it has a block, bit 30:
+** threshold, a row below tau). A group with an instance over its count or below tau evicts: every instance's C rows count in the group's budget (an
 ** instance under its count without a block gives C of it up, *want) and one without a block keeps
 ** at most its n - C best rows (keys below them zeroed: never kept), so the C rows it builds come
 ** out of what it held and no instance ends holding more than it held: topk finds the threshold of
@@ -635,16 +667,21 @@ static int sumgroup(Run *r, int base, int k, uint64_t *ks, long *want)
 	int32_t *fl = r->pl->nkept;
 	int C = hd->srows, ev = 0;
 	for (int kj = base; kj <= k; kj++)
-		ev |= fl[kj] & 1;
+		ev |= (fl[kj] & 1) | (fl[kj] >> 30 & 1);     /* over its count, or a row below tau */
 	size_t c = 0;
 	for (int kj = base; kj <= k; kj++) {
 		int blk = fl[kj] >> 1 & 1, kk = kj % r->LH;
 		long no = LEN(r, kj) - (blk ? C : 0);
+		if (ev && !blk && no > 0 && !(fl[kj] & 1) && no < C)
+			return kr_seterr(KVCC_EINVAL, "%s:%u:%u: error: merge summary: the budget keeps %ld rows of (layer %d, "
+			                 "head %d), fewer than its %d summary rows", r->pl->p->src, hd->mline, hd->mcol, no,
+			                 kk / r->pl->lay.kv_heads, kk % r->pl->lay.kv_heads, C);
+		int lowf = fl[kj] >> 2 & 0xfffffff;          /* AdaKV's floor below C (sumfloor): its fl + 1 */
+		if (ev && LEN(r, kj) > 0 && lowf)
+			return kr_seterr(KVCC_EINVAL, "%s:%u:%u: error: merge summary: the floor keeps %d rows of (layer %d, "
+			                 "head %d), fewer than its %d summary rows", r->pl->p->src, hd->mline, hd->mcol,
+			                 lowf - 1, kk / r->pl->lay.kv_heads, kk % r->pl->lay.kv_heads, C);
 		if (ev && !blk && no > 0) {      /* an empty instance takes no part */
-			if (!(fl[kj] & 1) && no < C)
-				return kr_seterr(KVCC_EINVAL, "%s:%u:%u: error: merge summary: the budget keeps %ld rows of (layer %d, "
-				                 "head %d), fewer than its %d summary rows", r->pl->p->src, hd->mline, hd->mcol, no,
-				                 kk / r->pl->lay.kv_heads, kk % r->pl->lay.kv_heads, C);
 			*want -= fl[kj] & 1 ? 0 : C;
 			r->pl->p->a->kcut(ks + c, no, threshold(r->pl->p->a, ks + c, (size_t)no, no - C));
 		}
@@ -759,7 +796,8 @@ static int selectkeep(Run *r, float **score, const kvcc_args *args, int k0, int 
 	if (fsel)
 		NEEDK(KA_KFLOOR, "kfloor (floor)");
 	if (hd->merge == KA_MSUMMARY)
-		NEEDK(hd->scope != KA_SCOPE_HEAD ? KA_KSUMMARY | KA_KSUMCAP : KA_KSUMMARY, "mstore, kcut (merge summary)");
+		NEEDK(hd->scope != KA_SCOPE_HEAD ? KA_KSUMMARY | KA_KSUMCAP | (thsel ? KA_KCOUNT : 0) : KA_KSUMMARY,
+		      "mstore, kcut (merge summary), kcount (with threshold)");
 	if (hd->merge == KA_MNEAREST)
 		NEEDK(KA_KQKT, "qkt (merge nearest)");
 	if (hd->sched >= KA_SCH_PREFIX)    /* the generated schedcnt calls them */
@@ -781,8 +819,8 @@ static int selectkeep(Run *r, float **score, const kvcc_args *args, int k0, int 
 			if (rc)
 				return rc;
 		}
+		long n0 = n, c0 = cnt;
 		if (hd->merge == KA_MSUMMARY) {    /* the ordinary rows only (summary.c); n_keep - C of them */
-			long n0 = n, c0 = cnt;
 			int rc = sumrows(r, k, score[k], &n, &cnt);
 			if (rc)
 				return rc;
@@ -793,14 +831,17 @@ static int selectkeep(Run *r, float **score, const kvcc_args *args, int k0, int 
 			if (thsel) {
 				long ci = (long)A->tfilter(score[k], n, S, Rr, tau, ks + nc);
 				ncand += ci;
-				int rc = hd->merge == KA_MSUMMARY ? sumthr(r, k, n, ci, &cnt) : 0;
+				if (hd->merge == KA_MSUMMARY && hd->scope != KA_SCOPE_HEAD && ci < n)
+					nkept[k] |= 1 << 30;     /* a row below tau: the group evicts (sumgroup) */
+				int rc = hd->merge == KA_MSUMMARY && hd->scope == KA_SCOPE_HEAD ? sumthr(r, k, n, ci, &cnt) : 0;
 				if (rc)
 					return rc;
 			}
 			int rc = msel ? masstotal(r, k, score[k], n, S, Rr, &mtot) : 0;
 			if (rc)
 				return rc;
-			long fl = fsel ? (long)floor(alpha * (double)cnt) : 0;   /* the head's own top first */
+			long fl = !fsel ? 0 : hd->merge == KA_MSUMMARY ? sumfloor(r, k, alpha, c0, n0) :
+			          (long)floor(alpha * (double)cnt);      /* the head's own top first */
 			if (fl > 0)
 				A->kfloor(ks + nc, n, threshold(A, ks + nc, (size_t)n, fl < cnt ? fl : cnt));
 			nc += (size_t)n;
@@ -832,14 +873,21 @@ static int selectkeep(Run *r, float **score, const kvcc_args *args, int k0, int 
 		if (!lastk)
 			continue;
 		size_t c = 0;
-		if (msel && ch == 1)      /* the group's count */
-			want = masscount(r, score, (int)base, k, ks, nc, mp, mtot, want);
+		if (msel && ch == 1) {    /* the group's count; summary: the rows under it (scope head) */
+			long pre = masscount(r, score, (int)base, k, ks, nc, mp, mtot, LONG_MAX);
+			int rc = hd->merge == KA_MSUMMARY ? summass(r, k, (long)nc, pre, &want) : 0;
+			if (rc)
+				return rc;
+			want = pre < want ? pre : want;
+		}
 		if (msel && ch > 1)       /* the candidates: the protected chunks and the prefix */
 			cmassprefix(r, score, (int)base, k, ks, nc, ch, pt, &np, mp, mtot, &ncand);
 		if (hd->merge == KA_MSUMMARY && hd->scope != KA_SCOPE_HEAD) {
 			int rc = sumgroup(r, (int)base, k, ks, &want);
 			if (rc)
 				return rc;
+			if (thsel)       /* the candidates kcut left (keys != 0) */
+				ncand = (long)A->kcount(ks, (int64_t)nc, 1);
 		}
 		if (ch == 1) {
 			uint64_t thr = thsel ? tthreshold(A, ks, nc, want, ncand) : threshold(A, ks, nc, want);

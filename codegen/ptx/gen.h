@@ -126,6 +126,8 @@ KC_FUNC void kp_sum_pre(Gen *g);
 KC_FUNC void kp_sum_first(Sb *s);   /* the device function kv_sfirst (the summary block's row) */
 KC_FUNC void kp_sum_copy(Gen *g);
 KC_FUNC void kp_sum_thr(Gen *g, const char *T);   /* select threshold at scope head (issue 12) */
+KC_FUNC void kp_sum_mass(Gen *g, const char *M);  /* select mass at scope head (issue 12, session 12) */
+KC_FUNC void gen_massbisect(Gen *g, const char *pick, const char *sum);   /* kernels.c: mass's prefix count */
 KC_FUNC int kp_sum_body(Gen *g);
 /* keep.c (issue 13): kv_count, the select keep count (after kv_nkeep) */
 KC_FUNC int kp_gen_count(Gen *g);

@@ -239,7 +239,7 @@ static int gen_decode(Gen *g, KpCudaOut *out)
 ** selects the best mid (one call in the loop, inlined once: the probes, then lo, which it leaves
 ** selected), `sum` sums their scores into ps (kv_select: kv_topk per instance; kv_select_grp:
 ** kv_gpick over the group weighing each chunk 1) */
-static void gen_massbisect(Gen *g, const char *pick, const char *sum)
+void gen_massbisect(Gen *g, const char *pick, const char *sum)
 {
 	sb(&g->s,
 	   "\t/* the smallest count lo of the best unprotected chunks whose sums reach p of the total */\n"
@@ -320,7 +320,7 @@ static void gen_selgrp(Gen *g, KpCudaOut *out, const char *S, const char *R, con
 	long long ro[4];
 	memset(g->cur, 0, sizeof g->cur);
 	int su = g->f->merge.kind == MG_summary;
-	kp_wsreserve(g, 0, F || M || su ? 16 : 8, ro);
+	kp_wsreserve(g, 0, F && su ? 24 : F || M || su ? 16 : 8, ro);   /* floor + summary: records 4, 5 too */
 	long long lo[4] = { 0 };
 	if (su) {     /* merge summary: the ordinary rows' count and whether the instance has a block, then
 	              ** their scores (kv_select reads its own) */
@@ -346,7 +346,13 @@ static void gen_selgrp(Gen *g, KpCudaOut *out, const char *S, const char *R, con
 	   "\tif (S < 0 || R < 0 || ch < 1) { if (threadIdx.x == 0) kv_seterr(a.err, KVG_ESELECT); return; }\n"
 	   "\t/* the group's budget: the sum of its instances' n_keep */\n"
 	   "\tlong long want = 0;\n");
-	if (F)        /* AdaKV: each head's own top floor(alpha n_keep) first, out of the layer's ranking */
+	if (T && su)  /* threshold with summary rows: a row below tau makes the group evict (M15) */
+		sb(&g->s, "\tconst double tau = (double)(%s);\n", T);
+	if (F && su)  /* the floor's value first, as the interpreter and x86 check it before the counts */
+		sb(&g->s,
+		   "\tconst double alpha = (double)(%s);\n"
+		   "\tif (!(alpha >= 0.0 && alpha <= 1.0)) { if (threadIdx.x == 0) kv_seterr(a.err, KVG_EFLOOR); return; }\n", F);
+	if (F && !su) /* AdaKV: each head's own top floor(alpha n_keep) first, out of the layer's ranking */
 		sb(&g->s,
 		   "\tconst double alpha = (double)(%s);\n"
 		   "\tif (!(alpha >= 0.0 && alpha <= 1.0)) { if (threadIdx.x == 0) kv_seterr(a.err, KVG_EFLOOR); return; }\n"
@@ -389,6 +395,7 @@ static void gen_selgrp(Gen *g, KpCudaOut *out, const char *S, const char *R, con
 		   "\t\tfor (long long t = tid; t < n; t += KV_NT)\n"
 		   "\t\t\tif (s0_ < 0 || t < s0_ || t >= s0_ + KV_SROWS) os_[s0_ >= 0 && t >= s0_ + KV_SROWS ? t - KV_SROWS : t] = a.scores[(long long)k * a.N + t];\n"
 		   "\t\tif (tid == 0) { int *const w_ = (int *)(a.ws + (long long)k * a.ws_inst); w_[%lld] = (int)no_; w_[%lld] = s0_ >= 0; }\n"
+		   "%s"
 		   "\t}\n"
 		   "\tif (bad_ || (gev_ && mnk_ < KV_SROWS)) { if (tid == 0) kv_seterr(a.err, KVG_ESUM); return; }   /* kv_select stops */\n"
 		   "\tif (!gev_) want = wno_;\n"
@@ -401,18 +408,46 @@ static void gen_selgrp(Gen *g, KpCudaOut *out, const char *S, const char *R, con
 		   "\t\tkv_topk(KV_GSC(a, k), no_, 1, S, R, 0, cap_ - c1_.used, c0_, chist_, csv_, &cE_, wsum);\n"
 		   "\t\tif (tid == 0) { kv_strec(kv_grec(a, k, 3), c1_); kv_strec(kv_grec(a, k, 2), c0_); }\n"
 		   "\t\t__syncthreads();\n"
-		   "\t}\n", lo[0], lo[0] + 1, lo[0] + 1);
+		   "\t}\n", lo[0], lo[0] + 1, T ?
+		   "\t\t__syncthreads();\n"
+		   "\t\tfor (long long c0 = 0; c0 < no_; c0 += KV_NT) {   /* an unprotected row below tau (NaN too) */\n"
+		   "\t\t\tconst long long ci = c0 + tid;\n"
+		   "\t\t\tint nb_;\n"
+		   "\t\t\tkv_bscan(ci < no_ && !kv_prot(ci, 1, no_, S, R) && !((double)os_[ci] >= tau), wsum, &nb_);\n"
+		   "\t\t\tgev_ |= nb_ > 0;\n"
+		   "\t\t}\n" : "", lo[0] + 1);
 	else
 		sb(&g->s, "\tfor (int k = i0; k < i0 + ni; k++) want += %s;\n",
 		   s->nocap ? "a.len[k]" : "kv_count(a, k / (a.L * a.H), k / a.H % a.L, k % a.H, a.len[k])");
-	if (T)        /* threshold: the candidates are the protected chunks and the others whose mean is >= tau */
+	if (F && su)  /* AdaKV with summary rows (interp.c floorsum): in a group that evicts, each non-empty
+	              ** instance's floor includes its C rows (below C: KVG_ESUM); its own best fl - C ordinary
+	              ** rows (records 5 and 4) are kept first, out of the layer's ranking (kv_gin fl 5) */
+		sb(&g->s,
+		   "\tfor (int k = i0; k < i0 + ni; k++) {\n"
+		   "\t\tconst int b = k / (a.L * a.H), li = k - b * a.L * a.H, n = a.len[k];\n"
+		   "\t\tconst long long nk = kv_count(a, b, li / a.H, li %% a.H, n), no_ = KV_GLEN(a, k);\n"
+		   "\t\tlong long fl = (long long)floor(__dmul_rn(alpha, (double)nk));\n"
+		   "\t\tif (fl > nk) fl = nk;\n"
+		   "\t\tif (fl > n) fl = n;\n"
+		   "\t\tif (gev_ && n > 0 && fl < KV_SROWS) { if (tid == 0) kv_seterr(a.err, KVG_ESUM); return; }\n"
+		   "\t\tconst long long fo_ = gev_ && n > 0 ? fl - KV_SROWS : 0;\n"
+		   "\t\tKvSel f1_, f0_;\n"
+		   "\t\tkv_topk(KV_GSC(a, k), no_, 1, S, R, 1, fo_, f1_, chist_, csv_, &cE_, wsum);\n"
+		   "\t\tkv_topk(KV_GSC(a, k), no_, 1, S, R, 0, fo_ - f1_.used, f0_, chist_, csv_, &cE_, wsum);\n"
+		   "\t\tif (tid == 0) { kv_strec(kv_grec(a, k, 5), f1_); kv_strec(kv_grec(a, k, 4), f0_); }\n"
+		   "\t\twant -= f1_.used + f0_.used;\n"
+		   "\t\t__syncthreads();\n"
+		   "\t}\n");
+	if (T && su)
+		;             /* declared before the summary rows' block */
+	else if (T)   /* threshold: the candidates are the protected chunks and the others whose mean is >= tau */
 		sb(&g->s, "\tconst double tau = (double)(%s);\n", T);
 	else
 		sb(&g->s, "\tconst double tau = 0.0;\n");
 	if (M)
 		gen_grpmass(g, M);
-	int fl = F ? 1 : T ? 2 : su ? 3 : M ? 4 : 0;
-	if (fl == 0 || fl >= 3) {   /* plain top-k, summary caps, mass prefix: two inlined calls (sm_80 rolled:
+	int fl = F && su ? 5 : T && su ? 6 : F ? 1 : T ? 2 : su ? 3 : M ? 4 : 0;
+	if (fl == 0 || (fl >= 3 && fl != 5)) {   /* plain top-k, summary caps, mass prefix: two inlined calls (sm_80 rolled:
 	                            ** 20 B spill for scope layer's top-k, 24 B for summary_layer's caps, 0 B
 	                            ** inlined; summary_model: 8 B inlined, 0 B rolled; the mass prefix 0 B) */
 		sb(&g->s,
@@ -422,7 +457,8 @@ static void gen_selgrp(Gen *g, KpCudaOut *out, const char *S, const char *R, con
 		   "}\n", fl, fl);
 		return;
 	}
-	/* floor, threshold: one inlined kv_gpick in a loop of two (issue 13, compile time: NVVM and ptxas
+	/* floor, threshold, floor with summary rows (fl 5: 0 B spills rolled, 80 B inlined on sm_80,
+	** session 12): one inlined kv_gpick in a loop of two (issue 13, compile time: NVVM and ptxas
 	** compile it once; adakv's kv_select_grp 0.62 -> 0.44 s NVRTC CPU on sm_80, registers 64 -> 73
 	** / 59 -> 64 on sm_90; threshold_layer's 8 B spill on sm_80 gone; no spills; one block per
 	** scope group, so occupancy does not matter) */
@@ -510,8 +546,8 @@ static int gen_select(Gen *g, KpCudaOut *out)
 		memset(g->cur, 0, sizeof g->cur);      /* the score kernels' buffers stay; else dead: the merge's workspace */
 	int mg = f->merge.kind == MG_nearest, su = f->merge.kind == MG_summary;
 	int mp = f->merge.kind == MG_runs || f->merge.kind == MG_next;   /* issue 12 (codegen/ptx/mpos.c) */
-	if (su && ((th && s->scope != SC_head) || s->floor || sch))
-		return kp_err(g, NULL, "merge summary with select threshold at scope layer or model, a floor or a schedule is not compiled to CUDA yet");
+	if (su && sch)
+		return kp_err(g, NULL, "merge summary with a schedule is not compiled to CUDA yet");
 	KpCudaKernel *k = &out->kern[out->nkern++];
 	snprintf(k->name, sizeof k->name, "kv_select");
 	k->role = KVG_SELECT;
@@ -554,10 +590,15 @@ static int gen_select(Gen *g, KpCudaOut *out)
 		   "\tif (*(volatile int *)a.err) return;   /* KVG_ESUM, or an earlier kernel's error: no records */\n"
 		   "\tconst KvSel s1 = kv_ldrec(kv_grec(a, inst, 1)), s0 = kv_ldrec(kv_grec(a, inst, 0));\n"
 		   "\tconst KvSel c1_ = kv_ldrec(kv_grec(a, inst, 3)), c0_ = kv_ldrec(kv_grec(a, inst, 2));\n"
-		   "\t(void)hist; (void)sv; (void)s_E; (void)want;\n", ki_scopename(s->scope));
+		   "%s"
+		   "\t(void)hist; (void)sv; (void)s_E; (void)want;\n", ki_scopename(s->scope), s->floor ?
+		   "\tconst KvSel f1 = kv_ldrec(kv_grec(a, inst, 5)), f0 = kv_ldrec(kv_grec(a, inst, 4));   /* the floor's */\n" : "");
 	} else if (su && th) {      /* threshold: the ordinary candidates (summary.c) */
 		kp_sum_pre(g);
 		kp_sum_thr(g, T);
+	} else if (su && ms) {      /* mass: the ordinary rows' prefix (summary.c) */
+		kp_sum_pre(g);
+		kp_sum_mass(g, M);
 	} else if (su) {      /* the ordinary rows only (summary.c); n_keep - C of them */
 		kp_sum_pre(g);
 		sb(&g->s,
@@ -653,7 +694,7 @@ static int gen_select(Gen *g, KpCudaOut *out)
 		          "\tconst KvSel p0 = kv_ldrec(kv_grec(a, inst, 2));   /* the mass prefix (kv_gin fl 4) */\n");
 	if (s->scope != SC_head && th)    /* the records rank the candidates only (kv_gin) */
 		sb(&g->s, "\tconst double tau = (double)(%s);\n", T);
-	if (s->floor)       /* AdaKV: the head's own floor (kv_select_grp's records 2, 3) */
+	if (s->floor && !su)   /* AdaKV: the head's own floor (kv_select_grp's records 2, 3; with summary 4, 5) */
 		sb(&g->s, "\tconst KvSel f1 = kv_ldrec(kv_grec(a, inst, 3)), f0 = kv_ldrec(kv_grec(a, inst, 2));\n");
 	if (mp && kp_mpos_pre(g) != 0)
 		return -1;
@@ -676,7 +717,13 @@ static int gen_select(Gen *g, KpCudaOut *out)
 		   "\t\tint tot;\n"
 		   "\t\tconst int ex = kv_bscan(keep, wsum, &tot);\n"
 		   "\t\tsdst[tid] = keep ? (int)(run + ex) : t < n && !blk_ ? (int)(-2 - (t - run - ex - nb_)) : -1;\n"
-		   "\t\tconst int pv = keep ? Pb[t] : 0;\n", su && s->scope != SC_head ?
+		   "\t\tconst int pv = keep ? Pb[t] : 0;\n", su && s->floor ?
+		   "\t\t\tkeep = keep && kv_kept(kv_prot(ci, 1, no_, S, R) ? c1_ : c0_, mOS_, ci, 1, no_, S, R);\n"
+		   "\t\t\tkeep = keep || kv_kept(kv_prot(ci, 1, no_, S, R) ? f1 : f0, mOS_, ci, 1, no_, S, R);\n" :
+		   su && s->scope != SC_head && th ?
+		   "\t\t\tkeep = keep && kv_kept(kv_prot(ci, 1, no_, S, R) ? c1_ : c0_, mOS_, ci, 1, no_, S, R);\n"
+		   "\t\t\tkeep = keep && (kv_prot(ci, 1, no_, S, R) || (double)mOS_[ci] >= tau);   /* a candidate */\n" :
+		   su && s->scope != SC_head ?
 		   "\t\t\tkeep = keep && kv_kept(kv_prot(ci, 1, no_, S, R) ? c1_ : c0_, mOS_, ci, 1, no_, S, R);\n" : "");
 	else
 		sb(&g->s,

@@ -31,13 +31,19 @@ __device__ __forceinline__ void kv_strec(int *r, const KvSel &o) {
 ** is >= tau (NaN never); with merge summary (fl 3, chunk 1), only within its head's cap
 ** (records 2 + grp: its own top no - C when the group evicts and it has no block); with mass
 ** over chunks (fl 4), an unprotected chunk only when it is in the group's mass prefix (records
-** 2, kernels.c gen_grpmass) */
+** 2, kernels.c gen_grpmass); with merge summary and AdaKV's floor (fl 5, chunk 1), within its
+** head's cap (records 2 + grp) and not already kept by its floor (records 4 + grp); with merge
+** summary and threshold (fl 6, chunk 1), within its head's cap and a candidate (>= tau) */
 __device__ __forceinline__ int kv_gin(const KvgArgs &a, int k, long long ci, long long ch, long long n, long long S,
                                       long long R, int grp, int fl, double tau) {
 	if (kv_prot(ci, ch, n, S, R) != grp) return 0;
 	if (fl == 2) return grp || kv_cmean(KV_GSC(a, k), ci, ch, n) >= tau;
 	if (fl == 3) return kv_kept(kv_ldrec(kv_grec(a, k, 2 + grp)), KV_GSC(a, k), ci, ch, n, S, R);
 	if (fl == 4) return grp || kv_kept(kv_ldrec(kv_grec(a, k, 2)), KV_GSC(a, k), ci, ch, n, S, R);
+	if (fl == 6) return kv_kept(kv_ldrec(kv_grec(a, k, 2 + grp)), KV_GSC(a, k), ci, ch, n, S, R) &&
+	                    (grp || kv_cmean(KV_GSC(a, k), ci, ch, n) >= tau);
+	if (fl == 5) return kv_kept(kv_ldrec(kv_grec(a, k, 2 + grp)), KV_GSC(a, k), ci, ch, n, S, R) &&
+	                    !kv_kept(kv_ldrec(kv_grec(a, k, 4 + grp)), KV_GSC(a, k), ci, ch, n, S, R);
 	return !fl || !kv_kept(kv_ldrec(kv_grec(a, k, 2 + grp)), KV_GSC(a, k), ci, ch, n, S, R);
 }
 /* The interpreter's greedy pass (compiler/interp.c pick) over the chunks of class grp of

@@ -105,6 +105,21 @@ void kp_sum_pre(Gen *g)
 	   "\t__syncthreads();\n");
 }
 
+/* threshold and mass with summary rows: an instance without a block, under its count, that evicts
+** (evicts: a C condition) keeps at most no_ - C_ ordinary rows (fewer held: KVG_ESUM), then the
+** protected rows first and the best of the unprotected candidates, at most lim of them */
+static void sumtail(Gen *g, const char *evicts, const char *lim)
+{
+	sb(&g->s,
+	   "\tconst int ev_ = s0_ < 0 && n <= nk0_ && %s;   /* evicts under its count */\n"
+	   "\tif (ev_ && no_ < C_) { if (tid == 0) kv_seterr(a.err, KVG_ESUM); return; }\n"
+	   "\tconst long long wt_ = ev_ ? no_ - C_ : want;\n"
+	   "\tKvSel s1, s0;\n"
+	   "\tkv_topk(mOS_, no_, 1, S, R, 1, wt_, s1, hist, sv, &s_E, wsum);\n"
+	   "\tconst long long w0 = wt_ - s1.used < %s ? wt_ - s1.used : %s;\n"
+	   "\tkv_topk(mOS_, no_, 1, S, R, 0, w0, s0, hist, sv, &s_E, wsum);\n", evicts, lim, lim);
+}
+
 /* merge summary with select threshold (scope head, chunk 1; after kp_sum_pre): the candidates
 ** are the protected ordinary rows and the others >= tau (NaN never); an instance without a
 ** block, under its count, that evicts keeps at most no_ - C_ ordinary rows (the interpreter's
@@ -122,14 +137,35 @@ void kp_sum_thr(Gen *g, const char *T)
 	   "\t\tncand += tot;\n"
 	   "\t\tkv_bscan(up_ && !ok_, wsum, &tot);\n"
 	   "\t\tnbel_ += tot;\n"
-	   "\t}\n"
-	   "\tconst int ev_ = s0_ < 0 && n <= nk0_ && nbel_ > 0;   /* evicts under its count */\n"
-	   "\tif (ev_ && no_ < C_) { if (tid == 0) kv_seterr(a.err, KVG_ESUM); return; }\n"
-	   "\tconst long long wt_ = ev_ ? no_ - C_ : want;\n"
-	   "\tKvSel s1, s0;\n"
-	   "\tkv_topk(mOS_, no_, 1, S, R, 1, wt_, s1, hist, sv, &s_E, wsum);\n"
-	   "\tconst long long w0 = wt_ - s1.used < ncand ? wt_ - s1.used : ncand;\n"
-	   "\tkv_topk(mOS_, no_, 1, S, R, 0, w0, s0, hist, sv, &s_E, wsum);\n", T);
+	   "\t}\n", T);
+	sumtail(g, "nbel_ > 0", "ncand");
+}
+
+/* merge summary with select mass (scope head, chunk 1; after kp_sum_pre): the unprotected
+** ordinary rows' total (double; one that is not >= 0: KVG_EMASS), the smallest count lo of the
+** best of them whose scores reach p of it (bisection over the count, as kernels.c's mass path);
+** an instance without a block, under its count, whose prefix leaves rows out keeps at most
+** no_ - C_ (the interpreter's massevicts); then the protected rows and the prefix, best first,
+** within that count (sumtail) */
+void kp_sum_mass(Gen *g, const char *M)
+{
+	sb(&g->s,
+	   "\t__shared__ double dred[KV_NT], dres;\n"
+	   "\tdouble part = 0.0;\n"
+	   "\tint bad = 0;\n"
+	   "\tlong long mc = 0;   /* the unprotected ordinary rows */\n"
+	   "\tfor (long long ci = tid; ci < no_; ci += KV_NT)\n"
+	   "\t\tif (!kv_prot(ci, 1, no_, S, R)) { const float v = mOS_[ci]; bad |= !(v >= 0.f); part += (double)v; mc++; }\n"
+	   "\tconst double tot = kv_bsumd(part, dred, &dres);\n"
+	   "\tif (kv_bsumd((double)bad, dred, &dres) > 0.0) { if (tid == 0) kv_seterr(a.err, KVG_EMASS); return; }\n"
+	   "\tconst long long m = (long long)kv_bsumd((double)mc, dred, &dres);\n"
+	   "\tconst double p = (double)(%s);\n"
+	   "\tKvSel b0_;\n", M);
+	gen_massbisect(g,
+	   "\t\tkv_topk(mOS_, no_, 1, S, R, 0, mid, b0_, hist, sv, &s_E, wsum);   /* the best mid rows */\n",
+	   "\t\tfor (long long ci = tid; ci < no_; ci += KV_NT)\n"
+	   "\t\t\tif (!kv_prot(ci, 1, no_, S, R) && kv_kept(b0_, mOS_, ci, 1, no_, S, R)) ps += (double)mOS_[ci];\n");
+	sumtail(g, "lo < m", "lo");
 }
 
 /* the compaction's hook: the evicted ordinary rows of the tile (sdst <= -2: evicted row -2 - sdst)

@@ -109,8 +109,9 @@ static double floor_margin(const KiFn *f, const double *par, const KiCase *c, co
 		for (int k = k0; k < k0 + per; k++) {
 			int n = c->len ? c->len[k] : c->n;
 			memset(kept, 0, (size_t)n);
-			for (int j = 0; j < r->len[k]; j++)
-				kept[r->kept[(size_t)k * c->n + j]] = 1;
+			for (int j = 0; j < r->len[k]; j++)       /* a summary row's index is -1 */
+				if (r->kept[(size_t)k * c->n + j] >= 0)
+					kept[r->kept[(size_t)k * c->n + j]] = 1;
 			for (int t = (int)S; t < n - R; t++) {
 				double s = r->scores[(size_t)k * c->n + t];
 				v[m].s = isnan(s) ? -INFINITY : s, v[m++].kept = kept[t];
@@ -238,6 +239,152 @@ static void sumerrors(void)
 	kvcc_close(p);
 }
 
+/* merge summary's run-time errors under AdaKV's floor and mass (session 12; DESIGN §3: the rows
+** count in each head's floor, and a head that evicts must hold room for them): adakv_summary
+** (2 rows, the merge at 16:14) with a budget of 3 in a layer of two heads, one over it: the floor
+** floor(0.5 * 3) = 1 is below the 2 rows; summary_mass (2 rows, at 15:14) with one held row under
+** the budget, p = 0 and no sinks or window (nothing protected, nothing in the prefix): it would
+** evict its one row but holds fewer than 2. The interpreter and x86 both KVCC_EINVAL at the merge with the same line, cache unchanged. */
+static void sumerrors2(void)
+{
+	if (only && !strstr("merge summary run-time errors (floor, mass)", only))
+		return;
+	kvcc_spec s = { KVCC_F32, 8, 1, KVCC_TARGET_NATIVE };
+	enum { N = 12, D = 8 };
+	static float K[2 * N * D], V[2 * N * D], st[2 * 2 * N];
+	for (int i = 0; i < 2 * N * D; i++)
+		K[i] = (float)((i * 37 % 101) / 50.0 - 1), V[i] = (float)((i * 53 % 97) / 48.0 - 1);
+	static const struct { const char *lua, *want; int len0, len1; long budget; double p; } cs[] = {
+		{ "tests/policies/adakv_summary.lua", "adakv_summary.lua:16:14: error: merge summary: the floor keeps 1 rows "
+		  "of (layer 0, head 0), fewer than its 2 summary rows", N, 3, 3, -1 },
+		{ "tests/policies/summary_mass.lua", "summary_mass.lua:15:14: error: merge summary: (layer 0, head 0) evicts "
+		  "past its mass prefix but holds 1 rows, fewer than its 2 summary rows", 1, -1, 5, 0 },
+	};
+	for (int k = 0; k < 2; k++) {
+		int H = cs[k].len1 >= 0 ? 2 : 1;
+		kvcc_policy *p = NULL;
+		kvcc_plan *pl = NULL;
+		KiErr e = { 0 };
+		KiFn *f = kd_loadfile(cs[k].lua, NULL, &e);
+		kvcc_layout lay = { KVCC_F32, 1, H, D, N, (int64_t)H * N * D, (int64_t)N * D, D };
+		if (!f || ki_runpasses(f, KI_DEFAULT_PASSES, 0, &e, NULL, NULL) != 0 || kvcc_compile_file(cs[k].lua, &s, &p) != 0 ||
+		    kvcc_plan_create(p, &lay, 1, 1, &pl) != 0) {
+			printf("FAIL merge summary run-time errors (floor, mass) %d: %s %s\n", k, e.msg, kvcc_last_error());
+			nfail++;
+			kvcc_close(p);
+			ki_free(f);
+			continue;
+		}
+		double par[8];
+		int np = kvcc_param_count(p);
+		for (int i = 0; i < np && i < 8; i++) {
+			const char *nm = NULL;
+			kvcc_param_info(p, i, &nm, &par[i]);
+			if (nm && cs[k].p >= 0 && (!strcmp(nm, "p") || !strcmp(nm, "sinks") || !strcmp(nm, "window")))
+				par[i] = 0;         /* nothing protected, nothing in the prefix */
+		}
+		int32_t pos[2 * N], len[2] = { cs[k].len0, cs[k].len1 }, len0[2] = { cs[k].len0, cs[k].len1 };
+		for (int t = 0; t < 2 * N; t++)
+			pos[t] = t % N;
+		for (int t = 0; t < 2 * H * N; t++)
+			st[t] = t < H * N ? 1 : 0;          /* counts 1, no summary block */
+		kvcc_cache c = { K, V, pos, len, st };
+		kvcc_args a = { 0.5, cs[k].budget, par, 1, NULL };
+		int rc = kvcc_compress(pl, &c, NULL, &a);
+		int ok = rc == KVCC_EINVAL && strstr(kvcc_last_error(), cs[k].want) && len[0] == len0[0] && pos[0] == 0;
+		KiCase kc = { .L = 1, .H = H, .G = 1, .d = D, .n = N, .len = len0, .O = 0, .K = K, .V = V, .pos = pos,
+		              .dtype = KVCC_F32, .params = par, .ratio = 0.5, .budget = cs[k].budget };
+		KiResult r = { 0 };
+		KiErr ie = { 0 };
+		int irc = ki_run(f, &kc, &r, &ie);
+		ok &= irc != 0 && strstr(ie.msg, cs[k].want) != NULL;
+		if (ok)
+			npass++;
+		else {
+			nfail++;
+			printf("FAIL merge summary run-time errors (floor, mass) %d: rc %d len %d: %s; interpreter %d: %s\n", k, rc,
+			       len[0], kvcc_last_error(), irc, ie.msg);
+		}
+		printf("  %s\n", kvcc_last_error());
+		ki_result_free(&r);
+		ki_free(f);
+		kvcc_plan_destroy(pl);
+		kvcc_close(p);
+	}
+}
+
+/* threshold with summary rows at scope layer (M15): a layer of two heads of 8 rows under a budget of 8
+** (sinks 1, window 3: rows 0, 5, 6, 7 protected), head 0 every row above tau, head 1 rows 1-3
+** below it: the layer evicts, each head keeps at most 6; head 0's 8 candidates are cut to 6, head 1
+** holds 5, so the layer keeps 11 of its count 12 (x86 must recount the candidates after the cut,
+** else the twelfth pick is a cut row); x86 against the interpreter, positions and lengths */
+static void sumthrgrp(void)
+{
+	if (only && !strstr("merge summary threshold layer: the cut candidates", only))
+		return;
+	kvcc_spec s = { KVCC_F32, 8, 1, KVCC_TARGET_NATIVE };
+	enum { N = 8, D = 8, H = 2 };
+	static float K[H * N * D], V[H * N * D], st[2 * H * N];
+	for (int h = 0; h < H; h++)
+		for (int t = 0; t < N; t++)
+			for (int c = 0; c < D; c++) {
+				int neg = h == 1 && t >= 1 && t <= 3;
+				K[(h * N + t) * D + c] = (float)((neg ? -0.1 : 0.1) * (t + 1) + 0.01 * c);
+				V[(h * N + t) * D + c] = (float)(0.05 * (t - c));
+			}
+	KiErr e = { 0 };
+	const char *lua = "tests/policies/summary_threshold_layer.lua";
+	KiFn *f = kd_loadfile(lua, NULL, &e);
+	kvcc_policy *p = NULL;
+	kvcc_plan *pl = NULL;
+	kvcc_layout lay = { KVCC_F32, 1, H, D, N, (int64_t)H * N * D, (int64_t)N * D, D };
+	if (!f || ki_runpasses(f, KI_DEFAULT_PASSES, 0, &e, NULL, NULL) != 0 || kvcc_compile_file(lua, &s, &p) != 0 ||
+	    kvcc_plan_create(p, &lay, 1, 1, &pl) != 0) {
+		printf("FAIL merge summary threshold layer: the cut candidates: %s %s\n", e.msg, kvcc_last_error());
+		nfail++;
+		kvcc_close(p);
+		ki_free(f);
+		return;
+	}
+	double par[8];
+	int np = kvcc_param_count(p);
+	for (int i = 0; i < np && i < 8; i++) {
+		const char *nm = NULL;
+		kvcc_param_info(p, i, &nm, &par[i]);
+		if (nm && !strcmp(nm, "tau"))
+			par[i] = 0;
+	}
+	int32_t pos[H * N], len[H] = { N, N }, len0[H] = { N, N };
+	for (int t = 0; t < H * N; t++)
+		pos[t] = t % N;
+	for (int t = 0; t < 2 * H * N; t++)
+		st[t] = t < H * N ? 1 : 0;          /* counts 1, no summary block */
+	KiCase kc = { .L = 1, .H = H, .G = 1, .d = D, .n = N, .len = len0, .O = 0, .K = K, .V = V, .pos = pos,
+	              .dtype = KVCC_F32, .params = par, .ratio = 0.5, .budget = N };
+	KiResult r = { 0 };
+	int irc = ki_run(f, &kc, &r, &e);
+	kvcc_cache c = { K, V, pos, len, st };
+	kvcc_args a = { 0.5, N, par, 1, NULL };
+	int rc = irc ? -1 : kvcc_compress(pl, &c, NULL, &a);
+	int ok = irc == 0 && rc == 0 && r.len[0] == 8 && r.len[1] == 7;     /* 6 + 2 rows, 5 + 2 rows */
+	for (int k = 0; ok && k < H; k++) {
+		ok = len[k] == r.len[k];
+		for (int m = 0; ok && m < len[k]; m++)
+			ok = pos[k * N + m] == r.pos[k * N + m];
+	}
+	if (ok)
+		npass++;
+	else {
+		nfail++;
+		printf("FAIL merge summary threshold layer: the cut candidates: rc %d %d, lengths %d %d, reference %d %d: %s %s\n",
+		       irc, rc, len[0], len[1], r.len ? r.len[0] : -1, r.len ? r.len[1] : -1, e.msg, kvcc_last_error());
+	}
+	ki_result_free(&r);
+	ki_free(f);
+	kvcc_plan_destroy(pl);
+	kvcc_close(p);
+}
+
 static void run_case(const Cfg *cf, const char *host)
 {
 	char name[200];
@@ -321,6 +468,10 @@ static void run_case(const Cfg *cf, const char *host)
 	long nprot = (long)pval(f, par, f->sel.keep_first, 0) + (long)pval(f, par, f->sel.keep_recent, 0);
 	if (nprot > 1 && urand() < 0.3)
 		budget = nprot / 2;
+	/* AdaKV's floor with summary rows: a floor below the rows is an error (sumerrors2); a budget
+	** of C / alpha at least (adakv_summary: 4, still below its 5 protected rows) */
+	if (f->sel.floor && f->merge.kind == MG_summary && budget >= 0 && budget < ki_summaryrows(f) / pval(f, par, f->sel.floor, 1))
+		budget = (long)ceil(ki_summaryrows(f) / pval(f, par, f->sel.floor, 1));
 	/* positions: the index, 1000 + index (a cache that was compressed before) or gapped;
 	** no qpos: the observation queries are at the last held tokens' positions */
 	int poskind = (int)(urand() * 3);
@@ -343,11 +494,22 @@ static void run_case(const Cfg *cf, const char *host)
 			par[ti] = -1e30;
 		snprintf(name + strlen(name), sizeof name - strlen(name), " budget=n%s", n % 8 == 7 ? " tau=-1e30" : "");
 	}
+	/* summary rows under mass (issue 12, scope head): every head under its budget in half the
+	** cases (by n, no draw), where a head whose prefix leaves rows out keeps at most n - C; in
+	** half of those a p near 1, so that few rows go (often fewer than C) */
+	int pi = ki_findparam(f, "p");
+	if (f->merge.kind == MG_summary && f->sel.kind == SEL_mass && n % 4 == 3) {
+		budget = n;
+		if (pi >= 0 && n % 8 == 7)
+			par[pi] = 0.98;
+		snprintf(name + strlen(name), sizeof name - strlen(name), " budget=n%s", n % 8 == 7 ? " p=0.98" : "");
+	}
 	/* summary rows under a group budget (topk, scope layer / model; the heads hold n - 2k rows): a
 	** budget of n - 1 in a third of the cases (by n, no draw) leaves head 0 over it by one row and
 	** every other head under it, so the group's ranking takes rows from heads under their count;
 	** each head must end holding no more than it held, the group no more than its budget */
-	int sumgrp = f->merge.kind == MG_summary && f->sel.kind == SEL_topk && f->sel.scope != SC_head;
+	int sumgrp = f->merge.kind == MG_summary && (f->sel.kind == SEL_topk || f->sel.kind == SEL_threshold) &&
+	             f->sel.scope != SC_head;
 	if (sumgrp && n % 3 == 1) {
 		budget = n - 1;
 		snprintf(name + strlen(name), sizeof name - strlen(name), " budget=n-1");
@@ -1696,6 +1858,8 @@ int main(int argc, char **argv)
 	}
 	segsizes();
 	sumerrors();
+	sumerrors2();
+	sumthrgrp();
 	/* kv.random's seed at run time (ki_seed): past f32's 24 bits, fractional, negative, and the
 	** values that count as 0 (NaN, infinities, magnitudes >= 2^63) */
 	static const double seeds[] = { 987654321, 1099511627779.0, -5.7, 1e30, -INFINITY, NAN };

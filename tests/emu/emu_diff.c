@@ -390,8 +390,9 @@ static double floor_margin(const KiFn *f, const double *par, const KiCase *c, co
 		for (int k = l0 * c->H; k < (l0 + per) * c->H; k++) {
 			int n = c->len[k];
 			memset(kept, 0, (size_t)n);
-			for (int j = 0; j < r->len[k]; j++)
-				kept[r->kept[(size_t)k * c->n + j]] = 1;
+			for (int j = 0; j < r->len[k]; j++)       /* a summary row's index is -1 */
+				if (r->kept[(size_t)k * c->n + j] >= 0)
+					kept[r->kept[(size_t)k * c->n + j]] = 1;
 			for (int t = (int)S; t < n - R; t++) {
 				double s = r->scores[(size_t)k * c->n + t];
 				v[m].s = isnan(s) ? -INFINITY : s, v[m++].kept = kept[t];
@@ -511,6 +512,9 @@ static void run_case(int pi, int dt, int di, int gi, int idx)
 	long nprot = (long)pval(f, par, f->sel.keep_first, 0) + (long)pval(f, par, f->sel.keep_recent, 0);
 	if (nprot > 1 && idx % 4 == 1)
 		budget = nprot / 2;
+	/* AdaKV's floor with summary rows (as tests/diff/diff.c): a budget of C / alpha at least */
+	if (f->sel.floor && f->merge.kind == MG_summary && budget >= 0 && budget < ki_summaryrows(f) / pval(f, par, f->sel.floor, 1))
+		budget = (long)ceil(ki_summaryrows(f) / pval(f, par, f->sel.floor, 1));
 	/* summary rows under threshold (as tests/diff/diff.c, no draw): every head under its budget
 	** in a quarter of the cases, a tau below every score in half of those (only the NaN tokens go) */
 	int ti = ki_findparam(f, "tau");
@@ -520,10 +524,22 @@ static void run_case(int pi, int dt, int di, int gi, int idx)
 			par[ti] = -1e30;
 		snprintf(name + strlen(name), sizeof name - strlen(name), " budget=n%s", idx % 8 == 7 ? " tau=-1e30" : "");
 	}
+	/* summary rows under mass (scope head; as tests/diff/diff.c, no draw): every head under its
+	** budget in a third of the cases, a p near 1 in half of those (few rows go, often fewer than C: a
+	** head without a block then keeps n - C) */
+	int pmi = ki_findparam(f, "p");
+	if (f->merge.kind == MG_summary && f->sel.kind == SEL_mass && idx % 3 == 2) {
+		budget = n;
+		if (pmi >= 0 && idx % 6 == 5)
+			par[pmi] = idx % 12 == 5 ? 0.99 : 0.995;
+		snprintf(name + strlen(name), sizeof name - strlen(name), " budget=n%s", idx % 6 != 5 ? "" :
+		         idx % 12 == 5 ? " p=0.99" : " p=0.995");
+	}
 	/* summary rows under a group budget (topk, scope layer / model; as tests/diff/diff.c, no draw):
 	** heads of n - 2k rows and a budget of n - 1 in a third of the cases, so the group's ranking
 	** takes rows from heads under their count; no head may end holding more than it held */
-	int sumgrp = f->merge.kind == MG_summary && f->sel.kind == SEL_topk && f->sel.scope != SC_head;
+	int sumgrp = f->merge.kind == MG_summary && (f->sel.kind == SEL_topk || f->sel.kind == SEL_threshold) &&
+	             f->sel.scope != SC_head;
 	if (sumgrp && idx % 3 == 1) {
 		budget = n - 1;
 		snprintf(name + strlen(name), sizeof name - strlen(name), " budget=n-1");

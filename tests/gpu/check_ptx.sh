@@ -29,7 +29,8 @@ for p in policies/*.lua tests/policies/scope_*.lua tests/policies/ewmath.lua tes
 	 tests/policies/summary_layer.lua tests/policies/summary_model.lua tests/policies/summary_threshold.lua \
 	 tests/policies/mass_layer.lua tests/policies/threshold_chunk_model.lua \
 	 tests/policies/mass_chunk_head.lua tests/policies/mass_chunk.lua tests/policies/keep_score.lua \
-	 tests/policies/keep_value.lua; do
+	 tests/policies/keep_value.lua \
+	 tests/policies/summary_mass.lua tests/policies/adakv_summary.lua tests/policies/summary_threshold_layer.lua; do
 	pi=$((pi + 1))
 	# a policy the planner refuses (issue 13 rules not yet in the kernels) is a SKIP that says so
 	if "$B/kvcc" dev cuda "$p" --head-dim 8 --gen-only >"$out/log" 2>&1; then :; else

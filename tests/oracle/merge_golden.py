@@ -64,9 +64,24 @@ PREFILL = {
     # than the 2 rows)
     "summary_threshold": {"tau": 0.5, "sinks": 1, "window": 3},
     "summary_threshold_under": {"tau": -1e30, "sinks": 1, "window": 3},
+    # tests/policies/summary_mass.lua (M13): mass p of the key norm, 2 k-means rows; the _under
+    # family runs with budget n (every head under it) and p = 0.98: the prefix leaves a few low
+    # tokens out (often fewer than the 2 rows: the rows then take more)
+    "summary_mass": {"p": 0.6, "sinks": 1, "window": 3},
+    "summary_mass_under": {"p": 0.98, "sinks": 1, "window": 3},
+    # tests/policies/adakv_summary.lua (M14): AdaKV's floor at scope layer on the key sum over its
+    # norm less the head index, 2 k-means rows counted in each head's floor
+    "adakv_summary": {"alpha": 0.5, "sinks": 2, "window": 3},
+    # tests/policies/summary_threshold_layer.lua (M15): threshold at scope layer on the key sum
+    # (NaN at every token index 29 m + 5), 2 k-means rows out of the layer's budget
+    "summary_threshold_layer": {"tau": 0.0, "sinks": 1, "window": 3},
+    # ... under the budget (n) with a tau below every score: only the NaN tokens make the layer
+    # evict, and each head then keeps at most n - 2 (one NaN token at n = 37: the cap binds)
+    "summary_threshold_layer_under": {"tau": -1e30, "sinks": 1, "window": 3},
 }
 # the manifest name of each case family (lookm_pivot is lookm with pivot = 1)
-POLICY = {"lookm_pivot": "lookm", "summary_threshold_under": "summary_threshold"}
+POLICY = {"lookm_pivot": "lookm", "summary_threshold_under": "summary_threshold",
+          "summary_mass_under": "summary_mass", "summary_threshold_layer_under": "summary_threshold_layer"}
 
 # decode cases: (policy, case, L, H, G, n0, d, S, budget or ratio, params, dtype)
 DECODE = [
@@ -155,6 +170,12 @@ def _prefill(fam, K, V, Q, pos, qpos, rt, p, retr=None):
         prot = None
     elif fam in ("summary_threshold", "summary_threshold_under"):
         return _summary_threshold(K, V, pos, nk, p)
+    elif fam in ("summary_mass", "summary_mass_under"):
+        return _summary_mass(K, V, pos, nk, p)
+    elif fam == "adakv_summary":
+        return _adakv_summary(K, V, pos, nk, p)
+    elif fam in ("summary_threshold_layer", "summary_threshold_layer_under"):
+        return _summary_threshold_layer(K, V, pos, nk, p)
     elif fam == "cam":
         return _cam(K, V, Q, pos, qpos, rt, p)
     elif fam == "mergingpress":
@@ -214,6 +235,78 @@ def _summary_threshold(K, V, pos, nk, p):
             if ev.size:
                 marg = min(marg, lloyd_margin(K[l, h], ev, 2, 2))
     return R, marg
+
+
+def _summary_mass(K, V, pos, nk, p):
+    """mergeref.summary_mass on the policy's score (the key norm); margins: the prefix's running
+    sum against p (selref.mass_margin), the kept / evicted boundary, Lloyd's assignments."""
+    import selref
+    L, H, n, d = K.shape
+    s = np.sqrt((K * K).sum(axis=3))
+    sk, w, pm = int(p["sinks"]), int(p["window"]), p["p"]
+    R = M.summary_mass(K, V, s, pm, 2, 2, nk, sk, w, pos)
+    marg = math.inf
+    for l in range(L):
+        for h in range(H):
+            kept, ev = R["kept"][l][h], R["evicted"][l][h]
+            marg = min(marg, selref.mass_margin(s[l, h], pm, sk, w))
+            marg = min(marg, sel_margin(s[l, h], kept, sk, w))
+            if ev.size:
+                marg = min(marg, lloyd_margin(K[l, h], ev, 2, 2))
+    return R, marg
+
+
+def _layer_groups(K, V, pos, s, group, sk, w, tau=None):
+    """A layer-scope summary family's result R and margin: group(l) is the oracle's per-head
+    (kept, evicted, summary) for layer l; margins: each head's kept / evicted boundary (without
+    tau), the layer's (any two of its unprotected tokens, candidates only with tau: one kept and
+    one not, adjacent by score), Lloyd's assignments."""
+    L, H, n, d = K.shape
+    R = M._result(L, H)
+    marg = math.inf
+    for l in range(L):
+        lab = []
+        for h, (kept, ev, sm) in enumerate(group(l)):
+            R["kept"][l][h], R["evicted"][l][h] = kept, ev
+            R["target"][l][h] = np.full(ev.size, -1)
+            R["K"][l][h], R["V"][l][h] = K[l, h, kept], V[l, h, kept]
+            R["pos"][l][h], R["count"][l][h] = pos[kept], np.ones(kept.size)
+            R["summary"][l][h] = sm
+            if tau is None:
+                marg = min(marg, sel_margin(s[l, h], kept, sk, w))
+            km = np.zeros(n, dtype=bool)
+            km[kept] = True
+            lab += [(s[l, h, t], km[t]) for t in range(sk, n - w) if tau is None or s[l, h, t] >= tau]
+            if ev.size:
+                marg = min(marg, lloyd_margin(K[l, h], ev, 2, 2))
+        lab.sort()
+        for (a, ka), (b, kb) in zip(lab[:-1], lab[1:]):
+            if ka != kb:
+                marg = min(marg, _rel(a, b))
+    R["scores"] = s
+    return R, marg
+
+
+def _adakv_summary(K, V, pos, nk, p):
+    """mergeref.summary_floor per layer on the policy's score (the key sum over its norm, less the
+    head index)."""
+    L, H, n, d = K.shape
+    s = K.sum(axis=3) / np.sqrt((K * K).sum(axis=3)) - np.arange(H)[None, :, None]
+    sk, w = int(p["sinks"]), int(p["window"])
+    return _layer_groups(K, V, pos, s, lambda l: M.summary_floor(K[l], V[l], s[l], [n] * H, [nk] * H, p["alpha"],
+                                                                 2, 2, sk, w, [pos] * H), sk, w)
+
+
+def _summary_threshold_layer(K, V, pos, nk, p):
+    """mergeref.summary_threshold_group per layer on the policy's score (the key sum, NaN at every
+    token index 29 m + 5); margins: every finite score against tau too."""
+    L, H, n, d = K.shape
+    s = K.sum(axis=3)
+    s[..., np.arange(n) % 29 == 5] = np.nan
+    sk, w, tau = int(p["sinks"]), int(p["window"]), p["tau"]
+    R, marg = _layer_groups(K, V, pos, s, lambda l: M.summary_threshold_group(K[l], V[l], s[l], [n] * H, [nk] * H,
+                                                                           tau, 2, 2, sk, w, [pos] * H), sk, w, tau)
+    return R, min([marg] + [_rel(x, tau) for x in s[np.isfinite(s)]])
 
 
 def _mergingpress(K, V, pos, rt, p):
@@ -288,7 +381,7 @@ def prefill_case(fam, shape, manifest, make_inputs):
         p["thr"] = {8: 0.35, 64: 0.2, 128: 0.3}[d]
     obs = manifest[policy]["obs"]
     O = n if obs == "all" else 0 if obs == "0" else int(p[obs])
-    if fam == "summary_threshold_under":      # every head under its budget
+    if fam in ("summary_threshold_under", "summary_mass_under", "summary_threshold_layer_under"):   # every head under its budget
         kind, amount = "budget", n
     rt = _rt(kind, amount)
     cname = "%s__%s" % (fam, name)

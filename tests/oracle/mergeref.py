@@ -62,6 +62,25 @@ Semantic choices the DESIGN text leaves open, made here (each also in tests/orac
      every head that evicts builds its C rows out of what it held and none ends holding more
      than it held, nor the group more than its budget; a non-empty head with n_keep_h < C is an
      error, an empty head takes no part; a group with no head over its count keeps everything.
+  M13 summary rows under the mass rule (scope head, DESIGN 'mass p' with the head's count as its
+     cap): the candidates are the protected tokens and the shortest prefix of the others (by
+     score, ties: lower position) whose scores reach p of their total; a head over its budget
+     keeps at most n_keep - C of them (best first, as M7); a head under its budget whose prefix
+     leaves a token out evicts and keeps at most n - C candidates (the C summary rows come out
+     of what it held, as M11; fewer than C rows held is an error); a head whose prefix takes
+     every token keeps all (no summary rows).
+  M14 summary rows under AdaKV's floor (topk, scope layer, floor alpha; DESIGN 'floor alpha':
+     each head first keeps its own top floor(alpha n_keep), the rest of the layer's budget goes
+     to one ranking): in a layer that evicts (a head over its count, M12), each non-empty head's
+     floor fl = min(floor(alpha n_keep_h), n_keep_h, n_h) includes its C summary rows (fl < C is
+     an error): it first keeps its best fl - C tokens (protected first, then by score); the rest
+     of the layer's count, sum over its non-empty heads of (n_keep_h - C) less those, goes to one
+     ranking of the other tokens of the layer (M12's order and per-head cap n_h - C); a layer
+     with no head over its count keeps everything.
+  M15 summary rows under threshold at scope layer / model (tau, the group's count): a group
+     evicts when a head is over its count or holds an unprotected token below tau (NaN too);
+     then M12: it keeps at most sum over its non-empty heads of (n_keep_h - C) of its candidates
+     (protected, or score >= tau) by one ranking, each head at most n_h - C; else everything.
 """
 
 import math
@@ -545,34 +564,27 @@ def kmeans_prefill(K, V, Q, C=4, iters=3, ratio=None, budget=None, recent=8, qpo
     return R
 
 
-def summary_threshold(K, V, scores, tau, C, iters, n_keep, sinks=0, recent=0, pos=None):
-    """Threshold selection (selref.threshold_select, DESIGN 'threshold tau') with C summary rows
-    from k-means of the evicted tokens (M6), their count in the budget as M11 says.  K, V
-    [L,H,n,d], scores [L,H,n]; every head holds no summary row yet (prefill)."""
-    import selref
+def _summary_heads(K, V, scores, C, iters, n_keep, pos, evicts, select, why):
+    """Per head (M11, M13): a head over its budget keeps at most n_keep - C of the rule's
+    candidates; one under it that evicts (evicts(s): a candidate left out) at most n - C (fewer
+    than C rows held: ValueError(why)); else all.  select(s, want) is the rule's kept set."""
     L, H, n, d = K.shape
     pos = np.arange(n) if pos is None else np.asarray(pos)
     R = _result(L, H)
-    prot = np.zeros(n, dtype=bool)
-    prot[:sinks] = True
-    if recent:
-        prot[max(n - recent, 0):] = True
     for l in range(L):
         for h in range(H):
             s = np.asarray(scores[l, h], dtype=np.float64)
-            with np.errstate(invalid="ignore"):
-                below = ~prot & ~(s >= tau)
             if n > n_keep:
                 if n_keep < C:
                     raise ValueError("the budget keeps fewer rows than the summary rows")
                 want = n_keep - C
-            elif below.any():
+            elif evicts(s):
                 if n < C:
-                    raise ValueError("a head evicts below tau but holds fewer rows than C")
+                    raise ValueError(why)
                 want = n - C
             else:
                 want = n
-            kept = selref.threshold_select(s, tau, want, sinks, recent)
+            kept = select(s, want)
             ev = np.setdiff1d(np.arange(n), kept)
             R["kept"][l][h], R["evicted"][l][h] = kept, ev
             R["target"][l][h] = np.full(ev.size, -1)
@@ -581,6 +593,32 @@ def summary_threshold(K, V, scores, tau, C, iters, n_keep, sinks=0, recent=0, po
             R["summary"][l][h] = kmeans_summary(K[l, h], V[l, h], pos, ev, C, iters) if ev.size else None
     R["scores"] = np.asarray(scores, dtype=np.float64)
     return R
+
+
+def summary_threshold(K, V, scores, tau, C, iters, n_keep, sinks=0, recent=0, pos=None):
+    """Threshold selection (selref.threshold_select, DESIGN 'threshold tau') with C summary rows
+    from k-means of the evicted tokens (M6), their count in the budget as M11 says.  K, V
+    [L,H,n,d], scores [L,H,n]; every head holds no summary row yet (prefill)."""
+    import selref
+    prot = selref.protected_mask(K.shape[2], sinks, recent)
+
+    def below(s):
+        with np.errstate(invalid="ignore"):
+            return (~prot & ~(s >= tau)).any()
+    return _summary_heads(K, V, scores, C, iters, n_keep, pos, below,
+                          lambda s, want: selref.threshold_select(s, tau, want, sinks, recent),
+                          "a head evicts below tau but holds fewer rows than C")
+
+
+def summary_mass(K, V, scores, p, C, iters, n_keep, sinks=0, recent=0, pos=None):
+    """Mass selection (selref.mass_select, DESIGN 'mass p') with C summary rows from k-means of
+    the evicted tokens (M6), their count in the budget as M13 says.  K, V [L,H,n,d], scores
+    [L,H,n] (>= 0 where unprotected); every head holds no summary row yet (prefill)."""
+    import selref
+    return _summary_heads(K, V, scores, C, iters, n_keep, pos,
+                          lambda s: selref.mass_select(s, p, sinks, recent).size < s.size,   # prefix + protected, no cap
+                          lambda s, want: selref.mass_select(s, p, sinks, recent, want),
+                          "a head evicts past its mass prefix but holds fewer rows than C")
 
 
 def summary_group(K, V, scores, lens, n_keeps, C, iters, sinks=0, recent=0, pos=None):
@@ -608,26 +646,105 @@ def summary_group(K, V, scores, lens, n_keeps, C, iters, sinks=0, recent=0, pos=
             else:                            # then by score (NaN last), head order, position
                 key = (2, 0, int(math.isnan(v)), 0.0 if math.isnan(v) else -v, j, t)
             cands.append(key)
-    cands.sort()
-    got, hgot = 0, [0] * Hn
-    keep = [[] for _ in range(Hn)]
+    keep = [set() for _ in range(Hn)]
+    _group_pick(sorted(cands), want, keep, cap)
+    return _group_rows(K, V, lens, keep, C, iters, pos)
+
+
+def summary_threshold_group(K, V, scores, lens, n_keeps, tau, C, iters, sinks=0, recent=0, pos=None):
+    """M15: summary_group's heads (M12) under threshold tau: only the protected tokens and those
+    with score >= tau (NaN never) are candidates; a token below tau also makes the group evict."""
+    Hn = len(lens)
+
+    def key(j, t, n):
+        v = float(scores[j][t])
+        if t < sinks:
+            return (0, t, 0, 0.0, j, t)
+        if t >= n - recent:
+            return (1, n - 1 - t, 0, 0.0, j, t)
+        return (2, 0, int(math.isnan(v)), 0.0 if math.isnan(v) else -v, j, t)
+    cands, below = [], False
+    for j in range(Hn):
+        for t in range(lens[j]):
+            k = key(j, t, lens[j])
+            if k[0] < 2 or float(scores[j][t]) >= tau:
+                cands.append(k)
+            else:
+                below = True
+    if not below and not any(lens[j] > n_keeps[j] for j in range(Hn)):
+        return [(np.arange(lens[j]), np.zeros(0, dtype=np.int64), None) for j in range(Hn)]
+    want, cap = 0, []
+    for j in range(Hn):
+        if lens[j] > 0 and n_keeps[j] < C:
+            raise ValueError("the budget keeps fewer rows than the summary rows")
+        want += n_keeps[j] - C if lens[j] > 0 else 0
+        cap.append(lens[j] - C if lens[j] > 0 else 0)
+    keep = [set() for _ in range(Hn)]
+    _group_pick(sorted(cands), want, keep, cap)
+    return _group_rows(K, V, lens, keep, C, iters, pos)
+
+
+def _group_pick(cands, want, keep, cap):
+    """M12's greedy pass: candidates in order (key[4] the head, key[5] the token), each taken
+    while fewer than `want` are and its head holds fewer than its cap (keep: sets per head)."""
+    got = 0
     for key in cands:
         if got >= want:
             break
         j, t = key[4], key[5]
-        if hgot[j] + 1 > cap[j]:
+        if len(keep[j]) + 1 > cap[j]:
             continue
-        keep[j].append(t)
-        hgot[j] += 1
+        keep[j].add(t)
         got += 1
+
+
+def _group_rows(K, V, lens, keep, C, iters, pos):
+    """Per head of a group: (kept indices, evicted indices, k-means summary of the evicted or None)."""
     out = []
-    for j in range(Hn):
+    for j in range(len(lens)):
         kept = np.array(sorted(keep[j]), dtype=np.int64)
         ev = np.setdiff1d(np.arange(lens[j]), kept)
         p = np.arange(lens[j]) if pos is None else np.asarray(pos[j])
         sm = kmeans_summary(K[j], V[j], p, ev, C, iters) if ev.size else None
         out.append((kept, ev, sm))
     return out
+
+
+def summary_floor(K, V, scores, lens, n_keeps, alpha, C, iters, sinks=0, recent=0, pos=None):
+    """M14: one layer of heads, head j holding lens[j] tokens of K[j], V[j] [n, d], scores[j]
+    [n], count n_keeps[j] (<= lens[j]); AdaKV's floor alpha, top-k order with protected sinks and
+    recent window (DESIGN section 3), C k-means rows (M6) from each head's evicted tokens.
+    Returns per head (kept indices, evicted indices, summary or None)."""
+    Hn = len(lens)
+    if not any(lens[j] > n_keeps[j] for j in range(Hn)):
+        return [(np.arange(lens[j]), np.zeros(0, dtype=np.int64), None) for j in range(Hn)]
+
+    def key(j, t, n):
+        v = float(scores[j][t])
+        if t < sinks:                    # sinks first (lower position first)
+            return (0, t, 0, 0.0, j, t)
+        if t >= n - recent:              # then the newest of the recent window
+            return (1, n - 1 - t, 0, 0.0, j, t)
+        return (2, 0, int(math.isnan(v)), 0.0 if math.isnan(v) else -v, j, t)
+
+    keep = [set() for _ in range(Hn)]
+    rest, cap = 0, []
+    for j in range(Hn):
+        n, nk = lens[j], n_keeps[j]
+        cap.append(n - C if n > 0 else 0)
+        if n == 0:                       # an empty head takes no part
+            continue
+        if nk < C:
+            raise ValueError("the budget keeps fewer rows than the summary rows")
+        fl = min(math.floor(alpha * nk), nk, n)
+        if fl < C:
+            raise ValueError("the floor keeps fewer rows than the summary rows")
+        own = sorted(key(j, t, n) for t in range(n))[:fl - C]
+        keep[j] = {k[5] for k in own}
+        rest += (nk - C) - len(keep[j])
+    cands = sorted(key(j, t, lens[j]) for j in range(Hn) for t in range(lens[j]) if t not in keep[j])
+    _group_pick(cands, rest, keep, cap)
+    return _group_rows(K, V, lens, keep, C, iters, pos)
 
 
 # --------------------------------------------------------------------------- CaM (kvpress form)

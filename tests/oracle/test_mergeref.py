@@ -249,6 +249,78 @@ def test_summary_threshold():
     check(R["kept"][0][0].tolist() == [0, 5, 7], "M11 over the budget: n_keep - C")
 
 
+def test_summary_mass():
+    """M13 by hand: one head, n = 8, sinks 1, recent 1, C = 2; the unprotected scores 1..6 sum
+    to 21 (tokens 1..6 hold 3, 6, 1, 5, 2, 4)."""
+    rng = np.random.default_rng(8)
+    K = rng.normal(size=(1, 1, 8, 4))
+    V = rng.normal(size=(1, 1, 8, 4))
+    s = np.array([[[9.0, 3.0, 6.0, 1.0, 5.0, 2.0, 4.0, 9.0]]])
+    # p = 0.9: 6 + 5 + 4 + 3 = 18 < 18.9, + 2 = 20 >= 18.9: token 3 (score 1) left out; under the
+    # budget (n_keep 8): at most n - 2 = 6, so token 5 (score 2) goes too
+    R = M.summary_mass(K, V, s, 0.9, 2, 1, 8, 1, 1)
+    check(R["kept"][0][0].tolist() == [0, 1, 2, 4, 6, 7], "M13 under the budget, one past the prefix")
+    check(R["summary"][0][0] is not None and R["summary"][0][0][3].sum() == 2, "M13 two rows from two")
+    # p = 0.5: 6 + 5 = 11 >= 10.5: the prefix is tokens 2, 4; n - 2 does not bind
+    R = M.summary_mass(K, V, s, 0.5, 2, 1, 8, 1, 1)
+    check(R["kept"][0][0].tolist() == [0, 2, 4, 7], "M13 under the budget, the prefix binds")
+    # p = 1: every token in the prefix: all kept, no summary rows
+    R = M.summary_mass(K, V, s, 1.0, 2, 1, 8, 1, 1)
+    check(R["kept"][0][0].size == 8 and R["summary"][0][0] is None, "M13 the whole prefix: no rows")
+    # over the budget (n_keep 5): at most 3 of the candidates, protected first
+    R = M.summary_mass(K, V, s, 0.9, 2, 1, 5, 1, 1)
+    check(R["kept"][0][0].tolist() == [0, 2, 7], "M13 over the budget: n_keep - C")
+    try:
+        M.summary_mass(K[:, :, :1], V[:, :, :1], s[:, :, :1], 0.0, 2, 1, 8, 0, 0)   # p = 0: no prefix
+        check(False, "M13 a head that evicts holding fewer than C rows is an error")
+    except ValueError:
+        pass
+
+
+def test_summary_floor():
+    """M14 by hand: a layer of two heads, n = 8, no protected tokens, C = 2, alpha = 0.5; head 0
+    scores 10..17 (all above head 1's 0..7)."""
+    rng = np.random.default_rng(9)
+    K = rng.normal(size=(2, 8, 4))
+    V = rng.normal(size=(2, 8, 4))
+    s = np.array([np.arange(10.0, 18.0), np.arange(8.0)])
+    # n_keep 6 each: floors 3 (1 ordinary each: head 0 token 7, head 1 token 7); the rest
+    # 2 * (6 - 2) - 2 = 6 goes to head 0's best (tokens 6 .. 2, 5 of them up to its cap n - 2 = 6
+    # with token 7) and then head 1's next (token 6)
+    out = M.summary_floor(K, V, s, [8, 8], [6, 6], 0.5, 2, 1)
+    check(out[0][0].tolist() == [2, 3, 4, 5, 6, 7], "M14 head 0: floor + the ranking up to its cap")
+    check(out[1][0].tolist() == [6, 7], "M14 head 1: its floor, then what the cap of head 0 left")
+    # alpha 0: no floor below C allowed
+    try:
+        M.summary_floor(K, V, s, [8, 8], [6, 6], 0.0, 2, 1)
+        check(False, "M14 a floor below C is an error")
+    except ValueError:
+        pass
+    # no head over its count: everything kept, no rows
+    out = M.summary_floor(K, V, s, [8, 8], [8, 8], 0.5, 2, 1)
+    check(all(o[0].size == 8 and o[2] is None for o in out), "M14 nothing over the count: all kept")
+    # alpha 1: each head keeps its own best n_keep - 2 (the layer's ranking gets nothing)
+    out = M.summary_floor(K, V, s, [8, 8], [6, 6], 1.0, 2, 1)
+    check(out[0][0].tolist() == [4, 5, 6, 7] and out[1][0].tolist() == [4, 5, 6, 7], "M14 alpha 1: per head")
+
+
+def test_summary_threshold_group():
+    """M15 by hand: two heads of 6 tokens, no protected ones, C = 2, tau 0, counts 6 (no head
+    over its count)."""
+    rng = np.random.default_rng(10)
+    K = rng.normal(size=(2, 6, 4))
+    V = rng.normal(size=(2, 6, 4))
+    s = np.array([[5.0, 4.0, 3.0, 2.0, 1.0, 0.5], [9.0, 8.0, 7.0, 6.0, -1.0, 6.5]])
+    # head 1's token 4 is below tau: the group evicts; 2 * (6 - 2) = 8 kept, each head at most 4:
+    # head 1 takes 9, 8, 7, 6.5 (its cap), head 0 its best 4
+    out = M.summary_threshold_group(K, V, s, [6, 6], [6, 6], 0.0, 2, 1)
+    check(out[0][0].tolist() == [0, 1, 2, 3] and out[1][0].tolist() == [0, 1, 2, 5], "M15 caps n - C")
+    check(all(o[2] is not None for o in out), "M15 every head of an evicting group builds its rows")
+    # nothing below tau, no head over: all kept
+    out = M.summary_threshold_group(K, V, np.abs(s), [6, 6], [6, 6], 0.0, 2, 1)
+    check(all(o[0].size == 6 and o[2] is None for o in out), "M15 nothing evicted: all kept")
+
+
 def test_count_bias():
     """ToMe property: a row standing for c identical tokens, with bias log c, attends exactly as
     the c copies would."""
@@ -448,7 +520,8 @@ def test_kvpress_campress():
 
 def main():
     tests = [test_lookm_literal, test_factory_weighted_literal, test_simultaneous_and_ties,
-             test_next_and_pivot_targets, test_protected_order, test_kmeans, test_summary_threshold, test_summary_group,
+             test_next_and_pivot_targets, test_protected_order, test_kmeans, test_summary_threshold, test_summary_mass, test_summary_group,
+             test_summary_floor, test_summary_threshold_group,
              test_count_bias,
              test_decode_runs, test_online_kmeans_step, test_policies_smoke]
     if kvpress_available():
