@@ -276,7 +276,8 @@ int kp_keepbufs(Gen *g, const uint8_t *kv)
 	memcpy(at, g->cur, sizeof at);
 	/* past every other use before kv_count reads them: the score kernels' buffers (g->cur) and
 	** the records kv_select_grp / kv_sched write at the start of each instance's workspace (at most
-	** 16 floats, with merge summary 2 more and the N ordinary scores): 32 + N floats on */
+	** 16 floats, 24 with a floor and merge summary, with merge summary 2 more and the N ordinary
+	** scores): 32 + N floats on */
 	at[0] += 32, at[1] += 1;
 	for (int i = 0; i < f->nins; i++) {
 		if (!kv[i] || KI_REF(RK_INS, i) == f->score)
