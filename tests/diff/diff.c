@@ -1651,6 +1651,11 @@ static void nankey_case(int dtype, int target, const char *cfg, int expws0, cons
 		nskip++;
 		return;
 	}
+	if (cfg && strstr(cfg, "dot1") && !kx_bf16dot(&spec, host, kx_vecwidth(&spec, host))) {
+		printf("SKIP %s: no avx512bf16 here (or KVCC_BF16DOT=0): the vdpbf16ps Q·K is not generated\n", name);
+		nskip++;
+		return;
+	}
 	enum { L = 1, H = 3, G = 2, D = 64, N = 150, O = 8 };
 	KiErr e = { 0 };
 	KiFn *f = kd_loadfile("policies/snapkv.lua", NULL, &e);
