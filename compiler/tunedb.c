@@ -250,10 +250,16 @@ uint64_t ki_tdb_device(char *name, size_t n)
 	return h;
 }
 
+/* The meaning of the configs the records hold: bumped whenever a knob's meaning changes under the
+** same kvcc version, so that a pick recorded under the old meaning is ignored (as another version's),
+** never applied with the new one. t2 (session 12): decode's `pf` counts 128-byte units of each
+** stream, no longer tokens. */
+#define KI_TDB_REV "t2"
+
 const char *ki_tdb_version(void)
 {
 	const char *v = getenv("KVCC_TUNE_VERSION");
-	return v && *v && !strpbrk(v, "\t\n") ? v : KVCC_VERSION;
+	return v && *v && !strpbrk(v, "\t\n") ? v : KVCC_VERSION "+" KI_TDB_REV;
 }
 
 uint64_t ki_tdb_kernel(const KiFn *f, const kvcc_spec *spec)

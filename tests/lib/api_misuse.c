@@ -18,6 +18,8 @@
 #include <pthread.h>
 #include <unistd.h>
 #include <sys/stat.h>
+#include <sys/mman.h>
+#include <stdint.h>
 #include "kvcc.h"
 #include "kvcc_compiler.h"
 
@@ -592,6 +594,74 @@ static void keepcounts(void)
 	}
 }
 
+/* Decode reads nothing outside the rows it was given (session 12: decode's bf16 pairs are read by
+** zero-masked loads that start 2 bytes before a row chunk, the lane there masked off): one head's
+** K and V each fill whole pages between PROT_NONE pages, so a read before the first row or past
+** the last faults and this program dies (check-lib fails). bf16, f16 and f32 at head_dim 128,
+** group 4 (the pairs' path: 16 lanes, d a multiple of 32); each output channel must lie within
+** the V column's range (attention is a convex combination of the rows). */
+static void guard_decode(void)
+{
+	enum { GD = 128, GG = 4, GN = 64 };
+	static const int dt[3] = { KVCC_BF16, KVCC_F16, KVCC_F32 };
+	static const uint16_t bf[5] = { 0xbf80, 0xbf00, 0, 0x3f00, 0x3f80 }, hf[5] = { 0xbc00, 0xb800, 0, 0x3800, 0x3c00 };
+	static const float ff[5] = { -1, -0.5f, 0, 0.5f, 1 };
+	size_t pg = (size_t)sysconf(_SC_PAGESIZE);
+	for (int i = 0; i < 3; i++) {
+		char what[120];
+		snprintf(what, sizeof what, "decode %s d=%d G=%d between guard pages", i == 0 ? "bf16" : i == 1 ? "f16" : "f32",
+		         GD, GG);
+		size_t esz = dt[i] == KVCC_F32 ? 4 : 2, span = (size_t)GN * GD * esz;   /* 4 or 8 pages of 4 KiB */
+		if (span % pg) {
+			printf("SKIP %s: the rows do not fill whole pages of %zu bytes\n", what, pg);
+			continue;
+		}
+		char *m = mmap(NULL, 2 * span + 3 * pg, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		if (m == MAP_FAILED) {
+			check("mmap for the guard pages", 0);
+			return;
+		}
+		mprotect(m, pg, PROT_NONE), mprotect(m + pg + span, pg, PROT_NONE), mprotect(m + 2 * pg + 2 * span, pg, PROT_NONE);
+		char *K = m + pg, *V = m + 2 * pg + span;
+		float lo[GD], hi[GD], q[GG * GD], out[GG * GD];
+		for (int c = 0; c < GD; c++)
+			lo[c] = INFINITY, hi[c] = -INFINITY;
+		unsigned r = 99;
+		for (int t = 0; t < GN; t++)
+			for (int c = 0; c < GD; c++) {
+				int a = (int)((r = r * 1103515245u + 12345u) >> 16) % 5, v = (int)((r = r * 1103515245u + 12345u) >> 16) % 5;
+				size_t o = (size_t)t * GD + c;
+				if (esz == 4)
+					((float *)K)[o] = ff[a], ((float *)V)[o] = ff[v];
+				else
+					((uint16_t *)K)[o] = (i ? hf : bf)[a], ((uint16_t *)V)[o] = (i ? hf : bf)[v];
+				lo[c] = ff[v] < lo[c] ? ff[v] : lo[c], hi[c] = ff[v] > hi[c] ? ff[v] : hi[c];
+			}
+		for (int k = 0; k < GG * GD; k++)
+			q[k] = (float)((int)((r = r * 1103515245u + 12345u) >> 16) % 9 - 4) / 4;
+		kvcc_spec s = { dt[i], GD, GG, KVCC_TARGET_NATIVE };
+		kvcc_layout lay = { dt[i], 1, 1, GD, GN, (int64_t)GN * GD, (int64_t)GN * GD, GD };
+		kvcc_policy *p = NULL;
+		kvcc_plan *pl = NULL;
+		if (kvcc_compile_file("policies/snapkv.lua", &s, &p) != 0 || kvcc_plan_create(p, &lay, 0, 1, &pl) != 0) {
+			check(what, 0);
+		} else {
+			int32_t len[1] = { GN };
+			int ns = kvcc_state_count(p);
+			float *st = ns > 0 ? calloc((size_t)ns * GN, sizeof(float)) : NULL;
+			kvcc_cache c = { K, V, NULL, len, st };
+			int ok = kvcc_decode_layer(pl, &c, 0, q, out) == 0;
+			for (int k = 0; ok && k < GG * GD; k++)
+				ok = out[k] >= lo[k % GD] - 1e-6f && out[k] <= hi[k % GD] + 1e-6f;
+			check(what, ok);
+			free(st);
+		}
+		kvcc_plan_destroy(pl);
+		kvcc_close(p);
+		munmap(m, 2 * span + 3 * pg);
+	}
+}
+
 int main(int argc, char **argv)
 {
 	if (argc == 2 && !strcmp(argv[1], "--bare"))
@@ -623,6 +693,7 @@ int main(int argc, char **argv)
 	bare(so, self);
 	weights();
 	keepcounts();
+	guard_decode();
 	printf("api_misuse: %d of %d cases passed\n", ncase - nfail, ncase);
 	return nfail ? 1 : 0;
 }
