@@ -703,6 +703,14 @@ static int instance(Mg *M, int l, int h, KiResult *r)
 		}
 	}
 	int rows = I.nS;
+	if (mg->kind == MG_summary && (I.cex || I.nE) && I.nS + I.C > I.n) {
+		/* no rule reaches this (each keeps at most n - C ordinary rows where summary rows are
+		** built: review of session 12); a guard, so that a selection bug is an error, never a
+		** write past the head's rows */
+		ki_error(M->in->e, f->src, mg->line, mg->col, "merge summary: internal error: (layer %d, head %d) keeps "
+		         "%d rows and %d summary rows, more than the %d it holds", l, h, I.nS, I.C, I.n);
+		goto fail;
+	}
 	if (mg->kind == MG_summary && (I.cex || I.nE)) {
 		if (summary(M, &I, r, lh) != 0)
 			goto oom;

@@ -895,6 +895,13 @@ static int selectkeep(Run *r, float **score, const kvcc_args *args, int k0, int 
 				long nn = LEN(r, kj), s0 = hd->merge == KA_MSUMMARY ? r->pl->sblk[kj] : -1;
 				nn -= s0 >= 0 ? hd->srows : 0;
 				nkept[kj] = want <= 0 ? 0 : (int32_t)A->keepidx(ks + c, nn, thr, kidx + (size_t)kj * cap);
+				/* no rule reaches this (each keeps at most n - C ordinary rows where summary rows are
+				** built: review of session 12); a guard, so that a selection bug is an error, never
+				** kr_msummary writing past the head's rows */
+				if (hd->merge == KA_MSUMMARY && (s0 >= 0 || nkept[kj] < nn) && nkept[kj] + hd->srows > LEN(r, kj))
+					return kr_seterr(KVCC_EINVAL, "%s:%u:%u: error: merge summary: internal error: instance %d keeps "
+					                 "%d rows and %d summary rows, more than the %ld it holds", r->pl->p->src,
+					                 hd->mline, hd->mcol, kj, (int)nkept[kj], (int)hd->srows, (long)LEN(r, kj));
 				for (int32_t j = 0; s0 >= 0 && j < nkept[kj]; j++)   /* ordinary index -> row */
 					kidx[(size_t)kj * cap + j] += kidx[(size_t)kj * cap + j] >= s0 ? hd->srows : 0;
 				c += (size_t)nn;
