@@ -1011,27 +1011,10 @@ static int massevicts(Ctx *x, const double *osc, long n)
 	return ev;
 }
 
-/* AdaKV's floor under summary rows: a non-empty head of a layer that evicts needs a floor
-** min(floor(alpha nk), nk, n) of at least its C rows (they are part of it); 0, or -1 with the error */
-static int sumfloorok(Ctx *x, long nk, long n, int l, int h)
-{
-	const KiFn *f = x->f;
-	int C = ki_summaryrows(f);
-	double alpha = refval(f, x->par, f->sel.floor, 0);   /* in [0, 1]: selectsummary checked it */
-	long fl = (long)floor(alpha * (double)nk);
-	fl = fl < nk ? fl : nk;
-	fl = fl < n ? fl : n;
-	if (fl >= C)
-		return 0;
-	ki_error(x->e, f->src, f->merge.line, f->merge.col, "merge summary: the floor keeps %ld rows of (layer %d, "
-	         "head %d), fewer than its %d summary rows", fl, l, h, C);
-	return -1;
-}
-
 /* AdaKV's floor under summary rows (topk, scope layer, chunk 1; selectsummary's ordinary rows:
 ** oc, osc, its caps and counts want): a layer that evicts (gev) gives each non-empty head its
-** floor fl = min(floor(alpha nk), nk, n) first, the C summary rows included (fl < C: sumfloorok):
-** the head keeps its best fl - C ordinary rows, then the rest of the layer's count (sum of want
+** floor fl = min(floor(alpha nk), nk, n) first, the C summary rows included (a floor at or below C
+** is met by them): the head keeps its best max(fl - C, 0) ordinary rows, then the rest of the layer's count (sum of want
 ** less those) goes to one ranking over the layer, each head within its cap (M12); a layer that
 ** evicts nothing keeps everything. okeep gets the ordinary rows kept. */
 static int floorsum(Ctx *x, const KiCase *oc, const double *osc, const long *nks, const long *want,
@@ -1082,10 +1065,11 @@ static int floorsum(Ctx *x, const KiCase *oc, const double *osc, const long *nks
 					m = m0;
 					continue;
 				}
+				long own = fl > C ? fl - C : 0;   /* a floor at or below C: its C summary rows meet it */
 				qsort(cs, (size_t)m0, sizeof *cs, candcmp);
-				for (long j = 0; j < fl - C && j < m0; j++)
+				for (long j = 0; j < own && j < m0; j++)
 					okeep[lh * c->n + cs[j].t] = 1;
-				hgot[lh] = fl - C < m0 ? fl - C : m0;
+				hgot[lh] = own < m0 ? own : m0;
 				rest += want[lh] - hgot[lh];
 			}
 			if (pass)
@@ -1155,8 +1139,6 @@ static int selectsummary(Ctx *x, const double *scores, const long *nks, char *ke
 				         "%ld rows of (layer %d, head %d), fewer than its %d summary rows", nk, l, h, C);
 				goto out;
 			}
-			if (f->sel.floor && gev[lh] && n > 0 && sumfloorok(x, nk, n, l, h) != 0)
-				goto out;
 			want[lh] = gev[lh] && n > 0 ? (nk < n ? nk : n) - C : no;
 			cap[lh] = gev[lh] && n > 0 && !cex ? no - C : no;
 			olen[lh] = no;

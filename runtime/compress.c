@@ -641,16 +641,13 @@ static int summass(Run *r, int k, long n, long pre, long *want)
 
 /* merge summary with AdaKV's floor (topk, scope layer, chunk 1; interp.c floorsum): instance k's
 ** floor fl = min(floor(alpha c0), c0, n0) (c0 its count, n0 its rows) includes its C summary rows:
-** the ordinary rows it keeps first, fl - C. A floor below C is noted in nkept[k] (fl + 1 from bit
-** 2 up, below bit 30) for sumgroup, which reports it when the layer evicts. */
-static long sumfloor(Run *r, int k, double alpha, long c0, long n0)
+** the ordinary rows it keeps first, max(fl - C, 0) (a floor at or below C is met by its C rows). */
+static long sumfloor(Run *r, double alpha, long c0, long n0)
 {
 	long fl = (long)floor(alpha * (double)c0), C = r->h->srows;
 	fl = fl < c0 ? fl : c0;
 	fl = fl < n0 ? fl : n0;
-	if (fl < C)
-		r->pl->nkept[k] |= (int32_t)(fl + 1) << 2;
-	return fl - C;
+	return fl > C ? fl - C : 0;
 }
 
 /* merge summary at scope layer / model (interp.c selectsummary): instances base..k are one group,
@@ -676,11 +673,6 @@ static int sumgroup(Run *r, int base, int k, uint64_t *ks, long *want)
 			return kr_seterr(KVCC_EINVAL, "%s:%u:%u: error: merge summary: the budget keeps %ld rows of (layer %d, "
 			                 "head %d), fewer than its %d summary rows", r->pl->p->src, hd->mline, hd->mcol, no,
 			                 kk / r->pl->lay.kv_heads, kk % r->pl->lay.kv_heads, C);
-		int lowf = fl[kj] >> 2 & 0xfffffff;          /* AdaKV's floor below C (sumfloor): its fl + 1 */
-		if (ev && LEN(r, kj) > 0 && lowf)
-			return kr_seterr(KVCC_EINVAL, "%s:%u:%u: error: merge summary: the floor keeps %d rows of (layer %d, "
-			                 "head %d), fewer than its %d summary rows", r->pl->p->src, hd->mline, hd->mcol,
-			                 lowf - 1, kk / r->pl->lay.kv_heads, kk % r->pl->lay.kv_heads, C);
 		if (ev && !blk && no > 0) {      /* an empty instance takes no part */
 			*want -= fl[kj] & 1 ? 0 : C;
 			r->pl->p->a->kcut(ks + c, no, threshold(r->pl->p->a, ks + c, (size_t)no, no - C));
@@ -840,7 +832,7 @@ static int selectkeep(Run *r, float **score, const kvcc_args *args, int k0, int 
 			int rc = msel ? masstotal(r, k, score[k], n, S, Rr, &mtot) : 0;
 			if (rc)
 				return rc;
-			long fl = !fsel ? 0 : hd->merge == KA_MSUMMARY ? sumfloor(r, k, alpha, c0, n0) :
+			long fl = !fsel ? 0 : hd->merge == KA_MSUMMARY ? sumfloor(r, alpha, c0, n0) :
 			          (long)floor(alpha * (double)cnt);      /* the head's own top first */
 			if (fl > 0)
 				A->kfloor(ks + nc, n, threshold(A, ks + nc, (size_t)n, fl < cnt ? fl : cnt));

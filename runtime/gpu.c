@@ -495,8 +495,9 @@ KVCC_API int kvcc_gpu_plan_check(kvcc_gpu_plan *pl)
 	            code == KVG_EFLOOR ? "select floor must be in [0, 1]" :
 	            code == KVG_ESEG ? "a segment size (an integer >= 1 or inf), segment start (an integer >= 0 or "
 	                               "inf) or shift offset (an integer in -1e9..1e9) out of range" :
-	            code == KVG_ESUM ? "merge summary: the budget keeps fewer rows than the summary rows, or the summary "
-	                               "state row marks a block outside the held rows" :
+	            code == KVG_ESUM ? "merge summary: the budget keeps fewer rows than the summary rows, the summary "
+	                               "state row marks a block outside the held rows, or (internal error) the kept "
+	                               "and summary rows exceed the held rows" :
 	            code == KVG_EMNEXT ? "merge next_kept: m must be an integer in 1..1e6" :
 
 	            code == KVG_ESCHED ? "the prefix schedule needs finite scores >= 0, a tol in 0..1e9 and iters an "

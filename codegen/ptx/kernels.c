@@ -420,8 +420,9 @@ static void gen_selgrp(Gen *g, KpCudaOut *out, const char *S, const char *R, con
 		sb(&g->s, "\tfor (int k = i0; k < i0 + ni; k++) want += %s;\n",
 		   s->nocap ? "a.len[k]" : "kv_count(a, k / (a.L * a.H), k / a.H % a.L, k % a.H, a.len[k])");
 	if (F && su)  /* AdaKV with summary rows (interp.c floorsum): in a group that evicts, each non-empty
-	              ** instance's floor includes its C rows (below C: KVG_ESUM); its own best fl - C ordinary
-	              ** rows (records 5 and 4) are kept first, out of the layer's ranking (kv_gin fl 5) */
+	              ** instance's floor includes its C rows (at or below C: met by them); its own best
+	              ** max(fl - C, 0) ordinary rows (records 5 and 4) are kept first, out of the layer's
+	              ** ranking (kv_gin fl 5) */
 		sb(&g->s,
 		   "\tfor (int k = i0; k < i0 + ni; k++) {\n"
 		   "\t\tconst int b = k / (a.L * a.H), li = k - b * a.L * a.H, n = a.len[k];\n"
@@ -429,8 +430,7 @@ static void gen_selgrp(Gen *g, KpCudaOut *out, const char *S, const char *R, con
 		   "\t\tlong long fl = (long long)floor(__dmul_rn(alpha, (double)nk));\n"
 		   "\t\tif (fl > nk) fl = nk;\n"
 		   "\t\tif (fl > n) fl = n;\n"
-		   "\t\tif (gev_ && n > 0 && fl < KV_SROWS) { if (tid == 0) kv_seterr(a.err, KVG_ESUM); return; }\n"
-		   "\t\tconst long long fo_ = gev_ && n > 0 ? fl - KV_SROWS : 0;\n"
+		   "\t\tconst long long fo_ = gev_ && n > 0 && fl > KV_SROWS ? fl - KV_SROWS : 0;\n"
 		   "\t\tKvSel f1_, f0_;\n"
 		   "\t\tkv_topk(KV_GSC(a, k), no_, 1, S, R, 1, fo_, f1_, chist_, csv_, &cE_, wsum);\n"
 		   "\t\tkv_topk(KV_GSC(a, k), no_, 1, S, R, 0, fo_ - f1_.used, f0_, chist_, csv_, &cE_, wsum);\n"
@@ -698,6 +698,41 @@ static int gen_select(Gen *g, KpCudaOut *out)
 		sb(&g->s, "\tconst KvSel f1 = kv_ldrec(kv_grec(a, inst, 3)), f0 = kv_ldrec(kv_grec(a, inst, 2));\n");
 	if (mp && kp_mpos_pre(g) != 0)
 		return -1;
+	/* merge summary: the keep rule's text (the guard's count and the compaction use it) */
+	const char *kx = "", *kb =
+	   "\t\tconst int blk_ = s0_ >= 0 && t >= s0_ && t < s0_ + C_;\n"
+	   "\t\tconst long long nb_ = s0_ < 0 || t < s0_ ? 0 : t - s0_ < C_ ? t - s0_ : C_;   /* block rows before t */\n"
+	   "\t\tif (t < n && !blk_) {\n"
+	   "\t\t\tconst long long ci = t - nb_;\n"
+	   "\t\t\tkeep = kv_kept(kv_prot(ci, 1, no_, S, R) ? s1 : s0, mOS_, ci, 1, no_, S, R);\n";
+	if (su) {    /* the block's rows stay out (set aside); an ordinary row: its ordinary index */
+		kx = s->floor ?
+		   "\t\t\tkeep = keep && kv_kept(kv_prot(ci, 1, no_, S, R) ? c1_ : c0_, mOS_, ci, 1, no_, S, R);\n"
+		   "\t\t\tkeep = keep || kv_kept(kv_prot(ci, 1, no_, S, R) ? f1 : f0, mOS_, ci, 1, no_, S, R);\n" :
+		   s->scope != SC_head && th ?
+		   "\t\t\tkeep = keep && kv_kept(kv_prot(ci, 1, no_, S, R) ? c1_ : c0_, mOS_, ci, 1, no_, S, R);\n"
+		   "\t\t\tkeep = keep && (kv_prot(ci, 1, no_, S, R) || (double)mOS_[ci] >= tau);   /* a candidate */\n" :
+		   s->scope != SC_head ?
+		   "\t\t\tkeep = keep && kv_kept(kv_prot(ci, 1, no_, S, R) ? c1_ : c0_, mOS_, ci, 1, no_, S, R);\n" : "";
+		/* the guard (the interpreter's merge.c instance, x86 selectkeep): the kept ordinary rows
+		** and the C summary rows fit the rows the instance holds, counted with the compaction's own
+		** keep rule before any row moves; no rule reaches it (each keeps at most no_ - C_): a
+		** selection bug stops here with KVG_ESUM, never a write past the instance's rows */
+		sb(&g->s,
+		   "\t{   /* merge summary: kept + C_ rows must fit the n held */\n"
+		   "\t\tlong long kn_ = 0;\n"
+		   "\t\tfor (long long t0 = 0; t0 < n; t0 += KV_NT) {\n"
+		   "\t\tconst long long t = t0 + tid;\n"
+		   "\t\tint keep = 0;\n"
+		   "%s%s"
+		   "\t\t}\n"
+		   "\t\tint tot;\n"
+		   "\t\tkv_bscan(keep, wsum, &tot);\n"
+		   "\t\tkn_ += tot;\n"
+		   "\t\t}\n"
+		   "\t\tif ((s0_ >= 0 || kn_ < no_) && kn_ + C_ > n) { if (tid == 0) kv_seterr(a.err, KVG_ESUM); return; }\n"
+		   "\t}\n", kb, kx);
+	}
 	sb(&g->s,
 	   "\t/* stable in-place compaction, one tile of KV_NT tokens at a time; rows are\n"
 	   "\t   staged in shared memory tt_ at a time (destinations never pass sources) */\n"
@@ -705,26 +740,14 @@ static int gen_select(Gen *g, KpCudaOut *out)
 	   "\tfor (long long t0 = 0; t0 < n; t0 += KV_NT) {\n"
 	   "\t\tconst long long t = t0 + tid;\n"
 	   "\t\tint keep = 0;\n");
-	if (su)      /* the block's rows stay out (set aside); an ordinary row: its ordinary index */
+	if (su)
 		sb(&g->s,
-		   "\t\tconst int blk_ = s0_ >= 0 && t >= s0_ && t < s0_ + C_;\n"
-		   "\t\tconst long long nb_ = s0_ < 0 || t < s0_ ? 0 : t - s0_ < C_ ? t - s0_ : C_;   /* block rows before t */\n"
-		   "\t\tif (t < n && !blk_) {\n"
-		   "\t\t\tconst long long ci = t - nb_;\n"
-		   "\t\t\tkeep = kv_kept(kv_prot(ci, 1, no_, S, R) ? s1 : s0, mOS_, ci, 1, no_, S, R);\n"
-		   "%s"
+		   "%s%s"
 		   "\t\t}\n"
 		   "\t\tint tot;\n"
 		   "\t\tconst int ex = kv_bscan(keep, wsum, &tot);\n"
 		   "\t\tsdst[tid] = keep ? (int)(run + ex) : t < n && !blk_ ? (int)(-2 - (t - run - ex - nb_)) : -1;\n"
-		   "\t\tconst int pv = keep ? Pb[t] : 0;\n", su && s->floor ?
-		   "\t\t\tkeep = keep && kv_kept(kv_prot(ci, 1, no_, S, R) ? c1_ : c0_, mOS_, ci, 1, no_, S, R);\n"
-		   "\t\t\tkeep = keep || kv_kept(kv_prot(ci, 1, no_, S, R) ? f1 : f0, mOS_, ci, 1, no_, S, R);\n" :
-		   su && s->scope != SC_head && th ?
-		   "\t\t\tkeep = keep && kv_kept(kv_prot(ci, 1, no_, S, R) ? c1_ : c0_, mOS_, ci, 1, no_, S, R);\n"
-		   "\t\t\tkeep = keep && (kv_prot(ci, 1, no_, S, R) || (double)mOS_[ci] >= tau);   /* a candidate */\n" :
-		   su && s->scope != SC_head ?
-		   "\t\t\tkeep = keep && kv_kept(kv_prot(ci, 1, no_, S, R) ? c1_ : c0_, mOS_, ci, 1, no_, S, R);\n" : "");
+		   "\t\tconst int pv = keep ? Pb[t] : 0;\n", kb, kx);
 	else
 		sb(&g->s,
 		   "\t\tif (t < n) {\n"

@@ -444,9 +444,9 @@ static void run_case(int pi, int dt, int di, int gi, int idx)
 	static const double seeds[] = { 0, 987654321, -5.7, 1e30, -INFINITY, NAN, 1099511627779.0 };
 	if (si >= 0)
 		par[si] = seeds[idx % 7];
-	int ai = ki_findparam(f, "alpha");          /* AdaKV's floor: from 0.5 to every head its own n_keep */
+	int ai = ki_findparam(f, "alpha");          /* AdaKV's floor: none (0), 0.5 .. every head its own n_keep */
 	if (ai >= 0 && f->sel.floor)
-		par[ai] = idx % 3 == 0 ? 0.5 : idx % 3 == 1 ? 0.8 : 1.0;
+		par[ai] = idx % 4 == 0 ? 0.5 : idx % 4 == 1 ? 0.8 : idx % 4 == 2 ? 1.0 : 0.0;
 	int ri = ki_findparam(f, "recent");         /* no window: shorter last chunks compete */
 	if (ci >= 0 && ri >= 0 && idx % 5 < 2)
 		par[ri] = 0;
@@ -512,9 +512,6 @@ static void run_case(int pi, int dt, int di, int gi, int idx)
 	long nprot = (long)pval(f, par, f->sel.keep_first, 0) + (long)pval(f, par, f->sel.keep_recent, 0);
 	if (nprot > 1 && idx % 4 == 1)
 		budget = nprot / 2;
-	/* AdaKV's floor with summary rows (as tests/diff/diff.c): a budget of C / alpha at least */
-	if (f->sel.floor && f->merge.kind == MG_summary && budget >= 0 && budget < ki_summaryrows(f) / pval(f, par, f->sel.floor, 1))
-		budget = (long)ceil(ki_summaryrows(f) / pval(f, par, f->sel.floor, 1));
 	/* summary rows under threshold (as tests/diff/diff.c, no draw): every head under its budget
 	** in a quarter of the cases, a tau below every score in half of those (only the NaN tokens go) */
 	int ti = ki_findparam(f, "tau");

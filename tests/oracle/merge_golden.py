@@ -79,6 +79,9 @@ PREFILL = {
     # evict, and each head then keeps at most n - 2 (one NaN token at n = 37: the cap binds)
     "summary_threshold_layer_under": {"tau": -1e30, "sinks": 1, "window": 3},
 }
+# adakv_summary cases whose floor is at or below its 2 summary rows (met by them, M14; session 12
+# wt-floor12): alpha 0 ("no floor": M12's result) and alpha 0.05 (n_keep 40: floor 2)
+ALPHA_SMALL = {"d8_g1_n37_r25": 0.0, "d64_g1_n129_b40": 0.05}
 # the manifest name of each case family (lookm_pivot is lookm with pivot = 1)
 POLICY = {"lookm_pivot": "lookm", "summary_threshold_under": "summary_threshold",
           "summary_mass_under": "summary_mass", "summary_threshold_layer_under": "summary_threshold_layer"}
@@ -376,6 +379,8 @@ def prefill_case(fam, shape, manifest, make_inputs):
     name, L, H, G, n, d, (kind, amount), dtype = shape
     policy = POLICY.get(fam, fam)
     p = dict(PREFILL[fam])
+    if fam == "adakv_summary" and name in ALPHA_SMALL:   # floors at or below the 2 rows (M14)
+        p["alpha"] = ALPHA_SMALL[name]
     if fam == "kvmerger":       # about half the neighbouring keys in one run; weights ~ e^-1
         p["sigma"] = math.sqrt(d)
         p["thr"] = {8: 0.35, 64: 0.2, 128: 0.3}[d]

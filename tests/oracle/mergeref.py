@@ -72,8 +72,9 @@ Semantic choices the DESIGN text leaves open, made here (each also in tests/orac
   M14 summary rows under AdaKV's floor (topk, scope layer, floor alpha; DESIGN 'floor alpha':
      each head first keeps its own top floor(alpha n_keep), the rest of the layer's budget goes
      to one ranking): in a layer that evicts (a head over its count, M12), each non-empty head's
-     floor fl = min(floor(alpha n_keep_h), n_keep_h, n_h) includes its C summary rows (fl < C is
-     an error): it first keeps its best fl - C tokens (protected first, then by score); the rest
+     floor fl = min(floor(alpha n_keep_h), n_keep_h, n_h) includes its C summary rows (a floor
+     at or below C, alpha 0 among them, is met by them): it first keeps its best max(fl - C, 0)
+     tokens (protected first, then by score; alpha 0 is M12 itself); the rest
      of the layer's count, sum over its non-empty heads of (n_keep_h - C) less those, goes to one
      ranking of the other tokens of the layer (M12's order and per-head cap n_h - C); a layer
      with no head over its count keeps everything.
@@ -737,9 +738,7 @@ def summary_floor(K, V, scores, lens, n_keeps, alpha, C, iters, sinks=0, recent=
         if nk < C:
             raise ValueError("the budget keeps fewer rows than the summary rows")
         fl = min(math.floor(alpha * nk), nk, n)
-        if fl < C:
-            raise ValueError("the floor keeps fewer rows than the summary rows")
-        own = sorted(key(j, t, n) for t in range(n))[:fl - C]
+        own = sorted(key(j, t, n) for t in range(n))[:max(fl - C, 0)]   # fl <= C: its C rows meet it
         keep[j] = {k[5] for k in own}
         rest += (nk - C) - len(keep[j])
     cands = sorted(key(j, t, lens[j]) for j in range(Hn) for t in range(lens[j]) if t not in keep[j])

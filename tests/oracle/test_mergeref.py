@@ -290,12 +290,20 @@ def test_summary_floor():
     out = M.summary_floor(K, V, s, [8, 8], [6, 6], 0.5, 2, 1)
     check(out[0][0].tolist() == [2, 3, 4, 5, 6, 7], "M14 head 0: floor + the ranking up to its cap")
     check(out[1][0].tolist() == [6, 7], "M14 head 1: its floor, then what the cap of head 0 left")
-    # alpha 0: no floor below C allowed
-    try:
-        M.summary_floor(K, V, s, [8, 8], [6, 6], 0.0, 2, 1)
-        check(False, "M14 a floor below C is an error")
-    except ValueError:
-        pass
+    # alpha 0 (no floor) and a floor at or below C are met by the C summary rows: M12's result
+    # (summary_group), tokens and rows; by hand: 2 * (6 - 2) = 8 go to head 0's best 6 (its cap)
+    # then head 1's best 2
+    for a in (0.0, 0.3, 0.4):           # floors 0, 1, 2 = C
+        out = M.summary_floor(K, V, s, [8, 8], [6, 6], a, 2, 1)
+        ref = M.summary_group(K, V, s, [8, 8], [6, 6], 2, 1)
+        check(out[0][0].tolist() == [2, 3, 4, 5, 6, 7] and out[1][0].tolist() == [6, 7],
+              "M14 floor %g <= C: no error, the ranking alone" % a)
+        check(all(o[0].tolist() == r[0].tolist() and allclose(o[2][0], r[2][0]) and allclose(o[2][1], r[2][1])
+                  for o, r in zip(out, ref)), "M14 floor %g <= C equals M12 (summary_group)" % a)
+    # a small budget (n_keep 2 = C, alpha 0.2 the adakv default): floor 0, each head keeps no
+    # ordinary row beyond the ranking's 0 and builds its 2 rows
+    out = M.summary_floor(K, V, s, [8, 8], [2, 2], 0.2, 2, 1)
+    check(all(o[0].size == 0 and o[2] is not None for o in out), "M14 n_keep = C: only the summary rows")
     # no head over its count: everything kept, no rows
     out = M.summary_floor(K, V, s, [8, 8], [8, 8], 0.5, 2, 1)
     check(all(o[0].size == 8 and o[2] is None for o in out), "M14 nothing over the count: all kept")

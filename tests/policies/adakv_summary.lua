@@ -1,7 +1,7 @@
 -- Test policy (issue 12): AdaKV's floor (kv.topk scope "layer", floor alpha) with summary rows:
 -- the heads of a layer share its budget; in a layer that evicts (a head over its count), each
--- head first keeps its own floor(alpha n_keep) rows, its 2 summary rows included (a floor below
--- 2 is an error at the merge), i.e. its best floor - 2 ordinary rows, protected first; the rest
+-- head first keeps its own floor(alpha n_keep) rows, its 2 summary rows included (a floor at or
+-- below 2 is met by them), i.e. its best max(floor - 2, 0) ordinary rows, protected first; the rest
 -- of the layer's ordinary budget (sum of n_keep - 2) goes to one ranking over the layer, each
 -- head at most n - 2 (M12); what a head evicts is summarized by 2 k-means rows (2 Lloyd
 -- iterations). Golden: tests/oracle/mergeref.py summary_floor (M14).
