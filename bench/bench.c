@@ -2400,17 +2400,24 @@ int main(int argc, char **argv)
 	else
 		fprintf(md, "- >= 2x faster than kvpress: not measured (%s)\n", rows[0].kvnote);
 	/* issue 15's targets (autotuning and the roofline) */
+	/* the bf16 dot-product target is the vdpbf16ps path's: on an AMX host the rows above run AMX
+	** tiles (their ratio to the vdpbf16ps peak means nothing), so it is judged on the AMX-disabled
+	** rows, the path a CPU with avx512_bf16 and no AMX runs (session 12: the line said 227 %) */
 	double mindot = 1e9, rbw[2][3];
-	for (int i = 0; i < nr; i++)
+	for (int i = 0; i < nna; i++)
+		if (nrows[i].dot_ratio > 0 && nrows[i].dot_ratio < mindot)
+			mindot = nrows[i].dot_ratio;
+	for (int i = 0; !nna && i < nr; i++)
 		if (!strcmp(rows[i].dt, "bf16") && rows[i].dot_ratio > 0 && rows[i].dot_ratio < mindot)
 			mindot = rows[i].dot_ratio;
 	for (int pi = 0; pi < 2; pi++)
 		for (int k = 0; k < 3; k++)
 			rbw[pi][k] = 2.0 * H * 32768 * D * (k == 1 ? 4 : 2) / (dec[pi][k] * 1e-3) / 1e9 / pk.read_all;
 	if (mindot < 1e9)
-		fprintf(md, "- SnapKV bf16 score >= 80%% of the bf16 dot-product peak: %s — %.0f%% (lowest row; the score phase at "
+		fprintf(md, "- SnapKV bf16 score >= 80%% of the bf16 dot-product peak: %s — %.0f%% (lowest row%s; the score phase at "
 		            "%d threads against the all-threads vdpbf16ps peak of this run)\n",
-		        mindot >= 0.8 ? "**met**" : "**missed**", 100 * mindot, threads);
+		        mindot >= 0.8 ? "**met**" : "**missed**", 100 * mindot,
+		        nna ? " of the AMX-disabled section: the vdpbf16ps path" : "", threads);
 	else
 		fprintf(md, "- SnapKV bf16 score >= 80%% of the bf16 dot-product peak: not measured (this CPU has no avx512_bf16)\n");
 	fprintf(md, "- decode attention >= 80%% of read bandwidth at n = 32768: bf16 %s — %.0f%%, f32 %s — %.0f%% (K+V bytes "
