@@ -19,13 +19,6 @@
 /* the trailer every artifact carries (runtime/artifact.h: KaTrailer, checked by kvcc_open too) */
 typedef KaTrailer Footer;
 
-static double now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
-}
-
 static int mkdirs(const char *path)
 {
 	char tmp[1024];
@@ -246,7 +239,7 @@ static int pidalive(long pid)
 static int lockit(const char *lock, const char *art, uint64_t key, const char *desc, int verbose, int *appeared)
 {
 	const char *ts = getenv("KVCC_CACHE_LOCK_TIMEOUT");
-	double timeout = ts && *ts ? atof(ts) * 1e3 : 30e3, t0 = now_ms();
+	double timeout = ts && *ts ? atof(ts) * 1e3 : 30e3, t0 = ki_now_ms();
 	*appeared = 0;
 	for (int round = 0;; round++) {
 		int fd = open(lock, O_CREAT | O_EXCL | O_WRONLY, 0644);
@@ -283,7 +276,7 @@ static int lockit(const char *lock, const char *art, uint64_t key, const char *d
 		** (a directory, a directory we cannot write) waits out the timeout like a held one. */
 		if (!got && round > 200 && unlink(lock) == 0)
 			continue;
-		if (now_ms() - t0 > timeout) {
+		if (ki_now_ms() - t0 > timeout) {
 			if (verbose)
 				fprintf(stderr, "kvcc: cache: lock %s still held by pid %ld after %.1f s; building without it\n", lock,
 				        pid, timeout / 1e3);
@@ -298,7 +291,7 @@ int ki_cache_get(const KiFn *f, const kvcc_spec *spec, const char *extra, int ve
                  char *path, size_t n, KiErr *e)
 {
 	char dir[1024], why[600] = "";
-	double t0 = now_ms();
+	double t0 = ki_now_ms();
 	if (ki_cache_dir(dir, sizeof dir, why, sizeof why) != 0) {
 		if (verbose)
 			fprintf(stderr, "kvcc: cache off: %s\n", why);
@@ -333,7 +326,7 @@ int ki_cache_get(const KiFn *f, const kvcc_spec *spec, const char *extra, int ve
 	int rc = 1;
 	if (ki_cache_check(art, key, desc, why, sizeof why) == 0) {
 		if (verbose)
-			fprintf(stderr, "kvcc: cache hit: %s (%.2f ms)\n", art, now_ms() - t0);
+			fprintf(stderr, "kvcc: cache hit: %s (%.2f ms)\n", art, ki_now_ms() - t0);
 		rc = 0;
 		goto done;
 	}

@@ -116,6 +116,13 @@ char *ki_readfile(const char *path, size_t *len, KiErr *e)
 	return ki_readfilemax(path, SIZE_MAX - 1, len, e);
 }
 
+double ki_now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
 double ki_thread_cpu_ms(void)
 {
 	struct timespec ts;

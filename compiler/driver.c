@@ -39,13 +39,6 @@
 
 /* --- the stages ------------------------------------------------------------------------------ */
 
-static double now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
-}
-
 static int endswith(const char *s, const char *suf)
 {
 	size_t a = strlen(s), b = strlen(suf);
@@ -329,7 +322,7 @@ static void rmobjs(KiJob *j)
 static int build(void *ud, const char *out, double *ms, KiErr *e)
 {
 	KiJob *j = ud;
-	double t0 = now_ms();
+	double t0 = ki_now_ms();
 	/* NVRTC (codegen ptx) runs on its worker threads while LLVM generates the x86 kernels here
 	** (issue 13, compile time); an x86 error is said first, as when they ran one after the other */
 	KpGpuJob *gj = NULL;
@@ -346,7 +339,7 @@ static int build(void *ud, const char *out, double *ms, KiErr *e)
 	if (!rc)
 		rc = linkso(j, out, e) ? -2 : 0;   /* -2: out not written */
 	rmobjs(j);
-	j->ms = now_ms() - t0;
+	j->ms = ki_now_ms() - t0;
 	if (ms)
 		*ms = j->ms;
 	return rc;

@@ -237,6 +237,8 @@ KC_FUNC char *ki_readfile(const char *path, size_t *len, KiErr *e);
 KC_FUNC char *ki_readfilemax(const char *path, size_t max, size_t *len, KiErr *e);
 /* the calling thread's CPU time in ms (the compile stages' -v timings on worker threads) */
 KC_FUNC double ki_thread_cpu_ms(void);
+/* wall time in ms on the monotonic clock (stage timings, lock and cache timeouts) */
+KC_FUNC double ki_now_ms(void);
 
 /* print.c */
 KC_FUNC char *ki_print(const KiFn *f);          /* malloc'd text form; NULL: out of memory */

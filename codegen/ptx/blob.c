@@ -22,13 +22,6 @@ _Static_assert(KVG_MAXKERN == 8, "kvcc_gpu_image has 8 kernel slots");
 _Static_assert(KVG_SCORE == 0 && KVG_SELECT == 1 && KVG_DECODE == 2 && KVG_COMBINE == 3 && KVG_SELGRP == 4,
                "kvcc_gpu_kernel.role values");
 
-static double now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
-}
-
 static int cmpint(const void *a, const void *b) { return *(const int *)a - *(const int *)b; }
 
 int kp_gpu_targets(const char *archs, KpGpu *g, const KiFn *f, KiErr *e)
@@ -235,7 +228,7 @@ int kp_gpu_start(const KiFn *f, const KiPlan *p, const kvcc_spec *spec, const Kp
 	*job = NULL;
 	if (!J)
 		return ki_error(e, f->src, 0, 0, "out of memory (GPU artifact)"), -1;
-	J->t0 = now_ms();
+	J->t0 = ki_now_ms();
 	J->f = f, J->spec = *spec, J->g = g, J->hascfg = c != NULL;
 	if (c)
 		J->cfg = *c;
@@ -289,11 +282,11 @@ int kp_gpu_finish(KpGpuJob *J, const char *obj, int verbose, double *ms, KiErr *
 	}
 	rc = emit_object(blob, n, obj, e, f);
 	if (rc == 0 && verbose)
-		fprintf(stderr, "kvcc: GPU: NVRTC %.1f ms (%s; CPU per arch: %s), artifact %zu bytes\n", now_ms() - J->t0,
+		fprintf(stderr, "kvcc: GPU: NVRTC %.1f ms (%s; CPU per arch: %s), artifact %zu bytes\n", ki_now_ms() - J->t0,
 		        J->g->archs, per, n);
 	free(blob);
 	if (ms)
-		*ms = now_ms() - J->t0;
+		*ms = ki_now_ms() - J->t0;
 	free(J);
 	return rc;
 }

@@ -143,13 +143,6 @@ void kp_gcfgstr(const KpGpuCfg *c, int head_dim, int group, char *buf, size_t n)
 		snprintf(buf + k, n - (size_t)k, ",st%d", c->st);
 }
 
-static double now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
-}
-
 /* "ptxas info    : Used 40 registers, used 1 barriers, 2048 bytes smem" per entry function */
 static void parselog(const char *log, KpCudaOut *out, KpCudaImage *im)
 {
@@ -329,7 +322,7 @@ static void group_ptx(KpCudaJob *J, int l)
 static int shared1(KpCudaJob *J, int a)
 {
 	int l = J->lead[a];
-	double t1 = now_ms();
+	double t1 = ki_now_ms();
 	group_ptx(J, l);
 	double pc;
 	if (J->gdone[l] < 0 || kp_ptxas(J->g[l].ptx, J->g[l].nptx, J->sm[a], &J->r[a], &pc, J->why[a], sizeof J->why[a]) != 0)
@@ -354,7 +347,7 @@ static int shared1(KpCudaJob *J, int a)
 		memcpy(J->r[a].ptx, src, n + 1);
 	J->r[a].nptx = n;
 	J->rc[a] = 0;
-	J->wall[a] = now_ms() - t1, J->cpu[a] = (l == a ? J->gcpu[a] : 0) + pc;
+	J->wall[a] = ki_now_ms() - t1, J->cpu[a] = (l == a ? J->gcpu[a] : 0) + pc;
 	return 0;
 }
 
@@ -376,9 +369,9 @@ static void arch1(KpCudaJob *J, int a)
 	else
 		snprintf(how, hn, "sm_%d: NVRTC alone: ptxas failed: %.200s", J->sm[a], J->why[a]);
 	const char *extra[] = { J->defs[a][0], J->defs[a][1], J->defs[a][2], J->defs[a][3], J->defs[a][4] };
-	double t1 = now_ms(), c1 = ki_thread_cpu_ms();
+	double t1 = ki_now_ms(), c1 = ki_thread_cpu_ms();
 	J->rc[a] = kp_nvrtc_compile(J->out->src, J->name, J->sm[a], extra, 5, &J->r[a], J->why[a], sizeof J->why[a]);
-	J->wall[a] = now_ms() - t1, J->cpu[a] = ki_thread_cpu_ms() - c1;
+	J->wall[a] = ki_now_ms() - t1, J->cpu[a] = ki_thread_cpu_ms() - c1;
 }
 
 static void *worker(void *p)
@@ -465,10 +458,10 @@ int kp_cuda_start(const KiFn *f, const KpCudaOpts *o, KpCudaOut *out, KpCudaJob 
 	out->nthreads = gc && gc->nt ? gc->nt : o->nthreads > 0 ? o->nthreads : 256;
 	if (out->nthreads % 32 || out->nthreads > 1024)
 		return ki_error(e, f->src, 0, 0, "GPU backend: threads per block must be a multiple of 32 up to 1024"), -1;
-	double t0 = now_ms();
+	double t0 = ki_now_ms();
 	if (kp_generate(f, o, out, e) != 0)
 		return -1;
-	out->gen_ms = now_ms() - t0;
+	out->gen_ms = ki_now_ms() - t0;
 	if (o->gen_only)
 		return 0;
 	char why[512];

@@ -34,13 +34,6 @@ static LLVMValueRef gstr(Gen *g, const char *s, const char *name)
 	return gv;
 }
 
-static double now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
-}
-
 int kx_link(const char *const *objs, int nobj, const char *so, KiErr *e)
 {
 	const char *cc = getenv("KVCC_CC");
@@ -368,7 +361,7 @@ static int object(Gen *g, const KiFn *f, LLVMTargetMachineRef tm, const char *ob
 		goto out;
 	}
 	LLVMDisposeMessage(err), err = NULL;
-	t[0] = now_ms();
+	t[0] = ki_now_ms();
 	LLVMPassBuilderOptionsRef po = LLVMCreatePassBuilderOptions();
 	LLVMErrorRef perr = LLVMRunPasses(g->m, kx_pipeline, tm, po);
 	LLVMDisposePassBuilderOptions(po);
@@ -383,7 +376,7 @@ static int object(Gen *g, const KiFn *f, LLVMTargetMachineRef tm, const char *ob
 		fputs(ir, stderr);
 		LLVMDisposeMessage(ir);
 	}
-	t[1] = now_ms();
+	t[1] = ki_now_ms();
 	if (LLVMTargetMachineEmitToMemoryBuffer(tm, g->m, LLVMObjectFile, &err, &buf)) {
 		ki_error(e, f->src, 0, 0, "LLVM codegen: %s", err);
 		goto out;
@@ -590,7 +583,7 @@ int kx_emitsplit(const KiFn *f, const KiPlan *kp, const kvcc_spec *spec, const K
                  const char *objpath, const char *obj2, int verbose, double *ms, KiErr *e)
 {
 	int nobj = 1;
-	double t0 = now_ms(), t[2] = { t0, t0 };
+	double t0 = ki_now_ms(), t[2] = { t0, t0 };
 	if (kx_checkspec(f, spec, e) != 0)
 		return -1;
 	LLVMInitializeX86TargetInfo();
@@ -672,7 +665,7 @@ int kx_emitsplit(const KiFn *f, const KiPlan *kp, const kvcc_spec *spec, const K
 	}
 	if (rc == 0 && verbose) {
 		fprintf(stderr, "kvcc: times: IR %.1f ms, passes %.1f ms, codegen %.1f ms\n", t[0] - t0, t[1] - t[0],
-		        now_ms() - t[1]);
+		        ki_now_ms() - t[1]);
 		fprintf(stderr, "kvcc: x86: %s, cpu %s, %d-lane f32 vectors, dtype %s, head_dim %d, group %d\n",
 		        kx_targetname(spec->target), cpu, W, ki_dtypename(spec->dtype), spec->head_dim, spec->group);
 		char cs[160];
@@ -682,6 +675,6 @@ int kx_emitsplit(const KiFn *f, const KiPlan *kp, const kvcc_spec *spec, const K
 	LLVMDisposeMessage(triple);
 	free(host);
 	if (ms)
-		*ms = now_ms() - t0;
+		*ms = ki_now_ms() - t0;
 	return rc ? -1 : nobj;
 }
